@@ -1,0 +1,1 @@
+"""NATS plumbing: identities and permissions, subjects, headers, connections, reply streams."""

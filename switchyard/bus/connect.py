@@ -1,0 +1,80 @@
+"""Open a NATS connection as one identity: its certificate, its inbox prefix, failover settings.
+
+Reconnects are unlimited with short waits (DESIGN §8: zero loss needs the connection back fast);
+permission violations, which nats-py reports only asynchronously, are logged with the identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client as NATS
+
+from switchyard.errors import BusError
+from switchyard.stack.certs import require_tls_files
+
+log = logging.getLogger("switchyard.bus")
+
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+def client_tls(cert_dir: Path, name: str) -> ssl.SSLContext:
+    """A TLS context presenting ``name``'s certificate and trusting only the project CA."""
+    files = require_tls_files(cert_dir, name)
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files.ca))
+    ctx.load_cert_chain(str(files.cert), str(files.key))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+async def connect(
+    servers: tuple[str, ...] | list[str],
+    cert_dir: Path,
+    identity: str,
+    *,
+    name: str | None = None,
+    connect_timeout: float = 5.0,
+    reconnect_wait: float = 0.25,
+    error_cb: ErrorCallback | None = None,
+    max_reconnect_attempts: int = -1,
+) -> NATS:
+    """Connect to NATS as ``identity``.
+
+    Args:
+        servers: server URLs (``tls://host:port``).
+        cert_dir: where the identity's certificate lives.
+        identity: the identity name; sets the certificate and the ``_INBOX_<identity>`` prefix.
+        name: connection name shown in server monitoring (default: the identity).
+        error_cb: receives asynchronous errors (permission violations arrive here).
+        max_reconnect_attempts: -1 for unlimited (services); tests of refusals pass 0.
+
+    Raises:
+        BusError: the first connection attempt failed (refused certificate, no server...).
+    """
+    ctx = client_tls(cert_dir, identity)
+
+    async def _log_error(exc: Exception) -> None:
+        log.warning("nats error for %s: %s", identity, exc)
+        if error_cb is not None:
+            await error_cb(exc)
+
+    try:
+        return await nats.connect(
+            servers=list(servers),
+            tls=ctx,
+            name=name or identity,
+            inbox_prefix=f"_INBOX_{identity}",
+            connect_timeout=max(1, round(connect_timeout)),
+            reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type,unused-ignore]  # floats work
+            max_reconnect_attempts=max_reconnect_attempts,
+            allow_reconnect=True,
+            error_cb=_log_error,
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise BusError(
+            f"cannot connect to NATS at {', '.join(servers)} as {identity}: {exc}"
+        ) from exc

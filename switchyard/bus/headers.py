@@ -1,0 +1,47 @@
+"""Header names of the wire contract (DESIGN §4) and helpers to read them.
+
+Bodies stay OpenAI JSON bytes; everything Switchyard adds travels in these headers.
+"""
+
+from __future__ import annotations
+
+REQUEST_ID = "Sy-Request-Id"  # also the idempotency key across attempts
+ATTEMPT = "Sy-Attempt"  # 1-based; a client retry bumps it, so does a reroute
+DEADLINE = "Sy-Deadline"  # unix milliseconds; every hop drops work past it
+KEY_ID = "Sy-Key-Id"  # client key id, set by ingress after auth
+TENANT = "Sy-Tenant"  # team/owner of that key
+REPLY = "Sy-Reply"  # the caller's reply subject, carried through JetStream
+STATUS = "Sy-Status"  # HTTP-like status on replies
+SEQ = "Sy-Seq"  # chunk sequence number, 0-based
+KIND = "Sy-Kind"  # reply message kind: chunk | final | keepalive | error
+OP = "Sy-Op"  # chat | complete | embed (on dispatched requests)
+ALIAS = "Sy-Alias"  # the alias the client asked for (on dispatched requests)
+DEPLOYMENT = "Sy-Deployment"  # which deployment answered
+ATTEMPTS = "Sy-Attempts"  # how many attempts it took
+TRIED = "Sy-Tried"  # deployments already tried, comma-separated (reroutes)
+RETRY_AFTER = "Sy-Retry-After"  # seconds, on 429/503 replies
+STREAM = "Sy-Stream"  # "1" when the client asked for a stream
+NATS_MSG_ID = "Nats-Msg-Id"  # JetStream dedup key
+REQUEST_INFO = "Nats-Request-Info"  # added by the server on imports: who asked
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
+
+KIND_CHUNK = "chunk"
+KIND_FINAL = "final"
+KIND_KEEPALIVE = "keepalive"
+KIND_ERROR = "error"
+
+
+def int_header(headers: dict[str, str] | None, name: str, default: int = 0) -> int:
+    """An integer header, or ``default`` when absent or not a number (never raises)."""
+    if not headers:
+        return default
+    value = headers.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return default

@@ -1,0 +1,133 @@
+"""Least-privilege NATS permissions of every identity: the zone contract in data.
+
+The server config is rendered from this table, and the zone tests check the running server
+against an independent table of their own, so a loosened permission here fails a test.
+Wildcards match whole tokens only (``$JS.ACK.DISPATCH.>`` works, ``DISPATCH*`` matches nothing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from switchyard.bus import subjects as s
+from switchyard.bus.identities import Identity, Zone
+
+# Anything that could yield a provider key, denied explicitly to all but the model-proxy.
+_SECRET_VALUES = (f"{s.SECRETS_GET_PREFIX}.>",)
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    publish_allow: tuple[str, ...] = ()
+    publish_deny: tuple[str, ...] = ()
+    subscribe_allow: tuple[str, ...] = ()
+    subscribe_deny: tuple[str, ...] = ()
+    # Lets a service answer requests it received (their reply subjects), and nothing else.
+    allow_responses: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _kv_read(bucket: str) -> tuple[str, ...]:
+    """What a KV watcher/reader needs: stream info, direct get, an ordered consumer."""
+    stream = f"KV_{bucket}"
+    return (
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    )
+
+
+def _kv_write(bucket: str) -> tuple[str, ...]:
+    return (f"$KV.{bucket}.>",)
+
+
+def permissions_for(identity: Identity) -> Permissions:
+    """The permissions of a service identity or an internal client."""
+    inbox = (f"{identity.inbox_prefix}.>",)
+    name = identity.name
+    if identity.zone is Zone.CLIENT:
+        if name in ("tail", "gateway"):
+            return Permissions(
+                publish_allow=(*s.LLM_API, *_kv_read(s.KEYS_BUCKET)),
+                publish_deny=(*_SECRET_VALUES, f"{s.SECRETS_ADMIN_PREFIX}.>"),
+                subscribe_allow=inbox,
+            )
+        if name == "admin":
+            return Permissions(
+                publish_allow=(
+                    f"{s.SECRETS_ADMIN_PREFIX}.>",
+                    *_kv_read(s.KEYS_BUCKET),
+                    *_kv_write(s.KEYS_BUCKET),
+                    f"$JS.API.STREAM.CREATE.KV_{s.KEYS_BUCKET}",
+                    f"$JS.API.STREAM.UPDATE.KV_{s.KEYS_BUCKET}",
+                ),
+                publish_deny=(*_SECRET_VALUES, *s.LLM_API),
+                subscribe_allow=inbox,
+            )
+        # Internal clients: the LLM API only.
+        return Permissions(
+            publish_allow=s.LLM_API,
+            publish_deny=(*_SECRET_VALUES, f"{s.SECRETS_ADMIN_PREFIX}.>"),
+            subscribe_allow=inbox,
+        )
+    if name == "head":
+        return Permissions(
+            publish_allow=(
+                f"{s.DISPATCH_PREFIX}.>",
+                f"$JS.API.STREAM.INFO.{s.DISPATCH_STREAM}",
+                "_R_.>",  # errors for rerouted requests go to the original caller
+                *_kv_read(s.ROUTES_BUCKET),
+                *_kv_read(s.HEALTH_BUCKET),
+                *_kv_write(s.HEALTH_BUCKET),
+            ),
+            publish_deny=_SECRET_VALUES,
+            subscribe_allow=(*s.LLM_API, s.REROUTE, *inbox, "$SRV.>"),
+            allow_responses=True,
+        )
+    if name == "modelproxy":
+        return Permissions(
+            publish_allow=(
+                f"$JS.API.CONSUMER.MSG.NEXT.{s.DISPATCH_STREAM}.*",
+                f"$JS.API.CONSUMER.INFO.{s.DISPATCH_STREAM}.*",
+                f"$JS.ACK.{s.DISPATCH_STREAM}.>",
+                "_R_.>",  # it answers requests it never received (DESIGN §5)
+                f"{s.SECRETS_GET_PREFIX}.>",
+                s.USAGE,
+                s.REROUTE,
+                *_kv_read(s.ROUTES_BUCKET),
+                *_kv_write(s.HEALTH_BUCKET),
+            ),
+            subscribe_allow=(*inbox, f"{s.SECRETS_CHANGED_PREFIX}.>"),
+        )
+    if name == "secrets":
+        return Permissions(
+            publish_allow=(f"{s.SECRETS_CHANGED_PREFIX}.>",),
+            subscribe_allow=(
+                f"{s.SECRETS_GET_PREFIX}.>",
+                f"{s.SECRETS_ADMIN_PREFIX}.>",
+                *inbox,
+                "$SRV.>",
+            ),
+            allow_responses=True,
+        )
+    if name == "accounting":
+        return Permissions(
+            publish_allow=(
+                f"$JS.API.CONSUMER.MSG.NEXT.{s.USAGE_STREAM}.*",
+                f"$JS.API.CONSUMER.INFO.{s.USAGE_STREAM}.*",
+                f"$JS.ACK.{s.USAGE_STREAM}.>",
+            ),
+            publish_deny=_SECRET_VALUES,
+            subscribe_allow=inbox,
+        )
+    if name == "provisioner":
+        return Permissions(
+            publish_allow=("$JS.API.>", *_kv_write(s.ROUTES_BUCKET), *_kv_write(s.HEALTH_BUCKET)),
+            publish_deny=_SECRET_VALUES,
+            subscribe_allow=inbox,
+        )
+    raise KeyError(f"no permissions defined for identity {name!r}")

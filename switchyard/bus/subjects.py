@@ -1,0 +1,59 @@
+"""Every NATS subject, stream, consumer and bucket name, in one place.
+
+Subjects carry a version token so a v2 can run beside v1. CORE exports only the ``llm.v1`` API
+and ``secrets.v1.admin``; everything else here stays inside its account (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+# The LLM API (CORE service, exported to CLIENT with streamed responses).
+CHAT = "llm.v1.chat"
+COMPLETE = "llm.v1.complete"
+EMBED = "llm.v1.embed"
+MODELS = "llm.v1.models"
+LLM_API = (CHAT, COMPLETE, EMBED, MODELS)
+HEAD_QUEUE = "head"
+
+# Work queues (CORE only): one subject per deployment, one durable consumer each.
+DISPATCH_STREAM = "DISPATCH"
+DISPATCH_PREFIX = "llm.v1.dispatch"
+DISPATCH_ALL = f"{DISPATCH_PREFIX}.>"
+# A model-proxy hands a retryable failure back to the heads (CORE only).
+REROUTE = "llm.v1.reroute"
+
+# Usage events (CORE only): the accounting worker's input.
+USAGE_STREAM = "USAGE"
+USAGE = "llm.v1.usage"
+
+# Secrets (CORE service). get is model-proxy only; admin is exported to CLIENT's admin identity.
+SECRETS_GET_PREFIX = "secrets.v1.get"
+SECRETS_ADMIN_PREFIX = "secrets.v1.admin"
+SECRETS_CHANGED_PREFIX = "secrets.v1.changed"
+SECRETS_QUEUE = "secrets"
+
+# NATS KV buckets.
+ROUTES_BUCKET = "sy_routes"  # CORE: the route table document
+HEALTH_BUCKET = "sy_health"  # CORE: deployment cooldowns shared by all heads
+KEYS_BUCKET = "sy_keys"  # CLIENT: client key hashes and limits
+
+
+def dispatch(deployment_id: str) -> str:
+    """The work-queue subject of one deployment."""
+    return f"{DISPATCH_PREFIX}.{deployment_id}"
+
+
+def dispatch_consumer(deployment_id: str) -> str:
+    """The durable consumer name for one deployment's queue."""
+    return f"dep-{deployment_id}"
+
+
+def secrets_get(name: str) -> str:
+    return f"{SECRETS_GET_PREFIX}.{name}"
+
+
+def secrets_admin(op: str) -> str:
+    return f"{SECRETS_ADMIN_PREFIX}.{op}"
+
+
+def secrets_changed(name: str) -> str:
+    return f"{SECRETS_CHANGED_PREFIX}.{name}"

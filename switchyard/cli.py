@@ -1,0 +1,212 @@
+"""The ``switchyard`` command: local stack, certificates, components, and operations.
+
+Each subcommand loads the settings once (``--config``/``--home`` and ``SWITCHYARD_*``), then
+hands them to the module that does the work. Errors of the Switchyard tree print as one clear
+line (no traceback) and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from switchyard.config import Settings, config_file_from_env, load_settings
+from switchyard.errors import ConfigError, SwitchyardError
+from switchyard.telemetry import setup_logging
+
+Handler = Callable[[argparse.Namespace, Settings, Path | None], int]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="settings file (default: $SWITCHYARD_CONFIG, else ./switchyard.yaml if present)",
+    )
+    parser.add_argument(
+        "--home",
+        default=argparse.SUPPRESS,
+        help="local state directory (default: ./.switchyard)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="switchyard", description="An OpenAI-compatible LLM gateway on NATS."
+    )
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="run the whole platform locally (Ctrl-C stops it)")
+    _common(p)
+    p.add_argument("--detach", "-d", action="store_true", help="return once healthy")
+    p.set_defaults(handler=_cmd_up)
+
+    p = sub.add_parser("down", help="stop a detached local stack")
+    _common(p)
+    p.set_defaults(handler=_cmd_down)
+
+    p = sub.add_parser("status", help="show each local process and its health")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_status)
+
+    p = sub.add_parser("certs", help="create the CA and identity certificates")
+    certs = p.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    c = certs.add_parser("init", help="CA, server and every service identity (idempotent)")
+    _common(c)
+    c.add_argument("--dir", type=Path, help="where to write (default: <home>/certs)")
+    c.add_argument("--force", action="store_true", help="re-issue valid certificates too")
+    c.set_defaults(handler=_cmd_certs_init)
+    c = certs.add_parser("issue", help="a certificate for an extra identity (internal client)")
+    _common(c)
+    c.add_argument("name", help="identity name: lowercase letters, digits, dashes")
+    c.add_argument("--dir", type=Path, help="where to write (default: <home>/certs)")
+    c.add_argument("--force", action="store_true", help="re-issue even if valid")
+    c.set_defaults(handler=_cmd_certs_issue)
+
+    p = sub.add_parser("serve", help="run one component (what compose and k8s use)")
+    _common(p)
+    p.add_argument("component", help="tail, gateway, head, modelproxy, secrets, accounting")
+    p.add_argument("--instance", help="instance name in logs and monitoring")
+    p.add_argument("--health-port", type=int, help="workers: serve /health and /ready here")
+    p.set_defaults(handler=_cmd_serve)
+
+    p = sub.add_parser("provision", help="create streams, consumers and KV buckets (idempotent)")
+    _common(p)
+    p.set_defaults(handler=_cmd_provision)
+
+    p = sub.add_parser("config", help="validate the settings and print them as JSON")
+    _common(p)
+    p.set_defaults(handler=_cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if getattr(args, "home", None):
+        overrides["home"] = args.home
+    config_file: Path | None = getattr(args, "config", None)
+    if config_file is None and config_file_from_env():
+        config_file = Path(str(config_file_from_env()))
+    if config_file is None and Path("switchyard.yaml").is_file():
+        config_file = Path("switchyard.yaml")
+    try:
+        settings = load_settings(config_file, overrides=overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    component = getattr(args, "instance", None) or getattr(args, "component", None) or args.command
+    setup_logging(settings.logging, component)
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings, config_file)
+    except SwitchyardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _cmd_up(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from switchyard.stack import commands  # noqa: PLC0415  (keep CLI start-up light)
+
+    return commands.up(settings, config_file, detach=args.detach, out=sys.stdout)
+
+
+def _cmd_down(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from switchyard.stack import commands  # noqa: PLC0415
+
+    return commands.down(settings, out=sys.stdout)
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from switchyard.stack import commands  # noqa: PLC0415
+
+    return commands.status(settings, as_json=args.json, out=sys.stdout)
+
+
+def _cert_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    return Path(args.dir).resolve() if args.dir else settings.certs_dir
+
+
+def _cmd_certs_init(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from switchyard.bus.identities import SERVICE_IDENTITIES  # noqa: PLC0415
+    from switchyard.stack.certs import init_certificates  # noqa: PLC0415
+
+    clients = [(i.name, i.zone.value.lower()) for i in SERVICE_IDENTITIES]
+    clients += [(n, "client") for n in settings.nats.internal_clients]
+    directory = _cert_dir(args, settings)
+    results = init_certificates(
+        directory,
+        organization=settings.certs.organization,
+        validity_days=settings.certs.validity_days,
+        clients=clients,
+        force=args.force,
+    )
+    for r in results:
+        print(f"  {'created' if r.created else 'kept   '}  {r.name:<12} {r.path}")
+    print(f"certificates in {directory} (private keys are 0600)")
+    return 0
+
+
+def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    import re  # noqa: PLC0415
+
+    from switchyard.bus.identities import SERVICE_IDENTITIES  # noqa: PLC0415
+    from switchyard.stack.certs import CertificateAuthority  # noqa: PLC0415
+
+    name: str = args.name
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", name):
+        raise ConfigError("name", f"`{name}` is not a valid identity name", "use a-z, 0-9 and -")
+    known = {i.name: i for i in SERVICE_IDENTITIES}
+    ou = known[name].zone.value.lower() if name in known else "client"
+    directory = _cert_dir(args, settings)
+    ca, _ = CertificateAuthority.load_or_create(
+        directory, settings.certs.organization, settings.certs.validity_days
+    )
+    result = ca.issue(
+        directory,
+        name,
+        cn=name,
+        ou=ou,
+        organization=settings.certs.organization,
+        validity_days=settings.certs.validity_days,
+        force=args.force,
+    )
+    print(f"{'created' if result.created else 'kept'} {result.path}")
+    if name not in known and name not in settings.nats.internal_clients:
+        print(
+            f"note: add `{name}` to nats.internal_clients in your config so the server maps "
+            "this certificate to a CLIENT-zone user"
+        )
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from switchyard.serve import serve  # noqa: PLC0415
+
+    instance = args.instance or args.component
+    return serve(args.component, settings, instance=instance, health_port=args.health_port)
+
+
+def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from switchyard.stack.local import provision_stack  # noqa: PLC0415
+
+    asyncio.run(provision_stack(settings))
+    print("provisioned streams, consumers and KV buckets")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    import msgspec  # noqa: PLC0415
+
+    print(json.dumps(msgspec.to_builtins(settings), indent=2))
+    return 0

@@ -1,0 +1,210 @@
+"""Every error Switchyard raises, in one tree.
+
+Errors carry typed attributes (status, retryable, provider, field) so callers branch on data, never
+on message text. Each transport maps them at exactly one boundary: the ingress's exception handler
+(HTTP), the reply edge of each NATS endpoint, and the provider adapter (which turns aiohttp/litellm
+failures into :class:`ProviderError`).
+
+::
+
+    SwitchyardError
+    ├── ConfigError              invalid settings; names the field and the fix
+    ├── CertificateError         the CA or an identity certificate is missing or unusable
+    ├── StackError               a local-stack process failed to start, became unhealthy, or exited
+    ├── BusError                 NATS unreachable or a publish could not be confirmed
+    ├── SecretsError             the secrets service or Vault/OpenBao failed (server zone only)
+    │   └── VaultUnavailable     Vault/OpenBao cannot be reached or refused our credentials
+    └── ApiError                 what an API client sees: an OpenAI-shaped error with a status
+        ├── InvalidRequest           400
+        ├── AuthenticationFailed     401
+        ├── PermissionDenied         403
+        ├── ModelNotFound            404
+        ├── PayloadTooLarge          413
+        ├── RateLimited              429 (carries retry_after)
+        ├── ProviderError            502 (carries provider, upstream status, retryable)
+        ├── ServiceUnavailable       503 (no workers, queue full, secret unavailable)
+        └── DeadlineExceeded         504
+"""
+
+from __future__ import annotations
+
+
+class SwitchyardError(Exception):
+    """Root of every error Switchyard raises on purpose."""
+
+
+class ConfigError(SwitchyardError):
+    """Settings failed validation.
+
+    Attributes:
+        field: dotted path of the offending field (``"routes.gpt-4o.deployments[0].provider"``).
+        hint: what to change to fix it.
+    """
+
+    def __init__(self, field: str, problem: str, hint: str = "") -> None:
+        self.field = field
+        self.problem = problem
+        self.hint = hint
+        text = f"invalid config at `{field}`: {problem}"
+        if hint:
+            text += f"\n  fix: {hint}"
+        super().__init__(text)
+
+
+class CertificateError(SwitchyardError):
+    """A certificate or key is missing, expired or not signed by the project's CA."""
+
+
+class StackError(SwitchyardError):
+    """The local stack could not start or keep a process healthy.
+
+    Attributes:
+        component: the process that failed (``"nats-server"``, ``"openbao"``, ``"head-1"``...).
+    """
+
+    def __init__(self, component: str, message: str) -> None:
+        self.component = component
+        super().__init__(f"{component}: {message}")
+
+
+class BusError(SwitchyardError):
+    """NATS could not be reached or did not confirm a publish in time."""
+
+
+class SecretsError(SwitchyardError):
+    """A secrets operation failed inside the server zone."""
+
+
+class VaultUnavailable(SecretsError):
+    """Vault/OpenBao is unreachable, sealed, or refused the service's credentials."""
+
+
+class ApiError(SwitchyardError):
+    """An error a client of the OpenAI-compatible API sees.
+
+    Rendered as ``{"error": {"message", "type", "param", "code"}}`` with :attr:`status`.
+
+    Attributes:
+        status: HTTP status code.
+        type: OpenAI error ``type`` (``invalid_request_error``, ``rate_limit_error``...).
+        code: machine-readable code (``model_not_found``, ``queue_full``...), or None.
+        param: the request field at fault, or None.
+        retry_after: seconds a client should wait before retrying, when known.
+    """
+
+    status: int = 500
+    type: str = "api_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.retry_after = retry_after
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationFailed(ApiError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(ApiError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class ModelNotFound(ApiError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(ApiError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class ProviderError(ApiError):
+    """The upstream provider failed.
+
+    Attributes:
+        provider: the provider (deployment) that failed.
+        upstream_status: the provider's HTTP status, or None for connection errors and timeouts.
+        retryable: whether another attempt (same or other deployment) may succeed.
+    """
+
+    status = 502
+    type = "api_error"
+    code = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        upstream_status: int | None = None,
+        retryable: bool = False,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, retry_after=retry_after)
+        self.provider = provider
+        self.upstream_status = upstream_status
+        self.retryable = retryable
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    type = "api_error"
+    code = "service_unavailable"
+
+
+class DeadlineExceeded(ApiError):
+    status = 504
+    type = "timeout_error"
+    code = "deadline_exceeded"
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    cls.status: cls
+    for cls in (
+        InvalidRequest,
+        AuthenticationFailed,
+        PermissionDenied,
+        ModelNotFound,
+        PayloadTooLarge,
+        RateLimited,
+        ProviderError,
+        ServiceUnavailable,
+        DeadlineExceeded,
+    )
+}
+
+
+def api_error_class(status: int) -> type[ApiError]:
+    """The :class:`ApiError` subclass for an HTTP status (``ApiError`` itself if none fits)."""
+    return _BY_STATUS.get(status, ApiError)

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP edges: tail (thin) and gateway (plus management), one core."""

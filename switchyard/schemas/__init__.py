@@ -1,0 +1,1 @@
+"""Wire types (msgspec): the OpenAI API subset we read, routes, events and errors."""

@@ -1,0 +1,255 @@
+"""Providers, deployments and routes: the documents that say where a model alias goes.
+
+The same types serve the config file (seed) and the live route table in NATS KV, so a route that
+validates in one place validates in the other. A *provider* is a connection (kind, base URL, secret
+name, default limits); a *deployment* is one upstream model on one provider, with its own work queue
+(``llm.v1.dispatch.<deployment id>``) and concurrency; a *route* maps a client-facing alias to
+weighted deployments plus fallback aliases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Literal
+
+import msgspec
+
+# Kinds served by the direct OpenAI-compatible path (one aiohttp POST, no litellm).
+OPENAI_COMPATIBLE_KINDS = frozenset(
+    {"openai", "azure", "openai-compatible", "vllm", "ollama", "groq", "together"}
+)
+# Kinds served through litellm (its own wire formats).
+LITELLM_KINDS = frozenset({"anthropic", "gemini", "cohere", "mistral", "bedrock", "litellm"})
+ProviderKind = Literal[
+    "demo",
+    "openai",
+    "azure",
+    "openai-compatible",
+    "vllm",
+    "ollama",
+    "groq",
+    "together",
+    "anthropic",
+    "gemini",
+    "cohere",
+    "mistral",
+    "bedrock",
+    "litellm",
+]
+
+DEFAULT_API_BASES: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "together": "https://api.together.xyz/v1",
+    "ollama": "http://127.0.0.1:11434/v1",
+}
+# Kinds whose base URL has no sensible default.
+KINDS_NEEDING_API_BASE = frozenset({"azure", "openai-compatible", "vllm"})
+
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Timeouts(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Provider call timeouts; each is also capped by the request's remaining deadline.
+
+    Attributes:
+        first_token_s: time to the first byte of a streamed answer (or to the headers).
+        stream_s: total time of a streamed answer.
+        request_s: total time of a non-streamed answer.
+    """
+
+    first_token_s: Seconds = 60.0
+    stream_s: Seconds = 600.0
+    request_s: Seconds = 600.0
+
+
+class Provider(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One upstream API endpoint and how to authenticate to it.
+
+    Attributes:
+        kind: the API dialect (``openai``, ``azure``, ``anthropic``, ``demo``...).
+        api_base: base URL; defaults per kind where one exists.
+        api_version: Azure OpenAI ``api-version`` query parameter.
+        secret: the name of the API key in the secrets service; never the key itself.
+        concurrency: default in-flight requests per deployment on this provider, across all
+            model-proxy replicas (the dispatch consumer's ``max_ack_pending``).
+        timeouts: default call timeouts for its deployments.
+    """
+
+    kind: ProviderKind
+    api_base: str | None = None
+    api_version: str | None = None
+    secret: Name | None = None
+    concurrency: Positive = 64
+    timeouts: Timeouts = Timeouts()
+
+    @property
+    def base_url(self) -> str | None:
+        return self.api_base or DEFAULT_API_BASES.get(self.kind)
+
+
+class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-token prices in USD, overriding litellm's bundled price map."""
+
+    input_per_token: Annotated[float, msgspec.Meta(ge=0)]
+    output_per_token: Annotated[float, msgspec.Meta(ge=0)]
+
+
+class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One upstream model on one provider, as a target of a route.
+
+    Attributes:
+        provider: a key of ``providers``.
+        model: the provider's model name (sent upstream in place of the client's alias).
+        weight: relative share of traffic among this route's healthy deployments.
+        concurrency: overrides the provider's default.
+        timeouts: override the provider's defaults.
+        price: overrides litellm's price for this model.
+    """
+
+    provider: Name
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    weight: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    concurrency: Positive | None = None
+    timeouts: Timeouts | None = None
+    price: Price | None = None
+
+    @property
+    def id(self) -> str:
+        """Stable identifier: names the dispatch subject token and the durable consumer."""
+        return deployment_id(self.provider, self.model)
+
+
+class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A client-facing model alias.
+
+    Attributes:
+        deployments: where requests go, chosen by weight among healthy ones.
+        fallbacks: other aliases tried, in order, when every deployment failed.
+    """
+
+    deployments: Annotated[tuple[Deployment, ...], msgspec.Meta(min_length=1)]
+    fallbacks: tuple[Name, ...] = ()
+    description: str = ""
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def deployment_id(provider: str, model: str) -> str:
+    """A NATS-token-safe id for (provider, model).
+
+    Subject tokens and consumer names cannot hold ``.``, ``*``, ``>``, ``/`` or whitespace; where
+    sanitising changes the name, a short hash keeps distinct models distinct.
+    """
+    raw = f"{provider}--{model}"
+    safe = _UNSAFE.sub("_", raw)
+    if safe != raw:
+        safe = f"{safe[:80]}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
+    return safe
+
+
+class RouteTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole routing state, stored as one document so a change applies atomically."""
+
+    providers: dict[Name, Provider] = {}
+    routes: dict[Name, Route] = {}
+
+    def deployments(self) -> dict[str, tuple[Provider, Deployment]]:
+        """Every distinct deployment by id, with its provider."""
+        found: dict[str, tuple[Provider, Deployment]] = {}
+        for route in self.routes.values():
+            for dep in route.deployments:
+                found.setdefault(dep.id, (self.providers[dep.provider], dep))
+        return found
+
+
+class RouteProblem(msgspec.Struct, frozen=True):
+    """One reason a route table is invalid: where, what, and how to fix it."""
+
+    field: str
+    problem: str
+    hint: str
+
+
+def route_table_problems(table: RouteTable) -> list[RouteProblem]:
+    """Cross-reference checks the types alone cannot express.
+
+    Returns every problem found (empty when the table is valid), so an operator fixes them all
+    in one go instead of one per restart.
+    """
+    problems: list[RouteProblem] = []
+    for name, provider in table.providers.items():
+        if provider.kind in KINDS_NEEDING_API_BASE and not provider.api_base:
+            problems.append(
+                RouteProblem(
+                    f"providers.{name}.api_base",
+                    f"kind `{provider.kind}` has no default base URL",
+                    "set api_base to the server's OpenAI-compatible URL, e.g. http://host:8000/v1",
+                )
+            )
+        if provider.kind == "azure" and not provider.api_version:
+            problems.append(
+                RouteProblem(
+                    f"providers.{name}.api_version",
+                    "Azure OpenAI needs an api-version",
+                    "set api_version, e.g. 2024-10-21",
+                )
+            )
+    seen: dict[str, tuple[str, Deployment]] = {}
+    for alias, route in table.routes.items():
+        for i, dep in enumerate(route.deployments):
+            where = f"routes.{alias}.deployments[{i}]"
+            if dep.provider not in table.providers:
+                known = ", ".join(sorted(table.providers)) or "none"
+                problems.append(
+                    RouteProblem(
+                        f"{where}.provider",
+                        f"unknown provider `{dep.provider}`",
+                        f"define it under `providers:` or use one of: {known}",
+                    )
+                )
+                continue
+            earlier = seen.get(dep.id)
+            if earlier and (earlier[1].concurrency, earlier[1].timeouts) != (
+                dep.concurrency,
+                dep.timeouts,
+            ):
+                problems.append(
+                    RouteProblem(
+                        f"{where}",
+                        f"deployment {dep.provider}/{dep.model} is also used by {earlier[0]} "
+                        "with different concurrency or timeouts; it has one queue, so one setting",
+                        "give both the same concurrency/timeouts (or leave them unset)",
+                    )
+                )
+            seen.setdefault(dep.id, (where, dep))
+        if not any(d.weight > 0 for d in route.deployments):
+            problems.append(
+                RouteProblem(
+                    f"routes.{alias}.deployments",
+                    "every deployment has weight 0, so nothing would be chosen",
+                    "give at least one deployment a positive weight",
+                )
+            )
+        for j, fallback in enumerate(route.fallbacks):
+            if fallback not in table.routes:
+                problems.append(
+                    RouteProblem(
+                        f"routes.{alias}.fallbacks[{j}]",
+                        f"unknown alias `{fallback}`",
+                        "fallbacks name other routes; define it under `routes:` or remove it",
+                    )
+                )
+            elif fallback == alias:
+                problems.append(
+                    RouteProblem(
+                        f"routes.{alias}.fallbacks[{j}]",
+                        "a route cannot fall back to itself",
+                        "remove it; retries across its own deployments happen anyway",
+                    )
+                )
+    return problems

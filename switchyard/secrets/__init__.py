@@ -1,0 +1,1 @@
+"""The secrets service (the only Vault/OpenBao client), its NATS client, and the Secret type."""

@@ -1,0 +1,74 @@
+"""``switchyard serve <component>``: run one component until SIGTERM/SIGINT.
+
+Components are imported lazily by name, so a tail process never imports litellm and a worker
+never imports FastAPI. Each exposes ``async def run(settings, *, instance, health_port, stop)``
+and returns when ``stop`` is set and its in-flight work is finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from switchyard.config import Settings
+from switchyard.errors import ConfigError
+
+COMPONENTS: dict[str, str] = {
+    "tail": "switchyard.ingress.tail",
+    "gateway": "switchyard.ingress.gateway",
+    "head": "switchyard.workers.head.service",
+    "modelproxy": "switchyard.workers.modelproxy.service",
+    "secrets": "switchyard.secrets.service",
+    "accounting": "switchyard.workers.accounting.service",
+}
+
+
+class Runner(Protocol):
+    def __call__(
+        self, settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
+    ) -> Awaitable[None]: ...
+
+
+def _runner(component: str) -> Runner:
+    module_name = COMPONENTS.get(component)
+    if module_name is None:
+        raise ConfigError(
+            "component", f"unknown component `{component}`", f"use one of: {', '.join(COMPONENTS)}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("switchyard"):
+            raise ConfigError(
+                "component", f"`{component}` is not built yet", f"use one of the existing: {exc}"
+            ) from None
+        raise
+    run: Runner = module.run
+    return run
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop  # noqa: PLC0415  (optional speed-up; shipped with uvicorn[standard])
+    except ImportError:
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def serve(component: str, settings: Settings, *, instance: str, health_port: int | None) -> int:
+    run = _runner(component)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, instance=instance, health_port=health_port, stop=stop)
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
+    return 0

@@ -1,0 +1,1 @@
+"""The local runtime: certificates, server configs, provisioning, the `up` supervisor."""

@@ -1,0 +1,257 @@
+"""``switchyard up``, ``down`` and ``status``: the local stack as three commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from switchyard.config import Settings
+from switchyard.errors import StackError
+from switchyard.stack import local
+from switchyard.stack.home import StackHome
+from switchyard.stack.process import http_status, pid_alive, redis_ping_check
+from switchyard.stack.supervisor import Supervisor, read_state
+
+log = logging.getLogger("switchyard.stack")
+
+
+def _running_supervisor(home: StackHome) -> int | None:
+    state = read_state(home.state_file)
+    if not state:
+        return None
+    pid = state.get("supervisor_pid")
+    if (
+        isinstance(pid, int)
+        and pid != os.getpid()
+        and pid_alive(pid)
+        and state.get("status")
+        in (
+            "starting",
+            "healthy",
+            "stopping",
+        )
+    ):
+        return pid
+    return None
+
+
+def up(settings: Settings, config_file: Path | None, *, detach: bool, out: TextIO) -> int:
+    """Start the stack; in the foreground unless ``detach``. Returns the exit code."""
+    home = StackHome(settings.home_dir)
+    home.ensure()
+    running = _running_supervisor(home)
+    if running:
+        raise StackError(
+            "up",
+            f"a stack is already running from {home.root} (supervisor pid {running}); "
+            "see `switchyard status`, or stop it with `switchyard down`",
+        )
+    if detach:
+        return _up_detached(settings, config_file, home, out)
+    return asyncio.run(_up_foreground(settings, config_file, home, out))
+
+
+async def _up_foreground(
+    settings: Settings, config_file: Path | None, home: StackHome, out: TextIO
+) -> int:
+    began = time.monotonic()
+    local.ensure_certificates(settings)
+    settings, port_env = local.resolve_ports(settings)
+    env = local.child_env(settings, config_file, port_env)
+    phases = [local.infrastructure(settings, home)]
+    comps = local.components(settings, env, local.component_specs(settings))
+    if comps:
+        phases.append(comps)
+    supervisor = Supervisor(
+        phases,
+        log_dir=home.logs,
+        state_file=home.state_file,
+        start_timeout=settings.stack.start_timeout_s,
+        stop_timeout=settings.stack.stop_timeout_s,
+        info={"home": str(home.root), "config": str(config_file) if config_file else None},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await supervisor.start()
+    elapsed = time.monotonic() - began
+    supervisor.state.info["startup_s"] = round(elapsed, 2)
+    supervisor._record()
+    print(summary(supervisor.state.processes, home, elapsed), file=out, flush=True)
+    try:
+        await supervisor.watch(stop)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        await supervisor.stop(final_status="failed")
+        return 1
+    print("stopping...", file=out, flush=True)
+    await supervisor.stop()
+    print("stopped.", file=out, flush=True)
+    return 0
+
+
+def _up_detached(settings: Settings, config_file: Path | None, home: StackHome, out: TextIO) -> int:
+    env = {**os.environ, "SWITCHYARD_HOME": str(home.root)}
+    if config_file is not None:
+        env["SWITCHYARD_CONFIG"] = str(config_file.resolve())
+    home.state_file.unlink(missing_ok=True)
+    with (home.logs / "supervisor.log").open("ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "switchyard", "up"],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + settings.stack.start_timeout_s * 2 + 30
+    while time.monotonic() < deadline:
+        state = read_state(home.state_file)
+        if state and state.get("supervisor_pid") == proc.pid:
+            if state["status"] == "healthy":
+                elapsed = float(state.get("info", {}).get("startup_s", 0))
+                print(summary(state["processes"], home, elapsed, detached=True), file=out)
+                return 0
+            if state["status"] in ("failed", "stopped"):
+                print(f"error: the stack failed to start: {state.get('error')}", file=sys.stderr)
+                return 1
+        if proc.poll() is not None:
+            print(
+                f"error: the supervisor exited with code {proc.returncode}; "
+                f"see {home.logs / 'supervisor.log'}",
+                file=sys.stderr,
+            )
+            return 1
+        time.sleep(0.1)
+    print("error: the stack did not become healthy in time; stopping it", file=sys.stderr)
+    down(settings, out=out)
+    return 1
+
+
+def summary(
+    processes: list[dict[str, Any]], home: StackHome, elapsed: float, *, detached: bool = False
+) -> str:
+    lines = [f"Switchyard is up in {elapsed:.1f}s (home: {home.root})", ""]
+    width = max((len(p["name"]) for p in processes), default=10) + 2
+    for p in processes:
+        where = p.get("endpoint") or ""
+        lines.append(f"  {p['name']:<{width}} pid {p['pid']:<8} {where}")
+    lines += ["", f"Logs: {home.logs}/"]
+    if detached:
+        lines.append("Status: `switchyard status`   Stop: `switchyard down`")
+    else:
+        lines.append("Stop: Ctrl-C")
+    return "\n".join(lines)
+
+
+def down(settings: Settings, *, out: TextIO) -> int:
+    """Stop a detached (or foreground) stack and make sure none of its processes remain."""
+    home = StackHome(settings.home_dir)
+    state = read_state(home.state_file)
+    if not state:
+        print(f"no stack found in {home.root}", file=out)
+        return 0
+    pid = state.get("supervisor_pid")
+    timeout = settings.stack.stop_timeout_s * 3 + 10
+    if isinstance(pid, int) and pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    leftovers = []
+    for proc in state.get("processes", []):
+        child = proc.get("pid")
+        if isinstance(child, int) and pid_alive(child) and _is_ours(child, home):
+            leftovers.append(child)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+    print(
+        "stopped." if not leftovers else f"stopped (killed {len(leftovers)} stragglers).", file=out
+    )
+    return 0
+
+
+def _is_ours(pid: int, home: StackHome) -> bool:
+    """Guard against PID reuse: only kill processes whose command line points into ``home``
+    or is a switchyard component."""
+    try:
+        cmdline = (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return str(home.root) in cmdline or str(home.root).encode() in environ
+
+
+def status(settings: Settings, *, as_json: bool, out: TextIO) -> int:
+    """Print each process with its health; exit 0 only when all are healthy."""
+    home = StackHome(settings.home_dir)
+    state = read_state(home.state_file)
+    if not state:
+        if as_json:
+            print(
+                json.dumps({"status": "not running", "home": str(home.root), "processes": []}),
+                file=out,
+            )
+        else:
+            print(f"not running (no stack in {home.root})", file=out)
+        return 3
+    report = asyncio.run(_probe(state, settings))
+    supervisor_alive = isinstance(state.get("supervisor_pid"), int) and pid_alive(
+        state["supervisor_pid"]
+    )
+    overall = state.get("status", "unknown") if supervisor_alive else "not running"
+    all_healthy = overall == "healthy" and all(p["healthy"] for p in report)
+    doc = {
+        "status": overall,
+        "healthy": all_healthy,
+        "home": str(home.root),
+        "supervisor_pid": state.get("supervisor_pid"),
+        "processes": report,
+        "info": state.get("info", {}),
+    }
+    if as_json:
+        print(json.dumps(doc, indent=2), file=out)
+    else:
+        print(f"stack: {overall} (home: {home.root})", file=out)
+        width = max((len(p["name"]) for p in report), default=10) + 2
+        for p in report:
+            health = "healthy" if p["healthy"] else ("unhealthy" if p["alive"] else "not running")
+            pid, where = p["pid"] or "-", p.get("endpoint") or ""
+            print(f"  {p['name']:<{width}} {health:<12} pid {pid:<8} {where}", file=out)
+    return 0 if all_healthy else 1
+
+
+async def _probe(state: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    ca = settings.certs_dir / "ca.pem"
+    ctx = ssl.create_default_context(cafile=str(ca)) if ca.is_file() else None
+
+    async def one(proc: dict[str, Any]) -> dict[str, Any]:
+        pid = proc.get("pid")
+        alive = isinstance(pid, int) and pid_alive(pid)
+        url = proc.get("health_url") or ""
+        healthy = False
+        if alive and url.startswith("redis://"):
+            host, _, port = url.removeprefix("redis://").partition(":")
+            healthy = await redis_ping_check(host, int(port))()
+        elif alive and url:
+            healthy = await http_status(url, ctx) == 200
+        return {**proc, "alive": alive, "healthy": healthy}
+
+    return list(await asyncio.gather(*(one(p) for p in state.get("processes", []))))

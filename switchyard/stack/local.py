@@ -1,0 +1,259 @@
+"""What ``switchyard up`` runs: the servers, their configs and hooks, then the components.
+
+This module only *plans*: it renders configs and returns phases of steps for the supervisor.
+Components are started as ``python -m switchyard serve <component>`` with the same config file
+and the resolved ports in ``SWITCHYARD_*`` variables, so every process sees identical settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from switchyard.bus import identities
+from switchyard.bus.connect import connect
+from switchyard.config import Settings, StackSettings
+from switchyard.errors import StackError
+from switchyard.stack import binaries, openbao, valkey
+from switchyard.stack.certs import init_certificates
+from switchyard.stack.home import StackHome
+from switchyard.stack.natsconf import NatsServerLayout, write_nats_config
+from switchyard.stack.process import ProcessSpec, http_check, redis_ping_check
+from switchyard.stack.provision import provision_client, provision_core
+from switchyard.stack.supervisor import Step
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentSpec:
+    """A Switchyard service the local stack runs.
+
+    Attributes:
+        component: the ``switchyard serve`` argument.
+        replicas: how many processes.
+        http_port: fixed HTTP port for an ingress (None for workers, which get a free
+            health port each).
+    """
+
+    component: str
+    replicas: int = 1
+    http_port: int | None = None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+_PORT_ENV = {
+    "nats_port": "SWITCHYARD_STACK__NATS_PORT",
+    "nats_monitor_port": "SWITCHYARD_STACK__NATS_MONITOR_PORT",
+    "openbao_port": "SWITCHYARD_STACK__OPENBAO_PORT",
+    "valkey_port": "SWITCHYARD_STACK__VALKEY_PORT",
+}
+
+
+def resolve_ports(settings: Settings) -> tuple[Settings, dict[str, str]]:
+    """Replace port 0 with free ports and check the others are free.
+
+    Returns the resolved settings and the environment that gives children the same view.
+
+    Raises:
+        StackError: a configured port is already in use.
+    """
+    chosen: dict[str, int] = {}
+    env: dict[str, str] = {}
+    for field, var in _PORT_ENV.items():
+        port = getattr(settings.stack, field)
+        if port == 0:
+            port = free_port()
+        elif not _port_free(port):
+            raise StackError(
+                "up",
+                f"port {port} ({field}) is in use: another stack may be running. "
+                f"Stop it (`switchyard down`), or choose another port with stack.{field} "
+                f"or {var}=0 for a free one",
+            )
+        chosen[field] = port
+        env[var] = str(port)
+    stack = msgspec.structs.replace(settings.stack, **chosen)
+    return msgspec.structs.replace(settings, stack=stack), env
+
+
+def ensure_certificates(settings: Settings, force: bool = False) -> None:
+    clients = [(i.name, i.zone.value.lower()) for i in identities.SERVICE_IDENTITIES]
+    clients += [(name, "client") for name in settings.nats.internal_clients]
+    init_certificates(
+        settings.certs_dir,
+        organization=settings.certs.organization,
+        validity_days=settings.certs.validity_days,
+        clients=clients,
+        force=force,
+    )
+
+
+def _ca_context(settings: Settings) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(settings.certs_dir / "ca.pem"))
+
+
+def infrastructure(settings: Settings, home: StackHome) -> list[Step]:
+    """nats-server, Valkey and OpenBao, with their configs written and hooks attached."""
+    st: StackSettings = settings.stack
+    nats_layout = NatsServerLayout(
+        port=st.nats_port,
+        monitor_port=st.nats_monitor_port,
+        store_dir=home.nats_store,
+        cert_dir=settings.certs_dir,
+        organization=settings.certs.organization,
+        response_threshold_s=settings.nats.response_threshold_s,
+        internal_clients=settings.nats.internal_clients,
+    )
+    write_nats_config(nats_layout, home.nats_config)
+    nats_health = f"http://127.0.0.1:{st.nats_monitor_port}/healthz?js-enabled-only=true"
+
+    async def provision() -> None:
+        await provision_stack(settings)
+
+    bao = openbao.OpenBaoLayout(
+        dir=home.openbao,
+        port=st.openbao_port,
+        cert_dir=settings.certs_dir,
+        mount=settings.openbao.mount,
+    )
+    openbao.write_config(bao)
+    bao_health = f"{bao.addr}/v1/sys/health"
+    ca = _ca_context(settings)
+
+    async def bao_listening() -> bool:
+        from switchyard.stack.process import http_status  # noqa: PLC0415
+
+        return await http_status(bao_health, ca) != 0
+
+    async def bao_bootstrap() -> None:
+        await asyncio.to_thread(openbao.bootstrap, bao, settings.stack.start_timeout_s)
+
+    vk = valkey.ValkeyLayout(dir=home.valkey, port=st.valkey_port)
+    valkey.write_config(vk)
+    return [
+        Step(
+            ProcessSpec(
+                name="nats-server",
+                argv=[str(binaries.nats_server()), "-c", str(home.nats_config)],
+                health=http_check(nats_health),
+                health_url=nats_health,
+                kind="server",
+                endpoint=f"tls://127.0.0.1:{st.nats_port}",
+            ),
+            after_start=provision,
+        ),
+        Step(
+            ProcessSpec(
+                name="valkey",
+                argv=[str(binaries.valkey_server()), str(vk.config_file)],
+                health=redis_ping_check("127.0.0.1", st.valkey_port),
+                health_url=f"redis://127.0.0.1:{st.valkey_port}",
+                kind="server",
+                endpoint=f"redis://127.0.0.1:{st.valkey_port}",
+            )
+        ),
+        Step(
+            ProcessSpec(
+                name="openbao",
+                argv=[str(binaries.openbao()), "server", "-config", str(bao.config_file)],
+                health=http_check(bao_health, ca),
+                health_url=bao_health,
+                kind="server",
+                endpoint=bao.addr,
+                # OpenBao reads these before its config: keep the operator's shell out of it.
+                env={"BAO_ADDR": bao.addr, "BAO_CACERT": str(settings.certs_dir / "ca.pem")},
+            ),
+            started=bao_listening,
+            after_start=bao_bootstrap,
+        ),
+    ]
+
+
+async def provision_stack(settings: Settings) -> None:
+    """Provision CORE as the provisioner and CLIENT as admin (idempotent)."""
+    servers = settings.nats_servers
+    nc = await connect(servers, settings.certs_dir, identities.PROVISIONER.name)
+    try:
+        await provision_core(nc, settings)
+    finally:
+        await nc.close()
+    nc = await connect(servers, settings.certs_dir, identities.ADMIN.name)
+    try:
+        await provision_client(nc, settings)
+    finally:
+        await nc.close()
+
+
+def component_specs(settings: Settings) -> list[ComponentSpec]:
+    """The Switchyard services of the local stack (each issue adds its own)."""
+    del settings  # components arrive with the pipeline issue
+    return []
+
+
+def components(settings: Settings, env: dict[str, str], specs: list[ComponentSpec]) -> list[Step]:
+    """One step per component replica, each a ``switchyard serve`` process."""
+    steps = []
+    for spec in specs:
+        for n in range(1, spec.replicas + 1):
+            instance = spec.component if spec.replicas == 1 else f"{spec.component}-{n}"
+            if spec.http_port is not None:
+                port, endpoint = spec.http_port, f"http://127.0.0.1:{spec.http_port}"
+            else:
+                port, endpoint = free_port(), None
+            health = f"http://127.0.0.1:{port}/ready"
+            argv = [
+                sys.executable,
+                "-m",
+                "switchyard",
+                "serve",
+                spec.component,
+                "--instance",
+                instance,
+            ]
+            if spec.http_port is None:
+                argv += ["--health-port", str(port)]
+            steps.append(
+                Step(
+                    ProcessSpec(
+                        name=instance,
+                        argv=argv,
+                        health=http_check(health),
+                        health_url=health,
+                        kind="component",
+                        endpoint=endpoint,
+                        env=env,
+                    )
+                )
+            )
+    return steps
+
+
+def child_env(
+    settings: Settings, config_file: Path | None, port_env: dict[str, str]
+) -> dict[str, str]:
+    """The environment every component gets: same config file, same home, same ports."""
+    env = {"SWITCHYARD_HOME": str(settings.home_dir), **port_env}
+    if config_file is not None:
+        env["SWITCHYARD_CONFIG"] = str(config_file.resolve())
+    return env

@@ -1,0 +1,155 @@
+"""Render nats-server's configuration: zones as accounts, users as certificates, exports/imports.
+
+The document is built as plain data (:func:`nats_config`) and then printed in nats-server's config
+syntax (:func:`render`), so tests and future cluster layouts can adjust it before rendering.
+What crosses zones is only what CORE exports here (DESIGN §5): the LLM API as streamed services,
+and ``secrets.v1.admin.>`` for the admin identity.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from switchyard.bus import subjects as s
+from switchyard.bus.identities import SERVICE_IDENTITIES, Identity, Zone, internal_client
+from switchyard.bus.permissions import Permissions, permissions_for
+from switchyard.stack.certs import tls_files
+
+# Bodies up to ingress.max_body_bytes (4 MiB default) plus headers must fit in one message.
+MAX_PAYLOAD = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NatsServerLayout:
+    """Where one nats-server listens and keeps its state."""
+
+    port: int
+    monitor_port: int
+    store_dir: Path
+    cert_dir: Path
+    organization: str
+    response_threshold_s: float
+    internal_clients: tuple[str, ...] = ()
+    server_name: str = "switchyard-1"
+    max_file_store: str = "8G"
+    max_memory_store: str = "1G"
+
+
+def _user(identity: Identity, organization: str, perms: Permissions) -> dict[str, Any]:
+    permissions: dict[str, Any] = {
+        "publish": {"allow": list(perms.publish_allow)},
+        "subscribe": {"allow": list(perms.subscribe_allow)},
+    }
+    if perms.publish_deny:
+        permissions["publish"]["deny"] = list(perms.publish_deny)
+    if perms.subscribe_deny:
+        permissions["subscribe"]["deny"] = list(perms.subscribe_deny)
+    if perms.allow_responses:
+        permissions["allow_responses"] = True
+    return {"user": identity.dn(organization), "permissions": permissions}
+
+
+def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
+    """The server configuration as data."""
+    org = layout.organization
+    server = tls_files(layout.cert_dir, "server")
+    users: dict[Zone, list[dict[str, Any]]] = {Zone.CLIENT: [], Zone.CORE: [], Zone.SYS: []}
+    identities = [*SERVICE_IDENTITIES, *(internal_client(n) for n in layout.internal_clients)]
+    for ident in identities:
+        users[ident.zone].append(_user(ident, org, permissions_for(ident)))
+    threshold = f"{int(layout.response_threshold_s)}s"
+    llm_exports = [
+        {
+            "service": subject,
+            "response_type": "stream",
+            "response_threshold": threshold,
+            "accounts": ["CLIENT"],
+        }
+        for subject in s.LLM_API
+    ]
+    admin_export = {"service": f"{s.SECRETS_ADMIN_PREFIX}.>", "accounts": ["CLIENT"]}
+    llm_imports = [
+        {"service": {"account": "CORE", "subject": subject}, "share": True} for subject in s.LLM_API
+    ]
+    admin_import = {"service": {"account": "CORE", "subject": f"{s.SECRETS_ADMIN_PREFIX}.>"}}
+    return {
+        "server_name": layout.server_name,
+        "listen": f"127.0.0.1:{layout.port}",
+        "http": f"127.0.0.1:{layout.monitor_port}",  # monitoring has no auth: loopback only
+        "max_payload": MAX_PAYLOAD,
+        "max_pending": 4 * MAX_PAYLOAD,
+        "tls": {
+            "cert_file": str(server.cert),
+            "key_file": str(server.key),
+            "ca_file": str(server.ca),
+            "verify_and_map": True,
+            "timeout": 2,
+        },
+        "jetstream": {
+            "store_dir": str(layout.store_dir),
+            "max_memory_store": layout.max_memory_store,
+            "max_file_store": layout.max_file_store,
+        },
+        "system_account": "SYS",
+        "accounts": {
+            "SYS": {"users": users[Zone.SYS]},
+            "CORE": {
+                "jetstream": "enabled",
+                "users": users[Zone.CORE],
+                "exports": [*llm_exports, admin_export],
+            },
+            "CLIENT": {
+                # JetStream in CLIENT holds only the client-key bucket (DESIGN §6).
+                "jetstream": "enabled",
+                "users": users[Zone.CLIENT],
+                "imports": [*llm_imports, admin_import],
+            },
+        },
+    }
+
+
+def render(doc: dict[str, Any]) -> str:
+    """Print a config document in nats-server's syntax (keys unquoted, values JSON-quoted)."""
+    lines = ["# Rendered by switchyard; edits are overwritten on the next `switchyard up`."]
+    _render_map(doc, lines, 0)
+    return "\n".join(lines) + "\n"
+
+
+def _render_map(doc: dict[str, Any], lines: list[str], depth: int) -> None:
+    pad = "  " * depth
+    for key, value in doc.items():
+        name = key if key.replace("_", "").isalnum() else json.dumps(key)
+        if isinstance(value, dict):
+            lines.append(f"{pad}{name} {{")
+            _render_map(value, lines, depth + 1)
+            lines.append(f"{pad}}}")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            lines.append(f"{pad}{name}: [")
+            for item in value:
+                lines.append(f"{pad}  {{")
+                _render_map(item, lines, depth + 2)
+                lines.append(f"{pad}  }}")
+            lines.append(f"{pad}]")
+        else:
+            lines.append(f"{pad}{name}: {_scalar(value)}")
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def write_nats_config(layout: NatsServerLayout, path: Path) -> Path:
+    """Render the config for ``layout`` into ``path`` (0600: it names every identity)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(nats_config(layout)), encoding="utf-8")
+    path.chmod(0o600)
+    return path

@@ -1,0 +1,86 @@
+"""The local Valkey: append-only persistence and one ACL user per role.
+
+Roles and what they may touch (DESIGN §5): ``ingress`` writes rate-limit keys and only reads
+spend; ``accounting`` writes spend and usage; ``admin`` reads everything Switchyard keeps;
+``ops`` is the operator's full-access user (provisioning, tests). The default user is off.
+Passwords are random, kept 0600 as ``<role>.password``; the ACL file stores only their SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from switchyard.stack.home import write_private
+
+# Key families (every Switchyard key starts with "sy:").
+RATE_KEYS = "sy:rl:*"
+SPEND_KEYS = "sy:spend:*"
+USAGE_KEYS = "sy:usage:*"
+
+# Commands nobody but ops needs; denied on top of key patterns.
+_DENY = "-@dangerous -@admin"
+
+ROLE_RULES: dict[str, str] = {
+    "ingress": f"~{RATE_KEYS} %R~{SPEND_KEYS} +@all {_DENY}",
+    "accounting": f"~{SPEND_KEYS} ~{USAGE_KEYS} +@all {_DENY}",
+    "admin": f"%R~sy:* +@read +@connection +ping {_DENY}",
+    "ops": "~* &* +@all",
+}
+ROLES = tuple(ROLE_RULES)
+
+
+@dataclass(frozen=True, slots=True)
+class ValkeyLayout:
+    dir: Path
+    port: int
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "valkey.conf"
+
+    @property
+    def acl_file(self) -> Path:
+        return self.dir / "users.acl"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    def password_file(self, role: str) -> Path:
+        return self.dir / f"{role}.password"
+
+
+def read_password(password_dir: Path, role: str) -> str:
+    """A role's password from ``<password_dir>/<role>.password`` (empty if absent)."""
+    path = password_dir / f"{role}.password"
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+
+
+def write_config(layout: ValkeyLayout) -> None:
+    """Write the server config and ACL file, creating role passwords on first run only."""
+    layout.data_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["user default off"]
+    for role, rules in ROLE_RULES.items():
+        file = layout.password_file(role)
+        if not file.is_file():
+            write_private(file, secrets.token_urlsafe(32))
+        digest = hashlib.sha256(file.read_text(encoding="utf-8").strip().encode()).hexdigest()
+        lines.append(f"user {role} on #{digest} resetchannels {rules}")
+    write_private(layout.acl_file, "\n".join(lines) + "\n")
+    config = f"""# Rendered by switchyard; edits are overwritten on the next `switchyard up`.
+bind 127.0.0.1
+port {layout.port}
+protected-mode yes
+daemonize no
+dir {layout.data_dir}
+appendonly yes
+appendfsync everysec
+appenddirname appendonly
+aclfile {layout.acl_file}
+save ""
+loglevel warning
+"""
+    write_private(layout.config_file, config)

@@ -1,0 +1,5 @@
+"""Server-zone workers.
+
+head (authorise, route, enqueue), modelproxy (call providers, reply), accounting (usage
+events to spend counters).
+"""
