@@ -127,6 +127,7 @@ class StackSettings(_Section, frozen=True):
 
     Attributes:
         nats_port / nats_monitor_port / openbao_port / valkey_port: loopback ports (0 = pick free).
+            OpenBao also uses ``openbao_port + 1`` for its (raft) cluster address.
         heads / modelproxies: how many replicas of each worker to run.
         start_timeout_s: how long a process may take to become healthy.
         stop_timeout_s: grace period after SIGTERM before SIGKILL.

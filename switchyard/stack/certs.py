@@ -110,7 +110,7 @@ class CertificateAuthority:
             key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
             if not isinstance(key, ec.EllipticCurvePrivateKey):
                 raise CertificateError(f"{files.key} is not an EC private key")
-            if cert.not_valid_after_utc - RENEW_BEFORE > dt.datetime.now(dt.UTC):
+            if not _due_for_renewal(cert):
                 return cls(cert, key), False
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
@@ -204,11 +204,14 @@ class CertificateAuthority:
             cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
         except ValueError:
             return False
-        return (
-            cert.subject == subject
-            and self.signed(cert)
-            and cert.not_valid_after_utc - RENEW_BEFORE > dt.datetime.now(dt.UTC)
-        )
+        return cert.subject == subject and self.signed(cert) and not _due_for_renewal(cert)
+
+
+def _due_for_renewal(cert: x509.Certificate) -> bool:
+    """True within RENEW_BEFORE of expiry (or the last third of a short-lived certificate)."""
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    window = min(RENEW_BEFORE, lifetime / 3)
+    return cert.not_valid_after_utc - window <= dt.datetime.now(dt.UTC)
 
 
 def _san(host: str) -> x509.GeneralName:

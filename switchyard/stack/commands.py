@@ -57,6 +57,7 @@ def up(settings: Settings, config_file: Path | None, *, detach: bool, out: TextI
             "see `switchyard status`, or stop it with `switchyard down`",
         )
     if detach:
+        local.resolve_ports(settings)  # fail fast, here, on a port in use
         return _up_detached(settings, config_file, home, out)
     return asyncio.run(_up_foreground(settings, config_file, home, out))
 
@@ -127,9 +128,11 @@ def _up_detached(settings: Settings, config_file: Path | None, home: StackHome, 
                 print(f"error: the stack failed to start: {state.get('error')}", file=sys.stderr)
                 return 1
         if proc.poll() is not None:
+            log_path = home.logs / "supervisor.log"
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
             print(
                 f"error: the supervisor exited with code {proc.returncode}; "
-                f"see {home.logs / 'supervisor.log'}",
+                f"last lines of {log_path}:\n{tail}",
                 file=sys.stderr,
             )
             return 1

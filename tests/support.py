@@ -1,0 +1,116 @@
+"""Helpers for tests that run real servers: free ports, settings files, violation capture."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from switchyard.config import Settings, load_settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_port_pair() -> int:
+    """A free port whose successor is free too (OpenBao's cluster port is port + 1)."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+
+
+def write_settings(home: Path, extra: dict[str, Any] | None = None) -> tuple[Settings, Path]:
+    """A settings file for an isolated stack under ``home`` on free ports."""
+    doc: dict[str, Any] = {
+        "home": str(home),
+        "stack": {
+            "nats_port": free_port(),
+            "nats_monitor_port": free_port(),
+            "openbao_port": free_port_pair(),
+            "valkey_port": free_port(),
+            "start_timeout_s": 90,
+            "stop_timeout_s": 10,
+        },
+        "logging": {"level": "debug"},
+    }
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "switchyard.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return load_settings(path, env={}), path
+
+
+class Violations:
+    """Collects nats-py's asynchronous errors (permission violations arrive lowercased)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    async def __call__(self, exc: Exception) -> None:
+        self.errors.append(str(exc))
+
+    def about(self, subject: str) -> list[str]:
+        needle = f'"{subject.lower()}"'
+        return [e for e in self.errors if "permissions violation" in e and needle in e]
+
+    def clear(self) -> None:
+        self.errors.clear()
+
+
+async def settle(nc: Any, seconds: float = 0.15) -> None:
+    """Flush and give the server time to send back asynchronous errors."""
+    await nc.flush(timeout=2)
+    await asyncio.sleep(seconds)
+
+
+@contextmanager
+def env_vars(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs of live processes whose command line or environment mentions ``text``."""
+    found = []
+    needle = text.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if ") Z " in stat:  # zombies are already dead
+            continue
+        if needle in cmdline or needle in environ:
+            found.append(int(entry.name))
+    return found

@@ -1,0 +1,144 @@
+"""Settings: defaults, file + environment layering, and errors that name the field and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from switchyard.config import load_settings
+from switchyard.errors import ConfigError
+from switchyard.schemas.routing import deployment_id
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "switchyard.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_give_a_working_demo_route() -> None:
+    settings = load_settings(env={})
+    table = settings.route_table
+    assert "demo" in table.routes
+    assert table.providers["demo"].kind == "demo"
+    assert settings.nats_servers == ("tls://127.0.0.1:4222",)
+    assert settings.ingress.tail.port == 8080
+
+
+def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
+    path = _write(tmp_path, "logging:\n  level: warning\nstack:\n  heads: 3\n")
+    settings = load_settings(
+        path,
+        env={"SWITCHYARD_STACK__HEADS": "4", "SWITCHYARD_NATS__SERVERS": '["tls://n1:4222"]'},
+        overrides={"home": str(tmp_path / "h")},
+    )
+    assert settings.logging.level == "warning"
+    assert settings.stack.heads == 4  # env beats file
+    assert settings.nats_servers == ("tls://n1:4222",)
+    assert settings.home_dir == (tmp_path / "h").resolve()
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(env={})
+    with pytest.raises(AttributeError):
+        settings.home = "elsewhere"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "in_problem", "in_hint"),
+    [
+        ("nats:\n  sevrers: []\n", "nats", "unknown field sevrers", "servers"),
+        ("stack:\n  heads: many\n", "stack.heads", "Expected int", "number"),
+        ("stack:\n  nats_port: 70000\n", "stack.nats_port", "<= 65535", ""),
+        ("logging:\n  level: loud\n", "logging.level", "Invalid enum value", ""),
+        (
+            "routes:\n  gpt:\n    deployments:\n      - {provider: nope, model: m}\n",
+            "routes.gpt.deployments[0].provider",
+            "unknown provider `nope`",
+            "define it under `providers:`",
+        ),
+        (
+            "providers:\n  oa:\n    kind: openai\n    api_key: sk-live-123\n",
+            "providers.oa.api_key",
+            "never go in the config file",
+            "switchyard secrets put oa",
+        ),
+        (
+            "providers:\n  az:\n    kind: azure\n    api_base: https://x\n",
+            "providers.az.api_version",
+            "api-version",
+            "2024",
+        ),
+        (
+            "providers:\n  v:\n    kind: vllm\n",
+            "providers.v.api_base",
+            "no default base URL",
+            "api_base",
+        ),
+        (
+            "routes:\n  a:\n    deployments: [{provider: demo, model: demo}]\n    fallbacks: [b]\n",
+            "routes.a.fallbacks[0]",
+            "unknown alias `b`",
+            "",
+        ),
+        ("- just\n- a list\n", "", "top level must be a mapping", "nats:"),
+        ("nats: [unclosed\n", "", "not valid YAML", "YAML syntax"),
+    ],
+)
+def test_invalid_config_names_field_and_fix(
+    tmp_path: Path, text: str, field: str, in_problem: str, in_hint: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    err = info.value
+    if field:
+        assert err.field == field
+    assert in_problem in err.problem
+    assert in_hint in err.hint
+    assert err.hint  # every error says how to fix it
+
+
+def test_unknown_environment_variable_is_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"SWITCHYARD_LOGING__LEVEL": "debug"})
+    assert info.value.field == "SWITCHYARD_LOGING__LEVEL"
+    assert "SWITCHYARD_LOGGING" in info.value.hint
+
+
+def test_environment_type_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"SWITCHYARD_INGRESS__MAX_BODY_BYTES": "lots"})
+    assert info.value.field == "ingress.max_body_bytes"
+    assert "environment" in info.value.hint
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", env={})
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "routes:\n  a:\n    deployments: [{provider: x, model: m}]\n"
+        "  b:\n    deployments: [{provider: y, model: m}]\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert "also `routes.b.deployments[0].provider`" in info.value.problem
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).parent.parent / "switchyard.example.yaml"
+    settings = load_settings(example, env={})
+    assert settings.route_table.routes
+
+
+def test_deployment_ids_are_token_safe() -> None:
+    plain = deployment_id("openai", "gpt-4o")
+    odd = deployment_id("bedrock", "anthropic.claude-3.5 sonnet/v2")
+    assert plain == "openai--gpt-4o"
+    assert all(c.isalnum() or c in "_-" for c in odd)
+    assert deployment_id("p", "a.b") != deployment_id("p", "a_b")

@@ -1,0 +1,457 @@
+"""Zone isolation against a real nats-server running the rendered config.
+
+The expected permissions below are written out independently of ``bus/permissions.py``: if the
+rendered config grants more (or less) than this table, a test fails. Violations are asynchronous
+in nats-py, so each check publishes or subscribes, flushes, and inspects ``error_cb``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from switchyard.bus.connect import connect
+from switchyard.bus.identities import SERVICE_IDENTITIES
+from switchyard.stack.binaries import nats_server
+from switchyard.stack.certs import CertificateAuthority, init_certificates
+from switchyard.stack.natsconf import NatsServerLayout, nats_config, render
+from switchyard.stack.process import ManagedProcess, ProcessSpec, http_check
+from switchyard.stack.provision import provision_client, provision_core
+from tests.support import Violations, free_port, settle, write_settings
+
+pytestmark = pytest.mark.integration
+
+ORG = "Switchyard"
+IDENTITIES = [
+    ("tail", "client"),
+    ("gateway", "client"),
+    ("admin", "client"),
+    ("head", "core"),
+    ("modelproxy", "core"),
+    ("secrets", "core"),
+    ("accounting", "core"),
+    ("provisioner", "core"),
+    ("app", "client"),  # an internal client (nats.internal_clients)
+    ("probe", "client"),  # test-only: a CLIENT user with no permission limits
+]
+
+
+@dataclass(frozen=True)
+class Zone:
+    servers: list[str]
+    cert_dir: Path
+    settings: object
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def zone(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Zone]:
+    root = tmp_path_factory.mktemp("zones")
+    settings, _ = write_settings(root, {"nats": {"internal_clients": ["app"]}})
+    cert_dir = settings.certs_dir
+    init_certificates(cert_dir, organization=ORG, validity_days=30, clients=IDENTITIES)
+    layout = NatsServerLayout(
+        port=settings.stack.nats_port,
+        monitor_port=settings.stack.nats_monitor_port,
+        store_dir=root / "js",
+        cert_dir=cert_dir,
+        organization=ORG,
+        response_threshold_s=60,
+        internal_clients=("app",),
+    )
+    doc = nats_config(layout)
+    doc["accounts"]["CLIENT"]["users"].append({"user": f"CN=probe,OU=client,O={ORG}"})
+    conf = root / "nats.conf"
+    conf.write_text(render(doc))
+    health = f"http://127.0.0.1:{layout.monitor_port}/healthz"
+    proc = ManagedProcess(
+        ProcessSpec("nats-zones", [str(nats_server()), "-c", str(conf)], http_check(health)),
+        root,
+    )
+    await proc.start()
+    assert await proc.wait_healthy(30), proc.tail_log()
+    servers = [f"tls://127.0.0.1:{layout.port}"]
+    prov = await connect(servers, cert_dir, "provisioner")
+    await provision_core(prov, settings)
+    await prov.close()
+    adm = await connect(servers, cert_dir, "admin")
+    await provision_client(adm, settings)
+    await adm.close()
+    try:
+        yield Zone(servers, cert_dir, settings)
+    finally:
+        await proc.stop(5)
+
+
+async def _as(zone: Zone, name: str) -> tuple[NATS, Violations]:
+    violations = Violations()
+    nc = await connect(zone.servers, zone.cert_dir, name, error_cb=violations)
+    return nc, violations
+
+
+# ---- the table: (identity, subjects it may publish, may not publish, may/may not subscribe) ----
+
+SECRET_GET = "secrets.v1.get.openai"
+SECRET_ADMIN = "secrets.v1.admin.list"
+DISPATCH = "llm.v1.dispatch.demo--demo"
+
+TABLE: dict[str, dict[str, list[str]]] = {
+    "tail": {
+        "pub_ok": ["llm.v1.chat", "llm.v1.complete", "llm.v1.embed", "llm.v1.models"],
+        "pub_no": [
+            SECRET_GET,
+            SECRET_ADMIN,
+            DISPATCH,
+            "llm.v1.usage",
+            "llm.v1.reroute",
+            "$JS.API.STREAM.LIST",
+            "$JS.API.STREAM.DELETE.KV_sy_keys",
+            "$KV.sy_keys.anykey",
+            "_R_.abc.def",
+            "_INBOX_gateway.x",
+            "secrets.v1.changed.openai",
+        ],
+        "sub_ok": ["_INBOX_tail.>"],
+        "sub_no": [
+            ">",
+            "_INBOX.>",
+            "_INBOX_gateway.>",
+            "_INBOX_admin.>",
+            "llm.v1.chat",
+            "$KV.sy_keys.>",
+        ],
+    },
+    "gateway": {
+        "pub_ok": ["llm.v1.chat", "llm.v1.models"],
+        "pub_no": [SECRET_GET, SECRET_ADMIN, DISPATCH, "$JS.API.STREAM.LIST", "$KV.sy_keys.anykey"],
+        "sub_ok": ["_INBOX_gateway.>"],
+        "sub_no": [">", "_INBOX_tail.>", "secrets.v1.changed.>"],
+    },
+    "admin": {
+        "pub_ok": [SECRET_ADMIN, "secrets.v1.admin.put", "$KV.sy_keys.anykey"],
+        "pub_no": [
+            SECRET_GET,
+            "llm.v1.chat",
+            DISPATCH,
+            "$JS.API.STREAM.LIST",
+            "$JS.API.STREAM.DELETE.KV_sy_keys",
+            "_R_.abc.def",
+        ],
+        "sub_ok": ["_INBOX_admin.>"],
+        "sub_no": [">", "_INBOX_tail.>", "secrets.v1.admin.>"],
+    },
+    "app": {
+        "pub_ok": ["llm.v1.chat", "llm.v1.embed"],
+        "pub_no": [SECRET_GET, SECRET_ADMIN, "$KV.sy_keys.anykey", "$JS.API.STREAM.LIST", DISPATCH],
+        "sub_ok": ["_INBOX_app.>"],
+        "sub_no": [">", "_INBOX_tail.>"],
+    },
+    "head": {
+        "pub_ok": [DISPATCH, "$JS.API.STREAM.INFO.DISPATCH", "$KV.sy_health.x"],
+        "pub_no": [
+            SECRET_GET,
+            SECRET_ADMIN,
+            "$JS.API.STREAM.DELETE.DISPATCH",
+            "$JS.API.STREAM.CREATE.EVIL",
+            "$JS.API.CONSUMER.CREATE.DISPATCH.x",
+            "$KV.sy_routes.table",
+            "llm.v1.usage",
+            "secrets.v1.changed.openai",
+        ],
+        "sub_ok": ["llm.v1.chat", "llm.v1.reroute", "_INBOX_head.>"],
+        "sub_no": [">", "secrets.v1.get.>", "llm.v1.dispatch.>", "_INBOX_modelproxy.>"],
+    },
+    "modelproxy": {
+        "pub_ok": [
+            SECRET_GET,
+            "$JS.ACK.DISPATCH.x.y",
+            "llm.v1.usage",
+            "_R_.abc.def",
+            "llm.v1.reroute",
+        ],
+        "pub_no": [
+            SECRET_ADMIN,
+            "secrets.v1.admin.put",
+            DISPATCH,
+            "$JS.API.STREAM.DELETE.DISPATCH",
+            "$JS.API.CONSUMER.CREATE.DISPATCH.x",
+            "$KV.sy_routes.table",
+            "secrets.v1.changed.openai",
+        ],
+        "sub_ok": ["_INBOX_modelproxy.>", "secrets.v1.changed.>"],
+        "sub_no": [">", "secrets.v1.get.>", "llm.v1.chat", "llm.v1.dispatch.>"],
+    },
+    "secrets": {
+        "pub_ok": ["secrets.v1.changed.openai"],
+        "pub_no": [DISPATCH, "$JS.API.STREAM.LIST", "llm.v1.usage", "_R_.abc.def", "llm.v1.chat"],
+        "sub_ok": ["secrets.v1.get.>", "secrets.v1.admin.>"],
+        "sub_no": [">", "llm.v1.chat", "llm.v1.dispatch.>"],
+    },
+    "accounting": {
+        "pub_ok": ["$JS.ACK.USAGE.x.y"],
+        "pub_no": [SECRET_GET, DISPATCH, "$JS.API.STREAM.DELETE.USAGE", "llm.v1.usage"],
+        "sub_ok": ["_INBOX_accounting.>"],
+        "sub_no": [">", "llm.v1.usage", "secrets.v1.changed.>"],
+    },
+    "provisioner": {
+        "pub_ok": ["$JS.API.STREAM.LIST", "$KV.sy_routes.table"],
+        "pub_no": [SECRET_GET, SECRET_ADMIN, "llm.v1.chat", DISPATCH],
+        "sub_ok": ["_INBOX_provisioner.>"],
+        "sub_no": [">", "secrets.v1.get.>", "llm.v1.chat"],
+    },
+}
+
+
+@pytest.mark.parametrize("identity", sorted(TABLE))
+async def test_publish_permissions(zone: Zone, identity: str) -> None:
+    nc, violations = await _as(zone, identity)
+    try:
+        for subject in TABLE[identity]["pub_no"]:
+            await nc.publish(subject, b"{}")
+        for subject in TABLE[identity]["pub_ok"]:
+            # allowed publishes to request subjects get a reply inbox that exists
+            await nc.publish(subject, b"{}")
+        await settle(nc, 0.3)
+        refused = [s for s in TABLE[identity]["pub_no"] if not violations.about(s)]
+        wrongly_refused = [s for s in TABLE[identity]["pub_ok"] if violations.about(s)]
+        assert refused == [], f"{identity} could publish to {refused}"
+        assert wrongly_refused == [], f"{identity} was refused {wrongly_refused}"
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("identity", sorted(TABLE))
+async def test_subscribe_permissions(zone: Zone, identity: str) -> None:
+    nc, violations = await _as(zone, identity)
+    try:
+        for subject in TABLE[identity]["sub_no"] + TABLE[identity]["sub_ok"]:
+            await nc.subscribe(subject)
+        await settle(nc, 0.3)
+        allowed = [s for s in TABLE[identity]["sub_no"] if not violations.about(s)]
+        wrongly_refused = [s for s in TABLE[identity]["sub_ok"] if violations.about(s)]
+        assert allowed == [], f"{identity} could subscribe to {allowed}"
+        assert wrongly_refused == [], f"{identity} was refused {wrongly_refused}"
+    finally:
+        await nc.close()
+
+
+def test_table_covers_every_identity() -> None:
+    assert {i.name for i in SERVICE_IDENTITIES} <= set(TABLE)
+
+
+# ---- connections that must be refused ----
+
+
+def _tls(cert: Path, key: Path | None, ca: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if key is not None:
+        ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+async def _try_connect(zone: Zone, ctx: ssl.SSLContext) -> Exception | None:
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    try:
+        nc = await nats.connect(
+            zone.servers,
+            tls=ctx,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            connect_timeout=2,
+            error_cb=on_error,
+        )
+    except Exception as exc:
+        return exc
+    await nc.close()
+    return None
+
+
+async def test_connection_without_certificate_is_refused(zone: Zone) -> None:
+    ca = zone.cert_dir / "ca.pem"
+    assert await _try_connect(zone, _tls(ca, None, ca)) is not None
+
+
+async def test_certificate_from_another_ca_is_refused(zone: Zone, tmp_path: Path) -> None:
+    rogue = tmp_path / "rogue"
+    ca, _ = CertificateAuthority.load_or_create(rogue, ORG, 30)
+    # Same DN as the real tail identity, signed by a CA the server does not trust.
+    ca.issue(rogue, "tail", cn="tail", ou="client", organization=ORG, validity_days=30)
+    ctx = _tls(rogue / "tail.pem", rogue / "tail-key.pem", zone.cert_dir / "ca.pem")
+    assert await _try_connect(zone, ctx) is not None
+
+
+async def test_unmapped_identity_is_refused(zone: Zone) -> None:
+    ca, _ = CertificateAuthority.load_or_create(zone.cert_dir, ORG, 30)
+    ca.issue(
+        zone.cert_dir, "intruder", cn="intruder", ou="client", organization=ORG, validity_days=30
+    )
+    ctx = _tls(
+        zone.cert_dir / "intruder.pem", zone.cert_dir / "intruder-key.pem", zone.cert_dir / "ca.pem"
+    )
+    err = await _try_connect(zone, ctx)
+    assert err is not None
+    assert "authorization" in str(err).lower() or isinstance(err, OSError | nats.errors.Error)
+
+
+async def test_server_certificate_cannot_log_in_as_a_client(zone: Zone) -> None:
+    ctx = _tls(
+        zone.cert_dir / "server.pem", zone.cert_dir / "server-key.pem", zone.cert_dir / "ca.pem"
+    )
+    assert await _try_connect(zone, ctx) is not None
+
+
+# ---- what crosses zones, and what does not ----
+
+
+async def test_exported_llm_api_reaches_core_with_the_callers_identity(zone: Zone) -> None:
+    head, _ = await _as(zone, "head")
+    tail, tail_errors = await _as(zone, "tail")
+    seen: list[dict[str, str]] = []
+
+    async def answer(msg: nats.aio.msg.Msg) -> None:
+        seen.append(dict(msg.headers or {}))
+        await head.publish(msg.reply, b'{"ok":true}')
+
+    await head.subscribe("llm.v1.chat", queue="head", cb=answer)
+    await head.flush()
+    try:
+        reply = await tail.request("llm.v1.chat", b"{}", timeout=2)
+        assert reply.data == b'{"ok":true}'
+        info = json.loads(seen[0]["Nats-Request-Info"])
+        assert info["acc"] == "CLIENT"
+        assert info["user"] == f"CN=tail,OU=client,O={ORG}"  # share: true, unforgeable
+        assert tail_errors.errors == []
+    finally:
+        await head.close()
+        await tail.close()
+
+
+async def test_forged_request_info_is_overwritten(zone: Zone) -> None:
+    head, _ = await _as(zone, "head")
+    app, _ = await _as(zone, "app")
+    seen: list[str] = []
+
+    async def answer(msg: nats.aio.msg.Msg) -> None:
+        seen.append((msg.headers or {}).get("Nats-Request-Info", ""))
+        await head.publish(msg.reply, b"ok")
+
+    await head.subscribe("llm.v1.chat", cb=answer)
+    await head.flush()
+    try:
+        forged = json.dumps({"acc": "CLIENT", "user": f"CN=tail,OU=client,O={ORG}"})
+        await app.request("llm.v1.chat", b"{}", timeout=2, headers={"Nats-Request-Info": forged})
+        assert json.loads(seen[0])["user"] == f"CN=app,OU=client,O={ORG}"
+    finally:
+        await head.close()
+        await app.close()
+
+
+async def test_secrets_admin_is_exported_to_admin_only(zone: Zone) -> None:
+    secrets_nc, _ = await _as(zone, "secrets")
+    admin, _ = await _as(zone, "admin")
+
+    async def answer(msg: nats.aio.msg.Msg) -> None:
+        await secrets_nc.publish(msg.reply, b"meta")
+
+    await secrets_nc.subscribe("secrets.v1.admin.>", queue="secrets", cb=answer)
+    await secrets_nc.flush()
+    try:
+        reply = await admin.request(SECRET_ADMIN, b"{}", timeout=2)
+        assert reply.data == b"meta"
+    finally:
+        await secrets_nc.close()
+        await admin.close()
+
+
+async def test_client_zone_cannot_reach_unexported_core_subjects(zone: Zone) -> None:
+    """Even a CLIENT user without permission limits cannot reach secrets.get or dispatch."""
+    secrets_nc, _ = await _as(zone, "secrets")
+    got: list[str] = []
+
+    async def answer(msg: nats.aio.msg.Msg) -> None:
+        got.append(msg.subject)
+        await secrets_nc.publish(msg.reply, b"sk-should-never-arrive")
+
+    await secrets_nc.subscribe("secrets.v1.get.>", cb=answer)
+    await secrets_nc.flush()
+    probe, _ = await _as(zone, "probe")
+    try:
+        for subject in (
+            SECRET_GET,
+            DISPATCH,
+            "llm.v1.usage",
+            "llm.v1.reroute",
+            "secrets.v1.changed.x",
+        ):
+            with pytest.raises((NoRespondersError, NatsTimeout)):
+                await probe.request(subject, b"{}", timeout=0.5)
+        assert got == []
+    finally:
+        await probe.close()
+        await secrets_nc.close()
+
+
+async def test_client_zone_sees_only_its_own_jetstream(zone: Zone) -> None:
+    probe, _ = await _as(zone, "probe")
+    try:
+        reply = await probe.request("$JS.API.STREAM.NAMES", b"{}", timeout=2)
+        names = json.loads(reply.data).get("streams") or []
+        assert "DISPATCH" not in names
+        assert "USAGE" not in names
+        assert "KV_sy_keys" in names  # CLIENT's own bucket
+        info = json.loads(
+            (await probe.request("$JS.API.STREAM.INFO.DISPATCH", b"", timeout=2)).data
+        )
+        assert info["error"]["code"] == 404
+    finally:
+        await probe.close()
+
+
+async def test_client_wildcard_subscriber_sees_no_core_traffic(zone: Zone) -> None:
+    probe, _ = await _as(zone, "probe")
+    mp, _ = await _as(zone, "modelproxy")
+    head, _ = await _as(zone, "head")
+    sec, _ = await _as(zone, "secrets")
+    seen: list[str] = []
+
+    async def spy(msg: nats.aio.msg.Msg) -> None:
+        seen.append(msg.subject)
+
+    await probe.subscribe(">", cb=spy)
+    await probe.flush()
+    try:
+        await head.publish(DISPATCH, b"x")
+        await mp.publish("llm.v1.usage", b"x")
+        await mp.publish(SECRET_GET, b"x")
+        await sec.publish("secrets.v1.changed.openai", b"x")
+        for nc in (head, mp, sec):
+            await nc.flush()
+        await asyncio.sleep(0.3)
+        leaked = [s for s in seen if not s.startswith("$JS.")]
+        assert leaked == []
+    finally:
+        for nc in (probe, mp, head, sec):
+            await nc.close()
+
+
+async def test_monitoring_port_listens_on_loopback_only(zone: Zone) -> None:
+    text = (zone.cert_dir.parent / "nats.conf").read_text()
+    assert 'http: "127.0.0.1:' in text
+
+
+def test_free_port_helper() -> None:
+    assert 0 < free_port() < 65536
