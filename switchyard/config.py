@@ -159,7 +159,6 @@ class IngressSettings(_Section, frozen=True):
         default_deadline_s: deadline for a request that sets none (``X-Request-Timeout`` header).
         max_deadline_s: upper bound on a client-supplied deadline.
         retry_attempts: attempts per request when the reply path breaks (NATS failover).
-        workers: uvicorn worker processes per ingress.
     """
 
     tail: Listen = Listen(port=8080)
@@ -168,7 +167,6 @@ class IngressSettings(_Section, frozen=True):
     default_deadline_s: Seconds = 600.0
     max_deadline_s: Seconds = 3600.0
     retry_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
-    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
 
 
 class HeadSettings(_Section, frozen=True):
@@ -195,12 +193,15 @@ class ModelProxySettings(_Section, frozen=True):
         secret_ttl_s: how long a cached provider key is used without hearing from the secrets
             service (it is refreshed earlier, and dropped at once on a change event).
         max_deliver: deliveries of one request before it is given up (worker crash loops).
+        max_workers_per_deployment: pull loops per deployment in one process (at most the
+            deployment's concurrency).
     """
 
     keepalive_s: Seconds = 5.0
     ack_wait_s: Seconds = 30.0
     secret_ttl_s: Seconds = 300.0
     max_deliver: Annotated[int, msgspec.Meta(ge=1)] = 3
+    max_workers_per_deployment: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 128
 
 
 class StreamSettings(_Section, frozen=True):
@@ -354,6 +355,15 @@ def load_settings(
         more = "".join(f"\n  also `{p.field}`: {p.problem}" for p in problems[1:])
         raise ConfigError(first.field, first.problem + more, first.hint)
     return settings
+
+
+def prepare_litellm_environment() -> None:
+    """Set what litellm reads at import time; call before importing it.
+
+    Without ``LITELLM_LOCAL_MODEL_COST_MAP`` litellm fetches its price map over the network on
+    import (DESIGN §8): we use the copy bundled with the package instead.
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 def config_file_from_env(env: Mapping[str, str] | None = None) -> str | None:

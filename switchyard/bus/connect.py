@@ -41,6 +41,7 @@ async def connect(
     reconnect_wait: float = 0.25,
     error_cb: ErrorCallback | None = None,
     max_reconnect_attempts: int = -1,
+    reconnected_cb: Callable[[], Awaitable[None]] | None = None,
 ) -> NATS:
     """Connect to NATS as ``identity``.
 
@@ -73,6 +74,7 @@ async def connect(
             max_reconnect_attempts=max_reconnect_attempts,
             allow_reconnect=True,
             error_cb=_log_error,
+            reconnected_cb=reconnected_cb,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         raise BusError(

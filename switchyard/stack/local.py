@@ -129,7 +129,7 @@ def infrastructure(settings: Settings, home: StackHome) -> list[Step]:
     nats_health = f"http://127.0.0.1:{st.nats_monitor_port}/healthz?js-enabled-only=true"
 
     async def provision() -> None:
-        await provision_stack(settings)
+        await provision_stack(settings, demo_key=settings.demo_model)
 
     bao = openbao.OpenBaoLayout(
         dir=home.openbao,
@@ -190,8 +190,12 @@ def infrastructure(settings: Settings, home: StackHome) -> list[Step]:
     ]
 
 
-async def provision_stack(settings: Settings) -> None:
-    """Provision CORE as the provisioner and CLIENT as admin (idempotent)."""
+async def provision_stack(settings: Settings, *, demo_key: bool = False) -> None:
+    """Provision CORE as the provisioner and CLIENT as admin (idempotent).
+
+    Args:
+        demo_key: also make sure the local demo client key exists.
+    """
     servers = settings.nats_servers
     nc = await connect(servers, settings.certs_dir, identities.PROVISIONER.name)
     try:
@@ -203,12 +207,21 @@ async def provision_stack(settings: Settings) -> None:
         await provision_client(nc, settings)
     finally:
         await nc.close()
+    if demo_key:
+        from switchyard.stack.demo_key import ensure_demo_key  # noqa: PLC0415
+
+        await ensure_demo_key(settings)
 
 
 def component_specs(settings: Settings) -> list[ComponentSpec]:
-    """The Switchyard services of the local stack (each issue adds its own)."""
-    del settings  # components arrive with the pipeline issue
-    return []
+    """The Switchyard services of the local stack, in start order within their phase."""
+    st = settings.stack
+    return [
+        ComponentSpec("head", replicas=st.heads),
+        ComponentSpec("modelproxy", replicas=st.modelproxies),
+        ComponentSpec("tail", http_port=settings.ingress.tail.port),
+        ComponentSpec("gateway", http_port=settings.ingress.gateway.port),
+    ]
 
 
 def components(settings: Settings, env: dict[str, str], specs: list[ComponentSpec]) -> list[Step]:

@@ -1,0 +1,134 @@
+"""Client key management: create, list, update, revoke (as the admin identity, in CLIENT KV).
+
+The full key exists only in the return value of :meth:`KeyAdmin.create`; the bucket stores its
+SHA-256. Every change is a KV write that each ingress applies from its watch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from switchyard.bus import subjects
+from switchyard.errors import ConfigError
+from switchyard.schemas.keys import (
+    KEY_DECODER,
+    KEY_ENCODER,
+    RECORD_PREFIX,
+    ClientKey,
+    hash_key,
+    new_api_key,
+    new_key_id,
+    record_name,
+)
+
+_MUTABLE = frozenset(
+    {
+        "name",
+        "owner",
+        "team",
+        "models",
+        "rpm",
+        "tpm",
+        "max_parallel",
+        "budget_usd",
+        "budget_period",
+        "expires_at",
+        "disabled",
+    }
+)
+
+
+class KeyNotFound(ConfigError):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            "key", f"no key with id `{key_id}`", "list keys with `switchyard keys list`"
+        )
+
+
+class KeyAdmin:
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self._kv: KeyValue | None = None
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self._js.key_value(subjects.KEYS_BUCKET)
+        return self._kv
+
+    async def create(self, name: str, **fields: Any) -> tuple[str, ClientKey]:
+        """A new key; returns (the API key, shown once, and its record)."""
+        api_key = new_api_key()
+        digest = hash_key(api_key)
+        raw = {
+            "id": new_key_id(),
+            "hash": digest,
+            "name": name,
+            "created_at": time.time(),
+            "hint": api_key[-4:],
+            **_validated(fields),
+        }
+        record = msgspec.convert(raw, ClientKey)
+        kv = await self._bucket()
+        await kv.create(record_name(digest), KEY_ENCODER.encode(record))
+        return api_key, record
+
+    async def list(self) -> list[ClientKey]:
+        kv = await self._bucket()
+        try:
+            names = await kv.keys()
+        except NoKeysError:
+            return []
+        records = []
+        for name in names:
+            if not name.startswith(RECORD_PREFIX):
+                continue
+            try:
+                entry = await kv.get(name)
+            except KeyNotFoundError:
+                continue
+            if entry.value:
+                records.append(KEY_DECODER.decode(entry.value))
+        return sorted(records, key=lambda r: r.created_at)
+
+    async def find(self, key_id: str) -> ClientKey:
+        for record in await self.list():
+            if record.id == key_id:
+                return record
+        raise KeyNotFound(key_id)
+
+    async def update(self, key_id: str, **changes: Any) -> ClientKey:
+        record = await self.find(key_id)
+        merged = {**msgspec.to_builtins(record), **_validated(changes)}
+        updated = msgspec.convert(merged, ClientKey)
+        kv = await self._bucket()
+        await kv.put(record_name(record.hash), KEY_ENCODER.encode(updated))
+        return updated
+
+    async def revoke(self, key_id: str) -> ClientKey:
+        return await self.update(key_id, disabled=True)
+
+    async def delete(self, key_id: str) -> None:
+        record = await self.find(key_id)
+        kv = await self._bucket()
+        await kv.delete(record_name(record.hash))
+
+
+def _validated(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(fields) - _MUTABLE)
+    if unknown:
+        raise ConfigError(
+            unknown[0], "not a key setting", f"use one of: {', '.join(sorted(_MUTABLE))}"
+        )
+    out = dict(fields)
+    if "models" in out and isinstance(out["models"], str):
+        out["models"] = tuple(m.strip() for m in out["models"].split(",") if m.strip())
+    if "models" in out and isinstance(out["models"], Iterable):
+        out["models"] = tuple(out["models"])
+    return out

@@ -1,0 +1,307 @@
+"""The async client of the LLM API over NATS, for internal services and for the ingress itself.
+
+One wildcard inbox subscription per connection carries every reply; each attempt of each request
+gets a fresh token on it, so late messages of an abandoned attempt are dropped. The client owns
+the reliability rules of DESIGN §8:
+
+* no head listening (NATS "no responders") is retried briefly, then raised as 503;
+* a request not acknowledged by a head within ``accept_timeout`` is re-sent (same request id,
+  next attempt number) - the head lost it before storing it;
+* a reconnect to NATS loses the server-side reply path, so every request that has not yet
+  yielded content is re-sent; one that already streamed content ends with an error;
+* the deadline (``Sy-Deadline``) bounds everything and becomes a 504.
+
+Example (an internal service with its own certificate)::
+
+    nc = await connect(servers, cert_dir, "billing-bot")
+    async with LLMClient(nc) as llm:
+        async for chunk in llm.chat_stream({"model": "demo", "messages": [...]}):
+            print(chunk["choices"][0]["delta"].get("content", ""), end="")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.nuid import NUID
+
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
+from switchyard.errors import (
+    ApiError,
+    DeadlineExceeded,
+    ProviderError,
+    ServiceUnavailable,
+    api_error_class,
+)
+from switchyard.schemas.openai import decode_error
+
+_RECONNECTED = object()
+_NO_RESPONDERS = "503"
+_JSON = msgspec.json.Encoder()
+_DECODE = msgspec.json.Decoder()
+
+
+@dataclass(slots=True)
+class Reply:
+    """One message of a reply stream."""
+
+    kind: str  # accepted | keepalive | chunk | final | error
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def status(self) -> int:
+        return h.int_header(self.headers, h.STATUS, 200)
+
+
+def error_from_reply(reply: Reply) -> ApiError:
+    """Rebuild the typed error a worker sent (``Sy-Kind: error``)."""
+    status = reply.status
+    detail = decode_error(reply.body)
+    message = detail.message if detail else "upstream error"
+    retry_after = reply.headers.get(h.RETRY_AFTER)
+    after = float(retry_after) if retry_after else None
+    cls = api_error_class(status)
+    exc: ApiError
+    if cls is ProviderError:
+        exc = ProviderError(
+            message, provider=reply.headers.get(h.DEPLOYMENT, ""), retry_after=after
+        )
+    else:
+        exc = cls(message, retry_after=after)
+    if detail is not None:
+        exc.code = detail.code
+        exc.param = detail.param
+        exc.type = detail.type
+    exc.status = status
+    return exc
+
+
+class LLMClient:
+    """Send LLM API requests over NATS and receive (streamed) replies.
+
+    Args:
+        nc: a connection made with :func:`switchyard.bus.connect.connect` (its inbox prefix is
+            the identity's, which the server requires).
+        attempts: how many times a request may be sent in total.
+        accept_timeout: re-send if no head acknowledged within this many seconds.
+        default_timeout: deadline for requests that bring none.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        attempts: int = 3,
+        accept_timeout: float = 10.0,
+        default_timeout: float = 600.0,
+    ) -> None:
+        self._nc = nc
+        self._attempts = attempts
+        self._accept_timeout = accept_timeout
+        self._default_timeout = default_timeout
+        self._nuid = NUID()
+        # nats-py keeps the inbox prefix given at connect (the identity's) as a bytearray.
+        prefix = bytes(nc._inbox_prefix).decode()
+        self._inbox = f"{prefix}.{self._nuid.next().decode()}"
+        self._pending: dict[str, asyncio.Queue[Any]] = {}
+        self._sub: Subscription | None = None
+
+    async def __aenter__(self) -> LLMClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
+
+    async def close(self) -> None:
+        """Stop receiving replies. Idempotent."""
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.unsubscribe()
+
+    def note_reconnect(self) -> None:
+        """Call from the connection's ``reconnected_cb``: reply paths did not survive it."""
+        for queue in self._pending.values():
+            queue.put_nowait(_RECONNECTED)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        queue = self._pending.get(msg.subject[len(self._inbox) + 1 :])
+        if queue is not None:
+            queue.put_nowait(msg)
+
+    def new_request_id(self) -> str:
+        return self._nuid.next().decode()
+
+    async def exchange(
+        self,
+        subject: str,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncGenerator[Reply, None]:
+        """Send one request and yield its reply messages, ending with ``final`` or ``error``.
+
+        ``headers`` may carry ``Sy-Request-Id``, ``Sy-Deadline`` (unix ms) and trace context;
+        missing ids and deadlines are filled in. Keep-alives are yielded too (an HTTP edge turns
+        them into SSE comments); ``accepted`` is not.
+
+        Raises:
+            ServiceUnavailable: no head is listening (after brief retries).
+            DeadlineExceeded: the deadline passed.
+            ProviderError: the reply path broke after content was already yielded.
+        """
+        base = dict(headers or {})
+        base.setdefault(h.REQUEST_ID, self.new_request_id())
+        if h.DEADLINE not in base:
+            base[h.DEADLINE] = str(int((time.time() + self._default_timeout) * 1000))
+        deadline_ms = int(base[h.DEADLINE])
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + (deadline_ms / 1000 - time.time())
+        attempt = h.int_header(base, h.ATTEMPT, 1)
+        sent_content = False
+        delivery: str | None = None
+        # No timeout scope spans a yield: the consumer runs between yields, and a cancellation
+        # aimed at this generator must not land in the consumer's code.
+        for round_no in range(1, self._attempts + 1):
+            if loop.time() >= give_up:
+                break
+            token = self._nuid.next().decode()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            self._pending[token] = queue
+            try:
+                base[h.ATTEMPT] = str(attempt)
+                await self._nc.publish(subject, body, reply=f"{self._inbox}.{token}", headers=base)
+                accepted = False
+                accept_by = loop.time() + self._accept_timeout
+                while True:
+                    item = await self._next(queue, give_up if accepted else min(give_up, accept_by))
+                    if item is None:
+                        break  # not accepted in time (or past the deadline): re-send or give up
+                    if item is _RECONNECTED:
+                        if sent_content:
+                            raise ProviderError(
+                                "the reply stream was interrupted by a NATS failover",
+                                provider="",
+                                code="stream_interrupted",
+                            )
+                        break  # re-send on a fresh reply path
+                    msg: Msg = item
+                    hdrs = msg.headers
+                    if not hdrs:
+                        if not msg.data:
+                            raise ServiceUnavailable(
+                                "the reply ended without an answer", code="no_answer"
+                            )
+                        continue
+                    if hdrs.get("Status") == _NO_RESPONDERS and not msg.data:
+                        if round_no < self._attempts:
+                            await asyncio.sleep(0.02 * round_no)
+                            break
+                        raise ServiceUnavailable(
+                            "no head workers are available to take the request",
+                            code="no_workers",
+                        )
+                    accepted = True
+                    kind = hdrs.get(h.KIND, h.KIND_FINAL)
+                    if kind == "accepted":
+                        continue
+                    if kind == h.KIND_CHUNK:
+                        this = hdrs.get(h.ATTEMPT, "")
+                        if delivery is None:
+                            delivery = this
+                        elif this != delivery:
+                            if sent_content:
+                                raise ProviderError(
+                                    "the worker streaming this answer failed mid-stream",
+                                    provider=hdrs.get(h.DEPLOYMENT, ""),
+                                    code="stream_interrupted",
+                                )
+                            delivery = this
+                        sent_content = True
+                    yield Reply(kind, msg.data, hdrs)
+                    if kind in (h.KIND_FINAL, h.KIND_ERROR):
+                        return
+            finally:
+                self._pending.pop(token, None)
+            attempt += 1
+        if loop.time() >= give_up:
+            raise DeadlineExceeded("the request deadline passed before an answer arrived")
+        raise ServiceUnavailable(
+            f"no head accepted the request after {self._attempts} attempts", code="no_workers"
+        )
+
+    @staticmethod
+    async def _next(queue: asyncio.Queue[Any], until: float) -> Any:
+        """The next queued item, or None once the loop clock reaches ``until``."""
+        if not queue.empty():
+            return queue.get_nowait()
+        try:
+            async with asyncio.timeout_at(until):
+                return await queue.get()
+        except TimeoutError:
+            return None
+
+    async def request(
+        self, subject: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """A non-streaming request: the final reply.
+
+        Raises:
+            ApiError: the error the workers replied with (typed by status), or any error of
+                :meth:`exchange`.
+        """
+        async for reply in self.exchange(subject, body, headers):
+            if reply.kind == h.KIND_FINAL:
+                return reply
+            if reply.kind == h.KIND_ERROR:
+                raise error_from_reply(reply)
+        raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
+
+    # ---- conveniences for internal Python callers ----
+
+    async def chat(self, body: Mapping[str, Any], *, timeout: float | None = None) -> Any:
+        """``chat.completions`` without streaming; returns the decoded response."""
+        reply = await self.request(subjects.CHAT, _JSON.encode(dict(body)), self._deadline(timeout))
+        return _DECODE.decode(reply.body)
+
+    async def chat_stream(
+        self, body: Mapping[str, Any], *, timeout: float | None = None
+    ) -> AsyncIterator[Any]:
+        """``chat.completions`` with ``stream: true``; yields decoded chunks.
+
+        Raises:
+            ApiError: as :meth:`request`, including errors that arrive mid-stream.
+        """
+        payload = _JSON.encode({**body, "stream": True})
+        async for reply in self.exchange(subjects.CHAT, payload, self._deadline(timeout)):
+            if reply.kind == h.KIND_CHUNK:
+                yield _DECODE.decode(reply.body)
+            elif reply.kind == h.KIND_ERROR:
+                raise error_from_reply(reply)
+
+    async def models(self) -> list[str]:
+        reply = await self.request(subjects.MODELS, b"{}")
+        return [m["id"] for m in _DECODE.decode(reply.body)["data"]]
+
+    def _deadline(self, timeout: float | None) -> dict[str, str]:
+        seconds = self._default_timeout if timeout is None else timeout
+        return {h.DEADLINE: str(int((time.time() + seconds) * 1000))}

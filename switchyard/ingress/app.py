@@ -1,0 +1,128 @@
+"""Build the ASGI app of an edge: the OpenAI routes, health, error shapes, and its lifespan.
+
+The LLM routes are plain Starlette routes on the FastAPI app: they take the request and return a
+response with no dependency resolution or model validation in between (the body is decoded once,
+by msgspec, in the edge). FastAPI's machinery is kept for the management API the gateway adds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.bus import identities
+from switchyard.bus.connect import connect
+from switchyard.client import LLMClient
+from switchyard.config import Settings
+from switchyard.errors import ApiError, InvalidRequest, api_error_class
+from switchyard.ingress.edge import Edge
+from switchyard.ingress.keyring import KeyRing
+from switchyard.ingress.responses import error_response
+
+log = logging.getLogger("switchyard.ingress")
+
+
+def create_app(settings: Settings, kind: str) -> FastAPI:
+    """The app for ``kind`` (``tail`` or ``gateway``)."""
+    edge = Edge(settings, kind)
+    identity = identities.GATEWAY.name if kind == "gateway" else identities.TAIL.name
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client: LLMClient | None = None
+
+        async def reconnected() -> None:
+            if client is not None:
+                client.note_reconnect()
+
+        nc = await connect(
+            settings.nats_servers,
+            settings.certs_dir,
+            identity,
+            name=f"{kind}",
+            connect_timeout=settings.nats.connect_timeout_s,
+            reconnect_wait=settings.nats.reconnect_wait_s,
+            reconnected_cb=reconnected,
+        )
+        client = LLMClient(
+            nc,
+            attempts=settings.ingress.retry_attempts,
+            default_timeout=settings.ingress.default_deadline_s,
+        )
+        await client.start()
+        keys = KeyRing(nc.jetstream(timeout=5))
+        await keys.start()
+        edge.client, edge.keys = client, keys
+        app.state.edge = edge
+        log.info("%s ready with %d client keys", kind, len(keys))
+        try:
+            yield
+        finally:
+            edge.client = None
+            await keys.stop()
+            await client.close()
+            with contextlib.suppress(Exception):
+                await nc.drain()
+
+    app = FastAPI(
+        title=f"Switchyard {kind}",
+        description="OpenAI-compatible LLM gateway",
+        lifespan=lifespan,
+        docs_url="/docs" if kind == "gateway" else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if kind == "gateway" else None,
+    )
+    router = app.router
+    router.add_route("/v1/chat/completions", edge.chat_completions, methods=["POST"])
+    router.add_route("/v1/completions", edge.completions, methods=["POST"])
+    router.add_route("/v1/embeddings", edge.embeddings, methods=["POST"])
+    router.add_route("/v1/models", edge.list_models, methods=["GET"])
+    router.add_route("/v1/models/{model:path}", edge.get_model, methods=["GET"])
+    # The OpenAI SDK may be configured with or without the /v1 prefix in base_url.
+    router.add_route("/chat/completions", edge.chat_completions, methods=["POST"])
+    router.add_route("/completions", edge.completions, methods=["POST"])
+    router.add_route("/embeddings", edge.embeddings, methods=["POST"])
+    router.add_route("/models", edge.list_models, methods=["GET"])
+    router.add_route("/health", edge.health, methods=["GET"])
+    router.add_route("/ready", edge.ready, methods=["GET"])
+    _error_handlers(app)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every error a client can see is OpenAI-shaped, including routing and framework errors."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        cls = api_error_class(exc.status_code)
+        err = cls(str(exc.detail)) if cls is not ApiError else ApiError(str(exc.detail))
+        err.status = exc.status_code
+        if exc.status_code == 404:
+            err.code = "not_found"
+            err.message = f"Unknown path {request.url.path}"
+        elif exc.status_code == 405:
+            err.code = "method_not_allowed"
+            err.type = "invalid_request_error"
+        return error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return error_response(InvalidRequest(str(first.get("msg", "invalid request")), param=where))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(ApiError("internal error in the gateway"))

@@ -1,0 +1,69 @@
+"""Every ingress's local, live copy of the client keys: authentication without a lookup.
+
+It follows the ``sy_keys`` bucket, so creating, revoking or changing a key reaches every ingress
+replica within milliseconds of the write, and the request path only hashes the presented key
+and reads a dict.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from nats.js import JetStreamContext
+
+from switchyard.bus import subjects
+from switchyard.errors import AuthenticationFailed
+from switchyard.schemas.keys import KEY_DECODER, RECORD_PREFIX, ClientKey, hash_key
+from switchyard.workers.kvwatch import KvFollower
+
+log = logging.getLogger("switchyard.ingress.keys")
+
+
+class KeyRing:
+    def __init__(self, js: JetStreamContext) -> None:
+        self._by_hash: dict[str, ClientKey] = {}
+        self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry)
+
+    @property
+    def revision(self) -> int:
+        return self._follower.revision
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    async def start(self) -> None:
+        await self._follower.start()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        if not key.startswith(RECORD_PREFIX):
+            return
+        digest = key[len(RECORD_PREFIX) :]
+        if value is None:
+            self._by_hash.pop(digest, None)
+            return
+        self._by_hash[digest] = KEY_DECODER.decode(value)
+
+    def authenticate(self, api_key: str | None) -> ClientKey:
+        """The key record for a presented API key.
+
+        Raises:
+            AuthenticationFailed: missing, unknown, disabled or expired key. Messages never
+                echo the presented key.
+        """
+        if not api_key:
+            raise AuthenticationFailed(
+                "You didn't provide an API key. Send it as `Authorization: Bearer sk-sy-...`.",
+                code="missing_api_key",
+            )
+        record = self._by_hash.get(hash_key(api_key))
+        if record is None:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        if record.disabled:
+            raise AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
+        if record.expired(time.time()):
+            raise AuthenticationFailed("This API key has expired.", code="api_key_expired")
+        return record

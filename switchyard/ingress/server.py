@@ -1,0 +1,41 @@
+"""Run an edge under uvicorn (uvloop + httptools) until SIGTERM, then shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import uvicorn
+
+from switchyard.config import Settings
+from switchyard.ingress.app import create_app
+
+
+async def run_edge(settings: Settings, kind: str, stop: asyncio.Event) -> None:
+    listen = settings.ingress.gateway if kind == "gateway" else settings.ingress.tail
+    config = uvicorn.Config(
+        create_app(settings, kind),
+        host=listen.host,
+        port=listen.port,
+        loop="none",  # the caller's (uvloop) loop is already running
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.stack.stop_timeout_s / 2),
+        timeout_keep_alive=30,
+    )
+    server = uvicorn.Server(config)
+
+    async def stop_on_event() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(stop_on_event())
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher

@@ -1,0 +1,45 @@
+"""Events on the bus: usage per request (input to accounting) and change notices."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class UsageEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One finished provider call, published on ``llm.v1.usage`` after the reply.
+
+    ``id`` (request id + attempt) is also the JetStream ``Nats-Msg-Id``, so a re-published event
+    is stored once and accounting applies it once.
+    """
+
+    id: str
+    request_id: str
+    ts: float
+    op: str
+    alias: str
+    deployment: str
+    provider: str
+    model: str
+    key_id: str = ""
+    tenant: str = ""
+    stream: bool = False
+    status: int = 200
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    prompt_tokens_estimated: int = 0
+
+
+class SecretChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """Published on ``secrets.v1.changed.<name>``: drop any cached copy (carries no value)."""
+
+    name: str
+    version: int
+    action: str  # put | rotate | delete
+    ts: float
+
+
+USAGE_ENCODER = msgspec.json.Encoder()
+USAGE_DECODER = msgspec.json.Decoder(UsageEvent)

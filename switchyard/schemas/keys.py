@@ -1,0 +1,86 @@
+"""Client API keys as stored in NATS KV (CLIENT account): hashes and limits, never the key.
+
+The KV key of a record is ``k.<sha256 hex of the API key>``, so an ingress authenticates with
+one hash and one dict lookup, and nothing in the bucket can be turned back into a usable key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from typing import Annotated, Literal
+
+import msgspec
+
+KEY_PREFIX = "sk-sy-"
+RECORD_PREFIX = "k."
+Limit = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
+    """One client key's identity and limits (0 means unlimited).
+
+    Attributes:
+        id: public identifier (``key_...``), safe for logs, headers and metrics.
+        name / owner / team: who it belongs to; ``team`` is the tenant for accounting.
+        models: aliases it may use; ``*`` and trailing wildcards (``gpt-*``) allowed.
+        rpm / tpm / max_parallel: requests and tokens per minute, and concurrent requests.
+        budget_usd / budget_period: spend allowed per period (``daily``, ``weekly``,
+            ``monthly``, ``total``, or a number of seconds as a string).
+        expires_at: unix seconds, 0 for never.
+        disabled: refused everywhere while true.
+        hint: last four characters, shown in listings.
+    """
+
+    id: str
+    hash: str
+    name: str
+    owner: str = ""
+    team: str = ""
+    models: tuple[str, ...] = ("*",)
+    rpm: Limit = 0
+    tpm: Limit = 0
+    max_parallel: Limit = 0
+    budget_usd: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    budget_period: str = "monthly"
+    expires_at: float = 0.0
+    created_at: float = 0.0
+    disabled: bool = False
+    hint: str = ""
+    kind: Literal["client"] = "client"
+
+    def allows(self, model: str) -> bool:
+        return model_allowed(self.models, model)
+
+    def expired(self, now: float | None = None) -> bool:
+        return bool(self.expires_at) and (now or time.time()) >= self.expires_at
+
+
+def model_allowed(patterns: tuple[str, ...], model: str) -> bool:
+    for pattern in patterns:
+        if pattern == "*" or pattern == model:
+            return True
+        if pattern.endswith("*") and model.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_key_id() -> str:
+    return "key_" + secrets.token_hex(8)
+
+
+def record_name(key_hash: str) -> str:
+    return RECORD_PREFIX + key_hash
+
+
+KEY_ENCODER = msgspec.json.Encoder()
+KEY_DECODER = msgspec.json.Decoder(ClientKey)

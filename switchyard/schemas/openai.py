@@ -1,0 +1,178 @@
+"""The slice of the OpenAI API that Switchyard reads; everything else passes through untouched.
+
+The ingress decodes each body once into a *probe* struct holding only the fields it needs
+(model, stream flags, and the presence and shape of the prompt). Unknown fields are skipped by
+the decoder, not stored, so provider-specific extras survive because the original bytes are what
+travels on. Decoders are built once here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from switchyard.errors import ApiError, InvalidRequest
+
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
+    include_usage: bool = False
+
+
+class ChatProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /v1/chat/completions``: what routing and limits need."""
+
+    model: ModelName
+    messages: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1)]
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+
+
+class CompletionProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /v1/completions`` (legacy)."""
+
+    model: ModelName
+    prompt: msgspec.Raw
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+
+
+class EmbeddingProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /v1/embeddings``."""
+
+    model: ModelName
+    input: msgspec.Raw
+
+
+class ModelOnly(msgspec.Struct, frozen=True):
+    """What the head reads from any request body: just the model."""
+
+    model: ModelName
+    stream: bool | None = False
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class UsageCarrier(msgspec.Struct, frozen=True):
+    """Any response or chunk that may carry ``usage`` (the rest is skipped, not decoded)."""
+
+    usage: Usage | None = None
+
+
+class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=False):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: ErrorDetail
+
+
+class Model(msgspec.Struct, frozen=True):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "switchyard"
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    data: list[Model]
+    object: str = "list"
+
+
+PROBES: dict[str, type[ChatProbe] | type[CompletionProbe] | type[EmbeddingProbe]] = {
+    "chat": ChatProbe,
+    "complete": CompletionProbe,
+    "embed": EmbeddingProbe,
+}
+_DECODERS = {op: msgspec.json.Decoder(t) for op, t in PROBES.items()}
+_MODEL_DECODER = msgspec.json.Decoder(ModelOnly)
+_USAGE_DECODER = msgspec.json.Decoder(UsageCarrier)
+_ERROR_DECODER = msgspec.json.Decoder(ErrorBody)
+_ENCODER = msgspec.json.Encoder()
+
+
+def probe(op: str, body: bytes) -> ChatProbe | CompletionProbe | EmbeddingProbe:
+    """Validate a request body for ``op`` (``chat``, ``complete`` or ``embed``).
+
+    Raises:
+        InvalidRequest: not JSON, not an object, or a required field missing or mistyped; the
+            error's ``param`` names the field.
+    """
+    try:
+        result: ChatProbe | CompletionProbe | EmbeddingProbe = _DECODERS[op].decode(body)
+    except msgspec.ValidationError as exc:
+        raise _invalid(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(
+            f"request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    return result
+
+
+def model_of(body: bytes) -> ModelOnly:
+    """The model (and stream flag) of any request body.
+
+    Raises:
+        InvalidRequest: the body is not JSON or has no usable ``model``.
+    """
+    try:
+        return _MODEL_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _invalid(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(
+            f"request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+
+
+def usage_of(body: bytes) -> Usage | None:
+    """The ``usage`` of a response or chunk, or None (malformed bodies count as no usage)."""
+    if b'"usage"' not in body:
+        return None
+    try:
+        return _USAGE_DECODER.decode(body).usage
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def _invalid(text: str) -> InvalidRequest:
+    # msgspec: "Expected `str`, got `int` - at `$.model`" / "Object missing required field `model`"
+    param = None
+    if " - at `$." in text:
+        text, _, where = text.partition(" - at `$.")
+        param = where.rstrip("`").split("[", 1)[0].split(".", 1)[0]
+    elif "missing required field" in text:
+        param = text.rsplit("`", 2)[-2] if text.count("`") >= 2 else None
+    if text.startswith("Expected `object`"):
+        text = "request body must be a JSON object"
+    return InvalidRequest(text.replace("`", "'"), param=param)
+
+
+def error_body(exc: ApiError) -> bytes:
+    """The OpenAI error JSON for ``exc``."""
+    return _ENCODER.encode(
+        ErrorBody(ErrorDetail(message=exc.message, type=exc.type, param=exc.param, code=exc.code))
+    )
+
+
+def decode_error(body: bytes) -> ErrorDetail | None:
+    try:
+        return _ERROR_DECODER.decode(body).error
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def encode(obj: Any) -> bytes:
+    return _ENCODER.encode(obj)

@@ -1,0 +1,133 @@
+"""The model-proxy's view of provider keys: fetched from the secrets service, cached in memory.
+
+* A key is fetched over NATS (``secrets.v1.get.<name>``, model-proxy identity only) on first use.
+* ``secrets.v1.changed.<name>`` drops it at once, so a rotation applies on the next request.
+* It is refreshed in the background after ``ttl / 5``; when refreshing fails (Vault down), the
+  cached key keeps serving until ``ttl``, then requests fail with a 503 naming the secret.
+* Concurrent requests for the same name share one fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
+from switchyard.errors import ServiceUnavailable
+from switchyard.schemas.openai import decode_error
+from switchyard.secrets.secret import Secret
+
+log = logging.getLogger("switchyard.secrets.client")
+
+# After a failed refresh, wait this long before trying again (requests use the cached key).
+RETRY_BACKOFF_S = 1.0
+
+
+class SecretValue(msgspec.Struct, frozen=True):
+    """Reply of ``secrets.v1.get``; exists only inside the server zone."""
+
+    name: str
+    version: int
+    value: str
+
+
+_DECODE = msgspec.json.Decoder(SecretValue)
+
+
+@dataclass(slots=True)
+class _Entry:
+    secret: Secret
+    fetched_at: float
+    failed_at: float = 0.0
+
+
+class SecretCache:
+    def __init__(self, nc: NATS, *, ttl: float, request_timeout: float = 3.0) -> None:
+        self._nc = nc
+        self._ttl = ttl
+        self._refresh_after = ttl / 5
+        self._timeout = request_timeout
+        self._entries: dict[str, _Entry] = {}
+        self._inflight: dict[str, asyncio.Task[Secret]] = {}
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(
+            f"{subjects.SECRETS_CHANGED_PREFIX}.*", cb=self._on_changed
+        )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        for task in list(self._inflight.values()):
+            task.cancel()
+
+    async def _on_changed(self, msg: Msg) -> None:
+        name = msg.subject.rsplit(".", 1)[-1]
+        if self._entries.pop(name, None) is not None:
+            log.info("provider key %s changed; dropped the cached copy", name)
+
+    async def get(self, name: str) -> Secret:
+        """The key named ``name``.
+
+        Raises:
+            ServiceUnavailable: the key does not exist, or it cannot be fetched and no cached
+                copy younger than the TTL exists. The message names the secret, never a value.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        entry = self._entries.get(name)
+        if entry is not None and now - entry.fetched_at < self._ttl:
+            stale = now - entry.fetched_at >= self._refresh_after
+            if stale and name not in self._inflight and now - entry.failed_at >= RETRY_BACKOFF_S:
+                self._spawn(name)  # refresh in the background, serve the cached key now
+            return entry.secret
+        task = self._inflight.get(name) or self._spawn(name)
+        return await asyncio.shield(task)
+
+    def _spawn(self, name: str) -> asyncio.Task[Secret]:
+        task = asyncio.create_task(self._fetch(name), name=f"secret-{name}")
+        self._inflight[name] = task
+        task.add_done_callback(lambda t: self._settle(name, t))
+        return task
+
+    def _settle(self, name: str, task: asyncio.Task[Secret]) -> None:
+        self._inflight.pop(name, None)
+        if not task.cancelled() and task.exception() is not None:
+            entry = self._entries.get(name)
+            if entry is not None:
+                entry.failed_at = asyncio.get_running_loop().time()
+
+    async def _fetch(self, name: str) -> Secret:
+        try:
+            msg = await self._nc.request(subjects.secrets_get(name), b"", timeout=self._timeout)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError):
+            raise ServiceUnavailable(
+                f"provider key `{name}` is unavailable: the secrets service did not answer",
+                code="secret_unavailable",
+            ) from None
+        status = h.int_header(msg.headers, h.STATUS, 200)
+        if status != 200:
+            detail = decode_error(msg.data)
+            why = detail.message if detail else f"status {status}"
+            raise ServiceUnavailable(
+                f"provider key `{name}` is unavailable: {why}", code="secret_unavailable"
+            )
+        value = _DECODE.decode(msg.data)
+        secret = Secret(value.value, name=name, version=value.version)
+        self._entries[name] = _Entry(secret, asyncio.get_running_loop().time())
+        return secret
+
+    def forget(self, name: str) -> None:
+        self._entries.pop(name, None)

@@ -1,0 +1,1 @@
+"""The head worker: authorise, route, enqueue."""

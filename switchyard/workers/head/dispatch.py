@@ -1,0 +1,83 @@
+"""Publishing a routed request onto its deployment's JetStream work queue.
+
+The publish is retried while JetStream is briefly unavailable (a stream leader election takes
+~1-2 s in a cluster), with ``Nats-Msg-Id`` set so a retry that did land is stored only once. A
+full queue (discard-new per subject) is not retried: it is answered with 503 at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
+
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
+from switchyard.errors import DeadlineExceeded, ServiceUnavailable
+
+log = logging.getLogger("switchyard.head")
+
+# JetStream's answer when discard-new per subject refuses a message.
+_FULL = ("maximum messages per subject exceeded", "maximum messages exceeded")
+
+
+async def publish_dispatch(
+    js: JetStreamContext,
+    deployment_id: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    timeout: float,
+    retries: int,
+    deadline_ms: int,
+) -> None:
+    """Store the request in ``llm.v1.dispatch.<deployment_id>``.
+
+    Raises:
+        ServiceUnavailable: the queue is full (code ``queue_full``) or JetStream stayed
+            unavailable through every retry.
+        DeadlineExceeded: the deadline passed while retrying.
+    """
+    subject = subjects.dispatch(deployment_id)
+    for attempt in range(retries + 1):
+        remaining = deadline_ms / 1000 - time.time()
+        if remaining <= 0:
+            raise DeadlineExceeded("the request deadline passed before it could be queued")
+        try:
+            await js.publish(subject, body, timeout=min(timeout, remaining), headers=headers)
+            return
+        except APIError as exc:
+            text = (exc.description or "").lower()
+            if any(marker in text for marker in _FULL):
+                raise ServiceUnavailable(
+                    f"the queue for deployment {deployment_id} is full; retry later",
+                    code="queue_full",
+                    retry_after=1,
+                ) from None
+            if attempt == retries:
+                raise ServiceUnavailable(
+                    f"could not queue the request: {exc.description}", code="queue_unavailable"
+                ) from None
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError) as exc:
+            if attempt == retries:
+                raise ServiceUnavailable(
+                    "the request queue is unavailable; retry later", code="queue_unavailable"
+                ) from exc
+        pause = min(1.0, 0.25 * (attempt + 1))
+        log.warning(
+            "dispatch publish to %s failed (attempt %d of %d); retrying in %.2fs",
+            subject,
+            attempt + 1,
+            retries + 1,
+            pause,
+        )
+        await asyncio.sleep(pause)
+
+
+def msg_id(headers: dict[str, str], hop: int) -> str:
+    """The dedup key: one per (request, client attempt, reroute hop)."""
+    return f"{headers.get(h.REQUEST_ID, '')}:{headers.get(h.ATTEMPT, '1')}:{hop}"

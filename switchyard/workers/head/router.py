@@ -1,0 +1,109 @@
+"""Choosing a deployment for a model alias: pure logic, no I/O.
+
+Weighted random choice among the alias's deployments that are neither already tried for this
+request nor cooling down; once those are exhausted, the fallback aliases in order (each with
+its own deployments). A cycle of fallbacks is walked once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from switchyard.errors import ModelNotFound
+from switchyard.schemas.routing import Deployment, Provider, Route, RouteTable
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """Where one attempt goes."""
+
+    alias: str  # the alias whose deployment was chosen (the requested one or a fallback)
+    deployment: Deployment
+    provider: Provider
+
+
+class Router:
+    """An immutable view of one route table revision."""
+
+    def __init__(self, table: RouteTable, revision: int = 0) -> None:
+        self.table = table
+        self.revision = revision
+        self._aliases = sorted(table.routes)
+
+    def aliases(self) -> list[str]:
+        return self._aliases
+
+    def route(self, alias: str) -> Route:
+        """The route for ``alias``.
+
+        Raises:
+            ModelNotFound: no such alias (the message lists none of the others: keys may not
+                be allowed to see them).
+        """
+        route = self.table.routes.get(alias)
+        if route is None:
+            raise ModelNotFound(
+                f"The model `{alias}` does not exist or you do not have access to it.",
+                param="model",
+            )
+        return route
+
+    def chain(self, alias: str) -> list[str]:
+        """The alias followed by its fallbacks, depth-first, each alias once."""
+        order: list[str] = []
+        pending = [alias]
+        while pending:
+            current = pending.pop(0)
+            if current in order or current not in self.table.routes:
+                continue
+            order.append(current)
+            pending = list(self.table.routes[current].fallbacks) + pending
+        return order
+
+    def choose(
+        self,
+        alias: str,
+        *,
+        tried: Iterable[str] = (),
+        cooling: Callable[[str], bool] = lambda _dep: False,
+        rng: random.Random | None = None,
+    ) -> Choice | None:
+        """Pick a deployment for the next attempt, or None when every candidate is used up.
+
+        Args:
+            tried: deployment ids already attempted for this request.
+            cooling: True for deployments in cooldown (skipped).
+
+        Raises:
+            ModelNotFound: ``alias`` is not routed.
+        """
+        self.route(alias)
+        done = set(tried)
+        pick = rng or random
+        for name in self.chain(alias):
+            route = self.table.routes[name]
+            options = [
+                d
+                for d in route.deployments
+                if d.id not in done and d.weight > 0 and not cooling(d.id)
+            ]
+            if not options:
+                continue
+            if len(options) == 1:
+                chosen = options[0]
+            else:
+                chosen = pick.choices(options, weights=[d.weight for d in options])[0]
+            return Choice(name, chosen, self.table.providers[chosen.provider])
+        return None
+
+    def cooling_candidates(self, alias: str, tried: Iterable[str] = ()) -> list[str]:
+        """Deployment ids in the alias's chain that were not tried (cooling or not)."""
+        done = set(tried)
+        return [
+            d.id
+            for name in self.chain(alias)
+            for d in self.table.routes[name].deployments
+            if d.id not in done and d.weight > 0
+        ]

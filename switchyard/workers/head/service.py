@@ -1,0 +1,225 @@
+"""The head: a queue-group service on ``llm.v1.*`` that authorises, routes and enqueues.
+
+It never relays replies: it stamps the envelope (headers), stores the request in the chosen
+deployment's JetStream queue with the caller's reply subject in ``Sy-Reply``, tells the caller
+``accepted``, and moves on. Errors it can decide (bad body, unknown model, deadline passed, queue
+full) are answered at once. Retryable provider failures come back on ``llm.v1.reroute`` from
+model-proxies; the head then tries the next deployment or fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from switchyard.bus import headers as h
+from switchyard.bus import identities, replies, subjects
+from switchyard.bus.connect import connect
+from switchyard.config import Settings
+from switchyard.errors import ApiError, DeadlineExceeded, ServiceUnavailable
+from switchyard.schemas.openai import Model, ModelList, encode, model_of
+from switchyard.schemas.routing import RouteTable
+from switchyard.stack.provision import ROUTE_TABLE_KEY
+from switchyard.telemetry import request_id_var
+from switchyard.workers.head.dispatch import msg_id, publish_dispatch
+from switchyard.workers.head.router import Router
+from switchyard.workers.health import HealthServer
+from switchyard.workers.kvwatch import KvFollower
+
+log = logging.getLogger("switchyard.head")
+
+_OPS = {subjects.CHAT: "chat", subjects.COMPLETE: "complete", subjects.EMBED: "embed"}
+_TABLE = msgspec.json.Decoder(RouteTable)
+
+
+class RequestInfo(msgspec.Struct, frozen=True):
+    """The server-stamped ``Nats-Request-Info`` (who sent a request across the import)."""
+
+    acc: str = ""
+    user: str = ""
+
+
+_INFO = msgspec.json.Decoder(RequestInfo)
+
+
+def caller_identity(headers: dict[str, str]) -> str:
+    """The CN of the requesting user, from the header the server writes (unforgeable)."""
+    raw = headers.get(h.REQUEST_INFO)
+    if not raw:
+        return ""
+    try:
+        user = _INFO.decode(raw).user
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return ""
+    for part in user.split(","):
+        if part.startswith("CN="):
+            return part[3:]
+    return ""
+
+
+class Head:
+    def __init__(self, nc: NATS, settings: Settings, instance: str) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=settings.head.publish_timeout_s)
+        self.settings = settings
+        self.instance = instance
+        self.router = Router(settings.route_table)
+        self._routes = KvFollower(
+            self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
+        )
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.head.max_in_flight)
+        self.ready = False
+
+    async def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
+        if value is None:
+            log.warning("route table deleted from KV; keeping revision %d", self.router.revision)
+            return
+        table = _TABLE.decode(value)
+        self.router = Router(table, revision)
+        log.info("route table revision %d: %d aliases", revision, len(table.routes))
+
+    async def start(self) -> None:
+        await self._routes.start()
+        for subject in (*_OPS, subjects.MODELS):
+            self._subs.append(
+                await self.nc.subscribe(subject, queue=subjects.HEAD_QUEUE, cb=self._on_message)
+            )
+        self._subs.append(
+            await self.nc.subscribe(
+                subjects.REROUTE, queue=subjects.HEAD_QUEUE, cb=self._on_message
+            )
+        )
+        await self.nc.flush()
+        self.ready = True
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking requests, finish those in flight (up to ``grace``), then drain."""
+        self.ready = False
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+        await self._routes.stop()
+
+    async def _on_message(self, msg: Msg) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _handle(self, msg: Msg) -> None:
+        headers: dict[str, str] = dict(msg.headers or {})
+        rerouted = msg.subject == subjects.REROUTE
+        reply = headers.get(h.REPLY, "") if rerouted else msg.reply
+        if not reply:
+            log.warning("dropped a message on %s without a reply subject", msg.subject)
+            return
+        token = request_id_var.set(headers.get(h.REQUEST_ID))
+        try:
+            if msg.subject == subjects.MODELS:
+                await self._models(reply)
+            else:
+                await self._route(msg, headers, reply, rerouted)
+        except ApiError as exc:
+            await replies.send_error(self.nc, reply, exc)
+        except Exception:  # the endpoint's error boundary: answer, log, keep serving
+            log.exception("internal error handling %s", msg.subject)
+            await replies.send_error(self.nc, reply, ApiError("internal error in the router"))
+        finally:
+            request_id_var.reset(token)
+
+    async def _models(self, reply: str) -> None:
+        listing = ModelList(data=[Model(id=a) for a in self.router.aliases()])
+        await replies.send_final(self.nc, reply, encode(listing), {})
+
+    async def _route(self, msg: Msg, headers: dict[str, str], reply: str, rerouted: bool) -> None:
+        now_ms = int(time.time() * 1000)
+        deadline_ms = h.int_header(headers, h.DEADLINE, 0)
+        if deadline_ms <= 0:
+            deadline_ms = now_ms + int(self.settings.ingress.default_deadline_s * 1000)
+            headers[h.DEADLINE] = str(deadline_ms)
+        if deadline_ms <= now_ms:
+            raise DeadlineExceeded("the request deadline passed before it was routed")
+        if rerouted:
+            op = headers.get(h.OP, "chat")
+            alias = headers.get(h.ALIAS, "")
+        else:
+            op = _OPS[msg.subject]
+            probe = model_of(msg.data)
+            alias = probe.model
+            self._stamp_caller(headers)
+            headers[h.OP] = op
+            headers[h.ALIAS] = alias
+            headers[h.REPLY] = reply
+            if probe.stream:
+                headers[h.STREAM] = "1"
+        tried = [t for t in headers.get(h.TRIED, "").split(",") if t]
+        choice = self.router.choose(alias, tried=tried)
+        if choice is None:
+            raise ServiceUnavailable(
+                f"no deployment of `{alias}` is available (tried: {', '.join(tried) or 'none'})",
+                code="no_deployment",
+            )
+        hop = len(tried)
+        out = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
+        out[h.NATS_MSG_ID] = msg_id(headers, hop)
+        out[h.DEPLOYMENT] = choice.deployment.id
+        await publish_dispatch(
+            self.js,
+            choice.deployment.id,
+            msg.data,
+            out,
+            timeout=self.settings.head.publish_timeout_s,
+            retries=self.settings.head.publish_retries,
+            deadline_ms=deadline_ms,
+        )
+        if not rerouted:
+            await replies.send_accepted(self.nc, reply)
+
+    def _stamp_caller(self, headers: dict[str, str]) -> None:
+        """Trust ``Sy-Key-Id``/``Sy-Tenant`` only from an ingress; others act as themselves."""
+        caller = caller_identity(headers)
+        if caller not in identities.INGRESS_NAMES:
+            headers[h.KEY_ID] = f"identity:{caller or 'unknown'}"
+            headers[h.TENANT] = caller or "unknown"
+
+
+async def run(
+    settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
+) -> None:
+    nc = await connect(
+        settings.nats_servers,
+        settings.certs_dir,
+        identities.HEAD.name,
+        name=instance,
+        connect_timeout=settings.nats.connect_timeout_s,
+        reconnect_wait=settings.nats.reconnect_wait_s,
+    )
+    head = Head(nc, settings, instance)
+    health = HealthServer(health_port, lambda: head.ready and nc.is_connected)
+    try:
+        await head.start()
+        await health.start()
+        log.info("head %s serving (route revision %d)", instance, head.router.revision)
+        await stop.wait()
+    finally:
+        await head.stop(settings.stack.stop_timeout_s / 2)
+        await health.stop()
+        with contextlib.suppress(Exception):
+            await nc.drain()

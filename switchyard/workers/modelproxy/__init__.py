@@ -1,0 +1,1 @@
+"""The model-proxy worker: pull requests, call providers, stream replies."""

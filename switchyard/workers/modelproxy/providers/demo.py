@@ -1,0 +1,158 @@
+"""The built-in ``demo`` provider: answers locally so a fresh install works offline.
+
+It replies with a short sentence that quotes the last user message, streamed word by word (with
+a short pause between words, like a real model), counts tokens as words, and returns small
+deterministic embeddings. It needs no key and never touches the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from switchyard.schemas.openai import Usage
+from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+
+_ENCODE = msgspec.json.Encoder()
+WORD_PAUSE_S = 0.02
+EMBEDDING_DIMENSIONS = 16
+
+
+def _prompt_text(call: ProviderCall) -> str:
+    body = call.body
+    if call.op == "complete":
+        prompt = body.get("prompt", "")
+        return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content", "")
+            if isinstance(content, list):  # content parts
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content)
+    return ""
+
+
+def answer_words(call: ProviderCall) -> list[str]:
+    said = " ".join(_prompt_text(call).split()[:40]) or "nothing"
+    text = f"Hello from the Switchyard demo model. You said: {said}"
+    words = text.split(" ")
+    limit = call.body.get("max_tokens") or call.body.get("max_completion_tokens")
+    if isinstance(limit, int) and limit > 0:
+        words = words[:limit]
+    return words
+
+
+def _usage(call: ProviderCall, completion_words: int) -> Usage:
+    prompt = max(1, len(_prompt_text(call).split()))
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion_words,
+        total_tokens=prompt + completion_words,
+    )
+
+
+class Demo:
+    async def close(self) -> None:
+        return None
+
+    async def complete(self, call: ProviderCall) -> Completion:
+        if call.op == "embed":
+            return self._embed(call)
+        words = answer_words(call)
+        usage = _usage(call, len(words))
+        rid = f"demo-{time.time_ns()}"
+        doc: dict[str, Any]
+        if call.op == "complete":
+            doc = {
+                "id": rid,
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": call.deployment.model,
+                "choices": [
+                    {"index": 0, "text": " ".join(words), "finish_reason": "stop", "logprobs": None}
+                ],
+            }
+        else:
+            doc = {
+                "id": rid,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": call.deployment.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": " ".join(words)},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        doc["usage"] = msgspec.to_builtins(usage)
+        return Completion(_ENCODE.encode(doc), usage)
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
+        words = answer_words(call)
+        rid = f"demo-{time.time_ns()}"
+        created = int(time.time())
+        chat = call.op != "complete"
+        for i, word in enumerate(words):
+            piece = word if i == 0 else " " + word
+            if chat:
+                delta: dict[str, Any] = {"content": piece}
+                if i == 0:
+                    delta["role"] = "assistant"
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+            else:
+                choice = {"index": 0, "text": piece, "finish_reason": None, "logprobs": None}
+            yield StreamEvent(_ENCODE.encode(self._chunk(rid, created, call, [choice], chat)))
+            await asyncio.sleep(WORD_PAUSE_S)
+        last: dict[str, Any] = (
+            {"index": 0, "delta": {}, "finish_reason": "stop"}
+            if chat
+            else {"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}
+        )
+        yield StreamEvent(_ENCODE.encode(self._chunk(rid, created, call, [last], chat)))
+        usage = _usage(call, len(words))
+        final = self._chunk(rid, created, call, [], chat)
+        final["usage"] = msgspec.to_builtins(usage)
+        yield StreamEvent(_ENCODE.encode(final) if call.client_wants_usage else None, usage)
+
+    @staticmethod
+    def _chunk(
+        rid: str, created: int, call: ProviderCall, choices: list[Any], chat: bool
+    ) -> dict[str, Any]:
+        return {
+            "id": rid,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": created,
+            "model": call.deployment.model,
+            "choices": choices,
+        }
+
+    @staticmethod
+    def _embed(call: ProviderCall) -> Completion:
+        raw = call.body.get("input", "")
+        inputs = raw if isinstance(raw, list) else [raw]
+        data = []
+        tokens = 0
+        for i, item in enumerate(inputs):
+            text = item if isinstance(item, str) else str(item)
+            tokens += max(1, len(text.split()))
+            digest = hashlib.sha256(text.encode()).digest()
+            values = struct.unpack(f"<{EMBEDDING_DIMENSIONS}h", digest[: EMBEDDING_DIMENSIONS * 2])
+            data.append(
+                {"object": "embedding", "index": i, "embedding": [v / 32768 for v in values]}
+            )
+        usage = Usage(prompt_tokens=tokens, completion_tokens=0, total_tokens=tokens)
+        doc = {
+            "object": "list",
+            "data": data,
+            "model": call.deployment.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return Completion(_ENCODE.encode(doc), usage)

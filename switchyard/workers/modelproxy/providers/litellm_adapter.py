@@ -1,0 +1,208 @@
+"""The litellm path: providers whose wire format is not OpenAI's (Anthropic, Gemini, Cohere...).
+
+litellm translates OpenAI-shaped requests into each provider's dialect and back. It is slow to
+import (~2-3 s) and costs several ms of CPU per call (DESIGN §8), so only kinds that need a
+translation come here; OpenAI-compatible APIs take the direct path in ``openai_compat``.
+
+Conventions shared with that path: every upstream failure becomes an
+:class:`~switchyard.errors.ApiError` via ``upstream_errors``, messages are redacted of the key,
+streamed chunks are forwarded as they arrive, and timeouts wrap each upstream read, never a yield.
+
+Only documented OpenAI request fields are passed on. litellm's keyword arguments mix request
+parameters with its own controls (``api_base``, ``api_key``, ``mock_response``, ``metadata``...),
+so forwarding arbitrary client fields would let a client redirect our key to its own server.
+Legacy completions go through ``litellm.atext_completion``, which keeps the ``text_completion``
+response shape clients of ``/v1/completions`` expect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import httpx
+import msgspec
+
+from switchyard.errors import ApiError, ProviderError
+from switchyard.schemas.openai import Usage
+from switchyard.secrets.secret import redact
+from switchyard.workers.modelproxy.providers import upstream_errors as ue
+from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+
+_ENCODE = msgspec.json.Encoder()
+_SAMPLING = (
+    "frequency_penalty logit_bias max_tokens n presence_penalty seed stop temperature top_p user"
+)
+_PARAMS = {
+    "chat": frozenset(
+        f"{_SAMPLING} audio function_call functions logprobs max_completion_tokens modalities "
+        "parallel_tool_calls prediction reasoning_effort response_format service_tier "
+        "tool_choice tools top_logprobs web_search_options".split()
+    ),
+    "complete": frozenset(f"{_SAMPLING} best_of echo logprobs suffix".split()),
+    "embed": frozenset({"dimensions", "encoding_format", "user"}),
+}
+_INPUT = {"chat": "messages", "complete": "prompt", "embed": "input"}
+_CONNECTION_ERRORS = (aiohttp.ClientConnectionError, httpx.TransportError, ConnectionError)
+_MAX_MESSAGE = 1000
+
+
+class LiteLLM:
+    """One adapter for every litellm-backed provider; litellm keeps its own connection pools."""
+
+    def __init__(self) -> None:
+        self._module: Any = None
+
+    async def _litellm(self) -> Any:
+        if self._module is None:
+            from switchyard.config import prepare_litellm_environment  # noqa: PLC0415
+
+            prepare_litellm_environment()
+            # The import blocks for seconds; in a thread, other requests keep being served.
+            self._module = await asyncio.to_thread(importlib.import_module, "litellm")
+        return self._module
+
+    async def close(self) -> None:
+        if self._module is not None:
+            await self._module.close_litellm_async_clients()
+
+    async def complete(self, call: ProviderCall) -> Completion:
+        lib = await self._litellm()
+        try:
+            async with asyncio.timeout(call.total_timeout):
+                response = await _function(lib, call.op)(**_arguments(call, stream=False))
+            body = response.model_dump(mode="json")
+        except TimeoutError:
+            raise ue.timed_out(call.provider_name, "the response") from None
+        except Exception as exc:  # noqa: BLE001 - every litellm failure is translated, see _translate
+            raise _translate(lib, exc, call, "the response") from None
+        return Completion(_ENCODE.encode(body), _usage(body))
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
+        lib = await self._litellm()
+        name = call.provider_name
+        loop = asyncio.get_running_loop()
+        first_by = loop.time() + call.first_token_timeout
+        end_by = loop.time() + call.total_timeout
+        first = True
+        try:
+            async with asyncio.timeout_at(min(first_by, end_by)):
+                chunks = await _function(lib, call.op)(**_arguments(call, stream=True))
+        except TimeoutError:
+            raise ue.timed_out(name, "the first token") from None
+        except Exception as exc:  # noqa: BLE001 - every litellm failure is translated
+            raise _translate(lib, exc, call, "the first token") from None
+        # Timeouts wrap each read, never a yield: the consumer's time between chunks must not
+        # be cancelled by a scope that belongs to this generator.
+        try:
+            while True:
+                what = "the first token" if first else "the end of the stream"
+                try:
+                    async with asyncio.timeout_at(min(first_by, end_by) if first else end_by):
+                        chunk = await anext(chunks)
+                    doc = chunk.model_dump(mode="json")
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise ue.timed_out(name, what) from None
+                except Exception as exc:  # noqa: BLE001 - every litellm failure is translated
+                    raise _translate(lib, exc, call, what) from None
+                first = False
+                event = _event(doc, call.client_wants_usage)
+                if event is not None:
+                    yield event
+        finally:
+            await _close(chunks)
+
+
+async def _close(chunks: Any) -> None:
+    # Releases the upstream connection when the consumer stopped early or a read failed. Text
+    # completion streams have no aclose; the chat stream they wrap does.
+    target = chunks if hasattr(chunks, "aclose") else getattr(chunks, "completion_stream", None)
+    if target is not None and hasattr(target, "aclose"):
+        await target.aclose()
+
+
+def _function(lib: Any, op: str) -> Any:
+    return {"chat": lib.acompletion, "complete": lib.atext_completion, "embed": lib.aembedding}[op]
+
+
+def _arguments(call: ProviderCall, *, stream: bool) -> dict[str, Any]:
+    kind = call.provider.kind
+    body = call.body
+    args = {k: v for k, v in body.items() if k in _PARAMS[call.op]}
+    args[_INPUT[call.op]] = body.get(_INPUT[call.op])
+    args.update(
+        model=call.deployment.model if kind == "litellm" else f"{kind}/{call.deployment.model}",
+        api_base=call.provider.api_base,
+        timeout=call.total_timeout,
+        drop_params=True,
+        # The gateway retries across deployments itself; retries in here would multiply them.
+        num_retries=0,
+        max_retries=0,
+    )
+    if call.api_key is not None:
+        args["api_key"] = call.api_key.reveal()
+    if stream:
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True  # count tokens on every stream; stripped again below
+        args.update(stream=True, stream_options=options)
+    return args
+
+
+def _event(doc: dict[str, Any], client_wants_usage: bool) -> StreamEvent | None:
+    usage = _usage(doc)
+    if usage is None or client_wants_usage:
+        return StreamEvent(_ENCODE.encode(doc), usage)
+    if not doc.get("choices"):
+        return StreamEvent(None, usage)  # our own usage request: record it, do not forward it
+    doc.pop("usage", None)
+    return StreamEvent(_ENCODE.encode(doc), usage)
+
+
+def _usage(doc: dict[str, Any]) -> Usage | None:
+    usage = doc.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    total = int(usage.get("total_tokens") or prompt + completion)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiError:
+    """The Switchyard error for a litellm failure (litellm raises its own, status-carrying ones)."""
+    name = call.provider_name
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, lib.Timeout | TimeoutError):
+        return ue.timed_out(name, what)
+    message = redact(str(getattr(exc, "message", None) or exc), call.api_key)[:_MAX_MESSAGE]
+    # litellm reports a refused connection as a 500 from the provider; the cause says otherwise.
+    if _caused_by_connection_failure(exc):
+        return ue.unreachable(name, message)
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int):
+        return ProviderError(f"provider {name} failed: {message}", provider=name)
+    headers = getattr(exc, "litellm_response_headers", None)
+    retry_after = headers.get("retry-after") if headers is not None else None
+    error = ue.from_status(
+        status, message, provider=name, retry_after=ue.parse_retry_after(retry_after)
+    )
+    if isinstance(error, ProviderError) and error.upstream_status is None:
+        error.upstream_status = status
+    return error
+
+
+def _caused_by_connection_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):  # litellm wraps a few levels deep; bounded in case of a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, _CONNECTION_ERRORS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -1,0 +1,180 @@
+"""The direct path for OpenAI-compatible APIs: one aiohttp POST, bytes passed through.
+
+Covers OpenAI, Azure OpenAI, vLLM, Ollama, Groq, Together and any ``api_base`` that speaks the
+OpenAI wire format. No litellm on this path: it costs ~4.5 ms CPU per call where a plain POST
+costs ~0.2 ms (DESIGN §8). Non-streamed bodies are returned as received; streamed SSE ``data:``
+lines are forwarded one by one as they arrive (no buffering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from switchyard.errors import ProviderError
+from switchyard.schemas.openai import decode_error, usage_of
+from switchyard.secrets.secret import Secret, redact
+from switchyard.workers.modelproxy.providers import upstream_errors as ue
+from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+
+_PATHS = {"chat": "chat/completions", "complete": "completions", "embed": "embeddings"}
+_ENCODE = msgspec.json.Encoder()
+_DONE = b"[DONE]"
+# Kinds known to accept stream_options.include_usage (so usage can be counted on every stream).
+_USAGE_CAPABLE = frozenset({"openai", "azure", "vllm", "groq", "together"})
+
+
+class OpenAICompatible:
+    """One adapter (one connection pool) shared by every OpenAI-compatible provider."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
+                skip_auto_headers=("User-Agent",),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @staticmethod
+    def _target(call: ProviderCall) -> tuple[str, dict[str, str]]:
+        p = call.provider
+        base = (p.base_url or "").rstrip("/")
+        path = _PATHS[call.op]
+        headers = {"Content-Type": "application/json"}
+        key = call.api_key.reveal() if call.api_key else ""
+        if p.kind == "azure":
+            url = f"{base}/openai/deployments/{call.deployment.model}/{path}?api-version={p.api_version}"
+            if key:
+                headers["api-key"] = key
+        else:
+            url = f"{base}/{path}"
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+        return url, headers
+
+    def _body(self, call: ProviderCall) -> bytes:
+        body: dict[str, Any] = call.body
+        if call.stream and call.provider.kind in _USAGE_CAPABLE and not call.client_wants_usage:
+            options = dict(body.get("stream_options") or {})
+            options["include_usage"] = True  # count tokens on every stream; stripped again below
+            body = {**body, "stream_options": options}
+        return _ENCODE.encode(body)
+
+    async def complete(self, call: ProviderCall) -> Completion:
+        url, headers = self._target(call)
+        name = call.provider_name
+        try:
+            async with asyncio.timeout(call.total_timeout):
+                async with self._http().post(url, data=self._body(call), headers=headers) as resp:
+                    data = await resp.read()
+                    if resp.status >= 400:
+                        raise _http_error(resp.status, data, resp.headers, name, call.api_key)
+        except TimeoutError:
+            raise ue.timed_out(name, "the response") from None
+        except aiohttp.ClientError as exc:
+            raise ue.unreachable(name, _describe(exc)) from None
+        return Completion(data, usage_of(data))
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
+        url, headers = self._target(call)
+        name = call.provider_name
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first_by = started + call.first_token_timeout
+        end_by = started + call.total_timeout
+        first = True
+        finished = False
+        # Timeouts wrap each read, never a yield: the consumer's time between chunks must not
+        # be cancelled by a scope that belongs to this generator.
+        try:
+            async with asyncio.timeout_at(min(first_by, end_by)):
+                resp = await self._http().post(url, data=self._body(call), headers=headers)
+                if resp.status >= 400:
+                    data = await resp.read()
+                    raise _http_error(resp.status, data, resp.headers, name, call.api_key)
+        except TimeoutError:
+            raise ue.timed_out(name, "the first token") from None
+        except aiohttp.ClientError as exc:
+            raise ue.unreachable(name, _describe(exc)) from None
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(min(first_by, end_by) if first else end_by):
+                        line = await resp.content.readline()
+                except TimeoutError:
+                    what = "the first token" if first else "the end of the stream"
+                    raise ue.timed_out(name, what) from None
+                if not line:
+                    finished = True
+                    return
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == _DONE:
+                    finished = True
+                    return
+                first = False
+                event = _event(payload, call.client_wants_usage)
+                if event is not None:
+                    yield event
+        except aiohttp.ClientError as exc:
+            raise ue.unreachable(name, _describe(exc)) from None
+        finally:
+            if finished:
+                resp.release()
+            else:
+                resp.close()
+
+
+def _event(payload: bytes, client_wants_usage: bool) -> StreamEvent | None:
+    usage = usage_of(payload)
+    if usage is None:
+        return StreamEvent(payload)
+    if client_wants_usage or not _usage_only(payload):
+        return StreamEvent(payload, usage)
+    return StreamEvent(None, usage)  # our own usage request: record it, do not forward it
+
+
+def _usage_only(payload: bytes) -> bool:
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(doc, dict) and not doc.get("choices")
+
+
+def _describe(exc: aiohttp.ClientError) -> str:
+    return type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
+
+
+def _http_error(
+    status: int, data: bytes, headers: Any, provider: str, key: Secret | None
+) -> Exception:
+    detail = decode_error(data)
+    if detail is not None:
+        message, code = redact(detail.message, key), detail.code
+    else:
+        message, code = f"provider {provider} answered HTTP {status}", None
+    exc = ue.from_status(
+        status,
+        message,
+        provider=provider,
+        code=code,
+        retry_after=ue.parse_retry_after(headers.get("Retry-After")),
+    )
+    if isinstance(exc, ProviderError) and exc.upstream_status is None:
+        exc.upstream_status = status
+    return exc

@@ -1,0 +1,50 @@
+"""Which adapter serves which provider kind; adapters are created on first use and shared."""
+
+from __future__ import annotations
+
+from switchyard.schemas.routing import LITELLM_KINDS, OPENAI_COMPATIBLE_KINDS
+from switchyard.workers.modelproxy.providers.base import Adapter
+
+
+class Adapters:
+    """Lazily built adapters; ``close`` releases their connection pools."""
+
+    def __init__(self) -> None:
+        self._by_family: dict[str, Adapter] = {}
+
+    def for_kind(self, kind: str) -> Adapter:
+        if kind in OPENAI_COMPATIBLE_KINDS:
+            family = "openai"
+        elif kind in LITELLM_KINDS:
+            family = "litellm"
+        elif kind == "demo":
+            family = "demo"
+        else:  # the route schema makes this unreachable; fail loudly if it changes
+            raise ValueError(f"no adapter for provider kind {kind!r}")
+        adapter = self._by_family.get(family)
+        if adapter is None:
+            adapter = self._build(family)
+            self._by_family[family] = adapter
+        return adapter
+
+    @staticmethod
+    def _build(family: str) -> Adapter:
+        # Imported here so a process that never routes to litellm never pays its ~3 s import.
+        if family == "openai":
+            from switchyard.workers.modelproxy.providers.openai_compat import (  # noqa: PLC0415
+                OpenAICompatible,
+            )
+
+            return OpenAICompatible()
+        if family == "demo":
+            from switchyard.workers.modelproxy.providers.demo import Demo  # noqa: PLC0415
+
+            return Demo()
+        from switchyard.workers.modelproxy.providers.litellm_adapter import LiteLLM  # noqa: PLC0415
+
+        return LiteLLM()
+
+    async def close(self) -> None:
+        for adapter in self._by_family.values():
+            await adapter.close()
+        self._by_family.clear()

@@ -1,0 +1,121 @@
+"""The model-proxy process: one set of pull loops per routed deployment, following live routes.
+
+It binds to consumers the provisioner created (it has no right to create or change them), fetches
+provider keys from the secrets service, and shuts down in order: stop fetching, finish requests
+in hand, stop heartbeats, drain the connection, close HTTP pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import msgspec
+from nats.aio.client import Client as NATS
+
+from switchyard.bus import identities, subjects
+from switchyard.bus.connect import connect
+from switchyard.config import Settings
+from switchyard.schemas.routing import RouteTable
+from switchyard.secrets.client import SecretCache
+from switchyard.stack.provision import ROUTE_TABLE_KEY
+from switchyard.workers.health import HealthServer
+from switchyard.workers.kvwatch import KvFollower
+from switchyard.workers.modelproxy.consumer import DeploymentWorkers
+from switchyard.workers.modelproxy.handler import Handler
+from switchyard.workers.modelproxy.heartbeat import Heartbeats
+from switchyard.workers.modelproxy.providers.registry import Adapters
+
+log = logging.getLogger("switchyard.modelproxy")
+_TABLE = msgspec.json.Decoder(RouteTable)
+
+
+class ModelProxy:
+    def __init__(self, nc: NATS, settings: Settings, instance: str) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.instance = instance
+        self.js = nc.jetstream(timeout=5)
+        self.table = settings.route_table
+        mp = settings.modelproxy
+        self.keys = SecretCache(nc, ttl=mp.secret_ttl_s)
+        self.adapters = Adapters()
+        self.heartbeats = Heartbeats(nc, keepalive_s=mp.keepalive_s, progress_s=mp.ack_wait_s / 3)
+        self.handler = Handler(
+            nc, settings, self.adapters, self.keys, self.heartbeats, lambda: self.table
+        )
+        self.workers: dict[str, DeploymentWorkers] = {}
+        self._routes = KvFollower(
+            self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
+        )
+        self._sync_lock = asyncio.Lock()
+        self.ready = False
+
+    async def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
+        if value is None:
+            return
+        self.table = _TABLE.decode(value)
+        if self.ready:
+            await self._sync_workers()
+
+    async def _sync_workers(self) -> None:
+        async with self._sync_lock:
+            wanted = self.table.deployments()
+            for dep_id in [d for d in self.workers if d not in wanted]:
+                workers = self.workers.pop(dep_id)
+                log.info("deployment %s no longer routed; stopping its workers", dep_id)
+                await workers.stop(self.settings.stack.stop_timeout_s / 2)
+            for dep_id, (provider, deployment) in wanted.items():
+                concurrency = deployment.concurrency or provider.concurrency
+                loops = min(concurrency, self.settings.modelproxy.max_workers_per_deployment)
+                current = self.workers.get(dep_id)
+                if current is not None and current.loops == loops:
+                    continue
+                if current is not None:
+                    await current.stop(self.settings.stack.stop_timeout_s / 2)
+                workers = DeploymentWorkers(self.js, dep_id, loops, self.handler.handle)
+                await workers.start()
+                self.workers[dep_id] = workers
+                log.info("serving deployment %s with %d loops", dep_id, loops)
+
+    async def start(self) -> None:
+        await self.keys.start()
+        await self._routes.start()
+        self.heartbeats.start()
+        await self._sync_workers()
+        self.ready = True
+
+    async def stop(self, grace: float) -> None:
+        self.ready = False
+        await self._routes.stop()
+        await asyncio.gather(*(w.stop(grace) for w in self.workers.values()))
+        self.workers.clear()
+        await self.heartbeats.stop()
+        await self.keys.stop()
+
+
+async def run(
+    settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
+) -> None:
+    nc = await connect(
+        settings.nats_servers,
+        settings.certs_dir,
+        identities.MODELPROXY.name,
+        name=instance,
+        connect_timeout=settings.nats.connect_timeout_s,
+        reconnect_wait=settings.nats.reconnect_wait_s,
+    )
+    proxy = ModelProxy(nc, settings, instance)
+    health = HealthServer(health_port, lambda: proxy.ready and nc.is_connected)
+    try:
+        await proxy.start()
+        await health.start()
+        log.info("model-proxy %s serving %d deployments", instance, len(proxy.workers))
+        await stop.wait()
+    finally:
+        await proxy.stop(settings.stack.stop_timeout_s / 2)
+        await health.stop()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        await proxy.adapters.close()
