@@ -87,6 +87,69 @@ def error_from_reply(reply: Reply) -> ApiError:
     return exc
 
 
+class _Resend(Exception):
+    """Send the request again on a fresh reply path (after ``pause`` x round seconds)."""
+
+    def __init__(self, pause: float = 0.0) -> None:
+        super().__init__()
+        self.pause = pause
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What one request's reply stream has delivered so far, across attempts."""
+
+    sent_content: bool = False
+    delivery: str | None = None
+
+    def check(self, item: Any, *, past_deadline: bool, last: bool) -> Msg | None:
+        """The message to act on, or None to keep waiting.
+
+        Raises:
+            _Resend: the attempt is lost (not accepted in time, reconnect, no responders).
+            DeadlineExceeded / ServiceUnavailable / ProviderError: the request is over.
+        """
+        if item is None:
+            if past_deadline:
+                raise DeadlineExceeded("the request deadline passed before an answer arrived")
+            raise _Resend  # no head stored it in time
+        if item is _RECONNECTED:
+            if self.sent_content:
+                raise ProviderError(
+                    "the reply stream was interrupted by a NATS failover",
+                    provider="",
+                    code="stream_interrupted",
+                )
+            raise _Resend
+        msg: Msg = item
+        if not msg.headers:
+            if not msg.data:
+                raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
+            return None
+        if msg.headers.get("Status") == _NO_RESPONDERS and not msg.data:
+            if last:
+                raise ServiceUnavailable(
+                    "no head workers are available to take the request", code="no_workers"
+                )
+            raise _Resend(pause=0.02)
+        return msg
+
+    def chunk(self, hdrs: dict[str, str]) -> None:
+        """A chunk arrived: a chunk of another delivery after content means a worker died."""
+        this = hdrs.get(h.ATTEMPT, "")
+        if self.delivery is None:
+            self.delivery = this
+        elif this != self.delivery:
+            if self.sent_content:
+                raise ProviderError(
+                    "the worker streaming this answer failed mid-stream",
+                    provider=hdrs.get(h.DEPLOYMENT, ""),
+                    code="stream_interrupted",
+                )
+            self.delivery = this
+        self.sent_content = True
+
+
 class LLMClient:
     """Send LLM API requests over NATS and receive (streamed) replies.
 
@@ -173,12 +236,10 @@ class LLMClient:
         base.setdefault(h.REQUEST_ID, self.new_request_id())
         if h.DEADLINE not in base:
             base[h.DEADLINE] = str(int((time.time() + self._default_timeout) * 1000))
-        deadline_ms = int(base[h.DEADLINE])
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + (deadline_ms / 1000 - time.time())
+        give_up = loop.time() + (int(base[h.DEADLINE]) / 1000 - time.time())
         attempt = h.int_header(base, h.ATTEMPT, 1)
-        sent_content = False
-        delivery: str | None = None
+        progress = _Progress()
         # No timeout scope spans a yield: the consumer runs between yields, and a cancellation
         # aimed at this generator must not land in the consumer's code.
         for round_no in range(1, self._attempts + 1):
@@ -193,53 +254,25 @@ class LLMClient:
                 accepted = False
                 accept_by = loop.time() + self._accept_timeout
                 while True:
-                    item = await self._next(queue, give_up if accepted else min(give_up, accept_by))
-                    if item is None:
-                        break  # not accepted in time (or past the deadline): re-send or give up
-                    if item is _RECONNECTED:
-                        if sent_content:
-                            raise ProviderError(
-                                "the reply stream was interrupted by a NATS failover",
-                                provider="",
-                                code="stream_interrupted",
-                            )
-                        break  # re-send on a fresh reply path
-                    msg: Msg = item
-                    hdrs = msg.headers
-                    if not hdrs:
-                        if not msg.data:
-                            raise ServiceUnavailable(
-                                "the reply ended without an answer", code="no_answer"
-                            )
+                    until = give_up if accepted else min(give_up, accept_by)
+                    item = await self._next(queue, until)
+                    msg = progress.check(
+                        item, past_deadline=until >= give_up, last=round_no == self._attempts
+                    )
+                    if msg is None:
                         continue
-                    if hdrs.get("Status") == _NO_RESPONDERS and not msg.data:
-                        if round_no < self._attempts:
-                            await asyncio.sleep(0.02 * round_no)
-                            break
-                        raise ServiceUnavailable(
-                            "no head workers are available to take the request",
-                            code="no_workers",
-                        )
                     accepted = True
-                    kind = hdrs.get(h.KIND, h.KIND_FINAL)
+                    kind = msg.headers.get(h.KIND, h.KIND_FINAL)  # type: ignore[union-attr]
                     if kind == "accepted":
                         continue
                     if kind == h.KIND_CHUNK:
-                        this = hdrs.get(h.ATTEMPT, "")
-                        if delivery is None:
-                            delivery = this
-                        elif this != delivery:
-                            if sent_content:
-                                raise ProviderError(
-                                    "the worker streaming this answer failed mid-stream",
-                                    provider=hdrs.get(h.DEPLOYMENT, ""),
-                                    code="stream_interrupted",
-                                )
-                            delivery = this
-                        sent_content = True
-                    yield Reply(kind, msg.data, hdrs)
+                        progress.chunk(msg.headers)  # type: ignore[arg-type]
+                    yield Reply(kind, msg.data, msg.headers)  # type: ignore[arg-type]
                     if kind in (h.KIND_FINAL, h.KIND_ERROR):
                         return
+            except _Resend as resend:
+                if resend.pause:
+                    await asyncio.sleep(resend.pause * round_no)
             finally:
                 self._pending.pop(token, None)
             attempt += 1

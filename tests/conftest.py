@@ -1,54 +1,80 @@
-"""Session fixtures: real nats-server, OpenBao and Valkey on free loopback ports.
+"""Session fixtures: a fake provider over HTTP and one whole Switchyard stack.
 
-The servers are started by the same supervisor and configs ``switchyard up`` uses, once per
-session, under pytest's temporary directory; at the end of the session no process that mentions
-that directory may be left running.
+The stack runs real nats-server, OpenBao and Valkey on free loopback ports plus every component
+as its own process (the same supervisor and configs ``switchyard up`` uses). At the end of the
+session no process that mentions pytest's temporary directory may still be running.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
 
-from switchyard.config import Settings
-from switchyard.stack.home import StackHome
-from switchyard.stack.local import ensure_certificates, infrastructure
-from switchyard.stack.supervisor import Supervisor
-from tests.support import processes_mentioning, write_settings
+from tests.stacks import Stack, start_stack
+from tests.support import processes_mentioning
+from tests.upstream import FakeOpenAI
+
+# Aliases of the session stack, each backed by one fake-provider behaviour (see tests/upstream.py).
+SESSION_ROUTES = {
+    "gpt-4o-mini": "echo",
+    "paced": "paced:20",
+    "slow": "slow:1500",
+    "err500": "status:500",
+    "err429": "status:429",
+    "err400": "status:400",
+    "text-embedding-3-small": "echo",
+    "queued": "echo:queued",
+}
 
 
-@dataclass
-class Infra:
-    settings: Settings
-    config_file: Path
-    home: StackHome
-    supervisor: Supervisor
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def infra(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Infra]:
-    """nats-server (zones, provisioned), OpenBao (initialised) and Valkey (ACL users)."""
-    root = tmp_path_factory.mktemp("stack")
-    settings, path = write_settings(root, {"nats": {"internal_clients": ["app"]}})
-    ensure_certificates(settings)
-    home = StackHome(settings.home_dir)
-    home.ensure()
-    supervisor = Supervisor(
-        [infrastructure(settings, home)],
-        log_dir=home.logs,
-        state_file=home.state_file,
-        start_timeout=settings.stack.start_timeout_s,
-        stop_timeout=settings.stack.stop_timeout_s,
-    )
-    await supervisor.start()
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    routes = {
+        alias: {"deployments": [{"provider": "fake", "model": model}]}
+        for alias, model in SESSION_ROUTES.items()
+    }
+    routes["hang"] = {
+        "deployments": [
+            {
+                "provider": "fake",
+                "model": "hang",
+                "timeouts": {"first_token_s": 1, "request_s": 1, "stream_s": 1},
+            }
+        ]
+    }
+    routes["nokey"] = {"deployments": [{"provider": "fake-locked", "model": "echo"}]}
+    extra = {
+        "providers": {
+            "fake": {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 32},
+            "fake-locked": {
+                "kind": "openai-compatible",
+                "api_base": upstream.base_url,
+                "secret": "missing-secret",
+            },
+        },
+        "routes": routes,
+        # Short redelivery so a killed worker's request is picked up quickly in tests.
+        "modelproxy": {"ack_wait_s": 4, "keepalive_s": 1},
+    }
+    stack = await start_stack(tmp_path_factory.mktemp("stack"), extra)
     try:
-        yield Infra(settings, path, home, supervisor)
+        yield stack
     finally:
-        await supervisor.stop()
+        await stack.supervisor.stop()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

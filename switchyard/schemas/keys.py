@@ -59,7 +59,7 @@ class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
 
 def model_allowed(patterns: tuple[str, ...], model: str) -> bool:
     for pattern in patterns:
-        if pattern == "*" or pattern == model:
+        if pattern in ("*", model):
             return True
         if pattern.endswith("*") and model.startswith(pattern[:-1]):
             return True

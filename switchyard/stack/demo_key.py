@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nats.js.errors import KeyNotFoundError
+
 from switchyard.admin.keys import KeyAdmin
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
@@ -33,9 +35,10 @@ async def ensure_demo_key(settings: Settings) -> str:
             kv = await nc.jetstream().key_value("sy_keys")
             try:
                 await kv.get(record_name(hash_key(api_key)))
+            except KeyNotFoundError:
+                pass  # the bucket was reset: issue a fresh key below
+            else:
                 return api_key
-            except Exception:  # missing or unreadable: issue a fresh one below
-                pass
         api_key, _ = await admin.create(DEMO_KEY_NAME, owner="local", team="demo")
         write_private(path, api_key + "\n")
         return api_key

@@ -23,7 +23,13 @@ from switchyard.bus import headers as h
 from switchyard.bus import identities, replies, subjects
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
-from switchyard.errors import ApiError, DeadlineExceeded, ServiceUnavailable
+from switchyard.errors import (
+    ApiError,
+    DeadlineExceeded,
+    ProviderError,
+    RateLimited,
+    ServiceUnavailable,
+)
 from switchyard.schemas.openai import Model, ModelList, encode, model_of
 from switchyard.schemas.routing import RouteTable
 from switchyard.stack.provision import ROUTE_TABLE_KEY
@@ -62,6 +68,21 @@ def caller_identity(headers: dict[str, str]) -> str:
         if part.startswith("CN="):
             return part[3:]
     return ""
+
+
+def exhausted(alias: str, tried: list[str], headers: dict[str, str]) -> ApiError:
+    """The one clear error when no deployment is left, naming every attempt."""
+    if not tried:
+        return ServiceUnavailable(
+            f"no deployment of `{alias}` is available right now", code="no_deployment"
+        )
+    attempts = headers.get("Sy-Errors", "") or ", ".join(tried)
+    last = h.int_header(headers, "Sy-Last-Status", 502)
+    retry_after = headers.get(h.RETRY_AFTER)
+    message = f"all {len(tried)} attempts for `{alias}` failed: {attempts}"
+    if last == 429:
+        return RateLimited(message, retry_after=float(retry_after) if retry_after else None)
+    return ProviderError(message, provider=",".join(tried), code="all_deployments_failed")
 
 
 class Head:
@@ -172,10 +193,7 @@ class Head:
         tried = [t for t in headers.get(h.TRIED, "").split(",") if t]
         choice = self.router.choose(alias, tried=tried)
         if choice is None:
-            raise ServiceUnavailable(
-                f"no deployment of `{alias}` is available (tried: {', '.join(tried) or 'none'})",
-                code="no_deployment",
-            )
+            raise exhausted(alias, tried, headers)
         hop = len(tried)
         out = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
         out[h.NATS_MSG_ID] = msg_id(headers, hop)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -31,7 +31,7 @@ from switchyard.schemas.routing import Deployment, Provider, RouteTable
 from switchyard.secrets.client import SecretCache
 from switchyard.telemetry import request_id_var
 from switchyard.workers.modelproxy.heartbeat import Heartbeats, InFlight
-from switchyard.workers.modelproxy.providers.base import ProviderCall
+from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
 
@@ -49,10 +49,46 @@ class Target:
     deployment: Deployment
 
 
+@dataclass(slots=True)
+class Job:
+    """One dispatched request and what happened to it so far."""
+
+    msg: Msg
+    headers: dict[str, str]
+    reply: str
+    op: str
+    deployment_id: str
+    inflight: InFlight
+    started: float = field(default_factory=time.time)
+    sent: bool = False  # content reached the caller: never retried after this
+    called: bool = False  # the provider was called
+    usage: Usage | None = None
+    status: int = 200
+    ttft: float | None = None
+
+    @property
+    def deadline(self) -> float:
+        return h.int_header(self.headers, h.DEADLINE, 0) / 1000
+
+    @property
+    def stream(self) -> bool:
+        return self.headers.get(h.STREAM) == "1"
+
+    @property
+    def delivery(self) -> str:
+        """Client attempt and JetStream delivery: chunks of a redelivery differ from the first."""
+        return f"{self.headers.get(h.ATTEMPT, '1')}.{self.msg.metadata.num_delivered}"
+
+    @property
+    def attempts(self) -> int:
+        return len([t for t in self.headers.get(h.TRIED, "").split(",") if t]) + 1
+
+
 class Handler:
     def __init__(
         self,
         nc: NATS,
+        *,
         settings: Settings,
         adapters: Adapters,
         keys: SecretCache,
@@ -95,153 +131,133 @@ class Handler:
             await msg.term()
             return
         token = request_id_var.set(headers.get(h.REQUEST_ID))
-        inflight = self.heartbeats.track(reply, msg)
+        job = Job(
+            msg=msg,
+            headers=headers,
+            reply=reply,
+            op=op,
+            deployment_id=deployment_id,
+            inflight=self.heartbeats.track(reply, msg),
+        )
         try:
-            await self._serve(msg, headers, reply, op, deployment_id, inflight)
+            await self._serve(job)
         except Exception:  # the message's error boundary: answer, log, keep the worker alive
             log.exception("internal error serving a request")
             await replies.send_error(self.nc, reply, ApiError("internal error in the model proxy"))
             await msg.ack()
         finally:
-            self.heartbeats.untrack(inflight)
+            self.heartbeats.untrack(job.inflight)
             request_id_var.reset(token)
 
-    async def _serve(
-        self,
-        msg: Msg,
-        headers: dict[str, str],
-        reply: str,
-        op: str,
-        deployment_id: str,
-        inflight: InFlight,
-    ) -> None:
-        started = time.time()
-        deadline = h.int_header(headers, h.DEADLINE, 0) / 1000
-        meta = msg.metadata
-        delivery = f"{headers.get(h.ATTEMPT, '1')}.{meta.num_delivered}"
-        attempts = len([t for t in headers.get(h.TRIED, "").split(",") if t]) + 1
-        target = self.target(deployment_id)
-        stream = headers.get(h.STREAM) == "1"
-        sent = False
-        called = False
-        usage: Usage | None = None
-        status = 200
-        ttft: float | None = None
+    async def _serve(self, job: Job) -> None:
+        target = self.target(job.deployment_id)
         try:
-            if deadline <= started:
+            if job.deadline <= job.started:
                 raise DeadlineExceeded("the request deadline passed while it was queued")
             if target is None:
                 raise ServiceUnavailable(
-                    f"deployment {deployment_id} is no longer routed", code="deployment_removed"
+                    f"deployment {job.deployment_id} is no longer routed", code="deployment_removed"
                 )
-            body = _decode_body(msg.data)
-            body["model"] = target.deployment.model
-            key = await self.keys.get(target.provider.secret) if target.provider.secret else None
-            timeouts = target.deployment.timeouts or target.provider.timeouts
-            remaining = deadline - time.time()
-            if remaining <= 0:
-                raise DeadlineExceeded("the request deadline passed before the provider was called")
-            options = body.get("stream_options")
-            call = ProviderCall(
-                op=op,
-                body=body,
-                stream=stream,
-                client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")),
-                provider=target.provider,
-                provider_name=target.provider_name,
-                deployment=target.deployment,
-                api_key=key,
-                first_token_timeout=min(timeouts.first_token_s, remaining),
-                total_timeout=min(timeouts.stream_s if stream else timeouts.request_s, remaining),
-            )
+            call = await self._prepare(job, target)
             adapter = self.adapters.for_kind(target.provider.kind)
-            called = True
-            done = {h.DEPLOYMENT: deployment_id, h.ATTEMPTS: str(attempts)}
-            if stream:
-                loop = asyncio.get_running_loop()
-                seq = 0
-                async for event in adapter.stream(call):
-                    if event.usage is not None:
-                        usage = event.usage
-                    if event.payload is not None:
-                        await replies.send_chunk(self.nc, reply, seq, event.payload, delivery)
-                        if seq == 0:
-                            ttft = time.time() - started
-                        seq += 1
-                        sent = True
-                        inflight.touch(loop.time())
-                await replies.send_final(self.nc, reply, b"", done)
+            job.called = True
+            done = {h.DEPLOYMENT: job.deployment_id, h.ATTEMPTS: str(job.attempts)}
+            if job.stream:
+                await self._stream(job, adapter, call)
+                await replies.send_final(self.nc, job.reply, b"", done)
             else:
                 completion = await adapter.complete(call)
-                usage = completion.usage
-                await replies.send_final(self.nc, reply, completion.body, done)
+                job.usage = completion.usage
+                await replies.send_final(self.nc, job.reply, completion.body, done)
         except ApiError as exc:
-            status = exc.status
-            if not sent and retryable(exc) and time.time() < deadline:
-                await self._reroute(msg, headers, deployment_id, exc)
+            job.status = exc.status
+            if not job.sent and retryable(exc) and time.time() < job.deadline:
+                await self._reroute(job, exc)
             else:
-                extra = {h.DEPLOYMENT: deployment_id, h.ATTEMPTS: str(attempts)}
-                await replies.send_error(self.nc, reply, exc, extra)
+                extra = {h.DEPLOYMENT: job.deployment_id, h.ATTEMPTS: str(job.attempts)}
+                await replies.send_error(self.nc, job.reply, exc, extra)
                 if not isinstance(exc, DeadlineExceeded | InvalidRequest):
                     log.info(
-                        "request failed on %s: %s (%s)", deployment_id, exc.message, exc.status
+                        "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
                     )
-        if called and (usage is not None or status == 200):
-            await self._publish_usage(
-                headers, deployment_id, target, op, stream, status, usage, started, ttft
-            )
-        await msg.ack()
+        if job.called and (job.usage is not None or job.status == 200):
+            await self._publish_usage(job, target)
+        await job.msg.ack()
 
-    async def _reroute(
-        self, msg: Msg, headers: dict[str, str], deployment_id: str, exc: ApiError
-    ) -> None:
+    async def _prepare(self, job: Job, target: Target) -> ProviderCall:
+        body = _decode_body(job.msg.data)
+        body["model"] = target.deployment.model
+        key = await self.keys.get(target.provider.secret) if target.provider.secret else None
+        timeouts = target.deployment.timeouts or target.provider.timeouts
+        remaining = job.deadline - time.time()
+        if remaining <= 0:
+            raise DeadlineExceeded("the request deadline passed before the provider was called")
+        options = body.get("stream_options")
+        return ProviderCall(
+            op=job.op,
+            body=body,
+            stream=job.stream,
+            client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+            provider=target.provider,
+            provider_name=target.provider_name,
+            deployment=target.deployment,
+            api_key=key,
+            first_token_timeout=min(timeouts.first_token_s, remaining),
+            total_timeout=min(timeouts.stream_s if job.stream else timeouts.request_s, remaining),
+        )
+
+    async def _stream(self, job: Job, adapter: Adapter, call: ProviderCall) -> None:
+        loop = asyncio.get_running_loop()
+        seq = 0
+        async for event in adapter.stream(call):
+            if event.usage is not None:
+                job.usage = event.usage
+            if event.payload is not None:
+                await replies.send_chunk(self.nc, job.reply, seq, event.payload, job.delivery)
+                if seq == 0:
+                    job.ttft = time.time() - job.started
+                seq += 1
+                job.sent = True
+                job.inflight.touch(loop.time())
+
+    async def _reroute(self, job: Job, exc: ApiError) -> None:
         """Hand the request back to the heads to try the next deployment."""
-        out = dict(headers)
+        out = dict(job.headers)
         tried = [t for t in out.get(h.TRIED, "").split(",") if t]
-        tried.append(deployment_id)
+        tried.append(job.deployment_id)
         out[h.TRIED] = ",".join(tried)
-        summary = f"{deployment_id}: {exc.status} {exc.message}".replace(";", ",")[:200]
+        summary = f"{job.deployment_id}: {exc.status} {exc.message}".replace(";", ",")[:200]
         errors = out.get("Sy-Errors", "")
         out["Sy-Errors"] = (f"{errors}; {summary}" if errors else summary)[-_MAX_ERRORS_HEADER:]
         out["Sy-Last-Status"] = str(exc.status)
         if exc.retry_after is not None:
             out[h.RETRY_AFTER] = f"{exc.retry_after:g}"
         out.pop(h.NATS_MSG_ID, None)
-        await self.nc.publish(subjects.REROUTE, msg.data, headers=out)
+        await self.nc.publish(subjects.REROUTE, job.msg.data, headers=out)
 
-    async def _publish_usage(
-        self,
-        headers: dict[str, str],
-        deployment_id: str,
-        target: Target | None,
-        op: str,
-        stream: bool,
-        status: int,
-        usage: Usage | None,
-        started: float,
-        ttft: float | None,
-    ) -> None:
+    async def _publish_usage(self, job: Job, target: Target | None) -> None:
+        headers = job.headers
         request_id = headers.get(h.REQUEST_ID, "")
         event_id = f"{request_id}:{headers.get(h.ATTEMPT, '1')}:{headers.get(h.TRIED, '')}"
-        u = usage or Usage()
+        u = job.usage or Usage()
         event = UsageEvent(
             id=event_id,
             request_id=request_id,
             ts=time.time(),
-            op=op,
+            op=job.op,
             alias=headers.get(h.ALIAS, ""),
-            deployment=deployment_id,
+            deployment=job.deployment_id,
             provider=target.provider_name if target else "",
             model=target.deployment.model if target else "",
             key_id=headers.get(h.KEY_ID, ""),
             tenant=headers.get(h.TENANT, ""),
-            stream=stream,
-            status=status,
+            stream=job.stream,
+            status=job.status,
             prompt_tokens=u.prompt_tokens,
             completion_tokens=u.completion_tokens,
             total_tokens=u.total_tokens,
-            latency_ms=round((time.time() - started) * 1000, 3),
-            ttft_ms=round(ttft * 1000, 3) if ttft is not None else None,
+            latency_ms=round((time.time() - job.started) * 1000, 3),
+            ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
         )
         try:
             await self.js.publish(

@@ -43,7 +43,12 @@ class ModelProxy:
         self.adapters = Adapters()
         self.heartbeats = Heartbeats(nc, keepalive_s=mp.keepalive_s, progress_s=mp.ack_wait_s / 3)
         self.handler = Handler(
-            nc, settings, self.adapters, self.keys, self.heartbeats, lambda: self.table
+            nc,
+            settings=settings,
+            adapters=self.adapters,
+            keys=self.keys,
+            heartbeats=self.heartbeats,
+            table=lambda: self.table,
         )
         self.workers: dict[str, DeploymentWorkers] = {}
         self._routes = KvFollower(

@@ -1,1 +1,1 @@
-"""Provider adapters: a direct OpenAI-compatible path, litellm for the rest, and the offline demo."""
+"""Provider adapters: a direct OpenAI-compatible path, litellm for the rest, the offline demo."""

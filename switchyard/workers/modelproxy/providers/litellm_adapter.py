@@ -26,6 +26,7 @@ import aiohttp
 import httpx
 import msgspec
 
+from switchyard.config import prepare_litellm_environment
 from switchyard.errors import ApiError, ProviderError
 from switchyard.schemas.openai import Usage
 from switchyard.secrets.secret import redact
@@ -36,6 +37,7 @@ _ENCODE = msgspec.json.Encoder()
 _SAMPLING = (
     "frequency_penalty logit_bias max_tokens n presence_penalty seed stop temperature top_p user"
 )
+# The OpenAI request fields passed to litellm, per op (see the module docstring for why).
 _PARAMS = {
     "chat": frozenset(
         f"{_SAMPLING} audio function_call functions logprobs max_completion_tokens modalities "
@@ -58,11 +60,14 @@ class LiteLLM:
 
     async def _litellm(self) -> Any:
         if self._module is None:
-            from switchyard.config import prepare_litellm_environment  # noqa: PLC0415
-
             prepare_litellm_environment()
-            # The import blocks for seconds; in a thread, other requests keep being served.
-            self._module = await asyncio.to_thread(importlib.import_module, "litellm")
+            # The import takes seconds of CPU; in a thread the event loop still gets turns (the
+            # GIL is handed over every few ms), so requests in flight are not frozen meanwhile.
+            module: Any = await asyncio.to_thread(importlib.import_module, "litellm")
+            # Not a credential: stops litellm printing "Give Feedback / Get Help" banners to
+            # stdout on every upstream error, which would flood worker logs.
+            module.suppress_debug_info = True
+            self._module = module
         return self._module
 
     async def close(self) -> None:
@@ -111,9 +116,7 @@ class LiteLLM:
                 except Exception as exc:  # noqa: BLE001 - every litellm failure is translated
                     raise _translate(lib, exc, call, what) from None
                 first = False
-                event = _event(doc, call.client_wants_usage)
-                if event is not None:
-                    yield event
+                yield _event(doc, call.client_wants_usage)
         finally:
             await _close(chunks)
 
@@ -148,12 +151,12 @@ def _arguments(call: ProviderCall, *, stream: bool) -> dict[str, Any]:
         args["api_key"] = call.api_key.reveal()
     if stream:
         options = dict(body.get("stream_options") or {})
-        options["include_usage"] = True  # count tokens on every stream; stripped again below
+        options["include_usage"] = True  # count tokens on every stream; see _event
         args.update(stream=True, stream_options=options)
     return args
 
 
-def _event(doc: dict[str, Any], client_wants_usage: bool) -> StreamEvent | None:
+def _event(doc: dict[str, Any], client_wants_usage: bool) -> StreamEvent:
     usage = _usage(doc)
     if usage is None or client_wants_usage:
         return StreamEvent(_ENCODE.encode(doc), usage)
@@ -180,10 +183,14 @@ def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiEr
         return exc
     if isinstance(exc, lib.Timeout | TimeoutError):
         return ue.timed_out(name, what)
-    message = redact(str(getattr(exc, "message", None) or exc), call.api_key)[:_MAX_MESSAGE]
+    text = str(getattr(exc, "message", None) or exc)
+    # Some litellm messages embed a formatted traceback: internal detail, not for clients.
+    text = text.split("\nTraceback (most recent call last)", 1)[0].strip()
+    message = redact(text, call.api_key)[:_MAX_MESSAGE]
     # litellm reports a refused connection as a 500 from the provider; the cause says otherwise.
-    if _caused_by_connection_failure(exc):
-        return ue.unreachable(name, message)
+    cause = _connection_failure(exc)
+    if cause is not None:
+        return ue.unreachable(name, redact(f"{type(cause).__name__}: {cause}", call.api_key))
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         return ProviderError(f"provider {name} failed: {message}", provider=name)
@@ -197,12 +204,10 @@ def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiEr
     return error
 
 
-def _caused_by_connection_failure(exc: BaseException) -> bool:
+def _connection_failure(exc: BaseException) -> BaseException | None:
     seen: BaseException | None = exc
     for _ in range(10):  # litellm wraps a few levels deep; bounded in case of a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, _CONNECTION_ERRORS):
-            return True
+        if seen is None or isinstance(seen, _CONNECTION_ERRORS):
+            return seen
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None

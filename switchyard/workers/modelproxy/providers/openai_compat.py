@@ -56,7 +56,8 @@ class OpenAICompatible:
         headers = {"Content-Type": "application/json"}
         key = call.api_key.reveal() if call.api_key else ""
         if p.kind == "azure":
-            url = f"{base}/openai/deployments/{call.deployment.model}/{path}?api-version={p.api_version}"
+            deployment = call.deployment.model
+            url = f"{base}/openai/deployments/{deployment}/{path}?api-version={p.api_version}"
             if key:
                 headers["api-key"] = key
         else:

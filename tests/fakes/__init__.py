@@ -1,0 +1,1 @@
+"""Fake upstream APIs speaking real provider wire formats over loopback HTTP, for adapter tests."""

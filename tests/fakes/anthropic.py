@@ -1,0 +1,176 @@
+"""A fake Anthropic Messages API (``POST /v1/messages``) on a free loopback port.
+
+Speaks the real wire format: the JSON message object, the SSE event sequence (message_start,
+content_block_start, ping, content_block_delta..., content_block_stop, message_delta with usage,
+message_stop) and the ``{"type": "error", "error": {...}}`` error body. What it does is chosen by
+the requested model:
+
+``ok``            answers normally (streamed or not)
+``gated``         streams the first delta, then waits for :attr:`FakeAnthropic.gate`
+``rate-limited``  429 ``rate_limit_error`` with ``retry-after: 2``
+``overloaded``    529 ``overloaded_error``
+``broken``        500 ``api_error``
+``slow``          waits 2 s, then answers normally
+``leaky``         401 whose message echoes the ``x-api-key`` it received (tests redaction)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+REPLY = ("Hello", " from", " fake", " Anthropic.")
+INPUT_TOKENS = 11
+OUTPUT_TOKENS = 7
+
+
+@dataclass
+class Recorded:
+    """One request as it arrived: path (with query), headers, and the decoded JSON body."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakeAnthropic:
+    calls: list[Recorded] = field(default_factory=list)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    finished_streams: int = 0
+    abandoned: int = 0
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        """Start serving; returns the base URL (what litellm takes as ``api_base``)."""
+        app = web.Application()
+        app.router.add_post("/v1/messages", self._messages)
+        # handler_cancellation: a client hanging up cancels its handler, as on a real server,
+        # so abandoned requests are visible (``abandoned``) and do not hold up ``stop``.
+        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.calls.append(Recorded(request.path_qs, dict(request.headers), body))
+        model = body.get("model", "")
+        if model == "slow":
+            try:
+                await asyncio.sleep(2)
+            except asyncio.CancelledError:
+                self.abandoned += 1
+                raise
+        elif model == "rate-limited":
+            return _error(
+                429,
+                "rate_limit_error",
+                "Number of requests has exceeded your rate limit",
+                {"retry-after": "2"},
+            )
+        elif model == "overloaded":
+            return _error(529, "overloaded_error", "Overloaded")
+        elif model == "broken":
+            return _error(500, "api_error", "Internal server error")
+        elif model == "leaky":
+            key = request.headers.get("x-api-key", "")
+            return _error(401, "authentication_error", f"invalid x-api-key: {key}")
+        if body.get("stream"):
+            return await self._stream(request, model)
+        return web.json_response(
+            {
+                "id": "msg_fake01",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": "".join(REPLY)}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS},
+            }
+        )
+
+    async def _stream(self, request: web.Request, model: str) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+
+        async def send(event: str, data: dict[str, Any]) -> None:
+            await resp.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+
+        await send(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_fake02",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": 1},
+                },
+            },
+        )
+        await send(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        )
+        await send("ping", {"type": "ping"})
+        for i, piece in enumerate(REPLY):
+            await send(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": piece},
+                },
+            )
+            if i == 0 and model == "gated":
+                try:
+                    await self.gate.wait()
+                except asyncio.CancelledError:
+                    self.abandoned += 1
+                    raise
+        await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        await send(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": OUTPUT_TOKENS},
+            },
+        )
+        await send("message_stop", {"type": "message_stop"})
+        await resp.write_eof()
+        self.finished_streams += 1
+        return resp
+
+
+def _error(
+    status: int, kind: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"type": "error", "error": {"type": kind, "message": message}},
+        status=status,
+        headers=headers,
+    )

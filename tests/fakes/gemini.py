@@ -1,0 +1,156 @@
+"""A fake Google Gemini API (AI Studio, ``/v1beta``) on a free loopback port.
+
+Speaks the real wire format: ``models/{model}:generateContent`` (a GenerateContentResponse with
+``candidates`` and ``usageMetadata``), ``:streamGenerateContent?alt=sse`` (one such response per
+``data:`` event, usage cumulative on each), ``:embedContent`` / ``:batchEmbedContents``, and the
+``{"error": {"code", "message", "status"}}`` error body. What it does is chosen by the model:
+
+``ok``            answers normally (streamed or not)
+``gated``         streams the first chunk, then waits for :attr:`FakeGemini.gate`
+``rate-limited``  429 ``RESOURCE_EXHAUSTED`` with ``Retry-After: 2`` (and a RetryInfo detail)
+``broken``        500 ``INTERNAL``
+``slow``          waits 2 s, then answers normally
+``leaky``         400 whose message echoes the ``x-goog-api-key`` it received (tests redaction)
+
+The base URL to give litellm is ``<server>/v1beta``, as for the real API: litellm appends
+``/models/{model}:{method}`` to a custom ``api_base``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+REPLY = ("Hello", " from", " fake", " Gemini.")
+PROMPT_TOKENS = 5
+EMBEDDING_SIZE = 4
+
+
+@dataclass
+class Recorded:
+    """One request as it arrived: path (with query), headers, and the decoded JSON body."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakeGemini:
+    calls: list[Recorded] = field(default_factory=list)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    finished_streams: int = 0
+    abandoned: int = 0
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        """Start serving; returns the API base URL, version segment included."""
+        app = web.Application()
+        # "{model}:{method}" is one path segment; aiohttp variables stop only at "/".
+        app.router.add_post("/v1beta/models/{target}", self._models)
+        # handler_cancellation: a client hanging up cancels its handler, as on a real server,
+        # so abandoned requests are visible (``abandoned``) and do not hold up ``stop``.
+        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}/v1beta"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.calls.append(Recorded(request.path_qs, dict(request.headers), body))
+        model, _, method = request.match_info["target"].rpartition(":")
+        if model == "slow":
+            try:
+                await asyncio.sleep(2)
+            except asyncio.CancelledError:
+                self.abandoned += 1
+                raise
+        elif model == "rate-limited":
+            return _error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Resource has been exhausted (e.g. check quota).",
+                {"Retry-After": "2"},
+                [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"}],
+            )
+        elif model == "broken":
+            return _error(500, "INTERNAL", "An internal error has occurred.")
+        elif model == "leaky":
+            key = request.headers.get("x-goog-api-key", "")
+            return _error(400, "INVALID_ARGUMENT", f"API key not valid: {key}")
+        if method == "generateContent":
+            return web.json_response(_response(model, "".join(REPLY), len(REPLY), final=True))
+        if method == "streamGenerateContent" and request.query.get("alt") == "sse":
+            return await self._stream(request, model)
+        if method == "embedContent":
+            return web.json_response({"embedding": {"values": _vector(body["content"])}})
+        if method == "batchEmbedContents":
+            vectors = [{"values": _vector(r["content"])} for r in body["requests"]]
+            return web.json_response({"embeddings": vectors})
+        return _error(404, "NOT_FOUND", f"method {method} not found")
+
+    async def _stream(self, request: web.Request, model: str) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        for i, piece in enumerate(REPLY):
+            chunk = _response(model, piece, i + 1, final=i == len(REPLY) - 1)
+            await resp.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
+            if i == 0 and model == "gated":
+                try:
+                    await self.gate.wait()
+                except asyncio.CancelledError:
+                    self.abandoned += 1
+                    raise
+        await resp.write_eof()
+        self.finished_streams += 1
+        return resp
+
+
+def _response(model: str, text: str, output_tokens: int, *, final: bool) -> dict[str, Any]:
+    candidate: dict[str, Any] = {
+        "content": {"parts": [{"text": text}], "role": "model"},
+        "index": 0,
+    }
+    if final:
+        candidate["finishReason"] = "STOP"
+    return {
+        "candidates": [candidate],
+        "usageMetadata": {
+            "promptTokenCount": PROMPT_TOKENS,
+            "candidatesTokenCount": output_tokens,
+            "totalTokenCount": PROMPT_TOKENS + output_tokens,
+        },
+        "modelVersion": model,
+        "responseId": "fake-response-1",
+    }
+
+
+def _vector(content: dict[str, Any]) -> list[float]:
+    text = "".join(part.get("text", "") for part in content.get("parts", []))
+    return [float(len(text))] + [0.5] * (EMBEDDING_SIZE - 1)
+
+
+def _error(
+    status: int,
+    kind: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> web.Response:
+    error: dict[str, Any] = {"code": status, "message": message, "status": kind}
+    if details:
+        error["details"] = details
+    return web.json_response({"error": error}, status=status, headers=headers)

@@ -1,0 +1,95 @@
+"""Fast, clear refusals: no head running (503 at once) and a full deployment queue (503 at once).
+
+Its own stack: a queue limit of 2 per deployment and a provider that takes 3 s with concurrency 1,
+and no head until the test starts one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+import pytest_asyncio
+
+from switchyard.stack import local
+from switchyard.stack.process import ManagedProcess
+from tests.stacks import Stack, start_stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BODY = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def narrow(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    extra = {
+        "providers": {
+            "fake": {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 1}
+        },
+        "routes": {"slow": {"deployments": [{"provider": "fake", "model": "slow:3000"}]}},
+        "streams": {"dispatch_queue_limit": 2},
+        "stack": {"heads": 1, "modelproxies": 1},
+    }
+    stack = await start_stack(
+        tmp_path_factory.mktemp("narrow"),
+        extra,
+        components=["tail", "modelproxy"],
+        wait_ready=False,
+    )
+    try:
+        yield stack
+    finally:
+        await stack.supervisor.stop()
+
+
+async def _start_head(stack: Stack) -> ManagedProcess:
+    env = local.child_env(stack.settings, stack.config_file, {})
+    step = local.components(stack.settings, env, [local.ComponentSpec("head")])[0]
+    proc = ManagedProcess(step.spec, stack.home.logs)
+    await proc.start()
+    assert await proc.wait_healthy(30), proc.tail_log()
+    return proc
+
+
+async def test_no_head_is_503_at_once(narrow: Stack) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=narrow.tail_url + "/v1", api_key=narrow.api_key, max_retries=0
+    ) as client:
+        began = time.perf_counter()
+        with pytest.raises(openai.InternalServerError) as info:
+            await client.chat.completions.create(**BODY)  # type: ignore[call-overload]
+        took = time.perf_counter() - began
+    assert info.value.status_code == 503
+    assert info.value.code == "no_workers"
+    assert took < 0.1, f"took {took * 1000:.0f} ms"
+
+
+async def test_full_queue_is_refused_at_once(narrow: Stack) -> None:
+    head = await _start_head(narrow)
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            url = f"{narrow.tail_url}/v1/chat/completions"
+            auth = {"Authorization": f"Bearer {narrow.api_key}"}
+            # Two requests fill the queue of this deployment: one in flight, one waiting.
+            first = [asyncio.create_task(http.post(url, json=BODY, headers=auth)) for _ in range(2)]
+            await asyncio.sleep(0.5)
+            began = time.perf_counter()
+            refused = await http.post(url, json=BODY, headers=auth)
+            took = time.perf_counter() - began
+            assert refused.status_code == 503, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "queue_full"
+            assert "slow" in error["message"]
+            assert refused.headers["retry-after"] == "1"
+            assert took < 0.5
+            done = await asyncio.gather(*first)
+        assert [r.status_code for r in done] == [200, 200]  # queued work is not lost
+    finally:
+        await head.stop(5)

@@ -1,0 +1,371 @@
+"""The litellm adapter against fake Anthropic and Gemini servers, over real HTTP on loopback.
+
+No mocks: litellm builds real requests, the fakes answer in each provider's wire format
+(tests/fakes), and the adapter's translation of answers and failures is checked end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pytest
+import pytest_asyncio
+
+from switchyard.errors import ApiError, ProviderError
+from switchyard.schemas.openai import Usage
+from switchyard.schemas.routing import Deployment, Provider
+from switchyard.secrets.secret import Secret
+from switchyard.workers.modelproxy.providers import upstream_errors as ue
+from switchyard.workers.modelproxy.providers.base import ProviderCall, StreamEvent
+from switchyard.workers.modelproxy.providers.litellm_adapter import LiteLLM
+from tests.fakes import anthropic as fake_anthropic
+from tests.fakes import gemini as fake_gemini
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.gemini import FakeGemini
+
+pytestmark = [
+    pytest.mark.integration,
+    # litellm's Gemini path builds pydantic schemas for TypedDicts marked ReadOnly on first use;
+    # pydantic warns that it cannot enforce ReadOnly. Harmless, and not ours to fix.
+    pytest.mark.filterwarnings("ignore:Items? .* using the `ReadOnly` qualifier:UserWarning"),
+]
+
+KEY = "swy-test-Kq7ZxP2vW9distinctive"
+PROMPT = [{"role": "user", "content": "Say hello"}]
+
+
+@dataclass
+class Upstream:
+    kind: str
+    fake: FakeAnthropic | FakeGemini
+    base: str
+    reply: str
+    usage: Usage
+    key_header: str
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def adapter() -> AsyncIterator[LiteLLM]:
+    llm = LiteLLM()
+    yield llm
+    await llm.close()
+
+
+@pytest_asyncio.fixture(params=["anthropic", "gemini"], loop_scope="session")
+async def upstream(request: pytest.FixtureRequest) -> AsyncIterator[Upstream]:
+    if request.param == "anthropic":
+        a = FakeAnthropic()
+        tokens = (fake_anthropic.INPUT_TOKENS, fake_anthropic.OUTPUT_TOKENS)
+        up = Upstream(
+            "anthropic",
+            a,
+            await a.start(),
+            "".join(fake_anthropic.REPLY),
+            _usage(*tokens),
+            "x-api-key",
+        )
+    else:
+        g = FakeGemini()
+        tokens = (fake_gemini.PROMPT_TOKENS, len(fake_gemini.REPLY))
+        up = Upstream(
+            "gemini",
+            g,
+            await g.start(),
+            "".join(fake_gemini.REPLY),
+            _usage(*tokens),
+            "x-goog-api-key",
+        )
+    yield up
+    up.fake.gate.set()  # never leave a gated handler waiting past its test
+    await up.fake.stop()
+
+
+def _usage(prompt: int, completion: int) -> Usage:
+    return Usage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+
+
+def call_for(
+    up: Upstream,
+    model: str,
+    *,
+    op: str = "chat",
+    stream: bool = False,
+    wants_usage: bool = False,
+    first_token: float = 10.0,
+    total: float = 10.0,
+    base: str | None = None,
+    kind: str | None = None,
+    **body: Any,
+) -> ProviderCall:
+    if op == "chat":
+        body.setdefault("messages", PROMPT)
+    provider = Provider(kind=kind or up.kind, api_base=base or up.base, secret="upstream-key")  # type: ignore[arg-type]
+    return ProviderCall(
+        op=op,
+        body={"model": model, **body},
+        stream=stream,
+        client_wants_usage=wants_usage,
+        provider=provider,
+        provider_name=f"fake-{up.kind}",
+        deployment=Deployment(provider=f"fake-{up.kind}", model=model),
+        api_key=Secret(KEY, name="upstream-key"),
+        first_token_timeout=first_token,
+        total_timeout=total,
+    )
+
+
+async def collect(adapter: LiteLLM, call: ProviderCall) -> list[StreamEvent]:
+    return [event async for event in adapter.stream(call)]
+
+
+def text_of(events: list[StreamEvent]) -> str:
+    parts = []
+    for event in events:
+        if event.payload is None:
+            continue
+        chunk = json.loads(event.payload)
+        assert chunk["object"] == "chat.completion.chunk"
+        parts += [c["delta"].get("content") or "" for c in chunk["choices"]]
+    return "".join(parts)
+
+
+async def run(adapter: LiteLLM, call: ProviderCall) -> None:
+    if call.stream:
+        await collect(adapter, call)
+    else:
+        await adapter.complete(call)
+
+
+async def failure(adapter: LiteLLM, call: ProviderCall) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        await run(adapter, call)
+    assert KEY not in str(info.value)
+    assert KEY not in info.value.message
+    return info.value
+
+
+async def test_chat_returns_openai_json_and_usage(adapter: LiteLLM, upstream: Upstream) -> None:
+    completion = await adapter.complete(call_for(upstream, "ok", temperature=0.2, max_tokens=50))
+
+    body = json.loads(completion.body)
+    assert body["object"] == "chat.completion"
+    [choice] = body["choices"]
+    assert (choice["message"]["role"], choice["message"]["content"]) == (
+        "assistant",
+        upstream.reply,
+    )
+    assert choice["finish_reason"] == "stop"
+    assert completion.usage == upstream.usage
+    reported = {k: body["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    assert reported == msgspec.to_builtins(upstream.usage)
+
+
+async def test_key_and_request_reach_the_upstream(adapter: LiteLLM, upstream: Upstream) -> None:
+    await adapter.complete(call_for(upstream, "ok", temperature=0.2, max_tokens=50))
+
+    [arrived] = upstream.fake.calls
+    assert arrived.headers[upstream.key_header] == KEY
+    assert KEY not in arrived.path
+    if upstream.kind == "anthropic":
+        assert arrived.path == "/v1/messages"
+        assert arrived.headers["anthropic-version"]
+        assert arrived.body["model"] == "ok"
+        assert arrived.body["max_tokens"] == 50
+        assert arrived.body["temperature"] == 0.2
+        assert arrived.body["messages"][0]["role"] == "user"
+    else:
+        assert arrived.path == "/v1beta/models/ok:generateContent"
+        config = arrived.body["generationConfig"]
+        assert config["temperature"] == 0.2
+        # The API's JSON mapping accepts both spellings; litellm sends the snake_case one.
+        assert config.get("maxOutputTokens", config.get("max_output_tokens")) == 50
+        assert arrived.body["contents"][0]["parts"] == [{"text": "Say hello"}]
+
+
+async def test_client_fields_cannot_steer_litellm(adapter: LiteLLM, upstream: Upstream) -> None:
+    # These are litellm keyword arguments, not OpenAI fields: passed on, they would send our
+    # key elsewhere or fake the answer.
+    hostile = {"api_base": "http://127.0.0.1:9/stolen", "mock_response": "pwned", "api_key": "x"}
+    completion = await adapter.complete(call_for(upstream, "ok", **hostile))
+
+    assert json.loads(completion.body)["choices"][0]["message"]["content"] == upstream.reply
+    [arrived] = upstream.fake.calls
+    assert arrived.headers[upstream.key_header] == KEY
+
+
+async def test_stream_forwards_chunks_as_they_arrive(adapter: LiteLLM, upstream: Upstream) -> None:
+    # The fake sends one delta, then holds the stream open until the gate opens: the first
+    # chunk can only reach us here if the adapter forwards without buffering.
+    events = adapter.stream(call_for(upstream, "gated", stream=True))
+    seen: list[StreamEvent] = []
+    while not text_of(seen):
+        seen.append(await asyncio.wait_for(anext(events), timeout=5))
+    assert upstream.fake.finished_streams == 0
+    upstream.fake.gate.set()
+    seen += [event async for event in events]
+
+    assert text_of(seen) == upstream.reply
+    assert upstream.fake.finished_streams == 1
+    usage_events = [e for e in seen if e.usage is not None]
+    assert usage_events == [StreamEvent(None, upstream.usage)]  # recorded, not forwarded
+    assert all(b'"usage"' not in e.payload for e in seen if e.payload is not None)
+
+
+async def test_consumer_hanging_up_releases_the_upstream(
+    adapter: LiteLLM, upstream: Upstream
+) -> None:
+    events = adapter.stream(call_for(upstream, "gated", stream=True))
+    seen: list[StreamEvent] = []
+    while not text_of(seen):
+        seen.append(await asyncio.wait_for(anext(events), timeout=5))
+    await events.aclose()  # what the worker does when its client disconnects
+
+    for _ in range(50):
+        if upstream.fake.abandoned:
+            break
+        await asyncio.sleep(0.02)
+    assert upstream.fake.abandoned == 1
+    assert upstream.fake.finished_streams == 0
+
+
+async def test_stream_forwards_usage_the_client_asked_for(
+    adapter: LiteLLM, upstream: Upstream
+) -> None:
+    events = await collect(
+        adapter,
+        call_for(
+            upstream, "ok", stream=True, wants_usage=True, stream_options={"include_usage": True}
+        ),
+    )
+
+    assert text_of(events) == upstream.reply
+    [last] = [e for e in events if e.usage is not None]
+    assert last.usage == upstream.usage
+    assert last.payload is not None
+    assert json.loads(last.payload)["usage"]["total_tokens"] == upstream.usage.total_tokens
+
+
+async def test_first_token_timeout_does_not_cover_the_consumer(
+    adapter: LiteLLM, upstream: Upstream
+) -> None:
+    # The consumer dawdles past the first-token deadline between chunks: that deadline no longer
+    # applies, and no timer of the generator may fire into the consumer's own awaits.
+    events: list[StreamEvent] = []
+    async for event in adapter.stream(call_for(upstream, "ok", stream=True, first_token=0.3)):
+        events.append(event)
+        await asyncio.sleep(0.4 if len(events) == 1 else 0)
+    assert text_of(events) == upstream.reply
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_rate_limit_is_429_retryable_with_retry_after(
+    adapter: LiteLLM, upstream: Upstream, stream: bool
+) -> None:
+    exc = await failure(adapter, call_for(upstream, "rate-limited", stream=stream))
+
+    assert exc.status == 429
+    assert ue.retryable(exc)
+    assert exc.retry_after == 2
+    assert len(upstream.fake.calls) == 1  # no retries hidden inside litellm
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_server_error_is_retryable_502(
+    adapter: LiteLLM, upstream: Upstream, stream: bool
+) -> None:
+    exc = await failure(adapter, call_for(upstream, "broken", stream=stream))
+
+    assert isinstance(exc, ProviderError)
+    assert (exc.status, exc.upstream_status, exc.retryable) == (502, 500, True)
+    assert exc.provider == f"fake-{upstream.kind}"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_timeout_is_retryable(adapter: LiteLLM, upstream: Upstream, stream: bool) -> None:
+    started = time.monotonic()
+    exc = await failure(adapter, call_for(upstream, "slow", stream=stream, total=0.5))
+
+    assert time.monotonic() - started < 1.5
+    assert isinstance(exc, ProviderError)
+    assert (exc.code, exc.retryable) == ("provider_timeout", True)
+    for _ in range(50):  # the upstream request is dropped, not left running
+        if upstream.fake.abandoned:
+            break
+        await asyncio.sleep(0.02)
+    assert upstream.fake.abandoned == 1
+
+
+async def test_unreachable_upstream_is_retryable(adapter: LiteLLM, upstream: Upstream) -> None:
+    closed = upstream.base.replace(upstream.base.split("/")[2], "127.0.0.1:9")  # discard port
+    exc = await failure(adapter, call_for(upstream, "ok", base=closed))
+
+    assert isinstance(exc, ProviderError)
+    assert (exc.code, exc.retryable) == ("provider_unreachable", True)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_key_echoed_by_upstream_is_redacted(
+    adapter: LiteLLM, upstream: Upstream, stream: bool
+) -> None:
+    exc = await failure(adapter, call_for(upstream, "leaky", stream=stream))
+
+    assert exc.status in (400, 502)
+    assert KEY not in repr(exc)
+    assert KEY not in str(exc.args)
+
+
+async def test_legacy_completion(adapter: LiteLLM, upstream: Upstream) -> None:
+    completion = await adapter.complete(call_for(upstream, "ok", op="complete", prompt="Say hi"))
+
+    body = json.loads(completion.body)
+    assert body["object"] == "text_completion"
+    assert body["choices"][0]["text"] == upstream.reply
+    assert completion.usage == upstream.usage
+
+
+async def test_legacy_completion_stream(adapter: LiteLLM, upstream: Upstream) -> None:
+    events = await collect(
+        adapter, call_for(upstream, "ok", op="complete", prompt="Say hi", stream=True)
+    )
+
+    chunks = [json.loads(e.payload) for e in events if e.payload is not None]
+    assert "".join(c["choices"][0]["text"] or "" for c in chunks if c["choices"]) == upstream.reply
+    assert [e for e in events if e.usage is not None] == [StreamEvent(None, upstream.usage)]
+
+
+async def test_kind_litellm_takes_the_model_string_as_is(
+    adapter: LiteLLM, upstream: Upstream
+) -> None:
+    completion = await adapter.complete(call_for(upstream, f"{upstream.kind}/ok", kind="litellm"))
+
+    assert json.loads(completion.body)["choices"][0]["message"]["content"] == upstream.reply
+    assert upstream.fake.calls[0].headers[upstream.key_header] == KEY
+
+
+async def test_gemini_embeddings(adapter: LiteLLM) -> None:
+    fake = FakeGemini()
+    up = Upstream("gemini", fake, await fake.start(), "", _usage(0, 0), "x-goog-api-key")
+    try:
+        completion = await adapter.complete(
+            call_for(up, "text-embedding-004", op="embed", input=["a", "bb"])
+        )
+    finally:
+        await fake.stop()
+
+    body = json.loads(completion.body)
+    assert body["object"] == "list"
+    assert [d["embedding"][0] for d in body["data"]] == [1.0, 2.0]
+    assert [d["index"] for d in body["data"]] == [0, 1]
+    assert completion.usage is not None
+    [arrived] = fake.calls
+    assert arrived.path == "/v1beta/models/text-embedding-004:batchEmbedContents"
+    assert arrived.headers["x-goog-api-key"] == KEY
+    assert len(arrived.body["requests"]) == 2

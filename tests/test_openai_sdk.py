@@ -1,0 +1,129 @@
+"""The official OpenAI SDK, sync and async, against tail and gateway over real HTTP."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.stacks import Stack
+
+pytestmark = pytest.mark.integration
+
+MESSAGES = [{"role": "user", "content": "hello world"}]
+
+
+@pytest.fixture(params=["tail", "gateway"])
+def base_url(request: pytest.FixtureRequest, stack: Stack) -> str:
+    url = stack.tail_url if request.param == "tail" else stack.gateway_url
+    return url + "/v1"
+
+
+def _sync(stack: Stack, base_url: str, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url, api_key=key or stack.api_key, max_retries=0, timeout=30)
+
+
+def _async(stack: Stack, base_url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=base_url, api_key=stack.api_key, max_retries=0, timeout=30)
+
+
+def test_chat(stack: Stack, base_url: str) -> None:
+    with _sync(stack, base_url) as client:
+        answer = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content == "echo: hello world"
+    assert answer.usage is not None
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+
+async def test_chat_async(stack: Stack, base_url: str) -> None:
+    async with _async(stack, base_url) as client:
+        answer = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content == "echo: hello world"
+
+
+def test_stream_reassembles_and_reports_usage(stack: Stack, base_url: str) -> None:
+    with _sync(stack, base_url) as client:
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: hello world"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 3
+
+
+async def test_stream_async_without_usage(stack: Stack, base_url: str) -> None:
+    async with _async(stack, base_url) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+        )
+        chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: hello world"
+    assert all(c.usage is None for c in chunks)  # not asked for, so not forwarded
+
+
+def test_completions(stack: Stack, base_url: str) -> None:
+    with _sync(stack, base_url) as client:
+        answer = client.completions.create(model="gpt-4o-mini", prompt="say hi")
+    assert answer.choices[0].text == "echo: say hi"
+
+
+def test_embeddings(stack: Stack, base_url: str) -> None:
+    with _sync(stack, base_url) as client:
+        answer = client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    assert [len(d.embedding) for d in answer.data] == [3, 3]
+
+
+async def test_models(stack: Stack, base_url: str) -> None:
+    async with _async(stack, base_url) as client:
+        listed = [m.id async for m in client.models.list()]
+        one = await client.models.retrieve("gpt-4o-mini")
+        with pytest.raises(openai.NotFoundError):
+            await client.models.retrieve("no-such-model")
+    assert {"gpt-4o-mini", "paced", "demo"} <= set(listed)
+    assert one.id == "gpt-4o-mini"
+
+
+def test_typed_errors(stack: Stack, base_url: str) -> None:
+    with _sync(stack, base_url) as client:
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.chat.completions.create(model="gpt-4o-mini", messages=[])
+        assert bad.value.status_code == 400
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.chat.completions.create(model="no-such-model", messages=MESSAGES)  # type: ignore[arg-type]
+        assert missing.value.code == "model_not_found"
+        with pytest.raises(openai.RateLimitError) as limited:
+            client.chat.completions.create(model="err429", messages=MESSAGES)  # type: ignore[arg-type]
+        assert limited.value.response.headers["retry-after"] == "2"
+        with pytest.raises(openai.InternalServerError) as unavailable:
+            client.chat.completions.create(model="nokey", messages=MESSAGES)  # type: ignore[arg-type]
+        assert unavailable.value.status_code == 503
+        assert "missing-secret" in unavailable.value.message  # names the secret, not a value
+        with pytest.raises(openai.InternalServerError) as late:
+            client.chat.completions.create(
+                model="slow",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                extra_headers={"x-request-timeout": "0.3"},
+            )
+        assert late.value.status_code == 504
+        with pytest.raises(openai.BadRequestError) as rejected:
+            client.chat.completions.create(model="err400", messages=MESSAGES)  # type: ignore[arg-type]
+        assert rejected.value.status_code == 400
+    with (
+        _sync(stack, base_url, key="sk-sy-not-a-real-key") as client,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+
+
+def test_upstream_failure_is_a_502_with_the_deployment(stack: Stack, base_url: str) -> None:
+    with _sync(stack, base_url) as client, pytest.raises(openai.InternalServerError) as failed:
+        client.chat.completions.create(model="err500", messages=MESSAGES)  # type: ignore[arg-type]
+    assert failed.value.status_code == 502
+    assert "fake--status_500" in failed.value.message

@@ -1,0 +1,259 @@
+"""Pipeline behaviour: streaming timing, deadlines, malformed input, worker loss, internal API."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import statistics
+import time
+
+import httpx
+import msgspec
+import pytest
+from nats.aio.msg import Msg
+
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
+from switchyard.client import LLMClient
+from switchyard.errors import DeadlineExceeded, InvalidRequest
+from switchyard.schemas.routing import deployment_id
+from tests.stacks import Stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = pytest.mark.integration
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _auth(stack: Stack) -> dict[str, str]:
+    return {"Authorization": f"Bearer {stack.api_key}"}
+
+
+async def test_stream_is_not_buffered(stack: Stack) -> None:
+    """An upstream pacing chunks 20 ms apart reaches the client 20 ms apart."""
+    body = {**CHAT, "model": "paced", "stream": True}
+    arrivals: list[float] = []
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        http.stream(
+            "POST", f"{stack.tail_url}/v1/chat/completions", json=body, headers=_auth(stack)
+        ) as resp,
+    ):
+        assert resp.status_code == 200
+        async for line in resp.aiter_lines():
+            if line.startswith("data: {"):
+                arrivals.append(time.perf_counter())
+    gaps_ms = [(b - a) * 1000 for a, b in itertools.pairwise(arrivals)][:5]
+    assert len(gaps_ms) == 5
+    assert abs(statistics.median(gaps_ms) - 20) < 10, gaps_ms
+    assert sum(1 for g in gaps_ms if abs(g - 20) < 10) >= 4, gaps_ms
+
+
+async def test_expired_deadline_is_504_and_provider_never_called(
+    stack: Stack, upstream: FakeOpenAI
+) -> None:
+    before = len(upstream.calls_for("echo"))
+    nc = await stack.connect("app")
+    try:
+        async with LLMClient(nc) as llm:
+            past = str(int((time.time() - 5) * 1000))
+            with pytest.raises(DeadlineExceeded):
+                await llm.request(subjects.CHAT, msgspec.json.encode(CHAT), {h.DEADLINE: past})
+    finally:
+        await nc.close()
+    assert len(upstream.calls_for("echo")) == before
+
+
+async def test_request_that_expires_in_the_queue_never_reaches_the_provider(
+    stack: Stack, upstream: FakeOpenAI
+) -> None:
+    """Consumer paused: the request waits in JetStream past its deadline; the client gets 504,
+    and once workers resume they drop it without calling the provider."""
+    dep = deployment_id("fake", "echo:queued")
+    consumer = subjects.dispatch_consumer(dep)
+    prov = await stack.connect("provisioner")
+    jsm = prov.jetstream()
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    try:
+        await jsm.pause_consumer(subjects.DISPATCH_STREAM, consumer, until)
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                resp = await http.post(
+                    f"{stack.tail_url}/v1/chat/completions",
+                    json={**CHAT, "model": "queued"},
+                    headers={**_auth(stack), "x-request-timeout": "0.5"},
+                )
+            assert resp.status_code == 504
+            assert resp.json()["error"]["code"] == "deadline_exceeded"
+            assert (await jsm.stream_info(subjects.DISPATCH_STREAM)).state.messages == 1
+        finally:
+            await jsm.resume_consumer(subjects.DISPATCH_STREAM, consumer)
+        deadline = time.monotonic() + 10
+        while (
+            await jsm.stream_info(subjects.DISPATCH_STREAM)
+        ).state.messages and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert (await jsm.stream_info(subjects.DISPATCH_STREAM)).state.messages == 0
+    finally:
+        await prov.close()
+    assert upstream.calls_for("echo:queued") == []
+
+
+async def test_malformed_body_is_400_and_no_worker_sees_it(stack: Stack) -> None:
+    spy = await stack.connect("head")
+    seen: list[str] = []
+
+    async def record(msg: Msg) -> None:
+        seen.append(msg.subject)
+
+    await spy.subscribe(subjects.CHAT, cb=record)  # no queue group: sees every request
+    await spy.flush()
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            for body in (b"{not json", b"[1,2]", b'{"model": 5, "messages": []}', b'{"model":"x"}'):
+                resp = await http.post(
+                    f"{stack.tail_url}/v1/chat/completions", content=body, headers=_auth(stack)
+                )
+                assert resp.status_code == 400, resp.text
+                error = resp.json()["error"]
+                assert error["type"] == "invalid_request_error"
+                assert error["message"]
+            ok = await http.post(
+                f"{stack.tail_url}/v1/chat/completions", json=CHAT, headers=_auth(stack)
+            )
+            assert ok.status_code == 200
+        await asyncio.sleep(0.2)
+        assert seen == [subjects.CHAT]  # only the valid request reached the bus
+    finally:
+        await spy.close()
+
+
+async def test_oversized_body_is_413(stack: Stack) -> None:
+    big = (
+        b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"'
+        + b"x" * (5 * 1024 * 1024)
+        + b'"}]}'
+    )
+    async with httpx.AsyncClient(timeout=30) as http:
+        resp = await http.post(
+            f"{stack.tail_url}/v1/chat/completions", content=big, headers=_auth(stack)
+        )
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "request_too_large"
+
+
+async def test_malformed_message_on_the_bus_gets_an_error_and_head_keeps_serving(
+    stack: Stack,
+) -> None:
+    nc = await stack.connect("app")
+    try:
+        async with LLMClient(nc) as llm:
+            for junk in (b"\xff\xfe", b"{}", b'{"model": ""}', b"null"):
+                with pytest.raises(InvalidRequest):
+                    await llm.request(subjects.CHAT, junk)
+            answer = await llm.chat(CHAT)
+        assert answer["choices"][0]["message"]["content"] == "echo: hi"
+    finally:
+        await nc.close()
+
+
+async def test_malformed_dispatch_message_is_terminated_and_worker_keeps_serving(
+    stack: Stack,
+) -> None:
+    head = await stack.connect("head")
+    dep = deployment_id("fake", "echo")
+    try:
+        js = head.jetstream()
+        await js.publish(subjects.dispatch(dep), b"garbage without headers")
+        await js.publish(
+            subjects.dispatch(dep), b"\x00\x01", headers={h.REPLY: "_R_.x.y", h.OP: "bogus"}
+        )
+        stream_info = await js.stream_info(subjects.DISPATCH_STREAM)
+        deadline = time.monotonic() + 10
+        while stream_info.state.messages and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            stream_info = await js.stream_info(subjects.DISPATCH_STREAM)
+        assert stream_info.state.messages == 0  # terminated, not left for redelivery
+    finally:
+        await head.close()
+    async with httpx.AsyncClient(timeout=10) as http:
+        resp = await http.post(
+            f"{stack.tail_url}/v1/chat/completions", json=CHAT, headers=_auth(stack)
+        )
+    assert resp.status_code == 200
+
+
+@pytest.mark.slow
+async def test_killed_model_proxy_loses_no_request(stack: Stack, upstream: FakeOpenAI) -> None:
+    """SIGKILL one of two model-proxies mid-request: every request still completes."""
+    body = {**CHAT, "model": "slow"}
+    async with httpx.AsyncClient(timeout=60) as http:
+
+        async def one(i: int) -> httpx.Response:
+            return await http.post(
+                f"{stack.tail_url}/v1/chat/completions",
+                json={**body, "messages": [{"role": "user", "content": f"req {i}"}]},
+                headers=_auth(stack),
+            )
+
+        tasks = [asyncio.create_task(one(i)) for i in range(8)]
+        await asyncio.sleep(0.6)  # all requests are with a worker, inside the 1.5 s provider call
+        stack.kill("modelproxy-1")
+        responses = await asyncio.gather(*tasks)
+    try:
+        assert [r.status_code for r in responses] == [200] * 8
+        answers = sorted(r.json()["choices"][0]["message"]["content"] for r in responses)
+        assert answers == sorted(f"echo: req {i}" for i in range(8))
+    finally:
+        proc = stack.process("modelproxy-1")
+        await proc.start()
+        assert await proc.wait_healthy(30)
+
+
+async def test_internal_client_gets_a_streamed_answer(stack: Stack) -> None:
+    nc = await stack.connect("app")
+    try:
+        async with LLMClient(nc) as llm:
+            chunks = [
+                c
+                async for c in llm.chat_stream(
+                    {**CHAT, "messages": [{"role": "user", "content": "over nats"}]}
+                )
+            ]
+            models = await llm.models()
+    finally:
+        await nc.close()
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "echo: over nats"
+    assert len(chunks) > 2
+    assert "gpt-4o-mini" in models
+
+
+async def test_internal_clients_cannot_claim_a_client_key(
+    stack: Stack, upstream: FakeOpenAI
+) -> None:
+    """Sy-Key-Id from a non-ingress identity is replaced by that identity."""
+    nc = await stack.connect("app")
+    try:
+        async with LLMClient(nc) as llm:
+            await llm.request(
+                subjects.CHAT,
+                msgspec.json.encode({**CHAT, "messages": [{"role": "user", "content": "forged"}]}),
+                {h.KEY_ID: "key_someone_else"},
+            )
+    finally:
+        await nc.close()
+    # The usage event (and anything downstream) carries the caller's own identity.
+    usage = await _last_usage(stack)
+    assert usage["key_id"] == "identity:app"
+
+
+async def _last_usage(stack: Stack) -> dict[str, object]:
+    nc = await stack.connect("provisioner")
+    try:
+        msg = await nc.jetstream().get_last_msg(subjects.USAGE_STREAM, subjects.USAGE)
+        decoded: dict[str, object] = msgspec.json.decode(msg.data)
+        return decoded
+    finally:
+        await nc.close()

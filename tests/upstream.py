@@ -1,0 +1,248 @@
+"""A fake OpenAI-compatible provider over real HTTP, running in its own thread.
+
+Its own thread and event loop, so tests that block (the synchronous OpenAI SDK) cannot stall it.
+Behaviour is chosen by the upstream model name a deployment sends:
+
+* ``echo``: answers with the last user message (streams one word per chunk, no delay);
+* ``paced:<ms>``: streams 6 chunks ``<ms>`` apart;
+* ``slow:<ms>``: waits ``<ms>`` before answering;
+* ``status:<code>``: fails with that HTTP status (429 adds ``Retry-After: 2``);
+* ``hang``: never answers;
+* ``flaky:<n>``: fails with 500 for the first ``n`` calls, then echoes.
+
+Every call is recorded (path, headers, JSON body, time) for assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Call:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    at: float = field(default_factory=time.time)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    if "prompt" in body:
+        return str(body["prompt"])
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            return str(message.get("content", ""))
+    return ""
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._flaky: dict[str, int] = {}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def calls_for(self, model: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.body.get("model") == model]
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self._serve())
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+        self._thread = threading.Thread(target=main, name="fake-openai", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    async def _serve(self) -> None:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _record(self, request: web.Request) -> dict[str, Any]:
+        body = json.loads(await request.read())
+        with self._lock:
+            self.calls.append(Call(request.path, dict(request.headers), body))
+        return body
+
+    async def _behaviour(self, body: dict[str, Any]) -> web.Response | None:
+        model = str(body.get("model", ""))
+        kind, _, arg = model.partition(":")
+        if kind == "slow":
+            await asyncio.sleep(int(arg) / 1000)
+        elif kind == "hang":
+            await asyncio.sleep(3600)
+        elif kind == "status":
+            code = int(arg)
+            headers = {"Retry-After": "2"} if code == 429 else {}
+            err = {
+                "error": {
+                    "message": f"fake upstream error {code}",
+                    "type": "fake",
+                    "code": f"e{code}",
+                }
+            }
+            return web.json_response(err, status=code, headers=headers)
+        elif kind == "flaky":
+            with self._lock:
+                seen = self._flaky.get(model, 0)
+                self._flaky[model] = seen + 1
+            if seen < int(arg):
+                return web.json_response(
+                    {"error": {"message": "flaky", "type": "fake"}}, status=500
+                )
+        return None
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        failure = await self._behaviour(body)
+        if failure is not None:
+            return failure
+        model = body.get("model", "")
+        text = f"echo: {_last_user_text(body)}"
+        usage = {
+            "prompt_tokens": 7,
+            "completion_tokens": len(text.split()),
+            "total_tokens": 7 + len(text.split()),
+        }
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        kind, _, arg = str(model).partition(":")
+        pace = int(arg) / 1000 if kind == "paced" else 0.0
+        words = text.split(" ") if kind != "paced" else [f"w{i}" for i in range(6)]
+        for i, word in enumerate(words):
+            chunk = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": word if i == 0 else " " + word},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if pace:
+                await asyncio.sleep(pace)
+        done = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        }
+        await resp.write(b"data: " + json.dumps(done).encode() + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            tail = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
+            await resp.write(b"data: " + json.dumps(tail).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        failure = await self._behaviour(body)
+        if failure is not None:
+            return failure
+        text = f"echo: {_last_user_text(body)}"
+        return web.json_response(
+            {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+            }
+        )
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        failure = await self._behaviour(body)
+        if failure is not None:
+            return failure
+        inputs = body.get("input")
+        items = inputs if isinstance(inputs, list) else [inputs]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    for i in range(len(items))
+                ],
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": len(items), "total_tokens": len(items)},
+            }
+        )
