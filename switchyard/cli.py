@@ -57,6 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_cmd_status)
 
+    _add_certs(sub)
+
+    p = sub.add_parser("serve", help="run one component (what compose and k8s use)")
+    _common(p)
+    p.add_argument("component", help="tail, gateway, head, modelproxy, secrets, accounting")
+    p.add_argument("--instance", help="instance name in logs and monitoring")
+    p.add_argument("--health-port", type=int, help="workers: serve /health and /ready here")
+    p.set_defaults(handler=_cmd_serve)
+
+    _add_secrets(sub)
+
+    p = sub.add_parser("provision", help="create streams, consumers and KV buckets (idempotent)")
+    _common(p)
+    p.set_defaults(handler=_cmd_provision)
+
+    p = sub.add_parser("config", help="validate the settings and print them as JSON")
+    _common(p)
+    p.set_defaults(handler=_cmd_config)
+    return parser
+
+
+def _add_certs(sub: Any) -> None:
     p = sub.add_parser("certs", help="create the CA and identity certificates")
     certs = p.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
     c = certs.add_parser("init", help="CA, server and every service identity (idempotent)")
@@ -71,21 +93,36 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="re-issue even if valid")
     c.set_defaults(handler=_cmd_certs_issue)
 
-    p = sub.add_parser("serve", help="run one component (what compose and k8s use)")
-    _common(p)
-    p.add_argument("component", help="tail, gateway, head, modelproxy, secrets, accounting")
-    p.add_argument("--instance", help="instance name in logs and monitoring")
-    p.add_argument("--health-port", type=int, help="workers: serve /health and /ready here")
-    p.set_defaults(handler=_cmd_serve)
 
-    p = sub.add_parser("provision", help="create streams, consumers and KV buckets (idempotent)")
-    _common(p)
-    p.set_defaults(handler=_cmd_provision)
-
-    p = sub.add_parser("config", help="validate the settings and print them as JSON")
-    _common(p)
-    p.set_defaults(handler=_cmd_config)
-    return parser
+def _add_secrets(sub: Any) -> None:
+    p = sub.add_parser("secrets", help="provider keys in Vault/OpenBao (values never echoed)")
+    sec = p.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("put", "store a key (new or new version)"),
+        ("rotate", "replace an existing key"),
+    ):
+        c = sec.add_parser(action, help=text)
+        _common(c)
+        c.add_argument("name", help="secret name, e.g. openai-prod")
+        source = c.add_mutually_exclusive_group()
+        source.add_argument("--from-stdin", action="store_true", help="read the value from stdin")
+        source.add_argument("--value-file", type=Path, help="read the value from a file")
+        if action == "put":
+            c.add_argument("--provider", default="", help="label: which provider it is for")
+        c.set_defaults(handler=_cmd_secrets)
+    c = sec.add_parser("list", help="names and metadata (never values)")
+    _common(c)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(handler=_cmd_secrets)
+    c = sec.add_parser("show", help="one secret's metadata")
+    _common(c)
+    c.add_argument("name")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(handler=_cmd_secrets)
+    c = sec.add_parser("rm", help="delete a key and all its versions")
+    _common(c)
+    c.add_argument("name")
+    c.set_defaults(handler=_cmd_secrets)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,6 +232,12 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings, config_file: Path |
 
     instance = args.instance or args.component
     return serve(args.component, settings, instance=instance, health_port=args.health_port)
+
+
+def _cmd_secrets(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from switchyard.secrets.cli import run_secrets_command  # noqa: PLC0415
+
+    return asyncio.run(run_secrets_command(args, settings, sys.stdin, sys.stdout))
 
 
 def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:

@@ -131,7 +131,7 @@ class _Progress:
                 raise ServiceUnavailable(
                     "no head workers are available to take the request", code="no_workers"
                 )
-            raise _Resend(pause=0.02)
+            raise _Resend(pause=0.01)
         return msg
 
     def chunk(self, hdrs: dict[str, str]) -> None:

@@ -66,11 +66,19 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
+class _DropNoise(logging.Filter):
+    """asyncio warns on every TLS connection close with uvloop/nats-py; it means nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "asyncio" and "eof_received()" in record.getMessage())
+
+
 def setup_logging(settings: LoggingSettings, component: str) -> None:
     """Configure the root logger for this process (called once, from the CLI)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else ConsoleFormatter())
     handler.addFilter(_ContextFilter(component))
+    handler.addFilter(_DropNoise())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())

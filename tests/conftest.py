@@ -57,6 +57,7 @@ async def stack(
         ]
     }
     routes["nokey"] = {"deployments": [{"provider": "fake-locked", "model": "echo"}]}
+    routes["vaulted"] = {"deployments": [{"provider": "fake-vault", "model": "echo:vaulted"}]}
     extra = {
         "providers": {
             "fake": {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 32},
@@ -65,10 +66,15 @@ async def stack(
                 "api_base": upstream.base_url,
                 "secret": "missing-secret",
             },
+            "fake-vault": {
+                "kind": "openai-compatible",
+                "api_base": upstream.base_url,
+                "secret": "openai-test",
+            },
         },
         "routes": routes,
         # Short redelivery so a killed worker's request is picked up quickly in tests.
-        "modelproxy": {"ack_wait_s": 4, "keepalive_s": 1},
+        "modelproxy": {"ack_wait_s": 4, "keepalive_s": 1, "secret_ttl_s": 3},
     }
     stack = await start_stack(tmp_path_factory.mktemp("stack"), extra)
     try:

@@ -65,6 +65,12 @@ def test_settings_are_frozen() -> None:
             "switchyard secrets put oa",
         ),
         (
+            "providers:\n  oa:\n    kind: openai\n    secret: sk-proj-abc123def456\n",
+            "providers.oa.secret",
+            "looks like an API key",
+            "switchyard secrets put oa",
+        ),
+        (
             "providers:\n  az:\n    kind: azure\n    api_base: https://x\n",
             "providers.az.api_version",
             "api-version",

@@ -73,7 +73,9 @@ def test_up_status_down_and_data_survives(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stdout
         doc = json.loads(status.stdout)
         by_name = {p["name"]: p for p in doc["processes"]}
-        for name in ("nats-server", "openbao", "valkey"):
+        for name in ("nats-server", "openbao", "valkey", "secrets", "head-1", "head-2"):
+            assert by_name[name]["healthy"], by_name[name]
+        for name in ("modelproxy-1", "modelproxy-2", "tail", "gateway"):
             assert by_name[name]["healthy"], by_name[name]
         pids = [p["pid"] for p in doc["processes"]]
 

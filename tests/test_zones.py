@@ -199,7 +199,13 @@ TABLE: dict[str, dict[str, list[str]]] = {
     },
     "accounting": {
         "pub_ok": ["$JS.ACK.USAGE.x.y"],
-        "pub_no": [SECRET_GET, DISPATCH, "$JS.API.STREAM.DELETE.USAGE", "llm.v1.usage"],
+        "pub_no": [
+            SECRET_GET,
+            SECRET_ADMIN,
+            DISPATCH,
+            "$JS.API.STREAM.DELETE.USAGE",
+            "llm.v1.usage",
+        ],
         "sub_ok": ["_INBOX_accounting.>"],
         "sub_no": [">", "llm.v1.usage", "secrets.v1.changed.>"],
     },

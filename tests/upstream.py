@@ -59,6 +59,7 @@ class FakeOpenAI:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._flaky: dict[str, int] = {}
+        self._last_auth = ""
 
     @property
     def base_url(self) -> str:
@@ -106,6 +107,7 @@ class FakeOpenAI:
 
     async def _record(self, request: web.Request) -> dict[str, Any]:
         body = json.loads(await request.read())
+        self._last_auth = request.headers.get("Authorization", "").removeprefix("Bearer ")
         with self._lock:
             self.calls.append(Call(request.path, dict(request.headers), body))
         return body
@@ -117,6 +119,10 @@ class FakeOpenAI:
             await asyncio.sleep(int(arg) / 1000)
         elif kind == "hang":
             await asyncio.sleep(3600)
+        elif kind == "authecho":  # a provider that echoes the key it got, as some do on 401
+            given = self._last_auth
+            err = {"error": {"message": f"Incorrect API key provided: {given}", "type": "auth"}}
+            return web.json_response(err, status=401)
         elif kind == "status":
             code = int(arg)
             headers = {"Retry-After": "2"} if code == 429 else {}

@@ -152,6 +152,16 @@ def deployment_id(provider: str, model: str) -> str:
     return safe
 
 
+_KEY_PREFIXES = ("sk-", "sk_", "key-", "AIza", "gsk_", "xai-", "pk-", "Bearer ")
+
+
+def looks_like_a_key(value: str) -> bool:
+    """Heuristic: provider keys have well-known prefixes or are long random strings."""
+    if value.startswith(_KEY_PREFIXES):
+        return True
+    return len(value) >= 32 and sum(c.isdigit() for c in value) >= 4 and "-" not in value[:8]
+
+
 class RouteTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole routing state, stored as one document so a change applies atomically."""
 
@@ -183,6 +193,14 @@ def route_table_problems(table: RouteTable) -> list[RouteProblem]:
     """
     problems: list[RouteProblem] = []
     for name, provider in table.providers.items():
+        if provider.secret and looks_like_a_key(provider.secret):
+            problems.append(
+                RouteProblem(
+                    f"providers.{name}.secret",
+                    "this looks like an API key, not the name of a stored secret",
+                    f"store the key with `switchyard secrets put {name}` and set `secret: {name}`",
+                )
+            )
         if provider.kind in KINDS_NEEDING_API_BASE and not provider.api_base:
             problems.append(
                 RouteProblem(

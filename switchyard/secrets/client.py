@@ -1,7 +1,10 @@
 """The model-proxy's view of provider keys: fetched from the secrets service, cached in memory.
 
 * A key is fetched over NATS (``secrets.v1.get.<name>``, model-proxy identity only) on first use.
-* ``secrets.v1.changed.<name>`` drops it at once, so a rotation applies on the next request.
+* ``secrets.v1.changed.<name>`` drops it at once and fetches the new version in the background,
+  so a rotation applies on the next request without any restart.
+* :meth:`SecretCache.prefetch` loads the keys of every routed provider at start, so the first
+  request does not wait for Vault.
 * It is refreshed in the background after ``ttl / 5``; when refreshing fails (Vault down), the
   cached key keeps serving until ``ttl``, then requests fail with a 503 naming the secret.
 * Concurrent requests for the same name share one fetch.
@@ -30,9 +33,10 @@ log = logging.getLogger("switchyard.secrets.client")
 
 # After a failed refresh, wait this long before trying again (requests use the cached key).
 RETRY_BACKOFF_S = 1.0
+NO_RESPONDER_RETRIES = 3
 
 
-class SecretValue(msgspec.Struct, frozen=True):
+class SecretPayload(msgspec.Struct, frozen=True):
     """Reply of ``secrets.v1.get``; exists only inside the server zone."""
 
     name: str
@@ -40,7 +44,7 @@ class SecretValue(msgspec.Struct, frozen=True):
     value: str
 
 
-_DECODE = msgspec.json.Decoder(SecretValue)
+_DECODE = msgspec.json.Decoder(SecretPayload)
 
 
 @dataclass(slots=True)
@@ -59,6 +63,7 @@ class SecretCache:
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Task[Secret]] = {}
         self._sub: Subscription | None = None
+        self._wanted: set[str] = set()
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(
@@ -75,8 +80,18 @@ class SecretCache:
 
     async def _on_changed(self, msg: Msg) -> None:
         name = msg.subject.rsplit(".", 1)[-1]
-        if self._entries.pop(name, None) is not None:
-            log.info("provider key %s changed; dropped the cached copy", name)
+        if name in self._wanted or self._entries.pop(name, None) is not None:
+            self._entries.pop(name, None)
+            log.info("provider key %s changed; fetching the new version", name)
+            if name in self._wanted and name not in self._inflight:
+                self._spawn(name)
+
+    def prefetch(self, names: set[str]) -> None:
+        """Fetch ``names`` in the background (failures are left for requests to report)."""
+        self._wanted = set(names)
+        for name in names:
+            if name not in self._entries and name not in self._inflight:
+                self._spawn(name)
 
     async def get(self, name: str) -> Secret:
         """The key named ``name``.
@@ -105,18 +120,31 @@ class SecretCache:
     def _settle(self, name: str, task: asyncio.Task[Secret]) -> None:
         self._inflight.pop(name, None)
         if not task.cancelled() and task.exception() is not None:
+            log.debug("fetching provider key %s failed: %s", name, task.exception())
             entry = self._entries.get(name)
             if entry is not None:
                 entry.failed_at = asyncio.get_running_loop().time()
 
     async def _fetch(self, name: str) -> Secret:
-        try:
-            msg = await self._nc.request(subjects.secrets_get(name), b"", timeout=self._timeout)
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError):
-            raise ServiceUnavailable(
-                f"provider key `{name}` is unavailable: the secrets service did not answer",
-                code="secret_unavailable",
-            ) from None
+        # A secrets service restart or a server config reload leaves a gap of a few hundred
+        # milliseconds without responders: ride it out rather than fail requests.
+        for attempt in range(NO_RESPONDER_RETRIES + 1):
+            try:
+                msg = await self._nc.request(subjects.secrets_get(name), b"", timeout=self._timeout)
+                break
+            except nats.errors.NoRespondersError:
+                if attempt == NO_RESPONDER_RETRIES:
+                    raise ServiceUnavailable(
+                        f"provider key `{name}` is unavailable: the secrets service is not running",
+                        code="secret_unavailable",
+                    ) from None
+                await asyncio.sleep(0.1 * (attempt + 1))
+            except (nats.errors.TimeoutError, TimeoutError):
+                if attempt >= 1:
+                    raise ServiceUnavailable(
+                        f"provider key `{name}` is unavailable: the secrets service did not answer",
+                        code="secret_unavailable",
+                    ) from None
         status = h.int_header(msg.headers, h.STATUS, 200)
         if status != 200:
             detail = decode_error(msg.data)

@@ -217,6 +217,7 @@ def component_specs(settings: Settings) -> list[ComponentSpec]:
     """The Switchyard services of the local stack, in start order within their phase."""
     st = settings.stack
     return [
+        ComponentSpec("secrets"),
         ComponentSpec("head", replicas=st.heads),
         ComponentSpec("modelproxy", replicas=st.modelproxies),
         ComponentSpec("tail", http_port=settings.ingress.tail.port),

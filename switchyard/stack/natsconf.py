@@ -74,7 +74,11 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
     llm_imports = [
         {"service": {"account": "CORE", "subject": subject}, "share": True} for subject in s.LLM_API
     ]
-    admin_import = {"service": {"account": "CORE", "subject": f"{s.SECRETS_ADMIN_PREFIX}.>"}}
+    # share: the secrets service records which CLIENT user changed a key (audit).
+    admin_import = {
+        "service": {"account": "CORE", "subject": f"{s.SECRETS_ADMIN_PREFIX}.>"},
+        "share": True,
+    }
     return {
         "server_name": layout.server_name,
         "listen": f"127.0.0.1:{layout.port}",

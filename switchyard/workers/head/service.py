@@ -22,6 +22,7 @@ from nats.aio.subscription import Subscription
 from switchyard.bus import headers as h
 from switchyard.bus import identities, replies, subjects
 from switchyard.bus.connect import connect
+from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.errors import (
     ApiError,
@@ -43,31 +44,6 @@ log = logging.getLogger("switchyard.head")
 
 _OPS = {subjects.CHAT: "chat", subjects.COMPLETE: "complete", subjects.EMBED: "embed"}
 _TABLE = msgspec.json.Decoder(RouteTable)
-
-
-class RequestInfo(msgspec.Struct, frozen=True):
-    """The server-stamped ``Nats-Request-Info`` (who sent a request across the import)."""
-
-    acc: str = ""
-    user: str = ""
-
-
-_INFO = msgspec.json.Decoder(RequestInfo)
-
-
-def caller_identity(headers: dict[str, str]) -> str:
-    """The CN of the requesting user, from the header the server writes (unforgeable)."""
-    raw = headers.get(h.REQUEST_INFO)
-    if not raw:
-        return ""
-    try:
-        user = _INFO.decode(raw).user
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return ""
-    for part in user.split(","):
-        if part.startswith("CN="):
-            return part[3:]
-    return ""
 
 
 def exhausted(alias: str, tried: list[str], headers: dict[str, str]) -> ApiError:

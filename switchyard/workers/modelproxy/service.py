@@ -67,6 +67,7 @@ class ModelProxy:
     async def _sync_workers(self) -> None:
         async with self._sync_lock:
             wanted = self.table.deployments()
+            self.keys.prefetch({p.secret for p, _ in wanted.values() if p.secret})
             for dep_id in [d for d in self.workers if d not in wanted]:
                 workers = self.workers.pop(dep_id)
                 log.info("deployment %s no longer routed; stopping its workers", dep_id)

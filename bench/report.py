@@ -1,0 +1,483 @@
+"""Turn raw measurements into verdicts, a console table, JSON and a markdown summary.
+
+Targets compare Switchyard against the direct baseline measured in the same run, so machine speed
+mostly cancels out. A run that saw any non-2xx answer or socket error is flagged everywhere:
+throughput of failures is not throughput.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.runner import NOISY_CORES, RunResult
+from bench.scenarios import SCENARIOS
+
+RESULTS_DIR = Path(__file__).parent / "results"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TARGET_GROUPS = ("switchyard", "nats-server")
+PROCESS_ORDER = (
+    "tail",
+    "gateway",
+    "head",
+    "modelproxy",
+    "secrets",
+    "supervisor",
+    "nats-server",
+    "openbao",
+    "valkey",
+    "nginx",
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One goal and whether this run met it."""
+
+    name: str
+    value: float
+    limit: float
+    unit: str
+    higher_is_better: bool
+    valid: bool
+
+    @property
+    def passed(self) -> bool:
+        if not self.valid or math.isnan(self.value):
+            return False
+        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+
+    @property
+    def verdict(self) -> str:
+        if not self.valid:
+            return "INVALID (errors)"
+        return "PASS" if self.passed else "FAIL"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "limit": self.limit,
+            "unit": self.unit,
+            "comparison": ">=" if self.higher_is_better else "<=",
+            "valid": self.valid,
+            "pass": self.passed,
+        }
+
+
+# ---- machine and code identity ----
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=REPO_ROOT, check=False, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    commit = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": commit or "unknown",
+        "git_dirty": dirty,
+        "nproc": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+# ---- assembling the results document ----
+
+
+def _ms(us: float) -> float:
+    return us / 1000.0
+
+
+def _pair_doc(pair: dict[str, RunResult]) -> dict[str, Any]:
+    direct, via = pair["direct"], pair["switchyard"]
+    added = _ms(via.wrk.latency_us["p50"] - direct.wrk.latency_us["p50"])
+    return {
+        "direct": direct.to_json(),
+        "switchyard": via.to_json(),
+        "added_p50_ms": added,
+        "added_p99_ms": _ms(via.wrk.latency_us["p99"] - direct.wrk.latency_us["p99"]),
+        "rps_ratio": via.wrk.rps / direct.wrk.rps if direct.wrk.rps else 0.0,
+        "switchyard_cpu_us_per_request": sum(via.cpu_groups.get(g, 0.0) for g in TARGET_GROUPS),
+        "errors": direct.wrk.error_count + via.wrk.error_count,
+    }
+
+
+def build_targets(runs: dict[str, dict[str, Any]], ttft: dict[str, Any]) -> list[Target]:
+    ttft_errors = ttft["direct"]["errors"] + ttft["switchyard"]["errors"]
+    out = []
+    if "nonstream_c64" in runs:
+        r = runs["nonstream_c64"]
+        out.append(
+            Target(
+                "CPU per non-streaming request (Switchyard + nats-server), c=64",
+                r["switchyard_cpu_us_per_request"],
+                1000.0,
+                "us",
+                higher_is_better=False,
+                valid=r["errors"] == 0,
+            )
+        )
+    if "nonstream_c1" in runs:
+        r = runs["nonstream_c1"]
+        out.append(
+            Target(
+                "Added p50 latency, non-streaming, c=1",
+                r["added_p50_ms"],
+                1.0,
+                "ms",
+                higher_is_better=False,
+                valid=r["errors"] == 0,
+            )
+        )
+    out.append(
+        Target(
+            "Added TTFT p50, streaming, c=1",
+            ttft["added_p50_ms"],
+            1.0,
+            "ms",
+            higher_is_better=False,
+            valid=ttft_errors == 0,
+        )
+    )
+    if "delay50_c64" in runs:
+        r = runs["delay50_c64"]
+        out.append(
+            Target(
+                "50 ms upstream, 64 clients: Switchyard RPS / direct RPS",
+                r["rps_ratio"] * 100,
+                95.0,
+                "%",
+                higher_is_better=True,
+                valid=r["errors"] == 0,
+            )
+        )
+    return out
+
+
+def build_document(
+    *,
+    meta: dict[str, Any],
+    options: dict[str, Any],
+    runs: dict[str, dict[str, RunResult]],
+    ttft: dict[str, Any],
+    idle_ms_per_s: dict[str, float],
+    idle_other_cores: float,
+    process_groups: dict[str, str],
+) -> dict[str, Any]:
+    run_docs = {key: _pair_doc(pair) for key, pair in runs.items()}
+    targets = build_targets(run_docs, ttft)
+    errors = sum(r["errors"] for r in run_docs.values())
+    errors += ttft["direct"]["errors"] + ttft["switchyard"]["errors"]
+    warmup_errors = sum(run.warmup_errors for pair in runs.values() for run in pair.values())
+    return {
+        "meta": meta,
+        "options": options,
+        "valid": errors == 0,
+        "errors": errors,
+        "warmup_errors": warmup_errors,
+        "scenarios": {
+            sc.key: {
+                "label": sc.label,
+                "route": sc.route,
+                "stream": sc.stream,
+                "connections": sc.connections,
+                "threads": sc.threads,
+            }
+            for sc in SCENARIOS
+            if sc.key in runs
+        },
+        "runs": run_docs,
+        "ttft": ttft,
+        "idle_cpu_ms_per_s": idle_ms_per_s,
+        "idle_other_cores": idle_other_cores,
+        "noisy_runs": [
+            f"{key}/{target}"
+            for key, pair in runs.items()
+            for target, run in pair.items()
+            if run.noisy
+        ]
+        + (["ttft"] if ttft["background_cores"] > NOISY_CORES else []),
+        "process_groups": process_groups,
+        "targets": [t.to_json() for t in targets],
+        "all_targets_pass": all(t.passed for t in targets),
+    }
+
+
+# ---- rendering ----
+
+
+def _order_key(name: str) -> tuple[int, str]:
+    for i, prefix in enumerate(PROCESS_ORDER):
+        if name == prefix or name.startswith(prefix + "-"):
+            return i, name
+    return len(PROCESS_ORDER), name
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    headers = [
+        "scenario",
+        "c",
+        "direct req/s",
+        "p50 ms",
+        "p99 ms",
+        "switchyard req/s",
+        "p50 ms",
+        "p99 ms",
+        "added p50 ms",
+        "rps %",
+        "CPU us/req",
+        "other load",
+        "errors",
+    ]
+    rows = []
+    for key, r in doc["runs"].items():
+        sc = doc["scenarios"][key]
+        d, s = r["direct"]["wrk"], r["switchyard"]["wrk"]
+        errs = (
+            f"{d['non_2xx']}+{d['socket_errors']} / {s['non_2xx']}+{s['socket_errors']}"
+            if r["errors"]
+            else "0"
+        )
+        rows.append(
+            [
+                sc["label"],
+                str(sc["connections"]),
+                f"{d['rps']:.0f}",
+                _fmt(_ms(d["latency_us"]["p50"])),
+                _fmt(_ms(d["latency_us"]["p99"])),
+                f"{s['rps']:.0f}",
+                _fmt(_ms(s["latency_us"]["p50"])),
+                _fmt(_ms(s["latency_us"]["p99"])),
+                _fmt(r["added_p50_ms"]),
+                f"{r['rps_ratio'] * 100:.1f}",
+                f"{r['switchyard_cpu_us_per_request']:.0f}",
+                f"{max(r['direct']['background_cores'], r['switchyard']['background_cores']):.2f}",
+                errs,
+            ]
+        )
+    return headers, rows
+
+
+def _cpu_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    keys = list(doc["runs"])
+    headers = ["process (us CPU / request)", *keys, "idle ms/s"]
+    names = sorted(
+        {n for r in doc["runs"].values() for n in r["switchyard"]["cpu_us_per_request"]},
+        key=_order_key,
+    )
+    rows = []
+    for name in names:
+        row = [name]
+        row += [
+            f"{doc['runs'][k]['switchyard']['cpu_us_per_request'].get(name, 0.0):.0f}" for k in keys
+        ]
+        row.append(f"{doc['idle_cpu_ms_per_s'].get(name, 0.0):.1f}")
+        rows.append(row)
+    for group in ("switchyard", "nats-server", "openbao", "valkey", "nginx"):
+        row = [f"= {group} total"]
+        row += [
+            f"{doc['runs'][k]['switchyard']['cpu_us_per_request_by_group'].get(group, 0.0):.0f}"
+            for k in keys
+        ]
+        idle = sum(
+            v for n, v in doc["idle_cpu_ms_per_s"].items() if doc["process_groups"].get(n) == group
+        )
+        row.append(f"{idle:.1f}")
+        rows.append(row)
+    total = ["= switchyard + nats-server"]
+    total += [f"{doc['runs'][k]['switchyard_cpu_us_per_request']:.0f}" for k in keys]
+    total.append("")
+    rows.append(total)
+    nginx_direct = ["nginx, direct run"]
+    nginx_direct += [
+        f"{doc['runs'][k]['direct']['cpu_us_per_request_by_group'].get('nginx', 0.0):.0f}"
+        for k in keys
+    ]
+    nginx_direct.append("")
+    rows.append(nginx_direct)
+    wrk_row = ["wrk (load generator)"]
+    wrk_row += [
+        f"{doc['runs'][k]['switchyard']['wrk']['wrk_cpu_us_per_request']:.0f}" for k in keys
+    ]
+    wrk_row.append("")
+    rows.append(wrk_row)
+    return headers, rows
+
+
+def _ttft_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    t = doc["ttft"]
+    headers = ["TTFT, c=1 (ms)", "p50", "p90", "p99", "mean", "full stream p50", "n", "errors"]
+    rows = [
+        [
+            name,
+            _fmt(t[name]["ttft_p50_ms"]),
+            _fmt(t[name]["ttft_p90_ms"]),
+            _fmt(t[name]["ttft_p99_ms"]),
+            _fmt(t[name]["ttft_mean_ms"]),
+            _fmt(t[name]["total_p50_ms"]),
+            str(t[name]["count"]),
+            str(t[name]["errors"]),
+        ]
+        for name in ("direct", "switchyard")
+    ]
+    rows.append(["added (p50)", _fmt(t["added_p50_ms"]), "", "", "", "", "", ""])
+    return headers, rows
+
+
+def _target_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    headers = ["target", "value", "goal", "result"]
+    rows = []
+    for t in doc["targets"]:
+        target = Target(
+            t["name"], t["value"], t["limit"], t["unit"], t["comparison"] == ">=", t["valid"]
+        )
+        rows.append(
+            [
+                t["name"],
+                f"{_fmt(t['value'], 3 if t['unit'] == 'ms' else 1)} {t['unit']}",
+                f"{t['comparison']} {t['limit']:g} {t['unit']}",
+                target.verdict,
+            ]
+        )
+    return headers, rows
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest]).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = "|" + "|".join([":---", *["---:"] * (len(headers) - 1)]) + "|"
+    return "\n".join([line(headers), align, *(line(r) for r in rows)])
+
+
+def _header_lines(doc: dict[str, Any]) -> list[str]:
+    m, o = doc["meta"], doc["options"]
+    dirty = " (uncommitted changes)" if m["git_dirty"] else ""
+    return [
+        f"date {m['date']}  commit {m['git_commit'][:12]}{dirty}",
+        f"machine: {m['nproc']} CPUs, {m['cpu_model']}, Linux {m['kernel']}, Python {m['python']}",
+        f"runs: {o['duration_s']:g} s measured after {o['warmup_s']:g} s warm-up each; "
+        f"stack: {o['heads']} heads, {o['modelproxies']} model-proxies; "
+        f"TTFT: {o['ttft_requests']} requests per target",
+        f"unrelated load on the machine while idle before the runs: {doc['idle_other_cores']:.2f} "
+        "cores",
+    ]
+
+
+def _error_banner(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    if doc["errors"]:
+        lines += [
+            "!" * 78,
+            f"!!! INVALID RUN: {doc['errors']} failed requests (non-2xx or socket errors).",
+            "!!! Numbers below include failures and are NOT meaningful. See the errors column.",
+            "!" * 78,
+        ]
+    if doc["warmup_errors"]:
+        lines.append(f"warning: {doc['warmup_errors']} failed requests during warm-up runs")
+    noisy = doc["noisy_runs"]
+    if noisy:
+        total = 2 * len(doc["runs"]) + 1  # direct and switchyard per scenario, plus TTFT
+        which = "every run" if len(noisy) == total else ", ".join(noisy)
+        lines.append(
+            f"warning: other processes used the CPUs during {which} (see 'other load'); "
+            "those numbers are disturbed, rerun on a quiet machine"
+        )
+    return lines
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    parts = ["", "Switchyard benchmark", *_header_lines(doc), *_error_banner(doc), ""]
+    parts += [text_table(*_main_rows(doc)), ""]
+    parts += [
+        "CPU us/req = CPU of every Switchyard process + nats-server per completed request "
+        "(Switchyard run); other load = cores used by unrelated processes (max of both runs); "
+        "errors = non-2xx+socket (direct / switchyard).",
+        "",
+        text_table(*_ttft_rows(doc)),
+        "",
+        "Per-process CPU, Switchyard runs:",
+        text_table(*_cpu_rows(doc)),
+        "",
+        text_table(*_target_rows(doc)),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    parts = ["# Switchyard benchmark", "", *(f"- {line}" for line in _header_lines(doc)), ""]
+    banner = [line.strip("! ") for line in _error_banner(doc) if line.strip("!")]
+    if banner:
+        parts += [*(f"> **{line}**  " for line in banner), ""]
+    parts += ["## Targets", "", md_table(*_target_rows(doc)), ""]
+    parts += ["## Throughput and latency (wrk)", "", md_table(*_main_rows(doc)), ""]
+    parts += [
+        "`CPU us/req`: CPU time of every Switchyard process plus nats-server, per completed "
+        "request, during the Switchyard run. `other load`: cores used by unrelated processes "
+        "during the runs. `errors`: non-2xx+socket errors, direct / switchyard.",
+        "",
+        "## Time to first token (streaming, c=1)",
+        "",
+        md_table(*_ttft_rows(doc)),
+        "",
+        "## CPU per request by process (Switchyard runs)",
+        "",
+        md_table(*_cpu_rows(doc)),
+        "",
+        "See `bench/README.md` for what each number means.",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def save(doc: dict[str, Any], directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / "latest.json", directory / "latest.md"
+    json_path.write_text(json.dumps(doc, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    md_path.write_text(render_markdown(doc), encoding="utf-8")
+    return json_path, md_path

@@ -1,0 +1,65 @@
+"""The measured scenarios and the request bodies they send.
+
+Each scenario is run twice with identical wrk settings: directly against nginx (the model name is
+the upstream's) and through the Switchyard tail (the model name is the route alias that leads to
+the same nginx location).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from bench.upstream import MODEL
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One load shape against one upstream behaviour.
+
+    Attributes:
+        key: stable identifier used in the JSON results.
+        label: what the table shows.
+        route: Switchyard route alias, also the nginx path prefix.
+        stream: whether the body asks for ``"stream": true``.
+        connections / threads: wrk ``-c`` and ``-t``.
+    """
+
+    key: str
+    label: str
+    route: str
+    stream: bool
+    connections: int
+    threads: int
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("nonstream_c1", "non-streaming", "fast", stream=False, connections=1, threads=1),
+    Scenario("nonstream_c64", "non-streaming", "fast", stream=False, connections=64, threads=2),
+    Scenario("stream_c1", "streaming", "sse", stream=True, connections=1, threads=1),
+    Scenario("stream_c64", "streaming", "sse", stream=True, connections=64, threads=2),
+    Scenario("delay50_c64", "50 ms upstream", "delay50", stream=False, connections=64, threads=2),
+)
+
+
+def request_body(model: str, *, stream: bool) -> str:
+    """A small, typical chat request."""
+    doc = {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Say hello in one short sentence."},
+        ],
+        "max_tokens": 32,
+        "temperature": 0,
+        "stream": stream,
+    }
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def direct_body(scenario: Scenario) -> str:
+    return request_body(MODEL, stream=scenario.stream)
+
+
+def switchyard_body(scenario: Scenario) -> str:
+    return request_body(scenario.route, stream=scenario.stream)

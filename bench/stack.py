@@ -1,0 +1,156 @@
+"""A full local Switchyard stack for the benchmark, driven only through the public CLI.
+
+We generate a settings file (temp home, free ports, providers pointing at the nginx upstream) and
+run ``switchyard up --detach`` / ``status --json`` / ``down`` as a user would, so the benchmark
+measures exactly what ``switchyard up`` runs. ``SWITCHYARD_*`` variables are removed from the
+children's environment: the generated file alone decides the settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.ports import PortAllocator
+from bench.upstream import MODEL, Upstream
+
+# Client-facing route alias -> upstream path prefix (see bench.upstream).
+ROUTES = {"fast": "fast", "sse": "sse", "delay50": "delay50"}
+
+
+class StackStartError(RuntimeError):
+    """``switchyard up`` failed; the message includes where to read the logs."""
+
+
+@dataclass(frozen=True)
+class StackProcess:
+    """One process of the stack, as reported by ``switchyard status --json``."""
+
+    name: str
+    pid: int
+
+
+@dataclass
+class BenchStack:
+    """A generated config and the stack started from it."""
+
+    config_file: Path
+    home: Path
+    tail_port: int
+    gateway_port: int
+    started: bool = False
+
+    @property
+    def tail_url(self) -> str:
+        return f"http://127.0.0.1:{self.tail_port}/v1/chat/completions"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    def _cli(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        return subprocess.run(
+            [sys.executable, "-m", "switchyard", *args, "--config", str(self.config_file)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+
+    def up(self) -> None:
+        """Start the stack and wait until every process is healthy."""
+        self.started = True  # even a failed start may leave processes for ``down`` to stop
+        result = self._cli("up", "--detach", timeout=300)
+        if result.returncode != 0:
+            raise StackStartError(
+                f"`switchyard up` failed (exit {result.returncode}):\n{result.stderr.strip()}\n"
+                f"logs: {self.logs}/"
+            )
+
+    def down(self) -> None:
+        """Stop the stack; safe to call more than once."""
+        if not self.started:
+            return
+        result = self._cli("down", timeout=120)
+        if result.returncode != 0:
+            print(f"bench: warning: `switchyard down` failed: {result.stderr.strip()}", flush=True)
+        self.started = False
+
+    def status(self) -> dict[str, Any]:
+        result = self._cli("status", "--json", timeout=60)
+        try:
+            doc: dict[str, Any] = json.loads(result.stdout)
+        except json.JSONDecodeError as exc:
+            raise StackStartError(
+                f"`switchyard status --json` printed no JSON: {result.stderr}"
+            ) from exc
+        return doc
+
+    def processes(self) -> tuple[list[StackProcess], int | None]:
+        """Every process with a pid, and the supervisor's pid."""
+        doc = self.status()
+        procs = [
+            StackProcess(name=str(p["name"]), pid=int(p["pid"]))
+            for p in doc.get("processes", [])
+            if isinstance(p.get("pid"), int)
+        ]
+        supervisor = doc.get("supervisor_pid")
+        return procs, supervisor if isinstance(supervisor, int) else None
+
+    def api_key(self) -> str:
+        path = self.home / "demo-key"
+        if not path.is_file():
+            raise StackStartError(f"no demo key at {path}; is demo_model enabled?")
+        return path.read_text(encoding="utf-8").strip()
+
+
+def write_stack_config(
+    workdir: Path, ports: PortAllocator, upstream: Upstream, *, heads: int, modelproxies: int
+) -> BenchStack:
+    """Write ``switchyard.yaml`` for a stack on free ports whose routes all lead to nginx."""
+    home = workdir / "home"
+    tail_port, gateway_port = ports.one(), ports.one()
+    providers = {
+        f"bench-{alias}": {
+            "kind": "openai-compatible",
+            "api_base": upstream.base(path),
+            "concurrency": 256,
+        }
+        for alias, path in ROUTES.items()
+    }
+    routes = {
+        alias: {"deployments": [{"provider": f"bench-{alias}", "model": MODEL}]} for alias in ROUTES
+    }
+    doc: dict[str, Any] = {
+        "home": str(home),
+        "stack": {
+            "nats_port": ports.one(),
+            "nats_monitor_port": ports.one(),
+            "openbao_port": ports.pair(),
+            "valkey_port": ports.one(),
+            "heads": heads,
+            "modelproxies": modelproxies,
+        },
+        "ingress": {
+            "tail": {"host": "127.0.0.1", "port": tail_port},
+            "gateway": {"host": "127.0.0.1", "port": gateway_port},
+        },
+        "logging": {"level": "warning"},
+        "demo_model": True,  # the stack then issues a client key into <home>/demo-key
+        "providers": providers,
+        "routes": routes,
+    }
+    config_file = workdir / "switchyard.yaml"
+    config_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return BenchStack(
+        config_file=config_file, home=home, tail_port=tail_port, gateway_port=gateway_port
+    )

@@ -1,0 +1,48 @@
+"""Messages of the secrets admin API (``secrets.v1.admin.*``): metadata in, metadata out.
+
+No response type here has a field for a value: a CLIENT-zone caller can store or rotate a key,
+never read one back.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+SecretName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+SecretValue = Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
+
+
+class PutSecret(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: SecretName
+    value: SecretValue
+    provider: str = ""
+
+    def __repr__(self) -> str:  # never print the value, even in a debugger or traceback
+        return f"PutSecret(name={self.name!r}, provider={self.provider!r}, value='***')"
+
+
+class SecretRef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: SecretName
+
+
+class SecretInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    version: int
+    provider: str = ""
+    last4: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    updated_by: str = ""
+
+
+class SecretList(msgspec.Struct, frozen=True):
+    secrets: list[SecretInfo]
+
+
+ENCODER = msgspec.json.Encoder()
+PUT_DECODER = msgspec.json.Decoder(PutSecret)
+REF_DECODER = msgspec.json.Decoder(SecretRef)
+INFO_DECODER = msgspec.json.Decoder(SecretInfo)
+LIST_DECODER = msgspec.json.Decoder(SecretList)

@@ -1,0 +1,231 @@
+"""The secrets service: the only process holding Vault/OpenBao credentials.
+
+A NATS micro service in CORE (queue group ``secrets``, so replicas share the load):
+
+* ``secrets.v1.get.<name>``: the value, for the model-proxy identity only (NATS permissions);
+* ``secrets.v1.admin.{list,info,put,rotate,delete}``: metadata only, for the admin identity
+  (exported to CLIENT); every change publishes ``secrets.v1.changed.<name>`` (no value) so each
+  model-proxy drops its cached copy, and is audit-logged with who made it, never the value.
+
+Handlers hand work to tasks: Vault calls take milliseconds and micro endpoints run their
+handlers one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from switchyard.bus import headers as h
+from switchyard.bus import identities, subjects
+from switchyard.bus.connect import connect
+from switchyard.bus.request_info import caller_identity
+from switchyard.config import Settings
+from switchyard.errors import (
+    ApiError,
+    InvalidRequest,
+    ModelNotFound,
+    SecretsError,
+    ServiceUnavailable,
+    VaultUnavailable,
+)
+from switchyard.schemas import secrets as wire
+from switchyard.schemas.events import SecretChanged
+from switchyard.schemas.openai import error_body
+from switchyard.secrets.client import SecretPayload
+from switchyard.secrets.vault import SecretMeta, SecretMissing, Vault
+from switchyard.workers.health import HealthServer
+
+log = logging.getLogger("switchyard.secrets")
+audit = logging.getLogger("switchyard.secrets.audit")
+
+T = TypeVar("T")
+_VALUE = msgspec.json.Encoder()
+ACTOR = "Sy-Actor"
+
+
+def _info(meta: SecretMeta) -> wire.SecretInfo:
+    return wire.SecretInfo(
+        name=meta.name,
+        version=meta.version,
+        provider=meta.provider,
+        last4=meta.last4,
+        created_at=meta.created_at,
+        updated_at=meta.updated_at,
+        updated_by=meta.updated_by,
+    )
+
+
+class SecretNotFound(ModelNotFound):
+    code = "secret_not_found"
+    type = "invalid_request_error"
+
+
+class SecretsService:
+    def __init__(self, nc: NATS, vault: Vault) -> None:
+        self.nc = nc
+        self.vault = vault
+        self._service: Service | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.ready = False
+
+    async def start(self) -> None:
+        svc = await add_service(
+            self.nc,
+            name="secrets",
+            version="1.0.0",
+            description="provider keys from Vault/OpenBao",
+            queue_group=subjects.SECRETS_QUEUE,
+        )
+        await svc.add_endpoint(
+            name="get", subject=f"{subjects.SECRETS_GET_PREFIX}.*", handler=self._spawn(self._get)
+        )
+        admin: dict[str, Callable[[Request], Awaitable[None]]] = {
+            "list": self._list,
+            "info": self._show,
+            "put": self._put,
+            "rotate": self._rotate,
+            "delete": self._delete,
+        }
+        for op, handler in admin.items():
+            await svc.add_endpoint(
+                name=f"admin-{op}", subject=subjects.secrets_admin(op), handler=self._spawn(handler)
+            )
+        self._service = svc
+        self.ready = True
+
+    async def stop(self, grace: float) -> None:
+        self.ready = False
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+
+    def _spawn(
+        self, handler: Callable[[Request], Awaitable[None]]
+    ) -> Callable[[Request], Awaitable[None]]:
+        async def start(req: Request) -> None:
+            task = asyncio.create_task(self._boundary(handler, req))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return start
+
+    async def _boundary(self, handler: Callable[[Request], Awaitable[None]], req: Request) -> None:
+        """One error boundary per request: typed errors become replies, nothing escapes."""
+        try:
+            await handler(req)
+        except ApiError as exc:
+            await self._error(req, exc)
+        except SecretMissing as exc:
+            await self._error(req, SecretNotFound(f"no secret named `{exc.name}`", param="name"))
+        except VaultUnavailable as exc:
+            await self._error(req, ServiceUnavailable(str(exc), code="vault_unavailable"))
+        except SecretsError as exc:
+            await self._error(req, ServiceUnavailable(str(exc), code="secrets_error"))
+        except Exception:  # log without the request (it may hold a value) and answer
+            log.exception("internal error in the secrets service on %s", req.subject)
+            await self._error(req, ApiError("internal error in the secrets service"))
+
+    @staticmethod
+    async def _error(req: Request, exc: ApiError) -> None:
+        await req.respond(error_body(exc), headers={h.STATUS: str(exc.status)})
+
+    @staticmethod
+    async def _ok(req: Request, body: bytes) -> None:
+        await req.respond(body, headers={h.STATUS: "200"})
+
+    # ---- endpoints ----
+
+    async def _get(self, req: Request) -> None:
+        name = req.subject.rsplit(".", 1)[-1]
+        stored = await self.vault.read(name)
+        await self._ok(req, _VALUE.encode(SecretPayload(stored.name, stored.version, stored.value)))
+
+    async def _list(self, req: Request) -> None:
+        metas = await self.vault.list()
+        await self._ok(req, wire.ENCODER.encode(wire.SecretList([_info(m) for m in metas])))
+
+    async def _show(self, req: Request) -> None:
+        ref = _decode(wire.REF_DECODER, req.data)
+        await self._ok(req, wire.ENCODER.encode(_info(await self.vault.metadata(ref.name))))
+
+    async def _put(self, req: Request) -> None:
+        await self._write(req, must_exist=False, action="put")
+
+    async def _rotate(self, req: Request) -> None:
+        await self._write(req, must_exist=True, action="rotate")
+
+    async def _write(self, req: Request, *, must_exist: bool, action: str) -> None:
+        put = _decode(wire.PUT_DECODER, req.data)
+        actor = _actor(req)
+        meta = await self.vault.write(
+            put.name, put.value, provider=put.provider, actor=actor, must_exist=must_exist
+        )
+        await self._changed(put.name, meta.version, action, actor)
+        await self._ok(req, wire.ENCODER.encode(_info(meta)))
+
+    async def _delete(self, req: Request) -> None:
+        ref = _decode(wire.REF_DECODER, req.data)
+        actor = _actor(req)
+        await self.vault.delete(ref.name)
+        await self._changed(ref.name, 0, "delete", actor)
+        await self._ok(req, wire.ENCODER.encode({"name": ref.name, "deleted": True}))
+
+    async def _changed(self, name: str, version: int, action: str, actor: str) -> None:
+        event = SecretChanged(name=name, version=version, action=action, ts=time.time())
+        await self.nc.publish(subjects.secrets_changed(name), _VALUE.encode(event))
+        audit.info("secret %s: %s to version %d by %s", name, action, version, actor)
+
+
+def _decode(decoder: msgspec.json.Decoder[T], data: bytes) -> T:
+    try:
+        return decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        # msgspec messages name fields and types, never the offending value.
+        raise InvalidRequest(f"invalid secrets request: {exc}") from None
+
+
+def _actor(req: Request) -> str:
+    who = caller_identity(dict(req.headers or {})) or "unknown"
+    human = (req.headers or {}).get(ACTOR, "")
+    return f"{human} via {who}" if human else who
+
+
+async def run(
+    settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
+) -> None:
+    nc = await connect(
+        settings.nats_servers,
+        settings.certs_dir,
+        identities.SECRETS.name,
+        name=instance,
+        connect_timeout=settings.nats.connect_timeout_s,
+        reconnect_wait=settings.nats.reconnect_wait_s,
+    )
+    vault = Vault(settings)
+    service = SecretsService(nc, vault)
+    health = HealthServer(health_port, lambda: service.ready and nc.is_connected)
+    try:
+        with contextlib.suppress(VaultUnavailable):
+            await vault.run(lambda: None)  # log in early; a Vault outage is reported per request
+        await service.start()
+        await health.start()
+        log.info("secrets service %s serving", instance)
+        await stop.wait()
+    finally:
+        await service.stop(settings.stack.stop_timeout_s / 2)
+        await health.stop()
+        with contextlib.suppress(Exception):
+            await nc.drain()

@@ -1,0 +1,236 @@
+"""Vault/OpenBao access for the secrets service: KV v2 reads and writes, login, token renewal.
+
+hvac is synchronous, so every call runs in a worker thread and the event loop never blocks on
+Vault. The service logs in with AppRole (production) or a token file (development), renews its
+token before it expires and logs in again when renewal is refused. When Vault cannot be
+reached, calls fail fast with :class:`~switchyard.errors.VaultUnavailable` for a second instead
+of stacking timeouts. Provider keys live at ``<mount>/providers/<name>`` with non-secret
+metadata (provider, last four characters, who changed it) in KV v2 custom metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+
+from switchyard.config import Settings
+from switchyard.errors import SecretsError, VaultUnavailable
+
+log = logging.getLogger("switchyard.secrets.vault")
+
+T = TypeVar("T")
+PREFIX = "providers"
+FAIL_FAST_S = 1.0
+
+
+class SecretMissing(SecretsError):
+    """No secret with that name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no secret named `{name}`")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSecret:
+    name: str
+    value: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class SecretMeta:
+    """Everything about a secret except its value."""
+
+    name: str
+    version: int
+    provider: str
+    last4: str
+    created_at: str
+    updated_at: str
+    updated_by: str
+
+
+class Vault:
+    def __init__(self, settings: Settings) -> None:
+        cfg = settings.openbao
+        self._mount = cfg.mount
+        self._auth = cfg.auth
+        self._role_id_file = settings.openbao_file(cfg.role_id_file, "role-id")
+        self._secret_id_file = settings.openbao_file(cfg.secret_id_file, "secret-id")
+        self._token_file = settings.openbao_file(cfg.token_file, "root-token")
+        ca = Path(cfg.ca_file) if cfg.ca_file else settings.certs_dir / "ca.pem"
+        self._client = hvac.Client(url=settings.openbao_addr, verify=str(ca), timeout=cfg.timeout_s)
+        self._lock = threading.Lock()  # hvac's session is shared by the worker threads
+        self._renew_at = 0.0
+        self._failed_at = 0.0
+
+    # ---- authentication ----
+
+    def _login(self) -> None:
+        if self._auth == "token":
+            self._client.token = self._token_file.read_text(encoding="utf-8").strip()
+            info = self._client.auth.token.lookup_self()["data"]
+            ttl = float(info.get("ttl") or 0)
+        else:
+            role_id = self._role_id_file.read_text(encoding="utf-8").strip()
+            secret_id = self._secret_id_file.read_text(encoding="utf-8").strip()
+            auth = self._client.auth.approle.login(role_id=role_id, secret_id=secret_id)["auth"]
+            ttl = float(auth.get("lease_duration") or 0)
+        # Renew at two thirds of the lifetime; tokens without a TTL (root) never need it.
+        self._renew_at = time.monotonic() + ttl * 2 / 3 if ttl else float("inf")
+        log.info("logged in to Vault (%s auth, token ttl %.0fs)", self._auth, ttl)
+
+    def _ensure_token(self) -> None:
+        if not self._client.token:
+            self._login()
+        elif time.monotonic() >= self._renew_at:
+            try:
+                self._client.auth.token.renew_self()
+                info = self._client.auth.token.lookup_self()["data"]
+                ttl = float(info.get("ttl") or 0)
+                self._renew_at = time.monotonic() + ttl * 2 / 3 if ttl else float("inf")
+            except hvac.exceptions.VaultError:
+                self._login()  # renewal refused (max TTL reached or revoked): log in again
+
+    def _call(self, op: Callable[[], T]) -> T:
+        """Run ``op`` with a valid token; one re-login on 403. Blocking: use :meth:`run`."""
+        if time.monotonic() - self._failed_at < FAIL_FAST_S:
+            raise VaultUnavailable("Vault/OpenBao is unreachable (retrying shortly)")
+        with self._lock:
+            try:
+                self._ensure_token()
+                try:
+                    return op()
+                except hvac.exceptions.Forbidden:
+                    self._login()
+                    return op()
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                self._failed_at = time.monotonic()
+                raise VaultUnavailable(
+                    f"Vault/OpenBao is unreachable: {type(exc).__name__}"
+                ) from None
+            except hvac.exceptions.VaultDown:
+                self._failed_at = time.monotonic()
+                raise VaultUnavailable("Vault/OpenBao is sealed or down") from None
+            except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
+                raise VaultUnavailable(
+                    "Vault/OpenBao refused the secrets service's credentials; check its AppRole "
+                    "and policy"
+                ) from None
+            except hvac.exceptions.VaultError as exc:
+                text = str(exc).strip()
+                first = text.splitlines()[0] if text else type(exc).__name__
+                raise SecretsError(f"Vault/OpenBao refused the request: {first}") from None
+            except OSError as exc:  # unreadable credential files
+                raise VaultUnavailable(f"cannot read Vault credentials: {exc.strerror}") from None
+
+    async def run(self, op: Callable[[], T]) -> T:
+        return await asyncio.to_thread(self._call, op)
+
+    # ---- KV v2 ----
+
+    def _path(self, name: str) -> str:
+        return f"{PREFIX}/{name}"
+
+    async def read(self, name: str) -> StoredSecret:
+        def op() -> StoredSecret:
+            try:
+                result = self._client.secrets.kv.v2.read_secret_version(
+                    path=self._path(name), mount_point=self._mount, raise_on_deleted_version=True
+                )
+            except hvac.exceptions.InvalidPath:
+                raise SecretMissing(name) from None
+            data = result["data"]
+            return StoredSecret(name, str(data["data"]["value"]), int(data["metadata"]["version"]))
+
+        return await self.run(op)
+
+    async def write(
+        self, name: str, value: str, *, provider: str, actor: str, must_exist: bool
+    ) -> SecretMeta:
+        def op() -> SecretMeta:
+            kv = self._client.secrets.kv.v2
+            previous = self._metadata_or_none(name)
+            if must_exist and previous is None:
+                raise SecretMissing(name)
+            kv.create_or_update_secret(
+                path=self._path(name), secret={"value": value}, mount_point=self._mount
+            )
+            custom = {
+                "provider": provider or (previous.provider if previous else ""),
+                "last4": value[-4:] if len(value) >= 8 else "",
+                "updated_by": actor,
+            }
+            kv.update_metadata(
+                path=self._path(name),
+                mount_point=self._mount,
+                # Vault rejects empty metadata values; absent means "not set".
+                custom_metadata={k: v for k, v in custom.items() if v},
+            )
+            return self._metadata(name)
+
+        return await self.run(op)
+
+    async def delete(self, name: str) -> None:
+        def op() -> None:
+            self._metadata(name)
+            self._client.secrets.kv.v2.delete_metadata_and_all_versions(
+                path=self._path(name), mount_point=self._mount
+            )
+
+        await self.run(op)
+
+    async def metadata(self, name: str) -> SecretMeta:
+        return await self.run(lambda: self._metadata(name))
+
+    async def list(self) -> list[SecretMeta]:
+        def op() -> list[SecretMeta]:
+            try:
+                keys = self._client.secrets.kv.v2.list_secrets(path=PREFIX, mount_point=self._mount)
+            except hvac.exceptions.InvalidPath:
+                return []
+            names = [k for k in keys["data"]["keys"] if not k.endswith("/")]
+            return [self._metadata(n) for n in sorted(names)]
+
+        return await self.run(op)
+
+    def _metadata_or_none(self, name: str) -> SecretMeta | None:
+        try:
+            return self._metadata(name)
+        except SecretMissing:
+            return None
+
+    def _metadata(self, name: str) -> SecretMeta:
+        try:
+            result = self._client.secrets.kv.v2.read_secret_metadata(
+                path=self._path(name), mount_point=self._mount
+            )
+        except hvac.exceptions.InvalidPath:
+            raise SecretMissing(name) from None
+        data: dict[str, Any] = result["data"]
+        custom = data.get("custom_metadata") or {}
+        version = int(data.get("current_version") or 0)
+        versions = data.get("versions") or {}
+        current = versions.get(str(version), {})
+        if current.get("deletion_time") or current.get("destroyed"):
+            raise SecretMissing(name)
+        return SecretMeta(
+            name=name,
+            version=version,
+            provider=str(custom.get("provider", "")),
+            last4=str(custom.get("last4", "")),
+            created_at=str(data.get("created_time", "")),
+            updated_at=str(data.get("updated_time", "")),
+            updated_by=str(custom.get("updated_by", "")),
+        )
