@@ -23,14 +23,22 @@ from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.errors import ApiError, InvalidRequest, api_error_class
 from switchyard.ingress.edge import Edge
+from switchyard.ingress.fastpath import FastPath
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.responses import error_response
 
 log = logging.getLogger("switchyard.ingress")
 
 
+def create_asgi(settings: Settings, kind: str) -> FastPath:
+    """The ASGI entry point for ``kind``: the LLM fast path in front of the FastAPI app."""
+    app = create_app(settings, kind)
+    edge: Edge = app.state.edge
+    return FastPath(edge, app)
+
+
 def create_app(settings: Settings, kind: str) -> FastAPI:
-    """The app for ``kind`` (``tail`` or ``gateway``)."""
+    """The FastAPI app for ``kind`` (``tail`` or ``gateway``); its state holds the edge."""
     edge = Edge(settings, kind)
     identity = identities.GATEWAY.name if kind == "gateway" else identities.TAIL.name
 
@@ -60,7 +68,6 @@ def create_app(settings: Settings, kind: str) -> FastAPI:
         keys = KeyRing(nc.jetstream(timeout=5))
         await keys.start()
         edge.client, edge.keys = client, keys
-        app.state.edge = edge
         log.info("%s ready with %d client keys", kind, len(keys))
         try:
             yield
@@ -80,18 +87,14 @@ def create_app(settings: Settings, kind: str) -> FastAPI:
         openapi_url="/openapi.json" if kind == "gateway" else None,
     )
     router = app.router
-    router.add_route("/v1/chat/completions", edge.chat_completions, methods=["POST"])
-    router.add_route("/v1/completions", edge.completions, methods=["POST"])
-    router.add_route("/v1/embeddings", edge.embeddings, methods=["POST"])
+    # The LLM POST routes are served by FastPath before the app is reached (see fastpath.py).
     router.add_route("/v1/models", edge.list_models, methods=["GET"])
     router.add_route("/v1/models/{model:path}", edge.get_model, methods=["GET"])
     # The OpenAI SDK may be configured with or without the /v1 prefix in base_url.
-    router.add_route("/chat/completions", edge.chat_completions, methods=["POST"])
-    router.add_route("/completions", edge.completions, methods=["POST"])
-    router.add_route("/embeddings", edge.embeddings, methods=["POST"])
     router.add_route("/models", edge.list_models, methods=["GET"])
     router.add_route("/health", edge.health, methods=["GET"])
     router.add_route("/ready", edge.ready, methods=["GET"])
+    app.state.edge = edge
     _error_handlers(app)
     return app
 

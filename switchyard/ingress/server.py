@@ -8,13 +8,13 @@ import contextlib
 import uvicorn
 
 from switchyard.config import Settings
-from switchyard.ingress.app import create_app
+from switchyard.ingress.app import create_asgi
 
 
 async def run_edge(settings: Settings, kind: str, stop: asyncio.Event) -> None:
     listen = settings.ingress.gateway if kind == "gateway" else settings.ingress.tail
     config = uvicorn.Config(
-        create_app(settings, kind),
+        create_asgi(settings, kind),
         host=listen.host,
         port=listen.port,
         loop="none",  # the caller's (uvloop) loop is already running
@@ -23,6 +23,7 @@ async def run_edge(settings: Settings, kind: str, stop: asyncio.Event) -> None:
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # no client-IP logic: skip the per-request middleware
         timeout_graceful_shutdown=int(settings.stack.stop_timeout_s / 2),
         timeout_keep_alive=30,
     )

@@ -9,6 +9,7 @@ weighted deployments plus fallback aliases.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Annotated, Literal
@@ -139,6 +140,7 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
+@functools.lru_cache(maxsize=4096)
 def deployment_id(provider: str, model: str) -> str:
     """A NATS-token-safe id for (provider, model).
 

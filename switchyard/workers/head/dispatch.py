@@ -11,13 +11,10 @@ import asyncio
 import logging
 import time
 
-import nats.errors
-from nats.js import JetStreamContext
-from nats.js.errors import APIError
-
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
-from switchyard.errors import DeadlineExceeded, ServiceUnavailable
+from switchyard.bus.jetstream import AckPublisher, StreamRejected
+from switchyard.errors import BusError, DeadlineExceeded, ServiceUnavailable
 
 log = logging.getLogger("switchyard.head")
 
@@ -26,7 +23,7 @@ _FULL = ("maximum messages per subject exceeded", "maximum messages exceeded")
 
 
 async def publish_dispatch(
-    js: JetStreamContext,
+    publisher: AckPublisher,
     deployment_id: str,
     body: bytes,
     headers: dict[str, str],
@@ -48,11 +45,10 @@ async def publish_dispatch(
         if remaining <= 0:
             raise DeadlineExceeded("the request deadline passed before it could be queued")
         try:
-            await js.publish(subject, body, timeout=min(timeout, remaining), headers=headers)
+            await publisher.publish(subject, body, headers, min(timeout, remaining))
             return
-        except APIError as exc:
-            text = (exc.description or "").lower()
-            if any(marker in text for marker in _FULL):
+        except StreamRejected as exc:
+            if any(marker in exc.description.lower() for marker in _FULL):
                 raise ServiceUnavailable(
                     f"the queue for deployment {deployment_id} is full; retry later",
                     code="queue_full",
@@ -62,7 +58,7 @@ async def publish_dispatch(
                 raise ServiceUnavailable(
                     f"could not queue the request: {exc.description}", code="queue_unavailable"
                 ) from None
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError) as exc:
+        except BusError as exc:
             if attempt == retries:
                 raise ServiceUnavailable(
                     "the request queue is unavailable; retry later", code="queue_unavailable"

@@ -22,6 +22,7 @@ from nats.aio.subscription import Subscription
 from switchyard.bus import headers as h
 from switchyard.bus import identities, replies, subjects
 from switchyard.bus.connect import connect
+from switchyard.bus.jetstream import AckPublisher
 from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.errors import (
@@ -65,6 +66,7 @@ class Head:
     def __init__(self, nc: NATS, settings: Settings, instance: str) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=settings.head.publish_timeout_s)
+        self.publisher = AckPublisher(nc)
         self.settings = settings
         self.instance = instance
         self.router = Router(settings.route_table)
@@ -85,6 +87,7 @@ class Head:
         log.info("route table revision %d: %d aliases", revision, len(table.routes))
 
     async def start(self) -> None:
+        await self.publisher.start()
         await self._routes.start()
         for subject in (*_OPS, subjects.MODELS):
             self._subs.append(
@@ -109,6 +112,7 @@ class Head:
             for task in pending:
                 task.cancel()
         await self._routes.stop()
+        await self.publisher.stop()
 
     async def _on_message(self, msg: Msg) -> None:
         await self._slots.acquire()
@@ -175,7 +179,7 @@ class Head:
         out[h.NATS_MSG_ID] = msg_id(headers, hop)
         out[h.DEPLOYMENT] = choice.deployment.id
         await publish_dispatch(
-            self.js,
+            self.publisher,
             choice.deployment.id,
             msg.data,
             out,

@@ -19,10 +19,10 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from switchyard.bus import headers as h
 from switchyard.bus import replies, subjects
+from switchyard.bus.jetstream import AckPublisher
 from switchyard.config import Settings
 from switchyard.errors import ApiError, DeadlineExceeded, InvalidRequest, ServiceUnavailable
 from switchyard.schemas.events import USAGE_ENCODER, UsageEvent
@@ -96,7 +96,7 @@ class Handler:
         table: Callable[[], RouteTable],
     ) -> None:
         self.nc = nc
-        self.js: JetStreamContext = nc.jetstream(timeout=5)
+        self.publisher = AckPublisher(nc)
         self.settings = settings
         self.adapters = adapters
         self.keys = keys
@@ -260,11 +260,11 @@ class Handler:
             ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
         )
         try:
-            await self.js.publish(
-                subjects.USAGE, USAGE_ENCODER.encode(event), headers={h.NATS_MSG_ID: event_id}
+            await self.publisher.publish_confirmed(
+                subjects.USAGE, USAGE_ENCODER.encode(event), {h.NATS_MSG_ID: event_id}
             )
-        except Exception:  # accounting must not fail the request; the event id allows replay
-            log.exception("could not store the usage event %s", event_id)
+        except Exception:  # disconnected: accounting must not fail the request; logged
+            log.exception("could not publish the usage event %s", event_id)
 
 
 def _decode_body(data: bytes) -> dict[str, Any]:

@@ -22,10 +22,10 @@ from switchyard.secrets.client import SecretCache
 from switchyard.stack.provision import ROUTE_TABLE_KEY
 from switchyard.workers.health import HealthServer
 from switchyard.workers.kvwatch import KvFollower
-from switchyard.workers.modelproxy.consumer import DeploymentWorkers
 from switchyard.workers.modelproxy.handler import Handler
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.providers.registry import Adapters
+from switchyard.workers.modelproxy.puller import Puller
 
 log = logging.getLogger("switchyard.modelproxy")
 _TABLE = msgspec.json.Decoder(RouteTable)
@@ -50,7 +50,7 @@ class ModelProxy:
             heartbeats=self.heartbeats,
             table=lambda: self.table,
         )
-        self.workers: dict[str, DeploymentWorkers] = {}
+        self.workers: dict[str, Puller] = {}
         self._routes = KvFollower(
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
@@ -74,18 +74,23 @@ class ModelProxy:
                 await workers.stop(self.settings.stack.stop_timeout_s / 2)
             for dep_id, (provider, deployment) in wanted.items():
                 concurrency = deployment.concurrency or provider.concurrency
-                loops = min(concurrency, self.settings.modelproxy.max_workers_per_deployment)
+                capacity = min(concurrency, self.settings.modelproxy.max_workers_per_deployment)
                 current = self.workers.get(dep_id)
-                if current is not None and current.loops == loops:
+                if current is not None and current.capacity == capacity:
                     continue
                 if current is not None:
                     await current.stop(self.settings.stack.stop_timeout_s / 2)
-                workers = DeploymentWorkers(self.js, dep_id, loops, self.handler.handle)
-                await workers.start()
-                self.workers[dep_id] = workers
-                log.info("serving deployment %s with %d loops", dep_id, loops)
+                puller = Puller(self.nc, dep_id, capacity, self.handler.handle)
+                await puller.start()
+                self.workers[dep_id] = puller
+                log.info("serving deployment %s with %d slots", dep_id, capacity)
+
+    def on_reconnect(self) -> None:
+        for puller in self.workers.values():
+            puller.reset()
 
     async def start(self) -> None:
+        await self.handler.publisher.start()
         await self.keys.start()
         await self._routes.start()
         self.heartbeats.start()
@@ -99,11 +104,18 @@ class ModelProxy:
         self.workers.clear()
         await self.heartbeats.stop()
         await self.keys.stop()
+        await self.handler.publisher.stop()
 
 
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
 ) -> None:
+    proxy: ModelProxy | None = None
+
+    async def reconnected() -> None:
+        if proxy is not None:
+            proxy.on_reconnect()
+
     nc = await connect(
         settings.nats_servers,
         settings.certs_dir,
@@ -111,9 +123,10 @@ async def run(
         name=instance,
         connect_timeout=settings.nats.connect_timeout_s,
         reconnect_wait=settings.nats.reconnect_wait_s,
+        reconnected_cb=reconnected,
     )
     proxy = ModelProxy(nc, settings, instance)
-    health = HealthServer(health_port, lambda: proxy.ready and nc.is_connected)
+    health = HealthServer(health_port, lambda: bool(proxy and proxy.ready and nc.is_connected))
     try:
         await proxy.start()
         await health.start()

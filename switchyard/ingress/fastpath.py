@@ -1,0 +1,229 @@
+"""The LLM routes as raw ASGI: the hot path of every request, with nothing in between.
+
+Profiling the edge showed two thirds of its CPU in the web framework (middleware layers, request
+and response objects) and one third in Switchyard. So ``POST /v1/chat/completions``,
+``/v1/completions`` and ``/v1/embeddings`` are answered here directly from the ASGI scope; every
+other path (models, health, docs, management) goes to the FastAPI app unchanged.
+
+Per request: read the body once (413 past the limit, checked on Content-Length first),
+authenticate against the local key ring (401), decode once into a probe (400), stamp the
+envelope, send it on ``llm.v1.*`` and turn the replies into JSON or server-sent events. A stream
+commits its status only when the first content arrives, so an error before the first token is
+a proper HTTP error; one after it ends the stream with an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
+from switchyard.client import Reply, error_from_reply
+from switchyard.errors import ApiError, PayloadTooLarge, ServiceUnavailable
+from switchyard.ingress.edge import SAFE_ID, Edge, sse_frames
+from switchyard.schemas.openai import ChatProbe, CompletionProbe, error_body, probe
+from switchyard.telemetry import request_id_var
+
+log = logging.getLogger("switchyard.ingress")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ROUTES: dict[str, tuple[str, str]] = {}
+for _prefix in ("/v1", ""):
+    ROUTES[f"{_prefix}/chat/completions"] = ("chat", subjects.CHAT)
+    ROUTES[f"{_prefix}/completions"] = ("complete", subjects.COMPLETE)
+    ROUTES[f"{_prefix}/embeddings"] = ("embed", subjects.EMBED)
+
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_WANTED = frozenset(
+    {
+        b"authorization",
+        b"api-key",
+        b"x-api-key",
+        b"content-length",
+        b"x-request-id",
+        b"x-request-timeout",
+        b"x-stainless-timeout",
+        b"traceparent",
+        b"tracestate",
+    }
+)
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected before sending its whole body."""
+
+
+class FastPath:
+    """ASGI entry point: LLM POSTs here, everything else to ``app``."""
+
+    def __init__(self, edge: Edge, app: ASGIApp) -> None:
+        self.edge = edge
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = ROUTES.get(scope["path"])
+            if route is not None:
+                await self._llm(route[0], route[1], scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _llm(self, op: str, subject: str, scope: Scope, receive: Receive, send: Send) -> None:
+        wanted = {k: v for k, v in scope["headers"] if k in _WANTED}
+        given = wanted.get(b"x-request-id", b"").decode("latin-1")
+        edge = self.edge
+        request_id = given if given and SAFE_ID.match(given) else edge.new_request_id()
+        token = request_id_var.set(request_id)
+        state = {"started": False}
+        try:
+            key = edge.authenticate(_api_key(wanted))
+            body = await _read_body(receive, wanted.get(b"content-length"), edge.body_limit)
+            parsed = probe(op, body)
+            headers = {
+                h.REQUEST_ID: request_id,
+                h.DEADLINE: edge.deadline_ms(
+                    wanted.get(b"x-request-timeout") or wanted.get(b"x-stainless-timeout")
+                ),
+                h.KEY_ID: key.id,
+                h.TENANT: key.team,
+            }
+            trace = wanted.get(b"traceparent")
+            if trace:
+                headers[h.TRACEPARENT] = trace.decode("latin-1")
+                trace_state = wanted.get(b"tracestate")
+                if trace_state:
+                    headers[h.TRACESTATE] = trace_state.decode("latin-1")
+            client = edge.require_client()
+            if isinstance(parsed, ChatProbe | CompletionProbe) and parsed.stream:
+                await _stream(
+                    client.exchange(subject, body, headers), request_id, receive, send, state
+                )
+                return
+            reply = await client.request(subject, body, headers)
+            extra = [(b"x-request-id", request_id.encode())]
+            deployment = reply.headers.get(h.DEPLOYMENT)
+            if deployment:
+                extra.append((b"x-switchyard-deployment", deployment.encode()))
+                extra.append(
+                    (b"x-switchyard-attempts", reply.headers.get(h.ATTEMPTS, "1").encode())
+                )
+            await _respond(send, 200, reply.body, _JSON + extra)
+        except ApiError as exc:
+            if not state["started"]:
+                await _respond_error(send, exc, request_id)
+        except ClientGone:
+            pass
+        except Exception:  # the edge's error boundary: answer 500 in OpenAI shape, keep serving
+            log.exception("unhandled error serving %s", scope["path"])
+            if not state["started"]:
+                await _respond_error(send, ApiError("internal error in the gateway"), request_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def _api_key(headers: dict[bytes, bytes]) -> str | None:
+    auth = headers.get(b"authorization")
+    if auth:
+        scheme, _, value = auth.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    raw = headers.get(b"api-key") or headers.get(b"x-api-key")
+    return raw.decode("latin-1") if raw else None
+
+
+async def _read_body(receive: Receive, length: bytes | None, limit: int) -> bytes:
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond_error(send: Send, exc: ApiError, request_id: str) -> None:
+    headers = [*_JSON, (b"x-request-id", request_id.encode())]
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+    await _respond(send, exc.status, error_body(exc), headers)
+
+
+async def _stream(
+    replies: Any, request_id: str, receive: Receive, send: Send, state: dict[str, bool]
+) -> None:
+    """Relay a reply stream as SSE; ``state["started"]`` turns True with the response."""
+    first: Reply | None = None
+    async for reply in replies:
+        if reply.kind != h.KIND_KEEPALIVE:
+            first = reply
+            break
+    if first is None:
+        raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
+    if first.kind == h.KIND_ERROR:
+        await replies.aclose()
+        raise error_from_reply(first)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*_SSE, (b"x-request-id", request_id.encode())],
+        }
+    )
+    state["started"] = True
+    gone = asyncio.Event()
+    watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+    try:
+        async for frame in sse_frames(first, replies):
+            if gone.is_set():
+                break  # the client left: stop relaying (the reply inbox is released below)
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        if not gone.is_set():
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        watcher.cancel()
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return

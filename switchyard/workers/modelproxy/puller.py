@@ -1,0 +1,179 @@
+"""Pull one deployment's requests with credits: one subscription, a few batched pull requests.
+
+The process keeps pull requests outstanding for as many messages as it has free slots
+(``capacity``), and tops them up as requests finish, so an idle deployment costs one pull
+request per ``expires`` instead of one per worker per poll, and a busy one amortises each pull
+request over many messages. JetStream spreads messages round-robin over the waiting pull
+requests of all processes, and the consumer's ``max_ack_pending`` caps the deployment across
+all of them.
+
+Status messages keep the credit count honest: a 408 returns the unfulfilled credits, a 409
+(leader change, too many waiting requests) or a silence longer than three heartbeats means the
+pull requests are gone, so they are issued again. On stop the subscription goes first; the
+server skips pull requests without a subscriber, so no message is stranded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from switchyard.bus import subjects
+
+log = logging.getLogger("switchyard.modelproxy")
+
+Handle = Callable[[Msg, str], Awaitable[None]]
+_ENCODE = msgspec.json.Encoder()
+_NS = 1_000_000_000
+
+
+class Puller:
+    def __init__(
+        self,
+        nc: NATS,
+        deployment_id: str,
+        capacity: int,
+        handle: Handle,
+        *,
+        expires: float = 30.0,
+        heartbeat: float = 5.0,
+    ) -> None:
+        self.nc = nc
+        self.deployment_id = deployment_id
+        self.capacity = capacity
+        self._handle = handle
+        self._next = (
+            f"$JS.API.CONSUMER.MSG.NEXT.{subjects.DISPATCH_STREAM}."
+            f"{subjects.dispatch_consumer(deployment_id)}"
+        )
+        self._expires = expires
+        self._heartbeat = heartbeat
+        # Top up only once a quarter of the slots are free: fewer, larger pull requests.
+        self._threshold = max(1, capacity // 4)
+        self._outstanding = 0
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sub: Subscription | None = None
+        self._inbox = ""
+        self._watchdog: asyncio.Task[None] | None = None
+        self._last_heard = 0.0
+        self._stopping = False
+        self._retry: asyncio.TimerHandle | None = None
+
+    @property
+    def busy(self) -> int:
+        return self._inflight
+
+    async def start(self) -> None:
+        self._inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
+        self._last_heard = asyncio.get_running_loop().time()
+        self._watchdog = asyncio.create_task(self._watch(), name=f"pull-watch-{self.deployment_id}")
+        await self._top_up()
+
+    async def _top_up(self) -> None:
+        if self._stopping or not self.nc.is_connected:
+            return
+        free = self.capacity - self._inflight - self._outstanding
+        if free <= 0 or (self._outstanding > 0 and free < self._threshold):
+            return
+        request = {
+            "batch": free,
+            "expires": int(self._expires * _NS),
+            "idle_heartbeat": int(self._heartbeat * _NS),
+        }
+        self._outstanding += free
+        try:
+            await self.nc.publish(self._next, _ENCODE.encode(request), reply=self._inbox)
+        except Exception:  # disconnected: the watchdog or the reconnect hook re-issues it
+            self._outstanding -= free
+            log.warning("could not issue a pull request for %s", self.deployment_id, exc_info=True)
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self._outstanding = max(0, self._outstanding - 1)
+            self._inflight += 1
+            task = asyncio.create_task(self._run(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        if status == "100":  # idle heartbeat: the pull requests are alive
+            return
+        pending = msg.headers.get("Nats-Pending-Messages") if msg.headers else None
+        if status == "408" and pending is not None and pending.isdigit():
+            self._outstanding = max(0, self._outstanding - int(pending))
+            await self._top_up()
+            return
+        # 409 (leader change, too many waiting pulls, consumer deleted...) or an unknown status:
+        # forget the credits and ask again shortly.
+        description = msg.headers.get("Description", "") if msg.headers else ""
+        log.info("pull status %s (%s) for %s; re-issuing", status, description, self.deployment_id)
+        self._outstanding = 0
+        self._schedule_retry(0.5)
+
+    def _schedule_retry(self, delay: float) -> None:
+        if self._retry is None and not self._stopping:
+            loop = asyncio.get_running_loop()
+
+            def fire() -> None:
+                self._retry = None
+                task = asyncio.create_task(self._top_up())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+            self._retry = loop.call_later(delay, fire)
+
+    async def _run(self, msg: Msg) -> None:
+        try:
+            await self._handle(msg, self.deployment_id)
+        finally:
+            self._inflight -= 1
+            await self._top_up()
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            await asyncio.sleep(self._heartbeat)
+            silent = loop.time() - self._last_heard
+            if self._outstanding and silent > 3 * self._heartbeat:
+                log.info(
+                    "no word from the pull requests of %s for %.0fs; re-issuing",
+                    self.deployment_id,
+                    silent,
+                )
+                self._outstanding = 0
+            await self._top_up()
+
+    def reset(self) -> None:
+        """After a reconnect: pull requests of the old connection are gone."""
+        self._outstanding = 0
+        self._schedule_retry(0.05)
+
+    async def stop(self, grace: float) -> None:
+        """Stop pulling, finish requests in hand within ``grace``. Idempotent."""
+        self._stopping = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
