@@ -129,6 +129,9 @@ class StackSettings(_Section, frozen=True):
         nats_port / nats_monitor_port / openbao_port / valkey_port: loopback ports (0 = pick free).
             OpenBao also uses ``openbao_port + 1`` for its (raft) cluster address.
         heads / modelproxies: how many replicas of each worker to run.
+        nats_cpus: cores nats-server may use (its ``GOMAXPROCS``; 0 = all). One core serves
+            far more than a local stack needs, and stops Go's idle scheduler threads spinning
+            on CPUs the Python workers need (measured: -30% nats-server CPU per request).
         start_timeout_s: how long a process may take to become healthy.
         stop_timeout_s: grace period after SIGTERM before SIGKILL.
     """
@@ -137,6 +140,7 @@ class StackSettings(_Section, frozen=True):
     nats_monitor_port: Port = 8222
     openbao_port: Port = 8200
     valkey_port: Port = 6379
+    nats_cpus: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
     heads: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
     modelproxies: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
     start_timeout_s: Seconds = 60.0

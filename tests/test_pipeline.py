@@ -245,6 +245,7 @@ async def test_internal_clients_cannot_claim_a_client_key(
     finally:
         await nc.close()
     # The usage event (and anything downstream) carries the caller's own identity.
+    await asyncio.sleep(0.3)  # usage events are batched (~20 ms) and confirmed in the background
     usage = await _last_usage(stack)
     assert usage["key_id"] == "identity:app"
 
@@ -253,7 +254,7 @@ async def _last_usage(stack: Stack) -> dict[str, object]:
     nc = await stack.connect("provisioner")
     try:
         msg = await nc.jetstream().get_last_msg(subjects.USAGE_STREAM, subjects.USAGE)
-        decoded: dict[str, object] = msgspec.json.decode(msg.data)
-        return decoded
+        batch: dict[str, list[dict[str, object]]] = msgspec.json.decode(msg.data)
+        return batch["events"][-1]
     finally:
         await nc.close()

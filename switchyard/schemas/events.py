@@ -41,5 +41,12 @@ class SecretChanged(msgspec.Struct, frozen=True, kw_only=True):
     ts: float
 
 
-USAGE_ENCODER = msgspec.json.Encoder()
-USAGE_DECODER = msgspec.json.Decoder(UsageEvent)
+class UsageBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """What one message on ``llm.v1.usage`` carries: events of one model-proxy, ~20 ms' worth."""
+
+    id: str
+    events: list[UsageEvent]
+
+
+USAGE_BATCH_ENCODER = msgspec.json.Encoder()
+USAGE_BATCH_DECODER = msgspec.json.Decoder(UsageBatch)

@@ -160,6 +160,7 @@ def infrastructure(settings: Settings, home: StackHome) -> list[Step]:
                 health_url=nats_health,
                 kind="server",
                 endpoint=f"tls://127.0.0.1:{st.nats_port}",
+                env={"GOMAXPROCS": str(st.nats_cpus)} if st.nats_cpus else {},
             ),
             after_start=provision,
         ),

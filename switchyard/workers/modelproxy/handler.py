@@ -1,8 +1,8 @@
 """Serve one dispatched request: check it, call the provider, stream the reply, account, ack.
 
 Order matters for "never lose a request": the reply goes out first, then the usage event is
-stored, and only then is the JetStream message acknowledged. A worker that dies before the ack
-leaves the request to be redelivered to another worker. A retryable provider failure before any
+handed to the batcher, then the JetStream message is acknowledged. A worker that dies before the
+ack leaves the request to be redelivered to another worker. A retryable provider failure before any
 content reached the caller goes back to the heads (``llm.v1.reroute``) for the next deployment;
 once content was sent, a failure ends the stream with an error message instead.
 """
@@ -25,7 +25,7 @@ from switchyard.bus import replies, subjects
 from switchyard.bus.jetstream import AckPublisher
 from switchyard.config import Settings
 from switchyard.errors import ApiError, DeadlineExceeded, InvalidRequest, ServiceUnavailable
-from switchyard.schemas.events import USAGE_ENCODER, UsageEvent
+from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider, RouteTable
 from switchyard.secrets.client import SecretCache
@@ -34,6 +34,7 @@ from switchyard.workers.modelproxy.heartbeat import Heartbeats, InFlight
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
+from switchyard.workers.modelproxy.usage import UsageBatcher
 
 log = logging.getLogger("switchyard.modelproxy")
 
@@ -97,6 +98,7 @@ class Handler:
     ) -> None:
         self.nc = nc
         self.publisher = AckPublisher(nc)
+        self.usage = UsageBatcher(self.publisher)
         self.settings = settings
         self.adapters = adapters
         self.keys = keys
@@ -181,7 +183,7 @@ class Handler:
                         "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
                     )
         if job.called and (job.usage is not None or job.status == 200):
-            await self._publish_usage(job, target)
+            self._record_usage(job, target)
         await job.msg.ack()
 
     async def _prepare(self, job: Job, target: Target) -> ProviderCall:
@@ -235,7 +237,7 @@ class Handler:
         out.pop(h.NATS_MSG_ID, None)
         await self.nc.publish(subjects.REROUTE, job.msg.data, headers=out)
 
-    async def _publish_usage(self, job: Job, target: Target | None) -> None:
+    def _record_usage(self, job: Job, target: Target | None) -> None:
         headers = job.headers
         request_id = headers.get(h.REQUEST_ID, "")
         event_id = f"{request_id}:{headers.get(h.ATTEMPT, '1')}:{headers.get(h.TRIED, '')}"
@@ -259,12 +261,7 @@ class Handler:
             latency_ms=round((time.time() - job.started) * 1000, 3),
             ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
         )
-        try:
-            await self.publisher.publish_confirmed(
-                subjects.USAGE, USAGE_ENCODER.encode(event), {h.NATS_MSG_ID: event_id}
-            )
-        except Exception:  # disconnected: accounting must not fail the request; logged
-            log.exception("could not publish the usage event %s", event_id)
+        self.usage.add(event)
 
 
 def _decode_body(data: bytes) -> dict[str, Any]:

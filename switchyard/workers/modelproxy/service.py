@@ -104,6 +104,7 @@ class ModelProxy:
         self.workers.clear()
         await self.heartbeats.stop()
         await self.keys.stop()
+        await self.handler.usage.stop()
         await self.handler.publisher.stop()
 
 

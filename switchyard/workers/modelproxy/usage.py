@@ -1,0 +1,75 @@
+"""Usage events leave the model-proxy in batches: one stored message per ~20 ms, not per request.
+
+Each batch is one JetStream publish, confirmed in the background and re-published until stored
+(deduplicated by its ``Nats-Msg-Id``), so a request pays a list append instead of a publish and
+an acknowledgement. Accounting applies each event once by its own id. The price: a worker that
+crashes loses the events of its current, unsent batch (at most ``interval`` of traffic); a clean
+stop flushes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from nats.nuid import NUID
+
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
+from switchyard.bus.jetstream import AckPublisher
+from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEvent
+
+log = logging.getLogger("switchyard.modelproxy")
+
+
+class UsageBatcher:
+    def __init__(
+        self, publisher: AckPublisher, *, interval: float = 0.02, max_events: int = 256
+    ) -> None:
+        self._publisher = publisher
+        self._interval = interval
+        self._max = max_events
+        self._events: list[UsageEvent] = []
+        self._nuid = NUID()
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def add(self, event: UsageEvent) -> None:
+        self._events.append(event)
+        if len(self._events) >= self._max:
+            self._flush_soon()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._interval, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._events:
+            return
+        events, self._events = self._events, []
+        task = asyncio.create_task(self._send(events))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _send(self, events: list[UsageEvent]) -> None:
+        batch_id = self._nuid.next().decode()
+        try:
+            await self._publisher.publish_confirmed(
+                subjects.USAGE,
+                USAGE_BATCH_ENCODER.encode(UsageBatch(id=batch_id, events=events)),
+                {h.NATS_MSG_ID: batch_id},
+            )
+        except Exception:  # disconnected: keep the events for the next flush rather than drop
+            log.warning("could not publish %d usage events; will retry", len(events), exc_info=True)
+            self._events[:0] = events
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(1.0, self._flush_soon)
+
+    async def stop(self) -> None:
+        """Send what is buffered and wait for the sends. Idempotent."""
+        self._flush_soon()
+        if self._flushes:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._flushes)
