@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from switchyard.config import Settings
 from switchyard.errors import StackError
 from switchyard.stack import local
+from switchyard.stack.demo_key import read_demo_key
 from switchyard.stack.home import StackHome
 from switchyard.stack.process import http_status, pid_alive, redis_ping_check
 from switchyard.stack.supervisor import Supervisor, read_state
@@ -87,9 +88,12 @@ async def _up_foreground(
         loop.add_signal_handler(sig, stop.set)
     await supervisor.start()
     elapsed = time.monotonic() - began
+    urls = endpoints(settings)  # ports are resolved here, in the supervisor
     supervisor.state.info["startup_s"] = round(elapsed, 2)
+    supervisor.state.info["endpoints"] = urls
     supervisor._record()
-    print(summary(supervisor.state.processes, home, elapsed), file=out, flush=True)
+    key = read_demo_key(settings)
+    print(summary(urls, key, supervisor.state.processes, home, elapsed), file=out, flush=True)
     try:
         await supervisor.watch(stop)
     except StackError as exc:
@@ -121,8 +125,13 @@ def _up_detached(settings: Settings, config_file: Path | None, home: StackHome, 
         state = read_state(home.state_file)
         if state and state.get("supervisor_pid") == proc.pid:
             if state["status"] == "healthy":
-                elapsed = float(state.get("info", {}).get("startup_s", 0))
-                print(summary(state["processes"], home, elapsed, detached=True), file=out)
+                info = state.get("info", {})
+                elapsed = float(info.get("startup_s", 0))
+                urls = info.get("endpoints") or endpoints(settings)
+                key = read_demo_key(settings)
+                print(
+                    summary(urls, key, state["processes"], home, elapsed, detached=True), file=out
+                )
                 return 0
             if state["status"] in ("failed", "stopped"):
                 print(f"error: the stack failed to start: {state.get('error')}", file=sys.stderr)
@@ -142,14 +151,50 @@ def _up_detached(settings: Settings, config_file: Path | None, home: StackHome, 
     return 1
 
 
+def endpoints(settings: Settings) -> dict[str, str]:
+    """The local stack's user-facing URLs."""
+    tail, gateway = settings.ingress.tail, settings.ingress.gateway
+    return {
+        "openai_api": f"http://{tail.host}:{tail.port}/v1",
+        "gateway_api": f"http://{gateway.host}:{gateway.port}/v1",
+        "gateway_docs": f"http://{gateway.host}:{gateway.port}/docs",
+        "nats": settings.nats_servers[0],
+        "nats_monitoring": f"http://127.0.0.1:{settings.stack.nats_monitor_port}",
+        "openbao": settings.openbao_addr,
+        "valkey": settings.redis_url,
+    }
+
+
 def summary(
-    processes: list[dict[str, Any]], home: StackHome, elapsed: float, *, detached: bool = False
+    urls: dict[str, str],
+    key: str | None,
+    processes: list[dict[str, Any]],
+    home: StackHome,
+    elapsed: float,
+    *,
+    detached: bool = False,
 ) -> str:
     lines = [f"Switchyard is up in {elapsed:.1f}s (home: {home.root})", ""]
     width = max((len(p["name"]) for p in processes), default=10) + 2
     for p in processes:
         where = p.get("endpoint") or ""
         lines.append(f"  {p['name']:<{width}} pid {p['pid']:<8} {where}")
+    lines += ["", f"OpenAI-compatible API: {urls['openai_api']}   docs: {urls['gateway_docs']}"]
+    if key:
+        lines += [
+            f"Demo client key: {key}",
+            "",
+            "Try it (the built-in `demo` model answers offline):",
+            f"  curl {urls['openai_api']}/chat/completions \\",
+            f'    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\',
+            """    -d '{"model": "demo", "messages": [{"role": "user", "content": "Hello!"}]}'""",
+            "",
+            "  from openai import OpenAI",
+            f'  client = OpenAI(base_url="{urls["openai_api"]}", api_key="{key}")',
+            '  for chunk in client.chat.completions.create(model="demo", stream=True,',
+            '          messages=[{"role": "user", "content": "Hello!"}]):',
+            '      print(chunk.choices[0].delta.content or "", end="")',
+        ]
     lines += ["", f"Logs: {home.logs}/"]
     if detached:
         lines.append("Status: `switchyard status`   Stop: `switchyard down`")
@@ -227,6 +272,9 @@ def status(settings: Settings, *, as_json: bool, out: TextIO) -> int:
         "home": str(home.root),
         "supervisor_pid": state.get("supervisor_pid"),
         "processes": report,
+        "endpoints": state.get("info", {}).get("endpoints") or endpoints(settings),
+        # Local stack only (like `supabase status`): the key `up` created for trying it out.
+        "demo_key": read_demo_key(settings),
         "info": state.get("info", {}),
     }
     if as_json:
