@@ -68,6 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_secrets(sub)
 
+    p = sub.add_parser("import", help="migrate configuration from another gateway")
+    imports = p.add_subparsers(dest="import_command", required=True, metavar="SOURCE")
+    c = imports.add_parser("litellm-config", help="a LiteLLM proxy config.yaml (model_list)")
+    _common(c)
+    c.add_argument("file", type=Path)
+    c.add_argument("--output", type=Path, help="write providers and routes as YAML here")
+    c.add_argument("--apply", action="store_true", help="merge into the running stack's routes")
+    c.add_argument(
+        "--secrets-from-env",
+        action="store_true",
+        help="with --apply: store keys named os.environ/NAME from this shell's environment",
+    )
+    c.set_defaults(handler=_cmd_import)
+
     p = sub.add_parser("provision", help="create streams, consumers and KV buckets (idempotent)")
     _common(p)
     p.set_defaults(handler=_cmd_provision)
@@ -238,6 +252,12 @@ def _cmd_secrets(args: argparse.Namespace, settings: Settings, config_file: Path
     from switchyard.secrets.cli import run_secrets_command  # noqa: PLC0415
 
     return asyncio.run(run_secrets_command(args, settings, sys.stdin, sys.stdout))
+
+
+def _cmd_import(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from switchyard.control.import_cli import run_import  # noqa: PLC0415
+
+    return run_import(args, settings, sys.stdout)
 
 
 def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:

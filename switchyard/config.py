@@ -187,6 +187,34 @@ class HeadSettings(_Section, frozen=True):
     max_in_flight: Annotated[int, msgspec.Meta(ge=1)] = 1024
 
 
+class RoutingSettings(_Section, frozen=True):
+    """How heads retry, fall back and cool deployments down.
+
+    Attributes:
+        cooldown_s: how long a deployment that failed (5xx, timeout, unreachable) is skipped by
+            every head; a 429's ``Retry-After`` overrides it.
+        max_attempts: deployments tried per request (across fallbacks) before giving up.
+        backoff_s / backoff_max_s: jittered exponential pause before each retry.
+    """
+
+    cooldown_s: Seconds = 5.0
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 4
+    backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 0.05
+    backoff_max_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+
+
+class AdminSettings(_Section, frozen=True):
+    """The management API on the gateway (``/admin/v1``).
+
+    Attributes:
+        token_file: the bootstrap admin credential (``Authorization: Bearer <token>``);
+            default ``<home>/admin-token``, created by ``switchyard up``. Without it the
+            management API answers 503.
+    """
+
+    token_file: str | None = None
+
+
 class ModelProxySettings(_Section, frozen=True):
     """The provider-calling workers.
 
@@ -258,6 +286,8 @@ class Settings(_Section, frozen=True):
     stack: StackSettings = StackSettings()
     ingress: IngressSettings = IngressSettings()
     head: HeadSettings = HeadSettings()
+    routing: RoutingSettings = RoutingSettings()
+    admin: AdminSettings = AdminSettings()
     modelproxy: ModelProxySettings = ModelProxySettings()
     streams: StreamSettings = StreamSettings()
     logging: LoggingSettings = LoggingSettings()
@@ -293,6 +323,14 @@ class Settings(_Section, frozen=True):
         if self.redis.password_dir:
             return Path(self.redis.password_dir).resolve()
         return self.home_dir / "valkey"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return (
+            Path(self.admin.token_file).resolve()
+            if self.admin.token_file
+            else self.home_dir / "admin-token"
+        )
 
     def openbao_file(self, configured: str | None, default_name: str) -> Path:
         """A credential file path: the configured one, else ``<home>/openbao/<default_name>``."""
@@ -368,6 +406,15 @@ def prepare_litellm_environment() -> None:
     import (DESIGN §8): we use the copy bundled with the package instead.
     """
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def read_env_secret(name: str) -> str | None:
+    """A key a migration names by environment variable (``os.environ/NAME`` in LiteLLM).
+
+    Only ``switchyard import ... --secrets-from-env`` calls this, to copy such keys into the
+    secrets service once; nothing reads provider keys from the environment at run time.
+    """
+    return os.environ.get(name) or None
 
 
 def config_file_from_env(env: Mapping[str, str] | None = None) -> str | None:
@@ -516,6 +563,7 @@ def _element_struct(tp: Any) -> Any:
 
 
 __all__ = [
+    "AdminSettings",
     "CertSettings",
     "HeadSettings",
     "IngressSettings",
@@ -525,6 +573,7 @@ __all__ = [
     "NatsSettings",
     "OpenBaoSettings",
     "RedisSettings",
+    "RoutingSettings",
     "Settings",
     "StackSettings",
     "StreamSettings",

@@ -19,6 +19,7 @@ failures into :class:`ProviderError`).
         ├── AuthenticationFailed     401
         ├── PermissionDenied         403
         ├── ModelNotFound            404
+        ├── Conflict                 409 (a concurrent change won; re-read and retry)
         ├── PayloadTooLarge          413
         ├── RateLimited              429 (carries retry_after)
         ├── ProviderError            502 (carries provider, upstream status, retryable)
@@ -136,6 +137,12 @@ class ModelNotFound(ApiError):
     code = "model_not_found"
 
 
+class Conflict(ApiError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     type = "invalid_request_error"
@@ -196,6 +203,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
         AuthenticationFailed,
         PermissionDenied,
         ModelNotFound,
+        Conflict,
         PayloadTooLarge,
         RateLimited,
         ProviderError,

@@ -23,6 +23,7 @@ COMPONENTS: dict[str, str] = {
     "modelproxy": "switchyard.workers.modelproxy.service",
     "secrets": "switchyard.secrets.service",
     "accounting": "switchyard.workers.accounting.service",
+    "control": "switchyard.control.service",
 }
 
 

@@ -94,7 +94,7 @@ async def start_stack(
         else:
             doc[key] = value
     settings, path = write_settings(root, doc)
-    local.ensure_certificates(settings)
+    local.prepare_home(settings)
     home = StackHome(settings.home_dir)
     home.ensure()
     specs = local.component_specs(settings)

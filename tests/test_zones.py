@@ -42,6 +42,7 @@ IDENTITIES = [
     ("secrets", "core"),
     ("accounting", "core"),
     ("provisioner", "core"),
+    ("control", "core"),
     ("app", "client"),  # an internal client (nats.internal_clients)
     ("probe", "client"),  # test-only: a CLIENT user with no permission limits
 ]
@@ -103,6 +104,7 @@ async def _as(zone: Zone, name: str) -> tuple[NATS, Violations]:
 
 SECRET_GET = "secrets.v1.get.openai"
 SECRET_ADMIN = "secrets.v1.admin.list"
+CONTROL_ADMIN = "control.v1.admin.routes.put"
 DISPATCH = "llm.v1.dispatch.demo--demo"
 
 TABLE: dict[str, dict[str, list[str]]] = {
@@ -120,6 +122,8 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "_R_.abc.def",
             "_INBOX_gateway.x",
             "secrets.v1.changed.openai",
+            CONTROL_ADMIN,
+            "$KV.sy_routes.table",
         ],
         "sub_ok": ["_INBOX_tail.>"],
         "sub_no": [
@@ -133,12 +137,19 @@ TABLE: dict[str, dict[str, list[str]]] = {
     },
     "gateway": {
         "pub_ok": ["llm.v1.chat", "llm.v1.models"],
-        "pub_no": [SECRET_GET, SECRET_ADMIN, DISPATCH, "$JS.API.STREAM.LIST", "$KV.sy_keys.anykey"],
+        "pub_no": [
+            SECRET_GET,
+            SECRET_ADMIN,
+            CONTROL_ADMIN,
+            DISPATCH,
+            "$JS.API.STREAM.LIST",
+            "$KV.sy_keys.anykey",
+        ],
         "sub_ok": ["_INBOX_gateway.>"],
         "sub_no": [">", "_INBOX_tail.>", "secrets.v1.changed.>"],
     },
     "admin": {
-        "pub_ok": [SECRET_ADMIN, "secrets.v1.admin.put", "$KV.sy_keys.anykey"],
+        "pub_ok": [SECRET_ADMIN, "secrets.v1.admin.put", "$KV.sy_keys.anykey", CONTROL_ADMIN],
         "pub_no": [
             SECRET_GET,
             "llm.v1.chat",
@@ -152,7 +163,14 @@ TABLE: dict[str, dict[str, list[str]]] = {
     },
     "app": {
         "pub_ok": ["llm.v1.chat", "llm.v1.embed"],
-        "pub_no": [SECRET_GET, SECRET_ADMIN, "$KV.sy_keys.anykey", "$JS.API.STREAM.LIST", DISPATCH],
+        "pub_no": [
+            SECRET_GET,
+            SECRET_ADMIN,
+            CONTROL_ADMIN,
+            "$KV.sy_keys.anykey",
+            "$JS.API.STREAM.LIST",
+            DISPATCH,
+        ],
         "sub_ok": ["_INBOX_app.>"],
         "sub_no": [">", "_INBOX_tail.>"],
     },
@@ -167,6 +185,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_routes.table",
             "llm.v1.usage",
             "secrets.v1.changed.openai",
+            CONTROL_ADMIN,
         ],
         "sub_ok": ["llm.v1.chat", "llm.v1.reroute", "_INBOX_head.>"],
         "sub_no": [">", "secrets.v1.get.>", "llm.v1.dispatch.>", "_INBOX_modelproxy.>"],
@@ -208,6 +227,26 @@ TABLE: dict[str, dict[str, list[str]]] = {
         ],
         "sub_ok": ["_INBOX_accounting.>"],
         "sub_no": [">", "llm.v1.usage", "secrets.v1.changed.>"],
+    },
+    "control": {
+        "pub_ok": [
+            "$KV.sy_routes.table",
+            "$KV.sy_health.cd.x",
+            "$JS.API.CONSUMER.CREATE.DISPATCH.dep-x.llm.v1.dispatch.x",
+            "$JS.API.CONSUMER.INFO.DISPATCH.dep-x",
+        ],
+        "pub_no": [
+            SECRET_GET,
+            SECRET_ADMIN,
+            DISPATCH,
+            "$JS.API.STREAM.DELETE.DISPATCH",
+            "$JS.API.CONSUMER.DELETE.DISPATCH.dep-x",
+            "$JS.API.STREAM.CREATE.EVIL",
+            "llm.v1.usage",
+            "_R_.abc.def",
+        ],
+        "sub_ok": ["control.v1.admin.>", "_INBOX_control.>"],
+        "sub_no": [">", "llm.v1.chat", "secrets.v1.get.>", "llm.v1.dispatch.>"],
     },
     "provisioner": {
         "pub_ok": ["$JS.API.STREAM.LIST", "$KV.sy_routes.table"],

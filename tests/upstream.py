@@ -8,7 +8,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``slow:<ms>``: waits ``<ms>`` before answering;
 * ``status:<code>``: fails with that HTTP status (429 adds ``Retry-After: 2``);
 * ``hang``: never answers;
-* ``flaky:<n>``: fails with 500 for the first ``n`` calls, then echoes.
+* ``flaky:<n>``: fails with 500 for the first ``n`` calls, then echoes;
+* ``ctl:<name>``: whatever :meth:`FakeOpenAI.set_mode` last set for ``name`` (default echo).
 
 Every call is recorded (path, headers, JSON body, time) for assertions.
 """
@@ -60,6 +61,12 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
         self._flaky: dict[str, int] = {}
         self._last_auth = ""
+        self.modes: dict[str, str] = {}
+
+    def set_mode(self, name: str, mode: str) -> None:
+        """Switch the behaviour of model ``ctl:<name>`` (e.g. ``status:500``, ``hang``)."""
+        with self._lock:
+            self.modes[name] = mode
 
     @property
     def base_url(self) -> str:
@@ -115,6 +122,10 @@ class FakeOpenAI:
     async def _behaviour(self, body: dict[str, Any]) -> web.Response | None:
         model = str(body.get("model", ""))
         kind, _, arg = model.partition(":")
+        if kind == "ctl":
+            with self._lock:
+                model = self.modes.get(arg, "echo")
+            kind, _, arg = model.partition(":")
         if kind == "slow":
             await asyncio.sleep(int(arg) / 1000)
         elif kind == "hang":

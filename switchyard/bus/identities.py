@@ -50,6 +50,7 @@ MODELPROXY = Identity("modelproxy", Zone.CORE, "calls providers and streams repl
 SECRETS = Identity("secrets", Zone.CORE, "the only holder of Vault/OpenBao credentials")
 ACCOUNTING = Identity("accounting", Zone.CORE, "turns usage events into spend counters")
 PROVISIONER = Identity("provisioner", Zone.CORE, "creates streams, consumers and KV buckets")
+CONTROL = Identity("control", Zone.CORE, "validates and applies route changes for admins")
 
 SERVICE_IDENTITIES: tuple[Identity, ...] = (
     TAIL,
@@ -60,6 +61,7 @@ SERVICE_IDENTITIES: tuple[Identity, ...] = (
     SECRETS,
     ACCOUNTING,
     PROVISIONER,
+    CONTROL,
 )
 INGRESS_NAMES = frozenset({TAIL.name, GATEWAY.name})
 # The certificate nats-server (and OpenBao) present; not a NATS user.

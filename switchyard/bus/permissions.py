@@ -54,13 +54,18 @@ def permissions_for(identity: Identity) -> Permissions:
         if name in ("tail", "gateway"):
             return Permissions(
                 publish_allow=(*s.LLM_API, *_kv_read(s.KEYS_BUCKET)),
-                publish_deny=(*_SECRET_VALUES, f"{s.SECRETS_ADMIN_PREFIX}.>"),
+                publish_deny=(
+                    *_SECRET_VALUES,
+                    f"{s.SECRETS_ADMIN_PREFIX}.>",
+                    f"{s.CONTROL_ADMIN_PREFIX}.>",
+                ),
                 subscribe_allow=inbox,
             )
         if name == "admin":
             return Permissions(
                 publish_allow=(
                     f"{s.SECRETS_ADMIN_PREFIX}.>",
+                    f"{s.CONTROL_ADMIN_PREFIX}.>",
                     *_kv_read(s.KEYS_BUCKET),
                     *_kv_write(s.KEYS_BUCKET),
                     f"$JS.API.STREAM.CREATE.KV_{s.KEYS_BUCKET}",
@@ -72,7 +77,11 @@ def permissions_for(identity: Identity) -> Permissions:
         # Internal clients: the LLM API only.
         return Permissions(
             publish_allow=s.LLM_API,
-            publish_deny=(*_SECRET_VALUES, f"{s.SECRETS_ADMIN_PREFIX}.>"),
+            publish_deny=(
+                *_SECRET_VALUES,
+                f"{s.SECRETS_ADMIN_PREFIX}.>",
+                f"{s.CONTROL_ADMIN_PREFIX}.>",
+            ),
             subscribe_allow=inbox,
         )
     if name == "head":
@@ -124,6 +133,23 @@ def permissions_for(identity: Identity) -> Permissions:
             ),
             publish_deny=_SECRET_VALUES,
             subscribe_allow=inbox,
+        )
+    if name == "control":
+        dispatch = s.DISPATCH_STREAM
+        return Permissions(
+            publish_allow=(
+                *_kv_read(s.ROUTES_BUCKET),
+                *_kv_write(s.ROUTES_BUCKET),
+                *_kv_read(s.HEALTH_BUCKET),
+                *_kv_write(s.HEALTH_BUCKET),
+                f"$JS.API.STREAM.INFO.{dispatch}",
+                f"$JS.API.CONSUMER.CREATE.{dispatch}.>",
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{dispatch}.>",
+                f"$JS.API.CONSUMER.INFO.{dispatch}.>",
+            ),
+            publish_deny=_SECRET_VALUES,
+            subscribe_allow=(f"{s.CONTROL_ADMIN_PREFIX}.>", *inbox, "$SRV.>"),
+            allow_responses=True,
         )
     if name == "provisioner":
         return Permissions(

@@ -31,6 +31,9 @@ SECRETS_ADMIN_PREFIX = "secrets.v1.admin"
 SECRETS_CHANGED_PREFIX = "secrets.v1.changed"
 SECRETS_QUEUE = "secrets"
 
+# The control plane (CORE service; admin.* exported to CLIENT's admin identity).
+CONTROL_ADMIN_PREFIX = "control.v1.admin"
+
 # NATS KV buckets.
 ROUTES_BUCKET = "sy_routes"  # CORE: the route table document
 HEALTH_BUCKET = "sy_health"  # CORE: deployment cooldowns shared by all heads
@@ -57,3 +60,7 @@ def secrets_admin(op: str) -> str:
 
 def secrets_changed(name: str) -> str:
     return f"{SECRETS_CHANGED_PREFIX}.{name}"
+
+
+def control_admin(op: str) -> str:
+    return f"{CONTROL_ADMIN_PREFIX}.{op}"

@@ -17,15 +17,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchyard.admin.token import AdminAuth
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
 from switchyard.client import LLMClient
 from switchyard.config import Settings
+from switchyard.control.client import ControlClient
 from switchyard.errors import ApiError, InvalidRequest, api_error_class
+from switchyard.ingress.admin_api import AdminApi, AdminContext
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import FastPath
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.responses import error_response
+from switchyard.secrets.admin import SecretsAdmin
 
 log = logging.getLogger("switchyard.ingress")
 
@@ -68,11 +72,32 @@ def create_app(settings: Settings, kind: str) -> FastAPI:
         keys = KeyRing(nc.jetstream(timeout=5))
         await keys.start()
         edge.client, edge.keys = client, keys
+        admin_nc = None
+        if kind == "gateway":
+            # Management goes to the server zone only through the admin-only exports.
+            admin_nc = await connect(
+                settings.nats_servers,
+                settings.certs_dir,
+                identities.ADMIN.name,
+                name="gateway-admin",
+                connect_timeout=settings.nats.connect_timeout_s,
+                reconnect_wait=settings.nats.reconnect_wait_s,
+            )
+            app.state.admin = AdminContext(
+                auth=AdminAuth(settings.admin_token_file),
+                control=ControlClient(admin_nc, actor="gateway-api"),
+                secrets=SecretsAdmin(admin_nc, actor="gateway-api"),
+                llm=client,
+            )
         log.info("%s ready with %d client keys", kind, len(keys))
         try:
             yield
         finally:
             edge.client = None
+            app.state.admin = None
+            if admin_nc is not None:
+                with contextlib.suppress(Exception):
+                    await admin_nc.drain()
             await keys.stop()
             await client.close()
             with contextlib.suppress(Exception):
@@ -95,6 +120,9 @@ def create_app(settings: Settings, kind: str) -> FastAPI:
     router.add_route("/health", edge.health, methods=["GET"])
     router.add_route("/ready", edge.ready, methods=["GET"])
     app.state.edge = edge
+    app.state.admin = None
+    if kind == "gateway":
+        app.include_router(AdminApi(app).router())
     _error_handlers(app)
     return app
 

@@ -273,3 +273,33 @@ def route_table_problems(table: RouteTable) -> list[RouteProblem]:
                     )
                 )
     return problems
+
+
+class InvalidRouteTable(ValueError):
+    """A route table document that must not be applied; ``problems`` says why."""
+
+    def __init__(self, problems: list[RouteProblem]) -> None:
+        self.problems = problems
+        first = problems[0]
+        super().__init__(f"{first.field}: {first.problem} (fix: {first.hint})")
+
+
+_TABLE_DECODER = msgspec.json.Decoder(RouteTable)
+
+
+def decode_route_table(data: bytes) -> RouteTable:
+    """Decode and check a stored route table; all or nothing.
+
+    Raises:
+        InvalidRouteTable: not valid JSON for the schema, or failing a cross-reference check.
+    """
+    try:
+        table = _TABLE_DECODER.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidRouteTable(
+            [RouteProblem("(document)", str(exc), "send a valid route table")]
+        ) from None
+    problems = route_table_problems(table)
+    if problems:
+        raise InvalidRouteTable(problems)
+    return table

@@ -28,6 +28,7 @@ from nats.micro.service import Service
 
 from switchyard.bus import headers as h
 from switchyard.bus import identities, subjects
+from switchyard.bus.admin_call import ACTOR
 from switchyard.bus.connect import connect
 from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
@@ -51,7 +52,6 @@ audit = logging.getLogger("switchyard.secrets.audit")
 
 T = TypeVar("T")
 _VALUE = msgspec.json.Encoder()
-ACTOR = "Sy-Actor"
 
 
 def _info(meta: SecretMeta) -> wire.SecretInfo:

@@ -67,7 +67,7 @@ async def _up_foreground(
     settings: Settings, config_file: Path | None, home: StackHome, out: TextIO
 ) -> int:
     began = time.monotonic()
-    local.ensure_certificates(settings)
+    local.prepare_home(settings)
     settings, port_env = local.resolve_ports(settings)
     env = local.child_env(settings, config_file, port_env)
     phases = [local.infrastructure(settings, home)]
@@ -194,6 +194,13 @@ def summary(
             '  for chunk in client.chat.completions.create(model="demo", stream=True,',
             '          messages=[{"role": "user", "content": "Hello!"}]):',
             '      print(chunk.choices[0].delta.content or "", end="")',
+        ]
+    token = home.root / "admin-token"
+    if token.is_file():
+        lines += [
+            "",
+            f"Management API: {urls['gateway_api'].removesuffix('/v1')}/admin/v1 "
+            f"(Authorization: Bearer $(cat {token}))",
         ]
     lines += ["", f"Logs: {home.logs}/"]
     if detached:

@@ -109,6 +109,14 @@ def ensure_certificates(settings: Settings, force: bool = False) -> None:
     )
 
 
+def prepare_home(settings: Settings) -> None:
+    """Everything a first start needs before any process runs: certificates, admin token."""
+    from switchyard.admin.token import ensure_admin_token  # noqa: PLC0415
+
+    ensure_certificates(settings)
+    ensure_admin_token(settings.admin_token_file)
+
+
 def _ca_context(settings: Settings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(settings.certs_dir / "ca.pem"))
 
@@ -219,6 +227,7 @@ def component_specs(settings: Settings) -> list[ComponentSpec]:
     st = settings.stack
     return [
         ComponentSpec("secrets"),
+        ComponentSpec("control"),
         ComponentSpec("head", replicas=st.heads),
         ComponentSpec("modelproxy", replicas=st.modelproxies),
         ComponentSpec("tail", http_port=settings.ingress.tail.port),

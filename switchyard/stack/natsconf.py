@@ -70,15 +70,18 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
         }
         for subject in s.LLM_API
     ]
-    admin_export = {"service": f"{s.SECRETS_ADMIN_PREFIX}.>", "accounts": ["CLIENT"]}
+    admin_exports = [
+        {"service": f"{s.SECRETS_ADMIN_PREFIX}.>", "accounts": ["CLIENT"]},
+        {"service": f"{s.CONTROL_ADMIN_PREFIX}.>", "accounts": ["CLIENT"]},
+    ]
     llm_imports = [
         {"service": {"account": "CORE", "subject": subject}, "share": True} for subject in s.LLM_API
     ]
-    # share: the secrets service records which CLIENT user changed a key (audit).
-    admin_import = {
-        "service": {"account": "CORE", "subject": f"{s.SECRETS_ADMIN_PREFIX}.>"},
-        "share": True,
-    }
+    # share: the services record which CLIENT user made a change (audit).
+    admin_imports = [
+        {"service": {"account": "CORE", "subject": f"{prefix}.>"}, "share": True}
+        for prefix in (s.SECRETS_ADMIN_PREFIX, s.CONTROL_ADMIN_PREFIX)
+    ]
     return {
         "server_name": layout.server_name,
         "listen": f"127.0.0.1:{layout.port}",
@@ -103,13 +106,13 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
             "CORE": {
                 "jetstream": "enabled",
                 "users": users[Zone.CORE],
-                "exports": [*llm_exports, admin_export],
+                "exports": [*llm_exports, *admin_exports],
             },
             "CLIENT": {
                 # JetStream in CLIENT holds only the client-key bucket (DESIGN §6).
                 "jetstream": "enabled",
                 "users": users[Zone.CLIENT],
-                "imports": [*llm_imports, admin_import],
+                "imports": [*llm_imports, *admin_imports],
             },
         },
     }

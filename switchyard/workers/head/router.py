@@ -98,6 +98,18 @@ class Router:
             return Choice(name, chosen, self.table.providers[chosen.provider])
         return None
 
+    def pinned(self, alias: str, deployment_id: str) -> Choice:
+        """Exactly ``deployment_id`` (used by the admin API to test one deployment).
+
+        Raises:
+            ModelNotFound: no such deployment in the table.
+        """
+        for name in self.table.routes:
+            for dep in self.table.routes[name].deployments:
+                if dep.id == deployment_id:
+                    return Choice(alias or name, dep, self.table.providers[dep.provider])
+        raise ModelNotFound(f"no deployment `{deployment_id}` in the route table", param="model")
+
     def cooling_candidates(self, alias: str, tried: Iterable[str] = ()) -> list[str]:
         """Deployment ids in the alias's chain that were not tried (cooling or not)."""
         done = set(tried)

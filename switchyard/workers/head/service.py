@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 
-import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -28,14 +27,13 @@ from switchyard.config import Settings
 from switchyard.errors import (
     ApiError,
     DeadlineExceeded,
-    ProviderError,
-    RateLimited,
-    ServiceUnavailable,
 )
 from switchyard.schemas.openai import Model, ModelList, encode, model_of
-from switchyard.schemas.routing import RouteTable
+from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
 from switchyard.stack.provision import ROUTE_TABLE_KEY
 from switchyard.telemetry import request_id_var
+from switchyard.workers.head import decide
+from switchyard.workers.head.cooldowns import CooldownBook
 from switchyard.workers.head.dispatch import msg_id, publish_dispatch
 from switchyard.workers.head.router import Router
 from switchyard.workers.health import HealthServer
@@ -44,22 +42,6 @@ from switchyard.workers.kvwatch import KvFollower
 log = logging.getLogger("switchyard.head")
 
 _OPS = {subjects.CHAT: "chat", subjects.COMPLETE: "complete", subjects.EMBED: "embed"}
-_TABLE = msgspec.json.Decoder(RouteTable)
-
-
-def exhausted(alias: str, tried: list[str], headers: dict[str, str]) -> ApiError:
-    """The one clear error when no deployment is left, naming every attempt."""
-    if not tried:
-        return ServiceUnavailable(
-            f"no deployment of `{alias}` is available right now", code="no_deployment"
-        )
-    attempts = headers.get("Sy-Errors", "") or ", ".join(tried)
-    last = h.int_header(headers, "Sy-Last-Status", 502)
-    retry_after = headers.get(h.RETRY_AFTER)
-    message = f"all {len(tried)} attempts for `{alias}` failed: {attempts}"
-    if last == 429:
-        return RateLimited(message, retry_after=float(retry_after) if retry_after else None)
-    return ProviderError(message, provider=",".join(tried), code="all_deployments_failed")
 
 
 class Head:
@@ -70,6 +52,7 @@ class Head:
         self.settings = settings
         self.instance = instance
         self.router = Router(settings.route_table)
+        self.cooldowns = CooldownBook(self.js)
         self._routes = KvFollower(
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
@@ -82,12 +65,17 @@ class Head:
         if value is None:
             log.warning("route table deleted from KV; keeping revision %d", self.router.revision)
             return
-        table = _TABLE.decode(value)
+        try:
+            table = decode_route_table(value)
+        except InvalidRouteTable as exc:
+            log.error("ignored route table revision %d: %s", revision, exc)
+            return
         self.router = Router(table, revision)
         log.info("route table revision %d: %d aliases", revision, len(table.routes))
 
     async def start(self) -> None:
         await self.publisher.start()
+        await self.cooldowns.start()
         await self._routes.start()
         for subject in (*_OPS, subjects.MODELS):
             self._subs.append(
@@ -112,6 +100,7 @@ class Head:
             for task in pending:
                 task.cancel()
         await self._routes.stop()
+        await self.cooldowns.stop()
         await self.publisher.stop()
 
     async def _on_message(self, msg: Msg) -> None:
@@ -157,24 +146,21 @@ class Head:
             headers[h.DEADLINE] = str(deadline_ms)
         if deadline_ms <= now_ms:
             raise DeadlineExceeded("the request deadline passed before it was routed")
+        pinned: str | None = None
         if rerouted:
-            op = headers.get(h.OP, "chat")
             alias = headers.get(h.ALIAS, "")
+            await self._after_failure(alias, headers, deadline_ms)
         else:
-            op = _OPS[msg.subject]
             probe = model_of(msg.data)
             alias = probe.model
-            self._stamp_caller(headers)
-            headers[h.OP] = op
+            pinned = self._stamp_caller(headers)
+            headers[h.OP] = _OPS[msg.subject]
             headers[h.ALIAS] = alias
             headers[h.REPLY] = reply
             if probe.stream:
                 headers[h.STREAM] = "1"
-        tried = [t for t in headers.get(h.TRIED, "").split(",") if t]
-        choice = self.router.choose(alias, tried=tried)
-        if choice is None:
-            raise exhausted(alias, tried, headers)
-        hop = len(tried)
+        choice = decide.choose(self.router, self.cooldowns, alias, headers, pinned=pinned)
+        hop = len(decide.tried_of(headers))
         out = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
         out[h.NATS_MSG_ID] = msg_id(headers, hop)
         out[h.DEPLOYMENT] = choice.deployment.id
@@ -190,12 +176,55 @@ class Head:
         if not rerouted:
             await replies.send_accepted(self.nc, reply)
 
-    def _stamp_caller(self, headers: dict[str, str]) -> None:
-        """Trust ``Sy-Key-Id``/``Sy-Tenant`` only from an ingress; others act as themselves."""
+    async def _after_failure(self, alias: str, headers: dict[str, str], deadline_ms: int) -> None:
+        """A model-proxy handed a failure back: cool the deployment, pause, or give up.
+
+        Raises:
+            ApiError: the attempt budget is spent, or the request was pinned to one deployment.
+        """
+        tried = decide.tried_of(headers)
+        failed = tried[-1] if tried else ""
+        status = h.int_header(headers, decide.LAST_STATUS, 502)
+        retry_after = headers.get(h.RETRY_AFTER)
+        seconds = float(retry_after) if retry_after else self.settings.routing.cooldown_s
+        if failed:
+            reason = headers.get(decide.ERRORS, "").rsplit("; ", 1)[-1]
+            await self.cooldowns.cool(failed, seconds, status=status, reason=reason)
+        if len(tried) >= self.settings.routing.max_attempts or headers.get(decide.PIN):
+            raise decide.exhausted(alias, tried, headers)
+        pause = decide.backoff(len(tried), self.settings.routing)
+        if time.time() + pause < deadline_ms / 1000:
+            await asyncio.sleep(pause)
+
+    def _stamp_caller(self, headers: dict[str, str]) -> str | None:
+        """Trust ``Sy-Key-Id``/``Sy-Tenant`` only from an ingress; others act as themselves.
+
+        Returns the pinned deployment, honoured only from the gateway (admin tests).
+        """
         caller = caller_identity(headers)
         if caller not in identities.INGRESS_NAMES:
             headers[h.KEY_ID] = f"identity:{caller or 'unknown'}"
             headers[h.TENANT] = caller or "unknown"
+        pinned = headers.pop(decide.PIN, None)
+        return pinned if caller == identities.GATEWAY.name and pinned else None
+
+    def metrics(self) -> str:
+        """Prometheus text: cooldowns and the route table revision."""
+        lines = [
+            "# HELP switchyard_route_table_revision KV revision of the route table in use.",
+            "# TYPE switchyard_route_table_revision gauge",
+            f"switchyard_route_table_revision {self.router.revision}",
+            "# HELP switchyard_deployment_cooldown_seconds Seconds left in a cooldown.",
+            "# TYPE switchyard_deployment_cooldown_seconds gauge",
+        ]
+        now = time.time()
+        for entry in self.cooldowns.active(now):
+            left = max(0.0, entry.until - now)
+            name = entry.deployment
+            lines.append(
+                f'switchyard_deployment_cooldown_seconds{{deployment="{name}"}} {left:.3f}'
+            )
+        return "\n".join(lines) + "\n"
 
 
 async def run(
@@ -211,6 +240,7 @@ async def run(
     )
     head = Head(nc, settings, instance)
     health = HealthServer(health_port, lambda: head.ready and nc.is_connected)
+    health.metrics = head.metrics
     try:
         await head.start()
         await health.start()

@@ -11,13 +11,12 @@ import asyncio
 import contextlib
 import logging
 
-import msgspec
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import identities, subjects
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
-from switchyard.schemas.routing import RouteTable
+from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
 from switchyard.secrets.client import SecretCache
 from switchyard.stack.provision import ROUTE_TABLE_KEY
 from switchyard.workers.health import HealthServer
@@ -28,7 +27,6 @@ from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.puller import Puller
 
 log = logging.getLogger("switchyard.modelproxy")
-_TABLE = msgspec.json.Decoder(RouteTable)
 
 
 class ModelProxy:
@@ -60,7 +58,11 @@ class ModelProxy:
     async def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
         if value is None:
             return
-        self.table = _TABLE.decode(value)
+        try:
+            self.table = decode_route_table(value)
+        except InvalidRouteTable as exc:
+            log.error("ignored route table revision %d: %s", revision, exc)
+            return
         if self.ready:
             await self._sync_workers()
 

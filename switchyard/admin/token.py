@@ -1,0 +1,53 @@
+"""The bootstrap admin credential: a random bearer token in a 0600 file.
+
+``switchyard up`` creates it on first start (``<home>/admin-token``); the gateway compares the
+SHA-256 of a presented token with the file's in constant time. Production deployments mount the
+file from their secret store (``admin.token_file``) and rotate it by replacing the file and
+restarting the gateway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+
+from switchyard.errors import AuthenticationFailed, ServiceUnavailable
+from switchyard.stack.home import write_private
+
+PREFIX = "sy-admin-"
+
+
+def ensure_admin_token(path: Path) -> bool:
+    """Create the token file if missing; True when it was created."""
+    if path.is_file():
+        return False
+    write_private(path, PREFIX + secrets.token_urlsafe(32) + "\n")
+    return True
+
+
+class AdminAuth:
+    """Checks ``Authorization: Bearer`` against the token file (read once at startup)."""
+
+    def __init__(self, path: Path) -> None:
+        self._digest: bytes | None = None
+        if path.is_file():
+            token = path.read_text(encoding="utf-8").strip()
+            if token:
+                self._digest = hashlib.sha256(token.encode()).digest()
+
+    @property
+    def configured(self) -> bool:
+        return self._digest is not None
+
+    def check(self, presented: str | None) -> None:
+        """Raises AuthenticationFailed (401), or ServiceUnavailable when no token is set up."""
+        if self._digest is None:
+            raise ServiceUnavailable(
+                "the management API is disabled: no admin token file (admin.token_file)",
+                code="admin_disabled",
+            )
+        given = hashlib.sha256((presented or "").encode()).digest()
+        if not presented or not hmac.compare_digest(given, self._digest):
+            raise AuthenticationFailed("invalid admin token", code="invalid_admin_token")

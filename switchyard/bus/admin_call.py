@@ -1,0 +1,43 @@
+"""Request-reply to an admin service (secrets, control) with typed errors.
+
+Admin services answer with ``Sy-Status`` and an OpenAI-shaped error body on failure; this turns
+that back into the same :class:`~switchyard.errors.ApiError` on the caller's side, and a missing
+service into a clear 503.
+"""
+
+from __future__ import annotations
+
+import nats.errors
+from nats.aio.client import Client as NATS
+
+from switchyard.bus import headers as h
+from switchyard.client import Reply, error_from_reply
+from switchyard.errors import ServiceUnavailable
+
+ACTOR = "Sy-Actor"
+
+
+async def call(
+    nc: NATS, subject: str, body: bytes, *, service: str, actor: str = "", timeout: float = 10.0
+) -> bytes:
+    """Send ``body`` to ``subject`` and return the reply body.
+
+    Raises:
+        ServiceUnavailable: ``service`` is not running or did not answer.
+        ApiError: the error the service replied with.
+    """
+    headers = {ACTOR: actor} if actor else None
+    try:
+        msg = await nc.request(subject, body, timeout=timeout, headers=headers)
+    except nats.errors.NoRespondersError:
+        raise ServiceUnavailable(
+            f"the {service} service is not running (is the stack up?)", code=f"{service}_down"
+        ) from None
+    except nats.errors.TimeoutError:
+        raise ServiceUnavailable(
+            f"the {service} service did not answer", code=f"{service}_down"
+        ) from None
+    status = h.int_header(msg.headers, h.STATUS, 200)
+    if status != 200:
+        raise error_from_reply(Reply(h.KIND_ERROR, msg.data, dict(msg.headers or {})))
+    return msg.data

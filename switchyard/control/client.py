@@ -1,0 +1,67 @@
+"""Client of the control API (admin identity): read and change the route table, see deployments.
+
+Edits are read-modify-write with compare-and-set: :meth:`ControlClient.edit` re-reads and
+re-applies the change when another admin won the race, so concurrent edits never overwrite
+each other silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nats.aio.client import Client as NATS
+
+from switchyard.bus import subjects
+from switchyard.bus.admin_call import call
+from switchyard.errors import Conflict
+from switchyard.schemas import control as wire
+from switchyard.schemas.routing import RouteTable
+
+EDIT_ATTEMPTS = 5
+
+
+class ControlClient:
+    def __init__(self, nc: NATS, *, actor: str = "", timeout: float = 15.0) -> None:
+        self._nc = nc
+        self._actor = actor
+        self._timeout = timeout
+
+    async def _call(self, op: str, body: bytes) -> bytes:
+        return await call(
+            self._nc,
+            subjects.control_admin(op),
+            body,
+            service="control",
+            actor=self._actor,
+            timeout=self._timeout,
+        )
+
+    async def table(self) -> wire.TableState:
+        return wire.TABLE_STATE.decode(await self._call("routes.get", b"{}"))
+
+    async def put_table(self, table: RouteTable, expected_revision: int | None) -> wire.TableState:
+        body = wire.ENCODER.encode(wire.PutTable(table=table, expected_revision=expected_revision))
+        return wire.TABLE_STATE.decode(await self._call("routes.put", body))
+
+    async def edit(self, change: Callable[[RouteTable], RouteTable]) -> wire.TableState:
+        """Apply ``change`` to the current table with compare-and-set, retrying lost races.
+
+        Raises:
+            ApiError: from ``change`` (e.g. 404, 409) or from validation (400).
+            Conflict: still losing races after several attempts.
+        """
+        for _ in range(EDIT_ATTEMPTS):
+            state = await self.table()
+            try:
+                return await self.put_table(change(state.table), state.revision)
+            except Conflict:
+                continue
+        raise Conflict("the route table is changing too fast; try again")
+
+    async def deployments(self) -> list[wire.DeploymentInfo]:
+        return wire.DEPLOYMENTS.decode(await self._call("deployments", b"{}")).deployments
+
+    async def clear_cooldown(self, deployment: str) -> None:
+        await self._call(
+            "cooldowns.clear", wire.ENCODER.encode(wire.DeploymentRef(deployment=deployment))
+        )

@@ -1,0 +1,250 @@
+"""``switchyard serve control``: route table changes and deployment status, for admins only.
+
+Endpoints (NATS micro, queue group ``control``, exported to the CLIENT admin identity):
+
+* ``control.v1.admin.routes.get``: the table and its KV revision;
+* ``control.v1.admin.routes.put``: replace the table, all or nothing: validated, consumers for
+  new deployments provisioned first, then written with compare-and-set so two admins cannot
+  overwrite each other (409 on a lost race). Heads and model-proxies apply it from their watch;
+* ``control.v1.admin.deployments``: every deployment with its aliases, cooldown and queue depth;
+* ``control.v1.admin.cooldowns.clear``: end a deployment's cooldown now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from switchyard.bus import headers as h
+from switchyard.bus import identities, subjects
+from switchyard.bus.admin_call import ACTOR
+from switchyard.bus.connect import connect
+from switchyard.bus.request_info import caller_identity
+from switchyard.config import Settings
+from switchyard.errors import ApiError, Conflict, InvalidRequest
+from switchyard.schemas import control as wire
+from switchyard.schemas.openai import error_body
+from switchyard.schemas.routing import InvalidRouteTable, RouteTable, decode_route_table
+from switchyard.stack.provision import ROUTE_TABLE_KEY, sync_dispatch_consumers
+from switchyard.workers.head.cooldowns import PREFIX as COOLDOWN_PREFIX
+from switchyard.workers.head.cooldowns import CooldownBook
+from switchyard.workers.health import HealthServer
+
+log = logging.getLogger("switchyard.control")
+audit = logging.getLogger("switchyard.control.audit")
+
+Handler = Callable[[Request], Awaitable[None]]
+
+
+class Control:
+    def __init__(self, nc: NATS, settings: Settings) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.js = nc.jetstream(timeout=10)
+        self.cooldowns = CooldownBook(self.js)
+        self._service: Service | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._write_lock = asyncio.Lock()
+        self.ready = False
+
+    async def start(self) -> None:
+        await self.cooldowns.start()
+        svc = await add_service(
+            self.nc,
+            name="control",
+            version="1.0.0",
+            description="route table and deployments",
+            queue_group="control",
+        )
+        endpoints: dict[str, Handler] = {
+            "routes.get": self._get,
+            "routes.put": self._put,
+            "deployments": self._deployments,
+            "cooldowns.clear": self._clear,
+        }
+        for name, handler in endpoints.items():
+            await svc.add_endpoint(
+                name=name.replace(".", "-"),
+                subject=subjects.control_admin(name),
+                handler=self._spawn(handler),
+            )
+        self._service = svc
+        self.ready = True
+
+    async def stop(self, grace: float) -> None:
+        self.ready = False
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        await self.cooldowns.stop()
+
+    def _spawn(self, handler: Handler) -> Handler:
+        async def start(req: Request) -> None:
+            task = asyncio.create_task(self._boundary(handler, req))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return start
+
+    async def _boundary(self, handler: Handler, req: Request) -> None:
+        try:
+            await handler(req)
+        except ApiError as exc:
+            await req.respond(error_body(exc), headers={h.STATUS: str(exc.status)})
+        except Exception:  # one error boundary per request: log, answer, keep serving
+            log.exception("internal error in the control service on %s", req.subject)
+            failure = ApiError("internal error in the control service")
+            await req.respond(error_body(failure), headers={h.STATUS: "500"})
+
+    async def _state(self) -> wire.TableState:
+        kv = await self.js.key_value(subjects.ROUTES_BUCKET)
+        try:
+            entry = await kv.get(ROUTE_TABLE_KEY)
+        except KeyNotFoundError:
+            return wire.TableState(revision=0, table=RouteTable())
+        table = decode_route_table(entry.value or b"{}")
+        return wire.TableState(revision=entry.revision or 0, table=table)
+
+    async def _get(self, req: Request) -> None:
+        await req.respond(wire.ENCODER.encode(await self._state()), headers={h.STATUS: "200"})
+
+    async def _put(self, req: Request) -> None:
+        try:
+            put = wire.PUT_TABLE.decode(req.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidRequest(f"invalid route table: {exc}") from None
+        data = msgspec.json.encode(put.table)
+        try:
+            table = decode_route_table(data)  # the same checks every head applies
+        except InvalidRouteTable as exc:
+            raise InvalidRequest(
+                f"invalid route table: {exc}", param=exc.problems[0].field
+            ) from None
+        async with self._write_lock:
+            current = await self._state()
+            if put.expected_revision is not None and put.expected_revision != current.revision:
+                raise Conflict(
+                    f"the route table changed since revision {put.expected_revision} "
+                    f"(now {current.revision}); read it again and retry"
+                )
+            # Consumers first: a head may dispatch to a new deployment the moment it sees it.
+            await sync_dispatch_consumers(self.js, self.settings, table)
+            kv = await self.js.key_value(subjects.ROUTES_BUCKET)
+            try:
+                if current.revision:
+                    revision = await kv.update(ROUTE_TABLE_KEY, data, last=current.revision)
+                else:
+                    revision = await kv.create(ROUTE_TABLE_KEY, data)
+            except KeyWrongLastSequenceError:
+                raise Conflict(
+                    "the route table changed concurrently; read it again and retry"
+                ) from None
+        who = _actor(req)
+        audit.info(
+            "route table revision %d by %s: %d providers, %d routes",
+            revision,
+            who,
+            len(table.providers),
+            len(table.routes),
+        )
+        state = wire.TableState(revision=revision, table=table)
+        await req.respond(wire.ENCODER.encode(state), headers={h.STATUS: "200"})
+
+    async def _deployments(self, req: Request) -> None:
+        state = await self._state()
+        aliases: dict[str, list[str]] = {}
+        for alias, route in state.table.routes.items():
+            for dep in route.deployments:
+                aliases.setdefault(dep.id, []).append(alias)
+        now = time.time()
+        active = {c.deployment: c for c in self.cooldowns.active(now)}
+        out = []
+        for dep_id, (provider, dep) in state.table.deployments().items():
+            queued, in_flight = await self._depth(dep_id)
+            cooling = active.get(dep_id)
+            out.append(
+                wire.DeploymentInfo(
+                    id=dep_id,
+                    provider=dep.provider,
+                    kind=provider.kind,
+                    model=dep.model,
+                    aliases=sorted(aliases.get(dep_id, [])),
+                    weight=dep.weight,
+                    concurrency=dep.concurrency or provider.concurrency,
+                    queued=queued,
+                    in_flight=in_flight,
+                    cooldown=wire.CooldownInfo(
+                        until=cooling.until,
+                        seconds_left=round(cooling.until - now, 3),
+                        status=cooling.status,
+                        reason=cooling.reason,
+                    )
+                    if cooling
+                    else None,
+                )
+            )
+        body = wire.ENCODER.encode(wire.DeploymentList(sorted(out, key=lambda d: d.id)))
+        await req.respond(body, headers={h.STATUS: "200"})
+
+    async def _depth(self, dep_id: str) -> tuple[int, int]:
+        try:
+            info = await self.js.consumer_info(
+                subjects.DISPATCH_STREAM, subjects.dispatch_consumer(dep_id)
+            )
+        except NotFoundError:
+            return -1, -1
+        return int(info.num_pending or 0), int(info.num_ack_pending or 0)
+
+    async def _clear(self, req: Request) -> None:
+        try:
+            ref = wire.DEPLOYMENT_REF.decode(req.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidRequest(f"invalid request: {exc}") from None
+        kv = await self.js.key_value(subjects.HEALTH_BUCKET)
+        with contextlib.suppress(KeyNotFoundError):
+            await kv.delete(f"{COOLDOWN_PREFIX}{ref.deployment}")
+        audit.info("cooldown of %s cleared by %s", ref.deployment, _actor(req))
+        await req.respond(b'{"cleared":true}', headers={h.STATUS: "200"})
+
+
+def _actor(req: Request) -> str:
+    who = caller_identity(dict(req.headers or {})) or "unknown"
+    human = (req.headers or {}).get(ACTOR, "")
+    return f"{human} via {who}" if human else who
+
+
+async def run(
+    settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
+) -> None:
+    nc = await connect(
+        settings.nats_servers,
+        settings.certs_dir,
+        identities.CONTROL.name,
+        name=instance,
+        connect_timeout=settings.nats.connect_timeout_s,
+        reconnect_wait=settings.nats.reconnect_wait_s,
+    )
+    control = Control(nc, settings)
+    health = HealthServer(health_port, lambda: control.ready and nc.is_connected)
+    try:
+        await control.start()
+        await health.start()
+        log.info("control service %s serving", instance)
+        await stop.wait()
+    finally:
+        await control.stop(settings.stack.stop_timeout_s / 2)
+        await health.stop()
+        with contextlib.suppress(Exception):
+            await nc.drain()

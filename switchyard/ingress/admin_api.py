@@ -1,0 +1,312 @@
+"""The gateway's management API (``/admin/v1``): providers, routes, deployments, secrets.
+
+Every call needs the admin token (``Authorization: Bearer``). The gateway holds no routing
+state: it talks to the server zone only through the exported, admin-only service subjects
+(``control.v1.admin.*``, ``secrets.v1.admin.*``) on a second NATS connection made with the
+admin identity. Route edits are compare-and-set (see :class:`ControlClient`), so two admins
+never overwrite each other. Bodies are decoded with the same msgspec types the route table
+uses, with unknown fields refused, so a typo is a 400 naming the field, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+from fastapi import APIRouter, FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.admin.token import AdminAuth
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
+from switchyard.client import LLMClient
+from switchyard.control.client import ControlClient
+from switchyard.errors import ApiError, Conflict, InvalidRequest, ModelNotFound, ServiceUnavailable
+from switchyard.ingress.responses import JSON, error_response
+from switchyard.schemas.control import PutTable
+from switchyard.schemas.routing import Provider, Route, RouteTable
+from switchyard.secrets.admin import SecretsAdmin
+
+T = TypeVar("T")
+_ENCODE = msgspec.json.Encoder()
+LITERAL_KEY_FIELDS = ("api_key", "apikey", "key", "token", "api_token", "secret_key")
+
+
+@dataclass
+class AdminContext:
+    """What the management API needs; attached to the gateway app at startup."""
+
+    auth: AdminAuth
+    control: ControlClient
+    secrets: SecretsAdmin
+    llm: LLMClient
+
+
+def _ok(doc: Any, status: int = 200) -> Response:
+    return Response(_ENCODE.encode(doc), status_code=status, media_type=JSON)
+
+
+def _decode(body: bytes, kind: type[T], what: str) -> T:
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidRequest(f"invalid {what}: {exc}") from None
+
+
+def _bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+Handler = Callable[[Request, AdminContext], Awaitable[Response]]
+
+
+class AdminApi:
+    """The ``/admin/v1`` endpoints; :meth:`router` mounts them on the gateway app."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def router(self) -> APIRouter:
+        router = APIRouter(prefix="/admin/v1", tags=["admin"])
+        for path, method, summary, handler in self._endpoints():
+            router.add_api_route(
+                path,
+                self._guarded(handler),
+                methods=[method],
+                summary=summary,
+                name=handler.__name__,
+            )
+        return router
+
+    def _context(self, request: Request) -> AdminContext:
+        context: AdminContext | None = getattr(self.app.state, "admin", None)
+        if context is None:
+            raise ServiceUnavailable("the management API is starting", code="starting")
+        context.auth.check(_bearer(request))
+        return context
+
+    def _guarded(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request, self._context(request))
+            except ApiError as exc:
+                return error_response(exc)
+
+        return guarded
+
+    def _endpoints(self) -> list[tuple[str, str, str, Handler]]:
+        return [
+            (
+                "/routes",
+                "GET",
+                "The route table (providers and routes) and its revision",
+                self.get_table,
+            ),
+            ("/routes", "PUT", "Replace the whole route table (compare-and-set)", self.put_table),
+            ("/routes/{alias:path}", "GET", "One route", self.get_route),
+            ("/routes/{alias:path}", "PUT", "Create or replace a route", self.put_route),
+            ("/routes/{alias:path}", "DELETE", "Remove a route", self.delete_route),
+            ("/providers", "GET", "Every provider", self.get_providers),
+            (
+                "/providers/{name}",
+                "PUT",
+                "Create or replace a provider (keys by secret name)",
+                self.put_provider,
+            ),
+            (
+                "/providers/{name}",
+                "DELETE",
+                "Remove a provider no route uses",
+                self.delete_provider,
+            ),
+            (
+                "/deployments",
+                "GET",
+                "Deployments with cooldown and queue depth",
+                self.get_deployments,
+            ),
+            (
+                "/deployments/{deployment}/cooldown",
+                "DELETE",
+                "End a cooldown now",
+                self.clear_cooldown,
+            ),
+            (
+                "/deployments/{deployment}/test",
+                "POST",
+                "Send one request to a deployment",
+                self.test_deployment,
+            ),
+            ("/secrets", "GET", "Stored provider keys (metadata only)", self.list_secrets),
+            (
+                "/secrets/{name}",
+                "PUT",
+                "Store a provider key (body: value, provider)",
+                self.put_secret,
+            ),
+            (
+                "/secrets/{name}/rotate",
+                "POST",
+                "Replace an existing key (body: value)",
+                self.rotate_secret,
+            ),
+            ("/secrets/{name}", "DELETE", "Delete a key and all its versions", self.delete_secret),
+        ]
+
+    async def get_table(self, request: Request, c: AdminContext) -> Response:
+        return _ok(await c.control.table())
+
+    async def put_table(self, request: Request, c: AdminContext) -> Response:
+        body = await request.body()
+        _refuse_literal_keys(body)
+        put = _decode(body, PutTable, "route table")
+        return _ok(await c.control.put_table(put.table, put.expected_revision))
+
+    async def get_route(self, request: Request, c: AdminContext) -> Response:
+        alias = request.path_params["alias"]
+        route = (await c.control.table()).table.routes.get(alias)
+        if route is None:
+            raise ModelNotFound(f"no route `{alias}`", param="alias")
+        return _ok(route)
+
+    async def put_route(self, request: Request, c: AdminContext) -> Response:
+        alias = request.path_params["alias"]
+        route = _decode(await request.body(), Route, "route")
+        state = await c.control.edit(lambda t: _with(t, routes={**t.routes, alias: route}))
+        return _ok(state)
+
+    async def delete_route(self, request: Request, c: AdminContext) -> Response:
+        alias = request.path_params["alias"]
+
+        def change(t: RouteTable) -> RouteTable:
+            if alias not in t.routes:
+                raise ModelNotFound(f"no route `{alias}`", param="alias")
+            users = sorted(a for a, r in t.routes.items() if alias in r.fallbacks)
+            if users:
+                raise Conflict(
+                    f"routes {', '.join(users)} fall back to `{alias}`; change them first"
+                )
+            return _with(t, routes={a: r for a, r in t.routes.items() if a != alias})
+
+        return _ok(await c.control.edit(change))
+
+    async def get_providers(self, request: Request, c: AdminContext) -> Response:
+        return _ok((await c.control.table()).table.providers)
+
+    async def put_provider(self, request: Request, c: AdminContext) -> Response:
+        name = request.path_params["name"]
+        body = await request.body()
+        _refuse_literal_keys(body, name)
+        provider = _decode(body, Provider, "provider")
+        return _ok(
+            await c.control.edit(lambda t: _with(t, providers={**t.providers, name: provider}))
+        )
+
+    async def delete_provider(self, request: Request, c: AdminContext) -> Response:
+        name = request.path_params["name"]
+
+        def change(t: RouteTable) -> RouteTable:
+            if name not in t.providers:
+                raise ModelNotFound(f"no provider `{name}`", param="name")
+            users = sorted(
+                a for a, r in t.routes.items() if any(d.provider == name for d in r.deployments)
+            )
+            if users:
+                raise Conflict(
+                    f"routes {', '.join(users)} use provider `{name}`; change them first"
+                )
+            return _with(t, providers={n: p for n, p in t.providers.items() if n != name})
+
+        return _ok(await c.control.edit(change))
+
+    async def get_deployments(self, request: Request, c: AdminContext) -> Response:
+        return _ok({"deployments": await c.control.deployments()})
+
+    async def clear_cooldown(self, request: Request, c: AdminContext) -> Response:
+        await c.control.clear_cooldown(request.path_params["deployment"])
+        return _ok({"cleared": True})
+
+    async def test_deployment(self, request: Request, c: AdminContext) -> Response:
+        deployment = request.path_params["deployment"]
+        table = (await c.control.table()).table
+        alias = next(
+            (a for a, r in table.routes.items() if any(d.id == deployment for d in r.deployments)),
+            None,
+        )
+        if alias is None:
+            raise ModelNotFound(f"no deployment `{deployment}`", param="deployment")
+        raw = await request.body()
+        body: dict[str, Any] = msgspec.json.decode(raw) if raw.strip() else {}
+        payload = {
+            "messages": [{"role": "user", "content": "Reply with the word: pong"}],
+            "max_tokens": 5,
+            **body,
+            "model": alias,
+        }
+        headers = {
+            h.DEADLINE: str(int((time.time() + 30) * 1000)),
+            "Sy-Pin": deployment,
+        }
+        began = time.perf_counter()
+        result: dict[str, Any] = {"deployment": deployment}
+        try:
+            reply = await c.llm.request(subjects.CHAT, _ENCODE.encode(payload), headers)
+        except ApiError as exc:
+            result.update(ok=False, status=exc.status, error=exc.message)
+        else:
+            result.update(ok=True, status=200, response=msgspec.json.decode(reply.body))
+        result["latency_ms"] = round((time.perf_counter() - began) * 1000, 1)
+        return _ok(result)
+
+    async def list_secrets(self, request: Request, c: AdminContext) -> Response:
+        return _ok({"secrets": await c.secrets.list()})
+
+    async def put_secret(self, request: Request, c: AdminContext) -> Response:
+        doc = _decode(await request.body(), SecretBody, "secret")
+        return _ok(await c.secrets.put(request.path_params["name"], doc.value, doc.provider))
+
+    async def rotate_secret(self, request: Request, c: AdminContext) -> Response:
+        doc = _decode(await request.body(), SecretBody, "secret")
+        return _ok(await c.secrets.rotate(request.path_params["name"], doc.value))
+
+    async def delete_secret(self, request: Request, c: AdminContext) -> Response:
+        await c.secrets.delete(request.path_params["name"])
+        return _ok({"deleted": True})
+
+
+class SecretBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    value: str
+    provider: str = ""
+
+    def __repr__(self) -> str:
+        return f"SecretBody(provider={self.provider!r}, value='***')"
+
+
+def _with(table: RouteTable, **changes: Any) -> RouteTable:
+    return msgspec.structs.replace(table, **changes)
+
+
+def _refuse_literal_keys(body: bytes, name: str = "") -> None:
+    """A provider document with a key in it gets a 400 that says what to do instead."""
+    try:
+        doc = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return  # the typed decode reports it
+    if not isinstance(doc, dict):
+        return
+    providers = [doc] if name else list(((doc.get("table") or {}).get("providers") or {}).values())
+    for provider in providers:
+        if isinstance(provider, dict):
+            for field in LITERAL_KEY_FIELDS:
+                if field in provider:
+                    raise InvalidRequest(
+                        "provider keys never go in the route table; store the key with "
+                        "PUT /admin/v1/secrets/<name> and set `secret: <name>` instead",
+                        param=field,
+                    )

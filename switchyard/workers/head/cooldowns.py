@@ -1,0 +1,92 @@
+"""Deployment cooldowns shared by every head through the ``sy_health`` KV bucket.
+
+A head that handles a reroute (a deployment answered 429, 5xx, timed out or was unreachable)
+writes ``cd.<deployment>`` with the time it may be used again: ``Retry-After`` when the provider
+sent one, else ``routing.cooldown_s``. Every head follows the bucket, so the next request on any
+head skips the deployment at once, and it comes back exactly when the cooldown ends (no polling
+cycle). Entries are plain data anyone can read: the admin API shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from switchyard.bus import subjects
+from switchyard.workers.kvwatch import KvFollower
+
+log = logging.getLogger("switchyard.head")
+
+PREFIX = "cd."
+MAX_COOLDOWN_S = 300.0
+
+
+class Cooldown(msgspec.Struct, frozen=True, kw_only=True):
+    deployment: str
+    until: float  # unix seconds
+    status: int = 0
+    reason: str = ""
+    since: float = 0.0
+
+
+_ENCODE = msgspec.json.Encoder()
+_DECODE = msgspec.json.Decoder(Cooldown)
+
+
+class CooldownBook:
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self._until: dict[str, Cooldown] = {}
+        self._follower = KvFollower(js, subjects.HEALTH_BUCKET, self._on_entry, keys=f"{PREFIX}>")
+        self._kv: KeyValue | None = None
+
+    async def start(self) -> None:
+        self._kv = await self._js.key_value(subjects.HEALTH_BUCKET)
+        await self._follower.start()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        deployment = key[len(PREFIX) :]
+        if value is None:
+            self._until.pop(deployment, None)
+            return
+        self._until[deployment] = _DECODE.decode(value)
+
+    def cooling(self, deployment: str, now: float | None = None) -> bool:
+        entry = self._until.get(deployment)
+        return entry is not None and entry.until > (now or time.time())
+
+    def remaining(self, deployment: str, now: float | None = None) -> float:
+        entry = self._until.get(deployment)
+        return max(0.0, entry.until - (now or time.time())) if entry else 0.0
+
+    def active(self, now: float | None = None) -> list[Cooldown]:
+        moment = now or time.time()
+        return [c for c in self._until.values() if c.until > moment]
+
+    async def cool(self, deployment: str, seconds: float, *, status: int, reason: str) -> Cooldown:
+        """Put ``deployment`` in cooldown for ``seconds`` (capped), for every head."""
+        now = time.time()
+        entry = Cooldown(
+            deployment=deployment,
+            until=now + min(max(seconds, 0.0), MAX_COOLDOWN_S),
+            status=status,
+            reason=reason[:200],
+            since=now,
+        )
+        self._until[deployment] = entry  # applies here at once, others follow the bucket
+        if self._kv is not None:
+            try:
+                await self._kv.put(f"{PREFIX}{deployment}", _ENCODE.encode(entry))
+            except Exception:  # the local cooldown still holds; other heads learn on their own
+                log.warning("could not share the cooldown of %s", deployment, exc_info=True)
+        log.info(
+            "deployment %s cooling down for %.1fs (%s %s)", deployment, seconds, status, reason
+        )
+        return entry

@@ -1,0 +1,90 @@
+"""The head's decision for one attempt: which deployment, or which clear error.
+
+Pure policy on top of :class:`Router` and the shared cooldowns: skip deployments already tried
+or cooling down; on a reroute, cool the failed deployment first and pause (jittered
+exponential backoff, never past the deadline); when nothing is left, answer with one error that
+names every attempt: 429 when rate limits are the cause (with ``Retry-After``), else 502, or 503
+with ``Retry-After`` when every candidate is cooling down before any attempt.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from switchyard.bus import headers as h
+from switchyard.config import RoutingSettings
+from switchyard.errors import ApiError, ProviderError, RateLimited, ServiceUnavailable
+from switchyard.workers.head.cooldowns import CooldownBook
+from switchyard.workers.head.router import Choice, Router
+
+ERRORS = "Sy-Errors"
+LAST_STATUS = "Sy-Last-Status"
+PIN = "Sy-Pin"  # a specific deployment (admin tests), honoured from the gateway only
+
+
+def tried_of(headers: dict[str, str]) -> list[str]:
+    return [t for t in headers.get(h.TRIED, "").split(",") if t]
+
+
+def backoff(hop: int, settings: RoutingSettings, rng: random.Random | None = None) -> float:
+    """Pause before retry number ``hop`` (1-based): exponential, capped, +-50% jitter."""
+    base = min(settings.backoff_max_s, settings.backoff_s * 2.0 ** max(0, hop - 1))
+    jitter: float = (rng or random).uniform(0.5, 1.5)
+    return base * jitter
+
+
+def exhausted(alias: str, tried: list[str], headers: dict[str, str]) -> ApiError:
+    """Every attempt failed: one error naming them all."""
+    attempts = headers.get(ERRORS, "") or ", ".join(tried)
+    last = h.int_header(headers, LAST_STATUS, 502)
+    retry_after = headers.get(h.RETRY_AFTER)
+    message = f"all {len(tried)} attempts for `{alias}` failed: {attempts}"
+    if last == 429:
+        return RateLimited(message, retry_after=float(retry_after) if retry_after else None)
+    return ProviderError(message, provider=",".join(tried), code="all_deployments_failed")
+
+
+def all_cooling(alias: str, router: Router, book: CooldownBook, tried: list[str]) -> ApiError:
+    """No candidate is usable right now (all cooling down, or none exists)."""
+    now = time.time()
+    candidates = router.cooling_candidates(alias, tried)
+    waits = [book.remaining(d, now) for d in candidates if book.cooling(d, now)]
+    if not waits:
+        return ServiceUnavailable(f"no deployment of `{alias}` is available", code="no_deployment")
+    retry_after = max(0.1, min(waits))
+    limited = [c for c in book.active(now) if c.deployment in candidates and c.status == 429]
+    message = (
+        f"every deployment of `{alias}` is cooling down after errors; retry in {retry_after:.1f}s"
+    )
+    if limited and len(limited) == len(waits):
+        return RateLimited(message, code="deployments_rate_limited", retry_after=retry_after)
+    return ServiceUnavailable(message, code="deployments_cooling_down", retry_after=retry_after)
+
+
+def choose(
+    router: Router,
+    book: CooldownBook,
+    alias: str,
+    headers: dict[str, str],
+    *,
+    pinned: str | None,
+) -> Choice:
+    """The deployment for this attempt.
+
+    Raises:
+        ModelNotFound: unknown alias (or pinned deployment).
+        ApiError: nothing usable is left (see :func:`exhausted` and :func:`all_cooling`).
+    """
+    tried = tried_of(headers)
+    if pinned:
+        return router.pinned(alias, pinned)
+    choice = router.choose(alias, tried=tried, cooling=book.cooling)
+    if choice is not None:
+        return choice
+    if tried and not router.cooling_candidates(alias, tried):
+        raise exhausted(alias, tried, headers)
+    if tried and any(book.cooling(d) for d in router.cooling_candidates(alias, tried)):
+        # Untried deployments exist but all cool down: report the real failures so far.
+        raise exhausted(alias, tried, headers)
+    raise all_cooling(alias, router, book, tried)

@@ -1,0 +1,141 @@
+"""Migrating a LiteLLM proxy config: pure conversion, then import-apply-serve on a live stack."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from switchyard.control.litellm_import import convert
+from switchyard.schemas.routing import deployment_id
+from tests.fakes.anthropic import FakeAnthropic
+from tests.stacks import Stack
+from tests.upstream import FakeOpenAI
+
+LITERAL = "sk-ant-literal-" + "7" * 24
+
+
+def _config(openai_base: str, anthropic_base: str) -> dict[str, object]:
+    return {
+        "model_list": [
+            {
+                "model_name": "lite-gpt",
+                "litellm_params": {
+                    "model": "openai/ctl:lite1",
+                    "api_base": openai_base,
+                    "api_key": "os.environ/LITE_OPENAI_KEY",
+                    "timeout": 30,
+                },
+            },
+            {
+                "model_name": "lite-claude",
+                "litellm_params": {
+                    "model": "anthropic/ok",
+                    "api_base": anthropic_base,
+                    "api_key": LITERAL,
+                },
+            },
+            {
+                "model_name": "lite-local",
+                "litellm_params": {
+                    "model": "hosted_vllm/local",
+                    "api_base": openai_base,
+                    "rpm": 100,
+                },
+            },
+        ],
+        "router_settings": {
+            "fallbacks": [{"lite-gpt": ["lite-claude"]}, {"lite-local": ["nowhere"]}],
+            "routing_strategy": "least-busy",
+        },
+        "general_settings": {"master_key": "sk-1234"},
+    }
+
+
+def test_conversion_maps_models_fallbacks_and_secret_placeholders() -> None:
+    result = convert(_config("http://up/v1", "http://anthropic"))
+    routes = result.table.routes
+    assert set(routes) == {"lite-gpt", "lite-claude", "lite-local"}
+    assert routes["lite-gpt"].fallbacks == ("lite-claude",)
+    providers = result.table.providers
+    assert {p.kind for p in providers.values()} == {"openai-compatible", "anthropic", "vllm"}
+    assert all(p.secret is None or "sk-" not in p.secret for p in providers.values())
+    secrets = {s.name: s for s in result.secrets}
+    assert secrets["lite_openai_key"].env_var == "LITE_OPENAI_KEY"
+    literal = next(s for s in secrets.values() if s.env_var is None)
+    assert literal.value == LITERAL
+    assert LITERAL not in repr(literal)  # never shown
+    unmapped = "\n".join(result.unmapped)
+    assert "rpm" in unmapped
+    assert "least-busy" in unmapped
+    assert "nowhere" in unmapped
+    assert "general_settings" in unmapped
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+async def test_litellm_config_imports_and_serves(
+    stack: Stack, upstream: FakeOpenAI, tmp_path: Path
+) -> None:
+    anthropic = FakeAnthropic()
+    anthropic_base = await anthropic.start()
+    try:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(_config(upstream.base_url, anthropic_base)))
+        env_key = "sk-env-" + "5" * 24
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "switchyard",
+                "--config",
+                str(stack.config_file),
+                "import",
+                "litellm-config",
+                str(config),
+                "--apply",
+                "--secrets-from-env",
+                "--output",
+                str(tmp_path / "routes.yaml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "LITE_OPENAI_KEY": env_key},
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert LITERAL not in out.stdout + out.stderr
+        assert env_key not in out.stdout + out.stderr
+        assert "applied: route table revision" in out.stdout
+        assert "rpm" in out.stdout  # what could not be mapped is printed
+        assert yaml.safe_load((tmp_path / "routes.yaml").read_text())["routes"]["lite-gpt"]
+
+        auth = {"Authorization": f"Bearer {stack.api_key}"}
+        chat = {"messages": [{"role": "user", "content": "hi"}]}
+        async with httpx.AsyncClient(timeout=60) as http:
+            url = f"{stack.tail_url}/v1/chat/completions"
+            for alias in ("lite-gpt", "lite-claude", "lite-local"):
+                resp = await http.post(url, json={**chat, "model": alias}, headers=auth)
+                assert resp.status_code == 200, (alias, resp.text)
+            assert (
+                upstream.calls_for("ctl:lite1")[-1].headers["Authorization"] == f"Bearer {env_key}"
+            )
+            assert anthropic.calls[-1].headers["x-api-key"] == LITERAL
+            # The imported fallback works: the OpenAI deployment fails, Anthropic answers.
+            upstream.set_mode("lite1", "status:500")
+            resp = await http.post(url, json={**chat, "model": "lite-gpt"}, headers=auth)
+            assert resp.status_code == 200, resp.text
+            claude = deployment_id(resp.headers["x-switchyard-deployment"].split("--")[0], "ok")
+            assert resp.headers["x-switchyard-deployment"] == claude
+            assert resp.headers["x-switchyard-attempts"] == "2"
+    finally:
+        upstream.set_mode("lite1", "echo")
+        await anthropic.stop()

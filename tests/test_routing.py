@@ -1,0 +1,256 @@
+"""Routing under provider failures: cooldowns shared by heads, retries, fallbacks, live routes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from switchyard.schemas.routing import deployment_id
+from tests.stacks import Stack, start_stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+A = deployment_id("prov-a", "ctl:a")
+B = deployment_id("prov-b", "ctl:b")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def routed(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    fake = {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 32}
+    quick = {"first_token_s": 1, "request_s": 1, "stream_s": 5}
+    extra = {
+        "providers": {"prov-a": fake, "prov-b": fake, "prov-c": fake},
+        "routes": {
+            "pair": {
+                "deployments": [
+                    {"provider": "prov-a", "model": "ctl:a", "timeouts": quick},
+                    {"provider": "prov-b", "model": "ctl:b", "timeouts": quick},
+                ]
+            },
+            "doomed": {
+                "deployments": [
+                    {"provider": "prov-a", "model": "ctl:d1"},
+                    {"provider": "prov-b", "model": "ctl:d2"},
+                ],
+                "fallbacks": ["doomed-backup"],
+            },
+            "doomed-backup": {"deployments": [{"provider": "prov-c", "model": "ctl:d3"}]},
+            "moving": {"deployments": [{"provider": "prov-c", "model": "ctl:m1"}]},
+        },
+        "routing": {"cooldown_s": 3, "backoff_s": 0.01},
+        "stack": {"heads": 2, "modelproxies": 2},
+    }
+    stack = await start_stack(tmp_path_factory.mktemp("routed"), extra)
+    try:
+        yield stack
+    finally:
+        await stack.supervisor.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset(upstream: FakeOpenAI) -> None:
+    for name in ("a", "b", "d1", "d2", "d3", "m1", "m2"):
+        upstream.set_mode(name, "echo")
+
+
+async def _chat(
+    stack: Stack, model: str, *, stream: bool = False, timeout: float = 10
+) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(
+            f"{stack.tail_url}/v1/chat/completions",
+            json={
+                "model": model,
+                "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+            headers={"Authorization": f"Bearer {stack.api_key}", "x-request-timeout": str(timeout)},
+        )
+
+
+async def _admin(stack: Stack, method: str, path: str, body: Any = None) -> httpx.Response:
+    token = (stack.home.root / "admin-token").read_text().strip()
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.request(
+            method,
+            f"{stack.gateway_url}/admin/v1{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+
+async def _clear(stack: Stack, *deployments: str) -> None:
+    for dep in deployments:
+        await _admin(stack, "DELETE", f"/deployments/{dep}/cooldown")
+    await asyncio.sleep(0.2)
+
+
+async def _cooldowns_on_every_head(stack: Stack) -> list[str]:
+    texts = []
+    async with httpx.AsyncClient(timeout=5) as http:
+        for name in ("head-1", "head-2"):
+            url = (stack.process(name).spec.health_url or "").replace("/ready", "/metrics")
+            texts.append((await http.get(url)).text)
+    return texts
+
+
+async def test_failing_deployment_is_routed_around_and_cooled_on_every_head(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    await _clear(routed, A, B)
+    upstream.set_mode("a", "status:500")
+    for _ in range(12):
+        resp = await _chat(routed, "pair")
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-switchyard-deployment"] == B
+    for text in await _cooldowns_on_every_head(routed):
+        assert f'deployment="{A}"' in text
+    listing = (await _admin(routed, "GET", "/deployments")).json()["deployments"]
+    by_id = {d["id"]: d for d in listing}
+    assert by_id[A]["cooldown"]["status"] == 502
+    assert by_id[B]["cooldown"] is None
+
+
+async def test_429_retry_after_keeps_traffic_away_for_that_long(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    await _clear(routed, A, B)
+    upstream.set_mode("a", "status:429")  # the fake sends Retry-After: 2
+    first_429 = None
+    while first_429 is None:
+        before = len(upstream.calls_for("ctl:a"))
+        resp = await _chat(routed, "pair")
+        assert resp.status_code == 200
+        if len(upstream.calls_for("ctl:a")) > before:
+            first_429 = time.monotonic()
+    upstream.set_mode("a", "echo")
+    calls_at_429 = len(upstream.calls_for("ctl:a"))
+    # For the next ~2 s, A gets nothing.
+    while time.monotonic() - first_429 < 1.8:
+        assert (await _chat(routed, "pair")).status_code == 200
+        await asyncio.sleep(0.05)
+    assert len(upstream.calls_for("ctl:a")) == calls_at_429
+    # Afterwards it is used again.
+    await asyncio.sleep(max(0.0, 2.3 - (time.monotonic() - first_429)))
+    served = set()
+    for _ in range(20):
+        resp = await _chat(routed, "pair")
+        served.add(resp.headers["x-switchyard-deployment"])
+    assert A in served
+
+
+async def test_hanging_deployment_times_out_and_the_other_answers(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    await _clear(routed, A, B)
+    upstream.set_mode("a", "hang")
+    began = time.monotonic()
+    for stream in (False, True):
+        for _ in range(3):
+            resp = await _chat(routed, "pair", stream=stream, timeout=8)
+            assert resp.status_code == 200, resp.text
+    assert time.monotonic() - began < 8  # at most one 1 s timeout each, then the cooldown
+
+
+async def test_everything_failing_is_one_clear_error_listing_the_attempts(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    await _clear(routed, deployment_id("prov-a", "ctl:d1"), deployment_id("prov-b", "ctl:d2"))
+    await _clear(routed, deployment_id("prov-c", "ctl:d3"))
+    for name in ("d1", "d2", "d3"):
+        upstream.set_mode(name, "status:503")
+    began = time.monotonic()
+    resp = await _chat(routed, "doomed", timeout=30)
+    took = time.monotonic() - began
+    assert resp.status_code == 502, resp.text
+    message = resp.json()["error"]["message"]
+    assert "all 3 attempts" in message
+    for name in ("d1", "d2", "d3"):
+        assert f"ctl_{name}" in message
+    assert took < 5
+    # Now everything cools down: the next request is refused at once with a retry time.
+    began = time.monotonic()
+    resp = await _chat(routed, "doomed")
+    assert resp.status_code == 503
+    assert resp.headers.get("retry-after")
+    assert time.monotonic() - began < 1
+
+
+async def test_route_change_applies_within_a_second_on_every_head(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    assert (await _chat(routed, "moving")).headers["x-switchyard-deployment"] == deployment_id(
+        "prov-c", "ctl:m1"
+    )
+    changed = await _admin(
+        routed,
+        "PUT",
+        "/routes/moving",
+        {"deployments": [{"provider": "prov-b", "model": "ctl:m2"}]},
+    )
+    assert changed.status_code == 200, changed.text
+    began = time.monotonic()
+    target = deployment_id("prov-b", "ctl:m2")
+    # Several requests in a row: both heads must already route to the new deployment.
+    while True:
+        results = [
+            (await _chat(routed, "moving")).headers["x-switchyard-deployment"] for _ in range(6)
+        ]
+        if all(r == target for r in results):
+            break
+        assert time.monotonic() - began < 1.0, results
+    assert time.monotonic() - began < 1.0
+    assert upstream.calls_for("ctl:m2")
+
+
+async def test_admin_api_validates_and_protects(routed: Stack) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        anonymous = await http.get(f"{routed.gateway_url}/admin/v1/routes")
+        assert anonymous.status_code == 401
+        wrong = await http.get(
+            f"{routed.gateway_url}/admin/v1/routes",
+            headers={"Authorization": "Bearer sy-admin-nope"},
+        )
+        assert wrong.status_code == 401
+    bad = await _admin(
+        routed, "PUT", "/routes/broken", {"deployments": [{"provider": "nope", "model": "m"}]}
+    )
+    assert bad.status_code == 400
+    assert "unknown provider `nope`" in bad.json()["error"]["message"]
+    typo = await _admin(routed, "PUT", "/routes/broken", {"deploymnts": []})
+    assert typo.status_code == 400
+    leaked = await _admin(
+        routed, "PUT", "/providers/p9", {"kind": "openai", "api_key": "sk-live-oops"}
+    )
+    assert leaked.status_code == 400
+    assert "sk-live-oops" not in leaked.text
+    in_use = await _admin(routed, "DELETE", "/providers/prov-a")
+    assert in_use.status_code == 409
+    table = (await _admin(routed, "GET", "/routes")).json()
+    assert "broken" not in table["table"]["routes"]  # nothing half-applied
+    stale = await _admin(
+        routed, "PUT", "/routes", {"table": table["table"], "expected_revision": 1}
+    )
+    assert stale.status_code == 409
+
+
+async def test_deployment_test_endpoint(routed: Stack, upstream: FakeOpenAI) -> None:
+    await _clear(routed, B)
+    resp = await _admin(routed, "POST", f"/deployments/{B}/test")
+    assert resp.status_code == 200
+    result = resp.json()
+    assert result["ok"] is True
+    assert result["response"]["choices"][0]["message"]["content"].startswith("echo:")
+    upstream.set_mode("b", "status:500")
+    failed = (await _admin(routed, "POST", f"/deployments/{B}/test")).json()
+    assert failed["ok"] is False
+    assert failed["status"] == 502
