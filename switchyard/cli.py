@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_secrets(sub)
 
+    _add_keys(sub)
+
     p = sub.add_parser("import", help="migrate configuration from another gateway")
     imports = p.add_subparsers(dest="import_command", required=True, metavar="SOURCE")
     c = imports.add_parser("litellm-config", help="a LiteLLM proxy config.yaml (model_list)")
@@ -137,6 +139,34 @@ def _add_secrets(sub: Any) -> None:
     _common(c)
     c.add_argument("name")
     c.set_defaults(handler=_cmd_secrets)
+
+
+def _add_keys(sub: Any) -> None:
+    from switchyard.admin.keys_cli import add_key_options  # noqa: PLC0415
+
+    p = sub.add_parser("keys", help="client API keys: create, list, show, update, revoke")
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    c = keys.add_parser("create", help="a new key (printed once)")
+    _common(c)
+    c.add_argument("name")
+    add_key_options(c)
+    c.set_defaults(handler=_cmd_keys)
+    c = keys.add_parser("list", help="every key (never the key itself)")
+    _common(c)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(handler=_cmd_keys)
+    for action, text in (("show", "one key with its spend"), ("revoke", "stop a key everywhere")):
+        c = keys.add_parser(action, help=text)
+        _common(c)
+        c.add_argument("key_id")
+        c.add_argument("--json", action="store_true")
+        c.set_defaults(handler=_cmd_keys)
+    c = keys.add_parser("update", help="change models, limits, budget or expiry")
+    _common(c)
+    c.add_argument("key_id")
+    add_key_options(c)
+    c.add_argument("--enable", action="store_true", help="undo a revocation")
+    c.set_defaults(handler=_cmd_keys)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -258,6 +288,12 @@ def _cmd_import(args: argparse.Namespace, settings: Settings, config_file: Path 
     from switchyard.control.import_cli import run_import  # noqa: PLC0415
 
     return run_import(args, settings, sys.stdout)
+
+
+def _cmd_keys(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from switchyard.admin.keys_cli import keys_command  # noqa: PLC0415
+
+    return keys_command(args, settings, sys.stdout)
 
 
 def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:

@@ -14,7 +14,7 @@ the reliability rules of DESIGN §8:
 Example (an internal service with its own certificate)::
 
     nc = await connect(servers, cert_dir, "billing-bot")
-    async with LLMClient(nc) as llm:
+    async with LLMClient(nc, api_key="sk-sy-...") as llm:
         async for chunk in llm.chat_stream({"model": "demo", "messages": [...]}):
             print(chunk["choices"][0]["delta"].get("content", ""), end="")
 """
@@ -156,6 +156,8 @@ class LLMClient:
     Args:
         nc: a connection made with :func:`switchyard.bus.connect.connect` (its inbox prefix is
             the identity's, which the server requires).
+        api_key: the client key requests are made with (internal callers); its models, limits
+            and budget apply as for HTTP callers.
         attempts: how many times a request may be sent in total.
         accept_timeout: re-send if no head acknowledged within this many seconds.
         default_timeout: deadline for requests that bring none.
@@ -168,8 +170,11 @@ class LLMClient:
         attempts: int = 3,
         accept_timeout: float = 10.0,
         default_timeout: float = 600.0,
+        api_key: str | None = None,
     ) -> None:
         self._nc = nc
+        # Internal callers present a client key (the head checks it); the edges pass a hash.
+        self._auth = {h.AUTHORIZATION: f"Bearer {api_key}"} if api_key else {}
         self._attempts = attempts
         self._accept_timeout = accept_timeout
         self._default_timeout = default_timeout
@@ -232,7 +237,7 @@ class LLMClient:
             DeadlineExceeded: the deadline passed.
             ProviderError: the reply path broke after content was already yielded.
         """
-        base = dict(headers or {})
+        base = {**self._auth, **(headers or {})}
         base.setdefault(h.REQUEST_ID, self.new_request_id())
         if h.DEADLINE not in base:
             base[h.DEADLINE] = str(int((time.time() + self._default_timeout) * 1000))

@@ -111,6 +111,8 @@ class ApiError(SwitchyardError):
             self.code = code
         self.param = param
         self.retry_after = retry_after
+        # Extra HTTP headers for the response (x-ratelimit-*), as (name, value) byte pairs.
+        self.headers: list[tuple[bytes, bytes]] = []
 
 
 class InvalidRequest(ApiError):

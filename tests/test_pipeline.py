@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.client import LLMClient
-from switchyard.errors import DeadlineExceeded, InvalidRequest
+from switchyard.errors import AuthenticationFailed, DeadlineExceeded, InvalidRequest
 from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack
 from tests.upstream import FakeOpenAI
@@ -56,7 +56,7 @@ async def test_expired_deadline_is_504_and_provider_never_called(
     before = len(upstream.calls_for("echo"))
     nc = await stack.connect("app")
     try:
-        async with LLMClient(nc) as llm:
+        async with LLMClient(nc, api_key=stack.api_key) as llm:
             past = str(int((time.time() - 5) * 1000))
             with pytest.raises(DeadlineExceeded):
                 await llm.request(subjects.CHAT, msgspec.json.encode(CHAT), {h.DEADLINE: past})
@@ -148,7 +148,7 @@ async def test_malformed_message_on_the_bus_gets_an_error_and_head_keeps_serving
 ) -> None:
     nc = await stack.connect("app")
     try:
-        async with LLMClient(nc) as llm:
+        async with LLMClient(nc, api_key=stack.api_key) as llm:
             for junk in (b"\xff\xfe", b"{}", b'{"model": ""}', b"null"):
                 with pytest.raises(InvalidRequest):
                     await llm.request(subjects.CHAT, junk)
@@ -214,7 +214,7 @@ async def test_killed_model_proxy_loses_no_request(stack: Stack, upstream: FakeO
 async def test_internal_client_gets_a_streamed_answer(stack: Stack) -> None:
     nc = await stack.connect("app")
     try:
-        async with LLMClient(nc) as llm:
+        async with LLMClient(nc, api_key=stack.api_key) as llm:
             chunks = [
                 c
                 async for c in llm.chat_stream(
@@ -230,24 +230,27 @@ async def test_internal_client_gets_a_streamed_answer(stack: Stack) -> None:
     assert "gpt-4o-mini" in models
 
 
-async def test_internal_clients_cannot_claim_a_client_key(
-    stack: Stack, upstream: FakeOpenAI
-) -> None:
-    """Sy-Key-Id from a non-ingress identity is replaced by that identity."""
+async def test_internal_clients_present_their_own_key(stack: Stack, upstream: FakeOpenAI) -> None:
+    """Identity headers from a non-edge caller are ignored: its own key is what counts."""
+    other, other_record = await stack.new_key("someone-else")
+    mine, my_record = await stack.new_key("app-key")
     nc = await stack.connect("app")
     try:
-        async with LLMClient(nc) as llm:
+        async with LLMClient(nc) as anonymous:
+            with pytest.raises(AuthenticationFailed):
+                await anonymous.chat(CHAT)
+        async with LLMClient(nc, api_key=mine) as llm:
             await llm.request(
                 subjects.CHAT,
                 msgspec.json.encode({**CHAT, "messages": [{"role": "user", "content": "forged"}]}),
-                {h.KEY_ID: "key_someone_else"},
+                {h.KEY_ID: other_record.id, h.KEY_HASH: other_record.hash},
             )
     finally:
         await nc.close()
-    # The usage event (and anything downstream) carries the caller's own identity.
     await asyncio.sleep(0.3)  # usage events are batched (~20 ms) and confirmed in the background
     usage = await _last_usage(stack)
-    assert usage["key_id"] == "identity:app"
+    assert usage["key_id"] == my_record.id
+    assert other  # the other key exists and was simply not usable through headers
 
 
 async def _last_usage(stack: Stack) -> dict[str, object]:

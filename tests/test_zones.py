@@ -175,7 +175,12 @@ TABLE: dict[str, dict[str, list[str]]] = {
         "sub_no": [">", "_INBOX_tail.>"],
     },
     "head": {
-        "pub_ok": [DISPATCH, "$JS.API.STREAM.INFO.DISPATCH", "$KV.sy_health.x"],
+        "pub_ok": [
+            DISPATCH,
+            "$JS.API.STREAM.INFO.DISPATCH",
+            "$KV.sy_health.x",
+            "sy.clientkv.DIRECT.GET.KV_sy_keys.$KV.sy_keys.k.x",
+        ],
         "pub_no": [
             SECRET_GET,
             SECRET_ADMIN,
@@ -186,8 +191,9 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "llm.v1.usage",
             "secrets.v1.changed.openai",
             CONTROL_ADMIN,
+            "$KV.sy_keys.k.forged",
         ],
-        "sub_ok": ["llm.v1.chat", "llm.v1.reroute", "_INBOX_head.>"],
+        "sub_ok": ["llm.v1.chat", "llm.v1.reroute", "_INBOX_head.>", "$KV.sy_keys.>"],
         "sub_no": [">", "secrets.v1.get.>", "llm.v1.dispatch.>", "_INBOX_modelproxy.>"],
     },
     "modelproxy": {
@@ -206,9 +212,10 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.CONSUMER.CREATE.DISPATCH.x",
             "$KV.sy_routes.table",
             "secrets.v1.changed.openai",
+            "sy.clientkv.DIRECT.GET.KV_sy_keys.$KV.sy_keys.k.x",
         ],
         "sub_ok": ["_INBOX_modelproxy.>", "secrets.v1.changed.>"],
-        "sub_no": [">", "secrets.v1.get.>", "llm.v1.chat", "llm.v1.dispatch.>"],
+        "sub_no": [">", "secrets.v1.get.>", "llm.v1.chat", "llm.v1.dispatch.>", "$KV.sy_keys.>"],
     },
     "secrets": {
         "pub_ok": ["secrets.v1.changed.openai"],
@@ -448,6 +455,26 @@ async def test_client_zone_cannot_reach_unexported_core_subjects(zone: Zone) -> 
     finally:
         await probe.close()
         await secrets_nc.close()
+
+
+async def test_core_reads_client_keys_but_cannot_change_them(zone: Zone) -> None:
+    """The head sees key records (for its re-check) through a read-only, remapped import."""
+    admin, _ = await _as(zone, "admin")
+    head, head_errors = await _as(zone, "head")
+    try:
+        kv = await admin.jetstream().key_value("sy_keys")
+        await kv.put("k.zone-test", b'{"probe": 1}')
+        got = await head.request(
+            "sy.clientkv.DIRECT.GET.KV_sy_keys.$KV.sy_keys.k.zone-test", b"", timeout=2
+        )
+        assert got.data == b'{"probe": 1}'
+        await head.publish("$KV.sy_keys.k.zone-test", b"forged")
+        await settle(head, 0.3)
+        assert head_errors.about("$KV.sy_keys.k.zone-test")
+        assert (await kv.get("k.zone-test")).value == b'{"probe": 1}'
+    finally:
+        await admin.close()
+        await head.close()
 
 
 async def test_client_zone_sees_only_its_own_jetstream(zone: Zone) -> None:

@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
 from switchyard.errors import ConfigError
+from switchyard.limits import periods
 from switchyard.schemas.keys import (
     KEY_DECODER,
     KEY_ENCODER,
@@ -126,7 +127,19 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             unknown[0], "not a key setting", f"use one of: {', '.join(sorted(_MUTABLE))}"
         )
-    out = dict(fields)
+    out = {k: v for k, v in fields.items() if v is not None}
+    period = out.get("budget_period")
+    if period is not None and not periods.valid(str(period)):
+        raise ConfigError(
+            "budget_period",
+            f"`{period}` is not a budget period",
+            "use daily, weekly, monthly, total, or a number of seconds",
+        )
+    for field in ("rpm", "tpm", "max_parallel", "budget_usd"):
+        if field in out and (not isinstance(out[field], int | float) or out[field] < 0):
+            raise ConfigError(
+                field, f"`{out[field]}` is not a non-negative number", "use 0 for no limit"
+            )
     if "models" in out and isinstance(out["models"], str):
         out["models"] = tuple(m.strip() for m in out["models"].split(",") if m.strip())
     if "models" in out and isinstance(out["models"], Iterable):

@@ -93,9 +93,10 @@ def permissions_for(identity: Identity) -> Permissions:
                 *_kv_read(s.ROUTES_BUCKET),
                 *_kv_read(s.HEALTH_BUCKET),
                 *_kv_write(s.HEALTH_BUCKET),
+                f"{s.KEYS_DIRECT_GET_PREFIX}.>",  # read a client key's policy (imported)
             ),
             publish_deny=_SECRET_VALUES,
-            subscribe_allow=(*s.LLM_API, s.REROUTE, *inbox, "$SRV.>"),
+            subscribe_allow=(*s.LLM_API, s.REROUTE, *inbox, "$SRV.>", s.KEYS_CHANGES),
             allow_responses=True,
         )
     if name == "modelproxy":
@@ -130,6 +131,7 @@ def permissions_for(identity: Identity) -> Permissions:
                 f"$JS.API.CONSUMER.MSG.NEXT.{s.USAGE_STREAM}.*",
                 f"$JS.API.CONSUMER.INFO.{s.USAGE_STREAM}.*",
                 f"$JS.ACK.{s.USAGE_STREAM}.>",
+                *_kv_read(s.ROUTES_BUCKET),  # per-deployment price overrides
             ),
             publish_deny=_SECRET_VALUES,
             subscribe_allow=inbox,

@@ -38,6 +38,10 @@ CONTROL_ADMIN_PREFIX = "control.v1.admin"
 ROUTES_BUCKET = "sy_routes"  # CORE: the route table document
 HEALTH_BUCKET = "sy_health"  # CORE: deployment cooldowns shared by all heads
 KEYS_BUCKET = "sy_keys"  # CLIENT: client key hashes and limits
+# CLIENT shares the key bucket with CORE read-only: its change stream, and direct gets under
+# this prefix (remapped so CORE's own JetStream API does not answer them).
+KEYS_CHANGES = f"$KV.{KEYS_BUCKET}.>"
+KEYS_DIRECT_GET_PREFIX = f"sy.clientkv.DIRECT.GET.KV_{KEYS_BUCKET}"
 
 
 def dispatch(deployment_id: str) -> str:

@@ -20,14 +20,24 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchyard.admin.keys import KeyAdmin, KeyNotFound
+from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.client import LLMClient
 from switchyard.control.client import ControlClient
-from switchyard.errors import ApiError, Conflict, InvalidRequest, ModelNotFound, ServiceUnavailable
+from switchyard.errors import (
+    ApiError,
+    ConfigError,
+    Conflict,
+    InvalidRequest,
+    ModelNotFound,
+    ServiceUnavailable,
+)
 from switchyard.ingress.responses import JSON, error_response
 from switchyard.schemas.control import PutTable
+from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.routing import Provider, Route, RouteTable
 from switchyard.secrets.admin import SecretsAdmin
 
@@ -44,6 +54,8 @@ class AdminContext:
     control: ControlClient
     secrets: SecretsAdmin
     llm: LLMClient
+    keys: KeyAdmin
+    spend: SpendReader
 
 
 def _ok(doc: Any, status: int = 200) -> Response:
@@ -143,6 +155,18 @@ class AdminApi:
                 "Send one request to a deployment",
                 self.test_deployment,
             ),
+            ("/keys", "GET", "Client keys with their spend", self.list_keys),
+            ("/keys", "POST", "Create a client key (the key is shown once)", self.create_key),
+            ("/keys/{key_id}", "GET", "One client key and its spend", self.get_key),
+            ("/keys/{key_id}", "PATCH", "Change a key's models, limits or budget", self.update_key),
+            (
+                "/keys/{key_id}/revoke",
+                "POST",
+                "Revoke a key (every edge, within a second)",
+                self.revoke_key,
+            ),
+            ("/keys/{key_id}", "DELETE", "Delete a key", self.delete_key),
+            ("/spend", "GET", "Daily spend per key and per model (?days=7)", self.daily_spend),
             ("/secrets", "GET", "Stored provider keys (metadata only)", self.list_secrets),
             (
                 "/secrets/{name}",
@@ -264,6 +288,39 @@ class AdminApi:
         result["latency_ms"] = round((time.perf_counter() - began) * 1000, 1)
         return _ok(result)
 
+    async def list_keys(self, request: Request, c: AdminContext) -> Response:
+        records = await _keys(c.keys.list())
+        return _ok({"keys": [_public(r, await c.spend.for_key(r)) for r in records]})
+
+    async def create_key(self, request: Request, c: AdminContext) -> Response:
+        fields = _decode(await request.body(), KeyFields, "key").changes()
+        name = fields.pop("name", None)
+        if not name:
+            raise InvalidRequest("a key needs a name", param="name")
+        api_key, record = await _keys(c.keys.create(name, **fields))
+        return _ok({"key": api_key, "record": _public(record)}, status=201)
+
+    async def get_key(self, request: Request, c: AdminContext) -> Response:
+        record = await _keys(c.keys.find(request.path_params["key_id"]))
+        return _ok(_public(record, await c.spend.for_key(record)))
+
+    async def update_key(self, request: Request, c: AdminContext) -> Response:
+        fields = _decode(await request.body(), KeyFields, "key").changes()
+        return _ok(_public(await _keys(c.keys.update(request.path_params["key_id"], **fields))))
+
+    async def revoke_key(self, request: Request, c: AdminContext) -> Response:
+        return _ok(_public(await _keys(c.keys.revoke(request.path_params["key_id"]))))
+
+    async def delete_key(self, request: Request, c: AdminContext) -> Response:
+        await _keys(c.keys.delete(request.path_params["key_id"]))
+        return _ok({"deleted": True})
+
+    async def daily_spend(self, request: Request, c: AdminContext) -> Response:
+        days = int(request.query_params.get("days", "7") or 7)
+        key_ids = [r.id for r in await _keys(c.keys.list())]
+        aliases = list((await c.control.table()).table.routes)
+        return _ok({"days": await c.spend.daily(days=days, key_ids=key_ids, aliases=aliases)})
+
     async def list_secrets(self, request: Request, c: AdminContext) -> Response:
         return _ok({"secrets": await c.secrets.list()})
 
@@ -280,12 +337,49 @@ class AdminApi:
         return _ok({"deleted": True})
 
 
+class KeyFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Settable key fields (None: leave as is)."""
+
+    name: str | None = None
+    owner: str | None = None
+    team: str | None = None
+    models: list[str] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    budget_usd: float | None = None
+    budget_period: str | None = None
+    expires_at: float | None = None
+    disabled: bool | None = None
+
+    def changes(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not None}
+
+
+def _public(record: ClientKey, spend: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = msgspec.to_builtins(record)
+    doc.pop("hash", None)  # not secret, but nobody needs it
+    if spend is not None:
+        doc["spend"] = spend
+    return doc
+
+
 class SecretBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     value: str
     provider: str = ""
 
     def __repr__(self) -> str:
         return f"SecretBody(provider={self.provider!r}, value='***')"
+
+
+async def _keys(call: Awaitable[T]) -> T:
+    """Key store errors in API terms: unknown id 404, invalid field 400."""
+    try:
+        return await call
+    except KeyNotFound as exc:
+        raise ModelNotFound(exc.problem, param="key_id") from None
+    except ConfigError as exc:
+        raise InvalidRequest(f"{exc.problem} ({exc.hint})", param=exc.field) from None
 
 
 def _with(table: RouteTable, **changes: Any) -> RouteTable:

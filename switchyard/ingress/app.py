@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from nats.aio.client import Client as NATS
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchyard.admin.keys import KeyAdmin
+from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
@@ -29,6 +32,7 @@ from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import FastPath
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.responses import error_response
+from switchyard.limits.limiter import Limiter
 from switchyard.secrets.admin import SecretsAdmin
 
 log = logging.getLogger("switchyard.ingress")
@@ -72,29 +76,22 @@ def create_app(settings: Settings, kind: str) -> FastAPI:
         keys = KeyRing(nc.jetstream(timeout=5))
         await keys.start()
         edge.client, edge.keys = client, keys
+        edge.limiter = Limiter(settings)
         admin_nc = None
         if kind == "gateway":
-            # Management goes to the server zone only through the admin-only exports.
-            admin_nc = await connect(
-                settings.nats_servers,
-                settings.certs_dir,
-                identities.ADMIN.name,
-                name="gateway-admin",
-                connect_timeout=settings.nats.connect_timeout_s,
-                reconnect_wait=settings.nats.reconnect_wait_s,
-            )
-            app.state.admin = AdminContext(
-                auth=AdminAuth(settings.admin_token_file),
-                control=ControlClient(admin_nc, actor="gateway-api"),
-                secrets=SecretsAdmin(admin_nc, actor="gateway-api"),
-                llm=client,
-            )
+            admin_nc, app.state.admin = await _admin_context(settings, client)
         log.info("%s ready with %d client keys", kind, len(keys))
         try:
             yield
         finally:
             edge.client = None
+            context = app.state.admin
             app.state.admin = None
+            if context is not None:
+                await context.spend.close()
+            if edge.limiter is not None:
+                await edge.limiter.close()
+                edge.limiter = None
             if admin_nc is not None:
                 with contextlib.suppress(Exception):
                     await admin_nc.drain()
@@ -125,6 +122,28 @@ def create_app(settings: Settings, kind: str) -> FastAPI:
         app.include_router(AdminApi(app).router())
     _error_handlers(app)
     return app
+
+
+async def _admin_context(settings: Settings, client: LLMClient) -> tuple[NATS, AdminContext]:
+    """The gateway's management side: a second connection, as the admin identity, so that
+    management reaches the server zone only through the admin-only exports."""
+    admin_nc = await connect(
+        settings.nats_servers,
+        settings.certs_dir,
+        identities.ADMIN.name,
+        name="gateway-admin",
+        connect_timeout=settings.nats.connect_timeout_s,
+        reconnect_wait=settings.nats.reconnect_wait_s,
+    )
+    context = AdminContext(
+        auth=AdminAuth(settings.admin_token_file),
+        control=ControlClient(admin_nc, actor="gateway-api"),
+        secrets=SecretsAdmin(admin_nc, actor="gateway-api"),
+        llm=client,
+        keys=KeyAdmin(admin_nc.jetstream(timeout=10)),
+        spend=SpendReader(settings),
+    )
+    return admin_nc, context
 
 
 def _error_handlers(app: FastAPI) -> None:

@@ -20,7 +20,13 @@ from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.client import LLMClient, Reply
 from switchyard.config import Settings
-from switchyard.errors import ApiError, ModelNotFound, ServiceUnavailable
+from switchyard.errors import (
+    ApiError,
+    AuthenticationFailed,
+    ModelNotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+)
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.responses import (
     JSON,
@@ -30,6 +36,7 @@ from switchyard.ingress.responses import (
     sse,
     sse_error,
 )
+from switchyard.limits.limiter import Limiter
 from switchyard.schemas.keys import ClientKey
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -45,6 +52,7 @@ class Edge:
         self.kind = kind
         self.client: LLMClient | None = None
         self.keys: KeyRing | None = None
+        self.limiter: Limiter | None = None
         self.body_limit = settings.ingress.max_body_bytes
         self._default_s = settings.ingress.default_deadline_s
         self._max_s = settings.ingress.max_deadline_s
@@ -62,6 +70,12 @@ class Edge:
         if self.keys is None:
             raise ServiceUnavailable("the gateway is starting", code="starting")
         return self.keys.authenticate(api_key)
+
+    @staticmethod
+    def check_model(key: ClientKey, model: str) -> None:
+        """Raises PermissionDenied (403) when ``key`` may not use ``model``."""
+        if not key.allows(model):
+            raise PermissionDenied(f"this API key may not use the model `{model}`", param="model")
 
     def deadline_ms(self, raw: bytes | str | None) -> str:
         """The deadline header for a client-requested timeout (seconds), capped."""
@@ -115,13 +129,17 @@ class Edge:
         try:
             deadline = str(int((time.time() + 2) * 1000))
             await client.request(subjects.MODELS, b"{}", {h.DEADLINE: deadline})
+        except AuthenticationFailed:
+            pass  # a head answered (it wants a key for the list): the path works
         except ApiError as exc:
             body = _ENCODE.encode({"status": "not ready", "reason": exc.message})
             return Response(body, status_code=503, media_type=JSON)
         return Response(b'{"status":"ready"}', media_type=JSON)
 
     async def _models(self, key: ClientKey) -> dict[str, Any]:
-        reply = await self.require_client().request(subjects.MODELS, b"{}")
+        reply = await self.require_client().request(
+            subjects.MODELS, b"{}", {h.KEY_HASH: key.hash, h.KEY_ID: key.id}
+        )
         listing = _MODELS.decode(reply.body)
         listing["data"] = [m for m in listing.get("data", []) if key.allows(m.get("id", ""))]
         return listing
@@ -136,8 +154,22 @@ def _header_key(request: Request) -> str | None:
     return request.headers.get("api-key") or request.headers.get("x-api-key")
 
 
-async def sse_frames(first: Reply, rest: AsyncGenerator[Reply, None]) -> AsyncIterator[bytes]:
-    """Frame reply messages as server-sent events; errors after the first byte end the stream."""
+def usage_tokens(headers: dict[str, str]) -> int | None:
+    """Total tokens from a final reply's ``Sy-Usage`` header, if the provider reported them."""
+    raw = headers.get(h.USAGE)
+    if not raw:
+        return None
+    parts = raw.split(",")
+    return int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else None
+
+
+async def sse_frames(
+    first: Reply, rest: AsyncGenerator[Reply, None], final: dict[str, str] | None = None
+) -> AsyncIterator[bytes]:
+    """Frame reply messages as server-sent events; errors after the first byte end the stream.
+
+    ``final`` receives the headers of the final message (usage, deployment).
+    """
     reply: Reply | None = first
     try:
         while reply is not None:
@@ -147,6 +179,8 @@ async def sse_frames(first: Reply, rest: AsyncGenerator[Reply, None]) -> AsyncIt
             elif kind == h.KIND_KEEPALIVE:
                 yield SSE_KEEPALIVE
             elif kind == h.KIND_FINAL:
+                if final is not None:
+                    final.update(reply.headers)
                 yield SSE_DONE
                 return
             elif kind == h.KIND_ERROR:

@@ -23,7 +23,8 @@ from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.client import Reply, error_from_reply
 from switchyard.errors import ApiError, PayloadTooLarge, ServiceUnavailable
-from switchyard.ingress.edge import SAFE_ID, Edge, sse_frames
+from switchyard.ingress.edge import SAFE_ID, Edge, sse_frames, usage_tokens
+from switchyard.limits.limiter import Ticket
 from switchyard.schemas.openai import ChatProbe, CompletionProbe, error_body, probe
 from switchyard.telemetry import request_id_var
 
@@ -88,16 +89,24 @@ class FastPath:
         request_id = given if given and SAFE_ID.match(given) else edge.new_request_id()
         token = request_id_var.set(request_id)
         state = {"started": False}
+        ticket: Ticket | None = None
+        final: dict[str, str] = {}
         try:
             key = edge.authenticate(_api_key(wanted))
             body = await _read_body(receive, wanted.get(b"content-length"), edge.body_limit)
             parsed = probe(op, body)
+            edge.check_model(key, parsed.model)
+            if edge.limiter is not None:
+                # ~4 bytes per token: the prompt estimate TPM admits; corrected after the answer.
+                ticket = await edge.limiter.admit(key, request_id, max(1, len(body) // 4))
+            limit_headers = ticket.headers if ticket is not None else []
             headers = {
                 h.REQUEST_ID: request_id,
                 h.DEADLINE: edge.deadline_ms(
                     wanted.get(b"x-request-timeout") or wanted.get(b"x-stainless-timeout")
                 ),
                 h.KEY_ID: key.id,
+                h.KEY_HASH: key.hash,
                 h.TENANT: key.team,
             }
             trace = wanted.get(b"traceparent")
@@ -108,12 +117,20 @@ class FastPath:
                     headers[h.TRACESTATE] = trace_state.decode("latin-1")
             client = edge.require_client()
             if isinstance(parsed, ChatProbe | CompletionProbe) and parsed.stream:
+                replies = client.exchange(subject, body, headers)
                 await _stream(
-                    client.exchange(subject, body, headers), request_id, receive, send, state
+                    replies,
+                    request_id=request_id,
+                    limit_headers=limit_headers,
+                    receive=receive,
+                    send=send,
+                    state=state,
+                    final=final,
                 )
                 return
             reply = await client.request(subject, body, headers)
-            extra = [(b"x-request-id", request_id.encode())]
+            final = reply.headers
+            extra = [(b"x-request-id", request_id.encode()), *limit_headers]
             deployment = reply.headers.get(h.DEPLOYMENT)
             if deployment:
                 extra.append((b"x-switchyard-deployment", deployment.encode()))
@@ -131,6 +148,8 @@ class FastPath:
             if not state["started"]:
                 await _respond_error(send, ApiError("internal error in the gateway"), request_id)
         finally:
+            if ticket is not None and edge.limiter is not None:
+                edge.limiter.settle(ticket, usage_tokens(final))
             request_id_var.reset(token)
 
 
@@ -180,14 +199,21 @@ async def _respond(
 
 
 async def _respond_error(send: Send, exc: ApiError, request_id: str) -> None:
-    headers = [*_JSON, (b"x-request-id", request_id.encode())]
+    headers = [*_JSON, (b"x-request-id", request_id.encode()), *exc.headers]
     if exc.retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
     await _respond(send, exc.status, error_body(exc), headers)
 
 
 async def _stream(
-    replies: Any, request_id: str, receive: Receive, send: Send, state: dict[str, bool]
+    replies: Any,
+    *,
+    request_id: str,
+    limit_headers: list[tuple[bytes, bytes]],
+    receive: Receive,
+    send: Send,
+    state: dict[str, bool],
+    final: dict[str, str],
 ) -> None:
     """Relay a reply stream as SSE; ``state["started"]`` turns True with the response."""
     first: Reply | None = None
@@ -204,14 +230,14 @@ async def _stream(
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [*_SSE, (b"x-request-id", request_id.encode())],
+            "headers": [*_SSE, (b"x-request-id", request_id.encode()), *limit_headers],
         }
     )
     state["started"] = True
     gone = asyncio.Event()
     watcher = asyncio.create_task(_watch_disconnect(receive, gone))
     try:
-        async for frame in sse_frames(first, replies):
+        async for frame in sse_frames(first, replies, final):
             if gone.is_set():
                 break  # the client left: stop relaying (the reply inbox is released below)
             await send({"type": "http.response.body", "body": frame, "more_body": True})

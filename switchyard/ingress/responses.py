@@ -19,6 +19,8 @@ def error_response(exc: ApiError, request_id: str | None = None) -> Response:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     if request_id:
         headers["x-request-id"] = request_id
+    for name, value in exc.headers:
+        headers[name.decode()] = value.decode()
     return Response(error_body(exc), status_code=exc.status, media_type=JSON, headers=headers)
 
 

@@ -30,6 +30,8 @@ class UsageEvent(msgspec.Struct, frozen=True, kw_only=True):
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     prompt_tokens_estimated: int = 0
+    # The key's budget period (set by the head from the key record): picks the spend counter.
+    budget_period: str = "monthly"
 
 
 class SecretChanged(msgspec.Struct, frozen=True, kw_only=True):

@@ -228,6 +228,7 @@ def component_specs(settings: Settings) -> list[ComponentSpec]:
     return [
         ComponentSpec("secrets"),
         ComponentSpec("control"),
+        ComponentSpec("accounting"),
         ComponentSpec("head", replicas=st.heads),
         ComponentSpec("modelproxy", replicas=st.modelproxies),
         ComponentSpec("tail", http_port=settings.ingress.tail.port),

@@ -82,6 +82,20 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
         {"service": {"account": "CORE", "subject": f"{prefix}.>"}, "share": True}
         for prefix in (s.SECRETS_ADMIN_PREFIX, s.CONTROL_ADMIN_PREFIX)
     ]
+    # CLIENT lets CORE read (never write) the client-key bucket: its change stream, and direct
+    # gets, remapped so CORE's own JetStream API does not answer them. The head re-checks
+    # each request's key against it.
+    key_exports = [
+        {"stream": s.KEYS_CHANGES, "accounts": ["CORE"]},
+        {"service": f"$JS.API.DIRECT.GET.KV_{s.KEYS_BUCKET}.>", "accounts": ["CORE"]},
+    ]
+    key_imports = [
+        {"stream": {"account": "CLIENT", "subject": s.KEYS_CHANGES}},
+        {
+            "service": {"account": "CLIENT", "subject": f"$JS.API.DIRECT.GET.KV_{s.KEYS_BUCKET}.>"},
+            "to": f"{s.KEYS_DIRECT_GET_PREFIX}.>",
+        },
+    ]
     return {
         "server_name": layout.server_name,
         "listen": f"127.0.0.1:{layout.port}",
@@ -107,12 +121,14 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
                 "jetstream": "enabled",
                 "users": users[Zone.CORE],
                 "exports": [*llm_exports, *admin_exports],
+                "imports": key_imports,
             },
             "CLIENT": {
                 # JetStream in CLIENT holds only the client-key bucket (DESIGN §6).
                 "jetstream": "enabled",
                 "users": users[Zone.CLIENT],
                 "imports": [*llm_imports, *admin_imports],
+                "exports": key_exports,
             },
         },
     }

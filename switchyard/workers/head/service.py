@@ -26,8 +26,11 @@ from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.errors import (
     ApiError,
+    AuthenticationFailed,
     DeadlineExceeded,
+    PermissionDenied,
 )
+from switchyard.schemas.keys import ClientKey, hash_key
 from switchyard.schemas.openai import Model, ModelList, encode, model_of
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
 from switchyard.stack.provision import ROUTE_TABLE_KEY
@@ -35,6 +38,7 @@ from switchyard.telemetry import request_id_var
 from switchyard.workers.head import decide
 from switchyard.workers.head.cooldowns import CooldownBook
 from switchyard.workers.head.dispatch import msg_id, publish_dispatch
+from switchyard.workers.head.keys import KeyPolicies
 from switchyard.workers.head.router import Router
 from switchyard.workers.health import HealthServer
 from switchyard.workers.kvwatch import KvFollower
@@ -42,6 +46,12 @@ from switchyard.workers.kvwatch import KvFollower
 log = logging.getLogger("switchyard.head")
 
 _OPS = {subjects.CHAT: "chat", subjects.COMPLETE: "complete", subjects.EMBED: "embed"}
+
+
+# Requests the admin API pins to one deployment are attributed to this key.
+DEPLOYMENT_TEST_KEY = ClientKey(
+    id="admin-deployment-test", hash="", name="deployment test", team="admin"
+)
 
 
 class Head:
@@ -53,6 +63,7 @@ class Head:
         self.instance = instance
         self.router = Router(settings.route_table)
         self.cooldowns = CooldownBook(self.js)
+        self.keys = KeyPolicies(nc)
         self._routes = KvFollower(
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
@@ -76,6 +87,7 @@ class Head:
     async def start(self) -> None:
         await self.publisher.start()
         await self.cooldowns.start()
+        await self.keys.start()
         await self._routes.start()
         for subject in (*_OPS, subjects.MODELS):
             self._subs.append(
@@ -101,6 +113,7 @@ class Head:
                 task.cancel()
         await self._routes.stop()
         await self.cooldowns.stop()
+        await self.keys.stop()
         await self.publisher.stop()
 
     async def _on_message(self, msg: Msg) -> None:
@@ -123,7 +136,7 @@ class Head:
         token = request_id_var.set(headers.get(h.REQUEST_ID))
         try:
             if msg.subject == subjects.MODELS:
-                await self._models(reply)
+                await self._models(headers, reply)
             else:
                 await self._route(msg, headers, reply, rerouted)
         except ApiError as exc:
@@ -134,8 +147,10 @@ class Head:
         finally:
             request_id_var.reset(token)
 
-    async def _models(self, reply: str) -> None:
-        listing = ModelList(data=[Model(id=a) for a in self.router.aliases()])
+    async def _models(self, headers: dict[str, str], reply: str) -> None:
+        key, _ = await self._authorize(headers)
+        visible = [a for a in self.router.aliases() if key.allows(a)]
+        listing = ModelList(data=[Model(id=a) for a in visible])
         await replies.send_final(self.nc, reply, encode(listing), {})
 
     async def _route(self, msg: Msg, headers: dict[str, str], reply: str, rerouted: bool) -> None:
@@ -153,7 +168,11 @@ class Head:
         else:
             probe = model_of(msg.data)
             alias = probe.model
-            pinned = self._stamp_caller(headers)
+            key, pinned = await self._authorize(headers)
+            if not key.allows(alias):
+                raise PermissionDenied(
+                    f"this API key may not use the model `{alias}`", param="model"
+                )
             headers[h.OP] = _OPS[msg.subject]
             headers[h.ALIAS] = alias
             headers[h.REPLY] = reply
@@ -196,17 +215,48 @@ class Head:
         if time.time() + pause < deadline_ms / 1000:
             await asyncio.sleep(pause)
 
-    def _stamp_caller(self, headers: dict[str, str]) -> str | None:
-        """Trust ``Sy-Key-Id``/``Sy-Tenant`` only from an ingress; others act as themselves.
+    async def _authorize(self, headers: dict[str, str]) -> tuple[ClientKey, str | None]:
+        """Establish the request's client key from what the client zone cannot forge.
 
-        Returns the pinned deployment, honoured only from the gateway (admin tests).
+        An edge (tail, gateway) authenticated the key and passes its hash; any other caller
+        must present the key itself in ``Authorization`` (removed here, so it is never stored
+        in a queue). Either way the head looks the key up itself and overwrites the identity
+        headers. Returns the key and, for the gateway only, a pinned deployment.
+
+        Raises:
+            AuthenticationFailed: no key, unknown, revoked or expired.
         """
         caller = caller_identity(headers)
-        if caller not in identities.INGRESS_NAMES:
-            headers[h.KEY_ID] = f"identity:{caller or 'unknown'}"
-            headers[h.TENANT] = caller or "unknown"
+        presented = headers.pop(h.AUTHORIZATION, "")
         pinned = headers.pop(decide.PIN, None)
-        return pinned if caller == identities.GATEWAY.name and pinned else None
+        if pinned and caller == identities.GATEWAY.name:
+            # The management API's "test this deployment" (admin-authenticated at the edge).
+            headers[h.KEY_ID] = DEPLOYMENT_TEST_KEY.id
+            headers[h.TENANT] = DEPLOYMENT_TEST_KEY.team
+            return DEPLOYMENT_TEST_KEY, pinned
+        if caller in identities.INGRESS_NAMES:
+            digest = headers.get(h.KEY_HASH, "")
+        else:
+            scheme, _, value = presented.partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else presented.strip()
+            if not token:
+                raise AuthenticationFailed(
+                    "present a client key in the Authorization header of the request",
+                    code="missing_api_key",
+                )
+            digest = hash_key(token)
+        key = await self.keys.get(digest) if digest else None
+        if key is None:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        if key.disabled:
+            raise AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
+        if key.expired():
+            raise AuthenticationFailed("This API key has expired.", code="api_key_expired")
+        headers[h.KEY_HASH] = digest
+        headers[h.KEY_ID] = key.id
+        headers[h.TENANT] = key.team
+        headers[h.BUDGET_PERIOD] = key.budget_period
+        return key, None
 
     def metrics(self) -> str:
         """Prometheus text: cooldowns and the route table revision."""

@@ -166,11 +166,13 @@ class Handler:
             done = {h.DEPLOYMENT: job.deployment_id, h.ATTEMPTS: str(job.attempts)}
             if job.stream:
                 await self._stream(job, adapter, call)
-                await replies.send_final(self.nc, job.reply, b"", done)
+                await replies.send_final(self.nc, job.reply, b"", _with_usage(done, job.usage))
             else:
                 completion = await adapter.complete(call)
                 job.usage = completion.usage
-                await replies.send_final(self.nc, job.reply, completion.body, done)
+                await replies.send_final(
+                    self.nc, job.reply, completion.body, _with_usage(done, job.usage)
+                )
         except ApiError as exc:
             job.status = exc.status
             if not job.sent and retryable(exc) and time.time() < job.deadline:
@@ -253,6 +255,7 @@ class Handler:
             model=target.deployment.model if target else "",
             key_id=headers.get(h.KEY_ID, ""),
             tenant=headers.get(h.TENANT, ""),
+            budget_period=headers.get(h.BUDGET_PERIOD, "monthly"),
             stream=job.stream,
             status=job.status,
             prompt_tokens=u.prompt_tokens,
@@ -262,6 +265,13 @@ class Handler:
             ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
         )
         self.usage.add(event)
+
+
+def _with_usage(headers: dict[str, str], usage: Usage | None) -> dict[str, str]:
+    """The final message tells the edge the tokens used (it corrects its TPM estimate)."""
+    if usage is not None:
+        headers[h.USAGE] = f"{usage.prompt_tokens},{usage.completion_tokens},{usage.total_tokens}"
+    return headers
 
 
 def _decode_body(data: bytes) -> dict[str, Any]:

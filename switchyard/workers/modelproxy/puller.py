@@ -44,15 +44,15 @@ class Puller:
         *,
         expires: float = 30.0,
         heartbeat: float = 5.0,
+        stream: str = subjects.DISPATCH_STREAM,
+        consumer: str | None = None,
     ) -> None:
         self.nc = nc
         self.deployment_id = deployment_id
         self.capacity = capacity
         self._handle = handle
-        self._next = (
-            f"$JS.API.CONSUMER.MSG.NEXT.{subjects.DISPATCH_STREAM}."
-            f"{subjects.dispatch_consumer(deployment_id)}"
-        )
+        durable = consumer or subjects.dispatch_consumer(deployment_id)
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._expires = expires
         self._heartbeat = heartbeat
         # Top up only once a quarter of the slots are free: fewer, larger pull requests.

@@ -24,8 +24,12 @@ from switchyard.workers.modelproxy.providers.base import Completion, ProviderCal
 _PATHS = {"chat": "chat/completions", "complete": "completions", "embed": "embeddings"}
 _ENCODE = msgspec.json.Encoder()
 _DONE = b"[DONE]"
-# Kinds known to accept stream_options.include_usage (so usage can be counted on every stream).
-_USAGE_CAPABLE = frozenset({"openai", "azure", "vllm", "groq", "together"})
+# Every stream asks for usage so spend and TPM are counted, and the extra chunk is dropped again
+# when the client did not ask for it. OpenAI, Azure, vLLM, Groq, Together and Ollama accept
+# ``stream_options``; a generic server that rejects it shows up at once as a 400.
+_USAGE_CAPABLE = frozenset(
+    {"openai", "azure", "vllm", "groq", "together", "ollama", "openai-compatible"}
+)
 
 
 class OpenAICompatible:

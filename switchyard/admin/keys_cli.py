@@ -1,0 +1,141 @@
+"""``switchyard keys create|list|show|update|revoke``: client keys from the command line.
+
+Talks to the key bucket as the admin identity (certificate) and reads spend with the read-only
+admin Valkey role. ``create`` prints the new key once; nothing ever prints it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+from typing import Any, TextIO
+
+import msgspec
+
+from switchyard.admin.keys import KeyAdmin
+from switchyard.admin.spend import SpendReader
+from switchyard.bus import identities
+from switchyard.bus.connect import connect
+from switchyard.config import Settings
+from switchyard.errors import ConfigError
+from switchyard.schemas.keys import ClientKey
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def add_key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--owner", help="who the key belongs to")
+    parser.add_argument("--team", help="tenant for accounting")
+    parser.add_argument(
+        "--models", help="allowed model aliases, comma-separated (wildcards: gpt-*)"
+    )
+    parser.add_argument("--rpm", type=int, help="requests per minute (0: unlimited)")
+    parser.add_argument("--tpm", type=int, help="tokens per minute (0: unlimited)")
+    parser.add_argument("--max-parallel", type=int, help="concurrent requests (0: unlimited)")
+    parser.add_argument("--budget", type=float, help="USD per budget period (0: unlimited)")
+    parser.add_argument(
+        "--budget-period", help="daily, weekly, monthly (default), total, or seconds"
+    )
+    parser.add_argument("--expires-in", help="e.g. 30d, 12h; the key stops working after it")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "owner": args.owner,
+        "team": args.team,
+        "rpm": args.rpm,
+        "tpm": args.tpm,
+        "max_parallel": args.max_parallel,
+        "budget_usd": args.budget,
+        "budget_period": args.budget_period,
+    }
+    if args.models is not None:
+        fields["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    if args.expires_in:
+        match = _DURATION.match(args.expires_in)
+        if not match:
+            raise ConfigError(
+                "--expires-in", f"`{args.expires_in}` is not a duration", "use e.g. 30d or 12h"
+            )
+        fields["expires_at"] = time.time() + int(match.group(1)) * _UNIT[match.group(2)]
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _public(record: ClientKey) -> dict[str, Any]:
+    doc: dict[str, Any] = msgspec.to_builtins(record)
+    doc.pop("hash", None)
+    return doc
+
+
+def _row(record: ClientKey) -> str:
+    state = "revoked" if record.disabled else ("expired" if record.expired() else "active")
+    limits = ", ".join(
+        f"{label} {value}"
+        for label, value in (
+            ("rpm", record.rpm),
+            ("tpm", record.tpm),
+            ("parallel", record.max_parallel),
+            ("budget $", record.budget_usd),
+        )
+        if value
+    )
+    return (
+        f"{record.id:<22} {record.name:<18} ...{record.hint:<5} {state:<8} "
+        f"models {','.join(record.models):<16} {limits}"
+    )
+
+
+async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    nc = await connect(
+        settings.nats_servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=0
+    )
+    try:
+        admin = KeyAdmin(nc.jetstream(timeout=10))
+        action = args.keys_command
+        if action == "create":
+            api_key, record = await admin.create(args.name, **_fields(args))
+            if args.json:
+                print(json.dumps({"key": api_key, "record": _public(record)}), file=out)
+            else:
+                print(f"created {record.id} ({record.name})", file=out)
+                print(f"key: {api_key}", file=out)
+                print("store it now: it is shown only once", file=out)
+        elif action == "list":
+            records = await admin.list()
+            if args.json:
+                print(json.dumps([_public(r) for r in records], indent=2), file=out)
+            else:
+                for record in records:
+                    print(_row(record), file=out)
+        elif action == "show":
+            record = await admin.find(args.key_id)
+            spend = SpendReader(settings)
+            try:
+                usage = await spend.for_key(record)
+            finally:
+                await spend.close()
+            print(
+                json.dumps({**_public(record), "spend": usage}, indent=None if args.json else 2),
+                file=out,
+            )
+        elif action == "update":
+            fields = _fields(args)
+            if args.enable:
+                fields["disabled"] = False
+            record = await admin.update(args.key_id, **fields)
+            print(json.dumps(_public(record)) if args.json else f"updated {record.id}", file=out)
+        elif action == "revoke":
+            record = await admin.revoke(args.key_id)
+            print(json.dumps(_public(record)) if args.json else f"revoked {record.id}", file=out)
+    finally:
+        await nc.close()
+    return 0
+
+
+def keys_command(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    return asyncio.run(run_keys(args, settings, out))

@@ -1,0 +1,48 @@
+"""Redis key names. Role ACLs match these prefixes (see stack/valkey.py): ingress writes
+``sy:rl:*`` and only reads ``sy:spend:*``; accounting writes ``sy:spend:*`` and ``sy:usage:*``."""
+
+from __future__ import annotations
+
+# Spend is kept in integer nano-dollars (1e-9 USD): sums stay exact, to the cent and far below.
+NANO = 1_000_000_000
+DAILY_TTL_S = 90 * 86400
+
+
+def rpm(key_id: str) -> str:
+    return f"sy:rl:{key_id}:rpm"
+
+
+def tpm(key_id: str) -> str:
+    return f"sy:rl:{key_id}:tpm"
+
+
+def tpm_tokens(key_id: str) -> str:
+    return f"sy:rl:{key_id}:tpm:n"
+
+
+def parallel(key_id: str) -> str:
+    return f"sy:rl:{key_id}:par"
+
+
+def budget(key_id: str, period_id: str) -> str:
+    return f"sy:spend:key:{key_id}:p:{period_id}"
+
+
+def total(key_id: str) -> str:
+    return f"sy:spend:key:{key_id}:total"
+
+
+def day_key(day: str, key_id: str) -> str:
+    return f"sy:spend:day:{day}:key:{key_id}"
+
+
+def day_model(day: str, alias: str) -> str:
+    return f"sy:spend:day:{day}:model:{alias}"
+
+
+def day_key_model(day: str, key_id: str, alias: str) -> str:
+    return f"sy:spend:day:{day}:keymodel:{key_id}:{alias}"
+
+
+def seen(event_id: str) -> str:
+    return f"sy:usage:seen:{event_id}"

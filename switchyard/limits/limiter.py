@@ -1,0 +1,251 @@
+"""Per-key limits at the edge: one atomic Redis round trip to admit, one batched one to settle.
+
+``admit`` checks requests per minute, tokens per minute (the prompt estimated from the body),
+concurrent requests and the budget left in the current period, all in one Lua script, and
+returns the ``x-ratelimit-*`` headers OpenAI clients know. ``settle`` (after the answer) frees
+the concurrency slot and corrects the token bucket with the tokens actually used; settles are
+sent in batches, off the request's path. Keys without any limit never touch Redis.
+
+When Redis/Valkey cannot be reached, ``redis.on_unavailable`` decides: ``fail_closed`` refuses
+with a clear 503, ``fail_open`` lets requests through unlimited (and says so in the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+
+import redis.exceptions
+from nats.nuid import NUID
+
+from switchyard.config import Settings
+from switchyard.errors import RateLimited, ServiceUnavailable
+from switchyard.limits import keys as rk
+from switchyard.limits import periods
+from switchyard.limits.scripts import ADMIT, SETTLE
+from switchyard.limits.store import connect_redis
+from switchyard.schemas.keys import ClientKey
+
+log = logging.getLogger("switchyard.limits")
+
+_REFUSALS = {
+    1: ("requests", "rate_limit_exceeded"),
+    2: ("tokens", "rate_limit_exceeded"),
+    3: ("concurrent requests", "too_many_concurrent_requests"),
+    5: ("tokens", "request_too_large"),
+}
+SETTLE_BATCH = 64
+SETTLE_DELAY_S = 0.005
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: ``850ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    return f"{int(seconds // 60)}m{int(seconds % 60)}s"
+
+
+@dataclass(slots=True)
+class Ticket:
+    """An admitted request: what to settle afterwards, and the headers to send."""
+
+    key: ClientKey
+    member: str
+    estimate: int
+    headers: list[tuple[bytes, bytes]]
+
+
+class Limiter:
+    def __init__(self, settings: Settings) -> None:
+        self._redis = connect_redis(settings, "ingress")
+        self._admit = self._redis.register_script(ADMIT)
+        self._settle = self._redis.register_script(SETTLE)
+        self._fail_open = settings.redis.on_unavailable == "fail_open"
+        self._budget_s = settings.redis.timeout_s * 3
+        self._stale_ms = int(settings.ingress.max_deadline_s * 1000) + 60_000
+        self._queue: list[tuple[ClientKey, str, str]] = []
+        self._nuid = NUID()
+        self._flush: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._warned_at = 0.0
+
+    @staticmethod
+    def applies(key: ClientKey) -> bool:
+        return bool(key.rpm or key.tpm or key.max_parallel or key.budget_usd)
+
+    async def admit(self, key: ClientKey, request_id: str, estimate: int) -> Ticket | None:
+        """Admit one request for ``key`` (None when the key has no limits or Redis is down
+        under ``fail_open``).
+
+        Raises:
+            RateLimited: a limit or the budget is exhausted (429, with Retry-After and headers).
+            ServiceUnavailable: Redis/Valkey cannot be reached and the policy is fail-closed.
+        """
+        if not self.applies(key):
+            return None
+        now = time.time()
+        period_id, period_end = periods.current(key.budget_period, now)
+        reset_ms = int(max(1.0, period_end - now) * 1000) if period_end != float("inf") else 0
+        # Unique per admission, even when a client reuses its X-Request-Id for retries.
+        member = f"{request_id}:{self._nuid.next().decode()}"
+        try:
+            async with asyncio.timeout(self._budget_s):
+                reply = await self._admit(
+                    keys=[
+                        rk.rpm(key.id),
+                        rk.tpm(key.id),
+                        rk.tpm_tokens(key.id),
+                        rk.parallel(key.id),
+                    ],
+                    args=[
+                        int(now * 1000),
+                        key.rpm,
+                        key.tpm,
+                        estimate,
+                        key.max_parallel,
+                        member,
+                        int(key.budget_usd * rk.NANO),
+                        self._stale_ms,
+                        reset_ms,
+                        rk.budget(key.id, period_id),
+                    ],
+                )
+        except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
+            self._unavailable(exc)
+            return None
+        code, requests_used, tokens_used, retry_ms, _in_flight, spent = (int(v) for v in reply)
+        headers = self._headers(key, requests_used, tokens_used)
+        if code == 0:
+            return Ticket(key, member, estimate, headers)
+        raise self._refusal(
+            key, code=code, retry_ms=retry_ms, spent=spent, estimate=estimate, headers=headers
+        )
+
+    def _unavailable(self, exc: BaseException) -> None:
+        if not self._fail_open:
+            raise ServiceUnavailable(
+                "rate limits cannot be checked: Redis/Valkey is unreachable",
+                code="limits_unavailable",
+            ) from None
+        now = time.monotonic()
+        if now - self._warned_at > 10:
+            self._warned_at = now
+            log.warning(
+                "Redis/Valkey unreachable (%s); admitting requests without limits",
+                type(exc).__name__,
+            )
+
+    @staticmethod
+    def _headers(key: ClientKey, requests_used: int, tokens_used: int) -> list[tuple[bytes, bytes]]:
+        """OpenAI-style ``x-ratelimit-*`` headers; resets are at most one window (60 s) away."""
+        out: list[tuple[bytes, bytes]] = []
+        if key.rpm:
+            left = max(0, key.rpm - requests_used)
+            out += [
+                (b"x-ratelimit-limit-requests", str(key.rpm).encode()),
+                (b"x-ratelimit-remaining-requests", str(left).encode()),
+                (b"x-ratelimit-reset-requests", _duration(60 * (1 - left / key.rpm)).encode()),
+            ]
+        if key.tpm:
+            left = max(0, key.tpm - tokens_used)
+            out += [
+                (b"x-ratelimit-limit-tokens", str(key.tpm).encode()),
+                (b"x-ratelimit-remaining-tokens", str(left).encode()),
+                (b"x-ratelimit-reset-tokens", _duration(60 * (1 - left / key.tpm)).encode()),
+            ]
+        return out
+
+    @staticmethod
+    def _refusal(
+        key: ClientKey,
+        *,
+        code: int,
+        retry_ms: int,
+        spent: int,
+        estimate: int,
+        headers: list[tuple[bytes, bytes]],
+    ) -> RateLimited:
+        retry = max(0.001, retry_ms / 1000)
+        if code == 4:
+            resets = dt.datetime.fromtimestamp(time.time() + retry, dt.UTC)
+            err = RateLimited(
+                f"this key's budget of ${key.budget_usd:g} per {key.budget_period} period is "
+                f"used up (spent ${spent / rk.NANO:.4f}); it resets at "
+                f"{resets.isoformat(timespec='seconds')}",
+                code="budget_exceeded",
+                retry_after=retry,
+            )
+            err.type = "insufficient_quota"
+        else:
+            what, err_code = _REFUSALS.get(code, ("requests", "rate_limit_exceeded"))
+            if code == 5:
+                message = (
+                    f"this request needs ~{estimate} tokens, more than the key's "
+                    f"{key.tpm} tokens per minute"
+                )
+            elif code == 3:
+                message = (
+                    f"this key allows {key.max_parallel} concurrent requests; "
+                    "wait for one to finish"
+                )
+            else:
+                limit = key.rpm if code == 1 else key.tpm
+                message = (
+                    f"rate limit reached for {what}: {limit} per minute on this key; "
+                    f"retry in {retry:.2f}s"
+                )
+            err = RateLimited(message, code=err_code, retry_after=retry)
+        err.headers = headers
+        return err
+
+    def settle(self, ticket: Ticket, actual_tokens: int | None) -> None:
+        """Free the slot and record the real token count; sent in a batch shortly after."""
+        key = ticket.key
+        if not key.tpm and not key.max_parallel:
+            return
+        actual = "" if actual_tokens is None or not key.tpm else str(actual_tokens)
+        self._queue.append((key, ticket.member, actual))
+        if len(self._queue) >= SETTLE_BATCH:
+            self._send()
+        elif self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._send)
+
+    def _send(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        batch, self._queue = self._queue, []
+        if batch:
+            task = asyncio.create_task(self._settle_batch(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _settle_batch(self, batch: list[tuple[ClientKey, str, str]]) -> None:
+        try:
+            async with (
+                asyncio.timeout(self._budget_s),
+                self._redis.pipeline(transaction=False) as pipe,
+            ):
+                for key, member, actual in batch:
+                    await self._settle(
+                        keys=[rk.tpm_tokens(key.id), rk.parallel(key.id)],
+                        args=[member, actual],
+                        client=pipe,
+                    )
+                await pipe.execute()
+        except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
+            # Slots expire on their own (stale entries are swept); token corrections are lost.
+            log.warning("could not settle %d requests in Redis: %s", len(batch), type(exc).__name__)
+
+    async def close(self) -> None:
+        self._send()
+        if self._tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._tasks)
+        await self._redis.aclose()

@@ -1,0 +1,138 @@
+"""The Lua scripts: each runs atomically in Redis/Valkey, so replicas never race.
+
+Admission checks every limit first and changes state only when all pass, so a refused request
+costs nothing.
+"""
+
+# Admission. RPM and TPM are exact sliding windows over the last 60 s: a sorted set of request
+# ids scored by time (and, for TPM, a hash of each request's tokens plus their running sum), so
+# "60 per minute" admits 60 in any minute, whichever replica sees the request.
+# KEYS: rpm log (zset), tpm log (zset), tpm tokens (hash: id -> tokens, _sum), in-flight (zset)
+# ARGV: now ms, rpm, tpm, estimated tokens, max parallel, member id, budget (nano-USD),
+#       stale in-flight age ms, budget reset ms, spend counter name
+# The spend counter is named in ARGV, not KEYS: keys declared to EVAL are checked as read-write,
+# and the ingress role may only read spend (the GET inside is checked as a read).
+ADMIT = """
+local now = tonumber(ARGV[1])
+local rpm = tonumber(ARGV[2])
+local tpm = tonumber(ARGV[3])
+local est = tonumber(ARGV[4])
+local maxp = tonumber(ARGV[5])
+local member = ARGV[6]
+local budget = tonumber(ARGV[7])
+local stale = tonumber(ARGV[8])
+local reset_ms = tonumber(ARGV[9])
+local spend_key = ARGV[10]
+local window = now - 60000
+
+local used_requests = 0
+if rpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', window)
+  used_requests = redis.call('ZCARD', KEYS[1])
+end
+local used_tokens = 0
+if tpm > 0 then
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', window)
+  if #expired > 0 then
+    local drop = 0
+    for i = 1, #expired, 1000 do
+      local part = {unpack(expired, i, math.min(i + 999, #expired))}
+      for _, v in ipairs(redis.call('HMGET', KEYS[3], unpack(part))) do
+        drop = drop + (tonumber(v) or 0)
+      end
+      redis.call('HDEL', KEYS[3], unpack(part))
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', window)
+    redis.call('HINCRBY', KEYS[3], '_sum', -drop)
+  end
+  used_tokens = tonumber(redis.call('HGET', KEYS[3], '_sum') or '0')
+end
+local function oldest(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then return math.max(1, tonumber(first[2]) + 60000 - now) end
+  return 1000
+end
+-- reply: code, requests used, tokens used, retry after (ms), in flight, spent (nano-USD)
+if rpm > 0 and used_requests >= rpm then
+  return {1, used_requests, used_tokens, oldest(KEYS[1]), 0, 0}
+end
+if tpm > 0 and est > tpm then
+  return {5, used_requests, used_tokens, 60000, 0, 0}
+end
+if tpm > 0 and used_tokens + est > tpm then
+  return {2, used_requests, used_tokens, oldest(KEYS[2]), 0, 0}
+end
+local n = 0
+if maxp > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - stale)
+  n = redis.call('ZCARD', KEYS[4])
+  if n >= maxp then
+    return {3, used_requests, used_tokens, 1000, n, 0}
+  end
+end
+local spent = 0
+if budget > 0 then
+  spent = tonumber(redis.call('GET', spend_key) or '0')
+  if spent >= budget then
+    return {4, used_requests, used_tokens, reset_ms, n, spent}
+  end
+end
+if rpm > 0 then
+  redis.call('ZADD', KEYS[1], now, member)
+  redis.call('PEXPIRE', KEYS[1], 61000)
+end
+if tpm > 0 then
+  redis.call('ZADD', KEYS[2], now, member)
+  redis.call('HSET', KEYS[3], member, est)
+  redis.call('HINCRBY', KEYS[3], '_sum', est)
+  redis.call('PEXPIRE', KEYS[2], 61000)
+  redis.call('PEXPIRE', KEYS[3], 61000)
+end
+if maxp > 0 then
+  redis.call('ZADD', KEYS[4], now, member)
+  redis.call('PEXPIRE', KEYS[4], stale)
+end
+return {0, used_requests + 1, used_tokens + est, 0, n + 1, spent}
+"""
+
+# After the request: free the concurrency slot, and replace the request's token estimate with
+# the tokens actually used (only while it is still inside the window).
+# KEYS: tpm tokens (hash), in-flight (zset); ARGV: member id, actual tokens ('' if unknown)
+SETTLE = """
+local member = ARGV[1]
+if ARGV[2] ~= '' then
+  local before = tonumber(redis.call('HGET', KEYS[1], member) or '-1')
+  if before >= 0 then
+    local actual = tonumber(ARGV[2])
+    redis.call('HSET', KEYS[1], member, actual)
+    redis.call('HINCRBY', KEYS[1], '_sum', actual - before)
+  end
+end
+redis.call('ZREM', KEYS[2], member)
+return 1
+"""
+
+# Accounting: apply one usage event exactly once (its id is remembered for two weeks).
+# KEYS: seen, budget, total, day-key, day-model, day-key-model
+# ARGV: cost (nano-USD), prompt tokens, completion tokens, budget counter TTL (s), daily TTL (s)
+RECORD = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 1209600) then
+  return 0
+end
+local cost = tonumber(ARGV[1])
+local prompt = tonumber(ARGV[2])
+local completion = tonumber(ARGV[3])
+redis.call('INCRBY', KEYS[2], cost)
+if tonumber(ARGV[4]) > 0 then
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+end
+redis.call('INCRBY', KEYS[3], cost)
+for i = 4, 6 do
+  redis.call('HINCRBY', KEYS[i], 'cost_nano', cost)
+  redis.call('HINCRBY', KEYS[i], 'prompt_tokens', prompt)
+  redis.call('HINCRBY', KEYS[i], 'completion_tokens', completion)
+  redis.call('HINCRBY', KEYS[i], 'requests', 1)
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[5]))
+end
+return 1
+"""

@@ -1,0 +1,1 @@
+"""The accounting worker: usage events to spend counters."""

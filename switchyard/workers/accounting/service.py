@@ -1,0 +1,159 @@
+"""``switchyard serve accounting``: usage events in, spend counters out, each event once.
+
+It pulls batches from the ``USAGE`` stream (durable consumer ``accounting``), prices every
+event, and applies the batch to Redis/Valkey in one pipeline of ``RECORD`` scripts: budget
+counter of the key's current period, lifetime total, and daily aggregates per key, per model and
+per key-and-model (kept 90 days). Each event id is remembered, so a redelivered batch changes
+nothing twice. A batch is acknowledged only after Redis took it; if Redis is down the batch is
+redelivered later, so no usage is lost. The ingress compares the budget counter with the key's
+budget on every request: the request after the one that crossed it is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import msgspec
+import redis.exceptions
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from redis.asyncio.client import Pipeline
+
+from switchyard.bus import identities, subjects
+from switchyard.bus.connect import connect
+from switchyard.config import Settings
+from switchyard.limits import keys as rk
+from switchyard.limits import periods
+from switchyard.limits.scripts import RECORD
+from switchyard.limits.store import connect_redis
+from switchyard.schemas.events import USAGE_BATCH_DECODER, UsageEvent
+from switchyard.schemas.routing import InvalidRouteTable, RouteTable, decode_route_table
+from switchyard.stack.provision import ACCOUNTING_CONSUMER, ROUTE_TABLE_KEY
+from switchyard.workers.accounting.pricing import Pricing
+from switchyard.workers.health import HealthServer
+from switchyard.workers.kvwatch import KvFollower
+from switchyard.workers.modelproxy.puller import Puller
+
+log = logging.getLogger("switchyard.accounting")
+
+RETRY_DELAY_S = 2.0
+
+
+class Accounting:
+    def __init__(self, nc: NATS, settings: Settings) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.redis = connect_redis(settings, "accounting")
+        self._record = self.redis.register_script(RECORD)
+        self.table = settings.route_table
+        self.pricing = Pricing()
+        self._routes = KvFollower(
+            nc.jetstream(timeout=5), subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
+        )
+        self.puller = Puller(
+            nc,
+            "usage",
+            64,
+            self.handle,
+            stream=subjects.USAGE_STREAM,
+            consumer=ACCOUNTING_CONSUMER,
+        )
+        self.events = 0
+        self.ready = False
+
+    def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
+        if value is None:
+            return
+        try:
+            self.table = decode_route_table(value)
+        except InvalidRouteTable as exc:
+            log.error("ignored route table revision %d: %s", revision, exc)
+
+    async def start(self) -> None:
+        await self.pricing.load()
+        await self._routes.start()
+        await self.puller.start()
+        self.ready = True
+
+    async def stop(self, grace: float) -> None:
+        self.ready = False
+        await self.puller.stop(grace)
+        await self._routes.stop()
+        await self.redis.aclose()
+
+    async def handle(self, msg: Msg, _name: str) -> None:
+        try:
+            batch = USAGE_BATCH_DECODER.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            log.warning("terminated an unreadable usage message")
+            await msg.term()
+            return
+        try:
+            await self._apply(batch.events, self.table)
+        except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
+            log.warning(
+                "Redis unavailable (%s); batch %s will be retried", type(exc).__name__, batch.id
+            )
+            await msg.nak(delay=RETRY_DELAY_S)
+            return
+        self.events += len(batch.events)
+        await msg.ack()
+
+    async def _apply(self, events: list[UsageEvent], table: RouteTable) -> None:
+        async with asyncio.timeout(max(5.0, self.settings.redis.timeout_s * 4)):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    await self._queue(pipe, event, table)
+                await pipe.execute()
+
+    async def _queue(self, pipe: Pipeline, event: UsageEvent, table: RouteTable) -> None:
+        key_id = event.key_id or "unknown"
+        period_id, period_end = periods.current(event.budget_period, event.ts)
+        ttl = int(period_end - time.time()) + 86400 if period_end != float("inf") else 0
+        day = periods.day(event.ts)
+        await self._record(
+            keys=[
+                rk.seen(event.id),
+                rk.budget(key_id, period_id),
+                rk.total(key_id),
+                rk.day_key(day, key_id),
+                rk.day_model(day, event.alias or event.deployment),
+                rk.day_key_model(day, key_id, event.alias or event.deployment),
+            ],
+            args=[
+                self.pricing.cost_nano(event, table),
+                event.prompt_tokens,
+                event.completion_tokens,
+                max(0, ttl),
+                rk.DAILY_TTL_S,
+            ],
+            client=pipe,
+        )
+
+
+async def run(
+    settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
+) -> None:
+    nc = await connect(
+        settings.nats_servers,
+        settings.certs_dir,
+        identities.ACCOUNTING.name,
+        name=instance,
+        connect_timeout=settings.nats.connect_timeout_s,
+        reconnect_wait=settings.nats.reconnect_wait_s,
+    )
+    accounting = Accounting(nc, settings)
+    health = HealthServer(health_port, lambda: accounting.ready and nc.is_connected)
+    try:
+        await accounting.start()
+        await health.start()
+        log.info("accounting %s serving", instance)
+        await stop.wait()
+    finally:
+        await accounting.stop(settings.stack.stop_timeout_s / 2)
+        await health.stop()
+        with contextlib.suppress(Exception):
+            await nc.drain()

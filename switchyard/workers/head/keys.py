@@ -1,0 +1,105 @@
+"""The head's read-only view of client keys, for re-checking every request's key and model.
+
+The keys live in the CLIENT account's KV bucket; CLIENT exports its change stream and its
+direct-get API to CORE (read-only). A key is fetched on first sight and then kept current by the
+change stream, so a revocation reaches every head as fast as it reaches every edge. Unknown keys
+are remembered as unknown for a short time only, so a key created a moment ago is not refused
+for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from switchyard.bus import subjects
+from switchyard.errors import ServiceUnavailable
+from switchyard.schemas.keys import KEY_DECODER, RECORD_PREFIX, ClientKey, record_name
+
+log = logging.getLogger("switchyard.head")
+
+NEGATIVE_TTL_S = 2.0
+_CHANGE_PREFIX = f"$KV.{subjects.KEYS_BUCKET}.{RECORD_PREFIX}"
+
+
+class KeyPolicies:
+    def __init__(self, nc: NATS) -> None:
+        self._nc = nc
+        self._known: dict[str, ClientKey] = {}
+        self._missing: dict[str, float] = {}
+        self._sub: Subscription | None = None
+        self._pending: dict[str, asyncio.Future[ClientKey | None]] = {}
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(subjects.KEYS_CHANGES, cb=self._on_change)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_change(self, msg: Msg) -> None:
+        if not msg.subject.startswith(_CHANGE_PREFIX):
+            return
+        digest = msg.subject[len(_CHANGE_PREFIX) :]
+        deleted = bool(msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"))
+        self._missing.pop(digest, None)
+        if deleted or not msg.data:
+            self._known.pop(digest, None)
+            return
+        try:
+            self._known[digest] = KEY_DECODER.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            self._known.pop(digest, None)
+            log.warning("ignored an unreadable client key record")
+
+    async def get(self, digest: str) -> ClientKey | None:
+        """The key with this SHA-256, or None if no such key exists.
+
+        Raises:
+            ServiceUnavailable: the key store cannot be read right now.
+        """
+        known = self._known.get(digest)
+        if known is not None:
+            return known
+        missing_since = self._missing.get(digest)
+        if missing_since is not None and time.monotonic() - missing_since < NEGATIVE_TTL_S:
+            return None
+        pending = self._pending.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch(digest))
+            self._pending[digest] = pending
+            pending.add_done_callback(lambda _f: self._pending.pop(digest, None))
+        return await asyncio.shield(pending)
+
+    async def _fetch(self, digest: str) -> ClientKey | None:
+        subject = (
+            f"{subjects.KEYS_DIRECT_GET_PREFIX}.$KV.{subjects.KEYS_BUCKET}.{record_name(digest)}"
+        )
+        try:
+            msg = await self._nc.request(subject, b"", timeout=2)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            raise ServiceUnavailable(
+                "the client key store is unavailable", code="keys_unavailable"
+            ) from None
+        status = (msg.headers or {}).get("Status")
+        if status == "404" or (status is None and not msg.data):
+            self._missing[digest] = time.monotonic()
+            return None
+        if status is not None:
+            raise ServiceUnavailable("the client key store is unavailable", code="keys_unavailable")
+        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+            self._missing[digest] = time.monotonic()
+            return None
+        record = KEY_DECODER.decode(msg.data)
+        self._known[digest] = record
+        return record

@@ -1,0 +1,385 @@
+"""Client keys, limits and budgets that hold across ingress replicas, and exact accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import pytest_asyncio
+
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
+from switchyard.client import LLMClient
+from switchyard.errors import AuthenticationFailed, PermissionDenied
+from switchyard.limits import keys as rk
+from switchyard.stack import local
+from switchyard.stack.process import ManagedProcess
+from tests.stacks import Stack, start_stack
+from tests.support import free_port
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PRICES = {
+    "gpt-4o": {"input_per_token": 0.000001, "output_per_token": 0.000002},
+    "gpt-4o-mini": {"input_per_token": 0.0000005, "output_per_token": 0.000001},
+    "pricey": {"input_per_token": 0.001, "output_per_token": 0.001},
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def limited(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+) -> AsyncIterator[dict[str, Any]]:
+    fake = {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 256}
+    routes = {
+        alias: {"deployments": [{"provider": "fake", "model": f"echo:{alias}", "price": price}]}
+        for alias, price in PRICES.items()
+    }
+    stack = await start_stack(
+        tmp_path_factory.mktemp("limits"), {"providers": {"fake": fake}, "routes": routes}
+    )
+    # A third edge: a second tail on its own port, same settings otherwise.
+    port = free_port()
+    env = {
+        **local.child_env(stack.settings, stack.config_file, {}),
+        "SWITCHYARD_INGRESS__TAIL__PORT": str(port),
+    }
+    step = local.components(stack.settings, env, [local.ComponentSpec("tail", http_port=port)])[0]
+    step.spec.name = "tail-2"
+    tail2 = ManagedProcess(step.spec, stack.home.logs)
+    await tail2.start()
+    assert await tail2.wait_healthy(60), tail2.tail_log()
+    try:
+        yield {
+            "stack": stack,
+            "edges": [stack.tail_url, stack.gateway_url, f"http://127.0.0.1:{port}"],
+        }
+    finally:
+        await tail2.stop(10)
+        await stack.supervisor.stop()
+
+
+def _body(model: str, text: str = "hello there", **extra: Any) -> bytes:
+    return json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+    ).encode()
+
+
+async def _post(http: httpx.AsyncClient, edge: str, key: str, body: bytes) -> httpx.Response:
+    return await http.post(
+        f"{edge}/v1/chat/completions",
+        content=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+
+
+async def _admin(stack: Stack, method: str, path: str, body: Any = None) -> httpx.Response:
+    token = (stack.home.root / "admin-token").read_text().strip()
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.request(
+            method,
+            f"{stack.gateway_url}/admin/v1{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+
+async def _new_key(stack: Stack, **fields: Any) -> tuple[str, str]:
+    resp = await _admin(stack, "POST", "/keys", {"name": "test", **fields})
+    assert resp.status_code == 201, resp.text
+    doc = resp.json()
+    await asyncio.sleep(0.2)  # every edge follows the bucket; give the watch a moment
+    return doc["key"], doc["record"]["id"]
+
+
+async def test_rpm_is_shared_exactly_across_three_replicas(limited: dict[str, Any]) -> None:
+    stack, edges = limited["stack"], limited["edges"]
+    key, _ = await _new_key(stack, rpm=60)
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=300)) as http:
+        results = await asyncio.gather(
+            *(_post(http, edges[i % 3], key, _body("gpt-4o")) for i in range(200))
+        )
+    codes = [r.status_code for r in results]
+    assert codes.count(200) == 60, codes
+    assert codes.count(429) == 140
+    refused = next(r for r in results if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-limit-requests"] == "60"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    ok = next(r for r in results if r.status_code == 200)
+    assert ok.headers["x-ratelimit-limit-requests"] == "60"
+
+
+async def test_tpm_is_shared_within_one_request(
+    limited: dict[str, Any], upstream: FakeOpenAI
+) -> None:
+    stack, edges = limited["stack"], limited["edges"]
+    body = _body("gpt-4o-mini", "count my tokens " * 10)
+    estimate = len(body) // 4
+    tpm = estimate * 12 + estimate // 2
+    key, _ = await _new_key(stack, tpm=tpm)
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=300)) as http:
+        results = await asyncio.gather(*(_post(http, edges[i % 3], key, body) for i in range(80)))
+    admitted = [r for r in results if r.status_code == 200]
+    assert all(r.status_code in (200, 429) for r in results)
+    # The burst is admitted on estimates: within one request's tokens of the limit, across all
+    # three edges together (12 x estimate <= tpm < 13 x estimate).
+    assert len(admitted) * estimate <= tpm < (len(admitted) + 1) * estimate, len(admitted)
+    refused = next(r for r in results if r.status_code == 429)
+    assert refused.headers["x-ratelimit-limit-tokens"] == str(tpm)
+    # Afterwards the estimates are replaced by the tokens actually used (fewer here), which
+    # frees room for more requests within the same minute.
+    used = sum(r.json()["usage"]["total_tokens"] for r in admitted)
+    assert used < len(admitted) * estimate
+    await asyncio.sleep(0.3)
+    async with httpx.AsyncClient(timeout=30) as http:
+        again = await _post(http, edges[0], key, body)
+    assert again.status_code == 200, again.text
+
+
+async def test_revocation_reaches_every_replica_within_a_second(limited: dict[str, Any]) -> None:
+    stack, edges = limited["stack"], limited["edges"]
+    key, key_id = await _new_key(stack)
+    async with httpx.AsyncClient(timeout=10) as http:
+        for edge in edges:
+            assert (await _post(http, edge, key, _body("gpt-4o"))).status_code == 200
+        revoked = await _admin(stack, "POST", f"/keys/{key_id}/revoke")
+        assert revoked.status_code == 200
+        began = time.monotonic()
+        pending = set(edges)
+        while pending:
+            for edge in list(pending):
+                resp = await _post(http, edge, key, _body("gpt-4o"))
+                if resp.status_code == 401:
+                    assert resp.json()["error"]["code"] == "api_key_revoked"
+                    pending.discard(edge)
+            assert time.monotonic() - began < 1.0, f"still accepted by {pending}"
+        took = time.monotonic() - began
+    assert took < 1.0
+
+
+async def test_budget_is_refused_after_the_crossing_request_and_resets(
+    limited: dict[str, Any],
+) -> None:
+    stack, edges = limited["stack"], limited["edges"]
+    period = 8
+    key, key_id = await _new_key(stack, budget_usd=0.01, budget_period=str(period))
+    while time.time() % period > 1.0:  # start near the beginning of a budget window
+        await asyncio.sleep(0.1)
+    async with httpx.AsyncClient(timeout=10) as http:
+        # Each request costs $0.009 (9 tokens at $0.001): the 2nd crosses $0.01.
+        assert (await _post(http, edges[0], key, _body("pricey", "hi"))).status_code == 200
+        await asyncio.sleep(0.3)
+        assert (await _post(http, edges[1], key, _body("pricey", "hi"))).status_code == 200
+        refused = None
+        for _ in range(20):
+            await asyncio.sleep(0.1)
+            resp = await _post(http, edges[2], key, _body("pricey", "hi"))
+            if resp.status_code == 429:
+                refused = resp
+                break
+        assert refused is not None, "the budget was never enforced"
+        error = refused.json()["error"]
+        assert error["type"] == "insufficient_quota"
+        assert error["code"] == "budget_exceeded"
+        assert 1 <= int(refused.headers["retry-after"]) <= period
+        shown = (await _admin(stack, "GET", f"/keys/{key_id}")).json()["spend"]
+        assert shown["period_spend_usd"] >= 0.018
+        # After the period resets, the key works again.
+        await asyncio.sleep(period - time.time() % period + 0.3)
+        assert (await _post(http, edges[0], key, _body("pricey", "hi"))).status_code == 200
+
+
+async def test_forged_key_headers_cannot_unlock_a_model(limited: dict[str, Any]) -> None:
+    stack = limited["stack"]
+    restricted, restricted_id = await _new_key(stack, models=["gpt-4o-mini"])
+    _, open_id = await _new_key(stack)
+    open_record = (await _admin(stack, "GET", f"/keys/{open_id}")).json()
+    async with httpx.AsyncClient(timeout=10) as http:
+        resp = await _post(http, stack.tail_url, restricted, _body("gpt-4o"))
+        assert resp.status_code == 403
+        assert (
+            await _post(http, stack.tail_url, restricted, _body("gpt-4o-mini"))
+        ).status_code == 200
+        models = (
+            await http.get(
+                f"{stack.tail_url}/v1/models", headers={"Authorization": f"Bearer {restricted}"}
+            )
+        ).json()
+        assert [m["id"] for m in models["data"]] == ["gpt-4o-mini"]
+    body = _body("gpt-4o")
+    from switchyard.schemas.keys import hash_key
+
+    forged = {h.KEY_ID: open_id, h.KEY_HASH: "0" * 64, h.TENANT: open_record["team"]}
+    # An internal client presenting the restricted key, with forged identity headers.
+    app = await stack.connect("app")
+    try:
+        async with LLMClient(app, api_key=restricted) as llm:
+            with pytest.raises(PermissionDenied):
+                await llm.request(subjects.CHAT, body, forged)
+        async with LLMClient(app) as anonymous:
+            with pytest.raises(AuthenticationFailed):
+                await anonymous.request(subjects.CHAT, body, forged)
+    finally:
+        await app.close()
+    # Even an edge identity (as if a tail were compromised) cannot use the key for gpt-4o:
+    # the head looks the key up itself.
+    tail = await stack.connect("tail")
+    try:
+        async with LLMClient(tail) as llm:
+            with pytest.raises(PermissionDenied):
+                await llm.request(
+                    subjects.CHAT, body, {h.KEY_ID: "key_forged", h.KEY_HASH: hash_key(restricted)}
+                )
+    finally:
+        await tail.close()
+    assert restricted_id
+
+
+async def test_spend_per_key_and_model_is_exact(
+    limited: dict[str, Any], upstream: FakeOpenAI
+) -> None:
+    stack, edges = limited["stack"], limited["edges"]
+    key, key_id = await _new_key(stack)
+    expected_nano = 0
+    per_model: dict[str, int] = {}
+
+    def add(model: str, prompt: int, completion: int) -> None:
+        nonlocal expected_nano
+        price = PRICES[model]
+        cost = round(
+            (prompt * price["input_per_token"] + completion * price["output_per_token"]) * rk.NANO
+        )
+        expected_nano += cost
+        per_model[model] = per_model.get(model, 0) + cost
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        for i in range(3):
+            resp = await _post(http, edges[i % 3], key, _body("gpt-4o", "one two three"))
+            usage = resp.json()["usage"]
+            add("gpt-4o", usage["prompt_tokens"], usage["completion_tokens"])
+        for i in range(2):
+            body = _body(
+                "gpt-4o-mini",
+                "stream me please",
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async with http.stream(
+                "POST",
+                f"{edges[i]}/v1/chat/completions",
+                content=body,
+                headers={"Authorization": f"Bearer {key}"},
+            ) as resp:
+                chunks = [
+                    json.loads(line[6:])
+                    async for line in resp.aiter_lines()
+                    if line.startswith("data: {")
+                ]
+            usage = chunks[-1]["usage"]
+            add("gpt-4o-mini", usage["prompt_tokens"], usage["completion_tokens"])
+        # A stream without include_usage is still counted (Switchyard asks upstream itself).
+        body = _body("gpt-4o", "quiet stream", stream=True)
+        async with http.stream(
+            "POST",
+            f"{edges[2]}/v1/chat/completions",
+            content=body,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as resp:
+            chunks = [
+                json.loads(line[6:])
+                async for line in resp.aiter_lines()
+                if line.startswith("data: {")
+            ]
+        assert all("usage" not in c or c["usage"] is None for c in chunks)
+        add("gpt-4o", 7, 3)  # the fake answers "echo: quiet stream": 3 words
+    deadline = time.monotonic() + 10
+    while True:
+        shown = (await _admin(stack, "GET", f"/keys/{key_id}")).json()["spend"]
+        if (
+            round(shown["total_spend_usd"] * rk.NANO) == expected_nano
+            or time.monotonic() > deadline
+        ):
+            break
+        await asyncio.sleep(0.2)
+    assert round(shown["total_spend_usd"] * rk.NANO) == expected_nano
+    assert round(shown["total_spend_usd"], 2) == round(expected_nano / rk.NANO, 2)
+    daily = (await _admin(stack, "GET", "/spend?days=1")).json()["days"]
+    mine = {row["key"]: row for row in daily if row.get("key") == key_id}
+    assert round(mine[key_id]["cost_usd"] * rk.NANO) == expected_nano
+    assert mine[key_id]["requests"] == 6
+
+
+async def test_limits_fail_closed_when_valkey_is_down(limited: dict[str, Any]) -> None:
+    stack = limited["stack"]
+    limited_key, _ = await _new_key(stack, rpm=1000)
+    open_key, _ = await _new_key(stack)
+    valkey = stack.process("valkey")
+    await valkey.stop(5)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            began = time.monotonic()
+            resp = await _post(http, stack.tail_url, limited_key, _body("gpt-4o"))
+            took = time.monotonic() - began
+            assert resp.status_code == 503
+            assert resp.json()["error"]["code"] == "limits_unavailable"
+            assert took < 3.0  # a clear error, never a hang
+            # Keys without limits never need Redis.
+            assert (await _post(http, stack.tail_url, open_key, _body("gpt-4o"))).status_code == 200
+    finally:
+        await valkey.start()
+        assert await valkey.wait_healthy(30)
+    async with httpx.AsyncClient(timeout=10) as http:
+        deadline = time.monotonic() + 10
+        while (await _post(http, stack.tail_url, limited_key, _body("gpt-4o"))).status_code != 200:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.3)
+
+
+def test_cli_creates_and_revokes_keys(limited: dict[str, Any]) -> None:
+    import subprocess
+    import sys
+
+    stack = limited["stack"]
+    run = [sys.executable, "-m", "switchyard", "--config", str(stack.config_file), "keys"]
+    created = subprocess.run(
+        [*run, "create", "cli-key", "--rpm", "5", "--models", "gpt-4o,gpt-4o-*", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    doc = json.loads(created.stdout)
+    assert doc["key"].startswith("sk-sy-")
+    assert doc["record"]["models"] == ["gpt-4o", "gpt-4o-*"]
+    listed = subprocess.run([*run, "list", "--json"], capture_output=True, text=True, check=True)
+    assert doc["key"] not in listed.stdout
+    assert any(k["id"] == doc["record"]["id"] for k in json.loads(listed.stdout))
+    subprocess.run(
+        [*run, "revoke", doc["record"]["id"]], capture_output=True, text=True, check=True
+    )
+    shown = json.loads(
+        subprocess.run(
+            [*run, "show", doc["record"]["id"], "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert shown["disabled"] is True
+    bad = subprocess.run(
+        [*run, "create", "x", "--budget-period", "fortnightly"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode != 0
+    assert "budget period" in bad.stderr
+    msgspec.json.encode(shown)  # plain JSON
