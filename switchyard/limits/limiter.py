@@ -1,10 +1,11 @@
-"""Per-key limits at the edge: one atomic Redis round trip to admit, one batched one to settle.
+"""Per-key limits at the edge: one atomic Redis round trip per request.
 
 ``admit`` checks requests per minute, tokens per minute (the prompt estimated from the body),
 concurrent requests and the budget left in the current period, all in one Lua script, and
-returns the ``x-ratelimit-*`` headers OpenAI clients know. ``settle`` (after the answer) frees
-the concurrency slot and corrects the token bucket with the tokens actually used; settles are
-sent in batches, off the request's path. Keys without any limit never touch Redis.
+returns the ``x-ratelimit-*`` headers OpenAI clients know. ``settle`` (after the answer)
+queues the release of the concurrency slot and the correction of the token estimate to the real
+usage; they ride along with the key's next admission, or leave within ``SETTLE_DELAY_S`` when
+the key is quiet. Keys without any limit never touch Redis.
 
 When Redis/Valkey cannot be reached, ``redis.on_unavailable`` decides: ``fail_closed`` refuses
 with a clear 503, ``fail_open`` lets requests through unlimited (and says so in the log).
@@ -19,16 +20,16 @@ import logging
 import time
 from dataclasses import dataclass
 
-import redis.exceptions
 from nats.nuid import NUID
 
 from switchyard.config import Settings
 from switchyard.errors import RateLimited, ServiceUnavailable
 from switchyard.limits import keys as rk
 from switchyard.limits import periods
+from switchyard.limits.resp import RedisReplyError, RedisUnavailable, Script, ScriptClient
 from switchyard.limits.scripts import ADMIT, SETTLE
-from switchyard.limits.store import connect_redis
 from switchyard.schemas.keys import ClientKey
+from switchyard.stack.valkey import read_password
 
 log = logging.getLogger("switchyard.limits")
 
@@ -38,8 +39,8 @@ _REFUSALS = {
     3: ("concurrent requests", "too_many_concurrent_requests"),
     5: ("tokens", "request_too_large"),
 }
-SETTLE_BATCH = 64
-SETTLE_DELAY_S = 0.005
+SETTLE_DELAY_S = 0.02
+MAX_CARRIED = 64  # settles one admission carries at most
 
 
 def _duration(seconds: float) -> str:
@@ -63,16 +64,20 @@ class Ticket:
 
 class Limiter:
     def __init__(self, settings: Settings) -> None:
-        self._redis = connect_redis(settings, "ingress")
-        self._admit = self._redis.register_script(ADMIT)
-        self._settle = self._redis.register_script(SETTLE)
+        self._client = ScriptClient(
+            settings.redis_url,
+            username="ingress",
+            password=read_password(settings.redis_password_dir, "ingress"),
+            timeout=settings.redis.timeout_s,
+        )
+        self._admit = Script(self._client, ADMIT)
+        self._settle = Script(self._client, SETTLE)
         self._fail_open = settings.redis.on_unavailable == "fail_open"
-        self._budget_s = settings.redis.timeout_s * 3
         self._stale_ms = int(settings.ingress.max_deadline_s * 1000) + 60_000
-        self._queue: list[tuple[ClientKey, str, str]] = []
-        self._nuid = NUID()
+        self._pending: dict[str, list[str]] = {}  # key id -> member, actual, member, actual...
         self._flush: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._nuid = NUID()
         self._warned_at = 0.0
 
     @staticmethod
@@ -94,29 +99,27 @@ class Limiter:
         reset_ms = int(max(1.0, period_end - now) * 1000) if period_end != float("inf") else 0
         # Unique per admission, even when a client reuses its X-Request-Id for retries.
         member = f"{request_id}:{self._nuid.next().decode()}"
+        carried = self._pending.pop(key.id, [])[: MAX_CARRIED * 2]
         try:
-            async with asyncio.timeout(self._budget_s):
-                reply = await self._admit(
-                    keys=[
-                        rk.rpm(key.id),
-                        rk.tpm(key.id),
-                        rk.tpm_tokens(key.id),
-                        rk.parallel(key.id),
-                    ],
-                    args=[
-                        int(now * 1000),
-                        key.rpm,
-                        key.tpm,
-                        estimate,
-                        key.max_parallel,
-                        member,
-                        int(key.budget_usd * rk.NANO),
-                        self._stale_ms,
-                        reset_ms,
-                        rk.budget(key.id, period_id),
-                    ],
-                )
-        except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
+            reply = await self._admit(
+                keys=[rk.rpm(key.id), rk.tpm(key.id), rk.tpm_tokens(key.id), rk.parallel(key.id)],
+                args=[
+                    int(now * 1000),
+                    key.rpm,
+                    key.tpm,
+                    estimate,
+                    key.max_parallel,
+                    member,
+                    int(key.budget_usd * rk.NANO),
+                    self._stale_ms,
+                    reset_ms,
+                    rk.budget(key.id, period_id),
+                    *carried,
+                ],
+            )
+        except (RedisUnavailable, RedisReplyError) as exc:
+            if carried:  # not applied: keep them for the next call
+                self._pending.setdefault(key.id, [])[:0] = carried
             self._unavailable(exc)
             return None
         code, requests_used, tokens_used, retry_ms, _in_flight, spent = (int(v) for v in reply)
@@ -128,6 +131,8 @@ class Limiter:
         )
 
     def _unavailable(self, exc: BaseException) -> None:
+        if isinstance(exc, RedisReplyError):
+            log.error("Redis refused the limits script: %s", exc)
         if not self._fail_open:
             raise ServiceUnavailable(
                 "rate limits cannot be checked: Redis/Valkey is unreachable",
@@ -205,47 +210,38 @@ class Limiter:
         return err
 
     def settle(self, ticket: Ticket, actual_tokens: int | None) -> None:
-        """Free the slot and record the real token count; sent in a batch shortly after."""
+        """Free the slot and record the real token count (with the key's next admission, or
+        within ``SETTLE_DELAY_S``)."""
         key = ticket.key
         if not key.tpm and not key.max_parallel:
             return
         actual = "" if actual_tokens is None or not key.tpm else str(actual_tokens)
-        self._queue.append((key, ticket.member, actual))
-        if len(self._queue) >= SETTLE_BATCH:
-            self._send()
-        elif self._flush is None:
+        self._pending.setdefault(key.id, []).extend((ticket.member, actual))
+        if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._send)
 
     def _send(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
-        batch, self._queue = self._queue, []
-        if batch:
-            task = asyncio.create_task(self._settle_batch(batch))
+        self._flush = None
+        pending, self._pending = self._pending, {}
+        if pending:
+            task = asyncio.create_task(self._settle_quiet(pending))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _settle_batch(self, batch: list[tuple[ClientKey, str, str]]) -> None:
-        try:
-            async with (
-                asyncio.timeout(self._budget_s),
-                self._redis.pipeline(transaction=False) as pipe,
-            ):
-                for key, member, actual in batch:
-                    await self._settle(
-                        keys=[rk.tpm_tokens(key.id), rk.parallel(key.id)],
-                        args=[member, actual],
-                        client=pipe,
-                    )
-                await pipe.execute()
-        except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
+    async def _settle_quiet(self, pending: dict[str, list[str]]) -> None:
+        calls = [
+            self._settle(keys=[rk.tpm_tokens(key_id), rk.parallel(key_id)], args=[*pairs])
+            for key_id, pairs in pending.items()
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        failed = sum(1 for r in results if isinstance(r, BaseException))
+        if failed:
             # Slots expire on their own (stale entries are swept); token corrections are lost.
-            log.warning("could not settle %d requests in Redis: %s", len(batch), type(exc).__name__)
+            log.warning("could not settle requests of %d keys in Redis", failed)
 
     async def close(self) -> None:
         self._send()
         if self._tasks:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*self._tasks)
-        await self._redis.aclose()
+        await self._client.close()

@@ -9,7 +9,9 @@ costs nothing.
 # "60 per minute" admits 60 in any minute, whichever replica sees the request.
 # KEYS: rpm log (zset), tpm log (zset), tpm tokens (hash: id -> tokens, _sum), in-flight (zset)
 # ARGV: now ms, rpm, tpm, estimated tokens, max parallel, member id, budget (nano-USD),
-#       stale in-flight age ms, budget reset ms, spend counter name
+#       stale in-flight age ms, budget reset ms, spend counter name, then pending settles of
+#       this key as (member, actual tokens or '') pairs: applied first, so a busy key needs no
+#       separate settle call.
 # The spend counter is named in ARGV, not KEYS: keys declared to EVAL are checked as read-write,
 # and the ingress role may only read spend (the GET inside is checked as a read).
 ADMIT = """
@@ -24,6 +26,18 @@ local stale = tonumber(ARGV[8])
 local reset_ms = tonumber(ARGV[9])
 local spend_key = ARGV[10]
 local window = now - 60000
+
+for i = 11, #ARGV - 1, 2 do
+  local done, actual = ARGV[i], ARGV[i + 1]
+  if actual ~= '' then
+    local before = tonumber(redis.call('HGET', KEYS[3], done) or '-1')
+    if before >= 0 then
+      redis.call('HSET', KEYS[3], done, actual)
+      redis.call('HINCRBY', KEYS[3], '_sum', tonumber(actual) - before)
+    end
+  end
+  redis.call('ZREM', KEYS[4], done)
+end
 
 local used_requests = 0
 if rpm > 0 then
@@ -95,20 +109,21 @@ end
 return {0, used_requests + 1, used_tokens + est, 0, n + 1, spent}
 """
 
-# After the request: free the concurrency slot, and replace the request's token estimate with
-# the tokens actually used (only while it is still inside the window).
-# KEYS: tpm tokens (hash), in-flight (zset); ARGV: member id, actual tokens ('' if unknown)
+# After requests of a key that sent nothing since: free their concurrency slots and replace
+# their token estimates with the tokens actually used (only while still inside the window).
+# KEYS: tpm tokens (hash), in-flight (zset); ARGV: (member id, actual tokens or '') pairs
 SETTLE = """
-local member = ARGV[1]
-if ARGV[2] ~= '' then
-  local before = tonumber(redis.call('HGET', KEYS[1], member) or '-1')
-  if before >= 0 then
-    local actual = tonumber(ARGV[2])
-    redis.call('HSET', KEYS[1], member, actual)
-    redis.call('HINCRBY', KEYS[1], '_sum', actual - before)
+for i = 1, #ARGV - 1, 2 do
+  local member, actual = ARGV[i], ARGV[i + 1]
+  if actual ~= '' then
+    local before = tonumber(redis.call('HGET', KEYS[1], member) or '-1')
+    if before >= 0 then
+      redis.call('HSET', KEYS[1], member, actual)
+      redis.call('HINCRBY', KEYS[1], '_sum', tonumber(actual) - before)
+    end
   end
+  redis.call('ZREM', KEYS[2], member)
 end
-redis.call('ZREM', KEYS[2], member)
 return 1
 """
 
