@@ -19,12 +19,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import cpu, report
+from bench import cpu, report, routing
 from bench.deps import MissingToolError, ensure_tools
 from bench.load import WrkError
 from bench.ports import PortAllocator
 from bench.runner import RunOptions, idle_cpu, run_matrix, run_ttft
-from bench.scenarios import SCENARIOS
+from bench.scenarios import LIMITS_BASELINE, ROUTING, SCENARIOS, switchyard_body
 from bench.stack import BenchStack, StackStartError, write_stack_config
 from bench.upstream import Upstream, start_upstream
 
@@ -37,7 +37,7 @@ IDLE_WINDOW_S = 4.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    keys = [s.key for s in SCENARIOS]
+    keys = [*(s.key for s in SCENARIOS), ROUTING]
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Switchyard vs a direct nginx upstream: throughput, latency, TTFT and CPU.",
@@ -56,6 +56,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--heads", type=int, default=2, help="head replicas in the stack")
     p.add_argument("--modelproxies", type=int, default=2, help="model-proxy replicas")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="limits_c64: rounds of (demo key, limited key) runs; the median is reported",
+    )
     p.add_argument("--wrk-timeout", type=float, default=10.0, help="wrk per-request timeout (s)")
     p.add_argument(
         "--only",
@@ -70,6 +76,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.ttft_requests = 3.0, 1.0, 50
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     unknown = {k for k in args.only.split(",") if k} - set(keys)
     if unknown:
         p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(keys)}")
@@ -101,10 +109,44 @@ def _watched(stack: BenchStack, upstream: Upstream) -> list[cpu.Watched]:
     return watched
 
 
+def _routing(selected: set[str]) -> dict[str, Any] | None:
+    """The in-process routing benchmark, when selected (or its denominator, nonstream_c64)."""
+    if selected and not selected & {ROUTING, LIMITS_BASELINE}:
+        return None
+    print("bench: routing        decide.choose in process ...", end="", flush=True)
+    result = routing.measure()
+    print(f" {result.ns_per_call:.0f} ns/call", flush=True)
+    return result.to_json()
+
+
 def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    selected = {k for k in args.only.split(",") if k}
+    scenarios = tuple(s for s in SCENARIOS if not selected or s.key in selected)
+    options = {
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "wrk_timeout_s": args.wrk_timeout,
+        "ttft_requests": args.ttft_requests,
+        "quiet_wait_s": args.quiet_wait,
+        "heads": args.heads,
+        "modelproxies": args.modelproxies,
+        "rounds": args.rounds,
+        "quick": args.quick,
+    }
+    routing_result = _routing(selected)  # before the stack starts: nothing else runs
+    if not scenarios:
+        return report.build_document(
+            meta=report.machine_info(),
+            options=options,
+            runs={},
+            ttft=None,
+            idle_ms_per_s={},
+            idle_other_cores=0.0,
+            process_groups={},
+            routing=routing_result,
+        )
     tools = ensure_tools()
     ports = PortAllocator()
-    scenarios = tuple(s for s in SCENARIOS if not args.only or s.key in args.only.split(","))
     opts = RunOptions(
         duration_s=args.duration,
         warmup_s=args.warmup,
@@ -125,30 +167,36 @@ def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         print(f"bench: starting Switchyard (config {stack.config_file}) ...", flush=True)
         stack.up()
         api_key = stack.api_key()
+        limited_key = ""
+        if any(s.limited for s in scenarios):
+            limited_key = stack.create_limited_key()
+            stack.wait_for_key(
+                limited_key, switchyard_body(next(s for s in scenarios if s.limited))
+            )
         watched = _watched(stack, upstream)
         print("bench: stack up: " + ", ".join(f"{w.name}={w.pid}" for w in watched), flush=True)
         idle, idle_other = idle_cpu(watched, IDLE_WINDOW_S)
         runs = run_matrix(
-            tools.wrk, upstream, stack.tail_url, api_key, watched, opts=opts, scenarios=scenarios
+            tools.wrk,
+            upstream,
+            stack.tail_url,
+            api_key,
+            watched,
+            opts=opts,
+            scenarios=scenarios,
+            limited_key=limited_key,
+            rounds=args.rounds,
         )
         ttft = run_ttft(upstream, stack.tail_url, api_key, watched, opts)
         return report.build_document(
             meta=report.machine_info(),
-            options={
-                "duration_s": opts.duration_s,
-                "warmup_s": opts.warmup_s,
-                "wrk_timeout_s": opts.wrk_timeout_s,
-                "ttft_requests": opts.ttft_requests,
-                "quiet_wait_s": opts.quiet_wait_s,
-                "heads": args.heads,
-                "modelproxies": args.modelproxies,
-                "quick": args.quick,
-            },
+            options=options,
             runs=runs,
             ttft=ttft,
             idle_ms_per_s=idle,
             idle_other_cores=idle_other,
             process_groups={w.name: w.group for w in watched},
+            routing=routing_result,
         )
     finally:
         with _signals_ignored():

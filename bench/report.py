@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.routing import TARGET_SHARE_PCT
 from bench.runner import NOISY_CORES, RunResult
-from bench.scenarios import SCENARIOS
+from bench.scenarios import LIMITS_BASELINE, SCENARIOS
 
 RESULTS_DIR = Path(__file__).parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET_GROUPS = ("switchyard", "nats-server")
+LIMITS_PROCESSES = ("tail", "valkey")  # where a key's limits cost CPU (admission + settle)
+LIMITS_TARGET_US = 150.0
 PROCESS_ORDER = (
     "tail",
     "gateway",
@@ -117,21 +120,81 @@ def _ms(us: float) -> float:
 
 
 def _pair_doc(pair: dict[str, RunResult]) -> dict[str, Any]:
-    direct, via = pair["direct"], pair["switchyard"]
-    added = _ms(via.wrk.latency_us["p50"] - direct.wrk.latency_us["p50"])
-    return {
-        "direct": direct.to_json(),
+    """Direct vs Switchyard; a limited scenario has no direct run but a ``baseline`` one."""
+    via, direct = pair["switchyard"], pair.get("direct")
+    doc: dict[str, Any] = {
+        "direct": direct.to_json() if direct else None,
         "switchyard": via.to_json(),
-        "added_p50_ms": added,
-        "added_p99_ms": _ms(via.wrk.latency_us["p99"] - direct.wrk.latency_us["p99"]),
-        "rps_ratio": via.wrk.rps / direct.wrk.rps if direct.wrk.rps else 0.0,
+        "added_p50_ms": math.nan,
+        "added_p99_ms": math.nan,
+        "rps_ratio": math.nan,
         "switchyard_cpu_us_per_request": sum(via.cpu_groups.get(g, 0.0) for g in TARGET_GROUPS),
-        "errors": direct.wrk.error_count + via.wrk.error_count,
+        "errors": sum(run.wrk.error_count for run in pair.values()),
+    }
+    if direct is not None:
+        doc["added_p50_ms"] = _ms(via.wrk.latency_us["p50"] - direct.wrk.latency_us["p50"])
+        doc["added_p99_ms"] = _ms(via.wrk.latency_us["p99"] - direct.wrk.latency_us["p99"])
+        doc["rps_ratio"] = via.wrk.rps / direct.wrk.rps if direct.wrk.rps else 0.0
+    if "baseline" in pair:
+        doc["baseline"] = pair["baseline"].to_json()
+    return doc
+
+
+def _groups(run: dict[str, Any], names: tuple[str, ...]) -> float:
+    """Sum of a run document's CPU us per request over some process groups."""
+    return float(sum(run["cpu_us_per_request_by_group"].get(g, 0.0) for g in names))
+
+
+def limits_doc(runs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """CPU per request with a limited key minus with the demo key (both via Switchyard)."""
+    key = next((k for k, r in runs.items() if r.get("baseline")), None)
+    if key is None:
+        return None
+    base, lim = runs[key]["baseline"], runs[key]["switchyard"]
+    names = {*base["cpu_us_per_request"], *lim["cpu_us_per_request"]}
+    delta = {
+        n: lim["cpu_us_per_request"].get(n, 0.0) - base["cpu_us_per_request"].get(n, 0.0)
+        for n in sorted(names, key=_order_key)
+    }
+    with_valkey = (*TARGET_GROUPS, "valkey")
+    return {
+        "scenario": key,
+        "baseline_scenario": LIMITS_BASELINE,
+        "rounds": len(lim.get("samples", [])) or 1,
+        "errors": runs[key]["errors"],
+        "delta_us_per_request": delta,
+        "tail_valkey_delta_us": sum(delta.get(n, 0.0) for n in LIMITS_PROCESSES),
+        "total_delta_us": _groups(lim, TARGET_GROUPS) - _groups(base, TARGET_GROUPS),
+        "total_with_valkey_delta_us": _groups(lim, with_valkey) - _groups(base, with_valkey),
     }
 
 
-def build_targets(runs: dict[str, dict[str, Any]], ttft: dict[str, Any]) -> list[Target]:
-    ttft_errors = ttft["direct"]["errors"] + ttft["switchyard"]["errors"]
+def routing_doc(
+    routing: dict[str, Any] | None, runs: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Routing ns per call, and its share of the pipeline's CPU per request when measured."""
+    if routing is None:
+        return None
+    pipeline = runs.get(LIMITS_BASELINE)
+    us = pipeline["switchyard_cpu_us_per_request"] if pipeline else None
+    if pipeline is None and (lim := limits_doc(runs)) is not None:  # its paired baseline runs
+        pipeline = runs[lim["scenario"]]
+        us = _groups(pipeline["baseline"], TARGET_GROUPS)
+    pct = routing["ns_per_call"] / 1000 / us * 100 if us else None
+    return {
+        **routing,
+        "pipeline_cpu_us_per_request": us,
+        "share_pct": pct,
+        "pipeline_errors": pipeline["errors"] if pipeline else 0,
+    }
+
+
+def build_targets(
+    runs: dict[str, dict[str, Any]],
+    ttft: dict[str, Any] | None,
+    limits: dict[str, Any] | None = None,
+    routing: dict[str, Any] | None = None,
+) -> list[Target]:
     out = []
     if "nonstream_c64" in runs:
         r = runs["nonstream_c64"]
@@ -157,16 +220,17 @@ def build_targets(runs: dict[str, dict[str, Any]], ttft: dict[str, Any]) -> list
                 valid=r["errors"] == 0,
             )
         )
-    out.append(
-        Target(
-            "Added TTFT p50, streaming, c=1",
-            ttft["added_p50_ms"],
-            1.0,
-            "ms",
-            higher_is_better=False,
-            valid=ttft_errors == 0,
+    if ttft is not None:
+        out.append(
+            Target(
+                "Added TTFT p50, streaming, c=1",
+                ttft["added_p50_ms"],
+                1.0,
+                "ms",
+                higher_is_better=False,
+                valid=ttft["direct"]["errors"] + ttft["switchyard"]["errors"] == 0,
+            )
         )
-    )
     if "delay50_c64" in runs:
         r = runs["delay50_c64"]
         out.append(
@@ -179,6 +243,28 @@ def build_targets(runs: dict[str, dict[str, Any]], ttft: dict[str, Any]) -> list
                 valid=r["errors"] == 0,
             )
         )
+    if limits is not None:
+        out.append(
+            Target(
+                "Auth + limits CPU per request <= 150 us (tail + valkey, limited - demo key)",
+                limits["tail_valkey_delta_us"],
+                LIMITS_TARGET_US,
+                "us",
+                higher_is_better=False,
+                valid=limits["errors"] == 0,
+            )
+        )
+    if routing is not None and routing["share_pct"] is not None:
+        out.append(
+            Target(
+                "Routing share of pipeline CPU <= 5% (decide.choose / nonstream_c64 CPU)",
+                routing["share_pct"],
+                TARGET_SHARE_PCT,
+                "%",
+                higher_is_better=False,
+                valid=routing["pipeline_errors"] == 0,
+            )
+        )
     return out
 
 
@@ -187,15 +273,19 @@ def build_document(
     meta: dict[str, Any],
     options: dict[str, Any],
     runs: dict[str, dict[str, RunResult]],
-    ttft: dict[str, Any],
+    ttft: dict[str, Any] | None,
     idle_ms_per_s: dict[str, float],
     idle_other_cores: float,
     process_groups: dict[str, str],
+    routing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     run_docs = {key: _pair_doc(pair) for key, pair in runs.items()}
-    targets = build_targets(run_docs, ttft)
+    limits = limits_doc(run_docs)
+    routing_result = routing_doc(routing, run_docs)
+    targets = build_targets(run_docs, ttft, limits, routing_result)
     errors = sum(r["errors"] for r in run_docs.values())
-    errors += ttft["direct"]["errors"] + ttft["switchyard"]["errors"]
+    if ttft is not None:
+        errors += ttft["direct"]["errors"] + ttft["switchyard"]["errors"]
     warmup_errors = sum(run.warmup_errors for pair in runs.values() for run in pair.values())
     return {
         "meta": meta,
@@ -210,11 +300,14 @@ def build_document(
                 "stream": sc.stream,
                 "connections": sc.connections,
                 "threads": sc.threads,
+                "limited": sc.limited,
             }
             for sc in SCENARIOS
             if sc.key in runs
         },
         "runs": run_docs,
+        "limits": limits,
+        "routing": routing_result,
         "ttft": ttft,
         "idle_cpu_ms_per_s": idle_ms_per_s,
         "idle_other_cores": idle_other_cores,
@@ -224,7 +317,7 @@ def build_document(
             for target, run in pair.items()
             if run.noisy
         ]
-        + (["ttft"] if ttft["background_cores"] > NOISY_CORES else []),
+        + (["ttft"] if ttft and ttft["background_cores"] > NOISY_CORES else []),
         "process_groups": process_groups,
         "targets": [t.to_json() for t in targets],
         "all_targets_pass": all(t.passed for t in targets),
@@ -242,7 +335,7 @@ def _order_key(name: str) -> tuple[int, str]:
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -264,30 +357,46 @@ def _main_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for key, r in doc["runs"].items():
         sc = doc["scenarios"][key]
-        d, s = r["direct"]["wrk"], r["switchyard"]["wrk"]
+        s = r["switchyard"]["wrk"]
+        d = r["direct"]["wrk"] if r["direct"] else None
         errs = (
-            f"{d['non_2xx']}+{d['socket_errors']} / {s['non_2xx']}+{s['socket_errors']}"
-            if r["errors"]
-            else "0"
+            f"{_errs(d)} / {_errs(s)}"
+            if d
+            else f"{_errs(s)} + baseline {_errs(r['baseline']['wrk'])}"
+        )
+        direct = (
+            [
+                f"{d['rps']:.0f}",
+                _fmt(_ms(d["latency_us"]["p50"])),
+                _fmt(_ms(d["latency_us"]["p99"])),
+            ]
+            if d
+            else ["-", "-", "-"]
         )
         rows.append(
             [
                 sc["label"],
                 str(sc["connections"]),
-                f"{d['rps']:.0f}",
-                _fmt(_ms(d["latency_us"]["p50"])),
-                _fmt(_ms(d["latency_us"]["p99"])),
+                *direct,
                 f"{s['rps']:.0f}",
                 _fmt(_ms(s["latency_us"]["p50"])),
                 _fmt(_ms(s["latency_us"]["p99"])),
                 _fmt(r["added_p50_ms"]),
-                f"{r['rps_ratio'] * 100:.1f}",
+                _fmt(None if r["rps_ratio"] is None else r["rps_ratio"] * 100, 1),
                 f"{r['switchyard_cpu_us_per_request']:.0f}",
-                f"{max(r['direct']['background_cores'], r['switchyard']['background_cores']):.2f}",
-                errs,
+                f"{max(run['background_cores'] for run in _runs_of(r)):.2f}",
+                errs if r["errors"] else "0",
             ]
         )
     return headers, rows
+
+
+def _errs(wrk: dict[str, Any]) -> str:
+    return f"{wrk['non_2xx']}+{wrk['socket_errors']}"
+
+
+def _runs_of(r: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r[t] for t in ("direct", "switchyard", "baseline") if r.get(t)]
 
 
 def _cpu_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -322,7 +431,9 @@ def _cpu_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows.append(total)
     nginx_direct = ["nginx, direct run"]
     nginx_direct += [
-        f"{doc['runs'][k]['direct']['cpu_us_per_request_by_group'].get('nginx', 0.0):.0f}"
+        f"{d['cpu_us_per_request_by_group'].get('nginx', 0.0):.0f}"
+        if (d := doc["runs"][k]["direct"])
+        else "-"
         for k in keys
     ]
     nginx_direct.append("")
@@ -356,6 +467,60 @@ def _ttft_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _limits_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    lim = doc["limits"]
+    r = doc["runs"][lim["scenario"]]
+    base, via = r["baseline"], r["switchyard"]
+    headers = [
+        "auth + limits (us CPU / request)",
+        f"demo key ({lim['baseline_scenario']})",
+        "key with limits",
+        "delta",
+    ]
+    rows = [
+        [
+            name,
+            f"{base['cpu_us_per_request'].get(name, 0.0):.1f}",
+            f"{via['cpu_us_per_request'].get(name, 0.0):.1f}",
+            f"{lim['delta_us_per_request'][name]:+.1f}",
+        ]
+        for name in sorted(lim["delta_us_per_request"], key=_order_key)
+    ]
+    for label, names in (
+        ("= tail + valkey", None),
+        ("= switchyard + nats-server", TARGET_GROUPS),
+        ("= switchyard + nats-server + valkey", (*TARGET_GROUPS, "valkey")),
+    ):
+        if names is None:
+            b = sum(base["cpu_us_per_request"].get(n, 0.0) for n in LIMITS_PROCESSES)
+            v = sum(via["cpu_us_per_request"].get(n, 0.0) for n in LIMITS_PROCESSES)
+        else:
+            b, v = _groups(base, names), _groups(via, names)
+        rows.append([label, f"{b:.1f}", f"{v:.1f}", f"{v - b:+.1f}"])
+    rows.append(["req/s", f"{base['wrk']['rps']:.0f}", f"{via['wrk']['rps']:.0f}", ""])
+    return headers, rows
+
+
+def _routing_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    r = doc["routing"]
+    pipeline = r["pipeline_cpu_us_per_request"]
+    headers = ["routing (in process, CPU)", "value"]
+    rows = [
+        [
+            f"decide.choose, ns per call (best of {r['repeats']} x {r['calls']})",
+            f"{r['ns_per_call']:.0f}",
+        ],
+        ["Router(table) build, us (route changes only)", f"{r['router_build_us']:.1f}"],
+        [
+            "table: aliases / deployments / cooling",
+            f"{r['aliases']} / {r['deployments']} / {r['cooling']}",
+        ],
+        ["pipeline CPU us/request (nonstream_c64)", _fmt(pipeline, 0)],
+        ["routing share of pipeline CPU, %", _fmt(r["share_pct"], 2)],
+    ]
+    return headers, rows
+
+
 def _target_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     headers = ["target", "value", "goal", "result"]
     rows = []
@@ -366,7 +531,7 @@ def _target_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [
                 t["name"],
-                f"{_fmt(t['value'], 3 if t['unit'] == 'ms' else 1)} {t['unit']}",
+                f"{_fmt(t['value'], {'ms': 3, '%': 2}.get(t['unit'], 1))} {t['unit']}",
                 f"{t['comparison']} {t['limit']:g} {t['unit']}",
                 target.verdict,
             ]
@@ -375,7 +540,7 @@ def _target_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def text_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
         first = cells[0].ljust(widths[0])
@@ -421,7 +586,7 @@ def _error_banner(doc: dict[str, Any]) -> list[str]:
         lines.append(f"warning: {doc['warmup_errors']} failed requests during warm-up runs")
     noisy = doc["noisy_runs"]
     if noisy:
-        total = 2 * len(doc["runs"]) + 1  # direct and switchyard per scenario, plus TTFT
+        total = sum(len(_runs_of(r)) for r in doc["runs"].values()) + (1 if doc["ttft"] else 0)
         which = "every run" if len(noisy) == total else ", ".join(noisy)
         lines.append(
             f"warning: other processes used the CPUs during {which} (see 'other load'); "
@@ -430,22 +595,47 @@ def _error_banner(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+MAIN_NOTE = (
+    "`CPU us/req`: CPU time of every Switchyard process plus nats-server, per completed "
+    "request, during the Switchyard run. `other load`: cores used by unrelated processes "
+    "during the runs (max of them). `errors`: non-2xx+socket errors, direct / switchyard. "
+    "A key-with-limits row has no direct run; its numbers are medians of its rounds."
+)
+LIMITS_NOTE = (
+    "Both columns via Switchyard, same body, route and wrk settings, run back to back in "
+    "alternating rounds; each is the median of its rounds. Only the key differs: the demo key "
+    "has no limits (never touches Valkey); the other has every limit set, never refusing."
+)
+ROUTING_NOTE = (
+    "CPU of one in-process routing decision on a 20-alias table (bench/routing.py), "
+    "relative to the Switchyard + nats-server CPU per request of nonstream_c64."
+)
+Table = tuple[list[str], list[list[str]]]
+
+
+def _sections(doc: dict[str, Any]) -> list[tuple[str, Table, str]]:
+    """Every table this run has: (title, table, note)."""
+    out: list[tuple[str, Table, str]] = []
+    if doc["runs"]:
+        out.append(("Throughput and latency (wrk)", _main_rows(doc), MAIN_NOTE))
+    if doc["ttft"]:
+        out.append(("Time to first token (streaming, c=1)", _ttft_rows(doc), ""))
+    if doc["runs"]:
+        out.append(("CPU per request by process (Switchyard runs)", _cpu_rows(doc), ""))
+    if doc["limits"]:
+        title = "Auth + limits: CPU per request, key with limits vs demo key"
+        out.append((title, _limits_rows(doc), LIMITS_NOTE))
+    if doc["routing"]:
+        out.append(("Routing decision (decide.choose)", _routing_rows(doc), ROUTING_NOTE))
+    return out
+
+
 def render_text(doc: dict[str, Any]) -> str:
     parts = ["", "Switchyard benchmark", *_header_lines(doc), *_error_banner(doc), ""]
-    parts += [text_table(*_main_rows(doc)), ""]
-    parts += [
-        "CPU us/req = CPU of every Switchyard process + nats-server per completed request "
-        "(Switchyard run); other load = cores used by unrelated processes (max of both runs); "
-        "errors = non-2xx+socket (direct / switchyard).",
-        "",
-        text_table(*_ttft_rows(doc)),
-        "",
-        "Per-process CPU, Switchyard runs:",
-        text_table(*_cpu_rows(doc)),
-        "",
-        text_table(*_target_rows(doc)),
-        "",
-    ]
+    for title, table, note in _sections(doc):
+        parts += [f"{title}:", text_table(*table), *([note] if note else []), ""]
+    if doc["targets"]:
+        parts += [text_table(*_target_rows(doc)), ""]
     return "\n".join(parts)
 
 
@@ -454,24 +644,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
     banner = [line.strip("! ") for line in _error_banner(doc) if line.strip("!")]
     if banner:
         parts += [*(f"> **{line}**  " for line in banner), ""]
-    parts += ["## Targets", "", md_table(*_target_rows(doc)), ""]
-    parts += ["## Throughput and latency (wrk)", "", md_table(*_main_rows(doc)), ""]
-    parts += [
-        "`CPU us/req`: CPU time of every Switchyard process plus nats-server, per completed "
-        "request, during the Switchyard run. `other load`: cores used by unrelated processes "
-        "during the runs. `errors`: non-2xx+socket errors, direct / switchyard.",
-        "",
-        "## Time to first token (streaming, c=1)",
-        "",
-        md_table(*_ttft_rows(doc)),
-        "",
-        "## CPU per request by process (Switchyard runs)",
-        "",
-        md_table(*_cpu_rows(doc)),
-        "",
-        "See `bench/README.md` for what each number means.",
-        "",
-    ]
+    if doc["targets"]:
+        parts += ["## Targets", "", md_table(*_target_rows(doc)), ""]
+    for title, table, note in _sections(doc):
+        parts += [f"## {title}", "", md_table(*table), "", *([note, ""] if note else [])]
+    parts += ["See `bench/README.md` for what each number means.", ""]
     return "\n".join(parts)
 
 

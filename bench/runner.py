@@ -7,14 +7,22 @@ warm-up work is not charged to it.
 
 from __future__ import annotations
 
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bench import cpu
 from bench.load import LoadSpec, WrkResult, run_wrk
-from bench.scenarios import SCENARIOS, Scenario, direct_body, switchyard_body
+from bench.scenarios import (
+    LIMITS_BASELINE,
+    SCENARIOS,
+    Scenario,
+    direct_body,
+    scenario,
+    switchyard_body,
+)
 from bench.ttft import measure_ttft
 from bench.upstream import Upstream
 
@@ -45,6 +53,7 @@ class RunResult:
     cpu_us: dict[str, float]
     cpu_groups: dict[str, float]
     background_cores: float
+    samples: list[RunResult] = field(default_factory=list)  # when this is their median
 
     @property
     def noisy(self) -> bool:
@@ -52,7 +61,7 @@ class RunResult:
         return self.background_cores > NOISY_CORES
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "wrk": self.wrk.to_json(),
             "warmup_errors": self.warmup_errors,
             "cpu_us_per_request": self.cpu_us,
@@ -60,6 +69,35 @@ class RunResult:
             "background_cores": self.background_cores,
             "noisy": self.noisy,
         }
+        if self.samples:
+            doc["samples"] = [s.to_json() for s in self.samples]
+        return doc
+
+
+def median_run(samples: list[RunResult]) -> RunResult:
+    """Repeated runs as one: CPU per process and group is the median; wrk numbers are those of
+    the run with the median (lower middle) req/s, with the errors of every run."""
+    if len(samples) == 1:
+        return samples[0]
+    mid = sorted(samples, key=lambda r: r.wrk.rps)[(len(samples) - 1) // 2]
+    errors: dict[str, int] = {}
+    for run in samples:
+        for kind, count in run.wrk.errors.items():
+            errors[kind] = errors.get(kind, 0) + count
+
+    def median(values: list[dict[str, float]]) -> dict[str, float]:
+        return {n: statistics.median(v.get(n, 0.0) for v in values) for n in values[0]}
+
+    return RunResult(
+        scenario=mid.scenario,
+        target=mid.target,
+        wrk=replace(mid.wrk, errors=errors),
+        warmup_errors=sum(r.warmup_errors for r in samples),
+        cpu_us=median([r.cpu_us for r in samples]),
+        cpu_groups=median([r.cpu_groups for r in samples]),
+        background_cores=max(r.background_cores for r in samples),
+        samples=samples,
+    )
 
 
 def measure(
@@ -123,11 +161,31 @@ def run_matrix(
     *,
     opts: RunOptions,
     scenarios: tuple[Scenario, ...] = SCENARIOS,
+    limited_key: str = "",
+    rounds: int = 2,
 ) -> dict[str, dict[str, RunResult]]:
-    """Every scenario, direct then via Switchyard; results by scenario key and target."""
+    """Every scenario, direct then via Switchyard; results by scenario key and target.
+
+    A ``limited`` scenario has no direct run: ``rounds`` times, in ABBA order (against drift),
+    its Switchyard run with ``limited_key`` and a ``baseline`` run of ``LIMITS_BASELINE`` with
+    ``api_key``, back to back; each target is the median of its rounds.
+    """
     results: dict[str, dict[str, RunResult]] = {}
     for sc in scenarios:
-        pair: dict[str, RunResult] = {}
+        if sc.limited:
+            base = scenario(LIMITS_BASELINE)
+            specs = {
+                "baseline": _via(tail_url, base, api_key),
+                "switchyard": _via(tail_url, sc, limited_key),
+            }
+            samples: dict[str, list[RunResult]] = {t: [] for t in specs}
+            for i in range(rounds):
+                for target in specs if i % 2 == 0 else reversed(specs):
+                    samples[target].append(
+                        _run(wrk, specs[target], watched, opts, sc=sc, target=target)
+                    )
+            results[sc.key] = {t: median_run(runs) for t, runs in samples.items()}
+            continue
         specs = {
             "direct": LoadSpec(
                 url=upstream.url(sc.route),
@@ -135,28 +193,44 @@ def run_matrix(
                 connections=sc.connections,
                 threads=sc.threads,
             ),
-            "switchyard": LoadSpec(
-                url=tail_url,
-                body=switchyard_body(sc),
-                connections=sc.connections,
-                threads=sc.threads,
-                api_key=api_key,
-            ),
+            "switchyard": _via(tail_url, sc, api_key),
         }
-        for target, spec in specs.items():
-            print(f"bench: {sc.key:<14} {target:<10} c={sc.connections:<3} ...", end="", flush=True)
-            run = measure(wrk, spec, watched, opts, f"{sc.key}/{target}")
-            flag = f"  ERRORS: {run.wrk.error_count}" if run.wrk.error_count else ""
-            if run.noisy:
-                flag += f"  (other load on the machine: {run.background_cores:.2f} cores)"
-            print(
-                f" {run.wrk.rps:9.0f} req/s  p50 {run.wrk.latency_us['p50'] / 1000:7.3f} ms"
-                f"  p99 {run.wrk.latency_us['p99'] / 1000:7.3f} ms{flag}",
-                flush=True,
-            )
-            pair[target] = run
-        results[sc.key] = pair
+        results[sc.key] = {
+            t: _run(wrk, spec, watched, opts, sc=sc, target=t) for t, spec in specs.items()
+        }
     return results
+
+
+def _via(tail_url: str, sc: Scenario, api_key: str) -> LoadSpec:
+    return LoadSpec(
+        url=tail_url,
+        body=switchyard_body(sc),
+        connections=sc.connections,
+        threads=sc.threads,
+        api_key=api_key,
+    )
+
+
+def _run(
+    wrk: Path,
+    spec: LoadSpec,
+    watched: list[cpu.Watched],
+    opts: RunOptions,
+    *,
+    sc: Scenario,
+    target: str,
+) -> RunResult:
+    print(f"bench: {sc.key:<14} {target:<10} c={sc.connections:<3} ...", end="", flush=True)
+    run = measure(wrk, spec, watched, opts, f"{sc.key}/{target}")
+    flag = f"  ERRORS: {run.wrk.error_count}" if run.wrk.error_count else ""
+    if run.noisy:
+        flag += f"  (other load on the machine: {run.background_cores:.2f} cores)"
+    print(
+        f" {run.wrk.rps:9.0f} req/s  p50 {run.wrk.latency_us['p50'] / 1000:7.3f} ms"
+        f"  p99 {run.wrk.latency_us['p99'] / 1000:7.3f} ms{flag}",
+        flush=True,
+    )
+    return run
 
 
 def run_ttft(

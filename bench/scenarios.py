@@ -23,6 +23,8 @@ class Scenario:
         route: Switchyard route alias, also the nginx path prefix.
         stream: whether the body asks for ``"stream": true``.
         connections / threads: wrk ``-c`` and ``-t``.
+        limited: sent with a client key that has every limit set (never refusing) instead of
+            the demo key; compared with ``LIMITS_BASELINE`` via Switchyard, no direct run.
     """
 
     key: str
@@ -31,15 +33,34 @@ class Scenario:
     stream: bool
     connections: int
     threads: int
+    limited: bool = False
 
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("nonstream_c1", "non-streaming", "fast", stream=False, connections=1, threads=1),
     Scenario("nonstream_c64", "non-streaming", "fast", stream=False, connections=64, threads=2),
+    Scenario(
+        "limits_c64",
+        "non-streaming, key with limits",
+        "fast",
+        stream=False,
+        connections=64,
+        threads=2,
+        limited=True,
+    ),
     Scenario("stream_c1", "streaming", "sse", stream=True, connections=1, threads=1),
     Scenario("stream_c64", "streaming", "sse", stream=True, connections=64, threads=2),
     Scenario("delay50_c64", "50 ms upstream", "delay50", stream=False, connections=64, threads=2),
 )
+
+# The scenario a ``limited`` one is compared with (same shape, demo key without limits).
+LIMITS_BASELINE = "nonstream_c64"
+# Not a wrk scenario: the in-process routing micro-benchmark (bench.routing), also for --only.
+ROUTING = "routing"
+
+
+def scenario(key: str) -> Scenario:
+    return next(s for s in SCENARIOS if s.key == key)
 
 
 def request_body(model: str, *, stream: bool) -> str:

@@ -12,6 +12,9 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,19 @@ import yaml
 
 from bench.ports import PortAllocator
 from bench.upstream import MODEL, Upstream
+
+# A key whose every limit is far above what a benchmark can reach: each request runs the limits
+# (one Valkey Lua admission script, a batched settle) but none is refused.
+LIMITED_KEY_ARGS = (
+    "--rpm",
+    "100000000",
+    "--tpm",
+    "1000000000000",
+    "--max-parallel",
+    "1000000",
+    "--budget",
+    "1000000000",
+)
 
 # Client-facing route alias -> upstream path prefix (see bench.upstream).
 ROUTES = {"fast": "fast", "sse": "sse", "delay50": "delay50"}
@@ -111,6 +127,35 @@ class BenchStack:
         if not path.is_file():
             raise StackStartError(f"no demo key at {path}; is demo_model enabled?")
         return path.read_text(encoding="utf-8").strip()
+
+    def create_limited_key(self, name: str = "bench-limited") -> str:
+        """A client key with every limit set (see ``LIMITED_KEY_ARGS``), via the CLI."""
+        result = self._cli("keys", "create", name, *LIMITED_KEY_ARGS, "--json", timeout=60)
+        try:
+            return str(json.loads(result.stdout)["key"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise StackStartError(
+                f"`switchyard keys create` failed (exit {result.returncode}): "
+                f"{result.stderr.strip()}"
+            ) from exc
+
+    def wait_for_key(self, api_key: str, body: str, timeout_s: float = 15.0) -> None:
+        """Until the tail accepts ``api_key`` (keys reach every ingress through NATS KV)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            request = urllib.request.Request(  # noqa: S310  (our own http://127.0.0.1 URL)
+                self.tail_url,
+                data=body.encode(),
+                headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+                    resp.read()
+                return
+            except (urllib.error.URLError, OSError) as exc:
+                if time.monotonic() >= deadline:
+                    raise StackStartError(f"the tail does not accept the new key: {exc}") from exc
+            time.sleep(0.2)
 
 
 def write_stack_config(
