@@ -127,27 +127,34 @@ end
 return 1
 """
 
-# Accounting: apply one usage event exactly once (its id is remembered for two weeks).
-# KEYS: seen, budget, total, day-key, day-model, day-key-model
-# ARGV: cost (nano-USD), prompt tokens, completion tokens, budget counter TTL (s), daily TTL (s)
+# Accounting: apply one usage batch exactly once (its id is remembered for two weeks; a batch
+# is what JetStream redelivers and model-proxies re-publish, so it is the unit of "once").
+# KEYS: seen, then per group of events (same key, period, day, model) five counters:
+#       budget, total, day-key, day-model, day-key-model
+# ARGV: daily TTL (s), then per group: cost (nano-USD), prompt tokens, completion tokens,
+#       requests, budget counter TTL (s, 0 = none)
 RECORD = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 1209600) then
   return 0
 end
-local cost = tonumber(ARGV[1])
-local prompt = tonumber(ARGV[2])
-local completion = tonumber(ARGV[3])
-redis.call('INCRBY', KEYS[2], cost)
-if tonumber(ARGV[4]) > 0 then
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
-end
-redis.call('INCRBY', KEYS[3], cost)
-for i = 4, 6 do
-  redis.call('HINCRBY', KEYS[i], 'cost_nano', cost)
-  redis.call('HINCRBY', KEYS[i], 'prompt_tokens', prompt)
-  redis.call('HINCRBY', KEYS[i], 'completion_tokens', completion)
-  redis.call('HINCRBY', KEYS[i], 'requests', 1)
-  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[5]))
+local daily_ttl = tonumber(ARGV[1])
+local groups = (#KEYS - 1) / 5
+for g = 0, groups - 1 do
+  local k = 2 + g * 5
+  local a = 2 + g * 5
+  local cost = tonumber(ARGV[a])
+  redis.call('INCRBY', KEYS[k], cost)
+  if tonumber(ARGV[a + 4]) > 0 then
+    redis.call('EXPIRE', KEYS[k], tonumber(ARGV[a + 4]))
+  end
+  redis.call('INCRBY', KEYS[k + 1], cost)
+  for i = k + 2, k + 4 do
+    redis.call('HINCRBY', KEYS[i], 'cost_nano', cost)
+    redis.call('HINCRBY', KEYS[i], 'prompt_tokens', tonumber(ARGV[a + 1]))
+    redis.call('HINCRBY', KEYS[i], 'completion_tokens', tonumber(ARGV[a + 2]))
+    redis.call('HINCRBY', KEYS[i], 'requests', tonumber(ARGV[a + 3]))
+    redis.call('EXPIRE', KEYS[i], daily_ttl)
+  end
 end
 return 1
 """

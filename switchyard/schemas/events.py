@@ -6,10 +6,9 @@ import msgspec
 
 
 class UsageEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One finished provider call, published on ``llm.v1.usage`` after the reply.
+    """One finished provider call, sent on ``llm.v1.usage`` (in a batch) after the reply.
 
-    ``id`` (request id + attempt) is also the JetStream ``Nats-Msg-Id``, so a re-published event
-    is stored once and accounting applies it once.
+    ``id`` is the request id, client attempt and reroute hop: unique per provider call.
     """
 
     id: str
@@ -44,7 +43,11 @@ class SecretChanged(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UsageBatch(msgspec.Struct, frozen=True, kw_only=True):
-    """What one message on ``llm.v1.usage`` carries: events of one model-proxy, ~20 ms' worth."""
+    """What one message on ``llm.v1.usage`` carries: events of one model-proxy, ~20 ms' worth.
+
+    ``id`` is the message's ``Nats-Msg-Id`` (a re-publish is stored once) and what accounting
+    remembers to apply the batch once.
+    """
 
     id: str
     events: list[UsageEvent]

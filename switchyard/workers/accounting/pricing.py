@@ -15,7 +15,7 @@ from typing import Any
 from switchyard.config import prepare_litellm_environment
 from switchyard.limits.keys import NANO
 from switchyard.schemas.events import UsageEvent
-from switchyard.schemas.routing import RouteTable
+from switchyard.schemas.routing import Deployment, Provider, RouteTable
 
 log = logging.getLogger("switchyard.accounting")
 
@@ -24,6 +24,8 @@ class Pricing:
     def __init__(self) -> None:
         self._map: dict[str, Any] = {}
         self._unpriced: set[str] = set()
+        self._table: RouteTable | None = None
+        self._deployments: dict[str, tuple[Provider, Deployment]] = {}
 
     async def load(self) -> None:
         def read() -> dict[str, Any]:
@@ -39,7 +41,9 @@ class Pricing:
 
     def per_token(self, event: UsageEvent, table: RouteTable) -> tuple[float, float]:
         """USD per input and per output token for the deployment that served ``event``."""
-        pair = table.deployments().get(event.deployment)
+        if table is not self._table:  # the map is rebuilt once per route table revision
+            self._table, self._deployments = table, table.deployments()
+        pair = self._deployments.get(event.deployment)
         kind: str = ""
         if pair is not None:
             provider, deployment = pair

@@ -1,10 +1,11 @@
 """``switchyard serve accounting``: usage events in, spend counters out, each event once.
 
 It pulls batches from the ``USAGE`` stream (durable consumer ``accounting``), prices every
-event, and applies the batch to Redis/Valkey in one pipeline of ``RECORD`` scripts: budget
-counter of the key's current period, lifetime total, and daily aggregates per key, per model and
-per key-and-model (kept 90 days). Each event id is remembered, so a redelivered batch changes
-nothing twice. A batch is acknowledged only after Redis took it; if Redis is down the batch is
+event, groups them by key, budget period, day and model, and applies the batch to Redis/Valkey
+in one ``RECORD`` script call: budget counter of the key's current period, lifetime total, and
+daily aggregates per key, per model and per key-and-model (kept 90 days). Each batch id is
+remembered (a batch is what JetStream redelivers and what model-proxies re-publish), so nothing
+is counted twice. A batch is acknowledged only after Redis took it; if Redis is down the batch is
 redelivered later, so no usage is lost. The ingress compares the budget counter with the key's
 budget on every request: the request after the one that crossed it is refused.
 """
@@ -20,7 +21,6 @@ import msgspec
 import redis.exceptions
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from redis.asyncio.client import Pipeline
 
 from switchyard.bus import identities, subjects
 from switchyard.bus.connect import connect
@@ -92,7 +92,7 @@ class Accounting:
             await msg.term()
             return
         try:
-            await self._apply(batch.events, self.table)
+            await self._apply(batch.id, batch.events, self.table)
         except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
             log.warning(
                 "Redis unavailable (%s); batch %s will be retried", type(exc).__name__, batch.id
@@ -102,36 +102,43 @@ class Accounting:
         self.events += len(batch.events)
         await msg.ack()
 
-    async def _apply(self, events: list[UsageEvent], table: RouteTable) -> None:
-        async with asyncio.timeout(max(5.0, self.settings.redis.timeout_s * 4)):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for event in events:
-                    await self._queue(pipe, event, table)
-                await pipe.execute()
-
-    async def _queue(self, pipe: Pipeline, event: UsageEvent, table: RouteTable) -> None:
-        key_id = event.key_id or "unknown"
-        period_id, period_end = periods.current(event.budget_period, event.ts)
-        ttl = int(period_end - time.time()) + 86400 if period_end != float("inf") else 0
-        day = periods.day(event.ts)
-        await self._record(
-            keys=[
-                rk.seen(event.id),
+    async def _apply(self, batch_id: str, events: list[UsageEvent], table: RouteTable) -> None:
+        """One script call per batch: events grouped by key, period, day and model."""
+        groups: dict[tuple[str, str, int, str, str], list[int]] = {}
+        for event in events:
+            key_id = event.key_id or "unknown"
+            period_id, period_end = periods.current(event.budget_period, event.ts)
+            ttl = int(period_end - time.time()) + 86400 if period_end != float("inf") else 0
+            group = (
+                key_id,
+                period_id,
+                max(0, ttl),
+                periods.day(event.ts),
+                event.alias or event.deployment,
+            )
+            totals = groups.setdefault(group, [0, 0, 0, 0])
+            totals[0] += self.pricing.cost_nano(event, table)
+            totals[1] += event.prompt_tokens
+            totals[2] += event.completion_tokens
+            totals[3] += 1
+        keys = [rk.seen(batch_id)]
+        args: list[int] = [rk.DAILY_TTL_S]
+        for (key_id, period_id, ttl, day, alias), (
+            cost,
+            prompt,
+            completion,
+            count,
+        ) in groups.items():
+            keys += [
                 rk.budget(key_id, period_id),
                 rk.total(key_id),
                 rk.day_key(day, key_id),
-                rk.day_model(day, event.alias or event.deployment),
-                rk.day_key_model(day, key_id, event.alias or event.deployment),
-            ],
-            args=[
-                self.pricing.cost_nano(event, table),
-                event.prompt_tokens,
-                event.completion_tokens,
-                max(0, ttl),
-                rk.DAILY_TTL_S,
-            ],
-            client=pipe,
-        )
+                rk.day_model(day, alias),
+                rk.day_key_model(day, key_id, alias),
+            ]
+            args += [cost, prompt, completion, count, ttl]
+        async with asyncio.timeout(max(5.0, self.settings.redis.timeout_s * 4)):
+            await self._record(keys=keys, args=args)
 
 
 async def run(
