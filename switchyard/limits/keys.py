@@ -8,12 +8,9 @@ NANO = 1_000_000_000
 DAILY_TTL_S = 90 * 86400
 
 
-def rpm(key_id: str) -> str:
-    return f"sy:rl:{key_id}:rpm"
-
-
-def tpm(key_id: str) -> str:
-    return f"sy:rl:{key_id}:tpm"
+def requests(key_id: str) -> str:
+    """The log of admitted requests (RPM and TPM windows)."""
+    return f"sy:rl:{key_id}:log"
 
 
 def tpm_tokens(key_id: str) -> str:

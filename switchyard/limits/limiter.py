@@ -79,6 +79,17 @@ class Limiter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._nuid = NUID()
         self._warned_at = 0.0
+        self._periods: dict[str, tuple[str, float, float]] = {}  # period -> (id, end, start)
+
+    def _period(self, period: str, now: float) -> tuple[str, float]:
+        """``periods.current``, cached until the period ends (it is asked on every request)."""
+        cached = self._periods.get(period)
+        if cached is not None and cached[2] <= now < cached[1]:
+            return cached[0], cached[1]
+        period_id, end = periods.current(period, now)
+        start = now if period != "total" else 0.0
+        self._periods[period] = (period_id, end, start)
+        return period_id, end
 
     @staticmethod
     def applies(key: ClientKey) -> bool:
@@ -95,14 +106,14 @@ class Limiter:
         if not self.applies(key):
             return None
         now = time.time()
-        period_id, period_end = periods.current(key.budget_period, now)
+        period_id, period_end = self._period(key.budget_period, now)
         reset_ms = int(max(1.0, period_end - now) * 1000) if period_end != float("inf") else 0
         # Unique per admission, even when a client reuses its X-Request-Id for retries.
         member = f"{request_id}:{self._nuid.next().decode()}"
         carried = self._pending.pop(key.id, [])[: MAX_CARRIED * 2]
         try:
             reply = await self._admit(
-                keys=[rk.rpm(key.id), rk.tpm(key.id), rk.tpm_tokens(key.id), rk.parallel(key.id)],
+                keys=[rk.requests(key.id), rk.tpm_tokens(key.id), rk.parallel(key.id)],
                 args=[
                     int(now * 1000),
                     key.rpm,

@@ -4,10 +4,11 @@ Admission checks every limit first and changes state only when all pass, so a re
 costs nothing.
 """
 
-# Admission. RPM and TPM are exact sliding windows over the last 60 s: a sorted set of request
-# ids scored by time (and, for TPM, a hash of each request's tokens plus their running sum), so
-# "60 per minute" admits 60 in any minute, whichever replica sees the request.
-# KEYS: rpm log (zset), tpm log (zset), tpm tokens (hash: id -> tokens, _sum), in-flight (zset)
+# Admission. RPM and TPM are exact sliding windows over the last 60 s, kept in one request log
+# (a sorted set of admitted requests scored by time) plus, for TPM, a hash of each request's
+# tokens and their running sum; so "60 per minute" admits 60 in any minute, whichever replica
+# sees the request.
+# KEYS: request log (zset), tokens (hash: member -> tokens, _sum), in-flight (zset)
 # ARGV: now ms, rpm, tpm, estimated tokens, max parallel, member id, budget (nano-USD),
 #       stale in-flight age ms, budget reset ms, spend counter name, then pending settles of
 #       this key as (member, actual tokens or '') pairs: applied first, so a busy key needs no
@@ -30,58 +31,62 @@ local window = now - 60000
 for i = 11, #ARGV - 1, 2 do
   local done, actual = ARGV[i], ARGV[i + 1]
   if actual ~= '' then
-    local before = tonumber(redis.call('HGET', KEYS[3], done) or '-1')
+    local before = tonumber(redis.call('HGET', KEYS[2], done) or '-1')
     if before >= 0 then
-      redis.call('HSET', KEYS[3], done, actual)
-      redis.call('HINCRBY', KEYS[3], '_sum', tonumber(actual) - before)
+      redis.call('HSET', KEYS[2], done, actual)
+      redis.call('HINCRBY', KEYS[2], '_sum', tonumber(actual) - before)
     end
   end
-  redis.call('ZREM', KEYS[4], done)
+  redis.call('ZREM', KEYS[3], done)
 end
 
 local used_requests = 0
-if rpm > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', window)
-  used_requests = redis.call('ZCARD', KEYS[1])
-end
 local used_tokens = 0
 if tpm > 0 then
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', window)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', window)
   if #expired > 0 then
     local drop = 0
     for i = 1, #expired, 1000 do
       local part = {unpack(expired, i, math.min(i + 999, #expired))}
-      for _, v in ipairs(redis.call('HMGET', KEYS[3], unpack(part))) do
+      for _, v in ipairs(redis.call('HMGET', KEYS[2], unpack(part))) do
         drop = drop + (tonumber(v) or 0)
       end
-      redis.call('HDEL', KEYS[3], unpack(part))
+      redis.call('HDEL', KEYS[2], unpack(part))
     end
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', window)
-    redis.call('HINCRBY', KEYS[3], '_sum', -drop)
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', window)
+    redis.call('HINCRBY', KEYS[2], '_sum', -drop)
   end
-  used_tokens = tonumber(redis.call('HGET', KEYS[3], '_sum') or '0')
+  used_tokens = tonumber(redis.call('HGET', KEYS[2], '_sum') or '0')
+elseif rpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', window)
 end
-local function oldest(key)
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+if rpm > 0 or tpm > 0 then
+  used_requests = redis.call('ZCARD', KEYS[1])
+end
+local function retry_log()
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   if first[2] then return math.max(1, tonumber(first[2]) + 60000 - now) end
   return 1000
 end
 -- reply: code, requests used, tokens used, retry after (ms), in flight, spent (nano-USD)
 if rpm > 0 and used_requests >= rpm then
-  return {1, used_requests, used_tokens, oldest(KEYS[1]), 0, 0}
+  return {1, used_requests, used_tokens, retry_log(), 0, 0}
 end
 if tpm > 0 and est > tpm then
   return {5, used_requests, used_tokens, 60000, 0, 0}
 end
 if tpm > 0 and used_tokens + est > tpm then
-  return {2, used_requests, used_tokens, oldest(KEYS[2]), 0, 0}
+  return {2, used_requests, used_tokens, retry_log(), 0, 0}
 end
 local n = 0
 if maxp > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - stale)
-  n = redis.call('ZCARD', KEYS[4])
-  if n >= maxp then
-    return {3, used_requests, used_tokens, 1000, n, 0}
+  n = redis.call('ZCARD', KEYS[3])
+  if n >= maxp then  -- sweep requests of crashed edges before refusing
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - stale)
+    n = redis.call('ZCARD', KEYS[3])
+    if n >= maxp then
+      return {3, used_requests, used_tokens, 1000, n, 0}
+    end
   end
 end
 local spent = 0
@@ -91,20 +96,18 @@ if budget > 0 then
     return {4, used_requests, used_tokens, reset_ms, n, spent}
   end
 end
-if rpm > 0 then
+if rpm > 0 or tpm > 0 then
   redis.call('ZADD', KEYS[1], now, member)
   redis.call('PEXPIRE', KEYS[1], 61000)
 end
 if tpm > 0 then
-  redis.call('ZADD', KEYS[2], now, member)
-  redis.call('HSET', KEYS[3], member, est)
-  redis.call('HINCRBY', KEYS[3], '_sum', est)
+  redis.call('HSET', KEYS[2], member, est)
+  redis.call('HINCRBY', KEYS[2], '_sum', est)
   redis.call('PEXPIRE', KEYS[2], 61000)
-  redis.call('PEXPIRE', KEYS[3], 61000)
 end
 if maxp > 0 then
-  redis.call('ZADD', KEYS[4], now, member)
-  redis.call('PEXPIRE', KEYS[4], stale)
+  redis.call('ZADD', KEYS[3], now, member)
+  redis.call('PEXPIRE', KEYS[3], stale)
 end
 return {0, used_requests + 1, used_tokens + est, 0, n + 1, spent}
 """
