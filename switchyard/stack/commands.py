@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from switchyard.config import Settings
+from switchyard.config import Settings, inherited_environment
 from switchyard.errors import StackError
 from switchyard.stack import local
 from switchyard.stack.demo_key import read_demo_key
@@ -107,7 +107,7 @@ async def _up_foreground(
 
 
 def _up_detached(settings: Settings, config_file: Path | None, home: StackHome, out: TextIO) -> int:
-    env = {**os.environ, "SWITCHYARD_HOME": str(home.root)}
+    env = {**inherited_environment(), "SWITCHYARD_HOME": str(home.root)}
     if config_file is not None:
         env["SWITCHYARD_CONFIG"] = str(config_file.resolve())
     home.state_file.unlink(missing_ok=True)

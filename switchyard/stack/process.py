@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from switchyard.config import inherited_environment
+
 log = logging.getLogger("switchyard.stack")
 
 HealthCheck = Callable[[], Awaitable[bool]]
@@ -79,7 +81,7 @@ class ManagedProcess:
         return self.proc is not None and self.proc.returncode is None
 
     async def start(self) -> None:
-        env = {**os.environ, **self.spec.env}
+        env = {**inherited_environment(), **self.spec.env}
         with self.log_path.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.spec.argv,

@@ -1,0 +1,243 @@
+"""Build the settings once at startup: defaults, the YAML file, then the environment.
+
+Sources, later ones winning: built-in defaults, the YAML file (``switchyard.yaml`` or ``--config``),
+then ``SWITCHYARD_*`` environment variables, where ``__`` separates nesting levels
+(``SWITCHYARD_LOGGING__LEVEL=debug``, ``SWITCHYARD_NATS__SERVERS='["tls://n1:4222"]'``). Values from
+the environment are parsed as JSON when they look like JSON, else taken as strings and converted
+to the field's type. Every problem is reported as a :class:`~switchyard.errors.ConfigError` that
+names the field and the fix. This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from switchyard.config.settings import Settings
+from switchyard.errors import ConfigError
+from switchyard.schemas.routing import route_table_problems
+
+ENV_PREFIX = "SWITCHYARD_"
+# Variables read by the CLI itself rather than mapped onto fields.
+CLI_ENV = frozenset({"SWITCHYARD_CONFIG"})
+DEFAULT_CONFIG_FILE = "switchyard.yaml"
+
+# Field names that mean someone pasted a provider key into the config.
+_LITERAL_KEY_FIELDS = ("api_key", "apikey", "key", "token", "api_token", "secret_key")
+_AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from a YAML file, the environment and explicit overrides.
+
+    Args:
+        path: the YAML file. ``None`` uses ``$SWITCHYARD_CONFIG`` or ``./switchyard.yaml`` when it
+            exists, else defaults only. An explicit path that does not exist is an error.
+        env: the environment (default ``os.environ``); only ``SWITCHYARD_*`` names are read.
+        overrides: dotted-path values applied last (CLI flags such as ``--home``).
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or any field is invalid.
+    """
+    env = os.environ if env is None else env
+    source = "defaults"
+    raw: dict[str, Any] = {}
+    file = _config_path(path, env)
+    if file is not None:
+        raw = _read_yaml(file)
+        source = str(file)
+    if _apply_env(raw, env):
+        source = "environment" if file is None else f"{file} and the environment"
+    for dotted, value in (overrides or {}).items():
+        _set_path(raw, dotted.split("."), value)
+    _reject_literal_keys(raw)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _config_error(exc, source) from None
+    problems = route_table_problems(settings.route_table)
+    if problems:
+        first = problems[0]
+        more = "".join(f"\n  also `{p.field}`: {p.problem}" for p in problems[1:])
+        raise ConfigError(first.field, first.problem + more, first.hint)
+    return settings
+
+
+def prepare_litellm_environment() -> None:
+    """Set what litellm reads at import time; call before importing it.
+
+    Without ``LITELLM_LOCAL_MODEL_COST_MAP`` litellm fetches its price map over the network on
+    import (DESIGN §8): we use the copy bundled with the package instead.
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def read_env_secret(name: str) -> str | None:
+    """A key a migration names by environment variable (``os.environ/NAME`` in LiteLLM).
+
+    Only ``switchyard import ... --secrets-from-env`` calls this, to copy such keys into the
+    secrets service once; nothing reads provider keys from the environment at run time.
+    """
+    return os.environ.get(name) or None
+
+
+def config_file_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """The config path named by ``$SWITCHYARD_CONFIG``, if any."""
+    return (os.environ if env is None else env).get("SWITCHYARD_CONFIG") or None
+
+
+def _config_path(path: str | Path | None, env: Mapping[str, str]) -> Path | None:
+    if path is None:
+        named = env.get("SWITCHYARD_CONFIG")
+        if named:
+            path = named
+        elif Path(DEFAULT_CONFIG_FILE).is_file():
+            return Path(DEFAULT_CONFIG_FILE)
+        else:
+            return None
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(
+            "config file",
+            f"{file} does not exist",
+            "pass an existing file with --config, or copy switchyard.example.yaml to it",
+        )
+    return file
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(file), f"not valid YAML: {exc}", "fix the YAML syntax") from None
+    except OSError as exc:
+        raise ConfigError(str(file), f"cannot be read: {exc.strerror}", "check the path") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            str(file), "the top level must be a mapping", "start with keys like `nats:`"
+        )
+    return data
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> bool:
+    """Apply ``SWITCHYARD_*`` variables onto the raw config; True if any applied."""
+    applied = False
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in CLI_ENV:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not all(parts) or (parts[0] not in Settings.__struct_fields__):
+            valid = ", ".join(f"{ENV_PREFIX}{f.upper()}" for f in Settings.__struct_fields__)
+            raise ConfigError(
+                name,
+                "not a Switchyard setting",
+                f"remove it, or use one of {valid} (with __ between nested names)",
+            )
+        _set_path(raw, parts, _parse_env_value(value))
+        applied = True
+    return applied
+
+
+def _parse_env_value(value: str) -> Any:
+    text = value.strip()
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _reject_literal_keys(raw: dict[str, Any]) -> None:
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return
+    for name, provider in providers.items():
+        if not isinstance(provider, dict):
+            continue
+        for field in _LITERAL_KEY_FIELDS:
+            if field in provider:
+                raise ConfigError(
+                    f"providers.{name}.{field}",
+                    "provider keys never go in the config file",
+                    f"store it with `switchyard secrets put {name}` and set "
+                    f"`secret: {name}` on the provider instead",
+                )
+
+
+def _config_error(exc: msgspec.ValidationError, source: str) -> ConfigError:
+    text = str(exc)
+    match = _AT_PATH.search(text)
+    path = match.group("path").lstrip(".") if match else ""
+    problem = text[: match.start()] if match else text
+    problem = problem.replace("`", "")
+    field = path.replace("[...]", ".<key>") or "(top level)"
+    hint = f"see switchyard.example.yaml for the expected shape (read from {source})"
+    if problem.startswith(("Expected float", "Expected int")):
+        hint = f"use a number here (read from {source})"
+    if problem.startswith("Object contains unknown field"):
+        valid = _valid_fields(path)
+        if valid:
+            hint = f"valid fields here: {', '.join(valid)} (read from {source})"
+    return ConfigError(field, problem, hint)
+
+
+def _valid_fields(path: str) -> list[str]:
+    """Field names of the struct at a msgspec error path, for "did you mean" hints."""
+    struct: Any = Settings
+    for part in [p for p in re.split(r"\.|\[", path) if p]:
+        if part.endswith("]"):  # a list index or dict key: step into the element type
+            struct = _element_struct(struct)
+            continue
+        fields = dict(zip(struct.__struct_fields__, msgspec.structs.fields(struct), strict=True))
+        field = fields.get(part)
+        if field is None:
+            return []
+        struct = _struct_of(field.type)
+        if struct is None:
+            return []
+    return list(getattr(struct, "__struct_fields__", ()))
+
+
+def _struct_of(tp: Any) -> Any:
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return tp
+    for arg in getattr(tp, "__args__", ()):
+        found = _struct_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _element_struct(tp: Any) -> Any:
+    return _struct_of(tp)
+
+
+def inherited_environment() -> dict[str, str]:
+    """The environment a child process of the local stack starts from (a copy)."""
+    return dict(os.environ)
