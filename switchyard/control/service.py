@@ -28,17 +28,15 @@ from nats.micro.service import Service
 from switchyard.bus import headers as h
 from switchyard.bus import identities, subjects
 from switchyard.bus.admin_call import ACTOR
-from switchyard.bus.connect import connect
 from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
-from switchyard.errors import ApiError, Conflict, InvalidRequest
+from switchyard.errors import Conflict, InvalidRequest
 from switchyard.schemas import control as wire
-from switchyard.schemas.openai import error_body
 from switchyard.schemas.routing import InvalidRouteTable, RouteTable, decode_route_table
 from switchyard.stack.provision import ROUTE_TABLE_KEY, sync_dispatch_consumers
 from switchyard.workers.head.cooldowns import PREFIX as COOLDOWN_PREFIX
 from switchyard.workers.head.cooldowns import CooldownBook
-from switchyard.workers.health import HealthServer
+from switchyard.workers.runtime import Endpoints, serve_worker
 
 log = logging.getLogger("switchyard.control")
 audit = logging.getLogger("switchyard.control.audit")
@@ -53,7 +51,7 @@ class Control:
         self.js = nc.jetstream(timeout=10)
         self.cooldowns = CooldownBook(self.js)
         self._service: Service | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._endpoints = Endpoints("control")
         self._write_lock = asyncio.Lock()
         self.ready = False
 
@@ -76,7 +74,7 @@ class Control:
             await svc.add_endpoint(
                 name=name.replace(".", "-"),
                 subject=subjects.control_admin(name),
-                handler=self._spawn(handler),
+                handler=self._endpoints.wrap(handler),
             )
         self._service = svc
         self.ready = True
@@ -86,27 +84,8 @@ class Control:
         if self._service is not None:
             await self._service.stop()
             self._service = None
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace)
+        await self._endpoints.drain(grace)
         await self.cooldowns.stop()
-
-    def _spawn(self, handler: Handler) -> Handler:
-        async def start(req: Request) -> None:
-            task = asyncio.create_task(self._boundary(handler, req))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        return start
-
-    async def _boundary(self, handler: Handler, req: Request) -> None:
-        try:
-            await handler(req)
-        except ApiError as exc:
-            await req.respond(error_body(exc), headers={h.STATUS: str(exc.status)})
-        except Exception:  # one error boundary per request: log, answer, keep serving
-            log.exception("internal error in the control service on %s", req.subject)
-            failure = ApiError("internal error in the control service")
-            await req.respond(error_body(failure), headers={h.STATUS: "500"})
 
     async def _state(self) -> wire.TableState:
         kv = await self.js.key_value(subjects.ROUTES_BUCKET)
@@ -228,23 +207,11 @@ def _actor(req: Request) -> str:
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
 ) -> None:
-    nc = await connect(
-        settings.nats_servers,
-        settings.certs_dir,
-        identities.CONTROL.name,
-        name=instance,
-        connect_timeout=settings.nats.connect_timeout_s,
-        reconnect_wait=settings.nats.reconnect_wait_s,
+    await serve_worker(
+        settings,
+        identity=identities.CONTROL.name,
+        instance=instance,
+        health_port=health_port,
+        stop=stop,
+        build=lambda nc: Control(nc, settings),
     )
-    control = Control(nc, settings)
-    health = HealthServer(health_port, lambda: control.ready and nc.is_connected)
-    try:
-        await control.start()
-        await health.start()
-        log.info("control service %s serving", instance)
-        await stop.wait()
-    finally:
-        await control.stop(settings.stack.stop_timeout_s / 2)
-        await health.stop()
-        with contextlib.suppress(Exception):
-            await nc.drain()

@@ -26,10 +26,8 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from switchyard.bus import headers as h
 from switchyard.bus import identities, subjects
 from switchyard.bus.admin_call import ACTOR
-from switchyard.bus.connect import connect
 from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.errors import (
@@ -42,10 +40,9 @@ from switchyard.errors import (
 )
 from switchyard.schemas import secrets as wire
 from switchyard.schemas.events import SecretChanged
-from switchyard.schemas.openai import error_body
 from switchyard.secrets.client import SecretPayload
 from switchyard.secrets.vault import SecretMeta, SecretMissing, Vault
-from switchyard.workers.health import HealthServer
+from switchyard.workers.runtime import Endpoints, reply_ok, serve_worker
 
 log = logging.getLogger("switchyard.secrets")
 audit = logging.getLogger("switchyard.secrets.audit")
@@ -76,10 +73,12 @@ class SecretsService:
         self.nc = nc
         self.vault = vault
         self._service: Service | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._endpoints = Endpoints("secrets", _translate)
         self.ready = False
 
     async def start(self) -> None:
+        with contextlib.suppress(VaultUnavailable):
+            await self.vault.run(lambda: None)  # log in early; an outage is reported per request
         svc = await add_service(
             self.nc,
             name="secrets",
@@ -88,7 +87,9 @@ class SecretsService:
             queue_group=subjects.SECRETS_QUEUE,
         )
         await svc.add_endpoint(
-            name="get", subject=f"{subjects.SECRETS_GET_PREFIX}.*", handler=self._spawn(self._get)
+            name="get",
+            subject=f"{subjects.SECRETS_GET_PREFIX}.*",
+            handler=self._endpoints.wrap(self._get),
         )
         admin: dict[str, Callable[[Request], Awaitable[None]]] = {
             "list": self._list,
@@ -99,7 +100,9 @@ class SecretsService:
         }
         for op, handler in admin.items():
             await svc.add_endpoint(
-                name=f"admin-{op}", subject=subjects.secrets_admin(op), handler=self._spawn(handler)
+                name=f"admin-{op}",
+                subject=subjects.secrets_admin(op),
+                handler=self._endpoints.wrap(handler),
             )
         self._service = svc
         self.ready = True
@@ -109,57 +112,22 @@ class SecretsService:
         if self._service is not None:
             await self._service.stop()
             self._service = None
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace)
-
-    def _spawn(
-        self, handler: Callable[[Request], Awaitable[None]]
-    ) -> Callable[[Request], Awaitable[None]]:
-        async def start(req: Request) -> None:
-            task = asyncio.create_task(self._boundary(handler, req))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        return start
-
-    async def _boundary(self, handler: Callable[[Request], Awaitable[None]], req: Request) -> None:
-        """One error boundary per request: typed errors become replies, nothing escapes."""
-        try:
-            await handler(req)
-        except ApiError as exc:
-            await self._error(req, exc)
-        except SecretMissing as exc:
-            await self._error(req, SecretNotFound(f"no secret named `{exc.name}`", param="name"))
-        except VaultUnavailable as exc:
-            await self._error(req, ServiceUnavailable(str(exc), code="vault_unavailable"))
-        except SecretsError as exc:
-            await self._error(req, ServiceUnavailable(str(exc), code="secrets_error"))
-        except Exception:  # log without the request (it may hold a value) and answer
-            log.exception("internal error in the secrets service on %s", req.subject)
-            await self._error(req, ApiError("internal error in the secrets service"))
-
-    @staticmethod
-    async def _error(req: Request, exc: ApiError) -> None:
-        await req.respond(error_body(exc), headers={h.STATUS: str(exc.status)})
-
-    @staticmethod
-    async def _ok(req: Request, body: bytes) -> None:
-        await req.respond(body, headers={h.STATUS: "200"})
+        await self._endpoints.drain(grace)
 
     # ---- endpoints ----
 
     async def _get(self, req: Request) -> None:
         name = req.subject.rsplit(".", 1)[-1]
         stored = await self.vault.read(name)
-        await self._ok(req, _VALUE.encode(SecretPayload(stored.name, stored.version, stored.value)))
+        await reply_ok(req, _VALUE.encode(SecretPayload(stored.name, stored.version, stored.value)))
 
     async def _list(self, req: Request) -> None:
         metas = await self.vault.list()
-        await self._ok(req, wire.ENCODER.encode(wire.SecretList([_info(m) for m in metas])))
+        await reply_ok(req, wire.ENCODER.encode(wire.SecretList([_info(m) for m in metas])))
 
     async def _show(self, req: Request) -> None:
         ref = _decode(wire.REF_DECODER, req.data)
-        await self._ok(req, wire.ENCODER.encode(_info(await self.vault.metadata(ref.name))))
+        await reply_ok(req, wire.ENCODER.encode(_info(await self.vault.metadata(ref.name))))
 
     async def _put(self, req: Request) -> None:
         await self._write(req, must_exist=False, action="put")
@@ -174,14 +142,14 @@ class SecretsService:
             put.name, put.value, provider=put.provider, actor=actor, must_exist=must_exist
         )
         await self._changed(put.name, meta.version, action, actor)
-        await self._ok(req, wire.ENCODER.encode(_info(meta)))
+        await reply_ok(req, wire.ENCODER.encode(_info(meta)))
 
     async def _delete(self, req: Request) -> None:
         ref = _decode(wire.REF_DECODER, req.data)
         actor = _actor(req)
         await self.vault.delete(ref.name)
         await self._changed(ref.name, 0, "delete", actor)
-        await self._ok(req, wire.ENCODER.encode({"name": ref.name, "deleted": True}))
+        await reply_ok(req, wire.ENCODER.encode({"name": ref.name, "deleted": True}))
 
     async def _changed(self, name: str, version: int, action: str, actor: str) -> None:
         event = SecretChanged(name=name, version=version, action=action, ts=time.time())
@@ -203,29 +171,25 @@ def _actor(req: Request) -> str:
     return f"{human} via {who}" if human else who
 
 
+def _translate(exc: Exception) -> ApiError | None:
+    """Secrets failures as the errors callers see (never with a value in them)."""
+    if isinstance(exc, SecretMissing):
+        return SecretNotFound(f"no secret named `{exc.name}`", param="name")
+    if isinstance(exc, VaultUnavailable):
+        return ServiceUnavailable(str(exc), code="vault_unavailable")
+    if isinstance(exc, SecretsError):
+        return ServiceUnavailable(str(exc), code="secrets_error")
+    return None
+
+
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
 ) -> None:
-    nc = await connect(
-        settings.nats_servers,
-        settings.certs_dir,
-        identities.SECRETS.name,
-        name=instance,
-        connect_timeout=settings.nats.connect_timeout_s,
-        reconnect_wait=settings.nats.reconnect_wait_s,
+    await serve_worker(
+        settings,
+        identity=identities.SECRETS.name,
+        instance=instance,
+        health_port=health_port,
+        stop=stop,
+        build=lambda nc: SecretsService(nc, Vault(settings)),
     )
-    vault = Vault(settings)
-    service = SecretsService(nc, vault)
-    health = HealthServer(health_port, lambda: service.ready and nc.is_connected)
-    try:
-        with contextlib.suppress(VaultUnavailable):
-            await vault.run(lambda: None)  # log in early; a Vault outage is reported per request
-        await service.start()
-        await health.start()
-        log.info("secrets service %s serving", instance)
-        await stop.wait()
-    finally:
-        await service.stop(settings.stack.stop_timeout_s / 2)
-        await health.stop()
-        with contextlib.suppress(Exception):
-            await nc.drain()

@@ -13,7 +13,6 @@ budget on every request: the request after the one that crossed it is refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -23,7 +22,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from switchyard.bus import identities, subjects
-from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.limits import keys as rk
 from switchyard.limits import periods
@@ -33,9 +31,9 @@ from switchyard.schemas.events import USAGE_BATCH_DECODER, UsageEvent
 from switchyard.schemas.routing import InvalidRouteTable, RouteTable, decode_route_table
 from switchyard.stack.provision import ACCOUNTING_CONSUMER, ROUTE_TABLE_KEY
 from switchyard.workers.accounting.pricing import Pricing
-from switchyard.workers.health import HealthServer
 from switchyard.workers.kvwatch import KvFollower
 from switchyard.workers.modelproxy.puller import Puller
+from switchyard.workers.runtime import serve_worker
 
 log = logging.getLogger("switchyard.accounting")
 
@@ -144,23 +142,11 @@ class Accounting:
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
 ) -> None:
-    nc = await connect(
-        settings.nats_servers,
-        settings.certs_dir,
-        identities.ACCOUNTING.name,
-        name=instance,
-        connect_timeout=settings.nats.connect_timeout_s,
-        reconnect_wait=settings.nats.reconnect_wait_s,
+    await serve_worker(
+        settings,
+        identity=identities.ACCOUNTING.name,
+        instance=instance,
+        health_port=health_port,
+        stop=stop,
+        build=lambda nc: Accounting(nc, settings),
     )
-    accounting = Accounting(nc, settings)
-    health = HealthServer(health_port, lambda: accounting.ready and nc.is_connected)
-    try:
-        await accounting.start()
-        await health.start()
-        log.info("accounting %s serving", instance)
-        await stop.wait()
-    finally:
-        await accounting.stop(settings.stack.stop_timeout_s / 2)
-        await health.stop()
-        with contextlib.suppress(Exception):
-            await nc.drain()

@@ -20,7 +20,6 @@ from nats.aio.subscription import Subscription
 
 from switchyard.bus import headers as h
 from switchyard.bus import identities, replies, subjects
-from switchyard.bus.connect import connect
 from switchyard.bus.jetstream import AckPublisher
 from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
@@ -40,8 +39,8 @@ from switchyard.workers.head.cooldowns import CooldownBook
 from switchyard.workers.head.dispatch import msg_id, publish_dispatch
 from switchyard.workers.head.keys import KeyPolicies
 from switchyard.workers.head.router import Router
-from switchyard.workers.health import HealthServer
 from switchyard.workers.kvwatch import KvFollower
+from switchyard.workers.runtime import serve_worker
 
 log = logging.getLogger("switchyard.head")
 
@@ -280,24 +279,12 @@ class Head:
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
 ) -> None:
-    nc = await connect(
-        settings.nats_servers,
-        settings.certs_dir,
-        identities.HEAD.name,
-        name=instance,
-        connect_timeout=settings.nats.connect_timeout_s,
-        reconnect_wait=settings.nats.reconnect_wait_s,
+    await serve_worker(
+        settings,
+        identity=identities.HEAD.name,
+        instance=instance,
+        health_port=health_port,
+        stop=stop,
+        build=lambda nc: Head(nc, settings, instance),
+        metrics=lambda head: head.metrics(),
     )
-    head = Head(nc, settings, instance)
-    health = HealthServer(health_port, lambda: head.ready and nc.is_connected)
-    health.metrics = head.metrics
-    try:
-        await head.start()
-        await health.start()
-        log.info("head %s serving (route revision %d)", instance, head.router.revision)
-        await stop.wait()
-    finally:
-        await head.stop(settings.stack.stop_timeout_s / 2)
-        await health.stop()
-        with contextlib.suppress(Exception):
-            await nc.drain()

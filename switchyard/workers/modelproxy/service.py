@@ -8,23 +8,21 @@ in hand, stop heartbeats, drain the connection, close HTTP pools.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import identities, subjects
-from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
 from switchyard.secrets.client import SecretCache
 from switchyard.stack.provision import ROUTE_TABLE_KEY
-from switchyard.workers.health import HealthServer
 from switchyard.workers.kvwatch import KvFollower
 from switchyard.workers.modelproxy.handler import Handler
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.puller import Puller
+from switchyard.workers.runtime import serve_worker
 
 log = logging.getLogger("switchyard.modelproxy")
 
@@ -108,36 +106,18 @@ class ModelProxy:
         await self.keys.stop()
         await self.handler.usage.stop()
         await self.handler.publisher.stop()
+        await self.adapters.close()
 
 
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
 ) -> None:
-    proxy: ModelProxy | None = None
-
-    async def reconnected() -> None:
-        if proxy is not None:
-            proxy.on_reconnect()
-
-    nc = await connect(
-        settings.nats_servers,
-        settings.certs_dir,
-        identities.MODELPROXY.name,
-        name=instance,
-        connect_timeout=settings.nats.connect_timeout_s,
-        reconnect_wait=settings.nats.reconnect_wait_s,
-        reconnected_cb=reconnected,
+    await serve_worker(
+        settings,
+        identity=identities.MODELPROXY.name,
+        instance=instance,
+        health_port=health_port,
+        stop=stop,
+        build=lambda nc: ModelProxy(nc, settings, instance),
+        on_reconnect=lambda proxy: proxy.on_reconnect(),
     )
-    proxy = ModelProxy(nc, settings, instance)
-    health = HealthServer(health_port, lambda: bool(proxy and proxy.ready and nc.is_connected))
-    try:
-        await proxy.start()
-        await health.start()
-        log.info("model-proxy %s serving %d deployments", instance, len(proxy.workers))
-        await stop.wait()
-    finally:
-        await proxy.stop(settings.stack.stop_timeout_s / 2)
-        await health.stop()
-        with contextlib.suppress(Exception):
-            await nc.drain()
-        await proxy.adapters.close()
