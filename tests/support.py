@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,25 +12,17 @@ from typing import Any
 import yaml
 
 from switchyard.config import Settings, load_settings
+from switchyard.stack.ports import listen_port
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free listening port below the ephemeral range (see switchyard.stack.ports)."""
+    return listen_port()
 
 
 def free_port_pair() -> int:
     """A free port whose successor is free too (OpenBao's cluster port is port + 1)."""
-    while True:
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
+    return listen_port(span=2)
 
 
 def write_settings(home: Path, extra: dict[str, Any] | None = None) -> tuple[Settings, Path]:

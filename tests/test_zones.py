@@ -28,7 +28,7 @@ from switchyard.stack.certs import CertificateAuthority, init_certificates
 from switchyard.stack.natsconf import NatsServerLayout, nats_config, render
 from switchyard.stack.process import ManagedProcess, ProcessSpec, http_check
 from switchyard.stack.provision import provision_client, provision_core
-from tests.support import Violations, free_port, settle, write_settings
+from tests.support import Violations, settle, write_settings
 
 pytestmark = pytest.mark.integration
 
@@ -523,7 +523,3 @@ async def test_client_wildcard_subscriber_sees_no_core_traffic(zone: Zone) -> No
 async def test_monitoring_port_listens_on_loopback_only(zone: Zone) -> None:
     text = (zone.cert_dir.parent / "nats.conf").read_text()
     assert 'http: "127.0.0.1:' in text
-
-
-def test_free_port_helper() -> None:
-    assert 0 < free_port() < 65536

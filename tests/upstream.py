@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from switchyard.stack.ports import listen_port
 
 
 @dataclass
@@ -33,13 +34,6 @@ class Call:
     headers: dict[str, str]
     body: dict[str, Any]
     at: float = field(default_factory=time.time)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
@@ -53,7 +47,7 @@ def _last_user_text(body: dict[str, Any]) -> str:
 
 class FakeOpenAI:
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = listen_port()
         self.calls: list[Call] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -8,7 +8,6 @@ and the resolved ports in ``SWITCHYARD_*`` variables, so every process sees iden
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from switchyard.stack import binaries, openbao, valkey
 from switchyard.stack.certs import init_certificates
 from switchyard.stack.home import StackHome
 from switchyard.stack.natsconf import NatsServerLayout, write_nats_config
+from switchyard.stack.ports import listen_port, port_free
 from switchyard.stack.process import ProcessSpec, http_check, redis_ping_check
 from switchyard.stack.provision import provision_client, provision_core
 from switchyard.stack.supervisor import Step
@@ -45,23 +45,6 @@ class ComponentSpec:
     http_port: int | None = None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 _PORT_ENV = {
     "nats_port": "SWITCHYARD_STACK__NATS_PORT",
     "nats_monitor_port": "SWITCHYARD_STACK__NATS_MONITOR_PORT",
@@ -80,11 +63,13 @@ def resolve_ports(settings: Settings) -> tuple[Settings, dict[str, str]]:
     """
     chosen: dict[str, int] = {}
     env: dict[str, str] = {}
+    promised: set[int] = set()
     for field, var in _PORT_ENV.items():
         port = getattr(settings.stack, field)
         if port == 0:
-            port = free_port()
-        elif not _port_free(port):
+            # OpenBao listens on its port and the next one (cluster address).
+            port = listen_port(span=2 if field == "openbao_port" else 1, avoid=promised)
+        elif not port_free(port):
             raise StackError(
                 "up",
                 f"port {port} ({field}) is in use: another stack may be running. "
@@ -239,13 +224,14 @@ def component_specs(settings: Settings) -> list[ComponentSpec]:
 def components(settings: Settings, env: dict[str, str], specs: list[ComponentSpec]) -> list[Step]:
     """One step per component replica, each a ``switchyard serve`` process."""
     steps = []
+    promised: set[int] = set()
     for spec in specs:
         for n in range(1, spec.replicas + 1):
             instance = spec.component if spec.replicas == 1 else f"{spec.component}-{n}"
             if spec.http_port is not None:
                 port, endpoint = spec.http_port, f"http://127.0.0.1:{spec.http_port}"
             else:
-                port, endpoint = free_port(), None
+                port, endpoint = listen_port(avoid=promised), None
             health = f"http://127.0.0.1:{port}/ready"
             argv = [
                 sys.executable,
