@@ -8,6 +8,7 @@ in nats-py, so each check publishes or subscribes, flushes, and inspects ``error
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -317,8 +318,9 @@ async def _try_connect(zone: Zone, ctx: ssl.SSLContext) -> Exception | None:
     async def on_error(exc: Exception) -> None:
         errors.append(exc)
 
+    nc = nats.aio.client.Client()
     try:
-        nc = await nats.connect(
+        await nc.connect(
             zone.servers,
             tls=ctx,
             allow_reconnect=False,
@@ -327,9 +329,14 @@ async def _try_connect(zone: Zone, ctx: ssl.SSLContext) -> Exception | None:
             error_cb=on_error,
         )
     except Exception as exc:
-        return exc
-    await nc.close()
-    return None
+        failure: Exception | None = exc
+    else:
+        failure = None
+    # A refused first connect (allow_reconnect=False) leaves nats-py's transport open;
+    # closing the client releases it, so no "unclosed stream" warning surfaces later.
+    with contextlib.suppress(Exception):
+        await nc.close()
+    return failure
 
 
 async def test_connection_without_certificate_is_refused(zone: Zone) -> None:
