@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer
 
 REPLY = ("Hello", " from", " fake", " Anthropic.")
 INPUT_TOKENS = 11
@@ -29,50 +31,20 @@ OUTPUT_TOKENS = 7
 
 
 @dataclass
-class Recorded:
-    """One request as it arrived: path (with query), headers, and the decoded JSON body."""
-
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class FakeAnthropic:
-    calls: list[Recorded] = field(default_factory=list)
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    finished_streams: int = 0
-    abandoned: int = 0
-    _runner: web.AppRunner | None = None
+class FakeAnthropic(FakeServer):
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/messages", self._messages)
 
     async def start(self) -> str:
         """Start serving; returns the base URL (what litellm takes as ``api_base``)."""
-        app = web.Application()
-        app.router.add_post("/v1/messages", self._messages)
-        # handler_cancellation: a client hanging up cancels its handler, as on a real server,
-        # so abandoned requests are visible (``abandoned``) and do not hold up ``stop``.
-        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        port = await self.serve()
         return f"http://127.0.0.1:{port}"
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.calls.append(Recorded(request.path_qs, dict(request.headers), body))
+        body = await self.record(request)
         model = body.get("model", "")
         if model == "slow":
-            try:
-                await asyncio.sleep(2)
-            except asyncio.CancelledError:
-                self.abandoned += 1
-                raise
+            await self.wait_counting_abandon(asyncio.sleep(2))
         elif model == "rate-limited":
             return _error(
                 429,
@@ -146,11 +118,7 @@ class FakeAnthropic:
                 },
             )
             if i == 0 and model == "gated":
-                try:
-                    await self.gate.wait()
-                except asyncio.CancelledError:
-                    self.abandoned += 1
-                    raise
+                await self.wait_counting_abandon(self.gate.wait())
         await send("content_block_stop", {"type": "content_block_stop", "index": 0})
         await send(
             "message_delta",

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer
 
 REPLY = ("Hello", " from", " fake", " Gemini.")
 PROMPT_TOKENS = 5
@@ -31,51 +33,21 @@ EMBEDDING_SIZE = 4
 
 
 @dataclass
-class Recorded:
-    """One request as it arrived: path (with query), headers, and the decoded JSON body."""
-
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class FakeGemini:
-    calls: list[Recorded] = field(default_factory=list)
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    finished_streams: int = 0
-    abandoned: int = 0
-    _runner: web.AppRunner | None = None
+class FakeGemini(FakeServer):
+    def routes(self, app: web.Application) -> None:
+        # "{model}:{method}" is one path segment; aiohttp variables stop only at "/".
+        app.router.add_post("/v1beta/models/{target}", self._models)
 
     async def start(self) -> str:
         """Start serving; returns the API base URL, version segment included."""
-        app = web.Application()
-        # "{model}:{method}" is one path segment; aiohttp variables stop only at "/".
-        app.router.add_post("/v1beta/models/{target}", self._models)
-        # handler_cancellation: a client hanging up cancels its handler, as on a real server,
-        # so abandoned requests are visible (``abandoned``) and do not hold up ``stop``.
-        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        port = await self.serve()
         return f"http://127.0.0.1:{port}/v1beta"
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
     async def _models(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.calls.append(Recorded(request.path_qs, dict(request.headers), body))
+        body = await self.record(request)
         model, _, method = request.match_info["target"].rpartition(":")
         if model == "slow":
-            try:
-                await asyncio.sleep(2)
-            except asyncio.CancelledError:
-                self.abandoned += 1
-                raise
+            await self.wait_counting_abandon(asyncio.sleep(2))
         elif model == "rate-limited":
             return _error(
                 429,
@@ -109,11 +81,7 @@ class FakeGemini:
             chunk = _response(model, piece, i + 1, final=i == len(REPLY) - 1)
             await resp.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
             if i == 0 and model == "gated":
-                try:
-                    await self.gate.wait()
-                except asyncio.CancelledError:
-                    self.abandoned += 1
-                    raise
+                await self.wait_counting_abandon(self.gate.wait())
         await resp.write_eof()
         self.finished_streams += 1
         return resp
