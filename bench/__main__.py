@@ -22,11 +22,11 @@ from typing import Any
 from bench import cpu, report, routing
 from bench.deps import MissingToolError, ensure_tools
 from bench.load import WrkError
-from bench.ports import PortAllocator
 from bench.runner import RunOptions, idle_cpu, run_matrix, run_ttft
 from bench.scenarios import LIMITS_BASELINE, ROUTING, SCENARIOS, switchyard_body
 from bench.stack import BenchStack, StackStartError, write_stack_config
 from bench.upstream import Upstream, start_upstream
+from switchyard.stack.ports import listen_port
 
 EXIT_INVALID = 1  # some requests failed: the numbers are not meaningful
 EXIT_SETUP = 2  # tools, nginx or the stack could not be started
@@ -146,7 +146,7 @@ def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             routing=routing_result,
         )
     tools = ensure_tools()
-    ports = PortAllocator()
+    ports: set[int] = set()  # handed out in this run; listen_port never repeats them
     opts = RunOptions(
         duration_s=args.duration,
         warmup_s=args.warmup,
@@ -157,7 +157,7 @@ def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     upstream: Upstream | None = None
     stack: BenchStack | None = None
     try:
-        upstream = start_upstream(tools, workdir / "nginx", ports.one())
+        upstream = start_upstream(tools, workdir / "nginx", listen_port(avoid=ports))
         print(
             f"bench: nginx upstream on 127.0.0.1:{upstream.port} (pid {upstream.pid})", flush=True
         )

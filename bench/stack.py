@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from bench.ports import PortAllocator
 from bench.upstream import MODEL, Upstream
+from switchyard.stack.ports import listen_port
 
 # A key whose every limit is far above what a benchmark can reach: each request runs the limits
 # (one Valkey Lua admission script, a batched settle) but none is refused.
@@ -159,11 +159,11 @@ class BenchStack:
 
 
 def write_stack_config(
-    workdir: Path, ports: PortAllocator, upstream: Upstream, *, heads: int, modelproxies: int
+    workdir: Path, ports: set[int], upstream: Upstream, *, heads: int, modelproxies: int
 ) -> BenchStack:
     """Write ``switchyard.yaml`` for a stack on free ports whose routes all lead to nginx."""
     home = workdir / "home"
-    tail_port, gateway_port = ports.one(), ports.one()
+    tail_port, gateway_port = listen_port(avoid=ports), listen_port(avoid=ports)
     providers = {
         f"bench-{alias}": {
             "kind": "openai-compatible",
@@ -178,10 +178,10 @@ def write_stack_config(
     doc: dict[str, Any] = {
         "home": str(home),
         "stack": {
-            "nats_port": ports.one(),
-            "nats_monitor_port": ports.one(),
-            "openbao_port": ports.pair(),
-            "valkey_port": ports.one(),
+            "nats_port": listen_port(avoid=ports),
+            "nats_monitor_port": listen_port(avoid=ports),
+            "openbao_port": listen_port(span=2, avoid=ports),
+            "valkey_port": listen_port(avoid=ports),
             "heads": heads,
             "modelproxies": modelproxies,
         },
