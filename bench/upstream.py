@@ -29,7 +29,6 @@ from bench.deps import Tools
 
 MODEL = "bench-model"
 ANSWER_WORDS = ("Hello", " from", " the", " benchmark", " upstream", ".")
-SCENARIO_PATHS = ("fast", "sse", "delay50")
 DELAY_S = 0.05
 
 

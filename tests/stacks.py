@@ -64,10 +64,6 @@ class Stack:
             await nc.close()
 
 
-def default_components(settings: Settings) -> list[local.ComponentSpec]:
-    return local.component_specs(settings)
-
-
 async def start_stack(
     root: Path,
     extra: dict[str, Any] | None = None,

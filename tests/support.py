@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,28 +61,11 @@ class Violations:
         needle = f'"{subject.lower()}"'
         return [e for e in self.errors if "permissions violation" in e and needle in e]
 
-    def clear(self) -> None:
-        self.errors.clear()
-
 
 async def settle(nc: Any, seconds: float = 0.15) -> None:
     """Flush and give the server time to send back asynchronous errors."""
     await nc.flush(timeout=2)
     await asyncio.sleep(seconds)
-
-
-@contextmanager
-def env_vars(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def processes_mentioning(text: str) -> list[int]:

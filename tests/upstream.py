@@ -20,7 +20,7 @@ import asyncio
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -33,7 +33,6 @@ class Call:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
-    at: float = field(default_factory=time.time)
 
 
 def _last_user_text(body: dict[str, Any]) -> str:

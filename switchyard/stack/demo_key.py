@@ -11,7 +11,7 @@ from pathlib import Path
 from nats.js.errors import KeyNotFoundError
 
 from switchyard.admin.keys import KeyAdmin
-from switchyard.bus import identities
+from switchyard.bus import identities, subjects
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.schemas.keys import hash_key, record_name
@@ -32,7 +32,7 @@ async def ensure_demo_key(settings: Settings) -> str:
         admin = KeyAdmin(nc.jetstream(timeout=10))
         if path.is_file():
             api_key = path.read_text(encoding="utf-8").strip()
-            kv = await nc.jetstream().key_value("sy_keys")
+            kv = await nc.jetstream().key_value(subjects.KEYS_BUCKET)
             try:
                 await kv.get(record_name(hash_key(api_key)))
             except KeyNotFoundError:

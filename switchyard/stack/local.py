@@ -24,7 +24,7 @@ from switchyard.stack.certs import init_certificates
 from switchyard.stack.home import StackHome
 from switchyard.stack.natsconf import NatsServerLayout, write_nats_config
 from switchyard.stack.ports import listen_port, port_free
-from switchyard.stack.process import ProcessSpec, http_check, redis_ping_check
+from switchyard.stack.process import ProcessSpec, http_check, http_status, redis_ping_check
 from switchyard.stack.provision import provision_client, provision_core
 from switchyard.stack.supervisor import Step
 
@@ -135,8 +135,6 @@ def infrastructure(settings: Settings, home: StackHome) -> list[Step]:
     ca = _ca_context(settings)
 
     async def bao_listening() -> bool:
-        from switchyard.stack.process import http_status  # noqa: PLC0415
-
         return await http_status(bao_health, ca) != 0
 
     async def bao_bootstrap() -> None:

@@ -70,7 +70,6 @@ class ManagedProcess:
         self.log_path = log_dir / f"{spec.name}.log"
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
-        self.started_at = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -92,7 +91,6 @@ class ManagedProcess:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        self.started_at = time.time()
         log.debug("started %s pid %s", self.spec.name, self.proc.pid)
 
     async def wait_healthy(self, timeout: float, check: HealthCheck | None = None) -> bool:

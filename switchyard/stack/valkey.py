@@ -29,7 +29,6 @@ ROLE_RULES: dict[str, str] = {
     "admin": f"%R~sy:* +@read +@connection +ping {_DENY}",
     "ops": "~* &* +@all",
 }
-ROLES = tuple(ROLE_RULES)
 
 
 @dataclass(frozen=True, slots=True)
