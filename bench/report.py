@@ -170,15 +170,17 @@ def limits_doc(runs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def routing_doc(
-    routing: dict[str, Any] | None, runs: dict[str, dict[str, Any]]
+    routing: dict[str, Any] | None,
+    runs: dict[str, dict[str, Any]],
+    limits: dict[str, Any] | None,
 ) -> dict[str, Any] | None:
     """Routing ns per call, and its share of the pipeline's CPU per request when measured."""
     if routing is None:
         return None
     pipeline = runs.get(LIMITS_BASELINE)
     us = pipeline["switchyard_cpu_us_per_request"] if pipeline else None
-    if pipeline is None and (lim := limits_doc(runs)) is not None:  # its paired baseline runs
-        pipeline = runs[lim["scenario"]]
+    if pipeline is None and limits is not None:  # its paired baseline runs
+        pipeline = runs[limits["scenario"]]
         us = _groups(pipeline["baseline"], TARGET_GROUPS)
     pct = routing["ns_per_call"] / 1000 / us * 100 if us else None
     return {
@@ -246,7 +248,8 @@ def build_targets(
     if limits is not None:
         out.append(
             Target(
-                "Auth + limits CPU per request <= 150 us (tail + valkey, limited - demo key)",
+                f"Auth + limits CPU per request <= {LIMITS_TARGET_US:g} us"
+                " (tail + valkey, limited - demo key)",
                 limits["tail_valkey_delta_us"],
                 LIMITS_TARGET_US,
                 "us",
@@ -257,7 +260,8 @@ def build_targets(
     if routing is not None and routing["share_pct"] is not None:
         out.append(
             Target(
-                "Routing share of pipeline CPU <= 5% (decide.choose / nonstream_c64 CPU)",
+                f"Routing share of pipeline CPU <= {TARGET_SHARE_PCT:g}%"
+                " (decide.choose / nonstream_c64 CPU)",
                 routing["share_pct"],
                 TARGET_SHARE_PCT,
                 "%",
@@ -281,7 +285,7 @@ def build_document(
 ) -> dict[str, Any]:
     run_docs = {key: _pair_doc(pair) for key, pair in runs.items()}
     limits = limits_doc(run_docs)
-    routing_result = routing_doc(routing, run_docs)
+    routing_result = routing_doc(routing, run_docs, limits)
     targets = build_targets(run_docs, ttft, limits, routing_result)
     errors = sum(r["errors"] for r in run_docs.values())
     if ttft is not None:
