@@ -168,6 +168,10 @@ class Head:
             probe = model_of(msg.data)
             alias = probe.model
             key, pinned = await self._authorize(headers)
+            if pinned:
+                # Travels with the request, so a failed attempt comes back pinned and ends
+                # (_after_failure) instead of being rerouted to another deployment.
+                headers[decide.PIN] = pinned
             if not key.allows(alias):
                 raise PermissionDenied(
                     f"this API key may not use the model `{alias}`", param="model"
