@@ -24,6 +24,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from nats.nuid import NUID
 
 from switchyard.errors import BusError
@@ -72,7 +73,7 @@ class AckPublisher:
     def __init__(self, nc: NATS, *, confirm_timeout: float = 5.0, max_tries: int = 5) -> None:
         self._nc = nc
         self._nuid = NUID()
-        self._inbox = f"{bytes(nc._inbox_prefix).decode()}.{self._nuid.next().decode()}"
+        self._inbox = nc.new_inbox()
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._confirming: dict[str, _Pending] = {}
         self._confirm_timeout = confirm_timeout
@@ -147,11 +148,19 @@ class AckPublisher:
         _check(msg)
 
     async def publish_confirmed(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
-        """Publish without waiting; the background sweeper re-publishes until acknowledged."""
+        """Publish without waiting; the background sweeper re-publishes until acknowledged.
+
+        Never raises: once recorded, the message is the sweeper's to deliver (under the same
+        headers, so a ``Nats-Msg-Id`` keeps deduplicating). A caller that also re-sent it on an
+        error here would store it twice.
+        """
         token = self._nuid.next().decode()
         loop = asyncio.get_running_loop()
         self._confirming[token] = _Pending(subject, data, headers, loop.time(), 1)
-        await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=headers)
+        try:
+            await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=headers)
+        except (NatsError, OSError) as exc:  # disconnected, buffer full: the sweeper retries
+            log.warning("publishing to %s failed (%s); will retry", subject, type(exc).__name__)
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -168,6 +177,8 @@ class AckPublisher:
                         pending.subject,
                         pending.tries,
                     )
+                    if not self._confirming:
+                        self._drained.set()
                     continue
                 retry = self._nuid.next().decode()
                 self._confirming[retry] = _Pending(
@@ -180,10 +191,6 @@ class AckPublisher:
                         reply=f"{self._inbox}.{retry}",
                         headers=pending.headers,
                     )
-
-    @property
-    def unconfirmed(self) -> int:
-        return len(self._confirming)
 
 
 def _check(msg: Msg) -> None:

@@ -55,17 +55,13 @@ class UsageBatcher:
 
     async def _send(self, events: list[UsageEvent]) -> None:
         batch_id = self._nuid.next().decode()
-        try:
-            await self._publisher.publish_confirmed(
-                subjects.USAGE,
-                USAGE_BATCH_ENCODER.encode(UsageBatch(id=batch_id, events=events)),
-                {h.NATS_MSG_ID: batch_id},
-            )
-        except Exception:  # disconnected: keep the events for the next flush rather than drop
-            log.warning("could not publish %d usage events; will retry", len(events), exc_info=True)
-            self._events[:0] = events
-            if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(1.0, self._flush_soon)
+        # Never raises: the publisher retries this batch under its id until stored, and
+        # accounting deduplicates by that id. Re-queueing the events here would bill twice.
+        await self._publisher.publish_confirmed(
+            subjects.USAGE,
+            USAGE_BATCH_ENCODER.encode(UsageBatch(id=batch_id, events=events)),
+            {h.NATS_MSG_ID: batch_id},
+        )
 
     async def stop(self) -> None:
         """Send what is buffered and wait for the sends. Idempotent."""
