@@ -22,6 +22,7 @@ Example (an internal service with its own certificate)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from switchyard.errors import (
     DeadlineExceeded,
     ProviderError,
     ServiceUnavailable,
-    api_error_class,
+    error_for_status,
 )
 from switchyard.schemas.openai import decode_error
 
@@ -69,22 +70,24 @@ def error_from_reply(reply: Reply) -> ApiError:
     status = reply.status
     detail = decode_error(reply.body)
     message = detail.message if detail else "upstream error"
-    retry_after = reply.headers.get(h.RETRY_AFTER)
-    after = float(retry_after) if retry_after else None
-    cls = api_error_class(status)
-    exc: ApiError
-    if cls is ProviderError:
-        exc = ProviderError(
-            message, provider=reply.headers.get(h.DEPLOYMENT, ""), retry_after=after
-        )
-    else:
-        exc = cls(message, retry_after=after)
+    exc = error_for_status(
+        status,
+        message,
+        provider=reply.headers.get(h.DEPLOYMENT, ""),
+        retry_after=_seconds(reply.headers.get(h.RETRY_AFTER)),
+    )
     if detail is not None:
         exc.code = detail.code
         exc.param = detail.param
         exc.type = detail.type
-    exc.status = status
     return exc
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 class _Resend(Exception):
@@ -179,9 +182,7 @@ class LLMClient:
         self._accept_timeout = accept_timeout
         self._default_timeout = default_timeout
         self._nuid = NUID()
-        # nats-py keeps the inbox prefix given at connect (the identity's) as a bytearray.
-        prefix = bytes(nc._inbox_prefix).decode()
-        self._inbox = f"{prefix}.{self._nuid.next().decode()}"
+        self._inbox = nc.new_inbox()  # under the identity's inbox prefix given at connect
         self._pending: dict[str, asyncio.Queue[Any]] = {}
         self._sub: Subscription | None = None
 
@@ -207,10 +208,6 @@ class LLMClient:
         """Call from the connection's ``reconnected_cb``: reply paths did not survive it."""
         for queue in self._pending.values():
             queue.put_nowait(_RECONNECTED)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
 
     async def _on_reply(self, msg: Msg) -> None:
         queue = self._pending.get(msg.subject[len(self._inbox) + 1 :])
@@ -307,11 +304,14 @@ class LLMClient:
             ApiError: the error the workers replied with (typed by status), or any error of
                 :meth:`exchange`.
         """
-        async for reply in self.exchange(subject, body, headers):
-            if reply.kind == h.KIND_FINAL:
-                return reply
-            if reply.kind == h.KIND_ERROR:
-                raise error_from_reply(reply)
+        # aclosing: returning mid-iteration must release the reply inbox now, not when the
+        # garbage collector finalizes the generator.
+        async with contextlib.aclosing(self.exchange(subject, body, headers)) as replies:
+            async for reply in replies:
+                if reply.kind == h.KIND_FINAL:
+                    return reply
+                if reply.kind == h.KIND_ERROR:
+                    raise error_from_reply(reply)
         raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
 
     # ---- conveniences for internal Python callers ----
@@ -330,11 +330,13 @@ class LLMClient:
             ApiError: as :meth:`request`, including errors that arrive mid-stream.
         """
         payload = _JSON.encode({**body, "stream": True})
-        async for reply in self.exchange(subjects.CHAT, payload, self._deadline(timeout)):
-            if reply.kind == h.KIND_CHUNK:
-                yield _DECODE.decode(reply.body)
-            elif reply.kind == h.KIND_ERROR:
-                raise error_from_reply(reply)
+        exchange = self.exchange(subjects.CHAT, payload, self._deadline(timeout))
+        async with contextlib.aclosing(exchange) as replies:
+            async for reply in replies:
+                if reply.kind == h.KIND_CHUNK:
+                    yield _DECODE.decode(reply.body)
+                elif reply.kind == h.KIND_ERROR:
+                    raise error_from_reply(reply)
 
     async def models(self) -> list[str]:
         reply = await self.request(subjects.MODELS, b"{}")

@@ -215,6 +215,18 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 }
 
 
-def api_error_class(status: int) -> type[ApiError]:
-    """The :class:`ApiError` subclass for an HTTP status (``ApiError`` itself if none fits)."""
-    return _BY_STATUS.get(status, ApiError)
+def error_for_status(
+    status: int, message: str, *, provider: str = "", retry_after: float | None = None
+) -> ApiError:
+    """The typed error for an HTTP status (an :class:`ApiError` with that status if none fits).
+
+    ``provider`` names the failed deployment when the status is a provider error's.
+    """
+    cls = _BY_STATUS.get(status, ApiError)
+    exc: ApiError
+    if cls is ProviderError:
+        exc = ProviderError(message, provider=provider, retry_after=retry_after)
+    else:
+        exc = cls(message, retry_after=retry_after)
+    exc.status = status
+    return exc

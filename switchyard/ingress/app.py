@@ -26,7 +26,7 @@ from switchyard.bus.connect import connect
 from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.control.client import ControlClient
-from switchyard.errors import ApiError, InvalidRequest, api_error_class
+from switchyard.errors import ApiError, InvalidRequest, error_for_status
 from switchyard.ingress.admin_api import AdminApi, AdminContext
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import FastPath
@@ -47,7 +47,7 @@ def create_asgi(settings: Settings, kind: str) -> FastPath:
 
 def create_app(settings: Settings, kind: str) -> FastAPI:
     """The FastAPI app for ``kind`` (``tail`` or ``gateway``); its state holds the edge."""
-    edge = Edge(settings, kind)
+    edge = Edge(settings)
     identity = identities.GATEWAY.name if kind == "gateway" else identities.TAIL.name
 
     @contextlib.asynccontextmanager
@@ -155,9 +155,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        cls = api_error_class(exc.status_code)
-        err = cls(str(exc.detail)) if cls is not ApiError else ApiError(str(exc.detail))
-        err.status = exc.status_code
+        err = error_for_status(exc.status_code, str(exc.detail))
         if exc.status_code == 404:
             err.code = "not_found"
             err.message = f"Unknown path {request.url.path}"

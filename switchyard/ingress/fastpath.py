@@ -15,6 +15,7 @@ a proper HTTP error; one after it ends the stream with an error event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -117,16 +118,18 @@ class FastPath:
                     headers[h.TRACESTATE] = trace_state.decode("latin-1")
             client = edge.require_client()
             if isinstance(parsed, ChatProbe | CompletionProbe) and parsed.stream:
-                replies = client.exchange(subject, body, headers)
-                await _stream(
-                    replies,
-                    request_id=request_id,
-                    limit_headers=limit_headers,
-                    receive=receive,
-                    send=send,
-                    state=state,
-                    final=final,
-                )
+                # aclosing: however the relay ends (client gone, error), the reply inbox is
+                # released here rather than when the garbage collector gets to the generator.
+                async with contextlib.aclosing(client.exchange(subject, body, headers)) as replies:
+                    await _stream(
+                        replies,
+                        request_id=request_id,
+                        limit_headers=limit_headers,
+                        receive=receive,
+                        send=send,
+                        state=state,
+                        final=final,
+                    )
                 return
             reply = await client.request(subject, body, headers)
             final = reply.headers
@@ -224,7 +227,6 @@ async def _stream(
     if first is None:
         raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
     if first.kind == h.KIND_ERROR:
-        await replies.aclose()
         raise error_from_reply(first)
     await send(
         {
@@ -239,7 +241,7 @@ async def _stream(
     try:
         async for frame in sse_frames(first, replies, final):
             if gone.is_set():
-                break  # the client left: stop relaying (the reply inbox is released below)
+                break  # the client left: stop relaying (the caller releases the reply inbox)
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         if not gone.is_set():
             await send({"type": "http.response.body", "body": b"", "more_body": False})
