@@ -69,6 +69,16 @@ def _decode(body: bytes, kind: type[T], what: str) -> T:
         raise InvalidRequest(f"invalid {what}: {exc}") from None
 
 
+def _positive_int(value: str, param: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise InvalidRequest(f"`{param}` must be a positive whole number", param=param)
+    return number
+
+
 def _bearer(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     scheme, _, value = auth.partition(" ")
@@ -266,7 +276,7 @@ class AdminApi:
         if alias is None:
             raise ModelNotFound(f"no deployment `{deployment}`", param="deployment")
         raw = await request.body()
-        body: dict[str, Any] = msgspec.json.decode(raw) if raw.strip() else {}
+        body = _decode(raw, dict[str, Any], "test request") if raw.strip() else {}
         payload = {
             "messages": [{"role": "user", "content": "Reply with the word: pong"}],
             "max_tokens": 5,
@@ -316,7 +326,7 @@ class AdminApi:
         return _ok({"deleted": True})
 
     async def daily_spend(self, request: Request, c: AdminContext) -> Response:
-        days = int(request.query_params.get("days", "7") or 7)
+        days = _positive_int(request.query_params.get("days") or "7", "days")
         key_ids = [r.id for r in await _keys(c.keys.list())]
         aliases = list((await c.control.table()).table.routes)
         return _ok({"days": await c.spend.daily(days=days, key_ids=key_ids, aliases=aliases)})
