@@ -30,7 +30,6 @@ REQUEST_INFO = "Nats-Request-Info"  # added by the server on imports: who asked
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
-TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
 
 KIND_CHUNK = "chunk"
 KIND_FINAL = "final"

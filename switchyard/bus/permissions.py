@@ -7,7 +7,7 @@ Wildcards match whole tokens only (``$JS.ACK.DISPATCH.>`` works, ``DISPATCH*`` m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from switchyard.bus import subjects as s
 from switchyard.bus.identities import Identity, Zone
@@ -24,7 +24,6 @@ class Permissions:
     subscribe_deny: tuple[str, ...] = ()
     # Lets a service answer requests it received (their reply subjects), and nothing else.
     allow_responses: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def _kv_read(bucket: str) -> tuple[str, ...]:

@@ -41,7 +41,7 @@ async def end_stream(nc: NATS, reply: str) -> None:
 async def send_final(nc: NATS, reply: str, body: bytes, headers: dict[str, str]) -> None:
     """The final message (status 200 unless ``headers`` say otherwise), then the terminator."""
     await nc.publish(reply, body, headers={h.KIND: h.KIND_FINAL, h.STATUS: "200", **headers})
-    await nc.publish(reply, b"")
+    await end_stream(nc, reply)
 
 
 def error_headers(exc: ApiError, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -58,4 +58,4 @@ async def send_error(
 ) -> None:
     """An OpenAI-shaped error as the final message, then the terminator."""
     await nc.publish(reply, error_body(exc), headers=error_headers(exc, extra))
-    await nc.publish(reply, b"")
+    await end_stream(nc, reply)

@@ -47,9 +47,7 @@ _ENCODE = msgspec.json.Encoder()
 class Edge:
     """What an edge process holds; ``client`` and ``keys`` are attached at startup."""
 
-    def __init__(self, settings: Settings, kind: str) -> None:
-        self.settings = settings
-        self.kind = kind
+    def __init__(self, settings: Settings) -> None:
         self.client: LLMClient | None = None
         self.keys: KeyRing | None = None
         self.limiter: Limiter | None = None

@@ -25,10 +25,6 @@ class KeyRing:
         self._by_hash: dict[str, ClientKey] = {}
         self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry)
 
-    @property
-    def revision(self) -> int:
-        return self._follower.revision
-
     def __len__(self) -> int:
         return len(self._by_hash)
 

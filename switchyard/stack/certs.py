@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from switchyard.bus.identities import SERVER_CERT
 from switchyard.errors import CertificateError
 
 CA_NAME = "ca"
@@ -249,9 +250,9 @@ def init_certificates(
     results.append(
         ca.issue(
             cert_dir,
-            "server",
-            cn="server",
-            ou="server",
+            SERVER_CERT,
+            cn=SERVER_CERT,
+            ou=SERVER_CERT,
             organization=organization,
             validity_days=validity_days,
             server=True,

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from switchyard.bus import subjects as s
-from switchyard.bus.identities import SERVICE_IDENTITIES, Identity, Zone, internal_client
+from switchyard.bus.identities import (
+    SERVER_CERT,
+    SERVICE_IDENTITIES,
+    Identity,
+    Zone,
+    internal_client,
+)
 from switchyard.bus.permissions import Permissions, permissions_for
 from switchyard.stack.certs import tls_files
 
@@ -55,7 +61,7 @@ def _user(identity: Identity, organization: str, perms: Permissions) -> dict[str
 def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
     """The server configuration as data."""
     org = layout.organization
-    server = tls_files(layout.cert_dir, "server")
+    server = tls_files(layout.cert_dir, SERVER_CERT)
     users: dict[Zone, list[dict[str, Any]]] = {Zone.CLIENT: [], Zone.CORE: [], Zone.SYS: []}
     identities = [*SERVICE_IDENTITIES, *(internal_client(n) for n in layout.internal_clients)]
     for ident in identities:

@@ -18,6 +18,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from switchyard.bus.identities import SERVER_CERT
 from switchyard.errors import StackError
 from switchyard.stack.certs import tls_files
 from switchyard.stack.home import write_private
@@ -92,7 +93,7 @@ def write_config(layout: OpenBaoLayout) -> None:
         key = secrets.token_bytes(32)
         layout.unseal_key.touch(mode=0o600)
         layout.unseal_key.write_bytes(key)
-    server = tls_files(layout.cert_dir, "server")
+    server = tls_files(layout.cert_dir, SERVER_CERT)
     text = f"""# Rendered by switchyard; edits are overwritten on the next `switchyard up`.
 storage "raft" {{
   path    = "{layout.data_dir}"
