@@ -46,6 +46,8 @@ from switchyard.errors import (
 )
 from switchyard.schemas.openai import decode_error
 
+# How often a client checks its connection's reconnect counter (a reconnect loses reply paths).
+RECONNECT_POLL_S = 0.2
 _RECONNECTED = object()
 _NO_RESPONDERS = "503"
 _JSON = msgspec.json.Encoder()
@@ -185,6 +187,7 @@ class LLMClient:
         self._inbox = nc.new_inbox()  # under the identity's inbox prefix given at connect
         self._pending: dict[str, asyncio.Queue[Any]] = {}
         self._sub: Subscription | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> LLMClient:
         await self.start()
@@ -197,17 +200,31 @@ class LLMClient:
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
+        self._watcher = asyncio.create_task(self._watch_reconnects(), name="llm-reconnects")
 
     async def close(self) -> None:
         """Stop receiving replies. Idempotent."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self._sub is not None:
             sub, self._sub = self._sub, None
             await sub.unsubscribe()
 
-    def note_reconnect(self) -> None:
-        """Call from the connection's ``reconnected_cb``: reply paths did not survive it."""
-        for queue in self._pending.values():
-            queue.put_nowait(_RECONNECTED)
+    async def _watch_reconnects(self) -> None:
+        """Notice reconnects by the connection's own counter, so no caller has to wire a
+        ``reconnected_cb``: reply paths did not survive a reconnect, and requests waiting on
+        them are re-sent (or end, if content was already delivered)."""
+        seen = self._nc.stats["reconnects"]
+        while True:
+            await asyncio.sleep(RECONNECT_POLL_S)
+            count = self._nc.stats["reconnects"]
+            if count != seen:
+                seen = count
+                for queue in self._pending.values():
+                    queue.put_nowait(_RECONNECTED)
 
     async def _on_reply(self, msg: Msg) -> None:
         queue = self._pending.get(msg.subject[len(self._inbox) + 1 :])

@@ -54,6 +54,7 @@ class Zone:
     servers: list[str]
     cert_dir: Path
     settings: object
+    server: ManagedProcess  # the zone's nats-server (a test may restart it)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -90,7 +91,7 @@ async def zone(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Zone]:
     await provision_client(adm, settings)
     await adm.close()
     try:
-        yield Zone(servers, cert_dir, settings)
+        yield Zone(servers, cert_dir, settings, proc)
     finally:
         await proc.stop(5)
 

@@ -52,12 +52,6 @@ def create_app(settings: Settings, kind: str) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client: LLMClient | None = None
-
-        async def reconnected() -> None:
-            if client is not None:
-                client.note_reconnect()
-
         nc = await connect(
             settings.nats_servers,
             settings.certs_dir,
@@ -65,7 +59,6 @@ def create_app(settings: Settings, kind: str) -> FastAPI:
             name=f"{kind}",
             connect_timeout=settings.nats.connect_timeout_s,
             reconnect_wait=settings.nats.reconnect_wait_s,
-            reconnected_cb=reconnected,
         )
         client = LLMClient(
             nc,

@@ -1,0 +1,54 @@
+"""LLMClient across a NATS reconnect: the reply path of an accepted request dies with the
+connection, so the client must notice on its own and send the request again.
+
+Runs against its own zoned nats-server (the zone fixture is module-scoped), which it restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+
+from switchyard.bus import headers as h
+from switchyard.bus import replies
+from switchyard.client import LLMClient
+from tests.test_zones import Zone, _as, zone  # noqa: F401  (the fixture, one per module)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_accepted_request_is_resent_after_a_reconnect(zone: Zone) -> None:  # noqa: F811
+    head, _ = await _as(zone, "head")
+    tail, _ = await _as(zone, "tail")
+    attempts: list[str] = []
+    first_accepted = asyncio.Event()
+
+    async def on_request(msg: nats.aio.msg.Msg) -> None:
+        attempts.append((msg.headers or {}).get(h.ATTEMPT, ""))
+        await replies.send_accepted(head, msg.reply)
+        if len(attempts) == 1:
+            first_accepted.set()  # and never answer: this reply path is about to die
+            return
+        await replies.send_final(head, msg.reply, b'{"answer":42}', {})
+
+    await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
+    await head.flush()
+    # Accept timeout and deadline far beyond the test's own bound: only noticing the
+    # reconnect can get this request answered in time.
+    client = LLMClient(tail, accept_timeout=300, default_timeout=300)
+    await client.start()
+    try:
+        request = asyncio.create_task(client.request("llm.v1.chat", b"{}"))
+        await asyncio.wait_for(first_accepted.wait(), 10)
+        await zone.server.stop(5)
+        await zone.server.start()
+        assert await zone.server.wait_healthy(30), zone.server.tail_log()
+        reply = await asyncio.wait_for(request, 30)
+        assert reply.body == b'{"answer":42}'
+        assert attempts == ["1", "2"]
+    finally:
+        await client.close()
+        for nc in (head, tail):
+            await nc.close()
