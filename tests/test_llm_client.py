@@ -1,7 +1,6 @@
-"""LLMClient across a NATS reconnect: the reply path of an accepted request dies with the
-connection, so the client must notice on its own and send the request again.
+"""LLMClient against a real zoned nats-server with a hand-driven head.
 
-Runs against its own zoned nats-server (the zone fixture is module-scoped), which it restarts.
+Runs against its own nats-server (the zone fixture is module-scoped), which one test restarts.
 """
 
 from __future__ import annotations
@@ -19,7 +18,32 @@ from tests.test_zones import Zone, _as, zone  # noqa: F401  (the fixture, one pe
 pytestmark = pytest.mark.integration
 
 
+async def test_request_releases_its_reply_slot_when_it_returns(zone: Zone) -> None:  # noqa: F811
+    head, _ = await _as(zone, "head")
+    tail, _ = await _as(zone, "tail")
+
+    async def on_request(msg: nats.aio.msg.Msg) -> None:
+        await replies.send_accepted(head, msg.reply)
+        await replies.send_final(head, msg.reply, b"{}", {})
+
+    await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
+    await head.flush()
+    client = LLMClient(tail)
+    await client.start()
+    try:
+        for _ in range(3):
+            await client.request("llm.v1.chat", b"{}")
+            # Released on return, not whenever the garbage collector closes the generator.
+            assert client._pending == {}
+    finally:
+        await client.close()
+        for nc in (head, tail):
+            await nc.close()
+
+
 async def test_accepted_request_is_resent_after_a_reconnect(zone: Zone) -> None:  # noqa: F811
+    """The reply path of an accepted request dies with the connection: the client must
+    notice on its own and send the request again."""
     head, _ = await _as(zone, "head")
     tail, _ = await _as(zone, "tail")
     attempts: list[str] = []
