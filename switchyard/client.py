@@ -254,7 +254,7 @@ class LLMClient:
         base = {**self._auth, **(headers or {})}
         base.setdefault(h.REQUEST_ID, self.new_request_id())
         if h.DEADLINE not in base:
-            base[h.DEADLINE] = str(int((time.time() + self._default_timeout) * 1000))
+            base[h.DEADLINE] = h.deadline_in(self._default_timeout)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + (int(base[h.DEADLINE]) / 1000 - time.time())
         attempt = h.int_header(base, h.ATTEMPT, 1)
@@ -361,4 +361,4 @@ class LLMClient:
 
     def _deadline(self, timeout: float | None) -> dict[str, str]:
         seconds = self._default_timeout if timeout is None else timeout
-        return {h.DEADLINE: str(int((time.time() + seconds) * 1000))}
+        return {h.DEADLINE: h.deadline_in(seconds)}

@@ -5,6 +5,8 @@ Bodies stay OpenAI JSON bytes; everything Switchyard adds travels in these heade
 
 from __future__ import annotations
 
+import time
+
 REQUEST_ID = "Sy-Request-Id"  # also the idempotency key across attempts
 ATTEMPT = "Sy-Attempt"  # 1-based; a client retry bumps it, so does a reroute
 DEADLINE = "Sy-Deadline"  # unix milliseconds; every hop drops work past it
@@ -35,6 +37,18 @@ KIND_CHUNK = "chunk"
 KIND_FINAL = "final"
 KIND_KEEPALIVE = "keepalive"
 KIND_ERROR = "error"
+
+
+def deadline_in(seconds: float) -> str:
+    """The ``Sy-Deadline`` value for ``seconds`` from now (unix milliseconds)."""
+    return str(int((time.time() + seconds) * 1000))
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value; None for another scheme."""
+    scheme, _, value = (authorization or "").partition(" ")
+    token = value.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def int_header(headers: dict[str, str] | None, name: str, default: int = 0) -> int:

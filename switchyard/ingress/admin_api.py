@@ -80,9 +80,7 @@ def _positive_int(value: str, param: str) -> int:
 
 
 def _bearer(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
+    return h.bearer_token(request.headers.get("authorization"))
 
 
 Handler = Callable[[Request, AdminContext], Awaitable[Response]]
@@ -284,7 +282,7 @@ class AdminApi:
             "model": alias,
         }
         headers = {
-            h.DEADLINE: str(int((time.time() + 30) * 1000)),
+            h.DEADLINE: h.deadline_in(30),
             "Sy-Pin": deployment,
         }
         began = time.perf_counter()

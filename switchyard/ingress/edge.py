@@ -85,7 +85,7 @@ class Edge:
                 value = 0.0
             if value > 0:
                 seconds = min(value, self._max_s)
-        return str(int((time.time() + seconds) * 1000))
+        return h.deadline_in(seconds)
 
     def new_request_id(self) -> str:
         if self.client is not None:
@@ -125,8 +125,7 @@ class Edge:
         if client is None or self.keys is None:
             return Response(b'{"status":"starting"}', status_code=503, media_type=JSON)
         try:
-            deadline = str(int((time.time() + 2) * 1000))
-            await client.request(subjects.MODELS, b"{}", {h.DEADLINE: deadline})
+            await client.request(subjects.MODELS, b"{}", {h.DEADLINE: h.deadline_in(2)})
         except AuthenticationFailed:
             pass  # a head answered (it wants a key for the list): the path works
         except ApiError as exc:
@@ -143,13 +142,17 @@ class Edge:
         return listing
 
 
+def presented_key(
+    authorization: str | None, api_key: str | None, x_api_key: str | None
+) -> str | None:
+    """The client key a request presents: ``Authorization: Bearer``, else ``api-key`` (Azure
+    style), else ``x-api-key``."""
+    return h.bearer_token(authorization) or api_key or x_api_key
+
+
 def _header_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
-    if auth:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    return request.headers.get("api-key") or request.headers.get("x-api-key")
+    get = request.headers.get
+    return presented_key(get("authorization"), get("api-key"), get("x-api-key"))
 
 
 def usage_tokens(headers: dict[str, str]) -> int | None:

@@ -24,7 +24,7 @@ from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.client import Reply, error_from_reply
 from switchyard.errors import ApiError, PayloadTooLarge, ServiceUnavailable
-from switchyard.ingress.edge import SAFE_ID, Edge, sse_frames, usage_tokens
+from switchyard.ingress.edge import SAFE_ID, Edge, presented_key, sse_frames, usage_tokens
 from switchyard.limits.limiter import Ticket
 from switchyard.schemas.openai import ChatProbe, CompletionProbe, error_body, probe
 from switchyard.telemetry import request_id_var
@@ -157,13 +157,11 @@ class FastPath:
 
 
 def _api_key(headers: dict[bytes, bytes]) -> str | None:
-    auth = headers.get(b"authorization")
-    if auth:
-        scheme, _, value = auth.decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    raw = headers.get(b"api-key") or headers.get(b"x-api-key")
-    return raw.decode("latin-1") if raw else None
+    def get(name: bytes) -> str | None:
+        raw = headers.get(name)
+        return raw.decode("latin-1") if raw else None
+
+    return presented_key(get(b"authorization"), get(b"api-key"), get(b"x-api-key"))
 
 
 async def _read_body(receive: Receive, length: bytes | None, limit: int) -> bytes:
