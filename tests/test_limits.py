@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 import pytest
 import pytest_asyncio
 
+from switchyard.admin.keys import KeyAdmin, KeyNotFound
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.client import LLMClient
 from switchyard.errors import AuthenticationFailed, PermissionDenied
 from switchyard.limits import keys as rk
+from switchyard.limits.limiter import MAX_CARRIED, Limiter
+from switchyard.limits.resp import RedisReplyError, ScriptClient
+from switchyard.schemas.keys import ClientKey, new_key_id
 from switchyard.stack import local
 from switchyard.stack.process import ManagedProcess
 from tests.stacks import Stack, start_stack
@@ -383,3 +390,87 @@ def test_cli_creates_and_revokes_keys(limited: dict[str, Any]) -> None:
     assert bad.returncode != 0
     assert "budget period" in bad.stderr
     msgspec.json.encode(shown)  # plain JSON
+
+
+async def test_every_settle_lands_even_beyond_what_one_admission_carries(
+    limited: dict[str, Any],
+) -> None:
+    settings = limited["stack"].settings
+    slots = MAX_CARRIED * 3
+    key = ClientKey(id=new_key_id(), hash="0" * 64, name="settles", max_parallel=slots)
+    limiter = Limiter(settings)
+    tickets = [await limiter.admit(key, f"r{i}", 1) for i in range(slots)]
+    for ticket in tickets:
+        assert ticket is not None
+        limiter.settle(ticket, None)  # all queued before any of them is sent
+    await limiter.admit(key, "carrier", 1)  # carries the first MAX_CARRIED settles
+    await limiter.close()  # sends whatever is still queued
+    # Only "carrier" still holds a slot: every other one can be taken again.
+    again = Limiter(settings)
+    try:
+        for i in range(slots - 1):
+            assert await again.admit(key, f"again{i}", 1) is not None
+    finally:
+        await again.close()
+
+
+def _sockets_to(port: int) -> int:
+    """TCP connections this process holds to ``port``."""
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            mine.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue  # closed meanwhile
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table, encoding="ascii") as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port == port and f"socket:[{fields[9]}]" in mine:
+                    count += 1
+    return count
+
+
+async def test_refused_logins_leave_no_connection_open(limited: dict[str, Any]) -> None:
+    settings = limited["stack"].settings
+    port = urlsplit(settings.redis_url).port or 6379
+    before = _sockets_to(port)
+    client = ScriptClient(
+        settings.redis_url, username="ingress", password="wrong-" + secrets.token_hex(8), timeout=5
+    )
+    for _ in range(20):
+        with pytest.raises(RedisReplyError):
+            await client.call("PING")
+    await client.close()
+    deadline = time.monotonic() + 10
+    while _sockets_to(port) > before and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)  # transports close on the next loop iteration
+    assert _sockets_to(port) == before
+
+
+async def test_concurrent_key_changes_all_apply_and_a_deleted_key_stays_deleted(
+    limited: dict[str, Any],
+) -> None:
+    stack = limited["stack"]
+    _, key_id = await _new_key(stack)
+    nc = await stack.connect("admin")
+    try:
+        admin = KeyAdmin(nc.jetstream(timeout=10))
+        await asyncio.gather(
+            admin.update(key_id, rpm=5),
+            admin.update(key_id, tpm=7),
+            admin.update(key_id, max_parallel=3),
+        )
+        record = await admin.find(key_id)
+        assert (record.rpm, record.tpm, record.max_parallel) == (5, 7, 3)
+        deleted, updated = await asyncio.gather(
+            admin.delete(key_id), admin.update(key_id, rpm=9), return_exceptions=True
+        )
+        assert deleted is None
+        assert isinstance(updated, ClientKey | KeyNotFound), updated
+        with pytest.raises(KeyNotFound):
+            await admin.find(key_id)
+    finally:
+        await nc.close()

@@ -110,7 +110,11 @@ class Limiter:
         reset_ms = int(max(1.0, period_end - now) * 1000) if period_end != float("inf") else 0
         # Unique per admission, even when a client reuses its X-Request-Id for retries.
         member = f"{request_id}:{self._nuid.next().decode()}"
-        carried = self._pending.pop(key.id, [])[: MAX_CARRIED * 2]
+        pending = self._pending.pop(key.id, [])
+        carried, rest = pending[: MAX_CARRIED * 2], pending[MAX_CARRIED * 2 :]
+        if rest:  # they leave with the next admission or the flush
+            self._pending[key.id] = rest
+            self._schedule_flush()
         try:
             reply = await self._admit(
                 keys=[rk.requests(key.id), rk.tpm_tokens(key.id), rk.parallel(key.id)],
@@ -131,6 +135,7 @@ class Limiter:
         except (RedisUnavailable, RedisReplyError) as exc:
             if carried:  # not applied: keep them for the next call
                 self._pending.setdefault(key.id, [])[:0] = carried
+                self._schedule_flush()
             self._unavailable(exc)
             return None
         code, requests_used, tokens_used, retry_ms, _in_flight, spent = (int(v) for v in reply)
@@ -228,6 +233,9 @@ class Limiter:
             return
         actual = "" if actual_tokens is None or not key.tpm else str(actual_tokens)
         self._pending.setdefault(key.id, []).extend((ticket.member, actual))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._send)
 

@@ -164,17 +164,24 @@ class ScriptClient:
             if proto is not None and not proto.lost:
                 return proto
             loop = asyncio.get_running_loop()
+            fresh: _Protocol | None = None
             try:
                 async with asyncio.timeout(self._timeout):
-                    _, proto = await loop.create_connection(_Protocol, self._host, self._port)
+                    _, fresh = await loop.create_connection(_Protocol, self._host, self._port)
                     if self._password:
-                        await self._send(proto, encode("AUTH", self._username, self._password))
+                        await self._send(fresh, encode("AUTH", self._username, self._password))
                     if self._db:
-                        await self._send(proto, encode("SELECT", self._db))
-            except (OSError, TimeoutError) as exc:
-                raise RedisUnavailable(f"cannot connect to Redis: {type(exc).__name__}") from None
-            self._proto = proto
-            return proto
+                        await self._send(fresh, encode("SELECT", self._db))
+            except BaseException as exc:
+                if fresh is not None and fresh.transport is not None:
+                    fresh.transport.close()  # refused or timed out half-way: never leak it
+                if isinstance(exc, OSError | TimeoutError):
+                    raise RedisUnavailable(
+                        f"cannot connect to Redis: {type(exc).__name__}"
+                    ) from None
+                raise
+            self._proto = fresh
+            return fresh
 
     @staticmethod
     def _send(proto: _Protocol, payload: bytes) -> asyncio.Future[Any]:
