@@ -12,11 +12,11 @@ from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
-from switchyard.errors import ConfigError
+from switchyard.errors import ConfigError, Conflict
 from switchyard.limits import periods
 from switchyard.schemas.keys import (
     KEY_DECODER,
@@ -29,6 +29,7 @@ from switchyard.schemas.keys import (
     record_name,
 )
 
+UPDATE_ATTEMPTS = 5
 _MUTABLE = frozenset(
     {
         "name",
@@ -80,7 +81,8 @@ class KeyAdmin:
         await kv.create(record_name(digest), KEY_ENCODER.encode(record))
         return api_key, record
 
-    async def list(self) -> list[ClientKey]:
+    async def _records(self) -> list[tuple[ClientKey, int]]:
+        """Every record with its KV revision, oldest first."""
         kv = await self._bucket()
         try:
             names = await kv.keys()
@@ -95,22 +97,41 @@ class KeyAdmin:
             except KeyNotFoundError:
                 continue
             if entry.value:
-                records.append(KEY_DECODER.decode(entry.value))
-        return sorted(records, key=lambda r: r.created_at)
+                records.append((KEY_DECODER.decode(entry.value), entry.revision or 0))
+        return sorted(records, key=lambda r: r[0].created_at)
 
-    async def find(self, key_id: str) -> ClientKey:
-        for record in await self.list():
+    async def _lookup(self, key_id: str) -> tuple[ClientKey, int]:
+        for record, revision in await self._records():
             if record.id == key_id:
-                return record
+                return record, revision
         raise KeyNotFound(key_id)
 
+    async def list(self) -> list[ClientKey]:
+        return [record for record, _ in await self._records()]
+
+    async def find(self, key_id: str) -> ClientKey:
+        return (await self._lookup(key_id))[0]
+
     async def update(self, key_id: str, **changes: Any) -> ClientKey:
-        record = await self.find(key_id)
-        merged = {**msgspec.to_builtins(record), **_validated(changes)}
-        updated = msgspec.convert(merged, ClientKey)
+        """Apply ``changes`` with compare-and-set, re-reading when another change won the race.
+
+        Raises:
+            KeyNotFound: no such key (also when it was deleted meanwhile).
+            Conflict: still losing races after several attempts.
+        """
+        validated = _validated(changes)
         kv = await self._bucket()
-        await kv.put(record_name(record.hash), KEY_ENCODER.encode(updated))
-        return updated
+        for _ in range(UPDATE_ATTEMPTS):
+            record, revision = await self._lookup(key_id)
+            updated = msgspec.convert({**msgspec.to_builtins(record), **validated}, ClientKey)
+            try:
+                await kv.update(
+                    record_name(record.hash), KEY_ENCODER.encode(updated), last=revision
+                )
+            except KeyWrongLastSequenceError:
+                continue
+            return updated
+        raise Conflict(f"key `{key_id}` is changing too fast; try again")
 
     async def revoke(self, key_id: str) -> ClientKey:
         return await self.update(key_id, disabled=True)
@@ -119,6 +140,15 @@ class KeyAdmin:
         record = await self.find(key_id)
         kv = await self._bucket()
         await kv.delete(record_name(record.hash))
+
+
+def public_record(record: ClientKey, spend: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A key record for people and API clients: everything but the hash, plus its spend."""
+    doc: dict[str, Any] = msgspec.to_builtins(record)
+    doc.pop("hash", None)  # not secret, but nobody needs it
+    if spend is not None:
+        doc["spend"] = spend
+    return doc
 
 
 def _validated(fields: dict[str, Any]) -> dict[str, Any]:

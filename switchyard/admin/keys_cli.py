@@ -13,9 +13,7 @@ import re
 import time
 from typing import Any, TextIO
 
-import msgspec
-
-from switchyard.admin.keys import KeyAdmin
+from switchyard.admin.keys import KeyAdmin, public_record
 from switchyard.admin.spend import SpendReader
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
@@ -66,12 +64,6 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _public(record: ClientKey) -> dict[str, Any]:
-    doc: dict[str, Any] = msgspec.to_builtins(record)
-    doc.pop("hash", None)
-    return doc
-
-
 def _row(record: ClientKey) -> str:
     state = "revoked" if record.disabled else ("expired" if record.expired() else "active")
     limits = ", ".join(
@@ -100,7 +92,7 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
         if action == "create":
             api_key, record = await admin.create(args.name, **_fields(args))
             if args.json:
-                print(json.dumps({"key": api_key, "record": _public(record)}), file=out)
+                print(json.dumps({"key": api_key, "record": public_record(record)}), file=out)
             else:
                 print(f"created {record.id} ({record.name})", file=out)
                 print(f"key: {api_key}", file=out)
@@ -108,7 +100,7 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
         elif action == "list":
             records = await admin.list()
             if args.json:
-                print(json.dumps([_public(r) for r in records], indent=2), file=out)
+                print(json.dumps([public_record(r) for r in records], indent=2), file=out)
             else:
                 for record in records:
                     print(_row(record), file=out)
@@ -120,7 +112,7 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
             finally:
                 await spend.close()
             print(
-                json.dumps({**_public(record), "spend": usage}, indent=None if args.json else 2),
+                json.dumps(public_record(record, usage), indent=None if args.json else 2),
                 file=out,
             )
         elif action == "update":
@@ -128,10 +120,14 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
             if args.enable:
                 fields["disabled"] = False
             record = await admin.update(args.key_id, **fields)
-            print(json.dumps(_public(record)) if args.json else f"updated {record.id}", file=out)
+            print(
+                json.dumps(public_record(record)) if args.json else f"updated {record.id}", file=out
+            )
         elif action == "revoke":
             record = await admin.revoke(args.key_id)
-            print(json.dumps(_public(record)) if args.json else f"revoked {record.id}", file=out)
+            print(
+                json.dumps(public_record(record)) if args.json else f"revoked {record.id}", file=out
+            )
     finally:
         await nc.close()
     return 0
