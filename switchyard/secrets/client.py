@@ -43,6 +43,9 @@ class SecretPayload(msgspec.Struct, frozen=True):
     version: int
     value: str
 
+    def __repr__(self) -> str:  # never print the value, even in a debugger or traceback
+        return f"SecretPayload(name={self.name!r}, version={self.version}, value='***')"
+
 
 _DECODE = msgspec.json.Decoder(SecretPayload)
 
@@ -156,6 +159,3 @@ class SecretCache:
         secret = Secret(value.value, name=name, version=value.version)
         self._entries[name] = _Entry(secret, asyncio.get_running_loop().time())
         return secret
-
-    def forget(self, name: str) -> None:
-        self._entries.pop(name, None)

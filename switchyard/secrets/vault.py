@@ -47,6 +47,9 @@ class StoredSecret:
     value: str
     version: int
 
+    def __repr__(self) -> str:  # never print the value, even in a debugger or traceback
+        return f"StoredSecret(name={self.name!r}, version={self.version}, value='***')"
+
 
 @dataclass(frozen=True, slots=True)
 class SecretMeta:
@@ -103,11 +106,15 @@ class Vault:
             except hvac.exceptions.VaultError:
                 self._login()  # renewal refused (max TTL reached or revoked): log in again
 
-    def _call(self, op: Callable[[], T]) -> T:
-        """Run ``op`` with a valid token; one re-login on 403. Blocking: use :meth:`run`."""
+    def _fail_fast(self) -> None:
         if time.monotonic() - self._failed_at < FAIL_FAST_S:
             raise VaultUnavailable("Vault/OpenBao is unreachable (retrying shortly)")
+
+    def _call(self, op: Callable[[], T]) -> T:
+        """Run ``op`` with a valid token; one re-login on 403. Blocking: use :meth:`run`."""
+        self._fail_fast()
         with self._lock:
+            self._fail_fast()  # it may have failed while this thread waited for the lock
             try:
                 self._ensure_token()
                 try:
