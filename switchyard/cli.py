@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from switchyard.config import Settings, config_file_from_env, load_settings
+from switchyard.config import DEFAULT_CONFIG_FILE, Settings, config_path, load_settings
 from switchyard.errors import ConfigError, SwitchyardError
 from switchyard.telemetry import setup_logging
 
@@ -27,7 +27,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         default=argparse.SUPPRESS,
-        help="settings file (default: $SWITCHYARD_CONFIG, else ./switchyard.yaml if present)",
+        help=(
+            f"settings file (default: $SWITCHYARD_CONFIG, else ./{DEFAULT_CONFIG_FILE} if present)"
+        ),
     )
     parser.add_argument(
         "--home",
@@ -174,12 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     if getattr(args, "home", None):
         overrides["home"] = args.home
-    config_file: Path | None = getattr(args, "config", None)
-    if config_file is None and config_file_from_env():
-        config_file = Path(str(config_file_from_env()))
-    if config_file is None and Path("switchyard.yaml").is_file():
-        config_file = Path("switchyard.yaml")
     try:
+        config_file = config_path(getattr(args, "config", None))
         settings = load_settings(config_file, overrides=overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -39,15 +39,7 @@ def _runner(component: str) -> Runner:
         raise ConfigError(
             "component", f"unknown component `{component}`", f"use one of: {', '.join(COMPONENTS)}"
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("switchyard"):
-            raise ConfigError(
-                "component", f"`{component}` is not built yet", f"use one of the existing: {exc}"
-            ) from None
-        raise
-    run: Runner = module.run
+    run: Runner = importlib.import_module(module_name).run
     return run
 
 

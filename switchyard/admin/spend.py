@@ -48,27 +48,28 @@ class SpendReader:
     ) -> list[dict[str, Any]]:
         """Daily aggregates (newest first) for the given keys and model aliases."""
         now = time.time()
-        rows: list[dict[str, Any]] = []
+        names: list[tuple[str, str, str, str]] = []  # (day, kind, id, Redis key)
         for back in range(max(1, min(days, 90))):
             day = periods.day(now - back * 86400)
-            names = [("key", k, rk.day_key(day, k)) for k in key_ids]
-            names += [("model", a, rk.day_model(day, a)) for a in aliases]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for _, _, name in names:
-                    pipe.hgetall(name)
-                results = await pipe.execute()
-            for (kind, ident, _), found in zip(names, results, strict=True):
-                if not found:
-                    continue
-                fields = {k.decode(): int(v) for k, v in found.items()}
-                rows.append(
-                    {
-                        "day": day,
-                        kind: ident,
-                        "cost_usd": round(_usd(fields.get("cost_nano")), 9),
-                        "prompt_tokens": fields.get("prompt_tokens", 0),
-                        "completion_tokens": fields.get("completion_tokens", 0),
-                        "requests": fields.get("requests", 0),
-                    }
-                )
+            names += [(day, "key", k, rk.day_key(day, k)) for k in key_ids]
+            names += [(day, "model", a, rk.day_model(day, a)) for a in aliases]
+        async with self._redis.pipeline(transaction=False) as pipe:  # one round trip
+            for *_, name in names:
+                pipe.hgetall(name)
+            results = await pipe.execute()
+        rows: list[dict[str, Any]] = []
+        for (day, kind, ident, _), found in zip(names, results, strict=True):
+            if not found:
+                continue
+            fields = {k.decode(): int(v) for k, v in found.items()}
+            rows.append(
+                {
+                    "day": day,
+                    kind: ident,
+                    "cost_usd": round(_usd(fields.get("cost_nano")), 9),
+                    "prompt_tokens": fields.get("prompt_tokens", 0),
+                    "completion_tokens": fields.get("completion_tokens", 0),
+                    "requests": fields.get("requests", 0),
+                }
+            )
         return rows

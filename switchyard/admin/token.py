@@ -37,10 +37,6 @@ class AdminAuth:
             if token:
                 self._digest = hashlib.sha256(token.encode()).digest()
 
-    @property
-    def configured(self) -> bool:
-        return self._digest is not None
-
     def check(self, presented: str | None) -> None:
         """Raises AuthenticationFailed (401), or ServiceUnavailable when no token is set up."""
         if self._digest is None:

@@ -6,7 +6,8 @@ that reads the environment.
 """
 
 from switchyard.config.loader import (
-    config_file_from_env,
+    DEFAULT_CONFIG_FILE,
+    config_path,
     inherited_environment,
     load_settings,
     prepare_litellm_environment,
@@ -32,6 +33,7 @@ from switchyard.config.settings import (
 from switchyard.schemas.routing import Timeouts
 
 __all__ = [
+    "DEFAULT_CONFIG_FILE",
     "AdminSettings",
     "CertSettings",
     "HeadSettings",
@@ -48,7 +50,7 @@ __all__ = [
     "StreamSettings",
     "TelemetrySettings",
     "Timeouts",
-    "config_file_from_env",
+    "config_path",
     "inherited_environment",
     "load_settings",
     "prepare_litellm_environment",

@@ -54,7 +54,7 @@ def load_settings(
     env = os.environ if env is None else env
     source = "defaults"
     raw: dict[str, Any] = {}
-    file = _config_path(path, env)
+    file = config_path(path, env)
     if file is not None:
         raw = _read_yaml(file)
         source = str(file)
@@ -93,14 +93,15 @@ def read_env_secret(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-def config_file_from_env(env: Mapping[str, str] | None = None) -> str | None:
-    """The config path named by ``$SWITCHYARD_CONFIG``, if any."""
-    return (os.environ if env is None else env).get("SWITCHYARD_CONFIG") or None
+def config_path(path: str | Path | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The settings file to read: ``path``, else ``$SWITCHYARD_CONFIG``, else
+    ``./switchyard.yaml`` when it exists, else None (defaults only).
 
-
-def _config_path(path: str | Path | None, env: Mapping[str, str]) -> Path | None:
+    Raises:
+        ConfigError: a named file does not exist.
+    """
     if path is None:
-        named = env.get("SWITCHYARD_CONFIG")
+        named = (os.environ if env is None else env).get("SWITCHYARD_CONFIG")
         if named:
             path = named
         elif Path(DEFAULT_CONFIG_FILE).is_file():
@@ -212,7 +213,7 @@ def _valid_fields(path: str) -> list[str]:
     struct: Any = Settings
     for part in [p for p in re.split(r"\.|\[", path) if p]:
         if part.endswith("]"):  # a list index or dict key: step into the element type
-            struct = _element_struct(struct)
+            struct = _struct_of(struct)
             continue
         fields = dict(zip(struct.__struct_fields__, msgspec.structs.fields(struct), strict=True))
         field = fields.get(part)
@@ -232,10 +233,6 @@ def _struct_of(tp: Any) -> Any:
         if found is not None:
             return found
     return None
-
-
-def _element_struct(tp: Any) -> Any:
-    return _struct_of(tp)
 
 
 def inherited_environment() -> dict[str, str]:

@@ -52,8 +52,9 @@ class ControlClient:
         """
         for _ in range(EDIT_ATTEMPTS):
             state = await self.table()
+            table = change(state.table)  # its own refusals (404, 409) are final, not retried
             try:
-                return await self.put_table(change(state.table), state.revision)
+                return await self.put_table(table, state.revision)
             except Conflict:
                 continue
         raise Conflict("the route table is changing too fast; try again")

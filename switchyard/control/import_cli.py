@@ -15,7 +15,6 @@ import socket
 from pathlib import Path
 from typing import TextIO
 
-import msgspec
 import yaml
 
 from switchyard.bus import identities
@@ -98,7 +97,3 @@ async def _apply(result: ImportResult, settings: Settings, out: TextIO, *, from_
         print(f"applied: route table revision {state.revision}", file=out)
     finally:
         await nc.close()
-
-
-def to_json(result: ImportResult) -> bytes:
-    return msgspec.json.encode(to_yaml_doc(result))

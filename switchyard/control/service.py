@@ -21,22 +21,26 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from switchyard.bus import headers as h
+from switchyard.admin.audit import request_actor
 from switchyard.bus import identities, subjects
-from switchyard.bus.admin_call import ACTOR
-from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.errors import Conflict, InvalidRequest
 from switchyard.schemas import control as wire
-from switchyard.schemas.routing import InvalidRouteTable, RouteTable, decode_route_table
+from switchyard.schemas.routing import (
+    InvalidRouteTable,
+    RouteTable,
+    decode_route_table,
+    route_table_problems,
+)
 from switchyard.stack.provision import ROUTE_TABLE_KEY, sync_dispatch_consumers
 from switchyard.workers.head.cooldowns import PREFIX as COOLDOWN_PREFIX
 from switchyard.workers.head.cooldowns import CooldownBook
-from switchyard.workers.runtime import Endpoints, serve_worker
+from switchyard.workers.runtime import Endpoints, reply_ok, serve_worker
 
 log = logging.getLogger("switchyard.control")
 audit = logging.getLogger("switchyard.control.audit")
@@ -45,6 +49,9 @@ Handler = Callable[[Request], Awaitable[None]]
 
 
 class Control:
+    _routes: KeyValue  # the buckets, opened by start() before any request can come
+    _health: KeyValue
+
     def __init__(self, nc: NATS, settings: Settings) -> None:
         self.nc = nc
         self.settings = settings
@@ -56,6 +63,8 @@ class Control:
         self.ready = False
 
     async def start(self) -> None:
+        self._routes = await self.js.key_value(subjects.ROUTES_BUCKET)
+        self._health = await self.js.key_value(subjects.HEALTH_BUCKET)
         await self.cooldowns.start()
         svc = await add_service(
             self.nc,
@@ -88,29 +97,28 @@ class Control:
         await self.cooldowns.stop()
 
     async def _state(self) -> wire.TableState:
-        kv = await self.js.key_value(subjects.ROUTES_BUCKET)
         try:
-            entry = await kv.get(ROUTE_TABLE_KEY)
+            entry = await self._routes.get(ROUTE_TABLE_KEY)
         except KeyNotFoundError:
             return wire.TableState(revision=0, table=RouteTable())
         table = decode_route_table(entry.value or b"{}")
         return wire.TableState(revision=entry.revision or 0, table=table)
 
     async def _get(self, req: Request) -> None:
-        await req.respond(wire.ENCODER.encode(await self._state()), headers={h.STATUS: "200"})
+        await reply_ok(req, wire.ENCODER.encode(await self._state()))
 
     async def _put(self, req: Request) -> None:
         try:
             put = wire.PUT_TABLE.decode(req.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise InvalidRequest(f"invalid route table: {exc}") from None
-        data = msgspec.json.encode(put.table)
-        try:
-            table = decode_route_table(data)  # the same checks every head applies
-        except InvalidRouteTable as exc:
+        table = put.table
+        problems = route_table_problems(table)  # the same checks every head applies
+        if problems:
             raise InvalidRequest(
-                f"invalid route table: {exc}", param=exc.problems[0].field
-            ) from None
+                f"invalid route table: {InvalidRouteTable(problems)}", param=problems[0].field
+            )
+        data = msgspec.json.encode(table)
         async with self._write_lock:
             current = await self._state()
             if put.expected_revision is not None and put.expected_revision != current.revision:
@@ -120,17 +128,18 @@ class Control:
                 )
             # Consumers first: a head may dispatch to a new deployment the moment it sees it.
             await sync_dispatch_consumers(self.js, self.settings, table)
-            kv = await self.js.key_value(subjects.ROUTES_BUCKET)
             try:
                 if current.revision:
-                    revision = await kv.update(ROUTE_TABLE_KEY, data, last=current.revision)
+                    revision = await self._routes.update(
+                        ROUTE_TABLE_KEY, data, last=current.revision
+                    )
                 else:
-                    revision = await kv.create(ROUTE_TABLE_KEY, data)
+                    revision = await self._routes.create(ROUTE_TABLE_KEY, data)
             except KeyWrongLastSequenceError:
                 raise Conflict(
                     "the route table changed concurrently; read it again and retry"
                 ) from None
-        who = _actor(req)
+        who = request_actor(req)
         audit.info(
             "route table revision %d by %s: %d providers, %d routes",
             revision,
@@ -138,8 +147,7 @@ class Control:
             len(table.providers),
             len(table.routes),
         )
-        state = wire.TableState(revision=revision, table=table)
-        await req.respond(wire.ENCODER.encode(state), headers={h.STATUS: "200"})
+        await reply_ok(req, wire.ENCODER.encode(wire.TableState(revision=revision, table=table)))
 
     async def _deployments(self, req: Request) -> None:
         state = await self._state()
@@ -174,8 +182,9 @@ class Control:
                     else None,
                 )
             )
-        body = wire.ENCODER.encode(wire.DeploymentList(sorted(out, key=lambda d: d.id)))
-        await req.respond(body, headers={h.STATUS: "200"})
+        await reply_ok(
+            req, wire.ENCODER.encode(wire.DeploymentList(sorted(out, key=lambda d: d.id)))
+        )
 
     async def _depth(self, dep_id: str) -> tuple[int, int]:
         try:
@@ -191,17 +200,10 @@ class Control:
             ref = wire.DEPLOYMENT_REF.decode(req.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise InvalidRequest(f"invalid request: {exc}") from None
-        kv = await self.js.key_value(subjects.HEALTH_BUCKET)
         with contextlib.suppress(KeyNotFoundError):
-            await kv.delete(f"{COOLDOWN_PREFIX}{ref.deployment}")
-        audit.info("cooldown of %s cleared by %s", ref.deployment, _actor(req))
-        await req.respond(b'{"cleared":true}', headers={h.STATUS: "200"})
-
-
-def _actor(req: Request) -> str:
-    who = caller_identity(dict(req.headers or {})) or "unknown"
-    human = (req.headers or {}).get(ACTOR, "")
-    return f"{human} via {who}" if human else who
+            await self._health.delete(f"{COOLDOWN_PREFIX}{ref.deployment}")
+        audit.info("cooldown of %s cleared by %s", ref.deployment, request_actor(req))
+        await reply_ok(req, b'{"cleared":true}')
 
 
 async def run(

@@ -21,10 +21,6 @@ class Secret:
         """The plaintext. Call it only where the value leaves for the provider."""
         return self._value
 
-    @property
-    def last4(self) -> str:
-        return self._value[-4:] if len(self._value) >= 8 else ""
-
     def __repr__(self) -> str:
         return f"Secret(name={self.name!r}, version={self.version}, value='***')"
 

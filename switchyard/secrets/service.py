@@ -26,9 +26,8 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
+from switchyard.admin.audit import request_actor
 from switchyard.bus import identities, subjects
-from switchyard.bus.admin_call import ACTOR
-from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.errors import (
     ApiError,
@@ -137,7 +136,7 @@ class SecretsService:
 
     async def _write(self, req: Request, *, must_exist: bool, action: str) -> None:
         put = _decode(wire.PUT_DECODER, req.data)
-        actor = _actor(req)
+        actor = request_actor(req)
         meta = await self.vault.write(
             put.name, put.value, provider=put.provider, actor=actor, must_exist=must_exist
         )
@@ -146,7 +145,7 @@ class SecretsService:
 
     async def _delete(self, req: Request) -> None:
         ref = _decode(wire.REF_DECODER, req.data)
-        actor = _actor(req)
+        actor = request_actor(req)
         await self.vault.delete(ref.name)
         await self._changed(ref.name, 0, "delete", actor)
         await reply_ok(req, wire.ENCODER.encode({"name": ref.name, "deleted": True}))
@@ -163,12 +162,6 @@ def _decode(decoder: msgspec.json.Decoder[T], data: bytes) -> T:
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         # msgspec messages name fields and types, never the offending value.
         raise InvalidRequest(f"invalid secrets request: {exc}") from None
-
-
-def _actor(req: Request) -> str:
-    who = caller_identity(dict(req.headers or {})) or "unknown"
-    human = (req.headers or {}).get(ACTOR, "")
-    return f"{human} via {who}" if human else who
 
 
 def _translate(exc: Exception) -> ApiError | None:
