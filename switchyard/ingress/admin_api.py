@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.admin.keys import KeyAdmin, KeyNotFound
+from switchyard.admin.keys import KeyAdmin, KeyNotFound, public_record
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
 from switchyard.bus import headers as h
@@ -37,7 +37,6 @@ from switchyard.errors import (
 )
 from switchyard.ingress.responses import JSON, error_response
 from switchyard.schemas.control import PutTable
-from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.routing import Provider, Route, RouteTable
 from switchyard.secrets.admin import SecretsAdmin
 
@@ -298,7 +297,7 @@ class AdminApi:
 
     async def list_keys(self, request: Request, c: AdminContext) -> Response:
         records = await _keys(c.keys.list())
-        return _ok({"keys": [_public(r, await c.spend.for_key(r)) for r in records]})
+        return _ok({"keys": [public_record(r, await c.spend.for_key(r)) for r in records]})
 
     async def create_key(self, request: Request, c: AdminContext) -> Response:
         fields = _decode(await request.body(), KeyFields, "key").changes()
@@ -306,18 +305,19 @@ class AdminApi:
         if not name:
             raise InvalidRequest("a key needs a name", param="name")
         api_key, record = await _keys(c.keys.create(name, **fields))
-        return _ok({"key": api_key, "record": _public(record)}, status=201)
+        return _ok({"key": api_key, "record": public_record(record)}, status=201)
 
     async def get_key(self, request: Request, c: AdminContext) -> Response:
         record = await _keys(c.keys.find(request.path_params["key_id"]))
-        return _ok(_public(record, await c.spend.for_key(record)))
+        return _ok(public_record(record, await c.spend.for_key(record)))
 
     async def update_key(self, request: Request, c: AdminContext) -> Response:
         fields = _decode(await request.body(), KeyFields, "key").changes()
-        return _ok(_public(await _keys(c.keys.update(request.path_params["key_id"], **fields))))
+        record = await _keys(c.keys.update(request.path_params["key_id"], **fields))
+        return _ok(public_record(record))
 
     async def revoke_key(self, request: Request, c: AdminContext) -> Response:
-        return _ok(_public(await _keys(c.keys.revoke(request.path_params["key_id"]))))
+        return _ok(public_record(await _keys(c.keys.revoke(request.path_params["key_id"]))))
 
     async def delete_key(self, request: Request, c: AdminContext) -> Response:
         await _keys(c.keys.delete(request.path_params["key_id"]))
@@ -362,14 +362,6 @@ class KeyFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     def changes(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not None}
-
-
-def _public(record: ClientKey, spend: dict[str, Any] | None = None) -> dict[str, Any]:
-    doc: dict[str, Any] = msgspec.to_builtins(record)
-    doc.pop("hash", None)  # not secret, but nobody needs it
-    if spend is not None:
-        doc["spend"] = spend
-    return doc
 
 
 class SecretBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
