@@ -67,10 +67,6 @@ class Puller:
         self._stopping = False
         self._retry: asyncio.TimerHandle | None = None
 
-    @property
-    def busy(self) -> int:
-        return self._inflight
-
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
         self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
@@ -152,6 +148,17 @@ class Puller:
                 )
                 self._outstanding = 0
             await self._top_up()
+
+    async def resize(self, capacity: int) -> None:
+        """Serve with ``capacity`` slots from now on; requests in hand carry on undisturbed.
+
+        A larger capacity is pulled at once. A smaller one holds as outstanding pull requests are
+        used up or expire; meanwhile the consumer's ``max_ack_pending`` (updated by the control
+        service before it publishes the route change) still caps the deployment.
+        """
+        self.capacity = capacity
+        self._threshold = max(1, capacity // 4)
+        await self._top_up()
 
     def reset(self) -> None:
         """After a reconnect: pull requests of the old connection are gone."""

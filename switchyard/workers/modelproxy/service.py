@@ -28,10 +28,9 @@ log = logging.getLogger("switchyard.modelproxy")
 
 
 class ModelProxy:
-    def __init__(self, nc: NATS, settings: Settings, instance: str) -> None:
+    def __init__(self, nc: NATS, settings: Settings) -> None:
         self.nc = nc
         self.settings = settings
-        self.instance = instance
         self.js = nc.jetstream(timeout=5)
         self.table = settings.route_table
         mp = settings.modelproxy
@@ -76,14 +75,14 @@ class ModelProxy:
                 concurrency = deployment.concurrency or provider.concurrency
                 capacity = min(concurrency, self.settings.modelproxy.max_workers_per_deployment)
                 current = self.workers.get(dep_id)
-                if current is not None and current.capacity == capacity:
-                    continue
-                if current is not None:
-                    await current.stop(self.settings.stack.stop_timeout_s / 2)
-                puller = Puller(self.nc, dep_id, capacity, self.handler.handle)
-                await puller.start()
-                self.workers[dep_id] = puller
-                log.info("serving deployment %s with %d slots", dep_id, capacity)
+                if current is None:
+                    puller = Puller(self.nc, dep_id, capacity, self.handler.handle)
+                    await puller.start()
+                    self.workers[dep_id] = puller
+                    log.info("serving deployment %s with %d slots", dep_id, capacity)
+                elif current.capacity != capacity:
+                    await current.resize(capacity)  # no restart: requests in hand carry on
+                    log.info("deployment %s now has %d slots", dep_id, capacity)
 
     def on_reconnect(self) -> None:
         for puller in self.workers.values():
@@ -118,6 +117,6 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc: ModelProxy(nc, settings, instance),
+        build=lambda nc: ModelProxy(nc, settings),
         on_reconnect=lambda proxy: proxy.on_reconnect(),
     )
