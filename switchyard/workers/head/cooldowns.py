@@ -71,11 +71,19 @@ class CooldownBook:
         return [c for c in self._until.values() if c.until > moment]
 
     async def cool(self, deployment: str, seconds: float, *, status: int, reason: str) -> Cooldown:
-        """Put ``deployment`` in cooldown for ``seconds`` (capped), for every head."""
+        """Put ``deployment`` in cooldown for ``seconds`` (capped), for every head.
+
+        A cooldown already lasting at least as long stays as it is (no write): requests that
+        were in flight when it began keep failing, and must neither shorten it nor load KV.
+        """
         now = time.time()
+        until = now + min(max(seconds, 0.0), MAX_COOLDOWN_S)
+        current = self._until.get(deployment)
+        if current is not None and current.until >= until:
+            return current
         entry = Cooldown(
             deployment=deployment,
-            until=now + min(max(seconds, 0.0), MAX_COOLDOWN_S),
+            until=until,
             status=status,
             reason=reason[:200],
             since=now,
