@@ -11,12 +11,20 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+import msgspec
 import openai
 import pytest
 import pytest_asyncio
+from nats.aio.msg import Msg
 
+from switchyard.bus import headers as h
+from switchyard.bus import replies, subjects
+from switchyard.client import LLMClient
+from switchyard.errors import ProviderError
+from switchyard.schemas.routing import Deployment, Route, deployment_id
 from switchyard.stack import local
 from switchyard.stack.process import ManagedProcess
+from switchyard.stack.provision import ROUTE_TABLE_KEY, sync_dispatch_consumers
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
 
@@ -93,3 +101,39 @@ async def test_full_queue_is_refused_at_once(narrow: Stack) -> None:
         assert [r.status_code for r in done] == [200, 200]  # queued work is not lost
     finally:
         await head.stop(5)
+
+
+async def test_a_retry_no_head_takes_is_answered_not_lost(narrow: Stack) -> None:
+    """A failure worth a retry while no head runs: the caller gets that failure from the
+    model-proxy instead of silence until its deadline."""
+    table = narrow.settings.route_table
+    broken = Route(deployments=(Deployment(provider="fake", model="status:500"),))
+    table = msgspec.structs.replace(table, routes={**table.routes, "broken": broken})
+    dep = deployment_id("fake", "status:500")
+    prov = await narrow.connect("provisioner")
+    head = await narrow.connect("head")  # enqueues like a head, but takes no reroutes
+    app = await narrow.connect("app")
+    try:
+        js = prov.jetstream(timeout=10)
+        await sync_dispatch_consumers(js, narrow.settings, table)  # as the control service does
+        await (await js.key_value(subjects.ROUTES_BUCKET)).put(
+            ROUTE_TABLE_KEY, msgspec.json.encode(table)
+        )
+
+        async def enqueue(msg: Msg) -> None:
+            out = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
+            out |= {h.REPLY: msg.reply, h.OP: "chat", h.ALIAS: "broken"}
+            await head.jetstream().publish(subjects.dispatch(dep), msg.data, headers=out)
+            await replies.send_accepted(head, msg.reply)
+
+        await head.subscribe(subjects.CHAT, cb=enqueue)
+        await head.flush()
+        body = msgspec.json.encode({**BODY, "model": "broken"})
+        deadline = str(int((time.time() + 30) * 1000))
+        async with LLMClient(app, api_key=narrow.api_key) as llm:
+            with pytest.raises(ProviderError) as info:
+                await llm.request(subjects.CHAT, body, {h.DEADLINE: deadline})
+        assert info.value.status == 502
+    finally:
+        for nc in (app, head, prov):
+            await nc.close()

@@ -8,10 +8,28 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import pytest_asyncio
+from nats.aio.client import Client as NATS
 
-from switchyard.schemas.routing import deployment_id
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
+from switchyard.config import Settings
+from switchyard.schemas.routing import (
+    Deployment,
+    Provider,
+    Route,
+    RouteTable,
+    decode_route_table,
+    deployment_id,
+)
+from switchyard.secrets.client import SecretCache
+from switchyard.workers.head import decide
+from switchyard.workers.head.cooldowns import PREFIX, Cooldown, CooldownBook
+from switchyard.workers.modelproxy.handler import Handler
+from switchyard.workers.modelproxy.heartbeat import Heartbeats
+from switchyard.workers.modelproxy.providers.registry import Adapters
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
 
@@ -243,6 +261,15 @@ async def test_admin_api_validates_and_protects(routed: Stack) -> None:
     assert stale.status_code == 409
 
 
+async def test_admin_api_refusals_name_what_is_in_the_way(routed: Stack) -> None:
+    provider = await _admin(routed, "DELETE", "/providers/prov-a")
+    assert provider.status_code == 409
+    assert "use provider `prov-a`" in provider.json()["error"]["message"]
+    route = await _admin(routed, "DELETE", "/routes/doomed-backup")
+    assert route.status_code == 409
+    assert "fall back to `doomed-backup`" in route.json()["error"]["message"]
+
+
 async def test_deployment_test_endpoint(routed: Stack, upstream: FakeOpenAI) -> None:
     await _clear(routed, B)
     resp = await _admin(routed, "POST", f"/deployments/{B}/test")
@@ -254,3 +281,84 @@ async def test_deployment_test_endpoint(routed: Stack, upstream: FakeOpenAI) -> 
     failed = (await _admin(routed, "POST", f"/deployments/{B}/test")).json()
     assert failed["ok"] is False
     assert failed["status"] == 502
+
+
+async def test_a_retry_after_cools_only_the_deployment_that_sent_it(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """Hop 1 answers 429 with Retry-After: 2, hop 2 a plain 500: hop 2 cools for
+    ``routing.cooldown_s`` (3 s), not for hop 1's Retry-After."""
+    first, second = deployment_id("prov-a", "ctl:r1"), deployment_id("prov-b", "ctl:r2")
+    upstream.set_mode("r1", "status:429")
+    upstream.set_mode("r2", "status:500")
+    for alias, route in (
+        ("ra-second", {"deployments": [{"provider": "prov-b", "model": "ctl:r2"}]}),
+        (
+            "ra-first",
+            {
+                "deployments": [{"provider": "prov-a", "model": "ctl:r1"}],
+                "fallbacks": ["ra-second"],
+            },
+        ),
+    ):
+        put = await _admin(routed, "PUT", f"/routes/{alias}", route)
+        assert put.status_code == 200, put.text
+    began = time.monotonic()
+    resp = await _chat(routed, "ra-first")
+    while resp.status_code == 404 and time.monotonic() - began < 10:  # a head without the route
+        await asyncio.sleep(0.05)
+        resp = await _chat(routed, "ra-first")
+    assert resp.status_code == 502, resp.text
+    nc = await routed.connect("provisioner")
+    try:
+        kv = await nc.jetstream(timeout=10).key_value(subjects.HEALTH_BUCKET)
+        cooled = {
+            dep: msgspec.json.decode((await kv.get(f"{PREFIX}{dep}")).value or b"", type=Cooldown)
+            for dep in (first, second)
+        }
+    finally:
+        await nc.close()
+    assert cooled[first].until - cooled[first].since == pytest.approx(2.0)
+    assert cooled[second].until - cooled[second].since == pytest.approx(3.0)
+
+
+async def test_a_cooldown_is_never_shortened_by_a_later_failure() -> None:
+    book = CooldownBook(NATS().jetstream())  # not started: cooldowns apply locally only
+    longer = await book.cool("dep", 60, status=429, reason="rate limited")
+    assert await book.cool("dep", 3, status=502, reason="in flight before the cooldown") == longer
+    assert (await book.cool("dep", 120, status=502, reason="failed again")).until > longer.until
+
+
+def _table(api_base: str) -> RouteTable:
+    provider = Provider(kind="openai-compatible", api_base=api_base)
+    route = Route(deployments=(Deployment(provider="p", model="m"),))
+    return decode_route_table(
+        msgspec.json.encode(RouteTable(providers={"p": provider}, routes={"m": route}))
+    )
+
+
+def test_model_proxy_targets_follow_every_route_table_revision() -> None:
+    """Python reuses a freed table's id for a later table: targets must come from the new one."""
+    nc = NATS()  # never connected: building targets does no I/O
+    tables = [_table("http://v1.test/v1")]
+    handler = Handler(
+        nc,
+        settings=Settings(),
+        adapters=Adapters(),
+        keys=SecretCache(nc, ttl=1),
+        heartbeats=Heartbeats(nc, keepalive_s=1, progress_s=1),
+        table=lambda: tables[-1],
+    )
+    dep = deployment_id("p", "m")
+    for version in range(1, 50):
+        api_base = f"http://v{version}.test/v1"
+        tables[:] = [_table(api_base)]  # the previous revision is freed
+        target = handler.target(dep)
+        assert target is not None
+        assert target.provider.api_base == api_base
+
+
+def test_a_malformed_retry_after_never_raises() -> None:
+    for bad in ("soon", "inf", "nan", "Wed, 21 Oct 2015 07:28:00 GMT"):
+        headers = {h.RETRY_AFTER: bad, decide.LAST_STATUS: "429", decide.ERRORS: "x: 429 slow down"}
+        assert decide.exhausted("alias", ["x"], headers).retry_after is None

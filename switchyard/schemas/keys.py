@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from switchyard.errors import AuthenticationFailed
+
 KEY_PREFIX = "sk-sy-"
 RECORD_PREFIX = "k."
 Limit = Annotated[int, msgspec.Meta(ge=0)]
@@ -55,6 +57,14 @@ class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
 
     def expired(self, now: float | None = None) -> bool:
         return bool(self.expires_at) and (now or time.time()) >= self.expires_at
+
+    def refusal(self, now: float | None = None) -> AuthenticationFailed | None:
+        """Why this key may not be used right now (revoked or expired), or None when it may."""
+        if self.disabled:
+            return AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
+        if self.expired(now):
+            return AuthenticationFailed("This API key has expired.", code="api_key_expired")
+        return None
 
 
 def model_allowed(patterns: tuple[str, ...], model: str) -> bool:

@@ -59,7 +59,6 @@ class Accounting:
             stream=subjects.USAGE_STREAM,
             consumer=ACCOUNTING_CONSUMER,
         )
-        self.events = 0
         self.ready = False
 
     def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
@@ -97,7 +96,6 @@ class Accounting:
             )
             await msg.nak(delay=RETRY_DELAY_S)
             return
-        self.events += len(batch.events)
         await msg.ack()
 
     async def _apply(self, batch_id: str, events: list[UsageEvent], table: RouteTable) -> None:

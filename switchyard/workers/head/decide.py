@@ -15,8 +15,10 @@ import time
 from switchyard.bus import headers as h
 from switchyard.config import RoutingSettings
 from switchyard.errors import ApiError, ProviderError, RateLimited, ServiceUnavailable
+from switchyard.schemas.routing import Deployment
 from switchyard.workers.head.cooldowns import CooldownBook
-from switchyard.workers.head.router import Choice, Router
+from switchyard.workers.head.router import Router
+from switchyard.workers.modelproxy.providers.upstream_errors import parse_retry_after
 
 ERRORS = "Sy-Errors"
 LAST_STATUS = "Sy-Last-Status"
@@ -38,17 +40,16 @@ def exhausted(alias: str, tried: list[str], headers: dict[str, str]) -> ApiError
     """Every attempt failed: one error naming them all."""
     attempts = headers.get(ERRORS, "") or ", ".join(tried)
     last = h.int_header(headers, LAST_STATUS, 502)
-    retry_after = headers.get(h.RETRY_AFTER)
     message = f"all {len(tried)} attempts for `{alias}` failed: {attempts}"
     if last == 429:
-        return RateLimited(message, retry_after=float(retry_after) if retry_after else None)
+        return RateLimited(message, retry_after=parse_retry_after(headers.get(h.RETRY_AFTER)))
     return ProviderError(message, provider=",".join(tried), code="all_deployments_failed")
 
 
-def all_cooling(alias: str, router: Router, book: CooldownBook, tried: list[str]) -> ApiError:
-    """No candidate is usable right now (all cooling down, or none exists)."""
+def all_cooling(alias: str, router: Router, book: CooldownBook) -> ApiError:
+    """Before any attempt, no candidate is usable right now (all cooling down, or none exists)."""
     now = time.time()
-    candidates = router.cooling_candidates(alias, tried)
+    candidates = router.cooling_candidates(alias)
     waits = [book.remaining(d, now) for d in candidates if book.cooling(d, now)]
     if not waits:
         return ServiceUnavailable(f"no deployment of `{alias}` is available", code="no_deployment")
@@ -69,7 +70,7 @@ def choose(
     headers: dict[str, str],
     *,
     pinned: str | None,
-) -> Choice:
+) -> Deployment:
     """The deployment for this attempt.
 
     Raises:
@@ -78,13 +79,10 @@ def choose(
     """
     tried = tried_of(headers)
     if pinned:
-        return router.pinned(alias, pinned)
-    choice = router.choose(alias, tried=tried, cooling=book.cooling)
-    if choice is not None:
-        return choice
-    if tried and not router.cooling_candidates(alias, tried):
+        return router.pinned(pinned)
+    deployment = router.choose(alias, tried=tried, cooling=book.cooling)
+    if deployment is not None:
+        return deployment
+    if tried:  # none left untried, or all of those cool down: report the real failures so far
         raise exhausted(alias, tried, headers)
-    if tried and any(book.cooling(d) for d in router.cooling_candidates(alias, tried)):
-        # Untried deployments exist but all cool down: report the real failures so far.
-        raise exhausted(alias, tried, headers)
-    raise all_cooling(alias, router, book, tried)
+    raise all_cooling(alias, router, book)

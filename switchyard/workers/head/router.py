@@ -9,19 +9,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from switchyard.errors import ModelNotFound
-from switchyard.schemas.routing import Deployment, Provider, Route, RouteTable
-
-
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """Where one attempt goes."""
-
-    alias: str  # the alias whose deployment was chosen (the requested one or a fallback)
-    deployment: Deployment
-    provider: Provider
+from switchyard.schemas.routing import Deployment, Route, RouteTable
 
 
 class Router:
@@ -68,8 +58,7 @@ class Router:
         *,
         tried: Iterable[str] = (),
         cooling: Callable[[str], bool] = lambda _dep: False,
-        rng: random.Random | None = None,
-    ) -> Choice | None:
+    ) -> Deployment | None:
         """Pick a deployment for the next attempt, or None when every candidate is used up.
 
         Args:
@@ -81,7 +70,6 @@ class Router:
         """
         self.route(alias)
         done = set(tried)
-        pick = rng or random
         for name in self.chain(alias):
             route = self.table.routes[name]
             options = [
@@ -92,30 +80,28 @@ class Router:
             if not options:
                 continue
             if len(options) == 1:
-                chosen = options[0]
-            else:
-                chosen = pick.choices(options, weights=[d.weight for d in options])[0]
-            return Choice(name, chosen, self.table.providers[chosen.provider])
+                return options[0]
+            weights = [d.weight for d in options]
+            return random.choices(options, weights=weights)[0]  # noqa: S311 - load spreading
         return None
 
-    def pinned(self, alias: str, deployment_id: str) -> Choice:
+    def pinned(self, deployment_id: str) -> Deployment:
         """Exactly ``deployment_id`` (used by the admin API to test one deployment).
 
         Raises:
             ModelNotFound: no such deployment in the table.
         """
-        for name in self.table.routes:
-            for dep in self.table.routes[name].deployments:
+        for route in self.table.routes.values():
+            for dep in route.deployments:
                 if dep.id == deployment_id:
-                    return Choice(alias or name, dep, self.table.providers[dep.provider])
+                    return dep
         raise ModelNotFound(f"no deployment `{deployment_id}` in the route table", param="model")
 
-    def cooling_candidates(self, alias: str, tried: Iterable[str] = ()) -> list[str]:
-        """Deployment ids in the alias's chain that were not tried (cooling or not)."""
-        done = set(tried)
+    def cooling_candidates(self, alias: str) -> list[str]:
+        """Deployment ids in the alias's chain that take traffic (cooling or not)."""
         return [
             d.id
             for name in self.chain(alias)
             for d in self.table.routes[name].deployments
-            if d.id not in done and d.weight > 0
+            if d.weight > 0
         ]

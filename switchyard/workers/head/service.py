@@ -40,6 +40,7 @@ from switchyard.workers.head.dispatch import msg_id, publish_dispatch
 from switchyard.workers.head.keys import KeyPolicies
 from switchyard.workers.head.router import Router
 from switchyard.workers.kvwatch import KvFollower
+from switchyard.workers.modelproxy.providers.upstream_errors import parse_retry_after
 from switchyard.workers.runtime import serve_worker
 
 log = logging.getLogger("switchyard.head")
@@ -54,12 +55,11 @@ DEPLOYMENT_TEST_KEY = ClientKey(
 
 
 class Head:
-    def __init__(self, nc: NATS, settings: Settings, instance: str) -> None:
+    def __init__(self, nc: NATS, settings: Settings) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=settings.head.publish_timeout_s)
         self.publisher = AckPublisher(nc)
         self.settings = settings
-        self.instance = instance
         self.router = Router(settings.route_table)
         self.cooldowns = CooldownBook(self.js)
         self.keys = KeyPolicies(nc)
@@ -116,6 +116,10 @@ class Head:
         await self.publisher.stop()
 
     async def _on_message(self, msg: Msg) -> None:
+        if msg.subject == subjects.REROUTE and msg.reply:
+            # Confirms receipt before any wait: the model-proxy answers the caller itself
+            # when no head confirms (see modelproxy.handler).
+            await msg.respond(b"")
         await self._slots.acquire()
         task = asyncio.create_task(self._handle(msg))
         self._tasks.add(task)
@@ -181,14 +185,14 @@ class Head:
             headers[h.REPLY] = reply
             if probe.stream:
                 headers[h.STREAM] = "1"
-        choice = decide.choose(self.router, self.cooldowns, alias, headers, pinned=pinned)
+        deployment = decide.choose(self.router, self.cooldowns, alias, headers, pinned=pinned)
         hop = len(decide.tried_of(headers))
         out = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
         out[h.NATS_MSG_ID] = msg_id(headers, hop)
-        out[h.DEPLOYMENT] = choice.deployment.id
+        out[h.DEPLOYMENT] = deployment.id
         await publish_dispatch(
             self.publisher,
-            choice.deployment.id,
+            deployment.id,
             msg.data,
             out,
             timeout=self.settings.head.publish_timeout_s,
@@ -207,8 +211,9 @@ class Head:
         tried = decide.tried_of(headers)
         failed = tried[-1] if tried else ""
         status = h.int_header(headers, decide.LAST_STATUS, 502)
-        retry_after = headers.get(h.RETRY_AFTER)
-        seconds = float(retry_after) if retry_after else self.settings.routing.cooldown_s
+        seconds = parse_retry_after(headers.get(h.RETRY_AFTER))
+        if seconds is None:
+            seconds = self.settings.routing.cooldown_s
         if failed:
             reason = headers.get(decide.ERRORS, "").rsplit("; ", 1)[-1]
             await self.cooldowns.cool(failed, seconds, status=status, reason=reason)
@@ -251,10 +256,9 @@ class Head:
         key = await self.keys.get(digest) if digest else None
         if key is None:
             raise AuthenticationFailed("Incorrect API key provided.")
-        if key.disabled:
-            raise AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
-        if key.expired():
-            raise AuthenticationFailed("This API key has expired.", code="api_key_expired")
+        refused = key.refusal()
+        if refused is not None:
+            raise refused
         headers[h.KEY_HASH] = digest
         headers[h.KEY_ID] = key.id
         headers[h.TENANT] = key.team
@@ -289,6 +293,6 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc: Head(nc, settings, instance),
+        build=lambda nc: Head(nc, settings),
         metrics=lambda head: head.metrics(),
     )

@@ -4,7 +4,9 @@ Order matters for "never lose a request": the reply goes out first, then the usa
 handed to the batcher, then the JetStream message is acknowledged. A worker that dies before the
 ack leaves the request to be redelivered to another worker. A retryable provider failure before any
 content reached the caller goes back to the heads (``llm.v1.reroute``) for the next deployment;
-once content was sent, a failure ends the stream with an error message instead.
+once content was sent, a failure ends the stream with an error message instead. A reroute no
+head confirms (none running, or too slow to answer) is answered with the failure itself, so the
+caller never waits for its deadline on a request nobody holds.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -30,6 +33,7 @@ from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider, RouteTable
 from switchyard.secrets.client import SecretCache
 from switchyard.telemetry import request_id_var
+from switchyard.workers.head import decide
 from switchyard.workers.modelproxy.heartbeat import Heartbeats, InFlight
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
@@ -41,6 +45,7 @@ log = logging.getLogger("switchyard.modelproxy")
 _BODY = msgspec.json.Decoder(dict[str, Any])
 _OPS = frozenset({"chat", "complete", "embed"})
 _MAX_ERRORS_HEADER = 900
+_REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,22 +109,18 @@ class Handler:
         self.keys = keys
         self.heartbeats = heartbeats
         self._table = table
-        self._targets: dict[tuple[int, str], Target] = {}
+        self._targets_of: RouteTable | None = None
+        self._targets: dict[str, Target] = {}
 
     def target(self, deployment_id: str) -> Target | None:
         table = self._table()
-        cache_key = (id(table), deployment_id)
-        found = self._targets.get(cache_key)
-        if found is None:
-            pair = table.deployments().get(deployment_id)
-            if pair is None:
-                return None
-            provider, deployment = pair
-            found = Target(deployment.provider, provider, deployment)
-            if len(self._targets) > 4096:
-                self._targets.clear()
-            self._targets[cache_key] = found
-        return found
+        if table is not self._targets_of:  # built once per route table revision
+            self._targets_of = table
+            self._targets = {
+                dep_id: Target(deployment.provider, provider, deployment)
+                for dep_id, (provider, deployment) in table.deployments().items()
+            }
+        return self._targets.get(deployment_id)
 
     async def handle(self, msg: Msg, deployment_id: str) -> None:
         """Serve ``msg``; never raises (one error boundary per message)."""
@@ -175,9 +176,8 @@ class Handler:
                 )
         except ApiError as exc:
             job.status = exc.status
-            if not job.sent and retryable(exc) and time.time() < job.deadline:
-                await self._reroute(job, exc)
-            else:
+            retry = not job.sent and retryable(exc) and time.time() < job.deadline
+            if not (retry and await self._reroute(job, exc)):
                 extra = {h.DEPLOYMENT: job.deployment_id, h.ATTEMPTS: str(job.attempts)}
                 await replies.send_error(self.nc, job.reply, exc, extra)
                 if not isinstance(exc, DeadlineExceeded | InvalidRequest):
@@ -224,20 +224,35 @@ class Handler:
                 job.sent = True
                 job.inflight.touch(loop.time())
 
-    async def _reroute(self, job: Job, exc: ApiError) -> None:
-        """Hand the request back to the heads to try the next deployment."""
+    async def _reroute(self, job: Job, exc: ApiError) -> bool:
+        """Hand the request back to the heads to try the next deployment.
+
+        Returns True once a head confirmed it has the request; False when none did (no head
+        subscribed, or no answer in time): the caller must then be answered here.
+        """
         out = dict(job.headers)
-        tried = [t for t in out.get(h.TRIED, "").split(",") if t]
+        tried = decide.tried_of(out)
         tried.append(job.deployment_id)
         out[h.TRIED] = ",".join(tried)
         summary = f"{job.deployment_id}: {exc.status} {exc.message}".replace(";", ",")[:200]
-        errors = out.get("Sy-Errors", "")
-        out["Sy-Errors"] = (f"{errors}; {summary}" if errors else summary)[-_MAX_ERRORS_HEADER:]
-        out["Sy-Last-Status"] = str(exc.status)
+        errors = out.get(decide.ERRORS, "")
+        out[decide.ERRORS] = (f"{errors}; {summary}" if errors else summary)[-_MAX_ERRORS_HEADER:]
+        out[decide.LAST_STATUS] = str(exc.status)
+        out.pop(h.RETRY_AFTER, None)  # an earlier hop's must not cool this deployment
         if exc.retry_after is not None:
             out[h.RETRY_AFTER] = f"{exc.retry_after:g}"
         out.pop(h.NATS_MSG_ID, None)
-        await self.nc.publish(subjects.REROUTE, job.msg.data, headers=out)
+        timeout = max(0.05, min(_REROUTE_CONFIRM_S, job.deadline - time.time()))
+        try:
+            await self.nc.request(subjects.REROUTE, job.msg.data, timeout=timeout, headers=out)
+        except nats.errors.Error as failure:
+            log.warning(
+                "no head took the retry of a request failed on %s (%s); answering the caller",
+                job.deployment_id,
+                type(failure).__name__,
+            )
+            return False
+        return True
 
     def _record_usage(self, job: Job, target: Target | None) -> None:
         headers = job.headers

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -27,7 +27,6 @@ class InFlight:
     msg: Msg
     last_sent: float
     last_progress: float
-    keepalives: int = field(default=0)
 
     def touch(self, now: float) -> None:
         self.last_sent = now
@@ -50,10 +49,6 @@ class Heartbeats:
     def untrack(self, entry: InFlight) -> None:
         self._active.pop(id(entry), None)
 
-    @property
-    def count(self) -> int:
-        return len(self._active)
-
     def start(self) -> None:
         self._task = asyncio.create_task(self._tick(), name="heartbeats")
 
@@ -74,7 +69,6 @@ class Heartbeats:
                     if now - entry.last_sent >= self._keepalive_s:
                         await replies.send_keepalive(self._nc, entry.reply)
                         entry.last_sent = now
-                        entry.keepalives += 1
                     if now - entry.last_progress >= self._progress_s:
                         await entry.msg.in_progress()
                         entry.last_progress = now

@@ -8,6 +8,8 @@ content policy), because every deployment would answer the same.
 
 from __future__ import annotations
 
+import math
+
 from switchyard.errors import ApiError, InvalidRequest, PayloadTooLarge, ProviderError, RateLimited
 
 RETRYABLE_STATUSES = frozenset({401, 403, 408, 409, 425, 429, 500, 502, 503, 504, 529})
@@ -76,9 +78,14 @@ def retryable(exc: ApiError) -> bool:
 
 
 def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` value; None when absent or not a finite number.
+
+    Never raises: the value comes from outside (a provider, or a header on the bus).
+    """
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
