@@ -8,7 +8,6 @@ and reads a dict.
 from __future__ import annotations
 
 import logging
-import time
 
 from nats.js import JetStreamContext
 
@@ -58,8 +57,7 @@ class KeyRing:
         record = self._by_hash.get(hash_key(api_key))
         if record is None:
             raise AuthenticationFailed("Incorrect API key provided.")
-        if record.disabled:
-            raise AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
-        if record.expired(time.time()):
-            raise AuthenticationFailed("This API key has expired.", code="api_key_expired")
+        refused = record.refusal()
+        if refused is not None:
+            raise refused
         return record
