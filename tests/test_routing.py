@@ -261,6 +261,20 @@ async def test_admin_api_validates_and_protects(routed: Stack) -> None:
     assert stale.status_code == 409
 
 
+async def test_admin_api_malformed_input_is_a_400(routed: Stack) -> None:
+    token = (routed.home.root / "admin-token").read_text().strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=f"{routed.gateway_url}/admin/v1", timeout=30) as http:
+        for raw in (b"{not json", b"[1, 2]"):
+            resp = await http.post(f"/deployments/{B}/test", content=raw, headers=auth)
+            assert resp.status_code == 400, resp.text
+            assert resp.json()["error"]["type"] == "invalid_request_error"
+        for days in ("abc", "0"):
+            resp = await http.get("/spend", params={"days": days}, headers=auth)
+            assert resp.status_code == 400, resp.text
+            assert resp.json()["error"]["param"] == "days"
+
+
 async def test_admin_api_refusals_name_what_is_in_the_way(routed: Stack) -> None:
     provider = await _admin(routed, "DELETE", "/providers/prov-a")
     assert provider.status_code == 409
