@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from switchyard.control.litellm_import import convert
-from switchyard.schemas.routing import deployment_id
 from tests.fakes.anthropic import FakeAnthropic
 from tests.stacks import Stack
 from tests.upstream import FakeOpenAI
@@ -133,7 +132,8 @@ async def test_litellm_config_imports_and_serves(
             upstream.set_mode("lite1", "status:500")
             resp = await http.post(url, json={**chat, "model": "lite-gpt"}, headers=auth)
             assert resp.status_code == 200, resp.text
-            claude = deployment_id(resp.headers["x-switchyard-deployment"].split("--")[0], "ok")
+            imported = convert(_config(upstream.base_url, anthropic_base)).table
+            claude = imported.routes["lite-claude"].deployments[0].id
             assert resp.headers["x-switchyard-deployment"] == claude
             assert resp.headers["x-switchyard-attempts"] == "2"
     finally:

@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import msgspec
 import pytest
 import pytest_asyncio
 
@@ -24,7 +23,7 @@ from switchyard.errors import AuthenticationFailed, PermissionDenied
 from switchyard.limits import keys as rk
 from switchyard.limits.limiter import MAX_CARRIED, Limiter
 from switchyard.limits.resp import RedisReplyError, ScriptClient
-from switchyard.schemas.keys import ClientKey, new_key_id
+from switchyard.schemas.keys import ClientKey, hash_key, new_key_id
 from switchyard.stack import local
 from switchyard.stack.process import ManagedProcess
 from tests.stacks import Stack, start_stack
@@ -207,7 +206,7 @@ async def test_budget_is_refused_after_the_crossing_request_and_resets(
 
 async def test_forged_key_headers_cannot_unlock_a_model(limited: dict[str, Any]) -> None:
     stack = limited["stack"]
-    restricted, restricted_id = await _new_key(stack, models=["gpt-4o-mini"])
+    restricted, _ = await _new_key(stack, models=["gpt-4o-mini"])
     _, open_id = await _new_key(stack)
     open_record = (await _admin(stack, "GET", f"/keys/{open_id}")).json()
     async with httpx.AsyncClient(timeout=10) as http:
@@ -223,8 +222,6 @@ async def test_forged_key_headers_cannot_unlock_a_model(limited: dict[str, Any])
         ).json()
         assert [m["id"] for m in models["data"]] == ["gpt-4o-mini"]
     body = _body("gpt-4o")
-    from switchyard.schemas.keys import hash_key
-
     forged = {h.KEY_ID: open_id, h.KEY_HASH: "0" * 64, h.TENANT: open_record["team"]}
     # An internal client presenting the restricted key, with forged identity headers.
     app = await stack.connect("app")
@@ -248,7 +245,6 @@ async def test_forged_key_headers_cannot_unlock_a_model(limited: dict[str, Any])
                 )
     finally:
         await tail.close()
-    assert restricted_id
 
 
 async def test_spend_per_key_and_model_is_exact(
@@ -389,7 +385,6 @@ def test_cli_creates_and_revokes_keys(limited: dict[str, Any]) -> None:
     )
     assert bad.returncode != 0
     assert "budget period" in bad.stderr
-    msgspec.json.encode(shown)  # plain JSON
 
 
 async def test_every_settle_lands_even_beyond_what_one_admission_carries(

@@ -232,7 +232,7 @@ async def test_internal_client_gets_a_streamed_answer(stack: Stack) -> None:
 
 async def test_internal_clients_present_their_own_key(stack: Stack, upstream: FakeOpenAI) -> None:
     """Identity headers from a non-edge caller are ignored: its own key is what counts."""
-    other, other_record = await stack.new_key("someone-else")
+    _, other_record = await stack.new_key("someone-else")
     mine, my_record = await stack.new_key("app-key")
     nc = await stack.connect("app")
     try:
@@ -250,7 +250,6 @@ async def test_internal_clients_present_their_own_key(stack: Stack, upstream: Fa
     await asyncio.sleep(0.3)  # usage events are batched (~20 ms) and confirmed in the background
     usage = await _last_usage(stack)
     assert usage["key_id"] == my_record.id
-    assert other  # the other key exists and was simply not usable through headers
 
 
 async def _last_usage(stack: Stack) -> dict[str, object]:
