@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from switchyard.admin.keys import KeyAdmin
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
@@ -18,7 +20,7 @@ from switchyard.stack import local
 from switchyard.stack.home import StackHome
 from switchyard.stack.process import ManagedProcess, http_check
 from switchyard.stack.supervisor import Supervisor
-from tests.support import free_port, write_settings
+from tests.support import free_port, merged, write_settings
 
 
 @dataclass
@@ -36,6 +38,21 @@ class Stack:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.ingress.gateway.port}"
+
+    def admin_headers(self) -> dict[str, str]:
+        """The gateway management API's credential (the token ``up`` wrote)."""
+        token = self.settings.admin_token_file.read_text(encoding="utf-8").strip()
+        return {"Authorization": f"Bearer {token}"}
+
+    async def admin(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        """One call to the gateway's ``/admin/v1`` API."""
+        async with httpx.AsyncClient(timeout=30) as http:
+            return await http.request(
+                method,
+                f"{self.gateway_url}/admin/v1{path}",
+                json=body,
+                headers=self.admin_headers(),
+            )
 
     def process(self, name: str) -> ManagedProcess:
         for phase in self.supervisor.procs:
@@ -84,12 +101,7 @@ async def start_stack(
         },
         "nats": {"internal_clients": ["app"]},
     }
-    for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(doc.get(key), dict):
-            doc[key] = {**doc[key], **value}
-        else:
-            doc[key] = value
-    settings, path = write_settings(root, doc)
+    settings, path = write_settings(root, merged(doc, extra))
     local.prepare_home(settings)
     home = StackHome(settings.home_dir)
     home.ensure()
@@ -97,21 +109,12 @@ async def start_stack(
     if components is not None:
         specs = [s for s in specs if s.component in components]
     env = local.child_env(settings, path, {})
-    phases = [local.infrastructure(settings, home)]
     steps = local.components(settings, env, specs)
     if not wait_ready:
         for step in steps:
             url = (step.spec.health_url or "").replace("/ready", "/health")
             step.spec.health = http_check(url)
-    if steps:
-        phases.append(steps)
-    supervisor = Supervisor(
-        phases,
-        log_dir=home.logs,
-        state_file=home.state_file,
-        start_timeout=settings.stack.start_timeout_s,
-        stop_timeout=settings.stack.stop_timeout_s,
-    )
+    supervisor = local.stack_supervisor(settings, home, steps)
     await supervisor.start()
     stack = Stack(settings, path, home, supervisor, api_key="")
     stack.api_key, _ = await stack.new_key("session")

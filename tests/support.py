@@ -23,6 +23,17 @@ def free_port_pair() -> int:
     return listen_port(span=2)
 
 
+def merged(doc: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    """``doc`` with ``extra`` on top; sections (dicts) merge one level deep."""
+    out = dict(doc)
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
 def write_settings(home: Path, extra: dict[str, Any] | None = None) -> tuple[Settings, Path]:
     """A settings file for an isolated stack under ``home`` on free ports."""
     doc: dict[str, Any] = {
@@ -37,11 +48,7 @@ def write_settings(home: Path, extra: dict[str, Any] | None = None) -> tuple[Set
         },
         "logging": {"level": "debug"},
     }
-    for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(doc.get(key), dict):
-            doc[key] = {**doc[key], **value}
-        else:
-            doc[key] = value
+    doc = merged(doc, extra)
     home.mkdir(parents=True, exist_ok=True)
     path = home / "switchyard.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")

@@ -86,19 +86,8 @@ async def _post(http: httpx.AsyncClient, edge: str, key: str, body: bytes) -> ht
     )
 
 
-async def _admin(stack: Stack, method: str, path: str, body: Any = None) -> httpx.Response:
-    token = (stack.home.root / "admin-token").read_text().strip()
-    async with httpx.AsyncClient(timeout=30) as http:
-        return await http.request(
-            method,
-            f"{stack.gateway_url}/admin/v1{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-        )
-
-
 async def _new_key(stack: Stack, **fields: Any) -> tuple[str, str]:
-    resp = await _admin(stack, "POST", "/keys", {"name": "test", **fields})
+    resp = await stack.admin("POST", "/keys", {"name": "test", **fields})
     assert resp.status_code == 201, resp.text
     doc = resp.json()
     await asyncio.sleep(0.2)  # every edge follows the bucket; give the watch a moment
@@ -157,7 +146,7 @@ async def test_revocation_reaches_every_replica_within_a_second(limited: dict[st
     async with httpx.AsyncClient(timeout=10) as http:
         for edge in edges:
             assert (await _post(http, edge, key, _body("gpt-4o"))).status_code == 200
-        revoked = await _admin(stack, "POST", f"/keys/{key_id}/revoke")
+        revoked = await stack.admin("POST", f"/keys/{key_id}/revoke")
         assert revoked.status_code == 200
         began = time.monotonic()
         pending = set(edges)
@@ -197,18 +186,33 @@ async def test_budget_is_refused_after_the_crossing_request_and_resets(
         assert error["type"] == "insufficient_quota"
         assert error["code"] == "budget_exceeded"
         assert 1 <= int(refused.headers["retry-after"]) <= period
-        shown = (await _admin(stack, "GET", f"/keys/{key_id}")).json()["spend"]
+        shown = (await stack.admin("GET", f"/keys/{key_id}")).json()["spend"]
         assert shown["period_spend_usd"] >= 0.018
         # After the period resets, the key works again.
         await asyncio.sleep(period - time.time() % period + 0.3)
         assert (await _post(http, edges[0], key, _body("pricey", "hi"))).status_code == 200
 
 
+async def _stream_chunks(
+    http: httpx.AsyncClient, edge: str, key: str, body: bytes
+) -> list[dict[str, Any]]:
+    """The JSON chunks of a streamed chat completion."""
+    async with http.stream(
+        "POST",
+        f"{edge}/v1/chat/completions",
+        content=body,
+        headers={"Authorization": f"Bearer {key}"},
+    ) as resp:
+        return [
+            json.loads(line[6:]) async for line in resp.aiter_lines() if line.startswith("data: {")
+        ]
+
+
 async def test_forged_key_headers_cannot_unlock_a_model(limited: dict[str, Any]) -> None:
     stack = limited["stack"]
     restricted, _ = await _new_key(stack, models=["gpt-4o-mini"])
     _, open_id = await _new_key(stack)
-    open_record = (await _admin(stack, "GET", f"/keys/{open_id}")).json()
+    open_record = (await stack.admin("GET", f"/keys/{open_id}")).json()
     async with httpx.AsyncClient(timeout=10) as http:
         resp = await _post(http, stack.tail_url, restricted, _body("gpt-4o"))
         assert resp.status_code == 403
@@ -276,37 +280,17 @@ async def test_spend_per_key_and_model_is_exact(
                 stream=True,
                 stream_options={"include_usage": True},
             )
-            async with http.stream(
-                "POST",
-                f"{edges[i]}/v1/chat/completions",
-                content=body,
-                headers={"Authorization": f"Bearer {key}"},
-            ) as resp:
-                chunks = [
-                    json.loads(line[6:])
-                    async for line in resp.aiter_lines()
-                    if line.startswith("data: {")
-                ]
+            chunks = await _stream_chunks(http, edges[i], key, body)
             usage = chunks[-1]["usage"]
             add("gpt-4o-mini", usage["prompt_tokens"], usage["completion_tokens"])
         # A stream without include_usage is still counted (Switchyard asks upstream itself).
         body = _body("gpt-4o", "quiet stream", stream=True)
-        async with http.stream(
-            "POST",
-            f"{edges[2]}/v1/chat/completions",
-            content=body,
-            headers={"Authorization": f"Bearer {key}"},
-        ) as resp:
-            chunks = [
-                json.loads(line[6:])
-                async for line in resp.aiter_lines()
-                if line.startswith("data: {")
-            ]
+        chunks = await _stream_chunks(http, edges[2], key, body)
         assert all("usage" not in c or c["usage"] is None for c in chunks)
         add("gpt-4o", 7, 3)  # the fake answers "echo: quiet stream": 3 words
     deadline = time.monotonic() + 10
     while True:
-        shown = (await _admin(stack, "GET", f"/keys/{key_id}")).json()["spend"]
+        shown = (await stack.admin("GET", f"/keys/{key_id}")).json()["spend"]
         if (
             round(shown["total_spend_usd"] * rk.NANO) == expected_nano
             or time.monotonic() > deadline
@@ -315,7 +299,7 @@ async def test_spend_per_key_and_model_is_exact(
         await asyncio.sleep(0.2)
     assert round(shown["total_spend_usd"] * rk.NANO) == expected_nano
     assert round(shown["total_spend_usd"], 2) == round(expected_nano / rk.NANO, 2)
-    daily = (await _admin(stack, "GET", "/spend?days=1")).json()["days"]
+    daily = (await stack.admin("GET", "/spend?days=1")).json()["days"]
     mine = {row["key"]: row for row in daily if row.get("key") == key_id}
     assert round(mine[key_id]["cost_usd"] * rk.NANO) == expected_nano
     assert mine[key_id]["requests"] == 6

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import msgspec
@@ -95,20 +94,9 @@ async def _chat(
         )
 
 
-async def _admin(stack: Stack, method: str, path: str, body: Any = None) -> httpx.Response:
-    token = (stack.home.root / "admin-token").read_text().strip()
-    async with httpx.AsyncClient(timeout=30) as http:
-        return await http.request(
-            method,
-            f"{stack.gateway_url}/admin/v1{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-        )
-
-
 async def _clear(stack: Stack, *deployments: str) -> None:
     for dep in deployments:
-        await _admin(stack, "DELETE", f"/deployments/{dep}/cooldown")
+        await stack.admin("DELETE", f"/deployments/{dep}/cooldown")
     await asyncio.sleep(0.2)
 
 
@@ -132,7 +120,7 @@ async def test_failing_deployment_is_routed_around_and_cooled_on_every_head(
         assert resp.headers["x-switchyard-deployment"] == B
     for text in await _cooldowns_on_every_head(routed):
         assert f'deployment="{A}"' in text
-    listing = (await _admin(routed, "GET", "/deployments")).json()["deployments"]
+    listing = (await routed.admin("GET", "/deployments")).json()["deployments"]
     by_id = {d["id"]: d for d in listing}
     assert by_id[A]["cooldown"]["status"] == 502
     assert by_id[B]["cooldown"] is None
@@ -218,8 +206,7 @@ async def test_route_change_applies_within_a_second_on_every_head(
     assert (await _chat(routed, "moving")).headers["x-switchyard-deployment"] == deployment_id(
         "prov-c", "ctl:m1"
     )
-    changed = await _admin(
-        routed,
+    changed = await routed.admin(
         "PUT",
         "/routes/moving",
         {"deployments": [{"provider": "prov-b", "model": "ctl:m2"}]},
@@ -248,31 +235,28 @@ async def test_admin_api_validates_and_protects(routed: Stack) -> None:
             headers={"Authorization": "Bearer sy-admin-nope"},
         )
         assert wrong.status_code == 401
-    bad = await _admin(
-        routed, "PUT", "/routes/broken", {"deployments": [{"provider": "nope", "model": "m"}]}
+    bad = await routed.admin(
+        "PUT", "/routes/broken", {"deployments": [{"provider": "nope", "model": "m"}]}
     )
     assert bad.status_code == 400
     assert "unknown provider `nope`" in bad.json()["error"]["message"]
-    typo = await _admin(routed, "PUT", "/routes/broken", {"deploymnts": []})
+    typo = await routed.admin("PUT", "/routes/broken", {"deploymnts": []})
     assert typo.status_code == 400
-    leaked = await _admin(
-        routed, "PUT", "/providers/p9", {"kind": "openai", "api_key": "sk-live-oops"}
+    leaked = await routed.admin(
+        "PUT", "/providers/p9", {"kind": "openai", "api_key": "sk-live-oops"}
     )
     assert leaked.status_code == 400
     assert "sk-live-oops" not in leaked.text
-    in_use = await _admin(routed, "DELETE", "/providers/prov-a")
+    in_use = await routed.admin("DELETE", "/providers/prov-a")
     assert in_use.status_code == 409
-    table = (await _admin(routed, "GET", "/routes")).json()
+    table = (await routed.admin("GET", "/routes")).json()
     assert "broken" not in table["table"]["routes"]  # nothing half-applied
-    stale = await _admin(
-        routed, "PUT", "/routes", {"table": table["table"], "expected_revision": 1}
-    )
+    stale = await routed.admin("PUT", "/routes", {"table": table["table"], "expected_revision": 1})
     assert stale.status_code == 409
 
 
 async def test_admin_api_malformed_input_is_a_400(routed: Stack) -> None:
-    token = (routed.home.root / "admin-token").read_text().strip()
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = routed.admin_headers()
     async with httpx.AsyncClient(base_url=f"{routed.gateway_url}/admin/v1", timeout=30) as http:
         for raw in (b"{not json", b"[1, 2]"):
             resp = await http.post(f"/deployments/{B}/test", content=raw, headers=auth)
@@ -285,23 +269,23 @@ async def test_admin_api_malformed_input_is_a_400(routed: Stack) -> None:
 
 
 async def test_admin_api_refusals_name_what_is_in_the_way(routed: Stack) -> None:
-    provider = await _admin(routed, "DELETE", "/providers/prov-a")
+    provider = await routed.admin("DELETE", "/providers/prov-a")
     assert provider.status_code == 409
     assert "use provider `prov-a`" in provider.json()["error"]["message"]
-    route = await _admin(routed, "DELETE", "/routes/doomed-backup")
+    route = await routed.admin("DELETE", "/routes/doomed-backup")
     assert route.status_code == 409
     assert "fall back to `doomed-backup`" in route.json()["error"]["message"]
 
 
 async def test_deployment_test_endpoint(routed: Stack, upstream: FakeOpenAI) -> None:
     await _clear(routed, B)
-    resp = await _admin(routed, "POST", f"/deployments/{B}/test")
+    resp = await routed.admin("POST", f"/deployments/{B}/test")
     assert resp.status_code == 200
     result = resp.json()
     assert result["ok"] is True
     assert result["response"]["choices"][0]["message"]["content"].startswith("echo:")
     upstream.set_mode("b", "status:500")
-    failed = (await _admin(routed, "POST", f"/deployments/{B}/test")).json()
+    failed = (await routed.admin("POST", f"/deployments/{B}/test")).json()
     assert failed["ok"] is False
     assert failed["status"] == 502
 
@@ -324,7 +308,7 @@ async def test_a_retry_after_cools_only_the_deployment_that_sent_it(
             },
         ),
     ):
-        put = await _admin(routed, "PUT", f"/routes/{alias}", route)
+        put = await routed.admin("PUT", f"/routes/{alias}", route)
         assert put.status_code == 200, put.text
     began = time.monotonic()
     resp = await _chat(routed, "ra-first")

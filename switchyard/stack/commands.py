@@ -21,7 +21,7 @@ from switchyard.stack import local
 from switchyard.stack.demo_key import read_demo_key
 from switchyard.stack.home import StackHome
 from switchyard.stack.process import http_status, pid_alive, redis_ping_check
-from switchyard.stack.supervisor import Supervisor, read_state
+from switchyard.stack.supervisor import read_state
 
 log = logging.getLogger("switchyard.stack")
 
@@ -70,16 +70,10 @@ async def _up_foreground(
     local.prepare_home(settings)
     settings, port_env = local.resolve_ports(settings)
     env = local.child_env(settings, config_file, port_env)
-    phases = [local.infrastructure(settings, home)]
-    comps = local.components(settings, env, local.component_specs(settings))
-    if comps:
-        phases.append(comps)
-    supervisor = Supervisor(
-        phases,
-        log_dir=home.logs,
-        state_file=home.state_file,
-        start_timeout=settings.stack.start_timeout_s,
-        stop_timeout=settings.stack.stop_timeout_s,
+    supervisor = local.stack_supervisor(
+        settings,
+        home,
+        local.components(settings, env, local.component_specs(settings)),
         info={"home": str(home.root), "config": str(config_file) if config_file else None},
     )
     stop = asyncio.Event()

@@ -26,7 +26,7 @@ from switchyard.stack.natsconf import NatsServerLayout, write_nats_config
 from switchyard.stack.ports import listen_port, port_free
 from switchyard.stack.process import ProcessSpec, http_check, http_status, redis_ping_check
 from switchyard.stack.provision import provision_client, provision_core
-from switchyard.stack.supervisor import Step
+from switchyard.stack.supervisor import Step, Supervisor
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,3 +266,23 @@ def child_env(
     if config_file is not None:
         env["SWITCHYARD_CONFIG"] = str(config_file.resolve())
     return env
+
+
+def stack_supervisor(
+    settings: Settings,
+    home: StackHome,
+    components: list[Step],
+    info: dict[str, object] | None = None,
+) -> Supervisor:
+    """The supervisor of a local stack: the infrastructure phase, then ``components``."""
+    phases = [infrastructure(settings, home)]
+    if components:
+        phases.append(components)
+    return Supervisor(
+        phases,
+        log_dir=home.logs,
+        state_file=home.state_file,
+        start_timeout=settings.stack.start_timeout_s,
+        stop_timeout=settings.stack.stop_timeout_s,
+        info=dict(info or {}),
+    )
