@@ -2,9 +2,9 @@
 
 ``decide.choose`` runs once per attempt in a head. We time it on a realistic table (20 aliases,
 2-4 weighted deployments each, fallback chains, a few deployments cooling down, one alias whose
-every deployment cools so it falls back) with a static stand-in for the cooldown book, using
-``time.process_time_ns`` (CPU, not wall time), best of 5. Building ``Router(table)`` happens only
-when the route table changes; it is reported separately, for information.
+every deployment cools so it falls back) with a fixed ``Cooldowns`` (what the KV-fed book
+extends), using ``time.process_time_ns`` (CPU, not wall time), best of 5. Building
+``Router(table)`` happens only when the route table changes; it is reported separately.
 
 ``python -m bench.routing`` prints ns per call; ``python -m bench`` also relates it to the
 pipeline's CPU per request of ``nonstream_c64``.
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from switchyard.bus import headers as h
 from switchyard.schemas.routing import Deployment, Provider, Route, RouteTable
 from switchyard.workers.head import decide
-from switchyard.workers.head.cooldowns import Cooldown, CooldownBook
+from switchyard.workers.head.cooldowns import Cooldown, Cooldowns
 from switchyard.workers.head.router import Router
 
 ALIASES = 20
@@ -29,25 +29,6 @@ REPEATS = 5
 BUILDS = 2_000
 TARGET_SHARE_PCT = 5.0
 RETRY_EVERY = 10  # one call in ten is a reroute (one deployment already tried)
-
-
-class StaticCooldowns:
-    """What ``decide.choose`` and ``Router.choose`` use of ``CooldownBook``, from a fixed dict."""
-
-    def __init__(self, until: dict[str, float]) -> None:
-        self._until = {d: Cooldown(deployment=d, until=u, status=429) for d, u in until.items()}
-
-    def cooling(self, deployment: str, now: float | None = None) -> bool:
-        entry = self._until.get(deployment)
-        return entry is not None and entry.until > (now or time.time())
-
-    def remaining(self, deployment: str, now: float | None = None) -> float:
-        entry = self._until.get(deployment)
-        return max(0.0, entry.until - (now or time.time())) if entry else 0.0
-
-    def active(self, now: float | None = None) -> list[Cooldown]:
-        moment = now or time.time()
-        return [c for c in self._until.values() if c.until > moment]
 
 
 def build_table() -> RouteTable:
@@ -71,14 +52,14 @@ def build_table() -> RouteTable:
     return RouteTable(providers=providers, routes=routes)
 
 
-def build_cooldowns(table: RouteTable) -> StaticCooldowns:
+def build_cooldowns(table: RouteTable) -> Cooldowns:
     """The first deployment of every 4th alias cools down; all of alias-4's do (it falls back)."""
     until = time.time() + 3600
     cooling = {
         r.deployments[0].id: until for i, r in enumerate(table.routes.values()) if i % 4 == 0
     }
     cooling |= {d.id: until for d in table.routes["alias-4"].deployments}
-    return StaticCooldowns(cooling)
+    return Cooldowns({d: Cooldown(deployment=d, until=u, status=429) for d, u in cooling.items()})
 
 
 def _requests(table: RouteTable) -> list[tuple[str, dict[str, str]]]:
@@ -126,13 +107,12 @@ def measure(calls: int = CALLS) -> RoutingResult:
     router = Router(table)
     requests = _requests(table)
     choose, n = decide.choose, len(requests)
-    fake = cast(CooldownBook, book)
     best = float("inf")
     for _ in range(REPEATS):
         t0 = time.process_time_ns()
         for i in range(calls):
             alias, headers = requests[i % n]
-            choose(router, fake, alias, headers, pinned=None)
+            choose(router, book, alias, headers, pinned=None)
         best = min(best, (time.process_time_ns() - t0) / calls)
     t0 = time.process_time_ns()
     for _ in range(BUILDS):

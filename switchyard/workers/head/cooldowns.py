@@ -37,10 +37,32 @@ _ENCODE = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder(Cooldown)
 
 
-class CooldownBook:
+class Cooldowns:
+    """Which deployments are cooling down, from a map of deployment id to :class:`Cooldown`.
+
+    What routing decisions read; :class:`CooldownBook` keeps one current from KV.
+    """
+
+    def __init__(self, entries: dict[str, Cooldown] | None = None) -> None:
+        self._until: dict[str, Cooldown] = dict(entries or {})
+
+    def cooling(self, deployment: str, now: float | None = None) -> bool:
+        entry = self._until.get(deployment)
+        return entry is not None and entry.until > (now or time.time())
+
+    def remaining(self, deployment: str, now: float | None = None) -> float:
+        entry = self._until.get(deployment)
+        return max(0.0, entry.until - (now or time.time())) if entry else 0.0
+
+    def active(self, now: float | None = None) -> list[Cooldown]:
+        moment = now or time.time()
+        return [c for c in self._until.values() if c.until > moment]
+
+
+class CooldownBook(Cooldowns):
     def __init__(self, js: JetStreamContext) -> None:
+        super().__init__()
         self._js = js
-        self._until: dict[str, Cooldown] = {}
         self._follower = KvFollower(js, subjects.HEALTH_BUCKET, self._on_entry, keys=f"{PREFIX}>")
         self._kv: KeyValue | None = None
 
@@ -57,18 +79,6 @@ class CooldownBook:
             self._until.pop(deployment, None)
             return
         self._until[deployment] = _DECODE.decode(value)
-
-    def cooling(self, deployment: str, now: float | None = None) -> bool:
-        entry = self._until.get(deployment)
-        return entry is not None and entry.until > (now or time.time())
-
-    def remaining(self, deployment: str, now: float | None = None) -> float:
-        entry = self._until.get(deployment)
-        return max(0.0, entry.until - (now or time.time())) if entry else 0.0
-
-    def active(self, now: float | None = None) -> list[Cooldown]:
-        moment = now or time.time()
-        return [c for c in self._until.values() if c.until > moment]
 
     async def cool(self, deployment: str, seconds: float, *, status: int, reason: str) -> Cooldown:
         """Put ``deployment`` in cooldown for ``seconds`` (capped), for every head.

@@ -16,7 +16,7 @@ from switchyard.bus import headers as h
 from switchyard.config import RoutingSettings
 from switchyard.errors import ApiError, ProviderError, RateLimited, ServiceUnavailable
 from switchyard.schemas.routing import Deployment
-from switchyard.workers.head.cooldowns import CooldownBook
+from switchyard.workers.head.cooldowns import Cooldowns
 from switchyard.workers.head.router import Router
 from switchyard.workers.modelproxy.providers.upstream_errors import parse_retry_after
 
@@ -46,7 +46,7 @@ def exhausted(alias: str, tried: list[str], headers: dict[str, str]) -> ApiError
     return ProviderError(message, provider=",".join(tried), code="all_deployments_failed")
 
 
-def all_cooling(alias: str, router: Router, book: CooldownBook) -> ApiError:
+def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
     """Before any attempt, no candidate is usable right now (all cooling down, or none exists)."""
     now = time.time()
     candidates = router.cooling_candidates(alias)
@@ -65,7 +65,7 @@ def all_cooling(alias: str, router: Router, book: CooldownBook) -> ApiError:
 
 def choose(
     router: Router,
-    book: CooldownBook,
+    book: Cooldowns,
     alias: str,
     headers: dict[str, str],
     *,
