@@ -367,5 +367,5 @@ def test_model_proxy_targets_follow_every_route_table_revision() -> None:
 
 def test_a_malformed_retry_after_never_raises() -> None:
     for bad in ("soon", "inf", "nan", "Wed, 21 Oct 2015 07:28:00 GMT"):
-        headers = {h.RETRY_AFTER: bad, decide.LAST_STATUS: "429", decide.ERRORS: "x: 429 slow down"}
+        headers = {h.RETRY_AFTER: bad, h.LAST_STATUS: "429", h.ERRORS: "x: 429 slow down"}
         assert decide.exhausted("alias", ["x"], headers).retry_after is None

@@ -282,7 +282,7 @@ class AdminApi:
         }
         headers = {
             h.DEADLINE: h.deadline_in(30),
-            "Sy-Pin": deployment,
+            h.PIN: deployment,
         }
         began = time.perf_counter()
         result: dict[str, Any] = {"deployment": deployment}

@@ -20,10 +20,6 @@ from switchyard.workers.head.cooldowns import Cooldowns
 from switchyard.workers.head.router import Router
 from switchyard.workers.modelproxy.providers.upstream_errors import parse_retry_after
 
-ERRORS = "Sy-Errors"
-LAST_STATUS = "Sy-Last-Status"
-PIN = "Sy-Pin"  # a specific deployment (admin tests), honoured from the gateway only
-
 
 def tried_of(headers: dict[str, str]) -> list[str]:
     return [t for t in headers.get(h.TRIED, "").split(",") if t]
@@ -38,8 +34,8 @@ def backoff(hop: int, settings: RoutingSettings, rng: random.Random | None = Non
 
 def exhausted(alias: str, tried: list[str], headers: dict[str, str]) -> ApiError:
     """Every attempt failed: one error naming them all."""
-    attempts = headers.get(ERRORS, "") or ", ".join(tried)
-    last = h.int_header(headers, LAST_STATUS, 502)
+    attempts = headers.get(h.ERRORS, "") or ", ".join(tried)
+    last = h.int_header(headers, h.LAST_STATUS, 502)
     message = f"all {len(tried)} attempts for `{alias}` failed: {attempts}"
     if last == 429:
         return RateLimited(message, retry_after=parse_retry_after(headers.get(h.RETRY_AFTER)))

@@ -175,7 +175,7 @@ class Head:
             if pinned:
                 # Travels with the request, so a failed attempt comes back pinned and ends
                 # (_after_failure) instead of being rerouted to another deployment.
-                headers[decide.PIN] = pinned
+                headers[h.PIN] = pinned
             if not key.allows(alias):
                 raise PermissionDenied(
                     f"this API key may not use the model `{alias}`", param="model"
@@ -210,14 +210,14 @@ class Head:
         """
         tried = decide.tried_of(headers)
         failed = tried[-1] if tried else ""
-        status = h.int_header(headers, decide.LAST_STATUS, 502)
+        status = h.int_header(headers, h.LAST_STATUS, 502)
         seconds = parse_retry_after(headers.get(h.RETRY_AFTER))
         if seconds is None:
             seconds = self.settings.routing.cooldown_s
         if failed:
-            reason = headers.get(decide.ERRORS, "").rsplit("; ", 1)[-1]
+            reason = headers.get(h.ERRORS, "").rsplit("; ", 1)[-1]
             await self.cooldowns.cool(failed, seconds, status=status, reason=reason)
-        if len(tried) >= self.settings.routing.max_attempts or headers.get(decide.PIN):
+        if len(tried) >= self.settings.routing.max_attempts or headers.get(h.PIN):
             raise decide.exhausted(alias, tried, headers)
         pause = decide.backoff(len(tried), self.settings.routing)
         if time.time() + pause < deadline_ms / 1000:
@@ -236,7 +236,7 @@ class Head:
         """
         caller = caller_identity(headers)
         presented = headers.pop(h.AUTHORIZATION, "")
-        pinned = headers.pop(decide.PIN, None)
+        pinned = headers.pop(h.PIN, None)
         if pinned and caller == identities.GATEWAY.name:
             # The management API's "test this deployment" (admin-authenticated at the edge).
             headers[h.KEY_ID] = DEPLOYMENT_TEST_KEY.id

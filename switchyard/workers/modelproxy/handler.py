@@ -235,9 +235,9 @@ class Handler:
         tried.append(job.deployment_id)
         out[h.TRIED] = ",".join(tried)
         summary = f"{job.deployment_id}: {exc.status} {exc.message}".replace(";", ",")[:200]
-        errors = out.get(decide.ERRORS, "")
-        out[decide.ERRORS] = (f"{errors}; {summary}" if errors else summary)[-_MAX_ERRORS_HEADER:]
-        out[decide.LAST_STATUS] = str(exc.status)
+        errors = out.get(h.ERRORS, "")
+        out[h.ERRORS] = (f"{errors}; {summary}" if errors else summary)[-_MAX_ERRORS_HEADER:]
+        out[h.LAST_STATUS] = str(exc.status)
         out.pop(h.RETRY_AFTER, None)  # an earlier hop's must not cool this deployment
         if exc.retry_after is not None:
             out[h.RETRY_AFTER] = f"{exc.retry_after:g}"
