@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from switchyard.bus import headers as h
+from switchyard.bus.envelope import Deadline, Envelope
+from switchyard.runtime.cooldowns import Cooldowns
+from switchyard.schemas.health import Cooldown
 from switchyard.schemas.routing import Deployment, Provider, Route, RouteTable
 from switchyard.workers.head import decide
-from switchyard.workers.head.cooldowns import Cooldown, Cooldowns
 from switchyard.workers.head.router import Router
 
 ALIASES = 20
@@ -62,22 +63,22 @@ def build_cooldowns(table: RouteTable) -> Cooldowns:
     return Cooldowns({d: Cooldown(deployment=d, until=u, status=429) for d, u in cooling.items()})
 
 
-def _requests(table: RouteTable) -> list[tuple[str, dict[str, str]]]:
-    """Aliases round robin, with headers like a head's; every 10th is a reroute."""
+def _requests(table: RouteTable) -> list[Envelope]:
+    """Aliases round robin, with envelopes like a head's; every 10th is a reroute."""
     out = []
     aliases = sorted(table.routes)
     for i in range(len(aliases) * RETRY_EVERY):
         alias = aliases[i % len(aliases)]
-        headers = {
-            h.REQUEST_ID: f"req-{i}",
-            h.DEADLINE: "1999999999999",
-            h.OP: "chat",
-            h.ALIAS: alias,
-            h.REPLY: f"_INBOX.x.{i}",
-        }
+        env = Envelope(
+            request_id=f"req-{i}",
+            deadline=Deadline(1999999999999),
+            op="chat",
+            alias=alias,
+            reply=f"_INBOX.x.{i}",
+        )
         if i % RETRY_EVERY == RETRY_EVERY - 1:
-            headers[h.TRIED] = table.routes[alias].deployments[-1].id
-        out.append((alias, headers))
+            env = env.with_(tried=(table.routes[alias].deployments[-1].id,))
+        out.append(env)
     return out
 
 
@@ -111,8 +112,7 @@ def measure(calls: int = CALLS) -> RoutingResult:
     for _ in range(REPEATS):
         t0 = time.process_time_ns()
         for i in range(calls):
-            alias, headers = requests[i % n]
-            choose(router, book, alias, headers, pinned=None)
+            choose(router, book, requests[i % n], pinned=None)
         best = min(best, (time.process_time_ns() - t0) / calls)
     t0 = time.process_time_ns()
     for _ in range(BUILDS):

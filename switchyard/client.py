@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,16 +34,12 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
-from switchyard.bus import headers as h
 from switchyard.bus import subjects
-from switchyard.errors import (
-    ApiError,
-    DeadlineExceeded,
-    ProviderError,
-    ServiceUnavailable,
-    error_for_status,
-)
-from switchyard.schemas.openai import decode_error
+from switchyard.bus.envelope import Deadline, Envelope
+from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply
+from switchyard.errors import DeadlineExceeded, ProviderError, ServiceUnavailable
+
+__all__ = ["LLMClient", "Reply", "ReplyKind", "error_from_reply"]
 
 # How often a client checks its connection's reconnect counter (a reconnect loses reply paths).
 RECONNECT_POLL_S = 0.2
@@ -52,44 +47,6 @@ _RECONNECTED = object()
 _NO_RESPONDERS = "503"
 _JSON = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder()
-
-
-@dataclass(slots=True)
-class Reply:
-    """One message of a reply stream."""
-
-    kind: str  # accepted | keepalive | chunk | final | error
-    body: bytes
-    headers: dict[str, str]
-
-    @property
-    def status(self) -> int:
-        return h.int_header(self.headers, h.STATUS, 200)
-
-
-def error_from_reply(reply: Reply) -> ApiError:
-    """Rebuild the typed error a worker sent (``Sy-Kind: error``)."""
-    status = reply.status
-    detail = decode_error(reply.body)
-    message = detail.message if detail else "upstream error"
-    exc = error_for_status(
-        status,
-        message,
-        provider=reply.headers.get(h.DEPLOYMENT, ""),
-        retry_after=_seconds(reply.headers.get(h.RETRY_AFTER)),
-    )
-    if detail is not None:
-        exc.code = detail.code
-        exc.param = detail.param
-        exc.type = detail.type
-    return exc
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 class _Resend(Exception):
@@ -139,16 +96,16 @@ class _Progress:
             raise _Resend(pause=0.01)
         return msg
 
-    def chunk(self, hdrs: dict[str, str]) -> None:
+    def chunk(self, reply: Reply) -> None:
         """A chunk arrived: a chunk of another delivery after content means a worker died."""
-        this = hdrs.get(h.ATTEMPT, "")
+        this = reply.delivery
         if self.delivery is None:
             self.delivery = this
         elif this != self.delivery:
             if self.sent_content:
                 raise ProviderError(
                     "the worker streaming this answer failed mid-stream",
-                    provider=hdrs.get(h.DEPLOYMENT, ""),
+                    provider=reply.deployment,
                     code="stream_interrupted",
                 )
             self.delivery = this
@@ -179,7 +136,7 @@ class LLMClient:
     ) -> None:
         self._nc = nc
         # Internal callers present a client key (the head checks it); the edges pass a hash.
-        self._auth = {h.AUTHORIZATION: f"Bearer {api_key}"} if api_key else {}
+        self._auth = f"Bearer {api_key}" if api_key else ""
         self._attempts = attempts
         self._accept_timeout = accept_timeout
         self._default_timeout = default_timeout
@@ -234,30 +191,49 @@ class LLMClient:
     def new_request_id(self) -> str:
         return self._nuid.next().decode()
 
+    def envelope(
+        self, given: Envelope | Mapping[str, str] | None = None, *, timeout: float | None = None
+    ) -> Envelope:
+        """The envelope a request goes out with: ``given`` (an envelope, or headers to decode),
+        with this client's key and a deadline filled in when missing.
+
+        Raises:
+            MalformedHeader: ``given`` headers break the wire contract.
+        """
+        env = given if isinstance(given, Envelope) else Envelope.decode(given)
+        changes: dict[str, Any] = {}
+        if env.deadline is None:
+            seconds = self._default_timeout if timeout is None else timeout
+            changes["deadline"] = Deadline.after(seconds)
+        if self._auth and not env.authorization:
+            changes["authorization"] = self._auth
+        return env.with_(**changes) if changes else env
+
     async def exchange(
         self,
         subject: str,
         body: bytes,
-        headers: Mapping[str, str] | None = None,
+        envelope: Envelope | Mapping[str, str] | None = None,
     ) -> AsyncGenerator[Reply, None]:
         """Send one request and yield its reply messages, ending with ``final`` or ``error``.
 
-        ``headers`` may carry ``Sy-Request-Id``, ``Sy-Deadline`` (unix ms) and trace context;
-        missing ids and deadlines are filled in. Keep-alives are yielded too (an HTTP edge turns
-        them into SSE comments); ``accepted`` is not.
+        ``envelope`` may carry the request id, deadline and trace context (an
+        :class:`~switchyard.bus.envelope.Envelope`, or wire headers); missing ids and deadlines
+        are filled in. Keep-alives are yielded too (an HTTP edge turns them into SSE comments);
+        ``accepted`` is not.
 
         Raises:
+            MalformedHeader: ``envelope`` headers break the wire contract (400).
             ServiceUnavailable: no head is listening (after brief retries).
             DeadlineExceeded: the deadline passed.
             ProviderError: the reply path broke after content was already yielded.
         """
-        base = {**self._auth, **(headers or {})}
-        base.setdefault(h.REQUEST_ID, self.new_request_id())
-        if h.DEADLINE not in base:
-            base[h.DEADLINE] = h.deadline_in(self._default_timeout)
+        env = self.envelope(envelope)
+        deadline = env.deadline
+        assert deadline is not None  # noqa: S101  (envelope() always sets one)
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + (int(base[h.DEADLINE]) / 1000 - time.time())
-        attempt = h.int_header(base, h.ATTEMPT, 1)
+        give_up = loop.time() + deadline.remaining()
+        attempt = env.attempt
         progress = _Progress()
         # No timeout scope spans a yield: the consumer runs between yields, and a cancellation
         # aimed at this generator must not land in the consumer's code.
@@ -268,8 +244,10 @@ class LLMClient:
             queue: asyncio.Queue[Any] = asyncio.Queue()
             self._pending[token] = queue
             try:
-                base[h.ATTEMPT] = str(attempt)
-                await self._nc.publish(subject, body, reply=f"{self._inbox}.{token}", headers=base)
+                headers = (env if attempt == env.attempt else env.with_(attempt=attempt)).encode()
+                await self._nc.publish(
+                    subject, body, reply=f"{self._inbox}.{token}", headers=headers
+                )
                 accepted = False
                 accept_by = loop.time() + self._accept_timeout
                 while True:
@@ -281,13 +259,13 @@ class LLMClient:
                     if msg is None:
                         continue
                     accepted = True
-                    kind = msg.headers.get(h.KIND, h.KIND_FINAL)  # type: ignore[union-attr]
-                    if kind == "accepted":
+                    reply = decode_reply(msg.data, msg.headers)
+                    if reply.kind is ReplyKind.ACCEPTED:
                         continue
-                    if kind == h.KIND_CHUNK:
-                        progress.chunk(msg.headers)  # type: ignore[arg-type]
-                    yield Reply(kind, msg.data, msg.headers)  # type: ignore[arg-type]
-                    if kind in (h.KIND_FINAL, h.KIND_ERROR):
+                    if reply.kind is ReplyKind.CHUNK:
+                        progress.chunk(reply)
+                    yield reply
+                    if reply.kind is ReplyKind.FINAL or reply.kind is ReplyKind.ERROR:
                         return
             except _Resend as resend:
                 if resend.pause:
@@ -313,7 +291,10 @@ class LLMClient:
             return None
 
     async def request(
-        self, subject: str, body: bytes, headers: Mapping[str, str] | None = None
+        self,
+        subject: str,
+        body: bytes,
+        envelope: Envelope | Mapping[str, str] | None = None,
     ) -> Reply:
         """A non-streaming request: the final reply.
 
@@ -323,11 +304,11 @@ class LLMClient:
         """
         # aclosing: returning mid-iteration must release the reply inbox now, not when the
         # garbage collector finalizes the generator.
-        async with contextlib.aclosing(self.exchange(subject, body, headers)) as replies:
+        async with contextlib.aclosing(self.exchange(subject, body, envelope)) as replies:
             async for reply in replies:
-                if reply.kind == h.KIND_FINAL:
+                if reply.kind is ReplyKind.FINAL:
                     return reply
-                if reply.kind == h.KIND_ERROR:
+                if reply.kind is ReplyKind.ERROR:
                     raise error_from_reply(reply)
         raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
 
@@ -350,15 +331,14 @@ class LLMClient:
         exchange = self.exchange(subjects.CHAT, payload, self._deadline(timeout))
         async with contextlib.aclosing(exchange) as replies:
             async for reply in replies:
-                if reply.kind == h.KIND_CHUNK:
+                if reply.kind is ReplyKind.CHUNK:
                     yield _DECODE.decode(reply.body)
-                elif reply.kind == h.KIND_ERROR:
+                elif reply.kind is ReplyKind.ERROR:
                     raise error_from_reply(reply)
 
     async def models(self) -> list[str]:
         reply = await self.request(subjects.MODELS, b"{}")
         return [m["id"] for m in _DECODE.decode(reply.body)["data"]]
 
-    def _deadline(self, timeout: float | None) -> dict[str, str]:
-        seconds = self._default_timeout if timeout is None else timeout
-        return {h.DEADLINE: h.deadline_in(seconds)}
+    def _deadline(self, timeout: float | None) -> Envelope:
+        return self.envelope(timeout=timeout)

@@ -23,11 +23,21 @@ failures into :class:`ProviderError`).
         ├── PayloadTooLarge          413
         ├── RateLimited              429 (carries retry_after)
         ├── ProviderError            502 (carries provider, upstream status, retryable)
+        │   ├── ProviderRateLimited      429 upstream: also a RateLimited
+        │   ├── ProviderTimeout          upstream too slow: also a built-in TimeoutError
+        │   └── ProviderUnreachable      no connection: also a built-in ConnectionError
         ├── ServiceUnavailable       503 (no workers, queue full, secret unavailable)
         └── DeadlineExceeded         504
+
+An upstream failure is both what it is and where it came from, as httpx and nats-core model it:
+``except RateLimited`` catches a provider's 429 as well as our own limits, ``except
+ProviderError`` catches every upstream failure, ``except TimeoutError`` an upstream timeout.
+Attributes are set at construction and never patched afterwards.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class SwitchyardError(Exception):
@@ -104,15 +114,22 @@ class ApiError(SwitchyardError):
         code: str | None = None,
         param: str | None = None,
         retry_after: float | None = None,
+        status: int | None = None,
+        type: str | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
         self.param = param
         self.retry_after = retry_after
         # Extra HTTP headers for the response (x-ratelimit-*), as (name, value) byte pairs.
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: tuple[tuple[bytes, bytes], ...] = tuple(headers)
 
 
 class InvalidRequest(ApiError):
@@ -169,6 +186,7 @@ class ProviderError(ApiError):
     status = 502
     type = "api_error"
     code = "provider_error"
+    retryable_by_default = False
 
     def __init__(
         self,
@@ -176,14 +194,40 @@ class ProviderError(ApiError):
         *,
         provider: str,
         upstream_status: int | None = None,
-        retryable: bool = False,
+        retryable: bool | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        status: int | None = None,
+        type: str | None = None,
     ) -> None:
-        super().__init__(message, code=code, retry_after=retry_after)
+        super().__init__(message, code=code, retry_after=retry_after, status=status, type=type)
         self.provider = provider
         self.upstream_status = upstream_status
-        self.retryable = retryable
+        self.retryable = self.retryable_by_default if retryable is None else retryable
+
+
+class ProviderRateLimited(ProviderError, RateLimited):
+    """The provider answered 429: a client sees 429 (and backs off); another deployment may
+    still have capacity, so it is retryable."""
+
+    status = 429
+    type = RateLimited.type
+    code = "rate_limit_exceeded"
+    retryable_by_default = True
+
+
+class ProviderTimeout(ProviderError, TimeoutError):
+    """The provider did not answer (or stream) in time."""
+
+    code = "provider_timeout"
+    retryable_by_default = True
+
+
+class ProviderUnreachable(ProviderError, ConnectionError):
+    """No connection to the provider (refused, reset, DNS, TLS)."""
+
+    code = "provider_unreachable"
+    retryable_by_default = True
 
 
 class ServiceUnavailable(ApiError):
@@ -216,17 +260,26 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 
 
 def error_for_status(
-    status: int, message: str, *, provider: str = "", retry_after: float | None = None
+    status: int,
+    message: str,
+    *,
+    provider: str = "",
+    retry_after: float | None = None,
+    code: str | None = None,
+    param: str | None = None,
+    type: str | None = None,
 ) -> ApiError:
     """The typed error for an HTTP status (an :class:`ApiError` with that status if none fits).
 
     ``provider`` names the failed deployment when the status is a provider error's.
     """
-    cls = _BY_STATUS.get(status, ApiError)
-    exc: ApiError
+    cls = _BY_STATUS.get(status)
     if cls is ProviderError:
-        exc = ProviderError(message, provider=provider, retry_after=retry_after)
-    else:
-        exc = cls(message, retry_after=retry_after)
-    exc.status = status
-    return exc
+        return ProviderError(
+            message, provider=provider, retry_after=retry_after, code=code, type=type
+        )
+    if cls is None:
+        return ApiError(
+            message, status=status, retry_after=retry_after, code=code, param=param, type=type
+        )
+    return cls(message, retry_after=retry_after, code=code, param=param, type=type)

@@ -18,7 +18,7 @@ from switchyard.errors import ConfigError
 
 COMPONENTS: dict[str, str] = {
     "tail": "switchyard.ingress.tail",
-    "gateway": "switchyard.ingress.gateway",
+    "gateway": "switchyard.apps.gateway",
     "head": "switchyard.workers.head.service",
     "modelproxy": "switchyard.workers.modelproxy.service",
     "secrets": "switchyard.secrets.service",

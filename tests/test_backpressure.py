@@ -21,10 +21,10 @@ from switchyard.bus import headers as h
 from switchyard.bus import replies, subjects
 from switchyard.client import LLMClient
 from switchyard.errors import ProviderError
+from switchyard.runtime.definitions import ROUTE_TABLE_KEY, sync_dispatch_consumers
 from switchyard.schemas.routing import Deployment, Route, deployment_id
 from switchyard.stack import local
 from switchyard.stack.process import ManagedProcess
-from switchyard.stack.provision import ROUTE_TABLE_KEY, sync_dispatch_consumers
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
 

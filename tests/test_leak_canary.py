@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 
-from switchyard.secrets.admin import SecretsAdmin
+from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.stack.certs import CertificateAuthority
 from switchyard.stack.natsconf import NatsServerLayout, nats_config, render
 from tests.stacks import Stack, start_stack

@@ -20,7 +20,7 @@ import pytest_asyncio
 from switchyard.errors import ApiError, ProviderError
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider
-from switchyard.secrets.secret import Secret
+from switchyard.schemas.secret import Secret
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import ProviderCall, StreamEvent
 from switchyard.workers.modelproxy.providers.litellm_adapter import LiteLLM

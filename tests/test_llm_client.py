@@ -24,7 +24,7 @@ async def test_request_releases_its_reply_slot_when_it_returns(zone: Zone) -> No
 
     async def on_request(msg: nats.aio.msg.Msg) -> None:
         await replies.send_accepted(head, msg.reply)
-        await replies.send_final(head, msg.reply, b"{}", {})
+        await replies.send_final(head, msg.reply, b"{}")
 
     await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
     await head.flush()
@@ -55,7 +55,7 @@ async def test_accepted_request_is_resent_after_a_reconnect(zone: Zone) -> None:
         if len(attempts) == 1:
             first_accepted.set()  # and never answer: this reply path is about to die
             return
-        await replies.send_final(head, msg.reply, b'{"answer":42}', {})
+        await replies.send_final(head, msg.reply, b'{"answer":42}')
 
     await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
     await head.flush()

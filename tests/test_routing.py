@@ -14,7 +14,11 @@ from nats.aio.client import Client as NATS
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
+from switchyard.bus.envelope import Envelope
+from switchyard.bus.secret_cache import SecretCache
 from switchyard.config import Settings
+from switchyard.runtime.cooldowns import CooldownBook
+from switchyard.schemas.health import PREFIX, Cooldown
 from switchyard.schemas.routing import (
     Deployment,
     Provider,
@@ -23,9 +27,7 @@ from switchyard.schemas.routing import (
     decode_route_table,
     deployment_id,
 )
-from switchyard.secrets.client import SecretCache
 from switchyard.workers.head import decide
-from switchyard.workers.head.cooldowns import PREFIX, Cooldown, CooldownBook
 from switchyard.workers.modelproxy.handler import Handler
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.providers.registry import Adapters
@@ -367,5 +369,11 @@ def test_model_proxy_targets_follow_every_route_table_revision() -> None:
 
 def test_a_malformed_retry_after_never_raises() -> None:
     for bad in ("soon", "inf", "nan", "Wed, 21 Oct 2015 07:28:00 GMT"):
-        headers = {h.RETRY_AFTER: bad, h.LAST_STATUS: "429", h.ERRORS: "x: 429 slow down"}
-        assert decide.exhausted("alias", ["x"], headers).retry_after is None
+        headers = {
+            h.RETRY_AFTER: bad,
+            h.LAST_STATUS: "429",
+            h.ERRORS: "x: 429 slow down",
+            h.TRIED: "x",
+            h.ALIAS: "alias",
+        }
+        assert decide.exhausted(Envelope.decode(headers)).retry_after is None

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from switchyard.bus.connect import connect
-from switchyard.stack.valkey import read_password
+from switchyard.limits.credentials import read_password
 from tests.support import processes_mentioning, write_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -10,21 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from pathlib import Path
 
 from switchyard.errors import AuthenticationFailed, ServiceUnavailable
-from switchyard.stack.home import write_private
-
-PREFIX = "sy-admin-"
-
-
-def ensure_admin_token(path: Path) -> bool:
-    """Create the token file if missing; True when it was created."""
-    if path.is_file():
-        return False
-    write_private(path, PREFIX + secrets.token_urlsafe(32) + "\n")
-    return True
 
 
 class AdminAuth:

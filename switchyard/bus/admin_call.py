@@ -10,8 +10,7 @@ from __future__ import annotations
 import nats.errors
 from nats.aio.client import Client as NATS
 
-from switchyard.bus import headers as h
-from switchyard.client import Reply, error_from_reply
+from switchyard.bus.replies import ReplyKind, decode_reply, error_from_reply
 from switchyard.errors import ServiceUnavailable
 
 ACTOR = "Sy-Actor"
@@ -37,7 +36,7 @@ async def call(
         raise ServiceUnavailable(
             f"the {service} service did not answer", code=f"{service}_down"
         ) from None
-    status = h.int_header(msg.headers, h.STATUS, 200)
-    if status != 200:
-        raise error_from_reply(Reply(h.KIND_ERROR, msg.data, dict(msg.headers or {})))
+    reply = decode_reply(msg.data, msg.headers)
+    if reply.kind is ReplyKind.ERROR:
+        raise error_from_reply(reply)
     return msg.data

@@ -14,8 +14,8 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client as NATS
 
+from switchyard.bus.tls import require_tls_files
 from switchyard.errors import BusError
-from switchyard.stack.certs import require_tls_files
 
 log = logging.getLogger("switchyard.bus")
 

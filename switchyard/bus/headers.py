@@ -5,7 +5,7 @@ Bodies stay OpenAI JSON bytes; everything Switchyard adds travels in these heade
 
 from __future__ import annotations
 
-import time
+import math
 
 REQUEST_ID = "Sy-Request-Id"  # also the idempotency key across attempts
 ATTEMPT = "Sy-Attempt"  # 1-based; a client retry bumps it, so does a reroute
@@ -36,17 +36,6 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
 
-KIND_CHUNK = "chunk"
-KIND_FINAL = "final"
-KIND_KEEPALIVE = "keepalive"
-KIND_ERROR = "error"
-
-
-def deadline_in(seconds: float) -> str:
-    """The ``Sy-Deadline`` value for ``seconds`` from now (unix milliseconds)."""
-    return str(int((time.time() + seconds) * 1000))
-
-
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` value; None for another scheme."""
     scheme, _, value = (authorization or "").partition(" ")
@@ -54,14 +43,15 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def int_header(headers: dict[str, str] | None, name: str, default: int = 0) -> int:
-    """An integer header, or ``default`` when absent or not a number (never raises)."""
-    if not headers:
-        return default
-    value = headers.get(name)
-    if value is None:
-        return default
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` value; None when absent or not a finite number.
+
+    Never raises: the value comes from outside (a provider, or a header on the bus).
+    """
+    if not value:
+        return None
     try:
-        return int(value)
+        seconds = float(value)
     except ValueError:
-        return default
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None

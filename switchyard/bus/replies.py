@@ -1,22 +1,139 @@
-"""The reply protocol (DESIGN §4): what a caller receives on its reply subject.
+"""The reply protocol (DESIGN §4), both directions: what a caller receives on its reply subject.
 
 A request gets, in order: optionally ``accepted`` (the head stored it in a work queue),
 ``keepalive`` messages during provider silence, ``chunk`` messages (``Sy-Seq`` 0..n) for a
 stream, and exactly one ``final`` or ``error`` message; then a zero-length message without
-headers, which ends the stream and frees the server's reply mapping. Senders are here, in one
-place, so head and model-proxy cannot disagree on the shape.
+headers, which ends the stream and frees the server's reply mapping.
+
+The writers (``send_*``) and the reader (:func:`decode_reply`, :func:`error_from_reply`) live
+together here, so the head, the model-proxy, the client and the admin callers cannot disagree
+on the shape. Admin services (secrets, control) answer with ``Sy-Status`` only: a reply without
+``Sy-Kind`` is ``final`` when its status is 200 and ``error`` otherwise.
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import headers as h
-from switchyard.errors import ApiError
-from switchyard.schemas.openai import error_body
+from switchyard.errors import ApiError, error_for_status
+from switchyard.schemas.openai import Usage, decode_error, error_body
 
-_KEEPALIVE = {h.KIND: h.KIND_KEEPALIVE}
-_ACCEPTED = {h.KIND: "accepted"}
+__all__ = [
+    "Reply",
+    "ReplyKind",
+    "decode_reply",
+    "end_stream",
+    "error_from_reply",
+    "error_headers",
+    "send_accepted",
+    "send_chunk",
+    "send_error",
+    "send_final",
+    "send_keepalive",
+]
+
+
+class ReplyKind(enum.StrEnum):
+    ACCEPTED = "accepted"
+    KEEPALIVE = "keepalive"
+    CHUNK = "chunk"
+    FINAL = "final"
+    ERROR = "error"
+
+
+_KINDS = {kind.value: kind for kind in ReplyKind}
+_KEEPALIVE = {h.KIND: ReplyKind.KEEPALIVE.value}
+_ACCEPTED = {h.KIND: ReplyKind.ACCEPTED.value}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One message of a reply stream, decoded once.
+
+    Attributes:
+        kind: what the message is.
+        body: the payload (an OpenAI response, chunk or error JSON; empty for signals).
+        status: HTTP-like status (200 unless an error says otherwise).
+        delivery: which delivery of the request a chunk belongs to (see :func:`send_chunk`).
+        deployment: the deployment that answered (final and error messages).
+        attempts: how many deployments the request took (final and error messages).
+        usage: tokens the provider reported (final messages), or None.
+        retry_after: seconds to wait before retrying (429/503 errors), or None.
+    """
+
+    kind: ReplyKind
+    body: bytes
+    status: int = 200
+    delivery: str = ""
+    deployment: str = ""
+    attempts: int = 0
+    usage: Usage | None = None
+    retry_after: float | None = None
+
+
+def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
+    """The :class:`Reply` of a reply message (never raises: a malformed reply header reads as
+    its default, because the caller must still see the answer)."""
+    hdrs = headers or {}
+    status = _int(hdrs.get(h.STATUS), 200)
+    kind = _KINDS.get(hdrs.get(h.KIND, ""))
+    if kind is None:
+        kind = ReplyKind.FINAL if status == 200 else ReplyKind.ERROR
+    if kind is ReplyKind.CHUNK:
+        return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""))
+    if kind is ReplyKind.FINAL or kind is ReplyKind.ERROR:
+        return Reply(
+            kind,
+            body,
+            status=status,
+            deployment=hdrs.get(h.DEPLOYMENT, ""),
+            attempts=_int(hdrs.get(h.ATTEMPTS), 0),
+            usage=_usage(hdrs.get(h.USAGE)),
+            retry_after=h.parse_retry_after(hdrs.get(h.RETRY_AFTER)),
+        )
+    return Reply(kind, body)
+
+
+def error_from_reply(reply: Reply) -> ApiError:
+    """Rebuild the typed error a worker or service sent."""
+    detail = decode_error(reply.body)
+    if detail is None:
+        return error_for_status(
+            reply.status, "upstream error", provider=reply.deployment, retry_after=reply.retry_after
+        )
+    return error_for_status(
+        reply.status,
+        detail.message,
+        provider=reply.deployment,
+        retry_after=reply.retry_after,
+        code=detail.code,
+        param=detail.param,
+        type=detail.type,
+    )
+
+
+def _int(value: str | None, default: int) -> int:
+    if value is None or not value.isdigit() or len(value) > 9:
+        return default
+    return int(value)
+
+
+def _usage(value: str | None) -> Usage | None:
+    if not value:
+        return None
+    parts = value.split(",")
+    if len(parts) != 3 or not all(p.isdigit() and len(p) <= 12 for p in parts):
+        return None
+    prompt, completion, total = (int(p) for p in parts)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+# ---- writers ----
 
 
 async def send_accepted(nc: NATS, reply: str) -> None:
@@ -28,8 +145,12 @@ async def send_keepalive(nc: NATS, reply: str) -> None:
 
 
 async def send_chunk(nc: NATS, reply: str, seq: int, body: bytes, delivery: str) -> None:
+    """One streamed chunk. ``delivery`` differs between deliveries of the same request (a
+    redelivery after a worker died), so a caller notices a restarted stream."""
     await nc.publish(
-        reply, body, headers={h.KIND: h.KIND_CHUNK, h.SEQ: str(seq), h.ATTEMPT: delivery}
+        reply,
+        body,
+        headers={h.KIND: ReplyKind.CHUNK.value, h.SEQ: str(seq), h.ATTEMPT: delivery},
     )
 
 
@@ -38,24 +159,43 @@ async def end_stream(nc: NATS, reply: str) -> None:
     await nc.publish(reply, b"")
 
 
-async def send_final(nc: NATS, reply: str, body: bytes, headers: dict[str, str]) -> None:
-    """The final message (status 200 unless ``headers`` say otherwise), then the terminator."""
-    await nc.publish(reply, body, headers={h.KIND: h.KIND_FINAL, h.STATUS: "200", **headers})
+async def send_final(
+    nc: NATS,
+    reply: str,
+    body: bytes,
+    *,
+    deployment: str = "",
+    attempts: int = 0,
+    usage: Usage | None = None,
+) -> None:
+    """The final message (status 200), then the terminator."""
+    headers = {h.KIND: ReplyKind.FINAL.value, h.STATUS: "200"}
+    if deployment:
+        headers[h.DEPLOYMENT] = deployment
+    if attempts:
+        headers[h.ATTEMPTS] = str(attempts)
+    if usage is not None:
+        # The edge corrects its TPM estimate with it.
+        headers[h.USAGE] = f"{usage.prompt_tokens},{usage.completion_tokens},{usage.total_tokens}"
+    await nc.publish(reply, body, headers=headers)
     await end_stream(nc, reply)
 
 
-def error_headers(exc: ApiError, extra: dict[str, str] | None = None) -> dict[str, str]:
-    headers = {h.KIND: h.KIND_ERROR, h.STATUS: str(exc.status)}
+def error_headers(exc: ApiError, *, deployment: str = "", attempts: int = 0) -> dict[str, str]:
+    headers = {h.KIND: ReplyKind.ERROR.value, h.STATUS: str(exc.status)}
     if exc.retry_after is not None:
         headers[h.RETRY_AFTER] = f"{exc.retry_after:g}"
-    if extra:
-        headers.update(extra)
+    if deployment:
+        headers[h.DEPLOYMENT] = deployment
+    if attempts:
+        headers[h.ATTEMPTS] = str(attempts)
     return headers
 
 
 async def send_error(
-    nc: NATS, reply: str, exc: ApiError, extra: dict[str, str] | None = None
+    nc: NATS, reply: str, exc: ApiError, *, deployment: str = "", attempts: int = 0
 ) -> None:
     """An OpenAI-shaped error as the final message, then the terminator."""
-    await nc.publish(reply, error_body(exc), headers=error_headers(exc, extra))
+    headers = error_headers(exc, deployment=deployment, attempts=attempts)
+    await nc.publish(reply, error_body(exc), headers=headers)
     await end_stream(nc, reply)

@@ -19,12 +19,12 @@ import yaml
 
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
+from switchyard.bus.control_admin import ControlClient
+from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.config import Settings, read_env_secret
-from switchyard.control.client import ControlClient
 from switchyard.control.litellm_import import ImportResult, convert, to_yaml_doc
 from switchyard.errors import ConfigError
 from switchyard.schemas.routing import RouteTable
-from switchyard.secrets.admin import SecretsAdmin
 
 
 def load(path: Path) -> ImportResult:

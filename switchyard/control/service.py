@@ -26,21 +26,21 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from switchyard.admin.audit import request_actor
 from switchyard.bus import identities, subjects
 from switchyard.config import Settings
 from switchyard.errors import Conflict, InvalidRequest
+from switchyard.runtime.audit import request_actor
+from switchyard.runtime.cooldowns import CooldownBook
+from switchyard.runtime.definitions import ROUTE_TABLE_KEY, sync_dispatch_consumers
+from switchyard.runtime.worker import Endpoints, reply_ok, serve_worker
 from switchyard.schemas import control as wire
+from switchyard.schemas.health import PREFIX as COOLDOWN_PREFIX
 from switchyard.schemas.routing import (
     InvalidRouteTable,
     RouteTable,
     decode_route_table,
     route_table_problems,
 )
-from switchyard.stack.provision import ROUTE_TABLE_KEY, sync_dispatch_consumers
-from switchyard.workers.head.cooldowns import PREFIX as COOLDOWN_PREFIX
-from switchyard.workers.head.cooldowns import CooldownBook
-from switchyard.workers.runtime import Endpoints, reply_ok, serve_worker
 
 log = logging.getLogger("switchyard.control")
 audit = logging.getLogger("switchyard.control.audit")

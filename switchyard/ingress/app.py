@@ -1,51 +1,56 @@
 """Build the ASGI app of an edge: the OpenAI routes, health, error shapes, and its lifespan.
 
-The LLM routes are plain Starlette routes on the FastAPI app: they take the request and return a
-response with no dependency resolution or model validation in between (the body is decoded once,
-by msgspec, in the edge). FastAPI's machinery is kept for the management API the gateway adds.
+The LLM POST routes are served by :class:`~switchyard.ingress.fastpath.FastPath` in front of
+the FastAPI app (raw ASGI, body decoded once by msgspec); the app itself serves models, health
+and readiness, and whatever a process mounts on it through :class:`EdgePlugin` (the gateway
+mounts the management API and admin web app; see :mod:`switchyard.apps.gateway`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
-from nats.aio.client import Client as NATS
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.admin.keys import KeyAdmin
-from switchyard.admin.spend import SpendReader
-from switchyard.admin.token import AdminAuth
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
 from switchyard.client import LLMClient
 from switchyard.config import Settings
-from switchyard.control.client import ControlClient
 from switchyard.errors import ApiError, InvalidRequest, error_for_status
-from switchyard.ingress.admin_api import AdminApi, AdminContext
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import FastPath
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.responses import error_response
 from switchyard.limits.limiter import Limiter
-from switchyard.secrets.admin import SecretsAdmin
 
 log = logging.getLogger("switchyard.ingress")
 
 
-def create_asgi(settings: Settings, kind: str) -> FastPath:
+class EdgePlugin(Protocol):
+    """Something a process mounts on its edge app: routes, and a lifetime tied to the app's."""
+
+    def routers(self) -> list[APIRouter]: ...
+
+    async def start(self, llm: LLMClient) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def create_asgi(settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = ()) -> FastPath:
     """The ASGI entry point for ``kind``: the LLM fast path in front of the FastAPI app."""
-    app = create_app(settings, kind)
+    app = create_app(settings, kind, plugins)
     edge: Edge = app.state.edge
     return FastPath(edge, app)
 
 
-def create_app(settings: Settings, kind: str) -> FastAPI:
+def create_app(settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = ()) -> FastAPI:
     """The FastAPI app for ``kind`` (``tail`` or ``gateway``); its state holds the edge."""
     edge = Edge(settings)
     identity = identities.GATEWAY.name if kind == "gateway" else identities.TAIL.name
@@ -70,24 +75,20 @@ def create_app(settings: Settings, kind: str) -> FastAPI:
         await keys.start()
         edge.client, edge.keys = client, keys
         edge.limiter = Limiter(settings)
-        admin_nc = None
-        if kind == "gateway":
-            admin_nc, app.state.admin = await _admin_context(settings, client)
+        started: list[EdgePlugin] = []
         log.info("%s ready with %d client keys", kind, len(keys))
         try:
+            for plugin in plugins:
+                await plugin.start(client)
+                started.append(plugin)
             yield
         finally:
             edge.client = None
-            context = app.state.admin
-            app.state.admin = None
-            if context is not None:
-                await context.spend.close()
+            for plugin in reversed(started):
+                await plugin.stop()
             if edge.limiter is not None:
                 await edge.limiter.close()
                 edge.limiter = None
-            if admin_nc is not None:
-                with contextlib.suppress(Exception):
-                    await admin_nc.drain()
             await keys.stop()
             await client.close()
             with contextlib.suppress(Exception):
@@ -110,33 +111,11 @@ def create_app(settings: Settings, kind: str) -> FastAPI:
     router.add_route("/health", edge.health, methods=["GET"])
     router.add_route("/ready", edge.ready, methods=["GET"])
     app.state.edge = edge
-    app.state.admin = None
-    if kind == "gateway":
-        app.include_router(AdminApi(app).router())
+    for plugin in plugins:
+        for extra in plugin.routers():
+            app.include_router(extra)
     _error_handlers(app)
     return app
-
-
-async def _admin_context(settings: Settings, client: LLMClient) -> tuple[NATS, AdminContext]:
-    """The gateway's management side: a second connection, as the admin identity, so that
-    management reaches the server zone only through the admin-only exports."""
-    admin_nc = await connect(
-        settings.nats_servers,
-        settings.certs_dir,
-        identities.ADMIN.name,
-        name="gateway-admin",
-        connect_timeout=settings.nats.connect_timeout_s,
-        reconnect_wait=settings.nats.reconnect_wait_s,
-    )
-    context = AdminContext(
-        auth=AdminAuth(settings.admin_token_file),
-        control=ControlClient(admin_nc, actor="gateway-api"),
-        secrets=SecretsAdmin(admin_nc, actor="gateway-api"),
-        llm=client,
-        keys=KeyAdmin(admin_nc.jetstream(timeout=10)),
-        spend=SpendReader(settings),
-    )
-    return admin_nc, context
 
 
 def _error_handlers(app: FastAPI) -> None:
@@ -148,13 +127,17 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        err = error_for_status(exc.status_code, str(exc.detail))
         if exc.status_code == 404:
-            err.code = "not_found"
-            err.message = f"Unknown path {request.url.path}"
+            err = error_for_status(404, f"Unknown path {request.url.path}", code="not_found")
         elif exc.status_code == 405:
-            err.code = "method_not_allowed"
-            err.type = "invalid_request_error"
+            err = error_for_status(
+                405,
+                str(exc.detail),
+                code="method_not_allowed",
+                type="invalid_request_error",
+            )
+        else:
+            err = error_for_status(exc.status_code, str(exc.detail))
         return error_response(err)
 
     @app.exception_handler(RequestValidationError)

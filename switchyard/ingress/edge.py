@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -18,7 +19,9 @@ from starlette.responses import Response
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
-from switchyard.client import LLMClient, Reply
+from switchyard.bus.envelope import Deadline
+from switchyard.bus.replies import Reply, ReplyKind
+from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.errors import (
     ApiError,
@@ -75,17 +78,18 @@ class Edge:
         if not key.allows(model):
             raise PermissionDenied(f"this API key may not use the model `{model}`", param="model")
 
-    def deadline_ms(self, raw: bytes | str | None) -> str:
-        """The deadline header for a client-requested timeout (seconds), capped."""
+    def deadline(self, raw: bytes | str | None) -> Deadline:
+        """The deadline for a client-requested timeout (seconds), capped; the default when the
+        client asked for none or for something that is not a positive number."""
         seconds = self._default_s
         if raw:
             try:
                 value = float(raw)
             except ValueError:
                 value = 0.0
-            if value > 0:
+            if 0 < value < float("inf"):
                 seconds = min(value, self._max_s)
-        return h.deadline_in(seconds)
+        return Deadline.after(seconds)
 
     def new_request_id(self) -> str:
         if self.client is not None:
@@ -125,7 +129,7 @@ class Edge:
         if client is None or self.keys is None:
             return Response(b'{"status":"starting"}', status_code=503, media_type=JSON)
         try:
-            await client.request(subjects.MODELS, b"{}", {h.DEADLINE: h.deadline_in(2)})
+            await client.request(subjects.MODELS, b"{}", client.envelope(timeout=2))
         except AuthenticationFailed:
             pass  # a head answered (it wants a key for the list): the path works
         except ApiError as exc:
@@ -134,9 +138,9 @@ class Edge:
         return Response(b'{"status":"ready"}', media_type=JSON)
 
     async def _models(self, key: ClientKey) -> dict[str, Any]:
-        reply = await self.require_client().request(
-            subjects.MODELS, b"{}", {h.KEY_HASH: key.hash, h.KEY_ID: key.id}
-        )
+        client = self.require_client()
+        env = client.envelope().with_(key_hash=key.hash, key_id=key.id)
+        reply = await client.request(subjects.MODELS, b"{}", env)
         listing = _MODELS.decode(reply.body)
         listing["data"] = [m for m in listing.get("data", []) if key.allows(m.get("id", ""))]
         return listing
@@ -155,36 +159,40 @@ def _header_key(request: Request) -> str | None:
     return presented_key(get("authorization"), get("api-key"), get("x-api-key"))
 
 
-def usage_tokens(headers: dict[str, str]) -> int | None:
-    """Total tokens from a final reply's ``Sy-Usage`` header, if the provider reported them."""
-    raw = headers.get(h.USAGE)
-    if not raw:
-        return None
-    parts = raw.split(",")
-    return int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else None
+@dataclass(slots=True)
+class FinalReply:
+    """The final message of a request, once it arrived (its usage settles the TPM estimate)."""
+
+    reply: Reply | None = None
+
+    @property
+    def total_tokens(self) -> int | None:
+        """Total tokens the provider reported, if it did."""
+        usage = self.reply.usage if self.reply is not None else None
+        return usage.total_tokens if usage is not None else None
 
 
 async def sse_frames(
-    first: Reply, rest: AsyncGenerator[Reply, None], final: dict[str, str] | None = None
+    first: Reply, rest: AsyncGenerator[Reply, None], final: FinalReply | None = None
 ) -> AsyncIterator[bytes]:
     """Frame reply messages as server-sent events; errors after the first byte end the stream.
 
-    ``final`` receives the headers of the final message (usage, deployment).
+    ``final`` receives the final message (usage, deployment).
     """
     reply: Reply | None = first
     try:
         while reply is not None:
             kind = reply.kind
-            if kind == h.KIND_CHUNK:
+            if kind is ReplyKind.CHUNK:
                 yield sse(reply.body)
-            elif kind == h.KIND_KEEPALIVE:
+            elif kind is ReplyKind.KEEPALIVE:
                 yield SSE_KEEPALIVE
-            elif kind == h.KIND_FINAL:
+            elif kind is ReplyKind.FINAL:
                 if final is not None:
-                    final.update(reply.headers)
+                    final.reply = reply
                 yield SSE_DONE
                 return
-            elif kind == h.KIND_ERROR:
+            elif kind is ReplyKind.ERROR:
                 yield sse(reply.body)
                 return
             reply = await anext(rest, None)

@@ -20,11 +20,11 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from switchyard.bus import headers as h
 from switchyard.bus import subjects
-from switchyard.client import Reply, error_from_reply
+from switchyard.bus.envelope import Envelope, trace_context
+from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.errors import ApiError, PayloadTooLarge, ServiceUnavailable
-from switchyard.ingress.edge import SAFE_ID, Edge, presented_key, sse_frames, usage_tokens
+from switchyard.ingress.edge import SAFE_ID, Edge, FinalReply, presented_key, sse_frames
 from switchyard.limits.limiter import Ticket
 from switchyard.schemas.openai import ChatProbe, CompletionProbe, error_body, probe
 from switchyard.telemetry import request_id_var
@@ -91,7 +91,7 @@ class FastPath:
         token = request_id_var.set(request_id)
         state = {"started": False}
         ticket: Ticket | None = None
-        final: dict[str, str] = {}
+        final = FinalReply()
         try:
             key = edge.authenticate(_api_key(wanted))
             body = await _read_body(receive, wanted.get(b"content-length"), edge.body_limit)
@@ -101,26 +101,26 @@ class FastPath:
                 # ~4 bytes per token: the prompt estimate TPM admits; corrected after the answer.
                 ticket = await edge.limiter.admit(key, request_id, max(1, len(body) // 4))
             limit_headers = ticket.headers if ticket is not None else []
-            headers = {
-                h.REQUEST_ID: request_id,
-                h.DEADLINE: edge.deadline_ms(
+            trace, trace_state = trace_context(
+                wanted.get(b"traceparent", b"").decode("latin-1"),
+                wanted.get(b"tracestate", b"").decode("latin-1"),
+            )
+            env = Envelope(
+                request_id=request_id,
+                deadline=edge.deadline(
                     wanted.get(b"x-request-timeout") or wanted.get(b"x-stainless-timeout")
                 ),
-                h.KEY_ID: key.id,
-                h.KEY_HASH: key.hash,
-                h.TENANT: key.team,
-            }
-            trace = wanted.get(b"traceparent")
-            if trace:
-                headers[h.TRACEPARENT] = trace.decode("latin-1")
-                trace_state = wanted.get(b"tracestate")
-                if trace_state:
-                    headers[h.TRACESTATE] = trace_state.decode("latin-1")
+                key_id=key.id,
+                key_hash=key.hash,
+                tenant=key.team,
+                traceparent=trace,
+                tracestate=trace_state,
+            )
             client = edge.require_client()
             if isinstance(parsed, ChatProbe | CompletionProbe) and parsed.stream:
                 # aclosing: however the relay ends (client gone, error), the reply inbox is
                 # released here rather than when the garbage collector gets to the generator.
-                async with contextlib.aclosing(client.exchange(subject, body, headers)) as replies:
+                async with contextlib.aclosing(client.exchange(subject, body, env)) as replies:
                     await _stream(
                         replies,
                         request_id=request_id,
@@ -131,15 +131,12 @@ class FastPath:
                         final=final,
                     )
                 return
-            reply = await client.request(subject, body, headers)
-            final = reply.headers
+            reply = await client.request(subject, body, env)
+            final.reply = reply
             extra = [(b"x-request-id", request_id.encode()), *limit_headers]
-            deployment = reply.headers.get(h.DEPLOYMENT)
-            if deployment:
-                extra.append((b"x-switchyard-deployment", deployment.encode()))
-                extra.append(
-                    (b"x-switchyard-attempts", reply.headers.get(h.ATTEMPTS, "1").encode())
-                )
+            if reply.deployment:
+                extra.append((b"x-switchyard-deployment", reply.deployment.encode()))
+                extra.append((b"x-switchyard-attempts", str(reply.attempts or 1).encode()))
             await _respond(send, 200, reply.body, _JSON + extra)
         except ApiError as exc:
             if not state["started"]:
@@ -152,7 +149,7 @@ class FastPath:
                 await _respond_error(send, ApiError("internal error in the gateway"), request_id)
         finally:
             if ticket is not None and edge.limiter is not None:
-                edge.limiter.settle(ticket, usage_tokens(final))
+                edge.limiter.settle(ticket, final.total_tokens)
             request_id_var.reset(token)
 
 
@@ -214,17 +211,17 @@ async def _stream(
     receive: Receive,
     send: Send,
     state: dict[str, bool],
-    final: dict[str, str],
+    final: FinalReply,
 ) -> None:
     """Relay a reply stream as SSE; ``state["started"]`` turns True with the response."""
     first: Reply | None = None
     async for reply in replies:
-        if reply.kind != h.KIND_KEEPALIVE:
+        if reply.kind is not ReplyKind.KEEPALIVE:
             first = reply
             break
     if first is None:
         raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
-    if first.kind == h.KIND_ERROR:
+    if first.kind is ReplyKind.ERROR:
         raise error_from_reply(first)
     await send(
         {

@@ -13,8 +13,8 @@ from nats.js import JetStreamContext
 
 from switchyard.bus import subjects
 from switchyard.errors import AuthenticationFailed
+from switchyard.runtime.kvwatch import KvFollower
 from switchyard.schemas.keys import KEY_DECODER, RECORD_PREFIX, ClientKey, hash_key
-from switchyard.workers.kvwatch import KvFollower
 
 log = logging.getLogger("switchyard.ingress.keys")
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 import uvicorn
 
 from switchyard.config import Settings
-from switchyard.ingress.app import create_asgi
+from switchyard.ingress.app import EdgePlugin, create_asgi
 
 
-async def run_edge(settings: Settings, kind: str, stop: asyncio.Event) -> None:
+async def run_edge(
+    settings: Settings, kind: str, stop: asyncio.Event, plugins: Sequence[EdgePlugin] = ()
+) -> None:
     listen = settings.ingress.gateway if kind == "gateway" else settings.ingress.tail
     config = uvicorn.Config(
-        create_asgi(settings, kind),
+        create_asgi(settings, kind, plugins),
         host=listen.host,
         port=listen.port,
         loop="none",  # the caller's (uvloop) loop is already running

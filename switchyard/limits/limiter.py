@@ -26,10 +26,10 @@ from switchyard.config import Settings
 from switchyard.errors import RateLimited, ServiceUnavailable
 from switchyard.limits import keys as rk
 from switchyard.limits import periods
+from switchyard.limits.credentials import read_password
 from switchyard.limits.resp import RedisReplyError, RedisUnavailable, Script, ScriptClient
 from switchyard.limits.scripts import ADMIT, SETTLE
 from switchyard.schemas.keys import ClientKey
-from switchyard.stack.valkey import read_password
 
 log = logging.getLogger("switchyard.limits")
 
@@ -201,8 +201,9 @@ class Limiter:
                 f"{resets.isoformat(timespec='seconds')}",
                 code="budget_exceeded",
                 retry_after=retry,
+                type="insufficient_quota",
+                headers=headers,
             )
-            err.type = "insufficient_quota"
         else:
             what, err_code = _REFUSALS.get(code, ("requests", "rate_limit_exceeded"))
             if code == 5:
@@ -221,8 +222,7 @@ class Limiter:
                     f"rate limit reached for {what}: {limit} per minute on this key; "
                     f"retry in {retry:.2f}s"
                 )
-            err = RateLimited(message, code=err_code, retry_after=retry)
-        err.headers = headers
+            err = RateLimited(message, code=err_code, retry_after=retry, headers=headers)
         return err
 
     def settle(self, ticket: Ticket, actual_tokens: int | None) -> None:

@@ -7,7 +7,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from switchyard.config import Settings
-from switchyard.stack.valkey import read_password
+from switchyard.limits.credentials import read_password
 
 
 def connect_redis(settings: Settings, role: str) -> Redis:

@@ -16,10 +16,10 @@ import msgspec
 
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
+from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.config import Settings
 from switchyard.errors import ConfigError
 from switchyard.schemas.secrets import SecretInfo
-from switchyard.secrets.admin import SecretsAdmin
 
 
 def read_value(args: argparse.Namespace, stdin: TextIO) -> str:

@@ -26,8 +26,8 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from switchyard.admin.audit import request_actor
 from switchyard.bus import identities, subjects
+from switchyard.bus.secret_cache import SecretPayload
 from switchyard.config import Settings
 from switchyard.errors import (
     ApiError,
@@ -37,11 +37,11 @@ from switchyard.errors import (
     ServiceUnavailable,
     VaultUnavailable,
 )
+from switchyard.runtime.audit import request_actor
+from switchyard.runtime.worker import Endpoints, reply_ok, serve_worker
 from switchyard.schemas import secrets as wire
 from switchyard.schemas.events import SecretChanged
-from switchyard.secrets.client import SecretPayload
 from switchyard.secrets.vault import SecretMeta, SecretMissing, Vault
-from switchyard.workers.runtime import Endpoints, reply_ok, serve_worker
 
 log = logging.getLogger("switchyard.secrets")
 audit = logging.getLogger("switchyard.secrets.audit")

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from switchyard.bus.identities import SERVER_CERT
+from switchyard.bus.tls import TlsFiles, tls_files
 from switchyard.errors import CertificateError
 
 CA_NAME = "ca"
@@ -30,40 +31,10 @@ SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True, slots=True)
-class TlsFiles:
-    """Paths of one identity's certificate, key, and the CA that verifies peers."""
-
-    cert: Path
-    key: Path
-    ca: Path
-
-
-@dataclass(frozen=True, slots=True)
 class IssueResult:
     name: str
     path: Path
     created: bool  # False when a valid certificate was kept
-
-
-def tls_files(cert_dir: Path, name: str) -> TlsFiles:
-    """Where ``name``'s certificate and key live (they may not exist yet)."""
-    return TlsFiles(cert_dir / f"{name}.pem", cert_dir / f"{name}-key.pem", cert_dir / "ca.pem")
-
-
-def require_tls_files(cert_dir: Path, name: str) -> TlsFiles:
-    """Like :func:`tls_files`, but fail clearly when any file is missing.
-
-    Raises:
-        CertificateError: naming the missing file and the command that creates it.
-    """
-    files = tls_files(cert_dir, name)
-    for path in (files.cert, files.key, files.ca):
-        if not path.is_file():
-            raise CertificateError(
-                f"{path} is missing; run `switchyard certs init --dir {cert_dir}` "
-                f"(or `switchyard certs issue {name}` for an extra identity)"
-            )
-    return files
 
 
 def _subject(cn: str, ou: str, organization: str) -> x509.Name:

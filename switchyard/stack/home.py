@@ -7,8 +7,11 @@ certificates, secrets, streams and counters, and ``rm -rf .switchyard`` is a cle
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+ADMIN_TOKEN_PREFIX = "sy-admin-"  # noqa: S105  (a prefix that marks the token kind, not a secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +76,11 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     os.chmod(path, 0o600)
+
+
+def ensure_admin_token(path: Path) -> bool:
+    """Create the token file if missing; True when it was created."""
+    if path.is_file():
+        return False
+    write_private(path, ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32) + "\n")
+    return True

@@ -21,7 +21,7 @@ from switchyard.config import Settings, StackSettings
 from switchyard.errors import StackError
 from switchyard.stack import binaries, openbao, valkey
 from switchyard.stack.certs import init_certificates
-from switchyard.stack.home import StackHome
+from switchyard.stack.home import StackHome, ensure_admin_token
 from switchyard.stack.natsconf import NatsServerLayout, write_nats_config
 from switchyard.stack.ports import listen_port, port_free
 from switchyard.stack.process import ProcessSpec, http_check, http_status, redis_ping_check
@@ -96,7 +96,6 @@ def ensure_certificates(settings: Settings, force: bool = False) -> None:
 
 def prepare_home(settings: Settings) -> None:
     """Everything a first start needs before any process runs: certificates, admin token."""
-    from switchyard.admin.token import ensure_admin_token  # noqa: PLC0415
 
     ensure_certificates(settings)
     ensure_admin_token(settings.admin_token_file)

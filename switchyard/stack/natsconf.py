@@ -22,7 +22,7 @@ from switchyard.bus.identities import (
     internal_client,
 )
 from switchyard.bus.permissions import Permissions, permissions_for
-from switchyard.stack.certs import tls_files
+from switchyard.bus.tls import tls_files
 
 # Bodies up to ingress.max_body_bytes (4 MiB default) plus headers must fit in one message.
 MAX_PAYLOAD = 8 * 1024 * 1024

@@ -19,8 +19,8 @@ import hvac.exceptions
 import requests
 
 from switchyard.bus.identities import SERVER_CERT
+from switchyard.bus.tls import tls_files
 from switchyard.errors import StackError
-from switchyard.stack.certs import tls_files
 from switchyard.stack.home import write_private
 
 POLICY = "switchyard-secrets"

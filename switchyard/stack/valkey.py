@@ -52,12 +52,6 @@ class ValkeyLayout:
         return self.dir / f"{role}.password"
 
 
-def read_password(password_dir: Path, role: str) -> str:
-    """A role's password from ``<password_dir>/<role>.password`` (empty if absent)."""
-    path = password_dir / f"{role}.password"
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
-
-
 def write_config(layout: ValkeyLayout) -> None:
     """Write the server config and ACL file, creating role passwords on first run only."""
     layout.data_dir.mkdir(parents=True, exist_ok=True)

@@ -27,13 +27,13 @@ from switchyard.limits import keys as rk
 from switchyard.limits import periods
 from switchyard.limits.scripts import RECORD
 from switchyard.limits.store import connect_redis
+from switchyard.runtime.definitions import ACCOUNTING_CONSUMER, ROUTE_TABLE_KEY
+from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.puller import Puller
+from switchyard.runtime.worker import serve_worker
 from switchyard.schemas.events import USAGE_BATCH_DECODER, UsageEvent
 from switchyard.schemas.routing import InvalidRouteTable, RouteTable, decode_route_table
-from switchyard.stack.provision import ACCOUNTING_CONSUMER, ROUTE_TABLE_KEY
 from switchyard.workers.accounting.pricing import Pricing
-from switchyard.workers.kvwatch import KvFollower
-from switchyard.workers.modelproxy.puller import Puller
-from switchyard.workers.runtime import serve_worker
 
 log = logging.getLogger("switchyard.accounting")
 

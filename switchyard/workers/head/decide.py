@@ -12,17 +12,12 @@ from __future__ import annotations
 import random
 import time
 
-from switchyard.bus import headers as h
+from switchyard.bus.envelope import Envelope
 from switchyard.config import RoutingSettings
 from switchyard.errors import ApiError, ProviderError, RateLimited, ServiceUnavailable
+from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.schemas.routing import Deployment
-from switchyard.workers.head.cooldowns import Cooldowns
 from switchyard.workers.head.router import Router
-from switchyard.workers.modelproxy.providers.upstream_errors import parse_retry_after
-
-
-def tried_of(headers: dict[str, str]) -> list[str]:
-    return [t for t in headers.get(h.TRIED, "").split(",") if t]
 
 
 def backoff(hop: int, settings: RoutingSettings, rng: random.Random | None = None) -> float:
@@ -32,13 +27,13 @@ def backoff(hop: int, settings: RoutingSettings, rng: random.Random | None = Non
     return base * jitter
 
 
-def exhausted(alias: str, tried: list[str], headers: dict[str, str]) -> ApiError:
+def exhausted(env: Envelope) -> ApiError:
     """Every attempt failed: one error naming them all."""
-    attempts = headers.get(h.ERRORS, "") or ", ".join(tried)
-    last = h.int_header(headers, h.LAST_STATUS, 502)
-    message = f"all {len(tried)} attempts for `{alias}` failed: {attempts}"
-    if last == 429:
-        return RateLimited(message, retry_after=parse_retry_after(headers.get(h.RETRY_AFTER)))
+    tried = env.tried
+    attempts = env.errors or ", ".join(tried)
+    message = f"all {len(tried)} attempts for `{env.alias}` failed: {attempts}"
+    if env.last_status == 429:
+        return RateLimited(message, retry_after=env.retry_after)
     return ProviderError(message, provider=",".join(tried), code="all_deployments_failed")
 
 
@@ -59,26 +54,18 @@ def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
     return ServiceUnavailable(message, code="deployments_cooling_down", retry_after=retry_after)
 
 
-def choose(
-    router: Router,
-    book: Cooldowns,
-    alias: str,
-    headers: dict[str, str],
-    *,
-    pinned: str | None,
-) -> Deployment:
+def choose(router: Router, book: Cooldowns, env: Envelope, *, pinned: str | None) -> Deployment:
     """The deployment for this attempt.
 
     Raises:
         ModelNotFound: unknown alias (or pinned deployment).
         ApiError: nothing usable is left (see :func:`exhausted` and :func:`all_cooling`).
     """
-    tried = tried_of(headers)
     if pinned:
         return router.pinned(pinned)
-    deployment = router.choose(alias, tried=tried, cooling=book.cooling)
+    deployment = router.choose(env.alias, tried=env.tried, cooling=book.cooling)
     if deployment is not None:
         return deployment
-    if tried:  # none left untried, or all of those cool down: report the real failures so far
-        raise exhausted(alias, tried, headers)
-    raise all_cooling(alias, router, book)
+    if env.tried:  # none left untried, or all of those cool down: report the real failures
+        raise exhausted(env)
+    raise all_cooling(env.alias, router, book)

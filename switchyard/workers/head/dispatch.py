@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
-from switchyard.bus import headers as h
 from switchyard.bus import subjects
-from switchyard.bus.jetstream import AckPublisher, StreamRejected
+from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.errors import BusError, DeadlineExceeded, ServiceUnavailable
+from switchyard.runtime.jetstream import AckPublisher, StreamRejected
 
 log = logging.getLogger("switchyard.head")
 
@@ -30,7 +29,7 @@ async def publish_dispatch(
     *,
     timeout: float,
     retries: int,
-    deadline_ms: int,
+    deadline: Deadline,
 ) -> None:
     """Store the request in ``llm.v1.dispatch.<deployment_id>``.
 
@@ -41,7 +40,7 @@ async def publish_dispatch(
     """
     subject = subjects.dispatch(deployment_id)
     for attempt in range(retries + 1):
-        remaining = deadline_ms / 1000 - time.time()
+        remaining = deadline.remaining()
         if remaining <= 0:
             raise DeadlineExceeded("the request deadline passed before it could be queued")
         try:
@@ -74,6 +73,6 @@ async def publish_dispatch(
         await asyncio.sleep(pause)
 
 
-def msg_id(headers: dict[str, str], hop: int) -> str:
+def msg_id(env: Envelope) -> str:
     """The dedup key: one per (request, client attempt, reroute hop)."""
-    return f"{headers.get(h.REQUEST_ID, '')}:{headers.get(h.ATTEMPT, '1')}:{hop}"
+    return f"{env.request_id}:{env.attempt}:{env.hop}"

@@ -20,7 +20,7 @@ from nats.aio.subscription import Subscription
 
 from switchyard.bus import headers as h
 from switchyard.bus import identities, replies, subjects
-from switchyard.bus.jetstream import AckPublisher
+from switchyard.bus.envelope import Deadline, Envelope, MalformedHeader
 from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.errors import (
@@ -29,19 +29,19 @@ from switchyard.errors import (
     DeadlineExceeded,
     PermissionDenied,
 )
+from switchyard.runtime.cooldowns import CooldownBook
+from switchyard.runtime.definitions import ROUTE_TABLE_KEY
+from switchyard.runtime.jetstream import AckPublisher
+from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.worker import serve_worker
 from switchyard.schemas.keys import ClientKey, hash_key
 from switchyard.schemas.openai import Model, ModelList, encode, model_of
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
-from switchyard.stack.provision import ROUTE_TABLE_KEY
 from switchyard.telemetry import request_id_var
 from switchyard.workers.head import decide
-from switchyard.workers.head.cooldowns import CooldownBook
 from switchyard.workers.head.dispatch import msg_id, publish_dispatch
 from switchyard.workers.head.keys import KeyPolicies
 from switchyard.workers.head.router import Router
-from switchyard.workers.kvwatch import KvFollower
-from switchyard.workers.modelproxy.providers.upstream_errors import parse_retry_after
-from switchyard.workers.runtime import serve_worker
 
 log = logging.getLogger("switchyard.head")
 
@@ -130,18 +130,27 @@ class Head:
         self._slots.release()
 
     async def _handle(self, msg: Msg) -> None:
-        headers: dict[str, str] = dict(msg.headers or {})
         rerouted = msg.subject == subjects.REROUTE
-        reply = headers.get(h.REPLY, "") if rerouted else msg.reply
+        try:
+            env = Envelope.decode(msg.headers)
+        except MalformedHeader as exc:
+            if msg.reply and not rerouted:
+                await replies.send_error(self.nc, msg.reply, exc)
+            else:
+                log.warning("dropped a message on %s: %s", msg.subject, exc.message)
+            return
+        reply = env.reply if rerouted else msg.reply
         if not reply:
             log.warning("dropped a message on %s without a reply subject", msg.subject)
             return
-        token = request_id_var.set(headers.get(h.REQUEST_ID))
+        token = request_id_var.set(env.request_id)
         try:
             if msg.subject == subjects.MODELS:
-                await self._models(headers, reply)
+                await self._models(env, msg.headers, reply)
+            elif rerouted:
+                await self._reroute(msg.data, env)
             else:
-                await self._route(msg, headers, reply, rerouted)
+                await self._route(msg, env, reply)
         except ApiError as exc:
             await replies.send_error(self.nc, reply, exc)
         except Exception:  # the endpoint's error boundary: answer, log, keep serving
@@ -150,103 +159,108 @@ class Head:
         finally:
             request_id_var.reset(token)
 
-    async def _models(self, headers: dict[str, str], reply: str) -> None:
-        key, _ = await self._authorize(headers)
+    async def _models(self, env: Envelope, raw: dict[str, str] | None, reply: str) -> None:
+        key, _ = await self._authorize(env, caller_identity(raw))
         visible = [a for a in self.router.aliases() if key.allows(a)]
         listing = ModelList(data=[Model(id=a) for a in visible])
-        await replies.send_final(self.nc, reply, encode(listing), {})
+        await replies.send_final(self.nc, reply, encode(listing))
 
-    async def _route(self, msg: Msg, headers: dict[str, str], reply: str, rerouted: bool) -> None:
-        now_ms = int(time.time() * 1000)
-        deadline_ms = h.int_header(headers, h.DEADLINE, 0)
-        if deadline_ms <= 0:
-            deadline_ms = now_ms + int(self.settings.ingress.default_deadline_s * 1000)
-            headers[h.DEADLINE] = str(deadline_ms)
-        if deadline_ms <= now_ms:
+    def _deadline(self, env: Envelope) -> Envelope:
+        """The envelope with a deadline (the default when the caller sent none).
+
+        Raises:
+            DeadlineExceeded: it already passed.
+        """
+        if env.deadline is None:
+            env = env.with_(deadline=Deadline.after(self.settings.ingress.default_deadline_s))
+        elif env.deadline.passed():
             raise DeadlineExceeded("the request deadline passed before it was routed")
-        pinned: str | None = None
-        if rerouted:
-            alias = headers.get(h.ALIAS, "")
-            await self._after_failure(alias, headers, deadline_ms)
-        else:
-            probe = model_of(msg.data)
-            alias = probe.model
-            key, pinned = await self._authorize(headers)
-            if pinned:
-                # Travels with the request, so a failed attempt comes back pinned and ends
-                # (_after_failure) instead of being rerouted to another deployment.
-                headers[h.PIN] = pinned
-            if not key.allows(alias):
-                raise PermissionDenied(
-                    f"this API key may not use the model `{alias}`", param="model"
-                )
-            headers[h.OP] = _OPS[msg.subject]
-            headers[h.ALIAS] = alias
-            headers[h.REPLY] = reply
-            if probe.stream:
-                headers[h.STREAM] = "1"
-        deployment = decide.choose(self.router, self.cooldowns, alias, headers, pinned=pinned)
-        hop = len(decide.tried_of(headers))
-        out = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
-        out[h.NATS_MSG_ID] = msg_id(headers, hop)
-        out[h.DEPLOYMENT] = deployment.id
+        return env
+
+    async def _route(self, msg: Msg, env: Envelope, reply: str) -> None:
+        env = self._deadline(env)
+        probe = model_of(msg.data)
+        alias = probe.model
+        key, pinned = await self._authorize(env, caller_identity(msg.headers))
+        if not key.allows(alias):
+            raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
+        env = self._stamp(env, key).with_(
+            # A pin travels with the request, so a failed attempt comes back pinned and ends
+            # (_after_failure) instead of being rerouted to another deployment.
+            pin=pinned or "",
+            authorization="",  # never stored in a queue
+            op=_OPS[msg.subject],
+            alias=alias,
+            reply=reply,
+            stream=probe.stream,
+            tried=(),
+            errors="",
+            last_status=0,
+            retry_after=None,
+        )
+        deployment = decide.choose(self.router, self.cooldowns, env, pinned=pinned or None)
+        await self._dispatch(msg.data, env, deployment.id)
+        await replies.send_accepted(self.nc, reply)
+
+    async def _reroute(self, body: bytes, env: Envelope) -> None:
+        """A model-proxy handed a retryable failure back: try the next deployment."""
+        env = self._deadline(env)
+        await self._after_failure(env)
+        deployment = decide.choose(self.router, self.cooldowns, env, pinned=None)
+        await self._dispatch(body, env, deployment.id)
+
+    async def _dispatch(self, body: bytes, env: Envelope, deployment: str) -> None:
+        assert env.deadline is not None  # noqa: S101  (set by _deadline)
+        out = env.with_(deployment=deployment).encode()
+        out[h.NATS_MSG_ID] = msg_id(env)
         await publish_dispatch(
             self.publisher,
-            deployment.id,
-            msg.data,
+            deployment,
+            body,
             out,
             timeout=self.settings.head.publish_timeout_s,
             retries=self.settings.head.publish_retries,
-            deadline_ms=deadline_ms,
+            deadline=env.deadline,
         )
-        if not rerouted:
-            await replies.send_accepted(self.nc, reply)
 
-    async def _after_failure(self, alias: str, headers: dict[str, str], deadline_ms: int) -> None:
-        """A model-proxy handed a failure back: cool the deployment, pause, or give up.
+    async def _after_failure(self, env: Envelope) -> None:
+        """Cool the deployment that failed, pause, or give up.
 
         Raises:
             ApiError: the attempt budget is spent, or the request was pinned to one deployment.
         """
-        tried = decide.tried_of(headers)
-        failed = tried[-1] if tried else ""
-        status = h.int_header(headers, h.LAST_STATUS, 502)
-        seconds = parse_retry_after(headers.get(h.RETRY_AFTER))
+        failed = env.tried[-1] if env.tried else ""
+        seconds = env.retry_after
         if seconds is None:
             seconds = self.settings.routing.cooldown_s
         if failed:
-            reason = headers.get(h.ERRORS, "").rsplit("; ", 1)[-1]
-            await self.cooldowns.cool(failed, seconds, status=status, reason=reason)
-        if len(tried) >= self.settings.routing.max_attempts or headers.get(h.PIN):
-            raise decide.exhausted(alias, tried, headers)
-        pause = decide.backoff(len(tried), self.settings.routing)
-        if time.time() + pause < deadline_ms / 1000:
+            reason = env.errors.rsplit("; ", 1)[-1]
+            await self.cooldowns.cool(failed, seconds, status=env.last_status or 502, reason=reason)
+        if len(env.tried) >= self.settings.routing.max_attempts or env.pin:
+            raise decide.exhausted(env)
+        pause = decide.backoff(len(env.tried), self.settings.routing)
+        if env.remaining(0.0) > pause:
             await asyncio.sleep(pause)
 
-    async def _authorize(self, headers: dict[str, str]) -> tuple[ClientKey, str | None]:
+    async def _authorize(self, env: Envelope, caller: str) -> tuple[ClientKey, str | None]:
         """Establish the request's client key from what the client zone cannot forge.
 
         An edge (tail, gateway) authenticated the key and passes its hash; any other caller
-        must present the key itself in ``Authorization`` (removed here, so it is never stored
-        in a queue). Either way the head looks the key up itself and overwrites the identity
-        headers. Returns the key and, for the gateway only, a pinned deployment.
+        must present the key itself in ``Authorization``. Either way the head looks the key up
+        itself; :meth:`_stamp` then overwrites the identity fields. Returns the key and, for
+        the gateway only, a pinned deployment.
 
         Raises:
             AuthenticationFailed: no key, unknown, revoked or expired.
         """
-        caller = caller_identity(headers)
-        presented = headers.pop(h.AUTHORIZATION, "")
-        pinned = headers.pop(h.PIN, None)
-        if pinned and caller == identities.GATEWAY.name:
+        if env.pin and caller == identities.GATEWAY.name:
             # The management API's "test this deployment" (admin-authenticated at the edge).
-            headers[h.KEY_ID] = DEPLOYMENT_TEST_KEY.id
-            headers[h.TENANT] = DEPLOYMENT_TEST_KEY.team
-            return DEPLOYMENT_TEST_KEY, pinned
+            return DEPLOYMENT_TEST_KEY, env.pin
         if caller in identities.INGRESS_NAMES:
-            digest = headers.get(h.KEY_HASH, "")
+            digest = env.key_hash
         else:
-            scheme, _, value = presented.partition(" ")
-            token = value.strip() if scheme.lower() == "bearer" else presented.strip()
+            scheme, _, value = env.authorization.partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else env.authorization.strip()
             if not token:
                 raise AuthenticationFailed(
                     "present a client key in the Authorization header of the request",
@@ -259,11 +273,17 @@ class Head:
         refused = key.refusal()
         if refused is not None:
             raise refused
-        headers[h.KEY_HASH] = digest
-        headers[h.KEY_ID] = key.id
-        headers[h.TENANT] = key.team
-        headers[h.BUDGET_PERIOD] = key.budget_period
         return key, None
+
+    @staticmethod
+    def _stamp(env: Envelope, key: ClientKey) -> Envelope:
+        """The envelope with the identity the head vouches for (whatever the caller claimed)."""
+        return env.with_(
+            key_hash=key.hash,
+            key_id=key.id,
+            tenant=key.team,
+            budget_period=key.budget_period,
+        )
 
     def metrics(self) -> str:
         """Prometheus text: cooldowns and the route table revision."""

@@ -23,17 +23,16 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from switchyard.bus import headers as h
 from switchyard.bus import replies, subjects
-from switchyard.bus.jetstream import AckPublisher
+from switchyard.bus.envelope import Envelope, MalformedHeader
+from switchyard.bus.secret_cache import SecretCache
 from switchyard.config import Settings
 from switchyard.errors import ApiError, DeadlineExceeded, InvalidRequest, ServiceUnavailable
+from switchyard.runtime.jetstream import AckPublisher
 from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider, RouteTable
-from switchyard.secrets.client import SecretCache
 from switchyard.telemetry import request_id_var
-from switchyard.workers.head import decide
 from switchyard.workers.modelproxy.heartbeat import Heartbeats, InFlight
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
@@ -60,9 +59,7 @@ class Job:
     """One dispatched request and what happened to it so far."""
 
     msg: Msg
-    headers: dict[str, str]
-    reply: str
-    op: str
+    env: Envelope
     deployment_id: str
     inflight: InFlight
     started: float = field(default_factory=time.time)
@@ -73,21 +70,26 @@ class Job:
     ttft: float | None = None
 
     @property
+    def reply(self) -> str:
+        return self.env.reply
+
+    @property
     def deadline(self) -> float:
-        return h.int_header(self.headers, h.DEADLINE, 0) / 1000
+        """Unix seconds (0 when the head stamped none, which it always does)."""
+        return self.env.deadline.timestamp if self.env.deadline is not None else 0.0
 
     @property
     def stream(self) -> bool:
-        return self.headers.get(h.STREAM) == "1"
+        return self.env.stream
 
     @property
     def delivery(self) -> str:
         """Client attempt and JetStream delivery: chunks of a redelivery differ from the first."""
-        return f"{self.headers.get(h.ATTEMPT, '1')}.{self.msg.metadata.num_delivered}"
+        return f"{self.env.attempt}.{self.msg.metadata.num_delivered}"
 
     @property
     def attempts(self) -> int:
-        return len([t for t in self.headers.get(h.TRIED, "").split(",") if t]) + 1
+        return self.env.hop + 1
 
 
 class Handler:
@@ -124,29 +126,33 @@ class Handler:
 
     async def handle(self, msg: Msg, deployment_id: str) -> None:
         """Serve ``msg``; never raises (one error boundary per message)."""
-        headers = msg.headers or {}
-        reply = headers.get(h.REPLY, "")
-        op = headers.get(h.OP, "")
-        if not reply or op not in _OPS:
+        try:
+            env = Envelope.decode(msg.headers)
+        except MalformedHeader as exc:
+            # Only a head writes dispatch messages; a malformed one is a bug, not a request.
+            log.warning("terminated a malformed dispatch message on %s: %s", msg.subject, exc)
+            await msg.term()
+            return
+        if not env.reply or env.op not in _OPS:
             log.warning(
                 "terminated a malformed dispatch message on %s (no reply or op)", msg.subject
             )
             await msg.term()
             return
-        token = request_id_var.set(headers.get(h.REQUEST_ID))
+        token = request_id_var.set(env.request_id)
         job = Job(
             msg=msg,
-            headers=headers,
-            reply=reply,
-            op=op,
+            env=env,
             deployment_id=deployment_id,
-            inflight=self.heartbeats.track(reply, msg),
+            inflight=self.heartbeats.track(env.reply, msg),
         )
         try:
             await self._serve(job)
         except Exception:  # the message's error boundary: answer, log, keep the worker alive
             log.exception("internal error serving a request")
-            await replies.send_error(self.nc, reply, ApiError("internal error in the model proxy"))
+            await replies.send_error(
+                self.nc, job.reply, ApiError("internal error in the model proxy")
+            )
             await msg.ack()
         finally:
             self.heartbeats.untrack(job.inflight)
@@ -164,22 +170,28 @@ class Handler:
             call = await self._prepare(job, target)
             adapter = self.adapters.for_kind(target.provider.kind)
             job.called = True
-            done = {h.DEPLOYMENT: job.deployment_id, h.ATTEMPTS: str(job.attempts)}
             if job.stream:
                 await self._stream(job, adapter, call)
-                await replies.send_final(self.nc, job.reply, b"", _with_usage(done, job.usage))
+                body = b""
             else:
                 completion = await adapter.complete(call)
                 job.usage = completion.usage
-                await replies.send_final(
-                    self.nc, job.reply, completion.body, _with_usage(done, job.usage)
-                )
+                body = completion.body
+            await replies.send_final(
+                self.nc,
+                job.reply,
+                body,
+                deployment=job.deployment_id,
+                attempts=job.attempts,
+                usage=job.usage,
+            )
         except ApiError as exc:
             job.status = exc.status
             retry = not job.sent and retryable(exc) and time.time() < job.deadline
             if not (retry and await self._reroute(job, exc)):
-                extra = {h.DEPLOYMENT: job.deployment_id, h.ATTEMPTS: str(job.attempts)}
-                await replies.send_error(self.nc, job.reply, exc, extra)
+                await replies.send_error(
+                    self.nc, job.reply, exc, deployment=job.deployment_id, attempts=job.attempts
+                )
                 if not isinstance(exc, DeadlineExceeded | InvalidRequest):
                     log.info(
                         "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
@@ -198,7 +210,7 @@ class Handler:
             raise DeadlineExceeded("the request deadline passed before the provider was called")
         options = body.get("stream_options")
         return ProviderCall(
-            op=job.op,
+            op=job.env.op,
             body=body,
             stream=job.stream,
             client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")),
@@ -230,21 +242,21 @@ class Handler:
         Returns True once a head confirmed it has the request; False when none did (no head
         subscribed, or no answer in time): the caller must then be answered here.
         """
-        out = dict(job.headers)
-        tried = decide.tried_of(out)
-        tried.append(job.deployment_id)
-        out[h.TRIED] = ",".join(tried)
+        env = job.env
         summary = f"{job.deployment_id}: {exc.status} {exc.message}".replace(";", ",")[:200]
-        errors = out.get(h.ERRORS, "")
-        out[h.ERRORS] = (f"{errors}; {summary}" if errors else summary)[-_MAX_ERRORS_HEADER:]
-        out[h.LAST_STATUS] = str(exc.status)
-        out.pop(h.RETRY_AFTER, None)  # an earlier hop's must not cool this deployment
-        if exc.retry_after is not None:
-            out[h.RETRY_AFTER] = f"{exc.retry_after:g}"
-        out.pop(h.NATS_MSG_ID, None)
+        errors = f"{env.errors}; {summary}" if env.errors else summary
+        out = env.with_(
+            tried=(*env.tried, job.deployment_id),
+            errors=errors[-_MAX_ERRORS_HEADER:],
+            last_status=exc.status,
+            # Only this hop's Retry-After: an earlier one must not cool this deployment.
+            retry_after=exc.retry_after,
+        )
         timeout = max(0.05, min(_REROUTE_CONFIRM_S, job.deadline - time.time()))
         try:
-            await self.nc.request(subjects.REROUTE, job.msg.data, timeout=timeout, headers=out)
+            await self.nc.request(
+                subjects.REROUTE, job.msg.data, timeout=timeout, headers=out.encode()
+            )
         except nats.errors.Error as failure:
             log.warning(
                 "no head took the retry of a request failed on %s (%s); answering the caller",
@@ -255,22 +267,22 @@ class Handler:
         return True
 
     def _record_usage(self, job: Job, target: Target | None) -> None:
-        headers = job.headers
-        request_id = headers.get(h.REQUEST_ID, "")
-        event_id = f"{request_id}:{headers.get(h.ATTEMPT, '1')}:{headers.get(h.TRIED, '')}"
+        env = job.env
+        request_id = env.request_id
+        event_id = f"{request_id}:{env.attempt}:{','.join(env.tried)}"
         u = job.usage or Usage()
         event = UsageEvent(
             id=event_id,
             request_id=request_id,
             ts=time.time(),
-            op=job.op,
-            alias=headers.get(h.ALIAS, ""),
+            op=job.env.op,
+            alias=env.alias,
             deployment=job.deployment_id,
             provider=target.provider_name if target else "",
             model=target.deployment.model if target else "",
-            key_id=headers.get(h.KEY_ID, ""),
-            tenant=headers.get(h.TENANT, ""),
-            budget_period=headers.get(h.BUDGET_PERIOD, "monthly"),
+            key_id=env.key_id,
+            tenant=env.tenant,
+            budget_period=env.budget_period or "monthly",
             stream=job.stream,
             status=job.status,
             prompt_tokens=u.prompt_tokens,
@@ -280,13 +292,6 @@ class Handler:
             ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
         )
         self.usage.add(event)
-
-
-def _with_usage(headers: dict[str, str], usage: Usage | None) -> dict[str, str]:
-    """The final message tells the edge the tokens used (it corrects its TPM estimate)."""
-    if usage is not None:
-        headers[h.USAGE] = f"{usage.prompt_tokens},{usage.completion_tokens},{usage.total_tokens}"
-    return headers
 
 
 def _decode_body(data: bytes) -> dict[str, Any]:

@@ -13,16 +13,16 @@ import logging
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import identities, subjects
+from switchyard.bus.secret_cache import SecretCache
 from switchyard.config import Settings
+from switchyard.runtime.definitions import ROUTE_TABLE_KEY
+from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.puller import Puller
+from switchyard.runtime.worker import serve_worker
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
-from switchyard.secrets.client import SecretCache
-from switchyard.stack.provision import ROUTE_TABLE_KEY
-from switchyard.workers.kvwatch import KvFollower
 from switchyard.workers.modelproxy.handler import Handler
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.providers.registry import Adapters
-from switchyard.workers.modelproxy.puller import Puller
-from switchyard.workers.runtime import serve_worker
 
 log = logging.getLogger("switchyard.modelproxy")
 

@@ -17,7 +17,7 @@ from nats.nuid import NUID
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
-from switchyard.bus.jetstream import AckPublisher
+from switchyard.runtime.jetstream import AckPublisher
 from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEvent
 
 log = logging.getLogger("switchyard.modelproxy")

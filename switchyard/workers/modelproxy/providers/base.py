@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider
-from switchyard.secrets.secret import Secret
+from switchyard.schemas.secret import Secret
 
 
 @dataclass(frozen=True, slots=True)

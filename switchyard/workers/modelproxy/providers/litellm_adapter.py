@@ -29,7 +29,7 @@ import msgspec
 from switchyard.config import prepare_litellm_environment
 from switchyard.errors import ApiError, ProviderError
 from switchyard.schemas.openai import Usage
-from switchyard.secrets.secret import redact
+from switchyard.schemas.secret import redact
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 

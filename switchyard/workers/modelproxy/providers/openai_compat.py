@@ -17,7 +17,7 @@ import msgspec
 
 from switchyard.errors import ProviderError
 from switchyard.schemas.openai import decode_error, usage_of
-from switchyard.secrets.secret import Secret, redact
+from switchyard.schemas.secret import Secret, redact
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 

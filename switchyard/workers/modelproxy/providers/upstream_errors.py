@@ -8,9 +8,18 @@ content policy), because every deployment would answer the same.
 
 from __future__ import annotations
 
-import math
+from switchyard.bus.headers import parse_retry_after
+from switchyard.errors import (
+    ApiError,
+    InvalidRequest,
+    PayloadTooLarge,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnreachable,
+)
 
-from switchyard.errors import ApiError, InvalidRequest, PayloadTooLarge, ProviderError, RateLimited
+__all__ = ["from_status", "parse_retry_after", "retryable", "timed_out", "unreachable"]
 
 RETRYABLE_STATUSES = frozenset({401, 403, 408, 409, 425, 429, 500, 502, 503, 504, 529})
 
@@ -30,17 +39,9 @@ def from_status(
     back off.
     """
     if status == 429:
-        exc: ApiError = ProviderError(
-            message,
-            provider=provider,
-            upstream_status=429,
-            retryable=True,
-            code=code or "rate_limit_exceeded",
-            retry_after=retry_after,
+        return ProviderRateLimited(
+            message, provider=provider, upstream_status=429, code=code, retry_after=retry_after
         )
-        exc.status = 429
-        exc.type = RateLimited.type
-        return exc
     if status == 413:
         return PayloadTooLarge(message, code=code)
     if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
@@ -55,37 +56,13 @@ def from_status(
     )
 
 
-def unreachable(provider: str, detail: str) -> ProviderError:
-    return ProviderError(
-        f"provider {provider} is unreachable: {detail}",
-        provider=provider,
-        retryable=True,
-        code="provider_unreachable",
-    )
+def unreachable(provider: str, detail: str) -> ProviderUnreachable:
+    return ProviderUnreachable(f"provider {provider} is unreachable: {detail}", provider=provider)
 
 
-def timed_out(provider: str, what: str) -> ProviderError:
-    return ProviderError(
-        f"provider {provider} timed out waiting for {what}",
-        provider=provider,
-        retryable=True,
-        code="provider_timeout",
-    )
+def timed_out(provider: str, what: str) -> ProviderTimeout:
+    return ProviderTimeout(f"provider {provider} timed out waiting for {what}", provider=provider)
 
 
 def retryable(exc: ApiError) -> bool:
     return isinstance(exc, ProviderError) and exc.retryable
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` value; None when absent or not a finite number.
-
-    Never raises: the value comes from outside (a provider, or a header on the bus).
-    """
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None

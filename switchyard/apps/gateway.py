@@ -1,9 +1,10 @@
-"""``switchyard serve gateway``: the edge plus provider/route management (``/admin/v1``)."""
+"""``switchyard serve gateway``: the edge plus the management API (``/admin/v1``) and admin UI."""
 
 from __future__ import annotations
 
 import asyncio
 
+from switchyard.admin.plugin import AdminPlugin
 from switchyard.config import Settings
 from switchyard.ingress.server import run_edge
 
@@ -11,4 +12,4 @@ from switchyard.ingress.server import run_edge
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
 ) -> None:
-    await run_edge(settings, "gateway", stop)
+    await run_edge(settings, "gateway", stop, plugins=[AdminPlugin(settings)])

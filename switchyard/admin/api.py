@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.admin.keys import KeyAdmin, KeyNotFound, public_record
-from switchyard.admin.spend import SpendReader
-from switchyard.admin.token import AdminAuth
+from switchyard.admin.context import AdminContext
+from switchyard.admin.keys import KeyNotFound, public_record
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
-from switchyard.client import LLMClient
-from switchyard.control.client import ControlClient
 from switchyard.errors import (
     ApiError,
     ConfigError,
@@ -35,26 +31,13 @@ from switchyard.errors import (
     ModelNotFound,
     ServiceUnavailable,
 )
-from switchyard.ingress.responses import JSON, error_response
+from switchyard.runtime.http import JSON, error_response
 from switchyard.schemas.control import PutTable
 from switchyard.schemas.routing import Provider, Route, RouteTable
-from switchyard.secrets.admin import SecretsAdmin
 
 T = TypeVar("T")
 _ENCODE = msgspec.json.Encoder()
 LITERAL_KEY_FIELDS = ("api_key", "apikey", "key", "token", "api_token", "secret_key")
-
-
-@dataclass
-class AdminContext:
-    """What the management API needs; attached to the gateway app at startup."""
-
-    auth: AdminAuth
-    control: ControlClient
-    secrets: SecretsAdmin
-    llm: LLMClient
-    keys: KeyAdmin
-    spend: SpendReader
 
 
 def _ok(doc: Any, status: int = 200) -> Response:
@@ -88,8 +71,8 @@ Handler = Callable[[Request, AdminContext], Awaitable[Response]]
 class AdminApi:
     """The ``/admin/v1`` endpoints; :meth:`router` mounts them on the gateway app."""
 
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
+    def __init__(self, context: Callable[[], AdminContext | None]) -> None:
+        self._current = context
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/admin/v1", tags=["admin"])
@@ -104,7 +87,7 @@ class AdminApi:
         return router
 
     def _context(self, request: Request) -> AdminContext:
-        context: AdminContext | None = getattr(self.app.state, "admin", None)
+        context = self._current()
         if context is None:
             raise ServiceUnavailable("the management API is starting", code="starting")
         context.auth.check(_bearer(request))
@@ -280,14 +263,11 @@ class AdminApi:
             **body,
             "model": alias,
         }
-        headers = {
-            h.DEADLINE: h.deadline_in(30),
-            h.PIN: deployment,
-        }
+        env = c.llm.envelope(timeout=30).with_(pin=deployment)
         began = time.perf_counter()
         result: dict[str, Any] = {"deployment": deployment}
         try:
-            reply = await c.llm.request(subjects.CHAT, _ENCODE.encode(payload), headers)
+            reply = await c.llm.request(subjects.CHAT, _ENCODE.encode(payload), env)
         except ApiError as exc:
             result.update(ok=False, status=exc.status, error=exc.message)
         else:

@@ -29,7 +29,7 @@ from nats.nuid import NUID
 
 from switchyard.errors import BusError
 
-log = logging.getLogger("switchyard.bus.jetstream")
+log = logging.getLogger("switchyard.runtime.jetstream")
 
 
 class StreamRejected(BusError):

@@ -23,13 +23,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from switchyard.bus import headers as h
 from switchyard.bus import subjects
+from switchyard.bus.replies import ReplyKind, decode_reply
 from switchyard.errors import ServiceUnavailable
 from switchyard.schemas.openai import decode_error
-from switchyard.secrets.secret import Secret
+from switchyard.schemas.secret import Secret
 
-log = logging.getLogger("switchyard.secrets.client")
+log = logging.getLogger("switchyard.bus.secret_cache")
 
 # After a failed refresh, wait this long before trying again (requests use the cached key).
 RETRY_BACKOFF_S = 1.0
@@ -148,10 +148,10 @@ class SecretCache:
                         f"provider key `{name}` is unavailable: the secrets service did not answer",
                         code="secret_unavailable",
                     ) from None
-        status = h.int_header(msg.headers, h.STATUS, 200)
-        if status != 200:
+        reply = decode_reply(msg.data, msg.headers)
+        if reply.kind is ReplyKind.ERROR:
             detail = decode_error(msg.data)
-            why = detail.message if detail else f"status {status}"
+            why = detail.message if detail else f"status {reply.status}"
             raise ServiceUnavailable(
                 f"provider key `{name}` is unavailable: {why}", code="secret_unavailable"
             )

@@ -17,20 +17,10 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
-from switchyard.workers.kvwatch import KvFollower
+from switchyard.runtime.kvwatch import KvFollower
+from switchyard.schemas.health import MAX_COOLDOWN_S, PREFIX, Cooldown
 
 log = logging.getLogger("switchyard.head")
-
-PREFIX = "cd."
-MAX_COOLDOWN_S = 300.0
-
-
-class Cooldown(msgspec.Struct, frozen=True, kw_only=True):
-    deployment: str
-    until: float  # unix seconds
-    status: int = 0
-    reason: str = ""
-    since: float = 0.0
 
 
 _ENCODE = msgspec.json.Encoder()

@@ -23,8 +23,8 @@ from switchyard.bus import headers as h
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.errors import ApiError
+from switchyard.runtime.health import HealthServer
 from switchyard.schemas.openai import error_body
-from switchyard.workers.health import HealthServer
 
 log = logging.getLogger("switchyard.worker")
 

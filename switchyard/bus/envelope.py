@@ -1,0 +1,268 @@
+"""The request envelope: every header Switchyard adds to a request, decoded once per hop.
+
+A request's body stays the client's JSON bytes; what the platform knows about it (who sent it,
+until when it may run, which deployments it tried, where to answer) travels in NATS headers
+(DESIGN §4). Each hop turns those headers into one frozen :class:`Envelope` with
+:meth:`Envelope.decode`, works on typed fields, derives a changed copy with :meth:`Envelope.with_`
+when it adds something, and writes headers again with :meth:`Envelope.encode`. No hop parses a
+header a second time, and none mutates a header dict in place.
+
+Header values come from outside (a client-zone caller writes them), so decoding is strict: a
+value that is not what the contract says (not a number, past its size limit, a malformed trace
+context) raises :class:`MalformedHeader`, a 400 naming the header. Headers the contract calls
+optional may be left out; a missing request id is generated.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from nats.nuid import NUID
+
+from switchyard.bus import headers as h
+from switchyard.errors import InvalidRequest
+
+__all__ = ["Deadline", "Envelope", "MalformedHeader", "new_request_id", "trace_context"]
+
+# Size limits per header value (characters). Generous for honest callers, small enough that a
+# hostile one cannot make every hop carry kilobytes.
+_LIMITS = {
+    h.REQUEST_ID: 128,
+    h.KEY_ID: 128,
+    h.KEY_HASH: 64,
+    h.TENANT: 256,
+    h.BUDGET_PERIOD: 16,
+    h.OP: 16,
+    h.ALIAS: 256,
+    h.REPLY: 256,
+    h.DEPLOYMENT: 128,
+    h.PIN: 128,
+    h.ERRORS: 1024,
+    h.TRACESTATE: 512,
+    h.AUTHORIZATION: 1024,
+}
+MAX_TRIED = 32
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_OPS = frozenset({"", "chat", "complete", "embed", "responses", "messages"})
+_nuid = NUID()
+
+
+def new_request_id() -> str:
+    """A fresh, unique request id (NUID: 22 characters, no coordination needed)."""
+    return _nuid.next().decode()
+
+
+def trace_context(traceparent: str, tracestate: str) -> tuple[str, str]:
+    """The W3C trace context an HTTP client sent, or empty strings when it is not valid (a
+    bad ``traceparent`` is ignored, as W3C Trace Context asks, rather than refused)."""
+    if not _TRACEPARENT.fullmatch(traceparent) or traceparent.startswith("ff"):
+        return "", ""
+    return traceparent, tracestate[: _LIMITS[h.TRACESTATE]]
+
+
+class MalformedHeader(InvalidRequest):
+    """A request header does not follow the wire contract (400, ``param`` names the header)."""
+
+    code = "invalid_header"
+
+    def __init__(self, header: str, problem: str) -> None:
+        super().__init__(f"header {header}: {problem}", param=header)
+        self.header = header
+
+
+class Deadline:
+    """The moment a request stops being worth working on, as unix milliseconds.
+
+    On the wire it is ``Sy-Deadline`` (one format: an integer of unix ms); every hop compares it
+    with its own clock, so all hops agree on one instant without sharing a loop.
+    """
+
+    __slots__ = ("unix_ms",)
+
+    def __init__(self, unix_ms: int) -> None:
+        self.unix_ms = unix_ms
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        """The deadline ``seconds`` from now."""
+        return cls(int((time.time() + seconds) * 1000))
+
+    @classmethod
+    def parse(cls, value: str) -> Deadline:
+        """The deadline of a ``Sy-Deadline`` header value.
+
+        Raises:
+            MalformedHeader: not a positive integer of milliseconds.
+        """
+        if not value.isdigit() or len(value) > 16 or int(value) <= 0:
+            raise MalformedHeader(h.DEADLINE, "must be unix time in milliseconds")
+        return cls(int(value))
+
+    def header(self) -> str:
+        return str(self.unix_ms)
+
+    @property
+    def timestamp(self) -> float:
+        """Unix seconds."""
+        return self.unix_ms / 1000
+
+    def remaining(self, now: float | None = None) -> float:
+        """Seconds left (negative once passed); ``now`` is unix seconds."""
+        return self.unix_ms / 1000 - (time.time() if now is None else now)
+
+    def passed(self, now: float | None = None) -> bool:
+        return self.remaining(now) <= 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Deadline) and other.unix_ms == self.unix_ms
+
+    def __hash__(self) -> int:
+        return hash(self.unix_ms)
+
+    def __repr__(self) -> str:
+        return f"Deadline({self.unix_ms})"
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """What a request carries besides its body.
+
+    Set by the caller (or its edge): ``request_id``, ``attempt``, ``deadline``, ``traceparent``/
+    ``tracestate``, ``authorization`` (internal callers), ``key_hash`` (edges), ``pin``
+    (gateway only). Overwritten by the head after it authorised the request: ``key_id``,
+    ``tenant``, ``key_hash``, ``budget_period``; then ``op``, ``alias``, ``reply``, ``stream``.
+    Added on the dispatch hop: ``deployment``; on a reroute: ``tried``, ``errors``,
+    ``last_status``, ``retry_after``.
+    """
+
+    request_id: str
+    attempt: int = 1
+    deadline: Deadline | None = None
+    key_id: str = ""
+    tenant: str = ""
+    key_hash: str = ""
+    budget_period: str = ""
+    authorization: str = ""
+    op: str = ""
+    alias: str = ""
+    reply: str = ""
+    stream: bool = False
+    deployment: str = ""
+    pin: str = ""
+    tried: tuple[str, ...] = ()
+    errors: str = ""
+    last_status: int = 0
+    retry_after: float | None = None
+    traceparent: str = ""
+    tracestate: str = ""
+
+    @classmethod
+    def decode(cls, headers: Mapping[str, str] | None) -> Envelope:
+        """The envelope of a request's headers; unknown headers are ignored.
+
+        Raises:
+            MalformedHeader: a header value breaks the contract (the 400 names it).
+        """
+        if not headers:
+            return cls(request_id=new_request_id())
+        get = headers.get
+        fields: dict[str, Any] = {}
+        for name, raw in headers.items():
+            limit = _LIMITS.get(name)
+            if limit is not None and len(raw) > limit:
+                raise MalformedHeader(name, f"longer than {limit} characters")
+        request_id = get(h.REQUEST_ID)
+        if request_id:
+            if not _SAFE_ID.fullmatch(request_id):
+                raise MalformedHeader(h.REQUEST_ID, "use 1-128 of A-Z a-z 0-9 . _ : -")
+        else:
+            request_id = new_request_id()
+        if (value := get(h.ATTEMPT)) is not None:
+            fields["attempt"] = _count(h.ATTEMPT, value, low=1, high=1000)
+        if value := get(h.DEADLINE):
+            fields["deadline"] = Deadline.parse(value)
+        for name, field in _TEXT_FIELDS:
+            if value := get(name):
+                fields[field] = value
+        if fields.get("op", "") not in _OPS:
+            raise MalformedHeader(h.OP, f"unknown operation {fields['op']!r}")
+        if get(h.STREAM) == "1":
+            fields["stream"] = True
+        if value := get(h.TRIED):
+            tried = tuple(t for t in value.split(",") if t)
+            if len(tried) > MAX_TRIED or any(len(t) > 128 for t in tried):
+                raise MalformedHeader(h.TRIED, f"at most {MAX_TRIED} deployment ids")
+            fields["tried"] = tried
+        if (value := get(h.LAST_STATUS)) is not None:
+            fields["last_status"] = _count(h.LAST_STATUS, value, low=100, high=599)
+        if value := get(h.RETRY_AFTER):
+            fields["retry_after"] = h.parse_retry_after(value)
+        if value := get(h.TRACEPARENT):
+            if not _TRACEPARENT.fullmatch(value):
+                raise MalformedHeader(h.TRACEPARENT, "not a W3C traceparent")
+            fields["traceparent"] = value
+            if state := get(h.TRACESTATE):
+                fields["tracestate"] = state
+        return cls(request_id=request_id, **fields)
+
+    def encode(self) -> dict[str, str]:
+        """The headers of this envelope (fields at their defaults are left out)."""
+        out = {h.REQUEST_ID: self.request_id, h.ATTEMPT: str(self.attempt)}
+        if self.deadline is not None:
+            out[h.DEADLINE] = self.deadline.header()
+        for name, field in _TEXT_FIELDS:
+            value = getattr(self, field)
+            if value:
+                out[name] = value
+        if self.stream:
+            out[h.STREAM] = "1"
+        if self.tried:
+            out[h.TRIED] = ",".join(self.tried)
+        if self.last_status:
+            out[h.LAST_STATUS] = str(self.last_status)
+        if self.retry_after is not None:
+            out[h.RETRY_AFTER] = f"{self.retry_after:g}"
+        if self.traceparent:
+            out[h.TRACEPARENT] = self.traceparent
+            if self.tracestate:
+                out[h.TRACESTATE] = self.tracestate
+        return out
+
+    def with_(self, **changes: Any) -> Envelope:
+        """A copy with ``changes`` applied (the envelope itself never changes)."""
+        return msgspec.structs.replace(self, **changes)
+
+    def remaining(self, default: float) -> float:
+        """Seconds until the deadline, or ``default`` when the request carries none."""
+        return default if self.deadline is None else self.deadline.remaining()
+
+    @property
+    def hop(self) -> int:
+        """How many deployments were tried before this attempt (0 on the first)."""
+        return len(self.tried)
+
+
+# Plain text headers and the fields they fill (decoded and encoded as is).
+_TEXT_FIELDS: tuple[tuple[str, str], ...] = (
+    (h.KEY_ID, "key_id"),
+    (h.TENANT, "tenant"),
+    (h.KEY_HASH, "key_hash"),
+    (h.BUDGET_PERIOD, "budget_period"),
+    (h.AUTHORIZATION, "authorization"),
+    (h.OP, "op"),
+    (h.ALIAS, "alias"),
+    (h.REPLY, "reply"),
+    (h.DEPLOYMENT, "deployment"),
+    (h.PIN, "pin"),
+    (h.ERRORS, "errors"),
+)
+
+
+def _count(name: str, value: str, *, low: int, high: int) -> int:
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise MalformedHeader(name, f"must be a whole number from {low} to {high}")
+    return int(value)

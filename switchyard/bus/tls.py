@@ -1,0 +1,43 @@
+"""Where an identity's certificate, key and the project CA live, as every process looks for them.
+
+The layout (``<name>.pem``, ``<name>-key.pem``, ``ca.pem`` in one directory) is part of the
+deployment contract: ``switchyard certs`` writes it, a compose init job or a Kubernetes secret
+mounts it, and every process reads it through :func:`require_tls_files`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from switchyard.errors import CertificateError
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """Paths of one identity's certificate, key, and the CA that verifies peers."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def tls_files(cert_dir: Path, name: str) -> TlsFiles:
+    """Where ``name``'s certificate and key live (they may not exist yet)."""
+    return TlsFiles(cert_dir / f"{name}.pem", cert_dir / f"{name}-key.pem", cert_dir / "ca.pem")
+
+
+def require_tls_files(cert_dir: Path, name: str) -> TlsFiles:
+    """Like :func:`tls_files`, but fail clearly when any file is missing.
+
+    Raises:
+        CertificateError: naming the missing file and the command that creates it.
+    """
+    files = tls_files(cert_dir, name)
+    for path in (files.cert, files.key, files.ca):
+        if not path.is_file():
+            raise CertificateError(
+                f"{path} is missing; run `switchyard certs init --dir {cert_dir}` "
+                f"(or `switchyard certs issue {name}` for an extra identity)"
+            )
+    return files

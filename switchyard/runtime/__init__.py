@@ -1,0 +1,9 @@
+"""What every Switchyard process stands on.
+
+Worker lifecycle (:mod:`.worker`) and the health/ready/metrics endpoint (:mod:`.health`); one
+task supervisor (:mod:`.tasks`); following KV buckets (:mod:`.kvwatch`); the pull consumer
+(:mod:`.puller`) and the acknowledged publisher (:mod:`.jetstream`); the definitions of streams,
+consumers and buckets (:mod:`.definitions`); the NATS micro-service error boundary
+(:mod:`.endpoints`); shared cooldown state (:mod:`.cooldowns`); HTTP error responses
+(:mod:`.http`); the audit actor of admin requests (:mod:`.audit`).
+"""

@@ -1,0 +1,129 @@
+"""Streams, consumers and KV buckets: their names' keys and their definitions, in one place.
+
+The provisioner (``switchyard.stack.provision``, or a deployment's init job) creates them from
+these definitions; workers only bind to what exists. The control service uses
+:func:`sync_dispatch_consumers` when a route change adds a deployment, so a queue exists before
+any head can dispatch to it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+
+from switchyard.bus import subjects as s
+from switchyard.config import Settings
+from switchyard.schemas.routing import RouteTable
+
+ROUTE_TABLE_KEY = "table"
+ACCOUNTING_CONSUMER = "accounting"
+# Cooldown entries carry their own expiry; the bucket TTL only sweeps stale ones.
+HEALTH_TTL_S = 3600.0
+
+
+def dispatch_stream_config(settings: Settings) -> js_api.StreamConfig:
+    st = settings.streams
+    return js_api.StreamConfig(
+        name=s.DISPATCH_STREAM,
+        description="queued LLM requests, one subject per deployment",
+        subjects=[s.DISPATCH_ALL],
+        retention=js_api.RetentionPolicy.WORK_QUEUE,
+        storage=js_api.StorageType.FILE,
+        num_replicas=settings.nats.stream_replicas,
+        discard=js_api.DiscardPolicy.NEW,
+        discard_new_per_subject=True,
+        max_msgs_per_subject=st.dispatch_queue_limit,
+        max_age=st.dispatch_max_age_s,
+        duplicate_window=st.duplicate_window_s,
+        max_msg_size=settings.ingress.max_body_bytes + 64 * 1024,
+    )
+
+
+def usage_stream_config(settings: Settings) -> js_api.StreamConfig:
+    return js_api.StreamConfig(
+        name=s.USAGE_STREAM,
+        description="usage events: tokens per request, input to accounting",
+        subjects=[s.USAGE],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        num_replicas=settings.nats.stream_replicas,
+        max_age=settings.streams.usage_max_age_s,
+        duplicate_window=max(settings.streams.duplicate_window_s, 600.0),
+    )
+
+
+def dispatch_consumer_config(
+    settings: Settings, deployment_id: str, concurrency: int
+) -> js_api.ConsumerConfig:
+    return js_api.ConsumerConfig(
+        durable_name=s.dispatch_consumer(deployment_id),
+        description=f"model-proxy workers for deployment {deployment_id}",
+        filter_subject=s.dispatch(deployment_id),
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        # The concurrency limit holds across every model-proxy replica (DESIGN §3).
+        max_ack_pending=concurrency,
+        ack_wait=settings.modelproxy.ack_wait_s,
+        max_deliver=settings.modelproxy.max_deliver,
+        max_waiting=4096,
+    )
+
+
+def accounting_consumer_config() -> js_api.ConsumerConfig:
+    return js_api.ConsumerConfig(
+        durable_name=ACCOUNTING_CONSUMER,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        max_ack_pending=1024,
+        ack_wait=30.0,
+    )
+
+
+# KV buckets: name -> (history, ttl seconds or None).
+BUCKETS: dict[str, tuple[int, float | None]] = {
+    s.ROUTES_BUCKET: (20, None),  # CORE: the route table, with some history for audits
+    s.HEALTH_BUCKET: (1, HEALTH_TTL_S),  # CORE: cooldowns
+    s.KEYS_BUCKET: (5, None),  # CLIENT: client key records
+}
+
+
+def bucket_config(bucket: str, settings: Settings) -> js_api.KeyValueConfig:
+    history, ttl = BUCKETS[bucket]
+    return js_api.KeyValueConfig(
+        bucket=bucket,
+        history=history,
+        ttl=ttl,
+        storage=js_api.StorageType.FILE,
+        replicas=settings.nats.stream_replicas,
+        direct=True,
+    )
+
+
+async def sync_dispatch_consumers(
+    js: JetStreamContext, settings: Settings, table: RouteTable
+) -> list[str]:
+    """Create or update one durable consumer per deployment in ``table``; returns their ids.
+
+    Consumers of deployments no longer routed are left alone (their queued requests drain).
+    """
+    ids = []
+    for dep_id, (provider, deployment) in table.deployments().items():
+        concurrency = deployment.concurrency or provider.concurrency
+        await js.add_consumer(
+            s.DISPATCH_STREAM, dispatch_consumer_config(settings, dep_id, concurrency)
+        )
+        ids.append(dep_id)
+    return ids
+
+
+async def load_route_table(js: JetStreamContext) -> RouteTable | None:
+    """The route table stored in KV, or None if none was seeded yet."""
+    try:
+        kv = await js.key_value(s.ROUTES_BUCKET)
+        entry = await kv.get(ROUTE_TABLE_KEY)
+    except (BucketNotFoundError, KeyNotFoundError):
+        return None
+    if entry.value is None:
+        return None
+    return msgspec.json.decode(entry.value, type=RouteTable)

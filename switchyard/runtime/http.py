@@ -1,0 +1,26 @@
+"""HTTP responses shared by every HTTP surface (the edges, the admin API and UI).
+
+The one place an :class:`~switchyard.errors.ApiError` becomes an HTTP response: an
+OpenAI-shaped JSON body, the error's status, ``Retry-After`` and any headers it carries.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from switchyard.errors import ApiError
+from switchyard.schemas.openai import error_body
+
+JSON = "application/json"
+
+
+def error_response(exc: ApiError, request_id: str | None = None) -> Response:
+    """The HTTP response for ``exc``."""
+    headers: dict[str, str] = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if request_id:
+        headers["x-request-id"] = request_id
+    for name, value in exc.headers:
+        headers[name.decode()] = value.decode()
+    return Response(error_body(exc), status_code=exc.status, media_type=JSON, headers=headers)
