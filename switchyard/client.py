@@ -38,6 +38,7 @@ from switchyard.bus import subjects
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply
 from switchyard.errors import DeadlineExceeded, ProviderError, ServiceUnavailable
+from switchyard.runtime.tasks import TaskSupervisor
 
 __all__ = ["LLMClient", "Reply", "ReplyKind", "error_from_reply"]
 
@@ -144,7 +145,7 @@ class LLMClient:
         self._inbox = nc.new_inbox()  # under the identity's inbox prefix given at connect
         self._pending: dict[str, asyncio.Queue[Any]] = {}
         self._sub: Subscription | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._loops = TaskSupervisor("llm-reconnects")
 
     async def __aenter__(self) -> LLMClient:
         await self.start()
@@ -157,15 +158,11 @@ class LLMClient:
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
-        self._watcher = asyncio.create_task(self._watch_reconnects(), name="llm-reconnects")
+        self._loops.spawn(self._watch_reconnects())
 
     async def close(self) -> None:
         """Stop receiving replies. Idempotent."""
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        await self._loops.cancel_all()
         if self._sub is not None:
             sub, self._sub = self._sub, None
             await sub.unsubscribe()

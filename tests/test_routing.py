@@ -15,9 +15,9 @@ from nats.aio.client import Client as NATS
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Envelope
-from switchyard.bus.secret_cache import SecretCache
 from switchyard.config import Settings
 from switchyard.runtime.cooldowns import CooldownBook
+from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.health import PREFIX, Cooldown
 from switchyard.schemas.routing import (
     Deployment,

@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from switchyard.bus.secret_cache import SecretPayload
 from switchyard.bus.secrets_admin import SecretsAdmin
+from switchyard.schemas.secrets import SecretPayload
 from switchyard.secrets.vault import StoredSecret
 from tests.stacks import Stack
 from tests.upstream import FakeOpenAI

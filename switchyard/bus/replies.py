@@ -26,10 +26,12 @@ from switchyard.schemas.openai import Usage, decode_error, error_body
 __all__ = [
     "Reply",
     "ReplyKind",
+    "chunk_headers",
     "decode_reply",
     "end_stream",
     "error_from_reply",
     "error_headers",
+    "final_headers",
     "send_accepted",
     "send_chunk",
     "send_error",
@@ -47,8 +49,8 @@ class ReplyKind(enum.StrEnum):
 
 
 _KINDS = {kind.value: kind for kind in ReplyKind}
-_KEEPALIVE = {h.KIND: ReplyKind.KEEPALIVE.value}
-_ACCEPTED = {h.KIND: ReplyKind.ACCEPTED.value}
+KEEPALIVE_HEADERS = {h.KIND: ReplyKind.KEEPALIVE.value}
+ACCEPTED_HEADERS = {h.KIND: ReplyKind.ACCEPTED.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,26 +139,40 @@ def _usage(value: str | None) -> Usage | None:
 
 
 async def send_accepted(nc: NATS, reply: str) -> None:
-    await nc.publish(reply, b"", headers=_ACCEPTED)
+    await nc.publish(reply, b"", headers=ACCEPTED_HEADERS)
 
 
 async def send_keepalive(nc: NATS, reply: str) -> None:
-    await nc.publish(reply, b"", headers=_KEEPALIVE)
+    await nc.publish(reply, b"", headers=KEEPALIVE_HEADERS)
+
+
+def chunk_headers(seq: int, delivery: str) -> dict[str, str]:
+    return {h.KIND: ReplyKind.CHUNK.value, h.SEQ: str(seq), h.ATTEMPT: delivery}
 
 
 async def send_chunk(nc: NATS, reply: str, seq: int, body: bytes, delivery: str) -> None:
     """One streamed chunk. ``delivery`` differs between deliveries of the same request (a
     redelivery after a worker died), so a caller notices a restarted stream."""
-    await nc.publish(
-        reply,
-        body,
-        headers={h.KIND: ReplyKind.CHUNK.value, h.SEQ: str(seq), h.ATTEMPT: delivery},
-    )
+    await nc.publish(reply, body, headers=chunk_headers(seq, delivery))
 
 
 async def end_stream(nc: NATS, reply: str) -> None:
     """The terminator: zero bytes, no headers."""
     await nc.publish(reply, b"")
+
+
+def final_headers(
+    *, deployment: str = "", attempts: int = 0, usage: Usage | None = None
+) -> dict[str, str]:
+    headers = {h.KIND: ReplyKind.FINAL.value, h.STATUS: "200"}
+    if deployment:
+        headers[h.DEPLOYMENT] = deployment
+    if attempts:
+        headers[h.ATTEMPTS] = str(attempts)
+    if usage is not None:
+        # The edge corrects its TPM estimate with it.
+        headers[h.USAGE] = f"{usage.prompt_tokens},{usage.completion_tokens},{usage.total_tokens}"
+    return headers
 
 
 async def send_final(
@@ -169,14 +185,7 @@ async def send_final(
     usage: Usage | None = None,
 ) -> None:
     """The final message (status 200), then the terminator."""
-    headers = {h.KIND: ReplyKind.FINAL.value, h.STATUS: "200"}
-    if deployment:
-        headers[h.DEPLOYMENT] = deployment
-    if attempts:
-        headers[h.ATTEMPTS] = str(attempts)
-    if usage is not None:
-        # The edge corrects its TPM estimate with it.
-        headers[h.USAGE] = f"{usage.prompt_tokens},{usage.completion_tokens},{usage.total_tokens}"
+    headers = final_headers(deployment=deployment, attempts=attempts, usage=usage)
     await nc.publish(reply, body, headers=headers)
     await end_stream(nc, reply)
 

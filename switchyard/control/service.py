@@ -32,7 +32,8 @@ from switchyard.errors import Conflict, InvalidRequest
 from switchyard.runtime.audit import request_actor
 from switchyard.runtime.cooldowns import CooldownBook
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY, sync_dispatch_consumers
-from switchyard.runtime.worker import Endpoints, reply_ok, serve_worker
+from switchyard.runtime.endpoints import Endpoints, reply_ok
+from switchyard.runtime.worker import serve_worker
 from switchyard.schemas import control as wire
 from switchyard.schemas.health import PREFIX as COOLDOWN_PREFIX
 from switchyard.schemas.routing import (

@@ -89,6 +89,7 @@ def create_app(settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = ()
             if edge.limiter is not None:
                 await edge.limiter.close()
                 edge.limiter = None
+            await edge.tasks.cancel_all()
             await keys.stop()
             await client.close()
             with contextlib.suppress(Exception):

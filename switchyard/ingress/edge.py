@@ -40,6 +40,7 @@ from switchyard.ingress.responses import (
     sse_error,
 )
 from switchyard.limits.limiter import Limiter
+from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas.keys import ClientKey
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -58,6 +59,8 @@ class Edge:
         self._default_s = settings.ingress.default_deadline_s
         self._max_s = settings.ingress.max_deadline_s
         self._fallback_ids = 0
+        # Per-request helpers (a streaming client's disconnect watcher): owned, never leaked.
+        self.tasks = TaskSupervisor("edge")
 
     # ---- shared helpers ----
 

@@ -26,6 +26,7 @@ from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.errors import ApiError, PayloadTooLarge, ServiceUnavailable
 from switchyard.ingress.edge import SAFE_ID, Edge, FinalReply, presented_key, sse_frames
 from switchyard.limits.limiter import Ticket
+from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas.openai import ChatProbe, CompletionProbe, error_body, probe
 from switchyard.telemetry import request_id_var
 
@@ -123,6 +124,7 @@ class FastPath:
                 async with contextlib.aclosing(client.exchange(subject, body, env)) as replies:
                     await _stream(
                         replies,
+                        tasks=edge.tasks,
                         request_id=request_id,
                         limit_headers=limit_headers,
                         receive=receive,
@@ -206,6 +208,7 @@ async def _respond_error(send: Send, exc: ApiError, request_id: str) -> None:
 async def _stream(
     replies: Any,
     *,
+    tasks: TaskSupervisor,
     request_id: str,
     limit_headers: list[tuple[bytes, bytes]],
     receive: Receive,
@@ -232,7 +235,7 @@ async def _stream(
     )
     state["started"] = True
     gone = asyncio.Event()
-    watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+    watcher = tasks.spawn(_watch_disconnect(receive, gone), name="client-disconnect")
     try:
         async for frame in sse_frames(first, replies, final):
             if gone.is_set():

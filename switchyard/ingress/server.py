@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 
 import uvicorn
 
 from switchyard.config import Settings
 from switchyard.ingress.app import EdgePlugin, create_asgi
+from switchyard.runtime.tasks import TaskSupervisor
 
 
 async def run_edge(
@@ -36,10 +36,9 @@ async def run_edge(
         await stop.wait()
         server.should_exit = True
 
-    watcher = asyncio.create_task(stop_on_event())
+    loops = TaskSupervisor(f"{kind}-lifecycle")
+    loops.spawn(stop_on_event())
     try:
         await server.serve()
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await loops.cancel_all()

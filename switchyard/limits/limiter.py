@@ -14,7 +14,6 @@ with a clear 503, ``fail_open`` lets requests through unlimited (and says so in 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -29,6 +28,7 @@ from switchyard.limits import periods
 from switchyard.limits.credentials import read_password
 from switchyard.limits.resp import RedisReplyError, RedisUnavailable, Script, ScriptClient
 from switchyard.limits.scripts import ADMIT, SETTLE
+from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas.keys import ClientKey
 
 log = logging.getLogger("switchyard.limits")
@@ -76,7 +76,7 @@ class Limiter:
         self._stale_ms = int(settings.ingress.max_deadline_s * 1000) + 60_000
         self._pending: dict[str, list[str]] = {}  # key id -> member, actual, member, actual...
         self._flush: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSupervisor("limits")
         self._nuid = NUID()
         self._warned_at = 0.0
         self._periods: dict[str, tuple[str, float, float]] = {}  # period -> (id, end, start)
@@ -240,12 +240,12 @@ class Limiter:
             self._flush = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._send)
 
     def _send(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
         self._flush = None
         pending, self._pending = self._pending, {}
-        if pending:
-            task = asyncio.create_task(self._settle_quiet(pending))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if pending and not self._tasks.closed:
+            self._tasks.spawn(self._settle_quiet(pending), name="limits-settle")
 
     async def _settle_quiet(self, pending: dict[str, list[str]]) -> None:
         calls = [
@@ -260,7 +260,5 @@ class Limiter:
 
     async def close(self) -> None:
         self._send()
-        if self._tasks:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*self._tasks)
+        await self._tasks.drain(5.0)
         await self._client.close()

@@ -28,6 +28,7 @@ from nats.errors import Error as NatsError
 from nats.nuid import NUID
 
 from switchyard.errors import BusError
+from switchyard.runtime.tasks import TaskSupervisor
 
 log = logging.getLogger("switchyard.runtime.jetstream")
 
@@ -79,12 +80,12 @@ class AckPublisher:
         self._confirm_timeout = confirm_timeout
         self._max_tries = max_tries
         self._sub: Subscription | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self._loops = TaskSupervisor("jetstream-confirm")
         self._drained = asyncio.Event()
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
-        self._sweeper = asyncio.create_task(self._sweep(), name="jetstream-confirm")
+        self._loops.spawn(self._sweep())
 
     async def stop(self, grace: float = 2.0) -> None:
         """Wait up to ``grace`` for background confirmations, then stop. Idempotent."""
@@ -96,11 +97,7 @@ class AckPublisher:
             log.error(
                 "%d published events were not confirmed before shutdown", len(self._confirming)
             )
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await self._loops.cancel_all()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from switchyard.runtime.tasks import TaskSupervisor
+
 log = logging.getLogger("switchyard.kv")
 
 # (key, value or None when deleted, revision)
@@ -35,7 +37,7 @@ class KvFollower:
         self._bucket = bucket
         self._keys = keys
         self._on_entry = on_entry
-        self._task: asyncio.Task[None] | None = None
+        self._loops = TaskSupervisor(f"kv-follow-{bucket}")
         self._watcher: KeyValue.KeyWatcher | None = None
         self.revision = 0
 
@@ -43,7 +45,7 @@ class KvFollower:
         kv = await self._js.key_value(self._bucket)
         self._watcher = await kv.watch(self._keys)
         ready = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._follow(ready), name=f"kv-follow-{self._bucket}")
+        self._loops.spawn(self._follow(ready))
         await asyncio.wait_for(ready, timeout)
 
     async def _follow(self, ready: asyncio.Future[None]) -> None:
@@ -72,8 +74,4 @@ class KvFollower:
             with contextlib.suppress(Exception):  # the connection may already be closed
                 await self._watcher.stop()  # type: ignore[no-untyped-call]
             self._watcher = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loops.cancel_all()

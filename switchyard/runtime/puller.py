@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from switchyard.bus import subjects
+from switchyard.runtime.tasks import TaskSupervisor
 
 log = logging.getLogger("switchyard.modelproxy")
 
@@ -59,10 +60,10 @@ class Puller:
         self._threshold = max(1, capacity // 4)
         self._outstanding = 0
         self._inflight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._work = TaskSupervisor(f"pull-{deployment_id}")
+        self._loops = TaskSupervisor(f"pull-watch-{deployment_id}")
         self._sub: Subscription | None = None
         self._inbox = ""
-        self._watchdog: asyncio.Task[None] | None = None
         self._last_heard = 0.0
         self._stopping = False
         self._retry: asyncio.TimerHandle | None = None
@@ -71,7 +72,7 @@ class Puller:
         self._inbox = self.nc.new_inbox()
         self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
         self._last_heard = asyncio.get_running_loop().time()
-        self._watchdog = asyncio.create_task(self._watch(), name=f"pull-watch-{self.deployment_id}")
+        self._loops.spawn(self._watch())
         await self._top_up()
 
     async def _top_up(self) -> None:
@@ -98,9 +99,7 @@ class Puller:
         if status is None:
             self._outstanding = max(0, self._outstanding - 1)
             self._inflight += 1
-            task = asyncio.create_task(self._run(msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._work.spawn(self._run(msg))
             return
         if status == "100":  # idle heartbeat: the pull requests are alive
             return
@@ -122,9 +121,8 @@ class Puller:
 
             def fire() -> None:
                 self._retry = None
-                task = asyncio.create_task(self._top_up())
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                if not self._stopping:
+                    self._loops.spawn(self._top_up())
 
             self._retry = loop.call_later(delay, fire)
 
@@ -175,12 +173,5 @@ class Puller:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-            self._watchdog = None
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in pending:
-                task.cancel()
+        await self._loops.cancel_all()
+        await self._work.drain(grace)

@@ -46,3 +46,14 @@ PUT_DECODER = msgspec.json.Decoder(PutSecret)
 REF_DECODER = msgspec.json.Decoder(SecretRef)
 INFO_DECODER = msgspec.json.Decoder(SecretInfo)
 LIST_DECODER = msgspec.json.Decoder(SecretList)
+
+
+class SecretPayload(msgspec.Struct, frozen=True):
+    """Reply of ``secrets.v1.get``; exists only inside the server zone."""
+
+    name: str
+    version: int
+    value: str
+
+    def __repr__(self) -> str:  # never print the value, even in a debugger or traceback
+        return f"SecretPayload(name={self.name!r}, version={self.version}, value='***')"

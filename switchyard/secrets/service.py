@@ -27,7 +27,6 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from switchyard.bus import identities, subjects
-from switchyard.bus.secret_cache import SecretPayload
 from switchyard.config import Settings
 from switchyard.errors import (
     ApiError,
@@ -38,9 +37,11 @@ from switchyard.errors import (
     VaultUnavailable,
 )
 from switchyard.runtime.audit import request_actor
-from switchyard.runtime.worker import Endpoints, reply_ok, serve_worker
+from switchyard.runtime.endpoints import Endpoints, reply_ok
+from switchyard.runtime.worker import serve_worker
 from switchyard.schemas import secrets as wire
 from switchyard.schemas.events import SecretChanged
+from switchyard.schemas.secrets import SecretPayload
 from switchyard.secrets.vault import SecretMeta, SecretMissing, Vault
 
 log = logging.getLogger("switchyard.secrets")

@@ -22,6 +22,7 @@ from nats.aio.subscription import Subscription
 
 from switchyard.bus import subjects
 from switchyard.errors import ServiceUnavailable
+from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas.keys import KEY_DECODER, RECORD_PREFIX, ClientKey, record_name
 
 log = logging.getLogger("switchyard.head")
@@ -37,6 +38,7 @@ class KeyPolicies:
         self._missing: dict[str, float] = {}
         self._sub: Subscription | None = None
         self._pending: dict[str, asyncio.Future[ClientKey | None]] = {}
+        self._fetches = TaskSupervisor("key-fetch")
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(subjects.KEYS_CHANGES, cb=self._on_change)
@@ -46,6 +48,7 @@ class KeyPolicies:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
+        await self._fetches.cancel_all()
 
     async def _on_change(self, msg: Msg) -> None:
         if not msg.subject.startswith(_CHANGE_PREFIX):
@@ -76,7 +79,7 @@ class KeyPolicies:
             return None
         pending = self._pending.get(digest)
         if pending is None:
-            pending = asyncio.ensure_future(self._fetch(digest))
+            pending = self._fetches.spawn(self._fetch(digest), quiet=True)
             self._pending[digest] = pending
             pending.add_done_callback(lambda _f: self._pending.pop(digest, None))
         return await asyncio.shield(pending)

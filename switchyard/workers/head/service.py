@@ -28,11 +28,13 @@ from switchyard.errors import (
     AuthenticationFailed,
     DeadlineExceeded,
     PermissionDenied,
+    ServiceUnavailable,
 )
 from switchyard.runtime.cooldowns import CooldownBook
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
 from switchyard.runtime.worker import serve_worker
 from switchyard.schemas.keys import ClientKey, hash_key
 from switchyard.schemas.openai import Model, ModelList, encode, model_of
@@ -67,8 +69,7 @@ class Head:
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
         self._subs: list[Subscription] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(settings.head.max_in_flight)
+        self._tasks = TaskSupervisor("head", limit=settings.head.max_in_flight)
         self.ready = False
 
     async def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
@@ -106,28 +107,25 @@ class Head:
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in pending:
-                task.cancel()
+        await self._tasks.drain(grace)
         await self._routes.stop()
         await self.cooldowns.stop()
         await self.keys.stop()
         await self.publisher.stop()
 
     async def _on_message(self, msg: Msg) -> None:
-        if msg.subject == subjects.REROUTE and msg.reply:
+        if msg.subject == subjects.REROUTE and msg.reply and not self._tasks.closed:
             # Confirms receipt before any wait: the model-proxy answers the caller itself
-            # when no head confirms (see modelproxy.handler).
+            # when no head confirms (see modelproxy.handler), as it does for a stopping head.
             await msg.respond(b"")
-        await self._slots.acquire()
-        task = asyncio.create_task(self._handle(msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
+        try:
+            # Waits for a free slot: past max_in_flight, NATS buffers (and callers' accept
+            # timeouts re-send elsewhere) instead of this process growing without bound.
+            await self._tasks.spawn_bounded(self._handle(msg))
+        except SupervisorClosed:
+            if msg.reply and msg.subject != subjects.REROUTE:
+                busy = ServiceUnavailable("this head is shutting down; retry", code="head_stopping")
+                await replies.send_error(self.nc, msg.reply, busy)
 
     async def _handle(self, msg: Msg) -> None:
         rerouted = msg.subject == subjects.REROUTE

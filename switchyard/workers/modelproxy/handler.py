@@ -25,10 +25,10 @@ from nats.aio.msg import Msg
 
 from switchyard.bus import replies, subjects
 from switchyard.bus.envelope import Envelope, MalformedHeader
-from switchyard.bus.secret_cache import SecretCache
 from switchyard.config import Settings
 from switchyard.errors import ApiError, DeadlineExceeded, InvalidRequest, ServiceUnavailable
 from switchyard.runtime.jetstream import AckPublisher
+from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider, RouteTable
@@ -148,6 +148,9 @@ class Handler:
         )
         try:
             await self._serve(job)
+        except asyncio.CancelledError:
+            await self._abandon(job)
+            raise
         except Exception:  # the message's error boundary: answer, log, keep the worker alive
             log.exception("internal error serving a request")
             await replies.send_error(
@@ -157,6 +160,28 @@ class Handler:
         finally:
             self.heartbeats.untrack(job.inflight)
             request_id_var.reset(token)
+
+    async def _abandon(self, job: Job) -> None:
+        """The worker is stopping and its grace period ran out while this request was served.
+
+        Nothing reached the caller yet: the message goes back to the queue at once (``nak``),
+        so another worker serves it and the caller never notices. Content was already
+        streamed: the stream cannot be resumed elsewhere, so it ends with a clear error.
+        """
+        try:
+            if job.sent:
+                exc = ServiceUnavailable(
+                    "the worker streaming this answer was stopped; retry the request",
+                    code="worker_stopped",
+                )
+                await replies.send_error(
+                    self.nc, job.reply, exc, deployment=job.deployment_id, attempts=job.attempts
+                )
+                await job.msg.ack()
+            else:
+                await job.msg.nak()
+        except Exception:  # the connection may be gone too: redelivery after ack_wait then
+            log.warning("could not hand back an interrupted request", exc_info=True)
 
     async def _serve(self, job: Job) -> None:
         target = self.target(job.deployment_id)

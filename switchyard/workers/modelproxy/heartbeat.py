@@ -7,7 +7,6 @@ request: a fast request (the common case) costs a dict insert and delete, nothin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from switchyard.bus import replies
+from switchyard.runtime.tasks import TaskSupervisor
 
 log = logging.getLogger("switchyard.modelproxy")
 
@@ -38,7 +38,7 @@ class Heartbeats:
         self._keepalive_s = keepalive_s
         self._progress_s = progress_s
         self._active: dict[int, InFlight] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._loops = TaskSupervisor("heartbeats")
 
     def track(self, reply: str, msg: Msg) -> InFlight:
         now = asyncio.get_running_loop().time()
@@ -50,14 +50,10 @@ class Heartbeats:
         self._active.pop(id(entry), None)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._tick(), name="heartbeats")
+        self._loops.spawn(self._tick())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loops.cancel_all()
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()

@@ -13,11 +13,11 @@ import logging
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import identities, subjects
-from switchyard.bus.secret_cache import SecretCache
 from switchyard.config import Settings
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.puller import Puller
+from switchyard.runtime.secret_cache import SecretCache
 from switchyard.runtime.worker import serve_worker
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
 from switchyard.workers.modelproxy.handler import Handler

@@ -10,7 +10,6 @@ stop flushes first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from nats.nuid import NUID
@@ -18,6 +17,7 @@ from nats.nuid import NUID
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.runtime.jetstream import AckPublisher
+from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEvent
 
 log = logging.getLogger("switchyard.modelproxy")
@@ -33,7 +33,7 @@ class UsageBatcher:
         self._events: list[UsageEvent] = []
         self._nuid = NUID()
         self._timer: asyncio.TimerHandle | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._flushes = TaskSupervisor("usage-flush")
 
     def add(self, event: UsageEvent) -> None:
         self._events.append(event)
@@ -49,9 +49,7 @@ class UsageBatcher:
         if not self._events:
             return
         events, self._events = self._events, []
-        task = asyncio.create_task(self._send(events))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        self._flushes.spawn(self._send(events))
 
     async def _send(self, events: list[UsageEvent]) -> None:
         batch_id = self._nuid.next().decode()
@@ -63,9 +61,7 @@ class UsageBatcher:
             {h.NATS_MSG_ID: batch_id},
         )
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
         """Send what is buffered and wait for the sends. Idempotent."""
         self._flush_soon()
-        if self._flushes:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*self._flushes)
+        await self._flushes.drain(grace)

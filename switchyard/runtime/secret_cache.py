@@ -26,25 +26,16 @@ from nats.aio.subscription import Subscription
 from switchyard.bus import subjects
 from switchyard.bus.replies import ReplyKind, decode_reply
 from switchyard.errors import ServiceUnavailable
+from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas.openai import decode_error
 from switchyard.schemas.secret import Secret
+from switchyard.schemas.secrets import SecretPayload
 
 log = logging.getLogger("switchyard.bus.secret_cache")
 
 # After a failed refresh, wait this long before trying again (requests use the cached key).
 RETRY_BACKOFF_S = 1.0
 NO_RESPONDER_RETRIES = 3
-
-
-class SecretPayload(msgspec.Struct, frozen=True):
-    """Reply of ``secrets.v1.get``; exists only inside the server zone."""
-
-    name: str
-    version: int
-    value: str
-
-    def __repr__(self) -> str:  # never print the value, even in a debugger or traceback
-        return f"SecretPayload(name={self.name!r}, version={self.version}, value='***')"
 
 
 _DECODE = msgspec.json.Decoder(SecretPayload)
@@ -65,6 +56,7 @@ class SecretCache:
         self._timeout = request_timeout
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Task[Secret]] = {}
+        self._tasks = TaskSupervisor("secret-cache")
         self._sub: Subscription | None = None
         self._wanted: set[str] = set()
 
@@ -78,15 +70,14 @@ class SecretCache:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
-        for task in list(self._inflight.values()):
-            task.cancel()
+        await self._tasks.cancel_all()
 
     async def _on_changed(self, msg: Msg) -> None:
         name = msg.subject.rsplit(".", 1)[-1]
         if name in self._wanted or self._entries.pop(name, None) is not None:
             self._entries.pop(name, None)
             log.info("provider key %s changed; fetching the new version", name)
-            if name in self._wanted and name not in self._inflight:
+            if name in self._wanted and name not in self._inflight and not self._tasks.closed:
                 self._spawn(name)
 
     def prefetch(self, names: set[str]) -> None:
@@ -115,7 +106,7 @@ class SecretCache:
         return await asyncio.shield(task)
 
     def _spawn(self, name: str) -> asyncio.Task[Secret]:
-        task = asyncio.create_task(self._fetch(name), name=f"secret-{name}")
+        task = self._tasks.spawn(self._fetch(name), name=f"secret-{name}", quiet=True)
         self._inflight[name] = task
         task.add_done_callback(lambda t: self._settle(name, t))
         return task
