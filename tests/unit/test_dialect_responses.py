@@ -337,8 +337,11 @@ def test_text_format_and_reasoning() -> None:
     assert json_mode.chat["response_format"] == {"type": "json_object"}
 
 
-def test_parallel_tool_calls_only_with_tools() -> None:
-    assert "parallel_tool_calls" not in to_chat(_request(input="x", parallel_tool_calls=False)).chat
+def test_tool_settings_only_with_tools() -> None:
+    """OpenAI's chat refuses tool_choice and parallel_tool_calls on a request without tools."""
+    chat = to_chat(_request(input="x", parallel_tool_calls=False, tool_choice="none")).chat
+    assert "parallel_tool_calls" not in chat
+    assert "tool_choice" not in chat
 
 
 @pytest.mark.parametrize(

@@ -145,12 +145,14 @@ def _tooling(req: Mapping[str, Any], chat: dict[str, Any], echo: dict[str, Any])
     echo["tools"] = [_echo_tool(t) for t in tools]
     choice = req.get("tool_choice")
     if choice is not None:
-        chat["tool_choice"] = _tool_choice(choice)
+        translated = _tool_choice(choice)
+        if tools:  # OpenAI's chat refuses tool_choice on a request without tools
+            chat["tool_choice"] = translated
     echo["tool_choice"] = choice if choice is not None else "auto"
     parallel = req.get("parallel_tool_calls")
     if parallel is not None:
         parallel = expect_bool(parallel, "parallel_tool_calls")
-        if tools:  # OpenAI refuses parallel_tool_calls on a request without tools
+        if tools:  # likewise parallel_tool_calls
             chat["parallel_tool_calls"] = parallel
     echo["parallel_tool_calls"] = True if parallel is None else parallel
 
