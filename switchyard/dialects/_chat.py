@@ -94,7 +94,7 @@ class Message(msgspec.Struct, frozen=True):
 
 
 class Choice(msgspec.Struct, frozen=True):
-    index: int = 0
+    index: int | None = 0
     message: Message | None = None
     delta: Message | None = None
     finish_reason: str | None = None
@@ -113,7 +113,7 @@ class ChatCompletion(msgspec.Struct, frozen=True):
     def first(self) -> Choice | None:
         """Choice 0: the dialects have no ``n``, so only the first answer is translated."""
         for choice in self.choices or ():
-            if choice.index == 0:
+            if not choice.index:  # 0, or null from servers that leave it out
                 return choice
         return None
 
