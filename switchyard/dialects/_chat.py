@@ -1,0 +1,140 @@
+"""The slice of a chat completion (and of a streamed chunk) the dialect translators read.
+
+Upstream replies are decoded once into these structs; every field is optional because
+OpenAI-compatible servers differ in what they fill (``usage: null``, ``delta: {}``, ``content``
+as a list of parts, vLLM's ``stop_reason``). Unknown fields are skipped by the decoder, never
+materialised, which keeps a streamed chunk's decode to a few microseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from switchyard.dialects._common import Body
+from switchyard.errors import ProviderError
+from switchyard.schemas.openai import Usage
+
+
+class PromptDetails(msgspec.Struct, frozen=True):
+    cached_tokens: int | None = None
+
+
+class CompletionDetails(msgspec.Struct, frozen=True):
+    reasoning_tokens: int | None = None
+
+
+class ChatUsage(msgspec.Struct, frozen=True):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    prompt_tokens_details: PromptDetails | None = None
+    completion_tokens_details: CompletionDetails | None = None
+
+    @property
+    def prompt(self) -> int:
+        return self.prompt_tokens or 0
+
+    @property
+    def completion(self) -> int:
+        return self.completion_tokens or 0
+
+    @property
+    def total(self) -> int:
+        return self.total_tokens or (self.prompt + self.completion)
+
+    @property
+    def cached(self) -> int:
+        d = self.prompt_tokens_details
+        return (d.cached_tokens or 0) if d is not None else 0
+
+    @property
+    def reasoning(self) -> int:
+        d = self.completion_tokens_details
+        return (d.reasoning_tokens or 0) if d is not None else 0
+
+    def triple(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt, completion_tokens=self.completion, total_tokens=self.total
+        )
+
+
+class FunctionCall(msgspec.Struct, frozen=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    """A whole tool call (non-stream) or one fragment of it (stream, keyed by ``index``)."""
+
+    index: int | None = None
+    id: str | None = None
+    type: str | None = None
+    function: FunctionCall | None = None
+
+
+class Message(msgspec.Struct, frozen=True):
+    """``choices[i].message`` of a completion, or ``choices[i].delta`` of a chunk."""
+
+    content: str | list[Any] | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+    def text(self) -> str:
+        """``content`` as text (some servers send a list of ``{"type":"text"}`` parts)."""
+        c = self.content
+        if c is None:
+            return ""
+        if isinstance(c, str):
+            return c
+        return "".join(
+            p.get("text") or "" for p in c if isinstance(p, dict) and p.get("type") == "text"
+        )
+
+
+class Choice(msgspec.Struct, frozen=True):
+    index: int | None = 0
+    message: Message | None = None
+    delta: Message | None = None
+    finish_reason: str | None = None
+    # vLLM (and servers built on it) name the stop string that ended the answer here.
+    stop_reason: str | int | None = None
+
+
+class ChatCompletion(msgspec.Struct, frozen=True):
+    """A chat completion or a ``chat.completion.chunk``: the same envelope."""
+
+    id: str | None = None
+    model: str | None = None
+    choices: list[Choice] | None = None
+    usage: ChatUsage | None = None
+
+    def first(self) -> Choice | None:
+        """Choice 0: the dialects have no ``n``, so only the first answer is translated."""
+        for choice in self.choices or ():
+            if not choice.index:  # 0, or null from servers that leave it out
+                return choice
+        return None
+
+
+_DECODER = msgspec.json.Decoder(ChatCompletion)
+
+
+def decode(raw: Body) -> ChatCompletion:
+    """Decode a chat completion or chunk from bytes or a dict.
+
+    Raises:
+        ProviderError: the upstream reply is not a chat completion (``provider`` is empty: the
+            caller knows which deployment answered and may re-raise with it).
+    """
+    try:
+        if isinstance(raw, bytes | bytearray | memoryview):
+            return _DECODER.decode(raw)
+        return msgspec.convert(raw, ChatCompletion)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ProviderError(
+            f"upstream reply is not a chat completion: {exc}",
+            provider="",
+            code="invalid_upstream_reply",
+        ) from None

@@ -1,0 +1,24 @@
+"""Anthropic's Messages API (``POST /v1/messages``) in front of chat completions providers.
+
+``to_chat`` turns a request into a chat request plus the context the reply needs;
+``to_message`` turns a whole chat completion into a Message; ``MessagesStream`` turns streamed
+chat chunks into Anthropic's event stream; ``error_body`` / ``error_event`` render Switchyard's
+errors the way Anthropic's SDKs expect them.
+"""
+
+from switchyard.dialects.anthropic.errors import error_body, error_event, error_type
+from switchyard.dialects.anthropic.reply import message_dict, to_message
+from switchyard.dialects.anthropic.request import MessagesContext, MessagesRequest, to_chat
+from switchyard.dialects.anthropic.stream import MessagesStream
+
+__all__ = [
+    "MessagesContext",
+    "MessagesRequest",
+    "MessagesStream",
+    "error_body",
+    "error_event",
+    "error_type",
+    "message_dict",
+    "to_chat",
+    "to_message",
+]

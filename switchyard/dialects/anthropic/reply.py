@@ -1,0 +1,120 @@
+"""A whole chat completion -> an Anthropic Message (``POST /v1/messages`` without streaming).
+
+Text becomes a ``text`` block, each tool call a ``tool_use`` block whose ``input`` is the parsed
+arguments (arguments that are not a JSON object become ``{}``: Anthropic's ``input`` is always an
+object). ``finish_reason`` maps to ``stop_reason``: stop -> end_turn (stop_sequence when the
+upstream names the stop string that matched, as vLLM does), length -> max_tokens, tool_calls ->
+tool_use, content_filter -> refusal. Usage follows Anthropic's split: ``input_tokens`` excludes
+the prompt tokens read from cache, which are ``cache_read_input_tokens``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from switchyard.dialects import _chat
+from switchyard.dialects._common import Body, encode, new_id
+from switchyard.dialects.anthropic.request import MessagesContext
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+_ARGS = msgspec.json.Decoder()
+
+
+def stop_reason(
+    finish_reason: str | None, matched: str | int | None, context: MessagesContext
+) -> tuple[str, str | None]:
+    """``(stop_reason, stop_sequence)`` for a chat finish_reason.
+
+    ``matched`` is the upstream's ``stop_reason`` extension (the stop string that ended the
+    answer); it counts only when it is one of the request's ``stop_sequences``.
+    """
+    if finish_reason == "stop" and isinstance(matched, str) and matched in context.stop_sequences:
+        return "stop_sequence", matched
+    return STOP_REASONS.get(finish_reason or "stop", "end_turn"), None
+
+
+def usage_object(usage: _chat.ChatUsage | None) -> dict[str, Any]:
+    if usage is None:
+        return {"input_tokens": 0, "output_tokens": 0}
+    cached = usage.cached
+    return {
+        "input_tokens": max(usage.prompt - cached, 0),
+        "output_tokens": usage.completion,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
+
+
+def tool_input(arguments: str | None) -> dict[str, Any]:
+    """A tool call's arguments as the object Anthropic's ``input`` must be."""
+    if not arguments:
+        return {}
+    try:
+        value = _ARGS.decode(arguments)
+    except msgspec.DecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def to_message(chat: Body, context: MessagesContext, *, message_id: str | None = None) -> bytes:
+    """Translate a chat completion into an encoded Anthropic Message.
+
+    Args:
+        chat: the upstream chat completion, as bytes or a decoded dict.
+        context: from :func:`~switchyard.dialects.anthropic.request.to_chat`.
+        message_id: the Message id (``msg_...``); a fresh one when None.
+
+    Raises:
+        ProviderError: ``chat`` is not a chat completion.
+    """
+    return encode(message_dict(chat, context, message_id=message_id))
+
+
+def message_dict(
+    chat: Body, context: MessagesContext, *, message_id: str | None = None
+) -> dict[str, Any]:
+    """:func:`to_message` before encoding."""
+    completion = _chat.decode(chat)
+    choice = completion.first()
+    message = choice.message if choice is not None else None
+    content: list[dict[str, Any]] = []
+    finish = choice.finish_reason if choice is not None else None
+    if message is not None:
+        text = message.text()
+        if text:
+            content.append({"type": "text", "text": text})
+        if message.refusal:  # the model declined: Anthropic's `refusal` stop reason
+            content.append({"type": "text", "text": message.refusal})
+            if finish in (None, "stop"):
+                finish = "content_filter"
+        for call in message.tool_calls or ():
+            function = call.function or _chat.FunctionCall()
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": call.id or new_id("toolu_"),
+                    "name": function.name or "",
+                    "input": tool_input(function.arguments),
+                }
+            )
+    reason, sequence = stop_reason(
+        finish, choice.stop_reason if choice is not None else None, context
+    )
+    return {
+        "id": message_id or new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": completion.model or context.model,
+        "content": content,
+        "stop_reason": reason,
+        "stop_sequence": sequence,
+        "usage": usage_object(completion.usage),
+    }

@@ -1,0 +1,187 @@
+"""``POST /v1/messages`` (Anthropic Messages) request -> a chat completions request.
+
+``system`` becomes a leading system message and each message its chat equivalent (content
+blocks, tool use and tool results: :mod:`._content`); custom tools become function tools,
+``tool_choice`` auto/any/tool/none becomes auto/required/named/none, ``stop_sequences`` becomes
+``stop``, ``max_tokens`` becomes ``max_completion_tokens`` and ``metadata.user_id`` ``user``.
+
+Dropped, because chat has no equivalent: ``top_k``, ``thinking`` (and ``thinking`` /
+``redacted_thinking`` blocks in history), ``output_config.effort``, ``cache_control`` marks,
+``is_error`` on tool results (the error text itself is kept), ``citations``, ``service_tier``
+and unknown fields. Refused with a 400 naming the field: server tools (``tools[i].type`` such as
+``web_search_20250305``), and blocks or sources that need Anthropic's own storage or servers
+(file ids, URL documents, ``server_tool_use``...). ``max_tokens`` is required, as Anthropic
+requires it. A trailing assistant message (a "prefill") is sent as history: chat providers answer
+after it rather than continuing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from switchyard.dialects._common import (
+    Body,
+    decode_object,
+    expect_bool,
+    expect_int,
+    expect_list,
+    expect_number,
+    expect_obj,
+    expect_str,
+    invalid,
+    require,
+    text_content,
+    unsupported_value,
+)
+from switchyard.dialects.anthropic._content import append_message, system_texts
+
+_TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+
+
+class MessagesContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What turning a chat reply into an Anthropic Message needs from the request.
+
+    Attributes:
+        model: the model the client asked for (reported when the upstream names none).
+        stop_sequences: the request's stop sequences, to report which one ended the answer when
+            the upstream says so.
+    """
+
+    model: str
+    stop_sequences: tuple[str, ...] = ()
+
+
+class MessagesRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A translated request: the chat body, the reply context and the stream flag."""
+
+    chat: dict[str, Any]
+    context: MessagesContext
+    stream: bool
+
+
+def to_chat(body: Body) -> MessagesRequest:
+    """Translate an Anthropic Messages request into a chat completions request.
+
+    Args:
+        body: the request body, as bytes or an already decoded mapping.
+
+    Raises:
+        InvalidRequest: the body is malformed or asks for something chat cannot express;
+            ``param`` names the field (render it with :func:`..errors.error_body`).
+    """
+    req = decode_object(body)
+    model = expect_str(require(req, "model", ""), "model")
+    max_tokens = expect_int(require(req, "max_tokens", ""), "max_tokens")
+    raw_messages = expect_list(require(req, "messages", ""), "messages")
+    stream = expect_bool(req.get("stream") or False, "stream")
+
+    messages: list[dict[str, Any]] = []
+    system = req.get("system")
+    if system is not None:
+        texts = system_texts(system, "system")
+        if texts:
+            messages.append({"role": "system", "content": text_content(texts)})
+    for i, raw in enumerate(raw_messages):
+        append_message(expect_obj(raw, f"messages[{i}]"), f"messages[{i}]", messages)
+    if not raw_messages:
+        raise invalid("messages", "messages: at least one message is required")
+
+    chat: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "max_completion_tokens": max_tokens,
+    }
+    stops: tuple[str, ...] = ()
+    if req.get("stop_sequences") is not None:
+        raw_stops = expect_list(req["stop_sequences"], "stop_sequences")
+        stops = tuple(expect_str(s, f"stop_sequences[{i}]") for i, s in enumerate(raw_stops))
+        if stops:
+            chat["stop"] = list(stops)
+    for field in ("temperature", "top_p"):
+        if req.get(field) is not None:
+            chat[field] = expect_number(req[field], field)
+    metadata = req.get("metadata")
+    if metadata is not None:
+        user = expect_obj(metadata, "metadata").get("user_id")
+        if user is not None:
+            chat["user"] = expect_str(user, "metadata.user_id")
+    tools = _tools(req.get("tools"))
+    if tools:
+        chat["tools"] = tools
+    if req.get("tool_choice") is not None:
+        _tool_choice(expect_obj(req["tool_choice"], "tool_choice"), chat, bool(tools))
+    output_config = req.get("output_config")
+    if output_config is not None:
+        fmt = expect_obj(output_config, "output_config").get("format")
+        if fmt is not None:
+            chat["response_format"] = _format(expect_obj(fmt, "output_config.format"))
+    if stream:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    return MessagesRequest(
+        chat=chat, context=MessagesContext(model=model, stop_sequences=stops), stream=stream
+    )
+
+
+def _tools(raw: Any) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    tools = []
+    for i, item in enumerate(expect_list(raw, "tools")):
+        path = f"tools[{i}]"
+        tool = expect_obj(item, path)
+        kind = tool.get("type")
+        if kind not in (None, "custom"):
+            raise unsupported_value(
+                f"{path}.type",
+                f"tool type `{kind}` is not supported for this model: Anthropic's server and "
+                "built-in tools run at Anthropic; only custom tools (name, input_schema) "
+                "can be translated",
+            )
+        function: dict[str, Any] = {
+            "name": expect_str(require(tool, "name", path), f"{path}.name"),
+            "parameters": dict(
+                expect_obj(require(tool, "input_schema", path), f"{path}.input_schema")
+            ),
+        }
+        if tool.get("description") is not None:
+            function["description"] = expect_str(tool["description"], f"{path}.description")
+        if tool.get("strict") is True:
+            function["strict"] = True
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def _tool_choice(choice: Mapping[str, Any], chat: dict[str, Any], has_tools: bool) -> None:
+    kind = choice.get("type")
+    translated: Any
+    if kind == "tool":
+        name = expect_str(require(choice, "name", "tool_choice"), "tool_choice.name")
+        translated = {"type": "function", "function": {"name": name}}
+    elif kind in _TOOL_CHOICE:
+        translated = _TOOL_CHOICE[kind]
+    else:
+        raise invalid("tool_choice.type", "tool_choice.type: must be auto, any, tool or none")
+    if not has_tools:  # OpenAI's chat refuses tool_choice and parallel_tool_calls without tools
+        return
+    chat["tool_choice"] = translated
+    if choice.get("disable_parallel_tool_use") is not None:
+        disabled = expect_bool(
+            choice["disable_parallel_tool_use"], "tool_choice.disable_parallel_tool_use"
+        )
+        chat["parallel_tool_calls"] = not disabled
+
+
+def _format(fmt: Mapping[str, Any]) -> dict[str, Any]:
+    if fmt.get("type") != "json_schema":
+        raise unsupported_value("output_config.format.type", "only json_schema is supported")
+    schema = expect_obj(
+        require(fmt, "schema", "output_config.format"), "output_config.format.schema"
+    )
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": dict(schema), "strict": True},
+    }

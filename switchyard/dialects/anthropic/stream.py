@@ -1,0 +1,195 @@
+"""Streamed chat chunks -> Anthropic's Messages event stream, one chunk at a time.
+
+A :class:`MessagesStream` is fed each chat chunk and returns the SSE frames to write, in the
+order Anthropic's SDKs parse: ``message_start`` (usage ``input_tokens`` when the first chunk
+already carries usage, else 0), ``ping``, then per content block ``content_block_start``,
+``content_block_delta`` (``text_delta`` or ``input_json_delta``), ``content_block_stop``, and at
+the end ``message_delta`` (``stop_reason``, ``stop_sequence``, usage: cumulative, so it carries the
+final input and output tokens) and ``message_stop``.
+
+Anthropic content blocks never overlap: a block stops before the next starts. Chat streams a
+message's text first and its tool calls one after another (OpenAI, vLLM and the servers modelled
+on them do), which maps onto that directly. A provider that went back to an earlier tool call's
+arguments after starting the next would lose those late fragments; none is known to.
+
+Deltas are the hot path: a precomputed prefix per block, the encoded fragment, a fixed suffix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchyard.dialects import _chat
+from switchyard.dialects._common import Body, encode, frame, new_id
+from switchyard.dialects.anthropic import errors
+from switchyard.dialects.anthropic.reply import stop_reason, usage_object
+from switchyard.dialects.anthropic.request import MessagesContext
+from switchyard.errors import ApiError
+from switchyard.schemas.openai import Usage
+
+_DELTA_END = b"}}\n\n"
+_PING = frame("ping", b'{"type":"ping"}')
+_STOP = frame("message_stop", b'{"type":"message_stop"}')
+
+
+class MessagesStream:
+    """Translates one streamed chat completion into one Anthropic Messages event stream.
+
+    Call :meth:`feed` with each chunk, then :meth:`finish` when the chat stream ends, or
+    :meth:`fail` if it breaks; each returns the bytes to write (possibly empty).
+    """
+
+    def __init__(self, context: MessagesContext, *, message_id: str | None = None) -> None:
+        self._context = context
+        self._id = message_id or new_id("msg_")
+        self._started = False
+        self._closed = False
+        self._blocks = 0  # content blocks started so far; the next block's index
+        self._open: str | int | None = None  # "text", a chat tool call index, or None
+        self._prefix = b""  # delta frame prefix of the open block
+        self._done_calls: set[int] = set()
+        self._finish: str | None = None
+        self._refused = False
+        self._matched: str | int | None = None
+        self._usage: _chat.ChatUsage | None = None
+
+    @property
+    def message_id(self) -> str:
+        return self._id
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token usage as chat reported it, once a chunk carried it."""
+        return self._usage.triple() if self._usage is not None else None
+
+    def feed(self, chunk: Body) -> bytes:
+        """The frames for one chat chunk (bytes or a decoded dict; ``[DONE]`` is ignored).
+
+        Raises:
+            ProviderError: the chunk is not a chat completion chunk.
+        """
+        if self._closed or chunk == b"[DONE]":
+            return b""
+        c = _chat.decode(chunk)
+        out: list[bytes] = []
+        if c.usage is not None:
+            self._usage = c.usage
+        if not self._started:
+            self._start(c.model, out)
+        choice = c.first()
+        if choice is not None:
+            delta = choice.delta or choice.message
+            if delta is not None:
+                text = delta.text()
+                if text:
+                    self._text(text, out)
+                if delta.refusal:
+                    self._text(delta.refusal, out)
+                    self._refused = True
+                for position, call in enumerate(delta.tool_calls or ()):
+                    self._tool(call, position, out)
+            if choice.finish_reason:
+                self._finish = choice.finish_reason
+            if choice.stop_reason is not None:
+                self._matched = choice.stop_reason
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """The closing frames: the open block's stop, ``message_delta``, ``message_stop``."""
+        if self._closed:
+            return b""
+        out: list[bytes] = []
+        if not self._started:
+            self._start(None, out)
+        self._close_block(out)
+        finish = self._finish
+        if self._refused and finish in (None, "stop"):  # the model declined
+            finish = "content_filter"
+        reason, sequence = stop_reason(finish, self._matched, self._context)
+        usage = usage_object(self._usage) if self._usage is not None else {"output_tokens": 0}
+        data = {
+            "type": "message_delta",
+            "delta": {"stop_reason": reason, "stop_sequence": sequence},
+            "usage": usage,
+        }
+        out.append(frame("message_delta", encode(data)))
+        out.append(_STOP)
+        self._closed = True
+        return b"".join(out)
+
+    def fail(self, exc: ApiError) -> bytes:
+        """An ``event: error`` frame that ends the stream (Anthropic's SDKs raise on it)."""
+        if self._closed:
+            return b""
+        self._closed = True
+        return errors.error_event(exc)
+
+    def _start(self, model: str | None, out: list[bytes]) -> None:
+        self._started = True
+        usage = {"input_tokens": 0, "output_tokens": 0}
+        if self._usage is not None:
+            full = usage_object(self._usage)
+            usage = {**full, "output_tokens": 0}
+        message: dict[str, Any] = {
+            "id": self._id,
+            "type": "message",
+            "role": "assistant",
+            "model": model or self._context.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        out.append(frame("message_start", encode({"type": "message_start", "message": message})))
+        out.append(_PING)
+
+    def _text(self, text: str, out: list[bytes]) -> None:
+        if self._open != "text":
+            self._open_block("text", {"type": "text", "text": ""}, b'"text_delta","text":', out)
+        out.append(self._prefix + encode(text) + _DELTA_END)
+
+    def _tool(self, fragment: _chat.ToolCall, position: int, out: list[bytes]) -> None:
+        key = fragment.index if fragment.index is not None else position
+        function = fragment.function or _chat.FunctionCall()
+        if self._open != key:
+            if key in self._done_calls:
+                return  # a late fragment of a closed block (see the module docstring)
+            block = {
+                "type": "tool_use",
+                "id": fragment.id or new_id("toolu_"),
+                "name": function.name or "",
+                "input": {},
+            }
+            self._open_block(key, block, b'"input_json_delta","partial_json":', out)
+        if function.arguments:
+            out.append(self._prefix + encode(function.arguments) + _DELTA_END)
+
+    def _open_block(
+        self, key: str | int, block: dict[str, Any], delta_head: bytes, out: list[bytes]
+    ) -> None:
+        self._close_block(out)
+        index = self._blocks
+        self._blocks += 1
+        self._open = key
+        data = {"type": "content_block_start", "index": index, "content_block": block}
+        out.append(frame("content_block_start", encode(data)))
+        self._prefix = (
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+            + str(index).encode()
+            + b',"delta":{"type":'
+            + delta_head
+        )
+
+    def _close_block(self, out: list[bytes]) -> None:
+        if self._open is None:
+            return
+        if isinstance(self._open, int):
+            self._done_calls.add(self._open)
+        index = self._blocks - 1
+        out.append(
+            frame(
+                "content_block_stop",
+                b'{"type":"content_block_stop","index":' + str(index).encode() + b"}",
+            )
+        )
+        self._open = None

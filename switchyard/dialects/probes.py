@@ -1,0 +1,89 @@
+"""What the edge and the head read from a Responses or Messages request before anything else.
+
+Like the chat probes in :mod:`switchyard.schemas.openai`: one decode into a struct holding only
+the routing fields (the model, the stream flag, the output cap for limits), unknown fields
+skipped. The full translation runs later, and only when the chosen provider does not speak the
+dialect natively, so the probe demands only what every provider requires: Anthropic refuses a
+request without ``max_tokens`` or ``messages``, so does this probe; a Responses request may be
+stateful (``previous_response_id`` without ``input``) when it is passed through to OpenAI.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+import msgspec
+
+from switchyard.errors import InvalidRequest
+from switchyard.schemas.openai import ModelName
+
+
+class ResponsesProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /v1/responses``: what routing and limits need."""
+
+    model: ModelName
+    stream: bool | None = False
+    max_output_tokens: int | None = None
+
+
+class MessagesProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /v1/messages``: what routing and limits need."""
+
+    model: ModelName
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
+    messages: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1)]
+    stream: bool | None = False
+
+
+T = TypeVar("T")
+
+_RESPONSES = msgspec.json.Decoder(ResponsesProbe)
+_MESSAGES = msgspec.json.Decoder(MessagesProbe)
+
+
+def probe_responses(body: bytes) -> ResponsesProbe:
+    """Validate the routing fields of a Responses request.
+
+    Raises:
+        InvalidRequest: not a JSON object, or ``model`` missing or mistyped; ``param`` names it.
+    """
+    return _probe(_RESPONSES, body)
+
+
+def probe_messages(body: bytes) -> MessagesProbe:
+    """Validate the routing fields of an Anthropic Messages request.
+
+    Raises:
+        InvalidRequest: not a JSON object, or ``model``, ``max_tokens`` or ``messages`` missing
+            or mistyped; ``param`` names the field.
+    """
+    return _probe(_MESSAGES, body)
+
+
+def _probe(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _invalid(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(
+            f"request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+
+
+def _invalid(text: str) -> InvalidRequest:
+    # msgspec: "Expected `int`, got `str` - at `$.max_tokens`" / "Object missing required field
+    # `max_tokens`"; Anthropic words the latter "max_tokens: Field required".
+    if "missing required field" in text:
+        field = text.rsplit("`", 2)[-2]
+        if " - at `$." not in text:
+            return InvalidRequest(
+                f"{field}: Field required", param=field, code="missing_required_parameter"
+            )
+    if " - at `$." in text:
+        text, _, where = text.partition(" - at `$.")
+        param = where.rstrip("`").split("[", 1)[0].split(".", 1)[0]
+        return InvalidRequest(f"{param}: {text.replace('`', '')}", param=param)
+    if text.startswith("Expected `object`"):
+        return InvalidRequest("request body must be a JSON object")
+    return InvalidRequest(text.replace("`", "'"))

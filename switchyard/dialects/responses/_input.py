@@ -1,0 +1,209 @@
+"""Responses ``input`` items -> chat messages.
+
+Chat wants an assistant turn's text and tool calls in one message, and every ``tool`` message
+right after the assistant message that called it; Responses lists them as separate items. Images
+or files inside a function call's output cannot ride in a ``tool`` message, so they are held back
+and sent as a user message once the run of tool outputs ends. Reasoning items a stateless client
+sends back are dropped (chat providers cannot take them); ``item_reference`` needs stored items
+and is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from switchyard.dialects._common import (
+    expect_list,
+    expect_obj,
+    expect_str,
+    invalid,
+    require,
+    text_content,
+    unsupported_value,
+)
+
+STATELESS_HINT = "Switchyard stores no responses: send the whole conversation in `input`"
+_IMAGE_DETAIL = frozenset({"auto", "low", "high"})
+
+
+class Input:
+    """Walks ``input`` items into chat messages (see the module docstring)."""
+
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.messages = messages
+        self.held: list[dict[str, Any]] = []  # media parts from tool outputs, for a user message
+
+    def items(self, items: list[Any]) -> None:
+        for i, raw in enumerate(items):
+            path = f"input[{i}]"
+            item = expect_obj(raw, path)
+            kind = item.get("type")
+            if kind != "function_call_output":
+                self._flush_held()
+            if kind is None or kind == "message":
+                self._message(item, path)
+            elif kind == "function_call":
+                self._function_call(item, path)
+            elif kind == "function_call_output":
+                self._function_output(item, path)
+            elif kind == "reasoning":
+                continue  # chat providers cannot take reasoning items back as input
+            elif kind == "item_reference":
+                raise unsupported_value(
+                    f"{path}.type", f"`item_reference` points at a stored item; {STATELESS_HINT}."
+                )
+            else:
+                raise unsupported_value(
+                    f"{path}.type",
+                    f"input item type `{kind}` is not supported: only messages, function calls "
+                    "and function call outputs can be translated for this model",
+                )
+        self._flush_held()
+
+    def _message(self, item: Mapping[str, Any], path: str) -> None:
+        role = expect_str(require(item, "role", path), f"{path}.role")
+        content = require(item, "content", path)
+        if role == "assistant":
+            self._assistant(content, path)
+            return
+        if role not in ("user", "system", "developer"):
+            raise invalid(
+                f"{path}.role",
+                f"{path}.role: must be one of user, system, developer, assistant (got `{role}`)",
+            )
+        # Chat providers other than OpenAI do not know `developer`; OpenAI treats a system
+        # message as developer instructions for the models that distinguish them.
+        chat_role = "user" if role == "user" else "system"
+        if isinstance(content, str):
+            self.messages.append({"role": chat_role, "content": content})
+            return
+        parts = _input_parts(expect_list(content, f"{path}.content"), f"{path}.content")
+        if chat_role == "system":
+            texts = []
+            for j, part in enumerate(parts):
+                if part["type"] != "text":
+                    raise unsupported_value(
+                        f"{path}.content[{j}].type",
+                        "system and developer messages can only carry text",
+                    )
+                texts.append(part["text"])
+            self.messages.append({"role": "system", "content": text_content(texts)})
+            return
+        if all(p["type"] == "text" for p in parts):
+            self.messages.append(
+                {"role": "user", "content": text_content([p["text"] for p in parts])}
+            )
+        else:
+            self.messages.append({"role": "user", "content": parts})
+
+    def _assistant(self, content: Any, path: str) -> None:
+        message: dict[str, Any] = {"role": "assistant"}
+        if isinstance(content, str):
+            message["content"] = content
+        else:
+            texts: list[str] = []
+            refusals: list[str] = []
+            for j, raw in enumerate(expect_list(content, f"{path}.content")):
+                ppath = f"{path}.content[{j}]"
+                part = expect_obj(raw, ppath)
+                kind = part.get("type")
+                if kind in ("output_text", "input_text"):
+                    texts.append(expect_str(require(part, "text", ppath), f"{ppath}.text"))
+                elif kind == "refusal":
+                    refusals.append(expect_str(require(part, "refusal", ppath), f"{ppath}.refusal"))
+                else:
+                    raise unsupported_value(
+                        f"{ppath}.type",
+                        f"assistant content part type `{kind}` is not supported "
+                        "(expected output_text or refusal)",
+                    )
+            message["content"] = text_content(texts) if texts else None
+            if refusals:
+                message["refusal"] = "\n".join(refusals)
+        self.messages.append(message)
+
+    def _function_call(self, item: Mapping[str, Any], path: str) -> None:
+        call = {
+            "id": expect_str(require(item, "call_id", path), f"{path}.call_id"),
+            "type": "function",
+            "function": {
+                "name": expect_str(require(item, "name", path), f"{path}.name"),
+                "arguments": expect_str(item.get("arguments") or "", f"{path}.arguments"),
+            },
+        }
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last["role"] == "assistant":
+            last.setdefault("tool_calls", []).append(call)
+        else:
+            self.messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+
+    def _function_output(self, item: Mapping[str, Any], path: str) -> None:
+        call_id = expect_str(require(item, "call_id", path), f"{path}.call_id")
+        output = require(item, "output", path)
+        if isinstance(output, str):
+            self.messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
+            return
+        parts = _input_parts(expect_list(output, f"{path}.output"), f"{path}.output")
+        texts = [p["text"] for p in parts if p["type"] == "text"]
+        media = [p for p in parts if p["type"] != "text"]
+        if media:
+            self.held.extend(media)
+            texts.append(f"[{len(media)} attachment(s) of this result follow in the next message]")
+        content = text_content(texts) if texts else ""
+        self.messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+
+    def _flush_held(self) -> None:
+        if self.held:
+            self.messages.append({"role": "user", "content": self.held})
+            self.held = []
+
+
+def _input_parts(parts: list[Any], path: str) -> list[dict[str, Any]]:
+    """``input_text`` / ``input_image`` / ``input_file`` parts as chat content parts."""
+    out: list[dict[str, Any]] = []
+    for j, raw in enumerate(parts):
+        ppath = f"{path}[{j}]"
+        part = expect_obj(raw, ppath)
+        kind = part.get("type")
+        if kind in ("input_text", "output_text", "text"):
+            out.append(
+                {"type": "text", "text": expect_str(require(part, "text", ppath), f"{ppath}.text")}
+            )
+        elif kind == "input_image":
+            if part.get("file_id") is not None:
+                raise unsupported_value(
+                    f"{ppath}.file_id",
+                    "images by file id need OpenAI's file storage; send `image_url` "
+                    "(an https URL or a data: URI) instead",
+                )
+            url = expect_str(require(part, "image_url", ppath), f"{ppath}.image_url")
+            image: dict[str, Any] = {"url": url}
+            detail = part.get("detail")
+            if detail in _IMAGE_DETAIL:
+                image["detail"] = detail
+            out.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file":
+            out.append(_file_part(part, ppath))
+        else:
+            raise unsupported_value(
+                f"{ppath}.type",
+                f"content part type `{kind}` is not supported "
+                "(expected input_text, input_image or input_file)",
+            )
+    return out
+
+
+def _file_part(part: Mapping[str, Any], path: str) -> dict[str, Any]:
+    for field in ("file_id", "file_url"):
+        if part.get(field) is not None:
+            raise unsupported_value(
+                f"{path}.{field}",
+                f"files by `{field}` cannot be passed to this model; send `file_data` "
+                "(a base64 data: URI) with a `filename` instead",
+            )
+    data = expect_str(require(part, "file_data", path), f"{path}.file_data")
+    file: dict[str, Any] = {"file_data": data}
+    if part.get("filename") is not None:
+        file["filename"] = expect_str(part["filename"], f"{path}.filename")
+    return {"type": "file", "file": file}

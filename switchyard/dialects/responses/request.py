@@ -1,0 +1,281 @@
+"""``POST /v1/responses`` request -> a chat completions request.
+
+Providers without a native Responses API get the same conversation as a chat request: the
+instructions become a leading system message, input items become chat messages (function calls
+and their outputs become assistant ``tool_calls`` and ``tool`` messages), flat function tools
+become chat's nested ones. What the reply translation needs from the request (the model and the
+fields a Response object echoes) travels as a :class:`ResponsesContext`.
+
+Switchyard stores no responses, so every feature that reads server-side state is refused with a
+400 naming the field: ``previous_response_id``, ``conversation``, ``prompt`` (stored prompt
+templates), ``background: true`` and ``item_reference`` input items. ``store`` is accepted and
+ignored: the client gets its answer, nothing is kept, and the echoed Response says ``store:
+false``. Built-in tools (web search, file search, code interpreter, MCP...) run inside OpenAI and
+cannot be offered by a chat provider, so they are refused naming ``tools[i].type``.
+
+Fields chat understands are carried over (``temperature``, ``top_p``, ``user``,
+``service_tier``, ``prompt_cache_key``, ``safety_identifier``, ``text.verbosity``,
+``reasoning.effort``); the rest (``metadata``, ``include``, ``truncation``, ``top_logprobs``,
+``max_tool_calls``, ``stream_options``, ``reasoning.summary``...) are dropped, and unknown fields
+are ignored. Reasoning items a stateless client sends back are dropped: chat providers cannot
+take them as input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from switchyard.dialects._common import (
+    Body,
+    decode_object,
+    expect_bool,
+    expect_int,
+    expect_list,
+    expect_number,
+    expect_obj,
+    expect_str,
+    invalid,
+    require,
+    unsupported,
+    unsupported_value,
+)
+from switchyard.dialects.responses._input import STATELESS_HINT, Input
+
+_STATEFUL = {
+    "previous_response_id": "continues a stored response",
+    "conversation": "reads and writes a stored conversation",
+    "prompt": "refers to a stored prompt template",
+}
+_PASSED = ("temperature", "top_p")
+_PASSED_STR = ("user", "service_tier", "prompt_cache_key", "safety_identifier")
+_TOOL_CHOICE_MODES = frozenset({"none", "auto", "required"})
+
+
+class ResponsesContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What turning a chat reply into a Response needs from the request.
+
+    Attributes:
+        model: the model the client asked for (reported when the upstream names none).
+        echo: the request fields a Response object repeats back (instructions, tools,
+            tool_choice, temperature...), already in Response form.
+    """
+
+    model: str
+    echo: dict[str, Any]
+
+
+class ResponsesRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A translated request.
+
+    Attributes:
+        chat: the chat completions request body (a dict, ready to encode).
+        context: what the reply translation needs.
+        stream: whether the client asked for an event stream.
+    """
+
+    chat: dict[str, Any]
+    context: ResponsesContext
+    stream: bool
+
+
+def to_chat(body: Body) -> ResponsesRequest:
+    """Translate a Responses request into a chat completions request.
+
+    Args:
+        body: the request body, as bytes or an already decoded mapping.
+
+    Raises:
+        InvalidRequest: the body is malformed, or asks for something a stateless gateway in front
+            of a chat provider cannot do; ``param`` names the field.
+    """
+    req = decode_object(body)
+    model = expect_str(require(req, "model", ""), "model")
+    if not model:
+        raise invalid("model", "model: must not be empty")
+    for field, why in _STATEFUL.items():
+        if req.get(field) is not None:
+            raise unsupported(field, f"`{field}` {why}; {STATELESS_HINT}.")
+    if req.get("background"):
+        raise unsupported(
+            "background",
+            "`background: true` needs responses stored by the server; "
+            "Switchyard stores no responses: use `stream: true` for long answers.",
+        )
+    stream = expect_bool(req.get("stream") or False, "stream")
+
+    messages: list[dict[str, Any]] = []
+    instructions = req.get("instructions")
+    if instructions is not None:
+        instructions = expect_str(instructions, "instructions")
+        if instructions:
+            messages.append({"role": "system", "content": instructions})
+    raw_input = require(req, "input", "")
+    if isinstance(raw_input, str):
+        messages.append({"role": "user", "content": raw_input})
+    else:
+        Input(messages).items(expect_list(raw_input, "input"))
+    if not messages:
+        raise invalid("input", "input: must contain at least one message")
+
+    chat: dict[str, Any] = {"model": model, "messages": messages}
+    echo: dict[str, Any] = {"instructions": instructions}
+    _tooling(req, chat, echo)
+    _sampling(req, chat, echo)
+    echo["text"] = _text(req.get("text"), chat)
+    echo["reasoning"] = _reasoning(req.get("reasoning"), chat)
+    metadata = req.get("metadata")
+    echo["metadata"] = dict(expect_obj(metadata, "metadata")) if metadata is not None else {}
+    if stream:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    return ResponsesRequest(
+        chat=chat, context=ResponsesContext(model=model, echo=echo), stream=stream
+    )
+
+
+def _tooling(req: Mapping[str, Any], chat: dict[str, Any], echo: dict[str, Any]) -> None:
+    tools = _tools(req.get("tools"))
+    if tools:
+        chat["tools"] = tools
+    echo["tools"] = [_echo_tool(t) for t in tools]
+    choice = req.get("tool_choice")
+    if choice is not None:
+        translated = _tool_choice(choice)
+        if tools:  # OpenAI's chat refuses tool_choice on a request without tools
+            chat["tool_choice"] = translated
+    echo["tool_choice"] = choice if choice is not None else "auto"
+    parallel = req.get("parallel_tool_calls")
+    if parallel is not None:
+        parallel = expect_bool(parallel, "parallel_tool_calls")
+        if tools:  # likewise parallel_tool_calls
+            chat["parallel_tool_calls"] = parallel
+    echo["parallel_tool_calls"] = True if parallel is None else parallel
+
+
+def _sampling(req: Mapping[str, Any], chat: dict[str, Any], echo: dict[str, Any]) -> None:
+    max_out = req.get("max_output_tokens")
+    if max_out is not None:
+        chat["max_completion_tokens"] = expect_int(max_out, "max_output_tokens")
+    echo["max_output_tokens"] = max_out
+    for field in _PASSED:
+        value = req.get(field)
+        if value is not None:
+            chat[field] = expect_number(value, field)
+        echo[field] = value
+    for field in _PASSED_STR:
+        value = req.get(field)
+        if value is not None:
+            chat[field] = expect_str(value, field)
+    echo["user"] = req.get("user")
+
+
+def _tools(raw: Any) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    tools: list[dict[str, Any]] = []
+    for i, item in enumerate(expect_list(raw, "tools")):
+        path = f"tools[{i}]"
+        tool = expect_obj(item, path)
+        kind = tool.get("type")
+        if kind != "function":
+            raise unsupported_value(
+                f"{path}.type",
+                f"tool type `{kind}` is not supported for this model: built-in tools run "
+                "inside OpenAI; only `function` tools can be translated",
+            )
+        function: dict[str, Any] = {"name": expect_str(require(tool, "name", path), f"{path}.name")}
+        if tool.get("description") is not None:
+            function["description"] = expect_str(tool["description"], f"{path}.description")
+        if tool.get("parameters") is not None:
+            function["parameters"] = dict(expect_obj(tool["parameters"], f"{path}.parameters"))
+        if tool.get("strict") is True:
+            function["strict"] = True
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    f = tool["function"]
+    return {
+        "type": "function",
+        "name": f["name"],
+        "description": f.get("description"),
+        "parameters": f.get("parameters"),
+        "strict": f.get("strict", False),
+    }
+
+
+def _tool_choice(raw: Any) -> Any:
+    if isinstance(raw, str):
+        if raw not in _TOOL_CHOICE_MODES:
+            raise invalid("tool_choice", "tool_choice: must be none, auto or required")
+        return raw
+    choice = expect_obj(raw, "tool_choice")
+    kind = choice.get("type")
+    if kind == "function":
+        name = expect_str(require(choice, "name", "tool_choice"), "tool_choice.name")
+        return {"type": "function", "function": {"name": name}}
+    if kind == "allowed_tools":
+        mode = choice.get("mode")
+        if mode not in ("auto", "required"):
+            raise invalid("tool_choice.mode", "tool_choice.mode: must be auto or required")
+        allowed = []
+        for i, item in enumerate(
+            expect_list(require(choice, "tools", "tool_choice"), "tool_choice.tools")
+        ):
+            path = f"tool_choice.tools[{i}]"
+            tool = expect_obj(item, path)
+            if tool.get("type") != "function":
+                raise unsupported_value(f"{path}.type", "only function tools can be allowed")
+            name = expect_str(require(tool, "name", path), f"{path}.name")
+            allowed.append({"type": "function", "function": {"name": name}})
+        return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": allowed}}
+    raise unsupported_value(
+        "tool_choice.type", f"tool_choice type `{kind}` is not supported for this model"
+    )
+
+
+def _text(raw: Any, chat: dict[str, Any]) -> dict[str, Any]:
+    """``text`` -> chat ``response_format`` / ``verbosity``; returns the Response echo."""
+    if raw is None:
+        return {"format": {"type": "text"}}
+    text = expect_obj(raw, "text")
+    echo: dict[str, Any] = {"format": {"type": "text"}}
+    fmt = text.get("format")
+    if fmt is not None:
+        fmt = expect_obj(fmt, "text.format")
+        kind = fmt.get("type")
+        if kind == "json_schema":
+            schema = expect_obj(require(fmt, "schema", "text.format"), "text.format.schema")
+            spec: dict[str, Any] = {
+                "name": expect_str(require(fmt, "name", "text.format"), "text.format.name"),
+                "schema": dict(schema),
+            }
+            if fmt.get("description") is not None:
+                spec["description"] = expect_str(fmt["description"], "text.format.description")
+            if fmt.get("strict") is not None:
+                spec["strict"] = expect_bool(fmt["strict"], "text.format.strict")
+            chat["response_format"] = {"type": "json_schema", "json_schema": spec}
+        elif kind == "json_object":
+            chat["response_format"] = {"type": "json_object"}
+        elif kind != "text":
+            raise unsupported_value("text.format.type", f"text format `{kind}` is not supported")
+        echo["format"] = dict(fmt)
+    verbosity = text.get("verbosity")
+    if verbosity is not None:
+        chat["verbosity"] = expect_str(verbosity, "text.verbosity")
+        echo["verbosity"] = verbosity
+    return echo
+
+
+def _reasoning(raw: Any, chat: dict[str, Any]) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    reasoning = expect_obj(raw, "reasoning")
+    effort = reasoning.get("effort")
+    if effort is not None:
+        chat["reasoning_effort"] = expect_str(effort, "reasoning.effort")
+    return {"effort": effort, "summary": reasoning.get("summary")}

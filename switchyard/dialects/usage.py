@@ -1,0 +1,168 @@
+"""Token usage out of native Responses and Anthropic replies, for requests passed through.
+
+When a provider speaks the client's dialect natively the reply is forwarded untouched, but the
+platform still bills it and counts it against TPM limits, so the model-proxy reads the usage out
+on the way: from a whole body, or from the stream's events as they pass. Usage comes back as the
+chat-shaped :class:`~switchyard.schemas.openai.Usage` triple everything downstream counts.
+
+Responses usage already counts cached prompt tokens inside ``input_tokens``. Anthropic's
+``input_tokens`` does not: tokens written to or read from the prompt cache are reported apart
+(``cache_creation_input_tokens``, ``cache_read_input_tokens``), so the triple's
+``prompt_tokens`` is their sum, which is what OpenAI would have reported for the same prompt.
+Stream payloads are the event's JSON (``data: `` prefix optional); events that cannot carry usage
+are rejected by a substring check before any decoding.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from switchyard.schemas.openai import Usage
+
+
+class _ResponsesUsage(msgspec.Struct, frozen=True):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+
+    def triple(self) -> Usage:
+        prompt = self.input_tokens or 0
+        completion = self.output_tokens or 0
+        total = self.total_tokens or prompt + completion
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+class _ResponseBody(msgspec.Struct, frozen=True):
+    usage: _ResponsesUsage | None = None
+
+
+class _ResponsesEvent(msgspec.Struct, frozen=True):
+    type: str = ""
+    response: _ResponseBody | None = None
+
+
+class _AnthropicUsage(msgspec.Struct, frozen=True):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class _AnthropicBody(msgspec.Struct, frozen=True):
+    usage: _AnthropicUsage | None = None
+
+
+class _AnthropicEvent(msgspec.Struct, frozen=True):
+    type: str = ""
+    message: _AnthropicBody | None = None
+    usage: _AnthropicUsage | None = None
+
+
+_RESPONSE = msgspec.json.Decoder(_ResponseBody)
+_RESPONSES_EVENT = msgspec.json.Decoder(_ResponsesEvent)
+_MESSAGE = msgspec.json.Decoder(_AnthropicBody)
+_ANTHROPIC_EVENT = msgspec.json.Decoder(_AnthropicEvent)
+_TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
+_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+def responses_usage(body: bytes) -> Usage | None:
+    """The usage of a whole Response object, or None (malformed bodies count as no usage)."""
+    if b'"usage"' not in body:
+        return None
+    try:
+        usage = _RESPONSE.decode(body).usage
+    except _ERRORS:
+        return None
+    return usage.triple() if usage is not None else None
+
+
+def anthropic_usage(body: bytes) -> Usage | None:
+    """The usage of a whole Anthropic Message, or None."""
+    if b'"usage"' not in body:
+        return None
+    try:
+        usage = _MESSAGE.decode(body).usage
+    except _ERRORS:
+        return None
+    if usage is None:
+        return None
+    return _AnthropicCounts().add(usage).triple()
+
+
+class ResponsesUsageTracker:
+    """Follows a native Responses event stream; usage arrives with its terminal event."""
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Read one event's JSON payload."""
+        if not any(marker in data for marker in _TERMINAL):
+            return
+        try:
+            event = _RESPONSES_EVENT.decode(_payload(data))
+        except _ERRORS:
+            return
+        if event.response is not None and event.response.usage is not None:
+            self.usage = event.response.usage.triple()
+
+
+class AnthropicUsageTracker:
+    """Follows a native Anthropic event stream.
+
+    ``message_start`` carries the input (and cache) tokens, each ``message_delta`` the
+    cumulative output tokens and, in newer API versions, cumulative input counts too; later
+    counts replace earlier ones, as Anthropic's SDK does.
+    """
+
+    def __init__(self) -> None:
+        self._counts: _AnthropicCounts | None = None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._counts.triple() if self._counts is not None else None
+
+    def feed(self, data: bytes) -> None:
+        """Read one event's JSON payload."""
+        if b'"message_start"' not in data and b'"message_delta"' not in data:
+            return
+        try:
+            event = _ANTHROPIC_EVENT.decode(_payload(data))
+        except _ERRORS:
+            return
+        usage = event.usage
+        if event.type == "message_start" and event.message is not None:
+            usage = event.message.usage
+        elif event.type != "message_delta":
+            return
+        if usage is not None:
+            self._counts = (self._counts or _AnthropicCounts()).add(usage)
+
+
+class _AnthropicCounts:
+    __slots__ = ("cache_read", "cache_write", "input", "output")
+
+    def __init__(self) -> None:
+        self.input = self.output = self.cache_read = self.cache_write = 0
+
+    def add(self, usage: _AnthropicUsage) -> _AnthropicCounts:
+        if usage.input_tokens is not None:
+            self.input = usage.input_tokens
+        if usage.output_tokens is not None:
+            self.output = usage.output_tokens
+        if usage.cache_creation_input_tokens is not None:
+            self.cache_write = usage.cache_creation_input_tokens
+        if usage.cache_read_input_tokens is not None:
+            self.cache_read = usage.cache_read_input_tokens
+        return self
+
+    def triple(self) -> Usage:
+        prompt = self.input + self.cache_write + self.cache_read
+        return Usage(
+            prompt_tokens=prompt, completion_tokens=self.output, total_tokens=prompt + self.output
+        )
+
+
+def _payload(data: bytes) -> bytes:
+    return data[5:] if data.startswith(b"data:") else data
