@@ -57,6 +57,7 @@ def _config(openai_base: str, anthropic_base: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.unit
 def test_conversion_maps_models_fallbacks_and_secret_placeholders() -> None:
     result = convert(_config("http://up/v1", "http://anthropic"))
     routes = result.table.routes

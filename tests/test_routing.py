@@ -10,27 +10,12 @@ import httpx
 import msgspec
 import pytest
 import pytest_asyncio
-from nats.aio.client import Client as NATS
 
-from switchyard.bus import headers as h
 from switchyard.bus import subjects
-from switchyard.bus.envelope import Envelope
-from switchyard.config import Settings
-from switchyard.runtime.cooldowns import CooldownBook
-from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.health import PREFIX, Cooldown
 from switchyard.schemas.routing import (
-    Deployment,
-    Provider,
-    Route,
-    RouteTable,
-    decode_route_table,
     deployment_id,
 )
-from switchyard.workers.head import decide
-from switchyard.workers.modelproxy.handler import Handler
-from switchyard.workers.modelproxy.heartbeat import Heartbeats
-from switchyard.workers.modelproxy.providers.registry import Adapters
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
 
@@ -329,51 +314,3 @@ async def test_a_retry_after_cools_only_the_deployment_that_sent_it(
         await nc.close()
     assert cooled[first].until - cooled[first].since == pytest.approx(2.0)
     assert cooled[second].until - cooled[second].since == pytest.approx(3.0)
-
-
-async def test_a_cooldown_is_never_shortened_by_a_later_failure() -> None:
-    book = CooldownBook(NATS().jetstream())  # not started: cooldowns apply locally only
-    longer = await book.cool("dep", 60, status=429, reason="rate limited")
-    assert await book.cool("dep", 3, status=502, reason="in flight before the cooldown") == longer
-    assert (await book.cool("dep", 120, status=502, reason="failed again")).until > longer.until
-
-
-def _table(api_base: str) -> RouteTable:
-    provider = Provider(kind="openai-compatible", api_base=api_base)
-    route = Route(deployments=(Deployment(provider="p", model="m"),))
-    return decode_route_table(
-        msgspec.json.encode(RouteTable(providers={"p": provider}, routes={"m": route}))
-    )
-
-
-def test_model_proxy_targets_follow_every_route_table_revision() -> None:
-    """Python reuses a freed table's id for a later table: targets must come from the new one."""
-    nc = NATS()  # never connected: building targets does no I/O
-    tables = [_table("http://v1.test/v1")]
-    handler = Handler(
-        nc,
-        settings=Settings(),
-        adapters=Adapters(),
-        keys=SecretCache(nc, ttl=1),
-        heartbeats=Heartbeats(nc, keepalive_s=1, progress_s=1),
-        table=lambda: tables[-1],
-    )
-    dep = deployment_id("p", "m")
-    for version in range(1, 50):
-        api_base = f"http://v{version}.test/v1"
-        tables[:] = [_table(api_base)]  # the previous revision is freed
-        target = handler.target(dep)
-        assert target is not None
-        assert target.provider.api_base == api_base
-
-
-def test_a_malformed_retry_after_never_raises() -> None:
-    for bad in ("soon", "inf", "nan", "Wed, 21 Oct 2015 07:28:00 GMT"):
-        headers = {
-            h.RETRY_AFTER: bad,
-            h.LAST_STATUS: "429",
-            h.ERRORS: "x: 429 slow down",
-            h.TRIED: "x",
-            h.ALIAS: "alias",
-        }
-        assert decide.exhausted(Envelope.decode(headers)).retry_after is None

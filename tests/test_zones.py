@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import pathlib
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -340,9 +342,22 @@ async def _try_connect(zone: Zone, ctx: ssl.SSLContext) -> Exception | None:
     return failure
 
 
+async def _refused(zone: Zone, ctx: ssl.SSLContext) -> tuple[Exception | None, str]:
+    """Try to connect; return the client's error and what the server logged meanwhile."""
+    log = zone.server.log_path
+    offset = log.stat().st_size
+    failure = await _try_connect(zone, ctx)
+    await asyncio.sleep(0.3)  # the server logs the refusal as it closes the connection
+    with log.open("rb") as f:
+        f.seek(offset)
+        return failure, f.read().decode("utf-8", "replace")
+
+
 async def test_connection_without_certificate_is_refused(zone: Zone) -> None:
     ca = zone.cert_dir / "ca.pem"
-    assert await _try_connect(zone, _tls(ca, None, ca)) is not None
+    err, logged = await _refused(zone, _tls(ca, None, ca))
+    assert isinstance(err, ConnectionResetError | ssl.SSLError), repr(err)
+    assert "TLS handshake error: tls: client didn't provide a certificate" in logged
 
 
 async def test_certificate_from_another_ca_is_refused(zone: Zone, tmp_path: Path) -> None:
@@ -351,7 +366,10 @@ async def test_certificate_from_another_ca_is_refused(zone: Zone, tmp_path: Path
     # Same DN as the real tail identity, signed by a CA the server does not trust.
     ca.issue(rogue, "tail", cn="tail", ou="client", organization=ORG, validity_days=30)
     ctx = _tls(rogue / "tail.pem", rogue / "tail-key.pem", zone.cert_dir / "ca.pem")
-    assert await _try_connect(zone, ctx) is not None
+    err, logged = await _refused(zone, ctx)
+    assert isinstance(err, ConnectionResetError | ssl.SSLError), repr(err)
+    assert "x509: certificate signed by unknown authority" in logged
+    assert "CN=tail,OU=client" in logged
 
 
 async def test_unmapped_identity_is_refused(zone: Zone) -> None:
@@ -362,16 +380,19 @@ async def test_unmapped_identity_is_refused(zone: Zone) -> None:
     ctx = _tls(
         zone.cert_dir / "intruder.pem", zone.cert_dir / "intruder-key.pem", zone.cert_dir / "ca.pem"
     )
-    err = await _try_connect(zone, ctx)
-    assert err is not None
-    assert "authorization" in str(err).lower() or isinstance(err, OSError | nats.errors.Error)
+    err, logged = await _refused(zone, ctx)
+    assert isinstance(err, nats.errors.Error), repr(err)
+    assert "authorization violation" in str(err).lower()
+    assert "authentication error" in logged
 
 
 async def test_server_certificate_cannot_log_in_as_a_client(zone: Zone) -> None:
     ctx = _tls(
         zone.cert_dir / "server.pem", zone.cert_dir / "server-key.pem", zone.cert_dir / "ca.pem"
     )
-    assert await _try_connect(zone, ctx) is not None
+    err, logged = await _refused(zone, ctx)
+    assert isinstance(err, ssl.SSLError | ConnectionResetError), repr(err)
+    assert "x509: certificate specifies an incompatible key usage" in logged
 
 
 # ---- what crosses zones, and what does not ----
@@ -513,7 +534,11 @@ async def test_client_wildcard_subscriber_sees_no_core_traffic(zone: Zone) -> No
 
     await probe.subscribe(">", cb=spy)
     await probe.flush()
+    tail, _ = await _as(zone, "tail")
     try:
+        # Positive control: CLIENT traffic does reach the spy, so silence below means something.
+        await tail.publish("llm.v1.models", b"control")
+        await tail.flush()
         await head.publish(DISPATCH, b"x")
         await mp.publish("llm.v1.usage", b"x")
         await mp.publish(SECRET_GET, b"x")
@@ -521,13 +546,53 @@ async def test_client_wildcard_subscriber_sees_no_core_traffic(zone: Zone) -> No
         for nc in (head, mp, sec):
             await nc.flush()
         await asyncio.sleep(0.3)
-        leaked = [s for s in seen if not s.startswith("$JS.")]
+        assert "llm.v1.models" in seen, seen
+        leaked = [s for s in seen if not s.startswith("$JS.") and s != "llm.v1.models"]
         assert leaked == []
     finally:
-        for nc in (probe, mp, head, sec):
+        for nc in (probe, mp, head, sec, tail):
             await nc.close()
 
 
-async def test_monitoring_port_listens_on_loopback_only(zone: Zone) -> None:
+def _monitor_port(zone: Zone) -> int:
     text = (zone.cert_dir.parent / "nats.conf").read_text()
-    assert 'http: "127.0.0.1:' in text
+    return int(text.split('http: "127.0.0.1:', 1)[1].split('"', 1)[0])
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket listening on ``port`` (from the kernel, not a config)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as f:
+            for line in f.read().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(address)
+    return found
+
+
+async def test_monitoring_port_listens_on_loopback_only(zone: Zone) -> None:
+    """The monitoring port has no authentication: it must not be reachable off the host."""
+    port = _monitor_port(zone)
+    # 127.0.0.1 as the kernel writes it (little-endian hex); nothing on 0.0.0.0 or ::.
+    assert _listening_addresses(port) == {"0100007F"}
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert b"200" in (await reader.read(64))
+    writer.close()
+    others = [a for a in _host_addresses() if not a.startswith("127.")]
+    for address in others:  # every other address of this machine is refused
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.wait_for(asyncio.open_connection(address, port), 2)
+
+
+def _host_addresses() -> list[str]:
+    """Every IPv4 address of this machine, from the kernel's routing table."""
+    lines = pathlib.Path("/proc/net/fib_trie").read_text(encoding="ascii").splitlines()
+    found = {
+        prev.split()[-1]
+        for prev, line in itertools.pairwise(lines)
+        if line.strip() == "/32 host LOCAL"
+    }
+    return sorted(found)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from switchyard.stack.ports import ephemeral_low, listen_port, port_free
+
+pytestmark = pytest.mark.unit
 
 
 def test_ephemeral_low_reads_the_kernel_range(tmp_path: Path) -> None:

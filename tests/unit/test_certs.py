@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from switchyard.bus.identities import SERVICE_IDENTITIES
 from switchyard.stack.certs import CertificateAuthority, init_certificates, subject_dn
+
+pytestmark = pytest.mark.unit
+
 
 CLIENTS = [(i.name, i.zone.value.lower()) for i in SERVICE_IDENTITIES]
 

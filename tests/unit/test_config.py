@@ -10,6 +10,8 @@ from switchyard.config import load_settings
 from switchyard.errors import ConfigError
 from switchyard.schemas.routing import deployment_id
 
+pytestmark = pytest.mark.unit
+
 
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "switchyard.yaml"
@@ -137,7 +139,7 @@ def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_example_config_is_valid() -> None:
-    example = Path(__file__).parent.parent / "switchyard.example.yaml"
+    example = Path(__file__).parents[2] / "switchyard.example.yaml"
     settings = load_settings(example, env={})
     assert settings.route_table.routes
 

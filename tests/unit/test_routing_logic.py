@@ -1,0 +1,208 @@
+"""Routing decisions and cooldown math: pure policy, no servers.
+
+What a head decides for one attempt (weights, fallbacks, skipping what was tried or is cooling
+down, one clear error when nothing is left) and what a model-proxy builds per route table.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+
+from switchyard.bus import headers as h
+from switchyard.bus.envelope import Envelope
+from switchyard.config import RoutingSettings, Settings
+from switchyard.errors import ModelNotFound, ProviderError, RateLimited, ServiceUnavailable
+from switchyard.runtime.cooldowns import CooldownBook, Cooldowns
+from switchyard.runtime.secret_cache import SecretCache
+from switchyard.schemas.health import Cooldown
+from switchyard.schemas.routing import (
+    Deployment,
+    Provider,
+    Route,
+    RouteTable,
+    decode_route_table,
+    deployment_id,
+)
+from switchyard.schemas.secrets import SecretPayload
+from switchyard.secrets.vault import StoredSecret
+from switchyard.workers.head import decide
+from switchyard.workers.head.router import Router
+from switchyard.workers.modelproxy.handler import Handler
+from switchyard.workers.modelproxy.heartbeat import Heartbeats
+from switchyard.workers.modelproxy.providers.registry import Adapters
+
+pytestmark = pytest.mark.unit
+
+
+def _two_route_table() -> RouteTable:
+    provider = Provider(kind="openai-compatible", api_base="http://p.test/v1")
+    doc = RouteTable(
+        providers={"a": provider, "b": provider},
+        routes={
+            "main": Route(
+                deployments=(
+                    Deployment(provider="a", model="m1", weight=3),
+                    Deployment(provider="b", model="m1", weight=1),
+                ),
+                fallbacks=("backup",),
+            ),
+            "backup": Route(deployments=(Deployment(provider="b", model="m2"),)),
+        },
+    )
+    return decode_route_table(msgspec.json.encode(doc))
+
+
+def _env(alias: str, **fields: object) -> Envelope:
+    return Envelope(request_id="r", alias=alias).with_(**fields)
+
+
+def test_weights_spread_load_in_proportion() -> None:
+    router = Router(_two_route_table())
+    random.seed(7)
+    picks = [decide.choose(router, Cooldowns(), _env("main"), pinned=None).id for _ in range(4000)]
+    share = picks.count(deployment_id("a", "m1")) / len(picks)
+    assert 0.72 < share < 0.78  # 3:1
+
+
+def test_tried_and_cooling_deployments_are_skipped_then_fallbacks_used() -> None:
+    router = Router(_two_route_table())
+    a, b, backup = deployment_id("a", "m1"), deployment_id("b", "m1"), deployment_id("b", "m2")
+    assert decide.choose(router, Cooldowns(), _env("main", tried=(a,)), pinned=None).id == b
+    cooling = Cooldowns({b: Cooldown(deployment=b, until=time.time() + 60)})
+    assert decide.choose(router, cooling, _env("main", tried=(a,)), pinned=None).id == backup
+
+
+def test_nothing_left_after_failures_is_one_error_naming_every_attempt() -> None:
+    router = Router(_two_route_table())
+    tried = (deployment_id("a", "m1"), deployment_id("b", "m1"), deployment_id("b", "m2"))
+    env = _env("main", tried=tried, errors="a: 500 x; b: 502 y; c: 503 z", last_status=503)
+    with pytest.raises(ProviderError) as caught:
+        decide.choose(router, Cooldowns(), env, pinned=None)
+    assert caught.value.code == "all_deployments_failed"
+    assert "all 3 attempts for `main` failed" in caught.value.message
+    limited = env.with_(last_status=429, retry_after=4.0)
+    with pytest.raises(RateLimited) as rate:
+        decide.choose(router, Cooldowns(), limited, pinned=None)
+    assert rate.value.retry_after == 4.0
+
+
+def test_everything_cooling_before_any_attempt_is_503_with_the_shortest_wait() -> None:
+    router = Router(_two_route_table())
+    now = time.time()
+    book = Cooldowns(
+        {
+            d: Cooldown(deployment=d, until=now + wait, status=500)
+            for d, wait in (
+                (deployment_id("a", "m1"), 30),
+                (deployment_id("b", "m1"), 10),
+                (deployment_id("b", "m2"), 20),
+            )
+        }
+    )
+    with pytest.raises(ServiceUnavailable) as caught:
+        decide.choose(router, book, _env("main"), pinned=None)
+    assert caught.value.code == "deployments_cooling_down"
+    assert caught.value.retry_after == pytest.approx(10, abs=0.5)
+
+
+def test_all_cooling_for_rate_limits_is_a_429() -> None:
+    router = Router(_two_route_table())
+    until = time.time() + 5
+    book = Cooldowns(
+        {
+            d: Cooldown(deployment=d, until=until, status=429)
+            for d in router.cooling_candidates("main")
+        }
+    )
+    with pytest.raises(RateLimited):
+        decide.choose(router, book, _env("main"), pinned=None)
+
+
+def test_unknown_alias_and_unknown_pin_are_404() -> None:
+    router = Router(_two_route_table())
+    with pytest.raises(ModelNotFound):
+        decide.choose(router, Cooldowns(), _env("nope"), pinned=None)
+    with pytest.raises(ModelNotFound):
+        decide.choose(router, Cooldowns(), _env("main"), pinned="no-such-deployment")
+    pinned = decide.choose(router, Cooldowns(), _env("main"), pinned=deployment_id("b", "m2"))
+    assert pinned.id == deployment_id("b", "m2")
+
+
+def test_backoff_grows_exponentially_within_its_cap_and_jitter() -> None:
+    settings = RoutingSettings(backoff_s=0.1, backoff_max_s=1.0)
+    rng = random.Random(1)
+    for hop, base in ((1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (9, 1.0)):
+        pause = decide.backoff(hop, settings, rng)
+        assert base * 0.5 <= pause <= base * 1.5
+
+
+def test_cooldown_remaining_and_active_follow_the_clock() -> None:
+    book = Cooldowns({"d": Cooldown(deployment="d", until=100.0, status=429)})
+    assert book.cooling("d", now=99.0)
+    assert not book.cooling("d", now=100.0)
+    assert book.remaining("d", now=97.5) == 2.5
+    assert book.remaining("other", now=0) == 0.0
+    assert [c.deployment for c in book.active(now=50)] == ["d"]
+    assert book.active(now=150) == []
+
+
+async def test_a_cooldown_is_never_shortened_by_a_later_failure() -> None:
+    book = CooldownBook(NATS().jetstream())  # not started: cooldowns apply locally only
+    longer = await book.cool("dep", 60, status=429, reason="rate limited")
+    assert await book.cool("dep", 3, status=502, reason="in flight before the cooldown") == longer
+    assert (await book.cool("dep", 120, status=502, reason="failed again")).until > longer.until
+
+
+def _table(api_base: str) -> RouteTable:
+    provider = Provider(kind="openai-compatible", api_base=api_base)
+    route = Route(deployments=(Deployment(provider="p", model="m"),))
+    return decode_route_table(
+        msgspec.json.encode(RouteTable(providers={"p": provider}, routes={"m": route}))
+    )
+
+
+def test_model_proxy_targets_follow_every_route_table_revision() -> None:
+    """Python reuses a freed table's id for a later table: targets must come from the new one."""
+    nc = NATS()  # never connected: building targets does no I/O
+    tables = [_table("http://v1.test/v1")]
+    handler = Handler(
+        nc,
+        settings=Settings(),
+        adapters=Adapters(),
+        keys=SecretCache(nc, ttl=1),
+        heartbeats=Heartbeats(nc, keepalive_s=1, progress_s=1),
+        table=lambda: tables[-1],
+    )
+    dep = deployment_id("p", "m")
+    for version in range(1, 50):
+        api_base = f"http://v{version}.test/v1"
+        tables[:] = [_table(api_base)]  # the previous revision is freed
+        target = handler.target(dep)
+        assert target is not None
+        assert target.provider.api_base == api_base
+
+
+def test_a_malformed_retry_after_never_raises() -> None:
+    for bad in ("soon", "inf", "nan", "Wed, 21 Oct 2015 07:28:00 GMT"):
+        headers = {
+            h.RETRY_AFTER: bad,
+            h.LAST_STATUS: "429",
+            h.ERRORS: "x: 429 slow down",
+            h.TRIED: "x",
+            h.ALIAS: "alias",
+        }
+        assert decide.exhausted(Envelope.decode(headers)).retry_after is None
+
+
+def test_secret_holders_never_print_the_value() -> None:
+    value = "sk-repr-" + secrets.token_hex(12)
+    for holder in (StoredSecret("n", value, 1), SecretPayload("n", 1, value)):
+        assert value not in repr(holder)
+        assert value not in str(holder)
+        assert value not in f"{holder}"
