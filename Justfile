@@ -8,11 +8,16 @@ up:
 test:
     pytest
 
-# lint, format check and strict typing
+# only the pure-logic tier: seconds, no servers
+unit:
+    pytest -m unit
+
+# lint, format check, strict typing and the layer contract
 check:
     ruff check .
     ruff format --check .
     mypy
+    lint-imports
 
 # overhead versus calling the provider directly, and CPU per request
 bench:

@@ -8,6 +8,7 @@ session no process that mentions pytest's temporary directory may still be runni
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -43,7 +44,7 @@ def upstream() -> Iterator[FakeOpenAI]:
 async def stack(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
 ) -> AsyncIterator[Stack]:
-    routes = {
+    routes: dict[str, Any] = {
         alias: {"deployments": [{"provider": "fake", "model": model}]}
         for alias, model in SESSION_ROUTES.items()
     }

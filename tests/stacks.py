@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from nats.aio.client import Client as NATS
 
 from switchyard.admin.keys import KeyAdmin
 from switchyard.bus.connect import connect
@@ -68,7 +69,7 @@ class Stack:
         proc.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
         return pid
 
-    async def connect(self, identity: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+    async def connect(self, identity: str, **kwargs: Any) -> NATS:
         return await connect(
             self.settings.nats_servers, self.settings.certs_dir, identity, **kwargs
         )

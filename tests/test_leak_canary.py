@@ -135,9 +135,9 @@ async def test_canary_never_leaks(canary_stack: Stack, upstream: FakeOpenAI) -> 
                 responses.append(await http.get(f"{base}/v1/models", headers=auth))
                 responses.append(await http.get(f"{base}/metrics"))
             for proc in stack.supervisor.procs[-1]:
-                url = proc.spec.health_url
-                if url and proc.spec.endpoint is None:
-                    responses.append(await http.get(url.replace("/ready", "/metrics")))
+                health = proc.spec.health_url
+                if health and proc.spec.endpoint is None:
+                    responses.append(await http.get(health.replace("/ready", "/metrics")))
         listing = await admin.list()
         info = await admin.info("canary")
         await asyncio.sleep(1.0)  # let every process flush its logs

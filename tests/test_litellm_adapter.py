@@ -193,7 +193,11 @@ async def test_key_and_request_reach_the_upstream(adapter: LiteLLM, upstream: Up
 async def test_client_fields_cannot_steer_litellm(adapter: LiteLLM, upstream: Upstream) -> None:
     # These are litellm keyword arguments, not OpenAI fields: passed on, they would send our
     # key elsewhere or fake the answer.
-    hostile = {"api_base": "http://127.0.0.1:9/stolen", "mock_response": "pwned", "api_key": "x"}
+    hostile: dict[str, Any] = {
+        "api_base": "http://127.0.0.1:9/stolen",
+        "mock_response": "pwned",
+        "api_key": "x",
+    }
     completion = await adapter.complete(call_for(upstream, "ok", **hostile))
 
     assert json.loads(completion.body)["choices"][0]["message"]["content"] == upstream.reply
@@ -226,7 +230,7 @@ async def test_consumer_hanging_up_releases_the_upstream(
     seen: list[StreamEvent] = []
     while not text_of(seen):
         seen.append(await asyncio.wait_for(anext(events), timeout=5))
-    await events.aclose()  # what the worker does when its client disconnects
+    await events.aclose()  # type: ignore[attr-defined]  # what a worker does when its client leaves
 
     for _ in range(50):
         if upstream.fake.abandoned:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
-import nats
 import pytest
+from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
 from switchyard.bus import replies
@@ -22,7 +22,7 @@ async def test_request_releases_its_reply_slot_when_it_returns(zone: Zone) -> No
     head, _ = await _as(zone, "head")
     tail, _ = await _as(zone, "tail")
 
-    async def on_request(msg: nats.aio.msg.Msg) -> None:
+    async def on_request(msg: Msg) -> None:
         await replies.send_accepted(head, msg.reply)
         await replies.send_final(head, msg.reply, b"{}")
 
@@ -49,7 +49,7 @@ async def test_accepted_request_is_resent_after_a_reconnect(zone: Zone) -> None:
     attempts: list[str] = []
     first_accepted = asyncio.Event()
 
-    async def on_request(msg: nats.aio.msg.Msg) -> None:
+    async def on_request(msg: Msg) -> None:
         attempts.append((msg.headers or {}).get(h.ATTEMPT, ""))
         await replies.send_accepted(head, msg.reply)
         if len(attempts) == 1:

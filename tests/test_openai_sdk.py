@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 import pytest
 
@@ -9,7 +11,7 @@ from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
 
-MESSAGES = [{"role": "user", "content": "hello world"}]
+MESSAGES: list[Any] = [{"role": "user", "content": "hello world"}]
 
 
 @pytest.fixture(params=["tail", "gateway"])
@@ -28,7 +30,7 @@ def _async(stack: Stack, base_url: str) -> openai.AsyncOpenAI:
 
 def test_chat(stack: Stack, base_url: str) -> None:
     with _sync(stack, base_url) as client:
-        answer = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        answer = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert answer.choices[0].message.content == "echo: hello world"
     assert answer.usage is not None
     assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
@@ -36,7 +38,7 @@ def test_chat(stack: Stack, base_url: str) -> None:
 
 async def test_chat_async(stack: Stack, base_url: str) -> None:
     async with _async(stack, base_url) as client:
-        answer = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        answer = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert answer.choices[0].message.content == "echo: hello world"
 
 
@@ -44,7 +46,7 @@ def test_stream_reassembles_and_reports_usage(stack: Stack, base_url: str) -> No
     with _sync(stack, base_url) as client:
         stream = client.chat.completions.create(
             model="gpt-4o-mini",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -59,7 +61,7 @@ async def test_stream_async_without_usage(stack: Stack, base_url: str) -> None:
     async with _async(stack, base_url) as client:
         stream = await client.chat.completions.create(
             model="gpt-4o-mini",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             stream=True,
         )
         chunks = [c async for c in stream]
@@ -96,42 +98,42 @@ def test_typed_errors(stack: Stack, base_url: str) -> None:
             client.chat.completions.create(model="gpt-4o-mini", messages=[])
         assert bad.value.status_code == 400
         with pytest.raises(openai.NotFoundError) as missing:
-            client.chat.completions.create(model="no-such-model", messages=MESSAGES)  # type: ignore[arg-type]
+            client.chat.completions.create(model="no-such-model", messages=MESSAGES)
         assert missing.value.code == "model_not_found"
         with pytest.raises(openai.RateLimitError) as limited:
-            client.chat.completions.create(model="err429", messages=MESSAGES)  # type: ignore[arg-type]
+            client.chat.completions.create(model="err429", messages=MESSAGES)
         # 2 s from the provider; on the second edge the shared cooldown has less left.
         assert limited.value.response.headers["retry-after"] in ("1", "2")
         with pytest.raises(openai.InternalServerError) as unavailable:
-            client.chat.completions.create(model="nokey", messages=MESSAGES)  # type: ignore[arg-type]
+            client.chat.completions.create(model="nokey", messages=MESSAGES)
         assert unavailable.value.status_code == 503
         assert "missing-secret" in unavailable.value.message  # names the secret, not a value
         with pytest.raises(openai.InternalServerError) as late:
             client.chat.completions.create(
                 model="slow",
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
                 extra_headers={"x-request-timeout": "0.3"},
             )
         assert late.value.status_code == 504
         with pytest.raises(openai.BadRequestError) as rejected:
-            client.chat.completions.create(model="err400", messages=MESSAGES)  # type: ignore[arg-type]
+            client.chat.completions.create(model="err400", messages=MESSAGES)
         assert rejected.value.status_code == 400
     with (
         _sync(stack, base_url, key="sk-sy-not-a-real-key") as client,
         pytest.raises(openai.AuthenticationError),
     ):
-        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
 
 def test_upstream_failure_is_a_502_then_the_deployment_cools_down(stack: Stack) -> None:
     with _sync(stack, stack.tail_url + "/v1") as client:
         with pytest.raises(openai.InternalServerError) as failed:
-            client.chat.completions.create(model="err500", messages=MESSAGES)  # type: ignore[arg-type]
+            client.chat.completions.create(model="err500", messages=MESSAGES)
         assert failed.value.status_code == 502
         assert "fake--status_500" in failed.value.message
         # Shared by every head: the next request is refused at once, with a retry time.
         with pytest.raises(openai.InternalServerError) as cooling:
-            client.chat.completions.create(model="err500", messages=MESSAGES)  # type: ignore[arg-type]
+            client.chat.completions.create(model="err500", messages=MESSAGES)
         assert cooling.value.status_code == 503
         assert cooling.value.code == "deployments_cooling_down"
         assert int(cooling.value.response.headers["retry-after"]) >= 1

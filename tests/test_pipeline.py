@@ -256,7 +256,7 @@ async def _last_usage(stack: Stack) -> dict[str, object]:
     nc = await stack.connect("provisioner")
     try:
         msg = await nc.jetstream().get_last_msg(subjects.USAGE_STREAM, subjects.USAGE)
-        batch: dict[str, list[dict[str, object]]] = msgspec.json.decode(msg.data)
+        batch: dict[str, list[dict[str, object]]] = msgspec.json.decode(msg.data or b"{}")
         return batch["events"][-1]
     finally:
         await nc.close()

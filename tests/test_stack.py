@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from switchyard.bus.connect import connect
+from switchyard.config import Settings
 from switchyard.limits.credentials import read_password
 from tests.support import processes_mentioning, write_settings
 
@@ -33,16 +34,16 @@ def _cli(config: Path, *args: str, timeout: float = 150) -> subprocess.Completed
     )
 
 
-async def _stream_names(settings) -> list[str]:  # type: ignore[no-untyped-def]
+async def _stream_names(settings: Settings) -> list[str]:
     nc = await connect(settings.nats_servers, settings.certs_dir, "provisioner")
     try:
         js = nc.jetstream()
-        return sorted([s.config.name for s in await js.streams_info()])
+        return sorted(str(s.config.name) for s in await js.streams_info())
     finally:
         await nc.close()
 
 
-async def _publish_usage(settings) -> int:  # type: ignore[no-untyped-def]
+async def _publish_usage(settings: Settings) -> int:
     nc = await connect(settings.nats_servers, settings.certs_dir, "modelproxy")
     try:
         ack = await nc.jetstream().publish("llm.v1.usage", b'{"probe":1}')
@@ -51,7 +52,7 @@ async def _publish_usage(settings) -> int:  # type: ignore[no-untyped-def]
         await nc.close()
 
 
-async def _usage_count(settings) -> int:  # type: ignore[no-untyped-def]
+async def _usage_count(settings: Settings) -> int:
     nc = await connect(settings.nats_servers, settings.certs_dir, "provisioner")
     try:
         return (await nc.jetstream().stream_info("USAGE")).state.messages

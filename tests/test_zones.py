@@ -21,6 +21,7 @@ import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -321,7 +322,7 @@ async def _try_connect(zone: Zone, ctx: ssl.SSLContext) -> Exception | None:
     async def on_error(exc: Exception) -> None:
         errors.append(exc)
 
-    nc = nats.aio.client.Client()
+    nc = NATS()
     try:
         await nc.connect(
             zone.servers,
@@ -403,7 +404,7 @@ async def test_exported_llm_api_reaches_core_with_the_callers_identity(zone: Zon
     tail, tail_errors = await _as(zone, "tail")
     seen: list[dict[str, str]] = []
 
-    async def answer(msg: nats.aio.msg.Msg) -> None:
+    async def answer(msg: Msg) -> None:
         seen.append(dict(msg.headers or {}))
         await head.publish(msg.reply, b'{"ok":true}')
 
@@ -426,7 +427,7 @@ async def test_forged_request_info_is_overwritten(zone: Zone) -> None:
     app, _ = await _as(zone, "app")
     seen: list[str] = []
 
-    async def answer(msg: nats.aio.msg.Msg) -> None:
+    async def answer(msg: Msg) -> None:
         seen.append((msg.headers or {}).get("Nats-Request-Info", ""))
         await head.publish(msg.reply, b"ok")
 
@@ -445,7 +446,7 @@ async def test_secrets_admin_is_exported_to_admin_only(zone: Zone) -> None:
     secrets_nc, _ = await _as(zone, "secrets")
     admin, _ = await _as(zone, "admin")
 
-    async def answer(msg: nats.aio.msg.Msg) -> None:
+    async def answer(msg: Msg) -> None:
         await secrets_nc.publish(msg.reply, b"meta")
 
     await secrets_nc.subscribe("secrets.v1.admin.>", queue="secrets", cb=answer)
@@ -463,7 +464,7 @@ async def test_client_zone_cannot_reach_unexported_core_subjects(zone: Zone) -> 
     secrets_nc, _ = await _as(zone, "secrets")
     got: list[str] = []
 
-    async def answer(msg: nats.aio.msg.Msg) -> None:
+    async def answer(msg: Msg) -> None:
         got.append(msg.subject)
         await secrets_nc.publish(msg.reply, b"sk-should-never-arrive")
 
@@ -529,7 +530,7 @@ async def test_client_wildcard_subscriber_sees_no_core_traffic(zone: Zone) -> No
     sec, _ = await _as(zone, "secrets")
     seen: list[str] = []
 
-    async def spy(msg: nats.aio.msg.Msg) -> None:
+    async def spy(msg: Msg) -> None:
         seen.append(msg.subject)
 
     await probe.subscribe(">", cb=spy)

@@ -503,7 +503,7 @@ def test_refusal_reply() -> None:
     response = Response.model_validate_json(
         to_response(completion(content=None, refusal="I can't help with that."), context)
     )
-    part = response.output[0].content[0]  # type: ignore[union-attr]
+    part = response.output[0].content[0]  # type: ignore[union-attr,index]
     assert part.type == "refusal"
     assert part.refusal == "I can't help with that."  # type: ignore[union-attr]
 
