@@ -1,9 +1,12 @@
 """Switchyard: an OpenAI-compatible LLM gateway built as a pipeline of NATS workers.
 
 Subpackages follow the request's path: ``ingress`` (HTTP edges) -> ``workers.head`` (routing)
--> JetStream -> ``workers.modelproxy`` (providers) -> reply; ``secrets`` keeps provider keys in
-Vault/OpenBao; ``bus`` is the NATS plumbing; ``schemas`` the wire types; ``stack`` the local
-runtime; ``admin`` the management app.
+-> JetStream -> ``workers.modelproxy`` (providers) -> reply. Layers, lowest first (DESIGN §2,
+enforced by import-linter): ``errors``, ``schemas``, ``config``, ``dialects``, ``telemetry`` ->
+``bus`` (NATS contract: identities, subjects, the envelope, the reply codec, clients of the
+services) -> ``runtime`` (what every process stands on) -> ``client`` and ``limits`` -> the
+components (``ingress``, ``workers.*``, ``secrets``, ``control``, ``admin``) -> ``apps``
+(processes assembled from several components), ``serve``, ``stack`` (the local runtime) -> ``cli``.
 """
 
 __version__ = "0.1.0"

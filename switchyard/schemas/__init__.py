@@ -1,1 +1,2 @@
-"""Wire types (msgspec): the OpenAI API subset we read, routes, events and errors."""
+"""Wire types (msgspec): the OpenAI API subset we read, routes, keys, secrets metadata, usage
+events, deployment health, control-plane messages, and the masked ``Secret`` value type."""
