@@ -169,9 +169,37 @@ class PayloadTooLarge(ApiError):
 
 
 class RateLimited(ApiError):
+    """Attributes:
+    limit: which of the client key's limits refused (``rpm``, ``tpm``, ``parallel``,
+        ``budget``), or None when the cause is elsewhere (a provider's 429).
+    """
+
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
+        type: str | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        super().__init__(
+            message,
+            code=code,
+            param=param,
+            retry_after=retry_after,
+            status=status,
+            type=type,
+            headers=headers,
+        )
+        self.limit = limit
 
 
 class ProviderError(ApiError):

@@ -9,7 +9,9 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``status:<code>``: fails with that HTTP status (429 adds ``Retry-After: 2``);
 * ``hang``: never answers;
 * ``flaky:<n>``: fails with 500 for the first ``n`` calls, then echoes;
-* ``ctl:<name>``: whatever :meth:`FakeOpenAI.set_mode` last set for ``name`` (default echo).
+* ``ctl:<name>``: whatever :meth:`FakeOpenAI.set_mode` last set for ``name`` (default echo);
+* ``gate:<name>`` (as a mode): waits until :meth:`FakeOpenAI.open_gate` opens ``name``, then
+  echoes (a provider that hangs until the test releases it).
 
 Every call is recorded (path, headers, JSON body, time) for assertions.
 """
@@ -55,11 +57,23 @@ class FakeOpenAI:
         self._flaky: dict[str, int] = {}
         self._last_auth = ""
         self.modes: dict[str, str] = {}
+        self._gates: dict[str, asyncio.Event] = {}
 
     def set_mode(self, name: str, mode: str) -> None:
         """Switch the behaviour of model ``ctl:<name>`` (e.g. ``status:500``, ``hang``)."""
         with self._lock:
             self.modes[name] = mode
+
+    def open_gate(self, name: str) -> None:
+        """Release every request held at gate ``name`` (and the ones that come later)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._gate(name).set)
+
+    def _gate(self, name: str) -> asyncio.Event:
+        gate = self._gates.get(name)
+        if gate is None:
+            gate = self._gates[name] = asyncio.Event()
+        return gate
 
     @property
     def base_url(self) -> str:
@@ -123,6 +137,8 @@ class FakeOpenAI:
             await asyncio.sleep(int(arg) / 1000)
         elif kind == "hang":
             await asyncio.sleep(3600)
+        elif kind == "gate":
+            await self._gate(arg).wait()
         elif kind == "authecho":  # a provider that echoes the key it got, as some do on 401
             given = self._last_auth
             err = {"error": {"message": f"Incorrect API key provided: {given}", "type": "auth"}}

@@ -10,14 +10,16 @@ uses, with unknown fields refused, so a typo is a 400 naming the field, not a si
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
 from fastapi import APIRouter
+from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from switchyard.admin.context import AdminContext
 from switchyard.admin.keys import KeyNotFound, public_record
@@ -33,9 +35,12 @@ from switchyard.errors import (
 )
 from switchyard.runtime.http import JSON, error_response
 from switchyard.schemas.control import PutTable
+from switchyard.schemas.monitor import Overview
+from switchyard.schemas.openai import error_body
 from switchyard.schemas.routing import Provider, Route, RouteTable
 
 T = TypeVar("T")
+STREAM_INTERVAL_S = 1.0
 _ENCODE = msgspec.json.Encoder()
 LITERAL_KEY_FIELDS = ("api_key", "apikey", "key", "token", "api_token", "secret_key")
 
@@ -132,6 +137,24 @@ class AdminApi:
                 "GET",
                 "Deployments with cooldown and queue depth",
                 self.get_deployments,
+            ),
+            (
+                "/deployments/history",
+                "GET",
+                "Per-second queue depth and traffic of every deployment (?seconds=900)",
+                self.deployment_history,
+            ),
+            (
+                "/overview",
+                "GET",
+                "Processes, deployments (queues, traffic, cooldowns), totals and spend today",
+                self.overview,
+            ),
+            (
+                "/stream",
+                "GET",
+                "The overview once a second, as server-sent events (event: overview)",
+                self.stream,
             ),
             (
                 "/deployments/{deployment}/cooldown",
@@ -241,6 +264,29 @@ class AdminApi:
 
     async def get_deployments(self, request: Request, c: AdminContext) -> Response:
         return _ok({"deployments": await c.control.deployments()})
+
+    async def deployment_history(self, request: Request, c: AdminContext) -> Response:
+        seconds = _positive_int(request.query_params.get("seconds") or "900", "seconds")
+        return _ok(await c.control.history(seconds))
+
+    async def overview(self, request: Request, c: AdminContext) -> Response:
+        return _ok(await _overview(c))
+
+    async def stream(self, request: Request, c: AdminContext) -> Response:
+        async def events() -> AsyncIterator[bytes]:
+            while not await request.is_disconnected():
+                try:
+                    doc = _ENCODE.encode(await _overview(c))
+                    yield b"event: overview\ndata: " + doc + b"\n\n"
+                except ApiError as exc:  # the control service is down: say so, keep trying
+                    yield b"event: error\ndata: " + error_body(exc) + b"\n\n"
+                await asyncio.sleep(STREAM_INTERVAL_S)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     async def clear_cooldown(self, request: Request, c: AdminContext) -> Response:
         await c.control.clear_cooldown(request.path_params["deployment"])
@@ -360,6 +406,17 @@ async def _keys(call: Awaitable[T]) -> T:
         raise ModelNotFound(exc.problem, param="key_id") from None
     except ConfigError as exc:
         raise InvalidRequest(f"{exc.problem} ({exc.hint})", param=exc.field) from None
+
+
+async def _overview(c: AdminContext) -> Overview:
+    """The control service's overview, plus spend today (which only the admin side reads)."""
+    overview = await c.control.overview()
+    aliases = sorted({a for d in overview.deployments for a in d.aliases})
+    try:
+        spend: float | None = await c.spend.today_usd(aliases)
+    except (RedisError, OSError):
+        spend = None
+    return msgspec.structs.replace(overview, spend_today_usd=spend)
 
 
 def _with(table: RouteTable, **changes: Any) -> RouteTable:

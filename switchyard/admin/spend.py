@@ -73,3 +73,14 @@ class SpendReader:
                 }
             )
         return rows
+
+    async def today_usd(self, aliases: list[str]) -> float:
+        """Spend recorded today (UTC) across the given model aliases, in dollars."""
+        if not aliases:
+            return 0.0
+        day = periods.day(time.time())
+        async with self._redis.pipeline(transaction=False) as pipe:  # one round trip
+            for alias in aliases:
+                pipe.hget(rk.day_model(day, alias), "cost_nano")
+            found = await pipe.execute()
+        return round(sum(_usd(v) for v in found), 9)

@@ -12,4 +12,4 @@ from switchyard.ingress.server import run_edge
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
 ) -> None:
-    await run_edge(settings, "gateway", stop, plugins=[AdminPlugin(settings)])
+    await run_edge(settings, "gateway", stop, plugins=[AdminPlugin(settings)], instance=instance)

@@ -15,6 +15,7 @@ from switchyard.bus import subjects
 from switchyard.bus.admin_call import call
 from switchyard.errors import Conflict
 from switchyard.schemas import control as wire
+from switchyard.schemas.monitor import HISTORY, OVERVIEW, DeploymentState, History, Overview
 from switchyard.schemas.routing import RouteTable
 
 EDIT_ATTEMPTS = 5
@@ -59,8 +60,18 @@ class ControlClient:
                 continue
         raise Conflict("the route table is changing too fast; try again")
 
-    async def deployments(self) -> list[wire.DeploymentInfo]:
+    async def deployments(self) -> list[DeploymentState]:
+        """Every deployment with its queue, recent traffic and cooldown."""
         return wire.DEPLOYMENTS.decode(await self._call("deployments", b"{}")).deployments
+
+    async def overview(self) -> Overview:
+        """Deployments, processes and totals, as the control service collected them."""
+        return OVERVIEW.decode(await self._call("overview", b"{}"))
+
+    async def history(self, seconds: int = 900) -> History:
+        """Per-second queue and traffic points of every deployment (the UI's charts)."""
+        body = wire.ENCODER.encode(wire.HistoryRequest(seconds=seconds))
+        return HISTORY.decode(await self._call("history", body))
 
     async def clear_cooldown(self, deployment: str) -> None:
         await self._call(

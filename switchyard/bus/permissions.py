@@ -45,6 +45,11 @@ def _kv_write(bucket: str) -> tuple[str, ...]:
     return (f"$KV.{bucket}.>",)
 
 
+def _heartbeat(name: str) -> str:
+    """A process may report only under its own component name."""
+    return f"{s.PROCESS_STATS}.{name}.>"
+
+
 def permissions_for(identity: Identity) -> Permissions:
     """The permissions of a service identity or an internal client."""
     inbox = (f"{identity.inbox_prefix}.>",)
@@ -52,7 +57,7 @@ def permissions_for(identity: Identity) -> Permissions:
     if identity.zone is Zone.CLIENT:
         if name in ("tail", "gateway"):
             return Permissions(
-                publish_allow=(*s.LLM_API, *_kv_read(s.KEYS_BUCKET)),
+                publish_allow=(*s.LLM_API, *_kv_read(s.KEYS_BUCKET), _heartbeat(name)),
                 publish_deny=(
                     *_SECRET_VALUES,
                     f"{s.SECRETS_ADMIN_PREFIX}.>",
@@ -86,6 +91,7 @@ def permissions_for(identity: Identity) -> Permissions:
     if name == "head":
         return Permissions(
             publish_allow=(
+                _heartbeat(name),
                 f"{s.DISPATCH_PREFIX}.>",
                 f"$JS.API.STREAM.INFO.{s.DISPATCH_STREAM}",
                 "_R_.>",  # errors for rerouted requests go to the original caller
@@ -101,6 +107,8 @@ def permissions_for(identity: Identity) -> Permissions:
     if name == "modelproxy":
         return Permissions(
             publish_allow=(
+                _heartbeat(name),
+                f"{s.TRAFFIC_STATS}.>",
                 f"$JS.API.CONSUMER.MSG.NEXT.{s.DISPATCH_STREAM}.*",
                 f"$JS.API.CONSUMER.INFO.{s.DISPATCH_STREAM}.*",
                 f"$JS.ACK.{s.DISPATCH_STREAM}.>",
@@ -115,7 +123,7 @@ def permissions_for(identity: Identity) -> Permissions:
         )
     if name == "secrets":
         return Permissions(
-            publish_allow=(f"{s.SECRETS_CHANGED_PREFIX}.>",),
+            publish_allow=(f"{s.SECRETS_CHANGED_PREFIX}.>", _heartbeat(name)),
             subscribe_allow=(
                 f"{s.SECRETS_GET_PREFIX}.>",
                 f"{s.SECRETS_ADMIN_PREFIX}.>",
@@ -127,6 +135,7 @@ def permissions_for(identity: Identity) -> Permissions:
     if name == "accounting":
         return Permissions(
             publish_allow=(
+                _heartbeat(name),
                 f"$JS.API.CONSUMER.MSG.NEXT.{s.USAGE_STREAM}.*",
                 f"$JS.API.CONSUMER.INFO.{s.USAGE_STREAM}.*",
                 f"$JS.ACK.{s.USAGE_STREAM}.>",
@@ -139,6 +148,11 @@ def permissions_for(identity: Identity) -> Permissions:
         dispatch = s.DISPATCH_STREAM
         return Permissions(
             publish_allow=(
+                _heartbeat(name),
+                # Queue depth for the whole platform: every dispatch consumer in one call, and
+                # the oldest waiting message of a deployment.
+                f"$JS.API.CONSUMER.LIST.{dispatch}",
+                f"$JS.API.STREAM.MSG.GET.{dispatch}",
                 *_kv_read(s.ROUTES_BUCKET),
                 *_kv_write(s.ROUTES_BUCKET),
                 *_kv_read(s.HEALTH_BUCKET),
@@ -149,7 +163,7 @@ def permissions_for(identity: Identity) -> Permissions:
                 f"$JS.API.CONSUMER.INFO.{dispatch}.>",
             ),
             publish_deny=_SECRET_VALUES,
-            subscribe_allow=(f"{s.CONTROL_ADMIN_PREFIX}.>", *inbox, "$SRV.>"),
+            subscribe_allow=(f"{s.CONTROL_ADMIN_PREFIX}.>", *inbox, "$SRV.>", s.STATS_ALL),
             allow_responses=True,
         )
     if name == "provisioner":

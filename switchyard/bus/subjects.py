@@ -34,6 +34,14 @@ SECRETS_QUEUE = "secrets"
 # The control plane (CORE service; admin.* exported to CLIENT's admin identity).
 CONTROL_ADMIN_PREFIX = "control.v1.admin"
 
+# Monitoring (heartbeats from every process, traffic from model-proxies; the control service
+# collects them). CLIENT exports its edges' heartbeats to CORE as a stream, nothing else.
+STATS_PREFIX = "stats.v1"
+PROCESS_STATS = f"{STATS_PREFIX}.process"
+TRAFFIC_STATS = f"{STATS_PREFIX}.traffic"
+STATS_ALL = f"{STATS_PREFIX}.>"
+CLIENT_STATS = tuple(f"{PROCESS_STATS}.{edge}.>" for edge in ("tail", "gateway"))
+
 # NATS KV buckets.
 ROUTES_BUCKET = "sy_routes"  # CORE: the route table document
 HEALTH_BUCKET = "sy_health"  # CORE: deployment cooldowns shared by all heads
@@ -68,3 +76,18 @@ def secrets_changed(name: str) -> str:
 
 def control_admin(op: str) -> str:
     return f"{CONTROL_ADMIN_PREFIX}.{op}"
+
+
+def token(text: str) -> str:
+    """``text`` made safe as one subject token (no dots, wildcards or spaces)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:64] or "_"
+
+
+def process_stats(component: str, instance: str) -> str:
+    """Where a process publishes its heartbeat."""
+    return f"{PROCESS_STATS}.{token(component)}.{token(instance)}"
+
+
+def traffic_stats(instance: str) -> str:
+    """Where a model-proxy publishes its traffic report."""
+    return f"{TRAFFIC_STATS}.{token(instance)}"

@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -28,14 +27,18 @@ from nats.micro.service import Service
 
 from switchyard.bus import identities, subjects
 from switchyard.config import Settings
+from switchyard.control.monitor import Monitor
 from switchyard.errors import Conflict, InvalidRequest
 from switchyard.runtime.audit import request_actor
 from switchyard.runtime.cooldowns import CooldownBook
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY, sync_dispatch_consumers
 from switchyard.runtime.endpoints import Endpoints, reply_ok
+from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.worker import serve_worker
 from switchyard.schemas import control as wire
 from switchyard.schemas.health import PREFIX as COOLDOWN_PREFIX
+from switchyard.schemas.monitor import ENCODER
 from switchyard.schemas.routing import (
     InvalidRouteTable,
     RouteTable,
@@ -53,11 +56,16 @@ class Control:
     _routes: KeyValue  # the buckets, opened by start() before any request can come
     _health: KeyValue
 
-    def __init__(self, nc: NATS, settings: Settings) -> None:
+    def __init__(self, nc: NATS, settings: Settings, metrics: Metrics) -> None:
         self.nc = nc
         self.settings = settings
         self.js = nc.jetstream(timeout=10)
         self.cooldowns = CooldownBook(self.js)
+        self.table = settings.route_table
+        self._follower = KvFollower(
+            self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
+        )
+        self.monitor = Monitor(nc, settings, metrics, lambda: self.table, self.cooldowns)
         self._service: Service | None = None
         self._endpoints = Endpoints("control")
         self._write_lock = asyncio.Lock()
@@ -67,6 +75,8 @@ class Control:
         self._routes = await self.js.key_value(subjects.ROUTES_BUCKET)
         self._health = await self.js.key_value(subjects.HEALTH_BUCKET)
         await self.cooldowns.start()
+        await self._follower.start()
+        await self.monitor.start()
         svc = await add_service(
             self.nc,
             name="control",
@@ -78,6 +88,8 @@ class Control:
             "routes.get": self._get,
             "routes.put": self._put,
             "deployments": self._deployments,
+            "overview": self._overview,
+            "history": self._history,
             "cooldowns.clear": self._clear,
         }
         for name, handler in endpoints.items():
@@ -95,7 +107,17 @@ class Control:
             await self._service.stop()
             self._service = None
         await self._endpoints.drain(grace)
+        await self.monitor.stop()
+        await self._follower.stop()
         await self.cooldowns.stop()
+
+    def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
+        if value is None:
+            return
+        try:
+            self.table = decode_route_table(value)
+        except InvalidRouteTable as exc:
+            log.error("ignored route table revision %d: %s", revision, exc)
 
     async def _state(self) -> wire.TableState:
         try:
@@ -152,49 +174,19 @@ class Control:
 
     async def _deployments(self, req: Request) -> None:
         state = await self._state()
-        aliases: dict[str, list[str]] = {}
-        for alias, route in state.table.routes.items():
-            for dep in route.deployments:
-                aliases.setdefault(dep.id, []).append(alias)
-        now = time.time()
-        active = {c.deployment: c for c in self.cooldowns.active(now)}
-        out = []
-        for dep_id, (provider, dep) in state.table.deployments().items():
-            queued, in_flight = await self._depth(dep_id)
-            cooling = active.get(dep_id)
-            out.append(
-                wire.DeploymentInfo(
-                    id=dep_id,
-                    provider=dep.provider,
-                    kind=provider.kind,
-                    model=dep.model,
-                    aliases=sorted(aliases.get(dep_id, [])),
-                    weight=dep.weight,
-                    concurrency=dep.concurrency or provider.concurrency,
-                    queued=queued,
-                    in_flight=in_flight,
-                    cooldown=wire.CooldownInfo(
-                        until=cooling.until,
-                        seconds_left=round(cooling.until - now, 3),
-                        status=cooling.status,
-                        reason=cooling.reason,
-                    )
-                    if cooling
-                    else None,
-                )
-            )
-        await reply_ok(
-            req, wire.ENCODER.encode(wire.DeploymentList(sorted(out, key=lambda d: d.id)))
-        )
+        self.table = state.table  # the freshest, even if the watch has not delivered it yet
+        listing = wire.DeploymentList(self.monitor.overview().deployments)
+        await reply_ok(req, wire.ENCODER.encode(listing))
 
-    async def _depth(self, dep_id: str) -> tuple[int, int]:
+    async def _overview(self, req: Request) -> None:
+        await reply_ok(req, ENCODER.encode(self.monitor.overview()))
+
+    async def _history(self, req: Request) -> None:
         try:
-            info = await self.js.consumer_info(
-                subjects.DISPATCH_STREAM, subjects.dispatch_consumer(dep_id)
-            )
-        except NotFoundError:
-            return -1, -1
-        return int(info.num_pending or 0), int(info.num_ack_pending or 0)
+            ask = wire.HISTORY_REQUEST.decode(req.data or b"{}")
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidRequest(f"invalid request: {exc}") from None
+        await reply_ok(req, ENCODER.encode(self.monitor.history(ask.seconds)))
 
     async def _clear(self, req: Request) -> None:
         try:
@@ -216,5 +208,5 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc: Control(nc, settings),
+        build=lambda nc, metrics: Control(nc, settings, metrics),
     )

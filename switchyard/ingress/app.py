@@ -27,8 +27,11 @@ from switchyard.errors import ApiError, InvalidRequest, error_for_status
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import FastPath
 from switchyard.ingress.keyring import KeyRing
+from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import error_response
 from switchyard.limits.limiter import Limiter
+from switchyard.runtime.metrics import CONTENT_TYPE, Metrics, count_reconnects
+from switchyard.runtime.reporting import Reporter
 
 log = logging.getLogger("switchyard.ingress")
 
@@ -43,17 +46,23 @@ class EdgePlugin(Protocol):
     async def stop(self) -> None: ...
 
 
-def create_asgi(settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = ()) -> FastPath:
+def create_asgi(
+    settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = (), *, instance: str = ""
+) -> FastPath:
     """The ASGI entry point for ``kind``: the LLM fast path in front of the FastAPI app."""
-    app = create_app(settings, kind, plugins)
+    app = create_app(settings, kind, plugins, instance=instance)
     edge: Edge = app.state.edge
     return FastPath(edge, app)
 
 
-def create_app(settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = ()) -> FastAPI:
+def create_app(
+    settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = (), *, instance: str = ""
+) -> FastAPI:
     """The FastAPI app for ``kind`` (``tail`` or ``gateway``); its state holds the edge."""
     edge = Edge(settings)
     identity = identities.GATEWAY.name if kind == "gateway" else identities.TAIL.name
+    metrics = Metrics(kind)
+    edge.stats = EdgeMetrics(metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,7 +83,16 @@ def create_app(settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = ()
         keys = KeyRing(nc.jetstream(timeout=5))
         await keys.start()
         edge.client, edge.keys = client, keys
-        edge.limiter = Limiter(settings)
+        edge.limiter = Limiter(settings, metrics)
+        count_reconnects(metrics, nc)
+        reporter = Reporter(
+            nc,
+            kind,
+            instance or kind,
+            lambda: edge.client is not None,
+            requests=lambda: dict(edge.stats.by_class) if edge.stats else {},
+        )
+        reporter.start()
         started: list[EdgePlugin] = []
         log.info("%s ready with %d client keys", kind, len(keys))
         try:
@@ -84,6 +102,7 @@ def create_app(settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = ()
             yield
         finally:
             edge.client = None
+            await reporter.stop()
             for plugin in reversed(started):
                 await plugin.stop()
             if edge.limiter is not None:
@@ -111,6 +130,11 @@ def create_app(settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = ()
     router.add_route("/models", edge.list_models, methods=["GET"])
     router.add_route("/health", edge.health, methods=["GET"])
     router.add_route("/ready", edge.ready, methods=["GET"])
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    router.add_route("/metrics", metrics_text, methods=["GET"])
     app.state.edge = edge
     for plugin in plugins:
         for extra in plugin.routers():

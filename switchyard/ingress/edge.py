@@ -31,6 +31,7 @@ from switchyard.errors import (
     ServiceUnavailable,
 )
 from switchyard.ingress.keyring import KeyRing
+from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import (
     JSON,
     SSE_DONE,
@@ -55,6 +56,7 @@ class Edge:
         self.client: LLMClient | None = None
         self.keys: KeyRing | None = None
         self.limiter: Limiter | None = None
+        self.stats: EdgeMetrics | None = None
         self.body_limit = settings.ingress.max_body_bytes
         self._default_s = settings.ingress.default_deadline_s
         self._max_s = settings.ingress.max_deadline_s
@@ -164,9 +166,11 @@ def _header_key(request: Request) -> str | None:
 
 @dataclass(slots=True)
 class FinalReply:
-    """The final message of a request, once it arrived (its usage settles the TPM estimate)."""
+    """The final message of a request, once it arrived (its usage settles the TPM estimate),
+    and when the first streamed content went out (``perf_counter`` time, 0 before)."""
 
     reply: Reply | None = None
+    first_at: float = 0.0
 
     @property
     def total_tokens(self) -> int | None:

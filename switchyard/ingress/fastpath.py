@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -26,7 +27,9 @@ from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.errors import ApiError, PayloadTooLarge, ServiceUnavailable
 from switchyard.ingress.edge import SAFE_ID, Edge, FinalReply, presented_key, sse_frames
 from switchyard.limits.limiter import Ticket
+from switchyard.runtime import semconv as sc
 from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.openai import ChatProbe, CompletionProbe, error_body, probe
 from switchyard.telemetry import request_id_var
 
@@ -65,6 +68,9 @@ _WANTED = frozenset(
 )
 
 
+CLIENT_CLOSED = 499  # the status nginx logs for a client that left before its answer
+
+
 class ClientGone(Exception):
     """The HTTP client disconnected before sending its whole body."""
 
@@ -82,7 +88,24 @@ class FastPath:
             if route is not None:
                 await self._llm(route[0], route[1], scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        stats = self.edge.stats
+        if scope["type"] != "http" or stats is None:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording)
+        finally:
+            # The route template (``/admin/v1/keys/{key_id}``), never the raw path: bounded.
+            template = getattr(scope.get("route"), "path", None) or sc.OTHER
+            stats.http(template, scope["method"], status)
 
     async def _llm(self, op: str, subject: str, scope: Scope, receive: Receive, send: Send) -> None:
         wanted = {k: v for k, v in scope["headers"] if k in _WANTED}
@@ -93,30 +116,21 @@ class FastPath:
         state = {"started": False}
         ticket: Ticket | None = None
         final = FinalReply()
+        began = time.perf_counter()
+        model = ""
+        status = 200
+        failure: ApiError | None = None
         try:
             key = edge.authenticate(_api_key(wanted))
             body = await _read_body(receive, wanted.get(b"content-length"), edge.body_limit)
             parsed = probe(op, body)
+            model = parsed.model
             edge.check_model(key, parsed.model)
             if edge.limiter is not None:
                 # ~4 bytes per token: the prompt estimate TPM admits; corrected after the answer.
                 ticket = await edge.limiter.admit(key, request_id, max(1, len(body) // 4))
             limit_headers = ticket.headers if ticket is not None else []
-            trace, trace_state = trace_context(
-                wanted.get(b"traceparent", b"").decode("latin-1"),
-                wanted.get(b"tracestate", b"").decode("latin-1"),
-            )
-            env = Envelope(
-                request_id=request_id,
-                deadline=edge.deadline(
-                    wanted.get(b"x-request-timeout") or wanted.get(b"x-stainless-timeout")
-                ),
-                key_id=key.id,
-                key_hash=key.hash,
-                tenant=key.team,
-                traceparent=trace,
-                tracestate=trace_state,
-            )
+            env = _envelope(edge, request_id, key, wanted)
             client = edge.require_client()
             if isinstance(parsed, ChatProbe | CompletionProbe) and parsed.stream:
                 # aclosing: however the relay ends (client gone, error), the reply inbox is
@@ -133,26 +147,55 @@ class FastPath:
                         final=final,
                     )
                 return
-            reply = await client.request(subject, body, env)
-            final.reply = reply
-            extra = [(b"x-request-id", request_id.encode()), *limit_headers]
-            if reply.deployment:
-                extra.append((b"x-switchyard-deployment", reply.deployment.encode()))
-                extra.append((b"x-switchyard-attempts", str(reply.attempts or 1).encode()))
-            await _respond(send, 200, reply.body, _JSON + extra)
+            final.reply = await client.request(subject, body, env)
+            await _answer(send, final.reply, request_id, limit_headers)
         except ApiError as exc:
+            failure = exc
             if not state["started"]:
+                status = exc.status
                 await _respond_error(send, exc, request_id)
         except ClientGone:
-            pass
+            status = CLIENT_CLOSED
         except Exception:  # the edge's error boundary: answer 500 in OpenAI shape, keep serving
             log.exception("unhandled error serving %s", scope["path"])
+            failure = ApiError("internal error in the gateway")
             if not state["started"]:
-                await _respond_error(send, ApiError("internal error in the gateway"), request_id)
+                status = 500
+                await _respond_error(send, failure, request_id)
         finally:
             if ticket is not None and edge.limiter is not None:
                 edge.limiter.settle(ticket, final.total_tokens)
+            if edge.stats is not None:
+                edge.stats.llm(
+                    scope["path"],
+                    op,
+                    model,
+                    status=status,
+                    seconds=time.perf_counter() - began,
+                    error=failure,
+                    ttft=final.first_at - began if final.first_at else None,
+                    usage=final.reply.usage if final.reply is not None else None,
+                )
             request_id_var.reset(token)
+
+
+def _envelope(edge: Edge, request_id: str, key: ClientKey, wanted: dict[bytes, bytes]) -> Envelope:
+    """What the request carries onto the bus: who, until when, and the client's trace."""
+    trace, trace_state = trace_context(
+        wanted.get(b"traceparent", b"").decode("latin-1"),
+        wanted.get(b"tracestate", b"").decode("latin-1"),
+    )
+    return Envelope(
+        request_id=request_id,
+        deadline=edge.deadline(
+            wanted.get(b"x-request-timeout") or wanted.get(b"x-stainless-timeout")
+        ),
+        key_id=key.id,
+        key_hash=key.hash,
+        tenant=key.team,
+        traceparent=trace,
+        tracestate=trace_state,
+    )
 
 
 def _api_key(headers: dict[bytes, bytes]) -> str | None:
@@ -183,6 +226,16 @@ async def _read_body(receive: Receive, length: bytes | None, limit: int) -> byte
 
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+
+
+async def _answer(
+    send: Send, reply: Reply, request_id: str, limit_headers: list[tuple[bytes, bytes]]
+) -> None:
+    extra = [(b"x-request-id", request_id.encode()), *limit_headers]
+    if reply.deployment:
+        extra.append((b"x-switchyard-deployment", reply.deployment.encode()))
+        extra.append((b"x-switchyard-attempts", str(reply.attempts or 1).encode()))
+    await _respond(send, 200, reply.body, _JSON + extra)
 
 
 async def _respond(
@@ -234,6 +287,7 @@ async def _stream(
         }
     )
     state["started"] = True
+    final.first_at = time.perf_counter()
     gone = asyncio.Event()
     watcher = tasks.spawn(_watch_disconnect(receive, gone), name="client-disconnect")
     try:

@@ -13,11 +13,16 @@ from switchyard.runtime.tasks import TaskSupervisor
 
 
 async def run_edge(
-    settings: Settings, kind: str, stop: asyncio.Event, plugins: Sequence[EdgePlugin] = ()
+    settings: Settings,
+    kind: str,
+    stop: asyncio.Event,
+    plugins: Sequence[EdgePlugin] = (),
+    *,
+    instance: str = "",
 ) -> None:
     listen = settings.ingress.gateway if kind == "gateway" else settings.ingress.tail
     config = uvicorn.Config(
-        create_asgi(settings, kind, plugins),
+        create_asgi(settings, kind, plugins, instance=instance),
         host=listen.host,
         port=listen.port,
         loop="none",  # the caller's (uvloop) loop is already running

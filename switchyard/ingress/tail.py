@@ -11,4 +11,4 @@ from switchyard.ingress.server import run_edge
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
 ) -> None:
-    await run_edge(settings, "tail", stop)
+    await run_edge(settings, "tail", stop, instance=instance)

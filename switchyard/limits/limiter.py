@@ -28,6 +28,8 @@ from switchyard.limits import periods
 from switchyard.limits.credentials import read_password
 from switchyard.limits.resp import RedisReplyError, RedisUnavailable, Script, ScriptClient
 from switchyard.limits.scripts import ADMIT, SETTLE
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas.keys import ClientKey
 
@@ -39,6 +41,8 @@ _REFUSALS = {
     3: ("concurrent requests", "too_many_concurrent_requests"),
     5: ("tokens", "request_too_large"),
 }
+# Which limit refused, by the ADMIT script's code (metrics label; the error code stays OpenAI's).
+_LIMIT_NAMES = {1: "rpm", 2: "tpm", 3: "parallel", 5: "tpm"}
 SETTLE_DELAY_S = 0.02
 MAX_CARRIED = 64  # settles one admission carries at most
 
@@ -63,7 +67,7 @@ class Ticket:
 
 
 class Limiter:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self._client = ScriptClient(
             settings.redis_url,
             username="ingress",
@@ -80,6 +84,16 @@ class Limiter:
         self._nuid = NUID()
         self._warned_at = 0.0
         self._periods: dict[str, tuple[str, float, float]] = {}  # period -> (id, end, start)
+        self._timing = (
+            metrics.histogram(
+                sc.LIMITER_DURATION,
+                "Round trip of one limits check to Redis/Valkey.",
+                (),
+                sc.LIMITER_BUCKETS,
+            )
+            if metrics is not None
+            else None
+        )
 
     def _period(self, period: str, now: float) -> tuple[str, float]:
         """``periods.current``, cached until the period ends (it is asked on every request)."""
@@ -115,6 +129,7 @@ class Limiter:
         if rest:  # they leave with the next admission or the flush
             self._pending[key.id] = rest
             self._schedule_flush()
+        began = time.perf_counter()
         try:
             reply = await self._admit(
                 keys=[rk.requests(key.id), rk.tpm_tokens(key.id), rk.parallel(key.id)],
@@ -138,6 +153,8 @@ class Limiter:
                 self._schedule_flush()
             self._unavailable(exc)
             return None
+        if self._timing is not None:
+            self._timing.observe(time.perf_counter() - began)
         code, requests_used, tokens_used, retry_ms, _in_flight, spent = (int(v) for v in reply)
         headers = self._headers(key, requests_used, tokens_used)
         if code == 0:
@@ -203,6 +220,7 @@ class Limiter:
                 retry_after=retry,
                 type="insufficient_quota",
                 headers=headers,
+                limit="budget",
             )
         else:
             what, err_code = _REFUSALS.get(code, ("requests", "rate_limit_exceeded"))
@@ -222,7 +240,13 @@ class Limiter:
                     f"rate limit reached for {what}: {limit} per minute on this key; "
                     f"retry in {retry:.2f}s"
                 )
-            err = RateLimited(message, code=err_code, retry_after=retry, headers=headers)
+            err = RateLimited(
+                message,
+                code=err_code,
+                retry_after=retry,
+                headers=headers,
+                limit=_LIMIT_NAMES.get(code),
+            )
         return err
 
     def settle(self, ticket: Ticket, actual_tokens: int | None) -> None:

@@ -38,9 +38,11 @@ class Endpoints:
         translate: Callable[[Exception], ApiError | None] | None = None,
         *,
         limit: int = 256,
+        observe: Callable[[str, ApiError | None], None] | None = None,
     ) -> None:
         self._name = name
         self._translate = translate
+        self._observe = observe
         self._tasks = TaskSupervisor(f"{name}-endpoints", limit=limit)
 
     def wrap(self, handler: Handler) -> Handler:
@@ -58,18 +60,21 @@ class Endpoints:
         return start
 
     async def _boundary(self, handler: Handler, req: Request) -> None:
+        failure: ApiError | None = None
         try:
             await handler(req)
         except ApiError as exc:
-            await reply_error(req, exc)
+            failure = exc
         except Exception as exc:  # the error boundary: answer, log, keep serving
-            known = self._translate(exc) if self._translate else None
-            if known is not None:
-                await reply_error(req, known)
-                return
-            # Logged without the request: it may carry a secret value.
-            log.exception("internal error in the %s service on %s", self._name, req.subject)
-            await reply_error(req, ApiError(f"internal error in the {self._name} service"))
+            failure = self._translate(exc) if self._translate else None
+            if failure is None:
+                # Logged without the request: it may carry a secret value.
+                log.exception("internal error in the %s service on %s", self._name, req.subject)
+                failure = ApiError(f"internal error in the {self._name} service")
+        if self._observe is not None:
+            self._observe(req.subject, failure)
+        if failure is not None:
+            await reply_error(req, failure)
 
     async def drain(self, grace: float) -> None:
         """Finish requests in hand within ``grace``, then cancel the rest. Idempotent."""

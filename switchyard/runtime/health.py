@@ -1,7 +1,8 @@
-"""A tiny HTTP endpoint per worker process: ``/health`` (alive) and ``/ready`` (serving).
+"""A tiny HTTP endpoint per worker process: ``/health`` (alive), ``/ready`` (serving) and
+``/metrics`` (Prometheus text).
 
-Workers have no web framework; this answers the supervisor, Kubernetes probes and (later)
-Prometheus with a few lines of asyncio, off the hot path.
+Workers have no web framework; this answers the supervisor, Kubernetes probes and Prometheus
+with a few lines of asyncio, off the hot path.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+
+from switchyard.runtime.metrics import CONTENT_TYPE
 
 Probe = Callable[[], bool]
 
@@ -19,7 +22,7 @@ class HealthServer:
         self._host = host
         self._ready = ready
         self._server: asyncio.Server | None = None
-        self.metrics: Callable[[], str] | None = None
+        self.metrics: Callable[[], bytes] | None = None
 
     async def start(self) -> None:
         if self._port is None:
@@ -42,8 +45,9 @@ class HealthServer:
             parts = request.split()
             path = parts[1].decode() if len(parts) > 1 else "/"
             status, body = self._answer(path)
+            kind = CONTENT_TYPE if path == "/metrics" else "text/plain"
             writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
                 f"Connection: close\r\n\r\n".encode()
                 + body
             )
@@ -63,5 +67,5 @@ class HealthServer:
                 else ("503 Service Unavailable", b"not ready\n")
             )
         if path == "/metrics" and self.metrics is not None:
-            return "200 OK", self.metrics().encode()
+            return "200 OK", self.metrics()
         return "404 Not Found", b"not found\n"

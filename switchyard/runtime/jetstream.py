@@ -66,6 +66,7 @@ class _Pending:
     headers: dict[str, str]
     sent_at: float
     tries: int
+    weight: int = 1
 
 
 class AckPublisher:
@@ -82,6 +83,8 @@ class AckPublisher:
         self._sub: Subscription | None = None
         self._loops = TaskSupervisor("jetstream-confirm")
         self._drained = asyncio.Event()
+        # Weight (e.g. usage events) of the messages given up after every retry.
+        self.given_up_weight = 0
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
@@ -97,6 +100,7 @@ class AckPublisher:
             log.error(
                 "%d published events were not confirmed before shutdown", len(self._confirming)
             )
+            self.given_up_weight += sum(p.weight for p in self._confirming.values())
         await self._loops.cancel_all()
         if self._sub is not None:
             with contextlib.suppress(Exception):
@@ -144,7 +148,9 @@ class AckPublisher:
             self._waiting.pop(token, None)
         _check(msg)
 
-    async def publish_confirmed(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+    async def publish_confirmed(
+        self, subject: str, data: bytes, headers: dict[str, str], *, weight: int = 1
+    ) -> None:
         """Publish without waiting; the background sweeper re-publishes until acknowledged.
 
         Never raises: once recorded, the message is the sweeper's to deliver (under the same
@@ -153,7 +159,7 @@ class AckPublisher:
         """
         token = self._nuid.next().decode()
         loop = asyncio.get_running_loop()
-        self._confirming[token] = _Pending(subject, data, headers, loop.time(), 1)
+        self._confirming[token] = _Pending(subject, data, headers, loop.time(), 1, weight)
         try:
             await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=headers)
         except (NatsError, OSError) as exc:  # disconnected, buffer full: the sweeper retries
@@ -174,12 +180,18 @@ class AckPublisher:
                         pending.subject,
                         pending.tries,
                     )
+                    self.given_up_weight += pending.weight
                     if not self._confirming:
                         self._drained.set()
                     continue
                 retry = self._nuid.next().decode()
                 self._confirming[retry] = _Pending(
-                    pending.subject, pending.data, pending.headers, now, pending.tries + 1
+                    pending.subject,
+                    pending.data,
+                    pending.headers,
+                    now,
+                    pending.tries + 1,
+                    pending.weight,
                 )
                 with contextlib.suppress(Exception):  # still disconnected: next sweep retries
                     await self._nc.publish(

@@ -57,6 +57,10 @@ class SecretCache:
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Task[Secret]] = {}
         self._tasks = TaskSupervisor("secret-cache")
+        # Lookups served from memory, that had to wait for a fetch, and that failed (metrics).
+        self.hits = 0
+        self.misses = 0
+        self.errors = 0
         self._sub: Subscription | None = None
         self._wanted: set[str] = set()
 
@@ -101,9 +105,15 @@ class SecretCache:
             stale = now - entry.fetched_at >= self._refresh_after
             if stale and name not in self._inflight and now - entry.failed_at >= RETRY_BACKOFF_S:
                 self._spawn(name)  # refresh in the background, serve the cached key now
+            self.hits += 1
             return entry.secret
+        self.misses += 1
         task = self._inflight.get(name) or self._spawn(name)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except ServiceUnavailable:
+            self.errors += 1
+            raise
 
     def _spawn(self, name: str) -> asyncio.Task[Secret]:
         task = self._tasks.spawn(self._fetch(name), name=f"secret-{name}", quiet=True)

@@ -19,6 +19,8 @@ from nats.aio.client import Client as NATS
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.runtime.health import HealthServer
+from switchyard.runtime.metrics import Metrics, count_reconnects
+from switchyard.runtime.reporting import Reporter
 
 log = logging.getLogger("switchyard.worker")
 
@@ -44,17 +46,17 @@ async def serve_worker(
     instance: str,
     health_port: int | None,
     stop: asyncio.Event,
-    build: Callable[[NATS], S],
+    build: Callable[[NATS, Metrics], S],
     on_reconnect: Callable[[S], None] | None = None,
-    metrics: Callable[[S], str] | None = None,
+    component: str | None = None,
 ) -> None:
     """Run one worker until ``stop`` is set.
 
     Args:
         identity: the NATS identity (certificate) to connect as.
-        build: makes the service from the connection.
+        build: makes the service from the connection and the process's metrics.
         on_reconnect: told when NATS reconnected (e.g. to re-issue pull requests).
-        metrics: Prometheus text for ``/metrics`` on the health port.
+        component: the name in metrics and heartbeats (default: the identity).
     """
     service: S | None = None
 
@@ -71,17 +73,21 @@ async def serve_worker(
         reconnect_wait=settings.nats.reconnect_wait_s,
         reconnected_cb=reconnected,
     )
-    service = build(nc)
+    metrics = Metrics(component or identity)
+    count_reconnects(metrics, nc)
+    service = build(nc, metrics)
     running = service
     health = HealthServer(health_port, lambda: running.ready and nc.is_connected)
-    if metrics is not None:
-        health.metrics = lambda: metrics(running)
+    health.metrics = metrics.render
+    reporter = Reporter(nc, component or identity, instance, lambda: running.ready)
     try:
         await running.start()
         await health.start()
+        reporter.start()
         log.info("%s %s serving", identity, instance)
         await stop.wait()
     finally:
+        await reporter.stop()
         await running.stop(settings.stack.stop_timeout_s / 2)
         await health.stop()
         with contextlib.suppress(Exception):  # already closed or the server is gone

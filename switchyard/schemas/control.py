@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from switchyard.schemas.monitor import DeploymentState
 from switchyard.schemas.routing import RouteTable
 
 
@@ -20,28 +21,12 @@ class PutTable(msgspec.Struct, frozen=True, kw_only=True):
     expected_revision: int | None = None
 
 
-class CooldownInfo(msgspec.Struct, frozen=True, kw_only=True):
-    until: float
-    seconds_left: float
-    status: int
-    reason: str
-
-
-class DeploymentInfo(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    provider: str
-    kind: str
-    model: str
-    aliases: list[str]
-    weight: float
-    concurrency: int
-    queued: int = -1  # requests waiting in the deployment's queue (-1: unknown)
-    in_flight: int = -1  # requests being served (unacknowledged)
-    cooldown: CooldownInfo | None = None
-
-
 class DeploymentList(msgspec.Struct, frozen=True):
-    deployments: list[DeploymentInfo]
+    deployments: list[DeploymentState]
+
+
+class HistoryRequest(msgspec.Struct, frozen=True, kw_only=True):
+    seconds: int = 900
 
 
 class DeploymentRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,3 +38,4 @@ TABLE_STATE = msgspec.json.Decoder(TableState)
 PUT_TABLE = msgspec.json.Decoder(PutTable)
 DEPLOYMENTS = msgspec.json.Decoder(DeploymentList)
 DEPLOYMENT_REF = msgspec.json.Decoder(DeploymentRef)
+HISTORY_REQUEST = msgspec.json.Decoder(HistoryRequest)

@@ -36,8 +36,10 @@ from switchyard.errors import (
     ServiceUnavailable,
     VaultUnavailable,
 )
+from switchyard.runtime import semconv as sc
 from switchyard.runtime.audit import request_actor
 from switchyard.runtime.endpoints import Endpoints, reply_ok
+from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.worker import serve_worker
 from switchyard.schemas import secrets as wire
 from switchyard.schemas.events import SecretChanged
@@ -48,6 +50,7 @@ log = logging.getLogger("switchyard.secrets")
 audit = logging.getLogger("switchyard.secrets.audit")
 
 T = TypeVar("T")
+_OPS = frozenset({"get", "list", "info", "put", "rotate", "delete"})
 _VALUE = msgspec.json.Encoder()
 
 
@@ -69,11 +72,26 @@ class SecretNotFound(ModelNotFound):
 
 
 class SecretsService:
-    def __init__(self, nc: NATS, vault: Vault) -> None:
+    def __init__(self, nc: NATS, vault: Vault, metrics: Metrics) -> None:
         self.nc = nc
         self.vault = vault
         self._service: Service | None = None
-        self._endpoints = Endpoints("secrets", _translate)
+        requests = metrics.counter(
+            sc.VAULT_REQUESTS,
+            "Secrets service requests by operation and result (ok, missing, vault_error...).",
+            [sc.OP, sc.RESULT],
+        )
+
+        def observe(subject: str, failure: ApiError | None) -> None:
+            op = (
+                "get"
+                if subject.startswith(subjects.SECRETS_GET_PREFIX)
+                else subject.rsplit(".", 1)[-1]
+            )
+            result = "ok" if failure is None else (failure.code or "error")
+            requests.labels(op if op in _OPS else sc.OTHER, result).inc()
+
+        self._endpoints = Endpoints("secrets", _translate, observe=observe)
         self.ready = False
 
     async def start(self) -> None:
@@ -185,5 +203,5 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc: SecretsService(nc, Vault(settings)),
+        build=lambda nc, metrics: SecretsService(nc, Vault(settings), metrics),
     )

@@ -91,6 +91,11 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
     # CLIENT lets CORE read (never write) the client-key bucket: its change stream, and direct
     # gets, remapped so CORE's own JetStream API does not answer them. The head re-checks
     # each request's key against it.
+    # The edges' heartbeats (monitoring), as a stream: CORE's control service collects them.
+    stats_exports = [{"stream": subject, "accounts": ["CORE"]} for subject in s.CLIENT_STATS]
+    stats_imports = [
+        {"stream": {"account": "CLIENT", "subject": subject}} for subject in s.CLIENT_STATS
+    ]
     key_exports = [
         {"stream": s.KEYS_CHANGES, "accounts": ["CORE"]},
         {"service": f"$JS.API.DIRECT.GET.KV_{s.KEYS_BUCKET}.>", "accounts": ["CORE"]},
@@ -127,14 +132,14 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
                 "jetstream": "enabled",
                 "users": users[Zone.CORE],
                 "exports": [*llm_exports, *admin_exports],
-                "imports": key_imports,
+                "imports": [*key_imports, *stats_imports],
             },
             "CLIENT": {
                 # JetStream in CLIENT holds only the client-key bucket (DESIGN §6).
                 "jetstream": "enabled",
                 "users": users[Zone.CLIENT],
                 "imports": [*llm_imports, *admin_imports],
-                "exports": key_exports,
+                "exports": [*key_exports, *stats_exports],
             },
         },
     }

@@ -27,8 +27,10 @@ from switchyard.limits import keys as rk
 from switchyard.limits import periods
 from switchyard.limits.scripts import RECORD
 from switchyard.limits.store import connect_redis
+from switchyard.runtime import semconv as sc
 from switchyard.runtime.definitions import ACCOUNTING_CONSUMER, ROUTE_TABLE_KEY
 from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.metrics import Bounded, Metrics
 from switchyard.runtime.puller import Puller
 from switchyard.runtime.worker import serve_worker
 from switchyard.schemas.events import USAGE_BATCH_DECODER, UsageEvent
@@ -41,7 +43,7 @@ RETRY_DELAY_S = 2.0
 
 
 class Accounting:
-    def __init__(self, nc: NATS, settings: Settings) -> None:
+    def __init__(self, nc: NATS, settings: Settings, metrics: Metrics) -> None:
         self.nc = nc
         self.settings = settings
         self.redis = connect_redis(settings, "accounting")
@@ -59,6 +61,16 @@ class Accounting:
             stream=subjects.USAGE_STREAM,
             consumer=ACCOUNTING_CONSUMER,
         )
+        self._spend = metrics.counter(
+            sc.SPEND, "Spend recorded, in US dollars, per model alias.", [sc.ALIAS]
+        )
+        batches = metrics.counter(
+            sc.USAGE_APPLIED,
+            "Usage batches by result (applied, retried later, unreadable and dropped).",
+            [sc.RESULT],
+        )
+        self._batches = {r: batches.labels(r) for r in ("applied", "retried", "unreadable")}
+        self._alias = Bounded(500)
         self.ready = False
 
     def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
@@ -86,6 +98,7 @@ class Accounting:
             batch = USAGE_BATCH_DECODER.decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError):
             log.warning("terminated an unreadable usage message")
+            self._batches["unreadable"].inc()
             await msg.term()
             return
         try:
@@ -94,13 +107,16 @@ class Accounting:
             log.warning(
                 "Redis unavailable (%s); batch %s will be retried", type(exc).__name__, batch.id
             )
+            self._batches["retried"].inc()
             await msg.nak(delay=RETRY_DELAY_S)
             return
+        self._batches["applied"].inc()
         await msg.ack()
 
     async def _apply(self, batch_id: str, events: list[UsageEvent], table: RouteTable) -> None:
         """One script call per batch: events grouped by key, period, day and model."""
         groups: dict[tuple[str, str, int, str, str], list[int]] = {}
+        spent: dict[str, int] = {}
         for event in events:
             key_id = event.key_id or "unknown"
             period_id, period_end = periods.current(event.budget_period, event.ts)
@@ -113,7 +129,9 @@ class Accounting:
                 event.alias or event.deployment,
             )
             totals = groups.setdefault(group, [0, 0, 0, 0])
-            totals[0] += self.pricing.cost_nano(event, table)
+            cost = self.pricing.cost_nano(event, table)
+            totals[0] += cost
+            spent[group[4]] = spent.get(group[4], 0) + cost
             totals[1] += event.prompt_tokens
             totals[2] += event.completion_tokens
             totals[3] += 1
@@ -134,7 +152,10 @@ class Accounting:
             ]
             args += [cost, prompt, completion, count, ttl]
         async with asyncio.timeout(max(5.0, self.settings.redis.timeout_s * 4)):
-            await self._record(keys=keys, args=args)
+            applied = await self._record(keys=keys, args=args)
+        if applied != 0:  # 0: a batch seen before (a redelivery); counted once already
+            for alias, nano in spent.items():
+                self._spend.labels(self._alias(alias)).inc(nano / rk.NANO)
 
 
 async def run(
@@ -146,5 +167,5 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc: Accounting(nc, settings),
+        build=lambda nc, metrics: Accounting(nc, settings, metrics),
     )

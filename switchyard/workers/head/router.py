@@ -21,9 +21,16 @@ class Router:
         self.table = table
         self.revision = revision
         self._aliases = sorted(table.routes)
+        self._alias_of = {
+            dep.id: alias for alias, route in table.routes.items() for dep in route.deployments
+        }
 
     def aliases(self) -> list[str]:
         return self._aliases
+
+    def alias_of(self, deployment_id: str) -> str | None:
+        """The alias whose route lists ``deployment_id`` (the first, if several do)."""
+        return self._alias_of.get(deployment_id)
 
     def route(self, alias: str) -> Route:
         """The route for ``alias``.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -34,15 +33,23 @@ from switchyard.runtime.cooldowns import CooldownBook
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
 from switchyard.runtime.worker import serve_worker
 from switchyard.schemas.keys import ClientKey, hash_key
 from switchyard.schemas.openai import Model, ModelList, encode, model_of
-from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
+from switchyard.schemas.routing import Deployment, InvalidRouteTable, decode_route_table
 from switchyard.telemetry import request_id_var
 from switchyard.workers.head import decide
 from switchyard.workers.head.dispatch import msg_id, publish_dispatch
 from switchyard.workers.head.keys import KeyPolicies
+from switchyard.workers.head.metrics import (
+    DISPATCHED,
+    EXHAUSTED,
+    REFUSED,
+    REROUTED,
+    HeadMetrics,
+)
 from switchyard.workers.head.router import Router
 
 log = logging.getLogger("switchyard.head")
@@ -57,7 +64,7 @@ DEPLOYMENT_TEST_KEY = ClientKey(
 
 
 class Head:
-    def __init__(self, nc: NATS, settings: Settings) -> None:
+    def __init__(self, nc: NATS, settings: Settings, metrics: Metrics) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=settings.head.publish_timeout_s)
         self.publisher = AckPublisher(nc)
@@ -65,6 +72,7 @@ class Head:
         self.router = Router(settings.route_table)
         self.cooldowns = CooldownBook(self.js)
         self.keys = KeyPolicies(nc)
+        self.stats = HeadMetrics(metrics, lambda: self.router, self.cooldowns)
         self._routes = KvFollower(
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
@@ -150,6 +158,8 @@ class Head:
             else:
                 await self._route(msg, env, reply)
         except ApiError as exc:
+            if msg.subject != subjects.MODELS:
+                self.stats.outcome(EXHAUSTED if rerouted else REFUSED)
             await replies.send_error(self.nc, reply, exc)
         except Exception:  # the endpoint's error boundary: answer, log, keep serving
             log.exception("internal error handling %s", msg.subject)
@@ -197,7 +207,8 @@ class Head:
             retry_after=None,
         )
         deployment = decide.choose(self.router, self.cooldowns, env, pinned=pinned or None)
-        await self._dispatch(msg.data, env, deployment.id)
+        await self._dispatch(msg.data, env, deployment)
+        self.stats.outcome(DISPATCHED)
         await replies.send_accepted(self.nc, reply)
 
     async def _reroute(self, body: bytes, env: Envelope) -> None:
@@ -205,10 +216,15 @@ class Head:
         env = self._deadline(env)
         await self._after_failure(env)
         deployment = decide.choose(self.router, self.cooldowns, env, pinned=None)
-        await self._dispatch(body, env, deployment.id)
+        await self._dispatch(body, env, deployment)
+        self.stats.outcome(REROUTED)
 
-    async def _dispatch(self, body: bytes, env: Envelope, deployment: str) -> None:
+    async def _dispatch(self, body: bytes, env: Envelope, chosen: Deployment) -> None:
         assert env.deadline is not None  # noqa: S101  (set by _deadline)
+        deployment = chosen.id
+        serving = self.router.alias_of(deployment)
+        if serving is not None and serving != env.alias:
+            self.stats.fallback(env.alias, serving)
         out = env.with_(deployment=deployment).encode()
         out[h.NATS_MSG_ID] = msg_id(env)
         await publish_dispatch(
@@ -234,6 +250,7 @@ class Head:
         if failed:
             reason = env.errors.rsplit("; ", 1)[-1]
             await self.cooldowns.cool(failed, seconds, status=env.last_status or 502, reason=reason)
+            self.stats.cooled(failed)
         if len(env.tried) >= self.settings.routing.max_attempts or env.pin:
             raise decide.exhausted(env)
         pause = decide.backoff(len(env.tried), self.settings.routing)
@@ -283,24 +300,6 @@ class Head:
             budget_period=key.budget_period,
         )
 
-    def metrics(self) -> str:
-        """Prometheus text: cooldowns and the route table revision."""
-        lines = [
-            "# HELP switchyard_route_table_revision KV revision of the route table in use.",
-            "# TYPE switchyard_route_table_revision gauge",
-            f"switchyard_route_table_revision {self.router.revision}",
-            "# HELP switchyard_deployment_cooldown_seconds Seconds left in a cooldown.",
-            "# TYPE switchyard_deployment_cooldown_seconds gauge",
-        ]
-        now = time.time()
-        for entry in self.cooldowns.active(now):
-            left = max(0.0, entry.until - now)
-            name = entry.deployment
-            lines.append(
-                f'switchyard_deployment_cooldown_seconds{{deployment="{name}"}} {left:.3f}'
-            )
-        return "\n".join(lines) + "\n"
-
 
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
@@ -311,6 +310,5 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc: Head(nc, settings),
-        metrics=lambda head: head.metrics(),
+        build=lambda nc, metrics: Head(nc, settings, metrics),
     )

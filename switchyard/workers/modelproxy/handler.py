@@ -34,9 +34,11 @@ from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider, RouteTable
 from switchyard.telemetry import request_id_var
 from switchyard.workers.modelproxy.heartbeat import Heartbeats, InFlight
+from switchyard.workers.modelproxy.metrics import ProxyMetrics
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
+from switchyard.workers.modelproxy.traffic import TrafficMeter
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
 log = logging.getLogger("switchyard.modelproxy")
@@ -67,7 +69,8 @@ class Job:
     called: bool = False  # the provider was called
     usage: Usage | None = None
     status: int = 200
-    ttft: float | None = None
+    ttft: float | None = None  # from pick-up to the first chunk sent
+    ttfc: float | None = None  # from the provider call to its first chunk
 
     @property
     def reply(self) -> str:
@@ -102,8 +105,12 @@ class Handler:
         keys: SecretCache,
         heartbeats: Heartbeats,
         table: Callable[[], RouteTable],
+        stats: ProxyMetrics | None = None,
+        traffic: TrafficMeter | None = None,
     ) -> None:
         self.nc = nc
+        self.stats = stats
+        self.traffic = traffic
         self.publisher = AckPublisher(nc)
         self.usage = UsageBatcher(self.publisher)
         self.settings = settings
@@ -185,6 +192,15 @@ class Handler:
 
     async def _serve(self, job: Job) -> None:
         target = self.target(job.deployment_id)
+        labels = None
+        if self.stats is not None and target is not None:
+            labels = self.stats.labels(
+                job.env.op, target.provider.kind, target.deployment.model, job.deployment_id
+            )
+            labels.wait.observe(max(0.0, job.started - job.msg.metadata.timestamp.timestamp()))
+            labels.in_flight.inc()
+        called_at = 0.0
+        failure: ApiError | None = None
         try:
             if job.deadline <= job.started:
                 raise DeadlineExceeded("the request deadline passed while it was queued")
@@ -195,8 +211,9 @@ class Handler:
             call = await self._prepare(job, target)
             adapter = self.adapters.for_kind(target.provider.kind)
             job.called = True
+            called_at = time.time()
             if job.stream:
-                await self._stream(job, adapter, call)
+                await self._stream(job, adapter, call, called_at)
                 body = b""
             else:
                 completion = await adapter.complete(call)
@@ -211,6 +228,7 @@ class Handler:
                 usage=job.usage,
             )
         except ApiError as exc:
+            failure = exc
             job.status = exc.status
             retry = not job.sent and retryable(exc) and time.time() < job.deadline
             if not (retry and await self._reroute(job, exc)):
@@ -220,6 +238,30 @@ class Handler:
                 if not isinstance(exc, DeadlineExceeded | InvalidRequest):
                     log.info(
                         "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
+                    )
+        finally:
+            if self.traffic is not None:
+                stored = job.msg.metadata.timestamp.timestamp()
+                self.traffic.record(
+                    job.deployment_id,
+                    latency_s=time.time() - stored,
+                    ttft_s=job.started + job.ttft - stored if job.ttft is not None else None,
+                    error=failure is not None,
+                    usage=job.usage,
+                )
+            if labels is not None and target is not None:
+                labels.in_flight.dec()
+                if job.called and self.stats is not None:
+                    self.stats.finished(
+                        labels,
+                        op=job.env.op,
+                        kind=target.provider.kind,
+                        model=target.deployment.model,
+                        deployment=job.deployment_id,
+                        seconds=time.time() - called_at,
+                        ttfc=job.ttfc,
+                        usage=job.usage,
+                        error=failure,
                     )
         if job.called and (job.usage is not None or job.status == 200):
             self._record_usage(job, target)
@@ -247,7 +289,9 @@ class Handler:
             total_timeout=min(timeouts.stream_s if job.stream else timeouts.request_s, remaining),
         )
 
-    async def _stream(self, job: Job, adapter: Adapter, call: ProviderCall) -> None:
+    async def _stream(
+        self, job: Job, adapter: Adapter, call: ProviderCall, called_at: float
+    ) -> None:
         loop = asyncio.get_running_loop()
         seq = 0
         async for event in adapter.stream(call):
@@ -256,7 +300,9 @@ class Handler:
             if event.payload is not None:
                 await replies.send_chunk(self.nc, job.reply, seq, event.payload, job.delivery)
                 if seq == 0:
-                    job.ttft = time.time() - job.started
+                    now = time.time()
+                    job.ttft = now - job.started
+                    job.ttfc = now - called_at
                 seq += 1
                 job.sent = True
                 job.inflight.touch(loop.time())

@@ -16,19 +16,29 @@ from switchyard.bus import identities, subjects
 from switchyard.config import Settings
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY
 from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.puller import Puller
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.runtime.worker import serve_worker
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
 from switchyard.workers.modelproxy.handler import Handler
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
+from switchyard.workers.modelproxy.metrics import ProxyMetrics
 from switchyard.workers.modelproxy.providers.registry import Adapters
+from switchyard.workers.modelproxy.traffic import TrafficMeter
 
 log = logging.getLogger("switchyard.modelproxy")
 
 
 class ModelProxy:
-    def __init__(self, nc: NATS, settings: Settings) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        instance: str = "modelproxy",
+    ) -> None:
         self.nc = nc
         self.settings = settings
         self.js = nc.jetstream(timeout=5)
@@ -36,6 +46,8 @@ class ModelProxy:
         mp = settings.modelproxy
         self.keys = SecretCache(nc, ttl=mp.secret_ttl_s)
         self.adapters = Adapters()
+        self.stats = ProxyMetrics(metrics or Metrics("modelproxy"))
+        self.traffic = TrafficMeter(nc, instance)
         self.heartbeats = Heartbeats(nc, keepalive_s=mp.keepalive_s, progress_s=mp.ack_wait_s / 3)
         self.handler = Handler(
             nc,
@@ -44,7 +56,10 @@ class ModelProxy:
             keys=self.keys,
             heartbeats=self.heartbeats,
             table=lambda: self.table,
+            stats=self.stats,
+            traffic=self.traffic,
         )
+        self.stats.watch(self.keys, self.handler.usage)
         self.workers: dict[str, Puller] = {}
         self._routes = KvFollower(
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
@@ -93,6 +108,7 @@ class ModelProxy:
         await self.keys.start()
         await self._routes.start()
         self.heartbeats.start()
+        self.traffic.start()
         await self._sync_workers()
         self.ready = True
 
@@ -102,6 +118,7 @@ class ModelProxy:
         await asyncio.gather(*(w.stop(grace) for w in self.workers.values()))
         self.workers.clear()
         await self.heartbeats.stop()
+        await self.traffic.stop()
         await self.keys.stop()
         await self.handler.usage.stop()
         await self.handler.publisher.stop()
@@ -117,6 +134,6 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc: ModelProxy(nc, settings),
+        build=lambda nc, metrics: ModelProxy(nc, settings, metrics, instance=instance),
         on_reconnect=lambda proxy: proxy.on_reconnect(),
     )

@@ -34,6 +34,7 @@ class UsageBatcher:
         self._nuid = NUID()
         self._timer: asyncio.TimerHandle | None = None
         self._flushes = TaskSupervisor("usage-flush")
+        self.published = 0  # events handed to the stream (then confirmed or given up)
 
     def add(self, event: UsageEvent) -> None:
         self._events.append(event)
@@ -51,14 +52,21 @@ class UsageBatcher:
         events, self._events = self._events, []
         self._flushes.spawn(self._send(events))
 
+    @property
+    def dropped(self) -> int:
+        """Events the stream never confirmed, after every retry (lost to billing)."""
+        return self._publisher.given_up_weight
+
     async def _send(self, events: list[UsageEvent]) -> None:
         batch_id = self._nuid.next().decode()
+        self.published += len(events)
         # Never raises: the publisher retries this batch under its id until stored, and
         # accounting deduplicates by that id. Re-queueing the events here would bill twice.
         await self._publisher.publish_confirmed(
             subjects.USAGE,
             USAGE_BATCH_ENCODER.encode(UsageBatch(id=batch_id, events=events)),
             {h.NATS_MSG_ID: batch_id},
+            weight=len(events),
         )
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -1,0 +1,491 @@
+"""The platform's live state, collected once: queues, traffic, processes.
+
+* **Queues**: every dispatch consumer's state in one JetStream call per second
+  (``CONSUMER.LIST``), plus one message lookup per non-empty queue for the age of its oldest
+  waiting request. No worker polls anything; a thousand model-proxies cost the same.
+* **Traffic**: the model-proxies' per-second reports (``stats.v1.traffic.*``), added up per
+  deployment; percentiles come from the merged bucket counts.
+* **Processes**: every process's heartbeat (``stats.v1.process.*``, the edges' through a
+  CLIENT stream export), with CPU % from consecutive heartbeats.
+
+It keeps 15 minutes of one-second points per deployment for the UI's charts, and answers the
+admin API's overview and history requests from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from switchyard.bus import subjects
+from switchyard.config import Settings
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.cooldowns import Cooldowns
+from switchyard.runtime.metrics import Metrics
+from switchyard.runtime.reporting import HEARTBEAT_S
+from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.schemas import monitor as m
+from switchyard.schemas.routing import RouteTable
+
+log = logging.getLogger("switchyard.control.monitor")
+
+HISTORY_S = 900  # the UI's charts: 15 minutes
+RATE_WINDOW_S = 10  # rates and percentiles in the overview
+PERCENTILE_WINDOW_S = 60  # how long per-second latency buckets are kept
+FORGET_PROCESS_S = 300.0
+
+
+# ---- JetStream API replies (only the fields used) ----
+
+
+class _Seq(msgspec.Struct, frozen=True):
+    consumer_seq: int = 0
+    stream_seq: int = 0
+
+
+class _ConsumerConfig(msgspec.Struct, frozen=True):
+    max_ack_pending: int = 0
+    filter_subject: str = ""
+
+
+class _Consumer(msgspec.Struct, frozen=True):
+    name: str
+    config: _ConsumerConfig = _ConsumerConfig()
+    delivered: _Seq = _Seq()
+    ack_floor: _Seq = _Seq()
+    num_pending: int = 0
+    num_ack_pending: int = 0
+    num_redelivered: int = 0
+
+
+class _ApiError(msgspec.Struct, frozen=True):
+    code: int = 0
+    description: str = ""
+
+
+class _ConsumerPage(msgspec.Struct, frozen=True):
+    total: int = 0
+    offset: int = 0
+    limit: int = 0
+    consumers: list[_Consumer] | None = None
+    error: _ApiError | None = None
+
+
+class _Stored(msgspec.Struct, frozen=True):
+    time: str = ""
+
+
+class _StoredReply(msgspec.Struct, frozen=True):
+    message: _Stored | None = None
+
+
+_PAGE = msgspec.json.Decoder(_ConsumerPage)
+_STORED = msgspec.json.Decoder(_StoredReply)
+_JSON = msgspec.json.Encoder()
+
+
+def parse_time(text: str) -> float | None:
+    """Unix seconds of JetStream's RFC 3339 time (nanosecond fractions), or None."""
+    if not text:
+        return None
+    head, _, rest = text.partition(".")
+    fraction = rest.rstrip("Z")[:6] if rest else ""
+    try:
+        moment = dt.datetime.fromisoformat(head + (f".{fraction}" if fraction else "") + "+00:00")
+    except ValueError:
+        return None
+    return moment.timestamp()
+
+
+# ---- per deployment, per second ----
+
+
+@dataclass(slots=True)
+class _Second:
+    t: int
+    waiting: int = 0
+    in_flight: int = 0
+    requests: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency: list[int] | None = None
+    ttft: list[int] | None = None
+
+
+def _add(into: list[int] | None, counts: Sequence[int]) -> list[int]:
+    if into is None:
+        return list(counts)
+    for i, c in enumerate(counts):
+        into[i] += c
+    return into
+
+
+@dataclass(slots=True)
+class _Series:
+    seconds: deque[_Second] = field(default_factory=lambda: deque(maxlen=HISTORY_S))
+
+    def at(self, t: int) -> _Second:
+        if self.seconds and self.seconds[-1].t == t:
+            return self.seconds[-1]
+        for point in reversed(self.seconds):  # a late report for a recent second
+            if point.t == t:
+                return point
+            if point.t < t:
+                break
+        point = _Second(t)
+        if self.seconds and self.seconds[-1].t > t:
+            return point  # too old to keep: dropped
+        self.seconds.append(point)
+        return point
+
+    def window(self, now: float, seconds: int) -> list[_Second]:
+        start = int(now) - seconds
+        return [p for p in self.seconds if p.t > start]
+
+
+def rates(points: Iterable[_Second], seconds: int) -> m.Rates:
+    requests = errors = tokens = 0
+    latency: list[int] | None = None
+    ttft: list[int] | None = None
+    for p in points:
+        requests += p.requests
+        errors += p.errors
+        tokens += p.input_tokens + p.output_tokens
+        if p.latency is not None:
+            latency = _add(latency, p.latency)
+        if p.ttft is not None:
+            ttft = _add(ttft, p.ttft)
+    lat = latency or []
+    first = ttft or []
+    return m.Rates(
+        requests_per_s=round(requests / seconds, 3),
+        error_ratio=round(errors / requests, 4) if requests else 0.0,
+        p50_ms=m.percentile(lat, 0.5),
+        p99_ms=m.percentile(lat, 0.99),
+        ttft_p50_ms=m.percentile(first, 0.5),
+        ttft_p99_ms=m.percentile(first, 0.99),
+        tokens_per_s=round(tokens / seconds, 3),
+    )
+
+
+@dataclass(slots=True)
+class _Process:
+    beat: m.Heartbeat
+    seen: float
+    cpu_percent: float = 0.0
+
+
+class Monitor:
+    """Collects and serves the platform's live state (see the module docstring)."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        settings: Settings,
+        metrics: Metrics,
+        table: Callable[[], RouteTable],
+        cooldowns: Cooldowns,
+        *,
+        interval: float = 1.0,
+    ) -> None:
+        self._nc = nc
+        self._limit = settings.streams.dispatch_queue_limit
+        self._table = table
+        self._cooldowns = cooldowns
+        self._interval = interval
+        self.queues: dict[str, m.QueueState] = {}
+        self.queues_read_at = 0.0
+        self._series: dict[str, _Series] = {}
+        self._processes: dict[str, _Process] = {}
+        self._sub: Subscription | None = None
+        self._loops = TaskSupervisor("monitor")
+        self._export(metrics)
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(subjects.STATS_ALL, cb=self._on_stats)
+        await self.collect()
+        self._loops.spawn(self._collect_forever())
+
+    async def stop(self) -> None:
+        await self._loops.cancel_all()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _collect_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.collect()
+            except Exception:  # a failed read leaves the last state: log, keep collecting
+                log.warning("could not read the dispatch queues", exc_info=True)
+
+    # ---- queues ----
+
+    async def collect(self) -> None:
+        """Read every dispatch consumer's state (and oldest waiting ages) now."""
+        consumers = await self._consumers()
+        now = time.time()
+        states: dict[str, m.QueueState] = {}
+        for consumer in consumers:
+            if not consumer.name.startswith(_CONSUMER_PREFIX):
+                continue
+            deployment = consumer.name[len(_CONSUMER_PREFIX) :]
+            oldest = 0.0
+            if consumer.num_pending:
+                stored = await self._stored_at(consumer)
+                oldest = max(0.0, now - stored) if stored is not None else 0.0
+            states[deployment] = m.QueueState(
+                waiting=consumer.num_pending,
+                in_flight=consumer.num_ack_pending,
+                concurrency=consumer.config.max_ack_pending,
+                limit=self._limit,
+                redelivered=consumer.num_redelivered,
+                oldest_wait_s=round(oldest, 3),
+                acked=consumer.ack_floor.consumer_seq,
+            )
+        self.queues = states
+        self.queues_read_at = now
+        for deployment, state in states.items():
+            point = self._series_of(deployment).at(int(now))
+            point.waiting, point.in_flight = state.waiting, state.in_flight
+
+    async def _consumers(self) -> list[_Consumer]:
+        found: list[_Consumer] = []
+        subject = f"$JS.API.CONSUMER.LIST.{subjects.DISPATCH_STREAM}"
+        while True:
+            msg = await self._nc.request(subject, _JSON.encode({"offset": len(found)}), timeout=2)
+            page = _PAGE.decode(msg.data)
+            if page.error is not None:
+                raise RuntimeError(f"JetStream: {page.error.description}")
+            batch = page.consumers or []
+            found.extend(batch)
+            if not batch or len(found) >= page.total:
+                return found
+
+    async def _stored_at(self, consumer: _Consumer) -> float | None:
+        """When the oldest request still waiting in this queue was stored."""
+        request = {
+            "seq": consumer.delivered.stream_seq + 1,
+            "next_by_subj": consumer.config.filter_subject,
+        }
+        subject = f"$JS.API.STREAM.MSG.GET.{subjects.DISPATCH_STREAM}"
+        try:
+            msg = await self._nc.request(subject, _JSON.encode(request), timeout=2)
+            stored = _STORED.decode(msg.data).message
+        except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        except Exception:  # a NATS error reading one queue's age must not hide the others
+            log.debug("could not read the oldest message of %s", consumer.name, exc_info=True)
+            return None
+        return parse_time(stored.time) if stored is not None else None
+
+    # ---- reports ----
+
+    async def _on_stats(self, msg: Msg) -> None:
+        try:
+            if msg.subject.startswith(subjects.TRAFFIC_STATS):
+                self.add_traffic(m.TRAFFIC.decode(msg.data))
+            elif msg.subject.startswith(subjects.PROCESS_STATS):
+                self.add_heartbeat(m.HEARTBEAT.decode(msg.data))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("ignored an unreadable report on %s", msg.subject)
+
+    def add_traffic(self, report: m.TrafficReport) -> None:
+        t = int(report.at)
+        for sample in report.samples:
+            point = self._series_of(sample.deployment).at(t)
+            point.requests += sample.requests
+            point.errors += sample.errors
+            point.input_tokens += sample.input_tokens
+            point.output_tokens += sample.output_tokens
+            point.latency = _add(point.latency, sample.latency)
+            point.ttft = _add(point.ttft, sample.ttft)
+        self._trim(t)
+
+    def add_heartbeat(self, beat: m.Heartbeat) -> None:
+        now = time.time()
+        key = f"{beat.component}/{beat.instance}"
+        previous = self._processes.get(key)
+        cpu = 0.0
+        if previous is not None and previous.beat.pid == beat.pid and now > previous.seen:
+            used = beat.cpu_seconds - previous.beat.cpu_seconds
+            cpu = max(0.0, 100.0 * used / (now - previous.seen))
+        self._processes[key] = _Process(beat, now, round(cpu, 2))
+        self._edges_seen(beat, previous, now)
+
+    def _edges_seen(self, beat: m.Heartbeat, previous: _Process | None, now: float) -> None:
+        """Edges count answered requests by status class; the deltas feed the totals."""
+        if not beat.requests or previous is None or previous.beat.pid != beat.pid:
+            return
+        total = sum(beat.requests.values()) - sum(previous.beat.requests.values())
+        errors = beat.requests.get("5xx", 0) - previous.beat.requests.get("5xx", 0)
+        point = self._series_of(_EDGES).at(int(now))
+        point.requests += max(0, total)
+        point.errors += max(0, errors)
+
+    def _series_of(self, deployment: str) -> _Series:
+        series = self._series.get(deployment)
+        if series is None:
+            series = self._series[deployment] = _Series()
+        return series
+
+    def _trim(self, t: int) -> None:
+        """Latency buckets are kept for a minute only (the history keeps the counts)."""
+        horizon = t - PERCENTILE_WINDOW_S
+        for series in self._series.values():
+            for point in series.seconds:
+                if point.t >= horizon:
+                    break
+                point.latency = point.ttft = None
+
+    # ---- views ----
+
+    def processes(self, now: float | None = None) -> list[m.ProcessState]:
+        moment = now or time.time()
+        out = []
+        for key, proc in sorted(self._processes.items()):
+            age = moment - proc.seen
+            if age > FORGET_PROCESS_S:
+                del self._processes[key]
+                continue
+            beat = proc.beat
+            out.append(
+                m.ProcessState(
+                    component=beat.component,
+                    instance=beat.instance,
+                    host=beat.host,
+                    pid=beat.pid,
+                    healthy=beat.ready and age <= 3 * HEARTBEAT_S,
+                    ready=beat.ready,
+                    cpu_percent=proc.cpu_percent,
+                    rss_bytes=beat.rss_bytes,
+                    uptime_s=round(moment - beat.started_at, 1) if beat.started_at else 0.0,
+                    last_seen_s=round(age, 1),
+                )
+            )
+        return out
+
+    def overview(self, now: float | None = None) -> m.Overview:
+        moment = now or time.time()
+        table = self._table()
+        aliases: dict[str, list[str]] = {}
+        for alias, route in table.routes.items():
+            for dep in route.deployments:
+                aliases.setdefault(dep.id, []).append(alias)
+        active = {c.deployment: c for c in self._cooldowns.active(moment)}
+        deployments = []
+        all_points: list[_Second] = []
+        for dep_id, (provider, dep) in sorted(table.deployments().items()):
+            points = self._series_of(dep_id).window(moment, RATE_WINDOW_S)
+            all_points += points
+            cooling = active.get(dep_id)
+            deployments.append(
+                m.DeploymentState(
+                    id=dep_id,
+                    provider=dep.provider,
+                    kind=provider.kind,
+                    model=dep.model,
+                    aliases=sorted(aliases.get(dep_id, [])),
+                    weight=dep.weight,
+                    concurrency=dep.concurrency or provider.concurrency,
+                    queue=self.queues.get(dep_id),
+                    rates=rates(points, RATE_WINDOW_S),
+                    cooldown=m.CooldownState(
+                        until=cooling.until,
+                        seconds_left=round(cooling.until - moment, 3),
+                        status=cooling.status,
+                        reason=cooling.reason,
+                    )
+                    if cooling
+                    else None,
+                )
+            )
+        totals = rates(all_points, RATE_WINDOW_S)
+        edge_points = self._series_of(_EDGES).window(moment, RATE_WINDOW_S)
+        if edge_points:  # the edges see every request, refusals included
+            edges = rates(edge_points, RATE_WINDOW_S)
+            totals = msgspec.structs.replace(
+                totals, requests_per_s=edges.requests_per_s, error_ratio=edges.error_ratio
+            )
+        return m.Overview(
+            at=round(moment, 3),
+            deployments=deployments,
+            processes=self.processes(moment),
+            totals=totals,
+        )
+
+    def history(self, seconds: int = HISTORY_S, now: float | None = None) -> m.History:
+        moment = now or time.time()
+        span = max(1, min(seconds, HISTORY_S))
+        table = self._table()
+        out = {
+            dep_id: [
+                m.HistoryPoint(p.t, p.waiting, p.in_flight, p.requests, p.errors)
+                for p in self._series_of(dep_id).window(moment, span)
+            ]
+            for dep_id in table.deployments()
+        }
+        return m.History(seconds=span, deployments=out)
+
+    # ---- Prometheus ----
+
+    def _export(self, metrics: Metrics) -> None:
+        dep = [sc.DEPLOYMENT]
+
+        def gauge(name: str, doc: str, value: Callable[[m.QueueState], float]) -> None:
+            metrics.gauge_callback(
+                name, doc, dep, lambda: [((d,), value(q)) for d, q in self.queues.items()]
+            )
+
+        gauge(sc.QUEUE_WAITING, "Requests waiting in a deployment's queue.", lambda q: q.waiting)
+        gauge(sc.QUEUE_IN_FLIGHT, "Requests a deployment is serving now.", lambda q: q.in_flight)
+        gauge(
+            sc.QUEUE_CONCURRENCY,
+            "Most requests a deployment serves at once (every model-proxy together).",
+            lambda q: q.concurrency,
+        )
+        gauge(sc.QUEUE_LIMIT, "Most requests a deployment's queue holds.", lambda q: q.limit)
+        gauge(
+            sc.QUEUE_REDELIVERED,
+            "Requests delivered more than once and not yet finished.",
+            lambda q: q.redelivered,
+        )
+        gauge(
+            sc.QUEUE_OLDEST_AGE,
+            "Seconds the oldest waiting request of a deployment has waited.",
+            lambda q: q.oldest_wait_s,
+        )
+        metrics.counter_callback(
+            sc.QUEUE_ACKED,
+            "Requests a deployment finished (its consumer's ack floor).",
+            dep,
+            lambda: [((d,), float(q.acked)) for d, q in self.queues.items()],
+        )
+        metrics.gauge_callback(
+            sc.PROCESS_UP,
+            "1 while a process reports in healthy, 0 when it stopped reporting or is not ready.",
+            [sc.COMPONENT, sc.INSTANCE],
+            lambda: [
+                ((p.component, p.instance), 1.0 if p.healthy else 0.0) for p in self.processes()
+            ],
+        )
+
+
+_CONSUMER_PREFIX = subjects.dispatch_consumer("")
+_EDGES = "\x00edges"  # the series of edge request counts (never a deployment id)

@@ -1,0 +1,98 @@
+"""Every process reports in: a heartbeat on NATS every few seconds (alive, ready, CPU, memory).
+
+The control service collects them into the process table that the admin UI and ``switchyard
+top`` show, in every deployment shape (local stack, compose, Kubernetes) and without anyone
+scraping each process. A heartbeat is one small core-NATS message; nothing is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from nats.aio.client import Client as NATS
+
+from switchyard.bus import subjects
+from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.schemas.monitor import ENCODER, Heartbeat
+
+log = logging.getLogger("switchyard.reporting")
+
+HEARTBEAT_S = 2.0
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (0 where /proc is not available)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class Reporter:
+    """Publishes this process's :class:`Heartbeat` every ``interval`` seconds while running.
+
+    Args:
+        ready: whether the process is serving right now.
+        requests: for edges, answered requests by status class so far.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        component: str,
+        instance: str,
+        ready: Callable[[], bool],
+        *,
+        requests: Callable[[], dict[str, int]] | None = None,
+        interval: float = HEARTBEAT_S,
+    ) -> None:
+        self._nc = nc
+        self._subject = subjects.process_stats(component, instance)
+        self._component = component
+        self._instance = instance
+        self._ready = ready
+        self._requests = requests
+        self._interval = interval
+        self._started = time.time()
+        self._host = socket.gethostname()
+        self._loops = TaskSupervisor(f"heartbeat-{component}")
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            component=self._component,
+            instance=self._instance,
+            host=self._host,
+            pid=os.getpid(),
+            ready=self._ready(),
+            started_at=self._started,
+            cpu_seconds=round(cpu_seconds(), 3),
+            rss_bytes=rss_bytes(),
+            requests=self._requests() if self._requests is not None else {},
+        )
+
+    def start(self) -> None:
+        self._loops.spawn(self._beat())
+
+    async def stop(self) -> None:
+        """Idempotent."""
+        await self._loops.cancel_all()
+
+    async def _beat(self) -> None:
+        while True:
+            if self._nc.is_connected:
+                with contextlib.suppress(Exception):  # a dropped heartbeat is just late
+                    await self._nc.publish(self._subject, ENCODER.encode(self.heartbeat()))
+            await asyncio.sleep(self._interval)

@@ -1,0 +1,161 @@
+"""Monitoring messages: process heartbeats, traffic reports, and the platform overview.
+
+Every process publishes a :class:`Heartbeat` (``stats.v1.process.<component>.<instance>``) every
+couple of seconds; model-proxies also publish a :class:`TrafficReport` (``stats.v1.traffic.*``)
+each second they served something. The control service merges them with the queue state it reads
+from JetStream into one :class:`Overview`, which the admin API, the web UI and ``switchyard top``
+show. Latencies travel as counts per fixed bucket (:data:`LATENCY_BUCKETS_MS`), so reports from
+many processes add up and percentiles are computed once, where they are shown.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import msgspec
+
+# Upper bounds (ms) of latency buckets: roughly x1.5 steps from 1 ms to 10 minutes.
+LATENCY_BUCKETS_MS: tuple[float, ...] = tuple(
+    round(1.5**i, 1) for i in range(0, 34)
+)  # 1 ms ... ~ 973 s
+
+
+def bucket_of(ms: float) -> int:
+    """The bucket index for a latency in milliseconds (the last bucket takes anything longer)."""
+    return min(bisect.bisect_left(LATENCY_BUCKETS_MS, ms), len(LATENCY_BUCKETS_MS) - 1)
+
+
+def percentile(counts: list[int], q: float) -> float | None:
+    """The ``q`` quantile (0-1) of a bucketed latency distribution, in ms (upper bound of the
+    bucket it falls in), or None when there are no samples."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(counts):
+        seen += count
+        if seen >= rank and count:
+            return LATENCY_BUCKETS_MS[index]
+    return LATENCY_BUCKETS_MS[-1]
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """A process saying it is alive, and what it costs."""
+
+    component: str
+    instance: str
+    host: str = ""
+    pid: int = 0
+    ready: bool = True
+    started_at: float = 0.0
+    cpu_seconds: float = 0.0  # user + system, since start
+    rss_bytes: int = 0
+    # Edges only: requests answered since start, by status class ("2xx", "4xx", "429", "5xx").
+    requests: dict[str, int] = {}
+
+
+class TrafficSample(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """One deployment's traffic in one report interval, as seen by one model-proxy."""
+
+    deployment: str
+    requests: int
+    errors: int
+    latency: list[int]  # counts per LATENCY_BUCKETS_MS: stored in the queue -> final answer
+    ttft: list[int]  # counts per bucket: stored in the queue -> first streamed chunk
+    input_tokens: int
+    output_tokens: int
+
+
+class TrafficReport(msgspec.Struct, frozen=True, kw_only=True):
+    instance: str
+    at: float
+    seconds: float
+    samples: list[TrafficSample]
+
+
+class QueueState(msgspec.Struct, frozen=True, kw_only=True):
+    """A deployment's queue, from its JetStream consumer (the platform-wide truth)."""
+
+    waiting: int = 0  # stored, not yet picked up (num_pending)
+    in_flight: int = 0  # picked up, not yet acknowledged (num_ack_pending)
+    concurrency: int = 0  # max in flight across every model-proxy (max_ack_pending)
+    limit: int = 0  # the most it holds before refusing with queue_full
+    redelivered: int = 0  # delivered more than once and not yet acknowledged
+    oldest_wait_s: float = 0.0  # age of the oldest waiting request
+    acked: int = 0  # requests finished since the consumer was created (ack floor)
+
+
+class Rates(msgspec.Struct, frozen=True, kw_only=True):
+    """Traffic over a recent window (the overview uses the last 10 seconds)."""
+
+    requests_per_s: float = 0.0
+    error_ratio: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    ttft_p50_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    tokens_per_s: float = 0.0
+
+
+class CooldownState(msgspec.Struct, frozen=True, kw_only=True):
+    until: float
+    seconds_left: float
+    status: int
+    reason: str
+
+
+class DeploymentState(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    provider: str
+    kind: str
+    model: str
+    aliases: list[str]
+    weight: float
+    concurrency: int
+    queue: QueueState | None = None  # None: the queue could not be read
+    rates: Rates = Rates()
+    cooldown: CooldownState | None = None
+
+
+class ProcessState(msgspec.Struct, frozen=True, kw_only=True):
+    component: str
+    instance: str
+    host: str
+    pid: int
+    healthy: bool  # reported in within the last few heartbeats and ready
+    ready: bool
+    cpu_percent: float
+    rss_bytes: int
+    uptime_s: float
+    last_seen_s: float  # seconds since its last heartbeat
+
+
+class Overview(msgspec.Struct, frozen=True, kw_only=True):
+    at: float
+    deployments: list[DeploymentState]
+    processes: list[ProcessState]
+    totals: Rates
+    spend_today_usd: float | None = None  # filled in by the admin side, which reads spend
+
+
+class HistoryPoint(msgspec.Struct, frozen=True, array_like=True):
+    """One second of one deployment: [t, waiting, in_flight, requests, errors]."""
+
+    t: float
+    waiting: int
+    in_flight: int
+    requests: int
+    errors: int
+
+
+class History(msgspec.Struct, frozen=True, kw_only=True):
+    seconds: int
+    deployments: dict[str, list[HistoryPoint]]
+
+
+HEARTBEAT = msgspec.json.Decoder(Heartbeat)
+TRAFFIC = msgspec.json.Decoder(TrafficReport)
+OVERVIEW = msgspec.json.Decoder(Overview)
+HISTORY = msgspec.json.Decoder(History)
+ENCODER = msgspec.json.Encoder()

@@ -1,0 +1,122 @@
+"""What the model-proxy exports: its calls to providers (GenAI client conventions), queue wait,
+requests in flight, provider errors by class, secret-cache hits and usage events."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from switchyard.errors import ApiError
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.metrics import Bounded, Metrics
+from switchyard.runtime.secret_cache import SecretCache
+from switchyard.schemas.openai import Usage
+from switchyard.workers.modelproxy.usage import UsageBatcher
+
+
+class _Labels:
+    """Cached label children for one deployment (the hot path does dict lookups only)."""
+
+    __slots__ = ("duration", "in_flight", "input_tokens", "output_tokens", "ttfc", "wait")
+
+    def __init__(self, m: ProxyMetrics, op: str, provider: str, model: str, dep: str) -> None:
+        labels = (sc.OPERATIONS.get(op, sc.OTHER), provider, model)
+        self.duration = m.duration.labels(*labels, "")
+        self.ttfc = m.ttfc.labels(*labels)
+        self.input_tokens = m.tokens.labels(*labels, "input")
+        self.output_tokens = m.tokens.labels(*labels, "output")
+        self.wait = m.wait.labels(dep)
+        self.in_flight = m.in_flight.labels(dep)
+
+
+class ProxyMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        genai = (sc.OPERATION, sc.PROVIDER, sc.REQUEST_MODEL)
+        self.duration: Histogram = metrics.histogram(
+            sc.CLIENT_OPERATION_DURATION,
+            "Duration of provider calls (GenAI client operation duration).",
+            [*genai, sc.ERROR_TYPE],
+            sc.DURATION_BUCKETS,
+        )
+        self.ttfc: Histogram = metrics.histogram(
+            sc.CLIENT_TIME_TO_FIRST_CHUNK,
+            "Time from the provider call to its first streamed chunk.",
+            genai,
+            sc.DURATION_BUCKETS,
+        )
+        self.tokens: Histogram = metrics.histogram(
+            sc.CLIENT_TOKEN_USAGE,
+            "Tokens per provider call, by type (input, output).",
+            [*genai, sc.TOKEN_TYPE],
+            sc.TOKEN_BUCKETS,
+        )
+        self.wait: Histogram = metrics.histogram(
+            sc.QUEUE_WAIT,
+            "Time a request waited in its deployment's queue before a worker took it.",
+            [sc.DEPLOYMENT],
+            sc.WAIT_BUCKETS,
+        )
+        self.in_flight: Gauge = metrics.gauge(
+            sc.IN_FLIGHT, "Requests this process is serving, per deployment.", [sc.DEPLOYMENT]
+        )
+        self.errors: Counter = metrics.counter(
+            sc.PROVIDER_ERRORS,
+            "Failed requests per deployment, by error class (the OpenAI error code).",
+            [sc.DEPLOYMENT, sc.ERROR_TYPE],
+        )
+        self._metrics = metrics
+        self._model = Bounded(500)
+        self._dep = Bounded(1000)
+        self._error = Bounded(64)
+        self._cache: dict[tuple[str, str, str, str], _Labels] = {}
+
+    def watch(self, keys: SecretCache, usage: UsageBatcher) -> None:
+        """Export the secret cache's and the usage batcher's own counts at scrape time."""
+        self._metrics.counter_callback(
+            sc.SECRET_CACHE,
+            "Provider key lookups by result (hit: served from memory, miss: fetched, error).",
+            [sc.RESULT],
+            lambda: [(("hit",), keys.hits), (("miss",), keys.misses), (("error",), keys.errors)],
+        )
+        self._metrics.counter_callback(
+            sc.USAGE_EVENTS,
+            "Usage events by result: published (stored in USAGE) or dropped (never stored).",
+            [sc.RESULT],
+            lambda: [(("published",), usage.published), (("dropped",), usage.dropped)],
+        )
+
+    def labels(self, op: str, kind: str, model: str, deployment: str) -> _Labels:
+        key = (op, kind, model, deployment)
+        found = self._cache.get(key)
+        if found is None:
+            provider = sc.PROVIDERS.get(kind, kind)
+            found = _Labels(self, op, provider, self._model(model), self._dep(deployment))
+            self._cache[key] = found
+        return found
+
+    def finished(
+        self,
+        labels: _Labels,
+        *,
+        op: str,
+        kind: str,
+        model: str,
+        deployment: str,
+        seconds: float,
+        ttfc: float | None,
+        usage: Usage | None,
+        error: ApiError | None,
+    ) -> None:
+        """One provider call ended (``error`` None when it succeeded)."""
+        if error is None:
+            labels.duration.observe(seconds)
+        else:
+            code = self._error(error.code or type(error).__name__)
+            provider = sc.PROVIDERS.get(kind, kind)
+            op_name = sc.OPERATIONS.get(op, sc.OTHER)
+            self.duration.labels(op_name, provider, self._model(model), code).observe(seconds)
+            self.errors.labels(self._dep(deployment), code).inc()
+        if ttfc is not None:
+            labels.ttfc.observe(ttfc)
+        if usage is not None:
+            labels.input_tokens.observe(usage.prompt_tokens)
+            labels.output_tokens.observe(usage.completion_tokens)

@@ -1,0 +1,244 @@
+"""Every process serves Prometheus metrics that count exactly what happened; queue depth is
+visible per deployment in metrics and the admin API, live.
+
+Its own stack, so the counts are this module's alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+
+from switchyard.runtime import semconv as sc
+from switchyard.schemas.routing import deployment_id
+from tests.stacks import Stack, start_stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+Samples = list[tuple[str, dict[str, str], float]]
+HELD = deployment_id("fake", "ctl:held")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def watched(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    extra = {
+        "providers": {
+            "fake": {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 8}
+        },
+        "routes": {
+            "m": {"deployments": [{"provider": "fake", "model": "echo"}]},
+            "held": {
+                "deployments": [{"provider": "fake", "model": "ctl:held", "concurrency": 1}]
+            },
+        },
+    }
+    stack = await start_stack(tmp_path_factory.mktemp("metrics"), extra)
+    try:
+        yield stack
+    finally:
+        await stack.supervisor.stop()
+
+
+def _targets(stack: Stack) -> dict[str, str]:
+    """Every Switchyard process and its /metrics URL (edges: HTTP port; workers: health port)."""
+    out = {}
+    for phase in stack.supervisor.procs:
+        for proc in phase:
+            url = proc.spec.health_url or ""
+            if proc.spec.kind == "component" and url.startswith("http"):
+                out[proc.spec.name] = url.rsplit("/", 1)[0] + "/metrics"
+    return out
+
+
+async def _scrape(stack: Stack) -> dict[str, Samples]:
+    out: dict[str, Samples] = {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name, url in _targets(stack).items():
+            resp = await http.get(url)
+            assert resp.status_code == 200, (name, resp.text)
+            assert resp.headers["content-type"].startswith("text/plain")
+            out[name] = [
+                (sample.name, dict(sample.labels), sample.value)
+                for family in text_string_to_metric_families(resp.text)
+                for sample in family.samples
+            ]
+    return out
+
+
+def _total(scrape: dict[str, Samples], name: str, **labels: str) -> float:
+    return sum(
+        value
+        for samples in scrape.values()
+        for sample, found, value in samples
+        if sample == name and all(found.get(k) == v for k, v in labels.items())
+    )
+
+
+def _chat(stack: Stack, model: str, text: str, *, stream: bool) -> dict[str, Any]:
+    return {
+        "url": f"{stack.tail_url}/v1/chat/completions",
+        "json": {
+            "model": model,
+            "stream": stream,
+            "messages": [{"role": "user", "content": text}],
+            **({"stream_options": {"include_usage": True}} if stream else {}),
+        },
+        "headers": {"Authorization": f"Bearer {stack.api_key}"},
+    }
+
+
+async def test_every_process_counts_exactly_what_it_served(
+    watched: Stack, upstream: FakeOpenAI
+) -> None:
+    before = await _scrape(watched)
+    assert set(before) >= {"tail", "gateway", "secrets", "control", "accounting"}
+    for name, samples in before.items():  # each process says what it is
+        builds = [s for s in samples if s[0] == sc.BUILD_INFO]
+        assert builds, name
+        assert any(s[0] == "process_cpu_seconds_total" for s in samples), name
+
+    texts = ["one two", "three", "four five six", "seven"]
+    streamed = ["a b c", "d e", "f"]
+    async with httpx.AsyncClient(timeout=30) as http:
+        for text in texts:
+            resp = await http.post(**_chat(watched, "m", text, stream=False))
+            assert resp.status_code == 200, resp.text
+        for text in streamed:
+            resp = await http.post(**_chat(watched, "m", text, stream=True))
+            assert resp.status_code == 200, resp.text
+    n = len(texts) + len(streamed)
+    # What the provider reported: 7 prompt tokens, one completion token per word of "echo: ...".
+    output = sum(len(f"echo: {t}".split()) for t in texts + streamed)
+    await asyncio.sleep(0.2)
+    after = await _scrape(watched)
+
+    def delta(name: str, **labels: str) -> float:
+        return _total(after, name, **labels) - _total(before, name, **labels)
+
+    chat = {sc.OPERATION: "chat"}
+    assert delta(sc.HTTP_REQUESTS, route="/v1/chat/completions", status="200") == n
+    assert delta(f"{sc.SERVER_REQUEST_DURATION}_count", **chat, gen_ai_request_model="m") == n
+    assert delta(f"{sc.SERVER_TIME_TO_FIRST_TOKEN}_count", **chat) == len(streamed)
+    assert delta(f"{sc.CLIENT_OPERATION_DURATION}_count", **chat, error_type="") == n
+    assert delta(f"{sc.CLIENT_TIME_TO_FIRST_CHUNK}_count", **chat) == len(streamed)
+    tokens = sc.CLIENT_TOKEN_USAGE
+    assert delta(f"{tokens}_count", gen_ai_token_type="output") == n
+    assert delta(f"{tokens}_sum", gen_ai_token_type="output") == output
+    assert delta(f"{tokens}_sum", gen_ai_token_type="input") == 7 * n
+    provider = {sc.PROVIDER: "openai-compatible", sc.REQUEST_MODEL: "echo"}
+    assert delta(f"{tokens}_count", **provider, gen_ai_token_type="input") == n
+    # Refusals are counted by reason, and a bad key's model never becomes a label.
+    async with httpx.AsyncClient(timeout=30) as http:
+        bad = _chat(watched, "nonexistent-model-x", "x", stream=False)
+        bad["headers"] = {"Authorization": "Bearer sk-sy-wrong"}
+        assert (await http.post(**bad)).status_code == 401
+    final = await _scrape(watched)
+    refused = _total(final, sc.REFUSALS, reason="auth") - _total(after, sc.REFUSALS, reason="auth")
+    assert refused == 1
+    labels = [found for samples in final.values() for _, found, _ in samples]
+    assert not any("nonexistent-model-x" in found.values() for found in labels)
+
+
+async def _queue(stack: Stack) -> dict[str, float]:
+    scrape = await _scrape(stack)
+    return {
+        "waiting": _total(scrape, sc.QUEUE_WAITING, deployment=HELD),
+        "in_flight": _total(scrape, sc.QUEUE_IN_FLIGHT, deployment=HELD),
+        "oldest": _total(scrape, sc.QUEUE_OLDEST_AGE, deployment=HELD),
+        "concurrency": _total(scrape, sc.QUEUE_CONCURRENCY, deployment=HELD),
+    }
+
+
+async def _api_queue(stack: Stack) -> dict[str, Any]:
+    resp = await stack.admin("GET", "/deployments")
+    assert resp.status_code == 200, resp.text
+    return next(d for d in resp.json()["deployments"] if d["id"] == HELD)["queue"]
+
+
+async def _until(check: Any, seconds: float) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = await check()
+        if value is not None:
+            return value
+        assert time.monotonic() < deadline, "not seen in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_hung_deployment_shows_one_in_flight_and_the_rest_waiting(
+    watched: Stack, upstream: FakeOpenAI
+) -> None:
+    upstream.set_mode("held", "gate:held")
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=50)) as http:
+        requests = [
+            asyncio.ensure_future(http.post(**_chat(watched, "held", f"q{i}", stream=False)))
+            for i in range(20)
+        ]
+        began = time.monotonic()
+
+        async def depth_seen() -> dict[str, float] | None:
+            q = await _queue(watched)
+            return q if (q["in_flight"], q["waiting"]) == (1, 19) else None
+
+        first = await _until(depth_seen, 4)
+        api_seen = await _until(
+            lambda: _expect(_api_queue(watched), in_flight=1, waiting=19), 2
+        )
+        assert time.monotonic() - began < 4  # 2 s from the last request plus sending them all
+        assert first["concurrency"] == 1
+        assert api_seen["concurrency"] == 1
+        assert api_seen["limit"] > 0
+        await asyncio.sleep(1.5)
+        later = await _queue(watched)
+        assert later["oldest"] > first["oldest"]  # the oldest waiting request keeps aging
+        upstream.open_gate("held")
+        answers = await asyncio.gather(*requests)
+    assert [r.status_code for r in answers] == [200] * 20
+
+    async def drained() -> dict[str, float] | None:
+        q = await _queue(watched)
+        return q if (q["in_flight"], q["waiting"], q["oldest"]) == (0, 0, 0) else None
+
+    await _until(drained, 5)
+    await _until(lambda: _expect(_api_queue(watched), in_flight=0, waiting=0), 3)
+
+
+async def _expect(reading: Any, **wanted: int) -> dict[str, Any] | None:
+    value = await reading
+    return value if all(value[k] == v for k, v in wanted.items()) else None
+
+
+async def test_the_overview_and_its_stream_show_processes_and_traffic(watched: Stack) -> None:
+    resp = await watched.admin("GET", "/overview")
+    assert resp.status_code == 200, resp.text
+    overview = resp.json()
+    components = {p["component"] for p in overview["processes"]}
+    assert components >= {"tail", "gateway", "head", "modelproxy", "secrets", "control"}
+    assert all(p["healthy"] for p in overview["processes"]), overview["processes"]
+    assert all(p["rss_bytes"] > 0 for p in overview["processes"])
+    assert {d["id"] for d in overview["deployments"]} >= {HELD}
+    assert overview["spend_today_usd"] is not None
+    async with httpx.AsyncClient(timeout=10) as http, http.stream(
+        "GET", f"{watched.gateway_url}/admin/v1/stream", headers=watched.admin_headers()
+    ) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = 0
+        async for line in stream.aiter_lines():
+            if line.startswith("event: overview"):
+                events += 1
+            if events == 2:
+                break
+    assert events == 2
+    history = (await watched.admin("GET", "/deployments/history?seconds=60")).json()
+    assert history["seconds"] == 60
+    assert HELD in history["deployments"]
