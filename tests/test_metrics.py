@@ -37,9 +37,7 @@ async def watched(
         },
         "routes": {
             "m": {"deployments": [{"provider": "fake", "model": "echo"}]},
-            "held": {
-                "deployments": [{"provider": "fake", "model": "ctl:held", "concurrency": 1}]
-            },
+            "held": {"deployments": [{"provider": "fake", "model": "ctl:held", "concurrency": 1}]},
         },
     }
     stack = await start_stack(tmp_path_factory.mktemp("metrics"), extra)
@@ -191,9 +189,7 @@ async def test_a_hung_deployment_shows_one_in_flight_and_the_rest_waiting(
             return q if (q["in_flight"], q["waiting"]) == (1, 19) else None
 
         first = await _until(depth_seen, 4)
-        api_seen = await _until(
-            lambda: _expect(_api_queue(watched), in_flight=1, waiting=19), 2
-        )
+        api_seen = await _until(lambda: _expect(_api_queue(watched), in_flight=1, waiting=19), 2)
         assert time.monotonic() - began < 4  # 2 s from the last request plus sending them all
         assert first["concurrency"] == 1
         assert api_seen["concurrency"] == 1
@@ -228,9 +224,12 @@ async def test_the_overview_and_its_stream_show_processes_and_traffic(watched: S
     assert all(p["rss_bytes"] > 0 for p in overview["processes"])
     assert {d["id"] for d in overview["deployments"]} >= {HELD}
     assert overview["spend_today_usd"] is not None
-    async with httpx.AsyncClient(timeout=10) as http, http.stream(
-        "GET", f"{watched.gateway_url}/admin/v1/stream", headers=watched.admin_headers()
-    ) as stream:
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream(
+            "GET", f"{watched.gateway_url}/admin/v1/stream", headers=watched.admin_headers()
+        ) as stream,
+    ):
         assert stream.headers["content-type"].startswith("text/event-stream")
         events = 0
         async for line in stream.aiter_lines():
