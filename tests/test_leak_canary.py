@@ -14,7 +14,7 @@ import asyncio
 import base64
 import secrets
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.stack.certs import CertificateAuthority
 from switchyard.stack.natsconf import NatsServerLayout, nats_config, render
+from tests.otlp import OtlpReceiver
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
 
@@ -42,9 +43,20 @@ def _forms(value: str) -> list[bytes]:
     return forms
 
 
+@pytest.fixture(scope="module")
+def spans() -> Iterator[OtlpReceiver]:
+    """Every span the canary stack exports (tracing on, every trace sampled)."""
+    otlp = OtlpReceiver()
+    otlp.start()
+    try:
+        yield otlp
+    finally:
+        otlp.stop()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def canary_stack(
-    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI, spans: OtlpReceiver
 ) -> AsyncIterator[Stack]:
     provider = {"kind": "openai-compatible", "api_base": upstream.base_url, "secret": "canary"}
     routes = {
@@ -53,7 +65,12 @@ async def canary_stack(
         "broken": {"deployments": [{"provider": "leaky", "model": "status:500"}]},
         "limited": {"deployments": [{"provider": "leaky", "model": "status:429"}]},
     }
-    extra = {"providers": {"leaky": provider}, "routes": routes, "logging": {"level": "debug"}}
+    extra = {
+        "providers": {"leaky": provider},
+        "routes": routes,
+        "logging": {"level": "debug"},
+        "telemetry": {"otlp_endpoint": spans.endpoint, "export_delay_ms": 100},
+    }
     stack = await start_stack(tmp_path_factory.mktemp("canary"), extra)
     try:
         yield stack
@@ -86,7 +103,9 @@ def _add_probe_user(stack: Stack) -> None:
     proc.send_signal(signal.SIGHUP)
 
 
-async def test_canary_never_leaks(canary_stack: Stack, upstream: FakeOpenAI) -> None:
+async def test_canary_never_leaks(
+    canary_stack: Stack, upstream: FakeOpenAI, spans: OtlpReceiver
+) -> None:
     stack = canary_stack
     _add_probe_user(stack)
     await asyncio.sleep(1.0)  # let the reload settle before anything is in flight
@@ -134,10 +153,11 @@ async def test_canary_never_leaks(canary_stack: Stack, upstream: FakeOpenAI) -> 
                 )
                 responses.append(await http.get(f"{base}/v1/models", headers=auth))
                 responses.append(await http.get(f"{base}/metrics"))
-            for proc in stack.supervisor.procs[-1]:
-                health = proc.spec.health_url
-                if health and proc.spec.endpoint is None:
-                    responses.append(await http.get(health.replace("/ready", "/metrics")))
+            for phase in stack.supervisor.procs:  # every component's /metrics
+                for proc in phase:
+                    health = proc.spec.health_url or ""
+                    if proc.spec.kind == "component" and health.startswith("http"):
+                        responses.append(await http.get(health.replace("/ready", "/metrics")))
         listing = await admin.list()
         info = await admin.info("canary")
         await asyncio.sleep(1.0)  # let every process flush its logs
@@ -165,7 +185,14 @@ async def test_canary_never_leaks(canary_stack: Stack, upstream: FakeOpenAI) -> 
         hits += [f"log {path.name}" for f in forms if f in data]
     for item in (*listing, info):
         hits += ["admin reply" for f in forms if f.decode() in repr(item)]
+    exported = b"".join(spans.bodies)
+    hits += ["exported spans" for f in forms if f in exported]
     assert hits == []
+    # Positive controls: spans really were exported, and every process served its metrics.
+    assert {s.service for s in spans.snapshot()} >= {"tail", "head", "modelproxy"}
+    scraped = [r for r in responses if r.request.url.path == "/metrics"]
+    assert len(scraped) >= 8
+    assert all(r.status_code == 200 and b"switchyard_build_info" in r.content for r in scraped)
     assert len(seen) > 10  # the spy really saw the CLIENT-side traffic
     debug_lines = sum(p.read_text(errors="replace").count(" DEBU ") for p in logs)
     assert debug_lines > 0  # logging really was at DEBUG

@@ -246,10 +246,20 @@ class LoggingSettings(_Section, frozen=True):
 
 
 class TelemetrySettings(_Section, frozen=True):
-    """OpenTelemetry tracing; off unless an OTLP endpoint is set."""
+    """OpenTelemetry tracing; off unless an OTLP endpoint is set.
+
+    Attributes:
+        otlp_endpoint: an OTLP/HTTP collector (``http://collector:4318``, or the full
+            ``.../v1/traces`` URL).
+        sample_ratio: the share of new traces recorded (a client's sampled ``traceparent``
+            decides for its own trace).
+        export_delay_ms: how long spans are batched before export.
+    """
 
     otlp_endpoint: str | None = None
     service_namespace: str = "switchyard"
+    sample_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 1.0
+    export_delay_ms: Annotated[int, msgspec.Meta(ge=50, le=60000)] = 2000
 
 
 class Settings(_Section, frozen=True):

@@ -34,8 +34,7 @@ from switchyard.runtime.cooldowns import CooldownBook
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY, sync_dispatch_consumers
 from switchyard.runtime.endpoints import Endpoints, reply_ok
 from switchyard.runtime.kvwatch import KvFollower
-from switchyard.runtime.metrics import Metrics
-from switchyard.runtime.worker import serve_worker
+from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import control as wire
 from switchyard.schemas.health import PREFIX as COOLDOWN_PREFIX
 from switchyard.schemas.monitor import ENCODER
@@ -56,7 +55,8 @@ class Control:
     _routes: KeyValue  # the buckets, opened by start() before any request can come
     _health: KeyValue
 
-    def __init__(self, nc: NATS, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, nc: NATS, settings: Settings, proc: Process) -> None:
+        metrics = proc.metrics
         self.nc = nc
         self.settings = settings
         self.js = nc.jetstream(timeout=10)
@@ -208,5 +208,5 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc, metrics: Control(nc, settings, metrics),
+        build=lambda nc, proc: Control(nc, settings, proc),
     )

@@ -32,6 +32,7 @@ from switchyard.ingress.responses import error_response
 from switchyard.limits.limiter import Limiter
 from switchyard.runtime.metrics import CONTENT_TYPE, Metrics, count_reconnects
 from switchyard.runtime.reporting import Reporter
+from switchyard.runtime.tracing import setup_tracing
 
 log = logging.getLogger("switchyard.ingress")
 
@@ -63,6 +64,7 @@ def create_app(
     identity = identities.GATEWAY.name if kind == "gateway" else identities.TAIL.name
     metrics = Metrics(kind)
     edge.stats = EdgeMetrics(metrics)
+    edge.tracing = setup_tracing(settings.telemetry, kind, instance or kind)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,6 +113,7 @@ def create_app(
             await edge.tasks.cancel_all()
             await keys.stop()
             await client.close()
+            edge.tracing.shutdown()
             with contextlib.suppress(Exception):
                 await nc.drain()
 

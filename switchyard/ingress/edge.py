@@ -42,6 +42,7 @@ from switchyard.ingress.responses import (
 )
 from switchyard.limits.limiter import Limiter
 from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.runtime.tracing import OFF, Tracing
 from switchyard.schemas.keys import ClientKey
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -57,6 +58,7 @@ class Edge:
         self.keys: KeyRing | None = None
         self.limiter: Limiter | None = None
         self.stats: EdgeMetrics | None = None
+        self.tracing: Tracing = OFF
         self.body_limit = settings.ingress.max_body_bytes
         self._default_s = settings.ingress.default_deadline_s
         self._max_s = settings.ingress.max_deadline_s

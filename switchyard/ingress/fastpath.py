@@ -19,7 +19,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from opentelemetry.trace import SpanKind
 
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Envelope, trace_context
@@ -29,6 +32,7 @@ from switchyard.ingress.edge import SAFE_ID, Edge, FinalReply, presented_key, ss
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.runtime.tracing import NO_HOP, Hop, span_name
 from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.openai import ChatProbe, CompletionProbe, error_body, probe
 from switchyard.telemetry import request_id_var
@@ -114,23 +118,21 @@ class FastPath:
         request_id = given if given and SAFE_ID.match(given) else edge.new_request_id()
         token = request_id_var.set(request_id)
         state = {"started": False}
-        ticket: Ticket | None = None
-        final = FinalReply()
-        began = time.perf_counter()
-        model = ""
-        status = 200
-        failure: ApiError | None = None
+        call = _Call(op, scope["path"])
         try:
             key = edge.authenticate(_api_key(wanted))
             body = await _read_body(receive, wanted.get(b"content-length"), edge.body_limit)
             parsed = probe(op, body)
-            model = parsed.model
+            call.model = parsed.model
             edge.check_model(key, parsed.model)
             if edge.limiter is not None:
                 # ~4 bytes per token: the prompt estimate TPM admits; corrected after the answer.
-                ticket = await edge.limiter.admit(key, request_id, max(1, len(body) // 4))
-            limit_headers = ticket.headers if ticket is not None else []
+                call.ticket = await edge.limiter.admit(key, request_id, max(1, len(body) // 4))
+            limit_headers = call.ticket.headers if call.ticket is not None else []
             env = _envelope(edge, request_id, key, wanted)
+            if edge.tracing.enabled:
+                call.hop = _trace(edge, env, op, call.model, call.route)
+                env = env.with_(traceparent=call.hop.traceparent)
             client = edge.require_client()
             if isinstance(parsed, ChatProbe | CompletionProbe) and parsed.stream:
                 # aclosing: however the relay ends (client gone, error), the reply inbox is
@@ -144,39 +146,61 @@ class FastPath:
                         receive=receive,
                         send=send,
                         state=state,
-                        final=final,
+                        final=call.final,
                     )
                 return
-            final.reply = await client.request(subject, body, env)
-            await _answer(send, final.reply, request_id, limit_headers)
+            call.final.reply = await client.request(subject, body, env)
+            await _answer(send, call.final.reply, request_id, limit_headers)
         except ApiError as exc:
-            failure = exc
+            call.failure = exc
             if not state["started"]:
-                status = exc.status
+                call.status = exc.status
                 await _respond_error(send, exc, request_id)
         except ClientGone:
-            status = CLIENT_CLOSED
+            call.status = CLIENT_CLOSED
         except Exception:  # the edge's error boundary: answer 500 in OpenAI shape, keep serving
             log.exception("unhandled error serving %s", scope["path"])
-            failure = ApiError("internal error in the gateway")
+            call.failure = ApiError("internal error in the gateway")
             if not state["started"]:
-                status = 500
-                await _respond_error(send, failure, request_id)
+                call.status = 500
+                await _respond_error(send, call.failure, request_id)
         finally:
-            if ticket is not None and edge.limiter is not None:
-                edge.limiter.settle(ticket, final.total_tokens)
-            if edge.stats is not None:
-                edge.stats.llm(
-                    scope["path"],
-                    op,
-                    model,
-                    status=status,
-                    seconds=time.perf_counter() - began,
-                    error=failure,
-                    ttft=final.first_at - began if final.first_at else None,
-                    usage=final.reply.usage if final.reply is not None else None,
-                )
+            call.finish(edge)
             request_id_var.reset(token)
+
+
+@dataclass(slots=True)
+class _Call:
+    """One LLM request at the edge: what the metrics, the span and the limiter learn at its end."""
+
+    op: str
+    route: str
+    began: float = field(default_factory=time.perf_counter)
+    model: str = ""
+    status: int = 200
+    failure: ApiError | None = None
+    hop: Hop = NO_HOP
+    ticket: Ticket | None = None
+    final: FinalReply = field(default_factory=FinalReply)
+
+    def finish(self, edge: Edge) -> None:
+        final = self.final
+        if self.ticket is not None and edge.limiter is not None:
+            edge.limiter.settle(self.ticket, final.total_tokens)
+        if self.hop.span is not None:
+            self.hop.set({"http.response.status_code": self.status})
+            self.hop.end(self.failure)
+        if edge.stats is not None:
+            edge.stats.llm(
+                self.route,
+                self.op,
+                self.model,
+                status=self.status,
+                seconds=time.perf_counter() - self.began,
+                error=self.failure,
+                ttft=final.first_at - self.began if final.first_at else None,
+                usage=final.reply.usage if final.reply is not None else None,
+            )
 
 
 def _envelope(edge: Edge, request_id: str, key: ClientKey, wanted: dict[bytes, bytes]) -> Envelope:
@@ -195,6 +219,24 @@ def _envelope(edge: Edge, request_id: str, key: ClientKey, wanted: dict[bytes, b
         tenant=key.team,
         traceparent=trace,
         tracestate=trace_state,
+    )
+
+
+def _trace(edge: Edge, env: Envelope, op: str, model: str, route: str) -> Hop:
+    """The edge's span: a child of the client's trace context, if it sent one."""
+    operation = sc.OPERATIONS.get(op, sc.OTHER)
+    return edge.tracing.start(
+        span_name(operation, model),
+        traceparent=env.traceparent,
+        tracestate=env.tracestate,
+        kind=SpanKind.SERVER,
+        attributes={
+            "http.route": route,
+            "http.request.method": "POST",
+            "gen_ai.operation.name": operation,
+            "gen_ai.request.model": model,
+            "switchyard.request_id": env.request_id,
+        },
     )
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from nats.aio.client import Client as NATS
@@ -21,6 +22,7 @@ from switchyard.config import Settings
 from switchyard.runtime.health import HealthServer
 from switchyard.runtime.metrics import Metrics, count_reconnects
 from switchyard.runtime.reporting import Reporter
+from switchyard.runtime.tracing import OFF, Tracing, setup_tracing
 
 log = logging.getLogger("switchyard.worker")
 
@@ -39,6 +41,15 @@ class Service(Protocol):
 S = TypeVar("S", bound=Service)
 
 
+@dataclass(frozen=True, slots=True)
+class Process:
+    """What a service gets from the process it runs in: its name, metrics and tracer."""
+
+    instance: str
+    metrics: Metrics
+    tracing: Tracing = OFF
+
+
 async def serve_worker(
     settings: Settings,
     *,
@@ -46,7 +57,7 @@ async def serve_worker(
     instance: str,
     health_port: int | None,
     stop: asyncio.Event,
-    build: Callable[[NATS, Metrics], S],
+    build: Callable[[NATS, Process], S],
     on_reconnect: Callable[[S], None] | None = None,
     component: str | None = None,
 ) -> None:
@@ -54,7 +65,7 @@ async def serve_worker(
 
     Args:
         identity: the NATS identity (certificate) to connect as.
-        build: makes the service from the connection and the process's metrics.
+        build: makes the service from the connection and the process's metrics and tracer.
         on_reconnect: told when NATS reconnected (e.g. to re-issue pull requests).
         component: the name in metrics and heartbeats (default: the identity).
     """
@@ -75,7 +86,8 @@ async def serve_worker(
     )
     metrics = Metrics(component or identity)
     count_reconnects(metrics, nc)
-    service = build(nc, metrics)
+    tracing = setup_tracing(settings.telemetry, component or identity, instance)
+    service = build(nc, Process(instance, metrics, tracing))
     running = service
     health = HealthServer(health_port, lambda: running.ready and nc.is_connected)
     health.metrics = metrics.render
@@ -90,5 +102,6 @@ async def serve_worker(
         await reporter.stop()
         await running.stop(settings.stack.stop_timeout_s / 2)
         await health.stop()
+        tracing.shutdown()
         with contextlib.suppress(Exception):  # already closed or the server is gone
             await nc.drain()

@@ -39,8 +39,7 @@ from switchyard.errors import (
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.audit import request_actor
 from switchyard.runtime.endpoints import Endpoints, reply_ok
-from switchyard.runtime.metrics import Metrics
-from switchyard.runtime.worker import serve_worker
+from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import secrets as wire
 from switchyard.schemas.events import SecretChanged
 from switchyard.schemas.secrets import SecretPayload
@@ -72,7 +71,8 @@ class SecretNotFound(ModelNotFound):
 
 
 class SecretsService:
-    def __init__(self, nc: NATS, vault: Vault, metrics: Metrics) -> None:
+    def __init__(self, nc: NATS, vault: Vault, proc: Process) -> None:
+        metrics = proc.metrics
         self.nc = nc
         self.vault = vault
         self._service: Service | None = None
@@ -203,5 +203,5 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc, metrics: SecretsService(nc, Vault(settings), metrics),
+        build=lambda nc, proc: SecretsService(nc, Vault(settings), proc),
     )

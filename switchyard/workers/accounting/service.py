@@ -30,9 +30,9 @@ from switchyard.limits.store import connect_redis
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.definitions import ACCOUNTING_CONSUMER, ROUTE_TABLE_KEY
 from switchyard.runtime.kvwatch import KvFollower
-from switchyard.runtime.metrics import Bounded, Metrics
+from switchyard.runtime.metrics import Bounded
 from switchyard.runtime.puller import Puller
-from switchyard.runtime.worker import serve_worker
+from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.events import USAGE_BATCH_DECODER, UsageEvent
 from switchyard.schemas.routing import InvalidRouteTable, RouteTable, decode_route_table
 from switchyard.workers.accounting.pricing import Pricing
@@ -43,7 +43,8 @@ RETRY_DELAY_S = 2.0
 
 
 class Accounting:
-    def __init__(self, nc: NATS, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, nc: NATS, settings: Settings, proc: Process) -> None:
+        metrics = proc.metrics
         self.nc = nc
         self.settings = settings
         self.redis = connect_redis(settings, "accounting")
@@ -167,5 +168,5 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc, metrics: Accounting(nc, settings, metrics),
+        build=lambda nc, proc: Accounting(nc, settings, proc),
     )

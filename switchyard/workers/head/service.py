@@ -16,6 +16,7 @@ import logging
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from opentelemetry.trace import SpanKind
 
 from switchyard.bus import headers as h
 from switchyard.bus import identities, replies, subjects
@@ -33,9 +34,9 @@ from switchyard.runtime.cooldowns import CooldownBook
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.kvwatch import KvFollower
-from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
-from switchyard.runtime.worker import serve_worker
+from switchyard.runtime.tracing import NO_HOP, Hop
+from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.keys import ClientKey, hash_key
 from switchyard.schemas.openai import Model, ModelList, encode, model_of
 from switchyard.schemas.routing import Deployment, InvalidRouteTable, decode_route_table
@@ -64,7 +65,9 @@ DEPLOYMENT_TEST_KEY = ClientKey(
 
 
 class Head:
-    def __init__(self, nc: NATS, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, nc: NATS, settings: Settings, proc: Process) -> None:
+        metrics = proc.metrics
+        self.tracing = proc.tracing
         self.nc = nc
         self.js = nc.jetstream(timeout=settings.head.publish_timeout_s)
         self.publisher = AckPublisher(nc)
@@ -150,21 +153,34 @@ class Head:
             log.warning("dropped a message on %s without a reply subject", msg.subject)
             return
         token = request_id_var.set(env.request_id)
+        hop = NO_HOP
+        if msg.subject != subjects.MODELS:
+            hop = self.tracing.start(
+                "route",
+                traceparent=env.traceparent,
+                tracestate=env.tracestate,
+                kind=SpanKind.SERVER,
+                attributes={"switchyard.attempt": env.attempt, "switchyard.hop": env.hop},
+            )
+        failure: BaseException | None = None
         try:
             if msg.subject == subjects.MODELS:
                 await self._models(env, msg.headers, reply)
             elif rerouted:
-                await self._reroute(msg.data, env)
+                await self._reroute(msg.data, env, hop)
             else:
-                await self._route(msg, env, reply)
+                await self._route(msg, env, reply, hop)
         except ApiError as exc:
+            failure = exc
             if msg.subject != subjects.MODELS:
                 self.stats.outcome(EXHAUSTED if rerouted else REFUSED)
             await replies.send_error(self.nc, reply, exc)
-        except Exception:  # the endpoint's error boundary: answer, log, keep serving
+        except Exception as exc:  # the endpoint's error boundary: answer, log, keep serving
+            failure = exc
             log.exception("internal error handling %s", msg.subject)
             await replies.send_error(self.nc, reply, ApiError("internal error in the router"))
         finally:
+            hop.end(failure)
             request_id_var.reset(token)
 
     async def _models(self, env: Envelope, raw: dict[str, str] | None, reply: str) -> None:
@@ -185,7 +201,7 @@ class Head:
             raise DeadlineExceeded("the request deadline passed before it was routed")
         return env
 
-    async def _route(self, msg: Msg, env: Envelope, reply: str) -> None:
+    async def _route(self, msg: Msg, env: Envelope, reply: str, hop: Hop) -> None:
         env = self._deadline(env)
         probe = model_of(msg.data)
         alias = probe.model
@@ -207,24 +223,28 @@ class Head:
             retry_after=None,
         )
         deployment = decide.choose(self.router, self.cooldowns, env, pinned=pinned or None)
-        await self._dispatch(msg.data, env, deployment)
+        await self._dispatch(msg.data, env, deployment, hop)
         self.stats.outcome(DISPATCHED)
         await replies.send_accepted(self.nc, reply)
 
-    async def _reroute(self, body: bytes, env: Envelope) -> None:
+    async def _reroute(self, body: bytes, env: Envelope, hop: Hop) -> None:
         """A model-proxy handed a retryable failure back: try the next deployment."""
         env = self._deadline(env)
         await self._after_failure(env)
         deployment = decide.choose(self.router, self.cooldowns, env, pinned=None)
-        await self._dispatch(body, env, deployment)
+        await self._dispatch(body, env, deployment, hop)
         self.stats.outcome(REROUTED)
 
-    async def _dispatch(self, body: bytes, env: Envelope, chosen: Deployment) -> None:
-        assert env.deadline is not None  # noqa: S101  (set by _deadline)
+    async def _dispatch(self, body: bytes, env: Envelope, chosen: Deployment, hop: Hop) -> None:
+        deadline = env.deadline
+        assert deadline is not None  # noqa: S101  (set by _deadline)
         deployment = chosen.id
         serving = self.router.alias_of(deployment)
         if serving is not None and serving != env.alias:
             self.stats.fallback(env.alias, serving)
+        hop.set({"switchyard.alias": env.alias, "switchyard.deployment": deployment})
+        if hop.span is not None:  # the model-proxy's spans are children of this one
+            env = env.with_(traceparent=hop.traceparent)
         out = env.with_(deployment=deployment).encode()
         out[h.NATS_MSG_ID] = msg_id(env)
         await publish_dispatch(
@@ -234,7 +254,7 @@ class Head:
             out,
             timeout=self.settings.head.publish_timeout_s,
             retries=self.settings.head.publish_retries,
-            deadline=env.deadline,
+            deadline=deadline,
         )
 
     async def _after_failure(self, env: Envelope) -> None:
@@ -310,5 +330,5 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc, metrics: Head(nc, settings, metrics),
+        build=lambda nc, proc: Head(nc, settings, proc),
     )

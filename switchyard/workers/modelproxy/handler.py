@@ -22,19 +22,22 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from opentelemetry.trace import SpanKind
 
 from switchyard.bus import replies, subjects
 from switchyard.bus.envelope import Envelope, MalformedHeader
 from switchyard.config import Settings
 from switchyard.errors import ApiError, DeadlineExceeded, InvalidRequest, ServiceUnavailable
+from switchyard.runtime import semconv as sc
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.secret_cache import SecretCache
+from switchyard.runtime.tracing import NO_HOP, OFF, Hop, Tracing, genai, span_name
 from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider, RouteTable
 from switchyard.telemetry import request_id_var
 from switchyard.workers.modelproxy.heartbeat import Heartbeats, InFlight
-from switchyard.workers.modelproxy.metrics import ProxyMetrics
+from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
@@ -71,6 +74,11 @@ class Job:
     status: int = 200
     ttft: float | None = None  # from pick-up to the first chunk sent
     ttfc: float | None = None  # from the provider call to its first chunk
+    called_at: float = 0.0
+    stored_at: float = 0.0  # when the head stored it in the queue (unix seconds)
+
+    def __post_init__(self) -> None:
+        self.stored_at = self.msg.metadata.timestamp.timestamp()
 
     @property
     def reply(self) -> str:
@@ -107,10 +115,12 @@ class Handler:
         table: Callable[[], RouteTable],
         stats: ProxyMetrics | None = None,
         traffic: TrafficMeter | None = None,
+        tracing: Tracing = OFF,
     ) -> None:
         self.nc = nc
         self.stats = stats
         self.traffic = traffic
+        self.tracing = tracing
         self.publisher = AckPublisher(nc)
         self.usage = UsageBatcher(self.publisher)
         self.settings = settings
@@ -197,9 +207,10 @@ class Handler:
             labels = self.stats.labels(
                 job.env.op, target.provider.kind, target.deployment.model, job.deployment_id
             )
-            labels.wait.observe(max(0.0, job.started - job.msg.metadata.timestamp.timestamp()))
+            labels.wait.observe(max(0.0, job.started - job.stored_at))
             labels.in_flight.inc()
-        called_at = 0.0
+        self._trace_queue_wait(job)
+        hop = NO_HOP
         failure: ApiError | None = None
         try:
             if job.deadline <= job.started:
@@ -210,10 +221,11 @@ class Handler:
                 )
             call = await self._prepare(job, target)
             adapter = self.adapters.for_kind(target.provider.kind)
+            hop = self._trace_call(job, target)
             job.called = True
-            called_at = time.time()
+            job.called_at = time.time()
             if job.stream:
-                await self._stream(job, adapter, call, called_at)
+                await self._stream(job, adapter, call)
                 body = b""
             else:
                 completion = await adapter.complete(call)
@@ -240,32 +252,92 @@ class Handler:
                         "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
                     )
         finally:
-            if self.traffic is not None:
-                stored = job.msg.metadata.timestamp.timestamp()
-                self.traffic.record(
-                    job.deployment_id,
-                    latency_s=time.time() - stored,
-                    ttft_s=job.started + job.ttft - stored if job.ttft is not None else None,
-                    error=failure is not None,
-                    usage=job.usage,
-                )
-            if labels is not None and target is not None:
-                labels.in_flight.dec()
-                if job.called and self.stats is not None:
-                    self.stats.finished(
-                        labels,
-                        op=job.env.op,
-                        kind=target.provider.kind,
-                        model=target.deployment.model,
-                        deployment=job.deployment_id,
-                        seconds=time.time() - called_at,
-                        ttfc=job.ttfc,
-                        usage=job.usage,
-                        error=failure,
-                    )
+            self._observe(job, target, labels, hop, failure)
         if job.called and (job.usage is not None or job.status == 200):
             self._record_usage(job, target)
         await job.msg.ack()
+
+    def _trace_queue_wait(self, job: Job) -> None:
+        if not self.tracing.enabled:
+            return
+        env = job.env
+        self.tracing.start(
+            "queue wait",
+            traceparent=env.traceparent,
+            tracestate=env.tracestate,
+            kind=SpanKind.CONSUMER,
+            attributes={"switchyard.deployment": job.deployment_id},
+            start_time=job.stored_at,
+        ).end(end_time=job.started)
+
+    def _trace_call(self, job: Job, target: Target) -> Hop:
+        """The provider call's span; a reroute of this request continues the trace from it."""
+        if not self.tracing.enabled:
+            return NO_HOP
+        env = job.env
+        operation = sc.OPERATIONS.get(env.op, sc.OTHER)
+        attributes = genai(
+            operation,
+            sc.PROVIDERS.get(target.provider.kind, target.provider.kind),
+            target.deployment.model,
+        )
+        attributes["gen_ai.request.stream"] = env.stream
+        attributes["switchyard.deployment"] = job.deployment_id
+        attributes["switchyard.queue.wait_s"] = round(job.started - job.stored_at, 6)
+        hop = self.tracing.start(
+            span_name(operation, target.deployment.model),
+            traceparent=env.traceparent,
+            tracestate=env.tracestate,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        job.env = env.with_(traceparent=hop.traceparent)
+        return hop
+
+    def _observe(
+        self,
+        job: Job,
+        target: Target | None,
+        labels: CallLabels | None,
+        hop: Hop,
+        failure: ApiError | None,
+    ) -> None:
+        """Metrics, traffic report and span of a request that ended (or was cancelled)."""
+        now = time.time()
+        usage = job.usage
+        if usage is not None:
+            hop.set(
+                {
+                    "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": usage.completion_tokens,
+                }
+            )
+        if job.ttfc is not None:
+            hop.set({"gen_ai.response.time_to_first_chunk": job.ttfc})
+        hop.end(failure)
+        if self.traffic is not None:
+            self.traffic.record(
+                job.deployment_id,
+                latency_s=now - job.stored_at,
+                ttft_s=job.started + job.ttft - job.stored_at if job.ttft is not None else None,
+                error=failure is not None,
+                usage=usage,
+            )
+        if labels is None or target is None or self.stats is None:
+            return
+        labels.in_flight.dec()
+        if job.called:
+            self.stats.finished(
+                labels,
+                op=job.env.op,
+                kind=target.provider.kind,
+                model=target.deployment.model,
+                deployment=job.deployment_id,
+                seconds=now - job.called_at,
+                ttfc=job.ttfc,
+                usage=usage,
+                error=failure,
+            )
 
     async def _prepare(self, job: Job, target: Target) -> ProviderCall:
         body = _decode_body(job.msg.data)
@@ -289,9 +361,7 @@ class Handler:
             total_timeout=min(timeouts.stream_s if job.stream else timeouts.request_s, remaining),
         )
 
-    async def _stream(
-        self, job: Job, adapter: Adapter, call: ProviderCall, called_at: float
-    ) -> None:
+    async def _stream(self, job: Job, adapter: Adapter, call: ProviderCall) -> None:
         loop = asyncio.get_running_loop()
         seq = 0
         async for event in adapter.stream(call):
@@ -302,7 +372,7 @@ class Handler:
                 if seq == 0:
                     now = time.time()
                     job.ttft = now - job.started
-                    job.ttfc = now - called_at
+                    job.ttfc = now - job.called_at
                 seq += 1
                 job.sent = True
                 job.inflight.touch(loop.time())

@@ -13,7 +13,7 @@ from switchyard.schemas.openai import Usage
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
 
-class _Labels:
+class CallLabels:
     """Cached label children for one deployment (the hot path does dict lookups only)."""
 
     __slots__ = ("duration", "in_flight", "input_tokens", "output_tokens", "ttfc", "wait")
@@ -67,7 +67,7 @@ class ProxyMetrics:
         self._model = Bounded(500)
         self._dep = Bounded(1000)
         self._error = Bounded(64)
-        self._cache: dict[tuple[str, str, str, str], _Labels] = {}
+        self._cache: dict[tuple[str, str, str, str], CallLabels] = {}
 
     def watch(self, keys: SecretCache, usage: UsageBatcher) -> None:
         """Export the secret cache's and the usage batcher's own counts at scrape time."""
@@ -84,18 +84,18 @@ class ProxyMetrics:
             lambda: [(("published",), usage.published), (("dropped",), usage.dropped)],
         )
 
-    def labels(self, op: str, kind: str, model: str, deployment: str) -> _Labels:
+    def labels(self, op: str, kind: str, model: str, deployment: str) -> CallLabels:
         key = (op, kind, model, deployment)
         found = self._cache.get(key)
         if found is None:
             provider = sc.PROVIDERS.get(kind, kind)
-            found = _Labels(self, op, provider, self._model(model), self._dep(deployment))
+            found = CallLabels(self, op, provider, self._model(model), self._dep(deployment))
             self._cache[key] = found
         return found
 
     def finished(
         self,
-        labels: _Labels,
+        labels: CallLabels,
         *,
         op: str,
         kind: str,

@@ -19,7 +19,7 @@ from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.puller import Puller
 from switchyard.runtime.secret_cache import SecretCache
-from switchyard.runtime.worker import serve_worker
+from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
 from switchyard.workers.modelproxy.handler import Handler
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
@@ -31,14 +31,8 @@ log = logging.getLogger("switchyard.modelproxy")
 
 
 class ModelProxy:
-    def __init__(
-        self,
-        nc: NATS,
-        settings: Settings,
-        metrics: Metrics | None = None,
-        *,
-        instance: str = "modelproxy",
-    ) -> None:
+    def __init__(self, nc: NATS, settings: Settings, proc: Process | None = None) -> None:
+        proc = proc or Process("modelproxy", Metrics("modelproxy"))
         self.nc = nc
         self.settings = settings
         self.js = nc.jetstream(timeout=5)
@@ -46,8 +40,8 @@ class ModelProxy:
         mp = settings.modelproxy
         self.keys = SecretCache(nc, ttl=mp.secret_ttl_s)
         self.adapters = Adapters()
-        self.stats = ProxyMetrics(metrics or Metrics("modelproxy"))
-        self.traffic = TrafficMeter(nc, instance)
+        self.stats = ProxyMetrics(proc.metrics)
+        self.traffic = TrafficMeter(nc, proc.instance)
         self.heartbeats = Heartbeats(nc, keepalive_s=mp.keepalive_s, progress_s=mp.ack_wait_s / 3)
         self.handler = Handler(
             nc,
@@ -58,6 +52,7 @@ class ModelProxy:
             table=lambda: self.table,
             stats=self.stats,
             traffic=self.traffic,
+            tracing=proc.tracing,
         )
         self.stats.watch(self.keys, self.handler.usage)
         self.workers: dict[str, Puller] = {}
@@ -134,6 +129,6 @@ async def run(
         instance=instance,
         health_port=health_port,
         stop=stop,
-        build=lambda nc, metrics: ModelProxy(nc, settings, metrics, instance=instance),
+        build=lambda nc, proc: ModelProxy(nc, settings, proc),
         on_reconnect=lambda proxy: proxy.on_reconnect(),
     )

@@ -1,0 +1,120 @@
+"""One connected trace per request: edge -> head -> model-proxy, exported over OTLP/HTTP to a
+real receiver; a client's ``traceparent`` becomes the edge span's parent."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from tests.otlp import OtlpReceiver, ReceivedSpan
+from tests.stacks import Stack, start_stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SERVER, CLIENT, CONSUMER = 2, 3, 5  # OTLP span kinds
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    otlp = OtlpReceiver()
+    otlp.start()
+    try:
+        yield otlp
+    finally:
+        otlp.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def traced(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI, receiver: OtlpReceiver
+) -> AsyncIterator[Stack]:
+    extra = {
+        "providers": {"fake": {"kind": "openai-compatible", "api_base": upstream.base_url}},
+        "routes": {"t": {"deployments": [{"provider": "fake", "model": "echo"}]}},
+        "telemetry": {"otlp_endpoint": receiver.endpoint, "export_delay_ms": 100},
+    }
+    stack = await start_stack(tmp_path_factory.mktemp("traced"), extra)
+    try:
+        yield stack
+    finally:
+        await stack.supervisor.stop()
+
+
+async def _request(stack: Stack, request_id: str, traceparent: str | None, stream: bool) -> None:
+    headers = {"Authorization": f"Bearer {stack.api_key}", "x-request-id": request_id}
+    if traceparent:
+        headers["traceparent"] = traceparent
+    body = {"model": "t", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(timeout=30) as http:
+        resp = await http.post(f"{stack.tail_url}/v1/chat/completions", json=body, headers=headers)
+    assert resp.status_code == 200, resp.text
+
+
+async def _trace_of(receiver: OtlpReceiver, request_id: str) -> list[ReceivedSpan]:
+    """Every span of the trace whose edge span carries ``request_id`` (waits for export)."""
+    deadline = time.monotonic() + 15
+    while True:
+        spans = receiver.snapshot()
+        edge = [s for s in spans if s.attributes.get("switchyard.request_id") == request_id]
+        if edge:
+            trace = [s for s in spans if s.trace_id == edge[0].trace_id]
+            if {s.service for s in trace} >= {"tail", "head", "modelproxy"}:
+                await asyncio.sleep(0.5)  # let stragglers of the same trace arrive
+                return [s for s in receiver.snapshot() if s.trace_id == edge[0].trace_id]
+        assert time.monotonic() < deadline, f"no complete trace for {request_id}: {spans}"
+        await asyncio.sleep(0.1)
+
+
+def _check_chain(trace: list[ReceivedSpan]) -> ReceivedSpan:
+    """edge (server) -> head route (server) -> model-proxy queue wait + provider call."""
+    [edge] = [s for s in trace if s.service == "tail"]
+    [route] = [s for s in trace if s.service == "head"]
+    proxy = {s.name: s for s in trace if s.service == "modelproxy"}
+    assert edge.kind == SERVER
+    assert edge.name == "chat t"
+    assert route.name == "route"
+    assert route.parent_span_id == edge.span_id
+    assert route.attributes["switchyard.alias"] == "t"
+    call = proxy["chat echo"]
+    assert call.kind == CLIENT
+    assert call.parent_span_id == route.span_id
+    assert call.attributes["gen_ai.provider.name"] == "openai-compatible"
+    assert call.attributes["gen_ai.request.model"] == "echo"
+    assert call.attributes["gen_ai.usage.input_tokens"] == 7
+    assert call.attributes["gen_ai.usage.output_tokens"] == 2
+    assert "switchyard.queue.wait_s" in call.attributes
+    wait = proxy["queue wait"]
+    assert wait.kind == CONSUMER
+    assert wait.parent_span_id == route.span_id
+    return edge
+
+
+async def test_one_connected_trace_per_request(traced: Stack, receiver: OtlpReceiver) -> None:
+    for stream in (False, True):
+        request_id = f"trace-{secrets.token_hex(4)}"
+        await _request(traced, request_id, None, stream)
+        trace = await _trace_of(receiver, request_id)
+        edge = _check_chain(trace)
+        assert edge.parent_span_id == ""  # a new trace: the edge span is its root
+        if stream:
+            call = next(s for s in trace if s.name == "chat echo")
+            assert call.attributes["gen_ai.response.time_to_first_chunk"] >= 0
+
+
+async def test_a_client_traceparent_becomes_the_parent(
+    traced: Stack, receiver: OtlpReceiver
+) -> None:
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    request_id = f"trace-{secrets.token_hex(4)}"
+    await _request(traced, request_id, f"00-{trace_id}-{parent_id}-01", False)
+    trace = await _trace_of(receiver, request_id)
+    edge = _check_chain(trace)
+    assert edge.trace_id == trace_id
+    assert edge.parent_span_id == parent_id
