@@ -111,6 +111,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/responses", self._responses)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -170,6 +171,9 @@ class FakeOpenAI:
         if failure is not None:
             return failure
         model = body.get("model", "")
+        messages = body.get("messages") or []
+        if body.get("tools") and (not messages or messages[-1].get("role") != "tool"):
+            return await _tool_call(request, body)
         text = f"echo: {_last_user_text(body)}"
         usage = {
             "prompt_tokens": 7,
@@ -272,3 +276,137 @@ class FakeOpenAI:
                 "usage": {"prompt_tokens": len(items), "total_tokens": len(items)},
             }
         )
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """The Responses API, natively: what a provider of kind ``openai`` answers."""
+        body = await self._record(request)
+        text = f"native: {_input_text(body)}"
+        usage = {
+            "input_tokens": 5,
+            "output_tokens": len(text.split()),
+            "total_tokens": 5 + len(text.split()),
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        }
+        message = {
+            "type": "message",
+            "id": "msg_native",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        response = {
+            "id": "resp_native",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": body.get("model"),
+            "output": [message],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return web.json_response(response)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        seq = 0
+
+        async def send(kind: str, fields: dict[str, Any]) -> None:
+            nonlocal seq
+            doc = {"type": kind, "sequence_number": seq, **fields}
+            seq += 1
+            await resp.write(f"event: {kind}\ndata: {json.dumps(doc)}\n\n".encode())
+
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        await send("response.created", {"response": started})
+        empty = {**message, "status": "in_progress", "content": []}
+        await send("response.output_item.added", {"output_index": 0, "item": empty})
+        part = {"type": "output_text", "text": "", "annotations": []}
+        where = {"item_id": "msg_native", "output_index": 0, "content_index": 0}
+        await send("response.content_part.added", {**where, "part": part})
+        for i, word in enumerate(text.split(" ")):
+            await send(
+                "response.output_text.delta", {**where, "delta": word if i == 0 else f" {word}"}
+            )
+        await send("response.output_text.done", {**where, "text": text})
+        await send("response.content_part.done", {**where, "part": message["content"][0]})
+        await send("response.output_item.done", {"output_index": 0, "item": message})
+        await send("response.completed", {"response": response})
+        await resp.write_eof()
+        return resp
+
+
+def _input_text(body: dict[str, Any]) -> str:
+    given = body.get("input")
+    if isinstance(given, str):
+        return given
+    for item in reversed(given or []):
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+async def _tool_call(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """A chat answer that calls the first tool offered (``{"city": "Paris"}``)."""
+    name = body["tools"][0]["function"]["name"]
+    arguments = '{"city": "Paris"}'
+    model = body.get("model", "")
+    usage = {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}
+    call = {
+        "id": "call_fake1",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+    if not body.get("stream"):
+        return web.json_response(
+            {
+                "id": "chatcmpl-tool",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                        "finish_reason": "tool_calls",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+
+    async def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
+        doc = {
+            "id": "chatcmpl-tool",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+            if delta or finish
+            else [],
+            **extra,
+        }
+        await resp.write(b"data: " + json.dumps(doc).encode() + b"\n\n")
+
+    first = {
+        "index": 0,
+        "id": "call_fake1",
+        "type": "function",
+        "function": {"name": name, "arguments": ""},
+    }
+    await chunk({"role": "assistant", "tool_calls": [first]})
+    for piece in ('{"city": ', '"Paris"}'):
+        await chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+    await chunk({}, "tool_calls")
+    if (body.get("stream_options") or {}).get("include_usage"):
+        await chunk({}, None, usage=usage)
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp

@@ -11,7 +11,9 @@ CHAT = "llm.v1.chat"
 COMPLETE = "llm.v1.complete"
 EMBED = "llm.v1.embed"
 MODELS = "llm.v1.models"
-LLM_API = (CHAT, COMPLETE, EMBED, MODELS)
+RESPONSES = "llm.v1.responses"  # the OpenAI Responses API dialect (answers in its events)
+MESSAGES = "llm.v1.messages"  # Anthropic's Messages API dialect
+LLM_API = (CHAT, COMPLETE, EMBED, MODELS, RESPONSES, MESSAGES)
 HEAD_QUEUE = "head"
 
 # Work queues (CORE only): one subject per deployment, one durable consumer each.

@@ -20,9 +20,10 @@ from starlette.responses import Response
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Deadline
-from switchyard.bus.replies import Reply, ReplyKind
+from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.client import LLMClient
 from switchyard.config import Settings
+from switchyard.dialects import anthropic
 from switchyard.errors import (
     ApiError,
     AuthenticationFailed,
@@ -182,30 +183,45 @@ class FinalReply:
 
 
 async def sse_frames(
-    first: Reply, rest: AsyncGenerator[Reply, None], final: FinalReply | None = None
+    first: Reply,
+    rest: AsyncGenerator[Reply, None],
+    final: FinalReply | None = None,
+    dialect: str = "chat",
 ) -> AsyncIterator[bytes]:
     """Frame reply messages as server-sent events; errors after the first byte end the stream.
 
-    ``final`` receives the final message (usage, deployment).
+    ``final`` receives the final message (usage, deployment). For the Responses and Messages
+    dialects the chunks already are whole SSE events (``event:`` and ``data:``), relayed as
+    they are, and the stream ends with the dialect's own last event rather than ``[DONE]``.
     """
+    chat = dialect not in ("responses", "messages")
     reply: Reply | None = first
     try:
         while reply is not None:
             kind = reply.kind
             if kind is ReplyKind.CHUNK:
-                yield sse(reply.body)
+                yield sse(reply.body) if chat else reply.body
             elif kind is ReplyKind.KEEPALIVE:
                 yield SSE_KEEPALIVE
             elif kind is ReplyKind.FINAL:
                 if final is not None:
                     final.reply = reply
-                yield SSE_DONE
+                if chat:
+                    yield SSE_DONE
                 return
             elif kind is ReplyKind.ERROR:
-                yield sse(reply.body)
+                yield sse(reply.body) if chat else _dialect_error(error_from_reply(reply), dialect)
                 return
             reply = await anext(rest, None)
     except ApiError as exc:
-        yield sse_error(exc)
+        yield sse_error(exc) if chat else _dialect_error(exc, dialect)
     finally:
         await rest.aclose()  # a client that went away releases its reply inbox at once
+
+
+def _dialect_error(exc: ApiError, dialect: str) -> bytes:
+    """An error event in the client's dialect, for a stream that already started."""
+    if dialect == "messages":
+        return anthropic.error_event(exc)
+    doc = {"type": "error", "code": exc.code, "message": exc.message, "param": exc.param}
+    return b"event: error\ndata: " + _ENCODE.encode(doc) + b"\n\n"

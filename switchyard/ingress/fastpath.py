@@ -27,6 +27,13 @@ from opentelemetry.trace import SpanKind
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Envelope, trace_context
 from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
+from switchyard.dialects import anthropic
+from switchyard.dialects.probes import (
+    MessagesProbe,
+    ResponsesProbe,
+    probe_messages,
+    probe_responses,
+)
 from switchyard.errors import ApiError, PayloadTooLarge, ServiceUnavailable
 from switchyard.ingress.edge import SAFE_ID, Edge, FinalReply, presented_key, sse_frames
 from switchyard.limits.limiter import Ticket
@@ -34,10 +41,18 @@ from switchyard.runtime import semconv as sc
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.tracing import NO_HOP, Hop, span_name
 from switchyard.schemas.keys import ClientKey
-from switchyard.schemas.openai import ChatProbe, CompletionProbe, error_body, probe
+from switchyard.schemas.openai import (
+    ChatProbe,
+    CompletionProbe,
+    EmbeddingProbe,
+    error_body,
+    probe,
+)
 from switchyard.telemetry import request_id_var
 
 log = logging.getLogger("switchyard.ingress")
+
+Probe = ChatProbe | CompletionProbe | EmbeddingProbe | ResponsesProbe | MessagesProbe
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -50,6 +65,8 @@ for _prefix in ("/v1", ""):
     ROUTES[f"{_prefix}/chat/completions"] = ("chat", subjects.CHAT)
     ROUTES[f"{_prefix}/completions"] = ("complete", subjects.COMPLETE)
     ROUTES[f"{_prefix}/embeddings"] = ("embed", subjects.EMBED)
+    ROUTES[f"{_prefix}/responses"] = ("responses", subjects.RESPONSES)
+    ROUTES[f"{_prefix}/messages"] = ("messages", subjects.MESSAGES)
 
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [
@@ -122,7 +139,7 @@ class FastPath:
         try:
             key = edge.authenticate(_api_key(wanted))
             body = await _read_body(receive, wanted.get(b"content-length"), edge.body_limit)
-            parsed = probe(op, body)
+            parsed = _probe(op, body)
             call.model = parsed.model
             edge.check_model(key, parsed.model)
             if edge.limiter is not None:
@@ -134,7 +151,7 @@ class FastPath:
                 call.hop = _trace(edge, env, op, call.model, call.route)
                 env = env.with_(traceparent=call.hop.traceparent)
             client = edge.require_client()
-            if isinstance(parsed, ChatProbe | CompletionProbe) and parsed.stream:
+            if not isinstance(parsed, EmbeddingProbe) and parsed.stream:
                 # aclosing: however the relay ends (client gone, error), the reply inbox is
                 # released here rather than when the garbage collector gets to the generator.
                 async with contextlib.aclosing(client.exchange(subject, body, env)) as replies:
@@ -147,6 +164,7 @@ class FastPath:
                         send=send,
                         state=state,
                         final=call.final,
+                        dialect=op,
                     )
                 return
             call.final.reply = await client.request(subject, body, env)
@@ -155,7 +173,7 @@ class FastPath:
             call.failure = exc
             if not state["started"]:
                 call.status = exc.status
-                await _respond_error(send, exc, request_id)
+                await _respond_error(send, exc, request_id, op)
         except ClientGone:
             call.status = CLIENT_CLOSED
         except Exception:  # the edge's error boundary: answer 500 in OpenAI shape, keep serving
@@ -163,7 +181,7 @@ class FastPath:
             call.failure = ApiError("internal error in the gateway")
             if not state["started"]:
                 call.status = 500
-                await _respond_error(send, call.failure, request_id)
+                await _respond_error(send, call.failure, request_id, op)
         finally:
             call.finish(edge)
             request_id_var.reset(token)
@@ -201,6 +219,19 @@ class _Call:
                 ttft=final.first_at - self.began if final.first_at else None,
                 usage=final.reply.usage if final.reply is not None else None,
             )
+
+
+def _probe(op: str, body: bytes) -> Probe:
+    """Validate the body for ``op`` (the model and stream flag routing needs).
+
+    Raises:
+        InvalidRequest: 400 naming the field.
+    """
+    if op == "responses":
+        return probe_responses(body)
+    if op == "messages":
+        return probe_messages(body)
+    return probe(op, body)
 
 
 def _envelope(edge: Edge, request_id: str, key: ClientKey, wanted: dict[bytes, bytes]) -> Envelope:
@@ -293,11 +324,13 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _respond_error(send: Send, exc: ApiError, request_id: str) -> None:
+async def _respond_error(send: Send, exc: ApiError, request_id: str, op: str = "chat") -> None:
     headers = [*_JSON, (b"x-request-id", request_id.encode()), *exc.headers]
     if exc.retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
-    await _respond(send, exc.status, error_body(exc), headers)
+    # Anthropic's SDKs read errors in Anthropic's shape; every other route speaks OpenAI's.
+    body = anthropic.error_body(exc, request_id=request_id) if op == "messages" else error_body(exc)
+    await _respond(send, exc.status, body, headers)
 
 
 async def _stream(
@@ -310,6 +343,7 @@ async def _stream(
     send: Send,
     state: dict[str, bool],
     final: FinalReply,
+    dialect: str = "chat",
 ) -> None:
     """Relay a reply stream as SSE; ``state["started"]`` turns True with the response."""
     first: Reply | None = None
@@ -333,7 +367,7 @@ async def _stream(
     gone = asyncio.Event()
     watcher = tasks.spawn(_watch_disconnect(receive, gone), name="client-disconnect")
     try:
-        async for frame in sse_frames(first, replies, final):
+        async for frame in sse_frames(first, replies, final, dialect):
             if gone.is_set():
                 break  # the client left: stop relaying (the caller releases the reply inbox)
             await send({"type": "http.response.body", "body": frame, "more_body": True})

@@ -4,7 +4,8 @@ knows how a real server behaves when a client hangs up."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,3 +65,24 @@ class FakeServer:
         except asyncio.CancelledError:
             self.abandoned += 1
             raise
+
+
+class InThread:
+    """Runs a fake in its own thread and event loop, so a test that blocks its own loop (the
+    synchronous SDKs do) cannot stall the fake it is talking to."""
+
+    def __init__(self, fake: FakeServer) -> None:
+        self.fake = fake
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self, starter: Callable[[], Awaitable[str]]) -> str:
+        """Start the fake with ``starter`` (e.g. ``fake.start``) in the thread; its base URL."""
+        self._thread.start()
+        return asyncio.run_coroutine_threadsafe(starter(), self._loop).result(10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()

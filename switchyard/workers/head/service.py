@@ -55,7 +55,13 @@ from switchyard.workers.head.router import Router
 
 log = logging.getLogger("switchyard.head")
 
-_OPS = {subjects.CHAT: "chat", subjects.COMPLETE: "complete", subjects.EMBED: "embed"}
+_OPS = {
+    subjects.CHAT: "chat",
+    subjects.COMPLETE: "complete",
+    subjects.EMBED: "embed",
+    subjects.RESPONSES: "responses",
+    subjects.MESSAGES: "messages",
+}
 
 
 # Requests the admin API pins to one deployment are attributed to this key.

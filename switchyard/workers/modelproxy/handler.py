@@ -36,6 +36,7 @@ from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider, RouteTable
 from switchyard.telemetry import request_id_var
+from switchyard.workers.modelproxy.dialects import DIALECTS, plan
 from switchyard.workers.modelproxy.heartbeat import Heartbeats, InFlight
 from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
@@ -47,7 +48,7 @@ from switchyard.workers.modelproxy.usage import UsageBatcher
 log = logging.getLogger("switchyard.modelproxy")
 
 _BODY = msgspec.json.Decoder(dict[str, Any])
-_OPS = frozenset({"chat", "complete", "embed"})
+_OPS = frozenset({"chat", "complete", "embed", *DIALECTS})
 _MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
 
@@ -219,8 +220,7 @@ class Handler:
                 raise ServiceUnavailable(
                     f"deployment {job.deployment_id} is no longer routed", code="deployment_removed"
                 )
-            call = await self._prepare(job, target)
-            adapter = self.adapters.for_kind(target.provider.kind)
+            adapter, call = plan(await self._prepare(job, target), self.adapters)
             hop = self._trace_call(job, target)
             job.called = True
             job.called_at = time.time()

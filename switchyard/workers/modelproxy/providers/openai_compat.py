@@ -86,7 +86,7 @@ class OpenAICompatible:
                 async with self._http().post(url, data=self._body(call), headers=headers) as resp:
                     data = await resp.read()
                     if resp.status >= 400:
-                        raise _http_error(resp.status, data, resp.headers, name, call.api_key)
+                        raise http_error(resp.status, data, resp.headers, name, call.api_key)
         except TimeoutError:
             raise ue.timed_out(name, "the response") from None
         except aiohttp.ClientError as exc:
@@ -109,7 +109,7 @@ class OpenAICompatible:
                 resp = await self._http().post(url, data=self._body(call), headers=headers)
                 if resp.status >= 400:
                     data = await resp.read()
-                    raise _http_error(resp.status, data, resp.headers, name, call.api_key)
+                    raise http_error(resp.status, data, resp.headers, name, call.api_key)
         except TimeoutError:
             raise ue.timed_out(name, "the first token") from None
         except aiohttp.ClientError as exc:
@@ -165,7 +165,7 @@ def _describe(exc: aiohttp.ClientError) -> str:
     return type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
 
 
-def _http_error(
+def http_error(
     status: int, data: bytes, headers: Any, provider: str, key: Secret | None
 ) -> Exception:
     detail = decode_error(data)

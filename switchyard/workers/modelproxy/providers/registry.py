@@ -44,6 +44,17 @@ class Adapters:
 
         return LiteLLM()
 
+    def passthrough(self) -> Adapter:
+        """The adapter for providers that speak the client's dialect themselves."""
+        adapter = self._by_family.get("passthrough")
+        if adapter is None:
+            from switchyard.workers.modelproxy.providers.passthrough import (  # noqa: PLC0415
+                Passthrough,
+            )
+
+            adapter = self._by_family["passthrough"] = Passthrough()
+        return adapter
+
     async def close(self) -> None:
         for adapter in self._by_family.values():
             await adapter.close()

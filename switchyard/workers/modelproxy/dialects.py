@@ -1,0 +1,94 @@
+"""The model-proxy's side of the client dialects (OpenAI Responses, Anthropic Messages).
+
+Routing, keys, limits, queues, accounting, metrics and traces treat a Responses or Messages
+request like any other (the edge and the head only read ``model`` and ``stream``); only the
+provider call differs. :func:`plan` picks it: a provider that speaks the dialect natively gets
+the request passed through (:mod:`.providers.passthrough`); any other gets it translated to chat
+completions and its answer translated back by :class:`Translated`, an adapter wrapped around the
+provider's usual one, so the handler calls every provider the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+from switchyard.dialects import anthropic, responses
+from switchyard.errors import ApiError
+from switchyard.workers.modelproxy.providers.base import (
+    Adapter,
+    Completion,
+    ProviderCall,
+    StreamEvent,
+)
+from switchyard.workers.modelproxy.providers.registry import Adapters
+
+DIALECTS = frozenset({"responses", "messages"})
+# Provider kinds that speak a dialect themselves (the request is passed through unchanged).
+NATIVE = {"responses": frozenset({"openai"}), "messages": frozenset({"anthropic"})}
+
+
+def plan(call: ProviderCall, adapters: Adapters) -> tuple[Adapter, ProviderCall]:
+    """The adapter and the call for ``call``'s provider (translating when it must).
+
+    Raises:
+        InvalidRequest: the request uses something the translation cannot carry (the error
+            names the field), or is malformed.
+    """
+    kind = call.provider.kind
+    if call.op not in DIALECTS:
+        return adapters.for_kind(kind), call
+    if kind in NATIVE[call.op]:
+        return adapters.passthrough(), call
+    context: responses.ResponsesContext | anthropic.MessagesContext
+    chat: dict[str, Any]
+    if call.op == "responses":
+        translated = responses.to_chat(call.body)
+        chat, context = translated.chat, translated.context
+    else:
+        message = anthropic.to_chat(call.body)
+        chat, context = message.chat, message.context
+    chat["model"] = call.deployment.model
+    # The translation needs the usage chunk of a stream to close the dialect's own usage.
+    chat_call = dataclasses.replace(call, op="chat", body=chat, client_wants_usage=True)
+    return Translated(adapters.for_kind(kind), context), chat_call
+
+
+class Translated:
+    """A chat-completions adapter answering in a client dialect."""
+
+    def __init__(
+        self, inner: Adapter, context: responses.ResponsesContext | anthropic.MessagesContext
+    ) -> None:
+        self._inner = inner
+        self._context = context
+
+    async def complete(self, call: ProviderCall) -> Completion:
+        done = await self._inner.complete(call)
+        if isinstance(self._context, responses.ResponsesContext):
+            return Completion(responses.to_response(done.body, self._context), done.usage)
+        return Completion(anthropic.to_message(done.body, self._context), done.usage)
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
+        out: responses.ResponsesStream | anthropic.MessagesStream
+        if isinstance(self._context, responses.ResponsesContext):
+            out = responses.ResponsesStream(self._context)
+        else:
+            out = anthropic.MessagesStream(self._context)
+        sent = False
+        try:
+            async for event in self._inner.stream(call):
+                frames = out.feed(event.payload) if event.payload is not None else b""
+                if frames:
+                    sent = True
+                if frames or event.usage is not None:
+                    yield StreamEvent(frames or None, event.usage)
+        except ApiError as exc:
+            if sent:  # the client already has part of the answer: close it in its dialect
+                yield StreamEvent(out.fail(exc), out.usage)
+            raise
+        yield StreamEvent(out.finish() or None, out.usage)
+
+    async def close(self) -> None:
+        """The inner adapter belongs to the registry, which closes it."""

@@ -1,0 +1,132 @@
+"""Native dialects passed through: the Responses API to OpenAI, Messages to Anthropic.
+
+When a deployment's provider speaks the client's dialect itself, the request goes to it as the
+client wrote it (model replaced by the deployment's) and the answer comes back as the provider
+wrote it: no translation, nothing lost. Only the usage is read on the way, for spend and limits.
+Streams are relayed one SSE event (``event:`` + ``data:`` lines) at a time, as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import msgspec
+
+from switchyard.dialects.usage import (
+    AnthropicUsageTracker,
+    ResponsesUsageTracker,
+    anthropic_usage,
+    responses_usage,
+)
+from switchyard.workers.modelproxy.providers import upstream_errors as ue
+from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+from switchyard.workers.modelproxy.providers.openai_compat import http_error
+
+ANTHROPIC_BASE = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+_ENCODE = msgspec.json.Encoder()
+
+
+def _target(call: ProviderCall) -> tuple[str, dict[str, str]]:
+    key = call.api_key.reveal() if call.api_key else ""
+    headers = {"Content-Type": "application/json"}
+    if call.op == "messages":
+        base = (call.provider.api_base or ANTHROPIC_BASE).rstrip("/")
+        url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if key:
+            headers["x-api-key"] = key
+        return url, headers
+    base = (call.provider.base_url or "").rstrip("/")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return f"{base}/responses", headers
+
+
+class Passthrough:
+    """One connection pool for every native-dialect provider."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def complete(self, call: ProviderCall) -> Completion:
+        url, headers = _target(call)
+        name = call.provider_name
+        try:
+            async with asyncio.timeout(call.total_timeout):
+                body = _ENCODE.encode(call.body)
+                async with self._http().post(url, data=body, headers=headers) as resp:
+                    data = await resp.read()
+                    if resp.status >= 400:
+                        raise http_error(resp.status, data, resp.headers, name, call.api_key)
+        except TimeoutError:
+            raise ue.timed_out(name, "the response") from None
+        except aiohttp.ClientError as exc:
+            raise ue.unreachable(name, type(exc).__name__) from None
+        usage = anthropic_usage(data) if call.op == "messages" else responses_usage(data)
+        return Completion(data, usage)
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
+        url, headers = _target(call)
+        name = call.provider_name
+        tracker = AnthropicUsageTracker() if call.op == "messages" else ResponsesUsageTracker()
+        loop = asyncio.get_running_loop()
+        first_by = loop.time() + call.first_token_timeout
+        end_by = loop.time() + call.total_timeout
+        first = True
+        try:
+            async with asyncio.timeout_at(min(first_by, end_by)):
+                body = _ENCODE.encode(call.body)
+                resp = await self._http().post(url, data=body, headers=headers)
+                if resp.status >= 400:
+                    data = await resp.read()
+                    raise http_error(resp.status, data, resp.headers, name, call.api_key)
+        except TimeoutError:
+            raise ue.timed_out(name, "the first token") from None
+        except aiohttp.ClientError as exc:
+            raise ue.unreachable(name, type(exc).__name__) from None
+        frame: list[bytes] = []
+        finished = False
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(min(first_by, end_by) if first else end_by):
+                        line = await resp.content.readline()
+                except TimeoutError:
+                    what = "the first token" if first else "the end of the stream"
+                    raise ue.timed_out(name, what) from None
+                if not line:
+                    finished = True
+                    return
+                if line.strip():
+                    frame.append(line.rstrip(b"\r\n") + b"\n")
+                    if line.startswith(b"data:"):
+                        tracker.feed(line)
+                    continue
+                if not frame:
+                    continue
+                first = False
+                event, frame = b"".join(frame) + b"\n", []
+                yield StreamEvent(event, tracker.usage)
+        except aiohttp.ClientError as exc:
+            raise ue.unreachable(name, type(exc).__name__) from None
+        finally:
+            if finished:
+                resp.release()
+            else:
+                resp.close()

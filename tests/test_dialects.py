@@ -1,0 +1,281 @@
+"""The APIs agents speak, through both edges with the official SDKs: OpenAI Responses and
+Anthropic Messages, translated for chat providers and passed through to native ones, under the
+same keys, limits and spend as chat completions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+import pytest_asyncio
+
+from tests.fakes.anthropic import INPUT_TOKENS, OUTPUT_TOKENS, REPLY, FakeAnthropic
+from tests.fakes.server import InThread
+from tests.stacks import Stack, start_stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def claude() -> Iterator[str]:
+    fake = FakeAnthropic()
+    runner = InThread(fake)  # the synchronous SDK blocks the test's loop: the fake needs its own
+    try:
+        yield runner.start(fake.start)
+    finally:
+        runner.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def agents(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI, claude: str
+) -> AsyncIterator[Stack]:
+    extra = {
+        "providers": {
+            "chat-only": {"kind": "openai-compatible", "api_base": upstream.base_url},
+            "openai-native": {"kind": "openai", "api_base": upstream.base_url},
+            "anthropic-native": {"kind": "anthropic", "api_base": claude},
+        },
+        "routes": {
+            "translated": {"deployments": [{"provider": "chat-only", "model": "echo"}]},
+            "native-responses": {"deployments": [{"provider": "openai-native", "model": "o"}]},
+            "native-messages": {"deployments": [{"provider": "anthropic-native", "model": "ok"}]},
+        },
+    }
+    stack = await start_stack(tmp_path_factory.mktemp("agents"), extra)
+    try:
+        yield stack
+    finally:
+        await stack.supervisor.stop()
+
+
+@pytest.fixture(params=["tail", "gateway"])
+def edge(request: pytest.FixtureRequest, agents: Stack) -> str:
+    return agents.tail_url if request.param == "tail" else agents.gateway_url
+
+
+def _openai(stack: Stack, base: str, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key or stack.api_key, max_retries=0)
+
+
+def _anthropic(stack: Stack, base: str, key: str | None = None) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=base, api_key=key or stack.api_key, max_retries=0)
+
+
+# ---- OpenAI Responses ----
+
+
+def test_responses_translated_for_a_chat_provider(agents: Stack, edge: str) -> None:
+    client = _openai(agents, edge)
+    response = client.responses.create(
+        model="translated", instructions="be brief", input="hello there"
+    )
+    assert response.output_text == "echo: hello there"
+    assert response.usage is not None
+    assert response.usage.input_tokens == 7
+    assert response.usage.output_tokens == 3
+
+
+def test_responses_stream_translated(agents: Stack, edge: str) -> None:
+    client = _openai(agents, edge)
+    events = list(client.responses.create(model="translated", input="one two", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created"
+    assert kinds[-1] == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "echo: one two"
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    assert completed.response.usage is not None
+    assert completed.response.usage.output_tokens == 3
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+def test_responses_tool_call_round_trip(agents: Stack, edge: str) -> None:
+    client = _openai(agents, edge)
+    first = client.responses.create(
+        model="translated",
+        input="weather in Paris?",
+        tools=[WEATHER],  # type: ignore[list-item]
+    )
+    [call] = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather"
+    assert call.arguments == '{"city": "Paris"}'
+    second = client.responses.create(
+        model="translated",
+        input=[
+            {"role": "user", "content": "weather in Paris?"},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+            },
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+        ],
+        tools=[WEATHER],  # type: ignore[list-item]
+    )
+    assert second.output_text.startswith("echo:")
+    with client.responses.stream(
+        model="translated",
+        input="weather?",
+        tools=[WEATHER],  # type: ignore[list-item]
+    ) as stream:
+        final = stream.get_final_response()
+    [streamed] = [item for item in final.output if item.type == "function_call"]
+    assert streamed.arguments == '{"city": "Paris"}'
+
+
+def test_responses_passed_through_to_a_native_provider(
+    agents: Stack, edge: str, upstream: FakeOpenAI
+) -> None:
+    client = _openai(agents, edge)
+    response = client.responses.create(model="native-responses", input="as is")
+    assert response.output_text == "native: as is"
+    assert upstream.calls_for("o")[-1].path == "/v1/responses"
+    events = list(client.responses.create(model="native-responses", input="x y", stream=True))
+    assert events[-1].type == "response.completed"
+    assert (
+        "".join(e.delta for e in events if e.type == "response.output_text.delta") == "native: x y"
+    )
+
+
+def test_responses_state_that_needs_storage_is_refused(agents: Stack, edge: str) -> None:
+    client = _openai(agents, edge)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="translated", input="hi", previous_response_id="resp_1")
+    assert caught.value.status_code == 400
+    assert caught.value.body["param"] == "previous_response_id"  # type: ignore[index]
+
+
+# ---- Anthropic Messages ----
+
+
+def test_messages_translated_for_a_chat_provider(agents: Stack, edge: str) -> None:
+    client = _anthropic(agents, edge)
+    message = client.messages.create(
+        model="translated",
+        max_tokens=64,
+        system="be brief",
+        messages=[{"role": "user", "content": "hello claude"}],
+    )
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "echo: hello claude"
+    assert message.stop_reason == "end_turn"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (7, 3)
+
+
+def test_messages_stream_translated_and_native(agents: Stack, edge: str) -> None:
+    client = _anthropic(agents, edge)
+    for model, text in (("translated", "echo: a b"), ("native-messages", "".join(REPLY))):
+        with client.messages.stream(
+            model=model, max_tokens=64, messages=[{"role": "user", "content": "a b"}]
+        ) as stream:
+            streamed = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert streamed == text
+        assert final.content[0].text == text  # type: ignore[union-attr]
+    assert final.usage.output_tokens == OUTPUT_TOKENS
+
+
+def test_messages_tool_use_translated(agents: Stack, edge: str) -> None:
+    client = _anthropic(agents, edge)
+    tool = {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "input_schema": WEATHER["parameters"],
+    }
+    message = client.messages.create(
+        model="translated",
+        max_tokens=64,
+        tools=[tool],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+    )
+    assert message.stop_reason == "tool_use"
+    [use] = [block for block in message.content if block.type == "tool_use"]
+    assert use.name == "get_weather"
+    assert use.input == {"city": "Paris"}
+
+
+def test_messages_passed_through_to_anthropic(agents: Stack, edge: str) -> None:
+    message = _anthropic(agents, edge).messages.create(
+        model="native-messages", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message.content[0].text == "".join(REPLY)  # type: ignore[union-attr]
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (
+        INPUT_TOKENS,
+        OUTPUT_TOKENS,
+    )
+
+
+def test_messages_errors_in_anthropics_shape(agents: Stack, edge: str) -> None:
+    with pytest.raises(anthropic.AuthenticationError) as auth:
+        _anthropic(agents, edge, key="sk-sy-wrong").messages.create(
+            model="translated", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+    assert auth.value.body["type"] == "error"  # type: ignore[index]
+    assert auth.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        _anthropic(agents, edge).messages.create(
+            model="translated",
+            max_tokens=8,
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"max_tokens": "many"},
+        )
+    assert bad.value.status_code == 400
+
+
+# ---- the same keys, limits and spend ----
+
+
+async def test_limits_and_spend_apply_as_for_chat(agents: Stack) -> None:
+    api_key, record = await agents.new_key("dialects", rpm=3)
+    oa = _openai(agents, agents.tail_url, api_key)
+    an = _anthropic(agents, agents.tail_url, api_key)
+    oa.responses.create(model="translated", input="one")
+    an.messages.create(
+        model="translated", max_tokens=8, messages=[{"role": "user", "content": "two"}]
+    )
+    oa.chat.completions.create(model="translated", messages=[{"role": "user", "content": "three"}])
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        an.messages.create(
+            model="translated", max_tokens=8, messages=[{"role": "user", "content": "4"}]
+        )
+    assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    with pytest.raises(openai.RateLimitError):
+        oa.responses.create(model="translated", input="five")
+    spend = await _key_usage(agents, record.id)
+    # Three answered requests, all billed to the key: 7 prompt tokens each, and 2 + 2 + 2
+    # completion tokens ("echo: one", "echo: two", "echo: three").
+    assert spend["requests"] == 3
+    assert spend["prompt_tokens"] == 21
+    assert spend["completion_tokens"] == 6
+
+
+async def _key_usage(stack: Stack, key_id: str) -> dict[str, Any]:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        days = (await stack.admin("GET", "/spend?days=1")).json()["days"]
+        rows = [r for r in days if r.get("key") == key_id]
+        if rows and rows[0]["requests"] >= 3:
+            return rows[0]
+        assert time.monotonic() < deadline, days
+        await asyncio.sleep(0.2)
