@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +76,7 @@ class InThread:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
-    def start(self, starter: Callable[[], Awaitable[str]]) -> str:
+    def start(self, starter: Callable[[], Coroutine[Any, Any, str]]) -> str:
         """Start the fake with ``starter`` (e.g. ``fake.start``) in the thread; its base URL."""
         self._thread.start()
         return asyncio.run_coroutine_threadsafe(starter(), self._loop).result(10)
