@@ -76,7 +76,9 @@ async def test_no_head_is_503_at_once(narrow: Stack) -> None:
         took = time.perf_counter() - began
     assert info.value.status_code == 503
     assert info.value.code == "no_workers"
-    assert took < 0.1, f"took {took * 1000:.0f} ms"
+    # "At once": far below the 10 s a lost request waits before it is re-sent (not a speed
+    # test; the benchmark measures speed).
+    assert took < 2.0, f"took {took * 1000:.0f} ms"
 
 
 async def test_full_queue_is_refused_at_once(narrow: Stack) -> None:
@@ -96,7 +98,7 @@ async def test_full_queue_is_refused_at_once(narrow: Stack) -> None:
             assert error["code"] == "queue_full"
             assert "slow" in error["message"]
             assert refused.headers["retry-after"] == "1"
-            assert took < 0.5
+            assert took < 2.0  # refused by the queue, not after the 3 s provider call
             done = await asyncio.gather(*first)
         assert [r.status_code for r in done] == [200, 200]  # queued work is not lost
     finally:
