@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_cmd_status)
 
+    _add_top(sub)
+
     _add_certs(sub)
 
     p = sub.add_parser("serve", help="run one component (what compose and k8s use)")
@@ -94,6 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=_cmd_config)
     return parser
+
+
+def _interval(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if seconds < 0.1:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a number of seconds >= 0.1")
+    return seconds
+
+
+def _add_top(sub: Any) -> None:
+    p = sub.add_parser("top", help="live view of queues, traffic and processes (q quits)")
+    _common(p)
+    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    p.add_argument("--json", action="store_true", help="with --once: the overview as JSON")
+    p.add_argument("--interval", type=_interval, default=1.0, help="seconds between refreshes")
+    p.add_argument("--url", help="gateway URL (default: this stack's gateway, from the settings)")
+    p.add_argument("--token-file", type=Path, help="admin token file (default: admin.token_file)")
+    p.set_defaults(handler=_cmd_top)
 
 
 def _add_certs(sub: Any) -> None:
@@ -210,6 +233,18 @@ def _cmd_status(args: argparse.Namespace, settings: Settings, config_file: Path 
     from switchyard.stack import commands  # noqa: PLC0415
 
     return commands.status(settings, as_json=args.json, out=sys.stdout)
+
+
+def _cmd_top(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from switchyard.top import resolve_target, run_top  # noqa: PLC0415
+
+    if args.json and not args.once:
+        print("error: --json prints one snapshot: use it with --once", file=sys.stderr)
+        return 2
+    target = resolve_target(settings, args.url, args.token_file)
+    return run_top(
+        target, once=args.once, as_json=args.json, interval=args.interval, out=sys.stdout
+    )
 
 
 def _cert_dir(args: argparse.Namespace, settings: Settings) -> Path:

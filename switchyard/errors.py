@@ -12,6 +12,7 @@ failures into :class:`ProviderError`).
     ├── CertificateError         the CA or an identity certificate is missing or unusable
     ├── StackError               a local-stack process failed to start, became unhealthy, or exited
     ├── BusError                 NATS unreachable or a publish could not be confirmed
+    ├── GatewayError             a CLI client of the admin API got no answer or was refused
     ├── SecretsError             the secrets service or Vault/OpenBao failed (server zone only)
     │   └── VaultUnavailable     Vault/OpenBao cannot be reached or refused our credentials
     └── ApiError                 what an API client sees: an OpenAI-shaped error with a status
@@ -80,6 +81,25 @@ class StackError(SwitchyardError):
 
 class BusError(SwitchyardError):
     """NATS could not be reached or did not confirm a publish in time."""
+
+
+class GatewayError(SwitchyardError):
+    """The gateway's admin API (``/admin/v1``) did not answer, refused the admin token, or
+    answered with an error (``switchyard top`` and other HTTP clients of the gateway).
+
+    Attributes:
+        url: the gateway base URL that was tried.
+        status: the HTTP status it answered with, or 0 when there was no answer.
+        reason: what went wrong, in one clause.
+        hint: what to do about it.
+    """
+
+    def __init__(self, url: str, reason: str, hint: str = "", *, status: int = 0) -> None:
+        self.url = url
+        self.status = status
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"{reason}: {hint}" if hint else reason)
 
 
 class SecretsError(SwitchyardError):

@@ -1,0 +1,129 @@
+"""The ``switchyard top`` command: one snapshot, or a live full-screen view until ``q``.
+
+The live view reads an overview every ``interval`` seconds and redraws the whole frame with
+rich's ``Live`` on the terminal's alternate screen, so quitting (``q``, or Ctrl-C) leaves the
+shell as it was. Keys are read without blocking (cbreak mode, a reader on stdin's descriptor),
+so ``q`` quits at once even while a read of the gateway is still waiting for its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import termios
+import tty
+from collections.abc import Callable, Iterator
+from typing import TextIO
+
+import httpx
+import msgspec
+from rich.console import Console
+from rich.live import Live
+
+from switchyard.errors import GatewayError
+from switchyard.schemas.monitor import Overview
+from switchyard.top.render import frame
+from switchyard.top.source import Target, fetch_overview
+
+REQUEST_TIMEOUT_S = 5.0
+QUIT_KEYS = b"qQ"
+
+
+class _Quit(Exception):
+    """Raised inside the live view's task group when the user pressed ``q``."""
+
+
+def run_top(
+    target: Target,
+    *,
+    once: bool,
+    as_json: bool,
+    interval: float,
+    out: TextIO,
+) -> int:
+    """Run ``switchyard top`` against ``target``; returns the exit status.
+
+    Raises:
+        GatewayError: ``--once`` only: no answer, or the token was refused (the live view
+            shows such errors on screen and keeps trying).
+    """
+    # httpx logs every request at INFO; on a full-screen view that would be one line a second.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if once:
+        overview, raw = asyncio.run(_read_once(target))
+        if as_json:
+            out.write(msgspec.json.format(raw, indent=2).decode() + "\n")
+        else:
+            Console(file=out).print(frame(overview, url=target.url))
+        return 0
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how many people leave top
+        asyncio.run(_live(target, interval, Console(file=out)))
+    return 0
+
+
+async def _read_once(target: Target) -> tuple[Overview, bytes]:
+    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as http:
+        return await fetch_overview(http, target)
+
+
+async def _live(target: Target, interval: float, console: Console) -> None:
+    quit_pressed = asyncio.Event()
+    with (
+        _keys(quit_pressed.set),
+        Live(console=console, screen=True, auto_refresh=False) as live,
+    ):
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(_refresh_forever(live, target, interval))
+                tasks.create_task(_quit_when(quit_pressed))
+        except* _Quit:
+            pass
+
+
+async def _quit_when(pressed: asyncio.Event) -> None:
+    await pressed.wait()
+    raise _Quit
+
+
+async def _refresh_forever(live: Live, target: Target, interval: float) -> None:
+    loop = asyncio.get_running_loop()
+    last: Overview | None = None
+    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as http:
+        while True:
+            started = loop.time()
+            error = None
+            try:
+                last, _ = await fetch_overview(http, target)
+            except GatewayError as exc:
+                error = str(exc)
+            live.update(frame(last, url=target.url, error=error, retry_s=interval), refresh=True)
+            await asyncio.sleep(max(0.0, started + interval - loop.time()))
+
+
+@contextlib.contextmanager
+def _keys(on_quit: Callable[[], None]) -> Iterator[None]:
+    """Call ``on_quit`` when ``q`` is typed; a no-op when stdin is not a terminal."""
+    if not sys.stdin.isatty():
+        yield
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        data = os.read(fd, 64)
+        if not data:  # stdin closed: stop watching it
+            loop.remove_reader(fd)
+        elif any(key in QUIT_KEYS for key in data):
+            on_quit()
+
+    tty.setcbreak(fd)  # keys arrive one by one, unechoed; Ctrl-C still interrupts
+    loop.add_reader(fd, readable)
+    try:
+        yield
+    finally:
+        loop.remove_reader(fd)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)

@@ -1,0 +1,272 @@
+"""One frame of ``switchyard top``, drawn from an :class:`Overview` (pure: no I/O, no clock).
+
+A header with the platform's totals, a deployments table sorted by what needs attention (queued,
+then traffic), and a processes table in pipeline order. Colour marks what an operator should look
+at (a queue near its limit, a deployment serving at its concurrency, errors, cooldowns, a process
+that stopped reporting) but every fact is also in the text, so a frame reads the same without it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+
+from switchyard.schemas.monitor import DeploymentState, Overview, ProcessState
+from switchyard.top._fit import Column, Fields, FittedTable
+
+# Processes are listed in the order a request meets them.
+PIPELINE = ("tail", "gateway", "head", "modelproxy", "secrets", "control", "accounting")
+NEAR_LIMIT, AT_LIMIT = 0.5, 0.9  # share of a queue's limit: yellow, red
+SLOW_WAIT_S, STUCK_WAIT_S = 5.0, 30.0  # age of the oldest waiting request: yellow, red
+HIGH_ERRORS = 0.05
+BUSY_CPU = 80.0
+NO_ROUTES = "no deployments routed: add routes to your config (routes:) or PUT /admin/v1/routes"
+NO_PROCESSES = "no process has reported in yet (each one does every couple of seconds)"
+
+
+def frame(
+    overview: Overview | None, *, url: str, error: str | None = None, retry_s: float = 0.0
+) -> RenderableType:
+    """The whole screen: header, deployments, processes.
+
+    Args:
+        overview: the latest overview, or None when none was ever read.
+        url: the gateway it came from (shown in the header).
+        error: why the latest read failed; the last overview (if any) stays on screen below it.
+        retry_s: in the live view, how often it tries again (0: not retrying).
+    """
+    parts: list[RenderableType] = [_title(overview, url)]
+    if error:
+        again = f" (trying again every {retry_s:g}s)" if retry_s else ""
+        parts.append(Text(f"{error}{again}", style="bold red"))
+        if overview is not None:
+            parts.append(Text("showing the last overview read", style="dim"))
+    if overview is not None:
+        parts += [_totals(overview), Text(), deployments_table(overview.deployments)]
+        parts += [Text(), processes_table(overview.processes)]
+    return Group(*parts)
+
+
+def _title(overview: Overview | None, url: str) -> Text:
+    text = Text("switchyard top", style="bold")
+    text.append(f"  {url}", style="cyan")
+    if overview is not None:
+        text.append(f"  {time.strftime('%H:%M:%S', time.localtime(overview.at))}")
+    text.append("   q quits", style="dim")
+    return text
+
+
+def _totals(overview: Overview) -> Fields:
+    t = overview.totals
+    spend = "-" if overview.spend_today_usd is None else f"${overview.spend_today_usd:,.4f}"
+    deps = overview.deployments
+    queues = [d.queue for d in deps if d.queue is not None]
+    cooling = sum(1 for d in deps if d.cooldown is not None)
+    healthy = sum(1 for p in overview.processes if p.healthy)
+    all_healthy = healthy == len(overview.processes)
+    return Fields(
+        [
+            ("requests", f"{_rate(t.requests_per_s)}/s", ""),
+            ("errors", _percent(t.error_ratio), _error_style(t.error_ratio)),
+            ("latency p50/p99", _pair(t.p50_ms, t.p99_ms), ""),
+            ("TTFT p50/p99", _pair(t.ttft_p50_ms, t.ttft_p99_ms), ""),
+            ("tokens", f"{_rate(t.tokens_per_s)}/s", ""),
+            ("spend today", spend, ""),
+        ],
+        [
+            ("deployments", str(len(deps)), ""),
+            ("queued", str(sum(q.waiting for q in queues)), ""),
+            ("in flight", str(sum(q.in_flight for q in queues)), ""),
+            ("cooling down", str(cooling), "bold red" if cooling else ""),
+            ("processes", f"{healthy}/{len(overview.processes)} healthy", _bad(not all_healthy)),
+        ],
+    )
+
+
+def _bad(flag: bool) -> str:
+    return "bold red" if flag else ""
+
+
+def deployments_table(deployments: list[DeploymentState]) -> RenderableType:
+    """Deployments, the most queued first, then the busiest."""
+    if not deployments:
+        return Text(NO_ROUTES, style="yellow")
+    rows = []
+    for d in sorted(deployments, key=_attention):
+        q = d.queue
+        r = d.rates
+        rows.append(
+            [
+                Text(d.id, style="bold red" if d.cooldown else ""),
+                Text(", ".join(d.aliases) or "-"),
+                *_queue_cells(d),
+                Text(_rate(r.requests_per_s)),
+                Text(_pair(r.p50_ms, r.p99_ms)),
+                Text(_pair(r.ttft_p50_ms, r.ttft_p99_ms)),
+                Text(_percent(r.error_ratio), style=_error_style(r.error_ratio)),
+                _count(q.redelivered if q else 0),
+                _oldest(q.oldest_wait_s if q else 0.0),
+                _cooldown(d),
+            ]
+        )
+    return FittedTable("Deployments", DEPLOYMENT_COLUMNS, rows)
+
+
+# Lower `keep` columns are hidden first when the terminal is too narrow for all of them.
+DEPLOYMENT_COLUMNS = (
+    Column("DEPLOYMENT", keep=100, fold_to=20),
+    Column("ALIASES", keep=55, fold_to=10),
+    Column("QUEUED", "right", keep=100),
+    Column("IN FLIGHT", "right", keep=100),
+    Column("REQ/S", "right", keep=90),
+    Column("P50/P99", "right", keep=60),
+    Column("TTFT P50/P99", "right", keep=30),
+    Column("ERRORS", "right", keep=70),
+    Column("REDELIV", "right", keep=20),
+    Column("OLDEST", "right", keep=50),
+    Column("COOLDOWN", keep=80),
+)
+
+
+def _attention(d: DeploymentState) -> tuple[int, float, str]:
+    return (-(d.queue.waiting if d.queue else 0), -d.rates.requests_per_s, d.id)
+
+
+def _queue_cells(d: DeploymentState) -> list[Text]:
+    q = d.queue
+    if q is None:  # the control service could not read this queue
+        return [Text("?", style="yellow"), Text(f"?/{d.concurrency}", style="yellow")]
+    share = q.waiting / q.limit if q.limit else 0.0
+    queued = Text(str(q.waiting))
+    if share >= NEAR_LIMIT:
+        queued.append(f" {share:.0%}")
+        queued.stylize("bold red" if share >= AT_LIMIT else "yellow")
+    saturated = q.concurrency and q.in_flight >= q.concurrency
+    in_flight = Text(f"{q.in_flight}/{q.concurrency}", style="yellow" if saturated else "")
+    return [queued, in_flight]
+
+
+def _count(n: int) -> Text:
+    return Text(str(n), style="yellow") if n else Text("0", style="dim")
+
+
+def _oldest(seconds: float) -> Text:
+    if not seconds:
+        return Text("-", style="dim")
+    style = "bold red" if seconds >= STUCK_WAIT_S else "yellow" if seconds >= SLOW_WAIT_S else ""
+    return Text(_age(seconds), style=style)
+
+
+def _cooldown(d: DeploymentState) -> Text:
+    c = d.cooldown
+    if c is None:
+        return Text("-", style="dim")
+    return Text(f"{max(0.0, c.seconds_left):.0f}s left ({c.status})", style="bold red")
+
+
+def processes_table(processes: list[ProcessState]) -> RenderableType:
+    """Every process that reported in, in pipeline order; the host only when there are several."""
+    if not processes:
+        return Text(NO_PROCESSES, style="yellow")
+    several_hosts = len({p.host for p in processes}) > 1
+    rows = []
+    for p in sorted(processes, key=_pipeline_order):
+        cpu_style = "yellow" if p.cpu_percent >= BUSY_CPU else ""
+        rows.append(
+            [
+                Text(p.component),
+                Text(p.instance),
+                *([Text(p.host)] if several_hosts else []),
+                Text(str(p.pid or "-")),
+                _health(p),
+                Text(f"{p.cpu_percent:.1f}%", style=cpu_style),
+                Text(_bytes(p.rss_bytes)),
+                Text(_age(p.uptime_s) if p.uptime_s else "-"),
+                Text(f"{_age(p.last_seen_s)} ago", style="" if p.healthy else "bold red"),
+            ]
+        )
+    columns = (
+        PROCESS_COLUMNS
+        if several_hosts
+        else tuple(c for c in PROCESS_COLUMNS if c.header != "HOST")
+    )
+    return FittedTable("Processes", columns, rows)
+
+
+PROCESS_COLUMNS = (
+    Column("COMPONENT", keep=100),
+    Column("INSTANCE", keep=100, fold_to=12),
+    Column("HOST", keep=30, fold_to=12),
+    Column("PID", "right", keep=20),
+    Column("HEALTH", keep=100),
+    Column("CPU", "right", keep=70),
+    Column("MEMORY", "right", keep=60),
+    Column("UPTIME", "right", keep=40),
+    Column("LAST SEEN", "right", keep=80),
+)
+
+
+def _pipeline_order(p: ProcessState) -> tuple[int, str, str]:
+    rank = PIPELINE.index(p.component) if p.component in PIPELINE else len(PIPELINE)
+    return (rank, p.component, p.instance)
+
+
+def _health(p: ProcessState) -> Text:
+    if p.healthy:
+        return Text("healthy", style="green")
+    if not p.ready:
+        return Text("not ready", style="bold yellow")
+    return Text("silent", style="bold red")  # stopped reporting in
+
+
+# ---- numbers as people read them ----
+
+
+def _rate(value: float) -> str:
+    if value == 0:
+        return "0"
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def _ms(value: float) -> str:
+    if value < 10:
+        return f"{value:.1f}ms"
+    if value < 1000:
+        return f"{value:.0f}ms"
+    return f"{value / 1000:.1f}s"
+
+
+def _pair(p50: float | None, p99: float | None) -> str:
+    if p50 is None and p99 is None:
+        return "-"
+    return f"{_ms(p50) if p50 is not None else '-'}/{_ms(p99) if p99 is not None else '-'}"
+
+
+def _percent(ratio: float) -> str:
+    return "0%" if ratio == 0 else f"{ratio:.1%}"
+
+
+def _error_style(ratio: float) -> str:
+    return "bold red" if ratio >= HIGH_ERRORS else "yellow" if ratio > 0 else ""
+
+
+def _age(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def _bytes(n: int) -> str:
+    if n <= 0:
+        return "-"
+    mib = n / (1024 * 1024)
+    return f"{mib:.0f} MiB" if mib < 10240 else f"{mib / 1024:.1f} GiB"
