@@ -99,7 +99,7 @@ class GatewayError(SwitchyardError):
         self.status = status
         self.reason = reason
         self.hint = hint
-        super().__init__(f"{reason}: {hint}" if hint else reason)
+        super().__init__(f"{reason}; {hint}" if hint else reason)
 
 
 class SecretsError(SwitchyardError):

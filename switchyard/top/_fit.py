@@ -3,8 +3,9 @@
 rich shrinks a table that is too wide by wrapping its wrappable columns down to nothing (an 80
 column terminal showed deployments without their names), and wraps a line of text anywhere
 ("TTFT p50/p99" on one line, its value on the next). :class:`FittedTable` gives each column a
-rank: when the cells do not fit, the lowest ranked columns go first, long names fold down to a
-floor width, and a line under the table names what was hidden. :class:`Fields` breaks a line of
+rank: when the cells do not fit, the lowest ranked columns go first, and a line under the table
+names what was hidden; only when the columns that are always shown do not fit either do long
+names fold, down to a floor width. :class:`Fields` breaks a line of
 ``label value`` pairs between pairs only.
 """
 
@@ -45,10 +46,11 @@ class FittedTable:
             self._needs.append(min(natural, floor))
 
     def shown(self, width: int) -> list[int]:
-        """Indexes of the columns that fit in ``width`` cells."""
-        needs = self._needs
+        """Indexes of the columns that fit in ``width`` cells without folding any (folding a
+        name mid-word reads worse than leaving a column out), hiding the lowest ranks first."""
+        natural = self._natural
         shown = list(range(len(self.columns)))
-        while sum(needs[i] for i in shown) + GAP * (len(shown) - 1) > width:
+        while sum(natural[i] for i in shown) + GAP * (len(shown) - 1) > width:
             droppable = [i for i in shown if self.columns[i].keep < 100]
             if not droppable:
                 break
@@ -57,10 +59,11 @@ class FittedTable:
         return shown
 
     def widths(self, shown: list[int], width: int) -> dict[int, int]:
-        """The width of each shown column: natural, unless folding some is needed to fit."""
+        """The width of each shown column: natural, unless even the columns that are never
+        hidden do not fit; then the foldable ones fold, the lowest ranked first."""
         widths = {i: self._natural[i] for i in shown}
         excess = sum(widths.values()) + GAP * (len(shown) - 1) - width
-        for i in sorted(shown, key=lambda i: self._needs[i] - self._natural[i]):
+        for i in sorted(shown, key=lambda i: (self.columns[i].keep, -i)):
             if excess <= 0:
                 break
             cut = min(excess, widths[i] - self._needs[i])

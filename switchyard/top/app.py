@@ -29,6 +29,7 @@ from switchyard.top.render import frame
 from switchyard.top.source import Target, fetch_overview
 
 REQUEST_TIMEOUT_S = 5.0
+PIPE_WIDTH = 160
 QUIT_KEYS = b"qQ"
 
 
@@ -57,7 +58,10 @@ def run_top(
         if as_json:
             out.write(msgspec.json.format(raw, indent=2).decode() + "\n")
         else:
-            Console(file=out).print(frame(overview, url=target.url))
+            console = Console(file=out)
+            if not console.is_terminal:  # a file or a pipe has no width to fit: show every column
+                console.width = PIPE_WIDTH
+            console.print(frame(overview, url=target.url))
         return 0
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how many people leave top
         asyncio.run(_live(target, interval, Console(file=out)))
@@ -99,7 +103,7 @@ async def _refresh_forever(live: Live, target: Target, interval: float) -> None:
                 last, _ = await fetch_overview(http, target)
             except GatewayError as exc:
                 error = str(exc)
-            live.update(frame(last, url=target.url, error=error, retry_s=interval), refresh=True)
+            live.update(frame(last, url=target.url, error=error, interval=interval), refresh=True)
             await asyncio.sleep(max(0.0, started + interval - loop.time()))
 
 

@@ -27,7 +27,7 @@ NO_PROCESSES = "no process has reported in yet (each one does every couple of se
 
 
 def frame(
-    overview: Overview | None, *, url: str, error: str | None = None, retry_s: float = 0.0
+    overview: Overview | None, *, url: str, error: str | None = None, interval: float = 0.0
 ) -> RenderableType:
     """The whole screen: header, deployments, processes.
 
@@ -35,27 +35,34 @@ def frame(
         overview: the latest overview, or None when none was ever read.
         url: the gateway it came from (shown in the header).
         error: why the latest read failed; the last overview (if any) stays on screen below it.
-        retry_s: in the live view, how often it tries again (0: not retrying).
+        interval: the live view's refresh interval; 0 for a one-off frame (``--once``).
     """
-    parts: list[RenderableType] = [_title(overview, url)]
+    parts: list[RenderableType] = [_title(overview, url, live=interval > 0)]
     if error:
-        again = f" (trying again every {retry_s:g}s)" if retry_s else ""
-        parts.append(Text(f"{error}{again}", style="bold red"))
+        parts.append(Text(error, style="bold red"))
+        notes = [f"trying again every {interval:g}s"] if interval else []
         if overview is not None:
-            parts.append(Text("showing the last overview read", style="dim"))
+            notes.append(f"below: the overview of {_clock(overview.at)}")
+        if notes:
+            parts.append(Text("; ".join(notes), style="dim"))
     if overview is not None:
         parts += [_totals(overview), Text(), deployments_table(overview.deployments)]
         parts += [Text(), processes_table(overview.processes)]
     return Group(*parts)
 
 
-def _title(overview: Overview | None, url: str) -> Text:
+def _title(overview: Overview | None, url: str, *, live: bool) -> Text:
     text = Text("switchyard top", style="bold")
     text.append(f"  {url}", style="cyan")
     if overview is not None:
-        text.append(f"  {time.strftime('%H:%M:%S', time.localtime(overview.at))}")
-    text.append("   q quits", style="dim")
+        text.append(f"  {_clock(overview.at)}")
+    if live:
+        text.append("   q quits", style="dim")
     return text
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 def _totals(overview: Overview) -> Fields:

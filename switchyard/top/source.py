@@ -8,6 +8,7 @@ to do; the token itself is kept in a :class:`Secret` and never appears in any of
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +85,9 @@ async def fetch_overview(http: httpx.AsyncClient, target: Target) -> tuple[Overv
     except httpx.TimeoutException:
         raise GatewayError(
             target.url,
-            f"the gateway at {target.url} did not answer within {http.timeout.read}s",
-            "check that it runs (`switchyard status`), or pass --url",
+            f"no overview from {target.url} within {http.timeout.read:g}s: the gateway or the "
+            "control service behind it is not answering",
+            "check `switchyard status`, or pass --url",
         ) from None
     except httpx.HTTPError as exc:
         raise GatewayError(
@@ -106,10 +108,14 @@ async def fetch_overview(http: httpx.AsyncClient, target: Target) -> tuple[Overv
 
 
 def _why(exc: httpx.HTTPError) -> str:
-    """The innermost cause in a few words (``[Errno 111] Connection refused``)."""
+    """The innermost cause in a few words (``connection refused``)."""
     cause: BaseException = exc
     while cause.__cause__ is not None or cause.__context__ is not None:
         cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return f"unknown host: {cause.strerror}"
     return str(cause) or type(cause).__name__
 
 
