@@ -1,0 +1,293 @@
+"""`switchyard top`: what a frame shows for an overview, and what each failure to read one says."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from rich.console import Console
+
+from switchyard.config import Settings, load_settings
+from switchyard.errors import GatewayError
+from switchyard.schemas.monitor import (
+    CooldownState,
+    DeploymentState,
+    Overview,
+    ProcessState,
+    QueueState,
+    Rates,
+)
+from switchyard.schemas.secret import Secret
+from switchyard.top import Target, fetch_overview, frame, resolve_target
+from switchyard.top.render import NO_PROCESSES, NO_ROUTES
+from switchyard.top.source import OVERVIEW_PATH
+
+pytestmark = pytest.mark.unit
+
+TOKEN = "adm-not-to-be-printed-0123456789"
+URL = "http://127.0.0.1:8081"
+
+
+def _deployment(id: str, **fields: object) -> DeploymentState:
+    provider, _, model = id.partition("--")
+    defaults: dict[str, object] = {
+        "provider": provider,
+        "kind": "openai-compatible",
+        "model": model,
+        "aliases": [model],
+        "weight": 1.0,
+        "concurrency": 8,
+        "queue": QueueState(concurrency=8, limit=1000),
+    }
+    return DeploymentState(id=id, **{**defaults, **fields})  # type: ignore[arg-type]
+
+
+def _process(component: str, instance: str, **fields: object) -> ProcessState:
+    defaults: dict[str, object] = {
+        "host": "box",
+        "pid": 100,
+        "healthy": True,
+        "ready": True,
+        "cpu_percent": 1.5,
+        "rss_bytes": 64 * 2**20,
+        "uptime_s": 3723.0,
+        "last_seen_s": 0.4,
+    }
+    return ProcessState(component=component, instance=instance, **{**defaults, **fields})  # type: ignore[arg-type]
+
+
+def _overview(**fields: object) -> Overview:
+    defaults: dict[str, object] = {
+        "at": 1_800_000_000.0,
+        "deployments": [
+            _deployment("fake--idle"),
+            _deployment(
+                "fake--busy",
+                rates=Rates(requests_per_s=42.5, p50_ms=3.4, p99_ms=17.1, ttft_p50_ms=2.2),
+            ),
+            _deployment(
+                "fake--held",
+                aliases=["held", "held-too"],
+                concurrency=1,
+                queue=QueueState(
+                    waiting=19,
+                    in_flight=1,
+                    concurrency=1,
+                    limit=20,
+                    redelivered=2,
+                    oldest_wait_s=7.25,
+                ),
+            ),
+            _deployment(
+                "openai--gpt-4o",
+                rates=Rates(requests_per_s=0.5, error_ratio=0.4, p50_ms=950.0, p99_ms=2900.0),
+                cooldown=CooldownState(until=0.0, seconds_left=11.6, status=429, reason="429"),
+            ),
+            _deployment("demo--demo", concurrency=256, queue=None),
+        ],
+        "processes": [
+            _process("modelproxy", "modelproxy-1"),
+            _process("accounting", "accounting", healthy=False, ready=False),
+            _process("tail", "tail"),
+            _process("head", "head-2", healthy=False, last_seen_s=14.2),
+            _process("head", "head-1"),
+        ],
+        "totals": Rates(requests_per_s=43.0, error_ratio=0.005, p50_ms=3.4, tokens_per_s=512.0),
+        "spend_today_usd": 1.5,
+    }
+    return Overview(**{**defaults, **fields})  # type: ignore[arg-type]
+
+
+def _screen(overview: Overview | None, width: int = 200, **kwargs: object) -> list[str]:
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(frame(overview, url=URL, **kwargs))  # type: ignore[arg-type]
+    return [line.rstrip() for line in console.export_text().splitlines()]
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.split("  ") if cell.strip()]  # 2+ spaces apart
+
+
+def _row(lines: list[str], *first: str) -> list[str]:
+    """The cells of the table row whose first cells are ``first``."""
+    return next(c for c in map(_cells, lines) if c[: len(first)] == list(first))
+
+
+def test_deployments_come_most_queued_first_then_busiest_with_their_queue_and_rates() -> None:
+    lines = _screen(_overview())
+    order = [line.split()[0] for line in lines if line.split()[:1] and "--" in line.split()[0]]
+    assert order == ["fake--held", "fake--busy", "openai--gpt-4o", "demo--demo", "fake--idle"]
+    header = _row(lines, "DEPLOYMENT")
+    assert header == [
+        "DEPLOYMENT", "ALIASES", "QUEUED", "IN FLIGHT", "REQ/S", "P50/P99", "TTFT P50/P99",
+        "ERRORS", "REDELIV", "OLDEST", "COOLDOWN",
+    ]  # fmt: skip
+    # 19 of a limit of 20 waiting: the share of the limit is shown next to the count.
+    held = _row(lines, "fake--held")
+    assert held == [
+        "fake--held", "held, held-too", "19 95%", "1/1", "0", "-", "-", "0%", "2", "7.2s", "-"
+    ]  # fmt: skip
+    assert _row(lines, "fake--busy")[2:7] == ["0", "0/8", "42.5", "3.4ms/17ms", "2.2ms/-"]
+    assert _row(lines, "openai--gpt-4o")[4:7] == ["0.5", "950ms/2.9s", "-"]
+    assert _row(lines, "openai--gpt-4o")[-3:] == ["0", "-", "12s left (429)"]
+    assert "40.0%" in _row(lines, "openai--gpt-4o")
+    assert _row(lines, "demo--demo")[2:4] == ["?", "?/256"]  # the queue could not be read
+
+
+def test_the_header_has_the_totals_and_the_processes_come_in_pipeline_order() -> None:
+    lines = _screen(_overview(), interval=1.0)
+    assert lines[0] == f"switchyard top  {URL}  " + lines[0].split()[-3] + "   q quits"
+    totals = lines[1]
+    for shown in ("requests 43.0/s", "errors 0.5%", "latency p50/p99 3.4ms/-", "tokens 512/s"):
+        assert shown in totals
+    assert "spend today $1.5000" in totals
+    summary = lines[2]
+    assert "deployments 5" in summary
+    assert "queued 19" in summary
+    assert "in flight 1" in summary
+    assert "cooling down 1" in summary
+    assert "processes 3/5 healthy" in summary
+    instances = [
+        line.split()[1]
+        for line in lines
+        if line.split()[:1] and line.split()[0] in {"tail", "head", "modelproxy", "accounting"}
+    ]
+    assert instances == ["tail", "head-1", "head-2", "modelproxy-1", "accounting"]
+    assert _row(lines, "tail") == [
+        "tail", "tail", "100", "healthy", "1.5%", "64 MiB", "1h02m", "0.4s ago"
+    ]  # fmt: skip
+    assert _row(lines, "head", "head-2")[3:] == ["silent", "1.5%", "64 MiB", "1h02m", "14s ago"]
+    assert _row(lines, "accounting")[3] == "not ready"
+    assert not any("HOST" in line for line in lines)  # one host: no column for it
+
+
+def test_a_second_host_adds_the_host_column() -> None:
+    processes = [_process("tail", "tail", host="edge-a"), _process("head", "head-1", host="core")]
+    lines = _screen(_overview(processes=processes))
+    assert "HOST" in _row(lines, "COMPONENT")
+    assert "edge-a" in _row(lines, "tail")
+
+
+def test_empty_states_say_what_is_missing() -> None:
+    lines = _screen(_overview(deployments=[], processes=[]))
+    assert NO_ROUTES in lines
+    assert NO_PROCESSES in lines
+
+
+def test_an_error_is_shown_above_the_last_overview_or_alone() -> None:
+    alone = _screen(None, error="control service not answering: x", interval=1.0)
+    assert alone[1:] == ["control service not answering: x", "trying again every 1s"]
+    kept = _screen(_overview(), error="gateway not answering", interval=2.0)
+    assert kept[1] == "gateway not answering"
+    assert kept[2].startswith("trying again every 2s; below: the overview of ")
+    assert any(line.startswith("fake--held") for line in kept)
+
+
+def test_a_narrow_terminal_hides_the_least_useful_columns_and_says_which() -> None:
+    lines = _screen(_overview(), width=80)
+    assert all(len(line) <= 80 for line in lines)
+    assert _row(lines, "DEPLOYMENT")[:3] == ["DEPLOYMENT", "QUEUED", "IN FLIGHT"]
+    assert _row(lines, "fake--held")[:3] == ["fake--held", "19 95%", "1/1"]  # names stay whole
+    assert "(too narrow for ALIASES, TTFT P50/P99, REDELIV, OLDEST: widen the terminal)" in lines
+
+
+# ---- where it reads from, and what each failure says ----
+
+
+def _settings(tmp_path: Path, **overrides: object) -> Settings:
+    return load_settings(env={}, overrides={"home": str(tmp_path), **overrides})
+
+
+def test_the_target_is_the_settings_gateway_and_token_unless_overridden(tmp_path: Path) -> None:
+    (tmp_path / "admin-token").write_text(TOKEN + "\n")
+    every_address = {"host": "0.0.0.0", "port": 9181}  # noqa: S104  (a listener, read to connect)
+    settings = _settings(tmp_path, **{"ingress.gateway": every_address})
+    target = resolve_target(settings, None, None)
+    assert target.url == "http://127.0.0.1:9181"
+    assert target.token.reveal() == TOKEN
+    assert TOKEN not in repr(target)
+    other = tmp_path / "remote-token"
+    other.write_text("remote")
+    remote = resolve_target(settings, "https://gw.example:8443/admin/v1/", other)
+    assert (remote.url, remote.token.reveal()) == ("https://gw.example:8443", "remote")
+
+
+def test_a_missing_token_file_says_how_to_get_one(tmp_path: Path) -> None:
+    with pytest.raises(GatewayError) as caught:
+        resolve_target(_settings(tmp_path), None, None)
+    assert str(tmp_path / "admin-token") in str(caught.value)
+    assert "switchyard up" in str(caught.value)
+    assert "--token-file" in str(caught.value)
+
+
+async def _fetch(handler: object) -> GatewayError:
+    target = Target(url=URL, token=Secret(TOKEN), token_file=Path("/etc/sy/admin-token"))
+    transport = httpx.MockTransport(handler)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, timeout=5) as http:
+        with pytest.raises(GatewayError) as caught:
+            await fetch_overview(http, target)
+    assert TOKEN not in str(caught.value)
+    return caught.value
+
+
+def _answer(status: int, message: str = "", code: str | None = None) -> object:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == OVERVIEW_PATH
+        assert request.headers["authorization"] == f"Bearer {TOKEN}"
+        return httpx.Response(status, json={"error": {"message": message, "code": code}})
+
+    return handler
+
+
+async def test_each_refusal_says_what_to_do() -> None:
+    refused = await _fetch(_answer(401, "invalid admin token", "invalid_admin_token"))
+    assert refused.status == 401
+    assert str(refused) == (
+        f"the gateway at {URL} refused the admin token from /etc/sy/admin-token; "
+        "pass --token-file with this gateway's admin token"
+    )
+    down = await _fetch(_answer(503, "the control service is not running", "control_down"))
+    assert str(down).startswith(
+        "control service not answering: the control service is not running; check `switchyard"
+    )
+    tail = await _fetch(_answer(404, "not found"))
+    assert "point --url at the gateway" in str(tail)
+    odd = await _fetch(lambda request: httpx.Response(200, json={"hello": 1}))
+    assert "not an overview" in str(odd)
+
+
+async def test_no_answer_says_so_in_a_few_words() -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connect failed") from ConnectionRefusedError(111, "refused")
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out")
+
+    assert str(await _fetch(refused)).startswith(
+        f"gateway not answering at {URL} (connection refused); start the stack"
+    )
+    assert "the gateway or the control service behind it" in str(await _fetch(slow))
+
+
+def test_cli_refuses_json_without_once_and_reports_no_gateway_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "admin-token").write_text(TOKEN)
+    run = [sys.executable, "-m", "switchyard", "--home", str(tmp_path), "top"]
+    both = subprocess.run([*run, "--json"], capture_output=True, text=True, check=False)
+    assert both.returncode == 2
+    assert "use it with --once" in both.stderr
+    gone = subprocess.run(
+        [*run, "--once", "--json", "--url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert gone.returncode == 1
+    assert gone.stdout == ""
+    assert gone.stderr.count("\n") == 1
+    assert gone.stderr.startswith("error: gateway not answering at http://127.0.0.1:9")
+    assert TOKEN not in gone.stderr
