@@ -7,6 +7,8 @@ Its own stack, so the counts are this module's alone.
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -163,6 +165,30 @@ async def _api_queue(stack: Stack) -> dict[str, Any]:
     return next(d for d in resp.json()["deployments"] if d["id"] == HELD)["queue"]
 
 
+async def _top_queue(stack: Stack) -> dict[str, Any]:
+    """The held deployment's queue as ``switchyard top --once --json`` prints it (a real CLI
+    process with the stack's config, as an operator runs it), with the overview's time."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "switchyard",
+        "--config",
+        str(stack.config_file),
+        "top",
+        "--once",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    token = stack.settings.admin_token_file.read_text(encoding="utf-8").strip()
+    assert token not in out.decode() + err.decode()
+    doc = json.loads(out)
+    queue: dict[str, Any] = next(d for d in doc["deployments"] if d["id"] == HELD)["queue"]
+    return {**queue, "at": doc["at"]}
+
+
 async def _until(check: Any, seconds: float) -> Any:
     deadline = time.monotonic() + seconds
     while True:
@@ -194,6 +220,12 @@ async def test_a_hung_deployment_shows_one_in_flight_and_the_rest_waiting(
         assert first["concurrency"] == 1
         assert api_seen["concurrency"] == 1
         assert api_seen["limit"] > 0
+        # `switchyard top` shows the same at once, in a snapshot less than 2 s old when printed
+        # (starting the CLI process itself takes 1-2 s on this 2-core machine).
+        top_seen = await _top_queue(watched)
+        assert time.time() - top_seen["at"] < 2
+        assert (top_seen["in_flight"], top_seen["waiting"], top_seen["concurrency"]) == (1, 19, 1)
+        assert top_seen["oldest_wait_s"] > 0
         await asyncio.sleep(1.5)
         later = await _queue(watched)
         assert later["oldest"] > first["oldest"]  # the oldest waiting request keeps aging
@@ -207,6 +239,7 @@ async def test_a_hung_deployment_shows_one_in_flight_and_the_rest_waiting(
 
     await _until(drained, 5)
     await _until(lambda: _expect(_api_queue(watched), in_flight=0, waiting=0), 3)
+    await _until(lambda: _expect(_top_queue(watched), in_flight=0, waiting=0), 6)
 
 
 async def _expect(reading: Any, **wanted: int) -> dict[str, Any] | None:
