@@ -77,7 +77,12 @@ async def _live(target: Target, interval: float, console: Console) -> None:
     quit_pressed = asyncio.Event()
     with (
         _keys(quit_pressed.set),
-        Live(console=console, screen=True, auto_refresh=False) as live,
+        Live(
+            frame(None, url=target.url, interval=interval),
+            console=console,
+            screen=True,
+            auto_refresh=False,
+        ) as live,
     ):
         try:
             async with asyncio.TaskGroup() as tasks:

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from switchyard.schemas.monitor import DeploymentState, Overview, ProcessState
 from switchyard.top._fit import Column, Fields, FittedTable
+from switchyard.top.source import OVERVIEW_PATH
 
 # Processes are listed in the order a request meets them.
 PIPELINE = ("tail", "gateway", "head", "modelproxy", "secrets", "control", "accounting")
@@ -45,6 +46,8 @@ def frame(
             notes.append(f"below: the overview of {_clock(overview.at)}")
         if notes:
             parts.append(Text("; ".join(notes), style="dim"))
+    if overview is None and not error:
+        parts.append(Text(f"reading {url}{OVERVIEW_PATH} ...", style="dim"))
     if overview is not None:
         parts += [_totals(overview), Text(), deployments_table(overview.deployments)]
         parts += [Text(), processes_table(overview.processes)]
@@ -170,7 +173,7 @@ def _cooldown(d: DeploymentState) -> Text:
     c = d.cooldown
     if c is None:
         return Text("-", style="dim")
-    return Text(f"{max(0.0, c.seconds_left):.0f}s left ({c.status})", style="bold red")
+    return Text(f"{_age(max(0.0, c.seconds_left))} left ({c.status})", style="bold red")
 
 
 def processes_table(processes: list[ProcessState]) -> RenderableType:

@@ -133,7 +133,7 @@ def test_deployments_come_most_queued_first_then_busiest_with_their_queue_and_ra
     ]  # fmt: skip
     assert _row(lines, "fake--busy")[2:7] == ["0", "0/8", "42.5", "3.4ms/17ms", "2.2ms/-"]
     assert _row(lines, "openai--gpt-4o")[4:7] == ["0.5", "950ms/2.9s", "-"]
-    assert _row(lines, "openai--gpt-4o")[-3:] == ["0", "-", "12s left (429)"]
+    assert _row(lines, "openai--gpt-4o")[-3:] == ["0", "-", "11s left (429)"]
     assert "40.0%" in _row(lines, "openai--gpt-4o")
     assert _row(lines, "demo--demo")[2:4] == ["?", "?/256"]  # the queue could not be read
 
@@ -176,6 +176,10 @@ def test_empty_states_say_what_is_missing() -> None:
     lines = _screen(_overview(deployments=[], processes=[]))
     assert NO_ROUTES in lines
     assert NO_PROCESSES in lines
+
+
+def test_before_the_first_overview_it_says_what_it_is_reading() -> None:
+    assert _screen(None, interval=1.0)[1:] == [f"reading {URL}/admin/v1/overview ..."]
 
 
 def test_an_error_is_shown_above_the_last_overview_or_alone() -> None:
