@@ -220,10 +220,12 @@ async def test_a_hung_deployment_shows_one_in_flight_and_the_rest_waiting(
         assert first["concurrency"] == 1
         assert api_seen["concurrency"] == 1
         assert api_seen["limit"] > 0
-        # `switchyard top` shows the same at once, in a snapshot less than 2 s old when printed
-        # (starting the CLI process itself takes 1-2 s on this 2-core machine).
+        # `switchyard top` shows the same on its first read, from a snapshot taken after it was
+        # started (the CLI process itself takes 1-2 s to start on this 2-core machine, more when
+        # it is busy, so the bound is on the snapshot, not on the process).
+        launched_at = time.time()
         top_seen = await _top_queue(watched)
-        assert time.time() - top_seen["at"] < 2
+        assert top_seen["at"] >= launched_at
         assert (top_seen["in_flight"], top_seen["waiting"], top_seen["concurrency"]) == (1, 19, 1)
         assert top_seen["oldest_wait_s"] > 0
         await asyncio.sleep(1.5)
