@@ -1,5 +1,10 @@
 """What the model-proxy exports: its calls to providers (GenAI client conventions), queue wait,
-requests in flight, provider errors by class, secret-cache hits and usage events."""
+requests in flight, provider errors by class, secret-cache hits and usage events.
+
+The GenAI client histograms carry the ``deployment`` label besides the convention's attributes:
+two deployments of one model on two accounts of the same provider kind must not merge, and the
+alert rules read latency, time to first chunk and error ratio per deployment. A deployment
+determines its provider and model, so the label adds no series beyond one per deployment."""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ class CallLabels:
     __slots__ = ("duration", "in_flight", "input_tokens", "output_tokens", "ttfc", "wait")
 
     def __init__(self, m: ProxyMetrics, op: str, provider: str, model: str, dep: str) -> None:
-        labels = (sc.OPERATIONS.get(op, sc.OTHER), provider, model)
+        labels = (sc.OPERATIONS.get(op, sc.OTHER), provider, model, dep)
         self.duration = m.duration.labels(*labels, "")
         self.ttfc = m.ttfc.labels(*labels)
         self.input_tokens = m.tokens.labels(*labels, "input")
@@ -30,7 +35,7 @@ class CallLabels:
 
 class ProxyMetrics:
     def __init__(self, metrics: Metrics) -> None:
-        genai = (sc.OPERATION, sc.PROVIDER, sc.REQUEST_MODEL)
+        genai = (sc.OPERATION, sc.PROVIDER, sc.REQUEST_MODEL, sc.DEPLOYMENT)
         self.duration: Histogram = metrics.histogram(
             sc.CLIENT_OPERATION_DURATION,
             "Duration of provider calls (GenAI client operation duration).",
@@ -113,8 +118,9 @@ class ProxyMetrics:
             code = self._error(error.code or type(error).__name__)
             provider = sc.PROVIDERS.get(kind, kind)
             op_name = sc.OPERATIONS.get(op, sc.OTHER)
-            self.duration.labels(op_name, provider, self._model(model), code).observe(seconds)
-            self.errors.labels(self._dep(deployment), code).inc()
+            dep = self._dep(deployment)
+            self.duration.labels(op_name, provider, self._model(model), dep, code).observe(seconds)
+            self.errors.labels(dep, code).inc()
         if ttfc is not None:
             labels.ttfc.observe(ttfc)
         if usage is not None:
