@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from nats.aio.client import Client as NATS
 
 from switchyard.admin.api import AdminApi
+from switchyard.admin.budget_watch import BudgetWatch
 from switchyard.admin.context import AdminContext
 from switchyard.admin.keys import KeyAdmin
 from switchyard.admin.spend import SpendReader
@@ -23,6 +24,7 @@ from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
 from switchyard.config import Settings
+from switchyard.runtime.metrics import Metrics
 
 
 class AdminPlugin:
@@ -32,11 +34,12 @@ class AdminPlugin:
         self._settings = settings
         self.context: AdminContext | None = None
         self._nc: NATS | None = None
+        self._budgets: BudgetWatch | None = None
 
     def routers(self) -> list[APIRouter]:
         return [AdminApi(lambda: self.context).router()]
 
-    async def start(self, llm: LLMClient) -> None:
+    async def start(self, llm: LLMClient, metrics: Metrics) -> None:
         settings = self._settings
         self._nc = await connect(
             settings.nats_servers,
@@ -54,9 +57,19 @@ class AdminPlugin:
             keys=KeyAdmin(self._nc.jetstream(timeout=10)),
             spend=SpendReader(settings),
         )
+        self._budgets = BudgetWatch(
+            self._nc.jetstream(timeout=5),
+            self.context.spend,
+            metrics,
+            settings.admin.budget_watch_s,
+        )
+        await self._budgets.start()
 
     async def stop(self) -> None:
         """Idempotent."""
+        budgets, self._budgets = self._budgets, None
+        if budgets is not None:
+            await budgets.stop()
         context, self.context = self.context, None
         if context is not None:
             await context.spend.close()

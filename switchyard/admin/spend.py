@@ -7,6 +7,7 @@ nano-dollars and shown in dollars.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from switchyard.config import Settings
@@ -42,6 +43,18 @@ class SpendReader:
             "period_resets_at": None if period_end == float("inf") else period_end,
             "total_spend_usd": round(_usd(total), 9),
         }
+
+    async def period_spend(
+        self, keys: Sequence[ClientKey], now: float, chunk: int = 500
+    ) -> list[int]:
+        """Each key's spend in its current budget period, in nano-dollars (one MGET per chunk)."""
+        current = {p: periods.current(p, now)[0] for p in {k.budget_period for k in keys}}
+        names = [rk.budget(k.id, current[k.budget_period]) for k in keys]
+        out: list[int] = []
+        for start in range(0, len(names), chunk):
+            values = await self._redis.mget(names[start : start + chunk])
+            out += [int(v or 0) for v in values]
+        return out
 
     async def daily(
         self, *, days: int, key_ids: list[str], aliases: list[str]

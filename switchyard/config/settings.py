@@ -194,9 +194,12 @@ class AdminSettings(_Section, frozen=True):
         token_file: the bootstrap admin credential (``Authorization: Bearer <token>``);
             default ``<home>/admin-token``, created by ``switchyard up``. Without it the
             management API answers 503.
+        budget_watch_s: how often each gateway counts the keys near their budget
+            (``switchyard_keys_near_budget``): one read of every budgeted key's spend.
     """
 
     token_file: str | None = None
+    budget_watch_s: Seconds = 30.0
 
 
 class ModelProxySettings(_Section, frozen=True):

@@ -42,7 +42,8 @@ class EdgePlugin(Protocol):
 
     def routers(self) -> list[APIRouter]: ...
 
-    async def start(self, llm: LLMClient) -> None: ...
+    async def start(self, llm: LLMClient, metrics: Metrics) -> None:
+        """Called once the edge is connected; ``metrics`` is the process's registry."""
 
     async def stop(self) -> None: ...
 
@@ -99,7 +100,7 @@ def create_app(
         log.info("%s ready with %d client keys", kind, len(keys))
         try:
             for plugin in plugins:
-                await plugin.start(client)
+                await plugin.start(client, metrics)
                 started.append(plugin)
             yield
         finally:

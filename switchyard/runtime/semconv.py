@@ -104,6 +104,12 @@ OP = "op"
 SPEND = "switchyard_spend_usd_total"  # alias
 USAGE_APPLIED = "switchyard_usage_batches_total"  # result: applied, retried, unreadable
 
+# Gateway: client keys near their budget, counted over every key (never a per-key label).
+KEYS_WITH_BUDGET = "switchyard_keys_with_budget"  # usable keys that have a budget
+KEYS_NEAR_BUDGET = "switchyard_keys_near_budget"  # threshold: share of the budget spent
+THRESHOLD = "threshold"
+BUDGET_THRESHOLDS: tuple[float, ...] = (0.8, 1.0)  # label values "0.8" and "1"
+
 # Control: queue depth per deployment, collected once for the platform (from JetStream).
 QUEUE_WAITING = "switchyard_queue_waiting"  # requests stored, not yet picked up
 QUEUE_IN_FLIGHT = "switchyard_queue_in_flight"  # picked up, not yet acknowledged

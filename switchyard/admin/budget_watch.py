@@ -1,0 +1,128 @@
+"""How many client keys are close to their budget, as a metric without a per-key label.
+
+An alert on "a key near its budget" needs to know about every key, but a label per key would
+make the metrics grow with the key count (and put key ids in every scrape). So the gateway,
+which already holds both inputs (the key records, followed live from the keys bucket, and read
+access to the spend counters), counts them: every ``admin.budget_watch_s`` it reads the current
+period's spend of every usable key that has a budget (one MGET per 500 keys) and exports
+
+* ``switchyard_keys_with_budget``: usable keys with a budget;
+* ``switchyard_keys_near_budget{threshold="0.8"|"1"}``: those that spent at least that share.
+
+Which keys they are is one admin API call away (``GET /admin/v1/keys/{id}/spend``). Every
+gateway replica counts the same keys, so dashboards and alerts take the ``max`` over replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+import msgspec
+import redis.exceptions
+from nats.js import JetStreamContext
+
+from switchyard.admin.spend import SpendReader
+from switchyard.bus import subjects
+from switchyard.limits import keys as rk
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.metrics import Metrics
+from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.schemas.keys import KEY_DECODER, RECORD_PREFIX, ClientKey
+
+log = logging.getLogger("switchyard.admin.budget")
+
+
+def threshold_label(share: float) -> str:
+    """``0.8`` -> ``"0.8"``, ``1.0`` -> ``"1"``."""
+    return f"{share:g}"
+
+
+def count_near(
+    budgets: Sequence[float], spent_nano: Sequence[int], thresholds: Iterable[float]
+) -> dict[float, int]:
+    """How many keys spent at least each threshold's share of their budget (in dollars)."""
+    counts = dict.fromkeys(thresholds, 0)
+    for budget, spent in zip(budgets, spent_nano, strict=True):
+        share = spent / rk.NANO / budget
+        for threshold in counts:
+            if share >= threshold:
+                counts[threshold] += 1
+    return counts
+
+
+class BudgetWatch:
+    """Follows the client keys and counts those near their budget (see the module docstring)."""
+
+    def __init__(
+        self, js: JetStreamContext, spend: SpendReader, metrics: Metrics, interval: float
+    ) -> None:
+        self._spend = spend
+        self._interval = interval
+        self._keys: dict[str, ClientKey] = {}
+        self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry)
+        self._loops = TaskSupervisor("budget-watch")
+        self.with_budget = 0
+        self.near: dict[float, int] = dict.fromkeys(sc.BUDGET_THRESHOLDS, 0)
+        metrics.gauge_callback(
+            sc.KEYS_WITH_BUDGET,
+            "Usable client keys that have a budget (every gateway counts all of them).",
+            (),
+            lambda: [((), float(self.with_budget))],
+        )
+        metrics.gauge_callback(
+            sc.KEYS_NEAR_BUDGET,
+            "Client keys whose spend in the current budget period reached `threshold` times "
+            "their budget (1: used up, refused until the period resets).",
+            [sc.THRESHOLD],
+            lambda: [((threshold_label(t),), float(n)) for t, n in self.near.items()],
+        )
+
+    def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        if not key.startswith(RECORD_PREFIX):
+            return
+        if value is None:
+            self._keys.pop(key, None)
+            return
+        try:
+            self._keys[key] = KEY_DECODER.decode(value)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            self._keys.pop(key, None)
+            log.warning("ignored an unreadable client key record")
+
+    async def start(self) -> None:
+        await self._follower.start()
+        await self._scan_logged()
+        self._loops.spawn(self._scan_forever())
+
+    async def stop(self) -> None:
+        """Idempotent."""
+        await self._loops.cancel_all()
+        await self._follower.stop()
+
+    async def scan(self, now: float | None = None) -> None:
+        """Count now.
+
+        Raises:
+            redis.exceptions.RedisError, TimeoutError, OSError: Redis/Valkey could not be read
+                (the previous counts stay).
+        """
+        moment = now or time.time()
+        keys = [k for k in self._keys.values() if k.budget_usd > 0 and k.refusal(moment) is None]
+        spent = await self._spend.period_spend(keys, moment)
+        self.near = count_near([k.budget_usd for k in keys], spent, sc.BUDGET_THRESHOLDS)
+        self.with_budget = len(keys)
+
+    async def _scan_logged(self) -> None:
+        try:
+            await self.scan()
+        except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
+            log.warning("could not read spend to count keys near budget: %s", type(exc).__name__)
+
+    async def _scan_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self._scan_logged()
