@@ -21,6 +21,7 @@ from switchyard.stack import local
 from switchyard.stack.demo_key import read_demo_key
 from switchyard.stack.home import StackHome
 from switchyard.stack.process import http_status, pid_alive, redis_ping_check
+from switchyard.stack.scrape_targets import write_scrape_targets
 from switchyard.stack.supervisor import read_state
 
 log = logging.getLogger("switchyard.stack")
@@ -80,6 +81,8 @@ async def _up_foreground(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # Prometheus finds this run's ports here (ops/prometheus/prometheus.yml).
+    write_scrape_targets(home, [step.spec for phase in supervisor.phases for step in phase])
     await supervisor.start()
     elapsed = time.monotonic() - began
     urls = endpoints(settings)  # ports are resolved here, in the supervisor
