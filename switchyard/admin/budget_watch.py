@@ -9,8 +9,8 @@ period's spend of every usable key that has a budget (one MGET per 500 keys) and
 * ``switchyard_keys_with_budget``: usable keys with a budget;
 * ``switchyard_keys_near_budget{threshold="0.8"|"1"}``: those that spent at least that share.
 
-Which keys they are is one admin API call away (``GET /admin/v1/keys/{id}/spend``). Every
-gateway replica counts the same keys, so dashboards and alerts take the ``max`` over replicas.
+Which keys they are is one admin API call away (``GET /admin/v1/keys`` lists each key with its
+spend). Every gateway replica counts the same keys, so dashboards and alerts take the ``max``.
 """
 
 from __future__ import annotations
