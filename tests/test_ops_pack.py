@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.admin.keys import KeyAdmin
 from switchyard.bus import subjects
@@ -41,20 +40,33 @@ from switchyard.config import Settings, load_settings
 from switchyard.runtime import semconv as sc
 from switchyard.schemas.routing import deployment_id
 from switchyard.stack.scrape_targets import TARGETS_FILE
+from tests.opspack import (
+    COMPONENTS,
+    DASHBOARD,
+    DOCS,
+    KEDA,
+    LABEL_VALUES,
+    OPS,
+    PROMETHEUS_YML,
+    ROOT,
+    RULE_TESTS,
+    RULES,
+    Scrape,
+    alerts,
+    dashboard_queries,
+    doc_metrics,
+    expressions,
+    names_in,
+    records,
+    rules,
+    run_prometheus,
+    scrape_targets,
+    unknown_names,
+)
 from tests.support import free_port, processes_mentioning, write_settings
 from tests.upstream import FakeOpenAI
 
-ROOT = Path(__file__).parents[1]
-OPS = ROOT / "ops"
-RULES = sorted((OPS / "prometheus" / "rules").glob("*.yml"))
-RULE_TESTS = sorted((OPS / "prometheus" / "tests").glob("*.yml"))
-PROMETHEUS_YML = OPS / "prometheus" / "prometheus.yml"
-DASHBOARD = OPS / "grafana" / "switchyard.json"
-KEDA = OPS / "keda" / "scaledobject.yaml"
-DOCS = ROOT / "docs" / "operations.md"
-COMPONENTS = {"tail", "gateway", "head", "modelproxy", "secrets", "control", "accounting"}
 ECHO = deployment_id("fake", "echo")
-
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
 # The stack tests share one `switchyard up` (its start counts toward the first test's time).
@@ -64,90 +76,6 @@ needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
     reason="promtool not installed (Debian/Ubuntu: apt-get install prometheus; .ci/run does)",
 )
-
-
-# ---- reading the pack ----
-
-
-def _rules() -> list[dict[str, Any]]:
-    return [
-        rule
-        for path in RULES
-        for g in yaml.safe_load(path.read_text())["groups"]
-        for rule in g["rules"]
-    ]
-
-
-def _records() -> set[str]:
-    return {r["record"] for r in _rules() if "record" in r}
-
-
-def _alerts() -> list[dict[str, Any]]:
-    return [r for r in _rules() if "alert" in r]
-
-
-def _dashboard_queries() -> list[str]:
-    """Every PromQL expression of the dashboard: panel targets and variable queries."""
-    doc = json.loads(DASHBOARD.read_text())
-    queries = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
-    for var in doc["templating"]["list"]:
-        if var["type"] == "query":
-            queries.append(var["query"]["query"])
-    return queries
-
-
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
-_MATCHERS = re.compile(r"\{[^}]*\}")
-_LABEL_VALUES = re.compile(r"label_values\(\s*([A-Za-z_:][\w:]*)\s*,\s*(\w+)\s*\)")
-_IDENT = re.compile(r"[A-Za-z_:][\w:]*")
-_OURS = re.compile(r"^(?:switchyard|gen_ai|process)_[a-z_]+$")
-
-
-def names_in(expr: str) -> tuple[set[str], set[str]]:
-    """(metric names, recording-rule names) an expression reads, parsed loosely: strings, label
-    matchers and grouping clauses removed, then identifiers with a colon are recording rules and
-    those starting switchyard_, gen_ai_ or process_ are metrics."""
-    text = _LABEL_VALUES.sub(lambda m: m.group(1), expr)
-    text = _STRINGS.sub("", text)
-    text = _MATCHERS.sub("", text)
-    text = _GROUPING.sub("", text)
-    text = re.sub(r"\$\{?\w+\}?", "", text)
-    idents = set(_IDENT.findall(text))
-    return {i for i in idents if _OURS.match(i)}, {i for i in idents if ":" in i}
-
-
-def _expressions() -> dict[str, str]:
-    """Every expression of the pack, named for failure messages."""
-    out = {f"dashboard query {i}": q for i, q in enumerate(_dashboard_queries())}
-    for rule in _rules():
-        out[rule.get("record") or rule["alert"]] = rule["expr"]
-    return out
-
-
-def unknown_names(expressions: dict[str, str], scraped: set[str], records: set[str]) -> list[str]:
-    """``where: name`` for each metric no scrape has and each recording rule never defined."""
-    missing = []
-    for where, expr in expressions.items():
-        metrics, recorded = names_in(expr)
-        missing += [f"{where}: {m}" for m in sorted(metrics - scraped)]
-        missing += [f"{where}: {r} (no such recording rule)" for r in sorted(recorded - records)]
-    return missing
-
-
-def _doc_metrics() -> dict[str, tuple[str, frozenset[str], frozenset[str]]]:
-    """The metrics table of docs/operations.md: name -> (type, labels, exported by)."""
-    section = DOCS.read_text().split("### Every metric", 1)[1].split("\n## ", 1)[0]
-    out = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 5 or not cells[0].startswith("`"):
-            continue
-        name = cells[0].strip("`")
-        labels = frozenset(re.findall(r"`([a-z_]+)`", cells[2]))
-        where = frozenset(COMPONENTS if cells[3] == "all" else re.findall(r"[a-z]+", cells[3]))
-        out[name] = (cells[1], labels, where)
-    return out
 
 
 # ---- no stack needed ----
@@ -207,7 +135,7 @@ def test_promtool_unit_tests_prove_each_alert_fires_and_stays_quiet() -> None:
         for case in yaml.safe_load(path.read_text())["tests"]:
             for check in case.get("alert_rule_test", []):
                 (fired if check.get("exp_alerts") else quiet).add(check["alertname"])
-    names = {a["alert"] for a in _alerts()}
+    names = {a["alert"] for a in alerts()}
     assert names - fired == set(), "alerts never shown to fire"
     assert names - quiet == set(), "alerts never shown to stay quiet"
 
@@ -216,7 +144,7 @@ def test_promtool_unit_tests_prove_each_alert_fires_and_stays_quiet() -> None:
 def test_every_alert_says_what_it_means_and_what_to_do() -> None:
     docs = DOCS.read_text()
     headings = {h.strip().lower() for h in re.findall(r"^#+ (.+)$", docs, flags=re.M)}
-    for alert in _alerts():
+    for alert in alerts():
         notes = alert["annotations"]
         assert {"summary", "description", "runbook", "runbook_url"} <= set(notes), alert["alert"]
         assert alert["labels"]["severity"] in {"info", "warning", "critical"}
@@ -224,12 +152,12 @@ def test_every_alert_says_what_it_means_and_what_to_do() -> None:
         assert notes["runbook_url"].startswith("docs/operations.md#")
         assert anchor == alert["alert"].lower()
         assert alert["alert"].lower() in headings, f"no runbook section for {alert['alert']}"
-    for record in _records():
+    for record in records():
         assert f"`{record}`" in docs, f"recording rule {record} is not explained"
 
 
 @pytest.mark.unit
-def test_prometheus_config_reads_the_targets_file_up_writes_and_the_rules() -> None:
+def test_prometheus_config_reads_the_targets_file_up_writes_and_therules() -> None:
     config = yaml.safe_load(PROMETHEUS_YML.read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     switchyard = jobs["switchyard"]
@@ -304,7 +232,7 @@ def test_dashboard_uses_the_datasource_variable_and_filters() -> None:
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}"
-    exprs = " ".join(_dashboard_queries())
+    exprs = " ".join(dashboard_queries())
     assert '$deployment"' in exprs
     assert '$alias"' in exprs
 
@@ -312,7 +240,7 @@ def test_dashboard_uses_the_datasource_variable_and_filters() -> None:
 @pytest.mark.unit
 def test_docs_list_only_metric_names_kept_in_semconv() -> None:
     names = {v for k, v in vars(sc).items() if k.isupper() and isinstance(v, str)}
-    documented = _doc_metrics()
+    documented = doc_metrics()
     assert documented
     assert set(documented) - names == set()
 
@@ -321,31 +249,12 @@ def test_docs_list_only_metric_names_kept_in_semconv() -> None:
 
 
 @dataclass
-class Scrape:
-    """What each process served on /metrics: samples and the families it declares."""
-
-    samples: dict[str, list[tuple[str, dict[str, str], float]]] = field(default_factory=dict)
-    families: dict[str, dict[str, str]] = field(default_factory=dict)  # process -> name -> type
-
-    def names(self) -> set[str]:
-        return {name for samples in self.samples.values() for name, _, _ in samples}
-
-    def total(self, name: str, **labels: str) -> float:
-        return sum(
-            value
-            for samples in self.samples.values()
-            for sample, found, value in samples
-            if sample == name and all(found.get(k) == v for k, v in labels.items())
-        )
-
-
-@dataclass
 class OpsStack:
     settings: Settings
     config: Path
     targets: list[dict[str, Any]]
     processes: list[dict[str, Any]]
-    budget_key: str
+    keys: dict[str, str]  # plain, rpm1 (1 request a minute), budget (90% spent)
     scrape: Scrape
 
 
@@ -357,23 +266,6 @@ def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=180,
         check=False,
     )
-
-
-async def scrape_targets(targets: list[dict[str, Any]]) -> Scrape:
-    out = Scrape()
-    async with httpx.AsyncClient(timeout=10) as http:
-        for group in targets:
-            name = group["labels"]["instance"]
-            resp = await http.get(f"http://{group['targets'][0]}/metrics")
-            assert resp.status_code == 200, (name, resp.text)
-            families = list(text_string_to_metric_families(resp.text))
-            out.samples[name] = [
-                (s.name, dict(s.labels), s.value) for f in families for s in f.samples
-            ]
-            out.families[name] = {
-                f.name + ("_total" if f.type == "counter" else ""): f.type for f in families
-            }
-    return out
 
 
 async def _traffic(base: str, keys: dict[str, str]) -> None:
@@ -475,9 +367,7 @@ async def ops_stack(
                     return scrape
                 await asyncio.sleep(0.5)
 
-        yield OpsStack(
-            settings, config, targets, status["processes"], keys["budget"], await settled()
-        )
+        yield OpsStack(settings, config, targets, status["processes"], keys, await settled())
     finally:
         down = await asyncio.to_thread(_cli, config, "down")
         assert down.returncode == 0, down.stderr
@@ -506,10 +396,10 @@ async def test_every_name_the_dashboard_and_rules_use_is_in_a_real_scrape(
     ops_stack: OpsStack,
 ) -> None:
     scraped = ops_stack.scrape.names()
-    assert unknown_names(_expressions(), scraped, _records()) == []
+    assert unknown_names(expressions(), scraped, records()) == []
     # The dashboard's variables read labels the scrape has.
-    for query in _dashboard_queries():
-        for metric, label in _LABEL_VALUES.findall(query):
+    for query in dashboard_queries():
+        for metric, label in LABEL_VALUES.findall(query):
             found = {
                 labels.get(label)
                 for samples in ops_stack.scrape.samples.values()
@@ -533,23 +423,9 @@ async def test_every_name_the_dashboard_and_rules_use_is_in_a_real_scrape(
 async def test_the_docs_list_every_metric_with_the_labels_a_scrape_shows(
     ops_stack: OpsStack,
 ) -> None:
-    documented = _doc_metrics()
-    seen: dict[str, tuple[str, set[str], set[str]]] = {}
-    for process, families in ops_stack.scrape.families.items():
-        component = next(
-            g["labels"]["component"]
-            for g in ops_stack.targets
-            if g["labels"]["instance"] == process
-        )
-        for name, kind in families.items():
-            # prometheus-client's *_created timestamps parse as families of their own.
-            ours = _OURS.match(name) and not name.startswith("process_")
-            if ours and not name.endswith("_created"):
-                seen.setdefault(name, (kind, set(), set()))[2].add(component)
-        for name, found, _ in ops_stack.scrape.samples[process]:
-            base = re.sub(r"_(bucket|count|sum|created)$", "", name)
-            if base in seen:
-                seen[base][1].update(set(found) - {"le"})
+    documented = doc_metrics()
+    components = {g["labels"]["instance"]: g["labels"]["component"] for g in ops_stack.targets}
+    seen = ops_stack.scrape.exported(components)
     assert set(documented) == set(seen), "documented vs scraped metric names"
     for name, (kind, labels, where) in seen.items():
         doc_kind, doc_labels, doc_where = documented[name]
@@ -566,7 +442,7 @@ async def test_keys_near_budget_count_a_key_that_spent_90_percent(ops_stack: Ops
     assert s.total(sc.KEYS_NEAR_BUDGET, threshold="0.8") == 1
     assert s.total(sc.KEYS_NEAR_BUDGET, threshold="1") == 0
     text = "\n".join(str(v) for samples in s.samples.values() for v in samples)
-    assert ops_stack.budget_key not in text
+    assert ops_stack.keys["budget"] not in text
 
 
 @pytest.mark.integration
@@ -609,88 +485,53 @@ async def test_prometheus_scrapes_the_stack_and_evaluates_every_rule(
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "switchyard"]
     job["file_sd_configs"][0]["files"] = [str(ops_stack.settings.home_dir / TARGETS_FILE)]
     config["scrape_configs"] = [job]
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log_file = (tmp_path / "prometheus.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        PROMETHEUS,
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=log_file,
-    )
-    api = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        async with httpx.AsyncClient(timeout=5) as http:
+    async with run_prometheus(PROMETHEUS, config, tmp_path) as prom:
 
-            async def query(expr: str) -> list[dict[str, Any]]:
-                resp = await http.get(f"{api}/query", params={"query": expr})
-                assert resp.status_code == 200, resp.text
-                result: list[dict[str, Any]] = resp.json()["data"]["result"]
-                return result
+        async def all_up() -> list[dict[str, Any]] | None:
+            active: list[dict[str, Any]] = (await prom.get("targets"))["activeTargets"]
+            up = [t for t in active if t["health"] == "up"]
+            return active if len(up) == len(ops_stack.targets) else None
 
-            async def until(check: Any, seconds: float = 30) -> Any:
-                deadline = time.monotonic() + seconds
-                while True:
-                    try:
-                        value = await check()
-                    except httpx.TransportError:
-                        value = None
-                    if value:
-                        return value
-                    assert time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()[
-                        -3000:
-                    ]
-                    await asyncio.sleep(0.5)
-
-            async def all_up() -> list[dict[str, Any]] | None:
-                resp = await http.get(f"{api}/targets")
-                active = resp.json()["data"]["activeTargets"]
-                healthy = len(active) == len(ops_stack.targets) and all(
-                    t["health"] == "up" for t in active
+        active = await prom.until(all_up)
+        assert {(t["labels"]["component"], t["labels"]["instance"]) for t in active} == {
+            (g["labels"]["component"], g["labels"]["instance"]) for g in ops_stack.targets
+        }
+        # honor_labels: control's process_up keeps the processes' own names.
+        process_up = await prom.until(lambda: prom.query("switchyard_process_up == 1"))
+        assert {r["metric"]["component"] for r in process_up} == COMPONENTS
+        assert {r["metric"]["instance"] for r in process_up} == {
+            g["labels"]["instance"] for g in ops_stack.targets
+        }
+        # Fresh traffic while Prometheus watches, so the 5-minute rates have something to rate.
+        async with httpx.AsyncClient(timeout=30) as http:
+            for _ in range(4):
+                resp = await http.post(
+                    f"http://127.0.0.1:{ops_stack.settings.ingress.tail.port}/v1/chat/completions",
+                    json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"Authorization": f"Bearer {ops_stack.keys['plain']}"},
                 )
-                return active if healthy else None
+                assert resp.status_code == 200
+                await asyncio.sleep(1)
 
-            async def ready() -> bool:
-                return (await http.get(f"http://127.0.0.1:{port}/-/ready")).status_code == 200
+        async def every_rule_recorded() -> dict[str, int] | None:
+            counts = {r: len(await prom.query(r)) for r in records()}
+            return counts if all(counts.values()) else None
 
-            await until(ready)
-            active = await until(all_up)
-            assert {t["labels"]["instance"] for t in active} == {
-                g["labels"]["instance"] for g in ops_stack.targets
-            }
-            # honor_labels: control's process_up keeps the processes' own names.
-            process_up = await until(lambda: query("switchyard_process_up"))
-            assert {r["metric"]["component"] for r in process_up} >= COMPONENTS - {"control"}
-            # Fresh traffic, so the 5-minute rates have something to rate.
-            async with httpx.AsyncClient(timeout=30) as client:
-                for _ in range(3):
-                    await client.post(
-                        f"http://127.0.0.1:{ops_stack.settings.ingress.tail.port}/v1/chat/completions",
-                        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
-                        headers={"Authorization": "Bearer sk-sy-not-a-key"},
-                    )
-                    await asyncio.sleep(1.2)
+        await prom.until(every_rule_recorded)
 
-            async def recorded() -> dict[str, int] | None:
-                counts = {r: len(await query(r)) for r in _records()}
-                return counts if all(counts.values()) else None
+        async def calls_rate() -> list[dict[str, Any]]:
+            return await prom.query(
+                f'deployment:switchyard_provider_calls:rate5m{{deployment="{ECHO}"}} > 0'
+            )
 
-            await until(recorded)
-            rate = await query('alias:switchyard_requests:rate5m{gen_ai_request_model="_OTHER"}')
-            assert float(rate[0]["value"][1]) > 0
+        await prom.until(calls_rate)
 
-            async def evaluated() -> list[dict[str, Any]] | None:
-                groups = (await http.get(f"{api}/rules")).json()["data"]["groups"]
-                rules = [r for g in groups for r in g["rules"]]
-                done = all(r.get("lastEvaluation", "").startswith("2") for r in rules)
-                return rules if done and len(rules) == len(_rules()) else None
+        async def evaluated() -> list[dict[str, Any]] | None:
+            groups = (await prom.get("rules"))["groups"]
+            found = [r for g in groups for r in g["rules"]]
+            done = all(r.get("lastEvaluation", "").startswith("2") for r in found)
+            return found if done and len(found) == len(rules()) else None
 
-            rules = await until(evaluated)
-            errors = {r["name"]: r.get("lastError") for r in rules if r.get("health") != "ok"}
-            assert errors == {}
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
-        log_file.close()
+        evaluated_rules = await prom.until(evaluated)
+        errors = {r["name"]: r.get("lastError") for r in evaluated_rules if r["health"] != "ok"}
+        assert errors == {}
