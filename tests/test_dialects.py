@@ -69,12 +69,27 @@ def edge(request: pytest.FixtureRequest, agents: Stack) -> str:
     return agents.tail_url if request.param == "tail" else agents.gateway_url
 
 
+_open: list[openai.OpenAI | anthropic.Anthropic] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Every SDK client a test makes is closed after it (an open one leaks its sockets)."""
+    yield
+    while _open:
+        _open.pop().close()
+
+
 def _openai(stack: Stack, base: str, key: str | None = None) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base}/v1", api_key=key or stack.api_key, max_retries=0)
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key or stack.api_key, max_retries=0)
+    _open.append(client)
+    return client
 
 
 def _anthropic(stack: Stack, base: str, key: str | None = None) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=base, api_key=key or stack.api_key, max_retries=0)
+    client = anthropic.Anthropic(base_url=base, api_key=key or stack.api_key, max_retries=0)
+    _open.append(client)
+    return client
 
 
 # ---- OpenAI Responses ----
