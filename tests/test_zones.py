@@ -111,6 +111,7 @@ SECRET_GET = "secrets.v1.get.openai"
 SECRET_ADMIN = "secrets.v1.admin.list"
 CONTROL_ADMIN = "control.v1.admin.routes.put"
 DISPATCH = "llm.v1.dispatch.demo--demo"
+AUDIT = "audit.v1.key.create"
 
 TABLE: dict[str, dict[str, list[str]]] = {
     "tail": {
@@ -129,6 +130,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "secrets.v1.changed.openai",
             CONTROL_ADMIN,
             "$KV.sy_routes.table",
+            AUDIT,
         ],
         "sub_ok": ["_INBOX_tail.>"],
         "sub_no": [
@@ -149,12 +151,21 @@ TABLE: dict[str, dict[str, list[str]]] = {
             DISPATCH,
             "$JS.API.STREAM.LIST",
             "$KV.sy_keys.anykey",
+            AUDIT,
         ],
         "sub_ok": ["_INBOX_gateway.>"],
         "sub_no": [">", "_INBOX_tail.>", "secrets.v1.changed.>"],
     },
     "admin": {
-        "pub_ok": [SECRET_ADMIN, "secrets.v1.admin.put", "$KV.sy_keys.anykey", CONTROL_ADMIN],
+        "pub_ok": [
+            SECRET_ADMIN,
+            "secrets.v1.admin.put",
+            "$KV.sy_keys.anykey",
+            CONTROL_ADMIN,
+            AUDIT,
+            "$JS.API.STREAM.INFO.AUDIT",
+            "$JS.API.CONSUMER.CREATE.AUDIT",
+        ],
         "pub_no": [
             SECRET_GET,
             "llm.v1.chat",
@@ -162,9 +173,13 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.STREAM.LIST",
             "$JS.API.STREAM.DELETE.KV_sy_keys",
             "_R_.abc.def",
+            "$JS.API.STREAM.DELETE.AUDIT",
+            "$JS.API.STREAM.PURGE.AUDIT",
+            "$JS.API.STREAM.UPDATE.AUDIT",
+            "$JS.API.STREAM.MSG.DELETE.AUDIT",
         ],
         "sub_ok": ["_INBOX_admin.>"],
-        "sub_no": [">", "_INBOX_tail.>", "secrets.v1.admin.>"],
+        "sub_no": [">", "_INBOX_tail.>", "secrets.v1.admin.>", "audit.v1.>"],
     },
     "app": {
         "pub_ok": ["llm.v1.chat", "llm.v1.embed"],
@@ -175,6 +190,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_keys.anykey",
             "$JS.API.STREAM.LIST",
             DISPATCH,
+            AUDIT,
         ],
         "sub_ok": ["_INBOX_app.>"],
         "sub_no": [">", "_INBOX_tail.>"],

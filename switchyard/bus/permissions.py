@@ -41,6 +41,19 @@ def _kv_read(bucket: str) -> tuple[str, ...]:
     )
 
 
+def _stream_follow(stream: str) -> tuple[str, ...]:
+    """What following a stream with an ordered consumer needs (and reading it by sequence)."""
+    return (
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    )
+
+
 def _kv_write(bucket: str) -> tuple[str, ...]:
     return (f"$KV.{bucket}.>",)
 
@@ -74,6 +87,11 @@ def permissions_for(identity: Identity) -> Permissions:
                     *_kv_write(s.KEYS_BUCKET),
                     f"$JS.API.STREAM.CREATE.KV_{s.KEYS_BUCKET}",
                     f"$JS.API.STREAM.UPDATE.KV_{s.KEYS_BUCKET}",
+                    # The audit log: append and read; create it once, never update, purge or
+                    # delete it (the stream also denies deletes and purges itself).
+                    s.AUDIT_ALL,
+                    *_stream_follow(s.AUDIT_STREAM),
+                    f"$JS.API.STREAM.CREATE.{s.AUDIT_STREAM}",
                 ),
                 publish_deny=(*_SECRET_VALUES, *s.LLM_API),
                 subscribe_allow=inbox,

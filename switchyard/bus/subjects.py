@@ -44,6 +44,12 @@ TRAFFIC_STATS = f"{STATS_PREFIX}.traffic"
 STATS_ALL = f"{STATS_PREFIX}.>"
 CLIENT_STATS = tuple(f"{PROCESS_STATS}.{edge}.>" for edge in ("tail", "gateway"))
 
+# The admin audit log (CLIENT only): one subject per kind of change, written by the admin
+# identity (API, web UI and CLI), appended and read, never deleted or purged.
+AUDIT_STREAM = "AUDIT"
+AUDIT_PREFIX = "audit.v1"
+AUDIT_ALL = f"{AUDIT_PREFIX}.>"
+
 # NATS KV buckets.
 ROUTES_BUCKET = "sy_routes"  # CORE: the route table document
 HEALTH_BUCKET = "sy_health"  # CORE: deployment cooldowns shared by all heads
@@ -83,6 +89,12 @@ def control_admin(op: str) -> str:
 def token(text: str) -> str:
     """``text`` made safe as one subject token (no dots, wildcards or spaces)."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:64] or "_"
+
+
+def audit(action: str) -> str:
+    """Where an admin action is recorded: ``audit.v1.<kind>.<verb>`` for ``kind.verb``."""
+    kind, _, verb = action.partition(".")
+    return f"{AUDIT_PREFIX}.{token(kind)}.{token(verb or 'change')}"
 
 
 def process_stats(component: str, instance: str) -> str:

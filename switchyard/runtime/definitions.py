@@ -54,6 +54,29 @@ def usage_stream_config(settings: Settings) -> js_api.StreamConfig:
     )
 
 
+# The admin audit log keeps a year and at most a million entries (oldest dropped first).
+AUDIT_MAX_AGE_S = 400 * 86400.0
+AUDIT_MAX_MSGS = 1_000_000
+
+
+def audit_stream_config(settings: Settings) -> js_api.StreamConfig:
+    """CLIENT: admin actions. The admin identity may append and read, never delete or purge."""
+    return js_api.StreamConfig(
+        name=s.AUDIT_STREAM,
+        description="admin actions: who changed what, when (web UI, API, CLI)",
+        subjects=[s.AUDIT_ALL],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        num_replicas=settings.nats.stream_replicas,
+        discard=js_api.DiscardPolicy.OLD,
+        max_age=AUDIT_MAX_AGE_S,
+        max_msgs=AUDIT_MAX_MSGS,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+    )
+
+
 def dispatch_consumer_config(
     settings: Settings, deployment_id: str, concurrency: int
 ) -> js_api.ConsumerConfig:

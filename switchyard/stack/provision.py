@@ -22,6 +22,7 @@ from switchyard.config import Settings
 from switchyard.runtime.definitions import (
     ROUTE_TABLE_KEY,
     accounting_consumer_config,
+    audit_stream_config,
     bucket_config,
     dispatch_stream_config,
     load_route_table,
@@ -74,9 +75,18 @@ async def provision_core(nc: NATS, settings: Settings) -> RouteTable:
 
 
 async def provision_client(nc: NATS, settings: Settings) -> None:
-    """Provision CLIENT (connected as admin): the client-key bucket."""
+    """Provision CLIENT (connected as admin): the client-key bucket and the audit stream.
+
+    The audit stream is created once and never updated from here: the admin identity may
+    create it but not reshape it (see ``bus.permissions``), so it cannot shrink its own log.
+    """
     js = nc.jetstream(timeout=10)
     await _ensure_kv(js, s.KEYS_BUCKET, settings)
+    try:
+        await js.stream_info(s.AUDIT_STREAM)
+    except NotFoundError:
+        await js.add_stream(audit_stream_config(settings))
+        log.info("created stream %s", s.AUDIT_STREAM)
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, settings: Settings) -> KeyValue:
