@@ -17,17 +17,19 @@ from typing import Any, TypeVar
 
 import msgspec
 from fastapi import APIRouter
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from switchyard.admin.audit import AuditQuery
+from switchyard.admin.bodies import KeyFields, SecretBody
+from switchyard.admin.bodies import key_call as _keys
 from switchyard.admin.context import AdminContext
-from switchyard.admin.keys import KeyNotFound, public_record
+from switchyard.admin.keys import public_record
+from switchyard.admin.overview import overview as _overview
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.errors import (
     ApiError,
-    ConfigError,
     Conflict,
     InvalidRequest,
     ModelNotFound,
@@ -35,7 +37,6 @@ from switchyard.errors import (
 )
 from switchyard.runtime.http import JSON, error_response
 from switchyard.schemas.control import PutTable
-from switchyard.schemas.monitor import Overview
 from switchyard.schemas.openai import error_body
 from switchyard.schemas.routing import Provider, Route, RouteTable
 
@@ -64,6 +65,30 @@ def _positive_int(value: str, param: str) -> int:
     if number < 1:
         raise InvalidRequest(f"`{param}` must be a positive whole number", param=param)
     return number
+
+
+def _whole(value: str, param: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise InvalidRequest(f"`{param}` must be a whole number", param=param)
+    return number
+
+
+async def _audit(
+    c: AdminContext,
+    request: Request,
+    action: str,
+    target: str,
+    detail: str = "",
+    *,
+    ok: bool = True,
+) -> None:
+    """Record an API change; the API's only credential is the shared admin token."""
+    source = request.client.host if request.client else ""
+    await c.audit.record("admin token", action, target, detail, ok=ok, source=source, via="api")
 
 
 def _bearer(request: Request) -> str | None:
@@ -168,7 +193,12 @@ class AdminApi:
                 "Send one request to a deployment",
                 self.test_deployment,
             ),
-            ("/keys", "GET", "Client keys with their spend", self.list_keys),
+            (
+                "/keys",
+                "GET",
+                "Client keys with their spend, newest first (?q=&state=&team=&offset=0&limit=50)",
+                self.list_keys,
+            ),
             ("/keys", "POST", "Create a client key (the key is shown once)", self.create_key),
             ("/keys/{key_id}", "GET", "One client key and its spend", self.get_key),
             ("/keys/{key_id}", "PATCH", "Change a key's models, limits or budget", self.update_key),
@@ -179,7 +209,24 @@ class AdminApi:
                 self.revoke_key,
             ),
             ("/keys/{key_id}", "DELETE", "Delete a key", self.delete_key),
-            ("/spend", "GET", "Daily spend per key and per model (?days=7)", self.daily_spend),
+            (
+                "/spend",
+                "GET",
+                "Daily spend of the costliest keys and models (?days=7&per_day=100)",
+                self.daily_spend,
+            ),
+            (
+                "/spend/ranking",
+                "GET",
+                "Keys, teams or models by spend (?by=key|team|model&days=7&offset=0&limit=50)",
+                self.spend_ranking,
+            ),
+            (
+                "/audit",
+                "GET",
+                "Admin actions, newest first (?q=&kind=&via=&offset=0&limit=50)",
+                self.audit,
+            ),
             ("/secrets", "GET", "Stored provider keys (metadata only)", self.list_secrets),
             (
                 "/secrets/{name}",
@@ -203,7 +250,9 @@ class AdminApi:
         body = await request.body()
         _refuse_literal_keys(body)
         put = _decode(body, PutTable, "route table")
-        return _ok(await c.control.put_table(put.table, put.expected_revision))
+        state = await c.control.put_table(put.table, put.expected_revision)
+        await _audit(c, request, "routes.replace", "", f"revision {state.revision}")
+        return _ok(state)
 
     async def get_route(self, request: Request, c: AdminContext) -> Response:
         alias = request.path_params["alias"]
@@ -216,6 +265,7 @@ class AdminApi:
         alias = request.path_params["alias"]
         route = _decode(await request.body(), Route, "route")
         state = await c.control.edit(lambda t: _with(t, routes={**t.routes, alias: route}))
+        await _audit(c, request, "route.put", alias, f"revision {state.revision}")
         return _ok(state)
 
     async def delete_route(self, request: Request, c: AdminContext) -> Response:
@@ -231,7 +281,9 @@ class AdminApi:
                 )
             return _with(t, routes={a: r for a, r in t.routes.items() if a != alias})
 
-        return _ok(await c.control.edit(change))
+        state = await c.control.edit(change)
+        await _audit(c, request, "route.delete", alias, f"revision {state.revision}")
+        return _ok(state)
 
     async def get_providers(self, request: Request, c: AdminContext) -> Response:
         return _ok((await c.control.table()).table.providers)
@@ -241,9 +293,9 @@ class AdminApi:
         body = await request.body()
         _refuse_literal_keys(body, name)
         provider = _decode(body, Provider, "provider")
-        return _ok(
-            await c.control.edit(lambda t: _with(t, providers={**t.providers, name: provider}))
-        )
+        state = await c.control.edit(lambda t: _with(t, providers={**t.providers, name: provider}))
+        await _audit(c, request, "provider.put", name, f"revision {state.revision}")
+        return _ok(state)
 
     async def delete_provider(self, request: Request, c: AdminContext) -> Response:
         name = request.path_params["name"]
@@ -260,7 +312,9 @@ class AdminApi:
                 )
             return _with(t, providers={n: p for n, p in t.providers.items() if n != name})
 
-        return _ok(await c.control.edit(change))
+        state = await c.control.edit(change)
+        await _audit(c, request, "provider.delete", name, f"revision {state.revision}")
+        return _ok(state)
 
     async def get_deployments(self, request: Request, c: AdminContext) -> Response:
         return _ok({"deployments": await c.control.deployments()})
@@ -290,6 +344,7 @@ class AdminApi:
 
     async def clear_cooldown(self, request: Request, c: AdminContext) -> Response:
         await c.control.clear_cooldown(request.path_params["deployment"])
+        await _audit(c, request, "cooldown.clear", request.path_params["deployment"])
         return _ok({"cleared": True})
 
     async def test_deployment(self, request: Request, c: AdminContext) -> Response:
@@ -319,11 +374,28 @@ class AdminApi:
         else:
             result.update(ok=True, status=200, response=msgspec.json.decode(reply.body))
         result["latency_ms"] = round((time.perf_counter() - began) * 1000, 1)
+        await _audit(
+            c, request, "deployment.test", deployment, f"status {result['status']}", ok=result["ok"]
+        )
         return _ok(result)
 
     async def list_keys(self, request: Request, c: AdminContext) -> Response:
-        records = await _keys(c.keys.list())
-        return _ok({"keys": [public_record(r, await c.spend.for_key(r)) for r in records]})
+        q = request.query_params
+        page = c.index.search(
+            q.get("q", ""),
+            state=q.get("state", ""),
+            team=q.get("team", ""),
+            offset=_whole(q.get("offset") or "0", "offset"),
+            limit=_positive_int(q.get("limit") or "50", "limit"),
+        )
+        spend = await c.spend.for_keys(page.keys)
+        return _ok(
+            {
+                "keys": [public_record(r, s) for r, s in zip(page.keys, spend, strict=True)],
+                "total": page.total,
+                "count": page.count,
+            }
+        )
 
     async def create_key(self, request: Request, c: AdminContext) -> Response:
         fields = _decode(await request.body(), KeyFields, "key").changes()
@@ -331,6 +403,7 @@ class AdminApi:
         if not name:
             raise InvalidRequest("a key needs a name", param="name")
         api_key, record = await _keys(c.keys.create(name, **fields))
+        await _audit(c, request, "key.create", record.id, f"name {record.name!r}")
         return _ok({"key": api_key, "record": public_record(record)}, status=201)
 
     async def get_key(self, request: Request, c: AdminContext) -> Response:
@@ -340,83 +413,70 @@ class AdminApi:
     async def update_key(self, request: Request, c: AdminContext) -> Response:
         fields = _decode(await request.body(), KeyFields, "key").changes()
         record = await _keys(c.keys.update(request.path_params["key_id"], **fields))
+        await _audit(c, request, "key.update", record.id, ", ".join(sorted(fields)))
         return _ok(public_record(record))
 
     async def revoke_key(self, request: Request, c: AdminContext) -> Response:
-        return _ok(public_record(await _keys(c.keys.revoke(request.path_params["key_id"]))))
+        record = await _keys(c.keys.revoke(request.path_params["key_id"]))
+        await _audit(c, request, "key.revoke", record.id, f"name {record.name!r}")
+        return _ok(public_record(record))
 
     async def delete_key(self, request: Request, c: AdminContext) -> Response:
         await _keys(c.keys.delete(request.path_params["key_id"]))
+        await _audit(c, request, "key.delete", request.path_params["key_id"])
         return _ok({"deleted": True})
 
     async def daily_spend(self, request: Request, c: AdminContext) -> Response:
         days = _positive_int(request.query_params.get("days") or "7", "days")
-        key_ids = [r.id for r in await _keys(c.keys.list())]
-        aliases = list((await c.control.table()).table.routes)
-        return _ok({"days": await c.spend.daily(days=days, key_ids=key_ids, aliases=aliases)})
+        per_day = _positive_int(request.query_params.get("per_day") or "100", "per_day")
+        return _ok({"days": await c.spend.daily(days=days, per_day=min(per_day, 1000))})
+
+    async def spend_ranking(self, request: Request, c: AdminContext) -> Response:
+        q = request.query_params
+        kind = q.get("by") or "key"
+        if kind not in ("key", "team", "model"):
+            raise InvalidRequest("`by` must be key, team or model", param="by")
+        rows, total = await c.spend.ranking(
+            kind,
+            days=_positive_int(q.get("days") or "7", "days"),
+            offset=_whole(q.get("offset") or "0", "offset"),
+            limit=min(_positive_int(q.get("limit") or "50", "limit"), 500),
+        )
+        return _ok({"by": kind, "rows": rows, "total": total})
+
+    async def audit(self, request: Request, c: AdminContext) -> Response:
+        q = request.query_params
+        page = c.audit_log.query(
+            AuditQuery(
+                q=q.get("q", ""),
+                kind=q.get("kind", ""),
+                via=q.get("via", ""),
+                offset=_whole(q.get("offset") or "0", "offset"),
+                limit=_positive_int(q.get("limit") or "50", "limit"),
+            )
+        )
+        entries = [{"seq": seq, **msgspec.to_builtins(e)} for seq, e in page.entries]
+        return _ok({"entries": entries, "total": page.total})
 
     async def list_secrets(self, request: Request, c: AdminContext) -> Response:
         return _ok({"secrets": await c.secrets.list()})
 
     async def put_secret(self, request: Request, c: AdminContext) -> Response:
         doc = _decode(await request.body(), SecretBody, "secret")
-        return _ok(await c.secrets.put(request.path_params["name"], doc.value, doc.provider))
+        info = await c.secrets.put(request.path_params["name"], doc.value, doc.provider)
+        await _audit(c, request, "secret.put", info.name, f"version {info.version}")
+        return _ok(info)
 
     async def rotate_secret(self, request: Request, c: AdminContext) -> Response:
         doc = _decode(await request.body(), SecretBody, "secret")
-        return _ok(await c.secrets.rotate(request.path_params["name"], doc.value))
+        info = await c.secrets.rotate(request.path_params["name"], doc.value)
+        await _audit(c, request, "secret.rotate", info.name, f"version {info.version}")
+        return _ok(info)
 
     async def delete_secret(self, request: Request, c: AdminContext) -> Response:
         await c.secrets.delete(request.path_params["name"])
+        await _audit(c, request, "secret.delete", request.path_params["name"])
         return _ok({"deleted": True})
-
-
-class KeyFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Settable key fields (None: leave as is)."""
-
-    name: str | None = None
-    owner: str | None = None
-    team: str | None = None
-    models: list[str] | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    max_parallel: int | None = None
-    budget_usd: float | None = None
-    budget_period: str | None = None
-    expires_at: float | None = None
-    disabled: bool | None = None
-
-    def changes(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not None}
-
-
-class SecretBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    value: str
-    provider: str = ""
-
-    def __repr__(self) -> str:
-        return f"SecretBody(provider={self.provider!r}, value='***')"
-
-
-async def _keys(call: Awaitable[T]) -> T:
-    """Key store errors in API terms: unknown id 404, invalid field 400."""
-    try:
-        return await call
-    except KeyNotFound as exc:
-        raise ModelNotFound(exc.problem, param="key_id") from None
-    except ConfigError as exc:
-        raise InvalidRequest(f"{exc.problem} ({exc.hint})", param=exc.field) from None
-
-
-async def _overview(c: AdminContext) -> Overview:
-    """The control service's overview, plus spend today (which only the admin side reads)."""
-    overview = await c.control.overview()
-    aliases = sorted({a for d in overview.deployments for a in d.aliases})
-    try:
-        spend: float | None = await c.spend.today_usd(aliases)
-    except (RedisError, OSError):
-        spend = None
-    return msgspec.structs.replace(overview, spend_today_usd=spend)
 
 
 def _with(table: RouteTable, **changes: Any) -> RouteTable:

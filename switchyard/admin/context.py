@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+from switchyard.admin.audit import AuditLog
+from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.keys import KeyAdmin
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
+from switchyard.bus.audit import AuditWriter
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
+from switchyard.schemas.routing import RouteTable
+
+
+class ImportedSecret(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def env_var(self) -> str | None: ...
+    @property
+    def value(self) -> str | None: ...
+
+
+class Imported(Protocol):
+    """What a LiteLLM config converts to (``switchyard.control.litellm_import.ImportResult``)."""
+
+    @property
+    def table(self) -> RouteTable: ...
+    @property
+    def secrets(self) -> Sequence[ImportedSecret]: ...
+    @property
+    def unmapped(self) -> Sequence[str]: ...
+
+
+# Parses a LiteLLM proxy config (a dict from its YAML); the gateway assembly passes the control
+# component's converter in, since components never import each other.
+LiteLLMConverter = Callable[[dict[str, Any]], Imported]
 
 
 @dataclass
@@ -22,3 +53,8 @@ class AdminContext:
     llm: LLMClient
     keys: KeyAdmin
     spend: SpendReader
+    index: KeyIndex
+    audit: AuditWriter
+    audit_log: AuditLog
+    file_table: RouteTable  # what the settings file defines (seeds the live table)
+    convert_litellm: LiteLLMConverter | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from nats.js import JetStreamContext
@@ -54,10 +54,20 @@ class KeyNotFound(ConfigError):
         )
 
 
+class RecordLocator(Protocol):
+    """Maps a key id to its record name (``KeyIndex`` in the gateway)."""
+
+    def record_name(self, key_id: str) -> str | None: ...
+
+
 class KeyAdmin:
-    def __init__(self, js: JetStreamContext) -> None:
+    """Writes of the key bucket. With a ``locator`` one key is found by id in one KV get;
+    without one (the CLI) by reading the bucket."""
+
+    def __init__(self, js: JetStreamContext, locator: RecordLocator | None = None) -> None:
         self._js = js
         self._kv: KeyValue | None = None
+        self._locator = locator
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -101,6 +111,18 @@ class KeyAdmin:
         return sorted(records, key=lambda r: r[0].created_at)
 
     async def _lookup(self, key_id: str) -> tuple[ClientKey, int]:
+        name = self._locator.record_name(key_id) if self._locator else None
+        if name is not None:
+            try:
+                entry = await (await self._bucket()).get(name)
+            except KeyNotFoundError:
+                entry = None
+            if entry is not None and entry.value:
+                record = KEY_DECODER.decode(entry.value)
+                if record.id == key_id:
+                    return record, entry.revision or 0
+        if self._locator is not None:  # the index follows the bucket live: no scan
+            raise KeyNotFound(key_id)
         for record, revision in await self._records():
             if record.id == key_id:
                 return record, revision

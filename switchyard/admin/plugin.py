@@ -1,8 +1,10 @@
 """The management side of the gateway process: mounted on its edge app, with its own connection.
 
-The gateway serves ``/admin/v1`` (and the admin web app) from the CLIENT zone. Management reaches
-the server zone only through the admin-only exports, on a second NATS connection made with the
-``admin`` identity, never through the edge's own connection (see :mod:`switchyard.apps.gateway`).
+The gateway serves ``/admin/v1`` and the admin web app (``/ui/``) from the CLIENT zone.
+Management reaches the server zone only through the admin-only exports, on a second NATS
+connection made with the ``admin`` identity, never through the edge's own connection (see
+:mod:`switchyard.apps.gateway`). It also keeps the key index and the audit log in memory,
+following their bucket and stream.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from fastapi import APIRouter
 from nats.aio.client import Client as NATS
 
 from switchyard.admin.api import AdminApi
+from switchyard.admin.audit import AuditLog
 from switchyard.admin.budget_watch import BudgetWatch
-from switchyard.admin.context import AdminContext
+from switchyard.admin.context import AdminContext, LiteLLMConverter
+from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.keys import KeyAdmin
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
+from switchyard.admin.ui import AdminUi
 from switchyard.bus import identities
+from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
@@ -28,20 +34,22 @@ from switchyard.runtime.metrics import Metrics
 
 
 class AdminPlugin:
-    """Mounts the management API on an edge app and owns its connection while it runs."""
+    """Mounts the management API and web app on an edge app and owns their connection."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, convert_litellm: LiteLLMConverter | None = None) -> None:
         self._settings = settings
+        self._convert = convert_litellm
         self.context: AdminContext | None = None
         self._nc: NATS | None = None
+        self._ui = AdminUi(lambda: self.context)
         self._budgets: BudgetWatch | None = None
 
     def routers(self) -> list[APIRouter]:
-        return [AdminApi(lambda: self.context).router()]
+        return [AdminApi(lambda: self.context).router(), *self._ui.routers()]
 
     async def start(self, llm: LLMClient, metrics: Metrics) -> None:
         settings = self._settings
-        self._nc = await connect(
+        self._nc = nc = await connect(
             settings.nats_servers,
             settings.certs_dir,
             identities.ADMIN.name,
@@ -49,19 +57,26 @@ class AdminPlugin:
             connect_timeout=settings.nats.connect_timeout_s,
             reconnect_wait=settings.nats.reconnect_wait_s,
         )
+        js = nc.jetstream(timeout=10)
+        index = KeyIndex(js)
+        await index.start()
+        audit_log = AuditLog(nc)
+        await audit_log.start()
         self.context = AdminContext(
             auth=AdminAuth(settings.admin_token_file),
-            control=ControlClient(self._nc, actor="gateway-api"),
-            secrets=SecretsAdmin(self._nc, actor="gateway-api"),
+            control=ControlClient(nc, actor="gateway-api"),
+            secrets=SecretsAdmin(nc, actor="gateway-api"),
             llm=llm,
-            keys=KeyAdmin(self._nc.jetstream(timeout=10)),
+            keys=KeyAdmin(js, locator=index),
             spend=SpendReader(settings),
+            index=index,
+            audit=AuditWriter(nc, "api"),
+            audit_log=audit_log,
+            file_table=settings.route_table,
+            convert_litellm=self._convert,
         )
         self._budgets = BudgetWatch(
-            self._nc.jetstream(timeout=5),
-            self.context.spend,
-            metrics,
-            settings.admin.budget_watch_s,
+            nc.jetstream(timeout=5), self.context.spend, metrics, settings.admin.budget_watch_s
         )
         await self._budgets.start()
 
@@ -72,6 +87,8 @@ class AdminPlugin:
             await budgets.stop()
         context, self.context = self.context, None
         if context is not None:
+            await context.audit_log.stop()
+            await context.index.stop()
             await context.spend.close()
         if self._nc is not None:
             nc, self._nc = self._nc, None

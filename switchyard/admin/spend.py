@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from switchyard.config import Settings
 from switchyard.limits import keys as rk
@@ -56,36 +56,119 @@ class SpendReader:
             out += [int(v or 0) for v in values]
         return out
 
-    async def daily(
-        self, *, days: int, key_ids: list[str], aliases: list[str]
-    ) -> list[dict[str, Any]]:
-        """Daily aggregates (newest first) for the given keys and model aliases."""
+    async def for_keys(self, keys: list[ClientKey]) -> list[dict[str, Any]]:
+        """:meth:`for_key` of a page of keys, in one round trip."""
         now = time.time()
-        names: list[tuple[str, str, str, str]] = []  # (day, kind, id, Redis key)
-        for back in range(max(1, min(days, 90))):
-            day = periods.day(now - back * 86400)
-            names += [(day, "key", k, rk.day_key(day, k)) for k in key_ids]
-            names += [(day, "model", a, rk.day_model(day, a)) for a in aliases]
-        async with self._redis.pipeline(transaction=False) as pipe:  # one round trip
-            for *_, name in names:
-                pipe.hgetall(name)
-            results = await pipe.execute()
-        rows: list[dict[str, Any]] = []
-        for (day, kind, ident, _), found in zip(names, results, strict=True):
-            if not found:
-                continue
-            fields = {k.decode(): int(v) for k, v in found.items()}
-            rows.append(
+        current = [periods.current(k.budget_period, now) for k in keys]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, (period_id, _) in zip(keys, current, strict=True):
+                pipe.get(rk.budget(key.id, period_id))
+                pipe.get(rk.total(key.id))
+            found = await pipe.execute()
+        out = []
+        for i, (key, (_, period_end)) in enumerate(zip(keys, current, strict=True)):
+            spent = _usd(found[2 * i])
+            out.append(
                 {
-                    "day": day,
-                    kind: ident,
-                    "cost_usd": round(_usd(fields.get("cost_nano")), 9),
-                    "prompt_tokens": fields.get("prompt_tokens", 0),
-                    "completion_tokens": fields.get("completion_tokens", 0),
-                    "requests": fields.get("requests", 0),
+                    "period": key.budget_period,
+                    "period_spend_usd": round(spent, 9),
+                    "budget_usd": key.budget_usd,
+                    "budget_left_usd": round(max(0.0, key.budget_usd - spent), 9)
+                    if key.budget_usd
+                    else None,
+                    "period_resets_at": None if period_end == float("inf") else period_end,
+                    "total_spend_usd": round(_usd(found[2 * i + 1]), 9),
                 }
             )
-        return rows
+        return out
+
+    async def daily(
+        self, *, days: int, kinds: tuple[str, ...] = ("key", "model"), per_day: int = 100
+    ) -> list[dict[str, Any]]:
+        """Daily aggregates (newest day first, costliest first within a day) of the ``per_day``
+        costliest keys, models or teams of each day, read from the day rankings: two round
+        trips whatever the number of keys."""
+        days_back = [periods.day(time.time() - back * 86400) for back in range(_days(days))]
+        wanted = [(day, kind) for day in days_back for kind in kinds]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for day, kind in wanted:
+                pipe.zrevrange(rk.day_rank(day, kind), 0, per_day - 1)
+            ranked = await pipe.execute()
+        members = [
+            (day, kind, m.decode())
+            for (day, kind), found in zip(wanted, ranked, strict=True)
+            for m in found
+        ]
+        sums = await self._hashes([(d, k, m) for d, k, m in members])
+        return [
+            {"day": day, kind: member, **totals}
+            for (day, kind, member), totals in zip(members, sums, strict=True)
+        ]
+
+    async def _hashes(self, wanted: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+        """The day counters of (day, kind, member) triples, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for day, kind, member in wanted:
+                pipe.hgetall(_day_counter(day, kind, member))
+            found = await pipe.execute()
+        return [_totals(f) for f in found]
+
+    async def ranking(
+        self, kind: str, *, days: int, offset: int = 0, limit: int = 50, only: str = ""
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Members of ``kind`` (key, team, model) by cost over the last ``days`` days, with
+        their totals, and how many there are. One day reads its ranking page directly; more
+        days are merged by Valkey (``ZUNION``), never from raw events."""
+        names = [
+            rk.day_rank(periods.day(time.time() - b * 86400), kind) for b in range(_days(days))
+        ]
+        if only:
+            picked: list[str] = [only]
+            total = 1
+        elif len(names) == 1:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zrevrange(names[0], offset, offset + limit - 1)
+                pipe.zcard(names[0])
+                page, total = await pipe.execute()
+            picked = [m.decode() for m in page]
+        else:
+            merged = cast(
+                list[tuple[bytes, float]], await self._redis.zunion(names, withscores=True)
+            )
+            ordered = sorted(merged, key=lambda pair: (-pair[1], pair[0]))
+            total = len(ordered)
+            picked = [m.decode() for m, _ in ordered[offset : offset + limit]]
+        day_names = [periods.day(time.time() - b * 86400) for b in range(_days(days))]
+        sums = await self._hashes([(d, kind, m) for m in picked for d in day_names])
+        rows = []
+        for i, member in enumerate(picked):
+            per_day = sums[i * len(day_names) : (i + 1) * len(day_names)]
+            row: dict[str, Any] = {"name": member, **_sum(per_day)}
+            row["by_day"] = {d: t["cost_usd"] for d, t in zip(day_names, per_day, strict=True)}
+            rows.append(row)
+        return rows, total
+
+    async def member_days(self, kind: str, member: str, days: int) -> list[dict[str, Any]]:
+        """One key's (team's, model's) day counters, oldest day first."""
+        day_names = [periods.day(time.time() - b * 86400) for b in range(_days(days))][::-1]
+        sums = await self._hashes([(d, kind, member) for d in day_names])
+        return [{"day": d, **t} for d, t in zip(day_names, sums, strict=True)]
+
+    async def days_total(self, days: int) -> list[dict[str, Any]]:
+        """Every model's spend added up per day (oldest first): the chart's total line."""
+        day_names = [periods.day(time.time() - b * 86400) for b in range(_days(days))][::-1]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for day in day_names:
+                pipe.zrange(rk.day_rank(day, "model"), 0, -1)
+            models = await pipe.execute()
+        wanted = [
+            (d, "model", m.decode()) for d, ms in zip(day_names, models, strict=True) for m in ms
+        ]
+        sums = await self._hashes(wanted)
+        out = {d: _sum([]) for d in day_names}
+        for (day, _, _), totals in zip(wanted, sums, strict=True):
+            out[day] = _sum([out[day], totals])
+        return [{"day": d, **out[d]} for d in day_names]
 
     async def today_usd(self, aliases: list[str]) -> float:
         """Spend recorded today (UTC) across the given model aliases, in dollars."""
@@ -97,3 +180,34 @@ class SpendReader:
                 pipe.hget(rk.day_model(day, alias), "cost_nano")
             found = await pipe.execute()
         return round(sum(_usd(v) for v in found), 9)
+
+
+def _days(days: int) -> int:
+    return max(1, min(days, 90))
+
+
+def _day_counter(day: str, kind: str, member: str) -> str:
+    if kind == "key":
+        return rk.day_key(day, member)
+    if kind == "team":
+        return rk.day_team(day, member)
+    return rk.day_model(day, member)
+
+
+def _totals(found: dict[bytes, bytes]) -> dict[str, Any]:
+    fields = {k.decode(): int(v) for k, v in found.items()}
+    return {
+        "cost_usd": round(_usd(fields.get("cost_nano")), 9),
+        "prompt_tokens": fields.get("prompt_tokens", 0),
+        "completion_tokens": fields.get("completion_tokens", 0),
+        "requests": fields.get("requests", 0),
+    }
+
+
+def _sum(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "cost_usd": round(sum(r["cost_usd"] for r in rows), 9),
+        "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+        "completion_tokens": sum(r["completion_tokens"] for r in rows),
+        "requests": sum(r["requests"] for r in rows),
+    }

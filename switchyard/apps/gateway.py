@@ -6,10 +6,12 @@ import asyncio
 
 from switchyard.admin.plugin import AdminPlugin
 from switchyard.config import Settings
+from switchyard.control.litellm_import import convert
 from switchyard.ingress.server import run_edge
 
 
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
 ) -> None:
-    await run_edge(settings, "gateway", stop, plugins=[AdminPlugin(settings)], instance=instance)
+    admin = AdminPlugin(settings, convert_litellm=convert)
+    await run_edge(settings, "gateway", stop, plugins=[admin], instance=instance)

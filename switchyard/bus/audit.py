@@ -35,11 +35,12 @@ class AuditWriter:
         *,
         ok: bool = True,
         source: str = "",
+        via: Via | None = None,
     ) -> None:
         entry = AuditEntry(
             ts=time.time(),
             actor=actor,
-            via=self._via,
+            via=via or self._via,
             action=action,
             target=target,
             detail=detail,

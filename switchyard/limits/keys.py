@@ -41,5 +41,18 @@ def day_key_model(day: str, key_id: str, alias: str) -> str:
     return f"sy:spend:day:{day}:keymodel:{key_id}:{alias}"
 
 
+def day_team(day: str, team: str) -> str:
+    return f"sy:spend:day:{day}:team:{team or NO_TEAM}"
+
+
+def day_rank(day: str, kind: str) -> str:
+    """A day's members of ``kind`` (key, team, model) ranked by cost: the spend page's order."""
+    return f"sy:spend:day:{day}:rank:{kind}"
+
+
+# The team name of keys that have none, in day-team counters and rankings.
+NO_TEAM = "(none)"
+
+
 def seen(event_id: str) -> str:
     return f"sy:usage:seen:{event_id}"

@@ -132,31 +132,36 @@ return 1
 
 # Accounting: apply one usage batch exactly once (its id is remembered for two weeks; a batch
 # is what JetStream redelivers and model-proxies re-publish, so it is the unit of "once").
-# KEYS: seen, then per group of events (same key, period, day, model) five counters:
-#       budget, total, day-key, day-model, day-key-model
+# KEYS: seen, then per group of events (same key, period, day, model) nine keys:
+#       budget, total, day-key, day-model, day-key-model, day-team (hashes),
+#       then the day's rankings by cost of keys, teams and models (sorted sets)
 # ARGV: daily TTL (s), then per group: cost (nano-USD), prompt tokens, completion tokens,
-#       requests, budget counter TTL (s, 0 = none)
+#       requests, budget counter TTL (s, 0 = none), key id, team, model alias
 RECORD = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 1209600) then
   return 0
 end
 local daily_ttl = tonumber(ARGV[1])
-local groups = (#KEYS - 1) / 5
+local groups = (#KEYS - 1) / 9
 for g = 0, groups - 1 do
-  local k = 2 + g * 5
-  local a = 2 + g * 5
+  local k = 2 + g * 9
+  local a = 2 + g * 8
   local cost = tonumber(ARGV[a])
   redis.call('INCRBY', KEYS[k], cost)
   if tonumber(ARGV[a + 4]) > 0 then
     redis.call('EXPIRE', KEYS[k], tonumber(ARGV[a + 4]))
   end
   redis.call('INCRBY', KEYS[k + 1], cost)
-  for i = k + 2, k + 4 do
+  for i = k + 2, k + 5 do
     redis.call('HINCRBY', KEYS[i], 'cost_nano', cost)
     redis.call('HINCRBY', KEYS[i], 'prompt_tokens', tonumber(ARGV[a + 1]))
     redis.call('HINCRBY', KEYS[i], 'completion_tokens', tonumber(ARGV[a + 2]))
     redis.call('HINCRBY', KEYS[i], 'requests', tonumber(ARGV[a + 3]))
     redis.call('EXPIRE', KEYS[i], daily_ttl)
+  end
+  for r = 0, 2 do
+    redis.call('ZINCRBY', KEYS[k + 6 + r], cost, ARGV[a + 5 + r])
+    redis.call('EXPIRE', KEYS[k + 6 + r], daily_ttl)
   end
 end
 return 1

@@ -2,12 +2,14 @@
 
 It pulls batches from the ``USAGE`` stream (durable consumer ``accounting``), prices every
 event, groups them by key, budget period, day and model, and applies the batch to Redis/Valkey
-in one ``RECORD`` script call: budget counter of the key's current period, lifetime total, and
-daily aggregates per key, per model and per key-and-model (kept 90 days). Each batch id is
-remembered (a batch is what JetStream redelivers and what model-proxies re-publish), so nothing
-is counted twice. A batch is acknowledged only after Redis took it; if Redis is down the batch is
-redelivered later, so no usage is lost. The ingress compares the budget counter with the key's
-budget on every request: the request after the one that crossed it is refused.
+in one ``RECORD`` script call: budget counter of the key's current period, lifetime total,
+daily aggregates per key, per model, per key-and-model and per team, and each day's ranking of
+keys, teams and models by cost (kept 90 days; the admin's spend pages read only these). Each
+batch id is remembered (a batch is what JetStream redelivers and what model-proxies
+re-publish), so nothing is counted twice. A batch is acknowledged only after Redis took it; if
+Redis is down the batch is redelivered later, so no usage is lost. The ingress compares the
+budget counter with the key's budget on every request: the request after the one that crossed
+it is refused.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ class Accounting:
 
     async def _apply(self, batch_id: str, events: list[UsageEvent], table: RouteTable) -> None:
         """One script call per batch: events grouped by key, period, day and model."""
-        groups: dict[tuple[str, str, int, str, str], list[int]] = {}
+        groups: dict[tuple[str, str, int, str, str, str], list[int]] = {}
         spent: dict[str, int] = {}
         for event in events:
             key_id = event.key_id or "unknown"
@@ -128,6 +130,7 @@ class Accounting:
                 max(0, ttl),
                 periods.day(event.ts),
                 event.alias or event.deployment,
+                event.tenant or rk.NO_TEAM,
             )
             totals = groups.setdefault(group, [0, 0, 0, 0])
             cost = self.pricing.cost_nano(event, table)
@@ -137,8 +140,8 @@ class Accounting:
             totals[2] += event.completion_tokens
             totals[3] += 1
         keys = [rk.seen(batch_id)]
-        args: list[int] = [rk.DAILY_TTL_S]
-        for (key_id, period_id, ttl, day, alias), (
+        args: list[int | str] = [rk.DAILY_TTL_S]
+        for (key_id, period_id, ttl, day, alias, team), (
             cost,
             prompt,
             completion,
@@ -150,8 +153,12 @@ class Accounting:
                 rk.day_key(day, key_id),
                 rk.day_model(day, alias),
                 rk.day_key_model(day, key_id, alias),
+                rk.day_team(day, team),
+                rk.day_rank(day, "key"),
+                rk.day_rank(day, "team"),
+                rk.day_rank(day, "model"),
             ]
-            args += [cost, prompt, completion, count, ttl]
+            args += [cost, prompt, completion, count, ttl, key_id, team, alias]
         async with asyncio.timeout(max(5.0, self.settings.redis.timeout_s * 4)):
             applied = await self._record(keys=keys, args=args)
         if applied != 0:  # 0: a batch seen before (a redelivery); counted once already

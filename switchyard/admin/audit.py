@@ -1,0 +1,118 @@
+"""The audit log for people: the ``AUDIT`` stream followed live, searched and paged in memory.
+
+Every gateway follows the stream with an ordered consumer from the newest ``keep`` entries, so
+the Audit page and ``GET /admin/v1/audit`` filter and page without a round trip per request,
+and an entry written by any replica (or the CLI) shows up everywhere within milliseconds.
+Older entries stay in the stream (a year, a million entries) for ``nats stream view AUDIT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from switchyard.bus import subjects
+from switchyard.schemas.audit import DECODER, AuditEntry
+
+log = logging.getLogger("switchyard.admin.audit")
+
+KEEP = 100_000  # entries searchable in memory (~30 MB at the most)
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """A filter: ``q`` matches actor, target and detail (case-insensitive); the others exactly."""
+
+    q: str = ""
+    kind: str = ""  # key, secret, route, provider, deployment, session, import...
+    via: str = ""
+    offset: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    entries: list[tuple[int, AuditEntry]]  # (stream sequence, entry), newest first
+    total: int  # entries matching the filter
+    kinds: list[str]  # every kind seen, for the filter menu
+
+
+class AuditLog:
+    def __init__(self, nc: NATS, keep: int = KEEP) -> None:
+        self._js = nc.jetstream(timeout=10)
+        self._entries: deque[tuple[int, AuditEntry, str]] = deque(maxlen=keep)
+        self._keep = keep
+        self._sub: object | None = None
+        self._kinds: set[str] = set()
+        self._caught_up = asyncio.Event()
+        self._last = 0
+
+    async def start(self, timeout: float = 15.0) -> None:
+        try:
+            info = await self._js.stream_info(subjects.AUDIT_STREAM)
+        except NotFoundError:
+            log.error("no %s stream: run `switchyard provision`", subjects.AUDIT_STREAM)
+            return
+        self._last = info.state.last_seq
+        start = max(1, self._last - self._keep + 1, info.state.first_seq)
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+        if info.state.messages == 0:
+            config = ConsumerConfig(deliver_policy=js_api.DeliverPolicy.NEW)
+            self._caught_up.set()
+        self._sub = await self._js.subscribe(
+            subjects.AUDIT_ALL,
+            stream=subjects.AUDIT_STREAM,
+            ordered_consumer=True,
+            config=config,
+            cb=self._on_msg,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._caught_up.wait(), timeout)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        try:
+            entry = DECODER.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            log.warning("skipped unreadable audit entry %d", seq)
+        else:
+            text = f"{entry.actor}\n{entry.target}\n{entry.detail}\n{entry.action}".lower()
+            self._entries.append((seq, entry, text))
+            self._kinds.add(entry.kind)
+        if seq >= self._last or msg.metadata.num_pending == 0:
+            self._caught_up.set()
+
+    async def stop(self) -> None:
+        """Idempotent."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await sub.unsubscribe()  # type: ignore[attr-defined]
+
+    def query(self, query: AuditQuery) -> AuditPage:
+        needle = query.q.strip().lower()
+        limit = max(1, min(query.limit, MAX_PAGE))
+        matches: list[tuple[int, AuditEntry]] = []
+        total = 0
+        for seq, entry, text in reversed(self._entries):
+            if query.kind and entry.kind != query.kind:
+                continue
+            if query.via and entry.via != query.via:
+                continue
+            if needle and needle not in text:
+                continue
+            if query.offset <= total < query.offset + limit:
+                matches.append((seq, entry))
+            total += 1
+        return AuditPage(matches, total, sorted(self._kinds))

@@ -1,0 +1,187 @@
+"""The admin web app's router: sign-in, the session guard, CSRF, security headers, assets.
+
+Every page and JSON call needs a live session (pages redirect to sign-in, JSON answers 401);
+every POST needs the session's CSRF token (403 without). Responses carry a CSP that allows
+only this site's own scripts and styles (no inline code), ``X-Frame-Options: DENY`` and
+``Referrer-Policy: same-origin`` (nothing leaves the site); pages are never cached.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from collections.abc import Callable
+from urllib.parse import quote
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from switchyard.admin.context import AdminContext
+from switchyard.admin.ui import csrf
+from switchyard.admin.ui.context import Handler, Ui
+from switchyard.admin.ui.forms import Form
+from switchyard.admin.ui.pages import ROUTES
+from switchyard.admin.ui.render import render
+from switchyard.admin.ui.sessions import COOKIE, IDLE_S, SessionStore
+from switchyard.errors import ApiError, AuthenticationFailed
+
+log = logging.getLogger("switchyard.admin.ui")
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",  # no-referrer would make Chromium send `Origin: null`
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+
+
+def _secured(response: Response, *, cache: bool = False) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Cache-Control"] = "public, max-age=300" if cache else "no-store"
+    return response
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+class AdminUi:
+    """Mounts ``/ui/``; ``context`` gives the admin clients once the gateway has started."""
+
+    def __init__(self, context: Callable[[], AdminContext | None]) -> None:
+        self._current = context
+        self.sessions = SessionStore()
+        self._static = importlib.resources.files("switchyard.admin.ui") / "static"
+
+    def routers(self) -> list[APIRouter]:
+        router = APIRouter(include_in_schema=False)
+        router.add_api_route("/ui", self._to_root, methods=["GET"])
+        router.add_api_route("/ui/signin", self._signin_form, methods=["GET"])
+        router.add_api_route("/ui/signin", self._signin, methods=["POST"])
+        router.add_api_route("/ui/signout", self._guarded(self._signout, "POST"), methods=["POST"])
+        router.add_api_route("/ui/static/{name}", self._asset, methods=["GET"])
+        for path, method, handler in ROUTES:
+            router.add_api_route(f"/ui{path}", self._guarded(handler, method), methods=[method])
+        return [router]
+
+    async def _to_root(self, request: Request) -> Response:
+        return _secured(RedirectResponse("/ui/", status_code=308))
+
+    async def _asset(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        suffix = name[name.rfind(".") :] if "." in name else ""
+        if "/" in name or name.startswith(".") or suffix not in STATIC_TYPES:
+            return _secured(Response("not found", status_code=404))
+        resource = self._static / name
+        if not resource.is_file():
+            return _secured(Response("not found", status_code=404))
+        return _secured(
+            Response(resource.read_bytes(), media_type=STATIC_TYPES[suffix]), cache=True
+        )
+
+    # ---- sign-in ----
+
+    def _signin_page(
+        self, error: str = "", name: str = "", status: int = 200, next_url: str = ""
+    ) -> Response:
+        html = render("signin.html", title="Sign in", error=error, name=name, next_url=next_url)
+        return _secured(HTMLResponse(html, status_code=status))
+
+    async def _signin_form(self, request: Request) -> Response:
+        if self.sessions.get(request.cookies.get(COOKIE)) is not None:
+            return _secured(RedirectResponse("/ui/", status_code=303))
+        return self._signin_page(next_url=request.query_params.get("next", ""))
+
+    async def _signin(self, request: Request) -> Response:
+        context = self._current()
+        if context is None:
+            return self._signin_page("The gateway is still starting; try again.", status=503)
+        if not csrf.same_origin(request):
+            return _secured(Response("cross-site sign-in refused", status_code=403))
+        form = await Form.read(request)
+        name = form.get("name")[:80]
+        token = form.raw("token").strip()
+        if not name:
+            return self._signin_page("Enter your name: the audit log records it.", status=400)
+        try:
+            context.auth.check(token)
+        except AuthenticationFailed:
+            await context.audit.record(
+                name,
+                "session.signin",
+                "",
+                "wrong admin token",
+                ok=False,
+                source=_source(request),
+                via="ui",
+            )
+            return self._signin_page("That admin token is not valid.", name=name, status=401)
+        except ApiError as exc:
+            return self._signin_page(exc.message, name=name, status=exc.status)
+        session_id, session = self.sessions.create(name, _source(request))
+        await context.audit.record(name, "session.signin", "", "", source=session.source, via="ui")
+        target = form.get("next")
+        if not target.startswith("/ui/") or target.startswith("//"):
+            target = "/ui/"
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE,
+            session_id,
+            max_age=int(IDLE_S),
+            path="/ui",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return _secured(response)
+
+    async def _signout(self, ui: Ui) -> Response:
+        self.sessions.end(ui.request.cookies.get(COOKIE))
+        await ui.audit("session.signout")
+        response = RedirectResponse("/ui/signin", status_code=303)
+        response.delete_cookie(COOKIE, path="/ui")
+        return response
+
+    # ---- the guard ----
+
+    def _guarded(self, handler: Handler, method: str) -> Callable[[Request], object]:
+        async def guarded(request: Request) -> Response:
+            wants_json = request.url.path.startswith("/ui/api/") or (
+                "application/json" in request.headers.get("accept", "")
+            )
+            session = self.sessions.get(request.cookies.get(COOKIE))
+            context = self._current()
+            if session is None or context is None:
+                if wants_json or method != "GET":
+                    return _secured(JSONResponse({"error": "sign in first"}, status_code=401))
+                url = "/ui/signin?next=" + quote(request.url.path, safe="/")
+                return _secured(RedirectResponse(url, status_code=303))
+            form = Form({})
+            if method != "GET":
+                form = await Form.read(request)
+                if not csrf.valid(request, session, form.raw(csrf.FIELD) or None):
+                    return _secured(
+                        JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
+                    )
+            ui = Ui(request, context, session, form)
+            try:
+                response = await handler(ui)
+            except ApiError as exc:
+                if wants_json:
+                    response = JSONResponse(
+                        {"error": exc.message, "status": exc.status}, status_code=exc.status
+                    )
+                else:
+                    response = ui.page(
+                        "error.html", "", "Something went wrong", error=exc, status=exc.status
+                    )
+            return _secured(response)
+
+        return guarded

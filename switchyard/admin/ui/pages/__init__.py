@@ -1,0 +1,15 @@
+"""The admin web app's pages, one module per area; each lists its routes (path under ``/ui``)."""
+
+from switchyard.admin.ui.context import Route
+from switchyard.admin.ui.pages import audit, imports, keys, live, providers, routes, secrets, spend
+
+ROUTES: list[Route] = [
+    *live.ROUTES,
+    *secrets.ROUTES,
+    *routes.ROUTES,
+    *providers.ROUTES,
+    *imports.ROUTES,
+    *keys.ROUTES,
+    *spend.ROUTES,
+    *audit.ROUTES,
+]

@@ -1,0 +1,35 @@
+"""The audit log: who changed what, when, through which door; filtered and paged on the server."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from starlette.responses import Response
+
+from switchyard.admin.audit import AuditQuery
+from switchyard.admin.ui.context import Route, Ui
+
+
+async def audit_page(ui: Ui) -> Response:
+    query = AuditQuery(
+        q=ui.query("q"),
+        kind=ui.query("kind"),
+        via=ui.query("via"),
+        offset=ui.int_query("offset", 0),
+        limit=ui.int_query("limit", 50, 1, 500),
+    )
+    page = ui.admin.audit_log.query(query)
+    qs = urlencode(
+        {k: v for k, v in (("q", query.q), ("kind", query.kind), ("via", query.via)) if v}
+    )
+    return ui.page(
+        "audit.html",
+        "audit",
+        "Audit log",
+        page=page,
+        query=query,
+        base="/ui/audit?" + (qs + "&" if qs else ""),
+    )
+
+
+ROUTES: list[Route] = [("/audit", "GET", audit_page)]

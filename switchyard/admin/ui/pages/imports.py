@@ -1,0 +1,129 @@
+"""Import a LiteLLM ``config.yaml``: paste or pick the file, preview what changes, apply.
+
+The parsed result waits in the session between preview and apply, so the file (which may hold
+literal keys) is sent once and never sent back; literal keys are stored in the secrets service
+on apply and shown only by the name they get."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import yaml
+from starlette.responses import Response
+
+from switchyard.admin.context import Imported
+from switchyard.admin.ui.context import Route as UiRoute
+from switchyard.admin.ui.context import Ui
+from switchyard.errors import Conflict, InvalidRequest
+from switchyard.schemas.routing import RouteTable
+
+STASH = "litellm_import"
+
+
+async def import_page(ui: Ui) -> Response:
+    return ui.page("import.html", "routes", "Import a LiteLLM config", error="", preview=None)
+
+
+def _changes(
+    kind: str, new: dict[str, Any], live: dict[str, Any], file: dict[str, Any]
+) -> list[dict[str, Any]]:
+    out = []
+    for name, item in sorted(new.items()):
+        if name in file:
+            state = "skipped: defined in switchyard.yaml"
+        elif name not in live:
+            state = "new"
+        elif live[name] == item:
+            state = "unchanged"
+        else:
+            state = "replaces the current one"
+        out.append({"kind": kind, "name": name, "item": item, "state": state})
+    return out
+
+
+async def preview(ui: Ui) -> Response:
+    convert = ui.admin.convert_litellm
+    text = ui.form.raw("config")
+    error = ""
+    result: Imported | None = None
+    if convert is None:
+        error = "This gateway was started without the LiteLLM importer."
+    else:
+        try:
+            doc = yaml.safe_load(text) or {}
+            if not isinstance(doc, dict) or not doc.get("model_list"):
+                error = "No `model_list` found: paste a LiteLLM proxy config.yaml."
+            else:
+                result = convert(doc)
+        except yaml.YAMLError as exc:
+            error = f"Not valid YAML: {str(exc).splitlines()[0]}"
+    if result is None:
+        return ui.page(
+            "import.html",
+            "routes",
+            "Import a LiteLLM config",
+            error=error,
+            preview=None,
+            status=400,
+        )
+    ui.session.stash[STASH] = result
+    live = (await ui.admin.control.table()).table
+    file = ui.admin.file_table
+    stored = {s.name for s in await ui.admin.secrets.list()}
+    changes = _changes("provider", result.table.providers, live.providers, file.providers)
+    changes += _changes("route", result.table.routes, live.routes, file.routes)
+    secrets = [
+        {
+            "name": s.name,
+            "how": "literal key in the file: stored for you on apply"
+            if s.value
+            else (f"from ${s.env_var}: store it on the Secrets page" if s.env_var else "store it"),
+            "stored": s.name in stored,
+        }
+        for s in result.secrets
+    ]
+    return ui.page(
+        "import.html",
+        "routes",
+        "Import a LiteLLM config",
+        error="",
+        preview={"changes": changes, "secrets": secrets, "unmapped": list(result.unmapped)},
+    )
+
+
+async def apply(ui: Ui) -> Response:
+    result: Imported | None = ui.session.stash.pop(STASH, None)
+    if result is None:
+        return ui.redirect("/ui/import", ("error", "Nothing to apply: preview a config first."))
+    file = ui.admin.file_table
+    stored = []
+    for secret in result.secrets:
+        if secret.value:
+            await ui.admin.secrets.put(secret.name, secret.value)
+            stored.append(secret.name)
+    imported = result.table
+
+    def merge(t: RouteTable) -> RouteTable:
+        providers = {n: p for n, p in imported.providers.items() if n not in file.providers}
+        routes = {a: r for a, r in imported.routes.items() if a not in file.routes}
+        return msgspec.structs.replace(
+            t, providers={**t.providers, **providers}, routes={**t.routes, **routes}
+        )
+
+    try:
+        state = await ui.admin.control.edit(merge)
+    except (Conflict, InvalidRequest) as exc:
+        return ui.redirect("/ui/import", ("error", f"Not applied: {exc.message}"))
+    detail = f"{len(imported.routes)} routes, {len(imported.providers)} providers"
+    if stored:
+        detail += f", stored secrets {', '.join(stored)}"
+    await ui.audit("import.litellm", "", f"{detail}; revision {state.revision}")
+    return ui.redirect("/ui/routes", ("ok", f"Imported {detail}."))
+
+
+ROUTES: list[UiRoute] = [
+    ("/import", "GET", import_page),
+    ("/import/preview", "POST", preview),
+    ("/import/apply", "POST", apply),
+]

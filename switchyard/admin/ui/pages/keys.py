@@ -1,0 +1,227 @@
+"""Client keys: a searchable, paged list (from the in-memory index, spend for the page's keys
+only), create (the key shown once), settings, revoke, and each key's spend and usage."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import urlencode
+
+import msgspec
+from starlette.responses import Response
+
+from switchyard.admin.bodies import KeyFields, key_call
+from switchyard.admin.keys import public_record
+from switchyard.admin.ui.context import Route, Ui
+from switchyard.admin.ui.forms import place, split_validation
+from switchyard.errors import InvalidRequest, ModelNotFound
+from switchyard.schemas.keys import ClientKey
+
+FIELDS = [
+    "name",
+    "owner",
+    "team",
+    "models",
+    "rpm",
+    "tpm",
+    "max_parallel",
+    "budget_usd",
+    "budget_period",
+    "expires",
+]
+PERIODS = ["daily", "weekly", "monthly", "total"]
+
+
+async def keys_page(ui: Ui) -> Response:
+    q, state, team = ui.query("q"), ui.query("state"), ui.query("team")
+    offset, limit = ui.int_query("offset", 0), ui.int_query("limit", 50, 1, 500)
+    page = ui.admin.index.search(q, state=state, team=team, offset=offset, limit=limit)
+    spend = await ui.admin.spend.for_keys(page.keys)
+    qs = urlencode({k: v for k, v in (("q", q), ("state", state), ("team", team)) if v})
+    return ui.page(
+        "keys.html",
+        "keys",
+        "Client keys",
+        rows=list(zip(page.keys, spend, strict=True)),
+        total=page.total,
+        count=page.count,
+        q=q,
+        state=state,
+        team=team,
+        teams=ui.admin.index.teams(),
+        offset=offset,
+        limit=limit,
+        base="/ui/keys?" + (qs + "&" if qs else ""),
+    )
+
+
+def _values(key: ClientKey | None) -> dict[str, Any]:
+    if key is None:
+        return {
+            "models": "*",
+            "budget_period": "monthly",
+            "rpm": 0,
+            "tpm": 0,
+            "max_parallel": 0,
+            "budget_usd": 0,
+        }
+    expires = (
+        dt.datetime.fromtimestamp(key.expires_at, dt.UTC).date().isoformat()
+        if key.expires_at
+        else ""
+    )
+    return {
+        "name": key.name,
+        "owner": key.owner,
+        "team": key.team,
+        "models": ", ".join(key.models),
+        "rpm": key.rpm,
+        "tpm": key.tpm,
+        "max_parallel": key.max_parallel,
+        "budget_usd": key.budget_usd,
+        "budget_period": key.budget_period,
+        "expires": expires,
+    }
+
+
+def _fields(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(as typed, the API body, per-field errors)."""
+    f = ui.form
+    values = {k: f.get(k) for k in FIELDS}
+    body: dict[str, Any] = {k: values[k] for k in ("name", "owner", "team", "budget_period")}
+    errors: dict[str, str] = {}
+    body["models"] = [m.strip() for m in values["models"].split(",") if m.strip()] or ["*"]
+    for key, kind in (("rpm", int), ("tpm", int), ("max_parallel", int), ("budget_usd", float)):
+        try:
+            body[key] = kind(values[key] or 0)
+        except ValueError:
+            errors[key] = "Enter a number (0 for no limit)."
+    if values["expires"]:
+        try:
+            day = dt.date.fromisoformat(values["expires"])
+            body["expires_at"] = dt.datetime(
+                day.year, day.month, day.day, tzinfo=dt.UTC
+            ).timestamp()
+        except ValueError:
+            errors["expires"] = "Enter a date (YYYY-MM-DD), or leave it empty for never."
+    else:
+        body["expires_at"] = 0.0
+    if not values["name"]:
+        errors["name"] = "Name the key, e.g. the app that will use it."
+    return values, body, errors
+
+
+async def _checked(body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return msgspec.convert(body, KeyFields).changes()
+    except msgspec.ValidationError as exc:
+        message, path = split_validation(str(exc))
+        raise InvalidRequest(message, param=path) from None
+
+
+async def new_key(ui: Ui) -> Response:
+    return ui.page(
+        "key_form.html",
+        "keys",
+        "New client key",
+        values=_values(None),
+        errors={},
+        periods=PERIODS,
+        key=None,
+    )
+
+
+async def create_key(ui: Ui) -> Response:
+    values, body, errors = _fields(ui)
+    try:
+        if errors:
+            raise InvalidRequest(next(iter(errors.values())))
+        fields = await _checked(body)
+        name = fields.pop("name")
+        api_key, record = await key_call(ui.admin.keys.create(name, **fields))
+    except InvalidRequest as exc:
+        errors = errors or {place(exc.param, FIELDS) or "": exc.message}
+        return ui.page(
+            "key_form.html",
+            "keys",
+            "New client key",
+            values=values,
+            errors=errors,
+            periods=PERIODS,
+            key=None,
+            status=400,
+        )
+    await ui.audit("key.create", record.id, f"name {record.name!r}")
+    return ui.page("key_created.html", "keys", "Key created", api_key=api_key, key=record)
+
+
+async def _find(ui: Ui) -> ClientKey:
+    key_id = ui.request.path_params["key_id"]
+    key = ui.admin.index.get(key_id)
+    if key is None:
+        key = await key_call(ui.admin.keys.find(key_id))
+    return key
+
+
+async def key_page(
+    ui: Ui,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    key = await _find(ui)
+    spend = (await ui.admin.spend.for_keys([key]))[0]
+    usage = await ui.admin.spend.member_days("key", key.id, 30)
+    return ui.page(
+        "key.html",
+        "keys",
+        key.name,
+        key=key,
+        record=public_record(key),
+        spend=spend,
+        usage=usage,
+        values=values or _values(key),
+        errors=errors or {},
+        periods=PERIODS,
+        status=status,
+    )
+
+
+async def update_key(ui: Ui) -> Response:
+    values, body, errors = _fields(ui)
+    key = await _find(ui)
+    try:
+        if errors:
+            raise InvalidRequest(next(iter(errors.values())))
+        fields = await _checked(body)
+        record = await key_call(ui.admin.keys.update(key.id, **fields))
+    except InvalidRequest as exc:
+        return await key_page(
+            ui, values, errors or {place(exc.param, FIELDS) or "": exc.message}, 400
+        )
+    except ModelNotFound:
+        raise
+    await ui.audit("key.update", record.id, ", ".join(sorted(fields)))
+    return ui.redirect(
+        f"/ui/keys/{record.id}", ("ok", "Saved. Every edge applies it within a second.")
+    )
+
+
+async def revoke_key(ui: Ui) -> Response:
+    key = await _find(ui)
+    record = await key_call(ui.admin.keys.revoke(key.id))
+    await ui.audit("key.revoke", record.id, f"name {record.name!r}")
+    return ui.redirect(
+        f"/ui/keys/{record.id}",
+        ("ok", f"Revoked {record.name}: refused everywhere within a second."),
+    )
+
+
+ROUTES: list[Route] = [
+    ("/keys", "GET", keys_page),
+    ("/keys/new", "GET", new_key),
+    ("/keys", "POST", create_key),
+    ("/keys/{key_id}", "GET", key_page),
+    ("/keys/{key_id}", "POST", update_key),
+    ("/keys/{key_id}/revoke", "POST", revoke_key),
+]

@@ -1,0 +1,199 @@
+"""The provider editor: kind, base URL, the *name* of its secret, concurrency and timeouts.
+
+The same types and cross-checks as the API (a secret that looks like a key is refused at the
+field, and is not echoed back into the form)."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+import msgspec
+from starlette.responses import Response
+
+from switchyard.admin.ui.context import Route as UiRoute
+from switchyard.admin.ui.context import Ui
+from switchyard.admin.ui.pages.tables import (
+    Problem,
+    conflict,
+    digest,
+    save,
+    source,
+    validation_problem,
+)
+from switchyard.errors import Conflict, ModelNotFound
+from switchyard.schemas.routing import Provider, ProviderKind, RouteTable
+
+KINDS = list(get_args(ProviderKind))
+FIELDS = [
+    "name",
+    "kind",
+    "api_base",
+    "api_version",
+    "secret",
+    "concurrency",
+    "timeouts-first_token_s",
+    "timeouts-request_s",
+    "timeouts-stream_s",
+]
+
+
+def _values(name: str, p: Provider | None) -> dict[str, Any]:
+    p = p or Provider(kind="openai")
+    return {
+        "name": name,
+        "kind": p.kind,
+        "api_base": p.api_base or "",
+        "api_version": p.api_version or "",
+        "secret": p.secret or "",
+        "concurrency": p.concurrency,
+        "timeouts-first_token_s": p.timeouts.first_token_s,
+        "timeouts-request_s": p.timeouts.request_s,
+        "timeouts-stream_s": p.timeouts.stream_s,
+        "digest": digest(p) if name else "",
+    }
+
+
+async def _form(
+    ui: Ui,
+    table: RouteTable,
+    *,
+    name: str,
+    provider: Provider | None,
+    values: dict[str, Any],
+    errors: dict[str, str],
+    status: int = 200,
+    conflicted: bool = False,
+) -> Response:
+    secrets = sorted(s.name for s in await ui.admin.secrets.list())
+    users = sorted(
+        a for a, r in table.routes.items() if any(d.provider == name for d in r.deployments)
+    )
+    return ui.page(
+        "provider_edit.html",
+        "routes",
+        f"Provider {name}" if provider else "New provider",
+        name=name,
+        existing=provider is not None,
+        values=values,
+        errors=errors,
+        kinds=KINDS,
+        secrets=secrets,
+        users=users,
+        status=status,
+        conflicted=conflicted,
+        source=source("providers", name, table, ui.admin.file_table) if provider else "live",
+    )
+
+
+async def edit_provider(ui: Ui) -> Response:
+    name = ui.query("name")
+    table = (await ui.admin.control.table()).table
+    provider = table.providers.get(name) if name else None
+    if name and provider is None:
+        raise ModelNotFound(f"no provider `{name}`", param="name")
+    return await _form(
+        ui, table, name=name, provider=provider, values=_values(name, provider), errors={}
+    )
+
+
+def _document(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    doc: dict[str, Any] = {"kind": values["kind"]}
+    errors: dict[str, str] = {}
+    for key in ("api_base", "api_version", "secret"):
+        if values[key]:
+            doc[key] = values[key]
+    try:
+        doc["concurrency"] = int(values["concurrency"] or 64)
+    except ValueError:
+        errors["concurrency"] = "Enter a whole number of requests, e.g. 64."
+    timeouts: dict[str, float] = {}
+    for key in ("first_token_s", "request_s", "stream_s"):
+        raw = values[f"timeouts-{key}"]
+        if raw:
+            try:
+                timeouts[key] = float(raw)
+            except ValueError:
+                errors[f"timeouts-{key}"] = "Enter seconds, e.g. 60."
+    doc["timeouts"] = timeouts
+    return doc, errors
+
+
+async def save_provider(ui: Ui) -> Response:
+    f = ui.form
+    values = {k: f.get(k) for k in FIELDS} | {"digest": f.get("digest")}
+    name, existing = values["name"], f.get("existing") == "1"
+    state = await ui.admin.control.table()
+    table = state.table
+    original = table.providers.get(name) if existing else None
+    try:
+        if not name:
+            raise Problem({"name": "Name the provider, e.g. openai or azure-east."})
+        if name in ui.admin.file_table.providers:
+            raise Problem({"": f"`{name}` is defined in switchyard.yaml; change it there."}, 403)
+        if existing and (original is None or digest(original) != values["digest"]):
+            raise conflict(f"Provider {name}")
+        if not existing and name in table.providers:
+            raise Problem({"name": f"A provider `{name}` exists already; edit it instead."}, 409)
+        doc, errors = _document(values)
+        if errors:
+            raise Problem(errors)
+        try:
+            provider = msgspec.convert(doc, Provider)
+        except msgspec.ValidationError as exc:
+            raise validation_problem(exc, FIELDS) from None
+        changed = msgspec.structs.replace(table, providers={**table.providers, name: provider})
+        result = await save(
+            ui.admin.control,
+            state,
+            changed,
+            fields=FIELDS,
+            prefix=f"providers.{name}.",
+            what=f"Provider {name}",
+        )
+    except Problem as problem:
+        if "secret" in problem.errors:
+            values["secret"] = ""  # it may be a pasted key: never send it back
+        return await _form(
+            ui,
+            table,
+            name=name,
+            provider=original,
+            values=values,
+            errors=problem.errors,
+            status=problem.status,
+            conflicted=problem.conflict,
+        )
+    await ui.audit("provider.put", name, f"revision {result.revision}")
+    return ui.redirect("/ui/routes", ("ok", f"Saved provider {name} (revision {result.revision})."))
+
+
+async def delete_provider(ui: Ui) -> Response:
+    name = ui.form.get("name")
+    if name in ui.admin.file_table.providers:
+        return ui.redirect("/ui/routes", ("error", f"`{name}` is defined in switchyard.yaml."))
+
+    def change(t: RouteTable) -> RouteTable:
+        if name not in t.providers:
+            raise ModelNotFound(f"no provider `{name}`", param="name")
+        users = sorted(
+            a for a, r in t.routes.items() if any(d.provider == name for d in r.deployments)
+        )
+        if users:
+            raise Conflict(f"routes {', '.join(users)} use provider `{name}`; change them first")
+        return msgspec.structs.replace(
+            t, providers={n: p for n, p in t.providers.items() if n != name}
+        )
+
+    try:
+        result = await ui.admin.control.edit(change)
+    except Conflict as exc:
+        return ui.redirect("/ui/routes", ("error", exc.message))
+    await ui.audit("provider.delete", name, f"revision {result.revision}")
+    return ui.redirect("/ui/routes", ("ok", f"Deleted provider {name}."))
+
+
+ROUTES: list[UiRoute] = [
+    ("/providers/edit", "GET", edit_provider),
+    ("/providers/save", "POST", save_provider),
+    ("/providers/delete", "POST", delete_provider),
+]

@@ -1,0 +1,288 @@
+"""Providers and routes: the live table with where each item came from, and the route editor.
+
+Items defined in the settings file are read-only here (editing them would make the file lie);
+one that was changed live since is marked, with a button to put the file's version back.
+Saving is compare-and-set on the item the form was opened with: a concurrent edit of the same
+item is a 409 explained on the form, with a reload.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.responses import Response
+
+from switchyard.admin.ui.context import Route as UiRoute
+from switchyard.admin.ui.context import Ui
+from switchyard.admin.ui.pages.tables import (
+    Problem,
+    conflict,
+    digest,
+    save,
+    source,
+    validation_problem,
+)
+from switchyard.errors import Conflict, ModelNotFound
+from switchyard.schemas.routing import Deployment, Route, RouteTable
+
+BLANK_ROWS = 1
+
+
+async def routes_page(ui: Ui) -> Response:
+    state = await ui.admin.control.table()
+    live, file = state.table, ui.admin.file_table
+    secrets = {s.name for s in await ui.admin.secrets.list()}
+    providers = [
+        (name, p, source("providers", name, live, file), p.secret is None or p.secret in secrets)
+        for name, p in sorted(live.providers.items())
+    ]
+    routes = [(a, r, source("routes", a, live, file)) for a, r in sorted(live.routes.items())]
+    return ui.page(
+        "routes.html",
+        "routes",
+        "Providers & routes",
+        providers=providers,
+        routes=routes,
+        revision=state.revision,
+    )
+
+
+def _rows(route: Route | None, extra: int = BLANK_ROWS) -> list[dict[str, Any]]:
+    rows = [
+        {
+            "provider": d.provider,
+            "model": d.model,
+            "weight": d.weight,
+            "concurrency": d.concurrency or "",
+        }
+        for d in (route.deployments if route else ())
+    ]
+    return rows + [{"provider": "", "model": "", "weight": 1, "concurrency": ""}] * extra
+
+
+async def edit_route(ui: Ui) -> Response:
+    alias = ui.query("alias")
+    state = await ui.admin.control.table()
+    route = state.table.routes.get(alias) if alias else None
+    if alias and route is None:
+        raise ModelNotFound(f"no route `{alias}`", param="alias")
+    return _form(ui, state.table, alias=alias, route=route, values=None, errors={})
+
+
+def _form(
+    ui: Ui,
+    table: RouteTable,
+    *,
+    alias: str,
+    route: Route | None,
+    values: dict[str, Any] | None,
+    errors: dict[str, str],
+    status: int = 200,
+    conflicted: bool = False,
+) -> Response:
+    where = source("routes", alias, table, ui.admin.file_table) if route else "live"
+    if values is None:
+        values = {
+            "alias": alias,
+            "description": route.description if route else "",
+            "fallbacks": ", ".join(route.fallbacks) if route else "",
+            "rows": _rows(route),
+            "digest": digest(route),
+        }
+    return ui.page(
+        "route_edit.html",
+        "routes",
+        f"Route {alias}" if route else "New route",
+        alias=alias,
+        existing=route is not None,
+        values=values,
+        errors=errors,
+        providers=sorted(table.providers),
+        aliases=sorted(a for a in table.routes if a != alias),
+        source=where,
+        file_route=ui.admin.file_table.routes.get(alias),
+        conflicted=conflicted,
+        status=status,
+    )
+
+
+def _parse(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(the form as typed, the route document, per-field number errors)."""
+    f = ui.form
+    rows_field = f.get("rows")
+    count = min(int(rows_field), 64) if rows_field.isdigit() else 0
+    rows: list[dict[str, Any]] = []
+    deployments: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
+    for i in range(count):
+        row: dict[str, Any] = {
+            k: f.get(f"deployments-{i}-{k}") for k in ("provider", "model", "weight", "concurrency")
+        }
+        row["remove"] = f.has(f"deployments-{i}-remove")
+        rows.append(row)
+        if row["remove"] or not (row["provider"] or row["model"]):
+            continue
+        doc: dict[str, Any] = {"provider": row["provider"], "model": row["model"]}
+        try:
+            doc["weight"] = float(row["weight"] or 1)
+        except ValueError:
+            errors[f"deployments-{i}-weight"] = "Enter a number, e.g. 1 or 0.5."
+        if row["concurrency"]:
+            try:
+                doc["concurrency"] = int(row["concurrency"])
+            except ValueError:
+                errors[f"deployments-{i}-concurrency"] = "Enter a whole number, or leave it empty."
+        doc["_row"] = i
+        deployments.append(doc)
+    fallbacks = [a.strip() for a in f.get("fallbacks").split(",") if a.strip()]
+    values = {
+        "alias": f.get("alias"),
+        "description": f.get("description"),
+        "fallbacks": f.get("fallbacks"),
+        "rows": rows,
+        "digest": f.get("digest"),
+    }
+    document = {
+        "description": f.get("description"),
+        "fallbacks": fallbacks,
+        "deployments": deployments,
+    }
+    return values, document, errors
+
+
+def _row_fields(values: dict[str, Any]) -> list[str]:
+    fields = ["alias", "description", "fallbacks", "deployments"]
+    for i in range(len(values["rows"])):
+        fields += [f"deployments-{i}-{k}" for k in ("provider", "model", "weight", "concurrency")]
+    return fields
+
+
+def _to_route(document: dict[str, Any], fields: list[str]) -> Route:
+    """Validate with the route table's own types; errors name the form row, not the list index."""
+    rows = [d.pop("_row") for d in document["deployments"]]
+    try:
+        return msgspec.convert(document, Route)
+    except msgspec.ValidationError as exc:
+        problem = validation_problem(exc, fields)
+        fixed = {}
+        for field, message in problem.errors.items():
+            parts = field.split("-")
+            if len(parts) >= 2 and parts[0] == "deployments" and parts[1].isdigit():
+                parts[1] = str(rows[int(parts[1])]) if int(parts[1]) < len(rows) else parts[1]
+            empty = field == "deployments" and not rows
+            fixed["-".join(parts)] = (
+                "Add at least one deployment (a provider and its model name)." if empty else message
+            )
+        raise Problem(fixed) from None
+
+
+async def save_route(ui: Ui) -> Response:
+    values, document, errors = _parse(ui)
+    alias = values["alias"]
+    existing = ui.form.get("existing") == "1"
+    state = await ui.admin.control.table()
+    table = state.table
+    original = table.routes.get(alias) if existing else None
+    fields = _row_fields(values)
+    try:
+        if not alias:
+            raise Problem({"alias": "Name the route: the model name clients will ask for."})
+        if alias in ui.admin.file_table.routes:
+            raise Problem({"": f"`{alias}` is defined in switchyard.yaml; change it there."}, 403)
+        if existing and original is None:
+            raise conflict(f"Route {alias}")
+        if not existing and alias in table.routes:
+            raise Problem({"alias": f"A route `{alias}` exists already; edit it instead."}, 409)
+        if existing and digest(original) != values["digest"]:
+            raise conflict(f"Route {alias}")
+        if errors:
+            raise Problem(errors)
+        route = _keep_hidden_settings(_to_route(document, fields), original)
+        changed = msgspec.structs.replace(table, routes={**table.routes, alias: route})
+        result = await save(
+            ui.admin.control,
+            state,
+            changed,
+            fields=fields,
+            prefix=f"routes.{alias}.",
+            what=f"Route {alias}",
+        )
+    except Problem as problem:
+        return _form(
+            ui,
+            table,
+            alias=alias,
+            route=original,
+            values=values,
+            errors=problem.errors,
+            status=problem.status,
+            conflicted=problem.conflict,
+        )
+    await ui.audit("route.put", alias, f"revision {result.revision}")
+    return ui.redirect("/ui/routes", ("ok", f"Saved route {alias} (revision {result.revision})."))
+
+
+async def delete_route(ui: Ui) -> Response:
+    alias = ui.form.get("alias")
+    if alias in ui.admin.file_table.routes:
+        return ui.redirect("/ui/routes", ("error", f"`{alias}` is defined in switchyard.yaml."))
+
+    def change(t: RouteTable) -> RouteTable:
+        if alias not in t.routes:
+            raise ModelNotFound(f"no route `{alias}`", param="alias")
+        users = sorted(a for a, r in t.routes.items() if alias in r.fallbacks)
+        if users:
+            raise Conflict(f"routes {', '.join(users)} fall back to `{alias}`; change them first")
+        return msgspec.structs.replace(t, routes={a: r for a, r in t.routes.items() if a != alias})
+
+    try:
+        result = await ui.admin.control.edit(change)
+    except Conflict as exc:
+        return ui.redirect("/ui/routes", ("error", exc.message))
+    await ui.audit("route.delete", alias, f"revision {result.revision}")
+    return ui.redirect("/ui/routes", ("ok", f"Deleted route {alias}."))
+
+
+async def restore(ui: Ui) -> Response:
+    """Put switchyard.yaml's version of a route or provider back into the live table."""
+    kind, name = ui.form.get("kind"), ui.form.get("name")
+    if kind not in ("routes", "providers"):
+        return ui.redirect("/ui/routes", ("error", "Nothing to restore."))
+    file_items: dict[str, Any] = getattr(ui.admin.file_table, kind)
+    if name not in file_items:
+        return ui.redirect("/ui/routes", ("error", f"`{name}` is not in switchyard.yaml."))
+
+    def change(t: RouteTable) -> RouteTable:
+        return msgspec.structs.replace(t, **{kind: {**getattr(t, kind), name: file_items[name]}})
+
+    result = await ui.admin.control.edit(change)
+    await ui.audit(
+        f"{kind[:-1]}.restore", name, f"from switchyard.yaml, revision {result.revision}"
+    )
+    return ui.redirect("/ui/routes", ("ok", f"{name} is as switchyard.yaml says again."))
+
+
+def _keep_hidden_settings(route: Route, original: Route | None) -> Route:
+    """Timeouts and prices (set in the file or the API, not on this form) stay as they were."""
+    if original is None:
+        return route
+    before = {(d.provider, d.model): d for d in original.deployments}
+    kept = []
+    for dep in route.deployments:
+        old: Deployment | None = before.get((dep.provider, dep.model))
+        kept.append(
+            dep
+            if old is None
+            else msgspec.structs.replace(dep, timeouts=old.timeouts, price=old.price)
+        )
+    return msgspec.structs.replace(route, deployments=tuple(kept))
+
+
+ROUTES: list[UiRoute] = [
+    ("/routes", "GET", routes_page),
+    ("/routes/edit", "GET", edit_route),
+    ("/routes/save", "POST", save_route),
+    ("/routes/delete", "POST", delete_route),
+    ("/routes/restore", "POST", restore),
+]

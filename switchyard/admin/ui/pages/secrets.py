@@ -1,0 +1,118 @@
+"""Secrets: metadata and who uses each; put and rotate through a write-only field; delete after
+a confirmation that names the providers and routes it would break. No value ever comes back."""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.responses import Response
+
+from switchyard.admin.ui.context import Route, Ui
+from switchyard.errors import ApiError
+from switchyard.schemas.routing import RouteTable
+from switchyard.schemas.secrets import PutSecret
+
+
+def _users(table: RouteTable, name: str) -> tuple[list[str], list[str]]:
+    """(providers whose secret is ``name``, routes with a deployment on one of them)."""
+    providers = sorted(p for p, spec in table.providers.items() if spec.secret == name)
+    routes = sorted(
+        a for a, r in table.routes.items() if any(d.provider in providers for d in r.deployments)
+    )
+    return providers, routes
+
+
+async def _render(
+    ui: Ui, errors: dict[str, str] | None = None, name: str = "", status: int = 200
+) -> Response:
+    secrets = await ui.admin.secrets.list()
+    table = (await ui.admin.control.table()).table
+    rows = [(s, *_users(table, s.name)) for s in sorted(secrets, key=lambda s: s.name)]
+    stored = {s.name for s in secrets}
+    missing = sorted(
+        (spec.secret, p)
+        for p, spec in table.providers.items()
+        if spec.secret and spec.secret not in stored
+    )
+    return ui.page(
+        "secrets.html",
+        "secrets",
+        "Secrets",
+        rows=rows,
+        missing=missing,
+        errors=errors or {},
+        name=name,
+        status=status,
+    )
+
+
+async def secrets_page(ui: Ui) -> Response:
+    return await _render(ui, name=ui.query("name"))
+
+
+def _checked(name: str, value: str) -> dict[str, str]:
+    """The secrets service's own validation, field by field (the value is never echoed)."""
+    try:
+        msgspec.convert({"name": name, "value": value}, PutSecret)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if "`$.name`" in text:
+            return {"name": "Use 1-63 lowercase letters, digits, - or _ (not first)."}
+        return {"value": "Enter the key (1 to 16,384 characters)."}
+    return {}
+
+
+async def put_secret(ui: Ui) -> Response:
+    name, value = ui.form.get("name"), ui.form.raw("value")
+    errors = _checked(name, value)
+    if errors:
+        return await _render(ui, errors, name=name, status=400)
+    try:
+        info = await ui.admin.secrets.put(name, value, ui.form.get("provider"))
+    except ApiError as exc:
+        return await _render(ui, {"name": exc.message}, name=name, status=exc.status)
+    await ui.audit("secret.put", info.name, f"version {info.version}")
+    return ui.redirect("/ui/secrets", ("ok", f"Stored {info.name} (version {info.version})."))
+
+
+async def rotate_secret(ui: Ui) -> Response:
+    name = ui.request.path_params["name"]
+    value = ui.form.raw("value")
+    if _checked(name, value):
+        return ui.redirect("/ui/secrets", ("error", f"Rotate {name}: enter the new key."))
+    info = await ui.admin.secrets.rotate(name, value)
+    await ui.audit("secret.rotate", info.name, f"version {info.version}")
+    return ui.redirect("/ui/secrets", ("ok", f"Rotated {info.name} to version {info.version}."))
+
+
+async def confirm_delete(ui: Ui) -> Response:
+    name = ui.request.path_params["name"]
+    info = await ui.admin.secrets.info(name)
+    providers, routes = _users((await ui.admin.control.table()).table, name)
+    return ui.page(
+        "secret_delete.html",
+        "secrets",
+        f"Delete {name}?",
+        info=info,
+        providers=providers,
+        routes=routes,
+    )
+
+
+async def delete_secret(ui: Ui) -> Response:
+    name = ui.request.path_params["name"]
+    if ui.form.get("confirm") != name:
+        return ui.redirect(
+            f"/ui/secrets/{name}/delete", ("error", "Type the secret's name to confirm.")
+        )
+    await ui.admin.secrets.delete(name)
+    await ui.audit("secret.delete", name)
+    return ui.redirect("/ui/secrets", ("ok", f"Deleted {name} and all its versions."))
+
+
+ROUTES: list[Route] = [
+    ("/secrets", "GET", secrets_page),
+    ("/secrets", "POST", put_secret),
+    ("/secrets/{name}/rotate", "POST", rotate_secret),
+    ("/secrets/{name}/delete", "GET", confirm_delete),
+    ("/secrets/{name}/delete", "POST", delete_secret),
+]

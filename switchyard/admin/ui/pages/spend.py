@@ -1,0 +1,89 @@
+"""Spend by key, team or model per day: a chart and a ranked, paged table read from the day
+counters and rankings accounting keeps (never from raw events), and a CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from starlette.responses import Response
+
+from switchyard.admin.ui.context import Route, Ui
+
+KINDS = {"key": "Keys", "team": "Teams", "model": "Models"}
+DAYS = (1, 7, 30, 90)
+CHART_SERIES = 5
+CSV_ROWS = 10_000
+
+
+def _by(ui: Ui) -> str:
+    kind = ui.query("by", "model")
+    return kind if kind in KINDS else "model"
+
+
+async def spend_page(ui: Ui) -> Response:
+    kind, days = _by(ui), ui.int_query("days", 7, 1, 90)
+    offset, limit = ui.int_query("offset", 0), ui.int_query("limit", 50, 1, 500)
+    rows, total = await ui.admin.spend.ranking(kind, days=days, offset=offset, limit=limit)
+    top = (
+        rows[:CHART_SERIES]
+        if offset == 0
+        else (await ui.admin.spend.ranking(kind, days=days, limit=CHART_SERIES))[0]
+    )
+    totals = await ui.admin.spend.days_total(days)
+    names: dict[str, str] = {}
+    if kind == "key":
+        for row in rows + top:
+            key = ui.admin.index.get(row["name"])
+            names[row["name"]] = key.name if key else row["name"]
+    chart: dict[str, Any] = {
+        "days": [t["day"] for t in totals],
+        "total": [t["cost_usd"] for t in totals],
+        "series": [
+            {
+                "name": names.get(r["name"], r["name"]),
+                "values": [r["by_day"].get(d, 0) for d in (t["day"] for t in totals)],
+            }
+            for r in top
+        ],
+    }
+    return ui.page(
+        "spend.html",
+        "spend",
+        "Spend",
+        kind=kind,
+        kinds=KINDS,
+        days=days,
+        day_choices=DAYS,
+        rows=rows,
+        total=total,
+        offset=offset,
+        limit=limit,
+        chart=chart,
+        names=names,
+        grand=sum(t["cost_usd"] for t in totals),
+        requests=sum(t["requests"] for t in totals),
+        base=f"/ui/spend?by={kind}&days={days}&",
+    )
+
+
+async def spend_csv(ui: Ui) -> Response:
+    """Every member's daily totals over the period, costliest first (up to 10,000 rows)."""
+    kind, days = _by(ui), ui.int_query("days", 7, 1, 90)
+    rows, _ = await ui.admin.spend.ranking(kind, days=days, limit=max(1, CSV_ROWS // days))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([kind, "name", "day", "cost_usd"])
+    for row in rows:
+        key = ui.admin.index.get(row["name"]) if kind == "key" else None
+        for day, cost in sorted(row["by_day"].items()):
+            writer.writerow([row["name"], key.name if key else "", day, f"{cost:.9f}"])
+    return Response(
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="spend-{kind}-{days}d.csv"'},
+    )
+
+
+ROUTES: list[Route] = [("/spend", "GET", spend_page), ("/spend.csv", "GET", spend_csv)]

@@ -1,0 +1,96 @@
+"""Browser sessions of the admin web app, kept in the gateway's memory.
+
+Signing in with the admin token creates a session: a random id in an ``HttpOnly``,
+``SameSite=Strict`` cookie (``Secure`` over TLS) and a CSRF token for its forms. The store
+keeps only the SHA-256 of each id. Sessions end after 8 hours without a request, 24 hours after
+sign-in, at sign-out, or when the gateway restarts (everyone signs in again); with several
+gateway replicas a load balancer must keep a browser on one replica (sticky sessions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+COOKIE = "sy_session"
+IDLE_S = 8 * 3600.0
+ABSOLUTE_S = 24 * 3600.0
+MAX_SESSIONS = 10_000
+
+
+@dataclass
+class Session:
+    """One signed-in browser. ``actor`` is the name given at sign-in, for the audit log."""
+
+    actor: str
+    source: str
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    created: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+    flashes: list[tuple[str, str]] = field(default_factory=list)  # (kind, text), shown once
+    stash: dict[str, Any] = field(default_factory=dict)  # e.g. a previewed import
+    ended: bool = False  # signed out or expired: open streams stop
+
+    def flash(self, kind: str, text: str) -> None:
+        self.flashes.append((kind, text))
+
+    def take_flashes(self) -> list[tuple[str, str]]:
+        out, self.flashes = self.flashes, []
+        return out
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class SessionStore:
+    def __init__(self, idle_s: float = IDLE_S, absolute_s: float = ABSOLUTE_S) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._idle = idle_s
+        self._absolute = absolute_s
+
+    def create(self, actor: str, source: str) -> tuple[str, Session]:
+        """A new session; returns its id (for the cookie, never stored) and the session."""
+        self._sweep()
+        if len(self._sessions) >= MAX_SESSIONS:  # drop the least recently used
+            oldest = min(self._sessions, key=lambda d: self._sessions[d].last_seen)
+            del self._sessions[oldest]
+        session_id = secrets.token_urlsafe(32)
+        session = Session(actor=actor, source=source)
+        self._sessions[_digest(session_id)] = session
+        return session_id, session
+
+    def get(self, session_id: str | None) -> Session | None:
+        """The live session for a cookie value, refreshed; None when unknown or expired."""
+        if not session_id:
+            return None
+        digest = _digest(session_id)
+        session = self._sessions.get(digest)
+        if session is None:
+            return None
+        now = time.time()
+        if now - session.last_seen > self._idle or now - session.created > self._absolute:
+            del self._sessions[digest]
+            session.ended = True
+            return None
+        session.last_seen = now
+        return session
+
+    def end(self, session_id: str | None) -> None:
+        if session_id:
+            session = self._sessions.pop(_digest(session_id), None)
+            if session is not None:
+                session.ended = True
+
+    def _sweep(self) -> None:
+        now = time.time()
+        expired = [
+            d
+            for d, s in self._sessions.items()
+            if now - s.last_seen > self._idle or now - s.created > self._absolute
+        ]
+        for digest in expired:
+            del self._sessions[digest]

@@ -1,0 +1,64 @@
+// Small enhancements for every page; everything also works without JavaScript.
+"use strict";
+(function () {
+  const csrf = document.body.dataset.csrf || "";
+
+  // Copy buttons: <button data-copy="input-id">
+  document.querySelectorAll("[data-copy]").forEach((button) => {
+    button.addEventListener("click", async () => {
+      const input = document.getElementById(button.dataset.copy);
+      if (!input) return;
+      input.select();
+      try {
+        await navigator.clipboard.writeText(input.value);
+      } catch (e) {
+        document.execCommand("copy");
+      }
+      button.textContent = "Copied";
+      setTimeout(() => { button.textContent = "Copy"; }, 2000);
+    });
+  });
+
+  // <input type=file data-load-into="textarea-id">: read the file into the textarea.
+  document.querySelectorAll("input[type=file][data-load-into]").forEach((input) => {
+    input.addEventListener("change", () => {
+      const file = input.files && input.files[0];
+      const target = document.getElementById(input.dataset.loadInto);
+      if (!file || !target) return;
+      file.text().then((text) => { target.value = text; });
+    });
+  });
+
+  // "Send a test request": post with the CSRF header, show status and latency in place.
+  document.querySelectorAll("form[data-test]").forEach((form) => {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const card = form.closest("[data-dep]");
+      const out = card && card.querySelector("[data-f=test-result]");
+      const button = form.querySelector("button");
+      button.disabled = true;
+      if (out) { out.textContent = "sending…"; out.className = "result"; }
+      try {
+        const resp = await fetch(form.action, {
+          method: "POST",
+          headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
+          credentials: "same-origin",
+        });
+        const doc = await resp.json();
+        if (out) {
+          const status = doc.status || resp.status;
+          const ms = doc.latency_ms !== undefined ? ` in ${doc.latency_ms} ms` : "";
+          out.textContent = `${status}${ms}` + (doc.ok ? " ✓" : ` – ${doc.error || "failed"}`);
+          out.className = "result " + (doc.ok ? "ok" : "bad");
+          out.dataset.status = String(status);
+        }
+      } catch (e) {
+        if (out) { out.textContent = "could not reach the gateway"; out.className = "result bad"; }
+      } finally {
+        button.disabled = false;
+      }
+    });
+  });
+
+  window.Switchyard = { csrf };
+})();

@@ -1,0 +1,182 @@
+// Live Overview and Queues: one server-sent event a second from /ui/api/stream, rendered with
+// textContent only (names people typed are never parsed as HTML).
+"use strict";
+(function () {
+  const root = document.querySelector("[data-live]");
+  if (!root) return;
+  const SVG = "http://www.w3.org/2000/svg";
+  const HISTORY_S = 900;
+  const history = {}; // deployment id -> [[t, waiting, in_flight], ...]
+
+  const fmt = {
+    num: (v, d = 0) => (v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d })),
+    ms: (v) => (v === null || v === undefined ? "–" : v >= 10 ? `${Math.round(v).toLocaleString("en-US")} ms` : `${v.toFixed(1)} ms`),
+    pct: (v) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`),
+    usd: (v) => (v === null || v === undefined ? "–" : v > 0 && v < 0.01 ? `$${v.toFixed(4)}` : `$${v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`),
+    dur: (s) => {
+      s = Math.max(0, Math.floor(s || 0));
+      if (s < 60) return `${s}s`;
+      if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+      return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+    },
+  };
+
+  function el(tag, text, cls) {
+    const node = document.createElement(tag);
+    if (text !== undefined) node.textContent = text;
+    if (cls) node.className = cls;
+    return node;
+  }
+
+  function badge(text, kind) { return el("span", text, `badge ${kind}`); }
+
+  function setText(scope, selector, text) {
+    scope.querySelectorAll(selector).forEach((node) => { node.textContent = text; });
+  }
+
+  function renderStats(view) {
+    const t = view.totals;
+    setText(root, "[data-stat=requests_per_s]", fmt.num(t.requests_per_s, 1));
+    setText(root, "[data-stat=error_ratio]", fmt.pct(t.error_ratio));
+    setText(root, "[data-stat=p50_ms]", fmt.ms(t.p50_ms));
+    setText(root, "[data-stat=p99_ms]", fmt.ms(t.p99_ms));
+    setText(root, "[data-stat=ttft_p50_ms]", fmt.ms(t.ttft_p50_ms));
+    setText(root, "[data-stat=tokens_per_s]", fmt.num(t.tokens_per_s, 0));
+    setText(root, "[data-stat=spend_today_usd]", fmt.usd(view.spend_today_usd));
+  }
+
+  function renderRows(table, items, cells, empty) {
+    const body = table && table.tBodies[0];
+    if (!body) return;
+    const rows = items.map((item) => {
+      const tr = document.createElement("tr");
+      cells(item).forEach(([content, cls]) => {
+        const td = el("td", undefined, cls);
+        if (content instanceof Node) td.appendChild(content); else td.textContent = content;
+        tr.appendChild(td);
+      });
+      return tr;
+    });
+    if (!rows.length && empty) return; // keep the server-rendered empty state
+    body.replaceChildren(...rows);
+  }
+
+  function renderOverview(view) {
+    renderStats(view);
+    renderRows(root.querySelector("[data-table=processes]"), view.processes, (p) => [
+      [p.component], [p.instance],
+      [badge(p.healthy ? "healthy" : p.ready ? "silent" : "not ready", p.healthy ? "ok" : "bad")],
+      [`${fmt.num(p.cpu_percent, 1)}%`, "num"], [`${fmt.num(p.rss_bytes / 1048576)} MB`, "num"], [fmt.dur(p.uptime_s), "num"],
+    ], true);
+    renderRows(root.querySelector("[data-table=deployments-summary]"), view.deployments, (d) => {
+      const link = el("a", `${d.provider}/${d.model}`);
+      link.href = `/ui/queues#dep-${d.id}`;
+      return [
+        [link], [d.queue ? String(d.queue.waiting) : "?", "num"],
+        [`${d.queue ? d.queue.in_flight : "?"} / ${d.concurrency}`, "num"],
+        [fmt.num(d.rates.requests_per_s, 1), "num"], [fmt.ms(d.rates.p50_ms), "num"],
+        [d.cooldown ? badge("cooling down", "warn") : badge("ready", "ok")],
+      ];
+    }, true);
+  }
+
+  function renderQueues(view) {
+    view.deployments.forEach((d) => {
+      const card = root.querySelector(`[data-dep="${CSS.escape(d.id)}"]`);
+      if (!card) return;
+      const q = d.queue;
+      setText(card, "[data-f=waiting]", q ? String(q.waiting) : "?");
+      setText(card, "[data-f=in_flight]", q ? String(q.in_flight) : "?");
+      setText(card, "[data-f=concurrency]", String(q ? q.concurrency : d.concurrency));
+      setText(card, "[data-f=redelivered]", q ? String(q.redelivered) : "?");
+      setText(card, "[data-f=oldest_wait_s]", q ? fmt.dur(q.oldest_wait_s) : "?");
+      setText(card, "[data-f=requests_per_s]", fmt.num(d.rates.requests_per_s, 1));
+      setText(card, "[data-f=latency]", `${fmt.ms(d.rates.p50_ms)} / ${fmt.ms(d.rates.p99_ms)}`);
+      const state = card.querySelector("[data-f=state]");
+      if (state) {
+        state.replaceChildren(d.cooldown
+          ? badge(`cooling down ${fmt.dur(d.cooldown.seconds_left)} (${d.cooldown.status})`, "warn")
+          : badge("ready", "ok"));
+      }
+      const end = card.querySelector("[data-f=end-cooldown]");
+      if (end) end.classList.toggle("hidden", !d.cooldown);
+      if (q) push(d.id, [view.at, q.waiting, q.in_flight]);
+      draw(d.id);
+    });
+  }
+
+  function push(id, point) {
+    const points = (history[id] = history[id] || []);
+    if (!points.length || points[points.length - 1][0] < point[0]) points.push(point);
+    const cutoff = point[0] - HISTORY_S;
+    while (points.length && points[0][0] < cutoff) points.shift();
+  }
+
+  function draw(id) {
+    const svg = root.querySelector(`svg[data-chart="${CSS.escape(id)}"]`);
+    if (!svg) return;
+    const points = history[id] || [];
+    const W = 600, H = 120, P = 6;
+    const now = points.length ? points[points.length - 1][0] : Date.now() / 1000;
+    const max = Math.max(1, ...points.map((p) => Math.max(p[1], p[2])));
+    const x = (t) => P + ((t - (now - HISTORY_S)) / HISTORY_S) * (W - 2 * P);
+    const y = (v) => H - P - (v / max) * (H - 2 * P - 12);
+    const line = (index, color) => {
+      const path = document.createElementNS(SVG, "polyline");
+      path.setAttribute("points", points.map((p) => `${x(p[0]).toFixed(1)},${y(p[index]).toFixed(1)}`).join(" "));
+      path.setAttribute("fill", "none");
+      path.setAttribute("stroke", color);
+      path.setAttribute("stroke-width", "2");
+      path.setAttribute("stroke-linejoin", "round");
+      return path;
+    };
+    const grid = document.createElementNS(SVG, "line");
+    grid.setAttribute("x1", P); grid.setAttribute("x2", W - P);
+    grid.setAttribute("y1", y(max)); grid.setAttribute("y2", y(max));
+    grid.setAttribute("stroke", "#e5e7ef"); grid.setAttribute("stroke-dasharray", "4 4");
+    const label = document.createElementNS(SVG, "text");
+    label.setAttribute("x", W - P); label.setAttribute("y", y(max) - 3);
+    label.setAttribute("text-anchor", "end"); label.setAttribute("font-size", "10"); label.setAttribute("fill", "#6b7280");
+    label.textContent = `max ${max}`;
+    svg.replaceChildren(grid, label, line(1, "#f59e0b"), line(2, "#4f46e5"));
+  }
+
+  function updated(view, problem) {
+    const box = root.querySelector("[data-problem]");
+    if (box) { box.textContent = problem || ""; box.classList.toggle("hidden", !problem); }
+    const stamp = root.querySelector("[data-updated]");
+    if (stamp && view) stamp.textContent = `Last update ${new Date(view.at * 1000).toLocaleTimeString()}.`;
+  }
+
+  async function loadHistory() {
+    if (root.dataset.live !== "queues") return;
+    try {
+      const resp = await fetch(`/ui/api/history?seconds=${HISTORY_S}`, { credentials: "same-origin" });
+      if (!resp.ok) return;
+      const doc = await resp.json();
+      Object.entries(doc.deployments).forEach(([id, points]) => {
+        history[id] = points.map((p) => [p[0], p[1], p[2]]).concat(history[id] || []);
+        history[id].sort((a, b) => a[0] - b[0]);
+        draw(id);
+      });
+    } catch (e) { /* the live stream still fills the charts */ }
+  }
+
+  function connect() {
+    const source = new EventSource("/ui/api/stream");
+    source.addEventListener("overview", (event) => {
+      const view = JSON.parse(event.data);
+      if (root.dataset.live === "overview") renderOverview(view); else renderQueues(view);
+      updated(view, "");
+      root.dataset.live_at = String(view.at);
+    });
+    source.addEventListener("problem", (event) => updated(null, JSON.parse(event.data).error));
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) {
+        updated(null, "Live updates stopped (signed out, or the gateway restarted). Reload the page.");
+      }
+    };
+  }
+
+  loadHistory().then(connect);
+})();
