@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
 import pytest
 
@@ -19,18 +22,47 @@ PAGES = {
     "provider-edit": ("/ui/providers/edit", "New provider"),
     "import": ("/ui/import", "Import a LiteLLM config"),
     "keys": ("/ui/keys", "Client keys"),
+    "key": ("/ui/keys/{key}", "checkout-api"),
     "key-new": ("/ui/keys/new", "New client key"),
-    "spend": ("/ui/spend", "Spend"),
+    "spend": ("/ui/spend?by=team", "Spend"),
+    "spend-keys": ("/ui/spend?by=key", "Spend"),
     "audit": ("/ui/audit", "Audit log"),
 }
 
 
+async def _traffic(stack: Stack) -> None:
+    """Some keys in teams, each with a few requests, so spend and usage have something to show."""
+    teams = {"checkout-api": "payments", "search-indexer": "search", "support-bot": "support"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        for n, (name, team) in enumerate(teams.items()):
+            key, _ = await stack.new_key(name, team=team, owner=f"{team}@example.com", rpm=600)
+            for i in range(3 + 4 * n):
+                resp = await http.post(
+                    f"{stack.tail_url}/v1/chat/completions",
+                    json={
+                        "model": "chat",
+                        "messages": [{"role": "user", "content": "w " * (40 * i)}],
+                    },
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                assert resp.status_code == 200, resp.text
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        ranked = (await stack.admin("GET", "/spend/ranking?by=team&days=1")).json()
+        if len(ranked["rows"]) >= len(teams):
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"spend per team not recorded: {ranked}")
+
+
 async def test_sign_in_then_every_page_renders(web: Browser) -> None:
+    await _traffic(web.stack)
     await web.goto("/ui/signin")
     await web.shot("signin")
     await web.sign_in()
+    keys = (await web.stack.admin("GET", "/keys?q=checkout-api")).json()["keys"]
     for name, (path, heading) in PAGES.items():
-        response = await web.goto(path)
+        response = await web.goto(path.format(key=keys[0]["id"]))
         assert response.status == 200, (path, await response.text())
         assert await web.page.locator("h1").inner_text() == heading
         headers = response.headers
@@ -43,7 +75,7 @@ async def test_sign_in_then_every_page_renders(web: Browser) -> None:
 
 
 async def test_no_page_or_call_works_without_a_session(ui_stack: Stack) -> None:
-    paths = [p for p, _ in PAGES.values()]
+    paths = [p.format(key="key_0") for p, _ in PAGES.values()]
     paths += ["/ui/api/overview", "/ui/api/history", "/ui/spend.csv"]
     async with httpx.AsyncClient(base_url=ui_stack.gateway_url, timeout=10) as http:
         for path in paths:
@@ -57,5 +89,5 @@ async def test_no_page_or_call_works_without_a_session(ui_stack: Stack) -> None:
             resp = await http.post(path, data={"name": "x"})
             assert resp.status_code == 401, path
         # a made-up cookie is no session either
-        resp = await http.get("/ui/keys", cookies={"sy_session": "forged"})
+        resp = await http.get("/ui/keys", headers={"Cookie": "sy_session=forged"})
         assert resp.status_code == 303

@@ -88,7 +88,9 @@ def _fields(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """(as typed, the API body, per-field errors)."""
     f = ui.form
     values = {k: f.get(k) for k in FIELDS}
-    body: dict[str, Any] = {k: values[k] for k in ("name", "owner", "team", "budget_period")}
+    body: dict[str, Any] = {k: values[k] for k in ("name", "owner", "team")}
+    if values["budget_period"]:
+        body["budget_period"] = values["budget_period"]
     errors: dict[str, str] = {}
     body["models"] = [m.strip() for m in values["models"].split(",") if m.strip()] or ["*"]
     for key, kind in (("rpm", int), ("tpm", int), ("max_parallel", int), ("budget_usd", float)):

@@ -15,7 +15,7 @@
 
   function axis(svg, W, H, P, max) {
     svg.appendChild(node("line", { x1: P, x2: W - 8, y1: H - P, y2: H - P, stroke: "#d0d5e2" }));
-    svg.appendChild(node("text", { x: P - 4, y: 14, "text-anchor": "end", "font-size": 10, fill: "#6b7280" }, money(max)));
+    svg.appendChild(node("text", { x: P + 4, y: 22, "font-size": 10, fill: "#6b7280" }, money(max)));
     svg.appendChild(node("line", { x1: P, x2: W - 8, y1: 10, y2: 10, stroke: "#eef0f6", "stroke-dasharray": "4 4" }));
   }
 
@@ -73,7 +73,8 @@
     });
     const legend = svg.parentElement.querySelector("[data-legend]");
     if (legend) {
-      const items = chart.series.map((s, j) => [s.name, j]).concat([["others", 5]]);
+      const others = chart.total.some((t, i) => t - chart.series.reduce((a, s) => a + (s.values[i] || 0), 0) > 1e-9);
+      const items = chart.series.map((s, j) => [s.name, j]).concat(others ? [["others", 5]] : []);
       legend.replaceChildren(...items.map(([name, j]) => {
         const span = document.createElement("span");
         const key = document.createElement("span");
