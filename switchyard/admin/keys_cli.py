@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import re
+import socket
 import time
 from typing import Any, TextIO
 
 from switchyard.admin.keys import KeyAdmin, public_record
 from switchyard.admin.spend import SpendReader
 from switchyard.bus import identities
+from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.errors import ConfigError
@@ -88,9 +91,12 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     )
     try:
         admin = KeyAdmin(nc.jetstream(timeout=10))
+        audit = AuditWriter(nc, "cli")
+        actor = f"{getpass.getuser()}@{socket.gethostname()}"
         action = args.keys_command
         if action == "create":
             api_key, record = await admin.create(args.name, **_fields(args))
+            await audit.record(actor, "key.create", record.id, f"name {record.name!r}")
             if args.json:
                 print(json.dumps({"key": api_key, "record": public_record(record)}), file=out)
             else:
@@ -120,11 +126,13 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
             if args.enable:
                 fields["disabled"] = False
             record = await admin.update(args.key_id, **fields)
+            await audit.record(actor, "key.update", record.id, ", ".join(sorted(fields)))
             print(
                 json.dumps(public_record(record)) if args.json else f"updated {record.id}", file=out
             )
         elif action == "revoke":
             record = await admin.revoke(args.key_id)
+            await audit.record(actor, "key.revoke", record.id, f"name {record.name!r}")
             print(
                 json.dumps(public_record(record)) if args.json else f"revoked {record.id}", file=out
             )

@@ -18,6 +18,7 @@ from typing import TextIO
 import yaml
 
 from switchyard.bus import identities
+from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
@@ -86,14 +87,19 @@ async def _apply(result: ImportResult, settings: Settings, out: TextIO, *, from_
     try:
         actor = f"import:{getpass.getuser()}@{socket.gethostname()}"
         secrets_admin = SecretsAdmin(nc, actor=actor)
+        audit = AuditWriter(nc, "cli")
+        who = actor.removeprefix("import:")
         for secret in result.secrets:
             value = secret.value
             if value is None and from_env and secret.env_var:
                 value = read_env_secret(secret.env_var)
             if value:
-                await secrets_admin.put(secret.name, value)
+                info = await secrets_admin.put(secret.name, value)
+                await audit.record(who, "secret.put", info.name, f"version {info.version}")
                 print(f"stored secret {secret.name}", file=out)
         state = await ControlClient(nc, actor=actor).edit(lambda t: _merge(t, result.table))
+        detail = f"{len(result.table.routes)} routes, {len(result.table.providers)} providers"
+        await audit.record(who, "import.litellm", "", f"{detail}; revision {state.revision}")
         print(f"applied: route table revision {state.revision}", file=out)
     finally:
         await nc.close()

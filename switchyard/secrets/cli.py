@@ -15,6 +15,7 @@ from typing import TextIO
 import msgspec
 
 from switchyard.bus import identities
+from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.config import Settings
@@ -64,14 +65,19 @@ async def run_secrets_command(
     )
     try:
         admin = SecretsAdmin(nc, actor=f"cli:{getpass.getuser()}@{socket.gethostname()}")
+        audit = AuditWriter(nc, "cli")
+        who = f"{getpass.getuser()}@{socket.gethostname()}"
         if action == "put":
             info = await admin.put(args.name, value, provider=args.provider)
+            await audit.record(who, "secret.put", info.name, f"version {info.version}")
             print(f"stored {info.name} version {info.version} (...{info.last4})", file=out)
         elif action == "rotate":
             info = await admin.rotate(args.name, value)
+            await audit.record(who, "secret.rotate", info.name, f"version {info.version}")
             print(f"rotated {info.name} to version {info.version} (...{info.last4})", file=out)
         elif action == "rm":
             await admin.delete(args.name)
+            await audit.record(who, "secret.delete", args.name)
             print(f"deleted {args.name}", file=out)
         elif action == "show":
             info = await admin.info(args.name)

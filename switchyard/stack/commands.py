@@ -155,6 +155,7 @@ def endpoints(settings: Settings) -> dict[str, str]:
         "openai_api": f"http://{tail.host}:{tail.port}/v1",
         "gateway_api": f"http://{gateway.host}:{gateway.port}/v1",
         "gateway_docs": f"http://{gateway.host}:{gateway.port}/docs",
+        "admin_ui": f"http://{gateway.host}:{gateway.port}/ui/",
         "nats": settings.nats_servers[0],
         "nats_monitoring": f"http://127.0.0.1:{settings.stack.nats_monitor_port}",
         "openbao": settings.openbao_addr,
@@ -196,6 +197,7 @@ def summary(
     if token.is_file():
         lines += [
             "",
+            f"Admin UI: {urls['admin_ui']} (sign in with the token in {token})",
             f"Management API: {urls['gateway_api'].removesuffix('/v1')}/admin/v1 "
             f"(Authorization: Bearer $(cat {token}))",
         ]
