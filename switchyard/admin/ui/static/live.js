@@ -119,7 +119,9 @@
     const W = 600, H = 120, P = 6;
     const now = points.length ? points[points.length - 1][0] : Date.now() / 1000;
     const max = Math.max(1, ...points.map((p) => Math.max(p[1], p[2])));
-    const x = (t) => P + ((t - (now - HISTORY_S)) / HISTORY_S) * (W - 2 * P);
+    // A fresh stack has seconds of history: show what there is (at least a minute), up to 15.
+    const span = Math.min(HISTORY_S, Math.max(60, points.length ? now - points[0][0] : 60));
+    const x = (t) => P + ((t - (now - span)) / span) * (W - 2 * P);
     const y = (v) => H - P - (v / max) * (H - 2 * P - 12);
     const line = (index, color) => {
       const path = document.createElementNS(SVG, "polyline");

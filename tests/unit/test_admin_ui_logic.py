@@ -1,0 +1,110 @@
+"""The admin web app's pure parts: error placement, sessions, CSRF origin checks, the key index."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+import pytest
+from starlette.requests import Request
+
+from switchyard.admin.key_index import KeyIndex
+from switchyard.admin.ui import csrf
+from switchyard.admin.ui.forms import field_name, place, split_validation
+from switchyard.admin.ui.render import ENV
+from switchyard.admin.ui.sessions import SessionStore
+from switchyard.schemas.keys import KEY_ENCODER, ClientKey
+from switchyard.schemas.routing import Route
+
+pytestmark = pytest.mark.unit
+
+
+def test_msgspec_errors_name_the_form_field() -> None:
+    doc = {"deployments": [{"provider": "p", "model": "m", "weight": -1}]}
+    with pytest.raises(msgspec.ValidationError) as caught:
+        msgspec.convert(doc, Route)
+    message, path = split_validation(str(caught.value))
+    assert path == "deployments[0].weight"
+    assert ">= 0" in message
+    assert field_name(path) == "deployments-0-weight"
+
+
+def test_api_params_land_on_the_deepest_known_field() -> None:
+    fields = ["alias", "fallbacks", "deployments", "deployments-0-provider"]
+    assert place("routes.r1.fallbacks[0]", fields, "routes.r1.") == "fallbacks"
+    assert place("routes.r1.deployments[0].provider", fields, "routes.r1.") == (
+        "deployments-0-provider"
+    )
+    assert place("routes.r1.deployments[3].timeouts", fields, "routes.r1.") == "deployments"
+    assert place("(document)", fields) == ""
+    assert place(None, fields) == ""
+
+
+def test_sessions_expire_when_idle_and_end_at_sign_out() -> None:
+    store = SessionStore(idle_s=60, absolute_s=3600)
+    sid, session = store.create("ada", "127.0.0.1")
+    assert store.get(sid) is session
+    assert store.get("forged") is None
+    session.last_seen = time.time() - 61
+    assert store.get(sid) is None
+    assert session.ended
+    sid, session = store.create("ada", "127.0.0.1")
+    store.end(sid)
+    assert store.get(sid) is None
+    assert session.ended
+    assert sid not in repr(store.__dict__)  # only digests are kept
+
+
+def _request(headers: dict[str, str]) -> Request:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "POST",
+        "path": "/ui/keys",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    return Request(scope)
+
+
+def test_csrf_needs_the_token_and_this_origin() -> None:
+    _, session = SessionStore().create("ada", "")
+    host = {"host": "gw:8081"}
+    assert csrf.valid(_request(host), session, session.csrf)
+    assert csrf.valid(_request({**host, "x-csrf-token": session.csrf}), session, None)
+    assert csrf.valid(_request({**host, "origin": "http://gw:8081"}), session, session.csrf)
+    assert not csrf.valid(_request(host), session, None)
+    assert not csrf.valid(_request(host), session, "wrong")
+    assert not csrf.valid(_request({**host, "origin": "http://evil"}), session, session.csrf)
+    assert not csrf.valid(_request({**host, "origin": "null"}), session, session.csrf)
+
+
+def test_templates_escape_what_people_typed() -> None:
+    html = ENV.from_string("<td>{{ name }}</td>").render(name="<img src=x onerror=alert(1)>")
+    assert "<img" not in html
+    assert "&lt;img" in html
+
+
+def _key(i: int, **fields: Any) -> bytes:
+    record = ClientKey(
+        id=f"key_{i:04d}", hash=f"{i:064x}", name=f"app-{i}", created_at=float(i), **fields
+    )
+    return KEY_ENCODER.encode(record)
+
+
+def test_key_index_pages_searches_and_follows_changes() -> None:
+    index = KeyIndex.__new__(KeyIndex)  # no bucket: feed entries by hand
+    KeyIndex.__init__(index, js=None)  # type: ignore[arg-type]
+    for i in range(1, 121):
+        index._on_entry(f"k.{i:064x}", _key(i, team="red" if i % 2 else "blue"), i)
+    first = index.search(limit=50)
+    assert (first.total, first.count) == (120, 120)
+    assert [k.id for k in first.keys[:2]] == ["key_0120", "key_0119"]  # newest first
+    assert [k.id for k in index.search(offset=110, limit=50).keys][-1] == "key_0001"
+    assert index.search("app-7", limit=5).total == 11  # app-7 and app-70 to app-79
+    assert index.search(team="blue").total == 60
+    index._on_entry(f"k.{7:064x}", _key(7, disabled=True), 200)
+    assert [k.id for k in index.search(state="revoked").keys] == ["key_0007"]
+    index._on_entry(f"k.{8:064x}", None, 201)
+    assert index.get("key_0008") is None
+    assert index.search().total == 119
+    assert index.record_name("key_0009") == f"k.{9:064x}"
