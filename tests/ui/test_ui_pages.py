@@ -70,6 +70,12 @@ async def test_sign_in_then_every_page_renders(web: Browser) -> None:
         assert "unsafe-inline" not in headers["content-security-policy"]
         assert headers["x-frame-options"] == "DENY"
         assert headers["referrer-policy"] == "same-origin"
+        unlabelled = await web.page.evaluate(
+            """() => [...document.querySelectorAll('input, select, textarea')]
+                .filter((el) => el.type !== 'hidden' && el.labels.length === 0)
+                .map((el) => el.name || el.id)"""
+        )
+        assert unlabelled == [], (path, unlabelled)
         await web.page.wait_for_timeout(300)  # live pages: the first event has arrived
         await web.shot(name)
 
@@ -91,3 +97,23 @@ async def test_no_page_or_call_works_without_a_session(ui_stack: Stack) -> None:
         # a made-up cookie is no session either
         resp = await http.get("/ui/keys", headers={"Cookie": "sy_session=forged"})
         assert resp.status_code == 303
+
+
+async def test_keyboard_only(web: Browser) -> None:
+    page = web.page
+    await web.goto("/ui/signin")
+    token = web.stack.settings.admin_token_file.read_text(encoding="utf-8").strip()
+    await page.keyboard.type("Keyboard User")  # the name field has the focus
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(token)
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(web.base + "/ui/")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Switchyard"
+    for _ in range(5):  # Overview, Queues, Secrets, Providers & routes, Keys
+        await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Keys"
+    await page.keyboard.press("Enter")
+    await page.wait_for_url("**/ui/keys")
