@@ -27,7 +27,7 @@ async def test_put_a_secret_and_see_the_provider_that_uses_it_answer(web: Browse
     assert "vault-key" in await warning.inner_text()  # fake-vault refers to it; not stored yet
     await web.page.get_by_label("Name", exact=True).fill("vault-key")
     await web.page.get_by_label("Label (optional)").fill("fake provider")
-    await web.page.get_by_label("Value").fill(CANARY)
+    await web.page.get_by_label("Value", exact=True).fill(CANARY)
     await web.page.get_by_role("button", name="Store").click()
     await web.page.wait_for_url("**/ui/secrets")
     assert "Stored vault-key (version 1)" in await web.page.locator(".flash.ok").inner_text()

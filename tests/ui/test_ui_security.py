@@ -110,7 +110,7 @@ async def test_the_canary_secret_never_reaches_the_browser(web: Browser) -> None
     page = web.page
     await web.goto("/ui/secrets")
     await page.get_by_label("Name", exact=True).fill("vault-key")
-    await page.get_by_label("Value").fill(CANARY)
+    await page.get_by_label("Value", exact=True).fill(CANARY)
     await page.get_by_role("button", name="Store").click()
     await page.wait_for_url("**/ui/secrets")
     row = page.locator("tr", has_text="vault-key")
