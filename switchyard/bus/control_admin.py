@@ -27,6 +27,10 @@ class ControlClient:
         self._actor = actor
         self._timeout = timeout
 
+    def acting_for(self, actor: str) -> ControlClient:
+        """The same client, naming ``actor`` to the service (its audit log, Vault metadata)."""
+        return ControlClient(self._nc, actor=actor, timeout=self._timeout)
+
     async def _call(self, op: str, body: bytes) -> bytes:
         return await call(
             self._nc,

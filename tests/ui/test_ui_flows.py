@@ -33,6 +33,7 @@ async def test_put_a_secret_and_see_the_provider_that_uses_it_answer(web: Browse
     assert "Stored vault-key (version 1)" in await web.page.locator(".flash.ok").inner_text()
     row = web.page.locator("tr", has_text="vault-key")
     assert "fake-vault" in await row.inner_text()  # which providers use it
+    assert "Ada Admin (ui)" in await row.inner_text()  # who changed it, as the service saw it
     assert await web.page.locator(".flash.warn").count() == 0
     await web.shot("secrets-stored")
 

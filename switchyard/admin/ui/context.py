@@ -39,6 +39,11 @@ class Ui:
             self.session.flash(*flash)
         return RedirectResponse(url, status_code=303)
 
+    @property
+    def actor(self) -> str:
+        """How the admin services name this person in their own logs."""
+        return f"{self.session.actor} (ui)"
+
     def query(self, name: str, default: str = "") -> str:
         return (self.request.query_params.get(name) or default).strip()
 

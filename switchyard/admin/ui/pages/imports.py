@@ -100,7 +100,7 @@ async def apply(ui: Ui) -> Response:
     stored = []
     for secret in result.secrets:
         if secret.value:
-            await ui.admin.secrets.put(secret.name, secret.value)
+            await ui.admin.secrets.acting_for(ui.actor).put(secret.name, secret.value)
             stored.append(secret.name)
     imported = result.table
 
@@ -112,7 +112,7 @@ async def apply(ui: Ui) -> Response:
         )
 
     try:
-        state = await ui.admin.control.edit(merge)
+        state = await ui.admin.control.acting_for(ui.actor).edit(merge)
     except (Conflict, InvalidRequest) as exc:
         return ui.redirect("/ui/import", ("error", f"Not applied: {exc.message}"))
     detail = f"{len(imported.routes)} routes, {len(imported.providers)} providers"

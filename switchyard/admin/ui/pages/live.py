@@ -91,7 +91,7 @@ async def history(ui: Ui) -> Response:
 
 async def end_cooldown(ui: Ui) -> Response:
     deployment = ui.request.path_params["deployment"]
-    await ui.admin.control.clear_cooldown(deployment)
+    await ui.admin.control.acting_for(ui.actor).clear_cooldown(deployment)
     await ui.audit("cooldown.clear", deployment)
     if "application/json" in ui.request.headers.get("accept", ""):
         return _json({"cleared": True})

@@ -143,7 +143,7 @@ async def save_provider(ui: Ui) -> Response:
             raise validation_problem(exc, FIELDS) from None
         changed = msgspec.structs.replace(table, providers={**table.providers, name: provider})
         result = await save(
-            ui.admin.control,
+            ui.admin.control.acting_for(ui.actor),
             state,
             changed,
             fields=FIELDS,
@@ -185,7 +185,7 @@ async def delete_provider(ui: Ui) -> Response:
         )
 
     try:
-        result = await ui.admin.control.edit(change)
+        result = await ui.admin.control.acting_for(ui.actor).edit(change)
     except Conflict as exc:
         return ui.redirect("/ui/routes", ("error", exc.message))
     await ui.audit("provider.delete", name, f"revision {result.revision}")

@@ -201,7 +201,7 @@ async def save_route(ui: Ui) -> Response:
         route = _keep_hidden_settings(_to_route(document, fields), original)
         changed = msgspec.structs.replace(table, routes={**table.routes, alias: route})
         result = await save(
-            ui.admin.control,
+            ui.admin.control.acting_for(ui.actor),
             state,
             changed,
             fields=fields,
@@ -237,7 +237,7 @@ async def delete_route(ui: Ui) -> Response:
         return msgspec.structs.replace(t, routes={a: r for a, r in t.routes.items() if a != alias})
 
     try:
-        result = await ui.admin.control.edit(change)
+        result = await ui.admin.control.acting_for(ui.actor).edit(change)
     except Conflict as exc:
         return ui.redirect("/ui/routes", ("error", exc.message))
     await ui.audit("route.delete", alias, f"revision {result.revision}")
@@ -256,7 +256,7 @@ async def restore(ui: Ui) -> Response:
     def change(t: RouteTable) -> RouteTable:
         return msgspec.structs.replace(t, **{kind: {**getattr(t, kind), name: file_items[name]}})
 
-    result = await ui.admin.control.edit(change)
+    result = await ui.admin.control.acting_for(ui.actor).edit(change)
     await ui.audit(
         f"{kind[:-1]}.restore", name, f"from switchyard.yaml, revision {result.revision}"
     )

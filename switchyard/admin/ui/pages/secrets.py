@@ -67,7 +67,7 @@ async def put_secret(ui: Ui) -> Response:
     if errors:
         return await _render(ui, errors, name=name, status=400)
     try:
-        info = await ui.admin.secrets.put(name, value, ui.form.get("provider"))
+        info = await ui.admin.secrets.acting_for(ui.actor).put(name, value, ui.form.get("provider"))
     except ApiError as exc:
         return await _render(ui, {"name": exc.message}, name=name, status=exc.status)
     await ui.audit("secret.put", info.name, f"version {info.version}")
@@ -79,7 +79,7 @@ async def rotate_secret(ui: Ui) -> Response:
     value = ui.form.raw("value")
     if _checked(name, value):
         return ui.redirect("/ui/secrets", ("error", f"Rotate {name}: enter the new key."))
-    info = await ui.admin.secrets.rotate(name, value)
+    info = await ui.admin.secrets.acting_for(ui.actor).rotate(name, value)
     await ui.audit("secret.rotate", info.name, f"version {info.version}")
     return ui.redirect("/ui/secrets", ("ok", f"Rotated {info.name} to version {info.version}."))
 
@@ -104,7 +104,7 @@ async def delete_secret(ui: Ui) -> Response:
         return ui.redirect(
             f"/ui/secrets/{name}/delete", ("error", "Type the secret's name to confirm.")
         )
-    await ui.admin.secrets.delete(name)
+    await ui.admin.secrets.acting_for(ui.actor).delete(name)
     await ui.audit("secret.delete", name)
     return ui.redirect("/ui/secrets", ("ok", f"Deleted {name} and all its versions."))
 
