@@ -7,10 +7,12 @@ import datetime as dt
 import itertools
 import statistics
 import time
+from collections.abc import Mapping
 
 import httpx
 import msgspec
 import pytest
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
@@ -258,5 +260,39 @@ async def _last_usage(stack: Stack) -> dict[str, object]:
         msg = await nc.jetstream().get_last_msg(subjects.USAGE_STREAM, subjects.USAGE)
         batch: dict[str, list[dict[str, object]]] = msgspec.json.decode(msg.data or b"{}")
         return batch["events"][-1]
+    finally:
+        await nc.close()
+
+
+async def _raw_exchange(
+    nc: NATS, subject: str, body: Mapping[str, object], headers: dict[str, str]
+) -> list[Msg]:
+    """One request as a caller without LLMClient sends it: its own inbox, only the given
+    headers. Returns the replies up to (not including) the zero-length terminator."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish(subject, msgspec.json.encode(body), reply=inbox, headers=headers)
+    replies: list[Msg] = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=5)
+            if not msg.data and not msg.headers:
+                return replies
+            replies.append(msg)
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_requests_without_a_request_id_are_each_answered(stack: Stack) -> None:
+    """Sy-Request-Id is optional: id-less requests used to share one JetStream dedup id, so
+    every one after the first (within the duplicate window) got `accepted` and then nothing."""
+    nc = await stack.connect("app")
+    try:
+        bodies: list[Mapping[str, object]] = [CHAT, CHAT, {**CHAT, "stream": True}]
+        for body in bodies:
+            replies = await _raw_exchange(nc, subjects.CHAT, body, _auth(stack))
+            assert replies, "no reply at all"
+            last = replies[-1].headers or {}
+            assert (last.get(h.KIND), last.get(h.STATUS)) == ("final", "200")
     finally:
         await nc.close()
