@@ -296,3 +296,21 @@ async def test_requests_without_a_request_id_are_each_answered(stack: Stack) -> 
             assert (last.get(h.KIND), last.get(h.STATUS)) == ("final", "200")
     finally:
         await nc.close()
+
+
+async def test_internal_callers_get_the_same_body_checks_as_http(stack: Stack) -> None:
+    """Over NATS the head checked only `model`: a chat without messages went to the provider
+    and a body past ingress.max_body_bytes was served, where HTTP answers 400 and 413."""
+    nc = await stack.connect("app")
+    try:
+        replies = await _raw_exchange(nc, subjects.CHAT, {"model": "gpt-4o-mini"}, _auth(stack))
+        error = replies[-1]
+        assert (error.headers or {}).get(h.STATUS) == "400"
+        assert msgspec.json.decode(error.data)["error"]["param"] == "messages"
+        padding = "x" * (stack.settings.ingress.max_body_bytes + 1)
+        began = time.perf_counter()
+        replies = await _raw_exchange(nc, subjects.CHAT, {**CHAT, "pad": padding}, _auth(stack))
+        assert (replies[-1].headers or {}).get(h.STATUS) == "413"
+        assert time.perf_counter() - began < 2
+    finally:
+        await nc.close()

@@ -27,6 +27,7 @@ from switchyard.errors import (
     ApiError,
     AuthenticationFailed,
     DeadlineExceeded,
+    PayloadTooLarge,
     PermissionDenied,
     ServiceUnavailable,
 )
@@ -38,7 +39,7 @@ from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
 from switchyard.runtime.tracing import NO_HOP, Hop
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.keys import ClientKey, hash_key
-from switchyard.schemas.openai import Model, ModelList, encode, model_of
+from switchyard.schemas.openai import PROBES, Model, ModelList, encode, model_of, probe
 from switchyard.schemas.routing import Deployment, InvalidRouteTable, decode_route_table
 from switchyard.telemetry import request_id_var
 from switchyard.workers.head import decide
@@ -209,8 +210,15 @@ class Head:
 
     async def _route(self, msg: Msg, env: Envelope, reply: str, hop: Hop) -> None:
         env = self._deadline(env)
-        probe = model_of(msg.data)
-        alias = probe.model
+        limit = self.settings.ingress.max_body_bytes
+        if len(msg.data) > limit:
+            # The HTTP edges refuse these before publishing; internal callers reach us.
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        op = _OPS[msg.subject]
+        # The whole request shape where the edges check one (param names the field); the
+        # Responses and Messages dialects are checked by their translators.
+        body = probe(op, msg.data) if op in PROBES else model_of(msg.data)
+        alias = body.model
         key, pinned = await self._authorize(env, caller_identity(msg.headers))
         if not key.allows(alias):
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
@@ -219,10 +227,10 @@ class Head:
             # (_after_failure) instead of being rerouted to another deployment.
             pin=pinned or "",
             authorization="",  # never stored in a queue
-            op=_OPS[msg.subject],
+            op=op,
             alias=alias,
             reply=reply,
-            stream=probe.stream,
+            stream=bool(getattr(body, "stream", False)),
             tried=(),
             errors="",
             last_status=0,
