@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
+from switchyard.bus.envelope import Deadline
 from switchyard.client import LLMClient
 from switchyard.errors import AuthenticationFailed, DeadlineExceeded, InvalidRequest
 from switchyard.schemas.routing import deployment_id
@@ -314,3 +315,17 @@ async def test_internal_callers_get_the_same_body_checks_as_http(stack: Stack) -
         assert time.perf_counter() - began < 2
     finally:
         await nc.close()
+
+
+async def test_deadline_passing_during_the_provider_call_is_504(stack: Stack) -> None:
+    """The model-proxy cuts the provider's timeouts to the deadline; when that cut timer fires,
+    the caller's deadline passed (504 deadline_exceeded), the provider did not fail (502)."""
+    nc = await stack.connect("app")
+    try:
+        headers = {**_auth(stack), h.DEADLINE: Deadline.after(0.5).header()}
+        replies = await _raw_exchange(nc, subjects.CHAT, {**CHAT, "model": "slow"}, headers)
+    finally:
+        await nc.close()
+    error = replies[-1]
+    assert (error.headers or {}).get(h.STATUS) == "504", error.data
+    assert msgspec.json.decode(error.data)["error"]["code"] == "deadline_exceeded"

@@ -27,7 +27,13 @@ from opentelemetry.trace import SpanKind
 from switchyard.bus import replies, subjects
 from switchyard.bus.envelope import Envelope, MalformedHeader
 from switchyard.config import Settings
-from switchyard.errors import ApiError, DeadlineExceeded, InvalidRequest, ServiceUnavailable
+from switchyard.errors import (
+    ApiError,
+    DeadlineExceeded,
+    InvalidRequest,
+    ProviderTimeout,
+    ServiceUnavailable,
+)
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.secret_cache import SecretCache
@@ -51,6 +57,7 @@ _BODY = msgspec.json.Decoder(dict[str, Any])
 _OPS = frozenset({"chat", "complete", "embed", *DIALECTS})
 _MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
+_DEADLINE_SLACK_S = 0.05  # a timer cut to the deadline may fire a little before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +247,10 @@ class Handler:
                 usage=job.usage,
             )
         except ApiError as exc:
+            if isinstance(exc, ProviderTimeout) and job.deadline - time.time() < _DEADLINE_SLACK_S:
+                # The provider's timeouts were cut to the request's deadline (_prepare): what
+                # ran out is the caller's deadline, a 504, not a provider failure (502).
+                exc = DeadlineExceeded("the request deadline passed while the provider worked")
             failure = exc
             job.status = exc.status
             retry = not job.sent and retryable(exc) and time.time() < job.deadline
