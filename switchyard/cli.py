@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from switchyard.config import DEFAULT_CONFIG_FILE, Settings, config_path, load_settings
-from switchyard.errors import ConfigError, SwitchyardError
+from switchyard.errors import BusUnreachable, ConfigError, SwitchyardError
 from switchyard.telemetry import setup_logging
 
 Handler = Callable[[argparse.Namespace, Settings, Path | None], int]
@@ -210,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, settings, config_file)
+    except BusUnreachable as exc:
+        from switchyard.stack.attach import unreachable_message  # noqa: PLC0415
+
+        print(f"error: {unreachable_message(settings, exc)}", file=sys.stderr)
+        return 1
     except SwitchyardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -332,7 +337,7 @@ def _cmd_keys(args: argparse.Namespace, settings: Settings, config_file: Path | 
 def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.stack.local import provision_stack  # noqa: PLC0415
 
-    asyncio.run(provision_stack(settings))
+    asyncio.run(provision_stack(settings, one_shot=True))
     print("provisioned streams, consumers and KV buckets")
     return 0
 

@@ -12,6 +12,7 @@ failures into :class:`ProviderError`).
     ├── CertificateError         the CA or an identity certificate is missing or unusable
     ├── StackError               a local-stack process failed to start, became unhealthy, or exited
     ├── BusError                 NATS unreachable or a publish could not be confirmed
+    │   └── BusUnreachable       the first connection to NATS failed (nothing answering, refused)
     ├── GatewayError             a CLI client of the admin API got no answer or was refused
     ├── SecretsError             the secrets service or Vault/OpenBao failed (server zone only)
     │   └── VaultUnavailable     Vault/OpenBao cannot be reached or refused our credentials
@@ -81,6 +82,22 @@ class StackError(SwitchyardError):
 
 class BusError(SwitchyardError):
     """NATS could not be reached or did not confirm a publish in time."""
+
+
+class BusUnreachable(BusError):
+    """The first connection attempt to NATS failed.
+
+    Attributes:
+        servers: the URLs tried.
+        identity: who tried to connect.
+        reason: what the attempt ended with (refused, timed out, TLS handshake...).
+    """
+
+    def __init__(self, servers: tuple[str, ...], identity: str, reason: str) -> None:
+        self.servers = servers
+        self.identity = identity
+        self.reason = reason
+        super().__init__(f"cannot connect to NATS at {', '.join(servers)} as {identity}: {reason}")
 
 
 class GatewayError(SwitchyardError):

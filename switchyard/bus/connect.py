@@ -6,6 +6,7 @@ permission violations, which nats-py reports only asynchronously, are logged wit
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from switchyard.bus.tls import require_tls_files
-from switchyard.errors import BusError
+from switchyard.errors import BusUnreachable
 
 log = logging.getLogger("switchyard.bus")
 
@@ -51,32 +52,51 @@ async def connect(
         identity: the identity name; sets the certificate and the ``_INBOX_<identity>`` prefix.
         name: connection name shown in server monitoring (default: the identity).
         error_cb: receives asynchronous errors (permission violations arrive here).
-        max_reconnect_attempts: -1 for unlimited (services); tests of refusals pass 0.
+        max_reconnect_attempts: -1 for unlimited (services); 0 for one-shot callers (CLI
+            commands, tests of refusals): one attempt per server, no reconnects.
 
     Raises:
-        BusError: the first connection attempt failed (refused certificate, no server...).
+        BusUnreachable: the first connection attempt failed (refused certificate, no server...).
     """
     ctx = client_tls(cert_dir, identity)
+    one_shot = max_reconnect_attempts == 0
+    connected = False
+    failures: list[Exception] = []
 
     async def _log_error(exc: Exception) -> None:
-        log.warning("nats error for %s: %s", identity, exc)
+        if connected or not one_shot:
+            log.warning("nats error for %s: %s", identity, exc)
+        else:
+            failures.append(exc)  # a one-shot caller's failed connect is raised below, once
         if error_cb is not None:
             await error_cb(exc)
 
+    nc = NATS()
     try:
-        return await nats.connect(
+        await nc.connect(
             servers=list(servers),
             tls=ctx,
             name=name or identity,
             inbox_prefix=f"_INBOX_{identity}",
             connect_timeout=max(1, round(connect_timeout)),
             reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type,unused-ignore]  # floats work
-            max_reconnect_attempts=max_reconnect_attempts,
-            allow_reconnect=True,
+            # nats-py treats 0 as "no limit" and retries a failed first connect forever; with
+            # 1 it tries each server twice, then gives up.
+            max_reconnect_attempts=1 if one_shot else max_reconnect_attempts,
+            allow_reconnect=not one_shot,
             error_cb=_log_error,
             reconnected_cb=reconnected_cb,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
-        raise BusError(
-            f"cannot connect to NATS at {', '.join(servers)} as {identity}: {exc}"
-        ) from exc
+        with contextlib.suppress(Exception):
+            await nc.close()  # a refused first connect leaves the transport open
+        reason = _reason(failures[-1] if failures else exc)
+        raise BusUnreachable(tuple(servers), identity, reason) from exc
+    connected = True
+    return nc
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return str(exc) or type(exc).__name__

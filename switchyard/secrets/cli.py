@@ -59,11 +59,12 @@ async def run_secrets_command(
     args: argparse.Namespace, settings: Settings, stdin: TextIO, out: TextIO
 ) -> int:
     action = args.secrets_command
-    value = read_value(args, stdin) if action in ("put", "rotate") else ""
+    # Connect first: nobody should type a key into a prompt only to learn no stack is running.
     nc = await connect(
         settings.nats_servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=0
     )
     try:
+        value = read_value(args, stdin) if action in ("put", "rotate") else ""
         admin = SecretsAdmin(nc, actor=f"cli:{getpass.getuser()}@{socket.gethostname()}")
         audit = AuditWriter(nc, "cli")
         who = f"{getpass.getuser()}@{socket.gethostname()}"

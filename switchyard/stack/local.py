@@ -181,19 +181,27 @@ def infrastructure(settings: Settings, home: StackHome) -> list[Step]:
     ]
 
 
-async def provision_stack(settings: Settings, *, demo_key: bool = False) -> None:
+async def provision_stack(
+    settings: Settings, *, demo_key: bool = False, one_shot: bool = False
+) -> None:
     """Provision CORE as the provisioner and CLIENT as admin (idempotent).
 
     Args:
         demo_key: also make sure the local demo client key exists.
+        one_shot: fail at once when NATS does not answer (the CLI) instead of waiting for it.
     """
     servers = settings.nats_servers
-    nc = await connect(servers, settings.certs_dir, identities.PROVISIONER.name)
+    attempts = 0 if one_shot else -1
+    nc = await connect(
+        servers, settings.certs_dir, identities.PROVISIONER.name, max_reconnect_attempts=attempts
+    )
     try:
         await provision_core(nc, settings)
     finally:
         await nc.close()
-    nc = await connect(servers, settings.certs_dir, identities.ADMIN.name)
+    nc = await connect(
+        servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=attempts
+    )
     try:
         await provision_client(nc, settings)
     finally:

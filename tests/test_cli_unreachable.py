@@ -1,0 +1,93 @@
+"""CLI commands without a stack: one line saying what was tried and what to do, at once.
+
+nats-py retries a failed first connection forever unless told otherwise; the commands used to
+hang there, logging a warning twice a second. No servers run in these tests: the home has
+certificates (as after a `switchyard up`) and the configured NATS port has no listener.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import free_port
+
+BUDGET_S = 5.0
+
+
+def _run(config: Path, *argv: str, stdin: str = "") -> tuple[int, list[str], float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    began = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "switchyard", *argv, "--config", str(config)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    took = time.monotonic() - began
+    return proc.returncode, [line for line in proc.stderr.splitlines() if line.strip()], took
+
+
+@pytest.fixture(scope="module")
+def stopped_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """A home with certificates and a config whose NATS port nothing listens on."""
+    root = tmp_path_factory.mktemp("stopped")
+    port = free_port()
+    config = root / "switchyard.yaml"
+    config.write_text(
+        yaml.safe_dump({"home": str(root / "home"), "stack": {"nats_port": port}}),
+        encoding="utf-8",
+    )
+    code, err, _ = _run(config, "certs", "init")
+    assert code == 0, err
+    return config, port
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin"),
+    [
+        (("keys", "create", "x"), ""),
+        (("keys", "list"), ""),
+        (("secrets", "put", "foo", "--from-stdin"), "value\n"),
+        (("secrets", "list"), ""),
+        (("provision",), ""),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
+)
+def test_command_without_a_stack_fails_fast_with_one_line(
+    stopped_home: tuple[Path, int], argv: tuple[str, ...], stdin: str
+) -> None:
+    config, port = stopped_home
+    code, err, took = _run(config, *argv, stdin=stdin)
+    assert code == 1
+    assert took < BUDGET_S, f"took {took:.1f}s"
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: no Switchyard stack answering at tls://127.0.0.1:{port} ")
+    assert "start it with `switchyard up`, or pass --config/--home" in err[0]
+
+
+def test_import_apply_without_a_stack_fails_fast(
+    stopped_home: tuple[Path, int], tmp_path: Path
+) -> None:
+    config, _ = stopped_home
+    litellm = tmp_path / "litellm.yaml"
+    litellm.write_text(
+        yaml.safe_dump(
+            {"model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-4o"}}]}
+        ),
+        encoding="utf-8",
+    )
+    code, err, took = _run(config, "import", "litellm-config", str(litellm), "--apply")
+    assert code == 1
+    assert took < BUDGET_S
+    assert len(err) == 1, err
+    assert err[0].startswith("error: no Switchyard stack answering")
