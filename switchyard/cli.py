@@ -316,28 +316,35 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings, config_file: Path |
     return serve(args.component, settings, instance=instance, health_port=args.health_port)
 
 
+def _attached(settings: Settings) -> Settings:
+    """The settings with the running local stack's ports (see :mod:`switchyard.stack.attach`)."""
+    from switchyard.stack.attach import live_settings  # noqa: PLC0415
+
+    return live_settings(settings)
+
+
 def _cmd_secrets(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.secrets.cli import run_secrets_command  # noqa: PLC0415
 
-    return asyncio.run(run_secrets_command(args, settings, sys.stdin, sys.stdout))
+    return asyncio.run(run_secrets_command(args, _attached(settings), sys.stdin, sys.stdout))
 
 
 def _cmd_import(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.control.import_cli import run_import  # noqa: PLC0415
 
-    return run_import(args, settings, sys.stdout)
+    return run_import(args, _attached(settings) if args.apply else settings, sys.stdout)
 
 
 def _cmd_keys(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.admin.keys_cli import keys_command  # noqa: PLC0415
 
-    return keys_command(args, settings, sys.stdout)
+    return keys_command(args, _attached(settings), sys.stdout)
 
 
 def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.stack.local import provision_stack  # noqa: PLC0415
 
-    asyncio.run(provision_stack(settings, one_shot=True))
+    asyncio.run(provision_stack(_attached(settings), one_shot=True))
     print("provisioned streams, consumers and KV buckets")
     return 0
 

@@ -91,3 +91,15 @@ def test_import_apply_without_a_stack_fails_fast(
     assert took < BUDGET_S
     assert len(err) == 1, err
     assert err[0].startswith("error: no Switchyard stack answering")
+
+
+def test_a_home_without_a_stack_says_so(tmp_path: Path) -> None:
+    """Never started here: no certificates. Not "run certs init" (a new CA would not match a
+    stack started elsewhere), but where it looked and how to point elsewhere."""
+    config = tmp_path / "switchyard.yaml"
+    config.write_text(yaml.safe_dump({"home": str(tmp_path / "home")}), encoding="utf-8")
+    code, err, _ = _run(config, "keys", "list")
+    assert code == 1
+    assert len(err) == 1, err
+    assert "no stack was ever started in this home" in err[0]
+    assert str(tmp_path / "home") in err[0]

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from switchyard.config import Settings, inherited_environment
 from switchyard.errors import StackError
-from switchyard.stack import local
+from switchyard.stack import attach, local
 from switchyard.stack.demo_key import read_demo_key
 from switchyard.stack.home import StackHome
 from switchyard.stack.process import http_status, pid_alive, redis_ping_check
@@ -75,7 +75,12 @@ async def _up_foreground(
         settings,
         home,
         local.components(settings, env, local.component_specs(settings)),
-        info={"home": str(home.root), "config": str(config_file) if config_file else None},
+        info={
+            "home": str(home.root),
+            "config": str(config_file) if config_file else None,
+            # What commands run beside this stack connect to (stack.attach), 0s resolved.
+            "ports": attach.stack_ports(settings),
+        },
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
