@@ -88,11 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.set_defaults(handler=_cmd_import)
 
+    p = sub.add_parser("routes", help="the live route table versus the settings file")
+    routes = p.add_subparsers(dest="routes_command", required=True, metavar="ACTION")
+    c = routes.add_parser(
+        "sync", help="preview (or --apply) making the live route table the file's"
+    )
+    _common(c)
+    c.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep providers and routes that exist only in the live table (default: replace)",
+    )
+    c.add_argument("--apply", action="store_true", help="write it (default: preview only)")
+    c.set_defaults(handler=_cmd_routes_sync)
+
     p = sub.add_parser("provision", help="create streams, consumers and KV buckets (idempotent)")
     _common(p)
     p.set_defaults(handler=_cmd_provision)
 
-    p = sub.add_parser("config", help="validate the settings and print them as JSON")
+    p = sub.add_parser(
+        "config",
+        help="validate the settings and print them as JSON (and whether the live routes differ)",
+    )
     _common(p)
     p.set_defaults(handler=_cmd_config)
     return parser
@@ -341,6 +358,12 @@ def _cmd_keys(args: argparse.Namespace, settings: Settings, config_file: Path | 
     return keys_command(args, _attached(settings), sys.stdout)
 
 
+def _cmd_routes_sync(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from switchyard.control.sync_cli import run_sync  # noqa: PLC0415
+
+    return run_sync(args, _attached(settings), config_file, sys.stdout)
+
+
 def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.stack.local import provision_stack  # noqa: PLC0415
 
@@ -353,4 +376,21 @@ def _cmd_config(args: argparse.Namespace, settings: Settings, config_file: Path 
     import msgspec  # noqa: PLC0415
 
     print(json.dumps(msgspec.to_builtins(settings), indent=2))
+    _note_route_drift(settings, config_file)
     return 0
+
+
+def _note_route_drift(settings: Settings, config_file: Path | None) -> None:
+    """On stderr (stdout stays JSON): the file's routes are not what a running stack serves."""
+    from switchyard.control.sync_cli import file_drift  # noqa: PLC0415
+    from switchyard.stack.attach import running_state  # noqa: PLC0415
+    from switchyard.stack.home import StackHome  # noqa: PLC0415
+
+    if running_state(StackHome(settings.home_dir)) is None:
+        return
+    try:
+        lines = asyncio.run(file_drift(_attached(settings), config_file))
+    except SwitchyardError as exc:
+        lines = [f"note: could not compare the routes with the running stack: {exc}"]
+    for line in lines:
+        print(line, file=sys.stderr)

@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 class CliStack:
     root: Path
     config: Path
+    doc: dict[str, object]
 
     def run(
         self, *argv: str, stdin: str = "", timeout: float = 60
@@ -67,8 +68,8 @@ def base_config(root: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def cli_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliStack]:
     root = tmp_path_factory.mktemp("cli-stack")
-    stack = CliStack(root, root / "switchyard.yaml")
-    stack.write_config(base_config(root))
+    stack = CliStack(root, root / "switchyard.yaml", base_config(root))
+    stack.write_config(stack.doc)
     up = stack.run("up", "--detach", timeout=240)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -93,3 +94,43 @@ def test_commands_use_the_ports_the_stack_chose(cli_stack: CliStack) -> None:
     assert stored.returncode == 0, stored.stderr
     provisioned = cli_stack.run("provision", timeout=30)
     assert provisioned.returncode == 0, provisioned.stderr
+
+
+EXTRA_ROUTE = {"extra": {"deployments": [{"provider": "local-demo", "model": "demo"}]}}
+LOCAL_DEMO = {"local-demo": {"kind": "demo"}}
+
+
+def test_an_edited_config_is_reported_and_applied_on_request(cli_stack: CliStack) -> None:
+    """Routes are seeded into KV once; an edit to the file used to be ignored silently."""
+    cli_stack.write_config({**cli_stack.doc, "providers": LOCAL_DEMO, "routes": EXTRA_ROUTE})
+    shown = cli_stack.run("config", timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    json.loads(shown.stdout)  # stdout stays the settings as JSON
+    assert "differ from the live route table" in shown.stderr
+    assert "+ route extra: only in switchyard.yaml" in shown.stderr
+    assert "switchyard routes sync" in shown.stderr
+
+    preview = cli_stack.run("routes", "sync", timeout=30)
+    assert preview.returncode == 0, preview.stderr
+    assert "+ route extra: added" in preview.stdout
+    assert "nothing written" in preview.stdout
+    listing = cli_stack.run("config", timeout=30)
+    assert "+ route extra" in listing.stderr, "a preview must not write"
+
+    applied = cli_stack.run("routes", "sync", "--apply", timeout=30)
+    assert applied.returncode == 0, applied.stderr
+    assert "applied: route table revision" in applied.stdout
+    assert cli_stack.run("config", timeout=30).stderr == ""
+    again = cli_stack.run("routes", "sync", timeout=30)
+    assert "already matches switchyard.yaml" in again.stdout
+
+
+def test_up_reports_a_config_that_differs_from_the_live_table(cli_stack: CliStack) -> None:
+    changed = {"extra": {"deployments": [{"provider": "local-demo", "model": "demo-2"}]}}
+    cli_stack.write_config({**cli_stack.doc, "providers": LOCAL_DEMO, "routes": changed})
+    down = cli_stack.run("down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    up = cli_stack.run("up", "--detach", timeout=240)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "note: the routes/providers in switchyard.yaml differ" in up.stdout
+    assert "~ route extra: deployments changed" in up.stdout

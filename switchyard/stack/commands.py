@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from switchyard.config import Settings, inherited_environment
-from switchyard.errors import StackError
+from switchyard.errors import StackError, SwitchyardError
 from switchyard.stack import attach, local
 from switchyard.stack.demo_key import read_demo_key
 from switchyard.stack.home import StackHome
@@ -96,6 +96,8 @@ async def _up_foreground(
     supervisor._record()
     key = read_demo_key(settings)
     print(summary(urls, key, supervisor.state.processes, home, elapsed), file=out, flush=True)
+    for line in await _route_drift(settings, config_file):
+        print(line, file=out, flush=True)
     try:
         await supervisor.watch(stop)
     except StackError as exc:
@@ -134,6 +136,8 @@ def _up_detached(settings: Settings, config_file: Path | None, home: StackHome, 
                 print(
                     summary(urls, key, state["processes"], home, elapsed, detached=True), file=out
                 )
+                for line in asyncio.run(_route_drift(attach.live_settings(settings), config_file)):
+                    print(line, file=out)
                 return 0
             if state["status"] in ("failed", "stopped"):
                 print(f"error: the stack failed to start: {state.get('error')}", file=sys.stderr)
@@ -151,6 +155,17 @@ def _up_detached(settings: Settings, config_file: Path | None, home: StackHome, 
     print("error: the stack did not become healthy in time; stopping it", file=sys.stderr)
     down(settings, out=out)
     return 1
+
+
+async def _route_drift(settings: Settings, config_file: Path | None) -> list[str]:
+    """The note that the file's routes are not the live ones (a failure to check is logged)."""
+    from switchyard.control.sync_cli import file_drift  # noqa: PLC0415
+
+    try:
+        return await file_drift(settings, config_file)
+    except SwitchyardError as exc:
+        log.warning("could not compare the configured routes with the live table: %s", exc)
+        return []
 
 
 def endpoints(settings: Settings) -> dict[str, str]:

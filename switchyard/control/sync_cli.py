@@ -1,0 +1,97 @@
+"""``switchyard routes sync``: make the live route table what the settings file says.
+
+By default a preview: what replacing the live table with the file's providers and routes would
+add, remove and change. ``--merge`` keeps entries that exist only in the live table (added at run
+time); ``--apply`` writes the result through the control service, compare-and-set against the
+revision the preview was computed from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import socket
+from pathlib import Path
+from typing import TextIO
+
+from switchyard.bus import identities
+from switchyard.bus.connect import connect
+from switchyard.bus.control_admin import ControlClient
+from switchyard.config import Settings
+from switchyard.control.drift import diff, drift_note, merge
+from switchyard.errors import Conflict
+from switchyard.schemas.control import TableState
+
+
+def manages_routes(settings: Settings) -> bool:
+    """Whether the settings file defines routes or providers (else it does not manage them)."""
+    return bool(settings.routes or settings.providers)
+
+
+async def live_table(settings: Settings) -> TableState:
+    """The live route table and its revision, from the control service.
+
+    Raises:
+        BusUnreachable: no stack answers.
+        ServiceUnavailable: the control service is not running.
+    """
+    nc = await connect(
+        settings.nats_servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=0
+    )
+    try:
+        return await ControlClient(nc).table()
+    finally:
+        await nc.close()
+
+
+async def file_drift(settings: Settings, config_file: Path | None) -> list[str]:
+    """The note for ``up`` and ``config`` when the file's routes are not the live ones."""
+    if config_file is None or not manages_routes(settings):
+        return []
+    state = await live_table(settings)
+    return drift_note(state.revision, diff(state.table, settings.route_table), config_file.name)
+
+
+async def _sync(
+    settings: Settings, config_file: Path | None, *, merging: bool, apply: bool, out: TextIO
+) -> int:
+    source = config_file.name if config_file else "the default settings"
+    nc = await connect(
+        settings.nats_servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=0
+    )
+    try:
+        control = ControlClient(nc, actor=f"routes-sync:{getpass.getuser()}@{socket.gethostname()}")
+        state = await control.table()
+        target = merge(state.table, settings.route_table) if merging else settings.route_table
+        changes = diff(state.table, target)
+        if not changes:
+            print(
+                f"the live route table (revision {state.revision}) already matches {source}",
+                file=out,
+            )
+            return 0
+        what = "merging the routes of" if merging else "replacing the live table with"
+        print(f"{what} {source} (live revision {state.revision}):", file=out)
+        for change in changes:
+            print(f"  {change.describe()}", file=out)
+        if not apply:
+            print("nothing written: run again with --apply to write it", file=out)
+            return 0
+        try:
+            written = await control.put_table(target, state.revision)
+        except Conflict:
+            raise Conflict(
+                f"the live route table changed after revision {state.revision} (someone else "
+                "edited it); run the command again to see the new preview"
+            ) from None
+        print(f"applied: route table revision {written.revision}", file=out)
+        return 0
+    finally:
+        await nc.close()
+
+
+def run_sync(
+    args: argparse.Namespace, settings: Settings, config_file: Path | None, out: TextIO
+) -> int:
+    return asyncio.run(_sync(settings, config_file, merging=args.merge, apply=args.apply, out=out))
