@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,13 @@ import httpx
 import pytest
 import yaml
 
-from switchyard.control.litellm_import import convert
+from switchyard.control.import_cli import report
+from switchyard.control.litellm_import import (
+    LITELLM_AZURE_DEFAULT_API_VERSION,
+    ImportResult,
+    convert,
+)
+from switchyard.schemas.routing import route_table_problems
 from tests.fakes.anthropic import FakeAnthropic
 from tests.stacks import Stack
 from tests.upstream import FakeOpenAI
@@ -140,3 +149,54 @@ async def test_litellm_config_imports_and_serves(
     finally:
         upstream.set_mode("lite1", "echo")
         await anthropic.stop()
+
+
+AZURE_PARAMS = {
+    "model": "azure/my-gpt4o",
+    "api_base": "https://example.openai.azure.com",
+    "api_key": "os.environ/AZURE_API_KEY",
+}
+
+
+def _azure(**params: str) -> dict[str, object]:
+    return {"model_name": "az-gpt", "litellm_params": {**AZURE_PARAMS, **params}}
+
+
+def _versions(result: ImportResult) -> list[str | None]:
+    return [p.api_version for p in result.table.providers.values()]
+
+
+def test_azure_without_api_version_gets_litellms_default() -> None:
+    """LiteLLM accepts an Azure entry without api_version (it fills in its default); the import
+    produced a table that failed validation (Azure needs an api-version), so --apply and the
+    --output file were refused."""
+    result = convert({"model_list": [_azure()]})
+    assert _versions(result) == [LITELLM_AZURE_DEFAULT_API_VERSION]
+    assert route_table_problems(result.table) == []
+    out = io.StringIO()
+    report(result, out)
+    assert "filled in as LiteLLM does" in out.getvalue()
+    expected = f"model_list[0] (az-gpt): no api_version; using {LITELLM_AZURE_DEFAULT_API_VERSION}"
+    assert expected in out.getvalue()
+
+
+def test_azure_api_version_from_the_config_wins_over_the_default() -> None:
+    assert _versions(convert({"model_list": [_azure(api_version="2024-10-21")]})) == ["2024-10-21"]
+    from_settings = convert(
+        {"model_list": [_azure()], "litellm_settings": {"api_version": "2024-06-01"}}
+    )
+    assert _versions(from_settings) == ["2024-06-01"]
+    assert from_settings.defaults == []
+
+
+def test_azure_default_is_the_one_the_installed_litellm_uses() -> None:
+    """Read from litellm's source, not imported (import litellm takes seconds and may fetch)."""
+    spec = importlib.util.find_spec("litellm")
+    assert spec is not None
+    assert spec.origin is not None
+    source = Path(spec.origin).read_text(encoding="utf-8")
+    found = re.search(r'^AZURE_DEFAULT_API_VERSION\s*=\s*"([^"]+)"', source, re.MULTILINE)
+    assert found is not None, "litellm moved AZURE_DEFAULT_API_VERSION; find its new home"
+    assert found.group(1) == LITELLM_AZURE_DEFAULT_API_VERSION, (
+        f"litellm now defaults Azure to {found.group(1)}: update the import's default"
+    )

@@ -55,6 +55,10 @@ def report(result: ImportResult, out: TextIO) -> None:
             else:
                 how = "literal key in the file; stored for you with --apply"
             print(f"  switchyard secrets put {secret.name}    # {how}", file=out)
+    if result.defaults:
+        print("filled in as LiteLLM does:", file=out)
+        for line in result.defaults:
+            print(f"  - {line}", file=out)
     if result.unmapped:
         print("not mapped:", file=out)
         for line in result.unmapped:

@@ -8,7 +8,8 @@ key's source group deployments into providers; ``weight``, ``max_parallel_reques
 route fallbacks. Keys never enter the route table: ``os.environ/NAME`` becomes a secret
 placeholder named after the variable, and a literal key a placeholder whose value the importer
 can store in the secrets service (``--apply``) without printing it. Everything else is listed
-as not mapped, with the reason.
+as not mapped, with the reason. Where LiteLLM fills in a value the config leaves out (an Azure
+``api_version``), the import fills in the same one and lists it among the defaults it applied.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ PREFIX_KINDS: dict[str, str] = {
 }
 _SAFE = re.compile(r"[^a-z0-9_-]+")
 
+# What LiteLLM sends as Azure's api-version when neither the deployment, `litellm_settings`
+# (litellm.api_version) nor $AZURE_API_VERSION sets one: `litellm.AZURE_DEFAULT_API_VERSION`
+# (litellm/__init__.py, litellm 1.110). tests/test_import.py checks the installed litellm agrees.
+LITELLM_AZURE_DEFAULT_API_VERSION = "2025-02-01-preview"
+
 
 @dataclass(frozen=True)
 class SecretPlaceholder:
@@ -60,9 +66,13 @@ class SecretPlaceholder:
 
 @dataclass
 class ImportResult:
+    """The converted table, the secrets it names, what could not be mapped, and the values
+    filled in where the config relied on a LiteLLM default."""
+
     table: RouteTable
     secrets: list[SecretPlaceholder]
     unmapped: list[str]
+    defaults: list[str] = field(default_factory=list)
 
 
 def _slug(text: str) -> str:
@@ -95,6 +105,8 @@ def _secret_for(raw_key: Any, provider: str) -> SecretPlaceholder | None:
 def convert(doc: dict[str, Any]) -> ImportResult:
     """Convert a parsed LiteLLM config. Never raises for content: problems go to ``unmapped``."""
     unmapped: list[str] = []
+    defaults: list[str] = []
+    settings_version = (doc.get("litellm_settings") or {}).get("api_version")
     providers: dict[str, Provider] = {}
     secrets: dict[str, SecretPlaceholder] = {}
     deployments: dict[str, list[Deployment]] = {}
@@ -112,7 +124,15 @@ def convert(doc: dict[str, Any]) -> ImportResult:
         if kind == "openai" and api_base:
             kind = "openai-compatible"
         key_source = str(params.get("api_key") or "")
-        signature = (kind, str(api_base or ""), key_source, str(params.get("api_version") or ""))
+        api_version = params.get("api_version") or (settings_version if kind == "azure" else None)
+        if kind == "azure" and not api_version:
+            api_version = LITELLM_AZURE_DEFAULT_API_VERSION
+            defaults.append(
+                f"{where} ({alias}): no api_version; using {api_version}, LiteLLM's default "
+                "(LiteLLM would prefer $AZURE_API_VERSION if its environment set one; set "
+                "api_version on the provider to pin another)"
+            )
+        signature = (kind, str(api_base or ""), key_source, str(api_version or ""))
         name = provider_ids.get(signature)
         if name is None:
             base = (
@@ -128,7 +148,7 @@ def convert(doc: dict[str, Any]) -> ImportResult:
             providers[name] = Provider(
                 kind=cast(ProviderKind, kind),
                 api_base=str(api_base) if api_base else None,
-                api_version=str(params["api_version"]) if params.get("api_version") else None,
+                api_version=str(api_version) if api_version else None,
                 secret=secret.name if secret else None,
             )
         timeouts = None
@@ -169,7 +189,9 @@ def convert(doc: dict[str, Any]) -> ImportResult:
                 unmapped.append(f"fallback {alias} -> {target}: no model named `{target}`")
     _note_unsupported(doc, unmapped)
     table = RouteTable(providers=providers, routes=routes)
-    return ImportResult(table=table, secrets=list(secrets.values()), unmapped=unmapped)
+    return ImportResult(
+        table=table, secrets=list(secrets.values()), unmapped=unmapped, defaults=defaults
+    )
 
 
 def _fallbacks(doc: dict[str, Any], unmapped: list[str]) -> dict[str, list[str]]:
