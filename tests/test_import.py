@@ -166,6 +166,7 @@ def _versions(result: ImportResult) -> list[str | None]:
     return [p.api_version for p in result.table.providers.values()]
 
 
+@pytest.mark.unit
 def test_azure_without_api_version_gets_litellms_default() -> None:
     """LiteLLM accepts an Azure entry without api_version (it fills in its default); the import
     produced a table that failed validation (Azure needs an api-version), so --apply and the
@@ -180,6 +181,7 @@ def test_azure_without_api_version_gets_litellms_default() -> None:
     assert expected in out.getvalue()
 
 
+@pytest.mark.unit
 def test_azure_api_version_from_the_config_wins_over_the_default() -> None:
     assert _versions(convert({"model_list": [_azure(api_version="2024-10-21")]})) == ["2024-10-21"]
     from_settings = convert(
@@ -189,6 +191,7 @@ def test_azure_api_version_from_the_config_wins_over_the_default() -> None:
     assert from_settings.defaults == []
 
 
+@pytest.mark.unit
 def test_azure_default_is_the_one_the_installed_litellm_uses() -> None:
     """Read from litellm's source, not imported (import litellm takes seconds and may fetch)."""
     spec = importlib.util.find_spec("litellm")

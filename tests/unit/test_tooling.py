@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).parent.parent.parent
 
 
 def test_just_comes_with_the_dev_extra_and_knows_the_readme_recipes() -> None:

@@ -18,6 +18,8 @@ import yaml
 
 from tests.support import free_port
 
+pytestmark = pytest.mark.unit
+
 BUDGET_S = 5.0
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from switchyard.control.drift import diff, drift_note, merge
 from switchyard.schemas.routing import Deployment, Provider, Route, RouteTable
+
+pytestmark = pytest.mark.unit
 
 LOCAL = Provider(kind="openai-compatible", api_base="http://127.0.0.1:9/v1")
 
