@@ -329,3 +329,24 @@ async def test_deadline_passing_during_the_provider_call_is_504(stack: Stack) ->
     error = replies[-1]
     assert (error.headers or {}).get(h.STATUS) == "504", error.data
     assert msgspec.json.decode(error.data)["error"]["code"] == "deadline_exceeded"
+
+
+async def test_requests_reusing_a_request_id_are_each_answered(stack: Stack) -> None:
+    """The head's dedup key was the caller's request id and attempt: a second HTTP request
+    with the same X-Request-Id (or a NATS re-send keeping Sy-Attempt) was dropped by JetStream
+    as a duplicate after `accepted`, and waited for its deadline."""
+    headers = {**_auth(stack), "X-Request-Id": f"reused-{time.time_ns()}"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(2):
+            resp = await http.post(
+                f"{stack.tail_url}/v1/chat/completions", json=CHAT, headers=headers
+            )
+            assert resp.status_code == 200
+    nc = await stack.connect("app")
+    try:
+        same = {**_auth(stack), h.REQUEST_ID: f"resent-{time.time_ns()}", h.ATTEMPT: "1"}
+        for _ in range(2):
+            replies = await _raw_exchange(nc, subjects.CHAT, CHAT, same)
+            assert (replies[-1].headers or {}).get(h.STATUS) == "200"
+    finally:
+        await nc.close()

@@ -74,5 +74,11 @@ async def publish_dispatch(
 
 
 def msg_id(env: Envelope) -> str:
-    """The dedup key: one per (request, client attempt, reroute hop)."""
-    return f"{env.request_id}:{env.attempt}:{env.hop}"
+    """The dedup key: one per (request, client attempt, reroute hop, caller's reply subject).
+
+    What it must deduplicate is this head's own publish retries. Callers choose the request id
+    and attempt (an HTTP client's X-Request-Id becomes the request id), so without the reply
+    subject, which is new for every caller attempt, two requests that reused an id were one
+    message to JetStream: the second caller got `accepted`, then silence until its deadline.
+    """
+    return f"{env.request_id}:{env.attempt}:{env.hop}:{env.reply}"
