@@ -151,6 +151,48 @@ async def test_litellm_config_imports_and_serves(
         await anthropic.stop()
 
 
+@pytest.mark.integration
+async def test_apply_says_which_env_secrets_it_could_not_store(
+    stack: Stack, upstream: FakeOpenAI, tmp_path: Path
+) -> None:
+    """--secrets-from-env with the variable unset stored nothing and said nothing: the route
+    went live and answered 503 secret_unavailable with no hint from the import."""
+    config = tmp_path / "config.yaml"
+    entry = {
+        "model_name": "lite-unset",
+        "litellm_params": {
+            "model": "openai/echo",
+            "api_base": upstream.base_url,
+            "api_key": "os.environ/LITE_UNSET_KEY",
+        },
+    }
+    config.write_text(yaml.safe_dump({"model_list": [entry]}))
+    env = {k: v for k, v in os.environ.items() if k != "LITE_UNSET_KEY"}
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "switchyard",
+            "--config",
+            str(stack.config_file),
+            "import",
+            "litellm-config",
+            str(config),
+            "--apply",
+            "--secrets-from-env",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "not stored: lite_unset_key ($LITE_UNSET_KEY is not set in this shell)" in out.stdout
+    assert "switchyard secrets put lite_unset_key" in out.stdout
+
+
 AZURE_PARAMS = {
     "model": "azure/my-gpt4o",
     "api_base": "https://example.openai.azure.com",

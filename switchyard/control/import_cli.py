@@ -101,6 +101,14 @@ async def _apply(result: ImportResult, settings: Settings, out: TextIO, *, from_
                 info = await secrets_admin.put(secret.name, value)
                 await audit.record(who, "secret.put", info.name, f"version {info.version}")
                 print(f"stored secret {secret.name}", file=out)
+            elif secret.env_var:
+                # The route is applied anyway; say why it will answer 503 secret_unavailable.
+                why = "is not set in this shell" if from_env else "not read: no --secrets-from-env"
+                print(
+                    f"not stored: {secret.name} (${secret.env_var} {why}); its routes answer 503 "
+                    f"until you run `switchyard secrets put {secret.name}`",
+                    file=out,
+                )
         state = await ControlClient(nc, actor=actor).edit(lambda t: _merge(t, result.table))
         detail = f"{len(result.table.routes)} routes, {len(result.table.providers)} providers"
         await audit.record(who, "import.litellm", "", f"{detail}; revision {state.revision}")
