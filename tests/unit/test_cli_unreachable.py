@@ -105,3 +105,24 @@ def test_a_home_without_a_stack_says_so(tmp_path: Path) -> None:
     assert len(err) == 1, err
     assert "no stack was ever started in this home" in err[0]
     assert str(tmp_path / "home") in err[0]
+
+
+def test_output_cut_short_by_the_reader_is_not_a_traceback(tmp_path: Path) -> None:
+    """`switchyard status | head -3` ended in a BrokenPipeError traceback."""
+    config = tmp_path / "switchyard.yaml"
+    config.write_text(yaml.safe_dump({"home": str(tmp_path / "home")}), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "switchyard", "config", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command writes
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=30) == 141
+    assert "Traceback" not in err
+    assert err == ""
