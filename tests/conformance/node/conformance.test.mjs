@@ -271,6 +271,63 @@ inPhase("main")("other subjects", () => {
   });
 });
 
+/** A dialect stream: chunks are whole SSE events in Sy-Seq order, the final is empty. */
+function assertEventStream(r, lastEvent) {
+  const last = assertFinal(r);
+  assert.equal(last.body.length, 0, "a streaming final is empty");
+  const chunks = r.messages.filter((m) => m.kind === "chunk");
+  chunks.forEach((c, i) => assert.equal(c.get("Sy-Seq"), String(i), "chunks in Sy-Seq order"));
+  const text = chunks.map((c) => dec.decode(c.body)).join("");
+  assert.match(text, /^event: /, "chunks are SSE events");
+  assert.ok(text.includes(`event: ${lastEvent}`), `the dialect's own end event ${lastEvent}`);
+  return text;
+}
+
+inPhase("main")("dialects", () => {
+  test("llm.v1.responses answers a response object", async () => {
+    const body = { model: A.echo, input: "hello conformance" };
+    const response = JSON.parse(dec.decode(assertFinal(await ask("llm.v1.responses", body, auth())).body));
+    assert.equal(response.object, "response");
+    assert.equal(response.output[0].content[0].text, "echo: hello conformance");
+  });
+
+  test("llm.v1.responses streams Responses events", async () => {
+    const body = { model: A.echo, input: "hello conformance", stream: true };
+    assertEventStream(await ask("llm.v1.responses", body, auth()), "response.completed");
+  });
+
+  test("llm.v1.responses refuses stored state (400 naming the field)", async () => {
+    const body = { model: A.echo, input: "x", previous_response_id: "resp_1" };
+    assertError(await ask("llm.v1.responses", body, auth()), 400, undefined, {
+      param: "previous_response_id",
+    });
+  });
+
+  const anthropic = (extra = {}) => ({
+    model: A.echo,
+    max_tokens: 64,
+    messages: [{ role: "user", content: "hello conformance" }],
+    ...extra,
+  });
+
+  test("llm.v1.messages answers an Anthropic message", async () => {
+    const last = assertFinal(await ask("llm.v1.messages", anthropic(), auth()));
+    const message = JSON.parse(dec.decode(last.body));
+    assert.equal(message.type, "message");
+    assert.equal(message.content[0].text, "echo: hello conformance");
+  });
+
+  test("llm.v1.messages streams Anthropic events", async () => {
+    assertEventStream(await ask("llm.v1.messages", anthropic({ stream: true }), auth()), "message_stop");
+  });
+
+  test("llm.v1.messages without max_tokens is a 400 naming it", async () => {
+    const body = anthropic();
+    delete body.max_tokens;
+    assertError(await ask("llm.v1.messages", body, auth()), 400, undefined, { param: "max_tokens" });
+  });
+});
+
 inPhase("main")("errors", () => {
   test("400: body is not JSON", async () => {
     assertError(await ask("llm.v1.chat", "not json", auth()), 400, "invalid_json");
