@@ -6,7 +6,7 @@ show that the document is what is served. ``tests/conformance/node/conformance.t
 it with the npm ``nats`` package over TLS as an internal-client identity: chat, stream, the
 other subjects, every documented error, every optional header left out.
 
-Needs Node.js >= 20 and npm; the npm package is installed into ``tests/conformance/node`` with
+Needs Node.js >= 18 and npm; the npm package is installed into ``tests/conformance/node`` with
 ``npm ci`` (from the committed lock file) when missing or stale. Without Node the test is skipped
 locally and fails under CI (``CI`` set), so the contract is always checked there.
 """
@@ -45,7 +45,7 @@ ALIASES = {
 def _tools() -> tuple[str, str]:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        message = "the NATS conformance test needs Node.js >= 20 and npm on PATH"
+        message = "the NATS conformance test needs Node.js >= 18 and npm on PATH"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

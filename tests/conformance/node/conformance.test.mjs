@@ -6,6 +6,7 @@
 // documented reply protocol on its own inbox: optional `accepted`, keepalives, chunks in
 // `Sy-Seq` order, exactly one `final` or `error`, then a zero-length terminator without headers.
 
+import { randomBytes, randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -46,15 +47,13 @@ const chatBody = (model, extra = {}) => ({
 });
 
 function traceparent() {
-  const hex = (n) => [...crypto.getRandomValues(new Uint8Array(n))]
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
-  return `00-${hex(16)}-${hex(8)}-01`;
+  return `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
 }
 
 /** Every optional request header, with a valid value. */
 function optionalHeaders() {
   return {
-    "Sy-Request-Id": `node-${crypto.randomUUID()}`,
+    "Sy-Request-Id": `node-${randomUUID()}`,
     "Sy-Attempt": "1",
     "Sy-Deadline": String(Date.now() + 60_000),
     traceparent: traceparent(),
