@@ -20,7 +20,8 @@ from tests.support import free_port
 
 pytestmark = pytest.mark.unit
 
-BUDGET_S = 5.0
+# Seconds, Python start-up included: the bug was "never"; a loaded 2-core CI box needs slack.
+BUDGET_S = 10.0
 
 
 def _run(config: Path, *argv: str, stdin: str = "") -> tuple[int, list[str], float]:
@@ -70,8 +71,8 @@ def test_command_without_a_stack_fails_fast_with_one_line(
 ) -> None:
     config, port = stopped_home
     code, err, took = _run(config, *argv, stdin=stdin)
-    assert code == 1
-    assert took < BUDGET_S, f"took {took:.1f}s"
+    assert code == 1, err
+    assert took < BUDGET_S, f"took {took:.1f}s: {err}"
     assert len(err) == 1, err
     assert err[0].startswith(f"error: no Switchyard stack answering at tls://127.0.0.1:{port} ")
     assert "start it with `switchyard up`, or pass --config/--home" in err[0]
