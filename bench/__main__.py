@@ -19,13 +19,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import cpu, report, routing
+from bench import cpu, realistic, report, routing
 from bench.deps import MissingToolError, ensure_tools
 from bench.load import WrkError
 from bench.runner import RunOptions, idle_cpu, run_matrix, run_ttft
 from bench.scenarios import LIMITS_BASELINE, ROUTING, SCENARIOS, switchyard_body
 from bench.stack import BenchStack, StackStartError, write_stack_config
-from bench.upstream import Upstream, start_upstream
+from bench.upstream import PacedUpstream, Upstream, start_paced, start_upstream
 from switchyard.stack.ports import listen_port
 
 EXIT_INVALID = 1  # some requests failed: the numbers are not meaningful
@@ -37,7 +37,7 @@ IDLE_WINDOW_S = 4.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    keys = [*(s.key for s in SCENARIOS), ROUTING]
+    keys = [*(s.key for s in SCENARIOS), ROUTING, *realistic.REAL_KEYS, realistic.REAL]
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Switchyard vs a direct nginx upstream: throughput, latency, TTFT and CPU.",
@@ -69,6 +69,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated scenarios to run (default all: {','.join(keys)})",
     )
     p.add_argument(
+        "--real",
+        action="store_true",
+        help="only the real-traffic rows (isolated, paced streams, mixed, idle); = --only real",
+    )
+    p.add_argument(
+        "--idle-seconds", type=float, default=20.0, help="length of the idle-stack measurement"
+    )
+    p.add_argument(
         "--results-dir", type=Path, default=report.RESULTS_DIR, help="where latest.json/.md go"
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs and logs)")
@@ -76,6 +84,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.ttft_requests = 3.0, 1.0, 50
+    if args.real:
+        args.only = ",".join(k for k in (args.only, realistic.REAL) if k)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     unknown = {k for k in args.only.split(",") if k} - set(keys)
@@ -100,12 +110,13 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _watched(stack: BenchStack, upstream: Upstream) -> list[cpu.Watched]:
+def _watched(stack: BenchStack, upstream: Upstream, paced: PacedUpstream) -> list[cpu.Watched]:
     procs, supervisor = stack.processes()
     watched = [cpu.Watched(p.name, p.pid, cpu.group_of(p.name)) for p in procs]
     if supervisor is not None:
         watched.append(cpu.Watched("supervisor", supervisor, "switchyard"))
     watched.append(cpu.Watched("nginx", upstream.pid, "nginx"))
+    watched.append(cpu.Watched("upstream", paced.pid, "upstream"))
     return watched
 
 
@@ -122,6 +133,7 @@ def _routing(selected: set[str]) -> dict[str, Any] | None:
 def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     selected = {k for k in args.only.split(",") if k}
     scenarios = tuple(s for s in SCENARIOS if not selected or s.key in selected)
+    real_keys = realistic.selected_real(selected)
     options = {
         "duration_s": args.duration,
         "warmup_s": args.warmup,
@@ -132,9 +144,10 @@ def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "modelproxies": args.modelproxies,
         "rounds": args.rounds,
         "quick": args.quick,
+        "idle_seconds": args.idle_seconds,
     }
     routing_result = _routing(selected)  # before the stack starts: nothing else runs
-    if not scenarios:
+    if not scenarios and not real_keys:
         return report.build_document(
             meta=report.machine_info(),
             options=options,
@@ -155,14 +168,22 @@ def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         quiet_wait_s=args.quiet_wait,
     )
     upstream: Upstream | None = None
+    paced: PacedUpstream | None = None
     stack: BenchStack | None = None
     try:
         upstream = start_upstream(tools, workdir / "nginx", listen_port(avoid=ports))
         print(
             f"bench: nginx upstream on 127.0.0.1:{upstream.port} (pid {upstream.pid})", flush=True
         )
+        paced = start_paced(workdir / "paced", listen_port(avoid=ports))
+        print(f"bench: paced upstream on 127.0.0.1:{paced.port} (pid {paced.pid})", flush=True)
         stack = write_stack_config(
-            workdir, ports, upstream, heads=args.heads, modelproxies=args.modelproxies
+            workdir,
+            ports,
+            upstream,
+            heads=args.heads,
+            modelproxies=args.modelproxies,
+            paced=paced,
         )
         print(f"bench: starting Switchyard (config {stack.config_file}) ...", flush=True)
         stack.up()
@@ -173,9 +194,13 @@ def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             stack.wait_for_key(
                 limited_key, switchyard_body(next(s for s in scenarios if s.limited))
             )
-        watched = _watched(stack, upstream)
+        watched = _watched(stack, upstream, paced)
         print("bench: stack up: " + ", ".join(f"{w.name}={w.pid}" for w in watched), flush=True)
+        monitor = stack.nats_monitor_port
         idle, idle_other = idle_cpu(watched, IDLE_WINDOW_S)
+        real: dict[str, Any] = {}
+        if "idle" in real_keys:
+            real["idle"] = realistic.run_idle(watched, monitor, args.idle_seconds)
         runs = run_matrix(
             tools.wrk,
             upstream,
@@ -187,7 +212,20 @@ def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             limited_key=limited_key,
             rounds=args.rounds,
         )
-        ttft = run_ttft(upstream, stack.tail_url, api_key, watched, opts)
+        ttft = run_ttft(upstream, stack.tail_url, api_key, watched, opts) if scenarios else None
+        idle_rate = real["idle"]["ms_per_s"] if "idle" in real else idle
+        setup = realistic.Setup(
+            wrk=tools.wrk,
+            upstream=upstream,
+            paced=paced,
+            tail_url=stack.tail_url,
+            api_key=api_key,
+            watched=watched,
+            monitor_port=monitor,
+            opts=opts,
+        )
+        real |= realistic.run_isolated(setup, idle_rate, real_keys)
+        real |= realistic.run_loads(setup, real_keys)
         return report.build_document(
             meta=report.machine_info(),
             options=options,
@@ -197,6 +235,7 @@ def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             idle_other_cores=idle_other,
             process_groups={w.name: w.group for w in watched},
             routing=routing_result,
+            real=real,
         )
     finally:
         with _signals_ignored():
@@ -205,6 +244,8 @@ def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 stack.down()
             if upstream is not None:
                 upstream.stop()
+            if paced is not None:
+                paced.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

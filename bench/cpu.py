@@ -120,7 +120,7 @@ def by_group(per_process: dict[str, float], watched: list[Watched]) -> dict[str,
 
 def group_of(name: str) -> str:
     """Which total a stack process counts towards."""
-    if name in ("openbao", "valkey", "nginx"):
+    if name in ("openbao", "valkey", "nginx", "upstream", "loadgen"):
         return name
     if name.startswith("nats"):
         return "nats-server"

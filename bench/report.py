@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.realistic import stream_model
 from bench.routing import TARGET_SHARE_PCT
 from bench.runner import NOISY_CORES, RunResult
 from bench.scenarios import LIMITS_BASELINE, SCENARIOS
@@ -191,6 +192,97 @@ def routing_doc(
     }
 
 
+# Issue 14 (real traffic) goals.
+ISOLATED_CPU_US = 2500.0
+ISOLATED_ADDED_MS = 2.5
+CHUNK_CPU_US = 40.0
+GAP_P99_MS = 5.0
+TTFT_P99_MS = 10.0
+IDLE_PCT = 1.5
+# "The existing rows no worse" than the run issue 14 started from (README, 2026-11-27).
+BASELINE_C64_CPU_US = 716.0
+BASELINE_C1_ADDED_MS = 1.5
+
+
+def real_targets(real: dict[str, Any], runs: dict[str, dict[str, Any]]) -> list[Target]:
+    """The goals of issue 14, for the rows of this run that measure them."""
+    out = []
+    if "isolated50" in real:
+        r = real["isolated50"]
+        ok = r["errors"] == 0
+        out.append(
+            Target(
+                "Isolated request, 50 ms upstream: CPU per request (Switchyard + nats-server)",
+                r["cpu_us_per_request"],
+                ISOLATED_CPU_US,
+                "us",
+                higher_is_better=False,
+                valid=ok,
+            )
+        )
+        out.append(
+            Target(
+                "Isolated request, 50 ms upstream: added p50",
+                r["added_p50_ms"],
+                ISOLATED_ADDED_MS,
+                "ms",
+                higher_is_better=False,
+                valid=ok,
+            )
+        )
+    for key in ("streams200", "streams1000"):
+        if key not in real:
+            continue
+        r = real[key]
+        c = r["classes"]["streams"]
+        ok = r["errors"] == 0
+        for name, value, limit in (
+            ("CPU per streamed chunk (all-in)", r["cpu_us_per_chunk"], CHUNK_CPU_US),
+            ("gap distortion p99", c["gap_distortion_ms_switchyard"][1], GAP_P99_MS),
+            ("added TTFT p99", c["added_ttft_p99_ms"], TTFT_P99_MS),
+        ):
+            unit = "us" if name.startswith("CPU") else "ms"
+            out.append(
+                Target(f"{key}: {name}", value, limit, unit, higher_is_better=False, valid=ok)
+            )
+    if "idle" in real:
+        out.append(
+            Target(
+                "Idle stack (Switchyard, nats-server, OpenBao, Valkey), % of one core",
+                real["idle"]["stack_pct"],
+                IDLE_PCT,
+                "%",
+                higher_is_better=False,
+                valid=True,
+            )
+        )
+    if "nonstream_c64" in runs:
+        r = runs["nonstream_c64"]
+        out.append(
+            Target(
+                "No worse: CPU per request, c=64",
+                r["switchyard_cpu_us_per_request"],
+                BASELINE_C64_CPU_US,
+                "us",
+                higher_is_better=False,
+                valid=r["errors"] == 0,
+            )
+        )
+    if "nonstream_c1" in runs:
+        r = runs["nonstream_c1"]
+        out.append(
+            Target(
+                "No worse: added p50, c=1",
+                r["added_p50_ms"],
+                BASELINE_C1_ADDED_MS,
+                "ms",
+                higher_is_better=False,
+                valid=r["errors"] == 0,
+            )
+        )
+    return out
+
+
 def build_targets(
     runs: dict[str, dict[str, Any]],
     ttft: dict[str, Any] | None,
@@ -282,12 +374,16 @@ def build_document(
     idle_other_cores: float,
     process_groups: dict[str, str],
     routing: dict[str, Any] | None = None,
+    real: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    real = real or {}
     run_docs = {key: _pair_doc(pair) for key, pair in runs.items()}
     limits = limits_doc(run_docs)
     routing_result = routing_doc(routing, run_docs, limits)
     targets = build_targets(run_docs, ttft, limits, routing_result)
+    targets += real_targets(real, run_docs)
     errors = sum(r["errors"] for r in run_docs.values())
+    errors += sum(r["errors"] for r in real.values())
     if ttft is not None:
         errors += ttft["direct"]["errors"] + ttft["switchyard"]["errors"]
     warmup_errors = sum(run.warmup_errors for pair in runs.values() for run in pair.values())
@@ -312,6 +408,8 @@ def build_document(
         "runs": run_docs,
         "limits": limits,
         "routing": routing_result,
+        "real": real,
+        "stream_model": stream_model(real),
         "ttft": ttft,
         "idle_cpu_ms_per_s": idle_ms_per_s,
         "idle_other_cores": idle_other_cores,
@@ -321,7 +419,13 @@ def build_document(
             for target, run in pair.items()
             if run.noisy
         ]
-        + (["ttft"] if ttft and ttft["background_cores"] > NOISY_CORES else []),
+        + (["ttft"] if ttft and ttft["background_cores"] > NOISY_CORES else [])
+        + [
+            f"{key}/{target}"
+            for key, r in real.items()
+            for target in ("direct", "switchyard")
+            if r.get(target) and r[target]["background_cores"] > NOISY_CORES
+        ],
         "process_groups": process_groups,
         "targets": [t.to_json() for t in targets],
         "all_targets_pass": all(t.passed for t in targets),
@@ -617,9 +721,209 @@ ROUTING_NOTE = (
 Table = tuple[list[str], list[list[str]]]
 
 
+def _stack_wakeups(w: dict[str, Any], groups: tuple[str, ...] = TARGET_GROUPS) -> float:
+    from bench.cpu import group_of  # noqa: PLC0415
+
+    return float(sum(v for n, v in w["wakeups"].items() if group_of(n) in groups))
+
+
+def _isolated_rows(doc: dict[str, Any]) -> Table:
+    headers = [
+        "isolated (1 client)",
+        "direct p50 ms",
+        "switchyard p50 ms",
+        "added p50 ms",
+        "added p99 ms",
+        "req/s",
+        "CPU us/req",
+        "above idle",
+        "wake-ups/req",
+        "NATS msgs/req in+out",
+        "errors",
+    ]
+    rows = []
+    for r in doc["real"].values():
+        if r["kind"] != "isolated":
+            continue
+        via, direct = r["switchyard"], r["direct"]
+        w = via["wakeups_per_request"]
+        rows.append(
+            [
+                r["label"],
+                _fmt(_ms(direct["wrk"]["latency_us"]["p50"])),
+                _fmt(_ms(via["wrk"]["latency_us"]["p50"])),
+                _fmt(r["added_p50_ms"]),
+                _fmt(r["added_p99_ms"]),
+                f"{via['wrk']['rps']:.1f}",
+                f"{r['cpu_us_per_request']:.0f}",
+                f"{r['cpu_above_idle_us_per_request']:.0f}",
+                f"{_stack_wakeups(w):.1f}",
+                f"{w['nats_in']:.1f}+{w['nats_out']:.1f}",
+                str(r["errors"]),
+            ]
+        )
+    return headers, rows
+
+
+def _pair(values: list[float], digits: int = 2) -> str:
+    return f"{_fmt(values[0], digits)} / {_fmt(values[1], digits)}"
+
+
+def _load_rows(doc: dict[str, Any]) -> Table:
+    headers = [
+        "load",
+        "chunks/s direct / via",
+        "req/s",
+        "stack cores",
+        "CPU us/chunk",
+        "CPU us/req",
+        "added TTFT p50 / p99 ms",
+        "gap distortion p50 / p99 ms (direct)",
+        "chunk delay p50 / p99 ms",
+        "KiB / open stream",
+        "wake-ups/req",
+        "NATS msgs/req",
+        "loadgen cores d / v",
+        "errors",
+    ]
+    rows = []
+    for r in doc["real"].values():
+        if r["kind"] != "load":
+            continue
+        c = r["classes"].get("streams", {})
+        rows.append(
+            [
+                r["label"],
+                f"{c.get('chunks_per_s_direct', 0):.0f}"
+                f" / {c.get('chunks_per_s_switchyard', 0):.0f}",
+                f"{r['requests_per_s']:.0f}",
+                f"{r['stack_cores']:.2f}",
+                _fmt(r["cpu_us_per_chunk"], 1),
+                _fmt(r["cpu_us_per_request"], 0),
+                f"{_fmt(c.get('added_ttft_p50_ms'), 2)} / {_fmt(c.get('added_ttft_p99_ms'), 2)}",
+                f"{_pair(c['gap_distortion_ms_switchyard'])}"
+                f" ({_pair(c['gap_distortion_ms_direct'])})"
+                if c
+                else "-",
+                _pair(c["chunk_delay_ms_switchyard"]) if c else "-",
+                _fmt(r["rss_kib_per_open_stream"], 1),
+                _fmt(r["wakeups_per_request"], 1),
+                _fmt(r["nats_msgs_per_request"], 1),
+                f"{r['loadgen_cores']['direct']:.2f} / {r['loadgen_cores']['switchyard']:.2f}",
+                str(r["errors"]),
+            ]
+        )
+    return headers, rows
+
+
+def _class_rows(doc: dict[str, Any]) -> Table:
+    headers = [
+        "load / class",
+        "clients",
+        "req/s direct",
+        "req/s via",
+        "rps %",
+        "added p50 ms",
+        "added p99 ms",
+        "added TTFT p99 ms",
+        "errors",
+    ]
+    rows = []
+    for key, r in doc["real"].items():
+        if r["kind"] != "load" or len(r["classes"]) < 2:
+            continue
+        for name, c in r["classes"].items():
+            rows.append(
+                [
+                    f"{key} / {name}",
+                    str(c["slots"]),
+                    f"{c['rps_direct']:.1f}",
+                    f"{c['rps_switchyard']:.1f}",
+                    _fmt(c["rps_ratio"] * 100, 1),
+                    _fmt(c["added_latency_p50_ms"], 2),
+                    _fmt(c["added_latency_p99_ms"], 2),
+                    _fmt(c.get("added_ttft_p99_ms"), 2) if c["stream"] else "-",
+                    str(c["errors"]),
+                ]
+            )
+    return headers, rows
+
+
+def _real_cpu_rows(doc: dict[str, Any]) -> Table:
+    """Per process: cores during each load (via Switchyard), idle ms/s and wake-ups/s."""
+    real = doc["real"]
+    loads = [k for k, r in real.items() if r["kind"] == "load"]
+    iso = [k for k, r in real.items() if r["kind"] == "isolated"]
+    idle = real.get("idle")
+    names: set[str] = set()
+    for k in loads:
+        names |= set(real[k]["switchyard"]["cores"])
+    for k in iso:
+        names |= set(real[k]["switchyard"]["cpu_us_per_request"])
+    if idle:
+        names |= set(idle["ms_per_s"])
+    headers = ["process", *(f"{k} cores" for k in loads), *(f"{k} us/req" for k in iso)]
+    if idle:
+        headers += ["idle ms/s", "idle wake-ups/s"]
+    rows = []
+    for n in sorted(names, key=_order_key):
+        row = [n]
+        row += [f"{real[k]['switchyard']['cores'].get(n, 0.0):.3f}" for k in loads]
+        row += [f"{real[k]['switchyard']['cpu_us_per_request'].get(n, 0.0):.0f}" for k in iso]
+        if idle:
+            row += [
+                f"{idle['ms_per_s'].get(n, 0.0):.2f}",
+                f"{idle['wakeups_per_s']['wakeups'].get(n, 0.0):.1f}",
+            ]
+        rows.append(row)
+    if idle:
+        w = idle["wakeups_per_s"]
+        rows.append(
+            ["NATS msgs/s in + out (idle)"]
+            + [""] * (len(loads) + len(iso))
+            + [f"{w['nats_in']:.1f} + {w['nats_out']:.1f}", ""]
+        )
+        rows.append(
+            ["= idle stack, % of one core"]
+            + [""] * (len(loads) + len(iso))
+            + [f"{idle['stack_pct']:.2f}%", ""]
+        )
+    return headers, rows
+
+
+def _model_rows(doc: dict[str, Any]) -> Table:
+    m = doc["stream_model"]
+    return (
+        ["stream cost model (from streams200 and streams1000)", "us CPU"],
+        [
+            ["per stream (request setup, first and last message)", f"{m['us_per_stream']:.0f}"],
+            ["per chunk (marginal)", f"{m['us_per_chunk']:.1f}"],
+        ],
+    )
+
+
+REAL_NOTE = (
+    "Real traffic (issue 14). CPU: every Switchyard process plus nats-server. `above idle`: "
+    "minus each process's idle rate over the run. Gap distortion: per chunk, arrival gap minus "
+    "the upstream's send gap. KiB / open stream: stack RSS during the load minus before, per "
+    "concurrent stream. Wake-ups: voluntary context switches of every thread of the stack."
+)
+
+
 def _sections(doc: dict[str, Any]) -> list[tuple[str, Table, str]]:
     """Every table this run has: (title, table, note)."""
     out: list[tuple[str, Table, str]] = []
+    real = doc.get("real") or {}
+    if any(r["kind"] == "isolated" for r in real.values()):
+        out.append(("Real traffic: isolated requests", _isolated_rows(doc), REAL_NOTE))
+    if any(r["kind"] == "load" for r in real.values()):
+        out.append(("Real traffic: paced streams and mixed load", _load_rows(doc), ""))
+        if any(r["kind"] == "load" and len(r["classes"]) > 1 for r in real.values()):
+            out.append(("Mixed load by class", _class_rows(doc), ""))
+    if doc.get("stream_model"):
+        out.append(("Stream cost model", _model_rows(doc), ""))
+    if real:
+        out.append(("Real traffic: CPU by process", _real_cpu_rows(doc), ""))
     if doc["runs"]:
         out.append(("Throughput and latency (wrk)", _main_rows(doc), MAIN_NOTE))
     if doc["ttft"]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from bench.upstream import MODEL, Upstream
+from bench.upstream import MODEL, PacedUpstream, Upstream
 from switchyard.stack.ports import listen_port
 
 # A key whose every limit is far above what a benchmark can reach: each request runs the limits
@@ -37,8 +37,15 @@ LIMITED_KEY_ARGS = (
     "1000000000",
 )
 
-# Client-facing route alias -> upstream path prefix (see bench.upstream).
-ROUTES = {"fast": "fast", "sse": "sse", "delay50": "delay50"}
+# Client-facing route alias -> nginx path prefix (see bench.upstream).
+ROUTES = {"fast": "fast", "sse": "sse", "delay50": "delay50", "delay500": "delay500"}
+# Route alias -> bench.paced path prefix: streams paced like a model, a slow JSON answer.
+PACED_ROUTES = {"pace20": "pace/100x20", "pace100": "pace/20x100", "slow500": "delay/500"}
+# The paced deployments hold 1,000 concurrent streams: more slots per model-proxy than the
+# default 128, and room in the dispatch queue for them (queued plus in flight).
+PACED_CONCURRENCY = 2048
+MAX_WORKERS_PER_DEPLOYMENT = 1024
+DISPATCH_QUEUE_LIMIT = 4096
 
 
 class StackStartError(RuntimeError):
@@ -61,6 +68,7 @@ class BenchStack:
     home: Path
     tail_port: int
     gateway_port: int
+    nats_monitor_port: int = 0
     started: bool = False
 
     @property
@@ -159,27 +167,38 @@ class BenchStack:
 
 
 def write_stack_config(
-    workdir: Path, ports: set[int], upstream: Upstream, *, heads: int, modelproxies: int
+    workdir: Path,
+    ports: set[int],
+    upstream: Upstream,
+    *,
+    heads: int,
+    modelproxies: int,
+    paced: PacedUpstream | None = None,
 ) -> BenchStack:
-    """Write ``switchyard.yaml`` for a stack on free ports whose routes all lead to nginx."""
+    """Write ``switchyard.yaml`` for a stack on free ports whose routes lead to nginx (and to
+    the paced upstream, when given)."""
     home = workdir / "home"
     tail_port, gateway_port = listen_port(avoid=ports), listen_port(avoid=ports)
+    bases = {alias: (upstream.base(path), 256) for alias, path in ROUTES.items()}
+    if paced is not None:
+        bases |= {a: (paced.base(p), PACED_CONCURRENCY) for a, p in PACED_ROUTES.items()}
     providers = {
         f"bench-{alias}": {
             "kind": "openai-compatible",
-            "api_base": upstream.base(path),
-            "concurrency": 256,
+            "api_base": base,
+            "concurrency": concurrency,
         }
-        for alias, path in ROUTES.items()
+        for alias, (base, concurrency) in bases.items()
     }
     routes = {
-        alias: {"deployments": [{"provider": f"bench-{alias}", "model": MODEL}]} for alias in ROUTES
+        alias: {"deployments": [{"provider": f"bench-{alias}", "model": MODEL}]} for alias in bases
     }
+    monitor_port = listen_port(avoid=ports)
     doc: dict[str, Any] = {
         "home": str(home),
         "stack": {
             "nats_port": listen_port(avoid=ports),
-            "nats_monitor_port": listen_port(avoid=ports),
+            "nats_monitor_port": monitor_port,
             "openbao_port": listen_port(span=2, avoid=ports),
             "valkey_port": listen_port(avoid=ports),
             "heads": heads,
@@ -189,6 +208,8 @@ def write_stack_config(
             "tail": {"host": "127.0.0.1", "port": tail_port},
             "gateway": {"host": "127.0.0.1", "port": gateway_port},
         },
+        "modelproxy": {"max_workers_per_deployment": MAX_WORKERS_PER_DEPLOYMENT},
+        "streams": {"dispatch_queue_limit": DISPATCH_QUEUE_LIMIT},
         "logging": {"level": "warning"},
         "demo_model": True,  # the stack then issues a client key into <home>/demo-key
         "providers": providers,
@@ -197,5 +218,9 @@ def write_stack_config(
     config_file = workdir / "switchyard.yaml"
     config_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return BenchStack(
-        config_file=config_file, home=home, tail_port=tail_port, gateway_port=gateway_port
+        config_file=config_file,
+        home=home,
+        tail_port=tail_port,
+        gateway_port=gateway_port,
+        nats_monitor_port=monitor_port,
     )

@@ -7,7 +7,11 @@ and the prefix is the only thing a provider's ``api_base`` can vary:
 
 * ``/fast/v1``    a chat.completion JSON with usage, at once (``return``);
 * ``/sse/v1``     an SSE stream of several chunks then ``[DONE]`` (one write, at once);
-* ``/delay50/v1`` the same JSON after 50 ms (``echo_sleep`` from the echo module).
+* ``/delay50/v1`` the same JSON after 50 ms (``echo_sleep`` from the echo module);
+* ``/delay500/v1`` the same after 500 ms.
+
+Streams paced like a model's (a chunk every N ms) come from :mod:`bench.paced`, a small Python
+server started beside nginx (:func:`start_paced`), since nginx cannot pace a stream.
 
 nginx runs as one process (``master_process off``) in the foreground, so its pid is the one whose
 CPU we read and the one we stop; its config, logs and temp files live in a private directory.
@@ -20,6 +24,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +34,7 @@ from bench.deps import Tools
 
 MODEL = "bench-model"
 ANSWER_WORDS = ("Hello", " from", " the", " benchmark", " upstream", ".")
-DELAY_S = 0.05
+DELAYS_MS = (50, 500)
 
 
 def completion_body() -> bytes:
@@ -86,7 +91,16 @@ def nginx_config(tools: Tools, workdir: Path, port: int) -> str:
     """The whole nginx.conf: one foreground process, no access log, keep-alive without limits."""
     json_body = _nginx_string(completion_body())
     sse = _nginx_string(sse_body())
-    delay_ms = int(DELAY_S * 1000)
+    delays = "".join(
+        f"""
+        location = /delay{ms}/v1/chat/completions {{
+            default_type application/json;
+            echo_read_request_body;
+            echo_sleep {ms / 1000};
+            echo -n {json_body};
+        }}"""
+        for ms in DELAYS_MS
+    )
     return f"""\
 load_module {tools.echo_module};
 daemon off;
@@ -121,12 +135,7 @@ http {{
             add_header Cache-Control no-cache;
             return 200 {sse};
         }}
-        location = /delay{delay_ms}/v1/chat/completions {{
-            default_type application/json;
-            echo_read_request_body;
-            echo_sleep {DELAY_S};
-            echo -n {json_body};
-        }}
+{delays}
         location / {{
             return 404 'bench upstream: unknown path';
         }}
@@ -191,3 +200,56 @@ def start_upstream(tools: Tools, workdir: Path, port: int) -> Upstream:
         time.sleep(0.05)
     upstream.stop()
     raise RuntimeError(f"nginx did not start listening on port {port}")
+
+
+@dataclass
+class PacedUpstream:
+    """A running :mod:`bench.paced` server; ``base(prefix)`` is one behaviour's ``api_base``."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def base(self, prefix: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{prefix}/v1"
+
+    def url(self, prefix: str) -> str:
+        return f"{self.base(prefix)}/chat/completions"
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def start_paced(workdir: Path, port: int) -> PacedUpstream:
+    """Start ``python -m bench.paced`` on ``port`` and wait until it accepts connections."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = (workdir / "paced.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.paced", "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    paced = PacedUpstream(port=port, process=proc)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the paced upstream exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return paced
+        time.sleep(0.05)
+    paced.stop()
+    raise RuntimeError(f"the paced upstream did not start listening on port {port}")
