@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import uvicorn
@@ -10,6 +11,27 @@ import uvicorn
 from switchyard.config import Settings
 from switchyard.ingress.app import EdgePlugin, create_asgi
 from switchyard.runtime.tasks import TaskSupervisor
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with a main loop that wakes once a second instead of ten times.
+
+    uvicorn's loop sleeps 0.1 s between ticks to refresh the Date header (once a second) and to
+    check the exit flag: 10 wake-ups a second of an idle edge, about half its idle CPU. Here a
+    tick is a second (the Date header's resolution) and ``wake`` ends the wait at once when the
+    edge is asked to stop; uvicorn's own signal handlers are noticed on the next tick.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.wake = asyncio.Event()
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864000  # every tick refreshes the Date header
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 1.0)
 
 
 async def run_edge(
@@ -35,11 +57,12 @@ async def run_edge(
         timeout_graceful_shutdown=int(settings.stack.stop_timeout_s / 2),
         timeout_keep_alive=30,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
 
     async def stop_on_event() -> None:
         await stop.wait()
         server.should_exit = True
+        server.wake.set()
 
     loops = TaskSupervisor(f"{kind}-lifecycle")
     loops.spawn(stop_on_event())
