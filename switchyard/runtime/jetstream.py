@@ -83,6 +83,7 @@ class AckPublisher:
         self._sub: Subscription | None = None
         self._loops = TaskSupervisor("jetstream-confirm")
         self._drained = asyncio.Event()
+        self._unconfirmed = asyncio.Event()  # set while _confirming may be non-empty
         # Weight (e.g. usage events) of the messages given up after every retry.
         self.given_up_weight = 0
 
@@ -160,6 +161,7 @@ class AckPublisher:
         token = self._nuid.next().decode()
         loop = asyncio.get_running_loop()
         self._confirming[token] = _Pending(subject, data, headers, loop.time(), 1, weight)
+        self._unconfirmed.set()
         try:
             await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=headers)
         except (NatsError, OSError) as exc:  # disconnected, buffer full: the sweeper retries
@@ -168,6 +170,9 @@ class AckPublisher:
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if not self._confirming:  # nothing to confirm: sleep without a timer
+                self._unconfirmed.clear()
+                await self._unconfirmed.wait()
             await asyncio.sleep(1.0)
             now = loop.time()
             for token, pending in list(self._confirming.items()):

@@ -1,7 +1,8 @@
 """Keep-alives to callers and progress signals to JetStream for slow provider calls.
 
 One ticker per process walks the requests in flight once a second, instead of a timer task per
-request: a fast request (the common case) costs a dict insert and delete, nothing more.
+request: a fast request (the common case) costs a dict insert and delete, nothing more. With
+nothing in flight the ticker waits without a timer, so an idle model-proxy is not woken.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ class Heartbeats:
         self._keepalive_s = keepalive_s
         self._progress_s = progress_s
         self._active: dict[int, InFlight] = {}
+        self._busy = asyncio.Event()  # set while requests may be in flight
         self._loops = TaskSupervisor("heartbeats")
 
     def track(self, reply: str, msg: Msg) -> InFlight:
         now = asyncio.get_running_loop().time()
         entry = InFlight(reply, msg, now, now)
         self._active[id(entry)] = entry
+        self._busy.set()
         return entry
 
     def untrack(self, entry: InFlight) -> None:
@@ -58,6 +61,9 @@ class Heartbeats:
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if not self._active:  # nothing in flight: sleep without a timer
+                self._busy.clear()
+                await self._busy.wait()
             await asyncio.sleep(min(1.0, self._keepalive_s / 2))
             now = loop.time()
             for entry in list(self._active.values()):
