@@ -43,8 +43,8 @@ class Puller:
         capacity: int,
         handle: Handle,
         *,
-        expires: float = 30.0,
-        heartbeat: float = 5.0,
+        expires: float = 60.0,
+        heartbeat: float = 10.0,
         stream: str = subjects.DISPATCH_STREAM,
         consumer: str | None = None,
     ) -> None:

@@ -23,7 +23,7 @@ from switchyard.schemas.monitor import ENCODER, Heartbeat
 
 log = logging.getLogger("switchyard.reporting")
 
-HEARTBEAT_S = 2.0
+HEARTBEAT_S = 5.0  # every process wakes for it: often enough for "healthy", rare enough to idle
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
