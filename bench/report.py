@@ -337,6 +337,21 @@ def build_targets(
                 valid=r["errors"] == 0,
             )
         )
+    chat = runs.get("nonstream_c64")
+    for key, name in (("responses_c64", "Responses API"), ("messages_c64", "Anthropic Messages")):
+        if chat is None or key not in runs:
+            continue
+        r = runs[key]
+        out.append(
+            Target(
+                f"{name} (translated) CPU per request vs chat completions, c=64",
+                100.0 * r["switchyard_cpu_us_per_request"] / chat["switchyard_cpu_us_per_request"],
+                110.0,
+                "%",
+                higher_is_better=False,
+                valid=r["errors"] == 0 and chat["errors"] == 0,
+            )
+        )
     if limits is not None:
         out.append(
             Target(

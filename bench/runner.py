@@ -16,6 +16,7 @@ from typing import Any
 from bench import cpu
 from bench.load import LoadSpec, WrkResult, run_wrk
 from bench.scenarios import (
+    DIALECT_PATHS,
     LIMITS_BASELINE,
     SCENARIOS,
     Scenario,
@@ -203,7 +204,7 @@ def run_matrix(
 
 def _via(tail_url: str, sc: Scenario, api_key: str) -> LoadSpec:
     return LoadSpec(
-        url=tail_url,
+        url=tail_url.replace(DIALECT_PATHS["chat"], DIALECT_PATHS[sc.dialect]),
         body=switchyard_body(sc),
         connections=sc.connections,
         threads=sc.threads,

@@ -25,6 +25,9 @@ class Scenario:
         connections / threads: wrk ``-c`` and ``-t``.
         limited: sent with a client key that has every limit set (never refusing) instead of
             the demo key; compared with ``LIMITS_BASELINE`` via Switchyard, no direct run.
+        dialect: ``chat``, or ``responses`` / ``messages``: the same request in the OpenAI
+            Responses or Anthropic Messages API, which Switchyard translates to chat
+            completions for the same upstream (the direct run is the chat request).
     """
 
     key: str
@@ -34,6 +37,7 @@ class Scenario:
     connections: int
     threads: int
     limited: bool = False
+    dialect: str = "chat"
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -51,7 +55,31 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("stream_c1", "streaming", "sse", stream=True, connections=1, threads=1),
     Scenario("stream_c64", "streaming", "sse", stream=True, connections=64, threads=2),
     Scenario("delay50_c64", "50 ms upstream", "delay50", stream=False, connections=64, threads=2),
+    Scenario(
+        "responses_c64",
+        "Responses API, translated",
+        "fast",
+        stream=False,
+        connections=64,
+        threads=2,
+        dialect="responses",
+    ),
+    Scenario(
+        "messages_c64",
+        "Anthropic Messages, translated",
+        "fast",
+        stream=False,
+        connections=64,
+        threads=2,
+        dialect="messages",
+    ),
 )
+# Where each dialect is served on the edge.
+DIALECT_PATHS = {
+    "chat": "/v1/chat/completions",
+    "responses": "/v1/responses",
+    "messages": "/v1/messages",
+}
 
 # The scenario a ``limited`` one is compared with (same shape, demo key without limits).
 LIMITS_BASELINE = "nonstream_c64"
@@ -83,4 +111,24 @@ def direct_body(scenario: Scenario) -> str:
 
 
 def switchyard_body(scenario: Scenario) -> str:
+    if scenario.dialect == "responses":
+        doc: dict[str, object] = {
+            "model": scenario.route,
+            "instructions": "You are a helpful assistant.",
+            "input": "Say hello in one short sentence.",
+            "max_output_tokens": 32,
+            "temperature": 0,
+            "stream": scenario.stream,
+        }
+        return json.dumps(doc, separators=(",", ":"))
+    if scenario.dialect == "messages":
+        doc = {
+            "model": scenario.route,
+            "system": "You are a helpful assistant.",
+            "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+            "max_tokens": 32,
+            "temperature": 0,
+            "stream": scenario.stream,
+        }
+        return json.dumps(doc, separators=(",", ":"))
     return request_body(scenario.route, stream=scenario.stream)
