@@ -80,6 +80,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--results-dir", type=Path, default=report.RESULTS_DIR, help="where latest.json/.md go"
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs and logs)")
+    p.add_argument(
+        "--trace-sample",
+        type=float,
+        default=None,
+        metavar="RATIO",
+        help="turn tracing on with this sampling ratio (spans go to a sink that discards them)",
+    )
     p.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
     args = p.parse_args(argv)
     if args.quick:
@@ -184,6 +191,7 @@ def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             heads=args.heads,
             modelproxies=args.modelproxies,
             paced=paced,
+            trace_sample=args.trace_sample,
         )
         print(f"bench: starting Switchyard (config {stack.config_file}) ...", flush=True)
         stack.up()

@@ -174,6 +174,7 @@ def write_stack_config(
     heads: int,
     modelproxies: int,
     paced: PacedUpstream | None = None,
+    trace_sample: float | None = None,
 ) -> BenchStack:
     """Write ``switchyard.yaml`` for a stack on free ports whose routes lead to nginx (and to
     the paced upstream, when given)."""
@@ -215,6 +216,8 @@ def write_stack_config(
         "providers": providers,
         "routes": routes,
     }
+    if trace_sample is not None:  # spans exported to nginx, which discards them
+        doc["telemetry"] = {"otlp_endpoint": upstream.otlp, "sample_ratio": trace_sample}
     config_file = workdir / "switchyard.yaml"
     config_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return BenchStack(

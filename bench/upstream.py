@@ -136,6 +136,11 @@ http {{
             return 200 {sse};
         }}
 {delays}
+        # An OTLP/HTTP trace sink for --trace-sample runs: accepts and discards the spans.
+        location = /otlp/v1/traces {{
+            default_type application/x-protobuf;
+            return 200 '';
+        }}
         location / {{
             return 404 'bench upstream: unknown path';
         }}
@@ -161,6 +166,11 @@ class Upstream:
 
     def url(self, scenario: str) -> str:
         return f"{self.base(scenario)}/chat/completions"
+
+    @property
+    def otlp(self) -> str:
+        """The trace sink's OTLP/HTTP traces URL."""
+        return f"http://127.0.0.1:{self.port}/otlp/v1/traces"
 
     def stop(self) -> None:
         """Graceful stop (SIGQUIT), then SIGKILL if nginx lingers."""
