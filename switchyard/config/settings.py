@@ -38,7 +38,8 @@ class NatsSettings(_Section, frozen=True):
             the worst provider silence (keep-alives are sent every ``modelproxy.keepalive_s``).
         internal_clients: extra CLIENT-zone identities allowed to call the LLM API over NATS
             (issue their certificates with ``switchyard certs issue NAME``).
-        stream_replicas: JetStream replicas for streams and KV (1 locally, 3 in a cluster).
+        stream_replicas: JetStream replicas for streams and KV; 0 (default) means one per
+            NATS node up to 3 (the URLs in ``servers``, else ``stack.nats_nodes``).
     """
 
     servers: tuple[str, ...] = ()
@@ -48,7 +49,7 @@ class NatsSettings(_Section, frozen=True):
     internal_clients: tuple[
         Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{0,62}$")], ...
     ] = ()
-    stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    stream_replicas: Annotated[int, msgspec.Meta(ge=0, le=5)] = 0
 
 
 class CertSettings(_Section, frozen=True):
@@ -112,6 +113,10 @@ class StackSettings(_Section, frozen=True):
     Attributes:
         nats_port / nats_monitor_port / openbao_port / valkey_port: loopback ports (0 = pick free).
             OpenBao also uses ``openbao_port + 1`` for its (raft) cluster address.
+        nats_nodes: nats-servers to run: 1, or a 3-node cluster (TLS routes, R3 streams and KV)
+            that keeps serving when one node is lost. Node ``n`` (from 1) listens on
+            ``nats_port + n - 1``, ``nats_monitor_port + n - 1`` and ``nats_cluster_port + n - 1``.
+        nats_cluster_port: first route port of a cluster (0 = pick free).
         heads / modelproxies: how many replicas of each worker to run.
         nats_cpus: cores nats-server may use (its ``GOMAXPROCS``; 0 = all). One core serves
             far more than a local stack needs, and stops Go's idle scheduler threads spinning
@@ -124,6 +129,8 @@ class StackSettings(_Section, frozen=True):
     nats_monitor_port: Port = 8222
     openbao_port: Port = 8200
     valkey_port: Port = 6379
+    nats_nodes: Literal[1, 3] = 1
+    nats_cluster_port: Port = 6222
     nats_cpus: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
     heads: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
     modelproxies: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
@@ -305,7 +312,19 @@ class Settings(_Section, frozen=True):
 
     @property
     def nats_servers(self) -> tuple[str, ...]:
-        return self.nats.servers or (f"tls://127.0.0.1:{self.stack.nats_port}",)
+        """Every node's URL: clients fail over between them."""
+        if self.nats.servers:
+            return self.nats.servers
+        port = self.stack.nats_port
+        return tuple(f"tls://127.0.0.1:{port + n}" for n in range(self.stack.nats_nodes))
+
+    @property
+    def stream_replicas(self) -> int:
+        """JetStream replicas of every stream and bucket (``nats.stream_replicas``, resolved)."""
+        if self.nats.stream_replicas:
+            return self.nats.stream_replicas
+        nodes = len(self.nats.servers) if self.nats.servers else self.stack.nats_nodes
+        return min(3, nodes)
 
     @property
     def openbao_addr(self) -> str:

@@ -31,7 +31,7 @@ def dispatch_stream_config(settings: Settings) -> js_api.StreamConfig:
         subjects=[s.DISPATCH_ALL],
         retention=js_api.RetentionPolicy.WORK_QUEUE,
         storage=js_api.StorageType.FILE,
-        num_replicas=settings.nats.stream_replicas,
+        num_replicas=settings.stream_replicas,
         discard=js_api.DiscardPolicy.NEW,
         discard_new_per_subject=True,
         max_msgs_per_subject=st.dispatch_queue_limit,
@@ -48,7 +48,7 @@ def usage_stream_config(settings: Settings) -> js_api.StreamConfig:
         subjects=[s.USAGE],
         retention=js_api.RetentionPolicy.LIMITS,
         storage=js_api.StorageType.FILE,
-        num_replicas=settings.nats.stream_replicas,
+        num_replicas=settings.stream_replicas,
         max_age=settings.streams.usage_max_age_s,
         duplicate_window=max(settings.streams.duplicate_window_s, 600.0),
     )
@@ -67,7 +67,7 @@ def audit_stream_config(settings: Settings) -> js_api.StreamConfig:
         subjects=[s.AUDIT_ALL],
         retention=js_api.RetentionPolicy.LIMITS,
         storage=js_api.StorageType.FILE,
-        num_replicas=settings.nats.stream_replicas,
+        num_replicas=settings.stream_replicas,
         discard=js_api.DiscardPolicy.OLD,
         max_age=AUDIT_MAX_AGE_S,
         max_msgs=AUDIT_MAX_MSGS,
@@ -118,7 +118,7 @@ def bucket_config(bucket: str, settings: Settings) -> js_api.KeyValueConfig:
         history=history,
         ttl=ttl,
         storage=js_api.StorageType.FILE,
-        replicas=settings.nats.stream_replicas,
+        replicas=settings.stream_replicas,
         direct=True,
     )
 

@@ -28,6 +28,9 @@ CA_NAME = "ca"
 # Re-issue certificates that expire within this window.
 RENEW_BEFORE = dt.timedelta(days=30)
 SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
+# The certificate nodes of a NATS cluster present to each other on route connections (each end
+# is server and client, and verifies the other against the CA); not a NATS user.
+ROUTE_CERT = "route"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,7 @@ class CertificateAuthority:
         organization: str,
         validity_days: int,
         server: bool = False,
+        peer: bool = False,
         hosts: tuple[str, ...] = SERVER_HOSTS,
         force: bool = False,
     ) -> IssueResult:
@@ -140,6 +144,7 @@ class CertificateAuthority:
 
         Args:
             server: issue a TLS server certificate for ``hosts`` instead of a client one.
+            peer: with ``server``, also valid as a client certificate (cluster routes).
             force: re-issue even if the current certificate is valid.
         """
         files = tls_files(cert_dir, name)
@@ -148,7 +153,9 @@ class CertificateAuthority:
             return IssueResult(name, files.cert, created=False)
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+        if peer or not server:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -158,7 +165,7 @@ class CertificateAuthority:
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=validity_days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )
         if server:
             builder = builder.add_extension(
@@ -207,7 +214,8 @@ def init_certificates(
     server_hosts: tuple[str, ...] = SERVER_HOSTS,
     force: bool = False,
 ) -> list[IssueResult]:
-    """Create the CA (if needed), the server certificate and one client certificate per identity.
+    """Create the CA (if needed), the server and route certificates, and one client
+    certificate per identity.
 
     Args:
         clients: ``(name, ou)`` pairs; the DN is ``CN=<name>,OU=<ou>,O=<organization>``.
@@ -227,6 +235,20 @@ def init_certificates(
             organization=organization,
             validity_days=validity_days,
             server=True,
+            hosts=server_hosts,
+            force=force or ca_created,
+        )
+    )
+    results.append(
+        ca.issue(
+            cert_dir,
+            ROUTE_CERT,
+            cn=ROUTE_CERT,
+            ou=ROUTE_CERT,
+            organization=organization,
+            validity_days=validity_days,
+            server=True,
+            peer=True,
             hosts=server_hosts,
             force=force or ca_created,
         )

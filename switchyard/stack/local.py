@@ -19,10 +19,9 @@ from switchyard.bus import identities
 from switchyard.bus.connect import connect
 from switchyard.config import Settings, StackSettings
 from switchyard.errors import StackError
-from switchyard.stack import binaries, openbao, valkey
+from switchyard.stack import binaries, natsnodes, openbao, valkey
 from switchyard.stack.certs import init_certificates
 from switchyard.stack.home import StackHome, ensure_admin_token
-from switchyard.stack.natsconf import NatsServerLayout, write_nats_config
 from switchyard.stack.ports import listen_port, port_free
 from switchyard.stack.process import ProcessSpec, http_check, http_status, redis_ping_check
 from switchyard.stack.provision import provision_client, provision_core
@@ -48,9 +47,17 @@ class ComponentSpec:
 _PORT_ENV = {
     "nats_port": "SWITCHYARD_STACK__NATS_PORT",
     "nats_monitor_port": "SWITCHYARD_STACK__NATS_MONITOR_PORT",
+    "nats_cluster_port": "SWITCHYARD_STACK__NATS_CLUSTER_PORT",
     "openbao_port": "SWITCHYARD_STACK__OPENBAO_PORT",
     "valkey_port": "SWITCHYARD_STACK__VALKEY_PORT",
 }
+
+
+def _span(settings: Settings, field: str) -> int:
+    """How many consecutive ports a setting stands for."""
+    if field.startswith("nats_"):
+        return settings.stack.nats_nodes  # one per node
+    return 2 if field == "openbao_port" else 1  # OpenBao: API and cluster address
 
 
 def resolve_ports(settings: Settings) -> tuple[Settings, dict[str, str]]:
@@ -66,15 +73,17 @@ def resolve_ports(settings: Settings) -> tuple[Settings, dict[str, str]]:
     promised: set[int] = set()
     for field, var in _PORT_ENV.items():
         port = getattr(settings.stack, field)
+        span = _span(settings, field)
+        if field == "nats_cluster_port" and settings.stack.nats_nodes == 1:
+            continue  # no routes to listen for
         if port == 0:
-            # OpenBao listens on its port and the next one (cluster address).
-            port = listen_port(span=2 if field == "openbao_port" else 1, avoid=promised)
-        elif not port_free(port):
+            port = listen_port(span=span, avoid=promised)
+        elif not all(port_free(p) for p in range(port, port + span)):
             raise StackError(
                 "up",
-                f"port {port} ({field}) is in use: another stack may be running. "
-                f"Stop it (`switchyard down`), or choose another port with stack.{field} "
-                f"or {var}=0 for a free one",
+                f"port {port} ({field}, {span} from there) is in use: another stack may be "
+                f"running. Stop it (`switchyard down`), or choose another port with "
+                f"stack.{field} or {var}=0 for a free one",
             )
         chosen[field] = port
         env[var] = str(port)
@@ -108,20 +117,18 @@ def _ca_context(settings: Settings) -> ssl.SSLContext:
 def infrastructure(settings: Settings, home: StackHome) -> list[Step]:
     """nats-server, Valkey and OpenBao, with their configs written and hooks attached."""
     st: StackSettings = settings.stack
-    nats_layout = NatsServerLayout(
-        port=st.nats_port,
-        monitor_port=st.nats_monitor_port,
-        store_dir=home.nats_store,
-        cert_dir=settings.certs_dir,
-        organization=settings.certs.organization,
-        response_threshold_s=settings.nats.response_threshold_s,
-        internal_clients=settings.nats.internal_clients,
-    )
-    write_nats_config(nats_layout, home.nats_config)
-    nats_health = f"http://127.0.0.1:{st.nats_monitor_port}/healthz?js-enabled-only=true"
+    nodes = natsnodes.plan_nodes(settings, home)
+    natsnodes.write_configs(nodes)
 
     async def provision() -> None:
-        await provision_stack(settings, demo_key=settings.demo_model)
+        # A cluster's API is briefly silent while stream leaders are elected after a restart:
+        # short calls, retried, beat one long wait.
+        await natsnodes.until_jetstream_ready(
+            lambda: provision_stack(
+                settings, demo_key=settings.demo_model, timeout=3.0 if len(nodes) > 1 else 10.0
+            ),
+            timeout=st.start_timeout_s,
+        )
 
     bao = openbao.OpenBaoLayout(
         dir=home.openbao,
@@ -142,17 +149,21 @@ def infrastructure(settings: Settings, home: StackHome) -> list[Step]:
     vk = valkey.ValkeyLayout(dir=home.valkey, port=st.valkey_port)
     valkey.write_config(vk)
     return [
-        Step(
-            ProcessSpec(
-                name="nats-server",
-                argv=[str(binaries.nats_server()), "-c", str(home.nats_config)],
-                health=http_check(nats_health),
-                health_url=nats_health,
-                kind="server",
-                endpoint=f"tls://127.0.0.1:{st.nats_port}",
-                env={"GOMAXPROCS": str(st.nats_cpus)} if st.nats_cpus else {},
-            ),
-            after_start=provision,
+        *(
+            Step(
+                ProcessSpec(
+                    name=node.name,
+                    argv=[str(binaries.nats_server()), "-c", str(node.config_file)],
+                    health=http_check(node.health_url),
+                    health_url=node.health_url,
+                    kind="server",
+                    endpoint=node.url,
+                    env={"GOMAXPROCS": str(st.nats_cpus)} if st.nats_cpus else {},
+                ),
+                # Every node must be up before streams can be placed on three of them.
+                after_start=provision if node is nodes[-1] else None,
+            )
+            for node in nodes
         ),
         Step(
             ProcessSpec(
@@ -188,13 +199,18 @@ def infrastructure(settings: Settings, home: StackHome) -> list[Step]:
 
 
 async def provision_stack(
-    settings: Settings, *, demo_key: bool = False, one_shot: bool = False
+    settings: Settings,
+    *,
+    demo_key: bool = False,
+    one_shot: bool = False,
+    timeout: float = 10.0,
 ) -> None:
     """Provision CORE as the provisioner and CLIENT as admin (idempotent).
 
     Args:
         demo_key: also make sure the local demo client key exists.
         one_shot: fail at once when NATS does not answer (the CLI) instead of waiting for it.
+        timeout: per JetStream API call.
     """
     servers = settings.nats_servers
     attempts = 0 if one_shot else -1
@@ -202,14 +218,14 @@ async def provision_stack(
         servers, settings.certs_dir, identities.PROVISIONER.name, max_reconnect_attempts=attempts
     )
     try:
-        await provision_core(nc, settings)
+        await provision_core(nc, settings, timeout=timeout)
     finally:
         await nc.close()
     nc = await connect(
         servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=attempts
     )
     try:
-        await provision_client(nc, settings)
+        await provision_client(nc, settings, timeout=timeout)
     finally:
         await nc.close()
     if demo_key:

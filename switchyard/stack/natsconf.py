@@ -23,14 +23,36 @@ from switchyard.bus.identities import (
 )
 from switchyard.bus.permissions import Permissions, permissions_for
 from switchyard.bus.tls import tls_files
+from switchyard.stack.certs import ROUTE_CERT
 
 # Bodies up to ingress.max_body_bytes (4 MiB default) plus headers must fit in one message.
 MAX_PAYLOAD = 8 * 1024 * 1024
+CLUSTER_NAME = "switchyard"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLayout:
+    """This node's place in a cluster: where it listens for routes and which peers it dials.
+
+    Attributes:
+        routes: every node's route URL (``tls://host:port``; its own is ignored by the server).
+    """
+
+    port: int
+    routes: tuple[str, ...]
+    host: str = "127.0.0.1"
+    name: str = CLUSTER_NAME
 
 
 @dataclass(frozen=True, slots=True)
 class NatsServerLayout:
-    """Where one nats-server listens and keeps its state."""
+    """Where one nats-server listens and keeps its state.
+
+    Attributes:
+        host / monitor_host: listen addresses; monitoring has no authentication, so it stays
+            on loopback unless an orchestrator's scaler must reach it.
+        cluster: set for a node of a cluster (routes over TLS with the ``route`` certificate).
+    """
 
     port: int
     monitor_port: int
@@ -42,6 +64,9 @@ class NatsServerLayout:
     server_name: str = "switchyard-1"
     max_file_store: str = "8G"
     max_memory_store: str = "1G"
+    host: str = "127.0.0.1"
+    monitor_host: str = "127.0.0.1"
+    cluster: ClusterLayout | None = None
 
 
 def _user(identity: Identity, organization: str, perms: Permissions) -> dict[str, Any]:
@@ -107,10 +132,10 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
             "to": f"{s.KEYS_DIRECT_GET_PREFIX}.>",
         },
     ]
-    return {
+    doc: dict[str, Any] = {
         "server_name": layout.server_name,
-        "listen": f"127.0.0.1:{layout.port}",
-        "http": f"127.0.0.1:{layout.monitor_port}",  # monitoring has no auth: loopback only
+        "listen": f"{layout.host}:{layout.port}",
+        "http": f"{layout.monitor_host}:{layout.monitor_port}",
         "max_payload": MAX_PAYLOAD,
         "max_pending": 4 * MAX_PAYLOAD,
         "tls": {
@@ -141,6 +166,27 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
                 "imports": [*llm_imports, *admin_imports],
                 "exports": [*key_exports, *stats_exports],
             },
+        },
+    }
+    if layout.cluster is not None:
+        doc["cluster"] = _cluster(layout.cluster, layout.cert_dir)
+    return doc
+
+
+def _cluster(cluster: ClusterLayout, cert_dir: Path) -> dict[str, Any]:
+    route = tls_files(cert_dir, ROUTE_CERT)
+    return {
+        "name": cluster.name,
+        "listen": f"{cluster.host}:{cluster.port}",
+        "routes": list(cluster.routes),
+        # Both ends present the route certificate and verify the other's against the CA, so
+        # only nodes holding it can join; the dialling node also checks the host name.
+        "tls": {
+            "cert_file": str(route.cert),
+            "key_file": str(route.key),
+            "ca_file": str(route.ca),
+            "verify": True,
+            "timeout": 2,
         },
     }
 

@@ -53,13 +53,13 @@ async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> N
     await js.update_stream(config)
 
 
-async def provision_core(nc: NATS, settings: Settings) -> RouteTable:
+async def provision_core(nc: NATS, settings: Settings, *, timeout: float = 10.0) -> RouteTable:
     """Provision CORE (connected as the provisioner). Returns the live route table.
 
     The route table is seeded from settings only when the bucket holds none, so changes made
     at run time survive restarts.
     """
-    js = nc.jetstream(timeout=10)
+    js = nc.jetstream(timeout=timeout)
     await _ensure_stream(js, dispatch_stream_config(settings))
     await _ensure_stream(js, usage_stream_config(settings))
     await js.add_consumer(s.USAGE_STREAM, accounting_consumer_config())
@@ -74,13 +74,13 @@ async def provision_core(nc: NATS, settings: Settings) -> RouteTable:
     return table
 
 
-async def provision_client(nc: NATS, settings: Settings) -> None:
+async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.0) -> None:
     """Provision CLIENT (connected as admin): the client-key bucket and the audit stream.
 
     The audit stream is created once and never updated from here: the admin identity may
     create it but not reshape it (see ``bus.permissions``), so it cannot shrink its own log.
     """
-    js = nc.jetstream(timeout=10)
+    js = nc.jetstream(timeout=timeout)
     await _ensure_kv(js, s.KEYS_BUCKET, settings)
     try:
         await js.stream_info(s.AUDIT_STREAM)

@@ -24,8 +24,8 @@ def test_init_creates_ca_server_and_every_identity(tmp_path: Path) -> None:
         tmp_path, organization="Switchyard", validity_days=30, clients=CLIENTS
     )
     names = [r.name for r in results]
-    assert names[:2] == ["ca", "server"]
-    assert set(names[2:]) == {i.name for i in SERVICE_IDENTITIES}
+    assert names[:3] == ["ca", "server", "route"]
+    assert set(names[3:]) == {i.name for i in SERVICE_IDENTITIES}
     assert all(r.created for r in results)
     for ident in SERVICE_IDENTITIES:
         assert subject_dn(tmp_path / f"{ident.name}.pem") == ident.dn("Switchyard")
@@ -68,6 +68,30 @@ def test_server_certificate_names_loopback(tmp_path: Path) -> None:
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in san.get_values_for_type(x509.DNSName)
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
+
+
+def test_route_certificate_is_both_server_and_client(tmp_path: Path) -> None:
+    """Cluster nodes dial each other: the route certificate must pass both checks."""
+    init_certificates(
+        tmp_path,
+        organization="Switchyard",
+        validity_days=30,
+        clients=CLIENTS,
+        server_hosts=("nats-1", "127.0.0.1"),
+    )
+
+    def usages(name: str) -> set[str]:
+        cert = x509.load_pem_x509_certificate((tmp_path / f"{name}.pem").read_bytes())
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        return {u.dotted_string for u in eku}
+
+    server, client = "1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"
+    assert usages("route") == {server, client}
+    assert usages("server") == {server}
+    assert usages("tail") == {client}
+    cert = x509.load_pem_x509_certificate((tmp_path / "route.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["nats-1"]
 
 
 def test_cli_init_and_issue(tmp_path: Path) -> None:
