@@ -138,6 +138,17 @@ class StackSettings(_Section, frozen=True):
     stop_timeout_s: Seconds = 10.0
 
 
+class HealthSettings(_Section, frozen=True):
+    """Workers' ``/health``, ``/ready`` and ``/metrics`` endpoint (``serve --health-port``).
+
+    Attributes:
+        host: its listen address: loopback locally; ``0.0.0.0`` in containers, so the
+            orchestrator's probes and metrics scrapers reach it (zones keep the client side out).
+    """
+
+    host: str = "127.0.0.1"
+
+
 class Listen(_Section, frozen=True, kw_only=True):
     """An HTTP listener."""
 
@@ -288,6 +299,7 @@ class Settings(_Section, frozen=True):
     openbao: OpenBaoSettings = OpenBaoSettings()
     redis: RedisSettings = RedisSettings()
     stack: StackSettings = StackSettings()
+    health: HealthSettings = HealthSettings()
     ingress: IngressSettings = IngressSettings()
     head: HeadSettings = HeadSettings()
     routing: RoutingSettings = RoutingSettings()

@@ -89,7 +89,9 @@ async def serve_worker(
     tracing = setup_tracing(settings.telemetry, component or identity, instance)
     service = build(nc, Process(instance, metrics, tracing))
     running = service
-    health = HealthServer(health_port, lambda: running.ready and nc.is_connected)
+    health = HealthServer(
+        health_port, lambda: running.ready and nc.is_connected, host=settings.health.host
+    )
     health.metrics = metrics.render
     reporter = Reporter(nc, component or identity, instance, lambda: running.ready)
     try:

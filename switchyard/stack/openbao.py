@@ -29,10 +29,19 @@ ROLE = "switchyard-secrets"
 
 @dataclass(frozen=True, slots=True)
 class OpenBaoLayout:
+    """Where OpenBao keeps its files and how it is reached.
+
+    Attributes:
+        host: the name clients use (the server certificate names it).
+        bind: the listen address (a container listens on every interface).
+    """
+
     dir: Path
     port: int
     cert_dir: Path
     mount: str
+    host: str = "127.0.0.1"
+    bind: str = "127.0.0.1"
 
     @property
     def config_file(self) -> Path:
@@ -68,7 +77,7 @@ class OpenBaoLayout:
 
     @property
     def addr(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
 
 def policy_text(mount: str) -> str:
@@ -102,8 +111,8 @@ storage "raft" {{
   performance_multiplier = 1
 }}
 listener "tcp" {{
-  address         = "127.0.0.1:{layout.port}"
-  cluster_address = "127.0.0.1:{layout.port + 1}"
+  address         = "{layout.bind}:{layout.port}"
+  cluster_address = "{layout.bind}:{layout.port + 1}"
   tls_cert_file   = "{server.cert}"
   tls_key_file    = "{server.key}"
   tls_min_version = "tls12"
@@ -118,7 +127,7 @@ audit "file" "switchyard" {{
   }}
 }}
 api_addr      = "{layout.addr}"
-cluster_addr  = "https://127.0.0.1:{layout.port + 1}"
+cluster_addr  = "https://{layout.host}:{layout.port + 1}"
 disable_mlock = true
 ui            = false
 log_level     = "warn"

@@ -22,10 +22,13 @@ USAGE_KEYS = "sy:usage:*"
 
 # Commands nobody but ops needs; denied on top of key patterns.
 _DENY = "-@dangerous -@admin"
+# Key patterns do not filter commands without key arguments: these would list other roles'
+# key names (KEYS is already @dangerous).
+_NO_LISTING = "-scan -randomkey"
 
 ROLE_RULES: dict[str, str] = {
-    "ingress": f"~{RATE_KEYS} %R~{SPEND_KEYS} +@all {_DENY}",
-    "accounting": f"~{SPEND_KEYS} ~{USAGE_KEYS} +@all {_DENY}",
+    "ingress": f"~{RATE_KEYS} %R~{SPEND_KEYS} +@all {_DENY} {_NO_LISTING}",
+    "accounting": f"~{SPEND_KEYS} ~{USAGE_KEYS} +@all {_DENY} {_NO_LISTING}",
     "admin": f"%R~sy:* +@read +@connection +ping {_DENY}",
     "ops": "~* &* +@all",
 }
@@ -33,8 +36,11 @@ ROLE_RULES: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class ValkeyLayout:
+    """Where Valkey keeps its files; ``bind`` is its listen address."""
+
     dir: Path
     port: int
+    bind: str = "127.0.0.1"
 
     @property
     def config_file(self) -> Path:
@@ -64,7 +70,7 @@ def write_config(layout: ValkeyLayout) -> None:
         lines.append(f"user {role} on #{digest} resetchannels {rules}")
     write_private(layout.acl_file, "\n".join(lines) + "\n")
     config = f"""# Rendered by switchyard; edits are overwritten on the next `switchyard up`.
-bind 127.0.0.1
+bind {layout.bind}
 port {layout.port}
 protected-mode yes
 daemonize no
