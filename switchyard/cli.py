@@ -18,6 +18,7 @@ from typing import Any
 
 from switchyard.config import DEFAULT_CONFIG_FILE, Settings, config_path, load_settings
 from switchyard.errors import BusUnreachable, ConfigError, SwitchyardError
+from switchyard.stack.compose_cli import add_parsers as add_deployment_parsers
 from switchyard.telemetry import setup_logging
 
 Handler = Callable[[argparse.Namespace, Settings, Path | None], int]
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
     p.set_defaults(handler=_cmd_config)
+
+    add_deployment_parsers(sub, _common)
     return parser
 
 
