@@ -205,8 +205,9 @@ def test_only_the_client_zone_http_ports_are_published(deployment: Deployment) -
     for c in compose.containers(deployment.project):
         ports = c.get("Ports") or []
         if ports:
-            service = str(c.get("Labels", {}).get("com.docker.compose.service"))  # type: ignore[union-attr]
-            published[service] = sorted(int(p["host_port"]) for p in ports)  # type: ignore[union-attr]
+            labels: dict[str, str] = c.get("Labels") or {}  # type: ignore[assignment]
+            service = labels.get("com.docker.compose.service", "")
+            published[service] = sorted(int(p["host_port"]) for p in ports)  # type: ignore[attr-defined]
     assert published == {
         "tail": [deployment.tail_port],
         "gateway": [deployment.gateway_port],
@@ -283,7 +284,7 @@ print(json.dumps(results))
 
 def _spend_tokens(dep: Deployment, key_id: str) -> tuple[int, int, int]:
     rows = dep.admin("GET", "/spend?days=1").json()["days"]
-    row = next((r for r in rows if r.get("key") == key_id), {})
+    row: dict[str, Any] = next((r for r in rows if r.get("key") == key_id), {})
     return row.get("prompt_tokens", 0), row.get("completion_tokens", 0), row.get("requests", 0)
 
 

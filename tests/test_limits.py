@@ -23,6 +23,7 @@ from switchyard.errors import AuthenticationFailed, PermissionDenied
 from switchyard.limits import keys as rk
 from switchyard.limits.limiter import MAX_CARRIED, Limiter
 from switchyard.limits.resp import RedisReplyError, ScriptClient
+from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEvent
 from switchyard.schemas.keys import ClientKey, hash_key, new_key_id
 from switchyard.stack import local
 from switchyard.stack.process import ManagedProcess
@@ -453,3 +454,50 @@ async def test_concurrent_key_changes_all_apply_and_a_deleted_key_stays_deleted(
             await admin.find(key_id)
     finally:
         await nc.close()
+
+
+async def test_a_request_executed_twice_is_billed_once(limited: dict[str, Any]) -> None:
+    """A NATS failover re-send or a redelivery runs a request again; its usage event has the
+    same id (request and hop) in a new batch, and accounting counts it once."""
+    stack = limited["stack"]
+    _, key_id = await _new_key(stack)
+
+    def event(event_id: str) -> UsageEvent:
+        return UsageEvent(
+            id=event_id,
+            request_id=event_id.split(":", maxsplit=1)[0],
+            ts=time.time(),
+            op="chat",
+            alias="gpt-4o",
+            deployment="fake",
+            provider="fake",
+            model="echo",
+            key_id=key_id,
+            prompt_tokens=7,
+            completion_tokens=3,
+            total_tokens=10,
+        )
+
+    nc = await stack.connect("modelproxy")
+    try:
+        js = nc.jetstream(timeout=5)
+        batches = [
+            UsageBatch(id=f"b1-{key_id}", events=[event("r1:"), event("r2:")]),
+            UsageBatch(id=f"b2-{key_id}", events=[event("r1:"), event("r3:")]),  # r1 again
+            UsageBatch(id=f"b3-{key_id}", events=[event("r1:fake")]),  # r1's next hop
+        ]
+        for batch in batches:
+            await js.publish(subjects.USAGE, USAGE_BATCH_ENCODER.encode(batch))
+    finally:
+        await nc.close()
+    deadline = time.monotonic() + 10
+    while True:
+        daily = (await stack.admin("GET", "/spend?days=1")).json()["days"]
+        mine: dict[str, Any] = next((row for row in daily if row.get("key") == key_id), {})
+        if mine.get("requests") == 4 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)  # and nothing more arrives
+    daily = (await stack.admin("GET", "/spend?days=1")).json()["days"]
+    mine = next(row for row in daily if row.get("key") == key_id)
+    assert (mine["requests"], mine["prompt_tokens"], mine["completion_tokens"]) == (4, 28, 12)

@@ -130,9 +130,8 @@ class FastPath:
 
     async def _llm(self, op: str, subject: str, scope: Scope, receive: Receive, send: Send) -> None:
         wanted = {k: v for k, v in scope["headers"] if k in _WANTED}
-        given = wanted.get(b"x-request-id", b"").decode("latin-1")
         edge = self.edge
-        request_id = given if given and SAFE_ID.match(given) else edge.new_request_id()
+        request_id = _request_id(edge, wanted.get(b"x-request-id", b"").decode("latin-1"))
         token = request_id_var.set(request_id)
         state = {"started": False}
         call = _Call(op, scope["path"])
@@ -269,6 +268,14 @@ def _trace(edge: Edge, env: Envelope, op: str, model: str, route: str) -> Hop:
             "switchyard.request_id": env.request_id,
         },
     )
+
+
+def _request_id(edge: Edge, given: str) -> str:
+    """The request id is also the billing identity (each id is billed once, so a failover
+    re-send is not billed twice): the edge always makes it unique, led by the client's own
+    ``X-Request-Id`` (for correlation) when it sent a usable one."""
+    unique = edge.new_request_id()
+    return f"{given}.{unique}" if given and SAFE_ID.match(given) else unique
 
 
 def _api_key(headers: dict[bytes, bytes]) -> str | None:

@@ -54,5 +54,18 @@ def day_rank(day: str, kind: str) -> str:
 NO_TEAM = "(none)"
 
 
-def seen(event_id: str) -> str:
-    return f"sy:usage:seen:{event_id}"
+def seen(batch_id: str) -> str:
+    """A usage batch already applied."""
+    return f"sy:usage:seen:{batch_id}"
+
+
+# How long an applied usage event is remembered. Two executions of one request (a failover
+# re-send, a redelivery) finish within the longer one's run time of each other, and accounting
+# applies events in stream order, so this only has to outlast the longest generation. The
+# cost: one key per request in this window (~90 bytes; 100 req/s ~ 8 MB).
+ONCE_TTL_S = 15 * 60
+
+
+def once(event_id: str) -> str:
+    """A usage event (request and deployment hop) already billed."""
+    return f"sy:usage:once:{event_id}"

@@ -131,38 +131,64 @@ return 1
 """
 
 # Accounting: apply one usage batch exactly once (its id is remembered for two weeks; a batch
-# is what JetStream redelivers and model-proxies re-publish, so it is the unit of "once").
-# KEYS: seen, then per group of events (same key, period, day, model) nine keys:
-#       budget, total, day-key, day-model, day-key-model, day-team (hashes),
-#       then the day's rankings by cost of keys, teams and models (sorted sets)
-# ARGV: daily TTL (s), then per group: cost (nano-USD), prompt tokens, completion tokens,
-#       requests, budget counter TTL (s, 0 = none), key id, team, model alias
+# is what JetStream redelivers and model-proxies re-publish), and each event in it once by its
+# own id (one per request and deployment hop, remembered for the once-TTL: a request executed
+# twice, after a NATS failover re-send or a worker's death, is billed once).
+# KEYS: seen, then one "once" key per event, then per group of events (same key, period, day,
+#       model, team) nine keys: budget, total, day-key, day-model, day-key-model, day-team
+#       (hashes), then the day's rankings by cost of keys, teams and models (sorted sets)
+# ARGV: daily TTL (s), once TTL (s), number of events, then per event: its group (from 1),
+#       cost (nano-USD), prompt tokens, completion tokens; then per group: budget counter TTL
+#       (s, 0 = none), key id, team, model alias
+# Returns 0 for a batch seen before, else per event 1 (counted) or 0 (seen before).
 RECORD = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 1209600) then
   return 0
 end
 local daily_ttl = tonumber(ARGV[1])
-local groups = (#KEYS - 1) / 9
-for g = 0, groups - 1 do
-  local k = 2 + g * 9
-  local a = 2 + g * 8
-  local cost = tonumber(ARGV[a])
+local once_ttl = tonumber(ARGV[2])
+local events = tonumber(ARGV[3])
+local sums = {}
+local counted = {}
+for e = 0, events - 1 do
+  counted[e + 1] = 0
+  if redis.call('SET', KEYS[2 + e], '1', 'NX', 'EX', once_ttl) then
+    local a = 4 + e * 4
+    local g = tonumber(ARGV[a])
+    local s = sums[g]
+    if not s then
+      s = {0, 0, 0, 0}
+      sums[g] = s
+    end
+    s[1] = s[1] + tonumber(ARGV[a + 1])
+    s[2] = s[2] + tonumber(ARGV[a + 2])
+    s[3] = s[3] + tonumber(ARGV[a + 3])
+    s[4] = s[4] + 1
+    counted[e + 1] = 1
+  end
+end
+local first_key = 2 + events
+local first_arg = 4 + events * 4
+for g, s in pairs(sums) do
+  local k = first_key + (g - 1) * 9
+  local a = first_arg + (g - 1) * 4
+  local cost = s[1]
   redis.call('INCRBY', KEYS[k], cost)
-  if tonumber(ARGV[a + 4]) > 0 then
-    redis.call('EXPIRE', KEYS[k], tonumber(ARGV[a + 4]))
+  if tonumber(ARGV[a]) > 0 then
+    redis.call('EXPIRE', KEYS[k], tonumber(ARGV[a]))
   end
   redis.call('INCRBY', KEYS[k + 1], cost)
   for i = k + 2, k + 5 do
     redis.call('HINCRBY', KEYS[i], 'cost_nano', cost)
-    redis.call('HINCRBY', KEYS[i], 'prompt_tokens', tonumber(ARGV[a + 1]))
-    redis.call('HINCRBY', KEYS[i], 'completion_tokens', tonumber(ARGV[a + 2]))
-    redis.call('HINCRBY', KEYS[i], 'requests', tonumber(ARGV[a + 3]))
+    redis.call('HINCRBY', KEYS[i], 'prompt_tokens', s[2])
+    redis.call('HINCRBY', KEYS[i], 'completion_tokens', s[3])
+    redis.call('HINCRBY', KEYS[i], 'requests', s[4])
     redis.call('EXPIRE', KEYS[i], daily_ttl)
   end
   for r = 0, 2 do
-    redis.call('ZINCRBY', KEYS[k + 6 + r], cost, ARGV[a + 5 + r])
+    redis.call('ZINCRBY', KEYS[k + 6 + r], cost, ARGV[a + 1 + r])
     redis.call('EXPIRE', KEYS[k + 6 + r], daily_ttl)
   end
 end
-return 1
+return counted
 """

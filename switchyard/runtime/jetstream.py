@@ -10,7 +10,8 @@ Two ways to publish:
   request is stored before it is told "accepted");
 * :meth:`AckPublisher.publish_confirmed` returns at once and confirms in the background,
   re-publishing (deduplicated by ``Nats-Msg-Id``) until stored or given up with a log line
-  (usage events: durable, but off the request's path).
+  (usage events: durable, but off the request's path); the future it returns tells whoever
+  cares when that happened.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class _Pending:
     sent_at: float
     tries: int
     weight: int = 1
+    done: asyncio.Future[bool] | None = None  # True once stored, False if given up
+
+    def settle(self, stored: bool) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(stored)
 
 
 class AckPublisher:
@@ -102,6 +108,8 @@ class AckPublisher:
                 "%d published events were not confirmed before shutdown", len(self._confirming)
             )
             self.given_up_weight += sum(p.weight for p in self._confirming.values())
+            for pending in self._confirming.values():
+                pending.settle(False)
         await self._loops.cancel_all()
         if self._sub is not None:
             with contextlib.suppress(Exception):
@@ -124,6 +132,7 @@ class AckPublisher:
             log.warning("stream refused %s (try %d): %s", pending.subject, pending.tries, exc)
             return  # the sweeper re-publishes it
         del self._confirming[token]
+        pending.settle(True)
         if not self._confirming:
             self._drained.set()
 
@@ -151,21 +160,26 @@ class AckPublisher:
 
     async def publish_confirmed(
         self, subject: str, data: bytes, headers: dict[str, str], *, weight: int = 1
-    ) -> None:
+    ) -> asyncio.Future[bool]:
         """Publish without waiting; the background sweeper re-publishes until acknowledged.
 
         Never raises: once recorded, the message is the sweeper's to deliver (under the same
         headers, so a ``Nats-Msg-Id`` keeps deduplicating). A caller that also re-sent it on an
         error here would store it twice.
+
+        Returns:
+            a future: True once the stream stored the message, False if it was given up.
         """
         token = self._nuid.next().decode()
         loop = asyncio.get_running_loop()
-        self._confirming[token] = _Pending(subject, data, headers, loop.time(), 1, weight)
+        done: asyncio.Future[bool] = loop.create_future()
+        self._confirming[token] = _Pending(subject, data, headers, loop.time(), 1, weight, done)
         self._unconfirmed.set()
         try:
             await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=headers)
         except (NatsError, OSError) as exc:  # disconnected, buffer full: the sweeper retries
             log.warning("publishing to %s failed (%s); will retry", subject, type(exc).__name__)
+        return done
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -186,6 +200,7 @@ class AckPublisher:
                         pending.tries,
                     )
                     self.given_up_weight += pending.weight
+                    pending.settle(False)
                     if not self._confirming:
                         self._drained.set()
                     continue
@@ -197,6 +212,7 @@ class AckPublisher:
                     now,
                     pending.tries + 1,
                     pending.weight,
+                    pending.done,
                 )
                 with contextlib.suppress(Exception):  # still disconnected: next sweep retries
                     await self._nc.publish(

@@ -8,7 +8,9 @@ import msgspec
 class UsageEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One finished provider call, sent on ``llm.v1.usage`` (in a batch) after the reply.
 
-    ``id`` is the request id, client attempt and reroute hop: unique per provider call.
+    ``id`` is the request id and reroute hop: the same for every execution of one request on
+    one deployment (an edge's re-send after a NATS failover, a redelivery after a worker died),
+    so accounting bills it once.
     """
 
     id: str

@@ -31,10 +31,11 @@ import requests
 
 from switchyard.bus import identities
 from switchyard.bus.identities import SERVER_CERT
+from switchyard.bus.tls import tls_files
 from switchyard.config import Settings
 from switchyard.errors import StackError
 from switchyard.stack import natsnodes, openbao, valkey
-from switchyard.stack.certs import ROUTE_CERT, init_certificates, tls_files
+from switchyard.stack.certs import ROUTE_CERT, init_certificates
 from switchyard.stack.natsconf import ClusterLayout, NatsServerLayout, write_nats_config
 
 log = logging.getLogger("switchyard.deploy")
@@ -127,7 +128,7 @@ def setup(settings: Settings, layout: DeployLayout) -> list[str]:
 
     Returns one line per action, for the log.
     """
-    from switchyard.admin.token import ensure_admin_token  # noqa: PLC0415
+    from switchyard.stack.home import ensure_admin_token  # noqa: PLC0415
 
     done: list[str] = []
     clients = [(i.name, i.zone.value.lower()) for i in identities.SERVICE_IDENTITIES]

@@ -117,9 +117,12 @@ class Accounting:
         await msg.ack()
 
     async def _apply(self, batch_id: str, events: list[UsageEvent], table: RouteTable) -> None:
-        """One script call per batch: events grouped by key, period, day and model."""
-        groups: dict[tuple[str, str, int, str, str, str], list[int]] = {}
-        spent: dict[str, int] = {}
+        """One script call per batch: each event once by its id (a request executed twice in
+        a failover is billed once), counters per group of events with the same key, period,
+        day, model and team."""
+        groups: dict[tuple[str, str, int, str, str, str], int] = {}
+        per_event: list[int] = []
+        costs: list[tuple[str, int]] = []
         for event in events:
             key_id = event.key_id or "unknown"
             period_id, period_end = periods.current(event.budget_period, event.ts)
@@ -132,21 +135,13 @@ class Accounting:
                 event.alias or event.deployment,
                 event.tenant or rk.NO_TEAM,
             )
-            totals = groups.setdefault(group, [0, 0, 0, 0])
+            number = groups.setdefault(group, len(groups) + 1)
             cost = self.pricing.cost_nano(event, table)
-            totals[0] += cost
-            spent[group[4]] = spent.get(group[4], 0) + cost
-            totals[1] += event.prompt_tokens
-            totals[2] += event.completion_tokens
-            totals[3] += 1
-        keys = [rk.seen(batch_id)]
-        args: list[int | str] = [rk.DAILY_TTL_S]
-        for (key_id, period_id, ttl, day, alias, team), (
-            cost,
-            prompt,
-            completion,
-            count,
-        ) in groups.items():
+            costs.append((group[4], cost))
+            per_event += [number, cost, event.prompt_tokens, event.completion_tokens]
+        keys = [rk.seen(batch_id), *(rk.once(e.id) for e in events)]
+        args: list[int | str] = [rk.DAILY_TTL_S, rk.ONCE_TTL_S, len(events), *per_event]
+        for key_id, period_id, ttl, day, alias, team in groups:  # in group-number order
             keys += [
                 rk.budget(key_id, period_id),
                 rk.total(key_id),
@@ -158,12 +153,17 @@ class Accounting:
                 rk.day_rank(day, "team"),
                 rk.day_rank(day, "model"),
             ]
-            args += [cost, prompt, completion, count, ttl, key_id, team, alias]
+            args += [ttl, key_id, team, alias]
         async with asyncio.timeout(max(5.0, self.settings.redis.timeout_s * 4)):
-            applied = await self._record(keys=keys, args=args)
-        if applied != 0:  # 0: a batch seen before (a redelivery); counted once already
-            for alias, nano in spent.items():
-                self._spend.labels(self._alias(alias)).inc(nano / rk.NANO)
+            counted = await self._record(keys=keys, args=args)
+        if not isinstance(counted, list):  # 0: a batch seen before (a redelivery)
+            return
+        spent: dict[str, int] = {}
+        for (alias, nano), once in zip(costs, counted, strict=True):
+            if once:  # 0: this request's usage was counted before (it ran twice)
+                spent[alias] = spent.get(alias, 0) + nano
+        for alias, nano in spent.items():
+            self._spend.labels(self._alias(alias)).inc(nano / rk.NANO)
 
 
 async def run(

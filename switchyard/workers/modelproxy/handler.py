@@ -1,12 +1,14 @@
 """Serve one dispatched request: check it, call the provider, stream the reply, account, ack.
 
 Order matters for "never lose a request": the reply goes out first, then the usage event is
-handed to the batcher, then the JetStream message is acknowledged. A worker that dies before the
-ack leaves the request to be redelivered to another worker. A retryable provider failure before any
-content reached the caller goes back to the heads (``llm.v1.reroute``) for the next deployment;
-once content was sent, a failure ends the stream with an error message instead. A reroute no
-head confirms (none running, or too slow to answer) is answered with the failure itself, so the
-caller never waits for its deadline on a request nobody holds.
+handed to the batcher, and the JetStream message is acknowledged once the batch holding it is
+stored. A worker that dies before the ack leaves the request to be redelivered to another
+worker, which bills it under the same event id (accounting counts it once). A retryable
+provider failure before any content reached the caller goes back to the heads
+(``llm.v1.reroute``) for the next deployment; once content was sent, a failure ends the stream
+with an error message instead. A reroute no head confirms (none running, or too slow to answer)
+is answered with the failure itself, so the caller never waits for its deadline on a request
+nobody holds.
 """
 
 from __future__ import annotations
@@ -265,7 +267,7 @@ class Handler:
         finally:
             self._observe(job, target, labels, hop, failure)
         if job.called and (job.usage is not None or job.status == 200):
-            self._record_usage(job, target)
+            await self._record_usage(job, target)
         await job.msg.ack()
 
     def _trace_queue_wait(self, job: Job) -> None:
@@ -418,10 +420,14 @@ class Handler:
             return False
         return True
 
-    def _record_usage(self, job: Job, target: Target | None) -> None:
+    async def _record_usage(self, job: Job, target: Target | None) -> None:
+        """Hand the usage to the batcher and wait until its batch is stored (bounded: the
+        publisher gives a batch up after its retries)."""
         env = job.env
         request_id = env.request_id
-        event_id = f"{request_id}:{env.attempt}:{','.join(env.tried)}"
+        # One id per request and deployment hop: an edge's re-send after a NATS failover (a new
+        # attempt) or a redelivery after a worker died is the same event, billed once.
+        event_id = f"{request_id}:{','.join(env.tried)}"
         u = job.usage or Usage()
         event = UsageEvent(
             id=event_id,
@@ -443,7 +449,7 @@ class Handler:
             latency_ms=round((time.time() - job.started) * 1000, 3),
             ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
         )
-        self.usage.add(event)
+        await self.usage.add(event)
 
 
 def _decode_body(data: bytes) -> dict[str, Any]:
