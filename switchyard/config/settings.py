@@ -226,7 +226,8 @@ class ModelProxySettings(_Section, frozen=True):
     Attributes:
         keepalive_s: send a keep-alive to the caller after this much provider silence.
         ack_wait_s: JetStream redelivers an unacknowledged request after this long; workers
-            signal progress every ``ack_wait_s / 3`` during long calls.
+            signal progress every ``ack_wait_s / 3`` during long calls, so this only bounds how
+            long the requests of a worker that died wait before another worker takes them.
         secret_ttl_s: how long a cached provider key is used without hearing from the secrets
             service (it is refreshed earlier, and dropped at once on a change event).
         max_deliver: deliveries of one request before it is given up (worker crash loops).
@@ -235,7 +236,7 @@ class ModelProxySettings(_Section, frozen=True):
     """
 
     keepalive_s: Seconds = 5.0
-    ack_wait_s: Seconds = 30.0
+    ack_wait_s: Seconds = 10.0
     secret_ttl_s: Seconds = 300.0
     max_deliver: Annotated[int, msgspec.Meta(ge=1)] = 3
     max_workers_per_deployment: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 128
