@@ -9,7 +9,9 @@ when a test fails.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,7 @@ import pytest
 from openai import OpenAI
 
 from switchyard.stack import compose
+from tests import failover
 from tests.support import free_port
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1500)]
@@ -354,3 +357,101 @@ def _restart(dep: Deployment, client: OpenAI, impatient: OpenAI, key_id: str) ->
     want = 2 + queued
     _wait(lambda: _spend_tokens(dep, key_id)[2] == want, 60, f"{want} billed requests")
     assert _spend_tokens(dep, key_id) == (TOKENS[0] * want, TOKENS[1] * want, want)
+
+
+# ---- the failover suite against the containers ----
+
+
+class ComposePlatform:
+    """The compose deployment as a :class:`tests.failover.Platform`: kills are ``podman kill``,
+    billing is read by :mod:`tests.billing` in a container on the core network."""
+
+    def __init__(self, dep: Deployment) -> None:
+        self.dep = dep
+        self.edges = [f"http://127.0.0.1:{dep.tail_port}", f"http://127.0.0.1:{dep.gateway_port}"]
+        self.model = "demo"
+
+    def _container(self, name: str) -> str:
+        if name.startswith("nats-"):
+            return self.dep.container(name)
+        service, _, n = name.rpartition("-")
+        return self.dep.container(service, int(n)) if n.isdigit() else self.dep.container(name)
+
+    async def new_key(self, name: str) -> tuple[str, str]:
+        created = await asyncio.to_thread(self.dep.admin, "POST", "/keys", {"name": name})
+        assert created.status_code == 201, created.text
+        await asyncio.sleep(0.5)  # every edge follows the key bucket
+        return created.json()["key"], created.json()["record"]["id"]
+
+    def _billing(self, *args: str) -> str:
+        p = self.dep.project
+        return _podman(
+            "run", "--rm", "--network", f"{p.name}_core",
+            "-v", f"{p.volume('state')}:/deploy/state:ro",
+            "-v", f"{p.volume('valkey-data')}:/var/lib/valkey:ro",
+            "-v", f"{p.root / 'tests'}:/src/tests:ro",
+            "-e", "PYTHONPATH=/src",
+            "-e", "SWITCHYARD_HOME=/deploy/state",
+            "-e", "SWITCHYARD_CERTS__DIR=/deploy/state/certs",
+            "-e", 'SWITCHYARD_NATS__SERVERS=["tls://nats-1:4222","tls://nats-2:4222","tls://nats-3:4222"]',
+            "-e", "SWITCHYARD_REDIS__URL=redis://valkey:6379/0",
+            "-e", "SWITCHYARD_REDIS__PASSWORD_DIR=/var/lib/valkey",
+            "-e", "SWITCHYARD_LOGGING__LEVEL=warning",
+            "--entrypoint", "python3", p.image, "-m", "tests.billing", *args,
+        )  # fmt: skip
+
+    async def usage_seq(self) -> int:
+        return int((await asyncio.to_thread(self._billing, "last-seq")).strip())
+
+    async def billing(self, key_id: str, first_seq: int) -> dict[str, Any]:
+        out = await asyncio.to_thread(self._billing, "snapshot", key_id, str(first_seq))
+        doc: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return doc
+
+    async def kill(self, name: str) -> None:
+        await asyncio.to_thread(_podman, "kill", self._container(name))
+
+    async def restart(self, name: str) -> None:
+        container = self._container(name)
+        await asyncio.to_thread(_podman, "start", container)
+        check = ["podman", "healthcheck", "run", container]
+        for _ in range(120):
+            done = await asyncio.to_thread(subprocess.run, check, capture_output=True, check=False)
+            if done.returncode == 0:
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"{container} did not become healthy again")
+
+    async def monitor(self, path: str) -> list[tuple[int, Any]]:
+        found = []
+        for n in (1, 2, 3):
+            code = (
+                "import urllib.request as u; "
+                f"print(u.urlopen('http://127.0.0.1:8222{path}', timeout=2).read().decode())"
+            )
+            done = await asyncio.to_thread(
+                subprocess.run,
+                ["podman", "exec", self.dep.container(f"nats-{n}"), "python3", "-c", code],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode == 0:
+                found.append((n, json.loads(done.stdout)))
+        return found
+
+
+COMPOSE_SCENARIOS = [
+    s for s in failover.SCENARIOS if re.match(r"NATS node: the DISPATCH|one model-proxy", s.name)
+]
+
+
+@pytest.mark.parametrize("scenario", COMPOSE_SCENARIOS, ids=[s.name for s in COMPOSE_SCENARIOS])
+def test_failover_in_containers(deployment: Deployment, scenario: failover.Scenario) -> None:
+    from tests.test_failover import ALLOWED_ERRORS, assert_bar
+
+    platform = ComposePlatform(deployment)
+    tag = f"c{COMPOSE_SCENARIOS.index(scenario)}"
+    result = asyncio.run(failover.run_scenario(platform, scenario, tag))
+    print(result.row(), result.detail(), sep="\n", file=sys.stderr)
+    assert_bar(result, ALLOWED_ERRORS.get(scenario.name, ()))

@@ -5,6 +5,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 
 * ``echo``: answers with the last user message (streams one word per chunk, no delay);
 * ``paced:<ms>``: streams 6 chunks ``<ms>`` apart;
+* ``jitter:<lo>-<hi>``: takes a random ``lo``-``hi`` ms to answer (spread between the chunks of a
+  stream, so a stream is always partly sent while it runs);
 * ``slow:<ms>``: waits ``<ms>`` before answering;
 * ``status:<code>``: fails with that HTTP status (429 adds ``Retry-After: 2``);
 * ``hang``: never answers;
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +38,12 @@ class Call:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+
+
+def _jitter(spec: str) -> float:
+    """Seconds for ``<lo>-<hi>`` (milliseconds)."""
+    low, _, high = spec.partition("-")
+    return random.uniform(int(low), int(high or low)) / 1000
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
@@ -136,6 +145,8 @@ class FakeOpenAI:
             kind, _, arg = model.partition(":")
         if kind == "slow":
             await asyncio.sleep(int(arg) / 1000)
+        elif kind == "jitter" and not body.get("stream"):
+            await asyncio.sleep(_jitter(arg))
         elif kind == "hang":
             await asyncio.sleep(3600)
         elif kind == "gate":
@@ -202,6 +213,8 @@ class FakeOpenAI:
         kind, _, arg = str(model).partition(":")
         pace = int(arg) / 1000 if kind == "paced" else 0.0
         words = text.split(" ") if kind != "paced" else [f"w{i}" for i in range(6)]
+        if kind == "jitter":
+            pace = _jitter(arg) / len(words)
         for i, word in enumerate(words):
             chunk = {
                 "id": "chatcmpl-fake",
@@ -216,7 +229,10 @@ class FakeOpenAI:
                     }
                 ],
             }
-            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            try:
+                await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            except ConnectionResetError:  # the caller died mid-stream (failover tests)
+                return resp
             if pace:
                 await asyncio.sleep(pace)
         done = {

@@ -1,0 +1,486 @@
+"""The failover suite: steady load on a 3-node local stack while one process at a time is killed.
+
+Each scenario runs ``CLIENTS`` concurrent clients for ``DURATION_S`` against a fake provider that
+takes 50-200 ms per answer (half the requests stream), SIGKILLs one process at ``KILL_AT_S``
+and starts it again ``DOWN_FOR_S`` later, as an orchestrator would. Every request is classified
+by what its client saw:
+
+* **200**: a complete answer (a stream counts only with its ``[DONE]``);
+* **clear error**: an error status, an error event in the stream, or the connection to a killed
+  edge breaking, each at once;
+* **lost**: no answer by the client's timeout, or a 504 (the request's own deadline passed).
+
+Billing is checked per request from the ``USAGE`` stream (every usage event the model-proxies
+stored) and against the spend counters accounting wrote: every answered request billed once with
+the tokens its client saw, no request billed twice, and the counters equal the events. A client
+whose edge refuses connections (the edge is down) goes to the other edge, as behind a load
+balancer; a refused connection never reached a server and is not counted as a request.
+
+Everything runs on loopback ports of this machine and every loop is bounded by time.
+``python -m tests.failover`` runs every scenario and prints the table for docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from switchyard.bus import subjects
+from switchyard.stack.ports import listen_port
+from tests import billing
+from tests.stacks import Stack, start_stack
+from tests.upstream import FakeOpenAI
+
+CLIENTS = 20
+DURATION_S = 30.0
+KILL_AT_S = 8.0
+DOWN_FOR_S = 8.0
+CLIENT_TIMEOUT_S = 30.0
+# The server-side deadline of each request (X-Request-Timeout); a 504 counts as lost.
+DEADLINE_S = 25.0
+MODEL = "chat"
+UPSTREAM_MODEL = "jitter:50-200"
+SECRET = "failover-key"
+
+
+@dataclass
+class Outcome:
+    request_id: str
+    stream: bool
+    edge: str
+    started: float
+    kind: str = "lost"  # ok | error | lost
+    status: int = 0
+    detail: str = ""
+    tokens: tuple[int, int] | None = None
+    latency: float = 0.0
+
+
+@dataclass
+class Result:
+    scenario: str
+    killed: str
+    outcomes: list[Outcome]
+    # Per client request id, from the USAGE stream: events as accounting counts them (once per
+    # event id), their tokens, and every event stored (a request executed twice has two).
+    billed: Counter[str] = field(default_factory=Counter)
+    event_tokens: dict[str, tuple[int, int]] = field(default_factory=dict)
+    executed: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def executed_twice(self) -> int:
+        return sum(1 for n in self.executed.values() if n > 1)
+
+    def tally(self, snapshot: dict[str, Any]) -> None:
+        """Take in :func:`tests.billing.snapshot`: events counted once per event id, as
+        accounting counts them."""
+        counted: set[str] = set()
+        for event in snapshot["events"]:
+            # The edge appends its own suffix to the client's X-Request-Id.
+            request_id = event["request_id"].rsplit(".", 1)[0]
+            self.executed[request_id] += 1
+            if event["id"] in counted:
+                continue
+            counted.add(event["id"])
+            self.billed[request_id] += 1
+            prompt, completion = self.event_tokens.get(request_id, (0, 0))
+            self.event_tokens[request_id] = (
+                prompt + event["tokens"][0],
+                completion + event["tokens"][1],
+            )
+        self.spend = tuple(snapshot["spend"])  # type: ignore[assignment]
+
+    spend: tuple[int, int, int] = (0, 0, 0)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for o in self.outcomes if o.kind == kind)
+
+    @property
+    def answered(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.kind == "ok"]
+
+    @property
+    def billed_twice(self) -> list[str]:
+        return [rid for rid, n in self.billed.items() if n > 1]
+
+    @property
+    def unbilled(self) -> list[str]:
+        return [o.request_id for o in self.answered if self.billed[o.request_id] == 0]
+
+    @property
+    def wrong_tokens(self) -> list[str]:
+        return [
+            o.request_id
+            for o in self.answered
+            if self.billed[o.request_id] == 1 and self.event_tokens.get(o.request_id) != o.tokens
+        ]
+
+    @property
+    def billed_unanswered(self) -> int:
+        answered = {o.request_id for o in self.answered}
+        return sum(1 for rid in self.billed if rid not in answered)
+
+    @property
+    def counters_match_events(self) -> bool:
+        prompt = sum(t[0] for t in self.event_tokens.values())
+        completion = sum(t[1] for t in self.event_tokens.values())
+        return self.spend == (prompt, completion, sum(self.billed.values()))
+
+    def detail(self) -> str:
+        """What the row does not show: latencies, the counters against the events."""
+        latencies = sorted(o.latency for o in self.answered) or [0.0]
+        prompt = sum(t[0] for t in self.event_tokens.values())
+        completion = sum(t[1] for t in self.event_tokens.values())
+        p50 = latencies[len(latencies) // 2]
+        events = (prompt, completion, sum(self.billed.values()))
+        lost = Counter(o.detail for o in self.outcomes if o.kind == "lost")
+        return (
+            f"{self.scenario}: killed {self.killed or '-'}; p50 {p50:.2f} s; "
+            f"spend counters {self.spend}, events {events}; lost {dict(lost)}; "
+            f"unbilled {self.unbilled[:5]}; billed twice {self.billed_twice[:5]}; "
+            f"wrong tokens {self.wrong_tokens[:5]}; executed twice {self.executed_twice}"
+        )
+
+    def row(self) -> str:
+        worst = max((o.latency for o in self.answered), default=0.0)
+        errors = Counter(o.detail for o in self.outcomes if o.kind == "error")
+        why = ", ".join(f"{n} {d}" for d, n in errors.most_common(3))
+        return (
+            f"| {self.scenario} | {len(self.outcomes)} | {self.count('ok')} | "
+            f"{self.count('error')} | {self.count('lost')} | {len(self.billed_twice)} | "
+            f"{len(self.unbilled)} | {self.billed_unanswered} | {self.executed_twice} | "
+            f"{'yes' if self.counters_match_events else 'NO'} | {worst:.1f} s | {why} |"
+        )
+
+
+HEADER = (
+    "| Killed | Sent | 200 | Clear error | Lost | Billed twice | Answered, unbilled | "
+    "Billed, unanswered | Executed twice | Spend = events | Slowest 200 | Errors |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"
+)
+
+
+async def _one(
+    http: httpx.AsyncClient, edge: str, key: str, request_id: str, stream: bool, model: str
+) -> Outcome:
+    out = Outcome(request_id, stream, edge, time.monotonic())
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": f"tell me about {request_id}"}],
+    }
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "X-Request-Id": request_id,
+        "X-Request-Timeout": str(DEADLINE_S),
+    }
+    try:
+        async with asyncio.timeout(CLIENT_TIMEOUT_S):
+            if stream:
+                await _stream(http, edge, body, headers, out)
+            else:
+                reply = await http.post(f"{edge}/v1/chat/completions", json=body, headers=headers)
+                out.status = reply.status_code
+                if reply.status_code == 200:
+                    usage = reply.json()["usage"]
+                    out.kind, out.tokens = (
+                        "ok",
+                        (usage["prompt_tokens"], usage["completion_tokens"]),
+                    )
+                else:
+                    out.kind = "lost" if reply.status_code == 504 else "error"
+                    out.detail = f"{reply.status_code} {_code(reply.content)}"
+    except TimeoutError:
+        out.kind, out.detail = "lost", "no answer in time"
+    except httpx.ConnectError:
+        raise  # the edge is down: not a request (the caller fails over)
+    except httpx.HTTPError as exc:
+        out.kind, out.detail = "error", f"connection broke ({type(exc).__name__})"
+    out.latency = time.monotonic() - out.started
+    return out
+
+
+async def _stream(
+    http: httpx.AsyncClient, edge: str, body: dict[str, Any], headers: dict[str, str], out: Outcome
+) -> None:
+    async with http.stream(
+        "POST", f"{edge}/v1/chat/completions", json=body, headers=headers
+    ) as reply:
+        out.status = reply.status_code
+        if reply.status_code != 200:
+            data = await reply.aread()
+            out.kind = "lost" if reply.status_code == 504 else "error"
+            out.detail = f"{reply.status_code} {_code(data)}"
+            return
+        usage = None
+        async for line in reply.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[6:]
+            if data == "[DONE]":
+                out.kind, out.tokens = "ok", usage
+                return
+            event = json.loads(data)
+            if "error" in event:
+                code = event["error"].get("code") or event["error"].get("type")
+                out.kind, out.detail = "error", f"mid-stream {code}"
+                if code == "deadline_exceeded":
+                    out.kind = "lost"
+                return
+            if event.get("usage"):
+                usage = (event["usage"]["prompt_tokens"], event["usage"]["completion_tokens"])
+        out.kind, out.detail = "error", "stream ended without [DONE]"
+
+
+def _code(data: bytes) -> str:
+    try:
+        error = json.loads(data)["error"]
+        return str(error.get("code") or error.get("type"))
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
+async def load(
+    edges: list[str],
+    key: str,
+    tag: str,
+    *,
+    model: str = MODEL,
+    duration: float = DURATION_S,
+    clients: int = CLIENTS,
+    during: Callable[[], Awaitable[None]] | None = None,
+) -> list[Outcome]:
+    """Run the clients for ``duration`` seconds (and ``during`` alongside); every outcome."""
+    outcomes: list[Outcome] = []
+    stop_at = time.monotonic() + duration
+
+    async def client(n: int) -> None:
+        rng = random.Random(n)
+        edge = n % len(edges)
+        seq = 0
+        limits = httpx.Limits(max_connections=2, max_keepalive_connections=1)
+        async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S, limits=limits) as http:
+            while time.monotonic() < stop_at:
+                seq += 1
+                request_id = f"{tag}-{n}-{seq}"
+                stream = rng.random() < 0.5
+                for _ in range(len(edges) * 20):  # bounded: every edge refusing for ~10 s
+                    try:
+                        outcomes.append(
+                            await _one(http, edges[edge], key, request_id, stream, model)
+                        )
+                        break
+                    except httpx.ConnectError:
+                        edge = (edge + 1) % len(edges)
+                        await asyncio.sleep(0.25)
+
+    tasks = [client(n) for n in range(clients)]
+    if during is not None:
+        tasks.append(during())
+    await asyncio.gather(*tasks)
+    return outcomes
+
+
+# ---- platforms: where the load goes and how processes die ----
+
+
+class Platform(Protocol):
+    """A running deployment the suite can load, kill pieces of, and read billing from."""
+
+    edges: list[str]
+    model: str
+
+    async def new_key(self, name: str) -> tuple[str, str]:
+        """A fresh client key: (key, key id)."""
+        ...
+
+    async def usage_seq(self) -> int: ...
+
+    async def billing(self, key_id: str, first_seq: int) -> dict[str, Any]:
+        """:func:`tests.billing.snapshot` of the deployment."""
+        ...
+
+    async def kill(self, name: str) -> None: ...
+
+    async def restart(self, name: str) -> None: ...
+
+    async def monitor(self, path: str) -> list[tuple[int, Any]]:
+        """``path`` of every live NATS node's monitoring endpoint, by node number."""
+        ...
+
+
+class LocalPlatform:
+    """A local stack (``switchyard up``'s supervisor and processes)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.edges = [stack.tail_url, stack.gateway_url]
+        self.model = MODEL
+
+    async def new_key(self, name: str) -> tuple[str, str]:
+        key, record = await self.stack.new_key(name)
+        return key, record.id
+
+    async def usage_seq(self) -> int:
+        return await billing.last_seq(self.stack.settings)
+
+    async def billing(self, key_id: str, first_seq: int) -> dict[str, Any]:
+        return await billing.snapshot(self.stack.settings, key_id, first_seq)
+
+    async def kill(self, name: str) -> None:
+        self.stack.kill(name)
+
+    async def restart(self, name: str) -> None:
+        proc = self.stack.process(name)
+        await proc.start()
+        if not await proc.wait_healthy(60):
+            raise AssertionError(f"{name} did not come back")
+
+    async def monitor(self, path: str) -> list[tuple[int, Any]]:
+        found = []
+        port = self.stack.settings.stack.nats_monitor_port
+        async with httpx.AsyncClient(timeout=2) as http:
+            for n in range(self.stack.settings.stack.nats_nodes):
+                with contextlib.suppress(httpx.HTTPError):
+                    reply = await http.get(f"http://127.0.0.1:{port + n}{path}")
+                    found.append((n + 1, reply.json()))
+        return found
+
+
+async def failover_stack(root: Path, upstream: FakeOpenAI) -> Stack:
+    """A local stack with 3 NATS nodes, 2 heads, 2 model-proxies, tail and gateway."""
+    extra = {
+        "stack": {
+            "nats_nodes": 3,
+            "nats_port": listen_port(span=3),
+            "nats_monitor_port": listen_port(span=3),
+            "nats_cluster_port": listen_port(span=3),
+            "start_timeout_s": 120,
+        },
+        "providers": {
+            "fake": {
+                "kind": "openai-compatible",
+                "api_base": upstream.base_url,
+                "concurrency": 64,
+                "secret": SECRET,
+            }
+        },
+        "routes": {MODEL: {"deployments": [{"provider": "fake", "model": UPSTREAM_MODEL}]}},
+        "logging": {"level": "info"},
+    }
+    stack = await start_stack(root, extra)
+    put = await stack.admin("PUT", f"/secrets/{SECRET}", {"value": "sk-failover-0123456789"})
+    assert put.status_code in (200, 201), put.text
+    return stack
+
+
+# ---- what to kill ----
+
+
+async def stream_leader(platform: Platform, stream: str = subjects.DISPATCH_STREAM) -> str:
+    """The node (``nats-<n>``) leading ``stream``."""
+    for _, doc in await platform.monitor("/jsz?accounts=true&streams=true"):
+        for account in doc.get("account_details", []):
+            for info in account.get("stream_detail", []):
+                leader = info.get("cluster", {}).get("leader")
+                if info["name"] == stream and leader:
+                    return "nats-" + leader.rsplit("-", 1)[1]
+    raise AssertionError(f"no leader for {stream}")
+
+
+async def node_of(platform: Platform, connection: str) -> str:
+    """The node (``nats-<n>``) a named connection is on."""
+    for n, doc in await platform.monitor("/connz?limit=1024"):
+        if any(c.get("name") == connection for c in doc.get("connections", [])):
+            return f"nats-{n}"
+    raise AssertionError(f"no node has a connection named {connection}")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    target: Callable[[Platform], Awaitable[str]]
+
+
+def fixed(name: str) -> Callable[[Platform], Awaitable[str]]:
+    async def pick(platform: Platform) -> str:
+        return name
+
+    return pick
+
+
+SCENARIOS = [
+    Scenario("none (baseline)", fixed("")),
+    Scenario("NATS node: the DISPATCH stream leader", stream_leader),
+    Scenario("NATS node: the tail's", lambda platform: node_of(platform, "tail")),
+    Scenario("one head", fixed("head-1")),
+    Scenario("one model-proxy, mid-stream", fixed("modelproxy-1")),
+    Scenario("secrets", fixed("secrets")),
+    Scenario("accounting", fixed("accounting")),
+    Scenario("one edge (tail)", fixed("tail")),
+]
+
+
+async def run_scenario(platform: Platform, scenario: Scenario, tag: str) -> Result:
+    key, key_id = await platform.new_key(f"failover-{tag}")
+    first_seq = await platform.usage_seq()
+    killed = ""
+
+    async def kill_and_restart() -> None:
+        nonlocal killed
+        await asyncio.sleep(KILL_AT_S)
+        killed = await scenario.target(platform)
+        if not killed:
+            return
+        await platform.kill(killed)
+        await asyncio.sleep(DOWN_FOR_S)
+        await platform.restart(killed)
+
+    outcomes = await load(platform.edges, key, tag, model=platform.model, during=kill_and_restart)
+    result = Result(scenario.name, killed, outcomes)
+    result.tally(await platform.billing(key_id, first_seq))
+    return result
+
+
+async def main(names: list[str]) -> int:
+    upstream = FakeOpenAI()
+    upstream.start()
+    results = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="switchyard-failover-") as tmp:
+            stack = await failover_stack(Path(tmp), upstream)
+            try:
+                platform = LocalPlatform(stack)
+                for i, scenario in enumerate(SCENARIOS):
+                    if names and not any(n in scenario.name for n in names):
+                        continue
+                    result = await run_scenario(platform, scenario, f"s{i}")
+                    results.append(result)
+                    print(result.row(), file=sys.stderr, flush=True)
+                    print(result.detail(), file=sys.stderr, flush=True)
+            finally:
+                await stack.supervisor.stop()
+    finally:
+        upstream.stop()
+    print(HEADER)
+    for result in results:
+        print(result.row())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))
