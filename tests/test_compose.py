@@ -388,14 +388,13 @@ class ComposePlatform:
         return _podman(
             "run", "--rm", "--network", f"{p.name}_core",
             "-v", f"{p.volume('state')}:/deploy/state:ro",
-            "-v", f"{p.volume('valkey-data')}:/var/lib/valkey:ro",
             "-v", f"{p.root / 'tests'}:/src/tests:ro",
             "-e", "PYTHONPATH=/src",
             "-e", "SWITCHYARD_HOME=/deploy/state",
             "-e", "SWITCHYARD_CERTS__DIR=/deploy/state/certs",
             "-e", 'SWITCHYARD_NATS__SERVERS=["tls://nats-1:4222","tls://nats-2:4222","tls://nats-3:4222"]',
             "-e", "SWITCHYARD_REDIS__URL=redis://valkey:6379/0",
-            "-e", "SWITCHYARD_REDIS__PASSWORD_DIR=/var/lib/valkey",
+            "-e", "SWITCHYARD_REDIS__PASSWORD_DIR=/deploy/state/valkey",
             "-e", "SWITCHYARD_LOGGING__LEVEL=warning",
             "--entrypoint", "python3", p.image, "-m", "tests.billing", *args,
         )  # fmt: skip

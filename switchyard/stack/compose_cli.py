@@ -37,6 +37,8 @@ def add_parsers(sub: Any, common: Common) -> None:
                 "--gateway-port", type=int, default=8081, help="host port of the gateway"
             )
             c.add_argument("--timeout", type=float, default=240, help="seconds to become healthy")
+            c.add_argument("--heads", type=int, default=2, help="head replicas")
+            c.add_argument("--modelproxies", type=int, default=2, help="model-proxy replicas")
         if name == "down":
             c.add_argument(
                 "--volumes",
@@ -52,6 +54,12 @@ def add_parsers(sub: Any, common: Common) -> None:
     common(c)
     c.add_argument("--bundles", type=Path, help="directory of the per-service bundles")
     c.add_argument("--nats-host", action="append", help="a NATS node's host name (repeat)")
+    c.add_argument(
+        "--target",
+        choices=("compose", "kubernetes"),
+        default="compose",
+        help="kubernetes: StatefulSet host names (nats-0.nats...), monitoring for KEDA",
+    )
     c.set_defaults(handler=_cmd_deploy)
     c = actions.add_parser("init", help="initialise OpenBao, provision streams and buckets")
     common(c)
@@ -65,7 +73,12 @@ def _cmd_compose(args: argparse.Namespace, settings: Settings, config_file: Path
 
     variables = {}
     if args.compose_command == "up":
-        variables = {"SY_TAIL_PORT": str(args.tail_port), "SY_GATEWAY_PORT": str(args.gateway_port)}
+        variables = {
+            "SY_TAIL_PORT": str(args.tail_port),
+            "SY_GATEWAY_PORT": str(args.gateway_port),
+            "SY_HEADS": str(args.heads),
+            "SY_MODELPROXIES": str(args.modelproxies),
+        }
     project = compose.ComposeProject(name=args.project, variables=variables)
     out = sys.stdout
     match args.compose_command:
@@ -105,6 +118,12 @@ def _cmd_deploy(args: argparse.Namespace, settings: Settings, config_file: Path 
     if args.bundles:
         layout = _replace(layout, bundles=args.bundles.resolve())
     if args.deploy_command == "setup":
+        if args.target == "kubernetes":
+            layout = _replace(
+                layout,
+                nats_hosts=containers.KUBERNETES_NATS_HOSTS,
+                nats_monitor_host="0.0.0.0",  # noqa: S104  (KEDA reads it; NetworkPolicy guards it)
+            )
         if args.nats_host:
             layout = _replace(layout, nats_hosts=tuple(args.nats_host))
         lines = containers.setup(settings, layout)

@@ -4,11 +4,12 @@ The same certificates, server configs and provisioning as ``switchyard up``, lai
 containers, where each service sees only its own credentials:
 
 * ``setup`` (one-shot, before any server, no network) creates the CA and every certificate,
-  the admin token and the Valkey role passwords in the deployment's private state, renders the
-  configs of the NATS nodes, OpenBao and Valkey, and copies to each service's *bundle* (its own
-  volume or Secret) the files that service needs and nothing else: the tail gets its
-  certificate and the ``ingress`` Valkey password, never the CA key, another identity's key or
-  OpenBao's credentials.
+  the admin token, the Valkey role passwords and OpenBao's unseal key in the deployment's
+  private state, renders the configs of the NATS nodes, OpenBao and Valkey, and copies to each
+  service's *bundle* (its own volume, or Secret) the files that service needs and nothing else:
+  the tail gets its certificate and the ``ingress`` Valkey password, never the CA key, another
+  identity's key or OpenBao's credentials; Valkey gets its config and the ACL (hashes only).
+  Servers keep only their data in their data volumes.
 * ``init`` (one-shot, once the servers run) initialises OpenBao (root token kept in the
   private state, AppRole credentials into the secrets service's bundle) and provisions streams,
   consumers and KV buckets, retrying while the NATS cluster elects its leaders.
@@ -58,8 +59,11 @@ class Bundle:
 
 
 BUNDLES: dict[str, Bundle] = {
+    # Also each node's config (setup renders them into the bundle).
     "nats": Bundle(certs=(SERVER_CERT, ROUTE_CERT)),
+    # Also openbao.hcl and the unseal key; valkey: valkey.conf and users.acl.
     "openbao": Bundle(certs=(SERVER_CERT,)),
+    "valkey": Bundle(),
     "tail": Bundle(certs=(identities.TAIL.name,), valkey_roles=("ingress",)),
     "gateway": Bundle(
         certs=(identities.GATEWAY.name, identities.ADMIN.name),
@@ -72,7 +76,13 @@ BUNDLES: dict[str, Bundle] = {
     "secrets": Bundle(certs=(identities.SECRETS.name,)),
     "control": Bundle(certs=(identities.CONTROL.name,)),
     "accounting": Bundle(certs=(identities.ACCOUNTING.name,), valkey_roles=("accounting",)),
+    # For an `init` that does not share setup's state (a Kubernetes Job): provisioning as the
+    # provisioner (CORE) and admin (CLIENT: the key bucket, the demo key).
+    "init": Bundle(certs=(identities.PROVISIONER.name, identities.ADMIN.name)),
 }
+
+
+KUBERNETES_NATS_HOSTS = ("nats-0.nats", "nats-1.nats", "nats-2.nats")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +94,10 @@ class DeployLayout:
         bundles: one directory per service bundle (``<bundles>/<name>``), as setup sees them.
         creds: where a service sees its own bundle.
         nats_data / openbao_data / valkey_data: the servers' data directories, as the servers
-            (and setup, which writes OpenBao's and Valkey's configs there) see them.
+            see them.
         nats_hosts: every NATS node's host name (routes, server certificate, client URLs).
+        nats_monitor_host: where NATS monitoring listens: loopback (health checks run inside
+            the container) unless an autoscaler must read it (KEDA on Kubernetes).
     """
 
     state: Path = Path("/deploy/state")
@@ -96,6 +108,7 @@ class DeployLayout:
     valkey_data: Path = Path("/var/lib/valkey")
     nats_hosts: tuple[str, ...] = ("nats-1", "nats-2", "nats-3")
     openbao_host: str = "openbao"
+    nats_monitor_host: str = "127.0.0.1"
     extra_server_hosts: tuple[str, ...] = field(default=("localhost", "127.0.0.1"))
 
     @property
@@ -110,8 +123,14 @@ class DeployLayout:
         return (*self.nats_hosts, self.openbao_host, *self.extra_server_hosts)
 
     def node_config(self, host: str) -> str:
-        """A node's config file name inside the ``nats`` bundle."""
-        return f"{host}.conf"
+        """A node's config file name inside the ``nats`` bundle: its short host name."""
+        return f"{node_name(host)}.conf"
+
+
+def node_name(host: str) -> str:
+    """A NATS node's server name: the first label of its host name (``nats-0.nats.ns.svc``
+    is ``nats-0``)."""
+    return host.split(".", 1)[0]
 
 
 def _install(src: Path, bundle: Path) -> None:
@@ -119,6 +138,18 @@ def _install(src: Path, bundle: Path) -> None:
     bundle.mkdir(parents=True, exist_ok=True)
     tmp = bundle / f".{src.name}.tmp"
     shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, bundle / src.name)
+
+
+def _install_relocated(src: Path, bundle: Path, moves: dict[Path, Path]) -> None:
+    """Install a rendered config with the paths in ``moves`` replaced (longest first)."""
+    text = src.read_text(encoding="utf-8")
+    for old in sorted(moves, key=lambda p: len(str(p)), reverse=True):
+        text = text.replace(str(old), str(moves[old]))
+    bundle.mkdir(parents=True, exist_ok=True)
+    tmp = bundle / f".{src.name}.tmp"
+    tmp.write_text(text, encoding="utf-8")
     os.chmod(tmp, 0o600)
     os.replace(tmp, bundle / src.name)
 
@@ -146,10 +177,20 @@ def setup(settings: Settings, layout: DeployLayout) -> list[str]:
     if ensure_admin_token(token):
         done.append("admin token created")
 
-    vk = valkey.ValkeyLayout(dir=layout.valkey_data, port=VALKEY_PORT, bind="0.0.0.0")  # noqa: S104
+    # Server configs are rendered in the private state (Valkey's role passwords and OpenBao's
+    # unseal key are made there), then installed into the servers' bundles with their paths
+    # moved to where the containers see them: config and keys in the bundle, data in the
+    # data volume.
+    vk = valkey.ValkeyLayout(dir=layout.state / "valkey", port=VALKEY_PORT, bind="0.0.0.0")  # noqa: S104
     valkey.write_config(vk)
+    _install_relocated(
+        vk.config_file,
+        layout.bundle("valkey"),
+        {vk.data_dir: layout.valkey_data, vk.acl_file: layout.creds / vk.acl_file.name},
+    )
+    _install(vk.acl_file, layout.bundle("valkey"))
     bao = openbao.OpenBaoLayout(
-        dir=layout.openbao_data,
+        dir=layout.state / "openbao-server",
         port=OPENBAO_PORT,
         cert_dir=layout.creds,
         mount=settings.openbao.mount,
@@ -157,6 +198,16 @@ def setup(settings: Settings, layout: DeployLayout) -> list[str]:
         bind="0.0.0.0",  # noqa: S104  (a container's listener; the network decides who reaches it)
     )
     openbao.write_config(bao)
+    _install_relocated(
+        bao.config_file,
+        layout.bundle("openbao"),
+        {
+            bao.data_dir: layout.openbao_data,
+            bao.audit_log: layout.openbao_data / bao.audit_log.name,
+            bao.unseal_key: layout.creds / bao.unseal_key.name,
+        },
+    )
+    _install(bao.unseal_key, layout.bundle("openbao"))
     for host in layout.nats_hosts:
         write_nats_config(
             _node(settings, layout, host), layout.bundle("nats") / layout.node_config(host)
@@ -188,10 +239,10 @@ def _node(settings: Settings, layout: DeployLayout, host: str) -> NatsServerLayo
         organization=settings.certs.organization,
         response_threshold_s=settings.nats.response_threshold_s,
         internal_clients=settings.nats.internal_clients,
-        server_name=host,
+        server_name=node_name(host),
         host="0.0.0.0",  # noqa: S104  (clients reach it over the container networks)
-        # Monitoring has no authentication: it stays inside the container (health checks).
-        monitor_host="127.0.0.1",
+        # Monitoring has no authentication: it stays inside the container unless asked.
+        monitor_host=layout.nats_monitor_host,
         cluster=ClusterLayout(port=NATS_CLUSTER_PORT, routes=routes, host="0.0.0.0")  # noqa: S104
         if len(layout.nats_hosts) > 1
         else None,
@@ -211,7 +262,7 @@ def init(settings: Settings, layout: DeployLayout, timeout: float = 180.0) -> li
     bao = openbao.OpenBaoLayout(
         dir=layout.state / "openbao",
         port=OPENBAO_PORT,
-        cert_dir=layout.certs,
+        cert_dir=settings.certs_dir,
         mount=settings.openbao.mount,
         host=layout.openbao_host,
     )
