@@ -1,0 +1,277 @@
+"""The Kubernetes manifests under deploy/, checked offline: structure, selectors, the settings
+they give, and the zones their NetworkPolicies enforce (evaluated for every pair of workloads)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from switchyard.bus import subjects
+from switchyard.config import load_settings
+from switchyard.serve import COMPONENTS
+from switchyard.stack import containers
+
+ROOT = Path(__file__).parent.parent / "deploy" / "kubernetes"
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((ROOT / "kustomization.yaml").read_text(encoding="utf-8"))
+    listed = set(kustomization["resources"])
+    assert listed == {p.name for p in ROOT.glob("*.yaml")} - {"kustomization.yaml"}
+    return [d for name in sorted(listed) for d in _docs(ROOT / name)]
+
+
+def _of(manifests: list[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
+    return [d for d in manifests if d["kind"] in kinds]
+
+
+def _pod(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def _labels(workload: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def test_every_document_is_well_formed(manifests: list[dict[str, Any]]) -> None:
+    names = set()
+    for doc in manifests:
+        assert doc["apiVersion"]
+        assert doc["kind"]
+        assert doc["metadata"]["name"]
+        key = (doc["kind"], doc["metadata"]["name"])
+        assert key not in names, key
+        names.add(key)
+        assert doc["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "switchyard"
+
+
+def test_workloads_select_their_pods_and_run_known_commands(
+    manifests: list[dict[str, Any]],
+) -> None:
+    served = set()
+    for workload in _of(manifests, *WORKLOADS):
+        labels = _labels(workload)
+        if workload["kind"] != "Job":
+            assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert labels["switchyard.dev/zone"] in ("client", "core", "bridge")
+        security = _pod(workload)["securityContext"]
+        assert security["runAsNonRoot"]
+        assert security["runAsUser"] == 10001
+        for container in _pod(workload)["containers"]:
+            assert container["image"] == "switchyard"
+            command = container["command"]
+            if command[:2] == ["switchyard", "serve"]:
+                assert command[2] in COMPONENTS
+                served.add(command[2])
+                assert container["envFrom"] == [{"configMapRef": {"name": "switchyard-env"}}]
+    assert served == set(COMPONENTS)
+
+
+def test_each_pod_mounts_only_its_own_bundle(manifests: list[dict[str, Any]]) -> None:
+    for workload in _of(manifests, *WORKLOADS):
+        secrets = [v["secret"]["secretName"] for v in _pod(workload)["volumes"] if "secret" in v]
+        name = workload["metadata"]["name"].removeprefix("switchyard-")
+        assert secrets == [f"switchyard-{name}"], workload["metadata"]["name"]
+        assert name in containers.BUNDLES
+
+
+def test_services_and_statefulsets_match(manifests: list[dict[str, Any]]) -> None:
+    pods = {w["metadata"]["name"]: w for w in _of(manifests, *WORKLOADS)}
+    for service in _of(manifests, "Service"):
+        selected = [
+            w for w in pods.values() if service["spec"]["selector"].items() <= _labels(w).items()
+        ]
+        assert len(selected) == 1, service["metadata"]["name"]
+        ports = {
+            p.get("name"): p["containerPort"]
+            for c in _pod(selected[0])["containers"]
+            for p in c["ports"]
+        }
+        for port in service["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            assert target in ports or target in ports.values(), (service["metadata"], port)
+    for sts in _of(manifests, "StatefulSet"):
+        assert ("Service", sts["spec"]["serviceName"]) in {
+            (d["kind"], d["metadata"]["name"]) for d in manifests
+        }
+
+
+def test_the_settings_load_and_name_every_nats_node(manifests: list[dict[str, Any]]) -> None:
+    env = next(d for d in _of(manifests, "ConfigMap") if d["metadata"]["name"] == "switchyard-env")
+    settings = load_settings(None, env=env["data"])
+    hosts = containers.KUBERNETES_NATS_HOSTS
+    assert settings.nats_servers == tuple(f"tls://{h}:4222" for h in hosts)
+    assert settings.stream_replicas == 3
+    assert settings.health.host == "0.0.0.0"  # noqa: S104
+    nats = next(s for s in _of(manifests, "StatefulSet") if s["metadata"]["name"] == "nats")
+    pods = [f"nats-{n}" for n in range(nats["spec"]["replicas"])]
+    assert [containers.node_name(h) for h in hosts] == pods
+    assert _pod(nats)["containers"][0]["command"][-1] == "/run/switchyard/creds/$(POD_NAME).conf"
+
+
+def test_the_keda_scaler_reads_a_dispatch_consumer(manifests: list[dict[str, Any]]) -> None:
+    scaled = _docs(ROOT / "keda" / "scaledobject.yaml")[0]
+    assert scaled["kind"] == "ScaledObject"
+    target = scaled["spec"]["scaleTargetRef"]["name"]
+    assert ("Deployment", target) in {(d["kind"], d["metadata"]["name"]) for d in manifests}
+    assert target == "modelproxy"
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "nats-jetstream"
+    meta = trigger["metadata"]
+    assert meta["account"] == "CORE"
+    assert meta["stream"] == subjects.DISPATCH_STREAM
+    demo = next(iter(load_settings(None, env={}).route_table.deployments()))
+    assert meta["consumer"] == subjects.dispatch_consumer(demo)
+    host, _, port = meta["natsServerMonitoringEndpoint"].rpartition(":")
+    assert re.fullmatch(r"nats-0\.nats\.switchyard\.svc\.cluster\.local", host)
+    assert port == "8222"
+
+
+# ---- the NetworkPolicies, evaluated ----
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A traffic source or destination: a pod of ours, or something outside the namespace."""
+
+    name: str
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    namespace: dict[str, str] | None = field(default=None, hash=False)  # None: ours
+    ports: tuple[int, ...] = ()
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if selector.keys() - {"matchLabels", "matchExpressions"}:
+        raise AssertionError(f"unsupported selector {selector}")
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In", expr
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def _peer_matches(rule_peer: dict[str, Any], peer: Peer) -> bool:
+    pods, spaces = rule_peer.get("podSelector"), rule_peer.get("namespaceSelector")
+    if "ipBlock" in rule_peer:
+        return peer.namespace is not None and peer.name == "outside"
+    if spaces is None:
+        return peer.namespace is None and _matches(pods or {}, peer.labels)
+    if peer.namespace is None or not _matches(spaces, peer.namespace):
+        return False
+    return pods is None or _matches(pods, peer.labels)
+
+
+def _allowed(
+    policies: list[dict[str, Any]], direction: str, subject: Peer, other: Peer, port: int
+) -> bool:
+    """Whether ``subject``'s policies of ``direction`` let traffic with ``other`` on ``port``."""
+    if subject.namespace is not None:
+        return True  # not ours: no policy of ours applies
+    kind = "Ingress" if direction == "ingress" else "Egress"
+    selecting = [
+        p for p in policies
+        if kind in p["spec"]["policyTypes"] and _matches(p["spec"]["podSelector"], subject.labels)
+    ]  # fmt: skip
+    if not selecting:
+        return True
+    key = "from" if direction == "ingress" else "to"
+    for policy in selecting:
+        for rule in policy["spec"].get(direction, []):
+            peers_ok = key not in rule or any(_peer_matches(p, other) for p in rule[key])
+            ports_ok = "ports" not in rule or any(p["port"] == port for p in rule["ports"])
+            if peers_ok and ports_ok:
+                return True
+    return False
+
+
+def _peers(manifests: list[dict[str, Any]]) -> dict[str, Peer]:
+    found = {}
+    for workload in _of(manifests, *WORKLOADS):
+        ports = tuple(
+            p["containerPort"] for c in _pod(workload)["containers"] for p in c.get("ports", [])
+        )
+        found[workload["metadata"]["name"]] = Peer(
+            workload["metadata"]["name"], _labels(workload), None, ports
+        )
+    for space in ("keda", "monitoring", "elsewhere"):
+        found[space] = Peer(space, {}, {"kubernetes.io/metadata.name": space})
+    found["outside"] = Peer("outside", {}, {})
+    return found
+
+
+def reachable(manifests: list[dict[str, Any]]) -> set[tuple[str, str, int]]:
+    """Every (source, destination, port) the policies allow."""
+    policies = _of(manifests, "NetworkPolicy")
+    peers = _peers(manifests)
+    allowed = set()
+    for src in peers.values():
+        for dst in peers.values():
+            for port in dst.ports:
+                if src is dst:
+                    continue
+                if _allowed(policies, "egress", src, dst, port) and _allowed(
+                    policies, "ingress", dst, src, port
+                ):
+                    allowed.add((src.name, dst.name, port))
+    return allowed
+
+
+def test_network_policies_mirror_the_zones(manifests: list[dict[str, Any]]) -> None:
+    peers = _peers(manifests)
+    allowed = reachable(manifests)
+    zone = {name: p.labels.get("switchyard.dev/zone") for name, p in peers.items()}
+    client = [n for n, z in zone.items() if z == "client"]
+    core = [n for n, z in zone.items() if z == "core"]
+    assert set(client) == {"tail", "gateway"}
+    assert {"head", "modelproxy", "secrets", "control", "accounting", "openbao"} <= set(core)
+    # Nothing in the client zone reaches anything in the core zone, on any port.
+    assert {(s, d, p) for s, d, p in allowed if s in client and d in core} == set()
+    # Both zones reach the bridge on its service ports, and nothing else of it.
+    for src in client + core:
+        if src == "openbao":
+            continue
+        assert (src, "nats", 4222) in allowed, src
+        assert (src, "valkey", 6379) in allowed, src
+        assert (src, "nats", 6222) not in allowed
+        assert (src, "nats", 8222) not in allowed
+    # OpenBao answers only the secrets service and the init Job.
+    assert {s for s, d, p in allowed if d == "openbao"} == {"secrets", "switchyard-init"}
+    # NATS monitoring (unauthenticated) answers only KEDA; routes only the other nodes.
+    assert {s for s, d, p in allowed if d == "nats" and p == 8222} == {"keda"}
+    # The edges are reachable from outside; no core service is.
+    assert ("outside", "tail", 8080) in allowed
+    assert ("outside", "gateway", 8081) in allowed
+    assert not any(s in ("outside", "elsewhere") and d in core for s, d, p in allowed)
+
+
+def test_the_evaluator_sees_a_hole(manifests: list[dict[str, Any]]) -> None:
+    """A policy opening a core worker to everyone, and dropping the client zone's egress rule,
+    lets the edges reach it: the zone check above would fail."""
+    hole = {
+        "kind": "NetworkPolicy",
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "head"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{}],
+        },
+    }
+    opened = [d for d in manifests if d["metadata"]["name"] != "client-zone-egress"] + [
+        hole | {"metadata": {"name": "hole"}}
+    ]
+    assert ("tail", "head", 9090) in reachable(opened)
+    assert ("tail", "head", 9090) not in reachable(manifests)
