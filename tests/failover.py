@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -350,6 +351,12 @@ class LocalPlatform:
         if not await proc.wait_healthy(60):
             raise AssertionError(f"{name} did not come back")
 
+    def cpu_seconds(self, name: str) -> float:
+        """CPU time a process has used so far (user + system, from /proc)."""
+        pid = self.stack.process(name).pid
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     async def monitor(self, path: str) -> list[tuple[int, Any]]:
         found = []
         port = self.stack.settings.stack.nats_monitor_port
@@ -456,20 +463,28 @@ async def run_scenario(platform: Platform, scenario: Scenario, tag: str) -> Resu
     return result
 
 
-async def main(names: list[str]) -> int:
+async def main(names: list[str], keep: Path | None = None) -> int:
+    """Run the scenarios whose names contain one of ``names`` (all if none); ``keep``: run the
+    stack in this directory and leave it (logs) instead of a temporary one."""
     upstream = FakeOpenAI()
     upstream.start()
     results = []
     try:
         with tempfile.TemporaryDirectory(prefix="switchyard-failover-") as tmp:
-            stack = await failover_stack(Path(tmp), upstream)
+            stack = await failover_stack(keep or Path(tmp), upstream)
             try:
                 platform = LocalPlatform(stack)
                 for i, scenario in enumerate(SCENARIOS):
                     if names and not any(n in scenario.name for n in names):
                         continue
+                    nodes = [f"nats-{n}" for n in (1, 2, 3)]
+                    before = {n: platform.cpu_seconds(n) for n in nodes}
                     result = await run_scenario(platform, scenario, f"s{i}")
                     results.append(result)
+                    if not result.killed:  # CPU per request of each node, for sizing
+                        used = {n: platform.cpu_seconds(n) - before[n] for n in nodes}
+                        per = {n: round(s / len(result.outcomes) * 1e6) for n, s in used.items()}
+                        print(f"NATS CPU per request (us): {per}", file=sys.stderr, flush=True)
                     print(result.row(), file=sys.stderr, flush=True)
                     print(result.detail(), file=sys.stderr, flush=True)
             finally:
@@ -483,4 +498,6 @@ async def main(names: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1:])))
+    args = sys.argv[1:]
+    kept = Path(args.pop(args.index("--keep") + 1)) if "--keep" in args else None
+    sys.exit(asyncio.run(main([a for a in args if a != "--keep"], kept)))
