@@ -84,7 +84,7 @@ async def snapshot(
         found = await redis.hgetall(rk.day_key(periods.day(time.time()), key_id))
     finally:
         await redis.aclose()
-    fields = {k.decode(): int(v) for k, v in found.items()}
+    fields = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in found.items()}
     spend = [fields.get(f, 0) for f in ("prompt_tokens", "completion_tokens", "requests")]
     return {"events": events, "spend": spend}
 

@@ -101,7 +101,8 @@ class Result:
                 prompt + event["tokens"][0],
                 completion + event["tokens"][1],
             )
-        self.spend = tuple(snapshot["spend"])  # type: ignore[assignment]
+        prompt, completion, requests = snapshot["spend"]
+        self.spend = (prompt, completion, requests)
 
     spend: tuple[int, int, int] = (0, 0, 0)
 
@@ -223,9 +224,8 @@ async def _stream(
     ) as reply:
         out.status = reply.status_code
         if reply.status_code != 200:
-            data = await reply.aread()
             out.kind = "lost" if reply.status_code == 504 else "error"
-            out.detail = f"{reply.status_code} {_code(data)}"
+            out.detail = f"{reply.status_code} {_code(await reply.aread())}"
             return
         usage = None
         async for line in reply.aiter_lines():
@@ -289,7 +289,7 @@ async def load(
                         edge = (edge + 1) % len(edges)
                         await asyncio.sleep(0.25)
 
-    tasks = [client(n) for n in range(clients)]
+    tasks: list[Awaitable[None]] = [client(n) for n in range(clients)]
     if during is not None:
         tasks.append(during())
     await asyncio.gather(*tasks)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from switchyard.config import load_settings
 from switchyard.stack import containers
 
@@ -27,6 +29,8 @@ EXPECTED = {
     "accounting": {"ca.pem", "accounting.pem", "accounting-key.pem", "accounting.password"},
     "init": {"ca.pem", "provisioner.pem", "provisioner-key.pem", "admin.pem", "admin-key.pem"},
 }  # fmt: skip
+
+pytestmark = pytest.mark.unit
 
 
 def _layout(tmp_path: Path) -> containers.DeployLayout:

@@ -16,8 +16,10 @@ from switchyard.config import load_settings
 from switchyard.serve import COMPONENTS
 from switchyard.stack import containers
 
-ROOT = Path(__file__).parent.parent / "deploy" / "kubernetes"
+ROOT = Path(__file__).parents[2] / "deploy" / "kubernetes"
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
+
+pytestmark = pytest.mark.unit
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
