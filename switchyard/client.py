@@ -45,6 +45,10 @@ __all__ = ["LLMClient", "Reply", "ReplyKind", "error_from_reply"]
 # How often a client checks its connection's reconnect counter (a reconnect loses reply paths).
 RECONNECT_POLL_S = 0.2
 _RECONNECTED = object()
+# How long a gap in a reply stream may last before the request ends with an error: a worker
+# replays an answer once its usage is confirmed on a new connection, which its publisher
+# retries after 5 s.
+GAP_WAIT_S = 12.0
 _NO_RESPONDERS = "503"
 _JSON = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder()
@@ -60,12 +64,24 @@ class _Resend(Exception):
 
 @dataclass(slots=True)
 class _Progress:
-    """What one request's reply stream has delivered so far, across attempts."""
+    """What one request's reply stream has delivered so far, across attempts.
+
+    Chunks are yielded in order, once: a worker whose NATS node failed while it answered sends
+    the answer again, whole, once its usage is confirmed on a new connection (its publisher
+    retries after ``GAP_WAIT_S`` / 2), so a chunk already seen is skipped, and a chunk or final
+    beyond a missing one is held back (a *gap*) until the missing ones arrive or ``GAP_WAIT_S``
+    passes.
+    """
 
     sent_content: bool = False
     delivery: str | None = None
+    next_seq: int = 0
+    gap_since: float | None = None
 
-    def check(self, item: Any, *, past_deadline: bool, last: bool) -> Msg | None:
+    def wait_until(self, until: float) -> float:
+        return until if self.gap_since is None else min(until, self.gap_since + GAP_WAIT_S)
+
+    def check(self, item: Any, *, past_deadline: bool, last: bool, now: float) -> Msg | None:
         """The message to act on, or None to keep waiting.
 
         Raises:
@@ -73,6 +89,14 @@ class _Progress:
             DeadlineExceeded / ServiceUnavailable / ProviderError: the request is over.
         """
         if item is None:
+            if self.gap_since is not None and now >= self.gap_since + GAP_WAIT_S:
+                if not self.sent_content:
+                    raise _Resend
+                raise ProviderError(
+                    "part of the reply stream was lost in a NATS failover",
+                    provider="",
+                    code="stream_interrupted",
+                )
             if past_deadline:
                 raise DeadlineExceeded("the request deadline passed before an answer arrived")
             raise _Resend  # no head stored it in time
@@ -87,6 +111,8 @@ class _Progress:
         msg: Msg = item
         if not msg.headers:
             if not msg.data:
+                if self.gap_since is not None:
+                    return None  # the end of an answer with a gap: its replay follows
                 raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
             return None
         if msg.headers.get("Status") == _NO_RESPONDERS and not msg.data:
@@ -97,8 +123,12 @@ class _Progress:
             raise _Resend(pause=0.01)
         return msg
 
-    def chunk(self, reply: Reply) -> None:
-        """A chunk arrived: a chunk of another delivery after content means a worker died."""
+    def chunk(self, reply: Reply, now: float) -> bool:
+        """A chunk arrived; True if it is the next one (to yield), False to skip it.
+
+        Raises:
+            ProviderError: a chunk of another delivery after content (a worker died).
+        """
         this = reply.delivery
         if self.delivery is None:
             self.delivery = this
@@ -109,8 +139,33 @@ class _Progress:
                     provider=reply.deployment,
                     code="stream_interrupted",
                 )
-            self.delivery = this
+            self.delivery, self.next_seq, self.gap_since = this, 0, None
+        if reply.seq >= 0:
+            if reply.seq < self.next_seq:
+                return False  # seen: part of a replay
+            if reply.seq > self.next_seq:
+                self.gap_since = self.gap_since if self.gap_since is not None else now
+                return False
+            self.next_seq += 1
+        self.gap_since = None
         self.sent_content = True
+        return True
+
+    def admit(self, reply: Reply, now: float) -> bool:
+        """Whether to hand ``reply`` to the caller (chunks once and in order, a stream's final
+        only after all its chunks)."""
+        if reply.kind is ReplyKind.CHUNK:
+            return self.chunk(reply, now)
+        if reply.kind is ReplyKind.FINAL:
+            return self.final(reply, now)
+        return True
+
+    def final(self, reply: Reply, now: float) -> bool:
+        """A final message; False while chunks it follows are missing (its replay follows)."""
+        if reply.seq > self.next_seq:
+            self.gap_since = self.gap_since if self.gap_since is not None else now
+            return False
+        return True
 
 
 class _Expired:
@@ -285,14 +340,17 @@ class LLMClient:
                 accept_by = loop.time() + self._accept_timeout
                 while True:
                     until = give_up if accepted else min(give_up, accept_by)
-                    expiry.arm(until)
+                    expiry.arm(progress.wait_until(until))
                     item = await queue.get()
                     if isinstance(item, _Expired):
                         if item is not expiry.marker:
                             continue  # the marker of a wait that was re-armed since
                         item = None
                     msg = progress.check(
-                        item, past_deadline=until >= give_up, last=round_no == self._attempts
+                        item,
+                        past_deadline=until >= give_up,
+                        last=round_no == self._attempts,
+                        now=loop.time(),
                     )
                     if msg is None:
                         continue
@@ -300,8 +358,8 @@ class LLMClient:
                     reply = decode_reply(msg.data, msg.headers)
                     if reply.kind is ReplyKind.ACCEPTED:
                         continue
-                    if reply.kind is ReplyKind.CHUNK:
-                        progress.chunk(reply)
+                    if not progress.admit(reply, loop.time()):
+                        continue
                     yield reply
                     if reply.kind is ReplyKind.FINAL or reply.kind is ReplyKind.ERROR:
                         return

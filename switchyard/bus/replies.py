@@ -62,6 +62,8 @@ class Reply:
         body: the payload (an OpenAI response, chunk or error JSON; empty for signals).
         status: HTTP-like status (200 unless an error says otherwise).
         delivery: which delivery of the request a chunk belongs to (see :func:`send_chunk`).
+        seq: a chunk's position in its stream (from 0); on a stream's final message, how many
+            chunks came before it; -1 when absent (non-streaming replies).
         deployment: the deployment that answered (final and error messages).
         attempts: how many deployments the request took (final and error messages).
         usage: tokens the provider reported (final messages), or None.
@@ -72,6 +74,7 @@ class Reply:
     body: bytes
     status: int = 200
     delivery: str = ""
+    seq: int = -1
     deployment: str = ""
     attempts: int = 0
     usage: Usage | None = None
@@ -87,12 +90,13 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
     if kind is None:
         kind = ReplyKind.FINAL if status == 200 else ReplyKind.ERROR
     if kind is ReplyKind.CHUNK:
-        return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""))
+        return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""), seq=_int(hdrs.get(h.SEQ), -1))
     if kind is ReplyKind.FINAL or kind is ReplyKind.ERROR:
         return Reply(
             kind,
             body,
             status=status,
+            seq=_int(hdrs.get(h.SEQ), -1),
             deployment=hdrs.get(h.DEPLOYMENT, ""),
             attempts=_int(hdrs.get(h.ATTEMPTS), 0),
             usage=_usage(hdrs.get(h.USAGE)),
@@ -162,9 +166,17 @@ async def end_stream(nc: NATS, reply: str) -> None:
 
 
 def final_headers(
-    *, deployment: str = "", attempts: int = 0, usage: Usage | None = None
+    *,
+    deployment: str = "",
+    attempts: int = 0,
+    usage: Usage | None = None,
+    chunks: int | None = None,
 ) -> dict[str, str]:
     headers = {h.KIND: ReplyKind.FINAL.value, h.STATUS: "200"}
+    if chunks is not None:
+        # A stream's final says how many chunks it follows: a caller missing some (lost while
+        # the worker's NATS node failed) waits for the worker to send them again.
+        headers[h.SEQ] = str(chunks)
     if deployment:
         headers[h.DEPLOYMENT] = deployment
     if attempts:
@@ -183,9 +195,10 @@ async def send_final(
     deployment: str = "",
     attempts: int = 0,
     usage: Usage | None = None,
+    chunks: int | None = None,
 ) -> None:
     """The final message (status 200), then the terminator."""
-    headers = final_headers(deployment=deployment, attempts=attempts, usage=usage)
+    headers = final_headers(deployment=deployment, attempts=attempts, usage=usage, chunks=chunks)
     await nc.publish(reply, body, headers=headers)
     await end_stream(nc, reply)
 

@@ -86,6 +86,9 @@ class Job:
     ttfc: float | None = None  # from the provider call to its first chunk
     called_at: float = 0.0
     stored_at: float = 0.0  # when the head stored it in the queue (unix seconds)
+    reconnects: int = 0  # the connection's reconnect count when the job started
+    chunks: list[bytes] = field(default_factory=list)  # what was streamed, for a replay
+    answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
 
     def __post_init__(self) -> None:
         self.stored_at = self.msg.metadata.timestamp.timestamp()
@@ -172,6 +175,7 @@ class Handler:
             env=env,
             deployment_id=deployment_id,
             inflight=self.heartbeats.track(env.reply, msg),
+            reconnects=self.nc.stats["reconnects"],
         )
         try:
             await self._serve(job)
@@ -240,14 +244,8 @@ class Handler:
                 completion = await adapter.complete(call)
                 job.usage = completion.usage
                 body = completion.body
-            await replies.send_final(
-                self.nc,
-                job.reply,
-                body,
-                deployment=job.deployment_id,
-                attempts=job.attempts,
-                usage=job.usage,
-            )
+            job.answer = body
+            await self._answer(job)
         except ApiError as exc:
             if isinstance(exc, ProviderTimeout) and job.deadline - time.time() < _DEADLINE_SLACK_S:
                 # The provider's timeouts were cut to the request's deadline (_prepare): what
@@ -257,9 +255,8 @@ class Handler:
             job.status = exc.status
             retry = not job.sent and retryable(exc) and time.time() < job.deadline
             if not (retry and await self._reroute(job, exc)):
-                await replies.send_error(
-                    self.nc, job.reply, exc, deployment=job.deployment_id, attempts=job.attempts
-                )
+                job.answer = exc
+                await self._answer(job)
                 if not isinstance(exc, DeadlineExceeded | InvalidRequest):
                     log.info(
                         "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
@@ -268,7 +265,36 @@ class Handler:
             self._observe(job, target, labels, hop, failure)
         if job.called and (job.usage is not None or job.status == 200):
             await self._record_usage(job, target)
+        if job.answer is not None and self.nc.stats["reconnects"] != job.reconnects:
+            await self._replay(job)
         await job.msg.ack()
+
+    async def _answer(self, job: Job) -> None:
+        """Send the final message (or error) of ``job.answer``."""
+        if isinstance(job.answer, ApiError):
+            await replies.send_error(
+                self.nc, job.reply, job.answer, deployment=job.deployment_id, attempts=job.attempts
+            )
+        elif job.answer is not None:
+            await replies.send_final(
+                self.nc,
+                job.reply,
+                job.answer,
+                deployment=job.deployment_id,
+                attempts=job.attempts,
+                usage=job.usage,
+                chunks=len(job.chunks) if job.stream else None,
+            )
+
+    async def _replay(self, job: Job) -> None:
+        """The connection to NATS broke while this request was answered: whatever was in its
+        buffers when the node went may be lost. Send the answer again, whole (the caller skips
+        chunks it has, and a second final after the first): the usage confirmation that came
+        first proves the new connection works."""
+        log.info("replaying an answer sent across a NATS reconnect (%d chunks)", len(job.chunks))
+        for seq, payload in enumerate(job.chunks):
+            await replies.send_chunk(self.nc, job.reply, seq, payload, job.delivery)
+        await self._answer(job)
 
     def _trace_queue_wait(self, job: Job) -> None:
         if not self.tracing.enabled:
@@ -381,6 +407,7 @@ class Handler:
             if event.usage is not None:
                 job.usage = event.usage
             if event.payload is not None:
+                job.chunks.append(event.payload)
                 await replies.send_chunk(self.nc, job.reply, seq, event.payload, job.delivery)
                 if seq == 0:
                     now = time.time()

@@ -1,0 +1,60 @@
+"""A reply stream with a gap (messages lost while a worker's NATS node failed) is held back
+until the worker's replay fills it, and each chunk is yielded once, in order."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchyard.bus.replies import Reply, ReplyKind
+from switchyard.client import GAP_WAIT_S, _Progress, _Resend
+from switchyard.errors import ProviderError
+
+pytestmark = pytest.mark.unit
+
+
+def chunk(seq: int, delivery: str = "1.1") -> Reply:
+    return Reply(ReplyKind.CHUNK, f"c{seq}".encode(), delivery=delivery, seq=seq)
+
+
+def final(chunks: int) -> Reply:
+    return Reply(ReplyKind.FINAL, b"", seq=chunks)
+
+
+def test_a_replay_fills_the_gap_and_nothing_is_yielded_twice() -> None:
+    progress = _Progress()
+    order = [chunk(0), chunk(1), chunk(4), final(5)]  # 2 and 3 were lost
+    order += [chunk(0), chunk(1), chunk(2), chunk(3), chunk(4), final(5)]  # the replay
+    yielded = []
+    for n, reply in enumerate(order):
+        keep = (
+            progress.chunk(reply, now=n)
+            if reply.kind is ReplyKind.CHUNK
+            else progress.final(reply, now=n)
+        )
+        if keep:
+            yielded.append((reply.kind, reply.seq))
+    assert yielded == [(ReplyKind.CHUNK, s) for s in range(5)] + [(ReplyKind.FINAL, 5)]
+    assert progress.gap_since is None
+
+
+def test_a_gap_that_stays_ends_the_stream_clearly() -> None:
+    progress = _Progress()
+    assert progress.chunk(chunk(0), now=0.0)
+    assert not progress.final(final(3), now=1.0)
+    assert progress.wait_until(100.0) == 1.0 + GAP_WAIT_S
+    with pytest.raises(ProviderError) as info:
+        progress.check(None, past_deadline=False, last=False, now=1.0 + GAP_WAIT_S)
+    assert info.value.code == "stream_interrupted"
+
+
+def test_a_gap_before_any_content_re_sends_the_request() -> None:
+    progress = _Progress()
+    assert not progress.chunk(chunk(1), now=0.0)  # chunk 0 lost
+    with pytest.raises(_Resend):
+        progress.check(None, past_deadline=False, last=False, now=GAP_WAIT_S)
+
+
+def test_a_non_streaming_final_and_unnumbered_chunks_pass() -> None:
+    progress = _Progress()
+    assert progress.final(Reply(ReplyKind.FINAL, b"{}"), now=0.0)
+    assert _Progress().chunk(Reply(ReplyKind.CHUNK, b"x", delivery="1.1"), now=0.0)
