@@ -170,9 +170,18 @@ def build_image(project: ComposeProject, out: TextIO) -> dict[str, float]:
         times["wheels"] = time.monotonic() - began
         began = time.monotonic()
         print(f"building the image {project.image} (podman build)", file=out)
+        previous = _image_id(project.image)
         _run(["podman", "build", "--quiet", "-t", project.image, str(context)])
         times["image"] = time.monotonic() - began
+    if previous and previous != _image_id(project.image):
+        # The old build lost its tag (~1 GB); one a container still uses stays.
+        _run(["podman", "rmi", previous], check=False)
     return times
+
+
+def _image_id(image: str) -> str:
+    done = _run(["podman", "image", "inspect", "--format", "{{.Id}}", image], check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def up(
