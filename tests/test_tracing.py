@@ -62,7 +62,12 @@ async def _trace_of(receiver: OtlpReceiver, request_id: str) -> list[ReceivedSpa
     deadline = time.monotonic() + 15
     while True:
         spans = receiver.snapshot()
-        edge = [s for s in spans if s.attributes.get("switchyard.request_id") == request_id]
+        # The edge makes the id unique: the client's own leads it (`<given>.<suffix>`).
+        edge = [
+            s
+            for s in spans
+            if str(s.attributes.get("switchyard.request_id", "")).startswith(f"{request_id}.")
+        ]
         if edge:
             trace = [s for s in spans if s.trace_id == edge[0].trace_id]
             if {s.service for s in trace} >= {"tail", "head", "modelproxy"}:
