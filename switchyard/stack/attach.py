@@ -20,7 +20,13 @@ from switchyard.stack.process import pid_alive
 from switchyard.stack.supervisor import read_state
 
 # Settings fields of the ports a local stack resolves at start.
-PORT_FIELDS = ("nats_port", "nats_monitor_port", "openbao_port", "valkey_port")
+PORT_FIELDS = (
+    "nats_port",
+    "nats_monitor_port",
+    "nats_cluster_port",
+    "openbao_port",
+    "valkey_port",
+)
 _RUNNING = ("starting", "healthy", "stopping")
 
 
