@@ -13,13 +13,12 @@ Endpoints (NATS micro, queue group ``control``, exported to the CLIENT admin ide
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -193,8 +192,14 @@ class Control:
             ref = wire.DEPLOYMENT_REF.decode(req.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise InvalidRequest(f"invalid request: {exc}") from None
-        with contextlib.suppress(KeyNotFoundError):
+        try:
             await self._health.delete(f"{COOLDOWN_PREFIX}{ref.deployment}")
+        except KeyNotFoundError:
+            pass
+        except InvalidKeyError:  # an id no route can have (wildcards, spaces, non-ASCII)
+            raise InvalidRequest(
+                "not a deployment id", param="deployment", code="invalid_deployment"
+            ) from None
         audit.info("cooldown of %s cleared by %s", ref.deployment, request_actor(req))
         await reply_ok(req, b'{"cleared":true}')
 
