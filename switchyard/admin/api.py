@@ -55,7 +55,7 @@ def _ok(doc: Any, status: int = 200) -> Response:
 def _decode(body: bytes, kind: type[T], what: str) -> T:
     try:
         return msgspec.json.decode(body, type=kind)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         raise InvalidRequest(f"invalid {what}: {exc}") from None
 
 
@@ -528,7 +528,7 @@ def _refuse_literal_keys(body: bytes, name: str = "") -> None:
     """A provider document with a key in it gets a 400 that says what to do instead."""
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return  # the typed decode reports it
     if not isinstance(doc, dict):
         return

@@ -132,7 +132,7 @@ class Control:
     async def _put(self, req: Request) -> None:
         try:
             put = wire.PUT_TABLE.decode(req.data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             raise InvalidRequest(f"invalid route table: {exc}") from None
         table = put.table
         problems = route_table_problems(table)  # the same checks every head applies
@@ -183,14 +183,14 @@ class Control:
     async def _history(self, req: Request) -> None:
         try:
             ask = wire.HISTORY_REQUEST.decode(req.data or b"{}")
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             raise InvalidRequest(f"invalid request: {exc}") from None
         await reply_ok(req, ENCODER.encode(self.monitor.history(ask.seconds)))
 
     async def _clear(self, req: Request) -> None:
         try:
             ref = wire.DEPLOYMENT_REF.decode(req.data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             raise InvalidRequest(f"invalid request: {exc}") from None
         try:
             await self._health.delete(f"{COOLDOWN_PREFIX}{ref.deployment}")

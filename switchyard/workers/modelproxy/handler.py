@@ -449,5 +449,5 @@ class Handler:
 def _decode_body(data: bytes) -> dict[str, Any]:
     try:
         return _BODY.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         raise InvalidRequest("request body is not a JSON object", code="invalid_json") from None
