@@ -41,7 +41,7 @@ def _last_user_text(body: dict[str, Any]) -> str:
     if "prompt" in body:
         return str(body["prompt"])
     for message in reversed(body.get("messages") or []):
-        if message.get("role") == "user":
+        if isinstance(message, dict) and message.get("role") == "user":
             return str(message.get("content", ""))
     return ""
 
