@@ -10,7 +10,9 @@ edge serving. The limits are documented in docs/security.md.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import socket
 import time
@@ -34,6 +36,8 @@ LIMITS = {
     "write_timeout_s": 2.0,
     "keepalive_s": 2.0,
     "max_connections": 600,
+    "failed_auth_limit": 5,
+    "failed_auth_window_s": 60,
 }
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -301,3 +305,46 @@ async def test_thousands_of_idle_keepalive_connections_are_bounded(edge: Stack) 
     assert closed == len(conns)
     assert _fds(pid) < fds_before + 50
     assert _rss_kb(pid) < rss_before + 64 * 1024  # well under 64 MiB for 2,000 connections
+
+
+async def test_repeated_bad_keys_from_one_address_are_refused(edge: Stack) -> None:
+    """docs/security.md: after failed_auth_limit unknown keys in a window, an address gets 429
+    for everything until the window passes; a missing key does not count."""
+    url = f"{edge.tail_url}/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(3):
+            assert (await http.post(url, json=CHAT)).status_code == 401  # missing: not counted
+        for i in range(int(LIMITS["failed_auth_limit"])):
+            bad = {"Authorization": f"Bearer sk-sy-guess-{i}"}
+            assert (await http.post(url, json=CHAT, headers=bad)).status_code == 401
+        for headers in (
+            {"Authorization": "Bearer sk-sy-guess-x"},
+            {"Authorization": f"Bearer {edge.api_key}"},
+        ):
+            refused = await http.post(url, json=CHAT, headers=headers)
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "too_many_failed_authentications"
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+        # Per edge process: the gateway has its own count.
+        other = await http.post(
+            f"{edge.gateway_url}/v1/chat/completions",
+            json=CHAT,
+            headers={"Authorization": f"Bearer {edge.api_key}"},
+        )
+        assert other.status_code == 200, other.text
+
+
+async def test_client_keys_are_stored_only_as_hashes(edge: Stack) -> None:
+    key, _ = await edge.new_key("stored-form")
+    nc = await edge.connect("admin")
+    try:
+        kv = await nc.jetstream().key_value("sy_keys")
+        names = await kv.keys()
+        values = [(await kv.get(name)).value or b"" for name in names]
+    finally:
+        await nc.close()
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert f"k.{digest}" in names
+    forms = [key.encode(), base64.b64encode(key.encode()), key.removeprefix("sk-sy-").encode()]
+    blob = b"".join(values) + "".join(names).encode()
+    assert [f for f in forms if f in blob] == []
