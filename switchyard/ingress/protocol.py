@@ -55,7 +55,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._refused = False
-        self._in_head = True
+        # idle (between requests) -> head -> body -> app (the request is in) -> idle
+        self._phase = "idle"
         self._head_bytes = 0
         self._header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -83,9 +84,7 @@ class GuardedProtocol(HttpToolsProtocol):
     @property
     def idle(self) -> bool:
         """Between requests: no request in progress (and none begun)."""
-        if self.transport.is_closing() or not self._in_head or self._head_bytes:
-            return False
-        return self.cycle is None or self.cycle.response_complete
+        return self._phase == "idle" and not self.transport.is_closing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -97,10 +96,9 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        in_head = self._in_head
         super().data_received(data)
-        if in_head and self._in_head and not self._refused:
-            self._head_bytes += len(data)  # no complete head yet: all of it is head
+        if self._phase == "head" and not self._refused:
+            self._head_bytes += len(data)  # a request began, its head is not complete yet
             if self._head_bytes > self.max_header_bytes:
                 self._refuse(431, "request head too large")
 
@@ -108,7 +106,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head = True
+        self._phase = "head"
+        self._head_bytes = 0
         self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -120,7 +119,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._phase = "body"
         if self._header_bytes > self.max_header_bytes or len(self.headers) > self.max_headers:
             self._refuse(431, "too many or too large request headers")
             return
@@ -134,14 +133,15 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self._refused:
             return
+        self._phase = "app"
         self._disarm()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():
-            self._in_head = True
-            self._head_bytes = 0
+            if self._phase == "app":  # else an early answer: the body's rest may still come
+                self._phase = "idle"
             self._arm(self.header_timeout_s)
 
     # ---- a reader that stopped reading ----
@@ -176,10 +176,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._timer = None
         if self.transport.is_closing():
             return
-        if self._in_head and self._head_bytes == 0:
-            self.transport.close()  # idle: no request (or no next request) began
+        if self._phase == "idle":
+            self.transport.close()  # no request (or no next request) began
             return
-        if self._in_head or self.cycle is None or not self.cycle.response_started:
+        if self._phase == "head" or self.cycle is None or not self.cycle.response_started:
             self.transport.write(_answer(408, "the request did not arrive in time"))
         self._refused = True
         self.transport.close()
