@@ -10,8 +10,9 @@ Switchyard's own processes, the asyncio tasks they report on ``/metrics``.
 The report gives, per process, the value at the end of warm-up (the first fifth of the run,
 at least 20 s and at most a third) and at the end, and the growth between them (medians of
 three samples each, so one busy moment does not decide it); the bar is growth under 10% (and,
-for counts as small as open files and tasks, a few units). Exit status 1 when a process died
-or grew past the bar. ``tests/test_soak.py`` runs a shortened form in CI.
+for counts as small as open files and tasks, a few units), judged for Switchyard's processes;
+the servers' memory holds data that grows with traffic and is reported only. Exit status 1
+when a process died or grew past the bar. ``tests/test_soak.py`` runs a shortened form in CI.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ BEHAVIOURS = {
 class Series:
     name: str
     pid: int
-    metrics_url: str | None
+    metrics_url: str | None  # None for the servers (nats-server, Valkey, OpenBao)
     samples: dict[str, list[float]] = field(
         default_factory=lambda: {"rss_mb": [], "fds": [], "tasks": []}
     )
@@ -178,9 +179,13 @@ async def _load(stack: Stack, until: float, concurrency: int, counts: dict[str, 
 
 
 def _verdict(series: list[Series], warmup_samples: int) -> list[dict[str, Any]]:
+    """Growth per process. The bar applies to Switchyard's processes; the servers are
+    reported but not judged: their memory holds data that grows with traffic by design (the
+    usage stream keeps every event, Valkey keeps spend counters per key, day and model)."""
     rows = []
     for s in series:
-        row: dict[str, Any] = {"process": s.name, "ok": True}
+        judged = s.metrics_url is not None
+        row: dict[str, Any] = {"process": s.name, "ok": True, "judged": judged}
         for metric, values in s.samples.items():
             after = values[warmup_samples:]
             if len(after) < 2:
@@ -190,7 +195,7 @@ def _verdict(series: list[Series], warmup_samples: int) -> list[dict[str, Any]]:
             growth = (end - start) / start if start else 0.0
             ok = growth < GROWTH_BAR or end - start <= SLACK[metric]
             row[metric] = {"start": round(start, 1), "end": round(end, 1), "growth": growth}
-            row["ok"] = row["ok"] and ok
+            row["ok"] = row["ok"] and (ok or not row["judged"])
         rows.append(row)
     return rows
 
@@ -247,6 +252,7 @@ def report(outcome: Outcome, seconds: float) -> str:
 
     for row in outcome.processes:
         flag = "" if row["ok"] else " **GREW**"
+        flag += "" if row["judged"] else " (server: data)"
         lines.append(
             f"| {row['process']}{flag} | {cell(row, 'rss_mb')} | {cell(row, 'fds')} | "
             f"{cell(row, 'tasks')} |"
