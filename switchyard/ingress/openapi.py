@@ -168,7 +168,7 @@ def _plain_paths() -> dict[str, Any]:
         "security": _SECURITY,
         "responses": {
             "200": _json("The models", _MODEL_LIST),
-            **error_responses((401, 500, 503, 504)),
+            **error_responses((401, 429, 500, 503, 504)),
         },
     }
     paths: dict[str, Any] = {
@@ -185,7 +185,7 @@ def _plain_paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json("The model", _MODEL_OBJECT),
-                    **error_responses((401, 404, 500, 503, 504)),
+                    **error_responses((401, 404, 429, 500, 503, 504)),
                 },
             }
         },
