@@ -211,9 +211,13 @@ class FakeOpenAI:
             pace, words = int(arg) / 1000, [f"t{i}" for i in range(300)]
         try:
             await self._chunks(resp, model, words, pace)
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
             with self._lock:
                 self.cut.append(str(model))  # the caller went away mid-stream
+            return resp
+        except asyncio.CancelledError:
+            with self._lock:
+                self.cut.append(str(model))
             raise
         done = {
             "id": "chatcmpl-fake",
