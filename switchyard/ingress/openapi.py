@@ -75,6 +75,30 @@ BODIES: dict[str, dict[str, Any]] = {
         "additionalProperties": True,
         "description": "A legacy completion request; other fields go to the provider.",
     },
+    "responses": {
+        "type": "object",
+        "required": ["model"],
+        "properties": {
+            "model": _MODEL,
+            "input": {"description": "a string, or a list of input items"},
+            "stream": _STREAM["stream"],
+            "max_output_tokens": _OPTIONAL_INT,
+        },
+        "additionalProperties": True,
+        "description": "An OpenAI Responses API request, served over chat completions.",
+    },
+    "messages": {
+        "type": "object",
+        "required": ["model", "max_tokens", "messages"],
+        "properties": {
+            "model": _MODEL,
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+            "stream": _STREAM["stream"],
+        },
+        "additionalProperties": True,
+        "description": "An Anthropic Messages API request, served over chat completions.",
+    },
     "embed": {
         "type": "object",
         "required": ["model", "input"],
@@ -90,8 +114,23 @@ _SUMMARIES = {
     "chat": "Create a chat completion (JSON, or server-sent events with stream: true)",
     "complete": "Create a completion (legacy; JSON, or server-sent events with stream: true)",
     "embed": "Create embeddings",
+    "responses": "Create a response (OpenAI Responses API; its event stream with stream: true)",
+    "messages": "Create a message (Anthropic Messages API; its event stream with stream: true)",
 }
-_STREAMING = frozenset({"chat", "complete"})
+_STREAMING = frozenset({"chat", "complete", "responses", "messages"})
+# /v1/messages answers errors in Anthropic's shape (switchyard.dialects.anthropic.errors).
+ANTHROPIC_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
 _REQUEST_HEADERS = [
     {
         "name": "X-Request-Id",
@@ -133,9 +172,16 @@ def _llm_operation(op: str, path: str) -> dict[str, Any]:
         },
         "responses": {
             "200": {"description": "The provider's answer", "content": ok, "headers": _REQUEST_ID},
-            **error_responses(LLM_ERRORS),
+            **(_anthropic_errors() if op == "messages" else error_responses(LLM_ERRORS)),
         },
     }
+
+
+def _anthropic_errors() -> dict[int | str, dict[str, Any]]:
+    out = error_responses(LLM_ERRORS)
+    for entry in out.values():
+        entry["content"] = {"application/json": {"schema": ANTHROPIC_ERROR}}
+    return out
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
