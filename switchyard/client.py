@@ -34,6 +34,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
+from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply
@@ -296,7 +297,7 @@ class LLMClient:
             changes["authorization"] = self._auth
         return env.with_(**changes) if changes else env
 
-    async def exchange(
+    async def exchange(  # noqa: PLR0915  (one frame per reply message: no helper on this path)
         self,
         subject: str,
         body: bytes,
@@ -322,59 +323,85 @@ class LLMClient:
         give_up = loop.time() + deadline.remaining()
         attempt = env.attempt
         progress = _Progress()
-        # No timeout scope spans a yield: the consumer runs between yields, and a cancellation
-        # aimed at this generator must not land in the consumer's code.
-        for round_no in range(1, self._attempts + 1):
-            if loop.time() >= give_up:
-                break
-            token = self._nuid.next().decode()
-            queue: asyncio.Queue[Any] = asyncio.Queue()
-            self._pending[token] = queue
-            expiry = _Expiry(loop, queue)
-            try:
-                headers = (env if attempt == env.attempt else env.with_(attempt=attempt)).encode()
-                await self._nc.publish(
-                    subject, body, reply=f"{self._inbox}.{token}", headers=headers
-                )
-                accepted = False
-                accept_by = loop.time() + self._accept_timeout
-                while True:
-                    until = give_up if accepted else min(give_up, accept_by)
-                    expiry.arm(progress.wait_until(until))
-                    item = await queue.get()
-                    if isinstance(item, _Expired):
-                        if item is not expiry.marker:
-                            continue  # the marker of a wait that was re-armed since
-                        item = None
-                    msg = progress.check(
-                        item,
-                        past_deadline=until >= give_up,
-                        last=round_no == self._attempts,
-                        now=loop.time(),
+        yielded = ended = False
+        try:
+            # No timeout scope spans a yield: the consumer runs between yields, and a
+            # cancellation aimed at this generator must not land in the consumer's code.
+            for round_no in range(1, self._attempts + 1):
+                if loop.time() >= give_up:
+                    break
+                token, queue = self._open()
+                expiry = _Expiry(loop, queue)
+                try:
+                    headers = (
+                        env if attempt == env.attempt else env.with_(attempt=attempt)
+                    ).encode()
+                    await self._nc.publish(
+                        subject, body, reply=f"{self._inbox}.{token}", headers=headers
                     )
-                    if msg is None:
-                        continue
-                    accepted = True
-                    reply = decode_reply(msg.data, msg.headers)
-                    if reply.kind is ReplyKind.ACCEPTED:
-                        continue
-                    if not progress.admit(reply, loop.time()):
-                        continue
-                    yield reply
-                    if reply.kind is ReplyKind.FINAL or reply.kind is ReplyKind.ERROR:
-                        return
-            except _Resend as resend:
-                if resend.pause:
-                    await asyncio.sleep(resend.pause * round_no)
-            finally:
-                expiry.cancel()
-                self._pending.pop(token, None)
-            attempt += 1
-        if loop.time() >= give_up:
-            raise DeadlineExceeded("the request deadline passed before an answer arrived")
-        raise ServiceUnavailable(
-            f"no head accepted the request after {self._attempts} attempts", code="no_workers"
-        )
+                    accepted = False
+                    accept_by = loop.time() + self._accept_timeout
+                    while True:
+                        until = give_up if accepted else min(give_up, accept_by)
+                        expiry.arm(progress.wait_until(until))
+                        item = await queue.get()
+                        if isinstance(item, _Expired):
+                            if item is not expiry.marker:
+                                continue  # the marker of a wait that was re-armed since
+                            item = None
+                        msg = progress.check(
+                            item,
+                            past_deadline=until >= give_up,
+                            last=round_no == self._attempts,
+                            now=loop.time(),
+                        )
+                        if msg is None:
+                            continue
+                        accepted = True
+                        reply = decode_reply(msg.data, msg.headers)
+                        if reply.kind is ReplyKind.ACCEPTED:
+                            continue
+                        if not progress.admit(reply, loop.time()):
+                            continue
+                        ended = reply.kind is ReplyKind.FINAL or reply.kind is ReplyKind.ERROR
+                        yielded = True
+                        yield reply
+                        if ended:
+                            return
+                except _Resend as resend:
+                    if resend.pause:
+                        await asyncio.sleep(resend.pause * round_no)
+                finally:
+                    expiry.cancel()
+                    self._pending.pop(token, None)
+                attempt += 1
+            ended = True
+            if loop.time() >= give_up:
+                raise DeadlineExceeded("the request deadline passed before an answer arrived")
+            raise ServiceUnavailable(
+                f"no head accepted the request after {self._attempts} attempts", code="no_workers"
+            )
+        finally:
+            if yielded and not ended:
+                # The consumer walked away mid-answer (an HTTP client that left): the
+                # model-proxy serving it stops the provider call and bills what it delivered.
+                await self._cancel(env)
+
+    def _open(self) -> tuple[str, asyncio.Queue[Any]]:
+        """A fresh reply token on the inbox, and the queue its messages go to."""
+        token = self._nuid.next().decode()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending[token] = queue
+        return token, queue
+
+    async def _cancel(self, env: Envelope) -> None:
+        headers = {h.REQUEST_ID: env.request_id}
+        if env.key_hash:
+            headers[h.KEY_HASH] = env.key_hash
+        if env.authorization:
+            headers[h.AUTHORIZATION] = env.authorization
+        with contextlib.suppress(Exception):  # best effort: the deadline still ends the call
+            await self._nc.publish(subjects.CANCEL, b"", headers=headers)
 
     async def request(
         self,

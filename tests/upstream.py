@@ -11,6 +11,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``status:<code>``: fails with that HTTP status (429 adds ``Retry-After: 2``);
 * ``hang``: never answers;
 * ``flaky:<n>``: fails with 500 for the first ``n`` calls, then echoes;
+* ``trickle:<ms>``: streams 300 chunks ``<ms>`` apart (a long answer to walk away from);
+* ``flood:<n>``: streams ``n`` chunks of ~1 KiB as fast as it can (a large answer);
 * ``ctl:<name>``: whatever :meth:`FakeOpenAI.set_mode` last set for ``name`` (default echo);
 * ``gate:<name>`` (as a mode): waits until :meth:`FakeOpenAI.open_gate` opens ``name``, then
   echoes (a provider that hangs until the test releases it).
@@ -50,7 +52,7 @@ def _last_user_text(body: dict[str, Any]) -> str:
     if "prompt" in body:
         return str(body["prompt"])
     for message in reversed(body.get("messages") or []):
-        if message.get("role") == "user":
+        if isinstance(message, dict) and message.get("role") == "user":
             return str(message.get("content", ""))
     return ""
 
@@ -67,6 +69,7 @@ class FakeOpenAI:
         self._last_auth = ""
         self.modes: dict[str, str] = {}
         self._gates: dict[str, asyncio.Event] = {}
+        self.cut: list[str] = []  # models whose stream the caller abandoned mid-way
 
     def set_mode(self, name: str, mode: str) -> None:
         """Switch the behaviour of model ``ctl:<name>`` (e.g. ``status:500``, ``hang``)."""
@@ -215,26 +218,20 @@ class FakeOpenAI:
         words = text.split(" ") if kind != "paced" else [f"w{i}" for i in range(6)]
         if kind == "jitter":
             pace = _jitter(arg) / len(words)
-        for i, word in enumerate(words):
-            chunk = {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {"content": word if i == 0 else " " + word},
-                        "finish_reason": None,
-                    }
-                ],
-            }
-            try:
-                await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-            except ConnectionResetError:  # the caller died mid-stream (failover tests)
-                return resp
-            if pace:
-                await asyncio.sleep(pace)
+        if kind == "flood":
+            words = ["x" * 1000] * int(arg)
+        if kind == "trickle":
+            pace, words = int(arg) / 1000, [f"t{i}" for i in range(300)]
+        try:
+            await self._chunks(resp, model, words, pace)
+        except ConnectionError:
+            with self._lock:
+                self.cut.append(str(model))  # the caller went away mid-stream
+            return resp
+        except asyncio.CancelledError:
+            with self._lock:
+                self.cut.append(str(model))
+            raise
         done = {
             "id": "chatcmpl-fake",
             "object": "chat.completion.chunk",
@@ -256,6 +253,26 @@ class FakeOpenAI:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+    @staticmethod
+    async def _chunks(resp: web.StreamResponse, model: Any, words: list[str], pace: float) -> None:
+        for i, word in enumerate(words):
+            chunk = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": word if i == 0 else " " + word},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if pace:
+                await asyncio.sleep(pace)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
-from fastapi import APIRouter
+from fastapi import APIRouter, Security
+from fastapi.security import HTTPBearer
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from switchyard.admin.audit import AuditQuery
 from switchyard.admin.bodies import KeyFields, SecretBody
@@ -36,6 +37,7 @@ from switchyard.errors import (
     ServiceUnavailable,
 )
 from switchyard.runtime.http import JSON, error_response
+from switchyard.runtime.openapi import error_responses, inline_schema
 from switchyard.schemas.control import PutTable
 from switchyard.schemas.openai import error_body
 from switchyard.schemas.routing import Provider, Route, RouteTable
@@ -53,7 +55,7 @@ def _ok(doc: Any, status: int = 200) -> Response:
 def _decode(body: bytes, kind: type[T], what: str) -> T:
     try:
         return msgspec.json.decode(body, type=kind)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         raise InvalidRequest(f"invalid {what}: {exc}") from None
 
 
@@ -97,6 +99,20 @@ def _bearer(request: Request) -> str | None:
 
 Handler = Callable[[Request, AdminContext], Awaitable[Response]]
 
+# Documents the admin token in the OpenAPI document (the check itself is AdminAuth's, in
+# _context: auto_error=False, so this dependency never answers a request by itself).
+_ADMIN_TOKEN = HTTPBearer(
+    auto_error=False, scheme_name="AdminToken", description="The admin token (admin.token_file)"
+)
+# Statuses any admin call may answer besides success, each an OpenAI-shaped error.
+ADMIN_ERRORS = (400, 401, 404, 409, 500, 503, 504)
+
+
+class EventStream(Response):
+    """Documents ``/stream`` as server-sent events (the handler returns a StreamingResponse)."""
+
+    media_type = "text/event-stream"
+
 
 class AdminApi:
     """The ``/admin/v1`` endpoints; :meth:`router` mounts them on the gateway app."""
@@ -105,14 +121,26 @@ class AdminApi:
         self._current = context
 
     def router(self) -> APIRouter:
-        router = APIRouter(prefix="/admin/v1", tags=["admin"])
+        router = APIRouter(
+            prefix="/admin/v1", tags=["admin"], dependencies=[Security(_ADMIN_TOKEN)]
+        )
         for path, method, summary, handler in self._endpoints():
+            name = handler.__name__
+            body = _BODIES.get(name)
+            extra = None
+            if body is not None:
+                content = {"application/json": {"schema": inline_schema(body)}}
+                extra = {"requestBody": {"required": name != "test_deployment", "content": content}}
             router.add_api_route(
                 path,
                 self._guarded(handler),
                 methods=[method],
                 summary=summary,
-                name=handler.__name__,
+                name=name,
+                status_code=201 if name == "create_key" else 200,
+                response_class=EventStream if name == "stream" else JSONResponse,
+                responses=error_responses(ADMIN_ERRORS),
+                openapi_extra=extra,
             )
         return router
 
@@ -479,6 +507,19 @@ class AdminApi:
         return _ok({"deleted": True})
 
 
+# The request body each handler decodes, documented from the same types.
+_BODIES: dict[str, Any] = {
+    "put_table": PutTable,
+    "put_route": Route,
+    "put_provider": Provider,
+    "test_deployment": dict[str, Any],
+    "create_key": KeyFields,
+    "update_key": KeyFields,
+    "put_secret": SecretBody,
+    "rotate_secret": SecretBody,
+}
+
+
 def _with(table: RouteTable, **changes: Any) -> RouteTable:
     return msgspec.structs.replace(table, **changes)
 
@@ -487,7 +528,7 @@ def _refuse_literal_keys(body: bytes, name: str = "") -> None:
     """A provider document with a key in it gets a 400 that says what to do instead."""
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return  # the typed decode reports it
     if not isinstance(doc, dict):
         return

@@ -137,7 +137,7 @@ def permissions_for(identity: Identity) -> Permissions:
                 *_kv_read(s.ROUTES_BUCKET),
                 *_kv_write(s.HEALTH_BUCKET),
             ),
-            subscribe_allow=(*inbox, f"{s.SECRETS_CHANGED_PREFIX}.>"),
+            subscribe_allow=(*inbox, f"{s.SECRETS_CHANGED_PREFIX}.>", s.CANCEL),
         )
     if name == "secrets":
         return Permissions(

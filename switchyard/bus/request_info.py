@@ -27,7 +27,7 @@ def caller_identity(headers: dict[str, str] | None) -> str:
         return ""
     try:
         user = _INFO.decode(raw).user
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return ""
     for part in user.split(","):
         if part.startswith("CN="):

@@ -13,7 +13,10 @@ EMBED = "llm.v1.embed"
 MODELS = "llm.v1.models"
 RESPONSES = "llm.v1.responses"  # the OpenAI Responses API dialect (answers in its events)
 MESSAGES = "llm.v1.messages"  # Anthropic's Messages API dialect
-LLM_API = (CHAT, COMPLETE, EMBED, MODELS, RESPONSES, MESSAGES)
+# A caller abandons a request it streams (its HTTP client left): every model-proxy listens,
+# the one serving it stops the provider call (matched by request id and key; no reply).
+CANCEL = "llm.v1.cancel"
+LLM_API = (CHAT, COMPLETE, EMBED, MODELS, RESPONSES, MESSAGES, CANCEL)
 HEAD_QUEUE = "head"
 
 # Work queues (CORE only): one subject per deployment, one durable consumer each.

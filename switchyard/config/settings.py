@@ -165,6 +165,15 @@ class IngressSettings(_Section, frozen=True):
         default_deadline_s: deadline for a request that sets none (``X-Request-Timeout`` header).
         max_deadline_s: upper bound on a client-supplied deadline.
         retry_attempts: attempts per request when the reply path breaks (NATS failover).
+        max_header_bytes / max_headers: a larger request head is refused with 431.
+        header_timeout_s: a request head must arrive within this (408); idle connections
+            that never send one are closed after it.
+        body_timeout_s: a request body must arrive within this after its head (408).
+        write_timeout_s: a client that reads nothing of an answer for this long is dropped.
+        keepalive_s: an idle keep-alive connection is closed after this.
+        max_connections: open connections per edge process; more are closed at once.
+        failed_auth_limit / failed_auth_window_s: an address that presents this many unknown
+            keys within the window gets 429 until the window has passed (see docs/security.md).
     """
 
     tail: Listen = Listen(port=8080)
@@ -173,6 +182,15 @@ class IngressSettings(_Section, frozen=True):
     default_deadline_s: Seconds = 600.0
     max_deadline_s: Seconds = 3600.0
     retry_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 32 * 1024
+    max_headers: Annotated[int, msgspec.Meta(ge=8)] = 100
+    header_timeout_s: Seconds = 10.0
+    body_timeout_s: Seconds = 60.0
+    write_timeout_s: Seconds = 60.0
+    keepalive_s: Seconds = 30.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 4096
+    failed_auth_limit: Annotated[int, msgspec.Meta(ge=1)] = 20
+    failed_auth_window_s: Seconds = 60.0
 
 
 class HeadSettings(_Section, frozen=True):

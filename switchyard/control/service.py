@@ -13,13 +13,12 @@ Endpoints (NATS micro, queue group ``control``, exported to the CLIENT admin ide
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -133,7 +132,7 @@ class Control:
     async def _put(self, req: Request) -> None:
         try:
             put = wire.PUT_TABLE.decode(req.data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             raise InvalidRequest(f"invalid route table: {exc}") from None
         table = put.table
         problems = route_table_problems(table)  # the same checks every head applies
@@ -184,17 +183,23 @@ class Control:
     async def _history(self, req: Request) -> None:
         try:
             ask = wire.HISTORY_REQUEST.decode(req.data or b"{}")
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             raise InvalidRequest(f"invalid request: {exc}") from None
         await reply_ok(req, ENCODER.encode(self.monitor.history(ask.seconds)))
 
     async def _clear(self, req: Request) -> None:
         try:
             ref = wire.DEPLOYMENT_REF.decode(req.data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             raise InvalidRequest(f"invalid request: {exc}") from None
-        with contextlib.suppress(KeyNotFoundError):
+        try:
             await self._health.delete(f"{COOLDOWN_PREFIX}{ref.deployment}")
+        except KeyNotFoundError:
+            pass
+        except InvalidKeyError:  # an id no route can have (wildcards, spaces, non-ASCII)
+            raise InvalidRequest(
+                "not a deployment id", param="deployment", code="invalid_deployment"
+            ) from None
         audit.info("cooldown of %s cleared by %s", ref.deployment, request_actor(req))
         await reply_ok(req, b'{"cleared":true}')
 

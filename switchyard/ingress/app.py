@@ -24,6 +24,7 @@ from switchyard.bus.connect import connect
 from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.errors import ApiError, InvalidRequest, error_for_status
+from switchyard.ingress import openapi
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import FastPath
 from switchyard.ingress.keyring import KeyRing
@@ -124,7 +125,8 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs" if kind == "gateway" else None,
         redoc_url=None,
-        openapi_url="/openapi.json" if kind == "gateway" else None,
+        # Both edges publish their API (the LLM routes described by ingress.openapi).
+        openapi_url="/openapi.json",
     )
     router = app.router
     # The LLM POST routes are served by FastPath before the app is reached (see fastpath.py).
@@ -144,6 +146,7 @@ def create_app(
         for extra in plugin.routers():
             app.include_router(extra)
     _error_handlers(app)
+    openapi.install(app)
     return app
 
 

@@ -31,6 +31,7 @@ from switchyard.errors import (
     PermissionDenied,
     ServiceUnavailable,
 )
+from switchyard.ingress.guard import FailedAuthGuard
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import (
@@ -61,6 +62,9 @@ class Edge:
         self.stats: EdgeMetrics | None = None
         self.tracing: Tracing = OFF
         self.body_limit = settings.ingress.max_body_bytes
+        self.auth_failures = FailedAuthGuard(
+            settings.ingress.failed_auth_limit, settings.ingress.failed_auth_window_s
+        )
         self._default_s = settings.ingress.default_deadline_s
         self._max_s = settings.ingress.max_deadline_s
         self._fallback_ids = 0
@@ -74,11 +78,19 @@ class Edge:
             raise ServiceUnavailable("the gateway is starting", code="starting")
         return self.client
 
-    def authenticate(self, api_key: str | None) -> ClientKey:
-        """Raises AuthenticationFailed (401) or ServiceUnavailable while starting."""
+    def authenticate(self, api_key: str | None, address: str = "") -> ClientKey:
+        """Raises AuthenticationFailed (401), RateLimited (429) for an address that presented
+        too many unknown keys (see :mod:`.guard`), or ServiceUnavailable while starting."""
         if self.keys is None:
             raise ServiceUnavailable("the gateway is starting", code="starting")
-        return self.keys.authenticate(api_key)
+        guard = self.auth_failures
+        if guard:  # some address has failures: the only case that costs a lookup
+            guard.check(address)
+        try:
+            return self.keys.authenticate(api_key)
+        except AuthenticationFailed as exc:
+            guard.failed(address, exc)
+            raise
 
     @staticmethod
     def check_model(key: ClientKey, model: str) -> None:
@@ -109,7 +121,7 @@ class Edge:
 
     async def list_models(self, request: Request) -> Response:
         try:
-            key = self.authenticate(_header_key(request))
+            key = self.authenticate(_header_key(request), _address(request))
             return Response(_ENCODE.encode(await self._models(key)), media_type=JSON)
         except ApiError as exc:
             return error_response(exc)
@@ -117,7 +129,7 @@ class Edge:
     async def get_model(self, request: Request) -> Response:
         model_id = request.path_params["model"]
         try:
-            key = self.authenticate(_header_key(request))
+            key = self.authenticate(_header_key(request), _address(request))
             for model in (await self._models(key))["data"]:
                 if model["id"] == model_id:
                     return Response(_ENCODE.encode(model), media_type=JSON)
@@ -160,6 +172,10 @@ def presented_key(
     """The client key a request presents: ``Authorization: Bearer``, else ``api-key`` (Azure
     style), else ``x-api-key``."""
     return h.bearer_token(authorization) or api_key or x_api_key
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
 
 
 def _header_key(request: Request) -> str | None:

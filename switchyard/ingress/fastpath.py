@@ -136,7 +136,8 @@ class FastPath:
         state = {"started": False}
         call = _Call(op, scope["path"])
         try:
-            key = edge.authenticate(_api_key(wanted))
+            peer = scope.get("client")
+            key = edge.authenticate(_api_key(wanted), peer[0] if peer else "")
             body = await _read_body(receive, wanted.get(b"content-length"), edge.body_limit)
             parsed = _probe(op, body)
             call.model = parsed.model

@@ -10,6 +10,7 @@ import uvicorn
 
 from switchyard.config import Settings
 from switchyard.ingress.app import EdgePlugin, create_asgi
+from switchyard.ingress.protocol import guarded
 from switchyard.runtime.tasks import TaskSupervisor
 
 
@@ -48,14 +49,14 @@ async def run_edge(
         host=listen.host,
         port=listen.port,
         loop="none",  # the caller's (uvloop) loop is already running
-        http="httptools",
+        http=guarded(settings),  # httptools, with head, time and connection limits
         lifespan="on",
         access_log=False,
         log_config=None,
         server_header=False,
         proxy_headers=False,  # no client-IP logic: skip the per-request middleware
         timeout_graceful_shutdown=int(settings.stack.stop_timeout_s / 2),
-        timeout_keep_alive=30,
+        timeout_keep_alive=int(settings.ingress.keepalive_s),
     )
     server = _Server(config)
 

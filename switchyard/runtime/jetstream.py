@@ -230,7 +230,7 @@ def _check(msg: Msg) -> None:
         return
     try:
         ack = _ACK.decode(msg.data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         raise BusError("unreadable acknowledgement from JetStream") from None
     if ack.error is not None:
         raise StreamRejected(ack.error.err_code, ack.error.description)

@@ -15,6 +15,7 @@ a :class:`Bounded` set, so a flood of distinct model names cannot grow the regis
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
 
 from nats.aio.client import Client as NATS
@@ -85,6 +86,12 @@ class Metrics:
             registry=self.registry,
         )
         info.labels(__version__, component).set(1)
+        self.gauge_callback(
+            sc.ASYNCIO_TASKS,
+            "Tasks alive in this process's event loop (steady under steady load: see the soak).",
+            (),
+            _task_count,
+        )
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
         # prometheus-client appends _total itself; names here already carry it.
@@ -111,6 +118,13 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of everything registered."""
         return generate_latest(self.registry)
+
+
+def _task_count() -> list[tuple[tuple[str, ...], float]]:
+    try:
+        return [((), float(len(asyncio.all_tasks())))]
+    except RuntimeError:  # scraped outside the loop (a test rendering by hand)
+        return []
 
 
 def count_reconnects(metrics: Metrics, nc: NATS) -> None:

@@ -67,6 +67,7 @@ PROVIDERS = {
 
 # Edges (tail, gateway).
 HTTP_REQUESTS = "switchyard_http_requests_total"  # route, method, status
+ASYNCIO_TASKS = "switchyard_asyncio_tasks"  # tasks alive in the process's event loop (soak)
 REFUSALS = "switchyard_refusals_total"  # reason: auth, model, rpm, tpm, parallel, budget, ...
 LIMITER_DURATION = "switchyard_limiter_duration_seconds"
 LIMITER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)

@@ -118,6 +118,8 @@ def probe(op: str, body: bytes) -> ChatProbe | CompletionProbe | EmbeddingProbe:
         raise InvalidRequest(
             f"request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
+    except RecursionError:
+        raise _too_deep() from None
     return result
 
 
@@ -135,6 +137,8 @@ def model_of(body: bytes) -> ModelOnly:
         raise InvalidRequest(
             f"request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
+    except RecursionError:
+        raise _too_deep() from None
 
 
 def usage_of(body: bytes) -> Usage | None:
@@ -143,8 +147,14 @@ def usage_of(body: bytes) -> Usage | None:
         return None
     try:
         return _USAGE_DECODER.decode(body).usage
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
+
+
+def _too_deep() -> InvalidRequest:
+    # msgspec decodes (and skips) nested values recursively: a hostile body nested a few
+    # thousand levels deep reaches the interpreter's recursion limit.
+    return InvalidRequest("request body is nested too deeply", code="invalid_json")
 
 
 def _invalid(text: str) -> InvalidRequest:
@@ -170,7 +180,7 @@ def error_body(exc: ApiError) -> bytes:
 def decode_error(body: bytes) -> ErrorDetail | None:
     try:
         return _ERROR_DECODER.decode(body).error
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
 
 

@@ -295,7 +295,7 @@ def decode_route_table(data: bytes) -> RouteTable:
     """
     try:
         table = _TABLE_DECODER.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         raise InvalidRouteTable(
             [RouteProblem("(document)", str(exc), "send a valid route table")]
         ) from None

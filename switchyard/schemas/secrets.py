@@ -12,12 +12,15 @@ import msgspec
 
 SecretName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 SecretValue = Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
+# Stored as OpenBao custom metadata, which refuses control characters: checked here, so a bad
+# value is a 400 naming the field rather than a refusal from OpenBao (a 503).
+ProviderLabel = Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9][A-Za-z0-9_.:/-]{0,127})?$")]
 
 
 class PutSecret(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: SecretName
     value: SecretValue
-    provider: str = ""
+    provider: ProviderLabel = ""
 
     def __repr__(self) -> str:  # never print the value, even in a debugger or traceback
         return f"PutSecret(name={self.name!r}, provider={self.provider!r}, value='***')"

@@ -178,7 +178,7 @@ class SecretsService:
 def _decode(decoder: msgspec.json.Decoder[T], data: bytes) -> T:
     try:
         return decoder.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         # msgspec messages name fields and types, never the offending value.
         raise InvalidRequest(f"invalid secrets request: {exc}") from None
 

@@ -176,7 +176,7 @@ class Vault:
             )
             custom = {
                 "provider": provider or (previous.provider if previous else ""),
-                "last4": value[-4:] if len(value) >= 8 else "",
+                "last4": _last4(value),
                 "updated_by": actor,
             }
             kv.update_metadata(
@@ -241,3 +241,11 @@ class Vault:
             updated_at=str(data.get("updated_time", "")),
             updated_by=str(custom.get("updated_by", "")),
         )
+
+
+def _last4(value: str) -> str:
+    """The hint shown for a key: its last four characters, when it is long enough for that to
+    reveal little and they are printable ASCII (OpenBao refuses control characters in
+    metadata, and a hint of other characters helps nobody)."""
+    tail = value[-4:]
+    return tail if len(value) >= 8 and tail.isascii() and tail.isprintable() else ""

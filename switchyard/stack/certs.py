@@ -156,14 +156,16 @@ class CertificateAuthority:
         usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
         if peer or not server:
             usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        expires = now + dt.timedelta(days=validity_days)
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=validity_days))
+            # A negative validity issues an already expired certificate (refusal tests).
+            .not_valid_before(min(now - dt.timedelta(minutes=5), expires - dt.timedelta(days=1)))
+            .not_valid_after(expires)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )

@@ -21,7 +21,7 @@ from switchyard.schemas.monitor import OVERVIEW, Overview
 from switchyard.schemas.secret import Secret
 
 OVERVIEW_PATH = "/admin/v1/overview"
-_ANY_ADDRESS = ("", "0.0.0.0", "::", "[::]")  # noqa: S104  (a listen address, read to connect)
+_ANY_ADDRESS = ("", "0.0.0.0", "::", "[::]")  # noqa: S104  # nosec B104  (a listen address, read to connect)
 
 
 class _ErrorBody(msgspec.Struct, frozen=True):

@@ -99,7 +99,7 @@ class Accounting:
     async def handle(self, msg: Msg, _name: str) -> None:
         try:
             batch = USAGE_BATCH_DECODER.decode(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             log.warning("terminated an unreadable usage message")
             self._batches["unreadable"].inc()
             await msg.term()

@@ -61,7 +61,7 @@ class KeyPolicies:
             return
         try:
             self._known[digest] = KEY_DECODER.decode(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             self._known.pop(digest, None)
             log.warning("ignored an unreadable client key record")
 

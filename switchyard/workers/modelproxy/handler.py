@@ -14,6 +14,7 @@ nobody holds.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -26,8 +27,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from opentelemetry.trace import SpanKind
 
-from switchyard.bus import replies, subjects
+from switchyard.bus import identities, replies, subjects
 from switchyard.bus.envelope import Envelope, MalformedHeader
+from switchyard.bus.headers import bearer_token
+from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.errors import (
     ApiError,
@@ -41,6 +44,7 @@ from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.runtime.tracing import NO_HOP, OFF, Hop, Tracing, genai, span_name
 from switchyard.schemas.events import UsageEvent
+from switchyard.schemas.keys import hash_key
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider, RouteTable
 from switchyard.telemetry import request_id_var
@@ -60,6 +64,7 @@ _OPS = frozenset({"chat", "complete", "embed", *DIALECTS})
 _MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
 _DEADLINE_SLACK_S = 0.05  # a timer cut to the deadline may fire a little before it
+CLIENT_CLOSED = 499  # the status of a stream its caller abandoned (usage events, metrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,7 @@ class Job:
     reconnects: int = 0  # the connection's reconnect count when the job started
     chunks: list[bytes] = field(default_factory=list)  # what was streamed, for a replay
     answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
+    cancelled: bool = False  # the caller abandoned the stream (llm.v1.cancel)
 
     def __post_init__(self) -> None:
         self.stored_at = self.msg.metadata.timestamp.timestamp()
@@ -143,6 +149,8 @@ class Handler:
         self._table = table
         self._targets_of: RouteTable | None = None
         self._targets: dict[str, Target] = {}
+        # Streams being served, by request id: what a cancel from the caller can reach.
+        self._streams: dict[str, list[Job]] = {}
 
     def target(self, deployment_id: str) -> Target | None:
         table = self._table()
@@ -177,6 +185,8 @@ class Handler:
             inflight=self.heartbeats.track(env.reply, msg),
             reconnects=self.nc.stats["reconnects"],
         )
+        if env.stream:
+            self._streams.setdefault(env.request_id, []).append(job)
         try:
             await self._serve(job)
         except asyncio.CancelledError:
@@ -190,7 +200,39 @@ class Handler:
             await msg.ack()
         finally:
             self.heartbeats.untrack(job.inflight)
+            if env.stream:
+                self._forget(job)
             request_id_var.reset(token)
+
+    def _forget(self, job: Job) -> None:
+        jobs = self._streams.get(job.env.request_id)
+        if jobs is not None:
+            jobs.remove(job)
+            if not jobs:
+                del self._streams[job.env.request_id]
+
+    async def on_cancel(self, msg: Msg) -> None:
+        """``llm.v1.cancel``: the caller of a stream this process may be serving left.
+
+        Honoured only for a request with that id made with the same client key: an edge
+        (tail, gateway) names the key by its hash, as it did for the request; any other caller
+        must present the key itself. Nothing is answered.
+        """
+        try:
+            env = Envelope.decode(msg.headers)
+        except MalformedHeader:
+            return
+        jobs = self._streams.get(env.request_id)
+        if not jobs:
+            return
+        if caller_identity(msg.headers) in identities.INGRESS_NAMES:
+            digest = env.key_hash
+        else:
+            token = bearer_token(env.authorization) or env.authorization.strip()
+            digest = hash_key(token) if token else ""
+        for job in jobs:
+            if digest and hmac.compare_digest(digest, job.env.key_hash):
+                job.cancelled = True
 
     async def _abandon(self, job: Job) -> None:
         """The worker is stopping and its grace period ran out while this request was served.
@@ -244,8 +286,11 @@ class Handler:
                 completion = await adapter.complete(call)
                 job.usage = completion.usage
                 body = completion.body
-            job.answer = body
-            await self._answer(job)
+            if job.cancelled:  # nobody to answer; acknowledged and billed below
+                self._bill_delivered(job)
+            else:
+                job.answer = body
+                await self._answer(job)
         except ApiError as exc:
             if isinstance(exc, ProviderTimeout) and job.deadline - time.time() < _DEADLINE_SLACK_S:
                 # The provider's timeouts were cut to the request's deadline (_prepare): what
@@ -403,19 +448,41 @@ class Handler:
     async def _stream(self, job: Job, adapter: Adapter, call: ProviderCall) -> None:
         loop = asyncio.get_running_loop()
         seq = 0
-        async for event in adapter.stream(call):
-            if event.usage is not None:
-                job.usage = event.usage
-            if event.payload is not None:
-                job.chunks.append(event.payload)
-                await replies.send_chunk(self.nc, job.reply, seq, event.payload, job.delivery)
-                if seq == 0:
-                    now = time.time()
-                    job.ttft = now - job.started
-                    job.ttfc = now - job.called_at
-                seq += 1
-                job.sent = True
-                job.inflight.touch(loop.time())
+        events = adapter.stream(call)
+        try:
+            async for event in events:
+                if job.cancelled:
+                    return  # the caller left: stop the provider call (closed below)
+                if event.usage is not None:
+                    job.usage = event.usage
+                if event.payload is not None:
+                    job.chunks.append(event.payload)
+                    await replies.send_chunk(self.nc, job.reply, seq, event.payload, job.delivery)
+                    if seq == 0:
+                        now = time.time()
+                        job.ttft = now - job.started
+                        job.ttfc = now - job.called_at
+                    seq += 1
+                    job.sent = True
+                    job.inflight.touch(loop.time())
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None and job.cancelled:
+                await close()  # closes the provider's response at once, not at garbage time
+
+    def _bill_delivered(self, job: Job) -> None:
+        """A stream its caller abandoned: it is billed for what was delivered. The provider
+        reports usage only at the end of a stream, so when none came, each chunk sent counts
+        as one completion token (OpenAI-style streams carry about one token per chunk) and
+        the prompt as a quarter token per byte (the edge's own TPM estimate)."""
+        job.status = CLIENT_CLOSED
+        sent = len(job.chunks)
+        if job.usage is None:
+            prompt = max(1, len(job.msg.data) // 4)
+            job.usage = Usage(
+                prompt_tokens=prompt, completion_tokens=sent, total_tokens=prompt + sent
+            )
+        log.info("stream abandoned by its caller after %d chunks; provider call stopped", sent)
 
     async def _reroute(self, job: Job, exc: ApiError) -> bool:
         """Hand the request back to the heads to try the next deployment.
@@ -482,5 +549,5 @@ class Handler:
 def _decode_body(data: bytes) -> dict[str, Any]:
     try:
         return _BODY.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         raise InvalidRequest("request body is not a JSON object", code="invalid_json") from None

@@ -8,9 +8,11 @@ in hand, stop heartbeats, drain the connection, close HTTP pools.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 
 from switchyard.bus import identities, subjects
 from switchyard.config import Settings
@@ -60,6 +62,7 @@ class ModelProxy:
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
         self._sync_lock = asyncio.Lock()
+        self._cancels: Subscription | None = None
         self.ready = False
 
     async def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
@@ -105,10 +108,15 @@ class ModelProxy:
         self.heartbeats.start()
         self.traffic.start()
         await self._sync_workers()
+        # Every model-proxy hears every cancel; the one serving that stream acts on it.
+        self._cancels = await self.nc.subscribe(subjects.CANCEL, cb=self.handler.on_cancel)
         self.ready = True
 
     async def stop(self, grace: float) -> None:
         self.ready = False
+        if self._cancels is not None:
+            with contextlib.suppress(Exception):
+                await self._cancels.unsubscribe()
         await self._routes.stop()
         await asyncio.gather(*(w.stop(grace) for w in self.workers.values()))
         self.workers.clear()

@@ -1,0 +1,208 @@
+"""uvicorn's httptools protocol with the limits it lacks: head size, time, connections, readers.
+
+httptools puts no bound on a request head (hundreds of kilobytes of headers were accepted),
+and uvicorn's only timer is the keep-alive one: a connection that never sends a request, sends
+its head one byte at a time, stops sending its body, or stops reading an answer is held
+forever. Each bound here answers or closes such a connection (see docs/security.md):
+
+* a head larger than ``max_header_bytes`` or with more than ``max_headers`` fields: 431;
+* no complete head ``header_timeout_s`` after the connection opened (or after the previous
+  answer): 408 if a partial head arrived, else the idle connection is closed;
+* no complete body ``body_timeout_s`` after the head: 408 if nothing was answered yet, and
+  the connection is closed (the application sees a disconnect);
+* an answer the client does not read for ``write_timeout_s`` (the socket buffer stays full):
+  the connection is aborted (a streaming relay stops, as for any client that left);
+* more than ``max_connections`` open connections: an idle one is closed to make room for the
+  new one, or, when none is idle, the new one is closed at once.
+
+The checks cost nothing per request beyond two timers; the ASGI application never sees a
+request that broke one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from switchyard.config import Settings
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+def _answer(status: int, message: str) -> bytes:
+    body = (
+        b'{"error":{"message":"' + message.encode() + b'","type":"invalid_request_error",'
+        b'"param":null,"code":"' + str(status).encode() + b'"}}'
+    )
+    return (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body))
+    ) + body
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """One HTTP connection, with the limits of the class attributes (set by :func:`guarded`)."""
+
+    max_header_bytes = 32 * 1024
+    max_headers = 100
+    header_timeout_s = 10.0
+    body_timeout_s = 60.0
+    write_timeout_s = 60.0
+    max_connections = 4096
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refused = False
+        # idle (between requests) -> head -> body -> app (the request is in) -> idle
+        self._phase = "idle"
+        self._head_bytes = 0
+        self._header_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+
+    # ---- connection ----
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections and not self._make_room():
+            self._refused = True
+            transport.abort()
+            return
+        self._arm(self.header_timeout_s)
+
+    def _make_room(self) -> bool:
+        """At the limit, a new client is worth more than one holding an idle connection:
+        close one that is between requests (or never sent one). False when none is idle."""
+        for other in self.connections:
+            if other is not self and isinstance(other, GuardedProtocol) and other.idle:
+                other.transport.close()
+                return True
+        return False
+
+    @property
+    def idle(self) -> bool:
+        """Between requests: no request in progress (and none begun)."""
+        return self._phase == "idle" and not self.transport.is_closing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
+        if self._phase == "head" and not self._refused:
+            self._head_bytes += len(data)  # a request began, its head is not complete yet
+            if self._head_bytes > self.max_header_bytes:
+                self._refuse(431, "request head too large")
+
+    # ---- parser callbacks ----
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase = "head"
+        self._head_bytes = 0
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._header_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._phase = "body"
+        if self._header_bytes > self.max_header_bytes or len(self.headers) > self.max_headers:
+            self._refuse(431, "too many or too large request headers")
+            return
+        self._arm(self.body_timeout_s)
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        self._phase = "app"
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            if self._phase == "app":  # else an early answer: the body's rest may still come
+                self._phase = "idle"
+            self._arm(self.header_timeout_s)
+
+    # ---- a reader that stopped reading ----
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_timeout_s, self._stalled)
+
+    def resume_writing(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        super().resume_writing()
+
+    def _stalled(self) -> None:
+        self._write_timer = None
+        self.transport.abort()
+
+    # ---- helpers ----
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if self._phase == "idle":
+            self.transport.close()  # no request (or no next request) began
+            return
+        if self._phase == "head" or self.cycle is None or not self.cycle.response_started:
+            self.transport.write(_answer(408, "the request did not arrive in time"))
+        self._refused = True
+        self.transport.close()
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._refused = True
+        self._disarm()
+        self.transport.write(_answer(status, message))
+        self.transport.close()
+
+
+def guarded(settings: Settings) -> type[GuardedProtocol]:
+    """The protocol class with the limits of ``settings.ingress``."""
+    ingress = settings.ingress
+    return type(
+        "GuardedProtocol",
+        (GuardedProtocol,),
+        {
+            "max_header_bytes": ingress.max_header_bytes,
+            "max_headers": ingress.max_headers,
+            "header_timeout_s": ingress.header_timeout_s,
+            "body_timeout_s": ingress.body_timeout_s,
+            "write_timeout_s": ingress.write_timeout_s,
+            "max_connections": ingress.max_connections,
+        },
+    )
