@@ -330,7 +330,8 @@ async def test_client_keys_are_stored_only_as_hashes(edge: Stack) -> None:
 
 
 async def _usage_of(stack: Stack, request_id: str) -> UsageEvent | None:
-    """The usage event of ``request_id`` from the USAGE stream (read as the provisioner)."""
+    """The usage event of the request the client called ``request_id`` (the edge makes each id
+    unique by appending a suffix: ``<client id>.<suffix>``), from the USAGE stream."""
     nc = await stack.connect("provisioner")
     try:
         js = nc.jetstream()
@@ -339,7 +340,7 @@ async def _usage_of(stack: Stack, request_id: str) -> UsageEvent | None:
             raw = await js.get_msg(subjects.USAGE_STREAM, seq)
             batch = msgspec.json.decode(raw.data or b"", type=UsageBatch)
             for event in batch.events:
-                if event.request_id == request_id:
+                if event.request_id.split(".", 1)[0] == request_id:
                     return event
     finally:
         await nc.close()
