@@ -122,7 +122,7 @@ def _cmd_deploy(args: argparse.Namespace, settings: Settings, config_file: Path 
             layout = _replace(
                 layout,
                 nats_hosts=containers.KUBERNETES_NATS_HOSTS,
-                nats_monitor_host="0.0.0.0",  # noqa: S104  (KEDA reads it; NetworkPolicy guards it)
+                nats_monitor_host="0.0.0.0",  # noqa: S104  # nosec B104  (KEDA reads it; NetworkPolicy guards it)
             )
         if args.nats_host:
             layout = _replace(layout, nats_hosts=tuple(args.nats_host))

@@ -181,7 +181,7 @@ def setup(settings: Settings, layout: DeployLayout) -> list[str]:
     # unseal key are made there), then installed into the servers' bundles with their paths
     # moved to where the containers see them: config and keys in the bundle, data in the
     # data volume.
-    vk = valkey.ValkeyLayout(dir=layout.state / "valkey", port=VALKEY_PORT, bind="0.0.0.0")  # noqa: S104
+    vk = valkey.ValkeyLayout(dir=layout.state / "valkey", port=VALKEY_PORT, bind="0.0.0.0")  # noqa: S104  # nosec B104
     valkey.write_config(vk)
     _install_relocated(
         vk.config_file,
@@ -195,7 +195,7 @@ def setup(settings: Settings, layout: DeployLayout) -> list[str]:
         cert_dir=layout.creds,
         mount=settings.openbao.mount,
         host=layout.openbao_host,
-        bind="0.0.0.0",  # noqa: S104  (a container's listener; the network decides who reaches it)
+        bind="0.0.0.0",  # noqa: S104  # nosec B104  (a container's listener; the network decides who reaches it)
     )
     openbao.write_config(bao)
     _install_relocated(
@@ -240,10 +240,10 @@ def _node(settings: Settings, layout: DeployLayout, host: str) -> NatsServerLayo
         response_threshold_s=settings.nats.response_threshold_s,
         internal_clients=settings.nats.internal_clients,
         server_name=node_name(host),
-        host="0.0.0.0",  # noqa: S104  (clients reach it over the container networks)
+        host="0.0.0.0",  # noqa: S104  # nosec B104  (clients reach it over the container networks)
         # Monitoring has no authentication: it stays inside the container unless asked.
         monitor_host=layout.nats_monitor_host,
-        cluster=ClusterLayout(port=NATS_CLUSTER_PORT, routes=routes, host="0.0.0.0")  # noqa: S104
+        cluster=ClusterLayout(port=NATS_CLUSTER_PORT, routes=routes, host="0.0.0.0")  # noqa: S104  # nosec B104
         if len(layout.nats_hosts) > 1
         else None,
     )
