@@ -47,6 +47,7 @@ IDENTITIES = [
     ("accounting", "core"),
     ("provisioner", "core"),
     ("control", "core"),
+    ("batch", "client"),
     ("app", "client"),  # an internal client (nats.internal_clients)
     ("probe", "client"),  # test-only: a CLIENT user with no permission limits
 ]
@@ -127,6 +128,8 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_keys.anykey",
             "_R_.abc.def",
             "_INBOX_gateway.x",
+            "llm.v1.hold.x.default.t",
+            "$KV.sy_batch_lines.b.1",
             "secrets.v1.changed.openai",
             CONTROL_ADMIN,
             "$KV.sy_routes.table",
@@ -198,6 +201,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
     "head": {
         "pub_ok": [
             DISPATCH,
+            "llm.v1.hold.x.default.t",
             "$JS.API.STREAM.INFO.DISPATCH",
             "$KV.sy_health.x",
             "sy.clientkv.DIRECT.GET.KV_sy_keys.$KV.sy_keys.k.x",
@@ -213,6 +217,8 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "secrets.v1.changed.openai",
             CONTROL_ADMIN,
             "$KV.sy_keys.k.forged",
+            "$KV.sy_sched.dep.x",
+            "$JS.API.STREAM.MSG.DELETE.HOLD",
         ],
         "sub_ok": ["llm.v1.chat", "llm.v1.reroute", "_INBOX_head.>", "$KV.sy_keys.>"],
         "sub_no": [">", "secrets.v1.get.>", "llm.v1.dispatch.>", "_INBOX_modelproxy.>"],
@@ -260,21 +266,47 @@ TABLE: dict[str, dict[str, list[str]]] = {
         "pub_ok": [
             "$KV.sy_routes.table",
             "$KV.sy_health.cd.x",
+            "$KV.sy_sched.dep.x",
             "$JS.API.CONSUMER.CREATE.DISPATCH.dep-x.llm.v1.dispatch.x",
             "$JS.API.CONSUMER.INFO.DISPATCH.dep-x",
+            DISPATCH,  # the feeder moves held requests into dispatch
+            "$JS.API.STREAM.MSG.DELETE.HOLD",
         ],
         "pub_no": [
             SECRET_GET,
             SECRET_ADMIN,
-            DISPATCH,
+            "llm.v1.hold.x.default.t",
+            "$JS.API.STREAM.MSG.DELETE.DISPATCH",
+            "$JS.API.STREAM.DELETE.HOLD",
             "$JS.API.STREAM.DELETE.DISPATCH",
             "$JS.API.CONSUMER.DELETE.DISPATCH.dep-x",
             "$JS.API.STREAM.CREATE.EVIL",
             "llm.v1.usage",
             "_R_.abc.def",
         ],
-        "sub_ok": ["control.v1.admin.>", "_INBOX_control.>"],
+        "sub_ok": ["control.v1.admin.>", "_INBOX_control.>", "$JS.ACK.DISPATCH.>"],
         "sub_no": [">", "llm.v1.chat", "secrets.v1.get.>", "llm.v1.dispatch.>"],
+    },
+    "batch": {
+        "pub_ok": [
+            "llm.v1.chat",
+            "llm.v1.embed",
+            "$O.sy_files.C.x",
+            "$KV.sy_batches.b.x",
+            "$KV.sy_batch_lines.b.1",
+        ],
+        "pub_no": [
+            SECRET_GET,
+            SECRET_ADMIN,
+            CONTROL_ADMIN,
+            DISPATCH,
+            "$KV.sy_keys.anykey",
+            "$JS.API.STREAM.DELETE.OBJ_sy_files",
+            "$JS.API.STREAM.DELETE.KV_sy_batches",
+            "llm.v1.models",
+        ],
+        "sub_ok": ["_INBOX_batch.>"],
+        "sub_no": [">", "_INBOX_tail.>", "llm.v1.chat"],
     },
     "provisioner": {
         "pub_ok": ["$JS.API.STREAM.LIST", "$KV.sy_routes.table"],

@@ -28,6 +28,9 @@ class KeyFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     budget_period: str | None = None
     expires_at: float | None = None
     disabled: bool | None = None
+    weight: float | None = None
+    priority: str | None = None
+    max_priority: str | None = None
 
     def changes(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not None}

@@ -28,6 +28,7 @@ from switchyard.schemas.keys import (
     new_key_id,
     record_name,
 )
+from switchyard.schemas.scheduling import RANK
 
 UPDATE_ATTEMPTS = 5
 _MUTABLE = frozenset(
@@ -43,6 +44,9 @@ _MUTABLE = frozenset(
         "budget_period",
         "expires_at",
         "disabled",
+        "weight",
+        "priority",
+        "max_priority",
     }
 )
 
@@ -192,6 +196,19 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 field, f"`{out[field]}` is not a non-negative number", "use 0 for no limit"
             )
+    for field in ("priority", "max_priority"):
+        if field in out and out[field] not in RANK:
+            raise ConfigError(
+                field,
+                f"`{out[field]}` is not a priority class",
+                "use interactive, default or batch",
+            )
+    if "weight" in out and (
+        not isinstance(out["weight"], int | float) or not 0 < out["weight"] <= 1000
+    ):
+        raise ConfigError(
+            "weight", f"`{out['weight']}` is not a weight", "use a number in (0, 1000]"
+        )
     if "models" in out and isinstance(out["models"], str):
         out["models"] = tuple(m.strip() for m in out["models"].split(",") if m.strip())
     if "models" in out and isinstance(out["models"], Iterable):

@@ -42,6 +42,19 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
         "--budget-period", help="daily, weekly, monthly (default), total, or seconds"
     )
     parser.add_argument("--expires-in", help="e.g. 30d, 12h; the key stops working after it")
+    parser.add_argument(
+        "--weight", type=float, help="fair share of a saturated deployment (default 1)"
+    )
+    parser.add_argument(
+        "--priority",
+        choices=("interactive", "default", "batch"),
+        help="class of requests that ask for none (default: default)",
+    )
+    parser.add_argument(
+        "--max-priority",
+        choices=("interactive", "default", "batch"),
+        help="highest class the key may ask for (default: interactive)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -54,6 +67,9 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "max_parallel": args.max_parallel,
         "budget_usd": args.budget,
         "budget_period": args.budget_period,
+        "weight": args.weight,
+        "priority": args.priority,
+        "max_priority": args.max_priority,
     }
     if args.models is not None:
         fields["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())

@@ -25,6 +25,7 @@ from nats.nuid import NUID
 
 from switchyard.bus import headers as h
 from switchyard.errors import InvalidRequest
+from switchyard.schemas.scheduling import RANK
 
 __all__ = ["Deadline", "Envelope", "MalformedHeader", "new_request_id", "trace_context"]
 
@@ -43,6 +44,8 @@ _LIMITS = {
     h.PIN: 128,
     h.ERRORS: 1024,
     h.TRACESTATE: 512,
+    h.PRIORITY: 16,
+    h.WEIGHT: 16,
     h.AUTHORIZATION: 1024,
 }
 MAX_TRIED = 32
@@ -136,7 +139,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     (gateway only). Overwritten by the head after it authorised the request: ``key_id``,
     ``tenant``, ``key_hash``, ``budget_period``; then ``op``, ``alias``, ``reply``, ``stream``.
     Added on the dispatch hop: ``deployment``; on a reroute: ``tried``, ``errors``,
-    ``last_status``, ``retry_after``.
+    ``last_status``, ``retry_after``. ``priority`` is the caller's wish until the head decides
+    it (the key's default and ceiling apply); ``weight`` and ``once`` are the head's only.
     """
 
     request_id: str
@@ -159,6 +163,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     retry_after: float | None = None
     traceparent: str = ""
     tracestate: str = ""
+    priority: str = ""
+    weight: float = 1.0
+    once: bool = False
 
     @classmethod
     def decode(cls, headers: Mapping[str, str] | None) -> Envelope:
@@ -192,6 +199,14 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             raise MalformedHeader(h.OP, f"unknown operation {fields['op']!r}")
         if get(h.STREAM) == "1":
             fields["stream"] = True
+        if value := get(h.PRIORITY):
+            if value not in RANK:
+                raise MalformedHeader(h.PRIORITY, "use interactive, default or batch")
+            fields["priority"] = value
+        if value := get(h.WEIGHT):
+            fields["weight"] = _weight(value)
+        if get(h.ONCE) == "1":
+            fields["once"] = True
         if value := get(h.TRIED):
             tried = tuple(t for t in value.split(",") if t)
             if len(tried) > MAX_TRIED or any(len(t) > 128 for t in tried):
@@ -220,6 +235,12 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
                 out[name] = value
         if self.stream:
             out[h.STREAM] = "1"
+        if self.priority:
+            out[h.PRIORITY] = self.priority
+        if self.weight != 1.0:
+            out[h.WEIGHT] = f"{self.weight:g}"
+        if self.once:
+            out[h.ONCE] = "1"
         if self.tried:
             out[h.TRIED] = ",".join(self.tried)
         if self.last_status:
@@ -260,6 +281,16 @@ _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     (h.PIN, "pin"),
     (h.ERRORS, "errors"),
 )
+
+
+def _weight(value: str) -> float:
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = 0.0
+    if not 0 < weight <= 1000:
+        raise MalformedHeader(h.WEIGHT, "must be a number above 0, at most 1000")
+    return weight
 
 
 def _count(name: str, value: str, *, low: int, high: int) -> int:

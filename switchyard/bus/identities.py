@@ -51,6 +51,7 @@ SECRETS = Identity("secrets", Zone.CORE, "the only holder of Vault/OpenBao crede
 ACCOUNTING = Identity("accounting", Zone.CORE, "turns usage events into spend counters")
 PROVISIONER = Identity("provisioner", Zone.CORE, "creates streams, consumers and KV buckets")
 CONTROL = Identity("control", Zone.CORE, "validates and applies route changes for admins")
+BATCH = Identity("batch", Zone.CLIENT, "runs OpenAI Batch API jobs at batch priority")
 
 SERVICE_IDENTITIES: tuple[Identity, ...] = (
     TAIL,
@@ -62,8 +63,11 @@ SERVICE_IDENTITIES: tuple[Identity, ...] = (
     ACCOUNTING,
     PROVISIONER,
     CONTROL,
+    BATCH,
 )
 INGRESS_NAMES = frozenset({TAIL.name, GATEWAY.name})
+# Who may name a client key by its hash (they authenticated it, or run a job it created).
+KEY_HASH_CALLERS = frozenset({*INGRESS_NAMES, BATCH.name})
 # The certificate nats-server (and OpenBao) present; not a NATS user.
 SERVER_CERT = "server"
 

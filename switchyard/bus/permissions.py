@@ -58,6 +58,34 @@ def _kv_write(bucket: str) -> tuple[str, ...]:
     return (f"$KV.{bucket}.>",)
 
 
+def _objects(bucket: str) -> tuple[str, ...]:
+    """Read and write an object store (nats-py looks the stream up by subject on reads)."""
+    stream = f"OBJ_{bucket}"
+    return (
+        f"$O.{bucket}.>",
+        "$JS.API.STREAM.NAMES",
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.STREAM.PURGE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.API.CONSUMER.INFO.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    )
+
+
+# The Batch API's state (CLIENT): files, batch records, line results.
+_BATCH_STATE = (
+    *_objects(s.FILES_BUCKET),
+    *_kv_read(s.BATCHES_BUCKET),
+    *_kv_write(s.BATCHES_BUCKET),
+    *_kv_read(s.BATCH_LINES_BUCKET),
+    *_kv_write(s.BATCH_LINES_BUCKET),
+)
+
+
 def _heartbeat(name: str) -> str:
     """A process may report only under its own component name."""
     return f"{s.PROCESS_STATS}.{name}.>"
@@ -70,7 +98,14 @@ def permissions_for(identity: Identity) -> Permissions:
     if identity.zone is Zone.CLIENT:
         if name in ("tail", "gateway"):
             return Permissions(
-                publish_allow=(*s.LLM_API, *_kv_read(s.KEYS_BUCKET), _heartbeat(name)),
+                publish_allow=(
+                    *s.LLM_API,
+                    *_kv_read(s.KEYS_BUCKET),
+                    _heartbeat(name),
+                    *_objects(s.FILES_BUCKET),  # the Batch API: files and batch records
+                    *_kv_read(s.BATCHES_BUCKET),
+                    *_kv_write(s.BATCHES_BUCKET),
+                ),
                 publish_deny=(
                     *_SECRET_VALUES,
                     f"{s.SECRETS_ADMIN_PREFIX}.>",
@@ -92,8 +127,38 @@ def permissions_for(identity: Identity) -> Permissions:
                     s.AUDIT_ALL,
                     *_stream_follow(s.AUDIT_STREAM),
                     f"$JS.API.STREAM.CREATE.{s.AUDIT_STREAM}",
+                    # Provisions the Batch API's buckets; reads batch progress.
+                    *_kv_read(s.BATCHES_BUCKET),
+                    *_kv_read(s.BATCH_LINES_BUCKET),
+                    f"$JS.API.STREAM.INFO.OBJ_{s.FILES_BUCKET}",
+                    *(
+                        f"$JS.API.STREAM.{op}.{stream}"
+                        for op in ("CREATE", "UPDATE")
+                        for stream in (
+                            f"KV_{s.BATCHES_BUCKET}",
+                            f"KV_{s.BATCH_LINES_BUCKET}",
+                            f"OBJ_{s.FILES_BUCKET}",
+                        )
+                    ),
                 ),
                 publish_deny=(*_SECRET_VALUES, *s.LLM_API),
+                subscribe_allow=inbox,
+            )
+        if name == "batch":
+            return Permissions(
+                publish_allow=(
+                    s.CHAT,
+                    s.COMPLETE,
+                    s.EMBED,
+                    s.RESPONSES,
+                    _heartbeat(name),
+                    *_BATCH_STATE,
+                ),
+                publish_deny=(
+                    *_SECRET_VALUES,
+                    f"{s.SECRETS_ADMIN_PREFIX}.>",
+                    f"{s.CONTROL_ADMIN_PREFIX}.>",
+                ),
                 subscribe_allow=inbox,
             )
         # Internal clients: the LLM API only.
@@ -111,11 +176,13 @@ def permissions_for(identity: Identity) -> Permissions:
             publish_allow=(
                 _heartbeat(name),
                 f"{s.DISPATCH_PREFIX}.>",
+                f"{s.HOLD_PREFIX}.>",  # a saturated deployment's requests wait there
                 f"$JS.API.STREAM.INFO.{s.DISPATCH_STREAM}",
                 "_R_.>",  # errors for rerouted requests go to the original caller
                 *_kv_read(s.ROUTES_BUCKET),
                 *_kv_read(s.HEALTH_BUCKET),
                 *_kv_write(s.HEALTH_BUCKET),
+                *_kv_read(s.SCHED_BUCKET),
                 f"{s.KEYS_DIRECT_GET_PREFIX}.>",  # read a client key's policy (imported)
             ),
             publish_deny=_SECRET_VALUES,
@@ -163,7 +230,7 @@ def permissions_for(identity: Identity) -> Permissions:
             subscribe_allow=inbox,
         )
     if name == "control":
-        dispatch = s.DISPATCH_STREAM
+        dispatch, hold = s.DISPATCH_STREAM, s.HOLD_STREAM
         return Permissions(
             publish_allow=(
                 _heartbeat(name),
@@ -179,9 +246,28 @@ def permissions_for(identity: Identity) -> Permissions:
                 f"$JS.API.CONSUMER.CREATE.{dispatch}.>",
                 f"$JS.API.CONSUMER.DURABLE.CREATE.{dispatch}.>",
                 f"$JS.API.CONSUMER.INFO.{dispatch}.>",
+                # The feeder: read HOLD with its own consumer, move each request into
+                # dispatch, then delete it from HOLD; publish the saturation state.
+                f"{s.DISPATCH_PREFIX}.>",
+                f"$JS.API.STREAM.INFO.{hold}",
+                f"$JS.API.CONSUMER.CREATE.{hold}",
+                f"$JS.API.CONSUMER.CREATE.{hold}.>",
+                f"$JS.API.CONSUMER.DELETE.{hold}.>",
+                f"$JS.API.CONSUMER.INFO.{hold}.>",
+                f"$JS.FC.{hold}.>",
+                f"$JS.API.STREAM.MSG.DELETE.{hold}",
+                *_kv_read(s.SCHED_BUCKET),
+                *_kv_write(s.SCHED_BUCKET),
             ),
             publish_deny=_SECRET_VALUES,
-            subscribe_allow=(f"{s.CONTROL_ADMIN_PREFIX}.>", *inbox, "$SRV.>", s.STATS_ALL),
+            subscribe_allow=(
+                f"{s.CONTROL_ADMIN_PREFIX}.>",
+                *inbox,
+                "$SRV.>",
+                s.STATS_ALL,
+                # Each acknowledgement of a saturated deployment's request is a freed slot.
+                f"$JS.ACK.{dispatch}.>",
+            ),
             allow_responses=True,
         )
     if name == "provisioner":

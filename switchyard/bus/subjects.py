@@ -6,6 +6,8 @@ and ``secrets.v1.admin``; everything else here stays inside its account (DESIGN 
 
 from __future__ import annotations
 
+import hashlib
+
 # The LLM API (CORE service, exported to CLIENT with streamed responses).
 CHAT = "llm.v1.chat"
 COMPLETE = "llm.v1.complete"
@@ -23,6 +25,11 @@ HEAD_QUEUE = "head"
 DISPATCH_STREAM = "DISPATCH"
 DISPATCH_PREFIX = "llm.v1.dispatch"
 DISPATCH_ALL = f"{DISPATCH_PREFIX}.>"
+# Held requests (CORE only): when a deployment is saturated, heads park requests here, one
+# subject per (deployment, priority, tenant); the feeder moves them into dispatch in fair order.
+HOLD_STREAM = "HOLD"
+HOLD_PREFIX = "llm.v1.hold"
+HOLD_ALL = f"{HOLD_PREFIX}.>"
 # A model-proxy hands a retryable failure back to the heads (CORE only).
 REROUTE = "llm.v1.reroute"
 
@@ -45,7 +52,7 @@ STATS_PREFIX = "stats.v1"
 PROCESS_STATS = f"{STATS_PREFIX}.process"
 TRAFFIC_STATS = f"{STATS_PREFIX}.traffic"
 STATS_ALL = f"{STATS_PREFIX}.>"
-CLIENT_STATS = tuple(f"{PROCESS_STATS}.{edge}.>" for edge in ("tail", "gateway"))
+CLIENT_STATS = tuple(f"{PROCESS_STATS}.{edge}.>" for edge in ("tail", "gateway", "batch"))
 
 # The admin audit log (CLIENT only): one subject per kind of change, written by the admin
 # identity (API, web UI and CLI), appended and read, never deleted or purged.
@@ -57,6 +64,11 @@ AUDIT_ALL = f"{AUDIT_PREFIX}.>"
 ROUTES_BUCKET = "sy_routes"  # CORE: the route table document
 HEALTH_BUCKET = "sy_health"  # CORE: deployment cooldowns shared by all heads
 KEYS_BUCKET = "sy_keys"  # CLIENT: client key hashes and limits
+SCHED_BUCKET = "sy_sched"  # CORE: per-deployment saturation state (feeder writes, heads read)
+# The Batch API (CLIENT): uploaded and produced files, batch records, one result per line.
+FILES_BUCKET = "sy_files"  # object store
+BATCHES_BUCKET = "sy_batches"
+BATCH_LINES_BUCKET = "sy_batch_lines"
 # CLIENT shares the key bucket with CORE read-only: its change stream, and direct gets under
 # this prefix (remapped so CORE's own JetStream API does not answer them).
 KEYS_CHANGES = f"$KV.{KEYS_BUCKET}.>"
@@ -71,6 +83,29 @@ def dispatch(deployment_id: str) -> str:
 def dispatch_consumer(deployment_id: str) -> str:
     """The durable consumer name for one deployment's queue."""
     return f"dep-{deployment_id}"
+
+
+def dispatch_acks(deployment_id: str) -> str:
+    """The acknowledgements model-proxies send for one deployment's requests (the feeder
+    listens to them while the deployment is saturated: each one is a freed slot)."""
+    return f"$JS.ACK.{DISPATCH_STREAM}.{dispatch_consumer(deployment_id)}.>"
+
+
+def hold(deployment_id: str, priority: str, tenant: str) -> str:
+    """Where a request waits while its deployment is saturated."""
+    return f"{HOLD_PREFIX}.{deployment_id}.{priority}.{tenant_token(tenant)}"
+
+
+def hold_of(deployment_id: str) -> str:
+    return f"{HOLD_PREFIX}.{deployment_id}.>"
+
+
+def tenant_token(tenant: str) -> str:
+    """``tenant`` as one subject token: itself when already safe, else a digest (so two
+    tenants never share a queue)."""
+    if tenant and token(tenant) == tenant:
+        return tenant
+    return "h-" + hashlib.sha256(tenant.encode()).hexdigest()[:24]
 
 
 def secrets_get(name: str) -> str:

@@ -272,9 +272,15 @@ class StreamSettings(_Section, frozen=True):
         duplicate_window_s: JetStream deduplicates re-published requests and usage events
             within this window (``Nats-Msg-Id``).
         usage_max_age_s: how long usage events are kept in the stream.
+        hold_tenant_limit: requests one tenant may have waiting per deployment and priority
+            while the deployment is saturated (HOLD, discard-new per subject); beyond it that
+            tenant's new requests get 429 ``tenant_queue_full`` and nobody else's do.
+        hold_max_bytes: the most the HOLD stream stores (all tenants together).
     """
 
     dispatch_queue_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    hold_tenant_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    hold_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024
     dispatch_max_age_s: Seconds = 3600.0
     duplicate_window_s: Seconds = 120.0
     usage_max_age_s: Seconds = 7 * 86400.0

@@ -354,6 +354,27 @@ class Monitor:
                     break
                 point.latency = point.ttft = None
 
+    # ---- what the feeder needs ----
+
+    def mean_latency_s(self, deployment: str, now: float | None = None) -> float | None:
+        """Mean time per request of a deployment over the overview window (stored to final
+        answer, from bucket midpoints), or None without recent traffic."""
+        points = self._series_of(deployment).window(now or time.time(), RATE_WINDOW_S)
+        counts: list[int] | None = None
+        for p in points:
+            if p.latency is not None:
+                counts = _add(counts, p.latency)
+        total = sum(counts or ())
+        if not counts or not total:
+            return None
+        bounds = m.LATENCY_BUCKETS_MS
+        ms = sum(c * bounds[i] / 1.22 for i, c in enumerate(counts) if c)  # ~ bucket midpoint
+        return ms / total / 1000
+
+    def heads(self) -> int:
+        """Head processes reporting in healthy now."""
+        return sum(1 for p in self.processes() if p.component == "head" and p.healthy)
+
     # ---- views ----
 
     def processes(self, now: float | None = None) -> list[m.ProcessState]:

@@ -26,6 +26,7 @@ from nats.micro.service import Service
 
 from switchyard.bus import identities, subjects
 from switchyard.config import Settings
+from switchyard.control.feeder import Feeder
 from switchyard.control.monitor import Monitor
 from switchyard.errors import Conflict, InvalidRequest
 from switchyard.runtime.audit import request_actor
@@ -36,7 +37,7 @@ from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import control as wire
 from switchyard.schemas.health import PREFIX as COOLDOWN_PREFIX
-from switchyard.schemas.monitor import ENCODER
+from switchyard.schemas.monitor import ENCODER, Overview
 from switchyard.schemas.routing import (
     InvalidRouteTable,
     RouteTable,
@@ -65,6 +66,9 @@ class Control:
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
         self.monitor = Monitor(nc, settings, metrics, lambda: self.table, self.cooldowns)
+        self.feeder = Feeder(
+            nc, metrics, lambda: self.table, self.monitor.heads, self.monitor.mean_latency_s
+        )
         self._service: Service | None = None
         self._endpoints = Endpoints("control")
         self._write_lock = asyncio.Lock()
@@ -76,6 +80,7 @@ class Control:
         await self.cooldowns.start()
         await self._follower.start()
         await self.monitor.start()
+        await self.feeder.start()
         svc = await add_service(
             self.nc,
             name="control",
@@ -106,6 +111,7 @@ class Control:
             await self._service.stop()
             self._service = None
         await self._endpoints.drain(grace)
+        await self.feeder.stop()
         await self.monitor.stop()
         await self._follower.stop()
         await self.cooldowns.stop()
@@ -174,11 +180,22 @@ class Control:
     async def _deployments(self, req: Request) -> None:
         state = await self._state()
         self.table = state.table  # the freshest, even if the watch has not delivered it yet
-        listing = wire.DeploymentList(self.monitor.overview().deployments)
+        listing = wire.DeploymentList(self._overview_now().deployments)
         await reply_ok(req, wire.ENCODER.encode(listing))
 
     async def _overview(self, req: Request) -> None:
-        await reply_ok(req, ENCODER.encode(self.monitor.overview()))
+        await reply_ok(req, ENCODER.encode(self._overview_now()))
+
+    def _overview_now(self) -> Overview:
+        """The monitor's overview with the feeder's held queues per deployment."""
+        overview = self.monitor.overview()
+        deployments = [
+            msgspec.structs.replace(
+                d, saturated=self.feeder.saturated(d.id), held=self.feeder.held(d.id)
+            )
+            for d in overview.deployments
+        ]
+        return msgspec.structs.replace(overview, deployments=deployments)
 
     async def _history(self, req: Request) -> None:
         try:

@@ -34,7 +34,7 @@ from switchyard.dialects.probes import (
     probe_messages,
     probe_responses,
 )
-from switchyard.errors import ApiError, PayloadTooLarge, ServiceUnavailable
+from switchyard.errors import ApiError, InvalidRequest, PayloadTooLarge, ServiceUnavailable
 from switchyard.ingress.edge import SAFE_ID, Edge, FinalReply, presented_key, sse_frames
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
@@ -48,6 +48,7 @@ from switchyard.schemas.openai import (
     error_body,
     probe,
 )
+from switchyard.schemas.scheduling import RANK
 from switchyard.telemetry import request_id_var
 
 log = logging.getLogger("switchyard.ingress")
@@ -74,6 +75,7 @@ _SSE = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+PRIORITY_HEADER = b"x-switchyard-priority"  # interactive | default | batch (Sy-Priority)
 _WANTED = frozenset(
     {
         b"authorization",
@@ -85,6 +87,7 @@ _WANTED = frozenset(
         b"x-stainless-timeout",
         b"traceparent",
         b"tracestate",
+        PRIORITY_HEADER,
     }
 )
 
@@ -240,8 +243,16 @@ def _envelope(edge: Edge, request_id: str, key: ClientKey, wanted: dict[bytes, b
         wanted.get(b"traceparent", b"").decode("latin-1"),
         wanted.get(b"tracestate", b"").decode("latin-1"),
     )
+    priority = wanted.get(PRIORITY_HEADER, b"").decode("latin-1").strip().lower()
+    if priority and priority not in RANK:
+        raise InvalidRequest(
+            "x-switchyard-priority must be interactive, default or batch",
+            param="x-switchyard-priority",
+            code="invalid_header",
+        )
     return Envelope(
         request_id=request_id,
+        priority=priority,
         deadline=edge.deadline(
             wanted.get(b"x-request-timeout") or wanted.get(b"x-stainless-timeout")
         ),

@@ -41,6 +41,29 @@ def dispatch_stream_config(settings: Settings) -> js_api.StreamConfig:
     )
 
 
+def hold_stream_config(settings: Settings) -> js_api.StreamConfig:
+    """Requests waiting while their deployment is saturated: one subject per (deployment,
+    priority, tenant), so a tenant's limit is its own subject's; the feeder deletes each
+    message once it is stored in dispatch (limits retention: it reads them with a fresh
+    consumer after every restart)."""
+    st = settings.streams
+    return js_api.StreamConfig(
+        name=s.HOLD_STREAM,
+        description="requests held for fair order while their deployment is saturated",
+        subjects=[s.HOLD_ALL],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        num_replicas=settings.nats.stream_replicas,
+        discard=js_api.DiscardPolicy.NEW,
+        discard_new_per_subject=True,
+        max_msgs_per_subject=st.hold_tenant_limit,
+        max_bytes=st.hold_max_bytes,
+        max_age=st.dispatch_max_age_s,
+        duplicate_window=st.duplicate_window_s,
+        max_msg_size=settings.ingress.max_body_bytes + 64 * 1024,
+    )
+
+
 def usage_stream_config(settings: Settings) -> js_api.StreamConfig:
     return js_api.StreamConfig(
         name=s.USAGE_STREAM,
@@ -108,6 +131,9 @@ BUCKETS: dict[str, tuple[int, float | None]] = {
     s.ROUTES_BUCKET: (20, None),  # CORE: the route table, with some history for audits
     s.HEALTH_BUCKET: (1, HEALTH_TTL_S),  # CORE: cooldowns
     s.KEYS_BUCKET: (5, None),  # CLIENT: client key records
+    s.SCHED_BUCKET: (1, None),  # CORE: saturation state per deployment (feeder -> heads)
+    s.BATCHES_BUCKET: (1, None),  # CLIENT: Batch API batch records
+    s.BATCH_LINES_BUCKET: (1, None),  # CLIENT: one result per batch line, written once
 }
 
 
@@ -120,6 +146,16 @@ def bucket_config(bucket: str, settings: Settings) -> js_api.KeyValueConfig:
         storage=js_api.StorageType.FILE,
         replicas=settings.stream_replicas,
         direct=True,
+    )
+
+
+def files_store_config(settings: Settings) -> js_api.ObjectStoreConfig:
+    """The Batch API's files: uploaded inputs and the outputs batches produce (CLIENT)."""
+    return js_api.ObjectStoreConfig(
+        bucket=s.FILES_BUCKET,
+        description="Batch API files (JSONL inputs and outputs)",
+        storage=js_api.StorageType.FILE,
+        replicas=settings.nats.stream_replicas,
     )
 
 

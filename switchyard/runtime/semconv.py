@@ -120,6 +120,18 @@ QUEUE_REDELIVERED = "switchyard_queue_redelivered"  # delivered more than once, 
 QUEUE_OLDEST_AGE = "switchyard_queue_oldest_age_seconds"  # age of the oldest waiting request
 QUEUE_ACKED = "switchyard_queue_acked_total"  # requests the deployment finished (ack floor)
 PROCESS_UP = "switchyard_process_up"  # component, instance: 1 while it reports in
+# Control's feeder: fair queueing of saturated deployments.
+QUEUE_HELD = "switchyard_queue_held"  # deployment, priority, tenant: waiting in HOLD
+DEPLOYMENT_SATURATED = "switchyard_deployment_saturated"  # deployment: 1 while requests held
+FAIR_MOVES = "switchyard_fair_moves_total"  # deployment, priority: moved HOLD -> dispatch
+PRIORITY = "priority"  # interactive, default, batch
+# A team name (admins create teams, so the set is bounded); keys without a team share
+# NO_TEAM: a label never carries a key id.
+TENANT = "tenant"
+NO_TEAM = "_no_team"
+# The batch runner.
+BATCH_LINES = "switchyard_batch_lines_total"  # result: completed, failed
+BATCHES = "switchyard_batches"  # status: batches the runner knows in that status
 COMPONENT = "component"
 INSTANCE = "instance"
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from switchyard.errors import AuthenticationFailed
+from switchyard.schemas.scheduling import DEFAULT, Priority, Weight
 
 KEY_PREFIX = "sk-sy-"
 RECORD_PREFIX = "k."
@@ -33,6 +34,10 @@ class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
         expires_at: unix seconds, 0 for never.
         disabled: refused everywhere while true.
         hint: last four characters, shown in listings.
+        weight: the tenant's share of a saturated deployment relative to other tenants
+            (give every key of a team the same weight; the latest request's counts).
+        priority: the class of a request that asks for none (header or ``service_tier``).
+        max_priority: the highest class this key may ask for; higher wishes are lowered.
     """
 
     id: str
@@ -50,6 +55,9 @@ class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float = 0.0
     disabled: bool = False
     hint: str = ""
+    weight: Weight = 1.0
+    priority: Priority = DEFAULT
+    max_priority: Priority = "interactive"
     kind: Literal["client"] = "client"
 
     def allows(self, model: str) -> bool:

@@ -105,6 +105,15 @@ class CooldownState(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+class HeldQueue(msgspec.Struct, frozen=True, kw_only=True):
+    """Requests of one tenant and priority waiting in HOLD for a saturated deployment."""
+
+    priority: str
+    tenant: str  # the team, else the key id of a key without one
+    waiting: int
+    oldest_wait_s: float = 0.0
+
+
 class DeploymentState(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     provider: str
@@ -116,6 +125,8 @@ class DeploymentState(msgspec.Struct, frozen=True, kw_only=True):
     queue: QueueState | None = None  # None: the queue could not be read
     rates: Rates = Rates()
     cooldown: CooldownState | None = None
+    saturated: bool = False  # its requests wait in HOLD, started in fair order
+    held: list[HeldQueue] = []  # by priority and tenant
 
 
 class ProcessState(msgspec.Struct, frozen=True, kw_only=True):

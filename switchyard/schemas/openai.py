@@ -30,6 +30,7 @@ class ChatProbe(msgspec.Struct, frozen=True, kw_only=True):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    service_tier: str | None = None  # OpenAI's; maps onto a priority class (see scheduling)
 
 
 class CompletionProbe(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,6 +41,7 @@ class CompletionProbe(msgspec.Struct, frozen=True, kw_only=True):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = None
+    service_tier: str | None = None
 
 
 class EmbeddingProbe(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,6 +56,7 @@ class ModelOnly(msgspec.Struct, frozen=True):
 
     model: ModelName
     stream: bool | None = False
+    service_tier: str | None = None
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):

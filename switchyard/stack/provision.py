@@ -25,6 +25,8 @@ from switchyard.runtime.definitions import (
     audit_stream_config,
     bucket_config,
     dispatch_stream_config,
+    files_store_config,
+    hold_stream_config,
     load_route_table,
     sync_dispatch_consumers,
     usage_stream_config,
@@ -62,9 +64,11 @@ async def provision_core(nc: NATS, settings: Settings, *, timeout: float = 10.0)
     js = nc.jetstream(timeout=timeout)
     await _ensure_stream(js, dispatch_stream_config(settings))
     await _ensure_stream(js, usage_stream_config(settings))
+    await _ensure_stream(js, hold_stream_config(settings))
     await js.add_consumer(s.USAGE_STREAM, accounting_consumer_config())
     routes = await _ensure_kv(js, s.ROUTES_BUCKET, settings)
     await _ensure_kv(js, s.HEALTH_BUCKET, settings)
+    await _ensure_kv(js, s.SCHED_BUCKET, settings)
     table = await load_route_table(js)
     if table is None:
         table = settings.route_table
@@ -75,7 +79,8 @@ async def provision_core(nc: NATS, settings: Settings, *, timeout: float = 10.0)
 
 
 async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.0) -> None:
-    """Provision CLIENT (connected as admin): the client-key bucket and the audit stream.
+    """Provision CLIENT (connected as admin): the client-key bucket, the audit stream, and the
+    Batch API's files (object store), batch records and line results.
 
     The audit stream is created once and never updated from here: the admin identity may
     create it but not reshape it (see ``bus.permissions``), so it cannot shrink its own log.
@@ -87,6 +92,13 @@ async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.
     except NotFoundError:
         await js.add_stream(audit_stream_config(settings))
         log.info("created stream %s", s.AUDIT_STREAM)
+    await _ensure_kv(js, s.BATCHES_BUCKET, settings)
+    await _ensure_kv(js, s.BATCH_LINES_BUCKET, settings)
+    try:
+        await js.object_store(s.FILES_BUCKET)
+    except BucketNotFoundError:
+        await js.create_object_store(s.FILES_BUCKET, config=files_store_config(settings))
+        log.info("created object store %s", s.FILES_BUCKET)
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, settings: Settings) -> KeyValue:

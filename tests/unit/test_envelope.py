@@ -42,6 +42,9 @@ FULL = {
     h.RETRY_AFTER: "2.5",
     h.TRACEPARENT: TRACE,
     h.TRACESTATE: "vendor=x",
+    h.PRIORITY: "batch",
+    h.WEIGHT: "2.5",
+    h.ONCE: "1",
 }
 
 
@@ -60,6 +63,7 @@ def test_every_header_is_decoded_into_its_typed_field() -> None:
     assert env.errors == "d1: 500 boom; d2: 429 slow"
     assert (env.last_status, env.retry_after) == (429, 2.5)
     assert (env.traceparent, env.tracestate) == (TRACE, "vendor=x")
+    assert (env.priority, env.weight, env.once) == ("batch", 2.5, True)
 
 
 def test_encode_then_decode_is_the_same_envelope() -> None:
@@ -76,6 +80,7 @@ def test_every_header_but_none_may_be_left_out() -> None:
     assert env.tried == ()
     assert env.retry_after is None
     assert not env.stream
+    assert (env.priority, env.weight, env.once) == ("", 1.0, False)
     assert Envelope.decode(None).request_id != env.request_id
     # Defaults are not written back.
     assert set(env.encode()) == {h.REQUEST_ID, h.ATTEMPT}
@@ -107,6 +112,13 @@ def test_unknown_headers_are_ignored() -> None:
         (h.TRACEPARENT, "not-a-trace"),
         (h.TRACEPARENT, TRACE.upper()),
         (h.TRIED, ",".join(f"d{i}" for i in range(MAX_TRIED + 1))),
+        (h.PRIORITY, "urgent"),
+        (h.PRIORITY, "Interactive"),
+        (h.WEIGHT, "0"),
+        (h.WEIGHT, "-1"),
+        (h.WEIGHT, "heavy"),
+        (h.WEIGHT, "nan"),
+        (h.WEIGHT, "1001"),
     ],
 )
 def test_a_malformed_header_is_a_400_naming_it(header: str, value: str) -> None:
@@ -168,3 +180,16 @@ def test_trace_context_from_http_is_kept_only_when_valid() -> None:
 
 def test_request_ids_are_unique() -> None:
     assert len({new_request_id() for _ in range(1000)}) == 1000
+
+
+@pytest.mark.parametrize("priority", ["interactive", "default", "batch"])
+def test_each_priority_class_round_trips(priority: str) -> None:
+    env = Envelope.decode({h.REQUEST_ID: "r", h.PRIORITY: priority})
+    assert env.priority == priority
+    assert env.encode()[h.PRIORITY] == priority
+
+
+def test_priority_weight_and_once_at_their_defaults_are_not_written() -> None:
+    headers = Envelope(request_id="r", priority="", weight=1.0, once=False).encode()
+    assert not {h.PRIORITY, h.WEIGHT, h.ONCE} & set(headers)
+    assert Envelope(request_id="r", weight=0.5).encode()[h.WEIGHT] == "0.5"

@@ -12,7 +12,7 @@ import logging
 
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Deadline, Envelope
-from switchyard.errors import BusError, DeadlineExceeded, ServiceUnavailable
+from switchyard.errors import BusError, DeadlineExceeded, RateLimited, ServiceUnavailable
 from switchyard.runtime.jetstream import AckPublisher, StreamRejected
 
 log = logging.getLogger("switchyard.head")
@@ -30,15 +30,18 @@ async def publish_dispatch(
     timeout: float,
     retries: int,
     deadline: Deadline,
+    subject: str = "",
 ) -> None:
-    """Store the request in ``llm.v1.dispatch.<deployment_id>``.
+    """Store the request in ``llm.v1.dispatch.<deployment_id>``, or in ``subject`` (its HOLD
+    queue while the deployment is saturated).
 
     Raises:
         ServiceUnavailable: the queue is full (code ``queue_full``) or JetStream stayed
             unavailable through every retry.
+        RateLimited: the tenant's own HOLD queue is full (code ``tenant_queue_full``).
         DeadlineExceeded: the deadline passed while retrying.
     """
-    subject = subjects.dispatch(deployment_id)
+    subject = subject or subjects.dispatch(deployment_id)
     for attempt in range(retries + 1):
         remaining = deadline.remaining()
         if remaining <= 0:
@@ -48,6 +51,12 @@ async def publish_dispatch(
             return
         except StreamRejected as exc:
             if any(marker in exc.description.lower() for marker in _FULL):
+                if subject.startswith(subjects.HOLD_PREFIX):
+                    raise RateLimited(
+                        f"your queue for deployment {deployment_id} is full; retry later",
+                        code="tenant_queue_full",
+                        retry_after=1,
+                    ) from None
                 raise ServiceUnavailable(
                     f"the queue for deployment {deployment_id} is full; retry later",
                     code="queue_full",

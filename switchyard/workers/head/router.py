@@ -24,6 +24,14 @@ class Router:
         self._alias_of = {
             dep.id: alias for alias, route in table.routes.items() for dep in route.deployments
         }
+        self._concurrency = {
+            dep_id: deployment.concurrency or provider.concurrency
+            for dep_id, (provider, deployment) in table.deployments().items()
+        }
+
+    def concurrency(self, deployment_id: str) -> int:
+        """How many requests the deployment serves at once (every model-proxy together)."""
+        return self._concurrency.get(deployment_id, 1)
 
     def aliases(self) -> list[str]:
         return self._aliases
@@ -91,6 +99,24 @@ class Router:
             weights = [d.weight for d in options]
             return random.choices(options, weights=weights)[0]  # noqa: S311 - load spreading
         return None
+
+    def sibling(
+        self, chosen: Deployment, *, tried: Iterable[str], skip: Callable[[str], bool]
+    ) -> Deployment | None:
+        """Another deployment of the same route as ``chosen`` that ``skip`` does not rule out
+        (weighted), or None: batch work goes where there is spare capacity."""
+        alias = self._alias_of.get(chosen.id)
+        if alias is None:
+            return None
+        done = set(tried)
+        options = [
+            d
+            for d in self.table.routes[alias].deployments
+            if d.id != chosen.id and d.id not in done and d.weight > 0 and not skip(d.id)
+        ]
+        if not options:
+            return None
+        return random.choices(options, weights=[d.weight for d in options])[0]  # noqa: S311
 
     def pinned(self, deployment_id: str) -> Deployment:
         """Exactly ``deployment_id`` (used by the admin API to test one deployment).

@@ -41,8 +41,10 @@ from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.keys import ClientKey, hash_key
 from switchyard.schemas.openai import PROBES, Model, ModelList, encode, model_of, probe
 from switchyard.schemas.routing import Deployment, InvalidRouteTable, decode_route_table
+from switchyard.schemas.scheduling import capped, fair_tenant, of_service_tier
 from switchyard.telemetry import request_id_var
 from switchyard.workers.head import decide
+from switchyard.workers.head.admission import Admission
 from switchyard.workers.head.dispatch import msg_id, publish_dispatch
 from switchyard.workers.head.keys import KeyPolicies
 from switchyard.workers.head.metrics import (
@@ -82,6 +84,7 @@ class Head:
         self.router = Router(settings.route_table)
         self.cooldowns = CooldownBook(self.js)
         self.keys = KeyPolicies(nc)
+        self.admission = Admission(self.js)
         self.stats = HeadMetrics(metrics, lambda: self.router, self.cooldowns)
         self._routes = KvFollower(
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
@@ -106,6 +109,7 @@ class Head:
         await self.publisher.start()
         await self.cooldowns.start()
         await self.keys.start()
+        await self.admission.start()
         await self._routes.start()
         for subject in (*_OPS, subjects.MODELS):
             self._subs.append(
@@ -129,6 +133,7 @@ class Head:
         await self._routes.stop()
         await self.cooldowns.stop()
         await self.keys.stop()
+        await self.admission.stop()
         await self.publisher.stop()
 
     async def _on_message(self, msg: Msg) -> None:
@@ -219,10 +224,17 @@ class Head:
         # Responses and Messages dialects are checked by their translators.
         body = probe(op, msg.data) if op in PROBES else model_of(msg.data)
         alias = body.model
-        key, pinned = await self._authorize(env, caller_identity(msg.headers))
+        caller = caller_identity(msg.headers)
+        key, pinned = await self._authorize(env, caller)
         if not key.allows(alias):
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
+        wish = env.priority or of_service_tier(getattr(body, "service_tier", None)) or key.priority
         env = self._stamp(env, key).with_(
+            priority=capped(wish, key.max_priority),
+            weight=key.weight,
+            # Billed once per request id however often it runs: only for the batch runner,
+            # which resubmits a line after a restart under the same id.
+            once=env.once and caller == identities.BATCH.name,
             # A pin travels with the request, so a failed attempt comes back pinned and ends
             # (_after_failure) instead of being rerouted to another deployment.
             pin=pinned or "",
@@ -236,7 +248,9 @@ class Head:
             last_status=0,
             retry_after=None,
         )
-        deployment = decide.choose(self.router, self.cooldowns, env, pinned=pinned or None)
+        deployment = self._spare(
+            env, decide.choose(self.router, self.cooldowns, env, pinned=pinned or None)
+        )
         await self._dispatch(msg.data, env, deployment, hop)
         self.stats.outcome(DISPATCHED)
         await replies.send_accepted(self.nc, reply)
@@ -245,9 +259,20 @@ class Head:
         """A model-proxy handed a retryable failure back: try the next deployment."""
         env = self._deadline(env)
         await self._after_failure(env)
-        deployment = decide.choose(self.router, self.cooldowns, env, pinned=None)
+        deployment = self._spare(env, decide.choose(self.router, self.cooldowns, env, pinned=None))
         await self._dispatch(body, env, deployment, hop)
         self.stats.outcome(REROUTED)
+
+    def _spare(self, env: Envelope, chosen: Deployment) -> Deployment:
+        """Batch work goes to a deployment of the model with spare capacity, if one has."""
+        if env.priority != "batch" or env.pin or not self.admission.held(chosen.id):
+            return chosen
+        other = self.router.sibling(
+            chosen,
+            tried=env.tried,
+            skip=lambda d: self.admission.held(d) or self.cooldowns.cooling(d),
+        )
+        return other or chosen
 
     async def _dispatch(self, body: bytes, env: Envelope, chosen: Deployment, hop: Hop) -> None:
         deadline = env.deadline
@@ -261,6 +286,13 @@ class Head:
             env = env.with_(traceparent=hop.traceparent)
         out = env.with_(deployment=deployment).encode()
         out[h.NATS_MSG_ID] = msg_id(env)
+        subject = ""  # straight to dispatch, unless the deployment is saturated:
+        if not env.pin and not self.admission.direct(
+            deployment, self.router.concurrency(deployment)
+        ):
+            subject = subjects.hold(
+                deployment, env.priority or "default", fair_tenant(env.tenant, env.key_id)
+            )
         await publish_dispatch(
             self.publisher,
             deployment,
@@ -269,6 +301,7 @@ class Head:
             timeout=self.settings.head.publish_timeout_s,
             retries=self.settings.head.publish_retries,
             deadline=deadline,
+            subject=subject,
         )
 
     async def _after_failure(self, env: Envelope) -> None:
@@ -305,7 +338,7 @@ class Head:
         if env.pin and caller == identities.GATEWAY.name:
             # The management API's "test this deployment" (admin-authenticated at the edge).
             return DEPLOYMENT_TEST_KEY, env.pin
-        if caller in identities.INGRESS_NAMES:
+        if caller in identities.KEY_HASH_CALLERS:
             digest = env.key_hash
         else:
             scheme, _, value = env.authorization.partition(" ")

@@ -1,0 +1,407 @@
+"""The feeder: moves held requests into dispatch, in fair order, exactly when a slot frees.
+
+While a deployment has free slots, heads dispatch straight to it and the feeder only
+publishes the deployment's ``sy_sched`` record (heads alive, time per request). Once a request
+lands in HOLD (a head found the deployment busy), the feeder takes over that deployment:
+
+1. it reads the dispatch consumer's state once (waiting + in flight = slots taken) and starts
+   listening to the deployment's acknowledgements (``$JS.ACK.DISPATCH.dep-<id>.>``: each one a
+   freed slot; a server-side tap, so model-proxies send nothing extra);
+2. it reads every held request with its own consumer and queues it in a :class:`FairQueue`;
+3. while a slot is free, it pops the next request (strict priority, weighted DRR by tenant),
+   stores it in dispatch under the held message's ``Nats-Msg-Id`` and only then deletes it from
+   HOLD, so a crash between the two is deduplicated by dispatch, never lost or doubled;
+4. while anything is left waiting it marks the deployment ``held`` so every head parks new
+   requests in HOLD too (none jumps the fair order); once HOLD is empty and a slot is free it
+   clears the mark and the fast path resumes. Once a second it re-reads the consumer state,
+   which corrects any count the taps missed.
+
+Nothing here is durable but HOLD itself: a restarted feeder reads HOLD from the start with a
+new consumer and carries on; DRR deficits start from zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
+from switchyard.control.fairqueue import FairQueue
+from switchyard.errors import BusError
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.jetstream import AckPublisher, StreamRejected
+from switchyard.runtime.metrics import Metrics
+from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.schemas import monitor as m
+from switchyard.schemas.routing import RouteTable
+from switchyard.schemas.scheduling import SCHED_ENCODER, SchedState
+
+log = logging.getLogger("switchyard.control.feeder")
+
+TICK_S = 1.0
+REFRESH_S = 3.0  # heads treat a record older than admission.STALE_S (10 s) as "no feeder"
+_JSON = msgspec.json.Encoder()
+_SKIP_HEADERS = ("Nats-Stream", "Nats-Sequence", "Nats-Subject", "Nats-Time-Stamp")
+_NOT_DONE = (b"-NAK", b"+WPI")  # a nak or progress report frees no slot
+
+
+@dataclass(slots=True)
+class Held:
+    """One request waiting in HOLD."""
+
+    seq: int
+    deployment: str
+    priority: str
+    tenant: str  # the fair-share tenant's subject token
+    label: str  # the team (for metrics: never a key id), "" for a key without one
+    owner: str  # the team, else the key id (for the admin overview)
+    headers: dict[str, str]
+    data: bytes
+    deadline_ms: int
+    stored_at: float
+
+    def expired(self, now: float) -> bool:
+        return bool(self.deadline_ms) and self.deadline_ms <= now * 1000
+
+
+@dataclass(slots=True)
+class _Deployment:
+    id: str
+    queue: FairQueue[Held] = field(default_factory=FairQueue)
+    seen: set[int] = field(default_factory=set)
+    pending: int = 0  # slots taken: dispatch waiting + in flight
+    active: bool = False  # counting slots (consumer state read, acks tapped)
+    acks: Subscription | None = None
+    held: bool = False  # what the sched record says
+    written: SchedState | None = None
+    pumping: bool = False
+    dirty: bool = False
+    moved: dict[str, int] = field(default_factory=dict)
+
+
+class Feeder:
+    """See the module docstring. ``heads`` and ``latency`` come from the monitor."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        metrics: Metrics,
+        table: Callable[[], RouteTable],
+        heads: Callable[[], int],
+        latency: Callable[[str], float | None],
+    ) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(timeout=5)
+        self._publisher = AckPublisher(nc)
+        self._table = table
+        self._heads = heads
+        self._latency = latency
+        self._deps: dict[str, _Deployment] = {}
+        self._kv: KeyValue | None = None
+        self._hold_sub: Subscription | None = None
+        self._loops = TaskSupervisor("feeder")
+        self._work = TaskSupervisor("feeder-moves")
+        self._concurrency: dict[str, int] = {}
+        self._concurrency_of: RouteTable | None = None
+        self._export(metrics)
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        await self._publisher.start()
+        self._kv = await self._js.key_value(subjects.SCHED_BUCKET)
+        for dep_id in self._table().deployments():
+            await self._write(self._dep(dep_id))
+        self._hold_sub = await self._js.subscribe(
+            subjects.HOLD_ALL, stream=subjects.HOLD_STREAM, ordered_consumer=True, cb=self._on_held
+        )
+        self._loops.spawn(self._tick_forever())
+
+    async def stop(self) -> None:
+        await self._loops.cancel_all()
+        if self._hold_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._hold_sub.unsubscribe()
+            self._hold_sub = None
+        for dep in self._deps.values():
+            await self._deactivate(dep)
+        await self._work.drain(2.0)
+        await self._publisher.stop()
+
+    # ---- state ----
+
+    def _dep(self, dep_id: str) -> _Deployment:
+        dep = self._deps.get(dep_id)
+        if dep is None:
+            dep = self._deps[dep_id] = _Deployment(dep_id)
+        return dep
+
+    def concurrency(self, dep_id: str) -> int:
+        table = self._table()
+        if table is not self._concurrency_of:
+            self._concurrency_of = table
+            self._concurrency = {
+                d: deployment.concurrency or provider.concurrency
+                for d, (provider, deployment) in table.deployments().items()
+            }
+        return self._concurrency.get(dep_id, 1)
+
+    # ---- held requests in ----
+
+    async def _on_held(self, msg: Msg) -> None:
+        parts = msg.subject.split(".", 5)
+        if len(parts) != 6:
+            return
+        _, _, _, dep_id, priority, tenant = parts
+        seq = msg.metadata.sequence.stream
+        dep = self._dep(dep_id)
+        if seq in dep.seen:
+            return  # the ordered consumer re-read it after a reset
+        headers = {k: v for k, v in (msg.headers or {}).items() if k not in _SKIP_HEADERS}
+        deadline = headers.get(h.DEADLINE, "")
+        team = headers.get(h.TENANT, "")
+        held = Held(
+            seq=seq,
+            deployment=dep_id,
+            priority=priority,
+            tenant=tenant,
+            label=team,
+            owner=team or headers.get(h.KEY_ID, tenant),
+            headers=headers,
+            data=msg.data,
+            deadline_ms=int(deadline) if deadline.isdigit() else 0,
+            stored_at=msg.metadata.timestamp.timestamp(),
+        )
+        dep.seen.add(seq)
+        weight = _float(headers.get(h.WEIGHT, "1"))
+        dep.queue.push(priority, tenant, weight, held)
+        self._kick(dep)
+
+    # ---- moving ----
+
+    def _kick(self, dep: _Deployment) -> None:
+        dep.dirty = True
+        if not dep.pumping:
+            dep.pumping = True
+            self._work.spawn(self._pump(dep))
+
+    async def _pump(self, dep: _Deployment) -> None:
+        try:
+            while dep.dirty:
+                dep.dirty = False
+                if len(dep.queue) and not dep.active:
+                    await self._activate(dep)
+                limit = self.concurrency(dep.id)
+                now = time.time()
+                while dep.pending < limit:
+                    item = dep.queue.pop()
+                    if item is None:
+                        break
+                    if item.expired(now):  # its caller gave up: no slot for it
+                        self._delete(dep, item)
+                        continue
+                    dep.pending += 1
+                    if not await self._move(dep, item):
+                        dep.pending -= 1
+                        dep.queue.push(item.priority, item.tenant, 1.0, item)
+                        break
+                saturated = len(dep.queue) > 0
+                if saturated != dep.held:
+                    dep.held = saturated
+                    await self._write(dep)
+        except Exception:  # a failed pass leaves the requests held; the tick retries
+            log.exception("feeding deployment %s failed", dep.id)
+        finally:
+            dep.pumping = False
+
+    async def _move(self, dep: _Deployment, item: Held) -> bool:
+        """Store ``item`` in dispatch (same ``Nats-Msg-Id``), then delete it from HOLD."""
+        try:
+            await self._publisher.publish(
+                subjects.dispatch(dep.id), item.data, item.headers, timeout=5.0
+            )
+        except StreamRejected as exc:
+            log.warning("dispatch refused a held request of %s: %s", dep.id, exc.description)
+            return False
+        except BusError as exc:
+            log.warning("could not move a held request of %s: %s", dep.id, exc)
+            return False
+        dep.moved[item.priority] = dep.moved.get(item.priority, 0) + 1
+        self._delete(dep, item)
+        return True
+
+    def _delete(self, dep: _Deployment, item: Held) -> None:
+        dep.seen.discard(item.seq)
+        self._work.spawn(self._delete_stored(item.seq))
+
+    async def _delete_stored(self, seq: int) -> None:
+        subject = f"$JS.API.STREAM.MSG.DELETE.{subjects.HOLD_STREAM}"
+        payload = _JSON.encode({"seq": seq, "no_erase": True})
+        for attempt in range(3):
+            try:
+                await self._nc.request(subject, payload, timeout=2)
+                return
+            except (NatsError, TimeoutError):  # a leftover is moved again after a restart, deduped
+                await asyncio.sleep(0.2 * (attempt + 1))
+        log.warning("could not delete held message %d (moved already)", seq)
+
+    # ---- slots ----
+
+    async def _activate(self, dep: _Deployment) -> None:
+        """Count this deployment's slots from now on: tap its acks, then read its state."""
+        if dep.acks is None:
+
+            async def on_ack(msg: Msg) -> None:
+                await self._on_ack(dep, msg)
+
+            dep.acks = await self._nc.subscribe(subjects.dispatch_acks(dep.id), cb=on_ack)
+        await self._reconcile(dep)
+        dep.active = True
+
+    async def _deactivate(self, dep: _Deployment) -> None:
+        dep.active = False
+        if dep.acks is not None:
+            with contextlib.suppress(Exception):
+                await dep.acks.unsubscribe()
+            dep.acks = None
+
+    async def _on_ack(self, dep: _Deployment, msg: Msg) -> None:
+        if msg.data.startswith(_NOT_DONE):
+            return
+        dep.pending = max(0, dep.pending - 1)
+        if len(dep.queue):
+            self._kick(dep)
+
+    async def _reconcile(self, dep: _Deployment) -> None:
+        try:
+            info = await self._js.consumer_info(
+                subjects.DISPATCH_STREAM, subjects.dispatch_consumer(dep.id)
+            )
+        except (NatsError, TimeoutError) as exc:  # no consumer yet: nothing in flight
+            log.debug("no consumer state for %s: %s", dep.id, exc)
+            dep.pending = 0
+            return
+        dep.pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
+
+    # ---- the saturation record ----
+
+    async def _write(self, dep: _Deployment) -> None:
+        latency = self._latency(dep.id)
+        window = min(30.0, max(0.01, latency)) if latency else 1.0
+        state = SchedState(held=dep.held, heads=max(1, self._heads()), window_s=window)
+        last = dep.written
+        now = time.time()
+        if (
+            last is not None
+            and last.held == state.held
+            and last.heads == state.heads
+            and abs(last.window_s - window) <= 0.25 * last.window_s
+            and now - last.at < REFRESH_S
+        ):
+            return
+        state = msgspec.structs.replace(state, window_s=round(window, 4), at=round(now, 3))
+        if self._kv is None:
+            return
+        try:
+            await self._kv.put(f"dep.{dep.id}", SCHED_ENCODER.encode(state))
+            dep.written = state
+        except (NatsError, TimeoutError) as exc:  # retried on the next tick
+            log.warning("could not write the state of %s: %s", dep.id, exc)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await self.tick()
+            except Exception:  # keep feeding: log, retry next second
+                log.exception("feeder tick failed")
+
+    async def tick(self) -> None:
+        """Once a second: correct slot counts, drop expired requests, refresh records."""
+        now = time.time()
+        for dep_id in self._table().deployments():
+            self._dep(dep_id)
+        for dep in list(self._deps.values()):
+            for item in dep.queue.drop(lambda i: i.expired(now)):
+                self._delete(dep, item)
+            if dep.active:
+                await self._reconcile(dep)
+                if not len(dep.queue) and dep.pending < self.concurrency(dep.id):
+                    await self._deactivate(dep)
+            if len(dep.queue):
+                self._kick(dep)
+            elif dep.held and not dep.pumping:
+                dep.held = False
+            await self._write(dep)
+
+    # ---- views ----
+
+    def held(self, dep_id: str, now: float | None = None) -> list[m.HeldQueue]:
+        dep = self._deps.get(dep_id)
+        if dep is None:
+            return []
+        moment = now or time.time()
+        return [
+            m.HeldQueue(
+                priority=priority,
+                tenant=first.owner,
+                waiting=waiting,
+                oldest_wait_s=round(max(0.0, moment - first.stored_at), 3),
+            )
+            for priority, _, waiting, first in dep.queue.depths()
+        ]
+
+    def saturated(self, dep_id: str) -> bool:
+        dep = self._deps.get(dep_id)
+        return dep is not None and dep.held
+
+    def _export(self, metrics: Metrics) -> None:
+        def held_rows() -> list[tuple[tuple[str, ...], float]]:
+            rows: dict[tuple[str, ...], float] = {}
+            for dep in self._deps.values():
+                for priority, _, waiting, first in dep.queue.depths():
+                    key = (dep.id, priority, first.label or sc.NO_TEAM)
+                    rows[key] = rows.get(key, 0.0) + waiting
+            return list(rows.items())
+
+        metrics.gauge_callback(
+            sc.QUEUE_HELD,
+            "Requests waiting in HOLD for a saturated deployment, by priority and tenant.",
+            [sc.DEPLOYMENT, sc.PRIORITY, sc.TENANT],
+            held_rows,
+        )
+        metrics.gauge_callback(
+            sc.DEPLOYMENT_SATURATED,
+            "1 while a deployment's requests wait in HOLD for fair order.",
+            [sc.DEPLOYMENT],
+            lambda: [((d.id,), 1.0 if d.held else 0.0) for d in self._deps.values()],
+        )
+        metrics.counter_callback(
+            sc.FAIR_MOVES,
+            "Held requests the feeder moved into dispatch, by priority.",
+            [sc.DEPLOYMENT, sc.PRIORITY],
+            lambda: [
+                ((d.id, p), float(n)) for d in self._deps.values() for p, n in d.moved.items()
+            ],
+        )
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        return 1.0
+    return value if 0 < value <= 1000 else 1.0

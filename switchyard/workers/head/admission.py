@@ -1,0 +1,90 @@
+"""Straight to dispatch, or wait in HOLD: the head's half of fair queueing.
+
+A deployment with free slots takes requests straight into its dispatch queue (the fast path,
+unchanged). Once it is saturated, requests wait in HOLD, one subject per (deployment, priority,
+tenant), and the feeder in the control service moves them into dispatch in fair order as slots
+free (see ``docs/routing.md``, "How fair queueing works").
+
+Heads learn "saturated" from the feeder's ``sy_sched`` record of the deployment. That record
+lags a burst by a few milliseconds, so each head also caps what it sends straight to dispatch:
+at most ``ceil(concurrency / heads)`` requests per ``window_s`` (the deployment's recent time
+per request: by Little's law, about what this head still has in flight). A burst from idle
+therefore overshoots the deployment's concurrency by less than one request per head; the rest
+waits in HOLD from the first request on. A record older than :data:`STALE_S` (no feeder
+running) is ignored: without a feeder, requests go straight to dispatch, first come first
+served, rather than wait for a mover that is not there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+
+import msgspec
+from nats.js import JetStreamContext
+
+from switchyard.bus import subjects
+from switchyard.runtime.kvwatch import KvFollower
+from switchyard.schemas.scheduling import SCHED_DECODER, SchedState
+
+STALE_S = 10.0  # the feeder refreshes every few seconds; older means no feeder is running
+KEY_PREFIX = "dep."
+
+
+class Admission:
+    """Follows ``sy_sched`` and decides, per request, hold or dispatch."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._states: dict[str, SchedState] = {}
+        self._sent: dict[str, deque[float]] = {}
+        self._follower = KvFollower(js, subjects.SCHED_BUCKET, self._on_entry)
+
+    async def start(self) -> None:
+        await self._follower.start()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        if not key.startswith(KEY_PREFIX):
+            return
+        deployment = key[len(KEY_PREFIX) :]
+        if value is None:
+            self._states.pop(deployment, None)
+            return
+        try:
+            self._states[deployment] = SCHED_DECODER.decode(value)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            self._states.pop(deployment, None)
+
+    def _fresh(self, deployment: str, now: float) -> SchedState | None:
+        state = self._states.get(deployment)
+        if state is None or now - state.at > STALE_S:
+            return None
+        return state
+
+    def held(self, deployment: str, now: float | None = None) -> bool:
+        """True while the feeder holds requests for ``deployment`` (new ones wait behind)."""
+        state = self._fresh(deployment, time.time() if now is None else now)
+        return state is not None and state.held
+
+    def direct(self, deployment: str, concurrency: int, now: float | None = None) -> bool:
+        """May this request go straight to dispatch? (Counts it when it may.)"""
+        moment = time.time() if now is None else now
+        state = self._fresh(deployment, moment)
+        if state is None:
+            return True  # no feeder: first come, first served
+        if state.held:
+            return False
+        share = max(1, math.ceil(concurrency / max(1, state.heads)))
+        sent = self._sent.get(deployment)
+        if sent is None:
+            sent = self._sent[deployment] = deque()
+        horizon = moment - state.window_s
+        while sent and sent[0] <= horizon:
+            sent.popleft()
+        if len(sent) >= share:
+            return False
+        sent.append(moment)
+        return True

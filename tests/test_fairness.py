@@ -1,0 +1,172 @@
+"""Fair share and priority on a saturated deployment, across two heads and two model-proxies.
+
+A deployment of concurrency 4 in front of a provider that takes 100 ms (40 requests a second).
+Tenant A queues 400 requests, then tenant B sends 20: while both wait, B gets its share of the
+slots that free up (the provider's call log is the record of who started when), and B is done
+long before A's backlog. An interactive request behind 500 queued batch requests starts next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+import pytest_asyncio
+
+from switchyard.bus import subjects
+from switchyard.bus.envelope import Envelope
+from switchyard.client import LLMClient
+from tests.stacks import Stack, start_stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL = "slow:100"
+_JSON = msgspec.json.Encoder()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def fair(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    extra = {
+        "providers": {
+            "fake": {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 4}
+        },
+        "routes": {
+            "fair-a": {"deployments": [{"provider": "fake", "model": MODEL}]},
+            "fair-b": {"deployments": [{"provider": "fake", "model": "slow:101"}]},
+            "fair-c": {"deployments": [{"provider": "fake", "model": "slow:102"}]},
+        },
+        "stack": {"heads": 2, "modelproxies": 2},
+        "logging": {"level": "info"},
+    }
+    stack = await start_stack(tmp_path_factory.mktemp("fair"), extra)
+    try:
+        yield stack
+    finally:
+        await stack.supervisor.stop()
+
+
+async def _keys(stack: Stack, weights: dict[str, float]) -> dict[str, str]:
+    keys = {}
+    for team, weight in weights.items():
+        keys[team], _ = await stack.new_key(f"tenant-{team}", team=team, weight=weight)
+    return keys
+
+
+def _body(model: str, text: str) -> bytes:
+    return _JSON.encode({"model": model, "messages": [{"role": "user", "content": text}]})
+
+
+def _starts(upstream: FakeOpenAI, model: str) -> list[str]:
+    """Who started, in order: the text of each call the provider received."""
+    return [str(c.body["messages"][-1]["content"]) for c in upstream.calls_for(model)]
+
+
+async def _send(llm: LLMClient, model: str, text: str, done: dict[str, float], **env: Any) -> None:
+    envelope = llm.envelope(Envelope(request_id=f"{text}-{time.time_ns()}", **env), timeout=120)
+    await llm.request(subjects.CHAT, _body(model, text), envelope)
+    done[text] = time.monotonic()
+
+
+async def _flood_then_join(
+    stack: Stack, upstream: FakeOpenAI, alias: str, model: str, weights: dict[str, float]
+) -> tuple[float, dict[str, float]]:
+    """A queues 400, then B sends 20; returns B's share of the starts while both waited and
+    the completion times."""
+    keys = await _keys(stack, weights)
+    nc = await stack.connect("app")
+    done: dict[str, float] = {}
+    try:
+        async with (
+            LLMClient(nc, api_key=keys["A"]) as a_llm,
+            LLMClient(nc, api_key=keys["B"]) as b_llm,
+        ):
+            a_tasks = [asyncio.create_task(_send(a_llm, alias, f"A{i}", done)) for i in range(400)]
+            while len(upstream.calls_for(model)) < 12:  # A's backlog is queued and running
+                await asyncio.sleep(0.05)
+            joined_at = len(upstream.calls_for(model))
+            b_tasks = [asyncio.create_task(_send(b_llm, alias, f"B{i}", done)) for i in range(20)]
+            await asyncio.gather(*b_tasks)
+            b_done = time.monotonic()
+            a_left = sum(1 for i in range(400) if f"A{i}" not in done)
+            starts = _starts(upstream, model)
+            last_b = max(i for i, who in enumerate(starts) if who.startswith("B"))
+            window = starts[joined_at : last_b + 1]
+            share = sum(1 for who in window if who.startswith("B")) / len(window)
+            assert a_left >= 250, f"B finished after A's backlog was mostly done ({a_left} left)"
+            await asyncio.gather(*a_tasks)
+            assert max(done.values()) - b_done > 5.0  # A's backlog ends long after B
+    finally:
+        await nc.close()
+    return share, done
+
+
+async def test_equal_weights_give_the_newcomer_half_the_slots(
+    fair: Stack, upstream: FakeOpenAI
+) -> None:
+    share, _ = await _flood_then_join(fair, upstream, "fair-a", MODEL, {"A": 1.0, "B": 1.0})
+    print(f"equal weights: B's share of starts while both waited {share:.1%}")
+    assert share >= 0.45
+
+
+async def test_weights_three_to_one_split_three_to_one(fair: Stack, upstream: FakeOpenAI) -> None:
+    share, _ = await _flood_then_join(fair, upstream, "fair-b", "slow:101", {"A": 3.0, "B": 1.0})
+    print(f"weights 3:1: B's share of starts while both waited {share:.1%}")
+    assert 0.20 <= share <= 0.30
+
+
+async def test_interactive_starts_in_the_next_free_slot_behind_500_batch(
+    fair: Stack, upstream: FakeOpenAI
+) -> None:
+    model = "slow:102"
+    keys = await _keys(fair, {"C": 1.0, "D": 1.0})
+    nc = await fair.connect("app")
+    done: dict[str, float] = {}
+    try:
+        async with (
+            LLMClient(nc, api_key=keys["C"]) as bulk,
+            LLMClient(nc, api_key=keys["D"]) as user,
+        ):
+            batch = [
+                asyncio.create_task(_send(bulk, "fair-c", f"C{i}", done, priority="batch"))
+                for i in range(500)
+            ]
+            while len(upstream.calls_for(model)) < 12:
+                await asyncio.sleep(0.05)
+            before = len(upstream.calls_for(model))
+            began = time.monotonic()
+            await _send(user, "fair-c", "urgent", done, priority="interactive")
+            took = time.monotonic() - began
+            starts = _starts(upstream, model)
+            position = starts.index("urgent") - before
+            print(f"interactive: started {position} calls after arriving, answered in {took:.3f}s")
+            assert position <= 1, f"{position} batch requests started ahead of it"
+            assert took < 0.5
+            assert len(done) < 100  # the batch backlog was still there
+            for task in batch:
+                task.cancel()
+            await asyncio.gather(*batch, return_exceptions=True)
+    finally:
+        await nc.close()
+
+
+async def test_overview_and_metrics_show_held_queues_by_tenant_and_priority(
+    fair: Stack, upstream: FakeOpenAI
+) -> None:
+    """The batch backlog of the previous test is still held: it shows up per tenant."""
+    response = await fair.admin("GET", "/overview")
+    assert response.status_code == 200
+    deps = {d["id"]: d for d in response.json()["deployments"]}
+    held = [d for d in deps.values() if d.get("held")]
+    assert held, "no deployment reports held requests"
+    queue = held[0]["held"][0]
+    assert queue["priority"] == "batch"
+    assert queue["tenant"] == "C"
+    assert queue["waiting"] > 0
+    assert held[0]["saturated"] is True
