@@ -24,6 +24,7 @@ COMPONENTS: dict[str, str] = {
     "secrets": "switchyard.secrets.service",
     "accounting": "switchyard.workers.accounting.service",
     "control": "switchyard.control.service",
+    "batch": "switchyard.workers.batch.service",
 }
 
 

@@ -36,8 +36,10 @@ from switchyard.errors import (
     ModelNotFound,
     ServiceUnavailable,
 )
+from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.http import JSON, error_response
 from switchyard.runtime.openapi import error_responses, inline_schema
+from switchyard.schemas.batches import BatchRecord
 from switchyard.schemas.control import PutTable
 from switchyard.schemas.openai import error_body
 from switchyard.schemas.routing import Provider, Route, RouteTable
@@ -255,6 +257,8 @@ class AdminApi:
                 "Admin actions, newest first (?q=&kind=&via=&offset=0&limit=50)",
                 self.audit,
             ),
+            ("/batches", "GET", "Every Batch API job: status, progress, key", self.list_batches),
+            ("/batches/{batch_id}", "GET", "One Batch API job", self.get_batch),
             ("/secrets", "GET", "Stored provider keys (metadata only)", self.list_secrets),
             (
                 "/secrets/{name}",
@@ -486,6 +490,17 @@ class AdminApi:
         entries = [{"seq": seq, **msgspec.to_builtins(e)} for seq, e in page.entries]
         return _ok({"entries": entries, "total": page.total})
 
+    async def list_batches(self, request: Request, c: AdminContext) -> Response:
+        store = _batch_store(c)
+        return _ok({"batches": [_batch_view(r) for r in await store.records()]})
+
+    async def get_batch(self, request: Request, c: AdminContext) -> Response:
+        batch_id = request.path_params["batch_id"]
+        found = await _batch_store(c).get(batch_id)
+        if found is None:
+            raise ModelNotFound(f"no batch `{batch_id}`", param="batch_id")
+        return _ok(_batch_view(found[0]))
+
     async def list_secrets(self, request: Request, c: AdminContext) -> Response:
         return _ok({"secrets": await c.secrets.list()})
 
@@ -518,6 +533,26 @@ _BODIES: dict[str, Any] = {
     "put_secret": SecretBody,
     "rotate_secret": SecretBody,
 }
+
+
+def _batch_store(c: AdminContext) -> BatchStore:
+    if c.batches is None:
+        raise ServiceUnavailable("batch records are not available", code="starting")
+    return c.batches
+
+
+def _batch_view(record: BatchRecord) -> dict[str, Any]:
+    """A batch for admins: OpenAI's object plus whose it is (never the key's hash)."""
+    doc: dict[str, Any] = msgspec.to_builtins(record.batch)
+    counts = record.batch.request_counts
+    done = counts.completed + counts.failed
+    doc.update(
+        owner=record.owner,
+        key_id=record.key_id,
+        restarts=max(0, record.generation - 1),
+        progress=round(done / counts.total, 4) if counts.total else 0.0,
+    )
+    return doc
 
 
 def _with(table: RouteTable, **changes: Any) -> RouteTable:

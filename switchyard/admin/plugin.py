@@ -30,6 +30,7 @@ from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
 from switchyard.config import Settings
+from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.metrics import Metrics
 
 
@@ -74,6 +75,7 @@ class AdminPlugin:
             audit_log=audit_log,
             file_table=settings.route_table,
             convert_litellm=self._convert,
+            batches=BatchStore(js),
         )
         self._budgets = BudgetWatch(
             nc.jetstream(timeout=5), self.context.spend, metrics, settings.admin.budget_watch_s

@@ -153,6 +153,7 @@ def permissions_for(identity: Identity) -> Permissions:
                     s.RESPONSES,
                     _heartbeat(name),
                     *_BATCH_STATE,
+                    f"$JS.API.STREAM.PURGE.KV_{s.BATCH_LINES_BUCKET}",  # a finished batch's
                 ),
                 publish_deny=(
                     *_SECRET_VALUES,

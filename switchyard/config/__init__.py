@@ -15,6 +15,7 @@ from switchyard.config.loader import (
 )
 from switchyard.config.settings import (
     AdminSettings,
+    BatchSettings,
     CertSettings,
     HeadSettings,
     HealthSettings,
@@ -36,6 +37,7 @@ from switchyard.schemas.routing import Timeouts
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "AdminSettings",
+    "BatchSettings",
     "CertSettings",
     "HeadSettings",
     "HealthSettings",

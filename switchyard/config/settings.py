@@ -286,6 +286,24 @@ class StreamSettings(_Section, frozen=True):
     usage_max_age_s: Seconds = 7 * 86400.0
 
 
+class BatchSettings(_Section, frozen=True):
+    """The OpenAI Batch API (``/v1/files``, ``/v1/batches``) and its runner.
+
+    Attributes:
+        max_file_bytes: largest JSONL file an edge accepts.
+        max_in_flight: lines one runner has submitted and not yet answered, over all batches
+            (they run at ``batch`` priority, on capacity nothing else wants).
+        line_timeout_s: an unanswered line is submitted again after this long (kept below
+            ``nats.response_threshold_s``: a reply path idle longer is dropped by the server).
+        progress_s: how often a running batch's ``request_counts`` are written.
+    """
+
+    max_file_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 100 * 1024 * 1024
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 64
+    line_timeout_s: Seconds = 240.0
+    progress_s: Seconds = 1.0
+
+
 class LoggingSettings(_Section, frozen=True):
     """Logs go to stderr, one line per event."""
 
@@ -333,6 +351,7 @@ class Settings(_Section, frozen=True):
     admin: AdminSettings = AdminSettings()
     modelproxy: ModelProxySettings = ModelProxySettings()
     streams: StreamSettings = StreamSettings()
+    batch: BatchSettings = BatchSettings()
     logging: LoggingSettings = LoggingSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     providers: dict[str, Provider] = {}

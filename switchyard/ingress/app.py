@@ -25,12 +25,14 @@ from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.errors import ApiError, InvalidRequest, error_for_status
 from switchyard.ingress import openapi
+from switchyard.ingress.batches import BatchApi
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import FastPath
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import error_response
 from switchyard.limits.limiter import Limiter
+from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.metrics import CONTENT_TYPE, Metrics, count_reconnects
 from switchyard.runtime.reporting import Reporter
 from switchyard.runtime.tracing import setup_tracing
@@ -58,7 +60,7 @@ def create_asgi(
     return FastPath(edge, app)
 
 
-def create_app(
+def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
     settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = (), *, instance: str = ""
 ) -> FastAPI:
     """The FastAPI app for ``kind`` (``tail`` or ``gateway``); its state holds the edge."""
@@ -67,6 +69,7 @@ def create_app(
     metrics = Metrics(kind)
     edge.stats = EdgeMetrics(metrics)
     edge.tracing = setup_tracing(settings.telemetry, kind, instance or kind)
+    batch_api = BatchApi(edge, settings.batch.max_file_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,6 +90,7 @@ def create_app(
         keys = KeyRing(nc.jetstream(timeout=5))
         await keys.start()
         edge.client, edge.keys = client, keys
+        batch_api.store = BatchStore(nc.jetstream(timeout=10))
         edge.limiter = Limiter(settings, metrics)
         count_reconnects(metrics, nc)
         reporter = Reporter(
@@ -136,6 +140,8 @@ def create_app(
     router.add_route("/models", edge.list_models, methods=["GET"])
     router.add_route("/health", edge.health, methods=["GET"])
     router.add_route("/ready", edge.ready, methods=["GET"])
+    for path, method, endpoint in batch_api.routes():  # the OpenAI Batch API
+        router.add_route(path, endpoint, methods=[method])
 
     async def metrics_text(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -243,6 +243,7 @@ def component_specs(settings: Settings) -> list[ComponentSpec]:
         ComponentSpec("accounting"),
         ComponentSpec("head", replicas=st.heads),
         ComponentSpec("modelproxy", replicas=st.modelproxies),
+        ComponentSpec("batch"),
         ComponentSpec("tail", http_port=settings.ingress.tail.port),
         ComponentSpec("gateway", http_port=settings.ingress.gateway.port),
     ]

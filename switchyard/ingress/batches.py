@@ -1,0 +1,214 @@
+"""The OpenAI Batch API at the edges: files in, batches created, read and cancelled.
+
+The edge only stores: the upload goes to the ``sy_files`` object store, a batch record to
+``sy_batches`` with the key it is billed to (its hash, which only the head and the batch
+runner act on). The batch runner (``switchyard serve batch``) does the work and writes the
+progress and output files these endpoints read back. Everything is scoped to the caller's
+tenant (its key's team, else the key): another tenant's file or batch is a 404.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from nats.nuid import NUID
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.errors import ApiError, Conflict, InvalidRequest, ModelNotFound, ServiceUnavailable
+from switchyard.ingress.edge import Edge, _header_key
+from switchyard.ingress.responses import JSON, error_response
+from switchyard.runtime.batchstore import BatchStore
+from switchyard.schemas import batches as b
+from switchyard.schemas.keys import ClientKey
+from switchyard.schemas.scheduling import fair_tenant
+
+COMPLETION_WINDOW_S = 86400
+_nuid = NUID()
+_ENCODE = msgspec.json.Encoder()
+_TERMINAL = frozenset({"failed", "completed", "expired", "cancelled"})
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}{_nuid.next().decode()}"
+
+
+def _ok(doc: Any) -> Response:
+    return Response(_ENCODE.encode(doc), media_type=JSON)
+
+
+class BatchApi:
+    """``/v1/files`` and ``/v1/batches`` for one edge; ``store`` is attached at startup."""
+
+    def __init__(self, edge: Edge, max_file_bytes: int) -> None:
+        self.edge = edge
+        self.store: BatchStore | None = None
+        self.max_file_bytes = max_file_bytes
+
+    def routes(self) -> list[tuple[str, str, Any]]:
+        return [
+            ("/v1/files", "POST", self.upload),
+            ("/v1/files/{file_id}", "GET", self.get_file),
+            ("/v1/files/{file_id}/content", "GET", self.file_content),
+            ("/v1/batches", "POST", self.create),
+            ("/v1/batches", "GET", self.list),
+            ("/v1/batches/{batch_id}", "GET", self.get),
+            ("/v1/batches/{batch_id}/cancel", "POST", self.cancel),
+        ]
+
+    def _caller(self, request: Request) -> tuple[ClientKey, str, BatchStore]:
+        key = self.edge.authenticate(_header_key(request))
+        if self.store is None:
+            raise ServiceUnavailable("the gateway is starting", code="starting")
+        return key, fair_tenant(key.team, key.id), self.store
+
+    async def upload(self, request: Request) -> Response:
+        try:
+            _, owner, store = self._caller(request)
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > self.max_file_bytes + 64 * 1024:
+                raise InvalidRequest(
+                    f"files are limited to {self.max_file_bytes} bytes", param="file"
+                )
+            form = await request.form(max_part_size=self.max_file_bytes)
+            upload = form.get("file")
+            purpose = form.get("purpose")
+            if purpose != "batch":
+                raise InvalidRequest("only purpose `batch` is supported", param="purpose")
+            if not isinstance(upload, UploadFile):
+                raise InvalidRequest("attach the JSONL file as `file`", param="file")
+            data = await upload.read()
+            if len(data) > self.max_file_bytes:
+                raise InvalidRequest(
+                    f"files are limited to {self.max_file_bytes} bytes", param="file"
+                )
+            file = b.FileObject(
+                id=_new_id("file-"),
+                bytes=len(data),
+                created_at=int(time.time()),
+                filename=upload.filename or "upload.jsonl",
+                purpose="batch",
+            )
+            await store.put_file(b.FileRecord(file=file, owner=owner), data)
+            return _ok(file)
+        except ApiError as exc:
+            return error_response(exc)
+
+    async def _owned_file(self, request: Request) -> tuple[b.FileRecord, BatchStore]:
+        _, owner, store = self._caller(request)
+        file_id = request.path_params["file_id"]
+        record = await store.file(file_id)
+        if record is None or record.owner != owner:
+            raise ModelNotFound(f"No such File object: {file_id}", param="file_id", code=None)
+        return record, store
+
+    async def get_file(self, request: Request) -> Response:
+        try:
+            record, _ = await self._owned_file(request)
+            return _ok(record.file)
+        except ApiError as exc:
+            return error_response(exc)
+
+    async def file_content(self, request: Request) -> Response:
+        try:
+            record, store = await self._owned_file(request)
+            data = await store.content(record.file.id)
+            return Response(data, media_type="application/octet-stream")
+        except ApiError as exc:
+            return error_response(exc)
+
+    async def create(self, request: Request) -> Response:
+        try:
+            key, owner, store = self._caller(request)
+            try:
+                ask = b.BATCH_CREATE.decode(await request.body())
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raise InvalidRequest(f"invalid batch: {exc}") from None
+            if ask.endpoint not in b.ENDPOINTS:
+                raise InvalidRequest(
+                    f"endpoint must be one of {', '.join(b.ENDPOINTS)}", param="endpoint"
+                )
+            if ask.completion_window != "24h":
+                raise InvalidRequest("completion_window must be 24h", param="completion_window")
+            file = await store.file(ask.input_file_id)
+            if file is None or file.owner != owner:
+                raise InvalidRequest(
+                    f"No such File object: {ask.input_file_id}", param="input_file_id"
+                )
+            now = int(time.time())
+            batch = b.Batch(
+                id=_new_id("batch_"),
+                endpoint=ask.endpoint,
+                input_file_id=ask.input_file_id,
+                completion_window=ask.completion_window,
+                status="validating",
+                created_at=now,
+                expires_at=now + COMPLETION_WINDOW_S,
+                metadata=ask.metadata,
+            )
+            await store.create(
+                b.BatchRecord(batch=batch, owner=owner, key_id=key.id, key_hash=key.hash)
+            )
+            return _ok(batch)
+        except ApiError as exc:
+            return error_response(exc)
+
+    async def _owned(self, request: Request) -> tuple[b.BatchRecord, BatchStore]:
+        _, owner, store = self._caller(request)
+        batch_id = request.path_params["batch_id"]
+        found = await store.get(batch_id)
+        if found is None or found[0].owner != owner:
+            raise ModelNotFound(f"No such Batch object: {batch_id}", param="batch_id", code=None)
+        return found[0], store
+
+    async def get(self, request: Request) -> Response:
+        try:
+            record, _ = await self._owned(request)
+            return _ok(record.batch)
+        except ApiError as exc:
+            return error_response(exc)
+
+    async def cancel(self, request: Request) -> Response:
+        try:
+            record, store = await self._owned(request)
+            if record.batch.status in _TERMINAL:
+                raise Conflict(f"the batch is already {record.batch.status}")
+
+            def cancelling(r: b.BatchRecord) -> b.BatchRecord | None:
+                if r.batch.status not in ("validating", "in_progress"):
+                    return None
+                batch = msgspec.structs.replace(
+                    r.batch, status="cancelling", cancelling_at=int(time.time())
+                )
+                return msgspec.structs.replace(r, batch=batch)
+
+            updated = await store.update(record.batch.id, cancelling)
+            return _ok((updated or record).batch)
+        except ApiError as exc:
+            return error_response(exc)
+
+    async def list(self, request: Request) -> Response:
+        try:
+            _, owner, store = self._caller(request)
+            raw_limit = request.query_params.get("limit") or "20"
+            limit = int(raw_limit) if raw_limit.isdigit() and 0 < int(raw_limit) <= 100 else 20
+            after = request.query_params.get("after")
+            mine = [r.batch for r in await store.records() if r.owner == owner]
+            if after:
+                ids = [x.id for x in mine]
+                mine = mine[ids.index(after) + 1 :] if after in ids else []
+            page = mine[:limit]
+            return _ok(
+                {
+                    "object": "list",
+                    "data": page,
+                    "first_id": page[0].id if page else None,
+                    "last_id": page[-1].id if page else None,
+                    "has_more": len(mine) > limit,
+                }
+            )
+        except ApiError as exc:
+            return error_response(exc)

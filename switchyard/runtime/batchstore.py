@@ -1,0 +1,155 @@
+"""The Batch API's storage, shared by the edges (create, read, cancel) and the batch runner.
+
+Files: content in the ``sy_files`` object store under the file id, the record in
+``sy_batches`` under ``f.<id>``. Batches: ``sy_batches`` under ``b.<id>``, changed only with
+compare-and-set so an edge's cancel and the runner's progress never overwrite each other.
+Line results: ``sy_batch_lines`` under ``<batch>.<line>``, created once (a second result for
+the same line is refused by the bucket, so a line is never recorded twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from switchyard.bus import subjects
+from switchyard.errors import Conflict
+from switchyard.schemas import batches as b
+
+UPDATE_ATTEMPTS = 8
+
+
+class BatchStore:
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self._batches: KeyValue | None = None
+        self._lines: KeyValue | None = None
+        self._files: ObjectStore | None = None
+
+    async def _kv(self) -> KeyValue:
+        if self._batches is None:
+            self._batches = await self._js.key_value(subjects.BATCHES_BUCKET)
+        return self._batches
+
+    async def _line_kv(self) -> KeyValue:
+        if self._lines is None:
+            self._lines = await self._js.key_value(subjects.BATCH_LINES_BUCKET)
+        return self._lines
+
+    async def _objects(self) -> ObjectStore:
+        if self._files is None:
+            self._files = await self._js.object_store(subjects.FILES_BUCKET)
+        return self._files
+
+    # ---- files ----
+
+    async def put_file(self, record: b.FileRecord, data: bytes) -> None:
+        await (await self._objects()).put(record.file.id, data)
+        await (await self._kv()).put(b.FILE_PREFIX + record.file.id, b.ENCODER.encode(record))
+
+    async def file(self, file_id: str) -> b.FileRecord | None:
+        try:
+            entry = await (await self._kv()).get(b.FILE_PREFIX + file_id)
+        except KeyNotFoundError:
+            return None
+        return b.FILE_RECORD.decode(entry.value) if entry.value else None
+
+    async def content(self, file_id: str) -> bytes:
+        result = await (await self._objects()).get(file_id)
+        return result.data or b""
+
+    # ---- batches ----
+
+    async def create(self, record: b.BatchRecord) -> None:
+        await (await self._kv()).create(b.BATCH_PREFIX + record.batch.id, b.ENCODER.encode(record))
+
+    async def get(self, batch_id: str) -> tuple[b.BatchRecord, int] | None:
+        try:
+            entry = await (await self._kv()).get(b.BATCH_PREFIX + batch_id)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return b.BATCH_RECORD.decode(entry.value), entry.revision or 0
+
+    async def update(
+        self, batch_id: str, change: Callable[[b.BatchRecord], b.BatchRecord | None]
+    ) -> b.BatchRecord | None:
+        """Apply ``change`` with compare-and-set, re-reading when another writer won.
+
+        ``change`` returns the new record, or None to leave it as it is. Returns the record
+        as stored afterwards (None: no such batch).
+
+        Raises:
+            Conflict: still losing races after several attempts.
+        """
+        kv = await self._kv()
+        for _ in range(UPDATE_ATTEMPTS):
+            found = await self.get(batch_id)
+            if found is None:
+                return None
+            record, revision = found
+            updated = change(record)
+            if updated is None:
+                return record
+            try:
+                await kv.update(b.BATCH_PREFIX + batch_id, b.ENCODER.encode(updated), last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return updated
+        raise Conflict(f"batch {batch_id} is changing too fast; try again")
+
+    async def records(self) -> list[b.BatchRecord]:
+        """Every batch, newest first."""
+        kv = await self._kv()
+        try:
+            names = await kv.keys()
+        except NoKeysError:
+            return []
+        out = []
+        for name in (n for n in names if n.startswith(b.BATCH_PREFIX)):
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await kv.get(name)
+                if entry.value:
+                    out.append(b.BATCH_RECORD.decode(entry.value))
+        return sorted(out, key=lambda r: r.batch.created_at, reverse=True)
+
+    # ---- line results ----
+
+    async def record_line(self, batch_id: str, line: int, result: bytes) -> bool:
+        """Store a line's result; False when the line already had one (kept as it was)."""
+        try:
+            await (await self._line_kv()).create(f"{batch_id}.{line}", result)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def lines(self, batch_id: str) -> dict[int, bytes]:
+        """Every recorded result of a batch, by line number."""
+        kv = await self._line_kv()
+        watcher = await kv.watch(f"{batch_id}.>")
+        out: dict[int, bytes] = {}
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if entry.value and entry.operation not in ("DEL", "PURGE"):
+                    out[int(entry.key.rsplit(".", 1)[1])] = entry.value
+                if entry.delta == 0:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        return out
+
+    async def forget_lines(self, batch_id: str) -> None:
+        """Drop a finished batch's line results (its output files hold them now)."""
+        await self._js.purge_stream(
+            f"KV_{subjects.BATCH_LINES_BUCKET}",
+            subject=f"$KV.{subjects.BATCH_LINES_BUCKET}.{batch_id}.>",
+        )

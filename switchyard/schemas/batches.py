@@ -1,0 +1,136 @@
+"""The OpenAI Batch API's objects, as the edges answer them and as they are stored.
+
+Files live in the ``sy_files`` object store (content) with a :class:`FileRecord` in
+``sy_batches`` (``f.<file id>``); batches are :class:`BatchRecord`\\ s in ``sy_batches``
+(``b.<batch id>``); each line's result is one entry of ``sy_batch_lines``
+(``<batch id>.<line number>``), created once. All in the CLIENT account. The OpenAI shapes
+(:class:`FileObject`, :class:`Batch`) are what clients see; the records add who owns them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+BatchStatus = Literal[
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+]
+# Statuses the runner still has work for.
+ACTIVE: frozenset[str] = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+# Endpoints a batch may target, and the NATS operation each maps to.
+ENDPOINTS: dict[str, str] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "complete",
+    "/v1/embeddings": "embed",
+    "/v1/responses": "responses",
+}
+FILE_PREFIX = "f."
+BATCH_PREFIX = "b."
+
+
+class FileObject(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    object: str = "file"
+    status: str = "processed"
+    expires_at: int | None = None
+
+
+class FileRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A file and whose it is (the fair-share tenant: the team, else the key)."""
+
+    file: FileObject
+    owner: str
+
+
+class RequestCounts(msgspec.Struct, frozen=True, kw_only=True):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchErrorItem(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(msgspec.Struct, frozen=True, kw_only=True):
+    data: list[BatchErrorItem]
+    object: str = "list"
+
+
+class Batch(msgspec.Struct, frozen=True, kw_only=True):
+    """OpenAI's batch object."""
+
+    id: str
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    created_at: int
+    object: str = "batch"
+    errors: BatchErrors | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: RequestCounts = RequestCounts()
+    metadata: dict[str, str] | None = None
+
+
+class BatchRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch, the key it is billed to, and how often a runner (re)started it.
+
+    ``generation`` makes each restart's attempts distinct on the bus, so a line resubmitted
+    after a restart is not mistaken for the lost submission it replaces.
+    """
+
+    batch: Batch
+    owner: str
+    key_id: str
+    key_hash: str
+    generation: int = 0
+
+
+class BatchLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One input line (``/v1/batches`` JSONL)."""
+
+    custom_id: str
+    method: str
+    url: str
+    body: dict[str, Any]
+
+
+class BatchCreate(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /v1/batches``."""
+
+    input_file_id: str
+    endpoint: str
+    completion_window: str = "24h"
+    metadata: dict[str, str] | None = None
+
+
+FILE_RECORD = msgspec.json.Decoder(FileRecord)
+BATCH_RECORD = msgspec.json.Decoder(BatchRecord)
+BATCH_LINE = msgspec.json.Decoder(BatchLine)
+BATCH_CREATE = msgspec.json.Decoder(BatchCreate)
+ENCODER = msgspec.json.Encoder()

@@ -1,0 +1,235 @@
+"""One batch, from its input file to its output files, surviving restarts.
+
+Each line is a request on the bus as the batch's key, at ``batch`` priority, with request id
+``<batch>:<line>`` and ``Sy-Once`` (billed once per request id however often it runs). Its
+answer is recorded once (a KV create); a line with a recorded result is never sent again.
+After a restart the runner sends every line without a result again, under attempt numbers no
+earlier run used (``generation``): a submission lost with the old reply path is replaced, not
+deduplicated against. A line that was already running when the old runner died may run twice
+at the provider, but its result is recorded once and it is billed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from switchyard.bus import subjects
+from switchyard.bus.envelope import Deadline, Envelope
+from switchyard.bus.replies import ReplyKind, error_from_reply
+from switchyard.client import LLMClient
+from switchyard.config import BatchSettings
+from switchyard.errors import ApiError, DeadlineExceeded, RateLimited, ServiceUnavailable
+from switchyard.runtime.batchstore import BatchStore
+from switchyard.schemas import batches as b
+from switchyard.schemas.openai import error_body
+
+log = logging.getLogger("switchyard.batch")
+
+SUBJECTS = {
+    "chat": subjects.CHAT,
+    "complete": subjects.COMPLETE,
+    "embed": subjects.EMBED,
+    "responses": subjects.RESPONSES,
+}
+ATTEMPTS_PER_GENERATION = 40
+_JSON = msgspec.json.Encoder()
+_RAW = msgspec.json.Decoder(msgspec.Raw)
+
+
+class Invalid(Exception):
+    """The input file is not a valid batch (the batch fails with these errors)."""
+
+    def __init__(self, errors: list[b.BatchErrorItem]) -> None:
+        super().__init__(errors[0].message if errors else "invalid")
+        self.errors = errors
+
+
+def parse_input(data: bytes, endpoint: str) -> list[b.BatchLine]:
+    """The lines of a batch input file.
+
+    Raises:
+        Invalid: a line is not JSON, lacks a field, targets another endpoint, or repeats a
+            ``custom_id`` (at most 20 problems are listed).
+    """
+    errors: list[b.BatchErrorItem] = []
+    lines: list[b.BatchLine] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = b.BATCH_LINE.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            errors.append(b.BatchErrorItem(code="invalid_json_line", message=str(exc), line=number))
+            continue
+        if line.url != endpoint or line.method.upper() != "POST":
+            errors.append(
+                b.BatchErrorItem(
+                    code="invalid_url",
+                    message=f"every line must be POST {endpoint}",
+                    param="url",
+                    line=number,
+                )
+            )
+        elif line.custom_id in seen:
+            errors.append(
+                b.BatchErrorItem(
+                    code="duplicate_custom_id",
+                    message=f"custom_id {line.custom_id!r} appears more than once",
+                    param="custom_id",
+                    line=number,
+                )
+            )
+        elif not isinstance(line.body.get("model"), str):
+            errors.append(
+                b.BatchErrorItem(
+                    code="missing_required_parameter",
+                    message="body.model is required",
+                    param="body.model",
+                    line=number,
+                )
+            )
+        seen.add(line.custom_id)
+        lines.append(line)
+        if len(errors) >= 20:
+            break
+    if not lines and not errors:
+        errors.append(b.BatchErrorItem(code="empty_file", message="the input file has no lines"))
+    if errors:
+        raise Invalid(errors)
+    return lines
+
+
+def result_line(batch_id: str, index: int, line: b.BatchLine, status: int, body: bytes) -> bytes:
+    """One line of the output (2xx) or error file, in OpenAI's batch output shape."""
+    request_id = f"{batch_id}:{index}"
+    doc = {
+        "id": f"batch_req_{batch_id}_{index}",
+        "custom_id": line.custom_id,
+        "response": {"status_code": status, "request_id": request_id, "body": _raw(body)},
+        "error": None,
+    }
+    return _JSON.encode(doc)
+
+
+def _raw(body: bytes) -> msgspec.Raw:
+    try:
+        return _RAW.decode(body)
+    except msgspec.DecodeError:
+        return msgspec.Raw(_JSON.encode(body.decode("utf-8", "replace")))
+
+
+def succeeded(result: bytes) -> bool:
+    """Whether a recorded line result belongs in the output file (2xx), not the error file."""
+    return b'"status_code":2' in result
+
+
+class Job:
+    """Runs the lines of one batch that have no result yet (see the module docstring)."""
+
+    def __init__(
+        self,
+        record: b.BatchRecord,
+        lines: list[b.BatchLine],
+        *,
+        store: BatchStore,
+        llm: LLMClient,
+        settings: BatchSettings,
+        slots: asyncio.Semaphore,
+        cancelled: Callable[[], bool],
+        on_line: Callable[[bool], None],
+    ) -> None:
+        self.record = record
+        self.batch_id = record.batch.id
+        self.lines = lines
+        self.store = store
+        self.llm = llm
+        self.settings = settings
+        self.slots = slots
+        self.cancelled = cancelled
+        self.on_line = on_line
+        self.completed = 0
+        self.failed = 0
+        self._op = b.ENDPOINTS[record.batch.endpoint]
+
+    async def run(self, done: dict[int, bytes]) -> None:
+        """Send every line missing from ``done`` (line number -> recorded result)."""
+        for result in done.values():
+            self._count(succeeded(result))
+        async with asyncio.TaskGroup() as group:
+            for index, line in enumerate(self.lines, start=1):
+                if index in done:
+                    continue
+                await self.slots.acquire()
+                if self.cancelled() or self._expired():
+                    self.slots.release()
+                    break
+                task = group.create_task(self._line(index, line))
+                # Released however the task ends, even cancelled before it started.
+                task.add_done_callback(lambda _: self.slots.release())
+
+    def _expired(self) -> bool:
+        expires = self.record.batch.expires_at
+        return expires is not None and time.time() >= expires
+
+    def _count(self, ok: bool) -> None:
+        if ok:
+            self.completed += 1
+        else:
+            self.failed += 1
+
+    async def _line(self, index: int, line: b.BatchLine) -> None:
+        try:
+            status, body = await self._send(index, line)
+            result = result_line(self.batch_id, index, line, status, body)
+            if await self.store.record_line(self.batch_id, index, result):
+                ok = 200 <= status < 300
+                self._count(ok)
+                self.on_line(ok)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one line's failure must not stop the batch: it is retried later
+            log.exception("line %d of %s failed unexpectedly", index, self.batch_id)
+
+    async def _send(self, index: int, line: b.BatchLine) -> tuple[int, bytes]:
+        body = _JSON.encode({**line.body, "stream": False} if self._op != "embed" else line.body)
+        base = 1 + (max(0, self.record.generation - 1) * ATTEMPTS_PER_GENERATION) % 960
+        tries = 0
+        while True:
+            attempt = base + min(tries, ATTEMPTS_PER_GENERATION - 1)
+            remaining = self.settings.line_timeout_s
+            expires = self.record.batch.expires_at
+            if expires:
+                remaining = min(remaining, expires - time.time())
+            if remaining <= 0:
+                expired = DeadlineExceeded("the batch expired before this line ran")
+                return expired.status, error_body(expired)
+            env = Envelope(
+                request_id=f"{self.batch_id}:{index}",
+                attempt=attempt,
+                deadline=Deadline.after(remaining),
+                key_hash=self.record.key_hash,
+                key_id=self.record.key_id,
+                priority="batch",
+                once=True,
+            )
+            try:
+                reply = await self.llm.request(SUBJECTS[self._op], body, env)
+            except (DeadlineExceeded, RateLimited, ServiceUnavailable) as exc:
+                # Not answered in time, or no room right now: send it again (a new attempt).
+                tries += 1
+                if self.cancelled():
+                    return exc.status, error_body(exc)
+                await asyncio.sleep(min(5.0, 0.2 * tries))
+                continue
+            except ApiError as exc:
+                return exc.status, error_body(exc)
+            if reply.kind is ReplyKind.ERROR:  # request() raises these; kept for safety
+                failure = error_from_reply(reply)
+                return failure.status, error_body(failure)
+            return 200, reply.body

@@ -1,0 +1,270 @@
+"""``switchyard serve batch``: runs OpenAI Batch API jobs on capacity nothing else wants.
+
+It follows the batch records in ``sy_batches`` (CLIENT) and runs each active one as a
+:class:`~switchyard.workers.batch.job.Job`: validate the input file, send its lines at
+``batch`` priority as the key that created the batch, write ``request_counts`` as lines
+finish, then the output and error files. Every step is idempotent, so a runner that stops (or
+is killed) at any point picks each batch up again where its recorded results end. One runner
+per platform is enough; two would send a line twice (recorded and billed once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import msgspec
+from nats.aio.client import Client as NATS
+
+from switchyard.bus import identities, subjects
+from switchyard.client import LLMClient
+from switchyard.config import Settings
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.batchstore import BatchStore
+from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.runtime.worker import Process, serve_worker
+from switchyard.schemas import batches as b
+from switchyard.workers.batch.job import Invalid, Job, parse_input, result_line, succeeded
+
+log = logging.getLogger("switchyard.batch")
+
+RETRY_PAUSE_S = 2.0
+
+
+class BatchRunner:
+    def __init__(self, nc: NATS, settings: Settings, proc: Process) -> None:
+        self.settings = settings
+        self.store = BatchStore(nc.jetstream(timeout=10))
+        self.llm = LLMClient(nc, attempts=1, default_timeout=settings.batch.line_timeout_s)
+        self.slots = asyncio.Semaphore(settings.batch.max_in_flight)
+        self._records: dict[str, b.BatchRecord] = {}
+        self._running: set[str] = set()
+        self._jobs = TaskSupervisor("batch-jobs")
+        self._follower = KvFollower(
+            nc.jetstream(timeout=10), subjects.BATCHES_BUCKET, self._on_entry, keys="b.>"
+        )
+        lines = proc.metrics.counter(
+            sc.BATCH_LINES, "Batch lines answered, by result.", [sc.RESULT]
+        )
+        self._lines = {ok: lines.labels("completed" if ok else "failed") for ok in (True, False)}
+        proc.metrics.gauge_callback(
+            sc.BATCHES,
+            "Batches by status.",
+            ["status"],
+            self._by_status,
+        )
+        self.ready = False
+
+    def _by_status(self) -> list[tuple[tuple[str, ...], float]]:
+        counts: dict[str, int] = {}
+        for record in self._records.values():
+            counts[record.batch.status] = counts.get(record.batch.status, 0) + 1
+        return [((status,), float(n)) for status, n in counts.items()]
+
+    async def start(self) -> None:
+        await self.llm.start()
+        await self._follower.start()
+        self.ready = True
+
+    async def stop(self, grace: float) -> None:
+        self.ready = False
+        await self._follower.stop()
+        await self._jobs.cancel_all()  # lines in flight are sent again after a restart
+        await self.llm.close()
+
+    def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        batch_id = key[len(b.BATCH_PREFIX) :]
+        if value is None:
+            self._records.pop(batch_id, None)
+            return
+        record = b.BATCH_RECORD.decode(value)
+        self._records[batch_id] = record
+        if record.batch.status in b.ACTIVE and batch_id not in self._running:
+            self._running.add(batch_id)
+            self._jobs.spawn(self._run(batch_id), name=f"batch-{batch_id}")
+
+    def _status(self, batch_id: str) -> str:
+        record = self._records.get(batch_id)
+        return record.batch.status if record is not None else "cancelled"
+
+    async def _run(self, batch_id: str) -> None:
+        try:
+            while self._status(batch_id) in b.ACTIVE:
+                try:
+                    if await self._run_once(batch_id):
+                        return
+                except Exception:  # a store or bus failure: the batch resumes after a pause
+                    log.exception("batch %s interrupted; resuming", batch_id)
+                await asyncio.sleep(RETRY_PAUSE_S)
+        finally:
+            self._running.discard(batch_id)
+
+    async def _run_once(self, batch_id: str) -> bool:
+        """One pass: True once the batch reached a final status."""
+        found = await self.store.get(batch_id)
+        if found is None:
+            return True
+        record, _ = found
+        data = await self.store.content(record.batch.input_file_id)
+        try:
+            lines = parse_input(data, record.batch.endpoint)
+        except Invalid as exc:
+            await self._fail(batch_id, exc.errors)
+            return True
+        now = int(time.time())
+
+        def claim(r: b.BatchRecord) -> b.BatchRecord:
+            batch = r.batch
+            if batch.status == "validating":
+                batch = msgspec.structs.replace(batch, status="in_progress", in_progress_at=now)
+            counts = msgspec.structs.replace(batch.request_counts, total=len(lines))
+            batch = msgspec.structs.replace(batch, request_counts=counts)
+            return msgspec.structs.replace(r, batch=batch, generation=r.generation + 1)
+
+        claimed = await self.store.update(batch_id, claim)
+        if claimed is None:
+            return True
+        self._records[batch_id] = claimed
+        if claimed.batch.status == "in_progress":
+            done = await self.store.lines(batch_id)
+            job = Job(
+                claimed,
+                lines,
+                store=self.store,
+                llm=self.llm,
+                settings=self.settings.batch,
+                slots=self.slots,
+                cancelled=lambda: self._status(batch_id) == "cancelling",
+                on_line=lambda ok: self._lines[ok].inc(),
+            )
+            await self._drive(job, done)
+            if self._status(batch_id) == "in_progress" and not self._expired(claimed):
+                recorded = await self.store.lines(batch_id)
+                if len(recorded) < len(lines):
+                    return False  # some lines failed to run: another pass sends them again
+        await self._finalize(batch_id, lines)
+        return True
+
+    async def _drive(self, job: Job, done: dict[int, bytes]) -> None:
+        """Run ``job`` while writing its progress; a cancel stops the lines in flight."""
+        run = asyncio.ensure_future(job.run(done))
+        try:
+            while not run.done():
+                await asyncio.wait({run}, timeout=self.settings.batch.progress_s)
+                await self._progress(job)
+                if self._status(job.batch_id) == "cancelling" and not run.done():
+                    run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+        finally:
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+
+    async def _progress(self, job: Job) -> None:
+        counts = b.RequestCounts(total=len(job.lines), completed=job.completed, failed=job.failed)
+
+        def write(r: b.BatchRecord) -> b.BatchRecord | None:
+            if r.batch.request_counts == counts:
+                return None
+            return msgspec.structs.replace(
+                r, batch=msgspec.structs.replace(r.batch, request_counts=counts)
+            )
+
+        updated = await self.store.update(job.batch_id, write)
+        if updated is not None:
+            self._records[job.batch_id] = updated
+
+    @staticmethod
+    def _expired(record: b.BatchRecord) -> bool:
+        expires = record.batch.expires_at
+        return expires is not None and time.time() >= expires
+
+    async def _fail(self, batch_id: str, errors: list[b.BatchErrorItem]) -> None:
+        now = int(time.time())
+
+        def failed(r: b.BatchRecord) -> b.BatchRecord:
+            batch = msgspec.structs.replace(
+                r.batch, status="failed", failed_at=now, errors=b.BatchErrors(data=errors)
+            )
+            return msgspec.structs.replace(r, batch=batch)
+
+        await self.store.update(batch_id, failed)
+        log.info("batch %s failed validation: %s", batch_id, errors[0].message)
+
+    async def _finalize(self, batch_id: str, lines: list[b.BatchLine]) -> None:
+        """Write the output and error files from the recorded results, then the final status.
+
+        Idempotent: file ids derive from the batch id, so a pass interrupted here rewrites the
+        same files.
+        """
+        found = await self.store.get(batch_id)
+        if found is None:
+            return
+        record, _ = found
+        status = record.batch.status
+        final = "cancelled" if status == "cancelling" else "completed"
+        if final == "completed" and self._expired(record):
+            final = "expired"
+        results = await self.store.lines(batch_id)
+        good = [results[i] for i in sorted(results) if succeeded(results[i])]
+        bad = [results[i] for i in sorted(results) if not succeeded(results[i])]
+        if final == "expired":
+            body = b'{"error":{"message":"the batch expired before this request ran",'
+            body += b'"type":"invalid_request_error","code":"batch_expired"}}'
+            for index, line in enumerate(lines, start=1):
+                if index not in results:
+                    bad.append(result_line(batch_id, index, line, 400, body))
+        output_id = await self._write_file(record, f"file-{batch_id}-output", good)
+        error_id = await self._write_file(record, f"file-{batch_id}-errors", bad) if bad else None
+        now = int(time.time())
+        counts = b.RequestCounts(total=len(lines), completed=len(good), failed=len(bad))
+
+        def finish(r: b.BatchRecord) -> b.BatchRecord:
+            stamps = {"completed": "completed_at", "cancelled": "cancelled_at"}
+            batch = msgspec.structs.replace(
+                r.batch,
+                status=final,
+                request_counts=counts,
+                output_file_id=output_id,
+                error_file_id=error_id,
+                finalizing_at=r.batch.finalizing_at or now,
+                **{stamps.get(final, "expired_at"): now},
+            )
+            return msgspec.structs.replace(r, batch=batch)
+
+        updated = await self.store.update(batch_id, finish)
+        if updated is not None:
+            self._records[batch_id] = updated
+        with contextlib.suppress(Exception):  # only tidying: the output files hold the results
+            await self.store.forget_lines(batch_id)
+        log.info("batch %s %s: %d completed, %d failed", batch_id, final, len(good), len(bad))
+
+    async def _write_file(self, record: b.BatchRecord, file_id: str, rows: list[bytes]) -> str:
+        data = b"".join(row + b"\n" for row in rows)
+        file = b.FileObject(
+            id=file_id,
+            bytes=len(data),
+            created_at=int(time.time()),
+            filename=f"{record.batch.id}_{file_id.rsplit('-', 1)[1]}.jsonl",
+            purpose="batch_output",
+        )
+        await self.store.put_file(b.FileRecord(file=file, owner=record.owner), data)
+        return file_id
+
+
+async def run(
+    settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
+) -> None:
+    await serve_worker(
+        settings,
+        identity=identities.BATCH.name,
+        instance=instance,
+        health_port=health_port,
+        stop=stop,
+        build=lambda nc, proc: BatchRunner(nc, settings, proc),
+    )

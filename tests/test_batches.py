@@ -1,0 +1,201 @@
+"""The OpenAI Batch API with the official SDK: upload, run, read results; and a full restart.
+
+Its own stack (a deployment of concurrency 4 in front of a provider that takes 50 ms), so the
+kill test can stop every process. Results are checked line by line (exactly one per input
+line), and spend is read back per key: one billed request per line, however often a line ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+import pytest
+import pytest_asyncio
+
+from switchyard.stack import local
+from tests.stacks import Stack, start_stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LINES = 200
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def batchy(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    extra = {
+        "providers": {
+            "fake": {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 4}
+        },
+        "routes": {"bulk": {"deployments": [{"provider": "fake", "model": "slow:50"}]}},
+        "modelproxy": {"ack_wait_s": 4},
+        "logging": {"level": "info"},
+    }
+    stack = await start_stack(tmp_path_factory.mktemp("batchy"), extra)
+    try:
+        yield stack
+    finally:
+        await stack.supervisor.stop()
+
+
+def _input(tag: str) -> bytes:
+    rows = [
+        {
+            "custom_id": f"{tag}-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "bulk", "messages": [{"role": "user", "content": f"{tag} {i}"}]},
+        }
+        for i in range(LINES)
+    ]
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+def _client(stack: Stack, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=stack.tail_url + "/v1", api_key=key, max_retries=2)
+
+
+async def _wait_for(
+    client: openai.AsyncOpenAI, batch_id: str, done: set[str], timeout: float
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = await client.batches.retrieve(batch_id)
+        if batch.status in done:
+            return batch
+        assert time.monotonic() < deadline, f"batch still {batch.status}: {batch.request_counts}"
+        await asyncio.sleep(0.5)
+
+
+async def _check_output(client: openai.AsyncOpenAI, batch: Any, tag: str) -> None:
+    assert batch.request_counts.total == LINES
+    assert batch.request_counts.completed == LINES
+    assert batch.request_counts.failed == 0
+    assert batch.error_file_id is None
+    text = (await client.files.content(batch.output_file_id)).text
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert len(rows) == LINES
+    assert sorted(r["custom_id"] for r in rows) == sorted(f"{tag}-{i}" for i in range(LINES))
+    for row in rows:
+        assert row["response"]["status_code"] == 200
+        number = row["custom_id"].rsplit("-", 1)[1]
+        content = row["response"]["body"]["choices"][0]["message"]["content"]
+        assert content == f"echo: {tag} {number}"
+
+
+async def _billed_requests(stack: Stack, key_id: str) -> int:
+    response = await stack.admin("GET", "/spend?days=1")
+    return sum(r["requests"] for r in response.json()["days"] if r.get("key") == key_id)
+
+
+async def _settled_requests(stack: Stack, key_id: str, *, quiet_s: float = 6.0) -> int:
+    """Billed requests once nothing changed for ``quiet_s`` (late redeliveries included)."""
+    last, since = -1, time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        now = await _billed_requests(stack, key_id)
+        if now != last:
+            last, since = now, time.monotonic()
+        await asyncio.sleep(0.5)
+    return last
+
+
+async def test_sdk_runs_a_200_line_batch_to_completion(batchy: Stack) -> None:
+    key, record = await batchy.new_key("batch-happy")
+    async with _client(batchy, key) as client:
+        file = await client.files.create(file=("in.jsonl", _input("happy")), purpose="batch")
+        assert file.purpose == "batch"
+        assert file.bytes > 0
+        assert (await client.files.retrieve(file.id)).id == file.id
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        assert batch.status == "validating"
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=90)
+        assert done.status == "completed", done.errors
+        await _check_output(client, done, "happy")
+        listed = await client.batches.list()
+        assert batch.id in [b.id for b in listed.data]
+        with pytest.raises(openai.ConflictError):
+            await client.batches.cancel(batch.id)
+    # Another key sees neither the batch nor the file.
+    other, _ = await batchy.new_key("batch-stranger")
+    async with _client(batchy, other) as stranger:
+        with pytest.raises(openai.NotFoundError):
+            await stranger.batches.retrieve(batch.id)
+        with pytest.raises(openai.NotFoundError):
+            await stranger.files.content(done.output_file_id)
+    # Progress for admins; billed once per line.
+    response = await batchy.admin("GET", f"/batches/{batch.id}")
+    assert response.json()["progress"] == 1.0
+    assert response.json()["key_id"] == record.id
+    assert await _settled_requests(batchy, record.id, quiet_s=3.0) == LINES
+
+
+async def test_a_bad_input_file_fails_the_batch_naming_the_line(batchy: Stack) -> None:
+    key, _ = await batchy.new_key("batch-bad")
+    bad = _input("bad").splitlines()
+    bad[3] = b'{"custom_id": "x", "method": "POST", "url": "/v1/embeddings", "body": {}}'
+    async with _client(batchy, key) as client:
+        file = await client.files.create(file=("bad.jsonl", b"\n".join(bad)), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = await _wait_for(client, batch.id, {"failed", "completed"}, timeout=30)
+    assert done.status == "failed"
+    assert done.errors is not None
+    assert done.errors.data[0].line == 4
+
+
+async def test_cancel_stops_a_running_batch(batchy: Stack) -> None:
+    key, _ = await batchy.new_key("batch-cancel")
+    async with _client(batchy, key) as client:
+        file = await client.files.create(file=("c.jsonl", _input("cancel")), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        await _wait_for(client, batch.id, {"in_progress"}, timeout=30)
+        cancelling = await client.batches.cancel(batch.id)
+        assert cancelling.status in ("cancelling", "cancelled")
+        done = await _wait_for(client, batch.id, {"cancelled"}, timeout=30)
+    assert done.request_counts.completed < LINES
+
+
+async def test_killing_every_model_proxy_then_restarting_loses_and_repeats_nothing(
+    batchy: Stack,
+) -> None:
+    key, record = await batchy.new_key("batch-restart")
+    async with _client(batchy, key) as client:
+        file = await client.files.create(file=("r.jsonl", _input("restart")), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            counts = (await client.batches.retrieve(batch.id)).request_counts
+            if counts is not None and counts.completed >= 50:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+    for name in ("modelproxy-1", "modelproxy-2"):
+        batchy.kill(name)
+    await asyncio.sleep(1.0)
+    # Then the whole stack goes down and comes back, as `switchyard up` would.
+    await batchy.supervisor.stop()
+    env = local.child_env(batchy.settings, batchy.config_file, {})
+    steps = local.components(batchy.settings, env, local.component_specs(batchy.settings))
+    batchy.supervisor = local.stack_supervisor(batchy.settings, batchy.home, steps)
+    await batchy.supervisor.start()
+    async with _client(batchy, key) as client:
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=120)
+        assert done.status == "completed", done.errors
+        await _check_output(client, done, "restart")
+    response = await batchy.admin("GET", f"/batches/{batch.id}")
+    assert response.json()["restarts"] >= 1
+    assert await _settled_requests(batchy, record.id) == LINES
