@@ -41,6 +41,7 @@ async def fair(
             "fair-a": {"deployments": [{"provider": "fake", "model": MODEL}]},
             "fair-b": {"deployments": [{"provider": "fake", "model": "slow:101"}]},
             "fair-c": {"deployments": [{"provider": "fake", "model": "slow:102"}]},
+            "fair-d": {"deployments": [{"provider": "fake", "model": "slow:103"}]},
         },
         "stack": {"heads": 2, "modelproxies": 2},
         "logging": {"level": "info"},
@@ -170,3 +171,32 @@ async def test_overview_and_metrics_show_held_queues_by_tenant_and_priority(
     assert queue["tenant"] == "C"
     assert queue["waiting"] > 0
     assert held[0]["saturated"] is True
+
+
+async def test_held_requests_survive_killing_the_control_service_and_a_head(
+    fair: Stack, upstream: FakeOpenAI
+) -> None:
+    """HOLD is the only state: a feeder killed mid-backlog (and a head with it) loses nothing;
+    the restarted feeder reads HOLD again and every request is answered once."""
+    model = "slow:103"
+    keys = await _keys(fair, {"E": 1.0})
+    nc = await fair.connect("app")
+    done: dict[str, float] = {}
+    try:
+        async with LLMClient(nc, api_key=keys["E"]) as llm:
+            tasks = [asyncio.create_task(_send(llm, "fair-d", f"E{i}", done)) for i in range(80)]
+            while len(upstream.calls_for(model)) < 8:
+                await asyncio.sleep(0.05)
+            for name in ("control", "head-1"):
+                fair.kill(name)
+            await asyncio.sleep(1.0)
+            for name in ("control", "head-1"):
+                proc = fair.process(name)
+                await proc.start()
+                assert await proc.wait_healthy(30), proc.tail_log()
+            await asyncio.wait_for(asyncio.gather(*tasks), 90)
+    finally:
+        await nc.close()
+    assert len(done) == 80
+    answered = _starts(upstream, model)
+    assert sorted(set(answered)) == sorted(f"E{i}" for i in range(80))

@@ -217,12 +217,15 @@ class RoutingSettings(_Section, frozen=True):
             every head; a 429's ``Retry-After`` overrides it.
         max_attempts: deployments tried per request (across fallbacks) before giving up.
         backoff_s / backoff_max_s: jittered exponential pause before each retry.
+        fair_queueing: once a deployment is saturated, hold its new requests and start them
+            by priority and tenant share (``docs/routing.md``); false: first come, first served.
     """
 
     cooldown_s: Seconds = 5.0
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 4
     backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 0.05
     backoff_max_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    fair_queueing: bool = True
 
 
 class AdminSettings(_Section, frozen=True):

@@ -35,13 +35,15 @@ KEY_PREFIX = "dep."
 class Admission:
     """Follows ``sy_sched`` and decides, per request, hold or dispatch."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, *, enabled: bool = True) -> None:
+        self.enabled = enabled  # off: every request straight to dispatch (first come first served)
         self._states: dict[str, SchedState] = {}
         self._sent: dict[str, deque[float]] = {}
         self._follower = KvFollower(js, subjects.SCHED_BUCKET, self._on_entry)
 
     async def start(self) -> None:
-        await self._follower.start()
+        if self.enabled:
+            await self._follower.start()
 
     async def stop(self) -> None:
         await self._follower.stop()

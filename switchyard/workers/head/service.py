@@ -84,7 +84,7 @@ class Head:
         self.router = Router(settings.route_table)
         self.cooldowns = CooldownBook(self.js)
         self.keys = KeyPolicies(nc)
-        self.admission = Admission(self.js)
+        self.admission = Admission(self.js, enabled=settings.routing.fair_queueing)
         self.stats = HeadMetrics(metrics, lambda: self.router, self.cooldowns)
         self._routes = KvFollower(
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY

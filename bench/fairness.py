@@ -1,0 +1,158 @@
+"""Fair queueing's cost: CPU per request with the scheduler on vs first come, first served.
+
+``python -m bench.fairness`` starts two stacks one after the other from the same generated
+config but for ``routing.fair_queueing`` (``false``: every request straight to its dispatch
+queue, FCFS; ``true``: the default), each with 2 heads and 2 model-proxies in front of the
+nginx upstream, and runs two loads on each with wrk at 64 connections:
+
+* ``saturated``: the 50 ms upstream behind a deployment of concurrency 16, so 48 requests
+  always wait: with fair queueing on, every one of them goes through HOLD and the feeder
+  (held, moved into dispatch, deleted from HOLD, its acknowledgement tapped);
+* ``unsaturated``: the fast upstream at concurrency 256: the fast path, where the scheduler
+  only checks its state.
+
+CPU is summed over every Switchyard process and nats-server (``bench.cpu``), per completed
+request. Results go to ``bench/results/fairness.json`` and ``.md``; the target is at most 5%
+more CPU per request than FCFS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import cpu, report
+from bench.deps import ensure_tools
+from bench.load import LoadSpec
+from bench.runner import RunOptions, RunResult, measure
+from bench.scenarios import scenario, switchyard_body
+from bench.stack import BenchStack, write_stack_config
+from bench.upstream import start_upstream
+from switchyard.stack.ports import listen_port
+
+TARGET_PCT = 5.0
+SATURATED_CONCURRENCY = 16
+LOADS = {"saturated": "delay50_c64", "unsaturated": "nonstream_c64"}
+
+
+def _configure(stack: BenchStack, *, fair: bool) -> None:
+    doc: dict[str, Any] = yaml.safe_load(stack.config_file.read_text(encoding="utf-8"))
+    doc["providers"]["bench-delay50"]["concurrency"] = SATURATED_CONCURRENCY
+    doc["routing"] = {"fair_queueing": fair}
+    stack.config_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+
+def _watched(stack: BenchStack) -> list[cpu.Watched]:
+    procs, supervisor = stack.processes()
+    watched = [cpu.Watched(p.name, p.pid, cpu.group_of(p.name)) for p in procs]
+    if supervisor is not None:
+        watched.append(cpu.Watched("supervisor", supervisor, "switchyard"))
+    return watched
+
+
+def _total(run: RunResult) -> float:
+    return sum(run.cpu_us.values())
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    tools = ensure_tools()
+    ports: set[int] = set()
+    opts = RunOptions(
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        wrk_timeout_s=10.0,
+        ttft_requests=0,
+        quiet_wait_s=args.quiet_wait,
+    )
+    upstream = start_upstream(tools, workdir / "nginx", listen_port(avoid=ports))
+    results: dict[str, dict[str, RunResult]] = {load: {} for load in LOADS}
+    try:
+        for mode in ("fcfs", "fair"):
+            (workdir / mode).mkdir(parents=True, exist_ok=True)
+            stack = write_stack_config(workdir / mode, ports, upstream, heads=2, modelproxies=2)
+            _configure(stack, fair=mode == "fair")
+            print(f"bench: fairness: starting a stack with fair_queueing={mode == 'fair'}")
+            stack.up()
+            try:
+                key = stack.api_key()
+                watched = _watched(stack)
+                for load, key_name in LOADS.items():
+                    sc = scenario(key_name)
+                    spec = LoadSpec(
+                        url=stack.tail_url,
+                        body=switchyard_body(sc),
+                        connections=sc.connections,
+                        threads=sc.threads,
+                        api_key=key,
+                    )
+                    result = measure(tools.wrk, spec, watched, opts, f"{load}/{mode}")
+                    results[load][mode] = result
+                    print(
+                        f"bench: {load:<12} {mode:<5} {result.wrk.rps:8.0f} req/s"
+                        f"  {_total(result):7.0f} us CPU/request"
+                        f"  errors {result.wrk.error_count}"
+                        f"  other load {result.background_cores:.2f} cores",
+                        flush=True,
+                    )
+            finally:
+                stack.down()
+    finally:
+        upstream.stop()
+    doc: dict[str, Any] = {"meta": report.machine_info(), "target_pct": TARGET_PCT, "loads": {}}
+    for load, modes in results.items():
+        fcfs, fair = _total(modes["fcfs"]), _total(modes["fair"])
+        doc["loads"][load] = {
+            "fcfs": modes["fcfs"].to_json(),
+            "fair": modes["fair"].to_json(),
+            "cpu_us_fcfs": round(fcfs, 1),
+            "cpu_us_fair": round(fair, 1),
+            "overhead_pct": round(100.0 * (fair - fcfs) / fcfs, 2) if fcfs else None,
+        }
+    return doc
+
+
+def render(doc: dict[str, Any]) -> str:
+    lines = [
+        "| Load | FCFS req/s | Fair req/s | FCFS CPU us/request | Fair CPU us/request | Overhead |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for load, row in doc["loads"].items():
+        lines.append(
+            f"| {load} | {row['fcfs']['wrk']['rps']:,.0f} | {row['fair']['wrk']['rps']:,.0f}"
+            f" | {row['cpu_us_fcfs']:,.0f} | {row['cpu_us_fair']:,.0f}"
+            f" | {row['overhead_pct']:+.1f}% |"
+        )
+    lines.append(f"\nTarget: at most +{TARGET_PCT:.0f}% CPU per request.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.fairness", description=__doc__)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--quiet-wait", type=float, default=30.0)
+    p.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR)
+    args = p.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="switchyard-bench-fair-"))
+    try:
+        doc = run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    text = render(doc)
+    print(text)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / "fairness.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    (args.results_dir / "fairness.md").write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
