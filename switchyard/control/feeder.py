@@ -72,6 +72,7 @@ class Held:
     data: bytes
     deadline_ms: int
     stored_at: float
+    weight: float = 1.0
 
     def expired(self, now: float) -> bool:
         return bool(self.deadline_ms) and self.deadline_ms <= now * 1000
@@ -89,6 +90,7 @@ class _Deployment:
     written: SchedState | None = None
     pumping: bool = False
     dirty: bool = False
+    moving: int = 0  # moves started, not yet stored in dispatch (not in the consumer's count)
     moved: dict[str, int] = field(default_factory=dict)
 
 
@@ -186,8 +188,8 @@ class Feeder:
             stored_at=msg.metadata.timestamp.timestamp(),
         )
         dep.seen.add(seq)
-        weight = _float(headers.get(h.WEIGHT, "1"))
-        dep.queue.push(priority, tenant, weight, held)
+        held.weight = _float(headers.get(h.WEIGHT, "1"))
+        dep.queue.push(priority, tenant, held.weight, held)
         self._kick(dep)
 
     # ---- moving ----
@@ -213,12 +215,11 @@ class Feeder:
                     if item.expired(now):  # its caller gave up: no slot for it
                         self._delete(dep, item)
                         continue
-                    dep.pending += 1
-                    if not await self._move(dep, item):
-                        dep.pending -= 1
-                        dep.queue.push(item.priority, item.tenant, 1.0, item)
-                        break
-                saturated = len(dep.queue) > 0
+                    dep.pending += 1  # the slot is taken now; moves run side by side
+                    self._work.spawn(self._move_one(dep, item))
+                # Held only while requests wait *and* no slot is free: a backlog the feeder is
+                # still moving into free slots is not saturation.
+                saturated = len(dep.queue) > 0 and dep.pending >= limit
                 if saturated != dep.held:
                     dep.held = saturated
                     await self._write(dep)
@@ -226,6 +227,18 @@ class Feeder:
             log.exception("feeding deployment %s failed", dep.id)
         finally:
             dep.pumping = False
+
+    async def _move_one(self, dep: _Deployment, item: Held) -> None:
+        dep.moving += 1
+        try:
+            moved = await self._move(dep, item)
+        finally:
+            dep.moving -= 1
+        if moved:
+            return
+        dep.pending = max(0, dep.pending - 1)
+        dep.queue.push(item.priority, item.tenant, item.weight, item)  # tried again shortly
+        asyncio.get_running_loop().call_later(0.5, self._kick, dep)
 
     async def _move(self, dep: _Deployment, item: Held) -> bool:
         """Store ``item`` in dispatch (same ``Nats-Msg-Id``), then delete it from HOLD."""
@@ -294,7 +307,7 @@ class Feeder:
             log.debug("no consumer state for %s: %s", dep.id, exc)
             dep.pending = 0
             return
-        dep.pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
+        dep.pending = (info.num_pending or 0) + (info.num_ack_pending or 0) + dep.moving
 
     # ---- the saturation record ----
 
