@@ -47,7 +47,7 @@ from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas import monitor as m
 from switchyard.schemas.routing import RouteTable
-from switchyard.schemas.scheduling import SCHED_ENCODER, SchedState
+from switchyard.schemas.scheduling import PRIORITIES, SCHED_ENCODER, SchedState
 
 log = logging.getLogger("switchyard.control.feeder")
 
@@ -407,7 +407,9 @@ class Feeder:
             "Held requests the feeder moved into dispatch, by priority.",
             [sc.DEPLOYMENT, sc.PRIORITY],
             lambda: [
-                ((d.id, p), float(n)) for d in self._deps.values() for p, n in d.moved.items()
+                ((d.id, p), float(d.moved.get(p, 0)))
+                for d in self._deps.values()
+                for p in PRIORITIES
             ],
         )
 

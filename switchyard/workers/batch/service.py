@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import get_args
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -59,7 +60,7 @@ class BatchRunner:
         self.ready = False
 
     def _by_status(self) -> list[tuple[tuple[str, ...], float]]:
-        counts: dict[str, int] = {}
+        counts = dict.fromkeys(get_args(b.BatchStatus), 0)
         for record in self._records.values():
             counts[record.batch.status] = counts.get(record.batch.status, 0) + 1
         return [((status,), float(n)) for status, n in counts.items()]
