@@ -30,7 +30,7 @@ DASHBOARD = OPS / "grafana" / "switchyard.json"
 KEDA = OPS / "keda" / "scaledobject.yaml"
 DOCS = ROOT / "docs" / "operations.md"
 COMPONENTS = frozenset(
-    {"tail", "gateway", "head", "modelproxy", "secrets", "control", "accounting"}
+    {"tail", "gateway", "head", "modelproxy", "secrets", "control", "accounting", "batch"}
 )
 
 

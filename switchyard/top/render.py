@@ -18,7 +18,7 @@ from switchyard.top._fit import Column, Fields, FittedTable
 from switchyard.top.source import OVERVIEW_PATH
 
 # Processes are listed in the order a request meets them.
-PIPELINE = ("tail", "gateway", "head", "modelproxy", "secrets", "control", "accounting")
+PIPELINE = ("tail", "gateway", "head", "modelproxy", "secrets", "control", "accounting", "batch")
 NEAR_LIMIT, AT_LIMIT = 0.5, 0.9  # share of a queue's limit: yellow, red
 SLOW_WAIT_S, STUCK_WAIT_S = 5.0, 30.0  # age of the oldest waiting request: yellow, red
 HIGH_ERRORS = 0.05
@@ -141,7 +141,8 @@ DEPLOYMENT_COLUMNS = (
 
 
 def _attention(d: DeploymentState) -> tuple[int, float, str]:
-    return (-(d.queue.waiting if d.queue else 0), -d.rates.requests_per_s, d.id)
+    waiting = (d.queue.waiting if d.queue else 0) + sum(h.waiting for h in d.held)
+    return (-waiting, -d.rates.requests_per_s, d.id)
 
 
 def _queue_cells(d: DeploymentState) -> list[Text]:
@@ -153,6 +154,9 @@ def _queue_cells(d: DeploymentState) -> list[Text]:
     if share >= NEAR_LIMIT:
         queued.append(f" {share:.0%}")
         queued.stylize("bold red" if share >= AT_LIMIT else "yellow")
+    held = sum(h.waiting for h in d.held)
+    if held:  # saturated: more wait in HOLD for their fair turn (by priority and tenant)
+        queued.append(f" +{held} held", style="yellow")
     saturated = q.concurrency and q.in_flight >= q.concurrency
     in_flight = Text(f"{q.in_flight}/{q.concurrency}", style="yellow" if saturated else "")
     return [queued, in_flight]

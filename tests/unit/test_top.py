@@ -16,6 +16,7 @@ from switchyard.errors import GatewayError
 from switchyard.schemas.monitor import (
     CooldownState,
     DeploymentState,
+    HeldQueue,
     Overview,
     ProcessState,
     QueueState,
@@ -180,6 +181,22 @@ def test_empty_states_say_what_is_missing() -> None:
 
 def test_before_the_first_overview_it_says_what_it_is_reading() -> None:
     assert _screen(None, interval=1.0)[1:] == [f"reading {URL}/admin/v1/overview ..."]
+
+
+def test_requests_held_for_fair_order_show_next_to_the_queue_and_count_as_queued() -> None:
+    saturated = _deployment(
+        "fake--fair",
+        queue=QueueState(waiting=0, in_flight=8, concurrency=8, limit=1000),
+        saturated=True,
+        held=[
+            HeldQueue(priority="batch", tenant="team-a", waiting=40),
+            HeldQueue(priority="default", tenant="team-b", waiting=3),
+        ],
+    )
+    lines = _screen(_overview(deployments=[_deployment("fake--idle"), saturated]))
+    assert _row(lines, "fake--fair")[2:4] == ["0 +43 held", "8/8"]
+    order = [line.split()[0] for line in lines if line.split()[:1] and "--" in line.split()[0]]
+    assert order == ["fake--fair", "fake--idle"]
 
 
 def test_an_error_is_shown_above_the_last_overview_or_alone() -> None:
