@@ -378,7 +378,8 @@ async def ops_stack(
 @pytest.mark.slow
 async def test_the_targets_file_up_wrote_lists_every_process(ops_stack: OpsStack) -> None:
     components = [p for p in ops_stack.processes if p["kind"] == "component"]
-    assert len(components) == len(ops_stack.targets) == 5 + 2 + 2  # 5 singles, 2 heads, 2 proxies
+    # 6 singles (secrets, control, accounting, batch, tail, gateway), 2 heads, 2 model-proxies
+    assert len(components) == len(ops_stack.targets) == 6 + 2 + 2
     by_instance = {g["labels"]["instance"]: g for g in ops_stack.targets}
     assert set(by_instance) == {p["name"] for p in components}
     assert {g["labels"]["component"] for g in ops_stack.targets} == COMPONENTS
