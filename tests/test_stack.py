@@ -96,8 +96,10 @@ def test_up_status_down_and_data_survives(tmp_path: Path) -> None:
         r.close()
         assert asyncio.run(_stream_names(settings)) == [
             "DISPATCH",
+            "HOLD",
             "KV_sy_health",
             "KV_sy_routes",
+            "KV_sy_sched",
             "USAGE",
         ]
         asyncio.run(_publish_usage(settings))

@@ -377,6 +377,15 @@ class Feeder:
             for priority, _, waiting, first in dep.queue.depths()
         ]
 
+    def waiting(self, dep_id: str, now: float | None = None) -> tuple[int, float]:
+        """Requests of a deployment waiting in HOLD, and the age of the oldest (seconds)."""
+        dep = self._deps.get(dep_id)
+        if dep is None or not len(dep.queue):
+            return 0, 0.0
+        moment = now or time.time()
+        oldest = min(first.stored_at for _, _, _, first in dep.queue.depths())
+        return len(dep.queue), max(0.0, moment - oldest)
+
     def saturated(self, dep_id: str) -> bool:
         dep = self._deps.get(dep_id)
         return dep is not None and dep.held

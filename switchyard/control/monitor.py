@@ -199,12 +199,14 @@ class Monitor:
         cooldowns: Cooldowns,
         *,
         interval: float = 1.0,
+        held: Callable[[str], tuple[int, float]] = lambda _dep: (0, 0.0),
     ) -> None:
         self._nc = nc
         self._limit = settings.streams.dispatch_queue_limit
         self._table = table
         self._cooldowns = cooldowns
         self._interval = interval
+        self._held = held  # requests of a deployment waiting in HOLD, and the oldest's age
         self.queues: dict[str, m.QueueState] = {}
         self.queues_read_at = 0.0
         self._series: dict[str, _Series] = {}
@@ -250,8 +252,11 @@ class Monitor:
             if consumer.num_pending:
                 stored = await self._stored_at(consumer)
                 oldest = max(0.0, now - stored) if stored is not None else 0.0
+            held, held_oldest = self._held(deployment)
+            oldest = max(oldest, held_oldest)
             states[deployment] = m.QueueState(
-                waiting=consumer.num_pending,
+                waiting=consumer.num_pending + held,
+                held=held,
                 in_flight=consumer.num_ack_pending,
                 concurrency=consumer.config.max_ack_pending,
                 limit=self._limit,

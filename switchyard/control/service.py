@@ -65,7 +65,14 @@ class Control:
         self._follower = KvFollower(
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
-        self.monitor = Monitor(nc, settings, metrics, lambda: self.table, self.cooldowns)
+        self.monitor = Monitor(
+            nc,
+            settings,
+            metrics,
+            lambda: self.table,
+            self.cooldowns,
+            held=lambda dep: self.feeder.waiting(dep),  # noqa: PLW0108 (the feeder comes next)
+        )
         self.feeder = Feeder(
             nc, metrics, lambda: self.table, self.monitor.heads, self.monitor.mean_latency_s
         )

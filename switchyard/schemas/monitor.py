@@ -77,7 +77,8 @@ class TrafficReport(msgspec.Struct, frozen=True, kw_only=True):
 class QueueState(msgspec.Struct, frozen=True, kw_only=True):
     """A deployment's queue, from its JetStream consumer (the platform-wide truth)."""
 
-    waiting: int = 0  # stored, not yet picked up (num_pending)
+    waiting: int = 0  # stored, not yet picked up: in dispatch (num_pending) plus held
+    held: int = 0  # of those, waiting in HOLD for their fair turn (a saturated deployment)
     in_flight: int = 0  # picked up, not yet acknowledged (num_ack_pending)
     concurrency: int = 0  # max in flight across every model-proxy (max_ack_pending)
     limit: int = 0  # the most it holds before refusing with queue_full

@@ -141,8 +141,7 @@ DEPLOYMENT_COLUMNS = (
 
 
 def _attention(d: DeploymentState) -> tuple[int, float, str]:
-    waiting = (d.queue.waiting if d.queue else 0) + sum(h.waiting for h in d.held)
-    return (-waiting, -d.rates.requests_per_s, d.id)
+    return (-(d.queue.waiting if d.queue else 0), -d.rates.requests_per_s, d.id)
 
 
 def _queue_cells(d: DeploymentState) -> list[Text]:
@@ -154,9 +153,8 @@ def _queue_cells(d: DeploymentState) -> list[Text]:
     if share >= NEAR_LIMIT:
         queued.append(f" {share:.0%}")
         queued.stylize("bold red" if share >= AT_LIMIT else "yellow")
-    held = sum(h.waiting for h in d.held)
-    if held:  # saturated: more wait in HOLD for their fair turn (by priority and tenant)
-        queued.append(f" +{held} held", style="yellow")
+    if q.held:  # saturated: these wait in HOLD for their fair turn (by priority and tenant)
+        queued.append(f" ({q.held} held)", style="yellow")
     saturated = q.concurrency and q.in_flight >= q.concurrency
     in_flight = Text(f"{q.in_flight}/{q.concurrency}", style="yellow" if saturated else "")
     return [queued, in_flight]

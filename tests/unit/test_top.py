@@ -186,7 +186,7 @@ def test_before_the_first_overview_it_says_what_it_is_reading() -> None:
 def test_requests_held_for_fair_order_show_next_to_the_queue_and_count_as_queued() -> None:
     saturated = _deployment(
         "fake--fair",
-        queue=QueueState(waiting=0, in_flight=8, concurrency=8, limit=1000),
+        queue=QueueState(waiting=43, held=43, in_flight=8, concurrency=8, limit=1000),
         saturated=True,
         held=[
             HeldQueue(priority="batch", tenant="team-a", waiting=40),
@@ -194,7 +194,7 @@ def test_requests_held_for_fair_order_show_next_to_the_queue_and_count_as_queued
         ],
     )
     lines = _screen(_overview(deployments=[_deployment("fake--idle"), saturated]))
-    assert _row(lines, "fake--fair")[2:4] == ["0 +43 held", "8/8"]
+    assert _row(lines, "fake--fair")[2:4] == ["43 (43 held)", "8/8"]
     order = [line.split()[0] for line in lines if line.split()[:1] and "--" in line.split()[0]]
     assert order == ["fake--fair", "fake--idle"]
 
