@@ -20,6 +20,8 @@ import pytest_asyncio
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Envelope
 from switchyard.client import LLMClient
+from switchyard.stack import local
+from switchyard.stack.process import ManagedProcess
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
 
@@ -203,3 +205,39 @@ async def test_held_requests_survive_killing_the_control_service_and_a_head(
     assert len(done) == 80
     answered = _starts(upstream, model)
     assert sorted(set(answered)) == sorted(f"E{i}" for i in range(80))
+
+
+async def test_a_second_control_replica_takes_the_feeder_over_when_the_first_dies(
+    fair: Stack, upstream: FakeOpenAI
+) -> None:
+    """Only the lease holder feeds; a standby takes over once the holder stops renewing."""
+    env = local.child_env(fair.settings, fair.config_file, {})
+    step = local.components(fair.settings, env, [local.ComponentSpec("control", replicas=2)])[1]
+    standby = ManagedProcess(step.spec, fair.home.logs)
+    await standby.start()
+    try:
+        assert await standby.wait_healthy(30), standby.tail_log()
+        await asyncio.sleep(1.0)
+        assert "now runs the feeder" not in standby.log_path.read_text()
+        fair.kill("control")
+        model = "slow:103"
+        keys = await _keys(fair, {"F": 1.0})
+        nc = await fair.connect("app")
+        done: dict[str, float] = {}
+        before = len(upstream.calls_for(model))
+        try:
+            async with LLMClient(nc, api_key=keys["F"]) as llm:
+                tasks = [
+                    asyncio.create_task(_send(llm, "fair-d", f"F{i}", done)) for i in range(40)
+                ]
+                await asyncio.wait_for(asyncio.gather(*tasks), 90)
+        finally:
+            await nc.close()
+        assert len(done) == 40
+        assert len(upstream.calls_for(model)) - before == 40
+        assert "now runs the feeder" in standby.log_path.read_text()
+    finally:
+        await standby.stop(10)
+        proc = fair.process("control")
+        await proc.start()
+        assert await proc.wait_healthy(30), proc.tail_log()

@@ -142,6 +142,11 @@ class Feeder:
             await self._deactivate(dep)
         await self._work.drain(2.0)
         await self._publisher.stop()
+        # Ready to start again (leadership may come back): a new start reads HOLD afresh.
+        self._deps = {}
+        self._loops = TaskSupervisor("feeder")
+        self._work = TaskSupervisor("feeder-moves")
+        self._publisher = AckPublisher(self._nc)
 
     # ---- state ----
 

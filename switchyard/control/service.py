@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -25,8 +26,10 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from switchyard.bus import identities, subjects
+from switchyard.bus.envelope import new_request_id
 from switchyard.config import Settings
 from switchyard.control.feeder import Feeder
+from switchyard.control.lease import Lease
 from switchyard.control.monitor import Monitor
 from switchyard.errors import Conflict, InvalidRequest
 from switchyard.runtime.audit import request_actor
@@ -34,6 +37,7 @@ from switchyard.runtime.cooldowns import CooldownBook
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY, sync_dispatch_consumers
 from switchyard.runtime.endpoints import Endpoints, reply_ok
 from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import control as wire
 from switchyard.schemas.health import PREFIX as COOLDOWN_PREFIX
@@ -79,6 +83,10 @@ class Control:
         self._service: Service | None = None
         self._endpoints = Endpoints("control")
         self._write_lock = asyncio.Lock()
+        self._instance = proc.instance
+        self._lease: Lease | None = None
+        self._feeding = False
+        self._leading = TaskSupervisor("feeder-lease")
         self.ready = False
 
     async def start(self) -> None:
@@ -87,7 +95,10 @@ class Control:
         await self.cooldowns.start()
         await self._follower.start()
         await self.monitor.start()
-        await self.feeder.start()
+        sched = await self.js.key_value(subjects.SCHED_BUCKET)
+        self._lease = Lease(sched, f"{self._instance}-{os.getpid()}-{new_request_id()}")
+        await self._lead()
+        self._leading.spawn(self._lead_forever())
         svc = await add_service(
             self.nc,
             name="control",
@@ -118,10 +129,37 @@ class Control:
             await self._service.stop()
             self._service = None
         await self._endpoints.drain(grace)
-        await self.feeder.stop()
+        await self._leading.cancel_all()
+        if self._feeding:
+            self._feeding = False
+            await self.feeder.stop()
+            if self._lease is not None:
+                await self._lease.release()
         await self.monitor.stop()
         await self._follower.stop()
         await self.cooldowns.stop()
+
+    async def _lead(self) -> None:
+        """Feed while this replica holds the lease; stop feeding the moment it does not."""
+        assert self._lease is not None  # noqa: S101  (made in start)
+        leader = await self._lease.renew()
+        if leader and not self._feeding:
+            await self.feeder.start()
+            self._feeding = True
+            log.info("this control replica now runs the feeder")
+        elif not leader and self._feeding:
+            self._feeding = False
+            await self.feeder.stop()
+            log.warning("lost the feeder lease; another control replica feeds now")
+
+    async def _lead_forever(self) -> None:
+        assert self._lease is not None  # noqa: S101
+        while True:
+            await asyncio.sleep(self._lease.ttl / 3)
+            try:
+                await self._lead()
+            except Exception:  # keep trying: a failed round leaves the lease to expire
+                log.exception("feeder lease round failed")
 
     def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
         if value is None:
