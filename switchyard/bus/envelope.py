@@ -140,7 +140,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     ``tenant``, ``key_hash``, ``budget_period``; then ``op``, ``alias``, ``reply``, ``stream``.
     Added on the dispatch hop: ``deployment``; on a reroute: ``tried``, ``errors``,
     ``last_status``, ``retry_after``. ``priority`` is the caller's wish until the head decides
-    it (the key's default and ceiling apply); ``weight`` and ``once`` are the head's only.
+    it (the key's default and ceiling apply); ``weight`` is the head's only.
     """
 
     request_id: str
@@ -165,7 +165,6 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     tracestate: str = ""
     priority: str = ""
     weight: float = 1.0
-    once: bool = False
 
     @classmethod
     def decode(cls, headers: Mapping[str, str] | None) -> Envelope:
@@ -205,8 +204,6 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             fields["priority"] = value
         if value := get(h.WEIGHT):
             fields["weight"] = _weight(value)
-        if get(h.ONCE) == "1":
-            fields["once"] = True
         if value := get(h.TRIED):
             tried = tuple(t for t in value.split(",") if t)
             if len(tried) > MAX_TRIED or any(len(t) > 128 for t in tried):
@@ -239,8 +236,6 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             out[h.PRIORITY] = self.priority
         if self.weight != 1.0:
             out[h.WEIGHT] = f"{self.weight:g}"
-        if self.once:
-            out[h.ONCE] = "1"
         if self.tried:
             out[h.TRIED] = ",".join(self.tried)
         if self.last_status:

@@ -239,7 +239,7 @@ def test_network_policies_mirror_the_zones(manifests: list[dict[str, Any]]) -> N
     zone = {name: p.labels.get("switchyard.dev/zone") for name, p in peers.items()}
     client = [n for n, z in zone.items() if z == "client"]
     core = [n for n, z in zone.items() if z == "core"]
-    assert set(client) == {"tail", "gateway"}
+    assert set(client) == {"tail", "gateway", "batch"}
     assert {"head", "modelproxy", "secrets", "control", "accounting", "openbao"} <= set(core)
     # Nothing in the client zone reaches anything in the core zone, on any port.
     assert {(s, d, p) for s, d, p in allowed if s in client and d in core} == set()

@@ -44,7 +44,6 @@ FULL = {
     h.TRACESTATE: "vendor=x",
     h.PRIORITY: "batch",
     h.WEIGHT: "2.5",
-    h.ONCE: "1",
 }
 
 
@@ -63,7 +62,7 @@ def test_every_header_is_decoded_into_its_typed_field() -> None:
     assert env.errors == "d1: 500 boom; d2: 429 slow"
     assert (env.last_status, env.retry_after) == (429, 2.5)
     assert (env.traceparent, env.tracestate) == (TRACE, "vendor=x")
-    assert (env.priority, env.weight, env.once) == ("batch", 2.5, True)
+    assert (env.priority, env.weight) == ("batch", 2.5)
 
 
 def test_encode_then_decode_is_the_same_envelope() -> None:
@@ -80,7 +79,7 @@ def test_every_header_but_none_may_be_left_out() -> None:
     assert env.tried == ()
     assert env.retry_after is None
     assert not env.stream
-    assert (env.priority, env.weight, env.once) == ("", 1.0, False)
+    assert (env.priority, env.weight) == ("", 1.0)
     assert Envelope.decode(None).request_id != env.request_id
     # Defaults are not written back.
     assert set(env.encode()) == {h.REQUEST_ID, h.ATTEMPT}
@@ -189,7 +188,7 @@ def test_each_priority_class_round_trips(priority: str) -> None:
     assert env.encode()[h.PRIORITY] == priority
 
 
-def test_priority_weight_and_once_at_their_defaults_are_not_written() -> None:
-    headers = Envelope(request_id="r", priority="", weight=1.0, once=False).encode()
-    assert not {h.PRIORITY, h.WEIGHT, h.ONCE} & set(headers)
+def test_priority_and_weight_at_their_defaults_are_not_written() -> None:
+    headers = Envelope(request_id="r", priority="", weight=1.0).encode()
+    assert not {h.PRIORITY, h.WEIGHT} & set(headers)
     assert Envelope(request_id="r", weight=0.5).encode()[h.WEIGHT] == "0.5"

@@ -1,7 +1,7 @@
 """One batch, from its input file to its output files, surviving restarts.
 
 Each line is a request on the bus as the batch's key, at ``batch`` priority, with request id
-``<batch>:<line>`` and ``Sy-Once`` (billed once per request id however often it runs). Its
+``<batch>:<line>`` (billed once per request id and hop, however often it runs). Its
 answer is recorded once (a KV create); a line with a recorded result is never sent again.
 After a restart the runner sends every line without a result again, under attempt numbers no
 earlier run used (``generation``): a submission lost with the old reply path is replaced, not
@@ -216,7 +216,6 @@ class Job:
                 key_hash=self.record.key_hash,
                 key_id=self.record.key_id,
                 priority="batch",
-                once=True,
             )
             try:
                 reply = await self.llm.request(SUBJECTS[self._op], body, env)

@@ -224,17 +224,13 @@ class Head:
         # Responses and Messages dialects are checked by their translators.
         body = probe(op, msg.data) if op in PROBES else model_of(msg.data)
         alias = body.model
-        caller = caller_identity(msg.headers)
-        key, pinned = await self._authorize(env, caller)
+        key, pinned = await self._authorize(env, caller_identity(msg.headers))
         if not key.allows(alias):
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
         wish = env.priority or of_service_tier(getattr(body, "service_tier", None)) or key.priority
         env = self._stamp(env, key).with_(
             priority=capped(wish, key.max_priority),
             weight=key.weight,
-            # Billed once per request id however often it runs: only for the batch runner,
-            # which resubmits a line after a restart under the same id.
-            once=env.once and caller == identities.BATCH.name,
             # A pin travels with the request, so a failed attempt comes back pinned and ends
             # (_after_failure) instead of being rerouted to another deployment.
             pin=pinned or "",
