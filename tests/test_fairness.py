@@ -149,10 +149,11 @@ async def test_interactive_starts_in_the_next_free_slot_behind_500_batch(
             starts = _starts(upstream, model)
             position = starts.index("urgent") - before
             print(f"interactive: started {position} calls after arriving, answered in {took:.3f}s")
-            # Slots free every 25 ms on average (4 slots, 100 ms calls); the request needs a few
-            # ms to reach the feeder, in which a slot or two may go to batch work already
-            # popped. Behind 500 queued batch requests, FCFS would start it ~12 s later.
-            assert position <= 2, f"{position} batch requests started ahead of it"
+            # Slots free every 25 ms on average (4 slots, 100 ms calls). Batch requests already
+            # moved into a freed slot (on their way to the provider) or moved while this one
+            # travels to the feeder may reach the provider first: at most one per slot. What
+            # counts is the wait: less than one call, where FCFS would start it ~12 s later.
+            assert position <= 4, f"{position} batch requests started ahead of it"
             assert took < 0.35  # one slot's wait (< one 100 ms call) plus its own 100 ms
             assert len(done) < 100  # the batch backlog was still there
             for task in batch:
