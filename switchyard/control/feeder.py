@@ -104,6 +104,8 @@ class Feeder:
         table: Callable[[], RouteTable],
         heads: Callable[[], int],
         latency: Callable[[str], float | None],
+        *,
+        queue_limit: int = 1_000_000,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream(timeout=5)
@@ -118,6 +120,8 @@ class Feeder:
         self._work = TaskSupervisor("feeder-moves")
         self._concurrency: dict[str, int] = {}
         self._concurrency_of: RouteTable | None = None
+        # Dispatch holds at most this many per deployment (discard-new): never move past it.
+        self._queue_limit = queue_limit
         self._export(metrics)
 
     # ---- lifecycle ----
@@ -164,7 +168,7 @@ class Feeder:
                 d: deployment.concurrency or provider.concurrency
                 for d, (provider, deployment) in table.deployments().items()
             }
-        return self._concurrency.get(dep_id, 1)
+        return min(self._concurrency.get(dep_id, 1), self._queue_limit)
 
     # ---- held requests in ----
 

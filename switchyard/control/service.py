@@ -78,7 +78,12 @@ class Control:
             held=lambda dep: self.feeder.waiting(dep),  # noqa: PLW0108 (the feeder comes next)
         )
         self.feeder = Feeder(
-            nc, metrics, lambda: self.table, self.monitor.heads, self.monitor.mean_latency_s
+            nc,
+            metrics,
+            lambda: self.table,
+            self.monitor.heads,
+            self.monitor.mean_latency_s,
+            queue_limit=settings.streams.dispatch_queue_limit,
         )
         self._service: Service | None = None
         self._endpoints = Endpoints("control")
