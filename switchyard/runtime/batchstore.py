@@ -10,6 +10,7 @@ the same line is refused by the bucket, so a line is never recorded twice).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 
 from nats.js import JetStreamContext
@@ -22,6 +23,9 @@ from switchyard.errors import Conflict
 from switchyard.schemas import batches as b
 
 UPDATE_ATTEMPTS = 8
+# What a file or batch id can be (ours are `file-<nuid>`, `batch_<nuid>`): anything else is
+# no such object, never a key lookup (a KV key cannot hold every character a path can).
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class BatchStore:
@@ -53,6 +57,8 @@ class BatchStore:
         await (await self._kv()).put(b.FILE_PREFIX + record.file.id, b.ENCODER.encode(record))
 
     async def file(self, file_id: str) -> b.FileRecord | None:
+        if not _ID.fullmatch(file_id):
+            return None
         try:
             entry = await (await self._kv()).get(b.FILE_PREFIX + file_id)
         except KeyNotFoundError:
@@ -69,6 +75,8 @@ class BatchStore:
         await (await self._kv()).create(b.BATCH_PREFIX + record.batch.id, b.ENCODER.encode(record))
 
     async def get(self, batch_id: str) -> tuple[b.BatchRecord, int] | None:
+        if not _ID.fullmatch(batch_id):
+            return None
         try:
             entry = await (await self._kv()).get(b.BATCH_PREFIX + batch_id)
         except KeyNotFoundError:

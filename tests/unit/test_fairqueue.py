@@ -106,3 +106,12 @@ def test_service_tier_maps_to_classes_and_keys_cap_them() -> None:
     assert capped("interactive", "interactive") == "interactive"
     assert fair_tenant("team-a", "key_1") == "team-a"
     assert fair_tenant("", "key_1") == "key_1"
+
+
+async def test_batch_and_file_ids_that_cannot_exist_are_not_looked_up() -> None:
+    from switchyard.runtime.batchstore import BatchStore
+
+    store = BatchStore(None)  # type: ignore[arg-type]  # no lookup may happen
+    assert await store.get("\u00d7>") is None  # what the fuzzer sent
+    assert await store.file("a.b") is None
+    assert await store.get("x" * 200) is None
