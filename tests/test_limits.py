@@ -45,9 +45,13 @@ async def limited(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
 ) -> AsyncIterator[dict[str, Any]]:
     fake = {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 256}
-    routes = {
+    routes: dict[str, Any] = {
         alias: {"deployments": [{"provider": "fake", "model": f"echo:{alias}", "price": price}]}
         for alias, price in PRICES.items()
+    }
+    # Answers after 3 s: a burst is admitted (or refused) before any of it settles.
+    routes["held-mini"] = {
+        "deployments": [{"provider": "fake", "model": "slow:3000", "price": PRICES["gpt-4o-mini"]}]
     }
     stack = await start_stack(
         tmp_path_factory.mktemp("limits"), {"providers": {"fake": fake}, "routes": routes}
@@ -118,7 +122,8 @@ async def test_tpm_is_shared_within_one_request(
     limited: dict[str, Any], upstream: FakeOpenAI
 ) -> None:
     stack, edges = limited["stack"], limited["edges"]
-    body = _body("gpt-4o-mini", "count my tokens " * 10)
+    # A provider that takes 3 s: no admitted request settles (and frees room) during the burst.
+    body = _body("held-mini", "count my tokens " * 10)
     estimate = len(body) // 4
     tpm = estimate * 12 + estimate // 2
     key, _ = await _new_key(stack, tpm=tpm)
