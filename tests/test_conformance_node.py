@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 NODE_DIR = Path(__file__).parent / "conformance" / "node"
 SCRIPT = "conformance.test.mjs"
-QUEUE_LIMIT = 2
+HOLD_LIMIT = 2  # requests one tenant may have waiting for a saturated deployment
 MISSING_SECRET = "conformance-missing-key"
 ALIASES = {
     "echo": "echo",
@@ -97,7 +97,7 @@ async def conformance_stack(
             "fake-locked": {**fake, "secret": MISSING_SECRET},
         },
         "routes": routes,
-        "streams": {"dispatch_queue_limit": QUEUE_LIMIT},
+        "streams": {"hold_tenant_limit": HOLD_LIMIT},
         "modelproxy": {"keepalive_s": 1},
         "stack": {"heads": 1, "modelproxies": 1},
     }
@@ -122,7 +122,7 @@ async def test_nodejs_client_follows_the_documented_protocol(conformance_stack: 
         "restrictedKey": restricted,
         "aliases": {**{name: name for name in ALIASES}, "narrow": "narrow", "noKey": "nokey"},
         "maxBodyBytes": stack.settings.ingress.max_body_bytes,
-        "queueLimit": QUEUE_LIMIT,
+        "holdLimit": HOLD_LIMIT,
         "missingSecret": MISSING_SECRET,
     }
     code, out = await _conformance(node, {**config, "phase": "main"})

@@ -12,15 +12,21 @@ import msgspec
 
 SecretName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 SecretValue = Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
-# Stored as OpenBao custom metadata, which refuses control characters: checked here, so a bad
-# value is a 400 naming the field rather than a refusal from OpenBao (a 503).
-ProviderLabel = Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9][A-Za-z0-9_.:/-]{0,127})?$")]
+# Stored as OpenBao custom metadata, which refuses characters that are not printable: checked
+# here (``PutSecret.__post_init__``), so a bad value is a 400 naming the field rather than a
+# refusal from OpenBao (a 503). Free text otherwise: "fake provider", "OpenAI (prod)".
+ProviderLabel = Annotated[str, msgspec.Meta(max_length=128)]
 
 
 class PutSecret(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: SecretName
     value: SecretValue
     provider: ProviderLabel = ""
+
+    def __post_init__(self) -> None:
+        if not self.provider.isprintable() or self.provider != self.provider.strip():
+            # msgspec reports this as a validation error at ``$.provider``.
+            raise ValueError("provider: printable characters only, no leading or trailing space")
 
     def __repr__(self) -> str:  # never print the value, even in a debugger or traceback
         return f"PutSecret(name={self.name!r}, provider={self.provider!r}, value='***')"
