@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from switchyard.errors import InvalidRequest
+from switchyard.schemas.openai import decode_body
 
 ENCODER = msgspec.json.Encoder()
 encode = ENCODER.encode
@@ -32,12 +33,7 @@ def decode_object(body: Body) -> Mapping[str, Any]:
     """
     if isinstance(body, dict | Mapping):  # dict first: the ABC check is slow
         return body
-    try:
-        obj = _DECODER.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(
-            f"request body is not valid JSON: {exc}", code="invalid_json"
-        ) from None
+    obj = decode_body(_DECODER, body)
     if not isinstance(obj, dict):
         raise InvalidRequest("request body must be a JSON object")
     return obj

@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 import msgspec
 
 from switchyard.errors import InvalidRequest
-from switchyard.schemas.openai import ModelName
+from switchyard.schemas.openai import ModelName, decode_body
 
 
 class ResponsesProbe(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,14 +61,7 @@ def probe_messages(body: bytes) -> MessagesProbe:
 
 
 def _probe(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise _invalid(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(
-            f"request body is not valid JSON: {exc}", code="invalid_json"
-        ) from None
+    return decode_body(decoder, body, _invalid)
 
 
 def _invalid(text: str) -> InvalidRequest:

@@ -8,11 +8,14 @@ travels on. Decoders are built once here.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from switchyard.errors import ApiError, InvalidRequest
+
+T = TypeVar("T")
 
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
@@ -113,17 +116,31 @@ def probe(op: str, body: bytes) -> ChatProbe | CompletionProbe | EmbeddingProbe:
         InvalidRequest: not JSON, not an object, or a required field missing or mistyped; the
             error's ``param`` names the field.
     """
+    result: ChatProbe | CompletionProbe | EmbeddingProbe = decode_body(_DECODERS[op], body)
+    return result
+
+
+def decode_body(
+    decoder: msgspec.json.Decoder[T],
+    body: bytes,
+    invalid: Callable[[str], InvalidRequest] | None = None,
+) -> T:
+    """``body`` decoded by ``decoder``; every way it can fail is a 400 (``invalid`` words a
+    validation error, default OpenAI's way), never an exception a worker did not expect.
+
+    Raises:
+        InvalidRequest: not JSON, nested too deeply, or not of the decoder's type.
+    """
     try:
-        result: ChatProbe | CompletionProbe | EmbeddingProbe = _DECODERS[op].decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise _invalid(str(exc)) from None
+        raise (invalid or _invalid)(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(
             f"request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
     except RecursionError:
         raise _too_deep() from None
-    return result
 
 
 def model_of(body: bytes) -> ModelOnly:
@@ -132,16 +149,7 @@ def model_of(body: bytes) -> ModelOnly:
     Raises:
         InvalidRequest: the body is not JSON or has no usable ``model``.
     """
-    try:
-        return _MODEL_DECODER.decode(body)
-    except msgspec.ValidationError as exc:
-        raise _invalid(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(
-            f"request body is not valid JSON: {exc}", code="invalid_json"
-        ) from None
-    except RecursionError:
-        raise _too_deep() from None
+    return decode_body(_MODEL_DECODER, body)
 
 
 def usage_of(body: bytes) -> Usage | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from switchyard.dialects._common import decode_object
+from switchyard.dialects.probes import probe_messages, probe_responses
 from switchyard.errors import InvalidRequest
 from switchyard.schemas.openai import model_of, probe
 from switchyard.workers.modelproxy.handler import _decode_body
@@ -40,3 +42,18 @@ def test_duplicate_keys_decode_the_same_everywhere() -> None:
     assert probe("chat", body).model == "b"
     assert model_of(body).model == "b"
     assert _decode_body(body)["model"] == "b"
+
+
+def test_deeply_nested_responses_and_messages_bodies_are_400_not_500() -> None:
+    """Found while removing a duplicate: the Responses probe and the dialects' body decoder
+    caught msgspec's errors but not the recursion limit, so a deeply nested /v1/responses body
+    raised RecursionError (a 500) where /v1/chat/completions answered 400."""
+    deep = (
+        b'{"model":"m","max_tokens":1,"input":"x","messages":[{"role":"user","content":"x"}],'
+        b'"extra":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    )
+    for check in (probe_responses, probe_messages, decode_object):
+        with pytest.raises(InvalidRequest) as caught:
+            check(deep)
+        assert caught.value.status == 400
+        assert caught.value.code == "invalid_json"
