@@ -205,7 +205,12 @@ def permissions_for(identity: Identity) -> Permissions:
                 *_kv_read(s.ROUTES_BUCKET),
                 *_kv_write(s.HEALTH_BUCKET),
             ),
-            subscribe_allow=(*inbox, f"{s.SECRETS_CHANGED_PREFIX}.>", s.CANCEL),
+            subscribe_allow=(
+                *inbox,
+                f"{s.SECRETS_CHANGED_PREFIX}.>",
+                s.CANCEL,
+                s.DISPATCH_LEADER_ELECTED,
+            ),
         )
     if name == "secrets":
         return Permissions(

@@ -80,6 +80,12 @@ def dispatch(deployment_id: str) -> str:
     return f"{DISPATCH_PREFIX}.{deployment_id}"
 
 
+# JetStream announces each new consumer leader here (CORE). A model-proxy's pull requests live
+# on the consumer's leader: when that node dies they die with it, unannounced, so the
+# model-proxy re-issues them on this advisory instead of waiting out its heartbeat watchdog.
+DISPATCH_LEADER_ELECTED = f"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{DISPATCH_STREAM}.*"
+
+
 def dispatch_consumer(deployment_id: str) -> str:
     """The durable consumer name for one deployment's queue."""
     return f"dep-{deployment_id}"
