@@ -45,6 +45,10 @@ __all__ = ["LLMClient", "Reply", "ReplyKind", "error_from_reply"]
 
 # How often a client checks its connection's reconnect counter (a reconnect loses reply paths).
 RECONNECT_POLL_S = 0.2
+# After this client reconnected, the cluster is still settling for a moment (heads on a lost
+# node reconnecting, their interest spreading to the node this client is on now): "no
+# responders" and unanswered sends are retried beyond the usual attempts for this long.
+SETTLING_S = 3.0
 _RECONNECTED = object()
 # How long a gap in a reply stream may last before the request ends with an error: a worker
 # replays an answer once its usage is confirmed on a new connection, which its publisher
@@ -237,6 +241,16 @@ class LLMClient:
         self._pending: dict[str, asyncio.Queue[Any]] = {}
         self._sub: Subscription | None = None
         self._loops = TaskSupervisor("llm-reconnects")
+        self._reconnects_seen = nc.stats["reconnects"]
+        self._reconnected_at = float("-inf")
+
+    def _settling(self, now: float) -> bool:
+        """True shortly after this client's connection was re-established (see SETTLING_S)."""
+        count = self._nc.stats["reconnects"]
+        if count != self._reconnects_seen:
+            self._reconnects_seen = count
+            self._reconnected_at = now
+        return now - self._reconnected_at < SETTLING_S
 
     async def __aenter__(self) -> LLMClient:
         await self.start()
@@ -327,8 +341,14 @@ class LLMClient:
         try:
             # No timeout scope spans a yield: the consumer runs between yields, and a
             # cancellation aimed at this generator must not land in the consumer's code.
-            for round_no in range(1, self._attempts + 1):
+            round_no = 0
+            while True:
+                round_no += 1
                 if loop.time() >= give_up:
+                    break
+                # The usual attempts, and more while the cluster settles after a reconnect.
+                last = round_no >= self._attempts and not self._settling(loop.time())
+                if round_no > self._attempts and last:
                     break
                 token, queue = self._open()
                 expiry = _Expiry(loop, queue)
@@ -352,7 +372,7 @@ class LLMClient:
                         msg = progress.check(
                             item,
                             past_deadline=until >= give_up,
-                            last=round_no == self._attempts,
+                            last=last,
                             now=loop.time(),
                         )
                         if msg is None:
@@ -370,7 +390,7 @@ class LLMClient:
                             return
                 except _Resend as resend:
                     if resend.pause:
-                        await asyncio.sleep(resend.pause * round_no)
+                        await asyncio.sleep(min(0.25, resend.pause * round_no))
                 finally:
                     expiry.cancel()
                     self._pending.pop(token, None)
