@@ -36,6 +36,13 @@ async def _traffic(stack: Stack) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
         for n, (name, team) in enumerate(teams.items()):
             key, _ = await stack.new_key(name, team=team, owner=f"{team}@example.com", rpm=600)
+            for _ in range(50):  # a new key reaches the tail's key ring through KV, not at once
+                models = await http.get(
+                    f"{stack.tail_url}/v1/models", headers={"Authorization": f"Bearer {key}"}
+                )
+                if models.status_code != 401:
+                    break
+                await asyncio.sleep(0.1)
             for i in range(3 + 4 * n):
                 resp = await http.post(
                     f"{stack.tail_url}/v1/chat/completions",
