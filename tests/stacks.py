@@ -21,7 +21,7 @@ from switchyard.stack import local
 from switchyard.stack.home import StackHome
 from switchyard.stack.process import ManagedProcess, http_check
 from switchyard.stack.supervisor import Supervisor
-from tests.support import free_port, merged, write_settings
+from tests.support import free_port, merged, ports_in, write_settings
 
 
 @dataclass
@@ -95,10 +95,11 @@ async def start_stack(
         wait_ready: wait for ``/ready`` (a head answers); False waits for liveness only, for
             stacks deliberately started without heads.
     """
+    taken = ports_in(extra)
     doc: dict[str, Any] = {
         "ingress": {
-            "tail": {"host": "127.0.0.1", "port": free_port()},
-            "gateway": {"host": "127.0.0.1", "port": free_port()},
+            "tail": {"host": "127.0.0.1", "port": free_port(taken)},
+            "gateway": {"host": "127.0.0.1", "port": free_port(taken)},
         },
         "nats": {"internal_clients": ["app"]},
     }

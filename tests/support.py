@@ -13,14 +13,33 @@ from switchyard.config import Settings, load_settings
 from switchyard.stack.ports import listen_port
 
 
-def free_port() -> int:
-    """A free listening port below the ephemeral range (see switchyard.stack.ports)."""
-    return listen_port()
+def free_port(taken: set[int] | None = None) -> int:
+    """A free listening port below the ephemeral range (see switchyard.stack.ports).
+
+    Ports picked for one stack must share ``taken``: none is bound until the stack starts,
+    so only the set keeps two picks apart.
+    """
+    return listen_port(avoid=taken)
 
 
-def free_port_pair() -> int:
+def free_port_pair(taken: set[int] | None = None) -> int:
     """A free port whose successor is free too (OpenBao's cluster port is port + 1)."""
-    return listen_port(span=2)
+    return listen_port(span=2, avoid=taken)
+
+
+def ports_in(doc: Any) -> set[int]:
+    """Every non-zero integer under a key ending in ``port`` anywhere in ``doc``."""
+    found: set[int] = set()
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if str(key).endswith("port") and isinstance(value, int) and value > 0:
+                found.add(value)
+            else:
+                found |= ports_in(value)
+    elif isinstance(doc, list):
+        for item in doc:
+            found |= ports_in(item)
+    return found
 
 
 def merged(doc: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -36,13 +55,14 @@ def merged(doc: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
 
 def write_settings(home: Path, extra: dict[str, Any] | None = None) -> tuple[Settings, Path]:
     """A settings file for an isolated stack under ``home`` on free ports."""
+    taken = ports_in(extra)
     doc: dict[str, Any] = {
         "home": str(home),
         "stack": {
-            "nats_port": free_port(),
-            "nats_monitor_port": free_port(),
-            "openbao_port": free_port_pair(),
-            "valkey_port": free_port(),
+            "nats_port": free_port(taken),
+            "nats_monitor_port": free_port(taken),
+            "openbao_port": free_port_pair(taken),
+            "valkey_port": free_port(taken),
             "start_timeout_s": 90,
             "stop_timeout_s": 10,
         },

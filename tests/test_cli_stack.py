@@ -48,6 +48,7 @@ class CliStack:
 
 
 def base_config(root: Path) -> dict[str, object]:
+    taken: set[int] = set()
     return {
         "home": str(root / "home"),
         "stack": {
@@ -59,8 +60,8 @@ def base_config(root: Path) -> dict[str, object]:
             "modelproxies": 1,
         },
         "ingress": {
-            "tail": {"port": free_port()},
-            "gateway": {"port": free_port()},
+            "tail": {"port": free_port(taken)},
+            "gateway": {"port": free_port(taken)},
         },
     }
 

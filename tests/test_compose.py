@@ -128,7 +128,8 @@ def deployment() -> Iterator[Deployment]:
     if shutil.which("podman") is None:
         pytest.fail("podman is not installed (see compose/README.md)")
     project = compose.ComposeProject(name=f"sytest-{uuid.uuid4().hex[:6]}")
-    tail, gateway = free_port(), free_port()
+    taken: set[int] = set()
+    tail, gateway = free_port(taken), free_port(taken)
     project.variables.update({"SY_TAIL_PORT": str(tail), "SY_GATEWAY_PORT": str(gateway)})
     try:
         timings = compose.build_image(project, sys.stderr)

@@ -310,12 +310,13 @@ async def ops_stack(
 ) -> AsyncIterator[OpsStack]:
     home = tmp_path_factory.mktemp("ops") / "home"
     price = {"input_per_token": 0.000001, "output_per_token": 0.000001}
+    taken: set[int] = set()
     settings, config = write_settings(
         home,
         {
             "ingress": {
-                "tail": {"host": "127.0.0.1", "port": free_port()},
-                "gateway": {"host": "127.0.0.1", "port": free_port()},
+                "tail": {"host": "127.0.0.1", "port": free_port(taken)},
+                "gateway": {"host": "127.0.0.1", "port": free_port(taken)},
             },
             "providers": {
                 "fake": {"kind": "openai-compatible", "api_base": upstream.base_url},

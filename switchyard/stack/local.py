@@ -60,6 +60,23 @@ def _span(settings: Settings, field: str) -> int:
     return 2 if field == "openbao_port" else 1  # OpenBao: API and cluster address
 
 
+def planned_ports(settings: Settings) -> set[int]:
+    """Every port the settings already name (0s left out), with their spans.
+
+    A free-port pick must avoid these even before their processes bind them: a health
+    port chosen for a head once landed on the port the tail was about to listen on.
+    """
+    ports: set[int] = set()
+    for field in _PORT_ENV:
+        first = getattr(settings.stack, field)
+        if first:
+            ports.update(range(first, first + _span(settings, field)))
+    for ingress in (settings.ingress.tail, settings.ingress.gateway):
+        if ingress.port:
+            ports.add(ingress.port)
+    return ports
+
+
 def resolve_ports(settings: Settings) -> tuple[Settings, dict[str, str]]:
     """Replace port 0 with free ports and check the others are free.
 
@@ -70,7 +87,7 @@ def resolve_ports(settings: Settings) -> tuple[Settings, dict[str, str]]:
     """
     chosen: dict[str, int] = {}
     env: dict[str, str] = {}
-    promised: set[int] = set()
+    promised = planned_ports(settings)
     for field, var in _PORT_ENV.items():
         port = getattr(settings.stack, field)
         span = _span(settings, field)
@@ -252,7 +269,7 @@ def component_specs(settings: Settings) -> list[ComponentSpec]:
 def components(settings: Settings, env: dict[str, str], specs: list[ComponentSpec]) -> list[Step]:
     """One step per component replica, each a ``switchyard serve`` process."""
     steps = []
-    promised: set[int] = set()
+    promised = planned_ports(settings) | {s.http_port for s in specs if s.http_port}
     for spec in specs:
         for n in range(1, spec.replicas + 1):
             instance = spec.component if spec.replicas == 1 else f"{spec.component}-{n}"

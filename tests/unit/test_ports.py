@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from pathlib import Path
 
 import pytest
 
+from switchyard.stack import local
 from switchyard.stack.ports import ephemeral_low, listen_port, port_free
+from tests.support import write_settings
 
 pytestmark = pytest.mark.unit
 
@@ -49,3 +52,23 @@ def test_port_free_sees_a_listener() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         assert not port_free(sock.getsockname()[1])
+
+
+def test_a_health_port_never_lands_on_a_port_the_settings_name(tmp_path: Path) -> None:
+    """The pick that would come next is given to the tail; the head must get another."""
+    random.seed(1234)
+    next_pick = listen_port()
+    settings, _ = write_settings(tmp_path, {"ingress": {"tail": {"port": next_pick}}})
+    random.seed(1234)
+    steps = local.components(settings, {}, [local.ComponentSpec("head")])
+    health_port = int((steps[0].spec.health_url or "").rsplit(":", 1)[1].split("/")[0])
+    assert health_port != next_pick
+    assert health_port not in local.planned_ports(settings)
+
+
+def test_planned_ports_cover_spans_and_ingresses(tmp_path: Path) -> None:
+    settings, _ = write_settings(tmp_path, {"ingress": {"gateway": {"port": 21001}}})
+    planned = local.planned_ports(settings)
+    bao = settings.stack.openbao_port
+    assert {bao, bao + 1, settings.stack.nats_port, settings.stack.valkey_port} <= planned
+    assert 21001 in planned
