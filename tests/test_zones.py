@@ -241,7 +241,11 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "secrets.v1.changed.openai",
             "sy.clientkv.DIRECT.GET.KV_sy_keys.$KV.sy_keys.k.x",
         ],
-        "sub_ok": ["_INBOX_modelproxy.>", "secrets.v1.changed.>"],
+        "sub_ok": [
+            "_INBOX_modelproxy.>",
+            "secrets.v1.changed.>",
+            "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.DISPATCH.dep-x",
+        ],
         "sub_no": [">", "secrets.v1.get.>", "llm.v1.chat", "llm.v1.dispatch.>", "$KV.sy_keys.>"],
     },
     "secrets": {
@@ -259,8 +263,16 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.STREAM.DELETE.USAGE",
             "llm.v1.usage",
         ],
-        "sub_ok": ["_INBOX_accounting.>"],
-        "sub_no": [">", "llm.v1.usage", "secrets.v1.changed.>"],
+        "sub_ok": [
+            "_INBOX_accounting.>",
+            "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.USAGE.accounting",
+        ],
+        "sub_no": [
+            ">",
+            "llm.v1.usage",
+            "secrets.v1.changed.>",
+            "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.DISPATCH.dep-x",
+        ],
     },
     "control": {
         "pub_ok": [

@@ -233,7 +233,7 @@ def permissions_for(identity: Identity) -> Permissions:
                 *_kv_read(s.ROUTES_BUCKET),  # per-deployment price overrides
             ),
             publish_deny=_SECRET_VALUES,
-            subscribe_allow=inbox,
+            subscribe_allow=(*inbox, s.USAGE_LEADER_ELECTED),
         )
     if name == "control":
         dispatch, hold = s.DISPATCH_STREAM, s.HOLD_STREAM

@@ -80,10 +80,17 @@ def dispatch(deployment_id: str) -> str:
     return f"{DISPATCH_PREFIX}.{deployment_id}"
 
 
-# JetStream announces each new consumer leader here (CORE). A model-proxy's pull requests live
-# on the consumer's leader: when that node dies they die with it, unannounced, so the
-# model-proxy re-issues them on this advisory instead of waiting out its heartbeat watchdog.
-DISPATCH_LEADER_ELECTED = f"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{DISPATCH_STREAM}.*"
+# JetStream announces each new consumer leader here (CORE). Pull requests live on the
+# consumer's leader: when that node dies they die with it, unannounced, so a puller re-issues
+# them on this advisory instead of waiting out its heartbeat watchdog.
+LEADER_ELECTED_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED"
+DISPATCH_LEADER_ELECTED = f"{LEADER_ELECTED_PREFIX}.{DISPATCH_STREAM}.*"
+USAGE_LEADER_ELECTED = f"{LEADER_ELECTED_PREFIX}.{USAGE_STREAM}.*"
+
+
+def leader_elected(stream: str, consumer: str) -> str:
+    """The advisory JetStream sends when ``consumer`` of ``stream`` gets a new leader."""
+    return f"{LEADER_ELECTED_PREFIX}.{stream}.{consumer}"
 
 
 def dispatch_consumer(deployment_id: str) -> str:

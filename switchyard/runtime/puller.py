@@ -9,8 +9,11 @@ all of them.
 
 Status messages keep the credit count honest: a 408 returns the unfulfilled credits, a 409
 (leader change, too many waiting requests) or a silence longer than three heartbeats means the
-pull requests are gone, so they are issued again. On stop the subscription goes first; the
-server skips pull requests without a subscriber, so no message is stranded.
+pull requests are gone, so they are issued again. So does the consumer's ``LEADER_ELECTED``
+advisory: pull requests live on the consumer's leader and die with its node without a word, and
+the advisory says so at once where the watchdog would take three heartbeats. On stop the
+subscription goes first; the server skips pull requests without a subscriber, so no message is
+stranded.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class Puller:
         self._handle = handle
         durable = consumer or subjects.dispatch_consumer(deployment_id)
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._leader_elected = subjects.leader_elected(stream, durable)
         self._expires = expires
         self._heartbeat = heartbeat
         # Top up only once a quarter of the slots are free: fewer, larger pull requests.
@@ -63,6 +67,7 @@ class Puller:
         self._work = TaskSupervisor(f"pull-{deployment_id}")
         self._loops = TaskSupervisor(f"pull-watch-{deployment_id}")
         self._sub: Subscription | None = None
+        self._leaders: Subscription | None = None
         self._inbox = ""
         self._last_heard = 0.0
         self._stopping = False
@@ -71,6 +76,7 @@ class Puller:
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
         self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
+        self._leaders = await self.nc.subscribe(self._leader_elected, cb=self._on_leader_elected)
         self._last_heard = asyncio.get_running_loop().time()
         self._loops.spawn(self._watch())
         await self._top_up()
@@ -114,6 +120,10 @@ class Puller:
         log.info("pull status %s (%s) for %s; re-issuing", status, description, self.deployment_id)
         self._outstanding = 0
         self._schedule_retry(0.5)
+
+    async def _on_leader_elected(self, _msg: Msg) -> None:
+        log.info("new leader for the queue of %s; re-issuing pull requests", self.deployment_id)
+        self.reset()
 
     def _schedule_retry(self, delay: float) -> None:
         if self._retry is None and not self._stopping:
@@ -159,7 +169,7 @@ class Puller:
         await self._top_up()
 
     def reset(self) -> None:
-        """After a reconnect: pull requests of the old connection are gone."""
+        """After a reconnect or a new consumer leader: the pull requests out are gone."""
         self._outstanding = 0
         self._schedule_retry(0.05)
 
@@ -169,9 +179,10 @@ class Puller:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        for sub in (self._sub, self._leaders):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._sub = self._leaders = None
         await self._loops.cancel_all()
         await self._work.drain(grace)

@@ -176,4 +176,5 @@ async def run(
         health_port=health_port,
         stop=stop,
         build=lambda nc, proc: Accounting(nc, settings, proc),
+        on_reconnect=lambda accounting: accounting.puller.reset(),  # its pull requests are gone
     )

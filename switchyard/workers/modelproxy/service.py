@@ -12,7 +12,6 @@ import contextlib
 import logging
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from switchyard.bus import identities, subjects
@@ -64,7 +63,6 @@ class ModelProxy:
         )
         self._sync_lock = asyncio.Lock()
         self._cancels: Subscription | None = None
-        self._leaders: Subscription | None = None
         self.ready = False
 
     async def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
@@ -103,14 +101,6 @@ class ModelProxy:
         for puller in self.workers.values():
             puller.reset()
 
-    async def _on_leader_elected(self, msg: Msg) -> None:
-        """A dispatch consumer has a new leader: pull requests held by the old one are gone."""
-        consumer = msg.subject.rsplit(".", 1)[-1]
-        for dep_id, puller in self.workers.items():
-            if subjects.dispatch_consumer(dep_id) == consumer:
-                log.info("new leader for the queue of %s; re-issuing pull requests", dep_id)
-                puller.reset()
-
     async def start(self) -> None:
         await self.handler.publisher.start()
         await self.keys.start()
@@ -120,17 +110,13 @@ class ModelProxy:
         await self._sync_workers()
         # Every model-proxy hears every cancel; the one serving that stream acts on it.
         self._cancels = await self.nc.subscribe(subjects.CANCEL, cb=self.handler.on_cancel)
-        self._leaders = await self.nc.subscribe(
-            subjects.DISPATCH_LEADER_ELECTED, cb=self._on_leader_elected
-        )
         self.ready = True
 
     async def stop(self, grace: float) -> None:
         self.ready = False
-        for sub in (self._cancels, self._leaders):
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+        if self._cancels is not None:
+            with contextlib.suppress(Exception):
+                await self._cancels.unsubscribe()
         await self._routes.stop()
         await asyncio.gather(*(w.stop(grace) for w in self.workers.values()))
         self.workers.clear()
