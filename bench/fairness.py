@@ -7,7 +7,7 @@ nginx upstream, and runs two loads on each with wrk at 64 connections:
 
 * ``saturated``: the 50 ms upstream behind a deployment of concurrency 16, so 48 requests
   always wait: with fair queueing on, every one of them goes through HOLD and the feeder
-  (held, moved into dispatch, deleted from HOLD, its acknowledgement tapped);
+  (held, moved into dispatch, purged from HOLD, its acknowledgement tapped);
 * ``unsaturated``: the fast upstream at concurrency 256: the fast path, where the scheduler
   only checks its state.
 

@@ -219,6 +219,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_keys.k.forged",
             "$KV.sy_sched.dep.x",
             "$JS.API.STREAM.MSG.DELETE.HOLD",
+            "$JS.API.STREAM.PURGE.HOLD",
         ],
         "sub_ok": ["llm.v1.chat", "llm.v1.reroute", "_INBOX_head.>", "$KV.sy_keys.>"],
         "sub_no": [">", "secrets.v1.get.>", "llm.v1.dispatch.>", "_INBOX_modelproxy.>"],
@@ -282,13 +283,15 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.CONSUMER.CREATE.DISPATCH.dep-x.llm.v1.dispatch.x",
             "$JS.API.CONSUMER.INFO.DISPATCH.dep-x",
             DISPATCH,  # the feeder moves held requests into dispatch
-            "$JS.API.STREAM.MSG.DELETE.HOLD",
+            "$JS.API.STREAM.PURGE.HOLD",
         ],
         "pub_no": [
             SECRET_GET,
             SECRET_ADMIN,
             "llm.v1.hold.x.default.t",
             "$JS.API.STREAM.MSG.DELETE.DISPATCH",
+            "$JS.API.STREAM.PURGE.DISPATCH",
+            "$JS.API.STREAM.MSG.DELETE.HOLD",  # the feeder purges moved requests instead
             "$JS.API.STREAM.DELETE.HOLD",
             "$JS.API.STREAM.DELETE.DISPATCH",
             "$JS.API.CONSUMER.DELETE.DISPATCH.dep-x",

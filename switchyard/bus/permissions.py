@@ -253,7 +253,7 @@ def permissions_for(identity: Identity) -> Permissions:
                 f"$JS.API.CONSUMER.DURABLE.CREATE.{dispatch}.>",
                 f"$JS.API.CONSUMER.INFO.{dispatch}.>",
                 # The feeder: read HOLD with its own consumer, move each request into
-                # dispatch, then delete it from HOLD; publish the saturation state.
+                # dispatch, then purge what moved from HOLD; publish the saturation state.
                 f"{s.DISPATCH_PREFIX}.>",
                 f"$JS.API.STREAM.INFO.{hold}",
                 f"$JS.API.CONSUMER.CREATE.{hold}",
@@ -261,7 +261,7 @@ def permissions_for(identity: Identity) -> Permissions:
                 f"$JS.API.CONSUMER.DELETE.{hold}.>",
                 f"$JS.API.CONSUMER.INFO.{hold}.>",
                 f"$JS.FC.{hold}.>",
-                f"$JS.API.STREAM.MSG.DELETE.{hold}",
+                f"$JS.API.STREAM.PURGE.{hold}",
                 *_kv_read(s.SCHED_BUCKET),
                 *_kv_write(s.SCHED_BUCKET),
             ),

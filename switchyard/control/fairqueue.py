@@ -46,6 +46,16 @@ class _Class(Generic[T]):
         state.queue.append(item)
         self.size += 1
 
+    def push_front(self, tenant: str, weight: float, item: T) -> None:
+        """Put back a popped item that could not start: first in its tenant's line again."""
+        state = self.tenants.get(tenant)
+        if state is None:
+            state = self.tenants[tenant] = _Tenant(weight)
+        if not state.queue:
+            self.turns.appendleft(tenant)
+        state.queue.appendleft(item)
+        self.size += 1
+
     def pop(self) -> T | None:
         turns = self.turns
         while turns:
@@ -97,6 +107,12 @@ class FairQueue(Generic[T]):
         """Queue ``item`` for ``tenant`` (unknown priorities count as ``default``)."""
         rank = RANK.get(priority, RANK["default"])
         self._classes[rank].push(tenant, weight if weight > 0 else 1.0, item)
+
+    def push_front(self, priority: str, tenant: str, weight: float, item: T) -> None:
+        """Return a popped request that could not start to the head of its tenant's line, so
+        each tenant's requests still leave in the order they came."""
+        rank = RANK.get(priority, RANK["default"])
+        self._classes[rank].push_front(tenant, weight if weight > 0 else 1.0, item)
 
     def pop(self) -> T | None:
         """The request to start next, or None when nothing waits."""

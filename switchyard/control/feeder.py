@@ -9,8 +9,11 @@ lands in HOLD (a head found the deployment busy), the feeder takes over that dep
    freed slot; a server-side tap, so model-proxies send nothing extra);
 2. it reads every held request with its own consumer and queues it in a :class:`FairQueue`;
 3. while a slot is free, it pops the next request (strict priority, weighted DRR by tenant),
-   stores it in dispatch under the held message's ``Nats-Msg-Id`` and only then deletes it from
-   HOLD, so a crash between the two is deduplicated by dispatch, never lost or doubled;
+   stores it in dispatch under the held message's ``Nats-Msg-Id`` and only then removes it from
+   HOLD, so a crash between the two is deduplicated by dispatch, never lost or doubled. Removal
+   is batched: every ``PURGE_S`` one purge per tenant subject removes everything below the
+   oldest request of that subject still waiting or moving (a tenant's requests leave in the
+   order they came, so that is what moved), instead of one delete request per message;
 4. while anything is left waiting it marks the deployment ``held`` so every head parks new
    requests in HOLD too (none jumps the fair order); once HOLD is empty and a slot is free it
    clears the mark and the fast path resumes. Once a second it re-reads the consumer state,
@@ -52,6 +55,7 @@ from switchyard.schemas.scheduling import PRIORITIES, SCHED_ENCODER, SchedState
 log = logging.getLogger("switchyard.control.feeder")
 
 TICK_S = 1.0
+PURGE_S = 0.02  # moved requests leave HOLD in one purge per tenant subject this often
 REFRESH_S = 3.0  # heads treat a record older than admission.STALE_S (10 s) as "no feeder"
 _JSON = msgspec.json.Encoder()
 _SKIP_HEADERS = ("Nats-Stream", "Nats-Sequence", "Nats-Subject", "Nats-Time-Stamp")
@@ -63,6 +67,7 @@ class Held:
     """One request waiting in HOLD."""
 
     seq: int
+    subject: str  # its HOLD subject (deployment, priority, tenant)
     deployment: str
     priority: str
     tenant: str  # the fair-share tenant's subject token
@@ -94,6 +99,15 @@ class _Deployment:
     moved: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Subject:
+    """One tenant subject of HOLD: what the feeder read and has not finished, what it finished
+    and has not purged yet."""
+
+    waiting: set[int] = field(default_factory=set)  # queued or moving
+    finished: list[int] = field(default_factory=list)  # moved or dropped, still in HOLD
+
+
 class Feeder:
     """See the module docstring. ``heads`` and ``latency`` come from the monitor."""
 
@@ -118,6 +132,8 @@ class Feeder:
         self._hold_sub: Subscription | None = None
         self._loops = TaskSupervisor("feeder")
         self._work = TaskSupervisor("feeder-moves")
+        self._subjects: dict[str, _Subject] = {}
+        self._purge_timer: asyncio.TimerHandle | None = None
         self._concurrency: dict[str, int] = {}
         self._concurrency_of: RouteTable | None = None
         # Dispatch holds at most this many per deployment (discard-new): never move past it.
@@ -145,9 +161,14 @@ class Feeder:
         for dep in self._deps.values():
             await self._deactivate(dep)
         await self._work.drain(2.0)
-        await self._publisher.stop()
+        await self._publisher.stop()  # moves still in flight hear how they went
+        await self._purge()  # what was moved leaves HOLD now, not after a restart
+        if self._purge_timer is not None:
+            self._purge_timer.cancel()
         # Ready to start again (leadership may come back): a new start reads HOLD afresh.
         self._deps = {}
+        self._subjects = {}
+        self._purge_timer = None
         self._loops = TaskSupervisor("feeder")
         self._work = TaskSupervisor("feeder-moves")
         self._publisher = AckPublisher(self._nc)
@@ -186,6 +207,7 @@ class Feeder:
         team = headers.get(h.TENANT, "")
         held = Held(
             seq=seq,
+            subject=msg.subject,
             deployment=dep_id,
             priority=priority,
             tenant=tenant,
@@ -197,17 +219,38 @@ class Feeder:
             stored_at=msg.metadata.timestamp.timestamp(),
         )
         dep.seen.add(seq)
+        self._subject(msg.subject).waiting.add(seq)
         held.weight = _float(headers.get(h.WEIGHT, "1"))
         dep.queue.push(priority, tenant, held.weight, held)
-        self._kick(dep)
+        await self._feed(dep)
 
     # ---- moving ----
 
     def _kick(self, dep: _Deployment) -> None:
+        """Fill free slots in a task (from timers and the tick)."""
         dep.dirty = True
         if not dep.pumping:
             dep.pumping = True
             self._work.spawn(self._pump(dep))
+
+    async def _feed(self, dep: _Deployment) -> None:
+        """Fill free slots in the calling subscription's own task (a held request came in, a
+        slot freed: the usual case, with no task of its own), unless the deployment must be
+        activated first or is being fed already; a change of its record goes to a task."""
+        if dep.pumping or not (dep.active or not len(dep.queue)):
+            self._kick(dep)
+            return
+        dep.pumping = True
+        dep.dirty = False
+        try:
+            changed = await self._fill(dep)
+        except Exception:  # the tick retries
+            log.exception("feeding deployment %s failed", dep.id)
+            changed = False
+        finally:
+            dep.pumping = False
+        if changed or dep.dirty:  # the record must change, or more came in meanwhile
+            self._kick(dep)
 
     async def _pump(self, dep: _Deployment) -> None:
         try:
@@ -215,70 +258,117 @@ class Feeder:
                 dep.dirty = False
                 if len(dep.queue) and not dep.active:
                     await self._activate(dep)
-                limit = self.concurrency(dep.id)
-                now = time.time()
-                while dep.pending < limit:
-                    item = dep.queue.pop()
-                    if item is None:
-                        break
-                    if item.expired(now):  # its caller gave up: no slot for it
-                        self._delete(dep, item)
-                        continue
-                    dep.pending += 1  # the slot is taken now; moves run side by side
-                    self._work.spawn(self._move_one(dep, item))
-                # Held only while requests wait *and* no slot is free: a backlog the feeder is
-                # still moving into free slots is not saturation.
-                saturated = len(dep.queue) > 0 and dep.pending >= limit
-                if saturated != dep.held:
-                    dep.held = saturated
+                await self._fill(dep)
+                if dep.written is None or dep.written.held != dep.held:
                     await self._write(dep)
         except Exception:  # a failed pass leaves the requests held; the tick retries
             log.exception("feeding deployment %s failed", dep.id)
         finally:
             dep.pumping = False
 
-    async def _move_one(self, dep: _Deployment, item: Held) -> None:
-        dep.moving += 1
-        try:
-            moved = await self._move(dep, item)
-        finally:
-            dep.moving -= 1
-        if moved:
-            return
-        dep.pending = max(0, dep.pending - 1)
-        dep.queue.push(item.priority, item.tenant, item.weight, item)  # tried again shortly
-        asyncio.get_running_loop().call_later(0.5, self._kick, dep)
-
-    async def _move(self, dep: _Deployment, item: Held) -> bool:
-        """Store ``item`` in dispatch (same ``Nats-Msg-Id``), then delete it from HOLD."""
-        try:
-            await self._publisher.publish(
-                subjects.dispatch(dep.id), item.data, item.headers, timeout=5.0
-            )
-        except StreamRejected as exc:
-            log.warning("dispatch refused a held request of %s: %s", dep.id, exc.description)
+    async def _fill(self, dep: _Deployment) -> bool:
+        """Start moves while a slot is free; True if the ``held`` state changed."""
+        limit = self.concurrency(dep.id)
+        now = time.time()
+        while dep.pending < limit:
+            item = dep.queue.pop()
+            if item is None:
+                break
+            if item.expired(now):  # its caller gave up: no slot for it
+                self._delete(dep, item)
+                continue
+            dep.pending += 1  # the slot is taken now; moves run side by side
+            await self._move(dep, item)
+        # Held only while requests wait *and* no slot is free: a backlog the feeder is still
+        # moving into free slots is not saturation.
+        saturated = len(dep.queue) > 0 and dep.pending >= limit
+        if saturated == dep.held:
             return False
-        except BusError as exc:
-            log.warning("could not move a held request of %s: %s", dep.id, exc)
-            return False
-        dep.moved[item.priority] = dep.moved.get(item.priority, 0) + 1
-        self._delete(dep, item)
+        dep.held = saturated
         return True
 
-    def _delete(self, dep: _Deployment, item: Held) -> None:
-        dep.seen.discard(item.seq)
-        self._work.spawn(self._delete_stored(item.seq))
+    async def _move(self, dep: _Deployment, item: Held) -> None:
+        """Store ``item`` in dispatch (same ``Nats-Msg-Id``); :meth:`_moved` hears how it went."""
+        dep.moving += 1
+        await self._publisher.publish_then(
+            subjects.dispatch(dep.id),
+            item.data,
+            item.headers,
+            5.0,
+            lambda error: self._moved(dep, item, error),
+        )
 
-    async def _delete_stored(self, seq: int) -> None:
-        subject = f"$JS.API.STREAM.MSG.DELETE.{subjects.HOLD_STREAM}"
-        payload = _JSON.encode({"seq": seq, "no_erase": True})
+    def _moved(self, dep: _Deployment, item: Held, error: BusError | None) -> None:
+        """Stored: it leaves HOLD with the next purge. Not stored: first in line again."""
+        dep.moving -= 1
+        if error is None:
+            dep.moved[item.priority] = dep.moved.get(item.priority, 0) + 1
+            self._delete(dep, item)
+            return
+        if isinstance(error, StreamRejected):
+            log.warning("dispatch refused a held request of %s: %s", dep.id, error.description)
+        else:
+            log.warning("could not move a held request of %s: %s", dep.id, error)
+        dep.pending = max(0, dep.pending - 1)
+        dep.queue.push_front(item.priority, item.tenant, item.weight, item)
+        asyncio.get_running_loop().call_later(0.5, self._kick, dep)
+
+    def _subject(self, subject: str) -> _Subject:
+        state = self._subjects.get(subject)
+        if state is None:
+            state = self._subjects[subject] = _Subject()
+        return state
+
+    def _delete(self, dep: _Deployment, item: Held) -> None:
+        """``item`` is moved (or its caller gave up): it leaves HOLD with the next purge."""
+        state = self._subject(item.subject)
+        state.waiting.discard(item.seq)
+        state.finished.append(item.seq)
+        if self._purge_timer is None:
+            self._purge_timer = asyncio.get_running_loop().call_later(PURGE_S, self._purge_soon)
+
+    def _purge_soon(self) -> None:
+        self._purge_timer = None
+        self._work.spawn(self._purge())
+
+    async def _purge(self) -> None:
+        """Per tenant subject, purge every message below the oldest one still waiting or
+        moving: all of them are finished (the feeder reads HOLD in order, and it moves a
+        tenant's requests first in, first out). Finished ones above it wait for a later purge."""
+        for name, state in list(self._subjects.items()):
+            if not state.finished:
+                if not state.waiting:
+                    del self._subjects[name]
+                continue
+            below = min(state.waiting) if state.waiting else max(state.finished) + 1
+            gone = [seq for seq in state.finished if seq < below]
+            if not gone:
+                continue
+            state.finished = [seq for seq in state.finished if seq >= below]
+            if not await self._purge_below(name, below):
+                state.finished += gone  # tried again with the next one
+                continue
+            dep = self._deps.get(name.split(".", 5)[3])
+            if dep is not None:
+                dep.seen.difference_update(gone)
+
+    async def _purge_below(self, subject: str, below: int) -> bool:
+        api = f"$JS.API.STREAM.PURGE.{subjects.HOLD_STREAM}"
+        payload = _JSON.encode({"filter": subject, "seq": below})
         for attempt in range(3):
             try:
-                await self._nc.request(subject, payload, timeout=2)
-                return
+                reply = await self._nc.request(api, payload, timeout=2)
             except (NatsError, TimeoutError):  # a leftover is moved again after a restart, deduped
                 await asyncio.sleep(0.2 * (attempt + 1))
-        log.warning("could not delete held message %d (moved already)", seq)
+                continue
+            if b'"error"' not in reply.data:
+                return True
+            log.warning("HOLD refused a purge of %s: %s", subject, reply.data[:200])
+            break
+        log.warning("could not remove moved requests from %s below %d", subject, below)
+        if self._purge_timer is None:
+            self._purge_timer = asyncio.get_running_loop().call_later(0.5, self._purge_soon)
+        return False
 
     # ---- slots ----
 
@@ -305,7 +395,7 @@ class Feeder:
             return
         dep.pending = max(0, dep.pending - 1)
         if len(dep.queue):
-            self._kick(dep)
+            await self._feed(dep)
 
     async def _reconcile(self, dep: _Deployment) -> None:
         try:

@@ -4,10 +4,12 @@ nats-py's ``js.publish`` makes a request per call (a random token from ``secrets
 ``wait_for`` task, JSON parsed into a dataclass). Here every ack of a connection arrives on one
 wildcard inbox and resolves a future from a dict, and the ack is only checked for an error.
 
-Two ways to publish:
+Three ways to publish:
 
 * :meth:`AckPublisher.publish` waits for the ack (the head's dispatch: the caller must know the
   request is stored before it is told "accepted");
+* :meth:`AckPublisher.publish_then` calls back when the ack (or the timeout) comes, with no task
+  or future per message (the feeder's moves, many in flight, each acted on when stored);
 * :meth:`AckPublisher.publish_confirmed` returns at once and confirms in the background,
   re-publishing (deduplicated by ``Nats-Msg-Id``) until stored or given up with a log line
   (usage events: durable, but off the request's path); the future it returns tells whoever
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -60,6 +63,9 @@ class _Ack(msgspec.Struct, frozen=True):
 _ACK = msgspec.json.Decoder(_Ack)
 
 
+_Done = Callable[[BusError | None], None]
+
+
 @dataclass(slots=True)
 class _Pending:
     subject: str
@@ -84,6 +90,8 @@ class AckPublisher:
         self._inbox = nc.new_inbox()
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._confirming: dict[str, _Pending] = {}
+        self._callbacks: dict[str, tuple[_Done, asyncio.TimerHandle]] = {}
+        self._no_callbacks = asyncio.Event()
         self._confirm_timeout = confirm_timeout
         self._max_tries = max_tries
         self._sub: Subscription | None = None
@@ -99,6 +107,12 @@ class AckPublisher:
 
     async def stop(self, grace: float = 2.0) -> None:
         """Wait up to ``grace`` for background confirmations, then stop. Idempotent."""
+        if self._callbacks:  # acks of publish_then on their way
+            self._no_callbacks.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_callbacks.wait(), grace)
+        for token in list(self._callbacks):
+            self._settle(token, BusError("stopped before the stream acknowledged"))
         if self._confirming:
             self._drained.clear()
             with contextlib.suppress(TimeoutError):
@@ -118,6 +132,14 @@ class AckPublisher:
 
     async def _on_ack(self, msg: Msg) -> None:
         token = msg.subject[len(self._inbox) + 1 :]
+        if token in self._callbacks:
+            try:
+                _check(msg)
+            except BusError as exc:
+                self._settle(token, exc)
+            else:
+                self._settle(token, None)
+            return
         future = self._waiting.pop(token, None)
         if future is not None:
             if not future.done():
@@ -157,6 +179,44 @@ class AckPublisher:
         finally:
             self._waiting.pop(token, None)
         _check(msg)
+
+    async def publish_then(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str],
+        timeout: float,
+        done: Callable[[BusError | None], None],
+    ) -> None:
+        """Publish; ``done`` is called exactly once: with None once the stream stored it, else
+        with the error (:class:`StreamRejected`, no ack within ``timeout``, not sent). Never
+        raises; ``done`` may run before this returns."""
+        token = self._nuid.next().decode()
+        timer = asyncio.get_running_loop().call_later(
+            timeout,
+            self._settle,
+            token,
+            BusError(f"no acknowledgement from the stream for {subject}"),
+        )
+        self._callbacks[token] = (done, timer)
+        self._no_callbacks.clear()
+        try:
+            await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=headers)
+        except (NatsError, OSError) as exc:  # disconnected, buffer full
+            self._settle(token, BusError(f"could not publish to {subject}: {exc}"))
+
+    def _settle(self, token: str, error: BusError | None) -> None:
+        entry = self._callbacks.pop(token, None)
+        if entry is None:
+            return
+        done, timer = entry
+        timer.cancel()
+        if not self._callbacks:
+            self._no_callbacks.set()
+        try:
+            done(error)
+        except Exception:  # a caller's bug must not stop other acks
+            log.exception("an acknowledgement callback failed")
 
     async def publish_confirmed(
         self, subject: str, data: bytes, headers: dict[str, str], *, weight: int = 1

@@ -79,6 +79,19 @@ def test_per_tenant_order_is_fifo() -> None:
     assert [i for i in _drain(q) if i[0] == "A"] == ["A0", "A1", "A2", "A3", "A4"]
 
 
+def test_a_request_put_back_leaves_first_and_keeps_its_tenant_fifo() -> None:
+    q: FairQueue[str] = FairQueue()
+    _fill(q, "A", 3)
+    first = q.pop()
+    assert first == "A0"
+    q.push_front("default", "A", 1.0, first)
+    assert _drain(q) == ["A0", "A1", "A2"]
+    q.push_front("batch", "B", 1.0, "B0")  # into an empty class and tenant
+    _fill(q, "B", 1, prio="batch")
+    assert _drain(q) == ["B0", "B0"]
+    assert len(q) == 0
+
+
 def test_drop_removes_picked_requests_and_keeps_the_rest_in_order() -> None:
     q: FairQueue[str] = FairQueue()
     _fill(q, "A", 4)

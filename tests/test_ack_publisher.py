@@ -1,0 +1,93 @@
+"""AckPublisher.publish_then on a real JetStream: one callback per message, with its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NATS
+from nats.js.api import DiscardPolicy, StreamConfig
+
+from switchyard.errors import BusError
+from switchyard.runtime.jetstream import AckPublisher, StreamRejected
+from switchyard.stack import binaries
+from tests.support import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def js_nats(tmp_path: Path) -> AsyncIterator[NATS]:
+    port = free_port()
+    argv = ["-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path)]
+    server = await asyncio.create_subprocess_exec(
+        str(binaries.nats_server()),
+        *argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        nc: NATS | None = None
+        for _ in range(100):
+            try:
+                nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=1)
+                break
+            except Exception:  # not listening yet
+                await asyncio.sleep(0.05)
+        assert nc is not None, "nats-server did not start"
+        await nc.jetstream().add_stream(
+            StreamConfig(
+                name="T",
+                subjects=["t.>"],
+                max_msgs_per_subject=1,
+                discard=DiscardPolicy.NEW,
+                discard_new_per_subject=True,
+            )
+        )
+        yield nc
+        await nc.close()
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 10)
+
+
+async def _publish(publisher: AckPublisher, subject: str, msg_id: str) -> list[BusError | None]:
+    outcomes: list[BusError | None] = []
+    arrived = asyncio.Event()
+
+    def done(error: BusError | None) -> None:
+        outcomes.append(error)
+        arrived.set()
+
+    await publisher.publish_then(subject, b"x", {"Nats-Msg-Id": msg_id}, 0.5, done)
+    await asyncio.wait_for(arrived.wait(), 5)
+    await asyncio.sleep(0.6)  # past the timeout: a second call would have come by now
+    return outcomes
+
+
+async def test_publish_then_reports_stored_refused_and_unanswered_once_each(
+    js_nats: NATS,
+) -> None:
+    publisher = AckPublisher(js_nats)
+    await publisher.start()
+    try:
+        assert await _publish(publisher, "t.a", "one") == [None]
+        info = await js_nats.jetstream().stream_info("T")
+        assert info.state.messages == 1
+
+        refused = await _publish(publisher, "t.a", "two")  # the subject is full: discard-new
+        assert len(refused) == 1
+        assert isinstance(refused[0], StreamRejected)
+
+        unanswered = await _publish(publisher, "nowhere.a", "three")  # no stream listens
+        assert len(unanswered) == 1
+        assert isinstance(unanswered[0], BusError)
+        assert not isinstance(unanswered[0], StreamRejected)
+    finally:
+        await publisher.stop()
+    assert (await js_nats.jetstream().stream_info("T")).state.messages == 1
