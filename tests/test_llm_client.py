@@ -76,3 +76,43 @@ async def test_accepted_request_is_resent_after_a_reconnect(zone: Zone) -> None:
         await client.close()
         for nc in (head, tail):
             await nc.close()
+
+
+async def test_no_head_just_after_a_reconnect_is_retried_while_the_cluster_settles(
+    zone: Zone,  # noqa: F811
+) -> None:
+    """Right after the client's own reconnect, heads may still be reconnecting: "no
+    responders" then is retried for a moment (SETTLING_S) instead of failing at once, which a
+    failover run saw as a 503 no_workers."""
+    tail, _ = await _as(zone, "tail")
+    client = LLMClient(tail, default_timeout=30)
+    await client.start()
+    head = None
+    try:
+        before = tail.stats["reconnects"]
+        await zone.server.stop(5)
+        await zone.server.start()
+        assert await zone.server.wait_healthy(30), zone.server.tail_log()
+        for _ in range(400):
+            if tail.stats["reconnects"] > before and tail.is_connected:
+                break
+            await asyncio.sleep(0.05)
+        assert tail.is_connected
+        request = asyncio.create_task(client.request("llm.v1.chat", b"{}"))
+        await asyncio.sleep(1.5)  # longer than the usual attempts take with no head at all
+        assert not request.done(), request.exception()
+        head, _ = await _as(zone, "head")
+
+        async def on_request(msg: Msg) -> None:
+            await replies.send_accepted(head, msg.reply)
+            await replies.send_final(head, msg.reply, b'{"late":"head"}')
+
+        await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
+        await head.flush()
+        reply = await asyncio.wait_for(request, 10)
+        assert reply.body == b'{"late":"head"}'
+    finally:
+        await client.close()
+        for nc in (tail, head):
+            if nc is not None:
+                await nc.close()
