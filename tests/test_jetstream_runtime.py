@@ -1,20 +1,22 @@
-"""AckPublisher.publish_then on a real JetStream: one callback per message, with its outcome."""
+"""The runtime's JetStream helpers on a real nats-server: AckPublisher and Puller."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
-from nats.js.api import DiscardPolicy, StreamConfig
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, StreamConfig
 
 from switchyard.errors import BusError
 from switchyard.runtime.jetstream import AckPublisher, StreamRejected
+from switchyard.runtime.puller import Puller
 from switchyard.stack import binaries
 from tests.support import free_port
 
@@ -91,3 +93,44 @@ async def test_publish_then_reports_stored_refused_and_unanswered_once_each(
     finally:
         await publisher.stop()
     assert (await js_nats.jetstream().stream_info("T")).state.messages == 1
+
+
+async def test_a_puller_asks_the_new_leader_when_its_consumer_gets_one(js_nats: NATS) -> None:
+    """Pull requests live on the consumer's leader and can die with it unannounced: the
+    LEADER_ELECTED advisory for its consumer makes the puller issue them again at once, where
+    its watchdog would wait three idle heartbeats. (A single server elects no leaders; the
+    test sends the advisory JetStream sends in a cluster.)"""
+    js = js_nats.jetstream()
+    await js.add_consumer("T", ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT))
+    pulls: list[bytes] = []
+
+    async def note(msg: Msg) -> None:
+        pulls.append(msg.data)
+
+    spy = await js_nats.subscribe("$JS.API.CONSUMER.MSG.NEXT.T.c", cb=note)
+    handled: list[bytes] = []
+
+    async def handle(msg: Msg, _name: str) -> None:
+        handled.append(msg.data)
+        await msg.ack()
+
+    puller = Puller(js_nats, "t", 4, handle, stream="T", consumer="c")  # watchdog: 30 s
+    await puller.start()
+    try:
+        await _until(lambda: len(pulls) == 1)
+        await js_nats.publish("$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.T.other", b"{}")
+        await js_nats.publish("$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.T.c", b"{}")
+        await _until(lambda: len(pulls) == 2)
+        await asyncio.sleep(0.3)
+        assert len(pulls) == 2  # another consumer's new leader changed nothing
+        await js.publish("t.b", b"still served")
+        await _until(lambda: handled == [b"still served"])
+    finally:
+        await puller.stop(2.0)
+        await spy.unsubscribe()
+
+
+async def _until(done: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not done():
+            await asyncio.sleep(0.02)
