@@ -45,10 +45,12 @@ __all__ = ["LLMClient", "Reply", "ReplyKind", "error_from_reply"]
 
 # How often a client checks its connection's reconnect counter (a reconnect loses reply paths).
 RECONNECT_POLL_S = 0.2
-# After this client reconnected, the cluster is still settling for a moment (heads on a lost
-# node reconnecting, their interest spreading to the node this client is on now): "no
-# responders" and unanswered sends are retried beyond the usual attempts for this long.
-SETTLING_S = 3.0
+# "No responders" right after a head answered this client, or right after this client
+# reconnected, is most likely a failover in progress (heads on a lost node reconnecting, their
+# interest spreading to the node this client is on): "no responders" and unanswered sends are
+# then retried beyond the usual attempts for this long. A client no head has answered lately
+# still gets its 503 at once.
+SETTLING_S = 5.0
 _RECONNECTED = object()
 # How long a gap in a reply stream may last before the request ends with an error: a worker
 # replays an answer once its usage is confirmed on a new connection, which its publisher
@@ -243,14 +245,15 @@ class LLMClient:
         self._loops = TaskSupervisor("llm-reconnects")
         self._reconnects_seen = nc.stats["reconnects"]
         self._reconnected_at = float("-inf")
+        self._answered_at = float("-inf")  # when a head last acknowledged a request
 
     def _settling(self, now: float) -> bool:
-        """True shortly after this client's connection was re-established (see SETTLING_S)."""
+        """True shortly after this client reconnected or a head answered it (see SETTLING_S)."""
         count = self._nc.stats["reconnects"]
         if count != self._reconnects_seen:
             self._reconnects_seen = count
             self._reconnected_at = now
-        return now - self._reconnected_at < SETTLING_S
+        return now - max(self._reconnected_at, self._answered_at) < SETTLING_S
 
     async def __aenter__(self) -> LLMClient:
         await self.start()
@@ -378,6 +381,7 @@ class LLMClient:
                         if msg is None:
                             continue
                         accepted = True
+                        self._answered_at = loop.time()
                         reply = decode_reply(msg.data, msg.headers)
                         if reply.kind is ReplyKind.ACCEPTED:
                             continue

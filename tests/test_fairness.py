@@ -107,7 +107,23 @@ async def _flood_then_join(
             assert max(done.values()) - b_done > 5.0  # A's backlog ends long after B
     finally:
         await nc.close()
+    assert await _hold_drains(stack), "moved requests were left in HOLD (the feeder's purge)"
     return share, done
+
+
+async def _hold_drains(stack: Stack, within: float = 5.0) -> bool:
+    """Whether HOLD is empty within ``within`` seconds (every moved request purged)."""
+    nc = await stack.connect("provisioner")
+    try:
+        js = nc.jetstream(timeout=5)
+        until = time.monotonic() + within
+        while (await js.stream_info(subjects.HOLD_STREAM)).state.messages:
+            if time.monotonic() > until:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+    finally:
+        await nc.close()
 
 
 async def test_equal_weights_give_the_newcomer_half_the_slots(

@@ -6,8 +6,10 @@ Runs against its own nats-server (the zone fixture is module-scoped), which one 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
@@ -115,4 +117,42 @@ async def test_no_head_just_after_a_reconnect_is_retried_while_the_cluster_settl
         await client.close()
         for nc in (tail, head):
             if nc is not None:
+                await nc.close()
+
+
+async def test_no_head_just_after_one_answered_is_retried_while_heads_come_back(
+    zone: Zone,  # noqa: F811
+) -> None:
+    """When the heads' NATS node dies, every head is gone for the second they take to
+    reconnect, while this client's own connection is fine: a client a head answered moments
+    ago retries "no responders" for a while (a failover run saw a 503 no_workers here)."""
+    tail, _ = await _as(zone, "tail")
+    first, _ = await _as(zone, "head")
+
+    async def answer(nc: NATS, body: bytes) -> Callable[[Msg], Awaitable[None]]:
+        async def on_request(msg: Msg) -> None:
+            await replies.send_accepted(nc, msg.reply)
+            await replies.send_final(nc, msg.reply, body)
+
+        return on_request
+
+    await first.subscribe("llm.v1.chat", queue="head", cb=await answer(first, b'{"n":1}'))
+    await first.flush()
+    client = LLMClient(tail, default_timeout=30)
+    await client.start()
+    second = None
+    try:
+        assert (await client.request("llm.v1.chat", b"{}")).body == b'{"n":1}'
+        await first.close()  # the only head is gone
+        request = asyncio.create_task(client.request("llm.v1.chat", b"{}"))
+        await asyncio.sleep(1.5)  # far longer than the usual attempts take
+        assert not request.done(), request.exception()
+        second, _ = await _as(zone, "head")
+        await second.subscribe("llm.v1.chat", queue="head", cb=await answer(second, b'{"n":2}'))
+        await second.flush()
+        assert (await asyncio.wait_for(request, 10)).body == b'{"n":2}'
+    finally:
+        await client.close()
+        for nc in (tail, first, second):
+            if nc is not None and not nc.is_closed:
                 await nc.close()
