@@ -6,7 +6,6 @@ Runs against its own nats-server (the zone fixture is module-scoped), which one 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -20,16 +19,21 @@ from tests.test_zones import Zone, _as, zone  # noqa: F401  (the fixture, one pe
 pytestmark = pytest.mark.integration
 
 
-async def test_request_releases_its_reply_slot_when_it_returns(zone: Zone) -> None:  # noqa: F811
-    head, _ = await _as(zone, "head")
-    tail, _ = await _as(zone, "tail")
+async def _serve(head: NATS, body: bytes) -> None:
+    """Make ``head`` a head that accepts every chat request and answers it with ``body``."""
 
     async def on_request(msg: Msg) -> None:
         await replies.send_accepted(head, msg.reply)
-        await replies.send_final(head, msg.reply, b"{}")
+        await replies.send_final(head, msg.reply, body)
 
     await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
     await head.flush()
+
+
+async def test_request_releases_its_reply_slot_when_it_returns(zone: Zone) -> None:  # noqa: F811
+    head, _ = await _as(zone, "head")
+    tail, _ = await _as(zone, "tail")
+    await _serve(head, b"{}")
     client = LLMClient(tail)
     await client.start()
     try:
@@ -104,13 +108,7 @@ async def test_no_head_just_after_a_reconnect_is_retried_while_the_cluster_settl
         await asyncio.sleep(1.5)  # longer than the usual attempts take with no head at all
         assert not request.done(), request.exception()
         head, _ = await _as(zone, "head")
-
-        async def on_request(msg: Msg) -> None:
-            await replies.send_accepted(head, msg.reply)
-            await replies.send_final(head, msg.reply, b'{"late":"head"}')
-
-        await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
-        await head.flush()
+        await _serve(head, b'{"late":"head"}')
         reply = await asyncio.wait_for(request, 10)
         assert reply.body == b'{"late":"head"}'
     finally:
@@ -128,16 +126,7 @@ async def test_no_head_just_after_one_answered_is_retried_while_heads_come_back(
     ago retries "no responders" for a while (a failover run saw a 503 no_workers here)."""
     tail, _ = await _as(zone, "tail")
     first, _ = await _as(zone, "head")
-
-    async def answer(nc: NATS, body: bytes) -> Callable[[Msg], Awaitable[None]]:
-        async def on_request(msg: Msg) -> None:
-            await replies.send_accepted(nc, msg.reply)
-            await replies.send_final(nc, msg.reply, body)
-
-        return on_request
-
-    await first.subscribe("llm.v1.chat", queue="head", cb=await answer(first, b'{"n":1}'))
-    await first.flush()
+    await _serve(first, b'{"n":1}')
     client = LLMClient(tail, default_timeout=30)
     await client.start()
     second = None
@@ -148,8 +137,7 @@ async def test_no_head_just_after_one_answered_is_retried_while_heads_come_back(
         await asyncio.sleep(1.5)  # far longer than the usual attempts take
         assert not request.done(), request.exception()
         second, _ = await _as(zone, "head")
-        await second.subscribe("llm.v1.chat", queue="head", cb=await answer(second, b'{"n":2}'))
-        await second.flush()
+        await _serve(second, b'{"n":2}')
         assert (await asyncio.wait_for(request, 10)).body == b'{"n":2}'
     finally:
         await client.close()

@@ -104,6 +104,7 @@ class _Subject:
     """One tenant subject of HOLD: what the feeder read and has not finished, what it finished
     and has not purged yet."""
 
+    deployment: str
     waiting: set[int] = field(default_factory=set)  # queued or moving
     finished: list[int] = field(default_factory=list)  # moved or dropped, still in HOLD
 
@@ -219,7 +220,7 @@ class Feeder:
             stored_at=msg.metadata.timestamp.timestamp(),
         )
         dep.seen.add(seq)
-        self._subject(msg.subject).waiting.add(seq)
+        self._subject(msg.subject, dep_id).waiting.add(seq)
         held.weight = _float(headers.get(h.WEIGHT, "1"))
         dep.queue.push(priority, tenant, held.weight, held)
         await self._feed(dep)
@@ -237,7 +238,7 @@ class Feeder:
         """Fill free slots in the calling subscription's own task (a held request came in, a
         slot freed: the usual case, with no task of its own), unless the deployment must be
         activated first or is being fed already; a change of its record goes to a task."""
-        if dep.pumping or not (dep.active or not len(dep.queue)):
+        if dep.pumping or (len(dep.queue) and not dep.active):
             self._kick(dep)
             return
         dep.pumping = True
@@ -313,15 +314,15 @@ class Feeder:
         dep.queue.push_front(item.priority, item.tenant, item.weight, item)
         asyncio.get_running_loop().call_later(0.5, self._kick, dep)
 
-    def _subject(self, subject: str) -> _Subject:
+    def _subject(self, subject: str, dep_id: str) -> _Subject:
         state = self._subjects.get(subject)
         if state is None:
-            state = self._subjects[subject] = _Subject()
+            state = self._subjects[subject] = _Subject(dep_id)
         return state
 
     def _delete(self, dep: _Deployment, item: Held) -> None:
         """``item`` is moved (or its caller gave up): it leaves HOLD with the next purge."""
-        state = self._subject(item.subject)
+        state = self._subject(item.subject, item.deployment)
         state.waiting.discard(item.seq)
         state.finished.append(item.seq)
         if self._purge_timer is None:
@@ -348,7 +349,7 @@ class Feeder:
             if not await self._purge_below(name, below):
                 state.finished += gone  # tried again with the next one
                 continue
-            dep = self._deps.get(name.split(".", 5)[3])
+            dep = self._deps.get(state.deployment)
             if dep is not None:
                 dep.seen.difference_update(gone)
 

@@ -2,14 +2,14 @@
 
 nats-py's ``js.publish`` makes a request per call (a random token from ``secrets``, a
 ``wait_for`` task, JSON parsed into a dataclass). Here every ack of a connection arrives on one
-wildcard inbox and resolves a future from a dict, and the ack is only checked for an error.
+wildcard inbox and settles a callback from a dict, and the ack is only checked for an error.
 
 Three ways to publish:
 
-* :meth:`AckPublisher.publish` waits for the ack (the head's dispatch: the caller must know the
-  request is stored before it is told "accepted");
 * :meth:`AckPublisher.publish_then` calls back when the ack (or the timeout) comes, with no task
   or future per message (the feeder's moves, many in flight, each acted on when stored);
+* :meth:`AckPublisher.publish` waits for that callback (the head's dispatch: the caller must
+  know the request is stored before it is told "accepted");
 * :meth:`AckPublisher.publish_confirmed` returns at once and confirms in the background,
   re-publishing (deduplicated by ``Nats-Msg-Id``) until stored or given up with a log line
   (usage events: durable, but off the request's path); the future it returns tells whoever
@@ -88,7 +88,6 @@ class AckPublisher:
         self._nc = nc
         self._nuid = NUID()
         self._inbox = nc.new_inbox()
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._confirming: dict[str, _Pending] = {}
         self._callbacks: dict[str, tuple[_Done, asyncio.TimerHandle]] = {}
         self._no_callbacks = asyncio.Event()
@@ -140,11 +139,6 @@ class AckPublisher:
             else:
                 self._settle(token, None)
             return
-        future = self._waiting.pop(token, None)
-        if future is not None:
-            if not future.done():
-                future.set_result(msg)
-            return
         pending = self._confirming.get(token)
         if pending is None:
             return
@@ -165,20 +159,19 @@ class AckPublisher:
 
         Raises:
             StreamRejected: the stream refused it (full subject, too large...).
-            BusError: no stream answered (no responders) or no ack within ``timeout``.
+            BusError: no stream answered (no responders), no ack within ``timeout``, or it
+                could not be sent (disconnected).
         """
-        token = self._nuid.next().decode()
-        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = future
-        try:
-            await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=headers)
-            async with asyncio.timeout(timeout):
-                msg = await future
-        except TimeoutError:
-            raise BusError(f"no acknowledgement from the stream for {subject}") from None
-        finally:
-            self._waiting.pop(token, None)
-        _check(msg)
+        outcome: asyncio.Future[BusError | None] = asyncio.get_running_loop().create_future()
+
+        def done(error: BusError | None) -> None:
+            if not outcome.done():  # the caller may have been cancelled meanwhile
+                outcome.set_result(error)
+
+        await self.publish_then(subject, data, headers, timeout, done)
+        error = await outcome
+        if error is not None:
+            raise error
 
     async def publish_then(
         self,
@@ -192,18 +185,16 @@ class AckPublisher:
         with the error (:class:`StreamRejected`, no ack within ``timeout``, not sent). Never
         raises; ``done`` may run before this returns."""
         token = self._nuid.next().decode()
-        timer = asyncio.get_running_loop().call_later(
-            timeout,
-            self._settle,
-            token,
-            BusError(f"no acknowledgement from the stream for {subject}"),
-        )
+        timer = asyncio.get_running_loop().call_later(timeout, self._expire, token, subject)
         self._callbacks[token] = (done, timer)
         self._no_callbacks.clear()
         try:
             await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=headers)
         except (NatsError, OSError) as exc:  # disconnected, buffer full
             self._settle(token, BusError(f"could not publish to {subject}: {exc}"))
+
+    def _expire(self, token: str, subject: str) -> None:
+        self._settle(token, BusError(f"no acknowledgement from the stream for {subject}"))
 
     def _settle(self, token: str, error: BusError | None) -> None:
         entry = self._callbacks.pop(token, None)
