@@ -43,6 +43,7 @@ from nats.js.kv import KeyValue
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.control.fairqueue import FairQueue
+from switchyard.control.holdledger import HoldLedger, Purge
 from switchyard.errors import BusError
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.jetstream import AckPublisher, StreamRejected
@@ -55,7 +56,12 @@ from switchyard.schemas.scheduling import PRIORITIES, SCHED_ENCODER, SchedState
 log = logging.getLogger("switchyard.control.feeder")
 
 TICK_S = 1.0
-PURGE_S = 0.02  # moved requests leave HOLD in one purge per tenant subject this often
+# Moved requests leave HOLD in one purge per tenant subject: once PURGE_BATCH of a subject are
+# finished, else PURGE_S after the first. Each purge is an API round trip and a stream write, so
+# a fixed fast rate (it was every 20 ms) cost more per request the slower a deployment's calls.
+# Until purged they count against the tenant's HOLD limit: at most PURGE_BATCH + rate * PURGE_S.
+PURGE_S = 0.5
+PURGE_BATCH = 64
 REFRESH_S = 3.0  # heads treat a record older than admission.STALE_S (10 s) as "no feeder"
 _JSON = msgspec.json.Encoder()
 _SKIP_HEADERS = ("Nats-Stream", "Nats-Sequence", "Nats-Subject", "Nats-Time-Stamp")
@@ -99,16 +105,6 @@ class _Deployment:
     moved: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _Subject:
-    """One tenant subject of HOLD: what the feeder read and has not finished, what it finished
-    and has not purged yet."""
-
-    deployment: str
-    waiting: set[int] = field(default_factory=set)  # queued or moving
-    finished: list[int] = field(default_factory=list)  # moved or dropped, still in HOLD
-
-
 class Feeder:
     """See the module docstring. ``heads`` and ``latency`` come from the monitor."""
 
@@ -133,8 +129,9 @@ class Feeder:
         self._hold_sub: Subscription | None = None
         self._loops = TaskSupervisor("feeder")
         self._work = TaskSupervisor("feeder-moves")
-        self._subjects: dict[str, _Subject] = {}
+        self._ledger = HoldLedger(PURGE_BATCH)
         self._purge_timer: asyncio.TimerHandle | None = None
+        self._purging = False
         self._concurrency: dict[str, int] = {}
         self._concurrency_of: RouteTable | None = None
         # Dispatch holds at most this many per deployment (discard-new): never move past it.
@@ -168,8 +165,9 @@ class Feeder:
             self._purge_timer.cancel()
         # Ready to start again (leadership may come back): a new start reads HOLD afresh.
         self._deps = {}
-        self._subjects = {}
+        self._ledger = HoldLedger(PURGE_BATCH)
         self._purge_timer = None
+        self._purging = False
         self._loops = TaskSupervisor("feeder")
         self._work = TaskSupervisor("feeder-moves")
         self._publisher = AckPublisher(self._nc)
@@ -220,7 +218,7 @@ class Feeder:
             stored_at=msg.metadata.timestamp.timestamp(),
         )
         dep.seen.add(seq)
-        self._subject(msg.subject, dep_id).waiting.add(seq)
+        self._ledger.read(msg.subject, dep_id, seq)
         held.weight = _float(headers.get(h.WEIGHT, "1"))
         dep.queue.push(priority, tenant, held.weight, held)
         await self._feed(dep)
@@ -314,44 +312,39 @@ class Feeder:
         dep.queue.push_front(item.priority, item.tenant, item.weight, item)
         asyncio.get_running_loop().call_later(0.5, self._kick, dep)
 
-    def _subject(self, subject: str, dep_id: str) -> _Subject:
-        state = self._subjects.get(subject)
-        if state is None:
-            state = self._subjects[subject] = _Subject(dep_id)
-        return state
-
     def _delete(self, dep: _Deployment, item: Held) -> None:
         """``item`` is moved (or its caller gave up): it leaves HOLD with the next purge."""
-        state = self._subject(item.subject, item.deployment)
-        state.waiting.discard(item.seq)
-        state.finished.append(item.seq)
-        if self._purge_timer is None:
+        if self._ledger.finish(item.subject, item.deployment, item.seq) and not self._purging:
+            if self._purge_timer is not None:
+                self._purge_timer.cancel()
+            self._purge_soon()
+        elif self._purge_timer is None:
             self._purge_timer = asyncio.get_running_loop().call_later(PURGE_S, self._purge_soon)
 
     def _purge_soon(self) -> None:
         self._purge_timer = None
-        self._work.spawn(self._purge())
+        if not self._purging:
+            self._purging = True  # before the task runs: one purge at a time
+            self._work.spawn(self._purge())
 
     async def _purge(self) -> None:
-        """Per tenant subject, purge every message below the oldest one still waiting or
-        moving: all of them are finished (the feeder reads HOLD in order, and it moves a
-        tenant's requests first in, first out). Finished ones above it wait for a later purge."""
-        for name, state in list(self._subjects.items()):
-            if not state.finished:
-                if not state.waiting:
-                    del self._subjects[name]
-                continue
-            below = min(state.waiting) if state.waiting else max(state.finished) + 1
-            gone = [seq for seq in state.finished if seq < below]
-            if not gone:
-                continue
-            state.finished = [seq for seq in state.finished if seq >= below]
-            if not await self._purge_below(name, below):
-                state.finished += gone  # tried again with the next one
-                continue
-            dep = self._deps.get(state.deployment)
-            if dep is not None:
-                dep.seen.difference_update(gone)
+        """Send the ledger's due purges (see :mod:`switchyard.control.holdledger`)."""
+        self._purging = True
+        try:
+            for purge in self._ledger.due():
+                await self._send_purge(purge)
+        finally:
+            self._purging = False
+        if self._purge_timer is None and self._ledger.pending():
+            self._purge_timer = asyncio.get_running_loop().call_later(PURGE_S, self._purge_soon)
+
+    async def _send_purge(self, purge: Purge) -> None:
+        if not await self._purge_below(purge.subject, purge.below):
+            self._ledger.failed(purge)  # tried again with the next one
+            return
+        dep = self._deps.get(purge.deployment)
+        if dep is not None:
+            dep.seen.difference_update(purge.finished)
 
     async def _purge_below(self, subject: str, below: int) -> bool:
         api = f"$JS.API.STREAM.PURGE.{subjects.HOLD_STREAM}"
@@ -367,9 +360,7 @@ class Feeder:
             log.warning("HOLD refused a purge of %s: %s", subject, reply.data[:200])
             break
         log.warning("could not remove moved requests from %s below %d", subject, below)
-        if self._purge_timer is None:
-            self._purge_timer = asyncio.get_running_loop().call_later(0.5, self._purge_soon)
-        return False
+        return False  # the ledger keeps them; the next timer tries again
 
     # ---- slots ----
 
