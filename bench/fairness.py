@@ -1,13 +1,20 @@
 """Fair queueing's cost: CPU per request with the scheduler on vs first come, first served.
 
-``python -m bench.fairness`` starts two stacks one after the other from the same generated
-config but for ``routing.fair_queueing`` (``false``: every request straight to its dispatch
-queue, FCFS; ``true``: the default), each with 2 heads and 2 model-proxies in front of the
-nginx upstream, and runs two loads on each with wrk at 64 connections:
+``python -m bench.fairness`` starts two stacks side by side from the same generated config but
+for ``routing.fair_queueing`` (``false``: every request straight to its dispatch queue, FCFS;
+``true``: the default), each with 2 heads and 2 model-proxies in front of the nginx and paced
+upstreams, and runs each load on them alternately (FCFS, fair, fair, FCFS, ``--rounds`` times):
 
-* ``saturated``: the 50 ms upstream behind a deployment of concurrency 16, so 48 requests
+* ``saturated``: the 50 ms upstream behind a deployment of concurrency 16, at 64 connections
+  (wrk), so 48 requests
   always wait: with fair queueing on, every one of them goes through HOLD and the feeder
   (held, moved into dispatch, purged from HOLD, its acknowledgement tapped);
+* ``saturated_stream``: answers streamed like a model's (``bench.paced``: 40 chunks with
+  jittered gaps of 5-15 ms) behind a deployment of concurrency 32, at 128 connections: the same
+  3:1 oversubscription with LLM-shaped answers, each carrying 40 chunks of work besides its
+  scheduling. Exactly paced chunks kept FCFS's streams in step, sharing wake-ups in every
+  process, which the fair path's few milliseconds per move broke: that measured ~10% dearer
+  in the tail, model-proxies and Valkey alike, none of which schedule anything;
 * ``unsaturated``: the fast upstream at concurrency 256: the fast path, where the scheduler
   only checks its state.
 
@@ -35,9 +42,9 @@ from bench import cpu, report
 from bench.deps import ensure_tools
 from bench.load import LoadSpec
 from bench.runner import RunOptions, RunResult, measure
-from bench.scenarios import scenario, switchyard_body
+from bench.scenarios import request_body, scenario, switchyard_body
 from bench.stack import BenchStack, write_stack_config
-from bench.upstream import start_upstream
+from bench.upstream import PacedUpstream, start_paced, start_upstream
 from switchyard.schemas.scheduling import SchedState, capped, of_service_tier
 from switchyard.stack.ports import listen_port
 from switchyard.workers.head.admission import Admission
@@ -45,7 +52,14 @@ from switchyard.workers.head.admission import Admission
 TARGET_PCT = 5.0
 ORDER = ("fcfs", "fair", "fair", "fcfs")
 SATURATED_CONCURRENCY = 16
-LOADS = {"saturated": "delay50_c64", "unsaturated": "nonstream_c64"}
+# The LLM-shaped load: its own route to the paced upstream, 40 chunks ~10 ms apart (jittered).
+STREAM_ROUTE, STREAM_PACE = "fairstream", "pace/40x10j"
+STREAM_CONCURRENCY, STREAM_CONNECTIONS = 32, 128
+LOADS = {
+    "saturated": "delay50_c64",
+    "saturated_stream": STREAM_ROUTE,
+    "unsaturated": "nonstream_c64",
+}
 
 
 def decision_ns(calls: int = 200_000) -> float:
@@ -65,11 +79,28 @@ def decision_ns(calls: int = 200_000) -> float:
     return best
 
 
-def _configure(stack: BenchStack, *, fair: bool) -> None:
+def _configure(stack: BenchStack, paced: PacedUpstream, *, fair: bool) -> None:
     doc: dict[str, Any] = yaml.safe_load(stack.config_file.read_text(encoding="utf-8"))
     doc["providers"]["bench-delay50"]["concurrency"] = SATURATED_CONCURRENCY
+    doc["providers"][f"bench-{STREAM_ROUTE}"] = {
+        "kind": "openai-compatible",
+        "api_base": paced.base(STREAM_PACE),
+        "concurrency": STREAM_CONCURRENCY,
+    }
+    model = doc["routes"]["delay50"]["deployments"][0]["model"]
+    doc["routes"][STREAM_ROUTE] = {
+        "deployments": [{"provider": f"bench-{STREAM_ROUTE}", "model": model}]
+    }
     doc["routing"] = {"fair_queueing": fair}
     stack.config_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+
+def _load(key_name: str, url: str, api_key: str) -> LoadSpec:
+    if key_name == STREAM_ROUTE:
+        body = request_body(STREAM_ROUTE, stream=True)
+        return LoadSpec(url, body, STREAM_CONNECTIONS, threads=2, api_key=api_key)
+    sc = scenario(key_name)
+    return LoadSpec(url, switchyard_body(sc), sc.connections, sc.threads, api_key)
 
 
 def _watched(stack: BenchStack) -> list[cpu.Watched]:
@@ -100,49 +131,47 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         quiet_wait_s=args.quiet_wait,
     )
     upstream = start_upstream(tools, workdir / "nginx", listen_port(avoid=ports))
+    paced = start_paced(workdir / "paced", listen_port(avoid=ports))
     results: dict[str, dict[str, list[RunResult]]] = {
         load: {"fcfs": [], "fair": []} for load in LOADS
     }
+    stacks: dict[str, BenchStack] = {}
     try:
-        # A-B-B-A: a machine that drifts (the second stack of a run was ~15% dearer in every
-        # process, the tail too, which has no scheduling code) weighs on both modes alike.
-        for n, mode in enumerate(ORDER):
-            (workdir / f"{mode}{n}").mkdir(parents=True, exist_ok=True)
-            stack = write_stack_config(
-                workdir / f"{mode}{n}", ports, upstream, heads=2, modelproxies=2
-            )
-            _configure(stack, fair=mode == "fair")
+        # Both stacks run side by side (one idles, ~0.02 cores, while the other is measured) and
+        # each load alternates between them A-B-B-A, ROUNDS times: this VM changes speed over
+        # minutes (the same row swung 20% between consecutive stacks when they ran one after the
+        # other), and close alternation weighs a slow phase on both modes alike.
+        for mode in ("fcfs", "fair"):
+            (workdir / mode).mkdir(parents=True, exist_ok=True)
+            stack = write_stack_config(workdir / mode, ports, upstream, heads=2, modelproxies=2)
+            _configure(stack, paced, fair=mode == "fair")
             print(f"bench: fairness: starting a stack with fair_queueing={mode == 'fair'}")
             stack.up()
-            try:
-                key = stack.api_key()
-                watched = _watched(stack)
-                for load, key_name in LOADS.items():
-                    sc = scenario(key_name)
-                    spec = LoadSpec(
-                        url=stack.tail_url,
-                        body=switchyard_body(sc),
-                        connections=sc.connections,
-                        threads=sc.threads,
-                        api_key=key,
-                    )
-                    result = measure(tools.wrk, spec, watched, opts, f"{load}/{mode}")
-                    results[load][mode].append(result)
-                    print(
-                        f"bench: {load:<12} {mode:<5} {result.wrk.rps:8.0f} req/s"
-                        f"  {_total(result):7.0f} us CPU/request"
-                        f"  errors {result.wrk.error_count}"
-                        f"  other load {result.background_cores:.2f} cores",
-                        flush=True,
-                    )
-            finally:
-                stack.down()
+            stacks[mode] = stack
+        keys = {mode: stack.api_key() for mode, stack in stacks.items()}
+        watched = {mode: _watched(stack) for mode, stack in stacks.items()}
+        for load, key_name in LOADS.items():
+            for mode in ORDER * args.rounds:
+                spec = _load(key_name, stacks[mode].tail_url, keys[mode])
+                result = measure(tools.wrk, spec, watched[mode], opts, f"{load}/{mode}")
+                results[load][mode].append(result)
+                print(
+                    f"bench: {load:<16} {mode:<5} {result.wrk.rps:8.0f} req/s"
+                    f"  {_total(result):7.0f} us CPU/request"
+                    f"  errors {result.wrk.error_count}"
+                    f"  other load {result.background_cores:.2f} cores",
+                    flush=True,
+                )
     finally:
+        for stack in stacks.values():
+            stack.down()
         upstream.stop()
+        paced.stop()
     doc: dict[str, Any] = {
         "meta": report.machine_info(),
         "target_pct": TARGET_PCT,
         "decision_ns": round(decision_ns(), 1),
+        "rounds": args.rounds,
         "loads": {},
     }
     for load, modes in results.items():
@@ -182,8 +211,9 @@ def render(doc: dict[str, Any]) -> str:
         f"\nThe head's extra decision on the fast path: {doc['decision_ns']:.0f} ns per request."
     )
     lines.append(
-        f"Target: at most +{TARGET_PCT:.0f}% CPU per request. Stacks run in the order"
-        f" {' '.join(ORDER)}; each column is the mean of its runs. 'control / nats-server' is the"
+        f"Target: at most +{TARGET_PCT:.0f}% CPU per request. Both stacks run side by side and"
+        f" each load alternates {' '.join(ORDER)}, {doc['rounds']} times; each column is the mean"
+        " of its runs. 'control / nats-server' is the"
         " scheduler's own work (the feeder, and JetStream storing, moving and deleting each"
         " held request); the rest of the difference moved with every process alike."
     )
@@ -194,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.fairness", description=__doc__)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--rounds", type=int, default=2, help="A-B-B-A rounds per load")
     p.add_argument("--quiet-wait", type=float, default=30.0)
     p.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR)
     args = p.parse_args(argv)

@@ -7,6 +7,10 @@ behaviour (Switchyard calls ``{api_base}/chat/completions``, so each is its own 
 
 * ``/pace/<n>x<ms>/v1``  ``text/event-stream``: ``n`` content chunks, the first at once, then one
   every ``ms`` milliseconds; then a finish chunk, a usage chunk and ``[DONE]``;
+* ``/pace/<n>x<ms>j/v1`` the same, jittered like a real model: the first chunk after a random
+  0-``ms``, each gap a random 0.5-1.5 x ``ms``. Exact pacing keeps every stream on the phase its
+  request started at, so streams that start together stay in step and their chunks share
+  wake-ups all the way down the pipeline; jitter spreads them the way real providers' tokens are;
 * ``/delay/<ms>/v1``     a ``chat.completion`` JSON with usage after ``ms`` milliseconds.
 
 Every content chunk carries the time it was written (``CLOCK_MONOTONIC`` ns, shared by every
@@ -25,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import signal
 import time
 from typing import cast
@@ -144,7 +149,8 @@ class _Conn(asyncio.Protocol):
             if parts[0] == "pace":
                 count, _, ms = parts[1].partition("x")
                 usage = b'"include_usage":true' in body
-                self._stream(int(count), int(ms) / 1000, usage)
+                jitter = ms.endswith("j")
+                self._stream(int(count), int(ms.removesuffix("j")) / 1000, usage, jitter)
                 return
             if parts[0] == "delay":
                 self.timer = self.loop.call_later(int(parts[1]) / 1000, self._json)
@@ -160,11 +166,18 @@ class _Conn(asyncio.Protocol):
             self.transport.write(_JSON_RESPONSE)
         self._done()
 
-    def _stream(self, count: int, interval: float, usage: bool) -> None:
+    def _stream(self, count: int, interval: float, usage: bool, jitter: bool = False) -> None:
         if self.transport is None:
             return
         self.transport.write(_SSE_HEAD)
         start = self.loop.time()
+
+        def after(i: int) -> float:  # when chunk i is due
+            if not jitter:
+                return start + i * interval
+            return self.loop.time() + interval * (
+                random.uniform(0.5, 1.5) if i else random.random()
+            )
 
         def send(i: int) -> None:
             transport = self.transport
@@ -173,13 +186,16 @@ class _Conn(asyncio.Protocol):
             chunk = _CHUNK_HEAD + b"%d-%d" % (time.monotonic_ns(), i) + _CHUNK_TAIL
             if i + 1 < count:
                 transport.write(_framed(chunk))
-                self.timer = self.loop.call_at(start + (i + 1) * interval, send, i + 1)
+                self.timer = self.loop.call_at(after(i + 1), send, i + 1)
                 return
             tail = chunk + _FINISH + (_usage_chunk(count) if usage else b"") + b"data: [DONE]\n\n"
             transport.write(_framed(tail) + b"0\r\n\r\n")
             self._done()
 
-        send(0)
+        if jitter:
+            self.timer = self.loop.call_at(after(0), send, 0)
+        else:
+            send(0)
 
 
 async def serve(host: str, port: int) -> None:
