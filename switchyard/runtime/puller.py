@@ -51,6 +51,13 @@ class Puller:
         stream: str = subjects.DISPATCH_STREAM,
         consumer: str | None = None,
     ) -> None:
+        if not 0 < 2 * heartbeat <= expires:
+            # JetStream refuses such pull requests ("heartbeat value too large"): the puller
+            # would re-issue them forever and never be served.
+            raise ValueError(
+                f"a puller's heartbeat ({heartbeat} s) must be positive and at most half its"
+                f" expires ({expires} s)"
+            )
         self.nc = nc
         self.deployment_id = deployment_id
         self.capacity = capacity
