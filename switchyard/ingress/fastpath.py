@@ -36,6 +36,7 @@ from switchyard.dialects.probes import (
 )
 from switchyard.errors import ApiError, InvalidRequest, PayloadTooLarge, ServiceUnavailable
 from switchyard.ingress.edge import SAFE_ID, Edge, FinalReply, presented_key, sse_frames
+from switchyard.ingress.onewrite import send_whole
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.tasks import TaskSupervisor
@@ -333,14 +334,15 @@ async def _answer(
 async def _respond(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    await send(
+    await send_whole(
+        send,
         {
             "type": "http.response.start",
             "status": status,
             "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
+        },
+        {"type": "http.response.body", "body": body},
     )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _respond_error(send: Send, exc: ApiError, request_id: str, op: str = "chat") -> None:
