@@ -376,19 +376,23 @@ async def _stream(
         raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
     if first.kind is ReplyKind.ERROR:
         raise error_from_reply(first)
-    await send(
+    frames = sse_frames(first, replies, final, dialect)
+    opening = await anext(frames, b"")  # made from ``first``: at hand, so it goes with the head
+    await send_whole(
+        send,
         {
             "type": "http.response.start",
             "status": 200,
             "headers": [*_SSE, (b"x-request-id", request_id.encode()), *limit_headers],
-        }
+        },
+        {"type": "http.response.body", "body": opening, "more_body": True},
     )
     state["started"] = True
     final.first_at = time.perf_counter()
     gone = asyncio.Event()
     watcher = tasks.spawn(_watch_disconnect(receive, gone), name="client-disconnect")
     try:
-        async for frame in sse_frames(first, replies, final, dialect):
+        async for frame in frames:
             if gone.is_set():
                 break  # the client left: stop relaying (the caller releases the reply inbox)
             await send({"type": "http.response.body", "body": frame, "more_body": True})
