@@ -11,9 +11,10 @@ lands in HOLD (a head found the deployment busy), the feeder takes over that dep
 3. while a slot is free, it pops the next request (strict priority, weighted DRR by tenant),
    stores it in dispatch under the held message's ``Nats-Msg-Id`` and only then removes it from
    HOLD, so a crash between the two is deduplicated by dispatch, never lost or doubled. Removal
-   is batched: every ``PURGE_S`` one purge per tenant subject removes everything below the
-   oldest request of that subject still waiting or moving (a tenant's requests leave in the
-   order they came, so that is what moved), instead of one delete request per message;
+   is batched (:mod:`switchyard.control.holdledger`): one purge per tenant subject removes
+   everything below the oldest request of that subject still waiting or moving, once
+   ``PURGE_BATCH`` of them have moved or ``PURGE_S`` after the first, instead of one delete
+   request per message;
 4. while anything is left waiting it marks the deployment ``held`` so every head parks new
    requests in HOLD too (none jumps the fair order); once HOLD is empty and a slot is free it
    clears the mark and the fast path resumes. Once a second it re-reads the consumer state,

@@ -43,19 +43,20 @@ class HoldLedger:
         """Tenant subjects the ledger tracks."""
         return len(self._subjects)
 
-    def read(self, subject: str, deployment: str, seq: int) -> None:
-        """The feeder read ``seq`` from HOLD and queued it."""
+    def _state(self, subject: str, deployment: str) -> _Subject:
         state = self._subjects.get(subject)
         if state is None:
             state = self._subjects[subject] = _Subject(deployment)
-        state.waiting.add(seq)
+        return state
+
+    def read(self, subject: str, deployment: str, seq: int) -> None:
+        """The feeder read ``seq`` from HOLD and queued it."""
+        self._state(subject, deployment).waiting.add(seq)
 
     def finish(self, subject: str, deployment: str, seq: int) -> bool:
         """``seq`` moved into dispatch (or its caller gave up). True when its subject has a
         full batch to purge now rather than at the next timer."""
-        state = self._subjects.get(subject)
-        if state is None:
-            state = self._subjects[subject] = _Subject(deployment)
+        state = self._state(subject, deployment)
         state.waiting.discard(seq)
         state.finished.append(seq)
         return len(state.finished) >= self._batch
@@ -82,7 +83,4 @@ class HoldLedger:
 
     def failed(self, purge: Purge) -> None:
         """HOLD did not take ``purge``: its requests wait for the next one."""
-        state = self._subjects.get(purge.subject)
-        if state is None:
-            state = self._subjects[purge.subject] = _Subject(purge.deployment)
-        state.finished.extend(purge.finished)
+        self._state(purge.subject, purge.deployment).finished.extend(purge.finished)
