@@ -151,9 +151,10 @@ class Result:
         p50 = latencies[len(latencies) // 2]
         events = (prompt, completion, sum(self.billed.values()))
         lost = Counter(o.detail for o in self.outcomes if o.kind == "lost")
+        lost_ids = [o.request_id for o in self.outcomes if o.kind == "lost"][:5]
         return (
             f"{self.scenario}: killed {self.killed or '-'}; p50 {p50:.2f} s; "
-            f"spend counters {self.spend}, events {events}; lost {dict(lost)}; "
+            f"spend counters {self.spend}, events {events}; lost {dict(lost)} {lost_ids}; "
             f"unbilled {self.unbilled[:5]}; billed twice {self.billed_twice[:5]}; "
             f"wrong tokens {self.wrong_tokens[:5]}; executed twice {self.executed_twice}; "
             f"billing settled {self.settled_s:.1f} s after the load"

@@ -10,6 +10,7 @@ whose worker or edge died, or whose edge's NATS node died after content was sent
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from switchyard.bus import subjects
+from switchyard.bus.connect import connect
+from switchyard.stack.provision import provision_client
 from tests.failover import (
     HEADER,
     SCENARIOS,
@@ -60,6 +64,37 @@ async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Lo
             print("\n" + HEADER, *(r.row() for r in _results), sep="\n", file=sys.stderr)
     finally:
         upstream.stop()
+
+
+async def test_every_stream_has_a_copy_on_each_node(platform: LocalPlatform) -> None:
+    """HOLD and the Batch files store were once made with one replica: the node holding them
+    took every held request down with it (a 504 in this suite's DISPATCH-leader run). An
+    existing single-copy files store is scaled up by the next provisioning."""
+    replicas = await stream_replicas(platform)
+    assert {"DISPATCH", "HOLD", "USAGE", f"OBJ_{subjects.FILES_BUCKET}"} <= set(replicas)
+    assert set(replicas.values()) == {3}, replicas
+    settings = platform.stack.settings
+    nc = await connect(settings.nats_servers, settings.certs_dir, "admin")
+    try:
+        js = nc.jetstream(timeout=10)
+        stream = f"OBJ_{subjects.FILES_BUCKET}"
+        config = (await js.stream_info(stream)).config
+        await js.update_stream(dataclasses.replace(config, num_replicas=1))
+        assert (await js.stream_info(stream)).config.num_replicas == 1
+        await provision_client(nc, settings)
+        assert (await js.stream_info(stream)).config.num_replicas == 3
+    finally:
+        await nc.close()
+
+
+async def stream_replicas(platform: LocalPlatform) -> dict[str, int]:
+    """Every stream in the cluster (all accounts) and its configured replicas."""
+    found: dict[str, int] = {}
+    for _, doc in await platform.monitor("/jsz?accounts=true&streams=true&config=true"):
+        for account in doc.get("account_details", []):
+            for info in account.get("stream_detail", []):
+                found[info["name"]] = info["config"].get("num_replicas", 1)
+    return found
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])

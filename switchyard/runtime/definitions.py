@@ -53,7 +53,7 @@ def hold_stream_config(settings: Settings) -> js_api.StreamConfig:
         subjects=[s.HOLD_ALL],
         retention=js_api.RetentionPolicy.LIMITS,
         storage=js_api.StorageType.FILE,
-        num_replicas=settings.nats.stream_replicas,
+        num_replicas=settings.stream_replicas,
         discard=js_api.DiscardPolicy.NEW,
         discard_new_per_subject=True,
         max_msgs_per_subject=st.hold_tenant_limit,
@@ -155,7 +155,7 @@ def files_store_config(settings: Settings) -> js_api.ObjectStoreConfig:
         bucket=s.FILES_BUCKET,
         description="Batch API files (JSONL inputs and outputs)",
         storage=js_api.StorageType.FILE,
-        replicas=settings.nats.stream_replicas,
+        replicas=settings.stream_replicas,
     )
 
 

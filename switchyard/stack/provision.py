@@ -8,6 +8,7 @@ concurrency, a stream limit) are applied in place without losing queued messages
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import msgspec
@@ -99,6 +100,17 @@ async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.
     except BucketNotFoundError:
         await js.create_object_store(s.FILES_BUCKET, config=files_store_config(settings))
         log.info("created object store %s", s.FILES_BUCKET)
+    else:
+        await _scale_up(js, f"OBJ_{s.FILES_BUCKET}", settings.stream_replicas)
+
+
+async def _scale_up(js: JetStreamContext, stream: str, replicas: int) -> None:
+    """Give an existing stream ``replicas`` if it has fewer (earlier builds made the files store
+    with one replica whatever the cluster's size); never fewer, which would drop copies."""
+    config = (await js.stream_info(stream)).config
+    if (config.num_replicas or 1) < replicas:
+        await js.update_stream(dataclasses.replace(config, num_replicas=replicas))
+        log.info("stream %s now has %d replicas", stream, replicas)
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, settings: Settings) -> KeyValue:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from switchyard.config import load_settings
+from switchyard.runtime import definitions
 from switchyard.stack.home import StackHome
 from switchyard.stack.natsconf import nats_config
 from switchyard.stack.natsnodes import plan_nodes
@@ -51,3 +52,25 @@ def test_explicit_replicas_win(tmp_path: Path) -> None:
     assert load_settings(None, env={}, overrides=overrides).stream_replicas == 3
     three = {"nats": {"servers": ["tls://a:4222", "tls://b:4222", "tls://c:4222"]}}
     assert load_settings(None, env={}, overrides=three).stream_replicas == 3
+
+
+def test_every_stream_and_bucket_is_replicated_on_three_nodes(tmp_path: Path) -> None:
+    """HOLD and the files store once kept the raw setting (0, so one replica): a node loss
+    took the held requests (and Batch files) with it until the node came back."""
+    overrides = {"home": str(tmp_path), "stack": {"nats_nodes": 3}}
+    settings = load_settings(None, env={}, overrides=overrides)
+    streams = (
+        definitions.dispatch_stream_config(settings),
+        definitions.hold_stream_config(settings),
+        definitions.usage_stream_config(settings),
+        definitions.audit_stream_config(settings),
+    )
+    assert {str(c.name): c.num_replicas for c in streams} == {
+        "DISPATCH": 3,
+        "HOLD": 3,
+        "USAGE": 3,
+        "AUDIT": 3,
+    }
+    buckets = {b: definitions.bucket_config(b, settings).replicas for b in definitions.BUCKETS}
+    assert set(buckets.values()) == {3}, buckets
+    assert definitions.files_store_config(settings).replicas == 3
