@@ -258,3 +258,48 @@ async def test_a_second_control_replica_takes_the_feeder_over_when_the_first_die
         proc = fair.process("control")
         await proc.start()
         assert await proc.wait_healthy(30), proc.tail_log()
+
+
+async def test_held_requests_move_soon_after_the_feeder_loses_its_hold_consumer(
+    fair: Stack, upstream: FakeOpenAI
+) -> None:
+    """The feeder reads HOLD with an ordered consumer, which lives on one NATS node; if that
+    node dies the consumer is gone, and nats-py makes a new one only after two missed idle
+    heartbeats. The feeder asks for one a second, so a request held after the loss starts
+    within a few seconds (with nats-py's default of 5 s it waited 10 to 20)."""
+    model = "slow:101"
+    keys = await _keys(fair, {"G": 1.0, "H": 1.0})
+    nc = await fair.connect("app")
+    provisioner = await fair.connect("provisioner")
+    done: dict[str, float] = {}
+    try:
+        async with (
+            LLMClient(nc, api_key=keys["G"]) as flood,
+            LLMClient(nc, api_key=keys["H"]) as user,
+        ):
+            backlog = [
+                asyncio.create_task(_send(flood, "fair-b", f"G{i}", done)) for i in range(400)
+            ]
+            while len(upstream.calls_for(model)) < 12:
+                await asyncio.sleep(0.05)
+            js = provisioner.jetstream(timeout=5)
+            lost = [
+                info.name
+                for info in await js.consumers_info(subjects.HOLD_STREAM)
+                if info.config.deliver_subject  # the feeder's (push, ordered)
+            ]
+            assert lost, "the feeder has no HOLD consumer"
+            for name in lost:
+                await js.delete_consumer(subjects.HOLD_STREAM, name)
+            began = time.monotonic()
+            await _send(user, "fair-b", "H0", done)
+            took = time.monotonic() - began
+            print(f"held request after the feeder's consumer was lost: answered in {took:.2f}s")
+            assert took < 7.0, f"answered after {took:.1f}s"
+            assert len(done) < 300  # the flood was still waiting: H0 did not just come last
+            for task in backlog:
+                task.cancel()
+            await asyncio.gather(*backlog, return_exceptions=True)
+    finally:
+        await nc.close()
+        await provisioner.close()

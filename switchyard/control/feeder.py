@@ -63,6 +63,7 @@ TICK_S = 1.0
 # Until purged they count against the tenant's HOLD limit: at most PURGE_BATCH + rate * PURGE_S.
 PURGE_S = 0.5
 PURGE_BATCH = 64
+HOLD_HEARTBEAT_S = 1.0
 REFRESH_S = 3.0  # heads treat a record older than admission.STALE_S (10 s) as "no feeder"
 _JSON = msgspec.json.Encoder()
 _SKIP_HEADERS = ("Nats-Stream", "Nats-Sequence", "Nats-Subject", "Nats-Time-Stamp")
@@ -146,8 +147,14 @@ class Feeder:
         self._kv = await self._js.key_value(subjects.SCHED_BUCKET)
         for dep_id in self._table().deployments():
             await self._write(self._dep(dep_id))
+        # The ordered consumer lives on one node; nats-py re-creates it after two missed
+        # heartbeats, so a node loss stalls held requests for 2 s rather than the default 10.
         self._hold_sub = await self._js.subscribe(
-            subjects.HOLD_ALL, stream=subjects.HOLD_STREAM, ordered_consumer=True, cb=self._on_held
+            subjects.HOLD_ALL,
+            stream=subjects.HOLD_STREAM,
+            ordered_consumer=True,
+            idle_heartbeat=HOLD_HEARTBEAT_S,
+            cb=self._on_held,
         )
         self._loops.spawn(self._tick_forever())
 
