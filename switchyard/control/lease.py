@@ -4,7 +4,11 @@ Two feeders would each count the same free slots and move twice as many requests
 dispatch. So a control replica feeds only while it holds the lease: a KV entry naming it and
 an expiry, renewed every third of its length with compare-and-set. Another replica takes it
 over only once it has expired (the holder stopped renewing: crashed, stopped, partitioned).
-Expiry is judged by each replica's own clock; keep the hosts' clocks within a few seconds.
+
+A holder that cannot reach the bucket (its NATS node or the bucket's leader is failing over)
+keeps the lease it has until only a third of it is left, so one missed renewal does not stop
+and restart the feeder. Expiry is judged by each replica's own clock, so the hosts' clocks must
+agree within that third (2 s with the default 6 s lease).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Lease:
         self._kv = kv
         self.owner = owner
         self.ttl = ttl
+        self._until = float("-inf")  # the expiry this replica last wrote
 
     async def renew(self, now: float | None = None) -> bool:
         """Take or keep the lease; True while this replica holds it."""
@@ -44,16 +49,25 @@ class Lease:
                 entry = await self._kv.get(KEY)
             except KeyNotFoundError:
                 await self._kv.create(KEY, mine)
-                return True
+                return self._won(moment)
             holder = _DECODE.decode(entry.value) if entry.value else None
             if holder is not None and holder.owner != self.owner and holder.until > moment:
-                return False
+                return self._lost()
             await self._kv.update(KEY, mine, last=entry.revision)
-            return True
+            return self._won(moment)
         except (KeyWrongLastSequenceError, msgspec.DecodeError, msgspec.ValidationError):
-            return False  # another replica won this round
+            return self._lost()  # another replica won this round
         except (NatsError, TimeoutError):
-            return False  # cannot prove it holds the lease: it must not feed
+            # Cannot renew: what it wrote still stands, but stop while a margin is left.
+            return moment < self._until - self.ttl / 3
+
+    def _won(self, moment: float) -> bool:
+        self._until = moment + self.ttl
+        return True
+
+    def _lost(self) -> bool:
+        self._until = float("-inf")
+        return False
 
     async def release(self) -> None:
         """Give the lease up at once (a clean stop), if this replica holds it."""
@@ -61,6 +75,7 @@ class Lease:
         with contextlib.suppress(
             NatsError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError
         ):
+            self._until = float("-inf")
             entry = await self._kv.get(KEY)
             if entry.value and _DECODE.decode(entry.value).owner == self.owner:
                 await self._kv.delete(KEY, last=entry.revision)
