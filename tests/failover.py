@@ -494,6 +494,11 @@ def fixed(name: str) -> Callable[[Platform], Awaitable[str]]:
 SCENARIOS = [
     Scenario("none (baseline)", fixed("")),
     Scenario("NATS node: the DISPATCH stream leader", stream_leader),
+    # Some 3-5% of this load waits in HOLD (each head's burst cap), so held requests are there.
+    Scenario(
+        "NATS node: the HOLD stream leader",
+        lambda platform: stream_leader(platform, subjects.HOLD_STREAM),
+    ),
     Scenario("NATS node: the tail's", lambda platform: node_of(platform, "tail")),
     Scenario(
         "NATS node: leading the queue's consumer, no model-proxy on it",

@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.failover, pytest.mark.timeout(300)]
 # holds the reply mappings of the edges connected to it (the stream leader may be one of them).
 ALLOWED_ERRORS = {
     "NATS node: the DISPATCH stream leader": ("mid-stream stream_interrupted",),
+    "NATS node: the HOLD stream leader": ("mid-stream stream_interrupted",),
     "NATS node: the tail's": ("mid-stream stream_interrupted",),
     "NATS node: leading the queue's consumer, no model-proxy on it": (
         "mid-stream stream_interrupted",
