@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -42,6 +43,8 @@ from switchyard.errors import DeadlineExceeded, ProviderError, ServiceUnavailabl
 from switchyard.runtime.tasks import TaskSupervisor
 
 __all__ = ["LLMClient", "Reply", "ReplyKind", "error_from_reply"]
+
+log = logging.getLogger("switchyard.client")
 
 # How often a client checks its connection's reconnect counter (a reconnect loses reply paths).
 RECONNECT_POLL_S = 0.2
@@ -64,8 +67,9 @@ _DECODE = msgspec.json.Decoder()
 class _Resend(Exception):
     """Send the request again on a fresh reply path (after ``pause`` x round seconds)."""
 
-    def __init__(self, pause: float = 0.0) -> None:
-        super().__init__()
+    def __init__(self, why: str, pause: float = 0.0) -> None:
+        super().__init__(why)
+        self.why = why
         self.pause = pause
 
 
@@ -98,7 +102,7 @@ class _Progress:
         if item is None:
             if self.gap_since is not None and now >= self.gap_since + GAP_WAIT_S:
                 if not self.sent_content:
-                    raise _Resend
+                    raise _Resend("a gap in the reply stream was never filled")
                 raise ProviderError(
                     "part of the reply stream was lost in a NATS failover",
                     provider="",
@@ -106,7 +110,7 @@ class _Progress:
                 )
             if past_deadline:
                 raise DeadlineExceeded("the request deadline passed before an answer arrived")
-            raise _Resend  # no head stored it in time
+            raise _Resend("no head accepted it in time")
         if item is _RECONNECTED:
             if self.sent_content:
                 raise ProviderError(
@@ -114,7 +118,7 @@ class _Progress:
                     provider="",
                     code="stream_interrupted",
                 )
-            raise _Resend
+            raise _Resend("this client reconnected to NATS")
         msg: Msg = item
         if not msg.headers:
             if not msg.data:
@@ -127,7 +131,7 @@ class _Progress:
                 raise ServiceUnavailable(
                     "no head workers are available to take the request", code="no_workers"
                 )
-            raise _Resend(pause=0.01)
+            raise _Resend("no head is listening", pause=0.01)
         return msg
 
     def chunk(self, reply: Reply, now: float) -> bool:
@@ -393,8 +397,24 @@ class LLMClient:
                         if ended:
                             return
                 except _Resend as resend:
+                    (log.debug if resend.pause else log.info)(
+                        "request %s: sending it again after attempt %d: %s",
+                        env.request_id,
+                        attempt,
+                        resend.why,
+                    )
                     if resend.pause:
                         await asyncio.sleep(min(0.25, resend.pause * round_no))
+                except DeadlineExceeded:
+                    log.info(
+                        "request %s: its deadline passed on attempt %d (accepted: %s, "
+                        "chunks passed on: %d)",
+                        env.request_id,
+                        attempt,
+                        accepted,
+                        progress.next_seq,
+                    )
+                    raise
                 finally:
                     expiry.cancel()
                     self._pending.pop(token, None)

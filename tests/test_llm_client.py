@@ -6,6 +6,7 @@ Runs against its own nats-server (the zone fixture is module-scoped), which one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -144,3 +145,56 @@ async def test_no_head_just_after_one_answered_is_retried_while_heads_come_back(
         for nc in (tail, first, second):
             if nc is not None and not nc.is_closed:
                 await nc.close()
+
+
+async def _split_answer(zone: Zone, *, end_first_copy: bool) -> list[tuple[str, int]]:  # noqa: F811
+    """What a caller receives of a streamed answer whose first copy lost its start (chunk 0
+    died with a NATS node) while its end got through, followed by the whole answer again (the
+    model-proxy's replay); the first copy with or without its terminator."""
+    head, _ = await _as(zone, "head")
+    proxy, _ = await _as(zone, "modelproxy")
+    tail, _ = await _as(zone, "tail")
+
+    async def on_request(msg: Msg) -> None:
+        await replies.send_accepted(head, msg.reply)
+        await replies.send_chunk(proxy, msg.reply, 1, b'{"n":1}', "1.1")
+        await replies.send_final(proxy, msg.reply, b"", chunks=2, end=end_first_copy)
+        await proxy.flush()
+        for seq in (0, 1):
+            await replies.send_chunk(proxy, msg.reply, seq, b'{"n":%d}' % seq, "1.1")
+        await replies.send_final(proxy, msg.reply, b"", chunks=2)
+
+    await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
+    await head.flush()
+    client = LLMClient(tail, default_timeout=30)
+    await client.start()
+    got: list[tuple[str, int]] = []
+    try:
+
+        async def read() -> None:
+            async for reply in client.exchange("llm.v1.chat", b"{}"):
+                got.append((reply.kind.value, reply.seq))
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(read(), 3)  # a gap is waited on for 12 s: cut it short
+    finally:
+        await client.close()
+        for nc in (head, proxy, tail):
+            await nc.close()
+    return got
+
+
+async def test_a_replay_reaches_the_caller_after_a_first_copy_without_its_terminator(
+    zone: Zone,  # noqa: F811
+) -> None:
+    """The model-proxy leaves the terminator off an answer sent across a reconnect, and the
+    replay that follows fills the gap at once."""
+    got = await _split_answer(zone, end_first_copy=False)
+    assert got == [("chunk", 0), ("chunk", 1), ("final", 2)]
+
+
+async def test_a_terminator_closes_the_reply_path_for_the_replay(zone: Zone) -> None:  # noqa: F811
+    """Why: NATS drops everything sent to a reply path after its terminator. With it on the
+    first copy (as before), the caller got nothing and, in a failover run, waited out the gap
+    and then its deadline."""
+    assert await _split_answer(zone, end_first_copy=True) == []

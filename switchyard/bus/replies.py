@@ -161,7 +161,9 @@ async def send_chunk(nc: NATS, reply: str, seq: int, body: bytes, delivery: str)
 
 
 async def end_stream(nc: NATS, reply: str) -> None:
-    """The terminator: zero bytes, no headers."""
+    """The terminator: zero bytes, no headers. NATS closes a cross-account reply path when it
+    passes one, and drops whatever is sent to it afterwards, so it must come last of all: a
+    worker that will send an answer again (a replay) leaves it off the first copy."""
     await nc.publish(reply, b"")
 
 
@@ -196,11 +198,14 @@ async def send_final(
     attempts: int = 0,
     usage: Usage | None = None,
     chunks: int | None = None,
+    end: bool = True,
 ) -> None:
-    """The final message (status 200), then the terminator."""
+    """The final message (status 200), then the terminator unless ``end`` is False (more
+    may follow: see :func:`end_stream`)."""
     headers = final_headers(deployment=deployment, attempts=attempts, usage=usage, chunks=chunks)
     await nc.publish(reply, body, headers=headers)
-    await end_stream(nc, reply)
+    if end:
+        await end_stream(nc, reply)
 
 
 def error_headers(exc: ApiError, *, deployment: str = "", attempts: int = 0) -> dict[str, str]:
@@ -215,9 +220,17 @@ def error_headers(exc: ApiError, *, deployment: str = "", attempts: int = 0) -> 
 
 
 async def send_error(
-    nc: NATS, reply: str, exc: ApiError, *, deployment: str = "", attempts: int = 0
+    nc: NATS,
+    reply: str,
+    exc: ApiError,
+    *,
+    deployment: str = "",
+    attempts: int = 0,
+    end: bool = True,
 ) -> None:
-    """An OpenAI-shaped error as the final message, then the terminator."""
+    """An OpenAI-shaped error as the final message, then the terminator unless ``end`` is
+    False."""
     headers = error_headers(exc, deployment=deployment, attempts=attempts)
     await nc.publish(reply, error_body(exc), headers=headers)
-    await end_stream(nc, reply)
+    if end:
+        await end_stream(nc, reply)

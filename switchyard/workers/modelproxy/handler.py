@@ -178,6 +178,8 @@ class Handler:
             await msg.term()
             return
         token = request_id_var.set(env.request_id)
+        if msg.metadata.num_delivered > 1:  # an earlier delivery's ack or worker was lost
+            log.info("serving a request delivered %d times", msg.metadata.num_delivered)
         job = Job(
             msg=msg,
             env=env,
@@ -290,7 +292,7 @@ class Handler:
                 self._bill_delivered(job)
             else:
                 job.answer = body
-                await self._answer(job)
+                await self._answer(job, end=self._unbroken(job))
         except ApiError as exc:
             if isinstance(exc, ProviderTimeout) and job.deadline - time.time() < _DEADLINE_SLACK_S:
                 # The provider's timeouts were cut to the request's deadline (_prepare): what
@@ -301,7 +303,7 @@ class Handler:
             retry = not job.sent and retryable(exc) and time.time() < job.deadline
             if not (retry and await self._reroute(job, exc)):
                 job.answer = exc
-                await self._answer(job)
+                await self._answer(job, end=self._unbroken(job))
                 if not isinstance(exc, DeadlineExceeded | InvalidRequest):
                     log.info(
                         "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
@@ -314,11 +316,23 @@ class Handler:
             await self._replay(job)
         await job.msg.ack()
 
-    async def _answer(self, job: Job) -> None:
-        """Send the final message (or error) of ``job.answer``."""
+    def _unbroken(self, job: Job) -> bool:
+        """True while everything sent for ``job`` went over one live connection. Otherwise the
+        start of the answer may have died with the old connection while its end (what was
+        sent while reconnecting) gets through: the answer is then sent again (``_replay``),
+        and the first copy must not end the reply path (see ``replies.end_stream``)."""
+        return self.nc.is_connected and self.nc.stats["reconnects"] == job.reconnects
+
+    async def _answer(self, job: Job, *, end: bool = True) -> None:
+        """Send the final message (or error) of ``job.answer``; the terminator if ``end``."""
         if isinstance(job.answer, ApiError):
             await replies.send_error(
-                self.nc, job.reply, job.answer, deployment=job.deployment_id, attempts=job.attempts
+                self.nc,
+                job.reply,
+                job.answer,
+                deployment=job.deployment_id,
+                attempts=job.attempts,
+                end=end,
             )
         elif job.answer is not None:
             await replies.send_final(
@@ -329,6 +343,7 @@ class Handler:
                 attempts=job.attempts,
                 usage=job.usage,
                 chunks=len(job.chunks) if job.stream else None,
+                end=end,
             )
 
     async def _replay(self, job: Job) -> None:
