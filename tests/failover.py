@@ -356,6 +356,15 @@ class LocalPlatform:
         if not await proc.wait_healthy(60):
             raise AssertionError(f"{name} did not come back")
 
+    def log_lines(self, needles: list[str], limit: int = 60) -> list[str]:
+        """Lines of the stack's logs that mention any of ``needles`` (request ids)."""
+        found = []
+        for path in sorted(self.stack.home.logs.glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if any(n in line for n in needles):
+                    found.append(f"{path.stem}: {line}")
+        return found[:limit]
+
     def cpu_seconds(self, name: str) -> float:
         """CPU time a process has used so far (user + system, from /proc)."""
         pid = self.stack.process(name).pid

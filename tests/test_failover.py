@@ -103,6 +103,9 @@ async def test_failover(platform: LocalPlatform, scenario: Scenario) -> None:
     result = await run_scenario(platform, scenario, f"t{SCENARIOS.index(scenario)}")
     _results.append(result)
     print(result.row(), result.detail(), sep="\n", file=sys.stderr)
+    lost = [f"{o.request_id}." for o in result.outcomes if o.kind == "lost"]
+    if lost:  # what the processes logged about them, for the failure report
+        print(*platform.log_lines(lost), sep="\n", file=sys.stderr)
     assert_bar(result, ALLOWED_ERRORS.get(scenario.name, ()))
 
 
