@@ -9,6 +9,7 @@ long before A's backlog. An interactive request behind 500 queued batch requests
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -77,36 +78,63 @@ async def _send(llm: LLMClient, model: str, text: str, done: dict[str, float], *
     done[text] = time.monotonic()
 
 
+@contextlib.asynccontextmanager
+async def _two_tenants(
+    stack: Stack, weights: dict[str, float]
+) -> AsyncIterator[tuple[LLMClient, LLMClient]]:
+    """Clients for two new tenants: teams named by ``weights``' keys, in order."""
+    first, second = (await _keys(stack, weights)).values()
+    nc = await stack.connect("app")
+    try:
+        async with LLMClient(nc, api_key=first) as one, LLMClient(nc, api_key=second) as two:
+            yield one, two
+    finally:
+        await nc.close()
+
+
+async def _backlog(
+    upstream: FakeOpenAI,
+    model: str,
+    llm: LLMClient,
+    alias: str,
+    name: str,
+    count: int,
+    done: dict[str, float],
+    *,
+    started: int = 12,
+    **env: Any,
+) -> list[asyncio.Task[None]]:
+    """``count`` requests ``<name><i>`` sent to ``alias``; returns once the provider has
+    started ``started`` more calls of ``model`` (the rest of the backlog waits)."""
+    before = len(upstream.calls_for(model))
+    tasks = [
+        asyncio.create_task(_send(llm, alias, f"{name}{i}", done, **env)) for i in range(count)
+    ]
+    while len(upstream.calls_for(model)) - before < started:
+        await asyncio.sleep(0.05)
+    return tasks
+
+
 async def _flood_then_join(
     stack: Stack, upstream: FakeOpenAI, alias: str, model: str, weights: dict[str, float]
 ) -> tuple[float, dict[str, float]]:
     """A queues 400, then B sends 20; returns B's share of the starts while both waited and
     the completion times."""
-    keys = await _keys(stack, weights)
-    nc = await stack.connect("app")
     done: dict[str, float] = {}
-    try:
-        async with (
-            LLMClient(nc, api_key=keys["A"]) as a_llm,
-            LLMClient(nc, api_key=keys["B"]) as b_llm,
-        ):
-            a_tasks = [asyncio.create_task(_send(a_llm, alias, f"A{i}", done)) for i in range(400)]
-            while len(upstream.calls_for(model)) < 12:  # A's backlog is queued and running
-                await asyncio.sleep(0.05)
-            joined_at = len(upstream.calls_for(model))
-            b_tasks = [asyncio.create_task(_send(b_llm, alias, f"B{i}", done)) for i in range(20)]
-            await asyncio.gather(*b_tasks)
-            b_done = time.monotonic()
-            a_left = sum(1 for i in range(400) if f"A{i}" not in done)
-            starts = _starts(upstream, model)
-            last_b = max(i for i, who in enumerate(starts) if who.startswith("B"))
-            window = starts[joined_at : last_b + 1]
-            share = sum(1 for who in window if who.startswith("B")) / len(window)
-            assert a_left >= 250, f"B finished after A's backlog was mostly done ({a_left} left)"
-            await asyncio.gather(*a_tasks)
-            assert max(done.values()) - b_done > 5.0  # A's backlog ends long after B
-    finally:
-        await nc.close()
+    async with _two_tenants(stack, weights) as (a_llm, b_llm):
+        a_tasks = await _backlog(upstream, model, a_llm, alias, "A", 400, done)
+        joined_at = len(upstream.calls_for(model))
+        b_tasks = [asyncio.create_task(_send(b_llm, alias, f"B{i}", done)) for i in range(20)]
+        await asyncio.gather(*b_tasks)
+        b_done = time.monotonic()
+        a_left = sum(1 for i in range(400) if f"A{i}" not in done)
+        starts = _starts(upstream, model)
+        last_b = max(i for i, who in enumerate(starts) if who.startswith("B"))
+        window = starts[joined_at : last_b + 1]
+        share = sum(1 for who in window if who.startswith("B")) / len(window)
+        assert a_left >= 250, f"B finished after A's backlog was mostly done ({a_left} left)"
+        await asyncio.gather(*a_tasks)
+        assert max(done.values()) - b_done > 5.0  # A's backlog ends long after B
     assert await _hold_drains(stack), "moved requests were left in HOLD (the feeder's purge)"
     return share, done
 
@@ -144,39 +172,26 @@ async def test_interactive_starts_in_the_next_free_slot_behind_500_batch(
     fair: Stack, upstream: FakeOpenAI
 ) -> None:
     model = "slow:102"
-    keys = await _keys(fair, {"C": 1.0, "D": 1.0})
-    nc = await fair.connect("app")
     done: dict[str, float] = {}
-    try:
-        async with (
-            LLMClient(nc, api_key=keys["C"]) as bulk,
-            LLMClient(nc, api_key=keys["D"]) as user,
-        ):
-            batch = [
-                asyncio.create_task(_send(bulk, "fair-c", f"C{i}", done, priority="batch"))
-                for i in range(500)
-            ]
-            while len(upstream.calls_for(model)) < 12:
-                await asyncio.sleep(0.05)
-            before = len(upstream.calls_for(model))
-            began = time.monotonic()
-            await _send(user, "fair-c", "urgent", done, priority="interactive")
-            took = time.monotonic() - began
-            starts = _starts(upstream, model)
-            position = starts.index("urgent") - before
-            print(f"interactive: started {position} calls after arriving, answered in {took:.3f}s")
-            # Slots free every 25 ms on average (4 slots, 100 ms calls). Batch requests already
-            # moved into a freed slot (on their way to the provider) or moved while this one
-            # travels to the feeder may reach the provider first: at most one per slot. What
-            # counts is the wait: less than one call, where FCFS would start it ~12 s later.
-            assert position <= 4, f"{position} batch requests started ahead of it"
-            assert took < 0.35  # one slot's wait (< one 100 ms call) plus its own 100 ms
-            assert len(done) < 100  # the batch backlog was still there
-            for task in batch:
-                task.cancel()
-            await asyncio.gather(*batch, return_exceptions=True)
-    finally:
-        await nc.close()
+    async with _two_tenants(fair, {"C": 1.0, "D": 1.0}) as (bulk, user):
+        batch = await _backlog(upstream, model, bulk, "fair-c", "C", 500, done, priority="batch")
+        before = len(upstream.calls_for(model))
+        began = time.monotonic()
+        await _send(user, "fair-c", "urgent", done, priority="interactive")
+        took = time.monotonic() - began
+        starts = _starts(upstream, model)
+        position = starts.index("urgent") - before
+        print(f"interactive: started {position} calls after arriving, answered in {took:.3f}s")
+        # Slots free every 25 ms on average (4 slots, 100 ms calls). Batch requests already
+        # moved into a freed slot (on their way to the provider) or moved while this one
+        # travels to the feeder may reach the provider first: at most one per slot. What
+        # counts is the wait: less than one call, where FCFS would start it ~12 s later.
+        assert position <= 4, f"{position} batch requests started ahead of it"
+        assert took < 0.35  # one slot's wait (< one 100 ms call) plus its own 100 ms
+        assert len(done) < 100  # the batch backlog was still there
+        for task in batch:
+            task.cancel()
+        await asyncio.gather(*batch, return_exceptions=True)
 
 
 async def test_overview_and_metrics_show_held_queues_by_tenant_and_priority(
@@ -206,9 +221,7 @@ async def test_held_requests_survive_killing_the_control_service_and_a_head(
     done: dict[str, float] = {}
     try:
         async with LLMClient(nc, api_key=keys["E"]) as llm:
-            tasks = [asyncio.create_task(_send(llm, "fair-d", f"E{i}", done)) for i in range(80)]
-            while len(upstream.calls_for(model)) < 8:
-                await asyncio.sleep(0.05)
+            tasks = await _backlog(upstream, model, llm, "fair-d", "E", 80, done, started=8)
             for name in ("control", "head-1"):
                 fair.kill(name)
             await asyncio.sleep(1.0)
@@ -268,20 +281,11 @@ async def test_held_requests_move_soon_after_the_feeder_loses_its_hold_consumer(
     heartbeats. The feeder asks for one a second, so a request held after the loss starts
     within a few seconds (with nats-py's default of 5 s it waited 10 to 20)."""
     model = "slow:101"
-    keys = await _keys(fair, {"G": 1.0, "H": 1.0})
-    nc = await fair.connect("app")
     provisioner = await fair.connect("provisioner")
     done: dict[str, float] = {}
     try:
-        async with (
-            LLMClient(nc, api_key=keys["G"]) as flood,
-            LLMClient(nc, api_key=keys["H"]) as user,
-        ):
-            backlog = [
-                asyncio.create_task(_send(flood, "fair-b", f"G{i}", done)) for i in range(400)
-            ]
-            while len(upstream.calls_for(model)) < 12:
-                await asyncio.sleep(0.05)
+        async with _two_tenants(fair, {"G": 1.0, "H": 1.0}) as (flood, user):
+            backlog = await _backlog(upstream, model, flood, "fair-b", "G", 400, done)
             js = provisioner.jetstream(timeout=5)
             lost = [
                 info.name
@@ -295,11 +299,10 @@ async def test_held_requests_move_soon_after_the_feeder_loses_its_hold_consumer(
             await _send(user, "fair-b", "H0", done)
             took = time.monotonic() - began
             print(f"held request after the feeder's consumer was lost: answered in {took:.2f}s")
-            assert took < 7.0, f"answered after {took:.1f}s"
+            assert took < 9.0, f"answered after {took:.1f}s"  # the default: 10 s at least
             assert len(done) < 300  # the flood was still waiting: H0 did not just come last
             for task in backlog:
                 task.cancel()
             await asyncio.gather(*backlog, return_exceptions=True)
     finally:
-        await nc.close()
         await provisioner.close()
