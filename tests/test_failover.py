@@ -69,8 +69,8 @@ async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Lo
 
 async def test_every_stream_has_a_copy_on_each_node(platform: LocalPlatform) -> None:
     """HOLD and the Batch files store were once made with one replica: the node holding them
-    took every held request down with it (a 504 in this suite's DISPATCH-leader run). An
-    existing single-copy files store is scaled up by the next provisioning."""
+    took every held request down with it until it came back. An existing single-copy files
+    store is scaled up by the next provisioning."""
     replicas = await stream_replicas(platform)
     assert {"DISPATCH", "HOLD", "USAGE", f"OBJ_{subjects.FILES_BUCKET}"} <= set(replicas)
     assert set(replicas.values()) == {3}, replicas

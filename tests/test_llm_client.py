@@ -195,6 +195,6 @@ async def test_a_replay_reaches_the_caller_after_a_first_copy_without_its_termin
 
 async def test_a_terminator_closes_the_reply_path_for_the_replay(zone: Zone) -> None:  # noqa: F811
     """Why: NATS drops everything sent to a reply path after its terminator. With it on the
-    first copy (as before), the caller got nothing and, in a failover run, waited out the gap
-    and then its deadline."""
+    first copy (as before), the replay never arrives: the caller waits out the gap (12 s) and
+    sends the request again."""
     assert await _split_answer(zone, end_first_copy=True) == []
