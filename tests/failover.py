@@ -412,14 +412,24 @@ async def failover_stack(root: Path, upstream: FakeOpenAI) -> Stack:
 # ---- what to kill ----
 
 
+async def stream_details(platform: Platform, *flags: str) -> list[dict[str, Any]]:
+    """Every live node's report of every stream in every account (``/jsz``; ``flags`` such as
+    ``consumers=true`` add detail)."""
+    query = "&".join(("accounts=true", "streams=true", *flags))
+    return [
+        info
+        for _, doc in await platform.monitor(f"/jsz?{query}")
+        for account in doc.get("account_details", [])
+        for info in account.get("stream_detail", [])
+    ]
+
+
 async def stream_leader(platform: Platform, stream: str = subjects.DISPATCH_STREAM) -> str:
     """The node (``nats-<n>``) leading ``stream``."""
-    for _, doc in await platform.monitor("/jsz?accounts=true&streams=true"):
-        for account in doc.get("account_details", []):
-            for info in account.get("stream_detail", []):
-                leader = info.get("cluster", {}).get("leader")
-                if info["name"] == stream and leader:
-                    return "nats-" + leader.rsplit("-", 1)[1]
+    for info in await stream_details(platform):
+        leader = info.get("cluster", {}).get("leader")
+        if info["name"] == stream and leader:
+            return "nats-" + leader.rsplit("-", 1)[1]
     raise AssertionError(f"no leader for {stream}")
 
 
@@ -434,15 +444,13 @@ async def node_of(platform: Platform, connection: str) -> str:
 async def consumer_leaders(platform: Platform, stream: str) -> dict[str, str]:
     """Consumer name to the server (``switchyard-<n>``) leading it, for ``stream``."""
     leaders: dict[str, str] = {}
-    for _, doc in await platform.monitor("/jsz?accounts=true&streams=true&consumers=true"):
-        for account in doc.get("account_details", []):
-            for info in account.get("stream_detail", []):
-                if info["name"] != stream:
-                    continue
-                for consumer in info.get("consumer_detail") or []:
-                    leader = consumer.get("cluster", {}).get("leader")
-                    if leader:
-                        leaders[consumer["name"]] = leader
+    for info in await stream_details(platform, "consumers=true"):
+        if info["name"] != stream:
+            continue
+        for consumer in info.get("consumer_detail") or []:
+            leader = consumer.get("cluster", {}).get("leader")
+            if leader:
+                leaders[consumer["name"]] = leader
     return leaders
 
 

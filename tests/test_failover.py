@@ -29,6 +29,7 @@ from tests.failover import (
     Scenario,
     failover_stack,
     run_scenario,
+    stream_details,
 )
 from tests.upstream import FakeOpenAI
 
@@ -90,12 +91,10 @@ async def test_every_stream_has_a_copy_on_each_node(platform: LocalPlatform) -> 
 
 async def stream_replicas(platform: LocalPlatform) -> dict[str, int]:
     """Every stream in the cluster (all accounts) and its configured replicas."""
-    found: dict[str, int] = {}
-    for _, doc in await platform.monitor("/jsz?accounts=true&streams=true&config=true"):
-        for account in doc.get("account_details", []):
-            for info in account.get("stream_detail", []):
-                found[info["name"]] = info["config"].get("num_replicas", 1)
-    return found
+    return {
+        info["name"]: info["config"].get("num_replicas", 1)
+        for info in await stream_details(platform, "config=true")
+    }
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
