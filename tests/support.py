@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import yaml
+from nats.aio.client import Client as NATS
 
 from switchyard.config import Settings, load_settings
+from switchyard.stack import binaries
 from switchyard.stack.ports import listen_port
 
 
@@ -25,6 +31,34 @@ def free_port(taken: set[int] | None = None) -> int:
 def free_port_pair(taken: set[int] | None = None) -> int:
     """A free port whose successor is free too (OpenBao's cluster port is port + 1)."""
     return listen_port(span=2, avoid=taken)
+
+
+@contextlib.asynccontextmanager
+async def jetstream_server(store: Path) -> AsyncIterator[tuple[NATS, asyncio.subprocess.Process]]:
+    """A plain single nats-server with JetStream (no zones) on a free port, and a client."""
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        str(binaries.nats_server()),
+        *["-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    nc: NATS | None = None
+    try:
+        # nats-py waits 2 s before trying again: connect once the port accepts.
+        for _ in range(250):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            await asyncio.sleep(0.02)
+        nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=1)
+        yield nc, server
+    finally:
+        if nc is not None:
+            await nc.close()
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 10)
 
 
 def ports_in(doc: Any) -> set[int]:

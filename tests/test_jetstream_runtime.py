@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
@@ -17,31 +15,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, StreamConfig
 from switchyard.errors import BusError
 from switchyard.runtime.jetstream import AckPublisher, StreamRejected
 from switchyard.runtime.puller import Puller
-from switchyard.stack import binaries
-from tests.support import free_port
+from tests.support import jetstream_server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def js_nats(tmp_path: Path) -> AsyncIterator[NATS]:
-    port = free_port()
-    argv = ["-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path)]
-    server = await asyncio.create_subprocess_exec(
-        str(binaries.nats_server()),
-        *argv,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        nc: NATS | None = None
-        for _ in range(100):
-            try:
-                nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=1)
-                break
-            except Exception:  # not listening yet
-                await asyncio.sleep(0.05)
-        assert nc is not None, "nats-server did not start"
+    async with jetstream_server(tmp_path) as (nc, _):
         await nc.jetstream().add_stream(
             StreamConfig(
                 name="T",
@@ -52,10 +33,6 @@ async def js_nats(tmp_path: Path) -> AsyncIterator[NATS]:
             )
         )
         yield nc
-        await nc.close()
-    finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 10)
 
 
 async def _publish(publisher: AckPublisher, subject: str, msg_id: str) -> list[BusError | None]:

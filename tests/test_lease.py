@@ -1,0 +1,95 @@
+"""The feeder lease on a real JetStream KV bucket: one holder at a time, taken over only after
+it expired, kept through a short outage while a margin is left.
+
+Times are passed in (``now=``) so expiry is exact; the compare-and-set and the outage are real:
+the bucket lives on a nats-server of its own, and the outage is that server paused (SIGSTOP),
+so every renewal in it times out the way one does while a node fails over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from nats.js.kv import KeyValue
+
+from switchyard.control.lease import KEY, Lease
+from tests.support import jetstream_server
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Bucket:
+    kv: KeyValue
+    server: asyncio.subprocess.Process
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """The bucket unreachable: its server paused, every request times out."""
+        self.server.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.server.send_signal(signal.SIGCONT)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def bucket(tmp_path: Path) -> AsyncIterator[Bucket]:
+    async with jetstream_server(tmp_path) as (nc, server):
+        # A short API timeout: a renewal during the outage fails in 0.3 s, not 5.
+        kv = await nc.jetstream(timeout=0.3).create_key_value(bucket="sy_sched_test")
+        yield Bucket(kv, server)
+
+
+async def test_one_holder_until_it_stops_renewing(bucket: Bucket) -> None:
+    a = Lease(bucket.kv, "a", ttl=6)
+    b = Lease(bucket.kv, "b", ttl=6)
+    assert await a.renew(now=100.0)
+    assert not await b.renew(now=101.0)
+    assert await a.renew(now=103.0)  # renewed: valid until 109
+    assert not await b.renew(now=108.0)
+    assert await b.renew(now=110.0)  # a went quiet: b takes over
+    assert not await a.renew(now=111.0)
+    assert b'"owner":"b"' in ((await bucket.kv.get(KEY)).value or b"")
+
+
+async def test_two_replicas_racing_for_a_free_lease_give_one_holder(bucket: Bucket) -> None:
+    leases = [Lease(bucket.kv, f"r{i}", ttl=6) for i in range(5)]
+    won = await asyncio.gather(*(lease.renew(now=100.0) for lease in leases))
+    assert sum(won) == 1, won  # create and update are compare-and-set on the server
+
+
+async def test_a_clean_stop_hands_the_lease_over_at_once(bucket: Bucket) -> None:
+    a = Lease(bucket.kv, "a", ttl=6)
+    b = Lease(bucket.kv, "b", ttl=6)
+    assert await a.renew(now=100.0)
+    await b.release()  # not b's to give: nothing changes
+    assert not await b.renew(now=101.0)
+    await a.release()
+    assert await b.renew(now=101.0)
+
+
+async def test_a_missed_renewal_keeps_the_lease_while_a_margin_is_left(bucket: Bucket) -> None:
+    a = Lease(bucket.kv, "a", ttl=6)
+    b = Lease(bucket.kv, "b", ttl=6)
+    assert await a.renew(now=100.0)  # valid until 106
+    with bucket.down():
+        assert await a.renew(now=102.0)  # unreachable, but 4 s of its lease are left
+        assert not await a.renew(now=104.0)  # 2 s left: stop feeding before b may take it
+    assert not await b.renew(now=105.9)
+    assert await b.renew(now=106.1)
+    assert not await a.renew(now=106.2)
+    with bucket.down():
+        assert not await a.renew(now=106.3)  # it lost the lease: an outage gives nothing back
+
+
+async def test_never_holding_means_an_outage_grants_nothing(bucket: Bucket) -> None:
+    with bucket.down():
+        assert not await Lease(bucket.kv, "a", ttl=6).renew(now=100.0)
