@@ -27,6 +27,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 
 from switchyard.bus import subjects
 from switchyard.config import Settings
@@ -234,6 +235,9 @@ class Monitor:
             await asyncio.sleep(self._interval)
             try:
                 await self.collect()
+            except (NatsError, TimeoutError) as exc:  # a failover: keep the last state
+                why = str(exc) or type(exc).__name__
+                log.warning("could not read the dispatch queues: %s", why)
             except Exception:  # a failed read leaves the last state: log, keep collecting
                 log.warning("could not read the dispatch queues", exc_info=True)
 

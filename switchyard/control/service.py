@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.micro import add_service
@@ -163,6 +164,8 @@ class Control:
             await asyncio.sleep(self._lease.ttl / 3)
             try:
                 await self._lead()
+            except (NatsError, TimeoutError) as exc:  # a failover: one line, try next round
+                log.warning("feeder lease round failed: %s", str(exc) or type(exc).__name__)
             except Exception:  # keep trying: a failed round leaves the lease to expire
                 log.exception("feeder lease round failed")
 

@@ -36,6 +36,7 @@ log = logging.getLogger("switchyard.modelproxy")
 Handle = Callable[[Msg, str], Awaitable[None]]
 _ENCODE = msgspec.json.Encoder()
 _NS = 1_000_000_000
+_STATUS = {"503": "no responders: the consumer has no leader for now, as in a failover"}
 
 
 class Puller:
@@ -124,7 +125,10 @@ class Puller:
         # 409 (leader change, too many waiting pulls, consumer deleted...) or an unknown status:
         # forget the credits and ask again shortly.
         description = msg.headers.get("Description", "") if msg.headers else ""
-        log.info("pull status %s (%s) for %s; re-issuing", status, description, self.deployment_id)
+        # A bare status (a 503) has no description: nats-py leaves the next header lines there.
+        said = description.splitlines()[0].strip() if description else ""
+        said = said or _STATUS.get(status, "no description")
+        log.info("pull status %s (%s) for %s; re-issuing", status, said, self.deployment_id)
         self._outstanding = 0
         self._schedule_retry(0.5)
 
