@@ -1,0 +1,90 @@
+"""The gateway's budget watch counts keys near their budget from the real spend counters.
+
+The key records are handed to the watch as its bucket follower would hand them over; the spend
+is read by the gateway's own :class:`SpendReader` from the stack's Valkey, where this test
+writes each key's counters first.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import pytest
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from switchyard.admin.budget_watch import BudgetWatch
+from switchyard.admin.spend import SpendReader
+from switchyard.limits import keys as rk
+from switchyard.limits import periods
+from switchyard.limits.store import connect_redis
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.metrics import Metrics
+from switchyard.schemas.keys import KEY_ENCODER, RECORD_PREFIX, ClientKey
+from tests.stacks import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest_asyncio.fixture
+async def counters(stack: Stack) -> AsyncIterator[Redis]:
+    """Write access to the stack's Valkey (the test removes what it wrote)."""
+    redis = connect_redis(stack.settings, "ops")
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+async def test_scan_counts_usable_budgeted_keys_and_exports_no_key_label(
+    stack: Stack, counters: Redis
+) -> None:
+    run = secrets.token_hex(4)  # fresh key ids: the stack's own keys are never touched
+
+    def key(n: int, **fields: Any) -> ClientKey:
+        return ClientKey(id=f"key_bw{run}_{n}", hash=f"bw{run}{n}", name=f"k{n}", **fields)
+
+    now = time.time()
+    keys = [
+        key(1, budget_usd=10.0),  # 85%: near
+        key(2, budget_usd=10.0, budget_period="daily"),  # 100%: used up
+        key(3, budget_usd=10.0),  # 10%
+        key(4),  # no budget: not counted
+        key(5, budget_usd=1.0, disabled=True),  # revoked: cannot spend, not counted
+        key(6, budget_usd=1.0, expires_at=now - 10),  # expired: same
+    ]
+    spent = {1: 8.5, 2: 10.0, 3: 1.0, 4: 50.0, 5: 5.0, 6: 5.0}  # dollars this period
+    names = [rk.budget(k.id, periods.current(k.budget_period, now)[0]) for k in keys]
+    await counters.mset({name: int(spent[n + 1] * rk.NANO) for n, name in enumerate(names)})
+    reader = SpendReader(stack.settings)  # logs in as the admin role, like the gateway
+    try:
+        metrics = Metrics("gateway")
+        watch = BudgetWatch(cast(Any, None), reader, metrics, interval=30)
+        for k in keys:
+            watch._on_entry(f"{RECORD_PREFIX}{k.hash}", KEY_ENCODER.encode(k), 1)
+        watch._on_entry("unrelated", b"{}", 2)
+        await watch.scan(now)
+
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(metrics.render().decode())
+            for s in family.samples
+            if s.name.startswith("switchyard_keys")
+        }
+        assert samples == {
+            (sc.KEYS_WITH_BUDGET, ()): 3,
+            (sc.KEYS_NEAR_BUDGET, ((sc.THRESHOLD, "0.8"),)): 2,
+            (sc.KEYS_NEAR_BUDGET, ((sc.THRESHOLD, "1"),)): 1,
+        }
+
+        # A deleted key leaves the count at the next scan.
+        watch._on_entry(f"{RECORD_PREFIX}{keys[1].hash}", None, 3)
+        await watch.scan(now)
+        assert (watch.with_budget, watch.near) == (2, {0.8: 1, 1.0: 0})
+    finally:
+        await reader.close()
+        await counters.delete(*names)
