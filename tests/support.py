@@ -47,11 +47,14 @@ async def jetstream_server(store: Path) -> AsyncIterator[tuple[NATS, asyncio.sub
     try:
         # nats-py waits 2 s before trying again: connect once the port accepts.
         for _ in range(250):
-            with contextlib.suppress(OSError):
+            try:
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            await asyncio.sleep(0.02)
+            except OSError:  # not listening yet
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
         nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=1)
         yield nc, server
     finally:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from switchyard.control.lease import KEY, Lease
@@ -28,24 +29,33 @@ pytestmark = pytest.mark.integration
 @dataclass
 class Bucket:
     kv: KeyValue
+    js: JetStreamContext  # a patient handle, to see the server answer again
     server: asyncio.subprocess.Process
 
-    @contextlib.contextmanager
-    def down(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def down(self) -> AsyncIterator[None]:
         """The bucket unreachable: its server paused, every request times out."""
         self.server.send_signal(signal.SIGSTOP)
+        while _state(self.server.pid) != "T":  # the signal lands asynchronously: wait for it
+            await asyncio.sleep(0.001)
         try:
             yield
         finally:
             self.server.send_signal(signal.SIGCONT)
+            await self.js.account_info()  # answering again before the test goes on
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (``T``: stopped), from /proc."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def bucket(tmp_path: Path) -> AsyncIterator[Bucket]:
     async with jetstream_server(tmp_path) as (nc, server):
-        # A short API timeout: a renewal during the outage fails in 0.3 s, not 5.
-        kv = await nc.jetstream(timeout=0.3).create_key_value(bucket="sy_sched_test")
-        yield Bucket(kv, server)
+        # A short API timeout: a renewal during the outage fails in 1 s, not 5.
+        kv = await nc.jetstream(timeout=1.0).create_key_value(bucket="sy_sched_test")
+        yield Bucket(kv, nc.jetstream(timeout=30), server)
 
 
 async def test_one_holder_until_it_stops_renewing(bucket: Bucket) -> None:
@@ -80,16 +90,16 @@ async def test_a_missed_renewal_keeps_the_lease_while_a_margin_is_left(bucket: B
     a = Lease(bucket.kv, "a", ttl=6)
     b = Lease(bucket.kv, "b", ttl=6)
     assert await a.renew(now=100.0)  # valid until 106
-    with bucket.down():
+    async with bucket.down():
         assert await a.renew(now=102.0)  # unreachable, but 4 s of its lease are left
         assert not await a.renew(now=104.0)  # 2 s left: stop feeding before b may take it
     assert not await b.renew(now=105.9)
     assert await b.renew(now=106.1)
     assert not await a.renew(now=106.2)
-    with bucket.down():
+    async with bucket.down():
         assert not await a.renew(now=106.3)  # it lost the lease: an outage gives nothing back
 
 
 async def test_never_holding_means_an_outage_grants_nothing(bucket: Bucket) -> None:
-    with bucket.down():
+    async with bucket.down():
         assert not await Lease(bucket.kv, "a", ttl=6).renew(now=100.0)
