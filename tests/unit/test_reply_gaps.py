@@ -8,6 +8,7 @@ import pytest
 from switchyard.bus.replies import Reply, ReplyKind
 from switchyard.client import GAP_WAIT_S, _Progress, _Resend
 from switchyard.errors import ProviderError
+from switchyard.workers.modelproxy.handler import replay_needed
 
 pytestmark = pytest.mark.unit
 
@@ -58,3 +59,20 @@ def test_a_non_streaming_final_and_unnumbered_chunks_pass() -> None:
     progress = _Progress()
     assert progress.final(Reply(ReplyKind.FINAL, b"{}"), now=0.0)
     assert _Progress().chunk(Reply(ReplyKind.CHUNK, b"x", delivery="1.1"), now=0.0)
+
+
+@pytest.mark.parametrize(
+    ("answered", "ended", "reconnected", "replay"),
+    [
+        (True, True, False, False),  # the normal path: one copy, with its terminator
+        (True, True, True, True),  # a reconnect since the job began: the first copy may be lost
+        # Down when the answer went (no terminator) and not back yet when this is decided: the
+        # reply path stays open unless a whole copy follows with the terminator.
+        (True, False, False, True),
+        (False, True, True, False),  # nothing answered (billed for an abandoned stream)
+    ],
+)
+def test_an_answer_is_replayed_after_a_reconnect_or_when_it_went_without_its_terminator(
+    answered: bool, ended: bool, reconnected: bool, replay: bool
+) -> None:
+    assert replay_needed(answered=answered, ended=ended, reconnected=reconnected) is replay

@@ -94,6 +94,7 @@ class Job:
     reconnects: int = 0  # the connection's reconnect count when the job started
     chunks: list[bytes] = field(default_factory=list)  # what was streamed, for a replay
     answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
+    ended: bool = True  # the answer went out with its terminator (see ``_unbroken``)
     cancelled: bool = False  # the caller abandoned the stream (llm.v1.cancel)
 
     def __post_init__(self) -> None:
@@ -312,7 +313,11 @@ class Handler:
             self._observe(job, target, labels, hop, failure)
         if job.called and (job.usage is not None or job.status == 200):
             await self._record_usage(job, target)
-        if job.answer is not None and self.nc.stats["reconnects"] != job.reconnects:
+        if replay_needed(
+            answered=job.answer is not None,
+            ended=job.ended,
+            reconnected=self.nc.stats["reconnects"] != job.reconnects,
+        ):
             await self._replay(job)
         await job.msg.ack()
 
@@ -325,6 +330,7 @@ class Handler:
 
     async def _answer(self, job: Job, *, end: bool = True) -> None:
         """Send the final message (or error) of ``job.answer``; the terminator if ``end``."""
+        job.ended = end
         if isinstance(job.answer, ApiError):
             await replies.send_error(
                 self.nc,
@@ -566,3 +572,11 @@ def _decode_body(data: bytes) -> dict[str, Any]:
         return _BODY.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         raise InvalidRequest("request body is not a JSON object", code="invalid_json") from None
+
+
+def replay_needed(*, answered: bool, ended: bool, reconnected: bool) -> bool:
+    """Whether an answer must be sent again, whole: the connection reconnected since the job
+    began (what the old one carried may be lost), or the answer went out without its terminator
+    (the connection was down then, so the reply path is still open and must be closed by a
+    complete copy). One rule for both, so no answer is left without a terminator."""
+    return answered and (reconnected or not ended)
