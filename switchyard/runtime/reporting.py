@@ -24,6 +24,10 @@ from switchyard.schemas.monitor import ENCODER, Heartbeat
 log = logging.getLogger("switchyard.reporting")
 
 HEARTBEAT_S = 5.0  # every process wakes for it: often enough for "healthy", rare enough to idle
+# Extra beats in a process's first seconds. A whole stack starts at once, and control may
+# subscribe a moment after the others sent their first beat: without these, the process table
+# missed them (and control counted no heads) until the next beat, 5 s later.
+STARTUP_BEATS_S = (0.5, 1.0, 2.0)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -91,8 +95,14 @@ class Reporter:
         await self._loops.cancel_all()
 
     async def _beat(self) -> None:
+        for pause in STARTUP_BEATS_S:
+            await self._send()
+            await asyncio.sleep(min(pause, self._interval))
         while True:
-            if self._nc.is_connected:
-                with contextlib.suppress(Exception):  # a dropped heartbeat is just late
-                    await self._nc.publish(self._subject, ENCODER.encode(self.heartbeat()))
+            await self._send()
             await asyncio.sleep(self._interval)
+
+    async def _send(self) -> None:
+        if self._nc.is_connected:
+            with contextlib.suppress(Exception):  # a dropped heartbeat is just late
+                await self._nc.publish(self._subject, ENCODER.encode(self.heartbeat()))
