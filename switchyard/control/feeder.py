@@ -65,6 +65,11 @@ PURGE_S = 0.5
 PURGE_BATCH = 64
 HOLD_HEARTBEAT_S = 1.0
 REFRESH_S = 3.0  # heads treat a record older than admission.STALE_S (10 s) as "no feeder"
+# The heads' window is the deployment's measured time per request. With no traffic for a while
+# the measure is gone; the last one is kept this long (then 1 s), so a burst after a pause is
+# capped by what the deployment really takes, not parked in HOLD past a 1 s window.
+WINDOW_MEMORY_S = 900.0
+DEFAULT_WINDOW_S = 1.0
 _JSON = msgspec.json.Encoder()
 _SKIP_HEADERS = ("Nats-Stream", "Nats-Sequence", "Nats-Subject", "Nats-Time-Stamp")
 _NOT_DONE = (b"-NAK", b"+WPI")  # a nak or progress report frees no slot
@@ -92,6 +97,21 @@ class Held:
 
 
 @dataclass(slots=True)
+class Window:
+    """The heads' window for one deployment (see :data:`WINDOW_MEMORY_S`)."""
+
+    last: float | None = None  # the last measured time per request (seconds)
+    measured_at: float = 0.0
+
+    def seconds(self, latency: float | None, now: float) -> float:
+        if latency:
+            self.last, self.measured_at = latency, now
+        elif self.last is None or now - self.measured_at > WINDOW_MEMORY_S:
+            return DEFAULT_WINDOW_S
+        return min(30.0, max(0.01, self.last))
+
+
+@dataclass(slots=True)
 class _Deployment:
     id: str
     queue: FairQueue[Held] = field(default_factory=FairQueue)
@@ -105,6 +125,7 @@ class _Deployment:
     dirty: bool = False
     moving: int = 0  # moves started, not yet stored in dispatch (not in the consumer's count)
     moved: dict[str, int] = field(default_factory=dict)
+    window: Window = field(default_factory=Window)
 
 
 class Feeder:
@@ -411,11 +432,10 @@ class Feeder:
     # ---- the saturation record ----
 
     async def _write(self, dep: _Deployment) -> None:
-        latency = self._latency(dep.id)
-        window = min(30.0, max(0.01, latency)) if latency else 1.0
+        now = time.time()
+        window = dep.window.seconds(self._latency(dep.id), now)
         state = SchedState(held=dep.held, heads=max(1, self._heads()), window_s=window)
         last = dep.written
-        now = time.time()
         if (
             last is not None
             and last.held == state.held
