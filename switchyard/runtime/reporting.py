@@ -24,7 +24,8 @@ from switchyard.schemas.monitor import ENCODER, Heartbeat
 log = logging.getLogger("switchyard.reporting")
 
 HEARTBEAT_S = 5.0  # every process wakes for it: often enough for "healthy", rare enough to idle
-# Extra beats in a process's first seconds. A whole stack starts at once, and control may
+# The pauses between a process's first beats (so it beats 0, 0.5, 1.5 and 3.5 s after it
+# starts, then every HEARTBEAT_S). A whole stack starts at once, and control may
 # subscribe a moment after the others sent their first beat: without these, the process table
 # missed them (and control counted no heads) until the next beat, 5 s later.
 STARTUP_BEATS_S = (0.5, 1.0, 2.0)
