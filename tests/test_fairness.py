@@ -21,6 +21,8 @@ import pytest_asyncio
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Envelope
 from switchyard.client import LLMClient
+from switchyard.schemas.routing import deployment_id
+from switchyard.schemas.scheduling import SCHED_DECODER
 from switchyard.stack import local
 from switchyard.stack.process import ManagedProcess
 from tests.stacks import Stack, start_stack
@@ -45,6 +47,7 @@ async def fair(
             "fair-b": {"deployments": [{"provider": "fake", "model": "slow:101"}]},
             "fair-c": {"deployments": [{"provider": "fake", "model": "slow:102"}]},
             "fair-d": {"deployments": [{"provider": "fake", "model": "slow:103"}]},
+            "fair-e": {"deployments": [{"provider": "fake", "model": "ctl:stall"}]},
         },
         "stack": {"heads": 2, "modelproxies": 2},
         "logging": {"level": "info"},
@@ -306,3 +309,52 @@ async def test_held_requests_move_soon_after_the_feeder_loses_its_hold_consumer(
             await asyncio.gather(*backlog, return_exceptions=True)
     finally:
         await provisioner.close()
+
+
+async def _window_s(stack: Stack, dep_id: str) -> float:
+    """The time-per-request window the feeder's record gives heads for ``dep_id``."""
+    nc = await stack.connect("provisioner")
+    try:
+        kv = await nc.jetstream(timeout=5).key_value(subjects.SCHED_BUCKET)
+        entry = await kv.get(f"dep.{dep_id}")
+        return SCHED_DECODER.decode(entry.value or b"").window_s
+    finally:
+        await nc.close()
+
+
+async def test_a_stalled_provider_holds_a_steady_stream_rather_than_queue_it_in_dispatch(
+    fair: Stack, upstream: FakeOpenAI
+) -> None:
+    """Heads cap what they send straight to dispatch by the deployment's last measured time
+    per request (~100 ms here). When the provider then stops answering, a steady 10 requests a
+    second stays under every head's cap, so before the feeder watched dispatch itself all 60
+    queued there first come, first served and a newcomer started after every one of them. Now
+    the feeder sees the backlog in dispatch within a second or two and holds the rest, and the
+    newcomer starts right after what was already in dispatch."""
+    model, alias = "ctl:stall", "fair-e"
+    upstream.set_mode("stall", "slow:100")
+    dep_id = deployment_id("fake", model)
+    done: dict[str, float] = {}
+    async with _two_tenants(fair, {"A": 1.0, "B": 1.0}) as (a_llm, b_llm):
+        for _ in range(3):  # measured: the record's window comes down from the default 1 s
+            await asyncio.gather(*(_send(a_llm, alias, f"W{i}", done) for i in range(40)))
+            await asyncio.sleep(1.5)
+            if await _window_s(fair, dep_id) < 0.5:
+                break
+        window = await _window_s(fair, dep_id)
+        assert window < 0.5, f"the window never came down ({window} s)"
+        upstream.set_mode("stall", "gate:stall")
+        tasks = []
+        for i in range(60):
+            tasks.append(asyncio.create_task(_send(a_llm, alias, f"A{i}", done)))
+            await asyncio.sleep(0.1)
+        tasks.append(asyncio.create_task(_send(b_llm, alias, "B0", done)))
+        await asyncio.sleep(0.5)
+        upstream.open_gate("stall")
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    starts = [who for who in _starts(upstream, model) if not who.startswith("W")]
+    assert sorted(starts) == sorted([f"A{i}" for i in range(60)] + ["B0"])  # each once
+    position = starts.index("B0")
+    print(f"stalled provider: the newcomer started after {position} of A's 60")
+    assert position <= 35, f"B0 waited behind {position} of A's requests (FCFS: all 60)"
+    assert await _hold_drains(fair), "moved requests were left in HOLD (the feeder's purge)"

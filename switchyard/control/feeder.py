@@ -20,6 +20,15 @@ lands in HOLD (a head found the deployment busy), the feeder takes over that dep
    clears the mark and the fast path resumes. Once a second it re-reads the consumer state,
    which corrects any count the taps missed.
 
+A deployment can also fill up without any request reaching HOLD: heads cap what they send
+straight to dispatch by the deployment's *last measured* time per request, so when a provider
+stalls (or has never been measured, or has fewer slots than there are heads) a steady stream
+under each head's cap can pile up in dispatch, first come first served. So once a second the
+feeder also looks at the monitor's last read of each dispatch queue: more than one request per
+head waiting there (beyond the slots in flight) marks the deployment ``held`` as well, and it
+stays held until dispatch is back within that slack. New requests then wait in HOLD, in fair
+order, behind at most what was already in dispatch.
+
 Nothing here is durable but HOLD itself: a restarted feeder reads HOLD from the start with a
 new consumer and carries on; DRR deficits start from zero.
 """
@@ -139,6 +148,7 @@ class Feeder:
         heads: Callable[[], int],
         latency: Callable[[str], float | None],
         *,
+        backlog: Callable[[str], int] | None = None,
         queue_limit: int = 1_000_000,
     ) -> None:
         self._nc = nc
@@ -147,6 +157,9 @@ class Feeder:
         self._table = table
         self._heads = heads
         self._latency = latency
+        # Requests waiting in a dispatch queue (the monitor's last read); None: not watched.
+        self._backlog = backlog
+        self._heads_seen = 1
         self._deps: dict[str, _Deployment] = {}
         self._kv: KeyValue | None = None
         self._hold_sub: Subscription | None = None
@@ -307,13 +320,28 @@ class Feeder:
                 continue
             dep.pending += 1  # the slot is taken now; moves run side by side
             await self._move(dep, item)
-        # Held only while requests wait *and* no slot is free: a backlog the feeder is still
-        # moving into free slots is not saturation.
-        saturated = len(dep.queue) > 0 and dep.pending >= limit
+        saturated = self._saturated(dep, limit)
         if saturated == dep.held:
             return False
         dep.held = saturated
         return True
+
+    def _slack(self) -> int:
+        """Requests dispatch may hold beyond its slots: the heads' own overshoot (< 1 each).
+        Heads as of the last tick (counting them walks the process table: not per ack)."""
+        return self._heads_seen
+
+    def _overfull(self, dep_id: str) -> bool:
+        """Whether the monitor saw more waiting in dispatch than the heads' overshoot."""
+        return self._backlog is not None and self._backlog(dep_id) > self._slack()
+
+    def _saturated(self, dep: _Deployment, limit: int) -> bool:
+        """Held while requests wait in HOLD and no slot is free (a backlog the feeder is still
+        moving into free slots is not saturation), or while dispatch itself has more waiting
+        than the heads' overshoot explains (see the module docstring)."""
+        if dep.pending < limit:
+            return False
+        return len(dep.queue) > 0 or dep.pending > limit + self._slack()
 
     async def _move(self, dep: _Deployment, item: Held) -> None:
         """Store ``item`` in dispatch (same ``Nats-Msg-Id``); :meth:`_moved` hears how it went."""
@@ -415,7 +443,7 @@ class Feeder:
         if msg.data.startswith(_NOT_DONE):
             return
         dep.pending = max(0, dep.pending - 1)
-        if len(dep.queue):
+        if len(dep.queue) or dep.held:  # held with HOLD empty: dispatch's backlog may be gone
             await self._feed(dep)
 
     async def _reconcile(self, dep: _Deployment) -> None:
@@ -464,18 +492,22 @@ class Feeder:
     async def tick(self) -> None:
         """Once a second: correct slot counts, drop expired requests, refresh records."""
         now = time.time()
+        self._heads_seen = max(1, self._heads())
         for dep_id in self._table().deployments():
             self._dep(dep_id)
         for dep in list(self._deps.values()):
             for item in dep.queue.drop(lambda i: i.expired(now)):
                 self._delete(dep, item)
+            if not dep.active and self._overfull(dep.id):
+                await self._activate(dep)  # dispatch filled up on the fast path: count slots
+            limit = self.concurrency(dep.id)
             if dep.active:
                 await self._reconcile(dep)
-                if not len(dep.queue) and dep.pending < self.concurrency(dep.id):
+                if not len(dep.queue) and dep.pending < limit:
                     await self._deactivate(dep)
-            if len(dep.queue):
+            if len(dep.queue) or (dep.active and self._saturated(dep, limit) != dep.held):
                 self._kick(dep)
-            elif dep.held and not dep.pumping:
+            elif dep.held and not dep.pumping and not dep.active:
                 dep.held = False
             await self._write(dep)
 

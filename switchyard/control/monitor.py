@@ -45,6 +45,7 @@ HISTORY_S = 900  # the UI's charts: 15 minutes
 RATE_WINDOW_S = 10  # rates and percentiles in the overview
 PERCENTILE_WINDOW_S = 60  # how long per-second latency buckets are kept
 FORGET_PROCESS_S = 300.0
+QUEUES_FRESH_S = 5.0  # a read of the dispatch queues older than this (a failover) says nothing
 
 
 # ---- JetStream API replies (only the fields used) ----
@@ -379,6 +380,14 @@ class Monitor:
         bounds = m.LATENCY_BUCKETS_MS
         ms = sum(c * bounds[i] / 1.22 for i, c in enumerate(counts) if c)  # ~ bucket midpoint
         return ms / total / 1000
+
+    def dispatch_backlog(self, deployment: str, now: float | None = None) -> int:
+        """Requests waiting in a deployment's dispatch queue (not HOLD, not in flight) at the
+        last read, or 0 when there is no recent read."""
+        state = self.queues.get(deployment)
+        if state is None or (now or time.time()) - self.queues_read_at > QUEUES_FRESH_S:
+            return 0
+        return max(0, state.waiting - state.held)
 
     def heads(self) -> int:
         """Head processes reporting in healthy now."""

@@ -84,6 +84,8 @@ class Control:
             lambda: self.table,
             self.monitor.heads,
             self.monitor.mean_latency_s,
+            # Heads ignore "held" with fair queueing off: then dispatch's backlog is not watched.
+            backlog=self.monitor.dispatch_backlog if settings.routing.fair_queueing else None,
             queue_limit=settings.streams.dispatch_queue_limit,
         )
         self._service: Service | None = None
