@@ -356,5 +356,7 @@ async def test_a_stalled_provider_holds_a_steady_stream_rather_than_queue_it_in_
     assert sorted(starts) == sorted([f"A{i}" for i in range(60)] + ["B0"])  # each once
     position = starts.index("B0")
     print(f"stalled provider: the newcomer started after {position} of A's 60")
-    assert position <= 35, f"B0 waited behind {position} of A's requests (FCFS: all 60)"
+    # Held once the monitor's and the feeder's once-a-second reads meet: ~16 here (1-2 s of A's
+    # stream, plus the 4 in flight). First come, first served it is all 60.
+    assert position <= 45, f"B0 waited behind {position} of A's requests (FCFS: all 60)"
     assert await _hold_drains(fair), "moved requests were left in HOLD (the feeder's purge)"

@@ -297,8 +297,8 @@ class Feeder:
         try:
             while dep.dirty:
                 dep.dirty = False
-                if len(dep.queue) and not dep.active:
-                    await self._activate(dep)
+                if not dep.active and (len(dep.queue) or self._overfull(dep.id)):
+                    await self._activate(dep)  # only here: one pump per deployment at a time
                 await self._fill(dep)
                 if dep.written is None or dep.written.held != dep.held:
                     await self._write(dep)
@@ -499,7 +499,7 @@ class Feeder:
             for item in dep.queue.drop(lambda i: i.expired(now)):
                 self._delete(dep, item)
             if not dep.active and self._overfull(dep.id):
-                await self._activate(dep)  # dispatch filled up on the fast path: count slots
+                self._kick(dep)  # dispatch filled up on the fast path: count slots (in _pump)
             limit = self.concurrency(dep.id)
             if dep.active:
                 await self._reconcile(dep)
