@@ -69,6 +69,7 @@ def decision_ns(calls: int = 200_000) -> float:
     admission.enabled = True
     admission._states = {"d": SchedState(heads=2, window_s=0.05, at=time.time() + 86400)}
     admission._sent = {}
+    admission._lease_until = 0.0
     best = float("inf")
     for _ in range(5):
         began = time.process_time_ns()

@@ -73,7 +73,6 @@ TICK_S = 1.0
 PURGE_S = 0.5
 PURGE_BATCH = 64
 HOLD_HEARTBEAT_S = 1.0
-REFRESH_S = 3.0  # heads treat a record older than admission.STALE_S (10 s) as "no feeder"
 # The heads' window is the deployment's measured time per request. With no traffic for a while
 # the measure is gone; the last one is kept this long (then 1 s), so a burst after a pause is
 # capped by what the deployment really takes, not parked in HOLD past a 1 s window.
@@ -469,8 +468,7 @@ class Feeder:
             and last.held == state.held
             and last.heads == state.heads
             and abs(last.window_s - window) <= 0.25 * last.window_s
-            and now - last.at < REFRESH_S
-        ):
+        ):  # unchanged: not written again (heads take the feeder's lease as its heartbeat)
             return
         state = msgspec.structs.replace(state, window_s=round(window, 4), at=round(now, 3))
         if self._kv is None:

@@ -21,16 +21,14 @@ from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-KEY = "feeder.leader"
+from switchyard.schemas.scheduling import (
+    FEEDER_LEASE_KEY,
+    LEASE_DECODER,
+    LEASE_ENCODER,
+    FeederLease,
+)
 
-
-class _Holder(msgspec.Struct, frozen=True):
-    owner: str
-    until: float
-
-
-_ENCODE = msgspec.json.Encoder()
-_DECODE = msgspec.json.Decoder(_Holder)
+KEY = FEEDER_LEASE_KEY
 
 
 class Lease:
@@ -43,14 +41,14 @@ class Lease:
     async def renew(self, now: float | None = None) -> bool:
         """Take or keep the lease; True while this replica holds it."""
         moment = time.time() if now is None else now
-        mine = _ENCODE.encode(_Holder(self.owner, moment + self.ttl))
+        mine = LEASE_ENCODER.encode(FeederLease(self.owner, moment + self.ttl))
         try:
             try:
                 entry = await self._kv.get(KEY)
             except KeyNotFoundError:
                 await self._kv.create(KEY, mine)
                 return self._won(moment)
-            holder = _DECODE.decode(entry.value) if entry.value else None
+            holder = LEASE_DECODER.decode(entry.value) if entry.value else None
             if holder is not None and holder.owner != self.owner and holder.until > moment:
                 return self._lost()
             await self._kv.update(KEY, mine, last=entry.revision)
@@ -77,5 +75,5 @@ class Lease:
         ):
             self._until = float("-inf")
             entry = await self._kv.get(KEY)
-            if entry.value and _DECODE.decode(entry.value).owner == self.owner:
+            if entry.value and LEASE_DECODER.decode(entry.value).owner == self.owner:
                 await self._kv.delete(KEY, last=entry.revision)

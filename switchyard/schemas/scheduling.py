@@ -69,3 +69,16 @@ class SchedState(msgspec.Struct, frozen=True, kw_only=True):
 
 SCHED_ENCODER = msgspec.json.Encoder()
 SCHED_DECODER = msgspec.json.Decoder(SchedState)
+
+# ``sy_sched`` / ``feeder.leader``: the control replica that runs the feeder, and until when
+# (renewed every third of its length). Heads read it as the feeder's heartbeat.
+FEEDER_LEASE_KEY = "feeder.leader"
+
+
+class FeederLease(msgspec.Struct, frozen=True):
+    owner: str
+    until: float  # unix seconds
+
+
+LEASE_ENCODER = msgspec.json.Encoder()
+LEASE_DECODER = msgspec.json.Decoder(FeederLease)

@@ -10,13 +10,18 @@ lags a burst by a few milliseconds, so each head also caps what it sends straigh
 at most ``ceil(concurrency / heads)`` requests per ``window_s`` (the deployment's recent time
 per request: by Little's law, about what this head still has in flight). A burst from idle
 therefore overshoots the deployment's concurrency by less than one request per head; the rest
-waits in HOLD from the first request on. A record older than :data:`STALE_S` (no feeder
-running) is ignored: without a feeder, requests go straight to dispatch, first come first
-served, rather than wait for a mover that is not there.
+waits in HOLD from the first request on.
+
+Records are written only when they change, so their age says nothing; the feeder's lease
+(``feeder.leader`` in the same bucket, renewed every 2 s while a control replica feeds) is its
+heartbeat. Once the lease has lapsed by more than :data:`LEASE_GRACE_S` and a record is older
+than :data:`STALE_S` (no feeder running), the record is ignored: without a feeder, requests go
+straight to dispatch, first come first served, rather than wait for a mover that is not there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import deque
@@ -26,10 +31,23 @@ from nats.js import JetStreamContext
 
 from switchyard.bus import subjects
 from switchyard.runtime.kvwatch import KvFollower
-from switchyard.schemas.scheduling import SCHED_DECODER, SchedState
+from switchyard.schemas.scheduling import (
+    FEEDER_LEASE_KEY,
+    LEASE_DECODER,
+    SCHED_DECODER,
+    SchedState,
+)
 
-STALE_S = 10.0  # the feeder refreshes every few seconds; older means no feeder is running
+STALE_S = 10.0  # a record this recent speaks for itself (one written just now by a feeder)
+LEASE_GRACE_S = 4.0  # a lease this long past its expiry: no feeder (a standby takes over first)
 KEY_PREFIX = "dep."
+
+
+def feeder_running(record_at: float, lease_until: float, now: float) -> bool:
+    """Whether a saturation record written at ``record_at`` still speaks for a running
+    feeder: the feeder's lease is held (or lapsed less than :data:`LEASE_GRACE_S` ago, while
+    a standby takes over), or the record itself is recent."""
+    return now <= lease_until + LEASE_GRACE_S or now - record_at <= STALE_S
 
 
 class Admission:
@@ -39,6 +57,7 @@ class Admission:
         self.enabled = enabled  # off: every request straight to dispatch (first come first served)
         self._states: dict[str, SchedState] = {}
         self._sent: dict[str, deque[float]] = {}
+        self._lease_until = 0.0  # the feeder's lease expiry (unix seconds), 0 when none
         self._follower = KvFollower(js, subjects.SCHED_BUCKET, self._on_entry)
 
     async def start(self) -> None:
@@ -49,6 +68,13 @@ class Admission:
         await self._follower.stop()
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        if key == FEEDER_LEASE_KEY:
+            # Released (a clean stop) or unreadable: the last expiry stands, so a restart or a
+            # handover within the grace keeps heads holding rather than jump HOLD's queue.
+            if value:
+                with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                    self._lease_until = LEASE_DECODER.decode(value).until
+            return
         if not key.startswith(KEY_PREFIX):
             return
         deployment = key[len(KEY_PREFIX) :]
@@ -62,7 +88,7 @@ class Admission:
 
     def _fresh(self, deployment: str, now: float) -> SchedState | None:
         state = self._states.get(deployment)
-        if state is None or now - state.at > STALE_S:
+        if state is None or not feeder_running(state.at, self._lease_until, now):
             return None
         return state
 
