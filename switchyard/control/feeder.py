@@ -77,6 +77,9 @@ HOLD_HEARTBEAT_S = 1.0
 # the measure is gone; the last one is kept this long (then 1 s), so a burst after a pause is
 # capped by what the deployment really takes, not parked in HOLD past a 1 s window.
 WINDOW_MEMORY_S = 900.0
+# A record is written when it changes; heads take the lease as the feeder's heartbeat, so this
+# slow rewrite only restores a record someone removed from the bucket by hand.
+REWRITE_S = 300.0
 DEFAULT_WINDOW_S = 1.0
 _JSON = msgspec.json.Encoder()
 _SKIP_HEADERS = ("Nats-Stream", "Nats-Sequence", "Nats-Subject", "Nats-Time-Stamp")
@@ -468,6 +471,7 @@ class Feeder:
             and last.held == state.held
             and last.heads == state.heads
             and abs(last.window_s - window) <= 0.25 * last.window_s
+            and now - last.at < REWRITE_S
         ):  # unchanged: not written again (heads take the feeder's lease as its heartbeat)
             return
         state = msgspec.structs.replace(state, window_s=round(window, 4), at=round(now, 3))
