@@ -22,7 +22,7 @@ from switchyard.bus import subjects
 from switchyard.bus.envelope import Envelope
 from switchyard.client import LLMClient
 from switchyard.schemas.routing import deployment_id
-from switchyard.schemas.scheduling import SCHED_DECODER
+from switchyard.schemas.scheduling import FEEDER_LEASE_KEY, SCHED_DECODER
 from switchyard.stack import local
 from switchyard.stack.process import ManagedProcess
 from tests.stacks import Stack, start_stack
@@ -48,6 +48,7 @@ async def fair(
             "fair-c": {"deployments": [{"provider": "fake", "model": "slow:102"}]},
             "fair-d": {"deployments": [{"provider": "fake", "model": "slow:103"}]},
             "fair-e": {"deployments": [{"provider": "fake", "model": "ctl:stall"}]},
+            "fair-idle": {"deployments": [{"provider": "fake", "model": "slow:104"}]},
         },
         "stack": {"heads": 2, "modelproxies": 2},
         "logging": {"level": "info"},
@@ -360,3 +361,23 @@ async def test_a_stalled_provider_holds_a_steady_stream_rather_than_queue_it_in_
     # stream, plus the 4 in flight). First come, first served it is all 60.
     assert position <= 45, f"B0 waited behind {position} of A's requests (FCFS: all 60)"
     assert await _hold_drains(fair), "moved requests were left in HOLD (the feeder's purge)"
+
+
+async def test_an_idle_deployment_costs_no_record_writes_the_lease_is_the_heartbeat(
+    fair: Stack,
+) -> None:
+    """Heads follow every write to ``sy_sched``. The feeder used to rewrite each deployment's
+    record every 3 s to show it was alive, so the idle cost grew with the number of
+    deployments. Now a record is written when it changes, and the lease (renewed every 2 s) is
+    the feeder's heartbeat."""
+    nc = await fair.connect("provisioner")
+    try:
+        kv = await nc.jetstream(timeout=5).key_value(subjects.SCHED_BUCKET)
+        key = f"dep.{deployment_id('fake', 'slow:104')}"  # no test sends it anything
+        record, lease = await kv.get(key), await kv.get(FEEDER_LEASE_KEY)
+        await asyncio.sleep(7.0)
+        assert (await kv.get(key)).revision == record.revision, "an unchanged record rewritten"
+        renewed = (await kv.get(FEEDER_LEASE_KEY)).revision or 0
+        assert renewed > (lease.revision or 0), "the lease was not renewed"
+    finally:
+        await nc.close()
