@@ -20,7 +20,8 @@ import pytest_asyncio
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from switchyard.control.lease import KEY, Lease
+from switchyard.control.lease import Lease
+from switchyard.schemas.scheduling import FEEDER_LEASE_KEY as KEY
 from tests.support import jetstream_server
 
 pytestmark = pytest.mark.integration

@@ -181,6 +181,7 @@ class Feeder:
     async def start(self) -> None:
         await self._publisher.start()
         self._kv = await self._js.key_value(subjects.SCHED_BUCKET)
+        self._heads_seen = max(1, self._heads())
         for dep_id in self._table().deployments():
             await self._write(self._dep(dep_id))
         # The ordered consumer lives on one node; nats-py re-creates it after two missed
@@ -330,7 +331,8 @@ class Feeder:
 
     def _slack(self) -> int:
         """Requests dispatch may hold beyond its slots: the heads' own overshoot (< 1 each).
-        Heads as of the last tick (counting them walks the process table: not per ack)."""
+        Heads as of the last tick (counting them walks the process table: once a second, not
+        per ack or per record)."""
         return self._heads_seen
 
     def _overfull(self, dep_id: str) -> bool:
@@ -464,7 +466,7 @@ class Feeder:
     async def _write(self, dep: _Deployment) -> None:
         now = time.time()
         window = dep.window.seconds(self._latency(dep.id), now)
-        state = SchedState(held=dep.held, heads=max(1, self._heads()), window_s=window)
+        state = SchedState(held=dep.held, heads=self._heads_seen, window_s=window)
         last = dep.written
         if (
             last is not None

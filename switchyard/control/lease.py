@@ -28,8 +28,6 @@ from switchyard.schemas.scheduling import (
     FeederLease,
 )
 
-KEY = FEEDER_LEASE_KEY
-
 
 class Lease:
     def __init__(self, kv: KeyValue, owner: str, *, ttl: float = 6.0) -> None:
@@ -44,14 +42,14 @@ class Lease:
         mine = LEASE_ENCODER.encode(FeederLease(self.owner, moment + self.ttl))
         try:
             try:
-                entry = await self._kv.get(KEY)
+                entry = await self._kv.get(FEEDER_LEASE_KEY)
             except KeyNotFoundError:
-                await self._kv.create(KEY, mine)
+                await self._kv.create(FEEDER_LEASE_KEY, mine)
                 return self._won(moment)
             holder = LEASE_DECODER.decode(entry.value) if entry.value else None
             if holder is not None and holder.owner != self.owner and holder.until > moment:
                 return self._lost()
-            await self._kv.update(KEY, mine, last=entry.revision)
+            await self._kv.update(FEEDER_LEASE_KEY, mine, last=entry.revision)
             return self._won(moment)
         except (KeyWrongLastSequenceError, msgspec.DecodeError, msgspec.ValidationError):
             return self._lost()  # another replica won this round
@@ -74,6 +72,6 @@ class Lease:
             NatsError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError
         ):
             self._until = float("-inf")
-            entry = await self._kv.get(KEY)
+            entry = await self._kv.get(FEEDER_LEASE_KEY)
             if entry.value and LEASE_DECODER.decode(entry.value).owner == self.owner:
-                await self._kv.delete(KEY, last=entry.revision)
+                await self._kv.delete(FEEDER_LEASE_KEY, last=entry.revision)
