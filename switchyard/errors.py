@@ -20,7 +20,9 @@ failures into :class:`ProviderError`).
         ├── InvalidRequest           400
         ├── AuthenticationFailed     401
         ├── PermissionDenied         403
-        ├── ModelNotFound            404
+        ├── NotFound                 404 (a route, provider, key, batch... that does not exist)
+        │   ├── ModelNotFound            no such model for this caller
+        │   └── NoSuchObject             an OpenAI file or batch (OpenAI gives these no code)
         ├── Conflict                 409 (a concurrent change won; re-read and retry)
         ├── PayloadTooLarge          413
         ├── RateLimited              429 (carries retry_after)
@@ -187,10 +189,18 @@ class PermissionDenied(ApiError):
     code = "model_not_allowed"
 
 
-class ModelNotFound(ApiError):
+class NotFound(ApiError):
     status = 404
     type = "invalid_request_error"
+    code: str | None = "not_found"
+
+
+class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class NoSuchObject(NotFound):
+    code = None
 
 
 class Conflict(ApiError):
@@ -313,7 +323,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
         InvalidRequest,
         AuthenticationFailed,
         PermissionDenied,
-        ModelNotFound,
+        NotFound,
         Conflict,
         PayloadTooLarge,
         RateLimited,
@@ -339,6 +349,8 @@ def error_for_status(
     ``provider`` names the failed deployment when the status is a provider error's.
     """
     cls = _BY_STATUS.get(status)
+    if cls is NotFound and code == ModelNotFound.code:
+        cls = ModelNotFound
     if cls is ProviderError:
         return ProviderError(
             message, provider=provider, retry_after=retry_after, code=code, type=type

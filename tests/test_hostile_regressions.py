@@ -64,3 +64,66 @@ async def test_secret_whose_last_characters_are_not_printable_is_stored(stack: S
         assert got.json()["last4"] == ""
     got = await stack.admin("PUT", "/secrets/odd-tail", {"value": "sk-abcdefgh1234"})
     assert got.json()["last4"] == "1234"
+
+
+async def test_a_batch_list_limit_out_of_1_to_100_is_a_400_not_a_500(stack: Stack) -> None:
+    """Found by probing the API by hand: ``limit=²`` passed ``str.isdigit()`` and then failed
+    ``int()``, a 500; ``limit=abc`` or ``-5`` were silently read as 20."""
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        url = f"{stack.tail_url}/v1/batches"
+        for bad in ("\u00b2", "abc", "-5", "0", "101", "1e2"):
+            got = await http.get(url, params={"limit": bad}, headers=headers)
+            assert got.status_code == 400, (bad, got.text)
+            assert got.json()["error"]["param"] == "limit"
+        ok = await http.get(url, params={"limit": "3"}, headers=headers)
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["object"] == "list"
+
+
+async def test_a_missing_file_batch_or_route_is_a_404_that_does_not_say_model(
+    stack: Stack,
+) -> None:
+    """Found by probing the API by hand: every 404 carried ``code: model_not_found``, even
+    for a file, a batch or an admin route; OpenAI's own file and batch 404s carry no code."""
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for path in ("/v1/files/file-nope/content", "/v1/files/file-nope", "/v1/batches/b-x"):
+            got = await http.get(f"{stack.tail_url}{path}", headers=headers)
+            assert got.status_code == 404, (path, got.text)
+            error = got.json()["error"]
+            assert error["code"] is None, (path, error)
+            assert error["type"] == "invalid_request_error"
+            assert "No such" in error["message"]
+        model = await http.post(
+            f"{stack.tail_url}/v1/chat/completions",
+            json={**CHAT, "model": "no-such-model"},
+            headers=headers,
+        )
+    assert model.status_code == 404
+    assert model.json()["error"]["code"] == "model_not_found"
+    route = await stack.admin("GET", "/routes/no-such-route")
+    assert route.status_code == 404, route.text
+    assert route.json()["error"]["code"] == "not_found"
+
+
+async def test_an_unreadable_value_the_edge_skipped_is_named_in_the_400(stack: Stack) -> None:
+    """Found by probing the API by hand: a number too large for a float, or a string that is
+    not UTF-8, passes the edge (which reads only the fields it needs) and failed at the
+    model-proxy as "request body is not a JSON object", which it is."""
+    headers = {"Authorization": f"Bearer {stack.api_key}", "Content-Type": "application/json"}
+    cases = {
+        b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}],'
+        b'"temperature":1e999}': "Number out of range",
+        b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"\xff\xfe"}]}': "UTF-8",
+    }
+    async with httpx.AsyncClient(timeout=10) as http:
+        for body, named in cases.items():
+            got = await http.post(
+                f"{stack.tail_url}/v1/chat/completions", content=body, headers=headers
+            )
+            assert got.status_code == 400, got.text
+            error = got.json()["error"]
+            assert error["code"] == "invalid_json"
+            assert named in error["message"], error
+            assert "not a JSON object" not in error["message"]

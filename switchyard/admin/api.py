@@ -33,7 +33,7 @@ from switchyard.errors import (
     ApiError,
     Conflict,
     InvalidRequest,
-    ModelNotFound,
+    NotFound,
     ServiceUnavailable,
 )
 from switchyard.runtime.batchstore import BatchStore
@@ -290,7 +290,7 @@ class AdminApi:
         alias = request.path_params["alias"]
         route = (await c.control.table()).table.routes.get(alias)
         if route is None:
-            raise ModelNotFound(f"no route `{alias}`", param="alias")
+            raise NotFound(f"no route `{alias}`", param="alias")
         return _ok(route)
 
     async def put_route(self, request: Request, c: AdminContext) -> Response:
@@ -305,7 +305,7 @@ class AdminApi:
 
         def change(t: RouteTable) -> RouteTable:
             if alias not in t.routes:
-                raise ModelNotFound(f"no route `{alias}`", param="alias")
+                raise NotFound(f"no route `{alias}`", param="alias")
             users = sorted(a for a, r in t.routes.items() if alias in r.fallbacks)
             if users:
                 raise Conflict(
@@ -334,7 +334,7 @@ class AdminApi:
 
         def change(t: RouteTable) -> RouteTable:
             if name not in t.providers:
-                raise ModelNotFound(f"no provider `{name}`", param="name")
+                raise NotFound(f"no provider `{name}`", param="name")
             users = sorted(
                 a for a, r in t.routes.items() if any(d.provider == name for d in r.deployments)
             )
@@ -387,7 +387,7 @@ class AdminApi:
             None,
         )
         if alias is None:
-            raise ModelNotFound(f"no deployment `{deployment}`", param="deployment")
+            raise NotFound(f"no deployment `{deployment}`", param="deployment")
         raw = await request.body()
         body = _decode(raw, dict[str, Any], "test request") if raw.strip() else {}
         payload = {
@@ -498,7 +498,7 @@ class AdminApi:
         batch_id = request.path_params["batch_id"]
         found = await _batch_store(c).get(batch_id)
         if found is None:
-            raise ModelNotFound(f"no batch `{batch_id}`", param="batch_id")
+            raise NotFound(f"no batch `{batch_id}`", param="batch_id")
         return _ok(_batch_view(found[0]))
 
     async def list_secrets(self, request: Request, c: AdminContext) -> Response:

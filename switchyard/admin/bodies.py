@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from switchyard.admin.keys import KeyNotFound
-from switchyard.errors import ConfigError, InvalidRequest, ModelNotFound
+from switchyard.errors import ConfigError, InvalidRequest, NotFound
 
 T = TypeVar("T")
 
@@ -49,6 +49,6 @@ async def key_call(call: Awaitable[T]) -> T:
     try:
         return await call
     except KeyNotFound as exc:
-        raise ModelNotFound(exc.problem, param="key_id") from None
+        raise NotFound(exc.problem, param="key_id") from None
     except ConfigError as exc:
         raise InvalidRequest(f"{exc.problem} ({exc.hint})", param=exc.field) from None

@@ -102,7 +102,7 @@ class Deadline:
         Raises:
             MalformedHeader: not a positive integer of milliseconds.
         """
-        if not value.isdigit() or len(value) > 16 or int(value) <= 0:
+        if not value.isdecimal() or len(value) > 16 or int(value) <= 0:
             raise MalformedHeader(h.DEADLINE, "must be unix time in milliseconds")
         return cls(int(value))
 
@@ -289,6 +289,6 @@ def _weight(value: str) -> float:
 
 
 def _count(name: str, value: str, *, low: int, high: int) -> int:
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not value.isdecimal() or not low <= int(value) <= high:
         raise MalformedHeader(name, f"must be a whole number from {low} to {high}")
     return int(value)

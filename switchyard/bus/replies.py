@@ -124,7 +124,7 @@ def error_from_reply(reply: Reply) -> ApiError:
 
 
 def _int(value: str | None, default: int) -> int:
-    if value is None or not value.isdigit() or len(value) > 9:
+    if value is None or not value.isdecimal() or len(value) > 9:
         return default
     return int(value)
 
@@ -133,7 +133,7 @@ def _usage(value: str | None) -> Usage | None:
     if not value:
         return None
     parts = value.split(",")
-    if len(parts) != 3 or not all(p.isdigit() and len(p) <= 12 for p in parts):
+    if len(parts) != 3 or not all(p.isdecimal() and len(p) <= 12 for p in parts):
         return None
     prompt, completion, total = (int(p) for p in parts)
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)

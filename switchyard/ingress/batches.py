@@ -18,7 +18,13 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.errors import ApiError, Conflict, InvalidRequest, ModelNotFound, ServiceUnavailable
+from switchyard.errors import (
+    ApiError,
+    Conflict,
+    InvalidRequest,
+    NoSuchObject,
+    ServiceUnavailable,
+)
 from switchyard.ingress.edge import Edge, _header_key
 from switchyard.ingress.responses import JSON, error_response
 from switchyard.runtime.batchstore import BatchStore
@@ -34,6 +40,19 @@ _TERMINAL = frozenset({"failed", "completed", "expired", "cancelled"})
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}{_nuid.next().decode()}"
+
+
+def _page_size(raw: str | None) -> int:
+    """``limit`` of a list call: 20 when absent, like OpenAI's; 1 to 100 when given.
+
+    Raises:
+        InvalidRequest: not a whole number from 1 to 100.
+    """
+    if raw is None or raw == "":
+        return 20
+    if not (raw.isdecimal() and len(raw) <= 3 and 1 <= int(raw) <= 100):
+        raise InvalidRequest("limit must be a whole number from 1 to 100", param="limit")
+    return int(raw)
 
 
 def _ok(doc: Any) -> Response:
@@ -69,7 +88,7 @@ class BatchApi:
         try:
             _, owner, store = self._caller(request)
             length = request.headers.get("content-length", "")
-            if length.isdigit() and int(length) > self.max_file_bytes + 64 * 1024:
+            if length.isdecimal() and int(length) > self.max_file_bytes + 64 * 1024:
                 raise InvalidRequest(
                     f"files are limited to {self.max_file_bytes} bytes", param="file"
                 )
@@ -102,7 +121,7 @@ class BatchApi:
         file_id = request.path_params["file_id"]
         record = await store.file(file_id)
         if record is None or record.owner != owner:
-            raise ModelNotFound(f"No such File object: {file_id}", param="file_id", code=None)
+            raise NoSuchObject(f"No such File object: {file_id}", param="file_id")
         return record, store
 
     async def get_file(self, request: Request) -> Response:
@@ -161,7 +180,7 @@ class BatchApi:
         batch_id = request.path_params["batch_id"]
         found = await store.get(batch_id)
         if found is None or found[0].owner != owner:
-            raise ModelNotFound(f"No such Batch object: {batch_id}", param="batch_id", code=None)
+            raise NoSuchObject(f"No such Batch object: {batch_id}", param="batch_id")
         return found[0], store
 
     async def get(self, request: Request) -> Response:
@@ -193,8 +212,7 @@ class BatchApi:
     async def list(self, request: Request) -> Response:
         try:
             _, owner, store = self._caller(request)
-            raw_limit = request.query_params.get("limit") or "20"
-            limit = int(raw_limit) if raw_limit.isdigit() and 0 < int(raw_limit) <= 100 else 20
+            limit = _page_size(request.query_params.get("limit"))
             after = request.query_params.get("after")
             mine = [r.batch for r in await store.records() if r.owner == owner]
             if after:

@@ -118,7 +118,7 @@ class Puller:
         if status == "100":  # idle heartbeat: the pull requests are alive
             return
         pending = msg.headers.get("Nats-Pending-Messages") if msg.headers else None
-        if status == "408" and pending is not None and pending.isdigit():
+        if status == "408" and pending is not None and pending.isdecimal():
             self._outstanding = max(0, self._outstanding - int(pending))
             await self._top_up()
             return

@@ -31,7 +31,7 @@ from switchyard.config import Settings
 from switchyard.errors import (
     ApiError,
     InvalidRequest,
-    ModelNotFound,
+    NotFound,
     SecretsError,
     ServiceUnavailable,
     VaultUnavailable,
@@ -65,7 +65,7 @@ def _info(meta: SecretMeta) -> wire.SecretInfo:
     )
 
 
-class SecretNotFound(ModelNotFound):
+class SecretNotFound(NotFound):
     code = "secret_not_found"
     type = "invalid_request_error"
 

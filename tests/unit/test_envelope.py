@@ -105,6 +105,10 @@ def test_unknown_headers_are_ignored() -> None:
         (h.DEADLINE, "-5"),
         (h.DEADLINE, "0"),
         (h.DEADLINE, "9" * 30),
+        # Superscript digits: str.isdigit() says yes, int() raises ValueError (a 500 before).
+        (h.DEADLINE, "\u00b2"),
+        (h.ATTEMPT, "\u00b9"),
+        (h.LAST_STATUS, "4\u00b2\u00b2"),
         (h.OP, "delete"),
         (h.LAST_STATUS, "99"),
         (h.LAST_STATUS, "abc"),

@@ -19,6 +19,7 @@ from switchyard.errors import (
     ApiError,
     InvalidRequest,
     ModelNotFound,
+    NotFound,
     ProviderError,
     ProviderRateLimited,
     RateLimited,
@@ -58,6 +59,7 @@ def test_a_final_carries_deployment_attempts_and_usage() -> None:
     [
         InvalidRequest("bad body", param="messages", code="invalid_json"),
         ModelNotFound("no such model", param="model"),
+        NotFound("no route `x`", param="alias"),
         RateLimited("slow down", retry_after=2.5),
         ServiceUnavailable("queue full", code="queue_full", retry_after=1),
         ProviderError("upstream 500", provider="d1", code="provider_error"),
@@ -103,6 +105,8 @@ def test_admin_service_replies_without_a_kind_are_final_or_error_by_status() -> 
         {h.KIND: "final", h.STATUS: "two hundred"},
         {h.KIND: "final", h.USAGE: "1,2"},
         {h.KIND: "final", h.USAGE: "a,b,c"},
+        {h.KIND: "final", h.USAGE: "\u00b9,\u00b2,\u00b3"},  # isdigit() but not int()
+        {h.KIND: "final", h.STATUS: "2\u00b2\u00b2"},
         {h.KIND: "final", h.ATTEMPTS: "-1"},
         {h.KIND: "error", h.STATUS: "500", h.RETRY_AFTER: "later"},
         {h.KIND: "nonsense"},

@@ -45,7 +45,7 @@ from switchyard.runtime.secret_cache import SecretCache
 from switchyard.runtime.tracing import NO_HOP, OFF, Hop, Tracing, genai, span_name
 from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.keys import hash_key
-from switchyard.schemas.openai import Usage
+from switchyard.schemas.openai import Usage, decode_body
 from switchyard.schemas.routing import Deployment, Provider, RouteTable
 from switchyard.telemetry import request_id_var
 from switchyard.workers.modelproxy.dialects import DIALECTS, plan
@@ -568,10 +568,15 @@ class Handler:
 
 
 def _decode_body(data: bytes) -> dict[str, Any]:
-    try:
-        return _BODY.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-        raise InvalidRequest("request body is not a JSON object", code="invalid_json") from None
+    """The whole body, read for the first time here (the edge reads only the fields it needs):
+    a value the edge skipped can still be unreadable, as a number too large for a float or a
+    string that is not UTF-8. Either is the client's 400, named as what it is."""
+    return decode_body(_BODY, data, _unreadable)
+
+
+def _unreadable(problem: str) -> InvalidRequest:
+    where = problem.partition(" - at `")[0]  # msgspec's "at `$[...]`" names no field here
+    return InvalidRequest(f"request body cannot be read: {where}", code="invalid_json")
 
 
 def replay_needed(*, answered: bool, ended: bool, reconnected: bool) -> bool:

@@ -14,7 +14,7 @@ from switchyard.admin.bodies import KeyFields, key_call
 from switchyard.admin.keys import public_record
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.admin.ui.forms import place, split_validation
-from switchyard.errors import InvalidRequest, ModelNotFound
+from switchyard.errors import InvalidRequest, NotFound
 from switchyard.schemas.keys import ClientKey
 
 FIELDS = [
@@ -201,7 +201,7 @@ async def update_key(ui: Ui) -> Response:
         return await key_page(
             ui, values, errors or {place(exc.param, FIELDS) or "": exc.message}, 400
         )
-    except ModelNotFound:
+    except NotFound:
         raise
     await ui.audit("key.update", record.id, ", ".join(sorted(fields)))
     return ui.redirect(

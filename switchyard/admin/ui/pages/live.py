@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from switchyard.admin.overview import overview
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.bus import subjects
-from switchyard.errors import ApiError, ModelNotFound
+from switchyard.errors import ApiError, NotFound
 from switchyard.schemas.monitor import Overview
 
 STREAM_INTERVAL_S = 1.0
@@ -107,7 +107,7 @@ async def test_deployment(ui: Ui) -> Response:
         None,
     )
     if alias is None:
-        raise ModelNotFound(f"no deployment `{deployment}`", param="deployment")
+        raise NotFound(f"no deployment `{deployment}`", param="deployment")
     payload = {
         "model": alias,
         "messages": [{"role": "user", "content": "Reply with the word: pong"}],

@@ -20,7 +20,7 @@ from switchyard.admin.ui.pages.tables import (
     source,
     validation_problem,
 )
-from switchyard.errors import Conflict, ModelNotFound
+from switchyard.errors import Conflict, NotFound
 from switchyard.schemas.routing import Provider, ProviderKind, RouteTable
 
 KINDS = list(get_args(ProviderKind))
@@ -90,7 +90,7 @@ async def edit_provider(ui: Ui) -> Response:
     table = (await ui.admin.control.table()).table
     provider = table.providers.get(name) if name else None
     if name and provider is None:
-        raise ModelNotFound(f"no provider `{name}`", param="name")
+        raise NotFound(f"no provider `{name}`", param="name")
     return await _form(
         ui, table, name=name, provider=provider, values=_values(name, provider), errors={}
     )
@@ -174,7 +174,7 @@ async def delete_provider(ui: Ui) -> Response:
 
     def change(t: RouteTable) -> RouteTable:
         if name not in t.providers:
-            raise ModelNotFound(f"no provider `{name}`", param="name")
+            raise NotFound(f"no provider `{name}`", param="name")
         users = sorted(
             a for a, r in t.routes.items() if any(d.provider == name for d in r.deployments)
         )

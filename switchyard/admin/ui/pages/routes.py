@@ -23,7 +23,7 @@ from switchyard.admin.ui.pages.tables import (
     source,
     validation_problem,
 )
-from switchyard.errors import Conflict, ModelNotFound
+from switchyard.errors import Conflict, NotFound
 from switchyard.schemas.routing import Deployment, Route, RouteTable
 
 BLANK_ROWS = 1
@@ -66,7 +66,7 @@ async def edit_route(ui: Ui) -> Response:
     state = await ui.admin.control.table()
     route = state.table.routes.get(alias) if alias else None
     if alias and route is None:
-        raise ModelNotFound(f"no route `{alias}`", param="alias")
+        raise NotFound(f"no route `{alias}`", param="alias")
     return _form(ui, state.table, alias=alias, route=route, values=None, errors={})
 
 
@@ -111,7 +111,7 @@ def _parse(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """(the form as typed, the route document, per-field number errors)."""
     f = ui.form
     rows_field = f.get("rows")
-    count = min(int(rows_field), 64) if rows_field.isdigit() else 0
+    count = min(int(rows_field), 64) if rows_field.isdecimal() else 0
     rows: list[dict[str, Any]] = []
     deployments: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
@@ -168,7 +168,7 @@ def _to_route(document: dict[str, Any], fields: list[str]) -> Route:
         fixed = {}
         for field, message in problem.errors.items():
             parts = field.split("-")
-            if len(parts) >= 2 and parts[0] == "deployments" and parts[1].isdigit():
+            if len(parts) >= 2 and parts[0] == "deployments" and parts[1].isdecimal():
                 parts[1] = str(rows[int(parts[1])]) if int(parts[1]) < len(rows) else parts[1]
             empty = field == "deployments" and not rows
             fixed["-".join(parts)] = (
@@ -230,7 +230,7 @@ async def delete_route(ui: Ui) -> Response:
 
     def change(t: RouteTable) -> RouteTable:
         if alias not in t.routes:
-            raise ModelNotFound(f"no route `{alias}`", param="alias")
+            raise NotFound(f"no route `{alias}`", param="alias")
         users = sorted(a for a, r in t.routes.items() if alias in r.fallbacks)
         if users:
             raise Conflict(f"routes {', '.join(users)} fall back to `{alias}`; change them first")
