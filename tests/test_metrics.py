@@ -40,6 +40,7 @@ async def watched(
         "routes": {
             "m": {"deployments": [{"provider": "fake", "model": "echo"}]},
             "held": {"deployments": [{"provider": "fake", "model": "ctl:held", "concurrency": 1}]},
+            "broken": {"deployments": [{"provider": "fake", "model": "status:500"}]},
         },
     }
     stack = await start_stack(tmp_path_factory.mktemp("metrics"), extra)
@@ -276,3 +277,32 @@ async def test_the_overview_and_its_stream_show_processes_and_traffic(watched: S
     history = (await watched.admin("GET", "/deployments/history?seconds=60")).json()
     assert history["seconds"] == 60
     assert HELD in history["deployments"]
+
+
+async def test_a_deployment_s_error_share_counts_its_failures_not_its_clients_mistakes(
+    watched: Stack,
+) -> None:
+    """Found using ``switchyard top``: a few malformed Anthropic requests (rejected with 400
+    by the model-proxy, which translates them) showed a healthy deployment at 73% errors in red,
+    while the header, counting the edges' 5xx, said 0%."""
+    echo, broken = deployment_id("fake", "echo"), deployment_id("fake", "status:500")
+    headers = {"x-api-key": watched.api_key, "anthropic-version": "2023-06-01"}
+    bad = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [1]}]}
+    async with httpx.AsyncClient(timeout=30) as http:
+        failed = await http.post(**_chat(watched, "broken", "x", stream=False))  # retried first
+        assert failed.status_code >= 500, failed.text
+        for _ in range(6):
+            got = await http.post(f"{watched.tail_url}/v1/messages", json=bad, headers=headers)
+            assert got.status_code == 400, got.text
+        for i in range(2):
+            assert (await http.post(**_chat(watched, "m", f"ok{i}", stream=False))).is_success
+
+    async def both_seen() -> dict[str, Any] | None:
+        overview = (await watched.admin("GET", "/overview")).json()
+        rates = {d["id"]: d["rates"] for d in overview["deployments"]}
+        seen = rates.get(echo, {}).get("requests_per_s", 0) >= 0.8  # 8 in the 10 s window
+        return rates if seen and rates.get(broken, {}).get("requests_per_s", 0) > 0 else None
+
+    rates = await _until(both_seen, 5)
+    assert rates[echo]["error_ratio"] == 0.0, rates[echo]
+    assert rates[broken]["error_ratio"] == 1.0, rates[broken]

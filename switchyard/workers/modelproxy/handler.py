@@ -54,7 +54,7 @@ from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
-from switchyard.workers.modelproxy.traffic import TrafficMeter
+from switchyard.workers.modelproxy.traffic import TrafficMeter, deployment_failed
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
 log = logging.getLogger("switchyard.modelproxy")
@@ -425,7 +425,7 @@ class Handler:
                 job.deployment_id,
                 latency_s=now - job.stored_at,
                 ttft_s=job.started + job.ttft - job.stored_at if job.ttft is not None else None,
-                error=failure is not None,
+                error=deployment_failed(failure),
                 usage=usage,
             )
         if labels is None or target is None or self.stats is None:

@@ -1,0 +1,48 @@
+"""Which failures count against a deployment in the overview's error share."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchyard.errors import (
+    ApiError,
+    DeadlineExceeded,
+    InvalidRequest,
+    PayloadTooLarge,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ServiceUnavailable,
+)
+from switchyard.workers.modelproxy.providers.upstream_errors import from_status
+from switchyard.workers.modelproxy.traffic import deployment_failed
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ProviderError("upstream 500", provider="d1"),
+        ProviderRateLimited("busy", provider="d1", upstream_status=429),
+        ProviderTimeout("slow", provider="d1"),
+        ServiceUnavailable("secret unavailable", code="secret_unavailable"),
+        DeadlineExceeded("too late"),
+        from_status(401, "bad key", provider="d1"),  # our key for the provider: ours to fix
+        from_status(503, "overloaded", provider="d1"),
+    ],
+)
+def test_what_the_provider_or_the_platform_failed_counts(failure: ApiError) -> None:
+    assert deployment_failed(failure)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        None,
+        InvalidRequest("messages[0].content[0]: expected an object, got a number"),
+        PayloadTooLarge("too big"),
+        from_status(400, "context too long", provider="d1"),
+        from_status(422, "unprocessable", provider="d1"),
+    ],
+)
+def test_what_the_client_got_wrong_does_not(failure: ApiError | None) -> None:
+    assert not deployment_failed(failure)
