@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="run the whole platform locally (Ctrl-C stops it)")
     _common(p)
     p.add_argument("--detach", "-d", action="store_true", help="return once healthy")
+    # How `up --detach` starts its supervisor: output goes to a log, so the demo key stays out.
+    p.add_argument("--logged", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=_cmd_up)
 
     p = sub.add_parser("down", help="stop a detached local stack")
@@ -251,7 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _cmd_up(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.stack import commands  # noqa: PLC0415  (keep CLI start-up light)
 
-    return commands.up(settings, config_file, detach=args.detach, out=sys.stdout)
+    return commands.up(
+        settings, config_file, detach=args.detach, out=sys.stdout, reveal_key=not args.logged
+    )
 
 
 def _cmd_down(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:

@@ -27,6 +27,7 @@ class CliStack:
     root: Path
     config: Path
     doc: dict[str, object]
+    up_output: str = ""
 
     def run(
         self, *argv: str, stdin: str = "", timeout: float = 60
@@ -72,6 +73,7 @@ def cli_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliStack]:
     stack = CliStack(root, root / "switchyard.yaml", base_config(root))
     stack.write_config(stack.doc)
     up = stack.run("up", "--detach", timeout=240)
+    stack.up_output = up.stdout
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         yield stack
@@ -95,6 +97,20 @@ def test_commands_use_the_ports_the_stack_chose(cli_stack: CliStack) -> None:
     assert stored.returncode == 0, stored.stderr
     provisioned = cli_stack.run("provision", timeout=30)
     assert provisioned.returncode == 0, provisioned.stderr
+
+
+def test_the_demo_key_is_shown_to_the_user_but_kept_out_of_the_log(cli_stack: CliStack) -> None:
+    """`up --detach` prints the demo key on the terminal; the supervisor it starts printed the
+    same summary into logs/supervisor.log, so the key sat in a log file (a file people attach
+    to bug reports). The log now names the key's file instead."""
+    home = cli_stack.root / "home"
+    key = (home / "demo-key").read_text(encoding="utf-8").strip()
+    assert key.startswith("sk-")
+    assert f"Demo client key: {key}" in cli_stack.up_output
+    log = (home / "logs" / "supervisor.log").read_text(encoding="utf-8")
+    assert "Switchyard is up" in log  # the summary is there...
+    assert key not in log  # ...without the key
+    assert f"$(cat {home / 'demo-key'})" in log
 
 
 EXTRA_ROUTE = {"extra": {"deployments": [{"provider": "local-demo", "model": "demo"}]}}

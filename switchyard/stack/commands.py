@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from switchyard.config import Settings, inherited_environment
 from switchyard.errors import StackError, SwitchyardError
 from switchyard.stack import attach, local
-from switchyard.stack.demo_key import read_demo_key
+from switchyard.stack.demo_key import demo_key_file, read_demo_key
 from switchyard.stack.home import StackHome
 from switchyard.stack.process import http_status, pid_alive, redis_ping_check
 from switchyard.stack.scrape_targets import write_scrape_targets
@@ -47,8 +47,19 @@ def _running_supervisor(home: StackHome) -> int | None:
     return None
 
 
-def up(settings: Settings, config_file: Path | None, *, detach: bool, out: TextIO) -> int:
-    """Start the stack; in the foreground unless ``detach``. Returns the exit code."""
+def up(
+    settings: Settings,
+    config_file: Path | None,
+    *,
+    detach: bool,
+    out: TextIO,
+    reveal_key: bool = True,
+) -> int:
+    """Start the stack; in the foreground unless ``detach``. Returns the exit code.
+
+    ``reveal_key`` False: ``out`` is a log (a detached supervisor's), so the summary names the
+    demo key's file instead of printing the key.
+    """
     home = StackHome(settings.home_dir)
     home.ensure()
     running = _running_supervisor(home)
@@ -61,11 +72,11 @@ def up(settings: Settings, config_file: Path | None, *, detach: bool, out: TextI
     if detach:
         local.resolve_ports(settings)  # fail fast, here, on a port in use
         return _up_detached(settings, config_file, home, out)
-    return asyncio.run(_up_foreground(settings, config_file, home, out))
+    return asyncio.run(_up_foreground(settings, config_file, home, out, reveal_key))
 
 
 async def _up_foreground(
-    settings: Settings, config_file: Path | None, home: StackHome, out: TextIO
+    settings: Settings, config_file: Path | None, home: StackHome, out: TextIO, reveal_key: bool
 ) -> int:
     began = time.monotonic()
     local.prepare_home(settings)
@@ -95,7 +106,12 @@ async def _up_foreground(
     supervisor.state.info["endpoints"] = urls
     supervisor._record()
     key = read_demo_key(settings)
-    print(summary(urls, key, supervisor.state.processes, home, elapsed), file=out, flush=True)
+    hidden = demo_key_file(settings) if key is not None and not reveal_key else None
+    print(
+        summary(urls, key, supervisor.state.processes, home, elapsed, key_file=hidden),
+        file=out,
+        flush=True,
+    )
     for line in await _route_drift(settings, config_file):
         print(line, file=out, flush=True)
     try:
@@ -117,7 +133,7 @@ def _up_detached(settings: Settings, config_file: Path | None, home: StackHome, 
     home.state_file.unlink(missing_ok=True)
     with (home.logs / "supervisor.log").open("ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "switchyard", "up"],
+            [sys.executable, "-m", "switchyard", "up", "--logged"],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -191,7 +207,10 @@ def summary(
     elapsed: float,
     *,
     detached: bool = False,
+    key_file: Path | None = None,
 ) -> str:
+    """What `up` prints once healthy. ``key_file``: the demo key is not printed (the output is
+    a log), the examples read it from that file instead."""
     lines = [f"Switchyard is up in {elapsed:.1f}s (home: {home.root})", ""]
     width = max((len(p["name"]) for p in processes), default=10) + 2
     for p in processes:
@@ -199,16 +218,20 @@ def summary(
         lines.append(f"  {p['name']:<{width}} pid {p['pid']:<8} {where}")
     lines += ["", f"OpenAI-compatible API: {urls['openai_api']}   docs: {urls['gateway_docs']}"]
     if key:
+        shown, shell, python = key, key, f'"{key}"'
+        if key_file is not None:
+            shown = f"in {key_file} (kept out of this log)"
+            shell, python = f"$(cat {key_file})", f'open("{key_file}").read().strip()'
         lines += [
-            f"Demo client key: {key}",
+            f"Demo client key: {shown}",
             "",
             "Try it (the built-in `demo` model answers offline):",
             f"  curl {urls['openai_api']}/chat/completions \\",
-            f'    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\',
+            f'    -H "Authorization: Bearer {shell}" -H "Content-Type: application/json" \\',
             """    -d '{"model": "demo", "messages": [{"role": "user", "content": "Hello!"}]}'""",
             "",
             "  from openai import OpenAI",
-            f'  client = OpenAI(base_url="{urls["openai_api"]}", api_key="{key}")',
+            f'  client = OpenAI(base_url="{urls["openai_api"]}", api_key={python})',
             '  for chunk in client.chat.completions.create(model="demo", stream=True,',
             '          messages=[{"role": "user", "content": "Hello!"}]):',
             '      print(chunk.choices[0].delta.content or "", end="")',
