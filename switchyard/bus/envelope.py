@@ -289,6 +289,6 @@ def _weight(value: str) -> float:
 
 
 def _count(name: str, value: str, *, low: int, high: int) -> int:
-    if not value.isdecimal() or not low <= int(value) <= high:
+    if not value.isdecimal() or len(value) > 9 or not low <= int(value) <= high:
         raise MalformedHeader(name, f"must be a whole number from {low} to {high}")
     return int(value)

@@ -259,7 +259,7 @@ class Feeder:
             owner=team or headers.get(h.KEY_ID, tenant),
             headers=headers,
             data=msg.data,
-            deadline_ms=int(deadline) if deadline.isdecimal() else 0,
+            deadline_ms=int(deadline) if deadline.isdecimal() and len(deadline) <= 16 else 0,
             stored_at=msg.metadata.timestamp.timestamp(),
         )
         dep.seen.add(seq)

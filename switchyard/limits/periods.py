@@ -9,7 +9,7 @@ NAMED = ("daily", "weekly", "monthly", "total")
 
 
 def valid(period: str) -> bool:
-    return period in NAMED or (period.isdecimal() and int(period) > 0)
+    return period in NAMED or (period.isdecimal() and len(period) <= 10 and int(period) > 0)
 
 
 def current(period: str, now: float) -> tuple[str, float]:
@@ -33,7 +33,7 @@ def current(period: str, now: float) -> tuple[str, float]:
         return f"m{start:%Y%m}", (start + dt.timedelta(days=days)).timestamp()
     if period == "total":
         return "all", float("inf")
-    seconds = int(period) if period.isdecimal() and int(period) > 0 else 30 * 86400
+    seconds = int(period) if valid(period) and period not in NAMED else 30 * 86400
     index = int(now // seconds)
     return f"s{seconds}-{index}", float((index + 1) * seconds)
 

@@ -109,6 +109,9 @@ def test_unknown_headers_are_ignored() -> None:
         (h.DEADLINE, "\u00b2"),
         (h.ATTEMPT, "\u00b9"),
         (h.LAST_STATUS, "4\u00b2\u00b2"),
+        # More digits than int() converts (4300): ValueError before the length was checked.
+        (h.ATTEMPT, "9" * 5000),
+        (h.LAST_STATUS, "4" * 5000),
         (h.OP, "delete"),
         (h.LAST_STATUS, "99"),
         (h.LAST_STATUS, "abc"),

@@ -36,6 +36,10 @@ def test_total_never_resets_and_numbered_periods_are_fixed_windows() -> None:
     assert periods.valid("3600")
     assert not periods.valid("0")
     assert not periods.valid("hourly")
+    # isdigit() accepted these and int() then raised ValueError (an admin 500):
+    assert not periods.valid("\u00b2")  # a superscript digit
+    assert not periods.valid("9" * 5000)  # more digits than int() converts
+    assert periods.valid("9" * 10)
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,7 @@ def _parse(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """(the form as typed, the route document, per-field number errors)."""
     f = ui.form
     rows_field = f.get("rows")
-    count = min(int(rows_field), 64) if rows_field.isdecimal() else 0
+    count = min(int(rows_field), 64) if rows_field.isdecimal() and len(rows_field) <= 4 else 0
     rows: list[dict[str, Any]] = []
     deployments: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
