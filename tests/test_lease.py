@@ -104,3 +104,20 @@ async def test_a_missed_renewal_keeps_the_lease_while_a_margin_is_left(bucket: B
 async def test_never_holding_means_an_outage_grants_nothing(bucket: Bucket) -> None:
     async with bucket.down():
         assert not await Lease(bucket.kv, "a", ttl=6).renew(now=100.0)
+
+
+async def test_a_takeover_by_a_clock_running_ahead_is_seen_by_the_old_holder(
+    bucket: Bucket,
+) -> None:
+    """Expiry is judged by each replica's clock: a replica whose clock runs ahead may take the
+    lease while the holder still thinks it valid. The holder reads before it writes, so it
+    learns at its next renewal; a key removed by hand is simply created again."""
+    a = Lease(bucket.kv, "a", ttl=6)
+    b = Lease(bucket.kv, "b", ttl=6)
+    assert await a.renew(now=100.0)  # valid until 106 by a's clock
+    assert await b.renew(now=107.0)  # b's clock is ahead: for b, a's lease has expired
+    assert not await a.renew(now=105.0)  # a still thinks it holds it: its read tells it not
+    assert b'"owner":"b"' in ((await bucket.kv.get(KEY)).value or b"")
+    await bucket.kv.delete(KEY)  # an operator removed it
+    assert await b.renew(now=109.0)  # b, which held it, creates it again
+    assert b'"owner":"b"' in ((await bucket.kv.get(KEY)).value or b"")
