@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ import openai
 import pytest
 import pytest_asyncio
 
+from switchyard.runtime.batchstore import BatchStore
 from switchyard.stack import local
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
@@ -165,6 +167,82 @@ async def test_cancel_stops_a_running_batch(batchy: Stack) -> None:
         assert cancelling.status in ("cancelling", "cancelled")
         done = await _wait_for(client, batch.id, {"cancelled"}, timeout=30)
     assert done.request_counts.completed < LINES
+
+
+async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
+    batchy: Stack,
+) -> None:
+    """``files.list`` and ``files.delete``, as the SDK calls them: without them a user could
+    not see or reclaim what every batch leaves in the object store."""
+    key, _ = await batchy.new_key("batch-files")
+    async with _client(batchy, key) as client:
+        first = await client.files.create(file=("a.jsonl", _input("files")), purpose="batch")
+        second = await client.files.create(file=("b.jsonl", _input("other")), purpose="batch")
+        listed = [f async for f in client.files.list()]
+        assert {f.id for f in listed} == {first.id, second.id}
+        assert [f.created_at for f in listed] == sorted(
+            (f.created_at for f in listed), reverse=True
+        )
+        one = await client.files.list(limit=1)
+        assert len(one.data) == 1
+        assert one.has_more
+        assert {f.id async for f in client.files.list(limit=1)} == {first.id, second.id}
+        batch = await client.batches.create(
+            input_file_id=first.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        with pytest.raises(openai.ConflictError) as busy:
+            await client.files.delete(first.id)  # its batch reads it again after a restart
+        assert batch.id in str(busy.value)
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=90)
+        assert done.status == "completed", done.errors
+        outputs = [f async for f in client.files.list(purpose="batch_output")]
+        assert [f.id for f in outputs] == [done.output_file_id]
+        deleted = await client.files.delete(first.id)
+        assert (deleted.id, deleted.deleted) == (first.id, True)
+        assert (await client.files.delete(done.output_file_id)).deleted
+        for gone in (first.id, done.output_file_id):
+            with pytest.raises(openai.NotFoundError):
+                await client.files.retrieve(gone)
+            with pytest.raises(openai.NotFoundError):
+                await client.files.content(gone)
+            with pytest.raises(openai.NotFoundError):
+                await client.files.delete(gone)
+        assert [f.id async for f in client.files.list()] == [second.id]
+        assert (await client.batches.retrieve(batch.id)).status == "completed"
+    other, _ = await batchy.new_key("batch-files-stranger")
+    async with _client(batchy, other) as stranger:
+        assert [f async for f in stranger.files.list()] == []
+        with pytest.raises(openai.NotFoundError):
+            await stranger.files.delete(second.id)
+
+
+async def test_a_batch_whose_input_file_was_deleted_fails_naming_it(batchy: Stack) -> None:
+    """The edge refuses to delete a running batch's input, but a delete can still land between
+    a batch's creation and the runner's first read: the batch then fails with a clear error
+    instead of retrying forever. The runner is paused to open that window."""
+    key, _ = await batchy.new_key("batch-vanished")
+    runner = batchy.process("batch").proc
+    assert runner is not None
+    async with _client(batchy, key) as client:
+        file = await client.files.create(file=("v.jsonl", _input("vanish")), purpose="batch")
+        runner.send_signal(signal.SIGSTOP)
+        try:
+            batch = await client.batches.create(
+                input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            nc = await batchy.connect("tail")
+            try:
+                await BatchStore(nc.jetstream()).delete_file(file.id)
+            finally:
+                await nc.close()
+        finally:
+            runner.send_signal(signal.SIGCONT)
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=30)
+    assert done.status == "failed"
+    assert done.errors is not None
+    error = done.errors.data[0]
+    assert (error.code, error.param) == ("invalid_file", "input_file_id")
+    assert file.id in (error.message or "")
 
 
 async def test_killing_every_model_proxy_then_restarting_loses_and_repeats_nothing(

@@ -10,6 +10,7 @@ tenant (its key's team, else the key): another tenant's file or batch is a 404.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -42,17 +43,33 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}{_nuid.next().decode()}"
 
 
-def _page_size(raw: str | None) -> int:
-    """``limit`` of a list call: 20 when absent, like OpenAI's; 1 to 100 when given.
+def _page_size(raw: str | None, default: int = 20, most: int = 100) -> int:
+    """``limit`` of a list call: ``default`` when absent, 1 to ``most`` when given (OpenAI's
+    bounds: batches 20 and 100, files 10,000 and 10,000).
 
     Raises:
-        InvalidRequest: not a whole number from 1 to 100.
+        InvalidRequest: not a whole number from 1 to ``most``.
     """
     if raw is None or raw == "":
-        return 20
-    if not (raw.isdecimal() and len(raw) <= 3 and 1 <= int(raw) <= 100):
-        raise InvalidRequest("limit must be a whole number from 1 to 100", param="limit")
+        return default
+    if not (raw.isdecimal() and len(raw) <= 6 and 1 <= int(raw) <= most):
+        raise InvalidRequest(f"limit must be a whole number from 1 to {most}", param="limit")
     return int(raw)
+
+
+def _page(items: Sequence[b.FileObject | b.Batch], after: str | None, limit: int) -> Any:
+    """One page of a list, OpenAI's cursor way: the items after the one with id ``after``."""
+    if after:
+        ids = [x.id for x in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0].id if page else None,
+        "last_id": page[-1].id if page else None,
+        "has_more": len(items) > limit,
+    }
 
 
 def _ok(doc: Any) -> Response:
@@ -70,7 +87,9 @@ class BatchApi:
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
             ("/v1/files", "POST", self.upload),
+            ("/v1/files", "GET", self.list_files),
             ("/v1/files/{file_id}", "GET", self.get_file),
+            ("/v1/files/{file_id}", "DELETE", self.delete_file),
             ("/v1/files/{file_id}/content", "GET", self.file_content),
             ("/v1/batches", "POST", self.create),
             ("/v1/batches", "GET", self.list),
@@ -136,7 +155,48 @@ class BatchApi:
         try:
             record, store = await self._owned_file(request)
             data = await store.content(record.file.id)
+            if data is None:  # deleted between the two reads
+                raise NoSuchObject(f"No such File object: {record.file.id}", param="file_id")
             return Response(data, media_type="application/octet-stream")
+        except ApiError as exc:
+            return error_response(exc)
+
+    async def list_files(self, request: Request) -> Response:
+        try:
+            _, owner, store = self._caller(request)
+            q = request.query_params
+            limit = _page_size(q.get("limit"), default=10_000, most=10_000)
+            order = q.get("order") or "desc"
+            if order not in ("asc", "desc"):
+                raise InvalidRequest("order must be asc or desc", param="order")
+            purpose = q.get("purpose")
+            mine = [
+                r.file
+                for r in await store.files()
+                if r.owner == owner and (not purpose or r.file.purpose == purpose)
+            ]
+            if order == "asc":
+                mine.reverse()
+            return _ok(_page(mine, q.get("after"), limit))
+        except ApiError as exc:
+            return error_response(exc)
+
+    async def delete_file(self, request: Request) -> Response:
+        """Delete a file, unless a batch that has not ended reads or writes it (409: its input
+        is read again if the batch runner restarts, so deleting it would fail the batch)."""
+        try:
+            record, store = await self._owned_file(request)
+            file_id = record.file.id
+            for other in await store.records():
+                batch = other.batch
+                uses = (batch.input_file_id, batch.output_file_id, batch.error_file_id)
+                if batch.status not in _TERMINAL and file_id in uses:
+                    raise Conflict(
+                        f"file {file_id} belongs to batch {batch.id}, which is still "
+                        f"{batch.status}; cancel the batch or wait until it ends"
+                    )
+            await store.delete_file(file_id)
+            return _ok({"id": file_id, "object": "file", "deleted": True})
         except ApiError as exc:
             return error_response(exc)
 
@@ -214,20 +274,7 @@ class BatchApi:
         try:
             _, owner, store = self._caller(request)
             limit = _page_size(request.query_params.get("limit"))
-            after = request.query_params.get("after")
             mine = [r.batch for r in await store.records() if r.owner == owner]
-            if after:
-                ids = [x.id for x in mine]
-                mine = mine[ids.index(after) + 1 :] if after in ids else []
-            page = mine[:limit]
-            return _ok(
-                {
-                    "object": "list",
-                    "data": page,
-                    "first_id": page[0].id if page else None,
-                    "last_id": page[-1].id if page else None,
-                    "has_more": len(mine) > limit,
-                }
-            )
+            return _ok(_page(mine, request.query_params.get("after"), limit))
         except ApiError as exc:
             return error_response(exc)

@@ -14,7 +14,13 @@ import re
 from collections.abc import Callable
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import (
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+    ObjectDeletedError,
+    ObjectNotFoundError,
+)
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -65,9 +71,26 @@ class BatchStore:
             return None
         return b.FILE_RECORD.decode(entry.value) if entry.value else None
 
-    async def content(self, file_id: str) -> bytes:
-        result = await (await self._objects()).get(file_id)
+    async def content(self, file_id: str) -> bytes | None:
+        """A file's bytes; None when they are gone (the file was deleted)."""
+        try:
+            result = await (await self._objects()).get(file_id)
+        except (ObjectNotFoundError, ObjectDeletedError):
+            return None
         return result.data or b""
+
+    async def files(self) -> list[b.FileRecord]:
+        """Every file (uploads and batch outputs), newest first."""
+        out = [b.FILE_RECORD.decode(v) for v in await self._scan(b.FILE_PREFIX)]
+        return sorted(out, key=lambda r: r.file.created_at, reverse=True)
+
+    async def delete_file(self, file_id: str) -> None:
+        """Remove a file: its record first (no caller finds it from then on), then its bytes
+        (an object store delete purges their chunks)."""
+        with contextlib.suppress(KeyNotFoundError):
+            await (await self._kv()).delete(b.FILE_PREFIX + file_id)
+        with contextlib.suppress(ObjectNotFoundError, ObjectDeletedError):
+            await (await self._objects()).delete(file_id)
 
     # ---- batches ----
 
@@ -114,18 +137,23 @@ class BatchStore:
 
     async def records(self) -> list[b.BatchRecord]:
         """Every batch, newest first."""
+        out = [b.BATCH_RECORD.decode(v) for v in await self._scan(b.BATCH_PREFIX)]
+        return sorted(out, key=lambda r: r.batch.created_at, reverse=True)
+
+    async def _scan(self, prefix: str) -> list[bytes]:
+        """The value of every live key of ``sy_batches`` that starts with ``prefix``."""
         kv = await self._kv()
         try:
             names = await kv.keys()
         except NoKeysError:
             return []
         out = []
-        for name in (n for n in names if n.startswith(b.BATCH_PREFIX)):
+        for name in (n for n in names if n.startswith(prefix)):
             with contextlib.suppress(KeyNotFoundError):
                 entry = await kv.get(name)
                 if entry.value:
-                    out.append(b.BATCH_RECORD.decode(entry.value))
-        return sorted(out, key=lambda r: r.batch.created_at, reverse=True)
+                    out.append(entry.value)
+        return out
 
     # ---- line results ----
 

@@ -110,6 +110,9 @@ class BatchRunner:
             return True
         record, _ = found
         data = await self.store.content(record.batch.input_file_id)
+        if data is None:  # deleted after the batch was created (the edge refuses it after)
+            await self._fail(batch_id, [_input_gone(record.batch.input_file_id)])
+            return True
         try:
             lines = parse_input(data, record.batch.endpoint)
         except Invalid as exc:
@@ -268,4 +271,12 @@ async def run(
         health_port=health_port,
         stop=stop,
         build=lambda nc, proc: BatchRunner(nc, settings, proc),
+    )
+
+
+def _input_gone(file_id: str) -> b.BatchErrorItem:
+    return b.BatchErrorItem(
+        code="invalid_file",
+        message=f"the input file {file_id} was deleted before the batch could read it",
+        param="input_file_id",
     )
