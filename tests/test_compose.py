@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,23 @@ class Deployment:
 
     def container(self, service: str, n: int = 1) -> str:
         return f"{self.project.name}_{service}_{n}"
+
+    def logs(self, *services: str, lines: int = 40) -> str:
+        """The last lines each replica of ``services`` logged (for a failure's message)."""
+        out = []
+        for service in services:
+            for n in (1, 2):
+                name = self.container(service, n)
+                done = subprocess.run(
+                    ["podman", "logs", "--tail", str(lines), name],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+                if done.returncode == 0:
+                    out.append(f"--- {name}\n{done.stdout}{done.stderr}")
+        return "\n".join(out)
 
     def ip(self, container: str, network: str) -> str:
         out = _podman("inspect", container, "--format", "{{json .NetworkSettings.Networks}}")
@@ -292,11 +309,26 @@ def _spend_tokens(dep: Deployment, key_id: str) -> tuple[int, int, int]:
     return row.get("prompt_tokens", 0), row.get("completion_tokens", 0), row.get("requests", 0)
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> None:
+def _wait(
+    predicate: Any, timeout: float, what: str, explain: Callable[[], str] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out waiting for {what}\n{explain() if explain else ''}")
         time.sleep(0.5)
+
+
+def _billing_state(dep: Deployment, key_id: str) -> Callable[[], str]:
+    """What a spend wait that timed out saw, and what billing's processes logged."""
+
+    def explain() -> str:
+        spend = _spend_tokens(dep, key_id)
+        return f"spend (prompt, completion, requests): {spend}\n" + dep.logs(
+            "accounting", "modelproxy"
+        )
+
+    return explain
 
 
 def test_full_restart_keeps_secrets_keys_routes_queued_requests_and_spend(
@@ -319,7 +351,8 @@ def test_full_restart_keeps_secrets_keys_routes_queued_requests_and_spend(
 
 def _restart(dep: Deployment, client: OpenAI, impatient: OpenAI, key_id: str) -> None:
     client.chat.completions.create(model="kept", messages=[{"role": "user", "content": PROMPT}])
-    _wait(lambda: _spend_tokens(dep, key_id)[2] == 1, 30, "the first request's spend")
+    billing = _billing_state(dep, key_id)
+    _wait(lambda: _spend_tokens(dep, key_id)[2] == 1, 30, "the first request's spend", billing)
 
     # Requests queued while no model-proxy runs, with a deadline that outlives the restart:
     # the HTTP clients give up, the requests stay in the DISPATCH stream.
@@ -356,7 +389,7 @@ def _restart(dep: Deployment, client: OpenAI, impatient: OpenAI, key_id: str) ->
     # first and the last request, spend counts 2 + queued requests.
     _wait(lambda: dep.queued() == 0, 60, "the queue to drain")
     want = 2 + queued
-    _wait(lambda: _spend_tokens(dep, key_id)[2] == want, 60, f"{want} billed requests")
+    _wait(lambda: _spend_tokens(dep, key_id)[2] == want, 60, f"{want} billed requests", billing)
     assert _spend_tokens(dep, key_id) == (TOKENS[0] * want, TOKENS[1] * want, want)
 
 
