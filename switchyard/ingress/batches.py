@@ -50,7 +50,7 @@ def _page_size(raw: str | None, default: int = 20, most: int = 100) -> int:
     Raises:
         InvalidRequest: not a whole number from 1 to ``most``.
     """
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if not (raw.isdecimal() and len(raw) <= 6 and 1 <= int(raw) <= most):
         raise InvalidRequest(f"limit must be a whole number from 1 to {most}", param="limit")
@@ -166,7 +166,7 @@ class BatchApi:
             _, owner, store = self._caller(request)
             q = request.query_params
             limit = _page_size(q.get("limit"), default=10_000, most=10_000)
-            order = q.get("order") or "desc"
+            order = q.get("order", "desc")
             if order not in ("asc", "desc"):
                 raise InvalidRequest("order must be asc or desc", param="order")
             purpose = q.get("purpose")

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from switchyard.ingress.batch_openapi import batch_paths
 from switchyard.ingress.fastpath import ROUTES
 from switchyard.runtime.openapi import add_security_schemes, error_responses
 
@@ -272,11 +273,12 @@ def _plain_paths() -> dict[str, Any]:
 
 
 def llm_paths() -> dict[str, Any]:
-    """Path items for every route of the fast path and the edge's plain routes."""
+    """Path items for every route of the fast path, the edge's plain routes and the Batch API."""
     paths: dict[str, Any] = {}
     for path, (op, _subject) in ROUTES.items():
         paths[path] = {"post": _llm_operation(op, path)}
     paths.update(_plain_paths())
+    paths.update(batch_paths(_SECURITY))
     return paths
 
 
