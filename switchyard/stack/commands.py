@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import signal
 import ssl
 import subprocess
@@ -221,7 +222,8 @@ def summary(
         shown, shell, python = key, key, f'"{key}"'
         if key_file is not None:
             shown = f"in {key_file} (kept out of this log)"
-            shell, python = f"$(cat {key_file})", f'open("{key_file}").read().strip()'
+            shell = f"$(cat {shlex.quote(str(key_file))})"
+            python = f"open({str(key_file)!r}).read().strip()"
         lines += [
             f"Demo client key: {shown}",
             "",
