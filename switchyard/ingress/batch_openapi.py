@@ -51,8 +51,12 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     }
 
 
-def _after() -> dict[str, Any]:
-    return _query("after", {"type": "string"}, "the id of the last object of the previous page")
+def _paging(most: int) -> list[dict[str, Any]]:
+    """``limit`` (1 to ``most``) and ``after`` (the id of the previous page's last object)."""
+    return [
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": most}, "page size"),
+        _query("after", {"type": "string"}, "the id of the last object of the previous page"),
+    ]
 
 
 def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
@@ -120,11 +124,8 @@ def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
                 (400,),
                 parameters=[
                     _query("purpose", {"type": "string"}, "batch or batch_output"),
-                    _query(
-                        "limit", {"type": "integer", "minimum": 1, "maximum": 10_000}, "page size"
-                    ),
                     _query("order", {"type": "string", "enum": ["asc", "desc"]}, "by creation"),
-                    _after(),
+                    *_paging(10_000),
                 ],
             ),
         },
@@ -162,10 +163,7 @@ def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
                 "list_batches",
                 _json("A page of batches", _list_of(batch)),
                 (400,),
-                parameters=[
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "page size"),
-                    _after(),
-                ],
+                parameters=_paging(100),
             ),
         },
         "/v1/batches/{batch_id}": {
