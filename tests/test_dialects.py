@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 import pytest_asyncio
@@ -253,6 +254,27 @@ def test_messages_errors_in_anthropics_shape(agents: Stack, edge: str) -> None:
             extra_body={"max_tokens": "many"},
         )
     assert bad.value.status_code == 400
+
+
+def test_unserved_messages_paths_answer_in_anthropics_shape(agents: Stack, edge: str) -> None:
+    """``count_tokens`` is not served; the SDK must still read a ``not_found_error``, not an
+    OpenAI-shaped body it cannot parse into its error. Other unknown paths stay OpenAI's."""
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        _anthropic(agents, edge).messages.count_tokens(
+            model="translated", messages=[{"role": "user", "content": "x"}]
+        )
+    body = missing.value.body
+    assert body["type"] == "error", body  # type: ignore[index]
+    assert body["error"]["type"] == "not_found_error", body  # type: ignore[index]
+    assert "/v1/messages/count_tokens" in body["error"]["message"]  # type: ignore[index]
+    wrong_method = httpx.get(f"{edge}/v1/messages", timeout=5)
+    assert wrong_method.status_code == 405, wrong_method.text
+    assert wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json()["error"]["type"] == "invalid_request_error"
+    assert wrong_method.json()["type"] == "error"
+    elsewhere = httpx.post(f"{edge}/v1/messagesx", json={}, timeout=5)
+    assert elsewhere.status_code == 404
+    assert elsewhere.json()["error"]["code"] == "not_found"  # OpenAI's shape
 
 
 # ---- the same keys, limits and spend ----

@@ -127,3 +127,20 @@ async def test_an_unreadable_value_the_edge_skipped_is_named_in_the_400(stack: S
             assert error["code"] == "invalid_json"
             assert named in error["message"], error
             assert "not a JSON object" not in error["message"]
+
+
+async def test_a_get_on_an_llm_route_is_a_405_that_says_post(stack: Stack) -> None:
+    """Found by hand: ``curl`` without ``-d`` on /v1/chat/completions answered 404
+    "Unknown path", which reads as a wrong URL. The route exists; the method is wrong."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        for path in ("/v1/chat/completions", "/v1/embeddings", "/chat/completions"):
+            got = await http.get(f"{stack.tail_url}{path}")
+            assert got.status_code == 405, (path, got.text)
+            assert got.headers["allow"] == "POST"
+            error = got.json()["error"]
+            assert error["code"] == "method_not_allowed"
+            assert "POST" in error["message"]
+            assert path in error["message"]
+        unknown = await http.get(f"{stack.tail_url}/v1/chat/completion")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"

@@ -23,11 +23,12 @@ from switchyard.bus import identities
 from switchyard.bus.connect import connect
 from switchyard.client import LLMClient
 from switchyard.config import Settings
+from switchyard.dialects import anthropic
 from switchyard.errors import ApiError, InvalidRequest, error_for_status
 from switchyard.ingress import openapi
 from switchyard.ingress.batches import BatchApi
 from switchyard.ingress.edge import Edge
-from switchyard.ingress.fastpath import FastPath
+from switchyard.ingress.fastpath import ROUTES, FastPath
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import error_response
@@ -157,7 +158,8 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
 
 
 def _error_handlers(app: FastAPI) -> None:
-    """Every error a client can see is OpenAI-shaped, including routing and framework errors."""
+    """Every error a client can see is OpenAI-shaped, including routing and framework errors
+    (Anthropic-shaped under ``/v1/messages``, whose clients are Anthropic's SDKs)."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
@@ -165,7 +167,14 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
+        if exc.status_code == 404 and request.url.path in ROUTES:  # only POST reaches them
+            err = error_for_status(
+                405,
+                f"{request.url.path} takes POST, not {request.method}",
+                code="method_not_allowed",
+                type="invalid_request_error",
+            )
+        elif exc.status_code == 404:
             err = error_for_status(404, f"Unknown path {request.url.path}", code="not_found")
         elif exc.status_code == 405:
             err = error_for_status(
@@ -176,7 +185,15 @@ def _error_handlers(app: FastAPI) -> None:
             )
         else:
             err = error_for_status(exc.status_code, str(exc.detail))
-        return error_response(err)
+        if _anthropic_path(request.url.path):  # an Anthropic SDK reads Anthropic's shape
+            response = Response(
+                anthropic.error_body(err), status_code=err.status, media_type="application/json"
+            )
+        else:
+            response = error_response(err)
+        if request.url.path in ROUTES:
+            response.headers["allow"] = "POST"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -188,3 +205,12 @@ def _error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return error_response(ApiError("internal error in the gateway"))
+
+
+def _anthropic_path(path: str) -> bool:
+    """Paths of Anthropic's Messages API (``/v1/messages``, ``/v1/messages/count_tokens``,
+    ``/v1/messages/batches``): their errors go out in Anthropic's shape."""
+    for prefix in ("/v1/messages", "/messages"):
+        if path == prefix or path.startswith(prefix + "/"):
+            return True
+    return False
