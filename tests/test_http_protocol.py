@@ -207,6 +207,34 @@ async def test_idle_connection_without_a_request_is_closed(edge: Stack) -> None:
     writer.close()
 
 
+async def test_a_busy_keepalive_connection_outlives_the_timeouts_then_idles_out(
+    edge: Stack,
+) -> None:
+    """The phase timer is one per connection and re-armed lazily: requests that keep coming
+    push its deadline on (the connection lives well past ``header_timeout_s``), and once they
+    stop it still closes the connection one timeout after the last answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(edge))
+    began = time.monotonic()
+    answered = 0
+    while time.monotonic() - began < 2.6:  # 2.6 timeouts' worth of requests, 0.3 s apart
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert _status(head) == 200, head
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        answered += 1
+        await asyncio.sleep(0.3)
+    last = time.monotonic() - 0.3
+    assert answered >= 7
+    assert await asyncio.wait_for(reader.read(100), 10) == b""  # closed, as idle
+    assert 0.8 < time.monotonic() - last < 3
+    writer.close()
+
+
 async def test_slow_header_sender_gets_408(edge: Stack) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", _port(edge))
     began = time.monotonic()

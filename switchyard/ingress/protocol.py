@@ -15,7 +15,8 @@ forever. Each bound here answers or closes such a connection (see docs/security.
 * more than ``max_connections`` open connections: an idle one is closed to make room for the
   new one, or, when none is idle, the new one is closed at once.
 
-The checks cost nothing per request beyond two timers; the ASGI application never sees a
+The checks cost nothing per request beyond reading the loop's clock (one lazily re-armed timer
+per connection); the ASGI application never sees a
 request that broke one.
 """
 
@@ -60,6 +61,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when ``_timer`` fires
+        self._deadline: float | None = None  # when the current phase must have ended
         self._write_timer: asyncio.TimerHandle | None = None
 
     # ---- connection ----
@@ -88,6 +91,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
@@ -164,16 +170,32 @@ class GuardedProtocol(HttpToolsProtocol):
     # ---- helpers ----
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, self._timed_out)
-
-    def _disarm(self) -> None:
+        """The phase must end within ``seconds``. One timer per connection, re-armed lazily:
+        moving the deadline later (every request on a keep-alive connection does, twice) only
+        stores a number, and the timer, when it fires early, sleeps again until the deadline."""
+        self._deadline = self.loop.time() + seconds
+        if self._timer is not None and self._timer_at <= self._deadline:
+            return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+        self._timer_at = self._deadline
+        self._timer = self.loop.call_at(self._deadline, self._check)
+
+    def _disarm(self) -> None:
+        self._deadline = None  # the timer, if any, finds nothing due when it fires
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._deadline is None:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer_at = self._deadline
+            self._timer = self.loop.call_at(self._deadline, self._check)
+            return
+        self._deadline = None
+        self._timed_out()
 
     def _timed_out(self) -> None:
-        self._timer = None
         if self.transport.is_closing():
             return
         if self._phase == "idle":
