@@ -16,8 +16,7 @@ forever. Each bound here answers or closes such a connection (see docs/security.
   new one, or, when none is idle, the new one is closed at once.
 
 The checks cost nothing per request beyond reading the loop's clock (one lazily re-armed timer
-per connection); the ASGI application never sees a
-request that broke one.
+per connection); the ASGI application never sees a request that broke one.
 """
 
 from __future__ import annotations
