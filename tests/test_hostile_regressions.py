@@ -142,5 +142,9 @@ async def test_a_get_on_an_llm_route_is_a_405_that_says_post(stack: Stack) -> No
             assert "POST" in error["message"]
             assert path in error["message"]
         unknown = await http.get(f"{stack.tail_url}/v1/chat/completion")
+        models = await http.post(f"{stack.tail_url}/v1/models", json={})
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "not_found"
+    assert models.status_code == 405  # a route of the app's router says which methods it takes
+    assert "GET" in models.headers["allow"]
+    assert models.json()["error"]["code"] == "method_not_allowed"

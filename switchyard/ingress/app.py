@@ -191,6 +191,8 @@ def _error_handlers(app: FastAPI) -> None:
             )
         else:
             response = error_response(err)
+        for name, value in (exc.headers or {}).items():  # a 405's Allow, from the router
+            response.headers[name] = value
         if request.url.path in ROUTES:
             response.headers["allow"] = "POST"
         return response
