@@ -31,7 +31,7 @@ from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import ROUTES, FastPath
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.metrics import EdgeMetrics
-from switchyard.ingress.responses import error_response
+from switchyard.ingress.responses import JSON, error_response
 from switchyard.limits.limiter import Limiter
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.metrics import CONTENT_TYPE, Metrics, count_reconnects
@@ -167,6 +167,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})  # a 405's Allow, from the router
         if exc.status_code == 404 and request.url.path in ROUTES:  # only POST reaches them
             err = error_for_status(
                 405,
@@ -174,6 +175,7 @@ def _error_handlers(app: FastAPI) -> None:
                 code="method_not_allowed",
                 type="invalid_request_error",
             )
+            headers["allow"] = "POST"
         elif exc.status_code == 404:
             err = error_for_status(404, f"Unknown path {request.url.path}", code="not_found")
         elif exc.status_code == 405:
@@ -186,15 +188,10 @@ def _error_handlers(app: FastAPI) -> None:
         else:
             err = error_for_status(exc.status_code, str(exc.detail))
         if _anthropic_path(request.url.path):  # an Anthropic SDK reads Anthropic's shape
-            response = Response(
-                anthropic.error_body(err), status_code=err.status, media_type="application/json"
-            )
+            response = Response(anthropic.error_body(err), err.status, media_type=JSON)
         else:
             response = error_response(err)
-        for name, value in (exc.headers or {}).items():  # a 405's Allow, from the router
-            response.headers[name] = value
-        if request.url.path in ROUTES:
-            response.headers["allow"] = "POST"
+        response.headers.update(headers)
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -210,9 +207,10 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 def _anthropic_path(path: str) -> bool:
-    """Paths of Anthropic's Messages API (``/v1/messages``, ``/v1/messages/count_tokens``,
-    ``/v1/messages/batches``): their errors go out in Anthropic's shape."""
-    for prefix in ("/v1/messages", "/messages"):
-        if path == prefix or path.startswith(prefix + "/"):
-            return True
-    return False
+    """Paths of Anthropic's Messages API (the fast path's ``messages`` routes and anything
+    under them, like ``/v1/messages/count_tokens``): their errors go out in Anthropic's shape."""
+    return any(
+        path == route or path.startswith(route + "/")
+        for route, (op, _) in ROUTES.items()
+        if op == "messages"
+    )
