@@ -45,6 +45,21 @@ async def test_clearing_the_cooldown_of_an_invalid_deployment_id_is_400(stack: S
     assert ok.status_code == 200, ok.text
 
 
+async def test_a_route_table_whose_providers_is_not_an_object_is_a_400(stack: Stack) -> None:
+    """Found by HTTP fuzzing of /admin/v1: the check for provider keys pasted into the table
+    read ``providers`` as an object before the typed decode ran, so a number there (or a
+    ``table`` that is a list) was a 500."""
+    for body in (
+        {"table": {"providers": 8660.1, "routes": {}}},
+        {"table": {"providers": [1, 2], "routes": {}}},
+        {"table": [], "expected_revision": 1},
+        {"table": "x"},
+    ):
+        got = await stack.admin("PUT", "/routes", body)
+        assert got.status_code == 400, got.text
+        assert got.json()["error"]["type"] == "invalid_request_error"
+
+
 async def test_secret_provider_label_with_control_characters_is_400(stack: Stack) -> None:
     """Found by HTTP fuzzing of /admin/v1: OpenBao refuses control characters in custom
     metadata, and that refusal reached the admin as a 503."""

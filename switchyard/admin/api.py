@@ -567,7 +567,12 @@ def _refuse_literal_keys(body: bytes, name: str = "") -> None:
         return  # the typed decode reports it
     if not isinstance(doc, dict):
         return
-    providers = [doc] if name else list(((doc.get("table") or {}).get("providers") or {}).values())
+    if name:
+        providers = [doc]
+    else:  # any other shape is the typed decode's to report
+        table = doc.get("table")
+        found = table.get("providers") if isinstance(table, dict) else None
+        providers = list(found.values()) if isinstance(found, dict) else []
     for provider in providers:
         if isinstance(provider, dict):
             for field in LITERAL_KEY_FIELDS:
