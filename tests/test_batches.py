@@ -14,11 +14,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import openai
 import pytest
 import pytest_asyncio
 
 from switchyard.runtime.batchstore import BatchStore
+from switchyard.schemas import batches as b
 from switchyard.stack import local
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
@@ -38,6 +40,7 @@ async def batchy(
         },
         "routes": {"bulk": {"deployments": [{"provider": "fake", "model": "slow:50"}]}},
         "modelproxy": {"ack_wait_s": 4},
+        "batch": {"sweep_s": 1},
         "logging": {"level": "info"},
     }
     stack = await start_stack(tmp_path_factory.mktemp("batchy"), extra)
@@ -243,6 +246,88 @@ async def test_a_batch_whose_input_file_was_deleted_fails_naming_it(batchy: Stac
     error = done.errors.data[0]
     assert (error.code, error.param) == ("invalid_file", "input_file_id")
     assert file.id in (error.message or "")
+
+
+async def test_files_and_batch_records_expire_as_at_openai(batchy: Stack) -> None:
+    """Uploads and outputs carry ``expires_at`` (the caller's ``expires_after`` /
+    ``output_expires_after``, else 30 days); an expired file is gone for callers at once, and
+    the runner's sweep deletes it and the records of long-finished batches from the buckets.
+    Without it both grew for ever."""
+    key, _ = await batchy.new_key("batch-expiry")
+    async with _client(batchy, key) as client:
+        hour: Any = {"anchor": "created_at", "seconds": 3600}
+        short = await client.files.create(
+            file=("s.jsonl", _input("expiry")), purpose="batch", expires_after=hour
+        )
+        assert short.expires_at == short.created_at + 3600
+        plain = await client.files.create(file=("p.jsonl", b"{}\n"), purpose="batch")
+        assert plain.expires_at == plain.created_at + 30 * 86400
+        bads: list[Any] = [
+            {"anchor": "created_at", "seconds": 60},
+            {"anchor": "last_used", "seconds": 3600},
+        ]
+        for bad in bads:
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.files.create(
+                    file=("b.jsonl", b"{}\n"),
+                    purpose="batch",
+                    expires_after=bad,
+                )
+            assert refused.value.body["param"] == "expires_after"  # type: ignore[index]
+        batch = await client.batches.create(
+            input_file_id=short.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            output_expires_after={"anchor": "created_at", "seconds": 7200},
+        )
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=90)
+        assert done.status == "completed", done.errors
+        output = await client.files.retrieve(done.output_file_id or "")
+        assert output.expires_at == output.created_at + 7200
+
+    # Records as they look once time has passed: a file past its expiry (not yet swept) and a
+    # batch that ended 31 days ago.
+    tail = await batchy.connect("tail")
+    try:
+        store = BatchStore(tail.jetstream())
+        now = int(time.time())
+        old = await store.file(plain.id)
+        assert old is not None
+        stale = b.FileObject(**{**msgspec.structs.asdict(old.file), "expires_at": now - 120})
+        await store.put_file(b.FileRecord(file=stale, owner=old.owner), b"{}\n")
+        found = await store.get(done.id)
+        assert found is not None
+        ended = now - 31 * 86400
+        await store.create(
+            msgspec.structs.replace(
+                found[0],
+                batch=msgspec.structs.replace(
+                    found[0].batch, id="batch_ended_long_ago", completed_at=ended
+                ),
+            )
+        )
+        async with _client(batchy, key) as client:
+            with pytest.raises(openai.NotFoundError):  # gone for callers at once
+                await client.files.retrieve(plain.id)
+            assert plain.id not in {f.id async for f in client.files.list()}
+            with pytest.raises(openai.BadRequestError):
+                await client.batches.create(
+                    input_file_id=plain.id, endpoint="/v1/chat/completions", completion_window="24h"
+                )
+            assert (await client.batches.retrieve("batch_ended_long_ago")).status == "completed"
+            deadline = time.monotonic() + 15
+            while await store.file(plain.id) is not None or await store.get("batch_ended_long_ago"):
+                assert time.monotonic() < deadline, "the runner's sweep did not delete them"
+                await asyncio.sleep(0.3)
+            assert await store.content(plain.id) is None
+            with pytest.raises(openai.NotFoundError):
+                await client.batches.retrieve("batch_ended_long_ago")
+            # What has not expired stays: the batch that ended just now and its files.
+            assert (await client.batches.retrieve(done.id)).status == "completed"
+            assert (await client.files.content(done.output_file_id or "")).content
+            assert (await client.files.retrieve(short.id)).id == short.id
+    finally:
+        await tail.close()
 
 
 async def test_killing_every_model_proxy_then_restarting_loses_and_repeats_nothing(

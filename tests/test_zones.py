@@ -332,6 +332,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$O.sy_files.C.x",
             "$KV.sy_batches.b.x",
             "$KV.sy_batch_lines.b.1",
+            "$JS.API.STREAM.PURGE.KV_sy_batches",
         ],
         "pub_no": [
             SECRET_GET,

@@ -153,7 +153,9 @@ def permissions_for(identity: Identity) -> Permissions:
                     s.RESPONSES,
                     _heartbeat(name),
                     *_BATCH_STATE,
-                    f"$JS.API.STREAM.PURGE.KV_{s.BATCH_LINES_BUCKET}",  # a finished batch's
+                    # A finished batch's line results; expired files' and batches' records.
+                    f"$JS.API.STREAM.PURGE.KV_{s.BATCH_LINES_BUCKET}",
+                    f"$JS.API.STREAM.PURGE.KV_{s.BATCHES_BUCKET}",
                 ),
                 publish_deny=(
                     *_SECRET_VALUES,

@@ -299,12 +299,21 @@ class BatchSettings(_Section, frozen=True):
         line_timeout_s: an unanswered line is submitted again after this long (kept below
             ``nats.response_threshold_s``: a reply path idle longer is dropped by the server).
         progress_s: how often a running batch's ``request_counts`` are written.
+        file_expiry_s: how long an upload, or a batch's output and error file, lives when
+            its creator set no ``expires_after`` / ``output_expires_after`` (OpenAI's
+            default for batch files: 30 days); 0 keeps them until deleted.
+        finished_batch_ttl_s: how long a batch's record stays after it ended (completed,
+            failed, expired, cancelled); 0 keeps records for ever.
+        sweep_s: how often the runner deletes expired files and batch records.
     """
 
     max_file_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 100 * 1024 * 1024
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 64
     line_timeout_s: Seconds = 240.0
     progress_s: Seconds = 1.0
+    file_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 30 * 86400
+    finished_batch_ttl_s: Annotated[int, msgspec.Meta(ge=0)] = 30 * 86400
+    sweep_s: Seconds = 600.0
 
 
 class LoggingSettings(_Section, frozen=True):

@@ -70,7 +70,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
     metrics = Metrics(kind)
     edge.stats = EdgeMetrics(metrics)
     edge.tracing = setup_tracing(settings.telemetry, kind, instance or kind)
-    batch_api = BatchApi(edge, settings.batch.max_file_bytes)
+    batch_api = BatchApi(edge, settings.batch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -86,6 +86,13 @@ def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "purpose": {"type": "string", "enum": ["batch"]},
+                        # OpenAI's expiration policy, as the SDKs flatten it into the form.
+                        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+                        "expires_after[seconds]": {
+                            "type": "integer",
+                            "minimum": b.EXPIRY_MIN_S,
+                            "maximum": b.EXPIRY_MAX_S,
+                        },
                     },
                 }
             }

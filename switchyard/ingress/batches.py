@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchyard.config import BatchSettings
 from switchyard.errors import (
     ApiError,
     Conflict,
@@ -57,6 +58,34 @@ def _page_size(raw: str | None, default: int = 20, most: int = 100) -> int:
     return int(raw)
 
 
+def _expires_after(anchor: Any, seconds: Any) -> int | None:
+    """The lifetime an upload asks for (``expires_after`` as the SDKs send it in the form:
+    ``expires_after[anchor]`` and ``expires_after[seconds]``); None when it asks for none.
+
+    Raises:
+        InvalidRequest: only one half given, another anchor, or seconds outside OpenAI's
+            bounds (an hour to thirty days).
+    """
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise InvalidRequest(
+            "expires_after needs anchor `created_at` and seconds", param="expires_after"
+        )
+    low, high = b.EXPIRY_MIN_S, b.EXPIRY_MAX_S
+    if not (
+        isinstance(seconds, str)
+        and seconds.isdecimal()
+        and len(seconds) <= 8
+        and low <= int(seconds) <= high
+    ):
+        raise InvalidRequest(
+            f"expires_after[seconds] must be a whole number from {low} to {high}",
+            param="expires_after",
+        )
+    return int(seconds)
+
+
 def _page(items: Sequence[b.FileObject | b.Batch], after: str | None, limit: int) -> Any:
     """One page of a list, OpenAI's cursor way: the items after the one with id ``after``."""
     if after:
@@ -79,10 +108,11 @@ def _ok(doc: Any) -> Response:
 class BatchApi:
     """``/v1/files`` and ``/v1/batches`` for one edge; ``store`` is attached at startup."""
 
-    def __init__(self, edge: Edge, max_file_bytes: int) -> None:
+    def __init__(self, edge: Edge, settings: BatchSettings) -> None:
         self.edge = edge
         self.store: BatchStore | None = None
-        self.max_file_bytes = max_file_bytes
+        self.max_file_bytes = settings.max_file_bytes
+        self.file_expiry_s = settings.file_expiry_s
 
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
@@ -119,17 +149,23 @@ class BatchApi:
                 raise InvalidRequest("only purpose `batch` is supported", param="purpose")
             if not isinstance(upload, UploadFile):
                 raise InvalidRequest("attach the JSONL file as `file`", param="file")
+            lifetime = _expires_after(
+                form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
+            )
             data = await upload.read()
             if len(data) > self.max_file_bytes:
                 raise InvalidRequest(
                     f"files are limited to {self.max_file_bytes} bytes", param="file"
                 )
+            now = int(time.time())
+            lifetime = lifetime or self.file_expiry_s
             file = b.FileObject(
                 id=_new_id("file-"),
                 bytes=len(data),
-                created_at=int(time.time()),
+                created_at=now,
                 filename=upload.filename or "upload.jsonl",
                 purpose="batch",
+                expires_at=now + lifetime if lifetime else None,
             )
             await store.put_file(b.FileRecord(file=file, owner=owner), data)
             return _ok(file)
@@ -140,7 +176,7 @@ class BatchApi:
         _, owner, store = self._caller(request)
         file_id = request.path_params["file_id"]
         record = await store.file(file_id)
-        if record is None or record.owner != owner:
+        if record is None or record.owner != owner or b.file_gone(record.file, time.time()):
             raise NoSuchObject(f"No such File object: {file_id}", param="file_id")
         return record, store
 
@@ -170,10 +206,13 @@ class BatchApi:
             if order not in ("asc", "desc"):
                 raise InvalidRequest("order must be asc or desc", param="order")
             purpose = q.get("purpose")
+            now = time.time()
             mine = [
                 r.file
                 for r in await store.files()
-                if r.owner == owner and (not purpose or r.file.purpose == purpose)
+                if r.owner == owner
+                and (not purpose or r.file.purpose == purpose)
+                and not b.file_gone(r.file, now)
             ]
             if order == "asc":
                 mine.reverse()
@@ -214,11 +253,12 @@ class BatchApi:
             if ask.completion_window != "24h":
                 raise InvalidRequest("completion_window must be 24h", param="completion_window")
             file = await store.file(ask.input_file_id)
-            if file is None or file.owner != owner:
+            now = int(time.time())
+            if file is None or file.owner != owner or b.file_gone(file.file, now):
                 raise InvalidRequest(
                     f"No such File object: {ask.input_file_id}", param="input_file_id"
                 )
-            now = int(time.time())
+            outputs = ask.output_expires_after
             batch = b.Batch(
                 id=_new_id("batch_"),
                 endpoint=ask.endpoint,
@@ -230,7 +270,13 @@ class BatchApi:
                 metadata=ask.metadata,
             )
             await store.create(
-                b.BatchRecord(batch=batch, owner=owner, key_id=key.id, key_hash=key.hash)
+                b.BatchRecord(
+                    batch=batch,
+                    owner=owner,
+                    key_id=key.id,
+                    key_hash=key.hash,
+                    output_expires_s=outputs.seconds if outputs else None,
+                )
             )
             return _ok(batch)
         except ApiError as exc:

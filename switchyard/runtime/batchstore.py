@@ -91,7 +91,23 @@ class BatchStore:
         with contextlib.suppress(ObjectNotFoundError, ObjectDeletedError):
             await (await self._objects()).delete(file_id)
 
+    async def expire_file(self, file_id: str) -> None:
+        """Remove an expired file for good: its bytes, then every trace of its record (a
+        delete would leave a marker per file in the bucket for ever)."""
+        with contextlib.suppress(ObjectNotFoundError, ObjectDeletedError):
+            await (await self._objects()).delete(file_id)
+        await self._purge_key(b.FILE_PREFIX + file_id)
+
+    async def _purge_key(self, key: str) -> None:
+        await self._js.purge_stream(
+            f"KV_{subjects.BATCHES_BUCKET}", subject=f"$KV.{subjects.BATCHES_BUCKET}.{key}"
+        )
+
     # ---- batches ----
+
+    async def forget(self, batch_id: str) -> None:
+        """Remove a finished batch's record and its history."""
+        await self._purge_key(b.BATCH_PREFIX + batch_id)
 
     async def create(self, record: b.BatchRecord) -> None:
         await (await self._kv()).create(b.BATCH_PREFIX + record.batch.id, b.ENCODER.encode(record))

@@ -9,7 +9,7 @@ Files live in the ``sy_files`` object store (content) with a :class:`FileRecord`
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -34,6 +34,16 @@ ENDPOINTS: dict[str, str] = {
 }
 FILE_PREFIX = "f."
 BATCH_PREFIX = "b."
+# OpenAI's bounds for a file's ``expires_after.seconds``: one hour to thirty days.
+EXPIRY_MIN_S = 3600
+EXPIRY_MAX_S = 30 * 86400
+# The time stamp each final status sets: a finished batch's record ages from it.
+ENDED_AT: dict[str, str] = {
+    "completed": "completed_at",
+    "failed": "failed_at",
+    "expired": "expired_at",
+    "cancelled": "cancelled_at",
+}
 
 
 class FileObject(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +55,12 @@ class FileObject(msgspec.Struct, frozen=True, kw_only=True):
     object: str = "file"
     status: str = "processed"
     expires_at: int | None = None
+
+
+def file_gone(file: FileObject, now: float) -> bool:
+    """True once a file's ``expires_at`` has passed: callers no longer see it, and the batch
+    runner deletes it (unless a batch that has not ended still uses it)."""
+    return file.expires_at is not None and now >= file.expires_at
 
 
 class FileRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +118,8 @@ class BatchRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     ``generation`` makes each restart's attempts distinct on the bus, so a line resubmitted
     after a restart is not mistaken for the lost submission it replaces.
+    ``output_expires_s``: the output and error files expire this long after they are written
+    (the caller's ``output_expires_after``; None: ``batch.file_expiry_s``).
     """
 
     batch: Batch
@@ -109,6 +127,13 @@ class BatchRecord(msgspec.Struct, frozen=True, kw_only=True):
     key_id: str
     key_hash: str
     generation: int = 0
+    output_expires_s: int | None = None
+
+
+def ended_at(batch: Batch) -> int | None:
+    """When a batch reached its final status (None while it has not)."""
+    stamp = ENDED_AT.get(batch.status)
+    return getattr(batch, stamp) if stamp else None
 
 
 class BatchLine(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,6 +145,13 @@ class BatchLine(msgspec.Struct, frozen=True, kw_only=True):
     body: dict[str, Any]
 
 
+class ExpiresAfter(msgspec.Struct, frozen=True, kw_only=True):
+    """OpenAI's expiration policy: ``seconds`` after the file's ``created_at``."""
+
+    anchor: Literal["created_at"]
+    seconds: Annotated[int, msgspec.Meta(ge=EXPIRY_MIN_S, le=EXPIRY_MAX_S)]
+
+
 class BatchCreate(msgspec.Struct, frozen=True, kw_only=True):
     """``POST /v1/batches``."""
 
@@ -127,6 +159,7 @@ class BatchCreate(msgspec.Struct, frozen=True, kw_only=True):
     endpoint: str
     completion_window: str = "24h"
     metadata: dict[str, str] | None = None
+    output_expires_after: ExpiresAfter | None = None
 
 
 FILE_RECORD = msgspec.json.Decoder(FileRecord)

@@ -28,6 +28,7 @@ from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import batches as b
+from switchyard.workers.batch import expiry
 from switchyard.workers.batch.job import Invalid, Job, parse_input, result_line, succeeded
 
 log = logging.getLogger("switchyard.batch")
@@ -44,6 +45,7 @@ class BatchRunner:
         self._records: dict[str, b.BatchRecord] = {}
         self._running: set[str] = set()
         self._jobs = TaskSupervisor("batch-jobs")
+        self._sweeper = TaskSupervisor("batch-sweep")
         self._follower = KvFollower(
             nc.jetstream(timeout=10), subjects.BATCHES_BUCKET, self._on_entry, keys="b.>"
         )
@@ -68,13 +70,44 @@ class BatchRunner:
     async def start(self) -> None:
         await self.llm.start()
         await self._follower.start()
+        self._sweeper.spawn(self._sweep_forever())
         self.ready = True
 
     async def stop(self, grace: float) -> None:
         self.ready = False
+        await self._sweeper.cancel_all()
         await self._follower.stop()
         await self._jobs.cancel_all()  # lines in flight are sent again after a restart
         await self.llm.close()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep(time.time())
+            except Exception:  # the store is unreachable: nothing is lost by waiting
+                log.exception("sweeping expired batch files and records failed; trying later")
+            await asyncio.sleep(self.settings.batch.sweep_s)
+
+    async def sweep(self, now: float) -> tuple[list[str], list[str]]:
+        """Delete the files that expired and the records of batches that ended
+        ``batch.finished_batch_ttl_s`` ago (see :func:`expiry.due`); returns their ids."""
+        files = await self.store.files()
+        records = await self.store.records()
+        gone_files, gone_batches = expiry.due(
+            files, records, now, self.settings.batch.finished_batch_ttl_s
+        )
+        for file_id in gone_files:
+            await self.store.expire_file(file_id)
+        for batch_id in gone_batches:
+            await self.store.forget(batch_id)
+            self._records.pop(batch_id, None)
+        if gone_files or gone_batches:
+            log.info(
+                "deleted %d expired files and %d batch records",
+                len(gone_files),
+                len(gone_batches),
+            )
+        return gone_files, gone_batches
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
         batch_id = key[len(b.BATCH_PREFIX) :]
@@ -229,7 +262,6 @@ class BatchRunner:
         counts = b.RequestCounts(total=len(lines), completed=len(good), failed=len(bad))
 
         def finish(r: b.BatchRecord) -> b.BatchRecord:
-            stamps = {"completed": "completed_at", "cancelled": "cancelled_at"}
             batch = msgspec.structs.replace(
                 r.batch,
                 status=final,
@@ -237,7 +269,7 @@ class BatchRunner:
                 output_file_id=output_id,
                 error_file_id=error_id,
                 finalizing_at=r.batch.finalizing_at or now,
-                **{stamps.get(final, "expired_at"): now},
+                **{b.ENDED_AT[final]: now},
             )
             return msgspec.structs.replace(r, batch=batch)
 
@@ -250,12 +282,15 @@ class BatchRunner:
 
     async def _write_file(self, record: b.BatchRecord, file_id: str, rows: list[bytes]) -> str:
         data = b"".join(row + b"\n" for row in rows)
+        now = int(time.time())
+        lifetime = record.output_expires_s or self.settings.batch.file_expiry_s
         file = b.FileObject(
             id=file_id,
             bytes=len(data),
-            created_at=int(time.time()),
+            created_at=now,
             filename=f"{record.batch.id}_{file_id.rsplit('-', 1)[1]}.jsonl",
             purpose="batch_output",
+            expires_at=now + lifetime if lifetime else None,
         )
         await self.store.put_file(b.FileRecord(file=file, owner=record.owner), data)
         return file_id
