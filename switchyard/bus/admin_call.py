@@ -7,6 +7,8 @@ service into a clear 503.
 
 from __future__ import annotations
 
+import asyncio
+
 import nats.errors
 from nats.aio.client import Client as NATS
 
@@ -14,6 +16,10 @@ from switchyard.bus.replies import ReplyKind, decode_reply, error_from_reply
 from switchyard.errors import ServiceUnavailable
 
 ACTOR = "Sy-Actor"
+# "No responders" is retried this long before it becomes a 503: a service that is restarting,
+# or whose subscription the server has not yet matched across accounts, answers a moment later.
+# Safe for every call, edits included: "no responders" means no subscriber got the request.
+NO_RESPONDERS_RETRY_S = 2.0
 
 
 async def call(
@@ -26,16 +32,25 @@ async def call(
         ApiError: the error the service replied with.
     """
     headers = {ACTOR: actor} if actor else None
-    try:
-        msg = await nc.request(subject, body, timeout=timeout, headers=headers)
-    except nats.errors.NoRespondersError:
-        raise ServiceUnavailable(
-            f"the {service} service is not running (is the stack up?)", code=f"{service}_down"
-        ) from None
-    except nats.errors.TimeoutError:
-        raise ServiceUnavailable(
-            f"the {service} service did not answer", code=f"{service}_down"
-        ) from None
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + min(NO_RESPONDERS_RETRY_S, timeout)
+    pause = 0.05
+    while True:
+        try:
+            msg = await nc.request(subject, body, timeout=timeout, headers=headers)
+            break
+        except nats.errors.NoRespondersError:
+            if loop.time() + pause > give_up:
+                raise ServiceUnavailable(
+                    f"the {service} service is not running (is the stack up?)",
+                    code=f"{service}_down",
+                ) from None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.4)
+        except nats.errors.TimeoutError:
+            raise ServiceUnavailable(
+                f"the {service} service did not answer", code=f"{service}_down"
+            ) from None
     reply = decode_reply(msg.data, msg.headers)
     if reply.kind is ReplyKind.ERROR:
         raise error_from_reply(reply)
