@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import msgspec
 import openai
 import pytest
@@ -274,6 +275,15 @@ async def test_files_and_batch_records_expire_as_at_openai(batchy: Stack) -> Non
                     expires_after=bad,
                 )
             assert refused.value.body["param"] == "expires_after"  # type: ignore[index]
+        async with httpx.AsyncClient(base_url=batchy.tail_url) as http:  # curl -F's mistake
+            flat = await http.post(
+                "/v1/files",
+                headers={"Authorization": f"Bearer {key}"},
+                data={"purpose": "batch", "expires_after": json.dumps(hour)},
+                files={"file": ("f.jsonl", b"{}\n")},
+            )
+        assert flat.status_code == 400, flat.text
+        assert "expires_after[anchor]" in flat.json()["error"]["message"]
         batch = await client.batches.create(
             input_file_id=short.id,
             endpoint="/v1/chat/completions",

@@ -149,6 +149,12 @@ class BatchApi:
                 raise InvalidRequest("only purpose `batch` is supported", param="purpose")
             if not isinstance(upload, UploadFile):
                 raise InvalidRequest("attach the JSONL file as `file`", param="file")
+            if "expires_after" in form:  # e.g. curl -F expires_after='{...}': not the form
+                raise InvalidRequest(
+                    "send expires_after as the fields expires_after[anchor] and "
+                    "expires_after[seconds]",
+                    param="expires_after",
+                )
             lifetime = _expires_after(
                 form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
             )
