@@ -13,6 +13,7 @@ Endpoints (NATS micro, queue group ``control``, exported to the CLIENT admin ide
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
-from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -47,6 +48,7 @@ from switchyard.schemas.routing import (
     InvalidRouteTable,
     RouteTable,
     decode_route_table,
+    is_deployment_id,
     route_table_problems,
 )
 
@@ -264,14 +266,12 @@ class Control:
             ref = wire.DEPLOYMENT_REF.decode(req.data)
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             raise InvalidRequest(f"invalid request: {exc}") from None
-        try:
-            await self._health.delete(f"{COOLDOWN_PREFIX}{ref.deployment}")
-        except KeyNotFoundError:
-            pass
-        except InvalidKeyError:  # an id no route can have (wildcards, spaces, non-ASCII)
+        if not is_deployment_id(ref.deployment):  # "a..b" is a valid key, not a subject
             raise InvalidRequest(
                 "not a deployment id", param="deployment", code="invalid_deployment"
-            ) from None
+            )
+        with contextlib.suppress(KeyNotFoundError):
+            await self._health.delete(f"{COOLDOWN_PREFIX}{ref.deployment}")
         audit.info("cooldown of %s cleared by %s", ref.deployment, request_actor(req))
         await reply_ok(req, b'{"cleared":true}')
 

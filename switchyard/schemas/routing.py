@@ -138,6 +138,13 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+# Every id :func:`deployment_id` makes matches this (at most 80 + 9 characters).
+_DEPLOYMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def is_deployment_id(value: str) -> bool:
+    """True when ``value`` could be a deployment's id (one NATS token: no dots, wildcards)."""
+    return _DEPLOYMENT_ID.fullmatch(value) is not None
 
 
 @functools.lru_cache(maxsize=4096)
