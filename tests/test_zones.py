@@ -153,6 +153,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "_INBOX_gateway.x",
             "llm.v1.hold.x.default.t",
             "$KV.sy_batch_lines.b.1",
+            "$JS.API.STREAM.PURGE.KV_sy_batches",  # only the batch runner sweeps
             "secrets.v1.changed.openai",
             CONTROL_ADMIN,
             "$KV.sy_routes.table",
