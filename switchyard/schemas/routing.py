@@ -138,8 +138,9 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-# Every id :func:`deployment_id` makes matches this (at most 80 + 9 characters).
-_DEPLOYMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# Every id :func:`deployment_id` makes matches this: a sanitised one is 89 characters at most,
+# an unchanged one up to 386 (a 128-character provider, "--", a 256-character model).
+_DEPLOYMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,512}")
 
 
 def is_deployment_id(value: str) -> bool:

@@ -8,7 +8,7 @@ import pytest
 
 from switchyard.config import load_settings
 from switchyard.errors import ConfigError
-from switchyard.schemas.routing import deployment_id
+from switchyard.schemas.routing import deployment_id, is_deployment_id
 
 pytestmark = pytest.mark.unit
 
@@ -150,3 +150,10 @@ def test_deployment_ids_are_token_safe() -> None:
     assert plain == "openai--gpt-4o"
     assert all(c.isalnum() or c in "_-" for c in odd)
     assert deployment_id("p", "a.b") != deployment_id("p", "a_b")
+    # Every id it can make is one the control service accepts (clearing a cooldown).
+    longest = deployment_id("p" * 128, "m" * 256)
+    assert len(longest) == 386
+    for made in (plain, odd, longest, deployment_id("p" * 128, "m." * 128)):
+        assert is_deployment_id(made), made
+    for bad in ("", "a.b", "a..b", "x y", "caf\u00e9", "a>"):
+        assert not is_deployment_id(bad), bad
