@@ -13,7 +13,7 @@ import openai
 import pytest
 import pytest_asyncio
 
-from tests.fakes.anthropic import INPUT_TOKENS, OUTPUT_TOKENS, REPLY, FakeAnthropic
+from tests.fakes.anthropic import COUNTED, INPUT_TOKENS, OUTPUT_TOKENS, REPLY, FakeAnthropic
 from tests.fakes.server import InThread
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
@@ -29,6 +29,13 @@ WEATHER = {
         "properties": {"city": {"type": "string"}},
         "required": ["city"],
     },
+}
+
+# The same tool in Anthropic's shape.
+_WEATHER_TOOL = {
+    "name": WEATHER["name"],
+    "description": WEATHER["description"],
+    "input_schema": WEATHER["parameters"],
 }
 
 
@@ -256,17 +263,84 @@ def test_messages_errors_in_anthropics_shape(agents: Stack, edge: str) -> None:
     assert bad.value.status_code == 400
 
 
-def test_unserved_messages_paths_answer_in_anthropics_shape(agents: Stack, edge: str) -> None:
-    """``count_tokens`` is not served; the SDK must still read a ``not_found_error``, not an
-    OpenAI-shaped body it cannot parse into its error. Other unknown paths stay OpenAI's."""
-    with pytest.raises(anthropic.NotFoundError) as missing:
-        _anthropic(agents, edge).messages.count_tokens(
+def test_count_tokens_passed_through_to_anthropic(agents: Stack, edge: str) -> None:
+    """Anthropic counts for its own deployments: the fake answers COUNTED + messages."""
+    count = _anthropic(agents, edge).messages.count_tokens(
+        model="native-messages",
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "how many?"},
+        ],
+    )
+    assert count.input_tokens == COUNTED + 3
+
+
+def test_count_tokens_estimated_for_other_providers(agents: Stack, edge: str) -> None:
+    """A chat-only provider cannot count: the model-proxy estimates with OpenAI's tokenizer,
+    and the estimate follows what the request holds."""
+    client = _anthropic(agents, edge)
+
+    def count(**extra: Any) -> int:
+        messages = extra.pop("messages", [{"role": "user", "content": "hi"}])
+        return client.messages.count_tokens(
+            model="translated", messages=messages, **extra
+        ).input_tokens
+
+    short = count()
+    assert 5 <= short <= 20, short
+    long = count(messages=[{"role": "user", "content": "word " * 1000}])
+    assert 990 <= long - short <= 1_010, (short, long)
+    assert count(system="You are a careful assistant who answers briefly.") > short + 5
+    assert count(tools=[_WEATHER_TOOL]) > short + 10
+    png = {"type": "base64", "media_type": "image/png", "data": "iVBO"}
+    content = [{"type": "image", "source": png}, {"type": "text", "text": "hi"}]
+    with_image = count(messages=[{"role": "user", "content": content}])
+    assert with_image >= short + 1_500
+
+
+def test_count_tokens_errors_in_anthropics_shape(agents: Stack, edge: str) -> None:
+    client = _anthropic(agents, edge)
+    with pytest.raises(anthropic.NotFoundError) as unknown:
+        client.messages.count_tokens(
+            model="no-such-model", messages=[{"role": "user", "content": "x"}]
+        )
+    assert unknown.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    with pytest.raises(anthropic.AuthenticationError):
+        _anthropic(agents, edge, key="sk-sy-wrong").messages.count_tokens(
             model="translated", messages=[{"role": "user", "content": "x"}]
         )
+    empty = httpx.post(
+        f"{edge}/v1/messages/count_tokens",
+        json={"model": "translated"},
+        headers={"x-api-key": agents.api_key},
+        timeout=5,
+    )
+    assert empty.status_code == 400, empty.text
+    assert empty.json()["type"] == "error"
+    assert "messages" in empty.json()["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError) as server_tool:  # refused as for messages
+        client.messages.count_tokens(
+            model="translated",
+            messages=[{"role": "user", "content": "x"}],
+            tools=[{"type": "web_search_20250305", "name": "web_search"}],
+        )
+    assert "tools[0].type" in server_tool.value.body["error"]["message"]  # type: ignore[index]
+    wrong_method = httpx.get(f"{edge}/v1/messages/count_tokens", timeout=5)
+    assert wrong_method.status_code == 405, wrong_method.text
+    assert wrong_method.json()["type"] == "error"
+
+
+def test_unserved_messages_paths_answer_in_anthropics_shape(agents: Stack, edge: str) -> None:
+    """Anthropic's message batches are not served; the SDK must still read a
+    ``not_found_error``, not an OpenAI-shaped body it cannot parse into its error. Other
+    unknown paths stay OpenAI's."""
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        _anthropic(agents, edge).messages.batches.list()
     body = missing.value.body
     assert body["type"] == "error", body  # type: ignore[index]
     assert body["error"]["type"] == "not_found_error", body  # type: ignore[index]
-    assert "/v1/messages/count_tokens" in body["error"]["message"]  # type: ignore[index]
+    assert "/v1/messages/batches" in body["error"]["message"]  # type: ignore[index]
     wrong_method = httpx.get(f"{edge}/v1/messages", timeout=5)
     assert wrong_method.status_code == 405, wrong_method.text
     assert wrong_method.headers["allow"] == "POST"
@@ -304,7 +378,27 @@ async def test_limits_and_spend_apply_as_for_chat(agents: Stack) -> None:
     assert spend["completion_tokens"] == 6
 
 
-async def _key_usage(stack: Stack, key_id: str) -> dict[str, Any]:
+async def test_token_counts_are_not_billed(agents: Stack) -> None:
+    """A count generates nothing: no spend and no usage record, for the estimate and for
+    Anthropic's own count alike (the message after them is billed as usual)."""
+    api_key, record = await agents.new_key("counting")
+    an = _anthropic(agents, agents.tail_url, api_key)
+    for model in ("translated", "native-messages"):
+        assert (
+            an.messages.count_tokens(
+                model=model, messages=[{"role": "user", "content": "count me"}]
+            ).input_tokens
+            > 0
+        )
+    an.messages.create(
+        model="translated", max_tokens=8, messages=[{"role": "user", "content": "two"}]
+    )
+    spend = await _key_usage(agents, record.id, at_least=1)
+    assert spend["requests"] == 1, spend
+    assert spend["prompt_tokens"] == 7, spend
+
+
+async def _key_usage(stack: Stack, key_id: str, at_least: int = 3) -> dict[str, Any]:
     import asyncio
     import time
 
@@ -312,7 +406,7 @@ async def _key_usage(stack: Stack, key_id: str) -> dict[str, Any]:
     while True:
         days = (await stack.admin("GET", "/spend?days=1")).json()["days"]
         rows = [r for r in days if r.get("key") == key_id]
-        if rows and rows[0]["requests"] >= 3:
+        if rows and rows[0]["requests"] >= at_least:
             return rows[0]
         assert time.monotonic() < deadline, days
         await asyncio.sleep(0.2)

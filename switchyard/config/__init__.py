@@ -11,6 +11,7 @@ from switchyard.config.loader import (
     inherited_environment,
     load_settings,
     prepare_litellm_environment,
+    prepare_tokenizer_environment,
     read_env_secret,
 )
 from switchyard.config.settings import (
@@ -58,5 +59,6 @@ __all__ = [
     "inherited_environment",
     "load_settings",
     "prepare_litellm_environment",
+    "prepare_tokenizer_environment",
     "read_env_secret",
 ]

@@ -10,6 +10,7 @@ names the field and the fix. This is the only module that reads the environment.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -82,6 +83,21 @@ def prepare_litellm_environment() -> None:
     import (DESIGN §8): we use the copy bundled with the package instead.
     """
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def prepare_tokenizer_environment() -> None:
+    """Point tiktoken at the tokenizer files litellm ships; call before loading an encoding.
+
+    tiktoken downloads its files on first use unless they are in ``TIKTOKEN_CACHE_DIR``; the
+    platform does not reach the internet, and litellm bundles them (and sets the same variable
+    when it is imported). A value the operator set is kept.
+    """
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        return
+    spec = importlib.util.find_spec("litellm")
+    if spec is not None and spec.submodule_search_locations:
+        bundled = Path(next(iter(spec.submodule_search_locations)))
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(bundled / "litellm_core_utils" / "tokenizers")
 
 
 def read_env_secret(name: str) -> str | None:

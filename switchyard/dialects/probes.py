@@ -35,10 +35,23 @@ class MessagesProbe(msgspec.Struct, frozen=True, kw_only=True):
     stream: bool | None = False
 
 
+class CountTokensProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
+
+    model: ModelName
+    messages: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1)]
+
+    @property
+    def stream(self) -> bool:
+        """A count is one JSON object, never a stream."""
+        return False
+
+
 T = TypeVar("T")
 
 _RESPONSES = msgspec.json.Decoder(ResponsesProbe)
 _MESSAGES = msgspec.json.Decoder(MessagesProbe)
+_COUNT_TOKENS = msgspec.json.Decoder(CountTokensProbe)
 
 
 def probe_responses(body: bytes) -> ResponsesProbe:
@@ -58,6 +71,16 @@ def probe_messages(body: bytes) -> MessagesProbe:
             or mistyped; ``param`` names the field.
     """
     return _probe(_MESSAGES, body)
+
+
+def probe_count_tokens(body: bytes) -> CountTokensProbe:
+    """Validate the routing fields of an Anthropic token-counting request.
+
+    Raises:
+        InvalidRequest: not a JSON object, or ``model`` or ``messages`` missing or mistyped;
+            ``param`` names the field.
+    """
+    return _probe(_COUNT_TOKENS, body)
 
 
 def _probe(decoder: msgspec.json.Decoder[T], body: bytes) -> T:

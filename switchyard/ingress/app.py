@@ -28,7 +28,7 @@ from switchyard.errors import ApiError, InvalidRequest, error_for_status
 from switchyard.ingress import openapi
 from switchyard.ingress.batches import BatchApi
 from switchyard.ingress.edge import Edge
-from switchyard.ingress.fastpath import ROUTES, FastPath
+from switchyard.ingress.fastpath import ANTHROPIC_OPS, ROUTES, FastPath
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import JSON, error_response
@@ -207,10 +207,11 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 def _anthropic_path(path: str) -> bool:
-    """Paths of Anthropic's Messages API (the fast path's ``messages`` routes and anything
-    under them, like ``/v1/messages/count_tokens``): their errors go out in Anthropic's shape."""
+    """Paths of Anthropic's Messages API (the fast path's ``messages`` and ``count_tokens``
+    routes and anything under them, like its message batches): their errors go out in
+    Anthropic's shape."""
     return any(
         path == route or path.startswith(route + "/")
         for route, (op, _) in ROUTES.items()
-        if op == "messages"
+        if op in ANTHROPIC_OPS
     )

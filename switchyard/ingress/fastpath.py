@@ -29,8 +29,10 @@ from switchyard.bus.envelope import Envelope, trace_context
 from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.dialects import anthropic
 from switchyard.dialects.probes import (
+    CountTokensProbe,
     MessagesProbe,
     ResponsesProbe,
+    probe_count_tokens,
     probe_messages,
     probe_responses,
 )
@@ -54,7 +56,9 @@ from switchyard.telemetry import request_id_var
 
 log = logging.getLogger("switchyard.ingress")
 
-Probe = ChatProbe | CompletionProbe | EmbeddingProbe | ResponsesProbe | MessagesProbe
+Probe = (
+    ChatProbe | CompletionProbe | EmbeddingProbe | ResponsesProbe | MessagesProbe | CountTokensProbe
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -69,6 +73,9 @@ for _prefix in ("/v1", ""):
     ROUTES[f"{_prefix}/embeddings"] = ("embed", subjects.EMBED)
     ROUTES[f"{_prefix}/responses"] = ("responses", subjects.RESPONSES)
     ROUTES[f"{_prefix}/messages"] = ("messages", subjects.MESSAGES)
+    ROUTES[f"{_prefix}/messages/count_tokens"] = ("count_tokens", subjects.COUNT_TOKENS)
+# Routes of Anthropic's API: their errors go out in Anthropic's shape.
+ANTHROPIC_OPS = frozenset({"messages", "count_tokens"})
 
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [
@@ -235,6 +242,8 @@ def _probe(op: str, body: bytes) -> Probe:
         return probe_responses(body)
     if op == "messages":
         return probe_messages(body)
+    if op == "count_tokens":
+        return probe_count_tokens(body)
     return probe(op, body)
 
 
@@ -350,7 +359,10 @@ async def _respond_error(send: Send, exc: ApiError, request_id: str, op: str = "
     if exc.retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
     # Anthropic's SDKs read errors in Anthropic's shape; every other route speaks OpenAI's.
-    body = anthropic.error_body(exc, request_id=request_id) if op == "messages" else error_body(exc)
+    if op in ANTHROPIC_OPS:
+        body = anthropic.error_body(exc, request_id=request_id)
+    else:
+        body = error_body(exc)
     await _respond(send, exc.status, body, headers)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from switchyard.ingress.batch_openapi import batch_paths
-from switchyard.ingress.fastpath import ROUTES
+from switchyard.ingress.fastpath import ANTHROPIC_OPS, ROUTES
 from switchyard.runtime.openapi import add_security_schemes, error_responses
 
 CLIENT_KEY_SCHEMES: dict[str, Any] = {
@@ -100,6 +100,19 @@ BODIES: dict[str, dict[str, Any]] = {
         "additionalProperties": True,
         "description": "An Anthropic Messages API request, served over chat completions.",
     },
+    "count_tokens": {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": _MODEL,
+            "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+        },
+        "additionalProperties": True,
+        "description": (
+            "An Anthropic Messages request without max_tokens: counted by Anthropic for its own"
+            " deployments, estimated for every other provider."
+        ),
+    },
     "embed": {
         "type": "object",
         "required": ["model", "input"],
@@ -117,6 +130,7 @@ _SUMMARIES = {
     "embed": "Create embeddings",
     "responses": "Create a response (OpenAI Responses API; its event stream with stream: true)",
     "messages": "Create a message (Anthropic Messages API; its event stream with stream: true)",
+    "count_tokens": "Count the input tokens of a message (Anthropic Messages API)",
 }
 _STREAMING = frozenset({"chat", "complete", "responses", "messages"})
 # /v1/messages answers errors in Anthropic's shape (switchyard.dialects.anthropic.errors).
@@ -173,7 +187,7 @@ def _llm_operation(op: str, path: str) -> dict[str, Any]:
         },
         "responses": {
             "200": {"description": "The provider's answer", "content": ok, "headers": _REQUEST_ID},
-            **(_anthropic_errors() if op == "messages" else error_responses(LLM_ERRORS)),
+            **(_anthropic_errors() if op in ANTHROPIC_OPS else error_responses(LLM_ERRORS)),
         },
     }
 

@@ -49,6 +49,7 @@ OPERATIONS = {
     "embed": "embeddings",
     "responses": "chat",
     "messages": "chat",
+    "count_tokens": "count_tokens",  # not a semconv value; a custom one says what it is
 }
 
 # gen_ai.provider.name for each provider kind (well-known values; other kinds keep their name).

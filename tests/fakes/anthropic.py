@@ -1,4 +1,5 @@
-"""A fake Anthropic Messages API (``POST /v1/messages``) on a free loopback port.
+"""A fake Anthropic Messages API (``POST /v1/messages``, ``/v1/messages/count_tokens``) on a
+free loopback port.
 
 Speaks the real wire format: the JSON message object, the SSE event sequence (message_start,
 content_block_start, ping, content_block_delta..., content_block_stop, message_delta with usage,
@@ -12,6 +13,9 @@ the requested model:
 ``broken``        500 ``api_error``
 ``slow``          waits 2 s, then answers normally
 ``leaky``         401 whose message echoes the ``x-api-key`` it received (tests redaction)
+
+A token count answers ``COUNTED + (number of messages)`` for ``ok`` and the same errors for the
+others, so a test can tell Anthropic's count from the gateway's own estimate.
 """
 
 from __future__ import annotations
@@ -28,17 +32,28 @@ from tests.fakes.server import FakeServer
 REPLY = ("Hello", " from", " fake", " Anthropic.")
 INPUT_TOKENS = 11
 OUTPUT_TOKENS = 7
+COUNTED = 4000
 
 
 @dataclass
 class FakeAnthropic(FakeServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
 
     async def start(self) -> str:
         """Start serving; returns the base URL (what litellm takes as ``api_base``)."""
         port = await self.serve()
         return f"http://127.0.0.1:{port}"
+
+    async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
+        body = await self.record(request)
+        if body.get("model") == "broken":
+            return _error(500, "api_error", "Internal server error")
+        if "max_tokens" in body:  # Anthropic refuses fields a count does not take
+            refused = "max_tokens: Extra inputs are not permitted"
+            return _error(400, "invalid_request_error", refused)
+        return web.json_response({"input_tokens": COUNTED + len(body.get("messages", []))})
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await self.record(request)

@@ -64,7 +64,11 @@ _OPS = {
     subjects.EMBED: "embed",
     subjects.RESPONSES: "responses",
     subjects.MESSAGES: "messages",
+    subjects.COUNT_TOKENS: "count_tokens",
 }
+# Counting tokens is a quick question asked before a request (agents ask it to fit their
+# context): it must not wait behind bulk work, so it asks for interactive priority.
+_QUICK = frozenset({"count_tokens"})
 
 
 # Requests the admin API pins to one deployment are attributed to this key.
@@ -228,6 +232,8 @@ class Head:
         if not key.allows(alias):
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
         wish = env.priority or of_service_tier(getattr(body, "service_tier", None)) or key.priority
+        if op in _QUICK:
+            wish = "interactive"
         env = self._stamp(env, key).with_(
             priority=capped(wish, key.max_priority),
             weight=key.weight,

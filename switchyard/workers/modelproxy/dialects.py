@@ -5,7 +5,9 @@ request like any other (the edge and the head only read ``model`` and ``stream``
 provider call differs. :func:`plan` picks it: a provider that speaks the dialect natively gets
 the request passed through (:mod:`.providers.passthrough`); any other gets it translated to chat
 completions and its answer translated back by :class:`Translated`, an adapter wrapped around the
-provider's usual one, so the handler calls every provider the same way.
+provider's usual one, so the handler calls every provider the same way. Anthropic's token
+count (``count_tokens``) goes to Anthropic, and is estimated locally for every other provider
+(:mod:`.providers.token_estimate`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def plan(call: ProviderCall, adapters: Adapters) -> tuple[Adapter, ProviderCall]
             names the field), or is malformed.
     """
     kind = call.provider.kind
+    if call.op == "count_tokens":  # Anthropic counts its own; every other count is estimated
+        if kind in NATIVE["messages"]:
+            return adapters.passthrough(), call
+        return adapters.token_estimate(), call
     if call.op not in DIALECTS:
         return adapters.for_kind(kind), call
     if kind in NATIVE[call.op]:

@@ -60,7 +60,11 @@ from switchyard.workers.modelproxy.usage import UsageBatcher
 log = logging.getLogger("switchyard.modelproxy")
 
 _BODY = msgspec.json.Decoder(dict[str, Any])
-_OPS = frozenset({"chat", "complete", "embed", *DIALECTS})
+_OPS = frozenset({"chat", "complete", "embed", "count_tokens", *DIALECTS})
+# Questions about a request, not requests: nothing is generated, so nothing is billed (no
+# usage event), and a failure is answered as is, not retried elsewhere: a provider's count has
+# its own rate limits, and its 429 must not cool a deployment that generates fine.
+_COUNTS = frozenset({"count_tokens"})
 _MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
 _DEADLINE_SLACK_S = 0.05  # a timer cut to the deadline may fire a little before it
@@ -301,7 +305,12 @@ class Handler:
                 exc = DeadlineExceeded("the request deadline passed while the provider worked")
             failure = exc
             job.status = exc.status
-            retry = not job.sent and retryable(exc) and time.time() < job.deadline
+            retry = (
+                not job.sent
+                and retryable(exc)
+                and time.time() < job.deadline
+                and job.env.op not in _COUNTS
+            )
             if not (retry and await self._reroute(job, exc)):
                 job.answer = exc
                 await self._answer(job, end=self._unbroken(job))
@@ -311,7 +320,11 @@ class Handler:
                     )
         finally:
             self._observe(job, target, labels, hop, failure)
-        if job.called and (job.usage is not None or job.status == 200):
+        if (
+            job.called
+            and (job.usage is not None or job.status == 200)
+            and job.env.op not in _COUNTS
+        ):
             await self._record_usage(job, target)
         if replay_needed(
             answered=job.answer is not None,

@@ -4,6 +4,7 @@ When a deployment's provider speaks the client's dialect itself, the request goe
 client wrote it (model replaced by the deployment's) and the answer comes back as the provider
 wrote it: no translation, nothing lost. Only the usage is read on the way, for spend and limits.
 Streams are relayed one SSE event (``event:`` + ``data:`` lines) at a time, as they arrive.
+Anthropic's token count (``/v1/messages/count_tokens``) goes the same way.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ _ENCODE = msgspec.json.Encoder()
 def _target(call: ProviderCall) -> tuple[str, dict[str, str]]:
     key = call.api_key.reveal() if call.api_key else ""
     headers = {"Content-Type": "application/json"}
-    if call.op == "messages":
+    if call.op in ("messages", "count_tokens"):
         base = (call.provider.api_base or ANTHROPIC_BASE).rstrip("/")
         url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        if call.op == "count_tokens":
+            url += "/count_tokens"
         headers["anthropic-version"] = ANTHROPIC_VERSION
         if key:
             headers["x-api-key"] = key
@@ -78,6 +81,8 @@ class Passthrough:
             raise ue.timed_out(name, "the response") from None
         except aiohttp.ClientError as exc:
             raise ue.unreachable(name, type(exc).__name__) from None
+        if call.op == "count_tokens":
+            return Completion(data, None)  # a count, not a message: nothing to bill
         usage = anthropic_usage(data) if call.op == "messages" else responses_usage(data)
         return Completion(data, usage)
 

@@ -55,6 +55,17 @@ class Adapters:
             adapter = self._by_family["passthrough"] = Passthrough()
         return adapter
 
+    def token_estimate(self) -> Adapter:
+        """The adapter counting tokens for providers that cannot count them."""
+        adapter = self._by_family.get("token_estimate")
+        if adapter is None:
+            from switchyard.workers.modelproxy.providers.token_estimate import (  # noqa: PLC0415
+                TokenEstimate,
+            )
+
+            adapter = self._by_family["token_estimate"] = TokenEstimate()
+        return adapter
+
     async def close(self) -> None:
         for adapter in self._by_family.values():
             await adapter.close()
