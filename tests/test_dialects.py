@@ -16,7 +16,7 @@ import pytest_asyncio
 from tests.fakes.anthropic import COUNTED, INPUT_TOKENS, OUTPUT_TOKENS, REPLY, FakeAnthropic
 from tests.fakes.server import InThread
 from tests.stacks import Stack, start_stack
-from tests.upstream import FakeOpenAI
+from tests.upstream import NATIVE_COUNT, FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -297,6 +297,34 @@ def test_count_tokens_estimated_for_other_providers(agents: Stack, edge: str) ->
     content = [{"type": "image", "source": png}, {"type": "text", "text": "hi"}]
     with_image = count(messages=[{"role": "user", "content": content}])
     assert with_image >= short + 1_500
+
+
+def test_input_tokens_counted_by_openai_or_estimated(agents: Stack, edge: str) -> None:
+    """OpenAI's ``responses.input_tokens.count``: OpenAI counts for its own deployments (the
+    fake answers NATIVE_COUNT + the input's length), the model-proxy estimates for others."""
+    client = _openai(agents, edge)
+    native = client.responses.input_tokens.count(model="native-responses", input="count me")
+    assert (native.object, native.input_tokens) == ("response.input_tokens", NATIVE_COUNT + 8)
+    short = client.responses.input_tokens.count(model="translated", input="hi")
+    assert short.object == "response.input_tokens"
+    assert 5 <= short.input_tokens <= 20, short
+    long = client.responses.input_tokens.count(
+        model="translated",
+        input="word " * 1000,
+        instructions="be brief",
+        tools=[WEATHER],  # type: ignore[list-item]
+    )
+    assert long.input_tokens >= short.input_tokens + 1_010, (short, long)
+    with pytest.raises(openai.BadRequestError) as stateful:  # as for responses.create
+        client.responses.input_tokens.count(
+            model="translated", input="x", previous_response_id="resp_1"
+        )
+    assert stateful.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as no_model:  # optional at OpenAI; we route by it
+        client.responses.input_tokens.count(input="x")
+    assert no_model.value.body["param"] == "model"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_tokens.count(model="no-such-model", input="x")
 
 
 def test_count_tokens_errors_in_anthropics_shape(agents: Stack, edge: str) -> None:

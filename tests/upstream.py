@@ -17,6 +17,9 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``gate:<name>`` (as a mode): waits until :meth:`FakeOpenAI.open_gate` opens ``name``, then
   echoes (a provider that hangs until the test releases it).
 
+``POST /v1/responses`` answers as OpenAI's Responses API does (``native: <input>``), and
+``/v1/responses/input_tokens`` counts ``NATIVE_COUNT`` plus the characters of the input.
+
 Every call is recorded (path, headers, JSON body, time) for assertions.
 """
 
@@ -33,6 +36,8 @@ from typing import Any
 from aiohttp import web
 
 from switchyard.stack.ports import listen_port
+
+NATIVE_COUNT = 3000
 
 
 @dataclass
@@ -124,6 +129,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_post("/v1/responses/input_tokens", self._input_tokens)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -309,6 +315,13 @@ class FakeOpenAI:
                 "usage": {"prompt_tokens": len(items), "total_tokens": len(items)},
             }
         )
+
+    async def _input_tokens(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's own token count: NATIVE_COUNT + the length of the input's text, so a test
+        can tell it from the gateway's estimate."""
+        body = await self._record(request)
+        count = NATIVE_COUNT + len(_input_text(body))
+        return web.json_response({"object": "response.input_tokens", "input_tokens": count})
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
         """The Responses API, natively: what a provider of kind ``openai`` answers."""

@@ -51,7 +51,9 @@ _LIMITS = {
 MAX_TRIED = 32
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_OPS = frozenset({"", "chat", "complete", "embed", "responses", "messages", "count_tokens"})
+_OPS = frozenset(
+    {"", "chat", "complete", "embed", "responses", "messages", "count_tokens", "input_tokens"}
+)
 _nuid = NUID()
 
 

@@ -16,10 +16,11 @@ MODELS = "llm.v1.models"
 RESPONSES = "llm.v1.responses"  # the OpenAI Responses API dialect (answers in its events)
 MESSAGES = "llm.v1.messages"  # Anthropic's Messages API dialect
 COUNT_TOKENS = "llm.v1.count_tokens"  # Anthropic's token counting (POST /v1/messages/count_tokens)
+INPUT_TOKENS = "llm.v1.input_tokens"  # OpenAI's token counting (POST /v1/responses/input_tokens)
 # A caller abandons a request it streams (its HTTP client left): every model-proxy listens,
 # the one serving it stops the provider call (matched by request id and key; no reply).
 CANCEL = "llm.v1.cancel"
-LLM_API = (CHAT, COMPLETE, EMBED, MODELS, RESPONSES, MESSAGES, COUNT_TOKENS, CANCEL)
+LLM_API = (CHAT, COMPLETE, EMBED, MODELS, RESPONSES, MESSAGES, COUNT_TOKENS, INPUT_TOKENS, CANCEL)
 HEAD_QUEUE = "head"
 
 # Work queues (CORE only): one subject per deployment, one durable consumer each.

@@ -47,11 +47,26 @@ class CountTokensProbe(msgspec.Struct, frozen=True, kw_only=True):
         return False
 
 
+class InputTokensProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /v1/responses/input_tokens``: a Responses request to count, never streamed.
+
+    OpenAI makes ``model`` optional here; routing needs it, so it is required.
+    """
+
+    model: ModelName
+
+    @property
+    def stream(self) -> bool:
+        """A count is one JSON object, never a stream."""
+        return False
+
+
 T = TypeVar("T")
 
 _RESPONSES = msgspec.json.Decoder(ResponsesProbe)
 _MESSAGES = msgspec.json.Decoder(MessagesProbe)
 _COUNT_TOKENS = msgspec.json.Decoder(CountTokensProbe)
+_INPUT_TOKENS = msgspec.json.Decoder(InputTokensProbe)
 
 
 def probe_responses(body: bytes) -> ResponsesProbe:
@@ -81,6 +96,15 @@ def probe_count_tokens(body: bytes) -> CountTokensProbe:
             ``param`` names the field.
     """
     return _probe(_COUNT_TOKENS, body)
+
+
+def probe_input_tokens(body: bytes) -> InputTokensProbe:
+    """Validate the routing field of an OpenAI input-token count (``model``).
+
+    Raises:
+        InvalidRequest: not a JSON object, or ``model`` missing or mistyped.
+    """
+    return _probe(_INPUT_TOKENS, body)
 
 
 def _probe(decoder: msgspec.json.Decoder[T], body: bytes) -> T:

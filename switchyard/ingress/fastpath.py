@@ -30,9 +30,11 @@ from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.dialects import anthropic
 from switchyard.dialects.probes import (
     CountTokensProbe,
+    InputTokensProbe,
     MessagesProbe,
     ResponsesProbe,
     probe_count_tokens,
+    probe_input_tokens,
     probe_messages,
     probe_responses,
 )
@@ -57,7 +59,13 @@ from switchyard.telemetry import request_id_var
 log = logging.getLogger("switchyard.ingress")
 
 Probe = (
-    ChatProbe | CompletionProbe | EmbeddingProbe | ResponsesProbe | MessagesProbe | CountTokensProbe
+    ChatProbe
+    | CompletionProbe
+    | EmbeddingProbe
+    | ResponsesProbe
+    | MessagesProbe
+    | CountTokensProbe
+    | InputTokensProbe
 )
 
 Scope = MutableMapping[str, Any]
@@ -72,6 +80,7 @@ for _prefix in ("/v1", ""):
     ROUTES[f"{_prefix}/completions"] = ("complete", subjects.COMPLETE)
     ROUTES[f"{_prefix}/embeddings"] = ("embed", subjects.EMBED)
     ROUTES[f"{_prefix}/responses"] = ("responses", subjects.RESPONSES)
+    ROUTES[f"{_prefix}/responses/input_tokens"] = ("input_tokens", subjects.INPUT_TOKENS)
     ROUTES[f"{_prefix}/messages"] = ("messages", subjects.MESSAGES)
     ROUTES[f"{_prefix}/messages/count_tokens"] = ("count_tokens", subjects.COUNT_TOKENS)
 # Routes of Anthropic's API: their errors go out in Anthropic's shape.
@@ -244,6 +253,8 @@ def _probe(op: str, body: bytes) -> Probe:
         return probe_messages(body)
     if op == "count_tokens":
         return probe_count_tokens(body)
+    if op == "input_tokens":
+        return probe_input_tokens(body)
     return probe(op, body)
 
 

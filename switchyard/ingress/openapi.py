@@ -113,6 +113,19 @@ BODIES: dict[str, dict[str, Any]] = {
             " deployments, estimated for every other provider."
         ),
     },
+    "input_tokens": {
+        "type": "object",
+        "required": ["model"],
+        "properties": {
+            "model": _MODEL,
+            "input": {"description": "a string, or a list of input items"},
+        },
+        "additionalProperties": True,
+        "description": (
+            "An OpenAI Responses request to count: counted by OpenAI for its own deployments,"
+            " estimated for every other provider."
+        ),
+    },
     "embed": {
         "type": "object",
         "required": ["model", "input"],
@@ -131,6 +144,7 @@ _SUMMARIES = {
     "responses": "Create a response (OpenAI Responses API; its event stream with stream: true)",
     "messages": "Create a message (Anthropic Messages API; its event stream with stream: true)",
     "count_tokens": "Count the input tokens of a message (Anthropic Messages API)",
+    "input_tokens": "Count the input tokens of a response request (OpenAI Responses API)",
 }
 _STREAMING = frozenset({"chat", "complete", "responses", "messages"})
 # /v1/messages answers errors in Anthropic's shape (switchyard.dialects.anthropic.errors).

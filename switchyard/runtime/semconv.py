@@ -49,7 +49,8 @@ OPERATIONS = {
     "embed": "embeddings",
     "responses": "chat",
     "messages": "chat",
-    "count_tokens": "count_tokens",  # not a semconv value; a custom one says what it is
+    "count_tokens": "count_tokens",  # not semconv values; custom ones say what they are
+    "input_tokens": "count_tokens",
 }
 
 # gen_ai.provider.name for each provider kind (well-known values; other kinds keep their name).

@@ -11,10 +11,11 @@ import tiktoken
 
 from switchyard.config import prepare_tokenizer_environment
 from switchyard.dialects import anthropic
-from switchyard.dialects.probes import probe_count_tokens
+from switchyard.dialects.probes import probe_count_tokens, probe_input_tokens
 from switchyard.errors import InvalidRequest
 from switchyard.workers.modelproxy.providers.token_estimate import (
     MEDIA_PART,
+    as_chat,
     count_chat,
     encoding_name,
 )
@@ -113,3 +114,26 @@ def test_a_count_request_needs_model_and_messages_not_max_tokens() -> None:
         with pytest.raises(InvalidRequest) as refused:
             probe_count_tokens(body)
         assert refused.value.param == field, body
+
+
+def test_both_dialects_count_the_same_conversation_alike(o200k: tiktoken.Encoding) -> None:
+    """A Responses request and a Messages request holding the same conversation translate to
+    the same chat request, so they get the same estimate."""
+    as_messages = {
+        "model": "m",
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "hello there"}],
+    }
+    as_responses = {"model": "m", "instructions": "be brief", "input": "hello there"}
+    messages = count_chat(o200k, as_chat("count_tokens", as_messages))
+    assert messages == count_chat(o200k, as_chat("input_tokens", as_responses))
+    with pytest.raises(InvalidRequest) as stateful:
+        as_chat("input_tokens", {**as_responses, "previous_response_id": "resp_1"})
+    assert stateful.value.param == "previous_response_id"
+
+
+def test_an_input_token_count_needs_a_model() -> None:
+    assert probe_input_tokens(b'{"model": "m", "input": "x"}').model == "m"
+    with pytest.raises(InvalidRequest) as refused:
+        probe_input_tokens(b'{"input": "x"}')
+    assert refused.value.param == "model"

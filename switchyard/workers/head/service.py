@@ -65,10 +65,11 @@ _OPS = {
     subjects.RESPONSES: "responses",
     subjects.MESSAGES: "messages",
     subjects.COUNT_TOKENS: "count_tokens",
+    subjects.INPUT_TOKENS: "input_tokens",
 }
 # Counting tokens is a quick question asked before a request (agents ask it to fit their
 # context): it must not wait behind bulk work, so it asks for interactive priority.
-_QUICK = frozenset({"count_tokens"})
+_QUICK = frozenset({"count_tokens", "input_tokens"})
 
 
 # Requests the admin API pins to one deployment are attributed to this key.

@@ -6,8 +6,8 @@ provider call differs. :func:`plan` picks it: a provider that speaks the dialect
 the request passed through (:mod:`.providers.passthrough`); any other gets it translated to chat
 completions and its answer translated back by :class:`Translated`, an adapter wrapped around the
 provider's usual one, so the handler calls every provider the same way. Anthropic's token
-count (``count_tokens``) goes to Anthropic, and is estimated locally for every other provider
-(:mod:`.providers.token_estimate`).
+count (``count_tokens``) goes to Anthropic and OpenAI's (``input_tokens``) to OpenAI; both are
+estimated locally for every other provider (:mod:`.providers.token_estimate`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from switchyard.workers.modelproxy.providers.registry import Adapters
 DIALECTS = frozenset({"responses", "messages"})
 # Provider kinds that speak a dialect themselves (the request is passed through unchanged).
 NATIVE = {"responses": frozenset({"openai"}), "messages": frozenset({"anthropic"})}
+# Token counts, and the dialect each counts a request of.
+COUNTS = {"count_tokens": "messages", "input_tokens": "responses"}
 
 
 def plan(call: ProviderCall, adapters: Adapters) -> tuple[Adapter, ProviderCall]:
@@ -39,8 +41,8 @@ def plan(call: ProviderCall, adapters: Adapters) -> tuple[Adapter, ProviderCall]
             names the field), or is malformed.
     """
     kind = call.provider.kind
-    if call.op == "count_tokens":  # Anthropic counts its own; every other count is estimated
-        if kind in NATIVE["messages"]:
+    if call.op in COUNTS:  # a native provider counts its own; every other count is estimated
+        if kind in NATIVE[COUNTS[call.op]]:
             return adapters.passthrough(), call
         return adapters.token_estimate(), call
     if call.op not in DIALECTS:

@@ -48,7 +48,7 @@ from switchyard.schemas.keys import hash_key
 from switchyard.schemas.openai import Usage, decode_body
 from switchyard.schemas.routing import Deployment, Provider, RouteTable
 from switchyard.telemetry import request_id_var
-from switchyard.workers.modelproxy.dialects import DIALECTS, plan
+from switchyard.workers.modelproxy.dialects import COUNTS, DIALECTS, plan
 from switchyard.workers.modelproxy.heartbeat import Heartbeats, InFlight
 from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
@@ -60,11 +60,11 @@ from switchyard.workers.modelproxy.usage import UsageBatcher
 log = logging.getLogger("switchyard.modelproxy")
 
 _BODY = msgspec.json.Decoder(dict[str, Any])
-_OPS = frozenset({"chat", "complete", "embed", "count_tokens", *DIALECTS})
+_OPS = frozenset({"chat", "complete", "embed", *COUNTS, *DIALECTS})
 # Questions about a request, not requests: nothing is generated, so nothing is billed (no
 # usage event), and a failure is answered as is, not retried elsewhere: a provider's count has
 # its own rate limits, and its 429 must not cool a deployment that generates fine.
-_COUNTS = frozenset({"count_tokens"})
+_COUNTS = COUNTS
 _MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
 _DEADLINE_SLACK_S = 0.05  # a timer cut to the deadline may fire a little before it

@@ -325,6 +325,20 @@ inPhase("main")("dialects", () => {
     delete body.max_tokens;
     assertError(await ask("llm.v1.messages", body, auth()), 400, undefined, { param: "max_tokens" });
   });
+
+  test("llm.v1.count_tokens estimates a message's input tokens", async () => {
+    const body = anthropic();
+    delete body.max_tokens;
+    const count = JSON.parse(dec.decode(assertFinal(await ask("llm.v1.count_tokens", body, auth())).body));
+    assert.ok(Number.isInteger(count.input_tokens) && count.input_tokens > 3, JSON.stringify(count));
+  });
+
+  test("llm.v1.input_tokens estimates a response request's input tokens", async () => {
+    const body = { model: A.echo, input: "hello conformance" };
+    const count = JSON.parse(dec.decode(assertFinal(await ask("llm.v1.input_tokens", body, auth())).body));
+    assert.equal(count.object, "response.input_tokens");
+    assert.ok(Number.isInteger(count.input_tokens) && count.input_tokens > 3, JSON.stringify(count));
+  });
 });
 
 inPhase("main")("errors", () => {

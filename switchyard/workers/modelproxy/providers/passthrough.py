@@ -4,7 +4,8 @@ When a deployment's provider speaks the client's dialect itself, the request goe
 client wrote it (model replaced by the deployment's) and the answer comes back as the provider
 wrote it: no translation, nothing lost. Only the usage is read on the way, for spend and limits.
 Streams are relayed one SSE event (``event:`` + ``data:`` lines) at a time, as they arrive.
-Anthropic's token count (``/v1/messages/count_tokens``) goes the same way.
+Token counts (Anthropic's ``/v1/messages/count_tokens``, OpenAI's
+``/v1/responses/input_tokens``) go the same way.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def _target(call: ProviderCall) -> tuple[str, dict[str, str]]:
     base = (call.provider.base_url or "").rstrip("/")
     if key:
         headers["Authorization"] = f"Bearer {key}"
+    if call.op == "input_tokens":
+        return f"{base}/responses/input_tokens", headers
     return f"{base}/responses", headers
 
 
@@ -81,8 +84,8 @@ class Passthrough:
             raise ue.timed_out(name, "the response") from None
         except aiohttp.ClientError as exc:
             raise ue.unreachable(name, type(exc).__name__) from None
-        if call.op == "count_tokens":
-            return Completion(data, None)  # a count, not a message: nothing to bill
+        if call.op in ("count_tokens", "input_tokens"):
+            return Completion(data, None)  # a count, not an answer: nothing to bill
         usage = anthropic_usage(data) if call.op == "messages" else responses_usage(data)
         return Completion(data, usage)
 

@@ -1,8 +1,11 @@
 """Token counts for providers that cannot count them: an estimate with OpenAI's tokenizers.
 
-``POST /v1/messages/count_tokens`` (Anthropic's API) is passed through to Anthropic for its own
-deployments, which counts exactly. No other provider kind offers such a count, so for them
-this adapter estimates it the way the request would reach the provider: translated to chat
+Both agent dialects can ask how many input tokens a request holds: Anthropic's
+``POST /v1/messages/count_tokens`` (op ``count_tokens``, answered ``{"input_tokens": N}``) and
+OpenAI's ``POST /v1/responses/input_tokens`` (op ``input_tokens``, answered
+``{"object": "response.input_tokens", "input_tokens": N}``). Each goes to its own vendor's
+deployments, which count exactly. No other provider kind offers such a count, so for them this
+adapter estimates it the way the request would reach the provider: translated to chat
 completions (the same translation, so what it refuses is refused here too), then counted with
 tiktoken's ``o200k_base`` (OpenAI's current tokenizer), or the model's own encoding when
 tiktoken knows the model. Framing is counted as OpenAI frames chat: 3 tokens per message and
@@ -26,7 +29,7 @@ import msgspec
 import tiktoken
 
 from switchyard.config import prepare_tokenizer_environment
-from switchyard.dialects import anthropic
+from switchyard.dialects import anthropic, responses
 from switchyard.errors import ServiceUnavailable
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 
@@ -45,12 +48,15 @@ class TokenEstimate:
         self._loading = asyncio.Lock()
 
     async def complete(self, call: ProviderCall) -> Completion:
-        # The translation demands max_tokens, which a count does not carry.
-        chat = anthropic.to_chat({**call.body, "max_tokens": 1}).chat
+        chat = as_chat(call.op, call.body)
         encoding = await self._encoding(call.deployment.model)
         # Counting a long prompt takes milliseconds: off the loop, so streams keep flowing.
         count = await asyncio.to_thread(count_chat, encoding, chat)
-        return Completion(_ENCODE.encode({"input_tokens": count}), None)
+        if call.op == "input_tokens":
+            answer = {"object": "response.input_tokens", "input_tokens": count}
+        else:
+            answer = {"input_tokens": count}
+        return Completion(_ENCODE.encode(answer), None)
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
         """A count is one object; asked for as a stream, it is a stream of one event."""
@@ -79,6 +85,18 @@ class TokenEstimate:
                     ) from None
                 self._encodings[name] = found
         return found
+
+
+def as_chat(op: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The chat request a count request of ``op`` would be sent as.
+
+    Raises:
+        InvalidRequest: what the dialect's translation refuses (``param`` names the field).
+    """
+    if op == "input_tokens":
+        return responses.to_chat(body).chat
+    # Anthropic's translation demands max_tokens, which a count does not carry.
+    return anthropic.to_chat({**body, "max_tokens": 1}).chat
 
 
 def encoding_name(model: str) -> str:
