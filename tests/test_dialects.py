@@ -426,6 +426,27 @@ async def test_token_counts_are_not_billed(agents: Stack) -> None:
     assert spend["prompt_tokens"] == 7, spend
 
 
+async def test_token_counts_hold_no_tpm(agents: Stack) -> None:
+    """A count generates nothing, so TPM neither refuses nor keeps its prompt: a key with a
+    TPM of 300 counts a ~1,000-token prompt, several times, and can still send a message."""
+    api_key, _ = await agents.new_key("counting-tpm", tpm=300)
+    an = _anthropic(agents, agents.tail_url, api_key)
+    oa = _openai(agents, agents.tail_url, api_key)
+    prompt = "word " * 1000
+    for _ in range(2):
+        assert (
+            an.messages.count_tokens(
+                model="translated", messages=[{"role": "user", "content": prompt}]
+            ).input_tokens
+            > 1000
+        )
+        assert oa.responses.input_tokens.count(model="translated", input=prompt).input_tokens > 1000
+    message = an.messages.create(
+        model="translated", max_tokens=8, messages=[{"role": "user", "content": "still room"}]
+    )
+    assert message.content[0].text == "echo: still room"  # type: ignore[union-attr]
+
+
 async def _key_usage(stack: Stack, key_id: str, at_least: int = 3) -> dict[str, Any]:
     import asyncio
     import time

@@ -61,6 +61,10 @@ class InputTokensProbe(msgspec.Struct, frozen=True, kw_only=True):
         return False
 
 
+# The token-count operations, and the dialect whose requests each counts. A count is a request
+# (keys, allow-lists, RPM) that generates nothing: no TPM held, no spend, interactive priority.
+COUNTS = {"count_tokens": "messages", "input_tokens": "responses"}
+
 T = TypeVar("T")
 
 _RESPONSES = msgspec.json.Decoder(ResponsesProbe)

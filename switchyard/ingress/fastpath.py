@@ -29,6 +29,7 @@ from switchyard.bus.envelope import Envelope, trace_context
 from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.dialects import anthropic
 from switchyard.dialects.probes import (
+    COUNTS,
     CountTokensProbe,
     InputTokensProbe,
     MessagesProbe,
@@ -164,7 +165,8 @@ class FastPath:
             edge.check_model(key, parsed.model)
             if edge.limiter is not None:
                 # ~4 bytes per token: the prompt estimate TPM admits; corrected after the answer.
-                call.ticket = await edge.limiter.admit(key, request_id, max(1, len(body) // 4))
+                estimate = 0 if op in COUNTS else max(1, len(body) // 4)  # counts use none
+                call.ticket = await edge.limiter.admit(key, request_id, estimate)
             limit_headers = call.ticket.headers if call.ticket is not None else []
             env = _envelope(edge, request_id, key, wanted)
             if edge.tracing.enabled:

@@ -23,6 +23,7 @@ from switchyard.bus import identities, replies, subjects
 from switchyard.bus.envelope import Deadline, Envelope, MalformedHeader
 from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
+from switchyard.dialects.probes import COUNTS
 from switchyard.errors import (
     ApiError,
     AuthenticationFailed,
@@ -67,9 +68,6 @@ _OPS = {
     subjects.COUNT_TOKENS: "count_tokens",
     subjects.INPUT_TOKENS: "input_tokens",
 }
-# Counting tokens is a quick question asked before a request (agents ask it to fit their
-# context): it must not wait behind bulk work, so it asks for interactive priority.
-_QUICK = frozenset({"count_tokens", "input_tokens"})
 
 
 # Requests the admin API pins to one deployment are attributed to this key.
@@ -233,7 +231,7 @@ class Head:
         if not key.allows(alias):
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
         wish = env.priority or of_service_tier(getattr(body, "service_tier", None)) or key.priority
-        if op in _QUICK:
+        if op in COUNTS:  # a quick question agents ask before a request: never behind bulk work
             wish = "interactive"
         env = self._stamp(env, key).with_(
             priority=capped(wish, key.max_priority),

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from switchyard.dialects import anthropic, responses
+from switchyard.dialects.probes import COUNTS
 from switchyard.errors import ApiError
 from switchyard.workers.modelproxy.providers.base import (
     Adapter,
@@ -29,8 +30,6 @@ from switchyard.workers.modelproxy.providers.registry import Adapters
 DIALECTS = frozenset({"responses", "messages"})
 # Provider kinds that speak a dialect themselves (the request is passed through unchanged).
 NATIVE = {"responses": frozenset({"openai"}), "messages": frozenset({"anthropic"})}
-# Token counts, and the dialect each counts a request of.
-COUNTS = {"count_tokens": "messages", "input_tokens": "responses"}
 
 
 def plan(call: ProviderCall, adapters: Adapters) -> tuple[Adapter, ProviderCall]:

@@ -32,6 +32,7 @@ from switchyard.bus.envelope import Envelope, MalformedHeader
 from switchyard.bus.headers import bearer_token
 from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
+from switchyard.dialects.probes import COUNTS
 from switchyard.errors import (
     ApiError,
     DeadlineExceeded,
@@ -48,7 +49,7 @@ from switchyard.schemas.keys import hash_key
 from switchyard.schemas.openai import Usage, decode_body
 from switchyard.schemas.routing import Deployment, Provider, RouteTable
 from switchyard.telemetry import request_id_var
-from switchyard.workers.modelproxy.dialects import COUNTS, DIALECTS, plan
+from switchyard.workers.modelproxy.dialects import DIALECTS, plan
 from switchyard.workers.modelproxy.heartbeat import Heartbeats, InFlight
 from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
@@ -64,7 +65,7 @@ _OPS = frozenset({"chat", "complete", "embed", *COUNTS, *DIALECTS})
 # Questions about a request, not requests: nothing is generated, so nothing is billed (no
 # usage event), and a failure is answered as is, not retried elsewhere: a provider's count has
 # its own rate limits, and its 429 must not cool a deployment that generates fine.
-_COUNTS = COUNTS
+_COUNTS = frozenset(COUNTS)
 _MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
 _DEADLINE_SLACK_S = 0.05  # a timer cut to the deadline may fire a little before it

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import msgspec
 
+from switchyard.dialects.probes import COUNTS
 from switchyard.dialects.usage import (
     AnthropicUsageTracker,
     ResponsesUsageTracker,
@@ -84,7 +85,7 @@ class Passthrough:
             raise ue.timed_out(name, "the response") from None
         except aiohttp.ClientError as exc:
             raise ue.unreachable(name, type(exc).__name__) from None
-        if call.op in ("count_tokens", "input_tokens"):
+        if call.op in COUNTS:
             return Completion(data, None)  # a count, not an answer: nothing to bill
         usage = anthropic_usage(data) if call.op == "messages" else responses_usage(data)
         return Completion(data, usage)
