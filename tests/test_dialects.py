@@ -4,6 +4,8 @@ same keys, limits and spend as chat completions."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -63,6 +65,8 @@ async def agents(
             "translated": {"deployments": [{"provider": "chat-only", "model": "echo"}]},
             "native-responses": {"deployments": [{"provider": "openai-native", "model": "o"}]},
             "native-messages": {"deployments": [{"provider": "anthropic-native", "model": "ok"}]},
+            # A deployment of its own, so its traffic is only what one test sends.
+            "counted": {"deployments": [{"provider": "chat-only", "model": "jitter:1-2"}]},
         },
     }
     stack = await start_stack(tmp_path_factory.mktemp("agents"), extra)
@@ -447,10 +451,34 @@ async def test_token_counts_hold_no_tpm(agents: Stack) -> None:
     assert message.content[0].text == "echo: still room"  # type: ignore[union-attr]
 
 
-async def _key_usage(stack: Stack, key_id: str, at_least: int = 3) -> dict[str, Any]:
-    import asyncio
-    import time
+async def test_token_counts_are_not_deployment_traffic(agents: Stack) -> None:
+    """The admin views and the fair scheduler's window read a deployment's traffic; counts,
+    a few milliseconds each, would skew both, so only the message after them is counted."""
+    an = _anthropic(agents, agents.tail_url)
+    for _ in range(6):
+        an.messages.count_tokens(model="counted", messages=[{"role": "user", "content": "n"}])
+    an.messages.create(
+        model="counted", max_tokens=8, messages=[{"role": "user", "content": "traffic"}]
+    )
+    [dep] = [
+        d["id"]
+        for d in (await agents.admin("GET", "/overview")).json()["deployments"]
+        if "counted" in d["aliases"]
+    ]
 
+    async def served() -> int:
+        points = (await agents.admin("GET", "/deployments/history?seconds=120")).json()
+        return sum(point[3] for point in points["deployments"].get(dep, []))
+
+    deadline = time.monotonic() + 10
+    while await served() < 1:
+        assert time.monotonic() < deadline, "the message never showed in the traffic"
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(2.5)  # every model-proxy has reported since (once a second)
+    assert await served() == 1
+
+
+async def _key_usage(stack: Stack, key_id: str, at_least: int = 3) -> dict[str, Any]:
     deadline = time.monotonic() + 10
     while True:
         days = (await stack.admin("GET", "/spend?days=1")).json()["days"]

@@ -63,8 +63,9 @@ log = logging.getLogger("switchyard.modelproxy")
 _BODY = msgspec.json.Decoder(dict[str, Any])
 _OPS = frozenset({"chat", "complete", "embed", *COUNTS, *DIALECTS})
 # Questions about a request, not requests: nothing is generated, so nothing is billed (no
-# usage event), and a failure is answered as is, not retried elsewhere: a provider's count has
-# its own rate limits, and its 429 must not cool a deployment that generates fine.
+# usage event) nor reported as the deployment's traffic, and a failure is answered as is, not
+# retried elsewhere: a provider's count has its own rate limits, and its 429 must not cool a
+# deployment that generates fine.
 _COUNTS = frozenset(COUNTS)
 _MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
@@ -434,7 +435,10 @@ class Handler:
         if job.ttfc is not None:
             hop.set({"gen_ai.response.time_to_first_chunk": job.ttfc})
         hop.end(failure)
-        if self.traffic is not None:
+        # Counts stay out of the traffic report: a few milliseconds each, they would halve a
+        # deployment's measured time per request (the fair scheduler's window) and its
+        # latency in the admin views, for calls that generate nothing.
+        if self.traffic is not None and job.env.op not in _COUNTS:
             self.traffic.record(
                 job.deployment_id,
                 latency_s=now - job.stored_at,
