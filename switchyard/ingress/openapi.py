@@ -50,13 +50,15 @@ _EVENT = {
     },
 }
 
+_MESSAGES = {"type": "array", "minItems": 1, "items": {"type": "object"}}
+
 BODIES: dict[str, dict[str, Any]] = {
     "chat": {
         "type": "object",
         "required": ["model", "messages"],
         "properties": {
             "model": _MODEL,
-            "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+            "messages": _MESSAGES,
             **_STREAM,
             "max_tokens": _OPTIONAL_INT,
             "max_completion_tokens": _OPTIONAL_INT,
@@ -94,7 +96,7 @@ BODIES: dict[str, dict[str, Any]] = {
         "properties": {
             "model": _MODEL,
             "max_tokens": {"type": "integer", "minimum": 1},
-            "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+            "messages": _MESSAGES,
             "stream": _STREAM["stream"],
         },
         "additionalProperties": True,
@@ -105,7 +107,7 @@ BODIES: dict[str, dict[str, Any]] = {
         "required": ["model", "messages"],
         "properties": {
             "model": _MODEL,
-            "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+            "messages": _MESSAGES,
         },
         "additionalProperties": True,
         "description": (

@@ -14,17 +14,26 @@ class Adapters:
 
     def for_kind(self, kind: str) -> Adapter:
         if kind in OPENAI_COMPATIBLE_KINDS:
-            family = "openai"
-        elif kind in LITELLM_KINDS:
-            family = "litellm"
-        elif kind == "demo":
-            family = "demo"
-        else:  # the route schema makes this unreachable; fail loudly if it changes
-            raise ValueError(f"no adapter for provider kind {kind!r}")
+            return self._shared("openai")
+        if kind in LITELLM_KINDS:
+            return self._shared("litellm")
+        if kind == "demo":
+            return self._shared("demo")
+        # the route schema makes this unreachable; fail loudly if it changes
+        raise ValueError(f"no adapter for provider kind {kind!r}")
+
+    def passthrough(self) -> Adapter:
+        """The adapter for providers that speak the client's dialect themselves."""
+        return self._shared("passthrough")
+
+    def token_estimate(self) -> Adapter:
+        """The adapter counting tokens for providers that cannot count them."""
+        return self._shared("token_estimate")
+
+    def _shared(self, family: str) -> Adapter:
         adapter = self._by_family.get(family)
         if adapter is None:
-            adapter = self._build(family)
-            self._by_family[family] = adapter
+            adapter = self._by_family[family] = self._build(family)
         return adapter
 
     @staticmethod
@@ -40,31 +49,21 @@ class Adapters:
             from switchyard.workers.modelproxy.providers.demo import Demo  # noqa: PLC0415
 
             return Demo()
-        from switchyard.workers.modelproxy.providers.litellm_adapter import LiteLLM  # noqa: PLC0415
-
-        return LiteLLM()
-
-    def passthrough(self) -> Adapter:
-        """The adapter for providers that speak the client's dialect themselves."""
-        adapter = self._by_family.get("passthrough")
-        if adapter is None:
+        if family == "passthrough":
             from switchyard.workers.modelproxy.providers.passthrough import (  # noqa: PLC0415
                 Passthrough,
             )
 
-            adapter = self._by_family["passthrough"] = Passthrough()
-        return adapter
-
-    def token_estimate(self) -> Adapter:
-        """The adapter counting tokens for providers that cannot count them."""
-        adapter = self._by_family.get("token_estimate")
-        if adapter is None:
+            return Passthrough()
+        if family == "token_estimate":
             from switchyard.workers.modelproxy.providers.token_estimate import (  # noqa: PLC0415
                 TokenEstimate,
             )
 
-            adapter = self._by_family["token_estimate"] = TokenEstimate()
-        return adapter
+            return TokenEstimate()
+        from switchyard.workers.modelproxy.providers.litellm_adapter import LiteLLM  # noqa: PLC0415
+
+        return LiteLLM()
 
     async def close(self) -> None:
         for adapter in self._by_family.values():
