@@ -117,6 +117,10 @@ async def test_every_process_counts_exactly_what_it_served(
         for text in streamed:
             resp = await http.post(**_chat(watched, "m", text, stream=True))
             assert resp.status_code == 200, resp.text
+        auth = {"Authorization": f"Bearer {watched.api_key}"}
+        for path in ("/v1/models", "/v1/models", "/v1/models/m", "/v1/batches"):
+            resp = await http.get(f"{watched.tail_url}{path}", headers=auth)
+            assert resp.status_code == 200, resp.text
     n = len(texts) + len(streamed)
     # What the provider reported: 7 prompt tokens, one completion token per word of "echo: ...".
     output = sum(len(f"echo: {t}".split()) for t in texts + streamed)
@@ -128,6 +132,11 @@ async def test_every_process_counts_exactly_what_it_served(
 
     chat = {sc.OPERATION: "chat"}
     assert delta(sc.HTTP_REQUESTS, route="/v1/chat/completions", status="200") == n
+    # The edge's own routes are labelled with their templates, not _OTHER.
+    assert delta(sc.HTTP_REQUESTS, route="/v1/models", method="GET", status="200") == 2
+    assert delta(sc.HTTP_REQUESTS, route="/v1/models/{model:path}", status="200") == 1
+    assert delta(sc.HTTP_REQUESTS, route="/v1/batches", method="GET", status="200") == 1
+    assert delta(sc.HTTP_REQUESTS, route=sc.OTHER, method="GET") == 0
     assert delta(f"{sc.SERVER_REQUEST_DURATION}_count", **chat, gen_ai_request_model="m") == n
     assert delta(f"{sc.SERVER_TIME_TO_FIRST_TOKEN}_count", **chat) == len(streamed)
     assert delta(f"{sc.CLIENT_OPERATION_DURATION}_count", **chat, error_type="") == n

@@ -18,6 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
@@ -133,21 +135,21 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
         # Both edges publish their API (the LLM routes described by ingress.openapi).
         openapi_url="/openapi.json",
     )
-    router = app.router
+    routes = app.router.routes
     # The LLM POST routes are served by FastPath before the app is reached (see fastpath.py).
-    router.add_route("/v1/models", edge.list_models, methods=["GET"])
-    router.add_route("/v1/models/{model:path}", edge.get_model, methods=["GET"])
+    routes.append(NamedRoute("/v1/models", edge.list_models, methods=["GET"]))
+    routes.append(NamedRoute("/v1/models/{model:path}", edge.get_model, methods=["GET"]))
     # The OpenAI SDK may be configured with or without the /v1 prefix in base_url.
-    router.add_route("/models", edge.list_models, methods=["GET"])
-    router.add_route("/health", edge.health, methods=["GET"])
-    router.add_route("/ready", edge.ready, methods=["GET"])
+    routes.append(NamedRoute("/models", edge.list_models, methods=["GET"]))
+    routes.append(NamedRoute("/health", edge.health, methods=["GET"]))
+    routes.append(NamedRoute("/ready", edge.ready, methods=["GET"]))
     for path, method, endpoint in batch_api.routes():  # the OpenAI Batch API
-        router.add_route(path, endpoint, methods=[method])
+        routes.append(NamedRoute(path, endpoint, methods=[method]))
 
     async def metrics_text(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    router.add_route("/metrics", metrics_text, methods=["GET"])
+    routes.append(NamedRoute("/metrics", metrics_text, methods=["GET"]))
     app.state.edge = edge
     for plugin in plugins:
         for extra in plugin.routers():
@@ -155,6 +157,18 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
     _error_handlers(app)
     openapi.install(app)
     return app
+
+
+class NamedRoute(Route):
+    """A plain route that names itself in the request scope, as FastAPI's routes do: the
+    edge's HTTP metrics label a request with its route's template (``/v1/batches/{batch_id}``),
+    and without this every route here was counted as ``_OTHER``."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 def _error_handlers(app: FastAPI) -> None:
