@@ -18,7 +18,6 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -47,10 +46,11 @@ from switchyard.runtime.tracing import NO_HOP, OFF, Hop, Tracing, genai, span_na
 from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.keys import hash_key
 from switchyard.schemas.openai import Usage, decode_body
-from switchyard.schemas.routing import Deployment, Provider, RouteTable
+from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
 from switchyard.workers.modelproxy.dialects import DIALECTS, plan
-from switchyard.workers.modelproxy.heartbeat import Heartbeats, InFlight
+from switchyard.workers.modelproxy.heartbeat import Heartbeats
+from switchyard.workers.modelproxy.job import Job, Target
 from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
@@ -71,62 +71,6 @@ _MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
 _DEADLINE_SLACK_S = 0.05  # a timer cut to the deadline may fire a little before it
 CLIENT_CLOSED = 499  # the status of a stream its caller abandoned (usage events, metrics)
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    provider_name: str
-    provider: Provider
-    deployment: Deployment
-
-
-@dataclass(slots=True)
-class Job:
-    """One dispatched request and what happened to it so far."""
-
-    msg: Msg
-    env: Envelope
-    deployment_id: str
-    inflight: InFlight
-    started: float = field(default_factory=time.time)
-    sent: bool = False  # content reached the caller: never retried after this
-    called: bool = False  # the provider was called
-    usage: Usage | None = None
-    status: int = 200
-    ttft: float | None = None  # from pick-up to the first chunk sent
-    ttfc: float | None = None  # from the provider call to its first chunk
-    called_at: float = 0.0
-    stored_at: float = 0.0  # when the head stored it in the queue (unix seconds)
-    reconnects: int = 0  # the connection's reconnect count when the job started
-    chunks: list[bytes] = field(default_factory=list)  # what was streamed, for a replay
-    answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
-    ended: bool = True  # the answer went out with its terminator (see ``_unbroken``)
-    cancelled: bool = False  # the caller abandoned the stream (llm.v1.cancel)
-
-    def __post_init__(self) -> None:
-        self.stored_at = self.msg.metadata.timestamp.timestamp()
-
-    @property
-    def reply(self) -> str:
-        return self.env.reply
-
-    @property
-    def deadline(self) -> float:
-        """Unix seconds (0 when the head stamped none, which it always does)."""
-        return self.env.deadline.timestamp if self.env.deadline is not None else 0.0
-
-    @property
-    def stream(self) -> bool:
-        return self.env.stream
-
-    @property
-    def delivery(self) -> str:
-        """Client attempt and JetStream delivery: chunks of a redelivery differ from the first."""
-        return f"{self.env.attempt}.{self.msg.metadata.num_delivered}"
-
-    @property
-    def attempts(self) -> int:
-        return self.env.hop + 1
 
 
 class Handler:

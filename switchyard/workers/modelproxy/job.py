@@ -1,0 +1,70 @@
+"""One dispatched request as a model-proxy serves it: where it goes and what happened so far."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+
+from switchyard.bus.envelope import Envelope
+from switchyard.errors import ApiError
+from switchyard.schemas.openai import Usage
+from switchyard.schemas.routing import Deployment, Provider
+from switchyard.workers.modelproxy.heartbeat import InFlight
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider_name: str
+    provider: Provider
+    deployment: Deployment
+
+
+@dataclass(slots=True)
+class Job:
+    """One dispatched request and what happened to it so far."""
+
+    msg: Msg
+    env: Envelope
+    deployment_id: str
+    inflight: InFlight
+    started: float = field(default_factory=time.time)
+    sent: bool = False  # content reached the caller: never retried after this
+    called: bool = False  # the provider was called
+    usage: Usage | None = None
+    status: int = 200
+    ttft: float | None = None  # from pick-up to the first chunk sent
+    ttfc: float | None = None  # from the provider call to its first chunk
+    called_at: float = 0.0
+    stored_at: float = 0.0  # when the head stored it in the queue (unix seconds)
+    reconnects: int = 0  # the connection's reconnect count when the job started
+    chunks: list[bytes] = field(default_factory=list)  # what was streamed, for a replay
+    answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
+    ended: bool = True  # the answer went out with its terminator (see ``_unbroken``)
+    cancelled: bool = False  # the caller abandoned the stream (llm.v1.cancel)
+
+    def __post_init__(self) -> None:
+        self.stored_at = self.msg.metadata.timestamp.timestamp()
+
+    @property
+    def reply(self) -> str:
+        return self.env.reply
+
+    @property
+    def deadline(self) -> float:
+        """Unix seconds (0 when the head stamped none, which it always does)."""
+        return self.env.deadline.timestamp if self.env.deadline is not None else 0.0
+
+    @property
+    def stream(self) -> bool:
+        return self.env.stream
+
+    @property
+    def delivery(self) -> str:
+        """Client attempt and JetStream delivery: chunks of a redelivery differ from the first."""
+        return f"{self.env.attempt}.{self.msg.metadata.num_delivered}"
+
+    @property
+    def attempts(self) -> int:
+        return self.env.hop + 1
