@@ -61,12 +61,11 @@ from switchyard.workers.modelproxy.usage import UsageBatcher
 log = logging.getLogger("switchyard.modelproxy")
 
 _BODY = msgspec.json.Decoder(dict[str, Any])
+# Token counts (COUNTS) are questions about a request, not requests: nothing is generated, so
+# nothing is billed (no usage event) nor reported as the deployment's traffic, and a failure is
+# answered as is, not retried elsewhere: a provider's count has its own rate limits, and its
+# 429 must not cool a deployment that generates fine.
 _OPS = frozenset({"chat", "complete", "embed", *COUNTS, *DIALECTS})
-# Questions about a request, not requests: nothing is generated, so nothing is billed (no
-# usage event) nor reported as the deployment's traffic, and a failure is answered as is, not
-# retried elsewhere: a provider's count has its own rate limits, and its 429 must not cool a
-# deployment that generates fine.
-_COUNTS = frozenset(COUNTS)
 _MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
 _DEADLINE_SLACK_S = 0.05  # a timer cut to the deadline may fire a little before it
@@ -255,7 +254,7 @@ class Handler:
                 not job.sent
                 and retryable(exc)
                 and time.time() < job.deadline
-                and job.env.op not in _COUNTS
+                and job.env.op not in COUNTS
             )
             if not (retry and await self._reroute(job, exc)):
                 job.answer = exc
@@ -266,11 +265,7 @@ class Handler:
                     )
         finally:
             self._observe(job, target, labels, hop, failure)
-        if (
-            job.called
-            and (job.usage is not None or job.status == 200)
-            and job.env.op not in _COUNTS
-        ):
+        if job.called and (job.usage is not None or job.status == 200) and job.env.op not in COUNTS:
             await self._record_usage(job, target)
         if replay_needed(
             answered=job.answer is not None,
@@ -382,7 +377,7 @@ class Handler:
         # Counts stay out of the traffic report: a few milliseconds each, they would halve a
         # deployment's measured time per request (the fair scheduler's window) and its
         # latency in the admin views, for calls that generate nothing.
-        if self.traffic is not None and job.env.op not in _COUNTS:
+        if self.traffic is not None and job.env.op not in COUNTS:
             self.traffic.record(
                 job.deployment_id,
                 latency_s=now - job.stored_at,
