@@ -383,6 +383,50 @@ def test_unserved_messages_paths_answer_in_anthropics_shape(agents: Stack, edge:
     assert elsewhere.json()["error"]["code"] == "not_found"  # OpenAI's shape
 
 
+async def test_models_listed_in_anthropics_shape(agents: Stack) -> None:
+    """Anthropic's SDK lists models at OpenAI's path, with its version header: it gets
+    Anthropic's paged shape (the key's models only), and its errors in Anthropic's shape;
+    a client without the header still gets OpenAI's list."""
+    api_key, _ = await agents.new_key("anthropic-lister", models=["native-*", "translated"])
+    for edge in (agents.tail_url, agents.gateway_url):
+        an = _anthropic(agents, edge, api_key)
+        listed = [m.id for m in an.models.list()]
+        assert sorted(listed) == ["native-messages", "native-responses", "translated"], listed
+        first = an.models.list(limit=2)
+        assert [m.type for m in first.data] == ["model", "model"]
+        assert first.has_more is True
+        assert first.first_id == listed[0]
+        assert first.last_id == listed[1]
+        rest = an.models.list(limit=2, after_id=first.last_id)
+        assert [m.id for m in rest.data] == listed[2:]
+        assert rest.has_more is False
+        back = an.models.list(limit=5, before_id=listed[2])
+        assert [m.id for m in back.data] == listed[:2]
+        assert back.has_more is False
+        model = an.models.retrieve("translated")
+        assert (model.id, model.display_name, model.lifecycle) == (
+            "translated",
+            "translated",
+            "active",
+        )
+        assert model.created_at.year == 1970  # the release date is unknown: the epoch
+        with pytest.raises(anthropic.NotFoundError) as hidden:
+            an.models.retrieve("counted")  # exists, but not for this key
+        assert hidden.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+        with pytest.raises(anthropic.BadRequestError) as bad:
+            an.models.list(limit=0)
+        assert bad.value.body["error"]["message"].startswith("limit: ")  # type: ignore[index]
+        with pytest.raises(anthropic.BadRequestError) as cursor:
+            an.models.list(after_id="counted")
+        assert "after_id: no model `counted`" in cursor.value.body["error"]["message"]  # type: ignore[index]
+        with pytest.raises(anthropic.AuthenticationError) as denied:
+            _anthropic(agents, edge, "sk-sy-wrong").models.list()
+        assert denied.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+        plain = _openai(agents, edge, api_key).models.list()
+        assert plain.object == "list"
+        assert {m.object for m in plain.data} == {"model"}
+
+
 # ---- the same keys, limits and spend ----
 
 

@@ -173,7 +173,8 @@ class NamedRoute(Route):
 
 def _error_handlers(app: FastAPI) -> None:
     """Every error a client can see is OpenAI-shaped, including routing and framework errors
-    (Anthropic-shaped under ``/v1/messages``, whose clients are Anthropic's SDKs)."""
+    (Anthropic-shaped under ``/v1/messages``, whose clients are Anthropic's SDKs, and for any
+    request that carries Anthropic's version header)."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
@@ -201,7 +202,8 @@ def _error_handlers(app: FastAPI) -> None:
             )
         else:
             err = error_for_status(exc.status_code, str(exc.detail))
-        if _anthropic_path(request.url.path):  # an Anthropic SDK reads Anthropic's shape
+        if _anthropic_path(request.url.path) or anthropic.VERSION_HEADER in request.headers:
+            # an Anthropic SDK reads Anthropic's shape
             response = Response(anthropic.error_body(err), err.status, media_type=JSON)
         else:
             response = error_response(err)

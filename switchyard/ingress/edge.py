@@ -120,25 +120,34 @@ class Edge:
     # ---- FastAPI endpoints ----
 
     async def list_models(self, request: Request) -> Response:
+        """The models this key may use; in Anthropic's paged shape for an Anthropic client."""
+        as_anthropic = anthropic.VERSION_HEADER in request.headers
         try:
             key = self.authenticate(_header_key(request), _address(request))
-            return Response(_ENCODE.encode(await self._models(key)), media_type=JSON)
+            listing = await self._models(key)
+            if as_anthropic:
+                ids = [m.get("id", "") for m in listing["data"]]
+                return Response(anthropic.page_body(ids, request.query_params), media_type=JSON)
+            return Response(_ENCODE.encode(listing), media_type=JSON)
         except ApiError as exc:
-            return error_response(exc)
+            return _error(exc, as_anthropic)
 
     async def get_model(self, request: Request) -> Response:
         model_id = request.path_params["model"]
+        as_anthropic = anthropic.VERSION_HEADER in request.headers
         try:
             key = self.authenticate(_header_key(request), _address(request))
             for model in (await self._models(key))["data"]:
                 if model["id"] == model_id:
+                    if as_anthropic:
+                        return Response(anthropic.model_body(model_id), media_type=JSON)
                     return Response(_ENCODE.encode(model), media_type=JSON)
             raise ModelNotFound(
                 f"The model `{model_id}` does not exist or you do not have access to it.",
                 param="model",
             )
         except ApiError as exc:
-            return error_response(exc)
+            return _error(exc, as_anthropic)
 
     async def health(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON)
@@ -172,6 +181,11 @@ def presented_key(
     """The client key a request presents: ``Authorization: Bearer``, else ``api-key`` (Azure
     style), else ``x-api-key``."""
     return h.bearer_token(authorization) or api_key or x_api_key
+
+
+def _error(exc: ApiError, as_anthropic: bool) -> Response:
+    # an Anthropic SDK reads Anthropic's shape
+    return error_response(exc, body=anthropic.error_body(exc) if as_anthropic else None)
 
 
 def _address(request: Request) -> str:

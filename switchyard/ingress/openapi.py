@@ -241,6 +241,12 @@ def _plain_paths() -> dict[str, Any]:
     """The edge's routes added without FastAPI's documentation (models, health, metrics)."""
     models = {
         "summary": "Models this key may use",
+        "description": (
+            "OpenAI's list. A request with Anthropic's `anthropic-version` header (its SDKs send"
+            " it) gets Anthropic's paged list instead (`data`, `has_more`, `first_id`,"
+            " `last_id`; query `limit` 1-1000, default 20, and `after_id` or `before_id`), and"
+            " its errors in Anthropic's shape; so does `GET /v1/models/{model}`."
+        ),
         "tags": ["llm"],
         "security": _SECURITY,
         "responses": {

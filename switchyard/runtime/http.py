@@ -14,8 +14,11 @@ from switchyard.schemas.openai import error_body
 JSON = "application/json"
 
 
-def error_response(exc: ApiError, request_id: str | None = None) -> Response:
-    """The HTTP response for ``exc``."""
+def error_response(
+    exc: ApiError, request_id: str | None = None, *, body: bytes | None = None
+) -> Response:
+    """The HTTP response for ``exc``: its status and headers, with OpenAI's error body unless
+    ``body`` gives another dialect's."""
     headers: dict[str, str] = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
@@ -23,4 +26,6 @@ def error_response(exc: ApiError, request_id: str | None = None) -> Response:
         headers["x-request-id"] = request_id
     for name, value in exc.headers:
         headers[name.decode()] = value.decode()
-    return Response(error_body(exc), status_code=exc.status, media_type=JSON, headers=headers)
+    if body is None:
+        body = error_body(exc)
+    return Response(body, status_code=exc.status, media_type=JSON, headers=headers)

@@ -3,15 +3,18 @@
 ``to_chat`` turns a request into a chat request plus the context the reply needs;
 ``to_message`` turns a whole chat completion into a Message; ``MessagesStream`` turns streamed
 chat chunks into Anthropic's event stream; ``error_body`` / ``error_event`` render Switchyard's
-errors the way Anthropic's SDKs expect them.
+errors the way Anthropic's SDKs expect them; ``page_body`` / ``model_body`` answer the model
+listing in Anthropic's shape.
 """
 
 from switchyard.dialects.anthropic.errors import error_body, error_event, error_type
+from switchyard.dialects.anthropic.models import VERSION_HEADER, model_body, page_body
 from switchyard.dialects.anthropic.reply import message_dict, to_message
 from switchyard.dialects.anthropic.request import MessagesContext, MessagesRequest, to_chat
 from switchyard.dialects.anthropic.stream import MessagesStream
 
 __all__ = [
+    "VERSION_HEADER",
     "MessagesContext",
     "MessagesRequest",
     "MessagesStream",
@@ -19,6 +22,8 @@ __all__ = [
     "error_event",
     "error_type",
     "message_dict",
+    "model_body",
+    "page_body",
     "to_chat",
     "to_message",
 ]
