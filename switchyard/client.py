@@ -248,6 +248,10 @@ class LLMClient:
         self._sub: Subscription | None = None
         self._loops = TaskSupervisor("llm-reconnects")
         self._reconnects_seen = nc.stats["reconnects"]
+        # The reconnect watch runs only while requests wait (an idle edge is not woken 5 times
+        # a second): the count it compares with, and the signal that work arrived.
+        self._watched_reconnects = self._reconnects_seen
+        self._busy = asyncio.Event()
         self._reconnected_at = float("-inf")
         self._answered_at = float("-inf")  # when a head last acknowledged a request
 
@@ -282,13 +286,16 @@ class LLMClient:
     async def _watch_reconnects(self) -> None:
         """Notice reconnects by the connection's own counter, so no caller has to wire a
         ``reconnected_cb``: reply paths did not survive a reconnect, and requests waiting on
-        them are re-sent (or end, if content was already delivered)."""
-        seen = self._nc.stats["reconnects"]
+        them are re-sent (or end, if content was already delivered). Sleeps while no request
+        waits; :meth:`_open` wakes it and sets the count to compare with."""
         while True:
+            if not self._pending:
+                self._busy.clear()
+                await self._busy.wait()
             await asyncio.sleep(RECONNECT_POLL_S)
             count = self._nc.stats["reconnects"]
-            if count != seen:
-                seen = count
+            if count != self._watched_reconnects:
+                self._watched_reconnects = count
                 for queue in self._pending.values():
                     queue.put_nowait(_RECONNECTED)
 
@@ -435,6 +442,9 @@ class LLMClient:
         """A fresh reply token on the inbox, and the queue its messages go to."""
         token = self._nuid.next().decode()
         queue: asyncio.Queue[Any] = asyncio.Queue()
+        if not self._pending:  # the first after a quiet spell: reconnects count from now on
+            self._watched_reconnects = self._nc.stats["reconnects"]
+            self._busy.set()
         self._pending[token] = queue
         return token, queue
 

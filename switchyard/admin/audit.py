@@ -22,6 +22,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from switchyard.bus import subjects
+from switchyard.bus.flow_control import quiet_flow_control
 from switchyard.schemas.audit import DECODER, AuditEntry
 
 log = logging.getLogger("switchyard.admin.audit")
@@ -77,6 +78,7 @@ class AuditLog:
             config=config,
             cb=self._on_msg,
         )
+        quiet_flow_control(self._sub)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._caught_up.wait(), timeout)
 

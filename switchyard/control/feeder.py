@@ -52,6 +52,7 @@ from nats.js.kv import KeyValue
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
+from switchyard.bus.flow_control import quiet_flow_control
 from switchyard.control.fairqueue import FairQueue
 from switchyard.control.holdledger import HoldLedger, Purge
 from switchyard.errors import BusError
@@ -193,6 +194,7 @@ class Feeder:
             idle_heartbeat=HOLD_HEARTBEAT_S,
             cb=self._on_held,
         )
+        quiet_flow_control(self._hold_sub)
         self._loops.spawn(self._tick_forever())
 
     async def stop(self) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from switchyard.bus.flow_control import quiet_flow_control
 from switchyard.runtime.tasks import TaskSupervisor
 
 log = logging.getLogger("switchyard.kv")
@@ -44,6 +45,7 @@ class KvFollower:
     async def start(self, timeout: float = 10.0) -> None:
         kv = await self._js.key_value(self._bucket)
         self._watcher = await kv.watch(self._keys)
+        quiet_flow_control(self._watcher._sub)  # no poll four times a second while idle
         ready = asyncio.get_running_loop().create_future()
         self._loops.spawn(self._follow(ready))
         await asyncio.wait_for(ready, timeout)
