@@ -25,6 +25,8 @@ from typing import Any
 log = logging.getLogger("switchyard.bus")
 
 _POLL_S = 0.02  # while an answer waits for the messages before it to be handed over
+# A connection closed without unsubscribing (nats-py's own tasks end then) ends this one too.
+_IDLE_CHECK_S = 30.0
 
 
 def quiet_flow_control(subscription: Any) -> bool:
@@ -59,8 +61,11 @@ def quiet_flow_control(subscription: Any) -> bool:
 async def _answer(jsi: Any, pending: asyncio.Queue[Any], asked: asyncio.Event) -> None:
     """Send each scheduled answer once the messages delivered before its request have left the
     subscription's queue (nats-py's own condition)."""
-    while True:
-        await asked.wait()
+    while not jsi._conn.is_closed:  # a closed connection ends it within _IDLE_CHECK_S
+        try:
+            await asyncio.wait_for(asked.wait(), _IDLE_CHECK_S)
+        except TimeoutError:
+            continue
         asked.clear()
         while jsi._fcr:
             if jsi._conn.is_closed:
