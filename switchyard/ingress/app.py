@@ -33,7 +33,7 @@ from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import ANTHROPIC_OPS, ROUTES, FastPath
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.metrics import EdgeMetrics
-from switchyard.ingress.responses import JSON, error_response
+from switchyard.ingress.responses import error_response
 from switchyard.limits.limiter import Limiter
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.metrics import CONTENT_TYPE, Metrics, count_reconnects
@@ -202,11 +202,11 @@ def _error_handlers(app: FastAPI) -> None:
             )
         else:
             err = error_for_status(exc.status_code, str(exc.detail))
-        if _anthropic_path(request.url.path) or anthropic.VERSION_HEADER in request.headers:
-            # an Anthropic SDK reads Anthropic's shape
-            response = Response(anthropic.error_body(err), err.status, media_type=JSON)
-        else:
-            response = error_response(err)
+        # an Anthropic SDK reads Anthropic's shape
+        anthropic_client = (
+            _anthropic_path(request.url.path) or anthropic.VERSION_HEADER in request.headers
+        )
+        response = error_response(err, body=anthropic.error_body(err) if anthropic_client else None)
         response.headers.update(headers)
         return response
 
