@@ -15,6 +15,7 @@ from typing import Protocol
 
 from switchyard.config import Settings
 from switchyard.errors import ConfigError
+from switchyard.runtime.shutdown import ExitDeadline
 
 COMPONENTS: dict[str, str] = {
     "tail": "switchyard.ingress.tail",
@@ -56,11 +57,20 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 def serve(component: str, settings: Settings, *, instance: str, health_port: int | None) -> int:
     run = _runner(component)
 
+    # The supervisor's SIGKILL comes at stop_timeout_s; this covers a child whose supervisor
+    # is gone (runtime.shutdown).
+    deadline = ExitDeadline(settings.stack.stop_timeout_s + 1.0)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def asked_to_stop() -> None:
+            deadline.arm()
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, asked_to_stop)
         await run(settings, instance=instance, health_port=health_port, stop=stop)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

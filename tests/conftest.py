@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from tests.stacks import Stack, start_stack
-from tests.support import processes_mentioning
+from tests.support import describe_processes, processes_mentioning
 from tests.upstream import FakeOpenAI
 
 # Aliases of the session stack, each backed by one fake-provider behaviour (see tests/upstream.py).
@@ -92,5 +92,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     base = str(factory.getbasetemp())
     leaked = processes_mentioning(base)
     if leaked:
-        print(f"\nleaked processes mentioning {base}: {leaked}")
+        print(f"\nleaked processes mentioning {base}:", *describe_processes(leaked), sep="\n  ")
         session.exitstatus = 1

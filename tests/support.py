@@ -150,3 +150,18 @@ def processes_mentioning(text: str) -> list[int]:
         if needle in cmdline or needle in environ:
             found.append(int(entry.name))
     return found
+
+
+def describe_processes(pids: list[int]) -> list[str]:
+    """``pid state command line`` of each process, for a failure message about leaks."""
+    described = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            described.append(f"{pid} (gone)")
+            continue
+        state = stat.rsplit(")", 1)[1].split()[0]
+        described.append(f"{pid} {state} {cmdline.decode(errors='replace').strip()[:160]}")
+    return described

@@ -19,7 +19,7 @@ import redis
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.limits.credentials import read_password
-from tests.support import processes_mentioning, write_settings
+from tests.support import describe_processes, processes_mentioning, write_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -154,7 +154,7 @@ def test_killed_supervisor_leaves_no_orphans(tmp_path: Path) -> None:
     deadline = time.monotonic() + 15
     while processes_mentioning(str(home)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert processes_mentioning(str(home)) == []
+    assert describe_processes(processes_mentioning(str(home))) == []
 
 
 def test_foreground_up_stops_everything_on_sigint(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from nats.aio.subscription import Subscription
 from switchyard.bus import subjects
 from switchyard.runtime.tasks import TaskSupervisor
 
-log = logging.getLogger("switchyard.modelproxy")
+log = logging.getLogger("switchyard.puller")
 
 Handle = Callable[[Msg, str], Awaitable[None]]
 _ENCODE = msgspec.json.Encoder()

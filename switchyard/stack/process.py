@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -28,13 +29,15 @@ HealthCheck = Callable[[], Awaitable[bool]]
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Runs in the child between fork and exec."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:  # not Linux: fall back to the supervisor's own cleanup
-        pass
+        return
+    if os.getppid() != parent:  # the supervisor died before the request: nobody would signal
+        os._exit(1)
 
 
 @dataclass(slots=True)
@@ -89,7 +92,7 @@ class ManagedProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         log.debug("started %s pid %s", self.spec.name, self.proc.pid)
 

@@ -1,0 +1,71 @@
+"""A process asked to stop exits by its deadline even when its graceful stop hangs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+# A stop that waits for a task it cancelled; with ``hang`` the task swallows its cancellation.
+_HANGING_STOP = textwrap.dedent(
+    """
+    import asyncio, logging, sys
+    from switchyard.runtime.shutdown import ExitDeadline
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if sys.argv[2] == "finish":
+                    raise
+
+    async def main() -> None:
+        task = asyncio.create_task(stubborn(), name="stubborn-loop")
+        await asyncio.sleep(0)
+        ExitDeadline(float(sys.argv[1])).arm()
+        print("stopping", flush=True)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_hanging_stop_exits_at_the_deadline_and_says_what_hung() -> None:
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _HANGING_STOP, "1.5", "hang"],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=30,
+    )
+    took = time.monotonic() - began
+    assert done.stdout == "stopping\n"
+    assert done.returncode == 1
+    assert took < 15  # interpreter start plus 1.5 s; without the deadline it never ends
+    # A second before the deadline: the asyncio tasks still running, with where they wait.
+    assert "still stopping" in done.stderr
+    assert "stubborn-loop" in done.stderr
+    assert "in stubborn" in done.stderr
+    # At the deadline: every thread's stack, from faulthandler's own thread.
+    assert "Timeout (0:00:01.500000)!" in done.stderr
+    assert "most recent call first" in done.stderr
+
+
+def test_a_stop_that_finishes_exits_normally() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _HANGING_STOP, "5", "finish"],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "still stopping" not in done.stderr
+    assert "Timeout" not in done.stderr
