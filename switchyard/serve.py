@@ -15,7 +15,7 @@ from typing import Protocol
 
 from switchyard.config import Settings
 from switchyard.errors import ConfigError
-from switchyard.runtime.shutdown import ExitDeadline
+from switchyard.runtime.shutdown import ExitDeadline, cancel_remaining
 
 COMPONENTS: dict[str, str] = {
     "tail": "switchyard.ingress.tail",
@@ -71,7 +71,10 @@ def serve(component: str, settings: Settings, *, instance: str, health_port: int
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, asked_to_stop)
-        await run(settings, instance=instance, health_port=health_port, stop=stop)
+        try:
+            await run(settings, instance=instance, health_port=health_port, stop=stop)
+        finally:
+            await cancel_remaining()  # what the stop left running (a reconnect loop...)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest_asyncio
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from switchyard.control.lease import Lease
+from switchyard.control.lease import RELEASE_TIMEOUT_S, Lease
 from switchyard.schemas.scheduling import FEEDER_LEASE_KEY as KEY
 from tests.support import jetstream_server
 
@@ -85,6 +86,21 @@ async def test_a_clean_stop_hands_the_lease_over_at_once(bucket: Bucket) -> None
     assert not await b.renew(now=101.0)
     await a.release()
     assert await b.renew(now=101.0)
+
+
+async def test_a_release_during_an_outage_gives_up_in_seconds(bucket: Bucket) -> None:
+    """Every process stopping at once (the supervisor killed) stops its NATS server too: the
+    release, which control's 10 s API timeout would stretch to 20 s, gives up, and the lease
+    expires by itself."""
+    patient = await bucket.js.key_value("sy_sched_test")  # 30 s API timeout
+    a = Lease(patient, "a", ttl=6)
+    assert await a.renew(now=100.0)
+    async with bucket.down():
+        began = time.monotonic()
+        await a.release()
+        took = time.monotonic() - began
+    assert RELEASE_TIMEOUT_S - 0.5 < took < RELEASE_TIMEOUT_S + 2
+    assert not await Lease(bucket.kv, "b", ttl=6).renew(now=101.0)  # still a's, until 106
 
 
 async def test_a_missed_renewal_keeps_the_lease_while_a_margin_is_left(bucket: Bucket) -> None:

@@ -9,8 +9,6 @@ following their bucket and stream.
 
 from __future__ import annotations
 
-import contextlib
-
 from fastapi import APIRouter
 from nats.aio.client import Client as NATS
 
@@ -25,7 +23,7 @@ from switchyard.admin.token import AdminAuth
 from switchyard.admin.ui import AdminUi
 from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
-from switchyard.bus.connect import connect
+from switchyard.bus.connect import connect, disconnect
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
@@ -94,5 +92,4 @@ class AdminPlugin:
             await context.spend.close()
         if self._nc is not None:
             nc, self._nc = self._nc, None
-            with contextlib.suppress(Exception):  # already closed or the server is gone
-                await nc.drain()
+            await disconnect(nc)

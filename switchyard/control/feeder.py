@@ -207,7 +207,8 @@ class Feeder:
             await self._deactivate(dep)
         await self._work.drain(2.0)
         await self._publisher.stop()  # moves still in flight hear how they went
-        await self._purge()  # what was moved leaves HOLD now, not after a restart
+        if self._nc.is_connected:  # else a restart moves the leftovers again (deduplicated)
+            await self._purge()  # what was moved leaves HOLD now, not after a restart
         if self._purge_timer is not None:
             self._purge_timer.cancel()
         # Ready to start again (leadership may come back): a new start reads HOLD afresh.

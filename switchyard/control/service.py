@@ -39,6 +39,7 @@ from switchyard.runtime.cooldowns import CooldownBook
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY, sync_dispatch_consumers
 from switchyard.runtime.endpoints import Endpoints, reply_ok
 from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.shutdown import STOP_STEP_S, within
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import control as wire
@@ -135,8 +136,8 @@ class Control:
 
     async def stop(self, grace: float) -> None:
         self.ready = False
-        if self._service is not None:
-            await self._service.stop()
+        if self._service is not None:  # a server gone meanwhile must not hold the stop
+            await within(STOP_STEP_S, self._service.stop(), "stopping the NATS service")
             self._service = None
         await self._endpoints.drain(grace)
         await self._leading.cancel_all()

@@ -22,7 +22,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from switchyard.bus import identities
-from switchyard.bus.connect import connect
+from switchyard.bus.connect import connect, disconnect
 from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.dialects import anthropic
@@ -123,8 +123,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
             await keys.stop()
             await client.close()
             edge.tracing.shutdown()
-            with contextlib.suppress(Exception):
-                await nc.drain()
+            await disconnect(nc)
 
     app = FastAPI(
         title=f"Switchyard {kind}",

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
-import io
 import logging
 import sys
+from collections.abc import Awaitable, Coroutine
+from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("switchyard.shutdown")
 
-REPORT_TASKS = 20  # stacks logged before the deadline, at most
+REPORT_TASKS = 30  # tasks logged before the deadline, at most
+CANCEL_ROUND_S = 0.1
+# One network step of a stop (an unsubscribe, a flush): milliseconds when the server answers.
+STOP_STEP_S = 2.0
 
 
 class ExitDeadline:
@@ -43,17 +48,68 @@ class ExitDeadline:
             with_loop.call_later(max(0.0, self.seconds - 1.0), self._report)
 
     def _report(self) -> None:
-        current = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-        stacks = io.StringIO()
-        for task in tasks[:REPORT_TASKS]:
-            task.print_stack(limit=4, file=stacks)
+        tasks = [t for t in asyncio.all_tasks() if not t.done()]
+        lines = [f"  {t.get_name()}: {awaiting(t.get_coro())}" for t in tasks[:REPORT_TASKS]]
         log.error(
             "still stopping %.0fs after being asked to; exiting in 1s. %d task(s) running:\n%s",
             self.seconds - 1.0,
             len(tasks),
-            stacks.getvalue().rstrip(),
+            "\n".join(lines),
         )
+
+
+async def within(seconds: float, step: Awaitable[Any], what: str) -> bool:
+    """Run one step of a stop for at most ``seconds``; True if it finished without error.
+
+    A step that overruns is cancelled and not waited for (nats-py can swallow a cancel, so
+    ``wait_for`` could wait for ever); one that fails is logged. Either way the stop goes on:
+    the steps after it (finishing work in hand, flushing usage) matter more.
+    """
+    task = asyncio.ensure_future(step)
+    await asyncio.wait({task}, timeout=seconds)
+    if not task.done():
+        task.cancel()
+        log.warning("%s did not finish within %gs; stopping without it", what, seconds)
+        return False
+    if task.cancelled():
+        return False
+    failed = task.exception()
+    if failed is not None:
+        why = str(failed) or type(failed).__name__
+        log.warning("%s failed (%s); stopping without it", what, why)
+        return False
+    return True
+
+
+async def cancel_remaining() -> None:
+    """Cancel every other task and wait for them, cancelling again until all have ended.
+
+    ``asyncio.run`` cancels leftover tasks once and waits for ever. Under Python 3.11 a cancel
+    can be lost: ``wait_for`` returns the awaited result if it completed in the same loop turn,
+    and nats-py's reconnect loop, whose attempts to a stopped server fail at once, then simply
+    tries again. A process whose NATS server had gone could retry for ever instead of exiting.
+    """
+    current = asyncio.current_task()
+    while True:
+        others = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if not others:
+            return
+        for task in others:
+            task.cancel()
+        await asyncio.wait(others, timeout=CANCEL_ROUND_S)
+
+
+def awaiting(coro: Coroutine[Any, Any, Any] | Any) -> str:
+    """Where a suspended coroutine waits: its chain of awaits, outermost first."""
+    steps = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        where = Path(frame.f_code.co_filename)
+        steps.append(f"{where.parent.name}/{where.name}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(steps) or repr(coro)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

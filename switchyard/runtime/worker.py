@@ -9,7 +9,6 @@ connection so replies in the buffer still go out).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Protocol, TypeVar
 
 from nats.aio.client import Client as NATS
 
-from switchyard.bus.connect import connect
+from switchyard.bus.connect import connect, disconnect
 from switchyard.config import Settings
 from switchyard.runtime.health import HealthServer
 from switchyard.runtime.metrics import Metrics, count_reconnects
@@ -105,5 +104,4 @@ async def serve_worker(
         await running.stop(settings.stack.stop_timeout_s / 2)
         await health.stop()
         tracing.shutdown()
-        with contextlib.suppress(Exception):  # already closed or the server is gone
-            await nc.drain()
+        await disconnect(nc)

@@ -39,6 +39,7 @@ from switchyard.errors import (
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.audit import request_actor
 from switchyard.runtime.endpoints import Endpoints, reply_ok
+from switchyard.runtime.shutdown import STOP_STEP_S, within
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import secrets as wire
 from switchyard.schemas.events import SecretChanged
@@ -127,8 +128,8 @@ class SecretsService:
 
     async def stop(self, grace: float) -> None:
         self.ready = False
-        if self._service is not None:
-            await self._service.stop()
+        if self._service is not None:  # a server gone meanwhile must not hold the stop
+            await within(STOP_STEP_S, self._service.stop(), "stopping the NATS service")
             self._service = None
         await self._endpoints.drain(grace)
 
