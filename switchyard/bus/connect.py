@@ -125,8 +125,14 @@ async def disconnect(nc: NATS, timeout: float = DISCONNECT_S) -> None:
 
     for step in (drain, close) if nc.is_connected else (close,):
         if nc.is_closed:
-            return
+            break
         task = asyncio.ensure_future(step())
         await asyncio.wait({task}, timeout=timeout)
         if not task.done():
             task.cancel()
+    # close() cancels nats-py's reconnect loop once; under Python 3.11 that cancel is lost if an
+    # attempt failed in the same loop turn, and the loop retries for ever. Once more makes that
+    # unlikely squared (switchyard serve's exit cancels leftovers until they end).
+    retrying = getattr(nc, "_reconnection_task", None)
+    if isinstance(retrying, asyncio.Task) and not retrying.done():
+        retrying.cancel()
