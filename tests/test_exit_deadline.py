@@ -42,15 +42,19 @@ _HANGING_STOP = textwrap.dedent(
 )
 
 
-def test_a_hanging_stop_exits_at_the_deadline_and_says_what_hung() -> None:
-    began = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-c", _HANGING_STOP, "1.5", "hang"],
+def _stop(deadline: str, mode: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _HANGING_STOP, deadline, mode],
         capture_output=True,
         check=False,
         text=True,
         timeout=30,
     )
+
+
+def test_a_hanging_stop_exits_at_the_deadline_and_says_what_hung() -> None:
+    began = time.monotonic()
+    done = _stop("1.5", "hang")
     took = time.monotonic() - began
     assert done.stdout == "stopping\n"
     assert done.returncode == 1
@@ -64,13 +68,7 @@ def test_a_hanging_stop_exits_at_the_deadline_and_says_what_hung() -> None:
 
 
 def test_a_stop_that_finishes_exits_normally() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _HANGING_STOP, "5", "finish"],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=30,
-    )
+    done = _stop("5", "finish")
     assert done.returncode == 0, done.stderr
     assert "still stopping" not in done.stderr
     assert "Timeout" not in done.stderr
