@@ -9,6 +9,7 @@ the same line is refused by the bucket, so a line is never recorded twice).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
 from collections.abc import Callable
@@ -88,15 +89,23 @@ class BatchStore:
         (an object store delete purges their chunks)."""
         with contextlib.suppress(KeyNotFoundError):
             await (await self._kv()).delete(b.FILE_PREFIX + file_id)
-        with contextlib.suppress(ObjectNotFoundError, ObjectDeletedError):
-            await (await self._objects()).delete(file_id)
+        await self._delete_object(file_id)
 
     async def expire_file(self, file_id: str) -> None:
         """Remove an expired file for good: its bytes, then every trace of its record (a
         delete would leave a marker per file in the bucket for ever)."""
+        await self._delete_object(file_id)
+        await self._purge_key(b.FILE_PREFIX + file_id)
+
+    async def _delete_object(self, file_id: str) -> None:
+        """Purge a file's chunks, then the "deleted" entry nats-py's delete writes in their
+        place (~200 bytes per file, kept for ever otherwise)."""
         with contextlib.suppress(ObjectNotFoundError, ObjectDeletedError):
             await (await self._objects()).delete(file_id)
-        await self._purge_key(b.FILE_PREFIX + file_id)
+        name = base64.urlsafe_b64encode(file_id.encode()).decode()  # as nats-py names it
+        await self._js.purge_stream(
+            f"OBJ_{subjects.FILES_BUCKET}", subject=f"$O.{subjects.FILES_BUCKET}.M.{name}"
+        )
 
     async def _purge_key(self, key: str) -> None:
         await self._js.purge_stream(
