@@ -23,13 +23,14 @@ from switchyard.admin.token import AdminAuth
 from switchyard.admin.ui import AdminUi
 from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
-from switchyard.bus.connect import connect, disconnect
+from switchyard.bus.connect import connect
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.metrics import Metrics
+from switchyard.runtime.shutdown import disconnect
 
 
 class AdminPlugin:

@@ -6,7 +6,6 @@ permission violations, which nats-py reports only asynchronously, are logged wit
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import ssl
@@ -22,7 +21,6 @@ from switchyard.errors import BusUnreachable
 log = logging.getLogger("switchyard.bus")
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
-DISCONNECT_S = 2.0  # for the drain, then for the close
 
 
 def client_tls(cert_dir: Path, name: str) -> ssl.SSLContext:
@@ -102,37 +100,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return str(exc) or type(exc).__name__
-
-
-async def disconnect(nc: NATS, timeout: float = DISCONNECT_S) -> None:
-    """End a service's connection: drained (subscriptions finish what they hold, publications
-    are flushed) if the server answers, then closed; each step within ``timeout``.
-
-    Bounded because a stop must not hang on its server: nats-py refuses to drain a connection
-    that is reconnecting (which left its reconnect loop running for as long as the process
-    lived), and a drain whose server has gone waits 10 s for each flush. A round trip first
-    tells whether the server is there; the drain is skipped if not.
-    """
-
-    async def drain() -> None:
-        with contextlib.suppress(Exception):  # the server went: closed below
-            await nc.flush(timeout=1)
-            await nc.drain()
-
-    async def close() -> None:
-        with contextlib.suppress(Exception):
-            await nc.close()
-
-    for step in (drain, close) if nc.is_connected else (close,):
-        if nc.is_closed:
-            break
-        task = asyncio.ensure_future(step())
-        await asyncio.wait({task}, timeout=timeout)
-        if not task.done():
-            task.cancel()
-    # close() cancels nats-py's reconnect loop once; under Python 3.11 that cancel is lost if an
-    # attempt failed in the same loop turn, and the loop retries for ever. Once more makes that
-    # unlikely squared (switchyard serve's exit cancels leftovers until they end).
-    retrying = getattr(nc, "_reconnection_task", None)
-    if isinstance(retrying, asyncio.Task) and not retrying.done():
-        retrying.cancel()

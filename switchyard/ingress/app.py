@@ -22,7 +22,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from switchyard.bus import identities
-from switchyard.bus.connect import connect, disconnect
+from switchyard.bus.connect import connect
 from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.dialects import anthropic
@@ -38,6 +38,7 @@ from switchyard.limits.limiter import Limiter
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.metrics import CONTENT_TYPE, Metrics, count_reconnects
 from switchyard.runtime.reporting import Reporter
+from switchyard.runtime.shutdown import disconnect
 from switchyard.runtime.tracing import setup_tracing
 
 log = logging.getLogger("switchyard.ingress")

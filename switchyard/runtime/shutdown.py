@@ -15,12 +15,15 @@ the deadline dumps every thread's stack and exits with status 1. The dump and ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import logging
 import sys
 from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import Any
+
+from nats.aio.client import Client as NATS
 
 log = logging.getLogger("switchyard.shutdown")
 
@@ -79,6 +82,33 @@ async def within(seconds: float, step: Awaitable[Any], what: str) -> bool:
         log.warning("%s failed (%s); stopping without it", what, why)
         return False
     return True
+
+
+async def disconnect(nc: NATS, timeout: float = STOP_STEP_S) -> None:
+    """End a service's connection: drained (subscriptions finish what they hold, publications
+    are flushed) if the server answers, then closed; each step :func:`within` ``timeout``.
+
+    Bounded because a stop must not hang on its server: nats-py refuses to drain a connection
+    that is reconnecting (which left its reconnect loop running for as long as the process
+    lived), and a drain whose server has gone waits 10 s for each flush. A round trip first
+    tells whether the server is there; the drain is skipped if not.
+    """
+
+    async def drain() -> None:
+        with contextlib.suppress(Exception):  # the server went: closed below
+            await nc.flush(timeout=1)
+            await nc.drain()
+
+    if nc.is_connected:
+        await within(timeout, drain(), "draining the NATS connection")
+    if not nc.is_closed:
+        await within(timeout, nc.close(), "closing the NATS connection")
+    # close() cancels nats-py's reconnect loop once; under Python 3.11 that cancel is lost if an
+    # attempt failed in the same loop turn, and the loop retries for ever. Once more makes that
+    # unlikely squared (switchyard serve's exit cancels leftovers until they end).
+    retrying = getattr(nc, "_reconnection_task", None)
+    if isinstance(retrying, asyncio.Task) and not retrying.done():
+        retrying.cancel()
 
 
 async def cancel_remaining() -> None:

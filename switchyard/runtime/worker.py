@@ -16,11 +16,12 @@ from typing import Protocol, TypeVar
 
 from nats.aio.client import Client as NATS
 
-from switchyard.bus.connect import connect, disconnect
+from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.runtime.health import HealthServer
 from switchyard.runtime.metrics import Metrics, count_reconnects
 from switchyard.runtime.reporting import Reporter
+from switchyard.runtime.shutdown import disconnect
 from switchyard.runtime.tracing import OFF, Tracing, setup_tracing
 
 log = logging.getLogger("switchyard.worker")
