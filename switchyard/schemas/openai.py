@@ -169,16 +169,32 @@ def _too_deep() -> InvalidRequest:
 
 
 def _invalid(text: str) -> InvalidRequest:
-    # msgspec: "Expected `str`, got `int` - at `$.model`" / "Object missing required field `model`"
-    param = None
-    if " - at `$." in text:
-        text, _, where = text.partition(" - at `$.")
-        param = where.rstrip("`").split("[", 1)[0].split(".", 1)[0]
-    elif "missing required field" in text:
-        param = text.rsplit("`", 2)[-2] if text.count("`") >= 2 else None
-    if text.startswith("Expected `object`"):
-        text = "request body must be a JSON object"
-    return InvalidRequest(text.replace("`", "'"), param=param)
+    # msgspec: "Expected `str`, got `int` - at `$.model`", "Object missing required field
+    # `role` - at `$.messages[0]`". The SDKs print only the message, so it names the field
+    # with its full path, in OpenAI's words; ``param`` is the top-level field.
+    where = ""
+    if " - at `$" in text:
+        text, _, at = text.partition(" - at `$")
+        where = at.rstrip("`").lstrip(".")
+    text = text.replace("`", "'")
+    if text.startswith("Object missing required field '"):
+        field = text.rsplit("'", 2)[-2]
+        path = f"{where}.{field}" if where else field
+        return InvalidRequest(
+            f"Missing required parameter: '{path}'.",
+            param=_top(path),
+            code="missing_required_parameter",
+        )
+    if not where:
+        if text.startswith("Expected 'object'"):
+            text = "request body must be a JSON object"
+        return InvalidRequest(text)
+    detail = text[0].lower() + text[1:]
+    return InvalidRequest(f"Invalid '{where}': {detail}.", param=_top(where))
+
+
+def _top(path: str) -> str:
+    return path.split("[", 1)[0].split(".", 1)[0]
 
 
 def error_body(exc: ApiError) -> bytes:
