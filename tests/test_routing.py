@@ -101,10 +101,13 @@ async def test_failing_deployment_is_routed_around_and_cooled_on_every_head(
 ) -> None:
     await _clear(routed, A, B)
     upstream.set_mode("a", "status:500")
-    for _ in range(12):
-        resp = await _chat(routed, "pair")
+    attempts = set()
+    for n in range(12):
+        resp = await _chat(routed, "pair", stream=n % 2 == 1)  # a stream names it too
         assert resp.status_code == 200, resp.text
         assert resp.headers["x-switchyard-deployment"] == B
+        attempts.add(resp.headers["x-switchyard-attempts"])
+    assert attempts <= {"1", "2"}
     for text in await _cooldowns_on_every_head(routed):
         assert f'deployment="{A}"' in text
     listing = (await routed.admin("GET", "/deployments")).json()["deployments"]

@@ -64,8 +64,10 @@ class Reply:
         delivery: which delivery of the request a chunk belongs to (see :func:`send_chunk`).
         seq: a chunk's position in its stream (from 0); on a stream's final message, how many
             chunks came before it; -1 when absent (non-streaming replies).
-        deployment: the deployment that answered (final and error messages).
-        attempts: how many deployments the request took (final and error messages).
+        deployment: the deployment that answered (final and error messages, and a stream's
+            first chunk).
+        attempts: how many deployments the request took (final and error messages, and a
+            stream's first chunk).
         usage: tokens the provider reported (final messages), or None.
         retry_after: seconds to wait before retrying (429/503 errors), or None.
     """
@@ -90,7 +92,17 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
     if kind is None:
         kind = ReplyKind.FINAL if status == 200 else ReplyKind.ERROR
     if kind is ReplyKind.CHUNK:
-        return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""), seq=_int(hdrs.get(h.SEQ), -1))
+        seq = _int(hdrs.get(h.SEQ), -1)
+        if seq:
+            return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""), seq=seq)
+        return Reply(
+            kind,
+            body,
+            delivery=hdrs.get(h.ATTEMPT, ""),
+            seq=seq,
+            deployment=hdrs.get(h.DEPLOYMENT, ""),
+            attempts=_int(hdrs.get(h.ATTEMPTS), 0),
+        )
     if kind is ReplyKind.FINAL or kind is ReplyKind.ERROR:
         return Reply(
             kind,
@@ -150,14 +162,32 @@ async def send_keepalive(nc: NATS, reply: str) -> None:
     await nc.publish(reply, b"", headers=KEEPALIVE_HEADERS)
 
 
-def chunk_headers(seq: int, delivery: str) -> dict[str, str]:
-    return {h.KIND: ReplyKind.CHUNK.value, h.SEQ: str(seq), h.ATTEMPT: delivery}
+def chunk_headers(
+    seq: int, delivery: str, *, deployment: str = "", attempts: int = 0
+) -> dict[str, str]:
+    headers = {h.KIND: ReplyKind.CHUNK.value, h.SEQ: str(seq), h.ATTEMPT: delivery}
+    if deployment:
+        headers[h.DEPLOYMENT] = deployment
+    if attempts:
+        headers[h.ATTEMPTS] = str(attempts)
+    return headers
 
 
-async def send_chunk(nc: NATS, reply: str, seq: int, body: bytes, delivery: str) -> None:
+async def send_chunk(
+    nc: NATS,
+    reply: str,
+    seq: int,
+    body: bytes,
+    delivery: str,
+    *,
+    deployment: str = "",
+    attempts: int = 0,
+) -> None:
     """One streamed chunk. ``delivery`` differs between deliveries of the same request (a
-    redelivery after a worker died), so a caller notices a restarted stream."""
-    await nc.publish(reply, body, headers=chunk_headers(seq, delivery))
+    redelivery after a worker died), so a caller notices a restarted stream. The first chunk
+    also names the deployment and the attempts (an HTTP edge sends its headers with it)."""
+    headers = chunk_headers(seq, delivery, deployment=deployment, attempts=attempts)
+    await nc.publish(reply, body, headers=headers)
 
 
 async def end_stream(nc: NATS, reply: str) -> None:

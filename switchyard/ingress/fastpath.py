@@ -346,11 +346,18 @@ def _too_large(limit: int) -> PayloadTooLarge:
 async def _answer(
     send: Send, reply: Reply, request_id: str, limit_headers: list[tuple[bytes, bytes]]
 ) -> None:
-    extra = [(b"x-request-id", request_id.encode()), *limit_headers]
-    if reply.deployment:
-        extra.append((b"x-switchyard-deployment", reply.deployment.encode()))
-        extra.append((b"x-switchyard-attempts", str(reply.attempts or 1).encode()))
+    extra = [(b"x-request-id", request_id.encode()), *limit_headers, *_answered_by(reply)]
     await _respond(send, 200, reply.body, _JSON + extra)
+
+
+def _answered_by(reply: Reply) -> list[tuple[bytes, bytes]]:
+    """Which deployment answered, after how many attempts (a final, or a stream's first chunk)."""
+    if not reply.deployment:
+        return []
+    return [
+        (b"x-switchyard-deployment", reply.deployment.encode()),
+        (b"x-switchyard-attempts", str(reply.attempts or 1).encode()),
+    ]
 
 
 async def _respond(
@@ -408,7 +415,12 @@ async def _stream(
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [*_SSE, (b"x-request-id", request_id.encode()), *limit_headers],
+            "headers": [
+                *_SSE,
+                (b"x-request-id", request_id.encode()),
+                *limit_headers,
+                *_answered_by(first),
+            ],
         },
         {"type": "http.response.body", "body": opening, "more_body": True},
     )

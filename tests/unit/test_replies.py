@@ -45,6 +45,13 @@ def test_a_chunk_carries_its_delivery() -> None:
     )
 
 
+def test_only_the_first_chunk_names_the_deployment() -> None:
+    first = decode_reply(b"{}", chunk_headers(0, "1.1", deployment="d1", attempts=2))
+    assert (first.seq, first.deployment, first.attempts) == (0, "d1", 2)
+    later = decode_reply(b"{}", chunk_headers(1, "1.1"))
+    assert (later.seq, later.deployment, later.attempts) == (1, "", 0)
+
+
 def test_a_final_carries_deployment_attempts_and_usage() -> None:
     usage = Usage(prompt_tokens=3, completion_tokens=5, total_tokens=8)
     reply = decode_reply(b"{}", final_headers(deployment="d1", attempts=2, usage=usage))

@@ -313,8 +313,22 @@ class Handler:
         first proves the new connection works."""
         log.info("replaying an answer sent across a NATS reconnect (%d chunks)", len(job.chunks))
         for seq, payload in enumerate(job.chunks):
-            await replies.send_chunk(self.nc, job.reply, seq, payload, job.delivery)
+            await self._send_chunk(job, seq, payload)
         await self._answer(job)
+
+    async def _send_chunk(self, job: Job, seq: int, payload: bytes) -> None:
+        if seq:
+            await replies.send_chunk(self.nc, job.reply, seq, payload, job.delivery)
+            return
+        await replies.send_chunk(
+            self.nc,
+            job.reply,
+            seq,
+            payload,
+            job.delivery,
+            deployment=job.deployment_id,
+            attempts=job.attempts,
+        )
 
     def _trace_queue_wait(self, job: Job) -> None:
         if not self.tracing.enabled:
@@ -435,7 +449,7 @@ class Handler:
                     job.usage = event.usage
                 if event.payload is not None:
                     job.chunks.append(event.payload)
-                    await replies.send_chunk(self.nc, job.reply, seq, event.payload, job.delivery)
+                    await self._send_chunk(job, seq, event.payload)
                     if seq == 0:
                         now = time.time()
                         job.ttft = now - job.started
