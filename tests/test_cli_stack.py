@@ -99,6 +99,30 @@ def test_commands_use_the_ports_the_stack_chose(cli_stack: CliStack) -> None:
     assert provisioned.returncode == 0, provisioned.stderr
 
 
+def test_a_key_can_be_named_by_its_name_while_the_name_is_unique(cli_stack: CliStack) -> None:
+    created = cli_stack.run("keys", "create", "by-name", "--json", timeout=20)
+    first = json.loads(created.stdout)["record"]["id"]
+    updated = cli_stack.run("keys", "update", "by-name", "--rpm", "7", timeout=20)
+    assert updated.returncode == 0, updated.stderr
+    assert updated.stdout.strip() == f"updated {first}"
+    shown = json.loads(cli_stack.run("keys", "show", "by-name", "--json", timeout=20).stdout)
+    assert (shown["id"], shown["rpm"]) == (first, 7)
+
+    second = json.loads(cli_stack.run("keys", "create", "by-name", "--json", timeout=20).stdout)
+    ambiguous = cli_stack.run("keys", "revoke", "by-name", timeout=20)
+    assert ambiguous.returncode == 1
+    assert "2 keys are named `by-name`" in ambiguous.stderr
+    assert first in ambiguous.stderr
+    assert second["record"]["id"] in ambiguous.stderr
+    listing = json.loads(cli_stack.run("keys", "list", "--json", timeout=20).stdout)
+    assert not any(k["disabled"] for k in listing if k["name"] == "by-name")  # nothing revoked
+
+    missing = cli_stack.run("keys", "show", "no-such-key", timeout=20)
+    assert missing.returncode == 1
+    assert "no key with the id or name `no-such-key`" in missing.stderr
+    assert "invalid config" not in missing.stderr
+
+
 def test_the_demo_key_is_shown_to_the_user_but_kept_out_of_the_log(cli_stack: CliStack) -> None:
     """`up --detach` prints the demo key on the terminal; the supervisor it starts printed the
     same summary into logs/supervisor.log, so the key sat in a log file (a file people attach

@@ -16,7 +16,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysEr
 from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
-from switchyard.errors import ConfigError, Conflict
+from switchyard.errors import ConfigError, Conflict, SwitchyardError
 from switchyard.limits import periods
 from switchyard.schemas.keys import (
     KEY_DECODER,
@@ -51,11 +51,12 @@ _MUTABLE = frozenset(
 )
 
 
-class KeyNotFound(ConfigError):
-    def __init__(self, key_id: str) -> None:
-        super().__init__(
-            "key", f"no key with id `{key_id}`", "list keys with `switchyard keys list`"
-        )
+class KeyNotFound(SwitchyardError):
+    """No key has this id (or, from the command line, this name)."""
+
+    def __init__(self, key_id: str, problem: str = "") -> None:
+        self.problem = problem or f"no key with id `{key_id}`"
+        super().__init__(f"{self.problem}\n  see them all with `switchyard keys list`")
 
 
 class RecordLocator(Protocol):
@@ -131,6 +132,25 @@ class KeyAdmin:
             if record.id == key_id:
                 return record, revision
         raise KeyNotFound(key_id)
+
+    async def resolve(self, ref: str) -> str:
+        """The id of the key ``ref`` names: its id, or else its name when exactly one key has
+        it (people remember the name they gave a key, not the id it was given).
+
+        Raises:
+            KeyNotFound: no key has that id or name, or several share the name.
+        """
+        records = [record for record, _ in await self._records()]
+        if any(record.id == ref for record in records):
+            return ref
+        named = [record.id for record in records if record.name == ref]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise KeyNotFound(
+                ref, f"{len(named)} keys are named `{ref}` ({', '.join(named)}); give the id"
+            )
+        raise KeyNotFound(ref, f"no key with the id or name `{ref}`")
 
     async def list(self) -> list[ClientKey]:
         return [record for record, _ in await self._records()]
