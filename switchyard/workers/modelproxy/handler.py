@@ -17,7 +17,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -316,11 +316,12 @@ class Handler:
             await self._send_chunk(job, seq, payload)
         await self._answer(job)
 
-    async def _send_chunk(self, job: Job, seq: int, payload: bytes) -> None:
+    def _send_chunk(self, job: Job, seq: int, payload: bytes) -> Coroutine[Any, Any, None]:
+        """A chunk's send, to await (no coroutine of its own per chunk): the first one names
+        the deployment and the attempts, which an HTTP edge sends as response headers."""
         if seq:
-            await replies.send_chunk(self.nc, job.reply, seq, payload, job.delivery)
-            return
-        await replies.send_chunk(
+            return replies.send_chunk(self.nc, job.reply, seq, payload, job.delivery)
+        return replies.send_chunk(
             self.nc,
             job.reply,
             seq,
