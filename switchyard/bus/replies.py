@@ -162,14 +162,19 @@ async def send_keepalive(nc: NATS, reply: str) -> None:
     await nc.publish(reply, b"", headers=KEEPALIVE_HEADERS)
 
 
-def chunk_headers(
-    seq: int, delivery: str, *, deployment: str = "", attempts: int = 0
-) -> dict[str, str]:
-    headers = {h.KIND: ReplyKind.CHUNK.value, h.SEQ: str(seq), h.ATTEMPT: delivery}
+def _name_deployment(headers: dict[str, str], deployment: str, attempts: int) -> None:
+    """Which deployment answered, after how many attempts (each only when known)."""
     if deployment:
         headers[h.DEPLOYMENT] = deployment
     if attempts:
         headers[h.ATTEMPTS] = str(attempts)
+
+
+def chunk_headers(
+    seq: int, delivery: str, *, deployment: str = "", attempts: int = 0
+) -> dict[str, str]:
+    headers = {h.KIND: ReplyKind.CHUNK.value, h.SEQ: str(seq), h.ATTEMPT: delivery}
+    _name_deployment(headers, deployment, attempts)
     return headers
 
 
@@ -209,10 +214,7 @@ def final_headers(
         # A stream's final says how many chunks it follows: a caller missing some (lost while
         # the worker's NATS node failed) waits for the worker to send them again.
         headers[h.SEQ] = str(chunks)
-    if deployment:
-        headers[h.DEPLOYMENT] = deployment
-    if attempts:
-        headers[h.ATTEMPTS] = str(attempts)
+    _name_deployment(headers, deployment, attempts)
     if usage is not None:
         # The edge corrects its TPM estimate with it.
         headers[h.USAGE] = f"{usage.prompt_tokens},{usage.completion_tokens},{usage.total_tokens}"
@@ -242,10 +244,7 @@ def error_headers(exc: ApiError, *, deployment: str = "", attempts: int = 0) -> 
     headers = {h.KIND: ReplyKind.ERROR.value, h.STATUS: str(exc.status)}
     if exc.retry_after is not None:
         headers[h.RETRY_AFTER] = f"{exc.retry_after:g}"
-    if deployment:
-        headers[h.DEPLOYMENT] = deployment
-    if attempts:
-        headers[h.ATTEMPTS] = str(attempts)
+    _name_deployment(headers, deployment, attempts)
     return headers
 
 
