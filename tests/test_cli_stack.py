@@ -121,6 +121,9 @@ def test_a_key_can_be_named_by_its_name_while_the_name_is_unique(cli_stack: CliS
     assert missing.returncode == 1
     assert "no key with the id or name `no-such-key`" in missing.stderr
     assert "invalid config" not in missing.stderr
+    unknown_id = cli_stack.run("keys", "revoke", "key_0123456789abcdef", timeout=20)
+    assert unknown_id.returncode == 1
+    assert "no key with id `key_0123456789abcdef`" in unknown_id.stderr
 
 
 def test_the_demo_key_is_shown_to_the_user_but_kept_out_of_the_log(cli_stack: CliStack) -> None:

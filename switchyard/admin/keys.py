@@ -21,6 +21,7 @@ from switchyard.limits import periods
 from switchyard.schemas.keys import (
     KEY_DECODER,
     KEY_ENCODER,
+    KEY_ID,
     RECORD_PREFIX,
     ClientKey,
     hash_key,
@@ -134,15 +135,16 @@ class KeyAdmin:
         raise KeyNotFound(key_id)
 
     async def resolve(self, ref: str) -> str:
-        """The id of the key ``ref`` names: its id, or else its name when exactly one key has
-        it (people remember the name they gave a key, not the id it was given).
+        """The id of the key ``ref`` names: a key id (``key_`` and 16 hex digits) as it is,
+        anything else a name that exactly one key has (people remember the name they gave a
+        key, not the id it was given). Only a name costs a read of the whole bucket.
 
         Raises:
             KeyNotFound: no key has that id or name, or several share the name.
         """
+        if KEY_ID.match(ref):
+            return ref  # the command looks it up (and says when it is missing): one scan
         records = [record for record, _ in await self._records()]
-        if any(record.id == ref for record in records):
-            return ref
         named = [record.id for record in records if record.name == ref]
         if len(named) == 1:
             return named[0]

@@ -7,6 +7,7 @@ one hash and one dict lookup, and nothing in the bucket can be turned back into 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from typing import Annotated, Literal
@@ -90,6 +91,9 @@ def hash_key(api_key: str) -> str:
 
 def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")
 
 
 def new_key_id() -> str:
