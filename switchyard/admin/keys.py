@@ -70,10 +70,15 @@ class KeyAdmin:
     """Writes of the key bucket. With a ``locator`` one key is found by id in one KV get;
     without one (the CLI) by reading the bucket."""
 
-    def __init__(self, js: JetStreamContext, locator: RecordLocator | None = None) -> None:
+    def __init__(
+        self, js: JetStreamContext, locator: RecordLocator | None = None, *, names: bool = False
+    ) -> None:
         self._js = js
         self._kv: KeyValue | None = None
         self._locator = locator
+        # The CLI's: a key may also be given by a name only one key has (people remember the
+        # name they gave a key, not its id). Found in the same read of the bucket.
+        self._names = names and locator is None
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -129,30 +134,13 @@ class KeyAdmin:
                     return record, entry.revision or 0
         if self._locator is not None:  # the index follows the bucket live: no scan
             raise KeyNotFound(key_id)
-        for record, revision in await self._records():
+        records = await self._records()
+        for record, revision in records:
             if record.id == key_id:
                 return record, revision
-        raise KeyNotFound(key_id)
-
-    async def resolve(self, ref: str) -> str:
-        """The id of the key ``ref`` names: a key id (``key_`` and 16 hex digits) as it is,
-        anything else a name that exactly one key has (people remember the name they gave a
-        key, not the id it was given). Only a name costs a read of the whole bucket.
-
-        Raises:
-            KeyNotFound: no key has that id or name, or several share the name.
-        """
-        if KEY_ID.match(ref):
-            return ref  # the command looks it up (and says when it is missing): one scan
-        records = [record for record, _ in await self._records()]
-        named = [record.id for record in records if record.name == ref]
-        if len(named) == 1:
-            return named[0]
-        if named:
-            raise KeyNotFound(
-                ref, f"{len(named)} keys are named `{ref}` ({', '.join(named)}); give the id"
-            )
-        raise KeyNotFound(ref, f"no key with the id or name `{ref}`")
+        if not self._names or KEY_ID.match(key_id):
+            raise KeyNotFound(key_id)
+        return _named(key_id, records)
 
     async def list(self) -> list[ClientKey]:
         return [record for record, _ in await self._records()]
@@ -188,6 +176,21 @@ class KeyAdmin:
         record = await self.find(key_id)
         kv = await self._bucket()
         await kv.delete(record_name(record.hash))
+
+
+def _named(ref: str, records: list[tuple[ClientKey, int]]) -> tuple[ClientKey, int]:
+    """The one record named ``ref`` (an argument not shaped like a key id).
+
+    Raises:
+        KeyNotFound: no key has that name, or several share it.
+    """
+    named = [(record, revision) for record, revision in records if record.name == ref]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        ids = ", ".join(record.id for record, _ in named)
+        raise KeyNotFound(ref, f"{len(named)} keys are named `{ref}` ({ids}); give the id")
+    raise KeyNotFound(ref, f"no key with the id or name `{ref}`")
 
 
 def public_record(record: ClientKey, spend: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -106,12 +106,10 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
         settings.nats_servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=0
     )
     try:
-        admin = KeyAdmin(nc.jetstream(timeout=10))
+        admin = KeyAdmin(nc.jetstream(timeout=10), names=True)
         audit = AuditWriter(nc, "cli")
         actor = f"{getpass.getuser()}@{socket.gethostname()}"
         action = args.keys_command
-        if action in ("show", "update", "revoke"):
-            args.key_id = await admin.resolve(args.key_id)
         if action == "create":
             api_key, record = await admin.create(args.name, **_fields(args))
             await audit.record(actor, "key.create", record.id, f"name {record.name!r}")
