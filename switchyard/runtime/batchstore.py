@@ -80,9 +80,10 @@ class BatchStore:
         return result.data or b""
 
     async def files(self) -> list[b.FileRecord]:
-        """Every file (uploads and batch outputs), newest first."""
+        """Every file (uploads and batch outputs), newest first (ties by id, so pages made
+        from two reads agree)."""
         out = [b.FILE_RECORD.decode(v) for v in await self._scan(b.FILE_PREFIX)]
-        return sorted(out, key=lambda r: r.file.created_at, reverse=True)
+        return sorted(out, key=lambda r: (r.file.created_at, r.file.id), reverse=True)
 
     async def delete_file(self, file_id: str) -> None:
         """Remove a file: its record first (no caller finds it from then on), then its bytes
@@ -117,6 +118,22 @@ class BatchStore:
     async def forget(self, batch_id: str) -> None:
         """Remove a finished batch's record and its history."""
         await self._purge_key(b.BATCH_PREFIX + batch_id)
+
+    async def delete(self, batch_id: str) -> None:
+        """Delete a batch's record (the edges: a deleted message batch). The delete leaves a
+        marker, which the runner's sweep purges (:meth:`purge_markers`)."""
+        with contextlib.suppress(KeyNotFoundError):
+            await (await self._kv()).delete(b.BATCH_PREFIX + batch_id)
+
+    async def purge_markers(self) -> int:
+        """Purge the markers deletes left in ``sy_batches`` (files and batches deleted by
+        their owners); returns how many. Keys are ids, never reused, so nothing written after
+        a delete can be purged with its marker."""
+        markers: set[str] = set()
+        await _latest(await self._kv(), ">", deleted=markers)
+        for key in markers:
+            await self._purge_key(key)
+        return len(markers)
 
     async def create(self, record: b.BatchRecord) -> None:
         await (await self._kv()).create(b.BATCH_PREFIX + record.batch.id, b.ENCODER.encode(record))
@@ -160,9 +177,9 @@ class BatchStore:
         raise Conflict(f"batch {batch_id} is changing too fast; try again")
 
     async def records(self) -> list[b.BatchRecord]:
-        """Every batch, newest first."""
+        """Every batch, newest first (ties by id, so pages made from two reads agree)."""
         out = [b.BATCH_RECORD.decode(v) for v in await self._scan(b.BATCH_PREFIX)]
-        return sorted(out, key=lambda r: r.batch.created_at, reverse=True)
+        return sorted(out, key=lambda r: (r.batch.created_at, r.batch.id), reverse=True)
 
     async def _scan(self, prefix: str) -> list[bytes]:
         """The value of every live key of ``sy_batches`` that starts with ``prefix``."""
@@ -191,10 +208,11 @@ class BatchStore:
         )
 
 
-async def _latest(kv: KeyValue, keys: str) -> dict[str, bytes]:
+async def _latest(kv: KeyValue, keys: str, deleted: set[str] | None = None) -> dict[str, bytes]:
     """The live value of every key matching ``keys``, read in one pass: a watch delivers the
     last value of each key in a single stream of messages (one request per key, as
-    ``keys()`` then ``get()`` did, took seconds for ten thousand batches)."""
+    ``keys()`` then ``get()`` did, took seconds for ten thousand batches). ``deleted``, when
+    given, collects the keys whose last entry is a delete marker."""
     watcher = await kv.watch(keys)
     out: dict[str, bytes] = {}
     try:
@@ -203,8 +221,12 @@ async def _latest(kv: KeyValue, keys: str) -> dict[str, bytes]:
                 break
             if entry.value and entry.operation not in ("DEL", "PURGE"):
                 out[entry.key] = entry.value
+                if deleted is not None:
+                    deleted.discard(entry.key)
             else:
                 out.pop(entry.key, None)
+                if deleted is not None and entry.operation == "DEL":
+                    deleted.add(entry.key)
             if entry.delta == 0:
                 break
     finally:
