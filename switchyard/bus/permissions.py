@@ -151,6 +151,7 @@ def permissions_for(identity: Identity) -> Permissions:
                     s.COMPLETE,
                     s.EMBED,
                     s.RESPONSES,
+                    s.MESSAGES,  # Anthropic's message batches
                     _heartbeat(name),
                     *_BATCH_STATE,
                     # A finished batch's line results; expired files' and batches' records.

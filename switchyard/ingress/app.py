@@ -32,6 +32,7 @@ from switchyard.ingress.batches import BatchApi
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import ANTHROPIC_OPS, ROUTES, FastPath
 from switchyard.ingress.keyring import KeyRing
+from switchyard.ingress.message_batches import MessageBatchApi
 from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import error_response
 from switchyard.limits.limiter import Limiter
@@ -145,6 +146,8 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
     routes.append(NamedRoute("/ready", edge.ready, methods=["GET"]))
     for path, method, endpoint in batch_api.routes():  # the OpenAI Batch API
         routes.append(NamedRoute(path, endpoint, methods=[method]))
+    for path, method, endpoint in MessageBatchApi(batch_api).routes():  # Anthropic's batches
+        routes.append(NamedRoute(path, endpoint, methods=[method]))
 
     async def metrics_text(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
@@ -202,11 +205,7 @@ def _error_handlers(app: FastAPI) -> None:
             )
         else:
             err = error_for_status(exc.status_code, str(exc.detail))
-        # an Anthropic SDK reads Anthropic's shape
-        anthropic_client = (
-            _anthropic_path(request.url.path) or anthropic.VERSION_HEADER in request.headers
-        )
-        response = error_response(err, body=anthropic.error_body(err) if anthropic_client else None)
+        response = _error(request, err)
         response.headers.update(headers)
         return response
 
@@ -219,7 +218,16 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
-        return error_response(ApiError("internal error in the gateway"))
+        return _error(request, ApiError("internal error in the gateway"))
+
+
+def _error(request: Request, err: ApiError) -> Response:
+    """``err`` in OpenAI's shape, or in Anthropic's for an Anthropic client (one of its paths,
+    or a request with its version header): its SDK reads only that."""
+    anthropic_client = (
+        _anthropic_path(request.url.path) or anthropic.VERSION_HEADER in request.headers
+    )
+    return error_response(err, body=anthropic.error_body(err) if anthropic_client else None)
 
 
 def _anthropic_path(path: str) -> bool:

@@ -40,7 +40,7 @@ _ENCODE = msgspec.json.Encoder()
 _TERMINAL = frozenset({"failed", "completed", "expired", "cancelled"})
 
 
-def _new_id(prefix: str) -> str:
+def new_id(prefix: str) -> str:
     return f"{prefix}{_nuid.next().decode()}"
 
 
@@ -105,8 +105,22 @@ def _ok(doc: Any) -> Response:
     return Response(_ENCODE.encode(doc), media_type=JSON)
 
 
+def cancelling(record: b.BatchRecord) -> b.BatchRecord | None:
+    """A batch record asked to stop (None: it is past stopping or already stopping). The runner
+    stops sending its lines and ends it as ``cancelled``."""
+    if record.batch.status not in ("validating", "in_progress"):
+        return None
+    batch = msgspec.structs.replace(
+        record.batch, status="cancelling", cancelling_at=int(time.time())
+    )
+    return msgspec.structs.replace(record, batch=batch)
+
+
 class BatchApi:
-    """``/v1/files`` and ``/v1/batches`` for one edge; ``store`` is attached at startup."""
+    """``/v1/files`` and ``/v1/batches`` for one edge; ``store`` is attached at startup.
+
+    Anthropic's message batches share the store and runner (:mod:`.message_batches`) but not
+    these endpoints: their batches and files are not listed or served here."""
 
     def __init__(self, edge: Edge, settings: BatchSettings) -> None:
         self.edge = edge
@@ -127,7 +141,7 @@ class BatchApi:
             ("/v1/batches/{batch_id}/cancel", "POST", self.cancel),
         ]
 
-    def _caller(self, request: Request) -> tuple[ClientKey, str, BatchStore]:
+    def caller(self, request: Request) -> tuple[ClientKey, str, BatchStore]:
         key = self.edge.authenticate(_header_key(request))
         if self.store is None:
             raise ServiceUnavailable("the gateway is starting", code="starting")
@@ -135,7 +149,7 @@ class BatchApi:
 
     async def upload(self, request: Request) -> Response:
         try:
-            _, owner, store = self._caller(request)
+            _, owner, store = self.caller(request)
             length = request.headers.get("content-length", "")
             too_long = len(length) > 18  # more digits than int() reads (4300) also lands here
             if length.isdecimal() and (too_long or int(length) > self.max_file_bytes + 64 * 1024):
@@ -166,7 +180,7 @@ class BatchApi:
             now = int(time.time())
             lifetime = lifetime or self.file_expiry_s
             file = b.FileObject(
-                id=_new_id("file-"),
+                id=new_id("file-"),
                 bytes=len(data),
                 created_at=now,
                 filename=upload.filename or "upload.jsonl",
@@ -179,10 +193,15 @@ class BatchApi:
             return error_response(exc)
 
     async def _owned_file(self, request: Request) -> tuple[b.FileRecord, BatchStore]:
-        _, owner, store = self._caller(request)
+        _, owner, store = self.caller(request)
         file_id = request.path_params["file_id"]
         record = await store.file(file_id)
-        if record is None or record.owner != owner or b.file_gone(record.file, time.time()):
+        if (
+            record is None
+            or record.owner != owner
+            or b.file_gone(record.file, time.time())
+            or record.file.purpose in b.HIDDEN_PURPOSES  # a message batch's own
+        ):
             raise NoSuchObject(f"No such File object: {file_id}", param="file_id")
         return record, store
 
@@ -205,7 +224,7 @@ class BatchApi:
 
     async def list_files(self, request: Request) -> Response:
         try:
-            _, owner, store = self._caller(request)
+            _, owner, store = self.caller(request)
             q = request.query_params
             limit = _page_size(q.get("limit"), default=10_000, most=10_000)
             order = q.get("order", "desc")
@@ -218,6 +237,7 @@ class BatchApi:
                 for r in await store.files()
                 if r.owner == owner
                 and (not purpose or r.file.purpose == purpose)
+                and r.file.purpose not in b.HIDDEN_PURPOSES
                 and not b.file_gone(r.file, now)
             ]
             if order == "asc":
@@ -247,7 +267,7 @@ class BatchApi:
 
     async def create(self, request: Request) -> Response:
         try:
-            key, owner, store = self._caller(request)
+            key, owner, store = self.caller(request)
             try:
                 ask = b.BATCH_CREATE.decode(await request.body())
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -266,7 +286,7 @@ class BatchApi:
                 )
             outputs = ask.output_expires_after
             batch = b.Batch(
-                id=_new_id("batch_"),
+                id=new_id("batch_"),
                 endpoint=ask.endpoint,
                 input_file_id=ask.input_file_id,
                 completion_window=ask.completion_window,
@@ -289,10 +309,10 @@ class BatchApi:
             return error_response(exc)
 
     async def _owned(self, request: Request) -> tuple[b.BatchRecord, BatchStore]:
-        _, owner, store = self._caller(request)
+        _, owner, store = self.caller(request)
         batch_id = request.path_params["batch_id"]
         found = await store.get(batch_id)
-        if found is None or found[0].owner != owner:
+        if found is None or found[0].owner != owner or b.is_message_batch(found[0].batch):
             raise NoSuchObject(f"No such Batch object: {batch_id}", param="batch_id")
         return found[0], store
 
@@ -308,15 +328,6 @@ class BatchApi:
             record, store = await self._owned(request)
             if record.batch.status in _TERMINAL:
                 raise Conflict(f"the batch is already {record.batch.status}")
-
-            def cancelling(r: b.BatchRecord) -> b.BatchRecord | None:
-                if r.batch.status not in ("validating", "in_progress"):
-                    return None
-                batch = msgspec.structs.replace(
-                    r.batch, status="cancelling", cancelling_at=int(time.time())
-                )
-                return msgspec.structs.replace(r, batch=batch)
-
             updated = await store.update(record.batch.id, cancelling)
             return _ok((updated or record).batch)
         except ApiError as exc:
@@ -324,9 +335,13 @@ class BatchApi:
 
     async def list(self, request: Request) -> Response:
         try:
-            _, owner, store = self._caller(request)
+            _, owner, store = self.caller(request)
             limit = _page_size(request.query_params.get("limit"))
-            mine = [r.batch for r in await store.records() if r.owner == owner]
+            mine = [
+                r.batch
+                for r in await store.records()
+                if r.owner == owner and not b.is_message_batch(r.batch)
+            ]
             return _ok(_page(mine, request.query_params.get("after"), limit))
         except ApiError as exc:
             return error_response(exc)

@@ -18,7 +18,13 @@ from fastapi import FastAPI
 
 from switchyard.ingress.batch_openapi import batch_paths
 from switchyard.ingress.fastpath import ANTHROPIC_OPS, ROUTES
-from switchyard.runtime.openapi import add_security_schemes, error_responses
+from switchyard.ingress.message_batch_openapi import message_batch_paths
+from switchyard.runtime.openapi import (
+    ANTHROPIC_ERROR_SCHEMA,
+    ERROR_SCHEMA,
+    add_security_schemes,
+    error_responses,
+)
 
 CLIENT_KEY_SCHEMES: dict[str, Any] = {
     "ClientKey": {"type": "http", "scheme": "bearer", "description": "A client key (sk-sy-...)"},
@@ -149,19 +155,6 @@ _SUMMARIES = {
     "input_tokens": "Count the input tokens of a response request (OpenAI Responses API)",
 }
 _STREAMING = frozenset({"chat", "complete", "responses", "messages"})
-# /v1/messages answers errors in Anthropic's shape (switchyard.dialects.anthropic.errors).
-ANTHROPIC_ERROR: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "error"],
-    "properties": {
-        "type": {"const": "error"},
-        "error": {
-            "type": "object",
-            "required": ["type", "message"],
-            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
-        },
-    },
-}
 _REQUEST_HEADERS = [
     {
         "name": "X-Request-Id",
@@ -203,16 +196,12 @@ def _llm_operation(op: str, path: str) -> dict[str, Any]:
         },
         "responses": {
             "200": {"description": "The provider's answer", "content": ok, "headers": _REQUEST_ID},
-            **(_anthropic_errors() if op in ANTHROPIC_OPS else error_responses(LLM_ERRORS)),
+            # /v1/messages answers errors in Anthropic's shape
+            **error_responses(
+                LLM_ERRORS, ANTHROPIC_ERROR_SCHEMA if op in ANTHROPIC_OPS else ERROR_SCHEMA
+            ),
         },
     }
-
-
-def _anthropic_errors() -> dict[int | str, dict[str, Any]]:
-    out = error_responses(LLM_ERRORS)
-    for entry in out.values():
-        entry["content"] = {"application/json": {"schema": ANTHROPIC_ERROR}}
-    return out
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -309,12 +298,14 @@ def _plain_paths() -> dict[str, Any]:
 
 
 def llm_paths() -> dict[str, Any]:
-    """Path items for every route of the fast path, the edge's plain routes and the Batch API."""
+    """Path items for every route of the fast path, the edge's plain routes and the two batch
+    APIs (OpenAI's and Anthropic's)."""
     paths: dict[str, Any] = {}
     for path, (op, _subject) in ROUTES.items():
         paths[path] = {"post": _llm_operation(op, path)}
     paths.update(_plain_paths())
     paths.update(batch_paths(_SECURITY))
+    paths.update(message_batch_paths(_SECURITY))
     return paths
 
 

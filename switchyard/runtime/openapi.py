@@ -32,6 +32,20 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 
+# Anthropic's error shape, which its routes answer (switchyard.dialects.anthropic.errors).
+ANTHROPIC_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+
 _REASONS = {
     400: "Invalid request (body, parameter or header); `param` names the field",
     401: "Missing or invalid credential",
@@ -48,13 +62,16 @@ _REASONS = {
 }
 
 
-def error_responses(statuses: Iterable[int]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for ``statuses``, each an OpenAI-shaped error."""
+def error_responses(
+    statuses: Iterable[int], schema: dict[str, Any] = ERROR_SCHEMA
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for ``statuses``, each an OpenAI-shaped error (or of
+    ``schema``: :data:`ANTHROPIC_ERROR_SCHEMA` on Anthropic's routes)."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         entry: dict[str, Any] = {
             "description": _REASONS.get(status, "Error"),
-            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+            "content": {"application/json": {"schema": schema}},
         }
         if status in (429, 503):
             entry["headers"] = {

@@ -32,6 +32,14 @@ ENDPOINTS: dict[str, str] = {
     "/v1/embeddings": "embed",
     "/v1/responses": "responses",
 }
+# Anthropic's Message Batches (``/v1/messages/batches``) run on the same runner: their
+# requests are stored as an input file of lines for this endpoint, which only they may target.
+MESSAGES_ENDPOINT = "/v1/messages"
+RUNNABLE: dict[str, str] = {**ENDPOINTS, MESSAGES_ENDPOINT: "messages"}
+# The files of a message batch are the batch's own: ``/v1/files`` neither lists nor serves them.
+MESSAGE_BATCH_INPUT = "message_batch_input"
+MESSAGE_BATCH_RESULTS = "message_batch_results"
+HIDDEN_PURPOSES: frozenset[str] = frozenset({MESSAGE_BATCH_INPUT, MESSAGE_BATCH_RESULTS})
 FILE_PREFIX = "f."
 BATCH_PREFIX = "b."
 # OpenAI's bounds for a file's ``expires_after.seconds``: one hour to thirty days.
@@ -128,6 +136,11 @@ class BatchRecord(msgspec.Struct, frozen=True, kw_only=True):
     key_hash: str
     generation: int = 0
     output_expires_s: int | None = None
+
+
+def is_message_batch(batch: Batch) -> bool:
+    """An Anthropic Message Batch (served under ``/v1/messages/batches``, not ``/v1/batches``)."""
+    return batch.endpoint == MESSAGES_ENDPOINT
 
 
 def ended_at(batch: Batch) -> int | None:

@@ -26,7 +26,7 @@ from switchyard.config import BatchSettings
 from switchyard.errors import ApiError, DeadlineExceeded, RateLimited, ServiceUnavailable
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
-from switchyard.schemas.openai import error_body
+from switchyard.workers.batch import formats
 
 log = logging.getLogger("switchyard.batch")
 
@@ -35,10 +35,10 @@ SUBJECTS = {
     "complete": subjects.COMPLETE,
     "embed": subjects.EMBED,
     "responses": subjects.RESPONSES,
+    "messages": subjects.MESSAGES,
 }
 ATTEMPTS_PER_GENERATION = 40
 _JSON = msgspec.json.Encoder()
-_RAW = msgspec.json.Decoder(msgspec.Raw)
 
 
 class Invalid(Exception):
@@ -105,30 +105,6 @@ def parse_input(data: bytes, endpoint: str) -> list[b.BatchLine]:
     return lines
 
 
-def result_line(batch_id: str, index: int, line: b.BatchLine, status: int, body: bytes) -> bytes:
-    """One line of the output (2xx) or error file, in OpenAI's batch output shape."""
-    request_id = f"{batch_id}:{index}"
-    doc = {
-        "id": f"batch_req_{batch_id}_{index}",
-        "custom_id": line.custom_id,
-        "response": {"status_code": status, "request_id": request_id, "body": _raw(body)},
-        "error": None,
-    }
-    return _JSON.encode(doc)
-
-
-def _raw(body: bytes) -> msgspec.Raw:
-    try:
-        return _RAW.decode(body)
-    except msgspec.DecodeError:
-        return msgspec.Raw(_JSON.encode(body.decode("utf-8", "replace")))
-
-
-def succeeded(result: bytes) -> bool:
-    """Whether a recorded line result belongs in the output file (2xx), not the error file."""
-    return b'"status_code":2' in result
-
-
 class Job:
     """Runs the lines of one batch that have no result yet (see the module docstring)."""
 
@@ -155,12 +131,13 @@ class Job:
         self.on_line = on_line
         self.completed = 0
         self.failed = 0
-        self._op = b.ENDPOINTS[record.batch.endpoint]
+        self._op = b.RUNNABLE[record.batch.endpoint]
+        self.format = formats.for_endpoint(record.batch.endpoint)
 
     async def run(self, done: dict[int, bytes]) -> None:
         """Send every line missing from ``done`` (line number -> recorded result)."""
         for result in done.values():
-            self._count(succeeded(result))
+            self._count(self.format.ok(result))
         async with asyncio.TaskGroup() as group:
             for index, line in enumerate(self.lines, start=1):
                 if index in done:
@@ -186,7 +163,7 @@ class Job:
     async def _line(self, index: int, line: b.BatchLine) -> None:
         try:
             status, body = await self._send(index, line)
-            result = result_line(self.batch_id, index, line, status, body)
+            result = self.format.line(self.batch_id, index, line, status, body)
             if await self.store.record_line(self.batch_id, index, result):
                 ok = 200 <= status < 300
                 self._count(ok)
@@ -208,7 +185,7 @@ class Job:
                 remaining = min(remaining, expires - time.time())
             if remaining <= 0:
                 expired = DeadlineExceeded("the batch expired before this line ran")
-                return expired.status, error_body(expired)
+                return expired.status, self.format.error(expired)
             env = Envelope(
                 request_id=f"{self.batch_id}:{index}",
                 attempt=attempt,
@@ -223,12 +200,12 @@ class Job:
                 # Not answered in time, or no room right now: send it again (a new attempt).
                 tries += 1
                 if self.cancelled():
-                    return exc.status, error_body(exc)
+                    return exc.status, self.format.error(exc)
                 await asyncio.sleep(min(5.0, 0.2 * tries))
                 continue
             except ApiError as exc:
-                return exc.status, error_body(exc)
+                return exc.status, self.format.error(exc)
             if reply.kind is ReplyKind.ERROR:  # request() raises these; kept for safety
                 failure = error_from_reply(reply)
-                return failure.status, error_body(failure)
+                return failure.status, self.format.error(failure)
             return 200, reply.body

@@ -28,8 +28,8 @@ from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import batches as b
-from switchyard.workers.batch import expiry
-from switchyard.workers.batch.job import Invalid, Job, parse_input, result_line, succeeded
+from switchyard.workers.batch import expiry, formats
+from switchyard.workers.batch.job import Invalid, Job, parse_input
 
 log = logging.getLogger("switchyard.batch")
 
@@ -90,7 +90,9 @@ class BatchRunner:
 
     async def sweep(self, now: float) -> tuple[list[str], list[str]]:
         """Delete the files that expired and the records of batches that ended
-        ``batch.finished_batch_ttl_s`` ago (see :func:`expiry.due`); returns their ids."""
+        ``batch.finished_batch_ttl_s`` ago (see :func:`expiry.due`); returns their ids. Also
+        purges the markers their owners' deletes left, so a deleted file or message batch
+        leaves nothing in the bucket (the edges may delete, only the runner purges)."""
         files = await self.store.files()
         records = await self.store.records()
         gone_files, gone_batches = expiry.due(
@@ -101,11 +103,13 @@ class BatchRunner:
         for batch_id in gone_batches:
             await self.store.forget(batch_id)
             self._records.pop(batch_id, None)
-        if gone_files or gone_batches:
+        markers = await self.store.purge_markers()
+        if gone_files or gone_batches or markers:
             log.info(
-                "deleted %d expired files and %d batch records",
+                "deleted %d expired files and %d batch records; purged %d delete markers",
                 len(gone_files),
                 len(gone_batches),
+                markers,
             )
         return gone_files, gone_batches
 
@@ -248,18 +252,18 @@ class BatchRunner:
         if final == "completed" and self._expired(record):
             final = "expired"
         results = await self.store.lines(batch_id)
-        good = [results[i] for i in sorted(results) if succeeded(results[i])]
-        bad = [results[i] for i in sorted(results) if not succeeded(results[i])]
-        if final == "expired":
-            body = b'{"error":{"message":"the batch expired before this request ran",'
-            body += b'"type":"invalid_request_error","code":"batch_expired"}}'
-            for index, line in enumerate(lines, start=1):
-                if index not in results:
-                    bad.append(result_line(batch_id, index, line, 400, body))
-        output_id = await self._write_file(record, f"file-{batch_id}-output", good)
-        error_id = await self._write_file(record, f"file-{batch_id}-errors", bad) if bad else None
+        fmt = formats.for_endpoint(record.batch.endpoint)
+        done = fmt.finish(batch_id, lines, results, final)
+        output_id = await self._write_file(
+            record, f"file-{batch_id}-{fmt.output_suffix}", done.output, fmt.output_purpose
+        )
+        error_id = None
+        if done.errors:
+            error_id = await self._write_file(
+                record, f"file-{batch_id}-errors", done.errors, "batch_output"
+            )
         now = int(time.time())
-        counts = b.RequestCounts(total=len(lines), completed=len(good), failed=len(bad))
+        counts = b.RequestCounts(total=len(lines), completed=done.completed, failed=done.failed)
 
         def finish(r: b.BatchRecord) -> b.BatchRecord:
             batch = msgspec.structs.replace(
@@ -278,9 +282,13 @@ class BatchRunner:
             self._records[batch_id] = updated
         with contextlib.suppress(Exception):  # only tidying: the output files hold the results
             await self.store.forget_lines(batch_id)
-        log.info("batch %s %s: %d completed, %d failed", batch_id, final, len(good), len(bad))
+        log.info(
+            "batch %s %s: %d completed, %d failed", batch_id, final, done.completed, done.failed
+        )
 
-    async def _write_file(self, record: b.BatchRecord, file_id: str, rows: list[bytes]) -> str:
+    async def _write_file(
+        self, record: b.BatchRecord, file_id: str, rows: list[bytes], purpose: str
+    ) -> str:
         data = b"".join(row + b"\n" for row in rows)
         now = int(time.time())
         lifetime = record.output_expires_s or self.settings.batch.file_expiry_s
@@ -289,7 +297,7 @@ class BatchRunner:
             bytes=len(data),
             created_at=now,
             filename=f"{record.batch.id}_{file_id.rsplit('-', 1)[1]}.jsonl",
-            purpose="batch_output",
+            purpose=purpose,
             expires_at=now + lifetime if lifetime else None,
         )
         await self.store.put_file(b.FileRecord(file=file, owner=record.owner), data)

@@ -1,0 +1,189 @@
+"""Anthropic's Message Batches API at the edges (``/v1/messages/batches``).
+
+A create stores the batch's requests as its input file and a batch record for the
+``/v1/messages`` endpoint; the batch runner (``switchyard serve batch``) runs them at ``batch``
+priority and billed to the key, as it runs OpenAI batches, and writes one results file. The
+shapes are Anthropic's (:mod:`switchyard.dialects.anthropic.batches`), errors too. Scoped like
+the OpenAI Batch API: another tenant's batch is a 404, and OpenAI's ``/v1/batches`` and
+``/v1/files`` do not show these batches or their files (nor these routes OpenAI's batches).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.dialects import anthropic
+from switchyard.dialects.anthropic import batches as ab
+from switchyard.dialects.anthropic.paging import page
+from switchyard.errors import ApiError, Conflict, NoSuchObject, PayloadTooLarge
+from switchyard.ingress.batches import COMPLETION_WINDOW_S, BatchApi, cancelling, new_id
+from switchyard.ingress.responses import JSON, error_response
+from switchyard.runtime.batchstore import BatchStore
+from switchyard.schemas import batches as b
+
+_ENCODE = msgspec.json.Encoder()
+JSONL = "application/x-jsonl"
+
+
+def _fail(exc: ApiError) -> Response:
+    return error_response(exc, body=anthropic.error_body(exc))
+
+
+def _ok(doc: Any) -> Response:
+    return Response(_ENCODE.encode(doc), media_type=JSON)
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+class MessageBatchApi:
+    """``/v1/messages/batches`` for one edge, on the OpenAI Batch API's store (``files``)."""
+
+    def __init__(self, files: BatchApi) -> None:
+        self.files = files
+
+    def routes(self) -> list[tuple[str, str, Any]]:
+        return [
+            ("/v1/messages/batches", "POST", self.create),
+            ("/v1/messages/batches", "GET", self.list),
+            ("/v1/messages/batches/{batch_id}", "GET", self.get),
+            ("/v1/messages/batches/{batch_id}", "DELETE", self.delete),
+            ("/v1/messages/batches/{batch_id}/cancel", "POST", self.cancel),
+            ("/v1/messages/batches/{batch_id}/results", "GET", self.results),
+        ]
+
+    async def _body(self, request: Request) -> bytes:
+        """The request body, refused once it passes the Batch API's file size limit (Anthropic
+        answers an oversized batch with a 413 too)."""
+        limit = self.files.max_file_bytes
+        too_large = PayloadTooLarge(f"a message batch is limited to {limit} bytes of JSON")
+        length = request.headers.get("content-length", "")
+        if length.isdecimal() and (len(length) > 18 or int(length) > limit):
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+        return bytes(body)
+
+    async def create(self, request: Request) -> Response:
+        try:
+            key, owner, store = self.files.caller(request)
+            data, count = ab.input_lines(await self._body(request))
+            now = int(time.time())
+            batch_id = new_id(ab.ID_PREFIX)
+            lifetime = self.files.file_expiry_s
+            source = b.FileObject(
+                id=f"file-{batch_id}-input",
+                bytes=len(data),
+                created_at=now,
+                filename=f"{batch_id}_input.jsonl",
+                purpose=b.MESSAGE_BATCH_INPUT,
+                expires_at=now + lifetime if lifetime else None,
+            )
+            await store.put_file(b.FileRecord(file=source, owner=owner), data)
+            batch = b.Batch(
+                id=batch_id,
+                endpoint=b.MESSAGES_ENDPOINT,
+                input_file_id=source.id,
+                completion_window="24h",
+                status="validating",
+                created_at=now,
+                expires_at=now + COMPLETION_WINDOW_S,
+                request_counts=b.RequestCounts(total=count),
+            )
+            await store.create(
+                b.BatchRecord(batch=batch, owner=owner, key_id=key.id, key_hash=key.hash)
+            )
+            return _ok(ab.batch_object(batch, _base_url(request)))
+        except ApiError as exc:
+            return _fail(exc)
+
+    async def _owned(self, request: Request) -> tuple[b.BatchRecord, BatchStore]:
+        _, owner, store = self.files.caller(request)
+        batch_id = request.path_params["batch_id"]
+        found = await store.get(batch_id)
+        if found is None or found[0].owner != owner or not b.is_message_batch(found[0].batch):
+            raise NoSuchObject(f"No such message batch: {batch_id[:128]}", param="batch_id")
+        return found[0], store
+
+    async def get(self, request: Request) -> Response:
+        try:
+            record, _ = await self._owned(request)
+            return _ok(ab.batch_object(record.batch, _base_url(request)))
+        except ApiError as exc:
+            return _fail(exc)
+
+    async def list(self, request: Request) -> Response:
+        """The caller's message batches, newest first, in Anthropic's pages."""
+        try:
+            _, owner, store = self.files.caller(request)
+            mine = {
+                r.batch.id: r.batch
+                for r in await store.records()
+                if r.owner == owner and b.is_message_batch(r.batch)
+            }
+            base = _base_url(request)
+            doc = page(
+                list(mine), request.query_params, lambda i: ab.batch_object(mine[i], base), "batch"
+            )
+            return _ok(doc)
+        except ApiError as exc:
+            return _fail(exc)
+
+    async def cancel(self, request: Request) -> Response:
+        try:
+            record, store = await self._owned(request)
+            if ab.ended(record.batch):
+                raise Conflict(f"message batch {record.batch.id} has already ended")
+            updated = await store.update(record.batch.id, cancelling)
+            return _ok(ab.batch_object((updated or record).batch, _base_url(request)))
+        except ApiError as exc:
+            return _fail(exc)
+
+    async def delete(self, request: Request) -> Response:
+        """Delete an ended batch and its files (one still processing must be cancelled first,
+        as at Anthropic)."""
+        try:
+            record, store = await self._owned(request)
+            batch = record.batch
+            if not ab.ended(batch):
+                raise Conflict(
+                    f"message batch {batch.id} is still processing; cancel it first, then "
+                    "delete it once it has ended"
+                )
+            await store.delete(batch.id)
+            for file_id in (batch.input_file_id, batch.output_file_id):
+                if file_id:
+                    await store.delete_file(file_id)
+            return Response(ab.deleted_body(batch.id), media_type=JSON)
+        except ApiError as exc:
+            return _fail(exc)
+
+    async def results(self, request: Request) -> Response:
+        """The results file (JSONL, one line per request) of an ended batch."""
+        try:
+            record, store = await self._owned(request)
+            batch = record.batch
+            if not ab.ended(batch):
+                raise Conflict(
+                    f"message batch {batch.id} is still processing; its results are ready "
+                    "once processing_status is `ended`"
+                )
+            data = None
+            if batch.output_file_id:
+                file = await store.file(batch.output_file_id)
+                if file is not None and not b.file_gone(file.file, time.time()):
+                    data = await store.content(batch.output_file_id)
+            if data is None:  # failed as a whole, or the results file expired
+                raise NoSuchObject(f"message batch {batch.id} has no results (any more)")
+            return Response(data, media_type=JSONL)
+        except ApiError as exc:
+            return _fail(exc)
