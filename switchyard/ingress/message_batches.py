@@ -111,7 +111,7 @@ class MessageBatchApi:
         batch_id = request.path_params["batch_id"]
         found = await store.get(batch_id)
         if found is None or found[0].owner != owner or not b.is_message_batch(found[0].batch):
-            raise NoSuchObject(f"No such message batch: {batch_id[:128]}", param="batch_id")
+            raise NoSuchObject(f"No such message batch: {batch_id[:128]}")
         return found[0], store
 
     async def get(self, request: Request) -> Response:

@@ -74,16 +74,16 @@ def input_lines(body: bytes) -> tuple[bytes, int]:
         if not CUSTOM_ID.fullmatch(request.custom_id):
             raise invalid(
                 f"{where}.custom_id",
-                "custom_id must be 1 to 64 letters, digits, underscores or hyphens",
+                "must be 1 to 64 letters, digits, underscores or hyphens",
             )
         if request.custom_id in seen:
             raise invalid(
                 f"{where}.custom_id",
-                f"custom_id `{request.custom_id}` is used by more than one request",
+                f"`{request.custom_id}` is the custom_id of more than one request",
             )
         seen.add(request.custom_id)
         if not isinstance(request.params.get("model"), str):
-            raise invalid(f"{where}.params.model", "Field required")
+            raise invalid(f"{where}.params.model", "a model is required (a string)")
         out += encode(
             {
                 "custom_id": request.custom_id,
