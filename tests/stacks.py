@@ -6,6 +6,7 @@ free loopback ports under a temporary home, with extra settings per test module.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Any
 
 import httpx
 from nats.aio.client import Client as NATS
+from nats.js.errors import ObjectNotFoundError
 
 from switchyard.admin.keys import KeyAdmin
+from switchyard.bus import subjects
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.stack import local
@@ -78,6 +81,21 @@ class Stack:
         nc = await self.connect("admin")
         try:
             return await KeyAdmin(nc.jetstream(timeout=10)).create(name, **fields)
+        finally:
+            await nc.close()
+
+    async def object_traces(self, file_ids: list[str]) -> list[str]:
+        """The Batch API files of ``file_ids`` that the object store still has an entry for
+        (even one that only says "deleted")."""
+        nc = await self.connect("tail")
+        try:
+            store = await nc.jetstream().object_store(subjects.FILES_BUCKET)
+            kept = []
+            for file_id in file_ids:
+                with contextlib.suppress(ObjectNotFoundError):
+                    await store.get_info(file_id, show_deleted=True)
+                    kept.append(file_id)
+            return kept
         finally:
             await nc.close()
 

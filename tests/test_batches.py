@@ -8,7 +8,6 @@ line), and spend is read back per key: one billed request per line, however ofte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import time
@@ -20,9 +19,7 @@ import msgspec
 import openai
 import pytest
 import pytest_asyncio
-from nats.js.errors import ObjectNotFoundError
 
-from switchyard.bus import subjects
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 from switchyard.stack import local
@@ -176,22 +173,6 @@ async def test_cancel_stops_a_running_batch(batchy: Stack) -> None:
     assert done.request_counts.completed < LINES
 
 
-async def _object_traces(stack: Stack, file_ids: list[str]) -> list[str]:
-    """The files of ``file_ids`` that the object store still has an entry for (even one that
-    only says "deleted")."""
-    nc = await stack.connect("tail")
-    try:
-        store = await nc.jetstream().object_store(subjects.FILES_BUCKET)
-        kept = []
-        for file_id in file_ids:
-            with contextlib.suppress(ObjectNotFoundError):
-                await store.get_info(file_id, show_deleted=True)
-                kept.append(file_id)
-        return kept
-    finally:
-        await nc.close()
-
-
 async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
     batchy: Stack,
 ) -> None:
@@ -233,8 +214,8 @@ async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
         assert [f.id async for f in client.files.list()] == [second.id]
         assert (await client.batches.retrieve(batch.id)).status == "completed"
     # Nothing of a deleted file stays in the object store, not even its "deleted" entry.
-    assert await _object_traces(batchy, [first.id, done.output_file_id or ""]) == []
-    assert await _object_traces(batchy, [second.id]) == [second.id]
+    assert await batchy.object_traces([first.id, done.output_file_id or ""]) == []
+    assert await batchy.object_traces([second.id]) == [second.id]
     other, _ = await batchy.new_key("batch-files-stranger")
     async with _client(batchy, other) as stranger:
         assert [f async for f in stranger.files.list()] == []
@@ -352,7 +333,7 @@ async def test_files_and_batch_records_expire_as_at_openai(batchy: Stack) -> Non
                 assert time.monotonic() < deadline, "the runner's sweep did not delete them"
                 await asyncio.sleep(0.3)
             assert await store.content(plain.id) is None
-            assert await _object_traces(batchy, [plain.id]) == []
+            assert await batchy.object_traces([plain.id]) == []
             with pytest.raises(openai.NotFoundError):
                 await client.batches.retrieve("batch_ended_long_ago")
             # What has not expired stays: the batch that ended just now and its files.

@@ -21,7 +21,7 @@ import httpx
 import openai
 import pytest
 import pytest_asyncio
-from nats.js.errors import NoKeysError, ObjectNotFoundError
+from nats.js.errors import NoKeysError
 
 from switchyard.bus import subjects
 from tests.stacks import Stack, start_stack
@@ -151,7 +151,9 @@ async def test_the_sdk_runs_a_batch_and_reads_one_result_per_request(msgbatchy: 
         assert (deleted.id, deleted.type) == (batch.id, "message_batch_deleted")
         with pytest.raises(anthropic.NotFoundError):
             await client.messages.batches.retrieve(batch.id)
-    assert await _object_traces(msgbatchy, batch.id) == []
+    assert (
+        await msgbatchy.object_traces([f"file-{batch.id}-input", f"file-{batch.id}-results"]) == []
+    )
     keys = [f"b.{batch.id}", f"f.file-{batch.id}-input", f"f.file-{batch.id}-results"]
     deadline = time.monotonic() + 15
     while traces := await _bucket_traces(msgbatchy, keys):  # the runner's sweep purges them
@@ -169,22 +171,6 @@ async def _bucket_traces(stack: Stack, keys: list[str]) -> list[str]:
             with contextlib.suppress(NoKeysError):
                 if await kv.history(key):
                     kept.append(key)
-        return kept
-    finally:
-        await nc.close()
-
-
-async def _object_traces(stack: Stack, batch_id: str) -> list[str]:
-    """The files of a message batch (its input and results) that the object store still has
-    an entry for, even one that only says "deleted"."""
-    nc = await stack.connect("tail")
-    try:
-        store = await nc.jetstream().object_store(subjects.FILES_BUCKET)
-        kept = []
-        for file_id in (f"file-{batch_id}-input", f"file-{batch_id}-results"):
-            with contextlib.suppress(ObjectNotFoundError):
-                await store.get_info(file_id, show_deleted=True)
-                kept.append(file_id)
         return kept
     finally:
         await nc.close()

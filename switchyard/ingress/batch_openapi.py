@@ -9,9 +9,9 @@ document cannot drift from them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from switchyard.runtime.openapi import error_responses, inline_schema
+from switchyard.runtime.openapi import ERROR_SCHEMA, error_responses, inline_schema
 from switchyard.schemas import batches as b
 
 # Every Batch API call authenticates first (401), may meet the failed-authentication limit
@@ -33,7 +33,35 @@ def _list_of(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+class Operation(Protocol):
+    def __call__(
+        self, summary: str, op_id: str, ok: dict[str, Any], errors: tuple[int, ...], **extra: Any
+    ) -> dict[str, Any]: ...
+
+
+def operations(
+    security: list[dict[str, list[str]]], error_schema: dict[str, Any] = ERROR_SCHEMA
+) -> Operation:
+    """What describes one batch operation (tag ``batch``, the client-key ``security``): its
+    200 response ``ok``, and its ``errors`` (with 401, 429 and 503, which every one of them can
+    answer) in ``error_schema``."""
+
+    def operation(
+        summary: str, op_id: str, ok: dict[str, Any], errors: tuple[int, ...], **extra: Any
+    ) -> dict[str, Any]:
+        return {
+            "summary": summary,
+            "operationId": op_id,
+            "tags": ["batch"],
+            "security": security,
+            "responses": {"200": ok, **error_responses((*errors, *_ALWAYS), error_schema)},
+            **extra,
+        }
+
+    return operation
+
+
+def json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
@@ -64,18 +92,7 @@ def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
     file = inline_schema(b.FileObject)
     batch = inline_schema(b.Batch)
 
-    def operation(
-        summary: str, op_id: str, ok: dict[str, Any], errors: tuple[int, ...], **extra: Any
-    ) -> dict[str, Any]:
-        return {
-            "summary": summary,
-            "operationId": op_id,
-            "tags": ["batch"],
-            "security": security,
-            "responses": {"200": ok, **error_responses((*errors, *_ALWAYS))},
-            **extra,
-        }
-
+    operation = operations(security)
     upload = {
         "required": True,
         "content": {
@@ -120,14 +137,14 @@ def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             "post": operation(
                 "Upload a JSONL file of batch requests (purpose: batch)",
                 "upload_file",
-                _json("The file", file),
+                json_response("The file", file),
                 (400, 413),
                 requestBody=upload,
             ),
             "get": operation(
                 "The caller's files, newest first",
                 "list_files",
-                _json("A page of files", _list_of(file)),
+                json_response("A page of files", _list_of(file)),
                 (400,),
                 parameters=[
                     _query("purpose", {"type": "string"}, "batch or batch_output"),
@@ -140,14 +157,14 @@ def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             "get": operation(
                 "One file",
                 "get_file",
-                _json("The file", file),
+                json_response("The file", file),
                 (404,),
                 parameters=[_id("file_id")],
             ),
             "delete": operation(
                 "Delete a file (409 while a batch that has not ended uses it)",
                 "delete_file",
-                _json("Deleted", deleted),
+                json_response("Deleted", deleted),
                 (404, 409),
                 parameters=[_id("file_id")],
             ),
@@ -161,14 +178,14 @@ def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             "post": operation(
                 "Start a batch over an uploaded file",
                 "create_batch",
-                _json("The batch", batch),
+                json_response("The batch", batch),
                 (400,),
                 requestBody=create,
             ),
             "get": operation(
                 "The caller's batches, newest first",
                 "list_batches",
-                _json("A page of batches", _list_of(batch)),
+                json_response("A page of batches", _list_of(batch)),
                 (400,),
                 parameters=_paging(100),
             ),
@@ -177,7 +194,7 @@ def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             "get": operation(
                 "One batch",
                 "get_batch",
-                _json("The batch", batch),
+                json_response("The batch", batch),
                 (404,),
                 parameters=[_id("batch_id")],
             ),
@@ -186,7 +203,7 @@ def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             "post": operation(
                 "Cancel a batch (lines in flight end; 409 once it has ended)",
                 "cancel_batch",
-                _json("The batch", batch),
+                json_response("The batch", batch),
                 (404, 409),
                 parameters=[_id("batch_id")],
             ),

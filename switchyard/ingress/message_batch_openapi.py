@@ -11,11 +11,9 @@ from typing import Any
 
 from switchyard.dialects.anthropic.batches import MAX_REQUESTS
 from switchyard.dialects.anthropic.paging import MAX_LIMIT
-from switchyard.runtime.openapi import ANTHROPIC_ERROR_SCHEMA, error_responses
+from switchyard.ingress.batch_openapi import json_response, operations
+from switchyard.runtime.openapi import ANTHROPIC_ERROR_SCHEMA
 
-# Every call authenticates first (401), may meet the failed-authentication limit (429), and
-# answers 503 while the edge is still starting.
-_ALWAYS = (401, 429, 503)
 _STAMP = {"type": "string", "format": "date-time"}
 _STAMP_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 _COUNTS = {
@@ -98,10 +96,6 @@ _RESULTS = {
 }
 
 
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
 _BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _PAGING = [
     {
@@ -118,27 +112,13 @@ _PAGING = [
 def message_batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
     """Path items for ``/v1/messages/batches``; ``security``: the LLM API's key schemes."""
 
-    def operation(
-        summary: str, op_id: str, ok: dict[str, Any], errors: tuple[int, ...], **extra: Any
-    ) -> dict[str, Any]:
-        return {
-            "summary": summary,
-            "operationId": op_id,
-            "tags": ["batch"],
-            "security": security,
-            "responses": {
-                "200": ok,
-                **error_responses((*errors, *_ALWAYS), ANTHROPIC_ERROR_SCHEMA),
-            },
-            **extra,
-        }
-
+    operation = operations(security, ANTHROPIC_ERROR_SCHEMA)
     return {
         "/v1/messages/batches": {
             "post": operation(
                 "Create a message batch (Anthropic Message Batches API)",
                 "create_message_batch",
-                _json("The batch", BATCH),
+                json_response("The batch", BATCH),
                 (400, 413),
                 requestBody={
                     "required": True,
@@ -148,7 +128,7 @@ def message_batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             "get": operation(
                 "The caller's message batches, newest first",
                 "list_message_batches",
-                _json("A page of batches", _PAGE),
+                json_response("A page of batches", _PAGE),
                 (400,),
                 parameters=_PAGING,
             ),
@@ -157,14 +137,14 @@ def message_batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             "get": operation(
                 "One message batch",
                 "get_message_batch",
-                _json("The batch", BATCH),
+                json_response("The batch", BATCH),
                 (404,),
                 parameters=[_BATCH_ID],
             ),
             "delete": operation(
                 "Delete an ended message batch and its results (409 while it is processing)",
                 "delete_message_batch",
-                _json("Deleted", _DELETED),
+                json_response("Deleted", _DELETED),
                 (404, 409),
                 parameters=[_BATCH_ID],
             ),
@@ -173,7 +153,7 @@ def message_batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
             "post": operation(
                 "Cancel a message batch (409 once it has ended)",
                 "cancel_message_batch",
-                _json("The batch", BATCH),
+                json_response("The batch", BATCH),
                 (404, 409),
                 parameters=[_BATCH_ID],
             ),

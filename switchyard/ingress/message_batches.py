@@ -114,6 +114,13 @@ class MessageBatchApi:
             raise NoSuchObject(f"No such message batch: {batch_id[:128]}")
         return found[0], store
 
+    async def _ended(self, request: Request, hint: str) -> tuple[b.BatchRecord, BatchStore]:
+        """The caller's batch, once it has ended (409 before, with ``hint``)."""
+        record, store = await self._owned(request)
+        if not ab.ended(record.batch):
+            raise Conflict(f"message batch {record.batch.id} is still processing; {hint}")
+        return record, store
+
     async def get(self, request: Request) -> Response:
         try:
             record, _ = await self._owned(request)
@@ -152,13 +159,8 @@ class MessageBatchApi:
         """Delete an ended batch and its files (one still processing must be cancelled first,
         as at Anthropic)."""
         try:
-            record, store = await self._owned(request)
+            record, store = await self._ended(request, "cancel it, then delete it once ended")
             batch = record.batch
-            if not ab.ended(batch):
-                raise Conflict(
-                    f"message batch {batch.id} is still processing; cancel it first, then "
-                    "delete it once it has ended"
-                )
             await store.delete(batch.id)
             for file_id in (batch.input_file_id, batch.output_file_id):
                 if file_id:
@@ -170,13 +172,10 @@ class MessageBatchApi:
     async def results(self, request: Request) -> Response:
         """The results file (JSONL, one line per request) of an ended batch."""
         try:
-            record, store = await self._owned(request)
+            record, store = await self._ended(
+                request, "its results are ready once processing_status is `ended`"
+            )
             batch = record.batch
-            if not ab.ended(batch):
-                raise Conflict(
-                    f"message batch {batch.id} is still processing; its results are ready "
-                    "once processing_status is `ended`"
-                )
             data = None
             if batch.output_file_id:
                 file = await store.file(batch.output_file_id)
