@@ -27,6 +27,7 @@ PAGES = {
     "spend": ("/ui/spend?by=team", "Spend"),
     "spend-keys": ("/ui/spend?by=key", "Spend"),
     "audit": ("/ui/audit", "Audit log"),
+    "batches-page": ("/ui/batches", "Batches"),
 }
 
 

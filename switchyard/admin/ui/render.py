@@ -16,6 +16,7 @@ NAV = (
     ("routes", "Providers & routes", "/ui/routes"),
     ("keys", "Keys", "/ui/keys"),
     ("spend", "Spend", "/ui/spend"),
+    ("batches", "Batches", "/ui/batches"),
     ("audit", "Audit", "/ui/audit"),
 )
 

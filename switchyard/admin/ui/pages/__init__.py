@@ -1,7 +1,17 @@
 """The admin web app's pages, one module per area; each lists its routes (path under ``/ui``)."""
 
 from switchyard.admin.ui.context import Route
-from switchyard.admin.ui.pages import audit, imports, keys, live, providers, routes, secrets, spend
+from switchyard.admin.ui.pages import (
+    audit,
+    batches,
+    imports,
+    keys,
+    live,
+    providers,
+    routes,
+    secrets,
+    spend,
+)
 
 ROUTES: list[Route] = [
     *live.ROUTES,
@@ -11,5 +21,6 @@ ROUTES: list[Route] = [
     *imports.ROUTES,
     *keys.ROUTES,
     *spend.ROUTES,
+    *batches.ROUTES,
     *audit.ROUTES,
 ]
