@@ -163,6 +163,15 @@ async def test_a_queue_fills_and_drains_live(web: Browser, upstream: FakeOpenAI)
                 arg=[await waiting.element_handle(), await in_flight.element_handle()],
                 timeout=15_000,
             )
+            # Concurrency 1 is saturated: the rest wait in the fair queue, shown by tenant.
+            held = card.locator("[data-held] tbody")
+            await web.page.wait_for_function(
+                "(b) => b.textContent.includes('default')",
+                arg=await held.element_handle(),
+                timeout=15_000,
+            )
+            assert int(await card.locator("[data-f=held]").inner_text()) >= 1
+            assert await card.locator("[data-f=saturated]").is_visible()
             await web.page.wait_for_timeout(2500)  # a few points on the chart
             await web.shot("queues-held")
         finally:
@@ -174,6 +183,7 @@ async def test_a_queue_fills_and_drains_live(web: Browser, upstream: FakeOpenAI)
         arg=[await waiting.element_handle(), await in_flight.element_handle()],
         timeout=15_000,
     )
+    assert await card.locator("[data-held]").is_hidden()  # shown only while requests are held
 
 
 async def test_end_a_cooldown(web: Browser, upstream: FakeOpenAI) -> None:

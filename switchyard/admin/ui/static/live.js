@@ -100,9 +100,23 @@
       }
       const end = card.querySelector("[data-f=end-cooldown]");
       if (end) end.classList.toggle("hidden", !d.cooldown);
+      setText(card, "[data-f=held]", q ? String(q.held) : "?");
+      const saturated = card.querySelector("[data-f=saturated]");
+      if (saturated) saturated.classList.toggle("hidden", !d.saturated);
+      renderHeld(card.querySelector("[data-held]"), d.held || []);
       if (q) push(d.id, [view.at, q.waiting, q.in_flight]);
       draw(d.id);
     });
+  }
+
+  function renderHeld(table, held) {
+    if (!table) return;
+    table.classList.toggle("hidden", !held.length); // shown only while requests are held
+    if (held.length) {
+      renderRows(table, held, (h) => [
+        [h.priority], [h.tenant], [String(h.waiting), "num"], [fmt.dur(h.oldest_wait_s), "num"],
+      ]);
+    }
   }
 
   function push(id, point) {
