@@ -364,15 +364,16 @@ def test_count_tokens_errors_in_anthropics_shape(agents: Stack, edge: str) -> No
 
 
 def test_unserved_messages_paths_answer_in_anthropics_shape(agents: Stack, edge: str) -> None:
-    """Anthropic's message batches are not served; the SDK must still read a
-    ``not_found_error``, not an OpenAI-shaped body it cannot parse into its error. Other
-    unknown paths stay OpenAI's."""
+    """A path under ``/v1/messages`` that Switchyard does not serve (Anthropic adds some now
+    and then): the SDK must still read a ``not_found_error``, not an OpenAI-shaped body it
+    cannot parse into its error. Other unknown paths stay OpenAI's."""
+    client = _anthropic(agents, edge)
     with pytest.raises(anthropic.NotFoundError) as missing:
-        _anthropic(agents, edge).messages.batches.list()
+        client.get("/v1/messages/not-a-thing", cast_to=httpx.Response)
     body = missing.value.body
     assert body["type"] == "error", body  # type: ignore[index]
     assert body["error"]["type"] == "not_found_error", body  # type: ignore[index]
-    assert "/v1/messages/batches" in body["error"]["message"]  # type: ignore[index]
+    assert "/v1/messages/not-a-thing" in body["error"]["message"]  # type: ignore[index]
     wrong_method = httpx.get(f"{edge}/v1/messages", timeout=5)
     assert wrong_method.status_code == 405, wrong_method.text
     assert wrong_method.headers["allow"] == "POST"
