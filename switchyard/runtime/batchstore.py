@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from nats.js import JetStreamContext
 from nats.js.errors import (
@@ -82,8 +83,7 @@ class BatchStore:
     async def files(self) -> list[b.FileRecord]:
         """Every file (uploads and batch outputs), newest first (ties by id, so pages made
         from two reads agree)."""
-        out = [b.FILE_RECORD.decode(v) for v in await self._scan(b.FILE_PREFIX)]
-        return sorted(out, key=lambda r: (r.file.created_at, r.file.id), reverse=True)
+        return _files((await _latest(await self._kv(), b.FILE_PREFIX + ">")).values())
 
     async def delete_file(self, file_id: str) -> None:
         """Remove a file: its record first (no caller finds it from then on), then its bytes
@@ -125,15 +125,21 @@ class BatchStore:
         with contextlib.suppress(KeyNotFoundError):
             await (await self._kv()).delete(b.BATCH_PREFIX + batch_id)
 
-    async def purge_markers(self) -> int:
+    async def purge_markers(self, markers: Iterable[str]) -> None:
         """Purge the markers deletes left in ``sy_batches`` (files and batches deleted by
-        their owners); returns how many. Keys are ids, never reused, so nothing written after
-        a delete can be purged with its marker."""
-        markers: set[str] = set()
-        await _latest(await self._kv(), ">", deleted=markers)
+        their owners; :meth:`contents` finds them). Keys are ids, never reused, so nothing
+        written after a delete can be purged with its marker."""
         for key in markers:
             await self._purge_key(key)
-        return len(markers)
+
+    async def contents(self) -> Contents:
+        """Every file and batch, and the keys whose last entry is a delete marker, from one
+        read of ``sy_batches`` (the runner's sweep needs all three)."""
+        markers: set[str] = set()
+        found = await _latest(await self._kv(), ">", deleted=markers)
+        files = [v for k, v in found.items() if k.startswith(b.FILE_PREFIX)]
+        batches = [v for k, v in found.items() if k.startswith(b.BATCH_PREFIX)]
+        return Contents(_files(files), _records(batches), markers)
 
     async def create(self, record: b.BatchRecord) -> None:
         await (await self._kv()).create(b.BATCH_PREFIX + record.batch.id, b.ENCODER.encode(record))
@@ -178,12 +184,7 @@ class BatchStore:
 
     async def records(self) -> list[b.BatchRecord]:
         """Every batch, newest first (ties by id, so pages made from two reads agree)."""
-        out = [b.BATCH_RECORD.decode(v) for v in await self._scan(b.BATCH_PREFIX)]
-        return sorted(out, key=lambda r: (r.batch.created_at, r.batch.id), reverse=True)
-
-    async def _scan(self, prefix: str) -> list[bytes]:
-        """The value of every live key of ``sy_batches`` that starts with ``prefix``."""
-        return list((await _latest(await self._kv(), prefix + ">")).values())
+        return _records((await _latest(await self._kv(), b.BATCH_PREFIX + ">")).values())
 
     # ---- line results ----
 
@@ -206,6 +207,22 @@ class BatchStore:
             f"KV_{subjects.BATCH_LINES_BUCKET}",
             subject=f"$KV.{subjects.BATCH_LINES_BUCKET}.{batch_id}.>",
         )
+
+
+class Contents(NamedTuple):
+    files: list[b.FileRecord]
+    records: list[b.BatchRecord]
+    markers: set[str]
+
+
+def _files(values: Iterable[bytes]) -> list[b.FileRecord]:
+    out = [b.FILE_RECORD.decode(v) for v in values]
+    return sorted(out, key=lambda r: (r.file.created_at, r.file.id), reverse=True)
+
+
+def _records(values: Iterable[bytes]) -> list[b.BatchRecord]:
+    out = [b.BATCH_RECORD.decode(v) for v in values]
+    return sorted(out, key=lambda r: (r.batch.created_at, r.batch.id), reverse=True)
 
 
 async def _latest(kv: KeyValue, keys: str, deleted: set[str] | None = None) -> dict[str, bytes]:

@@ -93,8 +93,7 @@ class BatchRunner:
         ``batch.finished_batch_ttl_s`` ago (see :func:`expiry.due`); returns their ids. Also
         purges the markers their owners' deletes left, so a deleted file or message batch
         leaves nothing in the bucket (the edges may delete, only the runner purges)."""
-        files = await self.store.files()
-        records = await self.store.records()
+        files, records, markers = await self.store.contents()
         gone_files, gone_batches = expiry.due(
             files, records, now, self.settings.batch.finished_batch_ttl_s
         )
@@ -103,13 +102,13 @@ class BatchRunner:
         for batch_id in gone_batches:
             await self.store.forget(batch_id)
             self._records.pop(batch_id, None)
-        markers = await self.store.purge_markers()
+        await self.store.purge_markers(markers)
         if gone_files or gone_batches or markers:
             log.info(
                 "deleted %d expired files and %d batch records; purged %d delete markers",
                 len(gone_files),
                 len(gone_batches),
-                markers,
+                len(markers),
             )
         return gone_files, gone_batches
 
