@@ -37,7 +37,6 @@ from switchyard.schemas.scheduling import fair_tenant
 COMPLETION_WINDOW_S = 86400
 _nuid = NUID()
 _ENCODE = msgspec.json.Encoder()
-_TERMINAL = frozenset({"failed", "completed", "expired", "cancelled"})
 
 
 def new_id(prefix: str) -> str:
@@ -255,7 +254,7 @@ class BatchApi:
             for other in await store.records():
                 batch = other.batch
                 uses = (batch.input_file_id, batch.output_file_id, batch.error_file_id)
-                if batch.status not in _TERMINAL and file_id in uses:
+                if batch.status not in b.ENDED and file_id in uses:
                     raise Conflict(
                         f"file {file_id} belongs to batch {batch.id}, which is still "
                         f"{batch.status}; cancel the batch or wait until it ends"
@@ -326,7 +325,7 @@ class BatchApi:
     async def cancel(self, request: Request) -> Response:
         try:
             record, store = await self._owned(request)
-            if record.batch.status in _TERMINAL:
+            if record.batch.status in b.ENDED:
                 raise Conflict(f"the batch is already {record.batch.status}")
             updated = await store.update(record.batch.id, cancelling)
             return _ok((updated or record).batch)

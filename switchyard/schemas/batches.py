@@ -52,6 +52,7 @@ ENDED_AT: dict[str, str] = {
     "expired": "expired_at",
     "cancelled": "cancelled_at",
 }
+ENDED: frozenset[str] = frozenset(ENDED_AT)
 
 
 class FileObject(msgspec.Struct, frozen=True, kw_only=True):

@@ -25,7 +25,6 @@ from switchyard.schemas import batches as b
 MAX_REQUESTS = 100_000
 CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ID_PREFIX = "msgbatch_"
-_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 _TALLIES = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
@@ -104,7 +103,7 @@ def _stamp(seconds: int | None) -> str | None:
 
 
 def ended(batch: b.Batch) -> bool:
-    return batch.status in _ENDED
+    return batch.status in b.ENDED
 
 
 def request_counts(batch: b.Batch) -> dict[str, int]:
