@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from nats.aio.client import Client as NATS
-from nats.js.errors import ObjectNotFoundError
+from nats.js.errors import NoKeysError, ObjectNotFoundError
 
 from switchyard.admin.keys import KeyAdmin
 from switchyard.bus import subjects
@@ -84,6 +84,20 @@ class Stack:
         finally:
             await nc.close()
 
+    async def bucket_traces(self, keys: list[str]) -> list[str]:
+        """The ``keys`` of ``sy_batches`` that still have an entry, a delete marker included."""
+        nc = await self.connect("batch")
+        try:
+            kv = await nc.jetstream().key_value(subjects.BATCHES_BUCKET)
+            kept = []
+            for key in keys:
+                with contextlib.suppress(NoKeysError):
+                    if await kv.history(key):
+                        kept.append(key)
+            return kept
+        finally:
+            await nc.close()
+
     async def object_traces(self, file_ids: list[str]) -> list[str]:
         """The Batch API files of ``file_ids`` that the object store still has an entry for
         (even one that only says "deleted")."""
@@ -98,6 +112,19 @@ class Stack:
             return kept
         finally:
             await nc.close()
+
+
+def batch_config(api_base: str) -> dict[str, Any]:
+    """The batch tests' stack: one deployment of concurrency 4 in front of a provider that
+    takes 50 ms, and a runner that sweeps every second."""
+    return {
+        "providers": {
+            "fake": {"kind": "openai-compatible", "api_base": api_base, "concurrency": 4}
+        },
+        "routes": {"bulk": {"deployments": [{"provider": "fake", "model": "slow:50"}]}},
+        "batch": {"sweep_s": 1},
+        "logging": {"level": "info"},
+    }
 
 
 async def start_stack(

@@ -10,7 +10,6 @@ client gets Anthropic's objects and one result per request, whatever became of i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -21,10 +20,8 @@ import httpx
 import openai
 import pytest
 import pytest_asyncio
-from nats.js.errors import NoKeysError
 
-from switchyard.bus import subjects
-from tests.stacks import Stack, start_stack
+from tests.stacks import Stack, batch_config, start_stack
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -34,15 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 async def msgbatchy(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
 ) -> AsyncIterator[Stack]:
-    extra = {
-        "providers": {
-            "fake": {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 4}
-        },
-        "routes": {"bulk": {"deployments": [{"provider": "fake", "model": "slow:50"}]}},
-        "batch": {"sweep_s": 1},  # deleted batches' markers are purged within a second or two
-        "logging": {"level": "info"},
-    }
-    stack = await start_stack(tmp_path_factory.mktemp("msgbatchy"), extra)
+    stack = await start_stack(tmp_path_factory.mktemp("msgbatchy"), batch_config(upstream.base_url))
     try:
         yield stack
     finally:
@@ -156,24 +145,9 @@ async def test_the_sdk_runs_a_batch_and_reads_one_result_per_request(msgbatchy: 
     )
     keys = [f"b.{batch.id}", f"f.file-{batch.id}-input", f"f.file-{batch.id}-results"]
     deadline = time.monotonic() + 15
-    while traces := await _bucket_traces(msgbatchy, keys):  # the runner's sweep purges them
+    while traces := await msgbatchy.bucket_traces(keys):  # the runner's sweep purges them
         assert time.monotonic() < deadline, f"still in sy_batches: {traces}"
         await asyncio.sleep(0.5)
-
-
-async def _bucket_traces(stack: Stack, keys: list[str]) -> list[str]:
-    """The ``keys`` of ``sy_batches`` that still have an entry, a delete marker included."""
-    nc = await stack.connect("batch")
-    try:
-        kv = await nc.jetstream().key_value(subjects.BATCHES_BUCKET)
-        kept = []
-        for key in keys:
-            with contextlib.suppress(NoKeysError):
-                if await kv.history(key):
-                    kept.append(key)
-        return kept
-    finally:
-        await nc.close()
 
 
 async def test_cancel_ends_the_batch_with_the_unrun_requests_canceled(msgbatchy: Stack) -> None:
