@@ -179,6 +179,11 @@ def _cluster(cluster: ClusterLayout, cert_dir: Path) -> dict[str, Any]:
         "name": cluster.name,
         "listen": f"{cluster.host}:{cluster.port}",
         "routes": list(cluster.routes),
+        # Clients know every node from their settings. Advertised, a node's every address
+        # (one per container network) would join each client's reconnect list, and one on a
+        # network the client is not on costs a connect timeout per try: a failover then
+        # takes tens of seconds instead of one.
+        "no_advertise": True,
         # Both ends present the route certificate and verify the other's against the CA, so
         # only nodes holding it can join; the dialling node also checks the host name.
         "tls": {

@@ -42,6 +42,7 @@ def test_three_nodes_route_to_each_other_over_tls(tmp_path: Path) -> None:
     assert cluster["listen"] == "127.0.0.1:6223"
     assert cluster["routes"] == [f"tls://127.0.0.1:{p}" for p in (6222, 6223, 6224)]
     assert cluster["tls"]["verify"] is True
+    assert cluster["no_advertise"] is True  # clients reconnect only to the configured nodes
     assert cluster["tls"]["cert_file"].endswith("route.pem")
     # Health waits for the meta leader and current streams, not just JetStream enabled.
     assert nodes[0].health_url.endswith("/healthz")
