@@ -154,11 +154,24 @@ class Result:
         lost_ids = [o.request_id for o in self.outcomes if o.kind == "lost"][:5]
         return (
             f"{self.scenario}: killed {self.killed or '-'}; p50 {p50:.2f} s; "
+            f"{self.when_errors()}; "
             f"spend counters {self.spend}, events {events}; lost {dict(lost)} {lost_ids}; "
             f"unbilled {self.unbilled[:5]}; billed twice {self.billed_twice[:5]}; "
             f"wrong tokens {self.wrong_tokens[:5]}; executed twice {self.executed_twice}; "
             f"billing settled {self.settled_s:.1f} s after the load"
         )
+
+    def when_errors(self) -> str:
+        """When the errors began and ended (seconds into the load) and at which edges: an
+        outage's length and place, which the counts alone do not tell."""
+        errors = [o for o in self.outcomes if o.kind == "error"]
+        if not errors:
+            return "no errors"
+        start = min(o.started for o in self.outcomes)
+        first = min(o.started for o in errors) - start
+        last = max(o.started + o.latency for o in errors) - start
+        edges = Counter(o.edge for o in errors)
+        return f"errors from {first:.1f} s to {last:.1f} s into the load, by edge {dict(edges)}"
 
     def row(self) -> str:
         worst = max((o.latency for o in self.answered), default=0.0)

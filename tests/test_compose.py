@@ -396,6 +396,9 @@ def _restart(dep: Deployment, client: OpenAI, impatient: OpenAI, key_id: str) ->
 # ---- the failover suite against the containers ----
 
 
+_CONNECTION_EVENT = re.compile(r"NATS connection to|reconnected to NATS at|nats error for")
+
+
 class ComposePlatform:
     """The compose deployment as a :class:`tests.failover.Platform`: kills are ``podman kill``,
     billing is read by :mod:`tests.billing` in a container on the core network."""
@@ -455,6 +458,22 @@ class ComposePlatform:
             await asyncio.sleep(0.5)
         raise AssertionError(f"{container} did not become healthy again")
 
+    def connection_events(self, since: float) -> list[str]:
+        """What the workers and edges logged about their NATS connections since ``since`` (a
+        Unix time): who lost which node, and when and where each came back."""
+        found = []
+        for name in ("head-1", "head-2", "modelproxy-1", "modelproxy-2", "tail", "gateway"):
+            done = subprocess.run(
+                ["podman", "logs", "--since", str(int(since)), self._container(name)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            lines = (done.stdout + done.stderr).splitlines()
+            found += [f"{name}: {line}" for line in lines if _CONNECTION_EVENT.search(line)]
+        return found[:200]
+
     async def monitor(self, path: str) -> list[tuple[int, Any]]:
         found = []
         for n in (1, 2, 3):
@@ -485,6 +504,9 @@ def test_failover_in_containers(deployment: Deployment, scenario: failover.Scena
 
     platform = ComposePlatform(deployment)
     tag = f"c{COMPOSE_SCENARIOS.index(scenario)}"
+    began = time.time()
     result = asyncio.run(failover.run_scenario(platform, scenario, tag))
     print(result.row(), result.detail(), sep="\n", file=sys.stderr)
+    # For a failure's report: when each process lost and regained its NATS connection.
+    print(*platform.connection_events(began), sep="\n", file=sys.stderr)
     assert_bar(result, ALLOWED_ERRORS.get(scenario.name, ()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -87,10 +88,13 @@ async def test_accepted_request_is_resent_after_a_reconnect(zone: Zone) -> None:
 
 async def test_no_head_just_after_a_reconnect_is_retried_while_the_cluster_settles(
     zone: Zone,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Right after the client's own reconnect, heads may still be reconnecting: "no
     responders" then is retried for a moment (SETTLING_S) instead of failing at once, which a
-    failover run saw as a 503 no_workers."""
+    failover run saw as a 503 no_workers. The connection logs its loss and its return, with
+    the server, so a failover can be read from the logs."""
+    caplog.set_level(logging.WARNING, logger="switchyard.bus")
     tail, _ = await _as(zone, "tail")
     client = LLMClient(tail, default_timeout=30)
     await client.start()
@@ -105,6 +109,16 @@ async def test_no_head_just_after_a_reconnect_is_retried_while_the_cluster_settl
                 break
             await asyncio.sleep(0.05)
         assert tail.is_connected
+        server = zone.servers[0].split("://", 1)[1]
+        events = [
+            r.getMessage()
+            for r in caplog.records
+            if "NATS at" in r.getMessage() or "NATS connection" in r.getMessage()
+        ]
+        assert events == [
+            f"tail lost its NATS connection to {server}; reconnecting",
+            f"tail reconnected to NATS at {server}",
+        ]
         request = asyncio.create_task(client.request("llm.v1.chat", b"{}"))
         await asyncio.sleep(1.5)  # longer than the usual attempts take with no head at all
         assert not request.done(), request.exception()

@@ -1,7 +1,8 @@
 """Open a NATS connection as one identity: its certificate, its inbox prefix, failover settings.
 
 Reconnects are unlimited with short waits (DESIGN §8: zero loss needs the connection back fast);
-permission violations, which nats-py reports only asynchronously, are logged with the identity.
+permission violations, which nats-py reports only asynchronously, are logged with the identity,
+and so is each lost connection and reconnect, with the server (a failover's story, in the log).
 """
 
 from __future__ import annotations
@@ -72,11 +73,25 @@ async def connect(
             await error_cb(exc)
 
     nc = NATS()
+    label = name or identity
+    server = ""
+
+    async def _disconnected() -> None:
+        if nc.is_reconnecting:  # not a close
+            log.warning("%s lost its NATS connection to %s; reconnecting", label, server)
+
+    async def _reconnected() -> None:
+        nonlocal server
+        server = _server(nc)
+        log.warning("%s reconnected to NATS at %s", label, server)
+        if reconnected_cb is not None:
+            await reconnected_cb()
+
     try:
         await nc.connect(
             servers=list(servers),
             tls=ctx,
-            name=name or identity,
+            name=label,
             inbox_prefix=f"_INBOX_{identity}",
             connect_timeout=max(1, round(connect_timeout)),
             reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type,unused-ignore]  # floats work
@@ -85,7 +100,8 @@ async def connect(
             max_reconnect_attempts=1 if one_shot else max_reconnect_attempts,
             allow_reconnect=not one_shot,
             error_cb=_log_error,
-            reconnected_cb=reconnected_cb,
+            reconnected_cb=_reconnected,
+            disconnected_cb=_disconnected,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         with contextlib.suppress(Exception):
@@ -93,7 +109,14 @@ async def connect(
         reason = _reason(failures[-1] if failures else exc)
         raise BusUnreachable(tuple(servers), identity, reason) from exc
     connected = True
+    server = _server(nc)
     return nc
+
+
+def _server(nc: NATS) -> str:
+    """The server ``nc`` is on, as host:port (never the URL's user part)."""
+    url = nc.connected_url
+    return f"{url.hostname}:{url.port}" if url is not None else "?"
 
 
 def _reason(exc: BaseException) -> str:
