@@ -3,7 +3,6 @@ they give, and the zones their NetworkPolicies enforce (evaluated for every pair
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,8 +137,29 @@ def test_the_keda_scaler_reads_a_dispatch_consumer(manifests: list[dict[str, Any
     demo = next(iter(load_settings(None, env={}).route_table.deployments()))
     assert meta["consumer"] == subjects.dispatch_consumer(demo)
     host, _, port = meta["natsServerMonitoringEndpoint"].rpartition(":")
-    assert re.fullmatch(r"nats-0\.nats\.switchyard\.svc\.cluster\.local", host)
+    assert host == "nats.switchyard.svc.cluster.local"
     assert port == "8222"
+
+
+def test_keda_can_address_every_nats_node_by_name(manifests: list[dict[str, Any]]) -> None:
+    """The nodes do not advertise their addresses (no_advertise), so KEDA's scaler (2.11+)
+    takes each node's name from /varz (``server_name``, the cluster routes: the first label
+    of each) and asks ``<node>.<endpoint host>``, keeping the node whose name is the
+    consumer's leader. Those must be the pods' own DNS names, under the headless Service."""
+    scaled = _docs(ROOT / "keda" / "scaledobject.yaml")[0]
+    endpoint = scaled["spec"]["triggers"][0]["metadata"]["natsServerMonitoringEndpoint"]
+    host, _, port = endpoint.rpartition(":")
+    service_name, namespace = host.split(".")[:2]
+    (service,) = [s for s in _of(manifests, "Service") if s["metadata"]["name"] == service_name]
+    assert service["spec"]["clusterIP"] == "None"  # headless: <pod>.<service> resolves
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    nats = next(s for s in _of(manifests, "StatefulSet") if s["metadata"]["name"] == "nats")
+    assert nats["spec"]["serviceName"] == service_name
+    pods = [f"nats-{n}" for n in range(nats["spec"]["replicas"])]
+    for route_host, pod in zip(containers.KUBERNETES_NATS_HOSTS, pods, strict=True):
+        node = route_host.split(".")[0]
+        assert node == containers.node_name(route_host) == pod  # the leader's server_name
+        assert f"{node}.{host}" == f"{pod}.{service_name}.{namespace}.svc.cluster.local"
 
 
 # ---- the NetworkPolicies, evaluated ----

@@ -94,7 +94,10 @@ def test_kubernetes_host_names(tmp_path: Path) -> None:
     containers.setup(load_settings(None, env={}), layout)
     names = {p.name for p in layout.bundle("nats").glob("*.conf")}
     assert names == {"nats-0.conf", "nats-1.conf", "nats-2.conf"}
-    assert f"tls://{hosts[2]}:6222" in (layout.bundle("nats") / "nats-0.conf").read_text()
+    node = (layout.bundle("nats") / "nats-0.conf").read_text()
+    assert f"tls://{hosts[2]}:6222" in node
+    # Clients (and KEDA) use the names above, never the pods' changing IP addresses.
+    assert "no_advertise: true" in node
 
 
 def test_cli_kubernetes_target(tmp_path: Path) -> None:
