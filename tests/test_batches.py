@@ -77,7 +77,11 @@ async def _check_output(client: openai.AsyncOpenAI, batch: Any, tag: str) -> Non
     assert batch.request_counts.completed == LINES
     assert batch.request_counts.failed == 0
     assert batch.error_file_id is None
-    text = (await client.files.content(batch.output_file_id)).text
+    download = await client.files.content(batch.output_file_id)
+    text = download.text
+    # Streamed from the store with its length announced (not chunked, not held whole).
+    assert download.response.headers["content-length"] == str(len(download.content))
+    assert (await client.files.retrieve(batch.output_file_id)).bytes == len(download.content)
     rows = [json.loads(line) for line in text.splitlines()]
     assert len(rows) == LINES
     assert sorted(r["custom_id"] for r in rows) == sorted(f"{tag}-{i}" for i in range(LINES))

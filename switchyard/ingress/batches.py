@@ -17,7 +17,7 @@ import msgspec
 from nats.nuid import NUID
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from switchyard.config import BatchSettings
 from switchyard.errors import (
@@ -30,6 +30,7 @@ from switchyard.errors import (
 from switchyard.ingress.edge import Edge, _header_key
 from switchyard.ingress.responses import JSON, error_response
 from switchyard.runtime.batchstore import BatchStore
+from switchyard.runtime.objects import StoredObject
 from switchyard.schemas import batches as b
 from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.scheduling import fair_tenant
@@ -37,6 +38,14 @@ from switchyard.schemas.scheduling import fair_tenant
 COMPLETION_WINDOW_S = 86400
 _nuid = NUID()
 _ENCODE = msgspec.json.Encoder()
+
+
+def streamed(found: StoredObject, media_type: str) -> StreamingResponse:
+    """A stored file as the response body, chunk by chunk as the store sends them (a batch's
+    output can be hundreds of megabytes: it is never held whole)."""
+    return StreamingResponse(
+        found.chunks, media_type=media_type, headers={"content-length": str(found.size)}
+    )
 
 
 def new_id(prefix: str) -> str:
@@ -214,10 +223,10 @@ class BatchApi:
     async def file_content(self, request: Request) -> Response:
         try:
             record, store = await self._owned_file(request)
-            data = await store.content(record.file.id)
-            if data is None:  # deleted between the two reads
+            found = await store.download(record.file.id)
+            if found is None:  # deleted between the two reads
                 raise NoSuchObject(f"No such File object: {record.file.id}", param="file_id")
-            return Response(data, media_type="application/octet-stream")
+            return streamed(found, "application/octet-stream")
         except ApiError as exc:
             return error_response(exc)
 

@@ -21,7 +21,13 @@ from switchyard.dialects import anthropic
 from switchyard.dialects.anthropic import batches as ab
 from switchyard.dialects.anthropic.paging import page
 from switchyard.errors import ApiError, Conflict, NoSuchObject, PayloadTooLarge
-from switchyard.ingress.batches import COMPLETION_WINDOW_S, BatchApi, cancelling, new_id
+from switchyard.ingress.batches import (
+    COMPLETION_WINDOW_S,
+    BatchApi,
+    cancelling,
+    new_id,
+    streamed,
+)
 from switchyard.ingress.responses import JSON, error_response
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
@@ -176,13 +182,13 @@ class MessageBatchApi:
                 request, "its results are ready once processing_status is `ended`"
             )
             batch = record.batch
-            data = None
+            found = None
             if batch.output_file_id:
                 file = await store.file(batch.output_file_id)
                 if file is not None and not b.file_gone(file.file, time.time()):
-                    data = await store.content(batch.output_file_id)
-            if data is None:  # failed as a whole, or the results file expired
+                    found = await store.download(batch.output_file_id)
+            if found is None:  # failed as a whole, or the results file expired
                 raise NoSuchObject(f"message batch {batch.id} has no results (any more)")
-            return Response(data, media_type=JSONL)
+            return streamed(found, JSONL)
         except ApiError as exc:
             return _fail(exc)

@@ -27,6 +27,7 @@ from nats.js.object_store import ObjectStore
 
 from switchyard.bus import subjects
 from switchyard.errors import Conflict
+from switchyard.runtime.objects import StoredObject, open_object
 from switchyard.schemas import batches as b
 
 UPDATE_ATTEMPTS = 8
@@ -73,12 +74,20 @@ class BatchStore:
         return b.FILE_RECORD.decode(entry.value) if entry.value else None
 
     async def content(self, file_id: str) -> bytes | None:
-        """A file's bytes; None when they are gone (the file was deleted)."""
-        try:
-            result = await (await self._objects()).get(file_id)
-        except (ObjectNotFoundError, ObjectDeletedError):
+        """A file's bytes; None when they are gone (the file was deleted).
+
+        Raises:
+            BusError: the bytes stopped arriving, or do not match the stored digest.
+        """
+        found = await self.download(file_id)
+        return await found.read() if found is not None else None
+
+    async def download(self, file_id: str) -> StoredObject | None:
+        """A file's size, and its bytes chunk by chunk (for a response that streams them);
+        None when they are gone."""
+        if not _ID.fullmatch(file_id):
             return None
-        return result.data or b""
+        return await open_object(self._js, await self._objects(), file_id)
 
     async def files(self) -> list[b.FileRecord]:
         """Every file (uploads and batch outputs), newest first (ties by id, so pages made
