@@ -64,14 +64,17 @@ class Deployment:
     def container(self, service: str, n: int = 1) -> str:
         return f"{self.project.name}_{service}_{n}"
 
-    def logs(self, *services: str, lines: int = 40) -> str:
-        """The last lines each replica of ``services`` logged (for a failure's message)."""
+    def logs(self, *services: str, lines: int | None = 40, since: float | None = None) -> str:
+        """The last ``lines`` (None: all) each replica of ``services`` logged, since ``since``
+        (a Unix time) if given (for a failure's message)."""
+        window = ["--tail", str(lines)] if lines is not None else []
+        window += ["--since", str(int(since))] if since is not None else []
         out = []
         for service in services:
             for n in (1, 2):
                 name = self.container(service, n)
                 done = subprocess.run(
-                    ["podman", "logs", "--tail", str(lines), name],
+                    ["podman", "logs", *window, name],
                     capture_output=True,
                     text=True,
                     timeout=60,
@@ -460,19 +463,11 @@ class ComposePlatform:
 
     def connection_events(self, since: float) -> list[str]:
         """What the workers and edges logged about their NATS connections since ``since`` (a
-        Unix time): who lost which node, and when and where each came back."""
-        found = []
-        for name in ("head-1", "head-2", "modelproxy-1", "modelproxy-2", "tail", "gateway"):
-            done = subprocess.run(
-                ["podman", "logs", "--since", str(int(since)), self._container(name)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            lines = (done.stdout + done.stderr).splitlines()
-            found += [f"{name}: {line}" for line in lines if _CONNECTION_EVENT.search(line)]
-        return found[:200]
+        Unix time): who lost which node, and when and where each came back (under each
+        container's ``---`` header)."""
+        text = self.dep.logs("head", "modelproxy", "tail", "gateway", lines=None, since=since)
+        lines = text.splitlines()
+        return [x for x in lines if x.startswith("--- ") or _CONNECTION_EVENT.search(x)][:200]
 
     async def monitor(self, path: str) -> list[tuple[int, Any]]:
         found = []
