@@ -20,6 +20,7 @@ import openai
 import pytest
 import pytest_asyncio
 
+from switchyard.bus import subjects
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 from switchyard.stack import local
@@ -223,7 +224,8 @@ async def test_a_batch_whose_input_file_was_deleted_fails_naming_it(batchy: Stac
     """The edge refuses to delete a running batch's input, but a delete can still land between
     a batch's creation and the runner's first read: the batch then fails with a clear error
     instead of retrying forever. The runner is paused to open that window."""
-    key, _ = await batchy.new_key("batch-vanished")
+    key, record = await batchy.new_key("batch-vanished")
+    owner = record.id  # a key without a team owns its files and batches itself
     runner = batchy.process("batch").proc
     assert runner is not None
     async with _client(batchy, key) as client:
@@ -235,7 +237,7 @@ async def test_a_batch_whose_input_file_was_deleted_fails_naming_it(batchy: Stac
             )
             nc = await batchy.connect("tail")
             try:
-                await BatchStore(nc.jetstream()).delete_file(file.id)
+                await BatchStore(nc.jetstream()).delete_file(file.id, owner)
             finally:
                 await nc.close()
         finally:
@@ -248,12 +250,77 @@ async def test_a_batch_whose_input_file_was_deleted_fails_naming_it(batchy: Stac
     assert file.id in (error.message or "")
 
 
+async def test_a_batch_stored_before_owner_keys_runs_and_then_moves(batchy: Stack) -> None:
+    """An upgrade: a file and a batch stored under their ids alone, as before owner keys. The
+    caller still finds them, the runner runs the batch, and once it ended the sweep moves
+    every record to its owner key, where lists and reads keep finding them."""
+    key, record = await batchy.new_key("batch-upgrade")
+    owner = record.id
+    data, now = _input("upgrade"), int(time.time())
+    file = b.FileObject(
+        id="file-upgrade",
+        bytes=len(data),
+        created_at=now,
+        filename="upgrade.jsonl",
+        purpose="batch",
+        expires_at=now + 86400,
+    )
+    batch = b.Batch(
+        id="batch_upgrade",
+        endpoint="/v1/chat/completions",
+        input_file_id=file.id,
+        completion_window="24h",
+        status="validating",
+        created_at=now,
+        expires_at=now + 86400,
+    )
+    tail = await batchy.connect("tail")
+    try:
+        js = tail.jetstream(timeout=10)
+        await (await js.object_store(subjects.FILES_BUCKET)).put(file.id, data)
+        kv = await js.key_value(subjects.BATCHES_BUCKET)
+        await kv.put(f"f.{file.id}", b.ENCODER.encode(b.FileRecord(file=file, owner=owner)))
+        stored = b.BatchRecord(batch=batch, owner=owner, key_id=record.id, key_hash=record.hash)
+        await kv.create(f"b.{batch.id}", b.ENCODER.encode(stored))
+    finally:
+        await tail.close()
+    async with _client(batchy, key) as client:
+        assert (await client.files.retrieve(file.id)).filename == "upgrade.jsonl"
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=90)
+        assert done.status == "completed", done.errors
+        await _check_output(client, done, "upgrade")
+        deadline = time.monotonic() + 15
+        while traces := await batchy.bucket_traces([f"f.{file.id}", f"b.{batch.id}"]):
+            assert time.monotonic() < deadline, f"not moved: {traces}"
+            await asyncio.sleep(0.3)
+        moved = [
+            b.owned_key(b.FILE_PREFIX, owner, file.id),
+            b.owned_key(b.FILE_PREFIX, owner, done.output_file_id),
+            b.owned_key(b.BATCH_PREFIX, owner, batch.id),
+        ]
+        assert await batchy.bucket_traces(moved) == moved
+        assert (await client.batches.retrieve(batch.id)).status == "completed"
+        assert batch.id in [x.id for x in (await client.batches.list()).data]
+        listed = {f.id async for f in client.files.list()}
+        assert {file.id, done.output_file_id} <= listed
+        assert (await client.files.content(file.id)).content == data
+    # The admin API reads any tenant's batch by its id alone, and lists everyone's.
+    seen = await batchy.admin("GET", f"/batches/{batch.id}")
+    assert seen.status_code == 200, seen.text
+    assert (seen.json()["id"], seen.json()["status"]) == (batch.id, "completed")
+    listing = (await batchy.admin("GET", "/batches")).json()["batches"]
+    assert batch.id in [x["id"] for x in listing]
+    missing = await batchy.admin("GET", "/batches/batch_nobody")
+    assert missing.status_code == 404
+
+
 async def test_files_and_batch_records_expire_as_at_openai(batchy: Stack) -> None:
     """Uploads and outputs carry ``expires_at`` (the caller's ``expires_after`` /
     ``output_expires_after``, else 30 days); an expired file is gone for callers at once, and
     the runner's sweep deletes it and the records of long-finished batches from the buckets.
     Without it both grew for ever."""
-    key, _ = await batchy.new_key("batch-expiry")
+    key, record = await batchy.new_key("batch-expiry")
+    owner = record.id  # a key without a team owns its files and batches itself
     async with _client(batchy, key) as client:
         hour: Any = {"anchor": "created_at", "seconds": 3600}
         short = await client.files.create(
@@ -300,11 +367,11 @@ async def test_files_and_batch_records_expire_as_at_openai(batchy: Stack) -> Non
     try:
         store = BatchStore(tail.jetstream())
         now = int(time.time())
-        old = await store.file(plain.id)
+        old = await store.file(plain.id, owner)
         assert old is not None
         stale = b.FileObject(**{**msgspec.structs.asdict(old.file), "expires_at": now - 120})
         await store.put_file(b.FileRecord(file=stale, owner=old.owner), b"{}\n")
-        found = await store.get(done.id)
+        found = await store.get(done.id, owner)
         assert found is not None
         ended = now - 31 * 86400
         await store.create(
@@ -325,7 +392,8 @@ async def test_files_and_batch_records_expire_as_at_openai(batchy: Stack) -> Non
                 )
             # (The old batch may be swept any moment now, so no read of it before the wait.)
             deadline = time.monotonic() + 15
-            while await store.file(plain.id) is not None or await store.get("batch_ended_long_ago"):
+            old_batch = "batch_ended_long_ago"
+            while await store.file(plain.id, owner) or await store.get(old_batch, owner):
                 assert time.monotonic() < deadline, "the runner's sweep did not delete them"
                 await asyncio.sleep(0.3)
             assert await store.content(plain.id) is None

@@ -21,6 +21,7 @@ import openai
 import pytest
 import pytest_asyncio
 
+from switchyard.schemas.batches import BATCH_PREFIX, FILE_PREFIX, owned_key
 from tests.stacks import Stack, batch_config, start_stack
 from tests.upstream import FakeOpenAI
 
@@ -143,7 +144,11 @@ async def test_the_sdk_runs_a_batch_and_reads_one_result_per_request(msgbatchy: 
     assert (
         await msgbatchy.object_traces([f"file-{batch.id}-input", f"file-{batch.id}-results"]) == []
     )
-    keys = [f"b.{batch.id}", f"f.file-{batch.id}-input", f"f.file-{batch.id}-results"]
+    keys = [
+        owned_key(BATCH_PREFIX, record.id, batch.id),  # the key has no team: it is the owner
+        owned_key(FILE_PREFIX, record.id, f"file-{batch.id}-input"),
+        owned_key(FILE_PREFIX, record.id, f"file-{batch.id}-results"),
+    ]
     deadline = time.monotonic() + 15
     while traces := await msgbatchy.bucket_traces(keys):  # the runner's sweep purges them
         assert time.monotonic() < deadline, f"still in sy_batches: {traces}"

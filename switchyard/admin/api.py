@@ -496,10 +496,10 @@ class AdminApi:
 
     async def get_batch(self, request: Request, c: AdminContext) -> Response:
         batch_id = request.path_params["batch_id"]
-        found = await _batch_store(c).get(batch_id)
+        found = await _batch_store(c).anyones(batch_id)
         if found is None:
             raise NotFound(f"no batch `{batch_id}`", param="batch_id")
-        return _ok(_batch_view(found[0]))
+        return _ok(_batch_view(found))
 
     async def list_secrets(self, request: Request, c: AdminContext) -> Response:
         return _ok({"secrets": await c.secrets.list()})

@@ -203,10 +203,9 @@ class BatchApi:
     async def _owned_file(self, request: Request) -> tuple[b.FileRecord, BatchStore]:
         _, owner, store = self.caller(request)
         file_id = request.path_params["file_id"]
-        record = await store.file(file_id)
+        record = await store.file(file_id, owner)
         if (
             record is None
-            or record.owner != owner
             or b.file_gone(record.file, time.time())
             or record.file.purpose in b.HIDDEN_PURPOSES  # a message batch's own
         ):
@@ -242,9 +241,8 @@ class BatchApi:
             now = time.time()
             mine = [
                 r.file
-                for r in await store.files()
-                if r.owner == owner
-                and (not purpose or r.file.purpose == purpose)
+                for r in await store.files(owner)
+                if (not purpose or r.file.purpose == purpose)
                 and r.file.purpose not in b.HIDDEN_PURPOSES
                 and not b.file_gone(r.file, now)
             ]
@@ -260,7 +258,7 @@ class BatchApi:
         try:
             record, store = await self._owned_file(request)
             file_id = record.file.id
-            for other in await store.records():
+            for other in await store.records(record.owner):
                 batch = other.batch
                 uses = (batch.input_file_id, batch.output_file_id, batch.error_file_id)
                 if batch.status not in b.ENDED and file_id in uses:
@@ -268,7 +266,7 @@ class BatchApi:
                         f"file {file_id} belongs to batch {batch.id}, which is still "
                         f"{batch.status}; cancel the batch or wait until it ends"
                     )
-            await store.delete_file(file_id)
+            await store.delete_file(file_id, record.owner)
             return _ok({"id": file_id, "object": "file", "deleted": True})
         except ApiError as exc:
             return error_response(exc)
@@ -286,9 +284,9 @@ class BatchApi:
                 )
             if ask.completion_window != "24h":
                 raise InvalidRequest("completion_window must be 24h", param="completion_window")
-            file = await store.file(ask.input_file_id)
+            file = await store.file(ask.input_file_id, owner)
             now = int(time.time())
-            if file is None or file.owner != owner or b.file_gone(file.file, now):
+            if file is None or b.file_gone(file.file, now):
                 raise InvalidRequest(
                     f"No such File object: {ask.input_file_id}", param="input_file_id"
                 )
@@ -319,8 +317,8 @@ class BatchApi:
     async def _owned(self, request: Request) -> tuple[b.BatchRecord, BatchStore]:
         _, owner, store = self.caller(request)
         batch_id = request.path_params["batch_id"]
-        found = await store.get(batch_id)
-        if found is None or found[0].owner != owner or b.is_message_batch(found[0].batch):
+        found = await store.get(batch_id, owner)
+        if found is None or b.is_message_batch(found[0].batch):
             raise NoSuchObject(f"No such Batch object: {batch_id}", param="batch_id")
         return found[0], store
 
@@ -336,7 +334,7 @@ class BatchApi:
             record, store = await self._owned(request)
             if record.batch.status in b.ENDED:
                 raise Conflict(f"the batch is already {record.batch.status}")
-            updated = await store.update(record.batch.id, cancelling)
+            updated = await store.update(record.batch.id, record.owner, cancelling)
             return _ok((updated or record).batch)
         except ApiError as exc:
             return error_response(exc)
@@ -345,11 +343,7 @@ class BatchApi:
         try:
             _, owner, store = self.caller(request)
             limit = _page_size(request.query_params.get("limit"))
-            mine = [
-                r.batch
-                for r in await store.records()
-                if r.owner == owner and not b.is_message_batch(r.batch)
-            ]
+            mine = [r.batch for r in await store.records(owner) if not b.is_message_batch(r.batch)]
             return _ok(_page(mine, request.query_params.get("after"), limit))
         except ApiError as exc:
             return error_response(exc)

@@ -115,8 +115,8 @@ class MessageBatchApi:
     async def _owned(self, request: Request) -> tuple[b.BatchRecord, BatchStore]:
         _, owner, store = self.files.caller(request)
         batch_id = request.path_params["batch_id"]
-        found = await store.get(batch_id)
-        if found is None or found[0].owner != owner or not b.is_message_batch(found[0].batch):
+        found = await store.get(batch_id, owner)
+        if found is None or not b.is_message_batch(found[0].batch):
             raise NoSuchObject(f"No such message batch: {batch_id[:128]}")
         return found[0], store
 
@@ -140,8 +140,8 @@ class MessageBatchApi:
             _, owner, store = self.files.caller(request)
             mine = {
                 r.batch.id: r.batch
-                for r in await store.records()
-                if r.owner == owner and b.is_message_batch(r.batch)
+                for r in await store.records(owner)
+                if b.is_message_batch(r.batch)
             }
             base = _base_url(request)
             doc = page(
@@ -156,7 +156,7 @@ class MessageBatchApi:
             record, store = await self._owned(request)
             if ab.ended(record.batch):
                 raise Conflict(f"message batch {record.batch.id} has already ended")
-            updated = await store.update(record.batch.id, cancelling)
+            updated = await store.update(record.batch.id, record.owner, cancelling)
             return _ok(ab.batch_object((updated or record).batch, _base_url(request)))
         except ApiError as exc:
             return _fail(exc)
@@ -167,10 +167,10 @@ class MessageBatchApi:
         try:
             record, store = await self._ended(request, "cancel it, then delete it once ended")
             batch = record.batch
-            await store.delete(batch.id)
+            await store.delete(batch.id, record.owner)
             for file_id in (batch.input_file_id, batch.output_file_id):
                 if file_id:
-                    await store.delete_file(file_id)
+                    await store.delete_file(file_id, record.owner)
             return Response(ab.deleted_body(batch.id), media_type=JSON)
         except ApiError as exc:
             return _fail(exc)
@@ -184,7 +184,7 @@ class MessageBatchApi:
             batch = record.batch
             found = None
             if batch.output_file_id:
-                file = await store.file(batch.output_file_id)
+                file = await store.file(batch.output_file_id, record.owner)
                 if file is not None and not b.file_gone(file.file, time.time()):
                     found = await store.download(batch.output_file_id)
             if found is None:  # failed as a whole, or the results file expired

@@ -1,8 +1,12 @@
 """The Batch API's storage, shared by the edges (create, read, cancel) and the batch runner.
 
 Files: content in the ``sy_files`` object store under the file id, the record in
-``sy_batches`` under ``f.<id>``. Batches: ``sy_batches`` under ``b.<id>``, changed only with
-compare-and-set so an edge's cancel and the runner's progress never overwrite each other.
+``sy_batches`` under ``f.<owner>.<id>``. Batches: ``sy_batches`` under ``b.<owner>.<id>``,
+changed only with compare-and-set so an edge's cancel and the runner's progress never
+overwrite each other. ``<owner>`` is :func:`~switchyard.schemas.batches.owner_token`, so a
+tenant's list reads its own records, not everyone's. Records written before owner keys
+(``f.<id>``, ``b.<id>``) are still found, listed and changed where they are; the runner's
+sweep moves each once it can no longer change (:meth:`BatchStore.move_legacy`).
 Line results: ``sy_batch_lines`` under ``<batch>.<line>``, created once (a second result for
 the same line is refused by the bucket, so a line is never recorded twice).
 """
@@ -17,6 +21,7 @@ from typing import NamedTuple
 
 from nats.js import JetStreamContext
 from nats.js.errors import (
+    APIError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     ObjectDeletedError,
@@ -31,6 +36,7 @@ from switchyard.runtime.objects import StoredObject, open_object
 from switchyard.schemas import batches as b
 
 UPDATE_ATTEMPTS = 8
+WRONG_LAST_SEQUENCE = 10071  # JetStream's error code when a compare-and-set loses
 # What a file or batch id can be (ours are `file-<nuid>`, `batch_<nuid>`): anything else is
 # no such object, never a key lookup (a KV key cannot hold every character a path can).
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -62,16 +68,16 @@ class BatchStore:
 
     async def put_file(self, record: b.FileRecord, data: bytes) -> None:
         await (await self._objects()).put(record.file.id, data)
-        await (await self._kv()).put(b.FILE_PREFIX + record.file.id, b.ENCODER.encode(record))
+        key = b.owned_key(b.FILE_PREFIX, record.owner, record.file.id)
+        await (await self._kv()).put(key, b.ENCODER.encode(record))
 
-    async def file(self, file_id: str) -> b.FileRecord | None:
-        if not _ID.fullmatch(file_id):
+    async def file(self, file_id: str, owner: str) -> b.FileRecord | None:
+        """The record of ``owner``'s file (None: no such file, or it is someone else's)."""
+        found = await self._find(b.FILE_PREFIX, file_id, owner)
+        if found is None:
             return None
-        try:
-            entry = await (await self._kv()).get(b.FILE_PREFIX + file_id)
-        except KeyNotFoundError:
-            return None
-        return b.FILE_RECORD.decode(entry.value) if entry.value else None
+        record = b.FILE_RECORD.decode(found.value)
+        return record if record.owner == owner else None
 
     async def content(self, file_id: str) -> bytes | None:
         """A file's bytes; None when they are gone (the file was deleted).
@@ -89,23 +95,24 @@ class BatchStore:
             return None
         return await open_object(self._js, await self._objects(), file_id)
 
-    async def files(self) -> list[b.FileRecord]:
-        """Every file (uploads and batch outputs), newest first (ties by id, so pages made
-        from two reads agree)."""
-        return _files((await _latest(await self._kv(), b.FILE_PREFIX + ">")).values())
+    async def files(self, owner: str) -> list[b.FileRecord]:
+        """``owner``'s files (uploads and batch outputs), newest first (ties by id, so pages
+        made from two reads agree)."""
+        found = await self._owned(b.FILE_PREFIX, owner)
+        return [r for r in _files(found) if r.owner == owner]
 
-    async def delete_file(self, file_id: str) -> None:
+    async def delete_file(self, file_id: str, owner: str) -> None:
         """Remove a file: its record first (no caller finds it from then on), then its bytes
         (an object store delete purges their chunks)."""
-        with contextlib.suppress(KeyNotFoundError):
-            await (await self._kv()).delete(b.FILE_PREFIX + file_id)
+        await self._delete(b.FILE_PREFIX, file_id, owner)
         await self._delete_object(file_id)
 
-    async def expire_file(self, file_id: str) -> None:
+    async def expire_file(self, file_id: str, owner: str) -> None:
         """Remove an expired file for good: its bytes, then every trace of its record (a
         delete would leave a marker per file in the bucket for ever)."""
         await self._delete_object(file_id)
-        await self._purge_key(b.FILE_PREFIX + file_id)
+        await self._purge_key(b.owned_key(b.FILE_PREFIX, owner, file_id))
+        await self._purge_key(b.legacy_key(b.FILE_PREFIX, file_id))
 
     async def _delete_object(self, file_id: str) -> None:
         """Purge a file's chunks, then the "deleted" entry nats-py's delete writes in their
@@ -122,17 +129,86 @@ class BatchStore:
             f"KV_{subjects.BATCHES_BUCKET}", subject=f"$KV.{subjects.BATCHES_BUCKET}.{key}"
         )
 
+    # ---- records of either kind, where they are ----
+
+    async def _find(self, prefix: str, object_id: str, owner: str) -> _Found | None:
+        """The live entry of a record: under its owner key, else (written before owner keys)
+        under its id alone. None for an id that cannot be ours (never a key lookup: a KV key
+        cannot hold every character a path can)."""
+        if not _ID.fullmatch(object_id):
+            return None
+        kv = await self._kv()
+        for key in (b.owned_key(prefix, owner, object_id), b.legacy_key(prefix, object_id)):
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:  # also a deleted or purged key
+                continue
+            if entry.value:
+                return _Found(key, entry.value, entry.revision or 0)
+        return None
+
+    async def _delete(self, prefix: str, object_id: str, owner: str) -> None:
+        """Delete a record where it is, with compare-and-set: a sweep that moves it at the same
+        time makes the delete find it again at its new key rather than miss it."""
+        kv = await self._kv()
+        for _ in range(UPDATE_ATTEMPTS):
+            found = await self._find(prefix, object_id, owner)
+            if found is None:
+                return
+            if await _delete_at(kv, found.key, found.revision):
+                return
+        raise Conflict(f"{object_id} is changing too fast; try again")
+
+    async def _owned(self, prefix: str, owner: str) -> list[bytes]:
+        """Every record of one kind whose key carries ``owner``'s token, and every one written
+        before owner keys (for callers to check their ``owner``), in two filtered reads."""
+        kv = await self._kv()
+        mine = await _latest(kv, f"{prefix}{b.owner_token(owner)}.*")
+        legacy = await _latest(kv, prefix + "*")
+        return [*mine.values(), *legacy.values()]
+
+    async def move_legacy(self, legacy: Iterable[tuple[str, bytes, int]]) -> int:
+        """Move records stored under their id alone (``f.<id>``, ``b.<id>``) to their owner
+        keys, each (key, value, revision) as :meth:`contents` read it; returns how many moved.
+
+        Only records that no longer change move: every file record, and batches that ended (a
+        running batch stays where it is and moves at a sweep after it ends). The copy is
+        created first, then the old key is deleted with compare-and-set and purged, so a
+        crash in between leaves the same record twice (the owner key wins), never none. If
+        the old key changed in between (its owner deleted it), the copy is purged again.
+        """
+        kv = await self._kv()
+        moved = 0
+        for key, value, revision in legacy:
+            prefix = key[: key.index(".") + 1]
+            if prefix == b.FILE_PREFIX:
+                owner = b.FILE_RECORD.decode(value).owner
+            else:
+                record = b.BATCH_RECORD.decode(value)
+                if record.batch.status not in b.ENDED:
+                    continue
+                owner = record.owner
+            new = b.owned_key(prefix, owner, b.id_of(key))
+            with contextlib.suppress(KeyWrongLastSequenceError):  # copied by an earlier sweep
+                await kv.create(new, value)
+            if not await _delete_at(kv, key, revision):  # deleted by its owner meanwhile
+                await self._purge_key(new)
+                continue
+            await self._purge_key(key)
+            moved += 1
+        return moved
+
     # ---- batches ----
 
-    async def forget(self, batch_id: str) -> None:
+    async def forget(self, batch_id: str, owner: str) -> None:
         """Remove a finished batch's record and its history."""
-        await self._purge_key(b.BATCH_PREFIX + batch_id)
+        await self._purge_key(b.owned_key(b.BATCH_PREFIX, owner, batch_id))
+        await self._purge_key(b.legacy_key(b.BATCH_PREFIX, batch_id))
 
-    async def delete(self, batch_id: str) -> None:
+    async def delete(self, batch_id: str, owner: str) -> None:
         """Delete a batch's record (the edges: a deleted message batch). The delete leaves a
         marker, which the runner's sweep purges (:meth:`purge_markers`)."""
-        with contextlib.suppress(KeyNotFoundError):
-            await (await self._kv()).delete(b.BATCH_PREFIX + batch_id)
+        await self._delete(b.BATCH_PREFIX, batch_id, owner)
 
     async def purge_markers(self, markers: Iterable[str]) -> None:
         """Purge the markers deletes left in ``sy_batches`` (files and batches deleted by
@@ -142,32 +218,34 @@ class BatchStore:
             await self._purge_key(key)
 
     async def contents(self) -> Contents:
-        """Every file and batch, and the keys whose last entry is a delete marker, from one
-        read of ``sy_batches`` (the runner's sweep needs all three)."""
+        """Every file and batch, the keys whose last entry is a delete marker, and the
+        records still under their id alone (with their revision, for :meth:`move_legacy`),
+        from one read of ``sy_batches`` (the runner's sweep needs all of them)."""
         markers: set[str] = set()
-        found = await _latest(await self._kv(), ">", deleted=markers)
+        revisions: dict[str, int] = {}
+        found = await _latest(await self._kv(), ">", deleted=markers, revisions=revisions)
         files = [v for k, v in found.items() if k.startswith(b.FILE_PREFIX)]
         batches = [v for k, v in found.items() if k.startswith(b.BATCH_PREFIX)]
-        return Contents(_files(files), _records(batches), markers)
+        legacy = [(k, v, revisions[k]) for k, v in found.items() if b.is_legacy(k)]
+        return Contents(_files(files), _records(batches), markers, legacy)
 
     async def create(self, record: b.BatchRecord) -> None:
-        await (await self._kv()).create(b.BATCH_PREFIX + record.batch.id, b.ENCODER.encode(record))
+        key = b.owned_key(b.BATCH_PREFIX, record.owner, record.batch.id)
+        await (await self._kv()).create(key, b.ENCODER.encode(record))
 
-    async def get(self, batch_id: str) -> tuple[b.BatchRecord, int] | None:
-        if not _ID.fullmatch(batch_id):
+    async def get(self, batch_id: str, owner: str) -> tuple[b.BatchRecord, int] | None:
+        """``owner``'s batch and its revision (None: no such batch, or someone else's)."""
+        found = await self._find(b.BATCH_PREFIX, batch_id, owner)
+        if found is None:
             return None
-        try:
-            entry = await (await self._kv()).get(b.BATCH_PREFIX + batch_id)
-        except KeyNotFoundError:
-            return None
-        if not entry.value:
-            return None
-        return b.BATCH_RECORD.decode(entry.value), entry.revision or 0
+        record = b.BATCH_RECORD.decode(found.value)
+        return (record, found.revision) if record.owner == owner else None
 
     async def update(
-        self, batch_id: str, change: Callable[[b.BatchRecord], b.BatchRecord | None]
+        self, batch_id: str, owner: str, change: Callable[[b.BatchRecord], b.BatchRecord | None]
     ) -> b.BatchRecord | None:
-        """Apply ``change`` with compare-and-set, re-reading when another writer won.
+        """Apply ``change`` to ``owner``'s batch with compare-and-set, re-reading when another
+        writer won (or a sweep moved the record).
 
         ``change`` returns the new record, or None to leave it as it is. Returns the record
         as stored afterwards (None: no such batch).
@@ -177,23 +255,38 @@ class BatchStore:
         """
         kv = await self._kv()
         for _ in range(UPDATE_ATTEMPTS):
-            found = await self.get(batch_id)
+            found = await self._find(b.BATCH_PREFIX, batch_id, owner)
             if found is None:
                 return None
-            record, revision = found
+            record = b.BATCH_RECORD.decode(found.value)
+            if record.owner != owner:
+                return None
             updated = change(record)
             if updated is None:
                 return record
             try:
-                await kv.update(b.BATCH_PREFIX + batch_id, b.ENCODER.encode(updated), last=revision)
+                await kv.update(found.key, b.ENCODER.encode(updated), last=found.revision)
             except KeyWrongLastSequenceError:
                 continue
             return updated
         raise Conflict(f"batch {batch_id} is changing too fast; try again")
 
-    async def records(self) -> list[b.BatchRecord]:
-        """Every batch, newest first (ties by id, so pages made from two reads agree)."""
-        return _records((await _latest(await self._kv(), b.BATCH_PREFIX + ">")).values())
+    async def anyones(self, batch_id: str) -> b.BatchRecord | None:
+        """A batch whoever owns it (the admin views), from one filtered read."""
+        if not _ID.fullmatch(batch_id):
+            return None
+        kv = await self._kv()
+        found = await _latest(kv, f"{b.BATCH_PREFIX}*.{batch_id}")
+        found.update(await _latest(kv, b.legacy_key(b.BATCH_PREFIX, batch_id)))
+        return _records(found.values())[0] if found else None
+
+    async def records(self, owner: str | None = None) -> list[b.BatchRecord]:
+        """``owner``'s batches, or everyone's (None: the admin views), newest first (ties by
+        id, so pages made from two reads agree)."""
+        if owner is None:
+            return _records((await _latest(await self._kv(), b.BATCH_PREFIX + ">")).values())
+        found = await self._owned(b.BATCH_PREFIX, owner)
+        return [r for r in _records(found) if r.owner == owner]
 
     # ---- line results ----
 
@@ -222,6 +315,13 @@ class Contents(NamedTuple):
     files: list[b.FileRecord]
     records: list[b.BatchRecord]
     markers: set[str]
+    legacy: list[tuple[str, bytes, int]]  # (key, value, revision) under an id alone
+
+
+class _Found(NamedTuple):
+    key: str
+    value: bytes
+    revision: int
 
 
 def _files(values: Iterable[bytes]) -> list[b.FileRecord]:
@@ -234,11 +334,29 @@ def _records(values: Iterable[bytes]) -> list[b.BatchRecord]:
     return sorted(out, key=lambda r: (r.batch.created_at, r.batch.id), reverse=True)
 
 
-async def _latest(kv: KeyValue, keys: str, deleted: set[str] | None = None) -> dict[str, bytes]:
+async def _delete_at(kv: KeyValue, key: str, revision: int) -> bool:
+    """Delete ``key`` if its last revision is still ``revision``; False when it is not (nats-py
+    raises a plain API error there, where ``update`` raises its own)."""
+    try:
+        await kv.delete(key, last=revision)
+    except APIError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            return False
+        raise
+    return True
+
+
+async def _latest(
+    kv: KeyValue,
+    keys: str,
+    deleted: set[str] | None = None,
+    revisions: dict[str, int] | None = None,
+) -> dict[str, bytes]:
     """The live value of every key matching ``keys``, read in one pass: a watch delivers the
     last value of each key in a single stream of messages (one request per key, as
     ``keys()`` then ``get()`` did, took seconds for ten thousand batches). ``deleted``, when
-    given, collects the keys whose last entry is a delete marker."""
+    given, collects the keys whose last entry is a delete marker; ``revisions`` the revision
+    of each live value."""
     watcher = await kv.watch(keys)
     out: dict[str, bytes] = {}
     try:
@@ -247,6 +365,8 @@ async def _latest(kv: KeyValue, keys: str, deleted: set[str] | None = None) -> d
                 break
             if entry.value and entry.operation not in ("DEL", "PURGE"):
                 out[entry.key] = entry.value
+                if revisions is not None:
+                    revisions[entry.key] = entry.revision or 0
                 if deleted is not None:
                     deleted.discard(entry.key)
             else:

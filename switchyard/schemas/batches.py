@@ -1,14 +1,16 @@
 """The OpenAI Batch API's objects, as the edges answer them and as they are stored.
 
 Files live in the ``sy_files`` object store (content) with a :class:`FileRecord` in
-``sy_batches`` (``f.<file id>``); batches are :class:`BatchRecord`\\ s in ``sy_batches``
-(``b.<batch id>``); each line's result is one entry of ``sy_batch_lines``
+``sy_batches`` (``f.<owner>.<file id>``); batches are :class:`BatchRecord`\\ s in ``sy_batches``
+(``b.<owner>.<batch id>``), where ``<owner>`` is :func:`owner_token` of the record's owner, so
+one tenant's list reads only its own keys; each line's result is one entry of ``sy_batch_lines``
 (``<batch id>.<line number>``), created once. All in the CLIENT account. The OpenAI shapes
 (:class:`FileObject`, :class:`Batch`) are what clients see; the records add who owns them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -53,6 +55,33 @@ ENDED_AT: dict[str, str] = {
     "cancelled": "cancelled_at",
 }
 ENDED: frozenset[str] = frozenset(ENDED_AT)
+
+
+def owner_token(owner: str) -> str:
+    """The owner's part of a record's key: a digest, because a team name may hold characters
+    a key cannot (two owners sharing one would only share a list's read, never a record: every
+    read still checks the record's ``owner``)."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:16]
+
+
+def owned_key(prefix: str, owner: str, object_id: str) -> str:
+    """Where a file (:data:`FILE_PREFIX`) or batch (:data:`BATCH_PREFIX`) record is stored."""
+    return f"{prefix}{owner_token(owner)}.{object_id}"
+
+
+def legacy_key(prefix: str, object_id: str) -> str:
+    """Where records written before owner keys (up to 2026-12) are, until the batch runner's
+    sweep moves them."""
+    return prefix + object_id
+
+
+def id_of(key: str) -> str:
+    """The file or batch id a record's key ends with (either layout)."""
+    return key.rsplit(".", 1)[1]
+
+
+def is_legacy(key: str) -> bool:
+    return key.count(".") == 1
 
 
 class FileObject(msgspec.Struct, frozen=True, kw_only=True):

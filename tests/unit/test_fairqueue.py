@@ -125,6 +125,7 @@ async def test_batch_and_file_ids_that_cannot_exist_are_not_looked_up() -> None:
     from switchyard.runtime.batchstore import BatchStore
 
     store = BatchStore(None)  # type: ignore[arg-type]  # no lookup may happen
-    assert await store.get("\u00d7>") is None  # what the fuzzer sent
-    assert await store.file("a.b") is None
-    assert await store.get("x" * 200) is None
+    assert await store.get("\u00d7>", "team") is None  # what the fuzzer sent
+    assert await store.file("a.b", "team") is None
+    assert await store.get("x" * 200, "team") is None
+    assert await store.anyones("a.*") is None

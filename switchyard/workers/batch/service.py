@@ -43,6 +43,7 @@ class BatchRunner:
         self.llm = LLMClient(nc, attempts=1, default_timeout=settings.batch.line_timeout_s)
         self.slots = asyncio.Semaphore(settings.batch.max_in_flight)
         self._records: dict[str, b.BatchRecord] = {}
+        self._keys: dict[str, str] = {}  # where each batch's record is (see _on_entry)
         self._running: set[str] = set()
         self._jobs = TaskSupervisor("batch-jobs")
         self._sweeper = TaskSupervisor("batch-sweep")
@@ -93,35 +94,53 @@ class BatchRunner:
         ``batch.finished_batch_ttl_s`` ago (see :func:`expiry.due`); returns their ids. Also
         purges the markers their owners' deletes left, so a deleted file or message batch
         leaves nothing in the bucket (the edges may delete, only the runner purges)."""
-        files, records, markers = await self.store.contents()
+        files, records, markers, legacy = await self.store.contents()
+        owners = {f.file.id: f.owner for f in files}
+        owners.update((r.batch.id, r.owner) for r in records)
         gone_files, gone_batches = expiry.due(
             files, records, now, self.settings.batch.finished_batch_ttl_s
         )
         for file_id in gone_files:
-            await self.store.expire_file(file_id)
+            await self.store.expire_file(file_id, owners[file_id])
         for batch_id in gone_batches:
-            await self.store.forget(batch_id)
+            await self.store.forget(batch_id, owners[batch_id])
             self._records.pop(batch_id, None)
+            self._keys.pop(batch_id, None)
+        gone = {*gone_files, *gone_batches}
+        moved = await self.store.move_legacy(e for e in legacy if b.id_of(e[0]) not in gone)
         await self.store.purge_markers(markers)
-        if gone_files or gone_batches or markers:
+        if gone_files or gone_batches or markers or moved:
             log.info(
-                "deleted %d expired files and %d batch records; purged %d delete markers",
+                "deleted %d expired files and %d batch records; purged %d delete markers; "
+                "moved %d records to their owner keys",
                 len(gone_files),
                 len(gone_batches),
                 len(markers),
+                moved,
             )
         return gone_files, gone_batches
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
-        batch_id = key[len(b.BATCH_PREFIX) :]
+        batch_id = b.id_of(key)
         if value is None:
-            self._records.pop(batch_id, None)
+            # A sweep moving the record to its owner key copies it first, then removes the
+            # old key: that removal is not the batch's.
+            if self._keys.get(batch_id) == key:
+                self._records.pop(batch_id, None)
+                self._keys.pop(batch_id, None)
             return
         record = b.BATCH_RECORD.decode(value)
         self._records[batch_id] = record
+        self._keys[batch_id] = key
         if record.batch.status in b.ACTIVE and batch_id not in self._running:
             self._running.add(batch_id)
             self._jobs.spawn(self._run(batch_id), name=f"batch-{batch_id}")
+
+    def _owner(self, batch_id: str) -> str:
+        """Whose batch it is (its store calls need it); "" once the record is gone, which no
+        record's owner is, so the calls find nothing."""
+        record = self._records.get(batch_id)
+        return record.owner if record is not None else ""
 
     def _status(self, batch_id: str) -> str:
         record = self._records.get(batch_id)
@@ -141,7 +160,7 @@ class BatchRunner:
 
     async def _run_once(self, batch_id: str) -> bool:
         """One pass: True once the batch reached a final status."""
-        found = await self.store.get(batch_id)
+        found = await self.store.get(batch_id, self._owner(batch_id))
         if found is None:
             return True
         record, _ = found
@@ -164,7 +183,7 @@ class BatchRunner:
             batch = msgspec.structs.replace(batch, request_counts=counts)
             return msgspec.structs.replace(r, batch=batch, generation=r.generation + 1)
 
-        claimed = await self.store.update(batch_id, claim)
+        claimed = await self.store.update(batch_id, record.owner, claim)
         if claimed is None:
             return True
         self._records[batch_id] = claimed
@@ -215,7 +234,7 @@ class BatchRunner:
                 r, batch=msgspec.structs.replace(r.batch, request_counts=counts)
             )
 
-        updated = await self.store.update(job.batch_id, write)
+        updated = await self.store.update(job.batch_id, job.record.owner, write)
         if updated is not None:
             self._records[job.batch_id] = updated
 
@@ -233,7 +252,7 @@ class BatchRunner:
             )
             return msgspec.structs.replace(r, batch=batch)
 
-        await self.store.update(batch_id, failed)
+        await self.store.update(batch_id, self._owner(batch_id), failed)
         log.info("batch %s failed validation: %s", batch_id, errors[0].message)
 
     async def _finalize(self, batch_id: str, lines: list[b.BatchLine]) -> None:
@@ -242,7 +261,7 @@ class BatchRunner:
         Idempotent: file ids derive from the batch id, so a pass interrupted here rewrites the
         same files.
         """
-        found = await self.store.get(batch_id)
+        found = await self.store.get(batch_id, self._owner(batch_id))
         if found is None:
             return
         record, _ = found
@@ -276,7 +295,7 @@ class BatchRunner:
             )
             return msgspec.structs.replace(r, batch=batch)
 
-        updated = await self.store.update(batch_id, finish)
+        updated = await self.store.update(batch_id, record.owner, finish)
         if updated is not None:
             self._records[batch_id] = updated
         with contextlib.suppress(Exception):  # only tidying: the output files hold the results

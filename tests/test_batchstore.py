@@ -1,0 +1,154 @@
+"""The Batch API's records under owner keys, and the records written before them, on a real
+nats-server (``runtime.batchstore``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+import pytest_asyncio
+from nats.js.errors import NoKeysError
+from nats.js.kv import KeyValue
+
+from switchyard.bus import subjects
+from switchyard.runtime.batchstore import BatchStore
+from switchyard.schemas import batches as b
+from tests.support import jetstream_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest_asyncio.fixture
+async def stored(tmp_path: Path) -> AsyncIterator[tuple[BatchStore, KeyValue]]:
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        kv = await js.create_key_value(bucket=subjects.BATCHES_BUCKET, history=5)
+        await js.create_object_store(subjects.FILES_BUCKET)
+        yield BatchStore(js), kv
+
+
+def _file(file_id: str, owner: str, created: int = 1_700_000_000) -> b.FileRecord:
+    file = b.FileObject(
+        id=file_id, bytes=3, created_at=created, filename="in.jsonl", purpose="batch"
+    )
+    return b.FileRecord(file=file, owner=owner)
+
+
+def _batch(batch_id: str, owner: str, status: b.BatchStatus = "completed") -> b.BatchRecord:
+    batch = b.Batch(
+        id=batch_id,
+        endpoint="/v1/chat/completions",
+        input_file_id="file-in",
+        completion_window="24h",
+        status=status,
+        created_at=1_700_000_000,
+        completed_at=1_700_000_100 if status == "completed" else None,
+    )
+    return b.BatchRecord(batch=batch, owner=owner, key_id="key_1", key_hash="h")
+
+
+async def _keys(kv: KeyValue) -> set[str]:
+    try:
+        return set(await kv.keys())
+    except Exception:  # nats-py raises when the bucket holds no live key
+        return set()
+
+
+async def test_records_live_under_their_owner_and_lists_read_only_those(
+    stored: tuple[BatchStore, KeyValue],
+) -> None:
+    store, kv = stored
+    await store.put_file(_file("file-a1", "team-a"), b"{}\n")
+    await store.put_file(_file("file-b1", "team-b"), b"{}\n")
+    await store.create(_batch("batch_a1", "team-a"))
+    await store.create(_batch("batch_b1", "team-b"))
+    a, b_ = b.owner_token("team-a"), b.owner_token("team-b")
+    assert await _keys(kv) == {
+        f"f.{a}.file-a1",
+        f"f.{b_}.file-b1",
+        f"b.{a}.batch_a1",
+        f"b.{b_}.batch_b1",
+    }
+    assert [r.file.id for r in await store.files("team-a")] == ["file-a1"]
+    assert [r.batch.id for r in await store.records("team-b")] == ["batch_b1"]
+    assert {r.batch.id for r in await store.records()} == {"batch_a1", "batch_b1"}
+    # Another tenant's id is no such object, and so is an owner who has nothing.
+    assert await store.file("file-a1", "team-b") is None
+    assert await store.get("batch_a1", "team-b") is None
+    assert await store.update("batch_a1", "team-b", lambda r: r) is None
+    assert await store.records("team-c") == []
+    found = await store.anyones("batch_b1")
+    assert found is not None
+    assert found.owner == "team-b"
+    await store.delete_file("file-a1", "team-a")
+    assert await store.file("file-a1", "team-a") is None
+    assert await store.content("file-a1") is None
+
+
+async def test_records_written_before_owner_keys_work_and_move_once_they_cannot_change(
+    stored: tuple[BatchStore, KeyValue],
+) -> None:
+    """A platform upgraded with batches and files in the bucket: the old ``f.<id>`` and
+    ``b.<id>`` records are found, listed and changed where they are, and the runner's sweep
+    moves the ones that can no longer change to their owner keys."""
+    store, kv = stored
+    old_file, ended = _file("file-old", "team-a"), _batch("batch_old", "team-a")
+    running = _batch("batch_run", "team-a", status="in_progress")
+    await kv.put("f.file-old", b.ENCODER.encode(old_file))
+    await kv.put("b.batch_old", b.ENCODER.encode(ended))
+    await kv.put("b.batch_run", b.ENCODER.encode(running))
+    assert await store.file("file-old", "team-a") == old_file
+    assert await store.file("file-old", "team-b") is None
+    assert [r.file.id for r in await store.files("team-a")] == ["file-old"]
+    assert await store.files("team-b") == []
+    assert {r.batch.id for r in await store.records("team-a")} == {"batch_old", "batch_run"}
+    counts = b.RequestCounts(total=3, completed=1)
+
+    def progress(r: b.BatchRecord) -> b.BatchRecord:
+        batch = msgspec.structs.replace(r.batch, request_counts=counts)
+        return msgspec.structs.replace(r, batch=batch)
+
+    updated = await store.update("batch_run", "team-a", progress)
+    assert updated is not None
+    assert updated.batch.request_counts == counts
+    assert b.BATCH_RECORD.decode((await kv.get("b.batch_run")).value or b"") == updated
+
+    contents = await store.contents()
+    assert {key for key, _, _ in contents.legacy} == {"f.file-old", "b.batch_old", "b.batch_run"}
+    assert await store.move_legacy(contents.legacy) == 2  # the running batch stays
+    a = b.owner_token("team-a")
+    assert await _keys(kv) == {f"f.{a}.file-old", f"b.{a}.batch_old", "b.batch_run"}
+    for old in ("f.file-old", "b.batch_old"):  # purged, not left as a delete marker
+        with pytest.raises(NoKeysError):
+            await kv.history(old)
+    assert await store.file("file-old", "team-a") == old_file
+    found = await store.get("batch_old", "team-a")
+    assert found is not None
+    assert found[0] == ended
+    still = await kv.get("b.batch_run")
+    assert (await store.contents()).legacy == [("b.batch_run", *_entry(still))]
+
+
+async def test_a_record_deleted_while_it_moves_stays_deleted(
+    stored: tuple[BatchStore, KeyValue],
+) -> None:
+    """The sweep read an old record, then its owner deleted it before the move: the copy the
+    move made is removed again, so the deleted file does not come back."""
+    store, kv = stored
+    await kv.put("f.file-gone", b.ENCODER.encode(_file("file-gone", "team-a")))
+    legacy = (await store.contents()).legacy
+    await store.delete_file("file-gone", "team-a")
+    assert await store.move_legacy(legacy) == 0
+    assert await store.file("file-gone", "team-a") is None
+    assert await store.files("team-a") == []
+    # A move that was cut short after its copy (the old record still there) just completes.
+    await kv.put("f.file-twice", b.ENCODER.encode(_file("file-twice", "team-a")))
+    await store.put_file(_file("file-twice", "team-a"), b"{}\n")
+    assert await store.move_legacy((await store.contents()).legacy) == 1
+    assert [r.file.id for r in await store.files("team-a")] == ["file-twice"]
+
+
+def _entry(entry: KeyValue.Entry) -> tuple[bytes, int]:
+    return entry.value or b"", entry.revision or 0
