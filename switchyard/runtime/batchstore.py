@@ -226,7 +226,11 @@ class BatchStore:
         found = await _latest(await self._kv(), ">", deleted=markers, revisions=revisions)
         files = [v for k, v in found.items() if k.startswith(b.FILE_PREFIX)]
         batches = [v for k, v in found.items() if k.startswith(b.BATCH_PREFIX)]
-        legacy = [(k, v, revisions[k]) for k, v in found.items() if b.is_legacy(k)]
+        legacy = [
+            (k, v, revisions[k])
+            for k, v in found.items()
+            if b.is_legacy(k) and k.startswith((b.FILE_PREFIX, b.BATCH_PREFIX))
+        ]
         return Contents(_files(files), _records(batches), markers, legacy)
 
     async def create(self, record: b.BatchRecord) -> None:
