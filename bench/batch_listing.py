@@ -19,7 +19,9 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import nats
 
 from switchyard.bus import subjects
@@ -101,21 +103,25 @@ async def _measure(port: int, records: int, owners: int) -> list[str]:
         async def files_now() -> int:
             return len(await store.files(me))
 
-        async def batches_before() -> int:
-            return len([r for r in await store.records() if r.owner == me])
-
-        async def files_before() -> int:  # every file record, as ``files()`` read them
-            watcher = await kv.watch(b.FILE_PREFIX + ">")
+        async def every(prefix: str, decoder: msgspec.json.Decoder[Any]) -> int:
+            """Every record of a kind read and decoded, then one owner's kept (as before)."""
+            watcher = await kv.watch(prefix + ">")
             mine = 0
             async for entry in watcher:
                 if entry is None:
                     break
-                if entry.value and b.FILE_RECORD.decode(entry.value).owner == me:
+                if entry.value and decoder.decode(entry.value).owner == me:
                     mine += 1
                 if entry.delta == 0:
                     break
             await watcher.stop()  # type: ignore[no-untyped-call]
             return mine
+
+        async def batches_before() -> int:
+            return await every(b.BATCH_PREFIX, b.BATCH_RECORD)
+
+        async def files_before() -> int:
+            return await every(b.FILE_PREFIX, b.FILE_RECORD)
 
         rows = [
             ("GET /v1/batches (owner keys)", batches_now),

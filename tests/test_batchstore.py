@@ -3,16 +3,20 @@ nats-server (``runtime.batchstore``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 import pytest
 import pytest_asyncio
+from nats.js import JetStreamContext
 from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
+from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 from tests.support import jetstream_server
@@ -20,13 +24,19 @@ from tests.support import jetstream_server
 pytestmark = pytest.mark.integration
 
 
+class Stored(NamedTuple):
+    store: BatchStore
+    kv: KeyValue
+    js: JetStreamContext
+
+
 @pytest_asyncio.fixture
-async def stored(tmp_path: Path) -> AsyncIterator[tuple[BatchStore, KeyValue]]:
+async def stored(tmp_path: Path) -> AsyncIterator[Stored]:
     async with jetstream_server(tmp_path) as (nc, _):
         js = nc.jetstream(timeout=10)
         kv = await js.create_key_value(bucket=subjects.BATCHES_BUCKET, history=5)
         await js.create_object_store(subjects.FILES_BUCKET)
-        yield BatchStore(js), kv
+        yield Stored(BatchStore(js), kv, js)
 
 
 def _file(file_id: str, owner: str, created: int = 1_700_000_000) -> b.FileRecord:
@@ -57,9 +67,9 @@ async def _keys(kv: KeyValue) -> set[str]:
 
 
 async def test_records_live_under_their_owner_and_lists_read_only_those(
-    stored: tuple[BatchStore, KeyValue],
+    stored: Stored,
 ) -> None:
-    store, kv = stored
+    store, kv, _ = stored
     await store.put_file(_file("file-a1", "team-a"), b"{}\n")
     await store.put_file(_file("file-b1", "team-b"), b"{}\n")
     await store.create(_batch("batch_a1", "team-a"))
@@ -73,27 +83,23 @@ async def test_records_live_under_their_owner_and_lists_read_only_those(
     }
     assert [r.file.id for r in await store.files("team-a")] == ["file-a1"]
     assert [r.batch.id for r in await store.records("team-b")] == ["batch_b1"]
-    assert {r.batch.id for r in await store.records()} == {"batch_a1", "batch_b1"}
     # Another tenant's id is no such object, and so is an owner who has nothing.
     assert await store.file("file-a1", "team-b") is None
     assert await store.get("batch_a1", "team-b") is None
     assert await store.update("batch_a1", "team-b", lambda r: r) is None
     assert await store.records("team-c") == []
-    found = await store.anyones("batch_b1")
-    assert found is not None
-    assert found.owner == "team-b"
     await store.delete_file("file-a1", "team-a")
     assert await store.file("file-a1", "team-a") is None
     assert await store.content("file-a1") is None
 
 
 async def test_records_written_before_owner_keys_work_and_move_once_they_cannot_change(
-    stored: tuple[BatchStore, KeyValue],
+    stored: Stored,
 ) -> None:
     """A platform upgraded with batches and files in the bucket: the old ``f.<id>`` and
     ``b.<id>`` records are found, listed and changed where they are, and the runner's sweep
     moves the ones that can no longer change to their owner keys."""
-    store, kv = stored
+    store, kv, _ = stored
     old_file, ended = _file("file-old", "team-a"), _batch("batch_old", "team-a")
     running = _batch("batch_run", "team-a", status="in_progress")
     await kv.put("f.file-old", b.ENCODER.encode(old_file))
@@ -132,11 +138,11 @@ async def test_records_written_before_owner_keys_work_and_move_once_they_cannot_
 
 
 async def test_a_record_deleted_while_it_moves_stays_deleted(
-    stored: tuple[BatchStore, KeyValue],
+    stored: Stored,
 ) -> None:
     """The sweep read an old record, then its owner deleted it before the move: the copy the
     move made is removed again, so the deleted file does not come back."""
-    store, kv = stored
+    store, kv, _ = stored
     await kv.put("f.file-gone", b.ENCODER.encode(_file("file-gone", "team-a")))
     legacy = (await store.contents()).legacy
     await store.delete_file("file-gone", "team-a")
@@ -148,6 +154,46 @@ async def test_a_record_deleted_while_it_moves_stays_deleted(
     await store.put_file(_file("file-twice", "team-a"), b"{}\n")
     assert await store.move_legacy((await store.contents()).legacy) == 1
     assert [r.file.id for r in await store.files("team-a")] == ["file-twice"]
+
+
+async def test_everyones_batches_are_followed_live_and_a_move_is_not_a_delete(
+    stored: Stored, tmp_path: Path
+) -> None:
+    """The admin views and the runner keep every batch in memory (``BatchRecords``): newest
+    first, changes within moments, and a record the sweep moves stays (the old key's removal
+    is not the batch's)."""
+    store, kv, _ = stored
+    await kv.put("b.batch_old", b.ENCODER.encode(_batch("batch_old", "team-a")))
+    await store.create(_batch("batch_new", "team-b", status="in_progress"))
+    seen: list[tuple[str, bool]] = []
+    follower = BatchRecords(stored.js, lambda i, r: seen.append((i, r is not None)))
+    await follower.start()
+    try:
+        assert [r.batch.id for r in follower.newest_first()] == ["batch_old", "batch_new"]
+        later = _batch("batch_later", "team-a")
+        later = msgspec.structs.replace(
+            later, batch=msgspec.structs.replace(later.batch, created_at=1_800_000_000)
+        )
+        await store.create(later)
+        assert await store.move_legacy((await store.contents()).legacy) == 1
+        await store.delete("batch_new", "team-b")
+        await _until(lambda: follower.get("batch_new") is None)
+        assert [r.batch.id for r in follower.newest_first()] == ["batch_later", "batch_old"]
+        moved = follower.get("batch_old")
+        assert moved is not None
+        assert moved.owner == "team-a"
+        assert ("batch_new", False) in seen
+        assert ("batch_old", False) not in seen  # moved, not deleted
+    finally:
+        await follower.stop()
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if done():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("not seen in 4 s")
 
 
 def _entry(entry: KeyValue.Entry) -> tuple[bytes, int]:

@@ -36,7 +36,7 @@ from switchyard.errors import (
     NotFound,
     ServiceUnavailable,
 )
-from switchyard.runtime.batchstore import BatchStore
+from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.http import JSON, error_response
 from switchyard.runtime.openapi import error_responses, inline_schema
 from switchyard.schemas.batches import BatchRecord
@@ -491,12 +491,11 @@ class AdminApi:
         return _ok({"entries": entries, "total": page.total})
 
     async def list_batches(self, request: Request, c: AdminContext) -> Response:
-        store = _batch_store(c)
-        return _ok({"batches": [_batch_view(r) for r in await store.records()]})
+        return _ok({"batches": [_batch_view(r) for r in _batches(c).newest_first()]})
 
     async def get_batch(self, request: Request, c: AdminContext) -> Response:
         batch_id = request.path_params["batch_id"]
-        found = await _batch_store(c).anyones(batch_id)
+        found = _batches(c).get(batch_id)
         if found is None:
             raise NotFound(f"no batch `{batch_id}`", param="batch_id")
         return _ok(_batch_view(found))
@@ -535,7 +534,7 @@ _BODIES: dict[str, Any] = {
 }
 
 
-def _batch_store(c: AdminContext) -> BatchStore:
+def _batches(c: AdminContext) -> BatchRecords:
     if c.batches is None:
         raise ServiceUnavailable("batch records are not available", code="starting")
     return c.batches

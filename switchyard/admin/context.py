@@ -15,7 +15,7 @@ from switchyard.bus.audit import AuditWriter
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
-from switchyard.runtime.batchstore import BatchStore
+from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.schemas.routing import RouteTable
 
 
@@ -59,4 +59,4 @@ class AdminContext:
     audit_log: AuditLog
     file_table: RouteTable  # what the settings file defines (seeds the live table)
     convert_litellm: LiteLLMConverter | None = None
-    batches: BatchStore | None = None  # the Batch API's jobs (read-only here)
+    batches: BatchRecords | None = None  # the Batch API's jobs, followed live (read-only)

@@ -3,8 +3,8 @@
 The gateway serves ``/admin/v1`` and the admin web app (``/ui/``) from the CLIENT zone.
 Management reaches the server zone only through the admin-only exports, on a second NATS
 connection made with the ``admin`` identity, never through the edge's own connection (see
-:mod:`switchyard.apps.gateway`). It also keeps the key index and the audit log in memory,
-following their bucket and stream.
+:mod:`switchyard.apps.gateway`). It also keeps the key index, the batch records and the
+audit log in memory, following their buckets and stream.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
 from switchyard.config import Settings
-from switchyard.runtime.batchstore import BatchStore
+from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.shutdown import disconnect
 
@@ -62,6 +62,8 @@ class AdminPlugin:
         await index.start()
         audit_log = AuditLog(nc)
         await audit_log.start()
+        batches = BatchRecords(js)
+        await batches.start()
         self.context = AdminContext(
             auth=AdminAuth(settings.admin_token_file),
             control=ControlClient(nc, actor="gateway-api"),
@@ -74,7 +76,7 @@ class AdminPlugin:
             audit_log=audit_log,
             file_table=settings.route_table,
             convert_litellm=self._convert,
-            batches=BatchStore(js),
+            batches=batches,
         )
         self._budgets = BudgetWatch(
             nc.jetstream(timeout=5), self.context.spend, metrics, settings.admin.budget_watch_s
@@ -90,6 +92,8 @@ class AdminPlugin:
         if context is not None:
             await context.audit_log.stop()
             await context.index.stop()
+            if context.batches is not None:
+                await context.batches.stop()
             await context.spend.close()
         if self._nc is not None:
             nc, self._nc = self._nc, None

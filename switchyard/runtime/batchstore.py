@@ -275,20 +275,9 @@ class BatchStore:
             return updated
         raise Conflict(f"batch {batch_id} is changing too fast; try again")
 
-    async def anyones(self, batch_id: str) -> b.BatchRecord | None:
-        """A batch whoever owns it (the admin views), from one filtered read."""
-        if not _ID.fullmatch(batch_id):
-            return None
-        kv = await self._kv()
-        found = await _latest(kv, f"{b.BATCH_PREFIX}*.{batch_id}")
-        found.update(await _latest(kv, b.legacy_key(b.BATCH_PREFIX, batch_id)))
-        return _records(found.values())[0] if found else None
-
-    async def records(self, owner: str | None = None) -> list[b.BatchRecord]:
-        """``owner``'s batches, or everyone's (None: the admin views), newest first (ties by
-        id, so pages made from two reads agree)."""
-        if owner is None:
-            return _records((await _latest(await self._kv(), b.BATCH_PREFIX + ">")).values())
+    async def records(self, owner: str) -> list[b.BatchRecord]:
+        """``owner``'s batches, newest first (ties by id, so pages made from two reads agree).
+        Everyone's: :class:`~switchyard.runtime.batchrecords.BatchRecords`."""
         found = await self._owned(b.BATCH_PREFIX, owner)
         return [r for r in _records(found) if r.owner == owner]
 

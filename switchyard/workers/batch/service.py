@@ -19,12 +19,12 @@ from typing import get_args
 import msgspec
 from nats.aio.client import Client as NATS
 
-from switchyard.bus import identities, subjects
+from switchyard.bus import identities
 from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.runtime import semconv as sc
+from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.batchstore import BatchStore
-from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import batches as b
@@ -42,14 +42,10 @@ class BatchRunner:
         self.store = BatchStore(nc.jetstream(timeout=10))
         self.llm = LLMClient(nc, attempts=1, default_timeout=settings.batch.line_timeout_s)
         self.slots = asyncio.Semaphore(settings.batch.max_in_flight)
-        self._records: dict[str, b.BatchRecord] = {}
-        self._keys: dict[str, str] = {}  # where each batch's record is (see _on_entry)
+        self._records = BatchRecords(nc.jetstream(timeout=10), self._changed)
         self._running: set[str] = set()
         self._jobs = TaskSupervisor("batch-jobs")
         self._sweeper = TaskSupervisor("batch-sweep")
-        self._follower = KvFollower(
-            nc.jetstream(timeout=10), subjects.BATCHES_BUCKET, self._on_entry, keys="b.>"
-        )
         lines = proc.metrics.counter(
             sc.BATCH_LINES, "Batch lines answered, by result.", [sc.RESULT]
         )
@@ -70,14 +66,14 @@ class BatchRunner:
 
     async def start(self) -> None:
         await self.llm.start()
-        await self._follower.start()
+        await self._records.start()
         self._sweeper.spawn(self._sweep_forever())
         self.ready = True
 
     async def stop(self, grace: float) -> None:
         self.ready = False
         await self._sweeper.cancel_all()
-        await self._follower.stop()
+        await self._records.stop()
         await self._jobs.cancel_all()  # lines in flight are sent again after a restart
         await self.llm.close()
 
@@ -104,8 +100,7 @@ class BatchRunner:
             await self.store.expire_file(file_id, owners[file_id])
         for batch_id in gone_batches:
             await self.store.forget(batch_id, owners[batch_id])
-            self._records.pop(batch_id, None)
-            self._keys.pop(batch_id, None)
+            self._records.drop(batch_id)
         gone = {*gone_files, *gone_batches}
         moved = await self.store.move_legacy(e for e in legacy if b.id_of(e[0]) not in gone)
         await self.store.purge_markers(markers)
@@ -120,18 +115,9 @@ class BatchRunner:
             )
         return gone_files, gone_batches
 
-    def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
-        batch_id = b.id_of(key)
-        if value is None:
-            # A sweep moving the record to its owner key copies it first, then removes the
-            # old key: that removal is not the batch's.
-            if self._keys.get(batch_id) == key:
-                self._records.pop(batch_id, None)
-                self._keys.pop(batch_id, None)
+    def _changed(self, batch_id: str, record: b.BatchRecord | None) -> None:
+        if record is None:
             return
-        record = b.BATCH_RECORD.decode(value)
-        self._records[batch_id] = record
-        self._keys[batch_id] = key
         if record.batch.status in b.ACTIVE and batch_id not in self._running:
             self._running.add(batch_id)
             self._jobs.spawn(self._run(batch_id), name=f"batch-{batch_id}")
@@ -186,7 +172,7 @@ class BatchRunner:
         claimed = await self.store.update(batch_id, record.owner, claim)
         if claimed is None:
             return True
-        self._records[batch_id] = claimed
+        self._records.note(claimed)
         if claimed.batch.status == "in_progress":
             done = await self.store.lines(batch_id)
             job = Job(
@@ -236,7 +222,7 @@ class BatchRunner:
 
         updated = await self.store.update(job.batch_id, job.record.owner, write)
         if updated is not None:
-            self._records[job.batch_id] = updated
+            self._records.note(updated)
 
     @staticmethod
     def _expired(record: b.BatchRecord) -> bool:
@@ -297,7 +283,7 @@ class BatchRunner:
 
         updated = await self.store.update(batch_id, record.owner, finish)
         if updated is not None:
-            self._records[batch_id] = updated
+            self._records.note(updated)
         with contextlib.suppress(Exception):  # only tidying: the output files hold the results
             await self.store.forget_lines(batch_id)
         log.info(

@@ -1,7 +1,8 @@
 """Batches: every OpenAI batch and Anthropic message batch, with its progress, newest first.
 
 Read from the batch records the runner keeps up to date (``request_counts`` every
-``batch.progress_s``); the page reloads itself every few seconds while a batch is running.
+``batch.progress_s``), which the gateway follows live (no bucket read per page); the page
+reloads itself every few seconds while a batch is running.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ async def batches_page(ui: Ui) -> Response:
         status = ""
     offset, limit = ui.int_query("offset", 0), ui.int_query("limit", 50, 1, 500)
     store = ui.admin.batches
-    records = await store.records() if store is not None else []
+    records = store.newest_first() if store is not None else []
     running = [r for r in records if r.batch.status in b.ACTIVE]
     if status == "running":
         shown = running
