@@ -34,7 +34,7 @@ class Stored(NamedTuple):
 async def stored(tmp_path: Path) -> AsyncIterator[Stored]:
     async with jetstream_server(tmp_path) as (nc, _):
         js = nc.jetstream(timeout=10)
-        kv = await js.create_key_value(bucket=subjects.BATCHES_BUCKET, history=5)
+        kv = await js.create_key_value(bucket=subjects.BATCHES_BUCKET)  # history 1, as deployed
         await js.create_object_store(subjects.FILES_BUCKET)
         yield Stored(BatchStore(js), kv, js)
 
@@ -156,6 +156,31 @@ async def test_a_record_deleted_while_it_moves_stays_deleted(
     assert [r.file.id for r in await store.files("team-a")] == ["file-twice"]
 
 
+async def test_a_move_cut_short_leaves_one_record_that_one_delete_removes(
+    stored: Stored,
+) -> None:
+    """A sweep that stopped after copying leaves a record under both keys: it is listed once,
+    one delete removes both copies, and a later sweep does not bring it back."""
+    store, kv, _ = stored
+    record = b.ENCODER.encode(_file("file-both", "team-a"))
+    await kv.put("f.file-both", record)
+    stale = (await store.contents()).legacy  # the sweep's read, before the owner's delete
+    await kv.create(b.owned_key(b.FILE_PREFIX, "team-a", "file-both"), record)
+    assert [r.file.id for r in await store.files("team-a")] == ["file-both"]
+    await store.delete_file("file-both", "team-a")
+    assert await store.file("file-both", "team-a") is None
+    assert await store.files("team-a") == []
+    assert await store.move_legacy(stale) == 0  # the old copy is gone: nothing to move
+    assert await store.move_legacy((await store.contents()).legacy) == 0
+    assert await store.file("file-both", "team-a") is None
+    assert await store.files("team-a") == []
+    # Both keys hold only markers now, which the sweep's next read finds and purges.
+    markers = (await store.contents()).markers
+    assert markers == {"f.file-both", b.owned_key(b.FILE_PREFIX, "team-a", "file-both")}
+    await store.purge_markers(markers)
+    assert await _keys(kv) == set()
+
+
 async def test_everyones_batches_are_followed_live_and_a_move_is_not_a_delete(
     stored: Stored, tmp_path: Path
 ) -> None:
@@ -184,6 +209,12 @@ async def test_everyones_batches_are_followed_live_and_a_move_is_not_a_delete(
         assert moved.owner == "team-a"
         assert ("batch_new", False) in seen
         assert ("batch_old", False) not in seen  # moved, not deleted
+        # A long-finished batch the sweep forgets is gone here too (a purge alone would not
+        # reach a follower).
+        await store.forget("batch_old", "team-a")
+        await _until(lambda: follower.get("batch_old") is None)
+        assert ("batch_old", False) in seen
+        assert [r.batch.id for r in follower.newest_first()] == ["batch_later"]
     finally:
         await follower.stop()
 

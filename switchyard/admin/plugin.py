@@ -9,6 +9,8 @@ audit log in memory, following their buckets and stream.
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import APIRouter
 from nats.aio.client import Client as NATS
 
@@ -59,11 +61,17 @@ class AdminPlugin:
         )
         js = nc.jetstream(timeout=10)
         index = KeyIndex(js)
-        await index.start()
         audit_log = AuditLog(nc)
-        await audit_log.start()
         batches = BatchRecords(js)
-        await batches.start()
+        try:
+            await index.start()
+            await audit_log.start()
+            await batches.start()
+        except BaseException:  # a follower that did not start: stop the ones that did
+            for follower in (batches, audit_log, index):
+                with contextlib.suppress(Exception):
+                    await follower.stop()
+            raise
         self.context = AdminContext(
             auth=AdminAuth(settings.admin_token_file),
             control=ControlClient(nc, actor="gateway-api"),

@@ -36,7 +36,9 @@ from switchyard.runtime.objects import StoredObject, open_object
 from switchyard.schemas import batches as b
 
 UPDATE_ATTEMPTS = 8
-WRONG_LAST_SEQUENCE = 10071  # JetStream's error code when a compare-and-set loses
+# JetStream's error codes when a compare-and-set loses (the second: another one on the same
+# key is still being applied, in a replicated stream).
+WRONG_LAST_SEQUENCE = (10071, 10164)
 # What a file or batch id can be (ours are `file-<nuid>`, `batch_<nuid>`): anything else is
 # no such object, never a key lookup (a KV key cannot hold every character a path can).
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -138,44 +140,50 @@ class BatchStore:
         if not _ID.fullmatch(object_id):
             return None
         kv = await self._kv()
-        for key in (b.owned_key(prefix, owner, object_id), b.legacy_key(prefix, object_id)):
-            try:
-                entry = await kv.get(key)
-            except KeyNotFoundError:  # also a deleted or purged key
-                continue
-            if entry.value:
-                return _Found(key, entry.value, entry.revision or 0)
+        mine = b.owned_key(prefix, owner, object_id)
+        # The owner key again last: a sweep that moved the record between the first two reads
+        # created the owner key before it removed the old one.
+        for key in (mine, b.legacy_key(prefix, object_id), mine):
+            found = await _get(kv, key)
+            if found is not None:
+                return found
         return None
 
     async def _delete(self, prefix: str, object_id: str, owner: str) -> None:
-        """Delete a record where it is, with compare-and-set: a sweep that moves it at the same
-        time makes the delete find it again at its new key rather than miss it."""
+        """Delete ``owner``'s record wherever it is, with compare-and-set: under both keys
+        when a move was cut short, and at its new key when a sweep moves it meanwhile."""
         kv = await self._kv()
+        decode = b.FILE_RECORD if prefix == b.FILE_PREFIX else b.BATCH_RECORD
         for _ in range(UPDATE_ATTEMPTS):
             found = await self._find(prefix, object_id, owner)
-            if found is None:
+            if found is None or decode.decode(found.value).owner != owner:
                 return
-            if await _delete_at(kv, found.key, found.revision):
-                return
+            await _delete_at(kv, found.key, found.revision)  # lost a race: look again
         raise Conflict(f"{object_id} is changing too fast; try again")
 
     async def _owned(self, prefix: str, owner: str) -> list[bytes]:
         """Every record of one kind whose key carries ``owner``'s token, and every one written
-        before owner keys (for callers to check their ``owner``), in two filtered reads."""
+        before owner keys (for callers to check their ``owner``), in two filtered reads: the
+        old keys first, so a record that moves in between is read at its new key, and one
+        under both keys (a move cut short) counts once."""
         kv = await self._kv()
-        mine = await _latest(kv, f"{prefix}{b.owner_token(owner)}.*")
         legacy = await _latest(kv, prefix + "*")
-        return [*mine.values(), *legacy.values()]
+        mine = await _latest(kv, f"{prefix}{b.owner_token(owner)}.*")
+        by_id = {b.id_of(k): v for k, v in legacy.items()}
+        by_id.update((b.id_of(k), v) for k, v in mine.items())
+        return list(by_id.values())
 
     async def move_legacy(self, legacy: Iterable[tuple[str, bytes, int]]) -> int:
         """Move records stored under their id alone (``f.<id>``, ``b.<id>``) to their owner
         keys, each (key, value, revision) as :meth:`contents` read it; returns how many moved.
 
         Only records that no longer change move: every file record, and batches that ended (a
-        running batch stays where it is and moves at a sweep after it ends). The copy is
-        created first, then the old key is deleted with compare-and-set and purged, so a
-        crash in between leaves the same record twice (the owner key wins), never none. If
-        the old key changed in between (its owner deleted it), the copy is purged again.
+        running batch stays where it is and moves at a sweep after it ends). The copy comes
+        first, then the old key is deleted with compare-and-set and purged, so a crash in
+        between leaves the record under both keys (read once, deleted from both), never none.
+        The copy is written only where the owner key never had an entry, so a copy its owner
+        deleted stays deleted. If the old key changed since it was read (its owner deleted
+        it), the copy is withdrawn with a purge marker, which followers see.
         """
         kv = await self._kv()
         moved = 0
@@ -189,10 +197,11 @@ class BatchStore:
                     continue
                 owner = record.owner
             new = b.owned_key(prefix, owner, b.id_of(key))
-            with contextlib.suppress(KeyWrongLastSequenceError):  # copied by an earlier sweep
-                await kv.create(new, value)
-            if not await _delete_at(kv, key, revision):  # deleted by its owner meanwhile
-                await self._purge_key(new)
+            # Refused when the key has any entry: a copy from a sweep cut short, or its delete.
+            with contextlib.suppress(KeyWrongLastSequenceError):
+                await kv.update(new, value, last=0)
+            if not await _delete_at(kv, key, revision):
+                await kv.purge(new)
                 continue
             await self._purge_key(key)
             moved += 1
@@ -201,9 +210,17 @@ class BatchStore:
     # ---- batches ----
 
     async def forget(self, batch_id: str, owner: str) -> None:
-        """Remove a finished batch's record and its history."""
-        await self._purge_key(b.owned_key(b.BATCH_PREFIX, owner, batch_id))
-        await self._purge_key(b.legacy_key(b.BATCH_PREFIX, batch_id))
+        """Remove a finished batch's record and its history. A live record leaves a purge
+        marker, so processes following the bucket see it go; the next sweep purges that."""
+        kv = await self._kv()
+        for key in (
+            b.owned_key(b.BATCH_PREFIX, owner, batch_id),
+            b.legacy_key(b.BATCH_PREFIX, batch_id),
+        ):
+            if await _get(kv, key) is not None:
+                await kv.purge(key)
+            else:
+                await self._purge_key(key)
 
     async def delete(self, batch_id: str, owner: str) -> None:
         """Delete a batch's record (the edges: a deleted message batch). The delete leaves a
@@ -212,8 +229,9 @@ class BatchStore:
 
     async def purge_markers(self, markers: Iterable[str]) -> None:
         """Purge the markers deletes left in ``sy_batches`` (files and batches deleted by
-        their owners; :meth:`contents` finds them). Keys are ids, never reused, so nothing
-        written after a delete can be purged with its marker."""
+        their owners, batches forgotten, copies withdrawn; :meth:`contents` finds them). Keys
+        are ids, never reused, and a move never writes over a marker, so nothing written
+        after a delete can be purged with its marker."""
         for key in markers:
             await self._purge_key(key)
 
@@ -304,6 +322,9 @@ class BatchStore:
         )
 
 
+_MARKERS = ("DEL", "PURGE")
+
+
 class Contents(NamedTuple):
     files: list[b.FileRecord]
     records: list[b.BatchRecord]
@@ -327,13 +348,22 @@ def _records(values: Iterable[bytes]) -> list[b.BatchRecord]:
     return sorted(out, key=lambda r: (r.batch.created_at, r.batch.id), reverse=True)
 
 
+async def _get(kv: KeyValue, key: str) -> _Found | None:
+    """``key``'s live entry (None: never stored, deleted or purged)."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:  # also a deleted or purged key
+        return None
+    return _Found(key, entry.value, entry.revision or 0) if entry.value else None
+
+
 async def _delete_at(kv: KeyValue, key: str, revision: int) -> bool:
     """Delete ``key`` if its last revision is still ``revision``; False when it is not (nats-py
     raises a plain API error there, where ``update`` raises its own)."""
     try:
         await kv.delete(key, last=revision)
     except APIError as exc:
-        if exc.err_code == WRONG_LAST_SEQUENCE:
+        if exc.err_code in WRONG_LAST_SEQUENCE:
             return False
         raise
     return True
@@ -348,15 +378,15 @@ async def _latest(
     """The live value of every key matching ``keys``, read in one pass: a watch delivers the
     last value of each key in a single stream of messages (one request per key, as
     ``keys()`` then ``get()`` did, took seconds for ten thousand batches). ``deleted``, when
-    given, collects the keys whose last entry is a delete marker; ``revisions`` the revision
-    of each live value."""
+    given, collects the keys whose last entry is a delete or purge marker; ``revisions``
+    the revision of each live value."""
     watcher = await kv.watch(keys)
     out: dict[str, bytes] = {}
     try:
         async for entry in watcher:
             if entry is None:  # nothing (more) stored under ``keys``
                 break
-            if entry.value and entry.operation not in ("DEL", "PURGE"):
+            if entry.value and entry.operation not in _MARKERS:
                 out[entry.key] = entry.value
                 if revisions is not None:
                     revisions[entry.key] = entry.revision or 0
@@ -364,7 +394,7 @@ async def _latest(
                     deleted.discard(entry.key)
             else:
                 out.pop(entry.key, None)
-                if deleted is not None and entry.operation == "DEL":
+                if deleted is not None and entry.operation in _MARKERS:
                     deleted.add(entry.key)
             if entry.delta == 0:
                 break
