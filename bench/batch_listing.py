@@ -28,7 +28,7 @@ from switchyard.bus import subjects
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 from switchyard.stack import binaries
-from switchyard.stack.ports import listen_port
+from switchyard.stack.ports import accepting, listen_port
 
 RESULTS = Path(__file__).parent / "results" / "batch_listing.md"
 RUNS = 9
@@ -67,15 +67,8 @@ async def _time(read: Callable[[], Awaitable[int]]) -> tuple[float, float, int]:
 
 
 async def _measure(port: int, records: int, owners: int) -> list[str]:
-    for _ in range(250):  # connect once the port accepts (nats-py would log each refusal)
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.02)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        break
+    if not await accepting(port):
+        raise SystemExit("nats-server did not start")
     nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=0)
     try:
         js = nc.jetstream(timeout=60)

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 
 from switchyard.config import Settings, load_settings
 from switchyard.stack import binaries
-from switchyard.stack.ports import listen_port
+from switchyard.stack.ports import accepting, listen_port
 
 
 def free_port(taken: set[int] | None = None) -> int:
@@ -45,16 +45,7 @@ async def jetstream_server(store: Path) -> AsyncIterator[tuple[NATS, asyncio.sub
     )
     nc: NATS | None = None
     try:
-        # nats-py waits 2 s before trying again: connect once the port accepts.
-        for _ in range(250):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:  # not listening yet
-                await asyncio.sleep(0.02)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            break
+        await accepting(port)  # nats-py would wait 2 s between attempts
         nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=1)
         yield nc, server
     finally:

@@ -10,6 +10,7 @@ another listener can take it, and a random pick over thousands of ports makes th
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 from pathlib import Path
@@ -62,3 +63,22 @@ def listen_port(span: int = 1, avoid: set[int] | None = None) -> int:
         sock.bind(("127.0.0.1", 0))
         chosen: int = sock.getsockname()[1]
         return chosen
+
+
+async def accepting(port: int, host: str = "127.0.0.1", within_s: float = 5.0) -> bool:
+    """Wait until something listens on ``port`` (a server just started); False if nothing
+    did within ``within_s``. Cheaper than a client's own connect loop: nats-py, for one,
+    waits two seconds between attempts and logs each refusal."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:  # not listening yet
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from switchyard.stack import local
-from switchyard.stack.ports import ephemeral_low, listen_port, port_free
+from switchyard.stack.ports import accepting, ephemeral_low, listen_port, port_free
 from tests.support import write_settings
 
 pytestmark = pytest.mark.unit
@@ -72,3 +73,14 @@ def test_planned_ports_cover_spans_and_ingresses(tmp_path: Path) -> None:
     bao = settings.stack.openbao_port
     assert {bao, bao + 1, settings.stack.nats_port, settings.stack.valkey_port} <= planned
     assert 21001 in planned
+
+
+async def test_accepting_waits_for_a_listener_and_gives_up_without_one() -> None:
+    port = listen_port()
+    assert not await accepting(port, within_s=0.1)
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
+    try:
+        assert await accepting(port, within_s=1.0)
+    finally:
+        server.close()
+        await server.wait_closed()
