@@ -143,15 +143,16 @@ def ensure_base_image(out: TextIO, *, rebuild: bool = False) -> float:
             for item in (rootfs / cache).glob("*"):
                 if item.is_file():
                     item.unlink()
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(
-            ["podman", "import", "--change", 'CMD ["/bin/bash"]', "-", BASE_IMAGE],
-            stdin=tar.stdout,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        tar.wait()
+        # As a context manager, Popen closes our end of the pipe and waits for tar (an open
+        # pipe left to the garbage collector is a ResourceWarning, which fails a test run).
+        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+            imported = subprocess.run(
+                ["podman", "import", "--change", 'CMD ["/bin/bash"]', "-", BASE_IMAGE],
+                stdin=tar.stdout,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         if imported.returncode != 0 or tar.returncode != 0:
             raise StackError("compose", f"podman import failed: {imported.stderr.strip()}")
     return time.monotonic() - began
