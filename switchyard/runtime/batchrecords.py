@@ -39,9 +39,6 @@ class BatchRecords:
     async def stop(self) -> None:
         await self._follower.stop()
 
-    def __len__(self) -> int:
-        return len(self._records)
-
     def get(self, batch_id: str) -> b.BatchRecord | None:
         return self._records.get(batch_id)
 

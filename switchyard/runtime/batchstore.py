@@ -76,10 +76,7 @@ class BatchStore:
     async def file(self, file_id: str, owner: str) -> b.FileRecord | None:
         """The record of ``owner``'s file (None: no such file, or it is someone else's)."""
         found = await self._find(b.FILE_PREFIX, file_id, owner)
-        if found is None:
-            return None
-        record = b.FILE_RECORD.decode(found.value)
-        return record if record.owner == owner else None
+        return b.FILE_RECORD.decode(found.value) if found is not None else None
 
     async def content(self, file_id: str) -> bytes | None:
         """A file's bytes; None when they are gone (the file was deleted).
@@ -134,9 +131,10 @@ class BatchStore:
     # ---- records of either kind, where they are ----
 
     async def _find(self, prefix: str, object_id: str, owner: str) -> _Found | None:
-        """The live entry of a record: under its owner key, else (written before owner keys)
-        under its id alone. None for an id that cannot be ours (never a key lookup: a KV key
-        cannot hold every character a path can)."""
+        """The live entry of ``owner``'s record: under its owner key, else (written before
+        owner keys) under its id alone. None when there is none, when it is someone else's,
+        and for an id that cannot be ours (never a key lookup: a KV key cannot hold every
+        character a path can)."""
         if not _ID.fullmatch(object_id):
             return None
         kv = await self._kv()
@@ -146,17 +144,17 @@ class BatchStore:
         for key in (mine, b.legacy_key(prefix, object_id), mine):
             found = await _get(kv, key)
             if found is not None:
-                return found
+                decoder = b.FILE_RECORD if prefix == b.FILE_PREFIX else b.BATCH_RECORD
+                return found if decoder.decode(found.value).owner == owner else None
         return None
 
     async def _delete(self, prefix: str, object_id: str, owner: str) -> None:
         """Delete ``owner``'s record wherever it is, with compare-and-set: under both keys
         when a move was cut short, and at its new key when a sweep moves it meanwhile."""
         kv = await self._kv()
-        decode = b.FILE_RECORD if prefix == b.FILE_PREFIX else b.BATCH_RECORD
         for _ in range(UPDATE_ATTEMPTS):
             found = await self._find(prefix, object_id, owner)
-            if found is None or decode.decode(found.value).owner != owner:
+            if found is None:
                 return
             await _delete_at(kv, found.key, found.revision)  # lost a race: look again
         raise Conflict(f"{object_id} is changing too fast; try again")
@@ -260,8 +258,7 @@ class BatchStore:
         found = await self._find(b.BATCH_PREFIX, batch_id, owner)
         if found is None:
             return None
-        record = b.BATCH_RECORD.decode(found.value)
-        return (record, found.revision) if record.owner == owner else None
+        return b.BATCH_RECORD.decode(found.value), found.revision
 
     async def update(
         self, batch_id: str, owner: str, change: Callable[[b.BatchRecord], b.BatchRecord | None]
@@ -281,8 +278,6 @@ class BatchStore:
             if found is None:
                 return None
             record = b.BATCH_RECORD.decode(found.value)
-            if record.owner != owner:
-                return None
             updated = change(record)
             if updated is None:
                 return record
