@@ -141,6 +141,55 @@ async def test_sdk_runs_a_200_line_batch_to_completion(batchy: Stack) -> None:
     assert await _settled_requests(batchy, record.id, quiet_s=3.0) == LINES
 
 
+async def test_failed_lines_go_to_the_error_file_and_large_files_span_chunks(
+    batchy: Stack,
+) -> None:
+    """Lines for a model the key cannot use fail one by one; the rest succeed with answers
+    long enough that the output spans several of the object store's 128 KiB chunks, written
+    as the runner reads the answers."""
+    key, _ = await batchy.new_key("batch-mixed")
+    long = "x" * 3000
+    rows = [
+        {
+            "custom_id": f"mixed-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "no-such-model" if i % 4 == 0 else "bulk",
+                "messages": [{"role": "user", "content": f"{i} {long}"}],
+            },
+        }
+        for i in range(120)
+    ]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    async with _client(batchy, key) as client:
+        file = await client.files.create(file=("in.jsonl", data), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=90)
+        assert done.status == "completed", done.errors
+        assert (done.request_counts.completed, done.request_counts.failed) == (90, 30)
+        files = {}
+        for name, file_id in (("output", done.output_file_id), ("errors", done.error_file_id)):
+            download = await client.files.content(file_id or "")
+            assert (await client.files.retrieve(file_id or "")).bytes == len(download.content)
+            files[name] = [json.loads(line) for line in download.text.splitlines()]
+    assert len(json.dumps(files["output"])) > 2 * 128 * 1024
+    good = {r["custom_id"]: r for r in files["output"]}
+    bad = {r["custom_id"]: r for r in files["errors"]}
+    assert sorted(good) == sorted(f"mixed-{i}" for i in range(120) if i % 4)
+    assert sorted(bad) == sorted(f"mixed-{i}" for i in range(0, 120, 4))
+    for custom_id, row in good.items():
+        number = custom_id.rsplit("-", 1)[1]
+        assert row["response"]["status_code"] == 200
+        content = row["response"]["body"]["choices"][0]["message"]["content"]
+        assert content == f"echo: {number} {long}"
+    for row in bad.values():
+        assert row["response"]["status_code"] == 404
+        assert row["response"]["body"]["error"]["code"] == "model_not_found"
+
+
 async def test_a_bad_input_file_fails_the_batch_naming_the_line(batchy: Stack) -> None:
     key, _ = await batchy.new_key("batch-bad")
     bad = _input("bad").splitlines()

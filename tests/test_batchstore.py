@@ -229,3 +229,21 @@ async def _until(done: Callable[[], bool]) -> None:
 
 def _entry(entry: KeyValue.Entry) -> tuple[bytes, int]:
     return entry.value or b"", entry.revision or 0
+
+
+async def test_line_results_come_a_page_at_a_time_in_the_order_recorded(stored: Stored) -> None:
+    store, js = stored.store, stored.js
+    await js.create_key_value(bucket=subjects.BATCH_LINES_BUCKET)
+    order = [*range(700, 0, -2), *range(1, 700, 2)]  # finished out of order; > 2 reads
+    for index in order:
+        assert await store.record_line("batch_a", index, f"result {index}".encode())
+    assert not await store.record_line("batch_a", 3, b"a second result")  # kept as it was
+    await store.record_line("batch_b", 1, b"someone else's")
+    got = [pair async for pair in store.line_results("batch_a")]
+    assert got == [(i, f"result {i}".encode()) for i in order]
+    assert [pair async for pair in store.line_results("batch_none")] == []
+    # The reads leave no consumer behind.
+    assert (await js.stream_info(f"KV_{subjects.BATCH_LINES_BUCKET}")).state.consumer_count == 0
+    await store.forget_lines("batch_a")
+    assert [pair async for pair in store.line_results("batch_a")] == []
+    assert [pair async for pair in store.line_results("batch_b")] == [(1, b"someone else's")]

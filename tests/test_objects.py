@@ -1,4 +1,5 @@
-"""Reading a JetStream object chunk by chunk (``runtime.objects``), on a real nats-server."""
+"""Reading and writing a JetStream object chunk by chunk (``runtime.objects``), on a real
+nats-server."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
+from nats.js import JetStreamContext
 
 from switchyard.errors import BusError
-from switchyard.runtime.objects import open_object
+from switchyard.runtime.objects import ObjectWriter, open_object
 from tests.support import jetstream_server
 
 pytestmark = pytest.mark.integration
@@ -60,3 +62,63 @@ async def test_an_object_missing_chunks_fails_its_digest(tmp_path: Path) -> None
         assert found is not None
         with pytest.raises(BusError, match="does not match its digest"):
             await found.read()
+
+
+async def _chunks_stored(js: JetStreamContext, bucket: str) -> int:
+    """Chunks in the bucket, of every object."""
+    info = await js.stream_info(f"OBJ_{bucket}", subjects_filter=f"$O.{bucket}.C.>")
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_an_object_written_piece_by_piece_reads_back_like_a_put(tmp_path: Path) -> None:
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        store = await js.create_object_store("files")
+        rows = [os.urandom(1000 + i) for i in range(700)]  # ~1 MB in uneven pieces
+        data = b"".join(rows)
+        writer = ObjectWriter(js, store, "files", "out")
+        for row in rows:
+            await writer.write(row)
+        # Nothing visible until closed; only whole chunks were sent so far.
+        assert await open_object(js, store, "out") is None
+        assert await _chunks_stored(js, "files") == len(data) // CHUNK
+        assert await writer.close() == len(data)
+        assert (await store.get("out")).data == data  # nats-py reads it as its own
+        found = await open_object(js, store, "out")
+        assert found is not None
+        assert [len(c) async for c in found.chunks][:-1] == [CHUNK] * (len(data) // CHUNK)
+        info = await store.get_info("out")
+        assert (info.size, info.chunks) == (len(data), len(data) // CHUNK + 1)
+
+
+async def test_writing_an_object_again_replaces_it_and_its_chunks(tmp_path: Path) -> None:
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        store = await js.create_object_store("files")
+        await store.put("out", os.urandom(3 * CHUNK))
+        writer = ObjectWriter(js, store, "files", "out")
+        await writer.write(b"second")
+        await writer.close()
+        assert (await store.get("out")).data == b"second"
+        assert await _chunks_stored(js, "files") == 1  # the first version's 3 are gone
+        empty = ObjectWriter(js, store, "files", "out")
+        assert await empty.close() == 0
+        assert (await store.get("out")).data == b""
+        assert await _chunks_stored(js, "files") == 0
+
+
+async def test_an_aborted_object_leaves_nothing_and_keeps_the_one_before(tmp_path: Path) -> None:
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        store = await js.create_object_store("files")
+        await store.put("out", b"kept")
+        writer = ObjectWriter(js, store, "files", "out")
+        await writer.write(os.urandom(2 * CHUNK + 5))
+        await writer.abort()
+        assert (await store.get("out")).data == b"kept"
+        assert await _chunks_stored(js, "files") == 1
+        stored = ObjectWriter(js, store, "files", "new")
+        await stored.write(b"done")
+        await stored.close()
+        await stored.abort()  # too late: a stored object stays
+        assert (await store.get("new")).data == b"done"

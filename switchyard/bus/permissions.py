@@ -154,6 +154,8 @@ def permissions_for(identity: Identity) -> Permissions:
                     s.MESSAGES,  # Anthropic's message batches
                     _heartbeat(name),
                     *_BATCH_STATE,
+                    # Reads a batch's line results a page at a time.
+                    f"$JS.API.CONSUMER.MSG.NEXT.KV_{s.BATCH_LINES_BUCKET}.*",
                     # A finished batch's line results; expired files' and batches' records.
                     f"$JS.API.STREAM.PURGE.KV_{s.BATCH_LINES_BUCKET}",
                     f"$JS.API.STREAM.PURGE.KV_{s.BATCHES_BUCKET}",

@@ -16,10 +16,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import NamedTuple
 
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import (
     APIError,
     KeyNotFoundError,
@@ -29,13 +30,19 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+from nats.nuid import NUID
 
 from switchyard.bus import subjects
 from switchyard.errors import Conflict
-from switchyard.runtime.objects import StoredObject, open_object
+from switchyard.runtime.objects import ObjectWriter, StoredObject, open_object
 from switchyard.schemas import batches as b
 
 UPDATE_ATTEMPTS = 8
+# Reading a batch's line results: at most this many, and about this many bytes, per request
+# (judged by the largest result so far), and how long a read may stall.
+RESULTS_PER_READ = 256
+BYTES_PER_READ = 16 * 1024 * 1024
+READ_IDLE_S = 30.0
 # JetStream's error codes when a compare-and-set loses (the second: another one on the same
 # key is still being applied, in a replicated stream).
 WRONG_LAST_SEQUENCE = (10071, 10164)
@@ -70,6 +77,15 @@ class BatchStore:
 
     async def put_file(self, record: b.FileRecord, data: bytes) -> None:
         await (await self._objects()).put(record.file.id, data)
+        await self.save_file(record)
+
+    async def file_writer(self, file_id: str) -> ObjectWriter:
+        """Writes a file's bytes as they come; :meth:`save_file` its record once they are
+        stored (its size is the writer's ``size`` then)."""
+        return ObjectWriter(self._js, await self._objects(), subjects.FILES_BUCKET, file_id)
+
+    async def save_file(self, record: b.FileRecord) -> None:
+        """Store a file's record (its bytes are stored already)."""
         key = b.owned_key(b.FILE_PREFIX, record.owner, record.file.id)
         await (await self._kv()).put(key, b.ENCODER.encode(record))
 
@@ -304,10 +320,44 @@ class BatchStore:
             return False
         return True
 
-    async def lines(self, batch_id: str) -> dict[int, bytes]:
-        """Every recorded result of a batch, by line number."""
-        found = await _latest(await self._line_kv(), f"{batch_id}.>")
-        return {int(key.rsplit(".", 1)[1]): value for key, value in found.items()}
+    async def line_results(self, batch_id: str) -> AsyncIterator[tuple[int, bytes]]:
+        """Every recorded result of a batch as (line number, result), in the order they were
+        recorded, handed over as they are read. Pulled a few at a time (``RESULTS_PER_READ``,
+        fewer when they are large), so a large batch's results are never all in memory here
+        (a watch is pushed as fast as the server can send, whatever the reader does)."""
+        stream = f"KV_{subjects.BATCH_LINES_BUCKET}"
+        name = NUID().next().decode()
+        await self._js.add_consumer(
+            stream,
+            ConsumerConfig(
+                name=name,
+                filter_subject=f"$KV.{subjects.BATCH_LINES_BUCKET}.{batch_id}.>",
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=READ_IDLE_S,  # removed by the server if we die reading
+                mem_storage=True,
+                num_replicas=1,
+            ),
+        )
+        sub: JetStreamContext.PullSubscription | None = None
+        try:
+            sub = await self._js.pull_subscribe_bind(stream=stream, name=name)
+            left = (await sub.consumer_info()).num_pending or 0
+            per_read = RESULTS_PER_READ
+            while left:
+                msgs = await sub.fetch(min(left, per_read), timeout=READ_IDLE_S)
+                left = msgs[-1].metadata.num_pending if msgs else left
+                largest = max(len(msg.data) for msg in msgs) if msgs else 0
+                per_read = max(1, min(per_read, BYTES_PER_READ // max(1, largest)))
+                for msg in msgs:
+                    operation = (msg.headers or {}).get("KV-Operation")
+                    if msg.data and operation not in _MARKERS:
+                        yield int(msg.subject.rsplit(".", 1)[1]), msg.data
+        finally:
+            with contextlib.suppress(Exception):
+                if sub is not None:
+                    await sub.unsubscribe()
+                await self._js.delete_consumer(stream, name)
 
     async def forget_lines(self, batch_id: str) -> None:
         """Drop a finished batch's line results (its output files hold them now)."""

@@ -1,11 +1,12 @@
-"""Read an object of a JetStream object store chunk by chunk.
+"""Read and write an object of a JetStream object store chunk by chunk.
 
 nats-py's ``ObjectStore.get`` gathers an object with ``bytes +=`` per chunk, which copies
 everything read so far for every chunk: quadratic in the object's size (a 64 MB Batch API
 output took 15 s of CPU to read, with the edge's event loop blocked meanwhile). This reads
 the same chunks in order, hands each over as it arrives, and checks the object's digest at
 the end, so an edge can stream a file to its client and the batch runner can join a file's
-chunks once.
+chunks once. :class:`ObjectWriter` is the other way: an object written as its rows are made,
+so the batch runner never holds a whole output file (nats-py's ``put`` wants it in one piece).
 """
 
 from __future__ import annotations
@@ -13,18 +14,23 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from nats.js import JetStreamContext
-from nats.js.errors import ObjectDeletedError, ObjectNotFoundError
+from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError, ObjectDeletedError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
+from nats.nuid import NUID
 
 from switchyard.errors import BusError
 
 # How long to wait for the next chunk before the read counts as broken.
 CHUNK_WAIT_S = 10.0
 _DIGEST = "SHA-256="
+# nats-py's chunk size: objects we write read back as those nats-py writes do.
+CHUNK_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +87,88 @@ async def _chunks(
     expected = digest.removeprefix(_DIGEST).removeprefix(_DIGEST.upper())
     if sha.digest() != base64.urlsafe_b64decode(expected):
         raise BusError(f"object {name} does not match its digest")
+
+
+class ObjectWriter:
+    """Writes one object of ``store`` (named ``name``) as its bytes come, a chunk at a time.
+
+    Stored the way nats-py's ``put`` stores it, so nats-py and :func:`open_object` read it
+    back: chunks under a fresh id, then the object's record (size, chunk count, digest),
+    which replaces any earlier object of that name, whose chunks are then purged. Until
+    :meth:`close` nobody sees the object; :meth:`abort` (or a failed write) removes the chunks
+    written so far, unless the object was stored. Holds at most one chunk in memory.
+    """
+
+    def __init__(self, js: JetStreamContext, store: ObjectStore, bucket: str, name: str) -> None:
+        self._js = js
+        self._store = store  # ``bucket``'s store
+        self.name = name
+        self._closed = False
+        self._bucket = bucket
+        self._stream = f"OBJ_{bucket}"
+        self._nuid = NUID().next().decode()  # chunks go under a fresh id, as nats-py's do
+        self._subject = f"$O.{self._bucket}.C.{self._nuid}"
+        self._buffer = bytearray()
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self._chunks = 0
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= CHUNK_BYTES:
+            chunk = bytes(self._buffer[:CHUNK_BYTES])
+            del self._buffer[:CHUNK_BYTES]
+            await self._send(chunk)
+
+    async def _send(self, chunk: bytes) -> None:
+        self._sha.update(chunk)
+        try:
+            await self._js.publish(self._subject, chunk)
+        except BaseException:
+            await self.abort()
+            raise
+        self.size += len(chunk)
+        self._chunks += 1
+
+    async def close(self) -> int:
+        """Store what is left and the object's record; returns the object's size."""
+        if self._buffer:
+            await self._send(bytes(self._buffer))
+            self._buffer.clear()
+        try:
+            earlier: api.ObjectInfo | None = await self._store.get_info(self.name)
+        except NotFoundError:
+            earlier = None
+        info = api.ObjectInfo(
+            name=self.name,
+            bucket=self._bucket,
+            nuid=self._nuid,
+            size=self.size,
+            chunks=self._chunks,
+            mtime=datetime.now(UTC).isoformat(),
+            digest=_DIGEST + base64.urlsafe_b64encode(self._sha.digest()).decode(),
+            options=api.ObjectMetaOptions(max_chunk_size=CHUNK_BYTES),
+        )
+        name = base64.urlsafe_b64encode(self.name.encode()).decode()
+        try:
+            await self._js.publish(
+                f"$O.{self._bucket}.M.{name}",
+                json.dumps(info.as_dict()).encode(),
+                headers={api.Header.ROLLUP: "sub"},  # the record replaces the earlier one
+            )
+        except BaseException:
+            await self.abort()
+            raise
+        self._closed = True
+        if earlier is not None and earlier.nuid and earlier.nuid != self._nuid:
+            await self._js.purge_stream(self._stream, subject=f"$O.{self._bucket}.C.{earlier.nuid}")
+        return self.size
+
+    async def abort(self) -> None:
+        """Remove the chunks written so far (best effort: a leftover is only dead bytes);
+        nothing once the object is stored."""
+        self._buffer.clear()
+        if self._closed:
+            return
+        with contextlib.suppress(Exception):
+            await self._js.purge_stream(self._stream, subject=self._subject)

@@ -13,6 +13,7 @@ from switchyard.dialects.anthropic import batches as ab
 from switchyard.errors import InvalidRequest, RateLimited
 from switchyard.schemas import batches as b
 from switchyard.workers.batch import formats
+from tests.unit.batch_files import assemble
 
 
 def _batch(status: b.BatchStatus, total: int, completed: int, failed: int, **kw: Any) -> b.Batch:
@@ -122,17 +123,18 @@ def test_result_lines_say_what_became_of_each_request() -> None:
     }
     assert fmt.ok(results[1])
     assert not fmt.ok(results[3])
-    done = fmt.finish("msgbatch_x", lines, results, "cancelled")
-    assert (done.completed, done.failed, done.errors) == (1, 1, [])
-    rows = {r["custom_id"]: r["result"] for r in map(json.loads, done.output)}
+    output, errors, counts = assemble(fmt, lines, results, "cancelled")
+    assert (counts, errors) == ((1, 1), [])
+    rows = {r["custom_id"]: r["result"] for r in map(json.loads, output)}
     assert rows["r1"] == {"type": "succeeded", "message": json.loads(message)}
     assert rows["r3"] == {
         "type": "errored",
         "error": {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
     }
     assert rows["r2"] == rows["r4"] == {"type": "canceled"}
-    expired = fmt.finish("msgbatch_x", lines, results, "expired")
-    assert [json.loads(r)["result"]["type"] for r in expired.output[2:]] == ["expired"] * 2
+    expired, _, counts = assemble(fmt, lines, results, "expired")
+    assert [json.loads(r)["result"]["type"] for r in expired[2:]] == ["expired"] * 2
+    assert counts == (1, 1)  # requests that never ran count as neither
 
 
 def test_a_success_is_read_from_the_result_not_from_the_message_text() -> None:

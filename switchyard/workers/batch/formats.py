@@ -6,7 +6,7 @@ files it writes at the end differ, by the batch's endpoint (:func:`for_endpoint`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Protocol
 
 import msgspec
@@ -25,20 +25,14 @@ _EXPIRED = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """A finished batch's files and counts: ``output`` is always written, ``errors`` when it
-    has rows; ``completed`` and ``failed`` are the requests that succeeded and that failed."""
-
-    output: list[bytes]
-    errors: list[bytes]
-    completed: int
-    failed: int
-
-
 class Format(Protocol):
     output_suffix: str
     output_purpose: str
+    # Whether failed requests go to a file of their own (OpenAI's error file).
+    errors_apart: bool
+    # Whether a request that never ran counts as failed (OpenAI) or as neither (Anthropic:
+    # the batch's final status says what became of it).
+    unrun_fails: bool
 
     def error(self, exc: ApiError) -> bytes:
         """The body a line answered by ``exc`` records."""
@@ -49,11 +43,8 @@ class Format(Protocol):
     def ok(self, result: bytes) -> bool:
         """Whether a recorded result is a success."""
 
-    def finish(
-        self, batch_id: str, lines: list[b.BatchLine], results: dict[int, bytes], final: str
-    ) -> Finished:
-        """The files and counts of a batch ending as ``final`` with these recorded results
-        (line number -> result)."""
+    def unrun(self, batch_id: str, index: int, line: b.BatchLine, final: str) -> bytes | None:
+        """The row of a line that never ran in a batch ending as ``final`` (None: no row)."""
 
 
 class OpenAIFormat:
@@ -62,6 +53,8 @@ class OpenAIFormat:
 
     output_suffix = "output"
     output_purpose = "batch_output"
+    errors_apart = True
+    unrun_fails = True
 
     def error(self, exc: ApiError) -> bytes:
         return error_body(exc)
@@ -82,16 +75,10 @@ class OpenAIFormat:
     def ok(self, result: bytes) -> bool:
         return b'"status_code":2' in result
 
-    def finish(
-        self, batch_id: str, lines: list[b.BatchLine], results: dict[int, bytes], final: str
-    ) -> Finished:
-        good = [results[i] for i in sorted(results) if self.ok(results[i])]
-        bad = [results[i] for i in sorted(results) if not self.ok(results[i])]
-        if final == "expired":  # every line that did not run fails as expired
-            for index, line in enumerate(lines, start=1):
-                if index not in results:
-                    bad.append(self.line(batch_id, index, line, 400, _EXPIRED))
-        return Finished(good, bad, len(good), len(bad))
+    def unrun(self, batch_id: str, index: int, line: b.BatchLine, final: str) -> bytes | None:
+        if final != "expired":  # a cancelled batch's unrun lines have no row
+            return None
+        return self.line(batch_id, index, line, 400, _EXPIRED)
 
 
 class MessagesFormat:
@@ -100,6 +87,8 @@ class MessagesFormat:
 
     output_suffix = "results"
     output_purpose = b.MESSAGE_BATCH_RESULTS
+    errors_apart = False
+    unrun_fails = False
 
     def error(self, exc: ApiError) -> bytes:
         return anthropic_error_body(exc)
@@ -110,18 +99,50 @@ class MessagesFormat:
     def ok(self, result: bytes) -> bool:
         return anthropic_batches.succeeded(result)
 
-    def finish(
-        self, batch_id: str, lines: list[b.BatchLine], results: dict[int, bytes], final: str
-    ) -> Finished:
-        rows = [results[i] for i in sorted(results)]
-        completed = sum(1 for row in rows if self.ok(row))
-        unrun = "canceled" if final == "cancelled" else "expired"
-        for index, line in enumerate(lines, start=1):
-            if index not in results:
-                rows.append(anthropic_batches.unrun_line(line.custom_id, unrun))
-        # Requests that never ran are neither completed nor failed: the batch's final status
-        # says what became of them (see anthropic_batches.request_counts).
-        return Finished(rows, [], completed, len(results) - completed)
+    def unrun(self, batch_id: str, index: int, line: b.BatchLine, final: str) -> bytes | None:
+        kind = "canceled" if final == "cancelled" else "expired"
+        return anthropic_batches.unrun_line(line.custom_id, kind)
+
+
+class Assembly:
+    """Sorts a finished batch's recorded results into its files one at a time, as they are
+    read (the runner never holds every result at once), then adds the rows of the lines that
+    never ran. Rows come in the order the results were recorded, as both vendors allow
+    (their files are matched to requests by ``custom_id``, not by order)."""
+
+    def __init__(self, fmt: Format, batch_id: str, lines: list[b.BatchLine], final: str) -> None:
+        self._fmt = fmt
+        self._batch_id = batch_id
+        self._lines = lines
+        self._final = final
+        self._seen: set[int] = set()
+        self.completed = 0
+        self.failed = 0
+
+    def result(self, index: int, result: bytes) -> tuple[bool, bytes] | None:
+        """Where a recorded result goes: (to the error file, row); None for a line it has
+        seen already or that the batch does not have."""
+        if index in self._seen or not 1 <= index <= len(self._lines):
+            return None
+        self._seen.add(index)
+        ok = self._fmt.ok(result)
+        if ok:
+            self.completed += 1
+        else:
+            self.failed += 1
+        return (not ok and self._fmt.errors_apart), result
+
+    def unrun(self) -> Iterator[tuple[bool, bytes]]:
+        """The rows of the lines no result was given for (once every result is in)."""
+        for index, line in enumerate(self._lines, start=1):
+            if index in self._seen:
+                continue
+            row = self._fmt.unrun(self._batch_id, index, line, self._final)
+            if row is None:
+                continue
+            if self._fmt.unrun_fails:
+                self.failed += 1
+            yield self._fmt.errors_apart, row
 
 
 OPENAI = OpenAIFormat()

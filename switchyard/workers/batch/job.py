@@ -134,10 +134,11 @@ class Job:
         self._op = b.RUNNABLE[record.batch.endpoint]
         self.format = formats.for_endpoint(record.batch.endpoint)
 
-    async def run(self, done: dict[int, bytes]) -> None:
-        """Send every line missing from ``done`` (line number -> recorded result)."""
-        for result in done.values():
-            self._count(self.format.ok(result))
+    async def run(self, done: dict[int, bool]) -> None:
+        """Send every line missing from ``done`` (line number -> its recorded result is a
+        success)."""
+        for ok in done.values():
+            self._count(ok)
         async with asyncio.TaskGroup() as group:
             for index, line in enumerate(self.lines, start=1):
                 if index in done:

@@ -30,6 +30,7 @@ from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import batches as b
 from switchyard.workers.batch import expiry, formats
 from switchyard.workers.batch.job import Invalid, Job, parse_input
+from switchyard.workers.batch.output import OutputFiles
 
 log = logging.getLogger("switchyard.batch")
 
@@ -150,14 +151,8 @@ class BatchRunner:
         if found is None:
             return True
         record, _ = found
-        data = await self.store.content(record.batch.input_file_id)
-        if data is None:  # deleted after the batch was created (the edge refuses it after)
-            await self._fail(batch_id, [_input_gone(record.batch.input_file_id)])
-            return True
-        try:
-            lines = parse_input(data, record.batch.endpoint)
-        except Invalid as exc:
-            await self._fail(batch_id, exc.errors)
+        lines = await self._input(batch_id, record)
+        if lines is None:
             return True
         now = int(time.time())
 
@@ -173,8 +168,9 @@ class BatchRunner:
         if claimed is None:
             return True
         self._records.note(claimed)
+        fmt = formats.for_endpoint(claimed.batch.endpoint)
         if claimed.batch.status == "in_progress":
-            done = await self.store.lines(batch_id)
+            done = await self._recorded(batch_id, fmt)
             job = Job(
                 claimed,
                 lines,
@@ -187,13 +183,31 @@ class BatchRunner:
             )
             await self._drive(job, done)
             if self._status(batch_id) == "in_progress" and not self._expired(claimed):
-                recorded = await self.store.lines(batch_id)
+                recorded = await self._recorded(batch_id, fmt)
                 if len(recorded) < len(lines):
                     return False  # some lines failed to run: another pass sends them again
         await self._finalize(batch_id, lines)
         return True
 
-    async def _drive(self, job: Job, done: dict[int, bytes]) -> None:
+    async def _input(self, batch_id: str, record: b.BatchRecord) -> list[b.BatchLine] | None:
+        """The batch's lines (its file's bytes are not kept: only what runs them); None when
+        the batch failed for its input."""
+        data = await self.store.content(record.batch.input_file_id)
+        if data is None:  # deleted after the batch was created (the edge refuses it after)
+            await self._fail(batch_id, [_input_gone(record.batch.input_file_id)])
+            return None
+        try:
+            return parse_input(data, record.batch.endpoint)
+        except Invalid as exc:
+            await self._fail(batch_id, exc.errors)
+            return None
+
+    async def _recorded(self, batch_id: str, fmt: formats.Format) -> dict[int, bool]:
+        """Which lines have a result, and whether it is a success (not the results: a
+        large batch's would fill the runner's memory)."""
+        return {index: fmt.ok(result) async for index, result in self.store.line_results(batch_id)}
+
+    async def _drive(self, job: Job, done: dict[int, bool]) -> None:
         """Run ``job`` while writing its progress; a cancel stops the lines in flight."""
         run = asyncio.ensure_future(job.run(done))
         try:
@@ -255,17 +269,21 @@ class BatchRunner:
         final = "cancelled" if status == "cancelling" else "completed"
         if final == "completed" and self._expired(record):
             final = "expired"
-        results = await self.store.lines(batch_id)
         fmt = formats.for_endpoint(record.batch.endpoint)
-        done = fmt.finish(batch_id, lines, results, final)
-        output_id = await self._write_file(
-            record, f"file-{batch_id}-{fmt.output_suffix}", done.output, fmt.output_purpose
-        )
-        error_id = None
-        if done.errors:
-            error_id = await self._write_file(
-                record, f"file-{batch_id}-errors", done.errors, "batch_output"
-            )
+        done = formats.Assembly(fmt, batch_id, lines, final)
+        lifetime = record.output_expires_s or self.settings.batch.file_expiry_s
+        files = OutputFiles(self.store, record, fmt, lifetime)
+        try:
+            async for index, result in self.store.line_results(batch_id):
+                placed = done.result(index, result)
+                if placed is not None:
+                    await files.add(*placed)
+            for to_errors, row in done.unrun():
+                await files.add(to_errors, row)
+            output_id, error_id = await files.close()
+        except BaseException:  # this pass runs again from the start: no half files left
+            await files.abort()
+            raise
         now = int(time.time())
         counts = b.RequestCounts(total=len(lines), completed=done.completed, failed=done.failed)
 
@@ -289,23 +307,6 @@ class BatchRunner:
         log.info(
             "batch %s %s: %d completed, %d failed", batch_id, final, done.completed, done.failed
         )
-
-    async def _write_file(
-        self, record: b.BatchRecord, file_id: str, rows: list[bytes], purpose: str
-    ) -> str:
-        data = b"".join(row + b"\n" for row in rows)
-        now = int(time.time())
-        lifetime = record.output_expires_s or self.settings.batch.file_expiry_s
-        file = b.FileObject(
-            id=file_id,
-            bytes=len(data),
-            created_at=now,
-            filename=f"{record.batch.id}_{file_id.rsplit('-', 1)[1]}.jsonl",
-            purpose=purpose,
-            expires_at=now + lifetime if lifetime else None,
-        )
-        await self.store.put_file(b.FileRecord(file=file, owner=record.owner), data)
-        return file_id
 
 
 async def run(
