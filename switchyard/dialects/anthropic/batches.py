@@ -30,7 +30,13 @@ _TALLIES = ("processing", "succeeded", "errored", "canceled", "expired")
 
 class _Request(msgspec.Struct, frozen=True):
     custom_id: str
-    params: dict[str, Any]
+    params: msgspec.Raw  # copied into the input file as sent: never built into objects here
+
+
+class _Params(msgspec.Struct, frozen=True):
+    """The one field of a request's ``params`` the edge checks (the runner reads the rest)."""
+
+    model: Any = None
 
 
 class _Create(msgspec.Struct, frozen=True):
@@ -46,6 +52,8 @@ class _Outcome(msgspec.Struct, frozen=True):
 
 
 _CREATE = msgspec.json.Decoder(_Create)
+_PARAMS = msgspec.json.Decoder(_Params)
+_REST = b',"method":"POST","url":' + encode(b.MESSAGES_ENDPOINT) + b',"body":'
 _OUTCOME = msgspec.json.Decoder(_Outcome)
 _RAW = msgspec.json.Decoder(msgspec.Raw)
 _UNREADABLE = encode(
@@ -67,7 +75,7 @@ def input_lines(body: bytes) -> tuple[bytes, int]:
     except msgspec.DecodeError:
         raise invalid("requests", "the body must be a JSON object with `requests`") from None
     seen: set[str] = set()
-    out = bytearray()
+    out: list[bytes | msgspec.Raw] = []
     for index, request in enumerate(create.requests):
         where = f"requests.{index}"
         if not CUSTOM_ID.fullmatch(request.custom_id):
@@ -81,18 +89,17 @@ def input_lines(body: bytes) -> tuple[bytes, int]:
                 f"`{request.custom_id}` is the custom_id of more than one request",
             )
         seen.add(request.custom_id)
-        if not isinstance(request.params.get("model"), str):
+        try:
+            model = _PARAMS.decode(request.params).model
+        except msgspec.ValidationError:
+            raise invalid(f"{where}.params", "must be an object (a Messages request)") from None
+        if not isinstance(model, str):
             raise invalid(f"{where}.params.model", "a model is required (a string)")
-        out += encode(
-            {
-                "custom_id": request.custom_id,
-                "method": "POST",
-                "url": b.MESSAGES_ENDPOINT,
-                "body": request.params,
-            }
-        )
-        out += b"\n"
-    return bytes(out), len(create.requests)
+        # The line is made around the request's own JSON, copied once by the join: decoded
+        # into objects and encoded again, 50,000 requests of 2 KB took 0.4-2.8 s of the edge's
+        # event loop; this takes ~0.15 s.
+        out += (b'{"custom_id":', encode(request.custom_id), _REST, request.params, b"}\n")
+    return b"".join(out), len(create.requests)
 
 
 def _stamp(seconds: int | None) -> str | None:
