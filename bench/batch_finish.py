@@ -18,19 +18,16 @@ import gc
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 from nats.js import JetStreamContext
 
+from bench.plainjs import connect, jetstream_server, write_results
 from switchyard.bus import subjects
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
-from switchyard.stack import binaries
-from switchyard.stack.ports import accepting, listen_port
 from switchyard.workers.batch import formats
 from switchyard.workers.batch.job import parse_input
 from switchyard.workers.batch.output import OutputFiles
@@ -108,9 +105,7 @@ async def _finish_before(js: JetStreamContext) -> None:
 
 
 async def _case(port: int, how: str, count: int, answer: int) -> str:
-    if not await accepting(port):
-        raise SystemExit("nats-server did not start")
-    nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=0)
+    nc = await connect(port)
     try:
         js = nc.jetstream(timeout=60)
         await js.create_key_value(bucket=subjects.BATCH_LINES_BUCKET)
@@ -145,32 +140,14 @@ async def _every(js: JetStreamContext) -> AsyncIterator[tuple[int, bytes]]:
 
 
 def _run_case(how: str, count: int, answer: int) -> dict[str, float]:
-    port = listen_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [str(binaries.nats_server()), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", tmp],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.batch_finish",
-                    "--case",
-                    how,
-                    str(port),
-                    str(count),
-                    str(answer),
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-        finally:
-            server.terminate()
-            server.wait(10)
+    with jetstream_server() as port:
+        case = ["--case", how, str(port), str(count), str(answer)]
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.batch_finish", *case],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return result
 
@@ -195,22 +172,16 @@ def main() -> None:
                 f"{r['peak_mb']:.0f} | {r['cpu_s']:.2f} |"
             )
             print(lines[-1], flush=True)
-    doc = "\n".join(
-        [
-            "# Finishing a large batch: the runner's memory",
-            "",
-            "`python -m bench.batch_finish` (a plain nats-server on this machine; each row in a"
-            " fresh process, which holds the batch's parsed input lines as the runner does)."
-            " RSS at start includes memory the process freed before (the input file's bytes,"
-            " parsed and dropped, as in the runner): 0 above it means finishing fit in what"
-            " the process already held.",
-            "",
-            *lines,
-            "",
-        ]
+    write_results(
+        RESULTS,
+        "Finishing a large batch: the runner's memory",
+        "`python -m bench.batch_finish` (a plain nats-server on this machine; each row in a"
+        " fresh process, which holds the batch's parsed input lines as the runner does)."
+        " RSS at start includes memory the process freed before (the input file's bytes,"
+        " parsed and dropped, as in the runner): 0 above it means finishing fit in what"
+        " the process already held.",
+        lines,
     )
-    RESULTS.write_text(doc, encoding="utf-8")
-    print(doc)
 
 
 if __name__ == "__main__":

@@ -14,21 +14,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats
 
+from bench.plainjs import connect, jetstream_server, write_results
 from switchyard.bus import subjects
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
-from switchyard.stack import binaries
-from switchyard.stack.ports import accepting, listen_port
 
 RESULTS = Path(__file__).parent / "results" / "batch_listing.md"
 RUNS = 9
@@ -67,9 +63,7 @@ async def _time(read: Callable[[], Awaitable[int]]) -> tuple[float, float, int]:
 
 
 async def _measure(port: int, records: int, owners: int) -> list[str]:
-    if not await accepting(port):
-        raise SystemExit("nats-server did not start")
-    nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=0)
+    nc = await connect(port)
     try:
         js = nc.jetstream(timeout=60)
         await js.create_key_value(bucket=subjects.BATCHES_BUCKET)
@@ -142,32 +136,16 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--owners", type=int, default=200)
     args = parser.parse_args()
-    port = listen_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [str(binaries.nats_server()), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", tmp],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            lines = asyncio.run(_measure(port, args.records, args.owners))
-        finally:
-            server.terminate()
-            server.wait(10)
-    doc = "\n".join(
-        [
-            "# Batch API lists: one tenant's records, not everyone's",
-            "",
-            f"`python -m bench.batch_listing --records {args.records} --owners {args.owners}`"
-            " (a plain nats-server on this machine; the read runs in the benchmark's process,"
-            " as it would in an edge's).",
-            "",
-            *lines,
-            "",
-        ]
+    with jetstream_server() as port:
+        lines = asyncio.run(_measure(port, args.records, args.owners))
+    write_results(
+        RESULTS,
+        "Batch API lists: one tenant's records, not everyone's",
+        f"`python -m bench.batch_listing --records {args.records} --owners {args.owners}`"
+        " (a plain nats-server on this machine; the read runs in the benchmark's process,"
+        " as it would in an edge's).",
+        lines,
     )
-    RESULTS.write_text(doc, encoding="utf-8")
-    print(doc)
 
 
 if __name__ == "__main__":
