@@ -111,7 +111,7 @@ async def _case(port: int, how: str, count: int, answer: int) -> str:
         await js.create_key_value(bucket=subjects.BATCH_LINES_BUCKET)
         await js.create_key_value(bucket=subjects.BATCHES_BUCKET)
         files = await js.create_object_store(subjects.FILES_BUCKET)
-        store = BatchStore(js)
+        store = BatchStore(nc)
         lines = parse_input(_input(count), ENDPOINT)  # the runner holds these while it runs
         await _record(store, lines, answer)
         began, cpu = _reset_peak(), time.process_time()

@@ -68,7 +68,7 @@ async def _measure(port: int, records: int, owners: int) -> list[str]:
         js = nc.jetstream(timeout=60)
         await js.create_key_value(bucket=subjects.BATCHES_BUCKET)
         await js.create_object_store(subjects.FILES_BUCKET)
-        store = BatchStore(js)
+        store = BatchStore(nc)
         kv = await js.key_value(subjects.BATCHES_BUCKET)
         gate = asyncio.Semaphore(128)
 

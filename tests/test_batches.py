@@ -286,7 +286,7 @@ async def test_a_batch_whose_input_file_was_deleted_fails_naming_it(batchy: Stac
             )
             nc = await batchy.connect("tail")
             try:
-                await BatchStore(nc.jetstream()).delete_file(file.id, owner)
+                await BatchStore(nc).delete_file(file.id, owner)
             finally:
                 await nc.close()
         finally:
@@ -414,7 +414,7 @@ async def test_files_and_batch_records_expire_as_at_openai(batchy: Stack) -> Non
     # batch that ended 31 days ago.
     tail = await batchy.connect("tail")
     try:
-        store = BatchStore(tail.jetstream())
+        store = BatchStore(tail)
         now = int(time.time())
         old = await store.file(plain.id, owner)
         assert old is not None

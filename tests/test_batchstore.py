@@ -36,7 +36,7 @@ async def stored(tmp_path: Path) -> AsyncIterator[Stored]:
         js = nc.jetstream(timeout=10)
         kv = await js.create_key_value(bucket=subjects.BATCHES_BUCKET)  # history 1, as deployed
         await js.create_object_store(subjects.FILES_BUCKET)
-        yield Stored(BatchStore(js), kv, js)
+        yield Stored(BatchStore(nc), kv, js)
 
 
 def _file(file_id: str, owner: str, created: int = 1_700_000_000) -> b.FileRecord:

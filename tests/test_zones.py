@@ -154,6 +154,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "llm.v1.hold.x.default.t",
             "$KV.sy_batch_lines.b.1",
             "$JS.API.STREAM.PURGE.KV_sy_batches",  # only the batch runner sweeps
+            "$JS.API.CONSUMER.MSG.NEXT.KV_sy_batch_lines.reader",  # only the runner reads them
             "secrets.v1.changed.openai",
             CONTROL_ADMIN,
             "$KV.sy_routes.table",
@@ -334,12 +335,15 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_batches.b.x",
             "$KV.sy_batch_lines.b.1",
             "$JS.API.STREAM.PURGE.KV_sy_batches",
+            "$JS.API.CONSUMER.MSG.NEXT.KV_sy_batch_lines.reader",  # pages of line results
         ],
         "pub_no": [
             SECRET_GET,
             SECRET_ADMIN,
             CONTROL_ADMIN,
             DISPATCH,
+            "$JS.API.CONSUMER.MSG.NEXT.KV_sy_batches.reader",
+            "$JS.API.CONSUMER.MSG.NEXT.DISPATCH.reader",
             "$KV.sy_keys.anykey",
             "$JS.API.STREAM.DELETE.OBJ_sy_files",
             "$JS.API.STREAM.DELETE.KV_sy_batches",

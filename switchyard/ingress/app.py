@@ -95,7 +95,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
         keys = KeyRing(nc.jetstream(timeout=5))
         await keys.start()
         edge.client, edge.keys = client, keys
-        batch_api.store = BatchStore(nc.jetstream(timeout=10))
+        batch_api.store = BatchStore(nc)
         edge.limiter = Limiter(settings, metrics)
         count_reconnects(metrics, nc)
         reporter = Reporter(

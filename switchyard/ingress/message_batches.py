@@ -83,8 +83,9 @@ class MessageBatchApi:
     async def create(self, request: Request) -> Response:
         try:
             key, owner, store = self.files.caller(request)
-            # Up to ``max_file_bytes`` of JSON to check and rewrite (~0.2 s for 96 MB): in a
-            # thread, so the edge's LLM traffic waits at most for one step of it, not for all.
+            # Up to ``max_file_bytes`` of JSON to check and rewrite (~0.2 s for 96 MB), in a
+            # thread: the edge's LLM traffic then waits for its longest single step (one decode
+            # of the whole body, ~50 ms), not for all of it.
             data, count = await asyncio.to_thread(ab.input_lines, await self._body(request))
             now = int(time.time())
             batch_id = new_id(ab.ID_PREFIX)

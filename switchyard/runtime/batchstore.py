@@ -16,9 +16,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import NamedTuple
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import (
@@ -35,14 +36,12 @@ from nats.nuid import NUID
 from switchyard.bus import subjects
 from switchyard.errors import Conflict
 from switchyard.runtime.objects import ObjectWriter, StoredObject, open_object
+from switchyard.runtime.pages import read_all
 from switchyard.schemas import batches as b
 
 UPDATE_ATTEMPTS = 8
-# Reading a batch's line results: at most this many, and about this many bytes, per request
-# (judged by the largest result so far), and how long a read may stall.
-RESULTS_PER_READ = 256
-BYTES_PER_READ = 16 * 1024 * 1024
-READ_IDLE_S = 30.0
+# How long the server keeps a reader's consumer of line results once nobody reads it.
+READ_IDLE_S = 120.0
 # JetStream's error codes when a compare-and-set loses (the second: another one on the same
 # key is still being applied, in a replicated stream).
 WRONG_LAST_SEQUENCE = (10071, 10164)
@@ -52,8 +51,9 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class BatchStore:
-    def __init__(self, js: JetStreamContext) -> None:
-        self._js = js
+    def __init__(self, nc: NATS) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(timeout=10)
         self._batches: KeyValue | None = None
         self._lines: KeyValue | None = None
         self._files: ObjectStore | None = None
@@ -320,11 +320,16 @@ class BatchStore:
             return False
         return True
 
-    async def line_results(self, batch_id: str) -> AsyncIterator[tuple[int, bytes]]:
+    async def line_results(self, batch_id: str) -> AsyncGenerator[tuple[int, bytes]]:
         """Every recorded result of a batch as (line number, result), in the order they were
-        recorded, handed over as they are read. Pulled a few at a time (``RESULTS_PER_READ``,
-        fewer when they are large), so a large batch's results are never all in memory here
-        (a watch is pushed as fast as the server can send, whatever the reader does)."""
+        recorded, handed over as they are read: pulled a page of at most 16 MB at a time
+        (:func:`~switchyard.runtime.pages.read_all`), so a large batch's results are never all
+        in memory here. A watch, which this used before, is pushed as fast as the server can
+        send, whatever the reader does.
+
+        Raises:
+            BusError: the results stopped arriving, or one went missing on the way.
+        """
         stream = f"KV_{subjects.BATCH_LINES_BUCKET}"
         name = NUID().next().decode()
         await self._js.add_consumer(
@@ -339,24 +344,15 @@ class BatchStore:
                 num_replicas=1,
             ),
         )
-        sub: JetStreamContext.PullSubscription | None = None
         try:
-            sub = await self._js.pull_subscribe_bind(stream=stream, name=name)
-            left = (await sub.consumer_info()).num_pending or 0
-            per_read = RESULTS_PER_READ
-            while left:
-                msgs = await sub.fetch(min(left, per_read), timeout=READ_IDLE_S)
-                left = msgs[-1].metadata.num_pending if msgs else left
-                largest = max(len(msg.data) for msg in msgs) if msgs else 0
-                per_read = max(1, min(per_read, BYTES_PER_READ // max(1, largest)))
-                for msg in msgs:
+            pending = (await self._js.consumer_info(stream, name)).num_pending or 0
+            async with contextlib.aclosing(read_all(self._nc, stream, name, pending)) as msgs:
+                async for msg in msgs:
                     operation = (msg.headers or {}).get("KV-Operation")
                     if msg.data and operation not in _MARKERS:
                         yield int(msg.subject.rsplit(".", 1)[1]), msg.data
         finally:
             with contextlib.suppress(Exception):
-                if sub is not None:
-                    await sub.unsubscribe()
                 await self._js.delete_consumer(stream, name)
 
     async def forget_lines(self, batch_id: str) -> None:

@@ -11,6 +11,7 @@ so the batch runner never holds a whole output file (nats-py's ``put`` wants it 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError, ObjectDeletedError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
@@ -157,12 +159,25 @@ class ObjectWriter:
                 headers={api.Header.ROLLUP: "sub"},  # the record replaces the earlier one
             )
         except BaseException:
-            await self.abort()
+            # An answer lost after the record was stored: the object is live, keep its chunks.
+            if not await self._stored():
+                await self.abort()
             raise
         self._closed = True
         if earlier is not None and earlier.nuid and earlier.nuid != self._nuid:
             await self._js.purge_stream(self._stream, subject=f"$O.{self._bucket}.C.{earlier.nuid}")
         return self.size
+
+    async def _stored(self) -> bool:
+        """Whether the store's record of this name points at this writer's chunks."""
+        try:
+            info = await asyncio.wait_for(self._store.get_info(self.name), 5)
+        except NotFoundError:
+            return False
+        except (NatsError, TimeoutError):  # unknown: keep the chunks (at worst dead bytes)
+            return True
+        self._closed = info.nuid == self._nuid
+        return self._closed
 
     async def abort(self) -> None:
         """Remove the chunks written so far (best effort: a leftover is only dead bytes);

@@ -49,6 +49,36 @@ def test_requests_become_lines_for_the_messages_endpoint() -> None:
     assert lines[0].body == {"model": "m", "max_tokens": 5, "messages": []}
 
 
+def test_requests_are_copied_as_sent_one_line_each_however_the_body_is_laid_out() -> None:
+    requests = [
+        {
+            "custom_id": "r1",
+            "params": {"model": "m", "messages": [{"role": "user", "content": "a\nb"}]},
+        },
+        {"custom_id": "r2", "params": {"model": "m", "system": "héllo ✓", "max_tokens": 9}},
+    ]
+    for body in (
+        json.dumps({"requests": requests}, indent=2).encode(),  # line breaks between tokens
+        json.dumps({"requests": requests}, ensure_ascii=False).encode(),  # raw UTF-8
+        json.dumps({"requests": requests}, separators=(",", ":")).encode(),
+    ):
+        data, count = ab.input_lines(body)
+        lines = data.splitlines()
+        assert count == len(lines) == 2
+        decoded = [b.BATCH_LINE.decode(raw) for raw in lines]
+        assert [x.body for x in decoded] == [r["params"] for r in requests]
+        assert [x.custom_id for x in decoded] == ["r1", "r2"]
+
+
+def test_a_body_that_is_not_utf8_is_refused() -> None:
+    good = {"requests": [{"custom_id": "a", "params": {"model": "m", "x": "é"}}]}
+    latin1 = json.dumps(good, ensure_ascii=False).encode("latin-1")  # é as one byte: not UTF-8
+    in_model = b'{"requests":[{"custom_id":"a","params":{"model":"m\xff"}}]}'
+    for bad in (latin1, in_model):
+        with pytest.raises(InvalidRequest, match="UTF-8"):
+            ab.input_lines(bad)
+
+
 @pytest.mark.parametrize(
     ("requests", "param"),
     [
@@ -58,7 +88,7 @@ def test_requests_become_lines_for_the_messages_endpoint() -> None:
         ([{"custom_id": "x" * 65, "params": {"model": "m"}}], "requests.0.custom_id"),
         ([{"custom_id": "a", "params": {"model": "m"}}] * 2, "requests.1.custom_id"),
         ([{"custom_id": "a", "params": {"model": 3}}], "requests.0.params.model"),
-        ([{"custom_id": "a", "params": []}], "requests"),
+        ([{"custom_id": "a", "params": []}], "requests.0.params"),
     ],
 )
 def test_a_bad_create_names_the_field(requests: list[Any], param: str) -> None:

@@ -122,9 +122,11 @@ def test_service_tier_maps_to_classes_and_keys_cap_them() -> None:
 
 
 async def test_batch_and_file_ids_that_cannot_exist_are_not_looked_up() -> None:
+    from nats.aio.client import Client as NATS
+
     from switchyard.runtime.batchstore import BatchStore
 
-    store = BatchStore(None)  # type: ignore[arg-type]  # no lookup may happen
+    store = BatchStore(NATS())  # never connected: no lookup may happen
     assert await store.get("\u00d7>", "team") is None  # what the fuzzer sent
     assert await store.file("a.b", "team") is None
     assert await store.get("x" * 200, "team") is None

@@ -40,7 +40,7 @@ RETRY_PAUSE_S = 2.0
 class BatchRunner:
     def __init__(self, nc: NATS, settings: Settings, proc: Process) -> None:
         self.settings = settings
-        self.store = BatchStore(nc.jetstream(timeout=10))
+        self.store = BatchStore(nc)
         self.llm = LLMClient(nc, attempts=1, default_timeout=settings.batch.line_timeout_s)
         self.slots = asyncio.Semaphore(settings.batch.max_in_flight)
         self._records = BatchRecords(nc.jetstream(timeout=10), self._changed)
@@ -266,6 +266,8 @@ class BatchRunner:
             return
         record, _ = found
         status = record.batch.status
+        if status not in b.ACTIVE:  # finished by an earlier pass whose answer went missing
+            return
         final = "cancelled" if status == "cancelling" else "completed"
         if final == "completed" and self._expired(record):
             final = "expired"
@@ -274,10 +276,11 @@ class BatchRunner:
         lifetime = record.output_expires_s or self.settings.batch.file_expiry_s
         files = OutputFiles(self.store, record, fmt, lifetime)
         try:
-            async for index, result in self.store.line_results(batch_id):
-                placed = done.result(index, result)
-                if placed is not None:
-                    await files.add(*placed)
+            async with contextlib.aclosing(self.store.line_results(batch_id)) as results:
+                async for index, result in results:
+                    placed = done.result(index, result)
+                    if placed is not None:
+                        await files.add(*placed)
             for to_errors, row in done.unrun():
                 await files.add(to_errors, row)
             output_id, error_id = await files.close()
