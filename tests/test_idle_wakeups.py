@@ -72,8 +72,10 @@ def test_idle_kv_followers_do_not_wake_the_process(tmp_path: Path) -> None:
             return await _idle_waits(nc, quiet=False), await _idle_waits(nc, quiet=True)
 
     polled, quiet = _counting(run)
-    # nats-py's poll: four watches x 4 a second x 2 s = 32 wake-ups at least.
-    assert polled >= 32, polled
+    print(f"wake-ups in 2 s: {polled} polled, {quiet} quiet")
+    # nats-py's poll: four watches x 4 a second x 2 s = 32 timers, some of which fire in the
+    # same wake-up (a loaded CI machine counted 31).
+    assert polled >= 24, polled
     # Quiet: only the 2 s sleep itself and the odd server heartbeat (every 5 s per watch).
     assert quiet <= 8, (quiet, polled)
 
