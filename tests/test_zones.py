@@ -180,6 +180,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.STREAM.LIST",
             "$KV.sy_keys.anykey",
             AUDIT,
+            "$JS.API.CONSUMER.MSG.NEXT.KV_sy_batch_lines.reader",  # only the runner reads them
         ],
         "sub_ok": ["_INBOX_gateway.>"],
         "sub_no": [">", "_INBOX_tail.>", "secrets.v1.changed.>"],

@@ -175,6 +175,7 @@ class ObjectWriter:
         except NotFoundError:
             return False
         except (NatsError, TimeoutError):  # unknown: keep the chunks (at worst dead bytes)
+            self._closed = True  # so that no abort purges them either
             return True
         self._closed = info.nuid == self._nuid
         return self._closed

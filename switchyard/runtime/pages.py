@@ -27,21 +27,29 @@ _JSON = msgspec.json.Encoder()
 
 class _Page:
     """The messages of one pull request as they arrive; ``ended`` once all came, or a status
-    (no messages, request timed out, the byte limit reached) closed the request."""
+    (no messages, the byte limit reached, the batch completed) closed the request. Each
+    request has its own reply subject, so a status a server sends late for the one before
+    (a "batch completed" after a page that ended by count) cannot end this one."""
 
-    def __init__(self) -> None:
+    def __init__(self, inbox: str) -> None:
+        self._inbox = inbox
+        self._asked = 0
+        self.reply = ""
         self.msgs: list[Msg] = []
         self.want = 0
         self.ended = asyncio.Event()
 
     def start(self, want: int) -> None:
+        self._asked += 1
+        self.reply = f"{self._inbox}.{self._asked}"
         self.msgs = []
         self.want = want
         self.ended.clear()
 
     async def on_msg(self, msg: Msg) -> None:
-        if not msg.reply:  # a status message (404, 408, 409): the request is over
-            self.ended.set()
+        if not msg.reply:  # a status message (404, 408, 409): its request is over
+            if msg.subject == self.reply:
+                self.ended.set()
             return
         self.msgs.append(msg)
         if len(self.msgs) >= self.want:
@@ -55,9 +63,9 @@ async def read_all(nc: NATS, stream: str, consumer: str, pending: int) -> AsyncG
     Raises:
         BusError: a page did not come within ``PAGE_WAIT_S``, or a message is missing.
     """
-    page = _Page()
     inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, cb=page.on_msg)
+    page = _Page(inbox)
+    sub = await nc.subscribe(f"{inbox}.*", cb=page.on_msg)
     api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
     seen = 0
     try:
@@ -65,11 +73,16 @@ async def read_all(nc: NATS, stream: str, consumer: str, pending: int) -> AsyncG
             page.start(min(pending, PAGE_MESSAGES))
             # ``no_wait``: what is there now, then a 404, rather than waiting for more.
             ask = {"batch": page.want, "max_bytes": PAGE_BYTES, "no_wait": True}
-            await nc.publish(api, _JSON.encode(ask), reply=inbox)
+            await nc.publish(api, _JSON.encode(ask), reply=page.reply)
             try:
                 await asyncio.wait_for(page.ended.wait(), PAGE_WAIT_S)
             except TimeoutError:
-                raise BusError(f"reading {stream}: no answer within {PAGE_WAIT_S:.0f} s") from None
+                # A page that fills the byte limit exactly ends with no status: what came is
+                # the page (the checks below still see any gap). Nothing at all: no answer.
+                if not page.msgs:
+                    raise BusError(
+                        f"reading {stream}: no answer within {PAGE_WAIT_S:.0f} s"
+                    ) from None
             if not page.msgs:
                 raise BusError(f"reading {stream}: {pending} messages pending, none sent")
             for msg in page.msgs:

@@ -59,6 +59,7 @@ def test_requests_are_copied_as_sent_one_line_each_however_the_body_is_laid_out(
     ]
     for body in (
         json.dumps({"requests": requests}, indent=2).encode(),  # line breaks between tokens
+        json.dumps({"requests": requests}, indent=2).encode().replace(b"\n", b"\r"),  # CR only
         json.dumps({"requests": requests}, ensure_ascii=False).encode(),  # raw UTF-8
         json.dumps({"requests": requests}, separators=(",", ":")).encode(),
     ):

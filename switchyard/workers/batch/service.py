@@ -267,6 +267,8 @@ class BatchRunner:
         record, _ = found
         status = record.batch.status
         if status not in b.ACTIVE:  # finished by an earlier pass whose answer went missing
+            with contextlib.suppress(Exception):  # that pass's last step, maybe not taken
+                await self.store.forget_lines(batch_id)
             return
         final = "cancelled" if status == "cancelling" else "completed"
         if final == "completed" and self._expired(record):
@@ -290,7 +292,9 @@ class BatchRunner:
         now = int(time.time())
         counts = b.RequestCounts(total=len(lines), completed=done.completed, failed=done.failed)
 
-        def finish(r: b.BatchRecord) -> b.BatchRecord:
+        def finish(r: b.BatchRecord) -> b.BatchRecord | None:
+            if r.batch.status not in b.ACTIVE:  # ended meanwhile (an earlier pass): as it is
+                return None
             batch = msgspec.structs.replace(
                 r.batch,
                 status=final,
