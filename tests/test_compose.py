@@ -327,11 +327,39 @@ def _billing_state(dep: Deployment, key_id: str) -> Callable[[], str]:
 
     def explain() -> str:
         spend = _spend_tokens(dep, key_id)
-        return f"spend (prompt, completion, requests): {spend}\n" + dep.logs(
-            "accounting", "modelproxy"
+        return (
+            f"spend (prompt, completion, requests): {spend}\n"
+            + _valkey_from(dep.container("accounting"))
+            + dep.logs("accounting", "modelproxy", "valkey")
         )
 
     return explain
+
+
+_PING = """
+import socket, time
+began = time.monotonic()
+try:
+    with socket.create_connection(("valkey", 6379), 5) as s:
+        s.settimeout(5)
+        s.sendall(b"PING\\r\\n")
+        print("valkey answered", s.recv(64), "in", round(time.monotonic() - began, 3), "s")
+except OSError as exc:
+    print("valkey unreachable:", repr(exc), "after", round(time.monotonic() - began, 3), "s")
+"""
+
+
+def _valkey_from(container: str) -> str:
+    """Whether ``container`` reaches Valkey now, and how fast (a failed spend wait's clue:
+    once, accounting's calls to it timed out for a whole test)."""
+    done = subprocess.run(
+        ["podman", "exec", container, "python3", "-c", _PING],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return f"--- from {container}: {(done.stdout + done.stderr).strip()}\n"
 
 
 def test_full_restart_keeps_secrets_keys_routes_queued_requests_and_spend(
