@@ -13,7 +13,6 @@ the same line is refused by the bucket, so a line is never recorded twice).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import re
 from collections.abc import AsyncGenerator, Callable, Iterable
@@ -35,7 +34,13 @@ from nats.nuid import NUID
 
 from switchyard.bus import subjects
 from switchyard.errors import Conflict
-from switchyard.runtime.objects import ObjectWriter, StoredObject, open_object
+from switchyard.runtime.objects import (
+    ObjectWriter,
+    StoredObject,
+    open_object,
+    record_subject,
+    stream_of,
+)
 from switchyard.runtime.pages import read_all
 from switchyard.schemas import batches as b
 
@@ -134,10 +139,8 @@ class BatchStore:
         place (~200 bytes per file, kept for ever otherwise)."""
         with contextlib.suppress(ObjectNotFoundError, ObjectDeletedError):
             await (await self._objects()).delete(file_id)
-        name = base64.urlsafe_b64encode(file_id.encode()).decode()  # as nats-py names it
-        await self._js.purge_stream(
-            f"OBJ_{subjects.FILES_BUCKET}", subject=f"$O.{subjects.FILES_BUCKET}.M.{name}"
-        )
+        bucket = subjects.FILES_BUCKET
+        await self._js.purge_stream(stream_of(bucket), subject=record_subject(bucket, file_id))
 
     async def _purge_key(self, key: str) -> None:
         await self._js.purge_stream(

@@ -35,6 +35,21 @@ _DIGEST = "SHA-256="
 CHUNK_BYTES = 128 * 1024
 
 
+def stream_of(bucket: str) -> str:
+    """The stream behind an object store, as nats-py names it."""
+    return f"OBJ_{bucket}"
+
+
+def chunks_subject(bucket: str, nuid: str) -> str:
+    """Where one version of an object keeps its chunks."""
+    return f"$O.{bucket}.C.{nuid}"
+
+
+def record_subject(bucket: str, name: str) -> str:
+    """Where an object's record (size, chunks, digest) is kept, as nats-py names it."""
+    return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+
+
 @dataclass(frozen=True, slots=True)
 class StoredObject:
     """An object found in the store: its size, and its bytes as they arrive (read once)."""
@@ -62,7 +77,7 @@ async def open_object(js: JetStreamContext, store: ObjectStore, name: str) -> St
         return None
     size = info.size or 0
     digest = info.digest or ""
-    subject = f"$O.{info.bucket}.C.{info.nuid}"
+    subject = chunks_subject(info.bucket, info.nuid)
     return StoredObject(size, _chunks(js, subject, size, digest, name))
 
 
@@ -107,9 +122,9 @@ class ObjectWriter:
         self.name = name
         self._closed = False
         self._bucket = bucket
-        self._stream = f"OBJ_{bucket}"
+        self._stream = stream_of(bucket)
         self._nuid = NUID().next().decode()  # chunks go under a fresh id, as nats-py's do
-        self._subject = f"$O.{self._bucket}.C.{self._nuid}"
+        self._subject = chunks_subject(bucket, self._nuid)
         self._buffer = bytearray()
         self._sha = hashlib.sha256()
         self.size = 0
@@ -151,10 +166,9 @@ class ObjectWriter:
             digest=_DIGEST + base64.urlsafe_b64encode(self._sha.digest()).decode(),
             options=api.ObjectMetaOptions(max_chunk_size=CHUNK_BYTES),
         )
-        name = base64.urlsafe_b64encode(self.name.encode()).decode()
         try:
             await self._js.publish(
-                f"$O.{self._bucket}.M.{name}",
+                record_subject(self._bucket, self.name),
                 json.dumps(info.as_dict()).encode(),
                 headers={api.Header.ROLLUP: "sub"},  # the record replaces the earlier one
             )
@@ -165,7 +179,9 @@ class ObjectWriter:
             raise
         self._closed = True
         if earlier is not None and earlier.nuid and earlier.nuid != self._nuid:
-            await self._js.purge_stream(self._stream, subject=f"$O.{self._bucket}.C.{earlier.nuid}")
+            await self._js.purge_stream(
+                self._stream, subject=chunks_subject(self._bucket, earlier.nuid)
+            )
         return self.size
 
     async def _stored(self) -> bool:

@@ -182,10 +182,11 @@ class BatchRunner:
                 on_line=lambda ok: self._lines[ok].inc(),
             )
             await self._drive(job, done)
-            if self._status(batch_id) == "in_progress" and not self._expired(claimed):
-                recorded = await self._recorded(batch_id, fmt)
-                if len(recorded) < len(lines):
-                    return False  # some lines failed to run: another pass sends them again
+            # The job counts every line with a recorded answer (those before it, and each it
+            # recorded), so no second read of every answer is needed to know what is missing.
+            missing = job.completed + job.failed < len(lines)
+            if missing and self._status(batch_id) == "in_progress" and not self._expired(claimed):
+                return False  # some lines failed to run: another pass sends them again
         await self._finalize(batch_id, lines)
         return True
 
