@@ -22,6 +22,7 @@ import pytest_asyncio
 
 from switchyard.bus import subjects
 from switchyard.runtime.batchstore import BatchStore
+from switchyard.runtime.objects import CHUNK_BYTES, ObjectWriter, chunks_subject, stream_of
 from switchyard.schemas import batches as b
 from switchyard.stack import local
 from tests.stacks import Stack, batch_config, start_stack
@@ -455,6 +456,32 @@ async def test_files_and_batch_records_expire_as_at_openai(batchy: Stack) -> Non
             assert (await client.files.retrieve(short.id)).id == short.id
     finally:
         await tail.close()
+
+
+async def test_chunks_a_killed_writer_left_are_swept_and_live_files_stay(batchy: Stack) -> None:
+    """An edge or runner killed while storing a file leaves chunks that no file names; the
+    runner's sweep purges them once they are old (ten seconds in this stack), with its own
+    permissions, and leaves every live file alone."""
+    key, _ = await batchy.new_key("dead-chunks")
+    async with _client(batchy, key) as client:
+        upload = await client.files.create(file=("kept.jsonl", _input("kept")), purpose="batch")
+    tail = await batchy.connect("tail")
+    try:
+        js = tail.jetstream(timeout=10)
+        store = await js.object_store(subjects.FILES_BUCKET)
+        killed = ObjectWriter(js, store, subjects.FILES_BUCKET, "file-killed-mid-write")
+        await killed.write(b"x" * (3 * CHUNK_BYTES + 1))  # three chunks out, then "SIGKILL"
+        dead = chunks_subject(subjects.FILES_BUCKET, killed.nuid)
+        stream = stream_of(subjects.FILES_BUCKET)
+        assert (await js.stream_info(stream, subjects_filter=dead)).state.subjects == {dead: 3}
+        deadline = time.monotonic() + 40
+        while (await js.stream_info(stream, subjects_filter=dead)).state.subjects:
+            assert time.monotonic() < deadline, "the sweep left a killed writer's chunks"
+            await asyncio.sleep(0.5)
+    finally:
+        await tail.close()
+    async with _client(batchy, key) as client:
+        assert (await client.files.content(upload.id)).content == _input("kept")
 
 
 async def test_killing_every_model_proxy_then_restarting_loses_and_repeats_nothing(

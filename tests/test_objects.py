@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
 
 from switchyard.errors import BusError
-from switchyard.runtime.objects import ObjectWriter, open_object
+from switchyard.runtime.objects import ObjectWriter, open_object, purge_dead_chunks
 from tests.support import jetstream_server
 
 pytestmark = pytest.mark.integration
@@ -122,3 +123,35 @@ async def test_an_aborted_object_leaves_nothing_and_keeps_the_one_before(tmp_pat
         await stored.close()
         await stored.abort()  # too late: a stored object stays
         assert (await store.get("new")).data == b"done"
+
+
+async def test_chunks_a_killed_writer_left_are_purged_once_old(tmp_path: Path) -> None:
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        store = await js.create_object_store("files")
+        assert await purge_dead_chunks(js, store, "files", time.time()) == 0  # nothing at all
+        # A writer that died before its record: chunks nobody names (two objects' worth).
+        for name in ("killed", "killed-too"):
+            dead = ObjectWriter(js, store, "files", name)
+            await dead.write(os.urandom(2 * CHUNK + 7))
+        assert await purge_dead_chunks(js, store, "files", time.time() + 7200) == 2
+        assert await _chunks_stored(js, "files") == 0
+        # Live objects (ours, nats-py's, an empty one) and a deleted one around a dead write.
+        kept = ObjectWriter(js, store, "files", "kept")
+        await kept.write(os.urandom(3 * CHUNK))
+        await kept.close()
+        await store.put("put", b"by nats-py")
+        await store.put("gone", b"deleted")
+        await store.delete("gone")
+        dead = ObjectWriter(js, store, "files", "dead")
+        await dead.write(os.urandom(CHUNK))
+        live_chunks = 3 + 1
+        # Young chunks are a write that may still be going on: left alone.
+        assert await purge_dead_chunks(js, store, "files", time.time()) == 0
+        assert await _chunks_stored(js, "files") == live_chunks + 1
+        assert await purge_dead_chunks(js, store, "files", time.time() + 7200) == 1
+        assert await _chunks_stored(js, "files") == live_chunks
+        kept_found = await open_object(js, store, "kept")
+        assert kept_found is not None
+        assert len(await kept_found.read()) == 3 * CHUNK
+        assert (await store.get("put")).data == b"by nats-py"

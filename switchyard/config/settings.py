@@ -305,6 +305,9 @@ class BatchSettings(_Section, frozen=True):
         finished_batch_ttl_s: how long a batch's record stays after it ended (completed,
             failed, expired, cancelled); 0 keeps records for ever.
         sweep_s: how often the runner deletes expired files and batch records.
+        dead_chunks_after_s: the sweep also purges a file's chunks that no file names (what a
+            writer killed half-way left) once nothing was added to them for this long; keep
+            it well above the longest upload or batch output write.
     """
 
     max_file_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 100 * 1024 * 1024
@@ -314,6 +317,7 @@ class BatchSettings(_Section, frozen=True):
     file_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 30 * 86400
     finished_batch_ttl_s: Annotated[int, msgspec.Meta(ge=0)] = 30 * 86400
     sweep_s: Seconds = 600.0
+    dead_chunks_after_s: Seconds = 3600.0
 
 
 class LoggingSettings(_Section, frozen=True):

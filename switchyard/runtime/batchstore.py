@@ -38,6 +38,7 @@ from switchyard.runtime.objects import (
     ObjectWriter,
     StoredObject,
     open_object,
+    purge_dead_chunks,
     record_subject,
     stream_of,
 )
@@ -133,6 +134,17 @@ class BatchStore:
         await self._delete_object(file_id)
         await self._purge_key(b.owned_key(b.FILE_PREFIX, owner, file_id))
         await self._purge_key(b.legacy_key(b.FILE_PREFIX, file_id))
+
+    async def purge_dead_chunks(self, now: float, dead_after_s: float) -> int:
+        """Purge the chunks a writer killed half-way left in the files store; returns how many
+        files' worth (see :func:`~switchyard.runtime.objects.purge_dead_chunks`)."""
+        return await purge_dead_chunks(
+            self._js,
+            await self._objects(),
+            subjects.FILES_BUCKET,
+            now,
+            dead_after_s=dead_after_s,
+        )
 
     async def _delete_object(self, file_id: str) -> None:
         """Purge a file's chunks, then the "deleted" entry nats-py's delete writes in their

@@ -7,6 +7,7 @@ the same chunks in order, hands each over as it arrives, and checks the object's
 the end, so an edge can stream a file to its client and the batch runner can join a file's
 chunks once. :class:`ObjectWriter` is the other way: an object written as its rows are made,
 so the batch runner never holds a whole output file (nats-py's ``put`` wants it in one piece).
+:func:`purge_dead_chunks` removes what a writer killed half-way left behind.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ CHUNK_WAIT_S = 10.0
 _DIGEST = "SHA-256="
 # nats-py's chunk size: objects we write read back as those nats-py writes do.
 CHUNK_BYTES = 128 * 1024
+# Chunks that no object's record names are dead once nothing was added to them for this long.
+# A writer (ours or nats-py's ``put``) stores its record within seconds of its last chunk, so
+# only one that died half-way (SIGKILL, a lost machine) leaves chunks this old behind.
+DEAD_AFTER_S = 3600.0
 
 
 def stream_of(bucket: str) -> str:
@@ -123,8 +128,8 @@ class ObjectWriter:
         self._closed = False
         self._bucket = bucket
         self._stream = stream_of(bucket)
-        self._nuid = NUID().next().decode()  # chunks go under a fresh id, as nats-py's do
-        self._subject = chunks_subject(bucket, self._nuid)
+        self.nuid = NUID().next().decode()  # chunks go under a fresh id, as nats-py's do
+        self._subject = chunks_subject(bucket, self.nuid)
         self._buffer = bytearray()
         self._sha = hashlib.sha256()
         self.size = 0
@@ -159,7 +164,7 @@ class ObjectWriter:
         info = api.ObjectInfo(
             name=self.name,
             bucket=self._bucket,
-            nuid=self._nuid,
+            nuid=self.nuid,
             size=self.size,
             chunks=self._chunks,
             mtime=datetime.now(UTC).isoformat(),
@@ -178,7 +183,7 @@ class ObjectWriter:
                 await self.abort()
             raise
         self._closed = True
-        if earlier is not None and earlier.nuid and earlier.nuid != self._nuid:
+        if earlier is not None and earlier.nuid and earlier.nuid != self.nuid:
             await self._js.purge_stream(
                 self._stream, subject=chunks_subject(self._bucket, earlier.nuid)
             )
@@ -193,7 +198,7 @@ class ObjectWriter:
         except (NatsError, TimeoutError):  # unknown: keep the chunks (at worst dead bytes)
             self._closed = True  # so that no abort purges them either
             return True
-        self._closed = info.nuid == self._nuid
+        self._closed = info.nuid == self.nuid
         return self._closed
 
     async def abort(self) -> None:
@@ -204,3 +209,51 @@ class ObjectWriter:
             return
         with contextlib.suppress(Exception):
             await self._js.purge_stream(self._stream, subject=self._subject)
+
+
+async def purge_dead_chunks(
+    js: JetStreamContext,
+    store: ObjectStore,
+    bucket: str,
+    now: float,
+    *,
+    dead_after_s: float = DEAD_AFTER_S,
+) -> int:
+    """Purge the chunks of ``bucket`` that no live object names and that nothing was added to
+    for ``dead_after_s`` before ``now``: what a writer killed before its record was stored
+    left behind (any other failure purges them at once). Returns how many objects' worth of
+    chunks went.
+
+    The subjects are read before the records, so a write that ends meanwhile is found live;
+    one still writing has chunks younger than ``dead_after_s`` and is left alone.
+
+    Raises:
+        BusError: fewer records came than the stream holds (nothing is purged then: a
+            record missed would make a live object's chunks look dead).
+    """
+    stream = stream_of(bucket)
+    info = await js.stream_info(stream, subjects_filter=f"$O.{bucket}.>")
+    found = (info.state.subjects or {}) if info.state else {}
+    chunks = [subject for subject in found if subject.startswith(chunks_subject(bucket, ""))]
+    if not chunks:
+        return 0
+    try:
+        records = await store.list()
+    except NotFoundError:  # no records at all: every chunk is unnamed
+        records = []
+    if len(records) < len(found) - len(chunks):
+        raise BusError(f"read {len(records)} of {len(found) - len(chunks)} object records")
+    live = {o.nuid for o in records if o.nuid and not o.deleted}
+    purged = 0
+    for subject in chunks:
+        if subject.rsplit(".", 1)[-1] in live:
+            continue
+        try:
+            last = await js.get_last_msg(stream, subject)
+        except NotFoundError:  # purged meanwhile (a writer's abort, a replaced object)
+            continue
+        if last.time is None or last.time.timestamp() > now - dead_after_s:
+            continue
+        await js.purge_stream(stream, subject=subject)
+        purged += 1
+    return purged

@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from switchyard.bus import identities
 from switchyard.client import LLMClient
 from switchyard.config import Settings
+from switchyard.errors import BusError
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.batchstore import BatchStore
@@ -90,7 +91,8 @@ class BatchRunner:
         """Delete the files that expired and the records of batches that ended
         ``batch.finished_batch_ttl_s`` ago (see :func:`expiry.due`); returns their ids. Also
         purges the markers their owners' deletes left, so a deleted file or message batch
-        leaves nothing in the bucket (the edges may delete, only the runner purges)."""
+        leaves nothing in the bucket (the edges may delete, only the runner purges), and the
+        chunks of files whose writer was killed half-way."""
         files, records, markers, legacy = await self.store.contents()
         owners = {f.file.id: f.owner for f in files}
         owners.update((r.batch.id, r.owner) for r in records)
@@ -105,14 +107,21 @@ class BatchRunner:
         gone = {*gone_files, *gone_batches}
         moved = await self.store.move_legacy(e for e in legacy if b.id_of(e[0]) not in gone)
         await self.store.purge_markers(markers)
-        if gone_files or gone_batches or markers or moved:
+        try:
+            dead = await self.store.purge_dead_chunks(now, self.settings.batch.dead_chunks_after_s)
+        except BusError as exc:  # a partial read of the files: purge nothing, try next time
+            log.warning("left the files store's unnamed chunks for the next sweep: %s", exc)
+            dead = 0
+        if gone_files or gone_batches or markers or moved or dead:
             log.info(
                 "deleted %d expired files and %d batch records; purged %d delete markers; "
-                "moved %d records to their owner keys",
+                "moved %d records to their owner keys; purged the chunks of %d files a "
+                "writer left half-written",
                 len(gone_files),
                 len(gone_batches),
                 len(markers),
                 moved,
+                dead,
             )
         return gone_files, gone_batches
 
