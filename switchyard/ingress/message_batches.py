@@ -11,6 +11,7 @@ the OpenAI Batch API: another tenant's batch is a 404, and OpenAI's ``/v1/batche
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -109,9 +110,16 @@ class MessageBatchApi:
                 expires_at=now + COMPLETION_WINDOW_S,
                 request_counts=b.RequestCounts(total=count),
             )
-            await store.create(
-                b.BatchRecord(batch=batch, owner=owner, key_id=key.id, key_hash=key.hash)
-            )
+            record = b.BatchRecord(batch=batch, owner=owner, key_id=key.id, key_hash=key.hash)
+            try:
+                await store.create(record)
+            except BaseException:
+                # The caller is told the create failed: its input must not stay behind (it
+                # would be kept for ``file_expiry_s``). Should the record have landed after
+                # all, that batch fails for want of its input rather than running unasked.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(store.delete_file(source.id, owner))
+                raise
             return _ok(ab.batch_object(batch, _base_url(request)))
         except ApiError as exc:
             return _fail(exc)
