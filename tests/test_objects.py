@@ -155,3 +155,30 @@ async def test_chunks_a_killed_writer_left_are_purged_once_old(tmp_path: Path) -
         assert kept_found is not None
         assert len(await kept_found.read()) == 3 * CHUNK
         assert (await store.get("put")).data == b"by nats-py"
+
+
+async def test_an_object_read_on_demand_fetches_each_chunk_when_asked(tmp_path: Path) -> None:
+    """The batch runner reads an input file as its lines go out, pausing for minutes: each
+    chunk is fetched when the reader asks for it, so nothing waits in memory meanwhile."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        store = await js.create_object_store("files")
+        data = os.urandom(5 * CHUNK + 9)
+        await store.put("input", data)
+        await store.put("other", os.urandom(2 * CHUNK))  # chunks of another object between
+        found = await open_object(js, store, "input", on_demand=True)
+        assert found is not None
+        chunks = aiter(found.chunks)
+        first = await anext(chunks)
+        # No consumer pushing the rest ahead of the reader: each chunk is asked for.
+        assert (await js.stream_info("OBJ_files")).state.consumer_count == 0
+        assert first == data[:CHUNK]
+        rest = [chunk async for chunk in chunks]
+        assert b"".join([first, *rest]) == data
+        assert await open_object(js, store, "missing", on_demand=True) is None
+        info = await store.get_info("input")
+        await js.purge_stream("OBJ_files", subject=f"$O.files.C.{info.nuid}", keep=2)
+        torn = await open_object(js, store, "input", on_demand=True)
+        assert torn is not None
+        with pytest.raises(BusError, match="missing chunks"):
+            await torn.read()

@@ -116,6 +116,14 @@ class BatchStore:
             return None
         return await open_object(self._js, await self._objects(), file_id)
 
+    async def input_file(self, file_id: str) -> StoredObject | None:
+        """A file's bytes fetched a chunk at a time as the reader asks for them (the batch
+        runner reads a running batch's input so, pausing while its lines wait for slots);
+        None when they are gone."""
+        if not _ID.fullmatch(file_id):
+            return None
+        return await open_object(self._js, await self._objects(), file_id, on_demand=True)
+
     async def files(self, owner: str) -> list[b.FileRecord]:
         """``owner``'s files (uploads and batch outputs), newest first (ties by id, so pages
         made from two reads agree)."""

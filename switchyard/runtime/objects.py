@@ -67,12 +67,18 @@ class StoredObject:
         return b"".join([chunk async for chunk in self.chunks])
 
 
-async def open_object(js: JetStreamContext, store: ObjectStore, name: str) -> StoredObject | None:
+async def open_object(
+    js: JetStreamContext, store: ObjectStore, name: str, *, on_demand: bool = False
+) -> StoredObject | None:
     """The object ``name`` of ``store``; None when there is none (or it was deleted).
 
     Reading its ``chunks`` raises BusError when a chunk does not come within
     ``CHUNK_WAIT_S`` or the bytes do not match the object's digest (after the last chunk:
     a streaming caller has sent the rest by then and must abort its response).
+
+    ``on_demand`` fetches each chunk when the reader asks for it (one request per chunk), for
+    a reader that may pause for minutes between chunks: a subscription would meanwhile be
+    sent every chunk, the whole object, to wait in memory.
     """
     try:
         info = await store.get_info(name)
@@ -83,6 +89,11 @@ async def open_object(js: JetStreamContext, store: ObjectStore, name: str) -> St
     size = info.size or 0
     digest = info.digest or ""
     subject = chunks_subject(info.bucket, info.nuid)
+    if on_demand:
+        pulled = _pulled(
+            js, stream_of(info.bucket), subject, count=info.chunks or 0, digest=digest, name=name
+        )
+        return StoredObject(size, pulled)
     return StoredObject(size, _chunks(js, subject, size, digest, name))
 
 
@@ -106,6 +117,27 @@ async def _chunks(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+    _check_digest(sha, digest, name)
+
+
+async def _pulled(
+    js: JetStreamContext, stream: str, subject: str, *, count: int, digest: str, name: str
+) -> AsyncIterator[bytes]:
+    sha = hashlib.sha256()
+    seq = 1
+    for _ in range(count):
+        try:
+            msg = await js.get_msg(stream, seq, subject=subject, next=True)
+        except NotFoundError:
+            raise BusError(f"object {name} is missing chunks") from None
+        data = msg.data or b""
+        sha.update(data)
+        yield data
+        seq = (msg.seq or seq) + 1
+    _check_digest(sha, digest, name)
+
+
+def _check_digest(sha: hashlib._Hash, digest: str, name: str) -> None:
     expected = digest.removeprefix(_DIGEST).removeprefix(_DIGEST.upper())
     if sha.digest() != base64.urlsafe_b64decode(expected):
         raise BusError(f"object {name} does not match its digest")

@@ -6,7 +6,6 @@ files it writes at the end differ, by the batch's endpoint (:func:`for_endpoint`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Protocol
 
 import msgspec
@@ -106,14 +105,14 @@ class MessagesFormat:
 
 class Assembly:
     """Sorts a finished batch's recorded results into its files one at a time, as they are
-    read (the runner never holds every result at once), then adds the rows of the lines that
+    read (the runner never holds every result at once), then gives the rows of the lines that
     never ran. Rows come in the order the results were recorded, as both vendors allow
     (their files are matched to requests by ``custom_id``, not by order)."""
 
-    def __init__(self, fmt: Format, batch_id: str, lines: list[b.BatchLine], final: str) -> None:
+    def __init__(self, fmt: Format, batch_id: str, total: int, final: str) -> None:
         self._fmt = fmt
         self._batch_id = batch_id
-        self._lines = lines
+        self._total = total
         self._final = final
         self._seen: set[int] = set()
         self.completed = 0
@@ -122,7 +121,7 @@ class Assembly:
     def result(self, index: int, result: bytes) -> tuple[bool, bytes] | None:
         """Where a recorded result goes: (to the error file, row); None for a line it has
         seen already or that the batch does not have."""
-        if index in self._seen or not 1 <= index <= len(self._lines):
+        if index in self._seen or not 1 <= index <= self._total:
             return None
         self._seen.add(index)
         ok = self._fmt.ok(result)
@@ -132,17 +131,22 @@ class Assembly:
             self.failed += 1
         return (not ok and self._fmt.errors_apart), result
 
-    def unrun(self) -> Iterator[tuple[bool, bytes]]:
-        """The rows of the lines no result was given for (once every result is in)."""
-        for index, line in enumerate(self._lines, start=1):
-            if index in self._seen:
-                continue
-            row = self._fmt.unrun(self._batch_id, index, line, self._final)
-            if row is None:
-                continue
-            if self._fmt.unrun_fails:
-                self.failed += 1
-            yield self._fmt.errors_apart, row
+    @property
+    def every_line_answered(self) -> bool:
+        """Whether no line is left without a result (then :meth:`unrun` gives nothing)."""
+        return len(self._seen) >= self._total
+
+    def unrun(self, index: int, line: b.BatchLine) -> tuple[bool, bytes] | None:
+        """Where the row of line ``index`` goes when no result was given for it, and the row
+        (call it for each line once every result is in); None for a line with a result."""
+        if index in self._seen:
+            return None
+        row = self._fmt.unrun(self._batch_id, index, line, self._final)
+        if row is None:
+            return None
+        if self._fmt.unrun_fails:
+            self.failed += 1
+        return self._fmt.errors_apart, row
 
 
 OPENAI = OpenAIFormat()

@@ -12,6 +12,7 @@ at the provider, but its result is recorded once and it is billed once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from switchyard.errors import ApiError, DeadlineExceeded, RateLimited, ServiceUn
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 from switchyard.workers.batch import formats
+from switchyard.workers.batch.inputs import BatchInput
 
 log = logging.getLogger("switchyard.batch")
 
@@ -41,77 +43,14 @@ ATTEMPTS_PER_GENERATION = 40
 _JSON = msgspec.json.Encoder()
 
 
-class Invalid(Exception):
-    """The input file is not a valid batch (the batch fails with these errors)."""
-
-    def __init__(self, errors: list[b.BatchErrorItem]) -> None:
-        super().__init__(errors[0].message if errors else "invalid")
-        self.errors = errors
-
-
-def parse_input(data: bytes, endpoint: str) -> list[b.BatchLine]:
-    """The lines of a batch input file.
-
-    Raises:
-        Invalid: a line is not JSON, lacks a field, targets another endpoint, or repeats a
-            ``custom_id`` (at most 20 problems are listed).
-    """
-    errors: list[b.BatchErrorItem] = []
-    lines: list[b.BatchLine] = []
-    seen: set[str] = set()
-    for number, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            line = b.BATCH_LINE.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            errors.append(b.BatchErrorItem(code="invalid_json_line", message=str(exc), line=number))
-            continue
-        if line.url != endpoint or line.method.upper() != "POST":
-            errors.append(
-                b.BatchErrorItem(
-                    code="invalid_url",
-                    message=f"every line must be POST {endpoint}",
-                    param="url",
-                    line=number,
-                )
-            )
-        elif line.custom_id in seen:
-            errors.append(
-                b.BatchErrorItem(
-                    code="duplicate_custom_id",
-                    message=f"custom_id {line.custom_id!r} appears more than once",
-                    param="custom_id",
-                    line=number,
-                )
-            )
-        elif not isinstance(line.body.get("model"), str):
-            errors.append(
-                b.BatchErrorItem(
-                    code="missing_required_parameter",
-                    message="body.model is required",
-                    param="body.model",
-                    line=number,
-                )
-            )
-        seen.add(line.custom_id)
-        lines.append(line)
-        if len(errors) >= 20:
-            break
-    if not lines and not errors:
-        errors.append(b.BatchErrorItem(code="empty_file", message="the input file has no lines"))
-    if errors:
-        raise Invalid(errors)
-    return lines
-
-
 class Job:
     """Runs the lines of one batch that have no result yet (see the module docstring)."""
 
     def __init__(
         self,
         record: b.BatchRecord,
-        lines: list[b.BatchLine],
+        source: BatchInput,
+        total: int,
         *,
         store: BatchStore,
         llm: LLMClient,
@@ -122,7 +61,8 @@ class Job:
     ) -> None:
         self.record = record
         self.batch_id = record.batch.id
-        self.lines = lines
+        self.source = source
+        self.total = total
         self.store = store
         self.llm = llm
         self.settings = settings
@@ -139,8 +79,11 @@ class Job:
         success)."""
         for ok in done.values():
             self._count(ok)
-        async with asyncio.TaskGroup() as group:
-            for index, line in enumerate(self.lines, start=1):
+        if len(done) >= self.total:
+            return
+        # The input is read as lines are sent: what waits for a slot is one chunk, not the file.
+        async with asyncio.TaskGroup() as group, contextlib.aclosing(self.source.lines()) as lines:
+            async for index, line in lines:
                 if index in done:
                     continue
                 await self.slots.acquire()

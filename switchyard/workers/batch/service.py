@@ -30,7 +30,8 @@ from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import batches as b
 from switchyard.workers.batch import expiry, formats
-from switchyard.workers.batch.job import Invalid, Job, parse_input
+from switchyard.workers.batch.inputs import BatchInput, InputGone, Invalid
+from switchyard.workers.batch.job import Job
 from switchyard.workers.batch.output import OutputFiles
 
 log = logging.getLogger("switchyard.batch")
@@ -160,8 +161,9 @@ class BatchRunner:
         if found is None:
             return True
         record, _ = found
-        lines = await self._input(batch_id, record)
-        if lines is None:
+        source = BatchInput(self.store, record.batch.input_file_id, record.batch.endpoint)
+        total = await self._check(batch_id, source)
+        if total is None:
             return True
         now = int(time.time())
 
@@ -169,7 +171,7 @@ class BatchRunner:
             batch = r.batch
             if batch.status == "validating":
                 batch = msgspec.structs.replace(batch, status="in_progress", in_progress_at=now)
-            counts = msgspec.structs.replace(batch.request_counts, total=len(lines))
+            counts = msgspec.structs.replace(batch.request_counts, total=total)
             batch = msgspec.structs.replace(batch, request_counts=counts)
             return msgspec.structs.replace(r, batch=batch, generation=r.generation + 1)
 
@@ -182,7 +184,8 @@ class BatchRunner:
             done = await self._recorded(batch_id, fmt)
             job = Job(
                 claimed,
-                lines,
+                source,
+                total,
                 store=self.store,
                 llm=self.llm,
                 settings=self.settings.batch,
@@ -193,24 +196,22 @@ class BatchRunner:
             await self._drive(job, done)
             # The job counts every line with a recorded answer (those before it, and each it
             # recorded), so no second read of every answer is needed to know what is missing.
-            missing = job.completed + job.failed < len(lines)
+            missing = job.completed + job.failed < total
             if missing and self._status(batch_id) == "in_progress" and not self._expired(claimed):
                 return False  # some lines failed to run: another pass sends them again
-        await self._finalize(batch_id, lines)
+        await self._finalize(batch_id, source, total)
         return True
 
-    async def _input(self, batch_id: str, record: b.BatchRecord) -> list[b.BatchLine] | None:
-        """The batch's lines (its file's bytes are not kept: only what runs them); None when
-        the batch failed for its input."""
-        data = await self.store.content(record.batch.input_file_id)
-        if data is None:  # deleted after the batch was created (the edge refuses it after)
-            await self._fail(batch_id, [_input_gone(record.batch.input_file_id)])
-            return None
+    async def _check(self, batch_id: str, source: BatchInput) -> int | None:
+        """How many requests the batch's input holds (read through once, not kept); None
+        when the batch failed for its input."""
         try:
-            return parse_input(data, record.batch.endpoint)
+            return await source.check()
+        except InputGone as exc:  # deleted after the batch was created (the edge refuses it)
+            await self._fail(batch_id, [_input_gone(str(exc))])
         except Invalid as exc:
             await self._fail(batch_id, exc.errors)
-            return None
+        return None
 
     async def _recorded(self, batch_id: str, fmt: formats.Format) -> dict[int, bool]:
         """Which lines have a result, and whether it is a success (not the results: a
@@ -235,7 +236,7 @@ class BatchRunner:
                     await run
 
     async def _progress(self, job: Job) -> None:
-        counts = b.RequestCounts(total=len(job.lines), completed=job.completed, failed=job.failed)
+        counts = b.RequestCounts(total=job.total, completed=job.completed, failed=job.failed)
 
         def write(r: b.BatchRecord) -> b.BatchRecord | None:
             if r.batch.request_counts == counts:
@@ -265,7 +266,7 @@ class BatchRunner:
         await self.store.update(batch_id, self._owner(batch_id), failed)
         log.info("batch %s failed validation: %s", batch_id, errors[0].message)
 
-    async def _finalize(self, batch_id: str, lines: list[b.BatchLine]) -> None:
+    async def _finalize(self, batch_id: str, source: BatchInput, total: int) -> None:
         """Write the output and error files from the recorded results, then the final status.
 
         Idempotent: file ids derive from the batch id, so a pass interrupted here rewrites the
@@ -284,7 +285,7 @@ class BatchRunner:
         if final == "completed" and self._expired(record):
             final = "expired"
         fmt = formats.for_endpoint(record.batch.endpoint)
-        done = formats.Assembly(fmt, batch_id, lines, final)
+        done = formats.Assembly(fmt, batch_id, total, final)
         lifetime = record.output_expires_s or self.settings.batch.file_expiry_s
         files = OutputFiles(self.store, record, fmt, lifetime)
         try:
@@ -293,14 +294,18 @@ class BatchRunner:
                     placed = done.result(index, result)
                     if placed is not None:
                         await files.add(*placed)
-            for to_errors, row in done.unrun():
-                await files.add(to_errors, row)
+            if not done.every_line_answered:  # rows for the lines that never ran
+                async with contextlib.aclosing(source.lines()) as lines:
+                    async for index, line in lines:
+                        placed = done.unrun(index, line)
+                        if placed is not None:
+                            await files.add(*placed)
             output_id, error_id = await files.close()
         except BaseException:  # this pass runs again from the start: no half files left
             await files.abort()
             raise
         now = int(time.time())
-        counts = b.RequestCounts(total=len(lines), completed=done.completed, failed=done.failed)
+        counts = b.RequestCounts(total=total, completed=done.completed, failed=done.failed)
 
         def finish(r: b.BatchRecord) -> b.BatchRecord | None:
             if r.batch.status not in b.ACTIVE:  # ended meanwhile (an earlier pass): as it is

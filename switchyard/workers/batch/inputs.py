@@ -1,0 +1,139 @@
+"""A batch's input file, read from the store a chunk at a time whenever its lines are needed.
+
+The runner keeps no copy of an input file. Checking it, sending its lines and writing the
+rows of the lines that never ran each read the file again from the object store, one chunk
+(128 KiB) at a time and only as fast as the reader goes, so a running batch costs the runner
+the lines in flight rather than the file: a 100 MB input parsed and held for the whole run
+took ~140 MB of the runner's memory (~230 MB while it was parsed), per running batch.
+
+Lines are numbered as before: a line's index (its request id, its place in
+``request_counts``) counts the non-blank lines; the line numbers in errors count every line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterable
+
+import msgspec
+
+from switchyard.errors import BusError
+from switchyard.runtime.batchstore import BatchStore
+from switchyard.schemas import batches as b
+
+MAX_ERRORS = 20  # problems listed for an invalid file (the rest are not looked for)
+
+
+class Invalid(Exception):
+    """The input file is not a valid batch (the batch fails with these errors)."""
+
+    def __init__(self, errors: list[b.BatchErrorItem]) -> None:
+        super().__init__(errors[0].message if errors else "invalid")
+        self.errors = errors
+
+
+class InputGone(Exception):
+    """The input file was deleted after the batch was created."""
+
+
+async def split_lines(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes]:
+    """The lines of the bytes ``chunks`` make up, cut where ``bytes.splitlines`` cuts them
+    (``\\n``, ``\\r\\n`` or ``\\r``) whatever the chunk boundaries; holds one line at most."""
+    buf = bytearray()
+    async for chunk in chunks:
+        buf += chunk
+        if b"\n" not in chunk and b"\r" not in chunk:
+            continue  # a long line goes on: no need to look at the rest again
+        parts = buf.splitlines(keepends=True)
+        if not parts[-1].endswith(b"\n"):  # no line end yet, or "\r" that "\n" may follow
+            parts.pop()
+        used = 0
+        for part in parts:
+            used += len(part)
+            yield bytes(part[:-2] if part.endswith(b"\r\n") else part[:-1])
+        del buf[:used]
+    for part in buf.splitlines():
+        yield bytes(part)
+
+
+class BatchInput:
+    """The input file ``file_id`` of a batch for ``endpoint``."""
+
+    def __init__(self, store: BatchStore, file_id: str, endpoint: str) -> None:
+        self._store = store
+        self._file_id = file_id
+        self._endpoint = endpoint
+
+    async def _raw_lines(self) -> AsyncGenerator[bytes]:
+        found = await self._store.input_file(self._file_id)
+        if found is None:
+            raise InputGone(self._file_id)
+        async for line in split_lines(found.chunks):
+            yield line
+
+    async def check(self) -> int:
+        """How many requests the file holds.
+
+        Raises:
+            Invalid: a line is not JSON, lacks a field, targets another endpoint, or repeats
+                a ``custom_id`` (at most :data:`MAX_ERRORS` problems are listed).
+            InputGone: the file was deleted.
+        """
+        errors: list[b.BatchErrorItem] = []
+        seen: set[str] = set()
+        count = 0
+        number = 0
+        async for raw in self._raw_lines():
+            number += 1
+            if not raw.strip():
+                continue
+            try:
+                line = b.BATCH_LINE.decode(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                errors.append(_error("invalid_json_line", str(exc), None, number))
+            else:
+                count += 1
+                problem = self._problem(line, seen)
+                if problem is not None:
+                    errors.append(_error(*problem, number))
+                seen.add(line.custom_id)
+            if len(errors) >= MAX_ERRORS:
+                break
+        if not count and not errors:
+            empty = "the input file has no lines"
+            errors.append(b.BatchErrorItem(code="empty_file", message=empty))
+        if errors:
+            raise Invalid(errors)
+        return count
+
+    def _problem(self, line: b.BatchLine, seen: set[str]) -> tuple[str, str, str] | None:
+        if line.url != self._endpoint or line.method.upper() != "POST":
+            return "invalid_url", f"every line must be POST {self._endpoint}", "url"
+        if line.custom_id in seen:
+            message = f"custom_id {line.custom_id!r} appears more than once"
+            return "duplicate_custom_id", message, "custom_id"
+        if not isinstance(line.body.get("model"), str):
+            return "missing_required_parameter", "body.model is required", "body.model"
+        return None
+
+    async def lines(self) -> AsyncGenerator[tuple[int, b.BatchLine]]:
+        """Every request of a file :meth:`check` passed, with its index, read as the caller
+        goes.
+
+        Raises:
+            InputGone: the file was deleted.
+            BusError: the file stopped arriving, or is no longer what was checked.
+        """
+        index = 0
+        async for raw in self._raw_lines():
+            if not raw.strip():
+                continue
+            index += 1
+            try:
+                line = b.BATCH_LINE.decode(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                raise BusError(f"line {index} of {self._file_id} no longer reads") from None
+            yield index, line
+
+
+def _error(code: str, message: str, param: str | None, line: int) -> b.BatchErrorItem:
+    return b.BatchErrorItem(code=code, message=message, param=param, line=line)
