@@ -13,6 +13,7 @@ the same line is refused by the bucket, so a line is never recorded twice).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncGenerator, Callable, Iterable
@@ -83,7 +84,12 @@ class BatchStore:
 
     async def put_file(self, record: b.FileRecord, data: bytes) -> None:
         await (await self._objects()).put(record.file.id, data)
-        await self.save_file(record)
+        try:
+            await self.save_file(record)
+        except BaseException:  # bytes without a record would never expire: remove them
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._delete_object(record.file.id))
+            raise
 
     async def file_writer(self, file_id: str) -> ObjectWriter:
         """Writes a file's bytes as they come; :meth:`save_file` its record once they are

@@ -38,6 +38,7 @@ CHUNK_BYTES = 128 * 1024
 # A writer (ours or nats-py's ``put``) stores its record within seconds of its last chunk, so
 # only one that died half-way (SIGKILL, a lost machine) leaves chunks this old behind.
 DEAD_AFTER_S = 3600.0
+LIST_WAIT_S = 60.0
 
 
 def stream_of(bucket: str) -> str:
@@ -130,6 +131,8 @@ async def _pulled(
             msg = await js.get_msg(stream, seq, subject=subject, next=True)
         except NotFoundError:
             raise BusError(f"object {name} is missing chunks") from None
+        except (NatsError, TimeoutError) as exc:
+            raise BusError(f"object {name} stopped arriving: {type(exc).__name__}") from None
         data = msg.data or b""
         sha.update(data)
         yield data
@@ -260,8 +263,8 @@ async def purge_dead_chunks(
     one still writing has chunks younger than ``dead_after_s`` and is left alone.
 
     Raises:
-        BusError: fewer records came than the stream holds (nothing is purged then: a
-            record missed would make a live object's chunks look dead).
+        BusError: a record the stream holds was not read (nothing is purged then: a record
+            missed would make a live object's chunks look dead).
     """
     stream = stream_of(bucket)
     info = await js.stream_info(stream, subjects_filter=f"$O.{bucket}.>")
@@ -270,11 +273,19 @@ async def purge_dead_chunks(
     if not chunks:
         return 0
     try:
-        records = await store.list()
+        # nats-py's list waits for ever when the last records are purged while it reads.
+        records = await asyncio.wait_for(store.list(), LIST_WAIT_S)
     except NotFoundError:  # no records at all: every chunk is unnamed
         records = []
-    if len(records) < len(found) - len(chunks):
-        raise BusError(f"read {len(records)} of {len(found) - len(chunks)} object records")
+    except TimeoutError:
+        raise BusError("the object records did not all arrive") from None
+    read = {record_subject(bucket, o.name) for o in records if o.name}
+    for subject in found:
+        if subject in read or subject in chunks:
+            continue
+        with contextlib.suppress(NotFoundError):  # gone meanwhile (a delete): not missed
+            await js.get_last_msg(stream, subject)
+            raise BusError(f"the object record at {subject} was not read")
     live = {o.nuid for o in records if o.nuid and not o.deleted}
     purged = 0
     for subject in chunks:

@@ -12,6 +12,7 @@ Lines are numbered as before: a line's index (its request id, its place in
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterable
 
 import msgspec
@@ -67,8 +68,9 @@ class BatchInput:
         found = await self._store.input_file(self._file_id)
         if found is None:
             raise InputGone(self._file_id)
-        async for line in split_lines(found.chunks):
-            yield line
+        async with contextlib.aclosing(split_lines(found.chunks)) as lines:
+            async for line in lines:
+                yield line
 
     async def check(self) -> int:
         """How many requests the file holds.

@@ -18,17 +18,24 @@ import time
 from collections.abc import Callable
 
 import msgspec
+from nats.errors import Error as NatsError
 
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.bus.replies import ReplyKind, error_from_reply
 from switchyard.client import LLMClient
 from switchyard.config import BatchSettings
-from switchyard.errors import ApiError, DeadlineExceeded, RateLimited, ServiceUnavailable
+from switchyard.errors import (
+    ApiError,
+    BusError,
+    DeadlineExceeded,
+    RateLimited,
+    ServiceUnavailable,
+)
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 from switchyard.workers.batch import formats
-from switchyard.workers.batch.inputs import BatchInput
+from switchyard.workers.batch.inputs import BatchInput, InputGone
 
 log = logging.getLogger("switchyard.batch")
 
@@ -82,17 +89,25 @@ class Job:
         if len(done) >= self.total:
             return
         # The input is read as lines are sent: what waits for a slot is one chunk, not the file.
-        async with asyncio.TaskGroup() as group, contextlib.aclosing(self.source.lines()) as lines:
-            async for index, line in lines:
-                if index in done:
-                    continue
-                await self.slots.acquire()
-                if self.cancelled() or self._expired():
-                    self.slots.release()
-                    break
-                task = group.create_task(self._line(index, line))
-                # Released however the task ends, even cancelled before it started.
-                task.add_done_callback(lambda _: self.slots.release())
+        unread: Exception | None = None
+        async with asyncio.TaskGroup() as group:
+            try:
+                async with contextlib.aclosing(self.source.lines()) as lines:
+                    async for index, line in lines:
+                        if index in done:
+                            continue
+                        await self.slots.acquire()
+                        if self.cancelled() or self._expired():
+                            self.slots.release()
+                            break
+                        task = group.create_task(self._line(index, line))
+                        # Released however the task ends, even cancelled before it started.
+                        task.add_done_callback(lambda _: self.slots.release())
+            except (BusError, InputGone, NatsError, TimeoutError) as exc:
+                # The input stopped arriving: the lines already sent finish first
+                unread = exc  # (cancelled, they would run and be paid for again next pass).
+        if unread is not None:
+            raise unread
 
     def _expired(self) -> bool:
         expires = self.record.batch.expires_at

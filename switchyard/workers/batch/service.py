@@ -18,6 +18,7 @@ from typing import get_args
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 
 from switchyard.bus import identities
 from switchyard.client import LLMClient
@@ -110,8 +111,8 @@ class BatchRunner:
         await self.store.purge_markers(markers)
         try:
             dead = await self.store.purge_dead_chunks(now, self.settings.batch.dead_chunks_after_s)
-        except BusError as exc:  # a partial read of the files: purge nothing, try next time
-            log.warning("left the files store's unnamed chunks for the next sweep: %s", exc)
+        except (BusError, NatsError, TimeoutError) as exc:  # purge nothing; try next time
+            log.warning("left the files store's unnamed chunks for the next sweep: %r", exc)
             dead = 0
         if gone_files or gone_batches or markers or moved or dead:
             log.info(
