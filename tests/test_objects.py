@@ -52,17 +52,25 @@ async def test_missing_deleted_and_empty_objects(tmp_path: Path) -> None:
         assert (empty.size, await empty.read()) == (0, b"")
 
 
-async def test_an_object_missing_chunks_fails_its_digest(tmp_path: Path) -> None:
+async def test_an_object_missing_or_changed_chunks_fails_to_read(tmp_path: Path) -> None:
     async with jetstream_server(tmp_path) as (nc, _):
         js = nc.jetstream(timeout=10)
         store = await js.create_object_store("files")
         info = await store.put("torn", os.urandom(4 * CHUNK))
+        subject = f"$O.files.C.{info.nuid}"
         # Lose all but the last chunk, as a damaged stream would.
-        await js.purge_stream("OBJ_files", subject=f"$O.files.C.{info.nuid}", keep=1)
+        await js.purge_stream("OBJ_files", subject=subject, keep=1)
         found = await open_object(js, store, "torn")
         assert found is not None
-        with pytest.raises(BusError, match="does not match its digest"):
+        with pytest.raises(BusError, match="missing chunks"):
             await found.read()
+        # As many chunks as the record says, but not the bytes it was stored with.
+        for _ in range(3):
+            await js.publish(subject, os.urandom(CHUNK))
+        changed = await open_object(js, store, "torn")
+        assert changed is not None
+        with pytest.raises(BusError, match="does not match its digest"):
+            await changed.read()
 
 
 async def _chunks_stored(js: JetStreamContext, bucket: str) -> int:
@@ -166,7 +174,11 @@ async def test_an_object_read_on_demand_fetches_each_chunk_when_asked(tmp_path: 
         data = os.urandom(5 * CHUNK + 9)
         await store.put("input", data)
         await store.put("other", os.urandom(2 * CHUNK))  # chunks of another object between
-        found = await open_object(js, store, "input", on_demand=True)
+        found = await open_object(
+            js,
+            store,
+            "input",
+        )
         assert found is not None
         chunks = aiter(found.chunks)
         first = await anext(chunks)
@@ -175,10 +187,21 @@ async def test_an_object_read_on_demand_fetches_each_chunk_when_asked(tmp_path: 
         assert first == data[:CHUNK]
         rest = [chunk async for chunk in chunks]
         assert b"".join([first, *rest]) == data
-        assert await open_object(js, store, "missing", on_demand=True) is None
+        assert (
+            await open_object(
+                js,
+                store,
+                "missing",
+            )
+            is None
+        )
         info = await store.get_info("input")
         await js.purge_stream("OBJ_files", subject=f"$O.files.C.{info.nuid}", keep=2)
-        torn = await open_object(js, store, "input", on_demand=True)
+        torn = await open_object(
+            js,
+            store,
+            "input",
+        )
         assert torn is not None
         with pytest.raises(BusError, match="missing chunks"):
             await torn.read()

@@ -139,7 +139,13 @@ AUDIT = "audit.v1.key.create"
 
 TABLE: dict[str, dict[str, list[str]]] = {
     "tail": {
-        "pub_ok": ["llm.v1.chat", "llm.v1.complete", "llm.v1.embed", "llm.v1.models"],
+        "pub_ok": [
+            "llm.v1.chat",
+            "llm.v1.complete",
+            "llm.v1.embed",
+            "llm.v1.models",
+            "$JS.API.DIRECT.GET.OBJ_sy_files",  # downloads, a chunk at a time
+        ],
         "pub_no": [
             SECRET_GET,
             SECRET_ADMIN,
@@ -206,6 +212,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.STREAM.PURGE.AUDIT",
             "$JS.API.STREAM.UPDATE.AUDIT",
             "$JS.API.STREAM.MSG.DELETE.AUDIT",
+            "$JS.API.DIRECT.GET.OBJ_sy_files",  # the admin app reads no file's bytes
         ],
         "sub_ok": ["_INBOX_admin.>"],
         "sub_no": [">", "_INBOX_tail.>", "secrets.v1.admin.>", "audit.v1.>"],
@@ -213,6 +220,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
     "app": {
         "pub_ok": ["llm.v1.chat", "llm.v1.embed"],
         "pub_no": [
+            "$JS.API.DIRECT.GET.OBJ_sy_files",
             SECRET_GET,
             SECRET_ADMIN,
             CONTROL_ADMIN,
@@ -337,6 +345,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_batch_lines.b.1",
             "$JS.API.STREAM.PURGE.KV_sy_batches",
             "$JS.API.CONSUMER.MSG.NEXT.KV_sy_batch_lines.reader",  # pages of line results
+            "$JS.API.DIRECT.GET.OBJ_sy_files",  # input files a chunk at a time
         ],
         "pub_no": [
             SECRET_GET,

@@ -116,19 +116,12 @@ class BatchStore:
         return await found.read() if found is not None else None
 
     async def download(self, file_id: str) -> StoredObject | None:
-        """A file's size, and its bytes chunk by chunk (for a response that streams them);
+        """A file's size, and its bytes a chunk at a time, each fetched when the reader asks
+        (a response that streams them, the batch runner reading an input as lines go out);
         None when they are gone."""
         if not _ID.fullmatch(file_id):
             return None
         return await open_object(self._js, await self._objects(), file_id)
-
-    async def input_file(self, file_id: str) -> StoredObject | None:
-        """A file's bytes fetched a chunk at a time as the reader asks for them (the batch
-        runner reads a running batch's input so, pausing while its lines wait for slots);
-        None when they are gone."""
-        if not _ID.fullmatch(file_id):
-            return None
-        return await open_object(self._js, await self._objects(), file_id, on_demand=True)
 
     async def files(self, owner: str) -> list[b.FileRecord]:
         """``owner``'s files (uploads and batch outputs), newest first (ties by id, so pages

@@ -65,7 +65,7 @@ class BatchInput:
         self._endpoint = endpoint
 
     async def _raw_lines(self) -> AsyncGenerator[bytes]:
-        found = await self._store.input_file(self._file_id)
+        found = await self._store.download(self._file_id)
         if found is None:
             raise InputGone(self._file_id)
         async with contextlib.aclosing(split_lines(found.chunks)) as lines:
