@@ -88,8 +88,14 @@ class BatchStore:
             await self.save_file(record)
         except BaseException:  # bytes without a record would never expire: remove them
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._delete_object(record.file.id))
+                await asyncio.shield(self._drop_unrecorded(record))
             raise
+
+    async def _drop_unrecorded(self, record: b.FileRecord) -> None:
+        """Delete a file's bytes unless its record is stored after all (its write landed,
+        the answer did not)."""
+        if await self._find(b.FILE_PREFIX, record.file.id, record.owner) is None:
+            await self._delete_object(record.file.id)
 
     async def file_writer(self, file_id: str) -> ObjectWriter:
         """Writes a file's bytes as they come; :meth:`save_file` its record once they are

@@ -79,6 +79,9 @@ async def open_object(js: JetStreamContext, store: ObjectStore, name: str) -> St
     Reading its ``chunks`` raises BusError when a chunk is missing or does not come in time,
     or the bytes do not match the object's digest (after the last chunk: a streaming caller
     has sent the rest by then and must abort its response).
+
+    Raises:
+        BusError: the first chunk is missing or did not come in time.
     """
     try:
         info = await store.get_info(name)
@@ -94,7 +97,12 @@ async def open_object(js: JetStreamContext, store: ObjectStore, name: str) -> St
         digest=info.digest or "",
         name=name,
     )
-    return StoredObject(info.size or 0, chunks)
+    if not info.chunks:
+        return StoredObject(info.size or 0, chunks)
+    # The first chunk is fetched now: a store that cannot send it fails the caller before a
+    # response has begun (a clean error, not a body cut short after its headers).
+    first = await anext(chunks)
+    return StoredObject(info.size or 0, _starting_with(first, chunks))
 
 
 async def _pulled(
@@ -103,17 +111,39 @@ async def _pulled(
     sha = hashlib.sha256()
     seq = 1
     for _ in range(count):
+        data, seq = await _chunk(js, stream, subject, seq, name)
+        sha.update(data)
+        yield data
+        seq += 1
+    _check_digest(sha, digest, name)
+
+
+async def _chunk(
+    js: JetStreamContext, stream: str, subject: str, seq: int, name: str
+) -> tuple[bytes, int]:
+    """The first chunk on ``subject`` from ``seq`` on, and its sequence.
+
+    A direct get may be answered by any replica, and one that lags (the object was written a
+    moment ago) has no such chunk yet: a "not found" is asked of the stream's leader again.
+    A lagging replica can only lack a chunk, never give a wrong one (each object version
+    has its own subject, and chunks never change).
+    """
+    try:
         try:
             msg = await js.get_msg(stream, seq, subject=subject, next=True, direct=True)
         except NotFoundError:
-            raise BusError(f"object {name} is missing chunks") from None
-        except (NatsError, TimeoutError) as exc:
-            raise BusError(f"object {name} stopped arriving: {type(exc).__name__}") from None
-        data = msg.data or b""
-        sha.update(data)
-        yield data
-        seq = (msg.seq or seq) + 1
-    _check_digest(sha, digest, name)
+            msg = await js.get_msg(stream, seq, subject=subject, next=True)
+    except NotFoundError:
+        raise BusError(f"object {name} is missing chunks") from None
+    except Exception as exc:  # noqa: BLE001  (timeouts, API errors, a reply nats-py misreads)
+        raise BusError(f"object {name} stopped arriving: {type(exc).__name__}") from None
+    return msg.data or b"", msg.seq or seq
+
+
+async def _starting_with(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _check_digest(sha: hashlib._Hash, digest: str, name: str) -> None:
@@ -256,9 +286,7 @@ async def purge_dead_chunks(
     except TimeoutError:
         raise BusError("the object records did not all arrive") from None
     read = {record_subject(bucket, o.name) for o in records if o.name}
-    for subject in found:
-        if subject in read or subject in chunks:
-            continue
+    for subject in found.keys() - read - set(chunks):
         with contextlib.suppress(NotFoundError):  # gone meanwhile (a delete): not missed
             await js.get_last_msg(stream, subject)
             raise BusError(f"the object record at {subject} was not read")
