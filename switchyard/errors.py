@@ -86,6 +86,11 @@ class BusError(SwitchyardError):
     """NATS could not be reached or did not confirm a publish in time."""
 
 
+class ObjectDamaged(BusError):
+    """A stored object's chunks are missing or do not match its digest (the store's leader
+    says so: damage, not a delay)."""
+
+
 class BusUnreachable(BusError):
     """The first connection attempt to NATS failed.
 

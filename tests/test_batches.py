@@ -300,6 +300,41 @@ async def test_a_batch_whose_input_file_was_deleted_fails_naming_it(batchy: Stac
     assert file.id in (error.message or "")
 
 
+async def test_a_damaged_file_is_a_clear_error_to_download_and_fails_its_batch(
+    batchy: Stack,
+) -> None:
+    """A file whose bytes the store lost (storage damage, nothing a client can send): its
+    download is an error before any byte is sent, not a body cut short, and a batch on it
+    fails naming the file instead of being retried for ever."""
+    key, _ = await batchy.new_key("batch-damaged")
+    async with _client(batchy, key) as client:
+        file = await client.files.create(file=("d.jsonl", _input("damaged")), purpose="batch")
+        tail = await batchy.connect("tail")
+        try:
+            js = tail.jetstream(timeout=10)
+            info = await (await js.object_store(subjects.FILES_BUCKET)).get_info(file.id)
+            stream = stream_of(subjects.FILES_BUCKET)
+            await js.purge_stream(stream, subject=chunks_subject(subjects.FILES_BUCKET, info.nuid))
+        finally:
+            await tail.close()
+        async with httpx.AsyncClient(base_url=batchy.tail_url) as http:
+            download = await http.get(
+                f"/v1/files/{file.id}/content", headers={"Authorization": f"Bearer {key}"}
+            )
+        assert download.status_code == 500, download.text
+        assert "damaged" in download.json()["error"]["message"]
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=30)
+    assert done.status == "failed"
+    assert done.errors is not None
+    error = done.errors.data[0]
+    assert (error.code, error.param) == ("invalid_file", "input_file_id")
+    assert file.id in (error.message or "")
+    assert "damaged" in (error.message or "")
+
+
 async def test_a_batch_stored_before_owner_keys_runs_and_then_moves(batchy: Stack) -> None:
     """An upgrade: a file and a batch stored under their ids alone, as before owner keys. The
     caller still finds them, the runner runs the batch, and once it ended the sweep moves

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
+from nats.errors import Error as NatsError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,7 +27,14 @@ from switchyard.bus.connect import connect
 from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.dialects import anthropic
-from switchyard.errors import ApiError, InvalidRequest, error_for_status
+from switchyard.errors import (
+    ApiError,
+    BusError,
+    InvalidRequest,
+    ObjectDamaged,
+    ServiceUnavailable,
+    error_for_status,
+)
 from switchyard.ingress import openapi
 from switchyard.ingress.batches import BatchApi
 from switchyard.ingress.edge import Edge
@@ -214,6 +222,18 @@ def _error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         return error_response(InvalidRequest(str(first.get("msg", "invalid request")), param=where))
+
+    @app.exception_handler(ObjectDamaged)
+    async def damaged(request: Request, exc: ObjectDamaged) -> Response:
+        log.error("%s: %s", request.url.path, exc)
+        return _error(request, ApiError(f"the stored bytes are damaged: {exc}"))
+
+    @app.exception_handler(BusError)
+    @app.exception_handler(NatsError)
+    async def store_unavailable(request: Request, exc: Exception) -> Response:
+        # The Batch API's store (JetStream) failed or did not answer: worth a retry.
+        log.warning("%s: the store did not answer: %r", request.url.path, exc)
+        return _error(request, ServiceUnavailable("the gateway's store did not answer; try again"))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

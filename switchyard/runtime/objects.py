@@ -28,7 +28,7 @@ from nats.js.errors import NotFoundError, ObjectDeletedError, ObjectNotFoundErro
 from nats.js.object_store import ObjectStore
 from nats.nuid import NUID
 
-from switchyard.errors import BusError
+from switchyard.errors import BusError, ObjectDamaged
 
 _DIGEST = "SHA-256="
 # nats-py's chunk size: objects we write read back as those nats-py writes do.
@@ -76,12 +76,13 @@ async def open_object(js: JetStreamContext, store: ObjectStore, name: str) -> St
     to wait in memory (a slow download held 30-40 MB of an edge's memory that way). As fast
     as a subscription here: 100 MB in 0.24 s of CPU, ~0.4 s wall.
 
-    Reading its ``chunks`` raises BusError when a chunk is missing or does not come in time,
-    or the bytes do not match the object's digest (after the last chunk: a streaming caller
-    has sent the rest by then and must abort its response).
+    Reading its ``chunks`` raises ObjectDamaged when a chunk is missing or the bytes do not
+    match the object's digest (after the last chunk: a streaming caller has sent the rest by
+    then and must abort its response), and BusError when a chunk does not come in time.
 
     Raises:
-        BusError: the first chunk is missing or did not come in time.
+        ObjectDamaged: the first chunk is missing.
+        BusError: it did not come in time.
     """
     try:
         info = await store.get_info(name)
@@ -134,7 +135,7 @@ async def _chunk(
         except NotFoundError:
             msg = await js.get_msg(stream, seq, subject=subject, next=True)
     except NotFoundError:
-        raise BusError(f"object {name} is missing chunks") from None
+        raise ObjectDamaged(f"object {name} is missing chunks") from None
     except Exception as exc:  # noqa: BLE001  (timeouts, API errors, a reply nats-py misreads)
         raise BusError(f"object {name} stopped arriving: {type(exc).__name__}") from None
     return msg.data or b"", msg.seq or seq
@@ -149,7 +150,7 @@ async def _starting_with(first: bytes, rest: AsyncIterator[bytes]) -> AsyncItera
 def _check_digest(sha: hashlib._Hash, digest: str, name: str) -> None:
     expected = digest.removeprefix(_DIGEST).removeprefix(_DIGEST.upper())
     if sha.digest() != base64.urlsafe_b64decode(expected):
-        raise BusError(f"object {name} does not match its digest")
+        raise ObjectDamaged(f"object {name} does not match its digest")
 
 
 class ObjectWriter:

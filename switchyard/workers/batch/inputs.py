@@ -61,13 +61,13 @@ class BatchInput:
 
     def __init__(self, store: BatchStore, file_id: str, endpoint: str) -> None:
         self._store = store
-        self._file_id = file_id
+        self.file_id = file_id
         self._endpoint = endpoint
 
     async def _raw_lines(self) -> AsyncGenerator[bytes]:
-        found = await self._store.download(self._file_id)
+        found = await self._store.download(self.file_id)
         if found is None:
-            raise InputGone(self._file_id)
+            raise InputGone(self.file_id)
         async with contextlib.aclosing(split_lines(found.chunks)) as lines:
             async for line in lines:
                 yield line
@@ -133,7 +133,7 @@ class BatchInput:
             try:
                 line = b.BATCH_LINE.decode(raw)
             except (msgspec.ValidationError, msgspec.DecodeError):
-                raise BusError(f"line {index} of {self._file_id} no longer reads") from None
+                raise BusError(f"line {index} of {self.file_id} no longer reads") from None
             yield index, line
 
 

@@ -23,7 +23,7 @@ from nats.errors import Error as NatsError
 from switchyard.bus import identities
 from switchyard.client import LLMClient
 from switchyard.config import Settings
-from switchyard.errors import BusError
+from switchyard.errors import BusError, ObjectDamaged
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.batchstore import BatchStore
@@ -210,6 +210,8 @@ class BatchRunner:
             return await source.check()
         except InputGone as exc:  # deleted after the batch was created (the edge refuses it)
             await self._fail(batch_id, [_input_gone(str(exc))])
+        except ObjectDamaged as exc:  # the store's leader lacks its bytes: no retry helps
+            await self._fail(batch_id, [_input_damaged(source.file_id, exc)])
         except Invalid as exc:
             await self._fail(batch_id, exc.errors)
         return None
@@ -342,6 +344,14 @@ async def run(
         health_port=health_port,
         stop=stop,
         build=lambda nc, proc: BatchRunner(nc, settings, proc),
+    )
+
+
+def _input_damaged(file_id: str, exc: ObjectDamaged) -> b.BatchErrorItem:
+    return b.BatchErrorItem(
+        code="invalid_file",
+        message=f"the input file {file_id} is damaged in the store ({exc}); upload it again",
+        param="input_file_id",
     )
 
 
