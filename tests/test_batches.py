@@ -493,6 +493,47 @@ async def test_files_and_batch_records_expire_as_at_openai(batchy: Stack) -> Non
         await tail.close()
 
 
+async def test_an_upload_may_be_max_file_bytes_and_a_larger_one_leaves_nothing(
+    batchy: Stack,
+) -> None:
+    """An upload streams through the edge to the store a chunk at a time: one of exactly
+    ``batch.max_file_bytes`` is stored whole, and one byte more is a 400 that leaves nothing
+    in the store (no record, no chunks)."""
+    limit = batchy.settings.batch.max_file_bytes
+    key, _ = await batchy.new_key("upload-limit")
+    row = b'{"custom_id":"r","method":"POST","url":"/v1/chat/completions","body":{}}\n'
+    exact = row * (limit // len(row)) + b" " * (limit % len(row))
+    assert len(exact) == limit
+    headers = {"Authorization": f"Bearer {key}"}
+    tail = await batchy.connect("tail")
+    try:
+        js = tail.jetstream(timeout=10)
+        stream = stream_of(subjects.FILES_BUCKET)
+        async with httpx.AsyncClient(base_url=batchy.tail_url, timeout=60) as http:
+            stored = await http.post(
+                "/v1/files", headers=headers, data={"purpose": "batch"}, files={"file": exact}
+            )
+            assert stored.status_code == 200, stored.text
+            assert stored.json()["bytes"] == limit
+            content = await http.get(f"/v1/files/{stored.json()['id']}/content", headers=headers)
+            assert content.content == exact
+            before = (await js.stream_info(stream, subjects_filter="$O.>")).state.subjects
+            refused = await http.post(
+                "/v1/files",
+                headers=headers,
+                data={"purpose": "batch"},
+                files={"file": exact + b"\n"},
+            )
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["type"] == "invalid_request_error"
+            after = (await js.stream_info(stream, subjects_filter="$O.>")).state.subjects
+            assert set(after or {}) <= set(before or {})  # (a sweep may only remove)
+            listed = await http.get("/v1/files", headers=headers)
+            assert [f["id"] for f in listed.json()["data"]] == [stored.json()["id"]]
+    finally:
+        await tail.close()
+
+
 async def test_chunks_a_killed_writer_left_are_swept_and_live_files_stay(batchy: Stack) -> None:
     """An edge or runner killed while storing a file leaves chunks that no file names; the
     runner's sweep purges them once they are old (ten seconds in this stack), with its own

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from typing import NamedTuple
 
 from nats.aio.client import Client as NATS
@@ -83,7 +83,32 @@ class BatchStore:
     # ---- files ----
 
     async def put_file(self, record: b.FileRecord, data: bytes) -> None:
+        """Store a file held whole (a message batch's input, made in memory), then its record."""
         await (await self._objects()).put(record.file.id, data)
+        await self._save_or_drop(record)
+
+    async def store_file(
+        self,
+        file_id: str,
+        chunks: AsyncIterable[bytes],
+        record: Callable[[int], b.FileRecord],
+    ) -> b.FileRecord:
+        """Store a file's bytes as ``chunks`` come (an upload: never more than a chunk held
+        here), then its record, made by ``record`` from the size stored. Neither is left
+        behind when either fails."""
+        writer = await self.file_writer(file_id)
+        try:
+            async for chunk in chunks:
+                await writer.write(chunk)
+            size = await writer.close()
+        except BaseException:
+            await writer.abort()
+            raise
+        made = record(size)
+        await self._save_or_drop(made)
+        return made
+
+    async def _save_or_drop(self, record: b.FileRecord) -> None:
         try:
             await self.save_file(record)
         except BaseException:  # bytes without a record would never expire: remove them
