@@ -182,6 +182,21 @@ async def test_cancel_ends_the_batch_with_the_unrun_requests_canceled(msgbatchy:
             await client.messages.batches.cancel(batch.id)
 
 
+async def test_creates_at_once_beyond_the_edges_limit_wait_their_turn(msgbatchy: Stack) -> None:
+    """An edge holds at most ``CREATES_AT_ONCE`` creates in memory; more sent together wait,
+    then each is made, with its own id and its own requests."""
+    key, _ = await msgbatchy.new_key("msgbatch-together")
+    async with _client(msgbatchy, key) as client:
+        sent = [_requests(f"together{n}", 40) for n in range(5)]
+        made = await asyncio.gather(
+            *(client.messages.batches.create(requests=r) for r in sent)  # type: ignore[arg-type]
+        )
+        assert len({b.id for b in made}) == 5
+        assert [b.request_counts.processing for b in made] == [40] * 5
+        for batch in made:
+            await client.messages.batches.cancel(batch.id)
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [

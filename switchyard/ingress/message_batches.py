@@ -33,9 +33,11 @@ from switchyard.ingress.batches import (
 from switchyard.ingress.responses import JSON, error_response
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
+from switchyard.schemas.keys import ClientKey
 
 _ENCODE = msgspec.json.Encoder()
 JSONL = "application/x-jsonl"
+CREATES_AT_ONCE = 2  # message batch creates an edge holds in memory at once
 
 
 def _fail(exc: ApiError) -> Response:
@@ -55,6 +57,10 @@ class MessageBatchApi:
 
     def __init__(self, files: BatchApi) -> None:
         self.files = files
+        # A create holds its body and the input file made from it (~2.4x the body: +230 MB
+        # for 97 MB); more at once could take an edge past its memory limit, LLM traffic and
+        # all. Others wait their turn before their body is read.
+        self._creating = asyncio.Semaphore(CREATES_AT_ONCE)
 
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
@@ -66,7 +72,7 @@ class MessageBatchApi:
             ("/v1/messages/batches/{batch_id}/results", "GET", self.results),
         ]
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request) -> bytearray:
         """The request body, refused once it passes the Batch API's file size limit (Anthropic
         answers an oversized batch with a 413 too)."""
         limit = self.files.max_file_bytes
@@ -79,7 +85,7 @@ class MessageBatchApi:
             body += chunk
             if len(body) > limit:
                 raise too_large
-        return bytes(body)
+        return body  # not copied into bytes: up to 100 MB more at the peak
 
     async def create(self, request: Request) -> Response:
         try:
@@ -87,42 +93,58 @@ class MessageBatchApi:
             # Up to ``max_file_bytes`` of JSON to check and rewrite (~0.2 s for 96 MB), in a
             # thread: the edge's LLM traffic then waits for its longest single step (one decode
             # of the whole body, ~50 ms), not for all of it.
-            data, count = await asyncio.to_thread(ab.input_lines, await self._body(request))
-            now = int(time.time())
-            batch_id = new_id(ab.ID_PREFIX)
-            lifetime = self.files.file_expiry_s
-            source = b.FileObject(
-                id=f"file-{batch_id}-input",
-                bytes=len(data),
-                created_at=now,
-                filename=f"{batch_id}_input.jsonl",
-                purpose=b.MESSAGE_BATCH_INPUT,
-                expires_at=now + lifetime if lifetime else None,
-            )
-            await store.put_file(b.FileRecord(file=source, owner=owner), data)
-            batch = b.Batch(
-                id=batch_id,
-                endpoint=b.MESSAGES_ENDPOINT,
-                input_file_id=source.id,
-                completion_window="24h",
-                status="validating",
-                created_at=now,
-                expires_at=now + COMPLETION_WINDOW_S,
-                request_counts=b.RequestCounts(total=count),
-            )
-            record = b.BatchRecord(batch=batch, owner=owner, key_id=key.id, key_hash=key.hash)
-            try:
-                await store.create(record)
-            except BaseException:
-                # The caller is told the create failed: its input must not stay behind (it
-                # would be kept for ``file_expiry_s``). Should the record have landed after
-                # all, that batch fails for want of its input rather than running unasked.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(store.delete_file(source.id, owner))
-                raise
-            return _ok(ab.batch_object(batch, _base_url(request)))
+            async with self._creating:
+                data, count = await asyncio.to_thread(ab.input_lines, await self._body(request))
+                return await self._store(
+                    request, key=key, owner=owner, store=store, data=data, count=count
+                )
         except ApiError as exc:
             return _fail(exc)
+
+    async def _store(
+        self,
+        request: Request,
+        *,
+        key: ClientKey,
+        owner: str,
+        store: BatchStore,
+        data: bytes,
+        count: int,
+    ) -> Response:
+        """Store the input file and the batch record of a create."""
+        now = int(time.time())
+        batch_id = new_id(ab.ID_PREFIX)
+        lifetime = self.files.file_expiry_s
+        source = b.FileObject(
+            id=f"file-{batch_id}-input",
+            bytes=len(data),
+            created_at=now,
+            filename=f"{batch_id}_input.jsonl",
+            purpose=b.MESSAGE_BATCH_INPUT,
+            expires_at=now + lifetime if lifetime else None,
+        )
+        await store.put_file(b.FileRecord(file=source, owner=owner), data)
+        batch = b.Batch(
+            id=batch_id,
+            endpoint=b.MESSAGES_ENDPOINT,
+            input_file_id=source.id,
+            completion_window="24h",
+            status="validating",
+            created_at=now,
+            expires_at=now + COMPLETION_WINDOW_S,
+            request_counts=b.RequestCounts(total=count),
+        )
+        record = b.BatchRecord(batch=batch, owner=owner, key_id=key.id, key_hash=key.hash)
+        try:
+            await store.create(record)
+        except BaseException:
+            # The caller is told the create failed: its input must not stay behind (it
+            # would be kept for ``file_expiry_s``). Should the record have landed after
+            # all, that batch fails for want of its input rather than running unasked.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(store.delete_file(source.id, owner))
+            raise
+        return _ok(ab.batch_object(batch, _base_url(request)))
 
     async def _owned(self, request: Request) -> tuple[b.BatchRecord, BatchStore]:
         _, owner, store = self.files.caller(request)

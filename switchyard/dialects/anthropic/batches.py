@@ -63,7 +63,7 @@ _UNREADABLE = encode(
 )
 
 
-def input_lines(body: bytes) -> tuple[bytes, int]:
+def input_lines(body: bytes | bytearray) -> tuple[bytes, int]:
     """The batch input file for a create request's body, and its number of requests.
 
     Raises:
@@ -109,7 +109,7 @@ def input_lines(body: bytes) -> tuple[bytes, int]:
     return b"".join(out), len(create.requests)
 
 
-def _utf8(body: bytes) -> bool:
+def _utf8(body: bytes | bytearray) -> bool:
     """Whether ``body`` is valid UTF-8 (checked a megabyte at a time: no copy of it whole)."""
     if body.isascii():
         return True
