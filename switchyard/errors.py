@@ -91,6 +91,10 @@ class ObjectDamaged(BusError):
     says so: damage, not a delay)."""
 
 
+class ObjectGone(BusError):
+    """A stored object was deleted (or replaced) while it was being read."""
+
+
 class BusUnreachable(BusError):
     """The first connection attempt to NATS failed.
 

@@ -8,6 +8,7 @@ line), and spend is read back per key: one billed request per line, however ofte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -19,6 +20,8 @@ import msgspec
 import openai
 import pytest
 import pytest_asyncio
+from nats.js import JetStreamContext
+from nats.js.object_store import ObjectStore
 
 from switchyard.bus import subjects
 from switchyard.runtime.batchstore import BatchStore
@@ -72,6 +75,17 @@ async def _wait_for(
             return batch
         assert time.monotonic() < deadline, f"batch still {batch.status}: {batch.request_counts}"
         await asyncio.sleep(0.5)
+
+
+@contextlib.asynccontextmanager
+async def _files_as_edge(stack: Stack) -> AsyncIterator[tuple[JetStreamContext, ObjectStore]]:
+    """The Batch API's object store as an edge reaches it (to damage or inspect it)."""
+    tail = await stack.connect("tail")
+    try:
+        js = tail.jetstream(timeout=10)
+        yield js, await js.object_store(subjects.FILES_BUCKET)
+    finally:
+        await tail.close()
 
 
 async def _check_output(client: openai.AsyncOpenAI, batch: Any, tag: str) -> None:
@@ -293,11 +307,17 @@ async def test_a_batch_whose_input_file_was_deleted_fails_naming_it(batchy: Stac
         finally:
             runner.send_signal(signal.SIGCONT)
         done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=30)
-    assert done.status == "failed"
-    assert done.errors is not None
-    error = done.errors.data[0]
+    _failed_for_its_input(done, file.id)
+
+
+def _failed_for_its_input(batch: Any, file_id: str) -> str:
+    """The error message of a batch that failed for its input file ``file_id``."""
+    assert batch.status == "failed"
+    assert batch.errors is not None
+    error = batch.errors.data[0]
     assert (error.code, error.param) == ("invalid_file", "input_file_id")
-    assert file.id in (error.message or "")
+    assert file_id in (error.message or "")
+    return str(error.message)
 
 
 async def test_a_damaged_file_is_a_clear_error_to_download_and_fails_its_batch(
@@ -309,14 +329,10 @@ async def test_a_damaged_file_is_a_clear_error_to_download_and_fails_its_batch(
     key, _ = await batchy.new_key("batch-damaged")
     async with _client(batchy, key) as client:
         file = await client.files.create(file=("d.jsonl", _input("damaged")), purpose="batch")
-        tail = await batchy.connect("tail")
-        try:
-            js = tail.jetstream(timeout=10)
-            info = await (await js.object_store(subjects.FILES_BUCKET)).get_info(file.id)
+        async with _files_as_edge(batchy) as (js, store):
+            info = await store.get_info(file.id)
             stream = stream_of(subjects.FILES_BUCKET)
             await js.purge_stream(stream, subject=chunks_subject(subjects.FILES_BUCKET, info.nuid))
-        finally:
-            await tail.close()
         async with httpx.AsyncClient(base_url=batchy.tail_url) as http:
             download = await http.get(
                 f"/v1/files/{file.id}/content", headers={"Authorization": f"Bearer {key}"}
@@ -327,12 +343,7 @@ async def test_a_damaged_file_is_a_clear_error_to_download_and_fails_its_batch(
             input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
         done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=30)
-    assert done.status == "failed"
-    assert done.errors is not None
-    error = done.errors.data[0]
-    assert (error.code, error.param) == ("invalid_file", "input_file_id")
-    assert file.id in (error.message or "")
-    assert "damaged" in (error.message or "")
+    assert "damaged" in _failed_for_its_input(done, file.id)
 
 
 async def test_a_batch_stored_before_owner_keys_runs_and_then_moves(batchy: Stack) -> None:
@@ -493,6 +504,22 @@ async def test_files_and_batch_records_expire_as_at_openai(batchy: Stack) -> Non
         await tail.close()
 
 
+BOUNDARY = "switchyard-test-boundary"
+
+
+async def _chunked_upload(size: int) -> AsyncIterator[bytes]:
+    """A multipart upload of a ``size``-byte file, sent in pieces with no length."""
+    yield (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+        'filename="big.jsonl"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+    piece = b"x" * 65536
+    for _ in range(size // len(piece)):
+        yield piece
+    yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
 async def test_an_upload_may_be_max_file_bytes_and_a_larger_one_leaves_nothing(
     batchy: Stack,
 ) -> None:
@@ -505,33 +532,40 @@ async def test_an_upload_may_be_max_file_bytes_and_a_larger_one_leaves_nothing(
     exact = row * (limit // len(row)) + b" " * (limit % len(row))
     assert len(exact) == limit
     headers = {"Authorization": f"Bearer {key}"}
-    tail = await batchy.connect("tail")
-    try:
-        js = tail.jetstream(timeout=10)
-        stream = stream_of(subjects.FILES_BUCKET)
-        async with httpx.AsyncClient(base_url=batchy.tail_url, timeout=60) as http:
-            stored = await http.post(
-                "/v1/files", headers=headers, data={"purpose": "batch"}, files={"file": exact}
-            )
-            assert stored.status_code == 200, stored.text
-            assert stored.json()["bytes"] == limit
-            content = await http.get(f"/v1/files/{stored.json()['id']}/content", headers=headers)
-            assert content.content == exact
-            before = (await js.stream_info(stream, subjects_filter="$O.>")).state.subjects
-            refused = await http.post(
-                "/v1/files",
-                headers=headers,
-                data={"purpose": "batch"},
-                files={"file": exact + b"\n"},
-            )
-            assert refused.status_code == 400, refused.text
-            assert refused.json()["error"]["type"] == "invalid_request_error"
-            after = (await js.stream_info(stream, subjects_filter="$O.>")).state.subjects
-            assert set(after or {}) <= set(before or {})  # (a sweep may only remove)
-            listed = await http.get("/v1/files", headers=headers)
-            assert [f["id"] for f in listed.json()["data"]] == [stored.json()["id"]]
-    finally:
-        await tail.close()
+    stream = stream_of(subjects.FILES_BUCKET)
+    async with (
+        _files_as_edge(batchy) as (js, _),
+        httpx.AsyncClient(base_url=batchy.tail_url, timeout=60) as http,
+    ):
+        stored = await http.post(
+            "/v1/files", headers=headers, data={"purpose": "batch"}, files={"file": exact}
+        )
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["bytes"] == limit
+        content = await http.get(f"/v1/files/{stored.json()['id']}/content", headers=headers)
+        assert content.content == exact
+        before = (await js.stream_info(stream, subjects_filter="$O.>")).state.subjects
+        refused = await http.post(
+            "/v1/files",
+            headers=headers,
+            data={"purpose": "batch"},
+            files={"file": exact + b"\n"},
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["type"] == "invalid_request_error"
+        # Without a length (chunked), a body is counted as it comes, and refused once it
+        # passes the limit: the parser would spool any size to disk.
+        chunked = await http.post(
+            "/v1/files",
+            headers={**headers, "content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+            content=_chunked_upload(2 * limit),
+        )
+        assert chunked.status_code == 400, chunked.text
+        assert "limited to" in chunked.json()["error"]["message"]
+        after = (await js.stream_info(stream, subjects_filter="$O.>")).state.subjects
+        assert set(after or {}) <= set(before or {})  # (a sweep may only remove)
+        listed = await http.get("/v1/files", headers=headers)
+        assert [f["id"] for f in listed.json()["data"]] == [stored.json()["id"]]
 
 
 async def test_chunks_a_killed_writer_left_are_swept_and_live_files_stay(batchy: Stack) -> None:
@@ -541,10 +575,7 @@ async def test_chunks_a_killed_writer_left_are_swept_and_live_files_stay(batchy:
     key, _ = await batchy.new_key("dead-chunks")
     async with _client(batchy, key) as client:
         upload = await client.files.create(file=("kept.jsonl", _input("kept")), purpose="batch")
-    tail = await batchy.connect("tail")
-    try:
-        js = tail.jetstream(timeout=10)
-        store = await js.object_store(subjects.FILES_BUCKET)
+    async with _files_as_edge(batchy) as (js, store):
         killed = ObjectWriter(js, store, subjects.FILES_BUCKET, "file-killed-mid-write")
         await killed.write(b"x" * (3 * CHUNK_BYTES + 1))  # three chunks out, then "SIGKILL"
         dead = chunks_subject(subjects.FILES_BUCKET, killed.nuid)
@@ -554,8 +585,6 @@ async def test_chunks_a_killed_writer_left_are_swept_and_live_files_stay(batchy:
         while (await js.stream_info(stream, subjects_filter=dead)).state.subjects:
             assert time.monotonic() < deadline, "the sweep left a killed writer's chunks"
             await asyncio.sleep(0.5)
-    finally:
-        await tail.close()
     async with _client(batchy, key) as client:
         assert (await client.files.content(upload.id)).content == _input("kept")
 

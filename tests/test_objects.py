@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from switchyard.errors import BusError
+from switchyard.errors import BusError, ObjectGone
 from switchyard.runtime.objects import ObjectWriter, open_object, purge_dead_chunks
 from tests.support import jetstream_server
 
@@ -205,3 +205,26 @@ async def test_an_object_read_on_demand_fetches_each_chunk_when_asked(tmp_path: 
         assert torn is not None
         with pytest.raises(BusError, match="missing chunks"):
             await torn.read()
+
+
+async def test_an_object_deleted_or_replaced_while_read_is_gone_not_damaged(
+    tmp_path: Path,
+) -> None:
+    """A delete that lands part of the way through a read (a download, the runner reading an
+    input) is told apart from storage damage: the caller answers "no such file", not
+    "damaged"."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        store = await js.create_object_store("files")
+        for ending in ("delete", "replace"):
+            await store.put("file", os.urandom(3 * CHUNK))
+            found = await open_object(js, store, "file")
+            assert found is not None
+            chunks = aiter(found.chunks)
+            await anext(chunks)
+            if ending == "delete":
+                await store.delete("file")
+            else:
+                await store.put("file", b"another version")
+            with pytest.raises(ObjectGone):
+                await anext(chunks)

@@ -13,9 +13,10 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+import nats.errors
+import nats.js.errors
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
-from nats.errors import Error as NatsError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -228,17 +229,35 @@ def _error_handlers(app: FastAPI) -> None:
         log.error("%s: %s", request.url.path, exc)
         return _error(request, ApiError(f"the stored bytes are damaged: {exc}"))
 
-    @app.exception_handler(BusError)
-    @app.exception_handler(NatsError)
     async def store_unavailable(request: Request, exc: Exception) -> Response:
-        # The Batch API's store (JetStream) failed or did not answer: worth a retry.
+        # JetStream did not answer, or the connection is down: worth a retry. (Other nats
+        # errors are bugs or conflicts, and stay 500s with their traceback.)
         log.warning("%s: the store did not answer: %r", request.url.path, exc)
         return _error(request, ServiceUnavailable("the gateway's store did not answer; try again"))
+
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, store_unavailable)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return _error(request, ApiError("internal error in the gateway"))
+
+
+# What means "the store (JetStream) cannot answer now", not "this call is wrong".
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    BusError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.FlushTimeoutError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
 
 
 def _error(request: Request, err: ApiError) -> Response:

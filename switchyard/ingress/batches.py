@@ -15,9 +15,10 @@ from typing import Any
 
 import msgspec
 from nats.nuid import NUID
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Message, Receive
 
 from switchyard.config import BatchSettings
 from switchyard.errors import (
@@ -38,6 +39,25 @@ from switchyard.schemas.scheduling import fair_tenant
 COMPLETION_WINDOW_S = 86400
 _nuid = NUID()
 READ_BYTES = 1024 * 1024
+FORM_SLACK = 64 * 1024  # an upload's body beyond its file: the form's framing and fields
+FIELD_BYTES = 64 * 1024  # largest form field other than the file (``purpose``...)
+
+
+def _counting(receive: Receive, limit: int, too_large: ApiError) -> Receive:
+    """``receive``, refusing a body once more than ``limit`` bytes of it came."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise too_large
+        return message
+
+    return counted
+
+
 _ENCODE = msgspec.json.Encoder()
 
 
@@ -159,60 +179,69 @@ class BatchApi:
     async def upload(self, request: Request) -> Response:
         try:
             _, owner, store = self.caller(request)
+            too_large = InvalidRequest(
+                f"files are limited to {self.max_file_bytes} bytes", param="file"
+            )
+            limit = self.max_file_bytes + FORM_SLACK
             length = request.headers.get("content-length", "")
             too_long = len(length) > 18  # more digits than int() reads (4300) also lands here
-            if length.isdecimal() and (too_long or int(length) > self.max_file_bytes + 64 * 1024):
-                raise InvalidRequest(
-                    f"files are limited to {self.max_file_bytes} bytes", param="file"
-                )
-            form = await request.form(max_part_size=self.max_file_bytes)
-            upload = form.get("file")
-            purpose = form.get("purpose")
-            if purpose != "batch":
-                raise InvalidRequest("only purpose `batch` is supported", param="purpose")
-            if not isinstance(upload, UploadFile):
-                raise InvalidRequest("attach the JSONL file as `file`", param="file")
-            if "expires_after" in form:  # e.g. curl -F expires_after='{...}': not the form
-                raise InvalidRequest(
-                    "send expires_after as the fields expires_after[anchor] and "
-                    "expires_after[seconds]",
-                    param="expires_after",
-                )
-            lifetime = _expires_after(
-                form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
-            )
-            now = int(time.time())
-            lifetime = lifetime or self.file_expiry_s
-            file_id = new_id("file-")
-
-            def record(size: int) -> b.FileRecord:
-                file = b.FileObject(
-                    id=file_id,
-                    bytes=size,
-                    created_at=now,
-                    filename=upload.filename or "upload.jsonl",
-                    purpose="batch",
-                    expires_at=now + lifetime if lifetime else None,
-                )
-                return b.FileRecord(file=file, owner=owner)
-
-            # From the parser's spooled copy to the store a chunk at a time: an upload costs
-            # the edge one chunk of memory, not the file (up to ``max_file_bytes`` each).
-            stored = await store.store_file(file_id, self._chunks(upload), record)
-            return _ok(stored.file)
+            if length.isdecimal() and (too_long or int(length) > limit):
+                raise too_large
+            # The parser spools the file to disk whatever its size: a body sent without its
+            # length (chunked) is counted as it comes. Other fields are small and held.
+            counted = Request(request.scope, _counting(request.receive, limit, too_large))
+            async with counted.form(max_files=1, max_fields=16, max_part_size=FIELD_BYTES) as form:
+                return await self._store_upload(form, owner, store, too_large)
         except ApiError as exc:
             return error_response(exc)
 
-    async def _chunks(self, upload: UploadFile) -> AsyncIterator[bytes]:
+    async def _store_upload(
+        self, form: FormData, owner: str, store: BatchStore, too_large: ApiError
+    ) -> Response:
+        upload = form.get("file")
+        purpose = form.get("purpose")
+        if purpose != "batch":
+            raise InvalidRequest("only purpose `batch` is supported", param="purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("attach the JSONL file as `file`", param="file")
+        if upload.size is not None and upload.size > self.max_file_bytes:
+            raise too_large  # (before a byte of it is stored)
+        if "expires_after" in form:  # e.g. curl -F expires_after='{...}': not the form
+            raise InvalidRequest(
+                "send expires_after as the fields expires_after[anchor] and expires_after[seconds]",
+                param="expires_after",
+            )
+        lifetime = _expires_after(
+            form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
+        )
+        now = int(time.time())
+        lifetime = lifetime or self.file_expiry_s
+        file_id = new_id("file-")
+
+        def record(size: int) -> b.FileRecord:
+            file = b.FileObject(
+                id=file_id,
+                bytes=size,
+                created_at=now,
+                filename=upload.filename or "upload.jsonl",
+                purpose="batch",
+                expires_at=now + lifetime if lifetime else None,
+            )
+            return b.FileRecord(file=file, owner=owner)
+
+        # From the parser's spooled copy to the store a chunk at a time: an upload costs the
+        # edge one chunk of memory, not the file (up to ``max_file_bytes`` each).
+        stored = await store.store_file(file_id, self._chunks(upload, too_large), record)
+        return _ok(stored.file)
+
+    async def _chunks(self, upload: UploadFile, too_large: ApiError) -> AsyncIterator[bytes]:
         """The upload's bytes from the parser's spooled copy, a megabyte at a time (each read
         is a hop to a thread)."""
         read = 0
         while chunk := await upload.read(READ_BYTES):
             read += len(chunk)
             if read > self.max_file_bytes:
-                raise InvalidRequest(
-                    f"files are limited to {self.max_file_bytes} bytes", param="file"
-                )
+                raise too_large
             yield chunk
 
     async def _owned_file(self, request: Request) -> tuple[b.FileRecord, BatchStore]:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import time
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 from starlette.requests import Request
@@ -38,6 +39,7 @@ from switchyard.schemas.keys import ClientKey
 _ENCODE = msgspec.json.Encoder()
 JSONL = "application/x-jsonl"
 CREATES_AT_ONCE = 2  # message batch creates an edge holds in memory at once
+SPOOL_BYTES = 1024 * 1024  # a create's body beyond this waits on disk
 
 
 def _fail(exc: ApiError) -> Response:
@@ -52,14 +54,29 @@ def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+async def _spool(request: Request, spool: IO[bytes], limit: int, too_large: ApiError) -> None:
+    size, pending = 0, bytearray()
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        pending += chunk
+        if len(pending) >= SPOOL_BYTES:
+            await asyncio.to_thread(spool.write, pending)
+            pending = bytearray()
+    spool.write(pending)
+    spool.seek(0)
+
+
 class MessageBatchApi:
     """``/v1/messages/batches`` for one edge, on the OpenAI Batch API's store (``files``)."""
 
     def __init__(self, files: BatchApi) -> None:
         self.files = files
-        # A create holds its body and the input file made from it (~2.4x the body: +230 MB
-        # for 97 MB); more at once could take an edge past its memory limit, LLM traffic and
-        # all. Others wait their turn before their body is read.
+        # Making a create's input file from its body takes ~2.4x the body (+195-248 MB for
+        # 97 MB); more at once could take an edge past its memory limit, LLM traffic and all.
+        # Others wait their turn with their body read and spooled to disk (a slow sender
+        # never holds a turn, and a waiting create holds no memory).
         self._creating = asyncio.Semaphore(CREATES_AT_ONCE)
 
     def routes(self) -> list[tuple[str, str, Any]]:
@@ -72,32 +89,37 @@ class MessageBatchApi:
             ("/v1/messages/batches/{batch_id}/results", "GET", self.results),
         ]
 
-    async def _body(self, request: Request) -> bytearray:
-        """The request body, refused once it passes the Batch API's file size limit (Anthropic
-        answers an oversized batch with a 413 too)."""
+    async def _body(self, request: Request) -> IO[bytes]:
+        """The request body, spooled to disk past a megabyte (a create waiting for its turn
+        holds no memory for it); refused once it passes the Batch API's file size limit
+        (Anthropic answers an oversized batch with a 413 too)."""
         limit = self.files.max_file_bytes
         too_large = PayloadTooLarge(f"a message batch is limited to {limit} bytes of JSON")
         length = request.headers.get("content-length", "")
         if length.isdecimal() and (len(length) > 18 or int(length) > limit):
             raise too_large
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise too_large
-        return body  # not copied into bytes: up to 100 MB more at the peak
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+        try:
+            await _spool(request, spool, limit, too_large)
+        except BaseException:
+            spool.close()
+            raise
+        return spool
 
     async def create(self, request: Request) -> Response:
         try:
             key, owner, store = self.files.caller(request)
-            # Up to ``max_file_bytes`` of JSON to check and rewrite (~0.2 s for 96 MB), in a
-            # thread: the edge's LLM traffic then waits for its longest single step (one decode
-            # of the whole body, ~50 ms), not for all of it.
-            async with self._creating:
-                data, count = await asyncio.to_thread(ab.input_lines, await self._body(request))
-                return await self._store(
-                    request, key=key, owner=owner, store=store, data=data, count=count
-                )
+            # Read first: a slow sender holds no turn. Then up to ``max_file_bytes`` of JSON
+            # to check and rewrite (~0.2 s for 96 MB), in a thread: the edge's LLM traffic
+            # waits for its longest single step (one decode of the whole body, ~50 ms).
+            with await self._body(request) as spool:
+                async with self._creating:
+                    body = await asyncio.to_thread(spool.read)
+                    data, count = await asyncio.to_thread(ab.input_lines, body)
+                    del body  # its requests are in ``data`` now
+                    return await self._store(
+                        request, key=key, owner=owner, store=store, data=data, count=count
+                    )
         except ApiError as exc:
             return _fail(exc)
 

@@ -102,7 +102,7 @@ class BatchStore:
                 await writer.write(chunk)
             size = await writer.close()
         except BaseException:
-            await writer.abort()
+            await asyncio.shield(writer.abort())  # (also when the caller is cancelled)
             raise
         made = record(size)
         await self._save_or_drop(made)

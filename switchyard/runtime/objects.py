@@ -28,7 +28,7 @@ from nats.js.errors import NotFoundError, ObjectDeletedError, ObjectNotFoundErro
 from nats.js.object_store import ObjectStore
 from nats.nuid import NUID
 
-from switchyard.errors import BusError, ObjectDamaged
+from switchyard.errors import BusError, ObjectDamaged, ObjectGone
 
 _DIGEST = "SHA-256="
 # nats-py's chunk size: objects we write read back as those nats-py writes do.
@@ -76,12 +76,13 @@ async def open_object(js: JetStreamContext, store: ObjectStore, name: str) -> St
     to wait in memory (a slow download held 30-40 MB of an edge's memory that way). As fast
     as a subscription here: 100 MB in 0.24 s of CPU, ~0.4 s wall.
 
-    Reading its ``chunks`` raises ObjectDamaged when a chunk is missing or the bytes do not
-    match the object's digest (after the last chunk: a streaming caller has sent the rest by
-    then and must abort its response), and BusError when a chunk does not come in time.
+    Reading its ``chunks`` raises ObjectGone when the object was deleted or replaced
+    meanwhile, ObjectDamaged when a chunk is missing or the bytes do not match the object's
+    digest (after the last chunk: a streaming caller has sent the rest by then and must abort
+    its response), and BusError when a chunk does not come in time.
 
     Raises:
-        ObjectDamaged: the first chunk is missing.
+        ObjectDamaged: the first chunk is missing, and the object is still there.
         BusError: it did not come in time.
     """
     try:
@@ -90,33 +91,52 @@ async def open_object(js: JetStreamContext, store: ObjectStore, name: str) -> St
         return None
     if not info.nuid or info.is_link():  # we never write links
         return None
-    chunks = _pulled(
-        js,
-        stream_of(info.bucket),
-        chunks_subject(info.bucket, info.nuid),
-        count=info.chunks or 0,
-        digest=info.digest or "",
-        name=name,
-    )
+    chunks = _pulled(js, store, info)
     if not info.chunks:
         return StoredObject(info.size or 0, chunks)
     # The first chunk is fetched now: a store that cannot send it fails the caller before a
     # response has begun (a clean error, not a body cut short after its headers).
-    first = await anext(chunks)
+    try:
+        first = await anext(chunks)
+    except ObjectGone:  # deleted since its record was read
+        return None
     return StoredObject(info.size or 0, _starting_with(first, chunks))
 
 
 async def _pulled(
-    js: JetStreamContext, stream: str, subject: str, *, count: int, digest: str, name: str
+    js: JetStreamContext, store: ObjectStore, info: api.ObjectInfo
 ) -> AsyncIterator[bytes]:
+    name, nuid = info.name or "", info.nuid or ""
+    stream, subject = stream_of(info.bucket), chunks_subject(info.bucket, nuid)
     sha = hashlib.sha256()
     seq = 1
-    for _ in range(count):
-        data, seq = await _chunk(js, stream, subject, seq, name)
+    for _ in range(info.chunks or 0):
+        try:
+            data, seq = await _chunk(js, stream, subject, seq, name)
+        except _Missing:
+            raise await _why_missing(store, name, nuid) from None
         sha.update(data)
         yield data
         seq += 1
-    _check_digest(sha, digest, name)
+    _check_digest(sha, info.digest or "", name)
+
+
+class _Missing(Exception):
+    pass
+
+
+async def _why_missing(store: ObjectStore, name: str, nuid: str) -> BusError:
+    """A chunk is missing: the object was deleted or replaced meanwhile (ObjectGone), or the
+    store lost it (ObjectDamaged)."""
+    try:
+        now = await store.get_info(name)
+    except (ObjectNotFoundError, ObjectDeletedError):
+        return ObjectGone(f"object {name} was deleted while it was read")
+    except Exception as exc:  # noqa: BLE001  (cannot tell: the read failed either way)
+        return BusError(f"object {name} stopped arriving: {type(exc).__name__}")
+    if now.deleted or now.nuid != nuid:
+        return ObjectGone(f"object {name} was deleted or replaced while it was read")
+    return ObjectDamaged(f"object {name} is missing chunks")
 
 
 async def _chunk(
@@ -128,6 +148,10 @@ async def _chunk(
     moment ago) has no such chunk yet: a "not found" is asked of the stream's leader again.
     A lagging replica can only lack a chunk, never give a wrong one (each object version
     has its own subject, and chunks never change).
+
+    Raises:
+        _Missing: the leader has no such chunk either.
+        BusError: no answer in time, or any other failure.
     """
     try:
         try:
@@ -135,7 +159,7 @@ async def _chunk(
         except NotFoundError:
             msg = await js.get_msg(stream, seq, subject=subject, next=True)
     except NotFoundError:
-        raise ObjectDamaged(f"object {name} is missing chunks") from None
+        raise _Missing from None
     except Exception as exc:  # noqa: BLE001  (timeouts, API errors, a reply nats-py misreads)
         raise BusError(f"object {name} stopped arriving: {type(exc).__name__}") from None
     return msg.data or b"", msg.seq or seq
@@ -168,6 +192,7 @@ class ObjectWriter:
         self._store = store  # ``bucket``'s store
         self.name = name
         self._closed = False
+        self._aborted = False
         self._bucket = bucket
         self._stream = stream_of(bucket)
         self.nuid = NUID().next().decode()  # chunks go under a fresh id, as nats-py's do
@@ -247,8 +272,9 @@ class ObjectWriter:
         """Remove the chunks written so far (best effort: a leftover is only dead bytes);
         nothing once the object is stored."""
         self._buffer.clear()
-        if self._closed:
+        if self._closed or self._aborted:
             return
+        self._aborted = True  # once: a failed write aborts, and its caller may abort again
         with contextlib.suppress(Exception):
             await self._js.purge_stream(self._stream, subject=self._subject)
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterable
 
 import msgspec
 
-from switchyard.errors import BusError
+from switchyard.errors import BusError, ObjectGone
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 
@@ -68,9 +68,12 @@ class BatchInput:
         found = await self._store.download(self.file_id)
         if found is None:
             raise InputGone(self.file_id)
-        async with contextlib.aclosing(split_lines(found.chunks)) as lines:
-            async for line in lines:
-                yield line
+        try:
+            async with contextlib.aclosing(split_lines(found.chunks)) as lines:
+                async for line in lines:
+                    yield line
+        except ObjectGone:  # deleted while it was read
+            raise InputGone(self.file_id) from None
 
     async def check(self) -> int:
         """How many requests the file holds.
