@@ -42,6 +42,7 @@ from switchyard.workers.accounting.pricing import Pricing
 log = logging.getLogger("switchyard.accounting")
 
 RETRY_DELAY_S = 2.0
+APPLY_TIMEOUT_S = 20.0
 
 
 class Accounting:
@@ -49,7 +50,7 @@ class Accounting:
         metrics = proc.metrics
         self.nc = nc
         self.settings = settings
-        self.redis = connect_redis(settings, "accounting")
+        self.redis = connect_redis(settings, "accounting", patient=True)
         self._record = self.redis.register_script(RECORD)
         self.table = settings.route_table
         self.pricing = Pricing()
@@ -154,7 +155,9 @@ class Accounting:
                 rk.day_rank(day, "model"),
             ]
             args += [ttl, key_id, team, alias]
-        async with asyncio.timeout(max(5.0, self.settings.redis.timeout_s * 4)):
+        # Long enough for a slow connect (name lookup included), short of the usage
+        # consumer's 30 s ack wait: a batch is redelivered only after this pass gave up.
+        async with asyncio.timeout(APPLY_TIMEOUT_S):
             counted = await self._record(keys=keys, args=args)
         if not isinstance(counted, list):  # 0: a batch seen before (a redelivery)
             return
