@@ -21,8 +21,10 @@ from switchyard.bus import subjects
 from switchyard.client import LLMClient
 from switchyard.errors import AuthenticationFailed, PermissionDenied
 from switchyard.limits import keys as rk
+from switchyard.limits import resp
+from switchyard.limits.credentials import read_password
 from switchyard.limits.limiter import MAX_CARRIED, Limiter
-from switchyard.limits.resp import RedisReplyError, ScriptClient
+from switchyard.limits.resp import RedisReplyError, RedisUnavailable, ScriptClient
 from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEvent
 from switchyard.schemas.keys import ClientKey, hash_key, new_key_id
 from switchyard.stack import local
@@ -433,6 +435,57 @@ async def test_refused_logins_leave_no_connection_open(limited: dict[str, Any]) 
     while _sockets_to(port) > before and time.monotonic() < deadline:
         await asyncio.sleep(0.1)  # transports close on the next loop iteration
     assert _sockets_to(port) == before
+
+
+async def test_a_slow_name_lookup_fails_calls_fast_and_its_address_is_kept(
+    limited: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edge's Valkey client looks its host up outside the 0.5 s bound of a call.
+
+    A container's DNS once took 10 s to answer; a lookup inside the bound failed every
+    connection for as long as that lasted. Here the lookup answers only when the test says so.
+    """
+    settings = limited["stack"].settings
+    port = urlsplit(settings.redis_url).port
+    answers = asyncio.Queue[str]()
+    asked: list[tuple[str, int]] = []
+
+    async def resolve(host: str, port: int) -> str:
+        asked.append((host, port))
+        return await answers.get()
+
+    monkeypatch.setattr(resp, "LOOK_AGAIN_S", 0.0)
+    client = ScriptClient(
+        f"redis://valkey.example:{port}/0",
+        username="ingress",
+        password=read_password(settings.redis_password_dir, "ingress"),
+        timeout=0.3,
+        resolve=resolve,
+    )
+    try:
+        for _ in range(3):  # each call gives up at its bound; the one lookup goes on
+            with pytest.raises(RedisUnavailable, match=r"looking up 'valkey\.example' takes long"):
+                await client.call("PING")
+        assert asked == [("valkey.example", port)]
+        # The lookup answers with an address where nothing listens (the server moved):
+        # the connection fails and the name is looked up again.
+        await answers.put("127.0.0.2")
+        with pytest.raises(RedisUnavailable, match="ConnectionRefusedError"):
+            await client.call("PING")
+        for _ in range(100):  # the second lookup runs in its own task
+            if len(asked) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(asked) == 2
+        await answers.put("127.0.0.1")
+        while not answers.empty():  # the lookup takes its answer and keeps it at once
+            await asyncio.sleep(0.01)
+        assert await client.call("PING") == b"PONG"
+        for _ in range(5):  # connected: no more lookups
+            assert await client.call("PING") == b"PONG"
+        assert len(asked) == 2
+    finally:
+        await client.close()
 
 
 async def test_concurrent_key_changes_all_apply_and_a_deleted_key_stays_deleted(

@@ -7,7 +7,12 @@ of futures), an incremental parser fed by the protocol's ``data_received``. It s
 scripts need: ``AUTH``, ``SELECT``, ``EVALSHA`` with a ``SCRIPT LOAD`` fallback.
 
 A broken connection fails every call in flight with :class:`RedisUnavailable` and is re-opened
-by the next call; every call is bounded by ``timeout``.
+by the next call; every call is bounded by ``timeout``. The host name is looked up outside that
+bound and the address kept: a container's DNS has been seen taking 10 s to answer on a loaded
+machine, and a lookup inside a 0.5 s bound would then fail every connection for as long as that
+lasts. Calls fail fast while the first lookup runs; once it answers, connections use its address.
+After a failed connection the name is looked up again in the background (the server may have
+moved), and the old address serves until the new one is known.
 """
 
 from __future__ import annotations
@@ -15,13 +20,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
+import socket
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from switchyard.errors import SwitchyardError
 
 Reply = int | bytes | list[Any] | None
+
+Resolve = Callable[[str, int], Awaitable[str]]
+"""Turns a host name and port into the address to connect to."""
+
+LOOKUP_BOUND_S = 60.0
+"""A name lookup that takes longer than this is given up (and tried again by the next call)."""
+
+LOOK_AGAIN_S = 5.0
+"""After a failed connection, the name is looked up again at most this often."""
 
 
 class RedisUnavailable(SwitchyardError):
@@ -38,6 +56,14 @@ def encode(*parts: bytes | str | int) -> bytes:
         raw = part if isinstance(part, bytes) else str(part).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(out)
+
+
+async def look_up(host: str, port: int) -> str:
+    """The first address the system resolver gives for ``host`` (IPv4 or IPv6)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"no address for {host}")
+    return str(infos[0][4][0])
 
 
 class _Parser:
@@ -139,10 +165,20 @@ class ScriptClient:
     Args:
         url: ``redis://host:port/db``.
         username / password: the role's ACL user.
-        timeout: bound on connecting and on every call, in seconds.
+        timeout: bound on connecting and on every call, in seconds (the host name's lookup
+            excepted, see the module's docstring).
+        resolve: the name lookup (the system resolver unless a test gives its own).
     """
 
-    def __init__(self, url: str, *, username: str, password: str, timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str,
+        password: str,
+        timeout: float,
+        resolve: Resolve = look_up,
+    ) -> None:
         parts = urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 6379
@@ -150,8 +186,38 @@ class ScriptClient:
         self._username = username
         self._password = password
         self._timeout = timeout
+        self._resolve = resolve
+        self._address: str | None = _literal(self._host)
+        self._lookup: asyncio.Task[str | None] | None = None
+        self._looked_at = -LOOK_AGAIN_S
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
+
+    def _start_lookup(self) -> asyncio.Task[str | None]:
+        if self._lookup is None or self._lookup.done():
+            self._looked_at = time.monotonic()
+            self._lookup = asyncio.get_running_loop().create_task(self._look_up())
+        return self._lookup
+
+    async def _look_up(self) -> str | None:
+        """Look the host up; keep and return its address, or None if the lookup failed."""
+        try:
+            async with asyncio.timeout(LOOKUP_BOUND_S):
+                address = await self._resolve(self._host, self._port)
+        except (OSError, TimeoutError):
+            return None
+        self._address = address
+        return address
+
+    async def _where(self) -> str:
+        """The address to connect to: the kept one, or the first lookup's when it answers."""
+        if self._address is not None:
+            return self._address
+        # Shielded: the call's bound ending does not end the lookup; a later call uses it.
+        address = await asyncio.shield(self._start_lookup())
+        if address is None:
+            raise RedisUnavailable(f"cannot resolve the Redis host {self._host!r}")
+        return address
 
     async def _connection(self) -> _Protocol:
         proto = self._proto
@@ -165,9 +231,12 @@ class ScriptClient:
                 return proto
             loop = asyncio.get_running_loop()
             fresh: _Protocol | None = None
+            looked_up = False
             try:
                 async with asyncio.timeout(self._timeout):
-                    _, fresh = await loop.create_connection(_Protocol, self._host, self._port)
+                    address = await self._where()
+                    looked_up = True
+                    _, fresh = await loop.create_connection(_Protocol, address, self._port)
                     if self._password:
                         await self._send(fresh, encode("AUTH", self._username, self._password))
                     if self._db:
@@ -176,6 +245,15 @@ class ScriptClient:
                 if fresh is not None and fresh.transport is not None:
                     fresh.transport.close()  # refused or timed out half-way: never leak it
                 if isinstance(exc, OSError | TimeoutError):
+                    if not looked_up:
+                        raise RedisUnavailable(
+                            f"cannot connect to Redis: looking up {self._host!r} takes long"
+                        ) from None
+                    if (
+                        _literal(self._host) is None
+                        and time.monotonic() - self._looked_at >= LOOK_AGAIN_S
+                    ):
+                        self._start_lookup()  # it may have moved; the old address serves till then
                     raise RedisUnavailable(
                         f"cannot connect to Redis: {type(exc).__name__}"
                     ) from None
@@ -211,9 +289,21 @@ class ScriptClient:
             raise RedisUnavailable("Redis did not answer in time") from None
 
     async def close(self) -> None:
+        if self._lookup is not None:
+            self._lookup.cancel()
+            self._lookup = None
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.close()
         self._proto = None
+
+
+def _literal(host: str) -> str | None:
+    """``host`` itself if it is an IP address (nothing to look up), else None."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return host
 
 
 class Script:
