@@ -3,6 +3,7 @@ nats-server."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -10,9 +11,15 @@ from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from switchyard.errors import BusError, ObjectGone
-from switchyard.runtime.objects import ObjectWriter, open_object, purge_dead_chunks
+from switchyard.runtime.objects import (
+    ObjectWriter,
+    open_object,
+    purge_dead_chunks,
+    stream_subjects,
+)
 from tests.support import jetstream_server
 
 pytestmark = pytest.mark.integration
@@ -137,12 +144,12 @@ async def test_chunks_a_killed_writer_left_are_purged_once_old(tmp_path: Path) -
     async with jetstream_server(tmp_path) as (nc, _):
         js = nc.jetstream(timeout=10)
         store = await js.create_object_store("files")
-        assert await purge_dead_chunks(js, store, "files", time.time()) == 0  # nothing at all
+        assert await purge_dead_chunks(nc, js, store, "files", time.time()) == 0  # nothing at all
         # A writer that died before its record: chunks nobody names (two objects' worth).
         for name in ("killed", "killed-too"):
             dead = ObjectWriter(js, store, "files", name)
             await dead.write(os.urandom(2 * CHUNK + 7))
-        assert await purge_dead_chunks(js, store, "files", time.time() + 7200) == 2
+        assert await purge_dead_chunks(nc, js, store, "files", time.time() + 7200) == 2
         assert await _chunks_stored(js, "files") == 0
         # Live objects (ours, nats-py's, an empty one) and a deleted one around a dead write.
         kept = ObjectWriter(js, store, "files", "kept")
@@ -155,9 +162,9 @@ async def test_chunks_a_killed_writer_left_are_purged_once_old(tmp_path: Path) -
         await dead.write(os.urandom(CHUNK))
         live_chunks = 3 + 1
         # Young chunks are a write that may still be going on: left alone.
-        assert await purge_dead_chunks(js, store, "files", time.time()) == 0
+        assert await purge_dead_chunks(nc, js, store, "files", time.time()) == 0
         assert await _chunks_stored(js, "files") == live_chunks + 1
-        assert await purge_dead_chunks(js, store, "files", time.time() + 7200) == 1
+        assert await purge_dead_chunks(nc, js, store, "files", time.time() + 7200) == 1
         assert await _chunks_stored(js, "files") == live_chunks
         kept_found = await open_object(js, store, "kept")
         assert kept_found is not None
@@ -228,3 +235,28 @@ async def test_an_object_deleted_or_replaced_while_read_is_gone_not_damaged(
                 await store.put("file", b"another version")
             with pytest.raises(ObjectGone):
                 await anext(chunks)
+
+
+async def test_stream_subjects_reads_past_the_servers_page_of_100000(tmp_path: Path) -> None:
+    """The sweep reads the files store's subjects; nats-server sends at most 100,000 a time."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        await js.add_stream(name="WIDE", subjects=["w.>"])
+        count = 100_000 + 3
+        for i in range(count):
+            await nc.publish(f"w.{i}", b"x")
+        await nc.flush()
+        for _ in range(300):
+            info = await js.stream_info("WIDE")
+            if info.state.messages == count:
+                break
+            await asyncio.sleep(0.1)
+        assert info.state.messages == count
+        first_page = (await js.stream_info("WIDE", subjects_filter="w.>")).state.subjects or {}
+        assert len(first_page) == 100_000  # what nats-py alone reads
+        found = await stream_subjects(nc, "WIDE", "w.>")
+        assert found == {f"w.{i}": 1 for i in range(count)}
+        assert await stream_subjects(nc, "WIDE", "w.7") == {"w.7": 1}
+        assert await stream_subjects(nc, "WIDE", "nothing.>") == {}
+        with pytest.raises(NotFoundError):
+            await stream_subjects(nc, "NO_SUCH_STREAM", ">")

@@ -177,6 +177,7 @@ class BatchStore:
         """Purge the chunks a writer killed half-way left in the files store; returns how many
         files' worth (see :func:`~switchyard.runtime.objects.purge_dead_chunks`)."""
         return await purge_dead_chunks(
+            self._nc,
             self._js,
             await self._objects(),
             subjects.FILES_BUCKET,

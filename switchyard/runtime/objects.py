@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError, ObjectDeletedError, ObjectNotFoundError
+from nats.js.errors import APIError, NotFoundError, ObjectDeletedError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 from nats.nuid import NUID
 
@@ -279,7 +280,35 @@ class ObjectWriter:
             await self._js.purge_stream(self._stream, subject=self._subject)
 
 
+async def stream_subjects(
+    nc: NATS, stream: str, subjects_filter: str, *, timeout: float = 10.0
+) -> dict[str, int]:
+    """Every subject of ``stream`` that matches ``subjects_filter``, with its message count.
+
+    nats-server answers a stream info with at most 100,000 subjects and pages the rest by
+    ``offset`` into the sorted list; nats-py's ``stream_info`` reads only the first page. A
+    subject added or removed between two pages can shift another across the boundary, so the
+    answer of a stream that changes is close, not exact.
+
+    Raises:
+        NotFoundError: no such stream.
+        APIError: JetStream refused the request.
+    """
+    found: dict[str, int] = {}
+    while True:
+        request = json.dumps({"subjects_filter": subjects_filter, "offset": len(found)})
+        reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", request.encode(), timeout)
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            raise APIError.from_error(answer["error"])
+        page = (answer.get("state") or {}).get("subjects") or {}
+        found.update(page)
+        if not page or len(found) >= int(answer.get("total") or 0):
+            return found
+
+
 async def purge_dead_chunks(
+    nc: NATS,
     js: JetStreamContext,
     store: ObjectStore,
     bucket: str,
@@ -300,8 +329,7 @@ async def purge_dead_chunks(
             missed would make a live object's chunks look dead).
     """
     stream = stream_of(bucket)
-    info = await js.stream_info(stream, subjects_filter=f"$O.{bucket}.>")
-    found = (info.state.subjects or {}) if info.state else {}
+    found = await stream_subjects(nc, stream, f"$O.{bucket}.>")
     chunks = [subject for subject in found if subject.startswith(chunks_subject(bucket, ""))]
     if not chunks:
         return 0
