@@ -107,18 +107,34 @@ async def open_object(js: JetStreamContext, store: ObjectStore, name: str) -> St
 async def _pulled(
     js: JetStreamContext, store: ObjectStore, info: api.ObjectInfo
 ) -> AsyncIterator[bytes]:
+    """The object's chunks in order, the next one asked for while the reader has this one
+    (two chunks in memory at most): a reader far from JetStream waits one round trip per
+    chunk only when it reads faster than chunks come."""
     name, nuid = info.name or "", info.nuid or ""
     stream, subject = stream_of(info.bucket), chunks_subject(info.bucket, nuid)
     sha = hashlib.sha256()
-    seq = 1
-    for _ in range(info.chunks or 0):
-        try:
-            data, seq = await _chunk(js, stream, subject, seq, name)
-        except _Missing:
-            raise await _why_missing(store, name, nuid) from None
-        sha.update(data)
-        yield data
-        seq += 1
+    count = info.chunks or 0
+    loop = asyncio.get_running_loop()
+    ahead = loop.create_task(_chunk(js, stream, subject, 1, name)) if count else None
+    try:
+        for index in range(count):
+            assert ahead is not None  # noqa: S101  (one task per chunk, made before it is read)
+            try:
+                data, seq = await ahead
+            except _Missing:
+                raise await _why_missing(store, name, nuid) from None
+            ahead = (
+                loop.create_task(_chunk(js, stream, subject, seq + 1, name))
+                if index + 1 < count
+                else None
+            )
+            sha.update(data)
+            yield data
+    finally:
+        if ahead is not None and not ahead.done():
+            ahead.cancel()  # the reader stopped early: nobody wants the next chunk
+        elif ahead is not None and not ahead.cancelled():
+            ahead.exception()  # read, so asyncio does not log it as never retrieved
     _check_digest(sha, info.digest or "", name)
 
 
