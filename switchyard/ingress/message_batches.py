@@ -42,6 +42,11 @@ CREATES_AT_ONCE = 2  # message batch creates an edge holds in memory at once
 SPOOL_BYTES = 1024 * 1024  # a create's body beyond this waits on disk
 
 
+def _input_of(spool: IO[bytes]) -> tuple[bytes, int]:
+    """A create's input file and its number of requests (the body goes when this returns)."""
+    return ab.input_lines(spool.read())
+
+
 def _fail(exc: ApiError) -> Response:
     return error_response(exc, body=anthropic.error_body(exc))
 
@@ -114,9 +119,14 @@ class MessageBatchApi:
             # waits for its longest single step (one decode of the whole body, ~50 ms).
             with await self._body(request) as spool:
                 async with self._creating:
-                    body = await asyncio.to_thread(spool.read)
-                    data, count = await asyncio.to_thread(ab.input_lines, body)
-                    del body  # its requests are in ``data`` now
+                    work = asyncio.ensure_future(asyncio.to_thread(_input_of, spool))
+                    try:
+                        data, count = await asyncio.shield(work)
+                    except asyncio.CancelledError:
+                        # The thread cannot be stopped: keep the turn until it lets go of
+                        # the body, or a cancelled create's memory would not be counted.
+                        await asyncio.wait([work])
+                        raise
                     return await self._store(
                         request, key=key, owner=owner, store=store, data=data, count=count
                     )
