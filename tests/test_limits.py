@@ -437,6 +437,21 @@ async def test_refused_logins_leave_no_connection_open(limited: dict[str, Any]) 
     assert _sockets_to(port) == before
 
 
+def _script_client(settings: Any, port: int | None, resolve: resp.Resolve) -> ScriptClient:
+    return ScriptClient(
+        f"redis://valkey.example:{port}/0",
+        username="ingress",
+        password=read_password(settings.redis_password_dir, "ingress"),
+        timeout=0.3,
+        resolve=resolve,
+    )
+
+
+async def _refused(client: ScriptClient, match: str) -> None:
+    with pytest.raises(RedisUnavailable, match=match):
+        await client.call("PING")
+
+
 async def test_a_slow_name_lookup_fails_calls_fast_and_its_address_is_kept(
     limited: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -447,37 +462,36 @@ async def test_a_slow_name_lookup_fails_calls_fast_and_its_address_is_kept(
     """
     settings = limited["stack"].settings
     port = urlsplit(settings.redis_url).port
-    answers = asyncio.Queue[str]()
+    answers = asyncio.Queue[tuple[str, ...]]()
     asked: list[tuple[str, int]] = []
 
-    async def resolve(host: str, port: int) -> str:
+    async def resolve(host: str, port: int) -> tuple[str, ...]:
         asked.append((host, port))
         return await answers.get()
 
     monkeypatch.setattr(resp, "LOOK_AGAIN_S", 0.0)
-    client = ScriptClient(
-        f"redis://valkey.example:{port}/0",
-        username="ingress",
-        password=read_password(settings.redis_password_dir, "ingress"),
-        timeout=0.3,
-        resolve=resolve,
-    )
+    slow = r"looking up 'valkey\.example' takes long"
+    client = _script_client(settings, port, resolve)
     try:
         for _ in range(3):  # each call gives up at its bound; the one lookup goes on
-            with pytest.raises(RedisUnavailable, match=r"looking up 'valkey\.example' takes long"):
-                await client.call("PING")
+            await _refused(client, slow)
+        # Calls that arrive together each fail at their own bound (0.3 s), not one after
+        # another (ten in a row would take 3 s).
+        started = time.monotonic()
+        await asyncio.gather(*(_refused(client, slow) for _ in range(10)))
+        assert time.monotonic() - started < 1.5
         assert asked == [("valkey.example", port)]
         # The lookup answers with an address where nothing listens (the server moved):
         # the connection fails and the name is looked up again.
-        await answers.put("127.0.0.2")
-        with pytest.raises(RedisUnavailable, match="ConnectionRefusedError"):
-            await client.call("PING")
+        await answers.put(("127.0.0.2",))
+        await _refused(client, "ConnectionRefusedError")
         for _ in range(100):  # the second lookup runs in its own task
             if len(asked) == 2:
                 break
             await asyncio.sleep(0.01)
         assert len(asked) == 2
-        await answers.put("127.0.0.1")
+        # Every address a lookup gives is tried in its order (IPv6 first on many hosts).
+        await answers.put(("127.0.0.2", "127.0.0.1"))
         while not answers.empty():  # the lookup takes its answer and keeps it at once
             await asyncio.sleep(0.01)
         assert await client.call("PING") == b"PONG"
@@ -486,6 +500,13 @@ async def test_a_slow_name_lookup_fails_calls_fast_and_its_address_is_kept(
         assert len(asked) == 2
     finally:
         await client.close()
+    # Closing the client while a call waits for the first lookup: that call is told so.
+    pending = _script_client(settings, port, resolve)
+    waiting = asyncio.ensure_future(pending.call("PING"))
+    await asyncio.sleep(0.1)
+    await pending.close()
+    with pytest.raises(RedisUnavailable, match="closed"):
+        await waiting
 
 
 async def test_concurrent_key_changes_all_apply_and_a_deleted_key_stays_deleted(

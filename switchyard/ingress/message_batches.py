@@ -33,6 +33,7 @@ from switchyard.ingress.batches import (
 )
 from switchyard.ingress.responses import JSON, error_response
 from switchyard.runtime.batchstore import BatchStore
+from switchyard.runtime.tasks import outlast
 from switchyard.schemas import batches as b
 from switchyard.schemas.keys import ClientKey
 
@@ -123,9 +124,9 @@ class MessageBatchApi:
                     try:
                         data, count = await asyncio.shield(work)
                     except asyncio.CancelledError:
-                        # The thread cannot be stopped: keep the turn until it lets go of
-                        # the body, or a cancelled create's memory would not be counted.
-                        await asyncio.wait([work])
+                        # The thread cannot be stopped: keep the turn (and the spooled body)
+                        # until it lets go of the body, or its memory would not be counted.
+                        await outlast(work)
                         raise
                     return await self._store(
                         request, key=key, owner=owner, store=store, data=data, count=count

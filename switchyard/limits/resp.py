@@ -32,8 +32,8 @@ from switchyard.errors import SwitchyardError
 
 Reply = int | bytes | list[Any] | None
 
-Resolve = Callable[[str, int], Awaitable[str]]
-"""Turns a host name and port into the address to connect to."""
+Resolve = Callable[[str, int], Awaitable[tuple[str, ...]]]
+"""Turns a host name and port into the addresses to try, in order."""
 
 LOOKUP_BOUND_S = 60.0
 """A name lookup that takes longer than this is given up (and tried again by the next call)."""
@@ -58,12 +58,13 @@ def encode(*parts: bytes | str | int) -> bytes:
     return b"".join(out)
 
 
-async def look_up(host: str, port: int) -> str:
-    """The first address the system resolver gives for ``host`` (IPv4 or IPv6)."""
+async def look_up(host: str, port: int) -> tuple[str, ...]:
+    """Every address the system resolver gives for ``host``, in its order (IPv4 or IPv6)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    if not infos:
+    addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
         raise OSError(f"no address for {host}")
-    return str(infos[0][4][0])
+    return addresses
 
 
 class _Parser:
@@ -187,37 +188,45 @@ class ScriptClient:
         self._password = password
         self._timeout = timeout
         self._resolve = resolve
-        self._address: str | None = _literal(self._host)
-        self._lookup: asyncio.Task[str | None] | None = None
+        literal = _literal(self._host)
+        self._addresses: tuple[str, ...] | None = (literal,) if literal else None
+        self._lookup: asyncio.Task[tuple[str, ...] | None] | None = None
         self._looked_at = -LOOK_AGAIN_S
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
-    def _start_lookup(self) -> asyncio.Task[str | None]:
+    def _start_lookup(self) -> asyncio.Task[tuple[str, ...] | None]:
         if self._lookup is None or self._lookup.done():
             self._looked_at = time.monotonic()
             self._lookup = asyncio.get_running_loop().create_task(self._look_up())
         return self._lookup
 
-    async def _look_up(self) -> str | None:
-        """Look the host up; keep and return its address, or None if the lookup failed."""
+    async def _look_up(self) -> tuple[str, ...] | None:
+        """Look the host up; keep and return its addresses, or None if the lookup failed."""
         try:
             async with asyncio.timeout(LOOKUP_BOUND_S):
-                address = await self._resolve(self._host, self._port)
-        except (OSError, TimeoutError):
+                addresses = await self._resolve(self._host, self._port)
+        except Exception:  # noqa: BLE001  (any failure: no address; the caller says so)
             return None
-        self._address = address
-        return address
+        self._addresses = addresses
+        return addresses
 
-    async def _where(self) -> str:
-        """The address to connect to: the kept one, or the first lookup's when it answers."""
-        if self._address is not None:
-            return self._address
-        # Shielded: the call's bound ending does not end the lookup; a later call uses it.
-        address = await asyncio.shield(self._start_lookup())
-        if address is None:
+    async def _where(self) -> tuple[str, ...]:
+        """The addresses to try: the kept ones, or the first lookup's when it answers."""
+        if self._addresses is not None:
+            return self._addresses
+        lookup = self._start_lookup()
+        try:
+            # Shielded: the call's bound ending does not end the lookup; a later call uses it.
+            addresses = await asyncio.shield(lookup)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if lookup.cancelled() and (task is None or not task.cancelling()):
+                raise RedisUnavailable("the Redis client was closed") from None
+            raise
+        if addresses is None:
             raise RedisUnavailable(f"cannot resolve the Redis host {self._host!r}")
-        return address
+        return addresses
 
     async def _connection(self) -> _Protocol:
         proto = self._proto
@@ -225,41 +234,49 @@ class ScriptClient:
             return proto
         if self._connecting is None:
             self._connecting = asyncio.Lock()
-        async with self._connecting:
-            proto = self._proto
-            if proto is not None and not proto.lost:
-                return proto
-            loop = asyncio.get_running_loop()
-            fresh: _Protocol | None = None
-            looked_up = False
+        looked_up = False
+        try:
+            # The bound covers the wait for the lock too: callers queued behind a slow
+            # connection each fail at their own bound, not one after another.
+            async with asyncio.timeout(self._timeout), self._connecting:
+                proto = self._proto
+                if proto is not None and not proto.lost:
+                    return proto
+                addresses = await self._where()
+                looked_up = True
+                fresh = await self._open(addresses)
+        except (OSError, TimeoutError) as exc:
+            if not looked_up:
+                raise RedisUnavailable(
+                    f"cannot connect to Redis: looking up {self._host!r} takes long"
+                ) from None
+            if _literal(self._host) is None and time.monotonic() - self._looked_at >= LOOK_AGAIN_S:
+                self._start_lookup()  # it may have moved; the old address serves till then
+            raise RedisUnavailable(f"cannot connect to Redis: {type(exc).__name__}") from None
+        self._proto = fresh
+        return fresh
+
+    async def _open(self, addresses: tuple[str, ...]) -> _Protocol:
+        """A logged-in connection to the first of ``addresses`` that takes one."""
+        loop = asyncio.get_running_loop()
+        failure: OSError = OSError("no address to connect to")
+        for address in addresses:
             try:
-                async with asyncio.timeout(self._timeout):
-                    address = await self._where()
-                    looked_up = True
-                    _, fresh = await loop.create_connection(_Protocol, address, self._port)
-                    if self._password:
-                        await self._send(fresh, encode("AUTH", self._username, self._password))
-                    if self._db:
-                        await self._send(fresh, encode("SELECT", self._db))
-            except BaseException as exc:
-                if fresh is not None and fresh.transport is not None:
+                _, fresh = await loop.create_connection(_Protocol, address, self._port)
+            except OSError as exc:
+                failure = exc
+                continue
+            try:
+                if self._password:
+                    await self._send(fresh, encode("AUTH", self._username, self._password))
+                if self._db:
+                    await self._send(fresh, encode("SELECT", self._db))
+            except BaseException:
+                if fresh.transport is not None:
                     fresh.transport.close()  # refused or timed out half-way: never leak it
-                if isinstance(exc, OSError | TimeoutError):
-                    if not looked_up:
-                        raise RedisUnavailable(
-                            f"cannot connect to Redis: looking up {self._host!r} takes long"
-                        ) from None
-                    if (
-                        _literal(self._host) is None
-                        and time.monotonic() - self._looked_at >= LOOK_AGAIN_S
-                    ):
-                        self._start_lookup()  # it may have moved; the old address serves till then
-                    raise RedisUnavailable(
-                        f"cannot connect to Redis: {type(exc).__name__}"
-                    ) from None
                 raise
-            self._proto = fresh
             return fresh
+        raise failure
 
     @staticmethod
     def _send(proto: _Protocol, payload: bytes) -> asyncio.Future[Any]:

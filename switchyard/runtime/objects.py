@@ -39,6 +39,9 @@ CHUNK_BYTES = 128 * 1024
 # only one that died half-way (SIGKILL, a lost machine) leaves chunks this old behind.
 DEAD_AFTER_S = 3600.0
 LIST_WAIT_S = 60.0
+# A stream's subjects are read at most this many pages of 100,000 (a backstop: each page
+# advances the offset, and the offset ends at the total).
+MAX_SUBJECT_PAGES = 1000
 
 
 def stream_of(bucket: str) -> str:
@@ -311,16 +314,21 @@ async def stream_subjects(
         APIError: JetStream refused the request.
     """
     found: dict[str, int] = {}
-    while True:
-        request = json.dumps({"subjects_filter": subjects_filter, "offset": len(found)})
+    offset = 0
+    for _ in range(MAX_SUBJECT_PAGES):
+        request = json.dumps({"subjects_filter": subjects_filter, "offset": offset})
         reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", request.encode(), timeout)
         answer = json.loads(reply.data)
         if "error" in answer:
             raise APIError.from_error(answer["error"])
         page = (answer.get("state") or {}).get("subjects") or {}
         found.update(page)
-        if not page or len(found) >= int(answer.get("total") or 0):
-            return found
+        # By position in the server's list, not by subjects found: a subject added before
+        # the boundary meanwhile repeats one on the next page, and the read still ends.
+        offset += len(page)
+        if not page or offset >= int(answer.get("total") or 0):
+            break
+    return found
 
 
 async def purge_dead_chunks(

@@ -18,6 +18,7 @@ without those two couplings.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -25,6 +26,19 @@ from typing import Any, TypeVar
 log = logging.getLogger("switchyard.tasks")
 
 T = TypeVar("T")
+
+
+async def outlast(work: asyncio.Future[Any]) -> None:
+    """Wait until ``work`` is done, whatever cancels the caller meanwhile, and drop its result.
+
+    For work that cannot be stopped (a thread) and whose resources the caller must hold until
+    it ends. The caller re-raises its own cancel afterwards; a failure of ``work`` is read here
+    so asyncio does not log it as never retrieved."""
+    while not work.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([work])
+    if not work.cancelled():
+        work.exception()
 
 
 class SupervisorClosed(RuntimeError):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import threading
 
 import pytest
 
-from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
+from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor, outlast
 
 pytestmark = pytest.mark.unit
 
@@ -103,3 +105,38 @@ async def test_quiet_tasks_leave_their_failure_to_the_awaiter(
         with pytest.raises(RuntimeError):
             await task
     assert not caplog.records
+
+
+async def test_outlast_holds_its_caller_until_a_thread_ends_whatever_cancels_come(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+    order: list[str] = []
+
+    def work() -> None:
+        release.wait(5)
+        order.append("thread done")
+        raise ValueError("the body was not JSON")
+
+    async def holder() -> None:
+        job = asyncio.ensure_future(asyncio.to_thread(work))
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            await outlast(job)
+            order.append("turn given up")
+            raise
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        task = asyncio.ensure_future(holder())
+        await asyncio.sleep(0.05)
+        for _ in range(3):  # cancels while the thread runs: the holder stays
+            task.cancel()
+            await asyncio.sleep(0.05)
+            assert not task.done()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gc.collect()
+    assert order == ["thread done", "turn given up"]
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
