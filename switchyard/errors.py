@@ -320,6 +320,13 @@ class ServiceUnavailable(ApiError):
     code = "service_unavailable"
 
 
+class SecretMissing(ServiceUnavailable):
+    """A deployment's provider key is not stored: that deployment cannot answer, another of
+    the route may (the request is rerouted, and the deployment cools down meanwhile)."""
+
+    code = "secret_unavailable"
+
+
 class DeadlineExceeded(ApiError):
     status = 504
     type = "timeout_error"

@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from switchyard.bus import subjects
+from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.schemas.health import PREFIX, Cooldown
 from switchyard.schemas.routing import (
     deployment_id,
@@ -32,7 +33,12 @@ async def routed(
     fake = {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 32}
     quick = {"first_token_s": 1, "request_s": 1, "stream_s": 5}
     extra = {
-        "providers": {"prov-a": fake, "prov-b": fake, "prov-c": fake},
+        "providers": {
+            "prov-a": fake,
+            "prov-b": fake,
+            "prov-c": fake,
+            "keyless": {**fake, "secret": "never-stored"},
+        },
         "routes": {
             "pair": {
                 "deployments": [
@@ -49,6 +55,11 @@ async def routed(
             },
             "doomed-backup": {"deployments": [{"provider": "prov-c", "model": "ctl:d3"}]},
             "moving": {"deployments": [{"provider": "prov-c", "model": "ctl:m1"}]},
+            "unkeyed": {
+                "deployments": [{"provider": "keyless", "model": "ctl:k1"}],
+                "fallbacks": ["unkeyed-backup"],
+            },
+            "unkeyed-backup": {"deployments": [{"provider": "prov-c", "model": "ctl:k2"}]},
         },
         "routing": {"cooldown_s": 3, "backoff_s": 0.01},
         "stack": {"heads": 2, "modelproxies": 2},
@@ -62,7 +73,7 @@ async def routed(
 
 @pytest.fixture(autouse=True)
 def _reset(upstream: FakeOpenAI) -> None:
-    for name in ("a", "b", "d1", "d2", "d3", "m1", "m2"):
+    for name in ("a", "b", "d1", "d2", "d3", "m1", "m2", "k1", "k2"):
         upstream.set_mode(name, "echo")
 
 
@@ -188,6 +199,52 @@ async def test_everything_failing_is_one_clear_error_listing_the_attempts(
     assert resp.status_code == 503
     assert resp.headers.get("retry-after")
     assert time.monotonic() - began < 1
+
+
+async def test_a_deployment_without_its_key_falls_back_and_every_attempt_is_named(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """A provider key that is not stored is that deployment's failure: the fallback answers.
+
+    It was answered at once as a 503 naming only that key, so a route whose first choice
+    lacked its key never reached a fallback that had one, and a route whose last fallback
+    lacked it hid every earlier failure behind that one message.
+    """
+    keyless = deployment_id("keyless", "ctl:k1")
+    await _clear(routed, keyless, deployment_id("prov-c", "ctl:k2"))
+    resp = await _chat(routed, "unkeyed")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-switchyard-deployment"] == deployment_id("prov-c", "ctl:k2")
+    assert resp.headers["x-switchyard-attempts"] == "2"
+    # With the fallback failing too, the one error names both attempts and why.
+    await _clear(routed, keyless, deployment_id("prov-c", "ctl:k2"))
+    upstream.set_mode("k2", "status:503")
+    resp = await _chat(routed, "unkeyed")
+    assert resp.status_code == 502, resp.text
+    message = resp.json()["error"]["message"]
+    assert "all 2 attempts for `unkeyed` failed" in message
+    assert "provider key `never-stored` is unavailable" in message
+    assert "ctl_k2" in message
+    # The fallback cools down; the keyless deployment does not (nothing to wait for): with
+    # no other choice left the answer is that one attempt's 503, naming the key.
+    resp = await _chat(routed, "unkeyed")
+    assert resp.status_code == 503, resp.text
+    assert "provider key `never-stored` is unavailable" in resp.json()["error"]["message"]
+    # Storing the key makes that deployment answer at once.
+    nc = await routed.connect("admin")
+    try:
+        admin = SecretsAdmin(nc, actor="test")
+        await admin.put("never-stored", "sk-now-stored", provider="openai")
+        try:
+            deadline = time.monotonic() + 5
+            while (resp := await _chat(routed, "unkeyed")).status_code != 200:
+                assert time.monotonic() < deadline, resp.text
+                await asyncio.sleep(0.1)
+            assert resp.headers["x-switchyard-deployment"] == keyless
+        finally:
+            await admin.delete("never-stored")
+    finally:
+        await nc.close()
 
 
 async def test_route_change_applies_within_a_second_on_every_head(

@@ -25,7 +25,7 @@ from nats.aio.subscription import Subscription
 
 from switchyard.bus import subjects
 from switchyard.bus.replies import ReplyKind, decode_reply
-from switchyard.errors import ServiceUnavailable
+from switchyard.errors import SecretMissing, ServiceUnavailable
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas.openai import decode_error
 from switchyard.schemas.secret import Secret
@@ -153,6 +153,8 @@ class SecretCache:
         if reply.kind is ReplyKind.ERROR:
             detail = decode_error(msg.data)
             why = detail.message if detail else f"status {reply.status}"
+            if reply.status == 404:  # not stored: this deployment's problem, not the platform's
+                raise SecretMissing(f"provider key `{name}` is unavailable: {why}")
             raise ServiceUnavailable(
                 f"provider key `{name}` is unavailable: {why}", code="secret_unavailable"
             )

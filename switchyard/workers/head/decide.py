@@ -34,7 +34,12 @@ def exhausted(env: Envelope) -> ApiError:
     message = f"all {len(tried)} attempts for `{env.alias}` failed: {attempts}"
     if env.last_status == 429:
         return RateLimited(message, retry_after=env.retry_after)
-    return ProviderError(message, provider=",".join(tried), code="all_deployments_failed")
+    # One attempt that could not be made (the route's only usable deployment has no stored
+    # provider key) is unavailable, 503, as that error is; failed upstream calls are a 502.
+    status = 503 if len(tried) == 1 and env.last_status == 503 else None
+    return ProviderError(
+        message, provider=",".join(tried), code="all_deployments_failed", status=status
+    )
 
 
 def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
@@ -45,9 +50,13 @@ def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
     if not waits:
         return ServiceUnavailable(f"no deployment of `{alias}` is available", code="no_deployment")
     retry_after = max(0.1, min(waits))
-    limited = [c for c in book.active(now) if c.deployment in candidates and c.status == 429]
+    cooling = [c for c in book.active(now) if c.deployment in candidates]
+    limited = [c for c in cooling if c.status == 429]
+    why = "; ".join(c.reason for c in cooling[:3] if c.reason)  # each names its deployment
     message = (
-        f"every deployment of `{alias}` is cooling down after errors; retry in {retry_after:.1f}s"
+        f"every deployment of `{alias}` is cooling down after errors"
+        + (f" ({why})" if why else "")
+        + f"; retry in {retry_after:.1f}s"
     )
     if limited and len(limited) == len(waits):
         return RateLimited(message, code="deployments_rate_limited", retry_after=retry_after)

@@ -315,7 +315,7 @@ class Head:
         seconds = env.retry_after
         if seconds is None:
             seconds = self.settings.routing.cooldown_s
-        if failed:
+        if failed and seconds > 0:  # 0: nothing to wait for (a provider key not stored)
             reason = env.errors.rsplit("; ", 1)[-1]
             await self.cooldowns.cool(failed, seconds, status=env.last_status or 502, reason=reason)
             self.stats.cooled(failed)

@@ -37,6 +37,7 @@ from switchyard.errors import (
     DeadlineExceeded,
     InvalidRequest,
     ProviderTimeout,
+    SecretMissing,
     ServiceUnavailable,
 )
 from switchyard.runtime import semconv as sc
@@ -490,8 +491,9 @@ class Handler:
             tried=(*env.tried, job.deployment_id),
             errors=errors[-_MAX_ERRORS_HEADER:],
             last_status=exc.status,
-            # Only this hop's Retry-After: an earlier one must not cool this deployment.
-            retry_after=exc.retry_after,
+            # Only this hop's Retry-After: an earlier one must not cool this deployment. A
+            # missing key (0: no cooldown) answers the moment someone stores it.
+            retry_after=0.0 if isinstance(exc, SecretMissing) else exc.retry_after,
         )
         timeout = max(0.05, min(_REROUTE_CONFIRM_S, job.deadline - time.time()))
         try:

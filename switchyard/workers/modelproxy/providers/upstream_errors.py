@@ -17,6 +17,7 @@ from switchyard.errors import (
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnreachable,
+    SecretMissing,
 )
 
 __all__ = ["from_status", "parse_retry_after", "retryable", "timed_out", "unreachable"]
@@ -65,4 +66,6 @@ def timed_out(provider: str, what: str) -> ProviderTimeout:
 
 
 def retryable(exc: ApiError) -> bool:
-    return isinstance(exc, ProviderError) and exc.retryable
+    """Whether another deployment may answer: a provider failure that says so, or a
+    deployment whose provider key is not stored."""
+    return (isinstance(exc, ProviderError) and exc.retryable) or isinstance(exc, SecretMissing)
