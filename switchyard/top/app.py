@@ -63,9 +63,32 @@ def run_top(
                 console.width = PIPE_WIDTH
             console.print(frame(overview, url=target.url))
         return 0
+    console = Console(file=out)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how many people leave top
-        asyncio.run(_live(target, interval, Console(file=out)))
+        if console.is_terminal:
+            asyncio.run(_live(target, interval, console))
+        else:  # a pipe or a file: a full-screen view would show nothing; print each frame
+            console.width = PIPE_WIDTH
+            asyncio.run(_frames(target, interval, console))
     return 0
+
+
+async def _frames(target: Target, interval: float, console: Console) -> None:
+    """One frame per ``interval``, one after another (like ``top -b``), until interrupted."""
+    loop = asyncio.get_running_loop()
+    last: Overview | None = None
+    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as http:
+        while True:
+            started = loop.time()
+            error = None
+            try:
+                last, _ = await fetch_overview(http, target)
+            except GatewayError as exc:
+                error = str(exc)
+            console.print(frame(last, url=target.url, error=error, interval=interval, keys=False))
+            console.print()
+            console.file.flush()
+            await asyncio.sleep(max(0.0, started + interval - loop.time()))
 
 
 async def _read_once(target: Target) -> tuple[Overview, bytes]:

@@ -28,7 +28,12 @@ NO_PROCESSES = "no process has reported in yet (each one does every couple of se
 
 
 def frame(
-    overview: Overview | None, *, url: str, error: str | None = None, interval: float = 0.0
+    overview: Overview | None,
+    *,
+    url: str,
+    error: str | None = None,
+    interval: float = 0.0,
+    keys: bool = True,
 ) -> RenderableType:
     """The whole screen: header, deployments, processes.
 
@@ -37,8 +42,9 @@ def frame(
         url: the gateway it came from (shown in the header).
         error: why the latest read failed; the last overview (if any) stays on screen below it.
         interval: the live view's refresh interval; 0 for a one-off frame (``--once``).
+        keys: whether keys work (not for frames printed into a pipe or a file).
     """
-    parts: list[RenderableType] = [_title(overview, url, live=interval > 0)]
+    parts: list[RenderableType] = [_title(overview, url, live=interval > 0 and keys)]
     if error:
         parts.append(Text(error, style="bold red"))
         notes = [f"trying again every {interval:g}s"] if interval else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -312,3 +313,27 @@ def test_cli_refuses_json_without_once_and_reports_no_gateway_in_one_line(tmp_pa
     assert gone.stderr.count("\n") == 1
     assert gone.stderr.startswith("error: gateway not answering at http://127.0.0.1:9")
     assert TOKEN not in gone.stderr
+
+
+def test_top_into_a_pipe_prints_a_frame_each_interval(tmp_path: Path) -> None:
+    """A full-screen view into a pipe printed nothing at all, and ran until killed."""
+    (tmp_path / "admin-token").write_text(TOKEN)
+    run = [sys.executable, "-m", "switchyard", "--home", str(tmp_path), "top"]
+    with subprocess.Popen(
+        [*run, "--interval", "0.2", "--url", "http://127.0.0.1:9"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        frames = 0
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            frames += "gateway not answering at http://127.0.0.1:9" in line
+            if frames == 3:
+                break
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends it quietly
+        _, err = proc.communicate(timeout=30)
+    assert frames == 3
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert TOKEN not in err
