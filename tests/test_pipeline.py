@@ -350,3 +350,24 @@ async def test_requests_reusing_a_request_id_are_each_answered(stack: Stack) -> 
             assert (replies[-1].headers or {}).get(h.STATUS) == "200"
     finally:
         await nc.close()
+
+
+async def test_every_answer_carries_a_request_id_not_only_llm_calls(stack: Stack) -> None:
+    """The README promises an ``x-request-id`` on every answer; listings, refusals of a wrong
+    method and unknown paths had none, so a client had nothing to quote for them."""
+    mine = {"X-Request-Id": "support-ticket-7"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        answers = [
+            await http.get(f"{stack.tail_url}/v1/models", headers={**_auth(stack), **mine}),
+            await http.get(f"{stack.tail_url}/v1/chat/completions", headers=_auth(stack)),
+            await http.get(f"{stack.tail_url}/no/such/path"),
+            await http.get(f"{stack.tail_url}/v1/files", headers={"Authorization": "Bearer no"}),
+            await http.post(f"{stack.tail_url}/v1/chat/completions", json=CHAT, headers=mine),
+        ]
+    assert [r.status_code for r in answers] == [200, 405, 404, 401, 401]
+    ids = [r.headers.get("x-request-id", "") for r in answers]
+    assert all(ids), ids
+    assert len(set(ids)) == len(ids), ids  # one per answer
+    assert ids[0].startswith("support-ticket-7."), ids  # the client's own id leads
+    assert ids[4].startswith("support-ticket-7."), ids
+    assert [len(r.headers.get_list("x-request-id")) for r in answers] == [1] * len(answers)

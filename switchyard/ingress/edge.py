@@ -46,6 +46,7 @@ from switchyard.limits.limiter import Limiter
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.tracing import OFF, Tracing
 from switchyard.schemas.keys import ClientKey
+from switchyard.telemetry import request_id_var
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _MODELS = msgspec.json.Decoder(dict[str, Any])
@@ -168,7 +169,10 @@ class Edge:
 
     async def _models(self, key: ClientKey) -> dict[str, Any]:
         client = self.require_client()
-        env = client.envelope().with_(key_hash=key.hash, key_id=key.id)
+        env = client.envelope()
+        env = env.with_(
+            key_hash=key.hash, key_id=key.id, request_id=request_id_var.get() or env.request_id
+        )
         reply = await client.request(subjects.MODELS, b"{}", env)
         listing = _MODELS.decode(reply.body)
         listing["data"] = [m for m in listing.get("data", []) if key.allows(m.get("id", ""))]

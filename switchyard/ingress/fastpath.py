@@ -130,24 +130,38 @@ class FastPath:
             if route is not None:
                 await self._llm(route[0], route[1], scope, receive, send)
                 return
-        stats = self.edge.stats
-        if scope["type"] != "http" or stats is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self._other(scope, receive, send)
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every other HTTP request, to the app: it gets a request id too (its answer's
+        ``x-request-id``, its log lines'), and its status is counted by route."""
+        stats = self.edge.stats
+        given = next((v for k, v in scope["headers"] if k.lower() == b"x-request-id"), b"")
+        request_id = _request_id(self.edge, given.decode("latin-1"))
+        id_header = (b"x-request-id", request_id.encode())
         status = 500
 
-        async def recording(message: Message) -> None:
+        async def answering(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = list(message.get("headers") or ())
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    message = {**message, "headers": [*headers, id_header]}
             await send(message)
 
+        token = request_id_var.set(request_id)
         try:
-            await self.app(scope, receive, recording)
+            await self.app(scope, receive, answering)
         finally:
-            # The route template (``/admin/v1/keys/{key_id}``), never the raw path: bounded.
-            template = getattr(scope.get("route"), "path", None) or sc.OTHER
-            stats.http(template, scope["method"], status)
+            request_id_var.reset(token)
+            if stats is not None:
+                # The route template (``/admin/v1/keys/{key_id}``), never the raw path: bounded.
+                template = getattr(scope.get("route"), "path", None) or sc.OTHER
+                stats.http(template, scope["method"], status)
 
     async def _llm(self, op: str, subject: str, scope: Scope, receive: Receive, send: Send) -> None:
         wanted = {k: v for k, v in scope["headers"] if k in _WANTED}
