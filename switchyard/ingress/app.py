@@ -38,6 +38,7 @@ from switchyard.errors import (
 )
 from switchyard.ingress import openapi
 from switchyard.ingress.batches import BatchApi
+from switchyard.ingress.docs import docs_routes
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import ANTHROPIC_OPS, ROUTES, FastPath
 from switchyard.ingress.keyring import KeyRing
@@ -140,12 +141,14 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
         title=f"Switchyard {kind}",
         description="OpenAI-compatible LLM gateway",
         lifespan=lifespan,
-        docs_url="/docs" if kind == "gateway" else None,
+        docs_url=None,  # the gateway's own page, below: FastAPI's needs a CDN
         redoc_url=None,
         # Both edges publish their API (the LLM routes described by ingress.openapi).
         openapi_url="/openapi.json",
     )
     routes = app.router.routes
+    if kind == "gateway":
+        routes.extend(docs_routes(app.title, "/openapi.json"))
     # The LLM POST routes are served by FastPath before the app is reached (see fastpath.py).
     routes.append(NamedRoute("/v1/models", edge.list_models, methods=["GET"]))
     routes.append(NamedRoute("/v1/models/{model:path}", edge.get_model, methods=["GET"]))

@@ -125,3 +125,19 @@ async def test_keyboard_only(web: Browser) -> None:
     assert await page.evaluate("document.activeElement.textContent") == "Keys"
     await page.keyboard.press("Enter")
     await page.wait_for_url("**/ui/keys")
+
+
+async def test_the_api_docs_page_renders_with_no_internet(web: Browser) -> None:
+    """``/docs`` loaded Swagger UI from a CDN: with no internet (none is needed at run time)
+    the page stayed blank. Its files now come from the gateway itself."""
+    asked: list[str] = []
+    web.page.on("request", lambda request: asked.append(request.url))
+    await web.goto("/docs")
+    await web.page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+    assert "Switchyard gateway" in await web.page.inner_text(".swagger-ui .info .title")
+    await web.page.wait_for_selector(".opblock", timeout=20_000)
+    listed = await web.page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/v1/chat/completions" in listed, listed
+    elsewhere = [url for url in asked if not url.startswith(web.base)]
+    assert elsewhere == [], elsewhere
+    await web.shot("api-docs")

@@ -1,0 +1,43 @@
+"""The gateway's API docs page (Swagger UI), with its assets served by the gateway itself.
+
+FastAPI's default page loads Swagger UI from a CDN, so with no internet (the platform needs
+none at run time) ``/docs`` was a blank page. The assets come from the ``fastapi-offline``
+package's copy of Swagger UI 5 (OpenAPI 3.1, which our ``/openapi.json`` is).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+from fastapi.openapi.docs import get_swagger_ui_html
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+ASSETS = "/docs/assets"
+
+
+def assets_dir() -> Path:
+    """Where the installed Swagger UI files are."""
+    return Path(str(importlib.resources.files("fastapi_offline") / "static"))
+
+
+def docs_routes(title: str, openapi_url: str) -> list[BaseRoute]:
+    """``GET /docs`` and its assets under :data:`ASSETS`."""
+    page = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=f"{title} - API docs",
+        swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{ASSETS}/favicon.png",
+    )
+
+    async def docs(request: Request) -> HTMLResponse:
+        return page
+
+    return [
+        Route("/docs", docs, methods=["GET"], name="docs"),
+        Mount(ASSETS, app=StaticFiles(directory=assets_dir()), name="docs-assets"),
+    ]
