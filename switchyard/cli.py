@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from switchyard.config import DEFAULT_CONFIG_FILE, Settings, config_path, load_settings
-from switchyard.errors import BusUnreachable, ConfigError, SwitchyardError
+from switchyard.errors import BusUnreachable, ConfigError, InputError, SwitchyardError
 from switchyard.stack.compose_cli import add_parsers as add_deployment_parsers
 from switchyard.telemetry import setup_logging
 
@@ -314,7 +314,7 @@ def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: 
 
     name: str = args.name
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", name):
-        raise ConfigError("name", f"`{name}` is not a valid identity name", "use a-z, 0-9 and -")
+        raise InputError("name", f"`{name}` is not a valid identity name", "use a-z, 0-9 and -")
     known = {i.name: i for i in SERVICE_IDENTITIES}
     ou = known[name].zone.value.lower() if name in known else "client"
     directory = _cert_dir(args, settings)

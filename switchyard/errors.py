@@ -60,10 +60,22 @@ class ConfigError(SwitchyardError):
         self.field = field
         self.problem = problem
         self.hint = hint
-        text = f"invalid config at `{field}`: {problem}"
+        text = self._headline()
         if hint:
             text += f"\n  fix: {hint}"
         super().__init__(text)
+
+    def _headline(self) -> str:
+        return f"invalid config at `{self.field}`: {self.problem}"
+
+
+class InputError(ConfigError):
+    """What a command or request was given (an argument, a file, a value) is unusable: said
+    as such, not as a settings problem. ``field`` names the argument, or is empty when the
+    problem says it all."""
+
+    def _headline(self) -> str:
+        return f"{self.field}: {self.problem}" if self.field else self.problem
 
 
 class CertificateError(SwitchyardError):

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from switchyard.config import Settings
-from switchyard.errors import ConfigError
+from switchyard.errors import InputError
 from switchyard.runtime.shutdown import ExitDeadline, cancel_remaining
 
 COMPONENTS: dict[str, str] = {
@@ -38,7 +38,7 @@ class Runner(Protocol):
 def _runner(component: str) -> Runner:
     module_name = COMPONENTS.get(component)
     if module_name is None:
-        raise ConfigError(
+        raise InputError(
             "component", f"unknown component `{component}`", f"use one of: {', '.join(COMPONENTS)}"
         )
     run: Runner = importlib.import_module(module_name).run

@@ -16,7 +16,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysEr
 from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
-from switchyard.errors import ConfigError, Conflict, SwitchyardError
+from switchyard.errors import Conflict, InputError, SwitchyardError
 from switchyard.limits import periods
 from switchyard.schemas.keys import (
     KEY_DECODER,
@@ -205,25 +205,25 @@ def public_record(record: ClientKey, spend: dict[str, Any] | None = None) -> dic
 def _validated(fields: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(fields) - _MUTABLE)
     if unknown:
-        raise ConfigError(
+        raise InputError(
             unknown[0], "not a key setting", f"use one of: {', '.join(sorted(_MUTABLE))}"
         )
     out = {k: v for k, v in fields.items() if v is not None}
     period = out.get("budget_period")
     if period is not None and not periods.valid(str(period)):
-        raise ConfigError(
+        raise InputError(
             "budget_period",
             f"`{period}` is not a budget period",
             "use daily, weekly, monthly, total, or a number of seconds",
         )
     for field in ("rpm", "tpm", "max_parallel", "budget_usd"):
         if field in out and (not isinstance(out[field], int | float) or out[field] < 0):
-            raise ConfigError(
+            raise InputError(
                 field, f"`{out[field]}` is not a non-negative number", "use 0 for no limit"
             )
     for field in ("priority", "max_priority"):
         if field in out and out[field] not in RANK:
-            raise ConfigError(
+            raise InputError(
                 field,
                 f"`{out[field]}` is not a priority class",
                 "use interactive, default or batch",
@@ -231,7 +231,7 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
     if "weight" in out and (
         not isinstance(out["weight"], int | float) or not 0 < out["weight"] <= 1000
     ):
-        raise ConfigError(
+        raise InputError(
             "weight", f"`{out['weight']}` is not a weight", "use a number in (0, 1000]"
         )
     if "models" in out and isinstance(out["models"], str):

@@ -21,7 +21,7 @@ from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
-from switchyard.errors import ConfigError
+from switchyard.errors import InputError
 from switchyard.schemas.keys import ClientKey
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -76,7 +76,7 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.expires_in:
         match = _DURATION.match(args.expires_in)
         if not match:
-            raise ConfigError(
+            raise InputError(
                 "--expires-in", f"`{args.expires_in}` is not a duration", "use e.g. 30d or 12h"
             )
         fields["expires_at"] = time.time() + int(match.group(1)) * _UNIT[match.group(2)]

@@ -24,7 +24,7 @@ from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.config import Settings, read_env_secret
 from switchyard.control.litellm_import import ImportResult, convert, to_yaml_doc
-from switchyard.errors import ConfigError
+from switchyard.errors import InputError
 from switchyard.schemas.routing import RouteTable
 
 
@@ -32,11 +32,13 @@ def load(path: Path) -> ImportResult:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            str(path), f"cannot read the LiteLLM config: {exc}", "check the path and YAML"
+        raise InputError(
+            "", f"cannot read the LiteLLM config {path}: {exc}", "check the path and YAML"
         ) from None
     if not isinstance(doc, dict) or not doc.get("model_list"):
-        raise ConfigError(str(path), "no `model_list` found", "pass a LiteLLM proxy config.yaml")
+        raise InputError(
+            "", f"no `model_list` found in {path}", "pass a LiteLLM proxy config.yaml"
+        )
     return convert(doc)
 
 

@@ -19,7 +19,7 @@ from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.config import Settings
-from switchyard.errors import ConfigError
+from switchyard.errors import InputError
 from switchyard.schemas.secrets import SecretInfo
 
 
@@ -27,14 +27,14 @@ def read_value(args: argparse.Namespace, stdin: TextIO) -> str:
     """The secret value from ``--value-file``, ``--from-stdin`` or a hidden prompt.
 
     Raises:
-        ConfigError: the value is empty or the file cannot be read.
+        InputError: the value is empty or the file cannot be read.
     """
     value: str
     if args.value_file is not None:
         try:
             value = args.value_file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(
+            raise InputError(
                 "--value-file", f"cannot read {args.value_file}: {exc.strerror}", "check the path"
             ) from None
     elif args.from_stdin or not stdin.isatty():
@@ -43,9 +43,7 @@ def read_value(args: argparse.Namespace, stdin: TextIO) -> str:
         value = getpass.getpass(f"Value for {args.name} (input hidden): ")
     value = value.rstrip("\r\n")
     if not value:
-        raise ConfigError(
-            "value", "the secret value is empty", "pass it on stdin or with --value-file"
-        )
+        raise InputError("", "the secret value is empty", "pass it on stdin or with --value-file")
     return value
 
 
