@@ -112,6 +112,7 @@ def test_up_status_down_and_data_survives(tmp_path: Path) -> None:
     assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
     assert processes_mentioning(str(home)) == []
     assert json.loads(_cli(config, "status", "--json").stdout)["status"] != "healthy"
+    assert "no stack was running" in _cli(config, "down").stdout  # not "stopped." again
 
     again = _cli(config, "up", "--detach")
     assert again.returncode == 0, again.stderr + again.stdout

@@ -32,6 +32,11 @@ class AdminAuth:
                 "the management API is disabled: no admin token file (admin.token_file)",
                 code="admin_disabled",
             )
-        given = hashlib.sha256((presented or "").encode()).digest()
-        if not presented or not hmac.compare_digest(given, self._digest):
+        if not presented:
+            raise AuthenticationFailed(
+                "no admin token: send it as `Authorization: Bearer <token>`",
+                code="missing_admin_token",
+            )
+        given = hashlib.sha256(presented.encode()).digest()
+        if not hmac.compare_digest(given, self._digest):
             raise AuthenticationFailed("invalid admin token", code="invalid_admin_token")

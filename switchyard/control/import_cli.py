@@ -36,9 +36,7 @@ def load(path: Path) -> ImportResult:
             "", f"cannot read the LiteLLM config {path}: {exc}", "check the path and YAML"
         ) from None
     if not isinstance(doc, dict) or not doc.get("model_list"):
-        raise InputError(
-            "", f"no `model_list` found in {path}", "pass a LiteLLM proxy config.yaml"
-        )
+        raise InputError("", f"no `model_list` found in {path}", "pass a LiteLLM proxy config.yaml")
     return convert(doc)
 
 

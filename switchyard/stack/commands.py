@@ -243,8 +243,9 @@ def summary(
         lines += [
             "",
             f"Admin UI: {urls['admin_ui']} (sign in with the token in {token})",
-            f"Management API: {urls['gateway_api'].removesuffix('/v1')}/admin/v1 "
-            f"(Authorization: Bearer $(cat {token}))",
+            f"Management API: {urls['gateway_api'].removesuffix('/v1')}/admin/v1/... "
+            f"(Authorization: Bearer $(cat {token}); every route at "
+            f"{urls['gateway_api'].removesuffix('/v1')}/docs)",
         ]
     lines += ["", f"Logs: {home.logs}/"]
     if detached:
@@ -263,6 +264,7 @@ def down(settings: Settings, *, out: TextIO) -> int:
         return 0
     pid = state.get("supervisor_pid")
     timeout = settings.stack.stop_timeout_s * 3 + 10
+    running = isinstance(pid, int) and pid_alive(pid)
     if isinstance(pid, int) and pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -279,9 +281,12 @@ def down(settings: Settings, *, out: TextIO) -> int:
             leftovers.append(child)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
-    print(
-        "stopped." if not leftovers else f"stopped (killed {len(leftovers)} stragglers).", file=out
-    )
+    if leftovers:
+        print(f"stopped (killed {len(leftovers)} stragglers).", file=out)
+    elif running:
+        print("stopped.", file=out)
+    else:
+        print(f"no stack was running in {home.root}", file=out)
     return 0
 
 

@@ -128,7 +128,6 @@ audit "file" "switchyard" {{
 }}
 api_addr      = "{layout.addr}"
 cluster_addr  = "https://{layout.host}:{layout.port + 1}"
-disable_mlock = true
 ui            = false
 log_level     = "warn"
 """
