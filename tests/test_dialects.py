@@ -532,3 +532,17 @@ async def _key_usage(stack: Stack, key_id: str, at_least: int = 3) -> dict[str, 
             return rows[0]
         assert time.monotonic() < deadline, days
         await asyncio.sleep(0.2)
+
+
+def test_the_demo_model_bills_what_its_count_said(agents: Stack, edge: str) -> None:
+    """The offline demo counts tokens as words: its count and its usage now agree (a
+    newcomer saw 9 from the count and 1 in the usage for the same "Hello!")."""
+    client = _anthropic(agents, edge)
+    asked: dict[str, Any] = {
+        "model": "demo",
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "Hello there, demo!"}],
+    }
+    counted = client.messages.count_tokens(**asked).input_tokens
+    made = client.messages.create(max_tokens=32, **asked)
+    assert counted == made.usage.input_tokens == 5

@@ -43,6 +43,8 @@ def plan(call: ProviderCall, adapters: Adapters) -> tuple[Adapter, ProviderCall]
     if call.op in COUNTS:  # a native provider counts its own; every other count is estimated
         if kind in NATIVE[COUNTS[call.op]]:
             return adapters.passthrough(), call
+        if kind == "demo":  # counts as it bills: words
+            return adapters.for_kind(kind), call
         return adapters.token_estimate(), call
     if call.op not in DIALECTS:
         return adapters.for_kind(kind), call

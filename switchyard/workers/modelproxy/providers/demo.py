@@ -2,7 +2,10 @@
 
 It replies with a short sentence that quotes the last user message, streamed word by word (with
 a short pause between words, like a real model), counts tokens as words, and returns small
-deterministic embeddings. It needs no key and never touches the network.
+deterministic embeddings. It needs no key and never touches the network. Its prompt tokens are
+the words of the whole request (system prompt, every message's text), and it answers the two
+APIs' token counts (``count_tokens``, ``input_tokens``) with that same number, so what a
+client is told a request will cost is what its usage then says.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from switchyard.dialects.probes import COUNTS
 from switchyard.schemas.openai import Usage
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 
@@ -48,8 +52,29 @@ def answer_words(call: ProviderCall) -> list[str]:
     return words
 
 
+# Where a request's text is, in every shape the demo sees (chat, completions, and the
+# Messages and Responses requests of a token count): a message's ``content``, a part's
+# ``text``, Anthropic's ``system``, the Responses API's ``instructions`` and ``input``.
+_TEXT_KEYS = ("messages", "content", "text", "system", "instructions", "input", "prompt")
+
+
+def prompt_words(body: Any) -> int:
+    """The words of a request's text, wherever its shape keeps them (at least 1)."""
+
+    def count(node: Any) -> int:
+        if isinstance(node, str):
+            return len(node.split())
+        if isinstance(node, list):
+            return sum(count(item) for item in node)
+        if isinstance(node, dict):
+            return sum(count(node[key]) for key in _TEXT_KEYS if key in node)
+        return 0
+
+    return max(1, count(body))
+
+
 def _usage(call: ProviderCall, completion_words: int) -> Usage:
-    prompt = max(1, len(_prompt_text(call).split()))
+    prompt = prompt_words(call.body)
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion_words,
@@ -64,6 +89,8 @@ class Demo:
     async def complete(self, call: ProviderCall) -> Completion:
         if call.op == "embed":
             return self._embed(call)
+        if call.op in COUNTS:
+            return _count(call)
         words = answer_words(call)
         usage = _usage(call, len(words))
         rid = f"demo-{time.time_ns()}"
@@ -96,6 +123,9 @@ class Demo:
         return Completion(_ENCODE.encode(doc), usage)
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
+        if call.op in COUNTS:  # one object, asked for as a stream: a stream of one event
+            yield StreamEvent(_count(call).body)
+            return
         words = answer_words(call)
         rid = f"demo-{time.time_ns()}"
         created = int(time.time())
@@ -156,3 +186,12 @@ class Demo:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         return Completion(_ENCODE.encode(doc), usage)
+
+
+def _count(call: ProviderCall) -> Completion:
+    """A token count, as the API that asked shapes it: the words :func:`_usage` bills."""
+    tokens = prompt_words(call.body)
+    doc: dict[str, Any] = {"input_tokens": tokens}
+    if call.op == "input_tokens":
+        doc = {"object": "response.input_tokens", **doc}
+    return Completion(_ENCODE.encode(doc), None)

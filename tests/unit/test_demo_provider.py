@@ -1,0 +1,45 @@
+"""The offline demo model: what a token count says is what the request's usage then says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from switchyard.dialects import anthropic, responses
+from switchyard.workers.modelproxy.providers.demo import prompt_words
+
+CONVERSATIONS: list[dict[str, Any]] = [
+    {"system": "be brief", "messages": [{"role": "user", "content": "Hello!"}]},
+    {
+        "system": [{"type": "text", "text": "answer in French"}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "what is a switchyard"}]},
+            {"role": "assistant", "content": "a place where trains are sorted"},
+            {"role": "user", "content": "and in a gateway?"},
+        ],
+    },
+]
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+def test_a_messages_count_matches_the_words_its_chat_is_billed_for(
+    conversation: dict[str, Any],
+) -> None:
+    """A newcomer's ``count_tokens`` said 9 for "Hello!" while the chat's usage said 1: the
+    count was OpenAI's tokenizer, the usage the demo's words (of the last message only)."""
+    request = {"model": "demo", "max_tokens": 16, **conversation}
+    chat = anthropic.to_chat(request).chat
+    assert prompt_words(request) == prompt_words(chat)
+    words = " ".join(
+        block if isinstance(block, str) else " ".join(b["text"] for b in block)
+        for block in [conversation["system"], *(m["content"] for m in conversation["messages"])]
+    )
+    assert prompt_words(chat) == len(words.split())
+
+
+def test_a_responses_count_matches_its_chat_and_nothing_counts_as_zero() -> None:
+    request = {"model": "demo", "instructions": "be brief", "input": "hello there"}
+    assert prompt_words(request) == prompt_words(responses.to_chat(request).chat) == 4
+    assert prompt_words({"model": "demo", "messages": []}) == 1  # never free
+    assert prompt_words({"model": "demo", "prompt": ["two words", "three more words"]}) == 5
