@@ -46,7 +46,7 @@ class Target:
     """One goal and whether this run met it."""
 
     name: str
-    value: float
+    value: float | None  # None: not measured in this run (e.g. --ttft-requests 0)
     limit: float
     unit: str
     higher_is_better: bool
@@ -54,7 +54,7 @@ class Target:
 
     @property
     def passed(self) -> bool:
-        if not self.valid or math.isnan(self.value):
+        if not self.valid or self.value is None or math.isnan(self.value):
             return False
         return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
 
@@ -62,6 +62,8 @@ class Target:
     def verdict(self) -> str:
         if not self.valid:
             return "INVALID (errors)"
+        if self.value is None:
+            return "not run"
         return "PASS" if self.passed else "FAIL"
 
     def to_json(self) -> dict[str, Any]:
