@@ -334,7 +334,8 @@ class ServiceUnavailable(ApiError):
 
 class SecretMissing(ServiceUnavailable):
     """A deployment's provider key is not stored: that deployment cannot answer, another of
-    the route may (the request is rerouted, and the deployment cools down meanwhile)."""
+    the route may (the request is rerouted; the deployment does not cool down, so it answers
+    as soon as the key is stored)."""
 
     code = "secret_unavailable"
 

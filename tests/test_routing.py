@@ -10,6 +10,7 @@ import httpx
 import msgspec
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.bus import subjects
 from switchyard.bus.secrets_admin import SecretsAdmin
@@ -201,6 +202,21 @@ async def test_everything_failing_is_one_clear_error_listing_the_attempts(
     assert time.monotonic() - began < 1
 
 
+async def _missing_key_lookups(stack: Stack) -> float:
+    """How often the secrets service was asked for a key it does not have."""
+    url = (stack.process("secrets").spec.health_url or "").replace("/ready", "/metrics")
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(url)).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "switchyard_vault_requests_total"
+        and sample.labels.get("op") == "get"
+        and sample.labels.get("result") == "secret_not_found"
+    )
+
+
 async def test_a_deployment_without_its_key_falls_back_and_every_attempt_is_named(
     routed: Stack, upstream: FakeOpenAI
 ) -> None:
@@ -216,6 +232,12 @@ async def test_a_deployment_without_its_key_falls_back_and_every_attempt_is_name
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-switchyard-deployment"] == deployment_id("prov-c", "ctl:k2")
     assert resp.headers["x-switchyard-attempts"] == "2"
+    # Each model-proxy asks the secrets service about the missing key once, not per request.
+    asked = await _missing_key_lookups(routed)
+    assert asked >= 1
+    for _ in range(6):
+        assert (await _chat(routed, "unkeyed")).status_code == 200
+    assert await _missing_key_lookups(routed) - asked <= 2  # two model-proxies
     # With the fallback failing too, the one error names both attempts and why.
     await _clear(routed, keyless, deployment_id("prov-c", "ctl:k2"))
     upstream.set_mode("k2", "status:503")
@@ -229,14 +251,17 @@ async def test_a_deployment_without_its_key_falls_back_and_every_attempt_is_name
     # no other choice left the answer is that one attempt's 503, naming the key.
     resp = await _chat(routed, "unkeyed")
     assert resp.status_code == 503, resp.text
+    assert resp.json()["error"]["code"] == "secret_unavailable"
     assert "provider key `never-stored` is unavailable" in resp.json()["error"]["message"]
-    # Storing the key makes that deployment answer at once.
+    # Storing the key makes that deployment answer at once: the model-proxies' memory of the
+    # missing key (kept 5 s, so a keyless deployment costs no secrets lookup per request)
+    # is dropped when the key is stored.
     nc = await routed.connect("admin")
     try:
         admin = SecretsAdmin(nc, actor="test")
         await admin.put("never-stored", "sk-now-stored", provider="openai")
         try:
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 3
             while (resp := await _chat(routed, "unkeyed")).status_code != 200:
                 assert time.monotonic() < deadline, resp.text
                 await asyncio.sleep(0.1)

@@ -48,7 +48,7 @@ from switchyard.runtime.tracing import OFF, Tracing
 from switchyard.schemas.keys import ClientKey
 from switchyard.telemetry import request_id_var
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # used with fullmatch
 _MODELS = msgspec.json.Decoder(dict[str, Any])
 _ENCODE = msgspec.json.Encoder()
 

@@ -324,7 +324,7 @@ def _request_id(edge: Edge, given: str) -> str:
     re-send is not billed twice): the edge always makes it unique, led by the client's own
     ``X-Request-Id`` (for correlation) when it sent a usable one."""
     unique = edge.new_request_id()
-    return f"{given}.{unique}" if given and SAFE_ID.match(given) else unique
+    return f"{given}.{unique}" if given and SAFE_ID.fullmatch(given) else unique
 
 
 def _api_key(headers: dict[bytes, bytes]) -> str | None:

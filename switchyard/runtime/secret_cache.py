@@ -36,6 +36,9 @@ log = logging.getLogger("switchyard.bus.secret_cache")
 # After a failed refresh, wait this long before trying again (requests use the cached key).
 RETRY_BACKOFF_S = 1.0
 NO_RESPONDER_RETRIES = 3
+# A key the secrets service does not have is not asked for again for this long (each ask is a
+# read of OpenBao and an audit line), unless the service says it was stored meanwhile.
+MISSING_FOR_S = 5.0
 
 
 _DECODE = msgspec.json.Decoder(SecretPayload)
@@ -55,6 +58,7 @@ class SecretCache:
         self._refresh_after = ttl / 5
         self._timeout = request_timeout
         self._entries: dict[str, _Entry] = {}
+        self._missing: dict[str, tuple[float, SecretMissing]] = {}  # name -> (when, why)
         self._inflight: dict[str, asyncio.Task[Secret]] = {}
         self._tasks = TaskSupervisor("secret-cache")
         # Lookups served from memory, that had to wait for a fetch, and that failed (metrics).
@@ -78,6 +82,7 @@ class SecretCache:
 
     async def _on_changed(self, msg: Msg) -> None:
         name = msg.subject.rsplit(".", 1)[-1]
+        self._missing.pop(name, None)  # stored (or deleted) just now: ask again
         if name in self._wanted or self._entries.pop(name, None) is not None:
             self._entries.pop(name, None)
             log.info("provider key %s changed; fetching the new version", name)
@@ -108,6 +113,10 @@ class SecretCache:
             self.hits += 1
             return entry.secret
         self.misses += 1
+        missing = self._missing.get(name)
+        if missing is not None and now - missing[0] < MISSING_FOR_S:
+            self.errors += 1
+            raise SecretMissing(missing[1].message)
         task = self._inflight.get(name) or self._spawn(name)
         try:
             return await asyncio.shield(task)
@@ -123,6 +132,11 @@ class SecretCache:
 
     def _settle(self, name: str, task: asyncio.Task[Secret]) -> None:
         self._inflight.pop(name, None)
+        failure = None if task.cancelled() else task.exception()
+        if isinstance(failure, SecretMissing):
+            self._missing[name] = (asyncio.get_running_loop().time(), failure)
+        elif failure is None and not task.cancelled():
+            self._missing.pop(name, None)
         if not task.cancelled() and task.exception() is not None:
             log.debug("fetching provider key %s failed: %s", name, task.exception())
             entry = self._entries.get(name)

@@ -68,9 +68,17 @@ def run_top(
         if console.is_terminal:
             asyncio.run(_live(target, interval, console))
         else:  # a pipe or a file: a full-screen view would show nothing; print each frame
-            console.width = PIPE_WIDTH
-            asyncio.run(_frames(target, interval, console))
+            piped = _PipeConsole(file=out, width=PIPE_WIDTH)
+            asyncio.run(_frames(target, interval, piped))
     return 0
+
+
+class _PipeConsole(Console):
+    """Rich ends the process with status 1 when its reader leaves (``| head``); the CLI's own
+    handling gives 141 (killed by SIGPIPE), what a shell expects from a pipe's writer."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
 
 
 async def _frames(target: Target, interval: float, console: Console) -> None:

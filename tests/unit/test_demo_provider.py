@@ -43,3 +43,12 @@ def test_a_responses_count_matches_its_chat_and_nothing_counts_as_zero() -> None
     assert prompt_words(request) == prompt_words(responses.to_chat(request).chat) == 4
     assert prompt_words({"model": "demo", "messages": []}) == 1  # never free
     assert prompt_words({"model": "demo", "prompt": ["two words", "three more words"]}) == 5
+
+
+def test_nesting_as_deep_as_json_allows_is_counted_not_a_crash() -> None:
+    """A chat body of lists nested 600 deep (1.2 KB) passed the edge and made the demo's
+    recursive count fail: a 500 and an unbilled stream."""
+    nested: Any = "three words here"
+    for _ in range(5_000):
+        nested = [nested]
+    assert prompt_words({"model": "demo", "messages": nested}) == 3

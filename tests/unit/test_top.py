@@ -337,3 +337,23 @@ def test_top_into_a_pipe_prints_a_frame_each_interval(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert TOKEN not in err
+
+
+def test_top_into_a_pipe_whose_reader_leaves_exits_as_a_pipe_writer_does(tmp_path: Path) -> None:
+    """``switchyard top | head -3``: rich ended the process with status 1, a failure under
+    ``set -o pipefail``; a writer whose reader left exits 141 (SIGPIPE), quietly."""
+    (tmp_path / "admin-token").write_text(TOKEN)
+    run = [sys.executable, "-m", "switchyard", "--home", str(tmp_path), "top"]
+    with subprocess.Popen(
+        [*run, "--interval", "0.1", "--url", "http://127.0.0.1:9"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        proc.stdout.close()  # the reader leaves
+        err = proc.stderr.read() if proc.stderr is not None else ""
+        proc.wait(timeout=30)
+    assert proc.returncode == 141, err
+    assert "Traceback" not in err

@@ -34,12 +34,11 @@ def exhausted(env: Envelope) -> ApiError:
     message = f"all {len(tried)} attempts for `{env.alias}` failed: {attempts}"
     if env.last_status == 429:
         return RateLimited(message, retry_after=env.retry_after)
-    # One attempt that could not be made (the route's only usable deployment has no stored
-    # provider key) is unavailable, 503, as that error is; failed upstream calls are a 502.
-    status = 503 if len(tried) == 1 and env.last_status == 503 else None
-    return ProviderError(
-        message, provider=",".join(tried), code="all_deployments_failed", status=status
-    )
+    if len(tried) == 1 and env.last_status == 503:
+        # The one attempt could not be made: the route's only usable deployment has no stored
+        # provider key (a provider's own 503 arrives as a 502). Said as it was before reroutes.
+        return ServiceUnavailable(message, code="secret_unavailable")
+    return ProviderError(message, provider=",".join(tried), code="all_deployments_failed")
 
 
 def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
@@ -52,7 +51,9 @@ def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
     retry_after = max(0.1, min(waits))
     cooling = [c for c in book.active(now) if c.deployment in candidates]
     limited = [c for c in cooling if c.status == 429]
-    why = "; ".join(c.reason for c in cooling[:3] if c.reason)  # each names its deployment
+    # Which deployment and what status: the provider's own words stay in the admin API and
+    # the logs (a cooldown is shared by every tenant; its reason came from one request).
+    why = ", ".join(f"{c.deployment} after {c.status}" for c in cooling[:3])
     message = (
         f"every deployment of `{alias}` is cooling down after errors"
         + (f" ({why})" if why else "")

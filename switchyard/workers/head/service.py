@@ -321,6 +321,8 @@ class Head:
             self.stats.cooled(failed)
         if len(env.tried) >= self.settings.routing.max_attempts or env.pin:
             raise decide.exhausted(env)
+        if seconds <= 0:  # nothing to back off from (the provider was never called)
+            return
         pause = decide.backoff(len(env.tried), self.settings.routing)
         if env.remaining(0.0) > pause:
             await asyncio.sleep(pause)

@@ -22,6 +22,7 @@ import msgspec
 from switchyard.dialects.probes import COUNTS
 from switchyard.schemas.openai import Usage
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+from switchyard.workers.modelproxy.providers.token_estimate import as_chat
 
 _ENCODE = msgspec.json.Encoder()
 WORD_PAUSE_S = 0.02
@@ -59,18 +60,20 @@ _TEXT_KEYS = ("messages", "content", "text", "system", "instructions", "input", 
 
 
 def prompt_words(body: Any) -> int:
-    """The words of a request's text, wherever its shape keeps them (at least 1)."""
+    """The words of a request's text, wherever its shape keeps them (at least 1).
 
-    def count(node: Any) -> int:
+    Walked with a list, not recursion: a client may nest lists as deep as the JSON decoder
+    allows."""
+    words, todo = 0, [body]
+    while todo:
+        node = todo.pop()
         if isinstance(node, str):
-            return len(node.split())
-        if isinstance(node, list):
-            return sum(count(item) for item in node)
-        if isinstance(node, dict):
-            return sum(count(node[key]) for key in _TEXT_KEYS if key in node)
-        return 0
-
-    return max(1, count(body))
+            words += len(node.split())
+        elif isinstance(node, list):
+            todo.extend(node)
+        elif isinstance(node, dict):
+            todo.extend(node[key] for key in _TEXT_KEYS if key in node)
+    return max(1, words)
 
 
 def _usage(call: ProviderCall, completion_words: int) -> Usage:
@@ -189,8 +192,13 @@ class Demo:
 
 
 def _count(call: ProviderCall) -> Completion:
-    """A token count, as the API that asked shapes it: the words :func:`_usage` bills."""
-    tokens = prompt_words(call.body)
+    """A token count, as the API that asked shapes it: the words :func:`_usage` bills, of the
+    same chat request (translated as the request itself would be, refusing what it would).
+
+    Raises:
+        InvalidRequest: the translation refuses the request.
+    """
+    tokens = prompt_words(as_chat(call.op, call.body))
     doc: dict[str, Any] = {"input_tokens": tokens}
     if call.op == "input_tokens":
         doc = {"object": "response.input_tokens", **doc}
