@@ -83,6 +83,20 @@ class _PipeConsole(Console):
 
 async def _frames(target: Target, interval: float, console: Console) -> None:
     """One frame per ``interval``, one after another (like ``top -b``), until interrupted."""
+
+    def show(last: Overview | None, error: str | None) -> None:
+        console.print(frame(last, url=target.url, error=error, interval=interval, keys=False))
+        console.print()
+        console.file.flush()
+
+    await _every(target, interval, show)
+
+
+async def _every(
+    target: Target, interval: float, show: Callable[[Overview | None, str | None], None]
+) -> None:
+    """Read the overview every ``interval`` and ``show`` the last one read with the latest
+    read's error, if it failed."""
     loop = asyncio.get_running_loop()
     last: Overview | None = None
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as http:
@@ -93,9 +107,7 @@ async def _frames(target: Target, interval: float, console: Console) -> None:
                 last, _ = await fetch_overview(http, target)
             except GatewayError as exc:
                 error = str(exc)
-            console.print(frame(last, url=target.url, error=error, interval=interval, keys=False))
-            console.print()
-            console.file.flush()
+            show(last, error)
             await asyncio.sleep(max(0.0, started + interval - loop.time()))
 
 
@@ -129,18 +141,10 @@ async def _quit_when(pressed: asyncio.Event) -> None:
 
 
 async def _refresh_forever(live: Live, target: Target, interval: float) -> None:
-    loop = asyncio.get_running_loop()
-    last: Overview | None = None
-    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as http:
-        while True:
-            started = loop.time()
-            error = None
-            try:
-                last, _ = await fetch_overview(http, target)
-            except GatewayError as exc:
-                error = str(exc)
-            live.update(frame(last, url=target.url, error=error, interval=interval), refresh=True)
-            await asyncio.sleep(max(0.0, started + interval - loop.time()))
+    def show(last: Overview | None, error: str | None) -> None:
+        live.update(frame(last, url=target.url, error=error, interval=interval), refresh=True)
+
+    await _every(target, interval, show)
 
 
 @contextlib.contextmanager

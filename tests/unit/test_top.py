@@ -315,16 +315,21 @@ def test_cli_refuses_json_without_once_and_reports_no_gateway_in_one_line(tmp_pa
     assert TOKEN not in gone.stderr
 
 
-def test_top_into_a_pipe_prints_a_frame_each_interval(tmp_path: Path) -> None:
-    """A full-screen view into a pipe printed nothing at all, and ran until killed."""
-    (tmp_path / "admin-token").write_text(TOKEN)
-    run = [sys.executable, "-m", "switchyard", "--home", str(tmp_path), "top"]
-    with subprocess.Popen(
-        [*run, "--interval", "0.2", "--url", "http://127.0.0.1:9"],
+def _top_into_a_pipe(home: Path, *, interval: float) -> subprocess.Popen[str]:
+    """``switchyard top`` with its output into a pipe, against a gateway that is not there."""
+    (home / "admin-token").write_text(TOKEN)
+    run = [sys.executable, "-m", "switchyard", "--home", str(home), "top"]
+    return subprocess.Popen(
+        [*run, "--interval", str(interval), "--url", "http://127.0.0.1:9"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    ) as proc:
+    )
+
+
+def test_top_into_a_pipe_prints_a_frame_each_interval(tmp_path: Path) -> None:
+    """A full-screen view into a pipe printed nothing at all, and ran until killed."""
+    with _top_into_a_pipe(tmp_path, interval=0.2) as proc:
         frames = 0
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -342,14 +347,7 @@ def test_top_into_a_pipe_prints_a_frame_each_interval(tmp_path: Path) -> None:
 def test_top_into_a_pipe_whose_reader_leaves_exits_as_a_pipe_writer_does(tmp_path: Path) -> None:
     """``switchyard top | head -3``: rich ended the process with status 1, a failure under
     ``set -o pipefail``; a writer whose reader left exits 141 (SIGPIPE), quietly."""
-    (tmp_path / "admin-token").write_text(TOKEN)
-    run = [sys.executable, "-m", "switchyard", "--home", str(tmp_path), "top"]
-    with subprocess.Popen(
-        [*run, "--interval", "0.1", "--url", "http://127.0.0.1:9"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with _top_into_a_pipe(tmp_path, interval=0.1) as proc:
         assert proc.stdout is not None
         proc.stdout.readline()
         proc.stdout.close()  # the reader leaves
