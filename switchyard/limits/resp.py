@@ -246,11 +246,15 @@ class ScriptClient:
                 looked_up = True
                 fresh = await self._open(addresses)
         except (OSError, TimeoutError) as exc:
-            if not looked_up:
+            if not looked_up and self._addresses is None:
                 raise RedisUnavailable(
                     f"cannot connect to Redis: looking up {self._host!r} takes long"
                 ) from None
-            if _literal(self._host) is None and time.monotonic() - self._looked_at >= LOOK_AGAIN_S:
+            if (
+                looked_up  # a connection failed, not the wait behind another caller's
+                and _literal(self._host) is None
+                and time.monotonic() - self._looked_at >= LOOK_AGAIN_S
+            ):
                 self._start_lookup()  # it may have moved; the old address serves till then
             raise RedisUnavailable(f"cannot connect to Redis: {type(exc).__name__}") from None
         self._proto = fresh

@@ -92,6 +92,30 @@ def test_nothing_left_after_failures_is_one_error_naming_every_attempt() -> None
     assert rate.value.retry_after == 4.0
 
 
+def test_one_attempt_without_its_key_is_a_503_with_the_wait_for_the_others() -> None:
+    """The first choice had no stored key (a 503 from the model-proxy, rerouted); the others
+    cool down: the answer is the key's 503, and says when the first of them is back."""
+    router = Router(_two_route_table())
+    a, b, backup = deployment_id("a", "m1"), deployment_id("b", "m1"), deployment_id("b", "m2")
+    now = time.time()
+    book = Cooldowns(
+        {
+            b: Cooldown(deployment=b, until=now + 12, status=502),
+            backup: Cooldown(deployment=backup, until=now + 7, status=502),
+        }
+    )
+    env = _env("main", tried=(a,), errors="a_m1: 503 provider key `k` is unavailable")
+    with pytest.raises(ServiceUnavailable) as caught:
+        decide.choose(router, book, env.with_(last_status=503), pinned=None)
+    assert caught.value.code == "secret_unavailable"
+    assert "provider key `k` is unavailable" in caught.value.message
+    assert caught.value.retry_after == pytest.approx(7, abs=0.5)
+    # A provider's failure (502) with the rest cooling: all_deployments_failed, same wait.
+    with pytest.raises(ProviderError) as failed:
+        decide.choose(router, book, env.with_(last_status=502), pinned=None)
+    assert failed.value.retry_after == pytest.approx(7, abs=0.5)
+
+
 def test_everything_cooling_before_any_attempt_is_503_with_the_shortest_wait() -> None:
     router = Router(_two_route_table())
     now = time.time()

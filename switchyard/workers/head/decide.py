@@ -27,8 +27,9 @@ def backoff(hop: int, settings: RoutingSettings, rng: random.Random | None = Non
     return base * jitter
 
 
-def exhausted(env: Envelope) -> ApiError:
-    """Every attempt failed: one error naming them all."""
+def exhausted(env: Envelope, *, retry_after: float | None = None) -> ApiError:
+    """Every attempt failed: one error naming them all; ``retry_after`` when the candidates
+    left untried are cooling down, the time until the first is back."""
     tried = env.tried
     attempts = env.errors or ", ".join(tried)
     message = f"all {len(tried)} attempts for `{env.alias}` failed: {attempts}"
@@ -37,8 +38,26 @@ def exhausted(env: Envelope) -> ApiError:
     if len(tried) == 1 and env.last_status == 503:
         # The one attempt could not be made: the route's only usable deployment has no stored
         # provider key (a provider's own 503 arrives as a 502). Said as it was before reroutes.
-        return ServiceUnavailable(message, code="secret_unavailable")
-    return ProviderError(message, provider=",".join(tried), code="all_deployments_failed")
+        return ServiceUnavailable(message, code="secret_unavailable", retry_after=retry_after)
+    return ProviderError(
+        message,
+        provider=",".join(tried),
+        code="all_deployments_failed",
+        retry_after=retry_after,
+    )
+
+
+def _first_back(
+    alias: str, router: Router, book: Cooldowns, tried: tuple[str, ...]
+) -> float | None:
+    """Seconds until the first untried candidate of ``alias`` stops cooling down, if any."""
+    now = time.time()
+    waits = [
+        book.remaining(d, now)
+        for d in router.cooling_candidates(alias)
+        if d not in tried and book.cooling(d, now)
+    ]
+    return max(0.1, min(waits)) if waits else None
 
 
 def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
@@ -77,5 +96,5 @@ def choose(router: Router, book: Cooldowns, env: Envelope, *, pinned: str | None
     if deployment is not None:
         return deployment
     if env.tried:  # none left untried, or all of those cool down: report the real failures
-        raise exhausted(env)
+        raise exhausted(env, retry_after=_first_back(env.alias, router, book, env.tried))
     raise all_cooling(env.alias, router, book)
