@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import termios
 import tty
-from collections.abc import Callable, Iterator
-from typing import TextIO
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TextIO
 
 import httpx
 import msgspec
@@ -31,10 +32,6 @@ from switchyard.top.source import Target, fetch_overview
 REQUEST_TIMEOUT_S = 5.0
 PIPE_WIDTH = 160
 QUIT_KEYS = b"qQ"
-
-
-class _Quit(Exception):
-    """Raised inside the live view's task group when the user pressed ``q``."""
 
 
 def run_top(
@@ -89,7 +86,29 @@ async def _frames(target: Target, interval: float, console: Console) -> None:
         console.print()
         console.file.flush()
 
-    await _every(target, interval, show)
+    await _until_quit(_every(target, interval, show), asyncio.Event())
+
+
+async def _until_quit(work: Coroutine[Any, Any, None], quit_pressed: asyncio.Event) -> None:
+    """Run ``work`` until ``quit_pressed`` is set: by a key, or by SIGINT or SIGTERM, whose
+    handlers are set here (a shell's background job inherits SIGINT ignored, and SIGTERM
+    would otherwise end the process with the terminal still on the alternate screen)."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, quit_pressed.set)
+    working = asyncio.ensure_future(work)
+    quitting = asyncio.ensure_future(quit_pressed.wait())
+    try:
+        done, _ = await asyncio.wait({working, quitting}, return_when=asyncio.FIRST_COMPLETED)
+        if working in done:
+            working.result()  # its failure as it is (a broken pipe: exit 141)
+    finally:
+        for task in (working, quitting):
+            task.cancel()
+        await asyncio.gather(working, quitting, return_exceptions=True)
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 async def _every(
@@ -127,17 +146,7 @@ async def _live(target: Target, interval: float, console: Console) -> None:
             auto_refresh=False,
         ) as live,
     ):
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(_refresh_forever(live, target, interval))
-                tasks.create_task(_quit_when(quit_pressed))
-        except* _Quit:
-            pass
-
-
-async def _quit_when(pressed: asyncio.Event) -> None:
-    await pressed.wait()
-    raise _Quit
+        await _until_quit(_refresh_forever(live, target, interval), quit_pressed)
 
 
 async def _refresh_forever(live: Live, target: Target, interval: float) -> None:
