@@ -61,6 +61,13 @@ def _counting(receive: Receive, limit: int, too_large: ApiError) -> Receive:
 _ENCODE = msgspec.json.Encoder()
 
 
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    """An upload's bytes from the parser's spooled copy (its size checked already), a
+    megabyte at a time (each read is a hop to a thread)."""
+    while chunk := await upload.read(READ_BYTES):
+        yield chunk
+
+
 def streamed(found: StoredObject, media_type: str) -> StreamingResponse:
     """A stored file as the response body, chunk by chunk as the store sends them (a batch's
     output can be hundreds of megabytes: it is never held whole)."""
@@ -231,18 +238,8 @@ class BatchApi:
 
         # From the parser's spooled copy to the store a chunk at a time: an upload costs the
         # edge one chunk of memory, not the file (up to ``max_file_bytes`` each).
-        stored = await store.store_file(file_id, self._chunks(upload, too_large), record)
+        stored = await store.store_file(file_id, _chunks(upload), record)
         return _ok(stored.file)
-
-    async def _chunks(self, upload: UploadFile, too_large: ApiError) -> AsyncIterator[bytes]:
-        """The upload's bytes from the parser's spooled copy, a megabyte at a time (each read
-        is a hop to a thread)."""
-        read = 0
-        while chunk := await upload.read(READ_BYTES):
-            read += len(chunk)
-            if read > self.max_file_bytes:
-                raise too_large
-            yield chunk
 
     async def _owned_file(self, request: Request) -> tuple[b.FileRecord, BatchStore]:
         _, owner, store = self.caller(request)

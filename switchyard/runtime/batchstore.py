@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import NamedTuple
 
 from nats.aio.client import Client as NATS
@@ -36,6 +36,7 @@ from nats.nuid import NUID
 from switchyard.bus import subjects
 from switchyard.errors import Conflict
 from switchyard.runtime.objects import (
+    CHUNK_BYTES,
     ObjectWriter,
     StoredObject,
     open_object,
@@ -83,9 +84,14 @@ class BatchStore:
     # ---- files ----
 
     async def put_file(self, record: b.FileRecord, data: bytes) -> None:
-        """Store a file held whole (a message batch's input, made in memory), then its record."""
-        await (await self._objects()).put(record.file.id, data)
-        await self._save_or_drop(record)
+        """Store a file held whole (a message batch's input, made in memory), then its record:
+        :meth:`store_file` over pieces of it."""
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for start in range(0, len(data), CHUNK_BYTES):
+                yield data[start : start + CHUNK_BYTES]
+
+        await self.store_file(record.file.id, pieces(), lambda _size: record)
 
     async def store_file(
         self,
