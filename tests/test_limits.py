@@ -12,19 +12,23 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import pytest
 import pytest_asyncio
+import redis.exceptions
 
 from switchyard.admin.keys import KeyAdmin, KeyNotFound
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.client import LLMClient
 from switchyard.errors import AuthenticationFailed, PermissionDenied
+from switchyard.limits import addresses
 from switchyard.limits import keys as rk
-from switchyard.limits import resp
+from switchyard.limits.addresses import Resolve
 from switchyard.limits.credentials import read_password
 from switchyard.limits.limiter import MAX_CARRIED, Limiter
 from switchyard.limits.resp import RedisReplyError, RedisUnavailable, ScriptClient
+from switchyard.limits.store import connect_redis
 from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEvent
 from switchyard.schemas.keys import ClientKey, hash_key, new_key_id
 from switchyard.stack import local
@@ -437,7 +441,7 @@ async def test_refused_logins_leave_no_connection_open(limited: dict[str, Any]) 
     assert _sockets_to(port) == before
 
 
-def _script_client(settings: Any, port: int | None, resolve: resp.Resolve) -> ScriptClient:
+def _script_client(settings: Any, port: int | None, resolve: Resolve) -> ScriptClient:
     return ScriptClient(
         f"redis://valkey.example:{port}/0",
         username="ingress",
@@ -469,7 +473,7 @@ async def test_a_slow_name_lookup_fails_calls_fast_and_its_address_is_kept(
         asked.append((host, port))
         return await answers.get()
 
-    monkeypatch.setattr(resp, "LOOK_AGAIN_S", 0.0)
+    monkeypatch.setattr(addresses, "LOOK_AGAIN_S", 0.0)
     slow = r"looking up 'valkey\.example' takes long"
     client = _script_client(settings, port, resolve)
     try:
@@ -507,6 +511,42 @@ async def test_a_slow_name_lookup_fails_calls_fast_and_its_address_is_kept(
     await pending.close()
     with pytest.raises(RedisUnavailable, match="closed"):
         await waiting
+
+
+async def test_the_pooled_client_looks_its_host_up_outside_the_connection_bound(
+    limited: dict[str, Any],
+) -> None:
+    """The admin app's and accounting's redis-py client: the same slow lookup fails its calls
+    within their bound, goes on, and its addresses serve every connection afterwards."""
+    settings = limited["stack"].settings
+    port = urlsplit(settings.redis_url).port
+    url = f"redis://valkey.example:{port}/0"
+    named = msgspec.structs.replace(
+        settings, redis=msgspec.structs.replace(settings.redis, url=url)
+    )
+    answers = asyncio.Queue[tuple[str, ...]]()
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> tuple[str, ...]:
+        asked.append(host)
+        return await answers.get()
+
+    client = connect_redis(named, "admin", resolve=resolve)
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(redis.exceptions.ConnectionError, match="takes long"):
+                await client.ping()
+            assert time.monotonic() - started < 2 * settings.redis.timeout_s + 0.5
+        assert asked == ["valkey.example"]  # one lookup, still going
+        await answers.put(("127.0.0.2", "127.0.0.1"))  # every address, in order
+        while not answers.empty():
+            await asyncio.sleep(0.01)
+        assert await client.ping() is True
+        assert await client.mget("sy:lookup-test-a", "sy:lookup-test-b") == [None, None]
+        assert asked == ["valkey.example"]
+    finally:
+        await client.aclose()
 
 
 async def test_concurrent_key_changes_all_apply_and_a_deleted_key_stays_deleted(

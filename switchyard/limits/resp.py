@@ -8,11 +8,8 @@ scripts need: ``AUTH``, ``SELECT``, ``EVALSHA`` with a ``SCRIPT LOAD`` fallback.
 
 A broken connection fails every call in flight with :class:`RedisUnavailable` and is re-opened
 by the next call; every call is bounded by ``timeout``. The host name is looked up outside that
-bound and the address kept: a container's DNS has been seen taking 10 s to answer on a loaded
-machine, and a lookup inside a 0.5 s bound would then fail every connection for as long as that
-lasts. Calls fail fast while the first lookup runs; once it answers, connections use its address.
-After a failed connection the name is looked up again in the background (the server may have
-moved), and the old address serves until the new one is known.
+bound and its addresses kept (:mod:`switchyard.limits.addresses`): calls fail fast while the
+first lookup runs; once it answers, connections use its addresses.
 """
 
 from __future__ import annotations
@@ -20,30 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
-import socket
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from switchyard.errors import SwitchyardError
+from switchyard.limits.addresses import HostAddresses, RedisUnavailable, Resolve, look_up
 
 Reply = int | bytes | list[Any] | None
 
-Resolve = Callable[[str, int], Awaitable[tuple[str, ...]]]
-"""Turns a host name and port into the addresses to try, in order."""
-
-LOOKUP_BOUND_S = 60.0
-"""A name lookup that takes longer than this is given up (and tried again by the next call)."""
-
-LOOK_AGAIN_S = 5.0
-"""After a failed connection, the name is looked up again at most this often."""
-
-
-class RedisUnavailable(SwitchyardError):
-    """Valkey/Redis could not be reached or did not answer in time."""
+__all__ = ["RedisReplyError", "RedisUnavailable", "Resolve", "Script", "ScriptClient", "encode"]
 
 
 class RedisReplyError(SwitchyardError):
@@ -56,15 +39,6 @@ def encode(*parts: bytes | str | int) -> bytes:
         raw = part if isinstance(part, bytes) else str(part).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(out)
-
-
-async def look_up(host: str, port: int) -> tuple[str, ...]:
-    """Every address the system resolver gives for ``host``, in its order (IPv4 or IPv6)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not addresses:
-        raise OSError(f"no address for {host}")
-    return addresses
 
 
 class _Parser:
@@ -187,46 +161,9 @@ class ScriptClient:
         self._username = username
         self._password = password
         self._timeout = timeout
-        self._resolve = resolve
-        literal = _literal(self._host)
-        self._addresses: tuple[str, ...] | None = (literal,) if literal else None
-        self._lookup: asyncio.Task[tuple[str, ...] | None] | None = None
-        self._looked_at = -LOOK_AGAIN_S
+        self._hosts = HostAddresses(self._host, self._port, resolve)
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
-
-    def _start_lookup(self) -> asyncio.Task[tuple[str, ...] | None]:
-        if self._lookup is None or self._lookup.done():
-            self._looked_at = time.monotonic()
-            self._lookup = asyncio.get_running_loop().create_task(self._look_up())
-        return self._lookup
-
-    async def _look_up(self) -> tuple[str, ...] | None:
-        """Look the host up; keep and return its addresses, or None if the lookup failed."""
-        try:
-            async with asyncio.timeout(LOOKUP_BOUND_S):
-                addresses = await self._resolve(self._host, self._port)
-        except Exception:  # noqa: BLE001  (any failure: no address; the caller says so)
-            return None
-        self._addresses = addresses
-        return addresses
-
-    async def _where(self) -> tuple[str, ...]:
-        """The addresses to try: the kept ones, or the first lookup's when it answers."""
-        if self._addresses is not None:
-            return self._addresses
-        lookup = self._start_lookup()
-        try:
-            # Shielded: the call's bound ending does not end the lookup; a later call uses it.
-            addresses = await asyncio.shield(lookup)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if lookup.cancelled() and (task is None or not task.cancelling()):
-                raise RedisUnavailable("the Redis client was closed") from None
-            raise
-        if addresses is None:
-            raise RedisUnavailable(f"cannot resolve the Redis host {self._host!r}")
-        return addresses
 
     async def _connection(self) -> _Protocol:
         proto = self._proto
@@ -242,20 +179,16 @@ class ScriptClient:
                 proto = self._proto
                 if proto is not None and not proto.lost:
                     return proto
-                addresses = await self._where()
+                addresses = await self._hosts.get()
                 looked_up = True
                 fresh = await self._open(addresses)
         except (OSError, TimeoutError) as exc:
-            if not looked_up and self._addresses is None:
+            if not looked_up and not self._hosts.known:
                 raise RedisUnavailable(
                     f"cannot connect to Redis: looking up {self._host!r} takes long"
                 ) from None
-            if (
-                looked_up  # a connection failed, not the wait behind another caller's
-                and _literal(self._host) is None
-                and time.monotonic() - self._looked_at >= LOOK_AGAIN_S
-            ):
-                self._start_lookup()  # it may have moved; the old address serves till then
+            if looked_up:  # a connection failed, not the wait behind another caller's
+                self._hosts.connection_failed()  # it may have moved: look again, if due
             raise RedisUnavailable(f"cannot connect to Redis: {type(exc).__name__}") from None
         self._proto = fresh
         return fresh
@@ -310,21 +243,10 @@ class ScriptClient:
             raise RedisUnavailable("Redis did not answer in time") from None
 
     async def close(self) -> None:
-        if self._lookup is not None:
-            self._lookup.cancel()
-            self._lookup = None
+        self._hosts.close()
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.close()
         self._proto = None
-
-
-def _literal(host: str) -> str | None:
-    """``host`` itself if it is an IP address (nothing to look up), else None."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    return host
 
 
 class Script:
