@@ -41,7 +41,15 @@ async def narrow(
         "providers": {
             "fake": {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 1}
         },
-        "routes": {"slow": {"deployments": [{"provider": "fake", "model": "slow:3000"}]}},
+        "routes": {
+            "slow": {"deployments": [{"provider": "fake", "model": "slow:3000"}]},
+            # The same deployment, with a fallback that has room.
+            "spill": {
+                "deployments": [{"provider": "fake", "model": "slow:3000"}],
+                "fallbacks": ["quick"],
+            },
+            "quick": {"deployments": [{"provider": "fake", "model": "quick"}]},
+        },
         "streams": {"dispatch_queue_limit": 2},
         "stack": {"heads": 1, "modelproxies": 1},
     }
@@ -101,6 +109,30 @@ async def test_full_queue_is_refused_at_once(narrow: Stack) -> None:
             assert took < 2.0  # refused by the queue, not after the 3 s provider call
             done = await asyncio.gather(*first)
         assert [r.status_code for r in done] == [200, 200]  # queued work is not lost
+    finally:
+        await head.stop(5)
+
+
+async def test_a_full_queue_passes_the_request_to_the_routes_fallback(narrow: Stack) -> None:
+    """A full deployment queue is a tried deployment: the route's fallback takes the request
+    (docs/operations.md, the queue-near-limit runbook), and only when nothing else can does
+    the caller get ``queue_full``."""
+    head = await _start_head(narrow)
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            url = f"{narrow.tail_url}/v1/chat/completions"
+            auth = {"Authorization": f"Bearer {narrow.api_key}"}
+            first = [asyncio.create_task(http.post(url, json=BODY, headers=auth)) for _ in range(2)]
+            await asyncio.sleep(0.5)
+            spilled = await http.post(url, json={**BODY, "model": "spill"}, headers=auth)
+            assert spilled.status_code == 200, spilled.text
+            assert spilled.headers["x-switchyard-deployment"] == deployment_id("fake", "quick")
+            assert spilled.headers["x-switchyard-attempts"] == "2"
+            # The full one is not cooled: once it has room, it serves the route again.
+            assert [r.status_code for r in await asyncio.gather(*first)] == [200, 200]
+            again = await http.post(url, json={**BODY, "model": "spill"}, headers=auth)
+            assert again.status_code == 200, again.text
+            assert again.headers["x-switchyard-deployment"] == deployment_id("fake", "slow:3000")
     finally:
         await head.stop(5)
 

@@ -58,6 +58,8 @@ from switchyard.workers.head.metrics import (
 from switchyard.workers.head.router import Router
 
 log = logging.getLogger("switchyard.head")
+# The errors header a full queue adds to (as the model-proxy does on a reroute): its tail.
+_MAX_ERRORS = 900
 
 _OPS = {
     subjects.CHAT: "chat",
@@ -249,10 +251,7 @@ class Head:
             last_status=0,
             retry_after=None,
         )
-        deployment = self._spare(
-            env, decide.choose(self.router, self.cooldowns, env, pinned=pinned or None)
-        )
-        await self._dispatch(msg.data, env, deployment, hop)
+        await self._place(msg.data, env, hop, pinned=pinned or None)
         self.stats.outcome(DISPATCHED)
         await replies.send_accepted(self.nc, reply)
 
@@ -260,9 +259,42 @@ class Head:
         """A model-proxy handed a retryable failure back: try the next deployment."""
         env = self._deadline(env)
         await self._after_failure(env)
-        deployment = self._spare(env, decide.choose(self.router, self.cooldowns, env, pinned=None))
-        await self._dispatch(body, env, deployment, hop)
+        await self._place(body, env, hop, pinned=None)
         self.stats.outcome(REROUTED)
+
+    async def _place(self, body: bytes, env: Envelope, hop: Hop, *, pinned: str | None) -> None:
+        """Queue the request for the deployment the route picks. A deployment whose queue is
+        full counts as a tried one (no cooldown: it drains by itself) and the next candidate,
+        another deployment or a fallback, takes the request; with none left, or with the
+        attempts spent, the caller gets the 503 ``queue_full``."""
+        full: ServiceUnavailable | None = None
+        while True:
+            try:
+                chosen = decide.choose(self.router, self.cooldowns, env, pinned=pinned)
+            except ApiError:
+                if full is not None:  # nothing else to try: the full queue is the answer
+                    raise full from None
+                raise
+            deployment = self._spare(env, chosen)
+            try:
+                await self._dispatch(body, env, deployment, hop)
+                return
+            except ServiceUnavailable as exc:
+                if (
+                    exc.code != "queue_full"
+                    or env.pin
+                    or len(env.tried) + 1 >= self.settings.routing.max_attempts
+                ):
+                    raise
+                full = exc
+            summary = f"{deployment.id}: 503 {full.message}".replace(";", ",")
+            errors = f"{env.errors}; {summary}" if env.errors else summary
+            env = env.with_(
+                tried=(*env.tried, deployment.id),
+                errors=errors[-_MAX_ERRORS:],
+                last_status=503,
+                retry_after=0.0,
+            )
 
     def _spare(self, env: Envelope, chosen: Deployment) -> Deployment:
         """Batch work goes to a deployment of the model with spare capacity, if one has."""
