@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run one component (what compose and k8s use)")
     _common(p)
-    p.add_argument("component", help="tail, gateway, head, modelproxy, secrets, accounting")
+    p.add_argument(
+        "component",
+        help="tail, gateway, head, modelproxy, secrets, control, accounting or batch",
+    )
     p.add_argument("--instance", help="instance name in logs and monitoring")
     p.add_argument("--health-port", type=int, help="workers: serve /health and /ready here")
     p.set_defaults(handler=_cmd_serve)

@@ -160,7 +160,10 @@ _REQUEST_HEADERS = [
         "name": "X-Request-Id",
         "in": "header",
         "required": False,
-        "description": "echoed back; replaced by a generated id unless 1-64 of [A-Za-z0-9._:-]",
+        "description": (
+            "returned with a unique suffix (<yours>.<unique>) in x-request-id; replaced by a "
+            "generated id unless 1-64 of [A-Za-z0-9._:-]"
+        ),
         "schema": {"type": "string"},
     },
     {
