@@ -42,13 +42,18 @@ _WEATHER_TOOL = {
 
 
 @pytest.fixture(scope="module")
-def claude() -> Iterator[str]:
+def claude_fake() -> Iterator[tuple[FakeAnthropic, str]]:
     fake = FakeAnthropic()
     runner = InThread(fake)  # the synchronous SDK blocks the test's loop: the fake needs its own
     try:
-        yield runner.start(fake.start)
+        yield fake, runner.start(fake.start)
     finally:
         runner.stop()
+
+
+@pytest.fixture(scope="module")
+def claude(claude_fake: tuple[FakeAnthropic, str]) -> str:
+    return claude_fake[1]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -67,6 +72,8 @@ async def agents(
             "native-messages": {"deployments": [{"provider": "anthropic-native", "model": "ok"}]},
             # A deployment of its own, so its traffic is only what one test sends.
             "counted": {"deployments": [{"provider": "chat-only", "model": "jitter:1-2"}]},
+            "midfail": {"deployments": [{"provider": "chat-only", "model": "midfail"}]},
+            "bigchunk": {"deployments": [{"provider": "chat-only", "model": "bigchunk:600"}]},
         },
     }
     stack = await start_stack(tmp_path_factory.mktemp("agents"), extra)
@@ -546,3 +553,84 @@ def test_the_demo_model_bills_what_its_count_said(agents: Stack, edge: str) -> N
     counted = client.messages.count_tokens(**asked).input_tokens
     made = client.messages.create(max_tokens=32, **asked)
     assert counted == made.usage.input_tokens == 5
+
+
+def _events(edge: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> list[str]:
+    """The SSE event names of a streamed answer, in order."""
+    with httpx.stream("POST", f"{edge}{path}", json=body, headers=headers, timeout=30) as resp:
+        assert resp.status_code == 200, resp.read()
+        return [line[6:].strip() for line in resp.iter_lines() if line.startswith("event:")]
+
+
+def test_a_failure_mid_stream_ends_each_dialect_once(agents: Stack, edge: str) -> None:
+    """A provider that reports a failure inside its stream (``data: {"error": ...}``, as
+    OpenAI and vLLM do): each client learns of it once, in its own dialect, and never reads
+    a normal ending (before, the translations ended the answer as complete)."""
+    prompt = [{"role": "user", "content": "x"}]
+    anthropic_headers = {"x-api-key": agents.api_key, "anthropic-version": "2023-06-01"}
+    body = {"model": "midfail", "max_tokens": 16, "stream": True, "messages": prompt}
+    events = _events(edge, "/v1/messages", body, anthropic_headers)
+    assert "content_block_delta" in events, events
+    assert events.count("error") == 1, events
+    assert events[-1] == "error", events
+    assert "message_stop" not in events
+    bearer = {"Authorization": f"Bearer {agents.api_key}"}
+    body = {"model": "midfail", "input": "x", "stream": True}
+    events = _events(edge, "/v1/responses", body, bearer)
+    assert "response.output_text.delta" in events, events
+    assert events.count("error") == 1, events
+    assert events[-1] == "response.failed", events
+    assert "response.completed" not in events
+    stream = _openai(agents, edge).chat.completions.create(
+        model="midfail",
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
+    )
+    with pytest.raises(openai.APIError, match="upstream broke mid-answer"):
+        for _ in stream:
+            pass
+
+
+def test_a_long_stream_line_arrives_whole(agents: Stack, edge: str) -> None:
+    """One 600 KiB chunk (past aiohttp's 512 KiB line limit, which made it a 500 and an
+    unbilled answer) reaches chat and translated clients whole."""
+    size = 600 * 1024
+    stream = _openai(agents, edge).chat.completions.create(
+        model="bigchunk", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "x" * size
+    with _anthropic(agents, edge).messages.stream(
+        model="bigchunk", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+    ) as answer:
+        assert "".join(answer.text_stream) == "x" * size
+
+
+def test_anthropic_beta_reaches_anthropic(
+    agents: Stack, edge: str, claude_fake: tuple[FakeAnthropic, str]
+) -> None:
+    """Claude Code and ``client.beta.messages`` send ``anthropic-beta``; the fields it turns
+    on mean nothing to Anthropic without it."""
+    fake, _ = claude_fake
+    betas = ["token-efficient-tools-2025-02-19", "interleaved-thinking-2025-05-14"]
+    _anthropic(agents, edge).beta.messages.create(
+        model="native-messages",
+        max_tokens=8,
+        messages=[{"role": "user", "content": "hi"}],
+        betas=betas,
+    )
+    sent = {k.lower(): v for k, v in fake.calls[-1].headers.items()}
+    assert sent.get("anthropic-beta") == ",".join(betas)
+    plain = _anthropic(agents, edge).messages.create(
+        model="native-messages", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert plain.content
+    assert "anthropic-beta" not in {k.lower() for k in fake.calls[-1].headers}
+    refused = httpx.post(
+        f"{edge}/v1/messages",
+        json={"model": "native-messages", "max_tokens": 8, "messages": [{"role": "user"}]},
+        headers={"x-api-key": agents.api_key, "anthropic-beta": "no spaces; or semicolons"},
+        timeout=10,
+    )
+    assert refused.status_code == 400, refused.text
+    assert "anthropic-beta" in refused.json()["error"]["message"]

@@ -13,6 +13,9 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``flaky:<n>``: fails with 500 for the first ``n`` calls, then echoes;
 * ``trickle:<ms>``: streams 300 chunks ``<ms>`` apart (a long answer to walk away from);
 * ``flood:<n>``: streams ``n`` chunks of ~1 KiB as fast as it can (a large answer);
+* ``bigchunk:<kib>``: streams one chunk of ``<kib>`` KiB of text (one long SSE line);
+* ``midfail``: streams two words, then reports a failure in the stream
+  (``data: {"error": ...}``, as OpenAI and vLLM do), then ``[DONE]``;
 * ``ctl:<name>``: whatever :meth:`FakeOpenAI.set_mode` last set for ``name`` (default echo);
 * ``gate:<name>`` (as a mode): waits until :meth:`FakeOpenAI.open_gate` opens ``name``, then
   echoes (a provider that hangs until the test releases it).
@@ -228,6 +231,15 @@ class FakeOpenAI:
             words = ["x" * 1000] * int(arg)
         if kind == "trickle":
             pace, words = int(arg) / 1000, [f"t{i}" for i in range(300)]
+        if kind == "bigchunk":
+            words = ["x" * (int(arg) * 1024)]
+        if kind == "midfail":
+            await self._chunks(resp, model, ["half", "an"], 0.0)
+            broke = {"error": {"message": "upstream broke mid-answer", "type": "server_error"}}
+            await resp.write(b"data: " + json.dumps(broke).encode() + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
         try:
             await self._chunks(resp, model, words, pace)
         except ConnectionError:

@@ -47,9 +47,11 @@ _LIMITS = {
     h.PRIORITY: 16,
     h.WEIGHT: 16,
     h.AUTHORIZATION: 1024,
+    h.BETA: 1024,
 }
 MAX_TRIED = 32
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_BETA = re.compile(r"[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _OPS = frozenset(
     {"", "chat", "complete", "embed", "responses", "messages", "count_tokens", "input_tokens"}
@@ -142,7 +144,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     ``tenant``, ``key_hash``, ``budget_period``; then ``op``, ``alias``, ``reply``, ``stream``.
     Added on the dispatch hop: ``deployment``; on a reroute: ``tried``, ``errors``,
     ``last_status``, ``retry_after``. ``priority`` is the caller's wish until the head decides
-    it (the key's default and ceiling apply); ``weight`` is the head's only.
+    it (the key's default and ceiling apply); ``weight`` is the head's only. ``beta`` is the
+    client's ``anthropic-beta`` features, passed to Anthropic's own API.
     """
 
     request_id: str
@@ -167,6 +170,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     tracestate: str = ""
     priority: str = ""
     weight: float = 1.0
+    beta: str = ""
 
     @classmethod
     def decode(cls, headers: Mapping[str, str] | None) -> Envelope:
@@ -206,6 +210,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             fields["priority"] = value
         if value := get(h.WEIGHT):
             fields["weight"] = _weight(value)
+        if value := get(h.BETA):
+            fields["beta"] = beta_features(value, h.BETA)
         if value := get(h.TRIED):
             tried = tuple(t for t in value.split(",") if t)
             if len(tried) > MAX_TRIED or any(len(t) > 128 for t in tried):
@@ -238,6 +244,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             out[h.PRIORITY] = self.priority
         if self.weight != 1.0:
             out[h.WEIGHT] = f"{self.weight:g}"
+        if self.beta:
+            out[h.BETA] = self.beta
         if self.tried:
             out[h.TRIED] = ",".join(self.tried)
         if self.last_status:
@@ -278,6 +286,18 @@ _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     (h.PIN, "pin"),
     (h.ERRORS, "errors"),
 )
+
+
+def beta_features(value: str, name: str) -> str:
+    """An ``anthropic-beta`` value: comma-separated feature names, spaces dropped.
+
+    Raises:
+        MalformedHeader: another character, or longer than 1024 characters.
+    """
+    features = ",".join(f.strip() for f in value.split(",") if f.strip())
+    if len(value) > _LIMITS[h.BETA] or not _BETA.fullmatch(features or "-"):
+        raise MalformedHeader(name, "must be comma-separated feature names (A-Z a-z 0-9 . _ -)")
+    return features
 
 
 def _weight(value: str) -> float:

@@ -32,6 +32,7 @@ RETRY_AFTER = "Sy-Retry-After"  # seconds, on 429/503 replies
 STREAM = "Sy-Stream"  # "1" when the client asked for a stream
 PRIORITY = "Sy-Priority"  # interactive | default | batch (caller's wish; the head decides)
 WEIGHT = "Sy-Weight"  # the tenant's fair-share weight (set by the head from the key)
+BETA = "Sy-Anthropic-Beta"  # the client's anthropic-beta features (Anthropic's APIs)
 NATS_MSG_ID = "Nats-Msg-Id"  # JetStream dedup key
 REQUEST_INFO = "Nats-Request-Info"  # added by the server on imports: who asked
 TRACEPARENT = "traceparent"

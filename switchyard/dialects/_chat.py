@@ -74,6 +74,37 @@ class ToolCall(msgspec.Struct, frozen=True):
     function: FunctionCall | None = None
 
 
+class CallKeys:
+    """Which streamed tool call a fragment belongs to.
+
+    OpenAI numbers a stream's calls with ``index`` and sends each call's ``id`` once, in its
+    first fragment. Some servers send no index (Gemini's OpenAI endpoint: each whole call in
+    a chunk of its own, so all at position 0) or the same index for every call: a fragment that
+    brings an id other than its call's starts a new call, under a key of its own (negative, so
+    it never meets a real index), and later fragments of that index follow it.
+    """
+
+    __slots__ = ("_alias", "_fresh", "_ids")
+
+    def __init__(self) -> None:
+        self._alias: dict[int, int] = {}
+        self._ids: dict[int, str] = {}
+        self._fresh = -1
+
+    def key(self, fragment: ToolCall, position: int) -> int:
+        raw = fragment.index if fragment.index is not None else position
+        key = self._alias.get(raw, raw)
+        if fragment.id:
+            known = self._ids.get(key)
+            if known is None:
+                self._ids[key] = fragment.id
+            elif known != fragment.id:
+                key, self._fresh = self._fresh, self._fresh - 1
+                self._alias[raw] = key
+                self._ids[key] = fragment.id
+        return key
+
+
 class Message(msgspec.Struct, frozen=True):
     """``choices[i].message`` of a completion, or ``choices[i].delta`` of a chunk."""
 

@@ -25,7 +25,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from switchyard.bus import subjects
-from switchyard.bus.envelope import Envelope, trace_context
+from switchyard.bus.envelope import Envelope, beta_features, trace_context
 from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.dialects import anthropic
 from switchyard.dialects.probes import (
@@ -94,6 +94,7 @@ _SSE = [
     (b"x-accel-buffering", b"no"),
 ]
 PRIORITY_HEADER = b"x-switchyard-priority"  # interactive | default | batch (Sy-Priority)
+BETA_HEADER = b"anthropic-beta"  # Anthropic's beta features (Sy-Anthropic-Beta), passed on
 _WANTED = frozenset(
     {
         b"authorization",
@@ -106,6 +107,7 @@ _WANTED = frozenset(
         b"traceparent",
         b"tracestate",
         PRIORITY_HEADER,
+        BETA_HEADER,
     }
 )
 
@@ -287,9 +289,11 @@ def _envelope(edge: Edge, request_id: str, key: ClientKey, wanted: dict[bytes, b
             param="x-switchyard-priority",
             code="invalid_header",
         )
+    beta = wanted.get(BETA_HEADER)
     return Envelope(
         request_id=request_id,
         priority=priority,
+        beta=beta_features(beta.decode("latin-1"), "anthropic-beta") if beta else "",
         deadline=edge.deadline(
             wanted.get(b"x-request-timeout") or wanted.get(b"x-stainless-timeout")
         ),

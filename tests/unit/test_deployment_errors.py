@@ -14,6 +14,8 @@ from switchyard.errors import (
     ProviderTimeout,
     ServiceUnavailable,
 )
+from switchyard.schemas.secret import Secret
+from switchyard.workers.modelproxy.providers.openai_compat import stream_error
 from switchyard.workers.modelproxy.providers.upstream_errors import from_status
 from switchyard.workers.modelproxy.traffic import deployment_failed
 
@@ -46,3 +48,27 @@ def test_what_the_provider_or_the_platform_failed_counts(failure: ApiError) -> N
 )
 def test_what_the_client_got_wrong_does_not(failure: ApiError | None) -> None:
     assert not deployment_failed(failure)
+
+
+def test_a_failure_reported_inside_a_stream_is_a_provider_error() -> None:
+    """OpenAI and vLLM report a failure mid-stream as ``data: {"error": ...}``."""
+    key = Secret("sk-live-123456")
+    failure = stream_error(
+        b'{"error": {"message": "boom with sk-live-123456", "type": "server_error", "code": 500}}',
+        "vllm-a",
+        key,
+    )
+    assert isinstance(failure, ProviderError)
+    assert failure.retryable
+    assert failure.code == "provider_error"  # vLLM's numeric code is not ours to pass on
+    assert "boom with ***" in failure.message
+    assert "sk-live" not in failure.message
+    named = stream_error(b'{"error": {"message": "m", "code": "overloaded"}}', "p", None)
+    assert named is not None
+    assert named.code == "overloaded"
+    assert stream_error(b'{"error": "plain words"}', "p", None) is not None
+    # Chunks, even ones that mention an error, are not failures.
+    assert stream_error(b'{"choices": [{"delta": {}}], "error": null}', "p", None) is None
+    both = b'{"choices": [{"delta": {}}], "error": {"message": "x"}}'
+    assert stream_error(both, "p", None) is None
+    assert stream_error(b'not json "error"', "p", None) is None

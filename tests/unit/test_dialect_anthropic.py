@@ -835,3 +835,90 @@ def test_probe() -> None:
     with pytest.raises(InvalidRequest) as caught:
         probes.probe_messages(b"[]")
     assert caught.value.message == "request body must be a JSON object"
+
+
+def _whole_call(call_id: str, args: str, index: int | None) -> dict[str, Any]:
+    fragment: dict[str, Any] = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": args},
+    }
+    if index is not None:
+        fragment["index"] = index
+    return fragment
+
+
+@pytest.mark.parametrize("index", [None, 0])
+def test_streamed_calls_without_an_index_of_their_own_stay_apart(index: int | None) -> None:
+    """Gemini's OpenAI endpoint streams each whole call in a chunk of its own with no index
+    (other servers give every call index 0), then says ``stop``: two tool_use blocks and
+    ``tool_use``, not one block with both calls' arguments run together and ``end_turn``."""
+    context = to_chat(_request(stream=True, tools=[WEATHER_TOOL])).context
+    stream = MessagesStream(context)
+    out = b"".join(
+        [
+            stream.feed(chunk(tool_calls=[_whole_call("call_a", '{"city":"Paris"}', index)])),
+            stream.feed(chunk(tool_calls=[_whole_call("call_b", '{"city":"Oslo"}', index)])),
+            stream.feed(chunk(finish="stop")),
+            stream.finish(),
+        ]
+    )
+    _, message = _validated(out)
+    assert [(b.type, b.id, b.input) for b in message.content] == [
+        ("tool_use", "call_a", {"city": "Paris"}),
+        ("tool_use", "call_b", {"city": "Oslo"}),
+    ]
+    assert message.stop_reason == "tool_use"
+
+
+def test_fragments_under_a_reused_index_follow_the_newest_call() -> None:
+    context = to_chat(_request(stream=True, tools=[WEATHER_TOOL])).context
+    stream = MessagesStream(context)
+    out = b"".join(
+        [
+            stream.feed(chunk(tool_calls=[call(0, call_id="call_a", name="get_weather")])),
+            stream.feed(chunk(tool_calls=[call(0, args='{"city":"Paris"}')])),
+            stream.feed(chunk(tool_calls=[call(0, call_id="call_b", name="get_weather")])),
+            stream.feed(chunk(tool_calls=[call(0, args='{"city":"Oslo"}')])),
+            stream.feed(chunk(finish="tool_calls")),
+            stream.finish(),
+        ]
+    )
+    _, message = _validated(out)
+    assert [b.input for b in message.content] == [
+        {"city": "Paris"},
+        {"city": "Oslo"},
+    ]
+
+
+def test_a_reply_that_calls_tools_but_says_stop_is_tool_use() -> None:
+    context = to_chat(_request(tools=[WEATHER_TOOL])).context
+    calls = [_whole_call("call_a", '{"city": "Paris"}}', None)]  # a stray brace too
+    message = Message.model_validate(
+        message_dict(completion(finish="stop", tool_calls=calls), context)
+    )
+    assert message.stop_reason == "tool_use"
+    # The object before the stray brace, as a streaming client's parser reads it.
+    assert message.content[0].input == {"city": "Paris"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"tool_choice": {"type": []}}, "tool_choice.type"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": [{"type": {}}]},
+                ]
+            },
+            "messages[1].content[0].type",
+        ),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_a_400(fields: dict[str, Any], param: str) -> None:
+    """Looked up in a table, a list or an object raised TypeError (a 500)."""
+    with pytest.raises(InvalidRequest) as caught:
+        to_chat(_request(**fields))
+    assert caught.value.param == param

@@ -787,3 +787,40 @@ def test_probe() -> None:
     with pytest.raises(InvalidRequest) as caught:
         probes.probe_responses(b'{"model":"m","stream":"yes"}')
     assert caught.value.param == "stream"
+
+
+@pytest.mark.parametrize("index", [None, 0])
+def test_streamed_calls_without_an_index_of_their_own_stay_apart(index: int | None) -> None:
+    """Each whole call in a chunk of its own with no index (Gemini's OpenAI endpoint) or
+    all at index 0: two function_call items, not one with both arguments run together."""
+    context = to_chat(_request(input="weather?", stream=True, tools=[WEATHER_TOOL])).context
+    stream = ResponsesStream(context, response_id="resp_n")
+    fragments = []
+    for call_id, args in (("call_a", '{"city":"Paris"}'), ("call_b", '{"city":"Oslo"}')):
+        fragment: dict[str, Any] = {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": args},
+        }
+        if index is not None:
+            fragment["index"] = index
+        fragments.append(fragment)
+    out = b"".join(
+        [
+            stream.feed(chunk(tool_calls=[fragments[0]])),
+            stream.feed(chunk(tool_calls=[fragments[1]])),
+            stream.feed(chunk(finish="stop")),
+            stream.finish(),
+        ]
+    )
+    final = Response.model_validate(_validated(out)[-1]["response"])
+    assert [(i.type, i.call_id, i.arguments) for i in final.output] == [  # type: ignore[union-attr]
+        ("function_call", "call_a", '{"city":"Paris"}'),
+        ("function_call", "call_b", '{"city":"Oslo"}'),
+    ]
+
+
+def test_an_image_detail_of_the_wrong_json_type_is_ignored_not_a_500() -> None:
+    image = {"type": "input_image", "image_url": "https://x/y.png", "detail": ["high"]}
+    chat = to_chat(_request(input=[{"role": "user", "content": [image]}])).chat
+    assert chat["messages"][0]["content"][0]["image_url"] == {"url": "https://x/y.png"}

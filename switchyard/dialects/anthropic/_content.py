@@ -79,6 +79,8 @@ def _assistant(blocks: list[Any], path: str, out: list[dict[str, Any]]) -> None:
                     },
                 }
             )
+        elif not isinstance(kind, str):
+            raise invalid(f"{bpath}.type", f"{bpath}.type: must be a string")
         elif kind not in _DROPPED_BLOCKS:
             raise unsupported_value(
                 f"{bpath}.type",

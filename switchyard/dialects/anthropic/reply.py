@@ -10,6 +10,7 @@ the prompt tokens read from cache, which are ``cache_read_input_tokens``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -26,6 +27,7 @@ STOP_REASONS = {
     "content_filter": "refusal",
 }
 _ARGS = msgspec.json.Decoder()
+_LENIENT = json.JSONDecoder()
 
 
 def stop_reason(
@@ -60,7 +62,12 @@ def tool_input(arguments: str | None) -> dict[str, Any]:
     try:
         value = _ARGS.decode(arguments)
     except msgspec.DecodeError:
-        return {}
+        # Trailing garbage after the object (a stray brace, seen from small models): the
+        # object itself, as a streaming client's partial-JSON parser would read it.
+        try:
+            value, _ = _LENIENT.raw_decode(arguments.strip())
+        except ValueError:
+            return {}
     return value if isinstance(value, dict) else {}
 
 
@@ -95,6 +102,8 @@ def message_dict(
             content.append({"type": "text", "text": message.refusal})
             if finish in (None, "stop"):
                 finish = "content_filter"
+        if message.tool_calls and finish in (None, "stop"):
+            finish = "tool_calls"  # some servers say "stop" after calling tools (Gemini's)
         for call in message.tool_calls or ():
             function = call.function or _chat.FunctionCall()
             content.append(

@@ -161,7 +161,7 @@ def _tool_choice(choice: Mapping[str, Any], chat: dict[str, Any], has_tools: boo
     if kind == "tool":
         name = expect_str(require(choice, "name", "tool_choice"), "tool_choice.name")
         translated = {"type": "function", "function": {"name": name}}
-    elif kind in _TOOL_CHOICE:
+    elif isinstance(kind, str) and kind in _TOOL_CHOICE:
         translated = _TOOL_CHOICE[kind]
     else:
         raise invalid("tool_choice.type", "tool_choice.type: must be auto, any, tool or none")

@@ -10,7 +10,8 @@ final input and output tokens) and ``message_stop``.
 Anthropic content blocks never overlap: a block stops before the next starts. Chat streams a
 message's text first and its tool calls one after another (OpenAI, vLLM and the servers modelled
 on them do), which maps onto that directly. A provider that went back to an earlier tool call's
-arguments after starting the next would lose those late fragments; none is known to.
+arguments after starting the next would lose those late fragments; none is known to. Calls
+without an ``index``, or all under one, are told apart by their ids (:class:`_chat.CallKeys`).
 
 Deltas are the hot path: a precomputed prefix per block, the encoded fragment, a fixed suffix.
 """
@@ -48,6 +49,7 @@ class MessagesStream:
         self._open: str | int | None = None  # "text", a chat tool call index, or None
         self._prefix = b""  # delta frame prefix of the open block
         self._done_calls: set[int] = set()
+        self._keys = _chat.CallKeys()
         self._finish: str | None = None
         self._refused = False
         self._matched: str | int | None = None
@@ -105,6 +107,8 @@ class MessagesStream:
         finish = self._finish
         if self._refused and finish in (None, "stop"):  # the model declined
             finish = "content_filter"
+        elif self._done_calls and finish in (None, "stop"):  # (Gemini says "stop" after tools)
+            finish = "tool_calls"
         reason, sequence = stop_reason(finish, self._matched, self._context)
         usage = usage_object(self._usage) if self._usage is not None else {"output_tokens": 0}
         data = {
@@ -149,7 +153,7 @@ class MessagesStream:
         out.append(self._prefix + encode(text) + _DELTA_END)
 
     def _tool(self, fragment: _chat.ToolCall, position: int, out: list[bytes]) -> None:
-        key = fragment.index if fragment.index is not None else position
+        key = self._keys.key(fragment, position)
         function = fragment.function or _chat.FunctionCall()
         if self._open != key:
             if key in self._done_calls:

@@ -180,7 +180,7 @@ def _input_parts(parts: list[Any], path: str) -> list[dict[str, Any]]:
             url = expect_str(require(part, "image_url", ppath), f"{ppath}.image_url")
             image: dict[str, Any] = {"url": url}
             detail = part.get("detail")
-            if detail in _IMAGE_DETAIL:
+            if isinstance(detail, str) and detail in _IMAGE_DETAIL:
                 image["detail"] = detail
             out.append({"type": "image_url", "image_url": image})
         elif kind == "input_file":

@@ -110,6 +110,7 @@ class ResponsesStream:
         self._next_index = 0
         self._message: _Message | None = None
         self._calls: dict[int, _Call] = {}  # chat tool call index -> open item
+        self._keys = _chat.CallKeys()
         self._finish: str | None = None
         self._usage: _chat.ChatUsage | None = None
 
@@ -333,7 +334,7 @@ class ResponsesStream:
     # -- function call items -----------------------------------------------------------------
 
     def _tool(self, fragment: _chat.ToolCall, position: int, out: list[bytes]) -> None:
-        key = fragment.index if fragment.index is not None else position
+        key = self._keys.key(fragment, position)
         function = fragment.function or _chat.FunctionCall()
         call = self._calls.get(key)
         if call is None:

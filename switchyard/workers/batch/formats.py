@@ -18,10 +18,12 @@ from switchyard.schemas.openai import error_body
 
 _JSON = msgspec.json.Encoder()
 _RAW = msgspec.json.Decoder(msgspec.Raw)
-_EXPIRED = (
-    b'{"error":{"message":"the batch expired before this request ran",'
-    b'"type":"invalid_request_error","code":"batch_expired"}}'
-)
+# A line the batch never ran before it expired: as OpenAI writes it, no response and the
+# error at the top of the row (not an HTTP answer's body).
+_EXPIRED = {
+    "code": "batch_expired",
+    "message": "This request could not be executed before the completion window expired.",
+}
 
 
 class Format(Protocol):
@@ -48,7 +50,9 @@ class Format(Protocol):
 
 class OpenAIFormat:
     """OpenAI's Batch API: successes in the output file, failures in the error file, each line
-    ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``."""
+    ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error": null}``;
+    a line an expired batch never ran has ``"response": null`` and ``"error": {"code":
+    "batch_expired", "message"}``."""
 
     output_suffix = "output"
     output_purpose = "batch_output"
@@ -77,7 +81,13 @@ class OpenAIFormat:
     def unrun(self, batch_id: str, index: int, line: b.BatchLine, final: str) -> bytes | None:
         if final != "expired":  # a cancelled batch's unrun lines have no row
             return None
-        return self.line(batch_id, index, line, 400, _EXPIRED)
+        doc = {
+            "id": f"batch_req_{batch_id}_{index}",
+            "custom_id": line.custom_id,
+            "response": None,
+            "error": _EXPIRED,
+        }
+        return _JSON.encode(doc)
 
 
 class MessagesFormat:

@@ -72,6 +72,9 @@ class Translated:
     ) -> None:
         self._inner = inner
         self._context = context
+        # The stream failed after it started and its dialect's own error ending was sent: the
+        # caller must get no second error (the handler then ends the reply without one).
+        self.ended_in_dialect = False
 
     async def complete(self, call: ProviderCall) -> Completion:
         done = await self._inner.complete(call)
@@ -95,9 +98,16 @@ class Translated:
                     yield StreamEvent(frames or None, event.usage)
         except ApiError as exc:
             if sent:  # the client already has part of the answer: close it in its dialect
+                self.ended_in_dialect = True
                 yield StreamEvent(out.fail(exc), out.usage)
             raise
         yield StreamEvent(out.finish() or None, out.usage)
 
     async def close(self) -> None:
         """The inner adapter belongs to the registry, which closes it."""
+
+
+def ended_in_dialect(adapter: Adapter | None) -> bool:
+    """Whether ``adapter``'s stream already told its client of its failure, in the client's
+    own dialect (an ``error`` event, and Responses' ``response.failed``)."""
+    return isinstance(adapter, Translated) and adapter.ended_in_dialect

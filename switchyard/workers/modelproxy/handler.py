@@ -49,7 +49,7 @@ from switchyard.schemas.keys import hash_key
 from switchyard.schemas.openai import Usage, decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
-from switchyard.workers.modelproxy.dialects import DIALECTS, plan
+from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, plan
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
 from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
@@ -221,6 +221,7 @@ class Handler:
         self._trace_queue_wait(job)
         hop = NO_HOP
         failure: ApiError | None = None
+        adapter: Adapter | None = None
         try:
             if job.deadline <= job.started:
                 raise DeadlineExceeded("the request deadline passed while it was queued")
@@ -258,7 +259,9 @@ class Handler:
                 and job.env.op not in COUNTS
             )
             if not (retry and await self._reroute(job, exc)):
-                job.answer = exc
+                # A translated stream that already sent its dialect's error ending gets no
+                # second error: its reply just ends (the failure is still logged and counted).
+                job.answer = b"" if ended_in_dialect(adapter) else exc
                 await self._answer(job, end=self._unbroken(job))
                 if not isinstance(exc, DeadlineExceeded | InvalidRequest):
                     log.info(
@@ -437,6 +440,7 @@ class Handler:
             api_key=key,
             first_token_timeout=min(timeouts.first_token_s, remaining),
             total_timeout=min(timeouts.stream_s if job.stream else timeouts.request_s, remaining),
+            anthropic_beta=job.env.beta,
         )
 
     async def _stream(self, job: Job, adapter: Adapter, call: ProviderCall) -> None:

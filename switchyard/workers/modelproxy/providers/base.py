@@ -24,6 +24,7 @@ class ProviderCall:
         provider_name: the provider's key in the route table (for errors and metrics).
         api_key: the key from the secrets service, if the provider needs one.
         first_token_timeout / total_timeout: already capped by the request's deadline.
+        anthropic_beta: the client's ``anthropic-beta`` features, sent on to Anthropic's API.
     """
 
     op: str
@@ -36,6 +37,7 @@ class ProviderCall:
     api_key: Secret | None
     first_token_timeout: float
     total_timeout: float
+    anthropic_beta: str = ""
 
 
 @dataclass(slots=True)

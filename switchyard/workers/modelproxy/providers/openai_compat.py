@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from aiohttp.http_exceptions import LineTooLong
 
 from switchyard.errors import ProviderError
 from switchyard.schemas.openai import decode_error, usage_of
@@ -126,7 +127,7 @@ class OpenAICompatible:
         try:
             while True:
                 try:
-                    line = await resp.content.readline()
+                    line = await resp.content.readline(max_line_length=ue.MAX_LINE_BYTES)
                 except aiohttp.ClientError:
                     if watchdog.expired:
                         raise ue.timed_out(name, watchdog.expired) from None
@@ -145,11 +146,17 @@ class OpenAICompatible:
                 if first:
                     first = False
                     watchdog.rearm(end_by, "the end of the stream")
+                if b'"error"' in payload:  # (in a chunk's text it would be escaped: \")
+                    failure = stream_error(payload, name, call.api_key)
+                    if failure is not None:
+                        raise failure
                 event = _event(payload, call.client_wants_usage)
                 if event is not None:
                     yield event
         except aiohttp.ClientError as exc:
             raise ue.unreachable(name, _describe(exc)) from None
+        except LineTooLong:
+            raise ue.line_too_long(name) from None
         finally:
             watchdog.cancel()
             if finished:
@@ -199,6 +206,28 @@ def _usage_only(payload: bytes) -> bool:
     except msgspec.DecodeError:
         return False
     return isinstance(doc, dict) and not doc.get("choices")
+
+
+def stream_error(payload: bytes, provider: str, key: Secret | None) -> ProviderError | None:
+    """The failure a provider reported in the middle of a stream (``data: {"error": ...}``,
+    as OpenAI and vLLM do), or None for a chunk. Passed on as a chunk, a client of another
+    dialect would see its answer end as if complete, and no client would see it rerouted."""
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(doc, dict) or doc.get("choices") or not doc.get("error"):
+        return None
+    error = doc["error"]
+    detail = error.get("message") if isinstance(error, dict) else error
+    code = error.get("code") if isinstance(error, dict) else None
+    text = detail if isinstance(detail, str) and detail else "no message"
+    return ProviderError(
+        f"provider {provider} failed mid-stream: {redact(text, key)[:500]}",
+        provider=provider,
+        retryable=True,
+        code=code if isinstance(code, str) and code else "provider_error",
+    )
 
 
 def _describe(exc: aiohttp.ClientError) -> str:

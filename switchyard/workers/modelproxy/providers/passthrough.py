@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import msgspec
+from aiohttp.http_exceptions import LineTooLong
 
 from switchyard.dialects.probes import COUNTS
 from switchyard.dialects.usage import (
@@ -41,6 +42,8 @@ def _target(call: ProviderCall) -> tuple[str, dict[str, str]]:
         if call.op == "count_tokens":
             url += "/count_tokens"
         headers["anthropic-version"] = ANTHROPIC_VERSION
+        if call.anthropic_beta:  # e.g. Claude Code's features; the body's beta fields need it
+            headers["anthropic-beta"] = call.anthropic_beta
         if key:
             headers["x-api-key"] = key
         return url, headers
@@ -90,16 +93,13 @@ class Passthrough:
         usage = anthropic_usage(data) if call.op == "messages" else responses_usage(data)
         return Completion(data, usage)
 
-    async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
-        url, headers = _target(call)
+    async def _open(
+        self, call: ProviderCall, url: str, headers: dict[str, str], first_by: float
+    ) -> aiohttp.ClientResponse:
+        """The streamed response, its status checked, by the first token's time."""
         name = call.provider_name
-        tracker = AnthropicUsageTracker() if call.op == "messages" else ResponsesUsageTracker()
-        loop = asyncio.get_running_loop()
-        first_by = loop.time() + call.first_token_timeout
-        end_by = loop.time() + call.total_timeout
-        first = True
         try:
-            async with asyncio.timeout_at(min(first_by, end_by)):
+            async with asyncio.timeout_at(first_by):
                 body = _ENCODE.encode(call.body)
                 resp = await self._http().post(url, data=body, headers=headers)
                 if resp.status >= 400:
@@ -109,13 +109,24 @@ class Passthrough:
             raise ue.timed_out(name, "the first token") from None
         except aiohttp.ClientError as exc:
             raise ue.unreachable(name, type(exc).__name__) from None
+        return resp
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
+        url, headers = _target(call)
+        name = call.provider_name
+        tracker = AnthropicUsageTracker() if call.op == "messages" else ResponsesUsageTracker()
+        loop = asyncio.get_running_loop()
+        first_by = loop.time() + call.first_token_timeout
+        end_by = loop.time() + call.total_timeout
+        first = True
+        resp = await self._open(call, url, headers, min(first_by, end_by))
         frame: list[bytes] = []
         finished = False
         try:
             while True:
                 try:
                     async with asyncio.timeout_at(min(first_by, end_by) if first else end_by):
-                        line = await resp.content.readline()
+                        line = await resp.content.readline(max_line_length=ue.MAX_LINE_BYTES)
                 except TimeoutError:
                     what = "the first token" if first else "the end of the stream"
                     raise ue.timed_out(name, what) from None
@@ -134,6 +145,8 @@ class Passthrough:
                 yield StreamEvent(event, tracker.usage)
         except aiohttp.ClientError as exc:
             raise ue.unreachable(name, type(exc).__name__) from None
+        except LineTooLong:
+            raise ue.line_too_long(name) from None
         finally:
             if finished:
                 resp.release()

@@ -20,9 +20,21 @@ from switchyard.errors import (
     SecretMissing,
 )
 
-__all__ = ["from_status", "parse_retry_after", "retryable", "timed_out", "unreachable"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "from_status",
+    "line_too_long",
+    "parse_retry_after",
+    "retryable",
+    "timed_out",
+    "unreachable",
+]
 
 RETRYABLE_STATUSES = frozenset({401, 403, 408, 409, 425, 429, 500, 502, 503, 504, 529})
+# The longest line of a streamed answer read (aiohttp's own limit is 512 KiB, which a Responses
+# stream's final event, echoing a long answer with its instructions and tools, can pass). Each
+# chunk is one NATS message, so this stays well under the server's max_payload (8 MiB).
+MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
 def from_status(
@@ -59,6 +71,14 @@ def from_status(
 
 def unreachable(provider: str, detail: str) -> ProviderUnreachable:
     return ProviderUnreachable(f"provider {provider} is unreachable: {detail}", provider=provider)
+
+
+def line_too_long(provider: str) -> ProviderError:
+    return ProviderError(
+        f"provider {provider} sent a streamed line longer than {MAX_LINE_BYTES >> 20} MiB",
+        provider=provider,
+        retryable=True,
+    )
 
 
 def timed_out(provider: str, what: str) -> ProviderTimeout:
