@@ -10,6 +10,7 @@ names the field and the fix. This is the only module that reads the environment.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -67,7 +68,7 @@ def load_settings(
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise _config_error(exc, source) from None
+        raise _config_error(exc, source, raw) from None
     problems = route_table_problems(settings.route_table)
     if problems:
         first = problems[0]
@@ -179,6 +180,27 @@ def _parse_env_value(value: str) -> Any:
     return value
 
 
+def _name_key(raw: dict[str, Any], path: str) -> str:
+    """``path`` with its first mapping key named (msgspec's error says ``routes[...]``, not
+    which route): the first entry of that mapping that fails on its own."""
+    head, marked, rest = path.partition("[...]")
+    if not marked:
+        return path
+    node: Any = raw
+    for part in head.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return path
+    for key, value in node.items():
+        trial = copy.deepcopy(raw)
+        _set_path(trial, head.split("."), {key: value})
+        try:
+            msgspec.convert(trial, Settings, strict=False)
+        except msgspec.ValidationError:
+            return f"{head}.{key}{rest}"
+    return path
+
+
 def _set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
     node = raw
     for part in parts[:-1]:
@@ -207,13 +229,13 @@ def _reject_literal_keys(raw: dict[str, Any]) -> None:
                 )
 
 
-def _config_error(exc: msgspec.ValidationError, source: str) -> ConfigError:
+def _config_error(exc: msgspec.ValidationError, source: str, raw: dict[str, Any]) -> ConfigError:
     text = str(exc)
     match = _AT_PATH.search(text)
     path = match.group("path").lstrip(".") if match else ""
     problem = text[: match.start()] if match else text
     problem = problem.replace("`", "")
-    field = path.replace("[...]", ".<key>") or "(top level)"
+    field = _name_key(raw, path).replace("[...]", ".<key>") or "(top level)"
     hint = f"see switchyard.example.yaml for the expected shape (read from {source})"
     if problem.startswith(("Expected float", "Expected int")):
         hint = f"use a number here (read from {source})"

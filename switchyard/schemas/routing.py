@@ -179,11 +179,20 @@ class RouteTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     routes: dict[Name, Route] = {}
 
     def deployments(self) -> dict[str, tuple[Provider, Deployment]]:
-        """Every distinct deployment by id, with its provider."""
+        """Every distinct deployment by id, with its provider.
+
+        Routes sharing a deployment share its queue, so its settings are one: the first route's
+        (:func:`route_table_problems` refuses routes that disagree), with the price whichever
+        route sets one (a route may leave it out, another naming the deployment may set it).
+        """
         found: dict[str, tuple[Provider, Deployment]] = {}
         for route in self.routes.values():
             for dep in route.deployments:
-                found.setdefault(dep.id, (self.providers[dep.provider], dep))
+                known = found.get(dep.id)
+                if known is None:
+                    found[dep.id] = (self.providers[dep.provider], dep)
+                elif known[1].price is None and dep.price is not None:
+                    found[dep.id] = (known[0], msgspec.structs.replace(known[1], price=dep.price))
         return found
 
 
@@ -228,6 +237,7 @@ def route_table_problems(table: RouteTable) -> list[RouteProblem]:
                 )
             )
     seen: dict[str, tuple[str, Deployment]] = {}
+    priced_by: dict[str, tuple[str, Deployment]] = {}
     for alias, route in table.routes.items():
         for i, dep in enumerate(route.deployments):
             where = f"routes.{alias}.deployments[{i}]"
@@ -242,6 +252,18 @@ def route_table_problems(table: RouteTable) -> list[RouteProblem]:
                 )
                 continue
             earlier = seen.get(dep.id)
+            priced = priced_by.get(dep.id)
+            if priced and dep.price is not None and priced[1].price != dep.price:
+                problems.append(
+                    RouteProblem(
+                        f"{where}.price",
+                        f"deployment {dep.provider}/{dep.model} is priced differently by "
+                        f"{priced[0]}; it is one deployment, billed at one price",
+                        "give both the same price, or set it on one of them only",
+                    )
+                )
+            if dep.price is not None:
+                priced_by.setdefault(dep.id, (where, dep))
             if earlier and (earlier[1].concurrency, earlier[1].timeouts) != (
                 dep.concurrency,
                 dep.timeouts,

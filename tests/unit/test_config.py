@@ -90,6 +90,26 @@ def test_settings_are_frozen() -> None:
             "unknown alias `b`",
             "",
         ),
+        (
+            "routes:\n"
+            "  a:\n    deployments:\n"
+            "      - {provider: demo, model: demo,"
+            " price: {input_per_token: 1e-6, output_per_token: 1e-6}}\n"
+            "  b:\n    deployments:\n"
+            "      - {provider: demo, model: demo,"
+            " price: {input_per_token: 2e-6, output_per_token: 1e-6}}\n",
+            "routes.b.deployments[0].price",
+            "priced differently by routes.a.deployments[0]",
+            "same price",
+        ),
+        (  # msgspec's error says routes[...]: the route is named
+            "routes:\n  ok:\n    deployments: [{provider: demo, model: demo}]\n"
+            "  bad:\n    deployments:\n"
+            "      - {provider: demo, model: demo, price: {input_per_token: 1e-6}}\n",
+            "routes.bad.deployments[0].price",
+            "missing required field output_per_token",
+            "",
+        ),
         ("- just\n- a list\n", "", "top level must be a mapping", "nats:"),
         ("nats: [unclosed\n", "", "not valid YAML", "YAML syntax"),
     ],
@@ -157,3 +177,30 @@ def test_deployment_ids_are_token_safe() -> None:
         assert is_deployment_id(made), made
     for bad in ("", "a.b", "a..b", "x y", "caf\u00e9", "a>"):
         assert not is_deployment_id(bad), bad
+
+
+def test_a_price_set_by_one_route_prices_the_deployment_for_all() -> None:
+    """The demo route names demo/demo without a price; a second route naming the same
+    deployment with a price must not be ignored (its traffic was billed as free, so budgets
+    never ran out)."""
+    settings = load_settings(
+        env={},
+        overrides={
+            "routes": {
+                "demo-priced": {
+                    "deployments": [
+                        {
+                            "provider": "demo",
+                            "model": "demo",
+                            "price": {"input_per_token": 1e-5, "output_per_token": 2e-5},
+                        }
+                    ]
+                }
+            }
+        },
+    )
+    table = settings.route_table
+    assert table.routes["demo"].deployments[0].price is None  # the built-in route, first
+    _, deployment = table.deployments()[deployment_id("demo", "demo")]
+    assert deployment.price is not None
+    assert (deployment.price.input_per_token, deployment.price.output_per_token) == (1e-5, 2e-5)
