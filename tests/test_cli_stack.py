@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -164,6 +165,20 @@ def test_an_edited_config_is_reported_and_applied_on_request(cli_stack: CliStack
     applied = cli_stack.run("routes", "sync", "--apply", timeout=30)
     assert applied.returncode == 0, applied.stderr
     assert "applied: route table revision" in applied.stdout
+    # Audited, like every change through the UI, the API and the other CLI commands.
+    gateway = cli_stack.doc["ingress"]["gateway"]["port"]  # type: ignore[index]
+    token = (cli_stack.root / "home" / "admin-token").read_text(encoding="utf-8").strip()
+    audit = httpx.get(
+        f"http://127.0.0.1:{gateway}/admin/v1/audit",
+        params={"kind": "route"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert audit.status_code == 200, audit.text
+    synced = [e for e in audit.json()["entries"] if e["action"] == "route.sync"]
+    assert synced, audit.json()
+    assert synced[0]["via"] == "cli"
+    assert "from switchyard.yaml" in synced[0]["detail"]
     assert cli_stack.run("config", timeout=30).stderr == ""
     again = cli_stack.run("routes", "sync", timeout=30)
     assert "already matches switchyard.yaml" in again.stdout

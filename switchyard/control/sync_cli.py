@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from switchyard.bus import identities
+from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
 from switchyard.bus.control_admin import ControlClient
 from switchyard.config import Settings
@@ -61,7 +62,8 @@ async def _sync(
         settings.nats_servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=0
     )
     try:
-        control = ControlClient(nc, actor=f"routes-sync:{getpass.getuser()}@{socket.gethostname()}")
+        who = f"{getpass.getuser()}@{socket.gethostname()}"
+        control = ControlClient(nc, actor=f"routes-sync:{who}")
         state = await control.table()
         target = merge(state.table, settings.route_table) if merging else settings.route_table
         changes = diff(state.table, target)
@@ -85,6 +87,9 @@ async def _sync(
                 f"the live route table changed after revision {state.revision} (someone else "
                 "edited it); run the command again to see the new preview"
             ) from None
+        detail = f"{len(changes)} changes from {source}; revision {written.revision}"
+        action = "route.merge" if merging else "route.sync"
+        await AuditWriter(nc, "cli").record(who, action, "", detail)  # as the API's changes are
         print(f"applied: route table revision {written.revision}", file=out)
         return 0
     finally:
