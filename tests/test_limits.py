@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import secrets
@@ -198,6 +199,9 @@ async def test_budget_is_refused_after_the_crossing_request_and_resets(
         assert error["type"] == "insufficient_quota"
         assert error["code"] == "budget_exceeded"
         assert 1 <= int(refused.headers["retry-after"]) <= period
+        # The reset named is the period's end, not the second before it.
+        resets = dt.datetime.fromisoformat(error["message"].rsplit("it resets at ", 1)[1])
+        assert resets.timestamp() % period == 0, error["message"]
         shown = (await stack.admin("GET", f"/keys/{key_id}")).json()["spend"]
         assert shown["period_spend_usd"] >= 0.018
         # After the period resets, the key works again.

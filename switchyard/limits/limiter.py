@@ -211,10 +211,12 @@ class Limiter:
     ) -> RateLimited:
         retry = max(0.001, retry_ms / 1000)
         if code == 4:
-            resets = dt.datetime.fromtimestamp(time.time() + retry, dt.UTC)
+            # The period's end, to the nearest second (truncating said 23:59:59 for midnight).
+            resets = dt.datetime.fromtimestamp(round(time.time() + retry), dt.UTC)
+            used = f"{spent / rk.NANO:.6f}".rstrip("0").rstrip(".")  # $0.00056, not $0.0006
             err = RateLimited(
                 f"this key's budget of ${key.budget_usd:g} per {key.budget_period} period is "
-                f"used up (spent ${spent / rk.NANO:.4f}); it resets at "
+                f"used up (spent ${used}); it resets at "
                 f"{resets.isoformat(timespec='seconds')}",
                 code="budget_exceeded",
                 retry_after=retry,

@@ -72,3 +72,16 @@ def test_a_failure_reported_inside_a_stream_is_a_provider_error() -> None:
     both = b'{"choices": [{"delta": {}}], "error": {"message": "x"}}'
     assert stream_error(both, "p", None) is None
     assert stream_error(b'not json "error"', "p", None) is None
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_provider_refusing_our_key_says_so_not_in_its_own_words(status: int) -> None:
+    """'Incorrect API key provided' alone reads to a client as its own key being wrong."""
+    failure = from_status(status, "Incorrect API key provided", provider="openai")
+    assert isinstance(failure, ProviderError)
+    assert failure.status == 502
+    assert failure.code == "provider_auth_error"
+    assert failure.message.startswith(
+        f"provider openai refused the API key stored for it (HTTP {status}; rotate its secret)"
+    )
+    assert failure.message.endswith("Incorrect API key provided")

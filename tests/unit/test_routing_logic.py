@@ -109,6 +109,9 @@ def test_one_attempt_without_its_key_is_a_503_with_the_wait_for_the_others() -> 
         decide.choose(router, book, env.with_(last_status=503), pinned=None)
     assert caught.value.code == "secret_unavailable"
     assert "provider key `k` is unavailable" in caught.value.message
+    assert caught.value.message.startswith("the one attempt for `main` failed")
+    # The ones skipped are named, or the error reads as if the key were the only problem.
+    assert f"not tried while cooling down after errors: {b}, {backup}" in caught.value.message
     assert caught.value.retry_after == pytest.approx(7, abs=0.5)
     # A provider's failure (502) with the rest cooling: all_deployments_failed, same wait.
     with pytest.raises(ProviderError) as failed:

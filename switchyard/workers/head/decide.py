@@ -27,12 +27,17 @@ def backoff(hop: int, settings: RoutingSettings, rng: random.Random | None = Non
     return base * jitter
 
 
-def exhausted(env: Envelope, *, retry_after: float | None = None) -> ApiError:
+def exhausted(
+    env: Envelope, *, retry_after: float | None = None, cooling: tuple[str, ...] = ()
+) -> ApiError:
     """Every attempt failed: one error naming them all; ``retry_after`` when the candidates
-    left untried are cooling down, the time until the first is back."""
+    left untried are cooling down (``cooling``, named too), the time until the first is back."""
     tried = env.tried
     attempts = env.errors or ", ".join(tried)
-    message = f"all {len(tried)} attempts for `{env.alias}` failed: {attempts}"
+    what = "the one attempt" if len(tried) == 1 else f"all {len(tried)} attempts"
+    message = f"{what} for `{env.alias}` failed: {attempts}"
+    if cooling:  # else the message reads as if they had never existed
+        message += f"; not tried while cooling down after errors: {', '.join(cooling[:5])}"
     if env.last_status == 429:
         return RateLimited(message, retry_after=env.retry_after)
     if len(tried) == 1 and env.last_status == 503:
@@ -49,15 +54,15 @@ def exhausted(env: Envelope, *, retry_after: float | None = None) -> ApiError:
 
 def _first_back(
     alias: str, router: Router, book: Cooldowns, tried: tuple[str, ...]
-) -> float | None:
-    """Seconds until the first untried candidate of ``alias`` stops cooling down, if any."""
+) -> tuple[float | None, tuple[str, ...]]:
+    """Seconds until the first untried candidate of ``alias`` stops cooling down, if any, and
+    which untried candidates cool down."""
     now = time.time()
-    waits = [
-        book.remaining(d, now)
-        for d in router.cooling_candidates(alias)
-        if d not in tried and book.cooling(d, now)
-    ]
-    return max(0.1, min(waits)) if waits else None
+    cooling = tuple(
+        d for d in router.cooling_candidates(alias) if d not in tried and book.cooling(d, now)
+    )
+    waits = [book.remaining(d, now) for d in cooling]
+    return (max(0.1, min(waits)) if waits else None), cooling
 
 
 def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
@@ -96,5 +101,6 @@ def choose(router: Router, book: Cooldowns, env: Envelope, *, pinned: str | None
     if deployment is not None:
         return deployment
     if env.tried:  # none left untried, or all of those cool down: report the real failures
-        raise exhausted(env, retry_after=_first_back(env.alias, router, book, env.tried))
+        retry_after, cooling = _first_back(env.alias, router, book, env.tried)
+        raise exhausted(env, retry_after=retry_after, cooling=cooling)
     raise all_cooling(env.alias, router, book)

@@ -59,6 +59,13 @@ def from_status(
         return PayloadTooLarge(message, code=code)
     if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
         return InvalidRequest(message, code=code or "provider_rejected_request")
+    if status in (401, 403):
+        # Said as the provider refusing our key: in its own words ("Incorrect API key
+        # provided") a client would take it for a problem with its own Switchyard key.
+        message = (
+            f"provider {provider} refused the API key stored for it (HTTP {status}; rotate "
+            f"its secret): {message}"
+        )
     return ProviderError(
         message,
         provider=provider,
