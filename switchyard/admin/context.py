@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from switchyard.admin.audit import AuditLog
+from switchyard.admin.file_table import FileTable
 from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.keys import KeyAdmin
 from switchyard.admin.spend import SpendReader
@@ -57,6 +58,11 @@ class AdminContext:
     index: KeyIndex
     audit: AuditWriter
     audit_log: AuditLog
-    file_table: RouteTable  # what the settings file defines (seeds the live table)
+    files: FileTable  # what the settings file defines (seeds the live table), read when changed
     convert_litellm: LiteLLMConverter | None = None
     batches: BatchRecords | None = None  # the Batch API's jobs, followed live (read-only)
+
+    @property
+    def file_table(self) -> RouteTable:
+        """The routes and providers the settings file defines now."""
+        return self.files.current()

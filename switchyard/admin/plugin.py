@@ -10,6 +10,7 @@ audit log in memory, following their buckets and stream.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 from fastapi import APIRouter
 from nats.aio.client import Client as NATS
@@ -18,6 +19,7 @@ from switchyard.admin.api import AdminApi
 from switchyard.admin.audit import AuditLog
 from switchyard.admin.budget_watch import BudgetWatch
 from switchyard.admin.context import AdminContext, LiteLLMConverter
+from switchyard.admin.file_table import FileTable
 from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.keys import KeyAdmin
 from switchyard.admin.spend import SpendReader
@@ -29,7 +31,8 @@ from switchyard.bus.connect import connect
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
-from switchyard.config import Settings
+from switchyard.config import Settings, config_path
+from switchyard.errors import ConfigError
 from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.shutdown import disconnect
@@ -82,7 +85,7 @@ class AdminPlugin:
             index=index,
             audit=AuditWriter(nc, "api"),
             audit_log=audit_log,
-            file_table=settings.route_table,
+            files=FileTable(settings, _config_file()),
             convert_litellm=self._convert,
             batches=batches,
         )
@@ -106,3 +109,12 @@ class AdminPlugin:
         if self._nc is not None:
             nc, self._nc = self._nc, None
             await disconnect(nc)
+
+
+def _config_file() -> Path | None:
+    """The settings file this process was started with (``$SWITCHYARD_CONFIG``, else
+    ``./switchyard.yaml``), or None when it runs on the defaults."""
+    try:
+        return config_path(None)
+    except ConfigError:  # named but gone: the settings already loaded stay the reference
+        return None
