@@ -108,6 +108,11 @@ def test_a_key_can_be_named_by_its_name_while_the_name_is_unique(cli_stack: CliS
     assert updated.stdout.strip() == f"updated {first}"
     shown = json.loads(cli_stack.run("keys", "show", "by-name", "--json", timeout=20).stdout)
     assert (shown["id"], shown["rpm"]) == (first, 7)
+    card = cli_stack.run("keys", "show", "by-name", timeout=20).stdout  # for people: no JSON
+    assert card.startswith(f"{first}  by-name  (...")
+    assert "  limits     rpm 7\n" in card
+    assert "  spend      $0 this monthly period; $0 in all\n" in card
+    assert "  expires    never" in card
 
     second = json.loads(cli_stack.run("keys", "create", "by-name", "--json", timeout=20).stdout)
     ambiguous = cli_stack.run("keys", "revoke", "by-name", timeout=20)

@@ -83,22 +83,61 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _row(record: ClientKey) -> str:
-    state = "revoked" if record.disabled else ("expired" if record.expired() else "active")
-    limits = ", ".join(
+def _state(record: ClientKey) -> str:
+    return "revoked" if record.disabled else ("expired" if record.expired() else "active")
+
+
+def _limits(record: ClientKey) -> str:
+    limits = [
         f"{label} {value}"
         for label, value in (
             ("rpm", record.rpm),
             ("tpm", record.tpm),
             ("parallel", record.max_parallel),
-            ("budget $", record.budget_usd),
         )
         if value
-    )
+    ]
+    if record.budget_usd:
+        limits.append(f"budget ${record.budget_usd:g} {record.budget_period}")
+    return ", ".join(limits)
+
+
+def _when(stamp: float | None) -> str:
+    if not stamp:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(stamp))
+
+
+def _row(record: ClientKey) -> str:
+    extra = [f"team {record.team}"] if record.team else []
+    if record.expires_at:
+        extra.append(f"expires {_when(record.expires_at)}")
     return (
-        f"{record.id:<22} {record.name:<18} ...{record.hint:<5} {state:<8} "
-        f"models {','.join(record.models):<16} {limits}"
+        f"{record.id:<22} {record.name:<18} ...{record.hint:<5} {_state(record):<8} "
+        f"models {','.join(record.models):<16} {'; '.join([_limits(record), *extra]).strip('; ')}"
     )
+
+
+def _card(record: ClientKey, spend: dict[str, Any]) -> str:
+    """``keys show`` for people (``--json`` for scripts)."""
+    money = f"${spend['period_spend_usd']:.6g} this {record.budget_period} period"
+    if record.budget_usd:
+        money += f" of ${record.budget_usd:g}"
+        if spend.get("period_resets_at"):
+            money += f" (resets {_when(spend['period_resets_at'])})"
+    money += f"; ${spend['total_spend_usd']:.6g} in all"
+    lines = [
+        f"{record.id}  {record.name}  (...{record.hint})  {_state(record)}",
+        f"  team       {record.team or '-'}",
+        f"  owner      {record.owner or '-'}",
+        f"  models     {', '.join(record.models)}",
+        f"  limits     {_limits(record) or 'none'}",
+        f"  spend      {money}",
+        f"  priority   {record.priority} (at most {record.max_priority}), weight {record.weight:g}",
+        f"  created    {_when(record.created_at)}",
+        f"  expires    {_when(record.expires_at)}",
+    ]
+    return "\n".join(lines)
 
 
 async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -133,10 +172,10 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
                 usage = await spend.for_key(record)
             finally:
                 await spend.close()
-            print(
-                json.dumps(public_record(record, usage), indent=None if args.json else 2),
-                file=out,
-            )
+            if args.json:
+                print(json.dumps(public_record(record, usage)), file=out)
+            else:
+                print(_card(record, usage), file=out)
         elif action == "update":
             fields = _fields(args)
             if args.enable:

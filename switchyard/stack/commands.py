@@ -251,7 +251,7 @@ def summary(
     if detached:
         lines.append("Status: `switchyard status`   Stop: `switchyard down`")
     else:
-        lines.append("Stop: Ctrl-C")
+        lines.append("Stop: Ctrl-C in the terminal that runs it, or `switchyard down`")
     return "\n".join(lines)
 
 
@@ -340,7 +340,8 @@ def status(settings: Settings, *, as_json: bool, out: TextIO) -> int:
         width = max((len(p["name"]) for p in report), default=10) + 2
         for p in report:
             health = "healthy" if p["healthy"] else ("unhealthy" if p["alive"] else "not running")
-            pid, where = p["pid"] or "-", p.get("endpoint") or ""
+            # Workers have no endpoint of their own: their health port is where to look.
+            pid, where = p["pid"] or "-", p.get("endpoint") or p.get("health_url") or ""
             print(f"  {p['name']:<{width}} {health:<12} pid {pid:<8} {where}", file=out)
     return 0 if all_healthy else 1
 
