@@ -4,6 +4,7 @@ whole stack starts at once) still hears it within its first seconds, not one int
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -40,3 +41,41 @@ async def test_a_monitor_that_subscribes_late_hears_a_new_process_within_its_fir
     assert (beat.component, beat.instance, beat.ready) == ("head", "head-1", True)
     # One interval would be 5 s after the start; the startup beats come well before.
     assert waited < HEARTBEAT_S / 2, waited
+
+
+async def test_an_edge_answering_requests_beats_every_second_and_idle_slowly(
+    tmp_path: Path,
+) -> None:
+    """The overview's request totals come from the edges' beats: at the idle pace they trailed
+    the per-deployment rows by seconds."""
+    answered = {"2xx": 0}
+    async with jetstream_server(tmp_path) as (nc, _):
+        beats: list[tuple[float, int]] = []
+
+        async def on_beat(msg: Msg) -> None:
+            beats.append((time.monotonic(), sum(HEARTBEAT.decode(msg.data).requests.values())))
+
+        await nc.subscribe(subjects.process_stats("tail", "tail-1"), cb=on_beat)
+        await nc.flush()
+        reporter = Reporter(
+            nc, "tail", "tail-1", lambda: True, requests=lambda: answered, interval=3.0
+        )
+        reporter.start()
+        try:
+            await asyncio.sleep(4.0)  # the start-up beats (0, 0.5, 1.5, 3.5 s), all idle
+            busy_from = time.monotonic()
+            while time.monotonic() - busy_from < 6.0:  # traffic
+                answered["2xx"] += 1
+                await asyncio.sleep(0.1)
+            idle_from = time.monotonic()
+            await asyncio.sleep(8.5)  # beats about 1.5, 4.5 and 7.5 s after the last count
+        finally:
+            await reporter.stop()
+    busy = [t for t, _ in beats if busy_from + 3.2 < t < idle_from]  # after the first busy beat
+    gaps = [b - a for a, b in itertools.pairwise(busy)]
+    assert len(gaps) >= 1, beats
+    assert all(gap < 1.6 for gap in gaps), gaps
+    idle = [t for t, _ in beats if t > idle_from + 1.2]  # from the first beat with no change
+    idle_gaps = [b - a for a, b in itertools.pairwise(idle)]
+    assert idle_gaps, beats
+    assert all(gap > 2.5 for gap in idle_gaps), idle_gaps

@@ -29,6 +29,10 @@ HEARTBEAT_S = 5.0  # every process wakes for it: often enough for "healthy", rar
 # subscribe a moment after the others sent their first beat: without these, the process table
 # missed them (and control counted no heads) until the next beat, 5 s later.
 STARTUP_BEATS_S = (0.5, 1.0, 2.0)
+# An edge whose request counts moved since its last beat beats again this soon: the totals of
+# `switchyard top` and the admin overview come from these counts, and at 5 s they trailed the
+# per-deployment rows by seconds. An idle edge keeps the slow beat.
+BUSY_BEAT_S = 1.0
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -72,6 +76,7 @@ class Reporter:
         self._requests = requests
         self._interval = interval
         self._started = time.time()
+        self._counted = -1  # requests answered at the last beat (-1: none sent yet)
         self._host = socket.gethostname()
         self._loops = TaskSupervisor(f"heartbeat-{component}")
 
@@ -100,10 +105,16 @@ class Reporter:
             await self._send()
             await asyncio.sleep(min(pause, self._interval))
         while True:
-            await self._send()
-            await asyncio.sleep(self._interval)
+            busy = await self._send()
+            await asyncio.sleep(min(BUSY_BEAT_S, self._interval) if busy else self._interval)
 
-    async def _send(self) -> None:
+    async def _send(self) -> bool:
+        """Send a beat; True when the request counts moved since the previous one."""
+        beat = self.heartbeat()
+        counted = sum(beat.requests.values())
+        busy = self._counted >= 0 and counted != self._counted
+        self._counted = counted
         if self._nc.is_connected:
             with contextlib.suppress(Exception):  # a dropped heartbeat is just late
-                await self._nc.publish(self._subject, ENCODER.encode(self.heartbeat()))
+                await self._nc.publish(self._subject, ENCODER.encode(beat))
+        return busy
