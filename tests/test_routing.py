@@ -217,6 +217,12 @@ async def _missing_key_lookups(stack: Stack) -> float:
     )
 
 
+async def _key_missing(stack: Stack) -> set[str]:
+    overview = await stack.admin("GET", "/overview")
+    assert overview.status_code == 200, overview.text
+    return {d["id"] for d in overview.json()["deployments"] if d.get("key_missing")}
+
+
 async def test_a_deployment_without_its_key_falls_back_and_every_attempt_is_named(
     routed: Stack, upstream: FakeOpenAI
 ) -> None:
@@ -256,6 +262,8 @@ async def test_a_deployment_without_its_key_falls_back_and_every_attempt_is_name
     # Storing the key makes that deployment answer at once: the model-proxies' memory of the
     # missing key (kept 5 s, so a keyless deployment costs no secrets lookup per request)
     # is dropped when the key is stored.
+    # The overview (admin UI, `switchyard top`) shows which deployment has no key.
+    assert await _key_missing(routed) == {keyless}
     nc = await routed.connect("admin")
     try:
         admin = SecretsAdmin(nc, actor="test")
@@ -266,6 +274,10 @@ async def test_a_deployment_without_its_key_falls_back_and_every_attempt_is_name
                 assert time.monotonic() < deadline, resp.text
                 await asyncio.sleep(0.1)
             assert resp.headers["x-switchyard-deployment"] == keyless
+            deadline = time.monotonic() + 10  # the overview reads the secrets every 5 s
+            while await _key_missing(routed):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.5)
         finally:
             await admin.delete("never-stored")
     finally:

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from switchyard.admin.audit import AuditLog
 from switchyard.admin.file_table import FileTable
 from switchyard.admin.key_index import KeyIndex
+from switchyard.admin.key_presence import KeyPresence
 from switchyard.admin.keys import KeyAdmin
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
@@ -58,6 +59,7 @@ class AdminContext:
     index: KeyIndex
     audit: AuditWriter
     audit_log: AuditLog
+    key_presence: KeyPresence  # which deployments have no provider key stored
     files: FileTable  # what the settings file defines (seeds the live table), read when changed
     convert_litellm: LiteLLMConverter | None = None
     batches: BatchRecords | None = None  # the Batch API's jobs, followed live (read-only)

@@ -10,8 +10,16 @@ from switchyard.schemas.monitor import Overview
 
 
 async def overview(c: AdminContext) -> Overview:
-    """The control service's overview, plus spend today (which only the admin side reads)."""
+    """The control service's overview, plus spend today and the deployments without a stored
+    provider key (which only the admin side reads)."""
     overview = await c.control.overview()
+    missing = await c.key_presence.missing()
+    if missing:
+        marked = [
+            msgspec.structs.replace(d, key_missing=True) if d.id in missing else d
+            for d in overview.deployments
+        ]
+        overview = msgspec.structs.replace(overview, deployments=marked)
     aliases = sorted({a for d in overview.deployments for a in d.aliases})
     try:
         spend: float | None = await c.spend.today_usd(aliases)

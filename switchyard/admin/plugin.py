@@ -21,6 +21,7 @@ from switchyard.admin.budget_watch import BudgetWatch
 from switchyard.admin.context import AdminContext, LiteLLMConverter
 from switchyard.admin.file_table import FileTable
 from switchyard.admin.key_index import KeyIndex
+from switchyard.admin.key_presence import KeyPresence
 from switchyard.admin.keys import KeyAdmin
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
@@ -75,10 +76,13 @@ class AdminPlugin:
                 with contextlib.suppress(Exception):
                     await follower.stop()
             raise
+        control = ControlClient(nc, actor="gateway-api")
+        secrets = SecretsAdmin(nc, actor="gateway-api")
         self.context = AdminContext(
             auth=AdminAuth(settings.admin_token_file),
-            control=ControlClient(nc, actor="gateway-api"),
-            secrets=SecretsAdmin(nc, actor="gateway-api"),
+            control=control,
+            secrets=secrets,
+            key_presence=KeyPresence(control, secrets),
             llm=llm,
             keys=KeyAdmin(js, locator=index),
             spend=SpendReader(settings),

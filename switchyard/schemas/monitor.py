@@ -128,6 +128,7 @@ class DeploymentState(msgspec.Struct, frozen=True, kw_only=True):
     cooldown: CooldownState | None = None
     saturated: bool = False  # its requests wait in HOLD, started in fair order
     held: list[HeldQueue] = []  # by priority and tenant
+    key_missing: bool = False  # its provider's secret is not stored (added by the admin side)
 
 
 class ProcessState(msgspec.Struct, frozen=True, kw_only=True):

@@ -179,6 +179,8 @@ def _oldest(seconds: float) -> Text:
 
 def _cooldown(d: DeploymentState) -> Text:
     c = d.cooldown
+    if c is None and d.key_missing:  # answers nothing until its provider key is stored
+        return Text("no key", style="yellow")
     if c is None:
         return Text("-", style="dim")
     return Text(f"{_age(max(0.0, c.seconds_left))} left ({c.status})", style="bold red")

@@ -355,3 +355,16 @@ def test_top_into_a_pipe_whose_reader_leaves_exits_as_a_pipe_writer_does(tmp_pat
         proc.wait(timeout=30)
     assert proc.returncode == 141, err
     assert "Traceback" not in err
+
+
+def test_a_deployment_without_its_provider_key_says_so_where_a_cooldown_would() -> None:
+    lines = _screen(
+        _overview(
+            deployments=[
+                _deployment("claude--sonnet", key_missing=True),
+                _deployment("demo--demo"),
+            ]
+        )
+    )
+    assert _row(lines, "claude--sonnet")[-1] == "no key"
+    assert _row(lines, "demo--demo")[-1] == "-"

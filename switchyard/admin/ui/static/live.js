@@ -30,6 +30,14 @@
 
   function badge(text, kind) { return el("span", text, `badge ${kind}`); }
 
+  // Not cooling down: ready, unless its provider's key is not stored (it answers nothing).
+  function stateBadge(d) {
+    if (!d.key_missing) return badge("ready", "ok");
+    const missing = badge("no key", "warn");
+    missing.title = "its provider's key is not stored: store it under Secrets";
+    return missing;
+  }
+
   function setText(scope, selector, text) {
     scope.querySelectorAll(selector).forEach((node) => { node.textContent = text; });
   }
@@ -75,7 +83,7 @@
         [link], [d.queue ? String(d.queue.waiting) : "?", "num"],
         [`${d.queue ? d.queue.in_flight : "?"} / ${d.concurrency}`, "num"],
         [fmt.num(d.rates.requests_per_s, 1), "num"], [fmt.ms(d.rates.p50_ms), "num"],
-        [d.cooldown ? badge("cooling down", "warn") : badge("ready", "ok")],
+        [d.cooldown ? badge("cooling down", "warn") : stateBadge(d)],
       ];
     }, true);
   }
@@ -96,7 +104,7 @@
       if (state) {
         state.replaceChildren(d.cooldown
           ? badge(`cooling down ${fmt.dur(d.cooldown.seconds_left)} (${d.cooldown.status})`, "warn")
-          : badge("ready", "ok"));
+          : stateBadge(d));
       }
       const end = card.querySelector("[data-f=end-cooldown]");
       if (end) end.classList.toggle("hidden", !d.cooldown);
