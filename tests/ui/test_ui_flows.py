@@ -44,6 +44,11 @@ async def test_put_a_secret_and_see_the_provider_that_uses_it_answer(web: Browse
     await result.and_(web.page.locator("[data-status]")).wait_for(timeout=30_000)
     assert await result.get_attribute("data-status") == "200", await result.inner_text()
     assert " ms" in await result.inner_text()
+    # Deleting it would leave `vaulted` nothing to answer with: the confirmation says so.
+    await web.goto("/ui/secrets/vault-key/delete")
+    warning_text = await web.page.locator(".flash.error").inner_text()
+    assert "breaks provider fake-vault" in warning_text
+    assert "The route vaulted will fail" in warning_text
 
 
 async def test_create_a_key_use_it_with_the_sdk_and_revoke_it(web: Browser) -> None:

@@ -12,10 +12,11 @@ from starlette.requests import Request
 from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.ui import csrf
 from switchyard.admin.ui.forms import field_name, place, split_validation
+from switchyard.admin.ui.pages.secrets import _stranded, _users
 from switchyard.admin.ui.render import ENV
 from switchyard.admin.ui.sessions import SessionStore
 from switchyard.schemas.keys import KEY_ENCODER, ClientKey
-from switchyard.schemas.routing import Route
+from switchyard.schemas.routing import Route, RouteTable
 
 pytestmark = pytest.mark.unit
 
@@ -108,3 +109,32 @@ def test_key_index_pages_searches_and_follows_changes() -> None:
     assert index.get("key_0008") is None
     assert index.search().total == 119
     assert index.record_name("key_0009") == f"k.{9:064x}"
+
+
+def test_deleting_a_secret_strands_only_routes_with_nothing_else_to_answer() -> None:
+    table = msgspec.convert(
+        {
+            "providers": {
+                "vault": {"kind": "openai", "secret": "k"},
+                "other": {"kind": "openai", "secret": "j"},
+            },
+            "routes": {
+                "only": {"deployments": [{"provider": "vault", "model": "m"}]},
+                "mixed": {
+                    "deployments": [
+                        {"provider": "vault", "model": "m"},
+                        {"provider": "other", "model": "m"},
+                    ]
+                },
+                "backed": {
+                    "deployments": [{"provider": "vault", "model": "n"}],
+                    "fallbacks": ["elsewhere"],
+                },
+                "elsewhere": {"deployments": [{"provider": "other", "model": "n"}]},
+            },
+        },
+        RouteTable,
+    )
+    providers, routes = _users(table, "k")
+    assert (providers, routes) == (["vault"], ["backed", "mixed", "only"])
+    assert _stranded(table, providers, routes) == ["only"]

@@ -84,17 +84,31 @@ async def rotate_secret(ui: Ui) -> Response:
     return ui.redirect("/ui/secrets", ("ok", f"Rotated {info.name} to version {info.version}."))
 
 
+def _stranded(table: RouteTable, providers: list[str], routes: list[str]) -> list[str]:
+    """Of ``routes``, those left with nothing to answer: every deployment on one of
+    ``providers`` and no fallback (the others lose those deployments, not their answers)."""
+    return [
+        alias
+        for alias in routes
+        if not table.routes[alias].fallbacks
+        and all(d.provider in providers for d in table.routes[alias].deployments)
+    ]
+
+
 async def confirm_delete(ui: Ui) -> Response:
     name = ui.request.path_params["name"]
     info = await ui.admin.secrets.info(name)
-    providers, routes = _users((await ui.admin.control.table()).table, name)
+    table = (await ui.admin.control.table()).table
+    providers, routes = _users(table, name)
+    stranded = _stranded(table, providers, routes)
     return ui.page(
         "secret_delete.html",
         "secrets",
         f"Delete {name}?",
         info=info,
         providers=providers,
-        routes=routes,
+        stranded=stranded,
+        degraded=[a for a in routes if a not in stranded],
     )
 
 
