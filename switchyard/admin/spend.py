@@ -145,6 +145,7 @@ class SpendReader:
             per_day = sums[i * len(day_names) : (i + 1) * len(day_names)]
             row: dict[str, Any] = {"name": member, **_sum(per_day)}
             row["by_day"] = {d: t["cost_usd"] for d, t in zip(day_names, per_day, strict=True)}
+            row["days"] = dict(zip(day_names, per_day, strict=True))  # each day's totals
             rows.append(row)
         return rows, total
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import time
 
 import httpx
@@ -86,6 +88,18 @@ async def test_sign_in_then_every_page_renders(web: Browser) -> None:
         assert unlabelled == [], (path, unlabelled)
         await web.page.wait_for_timeout(300)  # live pages: the first event has arrived
         await web.shot(name)
+    # The CSV export: each team's day with its requests and tokens, not only its cost.
+    exported = await web.page.request.get(f"{web.stack.gateway_url}/ui/spend.csv?by=team&days=1")
+    assert exported.status == 200
+    rows = list(csv.DictReader(io.StringIO(await exported.text())))
+    by_team = {r["team"]: r for r in rows}
+    assert {t: int(by_team[t]["requests"]) for t in ("payments", "search", "support")} == {
+        "payments": 3,
+        "search": 7,
+        "support": 11,
+    }
+    assert by_team["search"]["name"] == "search"
+    assert int(by_team["search"]["prompt_tokens"]) > 0
 
 
 async def test_no_page_or_call_works_without_a_session(ui_stack: Stack) -> None:

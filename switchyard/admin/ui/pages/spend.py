@@ -74,11 +74,16 @@ async def spend_csv(ui: Ui) -> Response:
     rows, _ = await ui.admin.spend.ranking(kind, days=days, limit=max(1, CSV_ROWS // days))
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([kind, "name", "day", "cost_usd"])
+    columns = ["requests", "prompt_tokens", "completion_tokens"]
+    writer.writerow([kind, "name", "day", "cost_usd", *columns])
     for row in rows:
         key = ui.admin.index.get(row["name"]) if kind == "key" else None
-        for day, cost in sorted(row["by_day"].items()):
-            writer.writerow([row["name"], key.name if key else "", day, f"{cost:.9f}"])
+        name = key.name if key else ("" if kind == "key" else row["name"])
+        for day, totals in sorted(row["days"].items()):
+            if not totals["requests"] and not totals["cost_usd"]:
+                continue  # a day it had no traffic
+            cost = f"{totals['cost_usd']:.9f}"
+            writer.writerow([row["name"], name, day, cost, *(totals[c] for c in columns)])
     return Response(
         out.getvalue(),
         media_type="text/csv",
