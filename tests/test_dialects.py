@@ -73,6 +73,7 @@ async def agents(
             # A deployment of its own, so its traffic is only what one test sends.
             "counted": {"deployments": [{"provider": "chat-only", "model": "jitter:1-2"}]},
             "midfail": {"deployments": [{"provider": "chat-only", "model": "midfail"}]},
+            "cutshort": {"deployments": [{"provider": "chat-only", "model": "cutshort"}]},
             "bigchunk": {"deployments": [{"provider": "chat-only", "model": "bigchunk:600"}]},
         },
     }
@@ -634,3 +635,21 @@ def test_anthropic_beta_reaches_anthropic(
     )
     assert refused.status_code == 400, refused.text
     assert "anthropic-beta" in refused.json()["error"]["message"]
+
+
+def test_a_stream_cut_short_is_not_passed_off_as_complete(agents: Stack, edge: str) -> None:
+    """A provider whose stream ends with neither a finish_reason nor ``[DONE]`` cut the
+    answer: clients get an error at its end, not a normal ending (and it is not billed as a
+    complete answer)."""
+    stream = _openai(agents, edge).chat.completions.create(
+        model="cutshort", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    with pytest.raises(openai.APIError, match="ended its stream before the answer was complete"):
+        for _ in stream:
+            pass
+    body = {"model": "cutshort", "max_tokens": 16, "stream": True}
+    body["messages"] = [{"role": "user", "content": "x"}]
+    headers = {"x-api-key": agents.api_key, "anthropic-version": "2023-06-01"}
+    events = _events(edge, "/v1/messages", body, headers)
+    assert "content_block_delta" in events, events
+    assert events[-1] == "error", events

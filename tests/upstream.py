@@ -16,6 +16,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``bigchunk:<kib>``: streams one chunk of ``<kib>`` KiB of text (one long SSE line);
 * ``midfail``: streams two words, then reports a failure in the stream
   (``data: {"error": ...}``, as OpenAI and vLLM do), then ``[DONE]``;
+* ``cutshort``: streams two words and ends the response there (no finish_reason, no
+  ``[DONE]``: an answer cut short);
 * ``ctl:<name>``: whatever :meth:`FakeOpenAI.set_mode` last set for ``name`` (default echo);
 * ``gate:<name>`` (as a mode): waits until :meth:`FakeOpenAI.open_gate` opens ``name``, then
   echoes (a provider that hangs until the test releases it).
@@ -233,6 +235,10 @@ class FakeOpenAI:
             pace, words = int(arg) / 1000, [f"t{i}" for i in range(300)]
         if kind == "bigchunk":
             words = ["x" * (int(arg) * 1024)]
+        if kind == "cutshort":
+            await self._chunks(resp, model, ["half", "an"], 0.0)
+            await resp.write_eof()
+            return resp
         if kind == "midfail":
             await self._chunks(resp, model, ["half", "an"], 0.0)
             broke = {"error": {"message": "upstream broke mid-answer", "type": "server_error"}}

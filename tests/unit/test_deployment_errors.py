@@ -15,7 +15,7 @@ from switchyard.errors import (
     ServiceUnavailable,
 )
 from switchyard.schemas.secret import Secret
-from switchyard.workers.modelproxy.providers.openai_compat import stream_error
+from switchyard.workers.modelproxy.providers.openai_compat import finishes, stream_error
 from switchyard.workers.modelproxy.providers.upstream_errors import from_status
 from switchyard.workers.modelproxy.traffic import deployment_failed
 
@@ -85,3 +85,11 @@ def test_a_provider_refusing_our_key_says_so_not_in_its_own_words(status: int) -
         f"provider openai refused the API key stored for it (HTTP {status}; rotate its secret)"
     )
     assert failure.message.endswith("Incorrect API key provided")
+
+
+def test_a_chunk_with_a_finish_reason_ends_the_answer() -> None:
+    assert finishes(b'{"choices":[{"delta":{},"finish_reason":"stop"}]}')
+    assert finishes(b'{"choices": [{"delta": {}, "finish_reason": "length"}]}')
+    assert not finishes(b'{"choices":[{"delta":{"content":"a"},"finish_reason":null}]}')
+    assert not finishes(b'{"choices": [{"finish_reason": null}]}')
+    assert not finishes(b'{"choices":[{"delta":{"content":"a"}}]}')

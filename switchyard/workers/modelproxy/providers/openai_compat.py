@@ -120,6 +120,7 @@ class OpenAICompatible:
         end_by = started + call.total_timeout
         first = True
         finished = False
+        ended = False  # a chunk said why the answer ended (a finish_reason)
         # No timeout scope spans a yield: the consumer's time between chunks must not be
         # cancelled by a scope that belongs to this generator.
         resp = await self._open(call, url, headers, min(first_by, end_by))
@@ -136,6 +137,8 @@ class OpenAICompatible:
                     raise ue.timed_out(name, watchdog.expired)
                 if not line:
                     finished = True
+                    if not ended:  # neither [DONE] nor a finish_reason: the answer was cut
+                        raise ue.cut_short(name)
                     return
                 if not line.startswith(b"data:"):
                     continue
@@ -146,10 +149,8 @@ class OpenAICompatible:
                 if first:
                     first = False
                     watchdog.rearm(end_by, "the end of the stream")
-                if b'"error"' in payload:  # (in a chunk's text it would be escaped: \")
-                    failure = stream_error(payload, name, call.api_key)
-                    if failure is not None:
-                        raise failure
+                _raise_reported(payload, name, call.api_key)
+                ended = ended or finishes(payload)
                 event = _event(payload, call.client_wants_usage)
                 if event is not None:
                     yield event
@@ -206,6 +207,20 @@ def _usage_only(payload: bytes) -> bool:
     except msgspec.DecodeError:
         return False
     return isinstance(doc, dict) and not doc.get("choices")
+
+
+def _raise_reported(payload: bytes, provider: str, key: Secret | None) -> None:
+    """Raise the failure a chunk reports, if it is one (see :func:`stream_error`)."""
+    if b'"error"' in payload:  # (in a chunk's text it would be escaped: \")
+        failure = stream_error(payload, provider, key)
+        if failure is not None:
+            raise failure
+
+
+def finishes(payload: bytes) -> bool:
+    """Whether a chunk carries a finish_reason (``"stop"``, ``"length"``...), not ``null``."""
+    at = payload.find(b'"finish_reason"')
+    return at >= 0 and not payload[at + 15 : at + 24].lstrip(b": ").startswith(b"null")
 
 
 def stream_error(payload: bytes, provider: str, key: Secret | None) -> ProviderError | None:

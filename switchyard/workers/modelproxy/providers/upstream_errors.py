@@ -22,6 +22,7 @@ from switchyard.errors import (
 
 __all__ = [
     "MAX_LINE_BYTES",
+    "cut_short",
     "from_status",
     "line_too_long",
     "parse_retry_after",
@@ -78,6 +79,16 @@ def from_status(
 
 def unreachable(provider: str, detail: str) -> ProviderUnreachable:
     return ProviderUnreachable(f"provider {provider} is unreachable: {detail}", provider=provider)
+
+
+def cut_short(provider: str) -> ProviderError:
+    """A stream that ended with neither ``[DONE]`` nor a finish_reason: the answer is cut."""
+    return ProviderError(
+        f"provider {provider} ended its stream before the answer was complete "
+        "(no finish_reason, no [DONE])",
+        provider=provider,
+        retryable=True,
+    )
 
 
 def line_too_long(provider: str) -> ProviderError:
