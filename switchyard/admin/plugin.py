@@ -32,8 +32,7 @@ from switchyard.bus.connect import connect
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
-from switchyard.config import Settings, config_path
-from switchyard.errors import ConfigError
+from switchyard.config import Settings
 from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.shutdown import disconnect
@@ -89,7 +88,7 @@ class AdminPlugin:
             index=index,
             audit=AuditWriter(nc, "api"),
             audit_log=audit_log,
-            files=FileTable(settings, _config_file()),
+            files=FileTable(settings, Path(settings.source_file) if settings.source_file else None),
             convert_litellm=self._convert,
             batches=batches,
         )
@@ -113,12 +112,3 @@ class AdminPlugin:
         if self._nc is not None:
             nc, self._nc = self._nc, None
             await disconnect(nc)
-
-
-def _config_file() -> Path | None:
-    """The settings file this process was started with (``$SWITCHYARD_CONFIG``, else
-    ``./switchyard.yaml``), or None when it runs on the defaults."""
-    try:
-        return config_path(None)
-    except ConfigError:  # named but gone: the settings already loaded stay the reference
-        return None

@@ -352,6 +352,8 @@ class Settings(_Section, frozen=True):
         providers / routes: the initial route table (seeded into NATS KV on first start).
         demo_model: add the built-in offline ``demo`` provider and route (unless you define
             your own under that name), so a fresh install answers its first request.
+        source_file: the settings file these were read from ("" for none); set by the
+            loader, whatever the file says.
     """
 
     home: str = ".switchyard"
@@ -373,6 +375,7 @@ class Settings(_Section, frozen=True):
     providers: dict[str, Provider] = {}
     routes: dict[str, Route] = {}
     demo_model: bool = True
+    source_file: str = ""
 
     # ---- derived values: computed, never stored twice ----
 

@@ -199,7 +199,7 @@ class Control:
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             raise InvalidRequest(f"invalid route table: {exc}") from None
         table = put.table
-        problems = route_table_problems(table)  # the same checks every head applies
+        problems = route_table_problems(table)  # every head's checks, and the newest rules
         if problems:
             raise InvalidRequest(
                 f"invalid route table: {InvalidRouteTable(problems)}", param=problems[0].field

@@ -204,11 +204,13 @@ class RouteProblem(msgspec.Struct, frozen=True):
     hint: str
 
 
-def route_table_problems(table: RouteTable) -> list[RouteProblem]:
+def route_table_problems(table: RouteTable, *, stored: bool = False) -> list[RouteProblem]:
     """Cross-reference checks the types alone cannot express.
 
     Returns every problem found (empty when the table is valid), so an operator fixes them all
-    in one go instead of one per restart.
+    in one go instead of one per restart. ``stored``: a table already in the bucket, which may
+    predate a newer rule (two prices for one deployment were taken, first route first): it is
+    held only to the rules it was written under, so it still loads and can be replaced.
     """
     problems: list[RouteProblem] = []
     for name, provider in table.providers.items():
@@ -253,7 +255,7 @@ def route_table_problems(table: RouteTable) -> list[RouteProblem]:
                 continue
             earlier = seen.get(dep.id)
             priced = priced_by.get(dep.id)
-            if priced and dep.price is not None and priced[1].price != dep.price:
+            if not stored and priced and dep.price is not None and priced[1].price != dep.price:
                 problems.append(
                     RouteProblem(
                         f"{where}.price",
@@ -329,7 +331,7 @@ def decode_route_table(data: bytes) -> RouteTable:
         raise InvalidRouteTable(
             [RouteProblem("(document)", str(exc), "send a valid route table")]
         ) from None
-    problems = route_table_problems(table)
+    problems = route_table_problems(table, stored=True)
     if problems:
         raise InvalidRouteTable(problems)
     return table

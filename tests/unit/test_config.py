@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from switchyard.config import load_settings
 from switchyard.errors import ConfigError
-from switchyard.schemas.routing import deployment_id, is_deployment_id
+from switchyard.schemas.routing import (
+    decode_route_table,
+    deployment_id,
+    is_deployment_id,
+    route_table_problems,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -204,3 +210,35 @@ def test_a_price_set_by_one_route_prices_the_deployment_for_all() -> None:
     _, deployment = table.deployments()[deployment_id("demo", "demo")]
     assert deployment.price is not None
     assert (deployment.price.input_per_token, deployment.price.output_per_token) == (1e-5, 2e-5)
+
+
+def test_a_stored_table_from_before_the_price_rule_still_loads() -> None:
+    """Two prices for one deployment were accepted before (the first route's won): a live
+    table like that must still load in every worker, and be replaceable, after an upgrade."""
+    price = {"output_per_token": 1e-6}
+    doc = {
+        "providers": {"p": {"kind": "openai"}},
+        "routes": {
+            "a": {
+                "deployments": [
+                    {"provider": "p", "model": "m", "price": {**price, "input_per_token": 1e-6}}
+                ]
+            },
+            "b": {
+                "deployments": [
+                    {"provider": "p", "model": "m", "price": {**price, "input_per_token": 2e-6}}
+                ]
+            },
+        },
+    }
+    table = decode_route_table(msgspec.json.encode(doc))
+    _, deployment = table.deployments()[deployment_id("p", "m")]
+    assert deployment.price is not None
+    assert deployment.price.input_per_token == 1e-6  # the first route's, as before
+    assert [p.field for p in route_table_problems(table)] == ["routes.b.deployments[0].price"]
+
+
+def test_settings_remember_the_file_they_came_from(tmp_path: Path) -> None:
+    """The gateway's admin views follow that file (not ./switchyard.yaml) as it changes."""
+    path = _write(tmp_path, "demo_model: true\nsource_file: /elsewhere.yaml\n")
+    assert load_settings(path, env={}).source_file == str(path.resolve())

@@ -16,7 +16,7 @@ from switchyard.errors import (
 )
 from switchyard.schemas.secret import Secret
 from switchyard.workers.modelproxy.providers.openai_compat import finishes, stream_error
-from switchyard.workers.modelproxy.providers.upstream_errors import from_status
+from switchyard.workers.modelproxy.providers.upstream_errors import from_status, retryable
 from switchyard.workers.modelproxy.traffic import deployment_failed
 
 
@@ -61,6 +61,7 @@ def test_a_failure_reported_inside_a_stream_is_a_provider_error() -> None:
     assert isinstance(failure, ProviderError)
     assert failure.retryable
     assert failure.code == "provider_error"  # vLLM's numeric code is not ours to pass on
+    assert failure.upstream_status == 500
     assert "boom with ***" in failure.message
     assert "sk-live" not in failure.message
     named = stream_error(b'{"error": {"message": "m", "code": "overloaded"}}', "p", None)
@@ -74,17 +75,23 @@ def test_a_failure_reported_inside_a_stream_is_a_provider_error() -> None:
     assert stream_error(b'not json "error"', "p", None) is None
 
 
-@pytest.mark.parametrize("status", [401, 403])
-def test_a_provider_refusing_our_key_says_so_not_in_its_own_words(status: int) -> None:
-    """'Incorrect API key provided' alone reads to a client as its own key being wrong."""
-    failure = from_status(status, "Incorrect API key provided", provider="openai")
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        (401, "refused the API key stored for it (HTTP 401; check or rotate its secret)"),
+        (403, "refused the request made with its stored key (HTTP 403)"),
+    ],
+)
+def test_a_provider_refusing_our_key_says_so_not_in_its_own_words(status: int, said: str) -> None:
+    """'Incorrect API key provided' (code invalid_api_key) alone reads to a client as its own
+    Switchyard key being wrong."""
+    failure = from_status(
+        status, "Incorrect API key provided", provider="openai", code="invalid_api_key"
+    )
     assert isinstance(failure, ProviderError)
     assert failure.status == 502
-    assert failure.code == "provider_auth_error"
-    assert failure.message.startswith(
-        f"provider openai refused the API key stored for it (HTTP {status}; rotate its secret)"
-    )
-    assert failure.message.endswith("Incorrect API key provided")
+    assert failure.code == "provider_auth_error"  # never the client key's own code
+    assert failure.message == f"provider openai {said}: Incorrect API key provided"
 
 
 def test_a_chunk_with_a_finish_reason_ends_the_answer() -> None:
@@ -93,3 +100,29 @@ def test_a_chunk_with_a_finish_reason_ends_the_answer() -> None:
     assert not finishes(b'{"choices":[{"delta":{"content":"a"},"finish_reason":null}]}')
     assert not finishes(b'{"choices": [{"finish_reason": null}]}')
     assert not finishes(b'{"choices":[{"delta":{"content":"a"}}]}')
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"error": {"message": "maximum context length is 8192", "type": "BadRequestError",'
+        b' "code": 400}}',
+        b'{"error": {"message": "bad schema", "type": "invalid_request_error"}}',
+        b'{"object": "error", "message": "too long", "type": "BadRequestError", "code": 400}',
+        b'{"error": {"message": "nope", "type": ["odd"], "code": 422}}',
+    ],
+)
+def test_a_refusal_reported_inside_a_stream_is_the_clients_400(payload: bytes) -> None:
+    """Retried, a client's bad request would cool every deployment of the route down."""
+    failure = stream_error(payload, "vllm-a", None)
+    assert isinstance(failure, InvalidRequest)
+    assert failure.status == 400
+    assert failure.code == "provider_rejected_request"
+    assert not retryable(failure)
+    assert not deployment_failed(failure)
+
+
+def test_a_rate_limit_reported_inside_a_stream_stays_retryable() -> None:
+    failure = stream_error(b'{"error": {"message": "slow down", "code": 429}}', "p", None)
+    assert isinstance(failure, ProviderError)
+    assert retryable(failure)

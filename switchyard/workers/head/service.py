@@ -268,13 +268,14 @@ class Head:
         another deployment or a fallback, takes the request; with none left, or with the
         attempts spent, the caller gets the 503 ``queue_full``."""
         full: ServiceUnavailable | None = None
+        failed_before = bool(env.tried)  # a reroute: earlier attempts failed at a provider
         while True:
             try:
                 chosen = decide.choose(self.router, self.cooldowns, env, pinned=pinned)
             except ApiError:
-                if full is not None:  # nothing else to try: the full queue is the answer
+                if full is not None and not failed_before:  # the full queue is the answer
                     raise full from None
-                raise
+                raise  # (after real failures: the one error naming every attempt)
             deployment = self._spare(env, chosen)
             try:
                 await self._dispatch(body, env, deployment, hop)

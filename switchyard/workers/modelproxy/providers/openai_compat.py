@@ -16,7 +16,7 @@ import aiohttp
 import msgspec
 from aiohttp.http_exceptions import LineTooLong
 
-from switchyard.errors import ProviderError
+from switchyard.errors import ApiError, InvalidRequest, ProviderError
 from switchyard.schemas.openai import decode_error, usage_of
 from switchyard.schemas.secret import Secret, redact
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
@@ -223,24 +223,46 @@ def finishes(payload: bytes) -> bool:
     return at >= 0 and not payload[at + 15 : at + 24].lstrip(b": ").startswith(b"null")
 
 
-def stream_error(payload: bytes, provider: str, key: Secret | None) -> ProviderError | None:
+# Error types that say the request itself was refused (vLLM reports a prompt too long, or a
+# guided-decoding failure, as a BadRequestError with code 400 inside its stream).
+_CLIENT_ERROR_TYPES = frozenset({"invalid_request_error", "BadRequestError"})
+
+
+def stream_error(payload: bytes, provider: str, key: Secret | None) -> ApiError | None:
     """The failure a provider reported in the middle of a stream (``data: {"error": ...}``,
-    as OpenAI and vLLM do), or None for a chunk. Passed on as a chunk, a client of another
-    dialect would see its answer end as if complete, and no client would see it rerouted."""
+    as OpenAI and vLLM do; older vLLM sends the error object itself), or None for a chunk.
+    Passed on as a chunk, a client of another dialect would see its answer end as if
+    complete, and no client would see it rerouted.
+
+    A refusal of the request itself (a 4xx code, or an invalid-request type) is the client's
+    400, not retried: another deployment would refuse it too, and a retryable failure would
+    cool down every deployment of the route for everyone.
+    """
     try:
         doc = msgspec.json.decode(payload)
     except msgspec.DecodeError:
         return None
-    if not isinstance(doc, dict) or doc.get("choices") or not doc.get("error"):
+    if not isinstance(doc, dict) or doc.get("choices"):
         return None
-    error = doc["error"]
-    detail = error.get("message") if isinstance(error, dict) else error
-    code = error.get("code") if isinstance(error, dict) else None
-    text = detail if isinstance(detail, str) and detail else "no message"
+    error = doc.get("error") or (doc if doc.get("object") == "error" else None)
+    if not error:
+        return None
+    fields = error if isinstance(error, dict) else {"message": error}
+    detail, code, kind = fields.get("message"), fields.get("code"), fields.get("type")
+    text = redact(detail if isinstance(detail, str) and detail else "no message", key)[:500]
+    status = code if isinstance(code, int) and 400 <= code < 600 else None
+    if (isinstance(kind, str) and kind in _CLIENT_ERROR_TYPES) or (
+        status is not None and status < 500 and status not in ue.RETRYABLE_STATUSES
+    ):
+        return InvalidRequest(
+            f"provider {provider} refused the request mid-stream: {text}",
+            code="provider_rejected_request",
+        )
     return ProviderError(
-        f"provider {provider} failed mid-stream: {redact(text, key)[:500]}",
+        f"provider {provider} failed mid-stream: {text}",
         provider=provider,
         retryable=True,
+        upstream_status=status,
         code=code if isinstance(code, str) and code else "provider_error",
     )
 

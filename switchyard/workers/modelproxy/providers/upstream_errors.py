@@ -62,11 +62,13 @@ def from_status(
         return InvalidRequest(message, code=code or "provider_rejected_request")
     if status in (401, 403):
         # Said as the provider refusing our key: in its own words ("Incorrect API key
-        # provided") a client would take it for a problem with its own Switchyard key.
-        message = (
-            f"provider {provider} refused the API key stored for it (HTTP {status}; rotate "
-            f"its secret): {message}"
-        )
+        # provided", code invalid_api_key) a client would take it for its own Switchyard key.
+        if status == 401:
+            why = "refused the API key stored for it (HTTP 401; check or rotate its secret)"
+        else:  # a valid key without access (to this model, organisation or region)
+            why = "refused the request made with its stored key (HTTP 403)"
+        message = f"provider {provider} {why}: {message}"
+        code = "provider_auth_error"
     return ProviderError(
         message,
         provider=provider,
