@@ -10,11 +10,13 @@ import pytest
 from starlette.requests import Request
 
 from switchyard.admin.key_index import KeyIndex
-from switchyard.admin.ui import csrf
+from switchyard.admin.ui import csrf, sessions
+from switchyard.admin.ui.app import _over_tls
 from switchyard.admin.ui.forms import field_name, place, split_validation
 from switchyard.admin.ui.pages.secrets import _stranded, _users
 from switchyard.admin.ui.render import ENV
 from switchyard.admin.ui.sessions import SessionStore
+from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.schemas.keys import KEY_ENCODER, ClientKey
 from switchyard.schemas.routing import Route, RouteTable
 
@@ -138,3 +140,39 @@ def test_deleting_a_secret_strands_only_routes_with_nothing_else_to_answer() -> 
     providers, routes = _users(table, "k")
     assert (providers, routes) == (["vault"], ["backed", "mixed", "only"])
     assert _stranded(table, providers, routes) == ["only"]
+
+
+def test_swept_evicted_and_old_sessions_end_their_open_streams(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream stops when its session is over; only get() and sign-out used to say so."""
+    store = SessionStore(idle_s=60, absolute_s=3600)
+    _, idle = store.create("ada", "")
+    idle.last_seen = time.time() - 61
+    store.create("bob", "")  # a sign-in sweeps the expired ones
+    assert idle.over()
+    monkeypatch.setattr(sessions, "MAX_SESSIONS", 2)
+    _, oldest = store.create("cy", "")
+    oldest.last_seen = 0.0  # the least recently used
+    store.create("dee", "")  # evicts it
+    assert oldest.over()
+    _, old = store.create("eve", "")
+    assert not old.over()
+    old.ends_at = time.time() - 1  # 24 hours after its sign-in, however busy
+    assert old.over()
+
+
+def test_wrong_tokens_block_their_address_for_a_while() -> None:
+    guard = SigninGuard(limit=3, window_s=60)
+    assert guard.wait_s("10.0.0.1", now=0) == 0
+    assert [guard.failed("10.0.0.1", now=t) for t in (1, 2, 3)] == [False, False, True]
+    assert guard.wait_s("10.0.0.1", now=10) == pytest.approx(51)
+    assert guard.wait_s("10.0.0.2", now=10) == 0  # another address is not held
+    assert guard.wait_s("10.0.0.1", now=61.5) == 0  # the first failure has aged out
+
+
+def test_the_session_cookie_is_secure_behind_a_tls_proxy() -> None:
+    assert not _over_tls(_request({"host": "gw"}))
+    assert _over_tls(_request({"host": "gw", "x-forwarded-proto": "https"}))
+    assert _over_tls(_request({"host": "gw", "x-forwarded-proto": "HTTPS, http"}))
+    assert not _over_tls(_request({"host": "gw", "x-forwarded-proto": "http"}))

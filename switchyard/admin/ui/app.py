@@ -24,6 +24,7 @@ from switchyard.admin.ui.forms import Form
 from switchyard.admin.ui.pages import ROUTES
 from switchyard.admin.ui.render import render
 from switchyard.admin.ui.sessions import COOKIE, IDLE_S, SessionStore
+from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.errors import ApiError, AuthenticationFailed
 
 log = logging.getLogger("switchyard.admin.ui")
@@ -52,12 +53,20 @@ def _source(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+def _over_tls(request: Request) -> bool:
+    """Whether the browser reached us over TLS: directly, or through a proxy that ends TLS
+    and says so (``X-Forwarded-Proto``). Trusting the header only ever adds ``Secure``."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
+
+
 class AdminUi:
     """Mounts ``/ui/``; ``context`` gives the admin clients once the gateway has started."""
 
     def __init__(self, context: Callable[[], AdminContext | None]) -> None:
         self._current = context
         self.sessions = SessionStore()
+        self.guard = SigninGuard()
         self._static = importlib.resources.files("switchyard.admin.ui") / "static"
 
     def routers(self) -> list[APIRouter]:
@@ -110,17 +119,21 @@ class AdminUi:
         token = form.raw("token").strip()
         if not name:
             return self._signin_page("Enter your name: the audit log records it.", status=400)
+        source = _source(request)
         try:
-            context.auth.check(token)
+            context.auth.check(token)  # the right token always signs in (an address is shared)
         except AuthenticationFailed:
+            wait = self.guard.wait_s(source)
+            if wait:  # refused unrecorded: wrong tokens must not push real entries out
+                return self._signin_page(
+                    f"Too many wrong admin tokens from this address; try again in {wait:.0f} s.",
+                    name=name,
+                    status=429,
+                )
+            blocked = self.guard.failed(source)
+            detail = f"wrong admin token{'; address blocked for a while' if blocked else ''}"
             await context.audit.record(
-                name,
-                "session.signin",
-                "",
-                "wrong admin token",
-                ok=False,
-                source=_source(request),
-                via="ui",
+                name, "session.signin", "", detail, ok=False, source=source, via="ui"
             )
             return self._signin_page("That admin token is not valid.", name=name, status=401)
         except ApiError as exc:
@@ -138,7 +151,7 @@ class AdminUi:
             path="/ui",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=_over_tls(request),
         )
         return _secured(response)
 

@@ -33,6 +33,11 @@ class Session:
     flashes: list[tuple[str, str]] = field(default_factory=list)  # (kind, text), shown once
     stash: dict[str, Any] = field(default_factory=dict)  # e.g. a previewed import
     ended: bool = False  # signed out or expired: open streams stop
+    ends_at: float = float("inf")  # the absolute expiry (set by the store)
+
+    def over(self) -> bool:
+        """Ended, or past its absolute expiry (an open stream checks this as it goes)."""
+        return self.ended or time.time() >= self.ends_at
 
     def flash(self, kind: str, text: str) -> None:
         self.flashes.append((kind, text))
@@ -57,9 +62,10 @@ class SessionStore:
         self._sweep()
         if len(self._sessions) >= MAX_SESSIONS:  # drop the least recently used
             oldest = min(self._sessions, key=lambda d: self._sessions[d].last_seen)
-            del self._sessions[oldest]
+            self._sessions.pop(oldest).ended = True  # its open streams stop too
         session_id = secrets.token_urlsafe(32)
         session = Session(actor=actor, source=source)
+        session.ends_at = session.created + self._absolute
         self._sessions[_digest(session_id)] = session
         return session_id, session
 
@@ -93,4 +99,4 @@ class SessionStore:
             if now - s.last_seen > self._idle or now - s.created > self._absolute
         ]
         for digest in expired:
-            del self._sessions[digest]
+            self._sessions.pop(digest).ended = True  # its open streams stop too

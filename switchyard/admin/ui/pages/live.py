@@ -68,7 +68,7 @@ async def stream(ui: Ui) -> Response:
 
     async def events() -> AsyncIterator[bytes]:
         while not await request.is_disconnected():
-            if session.ended:
+            if session.over():  # signed out, expired or evicted: the stream ends with it
                 return
             try:
                 doc = _ENCODE.encode(await overview(ui.admin))
