@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from switchyard.admin.audit import AuditLog
 from switchyard.admin.file_table import FileTable
@@ -43,7 +43,9 @@ class Imported(Protocol):
 
 # Parses a LiteLLM proxy config (a dict from its YAML); the gateway assembly passes the control
 # component's converter in, since components never import each other.
-LiteLLMConverter = Callable[[dict[str, Any]], Imported]
+LiteLLMConverter = Callable[[str], Imported]
+"""Converts a LiteLLM config's YAML text; raises ``ValueError`` (saying why) for text it will
+not read (not YAML, no model list, aliases expanding past a bound)."""
 
 
 @dataclass

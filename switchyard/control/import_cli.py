@@ -23,21 +23,27 @@ from switchyard.bus.connect import connect
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.config import Settings, read_env_secret
-from switchyard.control.litellm_import import ImportResult, convert, to_yaml_doc
+from switchyard.control.litellm_import import (
+    ConfigUnreadable,
+    ImportResult,
+    convert_text,
+    to_yaml_doc,
+)
 from switchyard.errors import InputError
 from switchyard.schemas.routing import RouteTable
 
 
 def load(path: Path) -> ImportResult:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise InputError(
-            "", f"cannot read the LiteLLM config {path}: {exc}", "check the path and YAML"
+            "", f"cannot read the LiteLLM config {path}: {exc}", "check the path"
         ) from None
-    if not isinstance(doc, dict) or not doc.get("model_list"):
-        raise InputError("", f"no `model_list` found in {path}", "pass a LiteLLM proxy config.yaml")
-    return convert(doc)
+    try:
+        return convert_text(text)
+    except ConfigUnreadable as exc:
+        raise InputError("", f"{path}: {exc}", "pass a LiteLLM proxy config.yaml") from None
 
 
 def report(result: ImportResult, out: TextIO) -> None:

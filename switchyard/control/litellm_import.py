@@ -20,6 +20,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import msgspec
+import yaml
 
 from switchyard.schemas.routing import (
     Deployment,
@@ -102,73 +103,197 @@ def _secret_for(raw_key: Any, provider: str) -> SecretPlaceholder | None:
     return SecretPlaceholder(name=f"{provider}-key", env_var=None, value=key)
 
 
+# A LiteLLM config is a few hundred values; YAML aliases can make a few hundred bytes expand
+# to billions (each alias repeats what it names), which converting would spell out in full.
+MAX_VALUES = 100_000
+
+
+class ConfigUnreadable(ValueError):
+    """The text is not a LiteLLM config this importer will read (the message says why)."""
+
+
+def parse_config(text: str) -> dict[str, Any]:
+    """A LiteLLM proxy config from YAML text.
+
+    Raises:
+        ConfigUnreadable: not YAML, nested too deep, not a mapping with a ``model_list``, or
+            expanding (through aliases) to more than :data:`MAX_VALUES` values.
+    """
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigUnreadable(f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigUnreadable("nested too deeply to be a LiteLLM config") from None
+    if not isinstance(doc, dict) or not doc.get("model_list"):
+        raise ConfigUnreadable("no `model_list` found: expected a LiteLLM proxy config.yaml")
+    _count_values(doc)
+    return doc
+
+
+def _count_values(doc: Any) -> None:
+    """Walk ``doc`` as converting would read it (an alias counts each time it is used), and
+    stop past :data:`MAX_VALUES`; iterative, so depth costs no stack."""
+    seen, stack = 0, [doc]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ConfigUnreadable(
+                f"expands to more than {MAX_VALUES:,} values (YAML aliases?): not a LiteLLM config"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def convert_text(text: str) -> ImportResult:
+    """:func:`convert` of :func:`parse_config`.
+
+    Raises:
+        ConfigUnreadable: see :func:`parse_config`.
+    """
+    return convert(parse_config(text))
+
+
+class _Unmappable(Exception):
+    """One ``model_list`` entry that cannot become a deployment, and why."""
+
+
+def _text(value: Any, where: str) -> str:
+    """A scalar setting as text; anything else (a list, a mapping) is not a setting."""
+    if value is None:
+        return ""
+    if isinstance(value, str | int | float | bool):
+        return str(value)
+    raise _Unmappable(f"{where}: expected a single value, got a {type(value).__name__}")
+
+
+def _number(value: Any, where: str, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        return float(_text(value, where))
+    except ValueError:
+        raise _Unmappable(f"{where}: `{str(value)[:40]}` is not a number") from None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    alias: str
+    kind: str
+    model: str
+    api_base: str
+    api_version: str
+    key_source: Any
+    weight: float
+    concurrency: int | None
+    timeouts: Timeouts | None
+
+
+def _entry(raw: Any, where: str, settings_version: Any, defaults: list[str]) -> _Entry:
+    """One ``model_list`` entry, read whole before anything is added.
+
+    Raises:
+        _Unmappable: not an entry Switchyard can serve, with the reason.
+    """
+    if not isinstance(raw, dict):
+        raise _Unmappable(f"{where}: not a mapping")
+    params = raw.get("litellm_params") or {}
+    if not isinstance(params, dict):
+        raise _Unmappable(f"{where}.litellm_params: not a mapping")
+    alias = _text(raw.get("model_name"), f"{where}.model_name")
+    model_text = _text(params.get("model"), f"{where}.litellm_params.model")
+    found = _kind_and_model(model_text)
+    if not alias or found is None:
+        raise _Unmappable(f"{where}: provider of model `{model_text[:80]}` is not supported")
+    kind, model = found
+    api_base = _text(params.get("api_base") or params.get("base_url"), f"{where}.api_base")
+    if kind == "openai" and api_base:
+        kind = "openai-compatible"
+    api_version = _text(params.get("api_version"), f"{where}.litellm_params.api_version")
+    if kind == "azure" and not api_version:
+        api_version = _text(settings_version, "litellm_settings.api_version")
+    if kind == "azure" and not api_version:
+        api_version = LITELLM_AZURE_DEFAULT_API_VERSION
+        defaults.append(
+            f"{where} ({alias}): no api_version; using {api_version}, LiteLLM's default "
+            "(LiteLLM would prefer $AZURE_API_VERSION if its environment set one; set "
+            "api_version on the provider to pin another)"
+        )
+    timeouts = None
+    if params.get("timeout") or params.get("stream_timeout"):
+        total = _number(params.get("timeout"), f"{where}.litellm_params.timeout", 600)
+        stream_at = f"{where}.litellm_params.stream_timeout"
+        stream = _number(params.get("stream_timeout"), stream_at, total)
+        timeouts = Timeouts(first_token_s=min(total, 60.0), request_s=total, stream_s=stream)
+    parallel = _number(
+        params.get("max_parallel_requests"), f"{where}.litellm_params.max_parallel_requests", 0
+    )
+    return _Entry(
+        alias=alias,
+        kind=kind,
+        model=model,
+        api_base=api_base,
+        api_version=api_version,
+        key_source=params.get("api_key"),
+        weight=_number(params.get("weight"), f"{where}.litellm_params.weight", 1),
+        concurrency=int(parallel) or None,
+        timeouts=timeouts,
+    )
+
+
 def convert(doc: dict[str, Any]) -> ImportResult:
-    """Convert a parsed LiteLLM config. Never raises for content: problems go to ``unmapped``."""
+    """Convert a parsed LiteLLM config (see :func:`parse_config`). Never raises for content:
+    problems go to ``unmapped``, an entry that cannot be read adds nothing."""
     unmapped: list[str] = []
     defaults: list[str] = []
-    settings_version = (doc.get("litellm_settings") or {}).get("api_version")
+    litellm_settings = doc.get("litellm_settings")
+    settings_version = (
+        litellm_settings.get("api_version") if isinstance(litellm_settings, dict) else None
+    )
     providers: dict[str, Provider] = {}
     secrets: dict[str, SecretPlaceholder] = {}
     deployments: dict[str, list[Deployment]] = {}
     provider_ids: dict[tuple[str, str, str, str], str] = {}
-    for i, entry in enumerate(doc.get("model_list") or []):
+    model_list = doc.get("model_list") or []
+    for i, raw in enumerate(model_list if isinstance(model_list, list) else []):
         where = f"model_list[{i}]"
-        alias = str(entry.get("model_name") or "")
-        params = dict(entry.get("litellm_params") or {})
-        found = _kind_and_model(str(params.get("model") or ""))
-        if not alias or found is None:
-            unmapped.append(f"{where}: provider of model `{params.get('model')}` is not supported")
-            continue
-        kind, model = found
-        api_base = params.get("api_base") or params.get("base_url")
-        if kind == "openai" and api_base:
-            kind = "openai-compatible"
-        key_source = str(params.get("api_key") or "")
-        api_version = params.get("api_version") or (settings_version if kind == "azure" else None)
-        if kind == "azure" and not api_version:
-            api_version = LITELLM_AZURE_DEFAULT_API_VERSION
-            defaults.append(
-                f"{where} ({alias}): no api_version; using {api_version}, LiteLLM's default "
-                "(LiteLLM would prefer $AZURE_API_VERSION if its environment set one; set "
-                "api_version on the provider to pin another)"
+        try:
+            entry = _entry(raw, where, settings_version, defaults)
+            key_text = _text(entry.key_source, f"{where}.litellm_params.api_key")
+            weighted = Deployment(
+                provider="-",
+                model=entry.model,
+                weight=entry.weight,
+                concurrency=entry.concurrency,
+                timeouts=entry.timeouts,
             )
-        signature = (kind, str(api_base or ""), key_source, str(api_version or ""))
+        except (_Unmappable, msgspec.ValidationError) as exc:
+            unmapped.append(str(exc))
+            continue
+        signature = (entry.kind, entry.api_base, key_text, entry.api_version)
         name = provider_ids.get(signature)
         if name is None:
-            base = (
-                kind
-                if not api_base
-                else f"{kind}-{_slug(urlsplit(str(api_base)).hostname or 'local')}"
-            )
+            host = urlsplit(entry.api_base).hostname if entry.api_base else None
+            base = entry.kind if not entry.api_base else f"{entry.kind}-{_slug(host or 'local')}"
             name = base if base not in providers else f"{base}-{len(providers) + 1}"
             provider_ids[signature] = name
-            secret = _secret_for(params.get("api_key"), name)
+            secret = _secret_for(key_text, name)
             if secret is not None:
                 secrets[secret.name] = secret
             providers[name] = Provider(
-                kind=cast(ProviderKind, kind),
-                api_base=str(api_base) if api_base else None,
-                api_version=str(api_version) if api_version else None,
+                kind=cast(ProviderKind, entry.kind),
+                api_base=entry.api_base or None,
+                api_version=entry.api_version or None,
                 secret=secret.name if secret else None,
             )
-        timeouts = None
-        if params.get("timeout") or params.get("stream_timeout"):
-            total = float(params.get("timeout") or 600)
-            timeouts = Timeouts(
-                first_token_s=min(total, 60.0),
-                request_s=total,
-                stream_s=float(params.get("stream_timeout") or total),
-            )
-        concurrency = params.get("max_parallel_requests")
-        deployments.setdefault(alias, []).append(
-            Deployment(
-                provider=name,
-                model=model,
-                weight=float(params.get("weight") or 1),
-                concurrency=int(concurrency) if concurrency else None,
-                timeouts=timeouts,
-            )
+        deployments.setdefault(entry.alias, []).append(
+            msgspec.structs.replace(weighted, provider=name)
         )
+        params = raw.get("litellm_params") or {}
         for limit in ("rpm", "tpm"):
             if params.get(limit):
                 unmapped.append(
@@ -194,28 +319,38 @@ def convert(doc: dict[str, Any]) -> ImportResult:
     )
 
 
+def _mapping(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    """A section of the config, or an empty one where it is missing or not a mapping."""
+    section = doc.get(key)
+    return section if isinstance(section, dict) else {}
+
+
 def _fallbacks(doc: dict[str, Any], unmapped: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for section in ("router_settings", "litellm_settings"):
-        for item in (doc.get(section) or {}).get("fallbacks") or []:
+        items = _mapping(doc, section).get("fallbacks") or []
+        for item in items if isinstance(items, list) else []:
             if not isinstance(item, dict):
-                unmapped.append(f"{section}.fallbacks: entry `{item}` is not a mapping")
+                unmapped.append(f"{section}.fallbacks: entry `{str(item)[:80]}` is not a mapping")
                 continue
             for alias, targets in item.items():
-                found.setdefault(str(alias), []).extend(str(t) for t in targets or [])
+                listed = targets if isinstance(targets, list) else [targets] if targets else []
+                found.setdefault(str(alias), []).extend(
+                    str(t) for t in listed if isinstance(t, str | int | float)
+                )
         for kind in ("context_window_fallbacks", "content_policy_fallbacks"):
-            if (doc.get(section) or {}).get(kind):
+            if _mapping(doc, section).get(kind):
                 unmapped.append(f"{section}.{kind}: not supported (only error fallbacks are)")
     return found
 
 
 def _note_unsupported(doc: dict[str, Any], unmapped: list[str]) -> None:
-    router = doc.get("router_settings") or {}
+    router = _mapping(doc, "router_settings")
     strategy = router.get("routing_strategy")
     if strategy and strategy != "simple-shuffle":
         unmapped.append(
-            f"router_settings.routing_strategy `{strategy}`: Switchyard uses weighted choice "
-            "among healthy deployments"
+            f"router_settings.routing_strategy `{str(strategy)[:80]}`: Switchyard uses "
+            "weighted choice among healthy deployments"
         )
     for key in ("cooldown_time", "allowed_fails", "num_retries"):
         if key in router:

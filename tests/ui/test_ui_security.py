@@ -153,6 +153,16 @@ async def test_the_canary_secret_never_reaches_the_browser(web: Browser) -> None
     await web.shot("import-preview")
     await page.get_by_role("button", name="Apply").click()
     await page.wait_for_url("**/ui/routes")
+    # A key pasted as a provider's secret name, with another field wrong: the form comes back
+    # for the other field, without the key in it.
+    await web.goto("/ui/providers/edit")
+    await page.get_by_label("Name", exact=True).fill("pasted")
+    await page.get_by_label("Secret name").fill(LITERAL_KEY)
+    await page.get_by_label("Concurrency").fill("many")
+    await page.get_by_role("button", name="Save provider").click()
+    await page.locator("[data-error-for=secret]").wait_for()
+    assert "looks like an API key" in await page.locator("[data-error-for=secret]").inner_text()
+    assert LITERAL_KEY not in await page.content()
     for path in (
         "/ui/",
         "/ui/secrets",

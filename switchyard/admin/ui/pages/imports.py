@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import yaml
 from starlette.responses import Response
 
 from switchyard.admin.context import Imported
@@ -51,13 +50,10 @@ async def preview(ui: Ui) -> Response:
         error = "This gateway was started without the LiteLLM importer."
     else:
         try:
-            doc = yaml.safe_load(text) or {}
-            if not isinstance(doc, dict) or not doc.get("model_list"):
-                error = "No `model_list` found: paste a LiteLLM proxy config.yaml."
-            else:
-                result = convert(doc)
-        except yaml.YAMLError as exc:
-            error = f"Not valid YAML: {str(exc).splitlines()[0]}"
+            result = convert(text)
+        except ValueError as exc:  # says why: not YAML, no model_list, aliases past a bound
+            reason = str(exc)
+            error = f"{reason[:1].upper()}{reason[1:]}."
     if result is None:
         return ui.page(
             "import.html",

@@ -21,7 +21,7 @@ from switchyard.admin.ui.pages.tables import (
     validation_problem,
 )
 from switchyard.errors import Conflict, NotFound
-from switchyard.schemas.routing import Provider, ProviderKind, RouteTable
+from switchyard.schemas.routing import Provider, ProviderKind, RouteTable, looks_like_a_key
 
 KINDS = list(get_args(ProviderKind))
 FIELDS = [
@@ -118,6 +118,12 @@ def _document(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     return doc, errors
 
 
+_PASTED_KEY = (
+    "This looks like an API key, not the name of a stored secret: store it under Secrets "
+    "and put its name here."
+)
+
+
 async def save_provider(ui: Ui) -> Response:
     f = ui.form
     values = {k: f.get(k) for k in FIELDS} | {"digest": f.get("digest")}
@@ -151,6 +157,9 @@ async def save_provider(ui: Ui) -> Response:
             what=f"Provider {name}",
         )
     except Problem as problem:
+        if looks_like_a_key(values["secret"]) and "secret" not in problem.errors:
+            # Whichever field failed first, a pasted key is never sent back.
+            problem.errors["secret"] = _PASTED_KEY
         if "secret" in problem.errors:
             values["secret"] = ""  # it may be a pasted key: never send it back
         return await _form(
