@@ -7,7 +7,10 @@ package's copy of Swagger UI 5 (OpenAPI 3.1, which our ``/openapi.json`` is).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.resources
+import re
 from pathlib import Path
 
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -17,11 +20,34 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 ASSETS = "/docs/assets"
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
 def assets_dir() -> Path:
     """Where the installed Swagger UI files are."""
     return Path(str(importlib.resources.files("fastapi_offline") / "static"))
+
+
+def _headers(html: bytes) -> dict[str, str]:
+    """The page's own security headers, as the admin UI's (it shares the gateway's origin):
+    its one inline script allowed by hash, no framing, no other origin."""
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in _INLINE_SCRIPT.findall(html)
+    )
+    policy = (
+        "default-src 'self'; "
+        f"script-src 'self' {hashes}; "
+        "style-src 'self' 'unsafe-inline'; "  # Swagger UI styles its elements inline
+        "img-src 'self' data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "same-origin",
+        "X-Content-Type-Options": "nosniff",
+    }
 
 
 def docs_routes(title: str, openapi_url: str) -> list[BaseRoute]:
@@ -33,6 +59,8 @@ def docs_routes(title: str, openapi_url: str) -> list[BaseRoute]:
         swagger_css_url=f"{ASSETS}/swagger-ui.css",
         swagger_favicon_url=f"{ASSETS}/favicon.png",
     )
+
+    page.headers.update(_headers(bytes(page.body)))
 
     async def docs(request: Request) -> HTMLResponse:
         return page

@@ -145,8 +145,14 @@ async def test_the_api_docs_page_renders_with_no_internet(web: Browser) -> None:
     """``/docs`` loaded Swagger UI from a CDN: with no internet (none is needed at run time)
     the page stayed blank. Its files now come from the gateway itself."""
     asked: list[str] = []
+    refused: list[str] = []
     web.page.on("request", lambda request: asked.append(request.url))
-    await web.goto("/docs")
+    web.page.on("console", lambda msg: refused.append(msg.text) if msg.type == "error" else None)
+    response = await web.goto("/docs")
+    # The same origin as the admin UI: its own strict policy, its one inline script by hash.
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert "'sha256-" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
     await web.page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
     assert "Switchyard gateway" in await web.page.inner_text(".swagger-ui .info .title")
     await web.page.wait_for_selector(".opblock", timeout=20_000)
@@ -154,4 +160,5 @@ async def test_the_api_docs_page_renders_with_no_internet(web: Browser) -> None:
     assert "/v1/chat/completions" in listed, listed
     elsewhere = [url for url in asked if not url.startswith(web.base)]
     assert elsewhere == [], elsewhere
+    assert not [m for m in refused if "Content Security Policy" in m], refused
     await web.shot("api-docs")

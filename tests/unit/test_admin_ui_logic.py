@@ -14,6 +14,7 @@ from switchyard.admin.ui import csrf, sessions
 from switchyard.admin.ui.app import _over_tls
 from switchyard.admin.ui.forms import field_name, place, split_validation
 from switchyard.admin.ui.pages.secrets import _stranded, _users
+from switchyard.admin.ui.pages.spend import _cell
 from switchyard.admin.ui.render import ENV
 from switchyard.admin.ui.sessions import SessionStore
 from switchyard.admin.ui.signin_guard import SigninGuard
@@ -176,3 +177,11 @@ def test_the_session_cookie_is_secure_behind_a_tls_proxy() -> None:
     assert _over_tls(_request({"host": "gw", "x-forwarded-proto": "https"}))
     assert _over_tls(_request({"host": "gw", "x-forwarded-proto": "HTTPS, http"}))
     assert not _over_tls(_request({"host": "gw", "x-forwarded-proto": "http"}))
+
+
+def test_exported_names_never_become_spreadsheet_formulas() -> None:
+    assert _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
+    assert _cell("@SUM(A1)") == "'@SUM(A1)"
+    assert _cell("-2+3") == "'-2+3"
+    assert _cell("payments") == "payments"
+    assert _cell("") == ""

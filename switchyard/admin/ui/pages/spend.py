@@ -68,6 +68,12 @@ async def spend_page(ui: Ui) -> Response:
     )
 
 
+def _cell(text: str) -> str:
+    """A name as a spreadsheet shows it, never runs it: a leading ``= + - @`` (or a tab or
+    carriage return) would make the cell a formula when the export is opened."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 async def spend_csv(ui: Ui) -> Response:
     """Every member's daily totals over the period, costliest first (up to 10,000 rows)."""
     kind, days = _by(ui), ui.int_query("days", 7, 1, 90)
@@ -83,7 +89,8 @@ async def spend_csv(ui: Ui) -> Response:
             if not totals["requests"] and not totals["cost_usd"]:
                 continue  # a day it had no traffic
             cost = f"{totals['cost_usd']:.9f}"
-            writer.writerow([row["name"], name, day, cost, *(totals[c] for c in columns)])
+            cells = [_cell(row["name"]), _cell(name), day, cost]
+            writer.writerow([*cells, *(totals[c] for c in columns)])
     return Response(
         out.getvalue(),
         media_type="text/csv",
