@@ -13,6 +13,7 @@ import functools
 import hashlib
 import re
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
@@ -196,6 +197,23 @@ class RouteTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         return found
 
 
+_KEY_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "token", "access_token"})
+
+
+def _credential_in_url(url: str) -> bool:
+    """Whether ``url`` holds a secret: a password, or a key-like query parameter (the route
+    table is not secret; keys belong in the secrets service)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return False
+    query = parse_qsl(parts.query, keep_blank_values=False)
+    return bool(password) or any(
+        name.lower() in _KEY_PARAMS or looks_like_a_key(value) for name, value in query
+    )
+
+
 class RouteProblem(msgspec.Struct, frozen=True):
     """One reason a route table is invalid: where, what, and how to fix it."""
 
@@ -220,6 +238,15 @@ def route_table_problems(table: RouteTable, *, stored: bool = False) -> list[Rou
                     f"providers.{name}.secret",
                     "this looks like an API key, not the name of a stored secret",
                     f"store the key with `switchyard secrets put {name}` and set `secret: {name}`",
+                )
+            )
+        if not stored and provider.api_base and _credential_in_url(provider.api_base):
+            problems.append(
+                RouteProblem(
+                    f"providers.{name}.api_base",
+                    "the URL carries a credential (a key in its query or a password)",
+                    f"store the key with `switchyard secrets put {name}`, set `secret: {name}`, "
+                    "and give the URL without it",
                 )
             )
         if provider.kind in KINDS_NEEDING_API_BASE and not provider.api_base:

@@ -85,6 +85,12 @@ def test_settings_are_frozen() -> None:
             "2024",
         ),
         (
+            "providers:\n  v:\n    kind: vllm\n    api_base: https://h/v1?api_key=abc123\n",
+            "providers.v.api_base",
+            "carries a credential",
+            "switchyard secrets put v",
+        ),
+        (
             "providers:\n  v:\n    kind: vllm\n",
             "providers.v.api_base",
             "no default base URL",
