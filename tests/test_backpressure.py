@@ -89,15 +89,22 @@ async def test_no_head_is_503_at_once(narrow: Stack) -> None:
     assert took < 2.0, f"took {took * 1000:.0f} ms"
 
 
+async def _fill_the_queue(
+    stack: Stack, http: httpx.AsyncClient
+) -> tuple[str, dict[str, str], list[asyncio.Task[httpx.Response]]]:
+    """Two requests fill the queue of the slow deployment: one in flight, one waiting."""
+    url = f"{stack.tail_url}/v1/chat/completions"
+    auth = {"Authorization": f"Bearer {stack.api_key}"}
+    first = [asyncio.create_task(http.post(url, json=BODY, headers=auth)) for _ in range(2)]
+    await asyncio.sleep(0.5)
+    return url, auth, first
+
+
 async def test_full_queue_is_refused_at_once(narrow: Stack) -> None:
     head = await _start_head(narrow)
     try:
         async with httpx.AsyncClient(timeout=30) as http:
-            url = f"{narrow.tail_url}/v1/chat/completions"
-            auth = {"Authorization": f"Bearer {narrow.api_key}"}
-            # Two requests fill the queue of this deployment: one in flight, one waiting.
-            first = [asyncio.create_task(http.post(url, json=BODY, headers=auth)) for _ in range(2)]
-            await asyncio.sleep(0.5)
+            url, auth, first = await _fill_the_queue(narrow, http)
             began = time.perf_counter()
             refused = await http.post(url, json=BODY, headers=auth)
             took = time.perf_counter() - began
@@ -120,10 +127,7 @@ async def test_a_full_queue_passes_the_request_to_the_routes_fallback(narrow: St
     head = await _start_head(narrow)
     try:
         async with httpx.AsyncClient(timeout=30) as http:
-            url = f"{narrow.tail_url}/v1/chat/completions"
-            auth = {"Authorization": f"Bearer {narrow.api_key}"}
-            first = [asyncio.create_task(http.post(url, json=BODY, headers=auth)) for _ in range(2)]
-            await asyncio.sleep(0.5)
+            url, auth, first = await _fill_the_queue(narrow, http)
             spilled = await http.post(url, json={**BODY, "model": "spill"}, headers=auth)
             assert spilled.status_code == 200, spilled.text
             assert spilled.headers["x-switchyard-deployment"] == deployment_id("fake", "quick")

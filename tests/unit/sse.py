@@ -94,3 +94,16 @@ USAGE = {
     "prompt_tokens_details": {"cached_tokens": 100},
     "completion_tokens_details": {"reasoning_tokens": 8},
 }
+
+
+def whole_call(call_id: str, args: str, index: int | None) -> dict[str, Any]:
+    """A whole tool call in one fragment, ``index`` optional (Gemini's OpenAI endpoint sends
+    none)."""
+    fragment: dict[str, Any] = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": args},
+    }
+    if index is not None:
+        fragment["index"] = index
+    return fragment

@@ -41,7 +41,7 @@ from switchyard.errors import (
     ServiceUnavailable,
 )
 from switchyard.schemas.openai import Usage
-from tests.unit.sse import USAGE, call, chunk, completion, events
+from tests.unit.sse import USAGE, call, chunk, completion, events, whole_call
 
 pytestmark = pytest.mark.unit
 
@@ -837,17 +837,6 @@ def test_probe() -> None:
     assert caught.value.message == "request body must be a JSON object"
 
 
-def _whole_call(call_id: str, args: str, index: int | None) -> dict[str, Any]:
-    fragment: dict[str, Any] = {
-        "id": call_id,
-        "type": "function",
-        "function": {"name": "get_weather", "arguments": args},
-    }
-    if index is not None:
-        fragment["index"] = index
-    return fragment
-
-
 @pytest.mark.parametrize("index", [None, 0])
 def test_streamed_calls_without_an_index_of_their_own_stay_apart(index: int | None) -> None:
     """Gemini's OpenAI endpoint streams each whole call in a chunk of its own with no index
@@ -857,8 +846,8 @@ def test_streamed_calls_without_an_index_of_their_own_stay_apart(index: int | No
     stream = MessagesStream(context)
     out = b"".join(
         [
-            stream.feed(chunk(tool_calls=[_whole_call("call_a", '{"city":"Paris"}', index)])),
-            stream.feed(chunk(tool_calls=[_whole_call("call_b", '{"city":"Oslo"}', index)])),
+            stream.feed(chunk(tool_calls=[whole_call("call_a", '{"city":"Paris"}', index)])),
+            stream.feed(chunk(tool_calls=[whole_call("call_b", '{"city":"Oslo"}', index)])),
             stream.feed(chunk(finish="stop")),
             stream.finish(),
         ]
@@ -893,7 +882,7 @@ def test_fragments_under_a_reused_index_follow_the_newest_call() -> None:
 
 def test_a_reply_that_calls_tools_but_says_stop_is_tool_use() -> None:
     context = to_chat(_request(tools=[WEATHER_TOOL])).context
-    calls = [_whole_call("call_a", '{"city": "Paris"}}', None)]  # a stray brace too
+    calls = [whole_call("call_a", '{"city": "Paris"}}', None)]  # a stray brace too
     message = Message.model_validate(
         message_dict(completion(finish="stop", tool_calls=calls), context)
     )

@@ -21,7 +21,7 @@ from switchyard.dialects import probes, usage
 from switchyard.dialects.responses import ResponsesStream, response_dict, to_chat, to_response
 from switchyard.errors import InvalidRequest, ProviderError, RateLimited, ServiceUnavailable
 from switchyard.schemas.openai import Usage
-from tests.unit.sse import USAGE, call, chunk, completion, events
+from tests.unit.sse import USAGE, call, chunk, completion, events, whole_call
 
 pytestmark = pytest.mark.unit
 
@@ -795,16 +795,10 @@ def test_streamed_calls_without_an_index_of_their_own_stay_apart(index: int | No
     all at index 0: two function_call items, not one with both arguments run together."""
     context = to_chat(_request(input="weather?", stream=True, tools=[WEATHER_TOOL])).context
     stream = ResponsesStream(context, response_id="resp_n")
-    fragments = []
-    for call_id, args in (("call_a", '{"city":"Paris"}'), ("call_b", '{"city":"Oslo"}')):
-        fragment: dict[str, Any] = {
-            "id": call_id,
-            "type": "function",
-            "function": {"name": "get_weather", "arguments": args},
-        }
-        if index is not None:
-            fragment["index"] = index
-        fragments.append(fragment)
+    fragments = [
+        whole_call("call_a", '{"city":"Paris"}', index),
+        whole_call("call_b", '{"city":"Oslo"}', index),
+    ]
     out = b"".join(
         [
             stream.feed(chunk(tool_calls=[fragments[0]])),
