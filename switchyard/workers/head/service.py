@@ -281,11 +281,7 @@ class Head:
                 await self._dispatch(body, env, deployment, hop)
                 return
             except ServiceUnavailable as exc:
-                if (
-                    exc.code != "queue_full"
-                    or env.pin
-                    or len(env.tried) + 1 >= self.settings.routing.max_attempts
-                ):
+                if exc.code != "queue_full" or env.pin:
                     raise
                 full = exc
             summary = f"{deployment.id}: 503 {full.message}".replace(";", ",")
@@ -296,6 +292,8 @@ class Head:
                 last_status=503,
                 retry_after=0.0,
             )
+            if len(env.tried) >= self.settings.routing.max_attempts:  # the attempts are spent
+                raise decide.exhausted(env) if failed_before else full
 
     def _spare(self, env: Envelope, chosen: Deployment) -> Deployment:
         """Batch work goes to a deployment of the model with spare capacity, if one has."""
