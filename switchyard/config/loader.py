@@ -69,7 +69,8 @@ def load_settings(
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise _config_error(exc, source, raw) from None
-    settings = msgspec.structs.replace(settings, source_file=str(file.resolve()) if file else "")
+    # absolute(), not resolve(): a symlinked file (a Kubernetes ConfigMap) is followed anew.
+    settings = msgspec.structs.replace(settings, source_file=str(file.absolute()) if file else "")
     problems = route_table_problems(settings.route_table)
     if problems:
         first = problems[0]

@@ -14,6 +14,8 @@ as not mapped, with the reason. Where LiteLLM fills in a value the config leaves
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -29,6 +31,7 @@ from switchyard.schemas.routing import (
     Route,
     RouteTable,
     Timeouts,
+    credential_in_url,
 )
 
 # litellm model prefix -> our provider kind
@@ -127,6 +130,8 @@ def parse_config(text: str) -> dict[str, Any]:
         raise ConfigUnreadable("nested too deeply to be a LiteLLM config") from None
     if not isinstance(doc, dict) or not doc.get("model_list"):
         raise ConfigUnreadable("no `model_list` found: expected a LiteLLM proxy config.yaml")
+    if not isinstance(doc["model_list"], list):
+        raise ConfigUnreadable("`model_list` is not a list of models")
     _count_values(doc)
     return doc
 
@@ -163,21 +168,28 @@ class _Unmappable(Exception):
 
 
 def _text(value: Any, where: str) -> str:
-    """A scalar setting as text; anything else (a list, a mapping) is not a setting."""
+    """A scalar setting as text (an unquoted date, as YAML reads `api_version: 2024-06-01`,
+    as the date); a list or a mapping is not a setting."""
     if value is None:
         return ""
-    if isinstance(value, str | int | float | bool):
-        return str(value)
-    raise _Unmappable(f"{where}: expected a single value, got a {type(value).__name__}")
+    if isinstance(value, dict | list):
+        raise _Unmappable(f"{where}: expected a single value, got a {type(value).__name__}")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
 
 
-def _number(value: Any, where: str, default: float) -> float:
+def _number(value: Any, where: str, default: float, *, low: float = 0.0) -> float:
+    """A finite number of at least ``low`` (``default`` when absent)."""
     if value is None or value == "":
         return default
     try:
-        return float(_text(value, where))
-    except ValueError:
+        number = float(_text(value, where))
+    except (ValueError, OverflowError):
         raise _Unmappable(f"{where}: `{str(value)[:40]}` is not a number") from None
+    if not math.isfinite(number) or number < low:
+        raise _Unmappable(f"{where}: `{str(value)[:40]}` is out of range (at least {low:g})")
+    return number
 
 
 @dataclass(frozen=True)
@@ -191,9 +203,10 @@ class _Entry:
     weight: float
     concurrency: int | None
     timeouts: Timeouts | None
+    default_note: str = ""  # listed among the defaults applied once the entry is imported
 
 
-def _entry(raw: Any, where: str, settings_version: Any, defaults: list[str]) -> _Entry:
+def _entry(raw: Any, where: str, settings_version: Any) -> _Entry:
     """One ``model_list`` entry, read whole before anything is added.
 
     Raises:
@@ -211,23 +224,28 @@ def _entry(raw: Any, where: str, settings_version: Any, defaults: list[str]) -> 
         raise _Unmappable(f"{where}: provider of model `{model_text[:80]}` is not supported")
     kind, model = found
     api_base = _text(params.get("api_base") or params.get("base_url"), f"{where}.api_base")
+    if api_base and credential_in_url(api_base):
+        raise _Unmappable(
+            f"{where}.litellm_params.api_base: carries a credential; give it as api_key instead"
+        )
     if kind == "openai" and api_base:
         kind = "openai-compatible"
     api_version = _text(params.get("api_version"), f"{where}.litellm_params.api_version")
     if kind == "azure" and not api_version:
         api_version = _text(settings_version, "litellm_settings.api_version")
+    note = ""
     if kind == "azure" and not api_version:
         api_version = LITELLM_AZURE_DEFAULT_API_VERSION
-        defaults.append(
+        note = (
             f"{where} ({alias}): no api_version; using {api_version}, LiteLLM's default "
             "(LiteLLM would prefer $AZURE_API_VERSION if its environment set one; set "
             "api_version on the provider to pin another)"
         )
     timeouts = None
     if params.get("timeout") or params.get("stream_timeout"):
-        total = _number(params.get("timeout"), f"{where}.litellm_params.timeout", 600)
-        stream_at = f"{where}.litellm_params.stream_timeout"
-        stream = _number(params.get("stream_timeout"), stream_at, total)
+        at = f"{where}.litellm_params."
+        total = _number(params.get("timeout"), f"{at}timeout", 600, low=0.001)
+        stream = _number(params.get("stream_timeout"), f"{at}stream_timeout", total, low=0.001)
         timeouts = Timeouts(first_token_s=min(total, 60.0), request_s=total, stream_s=stream)
     parallel = _number(
         params.get("max_parallel_requests"), f"{where}.litellm_params.max_parallel_requests", 0
@@ -242,6 +260,7 @@ def _entry(raw: Any, where: str, settings_version: Any, defaults: list[str]) -> 
         weight=_number(params.get("weight"), f"{where}.litellm_params.weight", 1),
         concurrency=int(parallel) or None,
         timeouts=timeouts,
+        default_note=note,
     )
 
 
@@ -262,7 +281,7 @@ def convert(doc: dict[str, Any]) -> ImportResult:
     for i, raw in enumerate(model_list if isinstance(model_list, list) else []):
         where = f"model_list[{i}]"
         try:
-            entry = _entry(raw, where, settings_version, defaults)
+            entry = _entry(raw, where, settings_version)
             key_text = _text(entry.key_source, f"{where}.litellm_params.api_key")
             weighted = Deployment(
                 provider="-",
@@ -271,7 +290,7 @@ def convert(doc: dict[str, Any]) -> ImportResult:
                 concurrency=entry.concurrency,
                 timeouts=entry.timeouts,
             )
-        except (_Unmappable, msgspec.ValidationError) as exc:
+        except _Unmappable as exc:
             unmapped.append(str(exc))
             continue
         signature = (entry.kind, entry.api_base, key_text, entry.api_version)
@@ -293,6 +312,8 @@ def convert(doc: dict[str, Any]) -> ImportResult:
         deployments.setdefault(entry.alias, []).append(
             msgspec.structs.replace(weighted, provider=name)
         )
+        if entry.default_note:
+            defaults.append(entry.default_note)
         params = raw.get("litellm_params") or {}
         for limit in ("rpm", "tpm"):
             if params.get(limit):

@@ -200,7 +200,7 @@ class RouteTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 _KEY_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "token", "access_token"})
 
 
-def _credential_in_url(url: str) -> bool:
+def credential_in_url(url: str) -> bool:
     """Whether ``url`` holds a secret: a password, or a key-like query parameter (the route
     table is not secret; keys belong in the secrets service)."""
     try:
@@ -209,8 +209,9 @@ def _credential_in_url(url: str) -> bool:
     except ValueError:
         return False
     query = parse_qsl(parts.query, keep_blank_values=False)
+    # By name, or by a vendor's key prefix (not by shape: ids such as UUIDs look like keys).
     return bool(password) or any(
-        name.lower() in _KEY_PARAMS or looks_like_a_key(value) for name, value in query
+        name.lower() in _KEY_PARAMS or value.startswith(_KEY_PREFIXES) for name, value in query
     )
 
 
@@ -240,7 +241,7 @@ def route_table_problems(table: RouteTable, *, stored: bool = False) -> list[Rou
                     f"store the key with `switchyard secrets put {name}` and set `secret: {name}`",
                 )
             )
-        if not stored and provider.api_base and _credential_in_url(provider.api_base):
+        if not stored and provider.api_base and credential_in_url(provider.api_base):
             problems.append(
                 RouteProblem(
                     f"providers.{name}.api_base",

@@ -163,6 +163,14 @@ async def test_the_canary_secret_never_reaches_the_browser(web: Browser) -> None
     await page.locator("[data-error-for=secret]").wait_for()
     assert "looks like an API key" in await page.locator("[data-error-for=secret]").inner_text()
     assert LITERAL_KEY not in await page.content()
+    # Nor a URL with a key in its query.
+    await page.get_by_label("Secret name").fill("")
+    await page.get_by_label("Concurrency").fill("4")
+    await page.get_by_label("Base URL").fill(f"https://h.example/v1?api_key={LITERAL_KEY}")
+    await page.get_by_role("button", name="Save provider").click()
+    await page.locator("[data-error-for=api_base]").wait_for()
+    assert "carries a credential" in await page.locator("[data-error-for=api_base]").inner_text()
+    assert LITERAL_KEY not in await page.content()
     for path in (
         "/ui/",
         "/ui/secrets",

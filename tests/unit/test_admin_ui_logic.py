@@ -10,7 +10,7 @@ import pytest
 from starlette.requests import Request
 
 from switchyard.admin.key_index import KeyIndex
-from switchyard.admin.ui import csrf, sessions
+from switchyard.admin.ui import csrf, sessions, signin_guard
 from switchyard.admin.ui.app import _over_tls
 from switchyard.admin.ui.forms import field_name, place, split_validation
 from switchyard.admin.ui.pages.secrets import _stranded, _users
@@ -185,3 +185,22 @@ def test_exported_names_never_become_spreadsheet_formulas() -> None:
     assert _cell("-2+3") == "'-2+3"
     assert _cell("payments") == "payments"
     assert _cell("") == ""
+
+
+def test_an_ipv6_client_is_counted_by_its_64_and_all_addresses_share_a_recording_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One host holds a whole /64; and many addresses together must not flood the log."""
+    guard = SigninGuard(limit=3, window_s=60)
+    for host in ("2001:db8::1", "2001:db8::2", "2001:db8::3"):
+        guard.failed(host, now=1)
+    assert guard.wait_s("2001:db8::ffff", now=2) > 0  # the same /64
+    assert guard.wait_s("2001:db8:0:1::1", now=2) == 0  # another /64
+    monkeypatch.setattr(signin_guard, "RECORDED", 3)
+    assert [guard.record(now=t) for t in (1, 2, 3, 4)] == [
+        signin_guard.Record.YES,
+        signin_guard.Record.YES,
+        signin_guard.Record.LAST,
+        signin_guard.Record.NO,
+    ]
+    assert guard.record(now=63.5) is signin_guard.Record.YES  # the window moved on

@@ -112,17 +112,21 @@ def test_a_chunk_with_a_finish_reason_ends_the_answer() -> None:
         b'{"error": {"message": "nope", "type": ["odd"], "code": 422}}',
     ],
 )
-def test_a_refusal_reported_inside_a_stream_is_the_clients_400(payload: bytes) -> None:
-    """Retried, a client's bad request would cool every deployment of the route down."""
+def test_a_bad_request_reported_inside_a_stream_cools_nothing(payload: bytes) -> None:
+    """It may be the client's request (cooling on it would take the whole route down for
+    everyone) or vLLM's engine failing (vLLM says BadRequestError for both): tried elsewhere,
+    with no cooldown."""
     failure = stream_error(payload, "vllm-a", None)
-    assert isinstance(failure, InvalidRequest)
-    assert failure.status == 400
-    assert failure.code == "provider_rejected_request"
-    assert not retryable(failure)
-    assert not deployment_failed(failure)
+    assert isinstance(failure, ProviderError)
+    assert failure.status == 502
+    assert retryable(failure)
+    assert failure.retry_after == 0.0  # no cooldown, no backoff (the head's rule for 0)
 
 
-def test_a_rate_limit_reported_inside_a_stream_stays_retryable() -> None:
-    failure = stream_error(b'{"error": {"message": "slow down", "code": 429}}', "p", None)
+@pytest.mark.parametrize("code", [429, 500, 503])
+def test_a_rate_limit_or_server_error_inside_a_stream_cools_as_usual(code: int) -> None:
+    payload = b'{"error": {"message": "m", "type": "invalid_request_error", "code": %d}}' % code
+    failure = stream_error(payload, "p", None)
     assert isinstance(failure, ProviderError)
     assert retryable(failure)
+    assert failure.retry_after is None  # the route's cooldown applies

@@ -69,3 +69,51 @@ def test_settings_sections_of_the_wrong_shape_are_skipped() -> None:
     )
     result = convert_text(text)
     assert list(result.table.routes) == ["ok"]
+
+
+def test_an_unquoted_date_is_an_api_version_as_before() -> None:
+    """YAML reads `api_version: 2024-06-01` as a date; LiteLLM takes it, so does the import."""
+    text = (
+        "model_list:\n"
+        "  - {model_name: a, litellm_params: {model: azure/gpt-4o, api_base: 'https://x.openai"
+        ".azure.com', api_version: 2024-06-01}}\n"
+    )
+    result = convert_text(text)
+    assert result.unmapped == []
+    assert [p.api_version for p in result.table.providers.values()] == ["2024-06-01"]
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ("weight: -1", "weight: `-1` is out of range (at least 0)"),
+        ("max_parallel_requests: .inf", "max_parallel_requests: `inf` is out of range"),
+        ("timeout: .nan", "timeout: `nan` is out of range"),
+        ("timeout: '1e400'", "timeout: `1e400` is out of range"),
+        ("api_base: 'https://h/v1?api_key=abc'", "api_base: carries a credential"),
+    ],
+)
+def test_values_the_table_would_refuse_are_listed_per_entry(params: str, reason: str) -> None:
+    """Imported as they were, the preview looked fine and Apply then refused everything."""
+    text = (
+        f"model_list:\n  - {{model_name: x, litellm_params: {{model: gpt-4o, {params}}}}}\n"
+        "  - {model_name: ok, litellm_params: {model: gpt-4o}}\n"
+    )
+    result = convert_text(text)
+    assert any(reason in line for line in result.unmapped), result.unmapped
+    assert list(result.table.routes) == ["ok"]
+
+
+def test_a_default_is_listed_only_for_an_entry_that_was_imported() -> None:
+    text = (
+        "model_list:\n"
+        "  - {model_name: a, litellm_params: {model: azure/x, api_base: 'https://h', weight: z}}\n"
+    )
+    result = convert_text(text)
+    assert result.defaults == []
+    assert not result.table.routes
+
+
+def test_a_model_list_that_is_not_a_list_is_refused() -> None:
+    with pytest.raises(ConfigUnreadable, match="`model_list` is not a list"):
+        parse_config("model_list: {model_name: x, litellm_params: {model: gpt-4o}}\n")

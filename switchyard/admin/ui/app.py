@@ -24,7 +24,7 @@ from switchyard.admin.ui.forms import Form
 from switchyard.admin.ui.pages import ROUTES
 from switchyard.admin.ui.render import render
 from switchyard.admin.ui.sessions import COOKIE, IDLE_S, SessionStore
-from switchyard.admin.ui.signin_guard import SigninGuard
+from switchyard.admin.ui.signin_guard import Record, SigninGuard
 from switchyard.errors import ApiError, AuthenticationFailed
 
 log = logging.getLogger("switchyard.admin.ui")
@@ -131,10 +131,16 @@ class AdminUi:
                     status=429,
                 )
             blocked = self.guard.failed(source)
-            detail = f"wrong admin token{'; address blocked for a while' if blocked else ''}"
-            await context.audit.record(
-                name, "session.signin", "", detail, ok=False, source=source, via="ui"
-            )
+            verdict = self.guard.record()
+            if verdict is not Record.NO:
+                detail = "wrong admin token"
+                if blocked:
+                    detail += "; address blocked for a while"
+                if verdict is Record.LAST:
+                    detail += "; more wrong tokens go unrecorded for a while"
+                await context.audit.record(
+                    name, "session.signin", "", detail, ok=False, source=source, via="ui"
+                )
             return self._signin_page("That admin token is not valid.", name=name, status=401)
         except ApiError as exc:
             return self._signin_page(exc.message, name=name, status=exc.status)

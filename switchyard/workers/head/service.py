@@ -286,11 +286,12 @@ class Head:
                 full = exc
             summary = f"{deployment.id}: 503 {full.message}".replace(";", ",")
             errors = f"{env.errors}; {summary}" if env.errors else summary
+            limited = env.last_status == 429  # an earlier rate limit stays the answer's kind
             env = env.with_(
                 tried=(*env.tried, deployment.id),
                 errors=errors[-_MAX_ERRORS:],
-                last_status=503,
-                retry_after=0.0,
+                last_status=429 if limited else 503,
+                retry_after=env.retry_after if limited else 0.0,
             )
             if len(env.tried) >= self.settings.routing.max_attempts:  # the attempts are spent
                 raise decide.exhausted(env) if failed_before else full

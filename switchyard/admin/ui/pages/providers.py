@@ -21,7 +21,13 @@ from switchyard.admin.ui.pages.tables import (
     validation_problem,
 )
 from switchyard.errors import Conflict, NotFound
-from switchyard.schemas.routing import Provider, ProviderKind, RouteTable, looks_like_a_key
+from switchyard.schemas.routing import (
+    Provider,
+    ProviderKind,
+    RouteTable,
+    credential_in_url,
+    looks_like_a_key,
+)
 
 KINDS = list(get_args(ProviderKind))
 FIELDS = [
@@ -162,6 +168,8 @@ async def save_provider(ui: Ui) -> Response:
             problem.errors["secret"] = _PASTED_KEY
         if "secret" in problem.errors:
             values["secret"] = ""  # it may be a pasted key: never send it back
+        if credential_in_url(values["api_base"]):
+            values["api_base"] = ""  # nor a URL with one in it (the error says why)
         return await _form(
             ui,
             table,

@@ -71,7 +71,8 @@ async def spend_page(ui: Ui) -> Response:
 def _cell(text: str) -> str:
     """A name as a spreadsheet shows it, never runs it: a leading ``= + - @`` (or a tab or
     carriage return) would make the cell a formula when the export is opened."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    first = text.lstrip(" ")[:1]  # (a spreadsheet may skip leading spaces)
+    return f"'{text}" if first in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 async def spend_csv(ui: Ui) -> Response:

@@ -16,7 +16,7 @@ import aiohttp
 import msgspec
 from aiohttp.http_exceptions import LineTooLong
 
-from switchyard.errors import ApiError, InvalidRequest, ProviderError
+from switchyard.errors import ApiError, ProviderError
 from switchyard.schemas.openai import decode_error, usage_of
 from switchyard.schemas.secret import Secret, redact
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
@@ -223,9 +223,9 @@ def finishes(payload: bytes) -> bool:
     return at >= 0 and not payload[at + 15 : at + 24].lstrip(b": ").startswith(b"null")
 
 
-# Error types that say the request itself was refused (vLLM reports a prompt too long, or a
-# guided-decoding failure, as a BadRequestError with code 400 inside its stream).
-_CLIENT_ERROR_TYPES = frozenset({"invalid_request_error", "BadRequestError"})
+# Error types that say "bad request". vLLM reports any exception inside its stream that way
+# (code 400), its engine dying included, so they cannot be taken for the client's fault.
+_REQUEST_ERROR_TYPES = frozenset({"invalid_request_error", "BadRequestError"})
 
 
 def stream_error(payload: bytes, provider: str, key: Secret | None) -> ApiError | None:
@@ -234,9 +234,11 @@ def stream_error(payload: bytes, provider: str, key: Secret | None) -> ApiError 
     Passed on as a chunk, a client of another dialect would see its answer end as if
     complete, and no client would see it rerouted.
 
-    A refusal of the request itself (a 4xx code, or an invalid-request type) is the client's
-    400, not retried: another deployment would refuse it too, and a retryable failure would
-    cool down every deployment of the route for everyone.
+    Always a provider failure (502), tried elsewhere while nothing was sent. A rate limit or
+    a server error (by its numeric code) cools the deployment as usual; a bad-request error
+    does not (``retry_after`` 0): it may be the client's request, which would otherwise cool
+    every deployment of the route for everyone, or vLLM's engine failing, which vLLM reports
+    the same way.
     """
     try:
         doc = msgspec.json.decode(payload)
@@ -251,19 +253,16 @@ def stream_error(payload: bytes, provider: str, key: Secret | None) -> ApiError 
     detail, code, kind = fields.get("message"), fields.get("code"), fields.get("type")
     text = redact(detail if isinstance(detail, str) and detail else "no message", key)[:500]
     status = code if isinstance(code, int) and 400 <= code < 600 else None
-    if (isinstance(kind, str) and kind in _CLIENT_ERROR_TYPES) or (
+    request_error = (status is None and isinstance(kind, str) and kind in _REQUEST_ERROR_TYPES) or (
         status is not None and status < 500 and status not in ue.RETRYABLE_STATUSES
-    ):
-        return InvalidRequest(
-            f"provider {provider} refused the request mid-stream: {text}",
-            code="provider_rejected_request",
-        )
+    )
     return ProviderError(
         f"provider {provider} failed mid-stream: {text}",
         provider=provider,
         retryable=True,
         upstream_status=status,
         code=code if isinstance(code, str) and code else "provider_error",
+        retry_after=0.0 if request_error else None,
     )
 
 
