@@ -199,7 +199,7 @@ class _Entry:
     model: str
     api_base: str
     api_version: str
-    key_source: Any
+    key: str = field(repr=False)  # api_key as written: os.environ/NAME, or a literal key
     weight: float
     concurrency: int | None
     timeouts: Timeouts | None
@@ -256,7 +256,7 @@ def _entry(raw: Any, where: str, settings_version: Any) -> _Entry:
         model=model,
         api_base=api_base,
         api_version=api_version,
-        key_source=params.get("api_key"),
+        key=_text(params.get("api_key"), f"{where}.litellm_params.api_key"),
         weight=_number(params.get("weight"), f"{where}.litellm_params.weight", 1),
         concurrency=int(parallel) or None,
         timeouts=timeouts,
@@ -282,25 +282,17 @@ def convert(doc: dict[str, Any]) -> ImportResult:
         where = f"model_list[{i}]"
         try:
             entry = _entry(raw, where, settings_version)
-            key_text = _text(entry.key_source, f"{where}.litellm_params.api_key")
-            weighted = Deployment(
-                provider="-",
-                model=entry.model,
-                weight=entry.weight,
-                concurrency=entry.concurrency,
-                timeouts=entry.timeouts,
-            )
         except _Unmappable as exc:
             unmapped.append(str(exc))
             continue
-        signature = (entry.kind, entry.api_base, key_text, entry.api_version)
+        signature = (entry.kind, entry.api_base, entry.key, entry.api_version)
         name = provider_ids.get(signature)
         if name is None:
             host = urlsplit(entry.api_base).hostname if entry.api_base else None
             base = entry.kind if not entry.api_base else f"{entry.kind}-{_slug(host or 'local')}"
             name = base if base not in providers else f"{base}-{len(providers) + 1}"
             provider_ids[signature] = name
-            secret = _secret_for(key_text, name)
+            secret = _secret_for(entry.key, name)
             if secret is not None:
                 secrets[secret.name] = secret
             providers[name] = Provider(
@@ -310,7 +302,13 @@ def convert(doc: dict[str, Any]) -> ImportResult:
                 secret=secret.name if secret else None,
             )
         deployments.setdefault(entry.alias, []).append(
-            msgspec.structs.replace(weighted, provider=name)
+            Deployment(
+                provider=name,
+                model=entry.model,
+                weight=entry.weight,
+                concurrency=entry.concurrency,
+                timeouts=entry.timeouts,
+            )
         )
         if entry.default_note:
             defaults.append(entry.default_note)
