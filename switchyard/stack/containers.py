@@ -37,6 +37,7 @@ from switchyard.config import Settings
 from switchyard.errors import StackError
 from switchyard.stack import natsnodes, openbao, valkey
 from switchyard.stack.certs import ROUTE_CERT, init_certificates
+from switchyard.stack.demo_key import DEMO_ONLY
 from switchyard.stack.natsconf import ClusterLayout, NatsServerLayout, write_nats_config
 
 log = logging.getLogger("switchyard.deploy")
@@ -276,7 +277,9 @@ def init(settings: Settings, layout: DeployLayout, timeout: float = 180.0) -> li
 
     async def provision() -> None:
         await natsnodes.until_jetstream_ready(
-            lambda: provision_stack(settings, demo_key=settings.demo_model, timeout=3.0),
+            lambda: provision_stack(
+                settings, demo_key=settings.demo_model, demo_models=DEMO_ONLY, timeout=3.0
+            ),
             timeout=max(1.0, deadline - time.monotonic()),
         )
 

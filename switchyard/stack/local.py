@@ -219,13 +219,15 @@ async def provision_stack(
     settings: Settings,
     *,
     demo_key: bool = False,
+    demo_models: tuple[str, ...] | None = None,
     one_shot: bool = False,
     timeout: float = 10.0,
 ) -> None:
     """Provision CORE as the provisioner and CLIENT as admin (idempotent).
 
     Args:
-        demo_key: also make sure the local demo client key exists.
+        demo_key: also make sure the demo client key exists.
+        demo_models: the only models the demo key may use (None: every model).
         one_shot: fail at once when NATS does not answer (the CLI) instead of waiting for it.
         timeout: per JetStream API call.
     """
@@ -248,7 +250,7 @@ async def provision_stack(
     if demo_key:
         from switchyard.stack.demo_key import ensure_demo_key  # noqa: PLC0415
 
-        await ensure_demo_key(settings)
+        await ensure_demo_key(settings, models=demo_models)
 
 
 def component_specs(settings: Settings) -> list[ComponentSpec]:
