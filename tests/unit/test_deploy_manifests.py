@@ -71,8 +71,14 @@ def test_workloads_select_their_pods_and_run_known_commands(
         security = _pod(workload)["securityContext"]
         assert security["runAsNonRoot"]
         assert security["runAsUser"] == 10001
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}  # Pod Security "restricted"
         for container in _pod(workload)["containers"]:
             assert container["image"] == "switchyard"
+            assert container["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            }
+            assert container["resources"]["requests"], workload["metadata"]["name"]
             command = container["command"]
             if command[:2] == ["switchyard", "serve"]:
                 assert command[2] in COMPONENTS
@@ -273,8 +279,12 @@ def test_network_policies_mirror_the_zones(manifests: list[dict[str, Any]]) -> N
         assert (src, "nats", 8222) not in allowed
     # OpenBao answers only the secrets service and the init Job.
     assert {s for s, d, p in allowed if d == "openbao"} == {"secrets", "switchyard-init"}
-    # NATS monitoring (unauthenticated) answers only KEDA; routes only the other nodes.
-    assert {s for s, d, p in allowed if d == "nats" and p == 8222} == {"keda"}
+    # NATS monitoring (unauthenticated) answers only KEDA and Prometheus's namespace.
+    assert {s for s, d, p in allowed if d == "nats" and p == 8222} == {"keda", "monitoring"}
+    # Prometheus reaches every Switchyard process's /metrics, the client zone's runner too.
+    for name in ("head", "modelproxy", "secrets", "control", "accounting", "batch"):
+        assert ("monitoring", name, 9090) in allowed, name
+    assert {s for s, d, p in allowed if d == "batch"} == {"monitoring"}
     # The edges are reachable from outside; no core service is.
     assert ("outside", "tail", 8080) in allowed
     assert ("outside", "gateway", 8081) in allowed
@@ -297,3 +307,79 @@ def test_the_evaluator_sees_a_hole(manifests: list[dict[str, Any]]) -> None:
     ]
     assert ("tail", "head", 9090) in reachable(opened)
     assert ("tail", "head", 9090) not in reachable(manifests)
+
+
+def _workload(manifests: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(w for w in _of(manifests, *WORKLOADS) if w["metadata"]["name"] == name)
+
+
+def test_the_init_job_reaches_openbao_before_it_is_ready(manifests: list[dict[str, Any]]) -> None:
+    """OpenBao's readiness (/v1/sys/health) fails until the init Job initialises it, and the
+    Job reaches it through its Service: the Service must list the pod while it is not ready."""
+    (service,) = [s for s in _of(manifests, "Service") if s["metadata"]["name"] == "openbao"]
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    probe = _pod(_workload(manifests, "openbao"))["containers"][0]["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/v1/sys/health"
+    env = next(d for d in _of(manifests, "ConfigMap") if d["metadata"]["name"] == "switchyard-env")
+    assert env["data"]["SWITCHYARD_OPENBAO__ADDR"] == "https://openbao:8200"
+
+
+def test_streams_in_progress_outlive_a_pod_stop(manifests: list[dict[str, Any]]) -> None:
+    """A model-proxy or an edge stopped by a rollout or KEDA gives the answers it streams half
+    of stack.stop_timeout_s and exits at stop_timeout_s + 1; Kubernetes must not kill it
+    sooner, and a minute is what an LLM answer may need."""
+    for name in ("modelproxy", "tail", "gateway"):
+        pod = _pod(_workload(manifests, name))
+        (container,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        stop_timeout = float(env["SWITCHYARD_STACK__STOP_TIMEOUT_S"])
+        assert stop_timeout / 2 >= 60, name
+        assert pod["terminationGracePeriodSeconds"] > stop_timeout + 1, name
+    for workload in _of(manifests, "Deployment"):
+        pod = _pod(workload)
+        (container,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        stop_timeout = float(env.get("SWITCHYARD_STACK__STOP_TIMEOUT_S", 10))
+        assert pod["terminationGracePeriodSeconds"] > stop_timeout + 1, workload["metadata"]
+        # A worker's health server answers once it has connected: a slow first start must
+        # not be killed by the liveness probe.
+        startup = container["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+        assert "initialDelaySeconds" not in container["livenessProbe"]
+
+
+def test_replicas_spread_over_nodes(manifests: list[dict[str, Any]]) -> None:
+    nats = _pod(_workload(manifests, "nats"))
+    (term,) = nats["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "nats"
+    }
+    for workload in _of(manifests, "Deployment"):
+        if workload["spec"].get("replicas", 1) < 2:
+            continue
+        name = workload["metadata"]["name"]
+        (spread,) = _pod(workload)["topologySpreadConstraints"]
+        assert spread["topologyKey"] == "kubernetes.io/hostname", name
+        assert spread["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+
+
+def test_the_gateway_keeps_a_browser_on_one_replica(manifests: list[dict[str, Any]]) -> None:
+    """The admin console's sessions live in each gateway's memory."""
+    (service,) = [s for s in _of(manifests, "Service") if s["metadata"]["name"] == "gateway"]
+    assert _workload(manifests, "gateway")["spec"]["replicas"] > 1
+    assert service["spec"]["sessionAffinity"] == "ClientIP"
+
+
+def test_the_keda_overlay_leaves_the_replica_count_to_the_autoscaler() -> None:
+    overlay_dir = ROOT.parent / "kubernetes-keda"
+    overlay = yaml.safe_load((overlay_dir / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert sorted((overlay_dir / r).resolve() for r in overlay["resources"]) == sorted(
+        [ROOT.resolve(), (ROOT / "keda").resolve()]
+    )
+    keda = yaml.safe_load((ROOT / "keda" / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert keda["resources"] == ["scaledobject.yaml"]
+    assert keda["namespace"] == "switchyard"
+    (patch,) = overlay["patches"]
+    assert patch["target"] == {"kind": "Deployment", "name": "modelproxy"}
+    assert yaml.safe_load(patch["patch"]) == [{"op": "remove", "path": "/spec/replicas"}]
