@@ -100,6 +100,47 @@ async def test_create_a_key_use_it_with_the_sdk_and_revoke_it(web: Browser) -> N
         assert seen in log
 
 
+async def test_a_free_models_key_charts_its_requests(web: Browser) -> None:
+    """A key whose traffic costs nothing (the demo model has no price) charts requests per
+    day, not an empty spend chart; the chart is drawn once."""
+    key, record = await web.stack.new_key("free-tier", models=["demo"])
+    async with httpx.AsyncClient(timeout=30) as http:
+        sent = 0
+        deadline = time.monotonic() + 10
+        while sent < 3:  # a new key reaches the tail's key ring through KV, not at once
+            resp = await http.post(
+                f"{web.stack.tail_url}/v1/chat/completions",
+                json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            if resp.status_code == 401 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                continue
+            assert resp.status_code == 200, resp.text
+            sent += 1
+    await web.sign_in()
+    chart = web.page.locator("svg.bars")
+    deadline = time.monotonic() + 15
+    while True:  # usage is counted by the accounting worker, a moment after the answers
+        await web.goto(f"/ui/keys/{record.id}")
+        if await web.page.locator("table.data tbody tr:not(.empty)").count():
+            break
+        assert time.monotonic() < deadline, "the key's usage never showed"
+        await asyncio.sleep(0.5)
+    assert await chart.get_attribute("aria-label") == "Requests per day, last 30 days"
+    assert await chart.get_attribute("data-value") == "requests"
+    heights = [
+        float(h or 0)
+        for h in await chart.locator("rect").evaluate_all(
+            "(bars) => bars.map((b) => b.getAttribute('height'))"
+        )
+    ]
+    assert len(heights) == 30  # one bar a day, drawn once
+    assert max(heights) > 0
+    assert await chart.locator("text").first.text_content() == "3 requests"  # the axis
+    await web.shot("key-free-requests")
+
+
 async def test_an_invalid_route_is_refused_at_the_field(web: Browser) -> None:
     await web.sign_in()
     page = web.page

@@ -12,25 +12,28 @@
   }
 
   function money(v) { return v >= 1 ? `$${v.toFixed(2)}` : `$${v.toFixed(4)}`; }
+  function count(v) { return `${Math.round(v).toLocaleString()}`; }
 
-  function axis(svg, W, H, P, max) {
+  function axis(svg, W, H, P, max, label = money) {
     svg.appendChild(node("line", { x1: P, x2: W - 8, y1: H - P, y2: H - P, stroke: "#d0d5e2" }));
-    svg.appendChild(node("text", { x: P + 4, y: 22, "font-size": 10, fill: "#6b7280" }, money(max)));
+    svg.appendChild(node("text", { x: P + 4, y: 22, "font-size": 10, fill: "#6b7280" }, label(max)));
     svg.appendChild(node("line", { x1: P, x2: W - 8, y1: 10, y2: 10, stroke: "#eef0f6", "stroke-dasharray": "4 4" }));
   }
 
-  // <svg data-bars='[{"day": ..., "<value>": n}, ...]' data-value="cost_usd">
+  // <svg data-bars='[{"day": ..., "<value>": n}, ...]' data-value="cost_usd" (or "requests":
+  // a key whose models are free would otherwise show an empty chart).
   document.querySelectorAll("svg[data-bars]").forEach((svg) => {
     const rows = JSON.parse(svg.dataset.bars);
     const key = svg.dataset.value || "cost_usd";
+    const label = key === "cost_usd" ? money : (v) => `${count(v)} requests`;
     const [W, H, P] = [600, 140, 46];
     const max = Math.max(1e-9, ...rows.map((r) => r[key]));
-    axis(svg, W, H, P, max);
+    axis(svg, W, H, P, max, label);
     const step = (W - P - 8) / Math.max(1, rows.length);
     rows.forEach((r, i) => {
       const h = (r[key] / max) * (H - P - 10);
       const bar = node("rect", { x: P + i * step + 1, y: H - P - h, width: Math.max(1, step - 2), height: h, fill: "#4f46e5", rx: 2 });
-      bar.appendChild(node("title", {}, `${r.day}: ${money(r[key])}, ${r.requests} requests`));
+      bar.appendChild(node("title", {}, `${r.day}: ${money(r.cost_usd)}, ${count(r.requests)} requests`));
       svg.appendChild(bar);
     });
     if (rows.length) {
