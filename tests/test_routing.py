@@ -10,6 +10,7 @@ import httpx
 import msgspec
 import pytest
 import pytest_asyncio
+from nats.js.errors import KeyNotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.bus import subjects
@@ -411,3 +412,59 @@ async def test_a_retry_after_cools_only_the_deployment_that_sent_it(
         await nc.close()
     assert cooled[first].until - cooled[first].since == pytest.approx(2.0)
     assert cooled[second].until - cooled[second].since == pytest.approx(3.0)
+
+
+async def test_storing_a_providers_key_ends_its_deployments_cooldowns(routed: Stack) -> None:
+    """A deployment cooled after its provider refused the stored key (401) waits out its
+    cooldown no longer once someone stores or rotates the key; one on another provider keeps
+    its own, and deleting a key ends nothing."""
+    keyless, other = deployment_id("keyless", "ctl:k1"), A
+    nc = await routed.connect("provisioner")  # writes cooldowns as a head would
+    admin_nc = await routed.connect("admin")
+    try:
+        kv = await nc.jetstream(timeout=10).key_value(subjects.HEALTH_BUCKET)
+        admin = SecretsAdmin(admin_nc, actor="test")
+
+        async def cool(dep: str) -> None:
+            now = time.time()
+            entry = Cooldown(
+                deployment=dep, until=now + 300, status=502, reason="HTTP 401", since=now
+            )
+            await kv.put(f"{PREFIX}{dep}", msgspec.json.encode(entry))
+
+        async def cooling() -> set[str]:
+            found = set()
+            for dep in (keyless, other):
+                try:
+                    await kv.get(f"{PREFIX}{dep}")
+                except KeyNotFoundError:
+                    continue
+                found.add(dep)
+            return found
+
+        async def until_cooling(expected: set[str]) -> None:
+            deadline = time.monotonic() + 5
+            while (seen := await cooling()) != expected:
+                assert time.monotonic() < deadline, seen
+                await asyncio.sleep(0.05)
+
+        await cool(keyless)
+        await cool(other)
+        await asyncio.sleep(0.3)  # the control service follows the bucket
+        await admin.put("never-stored", "sk-replaced-key", provider="openai")
+        try:
+            await until_cooling({other})
+            await cool(keyless)
+            await asyncio.sleep(0.3)
+            await admin.rotate("never-stored", "sk-rotated-key")
+            await until_cooling({other})
+            await cool(keyless)
+            await asyncio.sleep(0.3)
+        finally:
+            await admin.delete("never-stored")
+        await asyncio.sleep(1.0)  # a delete would have ended it by now
+        assert await cooling() == {keyless, other}
+    finally:
+        await _clear(routed, keyless, other)
+        await nc.close()
+        await admin_nc.close()

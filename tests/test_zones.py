@@ -333,7 +333,12 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "llm.v1.usage",
             "_R_.abc.def",
         ],
-        "sub_ok": ["control.v1.admin.>", "_INBOX_control.>", "$JS.ACK.DISPATCH.>"],
+        "sub_ok": [
+            "control.v1.admin.>",
+            "_INBOX_control.>",
+            "$JS.ACK.DISPATCH.>",
+            "secrets.v1.changed.*",  # a stored key ends its deployments' cooldowns
+        ],
         "sub_no": [">", "llm.v1.chat", "secrets.v1.get.>", "llm.v1.dispatch.>"],
     },
     "batch": {

@@ -277,6 +277,8 @@ def permissions_for(identity: Identity) -> Permissions:
                 *inbox,
                 "$SRV.>",
                 s.STATS_ALL,
+                # A provider key stored or rotated ends its deployments' cooldowns (no value).
+                f"{s.SECRETS_CHANGED_PREFIX}.>",
                 # Each acknowledgement of a saturated deployment's request is a freed slot.
                 f"$JS.ACK.{dispatch}.>",
             ),

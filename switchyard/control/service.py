@@ -8,6 +8,11 @@ Endpoints (NATS micro, queue group ``control``, exported to the CLIENT admin ide
   overwrite each other (409 on a lost race). Heads and model-proxies apply it from their watch;
 * ``control.v1.admin.deployments``: every deployment with its aliases, cooldown and queue depth;
 * ``control.v1.admin.cooldowns.clear``: end a deployment's cooldown now.
+
+It also follows ``secrets.v1.changed.*``: when a provider's key is stored or rotated, the
+cooldowns of the deployments using it end at once. The new key is the operator's fix for a
+provider that refused the old one (401/403), and a key's rate limits are its own, so nothing
+it did with the old key needs waiting out; if the provider still fails, it is cooled again.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -43,6 +50,7 @@ from switchyard.runtime.shutdown import STOP_STEP_S, within
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import control as wire
+from switchyard.schemas.events import SecretChanged
 from switchyard.schemas.health import PREFIX as COOLDOWN_PREFIX
 from switchyard.schemas.monitor import ENCODER, Overview
 from switchyard.schemas.routing import (
@@ -92,6 +100,7 @@ class Control:
             queue_limit=settings.streams.dispatch_queue_limit,
         )
         self._service: Service | None = None
+        self._key_changes: Subscription | None = None
         self._endpoints = Endpoints("control")
         self._write_lock = asyncio.Lock()
         self._instance = proc.instance
@@ -132,10 +141,17 @@ class Control:
                 handler=self._endpoints.wrap(handler),
             )
         self._service = svc
+        self._key_changes = await self.nc.subscribe(
+            f"{subjects.SECRETS_CHANGED_PREFIX}.*", queue="control", cb=self._on_key_changed
+        )
         self.ready = True
 
     async def stop(self, grace: float) -> None:
         self.ready = False
+        if self._key_changes is not None:
+            with contextlib.suppress(NatsError):
+                await within(STOP_STEP_S, self._key_changes.unsubscribe(), "unsubscribing")
+            self._key_changes = None
         if self._service is not None:  # a server gone meanwhile must not hold the stop
             await within(STOP_STEP_S, self._service.stop(), "stopping the NATS service")
             self._service = None
@@ -275,6 +291,33 @@ class Control:
             await self._health.delete(f"{COOLDOWN_PREFIX}{ref.deployment}")
         audit.info("cooldown of %s cleared by %s", ref.deployment, request_actor(req))
         await reply_ok(req, b'{"cleared":true}')
+
+    async def _on_key_changed(self, msg: Msg) -> None:
+        """A provider key was stored or rotated: end its deployments' cooldowns now."""
+        try:
+            event = _SECRET_CHANGED.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            log.warning("ignored a malformed key change on %s", msg.subject)
+            return
+        if event.action == "delete":
+            return
+        cooling = [
+            dep_id
+            for dep_id, (provider, _) in self.table.deployments().items()
+            if provider.secret == event.name and self.cooldowns.cooling(dep_id)
+        ]
+        for dep_id in cooling:
+            try:
+                await self._health.delete(f"{COOLDOWN_PREFIX}{dep_id}")
+            except KeyNotFoundError:
+                continue
+            except (NatsError, TimeoutError) as exc:  # it ends on its own when it runs out
+                log.warning("could not end the cooldown of %s: %s", dep_id, exc)
+                continue
+            audit.info("cooldown of %s ended: its provider key %s was replaced", dep_id, event.name)
+
+
+_SECRET_CHANGED = msgspec.json.Decoder(SecretChanged)
 
 
 async def run(
