@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 import time
 
 import httpx
@@ -87,6 +88,12 @@ async def test_sign_in_then_every_page_renders(web: Browser) -> None:
         )
         assert unlabelled == [], (path, unlabelled)
         await web.page.wait_for_timeout(300)  # live pages: the first event has arrived
+        if name == "overview":  # each process says when it last reported, live
+            table = web.page.locator("[data-table=processes]")
+            assert "Seen" in (await table.locator("thead").text_content() or "")
+            seen = await table.locator("tbody tr td:nth-child(6)").all_inner_texts()
+            assert seen, "no process row"
+            assert all(re.fullmatch(r"\d+s ago", t) for t in seen), seen
         await web.shot(name)
     # The CSV export: each team's day with its requests and tokens, not only its cost.
     exported = await web.page.request.get(f"{web.stack.gateway_url}/ui/spend.csv?by=team&days=1")

@@ -72,9 +72,10 @@
   function renderOverview(view) {
     renderStats(view);
     renderRows(root.querySelector("[data-table=processes]"), view.processes, (p) => [
-      [p.component], [p.instance],
+      [p.instance.startsWith(p.component) ? p.instance : `${p.component} ${p.instance}`],
       [badge(p.healthy ? "healthy" : p.ready ? "silent" : "not ready", p.healthy ? "ok" : "bad")],
       [`${fmt.num(p.cpu_percent, 1)}%`, "num"], [`${fmt.num(p.rss_bytes / 1048576)} MB`, "num"], [fmt.dur(p.uptime_s), "num"],
+      [`${fmt.dur(p.last_seen_s)} ago`, "num"],
     ], true);
     renderRows(root.querySelector("[data-table=deployments-summary]"), view.deployments, (d) => {
       const link = el("a", `${d.provider}/${d.model}`);
