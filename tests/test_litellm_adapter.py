@@ -17,7 +17,7 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from switchyard.errors import ApiError, ProviderError
+from switchyard.errors import ApiError, InvalidRequest, ProviderError
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider
 from switchyard.schemas.secret import Secret
@@ -290,6 +290,32 @@ async def test_server_error_is_retryable_502(
     assert isinstance(exc, ProviderError)
     assert (exc.status, exc.upstream_status, exc.retryable) == (502, 500, True)
     assert exc.provider == f"fake-{upstream.kind}"
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": 1}],
+        [None],
+        [1],
+        [{"role": "user", "content": True}],
+    ],
+    ids=["number-content", "null-message", "number-message", "bool-content"],
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_request_litellm_cannot_build_is_the_clients_400(
+    adapter: LiteLLM, upstream: Upstream, stream: bool, messages: list[Any]
+) -> None:
+    """litellm reports a request it fails to build (a Python TypeError inside) as a 500
+    "APIConnectionError": it was a provider failure that cooled the deployment for everyone,
+    and one such request every few seconds kept every litellm deployment down."""
+    exc = await failure(adapter, call_for(upstream, "ok", stream=stream, messages=messages))
+
+    assert isinstance(exc, InvalidRequest)
+    assert exc.status == 400
+    assert not ue.retryable(exc)
+    assert "litellm." not in exc.message  # its class names mean nothing to a client
+    assert not upstream.fake.calls  # nothing reached the provider
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])

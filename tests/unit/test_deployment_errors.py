@@ -30,6 +30,9 @@ from switchyard.workers.modelproxy.traffic import deployment_failed
         DeadlineExceeded("too late"),
         from_status(401, "bad key", provider="d1"),  # our key for the provider: ours to fix
         from_status(503, "overloaded", provider="d1"),
+        from_status(
+            404, "no such model", provider="d1"
+        ),  # the deployment's model, not the client's
     ],
 )
 def test_what_the_provider_or_the_platform_failed_counts(failure: ApiError) -> None:
@@ -130,3 +133,17 @@ def test_a_rate_limit_or_server_error_inside_a_stream_cools_as_usual(code: int) 
     assert isinstance(failure, ProviderError)
     assert retryable(failure)
     assert failure.retry_after is None  # the route's cooldown applies
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_a_provider_without_the_deployments_model_is_the_deployments_failure(status: int) -> None:
+    """The client named a Switchyard alias; a provider answering 404 for the model behind it
+    is a deployment to fix and to route around (the route's fallbacks), not the client's 400."""
+    failure = from_status(
+        status, "The model `gpt-9` does not exist", provider="d1", code="model_not_found"
+    )
+    assert isinstance(failure, ProviderError)
+    assert failure.status == 502
+    assert retryable(failure)
+    assert failure.code == "provider_model_not_found"  # not Switchyard's own unknown-alias code
+    assert f"does not serve this deployment's model (HTTP {status})" in failure.message

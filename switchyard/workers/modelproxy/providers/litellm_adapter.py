@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,7 +28,7 @@ import httpx
 import msgspec
 
 from switchyard.config import prepare_litellm_environment
-from switchyard.errors import ApiError, ProviderError
+from switchyard.errors import ApiError, InvalidRequest, ProviderError
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.secret import redact
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
@@ -49,6 +50,9 @@ _PARAMS = {
 }
 _INPUT = {"chat": "messages", "complete": "prompt", "embed": "input"}
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, httpx.TransportError, ConnectionError)
+# What litellm's own code raises on a request of the wrong shape, before sending anything.
+_REQUEST_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+_LITELLM_PREFIX = re.compile(r"\blitellm\.(?:\w+\.)*\w+(?:Error|Exception):\s*")
 _MAX_MESSAGE = 1000
 
 
@@ -186,11 +190,21 @@ def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiEr
     text = str(getattr(exc, "message", None) or exc)
     # Some litellm messages embed a formatted traceback: internal detail, not for clients.
     text = text.split("\nTraceback (most recent call last)", 1)[0].strip()
+    text = _LITELLM_PREFIX.sub("", text)  # "litellm.APIConnectionError: " says nothing to clients
     message = redact(text, call.api_key)[:_MAX_MESSAGE]
     # litellm reports a refused connection as a 500 from the provider; the cause says otherwise.
     cause = _connection_failure(exc)
     if cause is not None:
         return ue.unreachable(name, redact(f"{type(cause).__name__}: {cause}", call.api_key))
+    # A request litellm could not even build for the provider ("'int' object is not
+    # iterable" for a message whose content is a number) is reported as a 500 too. It is the
+    # client's request: a 400, not a provider failure that would cool the deployment for
+    # everyone (and be tried on every other deployment, each time cooling another).
+    if _built_nothing(exc):
+        return InvalidRequest(
+            f"the request cannot be sent to provider {name} as it is: {message}",
+            code="invalid_request",
+        )
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         return ProviderError(f"provider {name} failed: {message}", provider=name)
@@ -202,6 +216,21 @@ def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiEr
     if isinstance(error, ProviderError) and error.upstream_status is None:
         error.upstream_status = status
     return error
+
+
+def _built_nothing(exc: BaseException) -> bool:
+    """Whether litellm failed in its own code before any HTTP exchange: a Python error (a
+    wrong type or shape in the request) wrapped in litellm's generic connection error."""
+    if getattr(exc, "response", None) is not None:  # a provider answered
+        return False
+    seen: BaseException | None = exc.__cause__ or exc.__context__
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, _REQUEST_SHAPE_ERRORS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _connection_failure(exc: BaseException) -> BaseException | None:

@@ -1,9 +1,11 @@
 """Upstream failures, translated once into Switchyard errors.
 
 Which failures are worth another attempt (on this or another deployment): rate limits, timeouts,
-server errors, connection failures, and our own credentials being refused (another deployment
-may hold a valid key). Not retried: anything the client's request caused (400, 404, 413, 422,
-content policy), because every deployment would answer the same.
+server errors, connection failures, our own credentials being refused (another deployment
+may hold a valid key), and a provider that does not know the deployment's model (404, 410: the
+client named a Switchyard alias, the deployment is what is wrong). Not retried: anything the
+client's request caused (400, 413, 422, content policy), because every deployment would answer
+the same.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ __all__ = [
     "unreachable",
 ]
 
-RETRYABLE_STATUSES = frozenset({401, 403, 408, 409, 425, 429, 500, 502, 503, 504, 529})
+RETRYABLE_STATUSES = frozenset({401, 403, 404, 408, 409, 410, 425, 429, 500, 502, 503, 504, 529})
 # The longest line of a streamed answer read (aiohttp's own limit is 512 KiB, which a Responses
 # stream's final event, echoing a long answer with its instructions and tools, can pass). Each
 # chunk is one NATS message, so this stays well under the server's max_payload (8 MiB).
@@ -60,6 +62,10 @@ def from_status(
         return PayloadTooLarge(message, code=code)
     if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
         return InvalidRequest(message, code=code or "provider_rejected_request")
+    if status in (404, 410):  # the model or endpoint the deployment names is not there
+        why = f"does not serve this deployment's model (HTTP {status})"
+        message = f"provider {provider} {why}: {message}"
+        code = "provider_model_not_found"  # its "model_not_found" would name the client's alias
     if status in (401, 403):
         # Said as the provider refusing our key: in its own words ("Incorrect API key
         # provided", code invalid_api_key) a client would take it for its own Switchyard key.
@@ -83,11 +89,10 @@ def unreachable(provider: str, detail: str) -> ProviderUnreachable:
     return ProviderUnreachable(f"provider {provider} is unreachable: {detail}", provider=provider)
 
 
-def cut_short(provider: str) -> ProviderError:
-    """A stream that ended with neither ``[DONE]`` nor a finish_reason: the answer is cut."""
+def cut_short(provider: str, missing: str = "no finish_reason, no [DONE]") -> ProviderError:
+    """A stream that ended without its dialect's last event: the answer is cut."""
     return ProviderError(
-        f"provider {provider} ended its stream before the answer was complete "
-        "(no finish_reason, no [DONE])",
+        f"provider {provider} ended its stream before the answer was complete ({missing})",
         provider=provider,
         retryable=True,
     )
