@@ -70,6 +70,11 @@ async def agents(
             "translated": {"deployments": [{"provider": "chat-only", "model": "echo"}]},
             "native-responses": {"deployments": [{"provider": "openai-native", "model": "o"}]},
             "native-messages": {"deployments": [{"provider": "anthropic-native", "model": "ok"}]},
+            "native-cut": {"deployments": [{"provider": "anthropic-native", "model": "cut"}]},
+            "native-empty": {
+                "deployments": [{"provider": "anthropic-native", "model": "empty"}],
+                "fallbacks": ["native-messages"],
+            },
             # A deployment of its own, so its traffic is only what one test sends.
             "counted": {"deployments": [{"provider": "chat-only", "model": "jitter:1-2"}]},
             "midfail": {"deployments": [{"provider": "chat-only", "model": "midfail"}]},
@@ -653,3 +658,28 @@ def test_a_stream_cut_short_is_not_passed_off_as_complete(agents: Stack, edge: s
     events = _events(edge, "/v1/messages", body, headers)
     assert "content_block_delta" in events, events
     assert events[-1] == "error", events
+
+
+def test_a_native_stream_cut_short_is_an_error_or_goes_elsewhere(agents: Stack, edge: str) -> None:
+    """Anthropic's stream passed through as it comes: one that stops before ``message_stop``
+    ended for the client as if complete (the SDK's final message had no stop_reason), and one
+    that closed before its first event was an empty 200 the route's fallback never saw."""
+    headers = {"x-api-key": agents.api_key, "anthropic-version": "2023-06-01"}
+    body = {"model": "native-cut", "max_tokens": 16, "stream": True}
+    body["messages"] = [{"role": "user", "content": "x"}]
+    events = _events(edge, "/v1/messages", body, headers)
+    assert "content_block_delta" in events, events
+    assert events[-1] == "error", events
+    assert "message_stop" not in events
+    cut = _anthropic(agents, edge).messages.create(
+        model="native-cut", max_tokens=16, messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    with pytest.raises(anthropic.APIStatusError, match="no message_stop event"):
+        list(cut)
+    # Nothing sent yet: the attempt failed and the fallback answered.
+    with _anthropic(agents, edge).messages.stream(
+        model="native-empty", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+    ) as stream:
+        message = stream.get_final_message()
+    assert message.stop_reason == "end_turn"
+    assert "".join(b.text for b in message.content if b.type == "text") == "".join(REPLY)

@@ -15,6 +15,8 @@ are rejected by a substring check before any decoding.
 
 from __future__ import annotations
 
+import contextlib
+
 import msgspec
 
 from switchyard.schemas.openai import Usage
@@ -63,6 +65,7 @@ _RESPONSES_EVENT = msgspec.json.Decoder(_ResponsesEvent)
 _MESSAGE = msgspec.json.Decoder(_AnthropicBody)
 _ANTHROPIC_EVENT = msgspec.json.Decoder(_AnthropicEvent)
 _TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
+_TERMINAL_TYPES = frozenset(t.strip(b'"').decode() for t in _TERMINAL)
 _ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
@@ -91,19 +94,26 @@ def anthropic_usage(body: bytes) -> Usage | None:
 
 
 class ResponsesUsageTracker:
-    """Follows a native Responses event stream; usage arrives with its terminal event."""
+    """Follows a native Responses event stream; usage arrives with its terminal event.
+
+    ``ended`` turns true with the stream's last event (``response.completed``, ``.incomplete``
+    or ``.failed``, or an ``error`` event): a stream that stops before it was cut short.
+    """
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
+        self.ended = False
 
     def feed(self, data: bytes) -> None:
         """Read one event's JSON payload."""
-        if not any(marker in data for marker in _TERMINAL):
+        if not any(marker in data for marker in _TERMINAL) and b'"error"' not in data:
             return
         try:
             event = _RESPONSES_EVENT.decode(_payload(data))
         except _ERRORS:
             return
+        if event.type in _TERMINAL_TYPES or event.type == "error":
+            self.ended = True
         if event.response is not None and event.response.usage is not None:
             self.usage = event.response.usage.triple()
 
@@ -118,6 +128,7 @@ class AnthropicUsageTracker:
 
     def __init__(self) -> None:
         self._counts: _AnthropicCounts | None = None
+        self.ended = False  # message_stop, or an error event: the stream's last word
 
     @property
     def usage(self) -> Usage | None:
@@ -126,6 +137,10 @@ class AnthropicUsageTracker:
     def feed(self, data: bytes) -> None:
         """Read one event's JSON payload."""
         if b'"message_start"' not in data and b'"message_delta"' not in data:
+            if b'"message_stop"' in data or b'"error"' in data:
+                with contextlib.suppress(*_ERRORS):
+                    kind = _ANTHROPIC_EVENT.decode(_payload(data)).type
+                    self.ended = self.ended or kind in ("message_stop", "error")
             return
         try:
             event = _ANTHROPIC_EVENT.decode(_payload(data))

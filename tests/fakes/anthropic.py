@@ -13,6 +13,8 @@ the requested model:
 ``broken``        500 ``api_error``
 ``slow``          waits 2 s, then answers normally
 ``leaky``         401 whose message echoes the ``x-api-key`` it received (tests redaction)
+``cut``           streams message_start and the first delta, then closes (no message_stop)
+``empty``         answers 200 to a stream and closes before its first event
 
 A token count answers ``COUNTED + (number of messages)`` for ``ok`` and the same errors for the
 others, so a test can tell Anthropic's count from the gateway's own estimate.
@@ -94,6 +96,9 @@ class FakeAnthropic(FakeServer):
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await resp.prepare(request)
+        if model == "empty":
+            await resp.write_eof()
+            return resp
 
         async def send(event: str, data: dict[str, Any]) -> None:
             await resp.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
@@ -134,6 +139,9 @@ class FakeAnthropic(FakeServer):
             )
             if i == 0 and model == "gated":
                 await self.wait_counting_abandon(self.gate.wait())
+            if i == 0 and model == "cut":
+                await resp.write_eof()
+                return resp
         await send("content_block_stop", {"type": "content_block_stop", "index": 0})
         await send(
             "message_delta",

@@ -114,7 +114,10 @@ class Passthrough:
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
         url, headers = _target(call)
         name = call.provider_name
-        tracker = AnthropicUsageTracker() if call.op == "messages" else ResponsesUsageTracker()
+        tracker: AnthropicUsageTracker | ResponsesUsageTracker = (
+            AnthropicUsageTracker() if call.op == "messages" else ResponsesUsageTracker()
+        )
+        last = "message_stop" if call.op == "messages" else "response.completed"
         loop = asyncio.get_running_loop()
         first_by = loop.time() + call.first_token_timeout
         end_by = loop.time() + call.total_timeout
@@ -132,6 +135,12 @@ class Passthrough:
                     raise ue.timed_out(name, what) from None
                 if not line:
                     finished = True
+                    if frame:  # a last event without its blank line
+                        yield StreamEvent(b"".join(frame) + b"\n", tracker.usage)
+                    if not tracker.ended:
+                        # Cut short: rerouted while nothing was sent, else the client's
+                        # dialect gets an error event, as for chat streams without [DONE].
+                        raise ue.cut_short(name, f"no {last} event")
                     return
                 if line.strip():
                     frame.append(line.rstrip(b"\r\n") + b"\n")
