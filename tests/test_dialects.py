@@ -70,8 +70,8 @@ async def agents(
             "translated": {"deployments": [{"provider": "chat-only", "model": "echo"}]},
             "native-responses": {"deployments": [{"provider": "openai-native", "model": "o"}]},
             "native-messages": {"deployments": [{"provider": "anthropic-native", "model": "ok"}]},
-            "native-cut": {"deployments": [{"provider": "anthropic-native", "model": "cut"}]},
-            "native-empty": {
+            "cut-anthropic": {"deployments": [{"provider": "anthropic-native", "model": "cut"}]},
+            "empty-anthropic": {
                 "deployments": [{"provider": "anthropic-native", "model": "empty"}],
                 "fallbacks": ["native-messages"],
             },
@@ -79,6 +79,7 @@ async def agents(
             "counted": {"deployments": [{"provider": "chat-only", "model": "jitter:1-2"}]},
             "midfail": {"deployments": [{"provider": "chat-only", "model": "midfail"}]},
             "cutshort": {"deployments": [{"provider": "chat-only", "model": "cutshort"}]},
+            "nousage": {"deployments": [{"provider": "chat-only", "model": "nousage"}]},
             "bigchunk": {"deployments": [{"provider": "chat-only", "model": "bigchunk:600"}]},
         },
     }
@@ -665,21 +666,56 @@ def test_a_native_stream_cut_short_is_an_error_or_goes_elsewhere(agents: Stack, 
     ended for the client as if complete (the SDK's final message had no stop_reason), and one
     that closed before its first event was an empty 200 the route's fallback never saw."""
     headers = {"x-api-key": agents.api_key, "anthropic-version": "2023-06-01"}
-    body = {"model": "native-cut", "max_tokens": 16, "stream": True}
+    body = {"model": "cut-anthropic", "max_tokens": 16, "stream": True}
     body["messages"] = [{"role": "user", "content": "x"}]
     events = _events(edge, "/v1/messages", body, headers)
     assert "content_block_delta" in events, events
     assert events[-1] == "error", events
     assert "message_stop" not in events
     cut = _anthropic(agents, edge).messages.create(
-        model="native-cut", max_tokens=16, messages=[{"role": "user", "content": "x"}], stream=True
+        model="cut-anthropic",
+        max_tokens=16,
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
     )
     with pytest.raises(anthropic.APIStatusError, match="no message_stop event"):
         list(cut)
     # Nothing sent yet: the attempt failed and the fallback answered.
     with _anthropic(agents, edge).messages.stream(
-        model="native-empty", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+        model="empty-anthropic", max_tokens=16, messages=[{"role": "user", "content": "x"}]
     ) as stream:
         message = stream.get_final_message()
     assert message.stop_reason == "end_turn"
     assert "".join(b.text for b in message.content if b.type == "text") == "".join(REPLY)
+
+
+async def test_answers_without_a_count_are_billed_by_estimate(agents: Stack) -> None:
+    """A stream that failed or was cut after sending content, and a server that reports no
+    usage, were billed zero tokens: such traffic never reached a key's budget. Each is now
+    billed an estimate (a chunk a token, a quarter token per byte of prompt or answer)."""
+    api_key, record = await agents.new_key("uncounted")
+    client = openai.AsyncOpenAI(base_url=f"{agents.tail_url}/v1", api_key=api_key, max_retries=0)
+    try:
+        for model in ("midfail", "cutshort"):
+            stream = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "x"}], stream=True
+            )
+            with pytest.raises(openai.APIError):
+                async for _ in stream:
+                    pass
+        await client.chat.completions.create(
+            model="nousage", messages=[{"role": "user", "content": "x"}]
+        )
+        streamed = await client.chat.completions.create(
+            model="nousage", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        async for _ in streamed:
+            pass
+    finally:
+        await client.close()
+    spend = await _key_usage(agents, record.id, at_least=4)
+    assert spend["requests"] == 4
+    assert spend["prompt_tokens"] >= 4  # each request's prompt, estimated
+    # Two words streamed before each failure, two chunks ("echo:", "x") streamed, and a whole
+    # answer of about 200 bytes.
+    assert spend["completion_tokens"] >= 2 + 2 + 2 + 20

@@ -18,6 +18,7 @@ Behaviour is chosen by the upstream model name a deployment sends:
   (``data: {"error": ...}``, as OpenAI and vLLM do), then ``[DONE]``;
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
   ``[DONE]``: an answer cut short);
+* ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``);
 * ``ctl:<name>``: whatever :meth:`FakeOpenAI.set_mode` last set for ``name`` (default echo);
 * ``gate:<name>`` (as a mode): waits until :meth:`FakeOpenAI.open_gate` opens ``name``, then
   echoes (a provider that hangs until the test releases it).
@@ -205,23 +206,22 @@ class FakeOpenAI:
             "completion_tokens": len(text.split()),
             "total_tokens": 7 + len(text.split()),
         }
+        counted = model != "nousage"
         if not body.get("stream"):
-            return web.json_response(
-                {
-                    "id": "chatcmpl-fake",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": usage,
-                }
-            )
+            answer = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+            return web.json_response({**answer, "usage": usage} if counted else answer)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         kind, _, arg = str(model).partition(":")
@@ -264,7 +264,7 @@ class FakeOpenAI:
             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
         }
         await resp.write(b"data: " + json.dumps(done).encode() + b"\n\n")
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if counted and (body.get("stream_options") or {}).get("include_usage"):
             tail = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion.chunk",

@@ -269,8 +269,7 @@ class Handler:
                     )
         finally:
             self._observe(job, target, labels, hop, failure)
-        if job.called and (job.usage is not None or job.status == 200) and job.env.op not in COUNTS:
-            await self._record_usage(job, target)
+        await self._bill(job, target)
         if replay_needed(
             answered=job.answer is not None,
             ended=job.ended,
@@ -469,18 +468,15 @@ class Handler:
                 await close()  # closes the provider's response at once, not at garbage time
 
     def _bill_delivered(self, job: Job) -> None:
-        """A stream its caller abandoned: it is billed for what was delivered. The provider
-        reports usage only at the end of a stream, so when none came, each chunk sent counts
-        as one completion token (OpenAI-style streams carry about one token per chunk) and
-        the prompt as a quarter token per byte (the edge's own TPM estimate)."""
+        """A stream its caller abandoned: it is billed for what was delivered (estimated
+        when the provider's count, which comes at the end, never came)."""
         job.status = CLIENT_CLOSED
-        sent = len(job.chunks)
         if job.usage is None:
-            prompt = max(1, len(job.msg.data) // 4)
-            job.usage = Usage(
-                prompt_tokens=prompt, completion_tokens=sent, total_tokens=prompt + sent
-            )
-        log.info("stream abandoned by its caller after %d chunks; provider call stopped", sent)
+            job.usage = _estimated_usage(job)
+        log.info(
+            "stream abandoned by its caller after %d chunks; provider call stopped",
+            len(job.chunks),
+        )
 
     async def _reroute(self, job: Job, exc: ApiError) -> bool:
         """Hand the request back to the heads to try the next deployment.
@@ -513,6 +509,16 @@ class Handler:
             return False
         return True
 
+    async def _bill(self, job: Job, target: Target | None) -> None:
+        """Record what a provider call cost: an answer, or content streamed before a failure."""
+        if not job.called or job.env.op in COUNTS:
+            return
+        if job.usage is None and job.status != 200 and not job.chunks:
+            return  # a failure that delivered nothing
+        if job.usage is None:  # answered (or partly streamed) without a count: estimated
+            job.usage = _estimated_usage(job)
+        await self._record_usage(job, target)
+
     async def _record_usage(self, job: Job, target: Target | None) -> None:
         """Hand the usage to the batcher and wait until its batch is stored (bounded: the
         publisher gives a batch up after its retries)."""
@@ -543,6 +549,24 @@ class Handler:
             ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
         )
         await self.usage.add(event)
+
+
+def _estimated_usage(job: Job) -> Usage:
+    """Tokens for an answer the provider gave no count for: a stream cut short, failed or
+    abandoned after content was sent (the count comes at the end), or a server that never
+    reports usage. Billed at zero, such answers would never reach a budget. The prompt counts
+    a quarter token per byte (the edge's own TPM estimate); a streamed chunk one completion
+    token (OpenAI-style streams carry about one token each), a whole answer a quarter token
+    per byte; embeddings have no completion."""
+    prompt = max(1, len(job.msg.data) // 4)
+    if job.chunks:
+        completion = len(job.chunks)
+    elif isinstance(job.answer, bytes) and job.env.op != "embed":
+        completion = len(job.answer) // 4
+    else:
+        completion = 0
+    total = prompt + completion
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
 def _decode_body(data: bytes) -> dict[str, Any]:
