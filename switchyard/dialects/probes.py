@@ -24,6 +24,7 @@ class ResponsesProbe(msgspec.Struct, frozen=True, kw_only=True):
     model: ModelName
     stream: bool | None = False
     max_output_tokens: int | None = None
+    background: bool | None = False  # refused here, whatever the deployment (see below)
 
 
 class MessagesProbe(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,7 +80,17 @@ def probe_responses(body: bytes) -> ResponsesProbe:
     Raises:
         InvalidRequest: not a JSON object, or ``model`` missing or mistyped; ``param`` names it.
     """
-    return _probe(_RESPONSES, body)
+    probe = _probe(_RESPONSES, body)
+    if probe.background:
+        # OpenAI would queue it and answer with an id to poll, but `GET /v1/responses/{id}`
+        # does not reach a provider through Switchyard: the answer could never be read.
+        raise InvalidRequest(
+            "`background: true` needs the response to be fetched later from the server, which "
+            "Switchyard does not offer: use `stream: true` for long answers.",
+            param="background",
+            code="unsupported_parameter",
+        )
+    return probe
 
 
 def probe_messages(body: bytes) -> MessagesProbe:

@@ -787,6 +787,12 @@ def test_probe() -> None:
     with pytest.raises(InvalidRequest) as caught:
         probes.probe_responses(b'{"model":"m","stream":"yes"}')
     assert caught.value.param == "stream"
+    # An OpenAI deployment would take it and answer with an id nobody could poll through
+    # Switchyard: refused at the edge, whatever the deployment.
+    with pytest.raises(InvalidRequest) as caught:
+        probes.probe_responses(b'{"model":"gpt-4o","input":"x","background":true}')
+    assert (caught.value.param, caught.value.code) == ("background", "unsupported_parameter")
+    assert probes.probe_responses(b'{"model":"gpt-4o","input":"x","background":false}')
 
 
 @pytest.mark.parametrize("index", [None, 0])
