@@ -262,6 +262,21 @@ def test_messages_passed_through_to_anthropic(agents: Stack, edge: str) -> None:
         INPUT_TOKENS,
         OUTPUT_TOKENS,
     )
+    # Anthropic's SDK reads the request's id from `request-id`: for a message, a stream and
+    # an error alike.
+    assert message._request_id
+    streamed = _anthropic(agents, edge).messages.with_raw_response.create(
+        model="native-messages",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+    )
+    assert streamed.headers["request-id"] == streamed.headers["x-request-id"]
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        _anthropic(agents, edge).messages.create(
+            model="no-such-model", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+    assert missing.value.request_id == missing.value.response.headers["x-request-id"]
 
 
 def test_messages_errors_in_anthropics_shape(agents: Stack, edge: str) -> None:

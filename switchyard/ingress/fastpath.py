@@ -206,7 +206,7 @@ class FastPath:
                     )
                 return
             call.final.reply = await client.request(subject, body, env)
-            await _answer(send, call.final.reply, request_id, limit_headers)
+            await _answer(send, call.final.reply, request_id, limit_headers, op)
         except ApiError as exc:
             call.failure = exc
             if not state["started"]:
@@ -362,10 +362,23 @@ def _too_large(limit: int) -> PayloadTooLarge:
 
 
 async def _answer(
-    send: Send, reply: Reply, request_id: str, limit_headers: list[tuple[bytes, bytes]]
+    send: Send,
+    reply: Reply,
+    request_id: str,
+    limit_headers: list[tuple[bytes, bytes]],
+    op: str,
 ) -> None:
-    extra = [(b"x-request-id", request_id.encode()), *limit_headers, *_answered_by(reply)]
+    extra = [*_id_headers(request_id, op), *limit_headers, *_answered_by(reply)]
     await _respond(send, 200, reply.body, _JSON + extra)
+
+
+def _id_headers(request_id: str, op: str) -> list[tuple[bytes, bytes]]:
+    """The request's id: ``x-request-id``, and ``request-id`` too for Anthropic's SDKs, which
+    read that one (``message._request_id``, and in their error messages)."""
+    value = request_id.encode()
+    if op in ANTHROPIC_OPS:
+        return [(b"x-request-id", value), (b"request-id", value)]
+    return [(b"x-request-id", value)]
 
 
 def _answered_by(reply: Reply) -> list[tuple[bytes, bytes]]:
@@ -393,7 +406,7 @@ async def _respond(
 
 
 async def _respond_error(send: Send, exc: ApiError, request_id: str, op: str = "chat") -> None:
-    headers = [*_JSON, (b"x-request-id", request_id.encode()), *exc.headers]
+    headers = [*_JSON, *_id_headers(request_id, op), *exc.headers]
     if exc.retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
     # Anthropic's SDKs read errors in Anthropic's shape; every other route speaks OpenAI's.
@@ -435,7 +448,7 @@ async def _stream(
             "status": 200,
             "headers": [
                 *_SSE,
-                (b"x-request-id", request_id.encode()),
+                *_id_headers(request_id, dialect),
                 *limit_headers,
                 *_answered_by(first),
             ],
