@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import hashlib
 import json
 import socket
@@ -197,6 +198,18 @@ async def test_content_type_does_not_change_how_a_body_is_read(edge: Stack) -> N
     form = b"model=echo&messages=hi"
     got = await _exchange(edge, _post(edge, form, b"Content-Type: multipart/form-data\r\n"))
     assert _status(got) == 400
+
+
+async def test_a_compressed_body_is_415_not_bad_json(edge: Stack) -> None:
+    """A gzip body was read as JSON and refused as "invalid character (byte 0)"."""
+    packed = gzip.compress(json.dumps(CHAT).encode())
+    got = await _exchange(edge, _post(edge, packed, b"Content-Encoding: gzip\r\n"))
+    assert _status(got) == 415, got[:300]
+    assert b"unsupported_content_encoding" in got
+    assert b"send the request body uncompressed" in got
+    plain = json.dumps(CHAT).encode()
+    got = await _exchange(edge, _post(edge, plain, b"Content-Encoding: identity\r\n"))
+    assert _status(got) == 200, got[:300]
 
 
 async def test_idle_connection_without_a_request_is_closed(edge: Stack) -> None:

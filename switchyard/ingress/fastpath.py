@@ -101,6 +101,7 @@ _WANTED = frozenset(
         b"api-key",
         b"x-api-key",
         b"content-length",
+        b"content-encoding",
         b"x-request-id",
         b"x-request-timeout",
         b"x-stainless-timeout",
@@ -175,6 +176,8 @@ class FastPath:
         try:
             peer = scope.get("client")
             key = edge.authenticate(_api_key(wanted), peer[0] if peer else "")
+            if b"content-encoding" in wanted:
+                _plain_body(wanted[b"content-encoding"])
             body = await _read_body(receive, wanted.get(b"content-length"), edge.body_limit)
             parsed = _probe(op, body)
             call.model = parsed.model
@@ -337,6 +340,19 @@ def _api_key(headers: dict[bytes, bytes]) -> str | None:
         return raw.decode("latin-1") if raw else None
 
     return presented_key(get(b"authorization"), get(b"api-key"), get(b"x-api-key"))
+
+
+def _plain_body(encoding: bytes) -> None:
+    """A compressed body would be read as bad JSON ("invalid character (byte 0)"): say what
+    is wrong instead, with HTTP's status for it."""
+    if encoding.strip().lower() not in (b"", b"identity"):
+        raise ApiError(
+            f"Content-Encoding `{encoding.decode('latin-1')[:40]}` is not supported: send the "
+            "request body uncompressed",
+            status=415,
+            type="invalid_request_error",
+            code="unsupported_content_encoding",
+        )
 
 
 async def _read_body(receive: Receive, length: bytes | None, limit: int) -> bytes:
