@@ -387,7 +387,16 @@ def test_structured_output() -> None:
             "messages[1].content[0].type",
             None,
         ),
-        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", None),
+        (
+            {"messages": [{"role": "tool", "content": "x"}]},
+            "messages[0].role",
+            "messages[0].role: must be user, assistant or system (got `tool`)",
+        ),
+        (
+            {"messages": [{"role": "user", "content": []}]},
+            "messages[0].content",
+            "messages[0].content: must not be empty",
+        ),
         ({"tool_choice": {"type": "sometimes"}}, "tool_choice.type", None),
         ({"max_tokens": "many"}, "max_tokens", None),
     ],

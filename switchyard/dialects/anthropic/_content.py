@@ -47,11 +47,15 @@ def append_message(msg: Mapping[str, Any], path: str, out: list[dict[str, Any]])
         out.append({"role": "system", "content": text_content(texts)})
         return
     if role not in ("user", "assistant"):
-        raise invalid(f"{path}.role", f"{path}.role: must be user or assistant (got `{role}`)")
+        raise invalid(
+            f"{path}.role", f"{path}.role: must be user, assistant or system (got `{role}`)"
+        )
     if isinstance(content, str):
         out.append({"role": role, "content": content})
         return
     blocks = expect_list(content, f"{path}.content")
+    if not blocks and role == "user":  # Anthropic refuses it; translated, it vanished
+        raise invalid(f"{path}.content", f"{path}.content: must not be empty")
     if role == "assistant":
         _assistant(blocks, f"{path}.content", out)
     else:
