@@ -122,6 +122,33 @@ def _expires_after(anchor: Any, seconds: Any) -> int | None:
     return int(seconds)
 
 
+def _check_metadata(metadata: dict[str, str] | None) -> None:
+    """OpenAI's limits on a batch's ``metadata``.
+
+    Raises:
+        InvalidRequest: more than 16 pairs, a key over 64 characters or a value over 512.
+    """
+    if metadata is None:
+        return
+    if len(metadata) > b.METADATA_PAIRS:
+        raise InvalidRequest(
+            f"metadata may hold at most {b.METADATA_PAIRS} pairs, not {len(metadata)}",
+            param="metadata",
+        )
+    for key, value in metadata.items():
+        if len(key) > b.METADATA_KEY_CHARS:
+            raise InvalidRequest(
+                f"metadata keys are at most {b.METADATA_KEY_CHARS} characters: {key[:80]!r}",
+                param="metadata",
+            )
+        if len(value) > b.METADATA_VALUE_CHARS:
+            raise InvalidRequest(
+                f"metadata values are at most {b.METADATA_VALUE_CHARS} characters (the value "
+                f"of {key!r} has {len(value)})",
+                param="metadata",
+            )
+
+
 def _page(items: Sequence[b.FileObject | b.Batch], after: str | None, limit: int) -> Any:
     """One page of a list, OpenAI's cursor way: the items after the one with id ``after``."""
     if after:
@@ -325,11 +352,22 @@ class BatchApi:
                 )
             if ask.completion_window != "24h":
                 raise InvalidRequest("completion_window must be 24h", param="completion_window")
+            _check_metadata(ask.metadata)
             file = await store.file(ask.input_file_id, owner)
             now = int(time.time())
-            if file is None or b.file_gone(file.file, now):
+            if (
+                file is None
+                or b.file_gone(file.file, now)
+                or file.file.purpose in b.HIDDEN_PURPOSES  # a message batch's own
+            ):
                 raise InvalidRequest(
                     f"No such File object: {ask.input_file_id}", param="input_file_id"
+                )
+            if file.file.purpose != "batch":  # a batch's output, say
+                raise InvalidRequest(
+                    f"file {ask.input_file_id} has purpose `{file.file.purpose}`; a batch's "
+                    "input must be uploaded with purpose `batch`",
+                    param="input_file_id",
                 )
             outputs = ask.output_expires_after
             batch = b.Batch(

@@ -47,6 +47,10 @@ BATCH_PREFIX = "b."
 # OpenAI's bounds for a file's ``expires_after.seconds``: one hour to thirty days.
 EXPIRY_MIN_S = 3600
 EXPIRY_MAX_S = 30 * 86400
+# OpenAI's bounds for a batch's ``metadata``: pairs, and characters in a key and in a value.
+METADATA_PAIRS = 16
+METADATA_KEY_CHARS = 64
+METADATA_VALUE_CHARS = 512
 # The time stamp each final status sets: a finished batch's record ages from it.
 ENDED_AT: dict[str, str] = {
     "completed": "completed_at",
@@ -180,9 +184,10 @@ def ended_at(batch: Batch) -> int | None:
 
 
 class BatchLine(msgspec.Struct, frozen=True, kw_only=True):
-    """One input line (``/v1/batches`` JSONL)."""
+    """One input line (``/v1/batches`` JSONL); an empty ``custom_id`` is refused as a
+    missing one is (it could not tell the line's row from another's)."""
 
-    custom_id: str
+    custom_id: Annotated[str, msgspec.Meta(min_length=1)]
     method: str
     url: str
     body: dict[str, Any]

@@ -15,6 +15,7 @@ from switchyard.errors import BusError
 from switchyard.schemas import batches as b
 from switchyard.workers.batch.inputs import BatchInput
 from switchyard.workers.batch.job import Job
+from switchyard.workers.batch.slots import FairSlots
 
 RECORD = b.BatchRecord(
     batch=b.Batch(
@@ -66,7 +67,7 @@ def _job(source: BatchInput, slots: int) -> SlowLines:
         store=cast(Any, None),  # never reached: _line is the test's
         llm=cast(Any, None),
         settings=BatchSettings(),
-        slots=asyncio.Semaphore(slots),
+        slots=FairSlots(slots),
         cancelled=lambda: False,
         on_line=lambda ok: None,
     )

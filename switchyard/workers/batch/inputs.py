@@ -22,6 +22,7 @@ from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 
 MAX_ERRORS = 20  # problems listed for an invalid file (the rest are not looked for)
+BOM = b"\xef\xbb\xbf"
 
 
 class Invalid(Exception):
@@ -68,10 +69,13 @@ class BatchInput:
         found = await self._store.download(self.file_id)
         if found is None:
             raise InputGone(self.file_id)
+        first = True
         try:
             async with contextlib.aclosing(split_lines(found.chunks)) as lines:
                 async for line in lines:
-                    yield line
+                    # Editors on Windows start a UTF-8 file with a byte order mark.
+                    yield line.removeprefix(BOM) if first else line
+                    first = False
         except ObjectGone:  # deleted while it was read
             raise InputGone(self.file_id) from None
 

@@ -7,6 +7,13 @@ After a restart the runner sends every line without a result again, under attemp
 earlier run used (``generation``): a submission lost with the old reply path is replaced, not
 deduplicated against. A line that was already running when the old runner died may run twice
 at the provider, but its result is recorded once and it is billed once.
+
+A line holds one of the runner's sending slots (:class:`~.slots.FairSlots`) only while it is
+on the bus; a line waiting to be sent again (no room, 503, 429, no answer in time) gives its
+slot to the next batch in turn. What stops a line from being retried for ever: its batch's
+window (the line is then ``batch_expired``), a cancel (it is left unrun), or
+:data:`MAX_TIMEOUTS` attempts that each went unanswered for ``batch.line_timeout_s`` (an
+error row naming the timeout).
 """
 
 from __future__ import annotations
@@ -19,16 +26,18 @@ from collections.abc import Callable
 
 import msgspec
 from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
 
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Deadline, Envelope
-from switchyard.bus.replies import ReplyKind, error_from_reply
+from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.client import LLMClient
 from switchyard.config import BatchSettings
 from switchyard.errors import (
     ApiError,
     BusError,
     DeadlineExceeded,
+    PayloadTooLarge,
     RateLimited,
     ServiceUnavailable,
 )
@@ -36,6 +45,7 @@ from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 from switchyard.workers.batch import formats
 from switchyard.workers.batch.inputs import BatchInput, InputGone
+from switchyard.workers.batch.slots import FairSlots
 
 log = logging.getLogger("switchyard.batch")
 
@@ -47,6 +57,15 @@ SUBJECTS = {
     "messages": subjects.MESSAGES,
 }
 ATTEMPTS_PER_GENERATION = 40
+# Attempts a line may go unanswered for the whole ``batch.line_timeout_s`` before it is an
+# error row: a line no deployment answers in time is not worth a day of resubmissions (each
+# may run, and be paid for, at the provider).
+MAX_TIMEOUTS = 3
+# Room left in a bus message for the request's headers (the server refuses, and drops the
+# connection of, a message whose payload and headers pass its max_payload).
+HEADERS_ROOM = 16 * 1024
+# How often a batch whose lines wait to be sent again says so in the log.
+WAITING_LOG_S = 30.0
 _JSON = msgspec.json.Encoder()
 
 
@@ -62,9 +81,10 @@ class Job:
         store: BatchStore,
         llm: LLMClient,
         settings: BatchSettings,
-        slots: asyncio.Semaphore,
+        slots: FairSlots,
         cancelled: Callable[[], bool],
         on_line: Callable[[bool], None],
+        max_payload: int = 0,
     ) -> None:
         self.record = record
         self.batch_id = record.batch.id
@@ -76,19 +96,28 @@ class Job:
         self.slots = slots
         self.cancelled = cancelled
         self.on_line = on_line
+        self.max_payload = max_payload  # the bus's limit per message (0: not known)
         self.completed = 0
         self.failed = 0
+        # Lines waiting to be sent again, and why the last one waits (for the log).
+        self.waiting = 0
+        self.waiting_for = ""
+        self._waiting_logged = 0.0
         self._op = b.RUNNABLE[record.batch.endpoint]
         self.format = formats.for_endpoint(record.batch.endpoint)
 
     async def run(self, done: dict[int, bool]) -> None:
         """Send every line missing from ``done`` (line number -> its recorded result is a
-        success)."""
+        success). Once the batch is cancelled or expired no line is sent any more, and the
+        lines already sent finish and are recorded (they run and are billed at the provider
+        whatever becomes of their answer)."""
         for ok in done.values():
             self._count(ok)
         if len(done) >= self.total:
             return
-        # The input is read as lines are sent: what waits for a slot is one chunk, not the file.
+        # Lines of this batch started and not ended (sent, or waiting to be sent again): what
+        # it holds of the input is this many lines, not the file.
+        started = asyncio.Semaphore(self.settings.max_in_flight)
         unread: Exception | None = None
         async with asyncio.TaskGroup() as group:
             try:
@@ -96,13 +125,13 @@ class Job:
                     async for index, line in lines:
                         if index in done:
                             continue
-                        await self.slots.acquire()
+                        await started.acquire()
                         if self.cancelled() or self._expired():
-                            self.slots.release()
+                            started.release()
                             break
                         task = group.create_task(self._line(index, line))
                         # Released however the task ends, even cancelled before it started.
-                        task.add_done_callback(lambda _: self.slots.release())
+                        task.add_done_callback(lambda _: started.release())
             except (BusError, InputGone, NatsError, TimeoutError) as exc:
                 # The input stopped arriving: the lines already sent finish first
                 unread = exc  # (cancelled, they would run and be paid for again next pass).
@@ -121,7 +150,10 @@ class Job:
 
     async def _line(self, index: int, line: b.BatchLine) -> None:
         try:
-            status, body = await self._send(index, line)
+            answer = await self._send(index, line)
+            if answer is None:  # not run (cancelled, or the window closed): no result
+                return
+            status, body = answer
             result = self.format.line(self.batch_id, index, line, status, body)
             if await self.store.record_line(self.batch_id, index, result):
                 ok = 200 <= status < 300
@@ -132,39 +164,126 @@ class Job:
         except Exception:  # one line's failure must not stop the batch: it is retried later
             log.exception("line %d of %s failed unexpectedly", index, self.batch_id)
 
-    async def _send(self, index: int, line: b.BatchLine) -> tuple[int, bytes]:
-        body = _JSON.encode({**line.body, "stream": False} if self._op != "embed" else line.body)
-        base = 1 + (max(0, self.record.generation - 1) * ATTEMPTS_PER_GENERATION) % 960
-        tries = 0
-        while True:
-            attempt = base + min(tries, ATTEMPTS_PER_GENERATION - 1)
-            remaining = self.settings.line_timeout_s
-            expires = self.record.batch.expires_at
-            if expires:
-                remaining = min(remaining, expires - time.time())
-            if remaining <= 0:
-                expired = DeadlineExceeded("the batch expired before this line ran")
-                return expired.status, self.format.error(expired)
-            env = Envelope(
-                request_id=f"{self.batch_id}:{index}",
-                attempt=attempt,
-                deadline=Deadline.after(remaining),
-                key_hash=self.record.key_hash,
-                key_id=self.record.key_id,
-                priority="batch",
+    def _time_left(self) -> float:
+        """How long the next attempt may take: ``batch.line_timeout_s``, or less when the
+        batch's window closes sooner."""
+        remaining = self.settings.line_timeout_s
+        expires = self.record.batch.expires_at
+        if expires:
+            remaining = min(remaining, expires - time.time())
+        return remaining
+
+    def _too_large(self, size: int) -> PayloadTooLarge | None:
+        limit = self.max_payload - HEADERS_ROOM
+        if self.max_payload and size > limit:
+            return PayloadTooLarge(
+                f"this request is {size} bytes; a batch line's request may be at most "
+                f"{limit} bytes",
+                param="body",
             )
-            try:
-                reply = await self.llm.request(SUBJECTS[self._op], body, env)
-            except (DeadlineExceeded, RateLimited, ServiceUnavailable) as exc:
-                # Not answered in time, or no room right now: send it again (a new attempt).
-                tries += 1
-                if self.cancelled():
+        return None
+
+    async def _send(self, index: int, line: b.BatchLine) -> tuple[int, bytes] | None:
+        """The line's answer (status, body), or None when it was not run (the batch was
+        cancelled or its window closed first)."""
+        body = _JSON.encode({**line.body, "stream": False} if self._op != "embed" else line.body)
+        refused = self._too_large(len(body))
+        if refused is not None:
+            return refused.status, self.format.error(refused)
+        base = 1 + (max(0, self.record.generation - 1) * ATTEMPTS_PER_GENERATION) % 960
+        tries = timeouts = 0
+        while True:
+            if self.cancelled():
+                return None
+            async with self.slots.turn(self.batch_id):
+                if self.cancelled():  # (the wait for a turn may have been long)
+                    return None
+                remaining = self._time_left()
+                if remaining <= 0:  # the batch expired before this line ran
+                    return None
+                # The deadline the request carries is the runner's whole wait for it: the
+                # client gives up exactly when every hop does, never while one still works.
+                env = Envelope(
+                    request_id=f"{self.batch_id}:{index}",
+                    attempt=base + min(tries, ATTEMPTS_PER_GENERATION - 1),
+                    deadline=Deadline.after(remaining),
+                    key_hash=self.record.key_hash,
+                    key_id=self.record.key_id,
+                    priority="batch",
+                )
+                watch = _Watch()
+                try:
+                    reply = await self._request(body, env, watch)
+                except DeadlineExceeded as exc:
+                    failure: ApiError = exc
+                    # Counted only when a provider was working on it (a model-proxy's
+                    # keep-alive came): a line that waited in a busy queue cost nothing and
+                    # goes on waiting, up to the batch's window. An attempt cut short by the
+                    # window is not the line's fault either.
+                    if watch.provider_worked and remaining >= self.settings.line_timeout_s:
+                        timeouts += 1
+                    if timeouts >= MAX_TIMEOUTS:
+                        timed_out = self._timed_out(timeouts)
+                        return timed_out.status, self.format.error(timed_out)
+                except (RateLimited, ServiceUnavailable) as exc:
+                    failure = exc  # no room right now: send it again (a new attempt)
+                except MaxPayloadError:  # (the limit was not known, or the server's is lower)
+                    refused = PayloadTooLarge(
+                        f"this request ({len(body)} bytes) is larger than the bus carries",
+                        param="body",
+                    )
+                    return refused.status, self.format.error(refused)
+                except ApiError as exc:
                     return exc.status, self.format.error(exc)
+                else:
+                    return 200, reply.body
+            # Waiting to send it again holds no slot: other batches' lines run meanwhile.
+            tries += 1
+            self.waiting += 1
+            try:
+                self._note_waiting(failure)
                 await asyncio.sleep(min(5.0, 0.2 * tries))
-                continue
-            except ApiError as exc:
-                return exc.status, self.format.error(exc)
-            if reply.kind is ReplyKind.ERROR:  # request() raises these; kept for safety
-                failure = error_from_reply(reply)
-                return failure.status, self.format.error(failure)
-            return 200, reply.body
+            finally:
+                self.waiting -= 1
+
+    async def _request(self, body: bytes, env: Envelope, watch: _Watch) -> Reply:
+        """The line's final reply; ``watch`` learns whether a provider worked on it."""
+        exchange = self.llm.exchange(SUBJECTS[self._op], body, env)
+        async with contextlib.aclosing(exchange) as replies:
+            async for reply in replies:
+                if reply.kind is ReplyKind.KEEPALIVE:  # a model-proxy is calling the provider
+                    watch.provider_worked = True
+                elif reply.kind is ReplyKind.FINAL:
+                    return reply
+                elif reply.kind is ReplyKind.ERROR:
+                    raise error_from_reply(reply)
+        raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
+
+    def _timed_out(self, times: int) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"no answer within batch.line_timeout_s ({self.settings.line_timeout_s:g} s), "
+            f"{times} times (slow at the provider, or no capacity free that long); the line "
+            "was given up"
+        )
+
+    def _note_waiting(self, failure: ApiError) -> None:
+        """Say in the log why the batch's lines wait (once every :data:`WAITING_LOG_S`)."""
+        self.waiting_for = f"{failure.status} {failure.code}: {failure.message}"
+        now = time.monotonic()
+        if now - self._waiting_logged >= WAITING_LOG_S:
+            self._waiting_logged = now
+            log.warning(
+                "batch %s: %d lines wait to be sent again; the last was refused with %s",
+                self.batch_id,
+                self.waiting,
+                self.waiting_for,
+            )
+
+
+class _Watch:
+    """What one attempt showed of its line's way through the platform."""
+
+    __slots__ = ("provider_worked",)
+
+    def __init__(self) -> None:
+        self.provider_worked = False

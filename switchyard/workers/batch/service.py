@@ -34,10 +34,14 @@ from switchyard.workers.batch import expiry, formats
 from switchyard.workers.batch.inputs import BatchInput, InputGone, Invalid
 from switchyard.workers.batch.job import Job
 from switchyard.workers.batch.output import OutputFiles
+from switchyard.workers.batch.slots import FairSlots
 
 log = logging.getLogger("switchyard.batch")
 
 RETRY_PAUSE_S = 2.0
+# Beyond a line's deadline, how long a cancelled batch waits for its lines' answers to be
+# recorded (the store's own timeouts end a write well within it).
+CANCEL_SLACK_S = 30.0
 
 
 class BatchRunner:
@@ -45,7 +49,8 @@ class BatchRunner:
         self.settings = settings
         self.store = BatchStore(nc)
         self.llm = LLMClient(nc, attempts=1, default_timeout=settings.batch.line_timeout_s)
-        self.slots = asyncio.Semaphore(settings.batch.max_in_flight)
+        self.slots = FairSlots(settings.batch.max_in_flight)
+        self._nc = nc  # its max_payload, as the server it is connected to says
         self._records = BatchRecords(nc.jetstream(timeout=10), self._changed)
         self._running: set[str] = set()
         self._jobs = TaskSupervisor("batch-jobs")
@@ -193,6 +198,7 @@ class BatchRunner:
                 slots=self.slots,
                 cancelled=lambda: self._status(batch_id) == "cancelling",
                 on_line=lambda ok: self._lines[ok].inc(),
+                max_payload=self._nc.max_payload,
             )
             await self._drive(job, done)
             # The job counts every line with a recorded answer (those before it, and each it
@@ -222,13 +228,19 @@ class BatchRunner:
         return {index: fmt.ok(result) async for index, result in self.store.line_results(batch_id)}
 
     async def _drive(self, job: Job, done: dict[int, bool]) -> None:
-        """Run ``job`` while writing its progress; a cancel stops the lines in flight."""
+        """Run ``job`` while writing its progress. A cancel stops the sending, not the lines
+        already sent: they run (and are billed) at the provider anyway, so their answers are
+        waited for and recorded, for at most one line's deadline and a little more."""
         run = asyncio.ensure_future(job.run(done))
+        stop_by: float | None = None
         try:
             while not run.done():
                 await asyncio.wait({run}, timeout=self.settings.batch.progress_s)
                 await self._progress(job)
-                if self._status(job.batch_id) == "cancelling" and not run.done():
+                if stop_by is None and self._status(job.batch_id) == "cancelling":
+                    stop_by = time.monotonic() + self.settings.batch.line_timeout_s + CANCEL_SLACK_S
+                if stop_by is not None and time.monotonic() >= stop_by and not run.done():
+                    log.warning("batch %s: lines still unanswered after its cancel", job.batch_id)
                     run.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await run
