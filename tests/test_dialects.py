@@ -33,6 +33,10 @@ WEATHER = {
     },
 }
 
+# A route's own price with a cache-read price: $1 per million prompt tokens, $0.10 per million
+# read from the cache, $2 per million completion tokens.
+CACHE_PRICE = {"input_per_token": 1e-6, "output_per_token": 2e-6, "cache_read_per_token": 1e-7}
+
 # The same tool in Anthropic's shape.
 _WEATHER_TOOL = {
     "name": WEATHER["name"],
@@ -65,6 +69,8 @@ async def agents(
             "chat-only": {"kind": "openai-compatible", "api_base": upstream.base_url},
             "openai-native": {"kind": "openai", "api_base": upstream.base_url},
             "anthropic-native": {"kind": "anthropic", "api_base": claude},
+            # With a key (stored below): litellm will not call Anthropic without one.
+            "anthropic-keyed": {"kind": "anthropic", "api_base": claude, "secret": "claude-fake"},
         },
         "routes": {
             "translated": {"deployments": [{"provider": "chat-only", "model": "echo"}]},
@@ -81,10 +87,34 @@ async def agents(
             "cutshort": {"deployments": [{"provider": "chat-only", "model": "cutshort"}]},
             "nousage": {"deployments": [{"provider": "chat-only", "model": "nousage"}]},
             "bigchunk": {"deployments": [{"provider": "chat-only", "model": "bigchunk:600"}]},
+            # Prompt-cache hits, billed at the cache price: litellm's for Claude, the route's
+            # own for the others.
+            "cached-claude": {
+                "deployments": [{"provider": "anthropic-keyed", "model": "claude-sonnet-4-5"}]
+            },
+            "cached-claude-writes": {
+                "deployments": [
+                    {"provider": "anthropic-keyed", "model": "claude-sonnet-4-5-20250929"}
+                ]
+            },
+            "cached-chat": {
+                "deployments": [
+                    {"provider": "chat-only", "model": "cached:1000", "price": CACHE_PRICE}
+                ]
+            },
+            "cached-responses": {
+                "deployments": [
+                    {"provider": "openai-native", "model": "cached:1000", "price": CACHE_PRICE}
+                ]
+            },
         },
     }
     stack = await start_stack(tmp_path_factory.mktemp("agents"), extra)
     try:
+        stored = await stack.admin(
+            "PUT", "/secrets/claude-fake", {"value": "sk-ant-fake-0123456789"}
+        )
+        assert stored.status_code in (200, 201), stored.text
         yield stack
     finally:
         await stack.supervisor.stop()
@@ -734,3 +764,72 @@ async def test_answers_without_a_count_are_billed_by_estimate(agents: Stack) -> 
     # Two words streamed before each failure, two chunks ("echo:", "x") streamed, and a whole
     # answer of about 200 bytes.
     assert spend["completion_tokens"] >= 2 + 2 + 2 + 20
+
+
+async def test_prompt_cache_tokens_are_billed_at_the_cache_price(agents: Stack) -> None:
+    """A prompt read from (or written to) the provider's prompt cache was billed at the full
+    input price: $0.30018 for a Claude reply Anthropic charges $0.03018 for. Every way usage
+    arrives (Anthropic natively, through litellm, OpenAI chat and Responses) now carries the
+    cache tokens to the bill, while token counts still hold the whole prompt."""
+    api_key, record = await agents.new_key("cache-billing")
+    an = _anthropic(agents, agents.tail_url, api_key)
+    oa = _openai(agents, agents.tail_url, api_key)
+    # Passed through to Anthropic: 10 input + 100,000 cache reads + 10 output tokens.
+    message = an.messages.create(
+        model="cached-claude", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (10, 100000)
+    with an.messages.stream(
+        model="cached-claude-writes",
+        max_tokens=16,
+        messages=[{"role": "user", "content": "hi"}],
+    ) as stream:
+        streamed = stream.get_final_message()
+    assert streamed.usage.cache_creation_input_tokens == 1000
+    # Through litellm (chat to an Anthropic deployment): the cache tokens are in the prompt.
+    chat = oa.chat.completions.create(
+        model="cached-claude", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert chat.usage is not None
+    assert chat.usage.prompt_tokens == 100010
+    chunks = list(
+        oa.chat.completions.create(
+            model="cached-claude-writes",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+        )
+    )
+    assert chunks
+    # OpenAI-shaped: 7 + 1,000 prompt tokens, 1,000 of them cached.
+    plain = oa.chat.completions.create(
+        model="cached-chat", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert plain.usage is not None
+    assert plain.usage.prompt_tokens == 1007
+    assert plain.usage.model_dump(exclude_none=True).keys() == {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+    }
+    oa.responses.create(model="cached-responses", input="hi")
+    spend = await _key_usage(agents, record.id, at_least=6)
+    # Each Claude prompt: 10 x $3 + 100,000 x $0.30 (+ 1,000 x $3.75 written) per million, and
+    # 10 output tokens x $15 per million: $0.03018 (and $0.03393 with the write), not $0.30018
+    # and $0.30318. The OpenAI-shaped ones at the route's price: 7 x $1 + 1,000 x $0.10 + 2 x $2
+    # per million ("echo: hi") = $0.000111; Responses 5 x $1 + 1,000 x $0.10 + 2 x $2
+    # ("native: hi") = $0.000109.
+    by_alias = {
+        "cached-claude": 2 * 30_180_000,
+        "cached-claude-writes": 2 * 33_930_000,
+        "cached-chat": 111_000,
+        "cached-responses": 109_000,
+    }
+    days = (await agents.admin("GET", "/spend?days=1")).json()["days"]
+    billed = {r["model"]: round(r["cost_usd"] * 1e9) for r in days if r.get("model") in by_alias}
+    assert billed == by_alias
+    assert round(spend["cost_usd"] * 1e9) == sum(by_alias.values()) == 128_440_000
+    # Token counts (and so TPM) still see every prompt token, cached or not.
+    assert spend["prompt_tokens"] == 2 * 100010 + 2 * 101010 + 1007 + 1005
+    shown = (await agents.admin("GET", f"/keys/{record.id}")).json()["spend"]
+    assert round(shown["total_spend_usd"] * 1e9) == 128_440_000

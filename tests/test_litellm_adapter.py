@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import pytest
 import pytest_asyncio
 
@@ -165,7 +164,7 @@ async def test_chat_returns_openai_json_and_usage(adapter: LiteLLM, upstream: Up
     assert choice["finish_reason"] == "stop"
     assert completion.usage == upstream.usage
     reported = {k: body["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    assert reported == msgspec.to_builtins(upstream.usage)
+    assert reported == upstream.usage.wire()
 
 
 async def test_key_and_request_reach_the_upstream(adapter: LiteLLM, upstream: Upstream) -> None:

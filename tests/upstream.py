@@ -19,6 +19,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
   ``[DONE]``: an answer cut short);
 * ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``);
+* ``cached:<n>``: echoes, reporting ``n`` more prompt tokens, all read from the prompt cache
+  (``prompt_tokens_details.cached_tokens``; Responses: ``input_tokens_details.cached_tokens``);
 * ``ctl:<name>``: whatever :meth:`FakeOpenAI.set_mode` last set for ``name`` (default echo);
 * ``gate:<name>`` (as a mode): waits until :meth:`FakeOpenAI.open_gate` opens ``name``, then
   echoes (a provider that hangs until the test releases it).
@@ -57,6 +59,12 @@ def _jitter(spec: str) -> float:
     """Seconds for ``<lo>-<hi>`` (milliseconds)."""
     low, _, high = spec.partition("-")
     return random.uniform(int(low), int(high or low)) / 1000
+
+
+def _cached(model: str) -> int:
+    """The prompt-cache tokens mode ``cached:<n>`` reports (0 for any other mode)."""
+    kind, _, arg = model.partition(":")
+    return int(arg) if kind == "cached" and arg.isdecimal() else 0
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
@@ -201,11 +209,16 @@ class FakeOpenAI:
         if body.get("tools") and (not messages or messages[-1].get("role") != "tool"):
             return await _tool_call(request, body)
         text = f"echo: {_last_user_text(body)}"
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": 7,
             "completion_tokens": len(text.split()),
             "total_tokens": 7 + len(text.split()),
         }
+        cached = _cached(model)
+        if cached:
+            usage["prompt_tokens"] += cached
+            usage["total_tokens"] += cached
+            usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
         counted = model != "nousage"
         if not body.get("stream"):
             answer = {
@@ -345,11 +358,12 @@ class FakeOpenAI:
         """The Responses API, natively: what a provider of kind ``openai`` answers."""
         body = await self._record(request)
         text = f"native: {_input_text(body)}"
+        cached = _cached(str(body.get("model", "")))
         usage = {
-            "input_tokens": 5,
+            "input_tokens": 5 + cached,
             "output_tokens": len(text.split()),
-            "total_tokens": 5 + len(text.split()),
-            "input_tokens_details": {"cached_tokens": 0},
+            "total_tokens": 5 + cached + len(text.split()),
+            "input_tokens_details": {"cached_tokens": cached},
             "output_tokens_details": {"reasoning_tokens": 0},
         }
         message = {

@@ -14,11 +14,12 @@ import msgspec
 
 from switchyard.dialects._common import Body
 from switchyard.errors import ProviderError
-from switchyard.schemas.openai import Usage
+from switchyard.schemas.openai import Usage, cache_counts
 
 
 class PromptDetails(msgspec.Struct, frozen=True):
     cached_tokens: int | None = None
+    cache_creation_tokens: int | None = None  # litellm's, for Anthropic's cache writes
 
 
 class CompletionDetails(msgspec.Struct, frozen=True):
@@ -31,6 +32,9 @@ class ChatUsage(msgspec.Struct, frozen=True):
     total_tokens: int | None = None
     prompt_tokens_details: PromptDetails | None = None
     completion_tokens_details: CompletionDetails | None = None
+    # Anthropic's names, beside the triple when litellm (or a server like it) reports them.
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
 
     @property
     def prompt(self) -> int:
@@ -55,8 +59,21 @@ class ChatUsage(msgspec.Struct, frozen=True):
         return (d.reasoning_tokens or 0) if d is not None else 0
 
     def triple(self) -> Usage:
+        """The usage Switchyard counts: the triple, with the cache reads and writes in it."""
+        d = self.prompt_tokens_details
+        read, write = cache_counts(
+            self.prompt,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+            d.cached_tokens if d is not None else None,
+            d.cache_creation_tokens if d is not None else None,
+        )
         return Usage(
-            prompt_tokens=self.prompt, completion_tokens=self.completion, total_tokens=self.total
+            prompt_tokens=self.prompt,
+            completion_tokens=self.completion,
+            total_tokens=self.total,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
         )
 
 

@@ -5,10 +5,13 @@ platform still bills it and counts it against TPM limits, so the model-proxy rea
 on the way: from a whole body, or from the stream's events as they pass. Usage comes back as the
 chat-shaped :class:`~switchyard.schemas.openai.Usage` triple everything downstream counts.
 
-Responses usage already counts cached prompt tokens inside ``input_tokens``. Anthropic's
-``input_tokens`` does not: tokens written to or read from the prompt cache are reported apart
+Responses usage already counts cached prompt tokens inside ``input_tokens``
+(``input_tokens_details.cached_tokens`` says how many). Anthropic's ``input_tokens`` does not:
+tokens written to or read from the prompt cache are reported apart
 (``cache_creation_input_tokens``, ``cache_read_input_tokens``), so the triple's
 ``prompt_tokens`` is their sum, which is what OpenAI would have reported for the same prompt.
+Either way the cache reads and writes also travel on their own (``cache_read_tokens``,
+``cache_write_tokens``): they are priced apart.
 Stream payloads are the event's JSON (``data: `` prefix optional); events that cannot carry usage
 are rejected by a substring check before any decoding.
 """
@@ -19,19 +22,35 @@ import contextlib
 
 import msgspec
 
-from switchyard.schemas.openai import Usage
+from switchyard.schemas.openai import Usage, cache_counts
+
+
+class _InputDetails(msgspec.Struct, frozen=True):
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
 
 
 class _ResponsesUsage(msgspec.Struct, frozen=True):
     input_tokens: int | None = None
     output_tokens: int | None = None
     total_tokens: int | None = None
+    input_tokens_details: _InputDetails | None = None
 
     def triple(self) -> Usage:
         prompt = self.input_tokens or 0
         completion = self.output_tokens or 0
         total = self.total_tokens or prompt + completion
-        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+        d = self.input_tokens_details
+        read, write = (
+            cache_counts(prompt, d.cached_tokens, d.cache_write_tokens) if d is not None else (0, 0)
+        )
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=total,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+        )
 
 
 class _ResponseBody(msgspec.Struct, frozen=True):
@@ -173,9 +192,14 @@ class _AnthropicCounts:
         return self
 
     def triple(self) -> Usage:
-        prompt = self.input + self.cache_write + self.cache_read
+        read, write = max(0, self.cache_read), max(0, self.cache_write)
+        prompt = max(0, self.input) + write + read
         return Usage(
-            prompt_tokens=prompt, completion_tokens=self.output, total_tokens=prompt + self.output
+            prompt_tokens=prompt,
+            completion_tokens=self.output,
+            total_tokens=prompt + self.output,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
         )
 
 

@@ -28,6 +28,10 @@ class UsageEvent(msgspec.Struct, frozen=True, kw_only=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    # Of prompt_tokens, those read from and written to the provider's prompt cache (priced
+    # apart: cache_read_input_token_cost, cache_creation_input_token_cost).
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     prompt_tokens_estimated: int = 0

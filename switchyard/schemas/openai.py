@@ -63,15 +63,90 @@ class ModelOnly(msgspec.Struct, frozen=True):
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """Tokens of one answer, as everything downstream of the provider counts them.
+
+    ``prompt_tokens`` is every prompt token, cached or not (what OpenAI reports, what TPM and
+    the spend counters count). ``cache_read_tokens`` and ``cache_write_tokens`` are the part of
+    it read from and written to the provider's prompt cache, which providers price apart (an
+    Anthropic cache read costs a tenth of an input token, a write a quarter more). They are
+    Switchyard's own: :meth:`wire` is what a client is shown.
+    """
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def wire(self) -> dict[str, int]:
+        """OpenAI's ``usage`` object (the triple; the cache counts are not OpenAI's fields)."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+def cache_counts(
+    prompt: int,
+    read: int | None,
+    write: int | None,
+    cached: int | None = None,
+    created: int | None = None,
+) -> tuple[int, int]:
+    """Cache reads and writes of an OpenAI-shaped usage, within its ``prompt`` tokens.
+
+    ``read`` and ``write`` are the ``cache_read_input_tokens`` and
+    ``cache_creation_input_tokens`` that litellm (and OpenAI-compatible servers in front of
+    Anthropic) put beside the triple; ``cached`` and ``created`` are
+    ``prompt_tokens_details.cached_tokens`` (OpenAI's) and ``.cache_creation_tokens``
+    (litellm's), the same counts where both are given. A count a server got wrong never makes
+    more cache tokens than prompt tokens (nor a negative count).
+    """
+    reads = max(0, read or 0, cached or 0)
+    writes = max(0, write or 0, created or 0)
+    reads = min(reads, max(0, prompt))
+    return reads, min(writes, max(0, prompt) - reads)
+
+
+class _PromptDetails(msgspec.Struct, frozen=True):
+    cached_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+
+
+class _WireUsage(msgspec.Struct, frozen=True):
+    """``usage`` as OpenAI (and OpenAI-compatible servers, litellm among them) report it."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+
+    def counted(self) -> Usage:
+        prompt = self.prompt_tokens
+        d = self.prompt_tokens_details
+        read, write = cache_counts(
+            prompt,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+            d.cached_tokens if d is not None else None,
+            d.cache_creation_tokens if d is not None else None,
+        )
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.total_tokens,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+        )
 
 
 class UsageCarrier(msgspec.Struct, frozen=True):
     """Any response or chunk that may carry ``usage`` (the rest is skipped, not decoded)."""
 
-    usage: Usage | None = None
+    usage: _WireUsage | None = None
 
 
 class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=False):
@@ -157,9 +232,10 @@ def usage_of(body: bytes) -> Usage | None:
     if b'"usage"' not in body:
         return None
     try:
-        return _USAGE_DECODER.decode(body).usage
+        usage = _USAGE_DECODER.decode(body).usage
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
+    return usage.counted() if usage is not None else None
 
 
 def _too_deep() -> InvalidRequest:

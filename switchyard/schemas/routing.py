@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import re
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -93,11 +94,39 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.api_base or DEFAULT_API_BASES.get(self.kind)
 
 
-class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Per-token prices in USD, overriding litellm's bundled price map."""
+class Price(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """Per-token prices in USD, overriding litellm's bundled price map.
+
+    ``cache_read_per_token`` and ``cache_write_per_token`` price the prompt tokens the provider
+    read from and wrote to its prompt cache (counted in the prompt, billed apart); each is the
+    input price when not set. Every price is a finite number, zero or more.
+    """
 
     input_per_token: Annotated[float, msgspec.Meta(ge=0)]
     output_per_token: Annotated[float, msgspec.Meta(ge=0)]
+    cache_read_per_token: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    cache_write_per_token: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+    def __post_init__(self) -> None:
+        # A YAML ``.inf`` passes ``ge=0`` (JSON cannot carry one): it would bill infinities.
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number")
+
+    @property
+    def cache_read(self) -> float:
+        """USD per prompt token read from the provider's cache."""
+        r = self.cache_read_per_token
+        return self.input_per_token if r is None else r
+
+    @property
+    def cache_write(self) -> float:
+        """USD per prompt token written to the provider's cache."""
+        w = self.cache_write_per_token
+        return self.input_per_token if w is None else w
 
 
 class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -15,6 +15,9 @@ the requested model:
 ``leaky``         401 whose message echoes the ``x-api-key`` it received (tests redaction)
 ``cut``           streams message_start and the first delta, then closes (no message_stop)
 ``empty``         answers 200 to a stream and closes before its first event
+``claude-sonnet-4-5``  answers normally, reporting a prompt-cache hit: :data:`CACHED_USAGE`
+``claude-sonnet-4-5-20250929``  the same with a cache write too: :data:`CACHE_WRITE_USAGE`
+                  (real model names, so litellm's price map prices them)
 
 A token count answers ``COUNTED + (number of messages)`` for ``ok`` and the same errors for the
 others, so a test can tell Anthropic's count from the gateway's own estimate.
@@ -35,6 +38,11 @@ REPLY = ("Hello", " from", " fake", " Anthropic.")
 INPUT_TOKENS = 11
 OUTPUT_TOKENS = 7
 COUNTED = 4000
+# Reported by the cache modes: a prompt mostly read from Anthropic's prompt cache, as in
+# ``"usage": {"input_tokens": 10, "cache_read_input_tokens": 100000, "output_tokens": 10}``.
+CACHED_USAGE = {"input_tokens": 10, "cache_read_input_tokens": 100000, "output_tokens": 10}
+CACHE_WRITE_USAGE = {**CACHED_USAGE, "cache_creation_input_tokens": 1000}
+_CACHE_MODES = {"claude-sonnet-4-5": CACHED_USAGE, "claude-sonnet-4-5-20250929": CACHE_WRITE_USAGE}
 
 
 @dataclass
@@ -87,7 +95,9 @@ class FakeAnthropic(FakeServer):
                 "content": [{"type": "text", "text": "".join(REPLY)}],
                 "stop_reason": "end_turn",
                 "stop_sequence": None,
-                "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS},
+                "usage": _CACHE_MODES.get(
+                    model, {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS}
+                ),
             }
         )
 
@@ -115,7 +125,11 @@ class FakeAnthropic(FakeServer):
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": 1},
+                    "usage": {
+                        "input_tokens": INPUT_TOKENS,
+                        **_CACHE_MODES.get(model, {}),
+                        "output_tokens": 1,
+                    },
                 },
             },
         )
@@ -148,7 +162,9 @@ class FakeAnthropic(FakeServer):
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": OUTPUT_TOKENS},
+                "usage": {
+                    "output_tokens": _CACHE_MODES.get(model, {}).get("output_tokens", OUTPUT_TOKENS)
+                },
             },
         )
         await send("message_stop", {"type": "message_stop"})

@@ -548,7 +548,10 @@ def test_streamed_text() -> None:
     assert message.usage.input_tokens == 20
     assert message.usage.cache_read_input_tokens == 100
     assert message.usage.output_tokens == 30
-    assert stream.usage == Usage(prompt_tokens=120, completion_tokens=30, total_tokens=150)
+    # The cached tokens travel apart, to be billed at the cache price (still in the prompt).
+    assert stream.usage == Usage(
+        prompt_tokens=120, completion_tokens=30, total_tokens=150, cache_read_tokens=100
+    )
     assert out.startswith(b"event: message_start\ndata: {")
 
 
@@ -794,7 +797,11 @@ NATIVE_MESSAGE = {
 
 def test_usage_of_a_native_message() -> None:
     assert usage.anthropic_usage(json.dumps(NATIVE_MESSAGE).encode()) == Usage(
-        prompt_tokens=2312, completion_tokens=40, total_tokens=2352
+        prompt_tokens=2312,
+        completion_tokens=40,
+        total_tokens=2352,
+        cache_read_tokens=2000,
+        cache_write_tokens=300,
     )
     assert usage.anthropic_usage(b'{"type":"message"}') is None
 
@@ -828,7 +835,13 @@ def test_usage_of_a_native_stream() -> None:
     assert tracker.usage is None
     for event in native:
         tracker.feed(b"data: " + json.dumps(event).encode())
-    assert tracker.usage == Usage(prompt_tokens=2312, completion_tokens=40, total_tokens=2352)
+    assert tracker.usage == Usage(
+        prompt_tokens=2312,
+        completion_tokens=40,
+        total_tokens=2352,
+        cache_read_tokens=2000,
+        cache_write_tokens=300,
+    )
 
 
 def test_probe() -> None:
@@ -920,3 +933,35 @@ def test_a_value_of_the_wrong_json_type_is_a_400(fields: dict[str, Any], param: 
     with pytest.raises(InvalidRequest) as caught:
         to_chat(_request(**fields))
     assert caught.value.param == param
+
+
+def test_cache_writes_reported_by_litellm_reach_the_message_and_the_bill() -> None:
+    """litellm reports Anthropic's cache reads and writes beside the chat triple (and in
+    ``prompt_tokens_details``), folded into ``prompt_tokens``: the translated message splits
+    them out again, and the usage billed carries both, inside the prompt."""
+    reported = {
+        "prompt_tokens": 101010,
+        "completion_tokens": 10,
+        "total_tokens": 101020,
+        "prompt_tokens_details": {"cached_tokens": 100000, "cache_creation_tokens": 1000},
+        "cache_read_input_tokens": 100000,
+        "cache_creation_input_tokens": 1000,
+    }
+    context = to_chat(_request()).context
+    message = Message.model_validate_json(
+        to_message(completion(content="hi", usage=reported), context)
+    )
+    assert message.usage.input_tokens == 10
+    assert message.usage.cache_read_input_tokens == 100000
+    assert message.usage.cache_creation_input_tokens == 1000
+    stream = MessagesStream(context)
+    stream.feed(chunk(content="hi"))
+    stream.feed(chunk(usage=reported))
+    stream.finish()
+    assert stream.usage == Usage(
+        prompt_tokens=101010,
+        completion_tokens=10,
+        total_tokens=101020,
+        cache_read_tokens=100000,
+        cache_write_tokens=1000,
+    )

@@ -758,8 +758,9 @@ def test_sdk_create_stream_true() -> None:
 def test_usage_of_a_native_response_body() -> None:
     context = to_chat(_request(input="x")).context
     body = to_response(completion(content="hi", usage=USAGE), context)
+    # input_tokens_details.cached_tokens: in the prompt, and apart (billed at the cache price).
     assert usage.responses_usage(body) == Usage(
-        prompt_tokens=120, completion_tokens=30, total_tokens=150
+        prompt_tokens=120, completion_tokens=30, total_tokens=150, cache_read_tokens=100
     )
     assert usage.responses_usage(b'{"id":"resp_1","usage":null}') is None
     assert usage.responses_usage(b'garbage with "usage"') is None
@@ -773,7 +774,10 @@ def test_usage_of_a_native_event_stream() -> None:
     for line in native.split(b"\n"):
         if line.startswith(b"data: "):
             tracker.feed(line)
-    assert tracker.usage == Usage(prompt_tokens=120, completion_tokens=30, total_tokens=150)
+    assert tracker.usage == Usage(
+        prompt_tokens=120, completion_tokens=30, total_tokens=150, cache_read_tokens=100
+    )
+    assert stream.usage == tracker.usage  # the translated stream's own count, the same
 
 
 def test_probe() -> None:

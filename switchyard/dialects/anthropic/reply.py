@@ -5,7 +5,8 @@ arguments (arguments that are not a JSON object become ``{}``: Anthropic's ``inp
 object). ``finish_reason`` maps to ``stop_reason``: stop -> end_turn (stop_sequence when the
 upstream names the stop string that matched, as vLLM does), length -> max_tokens, tool_calls ->
 tool_use, content_filter -> refusal. Usage follows Anthropic's split: ``input_tokens`` excludes
-the prompt tokens read from cache, which are ``cache_read_input_tokens``.
+the prompt tokens read from cache and written to it, which are ``cache_read_input_tokens`` and
+``cache_creation_input_tokens``.
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ def stop_reason(
 def usage_object(usage: _chat.ChatUsage | None) -> dict[str, Any]:
     if usage is None:
         return {"input_tokens": 0, "output_tokens": 0}
-    cached = usage.cached
+    counted = usage.triple()
+    read, write = counted.cache_read_tokens, counted.cache_write_tokens
     return {
-        "input_tokens": max(usage.prompt - cached, 0),
+        "input_tokens": max(usage.prompt - read - write, 0),
         "output_tokens": usage.completion,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": write,
+        "cache_read_input_tokens": read,
     }
 
 

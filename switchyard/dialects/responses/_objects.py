@@ -57,9 +57,14 @@ def final_status(finish_reason: str | None) -> str:
 
 
 def usage_object(usage: ChatUsage) -> dict[str, Any]:
+    counted = usage.triple()
+    cache = {
+        "cached_tokens": counted.cache_read_tokens,
+        "cache_write_tokens": counted.cache_write_tokens,
+    }
     return {
         "input_tokens": usage.prompt,
-        "input_tokens_details": {"cached_tokens": usage.cached, "cache_write_tokens": 0},
+        "input_tokens_details": cache,
         "output_tokens": usage.completion,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning},
         "total_tokens": usage.total,

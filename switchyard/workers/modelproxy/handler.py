@@ -545,6 +545,8 @@ class Handler:
             prompt_tokens=u.prompt_tokens,
             completion_tokens=u.completion_tokens,
             total_tokens=u.total_tokens,
+            cache_read_tokens=u.cache_read_tokens,
+            cache_write_tokens=u.cache_write_tokens,
             latency_ms=round((time.time() - job.started) * 1000, 3),
             ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
         )

@@ -122,7 +122,7 @@ class Demo:
                     }
                 ],
             }
-        doc["usage"] = msgspec.to_builtins(usage)
+        doc["usage"] = usage.wire()
         return Completion(_ENCODE.encode(doc), usage)
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
@@ -152,7 +152,7 @@ class Demo:
         yield StreamEvent(_ENCODE.encode(self._chunk(rid, created, call, [last], chat)))
         usage = _usage(call, len(words))
         final = self._chunk(rid, created, call, [], chat)
-        final["usage"] = msgspec.to_builtins(usage)
+        final["usage"] = usage.wire()
         yield StreamEvent(_ENCODE.encode(final) if call.client_wants_usage else None, usage)
 
     @staticmethod

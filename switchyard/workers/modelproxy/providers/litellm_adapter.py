@@ -29,7 +29,7 @@ import msgspec
 
 from switchyard.config import prepare_litellm_environment
 from switchyard.errors import ApiError, InvalidRequest, ProviderError
-from switchyard.schemas.openai import Usage
+from switchyard.schemas.openai import Usage, cache_counts
 from switchyard.schemas.secret import redact
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
@@ -171,13 +171,38 @@ def _event(doc: dict[str, Any], client_wants_usage: bool) -> StreamEvent:
 
 
 def _usage(doc: dict[str, Any]) -> Usage | None:
+    """The usage of a dumped litellm response or chunk. litellm folds Anthropic's cache reads
+    and writes into ``prompt_tokens`` and reports them beside it (``cache_read_input_tokens``,
+    ``cache_creation_input_tokens``) and in ``prompt_tokens_details`` (``cached_tokens``,
+    ``cache_creation_tokens``); OpenAI's and Gemini's cached tokens are ``cached_tokens``."""
     usage = doc.get("usage")
     if not isinstance(usage, dict):
         return None
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
     total = int(usage.get("total_tokens") or prompt + completion)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+    details = usage.get("prompt_tokens_details")
+    if not isinstance(details, dict):
+        details = {}
+    read, write = cache_counts(
+        prompt,
+        _count(usage.get("cache_read_input_tokens")),
+        _count(usage.get("cache_creation_input_tokens")),
+        _count(details.get("cached_tokens")),
+        _count(details.get("cache_creation_tokens")),
+    )
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+    )
+
+
+def _count(value: object) -> int | None:
+    """A token count litellm reported, or None (absent, null or not an integer)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiError:
