@@ -129,6 +129,27 @@ async def test_failing_deployment_is_routed_around_and_cooled_on_every_head(
     assert by_id[B]["cooldown"] is None
 
 
+async def test_a_200_that_is_not_json_is_the_providers_failure(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """A proxy's HTML error page sent with 200 reached the client as its answer (the SDK
+    failed to parse it) and no other deployment was tried."""
+    await _clear(routed, A, B)
+    upstream.set_mode("a", "html")
+    upstream.set_mode("b", "html")
+    resp = await _chat(routed, "pair")
+    assert resp.status_code == 502, resp.text
+    error = resp.json()["error"]
+    assert "answered 200 with a body that is not JSON (text/html" in error["message"]
+    await _clear(routed, A, B)
+    upstream.set_mode("b", "echo")
+    for _ in range(4):  # whichever it picks first, b answers
+        resp = await _chat(routed, "pair")
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-switchyard-deployment"] == B
+    await _clear(routed, A, B)
+
+
 async def test_429_retry_after_keeps_traffic_away_for_that_long(
     routed: Stack, upstream: FakeOpenAI
 ) -> None:

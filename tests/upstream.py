@@ -18,6 +18,7 @@ Behaviour is chosen by the upstream model name a deployment sends:
   (``data: {"error": ...}``, as OpenAI and vLLM do), then ``[DONE]``;
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
   ``[DONE]``: an answer cut short);
+* ``html``: answers 200 with an HTML page (a proxy's error page in front of a provider);
 * ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``);
 * ``cached:<n>``: echoes, reporting ``n`` more prompt tokens, all read from the prompt cache
   (``prompt_tokens_details.cached_tokens``; Responses: ``input_tokens_details.cached_tokens``);
@@ -174,6 +175,9 @@ class FakeOpenAI:
             await asyncio.sleep(3600)
         elif kind == "gate":
             await self._gate(arg).wait()
+        elif kind == "html":
+            page = "<html><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
+            return web.Response(text=page, content_type="text/html")
         elif kind == "authecho":  # a provider that echoes the key it got, as some do on 401
             given = self._last_auth
             err = {"error": {"message": f"Incorrect API key provided: {given}", "type": "auth"}}

@@ -84,6 +84,7 @@ class Passthrough:
                     data = await resp.read()
                     if resp.status >= 400:
                         raise http_error(resp.status, data, resp.headers, name, call.api_key)
+                    data = ue.json_answer(name, data, resp.content_type)
         except TimeoutError:
             raise ue.timed_out(name, "the response") from None
         except aiohttp.ClientError as exc:

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "cut_short",
     "from_status",
+    "json_answer",
     "line_too_long",
     "parse_retry_after",
     "retryable",
@@ -95,6 +96,26 @@ def cut_short(provider: str, missing: str = "no finish_reason, no [DONE]") -> Pr
         f"provider {provider} ended its stream before the answer was complete ({missing})",
         provider=provider,
         retryable=True,
+    )
+
+
+def json_answer(provider: str, data: bytes, content_type: str) -> bytes:
+    """``data`` when it is a JSON object, as every API here answers; else the provider's
+    failure. A proxy in front of a provider may answer 200 with an HTML error page: passed
+    on, the client's SDK fails to parse it and no other deployment is tried.
+
+    Raises:
+        ProviderError: the body is not a JSON object (tried elsewhere, cooled as a 5xx).
+    """
+    if data.lstrip()[:1] == b"{":
+        return data
+    kind = content_type.split(";", 1)[0].strip() or "no content type"
+    raise ProviderError(
+        f"provider {provider} answered 200 with a body that is not JSON ({kind}, "
+        f"{len(data)} bytes)",
+        provider=provider,
+        retryable=True,
+        upstream_status=200,
     )
 
 
