@@ -8,6 +8,7 @@ from prometheus_client import Counter, Histogram
 
 from switchyard.errors import ApiError, RateLimited
 from switchyard.runtime import semconv as sc
+from switchyard.runtime.error_labels import error_class
 from switchyard.runtime.metrics import Bounded, Metrics
 from switchyard.schemas.openai import Usage
 
@@ -104,7 +105,7 @@ class EdgeMetrics:
             if reason is not None:
                 self._refusals.labels(reason).inc()
         label = sc.OTHER if status in _UNROUTED else self._model(model)
-        error_type = "" if error is None else self._error(error.code or str(status))
+        error_type = "" if error is None else self._error(error_class(error, status))
         self._duration.labels(operation, label, error_type).observe(seconds)
         if ttft is not None and error is None:
             self._ttft.labels(operation, label).observe(ttft)

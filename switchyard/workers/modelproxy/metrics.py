@@ -12,6 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from switchyard.errors import ApiError
 from switchyard.runtime import semconv as sc
+from switchyard.runtime.error_labels import error_class
 from switchyard.runtime.metrics import Bounded, Metrics
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.openai import Usage
@@ -115,7 +116,7 @@ class ProxyMetrics:
         if error is None:
             labels.duration.observe(seconds)
         else:
-            code = self._error(error.code or type(error).__name__)
+            code = self._error(error_class(error))
             provider = sc.PROVIDERS.get(kind, kind)
             op_name = sc.OPERATIONS.get(op, sc.OTHER)
             dep = self._dep(deployment)
@@ -126,3 +127,4 @@ class ProxyMetrics:
         if usage is not None:
             labels.input_tokens.observe(usage.prompt_tokens)
             labels.output_tokens.observe(usage.completion_tokens)
+
