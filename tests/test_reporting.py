@@ -12,8 +12,12 @@ import pytest
 from nats.aio.msg import Msg
 
 from switchyard.bus import subjects
+from switchyard.config import load_settings
+from switchyard.control.monitor import Monitor
+from switchyard.runtime.cooldowns import Cooldowns
+from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.reporting import HEARTBEAT_S, Reporter
-from switchyard.schemas.monitor import HEARTBEAT
+from switchyard.schemas.monitor import HEARTBEAT, Heartbeat
 from tests.support import jetstream_server
 
 pytestmark = pytest.mark.integration
@@ -79,3 +83,33 @@ async def test_an_edge_answering_requests_beats_every_second_and_idle_slowly(
     idle_gaps = [b - a for a, b in itertools.pairwise(idle)]
     assert idle_gaps, beats
     assert all(gap > 2.5 for gap in idle_gaps), idle_gaps
+
+
+async def test_a_process_stopping_on_purpose_leaves_the_table_at_once(tmp_path: Path) -> None:
+    """A SIGTERM'd process sent no last word: it stayed in the table as silent for five
+    minutes and `switchyard_process_up` said 0, so every rollout and scale-down paged as
+    SwitchyardProcessDown. Its last beat now says it is stopping, and it leaves the table."""
+    settings = load_settings(None, env={})
+    async with jetstream_server(tmp_path) as (nc, _):
+        monitor = Monitor(
+            nc, settings, Metrics("control"), lambda: settings.route_table, Cooldowns()
+        )
+        beats: list[Heartbeat] = []
+
+        async def on_beat(msg: Msg) -> None:
+            beat = HEARTBEAT.decode(msg.data)
+            beats.append(beat)
+            monitor.add_heartbeat(beat)
+
+        await nc.subscribe(subjects.process_stats("head", "head-9"), cb=on_beat)
+        await nc.flush()
+        reporter = Reporter(nc, "head", "head-9", lambda: True)
+        reporter.start()
+        await asyncio.sleep(0.2)
+        assert [p.instance for p in monitor.processes()] == ["head-9"]
+        await reporter.stop()
+        await reporter.stop()  # idempotent: one goodbye
+        await nc.flush()
+        await asyncio.sleep(0.1)
+    assert [b.stopping for b in beats][-2:] == [False, True]
+    assert monitor.processes() == []

@@ -338,6 +338,8 @@ class Monitor:
             cpu = max(0.0, 100.0 * used / (now - previous.seen))
         self._processes[key] = _Process(beat, now, round(cpu, 2))
         self._edges_seen(beat, previous, now)
+        if beat.stopping:  # gone on purpose: not a process that went silent
+            del self._processes[key]
 
     def _edges_seen(self, beat: m.Heartbeat, previous: _Process | None, now: float) -> None:
         """Edges count answered requests by status class; the deltas feed the totals."""

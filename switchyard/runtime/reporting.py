@@ -80,8 +80,9 @@ class Reporter:
         self._host = socket.gethostname()
         self._loops = TaskSupervisor(f"heartbeat-{component}")
 
-    def heartbeat(self) -> Heartbeat:
+    def heartbeat(self, *, stopping: bool = False) -> Heartbeat:
         return Heartbeat(
+            stopping=stopping,
             component=self._component,
             instance=self._instance,
             host=self._host,
@@ -97,8 +98,13 @@ class Reporter:
         self._loops.spawn(self._beat())
 
     async def stop(self) -> None:
-        """Idempotent."""
+        """Stop beating and say goodbye (the process stops on purpose: it leaves the process
+        table now rather than turning silent, which is what a crash looks like). Idempotent."""
+        beating = bool(self._loops)
         await self._loops.cancel_all()
+        if beating and self._nc.is_connected:
+            with contextlib.suppress(Exception):  # unsent, it ages out as before
+                await self._nc.publish(self._subject, ENCODER.encode(self.heartbeat(stopping=True)))
 
     async def _beat(self) -> None:
         for pause in STARTUP_BEATS_S:

@@ -53,6 +53,9 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     rss_bytes: int = 0
     # Edges only: requests answered since start, by status class ("2xx", "4xx", "429", "5xx").
     requests: dict[str, int] = {}
+    # The last beat of a process stopping on purpose (SIGTERM: a rollout, a scale-down): it
+    # leaves the process table at once instead of turning "silent" and paging as down.
+    stopping: bool = False
 
 
 class TrafficSample(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
