@@ -306,6 +306,45 @@ async def test_a_deployment_without_its_key_falls_back_and_every_attempt_is_name
         await nc.close()
 
 
+async def test_requests_queued_for_a_deployment_taken_out_of_its_route_go_elsewhere(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """The runbooks say to take a stuck deployment out of its route. The model-proxies stopped
+    pulling its queue at once, so what was queued behind the stuck call waited for its whole
+    deadline (10 minutes by default) and got a 504; the call itself was cut."""
+    stuck, spare = deployment_id("prov-a", "ctl:q1"), deployment_id("prov-b", "ctl:q2")
+    upstream.set_mode("q1", "gate:q1")
+    route = {"deployments": [{"provider": "prov-a", "model": "ctl:q1", "concurrency": 1}]}
+    assert (await routed.admin("PUT", "/routes/draining", route)).status_code == 200
+    await asyncio.sleep(0.5)  # every head and model-proxy follows the table
+
+    async def ask(text: str) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=60) as http:
+            return await http.post(
+                f"{routed.tail_url}/v1/chat/completions",
+                json={"model": "draining", "messages": [{"role": "user", "content": text}]},
+                headers={"Authorization": f"Bearer {routed.api_key}", "X-Request-Timeout": "30"},
+            )
+
+    first = asyncio.ensure_future(ask("first"))
+    while not upstream.calls_for("ctl:q1"):
+        await asyncio.sleep(0.05)
+    queued = [asyncio.ensure_future(ask(f"queued {n}")) for n in range(3)]
+    await asyncio.sleep(1.0)  # queued behind the stuck call
+    moved = {"deployments": [{"provider": "prov-b", "model": "ctl:q2"}]}
+    began = time.monotonic()
+    assert (await routed.admin("PUT", "/routes/draining", moved)).status_code == 200
+    await asyncio.sleep(1.0)
+    upstream.open_gate("q1")  # the stuck call ends: it was not cut either
+    answers = await asyncio.wait_for(asyncio.gather(first, *queued), 20)
+    assert time.monotonic() - began < 10
+    assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    assert answers[0].headers["x-switchyard-deployment"] == stuck
+    assert {a.headers["x-switchyard-deployment"] for a in answers[1:]} == {spare}
+    assert len(upstream.calls_for("ctl:q1")) == 1
+    upstream.set_mode("q1", "echo")
+
+
 async def test_route_change_applies_within_a_second_on_every_head(
     routed: Stack, upstream: FakeOpenAI
 ) -> None:

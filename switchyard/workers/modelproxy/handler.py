@@ -37,7 +37,6 @@ from switchyard.errors import (
     DeadlineExceeded,
     InvalidRequest,
     ProviderTimeout,
-    SecretMissing,
     ServiceUnavailable,
 )
 from switchyard.runtime import semconv as sc
@@ -53,6 +52,7 @@ from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, p
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
 from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
+from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
@@ -227,7 +227,8 @@ class Handler:
                 raise DeadlineExceeded("the request deadline passed while it was queued")
             if target is None:
                 raise ServiceUnavailable(
-                    f"deployment {job.deployment_id} is no longer routed", code="deployment_removed"
+                    f"deployment {job.deployment_id} is no longer routed",
+                    code=ue.DEPLOYMENT_REMOVED,
                 )
             adapter, call = plan(await self._prepare(job, target), self.adapters)
             hop = self._trace_call(job, target)
@@ -493,7 +494,7 @@ class Handler:
             last_status=exc.status,
             # Only this hop's Retry-After: an earlier one must not cool this deployment. A
             # missing key (0: no cooldown) answers the moment someone stores it.
-            retry_after=0.0 if isinstance(exc, SecretMissing) else exc.retry_after,
+            retry_after=0.0 if ue.no_cooldown(exc) else exc.retry_after,
         )
         timeout = max(0.05, min(_REROUTE_CONFIRM_S, job.deadline - time.time()))
         try:

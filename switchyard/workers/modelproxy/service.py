@@ -3,6 +3,11 @@
 It binds to consumers the provisioner created (it has no right to create or change them), fetches
 provider keys from the secrets service, and shuts down in order: stop fetching, finish requests
 in hand, stop heartbeats, drain the connection, close HTTP pools.
+
+A deployment taken out of the route table keeps its pull loops until its queue is empty: each
+request still queued for it goes back to the heads (``deployment_removed``, no cooldown), which
+route it by the table as it is now. Stopped at once, they left those requests waiting in the
+queue until their deadline, the runbooks' "take it out of the route" included.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import logging
 
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
 
 from switchyard.bus import identities, subjects
 from switchyard.config import Settings
@@ -21,6 +28,7 @@ from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.puller import Puller
 from switchyard.runtime.secret_cache import SecretCache
+from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
 from switchyard.workers.modelproxy.handler import Handler
@@ -30,6 +38,9 @@ from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.traffic import TrafficMeter
 
 log = logging.getLogger("switchyard.modelproxy")
+
+DRAIN_CHECK_S = 1.0  # how often a removed deployment's queue is looked at
+DRAIN_MAX_S = 600.0  # a removed deployment's loops stop after this whatever is left
 
 
 class ModelProxy:
@@ -58,6 +69,8 @@ class ModelProxy:
         )
         self.stats.watch(self.keys, self.handler.usage)
         self.workers: dict[str, Puller] = {}
+        self.draining: dict[str, Puller] = {}  # removed deployments whose queue is emptied
+        self._drains = TaskSupervisor("drains")
         self._routes = KvFollower(
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
@@ -81,13 +94,19 @@ class ModelProxy:
             wanted = self.table.deployments()
             self.keys.prefetch({p.secret for p, _ in wanted.values() if p.secret})
             for dep_id in [d for d in self.workers if d not in wanted]:
-                workers = self.workers.pop(dep_id)
-                log.info("deployment %s no longer routed; stopping its workers", dep_id)
-                await workers.stop(self.settings.stack.stop_timeout_s / 2)
+                puller = self.workers.pop(dep_id)
+                log.info(
+                    "deployment %s no longer routed; its queued requests go back to the heads",
+                    dep_id,
+                )
+                self.draining[dep_id] = puller
+                self._drains.spawn(self._drain(dep_id, puller))
             for dep_id, (provider, deployment) in wanted.items():
                 concurrency = deployment.concurrency or provider.concurrency
                 capacity = min(concurrency, self.settings.modelproxy.max_workers_per_deployment)
                 current = self.workers.get(dep_id)
+                if current is None and dep_id in self.draining:  # routed again while draining
+                    current = self.workers[dep_id] = self.draining.pop(dep_id)
                 if current is None:
                     puller = Puller(self.nc, dep_id, capacity, self.handler.handle)
                     await puller.start()
@@ -97,8 +116,31 @@ class ModelProxy:
                     await current.resize(capacity)  # no restart: requests in hand carry on
                     log.info("deployment %s now has %d slots", dep_id, capacity)
 
+    async def _drain(self, dep_id: str, puller: Puller) -> None:
+        """Keep pulling a removed deployment's queue (its requests are rerouted) until it
+        is empty twice in a row, then stop its loops; unless it is routed again meanwhile."""
+        loop = asyncio.get_running_loop()
+        began, empty = loop.time(), 0
+        consumer = subjects.dispatch_consumer(dep_id)
+        while self.draining.get(dep_id) is puller and loop.time() - began < DRAIN_MAX_S:
+            await asyncio.sleep(DRAIN_CHECK_S)
+            try:
+                info = await self.js.consumer_info(subjects.DISPATCH_STREAM, consumer)
+            except NotFoundError:
+                break  # the consumer itself is gone: nothing left to pull
+            except (NatsError, TimeoutError):
+                continue
+            left = (info.num_pending or 0) + (info.num_ack_pending or 0)
+            empty = empty + 1 if left == 0 else 0
+            if empty >= 2:
+                break
+        if self.draining.get(dep_id) is puller:
+            del self.draining[dep_id]
+            log.info("deployment %s: its queue is empty; stopping its workers", dep_id)
+            await puller.stop(self.settings.stack.stop_timeout_s / 2)
+
     def on_reconnect(self) -> None:
-        for puller in self.workers.values():
+        for puller in (*self.workers.values(), *self.draining.values()):
             puller.reset()
 
     async def start(self) -> None:
@@ -118,8 +160,11 @@ class ModelProxy:
             with contextlib.suppress(Exception):
                 await self._cancels.unsubscribe()
         await self._routes.stop()
-        await asyncio.gather(*(w.stop(grace) for w in self.workers.values()))
+        await self._drains.cancel_all()
+        pullers = (*self.workers.values(), *self.draining.values())
+        await asyncio.gather(*(w.stop(grace) for w in pullers))
         self.workers.clear()
+        self.draining.clear()
         await self.heartbeats.stop()
         await self.traffic.stop()
         await self.keys.stop()

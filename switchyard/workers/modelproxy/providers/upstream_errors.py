@@ -28,12 +28,14 @@ __all__ = [
     "from_status",
     "json_answer",
     "line_too_long",
+    "no_cooldown",
     "parse_retry_after",
     "retryable",
     "timed_out",
     "unreachable",
 ]
 
+DEPLOYMENT_REMOVED = "deployment_removed"  # a request queued for a deployment since removed
 RETRYABLE_STATUSES = frozenset({401, 403, 404, 408, 409, 410, 425, 429, 500, 502, 503, 504, 529})
 # The longest line of a streamed answer read (aiohttp's own limit is 512 KiB, which a Responses
 # stream's final event, echoing a long answer with its instructions and tools, can pass). Each
@@ -132,6 +134,15 @@ def timed_out(provider: str, what: str) -> ProviderTimeout:
 
 
 def retryable(exc: ApiError) -> bool:
-    """Whether another deployment may answer: a provider failure that says so, or a
-    deployment whose provider key is not stored."""
-    return (isinstance(exc, ProviderError) and exc.retryable) or isinstance(exc, SecretMissing)
+    """Whether another deployment may answer: a provider failure that says so, a deployment
+    whose provider key is not stored, or one no longer routed (its queue is being emptied)."""
+    return (
+        (isinstance(exc, ProviderError) and exc.retryable)
+        or isinstance(exc, SecretMissing)
+        or exc.code == DEPLOYMENT_REMOVED
+    )
+
+
+def no_cooldown(exc: ApiError) -> bool:
+    """A failure that says nothing about the provider's health: nothing to wait out."""
+    return isinstance(exc, SecretMissing) or exc.code == DEPLOYMENT_REMOVED
