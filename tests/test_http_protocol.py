@@ -418,6 +418,7 @@ async def test_client_disconnect_mid_stream_cancels_the_provider_call_and_bills_
     assert event.status == 499
     assert 3 <= event.completion_tokens < 300
     assert event.prompt_tokens > 0
+    assert event.prompt_tokens_estimated == event.prompt_tokens  # no count came: an estimate
 
 
 async def test_cancel_from_another_key_is_ignored(edge: Stack, upstream: FakeOpenAI) -> None:

@@ -34,6 +34,8 @@ class UsageEvent(msgspec.Struct, frozen=True, kw_only=True):
     cache_write_tokens: int = 0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    # Set when the provider gave no count and the tokens are Switchyard's estimate (an
+    # abandoned or failed stream, a server without usage): the estimated prompt tokens.
     prompt_tokens_estimated: int = 0
     # The key's budget period (set by the head from the key record): picks the spend counter.
     budget_period: str = "monthly"

@@ -471,9 +471,7 @@ class Handler:
     def _bill_delivered(self, job: Job) -> None:
         """A stream its caller abandoned: it is billed for what was delivered (estimated
         when the provider's count, which comes at the end, never came)."""
-        job.status = CLIENT_CLOSED
-        if job.usage is None:
-            job.usage = _estimated_usage(job)
+        job.status = CLIENT_CLOSED  # billed by _bill, estimated when no count came
         log.info(
             "stream abandoned by its caller after %d chunks; provider call stopped",
             len(job.chunks),
@@ -514,13 +512,17 @@ class Handler:
         """Record what a provider call cost: an answer, or content streamed before a failure."""
         if not job.called or job.env.op in COUNTS:
             return
-        if job.usage is None and job.status != 200 and not job.chunks:
+        delivered = job.status in (200, CLIENT_CLOSED) or job.chunks
+        if job.usage is None and not delivered:
             return  # a failure that delivered nothing
-        if job.usage is None:  # answered (or partly streamed) without a count: estimated
+        estimated = job.usage is None
+        if estimated:  # answered, abandoned or partly streamed without a count
             job.usage = _estimated_usage(job)
-        await self._record_usage(job, target)
+        await self._record_usage(job, target, estimated=estimated)
 
-    async def _record_usage(self, job: Job, target: Target | None) -> None:
+    async def _record_usage(
+        self, job: Job, target: Target | None, *, estimated: bool = False
+    ) -> None:
         """Hand the usage to the batcher and wait until its batch is stored (bounded: the
         publisher gives a batch up after its retries)."""
         env = job.env
@@ -550,6 +552,7 @@ class Handler:
             cache_write_tokens=u.cache_write_tokens,
             latency_ms=round((time.time() - job.started) * 1000, 3),
             ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
+            prompt_tokens_estimated=u.prompt_tokens if estimated else 0,
         )
         await self.usage.add(event)
 
