@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -144,6 +147,51 @@ def test_the_demo_key_is_shown_to_the_user_but_kept_out_of_the_log(cli_stack: Cl
     assert "Switchyard is up" in log  # the summary is there...
     assert key not in log  # ...without the key
     assert f"$(cat {home / 'demo-key'})" in log
+
+
+def test_the_printed_commands_find_the_stack_from_anywhere(
+    cli_stack: CliStack, tmp_path: Path
+) -> None:
+    """`up` printed plain `switchyard status`/`down` for a stack in another home: run as printed,
+    `down` found no stack (exit 0) and left it running."""
+    printed = re.search(
+        r"Status: `switchyard(.*) status`   Stop: `switchyard(.*) down`", cli_stack.up_output
+    )
+    assert printed, cli_stack.up_output
+    assert printed[1] == printed[2] == f" --home {cli_stack.root / 'home'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    status = subprocess.run(
+        [sys.executable, "-m", "switchyard", *shlex.split(printed[1]), "status"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,  # neither the config nor the home is here
+        timeout=60,
+        check=False,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.startswith("stack: healthy")
+
+
+def test_status_names_a_server_that_stopped_answering(cli_stack: CliStack) -> None:
+    """The headline said `healthy` (JSON: "status": "healthy", "healthy": false) while the
+    process table below showed Valkey unhealthy."""
+    state = json.loads((cli_stack.root / "home" / "run" / "state.json").read_text())
+    valkey = next(p["pid"] for p in state["processes"] if p["name"] == "valkey")
+    os.kill(valkey, signal.SIGSTOP)
+    try:
+        shown = cli_stack.run("status", "--json")
+        text = cli_stack.run("status")
+    finally:
+        os.kill(valkey, signal.SIGCONT)
+    doc = json.loads(shown.stdout)
+    assert shown.returncode == 1
+    assert (doc["status"], doc["healthy"]) == ("unhealthy", False)
+    assert any(line.startswith("valkey is unhealthy") for line in doc["problems"]), doc
+    assert text.stdout.splitlines()[:2] == [
+        f"stack: unhealthy (home: {cli_stack.root / 'home'})",
+        f"  ! {doc['problems'][0]}",
+    ]
 
 
 EXTRA_ROUTE = {"extra": {"deployments": [{"provider": "local-demo", "model": "demo"}]}}

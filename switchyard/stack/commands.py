@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from switchyard.config import Settings, inherited_environment
+from switchyard.config import DEFAULT_CONFIG_FILE, Settings, inherited_environment
 from switchyard.errors import StackError, SwitchyardError
 from switchyard.stack import attach, local
 from switchyard.stack.demo_key import demo_key_file, read_demo_key
@@ -63,17 +63,34 @@ def up(
     """
     home = StackHome(settings.home_dir)
     home.ensure()
+    flags = command_flags(settings, config_file)
     running = _running_supervisor(home)
     if running:
         raise StackError(
             "up",
             f"a stack is already running from {home.root} (supervisor pid {running}); "
-            "see `switchyard status`, or stop it with `switchyard down`",
+            f"see `switchyard{flags} status`, or stop it with `switchyard{flags} down`",
         )
     if detach:
         local.resolve_ports(settings)  # fail fast, here, on a port in use
         return _up_detached(settings, config_file, home, out)
     return asyncio.run(_up_foreground(settings, config_file, home, out, reveal_key))
+
+
+def command_flags(settings: Settings, config_file: Path | None) -> str:
+    """The global flags a later command (`status`, `down`) needs to find this stack.
+
+    None for the defaults (``./switchyard.yaml``, ``./.switchyard``); otherwise absolute
+    ``--config``/``--home``, so the printed command works from any directory and in a shell
+    without the ``SWITCHYARD_*`` variables this one may have. Without them `down` looked in
+    the default home, found nothing and left the stack running.
+    """
+    flags: list[str] = []
+    if config_file is not None and config_file.resolve() != Path(DEFAULT_CONFIG_FILE).resolve():
+        flags += ["--config", str(config_file.resolve())]
+    if settings.home_dir != Settings().home_dir:
+        flags += ["--home", str(settings.home_dir)]
+    return "".join(f" {shlex.quote(flag)}" for flag in flags)
 
 
 async def _up_foreground(
@@ -109,7 +126,15 @@ async def _up_foreground(
     key = read_demo_key(settings)
     hidden = demo_key_file(settings) if key is not None and not reveal_key else None
     print(
-        summary(urls, key, supervisor.state.processes, home, elapsed, key_file=hidden),
+        summary(
+            urls,
+            key,
+            supervisor.state.processes,
+            home,
+            elapsed,
+            key_file=hidden,
+            flags=command_flags(settings, config_file),
+        ),
         file=out,
         flush=True,
     )
@@ -151,7 +176,16 @@ def _up_detached(settings: Settings, config_file: Path | None, home: StackHome, 
                 urls = info.get("endpoints") or endpoints(settings)
                 key = read_demo_key(settings)
                 print(
-                    summary(urls, key, state["processes"], home, elapsed, detached=True), file=out
+                    summary(
+                        urls,
+                        key,
+                        state["processes"],
+                        home,
+                        elapsed,
+                        detached=True,
+                        flags=command_flags(settings, config_file),
+                    ),
+                    file=out,
                 )
                 for line in asyncio.run(_route_drift(attach.live_settings(settings), config_file)):
                     print(line, file=out)
@@ -209,14 +243,16 @@ def summary(
     *,
     detached: bool = False,
     key_file: Path | None = None,
+    flags: str = "",
 ) -> str:
     """What `up` prints once healthy. ``key_file``: the demo key is not printed (the output is
-    a log), the examples read it from that file instead."""
+    a log), the examples read it from that file instead. ``flags``: what `status` and `down`
+    need to find this stack (``command_flags``)."""
     lines = [f"Switchyard is up in {elapsed:.1f}s (home: {home.root})", ""]
     width = max((len(p["name"]) for p in processes), default=10) + 2
     for p in processes:
         where = p.get("endpoint") or ""
-        lines.append(f"  {p['name']:<{width}} pid {p['pid']:<8} {where}")
+        lines.append(f"  {p['name']:<{width}} pid {p['pid'] or '-':<8} {where}")
     lines += ["", f"OpenAI-compatible API: {urls['openai_api']}   docs: {urls['gateway_docs']}"]
     if key:
         shown, shell, python = key, key, f'"{key}"'
@@ -249,9 +285,9 @@ def summary(
         ]
     lines += ["", f"Logs: {home.logs}/"]
     if detached:
-        lines.append("Status: `switchyard status`   Stop: `switchyard down`")
+        lines.append(f"Status: `switchyard{flags} status`   Stop: `switchyard{flags} down`")
     else:
-        lines.append("Stop: Ctrl-C in the terminal that runs it, or `switchyard down`")
+        lines.append(f"Stop: Ctrl-C in the terminal that runs it, or `switchyard{flags} down`")
     return "\n".join(lines)
 
 
@@ -260,7 +296,11 @@ def down(settings: Settings, *, out: TextIO) -> int:
     home = StackHome(settings.home_dir)
     state = read_state(home.state_file)
     if not state:
-        print(f"no stack found in {home.root}", file=out)
+        print(
+            f"no stack found in {home.root} (a stack started with --home or --config is "
+            "stopped with the same flags)",
+            file=out,
+        )
         return 0
     pid = state.get("supervisor_pid")
     timeout = settings.stack.stop_timeout_s * 3 + 10
@@ -320,11 +360,12 @@ def status(settings: Settings, *, as_json: bool, out: TextIO) -> int:
     supervisor_alive = isinstance(state.get("supervisor_pid"), int) and pid_alive(
         state["supervisor_pid"]
     )
-    overall = state.get("status", "unknown") if supervisor_alive else "not running"
-    all_healthy = overall == "healthy" and all(p["healthy"] for p in report)
+    overall, problems = assess(state, report, supervisor_alive=supervisor_alive, now=time.time())
     doc = {
         "status": overall,
-        "healthy": all_healthy,
+        "healthy": overall == "healthy",
+        "problems": problems,
+        "error": state.get("error"),
         "home": str(home.root),
         "supervisor_pid": state.get("supervisor_pid"),
         "processes": report,
@@ -337,13 +378,64 @@ def status(settings: Settings, *, as_json: bool, out: TextIO) -> int:
         print(json.dumps(doc, indent=2), file=out)
     else:
         print(f"stack: {overall} (home: {home.root})", file=out)
+        for problem in problems:
+            print(f"  ! {problem}", file=out)
         width = max((len(p["name"]) for p in report), default=10) + 2
         for p in report:
             health = "healthy" if p["healthy"] else ("unhealthy" if p["alive"] else "not running")
             # Workers have no endpoint of their own: their health port is where to look.
             pid, where = p["pid"] or "-", p.get("endpoint") or p.get("health_url") or ""
             print(f"  {p['name']:<{width}} {health:<12} pid {pid:<8} {where}", file=out)
-    return 0 if all_healthy else 1
+    return 0 if overall == "healthy" else 1
+
+
+def assess(
+    state: dict[str, Any], report: list[dict[str, Any]], *, supervisor_alive: bool, now: float
+) -> tuple[str, list[str]]:
+    """The headline of `status` and the lines that explain it.
+
+    ``healthy`` only when every process answers its health check and none is crash-looping;
+    ``unhealthy`` when a server (NATS, Valkey, OpenBao: the others depend on them) does not,
+    ``degraded`` when only components do; ``starting``/``stopping`` as the supervisor says;
+    ``not running`` with the reason the supervisor recorded, if it failed.
+    """
+    lifecycle = state.get("status", "unknown")
+    if not supervisor_alive:
+        error = state.get("error")
+        if error:
+            return "not running", [f"it failed: {str(error).splitlines()[0]}"]
+        if lifecycle not in ("stopped", "failed"):
+            return "not running", [
+                f"its supervisor (pid {state.get('supervisor_pid')}) ended without stopping "
+                "it: see logs/supervisor.log in the home"
+            ]
+        return "not running", []
+    if lifecycle != "healthy":
+        return lifecycle, []
+    problems = [line for p in report if (line := _problem(p, now))]
+    if not problems:
+        return "healthy", []
+    servers_down = any(p.get("kind") == "server" and not p["healthy"] for p in report)
+    return ("unhealthy" if servers_down else "degraded"), problems
+
+
+def _problem(proc: dict[str, Any], now: float) -> str | None:
+    """What is wrong with one probed process, in a line (None: nothing)."""
+    name, crashes, code = proc["name"], proc.get("crashes") or 0, proc.get("last_exit")
+    restart_at = proc.get("restart_at")
+    retry = f"; next try in {max(0, round(restart_at - now))}s" if restart_at else ""
+    if proc.get("crash_looping"):
+        state = "up again" if proc["healthy"] else ("unhealthy" if proc["alive"] else "down")
+        return (
+            f"{name} is crash-looping: {crashes} exits in a row, the last with code {code} "
+            f"({state}{retry}; log: {proc.get('log')})"
+        )
+    if not proc["alive"]:
+        exited = f": exited with code {code}" if crashes else ""
+        return f"{name} is not running{exited}{retry}"
+    if not proc["healthy"]:
+        return f"{name} is unhealthy: running, but {proc.get('health_url')} does not answer ok"
+    return None
 
 
 async def _probe(state: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:

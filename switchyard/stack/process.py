@@ -73,6 +73,7 @@ class ManagedProcess:
         self.log_path = log_dir / f"{spec.name}.log"
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
+        self.started_at = 0.0  # monotonic, of the last start: how long it has run since
 
     @property
     def pid(self) -> int | None:
@@ -94,6 +95,7 @@ class ManagedProcess:
                 start_new_session=True,
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
+        self.started_at = time.monotonic()
         log.debug("started %s pid %s", self.spec.name, self.proc.pid)
 
     async def wait_healthy(self, timeout: float, check: HealthCheck | None = None) -> bool:

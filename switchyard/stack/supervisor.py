@@ -2,9 +2,14 @@
 
 Phases start in order (infrastructure, then components); processes inside a phase start together,
 which is what keeps ``switchyard up`` fast. Each step may run a hook once its process is up
-(provisioning NATS, initialising OpenBao). A component that exits is restarted with backoff; one
-that keeps crashing marks the stack failed. Stopping goes in reverse phase order. The supervisor
-records what runs in ``run/state.json`` for ``switchyard status`` and ``down``.
+(provisioning NATS, initialising OpenBao). A process that exits is restarted: the first time at
+once, then after a delay that doubles up to a cap (``RestartPolicy``), counted from zero again once
+it has run long enough. A process that keeps crashing is retried at the capped delay for as long as
+the stack runs, alone: stopping the rest would turn one bad replica into a full outage, and even a
+crash-looping server (NATS, Valkey, OpenBao) is better retried than given up, because the
+components keep what they have not yet delivered (usage events) until it answers again. Stopping
+goes in reverse phase order. The supervisor records what runs, and every process's crashes, in
+``run/state.json`` for ``switchyard status`` and ``down``.
 """
 
 from __future__ import annotations
@@ -26,8 +31,49 @@ from switchyard.stack.process import HealthCheck, ManagedProcess, ProcessSpec
 log = logging.getLogger("switchyard.stack")
 
 Hook = Callable[[], Awaitable[None]]
-MAX_RESTARTS = 5
-RESTART_WINDOW_S = 60.0
+_MAX_DOUBLINGS = 30  # 2**30 s is far past any cap; without a bound the float overflows
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """When a process that exited is started again.
+
+    Attributes:
+        first_delay_s: the wait before the second restart of a run of crashes (the first is
+            immediate: a one-off crash should cost nothing).
+        max_delay_s: the cap the wait doubles up to; a crash loop is retried at this interval.
+        stable_after_s: a process that has run this long counts its crashes from zero again.
+        crash_loop: this many crashes in a row make it "crash-looping" (logged as an error and
+            shown by ``switchyard status``).
+    """
+
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    stable_after_s: float = 60.0
+    crash_loop: int = 3
+
+    def delay(self, crashes: int) -> float:
+        """The wait before restarting a process after its ``crashes``-th crash in a row."""
+        if crashes <= 1:
+            return 0.0
+        return min(self.first_delay_s * 2.0 ** min(crashes - 2, _MAX_DOUBLINGS), self.max_delay_s)
+
+
+@dataclass(slots=True)
+class Crashes:
+    """One process's run of crashes, as the supervisor tracks it.
+
+    Attributes:
+        count: exits in a row without a stable run between them (0: it runs fine).
+        last_exit: the last exit code (negative: killed by that signal).
+        last_exit_at: when (wall clock).
+        restart_at: while it waits to be started again, when (monotonic), else None.
+    """
+
+    count: int = 0
+    last_exit: int | None = None
+    last_exit_at: float | None = None
+    restart_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -50,8 +96,11 @@ class Step:
 class StackState:
     """What ``run/state.json`` holds."""
 
-    status: str = "starting"  # starting | healthy | stopping | stopped | failed
-    error: str | None = None
+    # starting | healthy | stopping | stopped | failed. "healthy": everything came up and is
+    # supervised; whether each process serves now is what ``switchyard status`` probes (other
+    # commands look for these values to find a running stack, so a crash loop does not change it).
+    status: str = "starting"
+    error: str | None = None  # why it failed
     supervisor_pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.time)
     processes: list[dict[str, Any]] = field(default_factory=list)
@@ -97,8 +146,13 @@ class Supervisor:
         start_timeout: float,
         stop_timeout: float,
         info: dict[str, Any] | None = None,
+        restart_policy: RestartPolicy | None = None,
+        poll_s: float = 0.5,
     ) -> None:
         self.phases = phases
+        self.restart_policy = restart_policy or RestartPolicy()
+        self.poll_s = poll_s
+        self.crashes: dict[str, Crashes] = {}
         self.log_dir = log_dir
         self.state_file = state_file
         self.start_timeout = start_timeout
@@ -109,20 +163,29 @@ class Supervisor:
         self._stopped = False
 
     def _record(self) -> None:
-        self.state.processes = [
-            {
-                "name": p.spec.name,
-                "kind": p.spec.kind,
-                "pid": p.pid,
-                "endpoint": p.spec.endpoint,
-                "health_url": p.spec.health_url,
-                "log": str(p.log_path),
-                "restarts": p.restarts,
-            }
-            for phase in self.procs
-            for p in phase
-        ]
+        self.state.processes = [self._describe(p) for phase in self.procs for p in phase]
         write_state(self.state_file, self.state)
+
+    def _describe(self, proc: ManagedProcess) -> dict[str, Any]:
+        crashes = self.crashes.get(proc.spec.name) or Crashes()
+        waiting = crashes.restart_at
+        return {
+            "name": proc.spec.name,
+            "kind": proc.spec.kind,
+            "pid": proc.pid if proc.running else None,  # a dead one's pid may be reused
+            "endpoint": proc.spec.endpoint,
+            "health_url": proc.spec.health_url,
+            "log": str(proc.log_path),
+            "restarts": proc.restarts,
+            "crashes": crashes.count,
+            "crash_looping": crashes.count >= self.restart_policy.crash_loop,
+            "last_exit": crashes.last_exit,
+            "last_exit_at": crashes.last_exit_at,
+            # Wall clock, for `status` in another process: "next try in 12s".
+            "restart_at": None
+            if waiting is None
+            else time.time() + max(0.0, waiting - time.monotonic()),
+        }
 
     async def start(self) -> None:
         """Start every phase and wait until all are healthy.
@@ -175,41 +238,73 @@ class Supervisor:
         return StackError(proc.spec.name, f"{why}{detail}")
 
     async def watch(self, stop: asyncio.Event) -> None:
-        """Restart processes that exit until ``stop`` is set; raise if one keeps crashing.
+        """Restart processes that exit, with backoff, until ``stop`` is set.
 
         Raises:
-            StackError: a process exited more than MAX_RESTARTS times within RESTART_WINDOW_S,
-                or exited and is not restartable.
+            StackError: a process that is not restartable (``spec.restart`` False) exited.
         """
-        history: dict[str, list[float]] = {}
-        while not stop.is_set():
+        while not stop.is_set() and not self._stopped:
             for phase in self.procs:
                 for proc in phase:
-                    if proc.running or self._stopped:
-                        continue
-                    code = proc.proc.returncode if proc.proc else None
-                    recent = [
-                        t
-                        for t in history.get(proc.spec.name, [])
-                        if time.monotonic() - t < RESTART_WINDOW_S
-                    ]
-                    if not proc.spec.restart or len(recent) >= MAX_RESTARTS:
-                        self.state.status = "failed"
-                        self.state.error = (
-                            f"{proc.spec.name} exited (code {code}) and was not restarted"
-                        )
-                        self._record()
-                        raise StackError(
-                            proc.spec.name, f"exited with code {code}\n{proc.tail_log()}"
-                        )
-                    log.warning("%s exited with code %s; restarting", proc.spec.name, code)
-                    recent.append(time.monotonic())
-                    history[proc.spec.name] = recent
-                    proc.restarts += 1
-                    await proc.start()
-                    self._record()
+                    if stop.is_set() or self._stopped:
+                        return
+                    await self._tend(proc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+                await asyncio.wait_for(stop.wait(), self._next_wake())
+
+    def _next_wake(self) -> float:
+        """Poll for exits every ``poll_s``, sooner when a restart falls due before that."""
+        now = time.monotonic()
+        due = [c.restart_at - now for c in self.crashes.values() if c.restart_at is not None]
+        return max(0.0, min([self.poll_s, *due]))
+
+    async def _tend(self, proc: ManagedProcess) -> None:
+        """Note an exit, schedule its restart, start it when due, forget crashes once stable."""
+        name = proc.spec.name
+        crashes = self.crashes.setdefault(name, Crashes())
+        now = time.monotonic()
+        if proc.running:
+            if crashes.count and now - proc.started_at >= self.restart_policy.stable_after_s:
+                log.info(
+                    "%s has run %.0fs since its last restart; counting its crashes from zero",
+                    name,
+                    now - proc.started_at,
+                )
+                crashes.count = 0
+                self._record()
+            return
+        if crashes.restart_at is None:  # an exit not seen before
+            code = proc.proc.returncode if proc.proc else None
+            if not proc.spec.restart:
+                self.state.status = "failed"
+                self.state.error = f"{name} exited (code {code}) and is not restartable"
+                self._record()
+                raise StackError(name, f"exited with code {code}\n{proc.tail_log()}")
+            crashes.count += 1
+            crashes.last_exit, crashes.last_exit_at = code, time.time()
+            delay = self.restart_policy.delay(crashes.count)
+            crashes.restart_at = now + delay
+            looping = crashes.count >= self.restart_policy.crash_loop
+            log.log(
+                logging.ERROR if looping else logging.WARNING,
+                "%s exited with code %s (%d time(s) in a row%s); restarting it %s (log: %s)",
+                name,
+                code,
+                crashes.count,
+                ", crash-looping" if looping else "",
+                "now" if delay == 0 else f"in {delay:.0f}s",
+                proc.log_path,
+            )
+            self._record()
+        if now < crashes.restart_at:
+            return
+        crashes.restart_at = None
+        proc.restarts += 1
+        try:
+            await proc.start()
+        except OSError as exc:  # e.g. its binary is gone: the next round counts it as a crash
+            log.error("%s could not be started again: %s", name, exc)
+        self._record()
 
     async def stop(self, final_status: str = "stopped") -> None:
         """Stop every process, last phase first. Idempotent."""

@@ -1,0 +1,129 @@
+"""The local stack's supervisor with real child processes: a crash-looping replica is retried
+with growing waits, alone, while the rest keeps running; `status` names it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from switchyard.errors import StackError
+from switchyard.stack.commands import assess
+from switchyard.stack.process import ManagedProcess, ProcessSpec, pid_alive
+from switchyard.stack.supervisor import RestartPolicy, Step, Supervisor, read_state
+
+
+async def _serving() -> bool:
+    return True
+
+
+def _step(name: str, kind: str = "component", *, restart: bool = True) -> Step:
+    return Step(ProcessSpec(name, ["sleep", "300"], _serving, kind=kind, restart=restart))
+
+
+def _supervisor(tmp_path: Path, policy: RestartPolicy, *flaky: Step) -> Supervisor:
+    return Supervisor(
+        [[_step("server", "server")], [_step("steady"), *flaky]],
+        log_dir=tmp_path / "logs",
+        state_file=tmp_path / "state.json",
+        start_timeout=10,
+        stop_timeout=5,
+        restart_policy=policy,
+        poll_s=0.02,
+    )
+
+
+def _proc(sup: Supervisor, name: str) -> ManagedProcess:
+    return next(p for phase in sup.procs for p in phase if p.spec.name == name)
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def _kill_and_time_restart(proc: ManagedProcess) -> float:
+    """SIGKILL ``proc``; seconds until the supervisor has a new one running."""
+    old = proc.pid
+    assert old is not None
+    killed = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    await _until(lambda: proc.running and proc.pid != old)
+    return time.monotonic() - killed
+
+
+async def test_a_crash_looping_replica_backs_off_alone(tmp_path: Path) -> None:
+    policy = RestartPolicy(first_delay_s=0.2, max_delay_s=0.4, stable_after_s=60, crash_loop=3)
+    sup = _supervisor(tmp_path, policy, _step("flaky"))
+    await sup.start()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(sup.watch(stop))
+    try:
+        others = {name: _proc(sup, name).pid for name in ("server", "steady")}
+        flaky = _proc(sup, "flaky")
+        waits = [await _kill_and_time_restart(flaky) for _ in range(6)]
+        assert waits[0] < 0.2, waits  # one crash costs nothing
+        assert 0.2 <= waits[1] < 0.4 + 1, waits
+        assert all(0.4 <= w < 0.4 + 1 for w in waits[2:]), waits  # capped, never given up
+        assert not watcher.done()
+        assert {name: _proc(sup, name).pid for name in others} == others
+        assert all(pid is not None and pid_alive(pid) for pid in others.values())
+
+        state = read_state(tmp_path / "state.json")
+        assert state is not None
+        assert state["status"] == "healthy"  # other commands still find the stack
+        record = {p["name"]: p for p in state["processes"]}["flaky"]
+        assert record["crashes"] == 6
+        assert record["crash_looping"]
+        assert record["last_exit"] == -signal.SIGKILL
+        assert record["restarts"] == 6
+        report = [{**p, "alive": True, "healthy": True} for p in state["processes"]]
+        overall, problems = assess(state, report, supervisor_alive=True, now=time.time())
+        assert overall == "degraded"
+        assert problems[0].startswith("flaky is crash-looping: 6 exits in a row")
+    finally:
+        stop.set()
+        await watcher
+        await sup.stop()
+
+
+async def test_a_process_that_ran_long_enough_starts_its_count_again(tmp_path: Path) -> None:
+    policy = RestartPolicy(first_delay_s=0.3, max_delay_s=0.3, stable_after_s=0.5, crash_loop=3)
+    sup = _supervisor(tmp_path, policy, _step("flaky"))
+    await sup.start()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(sup.watch(stop))
+    try:
+        flaky = _proc(sup, "flaky")
+        await _kill_and_time_restart(flaky)
+        assert await _kill_and_time_restart(flaky) >= 0.3
+        await _until(lambda: sup.crashes["flaky"].count == 0)
+        assert await _kill_and_time_restart(flaky) < 0.3  # immediate again
+    finally:
+        stop.set()
+        await watcher
+        await sup.stop()
+
+
+async def test_a_process_that_may_not_restart_still_fails_the_stack(tmp_path: Path) -> None:
+    sup = _supervisor(tmp_path, RestartPolicy(), _step("once", restart=False))
+    await sup.start()
+    once = _proc(sup, "once")
+    assert once.pid is not None
+    os.kill(once.pid, signal.SIGKILL)
+    with pytest.raises(StackError, match="once"):
+        await asyncio.wait_for(sup.watch(asyncio.Event()), 10)
+    await sup.stop(final_status="failed")
+    state = read_state(tmp_path / "state.json")
+    assert state is not None
+    assert state["status"] == "failed"
+    overall, problems = assess(state, [], supervisor_alive=False, now=time.time())
+    assert (overall, problems) == ("not running", [f"it failed: {state['error']}"])
+    assert "once exited (code -9)" in state["error"]
