@@ -334,6 +334,7 @@ async def test_limits_fail_closed_when_valkey_is_down(limited: dict[str, Any]) -
             took = time.monotonic() - began
             assert resp.status_code == 503
             assert resp.json()["error"]["code"] == "limits_unavailable"
+            assert resp.headers["retry-after"] == "3"  # Valkey is back within seconds, usually
             assert took < 3.0  # a clear error, never a hang
             # Keys without limits never need Redis.
             assert (await _post(http, stack.tail_url, open_key, _body("gpt-4o"))).status_code == 200

@@ -7,6 +7,9 @@ queues the release of the concurrency slot and the correction of the token estim
 usage; they ride along with the key's next admission, or leave within ``SETTLE_DELAY_S`` when
 the key is quiet. Keys without any limit never touch Redis.
 
+Concurrency slots are leased (:mod:`switchyard.limits.slots`): the edge renews all the slots it
+holds in one call every ~20 s, so the slots of an edge that dies unsettled free within a minute.
+
 When Redis/Valkey cannot be reached, ``redis.on_unavailable`` decides: ``fail_closed`` refuses
 with a clear 503, ``fail_open`` lets requests through unlimited (and says so in the log).
 """
@@ -27,7 +30,8 @@ from switchyard.limits import keys as rk
 from switchyard.limits import periods
 from switchyard.limits.credentials import read_password
 from switchyard.limits.resp import RedisReplyError, RedisUnavailable, Script, ScriptClient
-from switchyard.limits.scripts import ADMIT, SETTLE
+from switchyard.limits.scripts import ADMIT, RENEW, SETTLE
+from switchyard.limits.slots import LEASE_S, SlotLeases
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.tasks import TaskSupervisor
@@ -45,6 +49,8 @@ _REFUSALS = {
 _LIMIT_NAMES = {1: "rpm", 2: "tpm", 3: "parallel", 5: "tpm"}
 SETTLE_DELAY_S = 0.02
 MAX_CARRIED = 64  # settles one admission carries at most
+# Retry-After of a 503 when Redis/Valkey is unreachable: a restart or failover takes seconds.
+UNAVAILABLE_RETRY_S = 3.0
 
 
 def _duration(seconds: float) -> str:
@@ -67,7 +73,14 @@ class Ticket:
 
 
 class Limiter:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    """Args:
+    lease_s: how long a concurrency slot lives unrenewed (tests shorten it); the edge
+        renews its slots three times per lease (:mod:`switchyard.limits.slots`).
+    """
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics | None = None, *, lease_s: float = LEASE_S
+    ) -> None:
         self._client = ScriptClient(
             settings.redis_url,
             username="ingress",
@@ -77,10 +90,15 @@ class Limiter:
         self._admit = Script(self._client, ADMIT)
         self._settle = Script(self._client, SETTLE)
         self._fail_open = settings.redis.on_unavailable == "fail_open"
-        self._stale_ms = int(settings.ingress.max_deadline_s * 1000) + 60_000
         self._pending: dict[str, list[str]] = {}  # key id -> member, actual, member, actual...
         self._flush: asyncio.TimerHandle | None = None
         self._tasks = TaskSupervisor("limits")
+        self._slots = SlotLeases(
+            Script(self._client, RENEW),
+            self._tasks,
+            lease_s=lease_s,
+            cap_s=settings.ingress.max_deadline_s + 60,
+        )
         self._nuid = NUID()
         self._warned_at = 0.0
         self._periods: dict[str, tuple[str, float, float]] = {}  # period -> (id, end, start)
@@ -141,7 +159,8 @@ class Limiter:
                     key.max_parallel,
                     member,
                     int(key.budget_usd * rk.NANO),
-                    self._stale_ms,
+                    self._slots.lease_ms,
+                    self._slots.fresh_ms,
                     reset_ms,
                     rk.budget(key.id, period_id),
                     *carried,
@@ -158,6 +177,8 @@ class Limiter:
         code, requests_used, tokens_used, retry_ms, _in_flight, spent = (int(v) for v in reply)
         headers = self._headers(key, requests_used, tokens_used)
         if code == 0:
+            if key.max_parallel:
+                self._slots.take(key.id, member, now)
             return Ticket(key, member, estimate, headers)
         raise self._refusal(
             key, code=code, retry_ms=retry_ms, spent=spent, estimate=estimate, headers=headers
@@ -170,6 +191,7 @@ class Limiter:
             raise ServiceUnavailable(
                 "rate limits cannot be checked: Redis/Valkey is unreachable",
                 code="limits_unavailable",
+                retry_after=UNAVAILABLE_RETRY_S,
             ) from None
         now = time.monotonic()
         if now - self._warned_at > 10:
@@ -236,6 +258,12 @@ class Limiter:
                     f"this key allows {key.max_parallel} concurrent requests; "
                     "wait for one to finish"
                 )
+                if retry > 1:  # the script found only slots nobody renews any more
+                    message = (
+                        f"this key allows {key.max_parallel} concurrent requests, all held by "
+                        f"requests of a gateway replica that stopped; they free within "
+                        f"{retry:.0f}s"
+                    )
             else:
                 limit = key.rpm if code == 1 else key.tpm
                 message = (
@@ -257,6 +285,8 @@ class Limiter:
         key = ticket.key
         if not key.tpm and not key.max_parallel:
             return
+        if key.max_parallel:
+            self._slots.release(key.id, ticket.member)
         actual = "" if actual_tokens is None or not key.tpm else str(actual_tokens)
         self._pending.setdefault(key.id, []).extend((ticket.member, actual))
         self._schedule_flush()
@@ -285,6 +315,12 @@ class Limiter:
             log.warning("could not settle requests of %d keys in Redis", failed)
 
     async def close(self) -> None:
+        # Requests still held now are being cut with the process: free their slots at once
+        # rather than a lease later.
+        for key_id, members in self._slots.stop().items():
+            self._pending.setdefault(key_id, []).extend(
+                m for member in members for m in (member, "")
+            )
         self._send()
         await self._tasks.drain(5.0)
         await self._client.close()

@@ -8,11 +8,14 @@ costs nothing.
 # (a sorted set of admitted requests scored by time) plus, for TPM, a hash of each request's
 # tokens and their running sum; so "60 per minute" admits 60 in any minute, whichever replica
 # sees the request.
+# The in-flight set scores each slot with the last time its edge vouched for it (admission,
+# then RENEW): a slot older than the lease belongs to an edge that died (see limits/slots.py).
 # KEYS: request log (zset), tokens (hash: member -> tokens, _sum), in-flight (zset)
 # ARGV: now ms, rpm, tpm, estimated tokens, max parallel, member id, budget (nano-USD),
-#       stale in-flight age ms, budget reset ms, spend counter name, then pending settles of
-#       this key as (member, actual tokens or '') pairs: applied first, so a busy key needs no
-#       separate settle call.
+#       slot lease ms, freshness ms (a live edge renews its slots at least this often),
+#       budget reset ms, spend counter name, then pending settles of this key as
+#       (member, actual tokens or '') pairs: applied first, so a busy key needs no separate
+#       settle call.
 # The spend counter is named in ARGV, not KEYS: keys declared to EVAL are checked as read-write,
 # and the ingress role may only read spend (the GET inside is checked as a read).
 ADMIT = """
@@ -23,12 +26,13 @@ local est = tonumber(ARGV[4])
 local maxp = tonumber(ARGV[5])
 local member = ARGV[6]
 local budget = tonumber(ARGV[7])
-local stale = tonumber(ARGV[8])
-local reset_ms = tonumber(ARGV[9])
-local spend_key = ARGV[10]
+local lease = tonumber(ARGV[8])
+local fresh = tonumber(ARGV[9])
+local reset_ms = tonumber(ARGV[10])
+local spend_key = ARGV[11]
 local window = now - 60000
 
-for i = 11, #ARGV - 1, 2 do
+for i = 12, #ARGV - 1, 2 do
   local done, actual = ARGV[i], ARGV[i + 1]
   if actual ~= '' then
     local before = tonumber(redis.call('HGET', KEYS[2], done) or '-1')
@@ -81,11 +85,18 @@ end
 local n = 0
 if maxp > 0 then
   n = redis.call('ZCARD', KEYS[3])
-  if n >= maxp then  -- sweep requests of crashed edges before refusing
-    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - stale)
+  if n >= maxp then  -- sweep slots of dead edges (not renewed for a lease) before refusing
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - lease)
     n = redis.call('ZCARD', KEYS[3])
     if n >= maxp then
-      return {3, used_requests, used_tokens, 1000, n, 0}
+      -- A live edge's request may end any moment: retry in a second. When no slot was
+      -- renewed lately, all are a dead edge's: the first frees when its lease runs out.
+      local retry = 1000
+      if redis.call('ZCOUNT', KEYS[3], now - fresh, '+inf') == 0 then
+        local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+        retry = math.max(1000, tonumber(first[2]) + lease - now)
+      end
+      return {3, used_requests, used_tokens, retry, n, 0}
     end
   end
 end
@@ -107,7 +118,7 @@ if tpm > 0 then
 end
 if maxp > 0 then
   redis.call('ZADD', KEYS[3], now, member)
-  redis.call('PEXPIRE', KEYS[3], stale)
+  redis.call('PEXPIRE', KEYS[3], lease)  -- every slot in it is at most a lease old
 end
 return {0, used_requests + 1, used_tokens + est, 0, n + 1, spent}
 """
@@ -126,6 +137,29 @@ for i = 1, #ARGV - 1, 2 do
     end
   end
   redis.call('ZREM', KEYS[2], member)
+end
+return 1
+"""
+
+# An edge vouches for the slots it holds (limits/slots.py): each gets the current time as its
+# score. XX: a slot freed meanwhile (settled, or swept as a dead edge's) is never taken again.
+# KEYS: in-flight sets (zsets); ARGV: now ms, lease ms, then per key: the number of its
+# members, then those members.
+RENEW = """
+local now = tonumber(ARGV[1])
+local lease = tonumber(ARGV[2])
+local a = 3
+for k = 1, #KEYS do
+  local count = tonumber(ARGV[a])
+  local scored = {}
+  for i = 1, count do
+    scored[2 * i - 1] = now
+    scored[2 * i] = ARGV[a + i]
+  end
+  a = a + count + 1
+  if count > 0 and redis.call('ZADD', KEYS[k], 'XX', 'CH', unpack(scored)) > 0 then
+    redis.call('PEXPIRE', KEYS[k], lease)
+  end
 end
 return 1
 """
