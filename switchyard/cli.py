@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="tail, gateway, head, modelproxy, secrets, control, accounting or batch",
     )
     p.add_argument("--instance", help="instance name in logs and monitoring")
-    p.add_argument("--health-port", type=int, help="workers: serve /health and /ready here")
+    p.add_argument(
+        "--health-port", type=_port, help="workers: serve /health and /ready here (0-65535)"
+    )
     p.set_defaults(handler=_cmd_serve)
 
     _add_secrets(sub)
@@ -134,6 +136,17 @@ def _interval(text: str) -> float:
     return seconds
 
 
+def _port(text: str) -> int:
+    """A TCP port; the kernel would silently take a larger number modulo 65536."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a port number (0-65535)")
+    return port
+
+
 def _add_top(sub: Any) -> None:
     p = sub.add_parser("top", help="live view of queues, traffic and processes (q quits)")
     _common(p)
@@ -158,6 +171,11 @@ def _add_certs(sub: Any) -> None:
     c.add_argument("name", help="identity name: lowercase letters, digits, dashes")
     c.add_argument("--dir", type=Path, help="where to write (default: <home>/certs)")
     c.add_argument("--force", action="store_true", help="re-issue even if valid")
+    c.add_argument(
+        "--new-ca",
+        action="store_true",
+        help="create a CA in --dir if it has none (a stack using another CA will not trust it)",
+    )
     c.set_defaults(handler=_cmd_certs_issue)
 
 
@@ -189,6 +207,11 @@ def _add_secrets(sub: Any) -> None:
     c = sec.add_parser("rm", help="delete a key and all its versions")
     _common(c)
     c.add_argument("name")
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="delete it even if a provider uses it (asked on a terminal; needed without one)",
+    )
     c.set_defaults(handler=_cmd_secrets)
 
 
@@ -313,7 +336,10 @@ def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: 
     import re  # noqa: PLC0415
 
     from switchyard.bus.identities import SERVICE_IDENTITIES  # noqa: PLC0415
-    from switchyard.stack.certs import CertificateAuthority  # noqa: PLC0415
+    from switchyard.stack.certs import (  # noqa: PLC0415
+        CertificateAuthority,
+        missing_ca_files,
+    )
 
     name: str = args.name
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", name):
@@ -321,9 +347,23 @@ def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: 
     known = {i.name: i for i in SERVICE_IDENTITIES}
     ou = known[name].zone.value.lower() if name in known else "client"
     directory = _cert_dir(args, settings)
-    ca, _ = CertificateAuthority.load_or_create(
-        directory, settings.certs.organization, settings.certs.validity_days
-    )
+    if args.new_ca:
+        ca, created = CertificateAuthority.load_or_create(
+            directory, settings.certs.organization, settings.certs.validity_days
+        )
+        if created:
+            print(f"created a new CA in {directory} (only what trusts it accepts this one)")
+    else:  # a CA made on the side signs certificates the stack's NATS refuses
+        missing = missing_ca_files(directory)
+        if missing:
+            raise InputError(
+                "--dir",
+                f"no CA in {directory} ({', '.join(p.name for p in missing)} not found)",
+                f"pass the stack's certificates directory (default {settings.certs_dir}), "
+                "create everything there with `switchyard certs init --dir DIR`, or pass "
+                "--new-ca to start a new CA in it",
+            )
+        ca = CertificateAuthority.load(directory)
     result = ca.issue(
         directory,
         name,

@@ -74,7 +74,7 @@ async def test_put_use_rotate_delete(stack: Stack, upstream: FakeOpenAI) -> None
     assert second not in listed.stdout
     assert first not in listed.stdout
 
-    removed = _cli(stack, "rm", NAME)
+    removed = _cli(stack, "rm", NAME, "--force")  # the `vaulted` route uses it
     assert removed.returncode == 0, removed.stderr
     await asyncio.sleep(0.3)
     resp = await _chat(stack)
@@ -126,7 +126,7 @@ async def test_vault_outage_serves_cached_key_then_fails_clearly_then_recovers(
         await asyncio.sleep(0.25)
     assert _last_auth(upstream) == f"Bearer {value}"
     deadline = time.monotonic() + 10
-    while _cli(stack, "rm", NAME).returncode != 0:  # the admin path recovers too
+    while _cli(stack, "rm", NAME, "--force").returncode != 0:  # the admin path recovers too
         assert time.monotonic() < deadline
         await asyncio.sleep(0.5)
 

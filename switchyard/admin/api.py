@@ -26,7 +26,9 @@ from switchyard.admin.bodies import KeyFields, SecretBody
 from switchyard.admin.bodies import key_call as _keys
 from switchyard.admin.context import AdminContext
 from switchyard.admin.keys import public_record
+from switchyard.admin.overview import deployments as _deployments
 from switchyard.admin.overview import overview as _overview
+from switchyard.admin.spend import SpendUnavailable
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.errors import (
@@ -48,6 +50,7 @@ T = TypeVar("T")
 STREAM_INTERVAL_S = 1.0
 _ENCODE = msgspec.json.Encoder()
 LITERAL_KEY_FIELDS = ("api_key", "apikey", "key", "token", "api_token", "secret_key")
+KEY_STATES = ("active", "revoked", "expired")
 
 
 def _ok(doc: Any, status: int = 200) -> Response:
@@ -349,7 +352,7 @@ class AdminApi:
         return _ok(state)
 
     async def get_deployments(self, request: Request, c: AdminContext) -> Response:
-        return _ok({"deployments": await c.control.deployments()})
+        return _ok({"deployments": await _deployments(c)})
 
     async def deployment_history(self, request: Request, c: AdminContext) -> Response:
         seconds = _positive_int(request.query_params.get("seconds") or "900", "seconds")
@@ -375,8 +378,13 @@ class AdminApi:
         )
 
     async def clear_cooldown(self, request: Request, c: AdminContext) -> Response:
-        await c.control.clear_cooldown(request.path_params["deployment"])
-        await _audit(c, request, "cooldown.clear", request.path_params["deployment"])
+        deployment = request.path_params["deployment"]
+        # The control service clears any id it is given; a typo must not read as done (nor be
+        # audited as a success), so the id is checked against the live route table first.
+        if deployment not in (await c.control.table()).table.deployments():
+            raise NotFound(f"no deployment `{deployment}`", param="deployment")
+        await c.control.clear_cooldown(deployment)
+        await _audit(c, request, "cooldown.clear", deployment)
         return _ok({"cleared": True})
 
     async def test_deployment(self, request: Request, c: AdminContext) -> Response:
@@ -413,21 +421,29 @@ class AdminApi:
 
     async def list_keys(self, request: Request, c: AdminContext) -> Response:
         q = request.query_params
+        state = q.get("state", "")
+        if state and state not in KEY_STATES:
+            raise InvalidRequest(
+                f"`state` must be one of {', '.join(KEY_STATES)} (or absent for every key)",
+                param="state",
+            )
         page = c.index.search(
             q.get("q", ""),
-            state=q.get("state", ""),
+            state=state,
             team=q.get("team", ""),
             offset=_whole(q.get("offset") or "0", "offset"),
             limit=_positive_int(q.get("limit") or "50", "limit"),
         )
-        spend = await c.spend.for_keys(page.keys)
-        return _ok(
-            {
-                "keys": [public_record(r, s) for r, s in zip(page.keys, spend, strict=True)],
-                "total": page.total,
-                "count": page.count,
-            }
-        )
+        doc: dict[str, Any] = {"total": page.total, "count": page.count}
+        try:
+            spend = await c.spend.for_keys(page.keys)
+        except SpendUnavailable as exc:
+            # Keys live in NATS, spend in Valkey: during a Valkey outage an operator can still
+            # find (and revoke) a key, and is told why its spend is missing.
+            doc["keys"] = [{**public_record(r), "spend": None} for r in page.keys]
+            return _ok({**doc, "spend_unavailable": exc.message})
+        keys = [public_record(r, s) for r, s in zip(page.keys, spend, strict=True)]
+        return _ok({"keys": keys, **doc})
 
     async def create_key(self, request: Request, c: AdminContext) -> Response:
         fields = _decode(await request.body(), KeyFields, "key").changes()
@@ -440,7 +456,10 @@ class AdminApi:
 
     async def get_key(self, request: Request, c: AdminContext) -> Response:
         record = await _keys(c.keys.find(request.path_params["key_id"]))
-        return _ok(public_record(record, await c.spend.for_key(record)))
+        try:
+            return _ok(public_record(record, await c.spend.for_key(record)))
+        except SpendUnavailable as exc:  # the record is still worth showing (see list_keys)
+            return _ok({**public_record(record), "spend": None, "spend_unavailable": exc.message})
 
     async def update_key(self, request: Request, c: AdminContext) -> Response:
         fields = _decode(await request.body(), KeyFields, "key").changes()

@@ -16,7 +16,7 @@ import time
 from typing import Any, TextIO
 
 from switchyard.admin.keys import KeyAdmin, public_record
-from switchyard.admin.spend import SpendReader
+from switchyard.admin.spend import SpendReader, SpendUnavailable
 from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
@@ -72,14 +72,29 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "max_priority": args.max_priority,
     }
     if args.models is not None:
-        fields["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    if args.expires_in:
+        models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        if not models:  # a key allowed no model could not make a single request
+            raise InputError(
+                "--models",
+                "the list of models is empty",
+                "name at least one alias (wildcards work: gpt-*), or pass --models '*' for "
+                "every model; to stop a key, use `switchyard keys revoke`",
+            )
+        fields["models"] = models
+    if args.expires_in is not None:
         match = _DURATION.match(args.expires_in)
         if not match:
             raise InputError(
                 "--expires-in", f"`{args.expires_in}` is not a duration", "use e.g. 30d or 12h"
             )
-        fields["expires_at"] = time.time() + int(match.group(1)) * _UNIT[match.group(2)]
+        seconds = int(match.group(1)) * _UNIT[match.group(2)]
+        if seconds <= 0:  # the key would be expired the moment it is written
+            raise InputError(
+                "--expires-in",
+                f"`{args.expires_in}` is no time at all",
+                "use e.g. 30d or 12h; to stop a key now, use `switchyard keys revoke`",
+            )
+        fields["expires_at"] = time.time() + seconds
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -118,14 +133,20 @@ def _row(record: ClientKey) -> str:
     )
 
 
-def _card(record: ClientKey, spend: dict[str, Any]) -> str:
-    """``keys show`` for people (``--json`` for scripts)."""
+def _money(record: ClientKey, spend: dict[str, Any] | None) -> str:
+    if spend is None:
+        return "unavailable (Valkey/Redis cannot be read)"
     money = f"${spend['period_spend_usd']:.6g} this {record.budget_period} period"
     if record.budget_usd:
         money += f" of ${record.budget_usd:g}"
         if spend.get("period_resets_at"):
             money += f" (resets {_when(spend['period_resets_at'])})"
-    money += f"; ${spend['total_spend_usd']:.6g} in all"
+    return money + f"; ${spend['total_spend_usd']:.6g} in all"
+
+
+def _card(record: ClientKey, spend: dict[str, Any] | None) -> str:
+    """``keys show`` for people (``--json`` for scripts); ``spend`` None when unreadable."""
+    money = _money(record, spend)
     lines = [
         f"{record.id}  {record.name}  (...{record.hint})  {_state(record)}",
         f"  team       {record.team or '-'}",
@@ -166,16 +187,7 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
                 for record in records:
                     print(_row(record), file=out)
         elif action == "show":
-            record = await admin.find(args.key_id)
-            spend = SpendReader(settings)
-            try:
-                usage = await spend.for_key(record)
-            finally:
-                await spend.close()
-            if args.json:
-                print(json.dumps(public_record(record, usage)), file=out)
-            else:
-                print(_card(record, usage), file=out)
+            return await _show(admin, args, settings, out)
         elif action == "update":
             fields = _fields(args)
             if args.enable:
@@ -193,6 +205,31 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
             )
     finally:
         await nc.close()
+    return 0
+
+
+async def _show(admin: KeyAdmin, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """The key, and its spend if Valkey/Redis answers. Without spend the record is still
+    shown (it lives in NATS), then the failure is raised: one line, non-zero exit."""
+    record = await admin.find(args.key_id)
+    reader = SpendReader(settings)
+    unavailable: SpendUnavailable | None = None
+    usage: dict[str, Any] | None = None
+    try:
+        usage = await reader.for_key(record)
+    except SpendUnavailable as exc:
+        unavailable = exc
+    finally:
+        await reader.close()
+    if args.json:
+        doc = public_record(record, usage)
+        if unavailable is not None:
+            doc.update(spend=None, spend_unavailable=unavailable.message)
+        print(json.dumps(doc), file=out)
+    else:
+        print(_card(record, usage), file=out)
+    if unavailable is not None:
+        raise unavailable
     return 0
 
 

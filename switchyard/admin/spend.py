@@ -1,20 +1,57 @@
 """Reading spend back for people: per key (current budget period, total) and per day.
 
 Uses the ``admin`` Valkey role, which may only read Switchyard's keys. Amounts are stored in
-nano-dollars and shown in dollars.
+nano-dollars and shown in dollars. When Valkey/Redis cannot be read, every read for people
+raises :class:`SpendUnavailable` (a 503 with Retry-After, or one line from the CLI) instead of
+the client library's error, which the API would otherwise answer as a bare 500.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ParamSpec, TypeVar, cast
+
+from redis.exceptions import RedisError
 
 from switchyard.config import Settings
+from switchyard.errors import ServiceUnavailable
 from switchyard.limits import keys as rk
 from switchyard.limits import periods
 from switchyard.limits.store import connect_redis
 from switchyard.schemas.keys import ClientKey
+
+RETRY_AFTER_S = 5.0
+
+
+class SpendUnavailable(ServiceUnavailable):
+    """Valkey/Redis, where spend is counted, did not answer or refused the read. Key records
+    live in NATS, not there: callers that show keys may show them without their spend."""
+
+    code = "spend_unavailable"
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _read(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn the client library's failures into :class:`SpendUnavailable`. Only the error's
+    type is kept: its text can name the server's address, which is no business of a client."""
+
+    @functools.wraps(method)
+    async def read(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise SpendUnavailable(
+                f"spend cannot be read: Valkey/Redis did not answer ({type(exc).__name__}); "
+                "try again shortly and check that Valkey/Redis is running",
+                retry_after=RETRY_AFTER_S,
+            ) from None
+
+    return read
 
 
 def _usd(nano: int | str | bytes | None) -> float:
@@ -28,6 +65,7 @@ class SpendReader:
     async def close(self) -> None:
         await self._redis.aclose()
 
+    @_read
     async def for_key(self, key: ClientKey) -> dict[str, Any]:
         now = time.time()
         period_id, period_end = periods.current(key.budget_period, now)
@@ -47,7 +85,10 @@ class SpendReader:
     async def period_spend(
         self, keys: Sequence[ClientKey], now: float, chunk: int = 500
     ) -> list[int]:
-        """Each key's spend in its current budget period, in nano-dollars (one MGET per chunk)."""
+        """Each key's spend in its current budget period, in nano-dollars (one MGET per chunk).
+
+        Raises the client library's errors as they are: the budget watcher, its only caller,
+        logs them and keeps its previous counts."""
         current = {p: periods.current(p, now)[0] for p in {k.budget_period for k in keys}}
         names = [rk.budget(k.id, current[k.budget_period]) for k in keys]
         out: list[int] = []
@@ -56,6 +97,7 @@ class SpendReader:
             out += [int(v or 0) for v in values]
         return out
 
+    @_read
     async def for_keys(self, keys: list[ClientKey]) -> list[dict[str, Any]]:
         """:meth:`for_key` of a page of keys, in one round trip."""
         now = time.time()
@@ -82,6 +124,7 @@ class SpendReader:
             )
         return out
 
+    @_read
     async def daily(
         self, *, days: int, kinds: tuple[str, ...] = ("key", "model"), per_day: int = 100
     ) -> list[dict[str, Any]]:
@@ -113,6 +156,7 @@ class SpendReader:
             found = await pipe.execute()
         return [_totals(f) for f in found]
 
+    @_read
     async def ranking(
         self, kind: str, *, days: int, offset: int = 0, limit: int = 50, only: str = ""
     ) -> tuple[list[dict[str, Any]], int]:
@@ -149,12 +193,14 @@ class SpendReader:
             rows.append(row)
         return rows, total
 
+    @_read
     async def member_days(self, kind: str, member: str, days: int) -> list[dict[str, Any]]:
         """One key's (team's, model's) day counters, oldest day first."""
         day_names = [periods.day(time.time() - b * 86400) for b in range(_days(days))][::-1]
         sums = await self._hashes([(d, kind, member) for d in day_names])
         return [{"day": d, **t} for d, t in zip(day_names, sums, strict=True)]
 
+    @_read
     async def days_total(self, days: int) -> list[dict[str, Any]]:
         """Every model's spend added up per day (oldest first): the chart's total line."""
         day_names = [periods.day(time.time() - b * 86400) for b in range(_days(days))][::-1]
@@ -171,6 +217,7 @@ class SpendReader:
             out[day] = _sum([out[day], totals])
         return [{"day": d, **out[d]} for d in day_names]
 
+    @_read
     async def today_usd(self, aliases: list[str]) -> float:
         """Spend recorded today (UTC) across the given model aliases, in dollars."""
         if not aliases:

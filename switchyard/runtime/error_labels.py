@@ -59,6 +59,7 @@ OWN_CODES = frozenset(
         "secret_unavailable",
         "secrets_error",
         "service_unavailable",
+        "spend_unavailable",
         "starting",
         "stopping",
         "stream_interrupted",

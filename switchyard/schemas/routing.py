@@ -13,7 +13,7 @@ import functools
 import hashlib
 import math
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -202,11 +202,47 @@ def looks_like_a_key(value: str) -> bool:
     return len(value) >= 32 and sum(c.isdigit() for c in value) >= 4 and "-" not in value[:8]
 
 
+class SecretUsers(NamedTuple):
+    """Who depends on one stored secret (what deleting it would hit)."""
+
+    providers: list[str]  # providers whose ``secret`` it is
+    routes: list[str]  # routes with a deployment on one of them
+    stranded: list[str]  # of those, the ones left with nothing to answer (503) without it
+
+    @property
+    def degraded(self) -> list[str]:
+        """Routes that lose those deployments but keep answering."""
+        return [a for a in self.routes if a not in self.stranded]
+
+
 class RouteTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole routing state, stored as one document so a change applies atomically."""
 
     providers: dict[Name, Provider] = {}
     routes: dict[Name, Route] = {}
+
+    def secret_users(self, name: str) -> SecretUsers:
+        """The providers whose secret is ``name``, the routes using them, and the routes
+        stranded without it (every deployment on those providers, and no fallback)."""
+        providers = sorted(p for p, spec in self.providers.items() if spec.secret == name)
+        routes = sorted(
+            a for a, r in self.routes.items() if any(d.provider in providers for d in r.deployments)
+        )
+        stranded = [
+            a
+            for a in routes
+            if not self.routes[a].fallbacks
+            and all(d.provider in providers for d in self.routes[a].deployments)
+        ]
+        return SecretUsers(providers, routes, stranded)
+
+    def unstored_secrets(self, stored: set[str]) -> list[tuple[str, str]]:
+        """(secret, provider) for each provider naming a secret that is not stored."""
+        return sorted(
+            (spec.secret, p)
+            for p, spec in self.providers.items()
+            if spec.secret and spec.secret not in stored
+        )
 
     def deployments(self) -> dict[str, tuple[Provider, Deployment]]:
         """Every distinct deployment by id, with its provider.

@@ -1,7 +1,11 @@
 """``switchyard secrets ...``: manage provider keys through the secrets service.
 
 Values are read from a hidden prompt, stdin or a file, never from the command line (shell
-history and ``ps`` would keep them), and are never printed back.
+history and ``ps`` would keep them), and are never printed back. ``rm`` of a secret a provider
+names says which routes it strands (nothing left to answer) and which only lose deployments,
+then asks for the name (or ``--force`` without a terminal); ``list`` also shows the secrets
+providers name that are not stored. Both read the live route table from the control service,
+the same way the admin UI does.
 """
 
 from __future__ import annotations
@@ -10,17 +14,23 @@ import argparse
 import getpass
 import json
 import socket
+import sys
 from typing import TextIO
 
 import msgspec
+from nats.aio.client import Client as NATS
 
 from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
+from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.config import Settings
-from switchyard.errors import InputError
+from switchyard.errors import ApiError, BusError, InputError
+from switchyard.schemas.routing import RouteTable, SecretUsers
 from switchyard.schemas.secrets import SecretInfo
+
+TABLE_TIMEOUT_S = 5.0
 
 
 def read_value(args: argparse.Namespace, stdin: TextIO) -> str:
@@ -47,6 +57,48 @@ def read_value(args: argparse.Namespace, stdin: TextIO) -> str:
     return value
 
 
+def _usage_lines(name: str, users: SecretUsers) -> list[str]:
+    lines = [f"warning: `{name}` is the key of provider(s) {', '.join(users.providers)}"]
+    if users.stranded:
+        lines.append(f"  routes left with nothing to answer (503): {', '.join(users.stranded)}")
+    if users.degraded:
+        lines.append(f"  routes that lose those deployments: {', '.join(users.degraded)}")
+    return lines
+
+
+async def _live_table(nc: NATS) -> tuple[RouteTable | None, str]:
+    """The live route table, or None and why it could not be read."""
+    try:
+        return (await ControlClient(nc, timeout=TABLE_TIMEOUT_S).table()).table, ""
+    except (ApiError, BusError, TimeoutError) as exc:
+        return None, str(exc) or type(exc).__name__
+
+
+async def _confirm_delete(nc: NATS, args: argparse.Namespace, stdin: TextIO, err: TextIO) -> None:
+    """Say what deleting ``args.name`` breaks, then make sure it is meant.
+
+    Raises:
+        InputError: it is in use (or that cannot be told) and was not confirmed.
+    """
+    table, why = await _live_table(nc)
+    if table is None:
+        lines = [f"warning: cannot tell whether a provider uses `{args.name}` ({why})"]
+    else:
+        users = table.secret_users(args.name)
+        if not users.providers:
+            return
+        lines = _usage_lines(args.name, users)
+    for line in lines:
+        print(line, file=err)
+    if args.force:
+        return
+    if not stdin.isatty():  # nobody to ask: a script must say it means it
+        raise InputError("", f"not deleting `{args.name}`", "pass --force to delete it anyway")
+    print(f"Type {args.name} to delete it: ", end="", file=err, flush=True)
+    if stdin.readline().strip() != args.name:
+        raise InputError("", f"not deleting `{args.name}`", "nothing was changed")
+
+
 def _row(info: SecretInfo) -> str:
     last4 = f"...{info.last4}" if info.last4 else ""
     when, who = info.updated_at[:19], info.updated_by
@@ -54,7 +106,11 @@ def _row(info: SecretInfo) -> str:
 
 
 async def run_secrets_command(
-    args: argparse.Namespace, settings: Settings, stdin: TextIO, out: TextIO
+    args: argparse.Namespace,
+    settings: Settings,
+    stdin: TextIO,
+    out: TextIO,
+    err: TextIO = sys.stderr,
 ) -> int:
     action = args.secrets_command
     # Connect first: nobody should type a key into a prompt only to learn no stack is running.
@@ -75,6 +131,7 @@ async def run_secrets_command(
             await audit.record(who, "secret.rotate", info.name, f"version {info.version}")
             print(f"rotated {info.name} to version {info.version} (...{info.last4})", file=out)
         elif action == "rm":
+            await _confirm_delete(nc, args, stdin, err)
             await admin.delete(args.name)
             await audit.record(who, "secret.delete", args.name)
             print(f"deleted {args.name}", file=out)
@@ -82,14 +139,32 @@ async def run_secrets_command(
             info = await admin.info(args.name)
             print(json.dumps(msgspec.to_builtins(info)) if args.json else _row(info), file=out)
         else:
-            listing = await admin.list()
-            if args.json:
-                print(json.dumps(msgspec.to_builtins(listing), indent=2), file=out)
-            elif not listing:
-                print("no secrets stored yet: add one with `switchyard secrets put NAME`", file=out)
-            else:
-                for info in listing:
-                    print(_row(info), file=out)
+            await _list(nc, admin, args, out, err)
     finally:
         await nc.close()
     return 0
+
+
+async def _list(
+    nc: NATS, admin: SecretsAdmin, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> None:
+    """The stored secrets, then the ones providers name that are not stored (their routes
+    answer 503 ``secret_unavailable`` or fall back until someone stores them)."""
+    listing = await admin.list()
+    table, why = await _live_table(nc)
+    missing = table.unstored_secrets({s.name for s in listing}) if table is not None else []
+    if args.json:  # the stored list stays what it was; what is missing is said on stderr
+        print(json.dumps(msgspec.to_builtins(listing), indent=2), file=out)
+    elif not listing and not missing:
+        print("no secrets stored yet: add one with `switchyard secrets put NAME`", file=out)
+    else:
+        for info in listing:
+            print(_row(info), file=out)
+    for secret, provider in missing:
+        print(
+            f"missing: `{secret}` is named by provider {provider} but not stored; "
+            f"store it with `switchyard secrets put {secret}`",
+            file=err if args.json else out,
+        )
+    if table is None:
+        print(f"note: cannot tell which secrets providers name but lack ({why})", file=err)

@@ -80,13 +80,10 @@ class CertificateAuthority:
         """The CA in ``cert_dir``, creating it if absent. Returns (ca, created)."""
         cert_dir.mkdir(parents=True, exist_ok=True)
         files = tls_files(cert_dir, CA_NAME)
-        if files.cert.is_file() and files.key.is_file():
-            cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
-            key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
-            if not isinstance(key, ec.EllipticCurvePrivateKey):
-                raise CertificateError(f"{files.key} is not an EC private key")
-            if not _due_for_renewal(cert):
-                return cls(cert, key), False
+        if not missing_ca_files(cert_dir):
+            found = cls.load(cert_dir)
+            if not _due_for_renewal(found.cert):
+                return found, False
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         name = _subject(f"{organization} CA", "ca", organization)
@@ -118,6 +115,24 @@ class CertificateAuthority:
         _write_private(files.key, _key_pem(key))
         files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(cert, key), True
+
+    @classmethod
+    def load(cls, cert_dir: Path) -> CertificateAuthority:
+        """The CA already in ``cert_dir``, as it is (never created nor renewed here: a
+        certificate from a CA the stack does not trust is useless, so making one is a choice).
+
+        Raises:
+            CertificateError: its certificate or key is missing, or the key is not EC.
+        """
+        missing = missing_ca_files(cert_dir)
+        if missing:
+            raise CertificateError(f"no CA in {cert_dir}: {', '.join(map(str, missing))} missing")
+        files = tls_files(cert_dir, CA_NAME)
+        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise CertificateError(f"{files.key} is not an EC private key")
+        return cls(cert, key)
 
     def signed(self, cert: x509.Certificate) -> bool:
         try:
@@ -186,6 +201,12 @@ class CertificateAuthority:
         except ValueError:
             return False
         return cert.subject == subject and self.signed(cert) and not _due_for_renewal(cert)
+
+
+def missing_ca_files(cert_dir: Path) -> list[Path]:
+    """The CA's certificate and key files absent from ``cert_dir`` (none: it has a CA)."""
+    files = tls_files(cert_dir, CA_NAME)
+    return [path for path in (files.cert, files.key) if not path.is_file()]
 
 
 def _due_for_renewal(cert: x509.Certificate) -> bool:

@@ -16,7 +16,7 @@ import signal
 import sys
 import termios
 import tty
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, TextIO
 
 import httpx
@@ -30,7 +30,7 @@ from switchyard.top.render import frame
 from switchyard.top.source import Target, fetch_overview
 
 REQUEST_TIMEOUT_S = 5.0
-PIPE_WIDTH = 160
+PIPE_WIDTH = 160  # into a file or a pipe with no COLUMNS: wide enough for every column
 QUIT_KEYS = b"qQ"
 
 
@@ -56,8 +56,8 @@ def run_top(
             out.write(msgspec.json.format(raw, indent=2).decode() + "\n")
         else:
             console = Console(file=out)
-            if not console.is_terminal:  # a file or a pipe has no width to fit: show every column
-                console.width = PIPE_WIDTH
+            if not console.is_terminal:  # a file or a pipe has no width of its own
+                console.width = pipe_width()
             console.print(frame(overview, url=target.url))
         return 0
     console = Console(file=out)
@@ -65,9 +65,16 @@ def run_top(
         if console.is_terminal:
             asyncio.run(_live(target, interval, console))
         else:  # a pipe or a file: a full-screen view would show nothing; print each frame
-            piped = _PipeConsole(file=out, width=PIPE_WIDTH)
+            piped = _PipeConsole(file=out, width=pipe_width())
             asyncio.run(_frames(target, interval, piped))
     return 0
+
+
+def pipe_width(environ: Mapping[str, str] | None = None) -> int:
+    """The width of frames written to a file or a pipe: ``COLUMNS`` when it is set to a
+    number (``COLUMNS=250 switchyard top > log`` shows every column), else :data:`PIPE_WIDTH`."""
+    found = (os.environ if environ is None else environ).get("COLUMNS", "").strip()
+    return int(found) if found.isdigit() and int(found) > 0 else PIPE_WIDTH
 
 
 class _PipeConsole(Console):

@@ -54,7 +54,7 @@ def resolve_target(settings: Settings, url: str | None, token_file: Path | None)
         GatewayError: the token file is missing or empty.
     """
     if url:
-        base = url.rstrip("/").removesuffix("/admin/v1").removesuffix("/v1")
+        base = _with_scheme(url).rstrip("/").removesuffix("/admin/v1").removesuffix("/v1")
     else:
         listen = settings.ingress.gateway
         host = "127.0.0.1" if listen.host in _ANY_ADDRESS else listen.host
@@ -71,6 +71,25 @@ def resolve_target(settings: Settings, url: str | None, token_file: Path | None)
     if not token:
         raise GatewayError(base, f"the admin token file {path} is empty", "pass --token-file")
     return Target(url=base, token=Secret(token, name="admin-token"), token_file=path)
+
+
+def _with_scheme(url: str) -> str:
+    """``url`` with ``http://`` in front when it has no scheme (``127.0.0.1:8081``, as people
+    type it); a scheme other than http(s) is refused rather than read as a host name.
+
+    Raises:
+        GatewayError: the URL names another scheme.
+    """
+    if "://" not in url:
+        return f"http://{url}"
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise GatewayError(
+            url,
+            f"--url {url} is not an http:// or https:// URL",
+            "pass the gateway's URL, e.g. http://127.0.0.1:8081",
+        )
+    return url
 
 
 async def fetch_overview(http: httpx.AsyncClient, target: Target) -> tuple[Overview, bytes]:

@@ -13,7 +13,6 @@ from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.ui import csrf, sessions, signin_guard
 from switchyard.admin.ui.app import _over_tls
 from switchyard.admin.ui.forms import field_name, place, split_validation
-from switchyard.admin.ui.pages.secrets import _stranded, _users
 from switchyard.admin.ui.pages.spend import _cell
 from switchyard.admin.ui.render import ENV
 from switchyard.admin.ui.sessions import SessionStore
@@ -138,9 +137,10 @@ def test_deleting_a_secret_strands_only_routes_with_nothing_else_to_answer() -> 
         },
         RouteTable,
     )
-    providers, routes = _users(table, "k")
+    users = table.secret_users("k")
+    providers, routes = users.providers, users.routes
     assert (providers, routes) == (["vault"], ["backed", "mixed", "only"])
-    assert _stranded(table, providers, routes) == ["only"]
+    assert users.stranded == ["only"]
 
 
 def test_swept_evicted_and_old_sessions_end_their_open_streams(

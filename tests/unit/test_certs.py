@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from switchyard.bus.identities import SERVICE_IDENTITIES
 from switchyard.stack.certs import CertificateAuthority, init_certificates, subject_dn
@@ -121,3 +122,35 @@ def test_cli_init_and_issue(tmp_path: Path) -> None:
     )
     assert bad.returncode != 0
     assert "not a valid identity name" in bad.stderr
+
+
+def test_cli_issue_refuses_a_directory_without_a_ca_unless_asked_for_a_new_one(
+    tmp_path: Path,
+) -> None:
+    """``certs issue NAME --dir DIR`` made a new CA in a DIR without one and signed with it:
+    a certificate the stack's NATS refuses, with nothing said."""
+    empty = tmp_path / "elsewhere"
+    run = [sys.executable, "-m", "switchyard", "--home", str(tmp_path), "certs", "issue", "app"]
+    refused = subprocess.run(
+        [*run, "--dir", str(empty)], capture_output=True, text=True, check=False
+    )
+    assert refused.returncode == 1
+    assert "ca.pem, ca-key.pem not found" in refused.stderr
+    assert "--new-ca" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (empty / "app.pem").exists()
+    assert not (empty / "ca.pem").exists()
+    made = subprocess.run(
+        [*run, "--dir", str(empty), "--new-ca"], capture_output=True, text=True, check=True
+    )
+    assert "created a new CA" in made.stdout
+    ca = CertificateAuthority.load(empty)
+    assert ca.signed(x509.load_pem_x509_certificate((empty / "app.pem").read_bytes()))
+    again = subprocess.run(
+        [*run, "--dir", str(empty), "--new-ca", "--force"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "created a new CA" not in again.stdout  # an existing CA is kept, --new-ca or not
+    assert (empty / "ca.pem").read_bytes() == ca.cert.public_bytes(serialization.Encoding.PEM)

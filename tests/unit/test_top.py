@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from switchyard.schemas.monitor import (
 )
 from switchyard.schemas.secret import Secret
 from switchyard.top import Target, fetch_overview, frame, resolve_target
+from switchyard.top.app import PIPE_WIDTH, pipe_width
 from switchyard.top.render import NO_PROCESSES, NO_ROUTES
 from switchyard.top.source import OVERVIEW_PATH
 
@@ -238,6 +240,31 @@ def test_the_target_is_the_settings_gateway_and_token_unless_overridden(tmp_path
     assert (remote.url, remote.token.reveal()) == ("https://gw.example:8443", "remote")
 
 
+def test_a_url_without_a_scheme_is_taken_as_http_and_another_scheme_is_refused(
+    tmp_path: Path,
+) -> None:
+    """``--url 127.0.0.1:8381`` said "start the stack with `switchyard up`" (httpx had no
+    scheme to connect with), about a gateway that was running."""
+    (tmp_path / "admin-token").write_text(TOKEN)
+    settings = _settings(tmp_path)
+    bare = resolve_target(settings, "127.0.0.1:8381", None)
+    assert bare.url == "http://127.0.0.1:8381"
+    assert resolve_target(settings, "gw.example:8081/admin/v1", None).url == (
+        "http://gw.example:8081"
+    )
+    with pytest.raises(GatewayError) as refused:
+        resolve_target(settings, "ftp://gw.example", None)
+    assert "not an http:// or https:// URL" in str(refused.value)
+
+
+def test_frames_into_a_pipe_are_as_wide_as_columns_says() -> None:
+    """``top > log`` always drew 160 columns, so REDELIV and TTFT never showed."""
+    assert pipe_width({}) == PIPE_WIDTH
+    assert pipe_width({"COLUMNS": "250"}) == 250
+    assert pipe_width({"COLUMNS": "wide"}) == PIPE_WIDTH
+    assert pipe_width({"COLUMNS": "0"}) == PIPE_WIDTH
+
+
 def test_a_missing_token_file_says_how_to_get_one(tmp_path: Path) -> None:
     with pytest.raises(GatewayError) as caught:
         resolve_target(_settings(tmp_path), None, None)
@@ -315,7 +342,9 @@ def test_cli_refuses_json_without_once_and_reports_no_gateway_in_one_line(tmp_pa
     assert TOKEN not in gone.stderr
 
 
-def _top_into_a_pipe(home: Path, *, interval: float) -> subprocess.Popen[str]:
+def _top_into_a_pipe(
+    home: Path, *, interval: float, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """``switchyard top`` with its output into a pipe, against a gateway that is not there."""
     (home / "admin-token").write_text(TOKEN)
     run = [sys.executable, "-m", "switchyard", "--home", str(home), "top"]
@@ -324,6 +353,7 @@ def _top_into_a_pipe(home: Path, *, interval: float) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
 
 
@@ -342,6 +372,16 @@ def test_top_into_a_pipe_prints_a_frame_each_interval(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert TOKEN not in err
+
+
+def test_top_into_a_pipe_draws_as_wide_as_columns_says(tmp_path: Path) -> None:
+    with _top_into_a_pipe(tmp_path, interval=0.2, env={**os.environ, "COLUMNS": "50"}) as proc:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(6)]
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert "gateway not answering" in "".join(lines)  # the error, wrapped to fit
+    assert max(len(line.rstrip("\n")) for line in lines) <= 50
 
 
 def test_top_into_a_pipe_whose_reader_leaves_exits_as_a_pipe_writer_does(tmp_path: Path) -> None:

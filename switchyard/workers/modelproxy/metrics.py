@@ -127,4 +127,3 @@ class ProxyMetrics:
         if usage is not None:
             labels.input_tokens.observe(usage.prompt_tokens)
             labels.output_tokens.observe(usage.completion_tokens)
-

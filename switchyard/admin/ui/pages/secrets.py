@@ -8,17 +8,7 @@ from starlette.responses import Response
 
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.errors import ApiError
-from switchyard.schemas.routing import RouteTable
 from switchyard.schemas.secrets import PutSecret
-
-
-def _users(table: RouteTable, name: str) -> tuple[list[str], list[str]]:
-    """(providers whose secret is ``name``, routes with a deployment on one of them)."""
-    providers = sorted(p for p, spec in table.providers.items() if spec.secret == name)
-    routes = sorted(
-        a for a, r in table.routes.items() if any(d.provider in providers for d in r.deployments)
-    )
-    return providers, routes
 
 
 async def _render(
@@ -26,13 +16,8 @@ async def _render(
 ) -> Response:
     secrets = await ui.admin.secrets.list()
     table = (await ui.admin.control.table()).table
-    rows = [(s, *_users(table, s.name)) for s in sorted(secrets, key=lambda s: s.name)]
-    stored = {s.name for s in secrets}
-    missing = sorted(
-        (spec.secret, p)
-        for p, spec in table.providers.items()
-        if spec.secret and spec.secret not in stored
-    )
+    rows = [(s, *table.secret_users(s.name)[:2]) for s in sorted(secrets, key=lambda s: s.name)]
+    missing = table.unstored_secrets({s.name for s in secrets})
     return ui.page(
         "secrets.html",
         "secrets",
@@ -84,23 +69,12 @@ async def rotate_secret(ui: Ui) -> Response:
     return ui.redirect("/ui/secrets", ("ok", f"Rotated {info.name} to version {info.version}."))
 
 
-def _stranded(table: RouteTable, providers: list[str], routes: list[str]) -> list[str]:
-    """Of ``routes``, those left with nothing to answer: every deployment on one of
-    ``providers`` and no fallback (the others lose those deployments, not their answers)."""
-    return [
-        alias
-        for alias in routes
-        if not table.routes[alias].fallbacks
-        and all(d.provider in providers for d in table.routes[alias].deployments)
-    ]
-
-
 async def confirm_delete(ui: Ui) -> Response:
     name = ui.request.path_params["name"]
     info = await ui.admin.secrets.info(name)
     table = (await ui.admin.control.table()).table
-    providers, routes = _users(table, name)
-    stranded = _stranded(table, providers, routes)
+    users = table.secret_users(name)
+    providers, stranded = users.providers, users.stranded
     return ui.page(
         "secret_delete.html",
         "secrets",
@@ -108,7 +82,7 @@ async def confirm_delete(ui: Ui) -> Response:
         info=info,
         providers=providers,
         stranded=stranded,
-        degraded=[a for a in routes if a not in stranded],
+        degraded=users.degraded,
     )
 
 

@@ -1,0 +1,140 @@
+"""Operator papercuts on the session stack: a Valkey outage in the admin API and `keys show`,
+`key_missing` on `/deployments`, cooldowns of unknown deployments, the key `state` filter, and
+`secrets rm`/`list` about secrets providers use or lack."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tests.stacks import Stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(stack: Stack, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switchyard", "--config", str(stack.config_file), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextmanager
+def _valkey_paused(stack: Stack) -> Iterator[None]:
+    """Valkey hung (not gone): every read waits out the client's timeout."""
+    valkey = stack.process("valkey").proc
+    assert valkey is not None
+    valkey.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        valkey.send_signal(signal.SIGCONT)
+
+
+async def test_a_valkey_outage_is_said_not_a_500_and_keys_are_still_shown(stack: Stack) -> None:
+    _, record = await stack.new_key("papercut-spend")
+    with _valkey_paused(stack):
+        listed = await stack.admin("GET", "/keys?limit=2")
+        one = await stack.admin("GET", f"/keys/{record.id}")
+        daily = await stack.admin("GET", "/spend?days=1")
+        ranked = await stack.admin("GET", "/spend/ranking?by=model")
+        shown = _cli(stack, "keys", "show", record.id)
+    assert listed.status_code == 200, listed.text
+    assert "Valkey/Redis" in listed.json()["spend_unavailable"]
+    assert [k["spend"] for k in listed.json()["keys"]] == [None, None]
+    assert one.status_code == 200, one.text
+    assert (one.json()["id"], one.json()["spend"]) == (record.id, None)
+    for resp in (daily, ranked):
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["error"]["code"] == "spend_unavailable"
+        assert "Valkey/Redis did not answer" in resp.json()["error"]["message"]
+        assert int(resp.headers["retry-after"]) >= 1
+    assert shown.returncode == 1
+    assert "Traceback" not in shown.stderr
+    assert shown.stderr.startswith("error: spend cannot be read: Valkey/Redis did not answer")
+    assert shown.stderr.count("\n") == 1
+    assert "spend      unavailable" in shown.stdout  # the record itself is in NATS: shown
+    after = await stack.admin("GET", f"/keys/{record.id}")
+    assert after.status_code == 200
+    assert after.json()["spend"]["total_spend_usd"] == 0
+
+
+async def test_deployments_say_which_have_no_provider_key_as_the_overview_does(
+    stack: Stack,
+) -> None:
+    deployments = (await stack.admin("GET", "/deployments")).json()["deployments"]
+    overview = (await stack.admin("GET", "/overview")).json()["deployments"]
+    missing = sorted(d["id"] for d in deployments if d["key_missing"])
+    assert missing == sorted(d["id"] for d in overview if d["key_missing"])
+    assert any("nokey" in d["aliases"] for d in deployments if d["key_missing"])
+    assert not any("gpt-4o-mini" in d["aliases"] for d in deployments if d["key_missing"])
+
+
+async def test_clearing_the_cooldown_of_an_unknown_deployment_is_a_404(stack: Stack) -> None:
+    gone = await stack.admin("DELETE", "/deployments/no-such-deployment/cooldown")
+    assert gone.status_code == 404, gone.text
+    assert gone.json()["error"]["param"] == "deployment"
+    audit = (await stack.admin("GET", "/audit?q=no-such-deployment")).json()
+    assert audit["entries"] == []  # not recorded as done
+    known = (await stack.admin("GET", "/deployments")).json()["deployments"][0]["id"]
+    cleared = await stack.admin("DELETE", f"/deployments/{known}/cooldown")
+    assert cleared.status_code == 200, cleared.text
+
+
+async def test_an_unknown_key_state_is_a_400_naming_the_valid_ones(stack: Stack) -> None:
+    bogus = await stack.admin("GET", "/keys?state=bogus")
+    assert bogus.status_code == 400, bogus.text
+    error = bogus.json()["error"]
+    assert error["param"] == "state"
+    assert "active, revoked, expired" in error["message"]
+    assert (await stack.admin("GET", "/keys?state=revoked")).status_code == 200
+
+
+async def test_secrets_rm_of_a_secret_in_use_says_what_breaks_and_needs_force(
+    stack: Stack, upstream: FakeOpenAI
+) -> None:
+    provider = {"kind": "openai-compatible", "api_base": upstream.base_url, "secret": "pc-key"}
+    both = [{"provider": "pc-prov", "model": "echo"}, {"provider": "fake", "model": "echo"}]
+    put = _cli(stack, "secrets", "put", "pc-key", "--from-stdin", stdin="sk-papercut-0000")
+    assert put.returncode == 0, put.stderr
+    assert (await stack.admin("PUT", "/providers/pc-prov", provider)).status_code == 200
+    only = {"deployments": [{"provider": "pc-prov", "model": "echo"}]}
+    assert (await stack.admin("PUT", "/routes/pc-only", only)).status_code == 200
+    assert (await stack.admin("PUT", "/routes/pc-both", {"deployments": both})).status_code == 200
+    try:
+        refused = _cli(stack, "secrets", "rm", "pc-key")  # stdin is not a terminal
+        assert refused.returncode == 1
+        assert "provider(s) pc-prov" in refused.stderr
+        assert "nothing to answer (503): pc-only" in refused.stderr
+        assert "lose those deployments: pc-both" in refused.stderr
+        assert "pass --force" in refused.stderr
+        assert _cli(stack, "secrets", "show", "pc-key").returncode == 0  # still there
+
+        forced = _cli(stack, "secrets", "rm", "pc-key", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert "pc-only" in forced.stderr  # still said
+        listed = _cli(stack, "secrets", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert "missing: `pc-key` is named by provider pc-prov" in listed.stdout
+        assert "missing: `missing-secret` is named by provider fake-locked" in listed.stdout
+        as_json = _cli(stack, "secrets", "list", "--json")
+        assert "pc-key" not in as_json.stdout  # the JSON is still what is stored
+        assert "missing: `pc-key`" in as_json.stderr
+    finally:
+        for path in ("/routes/pc-only", "/routes/pc-both", "/providers/pc-prov"):
+            await stack.admin("DELETE", path)
+    unused = _cli(stack, "secrets", "put", "pc-spare", "--from-stdin", stdin="sk-spare-0000")
+    assert unused.returncode == 0, unused.stderr
+    quiet = _cli(stack, "secrets", "rm", "pc-spare")  # nobody uses it: no question asked
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""

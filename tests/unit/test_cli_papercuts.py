@@ -1,0 +1,90 @@
+"""Command-line input that used to be taken as given and then did the wrong thing: a health
+port past 65535, a key allowed no model or expiring at once, and what `secrets` says about
+secrets that providers use or lack."""
+
+from __future__ import annotations
+
+import argparse
+
+import msgspec
+import pytest
+
+from switchyard.admin.keys_cli import _fields
+from switchyard.cli import build_parser
+from switchyard.errors import InputError
+from switchyard.schemas.routing import RouteTable
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536", "http"])
+def test_a_health_port_outside_0_to_65535_is_refused(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """99999 was accepted and the kernel listened on 34463 (99999 mod 65536)."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "head", "--health-port", port])
+    assert exited.value.code == 2
+    assert f"`{port}` is not a port number (0-65535)" in capsys.readouterr().err
+
+
+def test_a_health_port_in_range_is_taken() -> None:
+    args = build_parser().parse_args(["serve", "head", "--health-port", "65535"])
+    assert args.health_port == 65535
+
+
+def _key_args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["keys", "create", "k", *argv])
+
+
+@pytest.mark.parametrize("models", ["", " , ,"])
+def test_an_empty_model_list_is_refused_with_what_to_pass(models: str) -> None:
+    """``--models ''`` locked the key out of every model, silently."""
+    with pytest.raises(InputError) as refused:
+        _fields(_key_args("--models", models))
+    assert refused.value.field == "--models"
+    assert "--models '*'" in str(refused.value)
+    assert _fields(_key_args("--models", "gpt-*, b"))["models"] == ("gpt-*", "b")
+
+
+@pytest.mark.parametrize("duration", ["0d", "0s", "00h"])
+def test_an_expiry_of_no_time_is_refused(duration: str) -> None:
+    """``--expires-in 0d`` wrote a key that was expired before anyone could use it."""
+    with pytest.raises(InputError) as refused:
+        _fields(_key_args("--expires-in", duration))
+    assert "no time at all" in str(refused.value)
+    assert "keys revoke" in str(refused.value)
+    assert _fields(_key_args("--expires-in", "1h"))["expires_at"] > 0
+
+
+TABLE = msgspec.convert(
+    {
+        "providers": {
+            "p": {"kind": "openai-compatible", "api_base": "http://x/v1", "secret": "s"},
+            "q": {"kind": "openai-compatible", "api_base": "http://x/v1"},
+            "r": {"kind": "openai-compatible", "api_base": "http://x/v1", "secret": "gone"},
+        },
+        "routes": {
+            "only-p": {"deployments": [{"provider": "p", "model": "m"}]},
+            "p-and-q": {
+                "deployments": [{"provider": "p", "model": "m"}, {"provider": "q", "model": "m"}]
+            },
+            "p-falls-back": {"deployments": [{"provider": "p", "model": "m"}], "fallbacks": ["q"]},
+            "q": {"deployments": [{"provider": "q", "model": "m"}]},
+        },
+    },
+    RouteTable,
+)
+
+
+def test_a_secrets_users_are_told_apart_by_whether_they_keep_answering() -> None:
+    users = TABLE.secret_users("s")
+    assert users.providers == ["p"]
+    assert users.stranded == ["only-p"]
+    assert users.degraded == ["p-and-q", "p-falls-back"]
+    assert TABLE.secret_users("unused").providers == []
+
+
+def test_secrets_providers_name_but_nobody_stored_are_found() -> None:
+    assert TABLE.unstored_secrets({"s"}) == [("gone", "r")]
+    assert TABLE.unstored_secrets({"s", "gone"}) == []
