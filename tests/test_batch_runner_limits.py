@@ -47,6 +47,15 @@ async def runner_stack(
         "slow": {"deployments": [{"provider": "fake", "model": "slow:2500"}]},
         "nokey": {"deployments": [{"provider": "keyless", "model": "slow:50"}]},
         "narrow": {"deployments": [{"provider": "fake", "model": "ctl:narrow", "concurrency": 1}]},
+        "priced": {
+            "deployments": [
+                {
+                    "provider": "fake",
+                    "model": "echo",
+                    "price": {"input_per_token": 0.01, "output_per_token": 0.01},
+                }
+            ]
+        },
     }
     # Keep-alives while the provider works (what tells a slow provider from a busy queue)
     # come more often than the line timeout.
@@ -353,3 +362,48 @@ async def test_an_empty_custom_id_fails_the_batch_and_a_byte_order_mark_does_not
         assert done.status == "completed", done.errors
         rows = await _rows(client, done.output_file_id)
     assert sorted(r["custom_id"] for r in rows) == ["bom-1", "bom-2"]
+
+
+async def test_a_key_over_its_budget_creates_no_batch(runner_stack: Stack) -> None:
+    """The runner sends lines past the edge's limiter: a key whose budget was used up could
+    go on spending through batches. Creating one is refused as its requests are."""
+    key, _ = await runner_stack.new_key("runner-broke", budget_usd=0.01)
+    async with _client(runner_stack, key) as client:
+        await client.chat.completions.create(  # 7 prompt tokens at $0.01: over the budget
+            model="priced", messages=[{"role": "user", "content": "spend"}]
+        )
+        deadline = time.monotonic() + 15
+        while True:  # accounting records the spend a moment after the answer
+            try:
+                await client.chat.completions.create(
+                    model="priced", messages=[{"role": "user", "content": "again"}]
+                )
+            except openai.RateLimitError:
+                break
+            assert time.monotonic() < deadline, "the budget never ran out"
+            await asyncio.sleep(0.2)
+        file = await client.files.create(
+            file=("in.jsonl", _jsonl([_line("one", "bulk")])), purpose="batch"
+        )
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.batches.create(
+                input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+    assert refused.value.code == "budget_exceeded"
+    assert "budget of $0.01" in refused.value.message
+    messages = anthropic.AsyncAnthropic(base_url=runner_stack.tail_url, api_key=key, max_retries=0)
+    async with messages:
+        with pytest.raises(anthropic.RateLimitError) as also:
+            await messages.messages.batches.create(
+                requests=[
+                    {
+                        "custom_id": "one",
+                        "params": {
+                            "model": "bulk",
+                            "max_tokens": 8,
+                            "messages": [{"role": "user", "content": "x"}],
+                        },
+                    }
+                ]
+            )
+    assert also.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]

@@ -210,6 +210,22 @@ class BatchApi:
             raise ServiceUnavailable("the gateway is starting", code="starting")
         return key, fair_tenant(key.team, key.id), self.store
 
+    async def within_budget(self, key: ClientKey) -> None:
+        """Refuse new batch work for a key whose budget is used up, as its requests are.
+
+        The runner sends each line on the bus, past the edge's limiter, so a key over budget
+        could otherwise go on spending through batches. A batch created while the key had
+        budget left runs to its end (its lines are billed to the key as they go).
+
+        Raises:
+            RateLimited: 429 ``budget_exceeded``.
+        """
+        limiter = self.edge.limiter
+        if limiter is not None:
+            refusal = await limiter.budget_refusal(key)
+            if refusal is not None:
+                raise refusal
+
     async def upload(self, request: Request) -> Response:
         try:
             _, owner, store = self.caller(request)
@@ -369,6 +385,7 @@ class BatchApi:
                     "input must be uploaded with purpose `batch`",
                     param="input_file_id",
                 )
+            await self.within_budget(key)
             outputs = ask.output_expires_after
             batch = b.Batch(
                 id=new_id("batch_"),

@@ -115,6 +115,7 @@ class MessageBatchApi:
     async def create(self, request: Request) -> Response:
         try:
             key, owner, store = self.files.caller(request)
+            await self.files.within_budget(key)
             # Read first: a slow sender holds no turn. Then up to ``max_file_bytes`` of JSON
             # to check and rewrite (~0.2 s for 96 MB), in a thread: the edge's LLM traffic
             # waits for its longest single step (one decode of the whole body, ~50 ms).

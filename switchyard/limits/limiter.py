@@ -30,7 +30,7 @@ from switchyard.limits import keys as rk
 from switchyard.limits import periods
 from switchyard.limits.credentials import read_password
 from switchyard.limits.resp import RedisReplyError, RedisUnavailable, Script, ScriptClient
-from switchyard.limits.scripts import ADMIT, RENEW, SETTLE
+from switchyard.limits.scripts import ADMIT, RENEW, SETTLE, SPENT
 from switchyard.limits.slots import LEASE_S, SlotLeases
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.metrics import Metrics
@@ -89,6 +89,7 @@ class Limiter:
         )
         self._admit = Script(self._client, ADMIT)
         self._settle = Script(self._client, SETTLE)
+        self._spent = Script(self._client, SPENT)
         self._fail_open = settings.redis.on_unavailable == "fail_open"
         self._pending: dict[str, list[str]] = {}  # key id -> member, actual, member, actual...
         self._flush: asyncio.TimerHandle | None = None
@@ -126,6 +127,27 @@ class Limiter:
     @staticmethod
     def applies(key: ClientKey) -> bool:
         return bool(key.rpm or key.tpm or key.max_parallel or key.budget_usd)
+
+    async def budget_refusal(self, key: ClientKey) -> RateLimited | None:
+        """The 429 ``budget_exceeded`` a request of ``key`` would get now, or None: for work
+        that is not one request (a batch's creation), checked without admitting anything.
+
+        Raises:
+            ServiceUnavailable: Redis/Valkey cannot be reached and the policy is fail-closed.
+        """
+        if not key.budget_usd:
+            return None
+        now = time.time()
+        period_id, period_end = self._period(key.budget_period, now)
+        try:
+            spent = int(await self._spent(keys=[], args=[rk.budget(key.id, period_id)]) or 0)
+        except (RedisUnavailable, RedisReplyError) as exc:
+            self._unavailable(exc)
+            return None
+        if spent < int(key.budget_usd * rk.NANO):
+            return None
+        retry_ms = int(max(1.0, period_end - now) * 1000) if period_end != float("inf") else 0
+        return self._refusal(key, code=4, retry_ms=retry_ms, spent=spent, estimate=0, headers=[])
 
     async def admit(self, key: ClientKey, request_id: str, estimate: int) -> Ticket | None:
         """Admit one request for ``key`` (None when the key has no limits or Redis is down

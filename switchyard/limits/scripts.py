@@ -145,6 +145,12 @@ return 1
 # score. XX: a slot freed meanwhile (settled, or swept as a dead edge's) is never taken again.
 # KEYS: in-flight sets (zsets); ARGV: now ms, lease ms, then per key: the number of its
 # members, then those members.
+# A key's spend this period (nano-USD), for a check that admits nothing (a batch's creation).
+# ARGV: the spend counter's name (in ARGV, read-only for the ingress role: see ADMIT).
+SPENT = """
+return redis.call('GET', ARGV[1])
+"""
+
 RENEW = """
 local now = tonumber(ARGV[1])
 local lease = tonumber(ARGV[2])

@@ -5,8 +5,8 @@ Each line is a request on the bus as the batch's key, at ``batch`` priority, wit
 answer is recorded once (a KV create); a line with a recorded result is never sent again.
 After a restart the runner sends every line without a result again, under attempt numbers no
 earlier run used (``generation``): a submission lost with the old reply path is replaced, not
-deduplicated against. A line that was already running when the old runner died may run twice
-at the provider, but its result is recorded once and it is billed once.
+deduplicated against. A line sent and unanswered when the old runner died (running or
+queued) may run twice at the provider, but its result is recorded once and billed once.
 
 A line holds one of the runner's sending slots (:class:`~.slots.FairSlots`) only while it is
 on the bus; a line waiting to be sent again (no room, 503, 429, no answer in time) gives its
