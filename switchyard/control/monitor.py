@@ -503,6 +503,12 @@ class Monitor:
         )
         gauge(sc.QUEUE_LIMIT, "Most requests a deployment's queue holds.", lambda q: q.limit)
         gauge(
+            sc.QUEUE_IN_DISPATCH,
+            "Requests the queue limit counts: waiting in dispatch (not held for fair order) "
+            "plus in flight.",
+            lambda q: max(0, q.waiting - q.held) + q.in_flight,
+        )
+        gauge(
             sc.QUEUE_REDELIVERED,
             "Requests delivered more than once and not yet finished.",
             lambda q: q.redelivered,

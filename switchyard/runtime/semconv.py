@@ -115,6 +115,8 @@ BUDGET_THRESHOLDS: tuple[float, ...] = (0.8, 1.0)  # label values "0.8" and "1"
 
 # Control: queue depth per deployment, collected once for the platform (from JetStream).
 QUEUE_WAITING = "switchyard_queue_waiting"  # requests stored, not yet picked up
+# What streams.dispatch_queue_limit counts: waiting in dispatch (not held in HOLD) + in flight.
+QUEUE_IN_DISPATCH = "switchyard_queue_in_dispatch"
 QUEUE_IN_FLIGHT = "switchyard_queue_in_flight"  # picked up, not yet acknowledged
 QUEUE_CONCURRENCY = "switchyard_queue_concurrency"  # the deployment's max in flight
 QUEUE_LIMIT = "switchyard_queue_limit"  # the most it may hold before refusing (queue_full)

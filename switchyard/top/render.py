@@ -154,7 +154,9 @@ def _queue_cells(d: DeploymentState) -> list[Text]:
     q = d.queue
     if q is None:  # the control service could not read this queue
         return [Text("?", style="yellow"), Text(f"?/{d.concurrency}", style="yellow")]
-    share = q.waiting / q.limit if q.limit else 0.0
+    # Of the limit (dispatch_queue_limit): what waits in dispatch plus what is in flight; held
+    # requests wait in HOLD, which the limit does not count.
+    share = (max(0, q.waiting - q.held) + q.in_flight) / q.limit if q.limit else 0.0
     queued = Text(str(q.waiting))
     if share >= NEAR_LIMIT:
         queued.append(f" {share:.0%}")

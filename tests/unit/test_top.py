@@ -133,7 +133,7 @@ def test_deployments_come_most_queued_first_then_busiest_with_their_queue_and_ra
     # 19 of a limit of 20 waiting: the share of the limit is shown next to the count.
     held = _row(lines, "fake--held")
     assert held == [
-        "fake--held", "held, held-too", "19 95%", "1/1", "0", "-", "-", "0%", "2", "7.2s", "-"
+        "fake--held", "held, held-too", "19 100%", "1/1", "0", "-", "-", "0%", "2", "7.2s", "-"
     ]  # fmt: skip
     assert _row(lines, "fake--busy")[2:7] == ["0", "0/8", "42.5", "3.4ms/17ms", "2.2ms/-"]
     assert _row(lines, "openai--gpt-4o")[4:7] == ["0.5", "950ms/2.9s", "-"]
@@ -202,6 +202,19 @@ def test_requests_held_for_fair_order_show_next_to_the_queue_and_count_as_queued
     assert order == ["fake--fair", "fake--idle"]
 
 
+def test_the_queues_share_of_its_limit_leaves_out_what_is_held_for_fair_order() -> None:
+    """The limit (dispatch_queue_limit) counts what waits in dispatch and what is in flight;
+    held requests wait in HOLD. Counted, a saturated deployment showed 215% in red while
+    every request was answered."""
+    saturated = _deployment(
+        "fake--fair",
+        queue=QueueState(waiting=43, held=40, in_flight=8, concurrency=8, limit=20),
+        saturated=True,
+    )
+    lines = _screen(_overview(deployments=[saturated]))
+    assert _row(lines, "fake--fair")[2] == "43 55% (40 held)"
+
+
 def test_an_error_is_shown_above_the_last_overview_or_alone() -> None:
     alone = _screen(None, error="control service not answering: x", interval=1.0)
     assert alone[1:] == ["control service not answering: x", "trying again every 1s"]
@@ -215,7 +228,7 @@ def test_a_narrow_terminal_hides_the_least_useful_columns_and_says_which() -> No
     lines = _screen(_overview(), width=80)
     assert all(len(line) <= 80 for line in lines)
     assert _row(lines, "DEPLOYMENT")[:3] == ["DEPLOYMENT", "QUEUED", "IN FLIGHT"]
-    assert _row(lines, "fake--held")[:3] == ["fake--held", "19 95%", "1/1"]  # names stay whole
+    assert _row(lines, "fake--held")[:3] == ["fake--held", "19 100%", "1/1"]  # names stay whole
     assert "(too narrow for ALIASES, TTFT P50/P99, REDELIV, OLDEST: widen the terminal)" in lines
 
 
