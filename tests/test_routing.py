@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 
@@ -528,3 +530,19 @@ async def test_storing_a_providers_key_ends_its_deployments_cooldowns(routed: St
         await _clear(routed, keyless, other)
         await nc.close()
         await admin_nc.close()
+
+
+async def test_an_edge_stays_ready_with_one_head_of_two_hung(routed: Stack) -> None:
+    """A hung head (stopped, not dead) keeps its subscription, and NATS hands it a share of
+    the edges' readiness questions: with one try each, edges flapped between ready and not,
+    and a load balancer would take healthy edges out. Several tries, each to a head picked
+    anew, keep the edge ready."""
+    hung = routed.process("head-1").pid
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            statuses = [(await http.get(f"{routed.tail_url}/ready")).status_code for _ in range(10)]
+    finally:
+        os.kill(hung, signal.SIGCONT)
+    assert statuses.count(200) >= 8, statuses  # one try each: about half failed

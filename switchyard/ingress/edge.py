@@ -51,6 +51,8 @@ from switchyard.telemetry import request_id_var
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # used with fullmatch
 _MODELS = msgspec.json.Decoder(dict[str, Any])
 _ENCODE = msgspec.json.Encoder()
+READY_TRIES = 5  # a head picked anew each time (see Edge.ready)
+READY_TRY_S = 0.4  # every try together stays under a 3 s probe timeout
 
 
 class Edge:
@@ -154,18 +156,28 @@ class Edge:
         return Response(b'{"status":"ok"}', media_type=JSON)
 
     async def ready(self, request: Request) -> Response:
-        """Ready when NATS is connected, the key ring loaded, and a head answers."""
+        """Ready when NATS is connected, the key ring loaded, and a head answers.
+
+        The question goes to one head of the queue group, picked by NATS: with one head of
+        two hung (not dead: its subscription lives on), a single try made healthy edges flap
+        out of their load balancer. Up to ``READY_TRIES`` tries, each to a head picked anew.
+        """
         client = self.client
         if client is None or self.keys is None:
             return Response(b'{"status":"starting"}', status_code=503, media_type=JSON)
-        try:
-            await client.request(subjects.MODELS, b"{}", client.envelope(timeout=2))
-        except AuthenticationFailed:
-            pass  # a head answered (it wants a key for the list): the path works
-        except ApiError as exc:
-            body = _ENCODE.encode({"status": "not ready", "reason": exc.message})
-            return Response(body, status_code=503, media_type=JSON)
-        return Response(b'{"status":"ready"}', media_type=JSON)
+        failure: ApiError | None = None
+        for _ in range(READY_TRIES):
+            try:
+                await client.request(subjects.MODELS, b"{}", client.envelope(timeout=READY_TRY_S))
+            except AuthenticationFailed:
+                pass  # a head answered (it wants a key for the list): the path works
+            except ApiError as exc:
+                failure = exc
+                continue
+            return Response(b'{"status":"ready"}', media_type=JSON)
+        reason = failure.message if failure is not None else "no head answered"
+        body = _ENCODE.encode({"status": "not ready", "reason": reason})
+        return Response(body, status_code=503, media_type=JSON)
 
     async def _models(self, key: ClientKey) -> dict[str, Any]:
         client = self.require_client()

@@ -27,6 +27,8 @@ from switchyard.stack.certs import ROUTE_CERT
 
 # Bodies up to ingress.max_body_bytes (4 MiB default) plus headers must fit in one message.
 MAX_PAYLOAD = 8 * 1024 * 1024
+PING_INTERVAL = "10s"  # the server pings each client this often...
+PING_MAX = 3  # ...and drops one that leaves this many unanswered
 CLUSTER_NAME = "switchyard"
 
 
@@ -138,6 +140,12 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
         "http": f"{layout.monitor_host}:{layout.monitor_port}",
         "max_payload": MAX_PAYLOAD,
         "max_pending": 4 * MAX_PAYLOAD,
+        # A client that stops answering (a hung process: SIGSTOP, a stuck event loop) keeps
+        # its queue-group subscriptions until the server gives up on it, and its share of
+        # requests waits out the edges' accept timeout meanwhile. The default (2 min, 2 pings)
+        # let that go on for minutes; this drops it within about 40 s.
+        "ping_interval": PING_INTERVAL,
+        "ping_max": PING_MAX,
         "tls": {
             "cert_file": str(server.cert),
             "key_file": str(server.key),

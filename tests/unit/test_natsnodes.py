@@ -75,3 +75,15 @@ def test_every_stream_and_bucket_is_replicated_on_three_nodes(tmp_path: Path) ->
     buckets = {b: definitions.bucket_config(b, settings).replicas for b in definitions.BUCKETS}
     assert set(buckets.values()) == {3}, buckets
     assert definitions.files_store_config(settings).replicas == 3
+
+
+def test_the_server_drops_a_client_that_stops_answering_within_a_minute(tmp_path: Path) -> None:
+    """A hung head (SIGSTOP, a stuck loop) kept its queue-group subscription for minutes
+    with nats-server's default pings (every 2 min, 2 missed), and each request NATS gave it
+    waited out the edge's 10 s accept timeout. The server now pings every 10 s and drops a
+    client after 3 unanswered (every integration test's server runs this config)."""
+    settings = load_settings(None, env={}, overrides={"home": str(tmp_path)})
+    (node,) = plan_nodes(settings, StackHome(tmp_path))
+    doc = nats_config(node.layout)
+    seconds = int(doc["ping_interval"].removesuffix("s"))
+    assert seconds * (doc["ping_max"] + 1) <= 60
