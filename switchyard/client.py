@@ -60,6 +60,7 @@ _RECONNECTED = object()
 # retries after 5 s.
 GAP_WAIT_S = 12.0
 _NO_RESPONDERS = "503"
+NO_WORKERS_RETRY_S = 2.0  # a head restarts in about a second; a client waits this long
 _JSON = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder()
 
@@ -129,7 +130,9 @@ class _Progress:
         if msg.headers.get("Status") == _NO_RESPONDERS and not msg.data:
             if last:
                 raise ServiceUnavailable(
-                    "no head workers are available to take the request", code="no_workers"
+                    "no head workers are available to take the request",
+                    code="no_workers",
+                    retry_after=NO_WORKERS_RETRY_S,
                 )
             raise _Resend("no head is listening", pause=0.01)
         return msg
@@ -430,7 +433,9 @@ class LLMClient:
             if loop.time() >= give_up:
                 raise DeadlineExceeded("the request deadline passed before an answer arrived")
             raise ServiceUnavailable(
-                f"no head accepted the request after {self._attempts} attempts", code="no_workers"
+                f"no head accepted the request after {self._attempts} attempts",
+                code="no_workers",
+                retry_after=NO_WORKERS_RETRY_S,
             )
         finally:
             if yielded and not ended:

@@ -84,6 +84,7 @@ async def test_no_head_is_503_at_once(narrow: Stack) -> None:
         took = time.perf_counter() - began
     assert info.value.status_code == 503
     assert info.value.code == "no_workers"
+    assert info.value.response.headers["retry-after"] == "2"  # a head restarts in seconds
     # "At once": far below the 10 s a lost request waits before it is re-sent (not a speed
     # test; the benchmark measures speed).
     assert took < 2.0, f"took {took * 1000:.0f} ms"

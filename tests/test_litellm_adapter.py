@@ -317,6 +317,23 @@ async def test_a_request_litellm_cannot_build_is_the_clients_400(
     assert not upstream.fake.calls  # nothing reached the provider
 
 
+async def test_n_above_one_is_refused_where_the_provider_has_no_such_parameter(
+    adapter: LiteLLM, upstream: Upstream
+) -> None:
+    """litellm drops `n` for Anthropic (drop_params) and one choice came back: the client's
+    choices[1] failed far from the cause. Gemini has it (candidateCount) and gets it."""
+    call = call_for(upstream, "ok", n=2)
+    if upstream.kind == "anthropic":
+        exc = await failure(adapter, call)
+        assert isinstance(exc, InvalidRequest)
+        assert (exc.param, exc.code) == ("n", "unsupported_parameter")
+        assert not upstream.fake.calls
+    else:
+        await adapter.complete(call)
+        assert len(upstream.fake.calls) == 1
+    await adapter.complete(call_for(upstream, "ok", n=1))  # one is every provider's
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 async def test_timeout_is_retryable(adapter: LiteLLM, upstream: Upstream, stream: bool) -> None:
     started = time.monotonic()

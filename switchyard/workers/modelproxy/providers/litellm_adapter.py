@@ -82,7 +82,7 @@ class LiteLLM:
         lib = await self._litellm()
         try:
             async with asyncio.timeout(call.total_timeout):
-                response = await _function(lib, call.op)(**_arguments(call, stream=False))
+                response = await _function(lib, call.op)(**_arguments(call, stream=False, lib=lib))
             body = response.model_dump(mode="json")
         except TimeoutError:
             raise ue.timed_out(call.provider_name, "the response") from None
@@ -99,7 +99,7 @@ class LiteLLM:
         first = True
         try:
             async with asyncio.timeout_at(min(first_by, end_by)):
-                chunks = await _function(lib, call.op)(**_arguments(call, stream=True))
+                chunks = await _function(lib, call.op)(**_arguments(call, stream=True, lib=lib))
         except TimeoutError:
             raise ue.timed_out(name, "the first token") from None
         except Exception as exc:  # noqa: BLE001 - every litellm failure is translated
@@ -137,9 +137,10 @@ def _function(lib: Any, op: str) -> Any:
     return {"chat": lib.acompletion, "complete": lib.atext_completion, "embed": lib.aembedding}[op]
 
 
-def _arguments(call: ProviderCall, *, stream: bool) -> dict[str, Any]:
+def _arguments(call: ProviderCall, *, stream: bool, lib: Any) -> dict[str, Any]:
     kind = call.provider.kind
     body = call.body
+    _one_choice_only(lib, call)
     args = {k: v for k, v in body.items() if k in _PARAMS[call.op]}
     args[_INPUT[call.op]] = body.get(_INPUT[call.op])
     args.update(
@@ -158,6 +159,35 @@ def _arguments(call: ProviderCall, *, stream: bool) -> dict[str, Any]:
         options["include_usage"] = True  # count tokens on every stream; see _event
         args.update(stream=True, stream_options=options)
     return args
+
+
+def _one_choice_only(lib: Any, call: ProviderCall) -> None:
+    """``n`` above 1 where the provider has no such parameter (Anthropic, Mistral): litellm
+    drops it (``drop_params``) and one choice comes back, so a client reading ``choices[1]``
+    fails far from the cause. Refused instead, naming the field.
+
+    Raises:
+        InvalidRequest: ``n`` > 1 for a provider litellm does not send it to.
+    """
+    n = call.body.get("n")
+    if call.op != "chat" or not isinstance(n, int) or isinstance(n, bool) or n <= 1:
+        return
+    kind = call.provider.kind
+    model = call.deployment.model
+    try:
+        if kind == "litellm":
+            supported = lib.get_supported_openai_params(model=model)
+        else:
+            supported = lib.get_supported_openai_params(model=model, custom_llm_provider=kind)
+    except Exception:  # noqa: BLE001 - litellm's own lookup failing must not refuse the request
+        return
+    if supported is not None and "n" not in supported:
+        raise InvalidRequest(
+            f"`n` ({n}) is not offered by provider {call.provider_name}: it returns one choice "
+            "per request; send the request n times instead",
+            param="n",
+            code="unsupported_parameter",
+        )
 
 
 def _event(doc: dict[str, Any], client_wants_usage: bool) -> StreamEvent:
