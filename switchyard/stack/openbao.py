@@ -80,6 +80,27 @@ class OpenBaoLayout:
         return f"https://{self.host}:{self.port}"
 
 
+def _same_place(layout: OpenBaoLayout) -> None:
+    """OpenBao stores its audit device's file path when it first starts, and refuses to
+    start when the config names another ("modifications to audit devices are not allowed"),
+    so a home moved or restored elsewhere left ``up`` waiting 60 s for an OpenBao that never
+    unseals. The path is remembered beside the data; a moved home is refused at once, saying
+    where it belongs."""
+    marker = layout.dir / "audit-path"
+    here = str(layout.audit_log)
+    if marker.is_file():
+        first = marker.read_text(encoding="utf-8").strip()
+        if first and first != here and any(layout.data_dir.iterdir()):
+            home = Path(first).parent.parent
+            raise StackError(
+                "openbao",
+                f"this stack's home was set up at {home} and has moved: OpenBao keeps the "
+                f"path of its audit log ({first}) and will not start with another. Put the "
+                f"home back at {home} (a backup is restored at the path it came from)",
+            )
+    write_private(marker, here + "\n")
+
+
 def policy_text(mount: str) -> str:
     """The secrets service's policy: its KV v2 mount, and keeping its own token alive."""
     return f"""
@@ -95,9 +116,14 @@ path "auth/token/lookup-self" {{ capabilities = ["read"] }}
 
 
 def write_config(layout: OpenBaoLayout) -> None:
-    """Write the server config and, on first run, the static unseal key (0600)."""
+    """Write the server config and, on first run, the static unseal key (0600).
+
+    Raises:
+        StackError: the home was moved since OpenBao was set up (see :func:`_same_place`).
+    """
     layout.dir.mkdir(parents=True, exist_ok=True)
     layout.data_dir.mkdir(parents=True, exist_ok=True)
+    _same_place(layout)
     if not layout.unseal_key.exists():
         key = secrets.token_bytes(32)
         layout.unseal_key.touch(mode=0o600)
