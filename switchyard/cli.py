@@ -347,12 +347,13 @@ def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: 
     known = {i.name: i for i in SERVICE_IDENTITIES}
     ou = known[name].zone.value.lower() if name in known else "client"
     directory = _cert_dir(args, settings)
-    if args.new_ca:
-        ca, created = CertificateAuthority.load_or_create(
+    if args.new_ca and missing_ca_files(directory):
+        ca, _ = CertificateAuthority.load_or_create(
             directory, settings.certs.organization, settings.certs.validity_days
         )
-        if created:
-            print(f"created a new CA in {directory} (only what trusts it accepts this one)")
+        print(f"created a new CA in {directory} (only what trusts it accepts this one)")
+    elif args.new_ca:  # one is there: kept as it is (renewing it would orphan what it signed)
+        ca = CertificateAuthority.load(directory)
     else:  # a CA made on the side signs certificates the stack's NATS refuses
         missing = missing_ca_files(directory)
         if missing:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 from nats.aio.msg import Msg
 
 from switchyard.bus import subjects
@@ -112,4 +113,23 @@ async def test_a_process_stopping_on_purpose_leaves_the_table_at_once(tmp_path: 
         await nc.flush()
         await asyncio.sleep(0.1)
     assert [b.stopping for b in beats][-2:] == [False, True]
+    assert monitor.processes() == []
+
+
+def test_a_replicas_goodbye_leaves_a_sibling_with_the_same_name() -> None:
+    """Compose and Kubernetes start replicas without --instance: every model-proxy reports
+    as modelproxy/modelproxy. One stopping must not remove the row a live one keeps."""
+    settings = load_settings(None, env={})
+    monitor = Monitor(None, settings, Metrics("control"), lambda: settings.route_table, Cooldowns())  # type: ignore[arg-type]
+    live = Heartbeat(
+        component="modelproxy", instance="modelproxy", host="pod-a", pid=1, started_at=1.0
+    )
+    going = Heartbeat(
+        component="modelproxy", instance="modelproxy", host="pod-b", pid=1, started_at=2.0
+    )
+    monitor.add_heartbeat(going)
+    monitor.add_heartbeat(live)  # the latest beat under that name is pod-a's
+    monitor.add_heartbeat(replace(going, stopping=True))
+    assert [p.host for p in monitor.processes()] == ["pod-a"]
+    monitor.add_heartbeat(replace(live, stopping=True))
     assert monitor.processes() == []

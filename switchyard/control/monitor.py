@@ -340,6 +340,10 @@ class Monitor:
         self._edges_seen(beat, previous, now)
         if beat.stopping:  # gone on purpose: not a process that went silent
             del self._processes[key]
+            if previous is not None and not _same_process(previous.beat, beat):
+                # Replicas started without --instance share a name (compose, Kubernetes):
+                # one saying goodbye must not take a live sibling's row with it.
+                self._processes[key] = previous
 
     def _edges_seen(self, beat: m.Heartbeat, previous: _Process | None, now: float) -> None:
         """Edges count answered requests by status class; the deltas feed the totals."""
@@ -536,3 +540,8 @@ class Monitor:
 
 _CONSUMER_PREFIX = subjects.dispatch_consumer("")
 _EDGES = "\x00edges"  # the series of edge request counts (never a deployment id)
+
+
+def _same_process(a: m.Heartbeat, b: m.Heartbeat) -> bool:
+    """Whether two beats come from one process (not two replicas sharing an instance name)."""
+    return (a.host, a.pid, a.started_at) == (b.host, b.pid, b.started_at)
