@@ -317,6 +317,20 @@ async def test_a_request_litellm_cannot_build_is_the_clients_400(
     assert not upstream.fake.calls  # nothing reached the provider
 
 
+async def test_a_200_litellm_cannot_read_is_the_providers_failure(
+    adapter: LiteLLM, upstream: Upstream
+) -> None:
+    """An HTML page sent with 200 ends in litellm as a JSONDecodeError (a ValueError) deep
+    in its chain: for Anthropic, the provider's failure, tried elsewhere, not the client's
+    400 (only a shape error litellm wrapped directly is the client's). litellm itself calls
+    Gemini's unreadable answer a 422, which stays the client's."""
+    exc = await failure(adapter, call_for(upstream, "html"))
+    if upstream.kind == "anthropic":
+        assert isinstance(exc, ProviderError)
+        assert exc.retryable
+    assert len(upstream.fake.calls) == 1
+
+
 async def test_n_above_one_is_refused_where_the_provider_has_no_such_parameter(
     adapter: LiteLLM, upstream: Upstream
 ) -> None:

@@ -12,6 +12,7 @@ the requested model:
 ``overloaded``    529 ``overloaded_error``
 ``broken``        500 ``api_error``
 ``slow``          waits 2 s, then answers normally
+``html``          200 with an HTML page (a proxy in front of it)
 ``leaky``         401 whose message echoes the ``x-api-key`` it received (tests redaction)
 ``cut``           streams message_start and the first delta, then closes (no message_stop)
 ``empty``         answers 200 to a stream and closes before its first event
@@ -81,6 +82,10 @@ class FakeAnthropic(FakeServer):
             return _error(529, "overloaded_error", "Overloaded")
         elif model == "broken":
             return _error(500, "api_error", "Internal server error")
+        elif model == "html":  # a proxy's error page in front of the provider, sent with 200
+            return web.Response(
+                text="<html><h1>502 Bad Gateway</h1></html>", content_type="text/html"
+            )
         elif model == "leaky":
             key = request.headers.get("x-api-key", "")
             return _error(401, "authentication_error", f"invalid x-api-key: {key}")

@@ -58,6 +58,10 @@ class FakeGemini(FakeServer):
             )
         elif model == "broken":
             return _error(500, "INTERNAL", "An internal error has occurred.")
+        elif model == "html":  # a proxy's error page in front of the provider, sent with 200
+            return web.Response(
+                text="<html><h1>502 Bad Gateway</h1></html>", content_type="text/html"
+            )
         elif model == "leaky":
             key = request.headers.get("x-goog-api-key", "")
             return _error(400, "INVALID_ARGUMENT", f"API key not valid: {key}")

@@ -147,3 +147,18 @@ def test_a_provider_without_the_deployments_model_is_the_deployments_failure(sta
     assert retryable(failure)
     assert failure.code == "provider_model_not_found"  # not Switchyard's own unknown-alias code
     assert f"does not serve this deployment's model (HTTP {status})" in failure.message
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Item with id 'rs_123' not found. Items are not persisted when `store` is set to false.",
+        "No such File object: file-abc",
+    ],
+)
+def test_a_404_for_something_the_client_named_stays_the_clients(message: str) -> None:
+    """Only a 404 about the deployment's model is the deployment's failure: one about an id
+    in the client's request would be retried on, and cool, every deployment for everyone."""
+    failure = from_status(404, message, provider="d1", code=None)
+    assert isinstance(failure, InvalidRequest)
+    assert not retryable(failure)

@@ -275,17 +275,13 @@ def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiEr
 
 def _built_nothing(exc: BaseException) -> bool:
     """Whether litellm failed in its own code before any HTTP exchange: a Python error (a
-    wrong type or shape in the request) wrapped in litellm's generic connection error."""
+    wrong type or shape in the request, tool arguments that are not JSON) that litellm
+    wrapped directly in its generic connection error. Only the direct cause counts: deeper in
+    the chain sits a provider's answer litellm could not read (an HTML page's JSONDecodeError
+    under AnthropicError), which is the provider's failure."""
     if getattr(exc, "response", None) is not None:  # a provider answered
         return False
-    seen: BaseException | None = exc.__cause__ or exc.__context__
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, _REQUEST_SHAPE_ERRORS):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return isinstance(exc.__cause__ or exc.__context__, _REQUEST_SHAPE_ERRORS)
 
 
 def _connection_failure(exc: BaseException) -> BaseException | None:

@@ -63,6 +63,9 @@ def from_status(
         )
     if status == 413:
         return PayloadTooLarge(message, code=code)
+    if status in (404, 410) and not _about_the_model(message, code):
+        # Something the client named is not there (a stored item, a file id): its request.
+        return InvalidRequest(message, code=code or "provider_rejected_request")
     if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
         return InvalidRequest(message, code=code or "provider_rejected_request")
     if status in (404, 410):  # the model or endpoint the deployment names is not there
@@ -86,6 +89,17 @@ def from_status(
         code=code or ("provider_auth_error" if status in (401, 403) else "provider_error"),
         retry_after=retry_after,
     )
+
+
+def _about_the_model(message: str, code: str | None) -> bool:
+    """Whether a 404 says the deployment's model (or deployment, or the API path itself) is
+    not there, as OpenAI, Azure, Anthropic, vLLM and Ollama word it, rather than an id from
+    the client's request (a Responses item not stored, a file): only the first is the
+    deployment's failure. A 404 without an error body (a wrong ``api_base``) is too."""
+    if code in {"model_not_found", "DeploymentNotFound"}:
+        return True
+    text = message.lower()
+    return "model" in text or "deployment" in text or "answered http" in text
 
 
 def unreachable(provider: str, detail: str) -> ProviderUnreachable:
