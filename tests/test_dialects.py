@@ -77,6 +77,10 @@ async def agents(
             "native-responses": {"deployments": [{"provider": "openai-native", "model": "o"}]},
             "native-messages": {"deployments": [{"provider": "anthropic-native", "model": "ok"}]},
             "cut-anthropic": {"deployments": [{"provider": "anthropic-native", "model": "cut"}]},
+            "html-anthropic": {
+                "deployments": [{"provider": "anthropic-native", "model": "html"}],
+                "fallbacks": ["native-messages"],
+            },
             "empty-anthropic": {
                 "deployments": [{"provider": "anthropic-native", "model": "empty"}],
                 "fallbacks": ["native-messages"],
@@ -833,3 +837,29 @@ async def test_prompt_cache_tokens_are_billed_at_the_cache_price(agents: Stack) 
     assert spend["prompt_tokens"] == 2 * 100010 + 2 * 101010 + 1007 + 1005
     shown = (await agents.admin("GET", f"/keys/{record.id}")).json()["spend"]
     assert round(shown["total_spend_usd"] * 1e9) == 128_440_000
+
+
+async def test_a_native_stream_cut_after_its_opening_count_bills_what_was_sent(
+    agents: Stack, edge: str
+) -> None:
+    """Anthropic's message_start already says 1 output token: a stream cut after it counted
+    that, however much was delivered."""
+    api_key, record = await agents.new_key("cut-native")
+    headers = {"x-api-key": api_key, "anthropic-version": "2023-06-01"}
+    body = {"model": "cut-anthropic", "max_tokens": 16, "stream": True}
+    body["messages"] = [{"role": "user", "content": "x"}]
+    events = _events(edge, "/v1/messages", body, headers)
+    delivered = len([e for e in events if e != "error"])
+    assert delivered >= 3, events
+    spend = await _key_usage(agents, record.id, at_least=1)
+    assert spend["completion_tokens"] >= delivered
+
+
+def test_a_streamed_answer_that_is_no_event_stream_goes_elsewhere(agents: Stack, edge: str) -> None:
+    """A proxy's HTML page sent with 200 to a streamed native request was relayed line by
+    line as events, then failed as cut short: garbage for the client and no fallback."""
+    with _anthropic(agents, edge).messages.stream(
+        model="html-anthropic", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+    ) as stream:
+        message = stream.get_final_message()
+    assert "".join(b.text for b in message.content if b.type == "text") == "".join(REPLY)

@@ -125,7 +125,7 @@ class ResponsesUsageTracker:
 
     def feed(self, data: bytes) -> None:
         """Read one event's JSON payload."""
-        if not any(marker in data for marker in _TERMINAL) and b'"error"' not in data:
+        if not any(marker in data for marker in _TERMINAL) and not _is_error_event(data):
             return
         try:
             event = _RESPONSES_EVENT.decode(_payload(data))
@@ -156,7 +156,7 @@ class AnthropicUsageTracker:
     def feed(self, data: bytes) -> None:
         """Read one event's JSON payload."""
         if b'"message_start"' not in data and b'"message_delta"' not in data:
-            if b'"message_stop"' in data or b'"error"' in data:
+            if b'"message_stop"' in data or _is_error_event(data):
                 with contextlib.suppress(*_ERRORS):
                     kind = _ANTHROPIC_EVENT.decode(_payload(data)).type
                     self.ended = self.ended or kind in ("message_stop", "error")
@@ -201,6 +201,12 @@ class _AnthropicCounts:
             cache_read_tokens=read,
             cache_write_tokens=write,
         )
+
+
+def _is_error_event(data: bytes) -> bool:
+    """An ``error`` event, told by its type (every Responses event carries ``"error":null``
+    in its response object; decoding those would cost ~27 µs per 30 KB event)."""
+    return b'"type":"error"' in data or b'"type": "error"' in data
 
 
 def _payload(data: bytes) -> bytes:

@@ -49,6 +49,7 @@ OWN_CODES = frozenset(
         "provider_auth_error",
         "provider_error",
         "provider_model_not_found",
+        "provider_rejected_request",
         "provider_timeout",
         "provider_unreachable",
         "queue_full",

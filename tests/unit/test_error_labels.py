@@ -15,7 +15,7 @@ from switchyard.workers.modelproxy.providers.upstream_errors import from_status
 pytestmark = pytest.mark.unit
 
 SOURCE = Path(__file__).parents[2] / "switchyard"
-_LITERAL = re.compile(r'\bcode\s*=\s*"([a-z_]+)"')
+_LITERAL = re.compile(r'\bcode\s*=\s*(?:[\w.]+\s+or\s+)?"([a-z_]+)"')
 
 
 def test_every_code_the_source_sets_is_a_label_value() -> None:

@@ -515,9 +515,18 @@ class Handler:
         delivered = job.status in (200, CLIENT_CLOSED) or job.chunks
         if job.usage is None and not delivered:
             return  # a failure that delivered nothing
-        estimated = job.usage is None
-        if estimated:  # answered, abandoned or partly streamed without a count
+        usage = job.usage
+        estimated = usage is None
+        if usage is None:  # answered, abandoned or partly streamed without a count
             job.usage = _estimated_usage(job)
+        elif job.status != 200 and len(job.chunks) > usage.completion_tokens:
+            # A stream that ended early with only its opening count (Anthropic's
+            # message_start says 1 output token): what was delivered is at least a chunk a token.
+            sent = len(job.chunks)
+            job.usage = msgspec.structs.replace(
+                usage, completion_tokens=sent, total_tokens=usage.prompt_tokens + sent
+            )
+            estimated = True
         await self._record_usage(job, target, estimated=estimated)
 
     async def _record_usage(

@@ -106,6 +106,9 @@ class Passthrough:
                 if resp.status >= 400:
                     data = await resp.read()
                     raise http_error(resp.status, data, resp.headers, name, call.api_key)
+                if resp.content_type != "text/event-stream":  # an HTML page from a proxy
+                    data = await resp.read()
+                    raise ue.not_a_stream(name, resp.content_type, len(data))
         except TimeoutError:
             raise ue.timed_out(name, "the first token") from None
         except aiohttp.ClientError as exc:

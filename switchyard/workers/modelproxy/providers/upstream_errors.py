@@ -29,6 +29,7 @@ __all__ = [
     "json_answer",
     "line_too_long",
     "no_cooldown",
+    "not_a_stream",
     "parse_retry_after",
     "retryable",
     "timed_out",
@@ -129,6 +130,18 @@ def json_answer(provider: str, data: bytes, content_type: str) -> bytes:
     raise ProviderError(
         f"provider {provider} answered 200 with a body that is not JSON ({kind}, "
         f"{len(data)} bytes)",
+        provider=provider,
+        retryable=True,
+        upstream_status=200,
+    )
+
+
+def not_a_stream(provider: str, content_type: str, size: int) -> ProviderError:
+    """A streamed request answered 200 with something other than an event stream (a proxy's
+    HTML page): the provider's failure, before anything reached the client."""
+    return ProviderError(
+        f"provider {provider} answered a streamed request with {content_type or 'no content type'}"
+        f" ({size} bytes), not an event stream",
         provider=provider,
         retryable=True,
         upstream_status=200,
