@@ -57,6 +57,7 @@ from switchyard.control.fairqueue import FairQueue
 from switchyard.control.holdledger import HoldLedger, Purge
 from switchyard.errors import BusError
 from switchyard.runtime import semconv as sc
+from switchyard.runtime.definitions import DRAIN_ACK_PENDING
 from switchyard.runtime.jetstream import AckPublisher, StreamRejected
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.tasks import TaskSupervisor
@@ -236,7 +237,9 @@ class Feeder:
                 d: deployment.concurrency or provider.concurrency
                 for d, (provider, deployment) in table.deployments().items()
             }
-        return min(self._concurrency.get(dep_id, 1), self._queue_limit)
+        # A deployment no longer routed: everything held for it goes to its queue at once,
+        # where the model-proxies hand each request back to the heads (no slot to wait for).
+        return min(self._concurrency.get(dep_id, DRAIN_ACK_PENDING), self._queue_limit)
 
     # ---- held requests in ----
 

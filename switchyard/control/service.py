@@ -43,7 +43,11 @@ from switchyard.control.monitor import Monitor
 from switchyard.errors import Conflict, InvalidRequest
 from switchyard.runtime.audit import request_actor
 from switchyard.runtime.cooldowns import CooldownBook
-from switchyard.runtime.definitions import ROUTE_TABLE_KEY, sync_dispatch_consumers
+from switchyard.runtime.definitions import (
+    ROUTE_TABLE_KEY,
+    open_removed_consumers,
+    sync_dispatch_consumers,
+)
 from switchyard.runtime.endpoints import Endpoints, reply_ok
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.shutdown import STOP_STEP_S, within
@@ -62,6 +66,9 @@ from switchyard.schemas.routing import (
 )
 
 log = logging.getLogger("switchyard.control")
+
+# A route change reaches every model-proxy within milliseconds (a KV watch); this is ample.
+OPEN_REMOVED_AFTER_S = 1.0
 audit = logging.getLogger("switchyard.control.audit")
 
 Handler = Callable[[Request], Awaitable[None]]
@@ -107,6 +114,7 @@ class Control:
         self._lease: Lease | None = None
         self._feeding = False
         self._leading = TaskSupervisor("feeder-lease")
+        self._later = TaskSupervisor("removed-consumers")
         self.ready = False
 
     async def start(self) -> None:
@@ -157,6 +165,7 @@ class Control:
             self._service = None
         await self._endpoints.drain(grace)
         await self._leading.cancel_all()
+        await self._later.cancel_all()
         if self._feeding:
             self._feeding = False
             await self.feeder.stop()
@@ -241,6 +250,9 @@ class Control:
                 raise Conflict(
                     "the route table changed concurrently; read it again and retry"
                 ) from None
+        removed = [d for d in current.table.deployments() if d not in table.deployments()]
+        if removed:
+            self._later.spawn(self._open_removed(removed))
         who = request_actor(req)
         audit.info(
             "route table revision %d by %s: %d providers, %d routes",
@@ -250,6 +262,15 @@ class Control:
             len(table.routes),
         )
         await reply_ok(req, wire.ENCODER.encode(wire.TableState(revision=revision, table=table)))
+
+    async def _open_removed(self, removed: list[str]) -> None:
+        """Let removed deployments' queues be emptied at once, after every model-proxy had
+        time to follow the new table (see :func:`open_removed_consumers`)."""
+        await asyncio.sleep(OPEN_REMOVED_AFTER_S)
+        try:
+            await open_removed_consumers(self.js, self.settings, removed)
+        except (NatsError, TimeoutError) as exc:  # they drain at their own pace instead
+            log.warning("could not open removed deployments' queues: %s", exc)
 
     async def _deployments(self, req: Request) -> None:
         state = await self._state()

@@ -100,6 +100,10 @@ def audit_stream_config(settings: Settings) -> js_api.StreamConfig:
     )
 
 
+# A removed deployment's consumer: every queued request is pulled at once and rerouted.
+DRAIN_ACK_PENDING = 1024
+
+
 def dispatch_consumer_config(
     settings: Settings, deployment_id: str, concurrency: int
 ) -> js_api.ConsumerConfig:
@@ -164,7 +168,7 @@ async def sync_dispatch_consumers(
 ) -> list[str]:
     """Create or update one durable consumer per deployment in ``table``; returns their ids.
 
-    Consumers of deployments no longer routed are left alone (their queued requests drain).
+    Consumers of deployments no longer routed are kept: see :func:`open_removed_consumers`.
     """
     ids = []
     for dep_id, (provider, deployment) in table.deployments().items():
@@ -174,6 +178,20 @@ async def sync_dispatch_consumers(
         )
         ids.append(dep_id)
     return ids
+
+
+async def open_removed_consumers(
+    js: JetStreamContext, settings: Settings, removed: list[str]
+) -> None:
+    """Raise the concurrency of removed deployments' consumers to ``DRAIN_ACK_PENDING``: the
+    model-proxies hand every request still queued there back to the heads, which must not
+    wait behind the calls in hand (a stuck deployment is the usual reason to remove one).
+    Only once every model-proxy follows the table without them: one still on the old table
+    would call the provider with each request the higher limit lets through."""
+    for dep_id in removed:
+        await js.add_consumer(
+            s.DISPATCH_STREAM, dispatch_consumer_config(settings, dep_id, DRAIN_ACK_PENDING)
+        )
 
 
 async def load_route_table(js: JetStreamContext) -> RouteTable | None:

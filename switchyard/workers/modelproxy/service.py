@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 
 from switchyard.bus import identities, subjects
 from switchyard.config import Settings
-from switchyard.runtime.definitions import ROUTE_TABLE_KEY
+from switchyard.runtime.definitions import DRAIN_ACK_PENDING, ROUTE_TABLE_KEY
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.puller import Puller
@@ -40,7 +40,6 @@ from switchyard.workers.modelproxy.traffic import TrafficMeter
 log = logging.getLogger("switchyard.modelproxy")
 
 DRAIN_CHECK_S = 1.0  # how often a removed deployment's queue is looked at
-DRAIN_MAX_S = 600.0  # a removed deployment's loops stop after this whatever is left
 
 
 class ModelProxy:
@@ -100,6 +99,9 @@ class ModelProxy:
                     dep_id,
                 )
                 self.draining[dep_id] = puller
+                # Rerouting takes no provider call: pull what is queued without waiting behind
+                # the calls in hand (control raised the consumer's limit the same way).
+                await puller.resize(DRAIN_ACK_PENDING)
                 self._drains.spawn(self._drain(dep_id, puller))
             for dep_id, (provider, deployment) in wanted.items():
                 concurrency = deployment.concurrency or provider.concurrency
@@ -107,6 +109,7 @@ class ModelProxy:
                 current = self.workers.get(dep_id)
                 if current is None and dep_id in self.draining:  # routed again while draining
                     current = self.workers[dep_id] = self.draining.pop(dep_id)
+                    await current.resize(capacity)
                 if current is None:
                     puller = Puller(self.nc, dep_id, capacity, self.handler.handle)
                     await puller.start()
@@ -117,12 +120,15 @@ class ModelProxy:
                     log.info("deployment %s now has %d slots", dep_id, capacity)
 
     async def _drain(self, dep_id: str, puller: Puller) -> None:
-        """Keep pulling a removed deployment's queue (its requests are rerouted) until it
-        is empty twice in a row, then stop its loops; unless it is routed again meanwhile."""
+        """Keep pulling a removed deployment's queue (its requests are rerouted, its calls
+        in hand run to their end) until it is empty twice in a row, then stop its loops;
+        unless it is routed again meanwhile. Nothing is left to pull after
+        ``streams.dispatch_max_age_s``: the stream drops older requests."""
         loop = asyncio.get_running_loop()
         began, empty = loop.time(), 0
         consumer = subjects.dispatch_consumer(dep_id)
-        while self.draining.get(dep_id) is puller and loop.time() - began < DRAIN_MAX_S:
+        longest = self.settings.streams.dispatch_max_age_s
+        while self.draining.get(dep_id) is puller and loop.time() - began < longest:
             await asyncio.sleep(DRAIN_CHECK_S)
             try:
                 info = await self.js.consumer_info(subjects.DISPATCH_STREAM, consumer)
@@ -135,9 +141,11 @@ class ModelProxy:
             if empty >= 2:
                 break
         if self.draining.get(dep_id) is puller:
-            del self.draining[dep_id]
             log.info("deployment %s: its queue is empty; stopping its workers", dep_id)
+            # Stopped before it leaves `draining`: a shutdown meanwhile still waits for it.
             await puller.stop(self.settings.stack.stop_timeout_s / 2)
+            if self.draining.get(dep_id) is puller:
+                del self.draining[dep_id]
 
     def on_reconnect(self) -> None:
         for puller in (*self.workers.values(), *self.draining.values()):
