@@ -227,6 +227,16 @@ def test_a_malformed_retry_after_never_raises() -> None:
         assert decide.exhausted(Envelope.decode(headers)).retry_after is None
 
 
+def test_the_one_attempt_on_a_removed_deployment_says_so() -> None:
+    """A request queued for a deployment since taken out of its route, with nothing else to
+    try (its route deleted too, or pinned), was reported as a missing provider key."""
+    base = {h.LAST_STATUS: "503", h.TRIED: "old--dep", h.ALIAS: "gone"}
+    removed = {**base, h.ERRORS: "old--dep: 503 deployment old--dep is no longer routed"}
+    assert decide.exhausted(Envelope.decode(removed)).code == "deployment_removed"
+    keyless = {**base, h.ERRORS: "old--dep: 503 provider key `k` is unavailable"}
+    assert decide.exhausted(Envelope.decode(keyless)).code == "secret_unavailable"
+
+
 def test_secret_holders_never_print_the_value() -> None:
     value = "sk-repr-" + secrets.token_hex(12)
     for holder in (StoredSecret("n", value, 1), SecretPayload("n", 1, value)):

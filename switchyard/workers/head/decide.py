@@ -42,8 +42,10 @@ def exhausted(
         return RateLimited(message, retry_after=env.retry_after)
     if len(tried) == 1 and env.last_status == 503:
         # The one attempt could not be made: the route's only usable deployment has no stored
-        # provider key (a provider's own 503 arrives as a 502). Said as it was before reroutes.
-        return ServiceUnavailable(message, code="secret_unavailable", retry_after=retry_after)
+        # provider key (a provider's own 503 arrives as a 502), or it was taken out of its
+        # route while the request waited in its queue. Said as it was before reroutes.
+        code = "deployment_removed" if "is no longer routed" in attempts else "secret_unavailable"
+        return ServiceUnavailable(message, code=code, retry_after=retry_after)
     return ProviderError(
         message,
         provider=",".join(tried),
