@@ -26,6 +26,7 @@ import pytest_asyncio
 from switchyard.bus import subjects
 from switchyard.schemas import batches as b
 from tests.stacks import Stack, batch_config, start_stack
+from tests.test_batches import _client, _wait_for
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -86,27 +87,11 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
 
 
-def _client(stack: Stack, key: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=stack.tail_url + "/v1", api_key=key, max_retries=2)
-
-
 async def _start(client: openai.AsyncOpenAI, rows: list[dict[str, Any]]) -> Any:
     file = await client.files.create(file=("in.jsonl", _jsonl(rows)), purpose="batch")
     return await client.batches.create(
         input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-
-
-async def _wait_for(
-    client: openai.AsyncOpenAI, batch_id: str, done: set[str], timeout: float
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        batch = await client.batches.retrieve(batch_id)
-        if batch.status in done:
-            return batch
-        assert time.monotonic() < deadline, f"batch still {batch.status}: {batch.request_counts}"
-        await asyncio.sleep(0.2)
 
 
 async def _rows(client: openai.AsyncOpenAI, file_id: str | None) -> list[dict[str, Any]]:
