@@ -44,7 +44,7 @@ from switchyard.runtime.openapi import error_responses, inline_schema
 from switchyard.schemas.batches import BatchRecord
 from switchyard.schemas.control import PutTable
 from switchyard.schemas.openai import error_body
-from switchyard.schemas.routing import Provider, Route, RouteTable
+from switchyard.schemas.routing import Provider, Route, RouteTable, is_deployment_id
 
 T = TypeVar("T")
 STREAM_INTERVAL_S = 1.0
@@ -381,6 +381,10 @@ class AdminApi:
         deployment = request.path_params["deployment"]
         # The control service clears any id it is given; a typo must not read as done (nor be
         # audited as a success), so the id is checked against the live route table first.
+        if not is_deployment_id(deployment):  # not even a possible id: the caller's mistake
+            raise InvalidRequest(
+                "not a deployment id", param="deployment", code="invalid_deployment"
+            )
         if deployment not in (await c.control.table()).table.deployments():
             raise NotFound(f"no deployment `{deployment}`", param="deployment")
         await c.control.clear_cooldown(deployment)
