@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import termios
 import tty
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TextIO
 
 import httpx
@@ -70,11 +71,12 @@ def run_top(
     return 0
 
 
-def pipe_width(environ: Mapping[str, str] | None = None) -> int:
+def pipe_width() -> int:
     """The width of frames written to a file or a pipe: ``COLUMNS`` when it is set to a
-    number (``COLUMNS=250 switchyard top > log`` shows every column), else :data:`PIPE_WIDTH`."""
-    found = (os.environ if environ is None else environ).get("COLUMNS", "").strip()
-    return int(found) if found.isdigit() and int(found) > 0 else PIPE_WIDTH
+    number (``COLUMNS=250 switchyard top > log`` shows every column), else :data:`PIPE_WIDTH`
+    (the standard library's terminal size, which reads ``COLUMNS`` first; a pipe has no size
+    of its own)."""
+    return shutil.get_terminal_size((PIPE_WIDTH, 24)).columns
 
 
 class _PipeConsole(Console):

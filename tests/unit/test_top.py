@@ -270,12 +270,17 @@ def test_a_url_without_a_scheme_is_taken_as_http_and_another_scheme_is_refused(
     assert "not an http:// or https:// URL" in str(refused.value)
 
 
-def test_frames_into_a_pipe_are_as_wide_as_columns_says() -> None:
+def test_frames_into_a_pipe_are_as_wide_as_columns_says(monkeypatch: pytest.MonkeyPatch) -> None:
     """``top > log`` always drew 160 columns, so REDELIV and TTFT never showed."""
-    assert pipe_width({}) == PIPE_WIDTH
-    assert pipe_width({"COLUMNS": "250"}) == 250
-    assert pipe_width({"COLUMNS": "wide"}) == PIPE_WIDTH
-    assert pipe_width({"COLUMNS": "0"}) == PIPE_WIDTH
+    monkeypatch.delenv("COLUMNS", raising=False)
+    unset = pipe_width()
+    if not sys.__stdout__ or not sys.__stdout__.isatty():  # a pipe has no size of its own
+        assert unset == PIPE_WIDTH
+    monkeypatch.setenv("COLUMNS", "250")
+    assert pipe_width() == 250
+    for bad in ("wide", "0"):
+        monkeypatch.setenv("COLUMNS", bad)
+        assert pipe_width() == unset
 
 
 def test_a_missing_token_file_says_how_to_get_one(tmp_path: Path) -> None:
