@@ -43,11 +43,12 @@ from switchyard.runtime import semconv as sc
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.runtime.tracing import NO_HOP, OFF, Hop, Tracing, genai, span_name
-from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.keys import hash_key
-from switchyard.schemas.openai import Usage, decode_body
+from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
+from switchyard.workers.modelproxy import billing
+from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, plan
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
@@ -70,7 +71,6 @@ _OPS = frozenset({"chat", "complete", "embed", *COUNTS, *DIALECTS})
 _MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
 _DEADLINE_SLACK_S = 0.05  # a timer cut to the deadline may fire a little before it
-CLIENT_CLOSED = 499  # the status of a stream its caller abandoned (usage events, metrics)
 
 
 class Handler:
@@ -509,79 +509,15 @@ class Handler:
         return True
 
     async def _bill(self, job: Job, target: Target | None) -> None:
-        """Record what a provider call cost: an answer, or content streamed before a failure."""
+        """Record what a provider call cost (:mod:`.billing`), and wait until the usage
+        batch is stored (bounded: the publisher gives a batch up after its retries)."""
         if not job.called or job.env.op in COUNTS:
             return
-        delivered = job.status in (200, CLIENT_CLOSED) or job.chunks
-        if job.usage is None and not delivered:
-            return  # a failure that delivered nothing
-        usage = job.usage
-        estimated = usage is None
-        if usage is None:  # answered, abandoned or partly streamed without a count
-            job.usage = _estimated_usage(job)
-        elif job.status != 200 and len(job.chunks) > usage.completion_tokens:
-            # A stream that ended early with only its opening count (Anthropic's
-            # message_start says 1 output token): what was delivered is at least a chunk a token.
-            sent = len(job.chunks)
-            job.usage = msgspec.structs.replace(
-                usage, completion_tokens=sent, total_tokens=usage.prompt_tokens + sent
-            )
-            estimated = True
-        await self._record_usage(job, target, estimated=estimated)
-
-    async def _record_usage(
-        self, job: Job, target: Target | None, *, estimated: bool = False
-    ) -> None:
-        """Hand the usage to the batcher and wait until its batch is stored (bounded: the
-        publisher gives a batch up after its retries)."""
-        env = job.env
-        request_id = env.request_id
-        # One id per request and deployment hop: an edge's re-send after a NATS failover (a new
-        # attempt) or a redelivery after a worker died is the same event, billed once.
-        event_id = f"{request_id}:{','.join(env.tried)}"
-        u = job.usage or Usage()
-        event = UsageEvent(
-            id=event_id,
-            request_id=request_id,
-            ts=time.time(),
-            op=job.env.op,
-            alias=env.alias,
-            deployment=job.deployment_id,
-            provider=target.provider_name if target else "",
-            model=target.deployment.model if target else "",
-            key_id=env.key_id,
-            tenant=env.tenant,
-            budget_period=env.budget_period or "monthly",
-            stream=job.stream,
-            status=job.status,
-            prompt_tokens=u.prompt_tokens,
-            completion_tokens=u.completion_tokens,
-            total_tokens=u.total_tokens,
-            cache_read_tokens=u.cache_read_tokens,
-            cache_write_tokens=u.cache_write_tokens,
-            latency_ms=round((time.time() - job.started) * 1000, 3),
-            ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
-            prompt_tokens_estimated=u.prompt_tokens if estimated else 0,
-        )
-        await self.usage.add(event)
-
-
-def _estimated_usage(job: Job) -> Usage:
-    """Tokens for an answer the provider gave no count for: a stream cut short, failed or
-    abandoned after content was sent (the count comes at the end), or a server that never
-    reports usage. Billed at zero, such answers would never reach a budget. The prompt counts
-    a quarter token per byte (the edge's own TPM estimate); a streamed chunk one completion
-    token (OpenAI-style streams carry about one token each), a whole answer a quarter token
-    per byte; embeddings have no completion."""
-    prompt = max(1, len(job.msg.data) // 4)
-    if job.chunks:
-        completion = len(job.chunks)
-    elif isinstance(job.answer, bytes) and job.env.op != "embed":
-        completion = len(job.answer) // 4
-    else:
-        completion = 0
-    total = prompt + completion
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+        found = billing.billed(job)
+        if found is None:
+            return
+        job.usage, estimated = found
+        await self.usage.add(billing.usage_event(job, target, estimated=estimated))
 
 
 def _decode_body(data: bytes) -> dict[str, Any]:

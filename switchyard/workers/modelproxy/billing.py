@@ -1,0 +1,82 @@
+"""What a provider call is billed: the provider's count, or an estimate, as a usage event.
+
+An answer is billed with the usage the provider reported. One without a count (a stream cut
+short, failed or abandoned after content was sent, where the count would have come at the
+end; a server that never reports usage) is billed an estimate rather than nothing, which would
+never reach a budget; so is a stream that ended early with only its opening count (Anthropic's
+``message_start`` says 1 output token). A failure that delivered nothing is not billed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from switchyard.schemas.events import UsageEvent
+from switchyard.schemas.openai import Usage
+from switchyard.workers.modelproxy.job import Job, Target
+
+CLIENT_CLOSED = 499  # the status of a stream its caller abandoned (usage events, metrics)
+
+
+def billed(job: Job) -> tuple[Usage, bool] | None:
+    """The usage to bill ``job`` for and whether it is an estimate, or None for nothing."""
+    usage = job.usage
+    if usage is None:
+        if job.status not in (200, CLIENT_CLOSED) and not job.chunks:
+            return None  # a failure that delivered nothing
+        return estimated_usage(job), True
+    if job.status != 200 and len(job.chunks) > usage.completion_tokens:
+        # Ended early with only its opening count: what was delivered is at least a chunk a
+        # token.
+        sent = len(job.chunks)
+        return msgspec.structs.replace(
+            usage, completion_tokens=sent, total_tokens=usage.prompt_tokens + sent
+        ), True
+    return usage, False
+
+
+def estimated_usage(job: Job) -> Usage:
+    """The prompt counts a quarter token per byte (the edge's own TPM estimate); a streamed
+    chunk one completion token (OpenAI-style streams carry about one token each), a whole
+    answer a quarter token per byte; embeddings have no completion."""
+    prompt = max(1, len(job.msg.data) // 4)
+    if job.chunks:
+        completion = len(job.chunks)
+    elif isinstance(job.answer, bytes) and job.env.op != "embed":
+        completion = len(job.answer) // 4
+    else:
+        completion = 0
+    total = prompt + completion
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+def usage_event(job: Job, target: Target | None, *, estimated: bool) -> UsageEvent:
+    """The event accounting bills once: one id per request and deployment hop (an edge's
+    re-send after a NATS failover, or a redelivery after a worker died, is the same event)."""
+    env = job.env
+    u = job.usage or Usage()
+    return UsageEvent(
+        id=f"{env.request_id}:{','.join(env.tried)}",
+        request_id=env.request_id,
+        ts=time.time(),
+        op=env.op,
+        alias=env.alias,
+        deployment=job.deployment_id,
+        provider=target.provider_name if target else "",
+        model=target.deployment.model if target else "",
+        key_id=env.key_id,
+        tenant=env.tenant,
+        budget_period=env.budget_period or "monthly",
+        stream=job.stream,
+        status=job.status,
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        total_tokens=u.total_tokens,
+        cache_read_tokens=u.cache_read_tokens,
+        cache_write_tokens=u.cache_write_tokens,
+        latency_ms=round((time.time() - job.started) * 1000, 3),
+        ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
+        prompt_tokens_estimated=u.prompt_tokens if estimated else 0,
+    )
