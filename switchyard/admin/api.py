@@ -22,7 +22,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from switchyard.admin.audit import AuditQuery
-from switchyard.admin.bodies import KeyFields, SecretBody
+from switchyard.admin.bodies import (
+    KeyFields,
+    SecretBody,
+    decode,
+    positive_int,
+    refuse_literal_keys,
+    whole_number,
+)
 from switchyard.admin.bodies import key_call as _keys
 from switchyard.admin.context import AdminContext
 from switchyard.admin.keys import public_record
@@ -49,39 +56,11 @@ from switchyard.schemas.routing import Provider, Route, RouteTable, is_deploymen
 T = TypeVar("T")
 STREAM_INTERVAL_S = 1.0
 _ENCODE = msgspec.json.Encoder()
-LITERAL_KEY_FIELDS = ("api_key", "apikey", "key", "token", "api_token", "secret_key")
 KEY_STATES = ("active", "revoked", "expired")
 
 
 def _ok(doc: Any, status: int = 200) -> Response:
     return Response(_ENCODE.encode(doc), status_code=status, media_type=JSON)
-
-
-def _decode(body: bytes, kind: type[T], what: str) -> T:
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
-        raise InvalidRequest(f"invalid {what}: {exc}") from None
-
-
-def _positive_int(value: str, param: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise InvalidRequest(f"`{param}` must be a positive whole number", param=param)
-    return number
-
-
-def _whole(value: str, param: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise InvalidRequest(f"`{param}` must be a whole number", param=param)
-    return number
 
 
 async def _audit(
@@ -283,8 +262,8 @@ class AdminApi:
 
     async def put_table(self, request: Request, c: AdminContext) -> Response:
         body = await request.body()
-        _refuse_literal_keys(body)
-        put = _decode(body, PutTable, "route table")
+        refuse_literal_keys(body)
+        put = decode(body, PutTable, "route table")
         state = await c.control.put_table(put.table, put.expected_revision)
         await _audit(c, request, "routes.replace", "", f"revision {state.revision}")
         return _ok(state)
@@ -298,7 +277,7 @@ class AdminApi:
 
     async def put_route(self, request: Request, c: AdminContext) -> Response:
         alias = request.path_params["alias"]
-        route = _decode(await request.body(), Route, "route")
+        route = decode(await request.body(), Route, "route")
         state = await c.control.edit(lambda t: _with(t, routes={**t.routes, alias: route}))
         await _audit(c, request, "route.put", alias, f"revision {state.revision}")
         return _ok(state)
@@ -326,8 +305,8 @@ class AdminApi:
     async def put_provider(self, request: Request, c: AdminContext) -> Response:
         name = request.path_params["name"]
         body = await request.body()
-        _refuse_literal_keys(body, name)
-        provider = _decode(body, Provider, "provider")
+        refuse_literal_keys(body, name)
+        provider = decode(body, Provider, "provider")
         state = await c.control.edit(lambda t: _with(t, providers={**t.providers, name: provider}))
         await _audit(c, request, "provider.put", name, f"revision {state.revision}")
         return _ok(state)
@@ -355,7 +334,7 @@ class AdminApi:
         return _ok({"deployments": await _deployments(c)})
 
     async def deployment_history(self, request: Request, c: AdminContext) -> Response:
-        seconds = _positive_int(request.query_params.get("seconds") or "900", "seconds")
+        seconds = positive_int(request.query_params.get("seconds") or "900", "seconds")
         return _ok(await c.control.history(seconds))
 
     async def overview(self, request: Request, c: AdminContext) -> Response:
@@ -401,7 +380,7 @@ class AdminApi:
         if alias is None:
             raise NotFound(f"no deployment `{deployment}`", param="deployment")
         raw = await request.body()
-        body = _decode(raw, dict[str, Any], "test request") if raw.strip() else {}
+        body = decode(raw, dict[str, Any], "test request") if raw.strip() else {}
         payload = {
             "messages": [{"role": "user", "content": "Reply with the word: pong"}],
             "max_tokens": 5,
@@ -435,8 +414,8 @@ class AdminApi:
             q.get("q", ""),
             state=state,
             team=q.get("team", ""),
-            offset=_whole(q.get("offset") or "0", "offset"),
-            limit=_positive_int(q.get("limit") or "50", "limit"),
+            offset=whole_number(q.get("offset") or "0", "offset"),
+            limit=positive_int(q.get("limit") or "50", "limit"),
         )
         doc: dict[str, Any] = {"total": page.total, "count": page.count}
         try:
@@ -450,7 +429,7 @@ class AdminApi:
         return _ok({"keys": keys, **doc})
 
     async def create_key(self, request: Request, c: AdminContext) -> Response:
-        fields = _decode(await request.body(), KeyFields, "key").changes()
+        fields = decode(await request.body(), KeyFields, "key").changes()
         name = fields.pop("name", None)
         if not name:
             raise InvalidRequest("a key needs a name", param="name")
@@ -466,7 +445,7 @@ class AdminApi:
             return _ok({**public_record(record), "spend": None, "spend_unavailable": exc.message})
 
     async def update_key(self, request: Request, c: AdminContext) -> Response:
-        fields = _decode(await request.body(), KeyFields, "key").changes()
+        fields = decode(await request.body(), KeyFields, "key").changes()
         record = await _keys(c.keys.update(request.path_params["key_id"], **fields))
         await _audit(c, request, "key.update", record.id, ", ".join(sorted(fields)))
         return _ok(public_record(record))
@@ -482,8 +461,8 @@ class AdminApi:
         return _ok({"deleted": True})
 
     async def daily_spend(self, request: Request, c: AdminContext) -> Response:
-        days = _positive_int(request.query_params.get("days") or "7", "days")
-        per_day = _positive_int(request.query_params.get("per_day") or "100", "per_day")
+        days = positive_int(request.query_params.get("days") or "7", "days")
+        per_day = positive_int(request.query_params.get("per_day") or "100", "per_day")
         return _ok({"days": await c.spend.daily(days=days, per_day=min(per_day, 1000))})
 
     async def spend_ranking(self, request: Request, c: AdminContext) -> Response:
@@ -493,9 +472,9 @@ class AdminApi:
             raise InvalidRequest("`by` must be key, team or model", param="by")
         rows, total = await c.spend.ranking(
             kind,
-            days=_positive_int(q.get("days") or "7", "days"),
-            offset=_whole(q.get("offset") or "0", "offset"),
-            limit=min(_positive_int(q.get("limit") or "50", "limit"), 500),
+            days=positive_int(q.get("days") or "7", "days"),
+            offset=whole_number(q.get("offset") or "0", "offset"),
+            limit=min(positive_int(q.get("limit") or "50", "limit"), 500),
         )
         return _ok({"by": kind, "rows": rows, "total": total})
 
@@ -506,8 +485,8 @@ class AdminApi:
                 q=q.get("q", ""),
                 kind=q.get("kind", ""),
                 via=q.get("via", ""),
-                offset=_whole(q.get("offset") or "0", "offset"),
-                limit=_positive_int(q.get("limit") or "50", "limit"),
+                offset=whole_number(q.get("offset") or "0", "offset"),
+                limit=positive_int(q.get("limit") or "50", "limit"),
             )
         )
         entries = [{"seq": seq, **msgspec.to_builtins(e)} for seq, e in page.entries]
@@ -527,13 +506,13 @@ class AdminApi:
         return _ok({"secrets": await c.secrets.list()})
 
     async def put_secret(self, request: Request, c: AdminContext) -> Response:
-        doc = _decode(await request.body(), SecretBody, "secret")
+        doc = decode(await request.body(), SecretBody, "secret")
         info = await c.secrets.put(request.path_params["name"], doc.value, doc.provider)
         await _audit(c, request, "secret.put", info.name, f"version {info.version}")
         return _ok(info)
 
     async def rotate_secret(self, request: Request, c: AdminContext) -> Response:
-        doc = _decode(await request.body(), SecretBody, "secret")
+        doc = decode(await request.body(), SecretBody, "secret")
         info = await c.secrets.rotate(request.path_params["name"], doc.value)
         await _audit(c, request, "secret.rotate", info.name, f"version {info.version}")
         return _ok(info)
@@ -579,28 +558,3 @@ def _batch_view(record: BatchRecord) -> dict[str, Any]:
 
 def _with(table: RouteTable, **changes: Any) -> RouteTable:
     return msgspec.structs.replace(table, **changes)
-
-
-def _refuse_literal_keys(body: bytes, name: str = "") -> None:
-    """A provider document with a key in it gets a 400 that says what to do instead."""
-    try:
-        doc = msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError):
-        return  # the typed decode reports it
-    if not isinstance(doc, dict):
-        return
-    if name:
-        providers = [doc]
-    else:  # any other shape is the typed decode's to report
-        table = doc.get("table")
-        found = table.get("providers") if isinstance(table, dict) else None
-        providers = list(found.values()) if isinstance(found, dict) else []
-    for provider in providers:
-        if isinstance(provider, dict):
-            for field in LITERAL_KEY_FIELDS:
-                if field in provider:
-                    raise InvalidRequest(
-                        "provider keys never go in the route table; store the key with "
-                        "PUT /admin/v1/secrets/<name> and set `secret: <name>` instead",
-                        param=field,
-                    )

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from switchyard.admin.keys import KeyNotFound
+from switchyard.config.loader import LITERAL_KEY_FIELDS
 from switchyard.errors import ConfigError, InvalidRequest, NotFound
 
 T = TypeVar("T")
@@ -52,3 +53,56 @@ async def key_call(call: Awaitable[T]) -> T:
         raise NotFound(exc.problem, param="key_id") from None
     except ConfigError as exc:
         raise InvalidRequest(f"{exc.problem} ({exc.hint})", param=exc.field) from None
+
+
+def decode(body: bytes, kind: type[T], what: str) -> T:
+    """``body`` as ``kind``, or a 400 naming what it was meant to be."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+        raise InvalidRequest(f"invalid {what}: {exc}") from None
+
+
+def positive_int(value: str, param: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise InvalidRequest(f"`{param}` must be a positive whole number", param=param)
+    return number
+
+
+def whole_number(value: str, param: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise InvalidRequest(f"`{param}` must be a whole number", param=param)
+    return number
+
+
+def refuse_literal_keys(body: bytes, name: str = "") -> None:
+    """A provider document with a key in it gets a 400 that says what to do instead."""
+    try:
+        doc = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return  # the typed decode reports it
+    if not isinstance(doc, dict):
+        return
+    if name:
+        providers = [doc]
+    else:  # any other shape is the typed decode's to report
+        table = doc.get("table")
+        found = table.get("providers") if isinstance(table, dict) else None
+        providers = list(found.values()) if isinstance(found, dict) else []
+    for provider in providers:
+        if isinstance(provider, dict):
+            for field in LITERAL_KEY_FIELDS:
+                if field in provider:
+                    raise InvalidRequest(
+                        "provider keys never go in the route table; store the key with "
+                        "PUT /admin/v1/secrets/<name> and set `secret: <name>` instead",
+                        param=field,
+                    )

@@ -32,7 +32,7 @@ CLI_ENV = frozenset({"SWITCHYARD_CONFIG"})
 DEFAULT_CONFIG_FILE = "switchyard.yaml"
 
 # Field names that mean someone pasted a provider key into the config.
-_LITERAL_KEY_FIELDS = ("api_key", "apikey", "key", "token", "api_token", "secret_key")
+LITERAL_KEY_FIELDS = ("api_key", "apikey", "key", "token", "api_token", "secret_key")
 _AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
@@ -221,7 +221,7 @@ def _reject_literal_keys(raw: dict[str, Any]) -> None:
     for name, provider in providers.items():
         if not isinstance(provider, dict):
             continue
-        for field in _LITERAL_KEY_FIELDS:
+        for field in LITERAL_KEY_FIELDS:
             if field in provider:
                 raise ConfigError(
                     f"providers.{name}.{field}",
