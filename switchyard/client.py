@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -467,8 +467,15 @@ class LLMClient:
         subject: str,
         body: bytes,
         envelope: Envelope | Mapping[str, str] | None = None,
+        *,
+        on_keepalive: Callable[[], None] | None = None,
     ) -> Reply:
         """A non-streaming request: the final reply.
+
+        Args:
+            on_keepalive: told of each keep-alive, which a model-proxy sends while its
+                provider works on the request (the batch runner tells a slow provider from a
+                busy queue by them).
 
         Raises:
             ApiError: the error the workers replied with (typed by status), or any error of
@@ -482,6 +489,8 @@ class LLMClient:
                     return reply
                 if reply.kind is ReplyKind.ERROR:
                     raise error_from_reply(reply)
+                if on_keepalive is not None and reply.kind is ReplyKind.KEEPALIVE:
+                    on_keepalive()
         raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
 
     # ---- conveniences for internal Python callers ----

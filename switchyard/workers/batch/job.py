@@ -30,7 +30,6 @@ from nats.errors import MaxPayloadError
 
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Deadline, Envelope
-from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.client import LLMClient
 from switchyard.config import BatchSettings
 from switchyard.errors import (
@@ -213,7 +212,9 @@ class Job:
                 )
                 watch = _Watch()
                 try:
-                    reply = await self._request(body, env, watch)
+                    reply = await self.llm.request(
+                        SUBJECTS[self._op], body, env, on_keepalive=watch.saw_keepalive
+                    )
                 except DeadlineExceeded as exc:
                     failure: ApiError = exc
                     # Counted only when a provider was working on it (a model-proxy's
@@ -246,19 +247,6 @@ class Job:
             finally:
                 self.waiting -= 1
 
-    async def _request(self, body: bytes, env: Envelope, watch: _Watch) -> Reply:
-        """The line's final reply; ``watch`` learns whether a provider worked on it."""
-        exchange = self.llm.exchange(SUBJECTS[self._op], body, env)
-        async with contextlib.aclosing(exchange) as replies:
-            async for reply in replies:
-                if reply.kind is ReplyKind.KEEPALIVE:  # a model-proxy is calling the provider
-                    watch.provider_worked = True
-                elif reply.kind is ReplyKind.FINAL:
-                    return reply
-                elif reply.kind is ReplyKind.ERROR:
-                    raise error_from_reply(reply)
-        raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
-
     def _timed_out(self, times: int) -> DeadlineExceeded:
         return DeadlineExceeded(
             f"no answer within batch.line_timeout_s ({self.settings.line_timeout_s:g} s), "
@@ -287,3 +275,6 @@ class _Watch:
 
     def __init__(self) -> None:
         self.provider_worked = False
+
+    def saw_keepalive(self) -> None:  # a model-proxy is calling the provider
+        self.provider_worked = True
