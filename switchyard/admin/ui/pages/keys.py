@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from switchyard.admin.bodies import KeyFields, key_call
 from switchyard.admin.keys import public_record
+from switchyard.admin.spend import SpendUnavailable
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.admin.ui.forms import place, split_validation
 from switchyard.errors import InvalidRequest, NotFound
@@ -36,13 +37,21 @@ async def keys_page(ui: Ui) -> Response:
     q, state, team = ui.query("q"), ui.query("state"), ui.query("team")
     offset, limit = ui.int_query("offset", 0), ui.int_query("limit", 50, 1, 500)
     page = ui.admin.index.search(q, state=state, team=team, offset=offset, limit=limit)
-    spend = await ui.admin.spend.for_keys(page.keys)
+    # Keys live in NATS, spend in Valkey: during a Valkey outage the list still shows (an
+    # operator may need to find and revoke a key), with spend blank and the reason said.
+    spend: list[dict[str, Any] | None]
+    unavailable = ""
+    try:
+        spend = list(await ui.admin.spend.for_keys(page.keys))
+    except SpendUnavailable as exc:
+        spend, unavailable = [None] * len(page.keys), exc.message
     qs = urlencode({k: v for k, v in (("q", q), ("state", state), ("team", team)) if v})
     return ui.page(
         "keys.html",
         "keys",
         "Client keys",
         rows=list(zip(page.keys, spend, strict=True)),
+        spend_unavailable=unavailable,
         total=page.total,
         count=page.count,
         q=q,
@@ -172,8 +181,14 @@ async def key_page(
     status: int = 200,
 ) -> Response:
     key = await _find(ui)
-    spend = (await ui.admin.spend.for_keys([key]))[0]
-    usage = await ui.admin.spend.member_days("key", key.id, 30)
+    spend: dict[str, Any] | None = None
+    usage: list[dict[str, Any]] = []
+    unavailable = ""
+    try:  # as on the list: the key's settings and Revoke work while Valkey is down
+        spend = (await ui.admin.spend.for_keys([key]))[0]
+        usage = await ui.admin.spend.member_days("key", key.id, 30)
+    except SpendUnavailable as exc:
+        unavailable = exc.message
     return ui.page(
         "key.html",
         "keys",
@@ -182,6 +197,7 @@ async def key_page(
         record=public_record(key),
         spend=spend,
         usage=usage,
+        spend_unavailable=unavailable,
         values=values or _values(key),
         errors=errors or {},
         periods=PERIODS,
