@@ -3,28 +3,12 @@ show every key, say why spend is missing, and let an operator revoke a key."""
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 
-from tests.stacks import Stack
+from tests.test_admin_papercuts import _valkey_paused
 from tests.ui.conftest import Browser
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@contextmanager
-def _valkey_paused(stack: Stack) -> Iterator[None]:
-    """Valkey hung (not gone): every read waits out the admin client's timeout."""
-    valkey = stack.process("valkey").proc
-    assert valkey is not None
-    valkey.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        valkey.send_signal(signal.SIGCONT)
 
 
 async def test_key_pages_show_keys_and_revoke_works_while_valkey_is_down(web: Browser) -> None:
