@@ -16,6 +16,7 @@ from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
+from switchyard.errors import BusError
 from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
@@ -247,3 +248,40 @@ async def test_line_results_come_a_page_at_a_time_in_the_order_recorded(stored: 
     await store.forget_lines("batch_a")
     assert [pair async for pair in store.line_results("batch_a")] == []
     assert [pair async for pair in store.line_results("batch_b")] == [(1, b"someone else's")]
+
+
+async def test_lists_leave_no_reader_behind_on_the_server(stored: Stored) -> None:
+    """Each list reads ``sy_batches`` through a consumer; one left on the server after the
+    read (nats-py's watch only unsubscribes) fills the consumer limit for every tenant."""
+    store, _, js = stored
+    await store.put_file(_file("file-a1", "team-a"), b"{}\n")
+    await store.create(_batch("batch_a1", "team-a"))
+    for _ in range(5):
+        assert [r.batch.id for r in await store.records("team-a")] == ["batch_a1"]
+        assert [f.file.id for f in await store.files("team-a")] == ["file-a1"]
+        assert [r.batch.id for r in (await store.contents()).records] == ["batch_a1"]
+    info = await js.stream_info(f"KV_{subjects.BATCHES_BUCKET}")
+    assert info.state.consumer_count == 0
+
+
+async def test_a_full_consumer_limit_is_the_store_unavailable_not_a_crash(tmp_path: Path) -> None:
+    """With no room for another consumer, a list fails as "store unavailable" (the edges
+    answer 503 and the runner tries again), not as an unexpected error (a 500)."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        await js.add_stream(
+            name=f"KV_{subjects.BATCHES_BUCKET}",
+            subjects=[f"$KV.{subjects.BATCHES_BUCKET}.>"],
+            max_msgs_per_subject=1,
+            allow_direct=True,
+            allow_rollup_hdrs=True,
+            deny_delete=True,
+            max_consumers=1,
+        )
+        await js.create_object_store(subjects.FILES_BUCKET)
+        await js.add_consumer(f"KV_{subjects.BATCHES_BUCKET}", durable_name="squatter")
+        store = BatchStore(nc)
+        with pytest.raises(BusError, match="too many readers"):
+            await store.records("team-a")
+        with pytest.raises(BusError, match="too many readers"):
+            await store.contents()

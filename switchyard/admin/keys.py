@@ -12,12 +12,13 @@ from typing import Any, Protocol
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
 from switchyard.errors import Conflict, InputError, SwitchyardError
 from switchyard.limits import periods
+from switchyard.runtime.kvlatest import latest
 from switchyard.schemas.keys import (
     KEY_DECODER,
     KEY_ENCODER,
@@ -103,22 +104,11 @@ class KeyAdmin:
         return api_key, record
 
     async def _records(self) -> list[tuple[ClientKey, int]]:
-        """Every record with its KV revision, oldest first."""
+        """Every record with its KV revision, oldest first, in one read of the bucket."""
         kv = await self._bucket()
-        try:
-            names = await kv.keys()
-        except NoKeysError:
-            return []
-        records = []
-        for name in names:
-            if not name.startswith(RECORD_PREFIX):
-                continue
-            try:
-                entry = await kv.get(name)
-            except KeyNotFoundError:
-                continue
-            if entry.value:
-                records.append((KEY_DECODER.decode(entry.value), entry.revision or 0))
+        revisions: dict[str, int] = {}
+        found = await latest(self._js, kv, f"{RECORD_PREFIX}*", revisions=revisions)
+        records = [(KEY_DECODER.decode(v), revisions[k]) for k, v in found.items()]
         return sorted(records, key=lambda r: r[0].created_at)
 
     async def _lookup(self, key_id: str) -> tuple[ClientKey, int]:

@@ -35,6 +35,7 @@ from nats.nuid import NUID
 
 from switchyard.bus import subjects
 from switchyard.errors import Conflict
+from switchyard.runtime.kvlatest import MARKERS, READ_IDLE_S, latest, readers_limit
 from switchyard.runtime.objects import (
     CHUNK_BYTES,
     ObjectWriter,
@@ -48,8 +49,6 @@ from switchyard.runtime.pages import read_all
 from switchyard.schemas import batches as b
 
 UPDATE_ATTEMPTS = 8
-# How long the server keeps a reader's consumer of line results once nobody reads it.
-READ_IDLE_S = 120.0
 # JetStream's error codes when a compare-and-set loses (the second: another one on the same
 # key is still being applied, in a replicated stream).
 WRONG_LAST_SEQUENCE = (10071, 10164)
@@ -241,8 +240,8 @@ class BatchStore:
         old keys first, so a record that moves in between is read at its new key, and one
         under both keys (a move cut short) counts once."""
         kv = await self._kv()
-        legacy = await _latest(kv, prefix + "*")
-        mine = await _latest(kv, f"{prefix}{b.owner_token(owner)}.*")
+        legacy = await latest(self._js, kv, prefix + "*")
+        mine = await latest(self._js, kv, f"{prefix}{b.owner_token(owner)}.*")
         by_id = {b.id_of(k): v for k, v in legacy.items()}
         by_id.update((b.id_of(k), v) for k, v in mine.items())
         return list(by_id.values())
@@ -315,7 +314,8 @@ class BatchStore:
         from one read of ``sy_batches`` (the runner's sweep needs all of them)."""
         markers: set[str] = set()
         revisions: dict[str, int] = {}
-        found = await _latest(await self._kv(), ">", deleted=markers, revisions=revisions)
+        kv = await self._kv()
+        found = await latest(self._js, kv, ">", deleted=markers, revisions=revisions)
         files = [v for k, v in found.items() if k.startswith(b.FILE_PREFIX)]
         batches = [v for k, v in found.items() if k.startswith(b.BATCH_PREFIX)]
         legacy = [
@@ -392,24 +392,25 @@ class BatchStore:
         """
         stream = f"KV_{subjects.BATCH_LINES_BUCKET}"
         name = NUID().next().decode()
-        await self._js.add_consumer(
-            stream,
-            ConsumerConfig(
-                name=name,
-                filter_subject=f"$KV.{subjects.BATCH_LINES_BUCKET}.{batch_id}.>",
-                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=READ_IDLE_S,  # removed by the server if we die reading
-                mem_storage=True,
-                num_replicas=1,
-            ),
-        )
+        async with readers_limit():
+            await self._js.add_consumer(
+                stream,
+                ConsumerConfig(
+                    name=name,
+                    filter_subject=f"$KV.{subjects.BATCH_LINES_BUCKET}.{batch_id}.>",
+                    deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                    ack_policy=AckPolicy.NONE,
+                    inactive_threshold=READ_IDLE_S,  # removed by the server if we die reading
+                    mem_storage=True,
+                    num_replicas=1,
+                ),
+            )
         try:
             pending = (await self._js.consumer_info(stream, name)).num_pending or 0
             async with contextlib.aclosing(read_all(self._nc, stream, name, pending)) as msgs:
                 async for msg in msgs:
                     operation = (msg.headers or {}).get("KV-Operation")
-                    if msg.data and operation not in _MARKERS:
+                    if msg.data and operation not in MARKERS:
                         yield int(msg.subject.rsplit(".", 1)[1]), msg.data
         finally:
             with contextlib.suppress(Exception):
@@ -421,9 +422,6 @@ class BatchStore:
             f"KV_{subjects.BATCH_LINES_BUCKET}",
             subject=f"$KV.{subjects.BATCH_LINES_BUCKET}.{batch_id}.>",
         )
-
-
-_MARKERS = ("DEL", "PURGE")
 
 
 class Contents(NamedTuple):
@@ -468,38 +466,3 @@ async def _delete_at(kv: KeyValue, key: str, revision: int) -> bool:
             return False
         raise
     return True
-
-
-async def _latest(
-    kv: KeyValue,
-    keys: str,
-    deleted: set[str] | None = None,
-    revisions: dict[str, int] | None = None,
-) -> dict[str, bytes]:
-    """The live value of every key matching ``keys``, read in one pass: a watch delivers the
-    last value of each key in a single stream of messages (one request per key, as
-    ``keys()`` then ``get()`` did, took seconds for ten thousand batches). ``deleted``, when
-    given, collects the keys whose last entry is a delete or purge marker; ``revisions``
-    the revision of each live value."""
-    watcher = await kv.watch(keys)
-    out: dict[str, bytes] = {}
-    try:
-        async for entry in watcher:
-            if entry is None:  # nothing (more) stored under ``keys``
-                break
-            if entry.value and entry.operation not in _MARKERS:
-                out[entry.key] = entry.value
-                if revisions is not None:
-                    revisions[entry.key] = entry.revision or 0
-                if deleted is not None:
-                    deleted.discard(entry.key)
-            else:
-                out.pop(entry.key, None)
-                if deleted is not None and entry.operation in _MARKERS:
-                    deleted.add(entry.key)
-            if entry.delta == 0:
-                break
-    finally:
-        with contextlib.suppress(Exception):
-            await watcher.stop()  # type: ignore[no-untyped-call]
-    return out
