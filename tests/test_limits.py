@@ -625,3 +625,29 @@ async def test_a_request_executed_twice_is_billed_once(limited: dict[str, Any]) 
     daily = (await stack.admin("GET", "/spend?days=1")).json()["days"]
     mine = next(row for row in daily if row.get("key") == key_id)
     assert (mine["requests"], mine["prompt_tokens"], mine["completion_tokens"]) == (4, 28, 12)
+
+
+async def test_a_nats_caller_reusing_one_request_id_pays_for_every_request(
+    limited: dict[str, Any],
+) -> None:
+    """Usage is billed once per request id; an internal client chooses its own ids, and one
+    id reused for every request made them all one bill (free usage past the first)."""
+    stack = limited["stack"]
+    key, key_id = await _new_key(stack)
+    app = await stack.connect("app")
+    try:
+        async with LLMClient(app, api_key=key) as llm:
+            for _ in range(3):
+                await llm.request(subjects.CHAT, _body("gpt-4o"), {h.REQUEST_ID: "same-id"})
+    finally:
+        await app.close()
+    deadline = time.monotonic() + 10
+    while True:
+        daily = (await stack.admin("GET", "/spend?days=1")).json()["days"]
+        mine: dict[str, Any] = next((row for row in daily if row.get("key") == key_id), {})
+        if mine.get("requests") == 3 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)  # and nothing more arrives
+    daily = (await stack.admin("GET", "/spend?days=1")).json()["days"]
+    assert next(row for row in daily if row.get("key") == key_id)["requests"] == 3

@@ -35,6 +35,7 @@ _LIMITS = {
     h.REQUEST_ID: 128,
     h.KEY_ID: 128,
     h.KEY_HASH: 64,
+    h.USAGE_ID: 160,
     h.TENANT: 256,
     h.BUDGET_PERIOD: 16,
     h.OP: 16,
@@ -141,7 +142,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     Set by the caller (or its edge): ``request_id``, ``attempt``, ``deadline``, ``traceparent``/
     ``tracestate``, ``authorization`` (internal callers), ``key_hash`` (edges), ``pin``
     (gateway only). Overwritten by the head after it authorised the request: ``key_id``,
-    ``tenant``, ``key_hash``, ``budget_period``; then ``op``, ``alias``, ``reply``, ``stream``.
+    ``tenant``, ``key_hash``, ``budget_period``, ``usage_id``; then ``op``, ``alias``,
+    ``reply``, ``stream``.
     Added on the dispatch hop: ``deployment``; on a reroute: ``tried``, ``errors``,
     ``last_status``, ``retry_after``. ``priority`` is the caller's wish until the head decides
     it (the key's default and ceiling apply); ``weight`` is the head's only. ``beta`` is the
@@ -155,6 +157,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     tenant: str = ""
     key_hash: str = ""
     budget_period: str = ""
+    usage_id: str = ""
     authorization: str = ""
     op: str = ""
     alias: str = ""
@@ -262,6 +265,12 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
         """A copy with ``changes`` applied (the envelope itself never changes)."""
         return msgspec.structs.replace(self, **changes)
 
+    @property
+    def billing_id(self) -> str:
+        """What this request's usage is billed under: each one is billed once, so a re-send
+        or redelivery of the same request is not billed twice (see ``usage_id``)."""
+        return self.usage_id or self.request_id
+
     def remaining(self, default: float) -> float:
         """Seconds until the deadline, or ``default`` when the request carries none."""
         return default if self.deadline is None else self.deadline.remaining()
@@ -278,6 +287,7 @@ _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     (h.TENANT, "tenant"),
     (h.KEY_HASH, "key_hash"),
     (h.BUDGET_PERIOD, "budget_period"),
+    (h.USAGE_ID, "usage_id"),
     (h.AUTHORIZATION, "authorization"),
     (h.OP, "op"),
     (h.ALIAS, "alias"),

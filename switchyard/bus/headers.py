@@ -14,6 +14,9 @@ KEY_ID = "Sy-Key-Id"  # client key id, set by ingress after auth
 TENANT = "Sy-Tenant"  # team/owner of that key
 BUDGET_PERIOD = "Sy-Budget-Period"  # the key's budget period (head -> usage event)
 KEY_HASH = "Sy-Key-Hash"  # SHA-256 of the client key (ingress -> head, for the policy re-check)
+# What usage is billed under when the caller's own id cannot be trusted to be unique (set by
+# the head for NATS callers: their id plus a suffix of its own).
+USAGE_ID = "Sy-Usage-Id"
 USAGE = "Sy-Usage"  # prompt,completion,total tokens (on final replies)
 AUTHORIZATION = "Authorization"  # internal callers present their client key here
 REPLY = "Sy-Reply"  # the caller's reply subject, carried through JetStream

@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 
 from switchyard.bus import headers as h
 from switchyard.bus import identities, replies, subjects
-from switchyard.bus.envelope import Deadline, Envelope, MalformedHeader
+from switchyard.bus.envelope import Deadline, Envelope, MalformedHeader, new_request_id
 from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.dialects.probes import COUNTS
@@ -229,13 +229,14 @@ class Head:
         # Responses and Messages dialects are checked by their translators.
         body = probe(op, msg.data) if op in PROBES else model_of(msg.data)
         alias = body.model
-        key, pinned = await self._authorize(env, caller_identity(msg.headers))
+        caller = caller_identity(msg.headers)
+        key, pinned = await self._authorize(env, caller)
         if not key.allows(alias):
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
         wish = env.priority or of_service_tier(getattr(body, "service_tier", None)) or key.priority
         if op in COUNTS:  # a quick question agents ask before a request: never behind bulk work
             wish = "interactive"
-        env = self._stamp(env, key).with_(
+        env = self._stamp(env, key, caller).with_(
             priority=capped(wish, key.max_priority),
             weight=key.weight,
             # A pin travels with the request, so a failed attempt comes back pinned and ends
@@ -393,13 +394,22 @@ class Head:
         return key, None
 
     @staticmethod
-    def _stamp(env: Envelope, key: ClientKey) -> Envelope:
-        """The envelope with the identity the head vouches for (whatever the caller claimed)."""
+    def _stamp(env: Envelope, key: ClientKey, caller: str) -> Envelope:
+        """The envelope with the identity the head vouches for (whatever the caller claimed).
+
+        Usage is billed once per request id (a re-send is the same request). The edges and
+        the batch runner make every id unique; any other caller chooses its own, and one
+        reused for every request made them all one bill, so its requests are billed under
+        its id plus a suffix made here (a re-send of such a request accepted twice is then
+        billed twice: the caller's retry, not the platform's).
+        """
+        trusted = caller in identities.KEY_HASH_CALLERS
         return env.with_(
             key_hash=key.hash,
             key_id=key.id,
             tenant=key.team,
             budget_period=key.budget_period,
+            usage_id="" if trusted else f"{env.request_id}.{new_request_id()}",
         )
 
 

@@ -58,7 +58,7 @@ def usage_event(job: Job, target: Target | None, *, estimated: bool) -> UsageEve
     env = job.env
     u = job.usage or Usage()
     return UsageEvent(
-        id=f"{env.request_id}:{','.join(env.tried)}",
+        id=f"{env.billing_id}:{','.join(env.tried)}",
         request_id=env.request_id,
         ts=time.time(),
         op=env.op,
