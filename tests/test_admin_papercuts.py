@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -138,3 +139,18 @@ async def test_secrets_rm_of_a_secret_in_use_says_what_breaks_and_needs_force(
     quiet = _cli(stack, "secrets", "rm", "pc-spare")  # nobody uses it: no question asked
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr == ""
+
+
+async def test_parallel_route_edits_all_apply(stack: Stack, upstream: FakeOpenAI) -> None:
+    """Twenty route edits at once (a deploy script, a busy team) each apply; they used to
+    race each other through five compare-and-set attempts and most got a 409."""
+    route = {"deployments": [{"provider": "fake", "model": "echo"}]}
+    paths = [f"/routes/pc-par-{n}" for n in range(20)]
+    try:
+        answers = await asyncio.gather(*(stack.admin("PUT", p, route) for p in paths))
+        assert [a.status_code for a in answers] == [200] * 20, [a.text for a in answers]
+        table = (await stack.admin("GET", "/routes")).json()
+        assert {f"pc-par-{n}" for n in range(20)} <= set(table["table"]["routes"])
+    finally:
+        for path in paths:
+            await stack.admin("DELETE", path)

@@ -2,11 +2,15 @@
 
 Edits are read-modify-write with compare-and-set: :meth:`ControlClient.edit` re-reads and
 re-applies the change when another admin won the race, so concurrent edits never overwrite
-each other silently.
+each other silently. Edits made through one client (and the clients :meth:`acting_for` makes
+from it) take turns, so one process never races itself; races between processes back off
+for a random, growing pause before trying again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
@@ -18,18 +22,28 @@ from switchyard.schemas import control as wire
 from switchyard.schemas.monitor import HISTORY, OVERVIEW, DeploymentState, History, Overview
 from switchyard.schemas.routing import RouteTable
 
-EDIT_ATTEMPTS = 5
+EDIT_ATTEMPTS = 10
+EDIT_PAUSE_S = 0.02  # the longest pause after the first lost race; doubles after each
+EDIT_PAUSE_MAX_S = 0.5
 
 
 class ControlClient:
-    def __init__(self, nc: NATS, *, actor: str = "", timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        actor: str = "",
+        timeout: float = 15.0,
+        edits: asyncio.Lock | None = None,
+    ) -> None:
         self._nc = nc
         self._actor = actor
         self._timeout = timeout
+        self._edits = edits or asyncio.Lock()
 
     def acting_for(self, actor: str) -> ControlClient:
         """The same client, naming ``actor`` to the service (its audit log, Vault metadata)."""
-        return ControlClient(self._nc, actor=actor, timeout=self._timeout)
+        return ControlClient(self._nc, actor=actor, timeout=self._timeout, edits=self._edits)
 
     async def _call(self, op: str, body: bytes) -> bytes:
         return await call(
@@ -55,13 +69,18 @@ class ControlClient:
             ApiError: from ``change`` (e.g. 404, 409) or from validation (400).
             Conflict: still losing races after several attempts.
         """
-        for _ in range(EDIT_ATTEMPTS):
-            state = await self.table()
-            table = change(state.table)  # its own refusals (404, 409) are final, not retried
-            try:
-                return await self.put_table(table, state.revision)
-            except Conflict:
-                continue
+        async with self._edits:
+            for attempt in range(EDIT_ATTEMPTS):
+                if attempt:
+                    # Random, so racing processes spread out instead of colliding again.
+                    ceiling = min(EDIT_PAUSE_MAX_S, EDIT_PAUSE_S * 2 ** (attempt - 1))
+                    await asyncio.sleep(random.uniform(0, ceiling))  # noqa: S311 (not a secret)
+                state = await self.table()
+                table = change(state.table)  # its own refusals (404, 409) are final
+                try:
+                    return await self.put_table(table, state.revision)
+                except Conflict:
+                    continue
         raise Conflict("the route table is changing too fast; try again")
 
     async def deployments(self) -> list[DeploymentState]:
