@@ -280,6 +280,17 @@ def credential_in_url(url: str) -> bool:
     )
 
 
+def http_url(url: str) -> bool:
+    """Whether ``url`` is an absolute http(s) URL with a host (what a provider call needs:
+    a typo such as ``htps://`` or a bare host name otherwise fails only at the first call)."""
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a bad port or bracketed host
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port_ok
+
+
 class RouteProblem(msgspec.Struct, frozen=True):
     """One reason a route table is invalid: where, what, and how to fix it."""
 
@@ -306,7 +317,15 @@ def route_table_problems(table: RouteTable, *, stored: bool = False) -> list[Rou
                     f"store the key with `switchyard secrets put {name}` and set `secret: {name}`",
                 )
             )
-        if not stored and provider.api_base and credential_in_url(provider.api_base):
+        if not stored and provider.api_base and not http_url(provider.api_base):
+            problems.append(
+                RouteProblem(
+                    f"providers.{name}.api_base",
+                    f"`{provider.api_base}` is not an http:// or https:// URL with a host",
+                    "give the provider's base URL, e.g. https://api.example.com/v1",
+                )
+            )
+        elif not stored and provider.api_base and credential_in_url(provider.api_base):
             problems.append(
                 RouteProblem(
                     f"providers.{name}.api_base",
