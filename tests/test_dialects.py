@@ -394,6 +394,24 @@ def test_input_tokens_counted_by_openai_or_estimated(agents: Stack, edge: str) -
         client.responses.input_tokens.count(model="no-such-model", input="x")
 
 
+def test_counts_of_a_body_that_asks_for_a_stream_still_come_back(agents: Stack, edge: str) -> None:
+    """Agents count the very body they are about to send, ``"stream": true`` included: a
+    count is one answer whatever the body says (it was once served as a stream, and lost)."""
+    messages = [{"role": "user", "content": "how many?"}]
+    native = _anthropic(agents, edge).messages.count_tokens(
+        model="native-messages", messages=messages, extra_body={"stream": True}
+    )
+    assert native.input_tokens == COUNTED + 1
+    estimated = _anthropic(agents, edge).messages.count_tokens(
+        model="translated", messages=messages, extra_body={"stream": True}
+    )
+    assert 5 <= estimated.input_tokens <= 20, estimated
+    counted = _openai(agents, edge).responses.input_tokens.count(
+        model="native-responses", input="count me", extra_body={"stream": True}
+    )
+    assert counted.input_tokens == NATIVE_COUNT + 8
+
+
 def test_count_tokens_errors_in_anthropics_shape(agents: Stack, edge: str) -> None:
     client = _anthropic(agents, edge)
     with pytest.raises(anthropic.NotFoundError) as unknown:

@@ -246,7 +246,9 @@ class Head:
             op=op,
             alias=alias,
             reply=reply,
-            stream=bool(getattr(body, "stream", False)),
+            # A count is one answer, even of a body that asks for a stream (agents count the
+            # very body they are about to send).
+            stream=op not in COUNTS and bool(getattr(body, "stream", False)),
             tried=(),
             errors="",
             last_status=0,
