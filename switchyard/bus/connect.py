@@ -3,10 +3,13 @@
 Reconnects are unlimited with short waits (DESIGN §8: zero loss needs the connection back fast);
 permission violations, which nats-py reports only asynchronously, are logged with the identity,
 and so is each lost connection and reconnect, with the server (a failover's story, in the log).
+A first connection every server refuses to log in (no user for the certificate) fails at
+once: nats-py would retry it for ever, and the process would sit there looking healthy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -22,6 +25,8 @@ from switchyard.errors import BusUnreachable
 log = logging.getLogger("switchyard.bus")
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
+# Refused logins per server before a first connect gives up (one can be a server mid-reload).
+LOGIN_REFUSALS = 2
 
 
 def client_tls(cert_dir: Path, name: str) -> ssl.SSLContext:
@@ -63,12 +68,20 @@ async def connect(
     one_shot = max_reconnect_attempts == 0
     connected = False
     failures: list[Exception] = []
+    refused = asyncio.Event()
+    refusals = 0
 
     async def _log_error(exc: Exception) -> None:
+        nonlocal refusals
         if connected or not one_shot:
             log.warning("nats error for %s: %s", identity, exc)
         else:
             failures.append(exc)  # a one-shot caller's failed connect is raised below, once
+        if not connected and _login_refused(exc):
+            failures.append(exc)
+            refusals += 1
+            if refusals >= LOGIN_REFUSALS * len(servers):  # every server, more than once
+                refused.set()
         if error_cb is not None:
             await error_cb(exc)
 
@@ -88,20 +101,23 @@ async def connect(
             await reconnected_cb()
 
     try:
-        await nc.connect(
-            servers=list(servers),
-            tls=ctx,
-            name=label,
-            inbox_prefix=f"_INBOX_{identity}",
-            connect_timeout=max(1, round(connect_timeout)),
-            reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type,unused-ignore]  # floats work
-            # nats-py treats 0 as "no limit" and retries a failed first connect forever; with
-            # 1 it tries each server twice, then gives up.
-            max_reconnect_attempts=1 if one_shot else max_reconnect_attempts,
-            allow_reconnect=not one_shot,
-            error_cb=_log_error,
-            reconnected_cb=_reconnected,
-            disconnected_cb=_disconnected,
+        await _unless_refused(
+            nc.connect(
+                servers=list(servers),
+                tls=ctx,
+                name=label,
+                inbox_prefix=f"_INBOX_{identity}",
+                connect_timeout=max(1, round(connect_timeout)),
+                reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type,unused-ignore]  # floats work
+                # nats-py treats 0 as "no limit" and retries a failed first connect forever;
+                # with 1 it tries each server twice, then gives up.
+                max_reconnect_attempts=1 if one_shot else max_reconnect_attempts,
+                allow_reconnect=not one_shot,
+                error_cb=_log_error,
+                reconnected_cb=_reconnected,
+                disconnected_cb=_disconnected,
+            ),
+            refused,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         with contextlib.suppress(Exception):
@@ -113,10 +129,37 @@ async def connect(
     return nc
 
 
+async def _unless_refused(connecting: Awaitable[None], refused: asyncio.Event) -> None:
+    """Wait for the first connection, or stop trying once every server refused the login.
+
+    Raises:
+        nats.errors.Error: the login was refused (or the connect failed as it does).
+    """
+    attempt = asyncio.ensure_future(connecting)
+    gave_up = asyncio.ensure_future(refused.wait())
+    try:
+        await asyncio.wait((attempt, gave_up), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gave_up.cancel()
+    if not attempt.done():
+        attempt.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await attempt
+        raise nats.errors.Error("every server refused the login")
+    attempt.result()
+
+
 def _server(nc: NATS) -> str:
     """The server ``nc`` is on, as host:port (never the URL's user part)."""
     url = nc.connected_url
     return f"{url.hostname}:{url.port}" if url is not None else "?"
+
+
+def _login_refused(exc: Exception) -> bool:
+    """Whether the server refused this identity's login (not a network failure)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
 
 
 def _reason(exc: BaseException) -> str:
