@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import importlib.util
 import io
@@ -15,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from switchyard.control.import_cli import report
+from switchyard.control.import_cli import report, run_import
 from switchyard.control.litellm_import import (
     LITELLM_AZURE_DEFAULT_API_VERSION,
     ImportResult,
@@ -158,11 +159,14 @@ async def test_apply_says_which_env_secrets_it_could_not_store(
     """--secrets-from-env with the variable unset stored nothing and said nothing: the route
     went live and answered 503 secret_unavailable with no hint from the import."""
     config = tmp_path / "config.yaml"
+    # Its own host spelling, so its provider is not the one the test above imported (the same
+    # name with another secret would be a clash, refused).
+    base = upstream.base_url.replace("127.0.0.1", "localhost")
     entry = {
         "model_name": "lite-unset",
         "litellm_params": {
             "model": "openai/echo",
-            "api_base": upstream.base_url,
+            "api_base": base,
             "api_key": "os.environ/LITE_UNSET_KEY",
         },
     }
@@ -191,6 +195,99 @@ async def test_apply_says_which_env_secrets_it_could_not_store(
     assert out.returncode == 0, out.stderr
     assert "not stored: lite_unset_key ($LITE_UNSET_KEY is not set in this shell)" in out.stdout
     assert "switchyard secrets put lite_unset_key" in out.stdout
+
+
+def _run_cli(config: Path, stack: Stack, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "switchyard",
+            "--config",
+            str(stack.config_file),
+            "import",
+            "litellm-config",
+            str(config),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _clash_config(path: Path, port: int, key: str, *aliases: str) -> Path:
+    """Every alias on one provider at clash.invalid:<port>: its name does not depend on the
+    port, so two ports make two different providers of one name."""
+    params = {"model": f"openai/m{port}", "api_base": f"http://clash.invalid:{port}/v1"}
+    entries = [
+        {"model_name": alias, "litellm_params": {**params, "api_key": f"os.environ/{key}"}}
+        for alias in aliases
+    ]
+    path.write_text(yaml.safe_dump({"model_list": entries}))
+    return path
+
+
+CLASH_PROVIDER = "openai-compatible-clash-invalid"
+
+
+@pytest.mark.integration
+async def test_apply_refuses_to_replace_live_entries_that_differ(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """An imported provider named like an unrelated live one replaced it without a word and
+    broke the routes using it; now --apply names each clash and how it differs, and changes
+    nothing unless told to replace."""
+    first = _clash_config(tmp_path / "first.yaml", 1001, "CLASH_KEY_A", "clash-route")
+    second = _clash_config(
+        tmp_path / "second.yaml", 1002, "CLASH_KEY_B", "clash-route", "clash-new"
+    )
+    try:
+        out = await asyncio.to_thread(_run_cli, first, stack, "--apply")
+        assert out.returncode == 0, out.stderr
+        # The same import again: identical entries are no clash.
+        out = await asyncio.to_thread(_run_cli, first, stack, "--apply")
+        assert out.returncode == 0, out.stderr
+        assert f"provider {CLASH_PROVIDER}: identical; left as it is" in out.stdout
+
+        differs = (
+            f"provider {CLASH_PROVIDER}: differs, would be replaced (api_base: "
+            "http://clash.invalid:1001/v1 -> http://clash.invalid:1002/v1; "
+            "secret: clash_key_a -> clash_key_b)"
+        )
+        dry = await asyncio.to_thread(_run_cli, second, stack)
+        assert dry.returncode == 0, dry.stderr
+        assert differs in dry.stdout
+        assert "--apply refuses to replace the 2 live entries that differ" in dry.stdout
+
+        refused = await asyncio.to_thread(_run_cli, second, stack, "--apply")
+        assert refused.returncode == 1, refused.stdout
+        assert differs in refused.stdout
+        assert "route clash-route: differs, would be replaced (deployments: " in refused.stdout
+        assert f"provider {CLASH_PROVIDER}, route clash-route" in refused.stderr
+        assert "add --replace" in refused.stderr
+        assert "applied" not in refused.stdout
+        table = (await stack.admin("GET", "/routes")).json()["table"]
+        assert table["providers"][CLASH_PROVIDER]["api_base"] == "http://clash.invalid:1001/v1"
+        assert table["routes"]["clash-route"]["deployments"][0]["model"] == "m1001"
+        assert "clash-new" not in table["routes"]
+
+        args = argparse.Namespace(
+            file=second, output=None, apply=True, secrets_from_env=False, replace=True
+        )
+        said = io.StringIO()
+        code = await asyncio.to_thread(run_import, args, stack.settings, said)
+        assert code == 0
+        assert "applied: route table revision" in said.getvalue()
+        table = (await stack.admin("GET", "/routes")).json()["table"]
+        assert table["providers"][CLASH_PROVIDER]["api_base"] == "http://clash.invalid:1002/v1"
+        assert table["routes"]["clash-route"]["deployments"][0]["model"] == "m1002"
+        assert "clash-new" in table["routes"]
+    finally:
+        for alias in ("clash-route", "clash-new"):
+            await stack.admin("DELETE", f"/routes/{alias}")
+        await stack.admin("DELETE", f"/providers/{CLASH_PROVIDER}")
 
 
 AZURE_PARAMS = {

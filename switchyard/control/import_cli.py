@@ -4,6 +4,13 @@ Prints what was mapped, the secrets to store and what could not be mapped. ``--o
 the providers and routes as YAML for ``switchyard.yaml``; ``--apply`` merges them into the live
 route table (through the control service, compare-and-set) and stores literal keys found in the
 file in the secrets service, so the new routes serve at once. Key values are never printed.
+
+The live table is already serving, so a provider or route of the same name that differs is not
+overwritten silently: ``--apply`` names each one and how it differs, then refuses (nothing
+stored, nothing changed) unless ``--replace`` says to replace them; an identical entry is no
+clash. The dry run (no ``--apply``) shows the same when it can reach the platform, and says so
+when it cannot. The comparison is :mod:`switchyard.schemas.import_merge`, shared with the admin
+UI's import preview.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ import asyncio
 import getpass
 import socket
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+import msgspec
 import yaml
+from nats.aio.client import Client as NATS
 
 from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
@@ -29,8 +38,10 @@ from switchyard.control.litellm_import import (
     convert_text,
     to_yaml_doc,
 )
-from switchyard.errors import InputError
-from switchyard.schemas.routing import RouteTable
+from switchyard.errors import Conflict, InputError, SwitchyardError
+from switchyard.schemas.control import TableState
+from switchyard.schemas.import_merge import NameChange, compare, merge, replaced
+from switchyard.schemas.routing import Deployment, RouteTable
 
 
 def load(path: Path) -> ImportResult:
@@ -71,53 +82,204 @@ def report(result: ImportResult, out: TextIO) -> None:
             print(f"  - {line}", file=out)
 
 
-def _merge(current: RouteTable, imported: RouteTable) -> RouteTable:
-    return RouteTable(
-        providers={**current.providers, **imported.providers},
-        routes={**current.routes, **imported.routes},
+# How many live routes to name per replaced provider before "and N more".
+_SHOW_ROUTES = 5
+
+
+def _names(changes: list[NameChange]) -> str:
+    return ", ".join(f"{c.section} {c.name}" for c in changes)
+
+
+def _show(value: Any) -> str:
+    """A field's value in one short line (struct defaults left out); never a secret: the
+    route table holds secret names only."""
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, tuple):
+        return ", ".join(_show(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, msgspec.Struct):
+        fields = msgspec.structs.fields(value)
+        parts = [
+            f"{f.name}={_show(getattr(value, f.name))}"
+            for f in fields
+            if getattr(value, f.name) != f.default and f.name not in ("provider", "model")
+        ]
+        head = f"{value.provider}/{value.model}" if isinstance(value, Deployment) else ""
+        return " ".join(p for p in (head, *parts) if p) or "defaults"
+    return str(value)[:80]
+
+
+def _difference(change: NameChange, live: RouteTable, incoming: RouteTable) -> str:
+    """How the imported entry differs from the live one, and what else the swap touches."""
+    current: msgspec.Struct = (
+        live.providers[change.name] if change.section == "provider" else live.routes[change.name]
     )
+    parts = [
+        f"{name}: {_show(getattr(current, name))} -> {_show(getattr(change.item, name))}"
+        for name in change.differs
+    ]
+    text = "; ".join(parts)
+    if change.section == "provider":
+        users = [
+            alias
+            for alias, route in sorted(live.routes.items())
+            if alias not in incoming.routes
+            and any(d.provider == change.name for d in route.deployments)
+        ]
+        if users:
+            shown = ", ".join(users[:_SHOW_ROUTES])
+            more = f" and {len(users) - _SHOW_ROUTES} more" if len(users) > _SHOW_ROUTES else ""
+            text += f"; live routes using it: {shown}{more}"
+    return text
+
+
+def live_report(
+    state: TableState, changes: list[NameChange], incoming: RouteTable, out: TextIO
+) -> None:
+    """Which imported names the live table already has, and how each differs."""
+    existing = [c for c in changes if c.state != "new"]
+    if not existing:
+        print(
+            f"none of these names is in the live route table (revision {state.revision})", file=out
+        )
+        return
+    print(f"already in the live route table (revision {state.revision}):", file=out)
+    for change in existing:
+        if change.state == "unchanged":
+            how = "identical; left as it is"
+        else:
+            how = f"differs, would be replaced ({_difference(change, state.table, incoming)})"
+        print(f"  {change.section} {change.name}: {how}", file=out)
+
+
+def refusal(clashes: list[NameChange]) -> tuple[str, str]:
+    """The problem and the fix when ``--apply`` would replace differing live entries."""
+    problem = (
+        f"not applied: {len(clashes)} imported entries have the name of a different live one "
+        f"({_names(clashes)}); replacing them changes what those names serve"
+    )
+    fix = "add --replace to replace them, or rename them in the LiteLLM config"
+    return problem, fix
 
 
 def run_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Convert, report, and write (``--output``) or apply (``--apply``, ``--replace``).
+
+    Raises:
+        InputError: the file is unreadable, or ``--apply`` would replace live entries that
+            differ and ``--replace`` was not given (nothing is written then).
+        BusUnreachable: ``--apply`` and no stack answers.
+    """
     result = load(Path(args.file))
     report(result, out)
     if args.output:
         text = yaml.safe_dump(to_yaml_doc(result), sort_keys=False)
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote providers and routes to {args.output}", file=out)
+    # The flag is defined by the CLI's parser; an older parser without it means "do not replace".
+    replace = bool(getattr(args, "replace", False))
     if args.apply:
-        asyncio.run(_apply(result, settings, out, from_env=args.secrets_from_env))
+        return asyncio.run(
+            _apply(result, settings, out, from_env=args.secrets_from_env, replace=replace)
+        )
+    asyncio.run(_dry_run_check(result, settings, out))
     return 0
 
 
-async def _apply(result: ImportResult, settings: Settings, out: TextIO, *, from_env: bool) -> None:
+async def _dry_run_check(result: ImportResult, settings: Settings, out: TextIO) -> None:
+    """Say which imported names already exist live, when the platform answers; a dry run
+    works without one, so not reaching it is said, not raised."""
+    try:
+        state = await _live_table(settings)
+    except SwitchyardError as exc:
+        reason = str(exc).splitlines()[0]
+        print(f"not checked against the live route table (could not read it: {reason})", file=out)
+        return
+    changes = compare(state.table, result.table)
+    live_report(state, changes, result.table, out)
+    clashes = replaced(changes)
+    if clashes:
+        print(
+            f"--apply refuses to replace the {len(clashes)} live entries that differ "
+            "unless you add --replace",
+            file=out,
+        )
+
+
+async def _live_table(settings: Settings) -> TableState:
+    nc = await connect(
+        settings.nats_servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=0
+    )
+    try:
+        return await ControlClient(nc).table()
+    finally:
+        await nc.close()
+
+
+async def _apply(
+    result: ImportResult, settings: Settings, out: TextIO, *, from_env: bool, replace: bool
+) -> int:
     nc = await connect(
         settings.nats_servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=0
     )
     try:
         actor = f"import:{getpass.getuser()}@{socket.gethostname()}"
-        secrets_admin = SecretsAdmin(nc, actor=actor)
-        audit = AuditWriter(nc, "cli")
-        who = actor.removeprefix("import:")
-        for secret in result.secrets:
-            value = secret.value
-            if value is None and from_env and secret.env_var:
-                value = read_env_secret(secret.env_var)
-            if value:
-                info = await secrets_admin.put(secret.name, value)
-                await audit.record(who, "secret.put", info.name, f"version {info.version}")
-                print(f"stored secret {secret.name}", file=out)
-            elif secret.env_var:
-                # The route is applied anyway; say why it will answer 503 secret_unavailable.
-                why = "is not set in this shell" if from_env else "not read: no --secrets-from-env"
-                print(
-                    f"not stored: {secret.name} (${secret.env_var} {why}); its routes answer 503 "
-                    f"until you run `switchyard secrets put {secret.name}`",
-                    file=out,
+        control = ControlClient(nc, actor=actor)
+        state = await control.table()
+        changes = compare(state.table, result.table)
+        live_report(state, changes, result.table, out)
+        clashes = replaced(changes)
+        if clashes and not replace:
+            # Refused before anything is written: no secret stored, no route changed.
+            raise InputError("", *refusal(clashes))
+        await _store_secrets(result, nc, actor, out, from_env=from_env)
+
+        def change(table: RouteTable) -> RouteTable:
+            # Checked again on the table actually written: a same-named entry created since
+            # the check above must not be replaced silently either.
+            late = [] if replace else replaced(compare(table, result.table))
+            if late:
+                raise Conflict(
+                    f"not applied: {_names(late)} appeared in the live route table while "
+                    "importing; run the import again to see how they differ"
                 )
-        state = await ControlClient(nc, actor=actor).edit(lambda t: _merge(t, result.table))
+            return merge(table, result.table)
+
+        state = await control.edit(change)
         detail = f"{len(result.table.routes)} routes, {len(result.table.providers)} providers"
-        await audit.record(who, "import.litellm", "", f"{detail}; revision {state.revision}")
+        if clashes:
+            detail += f", replaced {_names(clashes)}"
+        who = actor.removeprefix("import:")
+        await AuditWriter(nc, "cli").record(
+            who, "import.litellm", "", f"{detail}; revision {state.revision}"
+        )
         print(f"applied: route table revision {state.revision}", file=out)
+        return 0
     finally:
         await nc.close()
+
+
+async def _store_secrets(
+    result: ImportResult, nc: NATS, actor: str, out: TextIO, *, from_env: bool
+) -> None:
+    secrets_admin = SecretsAdmin(nc, actor=actor)
+    audit = AuditWriter(nc, "cli")
+    who = actor.removeprefix("import:")
+    for secret in result.secrets:
+        value = secret.value
+        if value is None and from_env and secret.env_var:
+            value = read_env_secret(secret.env_var)
+        if value:
+            info = await secrets_admin.put(secret.name, value)
+            await audit.record(who, "secret.put", info.name, f"version {info.version}")
+            print(f"stored secret {secret.name}", file=out)
+        elif secret.env_var:
+            # The route is applied anyway; say why it will answer 503 secret_unavailable.
+            why = "is not set in this shell" if from_env else "not read: no --secrets-from-env"
+            print(
+                f"not stored: {secret.name} (${secret.env_var} {why}); its routes answer 503 "
+                f"until you run `switchyard secrets put {secret.name}`",
+                file=out,
+            )

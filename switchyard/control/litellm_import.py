@@ -3,11 +3,13 @@
 What maps: each ``model_list`` entry becomes a deployment of the route named by its
 ``model_name`` (several entries with one name are weighted deployments of one route); the
 ``litellm_params.model`` prefix picks the provider kind; ``api_base``/``api_version`` and the
-key's source group deployments into providers; ``weight``, ``max_parallel_requests``,
-``timeout`` and ``stream_timeout`` carry over; ``fallbacks`` (router or litellm settings) become
-route fallbacks. Keys never enter the route table: ``os.environ/NAME`` becomes a secret
-placeholder named after the variable, and a literal key a placeholder whose value the importer
-can store in the secrets service (``--apply``) without printing it. Everything else is listed
+key's source group deployments into providers; ``weight`` and ``max_parallel_requests`` carry
+over; ``timeout`` (the whole call, defaulting to ``router_settings.timeout``) becomes the
+request and stream timeouts and ``stream_timeout`` (LiteLLM's wait for a stream's first chunk)
+the first-token timeout; ``fallbacks`` (router or litellm settings) become route fallbacks.
+Keys never enter the route table: ``os.environ/NAME`` becomes a secret placeholder named after
+the variable, and a literal key a placeholder whose value the importer can store in the
+secrets service (``--apply``) without printing it. Everything else is listed
 as not mapped, with the reason. Where LiteLLM fills in a value the config leaves out (an Azure
 ``api_version``), the import fills in the same one and lists it among the defaults it applied.
 """
@@ -204,9 +206,33 @@ class _Entry:
     concurrency: int | None
     timeouts: Timeouts | None
     default_note: str = ""  # listed among the defaults applied once the entry is imported
+    router_timeout: bool = False  # its timeouts come from router_settings.timeout
 
 
-def _entry(raw: Any, where: str, settings_version: Any) -> _Entry:
+def _timeouts(
+    params: dict[str, Any], at: str, router_timeout: float | None
+) -> tuple[Timeouts | None, bool]:
+    """The deployment's timeouts from LiteLLM's, and whether the router's default supplied them.
+
+    LiteLLM's ``timeout`` bounds the whole call (streamed or not), falling back to
+    ``router_settings.timeout``; ``stream_timeout`` bounds the wait for the *first chunk* of a
+    stream, which is Switchyard's ``first_token_s``, not ``stream_s``. Where the config sets
+    none, the provider's defaults apply (None).
+    """
+    # A 0 or empty value reads as "not set", as before.
+    own = _number(params.get("timeout") or None, f"{at}timeout", 0, low=0.001)
+    first = _number(params.get("stream_timeout") or None, f"{at}stream_timeout", 0, low=0.001)
+    total = own or router_timeout
+    if not total and not first:
+        return None, False
+    defaults = Timeouts()
+    whole = total or defaults.request_s
+    first_token = first or min(whole, defaults.first_token_s)
+    timeouts = Timeouts(first_token_s=first_token, request_s=whole, stream_s=whole)
+    return timeouts, not own and router_timeout is not None
+
+
+def _entry(raw: Any, where: str, settings_version: Any, router_timeout: float | None) -> _Entry:
     """One ``model_list`` entry, read whole before anything is added.
 
     Raises:
@@ -241,12 +267,7 @@ def _entry(raw: Any, where: str, settings_version: Any) -> _Entry:
             "(LiteLLM would prefer $AZURE_API_VERSION if its environment set one; set "
             "api_version on the provider to pin another)"
         )
-    timeouts = None
-    if params.get("timeout") or params.get("stream_timeout"):
-        at = f"{where}.litellm_params."
-        total = _number(params.get("timeout"), f"{at}timeout", 600, low=0.001)
-        stream = _number(params.get("stream_timeout"), f"{at}stream_timeout", total, low=0.001)
-        timeouts = Timeouts(first_token_s=min(total, 60.0), request_s=total, stream_s=stream)
+    timeouts, from_router = _timeouts(params, f"{where}.litellm_params.", router_timeout)
     parallel = _number(
         params.get("max_parallel_requests"), f"{where}.litellm_params.max_parallel_requests", 0
     )
@@ -261,6 +282,7 @@ def _entry(raw: Any, where: str, settings_version: Any) -> _Entry:
         concurrency=int(parallel) or None,
         timeouts=timeouts,
         default_note=note,
+        router_timeout=from_router,
     )
 
 
@@ -273,6 +295,8 @@ def convert(doc: dict[str, Any]) -> ImportResult:
     settings_version = (
         litellm_settings.get("api_version") if isinstance(litellm_settings, dict) else None
     )
+    router_timeout = _router_timeout(doc, unmapped)
+    timed_by_router = 0
     providers: dict[str, Provider] = {}
     secrets: dict[str, SecretPlaceholder] = {}
     deployments: dict[str, list[Deployment]] = {}
@@ -281,7 +305,7 @@ def convert(doc: dict[str, Any]) -> ImportResult:
     for i, raw in enumerate(model_list if isinstance(model_list, list) else []):
         where = f"model_list[{i}]"
         try:
-            entry = _entry(raw, where, settings_version)
+            entry = _entry(raw, where, settings_version, router_timeout)
         except _Unmappable as exc:
             unmapped.append(str(exc))
             continue
@@ -312,6 +336,7 @@ def convert(doc: dict[str, Any]) -> ImportResult:
         )
         if entry.default_note:
             defaults.append(entry.default_note)
+        timed_by_router += entry.router_timeout
         params = raw.get("litellm_params") or {}
         for limit in ("rpm", "tpm"):
             if params.get(limit):
@@ -319,6 +344,12 @@ def convert(doc: dict[str, Any]) -> ImportResult:
                     f"{where}.litellm_params.{limit}: per-deployment {limit.upper()} is not a "
                     "Switchyard setting; use client-key limits or the deployment's concurrency"
                 )
+    if timed_by_router:
+        defaults.append(
+            f"router_settings.timeout ({router_timeout:g}s): the whole-call timeout (request_s, "
+            f"stream_s) of the {timed_by_router} deployment(s) that set no timeout of their own, "
+            "as LiteLLM's router applies it"
+        )
     fallbacks = _fallbacks(doc, unmapped)
     routes = {
         alias: Route(
@@ -342,6 +373,16 @@ def _mapping(doc: dict[str, Any], key: str) -> dict[str, Any]:
     """A section of the config, or an empty one where it is missing or not a mapping."""
     section = doc.get(key)
     return section if isinstance(section, dict) else {}
+
+
+def _router_timeout(doc: dict[str, Any], unmapped: list[str]) -> float | None:
+    """LiteLLM's router-wide default timeout (``router_settings.timeout``), if usable."""
+    raw = _mapping(doc, "router_settings").get("timeout") or None
+    try:
+        return _number(raw, "router_settings.timeout", 0, low=0.001) or None
+    except _Unmappable as exc:
+        unmapped.append(f"{exc}; the deployments keep Switchyard's default timeouts")
+        return None
 
 
 def _fallbacks(doc: dict[str, Any], unmapped: list[str]) -> dict[str, list[str]]:

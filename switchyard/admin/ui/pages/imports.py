@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from starlette.responses import Response
 
 from switchyard.admin.context import Imported
 from switchyard.admin.ui.context import Route as UiRoute
 from switchyard.admin.ui.context import Ui
 from switchyard.errors import Conflict, InvalidRequest
+from switchyard.schemas.import_merge import compare, merge
 from switchyard.schemas.routing import RouteTable
 
 STASH = "litellm_import"
@@ -24,20 +24,24 @@ async def import_page(ui: Ui) -> Response:
     return ui.page("import.html", "routes", "Import a LiteLLM config", error="", preview=None)
 
 
-def _changes(
-    kind: str, new: dict[str, Any], live: dict[str, Any], file: dict[str, Any]
-) -> list[dict[str, Any]]:
+# What each state of :func:`~switchyard.schemas.import_merge.compare` is called on the page.
+_STATES = {
+    "new": "new",
+    "unchanged": "unchanged",
+    "replaces": "replaces the current one",
+    "kept": "skipped: defined in switchyard.yaml",
+}
+
+
+def _changes(live: RouteTable, imported: RouteTable, file: RouteTable) -> list[dict[str, Any]]:
     out = []
-    for name, item in sorted(new.items()):
-        if name in file:
-            state = "skipped: defined in switchyard.yaml"
-        elif name not in live:
-            state = "new"
-        elif live[name] == item:
-            state = "unchanged"
-        else:
-            state = "replaces the current one"
-        out.append({"kind": kind, "name": name, "item": item, "state": state})
+    for change in compare(live, imported, kept=file):
+        state = _STATES[change.state]
+        if change.differs:
+            state += f" ({', '.join(change.differs)} differ)"
+        out.append(
+            {"kind": change.section, "name": change.name, "item": change.item, "state": state}
+        )
     return out
 
 
@@ -67,8 +71,7 @@ async def preview(ui: Ui) -> Response:
     live = (await ui.admin.control.table()).table
     file = ui.admin.file_table
     stored = {s.name for s in await ui.admin.secrets.list()}
-    changes = _changes("provider", result.table.providers, live.providers, file.providers)
-    changes += _changes("route", result.table.routes, live.routes, file.routes)
+    changes = _changes(live, result.table, file)
     secrets = [
         {
             "name": s.name,
@@ -99,16 +102,10 @@ async def apply(ui: Ui) -> Response:
             await ui.admin.secrets.acting_for(ui.actor).put(secret.name, secret.value)
             stored.append(secret.name)
     imported = result.table
-
-    def merge(t: RouteTable) -> RouteTable:
-        providers = {n: p for n, p in imported.providers.items() if n not in file.providers}
-        routes = {a: r for a, r in imported.routes.items() if a not in file.routes}
-        return msgspec.structs.replace(
-            t, providers={**t.providers, **providers}, routes={**t.routes, **routes}
-        )
-
     try:
-        state = await ui.admin.control.acting_for(ui.actor).edit(merge)
+        state = await ui.admin.control.acting_for(ui.actor).edit(
+            lambda t: merge(t, imported, kept=file)
+        )
     except (Conflict, InvalidRequest) as exc:
         return ui.redirect("/ui/import", ("error", f"Not applied: {exc.message}"))
     detail = f"{len(imported.routes)} routes, {len(imported.providers)} providers"
