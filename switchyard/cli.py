@@ -313,11 +313,10 @@ def _cert_dir(args: argparse.Namespace, settings: Settings) -> Path:
 
 
 def _cmd_certs_init(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
-    from switchyard.bus.identities import SERVICE_IDENTITIES  # noqa: PLC0415
+    from switchyard.bus.identities import certificate_subjects  # noqa: PLC0415
     from switchyard.stack.certs import init_certificates  # noqa: PLC0415
 
-    clients = [(i.name, i.zone.value.lower()) for i in SERVICE_IDENTITIES]
-    clients += [(n, "client") for n in settings.nats.internal_clients]
+    clients = certificate_subjects(settings.nats.internal_clients)
     directory = _cert_dir(args, settings)
     results = init_certificates(
         directory,
@@ -345,7 +344,8 @@ def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: 
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", name):
         raise InputError("name", f"`{name}` is not a valid identity name", "use a-z, 0-9 and -")
     known = {i.name: i for i in SERVICE_IDENTITIES}
-    ou = known[name].zone.value.lower() if name in known else "client"
+    # Internal clients are issued OU=client (their DN, kept from when they lived in CLIENT).
+    ou = known[name].ou if name in known else "client"
     directory = _cert_dir(args, settings)
     if args.new_ca and missing_ca_files(directory):
         ca, _ = CertificateAuthority.load_or_create(
@@ -378,7 +378,7 @@ def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: 
     if name not in known and name not in settings.nats.internal_clients:
         print(
             f"note: add `{name}` to nats.internal_clients in your config so the server maps "
-            "this certificate to a CLIENT-zone user"
+            "this certificate to a user of the INTERNAL account (the LLM API only)"
         )
     return 0
 

@@ -48,8 +48,9 @@ IDENTITIES = [
     ("provisioner", "core"),
     ("control", "core"),
     ("batch", "client"),
-    ("app", "client"),  # an internal client (nats.internal_clients)
+    ("app", "client"),  # an internal client (nats.internal_clients; INTERNAL, OU kept)
     ("probe", "client"),  # test-only: a CLIENT user with no permission limits
+    ("inprobe", "client"),  # test-only: an INTERNAL user with no permission limits
 ]
 
 
@@ -78,6 +79,7 @@ async def zone(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Zone]:
     )
     doc = nats_config(layout)
     doc["accounts"]["CLIENT"]["users"].append({"user": f"CN=probe,OU=client,O={ORG}"})
+    doc["accounts"]["INTERNAL"]["users"].append({"user": f"CN=inprobe,OU=client,O={ORG}"})
     conf = root / "nats.conf"
     conf.write_text(render(doc))
     health = f"http://127.0.0.1:{layout.monitor_port}/healthz"
@@ -218,19 +220,40 @@ TABLE: dict[str, dict[str, list[str]]] = {
         "sub_no": [">", "_INBOX_tail.>", "secrets.v1.admin.>", "audit.v1.>"],
     },
     "app": {
-        "pub_ok": ["llm.v1.chat", "llm.v1.embed"],
+        "pub_ok": [
+            "llm.v1.chat",
+            "llm.v1.complete",
+            "llm.v1.embed",
+            "llm.v1.models",
+            "llm.v1.responses",
+            "llm.v1.messages",
+            "llm.v1.count_tokens",
+            "llm.v1.input_tokens",
+            "llm.v1.cancel",
+        ],
         "pub_no": [
             "$JS.API.DIRECT.GET.OBJ_sy_files",
             SECRET_GET,
             SECRET_ADMIN,
             CONTROL_ADMIN,
+            "control.v1.admin.routes.get",
+            "secrets.v1.changed.openai",
             "$KV.sy_keys.anykey",
+            "$KV.sy_batches.b.x",
+            "$KV.sy_batch_lines.b.1",
+            "$O.sy_files.C.x",
             "$JS.API.STREAM.LIST",
+            "$JS.API.INFO",
+            "$JS.API.STREAM.INFO.AUDIT",
+            "$JS.API.CONSUMER.CREATE.KV_sy_keys",
             DISPATCH,
             AUDIT,
+            "audit.v1.test.x",
+            "_R_.abc.def",
+            "stats.v1.process.app.x",
         ],
         "sub_ok": ["_INBOX_app.>"],
-        "sub_no": [">", "_INBOX_tail.>"],
+        "sub_no": [">", "_INBOX_tail.>", "audit.v1.>", "$KV.>", "llm.v1.chat"],
     },
     "head": {
         "pub_ok": [
@@ -543,7 +566,9 @@ async def test_forged_request_info_is_overwritten(zone: Zone) -> None:
     try:
         forged = json.dumps({"acc": "CLIENT", "user": f"CN=tail,OU=client,O={ORG}"})
         await _exported_request(app, "llm.v1.chat", b"{}", {"Nats-Request-Info": forged})
-        assert json.loads(seen[0])["user"] == f"CN=app,OU=client,O={ORG}"
+        info = json.loads(seen[0])
+        # The internal client's own account, and the DN its certificate always had.
+        assert (info["acc"], info["user"]) == ("INTERNAL", f"CN=app,OU=client,O={ORG}")
     finally:
         await head.close()
         await app.close()

@@ -10,12 +10,22 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from switchyard.errors import ConfigError
+
 
 class Zone(enum.StrEnum):
-    """NATS accounts. CLIENT faces clients; CORE holds routes, queues and secrets."""
+    """NATS accounts. CLIENT faces clients; CORE holds routes, queues and secrets.
+
+    INTERNAL holds the internal clients (``nats.internal_clients``) and nothing else: no
+    JetStream, only the LLM API imported from CORE. nats-server does not check a request's
+    reply subject against the sender's permissions, and a service's answer is delivered in the
+    requester's account; in CLIENT an internal client could have the head's answers written
+    into the audit stream or the key and batch buckets by naming their subjects as its reply.
+    """
 
     CLIENT = "CLIENT"
     CORE = "CORE"
+    INTERNAL = "INTERNAL"
     SYS = "SYS"
 
 
@@ -33,9 +43,16 @@ class Identity:
     zone: Zone
     purpose: str
 
+    @property
+    def ou(self) -> str:
+        """The certificate's organisational unit: its zone, except that internal clients keep
+        ``client``, the OU they were issued with when they lived in CLIENT, so certificates
+        issued then still map to a user without being issued again."""
+        return "client" if self.zone is Zone.INTERNAL else self.zone.value.lower()
+
     def dn(self, organization: str) -> str:
         """The subject DN in RFC 2253 order, exactly as nats-server's ``verify_and_map`` sees it."""
-        return f"CN={self.name},OU={self.zone.value.lower()},O={organization}"
+        return f"CN={self.name},OU={self.ou},O={organization}"
 
     @property
     def inbox_prefix(self) -> str:
@@ -73,8 +90,27 @@ SERVER_CERT = "server"
 
 
 def internal_client(name: str) -> Identity:
-    """An extra CLIENT-zone identity that calls the LLM API over NATS (``certs issue NAME``)."""
-    return Identity(name, Zone.CLIENT, "internal client of the LLM API over NATS")
+    """An extra identity, in the INTERNAL zone, that calls the LLM API over NATS
+    (``certs issue NAME``).
+
+    Raises:
+        ConfigError: ``name`` is a service identity's. Its DN would be that service's, and the
+            head and model-proxies trust some services by name (``KEY_HASH_CALLERS``).
+    """
+    if any(ident.name == name for ident in SERVICE_IDENTITIES):
+        raise ConfigError(
+            "nats.internal_clients",
+            f"`{name}` is the name of a Switchyard service identity",
+            "give the internal client a name of its own",
+        )
+    return Identity(name, Zone.INTERNAL, "internal client of the LLM API over NATS")
+
+
+def certificate_subjects(internal_clients: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``(name, ou)`` of every identity to issue a certificate for: the services, then the
+    configured internal clients."""
+    idents = [*SERVICE_IDENTITIES, *(internal_client(n) for n in internal_clients)]
+    return [(ident.name, ident.ou) for ident in idents]
 
 
 def by_name(name: str, internal_clients: tuple[str, ...] = ()) -> Identity:

@@ -168,7 +168,11 @@ def permissions_for(identity: Identity) -> Permissions:
                 ),
                 subscribe_allow=inbox,
             )
-        # Internal clients: the LLM API only.
+        raise KeyError(f"no permissions defined for identity {name!r}")
+    if identity.zone is Zone.INTERNAL:
+        # Internal clients: the LLM API only, from an account that imports nothing else and
+        # has no JetStream, so no reply subject they name can reach a stream (Zone's docstring).
+        # The denials restate that for subjects other accounts hold.
         return Permissions(
             publish_allow=s.LLM_API,
             publish_deny=(

@@ -164,8 +164,7 @@ def setup(settings: Settings, layout: DeployLayout) -> list[str]:
     from switchyard.stack.home import ensure_admin_token  # noqa: PLC0415
 
     done: list[str] = []
-    clients = [(i.name, i.zone.value.lower()) for i in identities.SERVICE_IDENTITIES]
-    clients += [(name, "client") for name in settings.nats.internal_clients]
+    clients = identities.certificate_subjects(settings.nats.internal_clients)
     results = init_certificates(
         layout.certs,
         organization=settings.certs.organization,

@@ -109,8 +109,7 @@ def resolve_ports(settings: Settings) -> tuple[Settings, dict[str, str]]:
 
 
 def ensure_certificates(settings: Settings, force: bool = False) -> None:
-    clients = [(i.name, i.zone.value.lower()) for i in identities.SERVICE_IDENTITIES]
-    clients += [(name, "client") for name in settings.nats.internal_clients]
+    clients = identities.certificate_subjects(settings.nats.internal_clients)
     init_certificates(
         settings.certs_dir,
         organization=settings.certs.organization,

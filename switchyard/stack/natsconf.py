@@ -2,8 +2,9 @@
 
 The document is built as plain data (:func:`nats_config`) and then printed in nats-server's config
 syntax (:func:`render`), so tests and future cluster layouts can adjust it before rendering.
-What crosses zones is only what CORE exports here (DESIGN §5): the LLM API as streamed services,
-and ``secrets.v1.admin.>`` for the admin identity.
+What crosses zones is only what CORE exports here (DESIGN §5): the LLM API as streamed services
+(to CLIENT's edges and to the INTERNAL account of internal clients), and the admin services for
+the admin identity. INTERNAL imports the LLM API and nothing else.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
     """The server configuration as data."""
     org = layout.organization
     server = tls_files(layout.cert_dir, SERVER_CERT)
-    users: dict[Zone, list[dict[str, Any]]] = {Zone.CLIENT: [], Zone.CORE: [], Zone.SYS: []}
+    users: dict[Zone, list[dict[str, Any]]] = {zone: [] for zone in Zone}
     identities = [*SERVICE_IDENTITIES, *(internal_client(n) for n in layout.internal_clients)]
     for ident in identities:
         users[ident.zone].append(_user(ident, org, permissions_for(ident)))
@@ -99,7 +100,7 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
             "service": subject,
             "response_type": "stream",
             "response_threshold": threshold,
-            "accounts": ["CLIENT"],
+            "accounts": ["CLIENT", "INTERNAL"],
         }
         for subject in s.LLM_API
     ]
@@ -107,6 +108,7 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
         {"service": f"{s.SECRETS_ADMIN_PREFIX}.>", "accounts": ["CLIENT"]},
         {"service": f"{s.CONTROL_ADMIN_PREFIX}.>", "accounts": ["CLIENT"]},
     ]
+    # share: the head sees which user asked (Nats-Request-Info), in either importing account.
     llm_imports = [
         {"service": {"account": "CORE", "subject": subject}, "share": True} for subject in s.LLM_API
     ]
@@ -173,6 +175,14 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
                 "users": users[Zone.CLIENT],
                 "imports": [*llm_imports, *admin_imports],
                 "exports": [*key_exports, *stats_exports],
+            },
+            # Internal clients. No JetStream and no import but the LLM API: the head's answers
+            # are delivered to the reply subject the client named, in this account, where
+            # nothing but the client's own inbox listens (see ``Zone``). Rendered even with no
+            # internal client, so every cluster node's accounts are the same.
+            "INTERNAL": {
+                "users": users[Zone.INTERNAL],
+                "imports": llm_imports,
             },
         },
     }
