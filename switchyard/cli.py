@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --apply: store keys named os.environ/NAME from this shell's environment",
     )
+    c.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --apply: replace live providers/routes of the same name that differ",
+    )
     c.set_defaults(handler=_cmd_import)
 
     p = sub.add_parser("routes", help="the live route table versus the settings file")
@@ -406,7 +411,13 @@ def _cmd_secrets(args: argparse.Namespace, settings: Settings, config_file: Path
 def _cmd_import(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.control.import_cli import run_import  # noqa: PLC0415
 
-    return run_import(args, _attached(settings) if args.apply else settings, sys.stdout)
+    if args.apply:
+        return run_import(args, _attached(settings), sys.stdout)
+    try:  # the preview checks the running local stack's live table when there is one
+        live = _attached(settings)
+    except BusUnreachable:
+        live = settings
+    return run_import(args, live, sys.stdout)
 
 
 def _cmd_keys(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
