@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
 import io
@@ -16,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from switchyard.control.import_cli import report, run_import
+from switchyard.control.import_cli import report
 from switchyard.control.litellm_import import (
     LITELLM_AZURE_DEFAULT_API_VERSION,
     ImportResult,
@@ -273,13 +272,9 @@ async def test_apply_refuses_to_replace_live_entries_that_differ(
         assert table["routes"]["clash-route"]["deployments"][0]["model"] == "m1001"
         assert "clash-new" not in table["routes"]
 
-        args = argparse.Namespace(
-            file=second, output=None, apply=True, secrets_from_env=False, replace=True
-        )
-        said = io.StringIO()
-        code = await asyncio.to_thread(run_import, args, stack.settings, said)
-        assert code == 0
-        assert "applied: route table revision" in said.getvalue()
+        replaced = await asyncio.to_thread(_run_cli, second, stack, "--apply", "--replace")
+        assert replaced.returncode == 0, replaced.stderr
+        assert "applied: route table revision" in replaced.stdout
         table = (await stack.admin("GET", "/routes")).json()["table"]
         assert table["providers"][CLASH_PROVIDER]["api_base"] == "http://clash.invalid:1002/v1"
         assert table["routes"]["clash-route"]["deployments"][0]["model"] == "m1002"
