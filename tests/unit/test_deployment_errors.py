@@ -162,3 +162,12 @@ def test_a_404_for_something_the_client_named_stays_the_clients(message: str) ->
     failure = from_status(404, message, provider="d1", code=None)
     assert isinstance(failure, InvalidRequest)
     assert not retryable(failure)
+
+
+def test_a_deadline_spent_before_the_call_is_not_the_deployments_error() -> None:
+    """Queued past its deadline, or too little time left to start: the deployment was full,
+    not failing. The same deadline running out during the call still counts."""
+    late = DeadlineExceeded("the request deadline passed while it was queued")
+    assert not deployment_failed(late, called=False)
+    assert deployment_failed(late, called=True)
+    assert deployment_failed(ServiceUnavailable("no key", code="secret_unavailable"), called=False)

@@ -53,6 +53,7 @@ from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, p
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
 from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
+from switchyard.workers.modelproxy.pace import CallTimes
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
@@ -100,6 +101,7 @@ class Handler:
         self._table = table
         self._targets_of: RouteTable | None = None
         self._targets: dict[str, Target] = {}
+        self.pace = CallTimes()
         # Streams being served, by request id: what a cancel from the caller can reach.
         self._streams: dict[str, list[Job]] = {}
 
@@ -223,8 +225,7 @@ class Handler:
         failure: ApiError | None = None
         adapter: Adapter | None = None
         try:
-            if job.deadline <= job.started:
-                raise DeadlineExceeded("the request deadline passed while it was queued")
+            self._enough_time(job)
             if target is None:
                 raise ServiceUnavailable(
                     f"deployment {job.deployment_id} is no longer routed",
@@ -278,6 +279,24 @@ class Handler:
         ):
             await self._replay(job)
         await job.msg.ack()
+
+    def _enough_time(self, job: Job) -> None:
+        """Refuse to start a call its deadline leaves too little time for (see ``pace``).
+
+        Raises:
+            DeadlineExceeded: the deadline passed while the request was queued, or less time
+                is left than this deployment's quick calls take.
+        """
+        if job.deadline <= job.started:
+            raise DeadlineExceeded("the request deadline passed while it was queued")
+        floor = self.pace.floor(job.deployment_id, job.stream)
+        left = job.deadline - time.time()
+        if floor and left < floor:
+            raise DeadlineExceeded(
+                f"the request has {left:.2f}s left before its deadline, less than calls to "
+                f"this deployment take lately ({floor:.2f}s); not started",
+                code="deadline_too_short",
+            )
 
     def _unbroken(self, job: Job) -> bool:
         """True while everything sent for ``job`` went over one live connection. Otherwise the
@@ -401,9 +420,11 @@ class Handler:
                 job.deployment_id,
                 latency_s=now - job.stored_at,
                 ttft_s=job.started + job.ttft - job.stored_at if job.ttft is not None else None,
-                error=deployment_failed(failure),
+                error=deployment_failed(failure, called=job.called),
                 usage=usage,
             )
+        if failure is None and job.called and not job.cancelled and job.env.op not in COUNTS:
+            self.pace.record(job.deployment_id, job.stream, now - job.called_at)
         if labels is None or target is None or self.stats is None:
             return
         labels.in_flight.dec()

@@ -99,6 +99,7 @@ class ModelProxy:
                     dep_id,
                 )
                 self.draining[dep_id] = puller
+                self.handler.pace.forget(dep_id)
                 # Rerouting takes no provider call: pull what is queued without waiting behind
                 # the calls in hand (control raised the consumer's limit the same way).
                 await puller.resize(DRAIN_ACK_PENDING)

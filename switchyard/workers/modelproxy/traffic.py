@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import subjects
-from switchyard.errors import ApiError, ProviderError
+from switchyard.errors import ApiError, DeadlineExceeded, ProviderError
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas.monitor import (
     ENCODER,
@@ -31,13 +31,18 @@ from switchyard.schemas.openai import Usage
 REPORT_S = 1.0
 
 
-def deployment_failed(failure: ApiError | None) -> bool:
+def deployment_failed(failure: ApiError | None, *, called: bool = True) -> bool:
     """Whether a request that ended with ``failure`` counts as the deployment's error: a 5xx
     (the provider failed, timed out or was unreachable, a key was unavailable, the deadline
-    passed) or any provider error (its 429 included). A request the client got wrong (a 400
-    the model-proxy or the provider found, a 413) is not: forty malformed requests must not
-    paint a healthy deployment red, as the edges' error share counts 5xx only."""
+    passed during the call) or any provider error (its 429 included). A request the client
+    got wrong (a 400 the model-proxy or the provider found, a 413) is not: forty malformed
+    requests must not paint a healthy deployment red, as the edges' error share counts 5xx
+    only. Nor is a deadline that ran out before the provider was ``called`` (the request
+    waited in a busy queue, or had too little time left to start): the deployment did not
+    fail, it was full."""
     if failure is None:
+        return False
+    if isinstance(failure, DeadlineExceeded) and not called:
         return False
     return failure.status >= 500 or isinstance(failure, ProviderError)
 
