@@ -275,6 +275,10 @@ class StreamSettings(_Section, frozen=True):
         duplicate_window_s: JetStream deduplicates re-published requests and usage events
             within this window (``Nats-Msg-Id``).
         usage_max_age_s: how long usage events are kept in the stream.
+        usage_max_bytes: the most the USAGE stream keeps; past it the oldest events go first
+            (accounted long before, unless accounting was down for about a day at 40 req/s).
+            Without a bound a busy gateway's week of events (~600 bytes each) outgrew the
+            JetStream store, and then every stream, the request queues included, stopped.
         hold_tenant_limit: requests one tenant may have waiting per deployment and priority
             while the deployment is saturated (HOLD, discard-new per subject); beyond it that
             tenant's new requests get 429 ``tenant_queue_full`` and nobody else's do.
@@ -287,6 +291,7 @@ class StreamSettings(_Section, frozen=True):
     dispatch_max_age_s: Seconds = 3600.0
     duplicate_window_s: Seconds = 120.0
     usage_max_age_s: Seconds = 7 * 86400.0
+    usage_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 2 * 1024 * 1024 * 1024
 
 
 class BatchSettings(_Section, frozen=True):

@@ -73,6 +73,8 @@ def usage_stream_config(settings: Settings) -> js_api.StreamConfig:
         storage=js_api.StorageType.FILE,
         num_replicas=settings.stream_replicas,
         max_age=settings.streams.usage_max_age_s,
+        max_bytes=settings.streams.usage_max_bytes,
+        discard=js_api.DiscardPolicy.OLD,  # the oldest (long accounted) events make room
         duplicate_window=max(settings.streams.duplicate_window_s, 600.0),
     )
 
