@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -137,3 +138,24 @@ def test_upstream_failure_is_a_502_then_the_deployment_cools_down(stack: Stack) 
         assert cooling.value.status_code == 503
         assert cooling.value.code == "deployments_cooling_down"
         assert int(cooling.value.response.headers["retry-after"]) >= 1
+
+
+async def test_the_sdks_read_timeout_is_the_deadline_of_a_whole_answer(
+    stack: Stack, base_url: str
+) -> None:
+    """OpenAI's Python SDK says how long it waits only in ``X-Stainless-Read-Timeout``; for a
+    whole answer that is its deadline (past it the SDK has given up and, by default, sent the
+    request again), for a stream only the longest gap between chunks."""
+    headers = {
+        "Authorization": f"Bearer {stack.api_key}",
+        "x-stainless-read-timeout": "0.4",
+    }
+    whole = {"model": "slow", "messages": MESSAGES}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        late = await http.post("/chat/completions", json=whole, headers=headers)
+        assert late.status_code == 504, late.text
+        streamed = await http.post(
+            "/chat/completions", json={**whole, "stream": True}, headers=headers
+        )
+        assert streamed.status_code == 200
+        assert streamed.text.rstrip().endswith("data: [DONE]")

@@ -105,6 +105,7 @@ _WANTED = frozenset(
         b"x-request-id",
         b"x-request-timeout",
         b"x-stainless-timeout",
+        b"x-stainless-read-timeout",
         b"traceparent",
         b"tracestate",
         PRIORITY_HEADER,
@@ -187,12 +188,13 @@ class FastPath:
                 estimate = 0 if op in COUNTS else max(1, len(body) // 4)  # counts use none
                 call.ticket = await edge.limiter.admit(key, request_id, estimate)
             limit_headers = call.ticket.headers if call.ticket is not None else []
-            env = _envelope(edge, request_id, key, wanted)
+            streamed = not isinstance(parsed, EmbeddingProbe) and bool(parsed.stream)
+            env = _envelope(edge, request_id, key, wanted, streamed=streamed)
             if edge.tracing.enabled:
                 call.hop = _trace(edge, env, op, call.model, call.route)
                 env = env.with_(traceparent=call.hop.traceparent)
             client = edge.require_client()
-            if not isinstance(parsed, EmbeddingProbe) and parsed.stream:
+            if streamed:
                 # aclosing: however the relay ends (client gone, error), the reply inbox is
                 # released here rather than when the garbage collector gets to the generator.
                 async with contextlib.aclosing(client.exchange(subject, body, env)) as replies:
@@ -279,8 +281,16 @@ def _probe(op: str, body: bytes) -> Probe:
     return probe(op, body)
 
 
-def _envelope(edge: Edge, request_id: str, key: ClientKey, wanted: dict[bytes, bytes]) -> Envelope:
-    """What the request carries onto the bus: who, until when, and the client's trace."""
+def _envelope(
+    edge: Edge, request_id: str, key: ClientKey, wanted: dict[bytes, bytes], *, streamed: bool
+) -> Envelope:
+    """What the request carries onto the bus: who, until when, and the client's trace.
+
+    Until when: the client's ``X-Request-Timeout``, or the timeout its SDK says it waits.
+    OpenAI's Python SDK sends only ``X-Stainless-Read-Timeout``, the longest wait for the next
+    bytes: for a whole answer that is how long the client waits for it, for a stream only the
+    gap between chunks, so it sets the deadline of whole answers only.
+    """
     trace, trace_state = trace_context(
         wanted.get(b"traceparent", b"").decode("latin-1"),
         wanted.get(b"tracestate", b"").decode("latin-1"),
@@ -298,7 +308,9 @@ def _envelope(edge: Edge, request_id: str, key: ClientKey, wanted: dict[bytes, b
         priority=priority,
         beta=beta_features(beta.decode("latin-1"), "anthropic-beta") if beta else "",
         deadline=edge.deadline(
-            wanted.get(b"x-request-timeout") or wanted.get(b"x-stainless-timeout")
+            wanted.get(b"x-request-timeout")
+            or wanted.get(b"x-stainless-timeout")
+            or (None if streamed else wanted.get(b"x-stainless-read-timeout"))
         ),
         key_id=key.id,
         key_hash=key.hash,
