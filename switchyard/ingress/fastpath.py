@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -117,7 +118,84 @@ CLIENT_CLOSED = 499  # the status nginx logs for a client that left before its a
 
 
 class ClientGone(Exception):
-    """The HTTP client disconnected before sending its whole body."""
+    """The HTTP client disconnected (before sending its whole body, or before its answer)."""
+
+
+class _Hooked(asyncio.Event):
+    """An event that also calls ``then`` when set (see :class:`_Departure`)."""
+
+    def __init__(self, then: Callable[[], None]) -> None:
+        super().__init__()
+        self._then = then
+
+    def set(self) -> None:
+        super().set()
+        self._then()
+
+
+class _Departure:
+    """Notices an HTTP client that leaves while its answer is awaited, and stops the wait.
+
+    Inside ``async with``, a client that disconnects interrupts what is awaited at once: the
+    reply iterator of :class:`LLMClient` closes, which sends ``llm.v1.cancel`` (the provider
+    call stops, or the request is dropped from its queue unserved), and the block raises
+    :class:`ClientGone`. Without this the edge noticed a client leaving only once a stream had
+    started, and a non-streamed request ran (and was billed) in full for nobody.
+
+    No task per request: uvicorn tells a request's cycle of a lost connection by setting the
+    event ``receive`` waits on (``message_event``; nothing else sets it once the body is read,
+    except the answer's end), so that event is swapped for one that also calls back. That
+    relies on a detail of uvicorn's request cycle (as :mod:`.onewrite` does on another); under
+    any other server a task waits on ``receive`` instead.
+    """
+
+    __slots__ = ("_cycle", "_scope", "_watcher", "gone")
+
+    def __init__(self, receive: Receive, tasks: TaskSupervisor) -> None:
+        self.gone = False
+        self._scope: asyncio.Timeout | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        cycle: Any = getattr(receive, "__self__", None)
+        self._cycle = cycle
+        if isinstance(getattr(cycle, "message_event", None), asyncio.Event) and isinstance(
+            getattr(cycle, "disconnected", None), bool
+        ):
+            cycle.message_event = _Hooked(self._check)
+            self.gone = cycle.disconnected
+        else:
+            self._watcher = tasks.spawn(_watch_disconnect(receive, self._left), name="departure")
+
+    def _check(self) -> None:
+        if self._cycle.disconnected:  # else the answer ended
+            self._left()
+
+    def _left(self) -> None:
+        if self.gone:
+            return
+        self.gone = True
+        if self._scope is not None:
+            self._scope.reschedule(asyncio.get_running_loop().time())
+
+    async def __aenter__(self) -> _Departure:
+        if self.gone:
+            raise ClientGone
+        self._scope = asyncio.timeout(None)
+        await self._scope.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        scope, self._scope = self._scope, None
+        if self._watcher is not None:
+            self._watcher.cancel()
+        try:
+            assert scope is not None  # noqa: S101  (set by __aenter__)
+            await scope.__aexit__(et, ev, tb)
+        except TimeoutError:
+            if self.gone:
+                raise ClientGone from None
+            raise
 
 
 class FastPath:
@@ -192,23 +270,23 @@ class FastPath:
                 call.hop = _trace(edge, env, op, call.model, call.route)
                 env = env.with_(traceparent=call.hop.traceparent)
             client = edge.require_client()
-            if not isinstance(parsed, EmbeddingProbe) and parsed.stream:
-                # aclosing: however the relay ends (client gone, error), the reply inbox is
-                # released here rather than when the garbage collector gets to the generator.
-                async with contextlib.aclosing(client.exchange(subject, body, env)) as replies:
-                    await _stream(
-                        replies,
-                        tasks=edge.tasks,
-                        request_id=request_id,
-                        limit_headers=limit_headers,
-                        receive=receive,
-                        send=send,
-                        state=state,
-                        final=call.final,
-                        dialect=op,
-                    )
-                return
-            call.final.reply = await client.request(subject, body, env)
+            async with _Departure(receive, edge.tasks) as departure:
+                if not isinstance(parsed, EmbeddingProbe) and parsed.stream:
+                    # aclosing: however the relay ends (client gone, error), the reply inbox
+                    # is released here rather than when the garbage collector gets to it.
+                    async with contextlib.aclosing(client.exchange(subject, body, env)) as replies:
+                        await _stream(
+                            replies,
+                            request_id=request_id,
+                            limit_headers=limit_headers,
+                            departure=departure,
+                            send=send,
+                            state=state,
+                            final=call.final,
+                            dialect=op,
+                        )
+                    return
+                call.final.reply = await client.request(subject, body, env)
             await _answer(send, call.final.reply, request_id, limit_headers, op)
         except ApiError as exc:
             call.failure = exc
@@ -216,7 +294,8 @@ class FastPath:
                 call.status = exc.status
                 await _respond_error(send, exc, request_id, op)
         except ClientGone:
-            call.status = CLIENT_CLOSED
+            if not state["started"]:  # a stream that began keeps the status it was sent with
+                call.status = CLIENT_CLOSED
         except Exception:  # the edge's error boundary: answer 500 in OpenAI shape, keep serving
             log.exception("unhandled error serving %s", scope["path"])
             call.failure = ApiError("internal error in the gateway")
@@ -436,10 +515,9 @@ async def _respond_error(send: Send, exc: ApiError, request_id: str, op: str = "
 async def _stream(
     replies: Any,
     *,
-    tasks: TaskSupervisor,
     request_id: str,
     limit_headers: list[tuple[bytes, bytes]],
-    receive: Receive,
+    departure: _Departure,
     send: Send,
     state: dict[str, bool],
     final: FinalReply,
@@ -473,22 +551,18 @@ async def _stream(
     )
     state["started"] = True
     final.first_at = time.perf_counter()
-    gone = asyncio.Event()
-    watcher = tasks.spawn(_watch_disconnect(receive, gone), name="client-disconnect")
-    try:
-        async for frame in frames:
-            if gone.is_set():
-                break  # the client left: stop relaying (the caller releases the reply inbox)
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-        if not gone.is_set():
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-    finally:
-        watcher.cancel()
+    async for frame in frames:
+        if departure.gone:
+            return  # the client left (and the wait for this frame was not interrupted)
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
+    if not departure.gone:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+async def _watch_disconnect(receive: Receive, left: Callable[[], None]) -> None:
+    """Under a server other than uvicorn: wait for the client's disconnect, then ``left()``."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            gone.set()
+            left()
             return

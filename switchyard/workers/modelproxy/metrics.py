@@ -18,6 +18,13 @@ from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.openai import Usage
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
+# Requests whose caller left (llm.v1.cancel), by deployment and stage: ``queued`` (the cancel
+# came before a worker pulled it: never served) or ``serving`` (it stopped the request in hand).
+# A counter of its own, not an ``error_type``: a client leaving is no provider failure, and the
+# error ratio and its alerts must not rise when clients time out.
+CANCELLED = "switchyard_cancelled_requests_total"
+STAGE = "stage"
+
 
 class CallLabels:
     """Cached label children for one deployment (the hot path does dict lookups only)."""
@@ -69,6 +76,12 @@ class ProxyMetrics:
             "Failed requests per deployment, by error class (the OpenAI error code).",
             [sc.DEPLOYMENT, sc.ERROR_TYPE],
         )
+        self.cancelled: Counter = metrics.counter(
+            CANCELLED,
+            "Requests whose caller left, by stage: queued (dropped unserved) or serving "
+            "(the provider call was stopped).",
+            [sc.DEPLOYMENT, STAGE],
+        )
         self._metrics = metrics
         self._model = Bounded(500)
         self._dep = Bounded(1000)
@@ -98,6 +111,10 @@ class ProxyMetrics:
             found = CallLabels(self, op, provider, self._model(model), self._dep(deployment))
             self._cache[key] = found
         return found
+
+    def left(self, deployment: str, *, queued: bool) -> None:
+        """A request whose caller left was dropped (``queued``) or stopped while served."""
+        self.cancelled.labels(self._dep(deployment), "queued" if queued else "serving").inc()
 
     def finished(
         self,
