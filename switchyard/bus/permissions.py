@@ -160,6 +160,8 @@ def permissions_for(identity: Identity) -> Permissions:
                     # A finished batch's line results; expired files' and batches' records.
                     f"$JS.API.STREAM.PURGE.KV_{s.BATCH_LINES_BUCKET}",
                     f"$JS.API.STREAM.PURGE.KV_{s.BATCHES_BUCKET}",
+                    # A batch key's record (its budget), one by name: read, never listed.
+                    f"$JS.API.DIRECT.GET.KV_{s.KEYS_BUCKET}.$KV.{s.KEYS_BUCKET}.k.*",
                 ),
                 publish_deny=(
                     *_SECRET_VALUES,
