@@ -18,13 +18,6 @@ from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.openai import Usage
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
-# Requests whose caller left (llm.v1.cancel), by deployment and stage: ``queued`` (the cancel
-# came before a worker pulled it: never served) or ``serving`` (it stopped the request in hand).
-# A counter of its own, not an ``error_type``: a client leaving is no provider failure, and the
-# error ratio and its alerts must not rise when clients time out.
-CANCELLED = "switchyard_cancelled_requests_total"
-STAGE = "stage"
-
 
 class CallLabels:
     """Cached label children for one deployment (the hot path does dict lookups only)."""
@@ -77,10 +70,10 @@ class ProxyMetrics:
             [sc.DEPLOYMENT, sc.ERROR_TYPE],
         )
         self.cancelled: Counter = metrics.counter(
-            CANCELLED,
+            sc.CANCELLED,
             "Requests whose caller left, by stage: queued (dropped unserved) or serving "
             "(the provider call was stopped).",
-            [sc.DEPLOYMENT, STAGE],
+            [sc.DEPLOYMENT, sc.STAGE],
         )
         self._metrics = metrics
         self._model = Bounded(500)
