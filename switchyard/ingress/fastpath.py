@@ -14,13 +14,11 @@ a proper HTTP error; one after it ends the stream with an error event.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -41,11 +39,11 @@ from switchyard.dialects.probes import (
     probe_responses,
 )
 from switchyard.errors import ApiError, InvalidRequest, PayloadTooLarge, ServiceUnavailable
+from switchyard.ingress.departure import ClientGone, Departure
 from switchyard.ingress.edge import SAFE_ID, Edge, FinalReply, presented_key, sse_frames
 from switchyard.ingress.onewrite import send_whole
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
-from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.tracing import NO_HOP, Hop, span_name
 from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.openai import (
@@ -115,87 +113,6 @@ _WANTED = frozenset(
 
 
 CLIENT_CLOSED = 499  # the status nginx logs for a client that left before its answer
-
-
-class ClientGone(Exception):
-    """The HTTP client disconnected (before sending its whole body, or before its answer)."""
-
-
-class _Hooked(asyncio.Event):
-    """An event that also calls ``then`` when set (see :class:`_Departure`)."""
-
-    def __init__(self, then: Callable[[], None]) -> None:
-        super().__init__()
-        self._then = then
-
-    def set(self) -> None:
-        super().set()
-        self._then()
-
-
-class _Departure:
-    """Notices an HTTP client that leaves while its answer is awaited, and stops the wait.
-
-    Inside ``async with``, a client that disconnects interrupts what is awaited at once: the
-    reply iterator of :class:`LLMClient` closes, which sends ``llm.v1.cancel`` (the provider
-    call stops, or the request is dropped from its queue unserved), and the block raises
-    :class:`ClientGone`. Without this the edge noticed a client leaving only once a stream had
-    started, and a non-streamed request ran (and was billed) in full for nobody.
-
-    No task per request: uvicorn tells a request's cycle of a lost connection by setting the
-    event ``receive`` waits on (``message_event``; nothing else sets it once the body is read,
-    except the answer's end), so that event is swapped for one that also calls back. That
-    relies on a detail of uvicorn's request cycle (as :mod:`.onewrite` does on another); under
-    any other server a task waits on ``receive`` instead.
-    """
-
-    __slots__ = ("_cycle", "_scope", "_watcher", "gone")
-
-    def __init__(self, receive: Receive, tasks: TaskSupervisor) -> None:
-        self.gone = False
-        self._scope: asyncio.Timeout | None = None
-        self._watcher: asyncio.Task[None] | None = None
-        cycle: Any = getattr(receive, "__self__", None)
-        self._cycle = cycle
-        if isinstance(getattr(cycle, "message_event", None), asyncio.Event) and isinstance(
-            getattr(cycle, "disconnected", None), bool
-        ):
-            cycle.message_event = _Hooked(self._check)
-            self.gone = cycle.disconnected
-        else:
-            self._watcher = tasks.spawn(_watch_disconnect(receive, self._left), name="departure")
-
-    def _check(self) -> None:
-        if self._cycle.disconnected:  # else the answer ended
-            self._left()
-
-    def _left(self) -> None:
-        if self.gone:
-            return
-        self.gone = True
-        if self._scope is not None:
-            self._scope.reschedule(asyncio.get_running_loop().time())
-
-    async def __aenter__(self) -> _Departure:
-        if self.gone:
-            raise ClientGone
-        self._scope = asyncio.timeout(None)
-        await self._scope.__aenter__()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        scope, self._scope = self._scope, None
-        if self._watcher is not None:
-            self._watcher.cancel()
-        try:
-            assert scope is not None  # noqa: S101  (set by __aenter__)
-            await scope.__aexit__(et, ev, tb)
-        except TimeoutError:
-            if self.gone:
-                raise ClientGone from None
-            raise
 
 
 class FastPath:
@@ -270,7 +187,7 @@ class FastPath:
                 call.hop = _trace(edge, env, op, call.model, call.route)
                 env = env.with_(traceparent=call.hop.traceparent)
             client = edge.require_client()
-            async with _Departure(receive, edge.tasks) as departure:
+            async with Departure(receive, edge.tasks) as departure:
                 if not isinstance(parsed, EmbeddingProbe) and parsed.stream:
                     # aclosing: however the relay ends (client gone, error), the reply inbox
                     # is released here rather than when the garbage collector gets to it.
@@ -517,7 +434,7 @@ async def _stream(
     *,
     request_id: str,
     limit_headers: list[tuple[bytes, bytes]],
-    departure: _Departure,
+    departure: Departure,
     send: Send,
     state: dict[str, bool],
     final: FinalReply,
@@ -557,12 +474,3 @@ async def _stream(
         await send({"type": "http.response.body", "body": frame, "more_body": True})
     if not departure.gone:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _watch_disconnect(receive: Receive, left: Callable[[], None]) -> None:
-    """Under a server other than uvicorn: wait for the client's disconnect, then ``left()``."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            left()
-            return
