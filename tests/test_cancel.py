@@ -351,6 +351,64 @@ async def test_a_cancel_with_another_key_is_ignored(
     _billed_as_cancelled(await _usage_of(leaving, "walker-1"))
 
 
+@pytest.mark.parametrize("where", ["serving", "queued"])
+async def test_a_cancelled_request_still_closes_its_reply_path(
+    leaving: Stack, provider: tuple[Provider, str], where: str
+) -> None:
+    """A request stopped (or dropped from its queue) because its caller left gets no answer,
+    but its reply subject still gets the terminator: the server keeps a cross-account reply
+    mapping until one passes, and under overload many callers leave at once."""
+    fake, _ = provider
+    held = f"gate:term-{where}"
+    busy = f"gate:term-busy-{where}"  # a gate once opened stays open
+    app = await leaving.connect("app")
+    inbox = app.new_inbox()
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def heard(msg: Msg) -> None:
+        await got.put(msg)
+
+    await app.subscribe(inbox, cb=heard)
+    auth = f"Bearer {leaving.api_key}"
+    blocker = None
+    llm = LLMClient(app, api_key=leaving.api_key)
+    await llm.start()
+    try:
+        if where == "queued":  # the one slot of "narrow" is taken: ours waits in the queue
+            blocker = asyncio.create_task(
+                llm.request(subjects.CHAT, msgspec.json.encode(_chat("narrow", busy)))
+            )
+            assert await _eventually(lambda: busy in fake.holding)
+        model = "narrow" if where == "queued" else "held"
+        request_id = f"term-{where}-1"
+        headers = {h.REQUEST_ID: request_id, h.AUTHORIZATION: auth}
+        await app.publish(
+            subjects.CHAT, msgspec.json.encode(_chat(model, held)), reply=inbox, headers=headers
+        )
+        if where == "serving":
+            assert await _eventually(lambda: held in fake.holding)
+        else:
+            await asyncio.sleep(0.5)  # stored in the queue by then
+        await app.publish(subjects.CANCEL, b"", headers={**headers, h.ATTEMPT: "1"})
+        await app.flush()
+        if where == "queued":
+            fake.open_gate(busy)
+            assert blocker is not None
+            await asyncio.wait_for(blocker, 30)
+        deadline = time.monotonic() + 10
+        while True:
+            msg = await asyncio.wait_for(got.get(), max(0.1, deadline - time.monotonic()))
+            if not msg.data and not msg.headers:
+                break  # the terminator
+        assert not fake.seen(held) if where == "queued" else held in fake.cut
+    finally:
+        fake.open_gate(busy)
+        if blocker is not None:
+            blocker.cancel()
+        await llm.close()
+        await app.close()
+
+
 def _after(seconds: float) -> Callable[[], bool]:
     """A condition that holds from ``seconds`` after it is first asked."""
     began: list[float] = []

@@ -129,7 +129,7 @@ class Handler:
             return
         token = request_id_var.set(env.request_id)
         if self.cancels.left(env):
-            await self._drop_abandoned(msg, deployment_id)
+            await self._drop_abandoned(msg, env, deployment_id)
             request_id_var.reset(token)
             return
         if msg.metadata.num_delivered > 1:  # an earlier delivery's ack or worker was lost
@@ -162,11 +162,13 @@ class Handler:
         """``llm.v1.cancel``: a caller left (see :mod:`.cancels`). Nothing is answered."""
         self.cancels.heard(msg.headers)
 
-    async def _drop_abandoned(self, msg: Msg, deployment_id: str) -> None:
-        """A request whose caller cancelled it while it was queued: acknowledged, unserved."""
+    async def _drop_abandoned(self, msg: Msg, env: Envelope, deployment_id: str) -> None:
+        """A request whose caller cancelled it while it was queued: acknowledged, unserved,
+        and its reply path closed (see :meth:`_caller_left`)."""
         log.info("dropped a request on %s: its caller left while it was queued", deployment_id)
         if self.stats is not None:
             self.stats.left(deployment_id, queued=True)
+        await replies.end_stream(self.nc, env.reply)
         await msg.ack()
 
     async def _abandon(self, job: Job) -> None:
@@ -220,13 +222,13 @@ class Handler:
                 job.called_at = time.time()
                 body = await self._call(job, adapter, call)
             if job.cancelled:  # nobody to answer; acknowledged and billed below
-                self._caller_left(job)
+                await self._caller_left(job)
             else:
                 job.answer = body
                 await self._answer(job, end=self._unbroken(job))
         except ApiError as exc:
             if job.cancelled:  # failed on the way out: nobody to answer, nothing to retry
-                self._caller_left(job)
+                await self._caller_left(job)
             else:
                 failure = await self._failed(job, exc, adapter)
         finally:
@@ -473,11 +475,17 @@ class Handler:
         job.usage = completion.usage
         return completion.body
 
-    def _caller_left(self, job: Job) -> None:
+    async def _caller_left(self, job: Job) -> None:
         """A request its caller abandoned: nothing is answered, nothing is retried elsewhere.
         A provider call that ran is billed by :meth:`_bill` for what it cost: the provider's
-        count if it came, else an estimate (the prompt, and the chunks delivered)."""
+        count if it came, else an estimate (the prompt, and the chunks delivered).
+
+        The reply path still gets its terminator: a caller in the other account reaches this
+        worker through a reply mapping the server keeps until the terminator passes (or
+        ``response_threshold`` of silence), and under overload many callers leave at once.
+        The caller's own inbox has forgotten the request and drops it."""
         job.status = CLIENT_CLOSED
+        await replies.end_stream(self.nc, job.reply)
         log.info(
             "request on %s stopped: its caller left (provider called: %s, chunks delivered: %d)",
             job.deployment_id,
