@@ -17,8 +17,10 @@ import sys
 import time
 from typing import Any
 
+import httpx
 import pytest
 
+from switchyard.ingress.app import create_app
 from switchyard.runtime.reporting import instance_name
 from switchyard.stack import local
 from tests.stacks import Stack
@@ -70,3 +72,13 @@ async def test_two_replicas_started_without_instance_report_as_two_rows(stack: S
         await asyncio.sleep(0.2)
     overview = (await stack.admin("GET", "/overview")).json()
     assert {"head-1", "head-2"} <= {p["instance"] for p in overview["processes"]}
+
+
+async def test_an_edge_names_its_nats_connection_after_its_instance(stack: Stack) -> None:
+    """Like every worker, an edge's NATS connection carries its instance name, so two tails
+    are told apart in the server's connection list (it carried the component's name)."""
+    app = create_app(stack.settings, "tail", instance="tail-named-7")
+    monitor = f"http://127.0.0.1:{stack.settings.stack.nats_monitor_port}/connz?limit=4096"
+    async with app.router.lifespan_context(app), httpx.AsyncClient(timeout=10) as http:
+        connections = (await http.get(monitor)).json()["connections"]
+    assert "tail-named-7" in {c.get("name") for c in connections}
