@@ -201,6 +201,28 @@ async def _usage_of(stack: Stack, request_id: str) -> UsageEvent | None:
     return None
 
 
+async def _usage_events(stack: Stack, request_id: str, count: int) -> list[UsageEvent]:
+    """The usage events of ``request_id`` (as the model-proxies sent it), once ``count`` are
+    in the USAGE stream (or what is there after a while)."""
+    nc = await stack.connect("provisioner")
+    found: list[UsageEvent] = []
+    try:
+        js = nc.jetstream()
+        for _ in range(50):
+            found = []
+            last = (await js.stream_info(subjects.USAGE_STREAM)).state.last_seq
+            for seq in range(max(1, last - 100), last + 1):
+                raw = await js.get_msg(subjects.USAGE_STREAM, seq)
+                batch = msgspec.json.decode(raw.data or b"", type=UsageBatch)
+                found += [e for e in batch.events if e.request_id == request_id]
+            if len(found) >= count:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+    return found
+
+
 def _billed_as_cancelled(event: UsageEvent | None) -> None:
     """Billed what a cancelled call costs: the prompt, estimated, no completion; never the
     provider's full answer."""
@@ -349,6 +371,41 @@ async def test_a_cancel_with_another_key_is_ignored(
     assert victim_bill is not None
     assert (victim_bill.status, victim_bill.completion_tokens) == (200, ANSWER_TOKENS)
     _billed_as_cancelled(await _usage_of(leaving, "walker-1"))
+
+
+async def test_a_request_sent_again_after_its_cancel_is_billed_for_its_answer(
+    leaving: Stack, provider: tuple[Provider, str]
+) -> None:
+    """The batch runner's case: an attempt stopped because its caller left (the runner
+    stopped), then the same request id sent again with a higher attempt (after the restart)
+    and answered. Accounting bills each event id once, so the stopped call's estimate and the
+    answer must carry different ids, or the answer would never be billed."""
+    fake, _ = provider
+    gate = "gate:resend"
+    app = await leaving.connect("app")
+    try:
+        async with LLMClient(app, api_key=leaving.api_key) as llm:
+            body = msgspec.json.encode(_chat("held", gate))
+            first = asyncio.create_task(
+                llm.request(subjects.CHAT, body, {h.REQUEST_ID: "resend-1", h.ATTEMPT: "1"})
+            )
+            assert await _eventually(lambda: gate in fake.holding)
+            first.cancel()  # the caller stops waiting: LLMClient sends the cancel
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            assert await _eventually(lambda: gate in fake.cut, 5)
+            fake.open_gate(gate)
+            reply = await llm.request(
+                subjects.CHAT, body, {h.REQUEST_ID: "resend-1", h.ATTEMPT: "2"}
+            )
+            assert f"echo: {gate}".encode() in reply.body
+    finally:
+        await app.close()
+    events = await _usage_events(leaving, "resend-1", 2)
+    assert sorted(e.status for e in events) == [200, 499], events
+    assert len({e.id for e in events}) == 2, "the answer would be taken for a repeat"
+    answered = next(e for e in events if e.status == 200)
+    assert answered.completion_tokens == ANSWER_TOKENS
 
 
 @pytest.mark.parametrize("where", ["serving", "queued"])
