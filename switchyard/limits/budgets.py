@@ -34,6 +34,7 @@ log = logging.getLogger("switchyard.limits")
 BUDGET_CACHE_S = 1.0
 # Retry-After of a 503 when Redis/Valkey is unreachable (as the edge's limiter says).
 UNAVAILABLE_RETRY_S = 3.0
+WARN_EVERY_S = 10.0  # how often an unreadable Valkey is logged
 
 
 def budget_exceeded(
@@ -143,17 +144,25 @@ class BudgetCheck:
         return spent
 
     def _unavailable(self, exc: BaseException) -> None:
-        if isinstance(exc, RedisReplyError):  # a wrong password or ACL: say it loudly
+        # Once per WARN_EVERY_S, not once per line: a batch checks before every line.
+        now = time.monotonic()
+        say = now - self._warned_at > WARN_EVERY_S
+        if say:
+            self._warned_at = now
+        if say and isinstance(exc, RedisReplyError):  # a wrong password or ACL: say it loudly
             log.error("Valkey refused the budget check: %s", exc)
         if not self._fail_open:
+            if say:
+                log.warning(
+                    "Redis/Valkey unreachable (%s); work of keys with a budget waits",
+                    type(exc).__name__,
+                )
             raise ServiceUnavailable(
                 "budgets cannot be checked: Redis/Valkey is unreachable",
                 code="limits_unavailable",
                 retry_after=UNAVAILABLE_RETRY_S,
             ) from None
-        now = time.monotonic()
-        if now - self._warned_at > 10:
-            self._warned_at = now
+        if say:
             log.warning(
                 "Redis/Valkey unreachable (%s); sending work without budget checks",
                 type(exc).__name__,

@@ -3,6 +3,7 @@ port), and the error it gives for a spent budget."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,21 @@ def test_the_budget_error_is_the_edges_429() -> None:
     assert b'"code":"budget_exceeded"' in body
     assert retry_after_s(100.0, 40.0) == 60.0
     assert retry_after_s(100.0, 99.9) == 1.0  # at least a second
+
+
+async def test_an_unreachable_valkey_is_logged_once_not_per_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch checks before every line: with Valkey down, the log says so once a while (under
+    either policy), not once per line, and fail_closed says why the lines wait."""
+    check = _check(tmp_path, "fail_closed")
+    try:
+        with caplog.at_level(logging.WARNING, logger="switchyard.limits"):
+            for _ in range(5):
+                with pytest.raises(ServiceUnavailable):
+                    await check.refusal(KEY)
+    finally:
+        await check.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "switchyard.limits"]
+    assert len(said) == 1, said
+    assert "waits" in said[0]

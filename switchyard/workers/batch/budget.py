@@ -28,17 +28,24 @@ log = logging.getLogger("switchyard.batch")
 
 # How long one read of a key's record answers (a raised budget applies within this).
 KEY_CACHE_S = 1.0
+_MAX_KNOWN = 10_000  # records kept past their cache time before a sweep
 _DIRECT_GET = f"$JS.API.DIRECT.GET.KV_{subjects.KEYS_BUCKET}.$KV.{subjects.KEYS_BUCKET}"
 
 
 class KeyRecords:
     """Client key records by hash, read with JetStream direct gets and kept briefly."""
 
-    def __init__(self, nc: NATS, *, cache_s: float = KEY_CACHE_S) -> None:
+    def __init__(
+        self, nc: NATS, *, cache_s: float = KEY_CACHE_S, max_known: int = _MAX_KNOWN
+    ) -> None:
         self._nc = nc
         self._cache_s = cache_s
+        self._max_known = max_known
         self._known: dict[str, tuple[float, ClientKey | None]] = {}
         self._reading: dict[str, asyncio.Future[ClientKey | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
 
     async def get(self, key_hash: str) -> ClientKey | None:
         """The key with this hash, or None when it no longer exists.
@@ -76,7 +83,10 @@ class KeyRecords:
                 record = KEY_DECODER.decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 log.warning("ignored an unreadable client key record")
-        self._known[key_hash] = (time.monotonic(), record)
+        now = time.monotonic()
+        self._known[key_hash] = (now, record)
+        if len(self._known) > self._max_known:  # keys whose batches are done: read again if needed
+            self._known = {k: v for k, v in self._known.items() if now - v[0] < self._cache_s}
         return record
 
     async def close(self) -> None:
