@@ -25,7 +25,6 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from opentelemetry.trace import SpanKind
 
 from switchyard.bus import replies, subjects
 from switchyard.bus.envelope import Envelope, MalformedHeader
@@ -38,10 +37,9 @@ from switchyard.errors import (
     ProviderTimeout,
     ServiceUnavailable,
 )
-from switchyard.runtime import semconv as sc
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.secret_cache import SecretCache
-from switchyard.runtime.tracing import NO_HOP, OFF, Hop, Tracing, genai, span_name
+from switchyard.runtime.tracing import NO_HOP, OFF, Tracing
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
@@ -51,12 +49,13 @@ from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, plan
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
-from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
+from switchyard.workers.modelproxy.metrics import ProxyMetrics
+from switchyard.workers.modelproxy.observe import Observer
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
-from switchyard.workers.modelproxy.traffic import TrafficMeter, deployment_failed
+from switchyard.workers.modelproxy.traffic import TrafficMeter
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
 log = logging.getLogger("switchyard.modelproxy")
@@ -88,8 +87,7 @@ class Handler:
     ) -> None:
         self.nc = nc
         self.stats = stats
-        self.traffic = traffic
-        self.tracing = tracing
+        self.observer = Observer(tracing, traffic, stats)
         self.publisher = AckPublisher(nc)
         self.usage = UsageBatcher(self.publisher)
         self.settings = settings
@@ -202,7 +200,7 @@ class Handler:
             )
             labels.wait.observe(max(0.0, job.started - job.stored_at))
             labels.in_flight.inc()
-        self._trace_queue_wait(job)
+        self.observer.queue_wait(job)
         hop = NO_HOP
         failure: ApiError | None = None
         adapter: Adapter | None = None
@@ -217,7 +215,7 @@ class Handler:
                 )
             adapter, call = plan(await self._prepare(job, target), self.adapters)
             if not job.cancelled:  # the caller may have left while the key was fetched
-                hop = self._trace_call(job, target)
+                hop = self.observer.call_span(job, target)
                 job.called = True
                 job.called_at = time.time()
                 body = await self._call(job, adapter, call)
@@ -232,7 +230,7 @@ class Handler:
             else:
                 failure = await self._failed(job, exc, adapter)
         finally:
-            self._observe(job, target, labels, hop, failure)
+            self.observer.ended(job, target, labels, hop, failure)
         await self._bill(job, target)
         if replay_needed(
             answered=job.answer is not None,
@@ -321,93 +319,6 @@ class Handler:
             deployment=job.deployment_id,
             attempts=job.attempts,
         )
-
-    def _trace_queue_wait(self, job: Job) -> None:
-        if not self.tracing.enabled:
-            return
-        env = job.env
-        self.tracing.start(
-            "queue wait",
-            traceparent=env.traceparent,
-            tracestate=env.tracestate,
-            kind=SpanKind.CONSUMER,
-            attributes={"switchyard.deployment": job.deployment_id},
-            start_time=job.stored_at,
-        ).end(end_time=job.started)
-
-    def _trace_call(self, job: Job, target: Target) -> Hop:
-        """The provider call's span; a reroute of this request continues the trace from it."""
-        if not self.tracing.enabled:
-            return NO_HOP
-        env = job.env
-        operation = sc.OPERATIONS.get(env.op, sc.OTHER)
-        attributes = genai(
-            operation,
-            sc.PROVIDERS.get(target.provider.kind, target.provider.kind),
-            target.deployment.model,
-        )
-        attributes["gen_ai.request.stream"] = env.stream
-        attributes["switchyard.deployment"] = job.deployment_id
-        attributes["switchyard.queue.wait_s"] = round(job.started - job.stored_at, 6)
-        hop = self.tracing.start(
-            span_name(operation, target.deployment.model),
-            traceparent=env.traceparent,
-            tracestate=env.tracestate,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-        )
-        job.env = env.with_(traceparent=hop.traceparent)
-        return hop
-
-    def _observe(
-        self,
-        job: Job,
-        target: Target | None,
-        labels: CallLabels | None,
-        hop: Hop,
-        failure: ApiError | None,
-    ) -> None:
-        """Metrics, traffic report and span of a request that ended (or was cancelled)."""
-        now = time.time()
-        usage = job.usage
-        if usage is not None:
-            hop.set(
-                {
-                    "gen_ai.usage.input_tokens": usage.prompt_tokens,
-                    "gen_ai.usage.output_tokens": usage.completion_tokens,
-                }
-            )
-        if job.ttfc is not None:
-            hop.set({"gen_ai.response.time_to_first_chunk": job.ttfc})
-        hop.end(failure)
-        # Counts stay out of the traffic report: a few milliseconds each, they would halve a
-        # deployment's measured time per request (the fair scheduler's window) and its
-        # latency in the admin views, for calls that generate nothing.
-        if self.traffic is not None and job.env.op not in COUNTS:
-            self.traffic.record(
-                job.deployment_id,
-                latency_s=now - job.stored_at,
-                ttft_s=job.started + job.ttft - job.stored_at if job.ttft is not None else None,
-                error=deployment_failed(failure),
-                usage=usage,
-            )
-        if labels is None or target is None or self.stats is None:
-            return
-        labels.in_flight.dec()
-        if job.cancelled:  # its duration says nothing about the provider's latency
-            self.stats.left(job.deployment_id, queued=False)
-        elif job.called:
-            self.stats.finished(
-                labels,
-                op=job.env.op,
-                kind=target.provider.kind,
-                model=target.deployment.model,
-                deployment=job.deployment_id,
-                seconds=now - job.called_at,
-                ttfc=job.ttfc,
-                usage=usage,
-                error=failure,
-            )
 
     async def _prepare(self, job: Job, target: Target) -> ProviderCall:
         body = _decode_body(job.msg.data)
