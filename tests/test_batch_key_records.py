@@ -4,12 +4,14 @@ keys' batches ran."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from nats.js.api import StreamConfig
 
 from switchyard.bus import subjects
+from switchyard.errors import ServiceUnavailable
 from switchyard.schemas.keys import KEY_ENCODER, ClientKey, record_name
 from switchyard.workers.batch.budget import KeyRecords
 from tests.support import jetstream_server
@@ -38,3 +40,23 @@ async def test_records_are_read_by_name_and_kept_bounded(tmp_path: Path) -> None
             assert await records.get(hashes[5]) is None  # no such key (deleted)
         finally:
             await records.close()
+
+
+async def test_records_that_cannot_be_read_make_lines_wait_and_say_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No key bucket to read (as with a runner missing its permission): every read is a 503
+    the line waits on, and the runner's log says why once, not once per line."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        records = KeyRecords(nc, cache_s=0.0)
+        try:
+            with caplog.at_level(logging.WARNING, logger="switchyard.batch"):
+                for n in range(3):
+                    with pytest.raises(ServiceUnavailable) as failed:
+                        await records.get(f"{n:064x}")
+                    assert failed.value.status == 503
+        finally:
+            await records.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "switchyard.batch"]
+    assert len(said) == 1, said
+    assert "batch lines wait" in said[0]

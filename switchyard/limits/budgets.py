@@ -95,7 +95,7 @@ class BudgetCheck:
         # spend counter -> (when read, monotonic; nano-dollars spent)
         self._spent: dict[str, tuple[float, int]] = {}
         self._reading: dict[str, asyncio.Future[int]] = {}
-        self._warned_at = 0.0
+        self._warned_at = -WARN_EVERY_S
 
     async def refusal(self, key: ClientKey) -> RateLimited | None:
         """The 429 ``budget_exceeded`` a request of ``key`` would get at the edge now, or

@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 from switchyard.bus import subjects
 from switchyard.config import Settings
 from switchyard.errors import RateLimited, ServiceUnavailable
-from switchyard.limits.budgets import BudgetCheck
+from switchyard.limits.budgets import WARN_EVERY_S, BudgetCheck
 from switchyard.schemas.keys import KEY_DECODER, ClientKey, record_name
 
 log = logging.getLogger("switchyard.batch")
@@ -43,6 +43,7 @@ class KeyRecords:
         self._max_known = max_known
         self._known: dict[str, tuple[float, ClientKey | None]] = {}
         self._reading: dict[str, asyncio.Future[ClientKey | None]] = {}
+        self._warned_at = -WARN_EVERY_S
 
     def __len__(self) -> int:
         return len(self._known)
@@ -72,12 +73,12 @@ class KeyRecords:
         try:
             msg = await self._nc.request(f"{_DIRECT_GET}.{record_name(key_hash)}", b"", timeout=2)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise _keys_unavailable() from exc
+            raise self._unavailable(type(exc).__name__) from exc
         headers = msg.headers or {}
         status = headers.get("Status")
         record: ClientKey | None = None
         if status not in (None, "404"):
-            raise _keys_unavailable()
+            raise self._unavailable(f"status {status}")
         if status is None and msg.data and headers.get("KV-Operation") not in ("DEL", "PURGE"):
             try:
                 record = KEY_DECODER.decode(msg.data)
@@ -89,15 +90,21 @@ class KeyRecords:
             self._known = {k: v for k, v in self._known.items() if now - v[0] < self._cache_s}
         return record
 
+    def _unavailable(self, why: str) -> ServiceUnavailable:
+        """The error of a failed read, logged once per :data:`WARN_EVERY_S`: every batch line
+        waits while records cannot be read (a missing permission looks like a timeout), and
+        a runner whose lines all wait must say why."""
+        now = time.monotonic()
+        if now - self._warned_at > WARN_EVERY_S:
+            self._warned_at = now
+            log.warning("cannot read client key records (%s); batch lines wait", why)
+        return ServiceUnavailable("the client key store is unavailable", code="keys_unavailable")
+
     async def close(self) -> None:
         readings = list(self._reading.values())
         for reading in readings:
             reading.cancel()
         await asyncio.gather(*readings, return_exceptions=True)
-
-
-def _keys_unavailable() -> ServiceUnavailable:
-    return ServiceUnavailable("the client key store is unavailable", code="keys_unavailable")
 
 
 class BatchBudget:
