@@ -346,6 +346,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
         "pub_ok": [
             "llm.v1.chat",
             "llm.v1.embed",
+            "llm.v1.cancel",  # lines in flight when it stops
             "$O.sy_files.C.x",
             "$KV.sy_batches.b.x",
             "$KV.sy_batch_lines.b.1",

@@ -153,6 +153,9 @@ def permissions_for(identity: Identity) -> Permissions:
                     s.EMBED,
                     s.RESPONSES,
                     s.MESSAGES,  # Anthropic's message batches
+                    # Lines in flight when the runner stops: their provider calls stop (each
+                    # is sent again, under a higher attempt, after the restart).
+                    s.CANCEL,
                     _heartbeat(name),
                     *_BATCH_STATE,
                     # Reads a batch's line results a page at a time.
