@@ -386,33 +386,37 @@ async def test_a_request_sent_again_after_its_cancel_is_billed_for_its_answer(
     """The batch runner's case: an attempt stopped because its caller left (the runner
     stopped), then the same request id sent again with a higher attempt (after the restart)
     and answered. Accounting bills each event id once, so the stopped call's estimate and the
-    answer must carry different ids, or the answer would never be billed."""
+    answer must carry different ids, or the answer would never be billed; two stopped attempts
+    share theirs (both running at once is the platform's duplicate, as after a failover)."""
     fake, _ = provider
     gate = "gate:resend"
     app = await leaving.connect("app")
     try:
         async with LLMClient(app, api_key=leaving.api_key) as llm:
             body = msgspec.json.encode(_chat("held", gate))
-            first = asyncio.create_task(
-                llm.request(subjects.CHAT, body, {h.REQUEST_ID: "resend-1", h.ATTEMPT: "1"})
-            )
-            assert await _eventually(lambda: gate in fake.holding)
-            first.cancel()  # the caller stops waiting: LLMClient sends the cancel
-            with pytest.raises(asyncio.CancelledError):
-                await first
-            assert await _eventually(lambda: gate in fake.cut, 5)
+            for attempt, cuts in (("1", 1), ("2", 2)):
+                stopped = asyncio.create_task(
+                    llm.request(subjects.CHAT, body, {h.REQUEST_ID: "resend-1", h.ATTEMPT: attempt})
+                )
+                assert await _eventually(_seen_times(fake.holding, gate, cuts))
+                stopped.cancel()  # the caller stops waiting: LLMClient sends the cancel
+                with pytest.raises(asyncio.CancelledError):
+                    await stopped
+                assert await _eventually(_seen_times(fake.cut, gate, cuts), 5)
             fake.open_gate(gate)
             reply = await llm.request(
-                subjects.CHAT, body, {h.REQUEST_ID: "resend-1", h.ATTEMPT: "2"}
+                subjects.CHAT, body, {h.REQUEST_ID: "resend-1", h.ATTEMPT: "3"}
             )
             assert f"echo: {gate}".encode() in reply.body
     finally:
         await app.close()
-    events = await _usage_events(leaving, "resend-1", 2)
-    assert sorted(e.status for e in events) == [200, 499], events
-    assert len({e.id for e in events}) == 2, "the answer would be taken for a repeat"
-    answered = next(e for e in events if e.status == 200)
-    assert answered.completion_tokens == ANSWER_TOKENS
+    events = await _usage_events(leaving, "resend-1", 3)
+    assert sorted(e.status for e in events) == [200, 499, 499], events
+    left = {e.id for e in events if e.status == 499}
+    answered = [e for e in events if e.status == 200]
+    assert len(left) == 1, "two stopped attempts of one request are billed once"
+    assert answered[0].id not in left, "the answer would be taken for a repeat"
+    assert answered[0].completion_tokens == ANSWER_TOKENS
 
 
 @pytest.mark.parametrize("where", ["serving", "queued"])
@@ -474,6 +478,11 @@ async def test_a_cancelled_request_still_closes_its_reply_path(
             blocker.cancel()
         await llm.close()
         await app.close()
+
+
+def _seen_times(seen: list[str], text: str, times: int) -> Callable[[], bool]:
+    """A condition that holds once ``text`` is in ``seen`` ``times`` times."""
+    return lambda: seen.count(text) == times
 
 
 def _after(seconds: float) -> Callable[[], bool]:

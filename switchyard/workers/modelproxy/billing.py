@@ -56,13 +56,15 @@ def event_id(job: Job) -> str:
     """The id accounting bills once: one per request and deployment hop (an edge's re-send
     after a NATS failover, or a redelivery after a worker died, is the same call).
 
-    A call stopped because its caller left gets an id of its own, naming the attempt: that
-    caller may send the request again under the same id with a higher attempt (the batch
-    runner does after a restart), and the answer it then gets must be billed too, not taken
-    by accounting for a repeat of the stopped call's estimate."""
+    A call stopped because its caller left gets an id of its own (``:left``): that caller may
+    send the request again under the same id with a higher attempt (the batch runner does
+    after a restart), and the answer it then gets must be billed too, not taken by accounting
+    for a repeat of the stopped call's estimate. Every stopped attempt of one request and hop
+    shares that id: two attempts running at once (an edge's re-send after a NATS failover)
+    that are both stopped are the platform's duplicate, billed once."""
     env = job.env
     hop = f"{env.request_id}:{','.join(env.tried)}"
-    return f"{hop}:left{env.attempt}" if job.status == CLIENT_CLOSED else hop
+    return f"{hop}:left" if job.status == CLIENT_CLOSED else hop
 
 
 def usage_event(job: Job, target: Target | None, *, estimated: bool) -> UsageEvent:
