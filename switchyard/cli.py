@@ -73,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         "component",
         help="tail, gateway, head, modelproxy, secrets, control, accounting or batch",
     )
-    p.add_argument("--instance", help="instance name in logs and monitoring")
+    p.add_argument(
+        "--instance",
+        help=(
+            "instance name in monitoring, metrics and traces "
+            "(default: COMPONENT-HOSTNAME-PID, unique per replica)"
+        ),
+    )
     p.add_argument(
         "--health-port", type=_port, help="workers: serve /health and /ready here (0-65535)"
     )
@@ -391,8 +397,7 @@ def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: 
 def _cmd_serve(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.serve import serve  # noqa: PLC0415
 
-    instance = args.instance or args.component
-    return serve(args.component, settings, instance=instance, health_port=args.health_port)
+    return serve(args.component, settings, instance=args.instance, health_port=args.health_port)
 
 
 def _attached(settings: Settings) -> Settings:

@@ -9,7 +9,10 @@ the reliability rules of DESIGN §8:
   next attempt number) - the head lost it before storing it;
 * a reconnect to NATS loses the server-side reply path, so every request that has not yet
   yielded content is re-sent; one that already streamed content ends with an error;
-* the deadline (``Sy-Deadline``) bounds everything and becomes a 504.
+* the deadline (``Sy-Deadline``) bounds everything and becomes a 504;
+* a consumer that closes the reply iterator before its end (or whose task is cancelled while
+  it waits) sends ``llm.v1.cancel``: the model-proxy serving the request stops the provider
+  call, and one that pulls it from its queue later drops it unserved.
 
 Example (an internal service with its own certificate)::
 
@@ -354,7 +357,7 @@ class LLMClient:
         give_up = loop.time() + deadline.remaining()
         attempt = env.attempt
         progress = _Progress()
-        yielded = ended = False
+        ended = sent = left = False
         try:
             # No timeout scope spans a yield: the consumer runs between yields, and a
             # cancellation aimed at this generator must not land in the consumer's code.
@@ -376,6 +379,7 @@ class LLMClient:
                     await self._nc.publish(
                         subject, body, reply=f"{self._inbox}.{token}", headers=headers
                     )
+                    sent = True
                     accepted = False
                     accept_by = loop.time() + self._accept_timeout
                     while True:
@@ -402,7 +406,6 @@ class LLMClient:
                         if not progress.admit(reply, loop.time()):
                             continue
                         ended = reply.kind is ReplyKind.FINAL or reply.kind is ReplyKind.ERROR
-                        yielded = True
                         yield reply
                         if ended:
                             return
@@ -437,11 +440,19 @@ class LLMClient:
                 code="no_workers",
                 retry_after=NO_WORKERS_RETRY_S,
             )
+        except (GeneratorExit, asyncio.CancelledError):
+            left = True  # the consumer closed this iterator, or its task was cancelled
+            raise
         finally:
-            if yielded and not ended:
-                # The consumer walked away mid-answer (an HTTP client that left): the
-                # model-proxy serving it stops the provider call and bills what it delivered.
-                await self._cancel(env)
+            if sent and not ended and (left or progress.sent_content):
+                # The consumer walked away before the end (an HTTP client that left, before
+                # or after the first token), or the reply path broke mid-stream: the
+                # model-proxy serving the request stops the provider call and bills what it
+                # cost; one that pulls it later from the queue drops it unserved. Not sent
+                # for an error of this exchange's own before content (no head, no answer,
+                # deadline passed): nobody holds such a request, and a caller may send the
+                # same request id again (the batch runner does).
+                await self._cancel(env, attempt)
 
     def _open(self) -> tuple[str, asyncio.Queue[Any]]:
         """A fresh reply token on the inbox, and the queue its messages go to."""
@@ -453,8 +464,12 @@ class LLMClient:
         self._pending[token] = queue
         return token, queue
 
-    async def _cancel(self, env: Envelope) -> None:
-        headers = {h.REQUEST_ID: env.request_id}
+    async def _cancel(self, env: Envelope, attempt: int) -> None:
+        """Tell the model-proxies this request's caller left. It names the last attempt sent:
+        the same request id sent again later with a higher attempt is served."""
+        headers = {h.REQUEST_ID: env.request_id, h.ATTEMPT: str(attempt)}
+        if env.deadline is not None:  # how long model-proxies must remember it
+            headers[h.DEADLINE] = env.deadline.header()
         if env.key_hash:
             headers[h.KEY_HASH] = env.key_hash
         if env.authorization:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from switchyard.config import Settings
 from switchyard.errors import InputError
+from switchyard.runtime.reporting import instance_name
 from switchyard.runtime.shutdown import ExitDeadline, cancel_remaining
 
 COMPONENTS: dict[str, str] = {
@@ -54,8 +55,18 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return factory
 
 
-def serve(component: str, settings: Settings, *, instance: str, health_port: int | None) -> int:
+def serve(
+    component: str, settings: Settings, *, instance: str | None, health_port: int | None
+) -> int:
+    """Run ``component`` until SIGTERM/SIGINT.
+
+    Args:
+        instance: the name in heartbeats, logs, metrics and traces; None gives each replica a
+            name of its own (:func:`~switchyard.runtime.reporting.instance_name`), so replicas
+            a compose file or a Deployment starts alike never report as one.
+    """
     run = _runner(component)
+    name = instance or instance_name(component)
 
     # The supervisor's SIGKILL comes at stop_timeout_s; this covers a child whose supervisor
     # is gone (runtime.shutdown).
@@ -72,7 +83,7 @@ def serve(component: str, settings: Settings, *, instance: str, health_port: int
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, asked_to_stop)
         try:
-            await run(settings, instance=instance, health_port=health_port, stop=stop)
+            await run(settings, instance=name, health_port=health_port, stop=stop)
         finally:
             await cancel_remaining()  # what the stop left running (a reconnect loop...)
 

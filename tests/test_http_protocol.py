@@ -433,13 +433,17 @@ async def test_cancel_from_another_key_is_ignored(edge: Stack, upstream: FakeOpe
             body = {**CHAT, "model": "trickle", "stream": True}
             url = f"{edge.tail_url}/v1/chat/completions"
             async with http.stream("POST", url, json=body, headers=headers) as resp:
+                # The id the request travels under (the edge makes the client's unique): a
+                # cancel naming only the client's own id would match nothing and prove nothing.
+                request_id = resp.headers["x-request-id"]
+                assert request_id.startswith("victim-1.")
                 chunks = 0
                 async for line in resp.aiter_lines():
                     if line.startswith("data: {"):
                         chunks += 1
                         if chunks == 2:
                             forged = {
-                                h.REQUEST_ID: "victim-1",
+                                h.REQUEST_ID: request_id,
                                 h.AUTHORIZATION: f"Bearer {other_key}",
                             }
                             await app.publish(subjects.CANCEL, b"", headers=forged)

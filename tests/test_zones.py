@@ -27,6 +27,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from switchyard.bus.connect import connect
 from switchyard.bus.identities import SERVICE_IDENTITIES
+from switchyard.schemas.keys import record_name
 from switchyard.stack.binaries import nats_server
 from switchyard.stack.certs import CertificateAuthority, init_certificates
 from switchyard.stack.natsconf import NatsServerLayout, nats_config, render
@@ -368,12 +369,14 @@ TABLE: dict[str, dict[str, list[str]]] = {
         "pub_ok": [
             "llm.v1.chat",
             "llm.v1.embed",
+            "llm.v1.cancel",  # lines in flight when it stops
             "$O.sy_files.C.x",
             "$KV.sy_batches.b.x",
             "$KV.sy_batch_lines.b.1",
             "$JS.API.STREAM.PURGE.KV_sy_batches",
             "$JS.API.CONSUMER.MSG.NEXT.KV_sy_batch_lines.reader",  # pages of line results
             "$JS.API.DIRECT.GET.OBJ_sy_files",  # input files a chunk at a time
+            "$JS.API.DIRECT.GET.KV_sy_keys.$KV.sy_keys.k.abc",  # a batch key's budget
         ],
         "pub_no": [
             SECRET_GET,
@@ -383,6 +386,8 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.CONSUMER.MSG.NEXT.KV_sy_batches.reader",
             "$JS.API.CONSUMER.MSG.NEXT.DISPATCH.reader",
             "$KV.sy_keys.anykey",
+            "$JS.API.DIRECT.GET.KV_sy_keys",  # keys by sequence: a listing
+            "$JS.API.CONSUMER.CREATE.KV_sy_keys",  # nor a watch of the bucket
             "$JS.API.STREAM.DELETE.OBJ_sy_files",
             "$JS.API.STREAM.DELETE.KV_sy_batches",
             "llm.v1.models",
@@ -729,3 +734,26 @@ def _host_addresses() -> list[str]:
         if line.strip() == "/32 host LOCAL"
     }
     return sorted(found)
+
+
+async def test_batch_reads_a_key_record_by_name(zone: Zone) -> None:
+    """The batch runner checks its batch's key budget: it fetches that key's record by name,
+    as :class:`~switchyard.workers.batch.budget.KeyRecords` asks for it.
+
+    (A wildcard in the name's last token passes the same permission and returns the record
+    written last: NATS permissions cannot tell a literal ``*`` from a pattern. Documented in
+    docs/security.md; the record holds a key hash and limits, no secret.)
+    """
+    admin, _ = await _as(zone, "admin")
+    batch, batch_errors = await _as(zone, "batch")
+    try:
+        kv = await admin.jetstream().key_value("sy_keys")
+        await kv.put(record_name("batch-zone"), b'{"probe": 2}')
+        got = await batch.request(
+            f"$JS.API.DIRECT.GET.KV_sy_keys.$KV.sy_keys.{record_name('batch-zone')}", b"", timeout=2
+        )
+        assert got.data == b'{"probe": 2}'
+        assert not batch_errors.errors
+    finally:
+        await admin.close()
+        await batch.close()

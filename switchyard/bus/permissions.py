@@ -153,6 +153,9 @@ def permissions_for(identity: Identity) -> Permissions:
                     s.EMBED,
                     s.RESPONSES,
                     s.MESSAGES,  # Anthropic's message batches
+                    # Lines in flight when the runner stops: their provider calls stop (each
+                    # is sent again, under a higher attempt, after the restart).
+                    s.CANCEL,
                     _heartbeat(name),
                     *_BATCH_STATE,
                     # Reads a batch's line results a page at a time.
@@ -160,6 +163,8 @@ def permissions_for(identity: Identity) -> Permissions:
                     # A finished batch's line results; expired files' and batches' records.
                     f"$JS.API.STREAM.PURGE.KV_{s.BATCH_LINES_BUCKET}",
                     f"$JS.API.STREAM.PURGE.KV_{s.BATCHES_BUCKET}",
+                    # A batch key's record (its budget), one by name: read, never listed.
+                    f"$JS.API.DIRECT.GET.KV_{s.KEYS_BUCKET}.$KV.{s.KEYS_BUCKET}.k.*",
                 ),
                 publish_deny=(
                     *_SECRET_VALUES,

@@ -341,8 +341,8 @@ class Monitor:
         if beat.stopping:  # gone on purpose: not a process that went silent
             del self._processes[key]
             if previous is not None and not _same_process(previous.beat, beat):
-                # Replicas started without --instance share a name (compose, Kubernetes):
-                # one saying goodbye must not take a live sibling's row with it.
+                # Two live processes may still share a name (two replicas given the same
+                # --instance): one saying goodbye must not take the other's row with it.
                 self._processes[key] = previous
 
     def _edges_seen(self, beat: m.Heartbeat, previous: _Process | None, now: float) -> None:

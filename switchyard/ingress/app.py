@@ -92,7 +92,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
             settings.nats_servers,
             settings.certs_dir,
             identity,
-            name=f"{kind}",
+            name=instance or kind,  # one connection name per replica, as workers have
             connect_timeout=settings.nats.connect_timeout_s,
             reconnect_wait=settings.nats.reconnect_wait_s,
         )

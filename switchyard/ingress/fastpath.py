@@ -14,7 +14,6 @@ a proper HTTP error; one after it ends the stream with an error event.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -40,11 +39,11 @@ from switchyard.dialects.probes import (
     probe_responses,
 )
 from switchyard.errors import ApiError, InvalidRequest, PayloadTooLarge, ServiceUnavailable
+from switchyard.ingress.departure import ClientGone, Departure
 from switchyard.ingress.edge import SAFE_ID, Edge, FinalReply, presented_key, sse_frames
 from switchyard.ingress.onewrite import send_whole
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
-from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.tracing import NO_HOP, Hop, span_name
 from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.openai import (
@@ -115,10 +114,6 @@ _WANTED = frozenset(
 
 
 CLIENT_CLOSED = 499  # the status nginx logs for a client that left before its answer
-
-
-class ClientGone(Exception):
-    """The HTTP client disconnected before sending its whole body."""
 
 
 class FastPath:
@@ -194,23 +189,23 @@ class FastPath:
                 call.hop = _trace(edge, env, op, call.model, call.route)
                 env = env.with_(traceparent=call.hop.traceparent)
             client = edge.require_client()
-            if streamed:
-                # aclosing: however the relay ends (client gone, error), the reply inbox is
-                # released here rather than when the garbage collector gets to the generator.
-                async with contextlib.aclosing(client.exchange(subject, body, env)) as replies:
-                    await _stream(
-                        replies,
-                        tasks=edge.tasks,
-                        request_id=request_id,
-                        limit_headers=limit_headers,
-                        receive=receive,
-                        send=send,
-                        state=state,
-                        final=call.final,
-                        dialect=op,
-                    )
-                return
-            call.final.reply = await client.request(subject, body, env)
+            async with Departure(receive, edge.tasks) as departure:
+                if streamed:
+                    # aclosing: however the relay ends (client gone, error), the reply inbox
+                    # is released here rather than when the garbage collector gets to it.
+                    async with contextlib.aclosing(client.exchange(subject, body, env)) as replies:
+                        await _stream(
+                            replies,
+                            request_id=request_id,
+                            limit_headers=limit_headers,
+                            departure=departure,
+                            send=send,
+                            state=state,
+                            final=call.final,
+                            dialect=op,
+                        )
+                    return
+                call.final.reply = await client.request(subject, body, env)
             await _answer(send, call.final.reply, request_id, limit_headers, op)
         except ApiError as exc:
             call.failure = exc
@@ -218,7 +213,8 @@ class FastPath:
                 call.status = exc.status
                 await _respond_error(send, exc, request_id, op)
         except ClientGone:
-            call.status = CLIENT_CLOSED
+            if not state["started"]:  # a stream that began keeps the status it was sent with
+                call.status = CLIENT_CLOSED
         except Exception:  # the edge's error boundary: answer 500 in OpenAI shape, keep serving
             log.exception("unhandled error serving %s", scope["path"])
             call.failure = ApiError("internal error in the gateway")
@@ -448,10 +444,9 @@ async def _respond_error(send: Send, exc: ApiError, request_id: str, op: str = "
 async def _stream(
     replies: Any,
     *,
-    tasks: TaskSupervisor,
     request_id: str,
     limit_headers: list[tuple[bytes, bytes]],
-    receive: Receive,
+    departure: Departure,
     send: Send,
     state: dict[str, bool],
     final: FinalReply,
@@ -485,22 +480,9 @@ async def _stream(
     )
     state["started"] = True
     final.first_at = time.perf_counter()
-    gone = asyncio.Event()
-    watcher = tasks.spawn(_watch_disconnect(receive, gone), name="client-disconnect")
-    try:
-        async for frame in frames:
-            if gone.is_set():
-                break  # the client left: stop relaying (the caller releases the reply inbox)
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-        if not gone.is_set():
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-    finally:
-        watcher.cancel()
-
-
-async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            gone.set()
-            return
+    async for frame in frames:
+        if departure.gone:
+            return  # the client left (and the wait for this frame was not interrupted)
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
+    if not departure.gone:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -17,7 +17,6 @@ with a clear 503, ``fail_open`` lets requests through unlimited (and says so in 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from switchyard.config import Settings
 from switchyard.errors import RateLimited, ServiceUnavailable
 from switchyard.limits import keys as rk
 from switchyard.limits import periods
+from switchyard.limits.budgets import budget_exceeded
 from switchyard.limits.credentials import read_password
 from switchyard.limits.resp import RedisReplyError, RedisUnavailable, Script, ScriptClient
 from switchyard.limits.scripts import ADMIT, RENEW, SETTLE, SPENT
@@ -255,19 +255,7 @@ class Limiter:
     ) -> RateLimited:
         retry = max(0.001, retry_ms / 1000)
         if code == 4:
-            # The period's end, to the nearest second (truncating said 23:59:59 for midnight).
-            resets = dt.datetime.fromtimestamp(round(time.time() + retry), dt.UTC)
-            used = f"{spent / rk.NANO:.6f}".rstrip("0").rstrip(".")  # $0.00056, not $0.0006
-            err = RateLimited(
-                f"this key's budget of ${key.budget_usd:g} per {key.budget_period} period is "
-                f"used up (spent ${used}); it resets at "
-                f"{resets.isoformat(timespec='seconds')}",
-                code="budget_exceeded",
-                retry_after=retry,
-                type="insufficient_quota",
-                headers=headers,
-                limit="budget",
-            )
+            err = budget_exceeded(key, retry_s=retry, spent=spent, headers=headers)
         else:
             what, err_code = _REFUSALS.get(code, ("requests", "rate_limit_exceeded"))
             if code == 5:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -34,6 +36,35 @@ STARTUP_BEATS_S = (0.5, 1.0, 2.0)
 # per-deployment rows by seconds. An idle edge keeps the slow beat.
 BUSY_BEAT_S = 1.0
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+# A process's name must fit one NATS subject token (``subjects.token`` keeps 64 characters):
+# cut there, two long names differing only at the end (the pid) would report as one.
+MAX_INSTANCE = 64
+_NOT_IN_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def instance_name(component: str, *, host: str | None = None, pid: int | None = None) -> str:
+    """The name a process reports under when it was given none (``serve`` without
+    ``--instance``): ``<component>-<host>-<pid>``, unique per replica with no deployment
+    config. In a container the host name is the container id (compose) or the pod name
+    (Kubernetes); the pid tells apart processes sharing a host. A host name that already
+    starts with the component (a pod ``head-7d9f...`` of Deployment ``head``) is not prefixed
+    again. Dots (``web1.example.com``) and anything else a subject token may not hold become
+    ``-``; a name longer than :data:`MAX_INSTANCE` keeps its start and ends with a digest of
+    the whole, so it stays unique.
+    """
+    host = _NOT_IN_TOKEN.sub("-", socket.gethostname() if host is None else host).strip("-")
+    base = (
+        host
+        if host == component or host.startswith(f"{component}-")
+        else (f"{component}-{host}" if host else component)
+    )
+    name = f"{base}-{os.getpid() if pid is None else pid}"
+    if len(name) <= MAX_INSTANCE:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: MAX_INSTANCE - len(digest) - 1]}-{digest}"
 
 
 def rss_bytes() -> int:

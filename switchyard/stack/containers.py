@@ -77,7 +77,7 @@ BUNDLES: dict[str, Bundle] = {
     "secrets": Bundle(certs=(identities.SECRETS.name,)),
     "control": Bundle(certs=(identities.CONTROL.name,)),
     "accounting": Bundle(certs=(identities.ACCOUNTING.name,), valkey_roles=("accounting",)),
-    "batch": Bundle(certs=(identities.BATCH.name,)),
+    "batch": Bundle(certs=(identities.BATCH.name,), valkey_roles=("batch",)),
     # For an `init` that does not share setup's state (a Kubernetes Job): provisioning as the
     # provisioner (CORE) and admin (CLIENT: the key bucket, the demo key).
     "init": Bundle(certs=(identities.PROVISIONER.name, identities.ADMIN.name)),

@@ -2,7 +2,8 @@
 
 Roles and what they may touch (DESIGN §5): ``ingress`` writes rate-limit keys and only reads
 spend; ``accounting`` writes spend and usage; ``admin`` reads everything Switchyard keeps;
-``ops`` is the operator's full-access user (provisioning, tests). The default user is off.
+``batch`` (the Batch API runner) may only ``GET`` keys' budget counters; ``ops`` is the
+operator's full-access user (provisioning, tests). The default user is off.
 Passwords are random, kept 0600 as ``<role>.password``; the ACL file stores only their SHA-256.
 """
 
@@ -19,6 +20,8 @@ from switchyard.stack.home import write_private
 RATE_KEYS = "sy:rl:*"
 SPEND_KEYS = "sy:spend:*"
 USAGE_KEYS = "sy:usage:*"
+# A key's spend in one budget period (limits.keys.budget): what the batch runner checks.
+BUDGET_KEYS = "sy:spend:key:*:p:*"
 
 # Commands nobody but ops needs; denied on top of key patterns.
 _DENY = "-@dangerous -@admin"
@@ -30,6 +33,9 @@ ROLE_RULES: dict[str, str] = {
     "ingress": f"~{RATE_KEYS} %R~{SPEND_KEYS} +@all {_DENY} {_NO_LISTING}",
     "accounting": f"~{SPEND_KEYS} ~{USAGE_KEYS} +@all {_DENY} {_NO_LISTING}",
     "admin": f"%R~sy:* +@read +@connection +ping {_DENY}",
+    # Reads budget counters with a plain GET and nothing else: no scripts (EVAL and SCRIPT
+    # LOAD), no other key, no write.
+    "batch": f"%R~{BUDGET_KEYS} +get +ping +select",
     "ops": "~* &* +@all",
 }
 

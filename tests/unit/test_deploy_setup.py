@@ -27,7 +27,7 @@ EXPECTED = {
     "secrets": {"ca.pem", "secrets.pem", "secrets-key.pem"},
     "control": {"ca.pem", "control.pem", "control-key.pem"},
     "accounting": {"ca.pem", "accounting.pem", "accounting-key.pem", "accounting.password"},
-    "batch": {"ca.pem", "batch.pem", "batch-key.pem"},
+    "batch": {"ca.pem", "batch.pem", "batch-key.pem", "batch.password"},
     "init": {"ca.pem", "provisioner.pem", "provisioner-key.pem", "admin.pem", "admin-key.pem"},
 }  # fmt: skip
 

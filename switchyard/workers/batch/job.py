@@ -11,9 +11,12 @@ queued) may run twice at the provider, but its result is recorded once and bille
 A line holds one of the runner's sending slots (:class:`~.slots.FairSlots`) only while it is
 on the bus; a line waiting to be sent again (no room, 503, 429, no answer in time) gives its
 slot to the next batch in turn. What stops a line from being retried for ever: its batch's
-window (the line is then ``batch_expired``), a cancel (it is left unrun), or
+window (the line is then ``batch_expired``), a cancel (it is left unrun),
 :data:`MAX_TIMEOUTS` attempts that each went unanswered for ``batch.line_timeout_s`` (an
-error row naming the timeout).
+error row naming the timeout), or its key's budget used up: each attempt first checks it
+(:mod:`~switchyard.workers.batch.budget`), and a spent one ends the line as an error row with
+the 429 ``budget_exceeded`` an HTTP request of the key gets. A budget that cannot be checked
+(Valkey down, ``redis.on_unavailable: fail_closed``) makes the line wait, like a 503.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.errors import Error as NatsError
@@ -84,6 +87,7 @@ class Job:
         cancelled: Callable[[], bool],
         on_line: Callable[[bool], None],
         max_payload: int = 0,
+        budget: Callable[[str], Awaitable[RateLimited | None]] | None = None,
     ) -> None:
         self.record = record
         self.batch_id = record.batch.id
@@ -96,6 +100,8 @@ class Job:
         self.cancelled = cancelled
         self.on_line = on_line
         self.max_payload = max_payload  # the bus's limit per message (0: not known)
+        # The refusal a request of the batch's key would get for its budget (by key hash).
+        self.budget = budget
         self.completed = 0
         self.failed = 0
         # Lines waiting to be sent again, and why the last one waits (for the log).
@@ -191,6 +197,7 @@ class Job:
             return refused.status, self.format.error(refused)
         base = 1 + (max(0, self.record.generation - 1) * ATTEMPTS_PER_GENERATION) % 960
         tries = timeouts = 0
+        failure: ApiError
         while True:
             if self.cancelled():
                 return None
@@ -200,44 +207,52 @@ class Job:
                 remaining = self._time_left()
                 if remaining <= 0:  # the batch expired before this line ran
                     return None
-                # The deadline the request carries is the runner's whole wait for it: the
-                # client gives up exactly when every hop does, never while one still works.
-                env = Envelope(
-                    request_id=f"{self.batch_id}:{index}",
-                    attempt=base + min(tries, ATTEMPTS_PER_GENERATION - 1),
-                    deadline=Deadline.after(remaining),
-                    key_hash=self.record.key_hash,
-                    key_id=self.record.key_id,
-                    priority="batch",
-                )
-                watch = _Watch()
-                try:
-                    reply = await self.llm.request(
-                        SUBJECTS[self._op], body, env, on_keepalive=watch.saw_keepalive
-                    )
-                except DeadlineExceeded as exc:
-                    failure: ApiError = exc
-                    # Counted only when a provider was working on it (a model-proxy's
-                    # keep-alive came): a line that waited in a busy queue cost nothing and
-                    # goes on waiting, up to the batch's window. An attempt cut short by the
-                    # window is not the line's fault either.
-                    if watch.provider_worked and remaining >= self.settings.line_timeout_s:
-                        timeouts += 1
-                    if timeouts >= MAX_TIMEOUTS:
-                        timed_out = self._timed_out(timeouts)
-                        return timed_out.status, self.format.error(timed_out)
-                except (RateLimited, ServiceUnavailable) as exc:
-                    failure = exc  # no room right now: send it again (a new attempt)
-                except MaxPayloadError:  # (the limit was not known, or the server's is lower)
-                    refused = PayloadTooLarge(
-                        f"this request ({len(body)} bytes) is larger than the bus carries",
-                        param="body",
-                    )
-                    return refused.status, self.format.error(refused)
-                except ApiError as exc:
-                    return exc.status, self.format.error(exc)
+                # The key's budget, checked as an HTTP request of the key is: a spent one
+                # ends the line as the error that request gets (not retried).
+                blocked = await self._over_budget()
+                if isinstance(blocked, RateLimited):
+                    return blocked.status, self.format.error(blocked)
+                if blocked is not None:  # the budget cannot be read now: the line waits
+                    failure = blocked
                 else:
-                    return 200, reply.body
+                    # The deadline the request carries is the runner's whole wait for it: the
+                    # client gives up exactly when every hop does, never while one still works.
+                    env = Envelope(
+                        request_id=f"{self.batch_id}:{index}",
+                        attempt=base + min(tries, ATTEMPTS_PER_GENERATION - 1),
+                        deadline=Deadline.after(remaining),
+                        key_hash=self.record.key_hash,
+                        key_id=self.record.key_id,
+                        priority="batch",
+                    )
+                    watch = _Watch()
+                    try:
+                        reply = await self.llm.request(
+                            SUBJECTS[self._op], body, env, on_keepalive=watch.saw_keepalive
+                        )
+                    except DeadlineExceeded as exc:
+                        failure = exc
+                        # Counted only when a provider was working on it (a model-proxy's
+                        # keep-alive came): a line that waited in a busy queue cost nothing and
+                        # goes on waiting, up to the batch's window. An attempt cut short by the
+                        # window is not the line's fault either.
+                        if watch.provider_worked and remaining >= self.settings.line_timeout_s:
+                            timeouts += 1
+                        if timeouts >= MAX_TIMEOUTS:
+                            timed_out = self._timed_out(timeouts)
+                            return timed_out.status, self.format.error(timed_out)
+                    except (RateLimited, ServiceUnavailable) as exc:
+                        failure = exc  # no room right now: send it again (a new attempt)
+                    except MaxPayloadError:  # (the limit was not known, or the server's is lower)
+                        refused = PayloadTooLarge(
+                            f"this request ({len(body)} bytes) is larger than the bus carries",
+                            param="body",
+                        )
+                        return refused.status, self.format.error(refused)
+                    except ApiError as exc:
+                        return exc.status, self.format.error(exc)
+                    else:
+                        return 200, reply.body
             # Waiting to send it again holds no slot: other batches' lines run meanwhile.
             tries += 1
             self.waiting += 1
@@ -246,6 +261,16 @@ class Job:
                 await asyncio.sleep(min(5.0, 0.2 * tries))
             finally:
                 self.waiting -= 1
+
+    async def _over_budget(self) -> RateLimited | ServiceUnavailable | None:
+        """The key's spent budget (the line ends with it), the reason it cannot be checked
+        now (the line waits: a batch loses no line to a Valkey outage), or None."""
+        if self.budget is None:
+            return None
+        try:
+            return await self.budget(self.record.key_hash)
+        except ServiceUnavailable as exc:
+            return exc
 
     def _timed_out(self, times: int) -> DeadlineExceeded:
         return DeadlineExceeded(

@@ -2,7 +2,8 @@
 
 It follows the batch records in ``sy_batches`` (CLIENT) and runs each active one as a
 :class:`~switchyard.workers.batch.job.Job`: validate the input file, send its lines at
-``batch`` priority as the key that created the batch, write ``request_counts`` as lines
+``batch`` priority as the key that created the batch (each after a check of that key's
+budget: :mod:`~switchyard.workers.batch.budget`), write ``request_counts`` as lines
 finish, then the output and error files. Every step is idempotent, so a runner that stops (or
 is killed) at any point picks each batch up again where its recorded results end. One runner
 per platform is enough; two would send a line twice (recorded and billed once).
@@ -31,6 +32,7 @@ from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import batches as b
 from switchyard.workers.batch import expiry, formats
+from switchyard.workers.batch.budget import BatchBudget
 from switchyard.workers.batch.inputs import BatchInput, InputGone, Invalid
 from switchyard.workers.batch.job import Job
 from switchyard.workers.batch.output import OutputFiles
@@ -50,6 +52,7 @@ class BatchRunner:
         self.store = BatchStore(nc)
         self.llm = LLMClient(nc, attempts=1, default_timeout=settings.batch.line_timeout_s)
         self.slots = FairSlots(settings.batch.max_in_flight)
+        self.budget = BatchBudget(nc, settings)
         self._nc = nc  # its max_payload, as the server it is connected to says
         self._records = BatchRecords(nc.jetstream(timeout=10), self._changed)
         self._running: set[str] = set()
@@ -85,6 +88,7 @@ class BatchRunner:
         await self._records.stop()
         await self._jobs.cancel_all()  # lines in flight are sent again after a restart
         await self.llm.close()
+        await self.budget.close()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -199,6 +203,7 @@ class BatchRunner:
                 cancelled=lambda: self._status(batch_id) == "cancelling",
                 on_line=lambda ok: self._lines[ok].inc(),
                 max_payload=self._nc.max_payload,
+                budget=self.budget.refusal,
             )
             await self._drive(job, done)
             # The job counts every line with a recorded answer (those before it, and each it

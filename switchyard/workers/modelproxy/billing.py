@@ -52,13 +52,27 @@ def estimated_usage(job: Job) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
+def event_id(job: Job) -> str:
+    """The id accounting bills once: one per request and deployment hop (an edge's re-send
+    after a NATS failover, or a redelivery after a worker died, is the same call).
+
+    A call stopped because its caller left gets an id of its own (``:left``): that caller may
+    send the request again under the same id with a higher attempt (the batch runner does
+    after a restart), and the answer it then gets must be billed too, not taken by accounting
+    for a repeat of the stopped call's estimate. Every stopped attempt of one request and hop
+    shares that id: two attempts running at once (an edge's re-send after a NATS failover)
+    that are both stopped are the platform's duplicate, billed once."""
+    env = job.env
+    hop = f"{env.billing_id}:{','.join(env.tried)}"
+    return f"{hop}:left" if job.status == CLIENT_CLOSED else hop
+
+
 def usage_event(job: Job, target: Target | None, *, estimated: bool) -> UsageEvent:
-    """The event accounting bills once: one id per request and deployment hop (an edge's
-    re-send after a NATS failover, or a redelivery after a worker died, is the same event)."""
+    """The event accounting bills once (:func:`event_id`)."""
     env = job.env
     u = job.usage or Usage()
     return UsageEvent(
-        id=f"{env.billing_id}:{','.join(env.tried)}",
+        id=event_id(job),
         request_id=env.request_id,
         ts=time.time(),
         op=env.op,

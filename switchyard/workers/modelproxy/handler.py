@@ -8,13 +8,14 @@ provider failure before any content reached the caller goes back to the heads
 (``llm.v1.reroute``) for the next deployment; once content was sent, a failure ends the stream
 with an error message instead. A reroute no head confirms (none running, or too slow to answer)
 is answered with the failure itself, so the caller never waits for its deadline on a request
-nobody holds.
+nobody holds. A request whose caller left (``llm.v1.cancel``, :mod:`.cancels`) is stopped,
+answered to nobody and retried nowhere; billed for what its provider call cost; and, when the
+cancel came while it was queued, acknowledged without a provider call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -24,12 +25,9 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from opentelemetry.trace import SpanKind
 
-from switchyard.bus import identities, replies, subjects
+from switchyard.bus import replies, subjects
 from switchyard.bus.envelope import Envelope, MalformedHeader
-from switchyard.bus.headers import bearer_token
-from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.dialects.probes import COUNTS
 from switchyard.errors import (
@@ -39,26 +37,26 @@ from switchyard.errors import (
     ProviderTimeout,
     ServiceUnavailable,
 )
-from switchyard.runtime import semconv as sc
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.secret_cache import SecretCache
-from switchyard.runtime.tracing import NO_HOP, OFF, Hop, Tracing, genai, span_name
-from switchyard.schemas.keys import hash_key
+from switchyard.runtime.tracing import NO_HOP, OFF, Tracing
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
 from switchyard.workers.modelproxy import billing
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
+from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, plan
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
-from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
+from switchyard.workers.modelproxy.metrics import ProxyMetrics
+from switchyard.workers.modelproxy.observe import Observer
 from switchyard.workers.modelproxy.pace import CallTimes
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
-from switchyard.workers.modelproxy.traffic import TrafficMeter, deployment_failed
+from switchyard.workers.modelproxy.traffic import TrafficMeter
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
 log = logging.getLogger("switchyard.modelproxy")
@@ -90,8 +88,9 @@ class Handler:
     ) -> None:
         self.nc = nc
         self.stats = stats
-        self.traffic = traffic
-        self.tracing = tracing
+        # Recent call times per deployment: a request too late to finish is not started.
+        self.pace = CallTimes()
+        self.observer = Observer(tracing, traffic, stats, self.pace)
         self.publisher = AckPublisher(nc)
         self.usage = UsageBatcher(self.publisher)
         self.settings = settings
@@ -101,9 +100,8 @@ class Handler:
         self._table = table
         self._targets_of: RouteTable | None = None
         self._targets: dict[str, Target] = {}
-        self.pace = CallTimes()
-        # Streams being served, by request id: what a cancel from the caller can reach.
-        self._streams: dict[str, list[Job]] = {}
+        # Requests in hand and recent cancels: what a caller that left can still stop.
+        self.cancels = Cancels()
 
     def target(self, deployment_id: str) -> Target | None:
         table = self._table()
@@ -131,6 +129,10 @@ class Handler:
             await msg.term()
             return
         token = request_id_var.set(env.request_id)
+        if self.cancels.left(env):
+            await self._drop_abandoned(msg, env, deployment_id)
+            request_id_var.reset(token)
+            return
         if msg.metadata.num_delivered > 1:  # an earlier delivery's ack or worker was lost
             log.info("serving a request delivered %d times", msg.metadata.num_delivered)
         job = Job(
@@ -140,8 +142,7 @@ class Handler:
             inflight=self.heartbeats.track(env.reply, msg),
             reconnects=self.nc.stats["reconnects"],
         )
-        if env.stream:
-            self._streams.setdefault(env.request_id, []).append(job)
+        self.cancels.track(job)
         try:
             await self._serve(job)
         except asyncio.CancelledError:
@@ -155,39 +156,21 @@ class Handler:
             await msg.ack()
         finally:
             self.heartbeats.untrack(job.inflight)
-            if env.stream:
-                self._forget(job)
+            self.cancels.untrack(job)
             request_id_var.reset(token)
 
-    def _forget(self, job: Job) -> None:
-        jobs = self._streams.get(job.env.request_id)
-        if jobs is not None:
-            jobs.remove(job)
-            if not jobs:
-                del self._streams[job.env.request_id]
-
     async def on_cancel(self, msg: Msg) -> None:
-        """``llm.v1.cancel``: the caller of a stream this process may be serving left.
+        """``llm.v1.cancel``: a caller left (see :mod:`.cancels`). Nothing is answered."""
+        self.cancels.heard(msg.headers)
 
-        Honoured only for a request with that id made with the same client key: an edge
-        (tail, gateway) names the key by its hash, as it did for the request; any other caller
-        must present the key itself. Nothing is answered.
-        """
-        try:
-            env = Envelope.decode(msg.headers)
-        except MalformedHeader:
-            return
-        jobs = self._streams.get(env.request_id)
-        if not jobs:
-            return
-        if caller_identity(msg.headers) in identities.INGRESS_NAMES:
-            digest = env.key_hash
-        else:
-            token = bearer_token(env.authorization) or env.authorization.strip()
-            digest = hash_key(token) if token else ""
-        for job in jobs:
-            if digest and hmac.compare_digest(digest, job.env.key_hash):
-                job.cancelled = True
+    async def _drop_abandoned(self, msg: Msg, env: Envelope, deployment_id: str) -> None:
+        """A request whose caller cancelled it while it was queued: acknowledged, unserved,
+        and its reply path closed (see :meth:`_caller_left`)."""
+        log.info("dropped a request on %s: its caller left while it was queued", deployment_id)
+        if self.stats is not None:
+            self.stats.left(deployment_id, queued=True)
+        await replies.end_stream(self.nc, env.reply)
+        await msg.ack()
 
     async def _abandon(self, job: Job) -> None:
         """The worker is stopping and its grace period ran out while this request was served.
@@ -220,10 +203,11 @@ class Handler:
             )
             labels.wait.observe(max(0.0, job.started - job.stored_at))
             labels.in_flight.inc()
-        self._trace_queue_wait(job)
+        self.observer.queue_wait(job)
         hop = NO_HOP
         failure: ApiError | None = None
         adapter: Adapter | None = None
+        body = b""
         try:
             self._enough_time(job)
             if target is None:
@@ -232,45 +216,23 @@ class Handler:
                     code=ue.DEPLOYMENT_REMOVED,
                 )
             adapter, call = plan(await self._prepare(job, target), self.adapters)
-            hop = self._trace_call(job, target)
-            job.called = True
-            job.called_at = time.time()
-            if job.stream:
-                await self._stream(job, adapter, call)
-                body = b""
-            else:
-                completion = await adapter.complete(call)
-                job.usage = completion.usage
-                body = completion.body
+            if not job.cancelled:  # the caller may have left while the key was fetched
+                hop = self.observer.call_span(job, target)
+                job.called = True
+                job.called_at = time.time()
+                body = await self._call(job, adapter, call)
             if job.cancelled:  # nobody to answer; acknowledged and billed below
-                self._bill_delivered(job)
+                await self._caller_left(job)
             else:
                 job.answer = body
                 await self._answer(job, end=self._unbroken(job))
         except ApiError as exc:
-            if isinstance(exc, ProviderTimeout) and job.deadline - time.time() < _DEADLINE_SLACK_S:
-                # The provider's timeouts were cut to the request's deadline (_prepare): what
-                # ran out is the caller's deadline, a 504, not a provider failure (502).
-                exc = DeadlineExceeded("the request deadline passed while the provider worked")
-            failure = exc
-            job.status = exc.status
-            retry = (
-                not job.sent
-                and retryable(exc)
-                and time.time() < job.deadline
-                and job.env.op not in COUNTS
-            )
-            if not (retry and await self._reroute(job, exc)):
-                # A translated stream that already sent its dialect's error ending gets no
-                # second error: its reply just ends (the failure is still logged and counted).
-                job.answer = b"" if ended_in_dialect(adapter) else exc
-                await self._answer(job, end=self._unbroken(job))
-                if not isinstance(exc, DeadlineExceeded | InvalidRequest):
-                    log.info(
-                        "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
-                    )
+            if job.cancelled:  # failed on the way out: nobody to answer, nothing to retry
+                await self._caller_left(job)
+            else:
+                failure = await self._failed(job, exc, adapter)
         finally:
-            self._observe(job, target, labels, hop, failure)
+            self.observer.ended(job, target, labels, hop, failure)
         await self._bill(job, target)
         if replay_needed(
             answered=job.answer is not None,
@@ -297,6 +259,30 @@ class Handler:
                 f"this deployment take lately ({floor:.2f}s); not started",
                 code="deadline_too_short",
             )
+
+    async def _failed(self, job: Job, exc: ApiError, adapter: Adapter | None) -> ApiError:
+        """Retry a failed request elsewhere, or answer the failure; returns the failure."""
+        if isinstance(exc, ProviderTimeout) and job.deadline - time.time() < _DEADLINE_SLACK_S:
+            # The provider's timeouts were cut to the request's deadline (_prepare): what
+            # ran out is the caller's deadline, a 504, not a provider failure (502).
+            exc = DeadlineExceeded("the request deadline passed while the provider worked")
+        job.status = exc.status
+        retry = (
+            not job.sent
+            and retryable(exc)
+            and time.time() < job.deadline
+            and job.env.op not in COUNTS
+        )
+        if not (retry and await self._reroute(job, exc)):
+            # A translated stream that already sent its dialect's error ending gets no
+            # second error: its reply just ends (the failure is still logged and counted).
+            job.answer = b"" if ended_in_dialect(adapter) else exc
+            await self._answer(job, end=self._unbroken(job))
+            if not isinstance(exc, DeadlineExceeded | InvalidRequest):
+                log.info(
+                    "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
+                )
+        return exc
 
     def _unbroken(self, job: Job) -> bool:
         """True while everything sent for ``job`` went over one live connection. Otherwise the
@@ -354,93 +340,6 @@ class Handler:
             attempts=job.attempts,
         )
 
-    def _trace_queue_wait(self, job: Job) -> None:
-        if not self.tracing.enabled:
-            return
-        env = job.env
-        self.tracing.start(
-            "queue wait",
-            traceparent=env.traceparent,
-            tracestate=env.tracestate,
-            kind=SpanKind.CONSUMER,
-            attributes={"switchyard.deployment": job.deployment_id},
-            start_time=job.stored_at,
-        ).end(end_time=job.started)
-
-    def _trace_call(self, job: Job, target: Target) -> Hop:
-        """The provider call's span; a reroute of this request continues the trace from it."""
-        if not self.tracing.enabled:
-            return NO_HOP
-        env = job.env
-        operation = sc.OPERATIONS.get(env.op, sc.OTHER)
-        attributes = genai(
-            operation,
-            sc.PROVIDERS.get(target.provider.kind, target.provider.kind),
-            target.deployment.model,
-        )
-        attributes["gen_ai.request.stream"] = env.stream
-        attributes["switchyard.deployment"] = job.deployment_id
-        attributes["switchyard.queue.wait_s"] = round(job.started - job.stored_at, 6)
-        hop = self.tracing.start(
-            span_name(operation, target.deployment.model),
-            traceparent=env.traceparent,
-            tracestate=env.tracestate,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-        )
-        job.env = env.with_(traceparent=hop.traceparent)
-        return hop
-
-    def _observe(
-        self,
-        job: Job,
-        target: Target | None,
-        labels: CallLabels | None,
-        hop: Hop,
-        failure: ApiError | None,
-    ) -> None:
-        """Metrics, traffic report and span of a request that ended (or was cancelled)."""
-        now = time.time()
-        usage = job.usage
-        if usage is not None:
-            hop.set(
-                {
-                    "gen_ai.usage.input_tokens": usage.prompt_tokens,
-                    "gen_ai.usage.output_tokens": usage.completion_tokens,
-                }
-            )
-        if job.ttfc is not None:
-            hop.set({"gen_ai.response.time_to_first_chunk": job.ttfc})
-        hop.end(failure)
-        # Counts stay out of the traffic report: a few milliseconds each, they would halve a
-        # deployment's measured time per request (the fair scheduler's window) and its
-        # latency in the admin views, for calls that generate nothing.
-        if self.traffic is not None and job.env.op not in COUNTS:
-            self.traffic.record(
-                job.deployment_id,
-                latency_s=now - job.stored_at,
-                ttft_s=job.started + job.ttft - job.stored_at if job.ttft is not None else None,
-                error=deployment_failed(failure, called=job.called),
-                usage=usage,
-            )
-        if failure is None and job.called and not job.cancelled and job.env.op not in COUNTS:
-            self.pace.record(job.deployment_id, job.stream, now - job.called_at)
-        if labels is None or target is None or self.stats is None:
-            return
-        labels.in_flight.dec()
-        if job.called:
-            self.stats.finished(
-                labels,
-                op=job.env.op,
-                kind=target.provider.kind,
-                model=target.deployment.model,
-                deployment=job.deployment_id,
-                seconds=now - job.called_at,
-                ttfc=job.ttfc,
-                usage=usage,
-                error=failure,
-            )
-
     async def _prepare(self, job: Job, target: Target) -> ProviderCall:
         body = _decode_body(job.msg.data)
         body["model"] = target.deployment.model
@@ -489,12 +388,39 @@ class Handler:
             if close is not None and job.cancelled:
                 await close()  # closes the provider's response at once, not at garbage time
 
-    def _bill_delivered(self, job: Job) -> None:
-        """A stream its caller abandoned: it is billed for what was delivered (estimated
-        when the provider's count, which comes at the end, never came)."""
-        job.status = CLIENT_CLOSED  # billed by _bill, estimated when no count came
+    async def _call(self, job: Job, adapter: Adapter, call: ProviderCall) -> bytes:
+        """The provider call: the answer's body (b"" for a stream, sent as it came). A cancel
+        from the caller ends it at once (``job.stop``), with ``job.cancelled`` set."""
+        try:
+            async with asyncio.timeout(None) as job.stop:
+                if job.stream:
+                    await self._stream(job, adapter, call)
+                    return b""
+                completion = await adapter.complete(call)
+        except TimeoutError:
+            if not job.cancelled:
+                raise
+            return b""
+        finally:
+            job.stop = None
+        job.usage = completion.usage
+        return completion.body
+
+    async def _caller_left(self, job: Job) -> None:
+        """A request its caller abandoned: nothing is answered, nothing is retried elsewhere.
+        A provider call that ran is billed by :meth:`_bill` for what it cost: the provider's
+        count if it came, else an estimate (the prompt, and the chunks delivered).
+
+        The reply path still gets its terminator: a caller in the other account reaches this
+        worker through a reply mapping the server keeps until the terminator passes (or
+        ``response_threshold`` of silence), and under overload many callers leave at once.
+        The caller's own inbox has forgotten the request and drops it."""
+        job.status = CLIENT_CLOSED
+        await replies.end_stream(self.nc, job.reply)
         log.info(
-            "stream abandoned by its caller after %d chunks; provider call stopped",
+            "request on %s stopped: its caller left (provider called: %s, chunks delivered: %d)",
+            job.deployment_id,
+            "yes" if job.called else "no",
             len(job.chunks),
         )
 

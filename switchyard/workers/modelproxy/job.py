@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -42,7 +43,9 @@ class Job:
     chunks: list[bytes] = field(default_factory=list)  # what was streamed, for a replay
     answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
     ended: bool = True  # the answer went out with its terminator (see ``_unbroken``)
-    cancelled: bool = False  # the caller abandoned the stream (llm.v1.cancel)
+    cancelled: bool = False  # the caller left (llm.v1.cancel): nobody to answer
+    # The scope of the provider call while it runs: a cancel ends it at once (see .cancels).
+    stop: asyncio.Timeout | None = None
 
     def __post_init__(self) -> None:
         self.stored_at = self.msg.metadata.timestamp.timestamp()

@@ -69,6 +69,12 @@ class ProxyMetrics:
             "Failed requests per deployment, by error class (the OpenAI error code).",
             [sc.DEPLOYMENT, sc.ERROR_TYPE],
         )
+        self.cancelled: Counter = metrics.counter(
+            sc.CANCELLED,
+            "Requests whose caller left, by stage: queued (dropped unserved) or serving "
+            "(the provider call was stopped).",
+            [sc.DEPLOYMENT, sc.STAGE],
+        )
         self._metrics = metrics
         self._model = Bounded(500)
         self._dep = Bounded(1000)
@@ -98,6 +104,10 @@ class ProxyMetrics:
             found = CallLabels(self, op, provider, self._model(model), self._dep(deployment))
             self._cache[key] = found
         return found
+
+    def left(self, deployment: str, *, queued: bool) -> None:
+        """A request whose caller left was dropped (``queued``) or stopped while served."""
+        self.cancelled.labels(self._dep(deployment), "queued" if queued else "serving").inc()
 
     def finished(
         self,

@@ -1,0 +1,176 @@
+"""A key's budget, checked for work that reaches the bus past the edge's limiter.
+
+The Batch API runner sends a batch's lines on the bus as the key that created the batch; the
+edge checked that key's budget once, when the batch was created. :class:`BudgetCheck` lets the
+runner check it again before every line, so one large batch cannot spend far past the budget.
+It reads only the key's spend counter for the current period (the ``batch`` Valkey role may
+read nothing else, and write nothing), and keeps each answer for ``cache_s``: lines of one
+batch go out many per second, and a budget does not need to be exact to the line (the spend
+of lines already running lands after they answer anyway).
+
+Only the budget: RPM, TPM and concurrent requests are the HTTP edge's limits, not a batch's
+(``docs/batch-api.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Sequence
+
+from switchyard.config import Settings
+from switchyard.errors import RateLimited, ServiceUnavailable
+from switchyard.limits import keys as rk
+from switchyard.limits import periods
+from switchyard.limits.credentials import read_password
+from switchyard.limits.resp import RedisReplyError, RedisUnavailable, ScriptClient
+from switchyard.schemas.keys import ClientKey
+
+log = logging.getLogger("switchyard.limits")
+
+# How long one read of a key's spend answers for all of its lines.
+BUDGET_CACHE_S = 1.0
+# Retry-After of a 503 when Redis/Valkey is unreachable (as the edge's limiter says).
+UNAVAILABLE_RETRY_S = 3.0
+WARN_EVERY_S = 10.0  # how often an unreadable Valkey is logged
+
+
+def budget_exceeded(
+    key: ClientKey,
+    *,
+    retry_s: float,
+    spent: int,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> RateLimited:
+    """The 429 ``budget_exceeded`` (type ``insufficient_quota``) of a key whose budget is
+    used up: ``spent`` nano-dollars, resetting in ``retry_s`` seconds. The edge's limiter and
+    the batch runner give the same error."""
+    # The period's end, to the nearest second (truncating said 23:59:59 for midnight).
+    resets = dt.datetime.fromtimestamp(round(time.time() + retry_s), dt.UTC)
+    used = f"{spent / rk.NANO:.6f}".rstrip("0").rstrip(".")  # $0.00056, not $0.0006
+    return RateLimited(
+        f"this key's budget of ${key.budget_usd:g} per {key.budget_period} period is "
+        f"used up (spent ${used}); it resets at "
+        f"{resets.isoformat(timespec='seconds')}",
+        code="budget_exceeded",
+        retry_after=retry_s,
+        type="insufficient_quota",
+        headers=headers,
+        limit="budget",
+    )
+
+
+def retry_after_s(period_end: float, now: float) -> float:
+    """Retry-After of a spent budget: until its period ends (a ``total`` budget never
+    resets: the smallest value)."""
+    retry_ms = int(max(1.0, period_end - now) * 1000) if period_end != float("inf") else 0
+    return max(0.001, retry_ms / 1000)
+
+
+class BudgetCheck:
+    """Reads keys' spend as one Valkey role and says whether a key's budget is used up.
+
+    Args:
+        role: the Valkey ACL user (its password is ``<redis.password_dir>/<role>.password``).
+        cache_s: how long one read of a key's spend counter answers.
+
+    When Valkey cannot be read, ``redis.on_unavailable`` decides, as at the edge:
+    ``fail_closed`` raises :class:`ServiceUnavailable` (the caller waits and asks again),
+    ``fail_open`` lets the work through unchecked (and logs that it does).
+    """
+
+    def __init__(
+        self, settings: Settings, *, role: str = "batch", cache_s: float = BUDGET_CACHE_S
+    ) -> None:
+        self._client = ScriptClient(
+            settings.redis_url,
+            username=role,
+            password=read_password(settings.redis_password_dir, role),
+            timeout=settings.redis.timeout_s,
+        )
+        self._fail_open = settings.redis.on_unavailable == "fail_open"
+        self._cache_s = cache_s
+        # spend counter -> (when read, monotonic; nano-dollars spent)
+        self._spent: dict[str, tuple[float, int]] = {}
+        self._reading: dict[str, asyncio.Future[int]] = {}
+        self._warned_at = -WARN_EVERY_S
+
+    async def refusal(self, key: ClientKey) -> RateLimited | None:
+        """The 429 ``budget_exceeded`` a request of ``key`` would get at the edge now, or
+        None (no budget, budget left, or Valkey unreadable under ``fail_open``).
+
+        Raises:
+            ServiceUnavailable: Valkey cannot be read and the policy is fail-closed.
+        """
+        if not key.budget_usd:
+            return None
+        now = time.time()
+        period_id, period_end = periods.current(key.budget_period, now)
+        try:
+            spent = await self._read(rk.budget(key.id, period_id))
+        except (RedisUnavailable, RedisReplyError) as exc:
+            self._unavailable(exc)
+            return None
+        if spent < int(key.budget_usd * rk.NANO):
+            return None
+        return budget_exceeded(key, retry_s=retry_after_s(period_end, now), spent=spent)
+
+    async def _read(self, counter: str) -> int:
+        """The counter's value, read at most once per ``cache_s`` (callers asking while a
+        read is under way share it)."""
+        cached = self._spent.get(counter)
+        if cached is not None and time.monotonic() - cached[0] < self._cache_s:
+            return cached[1]
+        reading = self._reading.get(counter)
+        if reading is None:
+            reading = asyncio.ensure_future(self._fetch(counter))
+            self._reading[counter] = reading
+            reading.add_done_callback(lambda done: self._done(counter, done))
+        return await asyncio.shield(reading)
+
+    def _done(self, counter: str, reading: asyncio.Future[int]) -> None:
+        self._reading.pop(counter, None)
+        if not reading.cancelled():
+            reading.exception()  # retrieved: its callers (maybe all cancelled) re-raise it
+
+    async def _fetch(self, counter: str) -> int:
+        spent = int(await self._client.call("GET", counter) or 0)
+        self._spent[counter] = (time.monotonic(), spent)
+        if len(self._spent) > 10_000:  # counters of past periods and gone keys
+            horizon = time.monotonic() - self._cache_s
+            self._spent = {k: v for k, v in self._spent.items() if v[0] >= horizon}
+        return spent
+
+    def _unavailable(self, exc: BaseException) -> None:
+        # Once per WARN_EVERY_S, not once per line: a batch checks before every line.
+        now = time.monotonic()
+        say = now - self._warned_at > WARN_EVERY_S
+        if say:
+            self._warned_at = now
+        if say and isinstance(exc, RedisReplyError):  # a wrong password or ACL: say it loudly
+            log.error("Valkey refused the budget check: %s", exc)
+        if not self._fail_open:
+            if say:
+                log.warning(
+                    "Redis/Valkey unreachable (%s); work of keys with a budget waits",
+                    type(exc).__name__,
+                )
+            raise ServiceUnavailable(
+                "budgets cannot be checked: Redis/Valkey is unreachable",
+                code="limits_unavailable",
+                retry_after=UNAVAILABLE_RETRY_S,
+            ) from None
+        if say:
+            log.warning(
+                "Redis/Valkey unreachable (%s); sending work without budget checks",
+                type(exc).__name__,
+            )
+
+    async def close(self) -> None:
+        readings = list(self._reading.values())
+        for reading in readings:
+            reading.cancel()
+        await asyncio.gather(*readings, return_exceptions=True)
+        await self._client.close()

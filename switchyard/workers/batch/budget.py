@@ -1,0 +1,133 @@
+"""The budget of a batch's key, checked before each of its lines is sent.
+
+The edge checks a key's budget when the batch is created; the lines go out later, past the
+edge, so without this a key under its budget at creation could spend far past it through one
+large batch. The key's record (its budget and period, which an admin may change while the
+batch runs) is read from the ``sy_keys`` bucket by its hash, one direct get per key at most
+every :data:`KEY_CACHE_S`; its spend from Valkey as the ``batch`` role
+(:class:`~switchyard.limits.budgets.BudgetCheck`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NATS
+
+from switchyard.bus import subjects
+from switchyard.config import Settings
+from switchyard.errors import RateLimited, ServiceUnavailable
+from switchyard.limits.budgets import WARN_EVERY_S, BudgetCheck
+from switchyard.schemas.keys import KEY_DECODER, ClientKey, record_name
+
+log = logging.getLogger("switchyard.batch")
+
+# How long one read of a key's record answers (a raised budget applies within this).
+KEY_CACHE_S = 1.0
+_MAX_KNOWN = 10_000  # records kept past their cache time before a sweep
+_DIRECT_GET = f"$JS.API.DIRECT.GET.KV_{subjects.KEYS_BUCKET}.$KV.{subjects.KEYS_BUCKET}"
+
+
+class KeyRecords:
+    """Client key records by hash, read with JetStream direct gets and kept briefly."""
+
+    def __init__(
+        self, nc: NATS, *, cache_s: float = KEY_CACHE_S, max_known: int = _MAX_KNOWN
+    ) -> None:
+        self._nc = nc
+        self._cache_s = cache_s
+        self._max_known = max_known
+        self._known: dict[str, tuple[float, ClientKey | None]] = {}
+        self._reading: dict[str, asyncio.Future[ClientKey | None]] = {}
+        self._warned_at = -WARN_EVERY_S
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    async def get(self, key_hash: str) -> ClientKey | None:
+        """The key with this hash, or None when it no longer exists.
+
+        Raises:
+            ServiceUnavailable: the key store cannot be read right now.
+        """
+        known = self._known.get(key_hash)
+        if known is not None and time.monotonic() - known[0] < self._cache_s:
+            return known[1]
+        reading = self._reading.get(key_hash)
+        if reading is None:
+            reading = asyncio.ensure_future(self._fetch(key_hash))
+            self._reading[key_hash] = reading
+            reading.add_done_callback(lambda done: self._done(key_hash, done))
+        return await asyncio.shield(reading)
+
+    def _done(self, key_hash: str, reading: asyncio.Future[ClientKey | None]) -> None:
+        self._reading.pop(key_hash, None)
+        if not reading.cancelled():
+            reading.exception()  # retrieved: its callers (maybe all cancelled) re-raise it
+
+    async def _fetch(self, key_hash: str) -> ClientKey | None:
+        try:
+            msg = await self._nc.request(f"{_DIRECT_GET}.{record_name(key_hash)}", b"", timeout=2)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise self._unavailable(type(exc).__name__) from exc
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        record: ClientKey | None = None
+        if status not in (None, "404"):
+            raise self._unavailable(f"status {status}")
+        if status is None and msg.data and headers.get("KV-Operation") not in ("DEL", "PURGE"):
+            try:
+                record = KEY_DECODER.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                log.warning("ignored an unreadable client key record")
+        now = time.monotonic()
+        self._known[key_hash] = (now, record)
+        if len(self._known) > self._max_known:  # keys whose batches are done: read again if needed
+            self._known = {k: v for k, v in self._known.items() if now - v[0] < self._cache_s}
+        return record
+
+    def _unavailable(self, why: str) -> ServiceUnavailable:
+        """The error of a failed read, logged once per :data:`WARN_EVERY_S`: every batch line
+        waits while records cannot be read (a missing permission looks like a timeout), and
+        a runner whose lines all wait must say why."""
+        now = time.monotonic()
+        if now - self._warned_at > WARN_EVERY_S:
+            self._warned_at = now
+            log.warning("cannot read client key records (%s); batch lines wait", why)
+        return ServiceUnavailable("the client key store is unavailable", code="keys_unavailable")
+
+    async def close(self) -> None:
+        readings = list(self._reading.values())
+        for reading in readings:
+            reading.cancel()
+        await asyncio.gather(*readings, return_exceptions=True)
+
+
+class BatchBudget:
+    """Whether the key of a batch may still spend, asked before each line is sent."""
+
+    def __init__(self, nc: NATS, settings: Settings) -> None:
+        self.keys = KeyRecords(nc)
+        self.check = BudgetCheck(settings, role="batch")
+
+    async def refusal(self, key_hash: str) -> RateLimited | None:
+        """The 429 ``budget_exceeded`` an HTTP request of the key would get now, or None. A
+        key that is gone, revoked or expired is not refused here: the head refuses the line
+        with the error such a key gets everywhere.
+
+        Raises:
+            ServiceUnavailable: the key store or Valkey cannot be read (and
+                ``redis.on_unavailable`` is ``fail_closed``); the line waits.
+        """
+        key = await self.keys.get(key_hash)
+        if key is None:
+            return None
+        return await self.check.refusal(key)
+
+    async def close(self) -> None:
+        await self.keys.close()
+        await self.check.close()

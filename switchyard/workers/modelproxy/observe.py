@@ -1,0 +1,127 @@
+"""What a served request tells the operator: its spans, metrics and traffic report.
+
+Kept apart from :mod:`.handler`, which decides what happens to a request; this only records
+what happened, at the start of the provider call and when the request ends (answered,
+failed, rerouted or stopped because its caller left).
+"""
+
+from __future__ import annotations
+
+import time
+
+from opentelemetry.trace import SpanKind
+
+from switchyard.dialects.probes import COUNTS
+from switchyard.errors import ApiError
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.tracing import NO_HOP, Hop, Tracing, genai, span_name
+from switchyard.workers.modelproxy.job import Job, Target
+from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
+from switchyard.workers.modelproxy.pace import CallTimes
+from switchyard.workers.modelproxy.traffic import TrafficMeter, deployment_failed
+
+
+class Observer:
+    """Spans, metrics and the traffic report of the requests one handler serves."""
+
+    def __init__(
+        self,
+        tracing: Tracing,
+        traffic: TrafficMeter | None,
+        stats: ProxyMetrics | None,
+        pace: CallTimes,
+    ) -> None:
+        self.tracing = tracing
+        self.traffic = traffic
+        self.stats = stats
+        self.pace = pace
+
+    def queue_wait(self, job: Job) -> None:
+        """The span of the time ``job`` waited in its queue (stored -> picked up)."""
+        if not self.tracing.enabled:
+            return
+        env = job.env
+        self.tracing.start(
+            "queue wait",
+            traceparent=env.traceparent,
+            tracestate=env.tracestate,
+            kind=SpanKind.CONSUMER,
+            attributes={"switchyard.deployment": job.deployment_id},
+            start_time=job.stored_at,
+        ).end(end_time=job.started)
+
+    def call_span(self, job: Job, target: Target) -> Hop:
+        """The provider call's span; a reroute of this request continues the trace from it."""
+        if not self.tracing.enabled:
+            return NO_HOP
+        env = job.env
+        operation = sc.OPERATIONS.get(env.op, sc.OTHER)
+        attributes = genai(
+            operation,
+            sc.PROVIDERS.get(target.provider.kind, target.provider.kind),
+            target.deployment.model,
+        )
+        attributes["gen_ai.request.stream"] = env.stream
+        attributes["switchyard.deployment"] = job.deployment_id
+        attributes["switchyard.queue.wait_s"] = round(job.started - job.stored_at, 6)
+        hop = self.tracing.start(
+            span_name(operation, target.deployment.model),
+            traceparent=env.traceparent,
+            tracestate=env.tracestate,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        job.env = env.with_(traceparent=hop.traceparent)
+        return hop
+
+    def ended(
+        self,
+        job: Job,
+        target: Target | None,
+        labels: CallLabels | None,
+        hop: Hop,
+        failure: ApiError | None,
+    ) -> None:
+        """Metrics, traffic report and span of a request that ended (or was cancelled)."""
+        now = time.time()
+        usage = job.usage
+        if usage is not None:
+            hop.set(
+                {
+                    "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": usage.completion_tokens,
+                }
+            )
+        if job.ttfc is not None:
+            hop.set({"gen_ai.response.time_to_first_chunk": job.ttfc})
+        hop.end(failure)
+        # Counts stay out of the traffic report: a few milliseconds each, they would halve a
+        # deployment's measured time per request (the fair scheduler's window) and its
+        # latency in the admin views, for calls that generate nothing.
+        if self.traffic is not None and job.env.op not in COUNTS:
+            self.traffic.record(
+                job.deployment_id,
+                latency_s=now - job.stored_at,
+                ttft_s=job.started + job.ttft - job.stored_at if job.ttft is not None else None,
+                error=deployment_failed(failure, called=job.called),
+                usage=usage,
+            )
+        if failure is None and job.called and not job.cancelled and job.env.op not in COUNTS:
+            self.pace.record(job.deployment_id, job.stream, now - job.called_at)
+        if labels is None or target is None or self.stats is None:
+            return
+        labels.in_flight.dec()
+        if job.cancelled:  # its duration says nothing about the provider's latency
+            self.stats.left(job.deployment_id, queued=False)
+        elif job.called:
+            self.stats.finished(
+                labels,
+                op=job.env.op,
+                kind=target.provider.kind,
+                model=target.deployment.model,
+                deployment=job.deployment_id,
+                seconds=now - job.called_at,
+                ttfc=job.ttfc,
+                usage=usage,
+                error=failure,
+            )

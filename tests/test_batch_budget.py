@@ -1,0 +1,301 @@
+"""The batch runner holds every line to its key's budget, on a real stack with real Valkey.
+
+The edge checks a key's budget when a batch is created; the lines went out later, past the
+edge, so a key under its budget at creation could spend far past it through one large batch.
+Now each line is checked first (spend read as the runner's own Valkey role, which can read
+budget counters and nothing else): a line past the budget is an error row with the 429 an HTTP
+request of that key gets, a budget raised meanwhile lets the next lines run, and while Valkey
+is down (``fail_closed``) lines wait instead of failing.
+
+Its own stack: a runner with 2 sending slots, deployments that charge $0.001 per token (a
+line saying "hi" uses 7 + 2 tokens: $0.009), one of them taking 1.5 s a line, and three
+that hold their lines until the test opens their gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+import pytest
+import pytest_asyncio
+
+from switchyard.admin.keys import KeyAdmin
+from switchyard.limits import keys as rk
+from switchyard.limits import periods
+from switchyard.limits.credentials import read_password
+from switchyard.limits.resp import RedisReplyError, ScriptClient
+from switchyard.limits.store import connect_redis
+from tests.stacks import Stack, batch_config, start_stack
+from tests.test_batches import _client, _wait_for
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SLOTS = 2
+PRICE = {"input_per_token": 0.001, "output_per_token": 0.001}
+LINE_USD = 0.009  # 7 prompt tokens + 2 ("echo: hi"), at $0.001 each
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def budget_stack(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    fake = {"kind": "openai-compatible", "api_base": upstream.base_url, "concurrency": 8}
+    extra = batch_config(upstream.base_url)
+    extra["providers"] = {"fake": fake}
+    extra["routes"] = {
+        alias: {"deployments": [{"provider": "fake", "model": model, "price": PRICE}]}
+        for alias, model in {
+            "paid": "echo",
+            "paid-slow": "slow:1500",
+            "gate-a": "gate:budget-a",
+            "gate-b": "gate:budget-b",
+            "gate-c": "gate:budget-c",
+        }.items()
+    }
+    extra["batch"] |= {"max_in_flight": SLOTS, "progress_s": 0.2}
+    stack = await start_stack(tmp_path_factory.mktemp("budget"), extra)
+    try:
+        yield stack
+    finally:
+        await stack.supervisor.stop()
+
+
+def _line(custom_id: str, model: str) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": "hi"}]},
+    }
+
+
+async def _start(client: openai.AsyncOpenAI, rows: list[dict[str, Any]]) -> Any:
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    file = await client.files.create(file=("in.jsonl", data), purpose="batch")
+    return await client.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+
+async def _rows(client: openai.AsyncOpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    text = (await client.files.content(file_id)).text
+    return [json.loads(line) for line in text.splitlines()]
+
+
+async def _spend_until_refused(client: openai.AsyncOpenAI) -> openai.RateLimitError:
+    """Spend the key's budget over HTTP until the edge refuses it (accounting records spend a
+    moment after each answer)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            await client.chat.completions.create(
+                model="paid", messages=[{"role": "user", "content": "hi"}]
+            )
+        except openai.RateLimitError as exc:
+            return exc
+        assert time.monotonic() < deadline, "the budget never ran out"
+        await asyncio.sleep(0.1)
+
+
+async def _until_running(
+    client: openai.AsyncOpenAI, batch_id: str, upstream: FakeOpenAI, model: str, lines: int
+) -> None:
+    await _wait_for(client, batch_id, {"in_progress"}, timeout=15)
+    deadline = time.monotonic() + 15
+    while len(upstream.calls_for(model)) < lines:  # at the provider, holding the slots
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+
+async def _spent_usd(stack: Stack, key_id: str, period: str = "monthly") -> float:
+    redis = connect_redis(stack.settings, "ops")
+    try:
+        period_id, _ = periods.current(period, time.time())
+        return int(await redis.get(rk.budget(key_id, period_id)) or 0) / rk.NANO
+    finally:
+        await redis.aclose()
+
+
+def _budget_error(row: dict[str, Any]) -> dict[str, Any]:
+    assert row["error"] is None
+    assert row["response"]["status_code"] == 429, row
+    error: dict[str, Any] = row["response"]["body"]["error"]
+    return error
+
+
+async def test_lines_after_the_budget_is_crossed_are_budget_errors(
+    budget_stack: Stack,
+) -> None:
+    """A $0.04 budget is crossed by the fifth line: the lines before the crossing are results,
+    every line after it an error row with the 429 an HTTP request of the key gets, and the
+    key's spend stops near its budget instead of growing with the batch."""
+    key, record = await budget_stack.new_key("budget-cross", budget_usd=0.04)
+    total = 40
+    async with _client(budget_stack, key) as client:
+        batch = await _start(client, [_line(f"l-{i}", "paid-slow") for i in range(total)])
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=60)
+        assert done.status == "completed", done.errors
+        results = await _rows(client, done.output_file_id)
+        errors = await _rows(client, done.error_file_id)
+        with pytest.raises(openai.RateLimitError) as http:
+            await client.chat.completions.create(
+                model="paid", messages=[{"role": "user", "content": "hi"}]
+            )
+    ran = sorted(int(r["custom_id"][2:]) for r in results)
+    refused = sorted(int(r["custom_id"][2:]) for r in errors)
+    # Lines are checked in order and spend only grows: the results are the first lines.
+    assert ran == list(range(len(ran)))
+    assert refused == list(range(len(ran), total))
+    assert (done.request_counts.completed, done.request_counts.failed) == (len(ran), len(refused))
+    # Four lines ($0.036) leave budget; the fifth is sent. Past it, only what the check's
+    # cache (~1 s: about a line on each of the two slots), the lines in flight and
+    # accounting's lag let through: far below the 40 lines the batch holds.
+    assert 5 <= len(ran) <= 12, ran
+    deadline = time.monotonic() + 10
+    while (spent := await _spent_usd(budget_stack, record.id)) < len(ran) * LINE_USD - 1e-9:
+        assert time.monotonic() < deadline, (spent, len(ran))  # accounting lags the answers
+        await asyncio.sleep(0.2)
+    assert 0.04 <= spent <= len(ran) * LINE_USD + 1e-9  # each line that ran, and no more
+    # The same error an HTTP request of the key gets (the amount spent aside).
+    want = http.value.body
+    assert isinstance(want, dict)
+    assert http.value.status_code == 429
+    for row in errors:
+        error = _budget_error(row)
+        assert error.keys() == want.keys()
+        assert (error["type"], error["code"], error["param"]) == (
+            "insufficient_quota",
+            "budget_exceeded",
+            None,
+        )
+        assert (want["type"], want["code"]) == (error["type"], error["code"])
+        assert error["message"].split("(spent")[0] == want["message"].split("(spent")[0]
+        assert error["message"].startswith("this key's budget of $0.04 per monthly period")
+
+
+async def _held_batch(client: openai.AsyncOpenAI, upstream: FakeOpenAI, gate: str) -> Any:
+    """A batch whose first lines hold both of the runner's slots at the provider (gate
+    ``gate``, model ``gate-<last letter>``) and whose next four wait for a slot; the key's
+    budget is then spent over HTTP while they wait."""
+    alias = f"gate-{gate[-1]}"
+    rows = [_line(f"g-{i}", alias) for i in range(SLOTS)]
+    rows += [_line(f"p-{i}", "paid") for i in range(4)]
+    batch = await _start(client, rows)
+    await _until_running(client, batch.id, upstream, f"gate:{gate}", SLOTS)
+    assert (await _spend_until_refused(client)).code == "budget_exceeded"
+    await asyncio.sleep(1.5)  # past what the runner keeps of a key and of its spend
+    return batch
+
+
+async def test_a_budget_raised_during_the_batch_lets_the_next_lines_run(
+    budget_stack: Stack, upstream: FakeOpenAI
+) -> None:
+    """Each key's batch has its first lines held at the provider while the key's budget is
+    spent over HTTP. One key's budget is then raised: its batch's next lines run. The other's
+    are budget errors."""
+    raised_key, raised = await budget_stack.new_key("budget-raised", budget_usd=0.02)
+    kept_key, _ = await budget_stack.new_key("budget-kept", budget_usd=0.02)
+    async with _client(budget_stack, raised_key) as client:
+        batch = await _held_batch(client, upstream, "budget-a")
+        nc = await budget_stack.connect("admin")
+        try:
+            await KeyAdmin(nc.jetstream(timeout=10)).update(raised.id, budget_usd=100.0)
+        finally:
+            await nc.close()
+        upstream.open_gate("budget-a")
+        done = await _wait_for(client, batch.id, {"completed"}, timeout=30)
+        assert await _rows(client, done.error_file_id) == []
+    assert (done.request_counts.completed, done.request_counts.failed) == (SLOTS + 4, 0)
+    async with _client(budget_stack, kept_key) as client:
+        batch = await _held_batch(client, upstream, "budget-b")
+        upstream.open_gate("budget-b")
+        done = await _wait_for(client, batch.id, {"completed"}, timeout=30)
+        results = await _rows(client, done.output_file_id)
+        errors = await _rows(client, done.error_file_id)
+    # The held lines were checked before the spend: they ran. The rest met a spent budget.
+    assert sorted(r["custom_id"] for r in results) == [f"g-{i}" for i in range(SLOTS)]
+    assert sorted(r["custom_id"] for r in errors) == [f"p-{i}" for i in range(4)]
+    assert {_budget_error(r)["code"] for r in errors} == {"budget_exceeded"}
+
+
+async def test_lines_wait_while_valkey_is_down_and_run_when_it_is_back(
+    budget_stack: Stack, upstream: FakeOpenAI
+) -> None:
+    """``redis.on_unavailable: fail_closed``: a line whose budget cannot be checked is not
+    failed (a batch must not lose lines to a Valkey outage); it waits and runs later."""
+    key, _ = await budget_stack.new_key("budget-outage", budget_usd=10.0)
+    async with _client(budget_stack, key) as client:
+        rows = [_line(f"g-{i}", "gate-c") for i in range(SLOTS)] + [_line("p-0", "paid")]
+        batch = await _start(client, rows)
+        await _until_running(client, batch.id, upstream, "gate:budget-c", SLOTS)
+        valkey = budget_stack.process("valkey")
+        await valkey.stop(5)
+        try:
+            await asyncio.sleep(1.5)  # past what the runner keeps of the key's spend
+            upstream.open_gate("budget-c")
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                now = await client.batches.retrieve(batch.id)
+                counts = now.request_counts
+                assert now.status == "in_progress", now.status
+                assert counts is not None
+                assert counts.failed == 0
+                await asyncio.sleep(0.5)
+            assert counts is not None
+            assert counts.completed == SLOTS  # the held lines, sent before
+        finally:
+            await valkey.start()
+            assert await valkey.wait_healthy(30)
+        done = await _wait_for(client, batch.id, {"completed"}, timeout=30)
+    assert (done.request_counts.completed, done.request_counts.failed) == (SLOTS + 1, 0)
+
+
+async def test_the_runners_valkey_role_reads_budget_counters_and_nothing_else(
+    budget_stack: Stack,
+) -> None:
+    settings = budget_stack.settings
+    client = ScriptClient(
+        settings.redis_url,
+        username="batch",
+        password=read_password(settings.redis_password_dir, "batch"),
+        timeout=2.0,
+    )
+    counter = rk.budget("key_acl", periods.current("monthly", time.time())[0])
+    ops = connect_redis(settings, "ops")
+    try:
+        await ops.set(counter, 123)
+        await ops.set(rk.total("key_acl"), 456)
+        assert await client.call("GET", counter) == b"123"
+        refused = [
+            ("SET", counter, "0"),
+            ("INCRBY", counter, "1"),
+            ("DEL", counter),
+            ("GET", rk.total("key_acl")),  # spend, but not a budget period's
+            ("GET", rk.day_key("2026-01-01", "key_acl")),
+            ("GET", rk.requests("key_acl")),  # rate-limit state
+            ("ZCARD", rk.parallel("key_acl")),
+            ("GET", rk.seen("x")),
+            ("SET", "other", "1"),
+            ("EVAL", "return redis.call('GET', KEYS[1])", "1", counter),
+            ("SCRIPT", "LOAD", "return 1"),
+            ("SCAN", "0"),
+            ("KEYS", "*"),
+            ("CONFIG", "GET", "*"),
+            ("FLUSHALL",),
+        ]
+        for command in refused:
+            with pytest.raises(RedisReplyError, match="NOPERM"):
+                await client.call(*command)
+        assert await ops.get(counter) == b"123"  # nothing changed
+    finally:
+        await ops.delete(counter, rk.total("key_acl"))
+        await ops.aclose()
+        await client.close()
