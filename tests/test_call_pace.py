@@ -20,20 +20,22 @@ MODEL = "slow:700"
 
 
 def _chat(text: str) -> bytes:
-    return json.dumps({"model": "paced", "messages": [{"role": "user", "content": text}]}).encode()
+    return json.dumps(
+        {"model": "pace-floor", "messages": [{"role": "user", "content": text}]}
+    ).encode()
 
 
 async def test_a_request_too_short_for_the_deployment_is_not_started(
     stack: Stack, upstream: FakeOpenAI
 ) -> None:
     route = {"deployments": [{"provider": "fake", "model": MODEL}]}
-    assert (await stack.admin("PUT", "/routes/paced", route)).status_code == 200
+    assert (await stack.admin("PUT", "/routes/pace-floor", route)).status_code == 200
     headers = {"Authorization": f"Bearer {stack.api_key}", "Content-Type": "application/json"}
     try:
         async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
-            # The deployment's pace: enough calls of ~0.7 s (one model-proxy sees them all,
-            # or each sees half: two rounds).
-            for _ in range(2):
+            # The deployment's pace: enough calls of ~0.7 s for every model-proxy (each
+            # keeps its own; the session stack has two, which share the calls unevenly).
+            for _ in range(5):
                 answers = await asyncio.gather(
                     *(
                         http.post(
@@ -58,4 +60,4 @@ async def test_a_request_too_short_for_the_deployment_is_not_started(
         texts = [c.body["messages"][0]["content"] for c in upstream.calls_for(MODEL)[before:]]
         assert texts == ["in time"]  # the provider never saw the hopeless one
     finally:
-        await stack.admin("DELETE", "/routes/paced")
+        await stack.admin("DELETE", "/routes/pace-floor")

@@ -21,6 +21,7 @@ OWN_CODES = frozenset(
         "budget_exceeded",
         "conflict",
         "deadline_exceeded",
+        "deadline_too_short",
         "deployment_removed",
         "deployments_cooling_down",
         "deployments_rate_limited",
