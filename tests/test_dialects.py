@@ -397,7 +397,7 @@ def test_input_tokens_counted_by_openai_or_estimated(agents: Stack, edge: str) -
 def test_counts_of_a_body_that_asks_for_a_stream_still_come_back(agents: Stack, edge: str) -> None:
     """Agents count the very body they are about to send, ``"stream": true`` included: a
     count is one answer whatever the body says (it was once served as a stream, and lost)."""
-    messages = [{"role": "user", "content": "how many?"}]
+    messages: Any = [{"role": "user", "content": "how many?"}]
     native = _anthropic(agents, edge).messages.count_tokens(
         model="native-messages", messages=messages, extra_body={"stream": True}
     )
