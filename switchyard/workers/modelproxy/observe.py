@@ -107,7 +107,7 @@ class Observer:
                 usage=usage,
             )
         if failure is None and job.called and not job.cancelled and job.env.op not in COUNTS:
-            self.pace.record(job.deployment_id, job.stream, now - job.called_at)
+            self.pace.record(job.deployment_id, job.env.priority, job.stream, now - job.called_at)
         if labels is None or target is None or self.stats is None:
             return
         labels.in_flight.dec()
