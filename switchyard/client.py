@@ -64,6 +64,8 @@ _RECONNECTED = object()
 GAP_WAIT_S = 12.0
 _NO_RESPONDERS = "503"
 NO_WORKERS_RETRY_S = 2.0  # a head restarts in about a second; a client waits this long
+# Request ids whose cancels a client remembers, so sending one again is served (~100 B each).
+CANCELLED_IDS = 4096
 _JSON = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder()
 
@@ -251,6 +253,8 @@ class LLMClient:
         self._nuid = NUID()
         self._inbox = nc.new_inbox()  # under the identity's inbox prefix given at connect
         self._pending: dict[str, asyncio.Queue[Any]] = {}
+        # The last attempt of each request id this client cancelled (the newest CANCELLED_IDS).
+        self._cancelled: dict[str, int] = {}
         self._sub: Subscription | None = None
         self._loops = TaskSupervisor("llm-reconnects")
         self._reconnects_seen = nc.stats["reconnects"]
@@ -355,7 +359,9 @@ class LLMClient:
         assert deadline is not None  # noqa: S101  (envelope() always sets one)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + deadline.remaining()
-        attempt = env.attempt
+        # A request id this client cancelled before, sent again (a caller retrying after its
+        # own timeout): model-proxies drop the attempts a cancel named, so go past them.
+        attempt = max(env.attempt, self._cancelled.get(env.request_id, 0) + 1)
         progress = _Progress()
         ended = sent = left = False
         try:
@@ -467,6 +473,10 @@ class LLMClient:
     async def _cancel(self, env: Envelope, attempt: int) -> None:
         """Tell the model-proxies this request's caller left. It names the last attempt sent:
         the same request id sent again later with a higher attempt is served."""
+        self._cancelled.pop(env.request_id, None)
+        self._cancelled[env.request_id] = attempt
+        if len(self._cancelled) > CANCELLED_IDS:
+            del self._cancelled[next(iter(self._cancelled))]
         headers = {h.REQUEST_ID: env.request_id, h.ATTEMPT: str(attempt)}
         if env.deadline is not None:  # how long model-proxies must remember it
             headers[h.DEADLINE] = env.deadline.header()

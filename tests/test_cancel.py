@@ -501,3 +501,30 @@ def _after(seconds: float) -> Callable[[], bool]:
         return time.monotonic() - began[0] >= seconds
 
     return check
+
+
+async def test_a_caller_that_gives_up_and_retries_under_the_same_id_is_served(
+    leaving: Stack, provider: tuple[Provider, str]
+) -> None:
+    """An internal service's own timeout cancels its request (LLMClient sends the cancel);
+    when it retries under the same request id, the retry is a new attempt past the one the
+    cancel named, so model-proxies serve it instead of dropping it as cancelled."""
+    fake, _ = provider
+    gate = "gate:retry-same-id"
+    app = await leaving.connect("app")
+    try:
+        async with LLMClient(app, api_key=leaving.api_key) as llm:
+            body = msgspec.json.encode(_chat("held", gate))
+            first = asyncio.create_task(llm.request(subjects.CHAT, body, {h.REQUEST_ID: "job-7"}))
+            assert await _eventually(_seen_times(fake.holding, gate, 1))
+            first.cancel()  # the caller's own timeout
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            assert await _eventually(_seen_times(fake.cut, gate, 1), 5)
+            fake.open_gate(gate)
+            reply = await asyncio.wait_for(
+                llm.request(subjects.CHAT, body, {h.REQUEST_ID: "job-7"}), 30
+            )
+            assert f"echo: {gate}".encode() in reply.body
+    finally:
+        await app.close()
