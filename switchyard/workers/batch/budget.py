@@ -82,8 +82,9 @@ class KeyRecords:
         if status is None and msg.data and headers.get("KV-Operation") not in ("DEL", "PURGE"):
             try:
                 record = KEY_DECODER.decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-                log.warning("ignored an unreadable client key record")
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+                # Not "no budget": the line waits, as for any record that cannot be read.
+                raise self._unavailable("an unreadable client key record") from exc
         now = time.monotonic()
         self._known[key_hash] = (now, record)
         if len(self._known) > self._max_known:  # keys whose batches are done: read again if needed

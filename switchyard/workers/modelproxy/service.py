@@ -165,13 +165,14 @@ class ModelProxy:
 
     async def stop(self, grace: float) -> None:
         self.ready = False
-        if self._cancels is not None:
-            with contextlib.suppress(Exception):
-                await self._cancels.unsubscribe()
         await self._routes.stop()
         await self._drains.cancel_all()
         pullers = (*self.workers.values(), *self.draining.values())
         await asyncio.gather(*(w.stop(grace) for w in pullers))
+        # Only now: calls still running in the grace period stop when their callers leave.
+        if self._cancels is not None:
+            with contextlib.suppress(Exception):
+                await self._cancels.unsubscribe()
         self.workers.clear()
         self.draining.clear()
         await self.heartbeats.stop()
