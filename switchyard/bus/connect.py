@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -27,6 +28,7 @@ log = logging.getLogger("switchyard.bus")
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 # Refused logins per server before a first connect gives up (one can be a server mid-reload).
 LOGIN_REFUSALS = 2
+REFUSED_FOR_S = 5.0  # ...and over at least this long (a rolling config change passes)
 
 
 def client_tls(cert_dir: Path, name: str) -> ssl.SSLContext:
@@ -70,9 +72,10 @@ async def connect(
     failures: list[Exception] = []
     refused = asyncio.Event()
     refusals = 0
+    first_refusal = 0.0
 
     async def _log_error(exc: Exception) -> None:
-        nonlocal refusals
+        nonlocal refusals, first_refusal
         if connected or not one_shot:
             log.warning("nats error for %s: %s", identity, exc)
         else:
@@ -80,7 +83,10 @@ async def connect(
         if not connected and _login_refused(exc):
             failures.append(exc)
             refusals += 1
-            if refusals >= LOGIN_REFUSALS * len(servers):  # every server, more than once
+            now = time.monotonic()
+            first_refusal = first_refusal or now
+            # Every server, more than once, for a while: not one node mid-reload.
+            if refusals >= LOGIN_REFUSALS * len(servers) and now - first_refusal >= REFUSED_FOR_S:
                 refused.set()
         if error_cb is not None:
             await error_cb(exc)
@@ -141,10 +147,11 @@ async def _unless_refused(connecting: Awaitable[None], refused: asyncio.Event) -
         await asyncio.wait((attempt, gave_up), return_when=asyncio.FIRST_COMPLETED)
     finally:
         gave_up.cancel()
-    if not attempt.done():
-        attempt.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await attempt
+        if not attempt.done():  # refused, or our caller was cancelled: stop connecting
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await attempt
+    if attempt.cancelled():
         raise nats.errors.Error("every server refused the login")
     attempt.result()
 
