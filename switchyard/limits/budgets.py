@@ -14,7 +14,6 @@ Only the budget: RPM, TPM and concurrent requests are the HTTP edge's limits, no
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import time
@@ -26,6 +25,7 @@ from switchyard.limits import keys as rk
 from switchyard.limits import periods
 from switchyard.limits.credentials import read_password
 from switchyard.limits.resp import RedisReplyError, RedisUnavailable, ScriptClient
+from switchyard.runtime.shared_reads import SharedReads
 from switchyard.schemas.keys import ClientKey
 
 log = logging.getLogger("switchyard.limits")
@@ -91,10 +91,8 @@ class BudgetCheck:
             timeout=settings.redis.timeout_s,
         )
         self._fail_open = settings.redis.on_unavailable == "fail_open"
-        self._cache_s = cache_s
-        # spend counter -> (when read, monotonic; nano-dollars spent)
-        self._spent: dict[str, tuple[float, int]] = {}
-        self._reading: dict[str, asyncio.Future[int]] = {}
+        # One read of a spend counter answers for cache_s.
+        self._spent: SharedReads[int] = SharedReads(self._fetch, cache_s=cache_s)
         self._warned_at = -WARN_EVERY_S
 
     async def refusal(self, key: ClientKey) -> RateLimited | None:
@@ -109,7 +107,7 @@ class BudgetCheck:
         now = time.time()
         period_id, period_end = periods.current(key.budget_period, now)
         try:
-            spent = await self._read(rk.budget(key.id, period_id))
+            spent = await self._spent.get(rk.budget(key.id, period_id))
         except (RedisUnavailable, RedisReplyError) as exc:
             self._unavailable(exc)
             return None
@@ -117,31 +115,8 @@ class BudgetCheck:
             return None
         return budget_exceeded(key, retry_s=retry_after_s(period_end, now), spent=spent)
 
-    async def _read(self, counter: str) -> int:
-        """The counter's value, read at most once per ``cache_s`` (callers asking while a
-        read is under way share it)."""
-        cached = self._spent.get(counter)
-        if cached is not None and time.monotonic() - cached[0] < self._cache_s:
-            return cached[1]
-        reading = self._reading.get(counter)
-        if reading is None:
-            reading = asyncio.ensure_future(self._fetch(counter))
-            self._reading[counter] = reading
-            reading.add_done_callback(lambda done: self._done(counter, done))
-        return await asyncio.shield(reading)
-
-    def _done(self, counter: str, reading: asyncio.Future[int]) -> None:
-        self._reading.pop(counter, None)
-        if not reading.cancelled():
-            reading.exception()  # retrieved: its callers (maybe all cancelled) re-raise it
-
     async def _fetch(self, counter: str) -> int:
-        spent = int(await self._client.call("GET", counter) or 0)
-        self._spent[counter] = (time.monotonic(), spent)
-        if len(self._spent) > 10_000:  # counters of past periods and gone keys
-            horizon = time.monotonic() - self._cache_s
-            self._spent = {k: v for k, v in self._spent.items() if v[0] >= horizon}
-        return spent
+        return int(await self._client.call("GET", counter) or 0)
 
     def _unavailable(self, exc: BaseException) -> None:
         # Once per WARN_EVERY_S, not once per line: a batch checks before every line.
@@ -169,8 +144,5 @@ class BudgetCheck:
             )
 
     async def close(self) -> None:
-        readings = list(self._reading.values())
-        for reading in readings:
-            reading.cancel()
-        await asyncio.gather(*readings, return_exceptions=True)
+        await self._spent.close()
         await self._client.close()

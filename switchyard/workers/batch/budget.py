@@ -10,7 +10,6 @@ every :data:`KEY_CACHE_S`; its spend from Valkey as the ``batch`` role
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -22,6 +21,7 @@ from switchyard.bus import subjects
 from switchyard.config import Settings
 from switchyard.errors import RateLimited, ServiceUnavailable
 from switchyard.limits.budgets import WARN_EVERY_S, BudgetCheck
+from switchyard.runtime.shared_reads import SharedReads
 from switchyard.schemas.keys import KEY_DECODER, ClientKey, record_name
 
 log = logging.getLogger("switchyard.batch")
@@ -39,14 +39,13 @@ class KeyRecords:
         self, nc: NATS, *, cache_s: float = KEY_CACHE_S, max_known: int = _MAX_KNOWN
     ) -> None:
         self._nc = nc
-        self._cache_s = cache_s
-        self._max_known = max_known
-        self._known: dict[str, tuple[float, ClientKey | None]] = {}
-        self._reading: dict[str, asyncio.Future[ClientKey | None]] = {}
+        self._records: SharedReads[ClientKey | None] = SharedReads(
+            self._fetch, cache_s=cache_s, max_kept=max_known
+        )
         self._warned_at = -WARN_EVERY_S
 
     def __len__(self) -> int:
-        return len(self._known)
+        return len(self._records)
 
     async def get(self, key_hash: str) -> ClientKey | None:
         """The key with this hash, or None when it no longer exists.
@@ -54,20 +53,7 @@ class KeyRecords:
         Raises:
             ServiceUnavailable: the key store cannot be read right now.
         """
-        known = self._known.get(key_hash)
-        if known is not None and time.monotonic() - known[0] < self._cache_s:
-            return known[1]
-        reading = self._reading.get(key_hash)
-        if reading is None:
-            reading = asyncio.ensure_future(self._fetch(key_hash))
-            self._reading[key_hash] = reading
-            reading.add_done_callback(lambda done: self._done(key_hash, done))
-        return await asyncio.shield(reading)
-
-    def _done(self, key_hash: str, reading: asyncio.Future[ClientKey | None]) -> None:
-        self._reading.pop(key_hash, None)
-        if not reading.cancelled():
-            reading.exception()  # retrieved: its callers (maybe all cancelled) re-raise it
+        return await self._records.get(key_hash)
 
     async def _fetch(self, key_hash: str) -> ClientKey | None:
         try:
@@ -85,10 +71,6 @@ class KeyRecords:
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
                 # Not "no budget": the line waits, as for any record that cannot be read.
                 raise self._unavailable("an unreadable client key record") from exc
-        now = time.monotonic()
-        self._known[key_hash] = (now, record)
-        if len(self._known) > self._max_known:  # keys whose batches are done: read again if needed
-            self._known = {k: v for k, v in self._known.items() if now - v[0] < self._cache_s}
         return record
 
     def _unavailable(self, why: str) -> ServiceUnavailable:
@@ -102,10 +84,7 @@ class KeyRecords:
         return ServiceUnavailable("the client key store is unavailable", code="keys_unavailable")
 
     async def close(self) -> None:
-        readings = list(self._reading.values())
-        for reading in readings:
-            reading.cancel()
-        await asyncio.gather(*readings, return_exceptions=True)
+        await self._records.close()
 
 
 class BatchBudget:
