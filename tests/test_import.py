@@ -16,12 +16,20 @@ import pytest
 import yaml
 
 from switchyard.control.import_cli import report
+from switchyard.control.import_secrets import (
+    StoredSecret,
+    in_use,
+    overwrites,
+    secrets_report,
+    value_to_store,
+)
 from switchyard.control.litellm_import import (
     LITELLM_AZURE_DEFAULT_API_VERSION,
     ImportResult,
+    SecretPlaceholder,
     convert,
 )
-from switchyard.schemas.routing import route_table_problems
+from switchyard.schemas.routing import Provider, RouteTable, route_table_problems
 from tests.fakes.anthropic import FakeAnthropic
 from tests.stacks import Stack
 from tests.upstream import FakeOpenAI
@@ -283,6 +291,115 @@ async def test_apply_refuses_to_replace_live_entries_that_differ(
         for alias in ("clash-route", "clash-new"):
             await stack.admin("DELETE", f"/routes/{alias}")
         await stack.admin("DELETE", f"/providers/{CLASH_PROVIDER}")
+
+
+@pytest.mark.unit
+def test_a_stored_secret_clashes_only_when_a_provider_outside_the_import_uses_it() -> None:
+    def provider(secret: str) -> Provider:
+        return Provider(kind="openai-compatible", api_base="http://x/v1", secret=secret)
+
+    live = RouteTable(
+        providers={"mine": provider("s1"), "theirs": provider("s1"), "moved": provider("s2")}
+    )
+    # "mine" comes in again with s1 (meant to use the new key); "moved" comes in with s3, so it
+    # still uses s2 unless the import replaces it.
+    incoming = RouteTable(providers={"mine": provider("s1"), "moved": provider("s3")})
+    stored = {"s1": 4, "s2": 1, "s3": 2}
+    found = overwrites(live, incoming, ["s1", "s2", "s3", "never-stored"], stored)
+    assert found == [
+        StoredSecret("s1", 4, ("theirs",)),
+        StoredSecret("s2", 1, ("moved",)),
+        StoredSecret("s3", 2, ()),
+    ]
+    assert [s.name for s in in_use(found)] == ["s1", "s2"]
+    out = io.StringIO()
+    secrets_report(found, out)
+    assert "secret s3: a new version of s3 will be stored" in out.getvalue()
+
+
+@pytest.mark.unit
+def test_the_check_looks_at_the_secrets_the_apply_would_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    literal = SecretPlaceholder(name="p-key", env_var=None, value="sk-x")
+    env = SecretPlaceholder(name="team_key", env_var="TEAM_KEY")
+    monkeypatch.setenv("TEAM_KEY", "sk-from-env")
+    assert value_to_store(literal, from_env=False) == "sk-x"
+    assert value_to_store(env, from_env=False) is None  # not read without --secrets-from-env
+    assert value_to_store(env, from_env=True) == "sk-from-env"
+    monkeypatch.delenv("TEAM_KEY")
+    assert value_to_store(env, from_env=True) is None
+
+
+SHARED_PROVIDER = "openai-compatible-secret-clash-invalid"
+SHARED_SECRET = f"{SHARED_PROVIDER}-key"  # where the import stores the literal key below
+OWNER = "secret-clash-owner"
+
+
+async def _secret_version(stack: Stack, name: str) -> int:
+    secrets = (await stack.admin("GET", "/secrets")).json()["secrets"]
+    return next(s["version"] for s in secrets if s["name"] == name)
+
+
+@pytest.mark.integration
+async def test_apply_refuses_to_store_a_secret_a_live_provider_outside_it_uses(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """--apply stored each literal key as <provider>-key whatever was stored under that name:
+    a live provider the import does not touch, using a secret of that name, silently got the
+    imported key (and its calls 401s). Now the import names the secret and its users and
+    stores nothing unless told to replace; a stored secret only the import's own providers
+    use is no clash."""
+    config = tmp_path / "config.yaml"
+    params = {
+        "model": "openai/shared",
+        "api_base": "http://secret-clash.invalid/v1",
+        "api_key": "sk-imported-" + "3" * 24,
+    }
+    config.write_text(
+        yaml.safe_dump({"model_list": [{"model_name": "secret-clash", "litellm_params": params}]})
+    )
+    owner = {"kind": "openai-compatible", "api_base": "http://owner.invalid/v1"}
+    try:
+        key = {"value": "sk-owner-" + "1" * 24}
+        put = await stack.admin("PUT", f"/secrets/{SHARED_SECRET}", key)
+        assert put.status_code == 200, put.text
+        put = await stack.admin("PUT", f"/providers/{OWNER}", {**owner, "secret": SHARED_SECRET})
+        assert put.status_code == 200, put.text
+        version = await _secret_version(stack, SHARED_SECRET)
+
+        in_use = f"secret {SHARED_SECRET}: used by live providers outside this import ({OWNER})"
+        dry = await asyncio.to_thread(_run_cli, config, stack)
+        assert dry.returncode == 0, dry.stderr
+        assert in_use in dry.stdout
+        assert "--apply refuses to store the 1 secrets" in dry.stdout
+
+        refused = await asyncio.to_thread(_run_cli, config, stack, "--apply")
+        assert refused.returncode == 1, refused.stdout
+        assert in_use in refused.stdout
+        assert f"secret {SHARED_SECRET} (used by {OWNER})" in refused.stderr
+        assert "add --replace" in refused.stderr
+        assert "stored secret" not in refused.stdout
+        assert await _secret_version(stack, SHARED_SECRET) == version
+        table = (await stack.admin("GET", "/routes")).json()["table"]
+        assert "secret-clash" not in table["routes"]
+
+        replaced = await asyncio.to_thread(_run_cli, config, stack, "--apply", "--replace")
+        assert replaced.returncode == 0, replaced.stderr
+        assert "applied: route table revision" in replaced.stdout
+        assert await _secret_version(stack, SHARED_SECRET) == version + 1
+
+        # With the other user gone only the imported provider uses it: a new version, no clash.
+        assert (await stack.admin("DELETE", f"/providers/{OWNER}")).status_code == 200
+        again = await asyncio.to_thread(_run_cli, config, stack, "--apply")
+        assert again.returncode == 0, again.stderr
+        assert f"a new version of {SHARED_SECRET} will be stored" in again.stdout
+        assert await _secret_version(stack, SHARED_SECRET) == version + 2
+    finally:
+        await stack.admin("DELETE", "/routes/secret-clash")
+        for provider in (SHARED_PROVIDER, OWNER):
+            await stack.admin("DELETE", f"/providers/{provider}")
+        await stack.admin("DELETE", f"/secrets/{SHARED_SECRET}")
 
 
 AZURE_PARAMS = {

@@ -8,9 +8,10 @@ file in the secrets service, so the new routes serve at once. Key values are nev
 The live table is already serving, so a provider or route of the same name that differs is not
 overwritten silently: ``--apply`` names each one and how it differs, then refuses (nothing
 stored, nothing changed) unless ``--replace`` says to replace them; an identical entry is no
-clash. The dry run (no ``--apply``) shows the same when it can reach the platform, and says so
-when it cannot. The comparison is :mod:`switchyard.schemas.import_merge`, shared with the admin
-UI's import preview.
+clash. The same holds for a secret the import would store whose name a live provider outside
+the import already uses (:mod:`switchyard.control.import_secrets`). The dry run (no
+``--apply``) shows the same when it can reach the platform, and says so when it cannot. The
+comparison is :mod:`switchyard.schemas.import_merge`, shared with the admin UI's import preview.
 """
 
 from __future__ import annotations
@@ -24,14 +25,23 @@ from typing import Any, TextIO
 
 import msgspec
 import yaml
-from nats.aio.client import Client as NATS
 
 from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
-from switchyard.config import Settings, read_env_secret
+from switchyard.config import Settings
+from switchyard.control.import_secrets import (
+    StoredSecret,
+    in_use,
+    overwrites,
+    secret_refusal,
+    secrets_report,
+    store_secrets,
+    stored_versions,
+    value_to_store,
+)
 from switchyard.control.litellm_import import (
     ConfigUnreadable,
     ImportResult,
@@ -169,7 +179,8 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
     Raises:
         InputError: the file is unreadable, or ``--apply`` would replace live entries that
-            differ and ``--replace`` was not given (nothing is written then).
+            differ or store a secret live providers outside the import use, and ``--replace``
+            was not given (nothing is written then).
         BusUnreachable: ``--apply`` and no stack answers.
     """
     result = load(Path(args.file))
@@ -184,38 +195,74 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
         return asyncio.run(
             _apply(result, settings, out, from_env=args.secrets_from_env, replace=replace)
         )
-    asyncio.run(_dry_run_check(result, settings, out))
+    asyncio.run(_dry_run_check(result, settings, out, from_env=args.secrets_from_env))
     return 0
 
 
-async def _dry_run_check(result: ImportResult, settings: Settings, out: TextIO) -> None:
-    """Say which imported names already exist live, when the platform answers; a dry run
-    works without one, so not reaching it is said, not raised."""
+def _secret_overwrites(
+    result: ImportResult, live: RouteTable, stored: dict[str, int], *, from_env: bool
+) -> list[StoredSecret]:
+    """The stored secrets the import would write a new version of (the same choice
+    :func:`store_secrets` makes), with the live providers outside the import using each."""
+    names = [s.name for s in result.secrets if value_to_store(s, from_env=from_env)]
+    return overwrites(live, result.table, names, stored)
+
+
+async def _dry_run_check(
+    result: ImportResult, settings: Settings, out: TextIO, *, from_env: bool
+) -> None:
+    """Say which imported names already exist live, and which stored secrets the import
+    would write over, when the platform answers; a dry run works without one, so not
+    reaching it is said, not raised."""
     try:
-        state = await _live_table(settings)
+        state, stored = await _live_state(settings)
     except SwitchyardError as exc:
         reason = str(exc).splitlines()[0]
         print(f"not checked against the live route table (could not read it: {reason})", file=out)
         return
     changes = compare(state.table, result.table)
     live_report(state, changes, result.table, out)
-    clashes = replaced(changes)
-    if clashes:
+    found = _secret_overwrites(result, state.table, stored, from_env=from_env)
+    secrets_report(found, out)
+    entries, taken = replaced(changes), in_use(found)
+    if entries:
         print(
-            f"--apply refuses to replace the {len(clashes)} live entries that differ "
+            f"--apply refuses to replace the {len(entries)} live entries that differ "
             "unless you add --replace",
+            file=out,
+        )
+    if taken:
+        print(
+            f"--apply refuses to store the {len(taken)} secrets that live providers outside the "
+            "import use unless you add --replace",
             file=out,
         )
 
 
-async def _live_table(settings: Settings) -> TableState:
+async def _live_state(settings: Settings) -> tuple[TableState, dict[str, int]]:
+    """The live route table, and every stored secret's version (metadata only)."""
     nc = await connect(
         settings.nats_servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=0
     )
     try:
-        return await ControlClient(nc).table()
+        state = await ControlClient(nc).table()
+        return state, await stored_versions(SecretsAdmin(nc))
     finally:
         await nc.close()
+
+
+def _refusal(entries: list[NameChange], taken: list[StoredSecret]) -> tuple[str, str]:
+    """One refusal naming every clash: live entries that differ, then secrets in use."""
+    if not taken:
+        return refusal(entries)
+    if not entries:
+        return secret_refusal(taken)
+    problem = f"{refusal(entries)[0]}; and {secret_refusal(taken)[0].removeprefix('not applied: ')}"
+    fix = (
+        "add --replace to replace those entries and store those secrets anyway, or rename them "
+        "in the LiteLLM config"
+    )
+    return problem, fix
 
 
 async def _apply(
@@ -230,11 +277,14 @@ async def _apply(
         state = await control.table()
         changes = compare(state.table, result.table)
         live_report(state, changes, result.table, out)
-        clashes = replaced(changes)
-        if clashes and not replace:
+        stored = await stored_versions(SecretsAdmin(nc, actor=actor))
+        found = _secret_overwrites(result, state.table, stored, from_env=from_env)
+        secrets_report(found, out)
+        entries, taken = replaced(changes), in_use(found)
+        if (entries or taken) and not replace:
             # Refused before anything is written: no secret stored, no route changed.
-            raise InputError("", *refusal(clashes))
-        await _store_secrets(result, nc, actor, out, from_env=from_env)
+            raise InputError("", *_refusal(entries, taken))
+        await store_secrets(result, nc, actor, out, from_env=from_env)
 
         def change(table: RouteTable) -> RouteTable:
             # Checked again on the table actually written: a same-named entry created since
@@ -249,8 +299,10 @@ async def _apply(
 
         state = await control.edit(change)
         detail = f"{len(result.table.routes)} routes, {len(result.table.providers)} providers"
-        if clashes:
-            detail += f", replaced {_names(clashes)}"
+        if entries:
+            detail += f", replaced {_names(entries)}"
+        if taken:
+            detail += f", new versions of secrets in use {', '.join(t.name for t in taken)}"
         who = actor.removeprefix("import:")
         await AuditWriter(nc, "cli").record(
             who, "import.litellm", "", f"{detail}; revision {state.revision}"
@@ -259,27 +311,3 @@ async def _apply(
         return 0
     finally:
         await nc.close()
-
-
-async def _store_secrets(
-    result: ImportResult, nc: NATS, actor: str, out: TextIO, *, from_env: bool
-) -> None:
-    secrets_admin = SecretsAdmin(nc, actor=actor)
-    audit = AuditWriter(nc, "cli")
-    who = actor.removeprefix("import:")
-    for secret in result.secrets:
-        value = secret.value
-        if value is None and from_env and secret.env_var:
-            value = read_env_secret(secret.env_var)
-        if value:
-            info = await secrets_admin.put(secret.name, value)
-            await audit.record(who, "secret.put", info.name, f"version {info.version}")
-            print(f"stored secret {secret.name}", file=out)
-        elif secret.env_var:
-            # The route is applied anyway; say why it will answer 503 secret_unavailable.
-            why = "is not set in this shell" if from_env else "not read: no --secrets-from-env"
-            print(
-                f"not stored: {secret.name} (${secret.env_var} {why}); its routes answer 503 "
-                f"until you run `switchyard secrets put {secret.name}`",
-                file=out,
-            )
