@@ -319,11 +319,14 @@ async def test_internal_callers_get_the_same_body_checks_as_http(stack: Stack) -
 
 async def test_deadline_passing_during_the_provider_call_is_504(stack: Stack) -> None:
     """The model-proxy cuts the provider's timeouts to the deadline; when that cut timer fires,
-    the caller's deadline passed (504 deadline_exceeded), the provider did not fail (502)."""
+    the caller's deadline passed (504 deadline_exceeded), the provider did not fail (502).
+    A provider that never answers: one that answers slowly has a pace by now (earlier tests
+    called it), and a request with less time left than its calls take is not started at all
+    (``deadline_too_short``, test_call_pace)."""
     nc = await stack.connect("app")
     try:
         headers = {**_auth(stack), h.DEADLINE: Deadline.after(0.5).header()}
-        replies = await _raw_exchange(nc, subjects.CHAT, {**CHAT, "model": "slow"}, headers)
+        replies = await _raw_exchange(nc, subjects.CHAT, {**CHAT, "model": "hang"}, headers)
     finally:
         await nc.close()
     error = replies[-1]
