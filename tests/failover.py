@@ -397,12 +397,13 @@ class LocalPlatform:
 
 async def failover_stack(root: Path, upstream: FakeOpenAI) -> Stack:
     """A local stack with 3 NATS nodes, 2 heads, 2 model-proxies, tail and gateway."""
+    taken: set[int] = set()  # none is bound before the stack starts: keep the spans apart
     extra = {
         "stack": {
             "nats_nodes": 3,
-            "nats_port": listen_port(span=3),
-            "nats_monitor_port": listen_port(span=3),
-            "nats_cluster_port": listen_port(span=3),
+            "nats_port": listen_port(span=3, avoid=taken),
+            "nats_monitor_port": listen_port(span=3, avoid=taken),
+            "nats_cluster_port": listen_port(span=3, avoid=taken),
             "start_timeout_s": 120,
         },
         "providers": {
