@@ -116,13 +116,17 @@ class Stack:
 
 def batch_config(api_base: str) -> dict[str, Any]:
     """The batch tests' stack: one deployment of concurrency 4 in front of a provider that
-    takes 50 ms, a runner that sweeps every second and takes file chunks nobody named for
+    takes 50 ms (``bulk``; ``bulk-slow`` takes 400 ms, for batches a test must catch running),
+    a runner that sweeps every second and takes file chunks nobody named for
     ten seconds as a killed writer's, and files of at most 2 MiB."""
     return {
         "providers": {
             "fake": {"kind": "openai-compatible", "api_base": api_base, "concurrency": 4}
         },
-        "routes": {"bulk": {"deployments": [{"provider": "fake", "model": "slow:50"}]}},
+        "routes": {
+            "bulk": {"deployments": [{"provider": "fake", "model": "slow:50"}]},
+            "bulk-slow": {"deployments": [{"provider": "fake", "model": "slow:400"}]},
+        },
         "batch": {"sweep_s": 1, "dead_chunks_after_s": 10, "max_file_bytes": 2 * 1024 * 1024},
         "logging": {"level": "info"},
     }

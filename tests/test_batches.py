@@ -48,13 +48,13 @@ async def batchy(
         await stack.supervisor.stop()
 
 
-def _input(tag: str) -> bytes:
+def _input(tag: str, model: str = "bulk") -> bytes:
     rows = [
         {
             "custom_id": f"{tag}-{i}",
             "method": "POST",
             "url": "/v1/chat/completions",
-            "body": {"model": "bulk", "messages": [{"role": "user", "content": f"{tag} {i}"}]},
+            "body": {"model": model, "messages": [{"role": "user", "content": f"{tag} {i}"}]},
         }
         for i in range(LINES)
     ]
@@ -223,7 +223,9 @@ async def test_a_bad_input_file_fails_the_batch_naming_the_line(batchy: Stack) -
 async def test_cancel_stops_a_running_batch(batchy: Stack) -> None:
     key, _ = await batchy.new_key("batch-cancel")
     async with _client(batchy, key) as client:
-        file = await client.files.create(file=("c.jsonl", _input("cancel")), purpose="batch")
+        # 400 ms calls: the batch cannot end before the cancel arrives, however slow the machine.
+        data = _input("cancel", model="bulk-slow")
+        file = await client.files.create(file=("c.jsonl", data), purpose="batch")
         batch = await client.batches.create(
             input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
         )

@@ -39,12 +39,12 @@ async def msgbatchy(
         await stack.supervisor.stop()
 
 
-def _requests(tag: str, n: int) -> list[dict[str, Any]]:
+def _requests(tag: str, n: int, model: str = "bulk") -> list[dict[str, Any]]:
     return [
         {
             "custom_id": f"{tag}-{i}",
             "params": {
-                "model": "bulk",
+                "model": model,
                 "max_tokens": 64,
                 "messages": [{"role": "user", "content": f"{tag} {i}"}],
             },
@@ -157,7 +157,9 @@ async def test_the_sdk_runs_a_batch_and_reads_one_result_per_request(msgbatchy: 
 
 async def test_cancel_ends_the_batch_with_the_unrun_requests_canceled(msgbatchy: Stack) -> None:
     key, _ = await msgbatchy.new_key("msgbatch-cancel")
-    requests = _requests("cancel", 300)  # 300 x 50 ms over 4 slots: ~4 s of work
+    # 300 x 400 ms over 4 slots a model proxy: far more work than the steps before the cancel
+    # take on a loaded machine (with 50 ms calls a slow CI run once saw all 300 done first).
+    requests = _requests("cancel", 300, model="bulk-slow")
     async with _client(msgbatchy, key) as client:
         batch = await client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         with pytest.raises(anthropic.ConflictError) as refused:  # results before the end
