@@ -213,6 +213,7 @@ async def test_a_hung_deployment_shows_one_in_flight_and_the_rest_waiting(
     watched: Stack, upstream: FakeOpenAI
 ) -> None:
     upstream.set_mode("held", "gate:held")
+    waits_before = _long_waits(await _scrape(watched))
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=50)) as http:
         requests = [
             asyncio.ensure_future(http.post(**_chat(watched, "held", f"q{i}", stream=False)))
@@ -244,6 +245,9 @@ async def test_a_hung_deployment_shows_one_in_flight_and_the_rest_waiting(
         upstream.open_gate("held")
         answers = await asyncio.gather(*requests)
     assert [r.status_code for r in answers] == [200] * 20
+    # The 19 behind the first waited over a second and a half before the gate opened, most of
+    # it held for fair order (a saturated deployment): their queue wait says so.
+    assert _long_waits(await _scrape(watched)) - waits_before >= 19
 
     async def drained() -> dict[str, float] | None:
         q = await _queue(watched)
@@ -252,6 +256,14 @@ async def test_a_hung_deployment_shows_one_in_flight_and_the_rest_waiting(
     await _until(drained, 5)
     await _until(lambda: _expect(_api_queue(watched), in_flight=0, waiting=0), 3)
     await _until(lambda: _expect(_top_queue(watched), in_flight=0, waiting=0), 6)
+
+
+def _long_waits(scrape: dict[str, Samples]) -> float:
+    """How many requests of the held deployment waited in its queue for over a second."""
+    name = f"{sc.QUEUE_WAIT}_bucket"
+    return _total(scrape, f"{sc.QUEUE_WAIT}_count", deployment=HELD) - _total(
+        scrape, name, deployment=HELD, le="1.0"
+    )
 
 
 async def _expect(reading: Any, **wanted: int) -> dict[str, Any] | None:

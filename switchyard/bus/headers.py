@@ -39,6 +39,9 @@ BETA = "Sy-Anthropic-Beta"  # the client's anthropic-beta features (Anthropic's 
 NATS_MSG_ID = "Nats-Msg-Id"  # JetStream dedup key
 REQUEST_INFO = "Nats-Request-Info"  # added by the server on imports: who asked
 TRACEPARENT = "traceparent"
+# Unix milliseconds: when a request held for fair order was stored in HOLD (set by control's
+# feeder when it moves the request to dispatch), so its queue wait counts the time held.
+HELD_SINCE = "Sy-Held-Since"
 TRACESTATE = "tracestate"
 
 

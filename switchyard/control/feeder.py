@@ -253,6 +253,10 @@ class Feeder:
         if seq in dep.seen:
             return  # the ordered consumer re-read it after a reset
         headers = {k: v for k, v in (msg.headers or {}).items() if k not in _SKIP_HEADERS}
+        stored_at = msg.metadata.timestamp.timestamp()
+        # Model-proxies measure a request's queue wait from when dispatch stored it; without
+        # this, the time held (most of the wait while a deployment is saturated) went unseen.
+        headers[h.HELD_SINCE] = str(int(stored_at * 1000))
         deadline = headers.get(h.DEADLINE, "")
         team = headers.get(h.TENANT, "")
         held = Held(
@@ -266,7 +270,7 @@ class Feeder:
             headers=headers,
             data=msg.data,
             deadline_ms=int(deadline) if deadline.isdecimal() and len(deadline) <= 16 else 0,
-            stored_at=msg.metadata.timestamp.timestamp(),
+            stored_at=stored_at,
         )
         dep.seen.add(seq)
         self._ledger.read(msg.subject, dep_id, seq)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 
+from switchyard.bus import headers as h
 from switchyard.bus.envelope import Envelope
 from switchyard.errors import ApiError
 from switchyard.schemas.openai import Usage
@@ -38,7 +39,9 @@ class Job:
     ttft: float | None = None  # from pick-up to the first chunk sent
     ttfc: float | None = None  # from the provider call to its first chunk
     called_at: float = 0.0
-    stored_at: float = 0.0  # when the head stored it in the queue (unix seconds)
+    # When the head stored it: in dispatch, or in HOLD for a request held for fair order
+    # (unix seconds). Queue wait, latency and time to first token are measured from it.
+    stored_at: float = 0.0
     reconnects: int = 0  # the connection's reconnect count when the job started
     chunks: list[bytes] = field(default_factory=list)  # what was streamed, for a replay
     answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
@@ -49,6 +52,9 @@ class Job:
 
     def __post_init__(self) -> None:
         self.stored_at = self.msg.metadata.timestamp.timestamp()
+        held = self.msg.headers.get(h.HELD_SINCE) if self.msg.headers else None
+        if held is not None and held.isdecimal() and len(held) <= 16:
+            self.stored_at = min(self.stored_at, int(held) / 1000)
 
     @property
     def reply(self) -> str:

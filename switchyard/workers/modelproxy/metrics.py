@@ -57,7 +57,8 @@ class ProxyMetrics:
         )
         self.wait: Histogram = metrics.histogram(
             sc.QUEUE_WAIT,
-            "Time a request waited in its deployment's queue before a worker took it.",
+            "Time a request waited in its deployment's queue (held for fair order included)"
+            " before a worker took it.",
             [sc.DEPLOYMENT],
             sc.WAIT_BUCKETS,
         )
