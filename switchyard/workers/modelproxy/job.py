@@ -39,9 +39,12 @@ class Job:
     ttft: float | None = None  # from pick-up to the first chunk sent
     ttfc: float | None = None  # from the provider call to its first chunk
     called_at: float = 0.0
-    # When the head stored it: in dispatch, or in HOLD for a request held for fair order
-    # (unix seconds). Queue wait, latency and time to first token are measured from it.
+    # When the head stored it: in HOLD for a request held for fair order, else in dispatch
+    # (unix seconds). Its queue wait (metric and span) is measured from it.
     stored_at: float = 0.0
+    # When dispatch stored it. The traffic report's latency is measured from it: that is the
+    # fair scheduler's time per request, which time held (a wait for a slot) must not swell.
+    dispatched_at: float = 0.0
     reconnects: int = 0  # the connection's reconnect count when the job started
     chunks: list[bytes] = field(default_factory=list)  # what was streamed, for a replay
     answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
@@ -51,7 +54,7 @@ class Job:
     stop: asyncio.Timeout | None = None
 
     def __post_init__(self) -> None:
-        self.stored_at = self.msg.metadata.timestamp.timestamp()
+        self.stored_at = self.dispatched_at = self.msg.metadata.timestamp.timestamp()
         held = self.msg.headers.get(h.HELD_SINCE) if self.msg.headers else None
         if held is not None and held.isdecimal() and len(held) <= 16:
             self.stored_at = min(self.stored_at, int(held) / 1000)

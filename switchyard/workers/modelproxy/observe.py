@@ -101,8 +101,8 @@ class Observer:
         if self.traffic is not None and job.env.op not in COUNTS:
             self.traffic.record(
                 job.deployment_id,
-                latency_s=now - job.stored_at,
-                ttft_s=job.started + job.ttft - job.stored_at if job.ttft is not None else None,
+                latency_s=now - job.dispatched_at,
+                ttft_s=job.started + job.ttft - job.dispatched_at if job.ttft is not None else None,
                 error=deployment_failed(failure, called=job.called),
                 usage=usage,
             )
