@@ -314,7 +314,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
         "sub_no": [">", "llm.v1.chat", "llm.v1.dispatch.>"],
     },
     "accounting": {
-        "pub_ok": ["$JS.ACK.USAGE.x.y"],
+        "pub_ok": ["$JS.ACK.USAGE.x.y", "$JS.API.STREAM.INFO.USAGE"],
         "pub_no": [
             SECRET_GET,
             SECRET_ADMIN,

@@ -244,6 +244,9 @@ def permissions_for(identity: Identity) -> Permissions:
                 _heartbeat(name),
                 f"$JS.API.CONSUMER.MSG.NEXT.{s.USAGE_STREAM}.*",
                 f"$JS.API.CONSUMER.INFO.{s.USAGE_STREAM}.*",
+                # Which life of the stream a batch is from (its creation time): applied
+                # batches are remembered by stream sequence, per stream instance.
+                f"$JS.API.STREAM.INFO.{s.USAGE_STREAM}",
                 f"$JS.ACK.{s.USAGE_STREAM}.>",
                 *_kv_read(s.ROUTES_BUCKET),  # per-deployment price overrides
             ),

@@ -55,8 +55,49 @@ NO_TEAM = "(none)"
 
 
 def seen(batch_id: str) -> str:
-    """A usage batch already applied."""
+    """A usage batch applied by an earlier version, which kept one key per batch for two weeks.
+
+    Nothing writes these any more (see :func:`applied`); after an upgrade they expire on their
+    own within those two weeks. Kept so the name stays documented (and ACL tests can use it).
+    """
     return f"sy:usage:seen:{batch_id}"
+
+
+# Usage batches already applied, one bit per USAGE stream sequence (a redelivery is the same
+# stream message: the bit says it was applied). The bits are cut into chunks of 2**20
+# messages (128 KiB of bits) so that old chunks expire on their own; each chunk key names the
+# stream instance by its creation time, since a recreated stream numbers from 1 again and must
+# not inherit the old stream's bits. Measured in Valkey: 0.13-0.25 MB per million batches (a
+# growing string may hold up to twice its length), where the per-batch keys that came before
+# cost 100 MB (see docs/keys-and-limits.md).
+APPLIED_CHUNK_BITS = 20
+# A chunk outlives the messages it covers (see applied_ttl_s); with a stream without a
+# max_age, it is kept as long as the daily spend it protects.
+APPLIED_MARGIN_S = 86400
+APPLIED_NO_MAX_AGE_S = DAILY_TTL_S
+
+
+def applied(stream_created_us: int, chunk: int) -> str:
+    """The bits of one chunk of USAGE stream sequences: set once a message was applied."""
+    return f"sy:usage:applied:{stream_created_us}:{chunk}"
+
+
+def applied_slot(stream_seq: int) -> tuple[int, int]:
+    """The chunk of a USAGE stream sequence and its bit in that chunk's key."""
+    return stream_seq >> APPLIED_CHUNK_BITS, stream_seq & ((1 << APPLIED_CHUNK_BITS) - 1)
+
+
+def applied_ttl_s(stream_max_age_s: float) -> int:
+    """How long a chunk is kept after its last write.
+
+    A message can be delivered (again) only while the stream holds it, at most its max age
+    after it was stored; every message of a chunk was stored before the chunk's last write (its
+    own application at the latest). So a chunk kept for the max age after its last write
+    outlives every message it covers, however long accounting was away; the margin covers the
+    stream's lazy expiry and clocks that differ between NATS and Valkey.
+    """
+    age = int(stream_max_age_s) if stream_max_age_s > 0 else APPLIED_NO_MAX_AGE_S
+    return age + APPLIED_MARGIN_S
 
 
 # How long an applied usage event is remembered. Two executions of one request (a failover

@@ -170,30 +170,38 @@ end
 return 1
 """
 
-# Accounting: apply one usage batch exactly once (its id is remembered for two weeks; a batch
-# is what JetStream redelivers and model-proxies re-publish), and each event in it once by its
-# own id (one per request and deployment hop, remembered for the once-TTL: a request executed
-# twice, after a NATS failover re-send or a worker's death, is billed once).
-# KEYS: seen, then one "once" key per event, then per group of events (same key, period, day,
-#       model, team) nine keys: budget, total, day-key, day-model, day-key-model, day-team
-#       (hashes), then the day's rankings by cost of keys, teams and models (sorted sets)
-# ARGV: daily TTL (s), once TTL (s), number of events, then per event: its group (from 1),
-#       cost (nano-USD), prompt tokens, completion tokens; then per group: budget counter TTL
-#       (s, 0 = none), key id, team, model alias
-# Returns 0 for a batch seen before, else per event 1 (counted) or 0 (seen before).
+# Accounting: apply one usage batch exactly once, and each event in it once by its own id.
+# The batch is known by its place in the USAGE stream (what JetStream redelivers is the same
+# stream message; a model-proxy's re-publish is deduplicated into it): one bit per stream
+# sequence in a chunk key (limits/keys.py: applied), set here, in the same atomic call that
+# counts, so a batch applied and then redelivered (its ack lost, or accounting gone before it
+# acked) is skipped however late it comes. Each event is remembered by its id (one per request
+# and deployment hop) for the once-TTL: a request executed twice, after a NATS failover re-send
+# or a worker's death, is billed once.
+# KEYS: the applied chunk, then one "once" key per event, then per group of events (same key,
+#       period, day, model, team) nine keys: budget, total, day-key, day-model, day-key-model,
+#       day-team (hashes), then the day's rankings by cost of keys, teams and models (sorted sets)
+# ARGV: the batch's bit in the chunk (-1: its place is unknown, the events' ids alone guard
+#       it), chunk TTL (s), daily TTL (s), once TTL (s), number of events, then per event: its
+#       group (from 1), cost (nano-USD), prompt tokens, completion tokens; then per group:
+#       budget counter TTL (s, 0 = none), key id, team, model alias
+# Returns 0 for a batch applied before, else per event 1 (counted) or 0 (seen before).
 RECORD = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 1209600) then
-  return 0
+if tonumber(ARGV[1]) >= 0 then
+  if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 1 then
+    return 0
+  end
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 end
-local daily_ttl = tonumber(ARGV[1])
-local once_ttl = tonumber(ARGV[2])
-local events = tonumber(ARGV[3])
+local daily_ttl = tonumber(ARGV[3])
+local once_ttl = tonumber(ARGV[4])
+local events = tonumber(ARGV[5])
 local sums = {}
 local counted = {}
 for e = 0, events - 1 do
   counted[e + 1] = 0
   if redis.call('SET', KEYS[2 + e], '1', 'NX', 'EX', once_ttl) then
-    local a = 4 + e * 4
+    local a = 6 + e * 4
     local g = tonumber(ARGV[a])
     local s = sums[g]
     if not s then
@@ -208,7 +216,7 @@ for e = 0, events - 1 do
   end
 end
 local first_key = 2 + events
-local first_arg = 4 + events * 4
+local first_arg = 6 + events * 4
 for g, s in pairs(sums) do
   local k = first_key + (g - 1) * 9
   local a = first_arg + (g - 1) * 4

@@ -4,12 +4,14 @@ It pulls batches from the ``USAGE`` stream (durable consumer ``accounting``), pr
 event, groups them by key, budget period, day and model, and applies the batch to Redis/Valkey
 in one ``RECORD`` script call: budget counter of the key's current period, lifetime total,
 daily aggregates per key, per model, per key-and-model and per team, and each day's ranking of
-keys, teams and models by cost (kept 90 days; the admin's spend pages read only these). Each
-batch id is remembered (a batch is what JetStream redelivers and what model-proxies
-re-publish), so nothing is counted twice. A batch is acknowledged only after Redis took it; if
-Redis is down the batch is redelivered later, so no usage is lost. The ingress compares the
-budget counter with the key's budget on every request: the request after the one that crossed
-it is refused.
+keys, teams and models by cost (kept 90 days; the admin's spend pages read only these). The
+same call sets the batch's bit by its stream sequence (a batch is what JetStream redelivers;
+a model-proxy's re-publish is deduplicated into the same message), so nothing is counted twice:
+one bit per batch, in chunks that expire once the stream can no longer deliver their messages,
+kept apart per stream instance (``stream.py``). A batch is acknowledged only after Redis took
+it; if Redis is down the batch is redelivered later, so no usage is lost. The ingress compares
+the budget counter with the key's budget on every request: the request after the one that
+crossed it is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from nats.aio.msg import Msg
 
 from switchyard.bus import identities, subjects
 from switchyard.config import Settings
+from switchyard.errors import BusError
 from switchyard.limits import keys as rk
 from switchyard.limits import periods
 from switchyard.limits.scripts import RECORD
@@ -38,11 +41,15 @@ from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.events import USAGE_BATCH_DECODER, UsageEvent
 from switchyard.schemas.routing import InvalidRouteTable, RouteTable, decode_route_table
 from switchyard.workers.accounting.pricing import Pricing
+from switchyard.workers.accounting.stream import StreamInstance, UsageStream, micros
 
 log = logging.getLogger("switchyard.accounting")
 
 RETRY_DELAY_S = 2.0
 APPLY_TIMEOUT_S = 20.0
+# Which stream a batch came from (stream.py): a batch waits for at most two such answers
+# before its Redis call, together still short of the usage consumer's 30 s ack wait.
+STREAM_INFO_TIMEOUT_S = 4.0
 
 
 class Accounting:
@@ -57,6 +64,8 @@ class Accounting:
         self._routes = KvFollower(
             nc.jetstream(timeout=5), subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
+        self.usage_stream = UsageStream.over(nc, subjects.USAGE_STREAM, STREAM_INFO_TIMEOUT_S)
+        self._unplaced_warned_at = -60.0  # the monotonic clock at the last such warning
         self.puller = Puller(
             nc,
             "usage",
@@ -105,8 +114,27 @@ class Accounting:
             self._batches["unreadable"].inc()
             await msg.term()
             return
+        where = msg.metadata
+        stored_us = micros(where.timestamp)
+        seq: int | None = where.sequence.stream
+        stream: StreamInstance | None
         try:
-            await self._apply(batch.id, batch.events, self.table)
+            stream = await self.usage_stream.instance_of(stored_us)
+        except BusError as exc:
+            # Billing goes on, guarded by the events' ids alone (remembered for ONCE_TTL_S: a
+            # redelivery after a lost ack comes within seconds), rather than stall every
+            # budget until the stream answers (or a NATS config rendered before accounting
+            # asked for the stream's info is rendered again: `deploy setup`).
+            self._warn_unplaced(str(exc))
+            stream = seq = None
+        if stream is not None and not stream.holds(stored_us):
+            # Stored before the stream there is now was created: delivered just before its own
+            # stream was deleted (or the server's clock went back). Its sequence means nothing
+            # in the current stream, so only its events' ids keep it from counting twice.
+            log.warning("usage batch %s predates the USAGE stream; billed by event ids", batch.id)
+            seq = None
+        try:
+            await self._apply(stream, seq, batch.events, self.table)
         except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
             log.warning(
                 "Redis unavailable (%s); batch %s will be retried", type(exc).__name__, batch.id
@@ -117,10 +145,27 @@ class Accounting:
         self._batches["applied"].inc()
         await msg.ack()
 
-    async def _apply(self, batch_id: str, events: list[UsageEvent], table: RouteTable) -> None:
-        """One script call per batch: each event once by its id (a request executed twice in
-        a failover is billed once), counters per group of events with the same key, period,
-        day, model and team."""
+    def _warn_unplaced(self, why: str) -> None:
+        """Say (at most once a minute) that batches are billed by their events' ids alone."""
+        now = time.monotonic()
+        if now - self._unplaced_warned_at >= 60.0:
+            self._unplaced_warned_at = now
+            log.warning(
+                "%s; usage batches are billed by their events' ids alone until it answers"
+                " (does the NATS config predate this version? run `switchyard deploy setup`)",
+                why,
+            )
+
+    async def _apply(
+        self,
+        stream: StreamInstance | None,
+        seq: int | None,
+        events: list[UsageEvent],
+        table: RouteTable,
+    ) -> None:
+        """One script call per batch: the batch once by its place ``seq`` in ``stream`` (if
+        known), each event once by its id (a request executed twice in a failover is billed
+        once), counters per group of events with the same key, period, day, model and team."""
         groups: dict[tuple[str, str, int, str, str, str], int] = {}
         per_event: list[int] = []
         costs: list[tuple[str, int]] = []
@@ -140,8 +185,17 @@ class Accounting:
             cost = self.pricing.cost_nano(event, table)
             costs.append((group[4], cost))
             per_event += [number, cost, event.prompt_tokens, event.completion_tokens]
-        keys = [rk.seen(batch_id), *(rk.once(e.id) for e in events)]
-        args: list[int | str] = [rk.DAILY_TTL_S, rk.ONCE_TTL_S, len(events), *per_event]
+        chunk, bit = rk.applied_slot(seq) if seq is not None and stream is not None else (0, -1)
+        created_us, max_age_s = (stream.created_us, stream.max_age_s) if stream else (0, 0.0)
+        keys = [rk.applied(created_us, chunk), *(rk.once(e.id) for e in events)]
+        args: list[int | str] = [
+            bit,
+            rk.applied_ttl_s(max_age_s),
+            rk.DAILY_TTL_S,
+            rk.ONCE_TTL_S,
+            len(events),
+            *per_event,
+        ]
         for key_id, period_id, ttl, day, alias, team in groups:  # in group-number order
             keys += [
                 rk.budget(key_id, period_id),
@@ -159,7 +213,7 @@ class Accounting:
         # consumer's 30 s ack wait: a batch is redelivered only after this pass gave up.
         async with asyncio.timeout(APPLY_TIMEOUT_S):
             counted = await self._record(keys=keys, args=args)
-        if not isinstance(counted, list):  # 0: a batch seen before (a redelivery)
+        if not isinstance(counted, list):  # 0: a batch applied before (a redelivery)
             return
         spent: dict[str, int] = {}
         for (alias, nano), once in zip(costs, counted, strict=True):
