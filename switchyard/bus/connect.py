@@ -69,25 +69,13 @@ async def connect(
     ctx = client_tls(cert_dir, identity)
     one_shot = max_reconnect_attempts == 0
     connected = False
-    failures: list[Exception] = []
-    refused = asyncio.Event()
-    refusals = 0
-    first_refusal = 0.0
+    first = FirstConnect(len(servers), one_shot=one_shot)
 
     async def _log_error(exc: Exception) -> None:
-        nonlocal refusals, first_refusal
-        if connected or not one_shot:
+        if connected or not one_shot:  # a one-shot caller's failed connect is raised below
             log.warning("nats error for %s: %s", identity, exc)
-        else:
-            failures.append(exc)  # a one-shot caller's failed connect is raised below, once
-        if not connected and _login_refused(exc):
-            failures.append(exc)
-            refusals += 1
-            now = time.monotonic()
-            first_refusal = first_refusal or now
-            # Every server, more than once, for a while: not one node mid-reload.
-            if refusals >= LOGIN_REFUSALS * len(servers) and now - first_refusal >= REFUSED_FOR_S:
-                refused.set()
+        if not connected:
+            first.failed(exc)
         if error_cb is not None:
             await error_cb(exc)
 
@@ -123,16 +111,57 @@ async def connect(
                 reconnected_cb=_reconnected,
                 disconnected_cb=_disconnected,
             ),
-            refused,
+            first.refused,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         with contextlib.suppress(Exception):
             await nc.close()  # a refused first connect leaves the transport open
-        reason = _reason(failures[-1] if failures else exc)
-        raise BusUnreachable(tuple(servers), identity, reason) from exc
+        raise BusUnreachable(tuple(servers), identity, first.reason(exc)) from exc
     connected = True
     server = _server(nc)
     return nc
+
+
+class FirstConnect:
+    """What the attempts of a first connection failed with, until one succeeds.
+
+    A one-shot caller keeps every failure, a service only the refused logins (it stops
+    trying on those alone); each once, as nats-py reports it. Once every server refused the
+    login :data:`LOGIN_REFUSALS` times over at least :data:`REFUSED_FOR_S` (not one node
+    mid-reload), ``refused`` is set.
+    """
+
+    def __init__(
+        self, servers: int, *, one_shot: bool, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.failures: list[Exception] = []
+        self.refused = asyncio.Event()
+        self._servers = servers
+        self._one_shot = one_shot
+        self._clock = clock
+        self._refusals = 0
+        self._first_refusal: float | None = None
+
+    def failed(self, exc: Exception) -> None:
+        """nats-py reported ``exc`` before the first connection succeeded."""
+        login_refused = _login_refused(exc)
+        if self._one_shot or login_refused:
+            self.failures.append(exc)
+        if not login_refused:
+            return
+        self._refusals += 1
+        now = self._clock()
+        if self._first_refusal is None:
+            self._first_refusal = now
+        if (
+            self._refusals >= LOGIN_REFUSALS * self._servers
+            and now - self._first_refusal >= REFUSED_FOR_S
+        ):
+            self.refused.set()
+
+    def reason(self, raised: BaseException) -> str:
+        """Why the first connection failed: the last failure kept, else what was raised."""
+        return _reason(self.failures[-1] if self.failures else raised)
 
 
 async def _unless_refused(connecting: Awaitable[None], refused: asyncio.Event) -> None:

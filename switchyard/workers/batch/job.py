@@ -17,6 +17,17 @@ error row naming the timeout), or its key's budget used up: each attempt first c
 (:mod:`~switchyard.workers.batch.budget`), and a spent one ends the line as an error row with
 the 429 ``budget_exceeded`` an HTTP request of the key gets. A budget that cannot be checked
 (Valkey down, ``redis.on_unavailable: fail_closed``) makes the line wait, like a 503.
+
+The budget is checked before the line asks for a slot, not while it holds one: a Valkey that
+does not answer (blackholed: each read waits ``redis.timeout_s``) must not keep the slots,
+which every batch shares, busy with reads. A line that passed its check and then waited for a
+slot is not sent if a later check by another line of its batch (same key) found the budget
+spent. What still goes past a budget: the lines on the bus when the spend crosses it, the
+lines sent before a check sees the crossing (a spend read answers for a second, accounting
+lags the answers), as when the check was made under the slot; and, when no line of the batch
+is checked after the crossing (the end of its input, or a spend crossed by the key's HTTP
+requests), its lines that passed their check and still wait for a slot: at most
+``batch.max_in_flight`` (the lines of one batch started at once).
 """
 
 from __future__ import annotations
@@ -102,6 +113,9 @@ class Job:
         self.max_payload = max_payload  # the bus's limit per message (0: not known)
         # The refusal a request of the batch's key would get for its budget (by key hash).
         self.budget = budget
+        # How many budget answers the batch's lines got, and the latest if it was a refusal.
+        self._checks = 0
+        self._refused: tuple[int, RateLimited] | None = None
         self.completed = 0
         self.failed = 0
         # Lines waiting to be sent again, and why the last one waits (for the log).
@@ -199,22 +213,26 @@ class Job:
         tries = timeouts = 0
         failure: ApiError
         while True:
-            if self.cancelled():
+            if self.cancelled() or self._time_left() <= 0:  # (cancelled, or the window closed)
                 return None
-            async with self.slots.turn(self.batch_id):
-                if self.cancelled():  # (the wait for a turn may have been long)
-                    return None
-                remaining = self._time_left()
-                if remaining <= 0:  # the batch expired before this line ran
-                    return None
-                # The key's budget, checked as an HTTP request of the key is: a spent one
-                # ends the line as the error that request gets (not retried).
-                blocked = await self._over_budget()
-                if isinstance(blocked, RateLimited):
-                    return blocked.status, self.format.error(blocked)
-                if blocked is not None:  # the budget cannot be read now: the line waits
-                    failure = blocked
-                else:
+            # The key's budget, checked as an HTTP request of the key is, and before the line
+            # asks for a slot (a slow read holds none): a spent one ends the line as the error
+            # that request gets (not retried).
+            blocked, checked = await self._over_budget()
+            if isinstance(blocked, RateLimited):
+                return blocked.status, self.format.error(blocked)
+            if blocked is not None:  # the budget cannot be read now: the line waits
+                failure = blocked
+            else:
+                async with self.slots.turn(self.batch_id):
+                    if self.cancelled():  # (the wait for a turn may have been long)
+                        return None
+                    remaining = self._time_left()
+                    if remaining <= 0:  # the batch expired before this line ran
+                        return None
+                    spent = self._refused_since(checked)
+                    if spent is not None:  # found spent by another line while this one waited
+                        return spent.status, self.format.error(spent)
                     # The deadline the request carries is the runner's whole wait for it: the
                     # client gives up exactly when every hop does, never while one still works.
                     env = Envelope(
@@ -262,15 +280,28 @@ class Job:
             finally:
                 self.waiting -= 1
 
-    async def _over_budget(self) -> RateLimited | ServiceUnavailable | None:
+    async def _over_budget(self) -> tuple[RateLimited | ServiceUnavailable | None, int]:
         """The key's spent budget (the line ends with it), the reason it cannot be checked
-        now (the line waits: a batch loses no line to a Valkey outage), or None."""
+        now (the line waits: a batch loses no line to a Valkey outage), or None; and the
+        number of the answer among the batch's checks (see :meth:`_refused_since`)."""
         if self.budget is None:
-            return None
+            return None, self._checks
         try:
-            return await self.budget(self.record.key_hash)
+            answer = await self.budget(self.record.key_hash)
         except ServiceUnavailable as exc:
-            return exc
+            return exc, self._checks  # says nothing of the budget
+        self._checks += 1
+        # The latest answer decides: a refusal, until a later check passes (budget raised).
+        self._refused = (self._checks, answer) if answer is not None else None
+        return answer, self._checks
+
+    def _refused_since(self, checked: int) -> RateLimited | None:
+        """The budget refusal another line of the batch met after check number ``checked``
+        passed, if no check has passed since: a line that waited for a slot after its own
+        check is then not sent."""
+        if self._refused is not None and self._refused[0] > checked:
+            return self._refused[1]
+        return None
 
     def _timed_out(self, times: int) -> DeadlineExceeded:
         return DeadlineExceeded(

@@ -111,9 +111,15 @@ class Observer:
         if labels is None or target is None or self.stats is None:
             return
         labels.in_flight.dec()
-        if job.cancelled:  # its duration says nothing about the provider's latency
-            self.stats.left(job.deployment_id, queued=False)
+        if job.cancelled and failure is None:
+            # The caller left while this worker had the request: a provider call was stopped
+            # (``serving``; its duration says nothing of the provider's latency), or none had
+            # started (``queued``: dropped unserved, as when a cancel is found at pick-up).
+            self.stats.left(job.deployment_id, queued=not job.called)
         elif job.called:
+            # With a failure, a cancel came only after the call had failed (while the request
+            # was handed back to a head for a reroute): the failure is the provider's, and the
+            # rerouted request meets the cancel where it is picked up next (counted there).
             self.stats.finished(
                 labels,
                 op=job.env.op,
