@@ -43,6 +43,7 @@ _LIMITS = {
     h.REPLY: 256,
     h.DEPLOYMENT: 128,
     h.PIN: 128,
+    h.REMOVED: 128,
     h.ERRORS: 1024,
     h.TRACESTATE: 512,
     h.PRIORITY: 16,
@@ -145,9 +146,12 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     ``tenant``, ``key_hash``, ``budget_period``, ``usage_id``; then ``op``, ``alias``,
     ``reply``, ``stream``.
     Added on the dispatch hop: ``deployment``; on a reroute: ``tried``, ``errors``,
-    ``last_status``, ``retry_after``. ``priority`` is the caller's wish until the head decides
-    it (the key's default and ceiling apply); ``weight`` is the head's only. ``beta`` is the
-    client's ``anthropic-beta`` features, passed to Anthropic's own API.
+    ``last_status``, ``retry_after``. A removal bounce (the deployment left every route while
+    the request was queued for it) is no attempt: it adds to ``bounces`` instead, and names the
+    deployment in ``removed`` (the head clears it before it queues the request again).
+    ``priority`` is the caller's wish until the head decides it (the key's default and ceiling
+    apply); ``weight`` is the head's only. ``beta`` is the client's ``anthropic-beta``
+    features, passed to Anthropic's own API.
     """
 
     request_id: str
@@ -169,6 +173,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     errors: str = ""
     last_status: int = 0
     retry_after: float | None = None
+    bounces: int = 0
+    removed: str = ""
     traceparent: str = ""
     tracestate: str = ""
     priority: str = ""
@@ -224,6 +230,10 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             fields["last_status"] = _count(h.LAST_STATUS, value, low=100, high=599)
         if value := get(h.RETRY_AFTER):
             fields["retry_after"] = h.parse_retry_after(value)
+        if value := get(h.BOUNCES):  # only a bounced request has either header
+            fields["bounces"] = _count(h.BOUNCES, value, low=1, high=1000)
+            if removed := get(h.REMOVED):
+                fields["removed"] = removed
         if value := get(h.TRACEPARENT):
             if not _TRACEPARENT.fullmatch(value):
                 raise MalformedHeader(h.TRACEPARENT, "not a W3C traceparent")
@@ -255,6 +265,10 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             out[h.LAST_STATUS] = str(self.last_status)
         if self.retry_after is not None:
             out[h.RETRY_AFTER] = f"{self.retry_after:g}"
+        if self.bounces:
+            out[h.BOUNCES] = str(self.bounces)
+            if self.removed:
+                out[h.REMOVED] = self.removed
         if self.traceparent:
             out[h.TRACEPARENT] = self.traceparent
             if self.tracestate:
@@ -277,7 +291,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def hop(self) -> int:
-        """How many deployments were tried before this attempt (0 on the first)."""
+        """How many deployments were tried before this attempt (0 on the first); removal
+        bounces are not tries (see ``bounces``)."""
         return len(self.tried)
 
 

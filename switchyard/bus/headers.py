@@ -30,6 +30,10 @@ ATTEMPTS = "Sy-Attempts"  # how many attempts it took
 TRIED = "Sy-Tried"  # deployments already tried, comma-separated (reroutes)
 ERRORS = "Sy-Errors"  # on a reroute: "<deployment>: <status> <message>; ..." so far
 LAST_STATUS = "Sy-Last-Status"  # on a reroute: the failed attempt's status
+# Removal bounces (DESIGN §3, docs/routing.md): a request handed back unserved because the
+# deployment it was queued for had left every route. Not attempts: they never enter Sy-Tried.
+BOUNCES = "Sy-Bounces"  # how many times so far (bounded by the heads)
+REMOVED = "Sy-Removed"  # on the bounce itself: the deployment that was no longer routed
 PIN = "Sy-Pin"  # one specific deployment (admin tests), honoured from the gateway only
 RETRY_AFTER = "Sy-Retry-After"  # seconds, on 429/503 replies
 STREAM = "Sy-Stream"  # "1" when the client asked for a stream

@@ -5,6 +5,13 @@ or cooling down; on a reroute, cool the failed deployment first and pause (jitte
 exponential backoff, never past the deadline); when nothing is left, answer with one error that
 names every attempt: 429 when rate limits are the cause (with ``Retry-After``), else 502, or 503
 with ``Retry-After`` when every candidate is cooling down before any attempt.
+
+A removal bounce (a request handed back unserved because the deployment it was queued for left
+every route, see :func:`after_removal`) is no attempt: it neither joins ``tried`` nor counts
+toward ``routing.max_attempts``, so a route swapped A->B->A still serves what was queued.
+Head and model-proxy each follow the route table on their own, so for a moment they may
+disagree on whether a deployment is routed; bounces are therefore bounded (:data:`MAX_BOUNCES`)
+and, while this head still routes the bounced deployment, paused (:func:`removal_pause`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,15 @@ from switchyard.errors import ApiError, ProviderError, RateLimited, ServiceUnava
 from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.schemas.routing import Deployment
 from switchyard.workers.head.router import Router
+
+# Bounces one request may take before it is answered 503 ``deployment_removed``. An operator
+# swapping a route back and forth bounces a queued request once per swap; more than this means
+# heads and model-proxies keep disagreeing about the table (one stopped following it).
+MAX_BOUNCES = 5
+# The first pause after a bounce this head cannot route elsewhere (doubled per bounce, capped):
+# a route change reaches every process within milliseconds, so it ends long before the cap.
+REMOVAL_PAUSE_S = 0.05
+REMOVAL_PAUSE_MAX_S = 1.0
 
 
 def backoff(hop: int, settings: RoutingSettings, rng: random.Random | None = None) -> float:
@@ -43,7 +59,8 @@ def exhausted(
     if len(tried) == 1 and env.last_status == 503:
         # The one attempt could not be made: the route's only usable deployment has no stored
         # provider key (a provider's own 503 arrives as a 502), or it was taken out of its
-        # route while the request waited in its queue. Said as it was before reroutes.
+        # route while the request waited in its queue (as model-proxies older than removal
+        # bounces report it). Said as it was before reroutes.
         code = "deployment_removed" if "is no longer routed" in attempts else "secret_unavailable"
         return ServiceUnavailable(message, code=code, retry_after=retry_after)
     return ProviderError(
@@ -90,8 +107,11 @@ def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
     return ServiceUnavailable(message, code="deployments_cooling_down", retry_after=retry_after)
 
 
-def choose(router: Router, book: Cooldowns, env: Envelope, *, pinned: str | None) -> Deployment:
-    """The deployment for this attempt.
+def choose(
+    router: Router, book: Cooldowns, env: Envelope, *, pinned: str | None, avoid: str = ""
+) -> Deployment:
+    """The deployment for this attempt; another than ``avoid`` (a deployment that just
+    bounced the request) while the route has one.
 
     Raises:
         ModelNotFound: unknown alias (or pinned deployment).
@@ -99,10 +119,63 @@ def choose(router: Router, book: Cooldowns, env: Envelope, *, pinned: str | None
     """
     if pinned:
         return router.pinned(pinned)
-    deployment = router.choose(env.alias, tried=env.tried, cooling=book.cooling)
+    tried = (*env.tried, avoid) if avoid else env.tried
+    deployment = router.choose(env.alias, tried=tried, cooling=book.cooling)
+    if deployment is None and avoid:
+        deployment = router.choose(env.alias, tried=env.tried, cooling=book.cooling)
     if deployment is not None:
         return deployment
     if env.tried:  # none left untried, or all of those cool down: report the real failures
         retry_after, cooling = _first_back(env.alias, router, book, env.tried)
         raise exhausted(env, retry_after=retry_after, cooling=cooling)
     raise all_cooling(env.alias, router, book)
+
+
+def removal_pause(bounces: int) -> float:
+    """Seconds to wait for this head's route table to change before bounce ``bounces``
+    (1-based) is queued again where it came from."""
+    return min(REMOVAL_PAUSE_MAX_S, REMOVAL_PAUSE_S * 2.0 ** max(0, bounces - 1))
+
+
+def removed_too_often(env: Envelope) -> ServiceUnavailable:
+    """The answer to a request bounced past :data:`MAX_BOUNCES` (or pinned to the deployment
+    that bounced it): 503, since nothing failed that a retry later would not get past."""
+    if env.pin:
+        message = (
+            f"deployment {env.removed} was taken out of the routes while the request waited "
+            "in its queue"
+        )
+    else:
+        message = (
+            f"the request for `{env.alias}` was handed back unserved {env.bounces} times: "
+            f"{env.removed} was no longer routed when a model proxy took it from its queue, "
+            "while this router still routes it there (the route table is changing); retry"
+        )
+    return ServiceUnavailable(message, code="deployment_removed", retry_after=1.0)
+
+
+def after_removal(router: Router, book: Cooldowns, env: Envelope) -> tuple[str, float]:
+    """What to do with a removal bounce: the deployment to avoid for the next placement ("" for
+    none) and how long to wait for this head's route table to change first (0 for not at all).
+
+    A model-proxy bounces a request once its route table no longer lists the deployment. When
+    this head's table does not list it either, they agree: the request is routed by the table
+    now. When this head's table still lists it, one of the two tables is behind the other (a
+    change reaches each process on its own): another deployment of the route takes the request
+    if there is one; else the head waits for its table to change, at most a short, growing
+    pause, and routes by whatever table it has then (the deployment may be routed again, and
+    the model-proxy the one behind).
+
+    Raises:
+        ServiceUnavailable: ``deployment_removed``, past :data:`MAX_BOUNCES` or for a request
+            pinned to the deployment (see :func:`removed_too_often`).
+        ModelNotFound: the alias is no longer routed.
+    """
+    if env.pin or env.bounces > MAX_BOUNCES:
+        raise removed_too_often(env)
+    if router.alias_of(env.removed) is None:
+        return "", 0.0
+    others = router.choose(env.alias, tried=(*env.tried, env.removed), cooling=book.cooling)
+    if others is not None:
+        return env.removed, 0.0
+    return "", removal_pause(env.bounces)

@@ -4,7 +4,9 @@ It never relays replies: it stamps the envelope (headers), stores the request in
 deployment's JetStream queue with the caller's reply subject in ``Sy-Reply``, tells the caller
 ``accepted``, and moves on. Errors it can decide (bad body, unknown model, deadline passed, queue
 full) are answered at once. Retryable provider failures come back on ``llm.v1.reroute`` from
-model-proxies; the head then tries the next deployment or fallback.
+model-proxies; the head then tries the next deployment or fallback. So do requests bounced
+because their deployment left every route while they were queued: no attempt, routed again by
+the table as it is now (see ``decide.after_removal``).
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class Head:
         self._routes = KvFollower(
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
+        # Set (and replaced) at each new route table: what a removal bounce waits for.
+        self._new_routes = asyncio.Event()
         self._subs: list[Subscription] = []
         self._tasks = TaskSupervisor("head", limit=settings.head.max_in_flight)
         self.ready = False
@@ -108,6 +112,8 @@ class Head:
             log.error("ignored route table revision %d: %s", revision, exc)
             return
         self.router = Router(table, revision)
+        self._new_routes.set()
+        self._new_routes = asyncio.Event()
         log.info("route table revision %d: %d aliases", revision, len(table.routes))
 
     async def start(self) -> None:
@@ -236,6 +242,8 @@ class Head:
         wish = env.priority or of_service_tier(getattr(body, "service_tier", None)) or key.priority
         if op in COUNTS:  # a quick question agents ask before a request: never behind bulk work
             wish = "interactive"
+        if env.bounces:  # only a model-proxy counts bounces (a caller's claim is dropped)
+            env = env.with_(bounces=0, removed="")
         env = self._stamp(env, key, caller).with_(
             priority=capped(wish, key.max_priority),
             weight=key.weight,
@@ -259,22 +267,52 @@ class Head:
         await replies.send_accepted(self.nc, reply)
 
     async def _reroute(self, body: bytes, env: Envelope, hop: Hop) -> None:
-        """A model-proxy handed a retryable failure back: try the next deployment."""
+        """A model-proxy handed a retryable failure back: try the next deployment. Or it
+        bounced the request (its deployment left every route): route it again, no attempt."""
         env = self._deadline(env)
-        await self._after_failure(env)
-        await self._place(body, env, hop, pinned=None)
+        avoid = ""
+        if env.removed:
+            avoid, env = await self._after_removal(env)
+        else:
+            await self._after_failure(env)
+        await self._place(body, env, hop, pinned=None, avoid=avoid)
         self.stats.outcome(REROUTED)
 
-    async def _place(self, body: bytes, env: Envelope, hop: Hop, *, pinned: str | None) -> None:
+    async def _after_removal(self, env: Envelope) -> tuple[str, Envelope]:
+        """A removal bounce: the deployment to avoid next, and the envelope to queue (the
+        bounce's own mark cleared). Waits a little first while this head still routes the
+        bounced deployment and has nowhere else to send the request (``decide``).
+
+        Raises:
+            ApiError: bounced too often, pinned, or the alias is no longer routed.
+        """
+        log.info(
+            "a request came back unserved: %s had left the routes when it was pulled (bounce %d)",
+            env.removed,
+            env.bounces,
+        )
+        avoid, pause = decide.after_removal(self.router, self.cooldowns, env)
+        pause = min(pause, env.remaining(0.0))
+        if pause > 0:  # ends early at this head's next route table
+            changed = self._new_routes
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await changed.wait()
+        return avoid, env.with_(removed="")
+
+    async def _place(
+        self, body: bytes, env: Envelope, hop: Hop, *, pinned: str | None, avoid: str = ""
+    ) -> None:
         """Queue the request for the deployment the route picks. A deployment whose queue is
         full counts as a tried one (no cooldown: it drains by itself) and the next candidate,
         another deployment or a fallback, takes the request; with none left, or with the
-        attempts spent, the caller gets the 503 ``queue_full``."""
+        attempts spent, the caller gets the 503 ``queue_full``. ``avoid``: a deployment that
+        just bounced the request, not chosen while the route has another."""
         full: ServiceUnavailable | None = None
         failed_before = bool(env.tried)  # a reroute: earlier attempts failed at a provider
         while True:
             try:
-                chosen = decide.choose(self.router, self.cooldowns, env, pinned=pinned)
+                chosen = decide.choose(self.router, self.cooldowns, env, pinned=pinned, avoid=avoid)
             except ApiError:
                 if full is not None and not failed_before:  # the full queue is the answer
                     raise full from None
@@ -321,7 +359,9 @@ class Head:
         if hop.span is not None:  # the model-proxy's spans are children of this one
             env = env.with_(traceparent=hop.traceparent)
         out = env.with_(deployment=deployment).encode()
-        out[h.NATS_MSG_ID] = msg_id(env)
+        # A bounce queues the request again with the same tries, so the dedup key must tell
+        # it from the publish that was bounced (else JetStream drops it as a duplicate).
+        out[h.NATS_MSG_ID] = f"{msg_id(env)}:{env.bounces}" if env.bounces else msg_id(env)
         subject = ""  # straight to dispatch, unless the deployment is saturated:
         if not env.pin and not self.admission.direct(
             deployment, self.router.concurrency(deployment)

@@ -6,11 +6,13 @@ stored. A worker that dies before the ack leaves the request to be redelivered t
 worker, which bills it under the same event id (accounting counts it once). A retryable
 provider failure before any content reached the caller goes back to the heads
 (``llm.v1.reroute``) for the next deployment; once content was sent, a failure ends the stream
-with an error message instead. A reroute no head confirms (none running, or too slow to answer)
-is answered with the failure itself, so the caller never waits for its deadline on a request
-nobody holds. A request whose caller left (``llm.v1.cancel``, :mod:`.cancels`) is stopped,
-answered to nobody and retried nowhere; billed for what its provider call cost; and, when the
-cancel came while it was queued, acknowledged without a provider call.
+with an error message instead. A request queued for a deployment that has since left every
+route goes back the same way, but as a bounce, not a failed attempt (:func:`reroute_bounced`).
+A reroute no head confirms (none running, or too slow to answer) is answered with the failure
+itself, so the caller never waits for its deadline on a request nobody holds. A request whose
+caller left (``llm.v1.cancel``, :mod:`.cancels`) is stopped, answered to nobody and retried
+nowhere; billed for what its provider call cost; and, when the cancel came while it was
+queued, acknowledged without a provider call.
 """
 
 from __future__ import annotations
@@ -432,16 +434,8 @@ class Handler:
         Returns True once a head confirmed it has the request; False when none did (no head
         subscribed, or no answer in time): the caller must then be answered here.
         """
-        env = job.env
-        summary = f"{job.deployment_id}: {exc.status} {exc.message}".replace(";", ",")[:200]
-        errors = f"{env.errors}; {summary}" if env.errors else summary
-        out = env.with_(
-            tried=(*env.tried, job.deployment_id),
-            errors=errors[-_MAX_ERRORS_HEADER:],
-            last_status=exc.status,
-            # Only this hop's Retry-After: an earlier one must not cool this deployment. A
-            # missing key (0: no cooldown) answers the moment someone stores it.
-            retry_after=0.0 if ue.no_cooldown(exc) else exc.retry_after,
+        out = (
+            reroute_bounced(job) if exc.code == ue.DEPLOYMENT_REMOVED else reroute_failed(job, exc)
         )
         timeout = max(0.05, min(_REROUTE_CONFIRM_S, job.deadline - time.time()))
         try:
@@ -467,6 +461,32 @@ class Handler:
             return
         job.usage, estimated = found
         await self.usage.add(billing.usage_event(job, target, estimated=estimated))
+
+
+def reroute_failed(job: Job, exc: ApiError) -> Envelope:
+    """The envelope of a request rerouted after a failed attempt: the deployment joins
+    ``tried`` (not tried again for this request) and its failure the errors listed."""
+    env = job.env
+    summary = f"{job.deployment_id}: {exc.status} {exc.message}".replace(";", ",")[:200]
+    errors = f"{env.errors}; {summary}" if env.errors else summary
+    return env.with_(
+        tried=(*env.tried, job.deployment_id),
+        errors=errors[-_MAX_ERRORS_HEADER:],
+        last_status=exc.status,
+        # Only this hop's Retry-After: an earlier one must not cool this deployment. A
+        # missing key (0: no cooldown) answers the moment someone stores it.
+        retry_after=0.0 if ue.no_cooldown(exc) else exc.retry_after,
+    )
+
+
+def reroute_bounced(job: Job) -> Envelope:
+    """The envelope of a request bounced because its deployment left every route while it
+    was queued. No attempt was made: nothing joins ``tried`` or the errors, so the deployment
+    can take the request if it is routed again a moment later (a route swapped A->B->A), and
+    ``routing.max_attempts`` still counts provider calls only. The bounce is counted apart
+    (``bounces``, which the heads bound) and names the deployment (``removed``)."""
+    env = job.env
+    return env.with_(bounces=env.bounces + 1, removed=job.deployment_id)
 
 
 def _decode_body(data: bytes) -> dict[str, Any]:
