@@ -321,6 +321,8 @@ class FakeOpenAI:
         if failure is not None:
             return failure
         text = f"echo: {_last_user_text(body)}"
+        if body.get("stream") is True:
+            return await self._completion_stream(request, body, text)
         return web.json_response(
             {
                 "id": "cmpl-fake",
@@ -331,6 +333,38 @@ class FakeOpenAI:
                 "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
             }
         )
+
+    @staticmethod
+    async def _completion_stream(
+        request: web.Request, body: dict[str, Any], text: str
+    ) -> web.StreamResponse:
+        """A legacy completion streamed as OpenAI streams it: text chunks, a last chunk with
+        the finish reason, the usage chunk when asked for, then ``[DONE]``."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        def chunk(text: str, finish: str | None) -> bytes:
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+            event = {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [choice],
+            }
+            return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+        for i, word in enumerate(text.split(" ")):
+            await resp.write(chunk(word if i == 0 else " " + word, None))
+        await resp.write(chunk("", "stop"))
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+            event = {"id": "cmpl-fake", "object": "text_completion", "choices": [], "usage": usage}
+            await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)

@@ -77,7 +77,10 @@ BODIES: dict[str, dict[str, Any]] = {
         "required": ["model", "prompt"],
         "properties": {
             "model": _MODEL,
-            "prompt": {"description": "a string, a list of strings or of token lists"},
+            "prompt": {
+                "anyOf": [{"type": "string"}, {"type": "array"}],
+                "description": "a string, a list of strings or of token lists",
+            },
             **_STREAM,
             "max_tokens": _OPTIONAL_INT,
         },
@@ -139,7 +142,10 @@ BODIES: dict[str, dict[str, Any]] = {
         "required": ["model", "input"],
         "properties": {
             "model": _MODEL,
-            "input": {"description": "a string, a list of strings or of token lists"},
+            "input": {
+                "anyOf": [{"type": "string"}, {"type": "array"}],
+                "description": "a string, a list of strings or of token lists",
+            },
         },
         "additionalProperties": True,
         "description": "An embeddings request; other fields go to the provider.",

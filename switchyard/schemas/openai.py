@@ -192,7 +192,31 @@ def probe(op: str, body: bytes) -> ChatProbe | CompletionProbe | EmbeddingProbe:
             error's ``param`` names the field.
     """
     result: ChatProbe | CompletionProbe | EmbeddingProbe = decode_body(_DECODERS[op], body)
+    if isinstance(result, CompletionProbe):
+        _text_or_list(result.prompt, "prompt")
+    elif isinstance(result, EmbeddingProbe):
+        _text_or_list(result.input, "input")
     return result
+
+
+# The first byte of a JSON string or array (raw values carry no leading whitespace).
+_TEXT_OR_LIST = frozenset(b'"[')
+
+
+def _text_or_list(raw: msgspec.Raw, field: str) -> None:
+    """A prompt or embedding input is a string or an array (of strings or token ids), as
+    OpenAI requires: anything else is refused here, not passed for a provider to choke on
+    (one that ended its stream early made it a 502). What the array holds stays unread.
+
+    Raises:
+        InvalidRequest: ``field`` is neither.
+    """
+    view = memoryview(raw)
+    if not view or view[0] not in _TEXT_OR_LIST:
+        raise InvalidRequest(
+            f"Invalid '{field}': expected a string or an array of strings or token ids.",
+            param=field,
+        )
 
 
 def decode_body(

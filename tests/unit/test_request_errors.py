@@ -46,6 +46,22 @@ from switchyard.schemas.openai import probe
             "invalid_request",
         ),
         ("chat", b"[1, 2]", "request body must be a JSON object", None, "invalid_request"),
+        # A provider may choke on these rather than refuse them (a fuzzed `"prompt": {}` ended
+        # a fake provider's stream early: a 502), so the edge refuses them as OpenAI does.
+        (
+            "complete",
+            b'{"model": "m", "prompt": {}, "stream": true}',
+            "Invalid 'prompt': expected a string or an array of strings or token ids.",
+            "prompt",
+            "invalid_request",
+        ),
+        (
+            "embed",
+            b'{"model": "m", "input": 7}',
+            "Invalid 'input': expected a string or an array of strings or token ids.",
+            "input",
+            "invalid_request",
+        ),
     ],
 )
 def test_the_message_names_the_field(
@@ -54,3 +70,16 @@ def test_the_message_names_the_field(
     with pytest.raises(InvalidRequest) as caught:
         probe(op, body)
     assert (caught.value.message, caught.value.param, caught.value.code) == (message, param, code)
+
+
+@pytest.mark.parametrize(
+    ("op", "body"),
+    [
+        ("complete", b'{"model": "m", "prompt": "x"}'),
+        ("complete", b'{"model": "m", "prompt": [[1, 2], [3]]}'),
+        ("embed", b'{"model": "m", "input": ["a", "b"]}'),
+        ("embed", b'{"model": "m", "input" :  "a"}'),
+    ],
+)
+def test_strings_and_arrays_pass(op: str, body: bytes) -> None:
+    probe(op, body)
