@@ -12,7 +12,9 @@ the reliability rules of DESIGN §8:
 * the deadline (``Sy-Deadline``) bounds everything and becomes a 504;
 * a consumer that closes the reply iterator before its end (or whose task is cancelled while
   it waits) sends ``llm.v1.cancel``: the model-proxy serving the request stops the provider
-  call, and one that pulls it from its queue later drops it unserved.
+  call, and one that pulls it from its queue later drops it unserved. Every model-proxy hears
+  it, so it names the client key by a proof for that one request id
+  (:mod:`switchyard.bus.cancel_proof`), never by the key itself.
 
 Example (an internal service with its own certificate)::
 
@@ -40,6 +42,7 @@ from nats.nuid import NUID
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
+from switchyard.bus.cancel_proof import cancel_proof, presented_key_hash
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply
 from switchyard.errors import DeadlineExceeded, ProviderError, ServiceUnavailable
@@ -247,6 +250,8 @@ class LLMClient:
         self._nc = nc
         # Internal callers present a client key (the head checks it); the edges pass a hash.
         self._auth = f"Bearer {api_key}" if api_key else ""
+        # Its hash keys the proof a cancel carries instead of the key (hashed once, here).
+        self._key_hash = presented_key_hash(self._auth)
         self._attempts = attempts
         self._accept_timeout = accept_timeout
         self._default_timeout = default_timeout
@@ -480,10 +485,16 @@ class LLMClient:
         headers = {h.REQUEST_ID: env.request_id, h.ATTEMPT: str(attempt)}
         if env.deadline is not None:  # how long model-proxies must remember it
             headers[h.DEADLINE] = env.deadline.header()
-        if env.key_hash:
+        if env.key_hash:  # an edge or the batch runner: trusted to name the key by hash
             headers[h.KEY_HASH] = env.key_hash
-        if env.authorization:
-            headers[h.AUTHORIZATION] = env.authorization
+        if env.authorization:  # the key itself never goes out on a cancel: a proof does
+            digest = (
+                self._key_hash
+                if env.authorization == self._auth
+                else presented_key_hash(env.authorization)
+            )
+            if digest:
+                headers[h.CANCEL_PROOF] = cancel_proof(digest, env.request_id)
         with contextlib.suppress(Exception):  # best effort: the deadline still ends the call
             await self._nc.publish(subjects.CANCEL, b"", headers=headers)
 

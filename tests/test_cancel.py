@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
+from switchyard.bus.cancel_proof import cancel_proof
 from switchyard.client import LLMClient
 from switchyard.schemas.events import UsageBatch, UsageEvent
 from switchyard.schemas.keys import hash_key
@@ -335,13 +336,23 @@ async def test_a_cancel_with_another_key_is_ignored(
     leaving: Stack, provider: tuple[Provider, str]
 ) -> None:
     """Only the key that made a request can cancel it: a cancel naming a non-streamed request
-    in hand with another key changes nothing (the call completes and is answered, and is
-    billed once), nor does the owner's cancel once the answer is in; the caller's own leaving
-    while it waits (an internal client that stops waiting) stops the call."""
+    in hand with another key (presented, or proved) changes nothing (the call completes and is
+    answered, and is billed once), nor does the owner's proof for another request id, nor the
+    owner's cancel once the answer is in; the caller's own leaving while it waits (an internal
+    client that stops waiting) stops the call, and its cancel carries a proof for that request,
+    never the key: every model-proxy hears it."""
     fake, _ = provider
     other_key, _ = await leaving.new_key("someone-else")
     victim, walker = "gate:victim", "gate:walker"
     app = await leaving.connect("app")
+    spy = await leaving.connect("head")  # hears every cancel, as every model-proxy does
+    heard: list[Msg] = []
+
+    async def hear(msg: Msg) -> None:
+        heard.append(msg)
+
+    await spy.subscribe(subjects.CANCEL, cb=hear)
+    await spy.flush()
     try:
         async with LLMClient(app, api_key=leaving.api_key) as llm:
             body = msgspec.json.encode(_chat("held", victim))
@@ -349,8 +360,13 @@ async def test_a_cancel_with_another_key_is_ignored(
                 llm.request(subjects.CHAT, body, {h.REQUEST_ID: "victim-1"})
             )
             assert await _eventually(lambda: victim in fake.holding)
-            forged = {h.REQUEST_ID: "victim-1", h.AUTHORIZATION: f"Bearer {other_key}"}
-            await app.publish(subjects.CANCEL, b"", headers=forged)
+            for forged in (
+                {h.AUTHORIZATION: f"Bearer {other_key}"},
+                {h.CANCEL_PROOF: cancel_proof(hash_key(other_key), "victim-1")},
+                # A proof seen on the bus for another request of the same key.
+                {h.CANCEL_PROOF: cancel_proof(hash_key(leaving.api_key), "victim-2")},
+            ):
+                await app.publish(subjects.CANCEL, b"", headers={h.REQUEST_ID: "victim-1"} | forged)
             await app.flush()
             await asyncio.sleep(0.5)  # heard by then; a cancel that counted would cut it
             fake.open_gate(victim)
@@ -374,8 +390,18 @@ async def test_a_cancel_with_another_key_is_ignored(
             with pytest.raises(asyncio.CancelledError):
                 await waiting
             assert await _eventually(lambda: walker in fake.cut, 5), "the provider call went on"
+            assert await _eventually(lambda: any(_names(m, "walker-1") for m in heard))
     finally:
+        await spy.close()
         await app.close()
+    sent = next(m for m in heard if _names(m, "walker-1"))
+    assert sent.headers is not None
+    assert h.AUTHORIZATION not in sent.headers
+    assert h.KEY_HASH not in sent.headers
+    assert sent.headers[h.CANCEL_PROOF] == cancel_proof(hash_key(leaving.api_key), "walker-1")
+    wire = repr(sent.headers).encode() + sent.data
+    assert leaving.api_key.encode() not in wire, "the raw client key went out on a cancel"
+    assert hash_key(leaving.api_key).encode() not in wire
     victim_bills = await _usage_events(leaving, "victim-1", 1)
     assert [(e.status, e.completion_tokens) for e in victim_bills] == [(200, ANSWER_TOKENS)]
     _billed_as_cancelled(await _usage_of(leaving, "walker-1"))
@@ -484,6 +510,10 @@ async def test_a_cancelled_request_still_closes_its_reply_path(
             blocker.cancel()
         await llm.close()
         await app.close()
+
+
+def _names(msg: Msg, request_id: str) -> bool:
+    return (msg.headers or {}).get(h.REQUEST_ID) == request_id
 
 
 def _seen_times(seen: list[str], text: str, times: int) -> Callable[[], bool]:

@@ -47,6 +47,9 @@ TRACEPARENT = "traceparent"
 # feeder when it moves the request to dispatch), so its queue wait counts the time held.
 HELD_SINCE = "Sy-Held-Since"
 TRACESTATE = "tracestate"
+# On llm.v1.cancel: HMAC-SHA256 of the request id keyed by the request's key hash, in lowercase
+# hex (bus/cancel_proof.py): it cancels that one request, and carries neither key nor hash.
+CANCEL_PROOF = "Sy-Cancel-Proof"
 
 
 def bearer_token(authorization: str | None) -> str | None:

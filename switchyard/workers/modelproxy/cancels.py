@@ -11,12 +11,16 @@ reply iterator) sends one cancel, which every model-proxy hears. Two things are 
   when some model-proxy pulls it. Without this, under overload every client timeout (and every
   SDK retry after it) leaves dead work in the queue that is served later for nobody.
 
-A cancel counts only for the client key that made the request: an edge (or the batch runner)
-names the key by its hash, as it did for the request; any other caller presents the key itself.
-The check against the request's own key happens when the request is met (served or pulled), so
-a cancel naming another key's request changes nothing. It ends the attempts up to the one it
-names (``Sy-Attempt``), not a later re-send of the same request id. The memory is bounded in
-count and in time, whatever callers send.
+A cancel counts only for the client key that made the request, and names it without carrying
+it: ``Sy-Cancel-Proof`` is an HMAC of the request id keyed by the key's hash
+(:mod:`switchyard.bus.cancel_proof`), which cancels that one request id and nothing else. An
+edge (or the batch runner) may instead name the key by its hash, as it did for the request (its
+NATS identity is trusted for that); a cancel that presents the key itself in ``Authorization``
+(an older client) still counts. Both are turned into the same proof here, and the key is never
+logged. The check against the request's own key happens when the request is met (served or
+pulled), so a cancel naming another key's request changes nothing. It ends the attempts up to
+the one it names (``Sy-Attempt``), not a later re-send of the same request id. The memory is
+bounded in count and in time, whatever callers send.
 """
 
 from __future__ import annotations
@@ -29,14 +33,13 @@ from collections.abc import Callable
 
 from switchyard.bus import headers as h
 from switchyard.bus import identities
+from switchyard.bus.cancel_proof import cancel_proof, parse_proof, presented_key_hash
 from switchyard.bus.envelope import Envelope, MalformedHeader
-from switchyard.bus.headers import bearer_token
 from switchyard.bus.request_info import caller_identity
-from switchyard.schemas.keys import hash_key
 from switchyard.workers.modelproxy.job import Job
 
-# At most this many cancels are remembered (about 300 bytes each: a few MB at worst); past it,
-# the one closest to its end is forgotten first.
+# At most this many cancels are remembered (about 600 bytes each with their request id and
+# proof: some 12 MB at worst); past it, the one closest to its end is forgotten first.
 CAPACITY = 20_000
 # How long a cancel is remembered: until the request's deadline (a request past it is dropped
 # unserved anyway), never longer than the longest deadline an edge grants; a cancel that names
@@ -47,13 +50,16 @@ MAX_ATTEMPT = 1000  # the highest Sy-Attempt a request may carry
 
 
 class CancelMemory:
-    """Recent cancels by (request id, key hash): until when, and up to which attempt.
+    """Recent cancels by request id, each with its proof: until when, and up to which attempt.
 
     A cancel ends the attempts of a request up to the one it names: a caller that sends the
     same request id again later with a higher ``Sy-Attempt`` (the batch runner resuming a line
     after a restart) is served. ``holds`` is on the path of every pulled request: with nothing
-    remembered it is one emptiness check, else one dict lookup. The bookkeeping (a heap ordered
-    by expiry, which also picks what to forget when full) happens when a cancel arrives.
+    remembered it is one emptiness check, else one dict lookup by request id; only a request
+    id that was cancelled costs an HMAC, to check the proof against the request's own key.
+    Proofs are kept apart per request id (another key's cancel of the same id neither counts
+    nor displaces the owner's). The bookkeeping (a heap ordered by expiry, which also picks
+    what to forget when full) happens when a cancel arrives.
     """
 
     def __init__(
@@ -68,17 +74,19 @@ class CancelMemory:
         self._longest_s = longest_s
         self._default_s = default_s
         self._clock = clock
-        self._kept: dict[tuple[str, str], tuple[float, int]] = {}  # -> (until, attempt)
-        self._expiries: list[tuple[float, str, str]] = []  # a heap, one entry per kept cancel
+        # request id -> proof -> (until, attempt)
+        self._kept: dict[str, dict[str, tuple[float, int]]] = {}
+        self._count = 0  # proofs kept, over all request ids
+        self._expiries: list[tuple[float, str, str]] = []  # a heap, one entry per kept proof
 
     def __len__(self) -> int:
-        return len(self._kept)
+        return self._count
 
     def remember(
-        self, request_id: str, key_hash: str, *, attempt: int, deadline: float | None
+        self, request_id: str, proof: str, *, attempt: int, deadline: float | None
     ) -> None:
-        """Remember a cancel of ``request_id`` (attempts up to ``attempt``) by the key hashed
-        ``key_hash``.
+        """Remember a cancel of ``request_id`` (attempts up to ``attempt``) with ``proof``
+        (:func:`~switchyard.bus.cancel_proof.cancel_proof` of the key it was made with).
 
         Args:
             deadline: the request's deadline (unix seconds), if the cancel named it.
@@ -89,42 +97,65 @@ class CancelMemory:
         until = min(deadline, longest) if deadline is not None else now + self._default_s
         if until <= now:
             return  # the request is past its deadline: no model-proxy serves it now
-        entry = (request_id, key_hash)
-        kept = self._kept.get(entry)
-        if kept is not None:  # a later attempt cancelled too: the heap entry is moved lazily
-            self._kept[entry] = (max(kept[0], until), max(kept[1], attempt))
+        proofs = self._kept.get(request_id)
+        kept = proofs.get(proof) if proofs is not None else None
+        if proofs is not None and kept is not None:
+            # A later attempt cancelled too: the heap entry is moved lazily.
+            proofs[proof] = (max(kept[0], until), max(kept[1], attempt))
             return
-        if len(self._kept) >= self._capacity:
-            _, old_id, old_hash = heapq.heappop(self._expiries)
-            del self._kept[old_id, old_hash]
-        self._kept[entry] = (until, attempt)
-        heapq.heappush(self._expiries, (until, request_id, key_hash))
+        if self._count >= self._capacity:
+            _, old_id, old_proof = heapq.heappop(self._expiries)
+            self._drop(old_id, old_proof)
+        self._kept.setdefault(request_id, {})[proof] = (until, attempt)
+        self._count += 1
+        heapq.heappush(self._expiries, (until, request_id, proof))
 
     def holds(self, request_id: str, key_hash: str, attempt: int) -> bool:
         """True if the caller of this attempt of ``request_id`` (made with the key hashed
         ``key_hash``) cancelled it."""
         if not self._kept:
             return False
-        kept = self._kept.get((request_id, key_hash))
+        proofs = self._kept.get(request_id)
+        if proofs is None or not key_hash:  # a request made with no key is never cancelled
+            return False
+        # A dict lookup, not a scan with compare_digest: nothing about the timing of this
+        # check reaches whoever sent a proof, and a flood of wrong proofs for one request id
+        # must not make its check slow.
+        kept = proofs.get(cancel_proof(key_hash, request_id))
         return kept is not None and attempt <= kept[1] and kept[0] > self._clock()
+
+    def _drop(self, request_id: str, proof: str) -> None:
+        proofs = self._kept[request_id]
+        del proofs[proof]
+        if not proofs:
+            del self._kept[request_id]
+        self._count -= 1
 
     def _forget_expired(self, now: float) -> None:
         expiries = self._expiries
         while expiries and expiries[0][0] <= now:
-            _, request_id, key_hash = heapq.heappop(expiries)
-            until, _ = self._kept[request_id, key_hash]
+            _, request_id, proof = heapq.heappop(expiries)
+            until, _ = self._kept[request_id][proof]
             if until > now:  # extended by a later cancel: back in the heap at its new time
-                heapq.heappush(expiries, (until, request_id, key_hash))
+                heapq.heappush(expiries, (until, request_id, proof))
             else:
-                del self._kept[request_id, key_hash]
+                self._drop(request_id, proof)
 
 
-def cancelling_key(headers: dict[str, str], env: Envelope) -> str:
-    """The hash of the client key a cancel is made with ("" when it names none)."""
+def cancelling_proof(headers: dict[str, str], env: Envelope) -> str:
+    """The proof a cancel is made with ("" when it names no key).
+
+    ``Sy-Cancel-Proof`` as sent; else derived from the key hash a trusted edge (or the batch
+    runner) names, or from the key an older caller presents in ``Authorization``.
+    """
+    proof = parse_proof(headers.get(h.CANCEL_PROOF))
+    if proof:
+        return proof
     if caller_identity(headers) in identities.KEY_HASH_CALLERS:
-        return env.key_hash
-    token = bearer_token(env.authorization) or env.authorization.strip()
-    return hash_key(token) if token else ""
+        digest = env.key_hash
+    else:
+        digest = presented_key_hash(env.authorization)
+    return cancel_proof(digest, env.request_id) if digest else ""
 
 
 class Cancels:
@@ -160,19 +191,20 @@ class Cancels:
             env = Envelope.decode(headers)
         except MalformedHeader:
             return
-        digest = cancelling_key(headers, env)
-        if not digest:
+        proof = cancelling_proof(headers, env)
+        if not proof:
             return
         # A cancel that names no attempt ends every attempt so far (LLMClient names it).
         attempt = env.attempt if h.ATTEMPT in headers else MAX_ATTEMPT
         deadline = env.deadline.timestamp if env.deadline is not None else None
-        self.memory.remember(env.request_id, digest, attempt=attempt, deadline=deadline)
+        self.memory.remember(env.request_id, proof, attempt=attempt, deadline=deadline)
         for job in self._serving.get(env.request_id, ()):
             if (
                 job.cancelled
                 or job.answer is not None  # answered already: nothing left to stop
                 or job.env.attempt > attempt
-                or not hmac.compare_digest(digest, job.env.key_hash)
+                or not job.env.key_hash  # made with no key: never cancelled
+                or not hmac.compare_digest(proof, cancel_proof(job.env.key_hash, env.request_id))
             ):
                 continue
             job.cancelled = True

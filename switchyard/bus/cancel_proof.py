@@ -1,0 +1,47 @@
+"""The proof a cancel carries that it comes from the caller of the request it names.
+
+``llm.v1.cancel`` reaches every model-proxy, so it must not carry the client key itself (an
+internal caller once put it in ``Authorization`` there), nor the key's hash (any listener could
+then cancel every other request made with that key). It carries ``Sy-Cancel-Proof`` instead:
+
+    proof = lowercase hex( HMAC-SHA256(key=KEY_HASH, message=REQUEST_ID) )
+
+where ``KEY_HASH`` is the ASCII bytes of the 64-character lowercase hex SHA-256 of the client
+key's UTF-8 bytes (what the head stamps on dispatched requests as ``Sy-Key-Hash``) and
+``REQUEST_ID`` the UTF-8 bytes of ``Sy-Request-Id``. A proof cancels that one request id, and
+only a request made with that key: the model-proxy derives the same value from the request it
+holds and compares. Pure functions, shared by :class:`~switchyard.client.LLMClient` and the
+model-proxy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+from switchyard.bus.headers import bearer_token
+from switchyard.schemas.keys import hash_key
+
+_PROOF = re.compile(r"[0-9a-f]{64}")
+
+
+def cancel_proof(key_hash: str, request_id: str) -> str:
+    """The ``Sy-Cancel-Proof`` of ``request_id`` made with the key hashed ``key_hash``."""
+    return hmac.new(key_hash.encode(), request_id.encode(), hashlib.sha256).hexdigest()
+
+
+def presented_key_hash(authorization: str) -> str:
+    """The hash of the client key an ``Authorization`` value presents ("" when it presents
+    none): a bearer token, or the bare value, read as the head reads it."""
+    token = bearer_token(authorization) or authorization.strip()
+    return hash_key(token) if token else ""
+
+
+def parse_proof(value: str | None) -> str:
+    """A ``Sy-Cancel-Proof`` value as sent (64 hex digits, either case), lowercased; "" when
+    it is absent or anything else."""
+    if not value or len(value) != 64:
+        return ""
+    proof = value.lower()
+    return proof if _PROOF.fullmatch(proof) else ""
