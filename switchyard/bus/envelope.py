@@ -59,6 +59,13 @@ _OPS = frozenset(
     {"", "chat", "complete", "embed", "responses", "messages", "count_tokens", "input_tokens"}
 )
 _nuid = NUID()
+# Every Sy-* header of the contract by its lowercased name. NATS header names are
+# case-sensitive: a client that lowercases them (``sy-request-id``) would be ignored unheard.
+_SY_SPELLINGS = {
+    value.lower(): value
+    for name, value in vars(h).items()
+    if name.isupper() and isinstance(value, str) and value.startswith("Sy-")
+}
 
 
 def new_request_id() -> str:
@@ -186,7 +193,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
         """The envelope of a request's headers; unknown headers are ignored.
 
         Raises:
-            MalformedHeader: a header value breaks the contract (the 400 names it).
+            MalformedHeader: a header value breaks the contract (the 400 names it), or, in a
+                request without ``Sy-Request-Id``, a contract header is spelled in another
+                case (``sy-deadline``).
         """
         if not headers:
             return cls(request_id=new_request_id())
@@ -201,7 +210,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             if not _SAFE_ID.fullmatch(request_id):
                 raise MalformedHeader(h.REQUEST_ID, "use 1-128 of A-Z a-z 0-9 . _ : -")
         else:
-            request_id = new_request_id()
+            request_id = _unnamed_request_id(headers)
         if (value := get(h.ATTEMPT)) is not None:
             fields["attempt"] = _count(h.ATTEMPT, value, low=1, high=1000)
         if value := get(h.DEADLINE):
@@ -311,6 +320,22 @@ _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     (h.PIN, "pin"),
     (h.ERRORS, "errors"),
 )
+
+
+def _unnamed_request_id(headers: Mapping[str, str]) -> str:
+    """A new id for a request that sent none, once no contract header is spelled in another
+    case: those are refused, not ignored. Checked only here, where an id is missing anyway (a
+    client that lowercases header names sends ``sy-request-id``), so that a request with the
+    right headers costs nothing more to decode.
+
+    Raises:
+        MalformedHeader: naming the header as sent and its right spelling.
+    """
+    for name in headers:
+        right = _SY_SPELLINGS.get(name.lower())
+        if right is not None and right != name:
+            raise MalformedHeader(name, f"NATS header names are case-sensitive: spell it {right}")
+    return new_request_id()
 
 
 def beta_features(value: str, name: str) -> str:

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from switchyard.errors import ConfigError
 from switchyard.schemas.routing import (
     Deployment,
     Provider,
@@ -21,6 +22,24 @@ from switchyard.schemas.routing import (
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
+
+# The names of Switchyard's own NATS identities. ``switchyard.bus.identities`` gives each one a
+# zone and permissions; the names are kept here, a layer below, so the settings can refuse an
+# internal client named like a service when they load (a unit test keeps the two in step).
+SERVICE_NAMES = frozenset(
+    {
+        "tail",
+        "gateway",
+        "admin",
+        "head",
+        "modelproxy",
+        "secrets",
+        "accounting",
+        "provisioner",
+        "control",
+        "batch",
+    }
+)
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -36,8 +55,9 @@ class NatsSettings(_Section, frozen=True):
         reconnect_wait_s: pause between reconnect attempts (attempts are unlimited).
         response_threshold_s: idle time after which the server drops a reply mapping; must exceed
             the worst provider silence (keep-alives are sent every ``modelproxy.keepalive_s``).
-        internal_clients: extra CLIENT-zone identities allowed to call the LLM API over NATS
-            (issue their certificates with ``switchyard certs issue NAME``).
+        internal_clients: extra identities (the INTERNAL account) allowed to call the LLM API
+            over NATS (issue their certificates with ``switchyard certs issue NAME``); never a
+            service's name (:data:`SERVICE_NAMES`).
         stream_replicas: JetStream replicas for streams and KV; 0 (default) means one per
             NATS node up to 3 (the URLs in ``servers``, else ``stack.nats_nodes``).
     """
@@ -50,6 +70,28 @@ class NatsSettings(_Section, frozen=True):
         Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{0,62}$")], ...
     ] = ()
     stream_replicas: Annotated[int, msgspec.Meta(ge=0, le=5)] = 0
+
+    def __post_init__(self) -> None:
+        """Refuse an internal client named like a service, however the settings are built.
+
+        Its certificate's DN would be that service's (or clash with it when issued), and the
+        head and model-proxies trust some services by name: refused when the settings load,
+        so every command (``config``, ``up``, ``certs``...) says so, not only those that
+        render the NATS config or issue certificates.
+
+        Raises:
+            ConfigError: one of ``internal_clients`` is a service's name.
+        """
+        taken = [name for name in self.internal_clients if name in SERVICE_NAMES]
+        if taken:
+            raise ConfigError(
+                "nats.internal_clients",
+                f"`{taken[0]}` is the name of a Switchyard service identity "
+                f"({', '.join(sorted(SERVICE_NAMES))})",
+                f"rename the internal client (e.g. `{taken[0]}-client`) in "
+                "nats.internal_clients and issue its certificate under the new name "
+                "(`switchyard certs issue NAME`)",
+            )
 
 
 class CertSettings(_Section, frozen=True):

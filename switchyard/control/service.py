@@ -224,14 +224,10 @@ class Control:
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             raise InvalidRequest(f"invalid route table: {exc}") from None
         table = put.table
-        problems = route_table_problems(table)  # every head's checks, and the newest rules
-        if problems:
-            raise InvalidRequest(
-                f"invalid route table: {InvalidRouteTable(problems)}", param=problems[0].field
-            )
         data = msgspec.json.encode(table)
         async with self._write_lock:
             current = await self._state()
+            _check_edit(table, current.table)
             if put.expected_revision is not None and put.expected_revision != current.revision:
                 raise Conflict(
                     f"the route table changed since revision {put.expected_revision} "
@@ -339,6 +335,33 @@ class Control:
 
 
 _SECRET_CHANGED = msgspec.json.Decoder(SecretChanged)
+
+
+def _check_edit(table: RouteTable, current: RouteTable) -> None:
+    """Every head's checks, and the newest rules for what the edit adds or changes.
+
+    A provider or route stored before a rule existed (an ``api_base`` that is no http(s) URL,
+    two prices for one deployment) and left as it was does not block an edit elsewhere: it is
+    logged, and an edit that touches it must fix it (compare-and-set makes ``current`` the
+    table being replaced).
+
+    Raises:
+        InvalidRequest: a problem in what the edit adds or changes, or a rule every table
+            has always had to meet.
+    """
+    problems = route_table_problems(table, previous=current)
+    if problems:
+        raise InvalidRequest(
+            f"invalid route table: {InvalidRouteTable(problems)}", param=problems[0].field
+        )
+    for kept in route_table_problems(table):  # what the newest rules say of the rest
+        # The field and the fix only: a problem may quote the stored URL, credentials and all.
+        log.warning(
+            "the route table keeps %s as stored before a newer rule; an edit of it must fix "
+            "it (%s)",
+            kept.field,
+            kept.hint,
+        )
 
 
 async def run(

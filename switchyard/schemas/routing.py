@@ -299,16 +299,23 @@ class RouteProblem(msgspec.Struct, frozen=True):
     hint: str
 
 
-def route_table_problems(table: RouteTable, *, stored: bool = False) -> list[RouteProblem]:
+def route_table_problems(
+    table: RouteTable, *, stored: bool = False, previous: RouteTable | None = None
+) -> list[RouteProblem]:
     """Cross-reference checks the types alone cannot express.
 
     Returns every problem found (empty when the table is valid), so an operator fixes them all
     in one go instead of one per restart. ``stored``: a table already in the bucket, which may
-    predate a newer rule (two prices for one deployment were taken, first route first): it is
-    held only to the rules it was written under, so it still loads and can be replaced.
+    predate a newer rule (two prices for one deployment were taken, first route first; an
+    ``api_base`` that is no http(s) URL): it is held only to the rules it was written under, so
+    it still loads and can be replaced. ``previous``: the stored table an edit replaces; a
+    provider or route the edit leaves exactly as it was is held to those same rules, so an
+    edit elsewhere is not refused for what it did not touch, and one that changes it must
+    bring it up to date.
     """
     problems: list[RouteProblem] = []
     for name, provider in table.providers.items():
+        newest = not stored and (previous is None or previous.providers.get(name) != provider)
         if provider.secret and looks_like_a_key(provider.secret):
             problems.append(
                 RouteProblem(
@@ -317,7 +324,7 @@ def route_table_problems(table: RouteTable, *, stored: bool = False) -> list[Rou
                     f"store the key with `switchyard secrets put {name}` and set `secret: {name}`",
                 )
             )
-        if not stored and provider.api_base and not http_url(provider.api_base):
+        if newest and provider.api_base and not http_url(provider.api_base):
             problems.append(
                 RouteProblem(
                     f"providers.{name}.api_base",
@@ -325,7 +332,7 @@ def route_table_problems(table: RouteTable, *, stored: bool = False) -> list[Rou
                     "give the provider's base URL, e.g. https://api.example.com/v1",
                 )
             )
-        elif not stored and provider.api_base and credential_in_url(provider.api_base):
+        elif newest and provider.api_base and credential_in_url(provider.api_base):
             problems.append(
                 RouteProblem(
                     f"providers.{name}.api_base",
@@ -351,8 +358,9 @@ def route_table_problems(table: RouteTable, *, stored: bool = False) -> list[Rou
                 )
             )
     seen: dict[str, tuple[str, Deployment]] = {}
-    priced_by: dict[str, tuple[str, Deployment]] = {}
+    priced_by: dict[str, tuple[str, Deployment, bool]] = {}  # where, what, touched
     for alias, route in table.routes.items():
+        touched = not stored and (previous is None or previous.routes.get(alias) != route)
         for i, dep in enumerate(route.deployments):
             where = f"routes.{alias}.deployments[{i}]"
             if dep.provider not in table.providers:
@@ -367,7 +375,13 @@ def route_table_problems(table: RouteTable, *, stored: bool = False) -> list[Rou
                 continue
             earlier = seen.get(dep.id)
             priced = priced_by.get(dep.id)
-            if not stored and priced and dep.price is not None and priced[1].price != dep.price:
+            # Two routes pricing one deployment apart: refused when either is new or changed.
+            if (
+                priced is not None
+                and dep.price is not None
+                and priced[1].price != dep.price
+                and (touched or priced[2])
+            ):
                 problems.append(
                     RouteProblem(
                         f"{where}.price",
@@ -377,7 +391,7 @@ def route_table_problems(table: RouteTable, *, stored: bool = False) -> list[Rou
                     )
                 )
             if dep.price is not None:
-                priced_by.setdefault(dep.id, (where, dep))
+                priced_by.setdefault(dep.id, (where, dep, touched))
             if earlier and (earlier[1].concurrency, earlier[1].timeouts) != (
                 dep.concurrency,
                 dep.timeouts,

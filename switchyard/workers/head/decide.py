@@ -71,6 +71,16 @@ def exhausted(
     )
 
 
+def last_attempt(exc: ApiError) -> tuple[str, int]:
+    """The deployment an ``all_deployments_failed`` error (:func:`exhausted`) ended on and how
+    many attempts it took, for the reply's ``Sy-Deployment``/``Sy-Attempts`` (a model-proxy's
+    error names them too); ``("", 0)`` for any other error."""
+    if isinstance(exc, ProviderError) and exc.code == "all_deployments_failed" and exc.provider:
+        tried = exc.provider.split(",")  # every deployment tried, in order
+        return tried[-1], len(tried)
+    return "", 0
+
+
 def _first_back(
     alias: str, router: Router, book: Cooldowns, tried: tuple[str, ...]
 ) -> tuple[float | None, tuple[str, ...]]:

@@ -197,7 +197,8 @@ class Head:
             failure = exc
             if msg.subject != subjects.MODELS:
                 self.stats.outcome(EXHAUSTED if rerouted else REFUSED)
-            await replies.send_error(self.nc, reply, exc)
+            last, attempts = decide.last_attempt(exc)
+            await replies.send_error(self.nc, reply, exc, deployment=last, attempts=attempts)
         except Exception as exc:  # the endpoint's error boundary: answer, log, keep serving
             failure = exc
             log.exception("internal error handling %s", msg.subject)

@@ -1,0 +1,81 @@
+"""What the head answers on the NATS API itself: headers spelled in another case, and a
+request whose every attempt failed.
+
+On the session stack, as the internal client ``app``, reading the raw reply messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from switchyard.bus import headers as h
+from switchyard.bus import replies, subjects
+from switchyard.schemas.routing import deployment_id
+from tests.stacks import Stack
+
+pytestmark = pytest.mark.integration
+
+FAILING = deployment_id("fake", "status:500")  # the session stack's `err500`
+
+
+async def _answer(nc: NATS, body: Mapping[str, object], headers: dict[str, str]) -> replies.Reply:
+    """The final or error message of one request (its other messages are skipped)."""
+    inbox = nc.new_inbox()
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+    sub = await nc.subscribe(inbox, cb=got.put)
+    try:
+        await nc.publish(subjects.CHAT, msgspec.json.encode(body), reply=inbox, headers=headers)
+        async with asyncio.timeout(30):
+            while True:
+                msg = await got.get()
+                reply = replies.decode_reply(msg.data, msg.headers)
+                if reply.kind in (replies.ReplyKind.FINAL, replies.ReplyKind.ERROR):
+                    return reply
+    finally:
+        await sub.unsubscribe()
+
+
+def _headers(stack: Stack) -> dict[str, str]:
+    deadline = str(int((time.time() + 30) * 1000))
+    return {"Authorization": f"Bearer {stack.api_key}", h.DEADLINE: deadline}
+
+
+async def test_a_header_spelled_in_lowercase_is_refused_with_its_spelling(stack: Stack) -> None:
+    """It was ignored: the request ran under an id of the head's making."""
+    nc = await stack.connect("app")
+    try:
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        reply = await _answer(nc, body, {**_headers(stack), "sy-request-id": "lower-1"})
+    finally:
+        await nc.close()
+    assert (reply.kind, reply.status) == (replies.ReplyKind.ERROR, 400)
+    error = msgspec.json.decode(reply.body)["error"]
+    assert error["param"] == "sy-request-id"
+    assert error["code"] == "invalid_header"
+    assert h.REQUEST_ID in error["message"]
+
+
+async def test_all_deployments_failed_names_the_last_deployment_and_the_attempts(
+    stack: Stack,
+) -> None:
+    """As a model-proxy's error and every answer do (``Sy-Deployment``, ``Sy-Attempts``)."""
+    nc = await stack.connect("app")
+    try:
+        body = {"model": "err500", "messages": [{"role": "user", "content": "hi"}]}
+        reply = await _answer(nc, body, _headers(stack))
+    finally:
+        await nc.close()
+        # The next test of `err500` expects it to fail, not to be cooling down: ended, and a
+        # moment for every head to follow (as tests/test_routing.py waits).
+        await stack.admin("DELETE", f"/deployments/{FAILING}/cooldown")
+        await asyncio.sleep(0.2)
+    assert (reply.kind, reply.status) == (replies.ReplyKind.ERROR, 502)
+    assert msgspec.json.decode(reply.body)["error"]["code"] == "all_deployments_failed"
+    assert (reply.deployment, reply.attempts) == (FAILING, 1)

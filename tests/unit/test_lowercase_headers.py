@@ -1,0 +1,44 @@
+"""A contract header spelled in another case is refused with 400, not silently ignored.
+
+NATS header names are case-sensitive, and some clients (not nats-py) lowercase them: a
+``sy-request-id`` or ``sy-deadline`` was dropped without a word, so the request ran under a
+generated id and the default deadline.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from switchyard.bus import headers as h
+from switchyard.bus.envelope import Envelope, MalformedHeader
+from switchyard.schemas.openai import error_body
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("sent", "right"),
+    [
+        ("sy-request-id", h.REQUEST_ID),
+        ("sy-deadline", h.DEADLINE),
+        ("SY-ATTEMPT", h.ATTEMPT),
+        ("sy-key-hash", h.KEY_HASH),
+    ],
+)
+def test_a_header_in_another_case_is_a_400_naming_its_spelling(sent: str, right: str) -> None:
+    with pytest.raises(MalformedHeader) as refused:
+        Envelope.decode({sent: "1", "Sy-Stream": "1"})
+    exc = refused.value
+    assert exc.status == 400
+    assert exc.header == sent
+    body = json.loads(error_body(exc))["error"]
+    assert body["param"] == sent
+    assert body["code"] == "invalid_header"
+    assert body["type"] == "invalid_request_error"
+    assert right in body["message"]
+    assert "case-sensitive" in body["message"]
+    # Spelled right, it is taken; headers outside the contract are still ignored.
+    env = Envelope.decode({right: "1", "Sy-Stream": "1", "x-custom": "1", "sy-unknown": "1"})
+    assert env.stream
