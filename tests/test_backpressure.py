@@ -91,21 +91,38 @@ async def test_no_head_is_503_at_once(narrow: Stack) -> None:
 
 
 async def _fill_the_queue(
-    stack: Stack, http: httpx.AsyncClient
+    stack: Stack, http: httpx.AsyncClient, upstream: FakeOpenAI
 ) -> tuple[str, dict[str, str], list[asyncio.Task[httpx.Response]]]:
-    """Two requests fill the queue of the slow deployment: one in flight, one waiting."""
+    """Two requests fill the queue of the slow deployment: one in flight, one waiting.
+
+    Returns once both are seen there (the provider has the first, the queue holds both): a
+    fixed wait let a loaded machine send the next request before the queue was full."""
     url = f"{stack.tail_url}/v1/chat/completions"
     auth = {"Authorization": f"Bearer {stack.api_key}"}
+    model = "slow:3000"
+    subject = subjects.dispatch(deployment_id("fake", model))
+    called = len(upstream.calls_for(model))
     first = [asyncio.create_task(http.post(url, json=BODY, headers=auth)) for _ in range(2)]
-    await asyncio.sleep(0.5)
-    return url, auth, first
+    nc = await stack.connect("provisioner")
+    try:
+        js = nc.jetstream(timeout=10)
+        deadline = time.monotonic() + 15
+        while True:
+            info = await js.stream_info(subjects.DISPATCH_STREAM, subjects_filter=subject)
+            queued = (info.state.subjects or {}).get(subject, 0)
+            if queued == 2 and len(upstream.calls_for(model)) > called:
+                return url, auth, first
+            assert time.monotonic() < deadline, f"{queued} queued"
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
 
 
-async def test_full_queue_is_refused_at_once(narrow: Stack) -> None:
+async def test_full_queue_is_refused_at_once(narrow: Stack, upstream: FakeOpenAI) -> None:
     head = await _start_head(narrow)
     try:
         async with httpx.AsyncClient(timeout=30) as http:
-            url, auth, first = await _fill_the_queue(narrow, http)
+            url, auth, first = await _fill_the_queue(narrow, http, upstream)
             began = time.perf_counter()
             refused = await http.post(url, json=BODY, headers=auth)
             took = time.perf_counter() - began
@@ -121,14 +138,16 @@ async def test_full_queue_is_refused_at_once(narrow: Stack) -> None:
         await head.stop(5)
 
 
-async def test_a_full_queue_passes_the_request_to_the_routes_fallback(narrow: Stack) -> None:
+async def test_a_full_queue_passes_the_request_to_the_routes_fallback(
+    narrow: Stack, upstream: FakeOpenAI
+) -> None:
     """A full deployment queue is a tried deployment: the route's fallback takes the request
     (docs/operations.md, the queue-near-limit runbook), and only when nothing else can does
     the caller get ``queue_full``."""
     head = await _start_head(narrow)
     try:
         async with httpx.AsyncClient(timeout=30) as http:
-            url, auth, first = await _fill_the_queue(narrow, http)
+            url, auth, first = await _fill_the_queue(narrow, http, upstream)
             spilled = await http.post(url, json={**BODY, "model": "spill"}, headers=auth)
             assert spilled.status_code == 200, spilled.text
             assert spilled.headers["x-switchyard-deployment"] == deployment_id("fake", "quick")

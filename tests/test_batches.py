@@ -254,11 +254,19 @@ async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
         assert len(one.data) == 1
         assert one.has_more
         assert {f.id async for f in client.files.list(limit=1)} == {first.id, second.id}
-        batch = await client.batches.create(
-            input_file_id=first.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
-        with pytest.raises(openai.ConflictError) as busy:
-            await client.files.delete(first.id)  # its batch reads it again after a restart
+        # The runner is paused until the delete was refused: 200 lines of 50 ms can end the
+        # batch before the delete arrives on a loaded machine, and an ended batch holds nothing.
+        runner = batchy.process("batch").proc
+        assert runner is not None
+        runner.send_signal(signal.SIGSTOP)
+        try:
+            batch = await client.batches.create(
+                input_file_id=first.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            with pytest.raises(openai.ConflictError) as busy:
+                await client.files.delete(first.id)  # its batch reads it again after a restart
+        finally:
+            runner.send_signal(signal.SIGCONT)
         assert batch.id in str(busy.value)
         done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=90)
         assert done.status == "completed", done.errors
@@ -592,21 +600,22 @@ async def test_chunks_a_killed_writer_left_are_swept_and_live_files_stay(batchy:
 
 
 async def test_killing_every_model_proxy_then_restarting_loses_and_repeats_nothing(
-    batchy: Stack,
+    batchy: Stack, upstream: FakeOpenAI
 ) -> None:
     key, record = await batchy.new_key("batch-restart")
+    before = len(upstream.calls_for("slow:50"))
     async with _client(batchy, key) as client:
         file = await client.files.create(file=("r.jsonl", _input("restart")), purpose="batch")
         batch = await client.batches.create(
             input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
+        # Killed once 50 lines reached the provider, counted where they arrive: the batch's
+        # request_counts lag up to a progress write (1 s), in which the 150 lines left can
+        # all end on a loaded machine, and a batch that ended has nothing to restart.
         deadline = time.monotonic() + 60
-        while True:
-            counts = (await client.batches.retrieve(batch.id)).request_counts
-            if counts is not None and counts.completed >= 50:
-                break
+        while len(upstream.calls_for("slow:50")) - before < 50:
             assert time.monotonic() < deadline
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.02)
     for name in ("modelproxy-1", "modelproxy-2"):
         batchy.kill(name)
     await asyncio.sleep(1.0)

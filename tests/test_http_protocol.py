@@ -242,7 +242,9 @@ async def test_a_busy_keepalive_connection_outlives_the_timeouts_then_idles_out(
         answered += 1
         await asyncio.sleep(0.3)
     last = time.monotonic() - 0.3
-    assert answered >= 7
+    # Answered on one connection for over two timeouts (not a count of requests: a loaded
+    # machine's slower answers fit fewer of them in the 2.6 s).
+    assert last - began > 2 * LIMITS["header_timeout_s"], answered
     assert await asyncio.wait_for(reader.read(100), 10) == b""  # closed, as idle
     assert 0.8 < time.monotonic() - last < 3
     writer.close()

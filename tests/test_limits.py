@@ -34,7 +34,7 @@ from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEven
 from switchyard.schemas.keys import ClientKey, hash_key, new_key_id
 from switchyard.stack import local
 from switchyard.stack.process import ManagedProcess
-from tests.stacks import Stack, start_stack
+from tests.stacks import start_stack
 from tests.support import free_port
 from tests.upstream import FakeOpenAI
 
@@ -98,17 +98,27 @@ async def _post(http: httpx.AsyncClient, edge: str, key: str, body: bytes) -> ht
     )
 
 
-async def _new_key(stack: Stack, **fields: Any) -> tuple[str, str]:
+async def _new_key(limited: dict[str, Any], **fields: Any) -> tuple[str, str]:
+    """A new key, once every edge knows it (each follows the key bucket: an edge a loaded
+    machine kept from reading its watch would refuse the test's first requests with 401)."""
+    stack, edges = limited["stack"], limited["edges"]
     resp = await stack.admin("POST", "/keys", {"name": "test", **fields})
     assert resp.status_code == 201, resp.text
     doc = resp.json()
-    await asyncio.sleep(0.2)  # every edge follows the bucket; give the watch a moment
+    await asyncio.sleep(0.2)  # the watches take milliseconds: a slow edge alone is asked twice
+    auth = {"Authorization": f"Bearer {doc['key']}"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for edge in edges:  # (listing models counts against no limit of the key)
+            deadline = time.monotonic() + 10
+            while (await http.get(f"{edge}/v1/models", headers=auth)).status_code == 401:
+                assert time.monotonic() < deadline, f"{edge} never learned the new key"
+                await asyncio.sleep(0.2)
     return doc["key"], doc["record"]["id"]
 
 
 async def test_rpm_is_shared_exactly_across_three_replicas(limited: dict[str, Any]) -> None:
-    stack, edges = limited["stack"], limited["edges"]
-    key, _ = await _new_key(stack, rpm=60)
+    edges = limited["edges"]
+    key, _ = await _new_key(limited, rpm=60)
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=300)) as http:
         results = await asyncio.gather(
             *(_post(http, edges[i % 3], key, _body("gpt-4o")) for i in range(200))
@@ -128,12 +138,12 @@ async def test_rpm_is_shared_exactly_across_three_replicas(limited: dict[str, An
 async def test_tpm_is_shared_within_one_request(
     limited: dict[str, Any], upstream: FakeOpenAI
 ) -> None:
-    stack, edges = limited["stack"], limited["edges"]
+    edges = limited["edges"]
     # A provider that takes 3 s: no admitted request settles (and frees room) during the burst.
     body = _body("held-mini", "count my tokens " * 10)
     estimate = len(body) // 4
     tpm = estimate * 12 + estimate // 2
-    key, _ = await _new_key(stack, tpm=tpm)
+    key, _ = await _new_key(limited, tpm=tpm)
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=300)) as http:
         results = await asyncio.gather(*(_post(http, edges[i % 3], key, body) for i in range(80)))
     admitted = [r for r in results if r.status_code == 200]
@@ -155,20 +165,25 @@ async def test_tpm_is_shared_within_one_request(
 
 async def test_revocation_reaches_every_replica_within_a_second(limited: dict[str, Any]) -> None:
     stack, edges = limited["stack"], limited["edges"]
-    key, key_id = await _new_key(stack)
+    key, key_id = await _new_key(limited)
     async with httpx.AsyncClient(timeout=10) as http:
         for edge in edges:
             assert (await _post(http, edge, key, _body("gpt-4o"))).status_code == 200
         revoked = await stack.admin("POST", f"/keys/{key_id}/revoke")
         assert revoked.status_code == 200
         began = time.monotonic()
-        pending = set(edges)
+        pending = list(edges)
         while pending:
-            for edge in list(pending):
-                resp = await _post(http, edge, key, _body("gpt-4o"))
+            # The edges are asked at once: a round costs one request, where three in a row
+            # (each a whole provider round trip while accepted) can take most of the second
+            # on a loaded machine, a second meant for the revocation to spread.
+            answers = await asyncio.gather(
+                *(_post(http, edge, key, _body("gpt-4o")) for edge in pending)
+            )
+            for edge, resp in zip(list(pending), answers, strict=True):
                 if resp.status_code == 401:
                     assert resp.json()["error"]["code"] == "api_key_revoked"
-                    pending.discard(edge)
+                    pending.remove(edge)
             assert time.monotonic() - began < 1.0, f"still accepted by {pending}"
         took = time.monotonic() - began
     assert took < 1.0
@@ -179,7 +194,7 @@ async def test_budget_is_refused_after_the_crossing_request_and_resets(
 ) -> None:
     stack, edges = limited["stack"], limited["edges"]
     period = 8
-    key, key_id = await _new_key(stack, budget_usd=0.01, budget_period=str(period))
+    key, key_id = await _new_key(limited, budget_usd=0.01, budget_period=str(period))
     while time.time() % period > 1.0:  # start near the beginning of a budget window
         await asyncio.sleep(0.1)
     async with httpx.AsyncClient(timeout=10) as http:
@@ -226,8 +241,8 @@ async def _stream_chunks(
 
 async def test_forged_key_headers_cannot_unlock_a_model(limited: dict[str, Any]) -> None:
     stack = limited["stack"]
-    restricted, _ = await _new_key(stack, models=["gpt-4o-mini"])
-    _, open_id = await _new_key(stack)
+    restricted, _ = await _new_key(limited, models=["gpt-4o-mini"])
+    _, open_id = await _new_key(limited)
     open_record = (await stack.admin("GET", f"/keys/{open_id}")).json()
     async with httpx.AsyncClient(timeout=10) as http:
         resp = await _post(http, stack.tail_url, restricted, _body("gpt-4o"))
@@ -271,7 +286,7 @@ async def test_spend_per_key_and_model_is_exact(
     limited: dict[str, Any], upstream: FakeOpenAI
 ) -> None:
     stack, edges = limited["stack"], limited["edges"]
-    key, key_id = await _new_key(stack)
+    key, key_id = await _new_key(limited)
     expected_nano = 0
     per_model: dict[str, int] = {}
 
@@ -323,8 +338,8 @@ async def test_spend_per_key_and_model_is_exact(
 
 async def test_limits_fail_closed_when_valkey_is_down(limited: dict[str, Any]) -> None:
     stack = limited["stack"]
-    limited_key, _ = await _new_key(stack, rpm=1000)
-    open_key, _ = await _new_key(stack)
+    limited_key, _ = await _new_key(limited, rpm=1000)
+    open_key, _ = await _new_key(limited)
     valkey = stack.process("valkey")
     await valkey.stop(5)
     try:
@@ -558,7 +573,7 @@ async def test_concurrent_key_changes_all_apply_and_a_deleted_key_stays_deleted(
     limited: dict[str, Any],
 ) -> None:
     stack = limited["stack"]
-    _, key_id = await _new_key(stack)
+    _, key_id = await _new_key(limited)
     nc = await stack.connect("admin")
     try:
         admin = KeyAdmin(nc.jetstream(timeout=10))
@@ -584,7 +599,7 @@ async def test_a_request_executed_twice_is_billed_once(limited: dict[str, Any]) 
     """A NATS failover re-send or a redelivery runs a request again; its usage event has the
     same id (request and hop) in a new batch, and accounting counts it once."""
     stack = limited["stack"]
-    _, key_id = await _new_key(stack)
+    _, key_id = await _new_key(limited)
 
     def event(event_id: str) -> UsageEvent:
         return UsageEvent(
@@ -633,7 +648,7 @@ async def test_a_nats_caller_reusing_one_request_id_pays_for_every_request(
     """Usage is billed once per request id; an internal client chooses its own ids, and one
     id reused for every request made them all one bill (free usage past the first)."""
     stack = limited["stack"]
-    key, key_id = await _new_key(stack)
+    key, key_id = await _new_key(limited)
     app = await stack.connect("app")
     try:
         async with LLMClient(app, api_key=key) as llm:

@@ -10,6 +10,7 @@ client gets Anthropic's objects and one result per request, whatever became of i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -195,8 +196,9 @@ async def test_creates_at_once_beyond_the_edges_limit_wait_their_turn(msgbatchy:
         )
         assert len({b.id for b in made}) == 5
         assert [b.request_counts.processing for b in made] == [40] * 5
-        for batch in made:
-            await client.messages.batches.cancel(batch.id)
+        for batch in made:  # (their 50 ms calls may all have ended them: 409, nothing to stop)
+            with contextlib.suppress(anthropic.ConflictError):
+                await client.messages.batches.cancel(batch.id)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,6 +304,19 @@ async def _traffic(base: str, keys: dict[str, str]) -> None:
         assert (await http.post(**chat("m", keys["budget"], text="one"))).status_code == 200
 
 
+async def _known(base: str, keys: Iterable[str]) -> None:
+    """Wait until the edge at ``base`` knows every key: a loaded machine can keep its key
+    ring from following the bucket within a fixed wait, and the traffic would then be 401s.
+    (Asked again only while it does not: each 401 is a failed authentication.)"""
+    async with httpx.AsyncClient(timeout=10) as http:
+        for key in keys:
+            auth = {"Authorization": f"Bearer {key}"}
+            deadline = time.monotonic() + 10
+            while (await http.get(f"{base}/v1/models", headers=auth)).status_code == 401:
+                assert time.monotonic() < deadline, "the edge never learned a new key"
+                await asyncio.sleep(0.2)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def ops_stack(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
@@ -356,6 +369,7 @@ async def ops_stack(
             await nc.close()
         await asyncio.sleep(0.5)  # the edges' key rings follow the bucket
         base = f"http://127.0.0.1:{settings.ingress.tail.port}"
+        await _known(base, keys.values())
         await _traffic(base, keys)
         targets = json.loads((home / TARGETS_FILE).read_text())
 

@@ -200,8 +200,14 @@ async def test_killed_model_proxy_loses_no_request(stack: Stack, upstream: FakeO
                 headers=_auth(stack),
             )
 
+        called = len(upstream.calls_for("slow:1500"))
         tasks = [asyncio.create_task(one(i)) for i in range(8)]
-        await asyncio.sleep(0.6)  # all requests are with a worker, inside the 1.5 s provider call
+        # Killed once all 8 are at the provider, inside its 1.5 s call (a fixed wait could
+        # kill it on a loaded machine before any request reached it: a test of nothing).
+        deadline = time.monotonic() + 15
+        while len(upstream.calls_for("slow:1500")) - called < 8:
+            assert time.monotonic() < deadline, "the requests never reached the provider"
+            await asyncio.sleep(0.02)
         stack.kill("modelproxy-1")
         responses = await asyncio.gather(*tasks)
     try:
