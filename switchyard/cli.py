@@ -346,6 +346,7 @@ def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: 
     import re  # noqa: PLC0415
 
     from switchyard.bus.identities import SERVICE_IDENTITIES  # noqa: PLC0415
+    from switchyard.config.settings import CERT_FILE_NAMES  # noqa: PLC0415
     from switchyard.stack.certs import (  # noqa: PLC0415
         CertificateAuthority,
         missing_ca_files,
@@ -354,6 +355,10 @@ def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: 
     name: str = args.name
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", name):
         raise InputError("name", f"`{name}` is not a valid identity name", "use a-z, 0-9 and -")
+    if name in CERT_FILE_NAMES:  # its files would overwrite the CA's or a server's
+        raise InputError(
+            "name", f"`{name}` names one of the stack's own certificates", "pick another name"
+        )
     known = {i.name: i for i in SERVICE_IDENTITIES}
     # Internal clients are issued OU=client (their DN, kept from when they lived in CLIENT).
     ou = known[name].ou if name in known else "client"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from switchyard.config.settings import CERT_FILE_NAMES
 from switchyard.errors import ConfigError
 
 
@@ -94,13 +95,14 @@ def internal_client(name: str) -> Identity:
     (``certs issue NAME``).
 
     Raises:
-        ConfigError: ``name`` is a service identity's. Its DN would be that service's, and the
-            head and model-proxies trust some services by name (``KEY_HASH_CALLERS``).
+        ConfigError: ``name`` is a service identity's (its DN would be that service's, and the
+            head and model-proxies trust some services by name: ``KEY_HASH_CALLERS``), or a
+            certificate's of the stack's own (its files would overwrite the CA's or a server's).
     """
-    if any(ident.name == name for ident in SERVICE_IDENTITIES):
+    if name in CERT_FILE_NAMES or any(ident.name == name for ident in SERVICE_IDENTITIES):
         raise ConfigError(
             "nats.internal_clients",
-            f"`{name}` is the name of a Switchyard service identity",
+            f"`{name}` is the name of a Switchyard service identity or certificate",
             "give the internal client a name of its own",
         )
     return Identity(name, Zone.INTERNAL, "internal client of the LLM API over NATS")

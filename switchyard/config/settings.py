@@ -40,6 +40,10 @@ SERVICE_NAMES = frozenset(
         "batch",
     }
 )
+# Certificate files named like an identity's that no identity may take: the CA's, the one
+# nats-server and OpenBao present, the one cluster nodes present to each other. An internal
+# client named so would have `certs init` write its leaf over them (the CA's key lost).
+CERT_FILE_NAMES = frozenset({"ca", "server", "route"})
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -82,12 +86,12 @@ class NatsSettings(_Section, frozen=True):
         Raises:
             ConfigError: one of ``internal_clients`` is a service's name.
         """
-        taken = [name for name in self.internal_clients if name in SERVICE_NAMES]
+        taken = [n for n in self.internal_clients if n in SERVICE_NAMES | CERT_FILE_NAMES]
         if taken:
             raise ConfigError(
                 "nats.internal_clients",
-                f"`{taken[0]}` is the name of a Switchyard service identity "
-                f"({', '.join(sorted(SERVICE_NAMES))})",
+                f"`{taken[0]}` is the name of a Switchyard service identity or certificate "
+                f"({', '.join(sorted(SERVICE_NAMES | CERT_FILE_NAMES))})",
                 f"rename the internal client (e.g. `{taken[0]}-client`) in "
                 "nats.internal_clients and issue its certificate under the new name "
                 "(`switchyard certs issue NAME`)",

@@ -13,7 +13,7 @@ import pytest
 from switchyard.bus.identities import SERVICE_IDENTITIES
 from switchyard.cli import main
 from switchyard.config import NatsSettings, load_settings
-from switchyard.config.settings import SERVICE_NAMES
+from switchyard.config.settings import CERT_FILE_NAMES, SERVICE_NAMES
 from switchyard.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -24,12 +24,14 @@ def test_the_config_layer_knows_every_service_name() -> None:
     assert {ident.name for ident in SERVICE_IDENTITIES} == SERVICE_NAMES
 
 
-@pytest.mark.parametrize("name", sorted(SERVICE_NAMES))
+@pytest.mark.parametrize("name", sorted(SERVICE_NAMES | CERT_FILE_NAMES))
 def test_a_service_name_is_refused_when_the_settings_load(name: str) -> None:
     with pytest.raises(ConfigError) as refused:
         load_settings(None, env={}, overrides={"nats": {"internal_clients": ["app", name]}})
     assert refused.value.field == "nats.internal_clients"
     assert f"`{name}` is the name of a Switchyard service identity" in refused.value.problem
+    # (`ca`, `server`, `route`: `certs init` would write the client's leaf over the CA's files
+    # or a server's, and the CA's key would be lost.)
     assert "rename the internal client" in refused.value.hint
 
 
@@ -54,3 +56,22 @@ def test_switchyard_config_says_what_to_do(
     err = capsys.readouterr().err
     assert "invalid config at `nats.internal_clients`: `batch` is the name" in err
     assert "fix: rename the internal client (e.g. `batch-client`)" in err
+
+
+def test_the_stacks_own_certificate_names_are_the_ones_refused() -> None:
+    from switchyard.bus.identities import SERVER_CERT
+    from switchyard.stack.certs import CA_NAME, ROUTE_CERT
+
+    assert {CA_NAME, SERVER_CERT, ROUTE_CERT} == CERT_FILE_NAMES
+
+
+@pytest.mark.parametrize("name", sorted(CERT_FILE_NAMES))
+def test_certs_issue_refuses_the_stacks_own_certificate_names(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SWITCHYARD_CONFIG", raising=False)
+    path = tmp_path / "switchyard.yaml"
+    path.write_text(f"home: {tmp_path}\n", encoding="utf-8")
+    assert main(["--config", str(path), "certs", "issue", name, "--new-ca"]) == 1
+    assert "names one of the stack's own certificates" in capsys.readouterr().err
+    assert not list(tmp_path.rglob(f"{name}-key.pem"))
