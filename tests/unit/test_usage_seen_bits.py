@@ -133,6 +133,35 @@ async def test_messages_older_than_the_last_answer_need_no_new_one() -> None:
     assert answers.asked == 1
 
 
+async def test_a_message_less_than_the_slack_newer_needs_no_new_answer() -> None:
+    """Asking for every newer message cost a request per pull (per request at one client)."""
+    answers = Answers()
+    stream = UsageStream(answers, slack_us=_us(1))
+    answers.give(created_s=0, now_s=100)
+    first = await stream.instance_of(BASE_US + _us(99), 2)
+    # (Within a second, past the last sequence (3): a question here would wait for an answer
+    # never given.)
+    assert await asyncio.wait_for(stream.instance_of(BASE_US + _us(100.9), 4), 1) is first
+    assert answers.asked == 1
+    answers.give(created_s=0, now_s=102)
+    await stream.instance_of(BASE_US + _us(101.5), 5)  # past the slack: asked again
+    assert answers.asked == 2
+
+
+async def test_a_recreated_streams_low_sequence_within_the_slack_asks_again() -> None:
+    """A message stored just after the answer with a sequence at or below the stream's last
+    one then cannot be that stream's: a recreated stream's (its bit under the old instance
+    would mark it applied, and its usage would be lost)."""
+    answers = Answers()
+    stream = UsageStream(answers, slack_us=_us(1))
+    answers.give(created_s=0, now_s=100)
+    await stream.instance_of(BASE_US + _us(99), 3)
+    answers.give(created_s=100.2, now_s=101)
+    again = await asyncio.wait_for(stream.instance_of(BASE_US + _us(100.5), 1), 1)
+    assert answers.asked == 2
+    assert again.created_us == BASE_US + _us(100.2)
+
+
 async def test_a_newer_message_asks_again_and_sees_a_recreated_stream() -> None:
     answers = Answers()
     stream = UsageStream(answers)

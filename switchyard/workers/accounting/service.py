@@ -119,7 +119,7 @@ class Accounting:
         seq: int | None = where.sequence.stream
         stream: StreamInstance | None
         try:
-            stream = await self.usage_stream.instance_of(stored_us)
+            stream = await self.usage_stream.instance_of(stored_us, where.sequence.stream)
         except BusError as exc:
             # Billing goes on, guarded by the events' ids alone (remembered for ONCE_TTL_S: a
             # redelivery after a lost ack comes within seconds), rather than stall every
