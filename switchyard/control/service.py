@@ -227,12 +227,14 @@ class Control:
         data = msgspec.json.encode(table)
         async with self._write_lock:
             current = await self._state()
-            _check_edit(table, current.table)
+            # A stale edit is a 409 first: judged against a table its editor never read, its
+            # copy of an entry someone fixed meanwhile would read as a change (a 400).
             if put.expected_revision is not None and put.expected_revision != current.revision:
                 raise Conflict(
                     f"the route table changed since revision {put.expected_revision} "
                     f"(now {current.revision}); read it again and retry"
                 )
+            _check_edit(table, current.table)
             # Consumers first: a head may dispatch to a new deployment the moment it sees it.
             await sync_dispatch_consumers(self.js, self.settings, table)
             try:

@@ -105,6 +105,20 @@ def test_wrong_proofs_for_one_request_id_are_bounded_like_any_cancel() -> None:
     assert not memory.holds("r1", "", 1)  # a request made with no key is never cancelled
 
 
+def test_a_cancel_extended_by_a_later_one_is_forgotten_by_its_new_end() -> None:
+    """When full, the cancel nearest its end goes: an extended one by its new end, not by the
+    end it was first remembered with."""
+    clock = Clock()
+    memory = _memory(clock, capacity=2)
+    _remember(memory, "r1", attempt=1, deadline=clock.now + 10)
+    _remember(memory, "r1", attempt=2, deadline=clock.now + 1000)  # a later attempt cancelled
+    _remember(memory, "r2", attempt=1, deadline=clock.now + 100)
+    _remember(memory, "r3", attempt=1, deadline=clock.now + 200)
+    assert memory.holds("r1", KEY, 2)
+    assert not memory.holds("r2", KEY, 1)
+    assert memory.holds("r3", KEY, 1)
+
+
 def test_a_later_attempt_of_the_same_request_is_served() -> None:
     """The batch runner sends a line again under the same request id, with a higher attempt,
     after an earlier attempt was cancelled (its runner stopped)."""

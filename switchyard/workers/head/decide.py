@@ -158,8 +158,8 @@ def removed_too_often(env: Envelope) -> ServiceUnavailable:
     else:
         message = (
             f"the request for `{env.alias}` was handed back unserved {env.bounces} times: "
-            f"{env.removed} was no longer routed when a model proxy took it from its queue, "
-            "while this router still routes it there (the route table is changing); retry"
+            f"{env.removed} was no longer routed when a model proxy took it from its queue "
+            "(the route table is changing); retry"
         )
     return ServiceUnavailable(message, code="deployment_removed", retry_after=1.0)
 

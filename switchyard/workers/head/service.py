@@ -318,7 +318,7 @@ class Head:
                 if full is not None and not failed_before:  # the full queue is the answer
                     raise full from None
                 raise  # (after real failures: the one error naming every attempt)
-            deployment = self._spare(env, chosen)
+            deployment = self._spare(env, chosen, avoid)
             try:
                 await self._dispatch(body, env, deployment, hop)
                 return
@@ -338,13 +338,14 @@ class Head:
             if len(env.tried) >= self.settings.routing.max_attempts:  # the attempts are spent
                 raise decide.exhausted(env) if failed_before else full
 
-    def _spare(self, env: Envelope, chosen: Deployment) -> Deployment:
-        """Batch work goes to a deployment of the model with spare capacity, if one has."""
+    def _spare(self, env: Envelope, chosen: Deployment, avoid: str = "") -> Deployment:
+        """Batch work goes to a deployment of the model with spare capacity, if one has (not
+        ``avoid``, the deployment that just bounced it)."""
         if env.priority != "batch" or env.pin or not self.admission.held(chosen.id):
             return chosen
         other = self.router.sibling(
             chosen,
-            tried=env.tried,
+            tried=(*env.tried, avoid) if avoid else env.tried,
             skip=lambda d: self.admission.held(d) or self.cooldowns.cooling(d),
         )
         return other or chosen

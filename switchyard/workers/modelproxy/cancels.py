@@ -103,9 +103,13 @@ class CancelMemory:
             # A later attempt cancelled too: the heap entry is moved lazily.
             proofs[proof] = (max(kept[0], until), max(kept[1], attempt))
             return
-        if self._count >= self._capacity:
-            _, old_id, old_proof = heapq.heappop(self._expiries)
-            self._drop(old_id, old_proof)
+        while self._count >= self._capacity:
+            old_until, old_id, old_proof = heapq.heappop(self._expiries)
+            until_now, _ = self._kept[old_id][old_proof]
+            if until_now > old_until:  # extended by a later cancel: back at its new time
+                heapq.heappush(self._expiries, (until_now, old_id, old_proof))
+            else:
+                self._drop(old_id, old_proof)
         self._kept.setdefault(request_id, {})[proof] = (until, attempt)
         self._count += 1
         heapq.heappush(self._expiries, (until, request_id, proof))
