@@ -37,6 +37,7 @@ from tests.upstream import FakeOpenAI
 
 SAMPLE_EVERY_S = 10.0
 GROWTH_BAR = 0.10
+MIN_JUDGED = 6  # samples after the warm-up: a start and an end median of three each, apart
 SLACK = {"rss_mb": 2.0, "fds": 5, "tasks": 10}  # absolute growth always tolerated
 _TASKS = re.compile(rb"^switchyard_asyncio_tasks (\d+(?:\.\d+)?)$", re.MULTILINE)
 BEHAVIOURS = {
@@ -103,7 +104,9 @@ def _series(stack: Stack) -> list[Series]:
     return out
 
 
-async def _sampler(stack: Stack, series: list[Series], stop: asyncio.Event) -> list[str]:
+async def _sampler(
+    stack: Stack, series: list[Series], stop: asyncio.Event, every_s: float
+) -> list[str]:
     died: list[str] = []
     async with httpx.AsyncClient(timeout=5) as http:
         while True:
@@ -118,9 +121,10 @@ async def _sampler(stack: Stack, series: list[Series], stop: asyncio.Event) -> l
                 tasks = await _tasks(http, s.metrics_url)
                 if tasks is not None:
                     s.samples["tasks"].append(tasks)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
+            if stop.is_set():  # the load ended: that was its last sample
                 return died
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
 
 
 async def _one(http: httpx.AsyncClient, stack: Stack, counts: dict[str, int]) -> None:
@@ -188,7 +192,10 @@ def _verdict(series: list[Series], warmup_samples: int) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"process": s.name, "ok": True, "judged": judged}
         for metric, values in s.samples.items():
             after = values[warmup_samples:]
-            if len(after) < 2:
+            if len(after) < MIN_JUDGED:
+                # Fewer, and the start and end medians share samples: growth reads as 0
+                # whatever happened, and the soak would pass on a leak.
+                row["ok"] = row["ok"] and not (judged and values)
                 continue
             start = statistics.median(after[:3])
             end = statistics.median(after[-3:])
@@ -200,8 +207,11 @@ def _verdict(series: list[Series], warmup_samples: int) -> list[dict[str, Any]]:
     return rows
 
 
-async def soak(root: Path, seconds: float, concurrency: int = 8) -> Outcome:
-    """Run the soak for ``seconds`` on a stack under ``root``; the outcome and the samples."""
+async def soak(
+    root: Path, seconds: float, concurrency: int = 8, sample_every_s: float = SAMPLE_EVERY_S
+) -> Outcome:
+    """Run the soak for ``seconds`` on a stack under ``root``; the outcome and the samples
+    (every ``sample_every_s``: at least :data:`MIN_JUDGED` must follow the warm-up)."""
     upstream = FakeOpenAI()
     upstream.start()
     extra = {
@@ -219,13 +229,13 @@ async def soak(root: Path, seconds: float, concurrency: int = 8) -> Outcome:
         series = _series(stack)
         counts: dict[str, int] = {}
         stop = asyncio.Event()
-        sampler = asyncio.create_task(_sampler(stack, series, stop))
+        sampler = asyncio.create_task(_sampler(stack, series, stop, sample_every_s))
         await _load(stack, time.monotonic() + seconds, concurrency, counts)
         stop.set()
         died = await sampler
         upstream.calls.clear()
         warmup = min(max(20.0, seconds / 5), seconds / 3)
-        rows = _verdict(series, int(warmup // SAMPLE_EVERY_S) + 1)
+        rows = _verdict(series, int(warmup // sample_every_s) + 1)
         return Outcome(rows, counts, died)
     finally:
         await stack.supervisor.stop()

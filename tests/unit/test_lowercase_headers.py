@@ -1,6 +1,7 @@
-"""A contract header spelled in another case is refused with 400, not silently ignored.
+"""A contract header spelled in another case is refused with 400, not silently ignored, in a
+request that sent no ``Sy-Request-Id`` (the check stays off the path of requests that did).
 
-NATS header names are case-sensitive, and some clients (not nats-py) lowercase them: a
+NATS header names are case-sensitive, and some clients (not nats-py) lowercase them all: a
 ``sy-request-id`` or ``sy-deadline`` was dropped without a word, so the request ran under a
 generated id and the default deadline.
 """
