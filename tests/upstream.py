@@ -145,7 +145,11 @@ class FakeOpenAI:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_post("/v1/responses/input_tokens", self._input_tokens)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A handler still holding a call (model "hang", a closed gate) must not hold the stop:
+        # aiohttp waits 60 s for handlers by default, and stop() gave up after 10.
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 

@@ -40,7 +40,9 @@ class FakeServer:
         self.routes(app)
         # handler_cancellation: a client hanging up cancels its handler, as on a real server,
         # so abandoned requests are visible (``abandoned``) and do not hold up ``stop``.
-        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, handler_cancellation=True, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
