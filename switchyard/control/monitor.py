@@ -6,7 +6,8 @@
 * **Traffic**: the model-proxies' per-second reports (``stats.v1.traffic.*``), added up per
   deployment; percentiles come from the merged bucket counts.
 * **Processes**: every process's heartbeat (``stats.v1.process.*``, the edges' through a
-  CLIENT stream export), with CPU % from consecutive heartbeats.
+  CLIENT stream export), with CPU % from consecutive heartbeats, and whether their versions
+  mix in an order the upgrade docs forbid (``upgrade_order``).
 
 It keeps 15 minutes of one-second points per deployment for the UI's charts, and answers the
 admin API's overview and history requests from memory.
@@ -31,6 +32,7 @@ from nats.errors import Error as NatsError
 
 from switchyard.bus import subjects
 from switchyard.config import Settings
+from switchyard.control import upgrade_order
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.metrics import Metrics
@@ -215,6 +217,7 @@ class Monitor:
         self._processes: dict[str, _Process] = {}
         self._sub: Subscription | None = None
         self._loops = TaskSupervisor("monitor")
+        self._order = upgrade_order.OrderWatch(log)
         self._export(metrics)
 
     # ---- lifecycle ----
@@ -241,6 +244,7 @@ class Monitor:
                 log.warning("could not read the dispatch queues: %s", why)
             except Exception:  # a failed read leaves the last state: log, keep collecting
                 log.warning("could not read the dispatch queues", exc_info=True)
+            self._order.observe(self.upgrade_order())  # logs when a bad mix starts and ends
 
     # ---- queues ----
 
@@ -422,9 +426,15 @@ class Monitor:
                     rss_bytes=beat.rss_bytes,
                     uptime_s=round(moment - beat.started_at, 1) if beat.started_at else 0.0,
                     last_seen_s=round(age, 1),
+                    version=beat.version,
+                    protocol=beat.protocol,
                 )
             )
         return out
+
+    def upgrade_order(self, now: float | None = None) -> list[m.UpgradeOrderViolation]:
+        """Live processes newer than a component the upgrade order says goes first."""
+        return upgrade_order.violations(self.processes(now))
 
     def overview(self, now: float | None = None) -> m.Overview:
         moment = now or time.time()
@@ -468,11 +478,13 @@ class Monitor:
             totals = msgspec.structs.replace(
                 totals, requests_per_s=edges.requests_per_s, error_ratio=edges.error_ratio
             )
+        processes = self.processes(moment)
         return m.Overview(
             at=round(moment, 3),
             deployments=deployments,
-            processes=self.processes(moment),
+            processes=processes,
             totals=totals,
+            upgrade_order=upgrade_order.violations(processes),
         )
 
     def history(self, seconds: int = HISTORY_S, now: float | None = None) -> m.History:
@@ -534,6 +546,16 @@ class Monitor:
             [sc.COMPONENT, sc.INSTANCE],
             lambda: [
                 ((p.component, p.instance), 1.0 if p.healthy else 0.0) for p in self.processes()
+            ],
+        )
+        metrics.gauge_callback(
+            sc.UPGRADE_ORDER_VIOLATIONS,
+            "Live processes of a component upgraded before one it relies on (heads go before "
+            "model-proxies); 0 while the order holds.",
+            [sc.COMPONENT],
+            lambda: [
+                ((c,), float(n))
+                for c, n in upgrade_order.ahead_by_component(self.upgrade_order()).items()
             ],
         )
 

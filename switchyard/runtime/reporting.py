@@ -1,4 +1,5 @@
-"""Every process reports in: a heartbeat on NATS every few seconds (alive, ready, CPU, memory).
+"""Every process reports in: a heartbeat on NATS every few seconds (alive, ready, CPU, memory,
+its version and wire-protocol level).
 
 The control service collects them into the process table that the admin UI and ``switchyard
 top`` show, in every deployment shape (local stack, compose, Kubernetes) and without anyone
@@ -19,9 +20,11 @@ from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 
+from switchyard import __version__
 from switchyard.bus import subjects
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas.monitor import ENCODER, Heartbeat
+from switchyard.schemas.protocol import PROTOCOL_LEVEL
 
 log = logging.getLogger("switchyard.reporting")
 
@@ -123,6 +126,9 @@ class Reporter:
             cpu_seconds=round(cpu_seconds(), 3),
             rss_bytes=rss_bytes(),
             requests=self._requests() if self._requests is not None else {},
+            # What the control service needs to see a rolling upgrade done out of order.
+            version=__version__,
+            protocol=PROTOCOL_LEVEL,
         )
 
     def start(self) -> None:

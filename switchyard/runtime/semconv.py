@@ -128,6 +128,8 @@ QUEUE_REDELIVERED = "switchyard_queue_redelivered"  # delivered more than once, 
 QUEUE_OLDEST_AGE = "switchyard_queue_oldest_age_seconds"  # age of the oldest waiting request
 QUEUE_ACKED = "switchyard_queue_acked_total"  # requests the deployment finished (ack floor)
 PROCESS_UP = "switchyard_process_up"  # component, instance: 1 while it reports in
+# component: live processes of it newer (wire-protocol level) than a live process they rely on.
+UPGRADE_ORDER_VIOLATIONS = "switchyard_upgrade_order_violations"
 # Control's feeder: fair queueing of saturated deployments.
 QUEUE_HELD = "switchyard_queue_held"  # deployment, priority, tenant: waiting in HOLD
 DEPLOYMENT_SATURATED = "switchyard_deployment_saturated"  # deployment: 1 while requests held

@@ -14,6 +14,8 @@ import bisect
 
 import msgspec
 
+from switchyard.schemas.protocol import UNSTATED_LEVEL
+
 # Upper bounds (ms) of latency buckets: roughly x1.5 steps from 1 ms to 10 minutes.
 LATENCY_BUCKETS_MS: tuple[float, ...] = tuple(
     round(1.5**i, 1) for i in range(0, 34)
@@ -56,6 +58,10 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     # The last beat of a process stopping on purpose (SIGTERM: a rollout, a scale-down): it
     # leaves the process table at once instead of turning "silent" and paging as down.
     stopping: bool = False
+    # The package version and wire-protocol level (switchyard.schemas.protocol). A process
+    # older than these fields sends neither: it reads as level 1 with no version.
+    version: str = ""
+    protocol: int = UNSTATED_LEVEL
 
 
 class TrafficSample(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -145,6 +151,27 @@ class ProcessState(msgspec.Struct, frozen=True, kw_only=True):
     rss_bytes: int
     uptime_s: float
     last_seen_s: float  # seconds since its last heartbeat
+    version: str = ""  # "" from a process older than the field (or an older control)
+    protocol: int = UNSTATED_LEVEL  # its wire-protocol level
+
+
+class ProcessLevel(msgspec.Struct, frozen=True, kw_only=True):
+    """One process of an upgrade-order violation."""
+
+    component: str
+    instance: str
+    version: str
+    protocol: int
+
+
+class UpgradeOrderViolation(msgspec.Struct, frozen=True, kw_only=True):
+    """Live processes whose mix of protocol levels breaks the documented upgrade order:
+    ``ahead`` were upgraded before every process of ``first`` (``behind``) was."""
+
+    first: str  # the component that must be upgraded first ("head", "modelproxy")
+    behind: list[ProcessLevel]  # its live processes at a lower level than some of ``ahead``
+    ahead: list[ProcessLevel]  # live processes relying on it, at a higher level
+    summary: str  # one line for people: who, at which levels, what to do
 
 
 class Overview(msgspec.Struct, frozen=True, kw_only=True):
@@ -153,6 +180,7 @@ class Overview(msgspec.Struct, frozen=True, kw_only=True):
     processes: list[ProcessState]
     totals: Rates
     spend_today_usd: float | None = None  # filled in by the admin side, which reads spend
+    upgrade_order: list[UpgradeOrderViolation] = []  # empty while the version mix is safe
 
 
 class HistoryPoint(msgspec.Struct, frozen=True, array_like=True):

@@ -1,9 +1,11 @@
 """One frame of ``switchyard top``, drawn from an :class:`Overview` (pure: no I/O, no clock).
 
-A header with the platform's totals, a deployments table sorted by what needs attention (queued,
-then traffic), and a processes table in pipeline order. Colour marks what an operator should look
-at (a queue near its limit, a deployment serving at its concurrency, errors, cooldowns, a process
-that stopped reporting) but every fact is also in the text, so a frame reads the same without it.
+A header with the platform's totals (and a red line per break of the upgrade order: a process
+newer than one it relies on), a deployments table sorted by what needs attention (queued, then
+traffic), and a processes table in pipeline order with each process's version. Colour marks
+what an operator should look at (a queue near its limit, a deployment serving at its
+concurrency, errors, cooldowns, a process that stopped reporting) but every fact is also in the
+text, so a frame reads the same without it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import time
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from switchyard.schemas.monitor import DeploymentState, Overview, ProcessState
+from switchyard.schemas.monitor import (
+    DeploymentState,
+    Overview,
+    ProcessState,
+    UpgradeOrderViolation,
+)
 from switchyard.top._fit import Column, Fields, FittedTable
 from switchyard.top.source import OVERVIEW_PATH
 
@@ -55,8 +62,13 @@ def frame(
     if overview is None and not error:
         parts.append(Text(f"reading {url}{OVERVIEW_PATH} ...", style="dim"))
     if overview is not None:
-        parts += [_totals(overview), Text(), deployments_table(overview.deployments)]
-        parts += [Text(), processes_table(overview.processes)]
+        parts.append(_totals(overview))
+        parts += [
+            Text(f"Upgrade order broken: {v.summary}", style="bold red")
+            for v in overview.upgrade_order
+        ]
+        parts += [Text(), deployments_table(overview.deployments)]
+        parts += [Text(), processes_table(overview.processes, overview.upgrade_order)]
     return Group(*parts)
 
 
@@ -188,11 +200,17 @@ def _cooldown(d: DeploymentState) -> Text:
     return Text(f"{_age(max(0.0, c.seconds_left))} left ({c.status})", style="bold red")
 
 
-def processes_table(processes: list[ProcessState]) -> RenderableType:
-    """Every process that reported in, in pipeline order; the host only when there are several."""
+def processes_table(
+    processes: list[ProcessState], upgrade_order: list[UpgradeOrderViolation] | None = None
+) -> RenderableType:
+    """Every process that reported in, in pipeline order; the host only when there are several,
+    the version (and wire-protocol level) unless no process states one, in red for the
+    processes of a broken upgrade order."""
     if not processes:
         return Text(NO_PROCESSES, style="yellow")
     several_hosts = len({p.host for p in processes}) > 1
+    versions = any(p.version for p in processes)  # else all predate the field: nothing to say
+    mixed = {(p.component, p.instance) for v in upgrade_order or [] for p in (*v.behind, *v.ahead)}
     rows = []
     for p in sorted(processes, key=_pipeline_order):
         cpu_style = "yellow" if p.cpu_percent >= BUSY_CPU else ""
@@ -203,17 +221,15 @@ def processes_table(processes: list[ProcessState]) -> RenderableType:
                 *([Text(p.host)] if several_hosts else []),
                 Text(str(p.pid or "-")),
                 _health(p),
+                *([_version(p, (p.component, p.instance) in mixed)] if versions else []),
                 Text(f"{p.cpu_percent:.1f}%", style=cpu_style),
                 Text(_bytes(p.rss_bytes)),
                 Text(_age(p.uptime_s) if p.uptime_s else "-"),
                 Text(f"{_age(p.last_seen_s)} ago", style="" if p.healthy else "bold red"),
             ]
         )
-    columns = (
-        PROCESS_COLUMNS
-        if several_hosts
-        else tuple(c for c in PROCESS_COLUMNS if c.header != "HOST")
-    )
+    hidden = {h for h, shown in (("HOST", several_hosts), ("VERSION", versions)) if not shown}
+    columns = tuple(c for c in PROCESS_COLUMNS if c.header not in hidden)
     return FittedTable("Processes", columns, rows)
 
 
@@ -223,6 +239,7 @@ PROCESS_COLUMNS = (
     Column("HOST", keep=30, fold_to=12),
     Column("PID", "right", keep=20),
     Column("HEALTH", keep=100),
+    Column("VERSION", keep=75, fold_to=10),  # "0.1.0 p2": package version, protocol level
     Column("CPU", "right", keep=70),
     Column("MEMORY", "right", keep=60),
     Column("UPTIME", "right", keep=40),
@@ -241,6 +258,11 @@ def _health(p: ProcessState) -> Text:
     if not p.ready:
         return Text("not ready", style="bold yellow")
     return Text("silent", style="bold red")  # stopped reporting in
+
+
+def _version(p: ProcessState, mixed: bool) -> Text:
+    """``<version> p<level>``; ``?`` for a process older than the version field."""
+    return Text(f"{p.version or '?'} p{p.protocol}", style="bold red" if mixed else "")
 
 
 # ---- numbers as people read them ----

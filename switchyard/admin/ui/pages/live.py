@@ -42,6 +42,15 @@ def _components(view: Overview | None) -> list[dict[str, Any]]:
     return sorted(groups.values(), key=lambda g: g["component"])
 
 
+def _mixed(view: Overview | None) -> set[str]:
+    """``component/instance`` of every process in a broken upgrade order (marked in the table)."""
+    return {
+        f"{p.component}/{p.instance}"
+        for v in (view.upgrade_order if view else [])
+        for p in (*v.behind, *v.ahead)
+    }
+
+
 async def overview_page(ui: Ui) -> Response:
     view, error = await _overview_or_error(ui)
     return ui.page(
@@ -51,6 +60,7 @@ async def overview_page(ui: Ui) -> Response:
         view=view,
         error=error,
         components=_components(view),
+        mixed=_mixed(view),
     )
 
 

@@ -69,10 +69,39 @@
     body.replaceChildren(...rows);
   }
 
+  // The process's name over its version and wire-protocol level ("version ?" from a process
+  // older than the field), marked when it is part of a broken upgrade order.
+  function processCell(p, mixed) {
+    const cell = document.createDocumentFragment();
+    cell.append(p.instance.startsWith(p.component) ? p.instance : `${p.component} ${p.instance}`);
+    const line = el("div", `${p.version || "version ?"} · protocol ${p.protocol || 1}`,
+      `small ${mixed.has(`${p.component}/${p.instance}`) ? "warn-text" : "muted"}`);
+    line.title = "package version, wire-protocol level";
+    line.dataset.version = "";
+    cell.appendChild(line);
+    return cell;
+  }
+
+  function mixedIn(broken) {
+    return new Set(broken.flatMap((v) => [...v.behind, ...v.ahead]).map((p) => `${p.component}/${p.instance}`));
+  }
+
+  // A warning while the versions mix against the documented upgrade order, one line each.
+  function renderUpgradeOrder(broken) {
+    const box = root.querySelector("[data-upgrade-order]");
+    if (!box) return;
+    box.classList.toggle("hidden", !broken.length);
+    const list = box.querySelector("[data-upgrade-lines]");
+    if (list) list.replaceChildren(...broken.map((v) => el("li", v.summary)));
+  }
+
   function renderOverview(view) {
     renderStats(view);
+    const broken = view.upgrade_order || [];
+    renderUpgradeOrder(broken);
+    const mixed = mixedIn(broken);
     renderRows(root.querySelector("[data-table=processes]"), view.processes, (p) => [
-      [p.instance.startsWith(p.component) ? p.instance : `${p.component} ${p.instance}`],
+      [processCell(p, mixed)],
       [badge(p.healthy ? "healthy" : p.ready ? "silent" : "not ready", p.healthy ? "ok" : "bad")],
       [`${fmt.num(p.cpu_percent, 1)}%`, "num"], [`${fmt.num(p.rss_bytes / 1048576)} MB`, "num"], [fmt.dur(p.uptime_s), "num"],
       [`${fmt.dur(p.last_seen_s)} ago`, "num"],

@@ -1,0 +1,24 @@
+"""The wire-protocol level: one small integer every process states in its heartbeat.
+
+A rolling upgrade runs old and new processes side by side. Most changes to the messages between
+components are additive (new fields with defaults, new headers an old reader ignores), but some
+are not: an older reader then mishandles what a newer writer sends, and nothing fails loudly
+(a request waits out its deadline). docs/operations.md ("Upgrading a running platform") gives
+the order that avoids it; the level lets the control service see a mix that breaks that order
+(``switchyard.control.upgrade_order``).
+
+Raise :data:`PROTOCOL_LEVEL` by one whenever a message between components changes so that an
+older reader mishandles it, and say in the upgrade section of docs/operations.md which
+component must go first. A change an older reader safely ignores needs no new level.
+"""
+
+from __future__ import annotations
+
+# Heartbeats that carry no level come from processes older than the field itself: they predate
+# removal bounces (``Sy-Bounces``) and ``Sy-Cancel-Proof``.
+UNSTATED_LEVEL = 1
+
+# Level 2: a model-proxy hands a request whose deployment left the routes back to a head as a
+# removal bounce (``Sy-Bounces``), which level-1 heads drop; LLMClient cancels carry
+# ``Sy-Cancel-Proof``, which level-1 model-proxies do not read.
+PROTOCOL_LEVEL = 2
