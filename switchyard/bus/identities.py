@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from switchyard.config.settings import CERT_FILE_NAMES
+from switchyard.config.settings import CERT_FILE_NAMES, SERVICE_NAMES, ServiceName
 from switchyard.errors import ConfigError
 
 
@@ -60,29 +60,37 @@ class Identity:
         return f"_INBOX_{self.name}"
 
 
-TAIL = Identity("tail", Zone.CLIENT, "thin OpenAI-compatible HTTP edge")
-GATEWAY = Identity("gateway", Zone.CLIENT, "HTTP edge with provider and route management")
-ADMIN = Identity("admin", Zone.CLIENT, "admin app and CLI: secrets metadata, keys, routes")
-HEAD = Identity("head", Zone.CORE, "authorises and routes requests onto dispatch queues")
-MODELPROXY = Identity("modelproxy", Zone.CORE, "calls providers and streams replies")
-SECRETS = Identity("secrets", Zone.CORE, "the only holder of Vault/OpenBao credentials")
-ACCOUNTING = Identity("accounting", Zone.CORE, "turns usage events into spend counters")
-PROVISIONER = Identity("provisioner", Zone.CORE, "creates streams, consumers and KV buckets")
-CONTROL = Identity("control", Zone.CORE, "validates and applies route changes for admins")
-BATCH = Identity("batch", Zone.CLIENT, "runs OpenAI Batch API jobs at batch priority")
-
-SERVICE_IDENTITIES: tuple[Identity, ...] = (
-    TAIL,
-    GATEWAY,
-    ADMIN,
-    HEAD,
-    MODELPROXY,
-    SECRETS,
-    ACCOUNTING,
-    PROVISIONER,
-    CONTROL,
-    BATCH,
+# Each service's zone and purpose. Its name is the settings' (:class:`ServiceName`, the one list
+# of them): a name added there without an entry here fails every import of this module, naming it.
+_SERVICES: dict[ServiceName, tuple[Zone, str]] = {
+    ServiceName.TAIL: (Zone.CLIENT, "thin OpenAI-compatible HTTP edge"),
+    ServiceName.GATEWAY: (Zone.CLIENT, "HTTP edge with provider and route management"),
+    ServiceName.ADMIN: (Zone.CLIENT, "admin app and CLI: secrets metadata, keys, routes"),
+    ServiceName.HEAD: (Zone.CORE, "authorises and routes requests onto dispatch queues"),
+    ServiceName.MODELPROXY: (Zone.CORE, "calls providers and streams replies"),
+    ServiceName.SECRETS: (Zone.CORE, "the only holder of Vault/OpenBao credentials"),
+    ServiceName.ACCOUNTING: (Zone.CORE, "turns usage events into spend counters"),
+    ServiceName.PROVISIONER: (Zone.CORE, "creates streams, consumers and KV buckets"),
+    ServiceName.CONTROL: (Zone.CORE, "validates and applies route changes for admins"),
+    ServiceName.BATCH: (Zone.CLIENT, "runs OpenAI Batch API jobs at batch priority"),
+}
+# One identity per service name, in the names' order.
+SERVICE_IDENTITIES: tuple[Identity, ...] = tuple(
+    Identity(name.value, *_SERVICES[name]) for name in ServiceName
 )
+_BY_NAME = {ident.name: ident for ident in SERVICE_IDENTITIES}
+
+TAIL = _BY_NAME[ServiceName.TAIL]
+GATEWAY = _BY_NAME[ServiceName.GATEWAY]
+ADMIN = _BY_NAME[ServiceName.ADMIN]
+HEAD = _BY_NAME[ServiceName.HEAD]
+MODELPROXY = _BY_NAME[ServiceName.MODELPROXY]
+SECRETS = _BY_NAME[ServiceName.SECRETS]
+ACCOUNTING = _BY_NAME[ServiceName.ACCOUNTING]
+PROVISIONER = _BY_NAME[ServiceName.PROVISIONER]
+CONTROL = _BY_NAME[ServiceName.CONTROL]
+BATCH = _BY_NAME[ServiceName.BATCH]
+
 INGRESS_NAMES = frozenset({TAIL.name, GATEWAY.name})
 # Who may name a client key by its hash (they authenticated it, or run a job it created).
 KEY_HASH_CALLERS = frozenset({*INGRESS_NAMES, BATCH.name})
@@ -99,7 +107,7 @@ def internal_client(name: str) -> Identity:
             head and model-proxies trust some services by name: ``KEY_HASH_CALLERS``), or a
             certificate's of the stack's own (its files would overwrite the CA's or a server's).
     """
-    if name in CERT_FILE_NAMES or any(ident.name == name for ident in SERVICE_IDENTITIES):
+    if name in CERT_FILE_NAMES or name in SERVICE_NAMES:
         raise ConfigError(
             "nats.internal_clients",
             f"`{name}` is the name of a Switchyard service identity or certificate",
@@ -121,9 +129,8 @@ def by_name(name: str, internal_clients: tuple[str, ...] = ()) -> Identity:
     Raises:
         KeyError: no service identity or configured internal client has that name.
     """
-    for ident in SERVICE_IDENTITIES:
-        if ident.name == name:
-            return ident
+    if name in _BY_NAME:
+        return _BY_NAME[name]
     if name in internal_clients:
         return internal_client(name)
     raise KeyError(name)

@@ -6,6 +6,7 @@ Defaults run the local stack; ``switchyard.example.yaml`` shows every field. Der
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,23 +24,28 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 
-# The names of Switchyard's own NATS identities. ``switchyard.bus.identities`` gives each one a
-# zone and permissions; the names are kept here, a layer below, so the settings can refuse an
-# internal client named like a service when they load (a unit test keeps the two in step).
-SERVICE_NAMES = frozenset(
-    {
-        "tail",
-        "gateway",
-        "admin",
-        "head",
-        "modelproxy",
-        "secrets",
-        "accounting",
-        "provisioner",
-        "control",
-        "batch",
-    }
-)
+
+class ServiceName(enum.StrEnum):
+    """The names of Switchyard's own NATS identities: the one list of them.
+
+    ``switchyard.bus.identities`` builds one identity (its zone and purpose) per name here; the
+    names live in the config layer, below the bus, so the settings can refuse an internal
+    client named like a service when they load.
+    """
+
+    TAIL = "tail"
+    GATEWAY = "gateway"
+    ADMIN = "admin"
+    HEAD = "head"
+    MODELPROXY = "modelproxy"
+    SECRETS = "secrets"
+    ACCOUNTING = "accounting"
+    PROVISIONER = "provisioner"
+    CONTROL = "control"
+    BATCH = "batch"
+
+
+SERVICE_NAMES = frozenset(name.value for name in ServiceName)
 # Certificate files named like an identity's that no identity may take: the CA's, the one
 # nats-server and OpenBao present, the one cluster nodes present to each other. An internal
 # client named so would have `certs init` write its leaf over them (the CA's key lost).

@@ -62,7 +62,7 @@ from switchyard.schemas.routing import (
     RouteTable,
     decode_route_table,
     is_deployment_id,
-    route_table_problems,
+    route_table_findings,
 )
 
 log = logging.getLogger("switchyard.control")
@@ -351,12 +351,13 @@ def _check_edit(table: RouteTable, current: RouteTable) -> None:
         InvalidRequest: a problem in what the edit adds or changes, or a rule every table
             has always had to meet.
     """
-    problems = route_table_problems(table, previous=current)
-    if problems:
+    found = route_table_findings(table, previous=current)
+    if found.problems:
         raise InvalidRequest(
-            f"invalid route table: {InvalidRouteTable(problems)}", param=problems[0].field
+            f"invalid route table: {InvalidRouteTable(found.problems)}",
+            param=found.problems[0].field,
         )
-    for kept in route_table_problems(table):  # what the newest rules say of the rest
+    for kept in found.kept:  # what the newest rules say of the entries left as stored
         # The field and the fix only: a problem may quote the stored URL, credentials and all.
         log.warning(
             "the route table keeps %s as stored before a newer rule; an edit of it must fix "

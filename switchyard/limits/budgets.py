@@ -26,6 +26,7 @@ from switchyard.limits import periods
 from switchyard.limits.credentials import read_password
 from switchyard.limits.resp import RedisReplyError, RedisUnavailable, ScriptClient
 from switchyard.runtime.shared_reads import SharedReads
+from switchyard.runtime.throttle import Throttle
 from switchyard.schemas.keys import ClientKey
 
 log = logging.getLogger("switchyard.limits")
@@ -93,7 +94,7 @@ class BudgetCheck:
         self._fail_open = settings.redis.on_unavailable == "fail_open"
         # One read of a spend counter answers for cache_s.
         self._spent: SharedReads[int] = SharedReads(self._fetch, cache_s=cache_s)
-        self._warned_at = -WARN_EVERY_S
+        self._warn = Throttle(WARN_EVERY_S)
 
     async def refusal(self, key: ClientKey) -> RateLimited | None:
         """The 429 ``budget_exceeded`` a request of ``key`` would get at the edge now, or
@@ -120,10 +121,7 @@ class BudgetCheck:
 
     def _unavailable(self, exc: BaseException) -> None:
         # Once per WARN_EVERY_S, not once per line: a batch checks before every line.
-        now = time.monotonic()
-        say = now - self._warned_at > WARN_EVERY_S
-        if say:
-            self._warned_at = now
+        say = self._warn.ready()
         if say and isinstance(exc, RedisReplyError):  # a wrong password or ACL: say it loudly
             log.error("Valkey refused the budget check: %s", exc)
         if not self._fail_open:

@@ -35,6 +35,7 @@ from switchyard.limits.slots import LEASE_S, SlotLeases
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.runtime.throttle import Throttle
 from switchyard.schemas.keys import ClientKey
 
 log = logging.getLogger("switchyard.limits")
@@ -101,7 +102,7 @@ class Limiter:
             cap_s=settings.ingress.max_deadline_s + 60,
         )
         self._nuid = NUID()
-        self._warned_at = 0.0
+        self._warn = Throttle(10.0)
         self._periods: dict[str, tuple[str, float, float]] = {}  # period -> (id, end, start)
         self._timing = (
             metrics.histogram(
@@ -215,9 +216,7 @@ class Limiter:
                 code="limits_unavailable",
                 retry_after=UNAVAILABLE_RETRY_S,
             ) from None
-        now = time.monotonic()
-        if now - self._warned_at > 10:
-            self._warned_at = now
+        if self._warn.ready():
             log.warning(
                 "Redis/Valkey unreachable (%s); admitting requests without limits",
                 type(exc).__name__,

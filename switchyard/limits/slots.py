@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from switchyard.limits import keys as rk
 from switchyard.limits.resp import Script
 from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.runtime.throttle import Throttle
 
 log = logging.getLogger("switchyard.limits")
 
@@ -109,7 +110,7 @@ class SlotLeases:
         self.fresh_ms = int(self._every_s * 1500)
         self._held = HeldSlots(cap_s)
         self._timer: asyncio.TimerHandle | None = None
-        self._warned_at = 0.0
+        self._warn = Throttle(10.0)
 
     def take(self, key_id: str, member: str, now: float) -> None:
         self._held.take(key_id, member, now)
@@ -144,9 +145,7 @@ class SlotLeases:
             calls.append(self._renew(keys=[rk.parallel(key_id) for key_id, _ in batch], args=args))
         results = await asyncio.gather(*calls, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
-        now = time.monotonic()
-        if failed and now - self._warned_at > 10:
-            self._warned_at = now
+        if failed and self._warn.ready():
             # One failure is harmless (three renewals per lease); if they go on, this edge's
             # requests lose their slots and their keys admit more than they allow meanwhile.
             log.warning(

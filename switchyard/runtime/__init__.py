@@ -5,5 +5,6 @@ task supervisor (:mod:`.tasks`); following KV buckets (:mod:`.kvwatch`); the pul
 (:mod:`.puller`) and the acknowledged publisher (:mod:`.jetstream`); the definitions of streams,
 consumers and buckets (:mod:`.definitions`); the NATS micro-service error boundary
 (:mod:`.endpoints`); shared cooldown state (:mod:`.cooldowns`); HTTP error responses
-(:mod:`.http`); the audit actor of admin requests (:mod:`.audit`).
+(:mod:`.http`); the audit actor of admin requests (:mod:`.audit`); warnings at most once in a
+while (:mod:`.throttle`); a request-reply caller's view of its answer stream (:mod:`.reply_wait`).
 """

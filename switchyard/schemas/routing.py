@@ -299,21 +299,40 @@ class RouteProblem(msgspec.Struct, frozen=True):
     hint: str
 
 
+class RouteFindings(NamedTuple):
+    """What one pass of the checks found: ``problems`` refuse the table; ``kept`` are what the
+    newest rules say of providers and routes held only to older ones (see
+    :func:`route_table_findings`), worth a warning but no refusal."""
+
+    problems: list[RouteProblem]
+    kept: list[RouteProblem]
+
+
 def route_table_problems(
     table: RouteTable, *, stored: bool = False, previous: RouteTable | None = None
 ) -> list[RouteProblem]:
+    """The problems that make ``table`` invalid: :func:`route_table_findings`' ``problems``."""
+    return route_table_findings(table, stored=stored, previous=previous).problems
+
+
+def route_table_findings(
+    table: RouteTable, *, stored: bool = False, previous: RouteTable | None = None
+) -> RouteFindings:
     """Cross-reference checks the types alone cannot express.
 
-    Returns every problem found (empty when the table is valid), so an operator fixes them all
+    Returns every problem found (none when the table is valid), so an operator fixes them all
     in one go instead of one per restart. ``stored``: a table already in the bucket, which may
     predate a newer rule (two prices for one deployment were taken, first route first; an
     ``api_base`` that is no http(s) URL): it is held only to the rules it was written under, so
     it still loads and can be replaced. ``previous``: the stored table an edit replaces; a
     provider or route the edit leaves exactly as it was is held to those same rules, so an
     edit elsewhere is not refused for what it did not touch, and one that changes it must
-    bring it up to date.
+    bring it up to date. What the newer rules say of such an entry comes back as ``kept``
+    (with neither argument nothing is excused, so ``kept`` is empty): an edit learns both
+    from one pass.
     """
     problems: list[RouteProblem] = []
+    kept: list[RouteProblem] = []  # newest-rule problems of entries held to older rules
     for name, provider in table.providers.items():
         newest = not stored and (previous is None or previous.providers.get(name) != provider)
         if provider.secret and looks_like_a_key(provider.secret):
@@ -324,16 +343,17 @@ def route_table_problems(
                     f"store the key with `switchyard secrets put {name}` and set `secret: {name}`",
                 )
             )
-        if newest and provider.api_base and not http_url(provider.api_base):
-            problems.append(
+        newest_rules = problems if newest else kept
+        if provider.api_base and not http_url(provider.api_base):
+            newest_rules.append(
                 RouteProblem(
                     f"providers.{name}.api_base",
                     f"`{provider.api_base}` is not an http:// or https:// URL with a host",
                     "give the provider's base URL, e.g. https://api.example.com/v1",
                 )
             )
-        elif newest and provider.api_base and credential_in_url(provider.api_base):
-            problems.append(
+        elif provider.api_base and credential_in_url(provider.api_base):
+            newest_rules.append(
                 RouteProblem(
                     f"providers.{name}.api_base",
                     "the URL carries a credential (a key in its query or a password)",
@@ -376,13 +396,8 @@ def route_table_problems(
             earlier = seen.get(dep.id)
             priced = priced_by.get(dep.id)
             # Two routes pricing one deployment apart: refused when either is new or changed.
-            if (
-                priced is not None
-                and dep.price is not None
-                and priced[1].price != dep.price
-                and (touched or priced[2])
-            ):
-                problems.append(
+            if priced is not None and dep.price is not None and priced[1].price != dep.price:
+                (problems if touched or priced[2] else kept).append(
                     RouteProblem(
                         f"{where}.price",
                         f"deployment {dep.provider}/{dep.model} is priced differently by "
@@ -430,7 +445,7 @@ def route_table_problems(
                         "remove it; retries across its own deployments happen anyway",
                     )
                 )
-    return problems
+    return RouteFindings(problems, kept)
 
 
 class InvalidRouteTable(ValueError):

@@ -10,18 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.bus.identities import SERVICE_IDENTITIES
 from switchyard.cli import main
 from switchyard.config import NatsSettings, load_settings
 from switchyard.config.settings import CERT_FILE_NAMES, SERVICE_NAMES
 from switchyard.errors import ConfigError
 
 pytestmark = pytest.mark.unit
-
-
-def test_the_config_layer_knows_every_service_name() -> None:
-    """The settings keep the names a layer below the identities: the two lists stay equal."""
-    assert {ident.name for ident in SERVICE_IDENTITIES} == SERVICE_NAMES
 
 
 @pytest.mark.parametrize("name", sorted(SERVICE_NAMES | CERT_FILE_NAMES))

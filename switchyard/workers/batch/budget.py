@@ -11,7 +11,6 @@ every :data:`KEY_CACHE_S`; its spend from Valkey as the ``batch`` role
 from __future__ import annotations
 
 import logging
-import time
 
 import msgspec
 import nats.errors
@@ -22,6 +21,7 @@ from switchyard.config import Settings
 from switchyard.errors import RateLimited, ServiceUnavailable
 from switchyard.limits.budgets import WARN_EVERY_S, BudgetCheck
 from switchyard.runtime.shared_reads import SharedReads
+from switchyard.runtime.throttle import Throttle
 from switchyard.schemas.keys import KEY_DECODER, ClientKey, record_name
 
 log = logging.getLogger("switchyard.batch")
@@ -42,7 +42,7 @@ class KeyRecords:
         self._records: SharedReads[ClientKey | None] = SharedReads(
             self._fetch, cache_s=cache_s, max_kept=max_known
         )
-        self._warned_at = -WARN_EVERY_S
+        self._warn = Throttle(WARN_EVERY_S)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -77,9 +77,7 @@ class KeyRecords:
         """The error of a failed read, logged once per :data:`WARN_EVERY_S`: every batch line
         waits while records cannot be read (a missing permission looks like a timeout), and
         a runner whose lines all wait must say why."""
-        now = time.monotonic()
-        if now - self._warned_at > WARN_EVERY_S:
-            self._warned_at = now
+        if self._warn.ready():
             log.warning("cannot read client key records (%s); batch lines wait", why)
         return ServiceUnavailable("the client key store is unavailable", code="keys_unavailable")
 
