@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -45,7 +44,15 @@ from switchyard.bus import subjects
 from switchyard.bus.cancel_proof import cancel_proof, presented_key_hash
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply
-from switchyard.errors import DeadlineExceeded, ProviderError, ServiceUnavailable
+from switchyard.errors import DeadlineExceeded, ServiceUnavailable
+from switchyard.runtime.reply_wait import (
+    NO_WORKERS_RETRY_S,
+    RECONNECTED,
+    Expired,
+    Expiry,
+    ReplyProgress,
+    Resend,
+)
 from switchyard.runtime.tasks import TaskSupervisor
 
 __all__ = ["LLMClient", "Reply", "ReplyKind", "error_from_reply"]
@@ -60,169 +67,10 @@ RECONNECT_POLL_S = 0.2
 # then retried beyond the usual attempts for this long. A client no head has answered lately
 # still gets its 503 at once.
 SETTLING_S = 5.0
-_RECONNECTED = object()
-# How long a gap in a reply stream may last before the request ends with an error: a worker
-# replays an answer once its usage is confirmed on a new connection, which its publisher
-# retries after 5 s.
-GAP_WAIT_S = 12.0
-_NO_RESPONDERS = "503"
-NO_WORKERS_RETRY_S = 2.0  # a head restarts in about a second; a client waits this long
 # Request ids whose cancels a client remembers, so sending one again is served (~100 B each).
 CANCELLED_IDS = 4096
 _JSON = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder()
-
-
-class _Resend(Exception):
-    """Send the request again on a fresh reply path (after ``pause`` x round seconds)."""
-
-    def __init__(self, why: str, pause: float = 0.0) -> None:
-        super().__init__(why)
-        self.why = why
-        self.pause = pause
-
-
-@dataclass(slots=True)
-class _Progress:
-    """What one request's reply stream has delivered so far, across attempts.
-
-    Chunks are yielded in order, once: a worker whose NATS node failed while it answered sends
-    the answer again, whole, once its usage is confirmed on a new connection (its publisher
-    retries after ``GAP_WAIT_S`` / 2), so a chunk already seen is skipped, and a chunk or final
-    beyond a missing one is held back (a *gap*) until the missing ones arrive or ``GAP_WAIT_S``
-    passes.
-    """
-
-    sent_content: bool = False
-    delivery: str | None = None
-    next_seq: int = 0
-    gap_since: float | None = None
-
-    def wait_until(self, until: float) -> float:
-        return until if self.gap_since is None else min(until, self.gap_since + GAP_WAIT_S)
-
-    def check(self, item: Any, *, past_deadline: bool, last: bool, now: float) -> Msg | None:
-        """The message to act on, or None to keep waiting.
-
-        Raises:
-            _Resend: the attempt is lost (not accepted in time, reconnect, no responders).
-            DeadlineExceeded / ServiceUnavailable / ProviderError: the request is over.
-        """
-        if item is None:
-            if self.gap_since is not None and now >= self.gap_since + GAP_WAIT_S:
-                if not self.sent_content:
-                    raise _Resend("a gap in the reply stream was never filled")
-                raise ProviderError(
-                    "part of the reply stream was lost in a NATS failover",
-                    provider="",
-                    code="stream_interrupted",
-                )
-            if past_deadline:
-                raise DeadlineExceeded("the request deadline passed before an answer arrived")
-            raise _Resend("no head accepted it in time")
-        if item is _RECONNECTED:
-            if self.sent_content:
-                raise ProviderError(
-                    "the reply stream was interrupted by a NATS failover",
-                    provider="",
-                    code="stream_interrupted",
-                )
-            raise _Resend("this client reconnected to NATS")
-        msg: Msg = item
-        if not msg.headers:
-            if not msg.data:
-                if self.gap_since is not None:
-                    return None  # the end of an answer with a gap: its replay follows
-                raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
-            return None
-        if msg.headers.get("Status") == _NO_RESPONDERS and not msg.data:
-            if last:
-                raise ServiceUnavailable(
-                    "no head workers are available to take the request",
-                    code="no_workers",
-                    retry_after=NO_WORKERS_RETRY_S,
-                )
-            raise _Resend("no head is listening", pause=0.01)
-        return msg
-
-    def chunk(self, reply: Reply, now: float) -> bool:
-        """A chunk arrived; True if it is the next one (to yield), False to skip it.
-
-        Raises:
-            ProviderError: a chunk of another delivery after content (a worker died).
-        """
-        this = reply.delivery
-        if self.delivery is None:
-            self.delivery = this
-        elif this != self.delivery:
-            if self.sent_content:
-                raise ProviderError(
-                    "the worker streaming this answer failed mid-stream",
-                    provider=reply.deployment,
-                    code="stream_interrupted",
-                )
-            self.delivery, self.next_seq, self.gap_since = this, 0, None
-        if reply.seq >= 0:
-            if reply.seq < self.next_seq:
-                return False  # seen: part of a replay
-            if reply.seq > self.next_seq:
-                self.gap_since = self.gap_since if self.gap_since is not None else now
-                return False
-            self.next_seq += 1
-        self.gap_since = None
-        self.sent_content = True
-        return True
-
-    def admit(self, reply: Reply, now: float) -> bool:
-        """Whether to hand ``reply`` to the caller (chunks once and in order, a stream's final
-        only after all its chunks)."""
-        if reply.kind is ReplyKind.CHUNK:
-            return self.chunk(reply, now)
-        if reply.kind is ReplyKind.FINAL:
-            return self.final(reply, now)
-        return True
-
-    def final(self, reply: Reply, now: float) -> bool:
-        """A final message; False while chunks it follows are missing (its replay follows)."""
-        if reply.seq > self.next_seq:
-            self.gap_since = self.gap_since if self.gap_since is not None else now
-            return False
-        return True
-
-
-class _Expired:
-    """Queued by :class:`_Expiry` when a wait's deadline passes."""
-
-    __slots__ = ()
-
-
-class _Expiry:
-    """One timer per wait deadline that queues an :class:`_Expired` marker, instead of a
-    timeout scope around every ``queue.get`` (a Timeout, a timer and a cancellation per reply
-    message: ~5% of the edge's CPU on streams). Re-arming for a new deadline replaces the marker,
-    so one queued by an earlier deadline is recognised and skipped."""
-
-    __slots__ = ("_handle", "_loop", "_queue", "_until", "marker")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
-        self._loop = loop
-        self._queue = queue
-        self._handle: asyncio.TimerHandle | None = None
-        self._until = -1.0
-        self.marker = _Expired()
-
-    def arm(self, until: float) -> None:
-        if until == self._until:
-            return
-        self.cancel()
-        self._until = until
-        self.marker = marker = _Expired()
-        self._handle = self._loop.call_at(until, self._queue.put_nowait, marker)
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
 
 class LLMClient:
@@ -312,7 +160,7 @@ class LLMClient:
             if count != self._watched_reconnects:
                 self._watched_reconnects = count
                 for queue in self._pending.values():
-                    queue.put_nowait(_RECONNECTED)
+                    queue.put_nowait(RECONNECTED)
 
     async def _on_reply(self, msg: Msg) -> None:
         queue = self._pending.get(msg.subject[len(self._inbox) + 1 :])
@@ -367,7 +215,7 @@ class LLMClient:
         # A request id this client cancelled before, sent again (a caller retrying after its
         # own timeout): model-proxies drop the attempts a cancel named, so go past them.
         attempt = max(env.attempt, self._cancelled.get(env.request_id, 0) + 1)
-        progress = _Progress()
+        progress = ReplyProgress()
         ended = sent = left = False
         try:
             # No timeout scope spans a yield: the consumer runs between yields, and a
@@ -382,7 +230,7 @@ class LLMClient:
                 if round_no > self._attempts and last:
                     break
                 token, queue = self._open()
-                expiry = _Expiry(loop, queue)
+                expiry = Expiry(loop, queue)
                 try:
                     headers = (
                         env if attempt == env.attempt else env.with_(attempt=attempt)
@@ -397,7 +245,7 @@ class LLMClient:
                         until = give_up if accepted else min(give_up, accept_by)
                         expiry.arm(progress.wait_until(until))
                         item = await queue.get()
-                        if isinstance(item, _Expired):
+                        if isinstance(item, Expired):
                             if item is not expiry.marker:
                                 continue  # the marker of a wait that was re-armed since
                             item = None
@@ -420,7 +268,7 @@ class LLMClient:
                         yield reply
                         if ended:
                             return
-                except _Resend as resend:
+                except Resend as resend:
                     (log.debug if resend.pause else log.info)(
                         "request %s: sending it again after attempt %d: %s",
                         env.request_id,

@@ -15,12 +15,11 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import nats
 from nats.aio.client import Client as NATS
 
-from switchyard.bus.tls import require_tls_files
+from switchyard.bus.tls import CertDir, require_tls_files
 from switchyard.errors import BusUnreachable
 
 log = logging.getLogger("switchyard.bus")
@@ -31,7 +30,7 @@ LOGIN_REFUSALS = 2
 REFUSED_FOR_S = 5.0  # ...and over at least this long (a rolling config change passes)
 
 
-def client_tls(cert_dir: Path, name: str) -> ssl.SSLContext:
+def client_tls(cert_dir: CertDir, name: str) -> ssl.SSLContext:
     """A TLS context presenting ``name``'s certificate and trusting only the project CA."""
     files = require_tls_files(cert_dir, name)
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files.ca))
@@ -42,7 +41,7 @@ def client_tls(cert_dir: Path, name: str) -> ssl.SSLContext:
 
 async def connect(
     servers: tuple[str, ...] | list[str],
-    cert_dir: Path,
+    cert_dir: CertDir,
     identity: str,
     *,
     name: str | None = None,
@@ -56,7 +55,7 @@ async def connect(
 
     Args:
         servers: server URLs (``tls://host:port``).
-        cert_dir: where the identity's certificate lives.
+        cert_dir: where the identity's certificate lives (a path or a string).
         identity: the identity name; sets the certificate and the ``_INBOX_<identity>`` prefix.
         name: connection name shown in server monitoring (default: the identity).
         error_cb: receives asynchronous errors (permission violations arrive here).

@@ -7,6 +7,7 @@ mounts it, and every process reads it through :func:`require_tls_files`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,21 @@ class TlsFiles:
     ca: Path
 
 
-def tls_files(cert_dir: Path, name: str) -> TlsFiles:
-    """Where ``name``'s certificate and key live (they may not exist yet)."""
+# A directory as callers give it: a Path, or a string from a YAML file or a Python caller.
+CertDir = str | os.PathLike[str]
+
+
+def tls_files(cert_dir: CertDir, name: str) -> TlsFiles:
+    """Where ``name``'s certificate and key live (they may not exist yet).
+
+    Every path to an identity's files is made here, so this is where a ``str`` directory
+    becomes a :class:`~pathlib.Path` (``"certs" / "x.pem"`` would be a TypeError).
+    """
+    cert_dir = Path(cert_dir)
     return TlsFiles(cert_dir / f"{name}.pem", cert_dir / f"{name}-key.pem", cert_dir / "ca.pem")
 
 
-def require_tls_files(cert_dir: Path, name: str) -> TlsFiles:
+def require_tls_files(cert_dir: CertDir, name: str) -> TlsFiles:
     """Like :func:`tls_files`, but fail clearly when any file is missing.
 
     Raises:

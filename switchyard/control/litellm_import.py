@@ -4,7 +4,8 @@ What maps: each ``model_list`` entry becomes a deployment of the route named by 
 ``model_name`` (several entries with one name are weighted deployments of one route); the
 ``litellm_params.model`` prefix picks the provider kind; ``api_base``/``api_version`` and the
 key's source group deployments into providers; ``weight`` and ``max_parallel_requests`` carry
-over; ``timeout`` (the whole call, defaulting to ``router_settings.timeout``) becomes the
+over; ``timeout`` (the whole call; LiteLLM also reads it as ``request_timeout``), defaulting
+to ``litellm_settings.request_timeout`` and then to ``router_settings.timeout``, becomes the
 request and stream timeouts and ``stream_timeout`` (LiteLLM's wait for a stream's first chunk)
 the first-token timeout; ``fallbacks`` (router or litellm settings) become route fallbacks.
 Keys never enter the route table: ``os.environ/NAME`` becomes a secret placeholder named after
@@ -206,33 +207,49 @@ class _Entry:
     concurrency: int | None
     timeouts: Timeouts | None
     default_note: str = ""  # listed among the defaults applied once the entry is imported
-    router_timeout: bool = False  # its timeouts come from router_settings.timeout
+    timed_by_default: bool = False  # its timeouts come from the config-wide default
+
+
+@dataclass(frozen=True)
+class _DefaultTimeout:
+    """The whole-call timeout LiteLLM gives deployments that set none, and where it is set."""
+
+    setting: str  # `litellm_settings.request_timeout` or `router_settings.timeout`
+    seconds: float
+    overrides: float | None = None  # a router_settings.timeout LiteLLM then does not use
 
 
 def _timeouts(
-    params: dict[str, Any], at: str, router_timeout: float | None
+    params: dict[str, Any], at: str, default: _DefaultTimeout | None
 ) -> tuple[Timeouts | None, bool]:
-    """The deployment's timeouts from LiteLLM's, and whether the router's default supplied them.
+    """The deployment's timeouts from LiteLLM's, and whether the config-wide default set them.
 
-    LiteLLM's ``timeout`` bounds the whole call (streamed or not), falling back to
-    ``router_settings.timeout``; ``stream_timeout`` bounds the wait for the *first chunk* of a
-    stream, which is Switchyard's ``first_token_s``, not ``stream_s``. Where the config sets
-    none, the provider's defaults apply (None).
+    LiteLLM's ``timeout`` bounds the whole call (streamed or not); a deployment may spell it
+    ``request_timeout``, which LiteLLM reads when ``timeout`` is absent. Without either,
+    ``default`` applies (see :func:`_default_timeout`). ``stream_timeout`` bounds the wait for
+    the *first chunk* of a stream, which is Switchyard's ``first_token_s``, not ``stream_s``.
+    Where the config sets none, the provider's defaults apply (None).
     """
-    # A 0 or empty value reads as "not set", as before.
+    # A 0 or empty value reads as "not set", as before; a deployment's request_timeout is read
+    # only without its timeout, as LiteLLM reads it.
     own = _number(params.get("timeout") or None, f"{at}timeout", 0, low=0.001)
+    if not own:
+        own = _number(params.get("request_timeout") or None, f"{at}request_timeout", 0, low=0.001)
     first = _number(params.get("stream_timeout") or None, f"{at}stream_timeout", 0, low=0.001)
-    total = own or router_timeout
+    fallback = default.seconds if default is not None else None
+    total = own or fallback
     if not total and not first:
         return None, False
     defaults = Timeouts()
     whole = total or defaults.request_s
     first_token = first or min(whole, defaults.first_token_s)
     timeouts = Timeouts(first_token_s=first_token, request_s=whole, stream_s=whole)
-    return timeouts, not own and router_timeout is not None
+    return timeouts, not own and fallback is not None
 
 
-def _entry(raw: Any, where: str, settings_version: Any, router_timeout: float | None) -> _Entry:
+def _entry(
+    raw: Any, where: str, settings_version: Any, default_timeout: _DefaultTimeout | None
+) -> _Entry:
     """One ``model_list`` entry, read whole before anything is added.
 
     Raises:
@@ -267,7 +284,7 @@ def _entry(raw: Any, where: str, settings_version: Any, router_timeout: float | 
             "(LiteLLM would prefer $AZURE_API_VERSION if its environment set one; set "
             "api_version on the provider to pin another)"
         )
-    timeouts, from_router = _timeouts(params, f"{where}.litellm_params.", router_timeout)
+    timeouts, from_default = _timeouts(params, f"{where}.litellm_params.", default_timeout)
     parallel = _number(
         params.get("max_parallel_requests"), f"{where}.litellm_params.max_parallel_requests", 0
     )
@@ -282,7 +299,7 @@ def _entry(raw: Any, where: str, settings_version: Any, router_timeout: float | 
         concurrency=int(parallel) or None,
         timeouts=timeouts,
         default_note=note,
-        router_timeout=from_router,
+        timed_by_default=from_default,
     )
 
 
@@ -295,8 +312,8 @@ def convert(doc: dict[str, Any]) -> ImportResult:
     settings_version = (
         litellm_settings.get("api_version") if isinstance(litellm_settings, dict) else None
     )
-    router_timeout = _router_timeout(doc, unmapped)
-    timed_by_router = 0
+    default_timeout = _default_timeout(doc, unmapped)
+    timed_by_default = 0
     providers: dict[str, Provider] = {}
     secrets: dict[str, SecretPlaceholder] = {}
     deployments: dict[str, list[Deployment]] = {}
@@ -305,7 +322,7 @@ def convert(doc: dict[str, Any]) -> ImportResult:
     for i, raw in enumerate(model_list if isinstance(model_list, list) else []):
         where = f"model_list[{i}]"
         try:
-            entry = _entry(raw, where, settings_version, router_timeout)
+            entry = _entry(raw, where, settings_version, default_timeout)
         except _Unmappable as exc:
             unmapped.append(str(exc))
             continue
@@ -336,7 +353,7 @@ def convert(doc: dict[str, Any]) -> ImportResult:
         )
         if entry.default_note:
             defaults.append(entry.default_note)
-        timed_by_router += entry.router_timeout
+        timed_by_default += entry.timed_by_default
         params = raw.get("litellm_params") or {}
         for limit in ("rpm", "tpm"):
             if params.get(limit):
@@ -344,12 +361,8 @@ def convert(doc: dict[str, Any]) -> ImportResult:
                     f"{where}.litellm_params.{limit}: per-deployment {limit.upper()} is not a "
                     "Switchyard setting; use client-key limits or the deployment's concurrency"
                 )
-    if timed_by_router:
-        defaults.append(
-            f"router_settings.timeout ({router_timeout:g}s): the whole-call timeout (request_s, "
-            f"stream_s) of the {timed_by_router} deployment(s) that set no timeout of their own, "
-            "as LiteLLM's router applies it"
-        )
+    if timed_by_default and default_timeout is not None:
+        defaults.append(_default_timeout_note(default_timeout, timed_by_default))
     fallbacks = _fallbacks(doc, unmapped)
     routes = {
         alias: Route(
@@ -375,14 +388,56 @@ def _mapping(doc: dict[str, Any], key: str) -> dict[str, Any]:
     return section if isinstance(section, dict) else {}
 
 
-def _router_timeout(doc: dict[str, Any], unmapped: list[str]) -> float | None:
-    """LiteLLM's router-wide default timeout (``router_settings.timeout``), if usable."""
-    raw = _mapping(doc, "router_settings").get("timeout") or None
+def _default_timeout(doc: dict[str, Any], unmapped: list[str]) -> _DefaultTimeout | None:
+    """The whole-call timeout of deployments that set none, as LiteLLM picks it.
+
+    LiteLLM (1.110, its router's ``_get_non_stream_timeout``) takes a deployment's own
+    ``timeout``/``request_timeout`` first, then the global ``litellm.request_timeout`` when
+    the config sets it (``litellm_settings.request_timeout``), then ``router_settings.timeout``;
+    so a set ``request_timeout`` wins over the router's. An unusable value is listed as not
+    mapped, and the next one applies.
+    """
+    problems: list[str] = []
+    request = _seconds(doc, "litellm_settings", "request_timeout", problems)
+    router = _seconds(doc, "router_settings", "timeout", problems)
+    chosen: _DefaultTimeout | None = None
+    if request is not None:
+        chosen = _DefaultTimeout("litellm_settings.request_timeout", request, overrides=router)
+    elif router is not None:
+        chosen = _DefaultTimeout("router_settings.timeout", router)
+    instead = (
+        f"{chosen.setting} applies instead"
+        if chosen is not None
+        else "the deployments keep Switchyard's default timeouts"
+    )
+    unmapped.extend(f"{problem}; {instead}" for problem in problems)
+    return chosen
+
+
+def _seconds(doc: dict[str, Any], section: str, key: str, problems: list[str]) -> float | None:
+    """A positive number of seconds set at ``section.key``, or None (unset, or unusable: then
+    ``problems`` says why)."""
+    raw = _mapping(doc, section).get(key) or None  # 0 or empty reads as "not set"
     try:
-        return _number(raw, "router_settings.timeout", 0, low=0.001) or None
+        return _number(raw, f"{section}.{key}", 0, low=0.001) or None
     except _Unmappable as exc:
-        unmapped.append(f"{exc}; the deployments keep Switchyard's default timeouts")
+        problems.append(str(exc))
         return None
+
+
+def _default_timeout_note(default: _DefaultTimeout, deployments: int) -> str:
+    """What the import says it filled in from the config-wide timeout."""
+    note = (
+        f"{default.setting} ({default.seconds:g}s): the whole-call timeout (request_s, "
+        f"stream_s) of the {deployments} deployment(s) that set no timeout of their own, "
+        "as LiteLLM applies it"
+    )
+    if default.overrides is not None:
+        note += (
+            f"; LiteLLM prefers it to router_settings.timeout ({default.overrides:g}s), "
+            "which is therefore not used"
+        )
+    return note
 
 
 def _fallbacks(doc: dict[str, Any], unmapped: list[str]) -> dict[str, list[str]]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from switchyard.bus.replies import Reply, ReplyKind
-from switchyard.client import GAP_WAIT_S, _Progress, _Resend
 from switchyard.errors import ProviderError
+from switchyard.runtime.reply_wait import GAP_WAIT_S, ReplyProgress, Resend
 from switchyard.workers.modelproxy.handler import replay_needed
 
 pytestmark = pytest.mark.unit
@@ -22,7 +22,7 @@ def final(chunks: int) -> Reply:
 
 
 def test_a_replay_fills_the_gap_and_nothing_is_yielded_twice() -> None:
-    progress = _Progress()
+    progress = ReplyProgress()
     order = [chunk(0), chunk(1), chunk(4), final(5)]  # 2 and 3 were lost
     order += [chunk(0), chunk(1), chunk(2), chunk(3), chunk(4), final(5)]  # the replay
     yielded = []
@@ -39,7 +39,7 @@ def test_a_replay_fills_the_gap_and_nothing_is_yielded_twice() -> None:
 
 
 def test_a_gap_that_stays_ends_the_stream_clearly() -> None:
-    progress = _Progress()
+    progress = ReplyProgress()
     assert progress.chunk(chunk(0), now=0.0)
     assert not progress.final(final(3), now=1.0)
     assert progress.wait_until(100.0) == 1.0 + GAP_WAIT_S
@@ -49,16 +49,16 @@ def test_a_gap_that_stays_ends_the_stream_clearly() -> None:
 
 
 def test_a_gap_before_any_content_re_sends_the_request() -> None:
-    progress = _Progress()
+    progress = ReplyProgress()
     assert not progress.chunk(chunk(1), now=0.0)  # chunk 0 lost
-    with pytest.raises(_Resend):
+    with pytest.raises(Resend):
         progress.check(None, past_deadline=False, last=False, now=GAP_WAIT_S)
 
 
 def test_a_non_streaming_final_and_unnumbered_chunks_pass() -> None:
-    progress = _Progress()
+    progress = ReplyProgress()
     assert progress.final(Reply(ReplyKind.FINAL, b"{}"), now=0.0)
-    assert _Progress().chunk(Reply(ReplyKind.CHUNK, b"x", delivery="1.1"), now=0.0)
+    assert ReplyProgress().chunk(Reply(ReplyKind.CHUNK, b"x", delivery="1.1"), now=0.0)
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,14 @@ client wrote it (model replaced by the deployment's) and the answer comes back a
 wrote it: no translation, nothing lost. Only the usage is read on the way, for spend and limits.
 Streams are relayed one SSE event (``event:`` + ``data:`` lines) at a time, as they arrive.
 Token counts (Anthropic's ``/v1/messages/count_tokens``, OpenAI's
-``/v1/responses/input_tokens``) go the same way.
+``/v1/responses/input_tokens``) go the same way, less a ``stream`` field (see :func:`_sent`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -55,6 +56,20 @@ def _target(call: ProviderCall) -> tuple[str, dict[str, str]]:
     return f"{base}/responses", headers
 
 
+def _sent(call: ProviderCall) -> dict[str, Any]:
+    """The body sent upstream: the client's, except that a token count loses ``stream``.
+
+    Agents count the very body they are about to send, ``"stream": true`` included, and
+    Switchyard answers such a count (one answer, never a stream), as the estimate for other
+    providers does. Neither vendor's count endpoint takes the field (the SDKs'
+    ``MessageCountTokensParams`` and ``InputTokenCountParams`` have none), and Anthropic
+    refuses a field it does not take with a 400 ("stream: Extra inputs are not permitted").
+    """
+    if call.op in COUNTS and "stream" in call.body:
+        return {name: value for name, value in call.body.items() if name != "stream"}
+    return call.body
+
+
 class Passthrough:
     """One connection pool for every native-dialect provider."""
 
@@ -79,7 +94,7 @@ class Passthrough:
         name = call.provider_name
         try:
             async with asyncio.timeout(call.total_timeout):
-                body = _ENCODE.encode(call.body)
+                body = _ENCODE.encode(_sent(call))
                 async with self._http().post(url, data=body, headers=headers) as resp:
                     data = await resp.read()
                     if resp.status >= 400:

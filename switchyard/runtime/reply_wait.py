@@ -1,0 +1,180 @@
+"""What a caller waiting on one request's reply stream keeps track of, across attempts.
+
+:class:`ReplyProgress` applies the reply protocol's ordering rules (docs/nats-api.md, "Reply
+protocol"): chunks once and in order, gaps held until a worker's replay fills them, and which
+lost attempts are worth sending again (:class:`Resend`). :class:`Expiry` wakes a wait at its
+deadline. :class:`switchyard.client.LLMClient` drives both; they live here, apart from the
+client's sending and cancelling, because they are pure bookkeeping over reply messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from switchyard.bus.replies import Reply, ReplyKind
+from switchyard.errors import DeadlineExceeded, ProviderError, ServiceUnavailable
+
+# Queued for every waiting request when the client's connection reconnected (reply paths lost).
+RECONNECTED = object()
+# How long a gap in a reply stream may last before the request ends with an error: a worker
+# replays an answer once its usage is confirmed on a new connection, which its publisher
+# retries after 5 s.
+GAP_WAIT_S = 12.0
+_NO_RESPONDERS = "503"
+NO_WORKERS_RETRY_S = 2.0  # a head restarts in about a second; a client waits this long
+
+
+class Resend(Exception):
+    """Send the request again on a fresh reply path (after ``pause`` x round seconds)."""
+
+    def __init__(self, why: str, pause: float = 0.0) -> None:
+        super().__init__(why)
+        self.why = why
+        self.pause = pause
+
+
+@dataclass(slots=True)
+class ReplyProgress:
+    """What one request's reply stream has delivered so far, across attempts.
+
+    Chunks are yielded in order, once: a worker whose NATS node failed while it answered sends
+    the answer again, whole, once its usage is confirmed on a new connection (its publisher
+    retries after ``GAP_WAIT_S`` / 2), so a chunk already seen is skipped, and a chunk or final
+    beyond a missing one is held back (a *gap*) until the missing ones arrive or ``GAP_WAIT_S``
+    passes.
+    """
+
+    sent_content: bool = False
+    delivery: str | None = None
+    next_seq: int = 0
+    gap_since: float | None = None
+
+    def wait_until(self, until: float) -> float:
+        return until if self.gap_since is None else min(until, self.gap_since + GAP_WAIT_S)
+
+    def check(self, item: Any, *, past_deadline: bool, last: bool, now: float) -> Msg | None:
+        """The message to act on, or None to keep waiting.
+
+        Raises:
+            Resend: the attempt is lost (not accepted in time, reconnect, no responders).
+            DeadlineExceeded / ServiceUnavailable / ProviderError: the request is over.
+        """
+        if item is None:
+            if self.gap_since is not None and now >= self.gap_since + GAP_WAIT_S:
+                if not self.sent_content:
+                    raise Resend("a gap in the reply stream was never filled")
+                raise ProviderError(
+                    "part of the reply stream was lost in a NATS failover",
+                    provider="",
+                    code="stream_interrupted",
+                )
+            if past_deadline:
+                raise DeadlineExceeded("the request deadline passed before an answer arrived")
+            raise Resend("no head accepted it in time")
+        if item is RECONNECTED:
+            if self.sent_content:
+                raise ProviderError(
+                    "the reply stream was interrupted by a NATS failover",
+                    provider="",
+                    code="stream_interrupted",
+                )
+            raise Resend("this client reconnected to NATS")
+        msg: Msg = item
+        if not msg.headers:
+            if not msg.data:
+                if self.gap_since is not None:
+                    return None  # the end of an answer with a gap: its replay follows
+                raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
+            return None
+        if msg.headers.get("Status") == _NO_RESPONDERS and not msg.data:
+            if last:
+                raise ServiceUnavailable(
+                    "no head workers are available to take the request",
+                    code="no_workers",
+                    retry_after=NO_WORKERS_RETRY_S,
+                )
+            raise Resend("no head is listening", pause=0.01)
+        return msg
+
+    def chunk(self, reply: Reply, now: float) -> bool:
+        """A chunk arrived; True if it is the next one (to yield), False to skip it.
+
+        Raises:
+            ProviderError: a chunk of another delivery after content (a worker died).
+        """
+        this = reply.delivery
+        if self.delivery is None:
+            self.delivery = this
+        elif this != self.delivery:
+            if self.sent_content:
+                raise ProviderError(
+                    "the worker streaming this answer failed mid-stream",
+                    provider=reply.deployment,
+                    code="stream_interrupted",
+                )
+            self.delivery, self.next_seq, self.gap_since = this, 0, None
+        if reply.seq >= 0:
+            if reply.seq < self.next_seq:
+                return False  # seen: part of a replay
+            if reply.seq > self.next_seq:
+                self.gap_since = self.gap_since if self.gap_since is not None else now
+                return False
+            self.next_seq += 1
+        self.gap_since = None
+        self.sent_content = True
+        return True
+
+    def admit(self, reply: Reply, now: float) -> bool:
+        """Whether to hand ``reply`` to the caller (chunks once and in order, a stream's final
+        only after all its chunks)."""
+        if reply.kind is ReplyKind.CHUNK:
+            return self.chunk(reply, now)
+        if reply.kind is ReplyKind.FINAL:
+            return self.final(reply, now)
+        return True
+
+    def final(self, reply: Reply, now: float) -> bool:
+        """A final message; False while chunks it follows are missing (its replay follows)."""
+        if reply.seq > self.next_seq:
+            self.gap_since = self.gap_since if self.gap_since is not None else now
+            return False
+        return True
+
+
+class Expired:
+    """Queued by :class:`Expiry` when a wait's deadline passes."""
+
+    __slots__ = ()
+
+
+class Expiry:
+    """One timer per wait deadline that queues an :class:`Expired` marker, instead of a
+    timeout scope around every ``queue.get`` (a Timeout, a timer and a cancellation per reply
+    message: ~5% of the edge's CPU on streams). Re-arming for a new deadline replaces the marker,
+    so one queued by an earlier deadline is recognised and skipped."""
+
+    __slots__ = ("_handle", "_loop", "_queue", "_until", "marker")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
+        self._loop = loop
+        self._queue = queue
+        self._handle: asyncio.TimerHandle | None = None
+        self._until = -1.0
+        self.marker = Expired()
+
+    def arm(self, until: float) -> None:
+        if until == self._until:
+            return
+        self.cancel()
+        self._until = until
+        self.marker = marker = Expired()
+        self._handle = self._loop.call_at(until, self._queue.put_nowait, marker)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
