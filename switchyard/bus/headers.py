@@ -35,7 +35,7 @@ LAST_STATUS = "Sy-Last-Status"  # on a reroute: the failed attempt's status
 BOUNCES = "Sy-Bounces"  # how many times so far (bounded by the heads)
 REMOVED = "Sy-Removed"  # on the bounce itself: the deployment that was no longer routed
 PIN = "Sy-Pin"  # one specific deployment (admin tests), honoured from the gateway only
-RETRY_AFTER = "Sy-Retry-After"  # seconds, on 429/503 replies
+RETRY_AFTER = "Sy-Retry-After"  # seconds (fractions too) on 429/503; HTTP: http_retry_after
 STREAM = "Sy-Stream"  # "1" when the client asked for a stream
 PRIORITY = "Sy-Priority"  # interactive | default | batch (caller's wish; the head decides)
 WEIGHT = "Sy-Weight"  # the tenant's fair-share weight (set by the head from the key)
@@ -71,3 +71,16 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+# The most an HTTP ``Retry-After`` says (a day): past it a client had better give up than wait.
+HTTP_RETRY_AFTER_MAX_S = 86400
+
+
+def http_retry_after(seconds: float) -> str:
+    """``seconds`` as an HTTP ``Retry-After`` value: RFC 9110 allows only delay-seconds, a
+    non-negative integer, so a fraction is rounded up (a client told 0.3 s waits 1 s, never 0,
+    and one told 1.2 s does not come back before the time it was given) and at least 1."""
+    if not math.isfinite(seconds):
+        return str(HTTP_RETRY_AFTER_MAX_S)
+    return str(min(HTTP_RETRY_AFTER_MAX_S, max(1, math.ceil(seconds))))

@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind
 
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Envelope, beta_features, trace_context
+from switchyard.bus.headers import http_retry_after
 from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.dialects import anthropic
 from switchyard.dialects.probes import (
@@ -432,7 +433,7 @@ async def _respond(
 async def _respond_error(send: Send, exc: ApiError, request_id: str, op: str = "chat") -> None:
     headers = [*_JSON, *_id_headers(request_id, op), *exc.headers]
     if exc.retry_after is not None:
-        headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+        headers.append((b"retry-after", http_retry_after(exc.retry_after).encode()))
     # Anthropic's SDKs read errors in Anthropic's shape; every other route speaks OpenAI's.
     if op in ANTHROPIC_OPS:
         body = anthropic.error_body(exc, request_id=request_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from switchyard.bus.headers import http_retry_after
 from switchyard.errors import ApiError
 from switchyard.schemas.openai import error_body
 
@@ -21,7 +22,7 @@ def error_response(
     ``body`` gives another dialect's."""
     headers: dict[str, str] = {}
     if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        headers["Retry-After"] = http_retry_after(exc.retry_after)
     if request_id:
         headers["x-request-id"] = request_id
     for name, value in exc.headers:

@@ -97,6 +97,12 @@ class Admission:
         state = self._fresh(deployment, time.time() if now is None else now)
         return state is not None and state.held
 
+    def per_request_s(self, deployment: str) -> float | None:
+        """The deployment's last measured time per request, however old (a stale measure
+        beats none: it sizes a full queue's ``Retry-After``); None when never recorded."""
+        state = self._states.get(deployment)
+        return state.window_s if state is not None else None
+
     def direct(self, deployment: str, concurrency: int, now: float | None = None) -> bool:
         """May this request go straight to dispatch? (Counts it when it may.)"""
         moment = time.time() if now is None else now

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 
 from switchyard.bus.envelope import Envelope
 from switchyard.config import RoutingSettings
@@ -71,14 +72,33 @@ def exhausted(
     )
 
 
-def last_attempt(exc: ApiError) -> tuple[str, int]:
-    """The deployment an ``all_deployments_failed`` error (:func:`exhausted`) ended on and how
-    many attempts it took, for the reply's ``Sy-Deployment``/``Sy-Attempts`` (a model-proxy's
-    error names them too); ``("", 0)`` for any other error."""
-    if isinstance(exc, ProviderError) and exc.code == "all_deployments_failed" and exc.provider:
-        tried = exc.provider.split(",")  # every deployment tried, in order
-        return tried[-1], len(tried)
-    return "", 0
+@dataclass(slots=True)
+class Named:
+    """Which deployment refused or failed a request, and after how many attempts: the error
+    reply's ``Sy-Deployment``/``Sy-Attempts`` (as a model-proxy's error and every answer name
+    them), so an operator can tell from the answer where it was refused.
+
+    Filled where the head gives up, from the attempts it made; left empty when none was made
+    (no deployment usable before any attempt, every candidate cooling down, the key or the
+    model refused): then no one deployment refused the request (the cooling-down message
+    names the deployments it waited for).
+    """
+
+    deployment: str = ""
+    attempts: int = 0
+
+    def tried(self, env: Envelope) -> None:
+        """The last deployment ``env`` tried (a failed attempt or a full queue), of all."""
+        if env.tried:
+            self.deployment, self.attempts = env.tried[-1], len(env.tried)
+
+    def refused_by(self, deployment: str, env: Envelope) -> None:
+        """``deployment``, which refused this placement (after ``env``'s earlier attempts)."""
+        self.deployment, self.attempts = deployment, len(env.tried) + 1
+
+    def bounced(self, env: Envelope) -> None:
+        """The deployment that handed ``env`` back unserved (a bounce is no attempt)."""
+        self.deployment, self.attempts = env.removed, len(env.tried)
 
 
 def _first_back(

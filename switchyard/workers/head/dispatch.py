@@ -2,13 +2,15 @@
 
 The publish is retried while JetStream is briefly unavailable (a stream leader election takes
 ~1-2 s in a cluster), with ``Nats-Msg-Id`` set so a retry that did land is stored only once. A
-full queue (discard-new per subject) is not retried: it is answered with 503 at once.
+full queue (discard-new per subject) is not retried: it is answered with 503 at once, with a
+``Retry-After`` the caller works out only then (see :mod:`switchyard.workers.head.queue_room`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Deadline, Envelope
@@ -30,10 +32,12 @@ async def publish_dispatch(
     timeout: float,
     retries: int,
     deadline: Deadline,
+    room_in: Callable[[str, bool], float],
     subject: str = "",
 ) -> None:
     """Store the request in ``llm.v1.dispatch.<deployment_id>``, or in ``subject`` (its HOLD
-    queue while the deployment is saturated).
+    queue while the deployment is saturated). ``room_in(deployment_id, held)`` gives the
+    ``Retry-After`` of a full queue (``held``: the tenant's HOLD queue); called only then.
 
     Raises:
         ServiceUnavailable: the queue is full (code ``queue_full``) or JetStream stayed
@@ -51,16 +55,18 @@ async def publish_dispatch(
             return
         except StreamRejected as exc:
             if any(marker in exc.description.lower() for marker in _FULL):
-                if subject.startswith(subjects.HOLD_PREFIX):
+                held = subject.startswith(subjects.HOLD_PREFIX)
+                wait = room_in(deployment_id, held)
+                if held:
                     raise RateLimited(
                         f"your queue for deployment {deployment_id} is full; retry later",
                         code="tenant_queue_full",
-                        retry_after=1,
+                        retry_after=wait,
                     ) from None
                 raise ServiceUnavailable(
                     f"the queue for deployment {deployment_id} is full; retry later",
                     code="queue_full",
-                    retry_after=1,
+                    retry_after=wait,
                 ) from None
             if attempt == retries:
                 raise ServiceUnavailable(

@@ -46,7 +46,7 @@ from switchyard.schemas.openai import PROBES, Model, ModelList, encode, model_of
 from switchyard.schemas.routing import Deployment, InvalidRouteTable, decode_route_table
 from switchyard.schemas.scheduling import capped, fair_tenant, of_service_tier
 from switchyard.telemetry import request_id_var
-from switchyard.workers.head import decide
+from switchyard.workers.head import decide, queue_room
 from switchyard.workers.head.admission import Admission
 from switchyard.workers.head.dispatch import msg_id, publish_dispatch
 from switchyard.workers.head.keys import KeyPolicies
@@ -186,19 +186,21 @@ class Head:
                 attributes={"switchyard.attempt": env.attempt, "switchyard.hop": env.hop},
             )
         failure: BaseException | None = None
+        named = decide.Named()  # filled where routing gives up (decide.Named)
         try:
             if msg.subject == subjects.MODELS:
                 await self._models(env, msg.headers, reply)
             elif rerouted:
-                await self._reroute(msg.data, env, hop)
+                await self._reroute(msg.data, env, hop, named)
             else:
-                await self._route(msg, env, reply, hop)
+                await self._route(msg, env, reply, hop, named)
         except ApiError as exc:
             failure = exc
             if msg.subject != subjects.MODELS:
                 self.stats.outcome(EXHAUSTED if rerouted else REFUSED)
-            last, attempts = decide.last_attempt(exc)
-            await replies.send_error(self.nc, reply, exc, deployment=last, attempts=attempts)
+            await replies.send_error(
+                self.nc, reply, exc, deployment=named.deployment, attempts=named.attempts
+            )
         except Exception as exc:  # the endpoint's error boundary: answer, log, keep serving
             failure = exc
             log.exception("internal error handling %s", msg.subject)
@@ -225,7 +227,9 @@ class Head:
             raise DeadlineExceeded("the request deadline passed before it was routed")
         return env
 
-    async def _route(self, msg: Msg, env: Envelope, reply: str, hop: Hop) -> None:
+    async def _route(
+        self, msg: Msg, env: Envelope, reply: str, hop: Hop, named: decide.Named
+    ) -> None:
         env = self._deadline(env)
         limit = self.settings.ingress.max_body_bytes
         if len(msg.data) > limit:
@@ -263,23 +267,23 @@ class Head:
             last_status=0,
             retry_after=None,
         )
-        await self._place(msg.data, env, hop, pinned=pinned or None)
+        await self._place(msg.data, env, hop, named, pinned=pinned or None)
         self.stats.outcome(DISPATCHED)
         await replies.send_accepted(self.nc, reply)
 
-    async def _reroute(self, body: bytes, env: Envelope, hop: Hop) -> None:
+    async def _reroute(self, body: bytes, env: Envelope, hop: Hop, named: decide.Named) -> None:
         """A model-proxy handed a retryable failure back: try the next deployment. Or it
         bounced the request (its deployment left every route): route it again, no attempt."""
         env = self._deadline(env)
         avoid = ""
         if env.removed:
-            avoid, env = await self._after_removal(env)
+            avoid, env = await self._after_removal(env, named)
         else:
-            await self._after_failure(env)
-        await self._place(body, env, hop, pinned=None, avoid=avoid)
+            await self._after_failure(env, named)
+        await self._place(body, env, hop, named, pinned=None, avoid=avoid)
         self.stats.outcome(REROUTED)
 
-    async def _after_removal(self, env: Envelope) -> tuple[str, Envelope]:
+    async def _after_removal(self, env: Envelope, named: decide.Named) -> tuple[str, Envelope]:
         """A removal bounce: the deployment to avoid next, and the envelope to queue (the
         bounce's own mark cleared). Waits a little first while this head still routes the
         bounced deployment and has nowhere else to send the request (``decide``).
@@ -292,7 +296,11 @@ class Head:
             env.removed,
             env.bounces,
         )
-        avoid, pause = decide.after_removal(self.router, self.cooldowns, env)
+        try:
+            avoid, pause = decide.after_removal(self.router, self.cooldowns, env)
+        except ApiError:
+            named.bounced(env)
+            raise
         pause = min(pause, env.remaining(0.0))
         if pause > 0:  # ends early at this head's next route table
             changed = self._new_routes
@@ -302,7 +310,14 @@ class Head:
         return avoid, env.with_(removed="")
 
     async def _place(
-        self, body: bytes, env: Envelope, hop: Hop, *, pinned: str | None, avoid: str = ""
+        self,
+        body: bytes,
+        env: Envelope,
+        hop: Hop,
+        named: decide.Named,
+        *,
+        pinned: str | None,
+        avoid: str = "",
     ) -> None:
         """Queue the request for the deployment the route picks. A deployment whose queue is
         full counts as a tried one (no cooldown: it drains by itself) and the next candidate,
@@ -315,6 +330,7 @@ class Head:
             try:
                 chosen = decide.choose(self.router, self.cooldowns, env, pinned=pinned, avoid=avoid)
             except ApiError:
+                named.tried(env)  # none after no attempt (every candidate cooling down)
                 if full is not None and not failed_before:  # the full queue is the answer
                     raise full from None
                 raise  # (after real failures: the one error naming every attempt)
@@ -322,8 +338,9 @@ class Head:
             try:
                 await self._dispatch(body, env, deployment, hop)
                 return
-            except ServiceUnavailable as exc:
-                if exc.code != "queue_full" or env.pin:
+            except ApiError as exc:  # a full HOLD queue, no queue at all, the deadline...
+                if not isinstance(exc, ServiceUnavailable) or exc.code != "queue_full" or env.pin:
+                    named.refused_by(deployment.id, env)
                     raise
                 full = exc
             summary = f"{deployment.id}: 503 {full.message}".replace(";", ",")
@@ -336,6 +353,7 @@ class Head:
                 retry_after=env.retry_after if limited else 0.0,
             )
             if len(env.tried) >= self.settings.routing.max_attempts:  # the attempts are spent
+                named.tried(env)
                 raise decide.exhausted(env) if failed_before else full
 
     def _spare(self, env: Envelope, chosen: Deployment, avoid: str = "") -> Deployment:
@@ -379,10 +397,19 @@ class Head:
             timeout=self.settings.head.publish_timeout_s,
             retries=self.settings.head.publish_retries,
             deadline=deadline,
+            room_in=self._room_in,
             subject=subject,
         )
 
-    async def _after_failure(self, env: Envelope) -> None:
+    def _room_in(self, deployment: str, held: bool) -> float:
+        """``Retry-After`` of ``deployment``'s full queue, the tenant's HOLD queue if ``held``:
+        the time to serve its limit's worth of requests (:mod:`queue_room`)."""
+        streams = self.settings.streams
+        depth = streams.hold_tenant_limit if held else streams.dispatch_queue_limit
+        pace = self.admission.per_request_s(deployment) or queue_room.DEFAULT_PER_REQUEST_S
+        return queue_room.retry_after(depth, self.router.concurrency(deployment), pace)
+
+    async def _after_failure(self, env: Envelope, named: decide.Named) -> None:
         """Cool the deployment that failed, pause, or give up.
 
         Raises:
@@ -397,6 +424,7 @@ class Head:
             await self.cooldowns.cool(failed, seconds, status=env.last_status or 502, reason=reason)
             self.stats.cooled(failed)
         if len(env.tried) >= self.settings.routing.max_attempts or env.pin:
+            named.tried(env)
             raise decide.exhausted(env)
         if seconds <= 0:  # nothing to back off from (the provider was never called)
             return
