@@ -335,11 +335,16 @@ class StreamSettings(_Section, frozen=True):
             while the deployment is saturated (HOLD, discard-new per subject); beyond it that
             tenant's new requests get 429 ``tenant_queue_full`` and nobody else's do.
         hold_max_bytes: the most the HOLD stream stores (all tenants together).
+        hold_total_limit: requests one deployment may hold, every tenant and priority
+            together; from there its new ``default`` and ``batch`` requests get 503
+            ``queue_full`` (interactive ones a tenth later) until the count is a tenth below.
+            Counted by the feeder, so it lags a burst by milliseconds; not a byte bound.
     """
 
     dispatch_queue_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
     hold_tenant_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
     hold_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024
+    hold_total_limit: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     dispatch_max_age_s: Seconds = 3600.0
     duplicate_window_s: Seconds = 120.0
     usage_max_age_s: Seconds = 7 * 86400.0

@@ -11,14 +11,16 @@ lands in HOLD (a head found the deployment busy), the feeder takes over that dep
 3. while a slot is free, it pops the next request (strict priority, weighted DRR by tenant),
    stores it in dispatch under the held message's ``Nats-Msg-Id`` and only then removes it from
    HOLD, so a crash between the two is deduplicated by dispatch, never lost or doubled. Removal
-   is batched (:mod:`switchyard.control.holdledger`): one purge per tenant subject removes
-   everything below the oldest request of that subject still waiting or moving, once
-   ``PURGE_BATCH`` of them have moved or ``PURGE_S`` after the first, instead of one delete
-   request per message;
+   is batched (:mod:`switchyard.control.holdpurge`): one purge per tenant subject removes
+   everything below the oldest request of that subject still waiting or moving;
 4. while anything is left waiting it marks the deployment ``held`` so every head parks new
    requests in HOLD too (none jumps the fair order); once HOLD is empty and a slot is free it
    clears the mark and the fast path resumes. Once a second it re-reads the consumer state,
-   which corrects any count the taps missed.
+   which corrects any count the taps missed;
+5. while the deployment holds ``streams.hold_total_limit`` requests or more it also marks the
+   record ``full`` (:mod:`switchyard.control.holdbound`), and heads refuse new requests with
+   503 ``queue_full`` instead of holding them: one write when the count crosses the limit and
+   one when it falls back below the clear mark, never one per request.
 
 A deployment can also fill up without any request reaching HOLD: heads cap what they send
 straight to dispatch by the deployment's *last measured* time per request, so when a provider
@@ -54,7 +56,8 @@ from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.bus.flow_control import quiet_flow_control
 from switchyard.control.fairqueue import FairQueue
-from switchyard.control.holdledger import HoldLedger, Purge
+from switchyard.control.holdbound import full_mark
+from switchyard.control.holdpurge import HoldPurger
 from switchyard.errors import BusError
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.definitions import DRAIN_ACK_PENDING
@@ -63,17 +66,17 @@ from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas import monitor as m
 from switchyard.schemas.routing import RouteTable
-from switchyard.schemas.scheduling import PRIORITIES, SCHED_ENCODER, SchedState
+from switchyard.schemas.scheduling import (
+    NOT_FULL,
+    PRIORITIES,
+    SCHED_ENCODER,
+    FullMark,
+    SchedState,
+)
 
 log = logging.getLogger("switchyard.control.feeder")
 
 TICK_S = 1.0
-# Moved requests leave HOLD in one purge per tenant subject: once PURGE_BATCH of a subject are
-# finished, else PURGE_S after the first. Each purge is an API round trip and a stream write, so
-# a fixed fast rate (it was every 20 ms) cost more per request the slower a deployment's calls.
-# Until purged they count against the tenant's HOLD limit: at most PURGE_BATCH + rate * PURGE_S.
-PURGE_S = 0.5
-PURGE_BATCH = 64
 HOLD_HEARTBEAT_S = 1.0
 # The heads' window is the deployment's measured time per request. With no traffic for a while
 # the measure is gone; the last one is kept this long (then 1 s), so a burst after a pause is
@@ -83,7 +86,8 @@ WINDOW_MEMORY_S = 900.0
 # slow rewrite only restores a record someone removed from the bucket by hand.
 REWRITE_S = 300.0
 DEFAULT_WINDOW_S = 1.0
-_JSON = msgspec.json.Encoder()
+# streams.hold_total_limit's default (control passes the configured value).
+DEFAULT_HOLD_LIMIT = 10_000
 _SKIP_HEADERS = ("Nats-Stream", "Nats-Sequence", "Nats-Subject", "Nats-Time-Stamp")
 _NOT_DONE = (b"-NAK", b"+WPI")  # a nak or progress report frees no slot
 
@@ -133,6 +137,7 @@ class _Deployment:
     active: bool = False  # counting slots (consumer state read, acks tapped)
     acks: Subscription | None = None
     held: bool = False  # what the sched record says
+    full: FullMark = NOT_FULL  # the record's hold bound mark (see holdbound)
     written: SchedState | None = None
     pumping: bool = False
     dirty: bool = False
@@ -154,6 +159,7 @@ class Feeder:
         *,
         backlog: Callable[[str], int] | None = None,
         queue_limit: int = 1_000_000,
+        hold_limit: int = DEFAULT_HOLD_LIMIT,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream(timeout=5)
@@ -169,13 +175,13 @@ class Feeder:
         self._hold_sub: Subscription | None = None
         self._loops = TaskSupervisor("feeder")
         self._work = TaskSupervisor("feeder-moves")
-        self._ledger = HoldLedger(PURGE_BATCH)
-        self._purge_timer: asyncio.TimerHandle | None = None
-        self._purging = False
+        self._purger = HoldPurger(nc, self._forget)
         self._concurrency: dict[str, int] = {}
         self._concurrency_of: RouteTable | None = None
         # Dispatch holds at most this many per deployment (discard-new): never move past it.
         self._queue_limit = queue_limit
+        # Requests one deployment may hold (every tenant and class) before heads refuse more.
+        self._hold_limit = max(1, hold_limit)
         self._export(metrics)
 
     # ---- lifecycle ----
@@ -208,15 +214,9 @@ class Feeder:
             await self._deactivate(dep)
         await self._work.drain(2.0)
         await self._publisher.stop()  # moves still in flight hear how they went
-        if self._nc.is_connected:  # else a restart moves the leftovers again (deduplicated)
-            await self._purge()  # what was moved leaves HOLD now, not after a restart
-        if self._purge_timer is not None:
-            self._purge_timer.cancel()
+        await self._purger.close(connected=self._nc.is_connected)
         # Ready to start again (leadership may come back): a new start reads HOLD afresh.
         self._deps = {}
-        self._ledger = HoldLedger(PURGE_BATCH)
-        self._purge_timer = None
-        self._purging = False
         self._loops = TaskSupervisor("feeder")
         self._work = TaskSupervisor("feeder-moves")
         self._publisher = AckPublisher(self._nc)
@@ -273,7 +273,7 @@ class Feeder:
             stored_at=stored_at,
         )
         dep.seen.add(seq)
-        self._ledger.read(msg.subject, dep_id, seq)
+        self._purger.read(msg.subject, dep_id, seq)
         held.weight = _float(headers.get(h.WEIGHT, "1"))
         dep.queue.push(priority, tenant, held.weight, held)
         await self._feed(dep)
@@ -313,7 +313,8 @@ class Feeder:
                 if not dep.active and (len(dep.queue) or self._overfull(dep.id)):
                     await self._activate(dep)  # only here: one pump per deployment at a time
                 await self._fill(dep)
-                if dep.written is None or dep.written.held != dep.held:
+                written = dep.written
+                if written is None or written.held != dep.held or written.full != dep.full:
                     await self._write(dep)
         except Exception:  # a failed pass leaves the requests held; the tick retries
             log.exception("feeding deployment %s failed", dep.id)
@@ -321,7 +322,7 @@ class Feeder:
             dep.pumping = False
 
     async def _fill(self, dep: _Deployment) -> bool:
-        """Start moves while a slot is free; True if the ``held`` state changed."""
+        """Start moves while a slot is free; True if the ``held`` or ``full`` mark changed."""
         limit = self.concurrency(dep.id)
         now = time.time()
         while dep.pending < limit:
@@ -334,9 +335,10 @@ class Feeder:
             dep.pending += 1  # the slot is taken now; moves run side by side
             await self._move(dep, item)
         saturated = self._saturated(dep, limit)
-        if saturated == dep.held:
+        full = full_mark(len(dep.queue), dep.full, self._hold_limit)
+        if saturated == dep.held and full == dep.full:
             return False
-        dep.held = saturated
+        dep.held, dep.full = saturated, full
         return True
 
     def _slack(self) -> int:
@@ -385,53 +387,13 @@ class Feeder:
 
     def _delete(self, dep: _Deployment, item: Held) -> None:
         """``item`` is moved (or its caller gave up): it leaves HOLD with the next purge."""
-        if self._ledger.finish(item.subject, item.deployment, item.seq) and not self._purging:
-            if self._purge_timer is not None:
-                self._purge_timer.cancel()
-            self._purge_soon()
-        elif self._purge_timer is None:
-            self._purge_timer = asyncio.get_running_loop().call_later(PURGE_S, self._purge_soon)
+        self._purger.finish(item.subject, item.deployment, item.seq)
 
-    def _purge_soon(self) -> None:
-        self._purge_timer = None
-        if not self._purging:
-            self._purging = True  # before the task runs: one purge at a time
-            self._work.spawn(self._purge())
-
-    async def _purge(self) -> None:
-        """Send the ledger's due purges (see :mod:`switchyard.control.holdledger`)."""
-        self._purging = True
-        try:
-            for purge in self._ledger.due():
-                await self._send_purge(purge)
-        finally:
-            self._purging = False
-        if self._purge_timer is None and self._ledger.pending():
-            self._purge_timer = asyncio.get_running_loop().call_later(PURGE_S, self._purge_soon)
-
-    async def _send_purge(self, purge: Purge) -> None:
-        if not await self._purge_below(purge.subject, purge.below):
-            self._ledger.failed(purge)  # tried again with the next one
-            return
-        dep = self._deps.get(purge.deployment)
+    def _forget(self, dep_id: str, purged: tuple[int, ...]) -> None:
+        """``purged`` left HOLD: a re-read of them can no longer happen."""
+        dep = self._deps.get(dep_id)
         if dep is not None:
-            dep.seen.difference_update(purge.finished)
-
-    async def _purge_below(self, subject: str, below: int) -> bool:
-        api = f"$JS.API.STREAM.PURGE.{subjects.HOLD_STREAM}"
-        payload = _JSON.encode({"filter": subject, "seq": below})
-        for attempt in range(3):
-            try:
-                reply = await self._nc.request(api, payload, timeout=2)
-            except (NatsError, TimeoutError):  # a leftover is moved again after a restart, deduped
-                await asyncio.sleep(0.2 * (attempt + 1))
-                continue
-            if b'"error"' not in reply.data:
-                return True
-            log.warning("HOLD refused a purge of %s: %s", subject, reply.data[:200])
-            break
-        log.warning("could not remove moved requests from %s below %d", subject, below)
-        return False  # the ledger keeps them; the next timer tries again
+            dep.seen.difference_update(purged)
 
     # ---- slots ----
 
@@ -476,11 +438,12 @@ class Feeder:
     async def _write(self, dep: _Deployment) -> None:
         now = time.time()
         window = dep.window.seconds(self._latency(dep.id), now)
-        state = SchedState(held=dep.held, heads=self._heads_seen, window_s=window)
+        state = SchedState(held=dep.held, heads=self._heads_seen, window_s=window, full=dep.full)
         last = dep.written
         if (
             last is not None
             and last.held == state.held
+            and last.full == state.full
             and last.heads == state.heads
             and abs(last.window_s - window) <= 0.25 * last.window_s
             and now - last.at < REWRITE_S
@@ -523,6 +486,8 @@ class Feeder:
                 self._kick(dep)
             elif dep.held and not dep.pumping and not dep.active:
                 dep.held = False
+            if not dep.pumping:  # (a pump recounts it itself) expired requests left above
+                dep.full = full_mark(len(dep.queue), dep.full, self._hold_limit)
             await self._write(dep)
 
     # ---- views ----

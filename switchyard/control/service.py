@@ -105,6 +105,7 @@ class Control:
             # Heads ignore "held" with fair queueing off: then dispatch's backlog is not watched.
             backlog=self.monitor.dispatch_backlog if settings.routing.fair_queueing else None,
             queue_limit=settings.streams.dispatch_queue_limit,
+            hold_limit=settings.streams.hold_total_limit,
         )
         self._service: Service | None = None
         self._key_changes: Subscription | None = None

@@ -46,6 +46,19 @@ def fair_tenant(team: str, key_id: str) -> str:
     return team or key_id
 
 
+# A record's ``full`` mark: the highest class heads refuse to hold for the deployment (that
+# class and every lower one), or none. The feeder sets it (``switchyard.control.holdbound``).
+FullMark = Literal["", "default", "interactive"]
+NOT_FULL: FullMark = ""
+
+
+def refuses(full: str, priority: str) -> bool:
+    """Whether a record's ``full`` mark refuses to hold a request of class ``priority``. A
+    mark this version does not know refuses nothing (a newer feeder's, during an upgrade)."""
+    rank = RANK.get(full) if full else None
+    return rank is not None and RANK.get(priority, RANK[DEFAULT]) >= rank
+
+
 class SchedState(msgspec.Struct, frozen=True, kw_only=True):
     """``sy_sched`` / ``dep.<deployment>``: what heads need to decide hold-or-dispatch.
 
@@ -59,12 +72,18 @@ class SchedState(msgspec.Struct, frozen=True, kw_only=True):
         window_s: the deployment's recent mean time per request (Little's law: what one
             head sent within that window is about what it still has in flight).
         at: unix seconds of the write.
+        full: the deployment holds ``streams.hold_total_limit`` requests or more: heads
+            answer 503 ``queue_full`` instead of holding a request of this class or a lower
+            one ("" none, ``default``: default and batch, ``interactive``: every class).
+            A plain string with a default, so a record without it (an older feeder) reads as
+            not full, an older head ignores it, and an unknown value refuses nothing.
     """
 
     held: bool = False
     heads: int = 1
     window_s: float = 1.0
     at: float = 0.0
+    full: str = NOT_FULL
 
 
 SCHED_ENCODER = msgspec.json.Encoder()

@@ -12,6 +12,10 @@ per request: by Little's law, about what this head still has in flight). A burst
 therefore overshoots the deployment's concurrency by less than one request per head; the rest
 waits in HOLD from the first request on.
 
+The same record bounds what one deployment holds: while it is marked ``full`` (the feeder
+counts ``streams.hold_total_limit`` requests or more held for it), a request the head would
+hold is refused instead (:meth:`Admission.full`), checked only for a request about to be held.
+
 Records are written only when they change, so their age says nothing; the feeder's lease
 (``feeder.leader`` in the same bucket, renewed every 2 s while a control replica feeds) is its
 heartbeat. Once the lease has lapsed by more than :data:`LEASE_GRACE_S` and a record is older
@@ -36,6 +40,7 @@ from switchyard.schemas.scheduling import (
     LEASE_DECODER,
     SCHED_DECODER,
     SchedState,
+    refuses,
 )
 
 STALE_S = 10.0  # a record this recent speaks for itself (one written just now by a feeder)
@@ -96,6 +101,12 @@ class Admission:
         """True while the feeder holds requests for ``deployment`` (new ones wait behind)."""
         state = self._fresh(deployment, time.time() if now is None else now)
         return state is not None and state.held
+
+    def full(self, deployment: str, priority: str, now: float | None = None) -> bool:
+        """True while ``deployment`` holds as many requests as it may for ``priority``'s
+        class: a request of it must not be held (the caller gets 503 ``queue_full``)."""
+        state = self._fresh(deployment, time.time() if now is None else now)
+        return state is not None and refuses(state.full, priority)
 
     def per_request_s(self, deployment: str) -> float | None:
         """The deployment's last measured time per request, however old (a stale measure

@@ -386,9 +386,10 @@ class Head:
         if not env.pin and not self.admission.direct(
             deployment, self.router.concurrency(deployment)
         ):
-            subject = subjects.hold(
-                deployment, env.priority or "default", fair_tenant(env.tenant, env.key_id)
-            )
+            priority = env.priority or "default"
+            if self.admission.full(deployment, priority):  # holds all it may: as a full queue
+                raise self._hold_full(deployment)
+            subject = subjects.hold(deployment, priority, fair_tenant(env.tenant, env.key_id))
         await publish_dispatch(
             self.publisher,
             deployment,
@@ -408,6 +409,18 @@ class Head:
         depth = streams.hold_tenant_limit if held else streams.dispatch_queue_limit
         pace = self.admission.per_request_s(deployment) or queue_room.DEFAULT_PER_REQUEST_S
         return queue_room.retry_after(depth, self.router.concurrency(deployment), pace)
+
+    def _hold_full(self, deployment: str) -> ServiceUnavailable:
+        """The answer for a request ``deployment`` would hold while it holds its total limit
+        (``streams.hold_total_limit``): a full queue, so :meth:`_place` offers the request to
+        the route's next candidate first. Its ``Retry-After`` is the time to serve that many."""
+        limit = self.settings.streams.hold_total_limit
+        pace = self.admission.per_request_s(deployment) or queue_room.DEFAULT_PER_REQUEST_S
+        return ServiceUnavailable(
+            f"the queue for deployment {deployment} is full; retry later",
+            code="queue_full",
+            retry_after=queue_room.retry_after(limit, self.router.concurrency(deployment), pace),
+        )
 
     async def _after_failure(self, env: Envelope, named: decide.Named) -> None:
         """Cool the deployment that failed, pause, or give up.
