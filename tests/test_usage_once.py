@@ -37,7 +37,7 @@ from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEven
 from switchyard.stack import binaries, valkey
 from switchyard.stack.ports import accepting
 from switchyard.workers.accounting.service import Accounting
-from switchyard.workers.accounting.stream import UsageStream
+from switchyard.workers.accounting.stream import UsageStream, micros, place_of
 from tests.support import jetstream_server, write_settings
 
 pytestmark = pytest.mark.integration
@@ -168,6 +168,17 @@ async def test_a_redelivered_batch_is_billed_once_after_its_events_are_forgotten
     # The stream keeps usage 7 days: the chunk outlives that by a day, not a fortnight.
     assert 7 * DAY_S < await rig.ops.ttl(chunks[0]) <= 8 * DAY_S
     assert await rig.ops.getbit(chunks[0], seq) == 1
+
+
+async def test_the_place_read_from_a_real_delivery_is_the_one_nats_py_reads(rig: Rig) -> None:
+    """Accounting reads a batch's stream sequence and storage time from the reply subject
+    (cheaper than msg.metadata): this server's subject form must give the same numbers."""
+    seq = await _publish(rig.nc, "batch-p", "key_place", "req-p.0")
+    delivered = await _next(await _deliveries(rig.nc, "probe"))
+    place = place_of(delivered.reply)
+    assert place is not None
+    assert place.seq == delivered.metadata.sequence.stream == seq
+    assert 0 <= micros(delivered.metadata.timestamp) - place.stored_us <= 1  # float rounding
 
 
 async def test_a_recreated_streams_batches_are_billed_though_their_sequences_repeat(

@@ -30,6 +30,8 @@ log = logging.getLogger("switchyard.accounting")
 
 
 PRICE_FILE = "model_prices_and_context_window_backup.json"
+# Rates remembered at most (then forgotten at once): a model name is what a provider says.
+RATES_KEPT = 4096
 
 
 def price_map() -> dict[str, Any]:
@@ -75,18 +77,32 @@ class Pricing:
         self._unpriced: set[str] = set()
         self._table: RouteTable | None = None
         self._deployments: dict[str, tuple[Provider, Deployment]] = {}
+        # Rates per (deployment, model) under the current table and price map: the events of a
+        # batch mostly share them, and looking them up again cost ~1.3 µs an event.
+        self._rates: dict[tuple[str, str], Rates] = {}
 
     async def load(self) -> None:
         try:
             self._map = await asyncio.to_thread(price_map)
         except ImportError:
             log.warning("litellm is not installed: only configured prices apply")
+        self._rates.clear()
 
     def per_token(self, event: UsageEvent, table: RouteTable) -> Rates:
         """USD per token for the deployment that served ``event``: its route's price, else
         litellm's (a cache price either leaves out is the input price), else nothing."""
         if table is not self._table:  # the map is rebuilt once per route table revision
             self._table, self._deployments = table, table.deployments()
+            self._rates.clear()
+        key = (event.deployment, event.model)
+        rates = self._rates.get(key)
+        if rates is None:
+            if len(self._rates) >= RATES_KEPT:
+                self._rates.clear()
+            rates = self._rates[key] = self._look_up(event)
+        return rates
+
+    def _look_up(self, event: UsageEvent) -> Rates:
         pair = self._deployments.get(event.deployment)
         kind: str = ""
         if pair is not None:

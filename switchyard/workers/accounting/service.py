@@ -29,7 +29,6 @@ from switchyard.bus import identities, subjects
 from switchyard.config import Settings
 from switchyard.errors import BusError
 from switchyard.limits import keys as rk
-from switchyard.limits import periods
 from switchyard.limits.scripts import RECORD
 from switchyard.limits.store import connect_redis
 from switchyard.runtime import semconv as sc
@@ -37,11 +36,13 @@ from switchyard.runtime.definitions import ACCOUNTING_CONSUMER, ROUTE_TABLE_KEY
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.metrics import Bounded
 from switchyard.runtime.puller import Puller
+from switchyard.runtime.throttle import Throttle
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.events import USAGE_BATCH_DECODER, UsageEvent
 from switchyard.schemas.routing import InvalidRouteTable, RouteTable, decode_route_table
+from switchyard.workers.accounting.budget_days import BudgetDays
 from switchyard.workers.accounting.pricing import Pricing
-from switchyard.workers.accounting.stream import StreamInstance, UsageStream, micros
+from switchyard.workers.accounting.stream import StreamInstance, UsageStream, place_of
 
 log = logging.getLogger("switchyard.accounting")
 
@@ -61,11 +62,12 @@ class Accounting:
         self._record = self.redis.register_script(RECORD)
         self.table = settings.route_table
         self.pricing = Pricing()
+        self._days = BudgetDays()
         self._routes = KvFollower(
             nc.jetstream(timeout=5), subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
         self.usage_stream = UsageStream.over(nc, subjects.USAGE_STREAM, STREAM_INFO_TIMEOUT_S)
-        self._unplaced_warned_at = -60.0  # the monotonic clock at the last such warning
+        self._unplaced_warn = Throttle(60.0)
         self.puller = Puller(
             nc,
             "usage",
@@ -114,20 +116,24 @@ class Accounting:
             self._batches["unreadable"].inc()
             await msg.term()
             return
-        where = msg.metadata
-        stored_us = micros(where.timestamp)
-        seq: int | None = where.sequence.stream
-        stream: StreamInstance | None
-        try:
-            stream = await self.usage_stream.instance_of(stored_us, where.sequence.stream)
-        except BusError as exc:
-            # Billing goes on, guarded by the events' ids alone (remembered for ONCE_TTL_S: a
-            # redelivery after a lost ack comes within seconds), rather than stall every
-            # budget until the stream answers (or a NATS config rendered before accounting
-            # asked for the stream's info is rendered again: `deploy setup`).
-            self._warn_unplaced(str(exc))
-            stream = seq = None
-        if stream is not None and not stream.holds(stored_us):
+        # Read from the reply subject, not msg.metadata (see stream.place_of).
+        place = place_of(msg.reply)
+        seq: int | None = None
+        stream: StreamInstance | None = None
+        if place is None:
+            log.warning("usage batch %s has no stream place; billed by event ids", batch.id)
+        else:
+            seq = place.seq
+            try:
+                stream = await self.usage_stream.instance_of(place.stored_us, place.seq)
+            except BusError as exc:
+                # Billing goes on, guarded by the events' ids alone (remembered for ONCE_TTL_S:
+                # a redelivery after a lost ack comes within seconds), rather than stall every
+                # budget until the stream answers (or a NATS config rendered before accounting
+                # asked for the stream's info is rendered again: `deploy setup`).
+                self._warn_unplaced(str(exc))
+                stream = seq = None
+        if stream is not None and place is not None and not stream.holds(place.stored_us):
             # Stored before the stream there is now was created: delivered just before its own
             # stream was deleted (or the server's clock went back). Its sequence means nothing
             # in the current stream, so only its events' ids keep it from counting twice.
@@ -147,9 +153,7 @@ class Accounting:
 
     def _warn_unplaced(self, why: str) -> None:
         """Say (at most once a minute) that batches are billed by their events' ids alone."""
-        now = time.monotonic()
-        if now - self._unplaced_warned_at >= 60.0:
-            self._unplaced_warned_at = now
+        if self._unplaced_warn.ready():
             log.warning(
                 "%s; usage batches are billed by their events' ids alone until it answers"
                 " (does the NATS config predate this version? run `switchyard deploy setup`)",
@@ -169,15 +173,16 @@ class Accounting:
         groups: dict[tuple[str, str, int, str, str, str], int] = {}
         per_event: list[int] = []
         costs: list[tuple[str, int]] = []
+        now = time.time()
         for event in events:
             key_id = event.key_id or "unknown"
-            period_id, period_end = periods.current(event.budget_period, event.ts)
-            ttl = int(period_end - time.time()) + 86400 if period_end != float("inf") else 0
+            period_id, period_end = self._days.current(event.budget_period, event.ts)
+            ttl = int(period_end - now) + 86400 if period_end != float("inf") else 0
             group = (
                 key_id,
                 period_id,
                 max(0, ttl),
-                periods.day(event.ts),
+                self._days.day(event.ts),
                 event.alias or event.deployment,
                 event.tenant or rk.NO_TEAM,
             )

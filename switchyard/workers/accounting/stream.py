@@ -19,6 +19,7 @@ import datetime as dt
 import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 import msgspec
 import nats.errors
@@ -45,6 +46,39 @@ SLACK_US = 1_000_000
 def micros(when: dt.datetime) -> int:
     """Microseconds since the epoch, exact (a float would round)."""
     return (when - _EPOCH) // _MICROSECOND
+
+
+class Place(NamedTuple):
+    """Where a delivered message sits in its stream."""
+
+    seq: int  # its stream sequence
+    stored_us: int  # when the stream stored it: microseconds since the epoch, server's clock
+
+
+def place_of(reply: str | None) -> Place | None:
+    """The place of a JetStream delivery, read from its reply subject.
+
+    That subject is ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.
+    <stored ns>.<pending>``, or the newer form with a domain and an account hash before the
+    stream (and a token after). nats-py's ``msg.metadata`` reads the same fields but builds a
+    datetime and three objects per message, which accounting would only turn back into
+    integers (~6 µs a batch). None when the subject is not such an acknowledgement subject.
+    """
+    if not reply:
+        return None
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        first = 5
+    elif len(tokens) >= 11:
+        first = 7
+    else:
+        return None
+    if tokens[0] != "$JS" or tokens[1] != "ACK":
+        return None
+    seq, stored_ns = tokens[first], tokens[first + 2]
+    if not (seq.isdecimal() and stored_ns.isdecimal()):
+        return None
+    return Place(int(seq), int(stored_ns) // 1000)
 
 
 class StreamInstance(msgspec.Struct, frozen=True, kw_only=True):
