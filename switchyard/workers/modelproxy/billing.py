@@ -4,7 +4,10 @@ An answer is billed with the usage the provider reported. One without a count (a
 short, failed or abandoned after content was sent, where the count would have come at the
 end; a server that never reports usage) is billed an estimate rather than nothing, which would
 never reach a budget; so is a stream that ended early with only its opening count (Anthropic's
-``message_start`` says 1 output token). A failure that delivered nothing is not billed.
+``message_start`` says 1 output token). A call stopped from outside while its provider worked
+is billed its estimate too, whether its caller left or its deadline passed: the provider
+charges for the work either way. A failure that delivered nothing is not billed, nor a request
+whose provider was never called (the handler bills only calls that were made).
 """
 
 from __future__ import annotations
@@ -13,18 +16,25 @@ import time
 
 import msgspec
 
+from switchyard.errors import DeadlineExceeded
 from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.openai import Usage
 from switchyard.workers.modelproxy.job import Job, Target
 
 CLIENT_CLOSED = 499  # the status of a stream its caller abandoned (usage events, metrics)
+# The status of a call its deadline stopped while the provider worked (the handler turns the
+# provider timeout cut to the deadline into this 504).
+DEADLINE_PASSED = DeadlineExceeded.status
+# Calls stopped from outside, not failed: billed (an estimate without a count), and under an
+# event id of their own (see event_id).
+_STOPPED = {CLIENT_CLOSED: "left", DEADLINE_PASSED: "late"}
 
 
 def billed(job: Job) -> tuple[Usage, bool] | None:
     """The usage to bill ``job`` for and whether it is an estimate, or None for nothing."""
     usage = job.usage
     if usage is None:
-        if job.status not in (200, CLIENT_CLOSED) and not job.chunks:
+        if job.status != 200 and job.status not in _STOPPED and not job.chunks:
             return None  # a failure that delivered nothing
         return estimated_usage(job), True
     if job.status != 200 and len(job.chunks) > usage.completion_tokens:
@@ -61,10 +71,16 @@ def event_id(job: Job) -> str:
     after a restart), and the answer it then gets must be billed too, not taken by accounting
     for a repeat of the stopped call's estimate. Every stopped attempt of one request and hop
     shares that id: two attempts running at once (an edge's re-send after a NATS failover)
-    that are both stopped are the platform's duplicate, billed once."""
+    that are both stopped are the platform's duplicate, billed once.
+
+    A call its deadline stopped (``:late``) is the same case: its caller (the batch runner, an
+    internal client) may send it again under the same id with more time, and that answer is billed
+    too. Its own suffix keeps it apart from a stop because the caller left, so one attempt
+    stopped each way is billed twice: two provider calls."""
     env = job.env
     hop = f"{env.billing_id}:{','.join(env.tried)}"
-    return f"{hop}:left" if job.status == CLIENT_CLOSED else hop
+    stopped = _STOPPED.get(job.status)
+    return f"{hop}:{stopped}" if stopped else hop
 
 
 def usage_event(job: Job, target: Target | None, *, estimated: bool) -> UsageEvent:

@@ -12,7 +12,9 @@ A reroute no head confirms (none running, or too slow to answer) is answered wit
 itself, so the caller never waits for its deadline on a request nobody holds. A request whose
 caller left (``llm.v1.cancel``, :mod:`.cancels`) is stopped, answered to nobody and retried
 nowhere; billed for what its provider call cost; and, when the cancel came while it was
-queued, acknowledged without a provider call.
+queued, acknowledged without a provider call. One whose deadline passed while the provider
+worked is answered 504 and billed the same way; one whose deadline passed before the provider
+was called is answered 504 and not billed.
 """
 
 from __future__ import annotations
@@ -268,7 +270,8 @@ class Handler:
         """Retry a failed request elsewhere, or answer the failure; returns the failure."""
         if isinstance(exc, ProviderTimeout) and job.deadline - time.time() < _DEADLINE_SLACK_S:
             # The provider's timeouts were cut to the request's deadline (_prepare): what
-            # ran out is the caller's deadline, a 504, not a provider failure (502).
+            # ran out is the caller's deadline, a 504, not a provider failure (502). The
+            # provider worked on it, so it is billed like a call whose caller left (billing).
             exc = DeadlineExceeded("the request deadline passed while the provider worked")
         job.status = exc.status
         retry = (

@@ -2,10 +2,11 @@
 
 It replies with a short sentence that quotes the last user message, streamed word by word (with
 a short pause between words, like a real model), counts tokens as words, and returns small
-deterministic embeddings. It needs no key and never touches the network. Its prompt tokens are
-the words of the whole request (system prompt, every message's text), and it answers the two
-APIs' token counts (``count_tokens``, ``input_tokens``) with that same number, so what a
-client is told a request will cost is what its usage then says.
+deterministic embeddings (as floats or base64, as asked). It needs no key and never touches
+the network. Its prompt tokens are the words of the whole request (system prompt, every
+message's text), and it answers the two APIs' token counts (``count_tokens``,
+``input_tokens``) with that same number, so what a client is told a request will cost is what
+its usage then says.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import msgspec
 
 from switchyard.dialects.probes import COUNTS
 from switchyard.schemas.openai import Usage
+from switchyard.workers.modelproxy.providers import embedding_format
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 from switchyard.workers.modelproxy.providers.token_estimate import as_chat
 
@@ -169,6 +171,12 @@ class Demo:
 
     @staticmethod
     def _embed(call: ProviderCall) -> Completion:
+        """Deterministic embeddings of ``input``, encoded as the request asks.
+
+        Raises:
+            InvalidRequest: an ``encoding_format`` other than float or base64.
+        """
+        wanted = embedding_format.requested(call.body)
         raw = call.body.get("input", "")
         inputs = raw if isinstance(raw, list) else [raw]
         data = []
@@ -188,7 +196,7 @@ class Demo:
             "model": call.deployment.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        return Completion(_ENCODE.encode(doc), usage)
+        return Completion(_ENCODE.encode(embedding_format.encoded(doc, wanted)), usage)
 
 
 def _count(call: ProviderCall) -> Completion:

@@ -12,7 +12,18 @@ Only documented OpenAI request fields are passed on. litellm's keyword arguments
 parameters with its own controls (``api_base``, ``api_key``, ``mock_response``, ``metadata``...),
 so forwarding arbitrary client fields would let a client redirect our key to its own server.
 Legacy completions go through ``litellm.atext_completion``, which keeps the ``text_completion``
-response shape clients of ``/v1/completions`` expect.
+response shape clients of ``/v1/completions`` expect. What litellm would quietly answer wrong is
+refused instead: ``n`` above 1 where the provider has no such parameter, and several prompts in
+one legacy completion (litellm joins them into one conversation with one answer).
+
+Embeddings are always asked for as floats and encoded here as the client asked
+(``encoding_format``): litellm answers floats whatever ``encoding_format`` says, and passes
+the field to providers that read it as something else (Cohere's ``embedding_types``).
+
+A stream that ends having carried no content, no tool call and no usage is the provider's
+failure (retried elsewhere), not an empty answer: litellm makes up a closing ``stop`` chunk
+for a stream that closed before its first event. Chunks that carry nothing are held back
+until something does, so the failure can still go to another deployment.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from switchyard.config import prepare_litellm_environment
 from switchyard.errors import ApiError, InvalidRequest, ProviderError
 from switchyard.schemas.openai import Usage, cache_counts
 from switchyard.schemas.secret import redact
+from switchyard.workers.modelproxy.providers import embedding_format
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 
@@ -46,7 +58,7 @@ _PARAMS = {
         "tool_choice tools top_logprobs web_search_options".split()
     ),
     "complete": frozenset(f"{_SAMPLING} best_of echo logprobs suffix".split()),
-    "embed": frozenset({"dimensions", "encoding_format", "user"}),
+    "embed": frozenset({"dimensions", "user"}),  # encoding_format: see the module docstring
 }
 _INPUT = {"chat": "messages", "complete": "prompt", "embed": "input"}
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, httpx.TransportError, ConnectionError)
@@ -54,6 +66,8 @@ _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, httpx.TransportError, Conne
 _REQUEST_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
 _LITELLM_PREFIX = re.compile(r"\blitellm\.(?:\w+\.)*\w+(?:Error|Exception):\s*")
 _MAX_MESSAGE = 1000
+# What makes a streamed chunk an answer (see _delivers): a delta's non-empty field of these.
+_SUBSTANCE = ("content", "tool_calls", "function_call", "reasoning_content", "refusal", "audio")
 
 
 class LiteLLM:
@@ -80,6 +94,7 @@ class LiteLLM:
 
     async def complete(self, call: ProviderCall) -> Completion:
         lib = await self._litellm()
+        wanted = embedding_format.requested(call.body) if call.op == "embed" else ""
         try:
             async with asyncio.timeout(call.total_timeout):
                 response = await _function(lib, call.op)(**_arguments(call, stream=False, lib=lib))
@@ -88,6 +103,8 @@ class LiteLLM:
             raise ue.timed_out(call.provider_name, "the response") from None
         except Exception as exc:  # noqa: BLE001 - every litellm failure is translated, see _translate
             raise _translate(lib, exc, call, "the response") from None
+        if wanted:
+            body = embedding_format.encoded(body, wanted)
         return Completion(_ENCODE.encode(body), _usage(body))
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
@@ -97,6 +114,8 @@ class LiteLLM:
         first_by = loop.time() + call.first_token_timeout
         end_by = loop.time() + call.total_timeout
         first = True
+        held: list[StreamEvent] = []  # chunks carrying nothing yet: sent once something comes
+        delivered = False
         try:
             async with asyncio.timeout_at(min(first_by, end_by)):
                 chunks = await _function(lib, call.op)(**_arguments(call, stream=True, lib=lib))
@@ -114,13 +133,24 @@ class LiteLLM:
                         chunk = await anext(chunks)
                     doc = chunk.model_dump(mode="json")
                 except StopAsyncIteration:
+                    if not delivered:
+                        raise ue.cut_short(name, "no content, tool call or usage came") from None
                     return
                 except TimeoutError:
                     raise ue.timed_out(name, what) from None
                 except Exception as exc:  # noqa: BLE001 - every litellm failure is translated
                     raise _translate(lib, exc, call, what) from None
                 first = False
-                yield _event(doc, call.client_wants_usage)
+                event = _event(doc, call.client_wants_usage)
+                if delivered:
+                    yield event
+                    continue
+                held.append(event)
+                if _delivers(doc):
+                    delivered = True
+                    for waiting in held:
+                        yield waiting
+                    held.clear()
         finally:
             await _close(chunks)
 
@@ -141,6 +171,8 @@ def _arguments(call: ProviderCall, *, stream: bool, lib: Any) -> dict[str, Any]:
     kind = call.provider.kind
     body = call.body
     _one_choice_only(lib, call)
+    if call.op == "complete":
+        _one_prompt_only(call)
     args = {k: v for k, v in body.items() if k in _PARAMS[call.op]}
     args[_INPUT[call.op]] = body.get(_INPUT[call.op])
     args.update(
@@ -161,16 +193,59 @@ def _arguments(call: ProviderCall, *, stream: bool, lib: Any) -> dict[str, Any]:
     return args
 
 
+def _delivers(doc: dict[str, Any]) -> bool:
+    """Whether a dumped litellm chunk carries part of an answer: usage, or a choice with text
+    (legacy completions) or a non-empty delta field (:data:`_SUBSTANCE`). A role-only opening
+    or a bare ``finish_reason`` carries nothing: litellm sends one even for an empty stream."""
+    if isinstance(doc.get("usage"), dict):
+        return True
+    for choice in doc.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("text"):
+            return True
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and any(delta.get(field) for field in _SUBSTANCE):
+            return True
+    return False
+
+
+def _one_prompt_only(call: ProviderCall) -> None:
+    """A legacy completion's ``prompt`` as these providers take it: one text. litellm turns a
+    list of prompts into one conversation of several user messages, answered once, where
+    OpenAI answers each prompt (``choices`` per prompt); token ids it cannot send at all.
+    Refused instead, naming the field.
+
+    Raises:
+        InvalidRequest: a list of several prompts, or a prompt of token ids.
+    """
+    prompt = call.body.get("prompt")
+    if not isinstance(prompt, list) or (len(prompt) == 1 and isinstance(prompt[0], str)):
+        return
+    if all(isinstance(p, str) for p in prompt):  # also an empty list: no prompt at all
+        why = f"takes one prompt per request, not a list of {len(prompt)}"
+        fix = "send one request per prompt"
+    else:
+        why = "takes the prompt as text, not as token ids"
+        fix = "send the prompt as a string"
+    raise InvalidRequest(
+        f"`prompt`: provider {call.provider_name} {why}; {fix}",
+        param="prompt",
+        code="unsupported_parameter",
+    )
+
+
 def _one_choice_only(lib: Any, call: ProviderCall) -> None:
     """``n`` above 1 where the provider has no such parameter (Anthropic, Mistral): litellm
     drops it (``drop_params``) and one choice comes back, so a client reading ``choices[1]``
-    fails far from the cause. Refused instead, naming the field.
+    fails far from the cause. Refused instead, naming the field; for chat and legacy
+    completions alike (litellm serves both through the provider's chat API).
 
     Raises:
         InvalidRequest: ``n`` > 1 for a provider litellm does not send it to.
     """
     n = call.body.get("n")
-    if call.op != "chat" or not isinstance(n, int) or isinstance(n, bool) or n <= 1:
+    if call.op == "embed" or not isinstance(n, int) or isinstance(n, bool) or n <= 1:
         return
     kind = call.provider.kind
     model = call.deployment.model
