@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --apply: replace live providers/routes of the same name that differ",
     )
+    c.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="with --apply: import even if some model_list entries cannot be imported",
+    )
     c.set_defaults(handler=_cmd_import)
 
     p = sub.add_parser("routes", help="the live route table versus the settings file")

@@ -454,3 +454,54 @@ def test_azure_default_is_the_one_the_installed_litellm_uses() -> None:
     assert found.group(1) == LITELLM_AZURE_DEFAULT_API_VERSION, (
         f"litellm now defaults Azure to {found.group(1)}: update the import's default"
     )
+
+
+MERGE_PROVIDER = "openai-compatible-merge-clash-invalid"  # the name the import gives it
+MERGE_SECRET = f"{MERGE_PROVIDER}-key"  # where the import stores the literal key below
+
+
+@pytest.mark.integration
+async def test_apply_stores_no_secret_for_a_table_the_control_service_would_refuse(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The imported route uses the deployment a live route uses, with other timeouts: the
+    control service refuses that table (one deployment, one queue, one setting), but --apply
+    had already stored the literal key. Now it checks the merged table first and stores
+    nothing."""
+    config = tmp_path / "config.yaml"
+    params = {
+        "model": "openai/shared",
+        "api_base": "http://merge-clash.invalid/v1",
+        "api_key": "sk-merge-" + "5" * 24,
+        "timeout": 5,
+    }
+    config.write_text(
+        yaml.safe_dump({"model_list": [{"model_name": "merge-new", "litellm_params": params}]})
+    )
+    provider = {
+        "kind": "openai-compatible",
+        "api_base": "http://merge-clash.invalid/v1",
+        "secret": MERGE_SECRET,
+    }
+    live = {"deployments": [{"provider": MERGE_PROVIDER, "model": "shared"}]}
+    try:
+        put = await stack.admin("PUT", f"/providers/{MERGE_PROVIDER}", provider)
+        assert put.status_code == 200, put.text
+        put = await stack.admin("PUT", "/routes/merge-live", live)
+        assert put.status_code == 200, put.text
+
+        refused = await asyncio.to_thread(_run_cli, config, stack, "--apply")
+        assert refused.returncode == 1, refused.stdout
+        assert "the route table refuses these" in refused.stdout
+        assert "is also used by routes.merge-live" in refused.stdout
+        assert "not applied: routes." in refused.stderr
+        assert "stored secret" not in refused.stdout
+        secrets = (await stack.admin("GET", "/secrets")).json()["secrets"]
+        assert MERGE_SECRET not in [s["name"] for s in secrets]
+        table = (await stack.admin("GET", "/routes")).json()["table"]
+        assert "merge-new" not in table["routes"]
+    finally:
+        await stack.admin("DELETE", "/routes/merge-new")
+        await stack.admin("DELETE", "/routes/merge-live")
+        await stack.admin("DELETE", f"/providers/{MERGE_PROVIDER}")
+        await stack.admin("DELETE", f"/secrets/{MERGE_SECRET}")

@@ -12,6 +12,13 @@ clash. The same holds for a secret the import would store whose name a live prov
 the import already uses (:mod:`switchyard.control.import_secrets`). The dry run (no
 ``--apply``) shows the same when it can reach the platform, and says so when it cannot. The
 comparison is :mod:`switchyard.schemas.import_merge`, shared with the admin UI's import preview.
+
+The converted table is checked with the route table's own rules in the preview, and by
+``--apply`` (merged into the live table) before any secret is stored, so an import the control
+service would refuse is refused here with nothing written. A ``model_list`` entry Switchyard
+cannot serve at all is printed first, under its route's name, and ``--apply`` refuses while
+there is one unless ``--allow-partial`` says to import the rest: a route that silently lost
+an entry serves different traffic (or none) than it did under LiteLLM.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
-from switchyard.config import Settings
+from switchyard.config import Settings, read_env_secret
 from switchyard.control.import_secrets import (
     StoredSecret,
     in_use,
@@ -51,7 +58,13 @@ from switchyard.control.litellm_import import (
 from switchyard.errors import Conflict, InputError, SwitchyardError
 from switchyard.schemas.control import TableState
 from switchyard.schemas.import_merge import NameChange, compare, merge, replaced
-from switchyard.schemas.routing import Deployment, RouteTable
+from switchyard.schemas.routing import (
+    Deployment,
+    RouteProblem,
+    RouteTable,
+    route_table_findings,
+    route_table_problems,
+)
 
 
 def load(path: Path) -> ImportResult:
@@ -62,7 +75,9 @@ def load(path: Path) -> ImportResult:
             "", f"cannot read the LiteLLM config {path}: {exc}", "check the path"
         ) from None
     try:
-        return convert_text(text)
+        # LiteLLM's proxy resolves os.environ/NAME in every value, from its own environment:
+        # the import runs where that environment is, so numbers so named are read from it.
+        return convert_text(text, read_env_secret)
     except ConfigUnreadable as exc:
         raise InputError("", f"{path}: {exc}", "pass a LiteLLM proxy config.yaml") from None
 
@@ -86,10 +101,17 @@ def report(result: ImportResult, out: TextIO) -> None:
         print("filled in as LiteLLM does:", file=out)
         for line in result.defaults:
             print(f"  - {line}", file=out)
-    if result.unmapped:
+    dropped = {reason for _, reason in result.dropped}
+    rest = [line for line in result.unmapped if line not in dropped]
+    if rest:
         print("not mapped:", file=out)
-        for line in result.unmapped:
+        for line in rest:
             print(f"  - {line}", file=out)
+    if result.dropped:
+        # Last and loud: a route that lost an entry serves other traffic than under LiteLLM.
+        print(f"NOT IMPORTED ({len(result.dropped)} model_list entries left out):", file=out)
+        for alias, reason in result.dropped:
+            print(f"  ! route {alias}: {reason}", file=out)
 
 
 # How many live routes to name per replaced provider before "and N more".
@@ -178,13 +200,17 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     """Convert, report, and write (``--output``) or apply (``--apply``, ``--replace``).
 
     Raises:
-        InputError: the file is unreadable, or ``--apply`` would replace live entries that
-            differ or store a secret live providers outside the import use, and ``--replace``
-            was not given (nothing is written then).
+        InputError: the file is unreadable; or ``--apply`` and the imported routes break
+            the route table's rules (alone or merged with the live table), or entries could
+            not be imported and ``--allow-partial`` was not given, or it would replace live
+            entries that differ or store a secret live providers outside the import use and
+            ``--replace`` was not given (nothing is written then).
         BusUnreachable: ``--apply`` and no stack answers.
     """
     result = load(Path(args.file))
     report(result, out)
+    problems = route_table_problems(result.table)
+    _problems_report(problems, out)
     if args.output:
         text = yaml.safe_dump(to_yaml_doc(result), sort_keys=False)
         Path(args.output).write_text(text, encoding="utf-8")
@@ -192,11 +218,49 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     # The flag is defined by the CLI's parser; an older parser without it means "do not replace".
     replace = bool(getattr(args, "replace", False))
     if args.apply:
+        if problems:
+            raise InputError("", *_invalid(problems))
+        if result.dropped and not getattr(args, "allow_partial", False):
+            raise InputError("", *_partial(result.dropped))
         return asyncio.run(
             _apply(result, settings, out, from_env=args.secrets_from_env, replace=replace)
         )
+    if result.dropped:
+        print(
+            f"--apply refuses while {len(result.dropped)} entries are not imported unless you "
+            "add --allow-partial",
+            file=out,
+        )
     asyncio.run(_dry_run_check(result, settings, out, from_env=args.secrets_from_env))
     return 0
+
+
+def _problems_report(problems: list[RouteProblem], out: TextIO) -> None:
+    """The route table rules the converted table breaks (the control service would refuse
+    it); each names the field, the problem and the fix."""
+    if not problems:
+        return
+    print("the route table refuses these (--apply stores and changes nothing):", file=out)
+    for problem in problems:
+        print(f"  ! {problem.field}: {problem.problem} ({problem.hint})", file=out)
+
+
+def _invalid(problems: list[RouteProblem]) -> tuple[str, str]:
+    """The problem and the fix when the imported routes break the route table's rules."""
+    first = problems[0]
+    more = f" and {len(problems) - 1} more (listed above)" if len(problems) > 1 else ""
+    problem = f"not applied: {first.field}: {first.problem}{more}"
+    return problem, f"{first.hint}, in the LiteLLM config or in the routes written by --output"
+
+
+def _partial(dropped: list[tuple[str, str]]) -> tuple[str, str]:
+    """The problem and the fix when entries could not be imported at all."""
+    routes = ", ".join(sorted({route for route, _ in dropped}))
+    problem = (
+        f"not applied: {len(dropped)} model_list entries cannot be imported (routes {routes}; "
+        "listed above under NOT IMPORTED); their routes would serve without them"
+    )
+    return problem, "fix or remove them in the LiteLLM config, or add --allow-partial"
 
 
 def _secret_overwrites(
@@ -284,6 +348,12 @@ async def _apply(
         if (entries or taken) and not replace:
             # Refused before anything is written: no secret stored, no route changed.
             raise InputError("", *_refusal(entries, taken))
+        # The control service's own check of the merged table, made before any secret is
+        # stored: the import may clash with live routes it does not replace.
+        merged = route_table_findings(merge(state.table, result.table), previous=state.table)
+        if merged.problems:
+            _problems_report(merged.problems, out)
+            raise InputError("", *_invalid(merged.problems))
         await store_secrets(result, nc, actor, out, from_env=from_env)
 
         def change(table: RouteTable) -> RouteTable:

@@ -4,10 +4,14 @@ What maps: each ``model_list`` entry becomes a deployment of the route named by 
 ``model_name`` (several entries with one name are weighted deployments of one route); the
 ``litellm_params.model`` prefix picks the provider kind; ``api_base``/``api_version`` and the
 key's source group deployments into providers; ``weight`` and ``max_parallel_requests`` carry
-over; ``timeout`` (the whole call; LiteLLM also reads it as ``request_timeout``), defaulting
-to ``litellm_settings.request_timeout`` and then to ``router_settings.timeout``, becomes the
-request and stream timeouts and ``stream_timeout`` (LiteLLM's wait for a stream's first chunk)
-the first-token timeout; ``fallbacks`` (router or litellm settings) become route fallbacks.
+over; the timeouts map as :mod:`switchyard.control.litellm_timeouts` says (LiteLLM's per-read
+stream timeout has no exact equivalent); ``fallbacks`` (router or litellm settings) become
+route fallbacks. Entries with the same model and endpoint but other timeouts or concurrency
+get providers of their own, as LiteLLM keeps them apart. A number may be ``os.environ/NAME``
+(resolved through the ``env`` lookup the caller passes). A timeout that cannot be used is
+listed and left out, and the entry is still imported; an entry Switchyard cannot serve (or
+whose weight or concurrency is unusable, which would change how its route shares traffic) is
+left out and listed in ``dropped`` with its route.
 Keys never enter the route table: ``os.environ/NAME`` becomes a secret placeholder named after
 the variable, and a literal key a placeholder whose value the importer can store in the
 secrets service (``--apply``) without printing it. Everything else is listed
@@ -17,8 +21,7 @@ as not mapped, with the reason. Where LiteLLM fills in a value the config leaves
 
 from __future__ import annotations
 
-import datetime as dt
-import math
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -27,13 +30,24 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from switchyard.control.litellm_timeouts import (
+    ConfigTimeouts,
+    DeploymentTimeouts,
+    EnvLookup,
+    Unusable,
+    config_timeouts,
+    default_notes,
+    deployment_timeouts,
+    number,
+    per_read_note,
+    text_value,
+)
 from switchyard.schemas.routing import (
     Deployment,
     Provider,
     ProviderKind,
     Route,
     RouteTable,
-    Timeouts,
     credential_in_url,
 )
 
@@ -80,6 +94,8 @@ class ImportResult:
     secrets: list[SecretPlaceholder]
     unmapped: list[str]
     defaults: list[str] = field(default_factory=list)
+    # (route, reason) of each entry left out whole; the reason is also in ``unmapped``
+    dropped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _slug(text: str) -> str:
@@ -157,42 +173,13 @@ def _count_values(doc: Any) -> None:
             stack.extend(node)
 
 
-def convert_text(text: str) -> ImportResult:
+def convert_text(text: str, env: EnvLookup = None) -> ImportResult:
     """:func:`convert` of :func:`parse_config`.
 
     Raises:
         ConfigUnreadable: see :func:`parse_config`.
     """
-    return convert(parse_config(text))
-
-
-class _Unmappable(Exception):
-    """One ``model_list`` entry that cannot become a deployment, and why."""
-
-
-def _text(value: Any, where: str) -> str:
-    """A scalar setting as text (an unquoted date, as YAML reads `api_version: 2024-06-01`,
-    as the date); a list or a mapping is not a setting."""
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        raise _Unmappable(f"{where}: expected a single value, got a {type(value).__name__}")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
-
-
-def _number(value: Any, where: str, default: float, *, low: float = 0.0) -> float:
-    """A finite number of at least ``low`` (``default`` when absent)."""
-    if value is None or value == "":
-        return default
-    try:
-        number = float(_text(value, where))
-    except (ValueError, OverflowError):
-        raise _Unmappable(f"{where}: `{str(value)[:40]}` is not a number") from None
-    if not math.isfinite(number) or number < low:
-        raise _Unmappable(f"{where}: `{str(value)[:40]}` is out of range (at least {low:g})")
-    return number
+    return convert(parse_config(text), env)
 
 
 @dataclass(frozen=True)
@@ -205,155 +192,177 @@ class _Entry:
     key: str = field(repr=False)  # api_key as written: os.environ/NAME, or a literal key
     weight: float
     concurrency: int | None
-    timeouts: Timeouts | None
-    default_note: str = ""  # listed among the defaults applied once the entry is imported
-    timed_by_default: bool = False  # its timeouts come from the config-wide default
-
-
-@dataclass(frozen=True)
-class _DefaultTimeout:
-    """The whole-call timeout LiteLLM gives deployments that set none, and where it is set."""
-
-    setting: str  # `litellm_settings.request_timeout` or `router_settings.timeout`
-    seconds: float
-    overrides: float | None = None  # a router_settings.timeout LiteLLM then does not use
-
-
-def _timeouts(
-    params: dict[str, Any], at: str, default: _DefaultTimeout | None
-) -> tuple[Timeouts | None, bool]:
-    """The deployment's timeouts from LiteLLM's, and whether the config-wide default set them.
-
-    LiteLLM's ``timeout`` bounds the whole call (streamed or not); a deployment may spell it
-    ``request_timeout``, which LiteLLM reads when ``timeout`` is absent. Without either,
-    ``default`` applies (see :func:`_default_timeout`). ``stream_timeout`` bounds the wait for
-    the *first chunk* of a stream, which is Switchyard's ``first_token_s``, not ``stream_s``.
-    Where the config sets none, the provider's defaults apply (None).
-    """
-    # A 0 or empty value reads as "not set", as before; a deployment's request_timeout is read
-    # only without its timeout, as LiteLLM reads it.
-    own = _number(params.get("timeout") or None, f"{at}timeout", 0, low=0.001)
-    if not own:
-        own = _number(params.get("request_timeout") or None, f"{at}request_timeout", 0, low=0.001)
-    first = _number(params.get("stream_timeout") or None, f"{at}stream_timeout", 0, low=0.001)
-    fallback = default.seconds if default is not None else None
-    total = own or fallback
-    if not total and not first:
-        return None, False
-    defaults = Timeouts()
-    whole = total or defaults.request_s
-    first_token = first or min(whole, defaults.first_token_s)
-    timeouts = Timeouts(first_token_s=first_token, request_s=whole, stream_s=whole)
-    return timeouts, not own and fallback is not None
+    timing: DeploymentTimeouts
+    notes: tuple[str, ...] = ()  # listed among the defaults applied once the entry is imported
+    problems: tuple[str, ...] = ()  # settings it could not use; the entry is imported anyway
 
 
 def _entry(
-    raw: Any, where: str, settings_version: Any, default_timeout: _DefaultTimeout | None
+    raw: Any, where: str, settings_version: Any, config: ConfigTimeouts, env: EnvLookup
 ) -> _Entry:
-    """One ``model_list`` entry, read whole before anything is added.
+    """One ``model_list`` entry, read whole before anything is added. A timeout it cannot use
+    is left out (listed in ``problems``): the entry is imported with the next one that applies.
 
     Raises:
-        _Unmappable: not an entry Switchyard can serve, with the reason.
+        Unusable: not an entry Switchyard can serve, with the reason.
     """
     if not isinstance(raw, dict):
-        raise _Unmappable(f"{where}: not a mapping")
+        raise Unusable(f"{where}: not a mapping")
     params = raw.get("litellm_params") or {}
     if not isinstance(params, dict):
-        raise _Unmappable(f"{where}.litellm_params: not a mapping")
-    alias = _text(raw.get("model_name"), f"{where}.model_name")
-    model_text = _text(params.get("model"), f"{where}.litellm_params.model")
+        raise Unusable(f"{where}.litellm_params: not a mapping")
+    alias = text_value(raw.get("model_name"), f"{where}.model_name")
+    model_text = text_value(params.get("model"), f"{where}.litellm_params.model")
     found = _kind_and_model(model_text)
     if not alias or found is None:
-        raise _Unmappable(f"{where}: provider of model `{model_text[:80]}` is not supported")
+        raise Unusable(f"{where}: provider of model `{model_text[:80]}` is not supported")
     kind, model = found
-    api_base = _text(params.get("api_base") or params.get("base_url"), f"{where}.api_base")
+    api_base = text_value(params.get("api_base") or params.get("base_url"), f"{where}.api_base")
     if api_base and credential_in_url(api_base):
-        raise _Unmappable(
+        raise Unusable(
             f"{where}.litellm_params.api_base: carries a credential; give it as api_key instead"
         )
     if kind == "openai" and api_base:
         kind = "openai-compatible"
-    api_version = _text(params.get("api_version"), f"{where}.litellm_params.api_version")
+    api_version = text_value(params.get("api_version"), f"{where}.litellm_params.api_version")
     if kind == "azure" and not api_version:
-        api_version = _text(settings_version, "litellm_settings.api_version")
-    note = ""
+        api_version = text_value(settings_version, "litellm_settings.api_version")
+    notes: list[str] = []
     if kind == "azure" and not api_version:
         api_version = LITELLM_AZURE_DEFAULT_API_VERSION
-        note = (
+        notes.append(
             f"{where} ({alias}): no api_version; using {api_version}, LiteLLM's default "
             "(LiteLLM would prefer $AZURE_API_VERSION if its environment set one; set "
             "api_version on the provider to pin another)"
         )
-    timeouts, from_default = _timeouts(params, f"{where}.litellm_params.", default_timeout)
-    parallel = _number(
-        params.get("max_parallel_requests"), f"{where}.litellm_params.max_parallel_requests", 0
-    )
+    at = f"{where}.litellm_params"
+    timing = deployment_timeouts(params, at, config, env)
+    problems = [f"{problem} (route {alias})" for problem in timing.problems]
+    weight = number(params.get("weight"), f"{at}.weight", 1, env)
+    parallel = number(params.get("max_parallel_requests"), f"{at}.max_parallel_requests", 0, env)
     return _Entry(
         alias=alias,
         kind=kind,
         model=model,
         api_base=api_base,
         api_version=api_version,
-        key=_text(params.get("api_key"), f"{where}.litellm_params.api_key"),
-        weight=_number(params.get("weight"), f"{where}.litellm_params.weight", 1),
+        key=text_value(params.get("api_key"), f"{at}.api_key"),
+        weight=weight,
         concurrency=int(parallel) or None,
-        timeouts=timeouts,
-        default_note=note,
-        timed_by_default=from_default,
+        timing=timing,
+        notes=tuple(notes),
+        problems=tuple(problems),
     )
 
 
-def convert(doc: dict[str, Any]) -> ImportResult:
+def _alias_of(raw: Any) -> str:
+    """The route an entry that could not be read was meant for, for the message."""
+    name = raw.get("model_name") if isinstance(raw, dict) else None
+    return str(name)[:80] if isinstance(name, str | int | float) and name != "" else "?"
+
+
+@dataclass
+class _Providers:
+    """The providers the entries need. Entries with the same kind, base URL, key and
+    api_version share one, unless the same model there is already a deployment of another
+    route with other concurrency or timeouts: Switchyard gives a provider's model one queue
+    and one setting, while LiteLLM keeps each entry a deployment of its own, so such an entry
+    gets a provider of its own (same endpoint and key) to keep its settings."""
+
+    providers: dict[str, Provider] = field(default_factory=dict)
+    secrets: dict[str, SecretPlaceholder] = field(default_factory=dict)
+    by_signature: dict[tuple[str, str, str, str], list[str]] = field(default_factory=dict)
+    used: dict[tuple[str, str], tuple[str, Any]] = field(default_factory=dict)
+
+    def place(self, entry: _Entry, where: str, notes: list[str]) -> str:
+        """The provider ``entry`` is a deployment of, added when needed."""
+        signature = (entry.kind, entry.api_base, entry.key, entry.api_version)
+        settings = (entry.concurrency, entry.timing.timeouts)
+        names = self.by_signature.setdefault(signature, [])
+        for name in names:
+            earlier = self.used.get((name, entry.model))
+            if earlier is None or earlier[1] == settings:
+                self.used.setdefault((name, entry.model), (entry.alias, settings))
+                return name
+        name = self._add(entry, names)
+        if len(names) > 1:
+            other = self.used[(names[0], entry.model)][0]
+            notes.append(
+                f"{where} ({entry.alias}): `{entry.model}` at the same endpoint as route "
+                f"{other}, with other timeouts or concurrency; LiteLLM keeps each entry a "
+                f"deployment of its own, so it gets provider `{name}` (same endpoint and key)"
+            )
+        self.used[(name, entry.model)] = (entry.alias, settings)
+        return name
+
+    def _free(self, base: str) -> str:
+        """``base``, or ``base-N`` with the first N no provider has."""
+        if base not in self.providers:
+            return base
+        return next(
+            f"{base}-{n}" for n in itertools.count(2) if f"{base}-{n}" not in self.providers
+        )
+
+    def _add(self, entry: _Entry, names: list[str]) -> str:
+        if names:
+            name = self._free(names[0])
+            self.providers[name] = self.providers[names[0]]
+            names.append(name)
+            return name
+        host = urlsplit(entry.api_base).hostname if entry.api_base else None
+        name = self._free(
+            entry.kind if not entry.api_base else f"{entry.kind}-{_slug(host or 'local')}"
+        )
+        secret = _secret_for(entry.key, name)
+        if secret is not None:
+            self.secrets[secret.name] = secret
+        self.providers[name] = Provider(
+            kind=cast(ProviderKind, entry.kind),
+            api_base=entry.api_base or None,
+            api_version=entry.api_version or None,
+            secret=secret.name if secret else None,
+        )
+        names.append(name)
+        return name
+
+
+def convert(doc: dict[str, Any], env: EnvLookup = None) -> ImportResult:
     """Convert a parsed LiteLLM config (see :func:`parse_config`). Never raises for content:
-    problems go to ``unmapped``, an entry that cannot be read adds nothing."""
+    problems go to ``unmapped``; an entry that cannot be served adds nothing and is also
+    listed in ``dropped``. ``env`` resolves ``os.environ/NAME`` numbers (None: not at all)."""
     unmapped: list[str] = []
     defaults: list[str] = []
-    litellm_settings = doc.get("litellm_settings")
-    settings_version = (
-        litellm_settings.get("api_version") if isinstance(litellm_settings, dict) else None
-    )
-    default_timeout = _default_timeout(doc, unmapped)
-    timed_by_default = 0
-    providers: dict[str, Provider] = {}
-    secrets: dict[str, SecretPlaceholder] = {}
+    dropped: list[tuple[str, str]] = []
+    settings_version = _mapping(doc, "litellm_settings").get("api_version")
+    config = config_timeouts(doc, env)
+    unmapped.extend(config.problems)
+    whole_by_default = stream_by_default = timed = 0
+    placed = _Providers()
     deployments: dict[str, list[Deployment]] = {}
-    provider_ids: dict[tuple[str, str, str, str], str] = {}
     model_list = doc.get("model_list") or []
     for i, raw in enumerate(model_list if isinstance(model_list, list) else []):
         where = f"model_list[{i}]"
         try:
-            entry = _entry(raw, where, settings_version, default_timeout)
-        except _Unmappable as exc:
+            entry = _entry(raw, where, settings_version, config, env)
+        except Unusable as exc:
             unmapped.append(str(exc))
+            dropped.append((_alias_of(raw), str(exc)))
             continue
-        signature = (entry.kind, entry.api_base, entry.key, entry.api_version)
-        name = provider_ids.get(signature)
-        if name is None:
-            host = urlsplit(entry.api_base).hostname if entry.api_base else None
-            base = entry.kind if not entry.api_base else f"{entry.kind}-{_slug(host or 'local')}"
-            name = base if base not in providers else f"{base}-{len(providers) + 1}"
-            provider_ids[signature] = name
-            secret = _secret_for(entry.key, name)
-            if secret is not None:
-                secrets[secret.name] = secret
-            providers[name] = Provider(
-                kind=cast(ProviderKind, entry.kind),
-                api_base=entry.api_base or None,
-                api_version=entry.api_version or None,
-                secret=secret.name if secret else None,
-            )
+        name = placed.place(entry, where, defaults)
         deployments.setdefault(entry.alias, []).append(
             Deployment(
                 provider=name,
                 model=entry.model,
                 weight=entry.weight,
                 concurrency=entry.concurrency,
-                timeouts=entry.timeouts,
+                timeouts=entry.timing.timeouts,
             )
         )
-        if entry.default_note:
-            defaults.append(entry.default_note)
-        timed_by_default += entry.timed_by_default
+        defaults.extend(entry.notes)
+        unmapped.extend(entry.problems)
+        whole_by_default += entry.timing.whole_by_default
+        stream_by_default += entry.timing.stream_by_default
+        timed += entry.timing.timeouts is not None
         params = raw.get("litellm_params") or {}
         for limit in ("rpm", "tpm"):
             if params.get(limit):
@@ -361,8 +370,9 @@ def convert(doc: dict[str, Any]) -> ImportResult:
                     f"{where}.litellm_params.{limit}: per-deployment {limit.upper()} is not a "
                     "Switchyard setting; use client-key limits or the deployment's concurrency"
                 )
-    if timed_by_default and default_timeout is not None:
-        defaults.append(_default_timeout_note(default_timeout, timed_by_default))
+    defaults.extend(default_notes(config, whole_by_default, stream_by_default))
+    if timed:
+        unmapped.append(per_read_note(timed))
     fallbacks = _fallbacks(doc, unmapped)
     routes = {
         alias: Route(
@@ -376,9 +386,13 @@ def convert(doc: dict[str, Any]) -> ImportResult:
             if target not in deployments:
                 unmapped.append(f"fallback {alias} -> {target}: no model named `{target}`")
     _note_unsupported(doc, unmapped)
-    table = RouteTable(providers=providers, routes=routes)
+    table = RouteTable(providers=placed.providers, routes=routes)
     return ImportResult(
-        table=table, secrets=list(secrets.values()), unmapped=unmapped, defaults=defaults
+        table=table,
+        secrets=list(placed.secrets.values()),
+        unmapped=unmapped,
+        defaults=defaults,
+        dropped=dropped,
     )
 
 
@@ -386,58 +400,6 @@ def _mapping(doc: dict[str, Any], key: str) -> dict[str, Any]:
     """A section of the config, or an empty one where it is missing or not a mapping."""
     section = doc.get(key)
     return section if isinstance(section, dict) else {}
-
-
-def _default_timeout(doc: dict[str, Any], unmapped: list[str]) -> _DefaultTimeout | None:
-    """The whole-call timeout of deployments that set none, as LiteLLM picks it.
-
-    LiteLLM (1.110, its router's ``_get_non_stream_timeout``) takes a deployment's own
-    ``timeout``/``request_timeout`` first, then the global ``litellm.request_timeout`` when
-    the config sets it (``litellm_settings.request_timeout``), then ``router_settings.timeout``;
-    so a set ``request_timeout`` wins over the router's. An unusable value is listed as not
-    mapped, and the next one applies.
-    """
-    problems: list[str] = []
-    request = _seconds(doc, "litellm_settings", "request_timeout", problems)
-    router = _seconds(doc, "router_settings", "timeout", problems)
-    chosen: _DefaultTimeout | None = None
-    if request is not None:
-        chosen = _DefaultTimeout("litellm_settings.request_timeout", request, overrides=router)
-    elif router is not None:
-        chosen = _DefaultTimeout("router_settings.timeout", router)
-    instead = (
-        f"{chosen.setting} applies instead"
-        if chosen is not None
-        else "the deployments keep Switchyard's default timeouts"
-    )
-    unmapped.extend(f"{problem}; {instead}" for problem in problems)
-    return chosen
-
-
-def _seconds(doc: dict[str, Any], section: str, key: str, problems: list[str]) -> float | None:
-    """A positive number of seconds set at ``section.key``, or None (unset, or unusable: then
-    ``problems`` says why)."""
-    raw = _mapping(doc, section).get(key) or None  # 0 or empty reads as "not set"
-    try:
-        return _number(raw, f"{section}.{key}", 0, low=0.001) or None
-    except _Unmappable as exc:
-        problems.append(str(exc))
-        return None
-
-
-def _default_timeout_note(default: _DefaultTimeout, deployments: int) -> str:
-    """What the import says it filled in from the config-wide timeout."""
-    note = (
-        f"{default.setting} ({default.seconds:g}s): the whole-call timeout (request_s, "
-        f"stream_s) of the {deployments} deployment(s) that set no timeout of their own, "
-        "as LiteLLM applies it"
-    )
-    if default.overrides is not None:
-        note += (
-            f"; LiteLLM prefers it to router_settings.timeout ({default.overrides:g}s), "
-            "which is therefore not used"
-        )
-    return note
 
 
 def _fallbacks(doc: dict[str, Any], unmapped: list[str]) -> dict[str, list[str]]:
