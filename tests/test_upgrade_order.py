@@ -179,3 +179,38 @@ async def test_a_head_older_than_the_level_field_under_newer_model_proxies_is_re
         return None
 
     await _until(cleared, nothing)
+
+
+async def test_a_heartbeat_naming_another_component_than_its_subject_is_ignored(
+    stack: Stack,
+) -> None:
+    """Permissions bind a heartbeat's subject to its sender, not its body: an edge posing as
+    a newer model-proxy would otherwise raise the upgrade-order alert from the client zone."""
+    forged = Heartbeat(
+        component="modelproxy",
+        instance="modelproxy-forged",
+        host="elsewhere",
+        pid=66,
+        started_at=time.time(),
+        protocol=PROTOCOL_LEVEL + 5,
+    )
+    # Sent after the forgery on the same connection: once control shows it, it has read both.
+    marker = Heartbeat(component="tail", instance="tail-marker", host="elsewhere", pid=67)
+    nc = await stack.connect("tail")
+    try:
+
+        async def publish() -> None:
+            await nc.publish(subjects.process_stats("tail", "tail-forged"), ENCODER.encode(forged))
+            await nc.publish(subjects.process_stats("tail", "tail-marker"), ENCODER.encode(marker))
+            await nc.flush()
+
+        async def marked() -> dict[str, Any] | None:
+            view = await _overview(stack)
+            return view if any(p["instance"] == "tail-marker" for p in view["processes"]) else None
+
+        view = await _until(marked, publish)
+        assert not any(p["instance"].endswith("forged") for p in view["processes"])
+        assert view["upgrade_order"] == []
+    finally:
+        await _say_goodbye(nc, marker)
+        await nc.close()

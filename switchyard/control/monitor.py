@@ -38,6 +38,7 @@ from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.reporting import HEARTBEAT_S
 from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.runtime.throttle import Throttle
 from switchyard.schemas import monitor as m
 from switchyard.schemas.routing import RouteTable
 
@@ -218,6 +219,7 @@ class Monitor:
         self._sub: Subscription | None = None
         self._loops = TaskSupervisor("monitor")
         self._order = upgrade_order.OrderWatch(log)
+        self._forged_warn = Throttle(60.0)
         self._export(metrics)
 
     # ---- lifecycle ----
@@ -316,7 +318,20 @@ class Monitor:
             if msg.subject.startswith(subjects.TRAFFIC_STATS):
                 self.add_traffic(m.TRAFFIC.decode(msg.data))
             elif msg.subject.startswith(subjects.PROCESS_STATS):
-                self.add_heartbeat(m.HEARTBEAT.decode(msg.data))
+                beat = m.HEARTBEAT.decode(msg.data)
+                # Permissions bind the subject to the sender's identity, not the body: a beat
+                # naming another component or instance than its subject is a forgery (a client
+                # zone process posing as a head to raise the upgrade-order alert), not a report.
+                if msg.subject != subjects.process_stats(beat.component, beat.instance):
+                    if self._forged_warn.ready():
+                        log.warning(
+                            "ignored a heartbeat on %s naming %s/%s",
+                            msg.subject,
+                            subjects.token(beat.component),
+                            subjects.token(beat.instance),
+                        )
+                    return
+                self.add_heartbeat(beat)
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("ignored an unreadable report on %s", msg.subject)
 

@@ -121,7 +121,7 @@ class Accounting:
         seq: int | None = None
         stream: StreamInstance | None = None
         if place is None:
-            log.warning("usage batch %s has no stream place; billed by event ids", batch.id)
+            self._warn_unplaced(f"usage batch {batch.id} came without its stream place")
         else:
             seq = place.seq
             try:
