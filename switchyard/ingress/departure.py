@@ -1,9 +1,14 @@
-"""Noticing an HTTP client that leaves while its answer is awaited.
+"""Noticing an HTTP client that leaves while its answer is awaited, and an edge that stops.
 
 A client that disconnects before its answer (a timeout in its SDK, a closed tab) should stop
 the work done for it: the provider call, or the request still waiting in its queue. The edge's
 fast path wraps the wait for the answer in :class:`Departure`, which interrupts that wait the
 moment the client leaves; closing the reply iterator then sends ``llm.v1.cancel``.
+
+The same interruption serves an edge that stops: every :class:`Departure` is listed in the
+edge's :class:`Waiting`, and when the stop's grace period ends the requests still waiting are
+interrupted and answered 503 ``edge_stopping`` (their cancels go out as for a client that
+left), instead of being cut by the server with a bare 500 a moment later.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
+from switchyard.errors import ServiceUnavailable
 from switchyard.runtime.tasks import TaskSupervisor
 
 Message = MutableMapping[str, Any]
@@ -21,6 +27,90 @@ Receive = Callable[[], Awaitable[Message]]
 
 class ClientGone(Exception):
     """The HTTP client disconnected (before sending its whole body, or before its answer)."""
+
+
+def edge_stopping() -> ServiceUnavailable:
+    """The answer of a request its edge stopped waiting for: worth a retry, on another edge
+    (the load balancer no longer sends there) or this one once it is back."""
+    return ServiceUnavailable(
+        "this Switchyard edge is shutting down; retry", code="edge_stopping", retry_after=1
+    )
+
+
+class _Interruptible(Protocol):
+    def stop(self) -> None: ...
+
+
+class Waiting:
+    """The requests of an edge in progress: each one's :class:`Departure` (LLM requests
+    waiting for their answers) or :class:`Stoppable` (the other routes).
+
+    A set add and discard per request; :meth:`stop` interrupts them all at once.
+    """
+
+    __slots__ = ("_requests", "stopped")
+
+    def __init__(self) -> None:
+        self._requests: set[_Interruptible] = set()
+        self.stopped = False
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def stop(self) -> int:
+        """Interrupt every request listed (each answers 503 ``edge_stopping``, or ends its
+        stream with that error), and any that starts from now on; how many were cut."""
+        self.stopped = True
+        cut = list(self._requests)
+        for request in cut:
+            request.stop()
+        return len(cut)
+
+    def add(self, request: _Interruptible) -> None:
+        self._requests.add(request)
+
+    def discard(self, request: _Interruptible) -> None:
+        self._requests.discard(request)
+
+
+class Stoppable:
+    """A request of the edge's other routes (FastAPI: models, batches, management API, admin
+    pages), listed in ``waiting`` while inside ``async with``: an edge that stops interrupts
+    it as it does the LLM requests, and the block raises :func:`edge_stopping`. Its cost, a
+    timeout scope and a set entry, matters nowhere on these routes."""
+
+    __slots__ = ("_scope", "_waiting", "stopping")
+
+    def __init__(self, waiting: Waiting) -> None:
+        self.stopping = False
+        self._waiting = waiting
+        self._scope: asyncio.Timeout | None = None
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self._scope is not None:
+            self._scope.reschedule(asyncio.get_running_loop().time())
+
+    async def __aenter__(self) -> Stoppable:
+        if self._waiting.stopped:
+            raise edge_stopping()
+        self._scope = asyncio.timeout(None)
+        await self._scope.__aenter__()
+        self._waiting.add(self)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        scope, self._scope = self._scope, None
+        self._waiting.discard(self)
+        try:
+            assert scope is not None  # noqa: S101  (set by __aenter__)
+            await scope.__aexit__(et, ev, tb)
+        except TimeoutError:
+            if self.stopping:
+                raise edge_stopping() from None
+            raise
 
 
 class _Hooked(asyncio.Event):
@@ -49,12 +139,17 @@ class Departure:
     except the answer's end), so that event is swapped for one that also calls back. That
     relies on a detail of uvicorn's request cycle (as :mod:`.onewrite` does on another); under
     any other server a task waits on ``receive`` instead.
+
+    Listed in ``waiting`` while inside the block: an edge that stops interrupts the wait the
+    same way, and the block raises the 503 of :func:`edge_stopping` instead.
     """
 
-    __slots__ = ("_cycle", "_scope", "_watcher", "gone")
+    __slots__ = ("_cycle", "_scope", "_waiting", "_watcher", "gone", "stopping")
 
-    def __init__(self, receive: Receive, tasks: TaskSupervisor) -> None:
+    def __init__(self, receive: Receive, tasks: TaskSupervisor, waiting: Waiting) -> None:
         self.gone = False
+        self.stopping = False
+        self._waiting = waiting
         self._scope: asyncio.Timeout | None = None
         self._watcher: asyncio.Task[None] | None = None
         cycle: Any = getattr(receive, "__self__", None)
@@ -75,20 +170,34 @@ class Departure:
         if self.gone:
             return
         self.gone = True
+        self._interrupt()
+
+    def stop(self) -> None:
+        """The edge stops: end the wait now (the block raises :func:`edge_stopping`)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self._interrupt()
+
+    def _interrupt(self) -> None:
         if self._scope is not None:
             self._scope.reschedule(asyncio.get_running_loop().time())
 
     async def __aenter__(self) -> Departure:
-        if self.gone:
-            raise ClientGone
+        if self.gone or self._waiting.stopped:  # stopped: its body came after the grace ended
+            if self._watcher is not None:
+                self._watcher.cancel()
+            raise ClientGone if self.gone else edge_stopping()
         self._scope = asyncio.timeout(None)
         await self._scope.__aenter__()
+        self._waiting.add(self)
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         scope, self._scope = self._scope, None
+        self._waiting.discard(self)
         if self._watcher is not None:
             self._watcher.cancel()
         try:
@@ -97,6 +206,8 @@ class Departure:
         except TimeoutError:
             if self.gone:
                 raise ClientGone from None
+            if self.stopping:
+                raise edge_stopping() from None
             raise
 
 

@@ -31,6 +31,7 @@ from switchyard.errors import (
     PermissionDenied,
     ServiceUnavailable,
 )
+from switchyard.ingress.departure import Waiting
 from switchyard.ingress.guard import FailedAuthGuard
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.metrics import EdgeMetrics
@@ -75,6 +76,8 @@ class Edge:
         self._fallback_ids = 0
         # Per-request helpers (a streaming client's disconnect watcher): owned, never leaked.
         self.tasks = TaskSupervisor("edge")
+        # The LLM requests waiting for their answers: a stopping edge answers them 503.
+        self.waiting = Waiting()
 
     # ---- shared helpers ----
 
@@ -220,10 +223,13 @@ def _header_key(request: Request) -> str | None:
 @dataclass(slots=True)
 class FinalReply:
     """The final message of a request, once it arrived (its usage settles the TPM estimate),
-    and when the first streamed content went out (``perf_counter`` time, 0 before)."""
+    when the first streamed content went out (``perf_counter`` time, 0 before), and the error
+    message it got instead of an answer, if one came (it names the deployment that refused,
+    which the HTTP error answer passes on)."""
 
     reply: Reply | None = None
     first_at: float = 0.0
+    refusal: Reply | None = None
 
     @property
     def total_tokens(self) -> int | None:
@@ -267,6 +273,13 @@ async def sse_frames(
         yield sse_error(exc) if chat else _dialect_error(exc, dialect)
     finally:
         await rest.aclose()  # a client that went away releases its reply inbox at once
+
+
+def stream_error(exc: ApiError, dialect: str) -> bytes:
+    """The event that ends a stream that already started with ``exc``, in its dialect."""
+    if dialect in ("responses", "messages"):
+        return _dialect_error(exc, dialect)
+    return sse_error(exc)
 
 
 def _dialect_error(exc: ApiError, dialect: str) -> bytes:

@@ -9,7 +9,9 @@ Per request: read the body once (413 past the limit, checked on Content-Length f
 authenticate against the local key ring (401), decode once into a probe (400), stamp the
 envelope, send it on ``llm.v1.*`` and turn the replies into JSON or server-sent events. A stream
 commits its status only when the first content arrives, so an error before the first token is
-a proper HTTP error; one after it ends the stream with an error event.
+a proper HTTP error; one after it ends the stream with an error event. Every request is
+listed in the edge's :class:`~switchyard.ingress.departure.Waiting` while it runs, so an edge
+that stops can answer the ones its grace period did not see through (503 ``edge_stopping``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +42,15 @@ from switchyard.dialects.probes import (
     probe_responses,
 )
 from switchyard.errors import ApiError, InvalidRequest, PayloadTooLarge, ServiceUnavailable
-from switchyard.ingress.departure import ClientGone, Departure
-from switchyard.ingress.edge import SAFE_ID, Edge, FinalReply, presented_key, sse_frames
+from switchyard.ingress.departure import ClientGone, Departure, Stoppable
+from switchyard.ingress.edge import (
+    SAFE_ID,
+    Edge,
+    FinalReply,
+    presented_key,
+    sse_frames,
+    stream_error,
+)
 from switchyard.ingress.onewrite import send_whole
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
@@ -52,6 +61,7 @@ from switchyard.schemas.openai import (
     CompletionProbe,
     EmbeddingProbe,
     error_body,
+    openai_status,
     probe,
 )
 from switchyard.schemas.scheduling import RANK
@@ -114,6 +124,7 @@ _WANTED = frozenset(
 )
 
 
+_ANTHROPIC_VERSION = anthropic.VERSION_HEADER.encode()
 CLIENT_CLOSED = 499  # the status nginx logs for a client that left before its answer
 
 
@@ -143,6 +154,7 @@ class FastPath:
         request_id = _request_id(self.edge, given.decode("latin-1"))
         id_header = (b"x-request-id", request_id.encode())
         status = 500
+        sent = {"started": False, "complete": False}
 
         async def answering(message: Message) -> None:
             nonlocal status
@@ -152,10 +164,21 @@ class FastPath:
                 if not any(name.lower() == b"x-request-id" for name, _ in headers):
                     message = {**message, "headers": [*headers, id_header]}
             await send(message)
+            sent["started"] = True
+            sent["complete"] = message["type"] == "http.response.body" and not message.get(
+                "more_body"
+            )
 
         token = request_id_var.set(request_id)
         try:
-            await self.app(scope, receive, answering)
+            stoppable = Stoppable(self.edge.waiting)
+            try:
+                async with stoppable:
+                    await self.app(scope, receive, answering)
+            except ServiceUnavailable as exc:
+                if not stoppable.stopping:
+                    raise  # (not raised by the app: its own errors are answered in it)
+                status = await _stopped(send, exc, scope, request_id, sent) or status
         finally:
             request_id_var.reset(token)
             if stats is not None:
@@ -164,7 +187,7 @@ class FastPath:
                 stats.http(template, scope["method"], status)
 
     async def _llm(self, op: str, subject: str, scope: Scope, receive: Receive, send: Send) -> None:
-        wanted = {k: v for k, v in scope["headers"] if k in _WANTED}
+        wanted = _wanted(scope["headers"])
         edge = self.edge
         request_id = _request_id(edge, wanted.get(b"x-request-id", b"").decode("latin-1"))
         token = request_id_var.set(request_id)
@@ -190,7 +213,7 @@ class FastPath:
                 call.hop = _trace(edge, env, op, call.model, call.route)
                 env = env.with_(traceparent=call.hop.traceparent)
             client = edge.require_client()
-            async with Departure(receive, edge.tasks) as departure:
+            async with Departure(receive, edge.tasks, edge.waiting) as departure:
                 if streamed:
                     # aclosing: however the relay ends (client gone, error), the reply inbox
                     # is released here rather than when the garbage collector gets to it.
@@ -206,13 +229,10 @@ class FastPath:
                             dialect=op,
                         )
                     return
-                call.final.reply = await client.request(subject, body, env)
+                call.final.reply = await _whole(client.exchange(subject, body, env), call.final)
             await _answer(send, call.final.reply, request_id, limit_headers, op)
         except ApiError as exc:
-            call.failure = exc
-            if not state["started"]:
-                call.status = exc.status
-                await _respond_error(send, exc, request_id, op)
+            await _refuse(send, call, exc, request_id, started=state["started"])
         except ClientGone:
             if not state["started"]:  # a stream that began keeps the status it was sent with
                 call.status = CLIENT_CLOSED
@@ -343,6 +363,16 @@ def _request_id(edge: Edge, given: str) -> str:
     return f"{given}.{unique}" if given and SAFE_ID.fullmatch(given) else unique
 
 
+def _wanted(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The request headers the edge reads. ``anthropic-beta`` may be sent as several lines (an
+    SDK's own betas plus the caller's): they are one comma-separated list (RFC 9110 5.3), so
+    all are kept, not the last."""
+    wanted = {k: v for k, v in headers if k in _WANTED}
+    if BETA_HEADER in wanted:
+        wanted[BETA_HEADER] = b", ".join(v for k, v in headers if k == BETA_HEADER)
+    return wanted
+
+
 def _api_key(headers: dict[bytes, bytes]) -> str | None:
     def get(name: bytes) -> str | None:
         raw = headers.get(name)
@@ -430,16 +460,78 @@ async def _respond(
     )
 
 
-async def _respond_error(send: Send, exc: ApiError, request_id: str, op: str = "chat") -> None:
+async def _respond_error(
+    send: Send, exc: ApiError, request_id: str, op: str = "chat", refusal: Reply | None = None
+) -> None:
+    """``exc`` as the HTTP answer, in the route's dialect; ``refusal``, the error message it
+    came from, names the deployment that refused (absent when none did: the edge's own
+    errors, or a head that found no deployment)."""
     headers = [*_JSON, *_id_headers(request_id, op), *exc.headers]
+    if refusal is not None:
+        headers += _answered_by(refusal)
     if exc.retry_after is not None:
         headers.append((b"retry-after", http_retry_after(exc.retry_after).encode()))
     # Anthropic's SDKs read errors in Anthropic's shape; every other route speaks OpenAI's.
+    status = exc.status
     if op in ANTHROPIC_OPS:
         body = anthropic.error_body(exc, request_id=request_id)
     else:
         body = error_body(exc)
-    await _respond(send, exc.status, body, headers)
+        status = openai_status(status)
+    await _respond(send, status, body, headers)
+
+
+async def _stopped(
+    send: Send, exc: ApiError, scope: Scope, request_id: str, sent: dict[str, bool]
+) -> int | None:
+    """Answer a request of the other routes its edge stopped serving: 503 ``edge_stopping`` in
+    OpenAI's shape, or Anthropic's for an Anthropic client (as the app's own errors); the end
+    of a response that had started (an admin page's event stream: its browser reconnects).
+    The status answered, if one was."""
+    if sent["complete"]:
+        return None
+    if sent["started"]:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return None
+    anthropic_client = any(k.lower() == _ANTHROPIC_VERSION for k, _ in scope["headers"]) or any(
+        scope["path"] == route or scope["path"].startswith(route + "/")
+        for route, (op, _) in ROUTES.items()
+        if op in ANTHROPIC_OPS
+    )
+    await _respond_error(send, exc, request_id, "messages" if anthropic_client else "chat")
+    return exc.status
+
+
+async def _whole(replies: AsyncGenerator[Reply, None], final: FinalReply) -> Reply:
+    """The final message of a non-streamed request (as :meth:`LLMClient.request`, which it
+    replaces here to keep the error message: ``final.refusal`` gets it).
+
+    Raises:
+        ApiError: the error the workers replied with, or any error of the exchange.
+    """
+    async with contextlib.aclosing(replies):  # the reply inbox is released on every way out
+        async for reply in replies:
+            if reply.kind is ReplyKind.FINAL:
+                return reply
+            if reply.kind is ReplyKind.ERROR:
+                final.refusal = reply
+                raise error_from_reply(reply)
+    raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
+
+
+async def _refuse(
+    send: Send, call: _Call, exc: ApiError, request_id: str, *, started: bool
+) -> None:
+    """Answer ``exc``: as the HTTP error, or, once a stream started (an edge that stopped
+    relaying it), as the stream's last event in its dialect rather than a cut connection."""
+    call.failure = exc
+    if not started:
+        call.status = exc.status
+        await _respond_error(send, exc, request_id, call.op, call.final.refusal)
+        return
+    event = stream_error(exc, call.op)
+    await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _stream(
@@ -462,6 +554,7 @@ async def _stream(
     if first is None:
         raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
     if first.kind is ReplyKind.ERROR:
+        final.refusal = first
         raise error_from_reply(first)
     frames = sse_frames(first, replies, final, dialect)
     opening = await anext(frames, b"")  # made from ``first``: at hand, so it goes with the head

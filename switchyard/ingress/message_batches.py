@@ -32,6 +32,7 @@ from switchyard.ingress.batches import (
     streamed,
 )
 from switchyard.ingress.responses import JSON, error_response
+from switchyard.runtime import forwarded
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.tasks import outlast
 from switchyard.schemas import batches as b
@@ -57,7 +58,9 @@ def _ok(doc: Any) -> Response:
 
 
 def _base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """Where the client reached this edge, through any TLS-ending proxy: the SDK fetches
+    ``results_url`` as given, key and all, so it must not say http://internal-host."""
+    return forwarded.base_url(request)
 
 
 async def _spool(request: Request, spool: IO[bytes], limit: int, too_large: ApiError) -> None:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from switchyard.bus.headers import http_retry_after
 from switchyard.errors import ApiError
-from switchyard.schemas.openai import error_body
+from switchyard.schemas.openai import error_body, openai_status
 
 JSON = "application/json"
 
@@ -27,6 +27,7 @@ def error_response(
         headers["x-request-id"] = request_id
     for name, value in exc.headers:
         headers[name.decode()] = value.decode()
+    status = exc.status
     if body is None:
-        body = error_body(exc)
-    return Response(body, status_code=exc.status, media_type=JSON, headers=headers)
+        body, status = error_body(exc), openai_status(status)
+    return Response(body, status_code=status, media_type=JSON, headers=headers)

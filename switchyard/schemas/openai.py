@@ -304,6 +304,12 @@ def error_body(exc: ApiError) -> bytes:
     )
 
 
+def openai_status(status: int) -> int:
+    """The HTTP status an OpenAI client is answered with: Anthropic's 529 (overloaded) is no
+    status of OpenAI's, so its SDKs would not know it; 503 says the same to them."""
+    return 503 if status == 529 else status
+
+
 def decode_error(body: bytes) -> ErrorDetail | None:
     try:
         return _ERROR_DECODER.decode(body).error

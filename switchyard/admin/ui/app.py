@@ -26,6 +26,7 @@ from switchyard.admin.ui.render import render
 from switchyard.admin.ui.sessions import COOKIE, IDLE_S, SessionStore
 from switchyard.admin.ui.signin_guard import Record, SigninGuard
 from switchyard.errors import ApiError, AuthenticationFailed
+from switchyard.runtime import forwarded
 
 log = logging.getLogger("switchyard.admin.ui")
 
@@ -56,8 +57,7 @@ def _source(request: Request) -> str:
 def _over_tls(request: Request) -> bool:
     """Whether the browser reached us over TLS: directly, or through a proxy that ends TLS
     and says so (``X-Forwarded-Proto``). Trusting the header only ever adds ``Secure``."""
-    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    return request.url.scheme == "https" or forwarded == "https"
+    return forwarded.over_tls(request)
 
 
 class AdminUi:

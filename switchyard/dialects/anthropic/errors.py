@@ -5,7 +5,8 @@ their exception class from the HTTP status, so the status stays Switchyard's and
 changes. Type names follow Anthropic's documented list (400 ``invalid_request_error``, 401
 ``authentication_error``, 402 ``billing_error``, 403 ``permission_error``, 404
 ``not_found_error``, 409 ``conflict_error``, 413 ``request_too_large``, 429 ``rate_limit_error``,
-500 ``api_error``, 504 ``timeout_error``, 529 ``overloaded_error``). Switchyard's 503 (no workers,
+500 ``api_error``, 504 ``timeout_error``, 529 ``overloaded_error``: a provider's own 529 keeps its
+status, which Anthropic's SDKs wait out and retry). Switchyard's 503 (no workers,
 queue full) is Anthropic's "overloaded" and is named so; other 4xx are
 ``invalid_request_error`` and other 5xx ``api_error``, as Anthropic documents for statuses it
 does not list. The parameter at fault, which Anthropic has no field for, leads the message.

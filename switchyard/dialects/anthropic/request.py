@@ -3,7 +3,8 @@
 ``system`` becomes a leading system message and each message its chat equivalent (content
 blocks, tool use and tool results: :mod:`._content`); custom tools become function tools,
 ``tool_choice`` auto/any/tool/none becomes auto/required/named/none, ``stop_sequences`` becomes
-``stop``, ``max_tokens`` becomes ``max_completion_tokens`` and ``metadata.user_id`` ``user``.
+``stop``, ``max_tokens`` becomes ``max_completion_tokens`` (which the model-proxy renames back to
+``max_tokens`` for servers that read only that: Ollama, vLLM...) and ``metadata.user_id`` ``user``.
 
 Dropped, because chat has no equivalent: ``top_k``, ``thinking`` (and ``thinking`` /
 ``redacted_thinking`` blocks in history), ``output_config.effort``, ``cache_control`` marks,

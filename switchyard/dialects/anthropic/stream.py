@@ -8,10 +8,15 @@ the end ``message_delta`` (``stop_reason``, ``stop_sequence``, usage: cumulative
 final input and output tokens) and ``message_stop``.
 
 Anthropic content blocks never overlap: a block stops before the next starts. Chat streams a
-message's text first and its tool calls one after another (OpenAI, vLLM and the servers modelled
-on them do), which maps onto that directly. A provider that went back to an earlier tool call's
-arguments after starting the next would lose those late fragments; none is known to. Calls
-without an ``index``, or all under one, are told apart by their ids (:class:`_chat.CallKeys`).
+message's text first, then its tool calls, and a provider may interleave those (the header of
+call 0, the header of call 1, then arguments for both). So the first tool call streams as its
+own block, and the fragments of every other call wait, in order, until that block ends (with
+the stream, or when text follows): each then follows as a whole block
+(``content_block_start``, one ``input_json_delta`` with all its arguments,
+``content_block_stop``). No argument is lost, at the cost of streaming only the first call of
+several as it comes. Text after tool calls closes them (their later fragments, which no known
+provider sends, would be dropped). Calls without an ``index``, or all under one, are told
+apart by their ids (:class:`_chat.CallKeys`).
 
 Deltas are the hot path: a precomputed prefix per block, the encoded fragment, a fixed suffix.
 """
@@ -29,6 +34,7 @@ from switchyard.errors import ApiError
 from switchyard.schemas.openai import Usage
 
 _DELTA_END = b"}}\n\n"
+_JSON_DELTA = b'"input_json_delta","partial_json":'
 _PING = frame("ping", b'{"type":"ping"}')
 _STOP = frame("message_stop", b'{"type":"message_stop"}')
 
@@ -49,6 +55,7 @@ class MessagesStream:
         self._open: str | int | None = None  # "text", a chat tool call index, or None
         self._prefix = b""  # delta frame prefix of the open block
         self._done_calls: set[int] = set()
+        self._waiting: dict[int, _Waiting] = {}  # calls behind the open one, in arrival order
         self._keys = _chat.CallKeys()
         self._finish: str | None = None
         self._refused = False
@@ -158,15 +165,23 @@ class MessagesStream:
         if self._open != key:
             if key in self._done_calls:
                 return  # a late fragment of a closed block (see the module docstring)
-            block = {
-                "type": "tool_use",
-                "id": fragment.id or new_id("toolu_"),
-                "name": function.name or "",
-                "input": {},
-            }
-            self._open_block(key, block, b'"input_json_delta","partial_json":', out)
+            if isinstance(self._open, int):
+                # Another call's block is open and may still get arguments: this one waits.
+                waiting = self._waiting.setdefault(key, _Waiting())
+                waiting.add(fragment.id, function)
+                return
+            self._open_block(key, _tool_use(fragment.id, function.name), _JSON_DELTA, out)
         if function.arguments:
             out.append(self._prefix + encode(function.arguments) + _DELTA_END)
+
+    def _flush_waiting(self, out: list[bytes]) -> None:
+        """Each waiting call as one whole block (after the open one has been closed)."""
+        waiting, self._waiting = self._waiting, {}
+        for key, call in waiting.items():
+            self._open_block(key, _tool_use(call.id, call.name), _JSON_DELTA, out)
+            if call.arguments:
+                out.append(self._prefix + encode("".join(call.arguments)) + _DELTA_END)
+            self._close_block(out)
 
     def _open_block(
         self, key: str | int, block: dict[str, Any], delta_head: bytes, out: list[bytes]
@@ -185,8 +200,10 @@ class MessagesStream:
         )
 
     def _close_block(self, out: list[bytes]) -> None:
+        """Close the open block; after a tool call's, the calls waiting behind it follow."""
         if self._open is None:
             return
+        was_call = isinstance(self._open, int)
         if isinstance(self._open, int):
             self._done_calls.add(self._open)
         index = self._blocks - 1
@@ -197,3 +214,26 @@ class MessagesStream:
             )
         )
         self._open = None
+        if was_call and self._waiting:
+            self._flush_waiting(out)
+
+
+class _Waiting:
+    """A tool call whose block cannot open yet: its id, name and argument fragments."""
+
+    __slots__ = ("arguments", "id", "name")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.name: str | None = None
+        self.arguments: list[str] = []
+
+    def add(self, call_id: str | None, function: _chat.FunctionCall) -> None:
+        self.id = self.id or call_id
+        self.name = self.name or function.name
+        if function.arguments:
+            self.arguments.append(function.arguments)
+
+
+def _tool_use(call_id: str | None, name: str | None) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call_id or new_id("toolu_"), "name": name or "", "input": {}}

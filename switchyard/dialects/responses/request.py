@@ -13,7 +13,9 @@ ignored: the client gets its answer, nothing is kept, and the echoed Response sa
 false``. Built-in tools (web search, file search, code interpreter, MCP...) run inside OpenAI and
 cannot be offered by a chat provider, so they are refused naming ``tools[i].type``.
 
-Fields chat understands are carried over (``temperature``, ``top_p``, ``user``,
+``max_output_tokens`` becomes ``max_completion_tokens`` (the model-proxy renames it
+``max_tokens`` for servers that read only that: Ollama, vLLM...). Fields chat understands are
+carried over (``temperature``, ``top_p``, ``user``,
 ``service_tier``, ``prompt_cache_key``, ``safety_identifier``, ``text.verbosity``,
 ``reasoning.effort``); the rest (``metadata``, ``include``, ``truncation``, ``top_logprobs``,
 ``max_tool_calls``, ``stream_options``, ``reasoning.summary``...) are dropped, and unknown fields

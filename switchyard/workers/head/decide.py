@@ -57,6 +57,15 @@ def exhausted(
         message += f"; not tried while cooling down after errors: {', '.join(cooling[:5])}"
     if env.last_status == 429:
         return RateLimited(message, retry_after=env.retry_after)
+    if env.last_status == 529:  # the last deployment was overloaded (Anthropic's 529)
+        return ProviderError(
+            message,
+            provider=",".join(tried),
+            status=529,
+            type="overloaded_error",
+            code="provider_overloaded",
+            retry_after=retry_after or env.retry_after,
+        )
     if len(tried) == 1 and env.last_status == 503:
         # The one attempt could not be made: the route's only usable deployment has no stored
         # provider key (a provider's own 503 arrives as a 502), or it was taken out of its

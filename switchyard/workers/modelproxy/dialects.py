@@ -5,7 +5,8 @@ request like any other (the edge and the head only read ``model`` and ``stream``
 provider call differs. :func:`plan` picks it: a provider that speaks the dialect natively gets
 the request passed through (:mod:`.providers.passthrough`); any other gets it translated to chat
 completions and its answer translated back by :class:`Translated`, an adapter wrapped around the
-provider's usual one, so the handler calls every provider the same way. Anthropic's token
+provider's usual one, so the handler calls every provider the same way. The translated output
+limit is named as the provider's kind reads it (:data:`MAX_TOKENS_KINDS`). Anthropic's token
 count (``count_tokens``) goes to Anthropic and OpenAI's (``input_tokens``) to OpenAI; both are
 estimated locally for every other provider (:mod:`.providers.token_estimate`).
 """
@@ -30,6 +31,11 @@ from switchyard.workers.modelproxy.providers.registry import Adapters
 DIALECTS = frozenset({"responses", "messages"})
 # Provider kinds that speak a dialect themselves (the request is passed through unchanged).
 NATIVE = {"responses": frozenset({"openai"}), "messages": frozenset({"anthropic"})}
+# Provider kinds whose servers read a chat request's output limit as ``max_tokens`` only: the
+# translations write ``max_completion_tokens``, which OpenAI and Azure want (their o-series
+# models refuse ``max_tokens``), and these servers ignore an unknown field, i.e. would generate
+# without a limit. vLLM reads both, ``max_tokens`` in every version.
+MAX_TOKENS_KINDS = frozenset({"ollama", "openai-compatible", "vllm", "together"})
 
 
 def plan(call: ProviderCall, adapters: Adapters) -> tuple[Adapter, ProviderCall]:
@@ -59,6 +65,8 @@ def plan(call: ProviderCall, adapters: Adapters) -> tuple[Adapter, ProviderCall]
         message = anthropic.to_chat(call.body)
         chat, context = message.chat, message.context
     chat["model"] = call.deployment.model
+    if kind in MAX_TOKENS_KINDS and "max_completion_tokens" in chat:
+        chat["max_tokens"] = chat.pop("max_completion_tokens")
     # The translation needs the usage chunk of a stream to close the dialect's own usage.
     chat_call = dataclasses.replace(call, op="chat", body=chat, client_wants_usage=True)
     return Translated(adapters.for_kind(kind), context), chat_call

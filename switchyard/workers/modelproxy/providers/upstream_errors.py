@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 DEPLOYMENT_REMOVED = "deployment_removed"  # a request queued for a deployment since removed
+OVERLOADED = 529  # Anthropic's "overloaded": its SDKs retry it (OverloadedError)
+OVERLOADED_CODE = "provider_overloaded"
 RETRYABLE_STATUSES = frozenset({401, 403, 404, 408, 409, 410, 425, 429, 500, 502, 503, 504, 529})
 # The longest line of a streamed answer read (aiohttp's own limit is 512 KiB, which a Responses
 # stream's final event, echoing a long answer with its instructions and tools, can pass). Each
@@ -56,7 +58,10 @@ def from_status(
 
     Client-caused statuses keep their meaning (400 stays 400); everything else becomes a 502
     :class:`ProviderError` carrying the upstream status, except 429, which stays 429 so clients
-    back off.
+    back off, and 529 (Anthropic overloaded), which stays 529 (``provider_overloaded``): an
+    Anthropic client is told it as Anthropic would (``overloaded_error``, which its SDK waits
+    out and retries), and the heads can tell it from a failure (an OpenAI client gets 503,
+    529 being no status of OpenAI's). Both stay retryable on another deployment.
     """
     if status == 429:
         return ProviderRateLimited(
@@ -64,6 +69,17 @@ def from_status(
         )
     if status == 413:
         return PayloadTooLarge(message, code=code)
+    if status == OVERLOADED:
+        return ProviderError(
+            f"provider {provider} is overloaded (HTTP 529): {message}",
+            provider=provider,
+            upstream_status=OVERLOADED,
+            retryable=True,
+            status=OVERLOADED,
+            type="overloaded_error",
+            code=OVERLOADED_CODE,
+            retry_after=retry_after,
+        )
     if status in (404, 410) and not _about_the_model(message, code):
         # Something the client named is not there (a stored item, a file id): its request.
         return InvalidRequest(message, code=code or "provider_rejected_request")
