@@ -77,7 +77,8 @@ class Stoppable:
     """A request of the edge's other routes (FastAPI: models, batches, management API, admin
     pages), listed in ``waiting`` while inside ``async with``: an edge that stops interrupts
     it as it does the LLM requests, and the block raises :func:`edge_stopping`. Its cost, a
-    timeout scope and a set entry, matters nowhere on these routes."""
+    timeout scope and a set entry, matters nowhere on these routes. :class:`Departure` builds
+    on it."""
 
     __slots__ = ("_scope", "_waiting", "stopping")
 
@@ -87,30 +88,49 @@ class Stoppable:
         self._scope: asyncio.Timeout | None = None
 
     def stop(self) -> None:
+        """The edge stops: end the wait now (the block raises :func:`edge_stopping`)."""
+        if self.stopping:
+            return
         self.stopping = True
+        self._interrupt()
+
+    def _interrupt(self) -> None:
         if self._scope is not None:
             self._scope.reschedule(asyncio.get_running_loop().time())
 
-    async def __aenter__(self) -> Stoppable:
-        if self._waiting.stopped:
-            raise edge_stopping()
+    def _why(self) -> Exception | None:
+        """What the block raises when it was interrupted (None: it timed out otherwise)."""
+        return edge_stopping() if self.stopping else None
+
+    async def _open(self) -> None:
         self._scope = asyncio.timeout(None)
         await self._scope.__aenter__()
         self._waiting.add(self)
-        return self
 
-    async def __aexit__(
+    async def _close(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         scope, self._scope = self._scope, None
         self._waiting.discard(self)
         try:
-            assert scope is not None  # noqa: S101  (set by __aenter__)
+            assert scope is not None  # noqa: S101  (set by _open)
             await scope.__aexit__(et, ev, tb)
         except TimeoutError:
-            if self.stopping:
-                raise edge_stopping() from None
-            raise
+            why = self._why()
+            if why is None:
+                raise
+            raise why from None
+
+    async def __aenter__(self) -> Stoppable:
+        if self._waiting.stopped:
+            raise edge_stopping()
+        await self._open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._close(et, ev, tb)
 
 
 class _Hooked(asyncio.Event):
@@ -125,7 +145,7 @@ class _Hooked(asyncio.Event):
         self._then()
 
 
-class Departure:
+class Departure(Stoppable):
     """Notices an HTTP client that leaves while its answer is awaited, and stops the wait.
 
     Inside ``async with``, a client that disconnects interrupts what is awaited at once: the
@@ -144,13 +164,11 @@ class Departure:
     same way, and the block raises the 503 of :func:`edge_stopping` instead.
     """
 
-    __slots__ = ("_cycle", "_scope", "_waiting", "_watcher", "gone", "stopping")
+    __slots__ = ("_cycle", "_watcher", "gone")
 
     def __init__(self, receive: Receive, tasks: TaskSupervisor, waiting: Waiting) -> None:
+        super().__init__(waiting)
         self.gone = False
-        self.stopping = False
-        self._waiting = waiting
-        self._scope: asyncio.Timeout | None = None
         self._watcher: asyncio.Task[None] | None = None
         cycle: Any = getattr(receive, "__self__", None)
         self._cycle = cycle
@@ -172,43 +190,25 @@ class Departure:
         self.gone = True
         self._interrupt()
 
-    def stop(self) -> None:
-        """The edge stops: end the wait now (the block raises :func:`edge_stopping`)."""
-        if self.stopping:
-            return
-        self.stopping = True
-        self._interrupt()
-
-    def _interrupt(self) -> None:
-        if self._scope is not None:
-            self._scope.reschedule(asyncio.get_running_loop().time())
+    def _why(self) -> Exception | None:
+        if self.gone:
+            return ClientGone()
+        return super()._why()
 
     async def __aenter__(self) -> Departure:
         if self.gone or self._waiting.stopped:  # stopped: its body came after the grace ended
             if self._watcher is not None:
                 self._watcher.cancel()
             raise ClientGone if self.gone else edge_stopping()
-        self._scope = asyncio.timeout(None)
-        await self._scope.__aenter__()
-        self._waiting.add(self)
+        await self._open()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        scope, self._scope = self._scope, None
-        self._waiting.discard(self)
         if self._watcher is not None:
             self._watcher.cancel()
-        try:
-            assert scope is not None  # noqa: S101  (set by __aenter__)
-            await scope.__aexit__(et, ev, tb)
-        except TimeoutError:
-            if self.gone:
-                raise ClientGone from None
-            if self.stopping:
-                raise edge_stopping() from None
-            raise
+        await self._close(et, ev, tb)
 
 
 async def _watch_disconnect(receive: Receive, left: Callable[[], None]) -> None:

@@ -6,6 +6,7 @@ task supervisor (:mod:`.tasks`); following KV buckets (:mod:`.kvwatch`); the pul
 consumers and buckets (:mod:`.definitions`); the NATS micro-service error boundary
 (:mod:`.endpoints`); shared cooldown state (:mod:`.cooldowns`); HTTP error responses
 (:mod:`.http`); the audit actor of admin requests (:mod:`.audit`); warnings at most once in a
-while (:mod:`.throttle`); a request-reply caller's view of its answer stream (:mod:`.reply_wait`); the scheme and host a
-client used behind a reverse proxy (:mod:`.forwarded`).
+while (:mod:`.throttle`); a request-reply caller's view of its answer stream
+(:mod:`.reply_wait`); the scheme and host a client used behind a reverse proxy
+(:mod:`.forwarded`).
 """
