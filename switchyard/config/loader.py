@@ -106,8 +106,9 @@ def prepare_tokenizer_environment() -> None:
 def read_env_secret(name: str) -> str | None:
     """A key a migration names by environment variable (``os.environ/NAME`` in LiteLLM).
 
-    Only ``switchyard import ... --secrets-from-env`` calls this, to copy such keys into the
-    secrets service once; nothing reads provider keys from the environment at run time.
+    Only ``switchyard import`` calls this: with ``--secrets-from-env`` to copy such keys into
+    the secrets service once, and for numbers a LiteLLM config names the same way (a timeout);
+    nothing reads provider keys from the environment at run time.
     """
     return os.environ.get(name) or None
 

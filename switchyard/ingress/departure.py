@@ -95,7 +95,9 @@ class Stoppable:
         self._interrupt()
 
     def _interrupt(self) -> None:
-        if self._scope is not None:
+        # Once: a client leaving and the edge stopping can both come, and an expired scope
+        # refuses a new deadline (RuntimeError); the first interruption is the one that counts.
+        if self._scope is not None and not self._scope.expired():
             self._scope.reschedule(asyncio.get_running_loop().time())
 
     def _why(self) -> Exception | None:

@@ -9,9 +9,10 @@ Per request: read the body once (413 past the limit, checked on Content-Length f
 authenticate against the local key ring (401), decode once into a probe (400), stamp the
 envelope, send it on ``llm.v1.*`` and turn the replies into JSON or server-sent events. A stream
 commits its status only when the first content arrives, so an error before the first token is
-a proper HTTP error; one after it ends the stream with an error event. Every request is
-listed in the edge's :class:`~switchyard.ingress.departure.Waiting` while it runs, so an edge
-that stops can answer the ones its grace period did not see through (503 ``edge_stopping``).
+a proper HTTP error; one after it ends the stream with an error event. Every request waiting
+for its answer is listed in the edge's :class:`~switchyard.ingress.departure.Waiting`, so an
+edge that stops can answer the ones its grace period did not see through (503
+``edge_stopping``); one still being read or admitted then gets that 503 as it starts waiting.
 """
 
 from __future__ import annotations
@@ -525,8 +526,8 @@ async def _refuse(
     """Answer ``exc``: as the HTTP error, or, once a stream started (an edge that stopped
     relaying it), as the stream's last event in its dialect rather than a cut connection."""
     call.failure = exc
-    if not started:
-        call.status = exc.status
+    if not started:  # the status the client is answered (metrics, spans)
+        call.status = exc.status if call.op in ANTHROPIC_OPS else openai_status(exc.status)
         await _respond_error(send, exc, request_id, call.op, call.final.refusal)
         return
     event = stream_error(exc, call.op)

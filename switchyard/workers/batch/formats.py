@@ -14,7 +14,7 @@ from switchyard.dialects.anthropic import batches as anthropic_batches
 from switchyard.dialects.anthropic import error_body as anthropic_error_body
 from switchyard.errors import ApiError
 from switchyard.schemas import batches as b
-from switchyard.schemas.openai import error_body
+from switchyard.schemas.openai import error_body, openai_status
 
 _JSON = msgspec.json.Encoder()
 _RAW = msgspec.json.Decoder(msgspec.Raw)
@@ -67,7 +67,7 @@ class OpenAIFormat:
             "id": f"batch_req_{batch_id}_{index}",
             "custom_id": line.custom_id,
             "response": {
-                "status_code": status,
+                "status_code": openai_status(status),  # (Anthropic's 529 is no OpenAI status)
                 "request_id": f"{batch_id}:{index}",
                 "body": _raw(body),
             },

@@ -64,7 +64,7 @@ def to_base64(vector: list[Any]) -> str | list[Any]:
     something that is not a number (nothing sensible to encode)."""
     try:
         packed = struct.pack(f"<{len(vector)}f", *vector)
-    except (struct.error, TypeError):
+    except (struct.error, TypeError, OverflowError):  # beyond float32: left as floats
         return vector
     return base64.b64encode(packed).decode("ascii")
 

@@ -141,12 +141,13 @@ class LiteLLM:
                 except Exception as exc:  # noqa: BLE001 - every litellm failure is translated
                     raise _translate(lib, exc, call, what) from None
                 first = False
+                substance = delivered or _delivers(doc)  # before _event, which may drop usage
                 event = _event(doc, call.client_wants_usage)
                 if delivered:
                     yield event
                     continue
                 held.append(event)
-                if _delivers(doc):
+                if substance:
                     delivered = True
                     for waiting in held:
                         yield waiting
@@ -197,7 +198,12 @@ def _delivers(doc: dict[str, Any]) -> bool:
     """Whether a dumped litellm chunk carries part of an answer: usage, or a choice with text
     (legacy completions) or a non-empty delta field (:data:`_SUBSTANCE`). A role-only opening
     or a bare ``finish_reason`` carries nothing: litellm sends one even for an empty stream."""
-    if isinstance(doc.get("usage"), dict):
+    usage = doc.get("usage")
+    # A count of something: litellm makes up a usage of zeros for a stream that carried nothing.
+    if isinstance(usage, dict) and any(
+        isinstance(n, int) and n > 0
+        for n in (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    ):
         return True
     for choice in doc.get("choices") or ():
         if not isinstance(choice, dict):
