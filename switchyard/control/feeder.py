@@ -330,7 +330,7 @@ class Feeder:
             if item is None:
                 break
             if item.expired(now):  # its caller gave up: no slot for it
-                self._delete(dep, item)
+                self._delete(item)
                 continue
             dep.pending += 1  # the slot is taken now; moves run side by side
             await self._move(dep, item)
@@ -375,7 +375,7 @@ class Feeder:
         dep.moving -= 1
         if error is None:
             dep.moved[item.priority] = dep.moved.get(item.priority, 0) + 1
-            self._delete(dep, item)
+            self._delete(item)
             return
         if isinstance(error, StreamRejected):
             log.warning("dispatch refused a held request of %s: %s", dep.id, error.description)
@@ -385,7 +385,7 @@ class Feeder:
         dep.queue.push_front(item.priority, item.tenant, item.weight, item)
         asyncio.get_running_loop().call_later(0.5, self._kick, dep)
 
-    def _delete(self, dep: _Deployment, item: Held) -> None:
+    def _delete(self, item: Held) -> None:
         """``item`` is moved (or its caller gave up): it leaves HOLD with the next purge."""
         self._purger.finish(item.subject, item.deployment, item.seq)
 
@@ -474,7 +474,7 @@ class Feeder:
             self._dep(dep_id)
         for dep in list(self._deps.values()):
             for item in dep.queue.drop(lambda i: i.expired(now)):
-                self._delete(dep, item)
+                self._delete(item)
             if not dep.active and self._overfull(dep.id):
                 self._kick(dep)  # dispatch filled up on the fast path: count slots (in _pump)
             limit = self.concurrency(dep.id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from switchyard.errors import ServiceUnavailable
 from switchyard.runtime.tasks import TaskSupervisor
@@ -37,10 +37,6 @@ def edge_stopping() -> ServiceUnavailable:
     )
 
 
-class _Interruptible(Protocol):
-    def stop(self) -> None: ...
-
-
 class Waiting:
     """The requests of an edge in progress: each one's :class:`Departure` (LLM requests
     waiting for their answers) or :class:`Stoppable` (the other routes).
@@ -51,7 +47,7 @@ class Waiting:
     __slots__ = ("_requests", "stopped")
 
     def __init__(self) -> None:
-        self._requests: set[_Interruptible] = set()
+        self._requests: set[Stoppable] = set()
         self.stopped = False
 
     def __len__(self) -> int:
@@ -66,10 +62,10 @@ class Waiting:
             request.stop()
         return len(cut)
 
-    def add(self, request: _Interruptible) -> None:
+    def add(self, request: Stoppable) -> None:
         self._requests.add(request)
 
-    def discard(self, request: _Interruptible) -> None:
+    def discard(self, request: Stoppable) -> None:
         self._requests.discard(request)
 
 

@@ -407,6 +407,11 @@ class Head:
         the time to serve its limit's worth of requests (:mod:`queue_room`)."""
         streams = self.settings.streams
         depth = streams.hold_tenant_limit if held else streams.dispatch_queue_limit
+        return self._drain_retry_after(deployment, depth)
+
+    def _drain_retry_after(self, deployment: str, depth: int) -> float:
+        """``Retry-After`` for a caller ``deployment``'s queue of ``depth`` refused, at the
+        feeder's measured pace (:mod:`queue_room`)."""
         pace = self.admission.per_request_s(deployment) or queue_room.DEFAULT_PER_REQUEST_S
         return queue_room.retry_after(depth, self.router.concurrency(deployment), pace)
 
@@ -415,11 +420,10 @@ class Head:
         (``streams.hold_total_limit``): a full queue, so :meth:`_place` offers the request to
         the route's next candidate first. Its ``Retry-After`` is the time to serve that many."""
         limit = self.settings.streams.hold_total_limit
-        pace = self.admission.per_request_s(deployment) or queue_room.DEFAULT_PER_REQUEST_S
         return ServiceUnavailable(
             f"the queue for deployment {deployment} is full; retry later",
             code="queue_full",
-            retry_after=queue_room.retry_after(limit, self.router.concurrency(deployment), pace),
+            retry_after=self._drain_retry_after(deployment, limit),
         )
 
     async def _after_failure(self, env: Envelope, named: decide.Named) -> None:
