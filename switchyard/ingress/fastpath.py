@@ -546,7 +546,8 @@ async def _stream(
     final: FinalReply,
     dialect: str = "chat",
 ) -> None:
-    """Relay a reply stream as SSE; ``state["started"]`` turns True with the response."""
+    """Relay a reply stream as SSE; ``state["started"]`` turns True once the server has taken
+    the response's start."""
     first: Reply | None = None
     async for reply in replies:
         if reply.kind is not ReplyKind.KEEPALIVE:
@@ -559,6 +560,10 @@ async def _stream(
         raise error_from_reply(first)
     frames = sse_frames(first, replies, final, dialect)
     opening = await anext(frames, b"")  # made from ``first``: at hand, so it goes with the head
+
+    def taken() -> None:  # the server has the start: a stop that lands while the opening
+        state["started"] = True  # waits on flow control ends the stream, not a second start
+
     await send_whole(
         send,
         {
@@ -572,8 +577,8 @@ async def _stream(
             ],
         },
         {"type": "http.response.body", "body": opening, "more_body": True},
+        taken=taken,
     )
-    state["started"] = True
     final.first_at = time.perf_counter()
     async for frame in frames:
         if departure.gone:

@@ -45,18 +45,30 @@ class _Gathered:
             self._transport.close()
 
 
-async def send_whole(send: Send, start: Message, body: Message) -> None:
-    """``await send(start); await send(body)``, written to the socket once."""
+async def send_whole(
+    send: Send, start: Message, body: Message, *, taken: Callable[[], None] | None = None
+) -> None:
+    """``await send(start); await send(body)``, written to the socket once.
+
+    ``taken()``, if given, is called as soon as ``send(start)`` returns: from then on the
+    server has the response's start, even if ``send(body)`` waits (flow control) and is
+    interrupted there, so nothing may send another start. (Not before: uvicorn waits for a
+    paused transport before it takes a start, and one interrupted there was never taken.)
+    """
     cycle: Any = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
     if transport is None or not callable(getattr(transport, "write", None)):
         await send(start)
+        if taken is not None:
+            taken()
         await send(body)
         return
     gathered = _Gathered(transport)
     cycle.transport = gathered
     try:
         await send(start)
+        if taken is not None:
+            taken()
         await send(body)
     finally:
         cycle.transport = transport
