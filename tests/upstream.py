@@ -20,6 +20,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
   ``[DONE]``: an answer cut short);
 * ``html``: answers 200 with an HTML page (a proxy's error page in front of a provider);
 * ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``);
+* ``embedformat``: embeddings honour ``encoding_format`` as OpenAI does (``base64``: of
+  little-endian float32); every other model answers lists of floats whatever was asked;
 * ``cached:<n>``: echoes, reporting ``n`` more prompt tokens, all read from the prompt cache
   (``prompt_tokens_details.cached_tokens``; Responses: ``input_tokens_details.cached_tokens``);
 * ``ctl:<name>``: whatever :meth:`FakeOpenAI.set_mode` last set for ``name`` (default echo);
@@ -35,8 +37,10 @@ Every call is recorded (path, headers, JSON body, time) for assertions.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -377,11 +381,14 @@ class FakeOpenAI:
             return failure
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
+        vector: Any = [0.1, 0.2, 0.3]
+        if body.get("model") == "embedformat" and body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack("<3f", *vector)).decode()
         return web.json_response(
             {
                 "object": "list",
                 "data": [
-                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    {"object": "embedding", "index": i, "embedding": vector}
                     for i in range(len(items))
                 ],
                 "model": body.get("model"),

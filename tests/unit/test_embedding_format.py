@@ -79,3 +79,20 @@ async def test_the_demo_model_answers_base64_when_asked() -> None:
     for plain, encoded in zip(floats, packed, strict=True):
         assert len(plain["embedding"]) == EMBEDDING_DIMENSIONS
         assert _unpacked(encoded["embedding"]) == pytest.approx(plain["embedding"], rel=1e-6)
+
+
+def test_a_passed_through_answer_gets_base64_for_float_lists_only() -> None:
+    """The OpenAI-compatible path's answer to a request that asked for base64: lists a server
+    sent anyway are encoded, the rest of the answer kept; an answer already in base64 (or not
+    a JSON object) is returned as the very same bytes, never decoded."""
+    listed = json.dumps({**_doc([1.0, -0.5], [3]), "usage": {"prompt_tokens": 2}}).encode()
+    doc = json.loads(ef.base64_answer(listed))
+    assert [_unpacked(item["embedding"]) for item in doc["data"]] == [[1.0, -0.5], [3.0]]
+    assert doc["usage"] == {"prompt_tokens": 2}
+    assert [item["index"] for item in doc["data"]] == [0, 1]
+    spaced = b'{"data": [{"index": 0, "embedding" : [0.5]}]}'
+    assert _unpacked(json.loads(ef.base64_answer(spaced))["data"][0]["embedding"]) == [0.5]
+    packed = json.dumps(_doc(base64.b64encode(struct.pack("<f", 0.5)).decode())).encode()
+    assert ef.base64_answer(packed) is packed
+    for odd in (b'[{"embedding": [1]}]', b'{"embedding": [1'):
+        assert ef.base64_answer(odd) is odd

@@ -5,15 +5,20 @@ little-endian float32 array, and ``"float"`` (the default) with a list of number
 rely on it: the Node SDK asks for base64 by default and decodes whatever comes back as base64,
 so a list of floats returned to it becomes garbage without any error. Providers reached
 through litellm and the built-in demo produce floats whatever was asked, so their answers are
-encoded here; OpenAI-compatible providers honour the field themselves and are passed through.
+encoded here. OpenAI-compatible providers get the field and their answer is passed through,
+except that float lists a server sent although base64 was asked (servers that ignore the
+field) are encoded here too (:func:`base64_answer`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from typing import Any
+
+import msgspec
 
 from switchyard.errors import InvalidRequest
 
@@ -57,6 +62,26 @@ def encoded(doc: dict[str, Any], wanted: str) -> dict[str, Any]:
             if floats is not None:
                 item["embedding"] = floats
     return doc
+
+
+# An embedding given as a list (``"embedding": [``): what a server that ignored base64 sends.
+_LISTED = re.compile(rb'"embedding"\s*:\s*\[')
+
+
+def base64_answer(answer: bytes) -> bytes:
+    """``answer``, the JSON of an embeddings answer to a request that asked for base64, with
+    any embedding the server sent as a list of floats anyway in base64. An answer without such
+    a list (the server honoured the field) is returned as it is, without being decoded; so is
+    one that is not a JSON object."""
+    if _LISTED.search(answer) is None:
+        return answer
+    try:
+        doc = msgspec.json.decode(answer)
+    except msgspec.DecodeError:
+        return answer
+    if not isinstance(doc, dict):
+        return answer
+    return msgspec.json.encode(encoded(doc, "base64"))
 
 
 def to_base64(vector: list[Any]) -> str | list[Any]:

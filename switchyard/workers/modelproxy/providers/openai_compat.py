@@ -3,7 +3,9 @@
 Covers OpenAI, Azure OpenAI, vLLM, Ollama, Groq, Together and any ``api_base`` that speaks the
 OpenAI wire format. No litellm on this path: it costs ~4.5 ms CPU per call where a plain POST
 costs ~0.2 ms (DESIGN §8). Non-streamed bodies are returned as received; streamed SSE ``data:``
-lines are forwarded one by one as they arrive (no buffering).
+lines are forwarded one by one as they arrive (no buffering). One exception: embeddings asked
+for as base64 that a server answered as float lists anyway are encoded as asked (see
+:mod:`.embedding_format`; only those answers are decoded).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiohttp.http_exceptions import LineTooLong
 from switchyard.errors import ApiError, ProviderError
 from switchyard.schemas.openai import decode_error, usage_of
 from switchyard.schemas.secret import Secret, redact
+from switchyard.workers.modelproxy.providers import embedding_format
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 
@@ -93,6 +96,8 @@ class OpenAICompatible:
             raise ue.timed_out(name, "the response") from None
         except aiohttp.ClientError as exc:
             raise ue.unreachable(name, _describe(exc)) from None
+        if call.op == "embed" and call.body.get("encoding_format") == "base64":
+            data = embedding_format.base64_answer(data)  # for a server that ignores the field
         return Completion(data, usage_of(data))
 
     async def _open(
