@@ -4,7 +4,9 @@
   (``CONSUMER.LIST``), plus one message lookup per non-empty queue for the age of its oldest
   waiting request. No worker polls anything; a thousand model-proxies cost the same.
 * **Traffic**: the model-proxies' per-second reports (``stats.v1.traffic.*``), added up per
-  deployment; percentiles come from the merged bucket counts.
+  deployment; percentiles come from the merged bucket counts. The platform's totals of
+  requests, errors (5xx) and refusals (429) come from the edges' heartbeats, which count every
+  request they answered by status class (``traffic_window`` keeps the points and their rates).
 * **Processes**: every process's heartbeat (``stats.v1.process.*``, the edges' through a
   CLIENT stream export), with CPU % from consecutive heartbeats, and whether their versions
   mix in an order the upgrade docs forbid (``upgrade_order``).
@@ -20,9 +22,8 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -33,6 +34,14 @@ from nats.errors import Error as NatsError
 from switchyard.bus import subjects
 from switchyard.config import Settings
 from switchyard.control import upgrade_order
+from switchyard.control.traffic_window import (
+    HISTORY_S,
+    Second,
+    Series,
+    add_counts,
+    edge_counts,
+    rates,
+)
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.metrics import Metrics
@@ -44,7 +53,6 @@ from switchyard.schemas.routing import RouteTable
 
 log = logging.getLogger("switchyard.control.monitor")
 
-HISTORY_S = 900  # the UI's charts: 15 minutes
 RATE_WINDOW_S = 10  # rates and percentiles in the overview
 PERCENTILE_WINDOW_S = 60  # how long per-second latency buckets are kept
 FORGET_PROCESS_S = 300.0
@@ -113,78 +121,6 @@ def parse_time(text: str) -> float | None:
     return moment.timestamp()
 
 
-# ---- per deployment, per second ----
-
-
-@dataclass(slots=True)
-class _Second:
-    t: int
-    waiting: int = 0
-    in_flight: int = 0
-    requests: int = 0
-    errors: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    latency: list[int] | None = None
-    ttft: list[int] | None = None
-
-
-def _add(into: list[int] | None, counts: Sequence[int]) -> list[int]:
-    if into is None:
-        return list(counts)
-    for i, c in enumerate(counts):
-        into[i] += c
-    return into
-
-
-@dataclass(slots=True)
-class _Series:
-    seconds: deque[_Second] = field(default_factory=lambda: deque(maxlen=HISTORY_S))
-
-    def at(self, t: int) -> _Second:
-        if self.seconds and self.seconds[-1].t == t:
-            return self.seconds[-1]
-        for point in reversed(self.seconds):  # a late report for a recent second
-            if point.t == t:
-                return point
-            if point.t < t:
-                break
-        point = _Second(t)
-        if self.seconds and self.seconds[-1].t > t:
-            return point  # too old to keep: dropped
-        self.seconds.append(point)
-        return point
-
-    def window(self, now: float, seconds: int) -> list[_Second]:
-        start = int(now) - seconds
-        return [p for p in self.seconds if p.t > start]
-
-
-def rates(points: Iterable[_Second], seconds: int) -> m.Rates:
-    requests = errors = tokens = 0
-    latency: list[int] | None = None
-    ttft: list[int] | None = None
-    for p in points:
-        requests += p.requests
-        errors += p.errors
-        tokens += p.input_tokens + p.output_tokens
-        if p.latency is not None:
-            latency = _add(latency, p.latency)
-        if p.ttft is not None:
-            ttft = _add(ttft, p.ttft)
-    lat = latency or []
-    first = ttft or []
-    return m.Rates(
-        requests_per_s=round(requests / seconds, 3),
-        error_ratio=round(errors / requests, 4) if requests else 0.0,
-        p50_ms=m.percentile(lat, 0.5),
-        p99_ms=m.percentile(lat, 0.99),
-        ttft_p50_ms=m.percentile(first, 0.5),
-        ttft_p99_ms=m.percentile(first, 0.99),
-        tokens_per_s=round(tokens / seconds, 3),
-    )
-
-
 @dataclass(slots=True)
 class _Process:
     beat: m.Heartbeat
@@ -214,7 +150,7 @@ class Monitor:
         self._held = held  # requests of a deployment waiting in HOLD, and the oldest's age
         self.queues: dict[str, m.QueueState] = {}
         self.queues_read_at = 0.0
-        self._series: dict[str, _Series] = {}
+        self._series: dict[str, Series] = {}
         self._processes: dict[str, _Process] = {}
         self._sub: Subscription | None = None
         self._loops = TaskSupervisor("monitor")
@@ -343,8 +279,8 @@ class Monitor:
             point.errors += sample.errors
             point.input_tokens += sample.input_tokens
             point.output_tokens += sample.output_tokens
-            point.latency = _add(point.latency, sample.latency)
-            point.ttft = _add(point.ttft, sample.ttft)
+            point.latency = add_counts(point.latency, sample.latency)
+            point.ttft = add_counts(point.ttft, sample.ttft)
         self._trim(t)
 
     def add_heartbeat(self, beat: m.Heartbeat) -> None:
@@ -368,16 +304,16 @@ class Monitor:
         """Edges count answered requests by status class; the deltas feed the totals."""
         if not beat.requests or previous is None or previous.beat.pid != beat.pid:
             return
-        total = sum(beat.requests.values()) - sum(previous.beat.requests.values())
-        errors = beat.requests.get("5xx", 0) - previous.beat.requests.get("5xx", 0)
+        answered = edge_counts(beat.requests, previous.beat.requests)
         point = self._series_of(_EDGES).at(int(now))
-        point.requests += max(0, total)
-        point.errors += max(0, errors)
+        point.requests += answered.requests
+        point.errors += answered.errors
+        point.refused += answered.refused
 
-    def _series_of(self, deployment: str) -> _Series:
+    def _series_of(self, deployment: str) -> Series:
         series = self._series.get(deployment)
         if series is None:
-            series = self._series[deployment] = _Series()
+            series = self._series[deployment] = Series()
         return series
 
     def _trim(self, t: int) -> None:
@@ -398,7 +334,7 @@ class Monitor:
         counts: list[int] | None = None
         for p in points:
             if p.latency is not None:
-                counts = _add(counts, p.latency)
+                counts = add_counts(counts, p.latency)
         total = sum(counts or ())
         if not counts or not total:
             return None
@@ -460,7 +396,7 @@ class Monitor:
                 aliases.setdefault(dep.id, []).append(alias)
         active = {c.deployment: c for c in self._cooldowns.active(moment)}
         deployments = []
-        all_points: list[_Second] = []
+        all_points: list[Second] = []
         for dep_id, (provider, dep) in sorted(table.deployments().items()):
             points = self._series_of(dep_id).window(moment, RATE_WINDOW_S)
             all_points += points
@@ -489,9 +425,12 @@ class Monitor:
         totals = rates(all_points, RATE_WINDOW_S)
         edge_points = self._series_of(_EDGES).window(moment, RATE_WINDOW_S)
         if edge_points:  # the edges see every request, refusals included
-            edges = rates(edge_points, RATE_WINDOW_S)
+            edges = rates(edge_points, RATE_WINDOW_S, refusals=True)
             totals = msgspec.structs.replace(
-                totals, requests_per_s=edges.requests_per_s, error_ratio=edges.error_ratio
+                totals,
+                requests_per_s=edges.requests_per_s,
+                error_ratio=edges.error_ratio,
+                refused_ratio=edges.refused_ratio,
             )
         processes = self.processes(moment)
         return m.Overview(

@@ -100,7 +100,11 @@ class Rates(msgspec.Struct, frozen=True, kw_only=True):
     """Traffic over a recent window (the overview uses the last 10 seconds)."""
 
     requests_per_s: float = 0.0
-    error_ratio: float = 0.0
+    error_ratio: float = 0.0  # answered with a 5xx (a deployment's: failed on its side)
+    # Answered 429 (queue, rate, concurrency or budget limits), of every request the edges
+    # answered: the platform's totals only; None where it is not known (a deployment's rates,
+    # a control service older than the field, no edge reporting).
+    refused_ratio: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
     ttft_p50_ms: float | None = None

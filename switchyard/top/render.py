@@ -4,8 +4,8 @@ A header with the platform's totals (and a red line per break of the upgrade ord
 newer than one it relies on), a deployments table sorted by what needs attention (queued, then
 traffic), and a processes table in pipeline order with each process's version. Colour marks
 what an operator should look at (a queue near its limit, a deployment serving at its
-concurrency, errors, cooldowns, a process that stopped reporting) but every fact is also in the
-text, so a frame reads the same without it.
+concurrency, errors, refusals, cooldowns, a process that stopped reporting) but every fact is
+also in the text, so a frame reads the same without it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ PIPELINE = ("tail", "gateway", "head", "modelproxy", "secrets", "control", "acco
 NEAR_LIMIT, AT_LIMIT = 0.5, 0.9  # share of a queue's limit: yellow, red
 SLOW_WAIT_S, STUCK_WAIT_S = 5.0, 30.0  # age of the oldest waiting request: yellow, red
 HIGH_ERRORS = 0.05
+HIGH_REFUSED = 0.10  # share of requests answered 429: red from here (the alert's threshold)
 BUSY_CPU = 80.0
 NO_ROUTES = "no deployments routed: add routes to your config (routes:) or PUT /admin/v1/routes"
 NO_PROCESSES = "no process has reported in yet (each one does every couple of seconds)"
@@ -98,6 +99,7 @@ def _totals(overview: Overview) -> Fields:
         [
             ("requests", f"{_rate(t.requests_per_s)}/s", ""),
             ("errors", _percent(t.error_ratio), _error_style(t.error_ratio)),
+            ("refused", _refused(t.refused_ratio), _refused_style(t.refused_ratio)),
             ("latency p50/p99", _pair(t.p50_ms, t.p99_ms), ""),
             ("TTFT p50/p99", _pair(t.ttft_p50_ms, t.ttft_p99_ms), ""),
             ("tokens", f"{_rate(t.tokens_per_s)}/s", ""),
@@ -294,6 +296,18 @@ def _percent(ratio: float) -> str:
 
 def _error_style(ratio: float) -> str:
     return "bold red" if ratio >= HIGH_ERRORS else "yellow" if ratio > 0 else ""
+
+
+def _refused(ratio: float | None) -> str:
+    """The share answered 429; ``-`` when the overview does not know it (no edge reports, or
+    a control service older than the field)."""
+    return "-" if ratio is None else _percent(ratio)
+
+
+def _refused_style(ratio: float | None) -> str:
+    if not ratio:
+        return ""
+    return "bold red" if ratio >= HIGH_REFUSED else "yellow"
 
 
 def _age(seconds: float) -> str:

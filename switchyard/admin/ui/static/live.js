@@ -42,10 +42,22 @@
     scope.querySelectorAll(selector).forEach((node) => { node.textContent = text; });
   }
 
+  // A share in red from its element's data-high, amber above 0 (as the page was rendered).
+  function level(selector, ratio) {
+    root.querySelectorAll(selector).forEach((node) => {
+      const high = Number(node.dataset.high);
+      node.classList.toggle("bad", ratio > 0 && ratio >= high);
+      node.classList.toggle("warn", ratio > 0 && ratio < high);
+    });
+  }
+
   function renderStats(view) {
     const t = view.totals;
     setText(root, "[data-stat=requests_per_s]", fmt.num(t.requests_per_s, 1));
     setText(root, "[data-stat=error_ratio]", fmt.pct(t.error_ratio));
+    setText(root, "[data-stat=refused_ratio]", fmt.pct(t.refused_ratio));
+    level("[data-stat=error_ratio]", t.error_ratio);
+    level("[data-stat=refused_ratio]", t.refused_ratio);
     setText(root, "[data-stat=p50_ms]", fmt.ms(t.p50_ms));
     setText(root, "[data-stat=p99_ms]", fmt.ms(t.p99_ms));
     setText(root, "[data-stat=ttft_p50_ms]", fmt.ms(t.ttft_p50_ms));
