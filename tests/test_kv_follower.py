@@ -88,3 +88,27 @@ async def test_entries_the_follower_never_got_are_fetched_again_once(tmp_path: P
         await asyncio.sleep(1.5)  # three more checks: caught up, so nothing more happens
         assert follower.rewatches == 1
         await follower.stop()
+
+
+async def test_a_watch_that_cannot_be_stopped_is_left_behind(tmp_path: Path) -> None:
+    """Stopping the old watch fails (its connection is in trouble): its follower task is
+    ended after a moment, and the new watch brings what the old one did not apply."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream()
+        kv = await js.create_key_value(bucket="stuck")
+        seen: dict[str, bytes | None] = {}
+        follower = KvFollower(js, "stuck", lambda k, v, _r: seen.__setitem__(k, v), check_s=0.5)
+        await follower.start()
+        watcher: Any = follower._watcher
+        sub = watcher._sub
+        sub._sub._jsi._hbtask.cancel()
+
+        async def refuse() -> None:
+            raise ConnectionError("stand-in for a stop that fails")
+
+        watcher.stop = refuse
+        await js.delete_consumer("KV_stuck", sub._consumer)
+        await kv.put("b", b"2")
+        await _until(lambda: seen.get("b") == b"2")
+        assert follower.rewatches == 1
+        await follower.stop()

@@ -36,6 +36,7 @@ OnEntry = Callable[[str, bytes | None, int], Awaitable[None] | None]
 
 CHECK_S = 10.0  # how often a follower checks its watch (two checks to act: 10-20 s)
 _ASK_TIMEOUT_S = 3.0
+_DRAIN_S = 2.0  # for a stopped watch's queued entries to be applied
 
 
 class KvFollower:
@@ -173,9 +174,12 @@ class KvFollower:
         if old is not None:
             with contextlib.suppress(Exception):  # its consumer may be gone already
                 await old.stop()  # type: ignore[no-untyped-call]
-        if following is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await following  # ends at the stop marker, after what was queued before it
+        if following is not None:  # it ends at the stop marker, after what was queued before
+            _, late = await asyncio.wait({following}, timeout=_DRAIN_S)
+            for task in late:  # no marker (the stop failed): what it did not apply comes again
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.rewatches += 1
         await self._open(None)
 
