@@ -6,7 +6,17 @@ moment it builds the upstream request.
 
 from __future__ import annotations
 
+import re
 from typing import Any, NoReturn
+
+# A piece of a key a provider may echo in an error ("Incorrect API key provided: sk-ab...wxyz"
+# keeps a dozen characters): any run of key characters sharing this many in a row with the
+# key is masked whole. Random keys share no such run with ordinary words; only keys up to
+# _FRAGMENT_KEY_MAX long are searched this way (longer secrets are credential documents,
+# whose field names would match ordinary words).
+_FRAGMENT = 8
+_FRAGMENT_KEY_MAX = 512
+_KEYISH = re.compile(rf"[A-Za-z0-9_\-]{{{_FRAGMENT},}}")
 
 
 class Secret:
@@ -43,7 +53,20 @@ class Secret:
 
 
 def redact(text: str, secret: Secret | None) -> str:
-    """``text`` with any occurrence of the secret's value replaced (for upstream messages)."""
+    """``text`` (an upstream message) with the secret's value replaced, and any run of key
+    characters holding a piece of it (8 characters or more in a row) masked whole."""
     if secret is None or not secret.reveal():
         return text
-    return text.replace(secret.reveal(), "***")
+    value = secret.reveal()
+    text = text.replace(value, "***")
+    if len(value) > _FRAGMENT_KEY_MAX:
+        return text
+
+    def masked(run: re.Match[str]) -> str:
+        word = run.group()
+        for i in range(len(word) - _FRAGMENT + 1):
+            if word[i : i + _FRAGMENT] in value:
+                return "***"
+        return word
+
+    return _KEYISH.sub(masked, text)
