@@ -335,6 +335,10 @@ class LLMClient:
             headers[h.DEADLINE] = env.deadline.header()
         if env.key_hash:  # an edge or the batch runner: trusted to name the key by hash
             headers[h.KEY_HASH] = env.key_hash
+            # And a proof: the copy the server stores for model-proxies that start later
+            # loses who sent it (JetStream drops Nats-Request-Info), so the hash alone counts
+            # for nothing there.
+            headers[h.CANCEL_PROOF] = cancel_proof(env.key_hash, env.request_id)
         if env.authorization:  # the key itself never goes out on a cancel: a proof does
             digest = (
                 self._key_hash

@@ -558,3 +558,109 @@ async def test_a_caller_that_gives_up_and_retries_under_the_same_id_is_served(
             assert f"echo: {gate}".encode() in reply.body
     finally:
         await app.close()
+
+
+async def test_a_cancel_sent_while_no_model_proxy_runs_still_drops_the_queued_request(
+    leaving: Stack, provider: tuple[Provider, str]
+) -> None:
+    """``switchyard down`` stops the workers before the edges (a stopping edge cancels what it
+    still waits for), and a model-proxy that restarts forgets the cancels it heard. The server
+    keeps every cancel (stream ``CANCELS``): a request queued while no model-proxy runs, whose
+    client then leaves, is dropped unserved by the model-proxies started after, and nothing is
+    billed for it."""
+    fake, _ = provider
+    text = "after-restart"  # no gate: a call would be answered (and billed) at once
+    proxies = [p for ps in leaving.supervisor.procs for p in ps if "modelproxy" in p.spec.name]
+    assert len(proxies) == 2
+    queue = subjects.dispatch(_deployment_of(leaving, "narrow"))
+    app = await leaving.connect("app")
+    try:
+        await asyncio.gather(*(p.stop(10) for p in proxies))
+        queued = asyncio.Event()
+
+        async def watch_queue() -> None:
+            while await _stored(leaving, subjects.DISPATCH_STREAM, queue) == 0:
+                await asyncio.sleep(0.05)
+            queued.set()
+
+        watcher = asyncio.create_task(watch_queue())
+        try:
+            await _leave_while(leaving, _chat("narrow", text), "restart-1", queued.is_set)
+        finally:
+            watcher.cancel()
+        # An internal client's cancel (INTERNAL account) is kept the same way.
+        proof = cancel_proof(hash_key(leaving.api_key), "restart-app-1")
+        await app.publish(
+            subjects.CANCEL, b"", headers={h.REQUEST_ID: "restart-app-1", h.CANCEL_PROOF: proof}
+        )
+        await app.flush()
+        kept: list[str] = []
+        deadline = time.monotonic() + 10
+        while not (any(r.startswith("restart-1.") for r in kept) and "restart-app-1" in kept):
+            assert time.monotonic() < deadline, f"the cancels were not stored: {kept}"
+            await asyncio.sleep(0.1)
+            kept = await _stored_cancels(leaving)
+        for proc in proxies:
+            await proc.start()
+        for proc in proxies:
+            assert await proc.wait_healthy(60), proc.tail_log()
+        deadline = time.monotonic() + 10
+        while await _cancelled_count(leaving, "queued") < 1:
+            assert time.monotonic() < deadline, "the queued request was never dropped"
+            await asyncio.sleep(0.1)
+        assert await _stored(leaving, subjects.DISPATCH_STREAM, queue) == 0
+    finally:
+        await app.close()
+        for proc in proxies:
+            if not proc.running:
+                await proc.start()
+                await proc.wait_healthy(60)
+    assert not fake.seen(text)
+    assert not await _usage_now(leaving, "restart-1"), "a request nobody waited for was billed"
+
+
+def _deployment_of(stack: Stack, alias: str) -> str:
+    (deployment,) = stack.settings.route_table.routes[alias].deployments
+    return deployment.id
+
+
+async def _stored(stack: Stack, stream: str, subject: str) -> int:
+    """How many messages ``stream`` holds on ``subject``."""
+    nc = await stack.connect("provisioner")
+    try:
+        info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
+        return (info.state.subjects or {}).get(subject, 0)
+    finally:
+        await nc.close()
+
+
+async def _stored_cancels(stack: Stack) -> list[str]:
+    """The request ids of the cancels the server kept."""
+    nc = await stack.connect("provisioner")
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info(subjects.CANCELS_STREAM)).state
+        ids = []
+        for seq in range(state.first_seq, state.last_seq + 1):
+            msg = await js.get_msg(subjects.CANCELS_STREAM, seq)
+            ids.append((msg.headers or {}).get(h.REQUEST_ID, ""))
+        return ids
+    finally:
+        await nc.close()
+
+
+async def _usage_now(stack: Stack, request_id: str) -> list[UsageEvent]:
+    """The usage events already stored of the request its client called ``request_id``."""
+    nc = await stack.connect("provisioner")
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info(subjects.USAGE_STREAM)).state
+        found = []
+        for seq in range(max(state.first_seq, 1), state.last_seq + 1):
+            raw = await js.get_msg(subjects.USAGE_STREAM, seq)
+            for event in msgspec.json.decode(raw.data or b"", type=UsageBatch).events:
+                if event.request_id.split(".", 1)[0] == request_id:
+                    found.append(event)
+        return found
+    finally:
+        await nc.close()

@@ -95,6 +95,7 @@ def test_up_status_down_and_data_survives(tmp_path: Path) -> None:
         r.set("sy:survivor", "1")
         r.close()
         assert asyncio.run(_stream_names(settings)) == [
+            "CANCELS",
             "DISPATCH",
             "HOLD",
             "KV_sy_health",

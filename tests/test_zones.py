@@ -165,6 +165,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_batch_lines.b.1",
             "$JS.API.STREAM.PURGE.KV_sy_batches",  # only the batch runner sweeps
             "$JS.API.CONSUMER.MSG.NEXT.KV_sy_batch_lines.reader",  # only the runner reads them
+            "$JS.API.CONSUMER.CREATE.CANCELS.x",  # stored cancels are CORE's
             "secrets.v1.changed.openai",
             CONTROL_ADMIN,
             "$KV.sy_routes.table",
@@ -279,6 +280,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_sched.dep.x",
             "$JS.API.STREAM.MSG.DELETE.HOLD",
             "$JS.API.STREAM.PURGE.HOLD",
+            "$JS.API.CONSUMER.CREATE.CANCELS.x",  # only model-proxies read stored cancels
         ],
         "sub_ok": ["llm.v1.chat", "llm.v1.reroute", "_INBOX_head.>", "$KV.sy_keys.>"],
         "sub_no": [">", "secrets.v1.get.>", "llm.v1.dispatch.>", "_INBOX_modelproxy.>"],
@@ -290,6 +292,11 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "llm.v1.usage",
             "_R_.abc.def",
             "llm.v1.reroute",
+            # The cancels stored while it was not running, read with a consumer of its own.
+            "$JS.API.STREAM.INFO.CANCELS",
+            "$JS.API.CONSUMER.CREATE.CANCELS.x",
+            "$JS.API.CONSUMER.MSG.NEXT.CANCELS.x",
+            "$JS.API.CONSUMER.DELETE.CANCELS.x",
         ],
         "pub_no": [
             SECRET_ADMIN,
@@ -297,6 +304,13 @@ TABLE: dict[str, dict[str, list[str]]] = {
             DISPATCH,
             "$JS.API.STREAM.DELETE.DISPATCH",
             "$JS.API.CONSUMER.CREATE.DISPATCH.x",
+            "llm.v1.cancel",  # it hears cancels, never sends or stores one
+            "$JS.API.STREAM.PURGE.CANCELS",
+            "$JS.API.STREAM.MSG.DELETE.CANCELS",
+            "$JS.API.STREAM.UPDATE.CANCELS",
+            "$JS.API.STREAM.DELETE.CANCELS",
+            "$JS.API.CONSUMER.CREATE.CANCELS.x.llm.v1.cancel",  # a filtered (durable) one
+            "$JS.API.CONSUMER.MSG.NEXT.USAGE.x",
             "$KV.sy_routes.table",
             "secrets.v1.changed.openai",
             "sy.clientkv.DIRECT.GET.KV_sy_keys.$KV.sy_keys.k.x",

@@ -219,6 +219,12 @@ def permissions_for(identity: Identity) -> Permissions:
                 s.REROUTE,
                 *_kv_read(s.ROUTES_BUCKET),
                 *_kv_write(s.HEALTH_BUCKET),
+                # The cancels stored while it was not running: read at start, with a consumer
+                # of its own (never written, purged or reshaped from here).
+                f"$JS.API.STREAM.INFO.{s.CANCELS_STREAM}",
+                f"$JS.API.CONSUMER.CREATE.{s.CANCELS_STREAM}.*",
+                f"$JS.API.CONSUMER.MSG.NEXT.{s.CANCELS_STREAM}.*",
+                f"$JS.API.CONSUMER.DELETE.{s.CANCELS_STREAM}.*",
             ),
             subscribe_allow=(
                 *inbox,

@@ -79,6 +79,34 @@ def usage_stream_config(settings: Settings) -> js_api.StreamConfig:
     )
 
 
+# A cancel matters until its request's deadline: an hour at most, the longest an edge grants.
+# The stream keeps as many as a model-proxy remembers (an honest cancel is under 1 KiB).
+CANCELS_MAX_AGE_S = 3600.0
+CANCELS_MAX_MSGS = 20_000
+CANCELS_MAX_BYTES = 32 * 1024 * 1024
+CANCEL_MAX_MSG_BYTES = 8 * 1024
+
+
+def cancels_stream_config(settings: Settings) -> js_api.StreamConfig:
+    """CORE: every ``llm.v1.cancel`` as it arrives (from CLIENT and INTERNAL, through their
+    import of the LLM API), so a model-proxy that starts later still drops the queued requests
+    whose callers left. Newest kept; never acknowledged to the sender."""
+    return js_api.StreamConfig(
+        name=s.CANCELS_STREAM,
+        description="cancels of callers that left; model-proxies read them when they start",
+        subjects=[s.CANCEL],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        num_replicas=settings.stream_replicas,
+        discard=js_api.DiscardPolicy.OLD,
+        max_age=CANCELS_MAX_AGE_S,
+        max_msgs=CANCELS_MAX_MSGS,
+        max_bytes=CANCELS_MAX_BYTES,
+        max_msg_size=CANCEL_MAX_MSG_BYTES,
+        no_ack=True,
+    )
+
+
 # The admin audit log keeps a year and at most a million entries (oldest dropped first).
 AUDIT_MAX_AGE_S = 400 * 86400.0
 AUDIT_MAX_MSGS = 1_000_000

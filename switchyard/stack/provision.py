@@ -25,6 +25,7 @@ from switchyard.runtime.definitions import (
     accounting_consumer_config,
     audit_stream_config,
     bucket_config,
+    cancels_stream_config,
     dispatch_stream_config,
     files_store_config,
     hold_stream_config,
@@ -66,6 +67,7 @@ async def provision_core(nc: NATS, settings: Settings, *, timeout: float = 10.0)
     await _ensure_stream(js, dispatch_stream_config(settings))
     await _ensure_stream(js, usage_stream_config(settings))
     await _ensure_stream(js, hold_stream_config(settings))
+    await _ensure_stream(js, cancels_stream_config(settings))
     await js.add_consumer(s.USAGE_STREAM, accounting_consumer_config())
     routes = await _ensure_kv(js, s.ROUTES_BUCKET, settings)
     await _ensure_kv(js, s.HEALTH_BUCKET, settings)

@@ -21,6 +21,11 @@ logged. The check against the request's own key happens when the request is met 
 pulled), so a cancel naming another key's request changes nothing. It ends the attempts up to
 the one it names (``Sy-Attempt``), not a later re-send of the same request id. The memory is
 bounded in count and in time, whatever callers send.
+
+The server also stores every cancel (stream ``CANCELS``): a model-proxy that was not running
+when one was sent reads them back into its memory before it pulls any work
+(:mod:`.stored_cancels`), each through :meth:`Cancels.heard` like a live one, remembered from
+the time the server stored it.
 """
 
 from __future__ import annotations
@@ -36,15 +41,17 @@ from switchyard.bus import identities
 from switchyard.bus.cancel_proof import cancel_proof, parse_proof, presented_key_hash
 from switchyard.bus.envelope import Envelope, MalformedHeader
 from switchyard.bus.request_info import caller_identity
+from switchyard.runtime.definitions import CANCELS_MAX_AGE_S, CANCELS_MAX_MSGS
 from switchyard.workers.modelproxy.job import Job
 
 # At most this many cancels are remembered (about 600 bytes each with their request id and
-# proof: some 12 MB at worst); past it, the one closest to its end is forgotten first.
-CAPACITY = 20_000
+# proof: some 12 MB at worst); past it, the one closest to its end is forgotten first. The
+# CANCELS stream keeps as many.
+CAPACITY = CANCELS_MAX_MSGS
 # How long a cancel is remembered: until the request's deadline (a request past it is dropped
-# unserved anyway), never longer than the longest deadline an edge grants; a cancel that names
-# no deadline, for as long as the edges' default deadline.
-LONGEST_S = 3600.0
+# unserved anyway), never longer than the longest deadline an edge grants (the CANCELS stream's
+# age limit); a cancel that names no deadline, for as long as the edges' default deadline.
+LONGEST_S = CANCELS_MAX_AGE_S
 DEFAULT_S = 600.0
 MAX_ATTEMPT = 1000  # the highest Sy-Attempt a request may carry
 
@@ -83,18 +90,27 @@ class CancelMemory:
         return self._count
 
     def remember(
-        self, request_id: str, proof: str, *, attempt: int, deadline: float | None
+        self,
+        request_id: str,
+        proof: str,
+        *,
+        attempt: int,
+        deadline: float | None,
+        sent_at: float | None = None,
     ) -> None:
         """Remember a cancel of ``request_id`` (attempts up to ``attempt``) with ``proof``
         (:func:`~switchyard.bus.cancel_proof.cancel_proof` of the key it was made with).
 
         Args:
             deadline: the request's deadline (unix seconds), if the cancel named it.
+            sent_at: when the cancel was sent (unix seconds; default now): the limits of
+                time count from it, so a stored cancel read later is not kept longer.
         """
         now = self._clock()
         self._forget_expired(now)
-        longest = now + self._longest_s
-        until = min(deadline, longest) if deadline is not None else now + self._default_s
+        began = now if sent_at is None else min(sent_at, now)
+        longest = began + self._longest_s
+        until = min(deadline, longest) if deadline is not None else began + self._default_s
         if until <= now:
             return  # the request is past its deadline: no model-proxy serves it now
         proofs = self._kept.get(request_id)
@@ -187,21 +203,31 @@ class Cancels:
             if not jobs:
                 del self._serving[job.env.request_id]
 
-    def heard(self, headers: dict[str, str] | None) -> None:
-        """A cancel arrived: remember it, and stop the request if it is being served here."""
+    def heard(self, headers: dict[str, str] | None, *, sent_at: float | None = None) -> bool:
+        """A cancel arrived: remember it, and stop the request if it is being served here.
+
+        Args:
+            sent_at: when it was sent (unix seconds), for a stored cancel read back.
+
+        Returns:
+            False for a message that is no cancel (no request id, a malformed header, no key
+            named), which changes nothing.
+        """
         if not headers or not headers.get(h.REQUEST_ID):
-            return
+            return False
         try:
             env = Envelope.decode(headers)
         except MalformedHeader:
-            return
+            return False
         proof = cancelling_proof(headers, env)
         if not proof:
-            return
+            return False
         # A cancel that names no attempt ends every attempt so far (LLMClient names it).
         attempt = env.attempt if h.ATTEMPT in headers else MAX_ATTEMPT
         deadline = env.deadline.timestamp if env.deadline is not None else None
-        self.memory.remember(env.request_id, proof, attempt=attempt, deadline=deadline)
+        self.memory.remember(
+            env.request_id, proof, attempt=attempt, deadline=deadline, sent_at=sent_at
+        )
         for job in self._serving.get(env.request_id, ()):
             if (
                 job.cancelled
@@ -214,3 +240,4 @@ class Cancels:
             job.cancelled = True
             if job.stop is not None:  # the provider call is under way: interrupt it now
                 job.stop.reschedule(asyncio.get_running_loop().time())
+        return True

@@ -2,7 +2,8 @@
 
 It binds to consumers the provisioner created (it has no right to create or change them), fetches
 provider keys from the secrets service, and shuts down in order: stop fetching, finish requests
-in hand, stop heartbeats, drain the connection, close HTTP pools.
+in hand, stop heartbeats, drain the connection, close HTTP pools. It pulls no request before it
+knows the cancels the server stored while it was not running (:mod:`.stored_cancels`).
 
 A deployment taken out of the route table keeps its pull loops until its queue is empty: each
 request still queued for it goes back to the heads (``deployment_removed``, no cooldown), which
@@ -35,6 +36,7 @@ from switchyard.workers.modelproxy.handler import Handler
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.metrics import ProxyMetrics
 from switchyard.workers.modelproxy.providers.registry import Adapters
+from switchyard.workers.modelproxy.stored_cancels import StoredCancels
 from switchyard.workers.modelproxy.traffic import TrafficMeter
 
 log = logging.getLogger("switchyard.modelproxy")
@@ -75,6 +77,8 @@ class ModelProxy:
         )
         self._sync_lock = asyncio.Lock()
         self._cancels: Subscription | None = None
+        self.stored_cancels = StoredCancels(nc, self.handler.cancels)
+        self._catch_up = TaskSupervisor("stored-cancels")
         self.ready = False
 
     async def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
@@ -151,6 +155,9 @@ class ModelProxy:
     def on_reconnect(self) -> None:
         for puller in (*self.workers.values(), *self.draining.values()):
             puller.reset()
+        # Cancels sent while the connection was down reached the stream, not this process.
+        if self.ready and not self._catch_up.closed and not len(self._catch_up):
+            self._catch_up.spawn(self.stored_cancels.read())
 
     async def start(self) -> None:
         await self.handler.publisher.start()
@@ -158,15 +165,20 @@ class ModelProxy:
         await self._routes.start()
         self.heartbeats.start()
         self.traffic.start()
-        await self._sync_workers()
-        # Every model-proxy hears every cancel; the one serving that stream acts on it.
+        # Every model-proxy hears every cancel; the one serving that stream acts on it. Live
+        # ones from now on, then those the server stored before; only then is work pulled, so
+        # a request whose caller left while no model-proxy ran is dropped like any other.
         self._cancels = await self.nc.subscribe(subjects.CANCEL, cb=self.handler.on_cancel)
+        await self.nc.flush()
+        await self.stored_cancels.read()
+        await self._sync_workers()
         self.ready = True
 
     async def stop(self, grace: float) -> None:
         self.ready = False
         await self._routes.stop()
         await self._drains.cancel_all()
+        await self._catch_up.cancel_all()
         pullers = (*self.workers.values(), *self.draining.values())
         await asyncio.gather(*(w.stop(grace) for w in pullers))
         # Only now: calls still running in the grace period stop when their callers leave.
