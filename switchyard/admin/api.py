@@ -48,12 +48,17 @@ from switchyard.errors import (
 from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.http import JSON, error_response
 from switchyard.runtime.openapi import error_responses, inline_schema
+from switchyard.runtime.request_body import read_body
 from switchyard.schemas.batches import BatchRecord
 from switchyard.schemas.control import PutTable
 from switchyard.schemas.openai import error_body
 from switchyard.schemas.routing import Provider, Route, RouteTable, is_deployment_id
 
 T = TypeVar("T")
+# The largest body the API takes (413 past it, before more is read). Its largest legitimate
+# body is a whole route table (PUT /routes): a thousand routes are a few hundred KiB, and the
+# table travels to the control service as one NATS message (max_payload 8 MiB).
+MAX_BODY_BYTES = 4 * 1024 * 1024
 STREAM_INTERVAL_S = 1.0
 _ENCODE = msgspec.json.Encoder()
 KEY_STATES = ("active", "revoked", "expired")
@@ -77,6 +82,11 @@ async def _audit(
     await c.audit.record("admin token", action, target, detail, ok=ok, source=source, via="api")
 
 
+async def _body(request: Request) -> bytes:
+    """The request's body, refused (413) past :data:`MAX_BODY_BYTES` before more is read."""
+    return await read_body(request, MAX_BODY_BYTES)
+
+
 def _bearer(request: Request) -> str | None:
     return h.bearer_token(request.headers.get("authorization"))
 
@@ -89,7 +99,7 @@ _ADMIN_TOKEN = HTTPBearer(
     auto_error=False, scheme_name="AdminToken", description="The admin token (admin.token_file)"
 )
 # Statuses any admin call may answer besides success, each an OpenAI-shaped error.
-ADMIN_ERRORS = (400, 401, 404, 409, 500, 503, 504)
+ADMIN_ERRORS = (400, 401, 404, 409, 413, 500, 503, 504)
 
 
 class EventStream(Response):
@@ -261,7 +271,7 @@ class AdminApi:
         return _ok(await c.control.table())
 
     async def put_table(self, request: Request, c: AdminContext) -> Response:
-        body = await request.body()
+        body = await _body(request)
         refuse_literal_keys(body)
         put = decode(body, PutTable, "route table")
         state = await c.control.put_table(put.table, put.expected_revision)
@@ -277,7 +287,7 @@ class AdminApi:
 
     async def put_route(self, request: Request, c: AdminContext) -> Response:
         alias = request.path_params["alias"]
-        route = decode(await request.body(), Route, "route")
+        route = decode(await _body(request), Route, "route")
         state = await c.control.edit(lambda t: _with(t, routes={**t.routes, alias: route}))
         await _audit(c, request, "route.put", alias, f"revision {state.revision}")
         return _ok(state)
@@ -304,7 +314,7 @@ class AdminApi:
 
     async def put_provider(self, request: Request, c: AdminContext) -> Response:
         name = request.path_params["name"]
-        body = await request.body()
+        body = await _body(request)
         refuse_literal_keys(body, name)
         provider = decode(body, Provider, "provider")
         state = await c.control.edit(lambda t: _with(t, providers={**t.providers, name: provider}))
@@ -379,7 +389,7 @@ class AdminApi:
         )
         if alias is None:
             raise NotFound(f"no deployment `{deployment}`", param="deployment")
-        raw = await request.body()
+        raw = await _body(request)
         body = decode(raw, dict[str, Any], "test request") if raw.strip() else {}
         payload = {
             "messages": [{"role": "user", "content": "Reply with the word: pong"}],
@@ -429,7 +439,7 @@ class AdminApi:
         return _ok({"keys": keys, **doc})
 
     async def create_key(self, request: Request, c: AdminContext) -> Response:
-        fields = decode(await request.body(), KeyFields, "key").changes()
+        fields = decode(await _body(request), KeyFields, "key").changes()
         name = fields.pop("name", None)
         if not name:
             raise InvalidRequest("a key needs a name", param="name")
@@ -445,7 +455,7 @@ class AdminApi:
             return _ok({**public_record(record), "spend": None, "spend_unavailable": exc.message})
 
     async def update_key(self, request: Request, c: AdminContext) -> Response:
-        fields = decode(await request.body(), KeyFields, "key").changes()
+        fields = decode(await _body(request), KeyFields, "key").changes()
         record = await _keys(c.keys.update(request.path_params["key_id"], **fields))
         await _audit(c, request, "key.update", record.id, ", ".join(sorted(fields)))
         return _ok(public_record(record))
@@ -506,13 +516,13 @@ class AdminApi:
         return _ok({"secrets": await c.secrets.list()})
 
     async def put_secret(self, request: Request, c: AdminContext) -> Response:
-        doc = decode(await request.body(), SecretBody, "secret")
+        doc = decode(await _body(request), SecretBody, "secret")
         info = await c.secrets.put(request.path_params["name"], doc.value, doc.provider)
         await _audit(c, request, "secret.put", info.name, f"version {info.version}")
         return _ok(info)
 
     async def rotate_secret(self, request: Request, c: AdminContext) -> Response:
-        doc = decode(await request.body(), SecretBody, "secret")
+        doc = decode(await _body(request), SecretBody, "secret")
         info = await c.secrets.rotate(request.path_params["name"], doc.value)
         await _audit(c, request, "secret.rotate", info.name, f"version {info.version}")
         return _ok(info)

@@ -11,6 +11,7 @@ import msgspec
 from switchyard.admin.keys import KeyNotFound
 from switchyard.config.loader import LITERAL_KEY_FIELDS
 from switchyard.errors import ConfigError, InvalidRequest, NotFound
+from switchyard.schemas.secrets import ProviderLabel, SecretValue
 
 T = TypeVar("T")
 
@@ -38,8 +39,10 @@ class KeyFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class SecretBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    value: str
-    provider: str = ""
+    """Bounded as the secrets service bounds them, so an overlong one is a 400 here."""
+
+    value: SecretValue
+    provider: ProviderLabel = ""
 
     def __repr__(self) -> str:
         return f"SecretBody(provider={self.provider!r}, value='***')"

@@ -23,6 +23,8 @@ from switchyard.schemas.keys import (
     KEY_DECODER,
     KEY_ENCODER,
     KEY_ID,
+    MAX_MODELS,
+    MAX_TEXT_CHARS,
     RECORD_PREFIX,
     ClientKey,
     hash_key,
@@ -96,7 +98,7 @@ class KeyAdmin:
             "name": name,
             "created_at": time.time(),
             "hint": api_key[-4:],
-            **_validated(fields),
+            **_validated({**fields, "name": name}),
         }
         record = msgspec.convert(raw, ClientKey)
         kv = await self._bucket()
@@ -228,4 +230,34 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
         out["models"] = tuple(m.strip() for m in out["models"].split(",") if m.strip())
     if "models" in out and isinstance(out["models"], Iterable):
         out["models"] = tuple(out["models"])
+    _check_lengths(out)
     return out
+
+
+def _check_lengths(fields: dict[str, Any]) -> None:
+    """Free text within :data:`MAX_TEXT_CHARS` (a name of megabytes made every listing and
+    audit page that size, and past NATS's message size the write failed with a 500)."""
+    for field in ("name", "owner", "team"):
+        value = fields.get(field)
+        if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+            raise InputError(
+                field,
+                f"{field} is {len(value):,} characters long; at most {MAX_TEXT_CHARS} are allowed",
+                "shorten it",
+            )
+    models = fields.get("models")
+    if isinstance(models, tuple):
+        if len(models) > MAX_MODELS:
+            raise InputError(
+                "models",
+                f"{len(models):,} model patterns; at most {MAX_MODELS} are allowed",
+                "use wildcards (`gpt-*`, `*`) for families of models",
+            )
+        longest = max((len(str(m)) for m in models), default=0)
+        if longest > MAX_TEXT_CHARS:
+            raise InputError(
+                "models",
+                f"a model pattern is {longest:,} characters long; at most {MAX_TEXT_CHARS} "
+                "are allowed",
+                "shorten it",
+            )

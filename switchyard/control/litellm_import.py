@@ -14,9 +14,13 @@ whose weight or concurrency is unusable, which would change how its route shares
 left out and listed in ``dropped`` with its route.
 Keys never enter the route table: ``os.environ/NAME`` becomes a secret placeholder named after
 the variable, and a literal key a placeholder whose value the importer can store in the
-secrets service (``--apply``) without printing it. Everything else is listed
-as not mapped, with the reason. Where LiteLLM fills in a value the config leaves out (an Azure
-``api_version``), the import fills in the same one and lists it among the defaults it applied.
+secrets service (``--apply``) without printing it. A provider sends that one key and nothing
+else, so an entry with other credentials (AWS keys, an Azure AD token, an OpenAI
+``organization``, ``extra_headers``...) is left out and listed in ``dropped``, naming them.
+Any other ``litellm_params`` key the import does not read is listed for its route as
+``ignored``. Everything else is listed as not mapped, with the reason. Where LiteLLM fills in
+a value the config leaves out (an Azure ``api_version``), the import fills in the same one and
+lists it among the defaults it applied.
 """
 
 from __future__ import annotations
@@ -125,6 +129,51 @@ def _secret_for(raw_key: Any, provider: str) -> SecretPlaceholder | None:
     return SecretPlaceholder(name=f"{provider}-key", env_var=None, value=key)
 
 
+# The litellm_params keys the import reads: each is mapped, or listed with the reason it is not.
+_READ_PARAMS = frozenset(
+    {
+        "model",
+        "api_key",
+        "api_base",
+        "base_url",
+        "api_version",
+        "weight",
+        "max_parallel_requests",
+        "rpm",
+        "tpm",
+        "timeout",
+        "request_timeout",
+        "stream_timeout",
+    }
+)
+# Credentials LiteLLM sends besides (or instead of) api_key. A Switchyard provider sends its
+# one stored key (api_key) and nothing else, so an entry with one of these would reach its
+# provider as someone else, or unauthenticated: it is not imported, and the reason names them
+# (never their values).
+_CREDENTIAL_PARAMS = frozenset(
+    {
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "aws_session_name",
+        "aws_role_name",
+        "aws_profile_name",
+        "aws_web_identity_token",
+        "azure_ad_token",
+        "azure_ad_token_provider",
+        "azure_username",
+        "azure_password",
+        "tenant_id",
+        "client_id",
+        "client_secret",
+        "vertex_credentials",
+        "organization",
+        "extra_headers",
+        "headers",
+        "litellm_credential_name",
+    }
+)
+
 # A LiteLLM config is a few hundred values; YAML aliases can make a few hundred bytes expand
 # to billions (each alias repeats what it names), which converting would spell out in full.
 MAX_VALUES = 100_000
@@ -217,6 +266,7 @@ def _entry(
     if not alias or found is None:
         raise Unusable(f"{where}: provider of model `{model_text[:80]}` is not supported")
     kind, model = found
+    _refuse_credentials(params, kind, where)
     api_base = text_value(params.get("api_base") or params.get("base_url"), f"{where}.api_base")
     if api_base and credential_in_url(api_base):
         raise Unusable(
@@ -238,6 +288,12 @@ def _entry(
     at = f"{where}.litellm_params"
     timing = deployment_timeouts(params, at, config, env)
     problems = [f"{problem} (route {alias})" for problem in timing.problems]
+    ignored = sorted(str(k)[:80] for k in params if k not in _READ_PARAMS)
+    if ignored:
+        problems.append(
+            f"{at}: ignored: {', '.join(ignored)} (route {alias}): no Switchyard provider "
+            "or deployment setting for them"
+        )
     weight = number(params.get("weight"), f"{at}.weight", 1, env)
     parallel = number(params.get("max_parallel_requests"), f"{at}.max_parallel_requests", 0, env)
     return _Entry(
@@ -252,6 +308,30 @@ def _entry(
         timing=timing,
         notes=tuple(notes),
         problems=tuple(problems),
+    )
+
+
+def _refuse_credentials(params: dict[Any, Any], kind: str, where: str) -> None:
+    """Refuse an entry that authenticates with more than ``api_key`` (see
+    :data:`_CREDENTIAL_PARAMS`), naming the parameters and what to do instead.
+
+    Raises:
+        Unusable: it has one (set to anything but an empty value).
+    """
+    found = sorted(k for k in params if k in _CREDENTIAL_PARAMS and params[k] not in (None, ""))
+    if not found:
+        return
+    if kind == "bedrock":
+        fix = (
+            "give a Bedrock API key as api_key, or remove them and give the model-proxies "
+            "AWS credentials in their environment"
+        )
+    else:
+        fix = "remove them to import the entry with api_key alone"
+    raise Unusable(
+        f"{where}.litellm_params: {', '.join(found)}: a Switchyard provider sends one stored "
+        f"key (api_key) and no other credential or header, so the entry would reach its "
+        f"provider without them; {fix}"
     )
 
 

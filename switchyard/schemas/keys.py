@@ -20,6 +20,12 @@ from switchyard.schemas.scheduling import DEFAULT, Priority, Weight
 KEY_PREFIX = "sk-sy-"
 RECORD_PREFIX = "k."
 Limit = Annotated[int, msgspec.Meta(ge=0)]
+# Bounds on what an admin writes into a key (name, owner, team, each ``models`` pattern, in
+# characters; the number of patterns). Checked where keys are written
+# (:mod:`switchyard.admin.keys`), not when a record is read: a record written before the
+# bounds existed still loads everywhere.
+MAX_TEXT_CHARS = 256
+MAX_MODELS = 1000
 
 
 class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,8 +33,10 @@ class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         id: public identifier (``key_...``), safe for logs, headers and metrics.
-        name / owner / team: who it belongs to; ``team`` is the tenant for accounting.
-        models: aliases it may use; ``*`` and trailing wildcards (``gpt-*``) allowed.
+        name / owner / team: who it belongs to; ``team`` is the tenant for accounting. At most
+            :data:`MAX_TEXT_CHARS` characters each.
+        models: aliases it may use; ``*`` and trailing wildcards (``gpt-*``) allowed (at most
+            :data:`MAX_MODELS` patterns of :data:`MAX_TEXT_CHARS` characters).
         rpm / tpm / max_parallel: requests and tokens per minute, and concurrent requests.
         budget_usd / budget_period: spend allowed per period (``daily``, ``weekly``,
             ``monthly``, ``total``, or a number of seconds as a string).

@@ -51,6 +51,11 @@ DEFAULT_API_BASES: dict[str, str] = {
 KINDS_NEEDING_API_BASE = frozenset({"azure", "openai-compatible", "vllm"})
 
 Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")]
+# Bounds on free text in the table, in characters: newest rules of route_table_findings, so a
+# table stored before them still loads (the types would refuse it on every read).
+MAX_DESCRIPTION_CHARS = 1024
+MAX_API_BASE_CHARS = 2048
+MAX_API_VERSION_CHARS = 64
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -344,15 +349,18 @@ def route_table_findings(
                 )
             )
         newest_rules = problems if newest else kept
-        if provider.api_base and not http_url(provider.api_base):
+        newest_rules.extend(_long_provider_text(name, provider))
+        # A URL past its bound is said just above: the URL checks would quote all of it.
+        base = provider.api_base if len(provider.api_base or "") <= MAX_API_BASE_CHARS else None
+        if base and not http_url(base):
             newest_rules.append(
                 RouteProblem(
                     f"providers.{name}.api_base",
-                    f"`{provider.api_base}` is not an http:// or https:// URL with a host",
+                    f"`{base}` is not an http:// or https:// URL with a host",
                     "give the provider's base URL, e.g. https://api.example.com/v1",
                 )
             )
-        elif provider.api_base and credential_in_url(provider.api_base):
+        elif base and credential_in_url(base):
             newest_rules.append(
                 RouteProblem(
                     f"providers.{name}.api_base",
@@ -381,6 +389,15 @@ def route_table_findings(
     priced_by: dict[str, tuple[str, Deployment, bool]] = {}  # where, what, touched
     for alias, route in table.routes.items():
         touched = not stored and (previous is None or previous.routes.get(alias) != route)
+        if len(route.description) > MAX_DESCRIPTION_CHARS:
+            (problems if touched else kept).append(
+                RouteProblem(
+                    f"routes.{alias}.description",
+                    f"{len(route.description):,} characters long; at most "
+                    f"{MAX_DESCRIPTION_CHARS} are allowed",
+                    "shorten the description",
+                )
+            )
         for i, dep in enumerate(route.deployments):
             where = f"routes.{alias}.deployments[{i}]"
             if dep.provider not in table.providers:
@@ -446,6 +463,24 @@ def route_table_findings(
                     )
                 )
     return RouteFindings(problems, kept)
+
+
+def _long_provider_text(name: str, provider: Provider) -> list[RouteProblem]:
+    """``api_base`` and ``api_version`` past their bounds (free text the admin API stores)."""
+    found = []
+    for field, value, bound in (
+        ("api_base", provider.api_base, MAX_API_BASE_CHARS),
+        ("api_version", provider.api_version, MAX_API_VERSION_CHARS),
+    ):
+        if value and len(value) > bound:
+            found.append(
+                RouteProblem(
+                    f"providers.{name}.{field}",
+                    f"{len(value):,} characters long; at most {bound} are allowed",
+                    f"shorten {field}",
+                )
+            )
+    return found
 
 
 class InvalidRouteTable(ValueError):

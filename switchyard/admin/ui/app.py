@@ -1,8 +1,10 @@
 """The admin web app's router: sign-in, the session guard, CSRF, security headers, assets.
 
 Every page and JSON call needs a live session (pages redirect to sign-in, JSON answers 401);
-every POST needs the session's CSRF token (403 without). Responses carry a CSP that allows
-only this site's own scripts and styles (no inline code), ``X-Frame-Options: DENY`` and
+every POST needs the session's CSRF token (403 without). A form body longer than
+:data:`~switchyard.admin.ui.forms.MAX_FORM_BYTES` (the sign-in form's: ``SIGNIN_FORM_BYTES``)
+is refused with 413 before more of it is read. Responses carry a CSP that allows only this
+site's own scripts and styles (no inline code), ``X-Frame-Options: DENY`` and
 ``Referrer-Policy: same-origin`` (nothing leaves the site); pages are never cached.
 """
 
@@ -20,12 +22,12 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from switchyard.admin.context import AdminContext
 from switchyard.admin.ui import csrf
 from switchyard.admin.ui.context import Handler, Ui
-from switchyard.admin.ui.forms import Form
+from switchyard.admin.ui.forms import SIGNIN_FORM_BYTES, Form
 from switchyard.admin.ui.pages import ROUTES
 from switchyard.admin.ui.render import render
 from switchyard.admin.ui.sessions import COOKIE, IDLE_S, SessionStore
 from switchyard.admin.ui.signin_guard import Record, SigninGuard
-from switchyard.errors import ApiError, AuthenticationFailed
+from switchyard.errors import ApiError, AuthenticationFailed, PayloadTooLarge
 from switchyard.runtime import forwarded
 
 log = logging.getLogger("switchyard.admin.ui")
@@ -114,7 +116,10 @@ class AdminUi:
             return self._signin_page("The gateway is still starting; try again.", status=503)
         if not csrf.same_origin(request):
             return _secured(Response("cross-site sign-in refused", status_code=403))
-        form = await Form.read(request)
+        try:
+            form = await Form.read(request, SIGNIN_FORM_BYTES)
+        except PayloadTooLarge:
+            return self._signin_page("That form is too large to be a sign-in.", status=413)
         name = form.get("name")[:80]
         token = form.raw("token").strip()
         if not name:
@@ -182,15 +187,14 @@ class AdminUi:
                     return _secured(JSONResponse({"error": "sign in first"}, status_code=401))
                 url = "/ui/signin?next=" + quote(request.url.path, safe="/")
                 return _secured(RedirectResponse(url, status_code=303))
-            form = Form({})
-            if method != "GET":
-                form = await Form.read(request)
-                if not csrf.valid(request, session, form.raw(csrf.FIELD) or None):
-                    return _secured(
-                        JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
-                    )
-            ui = Ui(request, context, session, form)
+            ui = Ui(request, context, session, Form({}))
             try:
+                if method != "GET":
+                    ui.form = await Form.read(request)  # 413 past MAX_FORM_BYTES
+                    if not csrf.valid(request, session, ui.form.raw(csrf.FIELD) or None):
+                        return _secured(
+                            JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
+                        )
                 response = await handler(ui)
             except ApiError as exc:
                 if wants_json:

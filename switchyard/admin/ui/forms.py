@@ -1,9 +1,12 @@
 """Form bodies in, field errors out: the same validation as the API, shown at the field.
 
 Bodies are ``application/x-www-form-urlencoded`` (the pages post nothing else), parsed here
-without a multipart dependency. Errors from msgspec (``... - at `$.deployments[0].weight```) and
-from the API's ``param`` (``routes.<alias>.fallbacks[0]``) become form field names
-(``deployments-0-weight``, ``fallbacks``), so the message appears beside the input at fault.
+without a multipart dependency, and read with a cap (:data:`MAX_FORM_BYTES`, a pasted LiteLLM
+config included; :data:`SIGNIN_FORM_BYTES` for the sign-in form, which anyone may post): a
+longer body is refused with 413 before more of it is read. Errors from msgspec
+(``... - at `$.deployments[0].weight```) and from the API's ``param``
+(``routes.<alias>.fallbacks[0]``) become form field names (``deployments-0-weight``,
+``fallbacks``), so the message appears beside the input at fault.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
+from switchyard.runtime.request_body import read_body
+
 MAX_FORM_BYTES = 1024 * 1024
+SIGNIN_FORM_BYTES = 16 * 1024  # a name, the admin token and where to go next
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
@@ -23,10 +29,13 @@ class Form:
         self._fields = fields
 
     @classmethod
-    async def read(cls, request: Request) -> Form:
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
-            return cls({})
+    async def read(cls, request: Request, limit: int = MAX_FORM_BYTES) -> Form:
+        """The posted form.
+
+        Raises:
+            PayloadTooLarge: the body is longer than ``limit`` bytes.
+        """
+        body = await read_body(request, limit)
         return cls(parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True))
 
     def get(self, name: str, default: str = "") -> str:
