@@ -370,6 +370,17 @@ class BatchSettings(_Section, frozen=True):
         dead_chunks_after_s: the sweep also purges a file's chunks that no file names (what a
             writer killed half-way left) once nothing was added to them for this long; keep
             it well above the longest upload or batch output write.
+        files_max_bytes: the most the files store (``sy_files``: every tenant's uploads and
+            batch outputs together) holds; past it uploads are refused (503
+            ``file_storage_full``) and a batch output waits for room. Keep it well inside the
+            node's JetStream store (``max_file_store``, 8 GB in the local stack), which the
+            request queues and USAGE share: a full JetStream store stops every stream.
+            ``switchyard provision`` applies a change to an existing store.
+        tenant_max_bytes: the most one tenant (a key's team, else the key) keeps in files it
+            has not deleted and that have not expired (uploads, batch outputs, message batches'
+            inputs and results); an upload past it is refused (400
+            ``storage_quota_exceeded``). Outputs count but are never refused.
+        tenant_max_files: how many such files one tenant keeps at most.
     """
 
     max_file_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 100 * 1024 * 1024
@@ -380,6 +391,23 @@ class BatchSettings(_Section, frozen=True):
     finished_batch_ttl_s: Annotated[int, msgspec.Meta(ge=0)] = 30 * 86400
     sweep_s: Seconds = 600.0
     dead_chunks_after_s: Seconds = 3600.0
+    files_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 2 * 1024 * 1024 * 1024
+    tenant_max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1024 * 1024 * 1024
+    tenant_max_files: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+
+    def __post_init__(self) -> None:
+        """Refuse a files store too small for one file of the largest size accepted.
+
+        Raises:
+            ConfigError: ``files_max_bytes`` is below ``max_file_bytes``.
+        """
+        if self.files_max_bytes < self.max_file_bytes:
+            raise ConfigError(
+                "batch.files_max_bytes",
+                f"{self.files_max_bytes} is less than batch.max_file_bytes "
+                f"({self.max_file_bytes}): no upload of the largest size could be stored",
+                "raise batch.files_max_bytes (or lower batch.max_file_bytes)",
+            )
 
 
 class LoggingSettings(_Section, frozen=True):

@@ -2,9 +2,10 @@
 
 The edge only stores: the upload goes to the ``sy_files`` object store, a batch record to
 ``sy_batches`` with the key it is billed to (its hash, which only the head and the batch
-runner act on). The batch runner (``switchyard serve batch``) does the work and writes the
-progress and output files these endpoints read back. Everything is scoped to the caller's
-tenant (its key's team, else the key): another tenant's file or batch is a 404.
+runner act on), each upload held to its tenant's storage quota (:mod:`.filequota`). The
+batch runner (``switchyard serve batch``) does the work and writes the progress and output
+files these endpoints read back. Everything is scoped to the caller's tenant (its key's team,
+else the key): another tenant's file or batch is a 404.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from switchyard.errors import (
     ServiceUnavailable,
 )
 from switchyard.ingress.edge import Edge, _header_key
+from switchyard.ingress.filequota import FileQuota
 from switchyard.ingress.responses import JSON, error_response
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.objects import StoredObject
@@ -41,6 +43,10 @@ _nuid = NUID()
 READ_BYTES = 1024 * 1024
 FORM_SLACK = 64 * 1024  # an upload's body beyond its file: the form's framing and fields
 FIELD_BYTES = 64 * 1024  # largest form field other than the file (``purpose``...)
+FORM_FIELDS = 16  # most form fields other than the file
+# The most of an upload's body that can be other than its file (what its length, less this,
+# says the file is at least).
+FORM_OVERHEAD = FORM_SLACK + FORM_FIELDS * FIELD_BYTES
 
 
 def _counting(receive: Receive, limit: int, too_large: ApiError) -> Receive:
@@ -190,6 +196,8 @@ class BatchApi:
         self.store: BatchStore | None = None
         self.max_file_bytes = settings.max_file_bytes
         self.file_expiry_s = settings.file_expiry_s
+        # Shared with Anthropic's message batches, whose inputs are files too.
+        self.quota = FileQuota(settings.tenant_max_bytes, settings.tenant_max_files)
 
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
@@ -237,10 +245,15 @@ class BatchApi:
             too_long = len(length) > 18  # more digits than int() reads (4300) also lands here
             if length.isdecimal() and (too_long or int(length) > limit):
                 raise too_large
+            # A tenant without room for it is told before the body is read.
+            at_least = int(length) - FORM_OVERHEAD if length.isdecimal() else 0
+            await self.quota.precheck(owner, store, max(0, at_least))
             # The parser spools the file to disk whatever its size: a body sent without its
             # length (chunked) is counted as it comes. Other fields are small and held.
             counted = Request(request.scope, _counting(request.receive, limit, too_large))
-            async with counted.form(max_files=1, max_fields=16, max_part_size=FIELD_BYTES) as form:
+            async with counted.form(
+                max_files=1, max_fields=FORM_FIELDS, max_part_size=FIELD_BYTES
+            ) as form:
                 return await self._store_upload(form, owner, store, too_large)
         except ApiError as exc:
             return error_response(exc)
@@ -280,8 +293,11 @@ class BatchApi:
             return b.FileRecord(file=file, owner=owner)
 
         # From the parser's spooled copy to the store a chunk at a time: an upload costs the
-        # edge one chunk of memory, not the file (up to ``max_file_bytes`` each).
-        stored = await store.store_file(file_id, _chunks(upload), record)
+        # edge one chunk of memory, not the file (up to ``max_file_bytes`` each). Its size is
+        # known once spooled: checked against the tenant's quota before a byte is stored.
+        size = upload.size if upload.size is not None else self.max_file_bytes
+        async with self.quota.holding(owner, size, store):
+            stored = await store.store_file(file_id, _chunks(upload), record)
         return _ok(stored.file)
 
     async def _owned_file(self, request: Request) -> tuple[b.FileRecord, BatchStore]:

@@ -119,6 +119,7 @@ class MessageBatchApi:
         try:
             key, owner, store = self.files.caller(request)
             await self.files.within_budget(key)
+            await self.files.quota.precheck(owner, store, 0)  # its input file is stored too
             # Read first: a slow sender holds no turn. Then up to ``max_file_bytes`` of JSON
             # to check and rewrite (~0.2 s for 96 MB), in a thread: the edge's LLM traffic
             # waits for its longest single step (one decode of the whole body, ~50 ms).
@@ -160,7 +161,8 @@ class MessageBatchApi:
             purpose=b.MESSAGE_BATCH_INPUT,
             expires_at=now + lifetime if lifetime else None,
         )
-        await store.put_file(b.FileRecord(file=source, owner=owner), data)
+        async with self.files.quota.holding(owner, len(data), store):
+            await store.put_file(b.FileRecord(file=source, owner=owner), data)
         batch = b.Batch(
             id=batch_id,
             endpoint=b.MESSAGES_ENDPOINT,

@@ -34,7 +34,7 @@ from nats.js.object_store import ObjectStore
 from nats.nuid import NUID
 
 from switchyard.bus import subjects
-from switchyard.errors import Conflict
+from switchyard.errors import Conflict, ServiceUnavailable
 from switchyard.runtime.kvlatest import MARKERS, READ_IDLE_S, latest, readers_limit
 from switchyard.runtime.objects import (
     CHUNK_BYTES,
@@ -52,6 +52,10 @@ UPDATE_ATTEMPTS = 8
 # JetStream's error codes when a compare-and-set loses (the second: another one on the same
 # key is still being applied, in a replicated stream).
 WRONG_LAST_SEQUENCE = (10071, 10164)
+# JetStream's error codes when a stream has no room: a stream's own limit (the files store's
+# cap: "maximum bytes exceeded"), and the server's or account's store.
+STREAM_STORE_FAILED = 10077
+STORAGE_EXCEEDED = (10023, 10047)
 # What a file or batch id can be (ours are `file-<nuid>`, `batch_<nuid>`): anything else is
 # no such object, never a key lookup (a KV key cannot hold every character a path can).
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -106,8 +110,10 @@ class BatchStore:
             async for chunk in chunks:
                 await writer.write(chunk)
             size = await writer.close()
-        except BaseException:
+        except BaseException as exc:
             await asyncio.shield(writer.abort())  # (also when the caller is cancelled)
+            if isinstance(exc, APIError) and is_full(exc):
+                raise store_full() from None
             raise
         made = record(size)
         await self._save_or_drop(made)
@@ -136,6 +142,21 @@ class BatchStore:
         """Store a file's record (its bytes are stored already)."""
         key = b.owned_key(b.FILE_PREFIX, record.owner, record.file.id)
         await (await self._kv()).put(key, b.ENCODER.encode(record))
+
+    async def usage(self, owner: str, now: float) -> Usage:
+        """What ``owner``'s files take: the sizes their records carry, of every file not
+        deleted and not expired at ``now`` (uploads, batch outputs, message batches' files)."""
+        live = [r.file for r in await self.files(owner) if not b.file_gone(r.file, now)]
+        return Usage(sum(f.bytes for f in live), len(live))
+
+    async def room(self) -> int | None:
+        """Bytes the files store can still take (None: it has no cap). A store holding more
+        than its cap (the cap was lowered) has none."""
+        info = await self._js.stream_info(stream_of(subjects.FILES_BUCKET))
+        cap = info.config.max_bytes or -1
+        if cap < 0:
+            return None
+        return max(0, cap - (info.state.bytes or 0))
 
     async def file(self, file_id: str, owner: str) -> b.FileRecord | None:
         """The record of ``owner``'s file (None: no such file, or it is someone else's)."""
@@ -193,8 +214,16 @@ class BatchStore:
     async def _delete_object(self, file_id: str) -> None:
         """Purge a file's chunks, then the "deleted" entry nats-py's delete writes in their
         place (~200 bytes per file, kept for ever otherwise)."""
-        with contextlib.suppress(ObjectNotFoundError, ObjectDeletedError):
+        try:
             await (await self._objects()).delete(file_id)
+        except (ObjectNotFoundError, ObjectDeletedError):
+            pass
+        except APIError as exc:
+            # A full store has no room for the "deleted" entry: nats-py purged the chunks
+            # before it failed, and the purge below removes the record. Deleting files is
+            # how a full store gets room again, so it must not need any.
+            if not is_full(exc):
+                raise
         bucket = subjects.FILES_BUCKET
         await self._js.purge_stream(stream_of(bucket), subject=record_subject(bucket, file_id))
 
@@ -422,6 +451,30 @@ class BatchStore:
             f"KV_{subjects.BATCH_LINES_BUCKET}",
             subject=f"$KV.{subjects.BATCH_LINES_BUCKET}.{batch_id}.>",
         )
+
+
+class Usage(NamedTuple):
+    """Files stored: their bytes and how many."""
+
+    size: int
+    files: int
+
+
+def is_full(exc: APIError) -> bool:
+    """Whether a JetStream refusal means the store has no room for what was written."""
+    if exc.err_code in STORAGE_EXCEEDED:
+        return True
+    return exc.err_code == STREAM_STORE_FAILED and "maximum bytes" in (exc.description or "")
+
+
+def store_full() -> ServiceUnavailable:
+    """What an upload gets when the files store (every tenant's files together) is full."""
+    return ServiceUnavailable(
+        "The gateway's file storage is full, for every user of it: delete files you no longer "
+        "need (DELETE /v1/files/{file_id}, or a message batch's with DELETE "
+        "/v1/messages/batches/{id}), or try again once others' files expire",
+        code="file_storage_full",
+    )
 
 
 class Contents(NamedTuple):

@@ -184,12 +184,18 @@ def bucket_config(bucket: str, settings: Settings) -> js_api.KeyValueConfig:
 
 
 def files_store_config(settings: Settings) -> js_api.ObjectStoreConfig:
-    """The Batch API's files: uploaded inputs and the outputs batches produce (CLIENT)."""
+    """The Batch API's files: uploaded inputs and the outputs batches produce (CLIENT).
+
+    Capped at ``batch.files_max_bytes``: the store refuses what does not fit (nats-py makes
+    object stores discard new), so a full files store refuses uploads instead of filling the
+    JetStream store every stream needs. Lowering the cap below what is stored removes nothing.
+    """
     return js_api.ObjectStoreConfig(
         bucket=s.FILES_BUCKET,
         description="Batch API files (JSONL inputs and outputs)",
         storage=js_api.StorageType.FILE,
         replicas=settings.stream_replicas,
+        max_bytes=settings.batch.files_max_bytes,
     )
 
 

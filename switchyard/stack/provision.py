@@ -103,16 +103,32 @@ async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.
         await js.create_object_store(s.FILES_BUCKET, config=files_store_config(settings))
         log.info("created object store %s", s.FILES_BUCKET)
     else:
-        await _scale_up(js, f"OBJ_{s.FILES_BUCKET}", settings.stream_replicas)
+        await _fit_files_store(js, settings)
 
 
-async def _scale_up(js: JetStreamContext, stream: str, replicas: int) -> None:
-    """Give an existing stream ``replicas`` if it has fewer (earlier builds made the files store
-    with one replica whatever the cluster's size); never fewer, which would drop copies."""
+async def _fit_files_store(js: JetStreamContext, settings: Settings) -> None:
+    """Apply the settings to the existing files store, in place (nothing stored is lost).
+
+    Its cap becomes ``batch.files_max_bytes`` (earlier builds made it without one; a cap
+    below what is stored removes nothing: uploads are refused until enough is deleted or
+    expires). It gets ``stream_replicas`` if it has fewer (earlier builds made it with one
+    replica whatever the cluster's size); never fewer, which would drop copies.
+    """
+    stream = f"OBJ_{s.FILES_BUCKET}"
     config = (await js.stream_info(stream)).config
-    if (config.num_replicas or 1) < replicas:
-        await js.update_stream(dataclasses.replace(config, num_replicas=replicas))
-        log.info("stream %s now has %d replicas", stream, replicas)
+    wanted = files_store_config(settings)
+    replicas = max(config.num_replicas or 1, wanted.replicas)
+    if config.max_bytes == wanted.max_bytes and config.num_replicas == replicas:
+        return
+    await js.update_stream(
+        dataclasses.replace(config, max_bytes=wanted.max_bytes, num_replicas=replicas)
+    )
+    log.info(
+        "stream %s now holds at most %d bytes, with %d replicas",
+        stream,
+        wanted.max_bytes,
+        replicas,
+    )
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, settings: Settings) -> KeyValue:
