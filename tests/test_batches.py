@@ -632,3 +632,19 @@ async def test_killing_every_model_proxy_then_restarting_loses_and_repeats_nothi
     response = await batchy.admin("GET", f"/batches/{batch.id}")
     assert response.json()["restarts"] >= 1
     assert await _settled_requests(batchy, record.id) == LINES
+
+
+async def test_a_batch_create_body_is_small_and_shallow_or_refused(batchy: Stack) -> None:
+    """``POST /v1/batches`` reads at most 64 KiB (it read any size into memory) and answers
+    deep nesting with a 400 (it was a 500)."""
+    key, _ = await batchy.new_key("create-bounds")
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    huge = b'{"input_file_id": "file-x", "metadata": {"a": "' + b"x" * 200_000 + b'"}}'
+    deep = b'{"input_file_id": "file-x", "extra": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+    async with httpx.AsyncClient(base_url=batchy.tail_url, timeout=30) as http:
+        refused = await http.post("/v1/batches", headers=headers, content=huge)
+        assert refused.status_code == 413, refused.text
+        assert refused.json()["error"]["type"] == "invalid_request_error"
+        nested = await http.post("/v1/batches", headers=headers, content=deep)
+        assert nested.status_code == 400, nested.text
+        assert "recursion" in nested.json()["error"]["message"]

@@ -34,9 +34,13 @@ from switchyard.ingress.filequota import FileQuota
 from switchyard.ingress.responses import JSON, error_response
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.objects import StoredObject
+from switchyard.runtime.request_body import read_body
 from switchyard.schemas import batches as b
 from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.scheduling import fair_tenant
+
+# A batch create is a few fields and at most 16 metadata pairs: a larger body is no batch.
+CREATE_MAX_BYTES = 64 * 1024
 
 COMPLETION_WINDOW_S = 86400
 _nuid = NUID()
@@ -375,8 +379,8 @@ class BatchApi:
         try:
             key, owner, store = self.caller(request)
             try:
-                ask = b.BATCH_CREATE.decode(await request.body())
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                ask = b.BATCH_CREATE.decode(await read_body(request, CREATE_MAX_BYTES))
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
                 raise InvalidRequest(f"invalid batch: {exc}") from None
             if ask.endpoint not in b.ENDPOINTS:
                 raise InvalidRequest(
