@@ -16,6 +16,12 @@ response shape clients of ``/v1/completions`` expect. What litellm would quietly
 refused instead: ``n`` above 1 where the provider has no such parameter, and several prompts in
 one legacy completion (litellm joins them into one conversation with one answer).
 
+Redirects are never followed (:mod:`.redirects`): litellm's HTTP clients are made by litellm
+itself, per provider, and follow them by default, so the adapter turns that off once, when it
+loads litellm (:func:`_refuse_redirects`). A request litellm cannot build because it nests too
+deeply for the interpreter's recursion limit is the client's 400, like any request it cannot
+build, never the provider's failure.
+
 Embeddings are always asked for as floats and encoded here as the client asked
 (``encoding_format``): litellm answers floats whatever ``encoding_format`` says, and passes
 the field to providers that read it as something else (Cohere's ``embedding_types``).
@@ -45,6 +51,7 @@ from switchyard.schemas.secret import redact
 from switchyard.workers.modelproxy.providers import embedding_format
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 
 _ENCODE = msgspec.json.Encoder()
 _SAMPLING = (
@@ -68,6 +75,9 @@ _LITELLM_PREFIX = re.compile(r"\blitellm\.(?:\w+\.)*\w+(?:Error|Exception):\s*")
 _MAX_MESSAGE = 1000
 # What makes a streamed chunk an answer (see _delivers): a delta's non-empty field of these.
 _SUBSTANCE = ("content", "tool_calls", "function_call", "reasoning_content", "refusal", "audio")
+# What litellm's HTTP handlers read as ``follow_redirects`` once loaded (_refuse_redirects):
+# False, whatever their constructor was given (the value it sets is dropped).
+_NEVER = property(lambda _self: False, lambda _self, _value: None)
 
 
 class LiteLLM:
@@ -75,6 +85,7 @@ class LiteLLM:
 
     def __init__(self) -> None:
         self._module: Any = None
+        self._session: httpx.AsyncClient | None = None  # see _refuse_redirects
 
     async def _litellm(self) -> Any:
         if self._module is None:
@@ -85,12 +96,16 @@ class LiteLLM:
             # Not a credential: stops litellm printing "Give Feedback / Get Help" banners to
             # stdout on every upstream error, which would flood worker logs.
             module.suppress_debug_info = True
+            self._session = _refuse_redirects(module)
             self._module = module
         return self._module
 
     async def close(self) -> None:
         if self._module is not None:
             await self._module.close_litellm_async_clients()
+        if self._session is not None:
+            await self._session.aclose()
+            self._session = None
 
     async def complete(self, call: ProviderCall) -> Completion:
         lib = await self._litellm()
@@ -323,6 +338,19 @@ def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiEr
         return exc
     if isinstance(exc, lib.Timeout | TimeoutError):
         return ue.timed_out(name, what)
+    # litellm walks the request recursively (tool schemas, content) to build the provider's:
+    # a value nested a few hundred levels deep, which every JSON decoder on the way took,
+    # ends it with a RecursionError, wrapped as a 500. The client's request, not a provider
+    # failure: as such it cooled the deployment for every tenant, and nothing was sent.
+    if _in_chain(exc, RecursionError) is not None:
+        return InvalidRequest(
+            f"the request nests objects or lists too deeply to be sent to provider {name}: "
+            "flatten the deepest value (a tool's parameters, a message's content)",
+            code="invalid_request",
+        )
+    moved = _redirect_status(exc)
+    if moved is not None:  # not followed (_refuse_redirects); its text may name the target
+        return redirected(name, moved)
     text = str(getattr(exc, "message", None) or exc)
     # Some litellm messages embed a formatted traceback: internal detail, not for clients.
     text = text.split("\nTraceback (most recent call last)", 1)[0].strip()
@@ -366,9 +394,62 @@ def _built_nothing(exc: BaseException) -> bool:
 
 
 def _connection_failure(exc: BaseException) -> BaseException | None:
+    return _in_chain(exc, _CONNECTION_ERRORS)
+
+
+def _redirect_status(exc: BaseException) -> int | None:
+    """The 3xx a provider answered, if that is what ``exc`` reports. litellm reports a status
+    it has no error class for as a 500 (``APIConnectionError``), the 3xx in its cause."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        for status in (getattr(seen, "status_code", None), _response_status(seen)):
+            if isinstance(status, int) and is_redirect(status):
+                return status
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _response_status(exc: BaseException) -> object:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _in_chain(
+    exc: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """The first exception of ``kinds`` in ``exc``'s chain of causes, ``exc`` included."""
     seen: BaseException | None = exc
     for _ in range(10):  # litellm wraps a few levels deep; bounded in case of a cycle
-        if seen is None or isinstance(seen, _CONNECTION_ERRORS):
+        if seen is None or isinstance(seen, kinds):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _refuse_redirects(lib: Any) -> httpx.AsyncClient:
+    """Make every HTTP client litellm uses refuse redirects; returns the one made here.
+
+    litellm has no setting for it and makes its clients itself, per provider. Its own handler
+    (``AsyncHTTPHandler``: Anthropic, Gemini, Cohere, Bedrock...) follows redirects unless
+    built with ``follow_redirects=False``, which litellm never asks for; the OpenAI SDK's
+    client (Mistral, ``openai/...`` models) follows them too unless ``litellm.aclient_session``
+    gives it one. A handler passed per call (``client=``) is not enough: Cohere's chat and
+    Gemini's embeddings ignore it, and the OpenAI SDK's code fails on it. So the handlers'
+    ``follow_redirects`` reads False whatever they were built with, and the SDK gets a client
+    made without redirects. Set once, when the adapter loads litellm (before any client of
+    litellm's exists); an answer of 3xx then fails as such (:func:`_translate`).
+    """
+    handlers = importlib.import_module("litellm.llms.custom_httpx.http_handler")
+    for handler in (handlers.AsyncHTTPHandler, handlers.HTTPHandler):
+        handler.follow_redirects = _NEVER
+    session = httpx.AsyncClient(
+        follow_redirects=False,
+        transport=handlers.AsyncHTTPHandler.create_async_transport(),
+        # litellm passes each call's own timeout; this is the OpenAI SDK's default.
+        timeout=httpx.Timeout(600.0, connect=5.0),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+    )
+    lib.aclient_session = session
+    return session

@@ -5,7 +5,8 @@ OpenAI wire format. No litellm on this path: it costs ~4.5 ms CPU per call where
 costs ~0.2 ms (DESIGN §8). Non-streamed bodies are returned as received; streamed SSE ``data:``
 lines are forwarded one by one as they arrive (no buffering). One exception: embeddings asked
 for as base64 that a server answered as float lists anyway are encoded as asked (see
-:mod:`.embedding_format`; only those answers are decoded).
+:mod:`.embedding_format`; only those answers are decoded). Redirects are not followed (see
+:mod:`.redirects`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from switchyard.schemas.secret import Secret, redact
 from switchyard.workers.modelproxy.providers import embedding_format
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 
 _PATHS = {"chat": "chat/completions", "complete": "completions", "embed": "embeddings"}
 _ENCODE = msgspec.json.Encoder()
@@ -87,7 +89,11 @@ class OpenAICompatible:
         name = call.provider_name
         try:
             async with asyncio.timeout(call.total_timeout):
-                async with self._http().post(url, data=self._body(call), headers=headers) as resp:
+                async with self._http().post(
+                    url, data=self._body(call), headers=headers, allow_redirects=False
+                ) as resp:
+                    if is_redirect(resp.status):
+                        raise redirected(name, resp.status)
                     data = await resp.read()
                     if resp.status >= 400:
                         raise http_error(resp.status, data, resp.headers, name, call.api_key)
@@ -107,7 +113,12 @@ class OpenAICompatible:
         name = call.provider_name
         try:
             async with asyncio.timeout_at(first_by):
-                resp = await self._http().post(url, data=self._body(call), headers=headers)
+                resp = await self._http().post(
+                    url, data=self._body(call), headers=headers, allow_redirects=False
+                )
+                if is_redirect(resp.status):
+                    resp.close()
+                    raise redirected(name, resp.status)
                 if resp.status >= 400:
                     data = await resp.read()
                     raise http_error(resp.status, data, resp.headers, name, call.api_key)

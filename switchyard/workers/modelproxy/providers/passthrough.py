@@ -28,6 +28,7 @@ from switchyard.dialects.usage import (
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 from switchyard.workers.modelproxy.providers.openai_compat import http_error
+from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 
 ANTHROPIC_BASE = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -95,7 +96,11 @@ class Passthrough:
         try:
             async with asyncio.timeout(call.total_timeout):
                 body = _ENCODE.encode(_sent(call))
-                async with self._http().post(url, data=body, headers=headers) as resp:
+                async with self._http().post(
+                    url, data=body, headers=headers, allow_redirects=False
+                ) as resp:
+                    if is_redirect(resp.status):
+                        raise redirected(name, resp.status)
                     data = await resp.read()
                     if resp.status >= 400:
                         raise http_error(resp.status, data, resp.headers, name, call.api_key)
@@ -117,7 +122,12 @@ class Passthrough:
         try:
             async with asyncio.timeout_at(first_by):
                 body = _ENCODE.encode(call.body)
-                resp = await self._http().post(url, data=body, headers=headers)
+                resp = await self._http().post(
+                    url, data=body, headers=headers, allow_redirects=False
+                )
+                if is_redirect(resp.status):
+                    resp.close()
+                    raise redirected(name, resp.status)
                 if resp.status >= 400:
                     data = await resp.read()
                     raise http_error(resp.status, data, resp.headers, name, call.api_key)
