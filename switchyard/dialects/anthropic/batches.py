@@ -67,9 +67,17 @@ def input_lines(body: bytes | bytearray) -> tuple[bytes, int]:
     """The batch input file for a create request's body, and its number of requests.
 
     Raises:
-        InvalidRequest: not a create request; a ``custom_id`` that is not 1-64 letters, digits,
-            ``_`` or ``-``, or that appears twice; a request without ``params.model``.
+        InvalidRequest: not a create request (or nested too deeply to read); a ``custom_id``
+            that is not 1-64 letters, digits, ``_`` or ``-``, or that appears twice; a request
+            without ``params.model``.
     """
+    try:
+        return _input_lines(body)
+    except RecursionError:  # the decoder skips nested values recursively: a 500 otherwise
+        raise invalid("requests", "the body is nested too deeply to be read as JSON") from None
+
+
+def _input_lines(body: bytes | bytearray) -> tuple[bytes, int]:
     if not _utf8(body):  # skipped over below, never decoded: checked here once
         raise invalid("requests", "the body is not valid UTF-8")
     # Line breaks between a request's tokens (pretty-printed JSON) would split its line.
@@ -189,7 +197,7 @@ def result_line(custom_id: str, status: int, body: bytes) -> bytes:
     """One line of the results file: ``body`` is the message (2xx) or Anthropic's error body."""
     try:
         inner: msgspec.Raw | None = _RAW.decode(body)  # checks the JSON, builds nothing
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         inner = None
     if 200 <= status < 300 and inner is not None:
         result: dict[str, Any] = {"type": "succeeded", "message": inner}
@@ -208,7 +216,7 @@ def succeeded(result: bytes) -> bool:
     """Whether a recorded result line is a success."""
     try:
         return _OUTCOME.decode(result).result.type == "succeeded"
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return False
 
 

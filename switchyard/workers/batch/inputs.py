@@ -23,6 +23,9 @@ from switchyard.schemas import batches as b
 
 MAX_ERRORS = 20  # problems listed for an invalid file (the rest are not looked for)
 BOM = b"\xef\xbb\xbf"
+# A line nested deeper than the JSON decoder goes (the interpreter's recursion limit). Uncaught,
+# it failed every pass over the file: the batch stayed ``validating``, retried for ever.
+TOO_DEEP = "the line is nested too deeply to be read as JSON"
 
 
 class Invalid(Exception):
@@ -83,8 +86,9 @@ class BatchInput:
         """How many requests the file holds.
 
         Raises:
-            Invalid: a line is not JSON, lacks a field, targets another endpoint, or repeats
-                a ``custom_id`` (at most :data:`MAX_ERRORS` problems are listed).
+            Invalid: a line is not JSON (or is nested too deeply to read), lacks a field,
+                targets another endpoint, or repeats a ``custom_id`` (at most
+                :data:`MAX_ERRORS` problems are listed).
             InputGone: the file was deleted.
         """
         errors: list[b.BatchErrorItem] = []
@@ -99,6 +103,8 @@ class BatchInput:
                 line = b.BATCH_LINE.decode(raw)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 errors.append(_error("invalid_json_line", str(exc), None, number))
+            except RecursionError:  # nested past the decoder's limit: a bad line, said so
+                errors.append(_error("invalid_json_line", TOO_DEEP, None, number))
             else:
                 count += 1
                 problem = self._problem(line, seen)
@@ -139,7 +145,7 @@ class BatchInput:
             index += 1
             try:
                 line = b.BATCH_LINE.decode(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError):
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                 raise BusError(f"line {index} of {self.file_id} no longer reads") from None
             yield index, line
 
