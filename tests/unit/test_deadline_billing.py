@@ -52,5 +52,18 @@ def test_a_call_stopped_by_its_deadline_is_billed_an_estimate_under_its_own_id()
     # Apart from a call stopped because its caller left, and from an answer; a provider
     # failure that delivered nothing is still not billed.
     assert billing.event_id(_job(billing.CLIENT_CLOSED)) == "r1:a.b:left"
-    assert billing.event_id(_job(200)) == "r1:a.b"
+    assert billing.event_id(_job(200)) == "r1:answered"
     assert billing.billed(_job(ProviderError.status)) is None  # nothing delivered
+
+
+def test_an_answer_is_billed_once_whichever_hop_gave_it() -> None:
+    """A stalled model-proxy finishes the first hop's copy while the redelivered copy failed
+    there and was answered by the next deployment: two answers to one caller, billed once.
+    A failed hop that delivered part of an answer is still billed apart from the answer."""
+    first, rerouted = _job(200), _job(200)
+    first.env = Envelope(request_id="r1", op="chat", reply="_INBOX_edge.r1", key_hash="h")
+    assert billing.event_id(first) == billing.event_id(rerouted)
+    cut = _job(ProviderError.status)
+    cut.chunks.append(b"{}")
+    assert billing.billed(cut) is not None
+    assert billing.event_id(cut) not in (billing.event_id(first), billing.event_id(rerouted))

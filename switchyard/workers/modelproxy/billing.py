@@ -63,8 +63,9 @@ def estimated_usage(job: Job) -> Usage:
 
 
 def event_id(job: Job) -> str:
-    """The id accounting bills once: one per request and deployment hop (an edge's re-send
-    after a NATS failover, or a redelivery after a worker died, is the same call).
+    """The id accounting bills once: one per request and deployment hop for a call that did not
+    answer (an edge's re-send after a NATS failover, or a redelivery after a worker died, is
+    the same call), one per request for an answer.
 
     A call stopped because its caller left gets an id of its own (``:left``): that caller may
     send the request again under the same id with a higher attempt (the batch runner does
@@ -76,8 +77,15 @@ def event_id(job: Job) -> str:
     A call its deadline stopped (``:late``) is the same case: its caller (the batch runner, an
     internal client) may send it again under the same id with more time, and that answer is billed
     too. Its own suffix keeps it apart from a stop because the caller left, so one attempt
-    stopped each way is billed twice: two provider calls."""
+    stopped each way is billed twice: two provider calls.
+
+    An answer (status 200) is billed once per request, whichever hop gave it: a copy of the
+    request that a stalled model-proxy finished on the first deployment, while its redelivered
+    copy failed there and was answered by the next, is one answer to its caller, not two (an
+    id with the hop billed both)."""
     env = job.env
+    if job.status == 200:
+        return f"{env.billing_id}:answered"
     hop = f"{env.billing_id}:{','.join(env.tried)}"
     stopped = _STOPPED.get(job.status)
     return f"{hop}:{stopped}" if stopped else hop
