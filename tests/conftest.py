@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.server import InThread
 from tests.stacks import Stack, start_stack
 from tests.support import describe_processes, processes_mentioning
 from tests.upstream import FakeOpenAI
@@ -38,6 +40,18 @@ def upstream() -> Iterator[FakeOpenAI]:
         yield fake
     finally:
         fake.stop()
+
+
+@pytest.fixture(scope="module")
+def claude_fake() -> Iterator[tuple[FakeAnthropic, str]]:
+    """A fake Anthropic Messages API over HTTP, and its base URL. It runs on a thread of its
+    own: tests that drive a synchronous SDK block their own loop."""
+    fake = FakeAnthropic()
+    runner = InThread(fake)
+    try:
+        yield fake, runner.start(fake.start)
+    finally:
+        runner.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

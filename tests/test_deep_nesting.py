@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,7 +15,6 @@ import pytest
 import pytest_asyncio
 
 from tests.fakes.anthropic import FakeAnthropic
-from tests.fakes.server import InThread
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
@@ -35,22 +34,12 @@ def _anthropic_headers(key: str) -> dict[str, str]:
     return {"x-api-key": key, "anthropic-version": "2023-06-01"}
 
 
-@pytest.fixture(scope="module")
-def claude() -> Iterator[tuple[FakeAnthropic, str]]:
-    fake = FakeAnthropic()
-    runner = InThread(fake)
-    try:
-        yield fake, runner.start(fake.start)
-    finally:
-        runner.stop()
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def litellm_route(
-    stack: Stack, claude: tuple[FakeAnthropic, str]
+    stack: Stack, claude_fake: tuple[FakeAnthropic, str]
 ) -> AsyncIterator[FakeAnthropic]:
     """A route of one deployment served through litellm (kind ``anthropic``), this test only."""
-    fake, url = claude
+    fake, url = claude_fake
     provider = {"kind": "anthropic", "api_base": url, "secret": ROUTE}
     route = {"deployments": [{"provider": ROUTE, "model": "ok"}]}
     try:

@@ -16,7 +16,6 @@ import pytest
 import pytest_asyncio
 
 from tests.fakes.anthropic import COUNTED, INPUT_TOKENS, OUTPUT_TOKENS, REPLY, FakeAnthropic
-from tests.fakes.server import InThread
 from tests.stacks import Stack, start_stack
 from tests.upstream import NATIVE_COUNT, FakeOpenAI
 
@@ -43,16 +42,6 @@ _WEATHER_TOOL = {
     "description": WEATHER["description"],
     "input_schema": WEATHER["parameters"],
 }
-
-
-@pytest.fixture(scope="module")
-def claude_fake() -> Iterator[tuple[FakeAnthropic, str]]:
-    fake = FakeAnthropic()
-    runner = InThread(fake)  # the synchronous SDK blocks the test's loop: the fake needs its own
-    try:
-        yield fake, runner.start(fake.start)
-    finally:
-        runner.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,7 +14,6 @@ import pytest
 import pytest_asyncio
 
 from tests.fakes.anthropic import FakeAnthropic
-from tests.fakes.server import InThread
 from tests.stacks import Stack
 from tests.upstream import FakeOpenAI
 
@@ -63,22 +62,12 @@ async def test_translated_output_limits_reach_a_chat_server_as_max_tokens(
     assert "max_completion_tokens" not in from_responses
 
 
-@pytest.fixture(scope="module")
-def claude() -> Iterator[tuple[FakeAnthropic, str]]:
-    fake = FakeAnthropic()
-    runner = InThread(fake)
-    try:
-        yield fake, runner.start(fake.start)
-    finally:
-        runner.stop()
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def claude_route(
-    stack: Stack, claude: tuple[FakeAnthropic, str]
+    stack: Stack, claude_fake: tuple[FakeAnthropic, str]
 ) -> AsyncIterator[FakeAnthropic]:
     """A route to a native Anthropic provider on the session stack, for this test only."""
-    fake, url = claude
+    fake, url = claude_fake
     provider = {"kind": "anthropic", "api_base": url}
     route = {"deployments": [{"provider": "s40-claude", "model": "ok"}]}
     try:
