@@ -965,3 +965,30 @@ def test_cache_writes_reported_by_litellm_reach_the_message_and_the_bill() -> No
         cache_read_tokens=100000,
         cache_write_tokens=1000,
     )
+
+
+def test_a_failed_tool_result_says_so_in_chat() -> None:
+    """Chat has no ``is_error``: a failed tool's text opens with ``Error:`` so the model does
+    not read it as the tool's answer."""
+    call = {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Oslo"}}
+    for content, expected in (
+        ("boom", "Error: boom"),
+        ([{"type": "text", "text": "boom"}], "Error: boom"),
+        ([], "Error:"),
+        (None, "Error: "),
+    ):
+        result: dict[str, Any] = {"type": "tool_result", "tool_use_id": "t1", "is_error": True}
+        if content is not None:
+            result["content"] = content
+        req = to_chat(
+            _request(
+                tools=[WEATHER_TOOL],
+                messages=[
+                    {"role": "user", "content": "Oslo?"},
+                    {"role": "assistant", "content": [call]},
+                    {"role": "user", "content": [result]},
+                ],
+            )
+        )
+        tool = next(m for m in req.chat["messages"] if m["role"] == "tool")
+        assert tool["content"] == expected, content

@@ -2,10 +2,11 @@
 
 An assistant's ``tool_use`` blocks become its ``tool_calls``; a user's ``tool_result`` blocks
 become ``tool`` messages placed right after the assistant message, before the rest of that user
-turn, as chat requires. Images in a tool result cannot ride in a ``tool`` message, so they follow
-in the user message. Images become ``image_url`` parts (base64 sources as data: URIs), PDFs
-``file`` parts, plain-text documents text. ``thinking`` and ``redacted_thinking`` blocks are
-dropped; blocks that need Anthropic's servers or storage are refused naming their ``type``.
+turn, as chat requires; one marked ``is_error`` has its text opened with ``Error:``. Images in a
+tool result cannot ride in a ``tool`` message, so they follow in the user message. Images become
+``image_url`` parts (base64 sources as data: URIs), PDFs ``file`` parts, plain-text documents
+text. ``thinking`` and ``redacted_thinking`` blocks are dropped; blocks that need Anthropic's
+servers or storage are refused naming their ``type``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from switchyard.dialects._common import (
     unsupported_value,
 )
 
+ERROR_MARK = "Error: "  # opens the text of a tool result marked ``is_error``
 _DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 
@@ -122,8 +124,11 @@ def _user(blocks: list[Any], path: str, out: list[dict[str, Any]]) -> None:
 def _tool_result(block: Mapping[str, Any], path: str, held: list[dict[str, Any]]) -> dict[str, Any]:
     call_id = expect_str(require(block, "tool_use_id", path), f"{path}.tool_use_id")
     content = block.get("content")
+    # Chat has no flag for a failed tool call: the model would read the error as the tool's
+    # answer. The text says so instead.
+    failed = ERROR_MARK if block.get("is_error") is True else ""
     if content is None or isinstance(content, str):
-        return {"role": "tool", "tool_call_id": call_id, "content": content or ""}
+        return {"role": "tool", "tool_call_id": call_id, "content": failed + (content or "")}
     texts: list[str] = []
     media = 0
     for k, raw in enumerate(expect_list(content, f"{path}.content")):
@@ -133,6 +138,8 @@ def _tool_result(block: Mapping[str, Any], path: str, held: list[dict[str, Any]]
         else:
             held.append(part)
             media += 1
+    if failed:
+        texts = [failed + texts[0], *texts[1:]] if texts else [failed.strip()]
     if media:
         texts.append(f"[{media} attachment(s) of this result follow in the next message]")
     return {

@@ -8,12 +8,12 @@ blocks, tool use and tool results: :mod:`._content`); custom tools become functi
 
 Dropped, because chat has no equivalent: ``top_k``, ``thinking`` (and ``thinking`` /
 ``redacted_thinking`` blocks in history), ``output_config.effort``, ``cache_control`` marks,
-``is_error`` on tool results (the error text itself is kept), ``citations``, ``service_tier``
-and unknown fields. Refused with a 400 naming the field: server tools (``tools[i].type`` such as
-``web_search_20250305``), and blocks or sources that need Anthropic's own storage or servers
-(file ids, URL documents, ``server_tool_use``...). ``max_tokens`` is required, as Anthropic
-requires it. A trailing assistant message (a "prefill") is sent as history: chat providers answer
-after it rather than continuing it.
+``citations``, ``service_tier`` and unknown fields (``is_error`` on a tool result becomes an
+``Error:`` opening its text). Refused with a 400 naming the field: server tools
+(``tools[i].type`` such as ``web_search_20250305``), and blocks or sources that need
+Anthropic's own storage or servers (file ids, URL documents, ``server_tool_use``...).
+``max_tokens`` is required, as Anthropic requires it. A trailing assistant message (a
+"prefill") is sent as history: chat providers answer after it rather than continuing it.
 """
 
 from __future__ import annotations
