@@ -16,6 +16,13 @@ the requested model:
 ``leaky``         401 whose message echoes the ``x-api-key`` it received (tests redaction)
 ``cut``           streams message_start and the first delta, then closes (no message_stop)
 ``empty``         answers 200 to a stream and closes before its first event
+``stream-overloaded``  answers 200 to a stream whose first event is an ``error``
+                  (``overloaded_error``), as Anthropic does when overloaded
+``stream-api-error``  streams message_start and a ping, then an ``error`` (``api_error``)
+``stream-invalid``  answers 200 to a stream whose first event is an ``error``
+                  (``invalid_request_error``)
+``stream-late-error``  streams message_start and the first delta, then an ``error``
+                  (``overloaded_error``)
 ``claude-sonnet-4-5``  answers normally, reporting a prompt-cache hit: :data:`CACHED_USAGE`
 ``claude-sonnet-4-5-20250929``  the same with a cache write too: :data:`CACHE_WRITE_USAGE`
                   (real model names, so litellm's price map prices them)
@@ -44,6 +51,16 @@ COUNTED = 4000
 CACHED_USAGE = {"input_tokens": 10, "cache_read_input_tokens": 100000, "output_tokens": 10}
 CACHE_WRITE_USAGE = {**CACHED_USAGE, "cache_creation_input_tokens": 1000}
 _CACHE_MODES = {"claude-sonnet-4-5": CACHED_USAGE, "claude-sonnet-4-5-20250929": CACHE_WRITE_USAGE}
+# Streams that answer 200 and report a failure in an ``error`` event (the stream-* modes).
+_FIRST_EVENT_ERRORS = {
+    "stream-overloaded": "overloaded_error",
+    "stream-invalid": "invalid_request_error",
+}
+_STREAM_ERRORS = {
+    "overloaded_error": "Overloaded",
+    "api_error": "Internal server error",
+    "invalid_request_error": "messages: text content blocks must be non-empty",
+}
 
 
 @dataclass
@@ -118,6 +135,15 @@ class FakeAnthropic(FakeServer):
         async def send(event: str, data: dict[str, Any]) -> None:
             await resp.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
+        async def fail(kind: str) -> web.StreamResponse:
+            message = _STREAM_ERRORS[kind]
+            await send("error", {"type": "error", "error": {"type": kind, "message": message}})
+            await resp.write_eof()
+            return resp
+
+        if model in _FIRST_EVENT_ERRORS:
+            return await fail(_FIRST_EVENT_ERRORS[model])
+
         await send(
             "message_start",
             {
@@ -138,6 +164,9 @@ class FakeAnthropic(FakeServer):
                 },
             },
         )
+        if model == "stream-api-error":
+            await send("ping", {"type": "ping"})
+            return await fail("api_error")
         await send(
             "content_block_start",
             {
@@ -161,6 +190,8 @@ class FakeAnthropic(FakeServer):
             if i == 0 and model == "cut":
                 await resp.write_eof()
                 return resp
+            if i == 0 and model == "stream-late-error":
+                return await fail("overloaded_error")
         await send("content_block_stop", {"type": "content_block_stop", "index": 0})
         await send(
             "message_delta",

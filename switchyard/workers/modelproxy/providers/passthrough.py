@@ -3,7 +3,9 @@
 When a deployment's provider speaks the client's dialect itself, the request goes to it as the
 client wrote it (model replaced by the deployment's) and the answer comes back as the provider
 wrote it: no translation, nothing lost. Only the usage is read on the way, for spend and limits.
-Streams are relayed one SSE event (``event:`` + ``data:`` lines) at a time, as they arrive.
+Streams are relayed one SSE event (``event:`` + ``data:`` lines) at a time, as they arrive,
+except that the opening events wait for the answer's first event, and an error event before it
+is raised as the attempt's failure (:mod:`.native_stream`).
 Token counts (Anthropic's ``/v1/messages/count_tokens``, OpenAI's
 ``/v1/responses/input_tokens``) go the same way, less a ``stream`` field (see :func:`_sent`).
 """
@@ -27,6 +29,7 @@ from switchyard.dialects.usage import (
 )
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+from switchyard.workers.modelproxy.providers.native_stream import Opening
 from switchyard.workers.modelproxy.providers.openai_compat import http_error
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 
@@ -152,6 +155,7 @@ class Passthrough:
         end_by = loop.time() + call.total_timeout
         first = True
         resp = await self._open(call, url, headers, min(first_by, end_by))
+        opening = Opening(call.op, name, call.api_key)
         frame: list[bytes] = []
         finished = False
         try:
@@ -165,22 +169,26 @@ class Passthrough:
                 if not line:
                     finished = True
                     if frame:  # a last event without its blank line
-                        yield StreamEvent(b"".join(frame) + b"\n", tracker.usage)
+                        for event in opening.take(b"".join(frame) + b"\n"):
+                            yield StreamEvent(event, tracker.usage)
                     if not tracker.ended:
                         # Cut short: rerouted while nothing was sent, else the client's
                         # dialect gets an error event, as for chat streams without [DONE].
                         raise ue.cut_short(name, f"no {last} event")
-                    return
+                    return  # (its last event is the answer's: nothing is held back now)
                 if line.strip():
                     frame.append(line.rstrip(b"\r\n") + b"\n")
                     if line.startswith(b"data:"):
                         tracker.feed(line)
+                        opening.feed(line)
                     continue
                 if not frame:
                     continue
                 first = False
                 event, frame = b"".join(frame) + b"\n", []
-                yield StreamEvent(event, tracker.usage)
+                # Until the answer's first event: openings held back, an error raised.
+                for out in opening.take(event):
+                    yield StreamEvent(out, tracker.usage)
         except aiohttp.ClientError as exc:
             raise ue.unreachable(name, type(exc).__name__) from None
         except LineTooLong:

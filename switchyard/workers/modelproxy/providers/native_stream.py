@@ -1,0 +1,165 @@
+"""What of a native (passed-through) event stream reaches the client, and when it fails.
+
+Anthropic answers an overloaded or failing call with HTTP 200 and an ``error`` event as its
+stream's first word, and OpenAI's Responses API may do the same with ``error`` or
+``response.failed``. Relayed as they are, the client would get a failure the gateway never
+tried elsewhere, the deployment would stay in use, and the key would be billed an estimate
+for an answer with nothing in it. So, until the first event of the answer itself, such an
+event is raised as the failure the same error answered as an HTTP status would be
+(:func:`reported_failure`): tried on another deployment and cooled when the provider failed
+(``overloaded_error`` as Anthropic's 529, ``api_error`` a 5xx, a rate limit a 429), the
+client's 400 when the request is at fault.
+
+The opening events carry nothing of the answer (Anthropic's ``message_start`` and ``ping``,
+Responses' ``response.created``, ``.queued`` and ``.in_progress``): :class:`Opening` holds them
+back until the first event that does, which follows at once on a working stream, so an error
+right after them still fails over. Once anything else went out, an error event is relayed and
+ends the stream, as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from switchyard.errors import ApiError, ProviderError
+from switchyard.schemas.secret import Secret, redact
+from switchyard.workers.modelproxy.providers import upstream_errors as ue
+
+# The events that open a stream before any of the answer, per dialect (the passthrough's op).
+OPENING = {
+    "messages": frozenset({"message_start", "ping"}),
+    "responses": frozenset({"response.created", "response.queued", "response.in_progress"}),
+}
+_FAILED = {"messages": frozenset({"error"}), "responses": frozenset({"error", "response.failed"})}
+# Anthropic's error types, as the HTTP status each comes with when it is the whole answer
+# (docs.anthropic.com "Errors"); any other type is taken for the provider's failure (500).
+_ANTHROPIC_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": ue.OVERLOADED,
+}
+# Responses error codes that name something wrong in the request (the image ones, as in
+# OpenAI's ``ResponseError.code``); ``rate_limit_exceeded`` is a 429; the rest (``server_error``,
+# ``vector_store_timeout``, none) the provider's failure.
+_RESPONSES_CLIENT_CODES = frozenset(
+    {"empty_image_file", "failed_to_download_image", "unsupported_image_media_type"}
+)
+_DOC = msgspec.json.Decoder(dict[str, Any])
+
+
+class _Typed(msgspec.Struct):
+    type: str = ""
+
+
+_TYPED = msgspec.json.Decoder(_Typed)
+
+
+def event_type(event: bytes, data: bytes) -> str:
+    """An SSE event's type: its ``event:`` line, else its data's ``type`` ("" for neither)."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"event:"):
+            return line[6:].strip().decode("utf-8", "replace")
+    try:
+        return _TYPED.decode(data).type
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return ""
+
+
+def reported_failure(
+    op: str, kind: str, data: bytes, provider: str, key: Secret | None
+) -> ApiError | None:
+    """The failure an event of type ``kind`` (data ``data``) reports, or None for any other."""
+    if kind not in _FAILED.get(op, ()):
+        return None
+    try:
+        doc = _DOC.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        doc = {}
+    if op == "messages":
+        error = _dict(doc.get("error"))
+        kind_of = _text(error.get("type"))
+        status = _ANTHROPIC_STATUS.get(kind_of, 500)
+        return _failure(status, _text(error.get("message")), kind_of, provider, key)
+    if kind == "response.failed":
+        error = _dict(_dict(doc.get("response")).get("error"))
+    else:  # ``error``: its fields on the event (the API reference) or under ``error``
+        error = _dict(doc.get("error")) or doc
+    code = _text(error.get("code")) or _text(error.get("type"))
+    return _failure(_responses_status(code), _text(error.get("message")), code, provider, key)
+
+
+def _responses_status(code: str) -> int:
+    if code in ("rate_limit_exceeded", "rate_limit_error"):
+        return 429
+    if (
+        code == "invalid_request_error"
+        or code.startswith(("invalid_", "image_"))
+        or code in _RESPONSES_CLIENT_CODES
+    ):
+        return 400
+    return 500
+
+
+def _failure(status: int, message: str, kind: str, provider: str, key: Secret | None) -> ApiError:
+    text = redact(message or "no message", key)[:500]
+    said = f"{text} ({kind or 'an error'} in the provider's stream)"
+    exc = ue.from_status(status, said, provider=provider)
+    if isinstance(exc, ProviderError) and exc.upstream_status is None:
+        exc.upstream_status = status
+    return exc
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+class Opening:
+    """Holds a native stream's opening events back until its first event of the answer.
+
+    :meth:`feed` takes each ``data:`` line of an event, :meth:`take` the whole event and returns
+    what to relay now (the held events first); it raises the failure an error event reports
+    while nothing was relayed. Once something was, events pass as they come, unread.
+    """
+
+    def __init__(self, op: str, provider: str, key: Secret | None) -> None:
+        self._op, self._provider, self._key = op, provider, key
+        self._held: list[bytes] = []
+        self._data: list[bytes] = []  # the payload of the event being read
+        self.relayed = False
+
+    def feed(self, line: bytes) -> None:
+        """One ``data:`` line of the event being read."""
+        if not self.relayed:
+            self._data.append(line[5:].strip())
+
+    def take(self, event: bytes) -> list[bytes]:
+        """``event`` (one SSE event, whose ``data:`` lines were fed), in order.
+
+        Raises:
+            ApiError: ``event`` reports a failure and nothing was relayed yet.
+        """
+        if self.relayed:
+            return [event]
+        data, self._data = b"\n".join(self._data), []
+        kind = event_type(event, data)
+        failure = reported_failure(self._op, kind, data, self._provider, self._key)
+        if failure is not None:
+            raise failure
+        if kind in OPENING.get(self._op, ()):
+            self._held.append(event)
+            return []
+        self.relayed = True
+        out, self._held = [*self._held, event], []
+        return out
