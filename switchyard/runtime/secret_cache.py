@@ -6,7 +6,12 @@
 * :meth:`SecretCache.prefetch` loads the keys of every routed provider at start, so the first
   request does not wait for Vault.
 * It is refreshed in the background after ``ttl / 5``; when refreshing fails (Vault down), the
-  cached key keeps serving until ``ttl``, then requests fail with a 503 naming the secret.
+  cached key keeps serving until ``ttl``, then requests fail with a 503 naming the secret (with
+  ``Retry-After``). A refresh that finds the key deleted drops it.
+* Change events are core NATS: those sent while the connection was down never arrive. After a
+  reconnect, :meth:`SecretCache.recheck` fetches every cached key again; a request for one
+  waits for that answer (at most ``RECHECK_WAIT_S``), and when the secrets service or Vault
+  cannot answer, the cached key keeps serving.
 * Concurrent requests for the same name share one fetch.
 """
 
@@ -39,6 +44,12 @@ NO_RESPONDER_RETRIES = 3
 # A key the secrets service does not have is not asked for again for this long (each ask is a
 # read of OpenBao and an audit line), unless the service says it was stored meanwhile.
 MISSING_FOR_S = 5.0
+# After a reconnect, a request for a cached key waits at most this long for it to be fetched
+# again (a rotation may have been missed); then the cached key serves.
+RECHECK_WAIT_S = 1.0
+# Retry-After of a key that cannot be fetched (Vault or the secrets service down).
+UNAVAILABLE_RETRY_S = 2.0
+UNAVAILABLE = "secret_unavailable"
 
 
 _DECODE = msgspec.json.Decoder(SecretPayload)
@@ -49,6 +60,8 @@ class _Entry:
     secret: Secret
     fetched_at: float
     failed_at: float = 0.0
+    # When a reconnect marked it for a fetch (0: not marked); cleared by a fetch that succeeds.
+    recheck_at: float = 0.0
 
 
 class SecretCache:
@@ -89,6 +102,22 @@ class SecretCache:
             if name in self._wanted and name not in self._inflight and not self._tasks.closed:
                 self._spawn(name)
 
+    def recheck(self) -> None:
+        """After a reconnect: fetch every cached key again, and every wanted key not cached.
+
+        Cached values stay until their fetch succeeds (during a Vault outage they keep
+        serving); a key stored or deleted while the connection was down is seen at once.
+        """
+        if self._tasks.closed:
+            return
+        now = asyncio.get_running_loop().time()
+        self._missing.clear()
+        for entry in self._entries.values():
+            entry.recheck_at = now
+        for name in {*self._entries, *self._wanted}:
+            if name not in self._inflight:
+                self._spawn(name)
+
     def prefetch(self, names: set[str]) -> None:
         """Fetch ``names`` in the background (failures are left for requests to report)."""
         self._wanted = set(names)
@@ -104,11 +133,13 @@ class SecretCache:
                 copy younger than the TTL exists. The message names the secret, never a value.
         """
         loop = asyncio.get_running_loop()
-        now = loop.time()
         entry = self._entries.get(name)
+        if entry is not None and entry.recheck_at:
+            entry = await self._rechecked(name, entry)
+        now = loop.time()
         if entry is not None and now - entry.fetched_at < self._ttl:
-            stale = now - entry.fetched_at >= self._refresh_after
-            if stale and name not in self._inflight and now - entry.failed_at >= RETRY_BACKOFF_S:
+            due = bool(entry.recheck_at) or now - entry.fetched_at >= self._refresh_after
+            if due and name not in self._inflight and now - entry.failed_at >= RETRY_BACKOFF_S:
                 self._spawn(name)  # refresh in the background, serve the cached key now
             self.hits += 1
             return entry.secret
@@ -124,6 +155,18 @@ class SecretCache:
             self.errors += 1
             raise
 
+    async def _rechecked(self, name: str, entry: _Entry) -> _Entry | None:
+        """The entry to use for a key a reconnect marked (:meth:`recheck`): once the fetch
+        under way answers (waited for at most ``RECHECK_WAIT_S``), the new one, or None when
+        the key was deleted meanwhile; ``entry`` when no fetch is under way or it failed."""
+        task = self._inflight.get(name)
+        if task is None or entry.failed_at >= entry.recheck_at:
+            return entry  # already failed since the reconnect: the cached key serves
+        with contextlib.suppress(ServiceUnavailable, TimeoutError):
+            async with asyncio.timeout(RECHECK_WAIT_S):
+                await asyncio.shield(task)
+        return self._entries.get(name)
+
     def _spawn(self, name: str) -> asyncio.Task[Secret]:
         task = self._tasks.spawn(self._fetch(name), name=f"secret-{name}", quiet=True)
         self._inflight[name] = task
@@ -135,6 +178,8 @@ class SecretCache:
         failure = None if task.cancelled() else task.exception()
         if isinstance(failure, SecretMissing):
             self._missing[name] = (asyncio.get_running_loop().time(), failure)
+            if self._entries.pop(name, None) is not None:  # deleted: its change event was missed
+                log.info("provider key %s is no longer stored; dropped", name)
         elif failure is None and not task.cancelled():
             self._missing.pop(name, None)
         if not task.cancelled() and task.exception() is not None:
@@ -152,27 +197,29 @@ class SecretCache:
                 break
             except nats.errors.NoRespondersError:
                 if attempt == NO_RESPONDER_RETRIES:
-                    raise ServiceUnavailable(
-                        f"provider key `{name}` is unavailable: the secrets service is not running",
-                        code="secret_unavailable",
-                    ) from None
+                    raise unavailable(name, "the secrets service is not running") from None
                 await asyncio.sleep(0.1 * (attempt + 1))
             except (nats.errors.TimeoutError, TimeoutError):
                 if attempt >= 1:
-                    raise ServiceUnavailable(
-                        f"provider key `{name}` is unavailable: the secrets service did not answer",
-                        code="secret_unavailable",
-                    ) from None
+                    raise unavailable(name, "the secrets service did not answer") from None
         reply = decode_reply(msg.data, msg.headers)
         if reply.kind is ReplyKind.ERROR:
             detail = decode_error(msg.data)
             why = detail.message if detail else f"status {reply.status}"
             if reply.status == 404:  # not stored: this deployment's problem, not the platform's
                 raise SecretMissing(f"provider key `{name}` is unavailable: {why}")
-            raise ServiceUnavailable(
-                f"provider key `{name}` is unavailable: {why}", code="secret_unavailable"
-            )
+            raise unavailable(name, why)
         value = _DECODE.decode(msg.data)
         secret = Secret(value.value, name=name, version=value.version)
         self._entries[name] = _Entry(secret, asyncio.get_running_loop().time())
         return secret
+
+
+def unavailable(name: str, why: str) -> ServiceUnavailable:
+    """A key that cannot be fetched now (the secrets service or Vault is down): a client may
+    retry shortly, and other model-proxies may hold it cached."""
+    return ServiceUnavailable(
+        f"provider key `{name}` is unavailable: {why}",
+        code=UNAVAILABLE,
+        retry_after=UNAVAILABLE_RETRY_S,
+    )

@@ -4,8 +4,11 @@ hvac is synchronous, so every call runs in a worker thread and the event loop ne
 Vault. The service logs in with AppRole (production) or a token file (development), renews its
 token before it expires and logs in again when renewal is refused. When Vault cannot be
 reached, calls fail fast with :class:`~switchyard.errors.VaultUnavailable` for a second instead
-of stacking timeouts. Provider keys live at ``<mount>/providers/<name>`` with non-secret
-metadata (provider, last four characters, who changed it) in KV v2 custom metadata.
+of stacking timeouts. Losing Vault (unreachable, sealed, credentials refused) is logged as a
+warning, again at most every ``WARN_EVERY_S`` while it lasts (at once when the kind of failure
+changes), and its return as an info line: the kind of failure only, never a token or value.
+Provider keys live at ``<mount>/providers/<name>`` with non-secret metadata (provider, last
+four characters, who changed it) in KV v2 custom metadata.
 """
 
 from __future__ import annotations
@@ -25,12 +28,20 @@ import requests
 
 from switchyard.config import Settings
 from switchyard.errors import SecretsError, VaultUnavailable
+from switchyard.runtime.throttle import Throttle
 
 log = logging.getLogger("switchyard.secrets.vault")
 
 T = TypeVar("T")
 PREFIX = "providers"
 FAIL_FAST_S = 1.0
+WARN_EVERY_S = 60.0
+REFUSED = "Vault/OpenBao refused the secrets service's credentials; check its AppRole and policy"
+_LOGIN_REFUSED = (
+    hvac.exceptions.InvalidRequest,
+    hvac.exceptions.Forbidden,
+    hvac.exceptions.Unauthorized,
+)
 
 
 class SecretMissing(SecretsError):
@@ -77,6 +88,8 @@ class Vault:
         self._lock = threading.Lock()  # hvac's session is shared by the worker threads
         self._renew_at = 0.0
         self._failed_at = 0.0
+        self._down: str | None = None  # why Vault is unavailable, while it is
+        self._warn = Throttle(WARN_EVERY_S)
 
     # ---- authentication ----
 
@@ -116,31 +129,55 @@ class Vault:
         with self._lock:
             self._fail_fast()  # it may have failed while this thread waited for the lock
             try:
-                self._ensure_token()
                 try:
-                    return op()
+                    self._ensure_token()
+                except _LOGIN_REFUSED:  # an AppRole login refused is a 400
+                    raise self._unavailable(REFUSED) from None
+                try:
+                    result = op()
                 except hvac.exceptions.Forbidden:
                     self._login()
-                    return op()
+                    result = op()
+            except SecretMissing:  # Vault answered: the secret is not there
+                self._answered()
+                raise
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self._failed_at = time.monotonic()
-                raise VaultUnavailable(
+                raise self._unavailable(
                     f"Vault/OpenBao is unreachable: {type(exc).__name__}"
                 ) from None
             except hvac.exceptions.VaultDown:
                 self._failed_at = time.monotonic()
-                raise VaultUnavailable("Vault/OpenBao is sealed or down") from None
+                raise self._unavailable("Vault/OpenBao is sealed or down") from None
             except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
-                raise VaultUnavailable(
-                    "Vault/OpenBao refused the secrets service's credentials; check its AppRole "
-                    "and policy"
-                ) from None
+                raise self._unavailable(REFUSED) from None
             except hvac.exceptions.VaultError as exc:
                 text = str(exc).strip()
                 first = text.splitlines()[0] if text else type(exc).__name__
                 raise SecretsError(f"Vault/OpenBao refused the request: {first}") from None
             except OSError as exc:  # unreadable credential files
-                raise VaultUnavailable(f"cannot read Vault credentials: {exc.strerror}") from None
+                raise self._unavailable(f"cannot read Vault credentials: {exc.strerror}") from None
+            self._answered()
+            return result
+
+    def _unavailable(self, why: str) -> VaultUnavailable:
+        """The failure to raise for ``why``, logged: at once when Vault was fine or failed
+        otherwise before, then at most every ``WARN_EVERY_S`` (the lock is held)."""
+        changed = why != self._down
+        self._down = why
+        if self._warn.ready() or changed:
+            log.warning(
+                "%s; provider keys cannot be read or changed meanwhile (model-proxies serve "
+                "their cached keys for up to modelproxy.secret_ttl_s)",
+                why,
+            )
+        return VaultUnavailable(why)
+
+    def _answered(self) -> None:
+        """Vault answered a call (the lock is held): say so once after an outage."""
+        if self._down is not None:
+            log.info("Vault/OpenBao answers again (it was: %s)", self._down)
+            self._down = None
 
     async def run(self, op: Callable[[], T]) -> T:
         return await asyncio.to_thread(self._call, op)

@@ -10,11 +10,13 @@ with an error message instead. A request queued for a deployment that has since 
 route goes back the same way, but as a bounce, not a failed attempt (:func:`reroute_bounced`).
 A reroute no head confirms (none running, or too slow to answer) is answered with the failure
 itself, so the caller never waits for its deadline on a request nobody holds. A request whose
-caller left (``llm.v1.cancel``, :mod:`.cancels`) is stopped, answered to nobody and retried
-nowhere; billed for what its provider call cost; and, when the cancel came while it was
-queued, acknowledged without a provider call. One whose deadline passed while the provider
-worked is answered 504 and billed the same way; one whose deadline passed before the provider
-was called is answered 504 and not billed.
+provider key this model-proxy cannot fetch (Vault down, and no cached copy) goes back to its
+queue for another model-proxy that may hold the key (:mod:`.handback`), a bounded number of
+times. A request whose caller left (``llm.v1.cancel``, :mod:`.cancels`) is stopped, answered
+to nobody and retried nowhere; billed for what its provider call cost; and, when the cancel
+came while it was queued, acknowledged without a provider call. One whose deadline passed
+while the provider worked is answered 504 and billed the same way; one whose deadline passed
+before the provider was called is answered 504 and not billed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from switchyard.errors import (
 )
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.secret_cache import SecretCache
+from switchyard.runtime.throttle import Throttle
 from switchyard.runtime.tracing import NO_HOP, OFF, Tracing
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
@@ -51,6 +54,7 @@ from switchyard.workers.modelproxy import billing
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, plan
+from switchyard.workers.modelproxy.handback import HAND_BACK_DELAY_S, hand_back, nowhere_else
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
 from switchyard.workers.modelproxy.metrics import ProxyMetrics
@@ -106,6 +110,7 @@ class Handler:
         self._targets: dict[str, Target] = {}
         # Requests in hand and recent cancels: what a caller that left can still stop.
         self.cancels = Cancels()
+        self._handing_back = Throttle(10.0)  # says so at most every 10 s
 
     def target(self, deployment_id: str) -> Target | None:
         table = self._table()
@@ -212,6 +217,7 @@ class Handler:
         failure: ApiError | None = None
         adapter: Adapter | None = None
         body = b""
+        handed_back = False
         try:
             self._enough_time(job)
             if target is None:
@@ -233,10 +239,14 @@ class Handler:
         except ApiError as exc:
             if job.cancelled:  # failed on the way out: nobody to answer, nothing to retry
                 await self._caller_left(job)
+            elif handed_back := await self._hand_back(job, exc):
+                failure = exc
             else:
                 failure = await self._failed(job, exc, adapter)
         finally:
             self.observer.ended(job, target, labels, hop, failure)
+        if handed_back:  # in its queue again: whoever takes it next answers and acks it
+            return
         await self._bill(job, target)
         if replay_needed(
             answered=job.answer is not None,
@@ -266,6 +276,29 @@ class Handler:
                 code="deadline_too_short",
             )
 
+    async def _hand_back(self, job: Job, exc: ApiError) -> bool:
+        """Give the request back to its queue when its provider key cannot be fetched here
+        (:mod:`.handback`); True once it is back (nothing is answered, billed or acked here)."""
+        if job.called or not hand_back(
+            exc,
+            delivered=job.msg.metadata.num_delivered,
+            max_deliver=self.settings.modelproxy.max_deliver,
+            left_s=job.deadline - time.time(),
+        ):
+            return False
+        self.heartbeats.untrack(job.inflight)  # no progress signal may follow the nak
+        try:
+            await job.msg.nak(delay=HAND_BACK_DELAY_S)
+        except Exception:  # the connection is gone: redelivered after ack_wait anyway
+            log.warning("could not hand back a request on %s", job.deployment_id, exc_info=True)
+        if self._handing_back.ready():
+            log.warning(
+                "%s; handing requests for %s back to the queue for another model-proxy",
+                exc.message,
+                job.deployment_id,
+            )
+        return True
+
     async def _failed(self, job: Job, exc: ApiError, adapter: Adapter | None) -> ApiError:
         """Retry a failed request elsewhere, or answer the failure; returns the failure."""
         if isinstance(exc, ProviderTimeout) and job.deadline - time.time() < _DEADLINE_SLACK_S:
@@ -279,6 +312,11 @@ class Handler:
             and retryable(exc)
             and time.time() < job.deadline
             and job.env.op not in COUNTS
+            # A key nobody here could fetch, on a route with nowhere else to go: answered
+            # here, with the Retry-After a head's 503 would not carry.
+            and not (
+                ue.key_unreachable(exc) and nowhere_else(self._table(), job.env, job.deployment_id)
+            )
         )
         if not (retry and await self._reroute(job, exc)):
             # A translated stream that already sent its dialect's error ending gets no

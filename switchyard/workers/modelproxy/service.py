@@ -155,6 +155,9 @@ class ModelProxy:
     def on_reconnect(self) -> None:
         for puller in (*self.workers.values(), *self.draining.values()):
             puller.reset()
+        # Key change events sent while the connection was down are lost (core NATS): a key
+        # rotated meanwhile must not wait for the next refresh.
+        self.keys.recheck()
         # Cancels sent while the connection was down reached the stream, not this process.
         if self.ready and not self._catch_up.closed and not len(self._catch_up):
             self._catch_up.spawn(self.stored_cancels.read())

@@ -2,7 +2,8 @@
 
 Which failures are worth another attempt (on this or another deployment): rate limits, timeouts,
 server errors, connection failures, our own credentials being refused (another deployment
-may hold a valid key), and a provider that does not know the deployment's model (404, 410: the
+may hold a valid key), a provider key that is not stored or cannot be fetched (no cooldown:
+the provider is fine), and a provider that does not know the deployment's model (404, 410: the
 client named a Switchyard alias, the deployment is what is wrong). Not retried: anything the
 client's request caused (400, 413, 422, content policy), because every deployment would answer
 the same.
@@ -20,6 +21,7 @@ from switchyard.errors import (
     ProviderTimeout,
     ProviderUnreachable,
     SecretMissing,
+    ServiceUnavailable,
 )
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "cut_short",
     "from_status",
     "json_answer",
+    "key_unreachable",
     "line_too_long",
     "no_cooldown",
     "not_a_stream",
@@ -37,6 +40,7 @@ __all__ = [
 ]
 
 DEPLOYMENT_REMOVED = "deployment_removed"  # a request queued for a deployment since removed
+KEY_UNAVAILABLE = "secret_unavailable"  # a provider key not stored, or not fetched here
 OVERLOADED = 529  # Anthropic's "overloaded": its SDKs retry it (OverloadedError)
 OVERLOADED_CODE = "provider_overloaded"
 RETRYABLE_STATUSES = frozenset({401, 403, 404, 408, 409, 410, 425, 429, 500, 502, 503, 504, 529})
@@ -176,16 +180,29 @@ def timed_out(provider: str, what: str) -> ProviderTimeout:
     return ProviderTimeout(f"provider {provider} timed out waiting for {what}", provider=provider)
 
 
+def key_unreachable(exc: ApiError) -> bool:
+    """A provider key this model-proxy could not fetch (the secrets service or Vault is
+    down) and has no cached copy of: other model-proxies may hold it, and the provider is fine.
+    Not :class:`SecretMissing` (the key is not stored at all: nobody can call with it)."""
+    return (
+        isinstance(exc, ServiceUnavailable)
+        and not isinstance(exc, SecretMissing)
+        and exc.code == KEY_UNAVAILABLE
+    )
+
+
 def retryable(exc: ApiError) -> bool:
     """Whether another deployment may answer: a provider failure that says so, a deployment
-    whose provider key is not stored, or one no longer routed (its queue is being emptied)."""
+    whose provider key is not stored or cannot be fetched here, or one no longer routed (its
+    queue is being emptied)."""
     return (
         (isinstance(exc, ProviderError) and exc.retryable)
         or isinstance(exc, SecretMissing)
+        or key_unreachable(exc)
         or exc.code == DEPLOYMENT_REMOVED
     )
 
 
 def no_cooldown(exc: ApiError) -> bool:
     """A failure that says nothing about the provider's health: nothing to wait out."""
-    return isinstance(exc, SecretMissing) or exc.code == DEPLOYMENT_REMOVED
+    return isinstance(exc, SecretMissing) or key_unreachable(exc) or exc.code == DEPLOYMENT_REMOVED
