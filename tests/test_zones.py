@@ -297,10 +297,15 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.CONSUMER.CREATE.CANCELS.x",
             "$JS.API.CONSUMER.MSG.NEXT.CANCELS.x",
             "$JS.API.CONSUMER.DELETE.CANCELS.x",
+            # Who created each native Responses answer: read and written.
+            "$KV.sy_response_owners.resp_x",
+            "$JS.API.DIRECT.GET.KV_sy_response_owners.$KV.sy_response_owners.resp_x",
         ],
         "pub_no": [
             SECRET_ADMIN,
             "secrets.v1.admin.put",
+            "$JS.API.STREAM.PURGE.KV_sy_response_owners",
+            "$JS.API.STREAM.DELETE.KV_sy_response_owners",
             DISPATCH,
             "$JS.API.STREAM.DELETE.DISPATCH",
             "$JS.API.CONSUMER.CREATE.DISPATCH.x",

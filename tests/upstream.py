@@ -28,7 +28,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``gate:<name>`` (as a mode): waits until :meth:`FakeOpenAI.open_gate` opens ``name``, then
   echoes (a provider that hangs until the test releases it).
 
-``POST /v1/responses`` answers as OpenAI's Responses API does (``native: <input>``), and
+``POST /v1/responses`` answers as OpenAI's Responses API does (``native: <input>``; its id is
+``resp_native``, or the request's ``metadata.response_id``), and
 ``/v1/responses/input_tokens`` counts ``NATIVE_COUNT`` plus the characters of the input.
 
 Every call is recorded (path, headers, JSON body, time) for assertions.
@@ -422,8 +423,11 @@ class FakeOpenAI:
             "role": "assistant",
             "content": [{"type": "output_text", "text": text, "annotations": []}],
         }
+        # A test may name the id (``metadata.response_id``), to tell its answers apart.
+        named = body.get("metadata")
+        rid = named.get("response_id") if isinstance(named, dict) else None
         response = {
-            "id": "resp_native",
+            "id": rid if isinstance(rid, str) else "resp_native",
             "object": "response",
             "created_at": int(time.time()),
             "status": "completed",

@@ -219,6 +219,9 @@ def permissions_for(identity: Identity) -> Permissions:
                 s.REROUTE,
                 *_kv_read(s.ROUTES_BUCKET),
                 *_kv_write(s.HEALTH_BUCKET),
+                # Who created each native Responses answer (previous_response_id's owner).
+                *_kv_read(s.RESPONSE_OWNERS_BUCKET),
+                *_kv_write(s.RESPONSE_OWNERS_BUCKET),
                 # The cancels stored while it was not running: read at start, with a consumer
                 # of its own (never written, purged or reshaped from here).
                 f"$JS.API.STREAM.INFO.{s.CANCELS_STREAM}",

@@ -69,6 +69,8 @@ ROUTES_BUCKET = "sy_routes"  # CORE: the route table document
 HEALTH_BUCKET = "sy_health"  # CORE: deployment cooldowns shared by all heads
 KEYS_BUCKET = "sy_keys"  # CLIENT: client key hashes and limits
 SCHED_BUCKET = "sy_sched"  # CORE: per-deployment saturation state (feeder writes, heads read)
+# CORE: which client key created each stored native Responses answer (model-proxies)
+RESPONSE_OWNERS_BUCKET = "sy_response_owners"
 # The Batch API (CLIENT): uploaded and produced files, batch records, one result per line.
 FILES_BUCKET = "sy_files"  # object store
 BATCHES_BUCKET = "sy_batches"

@@ -21,6 +21,8 @@ ROUTE_TABLE_KEY = "table"
 ACCOUNTING_CONSUMER = "accounting"
 # Cooldown entries carry their own expiry; the bucket TTL only sweeps stale ones.
 HEALTH_TTL_S = 3600.0
+# OpenAI keeps a stored response 30 days: its owner is remembered as long.
+RESPONSE_OWNER_TTL_S = 30 * 86400.0
 
 
 def dispatch_stream_config(settings: Settings) -> js_api.StreamConfig:
@@ -166,6 +168,7 @@ BUCKETS: dict[str, tuple[int, float | None]] = {
     s.HEALTH_BUCKET: (1, HEALTH_TTL_S),  # CORE: cooldowns
     s.KEYS_BUCKET: (5, None),  # CLIENT: client key records
     s.SCHED_BUCKET: (1, None),  # CORE: saturation state per deployment (feeder -> heads)
+    s.RESPONSE_OWNERS_BUCKET: (1, RESPONSE_OWNER_TTL_S),  # CORE: response id -> key hash
     s.BATCHES_BUCKET: (1, None),  # CLIENT: Batch API batch records
     s.BATCH_LINES_BUCKET: (1, None),  # CLIENT: one result per batch line, written once
 }

@@ -72,6 +72,7 @@ async def provision_core(nc: NATS, settings: Settings, *, timeout: float = 10.0)
     routes = await _ensure_kv(js, s.ROUTES_BUCKET, settings)
     await _ensure_kv(js, s.HEALTH_BUCKET, settings)
     await _ensure_kv(js, s.SCHED_BUCKET, settings)
+    await _ensure_kv(js, s.RESPONSE_OWNERS_BUCKET, settings)
     table = await load_route_table(js)
     if table is None:
         table = settings.route_table

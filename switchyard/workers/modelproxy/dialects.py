@@ -8,7 +8,9 @@ completions and its answer translated back by :class:`Translated`, an adapter wr
 provider's usual one, so the handler calls every provider the same way. The translated output
 limit is named as the provider's kind reads it (:data:`MAX_TOKENS_KINDS`). Anthropic's token
 count (``count_tokens``) goes to Anthropic and OpenAI's (``input_tokens``) to OpenAI; both are
-estimated locally for every other provider (:mod:`.providers.token_estimate`).
+estimated locally for every other provider (:mod:`.providers.token_estimate`). A native
+Responses request naming a ``previous_response_id`` is forwarded only for the key that created
+that response (:mod:`.response_owners`); without an owner store it is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from switchyard.workers.modelproxy.providers.base import (
     StreamEvent,
 )
 from switchyard.workers.modelproxy.providers.registry import Adapters
+from switchyard.workers.modelproxy.response_owners import Owned, ResponseOwners, refuse_unbound
 
 DIALECTS = frozenset({"responses", "messages"})
 # Provider kinds that speak a dialect themselves (the request is passed through unchanged).
@@ -38,24 +41,33 @@ NATIVE = {"responses": frozenset({"openai"}), "messages": frozenset({"anthropic"
 MAX_TOKENS_KINDS = frozenset({"ollama", "openai-compatible", "vllm", "together"})
 
 
-def plan(call: ProviderCall, adapters: Adapters) -> tuple[Adapter, ProviderCall]:
+def plan(
+    call: ProviderCall,
+    adapters: Adapters,
+    owners: ResponseOwners | None = None,
+    key_hash: str = "",
+) -> tuple[Adapter, ProviderCall]:
     """The adapter and the call for ``call``'s provider (translating when it must).
+
+    ``owners`` and ``key_hash`` (the caller's key) bind native Responses answers to the key
+    that asked for them (:mod:`.response_owners`).
 
     Raises:
         InvalidRequest: the request uses something the translation cannot carry (the error
-            names the field), or is malformed.
+            names the field), or is malformed; or names a previous response on a native
+            deployment while no ``owners`` can check it.
     """
     kind = call.provider.kind
     if call.op in COUNTS:  # a native provider counts its own; every other count is estimated
         if kind in NATIVE[COUNTS[call.op]]:
-            return adapters.passthrough(), call
+            return _native(call, adapters, owners, key_hash), call
         if kind == "demo":  # counts as it bills: words
             return adapters.for_kind(kind), call
         return adapters.token_estimate(), call
     if call.op not in DIALECTS:
         return adapters.for_kind(kind), call
     if kind in NATIVE[call.op]:
-        return adapters.passthrough(), call
+        return _native(call, adapters, owners, key_hash), call
     context: responses.ResponsesContext | anthropic.MessagesContext
     chat: dict[str, Any]
     if call.op == "responses":
@@ -70,6 +82,19 @@ def plan(call: ProviderCall, adapters: Adapters) -> tuple[Adapter, ProviderCall]
     # The translation needs the usage chunk of a stream to close the dialect's own usage.
     chat_call = dataclasses.replace(call, op="chat", body=chat, client_wants_usage=True)
     return Translated(adapters.for_kind(kind), context), chat_call
+
+
+def _native(
+    call: ProviderCall, adapters: Adapters, owners: ResponseOwners | None, key_hash: str
+) -> Adapter:
+    """The passthrough; for OpenAI's Responses API (and its token count, which takes a
+    ``previous_response_id`` too), one that checks and records whose responses are whose."""
+    if call.op not in ("responses", "input_tokens"):
+        return adapters.passthrough()
+    if owners is None:
+        refuse_unbound(call)
+        return adapters.passthrough()
+    return Owned(adapters.passthrough(), owners, key_hash)
 
 
 class Translated:

@@ -64,6 +64,7 @@ from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
+from switchyard.workers.modelproxy.response_owners import ResponseOwners
 from switchyard.workers.modelproxy.traffic import TrafficMeter
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
@@ -110,6 +111,7 @@ class Handler:
         self._targets: dict[str, Target] = {}
         # Requests in hand and recent cancels: what a caller that left can still stop.
         self.cancels = Cancels()
+        self.owners = ResponseOwners(nc)  # who may continue which native Responses answer
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
 
     def target(self, deployment_id: str) -> Target | None:
@@ -225,7 +227,9 @@ class Handler:
                     f"deployment {job.deployment_id} is no longer routed",
                     code=ue.DEPLOYMENT_REMOVED,
                 )
-            adapter, call = plan(await self._prepare(job, target), self.adapters)
+            adapter, call = plan(
+                await self._prepare(job, target), self.adapters, self.owners, job.env.key_hash
+            )
             if not job.cancelled:  # the caller may have left while the key was fetched
                 hop = self.observer.call_span(job, target)
                 job.called = True

@@ -193,6 +193,7 @@ class ModelProxy:
         await self.heartbeats.stop()
         await self.traffic.stop()
         await self.keys.stop()
+        await self.handler.owners.close()  # owner records still being written
         await self.handler.usage.stop()
         await self.handler.publisher.stop()
         await self.adapters.close()

@@ -1,0 +1,107 @@
+"""``previous_response_id`` continues only the caller's own key's responses (native Responses).
+
+Every tenant reaches OpenAI with one provider key, so OpenAI would continue any response id it
+is given. On the session stack, with a native (kind ``openai``) route to the fake upstream
+added for this module: key A's answer (plain and streamed) is continued for A, while key B's
+continuation of it, and one of an id never answered here, are refused 404 in OpenAI's shape
+and never reach the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+import pytest
+import pytest_asyncio
+
+from tests.stacks import Stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROVIDER = "prevresp-native"
+ALIAS = "prevresp"
+MODEL = "o-prevresp"  # the fake's calls for this module are told apart by it
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def native(stack: Stack, upstream: FakeOpenAI) -> AsyncIterator[str]:
+    put = await stack.admin(
+        "PUT", f"/providers/{PROVIDER}", {"kind": "openai", "api_base": upstream.base_url}
+    )
+    assert put.status_code in (200, 201), put.text
+    route = {"deployments": [{"provider": PROVIDER, "model": MODEL}]}
+    put = await stack.admin("PUT", f"/routes/{ALIAS}", route)
+    assert put.status_code in (200, 201), put.text
+    try:
+        yield ALIAS
+    finally:
+        await stack.admin("DELETE", f"/routes/{ALIAS}")
+        await stack.admin("DELETE", f"/providers/{PROVIDER}")
+
+
+def _client(stack: Stack, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{stack.tail_url}/v1", api_key=key, max_retries=0)
+
+
+async def _create(client: openai.AsyncOpenAI, rid: str, **extra: Any) -> Any:
+    """A new response named ``rid``; re-sent while a head has not seen the new alias (404)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await client.responses.create(
+                model=ALIAS, input="remember 42", metadata={"response_id": rid}, **extra
+            )
+        except openai.NotFoundError:
+            assert time.monotonic() < deadline, "the route never appeared"
+            await asyncio.sleep(0.1)
+
+
+async def _continued(client: openai.AsyncOpenAI, rid: str) -> Any:
+    """``rid`` continued, once its owner is recorded (written just after the answer left)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await client.responses.create(
+                model=ALIAS, input="what number?", previous_response_id=rid
+            )
+        except openai.NotFoundError:
+            assert time.monotonic() < deadline, f"{rid} was never recorded for its key"
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_only_the_creating_key_continues_a_response(
+    stack: Stack, upstream: FakeOpenAI, native: str
+) -> None:
+    key_a, _ = await stack.new_key("prevresp-a")
+    key_b, _ = await stack.new_key("prevresp-b")
+    a, b = _client(stack, key_a), _client(stack, key_b)
+    try:
+        plain, streamed = f"resp_{secrets.token_hex(8)}", f"resp_{secrets.token_hex(8)}"
+        assert (await _create(a, plain)).id == plain
+        async with await _create(a, streamed, stream=True) as events:
+            ids = {e.response.id async for e in events if e.type == "response.created"}
+        assert ids == {streamed}
+        for rid in (plain, streamed):
+            assert (await _continued(a, rid)).output_text == "native: what number?"
+        sent = len(upstream.calls_for(MODEL))
+        for rid in (plain, streamed, f"resp_{secrets.token_hex(8)}"):
+            with pytest.raises(openai.NotFoundError) as refused:
+                await b.responses.create(
+                    model=ALIAS, input="what number?", previous_response_id=rid
+                )
+            error = refused.value.body
+            assert isinstance(error, dict)
+            assert error["message"] == f"Previous response with id '{rid}' not found."
+            assert error["type"] == "invalid_request_error"
+            assert error["param"] == "previous_response_id"
+        assert len(upstream.calls_for(MODEL)) == sent  # never forwarded
+    finally:
+        await a.close()
+        await b.close()
