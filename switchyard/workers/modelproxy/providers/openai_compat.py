@@ -101,7 +101,7 @@ class OpenAICompatible:
         except TimeoutError:
             raise ue.timed_out(name, "the response") from None
         except aiohttp.ClientError as exc:
-            raise ue.unreachable(name, _describe(exc)) from None
+            raise ue.connection_failed(name, exc) from None
         if call.op == "embed" and call.body.get("encoding_format") == "base64":
             data = embedding_format.base64_answer(data)  # for a server that ignores the field
         return Completion(data, usage_of(data))
@@ -125,7 +125,7 @@ class OpenAICompatible:
         except TimeoutError:
             raise ue.timed_out(name, "the first token") from None
         except aiohttp.ClientError as exc:
-            raise ue.unreachable(name, _describe(exc)) from None
+            raise ue.connection_failed(name, exc) from None
         return resp
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
@@ -172,7 +172,7 @@ class OpenAICompatible:
                 if event is not None:
                     yield event
         except aiohttp.ClientError as exc:
-            raise ue.unreachable(name, _describe(exc)) from None
+            raise ue.connection_failed(name, exc) from None
         except LineTooLong:
             raise ue.line_too_long(name) from None
         finally:
@@ -281,10 +281,6 @@ def stream_error(payload: bytes, provider: str, key: Secret | None) -> ApiError 
         code=code if isinstance(code, str) and code else "provider_error",
         retry_after=0.0 if request_error else None,
     )
-
-
-def _describe(exc: aiohttp.ClientError) -> str:
-    return type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
 
 
 def http_error(

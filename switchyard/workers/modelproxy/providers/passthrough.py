@@ -111,7 +111,7 @@ class Passthrough:
         except TimeoutError:
             raise ue.timed_out(name, "the response") from None
         except aiohttp.ClientError as exc:
-            raise ue.unreachable(name, type(exc).__name__) from None
+            raise ue.connection_failed(name, exc) from None
         if call.op in COUNTS:
             return Completion(data, None)  # a count, not an answer: nothing to bill
         usage = anthropic_usage(data) if call.op == "messages" else responses_usage(data)
@@ -140,7 +140,7 @@ class Passthrough:
         except TimeoutError:
             raise ue.timed_out(name, "the first token") from None
         except aiohttp.ClientError as exc:
-            raise ue.unreachable(name, type(exc).__name__) from None
+            raise ue.connection_failed(name, exc) from None
         return resp
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
@@ -190,7 +190,7 @@ class Passthrough:
                 for out in opening.take(event):
                     yield StreamEvent(out, tracker.usage)
         except aiohttp.ClientError as exc:
-            raise ue.unreachable(name, type(exc).__name__) from None
+            raise ue.connection_failed(name, exc) from None
         except LineTooLong:
             raise ue.line_too_long(name) from None
         finally:

@@ -11,6 +11,8 @@ the same.
 
 from __future__ import annotations
 
+import aiohttp
+
 from switchyard.bus.headers import parse_retry_after
 from switchyard.errors import (
     ApiError,
@@ -125,6 +127,21 @@ def _about_the_model(message: str, code: str | None) -> bool:
 
 def unreachable(provider: str, detail: str) -> ProviderUnreachable:
     return ProviderUnreachable(f"provider {provider} is unreachable: {detail}", provider=provider)
+
+
+def connection_failed(provider: str, exc: Exception) -> ProviderUnreachable:
+    """The failure of a provider call whose connection failed (``exc``: aiohttp's error). One
+    that closed while the answer came (a payload error, a server that disconnected) is said as
+    such: the provider was reached, and aiohttp's own wording (a ``TransferEncodingError: 400``
+    for a stream cut short) misleads."""
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return ProviderUnreachable(
+            f"provider {provider} closed the connection before its answer was complete",
+            provider=provider,
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError) and str(exc):
+        return unreachable(provider, str(exc))  # names the address and the system's reason
+    return unreachable(provider, type(exc).__name__)
 
 
 def cut_short(provider: str, missing: str = "no finish_reason, no [DONE]") -> ProviderError:
