@@ -385,19 +385,36 @@ def _restart(dep: Deployment, client: OpenAI, impatient: OpenAI, key_id: str) ->
     billing = _billing_state(dep, key_id)
     _wait(lambda: _spend_tokens(dep, key_id)[2] == 1, 30, "the first request's spend", billing)
 
-    # Requests queued while no model-proxy runs, with a deadline that outlives the restart:
-    # the HTTP clients give up, the requests stay in the DISPATCH stream.
+    # While no model-proxy runs: two HTTP requests whose callers give up (the edge cancels
+    # them; the server keeps the cancels in CANCELS, so no model-proxy serves or bills them
+    # after the restart), and a batch of three lines, whose caller (the batch runner) is
+    # durable: its lines wait in the DISPATCH stream through the restart and are served.
     for n in (1, 2):
         _podman("stop", "-t", "10", dep.container("modelproxy", n))
-    queued = 3
-    for _ in range(queued):
+    abandoned = 2
+    for _ in range(abandoned):
         with pytest.raises(Exception):  # noqa: B017, PT011  (the client's own timeout)
             impatient.chat.completions.create(
                 model="kept",
                 messages=[{"role": "user", "content": PROMPT}],
                 extra_headers={"X-Request-Timeout": "600"},
             )
-    assert dep.queued() == queued
+    lines = 3
+    rows = [
+        {
+            "custom_id": f"line-{n}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "kept", "messages": [{"role": "user", "content": PROMPT}]},
+        }
+        for n in range(lines)
+    ]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    file = client.files.create(file=("in.jsonl", data), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    _wait(lambda: dep.queued() == abandoned + lines, 60, "the batch's lines in the queue")
 
     compose.down(dep.project)
     assert (
@@ -416,11 +433,19 @@ def _restart(dep: Deployment, client: OpenAI, impatient: OpenAI, key_id: str) ->
         model="kept", messages=[{"role": "user", "content": PROMPT}]
     )
     assert reply.choices[0].message.content
-    # The queued requests were served after the restart, and billed once each: with the
-    # first and the last request, spend counts 2 + queued requests.
+    # The batch's queued lines were served after the restart and billed once each (a line the
+    # runner sent again may run twice, its result is kept once); the abandoned requests were
+    # neither: spend counts the first and the last request and the batch's lines.
+    _wait(lambda: client.batches.retrieve(batch.id).status == "completed", 120, "the batch to end")
+    done = client.batches.retrieve(batch.id)
+    assert done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (lines, 0)
+    output = client.files.content(done.output_file_id or "").text.splitlines()
+    assert sorted(json.loads(row)["custom_id"] for row in output) == [r["custom_id"] for r in rows]
     _wait(lambda: dep.queued() == 0, 60, "the queue to drain")
-    want = 2 + queued
+    want = 2 + lines
     _wait(lambda: _spend_tokens(dep, key_id)[2] == want, 60, f"{want} billed requests", billing)
+    time.sleep(3)  # a late bill of an abandoned request or a line's second run would show now
     assert _spend_tokens(dep, key_id) == (TOKENS[0] * want, TOKENS[1] * want, want)
 
 
