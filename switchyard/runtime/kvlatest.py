@@ -47,10 +47,14 @@ async def latest(
     async with readers_limit():
         watcher = await kv.watch(keys, inactive_threshold=READ_IDLE_S)
     out: dict[str, bytes] = {}
+    seen = 0
     try:
         async for entry in watcher:
-            if entry is None:  # nothing (more) stored under ``keys``
-                break
+            if entry is None:  # nothing (more) stored under ``keys``...
+                if seen or not await _delivered(watcher):
+                    break
+                continue  # ...or entries on their way: the last one has delta 0
+            seen += 1
             if entry.value and entry.operation not in MARKERS:
                 out[entry.key] = entry.value
                 if revisions is not None:
@@ -73,6 +77,18 @@ async def latest(
             with contextlib.suppress(Exception):
                 await js.delete_consumer(sub._stream, sub._consumer)
     return out
+
+
+async def _delivered(watcher: KeyValue.KeyWatcher) -> bool:
+    """Whether the server sent the watch entries it has not handed over yet. nats-py marks
+    "nothing stored" when the server had nothing left to send and its callback had taken
+    nothing yet: on a busy process, entries already sent may still wait for the callback, and
+    the read looked empty (a list or a sweep that saw no batches)."""
+    sub = watcher._sub
+    if sub is None:
+        return False
+    info = await sub.consumer_info()
+    return bool(info.num_pending or (info.delivered and info.delivered.consumer_seq))
 
 
 @contextlib.asynccontextmanager
