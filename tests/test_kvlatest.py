@@ -1,18 +1,20 @@
-"""One read of a KV bucket's live values (:func:`switchyard.runtime.kvlatest.latest`) against a
-real nats-server: it sees every stored value even when nats-py says "nothing stored" first."""
+"""One read of a KV bucket's live values (:func:`switchyard.runtime.kvlatest.latest`), and a
+follower's start (:class:`switchyard.runtime.kvwatch.KvFollower`), against a real nats-server:
+both see every stored value even when nats-py says "nothing stored" first."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest_asyncio
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from switchyard.runtime.kvlatest import latest
+from switchyard.runtime.kvwatch import KvFollower
 from tests.support import jetstream_server
 
 
@@ -23,19 +25,37 @@ async def js(tmp_path: Path) -> AsyncIterator[JetStreamContext]:
 
 
 class EarlyEmptyMarker(KeyValue):
-    """A bucket whose watches start with nats-py's "nothing stored" marker, as they do when the
-    server's answer to the watch's consumer-info request overtakes the entries it delivered
-    (seen once in 300 reads on an idle machine; under a loaded CI, a batch list came back
-    empty)."""
+    """A bucket whose watches say "nothing stored" before their entries, which come a moment
+    later: what nats-py does when the server's answer to the watch's consumer-info request
+    overtakes the entries it delivered (seen once in 300 reads on an idle machine; under a
+    loaded CI, a batch list came back empty)."""
+
+    late: ClassVar[set[asyncio.Task[None]]] = set()
 
     async def watch(self, *args: Any, **kwargs: Any) -> KeyValue.KeyWatcher:
         watcher = await super().watch(*args, **kwargs)
-        queued = []
-        while not watcher._updates.empty():
-            queued.append(watcher._updates.get_nowait())
-        await watcher._updates.put(None)
-        for entry in queued:
-            await watcher._updates.put(entry)
+        queue = watcher._updates
+        held: list[KeyValue.Entry] = []
+        async with asyncio.timeout(5):  # take every entry the server holds off the queue
+            while True:
+                entry = await queue.get()
+                if not isinstance(entry, KeyValue.Entry):  # nats-py's own marker
+                    if not held and (await self.status()).values == 0:
+                        break  # an empty bucket
+                    continue
+                held.append(entry)
+                if entry.delta == 0:
+                    break
+        await queue.put(None)
+
+        async def later() -> None:
+            await asyncio.sleep(0.3)
+            for entry in held:
+                await queue.put(entry)
+
+        task = asyncio.create_task(later())
+        self.late.add(task)
+        task.add_done_callback(self.late.discard)
         return watcher
 
 
@@ -64,3 +84,27 @@ async def test_an_empty_bucket_reads_empty_at_once(js: JetStreamContext) -> None
     deleted: set[str] = set()
     assert await asyncio.wait_for(latest(js, kv, ">", deleted=deleted), 10) == {}
     assert deleted == {"gone"}
+
+
+async def test_a_follower_starts_with_every_stored_value(js: JetStreamContext) -> None:
+    """A follower is ready (a head serves) only once the current contents are applied: an
+    early marker made a starting head briefly see no routes or keys."""
+    kv = await _bucket(js)
+    await kv.put("route.a", b"A")
+    await kv.put("route.b", b"B")
+
+    async def early_marker_bucket(bucket: str) -> KeyValue:
+        return kv
+
+    js.key_value = early_marker_bucket  # type: ignore[method-assign]
+    seen: dict[str, bytes | None] = {}
+
+    def on_entry(key: str, value: bytes | None, revision: int) -> None:
+        seen[key] = value
+
+    follower = KvFollower(js, "b", on_entry)
+    await follower.start()
+    try:
+        assert seen == {"route.a": b"A", "route.b": b"B"}
+    finally:
+        await follower.stop()

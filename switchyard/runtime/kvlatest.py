@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 from nats.js.kv import KeyValue
@@ -51,7 +52,7 @@ async def latest(
     try:
         async for entry in watcher:
             if entry is None:  # nothing (more) stored under ``keys``...
-                if seen or not await _delivered(watcher):
+                if seen or not await entries_on_the_way(watcher):
                     break
                 continue  # ...or entries on their way: the last one has delta 0
             seen += 1
@@ -79,15 +80,18 @@ async def latest(
     return out
 
 
-async def _delivered(watcher: KeyValue.KeyWatcher) -> bool:
-    """Whether the server sent the watch entries it has not handed over yet. nats-py marks
+async def entries_on_the_way(watcher: KeyValue.KeyWatcher) -> bool:
+    """Whether the server sent (or holds) watch entries not handed over yet. nats-py marks
     "nothing stored" when the server had nothing left to send and its callback had taken
     nothing yet: on a busy process, entries already sent may still wait for the callback, and
     the read looked empty (a list or a sweep that saw no batches)."""
     sub = watcher._sub
     if sub is None:
         return False
-    info = await sub.consumer_info()
+    try:
+        info = await sub.consumer_info()
+    except (NatsError, TimeoutError):  # cannot tell: what nats-py said stands
+        return False
     return bool(info.num_pending or (info.delivered and info.delivered.consumer_seq))
 
 

@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from switchyard.bus.flow_control import quiet_flow_control
+from switchyard.runtime.kvlatest import entries_on_the_way
 from switchyard.runtime.tasks import TaskSupervisor
 
 log = logging.getLogger("switchyard.kv")
@@ -88,8 +89,8 @@ class KvFollower:
         self, watcher: KeyValue.KeyWatcher, ready: asyncio.Future[None] | None, applied: int
     ) -> None:
         async for entry in watcher:
-            if entry is None:  # end of the initial contents
-                if ready is not None and not ready.done():
+            if entry is None:  # end of the initial contents (or entries still on their way)
+                if ready is not None and not ready.done() and not await entries_on_the_way(watcher):
                     ready.set_result(None)
                 continue
             if entry.revision <= applied:  # a watch opened again: applied already
