@@ -121,14 +121,15 @@ async def test_a_stored_cancel_is_remembered_from_when_it_was_sent(tmp_path: Pat
     stored, not from when a model-proxy read it."""
     async with jetstream_server(tmp_path) as (nc, _):
         await _stream(nc, tmp_path)
+        before = time.time()
         await _cancel(nc, "old")
         await nc.flush()
-        now = [time.time()]
+        after = time.time()  # the server stored it in between (a loaded machine: seconds)
+        now = [before + 599]  # read late in its window: it still counts, until its end
         cancels = Cancels(CancelMemory(default_s=600, clock=lambda: now[0]))
-        now[0] += 599  # read late in its window: it still counts, until its end
         await StoredCancels(nc, cancels).read()
         assert cancels.memory.holds("old", KEY_HASH, 1)
-        now[0] += 2
+        now[0] = after + 601
         assert not cancels.memory.holds("old", KEY_HASH, 1)
 
         late = Cancels(CancelMemory(default_s=600, clock=lambda: now[0]))

@@ -74,8 +74,9 @@ def test_idle_kv_followers_do_not_wake_the_process(tmp_path: Path) -> None:
     polled, quiet = _counting(run)
     print(f"wake-ups in 2 s: {polled} polled, {quiet} quiet")
     # nats-py's poll: four watches x 4 a second x 2 s = 32 timers, some of which fire in the
-    # same wake-up (a loaded CI machine counted 31).
-    assert polled >= 24, polled
+    # same wake-up (a loaded CI machine counted 31; one running two test processes, 19). At
+    # twice the quiet bound, the count still tells polling from quiet.
+    assert polled >= 16, polled
     # Quiet: only the 2 s sleep itself and the odd server heartbeat (every 5 s per watch).
     assert quiet <= 8, (quiet, polled)
 

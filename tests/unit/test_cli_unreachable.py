@@ -20,8 +20,9 @@ from tests.support import free_port
 
 pytestmark = pytest.mark.unit
 
-# Seconds, Python start-up included: the bug was "never"; a loaded 2-core CI box needs slack.
-BUDGET_S = 10.0
+# Seconds, Python start-up included: the bug was "never"; a loaded 2-core CI box running two
+# test processes needs slack (10 s was once 10.2 s there).
+BUDGET_S = 20.0
 
 
 def _run(config: Path, *argv: str, stdin: str = "") -> tuple[int, list[str], float]:
