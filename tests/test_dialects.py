@@ -54,6 +54,9 @@ async def agents(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI, claude: str
 ) -> AsyncIterator[Stack]:
     extra = {
+        # Tests here send one request after another to routes whose only deployment fails
+        # midway, which cools it (docs/routing.md): cooldowns end at once.
+        "routing": {"cooldown_s": 0.01},
         "providers": {
             "chat-only": {"kind": "openai-compatible", "api_base": upstream.base_url},
             "openai-native": {"kind": "openai", "api_base": upstream.base_url},

@@ -2,9 +2,11 @@
 
 A head that handles a reroute (a deployment answered 429, 5xx, timed out or was unreachable)
 writes ``cd.<deployment>`` with the time it may be used again: ``Retry-After`` when the provider
-sent one, else ``routing.cooldown_s``. Every head follows the bucket, so the next request on any
-head skips the deployment at once, and it comes back exactly when the cooldown ends (no polling
-cycle). Entries are plain data anyone can read: the admin API shows them.
+sent one, else ``routing.cooldown_s``. A model-proxy whose provider failed after part of the
+answer was sent (nothing to reroute, so no head hears of it) writes the same entry itself
+(:class:`CooldownWriter`). Every head follows the bucket, so the next request on any head skips
+the deployment at once, and it comes back exactly when the cooldown ends (no polling cycle).
+Entries are plain data anyone can read: the admin API shows them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import time
 
 import msgspec
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -65,10 +68,17 @@ class CooldownBook(Cooldowns):
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
         deployment = key[len(PREFIX) :]
-        if value is None:
+        if value is None:  # ended early (the admin API, a provider key stored)
             self._until.pop(deployment, None)
             return
-        self._until[deployment] = _DECODE.decode(value)
+        entry = _DECODE.decode(value)
+        current = self._until.get(deployment)
+        # A put never shortens a running cooldown: a model-proxy writes without reading the
+        # bucket (CooldownWriter), and its routing.cooldown_s must not cut a longer
+        # Retry-After short. Only a delete ends a cooldown early.
+        if current is not None and current.until > max(entry.until, time.time()):
+            return
+        self._until[deployment] = entry
 
     async def cool(self, deployment: str, seconds: float, *, status: int, reason: str) -> Cooldown:
         """Put ``deployment`` in cooldown for ``seconds`` (capped), for every head.
@@ -76,18 +86,10 @@ class CooldownBook(Cooldowns):
         A cooldown already lasting at least as long stays as it is (no write): requests that
         were in flight when it began keep failing, and must neither shorten it nor load KV.
         """
-        now = time.time()
-        until = now + min(max(seconds, 0.0), MAX_COOLDOWN_S)
+        entry = _entry(deployment, seconds, status=status, reason=reason)
         current = self._until.get(deployment)
-        if current is not None and current.until >= until:
+        if current is not None and current.until >= entry.until:
             return current
-        entry = Cooldown(
-            deployment=deployment,
-            until=until,
-            status=status,
-            reason=reason[:200],
-            since=now,
-        )
         self._until[deployment] = entry  # applies here at once, others follow the bucket
         if self._kv is not None:
             try:
@@ -98,3 +100,67 @@ class CooldownBook(Cooldowns):
             "deployment %s cooling down for %.1fs (%s %s)", deployment, seconds, status, reason
         )
         return entry
+
+
+class CooldownWriter:
+    """Puts deployments in cooldown for every head from a process that does not follow the
+    bucket: a model-proxy, which may write ``sy_health`` but not read it.
+
+    Every stream of a broken provider fails at about the same moment, so a deployment is
+    written once while the cooldown this writer last put for it runs (not once per failure).
+    The heads' longer cooldown is not shortened by the write: they keep the longer one
+    (:meth:`CooldownBook._on_entry`). A write that fails is logged, never raised: the request
+    it follows is answered all the same.
+    """
+
+    def __init__(self, js: JetStreamContext, *, logger: logging.Logger = log) -> None:
+        # Written by subject only: opening the bucket (``js.key_value``) reads its stream's
+        # info, which a writer may not. A put makes no other request.
+        self._kv = KeyValue(
+            name=subjects.HEALTH_BUCKET,
+            stream=f"KV_{subjects.HEALTH_BUCKET}",
+            pre=f"$KV.{subjects.HEALTH_BUCKET}.",
+            js=js,
+            direct=True,
+        )
+        self._log = logger
+        self._until: dict[str, float] = {}  # deployment -> end of the cooldown written here
+
+    async def cool(
+        self, deployment: str, seconds: float, *, status: int, reason: str
+    ) -> Cooldown | None:
+        """Put ``deployment`` in cooldown for ``seconds`` (capped); the entry written, or None
+        when none was (one written here still runs, or the write failed)."""
+        now = time.time()
+        if self._until.get(deployment, 0.0) > now:
+            return None
+        self._until = {d: until for d, until in self._until.items() if until > now}
+        entry = _entry(deployment, seconds, status=status, reason=reason)
+        self._until[deployment] = entry.until
+        try:
+            await self._kv.put(f"{PREFIX}{deployment}", _ENCODE.encode(entry))
+        except (TimeoutError, NatsError) as exc:  # NATS down, no bucket: answered all the same
+            self._until.pop(deployment, None)
+            self._log.warning(
+                "could not put deployment %s in cooldown (%s %s): %s",
+                deployment,
+                status,
+                reason,
+                type(exc).__name__,
+            )
+            return None
+        self._log.info(
+            "deployment %s cooling down for %.1fs (%s %s)", deployment, seconds, status, reason
+        )
+        return entry
+
+
+def _entry(deployment: str, seconds: float, *, status: int, reason: str) -> Cooldown:
+    now = time.time()
+    return Cooldown(
+        deployment=deployment,
+        until=now + min(max(seconds, 0.0), MAX_COOLDOWN_S),
+        status=status,
+        reason=reason[:200],
+        since=now,
+    )

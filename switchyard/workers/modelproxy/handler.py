@@ -6,8 +6,9 @@ stored. A worker that dies before the ack leaves the request to be redelivered t
 worker, which bills it under the same event id (accounting counts it once). A retryable
 provider failure before any content reached the caller goes back to the heads
 (``llm.v1.reroute``) for the next deployment; once content was sent, a failure ends the stream
-with an error message instead. A request queued for a deployment that has since left every
-route goes back the same way, but as a bounce, not a failed attempt (:func:`reroute_bounced`).
+with an error message instead, and cools the deployment from here (:mod:`.midstream`). A
+request queued for a deployment that has since left every route goes back the same way, but as
+a bounce, not a failed attempt (:func:`reroute_bounced`).
 A reroute no head confirms (none running, or too slow to answer) is answered with the failure
 itself, so the caller never waits for its deadline on a request nobody holds. A request whose
 provider key this model-proxy cannot fetch (Vault down, and no cached copy) goes back to its
@@ -43,6 +44,7 @@ from switchyard.errors import (
     ProviderTimeout,
     ServiceUnavailable,
 )
+from switchyard.runtime.cooldowns import CooldownWriter
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.runtime.throttle import Throttle
@@ -58,6 +60,7 @@ from switchyard.workers.modelproxy.handback import HAND_BACK_DELAY_S, hand_back,
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
 from switchyard.workers.modelproxy.metrics import ProxyMetrics
+from switchyard.workers.modelproxy.midstream import SentFailures
 from switchyard.workers.modelproxy.observe import Observer
 from switchyard.workers.modelproxy.pace import CallTimes
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
@@ -79,6 +82,7 @@ _OPS = frozenset({"chat", "complete", "embed", *COUNTS, *DIALECTS})
 _MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
 _DEADLINE_SLACK_S = 0.05  # a timer cut to the deadline may fire a little before it
+_COOL_WRITE_S = 2.0  # the longest a cooldown's write may hold a request's ack
 
 
 class Handler:
@@ -94,6 +98,7 @@ class Handler:
         stats: ProxyMetrics | None = None,
         traffic: TrafficMeter | None = None,
         tracing: Tracing = OFF,
+        handed_back: Callable[[str], None] | None = None,
     ) -> None:
         self.nc = nc
         self.stats = stats
@@ -113,6 +118,13 @@ class Handler:
         self.cancels = Cancels()
         self.owners = ResponseOwners(nc)  # who may continue which native Responses answer
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
+        # Told the deployment of each request handed back (its key could not be fetched here).
+        self._handed_back = handed_back
+        # A failure after part of an answer was sent reaches no head: it cools from here.
+        self.sent_failures = SentFailures(
+            CooldownWriter(nc.jetstream(timeout=_COOL_WRITE_S), logger=log),
+            default_s=settings.routing.cooldown_s,
+        )
 
     def target(self, deployment_id: str) -> Target | None:
         table = self._table()
@@ -295,6 +307,8 @@ class Handler:
             await job.msg.nak(delay=HAND_BACK_DELAY_S)
         except Exception:  # the connection is gone: redelivered after ack_wait anyway
             log.warning("could not hand back a request on %s", job.deployment_id, exc_info=True)
+        if self._handed_back is not None:
+            self._handed_back(job.deployment_id)
         if self._handing_back.ready():
             log.warning(
                 "%s; handing requests for %s back to the queue for another model-proxy",
@@ -331,6 +345,9 @@ class Handler:
                 log.info(
                     "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
                 )
+            if job.sent and not job.cancelled:  # after the answer: a slow write holds the ack only
+                summary = attempt_summary(job.deployment_id, exc)
+                await self.sent_failures.failed(job.deployment_id, exc, summary)
         return exc
 
     def _unbroken(self, job: Job) -> bool:
@@ -512,7 +529,7 @@ def reroute_failed(job: Job, exc: ApiError) -> Envelope:
     """The envelope of a request rerouted after a failed attempt: the deployment joins
     ``tried`` (not tried again for this request) and its failure the errors listed."""
     env = job.env
-    summary = f"{job.deployment_id}: {exc.status} {exc.message}".replace(";", ",")[:200]
+    summary = attempt_summary(job.deployment_id, exc)
     errors = f"{env.errors}; {summary}" if env.errors else summary
     return env.with_(
         tried=(*env.tried, job.deployment_id),
@@ -522,6 +539,11 @@ def reroute_failed(job: Job, exc: ApiError) -> Envelope:
         # missing key (0: no cooldown) answers the moment someone stores it.
         retry_after=0.0 if ue.no_cooldown(exc) else exc.retry_after,
     )
+
+
+def attempt_summary(deployment_id: str, exc: ApiError) -> str:
+    """A failed attempt as the errors listed name it, and the cooldown it starts."""
+    return f"{deployment_id}: {exc.status} {exc.message}".replace(";", ",")[:200]
 
 
 def reroute_bounced(job: Job) -> Envelope:
