@@ -50,6 +50,7 @@ from typing import Any
 from aiohttp import web
 
 from switchyard.stack.ports import listen_port
+from tests.fakes.events import NumberedEvents
 
 NATIVE_COUNT = 3000
 
@@ -442,13 +443,7 @@ class FakeOpenAI:
             return web.json_response(response)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        seq = 0
-
-        async def send(kind: str, fields: dict[str, Any]) -> None:
-            nonlocal seq
-            doc = {"type": kind, "sequence_number": seq, **fields}
-            seq += 1
-            await resp.write(f"event: {kind}\ndata: {json.dumps(doc)}\n\n".encode())
+        send = NumberedEvents(resp).send
 
         started = {**response, "status": "in_progress", "output": [], "usage": None}
         await send("response.created", {"response": started})

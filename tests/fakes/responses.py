@@ -10,12 +10,12 @@ the requested model:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.events import NumberedEvents
 from tests.fakes.server import FakeServer
 
 TEXT = "native answer"
@@ -37,13 +37,7 @@ class FakeResponses(FakeServer):
         model = body.get("model", "")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        seq = 0
-
-        async def send(kind: str, fields: dict[str, Any]) -> None:
-            nonlocal seq
-            doc = {"type": kind, "sequence_number": seq, **fields}
-            seq += 1
-            await resp.write(f"event: {kind}\ndata: {json.dumps(doc)}\n\n".encode())
+        send = NumberedEvents(resp).send
 
         response: dict[str, Any] = {
             "id": "resp_fake",
