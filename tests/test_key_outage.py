@@ -2,8 +2,10 @@
 
 * A model-proxy started during a Vault outage has no keys, while the one that ran before serves
   from its cache: requests it pulls go back to the queue for the other one, instead of 503s
-  (235 of 564 before). When no model-proxy has the key, the client gets a 503 with
-  ``Retry-After``, not a wait until its deadline.
+  (235 of 564 before), and it stops pulling that deployment a while, so under load the
+  requests go to the other one rather than back to it (about one in seven still ended in a
+  503 before). When no model-proxy has the key, the client gets a 503 with ``Retry-After``,
+  not a wait until its deadline.
 * A rotation made while a model-proxy's connection was down (its change event lost) applies
   once it reconnects, not at the next refresh; a Vault outage at that moment leaves the cached
   key serving.
@@ -13,9 +15,9 @@
 Its own stack: a long key TTL (120 s) so that cached keys outlive the outage, where the session
 stack's 3 s would expire while a model-proxy restarts. The `keyed` deployment has one slot, so
 each model-proxy has at most one pull request waiting and JetStream, which serves them in
-order, gives a request handed back to the other model-proxy: the test is deterministic. Under
-concurrent load a hand-back reaches another model-proxy only by chance (about one in two with
-two of them), which ``modelproxy.max_deliver`` bounds.
+order, gives a request handed back to the other model-proxy: the test is deterministic. The
+`loaded` deployment has 8 slots: under concurrent load a hand-back would reach another
+model-proxy only by chance (about one in two with two of them), but for the pause.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -36,7 +39,7 @@ import pytest_asyncio
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
 from switchyard.bus.secrets_admin import SecretsAdmin
-from switchyard.errors import VaultUnavailable
+from switchyard.errors import ServiceUnavailable, VaultUnavailable
 from switchyard.runtime.shutdown import disconnect
 from switchyard.secrets.vault import Vault
 from switchyard.stack.process import ManagedProcess
@@ -49,6 +52,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SERVED = "outage-key"  # the `keyed` route's provider key
 ROTATED = "rotated-key"  # the `rotated` route's
+LOADED = "loaded-key"  # the `loaded` route's
 LOST = "provider keys cannot be read or changed"  # the secrets service's log lines
 BACK = "Vault/OpenBao answers again"
 
@@ -66,10 +70,15 @@ async def keyed(
         }
 
     extra = {
-        "providers": {"keyed": provider(SERVED, 1), "rotated": provider(ROTATED, 8)},
+        "providers": {
+            "keyed": provider(SERVED, 1),
+            "rotated": provider(ROTATED, 8),
+            "loaded": provider(LOADED, 8),
+        },
         "routes": {
             "keyed": {"deployments": [{"provider": "keyed", "model": "echo:keyed"}]},
             "rotated": {"deployments": [{"provider": "rotated", "model": "echo:rotated"}]},
+            "loaded": {"deployments": [{"provider": "loaded", "model": "jitter:20-150"}]},
         },
         "modelproxy": {"secret_ttl_s": 120, "ack_wait_s": 4, "keepalive_s": 1},
     }
@@ -110,6 +119,23 @@ async def _vault_down(stack: Stack) -> AsyncIterator[None]:
     finally:
         await bao.start()
         assert await bao.wait_healthy(60), bao.tail_log()
+
+
+async def _vault_answers(stack: Stack) -> None:
+    """Wait until the secrets service reads Vault again (it notices on its next request)."""
+    nc = await stack.connect("admin")
+    try:
+        admin = SecretsAdmin(nc, actor="test")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await admin.list()
+                return
+            except ServiceUnavailable:
+                assert time.monotonic() < deadline, "the secrets service does not read Vault"
+                await asyncio.sleep(0.25)
+    finally:
+        await nc.close()
 
 
 async def _restart(proc: ManagedProcess) -> None:
@@ -166,6 +192,46 @@ async def test_a_model_proxy_started_in_a_vault_outage_hands_requests_to_one_wit
     assert 1 <= len(lost) <= 3, lost
     assert len(_log_lines(vault, BACK)) > back_before
     assert not _log_lines(vault, value)
+
+
+async def test_under_load_a_model_proxy_without_the_key_leaves_the_requests_to_one_with_it(
+    keyed: Stack, upstream: FakeOpenAI
+) -> None:
+    """Many requests at once, each model-proxy pulling several: a request handed back went to
+    whichever pulled next, as likely the one without the key, and some used every delivery
+    there and ended in a 503 (about one in seven at 20 a second). The one without the key now
+    stops pulling the deployment after a hand-back, so the other one gets its requests."""
+    value = "sk-loaded-" + secrets.token_hex(12)
+    await _store(keyed, LOADED, value)
+    await asyncio.sleep(0.5)  # both model-proxies fetched it (change event)
+    for _ in range(4):
+        assert (await _chat(keyed, "loaded")).status_code == 200
+    first = keyed.process("modelproxy-1")
+    async with _vault_down(keyed):
+        await _restart(first)  # no key, and none to be had
+        async with httpx.AsyncClient(timeout=60) as http:
+
+            async def one() -> int:
+                resp = await http.post(
+                    f"{keyed.tail_url}/v1/chat/completions",
+                    json={"model": "loaded", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"Authorization": f"Bearer {keyed.api_key}"},
+                )
+                return resp.status_code
+
+            calls = []
+            for _ in range(60):  # about 20 a second
+                calls.append(asyncio.create_task(one()))
+                await asyncio.sleep(0.05)
+            statuses = await asyncio.gather(*calls)
+        assert statuses.count(200) == 60, Counter(statuses)
+        assert upstream.calls_for("jitter:20-150")[-1].headers["Authorization"] == (
+            f"Bearer {value}"
+        )
+        # The restarted one did pull some of them, handed them back and paused the deployment.
+        assert _log_lines(first, "back to the queue for another model-proxy")
+        assert _log_lines(first, "not pulling requests for")
+    await _vault_answers(keyed)
 
 
 class _Relay:

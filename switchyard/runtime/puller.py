@@ -14,6 +14,14 @@ advisory: pull requests live on the consumer's leader and die with its node with
 the advisory says so at once where the watchdog would take three heartbeats. On stop the
 subscription goes first; the server skips pull requests without a subscriber, so no message is
 stranded.
+
+:meth:`Puller.pause` stops taking messages without stopping: the subscription is drained (the
+server is told first, then what it sent before hearing so is handled as usual), which leaves the
+pull requests out without a subscriber, so JetStream gives their messages to the other
+processes. A message the server was handing to the inbox at the very moment it heard may still
+arrive once the subscription is gone; like one in flight on stop, it comes again after the
+consumer's ``ack_wait``. :meth:`Puller.resume` subscribes a fresh inbox and pulls again, at first
+as few messages as its caller asks. Requests in hand carry on through both.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ log = logging.getLogger("switchyard.puller")
 Handle = Callable[[Msg, str], Awaitable[None]]
 _ENCODE = msgspec.json.Encoder()
 _NS = 1_000_000_000
+_RETIRE_WAIT_S = 2.0  # on stop, for the inboxes a pause is draining
 _STATUS = {"503": "no responders: the consumer has no leader for now, as in a failover"}
 
 
@@ -74,25 +83,49 @@ class Puller:
         self._inflight = 0
         self._work = TaskSupervisor(f"pull-{deployment_id}")
         self._loops = TaskSupervisor(f"pull-watch-{deployment_id}")
+        self._retiring = TaskSupervisor(f"pull-pause-{deployment_id}")  # draining inboxes
         self._sub: Subscription | None = None
         self._leaders: Subscription | None = None
         self._inbox = ""
         self._last_heard = 0.0
         self._stopping = False
+        self._paused = False
+        # While set, at most this many messages in hand or asked for (after a resume).
+        self._first: int | None = None
         self._retry: asyncio.TimerHandle | None = None
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     async def start(self) -> None:
-        self._inbox = self.nc.new_inbox()
-        self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
+        await self._open()
         self._leaders = await self.nc.subscribe(self._leader_elected, cb=self._on_leader_elected)
-        self._last_heard = asyncio.get_running_loop().time()
         self._loops.spawn(self._watch())
         await self._top_up()
 
+    async def _open(self) -> None:
+        """Subscribe a fresh inbox for the pull requests from now on."""
+        inbox = self.nc.new_inbox()
+
+        async def on_message(msg: Msg) -> None:
+            await self._on_message(msg, inbox)
+
+        sub = await self.nc.subscribe(inbox, cb=on_message)
+        if self._stopping:  # stopped meanwhile
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        elif self._paused:  # paused meanwhile
+            self._retiring.spawn(self._retire(sub))
+        else:
+            self._inbox, self._sub = inbox, sub
+            self._last_heard = asyncio.get_running_loop().time()
+
     async def _top_up(self) -> None:
-        if self._stopping or not self.nc.is_connected:
+        if self._stopping or self._paused or self._sub is None or not self.nc.is_connected:
             return
-        free = self.capacity - self._inflight - self._outstanding
+        capacity = self.capacity if self._first is None else min(self.capacity, self._first)
+        free = capacity - self._inflight - self._outstanding
         if free <= 0 or (self._outstanding > 0 and free < self._threshold):
             return
         request = {
@@ -104,17 +137,25 @@ class Puller:
         try:
             await self.nc.publish(self._next, _ENCODE.encode(request), reply=self._inbox)
         except Exception:  # disconnected: the watchdog or the reconnect hook re-issues it
-            self._outstanding -= free
+            self._outstanding = max(0, self._outstanding - free)  # a pause may have zeroed it
             log.warning("could not issue a pull request for %s", self.deployment_id, exc_info=True)
 
-    async def _on_message(self, msg: Msg) -> None:
-        self._last_heard = asyncio.get_running_loop().time()
+    async def _on_message(self, msg: Msg, inbox: str) -> None:
+        # Another inbox's: one drained by a pause, whose pull requests are given up.
+        current = self._sub is not None and inbox == self._inbox
         status = msg.headers.get("Status") if msg.headers else None
         if status is None:
-            self._outstanding = max(0, self._outstanding - 1)
+            if current:
+                self._last_heard = asyncio.get_running_loop().time()
+                self._outstanding = max(0, self._outstanding - 1)
+            if self._work.closed:  # stopping: redelivered after ack_wait, as on stop
+                return
             self._inflight += 1
             self._work.spawn(self._run(msg))
             return
+        if not current:  # the status of a pull request given up: its credits are gone already
+            return
+        self._last_heard = asyncio.get_running_loop().time()
         if status == "100":  # idle heartbeat: the pull requests are alive
             return
         pending = msg.headers.get("Nats-Pending-Messages") if msg.headers else None
@@ -152,6 +193,8 @@ class Puller:
             await self._handle(msg, self.deployment_id)
         finally:
             self._inflight -= 1
+            if not self._paused:  # handled without a pause: the full capacity again
+                self._first = None
             await self._top_up()
 
     async def _watch(self) -> None:
@@ -184,6 +227,42 @@ class Puller:
         self._outstanding = 0
         self._schedule_retry(0.05)
 
+    def pause(self) -> None:
+        """Take no more messages until :meth:`resume`; requests in hand carry on. Idempotent.
+
+        The inbox is drained in the background: the server hears first that nobody listens
+        there any more, so it skips the pull requests out (their messages go to the other
+        processes, or wait in the queue), and the messages it sent before are handled as usual
+        (see the module's docstring for one sent at that very moment).
+        """
+        if self._paused or self._stopping:
+            return
+        self._paused = True
+        self._first = None
+        self._outstanding = 0
+        sub, self._sub, self._inbox = self._sub, None, ""
+        if sub is not None:
+            self._retiring.spawn(self._retire(sub))
+
+    async def resume(self, first: int | None = None) -> None:
+        """Pull again after :meth:`pause`, through a fresh inbox: at most ``first`` messages
+        at a time (in hand or asked for) until one of them is handled without a new pause,
+        then ``capacity``. Idempotent."""
+        if not self._paused or self._stopping:
+            return
+        self._paused = False
+        self._first = first
+        await self._open()
+        await self._top_up()
+
+    async def _retire(self, sub: Subscription) -> None:
+        try:
+            await sub.drain()  # type: ignore[no-untyped-call]
+        except Exception:  # disconnected or closing: the pull requests die with the connection
+            log.info("could not drain a paused inbox of %s", self.deployment_id, exc_info=True)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
     async def stop(self, grace: float) -> None:
         """Stop pulling, finish requests in hand within ``grace``. Idempotent."""
         self._stopping = True
@@ -195,5 +274,7 @@ class Puller:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
         self._sub = self._leaders = None
+        # Inboxes a pause is draining: what they still deliver is handled (one round trip).
+        await self._retiring.drain(min(grace, _RETIRE_WAIT_S))
         await self._loops.cancel_all()
         await self._work.drain(grace)

@@ -9,7 +9,8 @@ deliveries, which ``modelproxy.max_deliver`` bounds: the last one is never hande
 request no model-proxy can serve ends after at most ``max_deliver - 1`` hand-backs. It is then
 rerouted like any retryable failure, without a cooldown (the provider is fine); or, when its
 route has nowhere else to send it, answered here: 503 ``secret_unavailable`` with
-``Retry-After``.
+``Retry-After``. After each hand-back this model-proxy stops pulling that deployment a while
+(:mod:`.key_pause`), so the requests go to the model-proxies that hold the key, not back here.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ A deployment taken out of the route table keeps its pull loops until its queue i
 request still queued for it goes back to the heads (``deployment_removed``, no cooldown), which
 route it by the table as it is now. Stopped at once, they left those requests waiting in the
 queue until their deadline, the runbooks' "take it out of the route" included.
+
+A deployment whose provider key cannot be fetched here (Vault down, nothing cached) is not
+pulled for a few seconds after each request handed back for it (:mod:`.key_pause`), so the
+model-proxies that hold the key take its requests.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
 from switchyard.workers.modelproxy.handler import Handler
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
+from switchyard.workers.modelproxy.key_pause import KeyPauses
 from switchyard.workers.modelproxy.metrics import ProxyMetrics
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.stored_cancels import StoredCancels
@@ -57,6 +62,9 @@ class ModelProxy:
         self.stats = ProxyMetrics(proc.metrics)
         self.traffic = TrafficMeter(nc, proc.instance)
         self.heartbeats = Heartbeats(nc, keepalive_s=mp.keepalive_s, progress_s=mp.ack_wait_s / 3)
+        self.workers: dict[str, Puller] = {}
+        # Deployments not pulled for a while: their key cannot be fetched here (key_pause).
+        self.key_pauses = KeyPauses(self.workers.get, self._secret_of, self.keys.get)
         self.handler = Handler(
             nc,
             settings=settings,
@@ -67,9 +75,9 @@ class ModelProxy:
             stats=self.stats,
             traffic=self.traffic,
             tracing=proc.tracing,
+            handed_back=self.key_pauses.handed_back,
         )
         self.stats.watch(self.keys, self.handler.usage)
-        self.workers: dict[str, Puller] = {}
         self.draining: dict[str, Puller] = {}  # removed deployments whose queue is emptied
         self._drains = TaskSupervisor("drains")
         self._routes = KvFollower(
@@ -80,6 +88,10 @@ class ModelProxy:
         self.stored_cancels = StoredCancels(nc, self.handler.cancels)
         self._catch_up = TaskSupervisor("stored-cancels")
         self.ready = False
+
+    def _secret_of(self, dep_id: str) -> str | None:
+        target = self.handler.target(dep_id)
+        return target.provider.secret if target is not None else None
 
     async def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
         if value is None:
@@ -104,6 +116,7 @@ class ModelProxy:
                 )
                 self.draining[dep_id] = puller
                 self.handler.pace.forget(dep_id)
+                await self.key_pauses.forget(dep_id)  # bouncing its queue takes no key
                 # Rerouting takes no provider call: pull what is queued without waiting behind
                 # the calls in hand (control raised the consumer's limit the same way).
                 await puller.resize(DRAIN_ACK_PENDING)
@@ -182,6 +195,7 @@ class ModelProxy:
         await self._routes.stop()
         await self._drains.cancel_all()
         await self._catch_up.cancel_all()
+        await self.key_pauses.stop()  # paused pullers stop like the others
         pullers = (*self.workers.values(), *self.draining.values())
         await asyncio.gather(*(w.stop(grace) for w in pullers))
         # Only now: calls still running in the grace period stop when their callers leave.
