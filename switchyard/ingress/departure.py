@@ -24,6 +24,8 @@ from switchyard.runtime.tasks import TaskSupervisor
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 
+CLIENT_CLOSED = 499  # the status nginx logs for a client that left before its answer
+
 
 class ClientGone(Exception):
     """The HTTP client disconnected (before sending its whole body, or before its answer)."""

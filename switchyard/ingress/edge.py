@@ -223,13 +223,15 @@ def _header_key(request: Request) -> str | None:
 @dataclass(slots=True)
 class FinalReply:
     """The final message of a request, once it arrived (its usage settles the TPM estimate),
-    when the first streamed content went out (``perf_counter`` time, 0 before), and the error
+    when the first streamed content went out (``perf_counter`` time, 0 before), the error
     message it got instead of an answer, if one came (it names the deployment that refused,
-    which the HTTP error answer passes on)."""
+    which the HTTP error answer passes on), and the error that ended a stream after it
+    started, if one did (the metrics count the stream as failed with it)."""
 
     reply: Reply | None = None
     first_at: float = 0.0
     refusal: Reply | None = None
+    failure: ApiError | None = None
 
     @property
     def total_tokens(self) -> int | None:
@@ -246,9 +248,11 @@ async def sse_frames(
 ) -> AsyncIterator[bytes]:
     """Frame reply messages as server-sent events; errors after the first byte end the stream.
 
-    ``final`` receives the final message (usage, deployment). For the Responses and Messages
-    dialects the chunks already are whole SSE events (``event:`` and ``data:``), relayed as
-    they are, and the stream ends with the dialect's own last event rather than ``[DONE]``.
+    ``final`` receives the final message (usage, deployment), or the error that ended the
+    stream (``final.failure``). For the Responses and Messages dialects the chunks already are
+    whole SSE events (``event:`` and ``data:``), relayed as they are, and the stream ends with
+    the dialect's own last event rather than ``[DONE]``. A healthy stream's chunks cost nothing
+    more for the failure's sake: only the ending does.
     """
     chat = dialect not in ("responses", "messages")
     reply: Reply | None = first
@@ -266,10 +270,15 @@ async def sse_frames(
                     yield SSE_DONE
                 return
             elif kind is ReplyKind.ERROR:
-                yield sse(reply.body) if chat else _dialect_error(error_from_reply(reply), dialect)
+                failure = error_from_reply(reply)
+                if final is not None:
+                    final.failure = failure
+                yield sse(reply.body) if chat else _dialect_error(failure, dialect)
                 return
             reply = await anext(rest, None)
     except ApiError as exc:
+        if final is not None:
+            final.failure = exc
         yield sse_error(exc) if chat else _dialect_error(exc, dialect)
     finally:
         await rest.aclose()  # a client that went away releases its reply inbox at once

@@ -43,7 +43,7 @@ from switchyard.dialects.probes import (
     probe_responses,
 )
 from switchyard.errors import ApiError, InvalidRequest, PayloadTooLarge, ServiceUnavailable
-from switchyard.ingress.departure import ClientGone, Departure, Stoppable
+from switchyard.ingress.departure import CLIENT_CLOSED, ClientGone, Departure, Stoppable
 from switchyard.ingress.edge import (
     SAFE_ID,
     Edge,
@@ -126,7 +126,6 @@ _WANTED = frozenset(
 
 
 _ANTHROPIC_VERSION = anthropic.VERSION_HEADER.encode()
-CLIENT_CLOSED = 499  # the status nginx logs for a client that left before its answer
 
 
 class FastPath:
@@ -235,6 +234,7 @@ class FastPath:
         except ApiError as exc:
             await _refuse(send, call, exc, request_id, started=state["started"])
         except ClientGone:
+            call.left = True  # counted as a client that left (metrics), streamed or not
             if not state["started"]:  # a stream that began keeps the status it was sent with
                 call.status = CLIENT_CLOSED
         except Exception:  # the edge's error boundary: answer 500 in OpenAI shape, keep serving
@@ -250,7 +250,11 @@ class FastPath:
 
 @dataclass(slots=True)
 class _Call:
-    """One LLM request at the edge: what the metrics, the span and the limiter learn at its end."""
+    """One LLM request at the edge: what the metrics, the span and the limiter learn at its end.
+
+    ``status`` is the HTTP status sent; ``failure`` the error answered, or that ended a stream
+    after it started (its own, or ``final.failure`` from the replies); ``left``: the client
+    left before its answer ended."""
 
     op: str
     route: str
@@ -258,25 +262,30 @@ class _Call:
     model: str = ""
     status: int = 200
     failure: ApiError | None = None
+    left: bool = False
     hop: Hop = NO_HOP
     ticket: Ticket | None = None
     final: FinalReply = field(default_factory=FinalReply)
 
     def finish(self, edge: Edge) -> None:
         final = self.final
+        failure = self.failure if self.failure is not None else final.failure
         if self.ticket is not None and edge.limiter is not None:
             edge.limiter.settle(self.ticket, final.total_tokens)
         if self.hop.span is not None:
             self.hop.set({"http.response.status_code": self.status})
-            self.hop.end(self.failure)
+            self.hop.end(failure)
         if edge.stats is not None:
+            refusal = final.refusal  # names a deployment when one took the request
             edge.stats.llm(
                 self.route,
                 self.op,
                 self.model,
                 status=self.status,
                 seconds=time.perf_counter() - self.began,
-                error=self.failure,
+                error=failure,
+                left=self.left,
+                served=bool(final.first_at or (refusal is not None and refusal.deployment)),
                 ttft=final.first_at - self.began if final.first_at else None,
                 usage=final.reply.usage if final.reply is not None else None,
             )
@@ -581,8 +590,8 @@ async def _stream(
     )
     final.first_at = time.perf_counter()
     async for frame in frames:
-        if departure.gone:
-            return  # the client left (and the wait for this frame was not interrupted)
+        if departure.gone:  # the client left (and the wait for this frame was not interrupted)
+            raise ClientGone
         await send({"type": "http.response.body", "body": frame, "more_body": True})
     if not departure.gone:
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,31 +1,40 @@
 """What an edge exports: HTTP requests by route and status, refusals by reason, and what it
 serves its own clients in GenAI server terms (request duration, time to first token, time per
-output token). Edges also count answered requests by status class for their heartbeat."""
+output token). Edges also count answered requests by status class for their heartbeat.
+
+A request's outcome is what the client got, which for a stream is not always the status it
+was sent: a stream that fails after it started (its last event the error) counts with the
+error's class and status class, as the same failure of a whole answer would; a client that
+left before its answer ended, whole or streamed, counts with ``error_type`` ``sc.CALLER_LEFT``
+(``cancelled``, the model-proxies' class of a call its caller left) in the status class of
+:data:`~.departure.CLIENT_CLOSED` (499). Only the HTTP counter keeps the status actually sent.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
 from switchyard.errors import ApiError, RateLimited
+from switchyard.ingress.departure import CLIENT_CLOSED
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.error_labels import error_class
 from switchyard.runtime.metrics import Bounded, Metrics
 from switchyard.schemas.openai import Usage
 
-# Refusal reasons by error code (the label of switchyard_refusals_total).
-_REASONS = {
-    "missing_api_key": "auth",
-    "invalid_api_key": "auth",
-    "api_key_revoked": "auth",
-    "api_key_expired": "auth",
-    "model_not_allowed": "model",
-    "budget_exceeded": "budget",
+# Refusal reasons (the label of switchyard_refusals_total) of the client errors (4xx) the edge
+# answers itself or relays from a head, by status; every other 4xx is ``invalid``. Codes
+# that say more than their status come first (_BY_CODE), and a key's limit (rpm, tpm,
+# parallel, budget) names itself. docs/operations.md lists them.
+_BY_STATUS = {401: "auth", 403: "model", 404: "model", 413: "too_large", 429: "capacity"}
+_BY_CODE = {
+    "too_many_failed_authentications": "auth",  # 429 for an address sending unknown keys
     "too_many_concurrent_requests": "parallel",
-    "request_too_large": "too_large",
-    "invalid_header": "invalid",
-    "invalid_json": "invalid",
-    "invalid_request": "invalid",
+    "budget_exceeded": "budget",
+    "tenant_queue_full": "capacity",  # the head's 429s: no room now, not the key's limits
+    "deployments_rate_limited": "capacity",
+    "previous_response_not_found": "invalid",  # a 404 about the request, not its model
 }
+INVALID = "invalid"
 # Statuses a request can get before any worker saw its model: the model label is not trusted.
 _UNROUTED = frozenset({400, 401, 403, 404, 413})
 
@@ -34,6 +43,20 @@ def status_class(status: int) -> str:
     if status == 429:
         return "429"
     return f"{status // 100}xx"
+
+
+def refusal_reason(error: ApiError, status: int, *, served: bool = False) -> str | None:
+    """The refusal reason of ``error`` answered with ``status``, or None when it is no
+    refusal: a 5xx, or an error of a deployment (a provider's 4xx passed on, a model-proxy's
+    own, anything after a stream started: ``served``), except the head's codes above."""
+    if isinstance(error, RateLimited) and error.limit:
+        return error.limit
+    reason = _BY_CODE.get(error.code or "")
+    if reason is not None:
+        return reason
+    if served or not 400 <= status < 500:
+        return None
+    return _BY_STATUS.get(status, INVALID)
 
 
 class EdgeMetrics:
@@ -45,8 +68,8 @@ class EdgeMetrics:
         )
         self._refusals: Counter = metrics.counter(
             sc.REFUSALS,
-            "Requests refused at the edge, by reason (auth, model, rpm, tpm, parallel, budget, "
-            "too_large, invalid).",
+            "LLM requests answered with a client error (4xx) before any deployment took them, "
+            "by reason (auth, model, rpm, tpm, parallel, budget, capacity, too_large, invalid).",
             [sc.REASON],
         )
         genai = (sc.OPERATION, sc.REQUEST_MODEL)
@@ -86,29 +109,41 @@ class EdgeMetrics:
         status: int,
         seconds: float,
         error: ApiError | None = None,
+        left: bool = False,
+        served: bool = False,
         ttft: float | None = None,
         usage: Usage | None = None,
     ) -> None:
-        """One LLM request answered (``error`` set when it failed)."""
-        self.by_class[status_class(status)] = self.by_class.get(status_class(status), 0) + 1
+        """One LLM request ended. ``status``: the HTTP status sent (a stream keeps its 200);
+        ``error``: its failure, also one that ended a stream; ``left``: the client left
+        before its answer ended; ``served``: a deployment took it (see :func:`refusal_reason`).
+        ``ttft``: when the first content went out, if it did (observed whatever came next)."""
         counter = self._requests.get((route, status))
         if counter is None:
             counter = self._requests[(route, status)] = self._http.labels(
                 route, "POST", str(status)
             )
         counter.inc()
-        operation = sc.OPERATIONS.get(op, sc.OTHER)
+        outcome = status
         if error is not None:
-            reason = _REASONS.get(error.code or "")
-            if isinstance(error, RateLimited) and error.limit:
-                reason = error.limit
+            if status < 400:  # a stream that failed after it started
+                outcome = error.status
+            reason = refusal_reason(error, outcome, served=served)
             if reason is not None:
                 self._refusals.labels(reason).inc()
+            error_type = self._error(error_class(error, outcome))
+        elif left:
+            outcome = CLIENT_CLOSED
+            error_type = sc.CALLER_LEFT
+        else:
+            error_type = ""
+        kind = status_class(outcome)
+        self.by_class[kind] = self.by_class.get(kind, 0) + 1
+        operation = sc.OPERATIONS.get(op, sc.OTHER)
         label = sc.OTHER if status in _UNROUTED else self._model(model)
-        error_type = "" if error is None else self._error(error_class(error, status))
         self._duration.labels(operation, label, error_type).observe(seconds)
-        if ttft is not None and error is None:
+        if ttft is not None:  # the first token did go out, whatever happened after it
             self._ttft.labels(operation, label).observe(ttft)
-            if usage is not None and usage.completion_tokens > 1:
+            if not error_type and usage is not None and usage.completion_tokens > 1:
                 per_token = (seconds - ttft) / (usage.completion_tokens - 1)
                 self._tpot.labels(operation, label).observe(max(0.0, per_token))

@@ -96,9 +96,12 @@ QUEUE_WAIT = "switchyard_queue_wait_seconds"  # deployment: stored -> picked up
 IN_FLIGHT = "switchyard_requests_in_flight"  # deployment (this process)
 SECRET_CACHE = "switchyard_secret_cache_total"  # result: hit, miss, error
 USAGE_EVENTS = "switchyard_usage_events_total"  # result: published, dropped
-# Requests whose caller left (llm.v1.cancel). A counter of its own, not an error_type: a client
-# leaving is no provider failure, and the error ratio and its alerts must not rise with it.
+# Requests whose caller left (llm.v1.cancel). A counter of its own, and no provider error: a
+# client leaving is no provider failure, and the error ratios and their alerts must not rise
+# with it. The duration histograms time such a request under error_type CALLER_LEFT, so the
+# latency of successes (error_type "") leaves it out.
 CANCELLED = "switchyard_cancelled_requests_total"  # deployment, stage: queued, serving
+CALLER_LEFT = "cancelled"
 STAGE = "stage"
 RESULT = "result"
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

@@ -1,0 +1,169 @@
+"""What the edge's request metrics count at a request's end: the outcome a client got (a
+stream that failed after it started, a client that left), and the refusal reason of every
+client error the edge answers before a deployment took the request.
+
+Pure logic: :class:`EdgeMetrics` on a registry of its own, read back as Prometheus would, and
+:func:`sse_frames` handing the error that ended a stream to the request's :class:`FinalReply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import pytest
+
+from switchyard.bus.replies import Reply, ReplyKind
+from switchyard.errors import (
+    ApiError,
+    AuthenticationFailed,
+    DeadlineExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ProviderError,
+    RateLimited,
+    ServiceUnavailable,
+)
+from switchyard.ingress.edge import FinalReply, sse_frames
+from switchyard.ingress.metrics import EdgeMetrics, refusal_reason
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.metrics import Metrics
+from switchyard.schemas.openai import Usage, error_body
+
+pytestmark = pytest.mark.unit
+
+DURATION = f"{sc.SERVER_REQUEST_DURATION}_count"
+TTFT = f"{sc.SERVER_TIME_TO_FIRST_TOKEN}_count"
+TPOT = f"{sc.SERVER_TIME_PER_OUTPUT_TOKEN}_count"
+ROUTE = "/v1/chat/completions"
+
+
+def _edge() -> tuple[EdgeMetrics, Metrics]:
+    metrics = Metrics("tail")
+    return EdgeMetrics(metrics), metrics
+
+
+def _value(metrics: Metrics, name: str, **labels: str) -> float:
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (InvalidRequest("messages: Field required", code="missing_required_parameter"), "invalid"),
+        (InvalidRequest("bad value", code="invalid_value"), "invalid"),
+        (InvalidRequest("bad json", code="invalid_json"), "invalid"),
+        (ApiError("gzip", status=415, code="unsupported_content_encoding"), "invalid"),
+        (ApiError("odd", status=422), "invalid"),
+        (AuthenticationFailed("no key", code="missing_api_key"), "auth"),
+        (RateLimited("bad keys", code="too_many_failed_authentications"), "auth"),
+        (PermissionDenied("not this model"), "model"),
+        (ModelNotFound("no such model"), "model"),
+        (NotFound("no such response", code="previous_response_not_found"), "invalid"),
+        (PayloadTooLarge("too big"), "too_large"),
+        (RateLimited("rpm", limit="rpm"), "rpm"),
+        (RateLimited("tpm", limit="tpm"), "tpm"),
+        (RateLimited("slots", code="too_many_concurrent_requests", limit="parallel"), "parallel"),
+        (RateLimited("spent", code="budget_exceeded"), "budget"),  # relayed: no limit left
+        (RateLimited("full", code="tenant_queue_full"), "capacity"),
+        (RateLimited("all limited", code="deployments_rate_limited"), "capacity"),
+        (ServiceUnavailable("queue full", code="queue_full"), None),
+        (DeadlineExceeded("late"), None),
+        (ProviderError("broke", provider="d"), None),
+    ],
+)
+def test_every_client_error_the_edge_answers_has_a_reason(
+    error: ApiError, reason: str | None
+) -> None:
+    assert refusal_reason(error, error.status) == reason
+
+
+def test_a_deployment_s_own_client_errors_are_no_refusals() -> None:
+    """A provider's 400 passed on, a 429 after every retry: the deployment answered."""
+    assert refusal_reason(InvalidRequest("context too long"), 400, served=True) is None
+    assert refusal_reason(RateLimited("provider 429"), 429, served=True) is None
+    # The head's own 429s name the deployment whose queue was full: still refusals.
+    full = RateLimited("full", code="tenant_queue_full")
+    assert refusal_reason(full, 429, served=True) == "capacity"
+
+
+def test_a_stream_that_failed_after_it_started_counts_as_failed() -> None:
+    stats, metrics = _edge()
+    failed = ProviderError("upstream broke mid-answer", provider="d1")
+    usage = Usage(prompt_tokens=3, completion_tokens=5, total_tokens=8)
+    stats.llm(ROUTE, "chat", "m", status=200, seconds=1.0, error=failed, served=True, ttft=0.2)
+    stats.llm(ROUTE, "chat", "m", status=200, seconds=1.0, ttft=0.2, usage=usage)
+    assert _value(metrics, DURATION, error_type="provider_error") == 1
+    assert _value(metrics, DURATION, error_type="") == 1
+    assert _value(metrics, TTFT) == 2  # its first token did go out
+    assert _value(metrics, TPOT) == 1  # the healthy one only
+    assert _value(metrics, sc.HTTP_REQUESTS, status="200") == 2  # the status sent
+    assert stats.by_class == {"2xx": 1, "4xx": 0, "429": 0, "5xx": 1}  # the heartbeat's
+    assert _value(metrics, sc.REFUSALS) == 0
+
+
+def test_a_client_that_left_counts_as_cancelled_streamed_or_not() -> None:
+    stats, metrics = _edge()
+    stats.llm(ROUTE, "chat", "m", status=200, seconds=0.3, left=True, ttft=0.1)
+    stats.llm(ROUTE, "chat", "m", status=499, seconds=0.3, left=True)
+    assert _value(metrics, DURATION, error_type="cancelled") == 2
+    assert _value(metrics, DURATION, error_type="") == 0
+    assert _value(metrics, TTFT) == 1
+    assert _value(metrics, TPOT) == 0
+    assert stats.by_class["4xx"] == 2  # as the 499 of a client that left a whole answer
+    assert _value(metrics, sc.REFUSALS) == 0
+
+
+def test_refusals_are_counted_once_by_reason() -> None:
+    stats, metrics = _edge()
+    missing = InvalidRequest("messages: Field required", code="missing_required_parameter")
+    stats.llm(ROUTE, "chat", "m", status=400, seconds=0.01, error=missing)
+    stats.llm(ROUTE, "chat", "x", status=404, seconds=0.01, error=ModelNotFound("no such"))
+    provider_400 = InvalidRequest("context too long", code="context_length_exceeded")
+    stats.llm(ROUTE, "chat", "m", status=400, seconds=0.5, error=provider_400, served=True)
+    assert _value(metrics, sc.REFUSALS, reason="invalid") == 1
+    assert _value(metrics, sc.REFUSALS, reason="model") == 1
+    assert _value(metrics, sc.REFUSALS) == 2
+    assert _value(metrics, DURATION, error_type="missing_required_parameter") == 1
+
+
+async def _replies(items: list[Reply | Exception]) -> AsyncGenerator[Reply, None]:
+    for item in items:
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
+@pytest.mark.parametrize("dialect", ["chat", "responses", "messages"])
+async def test_the_error_ending_a_stream_reaches_the_final_reply(dialect: str) -> None:
+    broke = ProviderError("upstream broke mid-answer", provider="d1")
+    chunk = Reply(ReplyKind.CHUNK, b"data: {}\n\n")
+    final = FinalReply()
+    rest = [Reply(ReplyKind.ERROR, error_body(broke), status=502)]
+    frames = [f async for f in sse_frames(chunk, _replies(list(rest)), final, dialect)]
+    assert len(frames) == 2
+    assert final.failure is not None
+    assert (final.failure.code, final.failure.status) == ("provider_error", 502)
+
+    lost = ServiceUnavailable("the reply path broke", code="stream_interrupted")
+    final = FinalReply()
+    frames = [f async for f in sse_frames(chunk, _replies([lost]), final, dialect)]
+    assert len(frames) == 2
+    assert final.failure is lost
+
+
+async def test_a_healthy_stream_leaves_no_failure() -> None:
+    final = FinalReply()
+    chunk = Reply(ReplyKind.CHUNK, b'{"a":1}')
+    rest: list[Reply | Exception] = [chunk, Reply(ReplyKind.FINAL, b"")]
+    frames = [f async for f in sse_frames(chunk, _replies(rest), final)]
+    assert frames[-1] == b"data: [DONE]\n\n"
+    assert final.failure is None
+    assert final.reply is not None
