@@ -4,8 +4,9 @@
 dropped before any provider call (at pick-up, or while its provider key was fetched). A
 cancel that lands after the call failed (while the request is handed back to a head for a
 reroute) stopped nothing here: the failure is counted as the provider's, and the rerouted
-request meets the cancel where it is picked up next. Real metrics registry; the request's
-state is set as the handler leaves it.
+request meets the cancel where it is picked up next. A stopped call is timed under
+``error_type="cancelled"``: apart from the successes' latency, and no provider error. Real
+metrics registry; the request's state is set as the handler leaves it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from switchyard.bus.envelope import Envelope
 from switchyard.errors import ApiError, ProviderError
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.metrics import Metrics
+from switchyard.runtime.semconv import CALLER_LEFT
 from switchyard.runtime.tracing import NO_HOP, OFF
 from switchyard.schemas.routing import Deployment, Provider
 from switchyard.workers.modelproxy.heartbeat import InFlight
@@ -96,3 +98,29 @@ async def test_a_cancel_during_a_reroute_leaves_the_provider_failure_counted() -
         sc.PROVIDER_ERRORS, {sc.DEPLOYMENT: DEPLOYMENT, sc.ERROR_TYPE: "provider_error"}
     )
     assert errors == 1.0
+
+
+async def test_a_stopped_call_is_timed_apart_and_is_no_provider_error() -> None:
+    observer, metrics = _observer()
+    _end(observer, _job(called=True, cancelled=True))
+    _end(observer, _job(called=False, cancelled=True))  # no call: nothing to time
+
+    def calls(error_type: str) -> float | None:
+        labels = {
+            sc.OPERATION: "chat",
+            sc.PROVIDER: "openai",
+            sc.REQUEST_MODEL: "echo",
+            sc.DEPLOYMENT: DEPLOYMENT,
+            sc.ERROR_TYPE: error_type,
+        }
+        return metrics.registry.get_sample_value(f"{sc.CLIENT_OPERATION_DURATION}_count", labels)
+
+    assert calls(CALLER_LEFT) == 1.0
+    assert not calls("")  # the latency of successful calls is left alone
+    errors = [
+        sample
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == sc.PROVIDER_ERRORS
+    ]
+    assert not errors

@@ -59,7 +59,7 @@ from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, p
 from switchyard.workers.modelproxy.handback import HAND_BACK_DELAY_S, hand_back, nowhere_else
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
-from switchyard.workers.modelproxy.metrics import ProxyMetrics
+from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
 from switchyard.workers.modelproxy.midstream import SentFailures
 from switchyard.workers.modelproxy.observe import Observer
 from switchyard.workers.modelproxy.pace import CallTimes
@@ -263,7 +263,7 @@ class Handler:
             self.observer.ended(job, target, labels, hop, failure)
         if handed_back:  # in its queue again: whoever takes it next answers and acks it
             return
-        await self._bill(job, target)
+        await self._bill(job, target, labels)
         if replay_needed(
             answered=job.answer is not None,
             ended=job.ended,
@@ -513,15 +513,18 @@ class Handler:
             return False
         return True
 
-    async def _bill(self, job: Job, target: Target | None) -> None:
+    async def _bill(self, job: Job, target: Target | None, labels: CallLabels | None) -> None:
         """Record what a provider call cost (:mod:`.billing`), and wait until the usage
-        batch is stored (bounded: the publisher gives a batch up after its retries)."""
+        batch is stored (bounded: the publisher gives a batch up after its retries). The
+        token metric counts the same usage, here only, so it cannot drift from spend."""
         if not job.called or job.env.op in COUNTS:
             return
         found = billing.billed(job)
         if found is None:
             return
         job.usage, estimated = found
+        if labels is not None:
+            labels.billed(job.usage)
         await self.usage.add(billing.usage_event(job, target, estimated=estimated))
 
 

@@ -4,7 +4,16 @@ requests in flight, provider errors by class, secret-cache hits and usage events
 The GenAI client histograms carry the ``deployment`` label besides the convention's attributes:
 two deployments of one model on two accounts of the same provider kind must not merge, and the
 alert rules read latency, time to first chunk and error ratio per deployment. A deployment
-determines its provider and model, so the label adds no series beyond one per deployment."""
+determines its provider and model, so the label adds no series beyond one per deployment.
+
+The token histogram counts what each provider call is billed, from the usage its usage event
+carries (:meth:`CallLabels.billed`): the provider's count, or the estimate billed without one
+(a stream cut short or failed after content, a call stopped because its caller left or its
+deadline passed). So tokens times price is spend, per deployment. A call stopped because its
+caller left is timed under ``error_type`` ``sc.CALLER_LEFT``: a provider call was made (the
+error ratio's denominator counts it), it is no provider error
+(``switchyard_provider_errors_total`` does not count it), and its cut-short duration stays out
+of the latency of successful calls."""
 
 from __future__ import annotations
 
@@ -17,6 +26,8 @@ from switchyard.runtime.metrics import Bounded, Metrics
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.openai import Usage
 from switchyard.workers.modelproxy.usage import UsageBatcher
+
+# The ``error_type`` of a provider call stopped because its caller left (llm.v1.cancel).
 
 
 class CallLabels:
@@ -32,6 +43,11 @@ class CallLabels:
         self.output_tokens = m.tokens.labels(*labels, "output")
         self.wait = m.wait.labels(dep)
         self.in_flight = m.in_flight.labels(dep)
+
+    def billed(self, usage: Usage) -> None:
+        """The tokens one provider call is billed (the usage of its usage event)."""
+        self.input_tokens.observe(usage.prompt_tokens)
+        self.output_tokens.observe(usage.completion_tokens)
 
 
 class ProxyMetrics:
@@ -51,7 +67,8 @@ class ProxyMetrics:
         )
         self.tokens: Histogram = metrics.histogram(
             sc.CLIENT_TOKEN_USAGE,
-            "Tokens per provider call, by type (input, output).",
+            "Tokens billed per provider call (the provider's count, or the estimate billed "
+            "without one), by type (input, output).",
             [*genai, sc.TOKEN_TYPE],
             sc.TOKEN_BUCKETS,
         )
@@ -120,21 +137,27 @@ class ProxyMetrics:
         deployment: str,
         seconds: float,
         ttfc: float | None,
-        usage: Usage | None,
         error: ApiError | None,
     ) -> None:
-        """One provider call ended (``error`` None when it succeeded)."""
+        """One provider call ended (``error`` None when it succeeded). Its tokens are counted
+        where it is billed (:meth:`CallLabels.billed`)."""
         if error is None:
             labels.duration.observe(seconds)
         else:
             code = self._error(error_class(error))
-            provider = sc.PROVIDERS.get(kind, kind)
-            op_name = sc.OPERATIONS.get(op, sc.OTHER)
-            dep = self._dep(deployment)
-            self.duration.labels(op_name, provider, self._model(model), dep, code).observe(seconds)
-            self.errors.labels(dep, code).inc()
+            self._duration(op, kind, model, deployment, code).observe(seconds)
+            self.errors.labels(self._dep(deployment), code).inc()
         if ttfc is not None:
             labels.ttfc.observe(ttfc)
-        if usage is not None:
-            labels.input_tokens.observe(usage.prompt_tokens)
-            labels.output_tokens.observe(usage.completion_tokens)
+
+    def stopped(self, *, op: str, kind: str, model: str, deployment: str, seconds: float) -> None:
+        """A provider call stopped because its caller left: a cancel (``serving``), timed
+        under ``error_type`` ``sc.CALLER_LEFT``, and no provider error."""
+        self.left(deployment, queued=False)
+        self._duration(op, kind, model, deployment, self._error(sc.CALLER_LEFT)).observe(seconds)
+
+    def _duration(self, op: str, kind: str, model: str, dep: str, error: str) -> Histogram:
+        """The duration histogram's child for a call that did not succeed (off the hot path)."""
+        provider = sc.PROVIDERS.get(kind, kind)
+        op_name = sc.OPERATIONS.get(op, sc.OTHER)
+        return self.duration.labels(op_name, provider, self._model(model), self._dep(dep), error)

@@ -113,9 +113,19 @@ class Observer:
         labels.in_flight.dec()
         if job.cancelled and failure is None:
             # The caller left while this worker had the request: a provider call was stopped
-            # (``serving``; its duration says nothing of the provider's latency), or none had
-            # started (``queued``: dropped unserved, as when a cancel is found at pick-up).
-            self.stats.left(job.deployment_id, queued=not job.called)
+            # (``serving``; timed under its own error_type, for its duration says nothing of
+            # the provider's latency), or none had started (``queued``: dropped unserved, as
+            # when a cancel is found at pick-up). Its tokens are counted where it is billed.
+            if job.called:
+                self.stats.stopped(
+                    op=job.env.op,
+                    kind=target.provider.kind,
+                    model=target.deployment.model,
+                    deployment=job.deployment_id,
+                    seconds=now - job.called_at,
+                )
+            else:
+                self.stats.left(job.deployment_id, queued=True)
         elif job.called:
             # With a failure, a cancel came only after the call had failed (while the request
             # was handed back to a head for a reroute): the failure is the provider's, and the
@@ -128,6 +138,5 @@ class Observer:
                 deployment=job.deployment_id,
                 seconds=now - job.called_at,
                 ttfc=job.ttfc,
-                usage=usage,
                 error=failure,
             )
