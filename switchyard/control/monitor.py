@@ -53,7 +53,7 @@ from switchyard.schemas.routing import RouteTable
 
 log = logging.getLogger("switchyard.control.monitor")
 
-RATE_WINDOW_S = 10  # rates and percentiles in the overview
+RATE_WINDOW_S = 10  # rates and percentiles in the overview: the last 10 whole seconds
 PERCENTILE_WINDOW_S = 60  # how long per-second latency buckets are kept
 FORGET_PROCESS_S = 300.0
 QUEUES_FRESH_S = 5.0  # a read of the dispatch queues older than this (a failover) says nothing
@@ -283,8 +283,8 @@ class Monitor:
             point.ttft = add_counts(point.ttft, sample.ttft)
         self._trim(t)
 
-    def add_heartbeat(self, beat: m.Heartbeat) -> None:
-        now = time.time()
+    def add_heartbeat(self, beat: m.Heartbeat, now: float | None = None) -> None:
+        now = now or time.time()
         key = f"{beat.component}/{beat.instance}"
         previous = self._processes.get(key)
         cpu = 0.0
@@ -330,7 +330,7 @@ class Monitor:
     def mean_latency_s(self, deployment: str, now: float | None = None) -> float | None:
         """Mean time per request of a deployment over the overview window (stored to final
         answer, from bucket midpoints), or None without recent traffic."""
-        points = self._series_of(deployment).window(now or time.time(), RATE_WINDOW_S)
+        points = self._series_of(deployment).complete(now or time.time(), RATE_WINDOW_S)
         counts: list[int] | None = None
         for p in points:
             if p.latency is not None:
@@ -398,7 +398,7 @@ class Monitor:
         deployments = []
         all_points: list[Second] = []
         for dep_id, (provider, dep) in sorted(table.deployments().items()):
-            points = self._series_of(dep_id).window(moment, RATE_WINDOW_S)
+            points = self._series_of(dep_id).complete(moment, RATE_WINDOW_S)
             all_points += points
             cooling = active.get(dep_id)
             deployments.append(
@@ -423,7 +423,7 @@ class Monitor:
                 )
             )
         totals = rates(all_points, RATE_WINDOW_S)
-        edge_points = self._series_of(_EDGES).window(moment, RATE_WINDOW_S)
+        edge_points = self._series_of(_EDGES).complete(moment, RATE_WINDOW_S)
         if edge_points:  # the edges see every request, refusals included
             edges = rates(edge_points, RATE_WINDOW_S, refusals=True)
             totals = msgspec.structs.replace(

@@ -3,7 +3,9 @@
 Each deployment has a :class:`Series` of :class:`Second` points filled from the model-proxies'
 traffic reports (requests that reached a deployment). The edges' heartbeats fill one more
 series with every request they answered, refusals included: :func:`edge_counts` turns two
-consecutive beats of one edge into what it answered in between.
+consecutive beats of one edge into what it answered in between. Rates, shares and percentiles
+are taken over the last whole seconds (:func:`complete_seconds`), every one the same way, never
+over the second still filling.
 
 Two shares come out of :func:`rates`, and no request counts in both:
 
@@ -16,6 +18,7 @@ Two shares come out of :func:`rates`, and no request counts in both:
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +26,9 @@ from dataclasses import dataclass, field
 from switchyard.schemas import monitor as m
 
 HISTORY_S = 900  # the UI's charts: 15 minutes
+# A second's reports may still be on their way when it ends: sent in its last moments,
+# stamped with a model-proxy's clock a little behind this one's. Rates wait this long.
+SETTLE_S = 0.25
 
 SERVER_ERRORS = "5xx"  # the edges' status classes (switchyard.ingress.metrics.status_class)
 REFUSALS = "429"
@@ -40,6 +46,17 @@ class Second:
     output_tokens: int = 0
     latency: list[int] | None = None
     ttft: list[int] | None = None
+
+
+def complete_seconds(now: float, seconds: int) -> tuple[int, int]:
+    """The ``seconds`` whole seconds ``[start, end)`` that are over at ``now``, reports
+    included: a second counts from :data:`SETTLE_S` after its end. Reports fill the second
+    they are stamped with as they come (one per model-proxy each second, an edge's beat every
+    second while it answers), so the second under way holds a report or none depending on when
+    it is read: counting it but dividing by ``seconds`` read a steady 5 requests/s as 4.5
+    whenever the overview was taken before that second's reports came in."""
+    end = math.floor(now - SETTLE_S)
+    return end - seconds, end
 
 
 def add_counts(into: list[int] | None, counts: Sequence[int]) -> list[int]:
@@ -70,8 +87,16 @@ class Series:
         return point
 
     def window(self, now: float, seconds: int) -> list[Second]:
+        """The points of the last ``seconds`` seconds up to ``now``, the current second (still
+        filling) included: what the charts show."""
         start = int(now) - seconds
         return [p for p in self.seconds if p.t > start]
+
+    def complete(self, now: float, seconds: int) -> list[Second]:
+        """The points of the last ``seconds`` whole seconds that are over at ``now`` (see
+        :func:`complete_seconds`): what :func:`rates` divides by ``seconds``."""
+        start, end = complete_seconds(now, seconds)
+        return [p for p in self.seconds if start <= p.t < end]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +123,9 @@ def share(part: int, whole: int) -> float:
 
 
 def rates(points: Iterable[Second], seconds: int, *, refusals: bool = False) -> m.Rates:
-    """Rates over ``seconds`` from ``points``. ``refusals``: the points count refusals (the
-    edges' series), so the refused share is known; else it is None."""
+    """Rates over ``seconds`` from ``points``, which must be those ``seconds`` whole seconds
+    (:meth:`Series.complete`) for the per-second rates to be true. ``refusals``: the points
+    count refusals (the edges' series), so the refused share is known; else it is None."""
     requests = errors = refused = tokens = 0
     latency: list[int] | None = None
     ttft: list[int] | None = None
@@ -118,9 +144,14 @@ def rates(points: Iterable[Second], seconds: int, *, refusals: bool = False) -> 
         requests_per_s=round(requests / seconds, 3),
         error_ratio=share(errors, requests),
         refused_ratio=share(refused, requests) if refusals else None,
-        p50_ms=m.percentile(lat, 0.5),
-        p99_ms=m.percentile(lat, 0.99),
-        ttft_p50_ms=m.percentile(first, 0.5),
-        ttft_p99_ms=m.percentile(first, 0.99),
+        p50_ms=_ms(m.percentile(lat, 0.5)),
+        p99_ms=_ms(m.percentile(lat, 0.99)),
+        ttft_p50_ms=_ms(m.percentile(first, 0.5)),
+        ttft_p99_ms=_ms(m.percentile(first, 0.99)),
         tokens_per_s=round(tokens / seconds, 3),
     )
+
+
+def _ms(value: float | None) -> float | None:
+    """A latency estimate to a tenth of a millisecond (its buckets are far wider)."""
+    return None if value is None else round(value, 1)

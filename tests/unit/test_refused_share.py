@@ -69,18 +69,20 @@ def _beat(instance: str, pid: int, answered: dict[str, int]) -> Heartbeat:
 
 def test_the_overview_totals_have_the_share_every_edge_refused() -> None:
     monitor = _monitor()
+    at = 1_800_000_000.5
     for _ in range(2):  # a delta needs two beats of one process
-        monitor.add_heartbeat(_beat("tail-1", 1, _answered()))
-        monitor.add_heartbeat(_beat("gateway", 2, _answered()))
-    assert monitor.overview().totals.refused_ratio == 0.0  # edges report: none refused
+        monitor.add_heartbeat(_beat("tail-1", 1, _answered()), at)
+        monitor.add_heartbeat(_beat("gateway", 2, _answered()), at)
+    # edges report: none refused (the overview counts whole seconds: that one is over)
+    assert monitor.overview(at + 1).totals.refused_ratio == 0.0
     # tail-1: 10 answered, 80 refused, 10 bad keys; the gateway: 98 answered, 2 queue_full
-    monitor.add_heartbeat(_beat("tail-1", 1, _answered(ok=10, client=10, refused=80)))
-    monitor.add_heartbeat(_beat("gateway", 2, _answered(ok=98, failed=2)))
-    totals = monitor.overview().totals
+    monitor.add_heartbeat(_beat("tail-1", 1, _answered(ok=10, client=10, refused=80)), at)
+    monitor.add_heartbeat(_beat("gateway", 2, _answered(ok=98, failed=2)), at)
+    totals = monitor.overview(at + 1).totals
     assert (totals.refused_ratio, totals.error_ratio) == (0.4, 0.01)
     # A restarted edge (another pid) starts its counts again: no delta from the old process.
-    monitor.add_heartbeat(_beat("tail-1", 3, _answered(refused=500)))
-    assert monitor.overview().totals.refused_ratio == 0.4
+    monitor.add_heartbeat(_beat("tail-1", 3, _answered(refused=500)), at)
+    assert monitor.overview(at + 1).totals.refused_ratio == 0.4
 
 
 def test_without_edge_reports_the_refused_share_is_unknown() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -43,6 +44,7 @@ class HeadMetrics:
         self._deployment = Bounded(1000)
         self._router = router
         self._book = cooldowns
+        self._cooled_once: set[str] = set()  # routed deployments that cooled (0 once over)
         metrics.gauge_callback(
             sc.ROUTE_TABLE_REVISION,
             "KV revision of the route table in use.",
@@ -51,13 +53,14 @@ class HeadMetrics:
         )
         metrics.gauge_callback(
             sc.COOLDOWN_ACTIVE,
-            "1 while a deployment is cooling down (skipped by every head).",
+            "1 while a deployment is cooling down (skipped by every head), 0 after a cooldown "
+            "ended while it stays routed.",
             [sc.DEPLOYMENT],
             self._active,
         )
         metrics.gauge_callback(
             sc.COOLDOWN_SECONDS,
-            "Seconds left in a deployment's cooldown.",
+            "Seconds left in a deployment's cooldown, 0 after it ended while it stays routed.",
             [sc.DEPLOYMENT],
             self._remaining,
         )
@@ -72,8 +75,24 @@ class HeadMetrics:
         self._cooldowns.labels(self._deployment(deployment)).inc()
 
     def _active(self) -> Iterable[tuple[Sequence[str], float]]:
-        return [((c.deployment,), 1.0) for c in self._book.active()]
+        return [((d,), 1.0 if left > 0 else 0.0) for d, left in self._cooldown_left()]
 
     def _remaining(self) -> Iterable[tuple[Sequence[str], float]]:
+        return [((d,), round(left, 3)) for d, left in self._cooldown_left()]
+
+    def _cooldown_left(self) -> list[tuple[str, float]]:
+        """Seconds left in each deployment's cooldown: every one cooling now, and 0 for each
+        routed deployment that cooled since this head started (or whose ended cooldown it read
+        from the bucket, which keeps entries an hour). A cooldown lasts 5 s by default and
+        Prometheus scrapes every 15 s: series that vanished when it ended left most scrapes
+        with no series at all, not a 0. A deployment leaves with its route."""
         now = time.time()
-        return [((c.deployment,), round(c.until - now, 3)) for c in self._book.active(now)]
+        left = {c.deployment: c.until - now for c in self._book.active(now)}
+        # Every entry the book holds, ended ones too (active since the start of time): a
+        # cooldown that began and ended between two scrapes still leaves its 0.
+        known = {c.deployment for c in self._book.active(-math.inf)}
+        routed = self._router().table.deployments()
+        self._cooled_once = {d for d in self._cooled_once | known | left.keys() if d in routed}
+        for deployment in self._cooled_once:
+            left.setdefault(deployment, 0.0)
+        return sorted(left.items())
