@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from nats.aio.client import Client as NATS
 from nats.js.errors import NoKeysError, ObjectNotFoundError
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.admin.keys import KeyAdmin
 from switchyard.bus import subjects
@@ -64,6 +65,31 @@ class Stack:
                 if proc.spec.name == name:
                     return proc
         raise KeyError(name)
+
+    async def modelproxy_samples(self) -> list[tuple[str, dict[str, str], float]]:
+        """Every sample of every model-proxy's ``/metrics``: (name, labels, value)."""
+        out: list[tuple[str, dict[str, str], float]] = []
+        async with httpx.AsyncClient(timeout=10) as http:
+            for phase in self.supervisor.procs:
+                for proc in phase:
+                    url = proc.spec.health_url or ""
+                    if not proc.spec.name.startswith("modelproxy") or not url.startswith("http"):
+                        continue
+                    text = (await http.get(url.rsplit("/", 1)[0] + "/metrics")).text
+                    out += [
+                        (sample.name, dict(sample.labels), sample.value)
+                        for family in text_string_to_metric_families(text)
+                        for sample in family.samples
+                    ]
+        return out
+
+    async def modelproxy_total(self, name: str, **labels: str) -> float:
+        """The sum of sample ``name`` with ``labels`` over every model-proxy."""
+        return sum(
+            value
+            for sample, found, value in await self.modelproxy_samples()
+            if sample == name and all(found.get(k) == v for k, v in labels.items())
+        )
 
     def kill(self, name: str) -> int:
         proc = self.process(name)

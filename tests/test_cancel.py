@@ -22,7 +22,6 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from nats.aio.msg import Msg
-from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
@@ -237,22 +236,7 @@ def _billed_as_cancelled(event: UsageEvent | None) -> None:
 
 async def _cancelled_count(stack: Stack, stage: str) -> float:
     """``switchyard_cancelled_requests_total{stage}`` over every model-proxy."""
-    total = 0.0
-    async with httpx.AsyncClient(timeout=10) as http:
-        for phase in stack.supervisor.procs:
-            for proc in phase:
-                url = proc.spec.health_url or ""
-                if not proc.spec.name.startswith("modelproxy") or not url.startswith("http"):
-                    continue
-                text = (await http.get(url.rsplit("/", 1)[0] + "/metrics")).text
-                for family in text_string_to_metric_families(text):
-                    for sample in family.samples:
-                        if (
-                            sample.name == "switchyard_cancelled_requests_total"
-                            and sample.labels.get("stage") == stage
-                        ):
-                            total += sample.value
-    return total
+    return await stack.modelproxy_total("switchyard_cancelled_requests_total", stage=stage)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])

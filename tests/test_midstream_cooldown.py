@@ -20,7 +20,6 @@ import httpx
 import msgspec
 import pytest
 from nats.js.errors import KeyNotFoundError
-from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.bus import subjects
 from switchyard.runtime.cooldowns import CooldownWriter
@@ -84,23 +83,9 @@ async def _cooldown(stack: Stack, dep: str) -> Cooldown | None:
 async def _stopped_streams(stack: Stack, dep: str) -> float:
     """Requests on ``dep`` whose caller left while a model-proxy served them, over every
     model-proxy (counted once the request is done with: after any cooldown it wrote)."""
-    total = 0.0
-    async with httpx.AsyncClient(timeout=10) as http:
-        for phase in stack.supervisor.procs:
-            for proc in phase:
-                url = proc.spec.health_url or ""
-                if not proc.spec.name.startswith("modelproxy") or not url.startswith("http"):
-                    continue
-                text = (await http.get(url.rsplit("/", 1)[0] + "/metrics")).text
-                for family in text_string_to_metric_families(text):
-                    for sample in family.samples:
-                        if (
-                            sample.name == "switchyard_cancelled_requests_total"
-                            and sample.labels.get("deployment") == dep
-                            and sample.labels.get("stage") == "serving"
-                        ):
-                            total += sample.value
-    return total
+    return await stack.modelproxy_total(
+        "switchyard_cancelled_requests_total", deployment=dep, stage="serving"
+    )
 
 
 async def test_a_stream_broken_midway_cools_its_deployment(stack: Stack) -> None:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 import httpx
 import msgspec
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.bus import subjects
 from switchyard.runtime import semconv as sc
@@ -137,20 +136,7 @@ async def _billed(stack: Stack, prefixes: set[str]) -> list[UsageEvent]:
 
 async def _scrape(stack: Stack) -> Samples:
     """Every sample of every model-proxy."""
-    out: Samples = []
-    async with httpx.AsyncClient(timeout=10) as http:
-        for phase in stack.supervisor.procs:
-            for proc in phase:
-                url = proc.spec.health_url or ""
-                if not proc.spec.name.startswith("modelproxy") or not url.startswith("http"):
-                    continue
-                text = (await http.get(url.rsplit("/", 1)[0] + "/metrics")).text
-                out += [
-                    (sample.name, dict(sample.labels), sample.value)
-                    for family in text_string_to_metric_families(text)
-                    for sample in family.samples
-                ]
-    return out
+    return await stack.modelproxy_samples()
 
 
 def _total(samples: Samples, name: str, **labels: str) -> float:
