@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 import yaml
 from nats.aio.client import Client as NATS
 
 from switchyard.config import Settings, load_settings
+from switchyard.schemas.events import UsageBatch, UsageEvent
 from switchyard.stack import binaries
 from switchyard.stack.ports import accepting, listen_port
 
@@ -156,3 +158,12 @@ def describe_processes(pids: list[int]) -> list[str]:
         state = stat.rsplit(")", 1)[1].split()[0]
         described.append(f"{pid} {state} {cmdline.decode(errors='replace').strip()[:160]}")
     return described
+
+
+def usage_events(data: bytes | None) -> list[UsageEvent]:
+    """The events of one stored USAGE message; none for a message that is no usage batch (the
+    bus fuzzer stores hostile ones there earlier in a full run, on the same stack)."""
+    try:
+        return list(msgspec.json.decode(data or b"", type=UsageBatch).events)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return []

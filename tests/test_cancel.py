@@ -27,10 +27,11 @@ from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.bus.cancel_proof import cancel_proof
 from switchyard.client import LLMClient
-from switchyard.schemas.events import UsageBatch, UsageEvent
+from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.keys import hash_key
 from tests.fakes.server import FakeServer, InThread
 from tests.stacks import Stack, start_stack
+from tests.support import usage_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -193,7 +194,7 @@ async def _usage_of(stack: Stack, request_id: str) -> UsageEvent | None:
             last = (await js.stream_info(subjects.USAGE_STREAM)).state.last_seq
             for seq in range(last, max(0, last - 50), -1):
                 raw = await js.get_msg(subjects.USAGE_STREAM, seq)
-                for event in msgspec.json.decode(raw.data or b"", type=UsageBatch).events:
+                for event in usage_events(raw.data):
                     if event.request_id.split(".", 1)[0] == request_id:
                         return event
             await asyncio.sleep(0.2)
@@ -214,8 +215,7 @@ async def _usage_events(stack: Stack, request_id: str, count: int) -> list[Usage
             last = (await js.stream_info(subjects.USAGE_STREAM)).state.last_seq
             for seq in range(max(1, last - 100), last + 1):
                 raw = await js.get_msg(subjects.USAGE_STREAM, seq)
-                batch = msgspec.json.decode(raw.data or b"", type=UsageBatch)
-                found += [e for e in batch.events if e.request_id == request_id]
+                found += [e for e in usage_events(raw.data) if e.request_id == request_id]
             if len(found) >= count:
                 break
             await asyncio.sleep(0.2)
@@ -642,7 +642,7 @@ async def _usage_now(stack: Stack, request_id: str) -> list[UsageEvent]:
         found = []
         for seq in range(max(state.first_seq, 1), state.last_seq + 1):
             raw = await js.get_msg(subjects.USAGE_STREAM, seq)
-            for event in msgspec.json.decode(raw.data or b"", type=UsageBatch).events:
+            for event in usage_events(raw.data):
                 if event.request_id.split(".", 1)[0] == request_id:
                     found.append(event)
         return found

@@ -21,14 +21,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import msgspec
 import pytest
 import pytest_asyncio
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
-from switchyard.schemas.events import UsageBatch, UsageEvent
+from switchyard.schemas.events import UsageEvent
 from tests.stacks import Stack, start_stack
+from tests.support import usage_events
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -385,8 +385,7 @@ async def _usage_of(stack: Stack, request_id: str) -> UsageEvent | None:
         info = await js.stream_info(subjects.USAGE_STREAM)
         for seq in range(info.state.last_seq, max(0, info.state.last_seq - 50), -1):
             raw = await js.get_msg(subjects.USAGE_STREAM, seq)
-            batch = msgspec.json.decode(raw.data or b"", type=UsageBatch)
-            for event in batch.events:
+            for event in usage_events(raw.data):
                 if event.request_id.split(".", 1)[0] == request_id:
                     return event
     finally:

@@ -17,15 +17,15 @@ import uuid
 from collections.abc import Iterator
 
 import httpx
-import msgspec
 import pytest
 
 from switchyard.bus import subjects
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.semconv import CALLER_LEFT
-from switchyard.schemas.events import UsageBatch, UsageEvent
+from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack
+from tests.support import usage_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -121,7 +121,7 @@ async def _billed(stack: Stack, prefixes: set[str]) -> list[UsageEvent]:
             found = {}
             for seq in range(max(1, last - 300), last + 1):
                 raw = await js.get_msg(subjects.USAGE_STREAM, seq)
-                for event in msgspec.json.decode(raw.data or b"", type=UsageBatch).events:
+                for event in usage_events(raw.data):
                     client_id = event.request_id.split(".", 1)[0]
                     if client_id in prefixes:
                         assert client_id not in found, f"{client_id} billed twice"
