@@ -42,6 +42,7 @@ from switchyard.bus import subjects
 from switchyard.bus.connect import connect
 from switchyard.stack.ports import listen_port
 from tests import billing
+from tests.portrange import worker_range
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
 
@@ -401,9 +402,9 @@ async def failover_stack(root: Path, upstream: FakeOpenAI) -> Stack:
     extra = {
         "stack": {
             "nats_nodes": 3,
-            "nats_port": listen_port(span=3, avoid=taken),
-            "nats_monitor_port": listen_port(span=3, avoid=taken),
-            "nats_cluster_port": listen_port(span=3, avoid=taken),
+            "nats_port": listen_port(span=3, avoid=taken, within=worker_range()),
+            "nats_monitor_port": listen_port(span=3, avoid=taken, within=worker_range()),
+            "nats_cluster_port": listen_port(span=3, avoid=taken, within=worker_range()),
             "start_timeout_s": 120,
         },
         "providers": {

@@ -14,6 +14,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from switchyard.stack.ports import listen_port
+from tests.portrange import worker_range
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def _value(any_value: Any) -> Any:
 
 class OtlpReceiver:
     def __init__(self) -> None:
-        self.port = listen_port()
+        self.port = listen_port(within=worker_range())
         self.spans: list[ReceivedSpan] = []
         self.bodies: list[bytes] = []
         self._lock = threading.Lock()

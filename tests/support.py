@@ -19,6 +19,7 @@ from switchyard.config import Settings, load_settings
 from switchyard.schemas.events import UsageBatch, UsageEvent
 from switchyard.stack import binaries
 from switchyard.stack.ports import accepting, listen_port
+from tests.portrange import worker_range
 
 
 def free_port(taken: set[int] | None = None) -> int:
@@ -27,12 +28,12 @@ def free_port(taken: set[int] | None = None) -> int:
     Ports picked for one stack must share ``taken``: none is bound until the stack starts,
     so only the set keeps two picks apart.
     """
-    return listen_port(avoid=taken)
+    return listen_port(avoid=taken, within=worker_range())
 
 
 def free_port_pair(taken: set[int] | None = None) -> int:
     """A free port whose successor is free too (OpenBao's cluster port is port + 1)."""
-    return listen_port(span=2, avoid=taken)
+    return listen_port(span=2, avoid=taken, within=worker_range())
 
 
 @contextlib.asynccontextmanager
@@ -93,6 +94,7 @@ def write_settings(home: Path, extra: dict[str, Any] | None = None) -> tuple[Set
             "nats_monitor_port": free_port(taken),
             "openbao_port": free_port_pair(taken),
             "valkey_port": free_port(taken),
+            "free_ports": list(worker_range()),
             "start_timeout_s": 90,
             "stop_timeout_s": 10,
         },

@@ -21,6 +21,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.portrange import worker_range
 from tests.support import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -63,6 +64,7 @@ def base_config(root: Path) -> dict[str, object]:
             "valkey_port": 0,
             "heads": 1,
             "modelproxies": 1,
+            "free_ports": list(worker_range()),
         },
         "ingress": {
             "tail": {"port": free_port(taken)},

@@ -51,6 +51,7 @@ from aiohttp import web
 
 from switchyard.stack.ports import listen_port
 from tests.fakes.events import NumberedEvents
+from tests.portrange import worker_range
 
 NATIVE_COUNT = 3000
 
@@ -85,7 +86,7 @@ def _last_user_text(body: dict[str, Any]) -> str:
 
 class FakeOpenAI:
     def __init__(self) -> None:
-        self.port = listen_port()
+        self.port = listen_port(within=worker_range())
         self.calls: list[Call] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -173,6 +173,11 @@ class StackSettings(_Section, frozen=True):
         nats_cpus: cores nats-server may use (its ``GOMAXPROCS``; 0 = all). One core serves
             far more than a local stack needs, and stops Go's idle scheduler threads spinning
             on CPUs the Python workers need (measured: -30% nats-server CPU per request).
+        free_ports: the first and last port ``up`` picks from when it chooses one (every
+            worker's health port, and any port above set to 0). Default: from 20000 up to the
+            kernel's ephemeral range. Give two stacks started on one machine at the same time
+            disjoint ranges, and neither can take a port the other has planned but not yet
+            bound.
         start_timeout_s: how long a process may take to become healthy.
         stop_timeout_s: grace period after SIGTERM before SIGKILL.
     """
@@ -186,8 +191,21 @@ class StackSettings(_Section, frozen=True):
     nats_cpus: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
     heads: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
     modelproxies: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
+    free_ports: tuple[Port, Port] | None = None
     start_timeout_s: Seconds = 60.0
     stop_timeout_s: Seconds = 10.0
+
+    def __post_init__(self) -> None:
+        """Refuse a free-port range that is backwards or reaches into privileged ports.
+
+        Raises:
+            ConfigError: ``free_ports`` is not ``[first, last]`` with 1024 <= first <= last.
+        """
+        if self.free_ports is not None and not 1024 <= self.free_ports[0] <= self.free_ports[1]:
+            raise ConfigError(
+                "stack.free_ports",
+                f"must be [first, last] with 1024 <= first <= last, not {list(self.free_ports)}",
+            )
 
 
 class HealthSettings(_Section, frozen=True):

@@ -94,7 +94,7 @@ def resolve_ports(settings: Settings) -> tuple[Settings, dict[str, str]]:
         if field == "nats_cluster_port" and settings.stack.nats_nodes == 1:
             continue  # no routes to listen for
         if port == 0:
-            port = listen_port(span=span, avoid=promised)
+            port = listen_port(span=span, avoid=promised, within=settings.stack.free_ports)
         elif not all(port_free(p) for p in range(port, port + span)):
             raise StackError(
                 "up",
@@ -277,7 +277,8 @@ def components(settings: Settings, env: dict[str, str], specs: list[ComponentSpe
             if spec.http_port is not None:
                 port, endpoint = spec.http_port, f"http://127.0.0.1:{spec.http_port}"
             else:
-                port, endpoint = listen_port(avoid=promised), None
+                port = listen_port(avoid=promised, within=settings.stack.free_ports)
+                endpoint = None
             health = f"http://127.0.0.1:{port}/ready"
             argv = [
                 sys.executable,

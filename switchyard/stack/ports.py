@@ -40,17 +40,28 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def listen_port(span: int = 1, avoid: set[int] | None = None) -> int:
+def default_range() -> tuple[int, int]:
+    """Where free ports are picked unless told: from 20000 up to the ephemeral range."""
+    high = ephemeral_low() - 1
+    return (_LOWEST if high > _LOWEST + 1000 else 1024), high
+
+
+def listen_port(
+    span: int = 1, avoid: set[int] | None = None, within: tuple[int, int] | None = None
+) -> int:
     """A free port (and its ``span - 1`` successors) below the ephemeral range.
 
     Args:
         span: how many consecutive ports must be free (OpenBao needs two).
         avoid: ports already promised to another process in the same plan; the chosen
             ones are added to it.
+        within: the first and last port to pick from (default: ``default_range()``). Two
+            planners that pick at the same time from disjoint ranges can never choose the
+            same port, which a random pick over one shared range only makes rare.
     """
     taken = avoid if avoid is not None else set()
-    high = ephemeral_low() - span
-    low = _LOWEST if high > _LOWEST + 1000 else 1024
+    low, last = within or default_range()
+    high = last - span + 1
     for _ in range(1000):
         port = random.randint(low, high)  # noqa: S311 - not security sensitive
         block = range(port, port + span)

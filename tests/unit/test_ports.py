@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from switchyard.errors import ConfigError
 from switchyard.stack import local
-from switchyard.stack.ports import accepting, ephemeral_low, listen_port, port_free
+from switchyard.stack.ports import (
+    accepting,
+    default_range,
+    ephemeral_low,
+    listen_port,
+    port_free,
+)
+from tests.portrange import worker_range
 from tests.support import write_settings
 
 pytestmark = pytest.mark.unit
@@ -58,7 +66,7 @@ def test_port_free_sees_a_listener() -> None:
 def test_a_health_port_never_lands_on_a_port_the_settings_name(tmp_path: Path) -> None:
     """The pick that would come next is given to the tail; the head must get another."""
     random.seed(1234)
-    next_pick = listen_port()
+    next_pick = listen_port(within=worker_range())  # the range write_settings gives the stack
     settings, _ = write_settings(tmp_path, {"ingress": {"tail": {"port": next_pick}}})
     random.seed(1234)
     steps = local.components(settings, {}, [local.ComponentSpec("head")])
@@ -84,3 +92,33 @@ async def test_accepting_waits_for_a_listener_and_gives_up_without_one() -> None
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_listen_port_picks_only_within_the_range_it_is_given() -> None:
+    low = listen_port()  # a free spot to build a small range on
+    within = (low, low + 3)
+    ports = {listen_port(within=within, avoid=set()) for _ in range(40)}
+    assert ports <= set(range(low, low + 4))
+
+
+def test_two_xdist_workers_get_disjoint_port_slices_within_the_default_range() -> None:
+    low, high = default_range()
+    env = {"PYTEST_XDIST_WORKER_COUNT": "2"}
+    first = worker_range({**env, "PYTEST_XDIST_WORKER": "gw0"})
+    second = worker_range({**env, "PYTEST_XDIST_WORKER": "gw1"})
+    assert low <= first[0] <= first[1] < second[0] <= second[1] <= high
+    assert worker_range({}) == (low, high)
+
+
+def test_a_stack_picks_its_health_ports_within_stack_free_ports(tmp_path: Path) -> None:
+    low = listen_port()
+    settings, _ = write_settings(tmp_path / "home", {"stack": {"free_ports": [low, low + 9]}})
+    steps = local.components(settings, {}, [local.ComponentSpec("head", replicas=3)])
+    ports = [int((s.spec.health_url or "").rsplit(":", 1)[1].split("/")[0]) for s in steps]
+    assert len(set(ports)) == 3
+    assert all(low <= p <= low + 9 for p in ports)
+
+
+def test_a_backwards_free_port_range_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"stack\.free_ports"):
+        write_settings(tmp_path / "home", {"stack": {"free_ports": [30000, 29000]}})
