@@ -29,7 +29,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
   echoes (a provider that hangs until the test releases it).
 
 ``POST /v1/responses`` answers as OpenAI's Responses API does (``native: <input>``; its id is
-``resp_native``, or the request's ``metadata.response_id``), and
+``resp_native``, or the request's ``metadata.response_id``; a request with a ``web_search`` tool
+gets ``max_tool_calls`` (default 1) ``web_search_call`` items before its message), and
 ``/v1/responses/input_tokens`` counts ``NATIVE_COUNT`` plus the characters of the input.
 
 Every call is recorded (path, headers, JSON body, time) for assertions.
@@ -428,13 +429,14 @@ class FakeOpenAI:
         # A test may name the id (``metadata.response_id``), to tell its answers apart.
         named = body.get("metadata")
         rid = named.get("response_id") if isinstance(named, dict) else None
+        searches = _web_searches(body)
         response = {
             "id": rid if isinstance(rid, str) else "resp_native",
             "object": "response",
             "created_at": int(time.time()),
             "status": "completed",
             "model": body.get("model"),
-            "output": [message],
+            "output": [*searches, message],
             "parallel_tool_calls": True,
             "tool_choice": "auto",
             "tools": [],
@@ -448,10 +450,15 @@ class FakeOpenAI:
 
         started = {**response, "status": "in_progress", "output": [], "usage": None}
         await send("response.created", {"response": started})
+        for index, search in enumerate(searches):
+            going = {**search, "status": "in_progress"}
+            await send("response.output_item.added", {"output_index": index, "item": going})
+            await send("response.output_item.done", {"output_index": index, "item": search})
+        at = len(searches)
         empty = {**message, "status": "in_progress", "content": []}
-        await send("response.output_item.added", {"output_index": 0, "item": empty})
+        await send("response.output_item.added", {"output_index": at, "item": empty})
         part = {"type": "output_text", "text": "", "annotations": []}
-        where = {"item_id": "msg_native", "output_index": 0, "content_index": 0}
+        where = {"item_id": "msg_native", "output_index": at, "content_index": 0}
         await send("response.content_part.added", {**where, "part": part})
         for i, word in enumerate(text.split(" ")):
             await send(
@@ -459,10 +466,30 @@ class FakeOpenAI:
             )
         await send("response.output_text.done", {**where, "text": text})
         await send("response.content_part.done", {**where, "part": message["content"][0]})
-        await send("response.output_item.done", {"output_index": 0, "item": message})
+        await send("response.output_item.done", {"output_index": at, "item": message})
         await send("response.completed", {"response": response})
         await resp.write_eof()
         return resp
+
+
+def _web_searches(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``web_search_call`` items of an answer to ``body``: none without a web search tool,
+    else ``max_tool_calls`` of them (default 1)."""
+    tools = body.get("tools") or []
+    if not any(
+        isinstance(t, dict) and str(t.get("type", "")).startswith("web_search") for t in tools
+    ):
+        return []
+    calls = body.get("max_tool_calls")
+    return [
+        {
+            "type": "web_search_call",
+            "id": f"ws_native{n}",
+            "status": "completed",
+            "action": {"type": "search", "query": f"query {n}"},
+        }
+        for n in range(calls if isinstance(calls, int) else 1)
+    ]
 
 
 def _input_text(body: dict[str, Any]) -> str:

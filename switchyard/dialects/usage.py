@@ -12,6 +12,12 @@ tokens written to or read from the prompt cache are reported apart
 ``prompt_tokens`` is their sum, which is what OpenAI would have reported for the same prompt.
 Either way the cache reads and writes also travel on their own (``cache_read_tokens``,
 ``cache_write_tokens``): they are priced apart.
+
+So do the provider's own web searches (``web_search_calls``), charged per call: Anthropic
+reports them as ``usage.server_tool_use.web_search_requests`` (cumulative in a stream, like the
+tokens); a Response lists each as a ``web_search_call`` item of its ``output``, so a whole body
+counts those items and a stream counts the ``response.output_item.done`` events that carry one,
+or the terminal event's ``output`` if it lists more.
 Stream payloads are the event's JSON (``data: `` prefix optional); events that cannot carry usage
 are rejected by a substring check before any decoding.
 """
@@ -36,7 +42,7 @@ class _ResponsesUsage(msgspec.Struct, frozen=True):
     total_tokens: int | None = None
     input_tokens_details: _InputDetails | None = None
 
-    def triple(self) -> Usage:
+    def triple(self, searches: int = 0) -> Usage:
         prompt = self.input_tokens or 0
         completion = self.output_tokens or 0
         total = self.total_tokens or prompt + completion
@@ -50,16 +56,30 @@ class _ResponsesUsage(msgspec.Struct, frozen=True):
             total_tokens=total,
             cache_read_tokens=read,
             cache_write_tokens=write,
+            web_search_calls=searches,
         )
+
+
+class _OutputItem(msgspec.Struct, frozen=True):
+    type: str = ""
 
 
 class _ResponseBody(msgspec.Struct, frozen=True):
     usage: _ResponsesUsage | None = None
+    output: list[_OutputItem] | None = None
+
+    def searches(self) -> int:
+        return sum(item.type == _WEB_SEARCH_CALL for item in self.output or ())
 
 
 class _ResponsesEvent(msgspec.Struct, frozen=True):
     type: str = ""
     response: _ResponseBody | None = None
+    item: _OutputItem | None = None
+
+
+class _ServerToolUse(msgspec.Struct, frozen=True):
+    web_search_requests: int | None = None
 
 
 class _AnthropicUsage(msgspec.Struct, frozen=True):
@@ -67,6 +87,7 @@ class _AnthropicUsage(msgspec.Struct, frozen=True):
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+    server_tool_use: _ServerToolUse | None = None
 
 
 class _AnthropicBody(msgspec.Struct, frozen=True):
@@ -85,6 +106,9 @@ _MESSAGE = msgspec.json.Decoder(_AnthropicBody)
 _ANTHROPIC_EVENT = msgspec.json.Decoder(_AnthropicEvent)
 _TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 _TERMINAL_TYPES = frozenset(t.strip(b'"').decode() for t in _TERMINAL)
+_WEB_SEARCH_CALL = "web_search_call"
+_ITEM_DONE = b'"response.output_item.done"'
+_SEARCH_ITEM = b'"web_search_call"'
 _ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
@@ -93,10 +117,11 @@ def responses_usage(body: bytes) -> Usage | None:
     if b'"usage"' not in body:
         return None
     try:
-        usage = _RESPONSE.decode(body).usage
+        response = _RESPONSE.decode(body)
     except _ERRORS:
         return None
-    return usage.triple() if usage is not None else None
+    usage = response.usage
+    return usage.triple(response.searches()) if usage is not None else None
 
 
 def anthropic_usage(body: bytes) -> Usage | None:
@@ -117,32 +142,46 @@ class ResponsesUsageTracker:
 
     ``ended`` turns true with the stream's last event (``response.completed``, ``.incomplete``
     or ``.failed``, or an ``error`` event): a stream that stops before it was cut short.
+    Web searches are counted as their items are done, and from the terminal event's
+    ``output`` (the larger count wins: neither is missed if the other leaves it out).
     """
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
         self.ended = False
+        self._searches = 0  # web_search_call items done so far
 
     def feed(self, data: bytes) -> None:
         """Read one event's JSON payload."""
-        if not any(marker in data for marker in _TERMINAL) and not _is_error_event(data):
+        search_done = _ITEM_DONE in data and _SEARCH_ITEM in data
+        if (
+            not search_done
+            and not any(marker in data for marker in _TERMINAL)
+            and not _is_error_event(data)
+        ):
             return
         try:
             event = _RESPONSES_EVENT.decode(_payload(data))
         except _ERRORS:
             return
+        if event.type == "response.output_item.done":
+            if event.item is not None and event.item.type == _WEB_SEARCH_CALL:
+                self._searches += 1
+            return
         if event.type in _TERMINAL_TYPES or event.type == "error":
             self.ended = True
-        if event.response is not None and event.response.usage is not None:
-            self.usage = event.response.usage.triple()
+        response = event.response
+        if response is not None and response.usage is not None:
+            searches = max(self._searches, response.searches())
+            self.usage = response.usage.triple(searches)
 
 
 class AnthropicUsageTracker:
     """Follows a native Anthropic event stream.
 
     ``message_start`` carries the input (and cache) tokens, each ``message_delta`` the
-    cumulative output tokens and, in newer API versions, cumulative input counts too; later
-    counts replace earlier ones, as Anthropic's SDK does.
+    cumulative output tokens and, in newer API versions, cumulative input counts (and web
+    searches) too; later counts replace earlier ones, as Anthropic's SDK does.
     """
 
     def __init__(self) -> None:
@@ -175,10 +214,10 @@ class AnthropicUsageTracker:
 
 
 class _AnthropicCounts:
-    __slots__ = ("cache_read", "cache_write", "input", "output")
+    __slots__ = ("cache_read", "cache_write", "input", "output", "searches")
 
     def __init__(self) -> None:
-        self.input = self.output = self.cache_read = self.cache_write = 0
+        self.input = self.output = self.cache_read = self.cache_write = self.searches = 0
 
     def add(self, usage: _AnthropicUsage) -> _AnthropicCounts:
         if usage.input_tokens is not None:
@@ -189,6 +228,9 @@ class _AnthropicCounts:
             self.cache_write = usage.cache_creation_input_tokens
         if usage.cache_read_input_tokens is not None:
             self.cache_read = usage.cache_read_input_tokens
+        tools = usage.server_tool_use
+        if tools is not None and tools.web_search_requests is not None:
+            self.searches = tools.web_search_requests
         return self
 
     def triple(self) -> Usage:
@@ -200,6 +242,7 @@ class _AnthropicCounts:
             total_tokens=prompt + self.output,
             cache_read_tokens=read,
             cache_write_tokens=write,
+            web_search_calls=max(0, self.searches),
         )
 
 

@@ -32,6 +32,10 @@ class UsageEvent(msgspec.Struct, frozen=True, kw_only=True):
     # apart: cache_read_input_token_cost, cache_creation_input_token_cost).
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    # The provider's own web searches the answer made (Anthropic's web_search tool, OpenAI's
+    # web_search_call items), charged per call: priced apart (Price.web_search_per_call).
+    # Left out by an older model-proxy (0); an older accounting worker ignores it.
+    web_search_calls: int = 0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     # Set when the provider gave no count and the tokens are Switchyard's estimate (an

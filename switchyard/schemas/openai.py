@@ -69,7 +69,9 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     the spend counters count). ``cache_read_tokens`` and ``cache_write_tokens`` are the part of
     it read from and written to the provider's prompt cache, which providers price apart (an
     Anthropic cache read costs a tenth of an input token, a write a quarter more). They are
-    Switchyard's own: :meth:`wire` is what a client is shown.
+    Switchyard's own: :meth:`wire` is what a client is shown. ``web_search_calls`` counts the
+    provider's own web searches the answer made (read from native Anthropic and Responses
+    answers), which providers charge per call.
     """
 
     prompt_tokens: int = 0
@@ -77,6 +79,7 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     total_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    web_search_calls: int = 0
 
     def wire(self) -> dict[str, int]:
         """OpenAI's ``usage`` object (the triple; the cache counts are not OpenAI's fields)."""

@@ -106,13 +106,16 @@ class Price(
 
     ``cache_read_per_token`` and ``cache_write_per_token`` price the prompt tokens the provider
     read from and wrote to its prompt cache (counted in the prompt, billed apart); each is the
-    input price when not set. Every price is a finite number, zero or more.
+    input price when not set. ``web_search_per_call`` prices each web search the provider's
+    own tool made; when not set, litellm's map prices it, else $0.01 a search. Every price is
+    a finite number, zero or more.
     """
 
     input_per_token: Annotated[float, msgspec.Meta(ge=0)]
     output_per_token: Annotated[float, msgspec.Meta(ge=0)]
     cache_read_per_token: Annotated[float, msgspec.Meta(ge=0)] | None = None
     cache_write_per_token: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    web_search_per_call: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
     def __post_init__(self) -> None:
         # A YAML ``.inf`` passes ``ge=0`` (JSON cannot carry one): it would bill infinities.

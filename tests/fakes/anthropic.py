@@ -27,6 +27,10 @@ the requested model:
 ``claude-sonnet-4-5-20250929``  the same with a cache write too: :data:`CACHE_WRITE_USAGE`
                   (real model names, so litellm's price map prices them)
 
+A request with a ``web_search_*`` server tool reports that tool's ``max_uses`` (default 1)
+searches, as ``usage.server_tool_use.web_search_requests`` (in a stream: 0 in message_start, the
+count in message_delta, as Anthropic does).
+
 A token count answers ``COUNTED + (number of messages)`` for ``ok`` and the same errors for the
 others, so a test can tell Anthropic's count from the gateway's own estimate.
 """
@@ -106,8 +110,14 @@ class FakeAnthropic(FakeServer):
         elif model == "leaky":
             key = request.headers.get("x-api-key", "")
             return _error(401, "authentication_error", f"invalid x-api-key: {key}")
+        searches = _web_searches(body)
         if body.get("stream"):
-            return await self._stream(request, model)
+            return await self._stream(request, model, searches)
+        usage: dict[str, Any] = _CACHE_MODES.get(
+            model, {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS}
+        )
+        if searches is not None:
+            usage = {**usage, "server_tool_use": {"web_search_requests": searches}}
         return web.json_response(
             {
                 "id": "msg_fake01",
@@ -117,13 +127,16 @@ class FakeAnthropic(FakeServer):
                 "content": [{"type": "text", "text": "".join(REPLY)}],
                 "stop_reason": "end_turn",
                 "stop_sequence": None,
-                "usage": _CACHE_MODES.get(
-                    model, {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS}
-                ),
+                "usage": usage,
             }
         )
 
-    async def _stream(self, request: web.Request, model: str) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, model: str, searches: int | None = None
+    ) -> web.StreamResponse:
+        tools: dict[str, Any] = {}
+        if searches is not None:
+            tools = {"server_tool_use": {"web_search_requests": 0}}
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -160,6 +173,7 @@ class FakeAnthropic(FakeServer):
                         "input_tokens": INPUT_TOKENS,
                         **_CACHE_MODES.get(model, {}),
                         "output_tokens": 1,
+                        **tools,
                     },
                 },
             },
@@ -199,7 +213,10 @@ class FakeAnthropic(FakeServer):
                 "type": "message_delta",
                 "delta": {"stop_reason": "end_turn", "stop_sequence": None},
                 "usage": {
-                    "output_tokens": _CACHE_MODES.get(model, {}).get("output_tokens", OUTPUT_TOKENS)
+                    "output_tokens": _CACHE_MODES.get(model, {}).get(
+                        "output_tokens", OUTPUT_TOKENS
+                    ),
+                    **({"server_tool_use": {"web_search_requests": searches}} if tools else {}),
                 },
             },
         )
@@ -207,6 +224,16 @@ class FakeAnthropic(FakeServer):
         await resp.write_eof()
         self.finished_streams += 1
         return resp
+
+
+def _web_searches(body: dict[str, Any]) -> int | None:
+    """The searches an answer to ``body`` made: None without a web search tool, else the
+    tool's ``max_uses`` (default 1)."""
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict) and str(tool.get("type", "")).startswith("web_search"):
+            uses = tool.get("max_uses")
+            return uses if isinstance(uses, int) else 1
+    return None
 
 
 def _error(

@@ -3,11 +3,17 @@
 litellm ships a price map for most hosted models; it is read from the installed package (never
 fetched: DESIGN §8) once, in a thread, when the worker starts. The JSON file is read directly:
 importing litellm for it cost the accounting worker ~160 MiB of memory and seconds of start-up.
-Models it does not know and that have no override cost nothing, and are logged once each so an
-operator can add a price. Prompt tokens the provider read from or wrote to its prompt cache are
-priced apart (litellm's ``cache_read_input_token_cost`` and ``cache_creation_input_token_cost``,
-or the override's ``cache_read_per_token`` and ``cache_write_per_token``), at the input price
-when no cache price is known.
+The tokens of models it does not know and that have no override cost nothing (their web
+searches do not), and are logged once each so an operator can add a price. Prompt tokens the
+provider read from or wrote to its prompt cache are priced apart (litellm's
+``cache_read_input_token_cost`` and ``cache_creation_input_token_cost``, or the override's
+``cache_read_per_token`` and ``cache_write_per_token``), at the input price when no cache price
+is known.
+
+The provider's own web searches are priced per call: the override's ``web_search_per_call``,
+else litellm's ``search_context_cost_per_query`` for the model (at the ``medium`` search
+context, the providers' default), else :data:`WEB_SEARCH_DEFAULT` (Anthropic's and OpenAI's
+documented $10 per 1,000 searches), whether the model's tokens are priced or not.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ log = logging.getLogger("switchyard.accounting")
 PRICE_FILE = "model_prices_and_context_window_backup.json"
 # Rates remembered at most (then forgotten at once): a model name is what a provider says.
 RATES_KEPT = 4096
+# USD per web search when neither the route nor litellm's map prices it: what Anthropic
+# (web_search tool) and OpenAI (web_search tool of the Responses API) charge, $10 per 1,000.
+WEB_SEARCH_DEFAULT = 0.01
+_SEARCH_CONTEXT = "search_context_size_medium"
 
 
 def price_map() -> dict[str, Any]:
@@ -90,7 +100,8 @@ class Pricing:
 
     def per_token(self, event: UsageEvent, table: RouteTable) -> Rates:
         """USD per token for the deployment that served ``event``: its route's price, else
-        litellm's (a cache price either leaves out is the input price), else nothing."""
+        litellm's (a cache price either leaves out is the input price), else nothing; and
+        USD per web search (see the module's note)."""
         if table is not self._table:  # the map is rebuilt once per route table revision
             self._table, self._deployments = table, table.deployments()
             self._rates.clear()
@@ -104,40 +115,50 @@ class Pricing:
 
     def _look_up(self, event: UsageEvent) -> Rates:
         pair = self._deployments.get(event.deployment)
-        kind: str = ""
-        if pair is not None:
-            provider, deployment = pair
-            price = deployment.price
-            if price is not None:
-                return Rates(
-                    price.input_per_token,
-                    price.output_per_token,
-                    price.cache_read,
-                    price.cache_write,
-                )
-            kind = provider.kind
-        model = event.model
+        price = pair[1].price if pair is not None else None
+        entry = self._entry(pair[0].kind if pair is not None else "", event.model)
+        search = search_price(entry)
+        if price is not None:
+            per_call = price.web_search_per_call
+            return Rates(
+                price.input_per_token,
+                price.output_per_token,
+                price.cache_read,
+                price.cache_write,
+                search if per_call is None else per_call,
+            )
+        if entry is not None:
+            per_in = _usd(entry.get("input_cost_per_token"))
+            read = entry.get("cache_read_input_token_cost")
+            write = entry.get("cache_creation_input_token_cost")
+            return Rates(
+                per_in,
+                _usd(entry.get("output_cost_per_token")),
+                per_in if read is None else _usd(read),
+                per_in if write is None else _usd(write),
+                search,
+            )
+        if event.deployment not in self._unpriced:
+            self._unpriced.add(event.deployment)
+            log.info(
+                "no price known for %s (%s); its tokens are counted as free",
+                event.deployment,
+                event.model,
+            )
+        return FREE
+
+    def _entry(self, kind: str, model: str) -> dict[str, Any] | None:
+        """litellm's entry for ``model`` on a provider of ``kind``, if it has one."""
         for name in (f"{kind}/{model}", model, model.rsplit("/", 1)[-1]):
             entry = self._map.get(name)
             if isinstance(entry, dict):
-                per_in = _usd(entry.get("input_cost_per_token"))
-                read = entry.get("cache_read_input_token_cost")
-                write = entry.get("cache_creation_input_token_cost")
-                return Rates(
-                    per_in,
-                    _usd(entry.get("output_cost_per_token")),
-                    per_in if read is None else _usd(read),
-                    per_in if write is None else _usd(write),
-                )
-        if event.deployment not in self._unpriced:
-            self._unpriced.add(event.deployment)
-            log.info("no price known for %s (%s); counted as free", event.deployment, model)
-        return FREE
+                return entry
+        return None
 
     def cost_nano(self, event: UsageEvent, table: RouteTable) -> int:
         """The cost in nano-dollars (integers keep sums exact): the prompt tokens not in the
         provider's cache at the input price, cache reads and writes at theirs, the completion
-        at the output price."""
+        at the output price, each web search at the search price."""
         rates = self.per_token(event, table)
         read, write = cache_split(
             event.prompt_tokens, event.cache_read_tokens, event.cache_write_tokens
@@ -148,20 +169,38 @@ class Pricing:
             + read * rates.cache_read
             + write * rates.cache_write
             + event.completion_tokens * rates.output
+            + max(0, event.web_search_calls) * rates.web_search
         )
         return round(usd * NANO)
 
 
 class Rates(NamedTuple):
-    """USD per token: prompt tokens (not cached), completion tokens, cache reads, writes."""
+    """USD per token: prompt tokens (not cached), completion tokens, cache reads, writes; and
+    USD per web search."""
 
     input: float
     output: float
     cache_read: float
     cache_write: float
+    web_search: float = WEB_SEARCH_DEFAULT
 
 
+# Tokens of a model without a price; its web searches still cost the default.
 FREE = Rates(0.0, 0.0, 0.0, 0.0)
+
+
+def search_price(entry: dict[str, Any] | None) -> float:
+    """USD per web search from litellm's entry for a model: its
+    ``search_context_cost_per_query`` at the medium context (the providers' default; the
+    highest it lists when it has no medium), else :data:`WEB_SEARCH_DEFAULT`."""
+    costs = entry.get("search_context_cost_per_query") if entry is not None else None
+    if isinstance(costs, dict) and costs:
+        if _SEARCH_CONTEXT in costs:
+            return _usd(costs[_SEARCH_CONTEXT])
+        return max(_usd(cost) for cost in costs.values())
+    if isinstance(costs, int | float) and not isinstance(costs, bool):
+        return _usd(costs)
+    return WEB_SEARCH_DEFAULT
 
 
 def cache_split(prompt: int, read: int, write: int) -> tuple[int, int]:

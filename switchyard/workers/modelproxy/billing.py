@@ -114,6 +114,7 @@ def usage_event(job: Job, target: Target | None, *, estimated: bool) -> UsageEve
         total_tokens=u.total_tokens,
         cache_read_tokens=u.cache_read_tokens,
         cache_write_tokens=u.cache_write_tokens,
+        web_search_calls=u.web_search_calls,
         latency_ms=round((time.time() - job.started) * 1000, 3),
         ttft_ms=round(job.ttft * 1000, 3) if job.ttft is not None else None,
         prompt_tokens_estimated=u.prompt_tokens if estimated else 0,
