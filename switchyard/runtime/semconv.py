@@ -95,6 +95,8 @@ PROVIDER_ERRORS = "switchyard_provider_errors_total"  # deployment, error_type
 QUEUE_WAIT = "switchyard_queue_wait_seconds"  # deployment: stored -> picked up
 IN_FLIGHT = "switchyard_requests_in_flight"  # deployment (this process)
 SECRET_CACHE = "switchyard_secret_cache_total"  # result: hit, miss, error
+# deployment: 1 while this model-proxy does not pull it, its provider key unfetchable here
+KEY_PAUSED = "switchyard_modelproxy_key_paused"
 USAGE_EVENTS = "switchyard_usage_events_total"  # result: published, dropped
 # Requests whose caller left (llm.v1.cancel). A counter of its own, and no provider error: a
 # client leaving is no provider failure, and the error ratios and their alerts must not rise

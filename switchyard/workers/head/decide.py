@@ -4,7 +4,9 @@ Pure policy on top of :class:`Router` and the shared cooldowns: skip deployments
 or cooling down; on a reroute, cool the failed deployment first and pause (jittered
 exponential backoff, never past the deadline); when nothing is left, answer with one error that
 names every attempt: 429 when rate limits are the cause (with ``Retry-After``), else 502, or 503
-with ``Retry-After`` when every candidate is cooling down before any attempt.
+with ``Retry-After`` when every candidate is cooling down before any attempt. An answer whose
+last attempt could not call its provider (its key could not be had) says when to retry too
+(:data:`KEY_RETRY_S`).
 
 A removal bounce (a request handed back unserved because the deployment it was queued for left
 every route, see :func:`after_removal`) is no attempt: it neither joins ``tried`` nor counts
@@ -24,6 +26,7 @@ from switchyard.bus.envelope import Envelope
 from switchyard.config import RoutingSettings
 from switchyard.errors import ApiError, ProviderError, RateLimited, ServiceUnavailable
 from switchyard.runtime.cooldowns import Cooldowns
+from switchyard.runtime.secret_cache import UNAVAILABLE_RETRY_S
 from switchyard.schemas.routing import Deployment
 from switchyard.workers.head.router import Router
 
@@ -35,6 +38,16 @@ MAX_BOUNCES = 5
 # a route change reaches every process within milliseconds, so it ends long before the cap.
 REMOVAL_PAUSE_S = 0.05
 REMOVAL_PAUSE_MAX_S = 1.0
+# Retry-After of an answer whose last attempt could not call its provider for want of its key
+# (status 503 on the bus; a provider's own 503 arrives as a 502). Nothing cooled: the
+# deployment answers as soon as its key is had. A model-proxy that cannot fetch the key tries
+# it every second and pulls that deployment again at the latest after this long (key_pause),
+# and answers its own 503 ``secret_unavailable`` with the same; a key not stored at all is used
+# the moment it is stored, so this is only a pace for retries that would fail until then.
+KEY_RETRY_S = UNAVAILABLE_RETRY_S
+# Retry-After of a request handed back because its deployment left the routes (the route
+# table reaches every process within milliseconds): as :func:`removed_too_often`.
+REMOVED_RETRY_S = 1.0
 
 
 def backoff(hop: int, settings: RoutingSettings, rng: random.Random | None = None) -> float:
@@ -48,7 +61,13 @@ def exhausted(
     env: Envelope, *, retry_after: float | None = None, cooling: tuple[str, ...] = ()
 ) -> ApiError:
     """Every attempt failed: one error naming them all; ``retry_after`` when the candidates
-    left untried are cooling down (``cooling``, named too), the time until the first is back."""
+    left untried are cooling down (``cooling``, named too), the time until the first is back.
+
+    When the last attempt could not call its provider (status 503: its key could not be
+    fetched or is not stored) and no candidate cools down, the answer's ``Retry-After`` is
+    :data:`KEY_RETRY_S`. A cooling candidate's return stays the answer when there is one: a
+    deployment that failed for a passing cause answers again then, where a key comes back
+    only when Vault or an operator acts."""
     tried = env.tried
     attempts = env.errors or ", ".join(tried)
     what = "the one attempt" if len(tried) == 1 else f"all {len(tried)} attempts"
@@ -71,8 +90,15 @@ def exhausted(
         # provider key (a provider's own 503 arrives as a 502), or it was taken out of its
         # route while the request waited in its queue (as model-proxies older than removal
         # bounces report it). Said as it was before reroutes.
-        code = "deployment_removed" if "is no longer routed" in attempts else "secret_unavailable"
-        return ServiceUnavailable(message, code=code, retry_after=retry_after)
+        if "is no longer routed" in attempts:
+            wait = REMOVED_RETRY_S if retry_after is None else retry_after
+            return ServiceUnavailable(message, code="deployment_removed", retry_after=wait)
+        wait = KEY_RETRY_S if retry_after is None else retry_after
+        return ServiceUnavailable(message, code="secret_unavailable", retry_after=wait)
+    if env.last_status == 503 and retry_after is None:
+        # The last deployment tried had no key (or, after earlier failures, a full queue,
+        # which is at least no reason to retry at once): it did not cool down.
+        retry_after = KEY_RETRY_S
     return ProviderError(
         message,
         provider=",".join(tried),

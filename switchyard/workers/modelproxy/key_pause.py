@@ -22,6 +22,11 @@ tries the key every ``PROBE_EVERY_S`` through its key cache and pulls again
 for at most one pause per delivery (``max_deliver`` of them, three by default), and a
 model-proxy paused beside one holding the key hands back one request per pause, one in forty
 at 20 requests a second.
+
+A pause shows in ``switchyard_modelproxy_key_paused{deployment}``: 1 from the hand-back that
+starts it until the deployment is pulled again, then 0. While requests keep coming and the key
+stays out of reach it is 1 nearly all the time: the first request pulled after a pause is
+handed back and pauses the deployment again.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ class Pausable(Protocol):
     async def resume(self, first: int | None = None) -> None: ...
 
 
+def _unwatched(deployment_id: str, paused: bool) -> None:
+    """Where a pause is shown when nothing is (a :class:`KeyPauses` built without a gauge)."""
+
+
 class KeyPauses:
     """The deployments this model-proxy does not pull for want of their provider keys.
 
@@ -59,6 +68,8 @@ class KeyPauses:
         puller: the puller of a routed deployment, None when it is not (any more).
         secret: the name of the provider key a deployment's calls need, None for none.
         fetch: fetches a key (the model-proxy's :class:`SecretCache` ``get``).
+        shown: told each time a deployment's pause starts (True) or ends (False): the
+            model-proxy's gauge (:meth:`ProxyMetrics.paused`).
     """
 
     def __init__(
@@ -69,8 +80,10 @@ class KeyPauses:
         *,
         probe_every_s: float = PROBE_EVERY_S,
         longest_s: float = LONGEST_PAUSE_S,
+        shown: Callable[[str, bool], None] = _unwatched,
     ) -> None:
         self._puller = puller
+        self._shown = shown
         self._secret = secret
         self._fetch = fetch
         self._probe_every_s = probe_every_s
@@ -91,6 +104,7 @@ class KeyPauses:
         if puller is None:
             return
         puller.pause()
+        self._shown(deployment_id, True)
         task = self._tasks.spawn(self._hold(deployment_id, puller), name=f"paused-{deployment_id}")
         self._paused[deployment_id] = (task, puller)
         if self._saying.ready():
@@ -111,10 +125,13 @@ class KeyPauses:
         task, puller = paused
         task.cancel()
         await asyncio.wait([task])
+        self._shown(deployment_id, False)
         await puller.resume()
 
     async def stop(self) -> None:
         await self._tasks.cancel_all()
+        for deployment_id in self._paused:
+            self._shown(deployment_id, False)
         self._paused.clear()
 
     async def _hold(self, deployment_id: str, puller: Pausable) -> None:
@@ -127,6 +144,7 @@ class KeyPauses:
             if until - loop.time() > 0:
                 fetched = await self._probe(deployment_id, until - loop.time())
         del self._paused[deployment_id]
+        self._shown(deployment_id, False)  # pulled again (one at a time, if not fetched)
         if fetched:
             log.info("pulling requests for %s again: its provider key is fetched", deployment_id)
             await puller.resume()

@@ -1,5 +1,6 @@
 """What the model-proxy exports: its calls to providers (GenAI client conventions), queue wait,
-requests in flight, provider errors by class, secret-cache hits and usage events.
+requests in flight, provider errors by class, secret-cache hits, usage events, and the
+deployments it does not pull for want of their provider keys (:mod:`.key_pause`).
 
 The GenAI client histograms carry the ``deployment`` label besides the convention's attributes:
 two deployments of one model on two accounts of the same provider kind must not merge, and the
@@ -43,6 +44,7 @@ class CallLabels:
         self.output_tokens = m.tokens.labels(*labels, "output")
         self.wait = m.wait.labels(dep)
         self.in_flight = m.in_flight.labels(dep)
+        m.key_paused.labels(dep)  # 0 from the deployment's first request on, not absent
 
     def billed(self, usage: Usage) -> None:
         """The tokens one provider call is billed (the usage of its usage event)."""
@@ -81,6 +83,12 @@ class ProxyMetrics:
         )
         self.in_flight: Gauge = metrics.gauge(
             sc.IN_FLIGHT, "Requests this process is serving, per deployment.", [sc.DEPLOYMENT]
+        )
+        self.key_paused: Gauge = metrics.gauge(
+            sc.KEY_PAUSED,
+            "1 while this process does not pull a deployment's requests because its provider "
+            "key cannot be fetched here (key_pause); 0 once it pulls again.",
+            [sc.DEPLOYMENT],
         )
         self.errors: Counter = metrics.counter(
             sc.PROVIDER_ERRORS,
@@ -126,6 +134,11 @@ class ProxyMetrics:
     def left(self, deployment: str, *, queued: bool) -> None:
         """A request whose caller left was dropped (``queued``) or stopped while served."""
         self.cancelled.labels(self._dep(deployment), "queued" if queued else "serving").inc()
+
+    def paused(self, deployment: str, paused: bool) -> None:
+        """This process stopped pulling ``deployment`` for want of its key, or pulls it again
+        (set to 0, not removed: the series stays between scrapes, as the cooldown gauges do)."""
+        self.key_paused.labels(self._dep(deployment)).set(1 if paused else 0)
 
     def finished(
         self,

@@ -64,7 +64,9 @@ class ModelProxy:
         self.heartbeats = Heartbeats(nc, keepalive_s=mp.keepalive_s, progress_s=mp.ack_wait_s / 3)
         self.workers: dict[str, Puller] = {}
         # Deployments not pulled for a while: their key cannot be fetched here (key_pause).
-        self.key_pauses = KeyPauses(self.workers.get, self._secret_of, self.keys.get)
+        self.key_pauses = KeyPauses(
+            self.workers.get, self._secret_of, self.keys.get, shown=self.stats.paused
+        )
         self.handler = Handler(
             nc,
             settings=settings,
