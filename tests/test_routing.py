@@ -138,7 +138,7 @@ async def test_failing_deployment_is_routed_around_and_cooled_on_every_head(
         assert f'deployment="{A}"' in text
     listing = (await routed.admin("GET", "/deployments")).json()["deployments"]
     by_id = {d["id"]: d for d in listing}
-    assert by_id[A]["cooldown"]["status"] == 502
+    assert by_id[A]["cooldown"]["status"] == 500  # the provider's own, not the bus's 502
     assert by_id[B]["cooldown"] is None
 
 
@@ -392,13 +392,16 @@ async def test_route_change_applies_within_a_second_on_every_head(
     # Several requests (heads take them at random): both must already route to the new
     # deployment. Sent at once, so a round costs one request: six in a row can take most of
     # the second on a loaded machine, a second meant for the change to spread.
+    # What must come within the second is the change, not the answers: a round counts from
+    # when it was sent (on a loaded machine its six answers alone took most of a second).
     while True:
+        sent = time.monotonic()
         answers = await asyncio.gather(*(_chat(routed, "moving") for _ in range(6)))
         results = [a.headers["x-switchyard-deployment"] for a in answers]
         if all(r == target for r in results):
             break
         assert time.monotonic() - began < 1.0, results
-    assert time.monotonic() - began < 1.0
+    assert sent - began < 1.0
     assert upstream.calls_for("ctl:m2")
 
 

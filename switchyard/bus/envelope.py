@@ -144,6 +144,22 @@ class Deadline:
         return f"Deadline({self.unix_ms})"
 
 
+# A reroute's statuses: the attempt's, and its provider's own (an error status) when known.
+_STATUSES = (
+    (h.LAST_STATUS, "last_status", 100),
+    (h.UPSTREAM_STATUS, "upstream_status", 400),
+)
+
+
+def _statuses(headers: Mapping[str, str]) -> dict[str, int]:
+    """The status fields of a reroute's headers (none for other messages)."""
+    found: dict[str, int] = {}
+    for name, field, low in _STATUSES:
+        if (value := headers.get(name)) is not None:
+            found[field] = _count(name, value, low=low, high=599)
+    return found
+
+
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """What a request carries besides its body.
 
@@ -153,7 +169,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     ``tenant``, ``key_hash``, ``budget_period``, ``usage_id``; then ``op``, ``alias``,
     ``reply``, ``stream``.
     Added on the dispatch hop: ``deployment``; on a reroute: ``tried``, ``errors``,
-    ``last_status``, ``retry_after``. A removal bounce (the deployment left every route while
+    ``last_status``, ``upstream_status`` (0: unknown, or from an older model-proxy),
+    ``retry_after``. A removal bounce (the deployment left every route while
     the request was queued for it) is no attempt: it adds to ``bounces`` instead, and names the
     deployment in ``removed`` (the head clears it before it queues the request again).
     ``priority`` is the caller's wish until the head decides it (the key's default and ceiling
@@ -179,6 +196,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     tried: tuple[str, ...] = ()
     errors: str = ""
     last_status: int = 0
+    upstream_status: int = 0
     retry_after: float | None = None
     bounces: int = 0
     removed: str = ""
@@ -235,8 +253,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             if len(tried) > MAX_TRIED or any(len(t) > 128 for t in tried):
                 raise MalformedHeader(h.TRIED, f"at most {MAX_TRIED} deployment ids")
             fields["tried"] = tried
-        if (value := get(h.LAST_STATUS)) is not None:
-            fields["last_status"] = _count(h.LAST_STATUS, value, low=100, high=599)
+        fields.update(_statuses(headers))
         if value := get(h.RETRY_AFTER):
             fields["retry_after"] = h.parse_retry_after(value)
         if value := get(h.BOUNCES):  # only a bounced request has either header
@@ -272,6 +289,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             out[h.TRIED] = ",".join(self.tried)
         if self.last_status:
             out[h.LAST_STATUS] = str(self.last_status)
+        if self.upstream_status:
+            out[h.UPSTREAM_STATUS] = str(self.upstream_status)
         if self.retry_after is not None:
             out[h.RETRY_AFTER] = f"{self.retry_after:g}"
         if self.bounces:

@@ -30,6 +30,9 @@ ATTEMPTS = "Sy-Attempts"  # how many attempts it took
 TRIED = "Sy-Tried"  # deployments already tried, comma-separated (reroutes)
 ERRORS = "Sy-Errors"  # on a reroute: "<deployment>: <status> <message>; ..." so far
 LAST_STATUS = "Sy-Last-Status"  # on a reroute: the failed attempt's status
+# On a reroute, when known: the provider's own error status (a 500 where Sy-Last-Status says the
+# 502 of any provider 5xx), which the cooldown records. Absent from older model-proxies.
+UPSTREAM_STATUS = "Sy-Upstream-Status"
 # Removal bounces (DESIGN §3, docs/routing.md): a request handed back unserved because the
 # deployment it was queued for had left every route. Not attempts: they never enter Sy-Tried.
 BOUNCES = "Sy-Bounces"  # how many times so far (bounded by the heads)

@@ -23,6 +23,8 @@ the requested model:
                   (``invalid_request_error``)
 ``stream-late-error``  streams message_start and the first delta, then an ``error``
                   (``overloaded_error``)
+``stream-late-api-error``, ``stream-late-invalid``  the same with ``api_error``, or
+                  ``invalid_request_error``
 ``claude-sonnet-4-5``  answers normally, reporting a prompt-cache hit: :data:`CACHED_USAGE`
 ``claude-sonnet-4-5-20250929``  the same with a cache write too: :data:`CACHE_WRITE_USAGE`
                   (real model names, so litellm's price map prices them)
@@ -59,6 +61,12 @@ _CACHE_MODES = {"claude-sonnet-4-5": CACHED_USAGE, "claude-sonnet-4-5-20250929":
 _FIRST_EVENT_ERRORS = {
     "stream-overloaded": "overloaded_error",
     "stream-invalid": "invalid_request_error",
+}
+# Streams that report a failure in an ``error`` event after the first delta.
+_LATE_ERRORS = {
+    "stream-late-error": "overloaded_error",
+    "stream-late-api-error": "api_error",
+    "stream-late-invalid": "invalid_request_error",
 }
 _STREAM_ERRORS = {
     "overloaded_error": "Overloaded",
@@ -204,8 +212,8 @@ class FakeAnthropic(FakeServer):
             if i == 0 and model == "cut":
                 await resp.write_eof()
                 return resp
-            if i == 0 and model == "stream-late-error":
-                return await fail("overloaded_error")
+            if i == 0 and model in _LATE_ERRORS:
+                return await fail(_LATE_ERRORS[model])
         await send("content_block_stop", {"type": "content_block_stop", "index": 0})
         await send(
             "message_delta",

@@ -6,6 +6,9 @@ the requested model:
 ``error-first``     answers 200 to a stream whose first event is ``error`` (``server_error``)
 ``failed-opening``  streams ``response.created`` and ``.in_progress``, then ``response.failed``
                     (``server_error``)
+``failed-midway``   streams ``response.created``, ``.in_progress`` and the text, then
+                    ``response.failed`` (``server_error``)
+``invalid-midway``  streams the same, then ``error`` (``invalid_request_error``)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tests.fakes.server import FakeServer
 
 TEXT = "native answer"
 FAILURE = {"code": "server_error", "message": "The server had an error processing your request"}
+INVALID = {"code": "invalid_request_error", "message": "Invalid 'input': too long"}
 
 
 @dataclass
@@ -58,6 +62,15 @@ class FakeResponses(FakeServer):
             else:
                 where = {"item_id": "msg_fake", "output_index": 0, "content_index": 0}
                 await send("response.output_text.delta", {**where, "delta": TEXT})
+                if model == "failed-midway":
+                    failed = {**response, "status": "failed", "error": FAILURE}
+                    await send("response.failed", {"response": failed})
+                    await resp.write_eof()
+                    return resp
+                if model == "invalid-midway":
+                    await send("error", {**INVALID, "param": None})
+                    await resp.write_eof()
+                    return resp
                 usage = {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}
                 done = {**response, "status": "completed", "usage": usage}
                 await send("response.completed", {"response": done})

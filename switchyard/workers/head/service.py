@@ -438,7 +438,9 @@ class Head:
             seconds = self.settings.routing.cooldown_s
         if failed and seconds > 0:  # 0: nothing to wait for (a provider key not stored)
             reason = env.errors.rsplit("; ", 1)[-1]
-            await self.cooldowns.cool(failed, seconds, status=env.last_status or 502, reason=reason)
+            # The provider's own status when the model-proxy sent it (a 500, not the bus's 502).
+            status = env.upstream_status or env.last_status or 502
+            await self.cooldowns.cool(failed, seconds, status=status, reason=reason)
             self.stats.cooled(failed)
         if len(env.tried) >= self.settings.routing.max_attempts or env.pin:
             named.tried(env)

@@ -3,7 +3,8 @@
 Routing, keys, limits, queues, accounting, metrics and traces treat a Responses or Messages
 request like any other (the edge and the head only read ``model`` and ``stream``); only the
 provider call differs. :func:`plan` picks it: a provider that speaks the dialect natively gets
-the request passed through (:mod:`.providers.passthrough`); any other gets it translated to chat
+the request passed through (:mod:`.providers.passthrough`, its stream relayed by
+:class:`~.providers.native_stream.Relayed`); any other gets it translated to chat
 completions and its answer translated back by :class:`Translated`, an adapter wrapped around the
 provider's usual one, so the handler calls every provider the same way. The translated output
 limit is named as the provider's kind reads it (:data:`MAX_TOKENS_KINDS`). Anthropic's token
@@ -28,6 +29,7 @@ from switchyard.workers.modelproxy.providers.base import (
     ProviderCall,
     StreamEvent,
 )
+from switchyard.workers.modelproxy.providers.native_stream import Relayed
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.response_owners import Owned, ResponseOwners, refuse_unbound
 
@@ -67,7 +69,8 @@ def plan(
     if call.op not in DIALECTS:
         return adapters.for_kind(kind), call
     if kind in NATIVE[call.op]:
-        return _native(call, adapters, owners, key_hash), call
+        native = _native(call, adapters, owners, key_hash)
+        return (Relayed(native) if call.stream else native), call
     context: responses.ResponsesContext | anthropic.MessagesContext
     chat: dict[str, Any]
     if call.op == "responses":
@@ -142,5 +145,6 @@ class Translated:
 
 def ended_in_dialect(adapter: Adapter | None) -> bool:
     """Whether ``adapter``'s stream already told its client of its failure, in the client's
-    own dialect (an ``error`` event, and Responses' ``response.failed``)."""
-    return isinstance(adapter, Translated) and adapter.ended_in_dialect
+    own dialect (an ``error`` event, and Responses' ``response.failed``): a translated stream
+    closing itself, or a native one relaying its provider's."""
+    return isinstance(adapter, Translated | Relayed) and adapter.ended_in_dialect

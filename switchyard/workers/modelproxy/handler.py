@@ -60,7 +60,7 @@ from switchyard.workers.modelproxy.handback import HAND_BACK_DELAY_S, hand_back,
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
 from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
-from switchyard.workers.modelproxy.midstream import SentFailures
+from switchyard.workers.modelproxy.midstream import SentFailures, provider_status
 from switchyard.workers.modelproxy.observe import Observer
 from switchyard.workers.modelproxy.pace import CallTimes
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
@@ -538,6 +538,7 @@ def reroute_failed(job: Job, exc: ApiError) -> Envelope:
         tried=(*env.tried, job.deployment_id),
         errors=errors[-_MAX_ERRORS_HEADER:],
         last_status=exc.status,
+        upstream_status=provider_status(exc),  # what the head's cooldown records
         # Only this hop's Retry-After: an earlier one must not cool this deployment. A
         # missing key (0: no cooldown) answers the moment someone stores it.
         retry_after=0.0 if ue.no_cooldown(exc) else exc.retry_after,

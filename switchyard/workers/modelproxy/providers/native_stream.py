@@ -13,12 +13,15 @@ client's 400 when the request is at fault.
 The opening events carry nothing of the answer (Anthropic's ``message_start`` and ``ping``,
 Responses' ``response.created``, ``.queued`` and ``.in_progress``): :class:`Opening` holds them
 back until the first event that does, which follows at once on a working stream, so an error
-right after them still fails over. Once anything else went out, an error event is relayed and
-ends the stream, as before.
+right after them still fails over. Once anything else went out, an error event is relayed as
+it came (the client's dialect's own ending: nothing to retry) and then raised as the attempt's
+failure (:class:`Relayed`), so the deployment is cooled as for any stream that failed midway
+(:mod:`..midstream`), and the caller gets no second error.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -26,6 +29,12 @@ import msgspec
 from switchyard.errors import ApiError, ProviderError
 from switchyard.schemas.secret import Secret, redact
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
+from switchyard.workers.modelproxy.providers.base import (
+    Adapter,
+    Completion,
+    ProviderCall,
+    StreamEvent,
+)
 
 # The events that open a stream before any of the answer, per dialect (the passthrough's op).
 OPENING = {
@@ -163,3 +172,60 @@ class Opening:
         self.relayed = True
         out, self._held = [*self._held, event], []
         return out
+
+
+def relayed_failure(op: str, event: bytes, provider: str, key: Secret | None) -> ApiError | None:
+    """The failure ``event`` (one whole SSE event of the answer, as relayed) reports, or None.
+
+    Cheap for every other event: only one named a failure by its ``event:`` line (as Anthropic
+    and OpenAI name every event), or without one whose data may be an error, is decoded.
+    """
+    failed = _FAILED.get(op)
+    if failed is None:
+        return None
+    if event.startswith(b"event:"):
+        end = event.find(b"\n")
+        named = event[6 : end if end >= 0 else len(event)].strip()
+        if named.decode("utf-8", "replace") not in failed:
+            return None
+    elif b'"error"' not in event and b'"response.failed"' not in event:
+        return None
+    data = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+    return reported_failure(op, event_type(event, data), data, provider, key)
+
+
+class Relayed:
+    """A native stream's adapter for one call (Messages to Anthropic, Responses to OpenAI).
+
+    The provider's events go to the client as they came. One that reports a failure once the
+    answer began (an ``error`` event, Responses' ``response.failed``) is relayed too, the
+    stream's end in the client's own dialect, and then raised as the attempt's failure: the
+    handler cools the deployment as for any stream that failed midway (a bad-request error
+    excepted), and sends no second error (:attr:`ended_in_dialect`).
+    """
+
+    def __init__(self, inner: Adapter) -> None:
+        self._inner = inner
+        self.ended_in_dialect = False
+
+    async def complete(self, call: ProviderCall) -> Completion:
+        return await self._inner.complete(call)
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
+        events = self._inner.stream(call)
+        try:
+            async for event in events:
+                yield event
+                if event.payload is None:
+                    continue
+                failure = relayed_failure(call.op, event.payload, call.provider_name, call.api_key)
+                if failure is not None:  # the client has it: the stream ends here
+                    self.ended_in_dialect = True
+                    raise failure
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:  # closes the provider's response now, not at garbage time
+                await close()
+
+    async def close(self) -> None:
+        """The inner adapter belongs to the registry, which closes it."""

@@ -5,7 +5,8 @@ client wrote it (model replaced by the deployment's) and the answer comes back a
 wrote it: no translation, nothing lost. Only the usage is read on the way, for spend and limits.
 Streams are relayed one SSE event (``event:`` + ``data:`` lines) at a time, as they arrive,
 except that the opening events wait for the answer's first event, and an error event before it
-is raised as the attempt's failure (:mod:`.native_stream`).
+is raised as the attempt's failure (:mod:`.native_stream`; one after it is relayed, then raised
+by :class:`.native_stream.Relayed`).
 Token counts (Anthropic's ``/v1/messages/count_tokens``, OpenAI's
 ``/v1/responses/input_tokens``) go the same way, less a ``stream`` field (see :func:`_sent`).
 """
