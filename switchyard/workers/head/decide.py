@@ -8,6 +8,13 @@ with ``Retry-After`` when every candidate is cooling down before any attempt. An
 last attempt could not call its provider (its key could not be had) says when to retry too
 (:data:`KEY_RETRY_S`).
 
+A Responses or Messages request that only a deployment speaking its dialect can serve
+(``previous_response_id``, a server tool...: :mod:`switchyard.dialects.native_only`) is never
+placed on a deployment that would translate it, when its route has a native one: the translation
+would refuse it with a 400 the client does not retry, where the native deployment's own failure
+(a 429, Anthropic's 529) says when to come back. The body is read for that only when the pick
+would translate and the route mixes both kinds (:meth:`Router.mixed`).
+
 A removal bounce (a request handed back unserved because the deployment it was queued for left
 every route, see :func:`after_removal`) is no attempt: it neither joins ``tried`` nor counts
 toward ``routing.max_attempts``, so a route swapped A->B->A still serves what was queued.
@@ -20,10 +27,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from switchyard.bus.envelope import Envelope
 from switchyard.config import RoutingSettings
+from switchyard.dialects import native_only
 from switchyard.errors import ApiError, ProviderError, RateLimited, ServiceUnavailable
 from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.secret_cache import UNAVAILABLE_RETRY_S
@@ -58,10 +68,15 @@ def backoff(hop: int, settings: RoutingSettings, rng: random.Random | None = Non
 
 
 def exhausted(
-    env: Envelope, *, retry_after: float | None = None, cooling: tuple[str, ...] = ()
+    env: Envelope,
+    *,
+    retry_after: float | None = None,
+    cooling: tuple[str, ...] = (),
+    note: str = "",
 ) -> ApiError:
     """Every attempt failed: one error naming them all; ``retry_after`` when the candidates
     left untried are cooling down (``cooling``, named too), the time until the first is back.
+    ``note`` ends the message (why the deployments left were not tried).
 
     When the last attempt could not call its provider (status 503: its key could not be
     fetched or is not stored) and no candidate cools down, the answer's ``Retry-After`` is
@@ -74,6 +89,7 @@ def exhausted(
     message = f"{what} for `{env.alias}` failed: {attempts}"
     if cooling:  # else the message reads as if they had never existed
         message += f"; not tried while cooling down after errors: {', '.join(cooling[:5])}"
+    message += note
     if env.last_status == 429:
         return RateLimited(message, retry_after=env.retry_after)
     if env.last_status == 529:  # the last deployment was overloaded (Anthropic's 529)
@@ -137,22 +153,35 @@ class Named:
 
 
 def _first_back(
-    alias: str, router: Router, book: Cooldowns, tried: tuple[str, ...]
+    alias: str,
+    router: Router,
+    book: Cooldowns,
+    tried: tuple[str, ...],
+    allowed: Callable[[str], bool] | None = None,
 ) -> tuple[float | None, tuple[str, ...]]:
-    """Seconds until the first untried candidate of ``alias`` stops cooling down, if any, and
-    which untried candidates cool down."""
+    """Seconds until the first untried candidate of ``alias`` (of those ``allowed``) stops
+    cooling down, if any, and which untried candidates cool down."""
     now = time.time()
     cooling = tuple(
-        d for d in router.cooling_candidates(alias) if d not in tried and book.cooling(d, now)
+        d
+        for d in router.cooling_candidates(alias, allowed)
+        if d not in tried and book.cooling(d, now)
     )
     waits = [book.remaining(d, now) for d in cooling]
     return (max(0.1, min(waits)) if waits else None), cooling
 
 
-def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
-    """Before any attempt, no candidate is usable right now (all cooling down, or none exists)."""
+def all_cooling(
+    alias: str,
+    router: Router,
+    book: Cooldowns,
+    allowed: Callable[[str], bool] | None = None,
+    note: str = "",
+) -> ApiError:
+    """Before any attempt, no candidate (of those ``allowed``) is usable right now (all cooling
+    down, or none exists); ``note`` ends the message."""
     now = time.time()
-    candidates = router.cooling_candidates(alias)
+    candidates = router.cooling_candidates(alias, allowed)
     waits = [book.remaining(d, now) for d in candidates if book.cooling(d, now)]
     if not waits:
         return ServiceUnavailable(f"no deployment of `{alias}` is available", code="no_deployment")
@@ -163,9 +192,12 @@ def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
     # the logs (a cooldown is shared by every tenant; its reason came from one request).
     why = ", ".join(f"{c.deployment} after {c.status}" for c in cooling[:3])
     message = (
-        f"every deployment of `{alias}` is cooling down after errors"
+        f"every deployment of `{alias}`"
+        + (" that can serve this request" if allowed is not None else "")
+        + " is cooling down after errors"
         + (f" ({why})" if why else "")
         + f"; retry in {retry_after:.1f}s"
+        + note
     )
     if limited and len(limited) == len(waits):
         return RateLimited(message, code="deployments_rate_limited", retry_after=retry_after)
@@ -173,10 +205,17 @@ def all_cooling(alias: str, router: Router, book: Cooldowns) -> ApiError:
 
 
 def choose(
-    router: Router, book: Cooldowns, env: Envelope, *, pinned: str | None, avoid: str = ""
+    router: Router,
+    book: Cooldowns,
+    env: Envelope,
+    *,
+    pinned: str | None,
+    avoid: str = "",
+    body: bytes = b"",
 ) -> Deployment:
     """The deployment for this attempt; another than ``avoid`` (a deployment that just
-    bounced the request) while the route has one.
+    bounced the request) while the route has one. A Responses or Messages ``body`` that only
+    a native deployment can serve skips the deployments that would translate it.
 
     Raises:
         ModelNotFound: unknown alias (or pinned deployment).
@@ -184,16 +223,67 @@ def choose(
     """
     if pinned:
         return router.pinned(pinned)
-    tried = (*env.tried, avoid) if avoid else env.tried
-    deployment = router.choose(env.alias, tried=tried, cooling=book.cooling)
-    if deployment is None and avoid:
-        deployment = router.choose(env.alias, tried=env.tried, cooling=book.cooling)
+    deployment = _pick(router, book, env, avoid)
+    allowed: Callable[[str], bool] | None = None
+    note = ""
+    if deployment is None or router.translates(deployment.id, env.op):
+        need = _needs_native(router, env, body)
+        if need:
+            allowed = partial(_native, router, env.op)
+            note = _native_note(env.op, need)
+            if deployment is not None:
+                deployment = _pick(router, book, env, avoid, allowed)
     if deployment is not None:
         return deployment
     if env.tried:  # none left untried, or all of those cool down: report the real failures
-        retry_after, cooling = _first_back(env.alias, router, book, env.tried)
-        raise exhausted(env, retry_after=retry_after, cooling=cooling)
-    raise all_cooling(env.alias, router, book)
+        retry_after, cooling = _first_back(env.alias, router, book, env.tried, allowed)
+        raise exhausted(env, retry_after=retry_after, cooling=cooling, note=note)
+    raise all_cooling(env.alias, router, book, allowed, note)
+
+
+def keeps_native(
+    router: Router, env: Envelope, body: bytes, chosen: Deployment, other: Deployment
+) -> bool:
+    """Whether ``chosen`` must not give ``env`` to ``other`` (batch work moving to spare
+    capacity): ``chosen`` serves it natively, ``other`` would translate what it cannot."""
+    return (
+        router.translates(other.id, env.op)
+        and not router.translates(chosen.id, env.op)
+        and bool(native_only.needs_native(env.op, body))
+    )
+
+
+def _pick(
+    router: Router,
+    book: Cooldowns,
+    env: Envelope,
+    avoid: str,
+    allowed: Callable[[str], bool] | None = None,
+) -> Deployment | None:
+    tried = (*env.tried, avoid) if avoid else env.tried
+    deployment = router.choose(env.alias, tried=tried, cooling=book.cooling, allowed=allowed)
+    if deployment is None and avoid:
+        deployment = router.choose(
+            env.alias, tried=env.tried, cooling=book.cooling, allowed=allowed
+        )
+    return deployment
+
+
+def _needs_native(router: Router, env: Envelope, body: bytes) -> str:
+    """What in ``body`` needs a native deployment, when ``env``'s route has one as well as
+    translating ones ("" otherwise: then the body is not read)."""
+    if not body or not router.mixed(env.alias, env.op):
+        return ""
+    return native_only.needs_native(env.op, body)
+
+
+def _native(router: Router, op: str, deployment: str) -> bool:
+    return not router.translates(deployment, op)
+
+
+def _native_note(op: str, need: str) -> str:
+    api = "OpenAI Responses" if native_only.DIALECT_OF[op] == "responses" else "Anthropic Messages"
+    return f"; {need} needs a native {api} API: deployments that translate it were not tried"
 
 
 def removal_pause(bounces: int) -> float:

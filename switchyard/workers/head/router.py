@@ -2,7 +2,9 @@
 
 Weighted random choice among the alias's deployments that are neither already tried for this
 request nor cooling down; once those are exhausted, the fallback aliases in order (each with
-its own deployments). A cycle of fallbacks is walked once.
+its own deployments). A cycle of fallbacks is walked once. A Responses or Messages request
+only a native deployment can serve (:mod:`switchyard.dialects.native_only`) passes ``allowed``
+to rule out the deployments that would translate it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
+from switchyard.dialects.native_only import DIALECT_OF, serves
 from switchyard.errors import ModelNotFound
 from switchyard.schemas.routing import Deployment, Route, RouteTable
 
@@ -24,14 +27,37 @@ class Router:
         self._alias_of = {
             dep.id: alias for alias, route in table.routes.items() for dep in route.deployments
         }
+        deployments = table.deployments()
         self._concurrency = {
             dep_id: deployment.concurrency or provider.concurrency
-            for dep_id, (provider, deployment) in table.deployments().items()
+            for dep_id, (provider, deployment) in deployments.items()
         }
+        self._kind = {dep_id: provider.kind for dep_id, (provider, _) in deployments.items()}
+        self._mixed: dict[tuple[str, str], bool] = {}  # (alias, op): see mixed()
 
     def concurrency(self, deployment_id: str) -> int:
         """How many requests the deployment serves at once (every model-proxy together)."""
         return self._concurrency.get(deployment_id, 1)
+
+    def translates(self, deployment_id: str, op: str) -> bool:
+        """Whether ``deployment_id`` gets ``op`` translated (its provider does not speak the
+        operation's dialect: :func:`~switchyard.dialects.native_only.serves`)."""
+        kind = self._kind.get(deployment_id)
+        return kind is not None and not serves(op, kind)
+
+    def mixed(self, alias: str, op: str) -> bool:
+        """Whether ``alias``'s chain (fallbacks too) has both a deployment that serves ``op``
+        natively and one that translates it: only then does a request's content choose
+        between them. Remembered per routed alias and operation (a table is immutable)."""
+        if op not in DIALECT_OF or alias not in self.table.routes:
+            return False
+        known = self._mixed.get((alias, op))
+        if known is None:
+            ids = self.cooling_candidates(alias)
+            translating = [self.translates(d, op) for d in ids]
+            known = any(translating) and not all(translating)
+            self._mixed[(alias, op)] = known
+        return known
 
     def aliases(self) -> list[str]:
         return self._aliases
@@ -73,12 +99,15 @@ class Router:
         *,
         tried: Iterable[str] = (),
         cooling: Callable[[str], bool] = lambda _dep: False,
+        allowed: Callable[[str], bool] | None = None,
     ) -> Deployment | None:
         """Pick a deployment for the next attempt, or None when every candidate is used up.
 
         Args:
             tried: deployment ids already attempted for this request.
             cooling: True for deployments in cooldown (skipped).
+            allowed: when given, False for deployments that cannot serve this request
+                (skipped, as if the route did not list them).
 
         Raises:
             ModelNotFound: ``alias`` is not routed.
@@ -90,7 +119,10 @@ class Router:
             options = [
                 d
                 for d in route.deployments
-                if d.id not in done and d.weight > 0 and not cooling(d.id)
+                if d.id not in done
+                and d.weight > 0
+                and not cooling(d.id)
+                and (allowed is None or allowed(d.id))
             ]
             if not options:
                 continue
@@ -130,11 +162,14 @@ class Router:
                     return dep
         raise ModelNotFound(f"no deployment `{deployment_id}` in the route table", param="model")
 
-    def cooling_candidates(self, alias: str) -> list[str]:
-        """Deployment ids in the alias's chain that take traffic (cooling or not)."""
+    def cooling_candidates(
+        self, alias: str, allowed: Callable[[str], bool] | None = None
+    ) -> list[str]:
+        """Deployment ids in the alias's chain that take traffic (cooling or not), those
+        ``allowed`` only when it is given."""
         return [
             d.id
             for name in self.chain(alias)
             for d in self.table.routes[name].deployments
-            if d.weight > 0
+            if d.weight > 0 and (allowed is None or allowed(d.id))
         ]

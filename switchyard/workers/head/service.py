@@ -328,13 +328,15 @@ class Head:
         failed_before = bool(env.tried)  # a reroute: earlier attempts failed at a provider
         while True:
             try:
-                chosen = decide.choose(self.router, self.cooldowns, env, pinned=pinned, avoid=avoid)
+                chosen = decide.choose(
+                    self.router, self.cooldowns, env, pinned=pinned, avoid=avoid, body=body
+                )
             except ApiError:
                 named.tried(env)  # none after no attempt (every candidate cooling down)
                 if full is not None and not failed_before:  # the full queue is the answer
                     raise full from None
                 raise  # (after real failures: the one error naming every attempt)
-            deployment = self._spare(env, chosen, avoid)
+            deployment = self._spare(env, chosen, body, avoid)
             try:
                 await self._dispatch(body, env, deployment, hop)
                 return
@@ -356,9 +358,10 @@ class Head:
                 named.tried(env)
                 raise decide.exhausted(env) if failed_before else full
 
-    def _spare(self, env: Envelope, chosen: Deployment, avoid: str = "") -> Deployment:
+    def _spare(self, env: Envelope, chosen: Deployment, body: bytes, avoid: str = "") -> Deployment:
         """Batch work goes to a deployment of the model with spare capacity, if one has (not
-        ``avoid``, the deployment that just bounced it)."""
+        ``avoid``, the deployment that just bounced it, nor one that would translate what
+        only ``chosen`` serves natively)."""
         if env.priority != "batch" or env.pin or not self.admission.held(chosen.id):
             return chosen
         other = self.router.sibling(
@@ -366,7 +369,9 @@ class Head:
             tried=(*env.tried, avoid) if avoid else env.tried,
             skip=lambda d: self.admission.held(d) or self.cooldowns.cooling(d),
         )
-        return other or chosen
+        if other is None or decide.keeps_native(self.router, env, body, chosen, other):
+            return chosen
+        return other
 
     async def _dispatch(self, body: bytes, env: Envelope, chosen: Deployment, hop: Hop) -> None:
         deadline = env.deadline
