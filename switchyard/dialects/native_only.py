@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import msgspec
 
-# Provider kinds that speak a dialect themselves (the model-proxy passes the request through:
-# ``workers.modelproxy.dialects.NATIVE`` says the same).
+# Provider kinds that speak a dialect themselves: the model-proxy passes the request through
+# (``workers.modelproxy.dialects`` reads this table too).
 NATIVE = {"responses": frozenset({"openai"}), "messages": frozenset({"anthropic"})}
 # The dialect of each operation that carries one (the token counts are translated too).
 DIALECT_OF = {

@@ -29,7 +29,6 @@ from switchyard.schemas.routing import (
 )
 from switchyard.workers.head import decide
 from switchyard.workers.head.router import Router
-from switchyard.workers.modelproxy import dialects as proxy_dialects
 
 pytestmark = pytest.mark.unit
 
@@ -239,7 +238,7 @@ def test_malformed_and_other_bodies_are_left_to_the_translation() -> None:
 
 
 def test_native_kinds_are_the_model_proxys() -> None:
-    assert native_only.NATIVE == proxy_dialects.NATIVE
+    assert native_only.NATIVE == {"responses": {"openai"}, "messages": {"anthropic"}}
     assert native_only.serves("responses", "openai")
     assert not native_only.serves("responses", "openai-compatible")
     assert native_only.serves("count_tokens", "demo")

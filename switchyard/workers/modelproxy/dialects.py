@@ -1,11 +1,13 @@
 """The model-proxy's side of the client dialects (OpenAI Responses, Anthropic Messages).
 
 Routing, keys, limits, queues, accounting, metrics and traces treat a Responses or Messages
-request like any other (the edge and the head only read ``model`` and ``stream``); only the
-provider call differs. :func:`plan` picks it: a provider that speaks the dialect natively gets
-the request passed through (:mod:`.providers.passthrough`, its stream relayed by
-:class:`~.providers.native_stream.Relayed`); any other gets it translated to chat
-completions and its answer translated back by :class:`Translated`, an adapter wrapped around the
+request like any other (the edge and the head read ``model`` and ``stream``; a head reads what
+only a native deployment can serve when the route mixes both kinds:
+:mod:`switchyard.dialects.native_only`); only the provider call differs. :func:`plan` picks
+it: a provider that speaks the dialect natively (:data:`NATIVE`) gets the request passed
+through (:mod:`.providers.passthrough`, its stream relayed by
+:class:`~.providers.native_stream.Relayed`); any other gets it translated to chat completions
+and its answer translated back by :class:`Translated`, an adapter wrapped around the
 provider's usual one, so the handler calls every provider the same way. The translated output
 limit is named as the provider's kind reads it (:data:`MAX_TOKENS_KINDS`). Anthropic's token
 count (``count_tokens``) goes to Anthropic and OpenAI's (``input_tokens``) to OpenAI; both are
@@ -21,6 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from switchyard.dialects import anthropic, responses
+from switchyard.dialects.native_only import NATIVE
 from switchyard.dialects.probes import COUNTS
 from switchyard.errors import ApiError
 from switchyard.workers.modelproxy.providers.base import (
@@ -34,8 +37,6 @@ from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.response_owners import Owned, ResponseOwners, refuse_unbound
 
 DIALECTS = frozenset({"responses", "messages"})
-# Provider kinds that speak a dialect themselves (the request is passed through unchanged).
-NATIVE = {"responses": frozenset({"openai"}), "messages": frozenset({"anthropic"})}
 # Provider kinds whose servers read a chat request's output limit as ``max_tokens`` only: the
 # translations write ``max_completion_tokens``, which OpenAI and Azure want (their o-series
 # models refuse ``max_tokens``), and these servers ignore an unknown field, i.e. would generate
