@@ -238,7 +238,7 @@ def test_malformed_and_other_bodies_are_left_to_the_translation() -> None:
 
 
 def test_native_kinds_are_the_model_proxys() -> None:
-    assert native_only.NATIVE == {"responses": {"openai"}, "messages": {"anthropic"}}
+    assert {"responses": {"openai"}, "messages": {"anthropic"}} == native_only.NATIVE
     assert native_only.serves("responses", "openai")
     assert not native_only.serves("responses", "openai-compatible")
     assert native_only.serves("count_tokens", "demo")
