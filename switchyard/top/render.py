@@ -241,7 +241,7 @@ PROCESS_COLUMNS = (
     Column("HOST", keep=30, fold_to=12),
     Column("PID", "right", keep=20),
     Column("HEALTH", keep=100),
-    Column("VERSION", keep=75, fold_to=10),  # "0.1.0 p2": package version, protocol level
+    Column("VERSION", keep=75, fold_to=10),  # "0.2.0 p3": package version, protocol level
     Column("CPU", "right", keep=70),
     Column("MEMORY", "right", keep=60),
     Column("UPTIME", "right", keep=40),
