@@ -24,6 +24,7 @@ from switchyard.bus.replies import Reply, ReplyKind, error_from_reply
 from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.dialects import anthropic
+from switchyard.dialects.responses.failed import stream_failed
 from switchyard.errors import (
     ApiError,
     AuthenticationFailed,
@@ -226,12 +227,16 @@ class FinalReply:
     when the first streamed content went out (``perf_counter`` time, 0 before), the error
     message it got instead of an answer, if one came (it names the deployment that refused,
     which the HTTP error answer passes on), and the error that ended a stream after it
-    started, if one did (the metrics count the stream as failed with it)."""
+    started, if one did (the metrics count the stream as failed with it). A Responses or
+    Messages stream also keeps the first and the last chunk it relayed, once it ended: an
+    error that ends it from outside the relay (the edge stopping) is numbered after them."""
 
     reply: Reply | None = None
     first_at: float = 0.0
     refusal: Reply | None = None
     failure: ApiError | None = None
+    opening: bytes = b""
+    relayed: bytes = b""
 
     @property
     def total_tokens(self) -> int | None:
@@ -252,15 +257,20 @@ async def sse_frames(
     stream (``final.failure``). For the Responses and Messages dialects the chunks already are
     whole SSE events (``event:`` and ``data:``), relayed as they are, and the stream ends with
     the dialect's own last event rather than ``[DONE]``. A healthy stream's chunks cost nothing
-    more for the failure's sake: only the ending does.
+    more for the failure's sake (a reference to the last one kept): only the ending does.
     """
     chat = dialect not in ("responses", "messages")
     reply: Reply | None = first
+    relayed = b""
     try:
         while reply is not None:
             kind = reply.kind
             if kind is ReplyKind.CHUNK:
-                yield sse(reply.body) if chat else reply.body
+                if chat:
+                    yield sse(reply.body)
+                else:
+                    relayed = reply.body
+                    yield relayed
             elif kind is ReplyKind.KEEPALIVE:
                 yield SSE_KEEPALIVE
             elif kind is ReplyKind.FINAL:
@@ -273,27 +283,36 @@ async def sse_frames(
                 failure = error_from_reply(reply)
                 if final is not None:
                     final.failure = failure
-                yield sse(reply.body) if chat else _dialect_error(failure, dialect)
+                if chat:
+                    yield sse(reply.body)
+                else:
+                    yield _dialect_error(failure, dialect, first.body, relayed)
                 return
             reply = await anext(rest, None)
     except ApiError as exc:
         if final is not None:
             final.failure = exc
-        yield sse_error(exc) if chat else _dialect_error(exc, dialect)
+        yield sse_error(exc) if chat else _dialect_error(exc, dialect, first.body, relayed)
     finally:
+        if final is not None and not chat:
+            final.opening, final.relayed = first.body, relayed
         await rest.aclose()  # a client that went away releases its reply inbox at once
 
 
-def stream_error(exc: ApiError, dialect: str) -> bytes:
-    """The event that ends a stream that already started with ``exc``, in its dialect."""
+def stream_error(exc: ApiError, dialect: str, final: FinalReply | None = None) -> bytes:
+    """The event that ends a stream that already started with ``exc``, in its dialect;
+    ``final``: the stream's, which knows what it relayed."""
     if dialect in ("responses", "messages"):
-        return _dialect_error(exc, dialect)
+        if final is None:
+            return _dialect_error(exc, dialect, b"", b"")
+        return _dialect_error(exc, dialect, final.opening, final.relayed)
     return sse_error(exc)
 
 
-def _dialect_error(exc: ApiError, dialect: str) -> bytes:
-    """An error event in the client's dialect, for a stream that already started."""
+def _dialect_error(exc: ApiError, dialect: str, opening: bytes, relayed: bytes) -> bytes:
+    """An error event in the client's dialect, for a stream that already started: Anthropic's
+    ``error`` event; Responses' ``error`` then ``response.failed``, numbered after the last
+    event relayed (``opening``: the stream's first chunk, ``relayed``: its last)."""
     if dialect == "messages":
         return anthropic.error_event(exc)
-    doc = {"type": "error", "code": exc.code, "message": exc.message, "param": exc.param}
-    return b"event: error\ndata: " + _ENCODE.encode(doc) + b"\n\n"
+    return stream_failed(exc, opening, relayed)

@@ -53,6 +53,7 @@ from switchyard.ingress.edge import (
     stream_error,
 )
 from switchyard.ingress.onewrite import send_whole
+from switchyard.ingress.timeouts import deadline_header, first_chunk_wait, first_reply
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.tracing import NO_HOP, Hop, span_name
@@ -227,6 +228,7 @@ class FastPath:
                             state=state,
                             final=call.final,
                             dialect=op,
+                            first_within=first_chunk_wait(wanted),
                         )
                     return
                 call.final.reply = await _whole(client.exchange(subject, body, env), call.final)
@@ -313,10 +315,8 @@ def _envelope(
 ) -> Envelope:
     """What the request carries onto the bus: who, until when, and the client's trace.
 
-    Until when: the client's ``X-Request-Timeout``, or the timeout its SDK says it waits.
-    OpenAI's Python SDK sends only ``X-Stainless-Read-Timeout``, the longest wait for the next
-    bytes: for a whole answer that is how long the client waits for it, for a stream only the
-    gap between chunks, so it sets the deadline of whole answers only.
+    Until when: see :func:`~switchyard.ingress.timeouts.deadline_header` (a stream's SDK
+    timeout bounds its first chunk only: :func:`~switchyard.ingress.timeouts.first_reply`).
     """
     trace, trace_state = trace_context(
         wanted.get(b"traceparent", b"").decode("latin-1"),
@@ -334,11 +334,7 @@ def _envelope(
         request_id=request_id,
         priority=priority,
         beta=beta_features(beta.decode("latin-1"), "anthropic-beta") if beta else "",
-        deadline=edge.deadline(
-            wanted.get(b"x-request-timeout")
-            or wanted.get(b"x-stainless-timeout")
-            or (None if streamed else wanted.get(b"x-stainless-read-timeout"))
-        ),
+        deadline=edge.deadline(deadline_header(wanted, streamed=streamed)),
         key_id=key.id,
         key_hash=key.hash,
         tenant=key.team,
@@ -539,7 +535,7 @@ async def _refuse(
         call.status = exc.status if call.op in ANTHROPIC_OPS else openai_status(exc.status)
         await _respond_error(send, exc, request_id, call.op, call.final.refusal)
         return
-    event = stream_error(exc, call.op)
+    event = stream_error(exc, call.op, call.final)
     await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -554,14 +550,11 @@ async def _stream(
     state: dict[str, bool],
     final: FinalReply,
     dialect: str = "chat",
+    first_within: float | None = None,
 ) -> None:
     """Relay a reply stream as SSE; ``state["started"]`` turns True once the server has taken
-    the response's start."""
-    first: Reply | None = None
-    async for reply in replies:
-        if reply.kind is not ReplyKind.KEEPALIVE:
-            first = reply
-            break
+    the response's start. ``first_within``: seconds the first chunk may take (504 past it)."""
+    first = await first_reply(replies, first_within)
     if first is None:
         raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
     if first.kind is ReplyKind.ERROR:

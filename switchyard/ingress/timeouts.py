@@ -1,0 +1,88 @@
+"""What the timeouts a client's SDK announces mean at the edge.
+
+``X-Request-Timeout`` is a whole request's deadline. The SDKs' own headers say how long the
+client waits for something narrower:
+
+* ``X-Stainless-Timeout`` (the Node SDKs, ``@anthropic-ai/sdk`` and ``openai``; Anthropic's
+  Python SDK too, or ``NOT_GIVEN`` when the call set none): the Node SDKs time only the wait
+  for the response headers (their ``fetchWithTimeout`` clears the timer once ``fetch``
+  resolves), the Python ones each read. For a whole answer either is the wait for all of it;
+  a stream's headers go out with its first chunk, so for a stream it bounds only the wait
+  for that chunk, never the stream.
+* ``X-Stainless-Read-Timeout`` (OpenAI's Python SDK sends only this one): the longest wait for
+  the next bytes, so the deadline of a whole answer and nothing for a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from switchyard.bus.replies import Reply, ReplyKind
+from switchyard.errors import DeadlineExceeded
+
+REQUEST = b"x-request-timeout"
+SDK = b"x-stainless-timeout"
+SDK_READ = b"x-stainless-read-timeout"
+
+
+def deadline_header(wanted: dict[bytes, bytes], *, streamed: bool) -> bytes | None:
+    """The header value (seconds) that sets the request's deadline; None for the default."""
+    if streamed:
+        return _given(wanted, REQUEST)
+    return _given(wanted, REQUEST, SDK, SDK_READ)
+
+
+def first_chunk_wait(wanted: dict[bytes, bytes]) -> float | None:
+    """Seconds a stream may take to its first chunk (``X-Stainless-Timeout``); None: no bound
+    but the deadline."""
+    raw = wanted.get(SDK)
+    return seconds(raw) if raw else None
+
+
+async def first_reply(replies: AsyncIterator[Reply], within: float | None) -> Reply | None:
+    """The first reply that is not a keep-alive, within ``within`` seconds if given; None when
+    the replies ended first.
+
+    Raises:
+        DeadlineExceeded: none came in time (504; the reply iterator, cancelled while it
+            waited, tells the model-proxies the caller left).
+    """
+    if within is None:  # no timeout scope (a few microseconds) for a request without one
+        return await _content(replies)
+    scope = asyncio.timeout(within)
+    try:
+        async with scope:
+            return await _content(replies)
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise DeadlineExceeded(
+            f"the answer did not begin within the client's timeout ({within:g} s, "
+            "X-Stainless-Timeout)"
+        ) from None
+
+
+async def _content(replies: AsyncIterator[Reply]) -> Reply | None:
+    async for reply in replies:
+        if reply.kind is not ReplyKind.KEEPALIVE:
+            return reply
+    return None
+
+
+def seconds(raw: bytes) -> float | None:
+    """A timeout header's seconds: a positive finite number, else None (``NOT_GIVEN``)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if 0 < value < float("inf") else None
+
+
+def _given(wanted: dict[bytes, bytes], *names: bytes) -> bytes | None:
+    """The first of the headers ``names`` that holds a timeout."""
+    for name in names:
+        raw = wanted.get(name)
+        if raw and seconds(raw) is not None:
+            return raw
+    return None

@@ -1,0 +1,198 @@
+"""How streams end at the edge, end to end on the session stack.
+
+* A Node SDK's ``X-Stainless-Timeout`` (Claude Code sends it) times only the wait for the
+  response headers, which go out with a stream's first chunk: it bounds that wait, never the
+  stream. It was the whole stream's deadline: a stream longer than the SDK's timeout was cut
+  with ``timeout_error`` (and the part sent billed).
+* A Responses stream the edge ends itself (its deadline passed, its reply ended in an error)
+  ends as the model-proxy ends a translated one: ``error`` with the next ``sequence_number``,
+  then ``response.failed``. It was a bare ``error`` without a ``sequence_number`` (the openai
+  SDK read None where its type says int), and nothing after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from tests.fakes.events import NumberedEvents
+from tests.fakes.server import FakeServer, InThread
+from tests.stacks import Stack
+
+pytestmark = pytest.mark.integration
+
+NATIVE = "s43-es-native"
+# Alias -> (provider, upstream model); "fake" is the session stack's chat provider.
+ROUTES = {
+    "s43-es-paced": ("fake", "paced:700"),  # 6 chunks 0.7 s apart: about 4 s
+    "s43-es-late": ("fake", "slow:3000"),  # its first chunk after 3 s
+    "s43-es-cut": (NATIVE, "cut-midway"),
+    "s43-es-stall": (NATIVE, "stall-midway"),
+}
+
+
+class CuttingResponses(FakeServer):
+    """OpenAI's Responses API, streamed: ``response.created``, ``.in_progress`` and three
+    deltas, then the connection closes without an end (``cut-midway``) or nothing more comes
+    (``stall-midway``)."""
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/responses", self._responses)
+
+    async def start(self) -> str:
+        return f"http://127.0.0.1:{await self.serve()}/v1"
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        body = await self.record(request)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        send = NumberedEvents(resp).send
+        response: dict[str, Any] = {"id": "resp_cutting", "object": "response", "output": []}
+        response |= {"status": "in_progress", "model": body.get("model")}
+        await send("response.created", {"response": response})
+        await send("response.in_progress", {"response": response})
+        where = {"item_id": "msg_cutting", "output_index": 0, "content_index": 0}
+        for word in ("one", " two", " three"):
+            await send("response.output_text.delta", {**where, "delta": word})
+        if body.get("model") == "stall-midway":
+            await self.wait_counting_abandon(asyncio.sleep(60))
+        elif request.transport is not None:
+            request.transport.close()  # mid-answer: no terminating chunk
+        return resp
+
+
+@pytest.fixture(scope="module")
+def cutting() -> Iterator[str]:
+    fake = CuttingResponses()
+    runner = InThread(fake)
+    try:
+        yield runner.start(fake.start)
+    finally:
+        runner.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def routed(stack: Stack, cutting: str) -> AsyncIterator[Stack]:
+    provider = {"kind": "openai", "api_base": cutting, "secret": NATIVE}
+    try:
+        stored = await stack.admin("PUT", f"/secrets/{NATIVE}", {"value": "sk-s43"})
+        assert stored.status_code in (200, 201), stored.text
+        assert (await stack.admin("PUT", f"/providers/{NATIVE}", provider)).status_code == 200
+        for alias, (name, model) in ROUTES.items():
+            route = {"deployments": [{"provider": name, "model": model}]}
+            assert (await stack.admin("PUT", f"/routes/{alias}", route)).status_code == 200
+        for _ in range(300):  # every head and model-proxy follows the table on its own
+            async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
+                probe = await http.post(
+                    "/v1/responses",
+                    json={"model": "s43-es-cut", "input": "up"},
+                    headers={"Authorization": f"Bearer {stack.api_key}"},
+                )
+            if probe.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # the rest of the table, written before it
+        yield stack
+    finally:
+        for alias in ROUTES:
+            await stack.admin("DELETE", f"/routes/{alias}")
+        await stack.admin("DELETE", f"/providers/{NATIVE}")
+        await stack.admin("DELETE", f"/secrets/{NATIVE}")
+
+
+def _events(body: str) -> list[dict[str, Any]]:
+    data = [line[5:].strip() for line in body.splitlines() if line.startswith("data:")]
+    return [json.loads(doc) for doc in data if doc != "[DONE]"]
+
+
+async def _post(stack: Stack, path: str, doc: dict[str, Any], **given: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {stack.api_key}", **given}
+    if path == "/v1/messages":
+        headers["anthropic-version"] = "2023-06-01"
+    async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
+        return await http.post(path, json={**doc, "stream": True}, headers=headers)
+
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+MESSAGES = {"max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_a_node_sdks_timeout_bounds_the_first_chunk_not_the_stream(routed: Stack) -> None:
+    """``X-Stainless-Timeout: 2`` and a stream of about 4 s whose first chunk comes at once:
+    the whole answer, in the chat and in Anthropic's dialect (Claude Code's case). A first
+    chunk that does not come within it: 504 in the route's dialect, before any content."""
+    sdk = {"X-Stainless-Timeout": "2"}
+    chat = await _post(routed, "/v1/chat/completions", {**CHAT, "model": "s43-es-paced"}, **sdk)
+    assert chat.status_code == 200
+    assert chat.text.rstrip().endswith("data: [DONE]"), chat.text
+    words = "".join(
+        e["choices"][0]["delta"].get("content") or ""
+        for e in _events(chat.text)
+        if e.get("choices")
+    )
+    assert words == "w0 w1 w2 w3 w4 w5", chat.text
+    claude = await _post(routed, "/v1/messages", {**MESSAGES, "model": "s43-es-paced"}, **sdk)
+    kinds = [e["type"] for e in _events(claude.text)]
+    assert kinds[-1] == "message_stop", claude.text
+    assert "error" not in kinds
+
+    late = {"model": "s43-es-late"}
+    within = {"X-Stainless-Timeout": "1"}
+    slow = await _post(routed, "/v1/chat/completions", {**CHAT, **late}, **within)
+    assert slow.status_code == 504, slow.text
+    assert slow.json()["error"]["code"] == "deadline_exceeded"
+    slow_claude = await _post(routed, "/v1/messages", {**MESSAGES, **late}, **within)
+    assert slow_claude.status_code == 504, slow_claude.text
+    assert slow_claude.json()["error"]["type"] == "timeout_error"
+    # Anthropic's Python SDK sends NOT_GIVEN: no timeout, the stream runs to its end.
+    python = {"X-Stainless-Timeout": "NOT_GIVEN"}
+    whole = await _post(routed, "/v1/chat/completions", {**CHAT, "model": "s43-es-paced"}, **python)
+    assert whole.text.rstrip().endswith("data: [DONE]"), whole.text
+
+
+def _assert_failed_after(events: list[Any]) -> None:
+    """``error`` numbered after the last event relayed, then ``response.failed`` of the
+    Response the stream opened with; nothing after it."""
+    kinds = [e.type for e in events]
+    assert kinds[-2:] == ["error", "response.failed"], kinds
+    error, failed = events[-2], events[-1]
+    before = [e.sequence_number for e in events[:-2]]
+    assert all(isinstance(n, int) for n in before), before
+    assert isinstance(error.sequence_number, int), error
+    assert error.sequence_number > max(before), (before, error)
+    assert failed.sequence_number == error.sequence_number + 1
+    assert failed.response.id == events[0].response.id
+    assert failed.response.status == "failed"
+    assert failed.response.error is not None
+
+
+@pytest.mark.parametrize(
+    ("alias", "timeout"), [("s43-es-paced", "2.5"), ("s43-es-stall", "2.5"), ("s43-es-cut", "")]
+)
+async def test_a_responses_stream_the_edge_ends_ends_in_response_failed(
+    routed: Stack, alias: str, timeout: str
+) -> None:
+    """Read by the official openai SDK: a translated stream whose deadline passes midway
+    (``X-Request-Timeout``), a native one whose provider stalls past it, a native one whose
+    provider's connection closes midway."""
+    headers = {"X-Request-Timeout": timeout} if timeout else {}
+    async with openai.AsyncOpenAI(
+        base_url=routed.tail_url + "/v1", api_key=routed.api_key, max_retries=0, timeout=30
+    ) as client:
+        stream = await client.responses.create(
+            model=alias, input="hi", stream=True, extra_headers=headers
+        )
+        events: list[Any] = [event async for event in stream]
+    assert [e.type for e in events[:2]] == ["response.created", "response.in_progress"]
+    assert "response.output_text.delta" in [e.type for e in events]
+    _assert_failed_after(events)
+    if timeout:
+        assert events[-2].code == "deadline_exceeded", events[-2]
