@@ -109,7 +109,10 @@ async def test_a_model_proxy_newer_than_the_heads_is_reported_until_it_leaves(
         assert set(gauge) == {"modelproxy"}
         # The process table carries each process's version and level.
         rows = {p["instance"]: p for p in (await _overview(stack))["processes"]}
-        assert (rows[instance]["version"], rows[instance]["protocol"]) == ("9.9.9", 3)
+        assert (rows[instance]["version"], rows[instance]["protocol"]) == (
+            "9.9.9",
+            PROTOCOL_LEVEL + 1,
+        )
         heads = [p for p in rows.values() if p["component"] == "head"]
         assert heads
         assert all(p["protocol"] == PROTOCOL_LEVEL and p["version"] for p in heads)

@@ -6,6 +6,8 @@ Endpoints (NATS micro, queue group ``control``, exported to the CLIENT admin ide
 * ``control.v1.admin.routes.put``: replace the table, all or nothing: validated, consumers for
   new deployments provisioned first, then written with compare-and-set so two admins cannot
   overwrite each other (409 on a lost race). Heads and model-proxies apply it from their watch;
+  a table setting a field that a live process of an older version would refuse is not written
+  (503 ``upgrade_unfinished``, ``table_levels``);
 * ``control.v1.admin.deployments``: every deployment with its aliases, cooldown and queue depth;
 * ``control.v1.admin.cooldowns.clear``: end a deployment's cooldown now.
 
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -37,10 +40,11 @@ from nats.micro.service import Service
 from switchyard.bus import identities, subjects
 from switchyard.bus.envelope import new_request_id
 from switchyard.config import Settings
+from switchyard.control import table_levels
 from switchyard.control.feeder import Feeder
 from switchyard.control.lease import Lease
 from switchyard.control.monitor import Monitor
-from switchyard.errors import Conflict, InvalidRequest
+from switchyard.errors import Conflict, InvalidRequest, ServiceUnavailable
 from switchyard.runtime.audit import request_actor
 from switchyard.runtime.cooldowns import CooldownBook
 from switchyard.runtime.definitions import (
@@ -114,6 +118,7 @@ class Control:
         self._instance = proc.instance
         self._lease: Lease | None = None
         self._feeding = False
+        self._hearing_since = time.monotonic()  # when the monitor began to hear heartbeats
         self._leading = TaskSupervisor("feeder-lease")
         self._later = TaskSupervisor("removed-consumers")
         self.ready = False
@@ -124,6 +129,7 @@ class Control:
         await self.cooldowns.start()
         await self._follower.start()
         await self.monitor.start()
+        self._hearing_since = time.monotonic()
         sched = await self.js.key_value(subjects.SCHED_BUCKET)
         self._lease = Lease(sched, f"{self._instance}-{os.getpid()}-{new_request_id()}")
         await self._lead()
@@ -226,6 +232,8 @@ class Control:
             raise InvalidRequest(f"invalid route table: {exc}") from None
         table = put.table
         data = msgspec.json.encode(table)
+        # A table older processes would refuse is judged once every live process was heard.
+        await asyncio.sleep(table_levels.settle_s(table, time.monotonic() - self._hearing_since))
         async with self._write_lock:
             current = await self._state()
             # A stale edit is a 409 first: judged against a table its editor never read, its
@@ -236,6 +244,7 @@ class Control:
                     f"(now {current.revision}); read it again and retry"
                 )
             _check_edit(table, current.table)
+            self._check_readers(table, request_actor(req))
             # Consumers first: a head may dispatch to a new deployment the moment it sees it.
             await sync_dispatch_consumers(self.js, self.settings, table)
             try:
@@ -261,6 +270,19 @@ class Control:
             len(table.routes),
         )
         await reply_ok(req, wire.ENCODER.encode(wire.TableState(revision=revision, table=table)))
+
+    def _check_readers(self, table: RouteTable, who: str) -> None:
+        """Refuse a table that a live process of an older version would refuse to read.
+
+        Raises:
+            ServiceUnavailable: such a process runs (503: the upgrade is unfinished; the
+                same table is accepted once it is, and a 409 reads as a lost race to the
+                clients that retry those).
+        """
+        why = table_levels.refusal(table, self.monitor.processes())
+        if why is not None:
+            log.warning("refused a route table from %s: %s", who, why)
+            raise ServiceUnavailable(why, code="upgrade_unfinished")
 
     async def _open_removed(self, removed: list[str]) -> None:
         """Let removed deployments' queues be emptied at once, after every model-proxy had

@@ -38,10 +38,10 @@ def _level(p: ProcessState) -> ProcessLevel:
 
 
 def _names(levels: Sequence[ProcessLevel]) -> str:
-    return ", ".join(f"{_who(p)} (level {p.protocol})" for p in levels)
+    return ", ".join(f"{who(p)} (level {p.protocol})" for p in levels)
 
 
-def _who(p: ProcessLevel) -> str:
+def who(p: ProcessLevel | ProcessState) -> str:
     """``head-1``, or ``head h1`` when the instance does not say its component."""
     return p.instance if p.instance.startswith(p.component) else f"{p.component} {p.instance}"
 

@@ -9,7 +9,10 @@ the order that avoids it; the level lets the control service see a mix that brea
 
 Raise :data:`PROTOCOL_LEVEL` by one whenever a message between components changes so that an
 older reader mishandles it, and say in the upgrade section of docs/operations.md which
-component must go first. A change an older reader safely ignores needs no new level.
+component must go first. A change an older reader safely ignores needs no new level. A new
+route-table field is never ignored (an older reader refuses the whole table): raise the level
+and add the field to ``switchyard.control.table_levels.NEW_FIELDS``, which keeps tables using it
+unwritten while an older process runs.
 """
 
 from __future__ import annotations
@@ -21,4 +24,8 @@ UNSTATED_LEVEL = 1
 # Level 2: a model-proxy hands a request whose deployment left the routes back to a head as a
 # removal bounce (``Sy-Bounces``), which level-1 heads drop; LLMClient cancels carry
 # ``Sy-Cancel-Proof``, which level-1 model-proxies do not read.
-PROTOCOL_LEVEL = 2
+# Level 3: route tables may carry fields level-2 readers refuse (every route-table struct
+# forbids unknown fields, so such a reader ignores the whole table and each later one):
+# ``price.web_search_per_call``. The control service writes a table using one only while no
+# live process states a lower level (``switchyard.control.table_levels``).
+PROTOCOL_LEVEL = 3
