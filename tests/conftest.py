@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.responses import FakeResponses
 from tests.fakes.server import InThread
 from tests.stacks import Stack, start_stack
 from tests.support import describe_processes, processes_mentioning
@@ -47,6 +48,17 @@ def claude_fake() -> Iterator[tuple[FakeAnthropic, str]]:
     """A fake Anthropic Messages API over HTTP, and its base URL. It runs on a thread of its
     own: tests that drive a synchronous SDK block their own loop."""
     fake = FakeAnthropic()
+    runner = InThread(fake)
+    try:
+        yield fake, runner.start(fake.start)
+    finally:
+        runner.stop()
+
+
+@pytest.fixture(scope="module")
+def responses_fake() -> Iterator[tuple[FakeResponses, str]]:
+    """A fake OpenAI Responses API over HTTP (on a thread of its own), and its base URL."""
+    fake = FakeResponses()
     runner = InThread(fake)
     try:
         yield fake, runner.start(fake.start)

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import os
 import subprocess
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import nats
@@ -20,6 +21,8 @@ from switchyard.schemas.events import UsageBatch, UsageEvent
 from switchyard.stack import binaries
 from switchyard.stack.ports import accepting, listen_port
 from tests.portrange import worker_range
+
+T = TypeVar("T")
 
 
 def free_port(taken: set[int] | None = None) -> int:
@@ -169,3 +172,21 @@ def usage_events(data: bytes | None) -> list[UsageEvent]:
         return list(msgspec.json.decode(data or b"", type=UsageBatch).events)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return []
+
+
+async def beat_until(
+    check: Callable[[], Awaitable[T | None]],
+    beat: Callable[[], Awaitable[None]],
+    within_s: float = 20.0,
+) -> T:
+    """Beat (as a live process would: ``beat`` publishes its heartbeat) and check until
+    ``check`` gives something; fails after ``within_s`` (a loaded machine: the control service
+    hears a beat in milliseconds when idle)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        await beat()
+        found = await check()
+        if found is not None:
+            return found
+        assert time.monotonic() < deadline, "the control service never showed it"
+        await asyncio.sleep(0.3)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -29,7 +29,13 @@ from switchyard.schemas.health import PREFIX, Cooldown
 from switchyard.schemas.routing import deployment_id
 from tests.fakes.anthropic import REPLY, FakeAnthropic
 from tests.fakes.responses import TEXT, FakeResponses
-from tests.fakes.server import InThread
+from tests.native_routes import (
+    failing_first,
+    native_providers,
+    native_routes,
+    stream_messages,
+    stream_responses,
+)
 from tests.stacks import Stack
 from tests.support import usage_events
 
@@ -50,16 +56,6 @@ ROUTES = {
 READY = "s43-nmc-ready"  # written last; answers once the table reached every process
 
 
-@pytest.fixture(scope="module")
-def responses_fake() -> Iterator[tuple[FakeResponses, str]]:
-    fake = FakeResponses()
-    runner = InThread(fake)
-    try:
-        yield fake, runner.start(fake.start)
-    finally:
-        runner.stop()
-
-
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def native(
     stack: Stack,
@@ -67,69 +63,19 @@ async def native(
     responses_fake: tuple[FakeResponses, str],
 ) -> AsyncIterator[Stack]:
     """Two native providers and the routes of :data:`ROUTES`, this module only."""
-    providers = {
-        CLAUDE: {"kind": "anthropic", "api_base": claude_fake[1], "secret": CLAUDE},
-        OPENAI: {"kind": "openai", "api_base": responses_fake[1], "secret": OPENAI},
-    }
-    routes = {
-        alias: [
-            {"provider": provider, "model": model, "weight": 1_000_000},
-            {"provider": provider, "model": "ok", "weight": 1},
-        ]
-        for alias, (provider, model) in ROUTES.items()
-    }
+    providers = native_providers(CLAUDE, claude_fake[1], OPENAI, responses_fake[1])
+    routes = failing_first(ROUTES)
     routes[READY] = [{"provider": CLAUDE, "model": "ok"}, {"provider": OPENAI, "model": "ok"}]
-    try:
-        for name, doc in providers.items():
-            stored = await stack.admin("PUT", f"/secrets/{name}", {"value": f"sk-{name}"})
-            assert stored.status_code in (200, 201), stored.text
-            assert (await stack.admin("PUT", f"/providers/{name}", doc)).status_code == 200
-        for alias, deployments in routes.items():
-            route = {"deployments": deployments}
-            assert (await stack.admin("PUT", f"/routes/{alias}", route)).status_code == 200
-        for _ in range(300):  # every head and model-proxy follows the table on its own
-            if (await _messages(stack, READY, "s43-nmc-up")).status_code == 200:
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # the rest of the table, written before it
+
+    async def ready() -> bool:
+        return (await stream_messages(stack, READY, "s43-nmc-up")).status_code == 200
+
+    async with native_routes(stack, providers, routes, ready):
         yield stack
-    finally:
-        for alias in routes:
-            await stack.admin("DELETE", f"/routes/{alias}")
-        for name in providers:
-            await stack.admin("DELETE", f"/providers/{name}")
-            await stack.admin("DELETE", f"/secrets/{name}")
-
-
-async def _messages(stack: Stack, alias: str, request_id: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
-        return await http.post(
-            "/v1/messages",
-            json={
-                "model": alias,
-                "max_tokens": 32,
-                "stream": True,
-                "messages": [{"role": "user", "content": "hi"}],
-            },
-            headers={
-                "x-api-key": stack.api_key,
-                "anthropic-version": "2023-06-01",
-                "X-Request-Id": request_id,
-            },
-        )
-
-
-async def _responses(stack: Stack, alias: str, request_id: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
-        return await http.post(
-            "/v1/responses",
-            json={"model": alias, "input": "hi", "stream": True},
-            headers={"Authorization": f"Bearer {stack.api_key}", "X-Request-Id": request_id},
-        )
 
 
 def _ask(alias: str) -> Callable[[Stack, str, str], Awaitable[httpx.Response]]:
-    return _responses if ROUTES[alias][0] == OPENAI else _messages
+    return stream_responses if ROUTES[alias][0] == OPENAI else stream_messages
 
 
 def _events(body: str) -> list[dict[str, Any]]:
@@ -270,7 +216,7 @@ async def test_a_provider_500_shows_500_in_the_cooldown(native: Stack) -> None:
     failing, other = deployment_id(CLAUDE, "broken"), deployment_id(CLAUDE, "ok")
     await native.admin("DELETE", f"/deployments/{failing}/cooldown")
     try:
-        answer = await _messages(native, alias, f"{alias}-1")
+        answer = await stream_messages(native, alias, f"{alias}-1")
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-switchyard-attempts"] == "2"
         assert answer.headers["x-switchyard-deployment"] == other

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,7 +24,13 @@ from switchyard.schemas.health import PREFIX, Cooldown
 from switchyard.schemas.routing import deployment_id
 from tests.fakes.anthropic import REPLY, FakeAnthropic
 from tests.fakes.responses import TEXT, FakeResponses
-from tests.fakes.server import InThread
+from tests.native_routes import (
+    failing_first,
+    native_providers,
+    native_routes,
+    stream_messages,
+    stream_responses,
+)
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
@@ -43,16 +49,6 @@ ROUTES = {
 }
 
 
-@pytest.fixture(scope="module")
-def responses_fake() -> Iterator[tuple[FakeResponses, str]]:
-    fake = FakeResponses()
-    runner = InThread(fake)
-    try:
-        yield fake, runner.start(fake.start)
-    finally:
-        runner.stop()
-
-
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def native(
     stack: Stack,
@@ -60,63 +56,15 @@ async def native(
     responses_fake: tuple[FakeResponses, str],
 ) -> AsyncIterator[Stack]:
     """Two native providers and the routes of :data:`ROUTES`, this module only."""
-    providers = {
-        CLAUDE: {"kind": "anthropic", "api_base": claude_fake[1], "secret": CLAUDE},
-        OPENAI: {"kind": "openai", "api_base": responses_fake[1], "secret": OPENAI},
-    }
-    try:
-        for name, doc in providers.items():
-            stored = await stack.admin("PUT", f"/secrets/{name}", {"value": f"sk-{name}"})
-            assert stored.status_code in (200, 201), stored.text
-            assert (await stack.admin("PUT", f"/providers/{name}", doc)).status_code == 200
-        for alias, (provider, model) in ROUTES.items():
-            route = {
-                "deployments": [
-                    {"provider": provider, "model": model, "weight": 1_000_000},
-                    {"provider": provider, "model": "ok", "weight": 1},
-                ]
-            }
-            assert (await stack.admin("PUT", f"/routes/{alias}", route)).status_code == 200
-        for _ in range(300):  # every head and model-proxy follows the table on its own
-            # The one route that cools nothing (an error after content now cools its deployment)
-            if (await _messages(stack, "s41-pe-invalid", "up")).status_code == 400:
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # the rest of the table, written before it
+    providers = native_providers(CLAUDE, claude_fake[1], OPENAI, responses_fake[1])
+    routes = failing_first(ROUTES)
+
+    async def ready() -> bool:
+        # The one route that cools nothing (an error after content now cools its deployment)
+        return (await stream_messages(stack, "s41-pe-invalid", "up")).status_code == 400
+
+    async with native_routes(stack, providers, routes, ready):
         yield stack
-    finally:
-        for alias in ROUTES:
-            await stack.admin("DELETE", f"/routes/{alias}")
-        for name in providers:
-            await stack.admin("DELETE", f"/providers/{name}")
-            await stack.admin("DELETE", f"/secrets/{name}")
-
-
-async def _messages(stack: Stack, alias: str, request_id: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
-        return await http.post(
-            "/v1/messages",
-            json={
-                "model": alias,
-                "max_tokens": 32,
-                "stream": True,
-                "messages": [{"role": "user", "content": "hi"}],
-            },
-            headers={
-                "x-api-key": stack.api_key,
-                "anthropic-version": "2023-06-01",
-                "X-Request-Id": request_id,
-            },
-        )
-
-
-async def _responses(stack: Stack, alias: str, request_id: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
-        return await http.post(
-            "/v1/responses",
-            json={"model": alias, "input": "hi", "stream": True},
-            headers={"Authorization": f"Bearer {stack.api_key}", "X-Request-Id": request_id},
-        )
 
 
 def _events(body: str) -> list[dict[str, Any]]:
@@ -185,7 +133,7 @@ async def test_an_anthropic_error_event_before_the_answer_fails_over(
     """First event ``error`` (``overloaded_error``), or ``api_error`` right after
     ``message_start`` and a ``ping`` (held back until the answer's first event)."""
     request_id = f"{alias}-1"
-    answer = await _messages(native, alias, request_id)
+    answer = await stream_messages(native, alias, request_id)
     assert answer.status_code == 200, answer.text
     kinds = [event["type"] for event in _events(answer.text)]
     assert kinds.count("message_start") == 1, kinds  # the failed attempt's never went out
@@ -203,7 +151,7 @@ async def test_a_responses_failure_event_before_the_answer_fails_over(
     """First event ``error``, or ``response.failed`` right after ``response.created`` and
     ``response.in_progress``."""
     request_id = f"{alias}-1"
-    answer = await _responses(native, alias, request_id)
+    answer = await stream_responses(native, alias, request_id)
     assert answer.status_code == 200, answer.text
     kinds = [event["type"] for event in _events(answer.text)]
     assert "response.failed" not in kinds, kinds
@@ -220,7 +168,7 @@ async def test_an_invalid_request_error_event_is_the_clients_400(
     """Not retried (every deployment would answer the same), not cooled, not billed."""
     fake, _ = claude_fake
     before = len(fake.calls)
-    answer = await _messages(native, "s41-pe-invalid", "s41-pe-invalid-1")
+    answer = await stream_messages(native, "s41-pe-invalid", "s41-pe-invalid-1")
     assert answer.status_code == 400, answer.text
     error = answer.json()
     assert error["type"] == "error", error
@@ -233,7 +181,7 @@ async def test_an_invalid_request_error_event_is_the_clients_400(
 async def test_an_error_event_after_content_still_ends_the_relayed_stream(native: Stack) -> None:
     """Content went out: nothing to retry. The error event reaches the client as Anthropic
     sent it, after the text already sent (as before)."""
-    answer = await _messages(native, "s41-pe-late", "s41-pe-late-1")
+    answer = await stream_messages(native, "s41-pe-late", "s41-pe-late-1")
     assert answer.status_code == 200, answer.text
     assert answer.headers["x-switchyard-attempts"] == "1"
     kinds = [event["type"] for event in _events(answer.text)]

@@ -7,10 +7,8 @@ the process says goodbye the same route is written."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import pytest
@@ -19,11 +17,10 @@ from nats.aio.client import Client as NATS
 from switchyard.bus import subjects
 from switchyard.schemas.monitor import ENCODER, Heartbeat
 from tests.stacks import Stack
+from tests.support import beat_until
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
-WAIT_S = 20.0  # a loaded machine: the control service hears a beat in milliseconds when idle
 ALIAS = "levels-search"
 OLD = "accounting-old"
 TOKENS = {"input_per_token": 1e-6, "output_per_token": 2e-6}
@@ -36,19 +33,6 @@ REFUSED = (
 
 def _route(price: dict[str, float]) -> dict[str, Any]:
     return {"deployments": [{"provider": "fake", "model": "echo:levels", "price": price}]}
-
-
-async def _until(
-    check: Callable[[], Awaitable[T | None]], beat: Callable[[], Awaitable[None]]
-) -> T:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        await beat()
-        found = await check()
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, "the control service never showed it"
-        await asyncio.sleep(0.3)
 
 
 async def _listed(stack: Stack) -> set[str]:
@@ -97,7 +81,7 @@ async def test_a_table_an_older_process_would_refuse_waits_until_it_is_gone(stac
             async def seen() -> bool | None:
                 return True if OLD in await _listed(stack) else None
 
-            await _until(seen, publish)
+            await beat_until(seen, publish)
             await publish()
             # Per route: the admin API's read-modify-write edit.
             refused = await stack.admin("PUT", f"/routes/{ALIAS}", _route(SEARCHES))
@@ -125,7 +109,7 @@ async def test_a_table_an_older_process_would_refuse_waits_until_it_is_gone(stac
         async def gone() -> bool | None:
             return True if OLD not in await _listed(stack) else None
 
-        await _until(gone, nothing)
+        await beat_until(gone, nothing)
         written = await stack.admin("PUT", f"/routes/{ALIAS}", _route(SEARCHES))
         assert written.status_code == 200, written.text
         stored = (await _routes(stack))["table"]["routes"][ALIAS]["deployments"][0]["price"]

@@ -6,10 +6,8 @@ the shape a process older than the level field sends (no version, no level)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import msgspec
@@ -22,25 +20,9 @@ from switchyard.runtime.semconv import UPGRADE_ORDER_VIOLATIONS
 from switchyard.schemas.monitor import ENCODER, Heartbeat
 from switchyard.schemas.protocol import PROTOCOL_LEVEL
 from tests.stacks import Stack
+from tests.support import beat_until
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-WAIT_S = 20.0  # a loaded machine: the control service hears a beat in milliseconds when idle
-
-
-async def _until(
-    check: Callable[[], Awaitable[T | None]], beat: Callable[[], Awaitable[None]]
-) -> T:
-    """Beat (as a live process would) and check until ``check`` gives something."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        await beat()
-        found = await check()
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, "the control service never showed it"
-        await asyncio.sleep(0.3)
 
 
 async def _gauge(stack: Stack) -> dict[str, float]:
@@ -94,7 +76,7 @@ async def test_a_model_proxy_newer_than_the_heads_is_reported_until_it_leaves(
             found = (await _overview(stack))["upgrade_order"]
             return found[0] if found else None
 
-        violation = await _until(reported, publish)
+        violation = await beat_until(reported, publish)
         assert violation["first"] == "head"
         assert [p["instance"] for p in violation["ahead"]] == [instance]
         assert {p["component"] for p in violation["behind"]} == {"head"}
@@ -105,7 +87,7 @@ async def test_a_model_proxy_newer_than_the_heads_is_reported_until_it_leaves(
             gauge = await _gauge(stack)
             return gauge if gauge.get("modelproxy") == 1 else None
 
-        gauge = await _until(counted, publish)
+        gauge = await beat_until(counted, publish)
         assert set(gauge) == {"modelproxy"}
         # The process table carries each process's version and level.
         rows = {p["instance"]: p for p in (await _overview(stack))["processes"]}
@@ -129,7 +111,7 @@ async def test_a_model_proxy_newer_than_the_heads_is_reported_until_it_leaves(
     async def nothing() -> None:
         return None
 
-    await _until(cleared, nothing)
+    await beat_until(cleared, nothing)
 
 
 async def test_a_head_older_than_the_level_field_under_newer_model_proxies_is_reported(
@@ -154,7 +136,7 @@ async def test_a_head_older_than_the_level_field_under_newer_model_proxies_is_re
             found = (await _overview(stack))["upgrade_order"]
             return found[0] if found else None
 
-        violation = await _until(reported, publish)
+        violation = await beat_until(reported, publish)
         assert violation["first"] == "head"
         assert [(p["instance"], p["protocol"], p["version"]) for p in violation["behind"]] == [
             (instance, 1, "")
@@ -167,7 +149,7 @@ async def test_a_head_older_than_the_level_field_under_newer_model_proxies_is_re
             gauge = await _gauge(stack)
             return gauge if gauge.get("modelproxy", 0) >= 1 else None
 
-        assert (await _until(counted, publish))["modelproxy"] == len(ahead)
+        assert (await beat_until(counted, publish))["modelproxy"] == len(ahead)
     finally:
         await _say_goodbye(
             nc,
@@ -181,7 +163,7 @@ async def test_a_head_older_than_the_level_field_under_newer_model_proxies_is_re
     async def nothing() -> None:
         return None
 
-    await _until(cleared, nothing)
+    await beat_until(cleared, nothing)
 
 
 async def test_a_heartbeat_naming_another_component_than_its_subject_is_ignored(
@@ -211,7 +193,7 @@ async def test_a_heartbeat_naming_another_component_than_its_subject_is_ignored(
             view = await _overview(stack)
             return view if any(p["instance"] == "tail-marker" for p in view["processes"]) else None
 
-        view = await _until(marked, publish)
+        view = await beat_until(marked, publish)
         assert not any(p["instance"].endswith("forged") for p in view["processes"])
         assert view["upgrade_order"] == []
     finally:
