@@ -15,10 +15,11 @@ import pytest
 import pytest_asyncio
 
 from switchyard.bus import subjects
-from switchyard.schemas.events import USAGE_BATCH_DECODER, UsageEvent
+from switchyard.schemas.events import UsageEvent
 from switchyard.workers.accounting.pricing import price_map
 from tests.fakes.anthropic import INPUT_TOKENS, OUTPUT_TOKENS, FakeAnthropic
 from tests.stacks import Stack
+from tests.support import usage_events
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -120,8 +121,7 @@ async def _events(stack: Stack, key_id: str, count: int) -> list[UsageEvent]:
             found = []
             for seq in range(max(1, last - 200), last + 1):
                 raw = await js.get_msg(subjects.USAGE_STREAM, seq)
-                batch = USAGE_BATCH_DECODER.decode(raw.data or b"")
-                found += [e for e in batch.events if e.key_id == key_id]
+                found += [e for e in usage_events(raw.data) if e.key_id == key_id]
     finally:
         await nc.close()
     assert len(found) == count, found

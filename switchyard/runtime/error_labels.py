@@ -80,6 +80,7 @@ OWN_CODES = frozenset(
         "unsupported_content_encoding",
         "unsupported_parameter",
         "unsupported_value",
+        "upgrade_unfinished",
         "vault_unavailable",
         "worker_stopped",
     }
