@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from nats.js.errors import NotFoundError
+from redis.asyncio import Redis
 
 from switchyard.bus import subjects
 from switchyard.bus.connect import connect
@@ -40,7 +41,7 @@ async def snapshot(
     settings: Settings, key_id: str, first_seq: int, timeout: float = 90
 ) -> dict[str, Any]:
     """Once accounting is idle: every usage event of ``key_id`` after ``first_seq``, and the
-    key's spend counters of today.
+    key's daily spend counters (:func:`day_counters`).
 
     Idle means nothing queued in DISPATCH, every USAGE message applied, and no new one for
     QUIET_S (a batch being re-published is stored within its publisher's confirm timeout).
@@ -81,12 +82,29 @@ async def snapshot(
         await nc.close()
     redis = connect_redis(settings, "ops")
     try:
-        found = await redis.hgetall(rk.day_key(periods.day(time.time()), key_id))
+        fields = await day_counters(redis, key_id)
     finally:
         await redis.aclose()
-    fields = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in found.items()}
     spend = [fields.get(f, 0) for f in ("prompt_tokens", "completion_tokens", "requests")]
     return {"events": events, "spend": spend}
+
+
+async def day_counters(redis: Redis, key_id: str) -> dict[str, int]:
+    """``key_id``'s daily spend counters of the last hour's UTC days, summed.
+
+    Accounting files each event under the day it happened, so a run that crosses midnight has
+    counters on two days (a CI run once read 0 for a scenario that ended just after midnight).
+    The keys are made for each test, so no earlier spend is summed in; a test runs well within
+    the hour.
+    """
+    now = time.time()
+    days = {periods.day(now - 3600), periods.day(now)}
+    total: dict[str, int] = {}
+    for day in sorted(days):
+        for name, value in (await redis.hgetall(rk.day_key(day, key_id))).items():
+            field = name.decode() if isinstance(name, bytes) else name
+            total[field] = total.get(field, 0) + int(value)
+    return total
 
 
 def main(argv: list[str]) -> int:

@@ -27,8 +27,6 @@ from redis.asyncio import Redis
 
 from switchyard.bus import subjects
 from switchyard.config import Settings
-from switchyard.limits import keys as rk
-from switchyard.limits import periods
 from switchyard.limits.store import connect_redis
 from switchyard.runtime.definitions import usage_stream_config
 from switchyard.runtime.metrics import Metrics
@@ -38,6 +36,7 @@ from switchyard.stack import binaries, valkey
 from switchyard.stack.ports import accepting
 from switchyard.workers.accounting.service import Accounting
 from switchyard.workers.accounting.stream import UsageStream, micros, place_of
+from tests.billing import day_counters
 from tests.support import jetstream_server, write_settings
 
 pytestmark = pytest.mark.integration
@@ -127,8 +126,7 @@ async def _next(subscription: JetStreamContext.PullSubscription) -> Msg:
 
 
 async def _billed(ops: Redis, key_id: str) -> list[int]:
-    found = await ops.hgetall(rk.day_key(periods.day(time.time()), key_id))
-    fields = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in found.items()}
+    fields = await day_counters(ops, key_id)
     return [fields.get(f, 0) for f in ("requests", "prompt_tokens", "completion_tokens")]
 
 
