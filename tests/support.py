@@ -190,3 +190,19 @@ async def beat_until(
             return found
         assert time.monotonic() < deadline, "the control service never showed it"
         await asyncio.sleep(0.3)
+
+
+def day_totals(rows: list[dict[str, Any]], kind: str, member: str) -> dict[str, float]:
+    """The admin API's ``/spend?days=N`` rows of one key, model or team, summed over the days.
+
+    Accounting files a request under the UTC day it ran, so a test that crosses midnight has
+    rows on two days: ask for ``days=2`` and sum (test keys and aliases are made per test).
+    """
+    total: dict[str, float] = {}
+    for row in rows:
+        if row.get(kind) != member:
+            continue
+        for name, value in row.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                total[name] = total.get(name, 0) + value
+    return total

@@ -29,6 +29,7 @@ from switchyard.runtime.objects import CHUNK_BYTES, ObjectWriter, chunks_subject
 from switchyard.schemas import batches as b
 from switchyard.stack import local
 from tests.stacks import Stack, batch_config, start_stack
+from tests.support import day_totals
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -109,8 +110,8 @@ async def _check_output(client: openai.AsyncOpenAI, batch: Any, tag: str) -> Non
 
 
 async def _billed_requests(stack: Stack, key_id: str) -> int:
-    response = await stack.admin("GET", "/spend?days=1")
-    return sum(r["requests"] for r in response.json()["days"] if r.get("key") == key_id)
+    response = await stack.admin("GET", "/spend?days=2")  # a run across midnight: two days
+    return int(day_totals(response.json()["days"], "key", key_id).get("requests", 0))
 
 
 async def _settled_requests(stack: Stack, key_id: str, *, quiet_s: float = 6.0) -> int:

@@ -28,7 +28,7 @@ from openai import OpenAI
 
 from switchyard.stack import compose
 from tests import failover
-from tests.support import free_port
+from tests.support import day_totals, free_port
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1500)]
 
@@ -307,9 +307,12 @@ print(json.dumps(results))
 
 
 def _spend_tokens(dep: Deployment, key_id: str) -> tuple[int, int, int]:
-    rows = dep.admin("GET", "/spend?days=1").json()["days"]
-    row: dict[str, Any] = next((r for r in rows if r.get("key") == key_id), {})
-    return row.get("prompt_tokens", 0), row.get("completion_tokens", 0), row.get("requests", 0)
+    row = day_totals(dep.admin("GET", "/spend?days=2").json()["days"], "key", key_id)
+    return (
+        int(row.get("prompt_tokens", 0)),
+        int(row.get("completion_tokens", 0)),
+        int(row.get("requests", 0)),
+    )
 
 
 def _wait(
