@@ -3,10 +3,12 @@
 A Responses or Messages request goes through unchanged to a provider that speaks its dialect
 (:data:`NATIVE`) and is translated to chat completions for any other. The translations refuse,
 with a 400 naming the field, what only the dialect's own servers can do: Responses'
-``previous_response_id``, ``conversation`` and ``prompt`` (stored state), built-in tools and the
-items and ``tool_choice`` that name them, files by id or URL; Messages' server tools
-(``web_search_20250305``...), the blocks their answers leave in history (``server_tool_use``,
-``web_search_tool_result``...), images and documents by file id or URL. Those refusals are true
+``previous_response_id``, ``conversation`` and ``prompt`` (stored state), ``moderation``,
+``include`` asking for ``message.output_text.logprobs``, built-in tools and the items and
+``tool_choice`` that name them, files by id or URL; Messages' ``mcp_servers`` (the MCP
+connector), ``container`` and ``inference_geo``, server tools (``web_search_20250305``...), the
+blocks their answers leave in history (``server_tool_use``, ``web_search_tool_result``...),
+images and documents by file id or URL. Those refusals are true
 only of the deployment, not of the request: the head asks :func:`needs_native` before it places
 such a request on a translating deployment of a route that also has a native one, and skips
 the translating ones when the answer is yes.
@@ -37,9 +39,12 @@ _COUNTS = frozenset({"input_tokens", "count_tokens"})
 
 # Responses: what the translation carries.
 _R_STATEFUL = ("previous_response_id", "conversation", "prompt")
+_R_FIELDS = ("moderation",)  # refused when given (not null or empty), as in the translation
+_R_LOGPROBS = "message.output_text.logprobs"  # the ``include`` value refused
 _R_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning"})
 _R_CHOICES = frozenset({"function", "allowed_tools"})
 # Messages: what the translation carries.
+_M_FIELDS = ("mcp_servers", "container", "inference_geo")  # as _R_FIELDS
 _M_TOOLS = frozenset({"custom"})
 _M_ASSISTANT = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
 _M_USER = frozenset({"text", "image", "document", "tool_result"})
@@ -84,6 +89,8 @@ class _Responses(msgspec.Struct, frozen=True):
     previous_response_id: msgspec.Raw = _ABSENT
     conversation: msgspec.Raw = _ABSENT
     prompt: msgspec.Raw = _ABSENT
+    moderation: msgspec.Raw = _ABSENT
+    include: msgspec.Raw = _ABSENT
     tools: list[_Typed] | None = None
     tool_choice: str | _RChoice | None = None
     input: str | list[_RItem] | None = None
@@ -101,6 +108,9 @@ class _MMessage(msgspec.Struct, frozen=True):
 
 
 class _Messages(msgspec.Struct, frozen=True):
+    mcp_servers: msgspec.Raw = _ABSENT
+    container: msgspec.Raw = _ABSENT
+    inference_geo: msgspec.Raw = _ABSENT
     tools: list[_Typed] | None = None
     messages: list[_MMessage] | None = None
 
@@ -110,6 +120,7 @@ _MESSAGES = msgspec.json.Decoder(_Messages)
 _R_PARTS = msgspec.json.Decoder(str | list[_RPart])
 _M_BLOCKS = msgspec.json.Decoder(str | list[_MBlock])
 _SOURCE = msgspec.json.Decoder(_Typed)
+_ANY = msgspec.json.Decoder()
 _NULL = b"null"
 
 
@@ -132,10 +143,28 @@ def _set(raw: msgspec.Raw) -> bool:
     return bool(raw) and bytes(raw) != _NULL
 
 
+def _value(raw: msgspec.Raw) -> object:
+    """The field's JSON value (None when absent); read only for the few fields present."""
+    return _ANY.decode(raw) if raw else None
+
+
+def _given(req: _Responses | _Messages, fields: tuple[str, ...]) -> str:
+    for field in fields:
+        if _value(getattr(req, field)):  # as the translations' `if req.get(field)`
+            return f"`{field}`"
+    return ""
+
+
 def _responses(req: _Responses) -> str:
     for field in _R_STATEFUL:
         if _set(getattr(req, field)):
             return f"`{field}`"
+    found = _given(req, _R_FIELDS)
+    if found:
+        return found
+    include = _value(req.include)
+    if isinstance(include, list) and _R_LOGPROBS in include:
+        return f"`include` `{_R_LOGPROBS}`"
     for i, tool in enumerate(req.tools or ()):
         if tool.type is not None and tool.type != "function":
             return f"`tools[{i}].type` `{tool.type}`"
@@ -172,6 +201,9 @@ def _r_item(item: _RItem, path: str) -> str:
 
 
 def _messages(req: _Messages) -> str:
+    found = _given(req, _M_FIELDS)
+    if found:
+        return found
     for i, tool in enumerate(req.tools or ()):
         if tool.type is not None and tool.type not in _M_TOOLS:
             return f"`tools[{i}].type` `{tool.type}`"

@@ -411,6 +411,68 @@ def test_refusals_name_the_field(fields: dict[str, Any], param: str, message: st
         assert caught.value.message == message
 
 
+MCP_SERVER = {"type": "url", "url": "https://mcp.example.com/sse", "name": "example"}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"mcp_servers": [MCP_SERVER]},
+        {"container": "container_011"},
+        {"container": {"id": None, "skills": [{"type": "anthropic", "skill_id": "pptx"}]}},
+        {"inference_geo": "us"},
+    ],
+)
+def test_fields_only_anthropic_acts_on_are_refused_naming_them(fields: dict[str, Any]) -> None:
+    """Dropped, the request would be answered without the MCP tools, the container or the
+    region the client asked for: the 400 says which field needs Anthropic's own API."""
+    (field,) = fields
+    with pytest.raises(InvalidRequest) as caught:
+        to_chat(_request(**fields))
+    assert (caught.value.status, caught.value.param) == (400, field)
+    assert caught.value.code == "unsupported_parameter"
+    body = json.loads(error_body(caught.value))
+    ErrorResponse.model_validate(body)
+    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"].startswith(f"`{field}` is not supported for this model: ")
+    assert (
+        "needs a deployment that speaks Anthropic's Messages API natively"
+        in (body["error"]["message"])
+    )
+
+
+def test_empty_native_fields_and_hints_are_translated() -> None:
+    """Nothing asked of Anthropic's servers (null, empty), and hints whose absence changes
+    nothing the client checks, translate as a plain request does."""
+    plain = to_chat(_request()).chat
+    req = to_chat(
+        _request(
+            mcp_servers=[],
+            container=None,
+            inference_geo=None,
+            context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+            speed="fast",
+            fallbacks="default",
+            diagnostics={"previous_message_id": None},
+            cache_control={"type": "ephemeral"},
+            output_config={"effort": "high", "task_budget": {"type": "tokens", "total": 9000}},
+        )
+    )
+    assert req.chat == plain
+
+
+def test_beta_output_format_is_structured_output() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    req = to_chat(_request(output_format={"type": "json_schema", "schema": schema}))
+    assert req.chat["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": True},
+    }
+    with pytest.raises(InvalidRequest) as caught:
+        to_chat(_request(output_format={"type": "xml"}))
+    assert caught.value.param == "output_format.type"
+
+
 # -- whole replies ---------------------------------------------------------------------------
 
 

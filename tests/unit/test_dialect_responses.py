@@ -414,6 +414,47 @@ def test_background_false_and_store_are_accepted() -> None:
     assert req.chat["messages"] == [{"role": "user", "content": "hi"}]
 
 
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"moderation": {"model": "omni-moderation-latest"}}, "`moderation`"),
+        (
+            {"include": ["reasoning.encrypted_content", "message.output_text.logprobs"]},
+            "`include` `message.output_text.logprobs`",
+        ),
+    ],
+)
+def test_what_only_openai_serves_is_refused_naming_it(fields: dict[str, Any], named: str) -> None:
+    """Dropped, the answer would skip the moderation asked for, or come without the log
+    probabilities the client reads: the 400 names the field and what can serve it."""
+    with pytest.raises(InvalidRequest) as caught:
+        to_chat(_request(input="hi", **fields))
+    assert (caught.value.status, caught.value.param) == (400, next(iter(fields)))
+    assert caught.value.message.startswith(named)
+    assert "needs a deployment that speaks the OpenAI Responses API natively" in (
+        caught.value.message
+    )
+
+
+def test_hints_a_translated_answer_can_do_without_are_dropped() -> None:
+    plain = to_chat(_request(input="hi")).chat
+    req = to_chat(
+        _request(
+            input="hi",
+            moderation=None,
+            include=["reasoning.encrypted_content", "message.input_image.image_url"],
+            top_logprobs=3,  # OpenAI too returns no log probabilities without the include
+            max_tool_calls=2,
+            truncation="auto",
+            context_management=[{"type": "compaction", "compact_threshold": 100000}],
+            prompt_cache_options={"mode": "implicit"},
+            prompt_cache_retention="24h",
+            stream_options={"include_obfuscation": False},
+        )
+    )
+    assert req.chat == plain
+
+
 def test_malformed_body() -> None:
     with pytest.raises(InvalidRequest) as caught:
         to_chat(b"{not json")

@@ -65,11 +65,21 @@ RESPONSES_NATIVE: list[dict[str, Any]] = [
             {"role": "user", "content": [{"type": "input_file", "file_url": "https://x/y.pdf"}]},
         ]
     },
+    {"input": "hi", "moderation": {"model": "omni-moderation-latest"}},
+    {"input": "hi", "include": ["message.output_text.logprobs"], "top_logprobs": 2},
 ]
-# Translated as they are: plain conversations, function tools, stateless history.
+# Translated as they are: plain conversations, function tools, stateless history, hints.
 RESPONSES_TRANSLATED: list[dict[str, Any]] = [
     {"input": "hi"},
     {"input": "hi", "previous_response_id": None, "store": True},
+    {
+        "input": "hi",
+        "moderation": None,
+        "include": ["reasoning.encrypted_content"],
+        "truncation": "auto",
+        "max_tool_calls": 3,
+        "context_management": [{"type": "compaction", "compact_threshold": 1000}],
+    },
     {
         "input": [
             _USER,
@@ -93,6 +103,8 @@ RESPONSES_TRANSLATED: list[dict[str, Any]] = [
     },
 ]
 _TEXT = {"role": "user", "content": "hi"}
+MCP_SERVER = {"type": "url", "url": "https://mcp.example.com/sse", "name": "example"}
+MCP = {"messages": [_TEXT], "mcp_servers": [MCP_SERVER]}
 MESSAGES_NATIVE: list[dict[str, Any]] = [
     {"messages": [_TEXT], "tools": [{"type": "web_search_20250305", "name": "web_search"}]},
     {"messages": [_TEXT], "tools": [{"type": "bash_20250124", "name": "bash"}]},
@@ -145,9 +157,20 @@ MESSAGES_NATIVE: list[dict[str, Any]] = [
             }
         ]
     },
+    MCP,
+    {"messages": [_TEXT], "container": "container_011"},
+    {"messages": [_TEXT], "container": {"skills": [{"type": "anthropic", "skill_id": "xlsx"}]}},
+    {"messages": [_TEXT], "inference_geo": "us"},
 ]
 MESSAGES_TRANSLATED: list[dict[str, Any]] = [
     {"messages": [_TEXT]},
+    {
+        "messages": [_TEXT],
+        "mcp_servers": [],
+        "container": None,
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "speed": "fast",
+    },
     {
         "messages": [
             _TEXT,
@@ -228,6 +251,13 @@ def test_messages_the_translation_carries_need_no_native(extra: dict[str, Any]) 
     anthropic.to_chat(body)
 
 
+def test_the_field_is_named_for_the_heads_answer() -> None:
+    body = _messages(MCP)
+    assert native_only.needs_native("messages", body) == "`mcp_servers`"
+    body = _responses({"input": "hi", "include": ["message.output_text.logprobs"]})
+    assert native_only.needs_native("responses", body) == "`include` `message.output_text.logprobs`"
+
+
 def test_malformed_and_other_bodies_are_left_to_the_translation() -> None:
     for body in (b"not json", b"[]", b'{"tools": 3}', b'{"tools": [{"type": 1}]}'):
         assert native_only.needs_native("responses", body) == ""
@@ -304,7 +334,10 @@ def test_while_the_native_deployment_cools_the_answer_is_its_cooldown() -> None:
     assert decide.choose(router, book, _env(), pinned=None, body=PLAIN).id == TRANSLATED
 
 
-def test_an_overloaded_native_deployment_is_the_answer_for_messages() -> None:
+@pytest.mark.parametrize("native", [MESSAGES_NATIVE[0], MCP])
+def test_an_overloaded_native_deployment_is_the_answer_for_messages(
+    native: dict[str, Any],
+) -> None:
     providers = {
         "claude": Provider(kind="anthropic", api_base="http://a.test/v1"),
         "compat": Provider(kind="openai-compatible", api_base="http://c.test/v1"),
@@ -324,10 +357,12 @@ def test_an_overloaded_native_deployment_is_the_answer_for_messages() -> None:
     claude = deployment_id("claude", "o")
     env = _env(tried=(claude,), last_status=529, retry_after=3.0, errors=f"{claude}: 529 busy")
     env = env.with_(op="messages")
-    body = _messages(MESSAGES_NATIVE[0])
+    body = _messages(native)
     with pytest.raises(ProviderError) as refused:
         decide.choose(router, Cooldowns(), env, pinned=None, body=body)
     assert (refused.value.status, refused.value.code) == (529, "provider_overloaded")
+    need = native_only.needs_native("messages", body)
+    assert f"{need} needs a native Anthropic Messages API" in refused.value.message
     assert decide.choose(
         router, Cooldowns(), env, pinned=None, body=_messages(MESSAGES_TRANSLATED[0])
     ).id == (TRANSLATED)

@@ -7,11 +7,16 @@ blocks, tool use and tool results: :mod:`._content`); custom tools become functi
 ``max_tokens`` for servers that read only that: Ollama, vLLM...) and ``metadata.user_id`` ``user``.
 
 Dropped, because chat has no equivalent: ``top_k``, ``thinking`` (and ``thinking`` /
-``redacted_thinking`` blocks in history), ``output_config.effort``, ``cache_control`` marks,
-``citations``, ``service_tier`` and unknown fields (``is_error`` on a tool result becomes an
-``Error:`` opening its text). Refused with a 400 naming the field: server tools
-(``tools[i].type`` such as ``web_search_20250305``), and blocks or sources that need
-Anthropic's own storage or servers (file ids, URL documents, ``server_tool_use``...).
+``redacted_thinking`` blocks in history), ``output_config.effort`` and ``.task_budget``,
+``cache_control`` marks, ``citations``, ``service_tier``, ``speed``, ``context_management`` (its
+edits only trim what the model reads; the whole conversation is sent instead, as Anthropic does
+below their trigger), ``fallbacks``, ``fallback_credit_token``, ``diagnostics`` and unknown
+fields (``is_error`` on a tool result becomes an ``Error:`` opening its text). The beta's
+``output_format`` is translated as ``output_config.format`` is. Refused with a 400 naming the
+field: server tools (``tools[i].type`` such as ``web_search_20250305``), blocks or sources that
+need Anthropic's own storage or servers (file ids, URL documents, ``server_tool_use``...), and
+the fields only Anthropic's servers act on (:data:`NATIVE_FIELDS`: the MCP connector's
+``mcp_servers``, a code execution ``container``, ``inference_geo``).
 ``max_tokens`` is required, as Anthropic requires it. A trailing assistant message (a
 "prefill") is sent as history: chat providers answer after it rather than continuing it.
 """
@@ -35,11 +40,20 @@ from switchyard.dialects._common import (
     invalid,
     require,
     text_content,
+    unsupported,
     unsupported_value,
 )
 from switchyard.dialects.anthropic._content import append_message, system_texts
 
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+# Top-level fields only Anthropic's servers act on, and what each asks of them: refused when
+# given (any value but null or empty), naming the field (``native_only`` lists the same names).
+NATIVE_FIELDS = {
+    "mcp_servers": "connects the model to remote MCP servers from Anthropic's servers "
+    "(the MCP connector)",
+    "container": "names a code execution container kept at Anthropic",
+    "inference_geo": "asks Anthropic to run the model in a given region",
+}
 
 
 class MessagesContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,6 +92,13 @@ def to_chat(body: Body) -> MessagesRequest:
     max_tokens = expect_int(require(req, "max_tokens", ""), "max_tokens")
     raw_messages = expect_list(require(req, "messages", ""), "messages")
     stream = expect_bool(req.get("stream") or False, "stream")
+    for field, why in NATIVE_FIELDS.items():
+        if req.get(field):
+            raise unsupported(
+                field,
+                f"`{field}` is not supported for this model: it {why}, which needs a deployment "
+                "that speaks Anthropic's Messages API natively",
+            )
 
     messages: list[dict[str, Any]] = []
     system = req.get("system")
@@ -114,11 +135,16 @@ def to_chat(body: Body) -> MessagesRequest:
         chat["tools"] = tools
     if req.get("tool_choice") is not None:
         _tool_choice(expect_obj(req["tool_choice"], "tool_choice"), chat, bool(tools))
+    if req.get("output_format") is not None:  # the beta's older spelling of output_config.format
+        chat["response_format"] = _format(
+            expect_obj(req["output_format"], "output_format"), "output_format"
+        )
     output_config = req.get("output_config")
     if output_config is not None:
         fmt = expect_obj(output_config, "output_config").get("format")
         if fmt is not None:
-            chat["response_format"] = _format(expect_obj(fmt, "output_config.format"))
+            path = "output_config.format"
+            chat["response_format"] = _format(expect_obj(fmt, path), path)
     if stream:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
@@ -176,12 +202,10 @@ def _tool_choice(choice: Mapping[str, Any], chat: dict[str, Any], has_tools: boo
         chat["parallel_tool_calls"] = not disabled
 
 
-def _format(fmt: Mapping[str, Any]) -> dict[str, Any]:
+def _format(fmt: Mapping[str, Any], path: str) -> dict[str, Any]:
     if fmt.get("type") != "json_schema":
-        raise unsupported_value("output_config.format.type", "only json_schema is supported")
-    schema = expect_obj(
-        require(fmt, "schema", "output_config.format"), "output_config.format.schema"
-    )
+        raise unsupported_value(f"{path}.type", "only json_schema is supported")
+    schema = expect_obj(require(fmt, "schema", path), f"{path}.schema")
     return {
         "type": "json_schema",
         "json_schema": {"name": "output", "schema": dict(schema), "strict": True},

@@ -11,16 +11,22 @@ Switchyard stores no responses, so every feature that reads server-side state is
 templates), ``background: true`` and ``item_reference`` input items. ``store`` is accepted and
 ignored: the client gets its answer, nothing is kept, and the echoed Response says ``store:
 false``. Built-in tools (web search, file search, code interpreter, MCP...) run inside OpenAI and
-cannot be offered by a chat provider, so they are refused naming ``tools[i].type``.
+cannot be offered by a chat provider, so they are refused naming ``tools[i].type``. So are
+``moderation`` (OpenAI's moderation of the input and output, which may block the answer) and
+``include`` asking for ``message.output_text.logprobs`` (a translated answer carries none).
 
 ``max_output_tokens`` becomes ``max_completion_tokens`` (the model-proxy renames it
 ``max_tokens`` for servers that read only that: Ollama, vLLM...). Fields chat understands are
 carried over (``temperature``, ``top_p``, ``user``,
 ``service_tier``, ``prompt_cache_key``, ``safety_identifier``, ``text.verbosity``,
-``reasoning.effort``); the rest (``metadata``, ``include``, ``truncation``, ``top_logprobs``,
-``max_tool_calls``, ``stream_options``, ``reasoning.summary``...) are dropped, and unknown fields
-are ignored. Reasoning items a stateless client sends back are dropped: chat providers cannot
-take them as input.
+``reasoning.effort``); the rest are dropped: ``metadata`` (echoed), ``include``'s other values
+(built-in tools' outputs, input image URLs, ``reasoning.encrypted_content``: the answer has no
+such items), ``truncation`` (the echo says ``disabled``; an input too long for the model gets
+the provider's error), ``top_logprobs`` (OpenAI returns none without the include),
+``max_tool_calls`` (built-in tools only), ``context_management`` (compaction only trims what the
+model reads), ``prompt_cache_options``, ``prompt_cache_retention``, ``stream_options``,
+``reasoning.summary``; unknown fields are ignored. Reasoning items a stateless client sends back
+are dropped: chat providers cannot take them as input.
 """
 
 from __future__ import annotations
@@ -51,9 +57,15 @@ _STATEFUL = {
     "conversation": "reads and writes a stored conversation",
     "prompt": "refers to a stored prompt template",
 }
+# Top-level fields only OpenAI's servers act on: refused when given (any value but null or
+# empty), naming the field (``native_only`` lists the same names).
+NATIVE_FIELDS = {"moderation": "runs OpenAI's moderation on the input and output"}
+# The one ``include`` value a translated answer would silently leave out.
+LOGPROBS = "message.output_text.logprobs"
 _PASSED = ("temperature", "top_p")
 _PASSED_STR = ("user", "service_tier", "prompt_cache_key", "safety_identifier")
 _TOOL_CHOICE_MODES = frozenset({"none", "auto", "required"})
+_NATIVE_HINT = "it needs a deployment that speaks the OpenAI Responses API natively"
 
 
 class ResponsesContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,6 +112,16 @@ def to_chat(body: Body) -> ResponsesRequest:
     for field, why in _STATEFUL.items():
         if req.get(field) is not None:
             raise unsupported(field, f"`{field}` {why}; {STATELESS_HINT}.")
+    for field, why in NATIVE_FIELDS.items():
+        if req.get(field):
+            raise unsupported(field, f"`{field}` {why}; {_NATIVE_HINT}.")
+    include = req.get("include")
+    if isinstance(include, list) and LOGPROBS in include:
+        raise unsupported_value(
+            "include",
+            f"`include` `{LOGPROBS}` is not supported for this model: translated answers carry "
+            f"no log probabilities; {_NATIVE_HINT}.",
+        )
     if req.get("background"):
         raise unsupported(
             "background",
