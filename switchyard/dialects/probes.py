@@ -82,15 +82,23 @@ def probe_responses(body: bytes) -> ResponsesProbe:
     """
     probe = _probe(_RESPONSES, body)
     if probe.background:
-        # OpenAI would queue it and answer with an id to poll, but `GET /v1/responses/{id}`
-        # does not reach a provider through Switchyard: the answer could never be read.
-        raise InvalidRequest(
-            "`background: true` needs the response to be fetched later from the server, which "
-            "Switchyard does not offer: use `stream: true` for long answers.",
-            param="background",
-            code="unsupported_parameter",
-        )
+        raise background_refused()
     return probe
+
+
+def background_refused() -> InvalidRequest:
+    """The answer to a Responses request with ``background: true``, on any deployment.
+
+    OpenAI would queue it and answer with an id to poll, but ``GET /v1/responses/{id}`` does not
+    reach a provider through Switchyard: the answer could never be read (and its usage never
+    billed). The HTTP edges refuse it here; the model-proxy refuses it for callers on the bus.
+    """
+    return InvalidRequest(
+        "`background: true` needs the response to be fetched later from the server, which "
+        "Switchyard does not offer: use `stream: true` for long answers.",
+        param="background",
+        code="unsupported_parameter",
+    )
 
 
 def probe_messages(body: bytes) -> MessagesProbe:

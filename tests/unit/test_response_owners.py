@@ -58,3 +58,14 @@ def test_the_id_of_a_streamed_answer() -> None:
     assert _streamed_id(delta) is None
     assert _streamed_id(b"data: not json\n") is None
     assert _streamed_id(b'data: {"response":{"id":7}}\n') is None
+
+
+def test_a_background_response_from_a_bus_caller_is_refused_before_openai() -> None:
+    """The HTTP edges refuse ``background: true``; a caller on the bus skipped them, and the
+    passthrough sent it to OpenAI, which keeps the answer where nobody can read it."""
+    with pytest.raises(InvalidRequest) as caught:
+        plan(_call("responses", "openai", background=True), Adapters())
+    assert caught.value.param == "background"
+    assert caught.value.code == "unsupported_parameter"
+    adapter, _ = plan(_call("responses", "openai", background=False), Adapters())
+    assert adapter is not None

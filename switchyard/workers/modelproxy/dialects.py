@@ -24,7 +24,7 @@ from typing import Any
 
 from switchyard.dialects import anthropic, responses
 from switchyard.dialects.native_only import NATIVE
-from switchyard.dialects.probes import COUNTS
+from switchyard.dialects.probes import COUNTS, background_refused
 from switchyard.errors import ApiError
 from switchyard.workers.modelproxy.providers.base import (
     Adapter,
@@ -70,6 +70,10 @@ def plan(
     if call.op not in DIALECTS:
         return adapters.for_kind(kind), call
     if kind in NATIVE[call.op]:
+        if call.op == "responses" and call.body.get("background"):
+            # The HTTP edges refuse it; a caller on the bus reaches this without them, and
+            # OpenAI would keep the answer where nobody can read it.
+            raise background_refused()
         native = _native(call, adapters, owners, key_hash)
         return (Relayed(native) if call.stream else native), call
     context: responses.ResponsesContext | anthropic.MessagesContext
