@@ -227,6 +227,33 @@ async def test_budget_is_refused_after_the_crossing_request_and_resets(
         assert (await _post(http, edges[0], key, _body("pricey", "hi"))).status_code == 200
 
 
+async def test_a_tiny_total_budget_is_enforced_and_says_waiting_will_not_help(
+    limited: dict[str, Any],
+) -> None:
+    """A budget under a nano-dollar rounded to 0, which means none: every request passed. A
+    spent ``total`` budget never resets, but its 429 said "resets at <now>" with
+    ``Retry-After: 1``, so a client honouring it retried every second forever."""
+    stack, edges = limited["stack"], limited["edges"]
+    key, key_id = await _new_key(limited, budget_usd=1e-10, budget_period="total")
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await _post(http, edges[0], key, _body("pricey", "hi"))).status_code == 200
+        refused = None
+        for _ in range(50):  # once the first request's spend is counted
+            await asyncio.sleep(0.1)
+            resp = await _post(http, edges[1], key, _body("pricey", "hi"))
+            if resp.status_code == 429:
+                refused = resp
+                break
+        assert refused is not None, "a budget under a nano-dollar was never enforced"
+    error = refused.json()["error"]
+    assert error["code"] == "budget_exceeded"
+    assert "retry-after" not in refused.headers, refused.headers
+    assert "does not reset" in error["message"], error["message"]
+    assert "per total period" not in error["message"]
+    shown = (await stack.admin("GET", f"/keys/{key_id}")).json()["spend"]
+    assert shown["period_resets_at"] is None
+
+
 async def _stream_chunks(
     http: httpx.AsyncClient, edge: str, key: str, body: bytes
 ) -> list[dict[str, Any]]:

@@ -38,23 +38,35 @@ UNAVAILABLE_RETRY_S = 3.0
 WARN_EVERY_S = 10.0  # how often an unreadable Valkey is logged
 
 
+def budget_nano(key: ClientKey) -> int:
+    """``key``'s budget in nano-dollars, as the counters count: 0 for none, and at least 1 for
+    any budget set (a budget under a nano-dollar once rounded to 0, which means none)."""
+    if not key.budget_usd:
+        return 0
+    return max(1, int(key.budget_usd * rk.NANO))
+
+
 def budget_exceeded(
     key: ClientKey,
     *,
-    retry_s: float,
+    retry_s: float | None,
     spent: int,
     headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> RateLimited:
     """The 429 ``budget_exceeded`` (type ``insufficient_quota``) of a key whose budget is
-    used up: ``spent`` nano-dollars, resetting in ``retry_s`` seconds. The edge's limiter and
-    the batch runner give the same error."""
-    # The period's end, to the nearest second (truncating said 23:59:59 for midnight).
-    resets = dt.datetime.fromtimestamp(round(time.time() + retry_s), dt.UTC)
+    used up: ``spent`` nano-dollars, resetting in ``retry_s`` seconds (None: never, a
+    ``total`` budget; the answer then has no ``Retry-After``, since waiting does not help).
+    The edge's limiter and the batch runner give the same error."""
     used = f"{spent / rk.NANO:.6f}".rstrip("0").rstrip(".")  # $0.00056, not $0.0006
+    if retry_s is None:
+        when = "it does not reset (a total budget): an operator can raise it"
+    else:
+        # The period's end, to the nearest second (truncating said 23:59:59 for midnight).
+        resets = dt.datetime.fromtimestamp(round(time.time() + retry_s), dt.UTC)
+        when = f"it resets at {resets.isoformat(timespec='seconds')}"
+    period = "in all" if key.budget_period == "total" else f"per {key.budget_period} period"
     return RateLimited(
-        f"this key's budget of ${key.budget_usd:g} per {key.budget_period} period is "
-        f"used up (spent ${used}); it resets at "
-        f"{resets.isoformat(timespec='seconds')}",
+        f"this key's budget of ${key.budget_usd:g} {period} is used up (spent ${used}); {when}",
         code="budget_exceeded",
         retry_after=retry_s,
         type="insufficient_quota",
@@ -63,11 +75,12 @@ def budget_exceeded(
     )
 
 
-def retry_after_s(period_end: float, now: float) -> float:
-    """Retry-After of a spent budget: until its period ends (a ``total`` budget never
-    resets: the smallest value)."""
-    retry_ms = int(max(1.0, period_end - now) * 1000) if period_end != float("inf") else 0
-    return max(0.001, retry_ms / 1000)
+def retry_after_s(period_end: float, now: float) -> float | None:
+    """Retry-After of a spent budget: until its period ends; None for a ``total`` budget,
+    which never resets."""
+    if period_end == float("inf"):
+        return None
+    return max(1.0, period_end - now)
 
 
 class BudgetCheck:
@@ -112,7 +125,7 @@ class BudgetCheck:
         except (RedisUnavailable, RedisReplyError) as exc:
             self._unavailable(exc)
             return None
-        if spent < int(key.budget_usd * rk.NANO):
+        if spent < budget_nano(key):
             return None
         return budget_exceeded(key, retry_s=retry_after_s(period_end, now), spent=spent)
 

@@ -27,7 +27,7 @@ from switchyard.config import Settings
 from switchyard.errors import RateLimited, ServiceUnavailable
 from switchyard.limits import keys as rk
 from switchyard.limits import periods
-from switchyard.limits.budgets import budget_exceeded
+from switchyard.limits.budgets import budget_exceeded, budget_nano
 from switchyard.limits.credentials import read_password
 from switchyard.limits.resp import RedisReplyError, RedisUnavailable, Script, ScriptClient
 from switchyard.limits.scripts import ADMIT, RENEW, SETTLE, SPENT
@@ -145,7 +145,7 @@ class Limiter:
         except (RedisUnavailable, RedisReplyError) as exc:
             self._unavailable(exc)
             return None
-        if spent < int(key.budget_usd * rk.NANO):
+        if spent < budget_nano(key):
             return None
         retry_ms = int(max(1.0, period_end - now) * 1000) if period_end != float("inf") else 0
         return self._refusal(key, code=4, retry_ms=retry_ms, spent=spent, estimate=0, headers=[])
@@ -181,7 +181,7 @@ class Limiter:
                     estimate,
                     key.max_parallel,
                     member,
-                    int(key.budget_usd * rk.NANO),
+                    budget_nano(key),
                     self._slots.lease_ms,
                     self._slots.fresh_ms,
                     reset_ms,
@@ -254,7 +254,10 @@ class Limiter:
     ) -> RateLimited:
         retry = max(0.001, retry_ms / 1000)
         if code == 4:
-            err = budget_exceeded(key, retry_s=retry, spent=spent, headers=headers)
+            never = key.budget_period == "total"  # no Retry-After: waiting does not help
+            err = budget_exceeded(
+                key, retry_s=None if never else retry, spent=spent, headers=headers
+            )
         else:
             what, err_code = _REFUSALS.get(code, ("requests", "rate_limit_exceeded"))
             if code == 5:
