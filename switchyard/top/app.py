@@ -160,7 +160,12 @@ async def _live(target: Target, interval: float, console: Console) -> None:
 
 async def _refresh_forever(live: Live, target: Target, interval: float) -> None:
     def show(last: Overview | None, error: str | None) -> None:
-        live.update(frame(last, url=target.url, error=error, interval=interval), refresh=True)
+        # The terminal's height now: a resized terminal gets a frame of its new size.
+        height = live.console.size.height
+        live.update(
+            frame(last, url=target.url, error=error, interval=interval, height=height),
+            refresh=True,
+        )
 
     await _every(target, interval, show)
 

@@ -1,11 +1,14 @@
 """One frame of ``switchyard top``, drawn from an :class:`Overview` (pure: no I/O, no clock).
 
 A header with the platform's totals (and a red line per break of the upgrade order: a process
-newer than one it relies on), a deployments table sorted by what needs attention (queued, then
-traffic), and a processes table in pipeline order with each process's version. Colour marks
-what an operator should look at (a queue near its limit, a deployment serving at its
-concurrency, errors, refusals, cooldowns, a process that stopped reporting) but every fact is
-also in the text, so a frame reads the same without it.
+newer than one it relies on), a deployments table sorted by what needs attention (cooling
+down, failing, saturated, then the most queued and the busiest: the order of the admin web
+app's pages too), and a processes table, those not healthy first, then in pipeline order,
+with each process's version. On a screen the frame is cut to its height (``_screen``): each
+table shows its first rows and says how many more there are. Colour marks what an operator
+should look at (a queue near its limit, a deployment serving at its concurrency, errors,
+refusals, cooldowns, a process that stopped reporting) but every fact is also in the text, so
+a frame reads the same without it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from rich.console import Group, RenderableType
 from rich.text import Text
 
+from switchyard.schemas.attention import HIGH_ERRORS, by_attention
 from switchyard.schemas.monitor import (
     DeploymentState,
     Overview,
@@ -22,17 +26,20 @@ from switchyard.schemas.monitor import (
     UpgradeOrderViolation,
 )
 from switchyard.top._fit import Column, Fields, FittedTable
+from switchyard.top._screen import Screenful
 from switchyard.top.source import OVERVIEW_PATH
 
 # Processes are listed in the order a request meets them.
 PIPELINE = ("tail", "gateway", "head", "modelproxy", "secrets", "control", "accounting", "batch")
 NEAR_LIMIT, AT_LIMIT = 0.5, 0.9  # share of a queue's limit: yellow, red
 SLOW_WAIT_S, STUCK_WAIT_S = 5.0, 30.0  # age of the oldest waiting request: yellow, red
-HIGH_ERRORS = 0.05
 HIGH_REFUSED = 0.10  # share of requests answered 429: red from here (the alert's threshold)
 BUSY_CPU = 80.0
 NO_ROUTES = "no deployments routed: add routes to your config (routes:) or PUT /admin/v1/routes"
 NO_PROCESSES = "no process has reported in yet (each one does every couple of seconds)"
+# Rows each table gets of a screen too short for every row, once each has a few: deployments
+# are what an operator watches; the header already counts the processes that are healthy.
+DEPLOYMENTS_WEIGHT, PROCESSES_WEIGHT = 2, 1
 
 
 def frame(
@@ -42,8 +49,9 @@ def frame(
     error: str | None = None,
     interval: float = 0.0,
     keys: bool = True,
+    height: int | None = None,
 ) -> RenderableType:
-    """The whole screen: header, deployments, processes.
+    """The whole screen: header, deployments, processes; cut to ``height`` when given.
 
     Args:
         overview: the latest overview, or None when none was ever read.
@@ -51,6 +59,8 @@ def frame(
         error: why the latest read failed; the last overview (if any) stays on screen below it.
         interval: the live view's refresh interval; 0 for a one-off frame (``--once``).
         keys: whether keys work (not for frames printed into a pipe or a file).
+        height: the screen's height, to cut the frame to (each table its first rows and how
+            many more); None for a frame printed whole (``--once``, into a pipe or a file).
     """
     parts: list[RenderableType] = [_title(overview, url, live=interval > 0 and keys)]
     if error:
@@ -62,15 +72,20 @@ def frame(
             parts.append(Text("; ".join(notes), style="dim"))
     if overview is None and not error:
         parts.append(Text(f"reading {url}{OVERVIEW_PATH} ...", style="dim"))
-    if overview is not None:
-        parts.append(_totals(overview))
-        parts += [
-            Text(f"Upgrade order broken: {v.summary}", style="bold red")
-            for v in overview.upgrade_order
-        ]
-        parts += [Text(), deployments_table(overview.deployments)]
-        parts += [Text(), processes_table(overview.processes, overview.upgrade_order)]
-    return Group(*parts)
+    if overview is None:
+        return Group(*parts)
+    parts.append(_totals(overview))
+    parts += [
+        Text(f"Upgrade order broken: {v.summary}", style="bold red") for v in overview.upgrade_order
+    ]
+    return Screenful(
+        parts,
+        [
+            (deployments_table(overview.deployments), DEPLOYMENTS_WEIGHT),
+            (processes_table(overview.processes, overview.upgrade_order), PROCESSES_WEIGHT),
+        ],
+        height,
+    )
 
 
 def _title(overview: Overview | None, url: str, *, live: bool) -> Text:
@@ -119,12 +134,10 @@ def _bad(flag: bool) -> str:
     return "bold red" if flag else ""
 
 
-def deployments_table(deployments: list[DeploymentState]) -> RenderableType:
-    """Deployments, the most queued first, then the busiest."""
-    if not deployments:
-        return Text(NO_ROUTES, style="yellow")
-    rows = []
-    for d in sorted(deployments, key=_attention):
+def deployments_table(deployments: list[DeploymentState]) -> FittedTable:
+    """Deployments, the ones that need attention first (:func:`by_attention`)."""
+    rows, idle = [], []
+    for d in by_attention(deployments):
         q = d.queue
         r = d.rates
         rows.append(
@@ -141,27 +154,41 @@ def deployments_table(deployments: list[DeploymentState]) -> RenderableType:
                 _cooldown(d),
             ]
         )
-    return FittedTable("Deployments", DEPLOYMENT_COLUMNS, rows)
+        idle.append(_idle(d))
+    return FittedTable(
+        "Deployments", DEPLOYMENT_COLUMNS, rows, empty=NO_ROUTES, quiet=idle, quiet_word="idle"
+    )
 
 
-# Lower `keep` columns are hidden first when the terminal is too narrow for all of them.
+# When the terminal is too narrow for every column: columns with nothing in them (only their
+# `blank` values) go first, then long ids and aliases are shortened down to `shorten_to`, then
+# the columns with data go, the lowest `keep` first. COOLDOWN and ERRORS outrank the latency
+# columns: they name what is broken.
 DEPLOYMENT_COLUMNS = (
-    Column("DEPLOYMENT", keep=100, fold_to=20),
-    Column("ALIASES", keep=55, fold_to=10),
+    Column("DEPLOYMENT", keep=100, shorten_to=22),
+    Column("ALIASES", keep=55, shorten_to=10, cut="end"),
     Column("QUEUED", "right", keep=100),
     Column("IN FLIGHT", "right", keep=100),
-    Column("REQ/S", "right", keep=90),
+    Column("REQ/S", "right", keep=90, blank=frozenset({"0"})),
     Column("P50/P99", "right", keep=60),
     Column("TTFT P50/P99", "right", keep=30),
-    Column("ERRORS", "right", keep=70),
-    Column("REDELIV", "right", keep=20),
+    Column("ERRORS", "right", keep=70, blank=frozenset({"0%"})),
+    Column("REDELIV", "right", keep=20, blank=frozenset({"0"})),
     Column("OLDEST", "right", keep=50),
     Column("COOLDOWN", keep=80),
 )
 
 
-def _attention(d: DeploymentState) -> tuple[int, float, str]:
-    return (-(d.queue.waiting if d.queue else 0), -d.rates.requests_per_s, d.id)
+def _idle(d: DeploymentState) -> bool:
+    """Nothing to look at: no traffic, nothing queued, nothing wrong."""
+    q = d.queue
+    return (
+        q is not None
+        and not (q.waiting or q.in_flight or q.redelivered)
+        and not (d.rates.requests_per_s or d.rates.error_ratio)
+        and d.cooldown is None
+        and not d.key_missing
+    )
 
 
 def _queue_cells(d: DeploymentState) -> list[Text]:
@@ -204,17 +231,16 @@ def _cooldown(d: DeploymentState) -> Text:
 
 def processes_table(
     processes: list[ProcessState], upgrade_order: list[UpgradeOrderViolation] | None = None
-) -> RenderableType:
-    """Every process that reported in, in pipeline order; the host only when there are several,
-    the version (and wire-protocol level) unless no process states one, in red for the
-    processes of a broken upgrade order."""
-    if not processes:
-        return Text(NO_PROCESSES, style="yellow")
+) -> FittedTable:
+    """Every process that reported in: those not healthy first (silent, then not ready), then
+    in pipeline order; the host only when there are several, the version (and wire-protocol
+    level) unless no process states one, in red for the processes of a broken upgrade order."""
     several_hosts = len({p.host for p in processes}) > 1
     versions = any(p.version for p in processes)  # else all predate the field: nothing to say
     mixed = {(p.component, p.instance) for v in upgrade_order or [] for p in (*v.behind, *v.ahead)}
+    ordered = sorted(processes, key=_health_then_pipeline)
     rows = []
-    for p in sorted(processes, key=_pipeline_order):
+    for p in ordered:
         cpu_style = "yellow" if p.cpu_percent >= BUSY_CPU else ""
         rows.append(
             [
@@ -232,16 +258,24 @@ def processes_table(
         )
     hidden = {h for h, shown in (("HOST", several_hosts), ("VERSION", versions)) if not shown}
     columns = tuple(c for c in PROCESS_COLUMNS if c.header not in hidden)
-    return FittedTable("Processes", columns, rows)
+    return FittedTable(
+        "Processes",
+        columns,
+        rows,
+        empty=NO_PROCESSES,
+        quiet=[p.healthy for p in ordered],
+        quiet_word="healthy",
+    )
 
 
 PROCESS_COLUMNS = (
     Column("COMPONENT", keep=100),
-    Column("INSTANCE", keep=100, fold_to=12),
-    Column("HOST", keep=30, fold_to=12),
+    Column("INSTANCE", keep=100, shorten_to=12),
+    Column("HOST", keep=30, shorten_to=12),
     Column("PID", "right", keep=20),
     Column("HEALTH", keep=100),
-    Column("VERSION", keep=75, fold_to=10),  # "0.2.0 p3": package version, protocol level
+    # "0.2.0 p3": package version, protocol level
+    Column("VERSION", keep=75, shorten_to=10, cut="end"),
     Column("CPU", "right", keep=70),
     Column("MEMORY", "right", keep=60),
     Column("UPTIME", "right", keep=40),
@@ -249,9 +283,10 @@ PROCESS_COLUMNS = (
 )
 
 
-def _pipeline_order(p: ProcessState) -> tuple[int, str, str]:
+def _health_then_pipeline(p: ProcessState) -> tuple[int, int, str, str]:
+    health = 2 if p.healthy else 1 if not p.ready else 0  # silent, not ready, healthy
     rank = PIPELINE.index(p.component) if p.component in PIPELINE else len(PIPELINE)
-    return (rank, p.component, p.instance)
+    return (health, rank, p.component, p.instance)
 
 
 def _health(p: ProcessState) -> Text:

@@ -121,10 +121,12 @@ def _row(lines: list[str], *first: str) -> list[str]:
     return next(c for c in map(_cells, lines) if c[: len(first)] == list(first))
 
 
-def test_deployments_come_most_queued_first_then_busiest_with_their_queue_and_rates() -> None:
+def test_deployments_come_cooling_then_saturated_then_busiest_with_their_queue_and_rates() -> None:
     lines = _screen(_overview())
     order = [line.split()[0] for line in lines if line.split()[:1] and "--" in line.split()[0]]
-    assert order == ["fake--held", "fake--busy", "openai--gpt-4o", "demo--demo", "fake--idle"]
+    # Cooling down (it answers nothing), then serving at its concurrency with 19 waiting, then
+    # by traffic; the idle ones by id.
+    assert order == ["openai--gpt-4o", "fake--held", "fake--busy", "demo--demo", "fake--idle"]
     header = _row(lines, "DEPLOYMENT")
     assert header == [
         "DEPLOYMENT", "ALIASES", "QUEUED", "IN FLIGHT", "REQ/S", "P50/P99", "TTFT P50/P99",
@@ -142,7 +144,7 @@ def test_deployments_come_most_queued_first_then_busiest_with_their_queue_and_ra
     assert _row(lines, "demo--demo")[2:4] == ["?", "?/256"]  # the queue could not be read
 
 
-def test_the_header_has_the_totals_and_the_processes_come_in_pipeline_order() -> None:
+def test_the_header_has_the_totals_and_the_processes_come_unhealthy_first_then_in_order() -> None:
     lines = _screen(_overview(), interval=1.0)
     assert lines[0] == f"switchyard top  {URL}  " + lines[0].split()[-3] + "   q quits"
     totals = lines[1]
@@ -160,7 +162,8 @@ def test_the_header_has_the_totals_and_the_processes_come_in_pipeline_order() ->
         for line in lines
         if line.split()[:1] and line.split()[0] in {"tail", "head", "modelproxy", "accounting"}
     ]
-    assert instances == ["tail", "head-1", "head-2", "modelproxy-1", "accounting"]
+    # Silent, then not ready, then the healthy ones in the order a request meets them.
+    assert instances == ["head-2", "accounting", "tail", "head-1", "modelproxy-1"]
     assert _row(lines, "tail") == [
         "tail", "tail", "100", "healthy", "1.5%", "64 MiB", "1h02m", "0.4s ago"
     ]  # fmt: skip

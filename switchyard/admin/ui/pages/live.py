@@ -1,5 +1,9 @@
 """Overview and Queues: rendered once on the server, then kept live by ``live.js`` from the
-session-guarded overview stream (one event a second) and the 15-minute history."""
+session-guarded overview stream (one event a second) and the 15-minute history.
+
+Both list deployments in the order ``switchyard top`` does (:func:`by_attention`: cooling
+down, failing, saturated, the most waiting...; then by id), on the page and in every event.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from switchyard.admin.overview import overview
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.bus import subjects
 from switchyard.errors import ApiError, NotFound
+from switchyard.schemas.attention import by_attention
 from switchyard.schemas.monitor import Overview
 
 STREAM_INTERVAL_S = 1.0
@@ -25,9 +30,15 @@ def _json(doc: Any, status: int = 200) -> Response:
     return Response(_ENCODE.encode(doc), status_code=status, media_type="application/json")
 
 
+async def _overview(ui: Ui) -> Overview:
+    """The overview with its deployments in attention order."""
+    view = await overview(ui.admin)
+    return msgspec.structs.replace(view, deployments=by_attention(view.deployments))
+
+
 async def _overview_or_error(ui: Ui) -> tuple[Overview | None, str]:
     try:
-        return await overview(ui.admin), ""
+        return await _overview(ui), ""
     except ApiError as exc:
         return None, exc.message
 
@@ -70,7 +81,7 @@ async def queues_page(ui: Ui) -> Response:
 
 
 async def overview_json(ui: Ui) -> Response:
-    return _json(await overview(ui.admin))
+    return _json(await _overview(ui))
 
 
 async def stream(ui: Ui) -> Response:
@@ -81,7 +92,7 @@ async def stream(ui: Ui) -> Response:
             if session.over():  # signed out, expired or evicted: the stream ends with it
                 return
             try:
-                doc = _ENCODE.encode(await overview(ui.admin))
+                doc = _ENCODE.encode(await _overview(ui))
                 yield b"event: overview\ndata: " + doc + b"\n\n"
             except ApiError as exc:  # the control service is down: say so, keep trying
                 yield b"event: problem\ndata: " + _ENCODE.encode({"error": exc.message}) + b"\n\n"

@@ -130,7 +130,23 @@
     }, true);
   }
 
+  // The cards in the stream's order: the deployments that need attention first, as on the
+  // server-rendered page and in `switchyard top`. Not while a card's button is under the pointer
+  // or holds the focus, so nothing moves under a click.
+  function reorderCards(deployments) {
+    const cards = new Map([...root.querySelectorAll("[data-dep]")].map((card) => [card.dataset.dep, card]));
+    const current = [...cards.values()];
+    const listed = deployments.map((d) => cards.get(d.id)).filter(Boolean);
+    const wanted = [...new Set([...listed, ...current])]; // a card the stream lacks stays, last
+    if (!current.length || wanted.every((card, i) => card === current[i])) return;
+    const active = document.activeElement;
+    if (root.querySelector("[data-dep] button:hover") || (active && active !== document.body && root.contains(active))) return;
+    const anchor = current[current.length - 1].nextSibling; // what follows the cards stays after them
+    wanted.forEach((card) => root.insertBefore(card, anchor));
+  }
+
   function renderQueues(view) {
+    reorderCards(view.deployments);
     view.deployments.forEach((d) => {
       const card = root.querySelector(`[data-dep="${CSS.escape(d.id)}"]`);
       if (!card) return;

@@ -1,0 +1,45 @@
+"""Which deployments need an operator first: the order ``switchyard top`` and the admin web
+app's Overview and Queues list them in.
+
+Here, below both (DESIGN §2), so the terminal and the web pages cannot drift apart: a burst
+that saturated one deployment of 57 showed it first in ``top`` and 56th on both pages, which
+listed deployments by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from switchyard.schemas.monitor import DeploymentState
+
+# A deployment failing this share of its requests (5xx or a provider error) or more is failing:
+# shown red in `switchyard top`, the alerts' threshold.
+HIGH_ERRORS = 0.05
+
+
+def is_saturated(d: DeploymentState) -> bool:
+    """Serving at its concurrency: what else arrives waits (held in fair order, or queued)."""
+    q = d.queue
+    return d.saturated or (q is not None and q.concurrency > 0 and q.in_flight >= q.concurrency)
+
+
+def attention(d: DeploymentState) -> tuple[bool, bool, bool, int, float, float, str]:
+    """Sort key, most urgent first: cooling down (it answers nothing), then failing
+    (:data:`HIGH_ERRORS` or more of its requests), then saturated; within each, the most
+    requests waiting, then the highest error share, then the most traffic; the id last, so
+    idle deployments keep a stable order by name."""
+    waiting = d.queue.waiting if d.queue is not None else 0
+    return (
+        d.cooldown is None,
+        d.rates.error_ratio < HIGH_ERRORS,
+        not is_saturated(d),
+        -waiting,
+        -d.rates.error_ratio,
+        -d.rates.requests_per_s,
+        d.id,
+    )
+
+
+def by_attention(deployments: Iterable[DeploymentState]) -> list[DeploymentState]:
+    """``deployments`` in :func:`attention` order."""
+    return sorted(deployments, key=attention)
