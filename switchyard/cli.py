@@ -232,7 +232,7 @@ def _add_secrets(sub: Any) -> None:
 
 
 def _add_keys(sub: Any) -> None:
-    from switchyard.admin.keys_cli import add_key_options  # noqa: PLC0415
+    from switchyard.admin.key_options import add_key_options  # noqa: PLC0415
 
     p = sub.add_parser("keys", help="client API keys: create, list, show, update, revoke")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -505,3 +505,31 @@ async def test_apply_stores_no_secret_for_a_table_the_control_service_would_refu
         await stack.admin("DELETE", "/routes/merge-live")
         await stack.admin("DELETE", f"/providers/{MERGE_PROVIDER}")
         await stack.admin("DELETE", f"/secrets/{MERGE_SECRET}")
+
+
+@pytest.mark.integration
+async def test_apply_stores_no_secret_for_a_route_name_the_table_refuses(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A route name the table's pattern refuses passed the rules checked before storing, so
+    --apply stored the file's literal key and only then did the control service refuse the
+    table (an explorer found the same in the admin UI's import)."""
+    config = tmp_path / "config.yaml"
+    params = {
+        "model": "openai/m",
+        "api_base": "http://badname.invalid/v1",
+        "api_key": "sk-badname-" + "6" * 24,
+    }
+    config.write_text(
+        yaml.safe_dump({"model_list": [{"model_name": "<script>x", "litellm_params": params}]})
+    )
+    secret = "openai-compatible-badname-invalid-key"
+    try:
+        refused = await asyncio.to_thread(_run_cli, config, stack, "--apply")
+        assert refused.returncode == 1, refused.stdout
+        assert "is not a name the table takes" in refused.stdout, refused.stdout
+        assert "stored secret" not in refused.stdout
+        secrets = (await stack.admin("GET", "/secrets")).json()["secrets"]
+        assert secret not in [s["name"] for s in secrets]
+    finally:
+        await stack.admin("DELETE", f"/secrets/{secret}")

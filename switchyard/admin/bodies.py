@@ -1,36 +1,54 @@
 """Request bodies shared by the management API and the web app, and key-store errors in API
-terms: both validate input the same way, so a form shows the error the API would return."""
+terms: both validate input the same way, so a form shows the error the API would return.
+
+A number JSON cannot carry (``1e309``, or the ``Infinity`` and ``NaN`` some encoders write) is
+refused naming the field, and a key setting out of its range with the rule it breaks
+(:mod:`switchyard.admin.key_rules`), never with the decoder's own wording."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+import json
+import math
+import re
+from collections.abc import Awaitable, Mapping
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
+from switchyard.admin.key_damage import KeyRecordDamaged
+from switchyard.admin.key_rules import NUMBER_RULES
 from switchyard.admin.keys import KeyNotFound
 from switchyard.config.loader import LITERAL_KEY_FIELDS
-from switchyard.errors import ConfigError, InvalidRequest, NotFound
+from switchyard.errors import ConfigError, Conflict, InvalidRequest, NotFound
+from switchyard.schemas.keys import MAX_BUDGET_USD, MAX_EXPIRES_AT, MAX_LIMIT
 from switchyard.schemas.secrets import ProviderLabel, SecretValue
 
 T = TypeVar("T")
+_Limit = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIMIT)]
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.S)
+_NESTING = 64  # how deep a body is searched for a number JSON cannot carry
 
 
 class KeyFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Settable key fields (None: leave as is)."""
+    """Settable key fields (None: leave as is). Numbers within the ranges of
+    :data:`~switchyard.admin.key_rules.NUMBER_RULES`, which also word their refusals."""
+
+    RULES: ClassVar[Mapping[str, str]] = {
+        field: f"{rule.rule} ({rule.hint})" for field, rule in NUMBER_RULES.items()
+    }
 
     name: str | None = None
     owner: str | None = None
     team: str | None = None
     models: list[str] | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    max_parallel: int | None = None
-    budget_usd: float | None = None
+    rpm: _Limit | None = None
+    tpm: _Limit | None = None
+    max_parallel: _Limit | None = None
+    budget_usd: Annotated[float, msgspec.Meta(ge=0, le=MAX_BUDGET_USD)] | None = None
     budget_period: str | None = None
-    expires_at: float | None = None
+    expires_at: Annotated[float, msgspec.Meta(ge=0, le=MAX_EXPIRES_AT)] | None = None
     disabled: bool | None = None
-    weight: float | None = None
+    weight: Annotated[float, msgspec.Meta(gt=0, le=1000)] | None = None
     priority: str | None = None
     max_priority: str | None = None
 
@@ -49,11 +67,14 @@ class SecretBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 async def key_call(call: Awaitable[T]) -> T:
-    """Key store errors in API terms: unknown id 404, invalid field 400."""
+    """Key store errors in API terms: unknown id 404, a record that cannot be read 409
+    (revoke or delete it), invalid field 400."""
     try:
         return await call
     except KeyNotFound as exc:
         raise NotFound(exc.problem, param="key_id") from None
+    except KeyRecordDamaged as exc:
+        raise Conflict(exc.problem, param="key_id") from None
     except ConfigError as exc:
         raise InvalidRequest(f"{exc.problem} ({exc.hint})", param=exc.field) from None
 
@@ -63,7 +84,67 @@ def decode(body: bytes, kind: type[T], what: str) -> T:
     try:
         return msgspec.json.decode(body, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
-        raise InvalidRequest(f"invalid {what}: {exc}") from None
+        raise refusal(exc, kind, what, body) from None
+
+
+def refusal(exc: Exception, kind: type[Any], what: str, body: bytes = b"") -> InvalidRequest:
+    """The 400 for a ``kind`` that did not decode (from ``body``, when given) or convert.
+
+    A number JSON cannot carry is named with its path; a field ``kind`` words a rule for
+    (its ``RULES``) gets that rule; anything else the decoder's message.
+    """
+    rules: Mapping[str, str] = getattr(kind, "RULES", {})
+    message, path = _split(str(exc))
+    endless = _endless(body) if body else None
+    if endless is not None:
+        path = endless
+        message = (
+            rules.get(path) or f"`{path}` must be a finite number (JSON has no infinity or NaN)"
+        )
+    elif path in rules:
+        message = rules[path]
+    else:
+        return InvalidRequest(f"invalid {what}: {exc}")
+    return InvalidRequest(message, param=path)
+
+
+def _split(message: str) -> tuple[str, str]:
+    """A msgspec message as (problem, path without ``$.``)."""
+    match = _AT.match(message)
+    if match is None:
+        return message, ""
+    return match.group("msg"), match.group("path") or ""
+
+
+def _endless(body: bytes) -> str | None:
+    """The path of the first number in ``body`` that is not finite (``1e309``, and the
+    ``Infinity``/``NaN`` Python's own encoder writes), read with the standard library's
+    parser, which takes them; None when there is none or the body is no JSON at all."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return _find_endless(doc, "", 0)
+
+
+def _find_endless(value: Any, path: str, depth: int) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if depth >= _NESTING:
+        return None
+    if isinstance(value, dict):
+        items: list[tuple[str, Any]] = [
+            (f"{path}.{k}" if path else str(k), v) for k, v in value.items()
+        ]
+    elif isinstance(value, list):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for where, item in items:
+        found = _find_endless(item, where, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def positive_int(value: str, param: str) -> int:

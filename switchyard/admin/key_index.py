@@ -8,18 +8,31 @@ milliseconds of C-speed scanning rather than a Python loop over 100,000 records.
 bucket live (:class:`~switchyard.runtime.kvwatch.KvFollower`), so a key created or revoked on any
 replica or from the CLI is listed here within milliseconds; it also maps a key id to its record
 name, so one key is found without a scan.
+
+A record that does not decode is left out of the pages and listed by :meth:`KeyIndex.damaged`
+(with the key id its bytes name, else the id its last readable revision had), and its id
+still maps to its record name, so the admin can revoke it.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
 from switchyard.bus import subjects
 from switchyard.runtime.kvwatch import KvFollower
-from switchyard.schemas.keys import KEY_DECODER, RECORD_PREFIX, ClientKey
+from switchyard.schemas.keys import (
+    KEY_DECODER,
+    KEY_READ_ERRORS,
+    RECORD_PREFIX,
+    ClientKey,
+    unreadable_key_id,
+)
+
+log = logging.getLogger("switchyard.admin.keys")
 
 MAX_PAGE = 500
 _SEP = "\x1f"  # around the team in a key's search line, so a team filter matches it exactly
@@ -70,6 +83,7 @@ class KeyIndex:
         self._sorted: list[tuple[float, str]] = []  # (created_at, record name), oldest first
         self._text: _Text | None = None  # None: changed since last built
         self._teams: list[str] | None = None
+        self._damaged: dict[str, str] = {}  # record name -> key id ("" unknown): unreadable
         self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry, f"{RECORD_PREFIX}>")
 
     async def start(self) -> None:
@@ -82,10 +96,29 @@ class KeyIndex:
         return len(self._records)
 
     def _on_entry(self, name: str, value: bytes | None, revision: int) -> None:
+        key: ClientKey | None = None
+        unreadable = False
+        if value:
+            try:
+                key = KEY_DECODER.decode(value)
+            except KEY_READ_ERRORS:
+                unreadable = True
         old = self._records.pop(name, None)
         if old is not None:
             self._by_id.pop(old.id, None)
-        key = KEY_DECODER.decode(value) if value else None
+        was = self._damaged.pop(name, None)
+        if was and self._by_id.get(was) == name:
+            del self._by_id[was]
+        if unreadable:
+            key_id = unreadable_key_id(value or b"") or (old.id if old else "") or was or ""
+            self._damaged[name] = key_id
+            if key_id:
+                self._by_id[key_id] = name  # so it can be revoked
+            log.warning(
+                "client key record of %s (revision %d) cannot be read; left out of the list",
+                key_id or "an unknown key id",
+                revision,
+            )
         if old is not None and (key is None or key.created_at != old.created_at):
             where = bisect.bisect_left(self._sorted, (old.created_at, name))
             if where < len(self._sorted) and self._sorted[where] == (old.created_at, name):
@@ -104,6 +137,10 @@ class KeyIndex:
 
     def record_name(self, key_id: str) -> str | None:
         return self._by_id.get(key_id)
+
+    def damaged(self) -> list[tuple[str, str]]:
+        """(key id or ``""``, record name) of each record that does not decode, by id."""
+        return sorted((key_id, name) for name, key_id in self._damaged.items())
 
     def get(self, key_id: str) -> ClientKey | None:
         name = self._by_id.get(key_id)

@@ -2,25 +2,32 @@
 
 The full key exists only in the return value of :meth:`KeyAdmin.create`; the bucket stores its
 SHA-256. Every change is a KV write that each ingress applies from its watch.
+
+A record that does not decode (written by hand, or by an older version that let a number
+JSON cannot carry through) is never fatal to a reader: a listing leaves it out and says so, and
+revoking it rewrites it as a readable, revoked record (an operator can always shut a key);
+deleting it works too. Nothing else can be done to it until it is revoked.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from switchyard.admin.key_damage import DamagedRecord, KeyRecordDamaged, mended, read_record
+from switchyard.admin.key_rules import hint, number_problem
 from switchyard.bus import subjects
 from switchyard.errors import Conflict, InputError, SwitchyardError
 from switchyard.limits import periods
 from switchyard.runtime.kvlatest import latest
 from switchyard.schemas.keys import (
-    KEY_DECODER,
     KEY_ENCODER,
     KEY_ID,
     MAX_MODELS,
@@ -33,6 +40,8 @@ from switchyard.schemas.keys import (
     record_name,
 )
 from switchyard.schemas.scheduling import RANK
+
+log = logging.getLogger("switchyard.admin.keys")
 
 UPDATE_ATTEMPTS = 5
 _MUTABLE = frozenset(
@@ -100,20 +109,28 @@ class KeyAdmin:
             "hint": api_key[-4:],
             **_validated({**fields, "name": name}),
         }
-        record = msgspec.convert(raw, ClientKey)
+        record = _record(raw)
         kv = await self._bucket()
         await kv.create(record_name(digest), KEY_ENCODER.encode(record))
         return api_key, record
 
-    async def _records(self) -> list[tuple[ClientKey, int]]:
-        """Every record with its KV revision, oldest first, in one read of the bucket."""
+    async def scan(self) -> Scan:
+        """Every key with its KV revision, oldest first, and the records that do not decode,
+        in one read of the bucket."""
         kv = await self._bucket()
         revisions: dict[str, int] = {}
         found = await latest(self._js, kv, f"{RECORD_PREFIX}*", revisions=revisions)
-        records = [(KEY_DECODER.decode(v), revisions[k]) for k, v in found.items()]
-        return sorted(records, key=lambda r: r[0].created_at)
+        records: list[tuple[ClientKey, int]] = []
+        damaged: list[DamagedRecord] = []
+        for name, raw in found.items():
+            read = read_record(name, raw, revisions[name])
+            if isinstance(read, DamagedRecord):
+                damaged.append(read)
+            else:
+                records.append((read, revisions[name]))
+        return Scan(sorted(records, key=lambda r: r[0].created_at), damaged)
 
-    async def _lookup(self, key_id: str) -> tuple[ClientKey, int]:
+    async def _lookup(self, key_id: str) -> tuple[ClientKey | DamagedRecord, int]:
         name = self._locator.record_name(key_id) if self._locator else None
         if name is not None:
             try:
@@ -121,37 +138,64 @@ class KeyAdmin:
             except KeyNotFoundError:
                 entry = None
             if entry is not None and entry.value:
-                record = KEY_DECODER.decode(entry.value)
-                if record.id == key_id:
-                    return record, entry.revision or 0
+                revision = entry.revision or 0
+                read = read_record(name, entry.value, revision, key_id)
+                if (read.key_id if isinstance(read, DamagedRecord) else read.id) == key_id:
+                    return read, revision
         if self._locator is not None:  # the index follows the bucket live: no scan
             raise KeyNotFound(key_id)
-        records = await self._records()
-        for record, revision in records:
+        scan = await self.scan()
+        for record, revision in scan.records:
             if record.id == key_id:
                 return record, revision
+        for damaged in scan.damaged:
+            if key_id in (damaged.key_id, damaged.name):
+                return damaged, damaged.revision
         if not self._names or KEY_ID.match(key_id):
             raise KeyNotFound(key_id)
-        return _named(key_id, records)
+        return _named(key_id, scan.records)
 
     async def list(self) -> list[ClientKey]:
-        return [record for record, _ in await self._records()]
+        """Every key that reads (see :meth:`scan` for those that do not)."""
+        return [record for record, _ in (await self.scan()).records]
 
     async def find(self, key_id: str) -> ClientKey:
-        return (await self._lookup(key_id))[0]
+        """Raises:
+        KeyNotFound: no such key.
+        KeyRecordDamaged: its record does not decode (revoke or delete it).
+        """
+        return _readable(*await self._lookup(key_id))[0]
 
     async def update(self, key_id: str, **changes: Any) -> ClientKey:
         """Apply ``changes`` with compare-and-set, re-reading when another change won the race.
 
         Raises:
             KeyNotFound: no such key (also when it was deleted meanwhile).
+            KeyRecordDamaged: its record does not decode (revoke or delete it).
+            InputError: a change is not a setting, or not a value it takes.
             Conflict: still losing races after several attempts.
         """
-        validated = _validated(changes)
+        return await self._write(key_id, _validated(changes))
+
+    async def _write(
+        self, key_id: str, validated: dict[str, Any], *, mend: bool = False
+    ) -> ClientKey:
+        """``validated`` written over the record; with ``mend``, over what can be read of a
+        record that does not decode."""
         kv = await self._bucket()
         for _ in range(UPDATE_ATTEMPTS):
-            record, revision = await self._lookup(key_id)
-            updated = msgspec.convert({**msgspec.to_builtins(record), **validated}, ClientKey)
+            found, revision = await self._lookup(key_id)
+            if isinstance(found, DamagedRecord) and mend:
+                record, defaulted = mended(found)
+                log.warning(
+                    "key %s: its unreadable record (%s) is rewritten; %s took their defaults",
+                    record.id,
+                    found.reason,
+                    ", ".join(defaulted) or "no field",
+                )
+            else:
+                record, revision = _readable(found, revision)
+            updated = _record({**msgspec.to_builtins(record), **validated})
             try:
                 await kv.update(
                     record_name(record.hash), KEY_ENCODER.encode(updated), last=revision
@@ -162,12 +206,49 @@ class KeyAdmin:
         raise Conflict(f"key `{key_id}` is changing too fast; try again")
 
     async def revoke(self, key_id: str) -> ClientKey:
-        return await self.update(key_id, disabled=True)
+        """Disable the key everywhere. A record that does not decode is rewritten as a
+        readable, revoked one from what can be read of it (every other field at its
+        default), so a key can always be shut.
+
+        Raises:
+            KeyNotFound: no such key.
+        """
+        return await self._write(key_id, {"disabled": True}, mend=True)
 
     async def delete(self, key_id: str) -> None:
-        record = await self.find(key_id)
-        kv = await self._bucket()
-        await kv.delete(record_name(record.hash))
+        """Remove the key's record (one that does not decode too).
+
+        Raises:
+            KeyNotFound: no such key.
+        """
+        found, _ = await self._lookup(key_id)
+        name = found.name if isinstance(found, DamagedRecord) else record_name(found.hash)
+        await (await self._bucket()).delete(name)
+
+
+class Scan(NamedTuple):
+    """One read of the bucket: the keys that read, with revisions, oldest first, and the
+    records that do not decode."""
+
+    records: list[tuple[ClientKey, int]]
+    damaged: list[DamagedRecord]
+
+
+def _readable(found: ClientKey | DamagedRecord, revision: int) -> tuple[ClientKey, int]:
+    if isinstance(found, DamagedRecord):
+        raise KeyRecordDamaged(found.handle, found.reason)
+    return found, revision
+
+
+def _record(raw: dict[str, Any]) -> ClientKey:
+    """``raw`` as a record; what the checks of :func:`_validated` let through and the
+    record's own types refuse is an :class:`InputError` naming the field, not a crash."""
+    try:
+        return msgspec.convert(raw, ClientKey)
+    except msgspec.ValidationError as exc:
+        problem, _, where = str(exc).partition(" - at `$.")
+        field = where.rstrip("`").split(".", 1)[0].split("[", 1)[0]
+        raise InputError(field, problem, hint(field)) from None
 
 
 def _named(ref: str, records: list[tuple[ClientKey, int]]) -> tuple[ClientKey, int]:
@@ -208,11 +289,10 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
             f"`{period}` is not a budget period",
             "use daily, weekly, monthly, total, or a number of seconds",
         )
-    for field in ("rpm", "tpm", "max_parallel", "budget_usd"):
-        if field in out and (not isinstance(out[field], int | float) or out[field] < 0):
-            raise InputError(
-                field, f"`{out[field]}` is not a non-negative number", "use 0 for no limit"
-            )
+    for field, value in out.items():
+        problem = number_problem(field, value)
+        if problem is not None:
+            raise InputError(field, problem, hint(field))
     for field in ("priority", "max_priority"):
         if field in out and out[field] not in RANK:
             raise InputError(
@@ -220,12 +300,6 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
                 f"`{out[field]}` is not a priority class",
                 "use interactive, default or batch",
             )
-    if "weight" in out and (
-        not isinstance(out["weight"], int | float) or not 0 < out["weight"] <= 1000
-    ):
-        raise InputError(
-            "weight", f"`{out['weight']}` is not a weight", "use a number in (0, 1000]"
-        )
     if "models" in out and isinstance(out["models"], str):
         out["models"] = tuple(m.strip() for m in out["models"].split(",") if m.strip())
     if "models" in out and isinstance(out["models"], Iterable):

@@ -12,9 +12,11 @@ import getpass
 import json
 import re
 import socket
+import sys
 import time
 from typing import Any, TextIO
 
+from switchyard.admin.key_damage import DamagedRecord
 from switchyard.admin.keys import KeyAdmin, public_record
 from switchyard.admin.spend import SpendReader, SpendUnavailable
 from switchyard.bus import identities
@@ -26,36 +28,6 @@ from switchyard.schemas.keys import ClientKey
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def add_key_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--owner", help="who the key belongs to")
-    parser.add_argument("--team", help="tenant for accounting")
-    parser.add_argument(
-        "--models", help="allowed model aliases, comma-separated (wildcards: gpt-*)"
-    )
-    parser.add_argument("--rpm", type=int, help="requests per minute (0: unlimited)")
-    parser.add_argument("--tpm", type=int, help="tokens per minute (0: unlimited)")
-    parser.add_argument("--max-parallel", type=int, help="concurrent requests (0: unlimited)")
-    parser.add_argument("--budget", type=float, help="USD per budget period (0: unlimited)")
-    parser.add_argument(
-        "--budget-period", help="daily, weekly, monthly (default), total, or seconds"
-    )
-    parser.add_argument("--expires-in", help="e.g. 30d, 12h; the key stops working after it")
-    parser.add_argument(
-        "--weight", type=float, help="fair share of a saturated deployment (default 1)"
-    )
-    parser.add_argument(
-        "--priority",
-        choices=("interactive", "default", "batch"),
-        help="class of requests that ask for none (default: default)",
-    )
-    parser.add_argument(
-        "--max-priority",
-        choices=("interactive", "default", "batch"),
-        help="highest class the key may ask for (default: interactive)",
-    )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -180,12 +152,15 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
                 print(f"key: {api_key}", file=out)
                 print("store it now: it is shown only once", file=out)
         elif action == "list":
-            records = await admin.list()
+            scan = await admin.scan()
+            records = [record for record, _ in scan.records]
             if args.json:
                 print(json.dumps([public_record(r) for r in records], indent=2), file=out)
             else:
                 for record in records:
                     print(_row(record), file=out)
+            for damaged in scan.damaged:
+                print(_unreadable(damaged), file=sys.stderr)
         elif action == "show":
             return await _show(admin, args, settings, out)
         elif action == "update":
@@ -206,6 +181,15 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     finally:
         await nc.close()
     return 0
+
+
+def _unreadable(damaged: DamagedRecord) -> str:
+    """The warning for a record ``keys list`` leaves out: which, why, and how to shut it."""
+    which = f"key {damaged.key_id}" if damaged.key_id else f"record {damaged.name} (no key id)"
+    return (
+        f"warning: {which}: its stored record cannot be read ({damaged.reason}); requests "
+        f"with it are refused. Revoke it with `switchyard keys revoke {damaged.handle}`"
+    )
 
 
 async def _show(admin: KeyAdmin, args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

@@ -58,11 +58,11 @@ from switchyard.control.litellm_import import (
 from switchyard.errors import Conflict, InputError, SwitchyardError
 from switchyard.schemas.control import TableState
 from switchyard.schemas.import_merge import NameChange, compare, merge, replaced
+from switchyard.schemas.route_check import edit_problems, type_problems
 from switchyard.schemas.routing import (
     Deployment,
     RouteProblem,
     RouteTable,
-    route_table_findings,
     route_table_problems,
 )
 
@@ -209,7 +209,7 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     """
     result = load(Path(args.file))
     report(result, out)
-    problems = route_table_problems(result.table)
+    problems = type_problems(result.table) or route_table_problems(result.table)
     _problems_report(problems, out)
     if args.output:
         text = yaml.safe_dump(to_yaml_doc(result), sort_keys=False)
@@ -350,10 +350,12 @@ async def _apply(
             raise InputError("", *_refusal(entries, taken))
         # The control service's own check of the merged table, made before any secret is
         # stored: the import may clash with live routes it does not replace.
-        merged = route_table_findings(merge(state.table, result.table), previous=state.table)
-        if merged.problems:
-            _problems_report(merged.problems, out)
-            raise InputError("", *_invalid(merged.problems))
+        # Its types too (a route name the table's pattern refuses passed the rules, and the
+        # secrets were stored before the control service refused the table).
+        merged = edit_problems(merge(state.table, result.table), state.table)
+        if merged:
+            _problems_report(merged, out)
+            raise InputError("", *_invalid(merged))
         await store_secrets(result, nc, actor, out, from_env=from_env)
 
         def change(table: RouteTable) -> RouteTable:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from switchyard.errors import AuthenticationFailed
+from switchyard.schemas.numbers import Finite, NonNegative
 from switchyard.schemas.scheduling import DEFAULT, Priority, Weight
 
 KEY_PREFIX = "sk-sy-"
@@ -26,6 +27,13 @@ Limit = Annotated[int, msgspec.Meta(ge=0)]
 # bounds existed still loads everywhere.
 MAX_TEXT_CHARS = 256
 MAX_MODELS = 1000
+# Bounds on the numbers an admin writes, checked where keys are written too (a record only
+# needs finite numbers to load). Spend is counted in nano-dollars in a 64-bit integer
+# (~9.2e9 dollars), so a budget above a billion dollars could never be reached; an expiry
+# past the last second of year 9999 has no calendar date to show.
+MAX_BUDGET_USD = 1_000_000_000
+MAX_EXPIRES_AT = 253_402_300_799
+MAX_LIMIT = 2**63 - 1  # rpm, tpm and max_parallel: a 64-bit integer, as Valkey counts them
 
 
 class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,10 +66,10 @@ class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
     rpm: Limit = 0
     tpm: Limit = 0
     max_parallel: Limit = 0
-    budget_usd: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    budget_usd: NonNegative = 0.0
     budget_period: str = "monthly"
-    expires_at: float = 0.0
-    created_at: float = 0.0
+    expires_at: Finite = 0.0
+    created_at: Finite = 0.0
     disabled: bool = False
     hint: str = ""
     weight: Weight = 1.0
@@ -114,3 +122,15 @@ def record_name(key_hash: str) -> str:
 
 KEY_ENCODER = msgspec.json.Encoder()
 KEY_DECODER = msgspec.json.Decoder(ClientKey)
+KEY_READ_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
+
+
+def unreadable_key_id(raw: bytes) -> str:
+    """The key id a record that :data:`KEY_DECODER` refuses names, or ``""`` (not JSON, no
+    object, or no id of the right shape): readers name it when they skip the record."""
+    try:
+        doc = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return ""
+    key_id = doc.get("id") if isinstance(doc, dict) else None
+    return key_id if isinstance(key_id, str) and KEY_ID.match(key_id) else ""

@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from switchyard.schemas.numbers import AboveZero, NonNegative
+
 # Kinds served by the direct OpenAI-compatible path (one aiohttp POST, no litellm).
 OPENAI_COMPATIBLE_KINDS = frozenset(
     {"openai", "azure", "openai-compatible", "vllm", "ollama", "groq", "together"}
@@ -56,7 +58,10 @@ Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}
 MAX_DESCRIPTION_CHARS = 1024
 MAX_API_BASE_CHARS = 2048
 MAX_API_VERSION_CHARS = 64
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
+# A deployment's weight, by the same newest-rule scheme: weights are summed to pick one, and a
+# sum that overflows to infinity picks none (every request of the route failed).
+MAX_WEIGHT = 1_000_000
+Seconds = AboveZero  # finite: a timeout of ``inf`` was stored as ``null``, which no reader takes
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
@@ -111,11 +116,11 @@ class Price(
     a finite number, zero or more.
     """
 
-    input_per_token: Annotated[float, msgspec.Meta(ge=0)]
-    output_per_token: Annotated[float, msgspec.Meta(ge=0)]
-    cache_read_per_token: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    cache_write_per_token: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    web_search_per_call: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    input_per_token: NonNegative
+    output_per_token: NonNegative
+    cache_read_per_token: NonNegative | None = None
+    cache_write_per_token: NonNegative | None = None
+    web_search_per_call: NonNegative | None = None
 
     def __post_init__(self) -> None:
         # A YAML ``.inf`` passes ``ge=0`` (JSON cannot carry one): it would bill infinities.
@@ -151,7 +156,7 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     provider: Name
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    weight: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    weight: NonNegative = 1.0
     concurrency: Positive | None = None
     timeouts: Timeouts | None = None
     price: Price | None = None
@@ -403,6 +408,15 @@ def route_table_findings(
             )
         for i, dep in enumerate(route.deployments):
             where = f"routes.{alias}.deployments[{i}]"
+            if dep.weight > MAX_WEIGHT:
+                (problems if touched else kept).append(
+                    RouteProblem(
+                        f"{where}.weight",
+                        f"weight {dep.weight:g} is above the largest, {MAX_WEIGHT:,}",
+                        "weights are relative shares: give a number from 0 to "
+                        f"{MAX_WEIGHT:,}, e.g. 1 or 0.5",
+                    )
+                )
             if dep.provider not in table.providers:
                 known = ", ".join(sorted(table.providers)) or "none"
                 problems.append(

@@ -4,7 +4,8 @@ The keys live in the CLIENT account's KV bucket; CLIENT exports its change strea
 direct-get API to CORE (read-only). A key is fetched on first sight and then kept current by the
 change stream, so a revocation reaches every head as fast as it reaches every edge. Unknown keys
 are remembered as unknown for a short time only, so a key created a moment ago is not refused
-for long.
+for long. A key whose record does not decode is refused (401 ``invalid_api_key``) until a
+readable revision replaces it; the log names its key id once, never the key.
 """
 
 from __future__ import annotations
@@ -14,16 +15,22 @@ import contextlib
 import logging
 import time
 
-import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from switchyard.bus import subjects
-from switchyard.errors import ServiceUnavailable
+from switchyard.errors import AuthenticationFailed, ServiceUnavailable
 from switchyard.runtime.tasks import TaskSupervisor
-from switchyard.schemas.keys import KEY_DECODER, RECORD_PREFIX, ClientKey, record_name
+from switchyard.schemas.keys import (
+    KEY_DECODER,
+    KEY_READ_ERRORS,
+    RECORD_PREFIX,
+    ClientKey,
+    record_name,
+    unreadable_key_id,
+)
 
 log = logging.getLogger("switchyard.head")
 
@@ -36,6 +43,7 @@ class KeyPolicies:
         self._nc = nc
         self._known: dict[str, ClientKey] = {}
         self._missing: dict[str, float] = {}
+        self._unreadable: set[str] = set()  # digests whose record does not decode
         self._sub: Subscription | None = None
         self._pending: dict[str, asyncio.Future[ClientKey | None]] = {}
         self._fetches = TaskSupervisor("key-fetch")
@@ -56,24 +64,25 @@ class KeyPolicies:
         digest = msg.subject[len(_CHANGE_PREFIX) :]
         deleted = bool(msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"))
         self._missing.pop(digest, None)
+        self._unreadable.discard(digest)
         if deleted or not msg.data:
             self._known.pop(digest, None)
             return
-        try:
-            self._known[digest] = KEY_DECODER.decode(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-            self._known.pop(digest, None)
-            log.warning("ignored an unreadable client key record")
+        with contextlib.suppress(AuthenticationFailed):  # refused when a request brings it
+            self._read(digest, msg.data)
 
     async def get(self, digest: str) -> ClientKey | None:
         """The key with this SHA-256, or None if no such key exists.
 
         Raises:
             ServiceUnavailable: the key store cannot be read right now.
+            AuthenticationFailed: the key's record does not decode.
         """
         known = self._known.get(digest)
         if known is not None:
             return known
+        if digest in self._unreadable:
+            raise _unreadable()
         missing_since = self._missing.get(digest)
         if missing_since is not None and time.monotonic() - missing_since < NEGATIVE_TTL_S:
             return None
@@ -103,6 +112,31 @@ class KeyPolicies:
         if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
             self._missing[digest] = time.monotonic()
             return None
-        record = KEY_DECODER.decode(msg.data)
+        return self._read(digest, msg.data)
+
+    def _read(self, digest: str, raw: bytes) -> ClientKey:
+        """Keep the record ``raw``.
+
+        Raises:
+            AuthenticationFailed: it does not decode; the key is refused until a readable
+                revision arrives.
+        """
+        try:
+            record = KEY_DECODER.decode(raw)
+        except KEY_READ_ERRORS:
+            self._known.pop(digest, None)
+            self._unreadable.add(digest)
+            log.warning(
+                "the record of client key %s cannot be read; its requests are refused",
+                unreadable_key_id(raw) or "(no id in the record)",
+            )
+            raise _unreadable() from None
         self._known[digest] = record
         return record
+
+
+def _unreadable() -> AuthenticationFailed:
+    return AuthenticationFailed(
+        "This API key cannot be used: its stored record cannot be read. An administrator "
+        "can revoke it and set it up again."
+    )

@@ -2,10 +2,17 @@
 
 The parsed result waits in the session between preview and apply, so the file (which may hold
 literal keys) is sent once and never sent back; literal keys are stored in the secrets service
-on apply and shown only by the name they get."""
+on apply and shown only by the name they get.
+
+Apply checks the merged table as the control service will (its types, then its rules) before
+anything is written, so a refused import stores no secret. Secrets new to the store are
+written before the table (its providers name them) and deleted again if the table is refused
+all the same (another edit won meanwhile); new versions of secrets stored already are written
+only once the table is applied, so a refusal leaves those as they were."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.responses import Response
@@ -13,9 +20,12 @@ from starlette.responses import Response
 from switchyard.admin.context import Imported
 from switchyard.admin.ui.context import Route as UiRoute
 from switchyard.admin.ui.context import Ui
-from switchyard.errors import Conflict, InvalidRequest
+from switchyard.errors import ApiError, Conflict, InvalidRequest
 from switchyard.schemas.import_merge import compare, merge
-from switchyard.schemas.routing import RouteTable
+from switchyard.schemas.route_check import edit_problems
+from switchyard.schemas.routing import InvalidRouteTable, RouteTable
+
+log = logging.getLogger("switchyard.admin.ui")
 
 STASH = "litellm_import"
 
@@ -82,13 +92,20 @@ async def preview(ui: Ui) -> Response:
         }
         for s in result.secrets
     ]
+    refused = table_refusal(merge(live, result.table, kept=file), live)
     return ui.page(
         "import.html",
         "routes",
         "Import a LiteLLM config",
-        error="",
+        error=f"Apply would be refused, storing nothing: {refused}" if refused else "",
         preview={"changes": changes, "secrets": secrets, "unmapped": list(result.unmapped)},
     )
+
+
+def table_refusal(table: RouteTable, live: RouteTable) -> str:
+    """Why the control service would refuse to replace ``live`` with ``table``, or ``""``."""
+    problems = edit_problems(table, live)
+    return f"invalid route table: {InvalidRouteTable(problems)}" if problems else ""
 
 
 async def apply(ui: Ui) -> Response:
@@ -96,23 +113,75 @@ async def apply(ui: Ui) -> Response:
     if result is None:
         return ui.redirect("/ui/import", ("error", "Nothing to apply: preview a config first."))
     file = ui.admin.file_table
-    stored = []
-    for secret in result.secrets:
-        if secret.value:
-            await ui.admin.secrets.acting_for(ui.actor).put(secret.name, secret.value)
-            stored.append(secret.name)
     imported = result.table
+    live = (await ui.admin.control.table()).table
+    refused = table_refusal(merge(live, imported, kept=file), live)
+    if refused:  # nothing written yet
+        return ui.redirect("/ui/import", ("error", f"Not applied: {refused}"))
+    secrets = ui.admin.secrets.acting_for(ui.actor)
+    before = {s.name for s in await ui.admin.secrets.list()}
+    literal = {s.name: s.value for s in result.secrets if s.value}
+    created: list[str] = []
+    try:
+        for name, value in literal.items():
+            if name not in before:
+                await secrets.put(name, value)
+                created.append(name)
+    except ApiError as exc:  # not stored: neither is anything else
+        return await _refused(ui, exc, created)
     try:
         state = await ui.admin.control.acting_for(ui.actor).edit(
             lambda t: merge(t, imported, kept=file)
         )
-    except (Conflict, InvalidRequest) as exc:
-        return ui.redirect("/ui/import", ("error", f"Not applied: {exc.message}"))
+    except (Conflict, InvalidRequest) as exc:  # refused: what this apply stored goes again
+        return await _refused(ui, exc, created)
+    stored = list(created)
+    failed = ""
+    for name, value in literal.items():
+        if name not in before:
+            continue
+        try:
+            await secrets.put(name, value)
+        except ApiError as exc:  # the routes are in: say which key kept its old version
+            failed = f"; the new version of secret {name} was not stored ({exc.message})"
+            break
+        stored.append(name)
     detail = f"{len(imported.routes)} routes, {len(imported.providers)} providers"
     if stored:
         detail += f", stored secrets {', '.join(stored)}"
-    await ui.audit("import.litellm", "", f"{detail}; revision {state.revision}")
+    await ui.audit("import.litellm", "", f"{detail}; revision {state.revision}{failed}")
+    if failed:
+        return ui.redirect("/ui/routes", ("error", f"Imported {detail}{failed}."))
     return ui.redirect("/ui/routes", ("ok", f"Imported {detail}."))
+
+
+async def _refused(ui: Ui, exc: ApiError, created: list[str]) -> Response:
+    """A refused apply: the secrets it stored are deleted again, and the refusal said (and
+    audited, when it had stored any)."""
+    left = await _remove(ui, created)
+    note = f" (could not remove the secrets it stored: {', '.join(left)})" if left else ""
+    if created:
+        removed = ", ".join(n for n in created if n not in left) or "none"
+        await ui.audit(
+            "import.litellm",
+            "",
+            f"not applied: {exc.message}; secrets it stored then removed: {removed}{note}",
+            ok=False,
+        )
+    return ui.redirect("/ui/import", ("error", f"Not applied: {exc.message}{note}"))
+
+
+async def _remove(ui: Ui, names: list[str]) -> list[str]:
+    """Delete the secrets ``names`` (stored by a refused import); the ones that remain."""
+    left = []
+    secrets = ui.admin.secrets.acting_for(ui.actor)
+    for name in names:
+        try:
+            await secrets.delete(name)
+        except ApiError as exc:
+            log.warning("could not remove secret %s after a refused import: %s", name, exc)
+            left.append(name)
+    return left
 
 
 ROUTES: list[UiRoute] = [

@@ -1,5 +1,8 @@
 """Client keys: a searchable, paged list (from the in-memory index, spend for the page's keys
-only), create (the key shown once), settings, revoke, and each key's spend and usage."""
+only), create (the key shown once), settings, revoke, and each key's spend and usage.
+
+A key whose stored record cannot be read is listed apart, with a Revoke button: revoking
+rewrites it as a readable, revoked record (see :mod:`switchyard.admin.key_damage`)."""
 
 from __future__ import annotations
 
@@ -10,12 +13,13 @@ from urllib.parse import urlencode
 import msgspec
 from starlette.responses import Response
 
-from switchyard.admin.bodies import KeyFields, key_call
+from switchyard.admin.bodies import KeyFields, key_call, refusal
+from switchyard.admin.key_rules import number_problem, rule_text
 from switchyard.admin.keys import public_record
 from switchyard.admin.spend import SpendUnavailable
 from switchyard.admin.ui.context import Route, Ui
-from switchyard.admin.ui.forms import place, split_validation
-from switchyard.errors import InvalidRequest, NotFound
+from switchyard.admin.ui.forms import place
+from switchyard.errors import Conflict, InvalidRequest, NotFound
 from switchyard.schemas.keys import ClientKey
 
 FIELDS = [
@@ -61,6 +65,7 @@ async def keys_page(ui: Ui) -> Response:
         offset=offset,
         limit=limit,
         base="/ui/keys?" + (qs + "&" if qs else ""),
+        damaged=ui.admin.index.damaged(),
     )
 
 
@@ -74,11 +79,6 @@ def _values(key: ClientKey | None) -> dict[str, Any]:
             "max_parallel": 0,
             "budget_usd": 0,
         }
-    expires = (
-        dt.datetime.fromtimestamp(key.expires_at, dt.UTC).date().isoformat()
-        if key.expires_at
-        else ""
-    )
     return {
         "name": key.name,
         "owner": key.owner,
@@ -89,8 +89,19 @@ def _values(key: ClientKey | None) -> dict[str, Any]:
         "max_parallel": key.max_parallel,
         "budget_usd": key.budget_usd,
         "budget_period": key.budget_period,
-        "expires": expires,
+        "expires": _day(key.expires_at),
     }
+
+
+def _day(stamp: float) -> str:
+    """``stamp`` as a date for the form; one no calendar holds (set through the API before
+    expiries were bounded) as its number, so the page still opens."""
+    if not stamp:
+        return ""
+    try:
+        return dt.datetime.fromtimestamp(stamp, dt.UTC).date().isoformat()
+    except (OverflowError, OSError, ValueError):
+        return f"{stamp:g}"
 
 
 def _fields(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
@@ -104,9 +115,15 @@ def _fields(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     body["models"] = [m.strip() for m in values["models"].split(",") if m.strip()] or ["*"]
     for key, kind in (("rpm", int), ("tpm", int), ("max_parallel", int), ("budget_usd", float)):
         try:
-            body[key] = kind(values[key] or 0)
+            number = kind(values[key] or 0)
         except ValueError:
             errors[key] = "Enter a number (0 for no limit)."
+            continue
+        # float() reads "inf", "nan" and "1e309": refused here as the API refuses them.
+        if number_problem(key, number) is None:
+            body[key] = number
+        else:
+            errors[key] = rule_text(key)
     if values["expires"]:
         try:
             day = dt.date.fromisoformat(values["expires"])
@@ -126,8 +143,7 @@ async def _checked(body: dict[str, Any]) -> dict[str, Any]:
     try:
         return msgspec.convert(body, KeyFields).changes()
     except msgspec.ValidationError as exc:
-        message, path = split_validation(str(exc))
-        raise InvalidRequest(message, param=path) from None
+        raise refusal(exc, KeyFields, "key") from None
 
 
 async def new_key(ui: Ui) -> Response:
@@ -180,7 +196,10 @@ async def key_page(
     errors: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
-    key = await _find(ui)
+    try:
+        key = await _find(ui)
+    except Conflict as exc:
+        return _unreadable(ui, exc)
     spend: dict[str, Any] | None = None
     usage: list[dict[str, Any]] = []
     unavailable = ""
@@ -205,9 +224,17 @@ async def key_page(
     )
 
 
+def _unreadable(ui: Ui, exc: Conflict) -> Response:
+    """A key whose record cannot be read: back to the list, which offers to revoke it."""
+    return ui.redirect("/ui/keys", ("error", exc.message[:1].upper() + exc.message[1:]))
+
+
 async def update_key(ui: Ui) -> Response:
     values, body, errors = _fields(ui)
-    key = await _find(ui)
+    try:
+        key = await _find(ui)
+    except Conflict as exc:
+        return _unreadable(ui, exc)
     try:
         if errors:
             raise InvalidRequest(next(iter(errors.values())))
@@ -226,8 +253,8 @@ async def update_key(ui: Ui) -> Response:
 
 
 async def revoke_key(ui: Ui) -> Response:
-    key = await _find(ui)
-    record = await key_call(ui.admin.keys.revoke(key.id))
+    # By id, not through the index's record: a key whose record cannot be read has none.
+    record = await key_call(ui.admin.keys.revoke(ui.request.path_params["key_id"]))
     await ui.audit("key.revoke", record.id, f"name {record.name!r}")
     return ui.redirect(
         f"/ui/keys/{record.id}",

@@ -5,6 +5,7 @@ field, and is not echoed back into the form)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, get_args
 
 import msgspec
@@ -41,6 +42,8 @@ FIELDS = [
     "timeouts-request_s",
     "timeouts-stream_s",
 ]
+
+_TIMEOUTS = {"first_token_s": "first-token", "request_s": "request", "stream_s": "stream"}
 
 
 def _values(name: str, p: Provider | None) -> dict[str, Any]:
@@ -109,17 +112,29 @@ def _document(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         if values[key]:
             doc[key] = values[key]
     try:
-        doc["concurrency"] = int(values["concurrency"] or 64)
+        concurrency = int(values["concurrency"] or 64)
     except ValueError:
-        errors["concurrency"] = "Enter a whole number of requests, e.g. 64."
+        concurrency = 0
+    if concurrency >= 1:
+        doc["concurrency"] = concurrency
+    else:
+        errors["concurrency"] = (
+            "Concurrency must be a whole number of requests, 1 or more, e.g. 64."
+        )
     timeouts: dict[str, float] = {}
-    for key in ("first_token_s", "request_s", "stream_s"):
+    for key, label in _TIMEOUTS.items():
         raw = values[f"timeouts-{key}"]
         if raw:
             try:
-                timeouts[key] = float(raw)
+                seconds = float(raw)
             except ValueError:
-                errors[f"timeouts-{key}"] = "Enter seconds, e.g. 60."
+                seconds = -1.0
+            if math.isfinite(seconds) and seconds > 0:  # float() reads "inf" and "nan" too
+                timeouts[key] = seconds
+            else:
+                errors[f"timeouts-{key}"] = (
+                    f"The {label} timeout must be a finite number of seconds above 0, e.g. 60."
+                )
     doc["timeouts"] = timeouts
     return doc, errors
 

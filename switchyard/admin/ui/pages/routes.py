@@ -8,6 +8,7 @@ item is a 409 explained on the form, with a reload.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -24,9 +25,16 @@ from switchyard.admin.ui.pages.tables import (
     validation_problem,
 )
 from switchyard.errors import Conflict, NotFound
-from switchyard.schemas.routing import Deployment, Route, RouteTable
+from switchyard.schemas.routing import MAX_WEIGHT, Deployment, Route, RouteTable
 
 BLANK_ROWS = 1
+_WEIGHT_RULE = (
+    f"Weight must be a finite number from 0 to {MAX_WEIGHT:,}: a share of the route's "
+    "traffic, e.g. 1 or 0.5 (0: none)."
+)
+_CONCURRENCY_RULE = (
+    "Concurrency must be a whole number of requests, 1 or more, or empty for the provider's."
+)
 
 
 async def routes_page(ui: Ui) -> Response:
@@ -125,14 +133,23 @@ def _parse(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
             continue
         doc: dict[str, Any] = {"provider": row["provider"], "model": row["model"]}
         try:
-            doc["weight"] = float(row["weight"] or 1)
+            weight = float(row["weight"] or 1)
         except ValueError:
             errors[f"deployments-{i}-weight"] = "Enter a number, e.g. 1 or 0.5."
+        else:  # float() reads "inf", "nan" and "1e309" too
+            if math.isfinite(weight) and 0 <= weight <= MAX_WEIGHT:
+                doc["weight"] = weight
+            else:
+                errors[f"deployments-{i}-weight"] = _WEIGHT_RULE
         if row["concurrency"]:
             try:
-                doc["concurrency"] = int(row["concurrency"])
+                concurrency = int(row["concurrency"])
             except ValueError:
-                errors[f"deployments-{i}-concurrency"] = "Enter a whole number, or leave it empty."
+                concurrency = 0
+            if concurrency >= 1:
+                doc["concurrency"] = concurrency
+            else:
+                errors[f"deployments-{i}-concurrency"] = _CONCURRENCY_RULE
         doc["_row"] = i
         deployments.append(doc)
     fallbacks = [a.strip() for a in f.get("fallbacks").split(",") if a.strip()]

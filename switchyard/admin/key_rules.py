@@ -1,0 +1,87 @@
+"""What each numeric client key setting takes, in words a form, the API and the CLI show.
+
+Checked where keys are written (:func:`switchyard.admin.keys.KeyAdmin.create` and ``update``),
+so every path (web form, API, command line) refuses the same values with the same sentence;
+the record's own types (:mod:`switchyard.schemas.keys`) only insist on finite numbers, so a
+record written before these bounds still reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from switchyard.schemas.keys import MAX_BUDGET_USD, MAX_EXPIRES_AT, MAX_LIMIT
+from switchyard.schemas.numbers import finite
+
+
+class NumberRule(NamedTuple):
+    """What one numeric key setting takes: ``low`` to ``high`` (``low`` itself only when
+    ``from_low``), whole numbers only when ``whole``; the rule in words, and a hint."""
+
+    low: float
+    high: float
+    whole: bool
+    from_low: bool
+    rule: str
+    hint: str
+
+
+_NO_LIMIT = "use 0 for no limit"
+NUMBER_RULES: dict[str, NumberRule] = {
+    "rpm": NumberRule(
+        0, MAX_LIMIT, whole=True, from_low=True, hint=_NO_LIMIT,
+        rule="rpm must be a whole number of requests a minute, 0 or more",
+    ),
+    "tpm": NumberRule(
+        0, MAX_LIMIT, whole=True, from_low=True, hint=_NO_LIMIT,
+        rule="tpm must be a whole number of tokens a minute, 0 or more",
+    ),
+    "max_parallel": NumberRule(
+        0, MAX_LIMIT, whole=True, from_low=True, hint=_NO_LIMIT,
+        rule="max_parallel must be a whole number of requests at once, 0 or more",
+    ),
+    "budget_usd": NumberRule(
+        0, MAX_BUDGET_USD, whole=False, from_low=True,
+        rule="budget must be a finite number of dollars, 0 or more",
+        hint=f"use 0 for no budget; at most {MAX_BUDGET_USD:,}",
+    ),
+    "expires_at": NumberRule(
+        0, MAX_EXPIRES_AT, whole=False, from_low=True,
+        rule="expires_at must be a finite number of unix seconds, 0 or more",
+        hint=f"use 0 for never; at most {MAX_EXPIRES_AT} (the end of year 9999)",
+    ),
+    "weight": NumberRule(
+        0, 1000, whole=False, from_low=False,
+        rule="weight must be a finite number above 0",
+        hint="at most 1000; 1 is an ordinary share",
+    ),
+}  # fmt: skip
+
+
+def number_problem(field: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the numeric setting ``field`` (see
+    :data:`NUMBER_RULES`), or None when it takes it (or ``field`` is not numeric)."""
+    rule = NUMBER_RULES.get(field)
+    if rule is None:
+        return None
+    if not finite(value) or (rule.whole and not isinstance(value, int)):
+        return rule.rule
+    above = value >= rule.low if rule.from_low else value > rule.low
+    if not above:
+        return rule.rule
+    if value > rule.high:
+        return f"{rule.rule}, and at most {rule.high:,}"
+    return None
+
+
+def rule_text(field: str) -> str:
+    """The rule of a numeric setting with its hint, as one sentence for a form."""
+    rule = NUMBER_RULES[field]
+    text = f"{rule.rule} ({rule.hint})."
+    return text[:1].upper() + text[1:]
+
+
+def hint(field: str) -> str:
+    """The hint of a numeric setting's rule (how to give a valid value)."""
+    rule = NUMBER_RULES.get(field)
+    return rule.hint if rule is not None else "see `switchyard keys create --help`"

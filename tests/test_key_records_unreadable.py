@@ -1,0 +1,137 @@
+"""Client key records on a real nats-server (``admin.keys``, ``admin.key_index``): a budget JSON
+cannot carry is never written, and a record that does not decode (bytes written straight into
+its KV entry) neither breaks a listing nor stops the admin from revoking or deleting it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+import pytest
+from nats.js.errors import NoKeysError
+from nats.js.kv import KeyValue
+
+from switchyard.admin.key_damage import KeyRecordDamaged
+from switchyard.admin.key_index import KeyIndex
+from switchyard.admin.keys import KeyAdmin
+from switchyard.bus import subjects
+from switchyard.errors import InputError
+from switchyard.schemas.keys import ClientKey, record_name
+from tests.support import jetstream_server
+
+pytestmark = pytest.mark.integration
+
+ENDLESS = [float("inf"), float("nan"), float("1e309")]
+
+
+async def _entries(kv: KeyValue) -> dict[str, bytes]:
+    try:
+        names = await kv.keys()
+    except NoKeysError:  # nats-py: no keys at all is an error
+        return {}
+    return {name: (await kv.get(name)).value or b"" for name in names}
+
+
+def _null_budget(record: ClientKey) -> bytes:
+    """The record as an older version wrote it for a budget of ``inf``."""
+    doc = msgspec.to_builtins(record)
+    doc["budget_usd"] = None
+    return msgspec.json.encode(doc)
+
+
+async def test_a_budget_json_cannot_carry_is_refused_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        kv = await js.create_key_value(bucket=subjects.KEYS_BUCKET)
+        admin = KeyAdmin(js, names=True)
+        for value in ENDLESS:
+            with pytest.raises(InputError) as refused:
+                await admin.create("endless", budget_usd=value)
+            assert refused.value.field == "budget_usd"
+            assert "finite number of dollars" in refused.value.problem
+        assert await _entries(kv) == {}
+        _, record = await admin.create("finite", budget_usd=5)
+        stored = await _entries(kv)
+        for value in ENDLESS:
+            with pytest.raises(InputError):
+                await admin.update(record.id, budget_usd=value)
+        assert await _entries(kv) == stored
+        assert (await admin.find(record.id)).budget_usd == 5
+
+
+async def test_an_unreadable_record_is_listed_apart_and_can_still_be_shut(
+    tmp_path: Path,
+) -> None:
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        kv = await js.create_key_value(bucket=subjects.KEYS_BUCKET)
+        admin = KeyAdmin(js, names=True)  # as the command line reads the bucket
+        _, good = await admin.create("good")
+        _, nulled = await admin.create("nulled", team="payments", models=("gpt-4o",))
+        _, garbled = await admin.create("garbled")
+        _, doomed = await admin.create("doomed")
+        await kv.put(record_name(nulled.hash), _null_budget(nulled))
+        await kv.put(record_name(garbled.hash), b"\xff not a record")
+        await kv.put(record_name(doomed.hash), _null_budget(doomed))
+
+        assert [k.id for k in await admin.list()] == [good.id]
+        scan = await admin.scan()
+        assert sorted(d.handle for d in scan.damaged) == sorted(
+            [nulled.id, doomed.id, record_name(garbled.hash)]
+        )
+        with pytest.raises(KeyRecordDamaged, match=nulled.id):
+            await admin.find(nulled.id)
+        with pytest.raises(KeyRecordDamaged):
+            await admin.update(nulled.id, rpm=5)
+
+        revoked = await admin.revoke(nulled.id)  # what the bytes still say is kept
+        assert (revoked.id, revoked.name, revoked.team, revoked.models) == (
+            nulled.id,
+            "nulled",
+            "payments",
+            ("gpt-4o",),
+        )
+        assert revoked.disabled
+        assert await admin.find(nulled.id) == revoked
+        # Bytes that name no key: the command line refers to them by record name.
+        shut = await admin.revoke(record_name(garbled.hash))
+        assert (shut.hash, shut.disabled, shut.name) == (garbled.hash, True, "unreadable record")
+        await admin.delete(doomed.id)
+        assert record_name(doomed.hash) not in await _entries(kv)
+        assert sorted(k.id for k in await admin.list()) == sorted([good.id, nulled.id, shut.id])
+        assert (await admin.scan()).damaged == []
+
+
+async def test_the_gateway_index_keeps_an_unreadable_key_revocable(tmp_path: Path) -> None:
+    """The gateway finds a key through its index: a record whose bytes name no id is still
+    found by the id its last readable revision had."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        kv = await js.create_key_value(bucket=subjects.KEYS_BUCKET)
+        index = KeyIndex(js)
+        await index.start()
+        try:
+            admin = KeyAdmin(js, locator=index)
+            _, good = await admin.create("good")
+            _, garbled = await admin.create("garbled")
+            await kv.put(record_name(garbled.hash), b"\xff not a record")
+            for _ in range(200):
+                if index.damaged():
+                    break
+                await asyncio.sleep(0.02)
+            assert index.damaged() == [(garbled.id, record_name(garbled.hash))]
+            assert [k.id for k in index.search().keys] == [good.id]
+            with pytest.raises(KeyRecordDamaged):
+                await admin.find(garbled.id)
+            revoked = await admin.revoke(garbled.id)
+            assert (revoked.id, revoked.hash, revoked.disabled) == (garbled.id, garbled.hash, True)
+            for _ in range(200):
+                if not index.damaged():
+                    break
+                await asyncio.sleep(0.02)
+            assert index.get(garbled.id) == revoked
+        finally:
+            await index.stop()
