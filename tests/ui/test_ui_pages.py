@@ -169,3 +169,20 @@ async def test_the_api_docs_page_renders_with_no_internet(web: Browser) -> None:
     assert elsewhere == [], elsewhere
     assert not [m for m in refused if "Content Security Policy" in m], refused
     await web.shot("api-docs")
+
+
+async def test_long_unbroken_names_stay_inside_the_page(web: Browser) -> None:
+    """A key named with 200 characters and no space widened the Keys table past its card (the
+    page was 1,772 px wide in a 1,360 px window) and clipped its last columns."""
+    name, team = "k" * 200, "t" * 120
+    _, record = await web.stack.new_key(name, team=team, owner="o" * 150)
+    await web.sign_in()
+    pages = {"list": f"/ui/keys?q={name[:40]}", "key": f"/ui/keys/{record.id}"}
+    for shot, path in (pages | {"spend": "/ui/spend?by=key"}).items():
+        response = await web.goto(path)
+        assert response.status == 200, path
+        wide = await web.page.evaluate(
+            "() => [document.documentElement.scrollWidth, window.innerWidth]"
+        )
+        assert wide[0] <= wide[1], (path, wide)
+        await web.shot(f"long-names-{shot}")
