@@ -142,6 +142,23 @@ class Browser:
     async def csrf(self) -> str:
         return str(await self.page.get_attribute("body", "data-csrf"))
 
+    def chats(self, http: Any, model: str, count: int, prefix: str) -> list[asyncio.Future[Any]]:
+        """``count`` chat requests to ``model`` through the stack's tail, sent at once: the
+        futures of their ``httpx`` responses (``http`` is an ``httpx.AsyncClient``)."""
+        return [
+            asyncio.ensure_future(
+                http.post(
+                    f"{self.stack.tail_url}/v1/chat/completions",
+                    json={
+                        "model": model,
+                        "messages": [{"role": "user", "content": f"{prefix}{i}"}],
+                    },
+                    headers={"Authorization": f"Bearer {self.stack.api_key}"},
+                )
+            )
+            for i in range(count)
+        ]
+
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def web(ui_stack: Stack, browser: Any) -> AsyncIterator[Browser]:

@@ -48,18 +48,8 @@ async def test_a_saturated_deployment_comes_first_on_overview_and_queues(
     await web.page.mouse.move(0, 0)  # not over a card's button (cards do not move under one)
     cards = web.page.locator("[data-dep]")
     assert await cards.first.get_attribute("data-dep") != HELD  # all idle: by id
-    stack = web.stack
     async with httpx.AsyncClient(timeout=60) as http:
-        requests = [
-            asyncio.ensure_future(
-                http.post(
-                    f"{stack.tail_url}/v1/chat/completions",
-                    json={"model": "held", "messages": [{"role": "user", "content": f"a{i}"}]},
-                    headers={"Authorization": f"Bearer {stack.api_key}"},
-                )
-            )
-            for i in range(4)
-        ]
+        requests = web.chats(http, "held", 4, "a")
         try:
             deployments = await _saturated(web)
             # The data the pages are drawn from, and each event of their live stream.

@@ -190,18 +190,8 @@ async def test_a_queue_fills_and_drains_live(web: Browser, upstream: FakeOpenAI)
     card = _card(web, HELD)
     waiting, in_flight = card.locator("[data-f=waiting]"), card.locator("[data-f=in_flight]")
     assert await waiting.inner_text() == "0"
-    stack = web.stack
     async with httpx.AsyncClient(timeout=60) as http:
-        requests = [
-            asyncio.ensure_future(
-                http.post(
-                    f"{stack.tail_url}/v1/chat/completions",
-                    json={"model": "held", "messages": [{"role": "user", "content": f"q{i}"}]},
-                    headers={"Authorization": f"Bearer {stack.api_key}"},
-                )
-            )
-            for i in range(6)
-        ]
+        requests = web.chats(http, "held", 6, "q")
         try:
             # No reload: the page follows the stream.
             await web.page.wait_for_function(
