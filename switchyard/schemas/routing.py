@@ -116,11 +116,13 @@ class Price(
     a finite number, zero or more.
     """
 
-    input_per_token: NonNegative
-    output_per_token: NonNegative
-    cache_read_per_token: NonNegative | None = None
-    cache_write_per_token: NonNegative | None = None
-    web_search_per_call: NonNegative | None = None
+    # Not NonNegative: its bound would answer an infinity in msgspec's words before
+    # ``__post_init__`` names the field in the route table's.
+    input_per_token: Annotated[float, msgspec.Meta(ge=0)]
+    output_per_token: Annotated[float, msgspec.Meta(ge=0)]
+    cache_read_per_token: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    cache_write_per_token: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    web_search_per_call: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
     def __post_init__(self) -> None:
         # A YAML ``.inf`` passes ``ge=0`` (JSON cannot carry one): it would bill infinities.
