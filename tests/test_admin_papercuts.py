@@ -62,8 +62,11 @@ async def test_a_valkey_outage_is_said_not_a_500_and_keys_are_still_shown(stack:
         assert int(resp.headers["retry-after"]) >= 1
     assert shown.returncode == 1
     assert "Traceback" not in shown.stderr
-    assert shown.stderr.startswith("error: spend cannot be read: Valkey/Redis did not answer")
-    assert shown.stderr.count("\n") == 1
+    # The stack logs at debug level, so redis-py's own debug line about the timeout may come
+    # first; the command's answer is its one "error:" line.
+    said = [line for line in shown.stderr.splitlines() if line.startswith("error:")]
+    assert len(said) == 1, shown.stderr
+    assert said[0].startswith("error: spend cannot be read: Valkey/Redis did not answer")
     assert "spend      unavailable" in shown.stdout  # the record itself is in NATS: shown
     after = await stack.admin("GET", f"/keys/{record.id}")
     assert after.status_code == 200
