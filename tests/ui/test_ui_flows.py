@@ -79,7 +79,16 @@ async def test_create_a_key_use_it_with_the_sdk_and_revoke_it(web: Browser) -> N
 
         await page.get_by_role("link", name="Done: see the key").click()
         await page.wait_for_selector("text=Usage, last 30 days")
+        # One click only arms the button (no dialog): the key still works until the second.
         await page.get_by_role("button", name="Revoke").click()
+        armed = page.get_by_role("button", name="Revoke sdk-app? Click again")
+        await armed.wait_for()
+        await web.shot("key-revoke-armed")
+        reply = await client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "not yet"}]
+        )
+        assert reply.choices[0].message.content == "echo: not yet"
+        await armed.click()
         revoked_at = time.monotonic()
         await page.wait_for_selector(".badge.bad >> text=revoked")
         while True:

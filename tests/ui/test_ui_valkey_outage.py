@@ -29,6 +29,7 @@ async def test_key_pages_show_keys_and_revoke_works_while_valkey_is_down(web: Br
         assert "Spend cannot be read" in await web.page.locator(".flash.error").inner_text()
         assert await web.page.get_by_role("heading", name="Usage, last 30 days").count() == 0
         await web.page.get_by_role("button", name="Revoke").click()
+        await web.page.get_by_role("button", name="Click again").click()
         await web.page.wait_for_url(f"**/ui/keys/{record.id}")
         assert await web.page.locator(".badge.bad", has_text="revoked").count() == 1
         await web.shot("key-revoked-valkey-down")

@@ -60,5 +60,25 @@
     });
   });
 
+  // <form data-confirm="Really revoke?">: the first click arms the button (its text becomes the
+  // question) and only a second click within 5 s submits. No dialog: pages never open one.
+  document.querySelectorAll("form[data-confirm]").forEach((form) => {
+    const button = form.querySelector("button[type=submit]");
+    if (!button) return;
+    const label = button.textContent;
+    let armed = null;
+    form.addEventListener("submit", (event) => {
+      if (armed) { clearTimeout(armed); armed = null; return; }
+      event.preventDefault();
+      button.textContent = form.dataset.confirm;
+      button.classList.add("armed");
+      armed = setTimeout(() => {
+        armed = null;
+        button.textContent = label;
+        button.classList.remove("armed");
+      }, 5000);
+    });
+  });
+
   window.Switchyard = { csrf };
 })();
