@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -65,10 +66,12 @@ def load_settings(
     for dotted, value in (overrides or {}).items():
         _set_path(raw, dotted.split("."), value)
     _reject_literal_keys(raw)
+    _reject_non_finite(raw, "", source)  # before the fields' own bounds word it as a type error
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise _config_error(exc, source, raw) from None
+    _reject_non_finite(msgspec.to_builtins(settings), "", source)  # `inf` from the environment
     # absolute(), not resolve(): a symlinked file (a Kubernetes ConfigMap) is followed anew.
     settings = msgspec.structs.replace(settings, source_file=str(file.absolute()) if file else "")
     problems = route_table_problems(settings.route_table)
@@ -230,6 +233,24 @@ def _reject_literal_keys(raw: dict[str, Any]) -> None:
                     f"store it with `switchyard secrets put {name}` and set "
                     f"`secret: {name}` on the provider instead",
                 )
+
+
+def _reject_non_finite(value: Any, path: str, source: str) -> None:
+    """Refuse ``.inf``/``.nan`` (YAML) and ``inf``/``nan`` (the environment) in any number: a
+    timeout of infinity is a hang the settings promise never happens, and JSON (`config`'s
+    output, the records built from settings) cannot carry it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(
+            path or "(top level)",
+            f"must be a finite number, not {value}",
+            f"write a finite number (read from {source})",
+        )
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _reject_non_finite(item, f"{path}.{name}" if path else str(name), source)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_non_finite(item, f"{path}[{index}]", source)
 
 
 def _config_error(exc: msgspec.ValidationError, source: str, raw: dict[str, Any]) -> ConfigError:

@@ -154,6 +154,26 @@ def test_environment_type_errors_name_the_field() -> None:
     assert "environment" in info.value.hint
 
 
+@pytest.mark.parametrize("text", [".inf", "-.inf", ".nan"])
+def test_an_endless_number_in_the_file_is_refused_by_name(tmp_path: Path, text: str) -> None:
+    """YAML's ``.inf`` passed a timeout's ``> 0`` check: a hang the settings promise never
+    happens, printed by `switchyard config` as ``Infinity`` (not JSON)."""
+    file = tmp_path / "switchyard.yaml"
+    file.write_text(f"redis:\n  timeout_s: 2\nbatch:\n  sweep_s: {text}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(file, env={})
+    assert info.value.field == "batch.sweep_s"
+    assert info.value.problem.startswith("must be a finite number")
+    assert str(file) in info.value.hint
+
+
+def test_an_endless_number_in_the_environment_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"SWITCHYARD_REDIS__TIMEOUT_S": "inf"})
+    assert info.value.field == "redis.timeout_s"
+    assert "environment" in info.value.hint
+
+
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml", env={})
