@@ -181,3 +181,23 @@ def test_cache_prices_are_validated_like_the_others() -> None:
         msgspec.convert({**base, "input_per_token": math.inf}, Price)
     # Left out, they are not written back either (the stored table keeps its shape).
     assert msgspec.json.decode(msgspec.json.encode(msgspec.convert(base, Price))) == base
+
+
+def test_a_deployment_removed_from_its_route_bills_its_last_price() -> None:
+    """An explorer's batch: a route edit removed a priced deployment while 8 of its requests
+    ran; their usage came after the edit and was billed $0 (no table price, litellm knows no
+    model `own`). They cost what the deployment was priced at when it last served."""
+    pricing, table = _priced()
+    event = _event("local", "own", prompt_tokens=1000, completion_tokens=100)
+    before = pricing.cost_nano(event, table)
+    assert before == 2_800_000  # 1,000 x $2 + 100 x $8 per million
+    routes: dict[str, object] = dict(_TABLE["routes"])  # type: ignore[call-overload]
+    del routes["own"]
+    edited = {**_TABLE, "routes": routes}
+    after_edit = decode_route_table(msgspec.json.encode(edited))
+    assert pricing.cost_nano(event, after_edit) == before
+    again = decode_route_table(msgspec.json.encode(edited))  # a later revision keeps it too
+    assert pricing.cost_nano(event, again) == before
+    fresh = Pricing()  # a worker that never saw it priced knows no price (counted as free)
+    asyncio.run(fresh.load())
+    assert fresh.cost_nano(event, after_edit) == 0

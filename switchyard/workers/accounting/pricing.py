@@ -38,6 +38,8 @@ log = logging.getLogger("switchyard.accounting")
 PRICE_FILE = "model_prices_and_context_window_backup.json"
 # Rates remembered at most (then forgotten at once): a model name is what a provider says.
 RATES_KEPT = 4096
+# Deployments removed from the route table whose prices are kept for their late usage.
+REMOVED_KEPT = 1024
 # USD per web search when neither the route nor litellm's map prices it: what Anthropic
 # (web_search tool) and OpenAI (web_search tool of the Responses API) charge, $10 per 1,000.
 WEB_SEARCH_DEFAULT = 0.01
@@ -103,7 +105,8 @@ class Pricing:
         litellm's (a cache price either leaves out is the input price), else nothing; and
         USD per web search (see the module's note)."""
         if table is not self._table:  # the map is rebuilt once per route table revision
-            self._table, self._deployments = table, table.deployments()
+            self._table = table
+            self._deployments = self._with_removed(table.deployments())
             self._rates.clear()
         key = (event.deployment, event.model)
         rates = self._rates.get(key)
@@ -112,6 +115,18 @@ class Pricing:
                 self._rates.clear()
             rates = self._rates[key] = self._look_up(event)
         return rates
+
+    def _with_removed(
+        self, current: dict[str, tuple[Provider, Deployment]]
+    ) -> dict[str, tuple[Provider, Deployment]]:
+        """``current`` plus the deployments earlier tables had and this one dropped: requests
+        a removed deployment was still serving end after the edit (a batch's in-flight lines,
+        a queue's backlog) and are billed at the price it last had, not litellm's or nothing.
+        The newest :data:`REMOVED_KEPT` are kept, for as long as this worker runs."""
+        removed = {k: v for k, v in self._deployments.items() if k not in current}
+        if len(removed) > REMOVED_KEPT:
+            removed = dict(list(removed.items())[-REMOVED_KEPT:])
+        return {**removed, **current}
 
     def _look_up(self, event: UsageEvent) -> Rates:
         pair = self._deployments.get(event.deployment)
