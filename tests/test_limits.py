@@ -60,6 +60,9 @@ async def limited(
     routes["held-mini"] = {
         "deployments": [{"provider": "fake", "model": "slow:3000", "price": PRICES["gpt-4o-mini"]}]
     }
+    routes["held-pricey"] = {
+        "deployments": [{"provider": "fake", "model": "slow:2000", "price": PRICES["pricey"]}]
+    }
     stack = await start_stack(
         tmp_path_factory.mktemp("limits"), {"providers": {"fake": fake}, "routes": routes}
     )
@@ -225,6 +228,58 @@ async def test_budget_is_refused_after_the_crossing_request_and_resets(
         # After the period resets, the key works again.
         await asyncio.sleep(period - time.time() % period + 0.3)
         assert (await _post(http, edges[0], key, _body("pricey", "hi"))).status_code == 200
+
+
+async def test_a_burst_sent_at_once_stops_at_the_budget(limited: dict[str, Any]) -> None:
+    """Requests in flight hold their estimated cost: 50 sent at once on a key whose budget is
+    worth ~5 requests were all answered (10x the budget), since spend lands only as each
+    answer ends. Now they stop within one request of it, and their holds free as they end."""
+    stack, edges = limited["stack"], limited["edges"]
+    cost = 9 * rk.NANO // 1000  # "hi": 7 + 2 tokens at $0.001, $0.009 a request
+    budget = 0.05  # 5.5 requests
+    key, key_id = await _new_key(limited, budget_usd=budget, budget_period="total")
+    ops = connect_redis(stack.settings, "ops")
+    try:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=100)) as http:
+            # One answer first: accounting learns what a request of this key and model costs.
+            assert (await _post(http, edges[0], key, _body("held-pricey", "hi"))).status_code == 200
+            deadline = time.monotonic() + 10
+            while await ops.hget(rk.estimates(key_id), "held-pricey") is None:
+                assert time.monotonic() < deadline, "accounting never learnt the cost"
+                await asyncio.sleep(0.1)
+            assert int(await ops.hget(rk.estimates(key_id), "held-pricey") or 0) == cost
+            burst = _body("held-pricey", "hi")
+            results = await asyncio.gather(
+                *(_post(http, edges[i % 3], key, burst) for i in range(50))
+            )
+        codes = [r.status_code for r in results]
+        assert set(codes) == {200, 429}, codes
+        # Admitted while spend + holds < budget: 1 + 4 x 0.009 < 0.05 <= 1 + 5 x 0.009.
+        answered = 1 + codes.count(200)
+        assert answered <= int(budget * rk.NANO) // cost + 1, codes
+        refused = next(r for r in results if r.status_code == 429)
+        error = refused.json()["error"]
+        assert error["code"] == "budget_exceeded"
+        assert error["type"] == "insufficient_quota"
+        assert "requests still running" in error["message"], error["message"]
+        assert "held ~$" in error["message"], error["message"]
+        assert refused.headers["retry-after"] == "1"  # a total budget, but they end soon
+        deadline = time.monotonic() + 10
+        while True:  # every answer billed
+            shown = (await stack.admin("GET", f"/keys/{key_id}")).json()["spend"]
+            billed = round(shown["total_spend_usd"] * rk.NANO)
+            if billed == answered * cost or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert billed == answered * cost
+        assert billed <= budget * rk.NANO + cost
+        # The holds were freed as the requests ended.
+        deadline = time.monotonic() + 5
+        while int(await ops.hget(rk.holds(key_id), "_sum") or 0) != 0:
+            assert time.monotonic() < deadline, await ops.hgetall(rk.holds(key_id))
+            await asyncio.sleep(0.1)
+    finally:
+        await ops.aclose()
 
 
 async def test_a_tiny_total_budget_is_enforced_and_says_waiting_will_not_help(

@@ -206,7 +206,9 @@ class FastPath:
             if edge.limiter is not None:
                 # ~4 bytes per token: the prompt estimate TPM admits; corrected after the answer.
                 estimate = 0 if op in COUNTS else max(1, len(body) // 4)  # counts use none
-                call.ticket = await edge.limiter.admit(key, request_id, estimate)
+                # The alias its usage is billed under (a budget holds its cost; counts: none).
+                alias = "" if op in COUNTS else parsed.model
+                call.ticket = await edge.limiter.admit(key, request_id, estimate, alias)
             limit_headers = call.ticket.headers if call.ticket is not None else []
             streamed = not isinstance(parsed, EmbeddingProbe) and bool(parsed.stream)
             env = _envelope(edge, request_id, key, wanted, streamed=streamed)

@@ -52,27 +52,47 @@ def budget_exceeded(
     retry_s: float | None,
     spent: int,
     headers: Sequence[tuple[bytes, bytes]] = (),
+    held: int = 0,
+    holders: int = 0,
 ) -> RateLimited:
     """The 429 ``budget_exceeded`` (type ``insufficient_quota``) of a key whose budget is
     used up: ``spent`` nano-dollars, resetting in ``retry_s`` seconds (None: never, a
     ``total`` budget; the answer then has no ``Retry-After``, since waiting does not help).
+    With ``held`` (nano-dollars), the rest of the budget is held by ``holders`` requests still
+    running (the edge's estimate of their cost): ``retry_s`` is then how soon to try again.
     The edge's limiter and the batch runner give the same error."""
-    used = f"{spent / rk.NANO:.6f}".rstrip("0").rstrip(".")  # $0.00056, not $0.0006
-    if retry_s is None:
-        when = "it does not reset (a total budget): an operator can raise it"
-    else:
-        # The period's end, to the nearest second (truncating said 23:59:59 for midnight).
-        resets = dt.datetime.fromtimestamp(round(time.time() + retry_s), dt.UTC)
-        when = f"it resets at {resets.isoformat(timespec='seconds')}"
     period = "in all" if key.budget_period == "total" else f"per {key.budget_period} period"
+    if held:
+        message = (
+            f"this key's budget of ${key.budget_usd:g} {period} is held by {holders} "
+            f"requests still running (spent ${_usd(spent)}, held ~${_usd(held)}); "
+            "retry when they end"
+        )
+    else:
+        if retry_s is None:
+            when = "it does not reset (a total budget): an operator can raise it"
+        else:
+            # The period's end, to the nearest second (truncating said 23:59:59 for midnight).
+            resets = dt.datetime.fromtimestamp(round(time.time() + retry_s), dt.UTC)
+            when = f"it resets at {resets.isoformat(timespec='seconds')}"
+        message = (
+            f"this key's budget of ${key.budget_usd:g} {period} is used up "
+            f"(spent ${_usd(spent)}); {when}"
+        )
     return RateLimited(
-        f"this key's budget of ${key.budget_usd:g} {period} is used up (spent ${used}); {when}",
+        message,
         code="budget_exceeded",
         retry_after=retry_s,
         type="insufficient_quota",
         headers=headers,
         limit="budget",
     )
+
+
+def _usd(nano: int) -> str:
+    """Nano-dollars as dollars, to the micro-dollar without trailing zeros: $0.00056, not
+    $0.0006."""
+    return f"{nano / rk.NANO:.6f}".rstrip("0").rstrip(".")
 
 
 def retry_after_s(period_end: float, now: float) -> float | None:

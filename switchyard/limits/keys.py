@@ -1,5 +1,7 @@
 """Redis key names. Role ACLs match these prefixes (see stack/valkey.py): ingress writes
-``sy:rl:*`` and only reads ``sy:spend:*``; accounting writes ``sy:spend:*`` and ``sy:usage:*``."""
+``sy:rl:*`` and only reads ``sy:spend:*``; accounting writes ``sy:spend:*`` and ``sy:usage:*``.
+So the estimated costs per request accounting learns (``sy:spend:est:*``) are read by the
+ingress, and the holds the ingress takes on them (``sy:rl:<key>:hold``) are its own."""
 
 from __future__ import annotations
 
@@ -19,6 +21,26 @@ def tpm_tokens(key_id: str) -> str:
 
 def parallel(key_id: str) -> str:
     return f"sy:rl:{key_id}:par"
+
+
+def holds(key_id: str) -> str:
+    """Budget holds of the key's requests in flight: member -> estimated nano-USD, and ``_sum``."""
+    return f"sy:rl:{key_id}:hold"
+
+
+# How long an estimated cost per request outlives the key's (or model's) last billed request.
+ESTIMATE_TTL_S = 7 * 86400
+
+
+def estimates(key_id: str) -> str:
+    """The key's estimated cost of one request (nano-USD), by model alias (hash fields)."""
+    return f"sy:spend:est:key:{key_id}"
+
+
+def platform_estimates() -> str:
+    """The platform's estimated cost of one request (nano-USD), by model alias: what a key
+    that never used the model holds."""
+    return "sy:spend:est:all"
 
 
 def budget(key_id: str, period_id: str) -> str:

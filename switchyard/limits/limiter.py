@@ -2,13 +2,16 @@
 
 ``admit`` checks requests per minute, tokens per minute (the prompt estimated from the body),
 concurrent requests and the budget left in the current period, all in one Lua script, and
-returns the ``x-ratelimit-*`` headers OpenAI clients know. ``settle`` (after the answer)
-queues the release of the concurrency slot and the correction of the token estimate to the real
+returns the ``x-ratelimit-*`` headers OpenAI clients know. With a budget, an admitted request
+holds the estimated cost of one request of its model (learnt by accounting from the answers
+billed) until it ends, so a burst of requests sent at once stops at the budget rather than
+all passing before the first is billed. ``settle`` (after the answer) queues the release of
+the concurrency slot and budget hold and the correction of the token estimate to the real
 usage; they ride along with the key's next admission, or leave within ``SETTLE_DELAY_S`` when
 the key is quiet. Keys without any limit never touch Redis.
 
-Concurrency slots are leased (:mod:`switchyard.limits.slots`): the edge renews all the slots it
-holds in one call every ~20 s, so the slots of an edge that dies unsettled free within a minute.
+Slots and holds are leased (:mod:`switchyard.limits.slots`): the edge renews all the requests
+it holds in one call every ~20 s, so those of an edge that dies unsettled free within a minute.
 
 When Redis/Valkey cannot be reached, ``redis.on_unavailable`` decides: ``fail_closed`` refuses
 with a clear 503, ``fail_open`` lets requests through unlimited (and says so in the log).
@@ -129,6 +132,12 @@ class Limiter:
     def applies(key: ClientKey) -> bool:
         return bool(key.rpm or key.tpm or key.max_parallel or key.budget_usd)
 
+    @staticmethod
+    def _in_flight(key: ClientKey) -> bool:
+        """Whether ``key``'s requests are kept in its in-flight set (leased, settled): for
+        ``max_parallel`` and for the holds of a budget."""
+        return bool(key.max_parallel or key.budget_usd)
+
     async def budget_refusal(self, key: ClientKey) -> RateLimited | None:
         """The 429 ``budget_exceeded`` a request of ``key`` would get now, or None: for work
         that is not one request (a batch's creation), checked without admitting anything.
@@ -150,9 +159,12 @@ class Limiter:
         retry_ms = int(max(1.0, period_end - now) * 1000) if period_end != float("inf") else 0
         return self._refusal(key, code=4, retry_ms=retry_ms, spent=spent, estimate=0, headers=[])
 
-    async def admit(self, key: ClientKey, request_id: str, estimate: int) -> Ticket | None:
-        """Admit one request for ``key`` (None when the key has no limits or Redis is down
-        under ``fail_open``).
+    async def admit(
+        self, key: ClientKey, request_id: str, estimate: int, alias: str = ""
+    ) -> Ticket | None:
+        """Admit one request for ``key`` to the model ``alias`` (as the client named it: the
+        usage event's alias, whose cost a budget holds) (None when the key has no limits or
+        Redis is down under ``fail_open``).
 
         Raises:
             RateLimited: a limit or the budget is exhausted (429, with Retry-After and headers).
@@ -173,7 +185,12 @@ class Limiter:
         began = time.perf_counter()
         try:
             reply = await self._admit(
-                keys=[rk.requests(key.id), rk.tpm_tokens(key.id), rk.parallel(key.id)],
+                keys=[
+                    rk.requests(key.id),
+                    rk.tpm_tokens(key.id),
+                    rk.parallel(key.id),
+                    rk.holds(key.id),
+                ],
                 args=[
                     int(now * 1000),
                     key.rpm,
@@ -186,6 +203,9 @@ class Limiter:
                     self._slots.fresh_ms,
                     reset_ms,
                     rk.budget(key.id, period_id),
+                    alias,
+                    rk.estimates(key.id),
+                    rk.platform_estimates(),
                     *carried,
                 ],
             )
@@ -197,14 +217,23 @@ class Limiter:
             return None
         if self._timing is not None:
             self._timing.observe(time.perf_counter() - began)
-        code, requests_used, tokens_used, retry_ms, _in_flight, spent = (int(v) for v in reply)
+        code, requests_used, tokens_used, retry_ms, _, spent, held, holders = (
+            int(v) for v in reply
+        )
         headers = self._headers(key, requests_used, tokens_used)
         if code == 0:
-            if key.max_parallel:
+            if self._in_flight(key):
                 self._slots.take(key.id, member, now)
             return Ticket(key, member, estimate, headers)
         raise self._refusal(
-            key, code=code, retry_ms=retry_ms, spent=spent, estimate=estimate, headers=headers
+            key,
+            code=code,
+            retry_ms=retry_ms,
+            spent=spent,
+            estimate=estimate,
+            headers=headers,
+            held=held,
+            holders=holders,
         )
 
     def _unavailable(self, exc: BaseException) -> None:
@@ -251,9 +280,16 @@ class Limiter:
         spent: int,
         estimate: int,
         headers: list[tuple[bytes, bytes]],
+        held: int = 0,
+        holders: int = 0,
     ) -> RateLimited:
         retry = max(0.001, retry_ms / 1000)
-        if code == 4:
+        if code == 4 and held:
+            # Held by requests still running: one ends soon (even a total budget's).
+            err = budget_exceeded(
+                key, retry_s=retry, spent=spent, held=held, holders=holders, headers=headers
+            )
+        elif code == 4:
             never = key.budget_period == "total"  # no Retry-After: waiting does not help
             err = budget_exceeded(
                 key, retry_s=None if never else retry, spent=spent, headers=headers
@@ -292,12 +328,12 @@ class Limiter:
         return err
 
     def settle(self, ticket: Ticket, actual_tokens: int | None) -> None:
-        """Free the slot and record the real token count (with the key's next admission, or
-        within ``SETTLE_DELAY_S``)."""
+        """Free the slot and budget hold and record the real token count (with the key's next
+        admission, or within ``SETTLE_DELAY_S``)."""
         key = ticket.key
-        if not key.tpm and not key.max_parallel:
+        if not key.tpm and not self._in_flight(key):
             return
-        if key.max_parallel:
+        if self._in_flight(key):
             self._slots.release(key.id, ticket.member)
         actual = "" if actual_tokens is None or not key.tpm else str(actual_tokens)
         self._pending.setdefault(key.id, []).extend((ticket.member, actual))
@@ -317,18 +353,21 @@ class Limiter:
 
     async def _settle_quiet(self, pending: dict[str, list[str]]) -> None:
         calls = [
-            self._settle(keys=[rk.tpm_tokens(key_id), rk.parallel(key_id)], args=[*pairs])
+            self._settle(
+                keys=[rk.tpm_tokens(key_id), rk.parallel(key_id), rk.holds(key_id)], args=[*pairs]
+            )
             for key_id, pairs in pending.items()
         ]
         results = await asyncio.gather(*calls, return_exceptions=True)
         failed = sum(1 for r in results if isinstance(r, BaseException))
         if failed:
-            # Slots expire on their own (stale entries are swept); token corrections are lost.
+            # Slots and holds expire on their own (stale entries are swept); token corrections
+            # are lost.
             log.warning("could not settle requests of %d keys in Redis", failed)
 
     async def close(self) -> None:
-        # Requests still held now are being cut with the process: free their slots at once
-        # rather than a lease later.
+        # Requests still held now are being cut with the process: free their slots and holds
+        # at once rather than a lease later.
         for key_id, members in self._slots.stop().items():
             self._pending.setdefault(key_id, []).extend(
                 m for member in members for m in (member, "")

@@ -4,21 +4,42 @@ Admission checks every limit first and changes state only when all pass, so a re
 costs nothing.
 """
 
+# Freeing one request in flight: its slot in the in-flight set (KEYS[3] of ADMIT, KEYS[2] of
+# SETTLE) and its budget hold (a hash of member -> estimated nano-USD and their running _sum).
+_FREE = """
+local function free(inflight, holds, member)
+  redis.call('ZREM', inflight, member)
+  local hold = redis.call('HGET', holds, member)
+  if hold then
+    redis.call('HDEL', holds, member)
+    redis.call('HINCRBY', holds, '_sum', -tonumber(hold))
+  end
+end
+"""
+
 # Admission. RPM and TPM are exact sliding windows over the last 60 s, kept in one request log
 # (a sorted set of admitted requests scored by time) plus, for TPM, a hash of each request's
 # tokens and their running sum; so "60 per minute" admits 60 in any minute, whichever replica
 # sees the request.
-# The in-flight set scores each slot with the last time its edge vouched for it (admission,
-# then RENEW): a slot older than the lease belongs to an edge that died (see limits/slots.py).
-# KEYS: request log (zset), tokens (hash: member -> tokens, _sum), in-flight (zset)
+# The in-flight set holds the requests of a key that has max_parallel or a budget, each scored
+# with the last time its edge vouched for it (admission, then RENEW): one older than the lease
+# belongs to an edge that died (see limits/slots.py). max_parallel counts it; with a budget,
+# each admitted request also holds the key's estimated cost of one request of its model (learnt
+# by accounting: RECORD), and a request is refused while spend + the holds of requests in
+# flight reach the budget. A sweep of dead edges' requests frees their holds too.
+# KEYS: request log (zset), tokens (hash: member -> tokens, _sum), in-flight (zset),
+#       holds (hash: member -> nano-USD, _sum)
 # ARGV: now ms, rpm, tpm, estimated tokens, max parallel, member id, budget (nano-USD),
 #       slot lease ms, freshness ms (a live edge renews its slots at least this often),
-#       budget reset ms, spend counter name, then pending settles of this key as
-#       (member, actual tokens or '') pairs: applied first, so a busy key needs no separate
-#       settle call.
-# The spend counter is named in ARGV, not KEYS: keys declared to EVAL are checked as read-write,
-# and the ingress role may only read spend (the GET inside is checked as a read).
-ADMIT = """
+#       budget reset ms, spend counter name, model alias asked for, the key's estimates (hash),
+#       the platform's estimates (hash), then pending settles of this key as (member, actual
+#       tokens or '') pairs: applied first, so a busy key needs no separate settle call.
+# The spend counter and the estimates are named in ARGV, not KEYS: keys declared to EVAL are
+# checked as read-write, and the ingress role may only read spend (the GETs inside are checked
+# as reads).
+ADMIT = (
+    _FREE
+    + """
 local now = tonumber(ARGV[1])
 local rpm = tonumber(ARGV[2])
 local tpm = tonumber(ARGV[3])
@@ -30,9 +51,10 @@ local lease = tonumber(ARGV[8])
 local fresh = tonumber(ARGV[9])
 local reset_ms = tonumber(ARGV[10])
 local spend_key = ARGV[11]
+local alias = ARGV[12]
 local window = now - 60000
 
-for i = 12, #ARGV - 1, 2 do
+for i = 15, #ARGV - 1, 2 do
   local done, actual = ARGV[i], ARGV[i + 1]
   if actual ~= '' then
     local before = tonumber(redis.call('HGET', KEYS[2], done) or '-1')
@@ -41,7 +63,25 @@ for i = 12, #ARGV - 1, 2 do
       redis.call('HINCRBY', KEYS[2], '_sum', tonumber(actual) - before)
     end
   end
-  redis.call('ZREM', KEYS[3], done)
+  free(KEYS[3], KEYS[4], done)
+end
+
+-- Requests of edges that stopped renewing them (died): out of the in-flight set, holds freed.
+local function sweep()
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - lease)
+  if #dead == 0 then return end
+  local drop = 0
+  for i = 1, #dead, 1000 do
+    local part = {unpack(dead, i, math.min(i + 999, #dead))}
+    for _, v in ipairs(redis.call('HMGET', KEYS[4], unpack(part))) do
+      drop = drop + (tonumber(v) or 0)
+    end
+    redis.call('HDEL', KEYS[4], unpack(part))
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - lease)
+  if drop > 0 then
+    redis.call('HINCRBY', KEYS[4], '_sum', -drop)
+  end
 end
 
 local used_requests = 0
@@ -72,21 +112,22 @@ local function retry_log()
   if first[2] then return math.max(1, tonumber(first[2]) + 60000 - now) end
   return 1000
 end
--- reply: code, requests used, tokens used, retry after (ms), in flight, spent (nano-USD)
+-- reply: code, requests used, tokens used, retry after (ms), in flight, spent (nano-USD),
+--        held (nano-USD, by requests in flight), holders (requests in flight holding some)
 if rpm > 0 and used_requests >= rpm then
-  return {1, used_requests, used_tokens, retry_log(), 0, 0}
+  return {1, used_requests, used_tokens, retry_log(), 0, 0, 0, 0}
 end
 if tpm > 0 and est > tpm then
-  return {5, used_requests, used_tokens, 60000, 0, 0}
+  return {5, used_requests, used_tokens, 60000, 0, 0, 0, 0}
 end
 if tpm > 0 and used_tokens + est > tpm then
-  return {2, used_requests, used_tokens, retry_log(), 0, 0}
+  return {2, used_requests, used_tokens, retry_log(), 0, 0, 0, 0}
 end
 local n = 0
 if maxp > 0 then
   n = redis.call('ZCARD', KEYS[3])
   if n >= maxp then  -- sweep slots of dead edges (not renewed for a lease) before refusing
-    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - lease)
+    sweep()
     n = redis.call('ZCARD', KEYS[3])
     if n >= maxp then
       -- A live edge's request may end any moment: retry in a second. When no slot was
@@ -96,15 +137,36 @@ if maxp > 0 then
         local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
         retry = math.max(1000, tonumber(first[2]) + lease - now)
       end
-      return {3, used_requests, used_tokens, retry, n, 0}
+      return {3, used_requests, used_tokens, retry, n, 0, 0, 0}
     end
   end
 end
 local spent = 0
+local held = 0
+local hold = false
 if budget > 0 then
   spent = tonumber(redis.call('GET', spend_key) or '0')
   if spent >= budget then
-    return {4, used_requests, used_tokens, reset_ms, n, spent}
+    return {4, used_requests, used_tokens, reset_ms, n, spent, 0, 0}
+  end
+  held = tonumber(redis.call('HGET', KEYS[4], '_sum') or '0')
+  if held > 0 and spent + held >= budget then  -- free dead edges' holds before refusing
+    sweep()
+    if redis.call('ZCARD', KEYS[3]) == 0 then  -- nothing in flight: no hold is left
+      redis.call('DEL', KEYS[4])
+      held = 0
+    else
+      held = tonumber(redis.call('HGET', KEYS[4], '_sum') or '0')
+    end
+    if held > 0 and spent + held >= budget then
+      -- Held by requests still running: one of them ends soon, retry in a second.
+      local holders = math.max(0, redis.call('HLEN', KEYS[4]) - 1)
+      return {4, used_requests, used_tokens, 1000, n, spent, held, holders}
+    end
+  end
+  hold = redis.call('HGET', ARGV[13], alias) or redis.call('HGET', ARGV[14], alias)
+  if hold and tonumber(hold) <= 0 then
+    hold = false
   end
 end
 if rpm > 0 or tpm > 0 then
@@ -116,17 +178,27 @@ if tpm > 0 then
   redis.call('HINCRBY', KEYS[2], '_sum', est)
   redis.call('PEXPIRE', KEYS[2], 61000)
 end
-if maxp > 0 then
+if maxp > 0 or budget > 0 then
   redis.call('ZADD', KEYS[3], now, member)
   redis.call('PEXPIRE', KEYS[3], lease)  -- every slot in it is at most a lease old
 end
-return {0, used_requests + 1, used_tokens + est, 0, n + 1, spent}
+if hold then
+  redis.call('HSET', KEYS[4], member, hold)
+  held = redis.call('HINCRBY', KEYS[4], '_sum', hold)
+  redis.call('PEXPIRE', KEYS[4], lease)  -- kept alive, with the in-flight set, by RENEW
+end
+return {0, used_requests + 1, used_tokens + est, 0, n + 1, spent, held, 0}
 """
+)
 
-# After requests of a key that sent nothing since: free their concurrency slots and replace
-# their token estimates with the tokens actually used (only while still inside the window).
-# KEYS: tpm tokens (hash), in-flight (zset); ARGV: (member id, actual tokens or '') pairs
-SETTLE = """
+# After requests of a key that sent nothing since: free their slots and budget holds, and
+# replace their token estimates with the tokens actually used (only while still inside the
+# window).
+# KEYS: tpm tokens (hash), in-flight (zset), holds (hash); ARGV: (member id, actual tokens or
+# '') pairs
+SETTLE = (
+    _FREE
+    + """
 for i = 1, #ARGV - 1, 2 do
   local member, actual = ARGV[i], ARGV[i + 1]
   if actual ~= '' then
@@ -136,26 +208,28 @@ for i = 1, #ARGV - 1, 2 do
       redis.call('HINCRBY', KEYS[1], '_sum', tonumber(actual) - before)
     end
   end
-  redis.call('ZREM', KEYS[2], member)
+  free(KEYS[2], KEYS[3], member)
 end
 return 1
 """
+)
 
-# An edge vouches for the slots it holds (limits/slots.py): each gets the current time as its
-# score. XX: a slot freed meanwhile (settled, or swept as a dead edge's) is never taken again.
-# KEYS: in-flight sets (zsets); ARGV: now ms, lease ms, then per key: the number of its
-# members, then those members.
 # A key's spend this period (nano-USD), for a check that admits nothing (a batch's creation).
 # ARGV: the spend counter's name (in ARGV, read-only for the ingress role: see ADMIT).
 SPENT = """
 return redis.call('GET', ARGV[1])
 """
 
+# An edge vouches for the slots it holds (limits/slots.py): each gets the current time as its
+# score. XX: a slot freed meanwhile (settled, or swept as a dead edge's) is never taken again.
+# The key's budget holds live as long as its in-flight set.
+# KEYS: per key its in-flight set (zset) and its holds (hash); ARGV: now ms, lease ms, then per
+# key: the number of its members, then those members.
 RENEW = """
 local now = tonumber(ARGV[1])
 local lease = tonumber(ARGV[2])
 local a = 3
-for k = 1, #KEYS do
+for k = 1, #KEYS - 1, 2 do
   local count = tonumber(ARGV[a])
   local scored = {}
   for i = 1, count do
@@ -165,6 +239,7 @@ for k = 1, #KEYS do
   a = a + count + 1
   if count > 0 and redis.call('ZADD', KEYS[k], 'XX', 'CH', unpack(scored)) > 0 then
     redis.call('PEXPIRE', KEYS[k], lease)
+    redis.call('PEXPIRE', KEYS[k + 1], lease)
   end
 end
 return 1
@@ -178,13 +253,17 @@ return 1
 # acked) is skipped however late it comes. Each event is remembered by its id (one per request
 # and deployment hop) for the once-TTL: a request executed twice, after a NATS failover re-send
 # or a worker's death, is billed once.
-# KEYS: the applied chunk, then one "once" key per event, then per group of events (same key,
-#       period, day, model, team) nine keys: budget, total, day-key, day-model, day-key-model,
-#       day-team (hashes), then the day's rankings by cost of keys, teams and models (sorted sets)
+# Each counted event also teaches the estimated cost of one request (what ADMIT holds while
+# a request runs), per key and model alias and platform-wide per alias: it rises at once to a
+# dearer request and decays by an eighth of the gap toward a cheaper one.
+# KEYS: the applied chunk, then one "once" key per event, then the platform's estimates (hash:
+#       alias -> nano-USD), then per group of events (same key, period, day, model, team) ten
+#       keys: budget, total, day-key, day-model, day-key-model, day-team (hashes), the day's
+#       rankings by cost of keys, teams and models (sorted sets), the key's estimates (hash)
 # ARGV: the batch's bit in the chunk (-1: its place is unknown, the events' ids alone guard
-#       it), chunk TTL (s), daily TTL (s), once TTL (s), number of events, then per event: its
-#       group (from 1), cost (nano-USD), prompt tokens, completion tokens; then per group:
-#       budget counter TTL (s, 0 = none), key id, team, model alias
+#       it), chunk TTL (s), daily TTL (s), once TTL (s), estimates TTL (s), number of events,
+#       then per event: its group (from 1), cost (nano-USD), prompt tokens, completion tokens;
+#       then per group: budget counter TTL (s, 0 = none), key id, team, model alias
 # Returns 0 for a batch applied before, else per event 1 (counted) or 0 (seen before).
 RECORD = """
 if tonumber(ARGV[1]) >= 0 then
@@ -195,14 +274,31 @@ if tonumber(ARGV[1]) >= 0 then
 end
 local daily_ttl = tonumber(ARGV[3])
 local once_ttl = tonumber(ARGV[4])
-local events = tonumber(ARGV[5])
+local estimate_ttl = tonumber(ARGV[5])
+local events = tonumber(ARGV[6])
+local platform = KEYS[2 + events]
+local first_key = 3 + events
+local first_arg = 7 + events * 4
+local function learn(hash, alias, cost)
+  local old = tonumber(redis.call('HGET', hash, alias) or '-1')
+  local c = tonumber(cost)
+  if old < c then
+    redis.call('HSET', hash, alias, cost)
+  elseif old > c then
+    redis.call('HSET', hash, alias, string.format('%d', old - math.floor((old - c) / 8)))
+  end
+  redis.call('EXPIRE', hash, estimate_ttl)
+end
 local sums = {}
 local counted = {}
 for e = 0, events - 1 do
   counted[e + 1] = 0
   if redis.call('SET', KEYS[2 + e], '1', 'NX', 'EX', once_ttl) then
-    local a = 6 + e * 4
+    local a = 7 + e * 4
     local g = tonumber(ARGV[a])
+    local alias = ARGV[first_arg + (g - 1) * 4 + 3]
+    learn(KEYS[first_key + (g - 1) * 10 + 9], alias, ARGV[a + 1])
+    learn(platform, alias, ARGV[a + 1])
     local s = sums[g]
     if not s then
       s = {0, 0, 0, 0}
@@ -215,10 +311,8 @@ for e = 0, events - 1 do
     counted[e + 1] = 1
   end
 end
-local first_key = 2 + events
-local first_arg = 6 + events * 4
 for g, s in pairs(sums) do
-  local k = first_key + (g - 1) * 9
+  local k = first_key + (g - 1) * 10
   local a = first_arg + (g - 1) * 4
   local cost = s[1]
   redis.call('INCRBY', KEYS[k], cost)

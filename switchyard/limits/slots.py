@@ -1,12 +1,15 @@
 """The concurrency slots one edge holds, and their renewal.
 
 A slot is a member of the key's in-flight set (``sy:rl:<key>:par``), scored with the last time
-its edge vouched for it: the admission, then each renewal. Every edge renews all the slots it
+its edge vouched for it: the admission, then each renewal. A key with ``max_parallel`` counts
+them; a key with a budget keeps one per request too, for the hold each takes on the budget
+(``sy:rl:<key>:hold``, which lives as long as the set). Every edge renews all the slots it
 holds in one script call every ``LEASE_S / 3`` (pipelined calls of at most ``BATCH`` members
 when it holds more), never per request. An edge that dies without settling (``kill -9``, OOM,
 node loss) stops renewing: its slots are older than ``LEASE_S`` within a minute, and the next
-admission that finds the key full sweeps them. Knowing which edges are alive would need a
-registry of edges; the renewal needs nothing but the set itself.
+admission that finds the key full (or its budget held) sweeps them and frees their holds.
+Knowing which edges are alive would need a registry of edges; the renewal needs nothing but
+the set itself.
 """
 
 from __future__ import annotations
@@ -142,7 +145,8 @@ class SlotLeases:
             args: list[bytes | str | int] = [now_ms, self.lease_ms]
             for _, members in batch:
                 args += [len(members), *members]
-            calls.append(self._renew(keys=[rk.parallel(key_id) for key_id, _ in batch], args=args))
+            keys = [k for key_id, _ in batch for k in (rk.parallel(key_id), rk.holds(key_id))]
+            calls.append(self._renew(keys=keys, args=args))
         results = await asyncio.gather(*calls, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed and self._warn.ready():

@@ -1,7 +1,8 @@
 """The local Valkey: append-only persistence and one ACL user per role.
 
-Roles and what they may touch (DESIGN §5): ``ingress`` writes rate-limit keys and only reads
-spend; ``accounting`` writes spend and usage; ``admin`` reads everything Switchyard keeps;
+Roles and what they may touch (DESIGN §5): ``ingress`` writes rate-limit keys (its budget holds
+among them) and only reads spend (with the estimated costs per request it holds); ``accounting``
+writes spend (those estimates among it) and usage; ``admin`` reads everything Switchyard keeps;
 ``batch`` (the Batch API runner) may only ``GET`` keys' budget counters; ``ops`` is the
 operator's full-access user (provisioning, tests). The default user is off.
 Passwords are random, kept 0600 as ``<role>.password``; the ACL file stores only their SHA-256.

@@ -3,15 +3,17 @@
 It pulls batches from the ``USAGE`` stream (durable consumer ``accounting``), prices every
 event, groups them by key, budget period, day and model, and applies the batch to Redis/Valkey
 in one ``RECORD`` script call: budget counter of the key's current period, lifetime total,
-daily aggregates per key, per model, per key-and-model and per team, and each day's ranking of
-keys, teams and models by cost (kept 90 days; the admin's spend pages read only these). The
+daily aggregates per key, per model, per key-and-model and per team, each day's ranking of
+keys, teams and models by cost (kept 90 days; the admin's spend pages read only these), and
+the estimated cost of one request per key and model and per model (what the edge holds of a
+budget while a request runs: ``limits/scripts.py``, ``docs/keys-and-limits.md``). The
 same call sets the batch's bit by its stream sequence (a batch is what JetStream redelivers;
 a model-proxy's re-publish is deduplicated into the same message), so nothing is counted twice:
 one bit per batch, in chunks that expire once the stream can no longer deliver their messages,
 kept apart per stream instance (``stream.py``). A batch is acknowledged only after Redis took
 it; if Redis is down the batch is redelivered later, so no usage is lost. The ingress compares
-the budget counter with the key's budget on every request: the request after the one that
-crossed it is refused.
+the budget counter plus the holds of requests in flight with the key's budget on every
+request: the request after the one that crossed it is refused.
 """
 
 from __future__ import annotations
@@ -192,12 +194,17 @@ class Accounting:
             per_event += [number, cost, event.prompt_tokens, event.completion_tokens]
         chunk, bit = rk.applied_slot(seq) if seq is not None and stream is not None else (0, -1)
         created_us, max_age_s = (stream.created_us, stream.max_age_s) if stream else (0, 0.0)
-        keys = [rk.applied(created_us, chunk), *(rk.once(e.id) for e in events)]
+        keys = [
+            rk.applied(created_us, chunk),
+            *(rk.once(e.id) for e in events),
+            rk.platform_estimates(),
+        ]
         args: list[int | str] = [
             bit,
             rk.applied_ttl_s(max_age_s),
             rk.DAILY_TTL_S,
             rk.ONCE_TTL_S,
+            rk.ESTIMATE_TTL_S,
             len(events),
             *per_event,
         ]
@@ -212,6 +219,7 @@ class Accounting:
                 rk.day_rank(day, "key"),
                 rk.day_rank(day, "team"),
                 rk.day_rank(day, "model"),
+                rk.estimates(key_id),
             ]
             args += [ttl, key_id, team, alias]
         # Long enough for a slow connect (name lookup included), short of the usage
