@@ -1,4 +1,5 @@
-"""What each numeric client key setting takes, in words a form, the API and the CLI show.
+"""What each numeric client key setting takes, and which team names a key may not have, in
+words a form, the API and the CLI show.
 
 Checked where keys are written (:func:`switchyard.admin.keys.KeyAdmin.create` and ``update``),
 so every path (web form, API, command line) refuses the same values with the same sentence;
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from switchyard.schemas.keys import MAX_BUDGET_USD, MAX_EXPIRES_AT, MAX_LIMIT
+from switchyard.schemas.keys import KEY_ID, MAX_BUDGET_USD, MAX_EXPIRES_AT, MAX_LIMIT
 from switchyard.schemas.numbers import finite
 
 
@@ -85,3 +86,23 @@ def hint(field: str) -> str:
     """The hint of a numeric setting's rule (how to give a valid value)."""
     rule = NUMBER_RULES.get(field)
     return rule.hint if rule is not None else "see `switchyard keys create --help`"
+
+
+def team_problem(team: Any) -> str | None:
+    """What is wrong with ``team`` as a key's team, or None when it may have it.
+
+    A key without a team is its own tenant under its id (``fair_tenant``): the owner of its
+    Batch API files and batches, and its share of a saturated deployment. A team spelled like
+    a key id (``key_`` and 16 hex digits, in any case or padding) would share that key's name
+    space, so its keys would see and use the other key's files and batches. Records written
+    before this rule keep their team (files and batches are stored under it).
+    """
+    if isinstance(team, str) and KEY_ID.match(team.strip().lower()):
+        return (
+            f"team `{team}` has the shape of a key id: a key without a team owns its files, "
+            "batches and fair share under its id, so this team would share them"
+        )
+    return None
+
+
+TEAM_HINT = "choose a team name that is not `key_` followed by 16 hex digits"

@@ -22,7 +22,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from switchyard.admin.key_damage import DamagedRecord, KeyRecordDamaged, mended, read_record
-from switchyard.admin.key_rules import hint, number_problem
+from switchyard.admin.key_rules import TEAM_HINT, hint, number_problem, team_problem
 from switchyard.bus import subjects
 from switchyard.errors import Conflict, InputError, SwitchyardError
 from switchyard.limits import periods
@@ -109,6 +109,7 @@ class KeyAdmin:
             "hint": api_key[-4:],
             **_validated({**fields, "name": name}),
         }
+        _check_team(raw, "")
         record = _record(raw)
         kv = await self._bucket()
         await kv.create(record_name(digest), KEY_ENCODER.encode(record))
@@ -195,6 +196,7 @@ class KeyAdmin:
                 )
             else:
                 record, revision = _readable(found, revision)
+            _check_team(validated, record.team)
             updated = _record({**msgspec.to_builtins(record), **validated})
             try:
                 await kv.update(
@@ -306,6 +308,15 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
         out["models"] = tuple(out["models"])
     _check_lengths(out)
     return out
+
+
+def _check_team(fields: dict[str, Any], current: str) -> None:
+    """Refuse a team shaped like a key id (:func:`team_problem`) where one is set; a record
+    that already has it (written before the rule) keeps it through other changes."""
+    team = fields.get("team")
+    problem = team_problem(team) if team != current else None
+    if problem is not None:
+        raise InputError("team", problem, TEAM_HINT)
 
 
 def _check_lengths(fields: dict[str, Any]) -> None:
