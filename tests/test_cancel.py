@@ -547,8 +547,8 @@ async def test_a_caller_that_gives_up_and_retries_under_the_same_id_is_served(
 async def test_a_cancel_sent_while_no_model_proxy_runs_still_drops_the_queued_request(
     leaving: Stack, provider: tuple[Provider, str]
 ) -> None:
-    """``switchyard down`` stops the workers before the edges (a stopping edge cancels what it
-    still waits for), and a model-proxy that restarts forgets the cancels it heard. The server
+    """``switchyard down`` stops the edges and the workers together (a stopping edge cancels what
+    it still waits for), and a model-proxy that restarts forgets the cancels it heard. The server
     keeps every cancel (stream ``CANCELS``): a request queued while no model-proxy runs, whose
     client then leaves, is dropped unserved by the model-proxies started after, and nothing is
     billed for it."""

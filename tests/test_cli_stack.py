@@ -160,7 +160,9 @@ def test_the_printed_commands_find_the_stack_from_anywhere(
         r"Status: `switchyard(.*) status`   Stop: `switchyard(.*) down`", cli_stack.up_output
     )
     assert printed, cli_stack.up_output
-    assert printed[1] == printed[2] == f" --home {cli_stack.root / 'home'}"
+    # The settings file too, though it is ./switchyard.yaml where `up` ran (it was left out).
+    flags = f" --config {cli_stack.config} --home {cli_stack.root / 'home'}"
+    assert printed[1] == printed[2] == flags
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
     status = subprocess.run(
         [sys.executable, "-m", "switchyard", *shlex.split(printed[1]), "status"],

@@ -32,6 +32,8 @@ ENV_PREFIX = "SWITCHYARD_"
 CLI_ENV = frozenset({"SWITCHYARD_CONFIG"})
 DEFAULT_CONFIG_FILE = "switchyard.yaml"
 
+# Fields the loader sets itself: never read from a file or the environment, never suggested.
+INTERNAL_FIELDS = frozenset({"source_file"})
 # Field names that mean someone pasted a provider key into the config.
 LITERAL_KEY_FIELDS = ("api_key", "apikey", "key", "token", "api_token", "secret_key")
 _AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -65,6 +67,7 @@ def load_settings(
         source = "environment" if file is None else f"{file} and the environment"
     for dotted, value in (overrides or {}).items():
         _set_path(raw, dotted.split("."), value)
+    _reject_internal_fields(raw, source)
     _reject_literal_keys(raw)
     _reject_non_finite(raw, "", source)  # before the fields' own bounds word it as a type error
     try:
@@ -165,7 +168,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> bool:
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if not all(parts) or (parts[0] not in Settings.__struct_fields__):
-            valid = ", ".join(f"{ENV_PREFIX}{f.upper()}" for f in Settings.__struct_fields__)
+            valid = ", ".join(f"{ENV_PREFIX}{f.upper()}" for f in _public(Settings))
             raise ConfigError(
                 name,
                 "not a Switchyard setting",
@@ -216,6 +219,23 @@ def _set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
             node[part] = child
         node = child
     node[parts[-1]] = value
+
+
+def _reject_internal_fields(raw: dict[str, Any], source: str) -> None:
+    """Refuse a field the loader sets (``source_file``): a value given for it was silently
+    replaced, so it did nothing but mislead."""
+    given = sorted(INTERNAL_FIELDS & raw.keys())
+    if given:
+        raise ConfigError(
+            given[0],
+            "is set by Switchyard itself (the settings file it read), not by a setting",
+            f"remove it (read from {source})",
+        )
+
+
+def _public(struct: Any) -> list[str]:
+    """A struct's field names less the loader's own (:data:`INTERNAL_FIELDS`)."""
+    return [f for f in getattr(struct, "__struct_fields__", ()) if f not in INTERNAL_FIELDS]
 
 
 def _reject_literal_keys(raw: dict[str, Any]) -> None:
@@ -284,7 +304,7 @@ def _valid_fields(path: str) -> list[str]:
         struct = _struct_of(field.type)
         if struct is None:
             return []
-    return list(getattr(struct, "__struct_fields__", ()))
+    return _public(struct)
 
 
 def _struct_of(tp: Any) -> Any:

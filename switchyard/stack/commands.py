@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from switchyard.config import DEFAULT_CONFIG_FILE, Settings, inherited_environment
+from switchyard.config import Settings, inherited_environment
 from switchyard.errors import StackError, SwitchyardError
 from switchyard.stack import attach, local
 from switchyard.stack.demo_key import demo_key_file, read_demo_key
@@ -80,16 +80,16 @@ def up(
 def command_flags(settings: Settings, config_file: Path | None) -> str:
     """The global flags a later command (`status`, `down`) needs to find this stack.
 
-    None for the defaults (``./switchyard.yaml``, ``./.switchyard``); otherwise absolute
-    ``--config``/``--home``, so the printed command works from any directory and in a shell
-    without the ``SWITCHYARD_*`` variables this one may have. Without them `down` looked in
-    the default home, found nothing and left the stack running.
+    Always absolute: ``--config`` when a settings file was read, and ``--home``, so the
+    printed command works when pasted into another terminal, in another directory, without
+    the ``SWITCHYARD_*`` variables this one may have. Leaving out the defaults
+    (``./switchyard.yaml``, ``./.switchyard``) made the printed commands look in the other
+    directory's home, find nothing there and leave the stack running.
     """
     flags: list[str] = []
-    if config_file is not None and config_file.resolve() != Path(DEFAULT_CONFIG_FILE).resolve():
+    if config_file is not None:
         flags += ["--config", str(config_file.resolve())]
-    if settings.home_dir != Settings().home_dir:
-        flags += ["--home", str(settings.home_dir)]
+    flags += ["--home", str(settings.home_dir)]
     return "".join(f" {shlex.quote(flag)}" for flag in flags)
 
 

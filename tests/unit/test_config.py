@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import msgspec
 import pytest
+import yaml
 
 from switchyard.config import load_settings
+from switchyard.config.loader import INTERNAL_FIELDS
+from switchyard.config.settings import Settings
 from switchyard.errors import ConfigError
 from switchyard.schemas.routing import (
     decode_route_table,
@@ -266,5 +270,77 @@ def test_a_stored_table_from_before_the_price_rule_still_loads() -> None:
 
 def test_settings_remember_the_file_they_came_from(tmp_path: Path) -> None:
     """The gateway's admin views follow that file (not ./switchyard.yaml) as it changes."""
-    path = _write(tmp_path, "demo_model: true\nsource_file: /elsewhere.yaml\n")
+    path = _write(tmp_path, "demo_model: true\n")
     assert load_settings(path, env={}).source_file == str(path.absolute())
+
+
+def _setting_paths(info: msgspec.inspect.Type, prefix: str) -> set[str]:
+    """Every field path under ``info``: ``streams.usage_max_bytes``, and ``*`` for a mapping's
+    keys or a list's items (``routes.*.deployments.*.price.input_per_token``)."""
+    if isinstance(info, msgspec.inspect.StructType):
+        paths: set[str] = set()
+        for field in info.fields:
+            path = f"{prefix}.{field.name}" if prefix else field.name
+            paths |= {path} | _setting_paths(field.type, path)
+        return paths
+    if isinstance(info, msgspec.inspect.UnionType):
+        return set().union(*(_setting_paths(t, prefix) for t in info.types))
+    if isinstance(info, msgspec.inspect.DictType):
+        return _setting_paths(info.value_type, f"{prefix}.*")
+    if isinstance(info, msgspec.inspect.VarTupleType | msgspec.inspect.ListType):
+        return _setting_paths(info.item_type, f"{prefix}.*")
+    return set()
+
+
+def _example_paths(value: object, prefix: str) -> set[str]:
+    if isinstance(value, dict):
+        paths: set[str] = set()
+        for name, item in value.items():
+            # Mapping keys the user names (providers, routes) become `*`.
+            step = "*" if prefix in ("providers", "routes") else str(name)
+            path = f"{prefix}.{step}" if prefix else step
+            paths |= {path} | _example_paths(item, path)
+        return paths
+    if isinstance(value, list):
+        return set().union(set(), *(_example_paths(item, f"{prefix}.*") for item in value))
+    return set()
+
+
+def test_every_setting_is_described_in_the_example() -> None:
+    """The README says every field is in switchyard.example.yaml (`streams.usage_max_bytes`,
+    which operations.md tells operators to tune, was not). A field whose default is computed
+    may be shown commented out (`# free_ports: ...`)."""
+    example = Path(__file__).parents[2] / "switchyard.example.yaml"
+    text = example.read_text()
+    shown = _example_paths(yaml.safe_load(text), "")
+    commented = set(re.findall(r"^\s*#\s*([a-z_]+):", text, re.MULTILINE))
+    settings = msgspec.inspect.type_info(Settings)
+    missing = sorted(
+        path
+        for path in _setting_paths(settings, "")
+        if path not in shown
+        and path.rsplit(".", 1)[-1] not in commented
+        and path.split(".")[0] not in INTERNAL_FIELDS
+    )
+    assert missing == []
+
+
+def test_source_file_is_set_by_the_loader_not_a_file(tmp_path: Path) -> None:
+    """It was listed among "valid fields here" and silently overwritten when given."""
+    path = _write(tmp_path, "source_file: /elsewhere.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert info.value.field == "source_file"
+    assert "set by Switchyard itself" in info.value.problem
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={"SWITCHYARD_SOURCE_FILE": "/elsewhere.yaml"})
+    assert info.value.field == "source_file"
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, "sorce_file: x\n"), env={})
+    listed = info.value.hint.partition(" (read from")[0]  # the path names this test
+    assert "demo_model" in listed
+    assert "source_file" not in listed
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={"SWITCHYARD_SORCE_FILE": "x"})
+    assert "SWITCHYARD_DEMO_MODEL" in info.value.hint
+    assert "SOURCE_FILE" not in info.value.hint

@@ -104,12 +104,16 @@ def test_starting_is_reported_as_is() -> None:
     assert _assess([_proc("head-1", healthy=False)], status="starting") == ("starting", [])
 
 
-def test_default_paths_need_no_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_paths_are_spelled_out_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up --config switchyard.yaml` printed a bare `switchyard status`, which from another
+    directory looked in that directory's home and found no stack."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SWITCHYARD_HOME", raising=False)
     (tmp_path / "switchyard.yaml").write_text("{}\n")
-    assert commands.command_flags(Settings(), None) == ""
-    assert commands.command_flags(Settings(), Path("switchyard.yaml")) == ""
+    home = tmp_path / ".switchyard"
+    assert commands.command_flags(Settings(), None) == f" --home {home}"
+    flags = commands.command_flags(Settings(), Path("switchyard.yaml"))
+    assert flags == f" --config {tmp_path / 'switchyard.yaml'} --home {home}"
 
 
 def test_a_chosen_home_and_config_are_repeated_absolute(

@@ -1,9 +1,9 @@
 """The cancels the server stored, read back into a model-proxy's memory before it pulls work.
 
 A model-proxy remembers cancels in its process (:class:`~.cancels.CancelMemory`). One that
-restarted, or that was not running when a caller left (``switchyard down`` stops the workers
-before the edges, and a stopping edge cancels every request it still waits for), knew nothing
-of those cancels, and served the requests still queued for callers that were gone, billing
+restarted, or that was not running when a caller left (``switchyard down`` stops the edges
+and the workers together, and a stopping edge cancels every request it still waits for), knew
+nothing of those cancels, and served the requests still queued for callers that were gone, billing
 their keys. So the server stores every ``llm.v1.cancel`` too: the CORE stream ``CANCELS``
 captures the subject as it arrives through CLIENT's and INTERNAL's import of the LLM API, for
 as long as a model-proxy would remember a cancel (``runtime.definitions``).
