@@ -287,7 +287,6 @@ local function learn(hash, alias, cost)
   elseif old > c then
     redis.call('HSET', hash, alias, string.format('%d', old - math.floor((old - c) / 8)))
   end
-  redis.call('EXPIRE', hash, estimate_ttl)
 end
 local sums = {}
 local counted = {}
@@ -320,6 +319,7 @@ for g, s in pairs(sums) do
     redis.call('EXPIRE', KEYS[k], tonumber(ARGV[a]))
   end
   redis.call('INCRBY', KEYS[k + 1], cost)
+  redis.call('EXPIRE', KEYS[k + 9], estimate_ttl)  -- the key's estimates (learnt above)
   for i = k + 2, k + 5 do
     redis.call('HINCRBY', KEYS[i], 'cost_nano', cost)
     redis.call('HINCRBY', KEYS[i], 'prompt_tokens', s[2])
@@ -331,6 +331,9 @@ for g, s in pairs(sums) do
     redis.call('ZINCRBY', KEYS[k + 6 + r], cost, ARGV[a + 1 + r])
     redis.call('EXPIRE', KEYS[k + 6 + r], daily_ttl)
   end
+end
+if next(sums) ~= nil then
+  redis.call('EXPIRE', platform, estimate_ttl)
 end
 return counted
 """
