@@ -326,6 +326,7 @@ async def test_accounting_learns_a_cost_rising_at_once_and_falling_slowly(
         assert seen == [800, 750, 707, 2000, 2000, 1750]
         assert int(await ops.hget(rk.platform_estimates(), MODEL)) == 1750
         assert 0 < await ops.ttl(rk.estimates(key_id)) <= rk.ESTIMATE_TTL_S
+        assert 0 < await ops.ttl(rk.platform_estimates()) <= rk.ESTIMATE_TTL_S
         # An event billed before teaches nothing again.
         assert await _record(accounting, key_id, 9000, f"{key_id}:0") == [0]
         assert int(await ops.hget(rk.estimates(key_id), MODEL)) == 1750
