@@ -5,10 +5,12 @@ edge, so a key under its budget at creation could spend far past it through one 
 Now each line is checked first (spend read as the runner's own Valkey role, which can read
 budget counters and nothing else): a line past the budget is an error row with the 429 an HTTP
 request of that key gets, a budget raised meanwhile lets the next lines run, and while Valkey
-is down (``fail_closed``) lines wait instead of failing.
+is down (``fail_closed``) lines wait instead of failing. The spend read once a second misses
+the lines sent since: each line the runner sends holds its estimated cost until a read includes
+it, and lines wait while spend plus holds reach the budget (a fast batch once spent 18x it).
 
 Its own stack: a runner with 2 sending slots, deployments that charge $0.001 per token (a
-line saying "hi" uses 7 + 2 tokens: $0.009), one of them taking 1.5 s a line, and three
+line saying "hi" uses 7 + 2 tokens: $0.009), one of them taking 1.5 s a line, and four
 that hold their lines until the test opens their gate.
 """
 
@@ -40,6 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SLOTS = 2
 PRICE = {"input_per_token": 0.001, "output_per_token": 0.001}
 LINE_USD = 0.009  # 7 prompt tokens + 2 ("echo: hi"), at $0.001 each
+LINE_NANO = int(LINE_USD * rk.NANO)
 SLOW_MODEL = "slow:1500"  # the provider model of ``paid-slow``
 
 
@@ -58,6 +61,7 @@ async def budget_stack(
             "gate-a": "gate:budget-a",
             "gate-b": "gate:budget-b",
             "gate-c": "gate:budget-c",
+            "gate-d": "gate:budget-d",
         }.items()
     }
     extra["batch"] |= {"max_in_flight": SLOTS, "progress_s": 0.2}
@@ -77,8 +81,12 @@ def _line(custom_id: str, model: str) -> dict[str, Any]:
     }
 
 
+def _jsonl(row: dict[str, Any]) -> bytes:
+    return json.dumps(row).encode() + b"\n"
+
+
 async def _start(client: openai.AsyncOpenAI, rows: list[dict[str, Any]]) -> Any:
-    data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    data = b"".join(_jsonl(r) for r in rows)
     file = await client.files.create(file=("in.jsonl", data), purpose="batch")
     return await client.batches.create(
         input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
@@ -303,15 +311,27 @@ async def test_the_runners_valkey_role_reads_budget_counters_and_nothing_else(
         timeout=2.0,
     )
     counter = rk.budget("key_acl", periods.current("monthly", time.time())[0])
+    estimates = [rk.estimates("key_acl"), rk.platform_estimates()]
     ops = connect_redis(settings, "ops")
     try:
         await ops.set(counter, 123)
         await ops.set(rk.total("key_acl"), 456)
+        await ops.hset(rk.holds("key_acl"), "m", 7)
+        for name in estimates:
+            await ops.hset(name, "model-acl", 5)
         assert await client.call("GET", counter) == b"123"
+        for name in estimates:  # what one request costs, read whole (one read per key)
+            reply = await client.call("HGETALL", name)
+            assert dict(zip(reply[::2], reply[1::2], strict=True))[b"model-acl"] == b"5"
         refused = [
             ("SET", counter, "0"),
             ("INCRBY", counter, "1"),
             ("DEL", counter),
+            ("HSET", estimates[0], "model-acl", "6"),
+            ("HSET", estimates[1], "model-acl", "6"),
+            ("HDEL", estimates[1], "model-acl"),
+            ("HGETALL", rk.holds("key_acl")),  # the edge's holds
+            ("HGET", estimates[0], "model-acl"),
             ("GET", rk.total("key_acl")),  # spend, but not a budget period's
             ("GET", rk.day_key("2026-01-01", "key_acl")),
             ("GET", rk.requests("key_acl")),  # rate-limit state
@@ -329,7 +349,140 @@ async def test_the_runners_valkey_role_reads_budget_counters_and_nothing_else(
             with pytest.raises(RedisReplyError, match="NOPERM"):
                 await client.call(*command)
         assert await ops.get(counter) == b"123"  # nothing changed
+        assert await ops.hget(estimates[1], "model-acl") == b"5"
     finally:
-        await ops.delete(counter, rk.total("key_acl"))
+        await ops.hdel(rk.platform_estimates(), "model-acl")
+        await ops.delete(counter, rk.total("key_acl"), rk.holds("key_acl"), estimates[0])
         await ops.aclose()
         await client.close()
+
+
+async def _estimate(stack: Stack, key_id: str, alias: str) -> int:
+    """The key's estimated cost of one request of ``alias`` (nano-USD, 0: none yet)."""
+    redis = connect_redis(stack.settings, "ops")
+    try:
+        return int(await redis.hget(rk.estimates(key_id), alias) or 0)
+    finally:
+        await redis.aclose()
+
+
+async def _spend_settled(stack: Stack, key_id: str, at_least: float) -> float:
+    """The key's spend once accounting has billed at least ``at_least`` and it stopped moving."""
+    deadline = time.monotonic() + 15
+    last = -1.0
+    while (spent := await _spent_usd(stack, key_id)) < at_least - 1e-9 or spent != last:
+        assert time.monotonic() < deadline, (spent, at_least)
+        last = spent
+        await asyncio.sleep(0.5)
+    return spent
+
+
+@pytest.mark.parametrize("batches", [1, 2], ids=["one-batch", "two-batches-at-once"])
+async def test_a_fast_batch_stops_about_one_line_past_the_budget(
+    budget_stack: Stack, batches: int
+) -> None:
+    """An explorer's key with a budget worth ~11 lines ran all 200 lines of a fast batch (18x
+    the budget): the spend is read once a second and the lines sent meanwhile counted for
+    nothing. Now each line sent holds the estimate learnt from the warm-up request, and lines
+    wait while spend plus holds reach the budget: the batch stops near it and every other
+    line is a ``budget_exceeded`` row. Two batches of the key at once share its holds."""
+    budget = 0.1  # 11.1 lines
+    key, record = await budget_stack.new_key(f"budget-fast-{batches}", budget_usd=budget)
+    total = 200
+    async with _client(budget_stack, key) as client:
+        await client.chat.completions.create(
+            model="paid", messages=[{"role": "user", "content": "hi"}]
+        )
+        deadline = time.monotonic() + 15
+        while await _estimate(budget_stack, record.id, "paid") != LINE_NANO:
+            assert time.monotonic() < deadline, "accounting learnt no estimate"
+            await asyncio.sleep(0.1)
+        per = total // batches
+        files = [
+            await client.files.create(
+                file=("in.jsonl", b"".join(_jsonl(_line(f"b{b}-{i}", "paid")) for i in range(per))),
+                purpose="batch",
+            )
+            for b in range(batches)
+        ]
+        # Created at once: the edge refuses to create a batch once the key's spend is at its
+        # budget, and the first batch's lines reach it within a second.
+        started = await asyncio.gather(
+            *(
+                client.batches.create(
+                    input_file_id=file.id,
+                    endpoint="/v1/chat/completions",
+                    completion_window="24h",
+                )
+                for file in files
+            )
+        )
+        ran: list[str] = []
+        refused: list[str] = []
+        for batch in started:
+            done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=60)
+            assert done.status == "completed", done.errors
+            results = await _rows(client, done.output_file_id)
+            errors = await _rows(client, done.error_file_id)
+            assert (done.request_counts.completed, done.request_counts.failed) == (
+                len(results),
+                len(errors),
+            )
+            ran += [r["custom_id"] for r in results]
+            refused += [r["custom_id"] for r in errors]
+            assert {_budget_error(r)["code"] for r in errors} == {"budget_exceeded"}
+    # Every line has exactly one row.
+    assert len(ran) + len(refused) == total
+    assert sorted(ran + refused) == sorted(f"b{b}-{i}" for b in range(batches) for i in range(per))
+    # The warm-up and 10 lines leave budget (each let through while spend plus holds were
+    # under it): the 11th goes, and 12 lines bill $0.108. One more may go when accounting
+    # lags an answer by more than the 0.5 s the runner allows it (a loaded machine). Before
+    # holds, every line sent in the second after the crossing ran: about all 200.
+    billed = 1 + len(ran)
+    assert 11 <= billed <= int(budget / LINE_USD) + 2, billed
+    spent = await _spend_settled(budget_stack, record.id, billed * LINE_USD)
+    assert spent == pytest.approx(billed * LINE_USD)  # each line that ran, and no more
+
+
+async def test_lines_held_back_by_holds_run_once_the_budget_is_raised(
+    budget_stack: Stack, upstream: FakeOpenAI
+) -> None:
+    """A line at the provider holds an estimate of $0.015 of a $0.02 budget (its answer is
+    held at a gate); the next line ($0.009) runs, and then spend plus the hold reach the
+    budget while the spend alone does not: the lines after it wait (neither sent nor failed)
+    for as long as the hold lasts. Raising the budget lets them run, the held line still
+    running."""
+    key, record = await budget_stack.new_key("budget-held", budget_usd=0.02)
+    ops = connect_redis(budget_stack.settings, "ops")
+    try:  # (what accounting would have learnt from earlier requests of the key)
+        await ops.hset(rk.estimates(record.id), mapping={"gate-d": 15_000_000, "paid": LINE_NANO})
+    finally:
+        await ops.aclose()
+    async with _client(budget_stack, key) as client:
+        rows = [_line("g-0", "gate-d")] + [_line(f"p-{i}", "paid") for i in range(3)]
+        batch = await _start(client, rows)
+        await _until_running(client, batch.id, upstream, "gate:budget-d", 1)
+        await _spend_settled(budget_stack, record.id, LINE_USD)  # p-0 ran
+        await asyncio.sleep(2.5)  # past the runner's reads of the key and its spend
+        now = await client.batches.retrieve(batch.id)
+        assert now.status == "in_progress"
+        assert now.request_counts is not None
+        assert (now.request_counts.completed, now.request_counts.failed) == (1, 0)
+        nc = await budget_stack.connect("admin")
+        try:
+            await KeyAdmin(nc.jetstream(timeout=10)).update(record.id, budget_usd=100.0)
+        finally:
+            await nc.close()
+        deadline = time.monotonic() + 15
+        while True:  # the waiting lines run while g-0 still holds its gate
+            now = await client.batches.retrieve(batch.id)
+            assert now.request_counts is not None
+            if now.request_counts.completed == 3:
+                break
+            assert now.request_counts.failed == 0
+            assert time.monotonic() < deadline, now.request_counts
+            await asyncio.sleep(0.2)
+        upstream.open_gate("budget-d")
+        done = await _wait_for(client, batch.id, {"completed"}, timeout=30)
+        assert await _rows(client, done.error_file_id) == []
+    assert (done.request_counts.completed, done.request_counts.failed) == (4, 0)

@@ -3,7 +3,8 @@
 Roles and what they may touch (DESIGN §5): ``ingress`` writes rate-limit keys (its budget holds
 among them) and only reads spend (with the estimated costs per request it holds); ``accounting``
 writes spend (those estimates among it) and usage; ``admin`` reads everything Switchyard keeps;
-``batch`` (the Batch API runner) may only ``GET`` keys' budget counters; ``ops`` is the
+``batch`` (the Batch API runner) may only ``GET`` keys' budget counters and ``HGETALL`` the
+estimated costs per request; ``ops`` is the
 operator's full-access user (provisioning, tests). The default user is off.
 Passwords are random, kept 0600 as ``<role>.password``; the ACL file stores only their SHA-256.
 """
@@ -23,6 +24,9 @@ SPEND_KEYS = "sy:spend:*"
 USAGE_KEYS = "sy:usage:*"
 # A key's spend in one budget period (limits.keys.budget): what the batch runner checks.
 BUDGET_KEYS = "sy:spend:key:*:p:*"
+# The estimated cost of one request per model, a key's and the platform's (limits.keys
+# estimates, platform_estimates): what the batch runner's lines in flight hold of a budget.
+ESTIMATE_KEYS = ("sy:spend:est:key:*", "sy:spend:est:all")
 
 # Commands nobody but ops needs; denied on top of key patterns.
 _DENY = "-@dangerous -@admin"
@@ -34,9 +38,10 @@ ROLE_RULES: dict[str, str] = {
     "ingress": f"~{RATE_KEYS} %R~{SPEND_KEYS} +@all {_DENY} {_NO_LISTING}",
     "accounting": f"~{SPEND_KEYS} ~{USAGE_KEYS} +@all {_DENY} {_NO_LISTING}",
     "admin": f"%R~sy:* +@read +@connection +ping {_DENY}",
-    # Reads budget counters with a plain GET and nothing else: no scripts (EVAL and SCRIPT
-    # LOAD), no other key, no write.
-    "batch": f"%R~{BUDGET_KEYS} +get +ping +select",
+    # Reads budget counters with a plain GET and estimates with HGETALL, nothing else: no
+    # scripts (EVAL and SCRIPT LOAD), no other key, no write.
+    "batch": f"%R~{BUDGET_KEYS} %R~{ESTIMATE_KEYS[0]} %R~{ESTIMATE_KEYS[1]} "
+    "+get +hgetall +ping +select",
     "ops": "~* &* +@all",
 }
 

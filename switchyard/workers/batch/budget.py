@@ -4,13 +4,22 @@ The edge checks a key's budget when the batch is created; the lines go out later
 edge, so without this a key under its budget at creation could spend far past it through one
 large batch. The key's record (its budget and period, which an admin may change while the
 batch runs) is read from the ``sy_keys`` bucket by its hash, one direct get per key at most
-every :data:`KEY_CACHE_S`; its spend from Valkey as the ``batch`` role
-(:class:`~switchyard.limits.budgets.BudgetCheck`).
+every :data:`KEY_CACHE_S`; its spend, and the estimated cost of one request of the line's
+model, from Valkey as the ``batch`` role (:class:`~switchyard.limits.budgets.BudgetCheck`).
+
+Spend is read at most once a second per key and lands after the answers, so the runner also
+counts what its own lines of the key will cost (:mod:`~switchyard.workers.batch.holds`): a
+line is refused once the spend reaches the budget, and waits while the spend plus the holds of
+the key's lines in flight (and finished since the read) reach it, as the edge's ADMIT does for
+HTTP requests. Holds are per key across all the batches this runner runs; another runner
+replica counts only its own lines.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 
 import msgspec
 import nats.errors
@@ -19,16 +28,19 @@ from nats.aio.client import Client as NATS
 from switchyard.bus import subjects
 from switchyard.config import Settings
 from switchyard.errors import RateLimited, ServiceUnavailable
-from switchyard.limits.budgets import WARN_EVERY_S, BudgetCheck
+from switchyard.limits.budgets import BUDGET_CACHE_S, WARN_EVERY_S, BudgetCheck
 from switchyard.runtime.shared_reads import SharedReads
 from switchyard.runtime.throttle import Throttle
 from switchyard.schemas.keys import KEY_DECODER, ClientKey, record_name
+from switchyard.workers.batch.holds import Hold, KeyHolds
 
 log = logging.getLogger("switchyard.batch")
 
 # How long one read of a key's record answers (a raised budget applies within this).
 KEY_CACHE_S = 1.0
 _MAX_KNOWN = 10_000  # records kept past their cache time before a sweep
+# Holds of keys whose lines ended this long ago are forgotten (past _MAX_KNOWN keys held).
+_HOLDS_IDLE_S = 10.0
 _DIRECT_GET = f"$JS.API.DIRECT.GET.KV_{subjects.KEYS_BUCKET}.$KV.{subjects.KEYS_BUCKET}"
 
 
@@ -85,17 +97,36 @@ class KeyRecords:
         await self._records.close()
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetWait:
+    """A line must wait: its key's spend plus what its lines in flight hold reach the budget.
+    ``why`` says so (for the log); ``changed`` returns when it may have changed."""
+
+    why: RateLimited
+    holds: KeyHolds
+
+    async def changed(self, timeout: float) -> None:
+        await self.holds.changed(min(timeout, BUDGET_CACHE_S))
+
+
+# What a line is told before it is sent: refused (an error row), wait, go holding this, or go.
+BudgetAnswer = RateLimited | BudgetWait | Hold | None
+
+
 class BatchBudget:
     """Whether the key of a batch may still spend, asked before each line is sent."""
 
     def __init__(self, nc: NATS, settings: Settings) -> None:
         self.keys = KeyRecords(nc)
         self.check = BudgetCheck(settings, role="batch")
+        self._holds: dict[str, KeyHolds] = {}  # by key id
 
-    async def refusal(self, key_hash: str) -> RateLimited | None:
-        """The 429 ``budget_exceeded`` an HTTP request of the key would get now, or None. A
-        key that is gone, revoked or expired is not refused here: the head refuses the line
-        with the error such a key gets everywhere.
+    async def admit(self, key_hash: str, model: str = "") -> BudgetAnswer:
+        """What a line of the key with ``key_hash`` to ``model`` (the alias the line names)
+        does now: a 429 ``budget_exceeded`` (the error an HTTP request of the key would get
+        for its spend), a :class:`BudgetWait`, a :class:`Hold` to end once its attempt is
+        over, or None (no budget to hold). A key that is gone, revoked or expired is not
+        refused here: the head refuses the line with the error such a key gets everywhere.
 
         Raises:
             ServiceUnavailable: the key store or Valkey cannot be read (and
@@ -104,7 +135,24 @@ class BatchBudget:
         key = await self.keys.get(key_hash)
         if key is None:
             return None
-        return await self.check.refusal(key)
+        spend = await self.check.spend(key, model)
+        if spend is None:
+            return None
+        if spend.used_up:
+            return self.check.exceeded(key, spend)
+        holds = self._holds.get(key.id)
+        if holds is None:
+            holds = self._holds[key.id] = KeyHolds()
+            if len(self._holds) > _MAX_KNOWN:
+                self._sweep()
+        held, holders = holds.held(spend.read_at)
+        if spend.spent + held >= spend.budget:
+            return BudgetWait(self.check.exceeded(key, spend, held=held, holders=holders), holds)
+        return holds.take(spend.estimate)
+
+    def _sweep(self) -> None:
+        before = time.monotonic() - _HOLDS_IDLE_S
+        self._holds = {k: h for k, h in self._holds.items() if not h.idle_since(before)}
 
     async def close(self) -> None:
         await self.keys.close()

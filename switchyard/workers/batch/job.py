@@ -16,17 +16,22 @@ window (the line is then ``batch_expired``), a cancel (it is left unrun),
 error row naming the timeout), or its key's budget used up: each attempt first checks it
 (:mod:`~switchyard.workers.batch.budget`), and a spent one ends the line as an error row with
 the 429 ``budget_exceeded`` an HTTP request of the key gets. A budget that cannot be checked
-(Valkey down, ``redis.on_unavailable: fail_closed``) makes the line wait, like a 503.
+(Valkey down, ``redis.on_unavailable: fail_closed``) makes the line wait, like a 503. A budget
+not spent but held (the spend plus the estimated cost of the key's lines this runner has in
+flight, or finished since the spend was read, reach it) makes the line wait too, holding no
+slot, until the holds drop or the spend is read again (at least once a second): then it is
+sent, or refused if the spend reached the budget. The attempt that is let through holds its
+estimated cost until it is over (:mod:`~switchyard.workers.batch.holds`).
 
 The budget is checked before the line asks for a slot, not while it holds one: a Valkey that
 does not answer (blackholed: each read waits ``redis.timeout_s``) must not keep the slots,
 which every batch shares, busy with reads. A line that passed its check and then waited for a
 slot is not sent if a later check by another line of its batch (same key) found the budget
-spent. What still goes past a budget: the lines on the bus when the spend crosses it, the
-lines sent before a check sees the crossing (a spend read answers for a second, accounting
-lags the answers), as when the check was made under the slot; and, when no line of the batch
-is checked after the crossing (the end of its input, or a spend crossed by the key's HTTP
-requests), its lines that passed their check and still wait for a slot: at most
+spent. What still goes past a budget: the line that the holds let through last (as at the
+edge), lines that cost more than their estimate, lines of a model the platform never billed
+(no estimate: they hold nothing), the key's HTTP requests and other runner replicas' lines
+(this runner counts only its own holds), and, when no line of the batch is checked after a
+crossing by those, its lines that passed their check and still wait for a slot: at most
 ``batch.max_in_flight`` (the lines of one batch started at once).
 """
 
@@ -57,6 +62,8 @@ from switchyard.errors import (
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 from switchyard.workers.batch import formats
+from switchyard.workers.batch.budget import BudgetAnswer, BudgetWait
+from switchyard.workers.batch.holds import Hold
 from switchyard.workers.batch.inputs import BatchInput, InputGone
 from switchyard.workers.batch.slots import FairSlots
 
@@ -98,7 +105,7 @@ class Job:
         cancelled: Callable[[], bool],
         on_line: Callable[[bool], None],
         max_payload: int = 0,
-        budget: Callable[[str], Awaitable[RateLimited | None]] | None = None,
+        budget: Callable[[str, str], Awaitable[BudgetAnswer]] | None = None,
     ) -> None:
         self.record = record
         self.batch_id = record.batch.id
@@ -111,7 +118,7 @@ class Job:
         self.cancelled = cancelled
         self.on_line = on_line
         self.max_payload = max_payload  # the bus's limit per message (0: not known)
-        # The refusal a request of the batch's key would get for its budget (by key hash).
+        # What the budget of the batch's key says of a line (by key hash and model alias).
         self.budget = budget
         # How many budget answers the batch's lines got, and the latest if it was a refusal.
         self._checks = 0
@@ -209,90 +216,121 @@ class Job:
         refused = self._too_large(len(body))
         if refused is not None:
             return refused.status, self.format.error(refused)
-        base = 1 + (max(0, self.record.generation - 1) * ATTEMPTS_PER_GENERATION) % 960
-        tries = timeouts = 0
-        failure: ApiError
+        model = line.body.get("model")
+        alias = model if isinstance(model, str) else ""  # (what its usage is billed under)
+        attempt = _Attempt(
+            request_id=f"{self.batch_id}:{index}",
+            body=body,
+            base=1 + (max(0, self.record.generation - 1) * ATTEMPTS_PER_GENERATION) % 960,
+        )
         while True:
             if self.cancelled() or self._time_left() <= 0:  # (cancelled, or the window closed)
                 return None
             # The key's budget, checked as an HTTP request of the key is, and before the line
             # asks for a slot (a slow read holds none): a spent one ends the line as the error
-            # that request gets (not retried).
-            blocked, checked = await self._over_budget()
+            # that request gets (not retried); a held one makes it wait, holding nothing.
+            blocked, checked = await self._over_budget(alias)
             if isinstance(blocked, RateLimited):
                 return blocked.status, self.format.error(blocked)
-            if blocked is not None:  # the budget cannot be read now: the line waits
-                failure = blocked
+            if isinstance(blocked, BudgetWait):
+                await self._wait(blocked.why, blocked.changed(self._time_left()))
+                continue
+            if isinstance(blocked, ServiceUnavailable):  # the budget cannot be read now
+                failure: ApiError = blocked
             else:
-                async with self.slots.turn(self.batch_id):
-                    if self.cancelled():  # (the wait for a turn may have been long)
-                        return None
-                    remaining = self._time_left()
-                    if remaining <= 0:  # the batch expired before this line ran
-                        return None
-                    spent = self._refused_since(checked)
-                    if spent is not None:  # found spent by another line while this one waited
-                        return spent.status, self.format.error(spent)
-                    # The deadline the request carries is the runner's whole wait for it: the
-                    # client gives up exactly when every hop does, never while one still works.
-                    env = Envelope(
-                        request_id=f"{self.batch_id}:{index}",
-                        attempt=base + min(tries, ATTEMPTS_PER_GENERATION - 1),
-                        deadline=Deadline.after(remaining),
-                        key_hash=self.record.key_hash,
-                        key_id=self.record.key_id,
-                        priority="batch",
-                    )
-                    watch = _Watch()
-                    try:
-                        reply = await self.llm.request(
-                            SUBJECTS[self._op], body, env, on_keepalive=watch.saw_keepalive
-                        )
-                    except DeadlineExceeded as exc:
-                        failure = exc
-                        # Counted only when a provider was working on it (a model-proxy's
-                        # keep-alive came): a line that waited in a busy queue cost nothing and
-                        # goes on waiting, up to the batch's window. An attempt cut short by the
-                        # window is not the line's fault either.
-                        if watch.provider_worked and remaining >= self.settings.line_timeout_s:
-                            timeouts += 1
-                        if timeouts >= MAX_TIMEOUTS:
-                            timed_out = self._timed_out(timeouts)
-                            return timed_out.status, self.format.error(timed_out)
-                    except (RateLimited, ServiceUnavailable) as exc:
-                        failure = exc  # no room right now: send it again (a new attempt)
-                    except MaxPayloadError:  # (the limit was not known, or the server's is lower)
-                        refused = PayloadTooLarge(
-                            f"this request ({len(body)} bytes) is larger than the bus carries",
-                            param="body",
-                        )
-                        return refused.status, self.format.error(refused)
-                    except ApiError as exc:
-                        return exc.status, self.format.error(exc)
-                    else:
-                        return 200, reply.body
+                attempt.sent = False
+                try:
+                    answer = await self._attempt(attempt, checked)
+                finally:
+                    if blocked is not None:  # (sent, it may be billed: held until read)
+                        blocked.end(sent=attempt.sent)
+                if not isinstance(answer, ApiError):
+                    return answer
+                failure = answer
             # Waiting to send it again holds no slot: other batches' lines run meanwhile.
-            tries += 1
-            self.waiting += 1
-            try:
-                self._note_waiting(failure)
-                await asyncio.sleep(min(5.0, 0.2 * tries))
-            finally:
-                self.waiting -= 1
+            attempt.tries += 1
+            await self._wait(failure, asyncio.sleep(min(5.0, 0.2 * attempt.tries)))
 
-    async def _over_budget(self) -> tuple[RateLimited | ServiceUnavailable | None, int]:
+    async def _attempt(
+        self, attempt: _Attempt, checked: int
+    ) -> tuple[int, bytes] | ApiError | None:
+        """Send the line once, in its batch's turn: its answer, the failure it is sent again
+        after, or None (not run: cancelled, or the window closed while it waited for a
+        turn)."""
+        async with self.slots.turn(self.batch_id):
+            if self.cancelled():  # (the wait for a turn may have been long)
+                return None
+            remaining = self._time_left()
+            if remaining <= 0:  # the batch expired before this line ran
+                return None
+            spent = self._refused_since(checked)
+            if spent is not None:  # found spent by another line while this one waited
+                return spent.status, self.format.error(spent)
+            # The deadline the request carries is the runner's whole wait for it: the client
+            # gives up exactly when every hop does, never while one still works.
+            env = Envelope(
+                request_id=attempt.request_id,
+                attempt=attempt.base + min(attempt.tries, ATTEMPTS_PER_GENERATION - 1),
+                deadline=Deadline.after(remaining),
+                key_hash=self.record.key_hash,
+                key_id=self.record.key_id,
+                priority="batch",
+            )
+            watch = _Watch()
+            attempt.sent = True
+            try:
+                reply = await self.llm.request(
+                    SUBJECTS[self._op], attempt.body, env, on_keepalive=watch.saw_keepalive
+                )
+            except DeadlineExceeded as exc:
+                # Counted only when a provider was working on it (a model-proxy's keep-alive
+                # came): a line that waited in a busy queue cost nothing and goes on waiting,
+                # up to the batch's window. An attempt cut short by the window is not the
+                # line's fault either.
+                if watch.provider_worked and remaining >= self.settings.line_timeout_s:
+                    attempt.timeouts += 1
+                if attempt.timeouts >= MAX_TIMEOUTS:
+                    timed_out = self._timed_out(attempt.timeouts)
+                    return timed_out.status, self.format.error(timed_out)
+                return exc
+            except (RateLimited, ServiceUnavailable) as exc:
+                return exc  # no room right now: send it again (a new attempt)
+            except MaxPayloadError:  # (the limit was not known, or the server's is lower)
+                refused = PayloadTooLarge(
+                    f"this request ({len(attempt.body)} bytes) is larger than the bus carries",
+                    param="body",
+                )
+                return refused.status, self.format.error(refused)
+            except ApiError as exc:
+                return exc.status, self.format.error(exc)
+            return 200, reply.body
+
+    async def _wait(self, why: ApiError, until: Awaitable[None]) -> None:
+        """Wait for ``until``, counted among the batch's waiting lines and logged with
+        ``why``."""
+        self.waiting += 1
+        try:
+            self._note_waiting(why)
+            await until
+        finally:
+            self.waiting -= 1
+
+    async def _over_budget(
+        self, alias: str
+    ) -> tuple[RateLimited | ServiceUnavailable | BudgetWait | Hold | None, int]:
         """The key's spent budget (the line ends with it), the reason it cannot be checked
-        now (the line waits: a batch loses no line to a Valkey outage), or None; and the
+        now (the line waits: a batch loses no line to a Valkey outage), a held budget (the
+        line waits for the holds to drop), the hold the line goes with, or None; and the
         number of the answer among the batch's checks (see :meth:`_refused_since`)."""
         if self.budget is None:
             return None, self._checks
         try:
-            answer = await self.budget(self.record.key_hash)
+            answer = await self.budget(self.record.key_hash, alias)
         except ServiceUnavailable as exc:
             return exc, self._checks  # says nothing of the budget
         self._checks += 1
         # The latest answer decides: a refusal, until a later check passes (budget raised).
-        self._refused = (self._checks, answer) if answer is not None else None
+        self._refused = (self._checks, answer) if isinstance(answer, RateLimited) else None
         return answer, self._checks
 
     def _refused_since(self, checked: int) -> RateLimited | None:
@@ -322,6 +360,20 @@ class Job:
                 self.waiting,
                 self.waiting_for,
             )
+
+
+class _Attempt:
+    """One line's request and what its attempts so far came to."""
+
+    __slots__ = ("base", "body", "request_id", "sent", "timeouts", "tries")
+
+    def __init__(self, *, request_id: str, body: bytes, base: int) -> None:
+        self.request_id = request_id
+        self.body = body
+        self.base = base  # the first attempt number of this run (see ``generation``)
+        self.tries = 0  # attempts sent again
+        self.timeouts = 0  # attempts a provider worked on and did not answer in time
+        self.sent = False  # the latest attempt went on the bus
 
 
 class _Watch:

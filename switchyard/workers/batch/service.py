@@ -203,7 +203,7 @@ class BatchRunner:
                 cancelled=lambda: self._status(batch_id) == "cancelling",
                 on_line=lambda ok: self._lines[ok].inc(),
                 max_payload=self._nc.max_payload,
-                budget=self.budget.refusal,
+                budget=self.budget.admit,
             )
             await self._drive(job, done)
             # The job counts every line with a recorded answer (those before it, and each it
