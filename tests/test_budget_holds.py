@@ -249,7 +249,8 @@ async def test_max_parallel_counts_the_same_with_a_budget(valkey: dict[str, Any]
 
 async def test_each_role_may_do_only_its_part(valkey: dict[str, Any]) -> None:
     """Accounting writes the estimates, the ingress reads them and writes its holds; neither
-    writes the other's, and the batch runner reads neither."""
+    writes the other's, and the batch runner reads the estimates whole (HGETALL) and nothing
+    else: no single field, no hold."""
     settings = valkey["settings"]
     estimates = rk.estimates(new_key_id())
     holds = rk.holds(new_key_id())
@@ -258,12 +259,14 @@ async def test_each_role_may_do_only_its_part(valkey: dict[str, Any]) -> None:
         await roles["accounting"].hset(estimates, MODEL, 5)
         assert await roles["ingress"].hget(estimates, MODEL) == b"5"
         await roles["ingress"].hset(holds, "m", 5)
+        assert await roles["batch"].hgetall(estimates) == {MODEL.encode(): b"5"}
         denied = [
             roles["ingress"].hset(estimates, MODEL, 6),
             roles["ingress"].hset(rk.platform_estimates(), MODEL, 6),
             roles["accounting"].hset(holds, "m", 6),
             roles["accounting"].hget(holds, "m"),
             roles["batch"].hget(estimates, MODEL),
+            roles["batch"].hgetall(holds),
         ]
         for call in denied:
             with pytest.raises(redis.exceptions.NoPermissionError):
