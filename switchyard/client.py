@@ -14,7 +14,12 @@ the reliability rules of DESIGN §8:
   it waits) sends ``llm.v1.cancel``: the model-proxy serving the request stops the provider
   call, and one that pulls it from its queue later drops it unserved. Every model-proxy hears
   it, so it names the client key by a proof for that one request id
-  (:mod:`switchyard.bus.cancel_proof`), never by the key itself.
+  (:mod:`switchyard.bus.cancel_proof`), never by the key itself;
+* a consumer that takes its replies more slowly than they arrive (an HTTP client reading a
+  fast stream a byte at a time) holds them here, unread: past ``max_unread_bytes`` the
+  exchange ends with :class:`~switchyard.errors.ReaderTooSlow`, what was queued is freed at
+  once and the cancel goes out at once, as for a consumer that left (nothing pushes back on a
+  model-proxy, which publishes as fast as its provider answers).
 
 Example (an internal service with its own certificate)::
 
@@ -44,7 +49,7 @@ from switchyard.bus import subjects
 from switchyard.bus.cancel_proof import cancel_proof, presented_key_hash
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply
-from switchyard.errors import DeadlineExceeded, ServiceUnavailable
+from switchyard.errors import ApiError, DeadlineExceeded, ReaderTooSlow, ServiceUnavailable
 from switchyard.runtime.reply_wait import (
     NO_WORKERS_RETRY_S,
     RECONNECTED,
@@ -69,6 +74,14 @@ RECONNECT_POLL_S = 0.2
 SETTLING_S = 5.0
 # Request ids whose cancels a client remembers, so sending one again is served (~100 B each).
 CANCELLED_IDS = 4096
+# What one request may hold unread by default: reply messages received, not yet taken by its
+# consumer (the HTTP edges pass ``ingress.max_unread_bytes``, docs/operations.md).
+MAX_UNREAD_BYTES = 8 * 1024 * 1024
+# What a queued reply message costs beyond its body (the Msg, its subject and decoded headers),
+# counted with it so a flood of tiny messages is bounded too.
+MSG_COST = 512
+# Queued for a request whose consumer fell behind by more than ``max_unread_bytes``.
+OVERFLOWED = object()
 _JSON = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder()
 
@@ -84,6 +97,10 @@ class LLMClient:
         attempts: how many times a request may be sent in total.
         accept_timeout: re-send if no head acknowledged within this many seconds.
         default_timeout: deadline for requests that bring none.
+        max_unread_bytes: reply bytes one request may hold received and not yet taken by its
+            consumer (plus ``MSG_COST`` per message); past it the request ends with
+            :class:`~switchyard.errors.ReaderTooSlow` and is cancelled. A message that finds
+            nothing waiting is always taken in, however large (a whole answer).
     """
 
     def __init__(
@@ -94,6 +111,7 @@ class LLMClient:
         accept_timeout: float = 10.0,
         default_timeout: float = 600.0,
         api_key: str | None = None,
+        max_unread_bytes: int = MAX_UNREAD_BYTES,
     ) -> None:
         self._nc = nc
         # Internal callers present a client key (the head checks it); the edges pass a hash.
@@ -105,7 +123,10 @@ class LLMClient:
         self._default_timeout = default_timeout
         self._nuid = NUID()
         self._inbox = nc.new_inbox()  # under the identity's inbox prefix given at connect
-        self._pending: dict[str, asyncio.Queue[Any]] = {}
+        self._pending: dict[str, _Replies] = {}
+        self._max_unread = max_unread_bytes
+        self.unread_bytes = 0  # held across every request: see ``max_unread_bytes``
+        self.overflows = 0  # requests ended because their consumer fell behind
         # The last attempt of each request id this client cancelled (the newest CANCELLED_IDS).
         self._cancelled: dict[str, int] = {}
         self._sub: Subscription | None = None
@@ -159,13 +180,51 @@ class LLMClient:
             count = self._nc.stats["reconnects"]
             if count != self._watched_reconnects:
                 self._watched_reconnects = count
-                for queue in self._pending.values():
-                    queue.put_nowait(RECONNECTED)
+                for replies in self._pending.values():
+                    replies.queue.put_nowait(RECONNECTED)
 
     async def _on_reply(self, msg: Msg) -> None:
-        queue = self._pending.get(msg.subject[len(self._inbox) + 1 :])
-        if queue is not None:
-            queue.put_nowait(msg)
+        token = msg.subject[len(self._inbox) + 1 :]
+        replies = self._pending.get(token)
+        if replies is None:
+            return
+        cost = len(msg.data) + MSG_COST
+        if replies.held and replies.held + cost > self._max_unread:
+            self._overflow(token, replies)
+            return
+        replies.held += cost
+        self.unread_bytes += cost
+        replies.queue.put_nowait(msg)
+
+    def _overflow(self, token: str, replies: _Replies) -> None:
+        """``replies``' consumer fell behind by more than ``max_unread_bytes``: free what it
+        holds now, take no more of its messages, tell the model-proxy the caller left (the
+        provider call stops and is billed once, as for a client that disconnected), and
+        leave the consumer the marker that ends its exchange with :class:`ReaderTooSlow`."""
+        del self._pending[token]
+        queue = replies.queue
+        while not queue.empty():
+            queue.get_nowait()
+        self.unread_bytes -= replies.held
+        replies.held = 0
+        replies.overflowed = True
+        self.overflows += 1
+        queue.put_nowait(OVERFLOWED)
+        log.info(
+            "request %s: its consumer fell more than %d bytes behind its replies; ended",
+            replies.env.request_id,
+            self._max_unread,
+        )
+        if not self._loops.closed:
+            self._loops.spawn(self._cancel(replies.env, replies.attempt), name="llm-cancel")
+        if replies.on_overflow is not None:
+            replies.on_overflow(self._too_slow())
+
+    def _too_slow(self) -> ReaderTooSlow:
+        return ReaderTooSlow(
+            "the client read the answer more slowly than it arrived: over "
+            f"{self._max_unread} bytes of it waited unread at the gateway, so it was ended"
+        )
 
     def new_request_id(self) -> str:
         return self._nuid.next().decode()
@@ -193,6 +252,8 @@ class LLMClient:
         subject: str,
         body: bytes,
         envelope: Envelope | Mapping[str, str] | None = None,
+        *,
+        on_overflow: Callable[[ApiError], None] | None = None,
     ) -> AsyncGenerator[Reply, None]:
         """Send one request and yield its reply messages, ending with ``final`` or ``error``.
 
@@ -201,11 +262,18 @@ class LLMClient:
         are filled in. Keep-alives are yielded too (an HTTP edge turns them into SSE comments);
         ``accepted`` is not.
 
+        ``on_overflow`` is called (from the reply callback, at once) with the
+        :class:`ReaderTooSlow` error when the consumer fell more than ``max_unread_bytes``
+        behind: one that may be waiting elsewhere (an HTTP edge writing to a client that
+        stopped reading) interrupts itself; the next reply it asks for raises that error. The
+        cancel is already on its way by then.
+
         Raises:
             MalformedHeader: ``envelope`` headers break the wire contract (400).
             ServiceUnavailable: no head is listening (after brief retries).
             DeadlineExceeded: the deadline passed.
             ProviderError: the reply path broke after content was already yielded.
+            ReaderTooSlow: the consumer fell more than ``max_unread_bytes`` behind.
         """
         env = self.envelope(envelope)
         deadline = env.deadline
@@ -217,6 +285,7 @@ class LLMClient:
         attempt = max(env.attempt, self._cancelled.get(env.request_id, 0) + 1)
         progress = ReplyProgress()
         ended = sent = left = False
+        replies: _Replies | None = None
         try:
             # No timeout scope spans a yield: the consumer runs between yields, and a
             # cancellation aimed at this generator must not land in the consumer's code.
@@ -229,7 +298,8 @@ class LLMClient:
                 last = round_no >= self._attempts and not self._settling(loop.time())
                 if round_no > self._attempts and last:
                     break
-                token, queue = self._open()
+                token, replies = self._open(env, attempt, on_overflow)
+                queue = replies.queue
                 expiry = Expiry(loop, queue)
                 try:
                     headers = (
@@ -245,7 +315,13 @@ class LLMClient:
                         until = give_up if accepted else min(give_up, accept_by)
                         expiry.arm(progress.wait_until(until))
                         item = await queue.get()
-                        if isinstance(item, Expired):
+                        if type(item) is Msg:
+                            cost = len(item.data) + MSG_COST
+                            replies.held -= cost
+                            self.unread_bytes -= cost
+                        elif item is OVERFLOWED:
+                            raise self._too_slow()
+                        elif isinstance(item, Expired):
                             if item is not expiry.marker:
                                 continue  # the marker of a wait that was re-armed since
                             item = None
@@ -289,7 +365,9 @@ class LLMClient:
                     raise
                 finally:
                     expiry.cancel()
-                    self._pending.pop(token, None)
+                    if self._pending.pop(token, None) is not None:
+                        self.unread_bytes -= replies.held  # left unread: freed with the queue
+                        replies.held = 0
                 attempt += 1
             ended = True
             if loop.time() >= give_up:
@@ -303,7 +381,8 @@ class LLMClient:
             left = True  # the consumer closed this iterator, or its task was cancelled
             raise
         finally:
-            if sent and not ended and (left or progress.sent_content):
+            overflowed = replies is not None and replies.overflowed  # its cancel went out
+            if sent and not ended and not overflowed and (left or progress.sent_content):
                 # The consumer walked away before the end (an HTTP client that left, before
                 # or after the first token), or the reply path broke mid-stream: the
                 # model-proxy serving the request stops the provider call and bills what it
@@ -313,15 +392,17 @@ class LLMClient:
                 # same request id again (the batch runner does).
                 await self._cancel(env, attempt)
 
-    def _open(self) -> tuple[str, asyncio.Queue[Any]]:
-        """A fresh reply token on the inbox, and the queue its messages go to."""
+    def _open(
+        self, env: Envelope, attempt: int, on_overflow: Callable[[ApiError], None] | None
+    ) -> tuple[str, _Replies]:
+        """A fresh reply token on the inbox, and where its messages go."""
         token = self._nuid.next().decode()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        replies = _Replies(env, attempt, on_overflow)
         if not self._pending:  # the first after a quiet spell: reconnects count from now on
             self._watched_reconnects = self._nc.stats["reconnects"]
             self._busy.set()
-        self._pending[token] = queue
-        return token, queue
+        self._pending[token] = replies
+        return token, replies
 
     async def _cancel(self, env: Envelope, attempt: int) -> None:
         """Tell the model-proxies this request's caller left. It names the last attempt sent:
@@ -411,3 +492,20 @@ class LLMClient:
 
     def _deadline(self, timeout: float | None) -> Envelope:
         return self.envelope(timeout=timeout)
+
+
+class _Replies:
+    """Where the reply messages of one attempt of a request wait for its consumer: ``held``,
+    what they cost unread (see ``LLMClient.max_unread_bytes``); what a cancel names."""
+
+    __slots__ = ("attempt", "env", "held", "on_overflow", "overflowed", "queue")
+
+    def __init__(
+        self, env: Envelope, attempt: int, on_overflow: Callable[[ApiError], None] | None
+    ) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.env = env
+        self.attempt = attempt
+        self.on_overflow = on_overflow
+        self.held = 0
+        self.overflowed = False

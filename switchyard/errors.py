@@ -24,6 +24,7 @@ failures into :class:`ProviderError`).
         │   ├── ModelNotFound            no such model for this caller
         │   └── NoSuchObject             an OpenAI file or batch (OpenAI gives these no code)
         ├── Conflict                 409 (a concurrent change won; re-read and retry)
+        ├── ReaderTooSlow            408 (the client read a streamed answer too slowly)
         ├── PayloadTooLarge          413
         ├── RateLimited              429 (carries retry_after)
         ├── ProviderError            502 (carries provider, upstream status, retryable)
@@ -228,6 +229,17 @@ class Conflict(ApiError):
     status = 409
     type = "invalid_request_error"
     code = "conflict"
+
+
+class ReaderTooSlow(ApiError):
+    """The client took a streamed answer more slowly than it arrived, and more of it waited
+    unread than one request may hold (``ingress.max_unread_bytes``): the request was ended and
+    its provider call stopped. Its own fault, so a 4xx; in practice it ends a stream that
+    already started, as its last event."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "reader_too_slow"
 
 
 class PayloadTooLarge(ApiError):

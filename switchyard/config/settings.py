@@ -240,6 +240,10 @@ class IngressSettings(_Section, frozen=True):
             that never send one are closed after it.
         body_timeout_s: a request body must arrive within this after its head (408).
         write_timeout_s: a client that reads nothing of an answer for this long is dropped.
+        max_unread_bytes: a streamed answer's bytes the edge may hold for one request,
+            received and not yet written to its client; past it a client that reads slowly (a
+            byte a second is never dropped by ``write_timeout_s``) gets the stream's error
+            event ``reader_too_slow`` and its provider call is stopped.
         keepalive_s: an idle keep-alive connection is closed after this.
         max_connections: open connections per edge process; more are closed at once.
         failed_auth_limit / failed_auth_window_s: an address that presents this many unknown
@@ -257,6 +261,7 @@ class IngressSettings(_Section, frozen=True):
     header_timeout_s: Seconds = 10.0
     body_timeout_s: Seconds = 60.0
     write_timeout_s: Seconds = 60.0
+    max_unread_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 8 * 1024 * 1024
     keepalive_s: Seconds = 30.0
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 4096
     failed_auth_limit: Annotated[int, msgspec.Meta(ge=1)] = 20

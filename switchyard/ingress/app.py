@@ -82,7 +82,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
     edge = Edge(settings)
     identity = identities.GATEWAY.name if kind == "gateway" else identities.TAIL.name
     metrics = Metrics(kind)
-    edge.stats = EdgeMetrics(metrics)
+    stats = edge.stats = EdgeMetrics(metrics)
     edge.tracing = setup_tracing(settings.telemetry, kind, instance or kind)
     batch_api = BatchApi(edge, settings.batch)
 
@@ -100,6 +100,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
             nc,
             attempts=settings.ingress.retry_attempts,
             default_timeout=settings.ingress.default_deadline_s,
+            max_unread_bytes=settings.ingress.max_unread_bytes,
         )
         await client.start()
         keys = KeyRing(nc.jetstream(timeout=5))
@@ -108,6 +109,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
         batch_api.store = BatchStore(nc)
         edge.limiter = Limiter(settings, metrics)
         count_reconnects(metrics, nc)
+        stats.watch(client)  # its reply backlog
         reporter = Reporter(
             nc,
             kind,

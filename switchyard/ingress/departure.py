@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
 from typing import Any
 
-from switchyard.errors import ServiceUnavailable
+from switchyard.errors import ApiError, ServiceUnavailable
 from switchyard.runtime.tasks import TaskSupervisor
 
 Message = MutableMapping[str, Any]
@@ -161,14 +161,17 @@ class Departure(Stoppable):
     any other server a task waits on ``receive`` instead.
 
     Listed in ``waiting`` while inside the block: an edge that stops interrupts the wait the
-    same way, and the block raises the 503 of :func:`edge_stopping` instead.
+    same way, and the block raises the 503 of :func:`edge_stopping` instead. So does a reply
+    that outran the client (:meth:`fell_behind`, the reply iterator's ``on_overflow``): the
+    wait, a write to a client that stopped reading, ends and the block raises that error.
     """
 
-    __slots__ = ("_cycle", "_watcher", "gone")
+    __slots__ = ("_behind", "_cycle", "_watcher", "gone")
 
     def __init__(self, receive: Receive, tasks: TaskSupervisor, waiting: Waiting) -> None:
         super().__init__(waiting)
         self.gone = False
+        self._behind: ApiError | None = None
         self._watcher: asyncio.Task[None] | None = None
         cycle: Any = getattr(receive, "__self__", None)
         self._cycle = cycle
@@ -190,9 +193,17 @@ class Departure(Stoppable):
         self.gone = True
         self._interrupt()
 
+    def fell_behind(self, error: ApiError) -> None:
+        """The client read its answer too slowly (``error``: ``reader_too_slow``): stop now."""
+        if self._behind is None:
+            self._behind = error
+            self._interrupt()
+
     def _why(self) -> Exception | None:
         if self.gone:
             return ClientGone()
+        if self._behind is not None:
+            return self._behind
         return super()._why()
 
     async def __aenter__(self) -> Departure:

@@ -52,7 +52,7 @@ from switchyard.ingress.edge import (
     sse_frames,
     stream_error,
 )
-from switchyard.ingress.onewrite import send_whole
+from switchyard.ingress.onewrite import send_last, send_whole
 from switchyard.ingress.timeouts import deadline_header, first_chunk_wait, first_reply
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
@@ -220,7 +220,8 @@ class FastPath:
                 if streamed:
                     # aclosing: however the relay ends (client gone, error), the reply inbox
                     # is released here rather than when the garbage collector gets to it.
-                    async with contextlib.aclosing(client.exchange(subject, body, env)) as replies:
+                    replies = client.exchange(subject, body, env, on_overflow=departure.fell_behind)
+                    async with contextlib.aclosing(replies):
                         await _stream(
                             replies,
                             request_id=request_id,
@@ -537,9 +538,9 @@ async def _refuse(
         call.status = exc.status if call.op in ANTHROPIC_OPS else openai_status(exc.status)
         await _respond_error(send, exc, request_id, call.op, call.final.refusal)
         return
-    event = stream_error(exc, call.op, call.final)
-    await send({"type": "http.response.body", "body": event, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    # Written at once even to a client that stopped reading (``reader_too_slow``): it reads
+    # the event after what it has yet to read, or the write timeout drops it.
+    await send_last(send, stream_error(exc, call.op, call.final))
 
 
 async def _stream(

@@ -12,8 +12,11 @@ left before its answer ended, whole or streamed, counts with ``error_type`` ``sc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from prometheus_client import Counter, Histogram
 
+from switchyard.client import LLMClient
 from switchyard.errors import ApiError, RateLimited
 from switchyard.ingress.departure import CLIENT_CLOSED
 from switchyard.runtime import semconv as sc
@@ -91,10 +94,35 @@ class EdgeMetrics:
             genai,
             sc.PER_TOKEN_BUCKETS,
         )
+        self._client: LLMClient | None = None
+        metrics.gauge_callback(
+            sc.EDGE_UNREAD_BYTES,
+            "Reply bytes the edge holds received and not yet written to their clients "
+            "(each message counted with a fixed overhead).",
+            [],
+            lambda: self._of_client(lambda c: c.unread_bytes),
+        )
+        metrics.counter_callback(
+            sc.EDGE_SLOW_READERS,
+            "Streams ended with reader_too_slow: their client fell more than "
+            "ingress.max_unread_bytes behind.",
+            [],
+            lambda: self._of_client(lambda c: c.overflows),
+        )
         self._model = Bounded(500)
         self._error = Bounded(64)
         self._requests: dict[tuple[str, int], Counter] = {}
         self.by_class: dict[str, int] = {"2xx": 0, "4xx": 0, "429": 0, "5xx": 0}
+
+    def watch(self, client: LLMClient) -> None:
+        """Export ``client``'s reply backlog (the edge's, once it is connected)."""
+        self._client = client
+
+    def _of_client(
+        self, read: Callable[[LLMClient], int]
+    ) -> Iterable[tuple[tuple[str, ...], float]]:
+        client = self._client
+        return [((), float(read(client)) if client is not None else 0.0)]
 
     def http(self, route: str, method: str, status: int) -> None:
         """A request to a non-LLM route (models, health, admin API...)."""

@@ -8,6 +8,12 @@ transport for the two ``send`` calls and passes what they wrote to the real one 
 
 It relies on one detail of uvicorn's request cycle (``send`` is a method of an object whose
 ``transport`` it writes to); anything else gets the two plain ``send`` calls.
+
+:func:`send_last` ends a stream that already started with a last event, written at once even
+when the client stopped reading (uvicorn's ``send`` first waits until the transport is below
+its high-water mark, which for such a client is until ``write_timeout_s`` drops it): the
+event is small, the transport keeps it behind what the client has yet to read, and the
+protocol's write timeout still drops a client that never reads it.
 """
 
 from __future__ import annotations
@@ -43,6 +49,35 @@ class _Gathered:
             self._transport.write(b"".join(self._parts))
         if self._closing:
             self._transport.close()
+
+
+class _Unpaused:
+    """Stands in for uvicorn's flow control during :func:`send_last`: never paused."""
+
+    write_paused = False
+
+
+_UNPAUSED = _Unpaused()
+
+
+async def send_last(send: Send, body: bytes) -> None:
+    """``body`` and the end of a response that started, written without waiting for the
+    client to read what came before (see above). Under a server other than uvicorn: plain
+    ``send`` calls."""
+    event: Message = {"type": "http.response.body", "body": body, "more_body": True}
+    end: Message = {"type": "http.response.body", "body": b"", "more_body": False}
+    cycle: Any = getattr(send, "__self__", None)
+    flow = getattr(cycle, "flow", None)
+    if not isinstance(getattr(flow, "write_paused", None), bool):
+        await send(event)
+        await send(end)
+        return
+    cycle.flow = _UNPAUSED  # uvicorn's send reads it once, before it writes (no await after)
+    try:
+        await send(event)
+        await send(end)
+    finally:
+        cycle.flow = flow
 
 
 async def send_whole(

@@ -62,6 +62,7 @@ OWN_CODES = frozenset(
         "queue_full",
         "queue_unavailable",
         "rate_limit_exceeded",
+        "reader_too_slow",
         "request_too_large",
         "response_owners_unavailable",
         "secret_not_found",
