@@ -83,7 +83,7 @@ async def test_a_line_waiting_on_a_slow_budget_read_holds_no_slot() -> None:
     bus = Bus()
     reading, answer = asyncio.Event(), asyncio.Event()
 
-    async def slow_budget(key_hash: str) -> RateLimited | None:
+    async def slow_budget(key_hash: str, model: str = "") -> RateLimited | None:
         reading.set()
         await answer.wait()  # Valkey does not answer (yet)
         return None
@@ -114,7 +114,7 @@ async def test_a_line_that_waited_for_a_slot_is_not_sent_past_a_budget_found_spe
     answers: list[RateLimited | None] = [None, SPENT]
     checks: list[str] = []
 
-    async def budget(key_hash: str) -> RateLimited | None:
+    async def budget(key_hash: str, model: str = "") -> RateLimited | None:
         checks.append(key_hash)
         return answers.pop(0)
 
