@@ -188,6 +188,9 @@ async def test_exhausted_answers_name_the_deployment(stack: Stack) -> None:
         await stack.admin("DELETE", f"/deployments/{limited}/cooldown")
         await asyncio.sleep(0.2)
     assert (first.status, first.deployment, first.attempts) == (429, limited, 1)
+    # The provider's limit, not the key's own (`rate_limit_exceeded`): an operator reading the
+    # codes must not blame the client (an explorer's key without limits got the key's code).
+    assert msgspec.json.decode(first.body)["error"]["code"] == "deployments_rate_limited"
     assert (locked.status, locked.deployment, locked.attempts) == (
         503,
         deployment_id("fake-locked", "echo"),

@@ -90,8 +90,8 @@ def exhausted(
     if cooling:  # else the message reads as if they had never existed
         message += f"; not tried while cooling down after errors: {', '.join(cooling[:5])}"
     message += note
-    if env.last_status == 429:
-        return RateLimited(message, retry_after=env.retry_after)
+    if env.last_status == 429:  # the providers' limits, not the key's own (rate_limit_exceeded)
+        return RateLimited(message, code="deployments_rate_limited", retry_after=env.retry_after)
     if env.last_status == 529:  # the last deployment was overloaded (Anthropic's 529)
         return ProviderError(
             message,
