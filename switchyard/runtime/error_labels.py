@@ -63,6 +63,7 @@ OWN_CODES = frozenset(
         "queue_unavailable",
         "rate_limit_exceeded",
         "reader_too_slow",
+        "replay_unavailable",
         "request_too_large",
         "response_owners_unavailable",
         "secret_not_found",

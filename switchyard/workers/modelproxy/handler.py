@@ -52,7 +52,7 @@ from switchyard.runtime.tracing import NO_HOP, OFF, Tracing
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
-from switchyard.workers.modelproxy import billing
+from switchyard.workers.modelproxy import billing, serving
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, plan
@@ -67,7 +67,9 @@ from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
+from switchyard.workers.modelproxy.replay import REPLAY_LOST
 from switchyard.workers.modelproxy.response_owners import ResponseOwners
+from switchyard.workers.modelproxy.serving import Serving
 from switchyard.workers.modelproxy.traffic import TrafficMeter
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
@@ -116,6 +118,7 @@ class Handler:
         self._targets: dict[str, Target] = {}
         # Requests in hand and recent cancels: what a caller that left can still stop.
         self.cancels = Cancels()
+        self.serving = Serving()  # the messages served now: a second delivery joins its job
         self.owners = ResponseOwners(nc)  # who may continue which native Responses answer
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
         # Told the deployment of each request handed back (its key could not be fetched here).
@@ -152,6 +155,9 @@ class Handler:
             await msg.term()
             return
         token = request_id_var.set(env.request_id)
+        if self.serving.joined(msg):  # delivered again while served here: see .serving
+            request_id_var.reset(token)
+            return
         if self.cancels.left(env):
             await self._drop_abandoned(msg, env, deployment_id)
             request_id_var.reset(token)
@@ -166,6 +172,7 @@ class Handler:
             reconnects=self.nc.stats["reconnects"],
         )
         self.cancels.track(job)
+        self.serving.add(job)
         try:
             await self._serve(job)
         except asyncio.CancelledError:
@@ -176,8 +183,9 @@ class Handler:
             await replies.send_error(
                 self.nc, job.reply, ApiError("internal error in the model proxy")
             )
-            await msg.ack()
+            await serving.ack(job)
         finally:
+            self.serving.remove(job)
             self.heartbeats.untrack(job.inflight)
             self.cancels.untrack(job)
             request_id_var.reset(token)
@@ -211,7 +219,7 @@ class Handler:
                 await replies.send_error(
                     self.nc, job.reply, exc, deployment=job.deployment_id, attempts=job.attempts
                 )
-                await job.msg.ack()
+                await serving.ack(job)
             else:
                 await job.msg.nak()
         except Exception:  # the connection may be gone too: redelivery after ack_wait then
@@ -270,7 +278,7 @@ class Handler:
             reconnected=self.nc.stats["reconnects"] != job.reconnects,
         ):
             await self._replay(job)
-        await job.msg.ack()
+        await serving.ack(job)
 
     def _enough_time(self, job: Job) -> None:
         """Refuse to start a call its deadline leaves too little time for (see ``pace``).
@@ -385,7 +393,13 @@ class Handler:
         """The connection to NATS broke while this request was answered: whatever was in its
         buffers when the node went may be lost. Send the answer again, whole (the caller skips
         chunks it has, and a second final after the first): the usage confirmation that came
-        first proves the new connection works."""
+        first proves the new connection works. An answer too large to have been kept whole
+        (:mod:`.replay`) cannot be sent again: it ends with ``replay_unavailable`` instead."""
+        if not job.chunks.complete:
+            log.warning("an answer sent across a NATS reconnect was too large to replay")
+            job.answer = ServiceUnavailable(REPLAY_LOST, code="replay_unavailable")
+            await self._answer(job)
+            return
         log.info("replaying an answer sent across a NATS reconnect (%d chunks)", len(job.chunks))
         for seq, payload in enumerate(job.chunks):
             await self._send_chunk(job, seq, payload)

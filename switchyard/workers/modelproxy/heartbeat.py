@@ -2,14 +2,18 @@
 
 One ticker per process walks the requests in flight once a second, instead of a timer task per
 request: a fast request (the common case) costs a dict insert and delete, nothing more. With
-nothing in flight the ticker waits without a timer, so an idle model-proxy is not woken.
+nothing in flight the ticker waits without a timer, so an idle model-proxy is not woken. The
+signals due in one round are sent together, so a round lasts one wait for the connection's
+outgoing buffer at most, however many requests stream at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -28,6 +32,9 @@ class InFlight:
     msg: Msg
     last_sent: float
     last_progress: float
+    # Later deliveries of the same message that reached this process while it is served
+    # here (its claim lapsed): kept claimed too, and acknowledged with it (``Handler``).
+    copies: list[Msg] = field(default_factory=list)
 
     def touch(self, now: float) -> None:
         self.last_sent = now
@@ -43,8 +50,11 @@ class Heartbeats:
         self._loops = TaskSupervisor("heartbeats")
 
     def track(self, reply: str, msg: Msg) -> InFlight:
+        """Start signalling for a request. Its first progress signal is due at the next round
+        (a request that ends before costs nothing): the claim's clock started when JetStream
+        delivered the message, which a busy process may take seconds to begin serving."""
         now = asyncio.get_running_loop().time()
-        entry = InFlight(reply, msg, now, now)
+        entry = InFlight(reply, msg, now, now - self._progress_s)
         self._active[id(entry)] = entry
         self._busy.set()
         return entry
@@ -66,13 +76,24 @@ class Heartbeats:
                 await self._busy.wait()
             await asyncio.sleep(min(1.0, self._keepalive_s / 2))
             now = loop.time()
-            for entry in list(self._active.values()):
-                try:
-                    if now - entry.last_sent >= self._keepalive_s:
-                        await replies.send_keepalive(self._nc, entry.reply)
-                        entry.last_sent = now
-                    if now - entry.last_progress >= self._progress_s:
-                        await entry.msg.in_progress()
-                        entry.last_progress = now
-                except Exception:  # a closed connection or acked message: skip this round
-                    log.debug("heartbeat skipped for %s", entry.reply, exc_info=True)
+            due = [
+                signal for entry in list(self._active.values()) for signal in self._due(entry, now)
+            ]
+            if due:
+                # All at once, not one after another: a publish waits for the connection's
+                # buffer to be written out when it is full (hundreds of streams of chunks), so
+                # awaiting each in turn let one round take longer than ack_wait, and the
+                # requests last in the walk were delivered again while still being served.
+                await asyncio.gather(*due, return_exceptions=True)
+
+    def _due(self, entry: InFlight, now: float) -> list[Coroutine[Any, Any, None]]:
+        """The signals ``entry`` needs now (their times are taken as sent: a failed one, on a
+        closed connection or an acked message, is not retried before its next turn)."""
+        due: list[Coroutine[Any, Any, None]] = []
+        if now - entry.last_sent >= self._keepalive_s:
+            due.append(replies.send_keepalive(self._nc, entry.reply))
+            entry.last_sent = now
+        if now - entry.last_progress >= self._progress_s:
+            due += [msg.in_progress() for msg in (entry.msg, *entry.copies)]
+            entry.last_progress = now
+        return due

@@ -14,6 +14,7 @@ from switchyard.errors import ApiError
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider
 from switchyard.workers.modelproxy.heartbeat import InFlight
+from switchyard.workers.modelproxy.replay import SentChunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,8 @@ class Job:
     # fair scheduler's time per request, which time held (a wait for a slot) must not swell.
     dispatched_at: float = 0.0
     reconnects: int = 0  # the connection's reconnect count when the job started
-    chunks: list[bytes] = field(default_factory=list)  # what was streamed, for a replay
+    # What was streamed: counted, and kept for a replay up to a bound (see .replay).
+    chunks: SentChunks = field(default_factory=SentChunks)
     answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
     ended: bool = True  # the answer went out with its terminator (see ``_unbroken``)
     cancelled: bool = False  # the caller left (llm.v1.cancel): nobody to answer

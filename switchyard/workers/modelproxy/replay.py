@@ -1,0 +1,69 @@
+"""The chunks of one streamed answer as the model-proxy keeps them: how many were sent, and
+their bytes for a replay (``Handler._replay``), up to a bound.
+
+A replay sends an answer again, whole, after a NATS reconnect while it streamed (the caller
+cannot be known to have every chunk). Keeping every chunk of every stream in flight for that
+rare case cost a model-proxy the sum of its answers in memory (200 answers of 5 MB: 47 ->
+465 MB). Past :data:`REPLAY_MAX_BYTES` of one answer its chunks are dropped at once and that
+answer can no longer be replayed: a reconnect while it streamed ends it with an error
+(``replay_unavailable``, docs/nats-api.md) instead. The count of chunks sent is kept whatever
+the bound: the stream's ``final`` names it, and an answer without the provider's usage is
+billed by it (:mod:`.billing`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+# An LLM answer is a few KiB to a few hundred KiB: 4 MiB keeps nearly every answer
+# replayable, while a model-proxy with 256 streams in flight holds at most 1 GiB for replays.
+REPLAY_MAX_BYTES = 4 * 1024 * 1024
+
+
+class SentChunks:
+    """The chunks sent of one answer: ``len`` counts them all; iterating gives them back, for a
+    replay, while :attr:`complete` (their bytes stayed within ``limit``)."""
+
+    __slots__ = ("_count", "_kept", "_kept_bytes", "_limit")
+
+    def __init__(self, limit: int = REPLAY_MAX_BYTES) -> None:
+        self._limit = limit
+        self._count = 0
+        self._kept: list[bytes] | None = []
+        self._kept_bytes = 0
+
+    def append(self, payload: bytes) -> None:
+        """One more chunk sent: kept for a replay while the answer's bytes fit the bound."""
+        self._count += 1
+        if self._kept is None:
+            return
+        self._kept_bytes += len(payload)
+        if self._kept_bytes > self._limit:
+            self._kept = None  # freed now: this answer cannot be replayed
+            self._kept_bytes = 0
+            return
+        self._kept.append(payload)
+
+    @property
+    def complete(self) -> bool:
+        """Every chunk sent is still kept: the answer can be replayed."""
+        return self._kept is not None
+
+    @property
+    def kept_bytes(self) -> int:
+        return self._kept_bytes
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._kept or ())
+
+
+REPLAY_LOST = (
+    "the connection carrying this answer failed while it streamed, and the answer is too large "
+    "to send again; retry the request"
+)
