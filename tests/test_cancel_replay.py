@@ -8,6 +8,7 @@ its queued request) is in ``test_cancel``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -36,6 +37,18 @@ TAIL_INFO = '{"acc":"CLIENT","user":"CN=tail,OU=client,O=Switchyard"}'
 async def _stream(nc: NATS, tmp_path: Path) -> None:
     settings = load_settings(None, env={}, overrides={"home": str(tmp_path)})
     await nc.jetstream(timeout=10).add_stream(cancels_stream_config(settings))
+
+
+async def _stored(nc: NATS, tmp_path: Path, count: int) -> None:
+    """Wait until the stream holds ``count`` cancels: a flush says the server read them, and
+    the stream stores them after (on a loaded machine, a read may otherwise come first)."""
+    settings = load_settings(None, env={}, overrides={"home": str(tmp_path)})
+    js = nc.jetstream(timeout=10)
+    name = cancels_stream_config(settings).name
+    assert name is not None
+    async with asyncio.timeout(10):
+        while (await js.stream_info(name)).state.messages < count:
+            await asyncio.sleep(0.02)
 
 
 async def _cancel(nc: NATS, request_id: str, **extra: str) -> None:
@@ -97,7 +110,7 @@ async def test_a_read_takes_the_newest_up_to_its_limit_then_goes_on_from_there(
         await _stream(nc, tmp_path)
         for i in range(10):
             await _cancel(nc, f"r{i}")
-        await nc.flush()
+        await _stored(nc, tmp_path, 10)
         cancels = Cancels(CancelMemory())
         stored = StoredCancels(nc, cancels, limit=3)
 
@@ -108,7 +121,7 @@ async def test_a_read_takes_the_newest_up_to_its_limit_then_goes_on_from_there(
 
         for i in range(10, 12):  # sent while this model-proxy was cut off
             await _cancel(nc, f"r{i}")
-        await nc.flush()
+        await _stored(nc, tmp_path, 12)
         again = await stored.read()
         assert (again.heard, again.last_seq) == (2, 12)  # only what came since
         assert cancels.memory.holds("r11", KEY_HASH, 1)
