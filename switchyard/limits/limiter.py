@@ -240,6 +240,13 @@ class Limiter:
         if isinstance(exc, RedisReplyError):
             log.error("Redis refused the limits script: %s", exc)
         if not self._fail_open:
+            if self._warn.ready():  # the operator's one line (clients each get the 503)
+                log.warning(
+                    "Redis/Valkey unreachable (%s); requests of keys with limits are refused "
+                    "(503 limits_unavailable) until it answers (redis.on_unavailable: "
+                    "fail_closed)",
+                    type(exc).__name__,
+                )
             raise ServiceUnavailable(
                 "rate limits cannot be checked: Redis/Valkey is unreachable",
                 code="limits_unavailable",
