@@ -197,6 +197,21 @@ async def test_exhausted_answers_name_the_deployment(stack: Stack) -> None:
         1,
     )
     assert msgspec.json.decode(locked.body)["error"]["code"] == "secret_unavailable"
+    # And the operator reads why in a model-proxy's log (an explorer's missing key failed every
+    # request with no log line at all).
+    logs = [
+        proc.log_path.read_text(errors="replace")
+        for phase in stack.supervisor.procs
+        for proc in phase
+        if proc.spec.name.startswith("modelproxy")
+    ]
+    said = [
+        line
+        for text in logs
+        for line in text.splitlines()
+        if "fail or go elsewhere" in line and deployment_id("fake-locked", "echo") in line
+    ]
+    assert said, "no model-proxy said why the locked deployment's requests fail"
     assert cooling.status == 429
     assert msgspec.json.decode(cooling.body)["error"]["code"] == "deployments_rate_limited"
     assert (cooling.deployment, cooling.attempts) == ("", 0)

@@ -42,6 +42,7 @@ from switchyard.errors import (
     DeadlineExceeded,
     InvalidRequest,
     ProviderTimeout,
+    SecretMissing,
     ServiceUnavailable,
 )
 from switchyard.runtime.cooldowns import CooldownWriter
@@ -121,6 +122,7 @@ class Handler:
         self.serving = Serving()  # the messages served now: a second delivery joins its job
         self.owners = ResponseOwners(nc)  # who may continue which native Responses answer
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
+        self._keyless = Throttle(10.0)  # a provider key that cannot be fetched, as often
         # Told the deployment of each request handed back (its key could not be fetched here).
         self._handed_back = handed_back
         # A failure after part of an answer was sent reaches no head: it cools from here.
@@ -333,6 +335,10 @@ class Handler:
             # provider worked on it, so it is billed like a call whose caller left (billing).
             exc = DeadlineExceeded("the request deadline passed while the provider worked")
         job.status = exc.status
+        if (isinstance(exc, SecretMissing) or ue.key_unreachable(exc)) and self._keyless.ready():
+            # Every request of the deployment fails this way until an operator stores the
+            # key (or Vault answers): say it once in a while (an explorer saw no line at all).
+            log.warning("%s; requests for %s fail or go elsewhere", exc.message, job.deployment_id)
         retry = (
             not job.sent
             and retryable(exc)
