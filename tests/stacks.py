@@ -68,12 +68,17 @@ class Stack:
 
     async def modelproxy_samples(self) -> list[tuple[str, dict[str, str], float]]:
         """Every sample of every model-proxy's ``/metrics``: (name, labels, value)."""
+        return await self.samples("modelproxy")
+
+    async def samples(self, prefix: str) -> list[tuple[str, dict[str, str], float]]:
+        """Every sample of the ``/metrics`` of every process named ``prefix``...: (name,
+        labels, value)."""
         out: list[tuple[str, dict[str, str], float]] = []
         async with httpx.AsyncClient(timeout=10) as http:
             for phase in self.supervisor.procs:
                 for proc in phase:
                     url = proc.spec.health_url or ""
-                    if not proc.spec.name.startswith("modelproxy") or not url.startswith("http"):
+                    if not proc.spec.name.startswith(prefix) or not url.startswith("http"):
                         continue
                     text = (await http.get(url.rsplit("/", 1)[0] + "/metrics")).text
                     out += [

@@ -50,6 +50,8 @@ log = logging.getLogger("switchyard.accounting")
 
 RETRY_DELAY_S = 2.0
 APPLY_TIMEOUT_S = 20.0
+# Batches whose RECORD call failed here, remembered until their retry answers (the newest).
+UNSURE_KEPT = 4096
 # Which stream a batch came from (stream.py): a batch waits for at most two such answers
 # before its Redis call, together still short of the usage consumer's 30 s ack wait.
 STREAM_INFO_TIMEOUT_S = 4.0
@@ -78,6 +80,8 @@ class Accounting:
             stream=subjects.USAGE_STREAM,
             consumer=ACCOUNTING_CONSUMER,
         )
+        # Batches (stream instance, sequence) whose RECORD call failed here: see _apply.
+        self._unsure: dict[tuple[int, int], None] = {}
         self._spend = metrics.counter(
             sc.SPEND, "Spend recorded, in US dollars, per model alias.", [sc.ALIAS]
         )
@@ -222,12 +226,28 @@ class Accounting:
                 rk.estimates(key_id),
             ]
             args += [ttl, key_id, team, alias]
-        # Long enough for a slow connect (name lookup included), short of the usage
-        # consumer's 30 s ack wait: a batch is redelivered only after this pass gave up.
-        async with asyncio.timeout(APPLY_TIMEOUT_S):
-            counted = await self._record(keys=keys, args=args)
+        place = (created_us, seq) if bit >= 0 and seq is not None else None
+        try:
+            # Long enough for a slow connect (name lookup included), short of the usage
+            # consumer's 30 s ack wait: a batch is redelivered only after this pass gave up.
+            async with asyncio.timeout(APPLY_TIMEOUT_S):
+                counted = await self._record(keys=keys, args=args)
+        except BaseException:
+            # The script may run all the same (a stalled Valkey runs what it was sent once it
+            # resumes): the retry then finds the batch applied and, without this, the spend
+            # metric would never count it (an explorer's Valkey stall lost one request).
+            if place is not None:
+                self._unsure[place] = None
+                while len(self._unsure) > UNSURE_KEPT:
+                    del self._unsure[next(iter(self._unsure))]
+            raise
+        unsure = place is not None and self._unsure.pop(place, False) is None
         if not isinstance(counted, list):  # 0: a batch applied before (a redelivery)
-            return
+            if not unsure:
+                return
+            # Applied by this process's own call that timed out, whose counting never came:
+            # count it now (its events' once-flags are lost with that answer: all counted).
+            counted = [1] * len(events)
         spent: dict[str, int] = {}
         for (alias, nano), once in zip(costs, counted, strict=True):
             if once:  # 0: this request's usage was counted before (it ran twice)
