@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 
 from switchyard.config import Settings, load_settings
 from switchyard.schemas.events import UsageBatch, UsageEvent
-from switchyard.stack import binaries
+from switchyard.stack import binaries, valkey
 from switchyard.stack.ports import accepting, listen_port
 from tests.portrange import worker_range
 
@@ -57,6 +57,26 @@ async def jetstream_server(store: Path) -> AsyncIterator[tuple[NATS, asyncio.sub
     finally:
         if nc is not None:
             await nc.close()
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 10)
+
+
+@contextlib.asynccontextmanager
+async def valkey_server(settings: Settings) -> AsyncIterator[None]:
+    """A real valkey-server with Switchyard's roles (ACL, passwords under
+    ``settings.redis_password_dir``) on ``settings.stack.valkey_port``."""
+    layout = valkey.ValkeyLayout(dir=settings.redis_password_dir, port=settings.stack.valkey_port)
+    valkey.write_config(layout)
+    server = await asyncio.create_subprocess_exec(
+        str(binaries.valkey_server()),
+        str(layout.config_file),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert await accepting(layout.port, within_s=30), "valkey-server did not start"
+        yield
+    finally:
         server.terminate()
         await asyncio.wait_for(server.wait(), 10)
 

@@ -23,10 +23,7 @@ import pytest_asyncio
 from switchyard.errors import RateLimited
 from switchyard.limits.limiter import Limiter, Ticket
 from switchyard.schemas.keys import ClientKey, new_key_id
-from switchyard.stack import binaries
-from switchyard.stack.ports import accepting
-from switchyard.stack.valkey import ValkeyLayout, write_config
-from tests.support import write_settings
+from tests.support import valkey_server, write_settings
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +50,8 @@ asyncio.run(main(*sys.argv[1:]))
 async def valkey(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("slots")
     settings, config = write_settings(home)
-    layout = ValkeyLayout(settings.redis_password_dir, settings.stack.valkey_port)
-    write_config(layout)
-    server = await asyncio.create_subprocess_exec(
-        str(binaries.valkey_server()),
-        str(layout.config_file),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert await accepting(layout.port), "valkey-server did not start"
+    async with valkey_server(settings):
         yield {"settings": settings, "config": config}
-    finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 10)
 
 
 @contextlib.asynccontextmanager

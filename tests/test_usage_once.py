@@ -9,9 +9,6 @@ The accounting service's own message handler does the work, fed real deliveries.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,12 +29,10 @@ from switchyard.runtime.definitions import usage_stream_config
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.worker import Process
 from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEvent
-from switchyard.stack import binaries, valkey
-from switchyard.stack.ports import accepting
 from switchyard.workers.accounting.service import Accounting
 from switchyard.workers.accounting.stream import UsageStream, micros, place_of
 from tests.billing import day_counters
-from tests.support import jetstream_server, write_settings
+from tests.support import jetstream_server, valkey_server, write_settings
 
 pytestmark = pytest.mark.integration
 
@@ -52,28 +47,10 @@ class Rig:
     accounting: Accounting
 
 
-@contextlib.asynccontextmanager
-async def _valkey(settings: Settings) -> AsyncIterator[None]:
-    layout = valkey.ValkeyLayout(dir=settings.redis_password_dir, port=settings.stack.valkey_port)
-    valkey.write_config(layout)
-    server = await asyncio.create_subprocess_exec(
-        str(binaries.valkey_server()),
-        str(layout.config_file),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert await accepting(layout.port, within_s=30), "valkey-server did not start"
-        yield
-    finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 10)
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     settings, _ = write_settings(tmp_path / "home")
-    async with _valkey(settings), jetstream_server(tmp_path / "nats") as (nc, _server):
+    async with valkey_server(settings), jetstream_server(tmp_path / "nats") as (nc, _server):
         await nc.jetstream().add_stream(usage_stream_config(settings))
         ops = connect_redis(settings, "ops")
         accounting = Accounting(nc, settings, Process(instance="t", metrics=Metrics("accounting")))
@@ -235,7 +212,7 @@ async def test_a_batch_redelivered_after_nats_and_accounting_restarted_is_skippe
     # nats-server keeps it with the stream), or every restart would re-bill what was unacked.
     settings, _ = write_settings(tmp_path / "home")
     store = tmp_path / "nats"
-    async with _valkey(settings):
+    async with valkey_server(settings):
         ops = connect_redis(settings, "ops")
         try:
             async with jetstream_server(store) as (nc, _server):
