@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
+from nats.aio.msg import Msg
 
 from switchyard.bus import subjects
 from switchyard.schemas.routing import deployment_id
@@ -97,3 +98,56 @@ async def _chat(stack: Stack) -> tuple[int, str]:
     async with httpx.AsyncClient(timeout=60) as http:
         resp = await http.post(f"{stack.tail_url}/v1/chat/completions", json=body, headers=headers)
     return resp.status_code, resp.text
+
+
+async def test_a_copy_handled_after_its_answer_is_acknowledged_not_served(
+    bare: Stack, upstream: FakeOpenAI
+) -> None:
+    """The copy JetStream sent while the first delivery was served reaches the handler only
+    after that delivery was answered and acknowledged (a busy process handles it late; here
+    the test holds it back): it is acknowledged unserved, not a second provider call."""
+    gate = f"late-{uuid.uuid4().hex[:8]}"
+    upstream.set_mode("dup", f"gate:{gate}")
+    before = len(upstream.calls_for(MODEL))
+    nc = await bare.connect("modelproxy")
+    proxy = ModelProxy(nc, bare.settings)
+    handle = proxy.handler.handle
+    first_done = asyncio.Event()
+    copies: list[int] = []
+
+    async def late_copies(msg: Msg, deployment: str) -> None:
+        if msg.metadata.num_delivered > 1:
+            copies.append(msg.metadata.num_delivered)
+            await first_done.wait()
+        await handle(msg, deployment)
+
+    proxy.handler.handle = late_copies  # type: ignore[method-assign,assignment]
+    watcher = await bare.connect("provisioner")
+    js = watcher.jetstream()
+    consumer = subjects.dispatch_consumer(deployment_id("fake", MODEL))
+    try:
+        await proxy.start()
+        await proxy.heartbeats.stop()  # no progress signal: the claim lapses after ack_wait
+        answer = asyncio.ensure_future(_chat(bare))
+        deadline = time.monotonic() + 20
+        while not copies:
+            assert time.monotonic() < deadline, "the request was never delivered again"
+            await asyncio.sleep(0.1)
+        upstream.open_gate(gate)
+        status, text = await asyncio.wait_for(answer, 20)
+        assert status == 200, text
+        while (await js.consumer_info(subjects.DISPATCH_STREAM, consumer)).num_ack_pending:
+            assert time.monotonic() < deadline + 20, "the first delivery was never acknowledged"
+            await asyncio.sleep(0.1)
+        first_done.set()  # now the copies reach the handler
+        await asyncio.sleep(1.0)  # a second call would show by now
+        assert len(upstream.calls_for(MODEL)) - before == 1
+        info = await js.consumer_info(subjects.DISPATCH_STREAM, consumer)
+        assert info.num_ack_pending == 0
+        assert info.num_pending == 0
+    finally:
+        first_done.set()
+        upstream.open_gate(gate)
+        await proxy.stop(0.5)
+        await nc.drain()
+        await watcher.close()

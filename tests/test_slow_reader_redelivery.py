@@ -4,7 +4,13 @@ Many SSE clients that read slowly from large answers a provider streams fast: th
 publishes hundreds of MB of chunks on one NATS connection, and each request it serves must
 keep its claim on its dispatch message (``in_progress`` before ``ack_wait_s`` runs out) until
 it is acknowledged. A claim that lapses makes JetStream deliver the request again: a second
-provider call, and a second bill. Here ``ack_wait_s`` is short (3 s) so a lapse shows quickly.
+provider call, and a second bill. Here ``ack_wait_s`` is short (4 s, the default is 10 s) so a
+lapse shows quickly.
+
+While the edge cannot keep up, nats-server stalls the model-proxies feeding it (thousands of
+times in this test), so progress signals travel on a connection of their own
+(``modelproxy/heartbeat.py``); on the chunks' connection, one waited behind megabytes, and on a
+slower machine a request was delivered again while being served.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ async def slow(
             }
         },
         "routes": {"flood": {"deployments": [{"provider": "fake", "model": MODEL}]}},
-        "modelproxy": {"ack_wait_s": 3, "keepalive_s": 1},
+        "modelproxy": {"ack_wait_s": 4, "keepalive_s": 1},
     }
     stack = await start_stack(tmp_path_factory.mktemp("slowread"), extra)
     try:
@@ -124,5 +130,18 @@ async def test_slow_readers_get_one_provider_call_and_one_bill(
     for event in events:
         bills.setdefault(event.request_id.split(".", 1)[0], []).append(event.id)
     twice = {request: ids for request, ids in bills.items() if len(ids) > 1}
-    assert not twice  # one bill per request, however its copies ended
+    assert not twice, _redeliveries(slow)  # one bill per request, however its copies ended
     assert calls == len(bills)  # one provider call per request
+
+
+def _redeliveries(stack: Stack) -> str:
+    """What the model-proxies said of requests delivered again (for a failure's message)."""
+    lines = [
+        f"{proc.spec.name}: {line}"
+        for phase in stack.supervisor.procs
+        for proc in phase
+        if proc.spec.name.startswith("modelproxy")
+        for line in proc.log_path.read_text(errors="replace").splitlines()
+        if "delivered" in line and "caller left" not in line
+    ]
+    return "\n".join(lines[-20:]) or "no model-proxy logged a second delivery"

@@ -23,6 +23,7 @@ before the provider was called is answered 504 and not billed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -119,7 +120,8 @@ class Handler:
         self._targets: dict[str, Target] = {}
         # Requests in hand and recent cancels: what a caller that left can still stop.
         self.cancels = Cancels()
-        self.serving = Serving()  # the messages served now: a second delivery joins its job
+        # The messages served now (a second delivery joins its job) and lately acknowledged.
+        self.serving = Serving(settings.modelproxy.ack_wait_s)
         self.owners = ResponseOwners(nc)  # who may continue which native Responses answer
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
         self._keyless = Throttle(10.0)  # a provider key that cannot be fetched, as often
@@ -159,6 +161,11 @@ class Handler:
         token = request_id_var.set(env.request_id)
         if self.serving.joined(msg):  # delivered again while served here: see .serving
             request_id_var.reset(token)
+            return
+        if self.serving.done(msg):  # ...or delivered again after it was answered here
+            request_id_var.reset(token)
+            with contextlib.suppress(Exception):  # not settled: comes once more, same answer
+                await msg.ack()
             return
         if self.cancels.left(env):
             await self._drop_abandoned(msg, env, deployment_id)

@@ -27,12 +27,14 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from switchyard.bus import identities, subjects
+from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.runtime.definitions import DRAIN_ACK_PENDING, ROUTE_TABLE_KEY
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.puller import Puller
 from switchyard.runtime.secret_cache import SecretCache
+from switchyard.runtime.shutdown import disconnect
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
@@ -62,6 +64,8 @@ class ModelProxy:
         self.stats = ProxyMetrics(proc.metrics)
         self.traffic = TrafficMeter(nc, proc.instance)
         self.heartbeats = Heartbeats(nc, keepalive_s=mp.keepalive_s, progress_s=mp.ack_wait_s / 3)
+        self.instance = proc.instance
+        self.signals: NATS | None = None  # progress signals' own connection (see .heartbeat)
         self.workers: dict[str, Puller] = {}
         # Deployments not pulled for a while: their key cannot be fetched here (key_pause).
         self.key_pauses = KeyPauses(
@@ -181,6 +185,15 @@ class ModelProxy:
         await self.handler.publisher.start()
         await self.keys.start()
         await self._routes.start()
+        self.signals = await connect(
+            self.settings.nats_servers,
+            self.settings.certs_dir,
+            identities.MODELPROXY.name,
+            name=f"{self.instance}-signals",
+            connect_timeout=self.settings.nats.connect_timeout_s,
+            reconnect_wait=self.settings.nats.reconnect_wait_s,
+        )
+        self.heartbeats.signals = self.signals
         self.heartbeats.start()
         self.traffic.start()
         # Every model-proxy hears every cancel; the one serving that stream acts on it. Live
@@ -207,6 +220,8 @@ class ModelProxy:
         self.workers.clear()
         self.draining.clear()
         await self.heartbeats.stop()
+        if self.signals is not None:
+            await disconnect(self.signals)
         await self.traffic.stop()
         await self.keys.stop()
         await self.handler.owners.close()  # owner records still being written

@@ -11,6 +11,13 @@ acknowledges both when it is done. A copy that reaches another model-proxy is se
 (nothing here can know it): a second provider call, billed once only when both copies end the
 same way (the same event id, :mod:`.billing`).
 
+A copy can also be handled just after the job it belongs to ended: JetStream sent it while the
+job was served, and it waited behind other messages in a busy process. Messages acknowledged
+here whose claim may have lapsed (stored in dispatch ``ack_wait / 2`` or longer before their
+ack) are remembered for a while (:data:`DONE_KEPT_S`, at most :data:`DONE_KEPT`), and a copy of
+one is acknowledged unserved: its request was answered and billed here. Quick requests, the
+common case, are not remembered: their claim cannot have lapsed.
+
 A message is known by its stream and stream sequence: every delivery of it carries the same,
 while a reroute (a new hop) or a caller's re-send (a new ``Sy-Attempt``) is a new message.
 """
@@ -19,12 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 
 from switchyard.workers.modelproxy.job import Job
 
 log = logging.getLogger("switchyard.modelproxy")
+
+DONE_KEPT_S = 60.0  # how long an acknowledged message is remembered (at least 3 ack_waits)
+DONE_KEPT = 65_536  # ...and how many at most (a few MB), the oldest forgotten first
 
 
 def message_key(msg: Msg) -> tuple[str, int]:
@@ -33,8 +45,15 @@ def message_key(msg: Msg) -> tuple[str, int]:
 
 
 class Serving:
-    def __init__(self) -> None:
+    def __init__(
+        self, ack_wait_s: float = 10.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._jobs: dict[tuple[str, int], Job] = {}
+        # Acknowledged here and possibly delivered again: when they are forgotten (oldest first).
+        self._done: dict[tuple[str, int], float] = {}
+        self._ack_wait_s = ack_wait_s
+        self._kept_s = max(DONE_KEPT_S, 3 * ack_wait_s)
+        self._clock = clock
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -43,9 +62,37 @@ class Serving:
         self._jobs[message_key(job.msg)] = job
 
     def remove(self, job: Job) -> None:
+        """``job`` ended. Remembered if it was acknowledged so late that a copy may come."""
         key = message_key(job.msg)
         if self._jobs.get(key) is job:
             del self._jobs[key]
+        if job.acked and time.time() - job.dispatched_at >= self._ack_wait_s / 2:
+            now = self._clock()
+            self._done.pop(key, None)  # re-inserted last: the dict stays in expiry order
+            self._done[key] = now + self._kept_s
+            self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        while self._done:
+            key, until = next(iter(self._done.items()))
+            if until > now and len(self._done) <= DONE_KEPT:
+                return
+            del self._done[key]
+
+    def done(self, msg: Msg) -> bool:
+        """True when ``msg`` is a later delivery of a message this process acknowledged lately
+        (its request was answered and billed here): acknowledge it, do not serve it."""
+        if msg.metadata.num_delivered < 2 or not self._done:
+            return False
+        until = self._done.get(message_key(msg))
+        if until is None or until <= self._clock():
+            return False
+        log.info(
+            "a request delivered again (delivery %d) after this model-proxy answered it: "
+            "not served twice",
+            msg.metadata.num_delivered,
+        )
+        return True
 
     def joined(self, msg: Msg) -> bool:
         """True when ``msg`` is another delivery of a message served here now: it joins that
@@ -65,6 +112,7 @@ class Serving:
 async def ack(job: Job) -> None:
     """Acknowledge ``job``'s message, and the later deliveries of it that joined the job."""
     await job.msg.ack()
+    job.acked = True
     for copy in job.inflight.copies:
         with contextlib.suppress(Exception):  # one ack above settles the message already
             await copy.ack()
