@@ -122,6 +122,7 @@ class Handler:
         self.cancels = Cancels()
         # The messages served now (a second delivery joins its job) and lately acknowledged.
         self.serving = Serving(settings.modelproxy.ack_wait_s)
+        self._confirm_s = settings.modelproxy.ack_wait_s  # a long job's ack: see serving.ack
         self.owners = ResponseOwners(nc)  # who may continue which native Responses answer
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
         self._keyless = Throttle(10.0)  # a provider key that cannot be fetched, as often
@@ -192,7 +193,7 @@ class Handler:
             await replies.send_error(
                 self.nc, job.reply, ApiError("internal error in the model proxy")
             )
-            await serving.ack(job)
+            await serving.ack(job, self._confirm_s)
         finally:
             self.serving.remove(job)
             self.heartbeats.untrack(job.inflight)
@@ -228,7 +229,7 @@ class Handler:
                 await replies.send_error(
                     self.nc, job.reply, exc, deployment=job.deployment_id, attempts=job.attempts
                 )
-                await serving.ack(job)
+                await serving.ack(job, self._confirm_s)
             else:
                 await job.msg.nak()
         except Exception:  # the connection may be gone too: redelivery after ack_wait then
@@ -287,7 +288,7 @@ class Handler:
             reconnected=self.nc.stats["reconnects"] != job.reconnects,
         ):
             await self._replay(job)
-        await serving.ack(job)
+        await serving.ack(job, self._confirm_s)
 
     def _enough_time(self, job: Job) -> None:
         """Refuse to start a call its deadline leaves too little time for (see ``pace``).

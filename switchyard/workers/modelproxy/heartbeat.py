@@ -3,8 +3,8 @@
 One ticker per process walks the requests in flight once a second, instead of a timer task per
 request: a fast request (the common case) costs a dict insert and delete, nothing more. With
 nothing in flight the ticker waits without a timer, so an idle model-proxy is not woken. The
-signals due in one round are sent together, so a round lasts one wait for the connection's
-outgoing buffer at most, however many requests stream at once.
+progress signals due in one round are sent together; keep-alives in the background, so a
+connection busy with chunks never holds the next round back.
 
 Progress signals go out on a connection of their own (``signals``) when the process has one.
 On the connection that carries the chunks they wait behind every byte queued before them, and
@@ -13,6 +13,8 @@ keep up, it stalls the producer feeding it (up to 10 ms per read; measured in th
 test: 10,290 stalls while two model-proxies sent 310 MB each). A progress signal behind that
 backlog can land after ``ack_wait``, and the request is delivered again while it is served.
 Keep-alives stay on the chunks' connection: they are for the caller, in order with its chunks.
+A request that needed progress signals has its ack confirmed by the server before they stop
+(``serving.ack``): the ack itself travels behind the chunks.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class InFlight:
     # Later deliveries of the same message that reached this process while it is served
     # here (its claim lapsed): kept claimed too, and acknowledged with it (``Handler``).
     copies: list[Msg] = field(default_factory=list)
+    signalled: bool = False  # a progress signal was sent: its ack waits for a confirmation
 
     def touch(self, now: float) -> None:
         self.last_sent = now
@@ -82,33 +85,45 @@ class Heartbeats:
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
+        keepalives: asyncio.Task[None] | None = None
         while True:
             if not self._active:  # nothing in flight: sleep without a timer
                 self._busy.clear()
                 await self._busy.wait()
             await asyncio.sleep(min(1.0, self._keepalive_s / 2))
             now = loop.time()
-            due = [
-                signal for entry in list(self._active.values()) for signal in self._due(entry, now)
-            ]
-            if due:
-                # All at once, not one after another: a publish waits for the connection's
-                # buffer to be written out when it is full (hundreds of streams of chunks), so
-                # awaiting each in turn let one round take longer than ack_wait, and the
-                # requests last in the walk were delivered again while still being served.
-                await asyncio.gather(*due, return_exceptions=True)
+            # Keep-alives go in the background, and not while the last round's are still being
+            # sent: on the chunks' connection a publish waits for its buffer to be written out
+            # when it is full, and a round waiting there held back the next progress signals.
+            can_keepalive = keepalives is None or keepalives.done()
+            callers: list[str] = []
+            progress: list[Msg] = []
+            for entry in list(self._active.values()):
+                self._due(entry, now, callers if can_keepalive else None, progress)
+            if callers:
+                keepalives = self._loops.spawn(self._keepalives(callers))
+            if progress:
+                # All at once, not one after another: without a signals connection a publish
+                # can wait as above, and awaiting each in turn let one round outlast ack_wait.
+                await asyncio.gather(*map(self._progress, progress), return_exceptions=True)
 
-    def _due(self, entry: InFlight, now: float) -> list[Coroutine[Any, Any, None]]:
-        """The signals ``entry`` needs now (their times are taken as sent: a failed one, on a
-        closed connection or an acked message, is not retried before its next turn)."""
-        due: list[Coroutine[Any, Any, None]] = []
-        if now - entry.last_sent >= self._keepalive_s:
-            due.append(replies.send_keepalive(self._nc, entry.reply))
+    async def _keepalives(self, callers: list[str]) -> None:
+        sends = (replies.send_keepalive(self._nc, reply) for reply in callers)
+        await asyncio.gather(*sends, return_exceptions=True)
+
+    def _due(
+        self, entry: InFlight, now: float, callers: list[str] | None, progress: list[Msg]
+    ) -> None:
+        """Add what ``entry`` needs now: its caller to ``callers`` (None: none are sent this
+        round), its messages to ``progress``. Their times are taken as sent: a failed one, on
+        a closed connection or an acked message, is not retried before its next turn."""
+        if callers is not None and now - entry.last_sent >= self._keepalive_s:
+            callers.append(entry.reply)
             entry.last_sent = now
         if now - entry.last_progress >= self._progress_s:
-            due += [self._progress(msg) for msg in (entry.msg, *entry.copies)]
+            progress += (entry.msg, *entry.copies)
             entry.last_progress = now
-        return due
+            entry.signalled = True
 
     def _progress(self, msg: Msg) -> Coroutine[Any, Any, None]:
         """``msg``'s progress signal, on the signals connection when there is one."""

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
 
 from switchyard.workers.modelproxy.job import Job
 
@@ -109,9 +110,23 @@ class Serving:
         return True
 
 
-async def ack(job: Job) -> None:
-    """Acknowledge ``job``'s message, and the later deliveries of it that joined the job."""
-    await job.msg.ack()
+async def ack(job: Job, confirm_s: float = 10.0) -> None:
+    """Acknowledge ``job``'s message, and the later deliveries of it that joined the job.
+
+    A job that ran long enough to need progress signals waits for the server to confirm the
+    ack (up to ``confirm_s``), its claim kept alive meanwhile: the ack travels behind the
+    chunks still queued on the connection, which nats-server may read slowly while an edge
+    lags (see :mod:`.heartbeat`), and a plain ack that lands after ``ack_wait`` lets the request
+    be delivered again, to another model-proxy, after it was answered. Quick jobs, the common
+    case, send a plain ack: no round trip.
+    """
+    if job.inflight.signalled:
+        try:
+            await job.msg.ack_sync(timeout=confirm_s)
+        except (TimeoutError, NatsTimeout):  # sent; unconfirmed: a copy may come (see above)
+            log.info("the server did not confirm a request's ack within %.0f s", confirm_s)
+    else:
+        await job.msg.ack()
     job.acked = True
     for copy in job.inflight.copies:
         with contextlib.suppress(Exception):  # one ack above settles the message already
