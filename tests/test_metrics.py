@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -327,3 +328,41 @@ async def test_a_deployment_s_error_share_counts_its_failures_not_its_clients_mi
     rates = await _until(both_seen, 5)
     assert rates[echo]["error_ratio"] == 0.0, rates[echo]
     assert rates[broken]["error_ratio"] == 1.0, rates[broken]
+
+
+async def test_a_stuck_accounting_shows_as_usage_waiting_and_stalled(watched: Stack) -> None:
+    """Spend and budgets move only when accounting applies usage: one stopped (SIGSTOP, as a
+    hung process) shows in control's metrics as batches waiting and seconds stalled, and both
+    fall back to 0 once it runs again (an explorer's stopped accounting had no signal but
+    ``process_up``)."""
+
+    async def usage() -> tuple[float, float]:
+        samples = await watched.samples("control")
+        found = {name: value for name, _labels, value in samples}
+        return found[sc.USAGE_WAITING], found[sc.USAGE_STALLED]
+
+    assert await usage() == (0.0, 0.0)
+    accounting = watched.process("accounting").proc
+    assert accounting is not None
+    accounting.send_signal(signal.SIGSTOP)
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            for i in range(3):
+                resp = await http.post(**_chat(watched, "m", f"unbilled {i}", stream=False))
+                assert resp.status_code == 200, resp.text
+
+        async def stalled() -> tuple[float, float] | None:
+            waiting, seconds = await usage()
+            return (waiting, seconds) if waiting >= 1 and seconds >= 2 else None
+
+        waiting, seconds = await _until(stalled, 15)
+        assert waiting <= 3  # one batch per request at most
+        assert seconds < 15
+    finally:
+        accounting.send_signal(signal.SIGCONT)
+
+    async def caught_up() -> tuple[float, float] | None:
+        state = await usage()
+        return state if state == (0.0, 0.0) else None
+
+    await _until(caught_up, 15)

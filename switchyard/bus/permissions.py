@@ -271,6 +271,8 @@ def permissions_for(identity: Identity) -> Permissions:
                 # the oldest waiting message of a deployment.
                 f"$JS.API.CONSUMER.LIST.{dispatch}",
                 f"$JS.API.STREAM.MSG.GET.{dispatch}",
+                # Accounting's backlog: usage batches stored and not yet applied.
+                f"$JS.API.CONSUMER.INFO.{s.USAGE_STREAM}.accounting",
                 *_kv_read(s.ROUTES_BUCKET),
                 *_kv_write(s.ROUTES_BUCKET),
                 *_kv_read(s.HEALTH_BUCKET),

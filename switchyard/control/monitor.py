@@ -42,6 +42,8 @@ from switchyard.control.traffic_window import (
     edge_counts,
     rates,
 )
+from switchyard.control.usage_lag import UsageLag
+from switchyard.errors import BusError
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.metrics import Metrics
@@ -156,6 +158,8 @@ class Monitor:
         self._loops = TaskSupervisor("monitor")
         self._order = upgrade_order.OrderWatch(log)
         self._forged_warn = Throttle(60.0)
+        self.usage = UsageLag(nc, metrics)  # accounting's backlog
+        self._usage_warn = Throttle(60.0)
         self._export(metrics)
 
     # ---- lifecycle ----
@@ -163,6 +167,7 @@ class Monitor:
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(subjects.STATS_ALL, cb=self._on_stats)
         await self.collect()
+        await self._collect_usage()
         self._loops.spawn(self._collect_forever())
 
     async def stop(self) -> None:
@@ -183,6 +188,16 @@ class Monitor:
             except Exception:  # a failed read leaves the last state: log, keep collecting
                 log.warning("could not read the dispatch queues", exc_info=True)
             self._order.observe(self.upgrade_order())  # logs when a bad mix starts and ends
+            await self._collect_usage()
+
+    async def _collect_usage(self) -> None:
+        try:
+            await self.usage.collect()
+        except (NatsError, TimeoutError, BusError, msgspec.DecodeError) as exc:
+            # A failover, or no USAGE stream yet: the last read stands.
+            if self._usage_warn.ready():
+                why = str(exc) or type(exc).__name__
+                log.warning("could not read accounting's backlog (USAGE consumer): %s", why)
 
     # ---- queues ----
 

@@ -117,6 +117,9 @@ OP = "op"
 # Accounting.
 SPEND = "switchyard_spend_usd_total"  # alias
 USAGE_APPLIED = "switchyard_usage_batches_total"  # result: applied, retried, unreadable
+# Control: accounting's backlog, read from its consumer (control/usage_lag.py).
+USAGE_WAITING = "switchyard_usage_waiting"  # usage batches stored, not yet applied
+USAGE_STALLED = "switchyard_usage_stalled_seconds"  # batches waited with none applied
 
 # Gateway: client keys near their budget, counted over every key (never a per-key label).
 KEYS_WITH_BUDGET = "switchyard_keys_with_budget"  # usable keys that have a budget
