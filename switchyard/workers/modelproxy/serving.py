@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
+from nats.errors import Error as NatsError
 
 from switchyard.workers.modelproxy.job import Job
 
@@ -123,8 +123,9 @@ async def ack(job: Job, confirm_s: float = 10.0) -> None:
     if job.inflight.signalled:
         try:
             await job.msg.ack_sync(timeout=confirm_s)
-        except (TimeoutError, NatsTimeout):  # sent; unconfirmed: a copy may come (see above)
-            log.info("the server did not confirm a request's ack within %.0f s", confirm_s)
+        except (TimeoutError, NatsError) as exc:  # sent; unconfirmed: a copy may come
+            why = str(exc) or type(exc).__name__
+            log.info("the server did not confirm a request's ack within %.0f s: %s", confirm_s, why)
     else:
         await job.msg.ack()
     job.acked = True
