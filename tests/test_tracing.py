@@ -37,7 +37,10 @@ async def traced(
 ) -> AsyncIterator[Stack]:
     extra = {
         "providers": {"fake": {"kind": "openai-compatible", "api_base": upstream.base_url}},
-        "routes": {"t": {"deployments": [{"provider": "fake", "model": "echo"}]}},
+        "routes": {
+            "t": {"deployments": [{"provider": "fake", "model": "echo"}]},
+            "broken": {"deployments": [{"provider": "fake", "model": "midfail"}]},
+        },
         "telemetry": {"otlp_endpoint": receiver.endpoint, "export_delay_ms": 100},
     }
     stack = await start_stack(tmp_path_factory.mktemp("traced"), extra)
@@ -123,3 +126,21 @@ async def test_a_client_traceparent_becomes_the_parent(
     edge = _check_chain(trace)
     assert edge.trace_id == trace_id
     assert edge.parent_span_id == parent_id
+
+
+async def test_a_stream_that_fails_after_its_200_keeps_the_200_on_the_edge_span(
+    traced: Stack, receiver: OtlpReceiver
+) -> None:
+    """The client got a 200 and then an error event: the edge span says 200 and names the
+    error (an explorer found the error's 502 there, a status no client saw)."""
+    request_id = f"trace-{secrets.token_hex(4)}"
+    headers = {"Authorization": f"Bearer {traced.api_key}", "x-request-id": request_id}
+    body = {"model": "broken", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(timeout=30) as http:
+        resp = await http.post(f"{traced.tail_url}/v1/chat/completions", json=body, headers=headers)
+    assert resp.status_code == 200
+    assert '"error"' in resp.text  # the failure reached the client as an event
+    trace = await _trace_of(receiver, request_id)
+    [edge] = [s for s in trace if s.service == "tail"]
+    assert edge.attributes["http.response.status_code"] == 200
+    assert edge.attributes["error.type"]  # and the span still says what failed

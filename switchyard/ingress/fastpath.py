@@ -278,8 +278,7 @@ class _Call:
         if self.ticket is not None and edge.limiter is not None:
             edge.limiter.settle(self.ticket, final.total_tokens)
         if self.hop.span is not None:
-            self.hop.set({"http.response.status_code": self.status})
-            self.hop.end(failure)
+            self.hop.end(failure, status=self.status)
         if edge.stats is not None:
             refusal = final.refusal  # names a deployment when one took the request
             edge.stats.llm(

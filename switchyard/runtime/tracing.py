@@ -87,16 +87,26 @@ class Hop:
         if self.span is not None:
             self.span.set_attributes(attributes)
 
-    def end(self, error: BaseException | None = None, end_time: float | None = None) -> None:
+    def end(
+        self,
+        error: BaseException | None = None,
+        end_time: float | None = None,
+        *,
+        status: int | None = None,
+    ) -> None:
+        """End the span; ``status``: the HTTP status the client got, when one was sent (a
+        stream that failed after its 200 keeps it: ``error.type`` says what failed)."""
         span = self.span
         if span is None:
             return
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
         if error is not None:
             kind = (
                 error.code if isinstance(error, ApiError) and error.code else type(error).__name__
             )
             span.set_attribute("error.type", kind)
-            if isinstance(error, ApiError):
+            if isinstance(error, ApiError) and status is None:
                 span.set_attribute("http.response.status_code", error.status)
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         span.end(int(end_time * 1e9) if end_time is not None else None)
