@@ -40,6 +40,7 @@ async def traced(
         "routes": {
             "t": {"deployments": [{"provider": "fake", "model": "echo"}]},
             "broken": {"deployments": [{"provider": "fake", "model": "midfail"}]},
+            "rejected": {"deployments": [{"provider": "fake", "model": "status:400"}]},
         },
         "telemetry": {"otlp_endpoint": receiver.endpoint, "export_delay_ms": 100},
     }
@@ -143,4 +144,34 @@ async def test_a_stream_that_fails_after_its_200_keeps_the_200_on_the_edge_span(
     trace = await _trace_of(receiver, request_id)
     [edge] = [s for s in trace if s.service == "tail"]
     assert edge.attributes["http.response.status_code"] == 200
-    assert edge.attributes["error.type"]  # and the span still says what failed
+    # ...and names what failed by the class the metrics use (not the provider's own code)
+    [call] = [s for s in trace if s.name == "chat midfail"]
+    assert edge.attributes["error.type"] == call.attributes["error.type"] == "provider_error"
+
+
+async def test_spans_name_an_error_by_the_class_the_metrics_use(
+    traced: Stack, receiver: OtlpReceiver
+) -> None:
+    """A provider's own error code passed to the client (``e400`` here) is unbounded: the
+    metrics count it as its class, and the spans now say the same class in ``error.type``
+    (they said ``e400``), with the provider's code beside it."""
+    request_id = f"trace-{secrets.token_hex(4)}"
+    headers = {"Authorization": f"Bearer {traced.api_key}", "x-request-id": request_id}
+    body = {"model": "rejected", "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(timeout=30) as http:
+        resp = await http.post(f"{traced.tail_url}/v1/chat/completions", json=body, headers=headers)
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "e400"  # the client still gets the provider's code
+    trace = await _trace_of(receiver, request_id)
+    [edge] = [s for s in trace if s.service == "tail"]
+    [call] = [s for s in trace if s.name == "chat status:400"]
+    classes = {
+        labels.get("error_type")
+        for name, labels, _value in await traced.samples("tail")
+        if name == "gen_ai_server_request_duration_seconds_count"
+    }
+    assert edge.attributes["error.type"] in classes  # what the dashboard shows for it
+    assert "e400" not in classes
+    assert call.attributes["error.type"] == edge.attributes["error.type"] != "e400"
+    assert edge.attributes["switchyard.error.code"] == "e400"
+    assert edge.attributes["http.response.status_code"] == 400

@@ -39,6 +39,7 @@ from opentelemetry.trace import (
 from switchyard import __version__
 from switchyard.config import TelemetrySettings
 from switchyard.errors import ApiError
+from switchyard.runtime.error_labels import error_class
 
 log = logging.getLogger("switchyard.tracing")
 
@@ -102,9 +103,14 @@ class Hop:
         if status is not None:
             span.set_attribute("http.response.status_code", status)
         if error is not None:
-            kind = (
-                error.code if isinstance(error, ApiError) and error.code else type(error).__name__
-            )
+            # The class the metrics' error_type gives it, so a span and a dashboard agree; a
+            # provider's own code (unbounded, fine in a span) goes beside it.
+            if isinstance(error, ApiError):
+                kind = error_class(error, error.status)
+                if error.code and error.code != kind:
+                    span.set_attribute("switchyard.error.code", error.code)
+            else:
+                kind = type(error).__name__
             span.set_attribute("error.type", kind)
             if isinstance(error, ApiError) and status is None:
                 span.set_attribute("http.response.status_code", error.status)
