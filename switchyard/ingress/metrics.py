@@ -168,7 +168,8 @@ class EdgeMetrics:
         kind = status_class(outcome)
         self.by_class[kind] = self.by_class.get(kind, 0) + 1
         operation = sc.OPERATIONS.get(op, sc.OTHER)
-        label = sc.OTHER if status in _UNROUTED else self._model(model)
+        # A provider's own 4xx passed on (served): the model was routed, so it is an alias.
+        label = sc.OTHER if status in _UNROUTED and not served else self._model(model)
         self._duration.labels(operation, label, error_type).observe(seconds)
         if ttft is not None:  # the first token did go out, whatever happened after it
             self._ttft.labels(operation, label).observe(ttft)
