@@ -34,6 +34,7 @@ from nats.errors import Error as NatsError
 from switchyard.bus import subjects
 from switchyard.config import Settings
 from switchyard.control import upgrade_order
+from switchyard.control.jsapi import CONSUMER_PAGE, Consumer
 from switchyard.control.traffic_window import (
     HISTORY_S,
     Second,
@@ -64,39 +65,6 @@ QUEUES_FRESH_S = 5.0  # a read of the dispatch queues older than this (a failove
 # ---- JetStream API replies (only the fields used) ----
 
 
-class _Seq(msgspec.Struct, frozen=True):
-    consumer_seq: int = 0
-    stream_seq: int = 0
-
-
-class _ConsumerConfig(msgspec.Struct, frozen=True):
-    max_ack_pending: int = 0
-    filter_subject: str = ""
-
-
-class _Consumer(msgspec.Struct, frozen=True):
-    name: str
-    config: _ConsumerConfig = _ConsumerConfig()
-    delivered: _Seq = _Seq()
-    ack_floor: _Seq = _Seq()
-    num_pending: int = 0
-    num_ack_pending: int = 0
-    num_redelivered: int = 0
-
-
-class _ApiError(msgspec.Struct, frozen=True):
-    code: int = 0
-    description: str = ""
-
-
-class _ConsumerPage(msgspec.Struct, frozen=True):
-    total: int = 0
-    offset: int = 0
-    limit: int = 0
-    consumers: list[_Consumer] | None = None
-    error: _ApiError | None = None
-
-
 class _Stored(msgspec.Struct, frozen=True):
     time: str = ""
 
@@ -105,7 +73,6 @@ class _StoredReply(msgspec.Struct, frozen=True):
     message: _Stored | None = None
 
 
-_PAGE = msgspec.json.Decoder(_ConsumerPage)
 _STORED = msgspec.json.Decoder(_StoredReply)
 _JSON = msgspec.json.Encoder()
 
@@ -232,12 +199,12 @@ class Monitor:
             point = self._series_of(deployment).at(int(now))
             point.waiting, point.in_flight = state.waiting, state.in_flight
 
-    async def _consumers(self) -> list[_Consumer]:
-        found: list[_Consumer] = []
+    async def _consumers(self) -> list[Consumer]:
+        found: list[Consumer] = []
         subject = f"$JS.API.CONSUMER.LIST.{subjects.DISPATCH_STREAM}"
         while True:
             msg = await self._nc.request(subject, _JSON.encode({"offset": len(found)}), timeout=2)
-            page = _PAGE.decode(msg.data)
+            page = CONSUMER_PAGE.decode(msg.data)
             if page.error is not None:
                 raise RuntimeError(f"JetStream: {page.error.description}")
             batch = page.consumers or []
@@ -245,7 +212,7 @@ class Monitor:
             if not batch or len(found) >= page.total:
                 return found
 
-    async def _stored_at(self, consumer: _Consumer) -> float | None:
+    async def _stored_at(self, consumer: Consumer) -> float | None:
         """When the oldest request still waiting in this queue was stored."""
         request = {
             "seq": consumer.delivered.stream_seq + 1,

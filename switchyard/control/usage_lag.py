@@ -18,35 +18,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import msgspec
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import subjects
+from switchyard.control.jsapi import CONSUMER
 from switchyard.errors import BusError
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.definitions import ACCOUNTING_CONSUMER
 from switchyard.runtime.metrics import Metrics
 
 INFO_SUBJECT = f"$JS.API.CONSUMER.INFO.{subjects.USAGE_STREAM}.{ACCOUNTING_CONSUMER}"
-
-
-class _Floor(msgspec.Struct, frozen=True):
-    stream_seq: int = 0
-
-
-class _Error(msgspec.Struct, frozen=True):
-    code: int = 0
-    description: str = ""
-
-
-class _Info(msgspec.Struct, frozen=True):
-    num_pending: int = 0
-    num_ack_pending: int = 0
-    ack_floor: _Floor = _Floor()
-    error: _Error | None = None
-
-
-_INFO = msgspec.json.Decoder(_Info)
 
 
 class UsageLag:
@@ -79,7 +60,7 @@ class UsageLag:
             BusError: JetStream answered with an error (no such consumer, no leader).
         """
         msg = await self._nc.request(INFO_SUBJECT, b"", timeout=2)
-        info = _INFO.decode(msg.data)
+        info = CONSUMER.decode(msg.data)
         if info.error is not None:
             raise BusError(f"JetStream: {info.error.description or info.error.code}")
         self.observe(info.num_pending + info.num_ack_pending, info.ack_floor.stream_seq)
