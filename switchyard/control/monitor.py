@@ -59,6 +59,7 @@ log = logging.getLogger("switchyard.control.monitor")
 RATE_WINDOW_S = 10  # rates and percentiles in the overview: the last 10 whole seconds
 PERCENTILE_WINDOW_S = 60  # how long per-second latency buckets are kept
 FORGET_PROCESS_S = 300.0
+USAGE_RETRY_S = 30.0  # after a failed read of accounting's backlog
 QUEUES_FRESH_S = 5.0  # a read of the dispatch queues older than this (a failover) says nothing
 
 
@@ -127,6 +128,7 @@ class Monitor:
         self._forged_warn = Throttle(60.0)
         self.usage = UsageLag(nc, metrics)  # accounting's backlog
         self._usage_warn = Throttle(60.0)
+        self._usage_retry_at = 0.0
         self._export(metrics)
 
     # ---- lifecycle ----
@@ -158,10 +160,16 @@ class Monitor:
             await self._collect_usage()
 
     async def _collect_usage(self) -> None:
+        now = time.monotonic()
+        if now < self._usage_retry_at:  # failed lately: the queues' reading comes first
+            return
         try:
             await self.usage.collect()
         except (NatsError, TimeoutError, BusError, msgspec.DecodeError) as exc:
-            # A failover, or no USAGE stream yet: the last read stands.
+            # A failover, no USAGE stream yet, or a read refused by a NATS config older than
+            # this version (it waits out its 2 s timeout): the last read stands, and the next
+            # try is in USAGE_RETRY_S, not a second, so the queues' reading stays fresh.
+            self._usage_retry_at = now + USAGE_RETRY_S
             if self._usage_warn.ready():
                 why = str(exc) or type(exc).__name__
                 log.warning("could not read accounting's backlog (USAGE consumer): %s", why)

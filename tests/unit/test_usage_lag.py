@@ -6,9 +6,13 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from switchyard.config.loader import load_settings
+from switchyard.control.monitor import Monitor
 from switchyard.control.usage_lag import UsageLag
 from switchyard.runtime import semconv as sc
+from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.metrics import Metrics
+from switchyard.schemas.routing import RouteTable
 
 pytestmark = pytest.mark.unit
 
@@ -53,3 +57,24 @@ def test_stalled_counts_while_batches_wait_and_none_is_applied() -> None:
     lag.observe(0, 15)  # caught up
     clock.now += 60
     assert _exported(metrics) == {sc.USAGE_WAITING: 0.0, sc.USAGE_STALLED: 0.0}
+
+
+async def test_a_refused_read_is_tried_again_later_not_every_second() -> None:
+    """A NATS config older than this version refuses control's read, which then waits out its
+    2 s timeout: every second, that would hold the queues' reading back too."""
+    table = RouteTable()
+    settings = load_settings(None, env={})
+    monitor = Monitor(None, settings, Metrics("control"), lambda: table, Cooldowns())  # type: ignore[arg-type]
+    tries: list[int] = []
+
+    async def refused() -> None:
+        tries.append(1)
+        raise TimeoutError
+
+    monitor.usage.collect = refused  # type: ignore[method-assign]
+    await monitor._collect_usage()
+    await monitor._collect_usage()  # a second later, in the collect loop
+    assert len(tries) == 1
+    monitor._usage_retry_at = 0.0  # USAGE_RETRY_S later
+    await monitor._collect_usage()
+    assert len(tries) == 2
