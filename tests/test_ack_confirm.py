@@ -1,4 +1,4 @@
-"""A long request's ack waits for the server's confirmation (``modelproxy/serving.ack``); when
+"""A long request's ack waits for the server's confirmation (``Serving.ack``); when
 none can come (its consumer was deleted meanwhile: no responder), the answer already sent
 stands: the failure is logged, never raised into the handler, which would answer the caller a
 second time with an internal error."""
@@ -12,9 +12,9 @@ import pytest
 from nats.aio.msg import Msg
 
 from switchyard.bus.envelope import Envelope
-from switchyard.workers.modelproxy import serving
 from switchyard.workers.modelproxy.heartbeat import InFlight
 from switchyard.workers.modelproxy.job import Job
+from switchyard.workers.modelproxy.serving import Serving
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ async def test_an_unconfirmable_ack_is_logged_not_raised(
         )
         job.inflight.signalled = True  # it ran long enough to need progress signals
         with caplog.at_level(logging.INFO, logger="switchyard.modelproxy"):
-            await serving.ack(job, confirm_s=2)
+            await Serving(ack_wait_s=2).ack(job)
         assert job.acked
         said = [r.getMessage() for r in caplog.records if "did not confirm" in r.getMessage()]
         assert said, caplog.text

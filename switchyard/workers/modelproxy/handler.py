@@ -23,7 +23,6 @@ before the provider was called is answered 504 and not billed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -54,7 +53,7 @@ from switchyard.runtime.tracing import NO_HOP, OFF, Tracing
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
-from switchyard.workers.modelproxy import billing, serving
+from switchyard.workers.modelproxy import billing
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, plan
@@ -64,7 +63,7 @@ from switchyard.workers.modelproxy.job import Job, Target
 from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
 from switchyard.workers.modelproxy.midstream import SentFailures, provider_status
 from switchyard.workers.modelproxy.observe import Observer
-from switchyard.workers.modelproxy.pace import CallTimes
+from switchyard.workers.modelproxy.pace import CallTimes, enough_time
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
@@ -120,9 +119,7 @@ class Handler:
         self._targets: dict[str, Target] = {}
         # Requests in hand and recent cancels: what a caller that left can still stop.
         self.cancels = Cancels()
-        # The messages served now (a second delivery joins its job) and lately acknowledged.
-        self.serving = Serving(settings.modelproxy.ack_wait_s)
-        self._confirm_s = settings.modelproxy.ack_wait_s  # a long job's ack: see serving.ack
+        self.serving = Serving(settings.modelproxy.ack_wait_s)  # served now, acked lately
         self.owners = ResponseOwners(nc)  # who may continue which native Responses answer
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
         self._keyless = Throttle(10.0)  # a provider key that cannot be fetched, as often
@@ -160,13 +157,8 @@ class Handler:
             await msg.term()
             return
         token = request_id_var.set(env.request_id)
-        if self.serving.joined(msg):  # delivered again while served here: see .serving
+        if await self.serving.copy(msg):  # delivered again, served or answered here
             request_id_var.reset(token)
-            return
-        if self.serving.done(msg):  # ...or delivered again after it was answered here
-            request_id_var.reset(token)
-            with contextlib.suppress(Exception):  # not settled: comes once more, same answer
-                await msg.ack()
             return
         if self.cancels.left(env):
             await self._drop_abandoned(msg, env, deployment_id)
@@ -193,7 +185,7 @@ class Handler:
             await replies.send_error(
                 self.nc, job.reply, ApiError("internal error in the model proxy")
             )
-            await serving.ack(job, self._confirm_s)
+            await self.serving.ack(job)
         finally:
             self.serving.remove(job)
             self.heartbeats.untrack(job.inflight)
@@ -229,7 +221,7 @@ class Handler:
                 await replies.send_error(
                     self.nc, job.reply, exc, deployment=job.deployment_id, attempts=job.attempts
                 )
-                await serving.ack(job, self._confirm_s)
+                await self.serving.ack(job)
             else:
                 await job.msg.nak()
         except Exception:  # the connection may be gone too: redelivery after ack_wait then
@@ -251,7 +243,7 @@ class Handler:
         body = b""
         handed_back = False
         try:
-            self._enough_time(job)
+            enough_time(job, self.pace)
             if target is None:
                 raise ServiceUnavailable(
                     f"deployment {job.deployment_id} is no longer routed",
@@ -288,27 +280,7 @@ class Handler:
             reconnected=self.nc.stats["reconnects"] != job.reconnects,
         ):
             await self._replay(job)
-        await serving.ack(job, self._confirm_s)
-
-    def _enough_time(self, job: Job) -> None:
-        """Refuse to start a call its deadline leaves too little time for (see ``pace``).
-
-        Raises:
-            DeadlineExceeded: the deadline passed while the request was queued, or less time
-                is left than this deployment's quick calls take.
-        """
-        if job.deadline <= job.started:
-            raise DeadlineExceeded("the request deadline passed while it was queued")
-        if job.env.op in COUNTS:  # milliseconds, whatever chat calls take
-            return
-        floor = self.pace.floor(job.deployment_id, job.env.priority, job.stream)
-        left = job.deadline - time.time()
-        if floor and left < floor:
-            raise DeadlineExceeded(
-                f"the request has {left:.2f}s left before its deadline, less than calls to "
-                f"this deployment take lately ({floor:.2f}s); not started",
-                code="deadline_too_short",
-            )
+        await self.serving.ack(job)
 
     async def _hand_back(self, job: Job, exc: ApiError) -> bool:
         """Give the request back to its queue when its provider key cannot be fetched here

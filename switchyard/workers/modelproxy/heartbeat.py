@@ -14,7 +14,7 @@ test: 10,290 stalls while two model-proxies sent 310 MB each). A progress signal
 backlog can land after ``ack_wait``, and the request is delivered again while it is served.
 Keep-alives stay on the chunks' connection: they are for the caller, in order with its chunks.
 A request that needed progress signals has its ack confirmed by the server before they stop
-(``serving.ack``): the ack itself travels behind the chunks.
+(``Serving.ack``): the ack itself travels behind the chunks.
 """
 
 from __future__ import annotations

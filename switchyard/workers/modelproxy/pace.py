@@ -21,6 +21,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from switchyard.dialects.probes import COUNTS
+from switchyard.errors import DeadlineExceeded
+from switchyard.workers.modelproxy.job import Job
+
 WINDOW = 64
 STALE_S = 120.0
 MIN_SAMPLES = 16
@@ -73,3 +77,24 @@ class CallTimes:
         """A deployment left the route table: its calls say nothing about a later one."""
         for kind in [k for k in self._recent if k[0] == deployment]:
             del self._recent[kind]
+
+
+def enough_time(job: Job, pace: CallTimes) -> None:
+    """Refuse to start a call its deadline leaves too little time for.
+
+    Raises:
+        DeadlineExceeded: the deadline passed while the request was queued, or less time
+            is left than this deployment's quick calls take.
+    """
+    if job.deadline <= job.started:
+        raise DeadlineExceeded("the request deadline passed while it was queued")
+    if job.env.op in COUNTS:  # milliseconds, whatever chat calls take
+        return
+    floor = pace.floor(job.deployment_id, job.env.priority, job.stream)
+    left = job.deadline - time.time()
+    if floor and left < floor:
+        raise DeadlineExceeded(
+            f"the request has {left:.2f}s left before its deadline, less than calls to "
+            f"this deployment take lately ({floor:.2f}s); not started",
+            code="deadline_too_short",
+        )

@@ -83,7 +83,7 @@ class Serving:
     def done(self, msg: Msg) -> bool:
         """True when ``msg`` is a later delivery of a message this process acknowledged lately
         (its request was answered and billed here): acknowledge it, do not serve it."""
-        if msg.metadata.num_delivered < 2 or not self._done:
+        if not self._done or msg.metadata.num_delivered < 2:
             return False
         until = self._done.get(message_key(msg))
         if until is None or until <= self._clock():
@@ -109,26 +109,41 @@ class Serving:
         )
         return True
 
+    async def copy(self, msg: Msg) -> bool:
+        """True when ``msg`` is another delivery of a message served here now (it joins that
+        job: :meth:`joined`) or acknowledged here lately (acknowledged unserved: :meth:`done`);
+        either way it must not be served itself."""
+        if self.joined(msg):
+            return True
+        if not self.done(msg):
+            return False
+        with contextlib.suppress(Exception):  # not settled: comes once more, same answer
+            await msg.ack()
+        return True
 
-async def ack(job: Job, confirm_s: float = 10.0) -> None:
-    """Acknowledge ``job``'s message, and the later deliveries of it that joined the job.
+    async def ack(self, job: Job) -> None:
+        """Acknowledge ``job``'s message, and the later deliveries of it that joined the job.
 
-    A job that ran long enough to need progress signals waits for the server to confirm the
-    ack (up to ``confirm_s``), its claim kept alive meanwhile: the ack travels behind the
-    chunks still queued on the connection, which nats-server may read slowly while an edge
-    lags (see :mod:`.heartbeat`), and a plain ack that lands after ``ack_wait`` lets the request
-    be delivered again, to another model-proxy, after it was answered. Quick jobs, the common
-    case, send a plain ack: no round trip.
-    """
-    if job.inflight.signalled:
-        try:
-            await job.msg.ack_sync(timeout=confirm_s)
-        except (TimeoutError, NatsError) as exc:  # sent; unconfirmed: a copy may come
-            why = str(exc) or type(exc).__name__
-            log.info("the server did not confirm a request's ack within %.0f s: %s", confirm_s, why)
-    else:
-        await job.msg.ack()
-    job.acked = True
-    for copy in job.inflight.copies:
-        with contextlib.suppress(Exception):  # one ack above settles the message already
-            await copy.ack()
+        A job that ran long enough to need progress signals waits for the server to confirm the
+        ack (up to ``ack_wait_s``), its claim kept alive meanwhile: the ack travels behind the
+        chunks still queued on the connection, which nats-server may read slowly while an edge
+        lags (see :mod:`.heartbeat`), and a plain ack that lands after ``ack_wait`` lets the request
+        be delivered again, to another model-proxy, after it was answered. Quick jobs, the common
+        case, send a plain ack: no round trip.
+        """
+        if job.inflight.signalled:
+            try:
+                await job.msg.ack_sync(timeout=self._ack_wait_s)
+            except (TimeoutError, NatsError) as exc:  # sent; unconfirmed: a copy may come
+                why = str(exc) or type(exc).__name__
+                log.info(
+                    "the server did not confirm a request's ack within %.0f s: %s",
+                    self._ack_wait_s,
+                    why,
+                )
+        else:
+            await job.msg.ack()
+        job.acked = True
+        for copy in job.inflight.copies:
+            with contextlib.suppress(Exception):  # one ack above settles the message already
+                await copy.ack()
