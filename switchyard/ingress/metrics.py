@@ -38,6 +38,10 @@ _BY_CODE = {
     "previous_response_not_found": "invalid",  # a 404 about the request, not its model
 }
 INVALID = "invalid"
+# HTTP's standard methods (RFC 9110 and PATCH); any other is counted as ``_OTHER``.
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 # Statuses a request can get before any worker saw its model: the model label is not trusted.
 _UNROUTED = frozenset({400, 401, 403, 404, 413})
 
@@ -125,8 +129,11 @@ class EdgeMetrics:
         return [((), float(read(client)) if client is not None else 0.0)]
 
     def http(self, route: str, method: str, status: int) -> None:
-        """A request to a non-LLM route (models, health, admin API...)."""
-        self._http.labels(route, method, str(status)).inc()
+        """A request to a non-LLM route (models, health, admin API...). A method outside
+        HTTP's standard set is ``_OTHER`` (the semconv rule): the parser takes any token as a
+        method, and each new one would be a new series."""
+        known = method if method in HTTP_METHODS else sc.OTHER
+        self._http.labels(route, known, str(status)).inc()
 
     def llm(
         self,

@@ -167,3 +167,14 @@ async def test_a_healthy_stream_leaves_no_failure() -> None:
     assert frames[-1] == b"data: [DONE]\n\n"
     assert final.failure is None
     assert final.reply is not None
+
+
+def test_a_method_outside_http_s_standard_set_is_counted_as_other() -> None:
+    """The HTTP parser takes any token as a method: each would be a new series."""
+    stats, metrics = _edge()
+    stats.http("/v1/models", "GET", 200)
+    for invented in ("BREW", "PROPFIND", "X1", "X2"):
+        stats.http("/v1/models", invented, 405)
+    assert _value(metrics, sc.HTTP_REQUESTS, method="GET") == 1
+    assert _value(metrics, sc.HTTP_REQUESTS, method=sc.OTHER) == 4
+    assert _value(metrics, sc.HTTP_REQUESTS, method="BREW") == 0
