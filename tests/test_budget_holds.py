@@ -263,6 +263,7 @@ async def _record(accounting: redis.asyncio.Redis, key_id: str, cost: int, event
     keys = [
         rk.applied(1, 0),
         rk.once(event),
+        rk.once(event),  # its answer key: an answer's is its own
         rk.platform_estimates(),
         rk.budget(key_id, "all"),
         rk.total(key_id),

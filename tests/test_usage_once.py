@@ -61,8 +61,9 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             await ops.aclose()
 
 
-async def _publish(nc: NATS, batch_id: str, key_id: str, event_id: str) -> int:
+async def _publish(nc: NATS, batch_id: str, key_id: str, event_id: str, status: int = 200) -> int:
     event = UsageEvent(
+        status=status,
         id=event_id,
         request_id=event_id,
         ts=time.time(),
@@ -259,3 +260,28 @@ async def test_a_stream_that_does_not_answer_leaves_billing_to_the_events_ids(ri
     assert await _keys(rig.ops, "sy:usage:applied:*") == []
     info = await rig.nc.jetstream().consumer_info(subjects.USAGE_STREAM, "probe")
     assert info.num_ack_pending == 0  # acknowledged, not left to be redelivered for ever
+
+
+async def test_a_stopped_copy_of_an_answered_request_is_not_billed_again(rig: Rig) -> None:
+    """The platform ran one request twice (redelivered while a frozen model-proxy still served
+    it, or re-sent in a NATS failover): one copy answered, and the other was stopped because
+    its caller left with that answer, or by the deadline. One answer: billed once. A call
+    stopped before its request's answer was billed (a caller's own re-send comes after the
+    stop) is billed beside the answer, as before: two provider calls."""
+    subscription = await _deliveries(rig.nc, "probe")
+    await _publish(rig.nc, "b-answer", "key_dup", "u1:x:answered")
+    await _publish(rig.nc, "b-left", "key_dup", "u1:x:dep-a:left", status=499)
+    await _publish(rig.nc, "b-late", "key_dup", "u1:x:dep-a,dep-b:late", status=504)
+    for _ in range(3):
+        await rig.accounting.handle(await _next(subscription), "usage")
+    assert await _billed(rig.ops, "key_dup") == [1, 10, 5]
+
+    await _publish(rig.nc, "b-left-2", "key_resent", "u2:dep-a:left", status=499)
+    await _publish(rig.nc, "b-answer-2", "key_resent", "u2:answered")
+    for _ in range(2):
+        await rig.accounting.handle(await _next(subscription), "usage")
+    assert await _billed(rig.ops, "key_resent") == [2, 20, 10]
+    # Another request's answer leaves this one's stopped call billed.
+    await _publish(rig.nc, "b-left-3", "key_other", "u3:dep-a:left", status=499)
+    await rig.accounting.handle(await _next(subscription), "usage")
+    assert await _billed(rig.ops, "key_other") == [1, 10, 5]

@@ -256,7 +256,12 @@ return 1
 # Each counted event also teaches the estimated cost of one request (what ADMIT holds while
 # a request runs), per key and model alias and platform-wide per alias: it rises at once to a
 # dearer request and decays by an eighth of the gap toward a cheaper one.
-# KEYS: the applied chunk, then one "once" key per event, then the platform's estimates (hash:
+# A stopped call's event (``:left``, ``:late``) names the request's answer's "once" key as its
+# second key: once that answer is billed, the stopped copy is the platform's duplicate (a copy
+# redelivered or re-sent while another answered; its caller left because it had the answer)
+# and is not billed. Every other event names its own "once" key there.
+# KEYS: the applied chunk, then one "once" key per event, then one answer key per event (as
+#       above), then the platform's estimates (hash:
 #       alias -> nano-USD), then per group of events (same key, period, day, model, team) ten
 #       keys: budget, total, day-key, day-model, day-key-model, day-team (hashes), the day's
 #       rankings by cost of keys, teams and models (sorted sets), the key's estimates (hash)
@@ -276,8 +281,8 @@ local daily_ttl = tonumber(ARGV[3])
 local once_ttl = tonumber(ARGV[4])
 local estimate_ttl = tonumber(ARGV[5])
 local events = tonumber(ARGV[6])
-local platform = KEYS[2 + events]
-local first_key = 3 + events
+local platform = KEYS[2 + 2 * events]
+local first_key = 3 + 2 * events
 local first_arg = 7 + events * 4
 local function learn(hash, alias, cost)
   local old = tonumber(redis.call('HGET', hash, alias) or '-1')
@@ -292,7 +297,10 @@ local sums = {}
 local counted = {}
 for e = 0, events - 1 do
   counted[e + 1] = 0
-  if redis.call('SET', KEYS[2 + e], '1', 'NX', 'EX', once_ttl) then
+  local once = KEYS[2 + e]
+  local answer = KEYS[2 + events + e]
+  local duplicate = answer ~= once and redis.call('EXISTS', answer) == 1
+  if not duplicate and redis.call('SET', once, '1', 'NX', 'EX', once_ttl) then
     local a = 7 + e * 4
     local g = tonumber(ARGV[a])
     local alias = ARGV[first_arg + (g - 1) * 4 + 3]

@@ -4,6 +4,24 @@ from __future__ import annotations
 
 import msgspec
 
+# A usage event's id (see ``switchyard.workers.modelproxy.billing.event_id``): an answer is
+# ``<billing id>:answered``; a call stopped from outside ``<billing id>:<hops>:left`` (its caller
+# left) or ``:late`` (its deadline passed), where ``<hops>`` (deployment ids) holds no colon.
+ANSWERED = "answered"
+LEFT = "left"
+LATE = "late"
+
+
+def answer_of(event_id: str) -> str:
+    """The id of the answer of the request a stopped call's event (``:left``, ``:late``) is
+    for; any other event's own id. Accounting does not bill a stopped copy of a request whose
+    answer it billed: the platform ran that copy twice (a redelivery, a re-send in a NATS
+    failover) and its caller left because the other copy had answered."""
+    parts = event_id.rsplit(":", 2)
+    if len(parts) == 3 and parts[2] in (LEFT, LATE):
+        return f"{parts[0]}:{ANSWERED}"
+    return event_id
+
 
 class UsageEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One finished provider call, sent on ``llm.v1.usage`` (in a batch) after the reply.

@@ -40,7 +40,7 @@ from switchyard.runtime.metrics import Bounded
 from switchyard.runtime.puller import Puller
 from switchyard.runtime.throttle import Throttle
 from switchyard.runtime.worker import Process, serve_worker
-from switchyard.schemas.events import USAGE_BATCH_DECODER, UsageEvent
+from switchyard.schemas.events import USAGE_BATCH_DECODER, UsageEvent, answer_of
 from switchyard.schemas.routing import InvalidRouteTable, RouteTable, decode_route_table
 from switchyard.workers.accounting.budget_days import BudgetDays
 from switchyard.workers.accounting.pricing import Pricing
@@ -211,6 +211,7 @@ class Accounting:
         keys = [
             rk.applied(created_us, chunk),
             *(rk.once(e.id) for e in events),
+            *(rk.once(answer_of(e.id)) for e in events),
             rk.platform_estimates(),
         ]
         args: list[int | str] = [

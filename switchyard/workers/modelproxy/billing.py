@@ -17,7 +17,7 @@ import time
 import msgspec
 
 from switchyard.errors import DeadlineExceeded
-from switchyard.schemas.events import UsageEvent
+from switchyard.schemas.events import ANSWERED, LATE, LEFT, UsageEvent
 from switchyard.schemas.openai import Usage
 from switchyard.workers.modelproxy.job import Job, Target
 
@@ -27,7 +27,7 @@ CLIENT_CLOSED = 499  # the status of a stream its caller abandoned (usage events
 DEADLINE_PASSED = DeadlineExceeded.status
 # Calls stopped from outside, not failed: billed (an estimate without a count), and under an
 # event id of their own (see event_id).
-_STOPPED = {CLIENT_CLOSED: "left", DEADLINE_PASSED: "late"}
+_STOPPED = {CLIENT_CLOSED: LEFT, DEADLINE_PASSED: LATE}
 
 
 def billed(job: Job) -> tuple[Usage, bool] | None:
@@ -82,10 +82,13 @@ def event_id(job: Job) -> str:
     An answer (status 200) is billed once per request, whichever hop gave it: a copy of the
     request that a stalled model-proxy finished on the first deployment, while its redelivered
     copy failed there and was answered by the next, is one answer to its caller, not two (an
-    id with the hop billed both)."""
+    id with the hop billed both). A stopped copy of a request whose answer was billed already
+    is not billed (accounting, :func:`switchyard.schemas.events.answer_of`): the platform ran it
+    twice and its caller left because it had the answer. One stopped before the answer (the
+    order a caller's own re-send takes) is billed as before."""
     env = job.env
     if job.status == 200:
-        return f"{env.billing_id}:answered"
+        return f"{env.billing_id}:{ANSWERED}"
     hop = f"{env.billing_id}:{','.join(env.tried)}"
     stopped = _STOPPED.get(job.status)
     return f"{hop}:{stopped}" if stopped else hop
