@@ -135,3 +135,47 @@ async def test_the_gateway_index_keeps_an_unreadable_key_revocable(tmp_path: Pat
             assert index.get(garbled.id) == revoked
         finally:
             await index.stop()
+
+
+async def test_a_record_written_empty_is_damaged_not_deleted(tmp_path: Path) -> None:
+    """An empty value is a write, not a deletion (a stolen client-zone certificate can get one
+    stored: docs/security.md): the key stays listed as damaged and revocable, on the gateway
+    (its index keeps the id) and on the command line (by record name)."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        kv = await js.create_key_value(bucket=subjects.KEYS_BUCKET)
+        index = KeyIndex(js)
+        await index.start()
+        try:
+            gateway = KeyAdmin(js, locator=index)
+            _, good = await gateway.create("good")
+            _, emptied = await gateway.create("emptied")
+            _, other = await gateway.create("other")
+            for _ in range(200):
+                if len(index) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            await kv.put(record_name(emptied.hash), b"")
+            await kv.put(record_name(other.hash), b"")
+            for _ in range(200):
+                if len(index.damaged()) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert sorted(index.damaged()) == sorted(
+                [(emptied.id, record_name(emptied.hash)), (other.id, record_name(other.hash))]
+            )
+            with pytest.raises(KeyRecordDamaged):
+                await gateway.find(emptied.id)
+            revoked = await gateway.revoke(emptied.id)
+            assert (revoked.id, revoked.hash, revoked.disabled) == (emptied.id, emptied.hash, True)
+
+            cli = KeyAdmin(js, names=True)
+            scan = await cli.scan()
+            assert [d.handle for d in scan.damaged] == [record_name(other.hash)]
+            shut = await cli.revoke(record_name(other.hash))
+            assert (shut.hash, shut.disabled) == (other.hash, True)
+            assert sorted(k.hash for k in await cli.list()) == sorted(
+                [good.hash, emptied.hash, other.hash]
+            )
+        finally:
+            await index.stop()

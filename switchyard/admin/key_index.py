@@ -98,7 +98,7 @@ class KeyIndex:
     def _on_entry(self, name: str, value: bytes | None, revision: int) -> None:
         key: ClientKey | None = None
         unreadable = False
-        if value:
+        if value is not None:  # an empty value is written, unreadable: not a deletion
             try:
                 key = KEY_DECODER.decode(value)
             except KEY_READ_ERRORS:

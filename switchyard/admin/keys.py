@@ -120,7 +120,9 @@ class KeyAdmin:
         in one read of the bucket."""
         kv = await self._bucket()
         revisions: dict[str, int] = {}
-        found = await latest(self._js, kv, f"{RECORD_PREFIX}*", revisions=revisions)
+        found = await latest(
+            self._js, kv, f"{RECORD_PREFIX}*", revisions=revisions, keep_empty=True
+        )
         records: list[tuple[ClientKey, int]] = []
         damaged: list[DamagedRecord] = []
         for name, raw in found.items():
@@ -138,9 +140,9 @@ class KeyAdmin:
                 entry = await (await self._bucket()).get(name)
             except KeyNotFoundError:
                 entry = None
-            if entry is not None and entry.value:
+            if entry is not None:  # (an empty value is a damaged record, not a deleted one)
                 revision = entry.revision or 0
-                read = read_record(name, entry.value, revision, key_id)
+                read = read_record(name, entry.value or b"", revision, key_id)
                 if (read.key_id if isinstance(read, DamagedRecord) else read.id) == key_id:
                     return read, revision
         if self._locator is not None:  # the index follows the bucket live: no scan

@@ -30,12 +30,16 @@ async def latest(
     keys: str,
     deleted: set[str] | None = None,
     revisions: dict[str, int] | None = None,
+    *,
+    keep_empty: bool = False,
 ) -> dict[str, bytes]:
     """The live value of every key matching ``keys``, read in one pass: a watch delivers the
     last value of each key in a single stream of messages (one request per key, as
     ``keys()`` then ``get()`` did, took seconds for ten thousand batches). ``deleted``, when
     given, collects the keys whose last entry is a delete or purge marker; ``revisions``
-    the revision of each live value.
+    the revision of each live value. An empty value (a put of no bytes, not a delete) counts
+    as none unless ``keep_empty``: a reader that must see every record that is not deleted
+    (client keys: one written empty must stay revocable) asks for it.
 
     The watch's consumer is deleted once read: nats-py's ``stop()`` (and its ``keys()``) only
     unsubscribes, and the server kept each one for the watch's idle limit (5 minutes), so a
@@ -56,8 +60,8 @@ async def latest(
                     break
                 continue  # ...or entries on their way: the last one has delta 0
             seen += 1
-            if entry.value and entry.operation not in MARKERS:
-                out[entry.key] = entry.value
+            if (entry.value or keep_empty) and entry.operation not in MARKERS:
+                out[entry.key] = entry.value or b""
                 if revisions is not None:
                     revisions[entry.key] = entry.revision or 0
                 if deleted is not None:
