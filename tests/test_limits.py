@@ -282,6 +282,25 @@ async def test_a_burst_sent_at_once_stops_at_the_budget(limited: dict[str, Any])
         await ops.aclose()
 
 
+async def test_a_request_larger_than_the_whole_tpm_says_waiting_will_not_help(
+    limited: dict[str, Any],
+) -> None:
+    """Its 429 carried ``Retry-After: 60``: the OpenAI SDKs waited it out twice (two minutes)
+    before raising, for a request that can never run on the key."""
+    edges = limited["edges"]
+    key, _ = await _new_key(limited, tpm=100)
+    async with httpx.AsyncClient(timeout=10) as http:
+        refused = await _post(http, edges[0], key, _body("gpt-4o", "word " * 600))
+        assert refused.status_code == 429, refused.text
+        small = await _post(http, edges[1], key, _body("gpt-4o", "hi"))
+    error = refused.json()["error"]
+    assert error["code"] == "request_too_large"
+    assert "however long you wait" in error["message"], error["message"]
+    assert "retry-after" not in refused.headers, refused.headers
+    assert refused.headers["x-ratelimit-remaining-tokens"] == "100"  # it took nothing
+    assert small.status_code == 200, small.text
+
+
 async def test_a_tiny_total_budget_is_enforced_and_says_waiting_will_not_help(
     limited: dict[str, Any],
 ) -> None:

@@ -306,7 +306,8 @@ class Limiter:
             if code == 5:
                 message = (
                     f"this request needs ~{estimate} tokens, more than the key's "
-                    f"{key.tpm} tokens per minute"
+                    f"{key.tpm} tokens per minute: it cannot run on this key, however long you "
+                    "wait; send a shorter request or ask for a higher tpm"
                 )
             elif code == 3:
                 message = (
@@ -328,7 +329,9 @@ class Limiter:
             err = RateLimited(
                 message,
                 code=err_code,
-                retry_after=retry,
+                # No Retry-After where waiting cannot help: the SDKs wait out one of up to a
+                # minute, twice, before they give up on a request that can never run.
+                retry_after=None if code == 5 else retry,
                 headers=headers,
                 limit=_LIMIT_NAMES.get(code),
             )
