@@ -119,6 +119,8 @@ def test_typed_errors(stack: Stack, base_url: str) -> None:
         with pytest.raises(openai.BadRequestError) as rejected:
             client.chat.completions.create(model="err400", messages=MESSAGES)
         assert rejected.value.status_code == 400
+        # The field the provider blamed reaches the SDK (it was dropped: null).
+        assert rejected.value.param == "messages[0].content"
     with (
         _sync(stack, base_url, key="sk-sy-not-a-real-key") as client,
         pytest.raises(openai.AuthenticationError),

@@ -202,6 +202,8 @@ class FakeOpenAI:
                     "message": f"fake upstream error {code}",
                     "type": "fake",
                     "code": f"e{code}",
+                    # the field a provider blames on a client error
+                    "param": "messages[0].content" if code < 500 else None,
                 }
             }
             return web.json_response(err, status=code, headers=headers)

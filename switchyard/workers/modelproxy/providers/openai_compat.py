@@ -287,8 +287,10 @@ def http_error(
     status: int, data: bytes, headers: Any, provider: str, key: Secret | None
 ) -> Exception:
     detail = decode_error(data)
+    param: str | None = None
     if detail is not None:
         message, code = redact(detail.message, key), detail.code
+        param = redact(detail.param, key)[:200] if detail.param else None
     else:
         message, code = f"provider {provider} answered HTTP {status}", None
     exc = ue.from_status(
@@ -297,6 +299,7 @@ def http_error(
         provider=provider,
         code=code,
         retry_after=ue.parse_retry_after(headers.get("Retry-After")),
+        param=param,
     )
     if isinstance(exc, ProviderError) and exc.upstream_status is None:
         exc.upstream_status = status

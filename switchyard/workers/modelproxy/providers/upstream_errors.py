@@ -59,8 +59,12 @@ def from_status(
     provider: str,
     code: str | None = None,
     retry_after: float | None = None,
+    param: str | None = None,
 ) -> ApiError:
     """The error a client should see for an upstream HTTP ``status``.
+
+    ``param`` (the request field the provider blames) is kept on a client error: the SDKs show
+    it (``BadRequestError.param``), and it is how a client finds the field at fault.
 
     Client-caused statuses keep their meaning (400 stays 400); everything else becomes a 502
     :class:`ProviderError` carrying the upstream status, except 429, which stays 429 so clients
@@ -74,7 +78,7 @@ def from_status(
             message, provider=provider, upstream_status=429, code=code, retry_after=retry_after
         )
     if status == 413:
-        return PayloadTooLarge(message, code=code)
+        return PayloadTooLarge(message, code=code, param=param)
     if status == OVERLOADED:
         return ProviderError(
             f"provider {provider} is overloaded (HTTP 529): {message}",
@@ -88,9 +92,9 @@ def from_status(
         )
     if status in (404, 410) and not _about_the_model(message, code):
         # Something the client named is not there (a stored item, a file id): its request.
-        return InvalidRequest(message, code=code or "provider_rejected_request")
+        return InvalidRequest(message, code=code or "provider_rejected_request", param=param)
     if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
-        return InvalidRequest(message, code=code or "provider_rejected_request")
+        return InvalidRequest(message, code=code or "provider_rejected_request", param=param)
     if status in (404, 410):  # the model or endpoint the deployment names is not there
         why = f"does not serve this deployment's model (HTTP {status})"
         message = f"provider {provider} {why}: {message}"
