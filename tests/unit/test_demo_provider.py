@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from switchyard.dialects import anthropic, responses
-from switchyard.workers.modelproxy.providers.demo import prompt_words
+from switchyard.errors import InvalidRequest
+from switchyard.schemas.routing import Deployment, Provider
+from switchyard.workers.modelproxy.providers.base import ProviderCall
+from switchyard.workers.modelproxy.providers.demo import Demo, prompt_words
 
 CONVERSATIONS: list[dict[str, Any]] = [
     {"system": "be brief", "messages": [{"role": "user", "content": "Hello!"}]},
@@ -52,3 +56,45 @@ def test_nesting_as_deep_as_json_allows_is_counted_not_a_crash() -> None:
     for _ in range(5_000):
         nested = [nested]
     assert prompt_words({"model": "demo", "messages": nested}) == 3
+
+
+def _call(op: str, stream: bool = False, **body: Any) -> ProviderCall:
+    return ProviderCall(
+        op=op,
+        body={"model": "demo", **body},
+        stream=stream,
+        client_wants_usage=False,
+        provider=Provider(kind="demo"),
+        provider_name="demo",
+        deployment=Deployment(provider="demo", model="demo"),
+        api_key=None,
+        first_token_timeout=5,
+        total_timeout=5,
+    )
+
+
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.mark.parametrize(("limit", "finish"), [(3, "length"), (500, "stop"), (None, "stop")])
+async def test_an_answer_cut_by_max_tokens_says_length(limit: int | None, finish: str) -> None:
+    """The demo said ``stop`` however short ``max_tokens`` cut its answer."""
+    extra = {"max_tokens": limit} if limit else {}
+    demo = Demo()
+    chat = json.loads((await demo.complete(_call("chat", messages=HELLO, **extra))).body)
+    assert chat["choices"][0]["finish_reason"] == finish
+    text = json.loads((await demo.complete(_call("complete", prompt="hi", **extra))).body)
+    assert text["choices"][0]["finish_reason"] == finish
+    events = [e async for e in demo.stream(_call("chat", True, messages=HELLO, **extra))]
+    last = json.loads(events[-2].payload or b"{}")  # the chunk before the usage one
+    assert last["choices"][0]["finish_reason"] == finish
+    if limit == 3:
+        assert len(chat["choices"][0]["message"]["content"].split()) == 3
+
+
+@pytest.mark.parametrize("empty", [[], ""])
+async def test_nothing_to_embed_is_a_400_naming_input(empty: Any) -> None:
+    """An empty list answered 200 with no data: the SDK raised "No embedding data received"."""
+    with pytest.raises(InvalidRequest) as refused:
+        await Demo().complete(_call("embed", input=empty))
+    assert refused.value.param == "input"

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from switchyard.dialects.probes import COUNTS
+from switchyard.errors import InvalidRequest
 from switchyard.schemas.openai import Usage
 from switchyard.workers.modelproxy.providers import embedding_format
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
@@ -45,14 +46,16 @@ def _prompt_text(call: ProviderCall) -> str:
     return ""
 
 
-def answer_words(call: ProviderCall) -> list[str]:
+def answer_words(call: ProviderCall) -> tuple[list[str], str]:
+    """The answer's words and its ``finish_reason``: ``length`` when ``max_tokens`` cut it
+    (one word a token), as a real model says (translated: Anthropic's ``max_tokens``)."""
     said = " ".join(_prompt_text(call).split()[:40]) or "nothing"
     text = f"Hello from the Switchyard demo model. You said: {said}"
     words = text.split(" ")
     limit = call.body.get("max_tokens") or call.body.get("max_completion_tokens")
-    if isinstance(limit, int) and limit > 0:
-        words = words[:limit]
-    return words
+    if isinstance(limit, int) and 0 < limit < len(words):
+        return words[:limit], "length"
+    return words, "stop"
 
 
 # Where a request's text is, in every shape the demo sees (chat, completions, and the
@@ -96,7 +99,7 @@ class Demo:
             return self._embed(call)
         if call.op in COUNTS:
             return _count(call)
-        words = answer_words(call)
+        words, finish = answer_words(call)
         usage = _usage(call, len(words))
         rid = f"demo-{time.time_ns()}"
         doc: dict[str, Any]
@@ -107,7 +110,7 @@ class Demo:
                 "created": int(time.time()),
                 "model": call.deployment.model,
                 "choices": [
-                    {"index": 0, "text": " ".join(words), "finish_reason": "stop", "logprobs": None}
+                    {"index": 0, "text": " ".join(words), "finish_reason": finish, "logprobs": None}
                 ],
             }
         else:
@@ -120,7 +123,7 @@ class Demo:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": " ".join(words)},
-                        "finish_reason": "stop",
+                        "finish_reason": finish,
                     }
                 ],
             }
@@ -131,7 +134,7 @@ class Demo:
         if call.op in COUNTS:  # one object, asked for as a stream: a stream of one event
             yield StreamEvent(_count(call).body)
             return
-        words = answer_words(call)
+        words, finish = answer_words(call)
         rid = f"demo-{time.time_ns()}"
         created = int(time.time())
         chat = call.op != "complete"
@@ -147,9 +150,9 @@ class Demo:
             yield StreamEvent(_ENCODE.encode(self._chunk(rid, created, call, [choice], chat)))
             await asyncio.sleep(WORD_PAUSE_S)
         last: dict[str, Any] = (
-            {"index": 0, "delta": {}, "finish_reason": "stop"}
+            {"index": 0, "delta": {}, "finish_reason": finish}
             if chat
-            else {"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}
+            else {"index": 0, "text": "", "finish_reason": finish, "logprobs": None}
         )
         yield StreamEvent(_ENCODE.encode(self._chunk(rid, created, call, [last], chat)))
         usage = _usage(call, len(words))
@@ -174,11 +177,15 @@ class Demo:
         """Deterministic embeddings of ``input``, encoded as the request asks.
 
         Raises:
-            InvalidRequest: an ``encoding_format`` other than float or base64.
+            InvalidRequest: an ``encoding_format`` other than float or base64, or nothing to
+                embed (OpenAI refuses an empty ``input``; answering an empty list made the SDK
+                raise "No embedding data received").
         """
         wanted = embedding_format.requested(call.body)
         raw = call.body.get("input", "")
         inputs = raw if isinstance(raw, list) else [raw]
+        if not inputs or inputs == [""]:
+            raise InvalidRequest("input must not be empty", param="input")
         data = []
         tokens = 0
         for i, item in enumerate(inputs):
