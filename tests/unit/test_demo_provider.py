@@ -58,7 +58,7 @@ def test_nesting_as_deep_as_json_allows_is_counted_not_a_crash() -> None:
     assert prompt_words({"model": "demo", "messages": nested}) == 3
 
 
-def _call(op: str, stream: bool = False, **body: Any) -> ProviderCall:
+def _call(op: str, *, stream: bool = False, **body: Any) -> ProviderCall:
     return ProviderCall(
         op=op,
         body={"model": "demo", **body},
@@ -79,13 +79,13 @@ HELLO = [{"role": "user", "content": "hello there"}]
 @pytest.mark.parametrize(("limit", "finish"), [(3, "length"), (500, "stop"), (None, "stop")])
 async def test_an_answer_cut_by_max_tokens_says_length(limit: int | None, finish: str) -> None:
     """The demo said ``stop`` however short ``max_tokens`` cut its answer."""
-    extra = {"max_tokens": limit} if limit else {}
+    extra: dict[str, Any] = {"max_tokens": limit} if limit else {}
     demo = Demo()
     chat = json.loads((await demo.complete(_call("chat", messages=HELLO, **extra))).body)
     assert chat["choices"][0]["finish_reason"] == finish
     text = json.loads((await demo.complete(_call("complete", prompt="hi", **extra))).body)
     assert text["choices"][0]["finish_reason"] == finish
-    events = [e async for e in demo.stream(_call("chat", True, messages=HELLO, **extra))]
+    events = [e async for e in demo.stream(_call("chat", stream=True, messages=HELLO, **extra))]
     last = json.loads(events[-2].payload or b"{}")  # the chunk before the usage one
     assert last["choices"][0]["finish_reason"] == finish
     if limit == 3:
