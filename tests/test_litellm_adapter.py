@@ -291,6 +291,22 @@ async def test_server_error_is_retryable_502(
     assert exc.provider == f"fake-{upstream.kind}"
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_providers_refusal_reads_as_the_provider_said_it(
+    adapter: LiteLLM, upstream: Upstream, stream: bool
+) -> None:
+    """litellm wraps Anthropic's 400 as ``AnthropicException - b'{"type": "error", ...}'``
+    (streamed: the repr of the response bytes): a client read that whole. It reads the
+    provider's own sentence now."""
+    if upstream.kind != "anthropic":
+        pytest.skip("the fake Gemini has no refusing model")
+    exc = await failure(adapter, call_for(upstream, "refused", stream=stream))
+
+    assert isinstance(exc, InvalidRequest)
+    assert exc.message == fake_anthropic.REFUSED
+    assert not ue.retryable(exc)
+
+
 @pytest.mark.parametrize(
     "messages",
     [

@@ -11,6 +11,7 @@ the requested model:
 ``rate-limited``  429 ``rate_limit_error`` with ``retry-after: 2``
 ``overloaded``    529 ``overloaded_error``
 ``broken``        500 ``api_error``
+``refused``       400 ``invalid_request_error`` saying :data:`REFUSED`
 ``slow``          waits 2 s, then answers normally
 ``html``          200 with an HTML page (a proxy in front of it)
 ``leaky``         401 whose message echoes the ``x-api-key`` it received (tests redaction)
@@ -68,6 +69,8 @@ _LATE_ERRORS = {
     "stream-late-api-error": "api_error",
     "stream-late-invalid": "invalid_request_error",
 }
+# What the ``refused`` model's 400 says (quotes and an apostrophe, as real messages have).
+REFUSED = 'max_tokens: Input should be greater than 0 (it\'s "0")'
 _STREAM_ERRORS = {
     "overloaded_error": "Overloaded",
     "api_error": "Internal server error",
@@ -111,6 +114,8 @@ class FakeAnthropic(FakeServer):
             return _error(529, "overloaded_error", "Overloaded")
         elif model == "broken":
             return _error(500, "api_error", "Internal server error")
+        elif model == "refused":
+            return _error(400, "invalid_request_error", REFUSED)
         elif model == "html":  # a proxy's error page in front of the provider, sent with 200
             return web.Response(
                 text="<html><h1>502 Bad Gateway</h1></html>", content_type="text/html"

@@ -51,6 +51,7 @@ from switchyard.schemas.secret import redact
 from switchyard.workers.modelproxy.providers import embedding_format
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+from switchyard.workers.modelproxy.providers.embedded_error import provider_error
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 
 _ENCODE = msgspec.json.Encoder()
@@ -355,7 +356,8 @@ def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiEr
     # Some litellm messages embed a formatted traceback: internal detail, not for clients.
     text = text.split("\nTraceback (most recent call last)", 1)[0].strip()
     text = _LITELLM_PREFIX.sub("", text)  # "litellm.APIConnectionError: " says nothing to clients
-    message = redact(text, call.api_key)[:_MAX_MESSAGE]
+    said, param = provider_error(text)  # the provider's own sentence, when litellm embeds it
+    message = redact(said, call.api_key)[:_MAX_MESSAGE]
     # litellm reports a refused connection as a 500 from the provider; the cause says otherwise.
     cause = _connection_failure(exc)
     if cause is not None:
@@ -375,7 +377,11 @@ def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiEr
     headers = getattr(exc, "litellm_response_headers", None)
     retry_after = headers.get("retry-after") if headers is not None else None
     error = ue.from_status(
-        status, message, provider=name, retry_after=ue.parse_retry_after(retry_after)
+        status,
+        message,
+        provider=name,
+        retry_after=ue.parse_retry_after(retry_after),
+        param=redact(param, call.api_key)[:200] if param else None,
     )
     if isinstance(error, ProviderError) and error.upstream_status is None:
         error.upstream_status = status
