@@ -51,7 +51,8 @@ class KeyRing:
         """
         if not api_key:
             raise AuthenticationFailed(
-                "You didn't provide an API key. Send it as `Authorization: Bearer sk-sy-...`.",
+                "You didn't provide an API key. Send it as `Authorization: Bearer sk-sy-...`"
+                " (or `x-api-key: sk-sy-...`, as Anthropic's clients do).",
                 code="missing_api_key",
             )
         record = self._by_hash.get(hash_key(api_key))

@@ -71,6 +71,18 @@ def test_client_keys_are_looked_up_by_digest_only() -> None:
     assert secret not in spy.asked
 
 
+def test_a_missing_key_names_both_headers_a_key_is_taken_from() -> None:
+    """Anthropic's clients send ``x-api-key``: a message naming only ``Authorization`` sent
+    them looking for a header their SDK has no setting for."""
+    ring = KeyRing.__new__(KeyRing)
+    ring._by_hash = {}
+    with pytest.raises(AuthenticationFailed) as missing:
+        ring.authenticate(None)
+    assert missing.value.code == "missing_api_key"
+    assert "Authorization: Bearer" in missing.value.message
+    assert "x-api-key" in missing.value.message
+
+
 def test_admin_token_is_compared_in_constant_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
