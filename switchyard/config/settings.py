@@ -247,7 +247,8 @@ class IngressSettings(_Section, frozen=True):
         keepalive_s: an idle keep-alive connection is closed after this.
         max_connections: open connections per edge process; more are closed at once.
         failed_auth_limit / failed_auth_window_s: an address that presents this many unknown
-            keys within the window gets 429 until the window has passed (see docs/security.md).
+            keys within the window gets 429 for keys that fail until the window has passed;
+            valid keys from it still pass (see docs/security.md).
     """
 
     tail: Listen = Listen(port=8080)

@@ -88,16 +88,17 @@ class Edge:
         return self.client
 
     def authenticate(self, api_key: str | None, address: str = "") -> ClientKey:
-        """Raises AuthenticationFailed (401), RateLimited (429) for an address that presented
-        too many unknown keys (see :mod:`.guard`), or ServiceUnavailable while starting."""
+        """Raises AuthenticationFailed (401), RateLimited (429) for a key that failed from an
+        address that presented too many unknown keys (see :mod:`.guard`; a valid key from it
+        passes), or ServiceUnavailable while starting."""
         if self.keys is None:
             raise ServiceUnavailable("the gateway is starting", code="starting")
-        guard = self.auth_failures
-        if guard:  # some address has failures: the only case that costs a lookup
-            guard.check(address)
         try:
             return self.keys.authenticate(api_key)
         except AuthenticationFailed as exc:
+            guard = self.auth_failures
+            if guard:  # some address has failures: the only case that costs a lookup
+                guard.check(address)
             guard.failed(address, exc)
             raise
 

@@ -1,11 +1,13 @@
 """Refuse addresses that keep presenting unknown client keys (guessing, or a broken client).
 
 Policy (docs/security.md): an address that presents ``limit`` unknown keys within ``window_s``
-gets 429 ``too_many_failed_authentications`` (with ``Retry-After``) for every request until
-that window has passed, whatever key it presents, so guessing costs an attacker the window per
-``limit`` tries. Missing keys do not count (nothing is being guessed); revoked and expired keys
-do. Counting is per edge process (an attacker spread over N replicas gets N x limit tries per
-window): the bound is on guessing speed, and a 256-bit key space is the real defence.
+gets 429 ``too_many_failed_authentications`` (with ``Retry-After``) instead of 401 for every
+key that fails until that window has passed. A valid key from that address still passes: many
+clients share one address (NAT, a node's SNAT, a proxy), and one broken or revoked client must
+not lock the others out. Only unknown keys count: a missing key guesses nothing, and a revoked
+or expired key is a known record whose client must keep reading why (``api_key_revoked``), not
+a retryable 429. Counting is per edge process: the bound is on noise and guessing speed, and a
+256-bit key space is the real defence.
 
 A valid key from a clean address costs one falsy check: the table is consulted only while some
 address has failures, and is bounded (``max_addresses``; the oldest windows go first).
@@ -17,7 +19,8 @@ import time
 
 from switchyard.errors import AuthenticationFailed, RateLimited
 
-_MISSING = "missing_api_key"
+# Only a key no record has counts (the code KeyRing.authenticate gives it).
+_UNKNOWN = "invalid_api_key"
 
 
 class FailedAuthGuard:
@@ -32,7 +35,8 @@ class FailedAuthGuard:
         return bool(self._seen)
 
     def check(self, address: str, now: float | None = None) -> None:
-        """Raises RateLimited (429) while ``address`` is over the limit."""
+        """Raises RateLimited (429) while ``address`` is over the limit (asked only for a key
+        that failed)."""
         entry = self._seen.get(address)
         if entry is None:
             return
@@ -48,8 +52,8 @@ class FailedAuthGuard:
             )
 
     def failed(self, address: str, exc: AuthenticationFailed, now: float | None = None) -> None:
-        """Count a failed authentication of ``address`` (missing keys are not counted)."""
-        if exc.code == _MISSING:
+        """Count a failed authentication of ``address`` (only unknown keys are counted)."""
+        if exc.code != _UNKNOWN:
             return
         now = time.monotonic() if now is None else now
         entry = self._seen.get(address)

@@ -44,6 +44,22 @@ def test_missing_keys_do_not_count_and_the_table_is_bounded() -> None:
     assert len(guard._seen) == 100
 
 
+def test_only_unknown_keys_count() -> None:
+    """A revoked or expired key is a known record: its client keeps reading why (401), and it
+    does not lock out the other clients behind the same address (an explorer's revoked app,
+    retrying, locked every app on its address out of the edge)."""
+    guard = FailedAuthGuard(limit=2, window_s=60)
+    for _ in range(10):
+        guard.failed("nat", AuthenticationFailed("revoked", code="api_key_revoked"), now=0)
+        guard.failed("nat", AuthenticationFailed("expired", code="api_key_expired"), now=0)
+    guard.check("nat", now=1)
+    assert not guard
+    guard.failed("nat", BAD, now=2)
+    guard.failed("nat", BAD, now=2)
+    with pytest.raises(RateLimited):
+        guard.check("nat", now=3)
+
+
 class _Spy(dict[str, Any]):
     def __init__(self) -> None:
         super().__init__()
