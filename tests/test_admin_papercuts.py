@@ -8,6 +8,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -102,6 +103,28 @@ async def test_an_unknown_key_state_is_a_400_naming_the_valid_ones(stack: Stack)
     assert error["param"] == "state"
     assert "active, revoked, expired" in error["message"]
     assert (await stack.admin("GET", "/keys?state=revoked")).status_code == 200
+
+
+async def test_the_api_refuses_a_key_that_could_never_be_used_as_the_cli_does(
+    stack: Stack,
+) -> None:
+    """``models: []`` made a key allowed nothing and a past ``expires_at`` one expired when
+    written: the API took both (201, and 200 on PATCH) where the CLI refuses them."""
+    past = time.time() - 60
+    for fields in ({"models": []}, {"expires_at": past}, {"expires_at": 1}):
+        refused = await stack.admin("POST", "/keys", {"name": "never", **fields})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == next(iter(fields))
+    created = await stack.admin("POST", "/keys", {"name": "later", "expires_at": past + 7200})
+    assert created.status_code == 201, created.text
+    key_id = created.json()["record"]["id"]
+    for fields in ({"models": []}, {"expires_at": past}):
+        refused = await stack.admin("PATCH", f"/keys/{key_id}", fields)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == next(iter(fields))
+    record = (await stack.admin("GET", f"/keys/{key_id}")).json()
+    assert record["models"] == ["*"]
+    assert record["expires_at"] == past + 7200
 
 
 async def test_secrets_rm_of_a_secret_in_use_says_what_breaks_and_needs_force(

@@ -308,6 +308,21 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
         out["models"] = tuple(m.strip() for m in out["models"].split(",") if m.strip())
     if "models" in out and isinstance(out["models"], Iterable):
         out["models"] = tuple(out["models"])
+    if out.get("models") == ():  # a key allowed no model could not make a single request
+        raise InputError(
+            "models",
+            "the list of models is empty",
+            'name at least one alias (wildcards work: gpt-*), or ["*"] for every model; to '
+            "stop a key, revoke it",
+        )
+    expires = out.get("expires_at")
+    if isinstance(expires, int | float) and 0 < expires <= time.time():
+        raise InputError(
+            "expires_at",
+            "that time has already passed: the key would be expired when written",
+            "give a later time (seconds since 1970), leave it out for a key that does not "
+            "expire, or revoke the key to stop it now",
+        )
     _check_lengths(out)
     return out
 
