@@ -127,6 +127,22 @@ async def test_the_api_refuses_a_key_that_could_never_be_used_as_the_cli_does(
     assert record["expires_at"] == past + 7200
 
 
+async def test_a_route_or_provider_that_does_not_decode_names_the_field(stack: Stack) -> None:
+    """The decoder's path was only in the message ("... - at `$.deployments[0].weight`"):
+    ``param`` was null, so neither the SDKs nor the web app could point at the field."""
+    bad_route = {"deployments": [{"provider": "fake", "model": "m", "weight": -1}]}
+    refused = await stack.admin("PUT", "/routes/papercut", bad_route)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == "deployments[0].weight"
+    assert "`deployments[0].weight`" in error["message"]
+    bad_provider = {"kind": "opnai", "api_base": "http://127.0.0.1:9/v1"}
+    refused = await stack.admin("PUT", "/providers/papercut", bad_provider)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "kind"
+    assert (await stack.admin("GET", "/routes/papercut")).status_code == 404  # nothing applied
+
+
 async def test_secrets_rm_of_a_secret_in_use_says_what_breaks_and_needs_force(
     stack: Stack, upstream: FakeOpenAI
 ) -> None:

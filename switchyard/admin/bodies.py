@@ -103,6 +103,8 @@ def refusal(exc: Exception, kind: type[Any], what: str, body: bytes = b"") -> In
         )
     elif path in rules:
         message = rules[path]
+    elif path:  # the field the decoder names: as param too, where the SDKs and the UI look
+        return InvalidRequest(f"invalid {what}: `{path}`: {message}", param=path)
     else:
         return InvalidRequest(f"invalid {what}: {exc}")
     return InvalidRequest(message, param=path)
