@@ -20,10 +20,10 @@ from switchyard.schemas.events import (
     UsageEvent,
 )
 from switchyard.schemas.openai import Usage, usage_of
-from switchyard.schemas.routing import Deployment, Provider
 from switchyard.workers.modelproxy.providers import litellm_adapter
 from switchyard.workers.modelproxy.providers.base import ProviderCall
 from switchyard.workers.modelproxy.providers.demo import Demo
+from tests.unit.demo_calls import demo_call
 
 pytestmark = [
     pytest.mark.unit,
@@ -164,18 +164,8 @@ def test_usage_events_carry_the_cache_counts_and_old_events_still_decode() -> No
 
 
 def _demo_call(stream: bool) -> ProviderCall:
-    return ProviderCall(
-        op="chat",
-        body={"model": "demo", "messages": [{"role": "user", "content": "one two three"}]},
-        stream=stream,
-        client_wants_usage=True,
-        provider=Provider(kind="demo"),
-        provider_name="demo",
-        deployment=Deployment(provider="demo", model="demo"),
-        api_key=None,
-        first_token_timeout=5,
-        total_timeout=5,
-    )
+    messages = [{"role": "user", "content": "one two three"}]
+    return demo_call("chat", stream=stream, wants_usage=True, messages=messages)
 
 
 def test_the_demo_provider_shows_clients_openai_usage_only() -> None:

@@ -9,9 +9,8 @@ import pytest
 
 from switchyard.dialects import anthropic, responses
 from switchyard.errors import InvalidRequest
-from switchyard.schemas.routing import Deployment, Provider
-from switchyard.workers.modelproxy.providers.base import ProviderCall
 from switchyard.workers.modelproxy.providers.demo import Demo, prompt_words
+from tests.unit.demo_calls import demo_call
 
 CONVERSATIONS: list[dict[str, Any]] = [
     {"system": "be brief", "messages": [{"role": "user", "content": "Hello!"}]},
@@ -58,21 +57,6 @@ def test_nesting_as_deep_as_json_allows_is_counted_not_a_crash() -> None:
     assert prompt_words({"model": "demo", "messages": nested}) == 3
 
 
-def _call(op: str, *, stream: bool = False, **body: Any) -> ProviderCall:
-    return ProviderCall(
-        op=op,
-        body={"model": "demo", **body},
-        stream=stream,
-        client_wants_usage=False,
-        provider=Provider(kind="demo"),
-        provider_name="demo",
-        deployment=Deployment(provider="demo", model="demo"),
-        api_key=None,
-        first_token_timeout=5,
-        total_timeout=5,
-    )
-
-
 HELLO = [{"role": "user", "content": "hello there"}]
 
 
@@ -81,11 +65,11 @@ async def test_an_answer_cut_by_max_tokens_says_length(limit: int | None, finish
     """The demo said ``stop`` however short ``max_tokens`` cut its answer."""
     extra: dict[str, Any] = {"max_tokens": limit} if limit else {}
     demo = Demo()
-    chat = json.loads((await demo.complete(_call("chat", messages=HELLO, **extra))).body)
+    chat = json.loads((await demo.complete(demo_call("chat", messages=HELLO, **extra))).body)
     assert chat["choices"][0]["finish_reason"] == finish
-    text = json.loads((await demo.complete(_call("complete", prompt="hi", **extra))).body)
+    text = json.loads((await demo.complete(demo_call("complete", prompt="hi", **extra))).body)
     assert text["choices"][0]["finish_reason"] == finish
-    events = [e async for e in demo.stream(_call("chat", stream=True, messages=HELLO, **extra))]
+    events = [e async for e in demo.stream(demo_call("chat", stream=True, messages=HELLO, **extra))]
     last = json.loads(events[-2].payload or b"{}")  # the chunk before the usage one
     assert last["choices"][0]["finish_reason"] == finish
     if limit == 3:
@@ -96,5 +80,5 @@ async def test_an_answer_cut_by_max_tokens_says_length(limit: int | None, finish
 async def test_nothing_to_embed_is_a_400_naming_input(empty: Any) -> None:
     """An empty list answered 200 with no data: the SDK raised "No embedding data received"."""
     with pytest.raises(InvalidRequest) as refused:
-        await Demo().complete(_call("embed", input=empty))
+        await Demo().complete(demo_call("embed", input=empty))
     assert refused.value.param == "input"

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from switchyard.errors import InvalidRequest
-from switchyard.schemas.routing import Deployment, Provider
 from switchyard.workers.modelproxy.providers import embedding_format as ef
 from switchyard.workers.modelproxy.providers.base import ProviderCall
 from switchyard.workers.modelproxy.providers.demo import EMBEDDING_DIMENSIONS, Demo
+from tests.unit.demo_calls import demo_call
 
 pytestmark = pytest.mark.unit
 
@@ -58,18 +58,7 @@ def test_the_format_asked_for() -> None:
 
 
 def _demo_call(**body: Any) -> ProviderCall:
-    return ProviderCall(
-        op="embed",
-        body={"model": "demo", "input": ["a b", "c"], **body},
-        stream=False,
-        client_wants_usage=False,
-        provider=Provider(kind="demo"),
-        provider_name="demo",
-        deployment=Deployment(provider="demo", model="demo"),
-        api_key=None,
-        first_token_timeout=5,
-        total_timeout=5,
-    )
+    return demo_call("embed", **{"input": ["a b", "c"], **body})
 
 
 async def test_the_demo_model_answers_base64_when_asked() -> None:
