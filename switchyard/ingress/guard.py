@@ -9,8 +9,8 @@ or expired key is a known record whose client must keep reading why (``api_key_r
 a retryable 429. Counting is per edge process: the bound is on noise and guessing speed, and a
 256-bit key space is the real defence.
 
-A valid key from a clean address costs one falsy check: the table is consulted only while some
-address has failures, and is bounded (``max_addresses``; the oldest windows go first).
+A valid key costs nothing here: the table is consulted only for a key that failed, and only
+while some address has failures; it is bounded (``max_addresses``; the oldest windows go first).
 """
 
 from __future__ import annotations
