@@ -197,16 +197,14 @@ class FakeOpenAI:
         elif kind == "status":
             code = int(arg)
             headers = {"Retry-After": "2"} if code == 429 else {}
-            err = {
-                "error": {
-                    "message": f"fake upstream error {code}",
-                    "type": "fake",
-                    "code": f"e{code}",
-                    # the field a provider blames on a client error
-                    "param": "messages[0].content" if code < 500 else None,
-                }
+            fields: dict[str, str | None] = {
+                "message": f"fake upstream error {code}",
+                "type": "fake",
+                "code": f"e{code}",
+                # the field a provider blames on a client error
+                "param": "messages[0].content" if code < 500 else None,
             }
-            return web.json_response(err, status=code, headers=headers)
+            return web.json_response({"error": fields}, status=code, headers=headers)
         elif kind == "flaky":
             with self._lock:
                 seen = self._flaky.get(model, 0)
