@@ -52,3 +52,23 @@ async def test_lines_waiting_wake_when_holds_drop_or_spend_is_read_again() -> No
     holds.held(time.monotonic())  # a new read
     await asyncio.wait_for(waiting, 5)
     await holds.changed(0.01)  # and the wait is bounded
+
+
+def test_waiting_lines_take_room_in_the_order_they_began_to_wait() -> None:
+    """A fresh line whose own spend read freed room overtook lines already waiting (line 5 of
+    a batch ran and line 4 was refused): a line is behind every line that waits before it."""
+    holds = KeyHolds()
+    assert not holds.behind(None)  # nobody waits: a line goes on its own check
+    fourth = holds.queue()
+    fifth = holds.queue()
+    assert holds.behind(None)  # a line that never waited is behind both
+    assert not holds.behind(fourth)
+    assert holds.behind(fifth)
+    holds.leave(fourth)  # let through (or refused): the next one's turn
+    assert not holds.behind(fifth)
+    assert holds.behind(None)
+    assert not holds.idle_since(time.monotonic() + 1)  # a waiting line keeps its key's holds
+    holds.leave(fifth)
+    holds.leave(fifth)  # (twice: nothing more)
+    assert not holds.behind(None)
+    assert holds.idle_since(time.monotonic() + 1)

@@ -121,12 +121,16 @@ class BatchBudget:
         self.check = BudgetCheck(settings, role="batch")
         self._holds: dict[str, KeyHolds] = {}  # by key id
 
-    async def admit(self, key_hash: str, model: str = "") -> BudgetAnswer:
+    async def admit(
+        self, key_hash: str, model: str = "", place: object | None = None
+    ) -> BudgetAnswer:
         """What a line of the key with ``key_hash`` to ``model`` (the alias the line names)
         does now: a 429 ``budget_exceeded`` (the error an HTTP request of the key would get
         for its spend), a :class:`BudgetWait`, a :class:`Hold` to end once its attempt is
-        over, or None (no budget to hold). A key that is gone, revoked or expired is not
-        refused here: the head refuses the line with the error such a key gets everywhere.
+        over, or None (no budget to hold). ``place``: the line's place among the key's
+        waiting lines, once it waited (an older waiting line goes first). A key that is gone,
+        revoked or expired is not refused here: the head refuses the line with the error such
+        a key gets everywhere.
 
         Raises:
             ServiceUnavailable: the key store or Valkey cannot be read (and
@@ -146,7 +150,7 @@ class BatchBudget:
             if len(self._holds) > _MAX_KNOWN:
                 self._sweep()
         held, holders = holds.held(spend.read_at)
-        if spend.spent + held >= spend.budget:
+        if spend.spent + held >= spend.budget or holds.behind(place):
             return BudgetWait(self.check.exceeded(key, spend, held=held, holders=holders), holds)
         return holds.take(spend.estimate)
 

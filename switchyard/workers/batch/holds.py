@@ -13,6 +13,12 @@ usage within ~100 ms), so its hold is dropped only by a read sent :data:`ACCOUNT
 after the answer: a read sooner could miss the cost, and the hold with it. A line that was not
 sent after all (cancelled, the window closed, another line found the budget spent) ends its
 hold at once.
+
+Lines that must wait take their turn in order (:meth:`KeyHolds.queue`): a line that comes
+later, or a waiting line behind another, waits too, even when a read it made itself freed
+room, so the room goes to the oldest waiting line. Otherwise a fresh line whose own spend read
+dropped a finished hold overtook lines already waiting (a CI run saw line 5 of a batch run
+and line 4 refused), and which of a key's lines ran past the budget was a race.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ class KeyHolds:
         self._read_at = float("-inf")  # the latest spend read seen
         self.last_used = time.monotonic()
         self._changed = asyncio.Event()
+        self._waiting: deque[object] = deque()  # the places of lines waiting, oldest first
 
     def held(self, read_at: float) -> tuple[int, int]:
         """What the key's lines hold (nano-USD, lines) beside a spend read sent at
@@ -87,10 +94,28 @@ class KeyHolds:
         else:
             self._notify()
 
+    def queue(self) -> object:
+        """A place in line for a line that must wait (give it to :meth:`behind`, then
+        :meth:`leave` it however the line goes on)."""
+        place = object()
+        self._waiting.append(place)
+        return place
+
+    def behind(self, place: object | None) -> bool:
+        """Whether an older line waits than the one at ``place`` (None: a line not waiting
+        yet, behind every waiting one)."""
+        return bool(self._waiting) and self._waiting[0] is not place
+
+    def leave(self, place: object) -> None:
+        """The line at ``place`` waits no more: the next one checks again at once."""
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(place)
+        self._notify()
+
     def idle_since(self, before: float) -> bool:
-        """No line runs and none finished or started since ``before`` (monotonic): a read made
-        now covers every finished one, and nobody waits on these holds any more."""
-        return self.running == 0 and self.last_used < before
+        """No line runs, waits, or finished or started since ``before`` (monotonic): a read
+        made now covers every finished one, and nobody waits on these holds any more."""
+        return self.running == 0 and not self._waiting and self.last_used < before
 
     async def changed(self, timeout: float) -> None:
         """Return when the holds drop or a new spend read is seen, or after ``timeout``."""

@@ -63,7 +63,7 @@ from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 from switchyard.workers.batch import formats
 from switchyard.workers.batch.budget import BudgetAnswer, BudgetWait
-from switchyard.workers.batch.holds import Hold
+from switchyard.workers.batch.holds import Hold, KeyHolds
 from switchyard.workers.batch.inputs import BatchInput, InputGone
 from switchyard.workers.batch.slots import FairSlots
 
@@ -105,7 +105,7 @@ class Job:
         cancelled: Callable[[], bool],
         on_line: Callable[[bool], None],
         max_payload: int = 0,
-        budget: Callable[[str, str], Awaitable[BudgetAnswer]] | None = None,
+        budget: Callable[..., Awaitable[BudgetAnswer]] | None = None,
     ) -> None:
         self.record = record
         self.batch_id = record.batch.id
@@ -223,18 +223,27 @@ class Job:
             body=body,
             base=1 + (max(0, self.record.generation - 1) * ATTEMPTS_PER_GENERATION) % 960,
         )
+        try:
+            return await self._attempts(attempt, alias)
+        finally:
+            attempt.stop_waiting()
+
+    async def _attempts(self, attempt: _Attempt, alias: str) -> tuple[int, bytes] | None:
+        """:meth:`_send`'s attempts, until the line has its answer or is not run."""
         while True:
             if self.cancelled() or self._time_left() <= 0:  # (cancelled, or the window closed)
                 return None
             # The key's budget, checked as an HTTP request of the key is, and before the line
             # asks for a slot (a slow read holds none): a spent one ends the line as the error
             # that request gets (not retried); a held one makes it wait, holding nothing.
-            blocked, checked = await self._over_budget(alias)
-            if isinstance(blocked, RateLimited):
-                return blocked.status, self.format.error(blocked)
+            blocked, checked = await self._over_budget(alias, attempt.place)
             if isinstance(blocked, BudgetWait):
+                attempt.wait_in_line(blocked.holds)  # (keeps its place while it waits again)
                 await self._wait(blocked.why, blocked.changed(self._time_left()))
                 continue
+            attempt.stop_waiting()  # let through, refused or unsure: the next line's turn
+            if isinstance(blocked, RateLimited):
+                return blocked.status, self.format.error(blocked)
             if isinstance(blocked, ServiceUnavailable):  # the budget cannot be read now
                 failure: ApiError = blocked
             else:
@@ -316,7 +325,7 @@ class Job:
             self.waiting -= 1
 
     async def _over_budget(
-        self, alias: str
+        self, alias: str, place: object | None = None
     ) -> tuple[RateLimited | ServiceUnavailable | BudgetWait | Hold | None, int]:
         """The key's spent budget (the line ends with it), the reason it cannot be checked
         now (the line waits: a batch loses no line to a Valkey outage), a held budget (the
@@ -325,7 +334,12 @@ class Job:
         if self.budget is None:
             return None, self._checks
         try:
-            answer = await self.budget(self.record.key_hash, alias)
+            key_hash = self.record.key_hash
+            answer = await (
+                self.budget(key_hash, alias)
+                if place is None
+                else self.budget(key_hash, alias, place)
+            )
         except ServiceUnavailable as exc:
             return exc, self._checks  # says nothing of the budget
         self._checks += 1
@@ -365,7 +379,7 @@ class Job:
 class _Attempt:
     """One line's request and what its attempts so far came to."""
 
-    __slots__ = ("base", "body", "request_id", "sent", "timeouts", "tries")
+    __slots__ = ("_line", "base", "body", "request_id", "sent", "timeouts", "tries")
 
     def __init__(self, *, request_id: str, body: bytes, base: int) -> None:
         self.request_id = request_id
@@ -374,6 +388,22 @@ class _Attempt:
         self.tries = 0  # attempts sent again
         self.timeouts = 0  # attempts a provider worked on and did not answer in time
         self.sent = False  # the latest attempt went on the bus
+        self._line: tuple[KeyHolds, object] | None = None  # its place among waiting lines
+
+    @property
+    def place(self) -> object | None:
+        return self._line[1] if self._line is not None else None
+
+    def wait_in_line(self, holds: KeyHolds) -> None:
+        """Take a place among the key's waiting lines (once: it keeps it while it waits)."""
+        if self._line is None:
+            self._line = (holds, holds.queue())
+
+    def stop_waiting(self) -> None:
+        if self._line is not None:
+            holds, place = self._line
+            self._line = None
+            holds.leave(place)
 
 
 class _Watch:
