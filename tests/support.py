@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -148,6 +149,20 @@ async def settle(nc: Any, seconds: float = 0.15) -> None:
     """Flush and give the server time to send back asynchronous errors."""
     await nc.flush(timeout=2)
     await asyncio.sleep(seconds)
+
+
+async def pause(pid: int) -> None:
+    """Stop ``pid`` with SIGSTOP and return once it is stopped: the signal lands
+    asynchronously, and a loaded machine let a server answer one more request after ``kill``
+    returned (a CI run saw a read of a "paused" server complete)."""
+    os.kill(pid, signal.SIGSTOP)
+    while process_state(pid) != "T":
+        await asyncio.sleep(0.001)
+
+
+def process_state(pid: int) -> str:
+    """A process's state letter (``T``: stopped), from /proc."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
 
 
 def processes_mentioning(text: str) -> list[int]:

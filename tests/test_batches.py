@@ -29,7 +29,7 @@ from switchyard.runtime.objects import CHUNK_BYTES, ObjectWriter, chunks_subject
 from switchyard.schemas import batches as b
 from switchyard.stack import local
 from tests.stacks import Stack, batch_config, start_stack
-from tests.support import day_totals
+from tests.support import day_totals, pause
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -259,7 +259,7 @@ async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
         # batch before the delete arrives on a loaded machine, and an ended batch holds nothing.
         runner = batchy.process("batch").proc
         assert runner is not None
-        runner.send_signal(signal.SIGSTOP)
+        await pause(runner.pid)
         try:
             batch = await client.batches.create(
                 input_file_id=first.id, endpoint="/v1/chat/completions", completion_window="24h"
@@ -305,7 +305,7 @@ async def test_a_batch_whose_input_file_was_deleted_fails_naming_it(batchy: Stac
     assert runner is not None
     async with _client(batchy, key) as client:
         file = await client.files.create(file=("v.jsonl", _input("vanish")), purpose="batch")
-        runner.send_signal(signal.SIGSTOP)
+        await pause(runner.pid)
         try:
             batch = await client.batches.create(
                 input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"

@@ -25,7 +25,7 @@ from switchyard.runtime.definitions import cancels_stream_config
 from switchyard.schemas.keys import hash_key
 from switchyard.workers.modelproxy.cancels import CancelMemory, Cancels
 from switchyard.workers.modelproxy.stored_cancels import StoredCancels
-from tests.support import jetstream_server
+from tests.support import jetstream_server, pause
 
 pytestmark = pytest.mark.integration
 
@@ -160,7 +160,7 @@ async def test_a_read_that_cannot_finish_gives_up_in_its_time(tmp_path: Path) ->
         await _stream(nc, tmp_path)
         await _cancel(nc, "r1")
         await nc.flush()
-        os.kill(server.pid, signal.SIGSTOP)
+        await pause(server.pid)
         try:
             stalled = await StoredCancels(nc, Cancels(CancelMemory()), budget_s=0.5).read()
         finally:

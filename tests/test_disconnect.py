@@ -14,7 +14,7 @@ import pytest
 
 from switchyard.runtime.shutdown import STOP_STEP_S, disconnect
 from switchyard.stack import binaries
-from tests.support import free_port, jetstream_server
+from tests.support import free_port, jetstream_server, pause
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def _reconnect_loops() -> list[asyncio.Task[object]]:
 async def test_a_paused_server_cannot_hold_the_stop(tmp_path: Path) -> None:
     async with jetstream_server(tmp_path) as (nc, server):
         await nc.subscribe("work.>", cb=_noop)
-        server.send_signal(signal.SIGSTOP)  # no answers: a drain's flush would wait 10 s
+        await pause(server.pid)  # no answers: a drain's flush would wait 10 s
         try:
             began = time.monotonic()
             await disconnect(nc)

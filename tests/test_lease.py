@@ -23,7 +23,7 @@ from nats.js.kv import KeyValue
 
 from switchyard.control.lease import RELEASE_TIMEOUT_S, Lease
 from switchyard.schemas.scheduling import FEEDER_LEASE_KEY as KEY
-from tests.support import jetstream_server
+from tests.support import jetstream_server, pause
 
 pytestmark = pytest.mark.integration
 
@@ -37,19 +37,12 @@ class Bucket:
     @contextlib.asynccontextmanager
     async def down(self) -> AsyncIterator[None]:
         """The bucket unreachable: its server paused, every request times out."""
-        self.server.send_signal(signal.SIGSTOP)
-        while _state(self.server.pid) != "T":  # the signal lands asynchronously: wait for it
-            await asyncio.sleep(0.001)
+        await pause(self.server.pid)
         try:
             yield
         finally:
             self.server.send_signal(signal.SIGCONT)
             await self.js.account_info()  # answering again before the test goes on
-
-
-def _state(pid: int) -> str:
-    """A process's state letter (``T``: stopped), from /proc."""
-    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from switchyard.runtime import semconv as sc
 from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack, start_stack
+from tests.support import pause
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -344,7 +345,7 @@ async def test_a_stuck_accounting_shows_as_usage_waiting_and_stalled(watched: St
     assert await usage() == (0.0, 0.0)
     accounting = watched.process("accounting").proc
     assert accounting is not None
-    accounting.send_signal(signal.SIGSTOP)
+    await pause(accounting.pid)
     try:
         async with httpx.AsyncClient(timeout=30) as http:
             for i in range(3):
