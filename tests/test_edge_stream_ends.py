@@ -96,10 +96,14 @@ async def routed(stack: Stack, cutting: str) -> AsyncIterator[Stack]:
                     json={"model": "s43-es-cut", "input": "up"},
                     headers={"Authorization": f"Bearer {stack.api_key}"},
                 )
-            if probe.status_code == 200:
+            # The provider cuts every answer: its 502 says the head and a model-proxy both
+            # know the route and the provider (a cooling deployment's 503 says nothing).
+            if probe.status_code == 502 and "closed the connection" in probe.text:
                 break
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # the rest of the table, written before it
+        else:
+            pytest.fail(f"the routes were not served in 30 s: {probe.status_code} {probe.text}")
+        await asyncio.sleep(1.5)  # the rest of the table, and the probe's cool-down
         yield stack
     finally:
         for alias in ROUTES:
