@@ -160,6 +160,13 @@ async def pause(pid: int) -> None:
         await asyncio.sleep(0.001)
 
 
+def pause_now(pid: int) -> None:
+    """:func:`pause` for synchronous code: returns once ``pid`` is stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    while process_state(pid) != "T":
+        time.sleep(0.001)
+
+
 def process_state(pid: int) -> str:
     """A process's state letter (``T``: stopped), from /proc."""
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.stacks import Stack
+from tests.support import pause_now
 from tests.upstream import FakeOpenAI
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,7 @@ def _valkey_paused(stack: Stack) -> Iterator[None]:
     """Valkey hung (not gone): every read waits out the client's timeout."""
     valkey = stack.process("valkey").proc
     assert valkey is not None
-    valkey.send_signal(signal.SIGSTOP)
+    pause_now(valkey.pid)
     try:
         yield
     finally:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.portrange import worker_range
-from tests.support import free_port
+from tests.support import free_port, pause_now
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -182,7 +182,7 @@ def test_status_names_a_server_that_stopped_answering(cli_stack: CliStack) -> No
     process table below showed Valkey unhealthy."""
     state = json.loads((cli_stack.root / "home" / "run" / "state.json").read_text())
     valkey = next(p["pid"] for p in state["processes"] if p["name"] == "valkey")
-    os.kill(valkey, signal.SIGSTOP)
+    pause_now(valkey)
     try:
         shown = cli_stack.run("status", "--json")
         text = cli_stack.run("status")
