@@ -224,6 +224,9 @@ async def test_a_web_search_gets_the_failing_native_deployments_error(routed: St
     failed = await _post(routed, key, "/v1/messages", _searching("nonly-claude500"))
     assert failed.status_code == 502, failed.text
     assert failed.json()["error"]["type"] == "api_error"
+    # It cools down, but only it can serve a web search: tried again (it was a 503 for the
+    # cooldown's length), so the client gets the provider's own failure once more.
     again = await _post(routed, key, "/v1/messages", _searching("nonly-claude500"))
-    assert again.status_code == 503, again.text
-    assert _retry_after(again) > 0
+    assert again.status_code == 502, again.text
+    assert again.json()["error"]["type"] == "api_error"
+    assert "nonly-anthropic--broken: 502" in again.json()["error"]["message"]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
+import msgspec
 import openai
 import pytest
 
+from switchyard.bus import subjects
+from switchyard.schemas.health import PREFIX, Cooldown
+from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack
+from tests.upstream import FakeOpenAI
 
 pytestmark = pytest.mark.integration
 
@@ -128,18 +134,38 @@ def test_typed_errors(stack: Stack, base_url: str) -> None:
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
 
-def test_upstream_failure_is_a_502_then_the_deployment_cools_down(stack: Stack) -> None:
-    with _sync(stack, stack.tail_url + "/v1") as client:
+async def test_upstream_failure_is_a_502_and_cools_the_deployment_without_refusing_its_route(
+    stack: Stack, upstream: FakeOpenAI
+) -> None:
+    """The deployment cools down (shared by every head: the route's other deployments would
+    take what follows), but ``err500`` has no other: the next request is tried on it all the
+    same and gets the provider's own failure. It was refused (503 ``deployments_cooling_down``)
+    for ``routing.cooldown_s``, whoever sent the request that failed."""
+    dep = deployment_id("fake", "status:500")
+    await stack.admin("DELETE", f"/deployments/{dep}/cooldown")
+    client = openai.AsyncOpenAI(
+        base_url=stack.tail_url + "/v1", api_key=stack.api_key, max_retries=0
+    )
+    async with client:
         with pytest.raises(openai.InternalServerError) as failed:
-            client.chat.completions.create(model="err500", messages=MESSAGES)
+            await client.chat.completions.create(model="err500", messages=MESSAGES)
         assert failed.value.status_code == 502
-        assert "fake--status_500" in failed.value.message
-        # Shared by every head: the next request is refused at once, with a retry time.
-        with pytest.raises(openai.InternalServerError) as cooling:
-            client.chat.completions.create(model="err500", messages=MESSAGES)
-        assert cooling.value.status_code == 503
-        assert cooling.value.code == "deployments_cooling_down"
-        assert int(cooling.value.response.headers["retry-after"]) >= 1
+        assert dep in failed.value.message
+        nc = await stack.connect("provisioner")
+        try:
+            kv = await nc.jetstream(timeout=10).key_value(subjects.HEALTH_BUCKET)
+            entry = await kv.get(f"{PREFIX}{dep}")
+        finally:
+            await nc.close()
+        cooldown = msgspec.json.decode(entry.value or b"", type=Cooldown)
+        assert (cooldown.status, cooldown.asked) == (500, False)
+        assert cooldown.until > time.time() + 1
+        calls = len(upstream.calls)
+        with pytest.raises(openai.InternalServerError) as again:
+            await client.chat.completions.create(model="err500", messages=MESSAGES)
+        assert again.value.status_code == 502, again.value.message
+        assert again.value.code == "all_deployments_failed"
+        assert len(upstream.calls) == calls + 1
 
 
 async def test_the_sdks_read_timeout_is_the_deadline_of_a_whole_answer(

@@ -47,6 +47,15 @@ class Cooldowns:
         entry = self._until.get(deployment)
         return max(0.0, entry.until - (now or time.time())) if entry else 0.0
 
+    def asked(self, deployment: str, now: float | None = None) -> bool:
+        """Whether ``deployment`` cools down because its provider asked for the wait (a 429,
+        Anthropic's 529 "overloaded", or its own ``Retry-After``), not because Switchyard
+        chose to after an error."""
+        entry = self._until.get(deployment)
+        if entry is None or entry.until <= (now or time.time()):
+            return False
+        return entry.asked or entry.status in (429, 529)
+
     def active(self, now: float | None = None) -> list[Cooldown]:
         moment = now or time.time()
         return [c for c in self._until.values() if c.until > moment]
@@ -80,13 +89,16 @@ class CooldownBook(Cooldowns):
             return
         self._until[deployment] = entry
 
-    async def cool(self, deployment: str, seconds: float, *, status: int, reason: str) -> Cooldown:
-        """Put ``deployment`` in cooldown for ``seconds`` (capped), for every head.
+    async def cool(
+        self, deployment: str, seconds: float, *, status: int, reason: str, asked: bool = False
+    ) -> Cooldown:
+        """Put ``deployment`` in cooldown for ``seconds`` (capped), for every head; ``asked``:
+        the provider asked for the wait (its ``Retry-After``).
 
         A cooldown already lasting at least as long stays as it is (no write): requests that
         were in flight when it began keep failing, and must neither shorten it nor load KV.
         """
-        entry = _entry(deployment, seconds, status=status, reason=reason)
+        entry = _entry(deployment, seconds, status=status, reason=reason, asked=asked)
         current = self._until.get(deployment)
         if current is not None and current.until >= entry.until:
             return current
@@ -127,15 +139,16 @@ class CooldownWriter:
         self._until: dict[str, float] = {}  # deployment -> end of the cooldown written here
 
     async def cool(
-        self, deployment: str, seconds: float, *, status: int, reason: str
+        self, deployment: str, seconds: float, *, status: int, reason: str, asked: bool = False
     ) -> Cooldown | None:
         """Put ``deployment`` in cooldown for ``seconds`` (capped); the entry written, or None
-        when none was (one written here still runs, or the write failed)."""
+        when none was (one written here still runs, or the write failed). ``asked``: the
+        provider asked for the wait (its ``Retry-After``)."""
         now = time.time()
         if self._until.get(deployment, 0.0) > now:
             return None
         self._until = {d: until for d, until in self._until.items() if until > now}
-        entry = _entry(deployment, seconds, status=status, reason=reason)
+        entry = _entry(deployment, seconds, status=status, reason=reason, asked=asked)
         self._until[deployment] = entry.until
         try:
             await self._kv.put(f"{PREFIX}{deployment}", _ENCODE.encode(entry))
@@ -155,7 +168,7 @@ class CooldownWriter:
         return entry
 
 
-def _entry(deployment: str, seconds: float, *, status: int, reason: str) -> Cooldown:
+def _entry(deployment: str, seconds: float, *, status: int, reason: str, asked: bool) -> Cooldown:
     now = time.time()
     return Cooldown(
         deployment=deployment,
@@ -163,4 +176,5 @@ def _entry(deployment: str, seconds: float, *, status: int, reason: str) -> Cool
         status=status,
         reason=reason[:200],
         since=now,
+        asked=asked,
     )

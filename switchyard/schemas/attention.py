@@ -24,10 +24,10 @@ def is_saturated(d: DeploymentState) -> bool:
 
 
 def attention(d: DeploymentState) -> tuple[bool, bool, bool, int, float, float, str]:
-    """Sort key, most urgent first: cooling down (it answers nothing), then failing
-    (:data:`HIGH_ERRORS` or more of its requests), then saturated; within each, the most
-    requests waiting, then the highest error share, then the most traffic; the id last, so
-    idle deployments keep a stable order by name."""
+    """Sort key, most urgent first: cooling down (it failed; it takes only what nothing else
+    can), then failing (:data:`HIGH_ERRORS` or more of its requests), then saturated; within
+    each, the most requests waiting, then the highest error share, then the most traffic; the
+    id last, so idle deployments keep a stable order by name."""
     waiting = d.queue.waiting if d.queue is not None else 0
     return (
         d.cooldown is None,

@@ -100,8 +100,8 @@ def test_one_attempt_without_its_key_is_a_503_with_the_wait_for_the_others() -> 
     now = time.time()
     book = Cooldowns(
         {
-            b: Cooldown(deployment=b, until=now + 12, status=502),
-            backup: Cooldown(deployment=backup, until=now + 7, status=502),
+            b: Cooldown(deployment=b, until=now + 12, status=502, asked=True),
+            backup: Cooldown(deployment=backup, until=now + 7, status=502, asked=True),
         }
     )
     env = _env("main", tried=(a,), errors="a_m1: 503 provider key `k` is unavailable")
@@ -119,12 +119,67 @@ def test_one_attempt_without_its_key_is_a_503_with_the_wait_for_the_others() -> 
     assert failed.value.retry_after == pytest.approx(7, abs=0.5)
 
 
+def test_a_cooldown_after_an_error_does_not_refuse_what_nothing_else_can_serve() -> None:
+    """A cooldown Switchyard chose after an error (a 5xx, a timeout: not ``asked``) steers
+    requests to other deployments; when every candidate cools down, the one back first is
+    tried, not refused: one failing request, any tenant's, refused every request of a
+    one-deployment route for ``routing.cooldown_s``. A rate limit (429) or a provider's own
+    ``Retry-After`` still refuses."""
+    router = Router(_two_route_table())
+    a, b, backup = deployment_id("a", "m1"), deployment_id("b", "m1"), deployment_id("b", "m2")
+    now = time.time()
+    erred = {
+        a: Cooldown(deployment=a, until=now + 30, status=500),
+        b: Cooldown(deployment=b, until=now + 10, status=502),
+        backup: Cooldown(deployment=backup, until=now + 20, status=504),
+    }
+    book = Cooldowns(erred)
+    assert decide.choose(router, book, _env("main"), pinned=None).id == b
+    assert decide.choose(router, book, _env("main", tried=(b,)), pinned=None).id == backup
+    assert decide.choose(router, book, _env("backup"), pinned=None).id == backup
+    # Every candidate tried: the request's own failures, not another try.
+    with pytest.raises(ProviderError) as failed:
+        decide.choose(router, book, _env("main", tried=(a, b, backup)), pinned=None)
+    assert failed.value.code == "all_deployments_failed"
+    # Asked-for waits are kept: a 429 without Retry-After, a 503 with one.
+    limited = Cooldowns({**erred, b: Cooldown(deployment=b, until=now + 10, status=429)})
+    assert decide.choose(router, limited, _env("main"), pinned=None).id == backup
+    asked = Cooldown(deployment=backup, until=now + 20, status=503, asked=True)
+    told = Cooldowns({**erred, backup: asked})
+    assert decide.choose(router, told, _env("main", tried=(b,)), pinned=None).id == a
+    with pytest.raises(ServiceUnavailable) as refused:
+        decide.choose(router, Cooldowns({backup: asked}), _env("backup"), pinned=None)
+    assert refused.value.code == "deployments_cooling_down"
+    assert refused.value.retry_after == pytest.approx(20, abs=0.5)
+    only_limits = Cooldowns(
+        {d: Cooldown(deployment=d, until=now + 5, status=429) for d in (a, b, backup)}
+    )
+    with pytest.raises(RateLimited) as waiting:
+        decide.choose(router, only_limits, _env("main"), pinned=None)
+    assert waiting.value.code == "deployments_rate_limited"
+
+
+def test_a_cooldown_says_whether_the_provider_asked_for_it() -> None:
+    now = time.time()
+    book = Cooldowns(
+        {
+            "err": Cooldown(deployment="err", until=now + 5, status=500),
+            "limit": Cooldown(deployment="limit", until=now + 5, status=429),
+            "told": Cooldown(deployment="told", until=now + 5, status=503, asked=True),
+            "over": Cooldown(deployment="over", until=now - 1, status=429),
+            "busy": Cooldown(deployment="busy", until=now + 5, status=529),
+        }
+    )
+    names = ("err", "limit", "told", "over", "none", "busy")
+    assert [book.asked(d) for d in names] == [False, True, True, False, False, True]
+
+
 def test_everything_cooling_before_any_attempt_is_503_with_the_shortest_wait() -> None:
     router = Router(_two_route_table())
     now = time.time()
     book = Cooldowns(
         {
-            d: Cooldown(deployment=d, until=now + wait, status=500)
+            d: Cooldown(deployment=d, until=now + wait, status=500, asked=True)
             for d, wait in (
                 (deployment_id("a", "m1"), 30),
                 (deployment_id("b", "m1"), 10),

@@ -233,6 +233,8 @@ def choose(
             note = _native_note(env.op, need)
             if deployment is not None:
                 deployment = _pick(router, book, env, avoid, allowed)
+    if deployment is None:
+        deployment = _last_resort(router, book, env, allowed)
     if deployment is not None:
         return deployment
     if env.tried:  # none left untried, or all of those cool down: report the real failures
@@ -267,6 +269,31 @@ def _pick(
             env.alias, tried=env.tried, cooling=book.cooling, allowed=allowed
         )
     return deployment
+
+
+def _last_resort(
+    router: Router,
+    book: Cooldowns,
+    env: Envelope,
+    allowed: Callable[[str], bool] | None = None,
+) -> Deployment | None:
+    """When every untried candidate cools down: the one whose cooldown ends first among
+    those Switchyard cooled on its own after an error (a 5xx, a timeout), or None.
+
+    A cooldown steers requests to the route's other deployments; it does not refuse one that
+    only cooling deployments can serve: one failing request (any tenant's, perhaps a
+    malformed one) would otherwise refuse every request of a one-deployment route for
+    ``routing.cooldown_s``. A wait the provider asked for (a 429, its ``Retry-After``) still
+    refuses (:func:`all_cooling`, :func:`exhausted`)."""
+    now = time.time()
+    options = [
+        d
+        for d in router.candidates(env.alias, allowed)
+        if d.id not in env.tried and not book.asked(d.id, now)
+    ]
+    if not options:
+        return None
+    return min(options, key=lambda d: book.remaining(d.id, now))
 
 
 def _needs_native(router: Router, env: Envelope, body: bytes) -> str:

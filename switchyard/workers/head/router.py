@@ -167,8 +167,14 @@ class Router:
     ) -> list[str]:
         """Deployment ids in the alias's chain that take traffic (cooling or not), those
         ``allowed`` only when it is given."""
+        return [d.id for d in self.candidates(alias, allowed)]
+
+    def candidates(
+        self, alias: str, allowed: Callable[[str], bool] | None = None
+    ) -> list[Deployment]:
+        """:meth:`cooling_candidates`, as deployments (in chain order)."""
         return [
-            d.id
+            d
             for name in self.chain(alias)
             for d in self.table.routes[name].deployments
             if d.weight > 0 and (allowed is None or allowed(d.id))

@@ -445,7 +445,8 @@ class Head:
             reason = env.errors.rsplit("; ", 1)[-1]
             # The provider's own status when the model-proxy sent it (a 500, not the bus's 502).
             status = env.upstream_status or env.last_status or 502
-            await self.cooldowns.cool(failed, seconds, status=status, reason=reason)
+            asked = env.retry_after is not None
+            await self.cooldowns.cool(failed, seconds, status=status, reason=reason, asked=asked)
             self.stats.cooled(failed)
         if len(env.tried) >= self.settings.routing.max_attempts or env.pin:
             named.tried(env)

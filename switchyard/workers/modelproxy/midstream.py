@@ -54,4 +54,5 @@ class SentFailures:
         seconds = cooldown_after_sent(exc, default_s=self._default_s)
         if seconds > 0:
             status = provider_status(exc) or exc.status
-            await self._writer.cool(deployment, seconds, status=status, reason=reason)
+            asked = exc.retry_after is not None
+            await self._writer.cool(deployment, seconds, status=status, reason=reason, asked=asked)
