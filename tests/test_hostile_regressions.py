@@ -164,3 +164,30 @@ async def test_a_get_on_an_llm_route_is_a_405_that_says_post(stack: Stack) -> No
     assert models.status_code == 405  # a route of the app's router says which methods it takes
     assert "GET" in models.headers["allow"]
     assert models.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_anthropic_clients_errors_from_the_app_carry_the_request_id(stack: Stack) -> None:
+    """An explorer's finding: a 405 on /v1/messages or an unknown path asked by an Anthropic
+    client was Anthropic-shaped but had no ``request_id`` (the fast path's errors have it in
+    the body and the ``request-id`` header, which Anthropic's SDKs read)."""
+    version = {"anthropic-version": "2023-06-01"}
+    async with httpx.AsyncClient(base_url=stack.tail_url, timeout=10) as http:
+        answers = [
+            await http.get("/v1/messages", headers=version),
+            await http.get("/v1/messagez", headers=version),
+            await http.get("/v1/messages/batches/msgbatch_nope", headers=version),
+            await http.get("/v1/models/nope", headers={**version, "x-request-id": "mine-1"}),
+        ]
+    for got in answers:
+        body = got.json()
+        assert body["type"] == "error", got.text
+        assert body["request_id"] == got.headers["request-id"] == got.headers["x-request-id"]
+        assert body["request_id"], got.text
+    assert [a.status_code for a in answers[:2]] == [405, 404]
+    assert answers[3].headers["x-request-id"].startswith("mine-1")  # the caller's, made unique
+    # OpenAI's clients: their shape, the id in x-request-id only (as before).
+    async with httpx.AsyncClient(base_url=stack.tail_url, timeout=10) as http:
+        plain = await http.get("/v1/messagez")
+    assert plain.json()["error"]["code"] == "not_found"
+    assert plain.headers["x-request-id"]
+    assert "request-id" not in plain.headers

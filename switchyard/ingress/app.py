@@ -44,7 +44,7 @@ from switchyard.ingress.fastpath import ANTHROPIC_OPS, ROUTES, FastPath
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.message_batches import MessageBatchApi
 from switchyard.ingress.metrics import EdgeMetrics
-from switchyard.ingress.responses import error_response
+from switchyard.ingress.responses import dialect_error
 from switchyard.limits.limiter import Limiter
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.metrics import CONTENT_TYPE, Metrics, count_reconnects
@@ -195,7 +195,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return error_response(exc)
+        return _error(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -227,7 +227,9 @@ def _error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return error_response(InvalidRequest(str(first.get("msg", "invalid request")), param=where))
+        return _error(
+            request, InvalidRequest(str(first.get("msg", "invalid request")), param=where)
+        )
 
     @app.exception_handler(ObjectDamaged)
     async def damaged(request: Request, exc: ObjectDamaged) -> Response:
@@ -271,7 +273,7 @@ def _error(request: Request, err: ApiError) -> Response:
     anthropic_client = (
         _anthropic_path(request.url.path) or anthropic.VERSION_HEADER in request.headers
     )
-    return error_response(err, body=anthropic.error_body(err) if anthropic_client else None)
+    return dialect_error(err, as_anthropic=anthropic_client)
 
 
 def _anthropic_path(path: str) -> bool:

@@ -40,7 +40,7 @@ from switchyard.ingress.responses import (
     JSON,
     SSE_DONE,
     SSE_KEEPALIVE,
-    error_response,
+    dialect_error,
     sse,
     sse_error,
 )
@@ -210,7 +210,7 @@ def presented_key(
 
 def _error(exc: ApiError, as_anthropic: bool) -> Response:
     # an Anthropic SDK reads Anthropic's shape
-    return error_response(exc, body=anthropic.error_body(exc) if as_anthropic else None)
+    return dialect_error(exc, as_anthropic=as_anthropic)
 
 
 def _address(request: Request) -> str:

@@ -20,7 +20,6 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.dialects import anthropic
 from switchyard.dialects.anthropic import batches as ab
 from switchyard.dialects.anthropic.paging import page
 from switchyard.errors import ApiError, Conflict, NoSuchObject, PayloadTooLarge
@@ -31,7 +30,7 @@ from switchyard.ingress.batches import (
     new_id,
     streamed,
 )
-from switchyard.ingress.responses import JSON, error_response
+from switchyard.ingress.responses import JSON, dialect_error
 from switchyard.runtime import forwarded
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.tasks import outlast
@@ -50,7 +49,7 @@ def _input_of(spool: IO[bytes]) -> tuple[bytes, int]:
 
 
 def _fail(exc: ApiError) -> Response:
-    return error_response(exc, body=anthropic.error_body(exc))
+    return dialect_error(exc, as_anthropic=True)
 
 
 def _ok(doc: Any) -> Response:
