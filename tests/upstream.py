@@ -13,7 +13,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``flaky:<n>``: fails with 500 for the first ``n`` calls, then echoes;
 * ``trickle:<ms>``: streams 300 chunks ``<ms>`` apart (a long answer to walk away from);
 * ``flood:<n>``: streams ``n`` chunks of ~1 KiB as fast as it can (a large answer);
-* ``bigchunk:<kib>``: streams one chunk of ``<kib>`` KiB of text (one long SSE line);
+* ``bigchunk:<kib>``: streams one chunk of ``<kib>`` KiB of text (one long SSE line); not
+  streamed, answers that text;
 * ``midfail``: streams two words, then reports a failure in the stream
   (``data: {"error": ...}``, as OpenAI and vLLM do), then ``[DONE]``;
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
@@ -236,6 +237,8 @@ class FakeOpenAI:
             usage["total_tokens"] += cached
             usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
         counted = model != "nousage"
+        if not body.get("stream") and str(model).startswith("bigchunk:"):
+            text = "x" * (int(str(model).partition(":")[2]) * 1024)
         if not body.get("stream"):
             answer = {
                 "id": "chatcmpl-fake",

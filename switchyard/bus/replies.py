@@ -49,6 +49,10 @@ class ReplyKind(enum.StrEnum):
 
 
 _KINDS = {kind.value: kind for kind in ReplyKind}
+# Room left in a bus message for its headers: a payload may take the server's max_payload
+# less this (the server refuses, and drops the connection of, a message whose payload and
+# headers together pass it; nats-py checks only the payload).
+HEADERS_ROOM = 16 * 1024
 KEEPALIVE_HEADERS = {h.KIND: ReplyKind.KEEPALIVE.value}
 ACCEPTED_HEADERS = {h.KIND: ReplyKind.ACCEPTED.value}
 

@@ -16,6 +16,7 @@ OWN_CODES = frozenset(
     {
         "admin_disabled",
         "all_deployments_failed",
+        "answer_too_large",
         "api_key_expired",
         "api_key_revoked",
         "budget_exceeded",

@@ -47,7 +47,7 @@ import msgspec
 from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError
 
-from switchyard.bus import subjects
+from switchyard.bus import replies, subjects
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.client import LLMClient
 from switchyard.config import BatchSettings
@@ -81,9 +81,6 @@ ATTEMPTS_PER_GENERATION = 40
 # error row: a line no deployment answers in time is not worth a day of resubmissions (each
 # may run, and be paid for, at the provider).
 MAX_TIMEOUTS = 3
-# Room left in a bus message for the request's headers (the server refuses, and drops the
-# connection of, a message whose payload and headers pass its max_payload).
-HEADERS_ROOM = 16 * 1024
 # How often a batch whose lines wait to be sent again says so in the log.
 WAITING_LOG_S = 30.0
 _JSON = msgspec.json.Encoder()
@@ -200,7 +197,7 @@ class Job:
         return remaining
 
     def _too_large(self, size: int) -> PayloadTooLarge | None:
-        limit = self.max_payload - HEADERS_ROOM
+        limit = self.max_payload - replies.HEADERS_ROOM
         if self.max_payload and size > limit:
             return PayloadTooLarge(
                 f"this request is {size} bytes; a batch line's request may be at most "

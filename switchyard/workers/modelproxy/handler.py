@@ -469,6 +469,15 @@ class Handler:
             return b""
         finally:
             job.stop = None
+        room = self.nc.max_payload - replies.HEADERS_ROOM
+        if self.nc.max_payload and len(completion.body) > room:  # it could not be sent
+            log.warning(
+                "an answer of %d bytes on %s is too large for the bus (max_payload %d)",
+                len(completion.body),
+                job.deployment_id,
+                self.nc.max_payload,
+            )
+            raise ue.too_large(call.provider_name, len(completion.body), room)
         job.usage = completion.usage
         return completion.body
 

@@ -129,6 +129,21 @@ def _about_the_model(message: str, code: str | None) -> bool:
     return "model" in text or "deployment" in text or "answered http" in text
 
 
+def too_large(provider: str, size: int, limit: int) -> ProviderError:
+    """A whole answer larger than one bus message may carry (``max_payload`` less the
+    headers' room): the client's 502, never tried elsewhere (another deployment's answer
+    would be as large), never cooled (the provider did its job), not billed (nothing was
+    delivered)."""
+    return ProviderError(
+        f"the answer of provider {provider} is {size / 2**20:.1f} MiB, more than the "
+        f"{limit / 2**20:.1f} MiB a whole answer may be: ask for less (fewer embedding "
+        "inputs, a lower max_tokens) or stream it",
+        provider=provider,
+        code="answer_too_large",
+        retryable=False,
+    )
+
+
 def unreachable(provider: str, detail: str) -> ProviderUnreachable:
     return ProviderUnreachable(f"provider {provider} is unreachable: {detail}", provider=provider)
 

@@ -1,0 +1,85 @@
+"""A whole answer larger than one bus message may carry, on the session stack.
+
+A provider's non-streamed answer travels to the edge as one NATS message, which the server
+caps (``max_payload``, 8 MiB here). A larger one made the model-proxy's send fail outside any
+handling: the client got 500 "internal error in the model proxy" and the log a traceback. It is
+now the client's 502 ``answer_too_large`` saying what to do, tried on no other deployment
+(their answer would be as large), and the model-proxy serves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from switchyard.stack.natsconf import MAX_PAYLOAD
+from tests.stacks import Stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = pytest.mark.integration
+
+OVER_KIB = MAX_PAYLOAD // 1024 + 512  # past max_payload by half a MiB
+UNDER_KIB = MAX_PAYLOAD // 1024 - 1024  # a MiB under it: still one message
+ROUTES = {
+    # Two deployments: a failure worth retrying would be tried on the second.
+    "large-over": {
+        "deployments": [
+            {"provider": "fake", "model": f"bigchunk:{OVER_KIB}"},
+            {"provider": "fake", "model": f"bigchunk:{OVER_KIB + 1}"},
+        ]
+    },
+    "large-under": {"deployments": [{"provider": "fake", "model": f"bigchunk:{UNDER_KIB}"}]},
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def routed(stack: Stack) -> AsyncIterator[Stack]:
+    try:
+        for alias, route in ROUTES.items():
+            assert (await stack.admin("PUT", f"/routes/{alias}", route)).status_code == 200
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
+            while True:  # every head and model-proxy follows the table on its own
+                probe = await _chat(http, stack, "large-under")
+                if probe.status_code == 200 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+        assert probe.status_code == 200, probe.text
+        yield stack
+    finally:
+        for alias in ROUTES:
+            await stack.admin("DELETE", f"/routes/{alias}")
+
+
+async def _chat(http: httpx.AsyncClient, stack: Stack, model: str) -> httpx.Response:
+    return await http.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "big"}]},
+        headers={"Authorization": f"Bearer {stack.api_key}"},
+    )
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_an_answer_too_large_for_the_bus_is_a_clear_502_tried_nowhere_else(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    before = sum(len(upstream.calls_for(d["model"])) for d in ROUTES["large-over"]["deployments"])
+    async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
+        over = await _chat(http, routed, "large-over")
+        under = await _chat(http, routed, "large-under")
+    assert over.status_code == 502, over.text[:300]
+    error = over.json()["error"]
+    assert error["code"] == "answer_too_large", error
+    assert "MiB" in error["message"]
+    assert "stream it" in error["message"]
+    after = sum(len(upstream.calls_for(d["model"])) for d in ROUTES["large-over"]["deployments"])
+    assert after == before + 1  # not tried on the route's other deployment
+    # The model-proxy serves on, and an answer under the bound arrives whole.
+    assert under.status_code == 200, under.text[:300]
+    content = under.json()["choices"][0]["message"]["content"]
+    assert content == "x" * (UNDER_KIB * 1024)
