@@ -4,7 +4,8 @@ A provider's non-streamed answer travels to the edge as one NATS message, which 
 caps (``max_payload``, 8 MiB here). A larger one made the model-proxy's send fail outside any
 handling: the client got 500 "internal error in the model proxy" and the log a traceback. It is
 now the client's 502 ``answer_too_large`` saying what to do, tried on no other deployment
-(their answer would be as large), and the model-proxy serves on.
+(their answer would be as large), and the model-proxy serves on. Nor is it read past the
+bound (32 MiB here, sent without a Content-Length): it was held whole in memory.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ ROUTES = {
         ]
     },
     "large-under": {"deployments": [{"provider": "fake", "model": f"bigchunk:{UNDER_KIB}"}]},
+    # Without a Content-Length: refused once what was read passes the bound.
+    "large-chunked": {"deployments": [{"provider": "fake", "model": f"bigchunked:{OVER_KIB * 4}"}]},
 }
 
 
@@ -71,12 +74,16 @@ async def test_an_answer_too_large_for_the_bus_is_a_clear_502_tried_nowhere_else
     before = sum(len(upstream.calls_for(d["model"])) for d in ROUTES["large-over"]["deployments"])
     async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
         over = await _chat(http, routed, "large-over")
+        chunked = await _chat(http, routed, "large-chunked")
         under = await _chat(http, routed, "large-under")
     assert over.status_code == 502, over.text[:300]
     error = over.json()["error"]
     assert error["code"] == "answer_too_large", error
     assert "MiB" in error["message"]
     assert "stream it" in error["message"]
+    assert chunked.status_code == 502, chunked.text[:300]
+    assert chunked.json()["error"]["code"] == "answer_too_large"
+    assert "is more than the" in chunked.json()["error"]["message"]  # not read to its end
     after = sum(len(upstream.calls_for(d["model"])) for d in ROUTES["large-over"]["deployments"])
     assert after == before + 1  # not tried on the route's other deployment
     # The model-proxy serves on, and an answer under the bound arrives whole.

@@ -14,7 +14,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``trickle:<ms>``: streams 300 chunks ``<ms>`` apart (a long answer to walk away from);
 * ``flood:<n>``: streams ``n`` chunks of ~1 KiB as fast as it can (a large answer);
 * ``bigchunk:<kib>``: streams one chunk of ``<kib>`` KiB of text (one long SSE line); not
-  streamed, answers that text;
+  streamed, answers that text (``bigchunked:<kib>``: the same answer without a
+  Content-Length, in 1 MiB parts);
 * ``midfail``: streams two words, then reports a failure in the stream
   (``data: {"error": ...}``, as OpenAI and vLLM do), then ``[DONE]``;
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
@@ -237,8 +238,9 @@ class FakeOpenAI:
             usage["total_tokens"] += cached
             usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
         counted = model != "nousage"
-        if not body.get("stream") and str(model).startswith("bigchunk:"):
-            text = "x" * (int(str(model).partition(":")[2]) * 1024)
+        kind, _, arg = str(model).partition(":")
+        if not body.get("stream") and kind in ("bigchunk", "bigchunked"):
+            text = "x" * (int(arg) * 1024)
         if not body.get("stream"):
             answer = {
                 "id": "chatcmpl-fake",
@@ -253,6 +255,8 @@ class FakeOpenAI:
                     }
                 ],
             }
+            if kind == "bigchunked":  # no Content-Length: sent in parts, chunked
+                return await _chunked(request, {**answer, "usage": usage})
             return web.json_response({**answer, "usage": usage} if counted else answer)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -565,5 +569,17 @@ async def _tool_call(request: web.Request, body: dict[str, Any]) -> web.StreamRe
     if (body.get("stream_options") or {}).get("include_usage"):
         await chunk({}, None, usage=usage)
     await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+async def _chunked(request: web.Request, answer: dict[str, Any]) -> web.StreamResponse:
+    """``answer`` as JSON sent in 1 MiB parts, without a Content-Length (chunked)."""
+    data = json.dumps(answer).encode()
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    for start in range(0, len(data), 1024 * 1024):
+        await resp.write(data[start : start + 1024 * 1024])
     await resp.write_eof()
     return resp

@@ -427,7 +427,12 @@ class Handler:
             first_token_timeout=min(timeouts.first_token_s, remaining),
             total_timeout=min(timeouts.stream_s if job.stream else timeouts.request_s, remaining),
             anthropic_beta=job.env.beta,
+            max_answer_bytes=self._answer_room(),
         )
+
+    def _answer_room(self) -> int:
+        """The largest whole answer one bus message carries (0: not known)."""
+        return max(0, self.nc.max_payload - replies.HEADERS_ROOM) if self.nc.max_payload else 0
 
     async def _stream(self, job: Job, adapter: Adapter, call: ProviderCall) -> None:
         loop = asyncio.get_running_loop()
@@ -469,8 +474,8 @@ class Handler:
             return b""
         finally:
             job.stop = None
-        room = self.nc.max_payload - replies.HEADERS_ROOM
-        if self.nc.max_payload and len(completion.body) > room:  # it could not be sent
+        room = self._answer_room()
+        if room and len(completion.body) > room:  # it could not be sent (litellm's answers)
             log.warning(
                 "an answer of %d bytes on %s is too large for the bus (max_payload %d)",
                 len(completion.body),

@@ -25,6 +25,8 @@ class ProviderCall:
         api_key: the key from the secrets service, if the provider needs one.
         first_token_timeout / total_timeout: already capped by the request's deadline.
         anthropic_beta: the client's ``anthropic-beta`` features, sent on to Anthropic's API.
+        max_answer_bytes: the largest whole answer that can be sent on (0: no bound); a
+            larger one is not read past it (:func:`.upstream_errors.read_answer`).
     """
 
     op: str
@@ -38,6 +40,7 @@ class ProviderCall:
     first_token_timeout: float
     total_timeout: float
     anthropic_beta: str = ""
+    max_answer_bytes: int = 0
 
 
 @dataclass(slots=True)

@@ -94,9 +94,10 @@ class OpenAICompatible:
                 ) as resp:
                     if is_redirect(resp.status):
                         raise redirected(name, resp.status)
-                    data = await resp.read()
                     if resp.status >= 400:
+                        data = await resp.read()
                         raise http_error(resp.status, data, resp.headers, name, call.api_key)
+                    data = await ue.read_answer(resp, call.max_answer_bytes, name)
                     data = ue.json_answer(name, data, resp.content_type)
         except TimeoutError:
             raise ue.timed_out(name, "the response") from None

@@ -50,6 +50,7 @@ RETRYABLE_STATUSES = frozenset({401, 403, 404, 408, 409, 410, 425, 429, 500, 502
 # stream's final event, echoing a long answer with its instructions and tools, can pass). Each
 # chunk is one NATS message, so this stays well under the server's max_payload (8 MiB).
 MAX_LINE_BYTES = 4 * 1024 * 1024
+READ_CHUNK_BYTES = 256 * 1024  # a whole answer is read in parts this large (read_answer)
 
 
 def from_status(
@@ -129,13 +130,31 @@ def _about_the_model(message: str, code: str | None) -> bool:
     return "model" in text or "deployment" in text or "answered http" in text
 
 
-def too_large(provider: str, size: int, limit: int) -> ProviderError:
+async def read_answer(resp: aiohttp.ClientResponse, limit: int, provider: str) -> bytes:
+    """A successful answer's body, read no further than ``limit`` bytes (0: whole): past
+    it, :func:`too_large` (an answer that cannot be sent on is not held in memory either)."""
+    if not limit:
+        return await resp.read()
+    if resp.content_length is not None and resp.content_length > limit:
+        raise too_large(provider, resp.content_length, limit)
+    parts: list[bytes] = []
+    size = 0
+    async for part in resp.content.iter_chunked(READ_CHUNK_BYTES):
+        size += len(part)
+        if size > limit:
+            raise too_large(provider, None, limit)
+        parts.append(part)
+    return b"".join(parts)
+
+
+def too_large(provider: str, size: int | None, limit: int) -> ProviderError:
     """A whole answer larger than one bus message may carry (``max_payload`` less the
-    headers' room): the client's 502, never tried elsewhere (another deployment's answer
-    would be as large), never cooled (the provider did its job), not billed (nothing was
-    delivered)."""
+    headers' room; ``size`` None: not read to its end): the client's 502, never tried
+    elsewhere (another deployment's answer would be as large), never cooled (the provider
+    did its job), not billed (nothing was delivered)."""
+    what = "more than" if size is None else f"{size / 2**20:.1f} MiB, more than"
     return ProviderError(
-        f"the answer of provider {provider} is {size / 2**20:.1f} MiB, more than the "
+        f"the answer of provider {provider} is {what} the "
         f"{limit / 2**20:.1f} MiB a whole answer may be: ask for less (fewer embedding "
         "inputs, a lower max_tokens) or stream it",
         provider=provider,
