@@ -243,12 +243,17 @@ async def test_everything_failing_is_one_clear_error_listing_the_attempts(
     for name in ("d1", "d2", "d3"):
         assert f"ctl_{name}" in message
     assert took < 5
-    # Now everything cools down: the next request is refused at once with a retry time.
+    # Now everything cools down after errors: the next request is tried once, on the one
+    # back first (no cooldown refuses what nothing else can serve), and its failure is the
+    # answer at once, with when the others are back. It was a 503 without any try.
+    calls = sum(len(upstream.calls_for(f"ctl:{name}")) for name in ("d1", "d2", "d3"))
     began = time.monotonic()
     resp = await _chat(routed, "doomed")
-    assert resp.status_code == 503
+    assert resp.status_code == 502, resp.text
+    assert "the one attempt for `doomed` failed" in resp.json()["error"]["message"]
     assert resp.headers.get("retry-after")
-    assert time.monotonic() - began < 1
+    assert time.monotonic() - began < 2
+    assert sum(len(upstream.calls_for(f"ctl:{name}")) for name in ("d1", "d2", "d3")) == calls + 1
 
 
 async def _missing_key_lookups(stack: Stack) -> float:

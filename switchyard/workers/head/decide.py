@@ -233,7 +233,7 @@ def choose(
             note = _native_note(env.op, need)
             if deployment is not None:
                 deployment = _pick(router, book, env, avoid, allowed)
-    if deployment is None:
+    if deployment is None and not env.tried:
         deployment = _last_resort(router, book, env, allowed)
     if deployment is not None:
         return deployment
@@ -277,14 +277,17 @@ def _last_resort(
     env: Envelope,
     allowed: Callable[[str], bool] | None = None,
 ) -> Deployment | None:
-    """When every untried candidate cools down: the one whose cooldown ends first among
-    those Switchyard cooled on its own after an error (a 5xx, a timeout), or None.
+    """When every candidate cools down before a request's first attempt: the one whose
+    cooldown ends first among those Switchyard cooled on its own after an error (a 5xx, a
+    timeout), or None.
 
     A cooldown steers requests to the route's other deployments; it does not refuse one that
     only cooling deployments can serve: one failing request (any tenant's, perhaps a
     malformed one) would otherwise refuse every request of a one-deployment route for
-    ``routing.cooldown_s``. A wait the provider asked for (a 429, its ``Retry-After``) still
-    refuses (:func:`all_cooling`, :func:`exhausted`)."""
+    ``routing.cooldown_s``. One try per request: when it fails too, the answer is its own
+    failure (:func:`exhausted`), so a route whose every deployment fails costs each request
+    one provider call, not ``routing.max_attempts``. A wait the provider asked for (a 429, a
+    529, its ``Retry-After``) still refuses (:func:`all_cooling`)."""
     now = time.time()
     options = [
         d
