@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
 
 from switchyard.stack.natsconf import MAX_PAYLOAD
+from switchyard.stack.process import ManagedProcess
 from tests.stacks import Stack
 from tests.upstream import FakeOpenAI
 
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 OVER_KIB = MAX_PAYLOAD // 1024 + 512  # past max_payload by half a MiB
 UNDER_KIB = MAX_PAYLOAD // 1024 - 1024  # a MiB under it: still one message
+ERROR_MIB = 256  # a provider's (or a proxy's) error page
 ROUTES = {
     # Two deployments: a failure worth retrying would be tried on the second.
     "large-over": {
@@ -35,6 +38,7 @@ ROUTES = {
         ]
     },
     "large-under": {"deployments": [{"provider": "fake", "model": f"bigchunk:{UNDER_KIB}"}]},
+    "large-error": {"deployments": [{"provider": "fake", "model": f"hugeerror:{ERROR_MIB}"}]},
     # Without a Content-Length: refused once what was read passes the bound.
     "large-chunked": {"deployments": [{"provider": "fake", "model": f"bigchunked:{OVER_KIB * 4}"}]},
 }
@@ -90,3 +94,34 @@ async def test_an_answer_too_large_for_the_bus_is_a_clear_502_tried_nowhere_else
     assert under.status_code == 200, under.text[:300]
     content = under.json()["choices"][0]["message"]["content"]
     assert content == "x" * (UNDER_KIB * 1024)
+
+
+def _peak_rss_kib(pid: int) -> int:
+    """The process's peak resident memory (``VmHWM``), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_huge_error_page_is_not_read_whole(routed: Stack) -> None:
+    """Only its start is read (all the message comes from): a 256 MiB error page was read
+    whole into the model-proxy's memory before it answered."""
+    pids = [p.proc.pid for p in _modelproxies(routed) if p.proc is not None]
+    before = [_peak_rss_kib(pid) for pid in pids]
+    async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
+        failed = await _chat(http, routed, "large-error")
+    assert failed.status_code == 502, failed.text[:300]
+    assert "500" in failed.json()["error"]["message"]
+    grown = max(_peak_rss_kib(pid) - was for pid, was in zip(pids, before, strict=True))
+    assert grown < 64 * 1024, f"a model-proxy's peak memory grew by {grown} KiB"
+
+
+def _modelproxies(stack: Stack) -> list[ManagedProcess]:
+    return [
+        proc
+        for phase in stack.supervisor.procs
+        for proc in phase
+        if proc.spec.name.startswith("modelproxy")
+    ]

@@ -21,6 +21,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
   ``[DONE]``: an answer cut short);
 * ``html``: answers 200 with an HTML page (a proxy's error page in front of a provider);
+* ``hugeerror:<mib>``: answers 500 with an HTML page of ``<mib>`` MiB, without a
+  Content-Length;
 * ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``);
 * ``embedformat``: embeddings honour ``encoding_format`` as OpenAI does (``base64``: of
   little-endian float32); every other model answers lists of floats whatever was asked;
@@ -219,6 +221,8 @@ class FakeOpenAI:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
+        if str(body.get("model", "")).startswith("hugeerror:"):
+            return await _huge_error(request, int(str(body["model"]).partition(":")[2]))
         failure = await self._behaviour(body)
         if failure is not None:
             return failure
@@ -582,4 +586,19 @@ async def _chunked(request: web.Request, answer: dict[str, Any]) -> web.StreamRe
     for start in range(0, len(data), 1024 * 1024):
         await resp.write(data[start : start + 1024 * 1024])
     await resp.write_eof()
+    return resp
+
+
+async def _huge_error(request: web.Request, mib: int) -> web.StreamResponse:
+    """A 500 whose HTML page is ``mib`` MiB (a reader that stops early ends it)."""
+    resp = web.StreamResponse(status=500, headers={"Content-Type": "text/html"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    part = b"<p>" + b"x" * (1024 * 1024 - 7) + b"</p>"
+    try:
+        for _ in range(mib):
+            await resp.write(part)
+        await resp.write_eof()
+    except ConnectionError:
+        pass
     return resp

@@ -95,7 +95,7 @@ class OpenAICompatible:
                     if is_redirect(resp.status):
                         raise redirected(name, resp.status)
                     if resp.status >= 400:
-                        data = await resp.read()
+                        data = await ue.read_error(resp)
                         raise http_error(resp.status, data, resp.headers, name, call.api_key)
                     data = await ue.read_answer(resp, call.max_answer_bytes, name)
                     data = ue.json_answer(name, data, resp.content_type)
@@ -121,7 +121,7 @@ class OpenAICompatible:
                     resp.close()
                     raise redirected(name, resp.status)
                 if resp.status >= 400:
-                    data = await resp.read()
+                    data = await ue.read_error(resp)
                     raise http_error(resp.status, data, resp.headers, name, call.api_key)
         except TimeoutError:
             raise ue.timed_out(name, "the first token") from None

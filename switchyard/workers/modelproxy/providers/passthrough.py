@@ -106,7 +106,7 @@ class Passthrough:
                     if is_redirect(resp.status):
                         raise redirected(name, resp.status)
                     if resp.status >= 400:
-                        data = await resp.read()
+                        data = await ue.read_error(resp)
                         raise http_error(resp.status, data, resp.headers, name, call.api_key)
                     data = await ue.read_answer(resp, call.max_answer_bytes, name)
                     data = ue.json_answer(name, data, resp.content_type)
@@ -134,10 +134,10 @@ class Passthrough:
                     resp.close()
                     raise redirected(name, resp.status)
                 if resp.status >= 400:
-                    data = await resp.read()
+                    data = await ue.read_error(resp)
                     raise http_error(resp.status, data, resp.headers, name, call.api_key)
                 if resp.content_type != "text/event-stream":  # an HTML page from a proxy
-                    data = await resp.read()
+                    data = await ue.read_error(resp)
                     raise ue.not_a_stream(name, resp.content_type, len(data))
         except TimeoutError:
             raise ue.timed_out(name, "the first token") from None

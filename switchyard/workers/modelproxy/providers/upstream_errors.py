@@ -51,6 +51,7 @@ RETRYABLE_STATUSES = frozenset({401, 403, 404, 408, 409, 410, 425, 429, 500, 502
 # chunk is one NATS message, so this stays well under the server's max_payload (8 MiB).
 MAX_LINE_BYTES = 4 * 1024 * 1024
 READ_CHUNK_BYTES = 256 * 1024  # a whole answer is read in parts this large (read_answer)
+MAX_ERROR_BYTES = 256 * 1024  # what is read of an error answer (read_error)
 
 
 def from_status(
@@ -144,6 +145,25 @@ async def read_answer(resp: aiohttp.ClientResponse, limit: int, provider: str) -
         if size > limit:
             raise too_large(provider, None, limit)
         parts.append(part)
+    return b"".join(parts)
+
+
+async def read_error(resp: aiohttp.ClientResponse) -> bytes:
+    """The start of an error answer's body (an error page, a JSON error): at most
+    :data:`MAX_ERROR_BYTES`, all a message is read from; a provider's or proxy's huge page is
+    not held in memory."""
+    parts: list[bytes] = []
+    size = 0
+    while size < MAX_ERROR_BYTES:
+        part = await resp.content.read(MAX_ERROR_BYTES - size)
+        if not part:  # the end
+            break
+        parts.append(part)
+        size += len(part)
+    if resp.content.at_eof():
+        resp.release()
+    else:  # the rest is left unread: this connection cannot carry another request
+        resp.close()
     return b"".join(parts)
 
 
