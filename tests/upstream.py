@@ -21,6 +21,7 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
   ``[DONE]``: an answer cut short);
 * ``html``: answers 200 with an HTML page (a proxy's error page in front of a provider);
+* ``keyecho``: echoes the API key it was sent (in a successful answer, streamed or not);
 * ``hugeerror:<mib>``: answers 500 with an HTML page of ``<mib>`` MiB, without a
   Content-Length;
 * ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``);
@@ -231,6 +232,8 @@ class FakeOpenAI:
         if body.get("tools") and (not messages or messages[-1].get("role") != "tool"):
             return await _tool_call(request, body)
         text = f"echo: {_last_user_text(body)}"
+        if model == "keyecho":  # a broken upstream that sends the key it got back
+            text = "echo: " + request.headers.get("Authorization", "").removeprefix("Bearer ")
         usage: dict[str, Any] = {
             "prompt_tokens": 7,
             "completion_tokens": len(text.split()),

@@ -53,7 +53,7 @@ from switchyard.runtime.tracing import NO_HOP, OFF, Tracing
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
-from switchyard.workers.modelproxy import billing
+from switchyard.workers.modelproxy import billing, key_echo
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, plan
@@ -121,6 +121,7 @@ class Handler:
         self.cancels = Cancels()
         self.serving = Serving(settings.modelproxy.ack_wait_s)  # served now, acked lately
         self.owners = ResponseOwners(nc)  # who may continue which native Responses answer
+        self.echoed = key_echo.EchoedKeys()  # provider keys sent back in answers, masked
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
         self._keyless = Throttle(10.0)  # a provider key that cannot be fetched, as often
         # Told the deployment of each request handed back (its key could not be fetched here).
@@ -437,6 +438,7 @@ class Handler:
     async def _stream(self, job: Job, adapter: Adapter, call: ProviderCall) -> None:
         loop = asyncio.get_running_loop()
         seq = 0
+        key = key_echo.needle(call.api_key)
         events = adapter.stream(call)
         try:
             async for event in events:
@@ -445,8 +447,9 @@ class Handler:
                 if event.usage is not None:
                     job.usage = event.usage
                 if event.payload is not None:
-                    job.chunks.append(event.payload)
-                    await self._send_chunk(job, seq, event.payload)
+                    payload = self.echoed.masked(event.payload, key, call.provider_name)
+                    job.chunks.append(payload)
+                    await self._send_chunk(job, seq, payload)
                     if seq == 0:
                         now = time.time()
                         job.ttft = now - job.started
@@ -484,7 +487,8 @@ class Handler:
             )
             raise ue.too_large(call.provider_name, len(completion.body), room)
         job.usage = completion.usage
-        return completion.body
+        key = key_echo.needle(call.api_key)
+        return self.echoed.masked(completion.body, key, call.provider_name)
 
     async def _caller_left(self, job: Job) -> None:
         """A request its caller abandoned: nothing is answered, nothing is retried elsewhere.
