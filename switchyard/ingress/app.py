@@ -103,7 +103,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
             max_unread_bytes=settings.ingress.max_unread_bytes,
         )
         await client.start()
-        keys = KeyRing(nc.jetstream(timeout=5))
+        keys = KeyRing(nc.jetstream(timeout=5), on_refused=edge.waiting.refuse)
         await keys.start()
         edge.client, edge.keys = client, keys
         batch_api.store = BatchStore(nc)

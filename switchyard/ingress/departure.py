@@ -46,10 +46,11 @@ class Waiting:
     A set add and discard per request; :meth:`stop` interrupts them all at once.
     """
 
-    __slots__ = ("_requests", "stopped")
+    __slots__ = ("_by_key", "_requests", "stopped")
 
     def __init__(self) -> None:
         self._requests: set[Stoppable] = set()
+        self._by_key: dict[str, set[Departure]] = {}  # LLM requests by client key id
         self.stopped = False
 
     def __len__(self) -> int:
@@ -64,11 +65,27 @@ class Waiting:
             request.stop()
         return len(cut)
 
+    def refuse(self, key_id: str, error: ApiError) -> int:
+        """End every LLM request of key ``key_id`` in progress with ``error`` (its key was
+        revoked): a stream ends with it, a whole answer is it; how many were ended."""
+        ended = list(self._by_key.get(key_id, ()))
+        for request in ended:
+            request.fell_behind(error)
+        return len(ended)
+
     def add(self, request: Stoppable) -> None:
         self._requests.add(request)
+        if isinstance(request, Departure) and request.key_id:
+            self._by_key.setdefault(request.key_id, set()).add(request)
 
     def discard(self, request: Stoppable) -> None:
         self._requests.discard(request)
+        if isinstance(request, Departure) and request.key_id:
+            of_key = self._by_key.get(request.key_id)
+            if of_key is not None:
+                of_key.discard(request)
+                if not of_key:
+                    del self._by_key[request.key_id]
 
 
 class Stoppable:
@@ -166,10 +183,13 @@ class Departure(Stoppable):
     wait, a write to a client that stopped reading, ends and the block raises that error.
     """
 
-    __slots__ = ("_behind", "_cycle", "_watcher", "gone")
+    __slots__ = ("_behind", "_cycle", "_watcher", "gone", "key_id")
 
-    def __init__(self, receive: Receive, tasks: TaskSupervisor, waiting: Waiting) -> None:
+    def __init__(
+        self, receive: Receive, tasks: TaskSupervisor, waiting: Waiting, key_id: str = ""
+    ) -> None:
         super().__init__(waiting)
+        self.key_id = key_id  # the client key's: revoking it ends the request (Waiting.refuse)
         self.gone = False
         self._behind: ApiError | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -194,7 +214,8 @@ class Departure(Stoppable):
         self._interrupt()
 
     def fell_behind(self, error: ApiError) -> None:
-        """The client read its answer too slowly (``error``: ``reader_too_slow``): stop now."""
+        """The client read its answer too slowly (``error``: ``reader_too_slow``), or its key
+        was revoked (``api_key_revoked``): stop now, ending with ``error``."""
         if self._behind is None:
             self._behind = error
             self._interrupt()

@@ -216,7 +216,7 @@ class FastPath:
                 call.hop = _trace(edge, env, op, call.model, call.route)
                 env = env.with_(traceparent=call.hop.traceparent)
             client = edge.require_client()
-            async with Departure(receive, edge.tasks, edge.waiting) as departure:
+            async with Departure(receive, edge.tasks, edge.waiting, key.id) as departure:
                 if streamed:
                     # aclosing: however the relay ends (client gone, error), the reply inbox
                     # is released here rather than when the garbage collector gets to it.

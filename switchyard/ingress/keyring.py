@@ -8,6 +8,7 @@ and reads a dict.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from nats.js import JetStreamContext
 
@@ -20,9 +21,17 @@ log = logging.getLogger("switchyard.ingress.keys")
 
 
 class KeyRing:
-    def __init__(self, js: JetStreamContext) -> None:
+    """``on_refused(key_id, error)`` hears of every key that may no longer be used (revoked,
+    or deleted), so the requests it has in progress can end (:meth:`Waiting.refuse`)."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        on_refused: Callable[[str, AuthenticationFailed], object] | None = None,
+    ) -> None:
         self._by_hash: dict[str, ClientKey] = {}
         self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry)
+        self._on_refused = on_refused
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -38,9 +47,21 @@ class KeyRing:
             return
         digest = key[len(RECORD_PREFIX) :]
         if value is None:
-            self._by_hash.pop(digest, None)
+            gone = self._by_hash.pop(digest, None)
+            if gone is not None:
+                self._refused(gone.id, AuthenticationFailed("This API key has been deleted."))
             return
-        self._by_hash[digest] = KEY_DECODER.decode(value)
+        record = KEY_DECODER.decode(value)
+        self._by_hash[digest] = record
+        if record.disabled:  # revoked (an expiry needs no write: requests admitted may end)
+            self._refused(
+                record.id,
+                AuthenticationFailed("This API key has been revoked.", code="api_key_revoked"),
+            )
+
+    def _refused(self, key_id: str, error: AuthenticationFailed) -> None:
+        if self._on_refused is not None:
+            self._on_refused(key_id, error)
 
     def authenticate(self, api_key: str | None) -> ClientKey:
         """The key record for a presented API key.
