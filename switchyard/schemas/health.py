@@ -18,7 +18,7 @@ class Cooldown(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = ""
     since: float = 0.0
     # The provider asked for this wait (a ``Retry-After`` it sent; a 429 or 529 counts as
-    # asked whatever this says): the cooldown
-    # then refuses what only this deployment could serve, where one Switchyard chose after an
-    # error (a 5xx, a timeout) only steers requests elsewhere (a "last resort", see the head).
+    # asked whatever this says): the cooldown then refuses what only this deployment could
+    # serve, where one Switchyard chose after an error (a 5xx, a timeout) only steers requests
+    # elsewhere (the head's "last resort", workers/head/decide.py).
     asked: bool = False
