@@ -134,10 +134,11 @@ def _about_the_model(message: str, code: str | None) -> bool:
 async def read_answer(resp: aiohttp.ClientResponse, limit: int, provider: str) -> bytes:
     """A successful answer's body, read no further than ``limit`` bytes (0: whole): past
     it, :func:`too_large` (an answer that cannot be sent on is not held in memory either)."""
-    if not limit:
+    length = resp.content_length
+    if not limit or (length is not None and length <= limit):  # the usual answer: at once
         return await resp.read()
-    if resp.content_length is not None and resp.content_length > limit:
-        raise too_large(provider, resp.content_length, limit)
+    if length is not None:
+        raise too_large(provider, length, limit)
     parts: list[bytes] = []
     size = 0
     async for part in resp.content.iter_chunked(READ_CHUNK_BYTES):
