@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,34 @@ class Stack:
                 json=body,
                 headers=self.admin_headers(),
             )
+
+    @contextlib.asynccontextmanager
+    async def live_routes(
+        self,
+        routes: dict[str, Any],
+        providers: dict[str, Any] | None = None,
+        secrets: dict[str, str] | None = None,
+    ) -> AsyncIterator[None]:
+        """``secrets``, ``providers`` and ``routes`` put in the live table through the admin
+        API (each put must succeed), and removed again on the way out."""
+        try:
+            for name, value in (secrets or {}).items():
+                put = await self.admin("PUT", f"/secrets/{name}", {"value": value})
+                assert put.status_code in (200, 201), put.text
+            for name, provider in (providers or {}).items():
+                put = await self.admin("PUT", f"/providers/{name}", provider)
+                assert put.status_code == 200, put.text
+            for alias, route in routes.items():
+                put = await self.admin("PUT", f"/routes/{alias}", route)
+                assert put.status_code == 200, put.text
+            yield
+        finally:
+            for alias in routes:
+                await self.admin("DELETE", f"/routes/{alias}")
+            for name in providers or {}:
+                await self.admin("DELETE", f"/providers/{name}")
+            for name in secrets or {}:
+                await self.admin("DELETE", f"/secrets/{name}")
 
     def process(self, name: str) -> ManagedProcess:
         for phase in self.supervisor.procs:

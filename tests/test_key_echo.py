@@ -27,18 +27,8 @@ KEY = f"sk-echo-{secrets.token_hex(16)}"
 async def routed(stack: Stack, upstream: FakeOpenAI) -> AsyncIterator[Stack]:
     provider = {"kind": "openai-compatible", "api_base": upstream.base_url, "secret": NAME}
     route = {"deployments": [{"provider": NAME, "model": "keyecho"}]}
-    try:
-        stored = await stack.admin("PUT", f"/secrets/{NAME}", {"value": KEY})
-        assert stored.status_code in (200, 201), stored.text
-        put = await stack.admin("PUT", f"/providers/{NAME}", provider)
-        assert put.status_code == 200, put.text
-        put = await stack.admin("PUT", f"/routes/{NAME}", route)
-        assert put.status_code == 200, put.text
+    async with stack.live_routes({NAME: route}, {NAME: provider}, {NAME: KEY}):
         yield stack
-    finally:
-        await stack.admin("DELETE", f"/routes/{NAME}")
-        await stack.admin("DELETE", f"/providers/{NAME}")
-        await stack.admin("DELETE", f"/secrets/{NAME}")
 
 
 async def _chat(stack: Stack, *, stream: bool) -> httpx.Response:

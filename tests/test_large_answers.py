@@ -46,9 +46,7 @@ ROUTES = {
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def routed(stack: Stack) -> AsyncIterator[Stack]:
-    try:
-        for alias, route in ROUTES.items():
-            assert (await stack.admin("PUT", f"/routes/{alias}", route)).status_code == 200
+    async with stack.live_routes(ROUTES):
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
             while True:  # every head and model-proxy follows the table on its own
@@ -58,9 +56,6 @@ async def routed(stack: Stack) -> AsyncIterator[Stack]:
                 await asyncio.sleep(0.2)
         assert probe.status_code == 200, probe.text
         yield stack
-    finally:
-        for alias in ROUTES:
-            await stack.admin("DELETE", f"/routes/{alias}")
 
 
 async def _chat(http: httpx.AsyncClient, stack: Stack, model: str) -> httpx.Response:

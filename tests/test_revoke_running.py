@@ -32,14 +32,8 @@ ROUTES = {
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def routed(stack: Stack) -> AsyncIterator[Stack]:
-    try:
-        for alias, route in ROUTES.items():
-            put = await stack.admin("PUT", f"/routes/{alias}", route)
-            assert put.status_code == 200, put.text
+    async with stack.live_routes(ROUTES):
         yield stack
-    finally:
-        for alias in ROUTES:
-            await stack.admin("DELETE", f"/routes/{alias}")
 
 
 def _body(model: str, *, stream: bool) -> dict[str, object]:
