@@ -289,11 +289,7 @@ def _last_resort(
     one provider call, not ``routing.max_attempts``. A wait the provider asked for (a 429, a
     529, its ``Retry-After``) still refuses (:func:`all_cooling`)."""
     now = time.time()
-    options = [
-        d
-        for d in router.candidates(env.alias, allowed)
-        if d.id not in env.tried and not book.asked(d.id, now)
-    ]
+    options = [d for d in router.candidates(env.alias, allowed) if not book.asked(d.id, now)]
     if not options:
         return None
     return min(options, key=lambda d: book.remaining(d.id, now))

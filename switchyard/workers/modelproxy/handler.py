@@ -477,7 +477,7 @@ class Handler:
             return b""
         finally:
             job.stop = None
-        room = self._answer_room()
+        room = call.max_answer_bytes
         if room and len(completion.body) > room:  # it could not be sent (litellm's answers)
             log.warning(
                 "an answer of %d bytes on %s is too large for the bus (max_payload %d)",
