@@ -216,8 +216,8 @@ class BatchApi:
             ("/v1/batches/{batch_id}/cancel", "POST", self.cancel),
         ]
 
-    def caller(self, request: Request) -> tuple[ClientKey, str, BatchStore]:
-        key = self.edge.authenticate(_header_key(request))
+    async def caller(self, request: Request) -> tuple[ClientKey, str, BatchStore]:
+        key = await self.edge.authenticate(_header_key(request))
         if self.store is None:
             raise ServiceUnavailable("the gateway is starting", code="starting")
         return key, fair_tenant(key.team, key.id), self.store
@@ -240,7 +240,7 @@ class BatchApi:
 
     async def upload(self, request: Request) -> Response:
         try:
-            _, owner, store = self.caller(request)
+            _, owner, store = await self.caller(request)
             too_large = InvalidRequest(
                 f"files are limited to {self.max_file_bytes} bytes", param="file"
             )
@@ -305,7 +305,7 @@ class BatchApi:
         return _ok(stored.file)
 
     async def _owned_file(self, request: Request) -> tuple[b.FileRecord, BatchStore]:
-        _, owner, store = self.caller(request)
+        _, owner, store = await self.caller(request)
         file_id = request.path_params["file_id"]
         record = await store.file(file_id, owner)
         if (
@@ -335,7 +335,7 @@ class BatchApi:
 
     async def list_files(self, request: Request) -> Response:
         try:
-            _, owner, store = self.caller(request)
+            _, owner, store = await self.caller(request)
             q = request.query_params
             limit = _page_size(q.get("limit"), default=10_000, most=10_000)
             order = q.get("order", "desc")
@@ -377,7 +377,7 @@ class BatchApi:
 
     async def create(self, request: Request) -> Response:
         try:
-            key, owner, store = self.caller(request)
+            key, owner, store = await self.caller(request)
             try:
                 ask = b.BATCH_CREATE.decode(await read_body(request, CREATE_MAX_BYTES))
             except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
@@ -431,7 +431,7 @@ class BatchApi:
             return error_response(exc)
 
     async def _owned(self, request: Request) -> tuple[b.BatchRecord, BatchStore]:
-        _, owner, store = self.caller(request)
+        _, owner, store = await self.caller(request)
         batch_id = request.path_params["batch_id"]
         found = await store.get(batch_id, owner)
         if found is None or b.is_message_batch(found[0].batch):
@@ -457,7 +457,7 @@ class BatchApi:
 
     async def list(self, request: Request) -> Response:
         try:
-            _, owner, store = self.caller(request)
+            _, owner, store = await self.caller(request)
             limit = _page_size(request.query_params.get("limit"))
             mine = [r.batch for r in await store.records(owner) if not b.is_message_batch(r.batch)]
             return _ok(_page(mine, request.query_params.get("after"), limit))

@@ -87,18 +87,22 @@ class Edge:
             raise ServiceUnavailable("the gateway is starting", code="starting")
         return self.client
 
-    def authenticate(self, api_key: str | None, address: str = "") -> ClientKey:
+    async def authenticate(self, api_key: str | None, address: str = "") -> ClientKey:
         """Raises AuthenticationFailed (401), RateLimited (429) for a key that failed from an
         address that presented too many unknown keys (see :mod:`.guard`; a valid key from it
-        passes), or ServiceUnavailable while starting."""
-        if self.keys is None:
+        passes), or ServiceUnavailable while starting or when a key the ring does not know
+        cannot be read from the bucket (:meth:`KeyRing.look_up`)."""
+        keys = self.keys
+        if keys is None:
             raise ServiceUnavailable("the gateway is starting", code="starting")
         try:
-            return self.keys.authenticate(api_key)
+            return keys.authenticate(api_key)
         except AuthenticationFailed as exc:
             guard = self.auth_failures
             if guard:  # some address has failures: the only case that costs a lookup
                 guard.check(address)
+            if api_key and exc.code == "invalid_api_key" and await keys.look_up(api_key):
+                return keys.authenticate(api_key)  # the watch had not delivered it yet
             guard.failed(address, exc)
             raise
 
@@ -133,7 +137,7 @@ class Edge:
         """The models this key may use; in Anthropic's paged shape for an Anthropic client."""
         as_anthropic = anthropic.VERSION_HEADER in request.headers
         try:
-            key = self.authenticate(_header_key(request), _address(request))
+            key = await self.authenticate(_header_key(request), _address(request))
             listing = await self._models(key)
             if as_anthropic:
                 ids = [m.get("id", "") for m in listing["data"]]
@@ -146,7 +150,7 @@ class Edge:
         model_id = request.path_params["model"]
         as_anthropic = anthropic.VERSION_HEADER in request.headers
         try:
-            key = self.authenticate(_header_key(request), _address(request))
+            key = await self.authenticate(_header_key(request), _address(request))
             for model in (await self._models(key))["data"]:
                 if model["id"] == model_id:
                     if as_anthropic:

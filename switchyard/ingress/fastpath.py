@@ -196,7 +196,7 @@ class FastPath:
         call = _Call(op, scope["path"])
         try:
             peer = scope.get("client")
-            key = edge.authenticate(_api_key(wanted), peer[0] if peer else "")
+            key = await edge.authenticate(_api_key(wanted), peer[0] if peer else "")
             if b"content-encoding" in wanted:
                 _plain_body(wanted[b"content-encoding"])
             body = await _read_body(receive, wanted.get(b"content-length"), edge.body_limit)

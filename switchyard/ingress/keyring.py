@@ -3,21 +3,49 @@
 It follows the ``sy_keys`` bucket, so creating, revoking or changing a key reaches every ingress
 replica within milliseconds of the write, and the request path only hashes the presented key
 and reads a dict.
+
+A watch can fall behind (after a NATS node loss a CI run saw both edges miss a key created a
+moment before for 4 s, and every request with it was refused). So a key of ours that the copy
+does not have is read once from the bucket's stream leader before it is refused
+(:meth:`KeyRing.look_up`): a key created a moment ago works at every edge at once, and a watch
+that did not deliver it is opened again within a second (:meth:`KvFollower.behind`). Lookups
+are bounded: only keys with our prefix, one read per key at a time, an absent key remembered
+for a second, and a cap on reads in flight (past it a key is refused unread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 
+import nats.errors
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from switchyard.bus import subjects
-from switchyard.errors import AuthenticationFailed
+from switchyard.errors import AuthenticationFailed, ServiceUnavailable
 from switchyard.runtime.kvwatch import KvFollower
-from switchyard.schemas.keys import KEY_DECODER, RECORD_PREFIX, ClientKey, hash_key
+from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
+from switchyard.schemas.keys import (
+    KEY_DECODER,
+    KEY_PREFIX,
+    KEY_READ_ERRORS,
+    RECORD_PREFIX,
+    ClientKey,
+    hash_key,
+    record_name,
+)
 
 log = logging.getLogger("switchyard.ingress.keys")
+
+ABSENT_TTL_S = 1.0  # a key the leader said is absent is not read again for this long
+MAX_LOOKUPS = 32  # reads in flight at once; past it an unknown key is refused unread
+_MAX_ABSENT = 10_000  # remembered absent keys (the oldest go first)
+_LOOKUP_TIMEOUT_S = 2.0
+_STREAM = f"KV_{subjects.KEYS_BUCKET}"
+_MAX_KEY_CHARS = 256  # ours are 49; longer is not ours and is not read
 
 
 class KeyRing:
@@ -29,9 +57,15 @@ class KeyRing:
         js: JetStreamContext,
         on_refused: Callable[[str, AuthenticationFailed], object] | None = None,
     ) -> None:
+        self._js = js
         self._by_hash: dict[str, ClientKey] = {}
+        self._revisions: dict[str, int] = {}  # digest -> the revision applied (deletes too)
         self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry)
         self._on_refused = on_refused
+        self._lookups: dict[str, asyncio.Future[bool]] = {}
+        self._reads = TaskSupervisor("key-lookup")
+        self._absent: dict[str, float] = {}  # digest -> when the leader said it is absent
+        self.found_by_lookup = 0  # keys the watch had not delivered (for tests and logs)
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -41,17 +75,30 @@ class KeyRing:
 
     async def stop(self) -> None:
         await self._follower.stop()
+        await self._reads.cancel_all()
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
-        if not key.startswith(RECORD_PREFIX):
+        if key.startswith(RECORD_PREFIX):
+            self._apply(key[len(RECORD_PREFIX) :], value, revision)
+
+    def _apply(self, digest: str, value: bytes | None, revision: int) -> None:
+        """Keep revision ``revision`` of a key's record (None: deleted) unless a later one is
+        kept already (a lookup may have read it before the watch delivered it).
+
+        Raises:
+            KEY_READ_ERRORS: the record does not decode (the revision before stays).
+        """
+        if revision <= self._revisions.get(digest, 0):
             return
-        digest = key[len(RECORD_PREFIX) :]
         if value is None:
+            self._revisions[digest] = revision
             gone = self._by_hash.pop(digest, None)
             if gone is not None:
                 self._refused(gone.id, AuthenticationFailed("This API key has been deleted."))
             return
         record = KEY_DECODER.decode(value)
+        self._revisions[digest] = revision
+        self._absent.pop(digest, None)
         self._by_hash[digest] = record
         if record.disabled:  # revoked (an expiry needs no write: requests admitted may end)
             self._refused(
@@ -83,3 +130,66 @@ class KeyRing:
         if refused is not None:
             raise refused
         return record
+
+    async def look_up(self, api_key: str) -> bool:
+        """Read a key :meth:`authenticate` did not know from the bucket's stream leader; True
+        when it has a record now (authenticate again for its verdict). False for a key that
+        is not ours by its shape, that the leader says is absent (now or within the last
+        ``ABSENT_TTL_S``), or when ``MAX_LOOKUPS`` reads are in flight already.
+
+        Raises:
+            ServiceUnavailable: the bucket cannot be read now (``keys_unavailable``).
+        """
+        if not api_key.startswith(KEY_PREFIX) or len(api_key) > _MAX_KEY_CHARS:
+            return False
+        digest = hash_key(api_key)
+        if digest in self._by_hash:
+            return True  # delivered meanwhile
+        absent_since = self._absent.get(digest)
+        if absent_since is not None and time.monotonic() - absent_since < ABSENT_TTL_S:
+            return False
+        pending = self._lookups.get(digest)
+        if pending is None:
+            if len(self._lookups) >= MAX_LOOKUPS:
+                return False
+            try:
+                pending = self._reads.spawn(self._read(digest), quiet=True)
+            except SupervisorClosed:  # stopping
+                return False
+            self._lookups[digest] = pending
+            pending.add_done_callback(lambda _f: self._lookups.pop(digest, None))
+        return await asyncio.shield(pending)
+
+    async def _read(self, digest: str) -> bool:
+        subject = f"$KV.{subjects.KEYS_BUCKET}.{record_name(digest)}"
+        try:  # not a direct get: a replica that is behind may answer those
+            msg = await asyncio.wait_for(
+                self._js.get_msg(_STREAM, subject=subject), _LOOKUP_TIMEOUT_S
+            )
+        except NotFoundError:
+            return self._mark_absent(digest)
+        except (nats.errors.Error, TimeoutError):
+            raise ServiceUnavailable(
+                "the client key store is unavailable", code="keys_unavailable"
+            ) from None
+        deleted = (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE")
+        if deleted or not msg.data:
+            return self._mark_absent(digest)
+        revision = int(msg.seq or 0)
+        try:
+            self._apply(digest, msg.data, revision)
+        except KEY_READ_ERRORS:
+            log.warning("a client key record read from the bucket does not decode; refused")
+            return False
+        if digest not in self._by_hash:
+            return False
+        if revision > self._follower.revision:
+            self.found_by_lookup += 1
+            self._follower.behind(revision)
+        return True
+
+    def _mark_absent(self, digest: str) -> bool:
+        if len(self._absent) >= _MAX_ABSENT:
+            del self._absent[next(iter(self._absent))]
+        self._absent[digest] = time.monotonic()
+        return False

@@ -116,7 +116,7 @@ class MessageBatchApi:
 
     async def create(self, request: Request) -> Response:
         try:
-            key, owner, store = self.files.caller(request)
+            key, owner, store = await self.files.caller(request)
             await self.files.within_budget(key)
             await self.files.quota.precheck(owner, store, 0)  # its input file is stored too
             # Read first: a slow sender holds no turn. Then up to ``max_file_bytes`` of JSON
@@ -185,7 +185,7 @@ class MessageBatchApi:
         return _ok(ab.batch_object(batch, _base_url(request)))
 
     async def _owned(self, request: Request) -> tuple[b.BatchRecord, BatchStore]:
-        _, owner, store = self.files.caller(request)
+        _, owner, store = await self.files.caller(request)
         batch_id = request.path_params["batch_id"]
         found = await store.get(batch_id, owner)
         if found is None or not b.is_message_batch(found[0].batch):
@@ -209,7 +209,7 @@ class MessageBatchApi:
     async def list(self, request: Request) -> Response:
         """The caller's message batches, newest first, in Anthropic's pages."""
         try:
-            _, owner, store = self.files.caller(request)
+            _, owner, store = await self.files.caller(request)
             mine = {
                 r.batch.id: r.batch
                 for r in await store.records(owner)

@@ -11,7 +11,9 @@ is never noticed, since the heartbeat's sequence check needs an earlier message)
 follower checks its own watch: every ``check_s`` it asks the server about the watch's consumer
 (one small JetStream API call), and watches again from its last revision when the consumer is
 gone twice in a row, or when the server has delivered (or holds) entries newer than the
-follower applied and the follower made no progress since the check before.
+follower applied and the follower made no progress since the check before. A reader that got
+a revision from the bucket directly says so (:meth:`KvFollower.behind`): a watch that has not
+delivered it a second later is opened again at once, not after two checks.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ OnEntry = Callable[[str, bytes | None, int], Awaitable[None] | None]
 CHECK_S = 10.0  # how often a follower checks its watch (two checks to act: 10-20 s)
 _ASK_TIMEOUT_S = 3.0
 _DRAIN_S = 2.0  # for a stopped watch's queued entries to be applied
+BEHIND_GRACE_S = 1.0  # how long a revision read directly may take to arrive by the watch
 
 
 class KvFollower:
@@ -69,6 +72,8 @@ class KvFollower:
         self._following: asyncio.Task[None] | None = None
         self.revision = 0
         self.rewatches = 0  # how many times the watch was opened again (for tests and logs)
+        self._reopening = asyncio.Lock()  # the guard and a reader's report both reopen
+        self._expecting: asyncio.Task[None] | None = None
 
     async def start(self, timeout: float = 10.0) -> None:
         self._kv = await self._js.key_value(self._bucket)
@@ -155,6 +160,33 @@ class KvFollower:
                     self._check_s,
                 )
 
+    def behind(self, revision: int) -> None:
+        """Someone read ``revision`` of the bucket directly: if the watch has not delivered
+        it within ``BEHIND_GRACE_S``, watch again (one such wait at a time)."""
+        if revision <= self.revision or self._expecting is not None or self._kv is None:
+            return
+        self._expecting = self._loops.spawn(self._expect(revision), name=f"kv-expect-{revision}")
+
+    async def _expect(self, revision: int) -> None:
+        try:
+            await asyncio.sleep(BEHIND_GRACE_S)
+            if self.revision >= revision:
+                return
+            log.warning(
+                "KV watch of %s has not delivered revision %d, read from the bucket %.0f s ago"
+                " (it applied up to %d); watching again",
+                self._bucket,
+                revision,
+                BEHIND_GRACE_S,
+                self.revision,
+            )
+            try:
+                await self._reopen()
+            except (NatsError, OSError, TimeoutError) as exc:  # the guard tries again
+                log.warning("could not watch %s again (%s)", self._bucket, type(exc).__name__)
+        finally:
+            self._expecting = None
+
     async def _server_view(self) -> tuple[int, int] | None:
         """(the last revision the server delivered to the watch, how many it still holds for
         it); None if its consumer is not there (not found, no answer, or no watch open)."""
@@ -170,6 +202,10 @@ class KvFollower:
 
     async def _reopen(self) -> None:
         """Stop the current watch, let its queued entries be applied, and watch again."""
+        async with self._reopening:
+            await self._reopen_now()
+
+    async def _reopen_now(self) -> None:
         old, following = self._watcher, self._following
         self._watcher = self._following = None
         if old is not None:

@@ -1,0 +1,121 @@
+"""An edge whose key watch fell behind still lets a key created a moment ago in, on a real
+nats-server. A CI run's failover suite saw both edges refuse a new key for 4 s after a NATS
+node loss (40 answers 401 ``invalid_api_key``, then 3,187 answers 429
+``too_many_failed_authentications`` to that client's address): the watch had not delivered it.
+The stalled watch is made here as :mod:`tests.test_kv_follower` makes it (its consumer gone,
+nats-py's own check stopped); the key ring then reads an unknown key of ours from the bucket's
+leader, and the watch is opened again within about a second, not after the follower's two
+checks (10-20 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchyard.admin.keys import KeyAdmin
+from switchyard.bus import subjects
+from switchyard.config.settings import Settings
+from switchyard.errors import AuthenticationFailed, RateLimited
+from switchyard.ingress.edge import Edge
+from switchyard.ingress.keyring import KeyRing
+from switchyard.schemas.keys import new_api_key
+from tests.support import jetstream_server
+
+pytestmark = pytest.mark.integration
+
+
+def _stall(ring: KeyRing) -> Any:
+    """The ring's watch stops delivering, as after the node loss; the consumer to delete."""
+    watcher: Any = ring._follower._watcher
+    sub = watcher._sub
+    sub._sub._jsi._hbtask.cancel()  # nats-py gave up on re-creating it
+    return sub._consumer
+
+
+async def _until(check: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not check():
+        assert loop.time() < end, "not seen in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_key_the_watch_has_not_delivered_is_read_from_the_bucket(tmp_path: Path) -> None:
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream()
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET, history=1)
+        admin = KeyAdmin(js)
+        refused: list[tuple[str, str]] = []
+        ring = KeyRing(js, on_refused=lambda key_id, e: refused.append((key_id, e.code)))
+        await ring.start()
+        edge = Edge(Settings())
+        edge.keys = ring
+        try:
+            await js.delete_consumer(f"KV_{subjects.KEYS_BUCKET}", _stall(ring))
+            api_key, record = await admin.create("fresh")
+            await asyncio.sleep(0.3)
+            assert len(ring) == 0  # the watch did not deliver it
+
+            assert (await edge.authenticate(api_key, "10.0.0.1")).id == record.id
+            assert ring.found_by_lookup == 1
+            assert not edge.auth_failures  # a key found counts as no failure
+
+            # The watch is opened again within about a second, and follows changes again:
+            # a revocation reaches the ring (and the requests it has running) without a lookup.
+            await _until(lambda: ring._follower.rewatches == 1, timeout=5)
+            await admin.revoke(record.id)
+            await _until(lambda: refused == [(record.id, "api_key_revoked")])
+            with pytest.raises(AuthenticationFailed) as revoked:
+                await edge.authenticate(api_key, "10.0.0.1")
+            assert revoked.value.code == "api_key_revoked"
+            assert ring.found_by_lookup == 1
+        finally:
+            await ring.stop()
+
+
+async def test_an_unknown_key_is_read_once_and_still_counts_as_a_failure(tmp_path: Path) -> None:
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream()
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET, history=1)
+        ring = KeyRing(js)
+        await ring.start()
+        reads: list[str] = []
+        real = js.get_msg
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            reads.append(kwargs.get("subject", ""))
+            return await real(*args, **kwargs)
+
+        js.get_msg = counted  # type: ignore[method-assign]  # a spy; the server still answers
+        settings = Settings()
+        edge = Edge(settings)
+        edge.keys = ring
+        try:
+            guess = new_api_key()
+            answers = await asyncio.gather(
+                *(edge.authenticate(guess, "10.0.0.2") for _ in range(3)), return_exceptions=True
+            )
+            assert [getattr(a, "code", a) for a in answers] == ["invalid_api_key"] * 3
+            assert len(reads) == 1  # three at once: one read
+            with pytest.raises(AuthenticationFailed):
+                await edge.authenticate(guess, "10.0.0.2")
+            assert len(reads) == 1  # remembered as absent for a second
+            with pytest.raises(AuthenticationFailed):  # not our shape: never read
+                await edge.authenticate("sk-proj-" + "x" * 40, "10.0.0.2")
+            assert len(reads) == 1
+
+            # Unknown keys still count towards the address's limit, and past it no read is made.
+            limit = settings.ingress.failed_auth_limit
+            for _ in range(limit):
+                with contextlib.suppress(AuthenticationFailed):
+                    await edge.authenticate(new_api_key(), "10.0.0.3")
+            before = len(reads)
+            with pytest.raises(RateLimited):
+                await edge.authenticate(new_api_key(), "10.0.0.3")
+            assert len(reads) == before
+        finally:
+            await ring.stop()
