@@ -6,6 +6,12 @@ change stream, so a revocation reaches every head as fast as it reaches every ed
 are remembered as unknown for a short time only, so a key created a moment ago is not refused
 for long. A key whose record does not decode is refused (401 ``invalid_api_key``) until a
 readable revision replaces it; the log names its key id once, never the key.
+
+The change stream is plain NATS delivery: a change published while a head reconnects (a NATS
+node loss) never reaches it, and the record it kept would have served on forever (a revoked
+key's internal client, which no edge checks, kept working until the head restarted). So a key
+in use is read again in the background once ``REVALIDATE_S`` passed since its record was last
+read or changed, and at its first use after a reconnect; the record kept answers meanwhile.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from nats.aio.subscription import Subscription
 
 from switchyard.bus import subjects
 from switchyard.errors import AuthenticationFailed, ServiceUnavailable
-from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
 from switchyard.schemas.keys import (
     KEY_DECODER,
     KEY_READ_ERRORS,
@@ -35,13 +41,21 @@ from switchyard.schemas.keys import (
 log = logging.getLogger("switchyard.head")
 
 NEGATIVE_TTL_S = 2.0
+REVALIDATE_S = 30.0  # a key in use is read again this long after its record was last read
 _CHANGE_PREFIX = f"$KV.{subjects.KEYS_BUCKET}.{RECORD_PREFIX}"
 
 
 class KeyPolicies:
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, *, revalidate_s: float = REVALIDATE_S) -> None:
         self._nc = nc
+        self._revalidate_s = revalidate_s
         self._known: dict[str, ClientKey] = {}
+        self._read_at: dict[str, float] = {}  # digest -> when its kept record was read
+        self._reconnects = 0  # the connection's count when the kept records were last trusted
+        # A read that started before a change arrived may bring the record before it: the
+        # change wins (``_changes`` counts changes heard, ``_changed`` the last per key).
+        self._changes = 0
+        self._changed: dict[str, int] = {}
         self._missing: dict[str, float] = {}
         self._unreadable: set[str] = set()  # digests whose record does not decode
         self._sub: Subscription | None = None
@@ -62,11 +76,13 @@ class KeyPolicies:
         if not msg.subject.startswith(_CHANGE_PREFIX):
             return
         digest = msg.subject[len(_CHANGE_PREFIX) :]
+        self._changes += 1
+        self._changed[digest] = self._changes
         deleted = bool(msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"))
         self._missing.pop(digest, None)
         self._unreadable.discard(digest)
         if deleted or not msg.data:
-            self._known.pop(digest, None)
+            self._forget(digest)
             return
         with contextlib.suppress(AuthenticationFailed):  # refused when a request brings it
             self._read(digest, msg.data)
@@ -80,6 +96,7 @@ class KeyPolicies:
         """
         known = self._known.get(digest)
         if known is not None:
+            self._maybe_revalidate(digest)
             return known
         if digest in self._unreadable:
             raise _unreadable()
@@ -93,24 +110,51 @@ class KeyPolicies:
             pending.add_done_callback(lambda _f: self._pending.pop(digest, None))
         return await asyncio.shield(pending)
 
+    def _maybe_revalidate(self, digest: str) -> None:
+        """Read a kept record again in the background when it is old or a reconnect may have
+        lost its changes (one read at a time; a failed one waits another period)."""
+        now = time.monotonic()
+        reconnects = self._nc.stats["reconnects"]
+        if reconnects != self._reconnects:  # changes may have been missed: every record is old
+            self._reconnects = reconnects
+            self._read_at.clear()
+        if now - self._read_at.get(digest, 0.0) < self._revalidate_s or digest in self._pending:
+            return
+        self._read_at[digest] = now
+        with contextlib.suppress(SupervisorClosed):
+            task = self._fetches.spawn(self._fetch(digest), quiet=True)
+            self._pending[digest] = task
+            task.add_done_callback(lambda _f: self._pending.pop(digest, None))
+
+    def _forget(self, digest: str) -> None:
+        self._known.pop(digest, None)
+        self._read_at.pop(digest, None)
+
     async def _fetch(self, digest: str) -> ClientKey | None:
         subject = (
             f"{subjects.KEYS_DIRECT_GET_PREFIX}.$KV.{subjects.KEYS_BUCKET}.{record_name(digest)}"
         )
+        began = self._changes
         try:
             msg = await self._nc.request(subject, b"", timeout=2)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
             raise ServiceUnavailable(
                 "the client key store is unavailable", code="keys_unavailable"
             ) from None
+        if self._changed.get(digest, 0) > began:  # a change came meanwhile: it is newer
+            if digest in self._unreadable:
+                raise _unreadable()
+            return self._known.get(digest)
         status = (msg.headers or {}).get("Status")
         if status == "404" or (status is None and not msg.data):
             self._missing[digest] = time.monotonic()
+            self._forget(digest)
             return None
         if status is not None:
             raise ServiceUnavailable("the client key store is unavailable", code="keys_unavailable")
         if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
             self._missing[digest] = time.monotonic()
+            self._forget(digest)
             return None
         return self._read(digest, msg.data)
 
@@ -124,7 +168,7 @@ class KeyPolicies:
         try:
             record = KEY_DECODER.decode(raw)
         except KEY_READ_ERRORS:
-            self._known.pop(digest, None)
+            self._forget(digest)
             self._unreadable.add(digest)
             log.warning(
                 "the record of client key %s cannot be read; its requests are refused",
@@ -132,6 +176,7 @@ class KeyPolicies:
             )
             raise _unreadable() from None
         self._known[digest] = record
+        self._read_at[digest] = time.monotonic()
         return record
 
 
