@@ -23,6 +23,7 @@ from switchyard.errors import AuthenticationFailed, RateLimited
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.keyring import KeyRing
 from switchyard.schemas.keys import new_api_key
+from tests.stacks import Stack
 from tests.support import jetstream_server
 
 pytestmark = pytest.mark.integration
@@ -119,3 +120,17 @@ async def test_an_unknown_key_is_read_once_and_still_counts_as_a_failure(tmp_pat
             assert len(reads) == before
         finally:
             await ring.stop()
+
+
+async def test_an_edge_may_read_a_key_from_the_leader_on_the_zoned_stack(stack: Stack) -> None:
+    """The read goes to the stream leader's API (not a direct get a lagging replica may
+    answer); the edges' CLIENT-zone identity is allowed it."""
+    tail = await stack.connect("tail")
+    try:
+        ring = KeyRing(tail.jetstream(timeout=5))  # not following: every key is unknown to it
+        api_key, record = await stack.new_key("lookup-zoned")
+        assert await ring.look_up(api_key)
+        assert ring.authenticate(api_key).id == record.id
+        assert not await ring.look_up(new_api_key())
+    finally:
+        await tail.close()
