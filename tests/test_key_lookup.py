@@ -19,7 +19,7 @@ import pytest
 from switchyard.admin.keys import KeyAdmin
 from switchyard.bus import subjects
 from switchyard.config.settings import Settings
-from switchyard.errors import AuthenticationFailed, RateLimited
+from switchyard.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.keyring import KeyRing
 from switchyard.schemas.keys import new_api_key
@@ -134,3 +134,29 @@ async def test_an_edge_may_read_a_key_from_the_leader_on_the_zoned_stack(stack: 
         assert not await ring.look_up(new_api_key())
     finally:
         await tail.close()
+
+
+async def test_without_an_answer_from_the_leader_a_replica_is_asked(tmp_path: Path) -> None:
+    """During a stream leader election the leader's API does not answer; a direct get (any
+    replica) does, and only when both fail is the answer 503 ``keys_unavailable``."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream()
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET, history=1, direct=True)
+        ring = KeyRing(js)
+        real = js.get_msg
+        failing = {"leader"}
+
+        async def no_leader(*args: Any, **kwargs: Any) -> Any:
+            if ("direct" if kwargs.get("direct") else "leader") in failing:
+                raise TimeoutError
+            return await real(*args, **kwargs)
+
+        js.get_msg = no_leader  # type: ignore[method-assign]  # the server answers the rest
+        api_key, record = await KeyAdmin(js).create("no-leader")
+        assert await ring.look_up(api_key)
+        assert ring.authenticate(api_key).id == record.id
+        assert not await ring.look_up(new_api_key())  # absent by the replica's answer
+        failing.add("direct")
+        with pytest.raises(ServiceUnavailable) as unavailable:
+            await ring.look_up(new_api_key())
+        assert unavailable.value.code == "keys_unavailable"

@@ -7,9 +7,9 @@ and reads a dict.
 A watch can fall behind (after a NATS node loss a CI run saw both edges miss a key created a
 moment before for 4 s, and every request with it was refused). So a key of ours that the copy
 does not have is read once from the bucket's stream leader before it is refused
-(:meth:`KeyRing.look_up`): a key created a moment ago works at every edge at once, and a watch
-that did not deliver it is opened again within a second (:meth:`KvFollower.behind`). Lookups
-are bounded: only keys with our prefix, one read per key at a time, an absent key remembered
+(:meth:`KeyRing.look_up`; any replica when the leader does not answer, as during a failover):
+a key created a moment ago works at every edge at once, and a watch that did not deliver it is
+opened again within a second (:meth:`KvFollower.behind`). Lookups are bounded: only keys with our prefix, one read per key at a time, an absent key remembered
 for a second, and a cap on reads in flight (past it a key is refused unread).
 """
 
@@ -162,16 +162,23 @@ class KeyRing:
 
     async def _read(self, digest: str) -> bool:
         subject = f"$KV.{subjects.KEYS_BUCKET}.{record_name(digest)}"
-        try:  # not a direct get: a replica that is behind may answer those
+        try:  # the leader first: a replica that is behind may answer a direct get
             msg = await asyncio.wait_for(
                 self._js.get_msg(_STREAM, subject=subject), _LOOKUP_TIMEOUT_S
             )
         except NotFoundError:
             return self._mark_absent(digest)
-        except (nats.errors.Error, TimeoutError):
-            raise ServiceUnavailable(
-                "the client key store is unavailable", code="keys_unavailable"
-            ) from None
+        except (nats.errors.Error, TimeoutError):  # no leader now (a failover): any replica
+            try:
+                msg = await asyncio.wait_for(
+                    self._js.get_msg(_STREAM, subject=subject, direct=True), _LOOKUP_TIMEOUT_S
+                )
+            except NotFoundError:
+                return self._mark_absent(digest)
+            except (nats.errors.Error, TimeoutError):
+                raise ServiceUnavailable(
+                    "the client key store is unavailable", code="keys_unavailable"
+                ) from None
         deleted = (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE")
         if deleted or not msg.data:
             return self._mark_absent(digest)
