@@ -145,6 +145,15 @@ class Violations:
         return [e for e in self.errors if "permissions violation" in e and needle in e]
 
 
+async def until(check: Callable[[], object], timeout: float = 15.0) -> None:
+    """Return once ``check()`` is true; fail the test after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not check():
+        assert loop.time() < end, "not seen in time"
+        await asyncio.sleep(0.05)
+
+
 async def settle(nc: Any, seconds: float = 0.15) -> None:
     """Flush and give the server time to send back asynchronous errors."""
     await nc.flush(timeout=2)

@@ -39,7 +39,8 @@ async def test_a_revocation_the_head_did_not_hear_reaches_it(stack: Stack) -> No
         keys = KeyAdmin(admin.jetstream(timeout=10))
         _, record = await keys.create("head-view")
         kept = await view.get(record.hash)
-        assert kept is not None and not kept.disabled
+        assert kept is not None
+        assert not kept.disabled
 
         assert view._sub is not None
         await view._sub.unsubscribe()  # the head hears no change: its reconnect

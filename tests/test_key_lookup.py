@@ -24,7 +24,7 @@ from switchyard.ingress.edge import Edge
 from switchyard.ingress.keyring import KeyRing
 from switchyard.schemas.keys import new_api_key
 from tests.stacks import Stack
-from tests.support import jetstream_server
+from tests.support import jetstream_server, until
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +35,6 @@ def _stall(ring: KeyRing) -> Any:
     sub = watcher._sub
     sub._sub._jsi._hbtask.cancel()  # nats-py gave up on re-creating it
     return sub._consumer
-
-
-async def _until(check: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not check():
-        assert loop.time() < end, "not seen in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_key_the_watch_has_not_delivered_is_read_from_the_bucket(tmp_path: Path) -> None:
@@ -67,9 +59,9 @@ async def test_a_key_the_watch_has_not_delivered_is_read_from_the_bucket(tmp_pat
 
             # The watch is opened again within about a second, and follows changes again:
             # a revocation reaches the ring (and the requests it has running) without a lookup.
-            await _until(lambda: ring._follower.rewatches == 1, timeout=5)
+            await until(lambda: ring._follower.rewatches == 1, timeout=5)
             await admin.revoke(record.id)
-            await _until(lambda: refused == [(record.id, "api_key_revoked")])
+            await until(lambda: refused == [(record.id, "api_key_revoked")])
             with pytest.raises(AuthenticationFailed) as revoked:
                 await edge.authenticate(api_key, "10.0.0.1")
             assert revoked.value.code == "api_key_revoked"

@@ -14,17 +14,9 @@ from typing import Any
 import pytest
 
 from switchyard.runtime.kvwatch import KvFollower
-from tests.support import jetstream_server
+from tests.support import jetstream_server, until
 
 pytestmark = pytest.mark.integration
-
-
-async def _until(check: Any, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not check():
-        assert loop.time() < end, "not seen in time"
-        await asyncio.sleep(0.05)
 
 
 def _sub(follower: KvFollower) -> Any:
@@ -46,11 +38,11 @@ async def test_a_watch_whose_consumer_is_gone_is_opened_again(tmp_path: Path) ->
         await js.delete_consumer("KV_gone", sub._consumer)
         await kv.put("b", b"2")
         await kv.delete("a")
-        await _until(lambda: seen.get("b") == b"2" and seen.get("a", b"") is None)
+        await until(lambda: seen.get("b") == b"2" and seen.get("a", b"") is None)
         assert follower.rewatches == 1
         revision = follower.revision
         await kv.put("c", b"3")  # the new watch follows live changes
-        await _until(lambda: seen.get("c") == b"3")
+        await until(lambda: seen.get("c") == b"3")
         assert follower.revision > revision
         await follower.stop()
 
@@ -76,10 +68,10 @@ async def test_entries_the_follower_never_got_are_fetched_again_once(tmp_path: P
         core._cb = lose_two
         await kv.put("b", b"2")
         await kv.put("a", b"3")
-        await _until(lambda: len(dropped) == 2)
+        await until(lambda: len(dropped) == 2)
         await asyncio.sleep(0.2)
         assert [k for k, _, _ in applied] == ["a"]  # the follower is behind the server
-        await _until(lambda: ("a", b"3") in [(k, v) for k, v, _ in applied])
+        await until(lambda: ("a", b"3") in [(k, v) for k, v, _ in applied])
         # Applied once each, in revision order, nothing applied twice.
         assert [(k, v) for k, v, _ in applied] == [("a", b"1"), ("b", b"2"), ("a", b"3")]
         revisions = [r for _, _, r in applied]
@@ -109,6 +101,6 @@ async def test_a_watch_that_cannot_be_stopped_is_left_behind(tmp_path: Path) -> 
         watcher.stop = refuse
         await js.delete_consumer("KV_stuck", sub._consumer)
         await kv.put("b", b"2")
-        await _until(lambda: seen.get("b") == b"2")
+        await until(lambda: seen.get("b") == b"2")
         assert follower.rewatches == 1
         await follower.stop()

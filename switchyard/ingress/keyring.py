@@ -9,8 +9,9 @@ moment before for 4 s, and every request with it was refused). So a key of ours 
 does not have is read once from the bucket's stream leader before it is refused
 (:meth:`KeyRing.look_up`; any replica when the leader does not answer, as during a failover):
 a key created a moment ago works at every edge at once, and a watch that did not deliver it is
-opened again within a second (:meth:`KvFollower.behind`). Lookups are bounded: only keys with our prefix, one read per key at a time, an absent key remembered
-for a second, and a cap on reads in flight (past it a key is refused unread).
+opened again within a second (:meth:`KvFollower.behind`). Lookups are bounded: only keys with
+our prefix, one read per key at a time, an absent key remembered for a second, and a cap on
+reads in flight (past it a key is refused unread).
 """
 
 from __future__ import annotations
