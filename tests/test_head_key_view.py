@@ -10,13 +10,18 @@ is revoked; the head's view reads a key in use again once its record is ``revali
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.msg import Msg
 
 from switchyard.admin.keys import KeyAdmin
+from switchyard.bus import subjects
+from switchyard.schemas.keys import hash_key, new_api_key
 from switchyard.workers.head.keys import KeyPolicies
 from tests.stacks import Stack
+from tests.support import jetstream_server
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +70,40 @@ async def test_a_revocation_the_head_did_not_hear_reaches_it(stack: Stack) -> No
         await view.stop()
         await head.close()
         await admin.close()
+
+
+async def test_a_replica_behind_the_write_does_not_make_a_new_key_unknown(tmp_path: Path) -> None:
+    """nats-server lets a follower answer direct gets once it is 90% caught up, so the head's
+    first read of a key created a moment ago may be answered "no such key" (and the key was
+    refused for 2 s). The head asks again twice before it believes that. Here the first
+    answer comes from a responder standing in for such a replica on a plain nats-server; the
+    others are the stream's own (the same subject remapping the zoned stack's import does)."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream()
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET, history=1, direct=True)
+        asked: list[str] = []
+
+        async def replica(msg: Msg) -> None:
+            asked.append(msg.subject)
+            if len(asked) == 1:
+                await nc.publish(msg.reply, b"", headers={"Status": "404"})
+                return
+            real = msg.subject.replace(
+                subjects.KEYS_DIRECT_GET_PREFIX, f"$JS.API.DIRECT.GET.KV_{subjects.KEYS_BUCKET}"
+            )
+            answer = await nc.request(real, b"", timeout=2)
+            await nc.publish(msg.reply, answer.data, headers=answer.headers)
+
+        await nc.subscribe(f"{subjects.KEYS_DIRECT_GET_PREFIX}.>", cb=replica)
+        _, record = await KeyAdmin(js).create("lagging-replica")  # before the head listens
+        view = KeyPolicies(nc)
+        await view.start()
+        try:
+            found = await view.get(record.hash)
+            assert found is not None
+            assert found.id == record.id
+            assert len(asked) == 2
+            assert await view.get(hash_key(new_api_key())) is None  # unknown: asked thrice
+            assert len(asked) == 5
+        finally:
+            await view.stop()

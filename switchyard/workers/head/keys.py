@@ -42,6 +42,10 @@ log = logging.getLogger("switchyard.head")
 
 NEGATIVE_TTL_S = 2.0
 REVALIDATE_S = 30.0  # a key in use is read again this long after its record was last read
+# A direct get is answered by any replica, and one that is behind the write (nats-server lets
+# a follower answer once it is 90% caught up) says "no such key" for a key created a moment
+# ago: asked again after these pauses before the key is called unknown (a 401 for 2 s).
+_ABSENT_AGAIN_S = (0.05, 0.2)
 _CHANGE_PREFIX = f"$KV.{subjects.KEYS_BUCKET}.{RECORD_PREFIX}"
 
 
@@ -135,12 +139,16 @@ class KeyPolicies:
             f"{subjects.KEYS_DIRECT_GET_PREFIX}.$KV.{subjects.KEYS_BUCKET}.{record_name(digest)}"
         )
         began = self._changes
-        try:
-            msg = await self._nc.request(subject, b"", timeout=2)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
-            raise ServiceUnavailable(
-                "the client key store is unavailable", code="keys_unavailable"
-            ) from None
+        for pause in (*_ABSENT_AGAIN_S, None):
+            try:
+                msg = await self._nc.request(subject, b"", timeout=2)
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                raise ServiceUnavailable(
+                    "the client key store is unavailable", code="keys_unavailable"
+                ) from None
+            if pause is None or (msg.headers or {}).get("Status") != "404":
+                break
+            await asyncio.sleep(pause)  # a replica behind the write may have answered
         if self._changed.get(digest, 0) > began:  # a change came meanwhile: it is newer
             if digest in self._unreadable:
                 raise _unreadable()
