@@ -110,6 +110,21 @@ async def test_an_unknown_key_is_read_once_and_still_counts_as_a_failure(tmp_pat
             with pytest.raises(RateLimited):
                 await edge.authenticate(new_api_key(), "10.0.0.3")
             assert len(reads) == before
+
+            # A revoked or missing key from that address still reads why (an explorer got the
+            # retryable 429 for a revoked key), and a valid key still passes.
+            admin = KeyAdmin(js)
+            revoked_key, revoked = await admin.create("revoked-behind-a-busy-address")
+            valid_key, valid = await admin.create("valid-behind-a-busy-address")
+            await admin.revoke(revoked.id)
+            await until(lambda: getattr(ring._by_hash.get(revoked.hash), "disabled", False))
+            with pytest.raises(AuthenticationFailed) as why:
+                await edge.authenticate(revoked_key, "10.0.0.3")
+            assert why.value.code == "api_key_revoked"
+            with pytest.raises(AuthenticationFailed) as missing:
+                await edge.authenticate(None, "10.0.0.3")
+            assert missing.value.code == "missing_api_key"
+            assert (await edge.authenticate(valid_key, "10.0.0.3")).id == valid.id
         finally:
             await ring.stop()
 

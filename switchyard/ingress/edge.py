@@ -33,7 +33,7 @@ from switchyard.errors import (
     ServiceUnavailable,
 )
 from switchyard.ingress.departure import Waiting
-from switchyard.ingress.guard import FailedAuthGuard
+from switchyard.ingress.guard import UNKNOWN_KEY, FailedAuthGuard
 from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import (
@@ -98,10 +98,12 @@ class Edge:
         try:
             return keys.authenticate(api_key)
         except AuthenticationFailed as exc:
+            if exc.code != UNKNOWN_KEY:  # missing, revoked, expired: the client reads why
+                raise
             guard = self.auth_failures
             if guard:  # some address has failures: the only case that costs a lookup
                 guard.check(address)
-            if api_key and exc.code == "invalid_api_key" and await keys.look_up(api_key):
+            if api_key and await keys.look_up(api_key):
                 return keys.authenticate(api_key)  # the watch had not delivered it yet
             guard.failed(address, exc)
             raise

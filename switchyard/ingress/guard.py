@@ -2,12 +2,12 @@
 
 Policy (docs/security.md): an address that presents ``limit`` unknown keys within ``window_s``
 gets 429 ``too_many_failed_authentications`` (with ``Retry-After``) instead of 401 for every
-key that fails until that window has passed. A valid key from that address still passes: many
-clients share one address (NAT, a node's SNAT, a proxy), and one broken or revoked client must
-not lock the others out. Only unknown keys count: a missing key guesses nothing, and a revoked
-or expired key is a known record whose client must keep reading why (``api_key_revoked``), not
-a retryable 429. Counting is per edge process: the bound is on noise and guessing speed, and a
-256-bit key space is the real defence.
+unknown key it presents until that window has passed. A valid key from that address still
+passes: many clients share one address (NAT, a node's SNAT, a proxy), and one broken or
+revoked client must not lock the others out. Only unknown keys count, and only they get the
+429: a missing key guesses nothing, and a revoked or expired key is a known record whose
+client must keep reading why (``api_key_revoked``), not a retryable 429. Counting is per edge
+process: the bound is on noise and guessing speed, and a 256-bit key space is the real defence.
 
 A valid key costs nothing here: the table is consulted only for a key that failed, and only
 while some address has failures; it is bounded (``max_addresses``; the oldest windows go first).
@@ -19,8 +19,8 @@ import time
 
 from switchyard.errors import AuthenticationFailed, RateLimited
 
-# Only a key no record has counts (the code KeyRing.authenticate gives it).
-_UNKNOWN = "invalid_api_key"
+# Only a key no record has counts, or is refused (the code KeyRing.authenticate gives it).
+UNKNOWN_KEY = "invalid_api_key"
 
 
 class FailedAuthGuard:
@@ -53,7 +53,7 @@ class FailedAuthGuard:
 
     def failed(self, address: str, exc: AuthenticationFailed, now: float | None = None) -> None:
         """Count a failed authentication of ``address`` (only unknown keys are counted)."""
-        if exc.code != _UNKNOWN:
+        if exc.code != UNKNOWN_KEY:
             return
         now = time.monotonic() if now is None else now
         entry = self._seen.get(address)
