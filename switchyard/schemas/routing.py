@@ -430,6 +430,19 @@ def route_table_findings(
                 )
                 continue
             earlier = seen.get(dep.id)
+            if earlier and (earlier[1].provider, earlier[1].model) != (dep.provider, dep.model):
+                # ``provider--model`` read two ways: one queue, one provider's key for both.
+                (kept if stored else problems).append(
+                    RouteProblem(
+                        f"{where}",
+                        f"deployment {dep.provider}/{dep.model} and {earlier[1].provider}/"
+                        f"{earlier[1].model} ({earlier[0]}) get the same queue `{dep.id}`: "
+                        "both would be served by one provider",
+                        "a provider name with `--` in it (or ending with `-`) makes queue ids "
+                        "ambiguous: rename that provider",
+                    )
+                )
+                continue
             priced = priced_by.get(dep.id)
             # Two routes pricing one deployment apart: refused when either is new or changed.
             if priced is not None and dep.price is not None and priced[1].price != dep.price:

@@ -75,3 +75,28 @@ def test_a_stored_table_keeps_what_predates_the_newest_rules() -> None:
     found = route_table_findings(STORED, stored=True)
     assert found.problems == []
     assert _fields(found.kept) == ["providers.old.api_base", "routes.y.deployments[0].price"]
+
+
+def test_two_deployments_read_into_one_queue_id_are_refused() -> None:
+    """A deployment's queue id is ``provider--model``: provider ``x--y`` with model ``z`` and
+    provider ``x`` with model ``y--z`` both gave ``x--y--z``, and an explorer's route to
+    provider ``x`` was served by ``x--y`` with its key and price. A stored table with such a
+    clash still loads (refusing it would stop serving everything); an edit must end it."""
+    table = decode_route_table(
+        msgspec.json.encode(
+            {
+                "providers": {"x--y": GOOD, "x": GOOD},
+                "routes": {"a": _route("x--y", model="z"), "b": _route("x", model="y--z")},
+            }
+        )
+    )
+    found = route_table_findings(table)
+    assert _fields(found.problems) == ["routes.b.deployments[0]"]
+    assert "x--y--z" in found.problems[0].problem
+    assert "x--y/z" in found.problems[0].problem
+    stored = route_table_findings(table, stored=True)
+    assert stored.problems == []
+    assert _fields(stored.kept) == ["routes.b.deployments[0]"]
+    # The same provider and model in two routes is one deployment, as before.
+    shared = {"providers": {"x": GOOD}, "routes": {"a": _route("x"), "b": _route("x")}}
+    assert route_table_problems(decode_route_table(msgspec.json.encode(shared))) == []
