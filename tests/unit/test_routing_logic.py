@@ -159,6 +159,34 @@ def test_a_cooldown_after_an_error_does_not_refuse_what_nothing_else_can_serve()
     assert waiting.value.code == "deployments_rate_limited"
 
 
+def test_a_failed_last_resort_says_when_the_deployment_is_tried_again() -> None:
+    """A one-deployment route whose provider fails: the last resort is tried, fails, and its
+    failure is the answer with ``Retry-After`` until the cooldown ends (an explorer got 40
+    502s without one while the deployment cooled 5 s, though the docs said so). A provider's
+    429 whose ``Retry-After`` it could not read gets the cooldown's wait; one that asks for a
+    day gets the longest cooldown, after which the deployment is tried again anyway."""
+    router = Router(_two_route_table())
+    backup = deployment_id("b", "m2")
+    now = time.time()
+    book = Cooldowns({backup: Cooldown(deployment=backup, until=now + 5, status=500)})
+    assert decide.choose(router, book, _env("backup"), pinned=None).id == backup
+    after = _env("backup", tried=(backup,), last_status=502, errors=f"{backup}: 502 boom")
+    with pytest.raises(ProviderError) as failed:
+        decide.choose(router, book, after, pinned=None)
+    assert failed.value.code == "all_deployments_failed"
+    assert failed.value.retry_after == pytest.approx(5, abs=0.5)
+
+    limited = Cooldowns({backup: Cooldown(deployment=backup, until=now + 5, status=429)})
+    unread = _env("backup", tried=(backup,), last_status=429)
+    with pytest.raises(RateLimited) as no_header:
+        decide.choose(router, limited, unread, pinned=None)
+    assert no_header.value.retry_after == pytest.approx(5, abs=0.5)
+    a_day = _env("backup", tried=(backup,), last_status=429, retry_after=100_000.0)
+    with pytest.raises(RateLimited) as capped:
+        decide.choose(router, limited, a_day, pinned=None)
+    assert capped.value.retry_after == 300
+
+
 def test_a_cooldown_says_whether_the_provider_asked_for_it() -> None:
     now = time.time()
     book = Cooldowns(

@@ -37,6 +37,7 @@ from switchyard.dialects import native_only
 from switchyard.errors import ApiError, ProviderError, RateLimited, ServiceUnavailable
 from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.secret_cache import UNAVAILABLE_RETRY_S
+from switchyard.schemas.health import MAX_COOLDOWN_S
 from switchyard.schemas.routing import Deployment
 from switchyard.workers.head.router import Router
 
@@ -90,8 +91,13 @@ def exhausted(
     if cooling:  # else the message reads as if they had never existed
         message += f"; not tried while cooling down after errors: {', '.join(cooling[:5])}"
     message += note
+    # The provider's wait, never past the longest cooldown (after which the deployment is
+    # tried again anyway: a provider's "a day" told a client to wait a day for 5 minutes).
+    asked = None if env.retry_after is None else min(env.retry_after, MAX_COOLDOWN_S)
     if env.last_status == 429:  # the providers' limits, not the key's own (rate_limit_exceeded)
-        return RateLimited(message, code="deployments_rate_limited", retry_after=env.retry_after)
+        # The cooldowns' wait when the provider sent none it could read.
+        wait = asked or retry_after
+        return RateLimited(message, code="deployments_rate_limited", retry_after=wait)
     if env.last_status == 529:  # the last deployment was overloaded (Anthropic's 529)
         return ProviderError(
             message,
@@ -99,7 +105,7 @@ def exhausted(
             status=529,
             type="overloaded_error",
             code="provider_overloaded",
-            retry_after=retry_after or env.retry_after,
+            retry_after=retry_after or asked,
         )
     if len(tried) == 1 and env.last_status == 503:
         # The one attempt could not be made: the route's only usable deployment has no stored
@@ -159,15 +165,14 @@ def _first_back(
     tried: tuple[str, ...],
     allowed: Callable[[str], bool] | None = None,
 ) -> tuple[float | None, tuple[str, ...]]:
-    """Seconds until the first untried candidate of ``alias`` (of those ``allowed``) stops
-    cooling down, if any, and which untried candidates cool down."""
+    """Seconds until the first candidate of ``alias`` (of those ``allowed``) stops cooling
+    down, if any, and which untried candidates cool down. A candidate tried already counts
+    for the wait: a route whose every deployment failed (a one-deployment route's last
+    resort among them) tells its client when the first is tried again, as its docs say."""
     now = time.time()
-    cooling = tuple(
-        d
-        for d in router.cooling_candidates(alias, allowed)
-        if d not in tried and book.cooling(d, now)
-    )
-    waits = [book.remaining(d, now) for d in cooling]
+    cooling_now = [d for d in router.cooling_candidates(alias, allowed) if book.cooling(d, now)]
+    waits = [book.remaining(d, now) for d in cooling_now]
+    cooling = tuple(d for d in cooling_now if d not in tried)
     return (max(0.1, min(waits)) if waits else None), cooling
 
 
