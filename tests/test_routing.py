@@ -437,6 +437,14 @@ async def test_admin_api_validates_and_protects(routed: Stack) -> None:
     assert "broken" not in table["table"]["routes"]  # nothing half-applied
     stale = await routed.admin("PUT", "/routes", {"table": table["table"], "expected_revision": 1})
     assert stale.status_code == 409
+    # A table with no routes deletes them all only when it names the revision it replaces
+    # (an explorer's `{"table": {}}` wiped every route and provider).
+    wipe = await routed.admin("PUT", "/routes", {"table": {}})
+    assert wipe.status_code == 400, wipe.text
+    assert f"expected_revision: {table['revision']}" in wipe.json()["error"]["message"]
+    after = (await routed.admin("GET", "/routes")).json()
+    assert after["revision"] == table["revision"]
+    assert after["table"]["routes"] == table["table"]["routes"]
 
 
 async def test_admin_api_malformed_input_is_a_400(routed: Stack) -> None:

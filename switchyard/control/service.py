@@ -243,6 +243,15 @@ class Control:
                     f"the route table changed since revision {put.expected_revision} "
                     f"(now {current.revision}); read it again and retry"
                 )
+            if put.expected_revision is None and not table.routes and current.table.routes:
+                # ``{"table": {}}`` (fields left out read as empty) wiped every route.
+                raise InvalidRequest(
+                    f"this table has no routes: it would delete all {len(current.table.routes)}"
+                    f" routes and {len(current.table.providers)} providers. To do that on"
+                    f" purpose, send expected_revision: {current.revision} (the revision it"
+                    " replaces)",
+                    param="table.routes",
+                )
             _check_edit(table, current.table)
             self._check_readers(table, request_actor(req))
             # Consumers first: a head may dispatch to a new deployment the moment it sees it.
