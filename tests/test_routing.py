@@ -458,6 +458,18 @@ async def test_admin_api_malformed_input_is_a_400(routed: Stack) -> None:
             resp = await http.get("/spend", params={"days": days}, headers=auth)
             assert resp.status_code == 400, resp.text
             assert resp.json()["error"]["param"] == "days"
+        # A body that is no JSON says so (it read "invalid key: Input data was truncated",
+        # which an explorer took for a bad API key).
+        for method, path, raw in (
+            ("POST", "/keys", b'{"name":'),
+            ("PUT", "/routes/x", b"{not json"),
+            ("PUT", "/providers/x", b"{not json"),
+        ):
+            resp = await http.request(method, path, content=raw, headers=auth)
+            assert resp.status_code == 400, resp.text
+            error = resp.json()["error"]
+            assert error["code"] == "invalid_json", error
+            assert error["message"].startswith("request body is not valid JSON"), error
 
 
 async def test_admin_api_refusals_name_what_is_in_the_way(routed: Stack) -> None:
