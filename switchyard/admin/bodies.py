@@ -93,14 +93,17 @@ def refusal(exc: Exception, kind: type[Any], what: str, body: bytes = b"") -> In
     A number JSON cannot carry is named with its path; a field ``kind`` words a rule for
     (its ``RULES``) gets that rule; anything else the decoder's message.
     """
-    if isinstance(exc, RecursionError):
-        return InvalidRequest("request body is nested too deeply", code="invalid_json")
-    if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
-        # Not JSON at all: "invalid key: Input data was truncated" read as a bad API key.
-        return InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json")
     rules: Mapping[str, str] = getattr(kind, "RULES", {})
     message, path = _split(str(exc))
     endless = _endless(body) if body else None
+    if endless is None and isinstance(exc, RecursionError):
+        return InvalidRequest("request body is nested too deeply", code="invalid_json")
+    if (
+        endless is None
+        and isinstance(exc, msgspec.DecodeError)
+        and not isinstance(exc, msgspec.ValidationError)
+    ):  # no JSON at all: "invalid key: Input data was truncated" read as a bad API key
+        return InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json")
     if endless is not None:
         path = endless
         message = (
