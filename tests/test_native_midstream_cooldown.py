@@ -225,7 +225,7 @@ async def test_a_provider_500_shows_500_in_the_cooldown(native: Stack) -> None:
         entry = await _cooldown(native, failing)
         assert entry is not None, f"{failing} was not cooled"
         assert entry.status == 500, entry
-        assert entry.reason.startswith(f"{failing}: 502 "), entry  # what the client was told
+        assert entry.reason.startswith(f"{failing}: 500 "), entry  # the provider's, too
         shown = await _shown(native, failing)
         assert (shown["status"], shown["reason"]) == (500, entry.reason), shown
     finally:

@@ -229,4 +229,4 @@ async def test_a_web_search_gets_the_failing_native_deployments_error(routed: St
     again = await _post(routed, key, "/v1/messages", _searching("nonly-claude500"))
     assert again.status_code == 502, again.text
     assert again.json()["error"]["type"] == "api_error"
-    assert "nonly-anthropic--broken: 502" in again.json()["error"]["message"]
+    assert "nonly-anthropic--broken: 500" in again.json()["error"]["message"]  # its own status
