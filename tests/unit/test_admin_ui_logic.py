@@ -14,7 +14,7 @@ from switchyard.admin.ui import csrf, sessions, signin_guard
 from switchyard.admin.ui.app import _over_tls
 from switchyard.admin.ui.forms import field_name, place, split_validation
 from switchyard.admin.ui.pages.spend import _cell
-from switchyard.admin.ui.render import ENV
+from switchyard.admin.ui.render import ENV, usd
 from switchyard.admin.ui.sessions import SessionStore
 from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.schemas.keys import KEY_ENCODER, ClientKey
@@ -204,3 +204,22 @@ def test_an_ipv6_client_is_counted_by_its_64_and_all_addresses_share_a_recording
         signin_guard.Record.NO,
     ]
     assert guard.record(now=63.5) is signin_guard.Record.YES  # the window moved on
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "shown"),
+    [
+        (0.000001, 2, "$0.000001"),  # an explorer's budget read "$0.0000"
+        (0.0042, 2, "$0.0042"),
+        (0.00001234, 4, "$0.000012"),
+        (0.009999, 4, "$0.0100"),
+        (1e-12, 2, "<$0.00000001"),
+        (0.0, 2, "$0.00"),
+        (1234.5, 2, "$1,234.50"),
+        (None, 2, "\u2013"),
+    ],
+)
+def test_amounts_below_a_cent_keep_two_significant_digits(
+    value: float | None, digits: int, shown: str
+) -> None:
+    assert usd(value, digits) == shown

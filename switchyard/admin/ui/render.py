@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from typing import Any
 
@@ -22,10 +23,16 @@ NAV = (
 
 
 def usd(value: float | None, digits: int = 2) -> str:
+    """Dollars to ``digits`` places; an amount below a cent to its first two significant
+    digits (at most 8 places): a budget of $0.000001 read "$0.0000"."""
     if value is None:
         return NONE
-    if 0 < abs(value) < 0.01 and digits <= 2:
-        return f"${value:.4f}"
+    if 0 < abs(value) < 0.01:
+        places = min(8, max(digits, 1 - math.floor(math.log10(abs(value)))))
+        if round(value, places) == 0:
+            return "<$0.00000001"
+        whole, _, cents = f"{value:.{places}f}".partition(".")
+        return f"${whole}.{cents.rstrip('0').ljust(digits, '0')}"
     return f"${value:,.{digits}f}"
 
 

@@ -8,11 +8,19 @@
   const HISTORY_S = 900;
   const history = {}; // deployment id -> [[t, waiting, in_flight], ...]
 
+  // Below a cent: two significant digits, at most 8 places (as render.usd on the server).
+  function subCent(v) {
+    const text = v.toFixed(Math.min(8, Math.max(2, 1 - Math.floor(Math.log10(v)))));
+    if (Number(text) === 0) return "<$0.00000001";
+    const [whole, cents] = text.split(".");
+    return `$${whole}.${cents.replace(/0+$/, "").padEnd(2, "0")}`;
+  }
+
   const fmt = {
     num: (v, d = 0) => (v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d })),
     ms: (v) => (v === null || v === undefined ? "–" : v >= 10 ? `${Math.round(v).toLocaleString("en-US")} ms` : `${v.toFixed(1)} ms`),
     pct: (v) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`),
-    usd: (v) => (v === null || v === undefined ? "–" : v > 0 && v < 0.01 ? `$${v.toFixed(4)}` : `$${v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`),
+    usd: (v) => (v === null || v === undefined ? "–" : v > 0 && v < 0.01 ? subCent(v) : `$${v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`),
     dur: (s) => {
       s = Math.max(0, Math.floor(s || 0));
       if (s < 60) return `${s}s`;
