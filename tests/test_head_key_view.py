@@ -21,7 +21,7 @@ from switchyard.bus import subjects
 from switchyard.schemas.keys import hash_key, new_api_key
 from switchyard.workers.head.keys import KeyPolicies
 from tests.stacks import Stack
-from tests.support import jetstream_server
+from tests.support import jetstream_server, until
 
 pytestmark = pytest.mark.integration
 
@@ -105,5 +105,44 @@ async def test_a_replica_behind_the_write_does_not_make_a_new_key_unknown(tmp_pa
             assert len(asked) == 2
             assert await view.get(hash_key(new_api_key())) is None  # unknown: asked thrice
             assert len(asked) == 5
+        finally:
+            await view.stop()
+
+
+async def test_a_re_read_answered_no_such_key_keeps_the_record(tmp_path: Path) -> None:
+    """A kept record is read again every ``revalidate_s``; a replica behind the write (the
+    one a recovering node has) may answer "no such key" even for a key that long exists. The
+    re-read keeps the record then (it was dropped, and the key refused, before)."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream()
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET, history=1, direct=True)
+        lagging = {"on": False}
+        asked: list[str] = []
+
+        async def replica(msg: Msg) -> None:
+            asked.append(msg.subject)
+            if lagging["on"]:
+                await nc.publish(msg.reply, b"", headers={"Status": "404"})
+                return
+            real = msg.subject.replace(
+                subjects.KEYS_DIRECT_GET_PREFIX, f"$JS.API.DIRECT.GET.KV_{subjects.KEYS_BUCKET}"
+            )
+            answer = await nc.request(real, b"", timeout=2)
+            await nc.publish(msg.reply, answer.data, headers=answer.headers)
+
+        await nc.subscribe(f"{subjects.KEYS_DIRECT_GET_PREFIX}.>", cb=replica)
+        _, record = await KeyAdmin(js).create("kept-through-a-lagging-replica")
+        view = KeyPolicies(nc, revalidate_s=0.2)
+        await view.start()
+        try:
+            assert (await view.get(record.hash)) is not None
+            lagging["on"] = True
+            before = len(asked)
+            await asyncio.sleep(0.3)
+            assert (await view.get(record.hash)) is not None  # starts the re-read
+            await until(lambda: len(asked) >= before + 3 and not view._pending)
+            kept = await view.get(record.hash)
+            assert kept is not None
+            assert kept.id == record.id
         finally:
             await view.stop()

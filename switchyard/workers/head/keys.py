@@ -80,6 +80,9 @@ class KeyPolicies:
         if not msg.subject.startswith(_CHANGE_PREFIX):
             return
         digest = msg.subject[len(_CHANGE_PREFIX) :]
+        self._reconnected()  # before this change's record is kept: it is heard, so current
+        if not self._pending:  # only reads in flight compare with it
+            self._changed.clear()
         self._changes += 1
         self._changed[digest] = self._changes
         deleted = bool(msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"))
@@ -109,7 +112,7 @@ class KeyPolicies:
             return None
         pending = self._pending.get(digest)
         if pending is None:
-            pending = self._fetches.spawn(self._fetch(digest), quiet=True)
+            pending = self._fetches.spawn(self._fetch(digest, self._changes), quiet=True)
             self._pending[digest] = pending
             pending.add_done_callback(lambda _f: self._pending.pop(digest, None))
         return await asyncio.shield(pending)
@@ -118,27 +121,34 @@ class KeyPolicies:
         """Read a kept record again in the background when it is old or a reconnect may have
         lost its changes (one read at a time; a failed one waits another period)."""
         now = time.monotonic()
-        reconnects = self._nc.stats["reconnects"]
-        if reconnects != self._reconnects:  # changes may have been missed: every record is old
-            self._reconnects = reconnects
-            self._read_at.clear()
+        self._reconnected()
         if now - self._read_at.get(digest, 0.0) < self._revalidate_s or digest in self._pending:
             return
         self._read_at[digest] = now
         with contextlib.suppress(SupervisorClosed):
-            task = self._fetches.spawn(self._fetch(digest), quiet=True)
+            task = self._fetches.spawn(self._fetch(digest, self._changes, again=True), quiet=True)
             self._pending[digest] = task
             task.add_done_callback(lambda _f: self._pending.pop(digest, None))
+
+    def _reconnected(self) -> None:
+        """After a reconnect changes may have been missed: every kept record is old."""
+        reconnects = self._nc.stats["reconnects"]
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects
+            self._read_at.clear()
 
     def _forget(self, digest: str) -> None:
         self._known.pop(digest, None)
         self._read_at.pop(digest, None)
 
-    async def _fetch(self, digest: str) -> ClientKey | None:
+    async def _fetch(self, digest: str, began: int, *, again: bool = False) -> ClientKey | None:
+        """Read a key's record; ``began``: the count of changes heard when the read was asked
+        for (a change heard since is newer than what the read brings). ``again``: a kept
+        record read again, which a "no such key" does not drop (the replica that answered may
+        be behind; a deletion is a marker, which does)."""
         subject = (
             f"{subjects.KEYS_DIRECT_GET_PREFIX}.$KV.{subjects.KEYS_BUCKET}.{record_name(digest)}"
         )
-        began = self._changes
         for pause in (*_ABSENT_AGAIN_S, None):
             try:
                 msg = await self._nc.request(subject, b"", timeout=2)
@@ -154,6 +164,8 @@ class KeyPolicies:
                 raise _unreadable()
             return self._known.get(digest)
         status = (msg.headers or {}).get("Status")
+        if again and status == "404":
+            return self._known.get(digest)
         if status == "404" or (status is None and not msg.data):
             self._missing[digest] = time.monotonic()
             self._forget(digest)
