@@ -75,8 +75,8 @@ class KeyRing:
         await self._follower.start()
 
     async def stop(self) -> None:
+        await self._reads.cancel_all()  # first: a read ending later would report to the watch
         await self._follower.stop()
-        await self._reads.cancel_all()
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
         if key.startswith(RECORD_PREFIX):

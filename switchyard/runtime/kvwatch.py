@@ -30,7 +30,7 @@ from nats.js.kv import KeyValue
 
 from switchyard.bus.flow_control import quiet_flow_control
 from switchyard.runtime.kvlatest import entries_on_the_way
-from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
 
 log = logging.getLogger("switchyard.kv")
 
@@ -74,6 +74,7 @@ class KvFollower:
         self.rewatches = 0  # how many times the watch was opened again (for tests and logs)
         self._reopening = asyncio.Lock()  # the guard and a reader's report both reopen
         self._expecting: asyncio.Task[None] | None = None
+        self._expected = 0  # the highest revision a reader reported (:meth:`behind`)
 
     async def start(self, timeout: float = 10.0) -> None:
         self._kv = await self._js.key_value(self._bucket)
@@ -163,13 +164,16 @@ class KvFollower:
     def behind(self, revision: int) -> None:
         """Someone read ``revision`` of the bucket directly: if the watch has not delivered
         it within ``BEHIND_GRACE_S``, watch again (one such wait at a time)."""
+        self._expected = max(self._expected, revision)
         if revision <= self.revision or self._expecting is not None or self._kv is None:
             return
-        self._expecting = self._loops.spawn(self._expect(revision), name=f"kv-expect-{revision}")
+        with contextlib.suppress(SupervisorClosed):  # stopping: nothing to watch again
+            self._expecting = self._loops.spawn(self._expect(), name=f"kv-expect-{self._bucket}")
 
-    async def _expect(self, revision: int) -> None:
+    async def _expect(self) -> None:
         try:
             await asyncio.sleep(BEHIND_GRACE_S)
+            revision = self._expected  # the latest reported while this waited
             if self.revision >= revision:
                 return
             log.warning(
