@@ -187,6 +187,28 @@ def test_a_failed_last_resort_says_when_the_deployment_is_tried_again() -> None:
     assert capped.value.retry_after == 300
 
 
+def test_spent_attempts_say_when_the_first_deployment_is_back() -> None:
+    """``routing.max_attempts`` spent before the candidates ran out (a reviewer's find: that
+    path answered without ``Retry-After`` while the docs promised one), or a pinned request's
+    one attempt: the wait is the first cooldown's end, tried deployments included."""
+    router = Router(_two_route_table())
+    a, b = deployment_id("a", "m1"), deployment_id("b", "m1")
+    now = time.time()
+    book = Cooldowns(
+        {
+            a: Cooldown(deployment=a, until=now + 7, status=500),
+            b: Cooldown(deployment=b, until=now + 4, status=502),
+        }
+    )
+    env = _env("main", tried=(a, b), last_status=502, errors=f"{a}: 500 x; {b}: 502 y")
+    spent = decide.attempts_spent(router, book, env)
+    assert isinstance(spent, ProviderError)
+    assert spent.retry_after == pytest.approx(4, abs=0.5)
+    assert "not tried while cooling" not in spent.message  # left for want of attempts
+    pinned = _env("main", tried=(a,), last_status=502, pin=a)
+    assert decide.attempts_spent(router, book, pinned).retry_after == pytest.approx(7, abs=0.5)
+
+
 def test_a_cooldown_says_whether_the_provider_asked_for_it() -> None:
     now = time.time()
     book = Cooldowns(

@@ -170,10 +170,24 @@ def _first_back(
     for the wait: a route whose every deployment failed (a one-deployment route's last
     resort among them) tells its client when the first is tried again, as its docs say."""
     now = time.time()
-    cooling_now = [d for d in router.cooling_candidates(alias, allowed) if book.cooling(d, now)]
+    chain = dict.fromkeys([*router.cooling_candidates(alias, allowed), *tried])
+    cooling_now = [d for d in chain if book.cooling(d, now)]
     waits = [book.remaining(d, now) for d in cooling_now]
     cooling = tuple(d for d in cooling_now if d not in tried)
     return (max(0.1, min(waits)) if waits else None), cooling
+
+
+def attempts_spent(router: Router, book: Cooldowns, env: Envelope) -> ApiError:
+    """``routing.max_attempts`` spent (or a pinned request's one attempt): :func:`exhausted`,
+    with the time until the first of the route's deployments (or one tried) is back, as when
+    :func:`choose` runs out of candidates. Untried candidates are not named: they were left
+    for want of attempts, not for cooling down."""
+    if env.pin:  # only that deployment may serve it
+        now = time.time()
+        retry_after = max(0.1, book.remaining(env.pin, now)) if book.cooling(env.pin, now) else None
+    else:
+        retry_after, _ = _first_back(env.alias, router, book, env.tried)
+    return exhausted(env, retry_after=retry_after)
 
 
 def all_cooling(

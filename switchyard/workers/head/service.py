@@ -450,7 +450,7 @@ class Head:
             self.stats.cooled(failed)
         if len(env.tried) >= self.settings.routing.max_attempts or env.pin:
             named.tried(env)
-            raise decide.exhausted(env)
+            raise decide.attempts_spent(self.router, self.cooldowns, env)
         if seconds <= 0:  # nothing to back off from (the provider was never called)
             return
         pause = decide.backoff(len(env.tried), self.settings.routing)
