@@ -396,6 +396,7 @@ def route_table_findings(
                 )
             )
     seen: dict[str, tuple[str, Deployment]] = {}
+    touched_at: dict[str, bool] = {}  # whether the route that first named an id is new or changed
     priced_by: dict[str, tuple[str, Deployment, bool]] = {}  # where, what, touched
     for alias, route in table.routes.items():
         touched = not stored and (previous is None or previous.routes.get(alias) != route)
@@ -432,7 +433,9 @@ def route_table_findings(
             earlier = seen.get(dep.id)
             if earlier and (earlier[1].provider, earlier[1].model) != (dep.provider, dep.model):
                 # ``provider--model`` read two ways: one queue, one provider's key for both.
-                (kept if stored else problems).append(
+                # Refused when either side is new or changed (an edit elsewhere, such as
+                # adding the provider a rename needs, is not refused for an old clash).
+                (problems if touched or touched_at[dep.id] else kept).append(
                     RouteProblem(
                         f"{where}",
                         f"deployment {dep.provider}/{dep.model} and {earlier[1].provider}/"
@@ -469,6 +472,7 @@ def route_table_findings(
                     )
                 )
             seen.setdefault(dep.id, (where, dep))
+            touched_at.setdefault(dep.id, touched)
         if not any(d.weight > 0 for d in route.deployments):
             problems.append(
                 RouteProblem(

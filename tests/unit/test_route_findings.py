@@ -100,3 +100,21 @@ def test_two_deployments_read_into_one_queue_id_are_refused() -> None:
     # The same provider and model in two routes is one deployment, as before.
     shared = {"providers": {"x": GOOD}, "routes": {"a": _route("x"), "b": _route("x")}}
     assert route_table_problems(decode_route_table(msgspec.json.encode(shared))) == []
+
+
+def test_an_edit_elsewhere_is_not_refused_for_a_stored_clash() -> None:
+    """The rename the clash's hint asks for starts with adding a provider: that edit must not
+    be refused for the clash it leaves as it was; the edit that moves a route off it passes."""
+    clash = {
+        "providers": {"x--y": GOOD, "x": GOOD},
+        "routes": {"a": _route("x--y", model="z"), "b": _route("x", model="y--z")},
+    }
+    stored = decode_route_table(msgspec.json.encode(clash))
+    added = {**clash, "providers": {**clash["providers"], "xy": GOOD}}
+    found = route_table_findings(decode_route_table(msgspec.json.encode(added)), previous=stored)
+    assert found.problems == []
+    assert _fields(found.kept) == ["routes.b.deployments[0]"]
+    moved = {**added, "routes": {"a": _route("xy", model="z"), "b": clash["routes"]["b"]}}
+    fixed = route_table_findings(decode_route_table(msgspec.json.encode(moved)), previous=stored)
+    assert fixed.problems == []
+    assert fixed.kept == []
