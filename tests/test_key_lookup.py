@@ -167,3 +167,26 @@ async def test_without_an_answer_from_the_leader_a_replica_is_asked(tmp_path: Pa
         with pytest.raises(ServiceUnavailable) as unavailable:
             await ring.look_up(new_api_key())
         assert unavailable.value.code == "keys_unavailable"
+
+
+async def test_reads_per_second_are_capped(tmp_path: Path) -> None:
+    """Unknown keys from many addresses each stay under the per-address guard; the reads they
+    cause together are capped per edge (a reviewer's find: only reads in flight were)."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream()
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET, history=1)
+        ring = KeyRing(js, lookups_per_s=3)
+        reads: list[str] = []
+        real = js.get_msg
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            reads.append(kwargs.get("subject", ""))
+            return await real(*args, **kwargs)
+
+        js.get_msg = counted  # type: ignore[method-assign]  # a spy; the server still answers
+        for _ in range(6):
+            assert not await ring.look_up(new_api_key())
+        assert len(reads) == 3
+        await asyncio.sleep(0.4)  # a second's allowance comes back over the second
+        assert not await ring.look_up(new_api_key())
+        assert len(reads) == 4

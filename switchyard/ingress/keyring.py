@@ -10,8 +10,8 @@ does not have is read once from the bucket's stream leader before it is refused
 (:meth:`KeyRing.look_up`; any replica when the leader does not answer, as during a failover):
 a key created a moment ago works at every edge at once, and a watch that did not deliver it is
 opened again within a second (:meth:`KvFollower.behind`). Lookups are bounded: only keys with
-our prefix, one read per key at a time, an absent key remembered for a second, and a cap on
-reads in flight (past it a key is refused unread).
+our prefix, one read per key at a time, an absent key remembered for a second, and caps on
+reads in flight and started per second (past them a key is refused unread).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ log = logging.getLogger("switchyard.ingress.keys")
 
 ABSENT_TTL_S = 1.0  # a key the leader said is absent is not read again for this long
 MAX_LOOKUPS = 32  # reads in flight at once; past it an unknown key is refused unread
+LOOKUPS_PER_S = 100.0  # reads started per second (a burst of as many); past it: refused unread
 _MAX_ABSENT = 10_000  # remembered absent keys (the oldest go first)
 _LOOKUP_TIMEOUT_S = 2.0
 _STREAM = f"KV_{subjects.KEYS_BUCKET}"
@@ -57,7 +58,12 @@ class KeyRing:
         self,
         js: JetStreamContext,
         on_refused: Callable[[str, AuthenticationFailed], object] | None = None,
+        *,
+        lookups_per_s: float = LOOKUPS_PER_S,
     ) -> None:
+        self._rate = lookups_per_s
+        self._tokens = lookups_per_s
+        self._filled_at = time.monotonic()
         self._js = js
         self._by_hash: dict[str, ClientKey] = {}
         self._revisions: dict[str, int] = {}  # digest -> the revision applied (deletes too)
@@ -136,7 +142,8 @@ class KeyRing:
         """Read a key :meth:`authenticate` did not know from the bucket's stream leader; True
         when it has a record now (authenticate again for its verdict). False for a key that
         is not ours by its shape, that the leader says is absent (now or within the last
-        ``ABSENT_TTL_S``), or when ``MAX_LOOKUPS`` reads are in flight already.
+        ``ABSENT_TTL_S``), or when ``MAX_LOOKUPS`` reads are in flight already or
+        ``lookups_per_s`` were started in the last second.
 
         Raises:
             ServiceUnavailable: the bucket cannot be read now (``keys_unavailable``).
@@ -151,7 +158,7 @@ class KeyRing:
             return False
         pending = self._lookups.get(digest)
         if pending is None:
-            if len(self._lookups) >= MAX_LOOKUPS:
+            if len(self._lookups) >= MAX_LOOKUPS or not self._token():
                 return False
             try:
                 pending = self._reads.spawn(self._read(digest), quiet=True)
@@ -194,6 +201,17 @@ class KeyRing:
         if revision > self._follower.revision:
             self.found_by_lookup += 1
             self._follower.behind(revision)
+        return True
+
+    def _token(self) -> bool:
+        """Take one read from the per-second allowance (many addresses sending unknown keys
+        each stay under the per-address guard; together they are bounded here)."""
+        now = time.monotonic()
+        self._tokens = min(self._rate, self._tokens + (now - self._filled_at) * self._rate)
+        self._filled_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
         return True
 
     def _mark_absent(self, digest: str) -> bool:
