@@ -87,6 +87,7 @@ async def test_stored_cancels_count_by_their_proof_and_the_rest_is_skipped(
         )
         await _cancel(nc, "last")
         await nc.flush()
+        await _stored(nc, tmp_path, 11)  # a CI run read the stream before any was stored
 
         cancels = Cancels(CancelMemory())
         reading = await StoredCancels(nc, cancels).read()
@@ -137,6 +138,7 @@ async def test_a_stored_cancel_is_remembered_from_when_it_was_sent(tmp_path: Pat
         before = time.time()
         await _cancel(nc, "old")
         await nc.flush()
+        await _stored(nc, tmp_path, 1)
         after = time.time()  # the server stored it in between (a loaded machine: seconds)
         now = [before + 599]  # read late in its window: it still counts, until its end
         cancels = Cancels(CancelMemory(default_s=600, clock=lambda: now[0]))
@@ -160,6 +162,7 @@ async def test_a_read_that_cannot_finish_gives_up_in_its_time(tmp_path: Path) ->
         await _stream(nc, tmp_path)
         await _cancel(nc, "r1")
         await nc.flush()
+        await _stored(nc, tmp_path, 1)
         await pause(server.pid)
         try:
             stalled = await StoredCancels(nc, Cancels(CancelMemory()), budget_s=0.5).read()
