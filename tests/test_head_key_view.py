@@ -10,6 +10,7 @@ is revoked; the head's view reads a key in use again once its record is ``revali
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,28 @@ async def _until(check: Any, timeout: float = 10.0) -> Any:
         assert loop.time() < end, "not seen in time"
         await asyncio.sleep(0.1)
     return value
+
+
+class _Replica:
+    """Answers the head's direct gets on a plain nats-server as the zoned stack's import does
+    (the same subject, remapped to the stream's own API), except that it says "no such key"
+    while ``lagging`` says so: a replica behind the write."""
+
+    def __init__(self, nc: Any, lagging: Callable[[int], bool]) -> None:
+        self.nc = nc
+        self.lagging = lagging  # (asks so far) -> answer 404 to this one
+        self.asked: list[str] = []
+
+    async def answer(self, msg: Msg) -> None:
+        self.asked.append(msg.subject)
+        if self.lagging(len(self.asked)):
+            await self.nc.publish(msg.reply, b"", headers={"Status": "404"})
+            return
+        real = msg.subject.replace(
+            subjects.KEYS_DIRECT_GET_PREFIX, f"$JS.API.DIRECT.GET.KV_{subjects.KEYS_BUCKET}"
+        )
+        answer = await self.nc.request(real, b"", timeout=2)
+        await self.nc.publish(msg.reply, answer.data, headers=answer.headers)
 
 
 async def test_a_revocation_the_head_did_not_hear_reaches_it(stack: Stack) -> None:
@@ -81,20 +104,9 @@ async def test_a_replica_behind_the_write_does_not_make_a_new_key_unknown(tmp_pa
     async with jetstream_server(tmp_path) as (nc, _):
         js = nc.jetstream()
         await js.create_key_value(bucket=subjects.KEYS_BUCKET, history=1, direct=True)
-        asked: list[str] = []
-
-        async def replica(msg: Msg) -> None:
-            asked.append(msg.subject)
-            if len(asked) == 1:
-                await nc.publish(msg.reply, b"", headers={"Status": "404"})
-                return
-            real = msg.subject.replace(
-                subjects.KEYS_DIRECT_GET_PREFIX, f"$JS.API.DIRECT.GET.KV_{subjects.KEYS_BUCKET}"
-            )
-            answer = await nc.request(real, b"", timeout=2)
-            await nc.publish(msg.reply, answer.data, headers=answer.headers)
-
-        await nc.subscribe(f"{subjects.KEYS_DIRECT_GET_PREFIX}.>", cb=replica)
+        replica = _Replica(nc, lambda n: n == 1)
+        asked = replica.asked
+        await nc.subscribe(f"{subjects.KEYS_DIRECT_GET_PREFIX}.>", cb=replica.answer)
         _, record = await KeyAdmin(js).create("lagging-replica")  # before the head listens
         view = KeyPolicies(nc)
         await view.start()
@@ -117,20 +129,9 @@ async def test_a_re_read_answered_no_such_key_keeps_the_record(tmp_path: Path) -
         js = nc.jetstream()
         await js.create_key_value(bucket=subjects.KEYS_BUCKET, history=1, direct=True)
         lagging = {"on": False}
-        asked: list[str] = []
-
-        async def replica(msg: Msg) -> None:
-            asked.append(msg.subject)
-            if lagging["on"]:
-                await nc.publish(msg.reply, b"", headers={"Status": "404"})
-                return
-            real = msg.subject.replace(
-                subjects.KEYS_DIRECT_GET_PREFIX, f"$JS.API.DIRECT.GET.KV_{subjects.KEYS_BUCKET}"
-            )
-            answer = await nc.request(real, b"", timeout=2)
-            await nc.publish(msg.reply, answer.data, headers=answer.headers)
-
-        await nc.subscribe(f"{subjects.KEYS_DIRECT_GET_PREFIX}.>", cb=replica)
+        replica = _Replica(nc, lambda _n: lagging["on"])
+        asked = replica.asked
+        await nc.subscribe(f"{subjects.KEYS_DIRECT_GET_PREFIX}.>", cb=replica.answer)
         _, record = await KeyAdmin(js).create("kept-through-a-lagging-replica")
         view = KeyPolicies(nc, revalidate_s=0.2)
         await view.start()

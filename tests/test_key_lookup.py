@@ -37,6 +37,20 @@ def _stall(ring: KeyRing) -> Any:
     return sub._consumer
 
 
+def _count_reads(js: Any) -> list[str]:
+    """The subjects of every read the ring makes through ``js`` (a spy on ``get_msg``; the
+    server still answers each)."""
+    reads: list[str] = []
+    real = js.get_msg
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("subject", ""))
+        return await real(*args, **kwargs)
+
+    js.get_msg = counted
+    return reads
+
+
 async def test_a_key_the_watch_has_not_delivered_is_read_from_the_bucket(tmp_path: Path) -> None:
     async with jetstream_server(tmp_path) as (nc, _):
         js = nc.jetstream()
@@ -76,14 +90,7 @@ async def test_an_unknown_key_is_read_once_and_still_counts_as_a_failure(tmp_pat
         await js.create_key_value(bucket=subjects.KEYS_BUCKET, history=1)
         ring = KeyRing(js)
         await ring.start()
-        reads: list[str] = []
-        real = js.get_msg
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            reads.append(kwargs.get("subject", ""))
-            return await real(*args, **kwargs)
-
-        js.get_msg = counted  # type: ignore[method-assign]  # a spy; the server still answers
+        reads = _count_reads(js)
         settings = Settings()
         edge = Edge(settings)
         edge.keys = ring
@@ -176,14 +183,7 @@ async def test_reads_per_second_are_capped(tmp_path: Path) -> None:
         js = nc.jetstream()
         await js.create_key_value(bucket=subjects.KEYS_BUCKET, history=1)
         ring = KeyRing(js, lookups_per_s=3)
-        reads: list[str] = []
-        real = js.get_msg
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            reads.append(kwargs.get("subject", ""))
-            return await real(*args, **kwargs)
-
-        js.get_msg = counted  # type: ignore[method-assign]  # a spy; the server still answers
+        reads = _count_reads(js)
         for _ in range(6):
             assert not await ring.look_up(new_api_key())
         assert len(reads) == 3

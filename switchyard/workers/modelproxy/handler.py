@@ -565,8 +565,7 @@ def reroute_failed(job: Job, exc: ApiError) -> Envelope:
 
 def attempt_summary(deployment_id: str, exc: ApiError) -> str:
     """A failed attempt as the errors listed name it, and the cooldown it starts: with the
-    provider's own status when it answered one (a 500 read "502", the status Switchyard
-    answers for it, beside a cooldown recording 500), else Switchyard's."""
+    provider's own status when it answered one (its 500, not the 502 Switchyard answers)."""
     status = provider_status(exc) or exc.status
     return f"{deployment_id}: {status} {exc.message}".replace(";", ",")[:200]
 
