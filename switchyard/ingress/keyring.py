@@ -28,7 +28,7 @@ from nats.js.errors import NotFoundError
 from switchyard.bus import subjects
 from switchyard.errors import AuthenticationFailed, ServiceUnavailable
 from switchyard.runtime.kvwatch import KvFollower
-from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
+from switchyard.runtime.shared_reads import SharedReads
 from switchyard.schemas.keys import (
     KEY_DECODER,
     KEY_PREFIX,
@@ -44,7 +44,6 @@ log = logging.getLogger("switchyard.ingress.keys")
 ABSENT_TTL_S = 1.0  # a key the leader said is absent is not read again for this long
 MAX_LOOKUPS = 32  # reads in flight at once; past it an unknown key is refused unread
 LOOKUPS_PER_S = 100.0  # reads started per second (a burst of as many); past it: refused unread
-_MAX_ABSENT = 10_000  # remembered absent keys (the oldest go first)
 _LOOKUP_TIMEOUT_S = 2.0
 _STREAM = f"KV_{subjects.KEYS_BUCKET}"
 _MAX_KEY_CHARS = 256  # ours are 49; longer is not ours and is not read
@@ -69,9 +68,9 @@ class KeyRing:
         self._revisions: dict[str, int] = {}  # digest -> the revision applied (deletes too)
         self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry)
         self._on_refused = on_refused
-        self._lookups: dict[str, asyncio.Future[bool]] = {}
-        self._reads = TaskSupervisor("key-lookup")
-        self._absent: dict[str, float] = {}  # digest -> when the leader said it is absent
+        # One read per key at a time; its answer (absent, mostly) kept for ABSENT_TTL_S.
+        self._reads: SharedReads[bool] = SharedReads(self._read, cache_s=ABSENT_TTL_S)
+        self._in_flight = 0
         self.found_by_lookup = 0  # keys the watch had not delivered (for tests and logs)
 
     def __len__(self) -> int:
@@ -81,7 +80,7 @@ class KeyRing:
         await self._follower.start()
 
     async def stop(self) -> None:
-        await self._reads.cancel_all()  # first: a read ending later would report to the watch
+        await self._reads.close()  # first: a read ending later would report to the watch
         await self._follower.stop()
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
@@ -105,7 +104,6 @@ class KeyRing:
             return
         record = KEY_DECODER.decode(value)
         self._revisions[digest] = revision
-        self._absent.pop(digest, None)
         self._by_hash[digest] = record
         if record.disabled:  # revoked (an expiry needs no write: requests admitted may end)
             self._refused(
@@ -153,43 +151,48 @@ class KeyRing:
         digest = hash_key(api_key)
         if digest in self._by_hash:
             return True  # delivered meanwhile
-        absent_since = self._absent.get(digest)
-        if absent_since is not None and time.monotonic() - absent_since < ABSENT_TTL_S:
+        try:
+            return await self._reads.get(digest)
+        except _Unread:  # not kept: the next ask may read
             return False
-        pending = self._lookups.get(digest)
-        if pending is None:
-            if len(self._lookups) >= MAX_LOOKUPS or not self._token():
-                return False
-            try:
-                pending = self._reads.spawn(self._read(digest), quiet=True)
-            except SupervisorClosed:  # stopping
-                return False
-            self._lookups[digest] = pending
-            pending.add_done_callback(lambda _f: self._lookups.pop(digest, None))
-        return await asyncio.shield(pending)
 
     async def _read(self, digest: str) -> bool:
+        """A new read of ``digest`` (none is under way or answered within ABSENT_TTL_S).
+
+        Raises:
+            _Unread: past MAX_LOOKUPS or the per-second allowance.
+            ServiceUnavailable: neither the leader nor a replica answers.
+        """
+        if self._in_flight >= MAX_LOOKUPS or not self._token():
+            raise _Unread
+        self._in_flight += 1
+        try:
+            return await self._read_record(digest)
+        finally:
+            self._in_flight -= 1
+
+    async def _read_record(self, digest: str) -> bool:
         subject = f"$KV.{subjects.KEYS_BUCKET}.{record_name(digest)}"
         try:  # the leader first: a replica that is behind may answer a direct get
             msg = await asyncio.wait_for(
                 self._js.get_msg(_STREAM, subject=subject), _LOOKUP_TIMEOUT_S
             )
         except NotFoundError:
-            return self._mark_absent(digest)
+            return False
         except (nats.errors.Error, TimeoutError):  # no leader now (a failover): any replica
             try:
                 msg = await asyncio.wait_for(
                     self._js.get_msg(_STREAM, subject=subject, direct=True), _LOOKUP_TIMEOUT_S
                 )
             except NotFoundError:
-                return self._mark_absent(digest)
+                return False
             except (nats.errors.Error, TimeoutError):
                 raise ServiceUnavailable(
                     "the client key store is unavailable", code="keys_unavailable"
                 ) from None
         deleted = (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE")
         if deleted or not msg.data:
-            return self._mark_absent(digest)
+            return False
         revision = int(msg.seq or 0)
         try:
             self._apply(digest, msg.data, revision)
@@ -214,8 +217,6 @@ class KeyRing:
         self._tokens -= 1
         return True
 
-    def _mark_absent(self, digest: str) -> bool:
-        if len(self._absent) >= _MAX_ABSENT:
-            del self._absent[next(iter(self._absent))]
-        self._absent[digest] = time.monotonic()
-        return False
+
+class _Unread(Exception):
+    """A lookup refused unread (too many under way or started this second)."""
