@@ -110,11 +110,7 @@ class KeyPolicies:
         missing_since = self._missing.get(digest)
         if missing_since is not None and time.monotonic() - missing_since < NEGATIVE_TTL_S:
             return None
-        pending = self._pending.get(digest)
-        if pending is None:
-            pending = self._fetches.spawn(self._fetch(digest, self._changes), quiet=True)
-            self._pending[digest] = pending
-            pending.add_done_callback(lambda _f: self._pending.pop(digest, None))
+        pending = self._pending.get(digest) or self._start_fetch(digest)
         return await asyncio.shield(pending)
 
     def _maybe_revalidate(self, digest: str) -> None:
@@ -126,9 +122,14 @@ class KeyPolicies:
             return
         self._read_at[digest] = now
         with contextlib.suppress(SupervisorClosed):
-            task = self._fetches.spawn(self._fetch(digest, self._changes, again=True), quiet=True)
-            self._pending[digest] = task
-            task.add_done_callback(lambda _f: self._pending.pop(digest, None))
+            self._start_fetch(digest, again=True)
+
+    def _start_fetch(self, digest: str, *, again: bool = False) -> asyncio.Task[ClientKey | None]:
+        """Read ``digest``'s record in a task that callers asking meanwhile share."""
+        task = self._fetches.spawn(self._fetch(digest, self._changes, again=again), quiet=True)
+        self._pending[digest] = task
+        task.add_done_callback(lambda _f: self._pending.pop(digest, None))
+        return task
 
     def _reconnected(self) -> None:
         """After a reconnect changes may have been missed: every kept record is old."""
