@@ -133,8 +133,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     )
     upstream = start_upstream(tools, workdir / "nginx", listen_port(avoid=ports))
     paced = start_paced(workdir / "paced", listen_port(avoid=ports))
+    loads = {load: LOADS[load] for load in args.loads}
     results: dict[str, dict[str, list[RunResult]]] = {
-        load: {"fcfs": [], "fair": []} for load in LOADS
+        load: {"fcfs": [], "fair": []} for load in loads
     }
     stacks: dict[str, BenchStack] = {}
     try:
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             stacks[mode] = stack
         keys = {mode: stack.api_key() for mode, stack in stacks.items()}
         watched = {mode: _watched(stack) for mode, stack in stacks.items()}
-        for load, key_name in LOADS.items():
+        for load, key_name in loads.items():
             for mode in ORDER * args.rounds:
                 spec = _load(key_name, stacks[mode].tail_url, keys[mode])
                 result = measure(tools.wrk, spec, watched[mode], opts, f"{load}/{mode}")
@@ -227,6 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--rounds", type=int, default=2, help="A-B-B-A rounds per load")
     p.add_argument("--quiet-wait", type=float, default=30.0)
+    p.add_argument(
+        "--loads",
+        nargs="+",
+        choices=tuple(LOADS),
+        default=list(LOADS),
+        help="which loads to run (default: all)",
+    )
     p.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR)
     args = p.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-bench-fair-"))
