@@ -275,13 +275,23 @@ class AckPublisher:
 
 
 def _check(msg: Msg) -> None:
-    if msg.headers and msg.headers.get("Status") == "503":
-        raise BusError("no stream is available for this subject (JetStream unavailable)")
-    if b'"error"' not in msg.data:
-        return
+    no_responders = (msg.headers or {}).get("Status") == "503"
+    error = ack_error(msg.data, no_responders=no_responders)
+    if error is not None:
+        raise error
+
+
+def ack_error(data: bytes, *, no_responders: bool = False) -> BusError | None:
+    """What a stream's answer to a publish says went wrong (None: stored). ``no_responders``:
+    the answer was the server's 503 status (no stream listens on the subject)."""
+    if no_responders:
+        return BusError("no stream is available for this subject (JetStream unavailable)")
+    if b'"error"' not in data:
+        return None
     try:
-        ack = _ACK.decode(msg.data)
+        ack = _ACK.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-        raise BusError("unreadable acknowledgement from JetStream") from None
+        return BusError("unreadable acknowledgement from JetStream")
     if ack.error is not None:
-        raise StreamRejected(ack.error.err_code, ack.error.description)
+        return StreamRejected(ack.error.err_code, ack.error.description)
+    return None

@@ -1,0 +1,77 @@
+"""The feeder's moves when the connection cannot take them: a move that fails at once stops the
+filling until a retry half a second later (it was popped, failed, queued first again and popped
+again in a loop that never yielded, freezing control while disconnected with a full buffer)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchyard.bus.direct import DirectDelivery, header_block
+from switchyard.control.feeder import Feeder, Held
+from switchyard.control.mover import Mover
+from switchyard.runtime.metrics import Metrics
+from switchyard.schemas.routing import RouteTable
+from tests.support import jetstream_server
+
+pytestmark = pytest.mark.integration
+
+
+def _held(seq: int) -> Held:
+    return Held(
+        seq=seq,
+        subject="llm.v1.hold.p--m.default.t",
+        deployment="p--m",
+        priority="default",
+        tenant="t",
+        label="",
+        owner="t",
+        headers=header_block({"Nats-Msg-Id": f"r{seq}"}),
+        data=b"{}",
+        deadline_ms=0,
+        stored_at=time.time(),
+    )
+
+
+@pytest.mark.timeout(30)
+async def test_a_move_failing_at_once_is_retried_later_not_in_a_loop(tmp_path: Path) -> None:
+    async with jetstream_server(tmp_path) as (nc, _):
+        feeder = Feeder(nc, Metrics("control"), RouteTable, heads=lambda: 1, latency=lambda _: None)
+        direct = DirectDelivery.attach(nc)
+        mover = Mover(nc, direct)
+        feeder._direct, feeder._mover = direct, mover
+        tries: list[float] = []
+        move = mover.move
+
+        def counted(*args: Any) -> None:
+            tries.append(time.monotonic())
+            move(*args)
+
+        mover.move = counted  # type: ignore[method-assign,assignment]
+        dep = feeder._dep("p--m")
+        dep.active = True  # slots counted: the feeder fills at once
+        for seq in (1, 2, 3):
+            dep.queue.push("default", "t", 1.0, _held(seq))
+        await nc.close()  # every publish now fails before it is sent
+
+        feeder._feed(dep)  # returned: no busy loop
+        assert dep.stalled
+        assert len(dep.queue) == 3  # nothing lost: the failed one is first in line again
+        assert dep.pending == 0
+        assert dep.moving == 0
+        assert [item.seq for item in dep.queue.drop(lambda _: False)] == []
+        first = dep.queue.pop()
+        assert first is not None
+        assert first.seq == 1
+        dep.queue.push_front("default", "t", 1.0, first)
+
+        assert len(tries) == 1
+        await asyncio.sleep(1.2)  # retried every half second, one move each time
+        assert 2 <= len(tries) <= 4
+        assert all(b - a >= 0.45 for a, b in itertools.pairwise(tries))
+        assert len(dep.queue) == 3
