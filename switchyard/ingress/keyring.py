@@ -17,6 +17,7 @@ reads in flight and started per second (past them a key is refused unread).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -47,6 +48,9 @@ LOOKUPS_PER_S = 100.0  # reads started per second (a burst of as many); past it:
 _LOOKUP_TIMEOUT_S = 2.0
 _STREAM = f"KV_{subjects.KEYS_BUCKET}"
 _MAX_KEY_CHARS = 256  # ours are 49; longer is not ours and is not read
+# A deleted key's revision is kept this long (a lookup that read the record before the delete
+# may still answer: it must not bring the key back), then forgotten: keys come and go.
+FORGET_DELETED_S = 60.0
 
 
 class KeyRing:
@@ -66,6 +70,7 @@ class KeyRing:
         self._js = js
         self._by_hash: dict[str, ClientKey] = {}
         self._revisions: dict[str, int] = {}  # digest -> the revision applied (deletes too)
+        self._deleted: collections.deque[tuple[float, str, int]] = collections.deque()
         self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry)
         self._on_refused = on_refused
         # One read per key at a time; its answer (absent, mostly) kept for ABSENT_TTL_S.
@@ -87,6 +92,16 @@ class KeyRing:
         if key.startswith(RECORD_PREFIX):
             self._apply(key[len(RECORD_PREFIX) :], value, revision)
 
+    def _forget_deleted(self, now: float, digest: str, revision: int) -> None:
+        """Remember that ``digest`` was deleted at ``revision``; forget the deletions older
+        than :data:`FORGET_DELETED_S` (unless the key came back since)."""
+        deleted = self._deleted
+        deleted.append((now, digest, revision))
+        while deleted and now - deleted[0][0] > FORGET_DELETED_S:
+            _, old, at = deleted.popleft()
+            if self._revisions.get(old) == at:
+                del self._revisions[old]
+
     def _apply(self, digest: str, value: bytes | None, revision: int) -> None:
         """Keep revision ``revision`` of a key's record (None: deleted) unless a later one is
         kept already (a lookup may have read it before the watch delivered it).
@@ -98,6 +113,7 @@ class KeyRing:
             return
         if value is None:
             self._revisions[digest] = revision
+            self._forget_deleted(time.monotonic(), digest, revision)
             gone = self._by_hash.pop(digest, None)
             if gone is not None:
                 self._refused(gone.id, AuthenticationFailed("This API key has been deleted."))
