@@ -61,6 +61,10 @@ MAX_API_VERSION_CHARS = 64
 # A deployment's weight, by the same newest-rule scheme: weights are summed to pick one, and a
 # sum that overflows to infinity picks none (every request of the route failed).
 MAX_WEIGHT = 1_000_000
+# In-flight requests per deployment across every model-proxy. Far above any provider's real
+# limit; a larger number (10,000,000,000 was accepted) is a typo or a wish for "no limit",
+# which the dispatch consumer would silently become.
+MAX_CONCURRENCY = 100_000
 Seconds = AboveZero  # finite: a timeout of ``inf`` was stored as ``null``, which no reader takes
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -358,27 +362,7 @@ def route_table_findings(
                     f"store the key with `switchyard secrets put {name}` and set `secret: {name}`",
                 )
             )
-        newest_rules = problems if newest else kept
-        newest_rules.extend(_long_provider_text(name, provider))
-        # A URL past its bound is said just above: the URL checks would quote all of it.
-        base = provider.api_base if len(provider.api_base or "") <= MAX_API_BASE_CHARS else None
-        if base and not http_url(base):
-            newest_rules.append(
-                RouteProblem(
-                    f"providers.{name}.api_base",
-                    f"`{base}` is not an http:// or https:// URL with a host",
-                    "give the provider's base URL, e.g. https://api.example.com/v1",
-                )
-            )
-        elif base and credential_in_url(base):
-            newest_rules.append(
-                RouteProblem(
-                    f"providers.{name}.api_base",
-                    "the URL carries a credential (a key in its query or a password)",
-                    f"store the key with `switchyard secrets put {name}`, set `secret: {name}`, "
-                    "and give the URL without it",
-                )
-            )
+        (problems if newest else kept).extend(_newer_provider_rules(name, provider))
         if provider.kind in KINDS_NEEDING_API_BASE and not provider.api_base:
             problems.append(
                 RouteProblem(
@@ -411,6 +395,8 @@ def route_table_findings(
             )
         for i, dep in enumerate(route.deployments):
             where = f"routes.{alias}.deployments[{i}]"
+            if (dep.concurrency or 0) > MAX_CONCURRENCY:
+                (problems if touched else kept).append(_too_concurrent(where, dep.concurrency or 0))
             if dep.weight > MAX_WEIGHT:
                 (problems if touched else kept).append(
                     RouteProblem(
@@ -501,6 +487,33 @@ def route_table_findings(
     return RouteFindings(problems, kept)
 
 
+def _newer_provider_rules(name: str, provider: Provider) -> list[RouteProblem]:
+    """The provider rules a stored table may predate (see :func:`route_table_findings`)."""
+    found = _long_provider_text(name, provider)
+    if provider.concurrency > MAX_CONCURRENCY:
+        found.append(_too_concurrent(f"providers.{name}", provider.concurrency))
+    # A URL past its bound is said by _long_provider_text: the URL checks would quote all of it.
+    base = provider.api_base if len(provider.api_base or "") <= MAX_API_BASE_CHARS else None
+    if base and not http_url(base):
+        found.append(
+            RouteProblem(
+                f"providers.{name}.api_base",
+                f"`{base}` is not an http:// or https:// URL with a host",
+                "give the provider's base URL, e.g. https://api.example.com/v1",
+            )
+        )
+    elif base and credential_in_url(base):
+        found.append(
+            RouteProblem(
+                f"providers.{name}.api_base",
+                "the URL carries a credential (a key in its query or a password)",
+                f"store the key with `switchyard secrets put {name}`, set `secret: {name}`, "
+                "and give the URL without it",
+            )
+        )
+    return found
+
+
 def _long_provider_text(name: str, provider: Provider) -> list[RouteProblem]:
     """``api_base`` and ``api_version`` past their bounds (free text the admin API stores)."""
     found = []
@@ -547,3 +560,12 @@ def decode_route_table(data: bytes) -> RouteTable:
     if problems:
         raise InvalidRouteTable(problems)
     return table
+
+
+def _too_concurrent(where: str, concurrency: int) -> RouteProblem:
+    return RouteProblem(
+        f"{where}.concurrency",
+        f"concurrency {concurrency:,} is above the largest, {MAX_CONCURRENCY:,}",
+        "give the number of requests the provider may run at once for this deployment "
+        f"(1 to {MAX_CONCURRENCY:,})",
+    )

@@ -27,6 +27,7 @@ from switchyard.schemas.keys import (
 )
 from switchyard.schemas.route_check import edit_problems
 from switchyard.schemas.routing import (
+    MAX_CONCURRENCY,
     MAX_WEIGHT,
     Deployment,
     Provider,
@@ -127,6 +128,26 @@ def test_a_weight_past_its_bound_is_refused_in_an_edit_and_kept_when_stored() ->
     assert [p.field for p in found.problems] == ["routes.a.deployments[0].weight"]
     assert route_table_findings(table, stored=True).problems == []  # it still loads
     assert route_table_findings(_table(weight=MAX_WEIGHT)).problems == []
+
+
+def test_a_concurrency_past_its_bound_is_refused_in_an_edit_and_kept_when_stored() -> None:
+    """10,000,000,000 was accepted and silently meant no limit at all."""
+    huge = 10_000_000_000
+    table = msgspec.structs.replace(
+        _table(concurrency=huge), providers={"p": Provider(kind="openai", concurrency=huge)}
+    )
+    found = route_table_findings(table)
+    assert [p.field for p in found.problems] == [
+        "providers.p.concurrency",
+        "routes.a.deployments[0].concurrency",
+    ]
+    assert "10,000,000,000 is above the largest, 100,000" in found.problems[0].problem
+    assert route_table_findings(table, stored=True).problems == []  # it still loads
+    fine = msgspec.structs.replace(
+        _table(concurrency=MAX_CONCURRENCY),
+        providers={"p": Provider(kind="openai", concurrency=MAX_CONCURRENCY)},
+    )
+    assert route_table_findings(fine).problems == []
 
 
 def test_a_table_built_in_memory_is_checked_as_the_control_service_decodes_it() -> None:
