@@ -60,9 +60,6 @@ RATE_WINDOW_S = 10  # rates and percentiles in the overview: the last 10 whole s
 PERCENTILE_WINDOW_S = 60  # how long per-second latency buckets are kept
 FORGET_PROCESS_S = 300.0
 USAGE_RETRY_S = 30.0  # after a failed read of accounting's backlog
-# A window in which more than this share of a deployment's requests failed gives no time per
-# request to the feeder (see Monitor.mean_latency_s).
-WINDOW_ERRORS_MAX = 0.1
 QUEUES_FRESH_S = 5.0  # a read of the dispatch queues older than this (a failover) says nothing
 
 
@@ -322,21 +319,17 @@ class Monitor:
 
     def mean_latency_s(self, deployment: str, now: float | None = None) -> float | None:
         """Mean time per request of a deployment over the overview window (stored to final
-        answer, from bucket midpoints), or None without recent traffic, or when more than
-        :data:`WINDOW_ERRORS_MAX` of it failed: a provider's instant 429s or 500s measured a
-        few milliseconds, the feeder kept that as the heads' window (for 15 minutes), and the
-        next burst went straight to dispatch, first come first served, once the provider was
-        back at its real pace. The feeder keeps the last trustworthy measure instead."""
+        answer, from bucket midpoints), or None without recent answers. Model-proxies time
+        answers only: a provider's instant 429s measured a few milliseconds, the feeder kept
+        that as the heads' window, and the next burst went to dispatch first come first served
+        once the provider was back at its pace."""
         points = self._series_of(deployment).complete(now or time.time(), RATE_WINDOW_S)
         counts: list[int] | None = None
-        requests = errors = 0
         for p in points:
-            requests += p.requests
-            errors += p.errors
             if p.latency is not None:
                 counts = add_counts(counts, p.latency)
         total = sum(counts or ())
-        if not counts or not total or errors > WINDOW_ERRORS_MAX * requests:
+        if not counts or not total:
             return None
         bounds = m.LATENCY_BUCKETS_MS
         ms = sum(c * bounds[i] / 1.22 for i, c in enumerate(counts) if c)  # ~ bucket midpoint

@@ -27,6 +27,7 @@ from switchyard.workers.modelproxy.job import Job, Target
 from switchyard.workers.modelproxy.metrics import ProxyMetrics
 from switchyard.workers.modelproxy.observe import Observer
 from switchyard.workers.modelproxy.pace import CallTimes
+from switchyard.workers.modelproxy.traffic import TrafficMeter
 
 DEPLOYMENT = "fake.echo"
 TARGET = Target(
@@ -124,3 +125,25 @@ async def test_a_stopped_call_is_timed_apart_and_is_no_provider_error() -> None:
         if sample.name == sc.PROVIDER_ERRORS
     ]
     assert not errors
+
+
+def test_only_answers_are_timed_in_the_traffic_report() -> None:
+    """A provider's instant 429 (or a client's bad request, or a caller who left) counts as a
+    request but is not timed: timed, a few milliseconds each, they made the deployment's
+    measured time per request (the fair scheduler's window) tiny, and the next burst went to
+    dispatch first come first served once the provider was back at its pace (an explorer's
+    3-of-3 repro)."""
+    traffic = TrafficMeter(None, "mp-1")  # type: ignore[arg-type]  # report() only, no publish
+    observer = Observer(OFF, traffic, None, CallTimes())
+    answered = _job(called=True, cancelled=False)
+    observer.ended(answered, TARGET, None, NO_HOP, None)
+    limited = _job(called=True, cancelled=False)
+    observer.ended(limited, TARGET, None, NO_HOP, ProviderError("slow down", provider="fake"))
+    left = _job(called=True, cancelled=True)
+    observer.ended(left, TARGET, None, NO_HOP, None)
+    report = traffic.report()
+    assert report is not None
+    (sample,) = report.samples
+    assert sample.requests == 3
+    assert sample.errors == 1
+    assert sum(sample.latency) == 1  # the answer alone

@@ -153,39 +153,6 @@ def test_the_mean_latency_the_feeder_reads_comes_from_the_same_whole_seconds() -
     assert monitor.mean_latency_s(DEP, now=T0 + 1.5) is not None
 
 
-def _sample(requests: int, errors: int, latencies: list[float]) -> TrafficReport:
-    return TrafficReport(
-        instance="mp-1",
-        at=T0 + 0.5,
-        seconds=1.0,
-        samples=[
-            TrafficSample(
-                deployment=DEP,
-                requests=requests,
-                errors=errors,
-                latency=_counts(latencies),
-                ttft=_counts([]),
-                input_tokens=0,
-                output_tokens=0,
-            )
-        ],
-    )
-
-
-def test_a_window_of_mostly_failures_gives_the_feeder_no_time_per_request() -> None:
-    """An instant provider 429 measured ~3 ms; kept as the heads' window, it let the next
-    burst (the provider back at 500 ms) go straight to dispatch, first come first served."""
-    failed = _monitor()
-    failed.add_traffic(_sample(1, 1, [3.0]))
-    assert failed.mean_latency_s(DEP, now=T0 + 1.5) is None
-
-    mostly_ok = _monitor()
-    mostly_ok.add_traffic(_sample(20, 1, [500.0] * 19 + [3.0]))
-    mean = mostly_ok.mean_latency_s(DEP, now=T0 + 1.5)
-    assert mean is not None
-    assert 0.4 < mean < 0.6
-
-
 # ---- percentiles ----
 
 

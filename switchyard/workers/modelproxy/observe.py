@@ -97,11 +97,15 @@ class Observer:
         hop.end(failure)
         # Counts stay out of the traffic report: a few milliseconds each, they would halve a
         # deployment's measured time per request (the fair scheduler's window) and its
-        # latency in the admin views, for calls that generate nothing.
+        # latency in the admin views, for calls that generate nothing. A failed or abandoned
+        # request counts as a request (and an error if the deployment failed) but has no
+        # latency, for the same reason: a provider's instant 429s or a client's bad requests
+        # measured a few ms each, and the heads sent the next burst past fair order.
+        answered = failure is None and not job.cancelled
         if self.traffic is not None and job.env.op not in COUNTS:
             self.traffic.record(
                 job.deployment_id,
-                latency_s=now - job.dispatched_at,
+                latency_s=now - job.dispatched_at if answered else None,
                 ttft_s=job.started + job.ttft - job.dispatched_at if job.ttft is not None else None,
                 error=deployment_failed(failure, called=job.called),
                 usage=usage,

@@ -75,7 +75,7 @@ class TrafficMeter:
         self,
         deployment: str,
         *,
-        latency_s: float,
+        latency_s: float | None,
         ttft_s: float | None,
         error: bool,
         usage: Usage | None,
@@ -85,7 +85,8 @@ class TrafficMeter:
             tally = self._tallies[deployment] = _Tally()
         tally.requests += 1
         tally.errors += error
-        tally.latency[bucket_of(latency_s * 1000)] += 1
+        if latency_s is not None:  # an answer (see ModelProxy observe: failures have none)
+            tally.latency[bucket_of(latency_s * 1000)] += 1
         if ttft_s is not None:
             tally.ttft[bucket_of(ttft_s * 1000)] += 1
         if usage is not None:
