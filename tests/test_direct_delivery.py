@@ -13,6 +13,7 @@ import contextlib
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -54,9 +55,9 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[NATS, NATS]]:
             await other.close()
 
 
-def _attach(nc: NATS, *, fast: bool) -> DirectDelivery:
+async def _attach(nc: NATS, *, fast: bool) -> DirectDelivery:
     if fast:
-        direct = DirectDelivery.attach(nc)
+        direct = await DirectDelivery.attach(nc)
         assert direct.direct, "nats-py's internals are not the expected ones"
         return direct
     return DirectDelivery(nc, None)  # what attach falls back to on another nats-py
@@ -67,7 +68,7 @@ async def test_a_handler_gets_raw_parts_and_the_rest_of_the_connection_is_untouc
     served: tuple[NATS, NATS], fast: bool
 ) -> None:
     nc, other = served
-    direct = _attach(nc, fast=fast)
+    direct = await _attach(nc, fast=fast)
     seen: list[Raw] = []
     sub = await direct.subscribe("raw.>", lambda *parts: seen.append(parts))
     plain: list[Msg] = []
@@ -110,7 +111,7 @@ async def test_publishes_arrive_as_nats_py_sends_them(
     served: tuple[NATS, NATS], fast: bool
 ) -> None:
     nc, other = served
-    direct = _attach(nc, fast=fast)
+    direct = await _attach(nc, fast=fast)
     got: list[Msg] = []
 
     async def on_msg(msg: Msg) -> None:
@@ -131,6 +132,74 @@ async def test_publishes_arrive_as_nats_py_sends_them(
     assert not by["out.p"].reply
     assert by["out.e"].data == b""
     assert by["out.e"].reply == "r"
+
+
+async def test_a_failing_handler_loses_its_message_not_the_connection(
+    served: tuple[NATS, NATS],
+) -> None:
+    """nats-py's read loop stops for good on an exception: a handler's must not reach it."""
+    nc, other = served
+    direct = await DirectDelivery.attach(nc)
+    seen: list[bytes] = []
+
+    def fragile(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        if data == b"bad":
+            raise ValueError("a handler bug")
+        seen.append(data)
+
+    await direct.subscribe("raw", fragile)
+    await nc.flush()
+    for data in (b"one", b"bad", b"two"):
+        await other.publish("raw", data)
+    await other.flush()
+    await until(lambda: seen == [b"one", b"two"], 5)
+    assert (await nc.request("$JS.API.INFO", b"", timeout=5)).data  # still reading
+
+
+async def test_direct_and_nats_py_publishes_keep_their_order(served: tuple[NATS, NATS]) -> None:
+    nc, other = served
+    direct = await DirectDelivery.attach(nc)
+    got: list[bytes] = []
+
+    async def on_msg(msg: Msg) -> None:
+        got.append(msg.data)
+
+    await other.subscribe("seq", cb=on_msg)
+    await other.flush()
+    for n in range(50):
+        if n % 2:
+            direct.publish("seq", str(n).encode())
+        else:
+            await nc.publish("seq", str(n).encode())
+    await until(lambda: len(got) == 50, 5)
+    assert got == [str(n).encode() for n in range(50)]
+
+
+class _OwnReference:
+    """A parser's view of the client that keeps its own ``_process_msg`` (as a later nats-py
+    might): a method installed on the client is then never called."""
+
+    def __init__(self, nc: NATS, process: Any) -> None:
+        self._nc, self._process_msg = nc, process
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._nc, name)
+
+
+async def test_attach_falls_back_when_messages_do_not_come_through_it(
+    served: tuple[NATS, NATS],
+) -> None:
+    nc, other = served
+    client: Any = nc
+    client._ps.nc = _OwnReference(nc, client._process_msg)
+    direct = await DirectDelivery.attach(nc, check_s=0.5)
+    assert not direct.direct  # its own message never arrived: nats-py's public API instead
+    seen: list[bytes] = []
+    await direct.subscribe("raw", lambda s, r, data, h: seen.append(data))
+    await nc.flush()
+    await other.publish("raw", b"still heard")
+    await other.flush()
+    await until(lambda: seen == [b"still heard"], 5)
 
 
 @contextlib.asynccontextmanager
@@ -168,7 +237,7 @@ async def test_a_direct_handler_survives_a_reconnect(tmp_path: Path) -> None:
     async with _restartable(tmp_path, port) as restart:
         nc = await nats.connect(url, reconnect_time_wait=0.2, max_reconnect_attempts=-1)
         try:
-            direct = DirectDelivery.attach(nc)
+            direct = await DirectDelivery.attach(nc)
             await direct.subscribe("raw", lambda s, r, data, h: seen.append(data))
             await nc.flush()
             reconnects = nc.stats["reconnects"]
@@ -196,7 +265,7 @@ async def test_a_move_is_settled_once_stored_refused_or_unanswered(
     served: tuple[NATS, NATS],
 ) -> None:
     nc, other = served
-    mover = Mover(nc, DirectDelivery.attach(nc))
+    mover = Mover(nc, await DirectDelivery.attach(nc))
     await mover.start()
     try:
         assert await _outcome(mover, "t.a", "one") is None

@@ -1,6 +1,7 @@
 """The feeder's moves when the connection cannot take them: a move that fails at once stops the
 filling until a retry half a second later (it was popped, failed, queued first again and popped
-again in a loop that never yielded, freezing control while disconnected with a full buffer)."""
+again in a loop that never yielded, freezing control while disconnected with a full buffer);
+the deployment stays held meanwhile, and a stopped feeder retries nothing of its old run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
 from switchyard.bus.direct import DirectDelivery, header_block
@@ -42,7 +44,7 @@ def _held(seq: int) -> Held:
 async def test_a_move_failing_at_once_is_retried_later_not_in_a_loop(tmp_path: Path) -> None:
     async with jetstream_server(tmp_path) as (nc, _):
         feeder = Feeder(nc, Metrics("control"), RouteTable, heads=lambda: 1, latency=lambda _: None)
-        direct = DirectDelivery.attach(nc)
+        direct = await DirectDelivery.attach(nc)
         mover = Mover(nc, direct)
         feeder._direct, feeder._mover = direct, mover
         tries: list[float] = []
@@ -53,6 +55,7 @@ async def test_a_move_failing_at_once_is_retried_later_not_in_a_loop(tmp_path: P
             move(*args)
 
         mover.move = counted  # type: ignore[method-assign,assignment]
+        feeder._running = True  # as start() leaves it (no HOLD to read here)
         dep = feeder._dep("p--m")
         dep.active = True  # slots counted: the feeder fills at once
         for seq in (1, 2, 3):
@@ -64,7 +67,6 @@ async def test_a_move_failing_at_once_is_retried_later_not_in_a_loop(tmp_path: P
         assert len(dep.queue) == 3  # nothing lost: the failed one is first in line again
         assert dep.pending == 0
         assert dep.moving == 0
-        assert [item.seq for item in dep.queue.drop(lambda _: False)] == []
         first = dep.queue.pop()
         assert first is not None
         assert first.seq == 1
@@ -75,3 +77,38 @@ async def test_a_move_failing_at_once_is_retried_later_not_in_a_loop(tmp_path: P
         assert 2 <= len(tries) <= 4
         assert all(b - a >= 0.45 for a, b in itertools.pairwise(tries))
         assert len(dep.queue) == 3
+        assert dep.held  # stalled with work waiting: heads keep parking new requests
+
+        await feeder.stop()  # (leadership lost) no retry of the old run's queue after it
+        stopped_at = len(tries)
+        await asyncio.sleep(1.2)
+        assert len(tries) == stopped_at
+
+
+@pytest.mark.timeout(30)
+async def test_moves_unanswered_at_stop_are_not_retried_by_the_stopped_run(
+    tmp_path: Path,
+) -> None:
+    """Leadership lost while moves wait for their store's answer: the stop settles them as
+    failed, and nothing of the old run is queued for a retry (a retry would move the old
+    run's stale queue through the next run, outside its count and order)."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        mute = await nats.connect(nc.connected_url.geturl() if nc.connected_url else "")
+        await mute.subscribe("llm.v1.dispatch.>")  # hears the moves, never answers
+        await mute.flush()
+        feeder = Feeder(nc, Metrics("control"), RouteTable, heads=lambda: 1, latency=lambda _: None)
+        direct = await DirectDelivery.attach(nc)
+        feeder._direct, feeder._mover = direct, Mover(nc, direct)
+        await feeder._mover.start()
+        feeder._running = True
+        dep = feeder._dep("p--m")
+        dep.active = True
+        for seq in (1, 2):
+            dep.queue.push("default", "t", 1.0, _held(seq))
+        feeder._feed(dep)
+        assert dep.moving == 2  # sent, waiting for an answer that never comes
+        await feeder.stop()
+        assert dep.moving == 0  # settled by the stop
+        assert dep.retry is None
+        assert not dep.stalled
+        await mute.close()

@@ -12,9 +12,9 @@ encoded command to the connection's outgoing buffer and wakes the flusher once p
 Everything else stays nats-py's: connecting, TLS, authentication, reconnecting (a subscription
 keeps its id, so its handler keeps working after a reconnect), PING/PONG, buffering while
 disconnected. It touches nats-py's private state (``_process_msg``, ``_pending``,
-``_flush_queue``); :meth:`DirectDelivery.attach` checks that state is what it expects and
-otherwise (another nats-py version) serves the same calls through nats-py's public API: slower,
-never wrong.
+``_flush_queue``); :meth:`DirectDelivery.attach` checks that state is there and sends itself a
+message through it, and otherwise (another nats-py version) serves the same calls through
+nats-py's public API: slower, never wrong.
 
 A handler runs inside the read loop: it must not block or await, and must be quick. An
 exception it raises is logged and the message dropped, as nats-py does for a callback.
@@ -23,6 +23,7 @@ exception it raises is logged and the message dropped, as nats-py does for a cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,15 +31,29 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import ConnectionClosedError, OutboundBufferLimitError
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionDrainingError,
+    MaxPayloadError,
+    OutboundBufferLimitError,
+)
+from nats.errors import Error as NatsError
 
 log = logging.getLogger("switchyard.bus")
 
 # subject, reply ("" bytes when none), payload, the raw header block (None when none)
 RawHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
 _ProcessMsg = Callable[[int, bytes, bytes, bytes, bytes | None], Awaitable[None]]
-_REQUIRED = ("_process_msg", "_pending", "_pending_data_size", "_flush_queue", "_max_pending_size")
+_REQUIRED = (
+    "_process_msg",
+    "_pending",
+    "_pending_data_size",
+    "_flush_queue",
+    "_max_pending_size",
+    "_max_payload",
+)
 NATS_HEADER_LINE = b"NATS/1.0\r\n"
+CHECK_S = 2.0  # how long attach waits for its own message
 
 
 class DirectDelivery:
@@ -57,22 +72,42 @@ class DirectDelivery:
         return self._original is not None
 
     @classmethod
-    def attach(cls, nc: NATS) -> DirectDelivery:
+    async def attach(cls, nc: NATS, *, check_s: float = CHECK_S) -> DirectDelivery:
         """Route this connection's messages through a new instance, which passes every
-        message without a direct handler on to what handled them before. Call once per
-        connection and keep the instance."""
+        message without a direct handler on to what handled them before, once a message it
+        sends itself came back through it within ``check_s``. Call once per connection, while
+        connected, and keep the instance."""
         client: Any = nc
-        if not all(hasattr(client, name) for name in _REQUIRED) or not isinstance(
-            client._pending, list
-        ):
-            log.warning(
-                "nats-py's internals differ from what switchyard.bus.direct expects:"
-                " using its slower public API"
-            )
-            return cls(nc, None)
-        direct = cls(nc, client._process_msg)
-        client._process_msg = direct._process_msg
-        return direct
+        if all(hasattr(client, name) for name in _REQUIRED) and isinstance(client._pending, list):
+            original = client._process_msg
+            direct = cls(nc, original)
+            client._process_msg = direct._process_msg
+            if await direct._round_trip(check_s):
+                return direct
+            client._process_msg = original
+        log.warning(
+            "nats-py's internals differ from what switchyard.bus.direct expects:"
+            " using its slower public API"
+        )
+        return cls(nc, None)
+
+    async def _round_trip(self, timeout: float) -> bool:
+        """Whether a message published directly comes back to a direct handler."""
+        came = asyncio.Event()
+        inbox = self._nc.new_inbox()
+        try:
+            sub = await self.subscribe(inbox, lambda *_: came.set())
+        except (NatsError, OSError):
+            return False
+        try:
+            self.publish(inbox, b"")
+            await asyncio.wait_for(came.wait(), timeout)
+        except (NatsError, OSError, TimeoutError):
+            return False
+        finally:
+            with contextlib.suppress(NatsError, OSError):
+                await self.unsubscribe(sub)
+        return True
 
     async def subscribe(self, subject: str, handler: RawHandler) -> Subscription:
         """Subscribe ``handler`` to ``subject``; unsubscribe through :meth:`unsubscribe`."""
@@ -117,15 +152,21 @@ class DirectDelivery:
 
         Raises:
             ConnectionClosedError: the connection is closed.
+            ConnectionDrainingError: the connection is draining.
+            MaxPayloadError: larger than the server takes.
             OutboundBufferLimitError: disconnected and the reconnect buffer is full.
         """
         nc: Any = self._nc
         if nc.is_closed:
             raise ConnectionClosedError
+        if nc.is_draining_pubs:
+            raise ConnectionDrainingError
         if self._original is None:
             self._publish_slowly(subject, payload, reply, headers)
             return
         size = len(payload)
+        if size + len(headers or b"") > nc._max_payload:  # the server would close the connection
+            raise MaxPayloadError
         if headers is None:
             line = f"PUB {subject} {reply} {size}\r\n" if reply else f"PUB {subject} {size}\r\n"
             command = b"".join((line.encode(), payload, b"\r\n"))

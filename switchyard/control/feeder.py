@@ -148,6 +148,7 @@ class _Deployment:
     # A move failed: no more until the retry half a second later (a move that fails at once,
     # disconnected with a full buffer, would otherwise be retried in a busy loop).
     stalled: bool = False
+    retry: asyncio.TimerHandle | None = None
     moved: dict[str, int] = field(default_factory=dict)
     window: Window = field(default_factory=Window)
 
@@ -171,6 +172,7 @@ class Feeder:
         self._js: JetStreamContext = nc.jetstream(timeout=5)
         self._direct: DirectDelivery | None = None  # attached once, at the first start
         self._mover: Mover | None = None
+        self._running = False  # between start and stop (leadership can come and go)
         self._table = table
         self._heads = heads
         self._latency = latency
@@ -195,9 +197,10 @@ class Feeder:
 
     async def start(self) -> None:
         if self._direct is None:
-            self._direct = DirectDelivery.attach(self._nc)
+            self._direct = await DirectDelivery.attach(self._nc)
         self._mover = Mover(self._nc, self._direct)
         await self._mover.start()
+        self._running = True
         self._kv = await self._js.key_value(subjects.SCHED_BUCKET)
         self._heads_seen = max(1, self._heads())
         for dep_id in self._table().deployments():
@@ -215,14 +218,17 @@ class Feeder:
         self._loops.spawn(self._tick_forever())
 
     async def stop(self) -> None:
+        self._running = False  # from here no deployment is fed, kicked or retried
         await self._loops.cancel_all()
         if self._hold_sub is not None:
             with contextlib.suppress(Exception):
                 await self._hold_sub.unsubscribe()
             self._hold_sub = None
+        await self._work.drain(2.0)  # first: a pump may still be tapping a deployment's acks
         for dep in self._deps.values():
             await self._deactivate(dep)
-        await self._work.drain(2.0)
+            if dep.retry is not None:
+                dep.retry.cancel()
         if self._mover is not None:
             await self._mover.stop()  # moves still in flight hear how they went
             self._mover = None
@@ -290,8 +296,15 @@ class Feeder:
 
     # ---- moving ----
 
+    def _current(self, dep: _Deployment) -> bool:
+        """Whether ``dep`` is fed: the feeder runs and ``dep`` is not from a run before (a
+        stopped feeder's timers and taps must not move its stale queue through a new run)."""
+        return self._running and self._deps.get(dep.id) is dep
+
     def _kick(self, dep: _Deployment) -> None:
         """Fill free slots in a task (from timers and the tick)."""
+        if not self._current(dep):
+            return
         dep.dirty = True
         if not dep.pumping:
             dep.pumping = True
@@ -301,6 +314,8 @@ class Feeder:
         """Fill free slots right away (a held request came in, a slot freed: the usual case,
         with no task of its own), unless the deployment must be activated first or is being fed
         already; a change of its record goes to a task."""
+        if not self._current(dep):
+            return
         if dep.pumping or (len(dep.queue) and not dep.active):
             self._kick(dep)
             return
@@ -318,7 +333,7 @@ class Feeder:
 
     async def _pump(self, dep: _Deployment) -> None:
         try:
-            while dep.dirty:
+            while dep.dirty and self._current(dep):
                 dep.dirty = False
                 if not dep.active and (len(dep.queue) or self._overfull(dep.id)):
                     await self._activate(dep)  # only here: one pump per deployment at a time
@@ -365,8 +380,8 @@ class Feeder:
         """Held while requests wait in HOLD and no slot is free (a backlog the feeder is still
         moving into free slots is not saturation), or while dispatch itself has more waiting
         than the heads' overshoot explains (see the module docstring)."""
-        if dep.pending < limit:
-            return False
+        if dep.pending < limit and not (dep.stalled and len(dep.queue)):
+            return False  # (a stalled move keeps it held: heads must not pass the queue)
         return len(dep.queue) > 0 or dep.pending > limit + self._slack()
 
     def _move(self, dep: _Deployment, item: Held) -> None:
@@ -394,12 +409,12 @@ class Feeder:
             log.warning("could not move a held request of %s: %s", dep.id, error)
         dep.pending = max(0, dep.pending - 1)
         dep.queue.push_front(item.priority, item.tenant, item.weight, item)
-        if not dep.stalled:
+        if not dep.stalled and self._current(dep):
             dep.stalled = True
-            asyncio.get_running_loop().call_later(0.5, self._retry, dep)
+            dep.retry = asyncio.get_running_loop().call_later(0.5, self._retry, dep)
 
     def _retry(self, dep: _Deployment) -> None:
-        dep.stalled = False
+        dep.stalled, dep.retry = False, None
         self._kick(dep)
 
     def _delete(self, item: Held) -> None:
@@ -486,8 +501,6 @@ class Feeder:
     async def tick(self) -> None:
         """Once a second: correct slot counts, drop expired requests, refresh records."""
         now = time.time()
-        if self._mover is not None:
-            self._mover.expire(asyncio.get_running_loop().time())
         self._heads_seen = max(1, self._heads())
         for dep_id in self._table().deployments():
             self._dep(dep_id)

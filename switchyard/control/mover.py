@@ -4,14 +4,15 @@ One move is one publish to the deployment's dispatch subject with a reply token 
 own inbox; the stream's acknowledgement (or its refusal, or no answer within ``timeout``) calls
 the move's ``done`` exactly once. Both directions go through :mod:`switchyard.bus.direct`: no
 task, future or timer per move (a move is about a third of the feeder's messages), and an
-acknowledgement is settled in the connection's read loop. Unanswered moves are found by
-:meth:`Mover.expire`, which the feeder calls once a second.
+acknowledgement is settled in the connection's read loop. Unanswered moves are found once a
+second by the mover's own sweep (:meth:`Mover.expire`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
@@ -21,7 +22,10 @@ from nats.errors import Error as NatsError
 from switchyard.bus.direct import DirectDelivery, status_of
 from switchyard.errors import BusError
 from switchyard.runtime.jetstream import ack_error
+from switchyard.runtime.tasks import TaskSupervisor
 
+log = logging.getLogger("switchyard.control.feeder")
+SWEEP_S = 1.0
 Done = Callable[[BusError | None], None]
 _NO_RESPONDERS = b"503"
 
@@ -39,6 +43,7 @@ class Mover:
         self._empty = asyncio.Event()
         self._empty.set()
         self._sub: Subscription | None = None
+        self._sweeps = TaskSupervisor("mover-sweep")
 
     def __len__(self) -> int:
         """Moves sent and not yet settled."""
@@ -46,6 +51,13 @@ class Mover:
 
     async def start(self) -> None:
         self._sub = await self._direct.subscribe(f"{self._inbox}.*", self._on_ack)
+        self._sweeps.spawn(self._sweep())
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            self.expire(loop.time())
 
     async def stop(self, grace: float = 2.0) -> None:
         """Wait up to ``grace`` for the acknowledgements on their way, settle the rest as
@@ -53,6 +65,7 @@ class Mover:
         if self._waiting:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._empty.wait(), grace)
+        await self._sweeps.cancel_all()
         for token in list(self._waiting):
             self._settle(token, BusError("stopped before the stream acknowledged"))
         if self._sub is not None:
@@ -89,5 +102,9 @@ class Mover:
         entry = self._waiting.pop(token, None)
         if not self._waiting:
             self._empty.set()
-        if entry is not None:
+        if entry is None:
+            return
+        try:
             entry[1](error)
+        except Exception:  # the feeder's bug must not stop the other settlements
+            log.exception("a move's callback failed")
