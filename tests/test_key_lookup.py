@@ -20,9 +20,10 @@ from switchyard.admin.keys import KeyAdmin
 from switchyard.bus import subjects
 from switchyard.config.settings import Settings
 from switchyard.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
+from switchyard.ingress import keyring
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.keyring import KeyRing
-from switchyard.schemas.keys import new_api_key
+from switchyard.schemas.keys import hash_key, new_api_key, record_name
 from tests.stacks import Stack
 from tests.support import jetstream_server, until
 
@@ -190,3 +191,43 @@ async def test_reads_per_second_are_capped(tmp_path: Path) -> None:
         await asyncio.sleep(0.4)  # a second's allowance comes back over the second
         assert not await ring.look_up(new_api_key())
         assert len(reads) == 4
+
+
+async def test_a_replica_behind_a_deletion_cannot_bring_the_key_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted key's revision is forgotten after a while (keys come and go); a read answered
+    later by a replica still behind the deletion (during a leader election) returns the old
+    record. The watch saw that revision and the deletion after it, so the edge refuses it."""
+    monkeypatch.setattr(keyring, "FORGET_DELETED_S", 0.1)
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream()
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET, history=1, direct=True)
+        admin = KeyAdmin(js)
+        api_key, record = await admin.create("gone")
+        _, other = await admin.create("also-gone")
+        ring = KeyRing(js)
+        await ring.start()
+        try:
+            await until(lambda: len(ring) == 2, 5)
+            real = js.get_msg
+            stale = await real(
+                f"KV_{subjects.KEYS_BUCKET}",
+                subject=f"$KV.{subjects.KEYS_BUCKET}.{record_name(hash_key(api_key))}",
+            )
+            await admin.delete(record.id)
+            await asyncio.sleep(0.2)
+            await admin.delete(other.id)  # the next deletion forgets the first one's revision
+            await until(lambda: len(ring) == 0, 5)
+
+            async def behind(*args: Any, **kwargs: Any) -> Any:
+                if not kwargs.get("direct"):
+                    raise TimeoutError  # the leader does not answer: a replica is asked
+                return stale  # and it has not seen the deletion
+
+            js.get_msg = behind  # type: ignore[method-assign]
+            assert not await ring.look_up(api_key)
+            with pytest.raises(AuthenticationFailed):
+                ring.authenticate(api_key)
+        finally:
+            await ring.stop()

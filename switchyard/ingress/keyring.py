@@ -210,6 +210,11 @@ class KeyRing:
         if deleted or not msg.data:
             return False
         revision = int(msg.seq or 0)
+        if digest not in self._by_hash and revision <= self._follower.revision:
+            # The watch delivered every revision up to its own, this one included, and a later
+            # one took the key away (a deletion; its revision may be forgotten by now): a
+            # replica behind that deletion must not bring the key back.
+            return False
         try:
             self._apply(digest, msg.data, revision)
         except KEY_READ_ERRORS:
