@@ -16,6 +16,7 @@ import msgspec
 import nats
 import yaml
 from nats.aio.client import Client as NATS
+from nats.js.api import DiscardPolicy, StreamConfig
 
 from switchyard.config import Settings, load_settings
 from switchyard.schemas.events import UsageBatch, UsageEvent
@@ -60,6 +61,20 @@ async def jetstream_server(store: Path) -> AsyncIterator[tuple[NATS, asyncio.sub
             await nc.close()
         server.terminate()
         await asyncio.wait_for(server.wait(), 10)
+
+
+async def add_full_subject_stream(nc: NATS) -> None:
+    """Stream ``T`` on ``t.>`` holding one message per subject, refusing (discard-new) the
+    next: a publish that is stored, one that is refused, on demand."""
+    await nc.jetstream().add_stream(
+        StreamConfig(
+            name="T",
+            subjects=["t.>"],
+            max_msgs_per_subject=1,
+            discard=DiscardPolicy.NEW,
+            discard_new_per_subject=True,
+        )
+    )
 
 
 @contextlib.asynccontextmanager

@@ -20,7 +20,6 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import DiscardPolicy, StreamConfig
 
 from switchyard.bus.direct import DirectDelivery, header_block, status_of
 from switchyard.control.mover import Mover
@@ -28,7 +27,7 @@ from switchyard.errors import BusError
 from switchyard.runtime.jetstream import StreamRejected
 from switchyard.stack import binaries
 from switchyard.stack.ports import accepting
-from tests.support import free_port, jetstream_server, until
+from tests.support import add_full_subject_stream, free_port, jetstream_server, until
 
 pytestmark = pytest.mark.integration
 
@@ -40,43 +39,46 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[NATS, NATS]]:
     """Two connections to one server: the one under test and a plain nats-py one."""
     async with jetstream_server(tmp_path) as (nc, _):
         other = await nats.connect(nc.connected_url.geturl() if nc.connected_url else "")
-        await nc.jetstream().add_stream(
-            StreamConfig(
-                name="T",
-                subjects=["t.>"],
-                max_msgs_per_subject=1,
-                discard=DiscardPolicy.NEW,
-                discard_new_per_subject=True,
-            )
-        )
+        await add_full_subject_stream(nc)
         try:
             yield nc, other
         finally:
             await other.close()
 
 
-async def _attach(nc: NATS, *, fast: bool) -> DirectDelivery:
-    if fast:
-        direct = await DirectDelivery.attach(nc)
-        assert direct.direct, "nats-py's internals are not the expected ones"
-        return direct
-    return DirectDelivery(nc, None)  # what attach falls back to on another nats-py
+async def _collect(nc: NATS, subject: str) -> list[Msg]:
+    """The messages ``nc`` hears on ``subject`` from now on, by nats-py's own path."""
+    got: list[Msg] = []
+
+    async def on_msg(msg: Msg) -> None:
+        got.append(msg)
+
+    await nc.subscribe(subject, cb=on_msg)
+    await nc.flush()
+    return got
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["direct", "nats-py API"])
-async def test_a_handler_gets_raw_parts_and_the_rest_of_the_connection_is_untouched(
-    served: tuple[NATS, NATS], fast: bool
-) -> None:
+@pytest_asyncio.fixture(loop_scope="session", params=[True, False], ids=["direct", "nats-py"])
+async def attached(
+    served: tuple[NATS, NATS], request: pytest.FixtureRequest
+) -> tuple[NATS, NATS, DirectDelivery]:
+    """``served`` with direct delivery on the first connection, by the direct path or by
+    nats-py's public API (what attach falls back to on another nats-py)."""
     nc, other = served
-    direct = await _attach(nc, fast=fast)
+    if not request.param:
+        return nc, other, DirectDelivery(nc, None)
+    direct = await DirectDelivery.attach(nc)
+    assert direct.direct, "nats-py's internals are not the expected ones"
+    return nc, other, direct
+
+
+async def test_a_handler_gets_raw_parts_and_the_rest_of_the_connection_is_untouched(
+    attached: tuple[NATS, NATS, DirectDelivery],
+) -> None:
+    nc, other, direct = attached
     seen: list[Raw] = []
     sub = await direct.subscribe("raw.>", lambda *parts: seen.append(parts))
-    plain: list[Msg] = []
-
-    async def on_plain(msg: Msg) -> None:
-        plain.append(msg)
-
-    await nc.subscribe("plain.>", cb=on_plain)
+    plain = await _collect(nc, "plain.>")
 
     async def pong(msg: Msg) -> None:
         await msg.respond(b"pong")
@@ -106,19 +108,11 @@ async def test_a_handler_gets_raw_parts_and_the_rest_of_the_connection_is_untouc
     assert len(seen) == 2
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["direct", "nats-py API"])
 async def test_publishes_arrive_as_nats_py_sends_them(
-    served: tuple[NATS, NATS], fast: bool
+    attached: tuple[NATS, NATS, DirectDelivery],
 ) -> None:
-    nc, other = served
-    direct = await _attach(nc, fast=fast)
-    got: list[Msg] = []
-
-    async def on_msg(msg: Msg) -> None:
-        got.append(msg)
-
-    await other.subscribe("out.>", cb=on_msg)
-    await other.flush()
+    _, other, direct = attached
+    got = await _collect(other, "out.>")
     direct.publish("out.h", b"with headers", "reply.to", header_block({"A": "1", "B-C": "x y"}))
     direct.publish("out.p", b"plain")
     direct.publish("out.e", b"", "r")
@@ -159,20 +153,14 @@ async def test_a_failing_handler_loses_its_message_not_the_connection(
 async def test_direct_and_nats_py_publishes_keep_their_order(served: tuple[NATS, NATS]) -> None:
     nc, other = served
     direct = await DirectDelivery.attach(nc)
-    got: list[bytes] = []
-
-    async def on_msg(msg: Msg) -> None:
-        got.append(msg.data)
-
-    await other.subscribe("seq", cb=on_msg)
-    await other.flush()
+    heard = await _collect(other, "seq")
     for n in range(50):
         if n % 2:
             direct.publish("seq", str(n).encode())
         else:
             await nc.publish("seq", str(n).encode())
-    await until(lambda: len(got) == 50, 5)
-    assert got == [str(n).encode() for n in range(50)]
+    await until(lambda: len(heard) == 50, 5)
+    assert [m.data for m in heard] == [str(n).encode() for n in range(50)]
 
 
 class _OwnReference:

@@ -11,12 +11,12 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from switchyard.errors import BusError
 from switchyard.runtime.jetstream import AckPublisher, StreamRejected
 from switchyard.runtime.puller import Puller
-from tests.support import jetstream_server
+from tests.support import add_full_subject_stream, jetstream_server
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest_asyncio.fixture(loop_scope="session")
 async def js_nats(tmp_path: Path) -> AsyncIterator[NATS]:
     async with jetstream_server(tmp_path) as (nc, _):
-        await nc.jetstream().add_stream(
-            StreamConfig(
-                name="T",
-                subjects=["t.>"],
-                max_msgs_per_subject=1,
-                discard=DiscardPolicy.NEW,
-                discard_new_per_subject=True,
-            )
-        )
+        await add_full_subject_stream(nc)
         yield nc
 
 
