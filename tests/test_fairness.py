@@ -407,3 +407,13 @@ async def test_an_idle_deployment_costs_no_record_writes_the_lease_is_the_heartb
         assert renewed > (lease.revision or 0), "the lease was not renewed"
     finally:
         await nc.close()
+
+
+async def test_the_feeder_takes_the_direct_path_on_the_zoned_stack(fair: Stack) -> None:
+    """The feeder's taps and moves skip nats-py's per-message machinery
+    (switchyard.bus.direct); its check at attach once published to the connection's own inbox,
+    which a zone's identity may not do, so on every real stack it fell back, silently slower.
+    The check now goes through nats-py's parser without publishing."""
+    log = (fair.home.logs / "control.log").read_text(encoding="utf-8")
+    assert "slower public API" not in log
+    assert "permissions violation" not in log
