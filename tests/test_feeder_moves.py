@@ -15,7 +15,8 @@ import nats
 import pytest
 
 from switchyard.bus.direct import DirectDelivery, header_block
-from switchyard.control.feeder import Feeder, Held
+from switchyard.control.feeder import Feeder
+from switchyard.control.held import Held
 from switchyard.control.mover import Mover
 from switchyard.runtime.metrics import Metrics
 from switchyard.schemas.routing import RouteTable

@@ -52,11 +52,11 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from switchyard.bus import headers as h
 from switchyard.bus import subjects
-from switchyard.bus.direct import DirectDelivery, header_block
+from switchyard.bus.direct import DirectDelivery
 from switchyard.bus.flow_control import quiet_flow_control
 from switchyard.control.fairqueue import FairQueue
+from switchyard.control.held import Held, read_held, sequence_and_time
 from switchyard.control.holdbound import full_mark
 from switchyard.control.holdpurge import HoldPurger
 from switchyard.control.mover import Mover
@@ -90,30 +90,7 @@ REWRITE_S = 300.0
 DEFAULT_WINDOW_S = 1.0
 # streams.hold_total_limit's default (control passes the configured value).
 DEFAULT_HOLD_LIMIT = 10_000
-_SKIP_HEADERS = ("Nats-Stream", "Nats-Sequence", "Nats-Subject", "Nats-Time-Stamp")
 _NOT_DONE = (b"-NAK", b"+WPI")  # a nak or progress report frees no slot
-_V1_TOKENS, _V2_TOKENS = 9, 11  # a JetStream reply subject's tokens (see _sequence_and_time)
-
-
-@dataclass(slots=True)
-class Held:
-    """One request waiting in HOLD."""
-
-    seq: int
-    subject: str  # its HOLD subject (deployment, priority, tenant)
-    deployment: str
-    priority: str
-    tenant: str  # the fair-share tenant's subject token
-    label: str  # the team (for metrics: never a key id), "" for a key without one
-    owner: str  # the team, else the key id (for the admin overview)
-    headers: bytes  # the header block its move carries (HOLD's own headers left out)
-    data: bytes
-    deadline_ms: int
-    stored_at: float
-    weight: float = 1.0
-
-    def expired(self, now: float) -> bool:
-        return bool(self.deadline_ms) and self.deadline_ms <= now * 1000
 
 
 @dataclass(slots=True)
@@ -265,32 +242,15 @@ class Feeder:
         if len(parts) != 6:
             return
         _, _, _, dep_id, priority, tenant = parts
-        seq, stored_at = _sequence_and_time(msg)
+        seq, stored_at = sequence_and_time(msg)
         dep = self._dep(dep_id)
         if seq in dep.seen:
             return  # the ordered consumer re-read it after a reset
-        headers = {k: v for k, v in (msg.headers or {}).items() if k not in _SKIP_HEADERS}
-        # Model-proxies measure a request's queue wait from when dispatch stored it; without
-        # this, the time held (most of the wait while a deployment is saturated) went unseen.
-        headers[h.HELD_SINCE] = str(int(stored_at * 1000))
-        deadline = headers.get(h.DEADLINE, "")
-        team = headers.get(h.TENANT, "")
-        held = Held(
-            seq=seq,
-            subject=msg.subject,
-            deployment=dep_id,
-            priority=priority,
-            tenant=tenant,
-            label=team,
-            owner=team or headers.get(h.KEY_ID, tenant),
-            headers=header_block(headers),
-            data=msg.data,
-            deadline_ms=int(deadline) if deadline.isdecimal() and len(deadline) <= 16 else 0,
-            stored_at=stored_at,
+        held = read_held(
+            msg, seq=seq, stored_at=stored_at, deployment=dep_id, priority=priority, tenant=tenant
         )
         dep.seen.add(seq)
         self._purger.read(msg.subject, dep_id, seq)
-        held.weight = _float(headers.get(h.WEIGHT, "1"))
         dep.queue.push(priority, tenant, held.weight, held)
         self._feed(dep)
 
@@ -583,25 +543,3 @@ class Feeder:
                 for p in PRIORITIES
             ],
         )
-
-
-def _sequence_and_time(msg: Msg) -> tuple[int, float]:
-    """A delivered message's stream sequence and store time (Unix seconds), read from its
-    reply subject (``$JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<cseq>.<ns>.<pending>``,
-    or the form with domain and account before the stream): what ``msg.metadata`` gives, without
-    its datetime (a tenth of the feeder's work per held request)."""
-    tokens = msg.reply.split(".")
-    if len(tokens) == _V1_TOKENS:
-        return int(tokens[5]), int(tokens[7]) / 1e9
-    if len(tokens) >= _V2_TOKENS:
-        return int(tokens[7]), int(tokens[9]) / 1e9
-    metadata = msg.metadata  # anything else: nats-py's reading (or its error)
-    return metadata.sequence.stream, metadata.timestamp.timestamp()
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        return 1.0
-    return value if 0 < value <= 1000 else 1.0

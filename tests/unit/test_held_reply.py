@@ -7,7 +7,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.errors import NotJSMessageError
 
-from switchyard.control.feeder import _sequence_and_time
+from switchyard.control.held import sequence_and_time as _sequence_and_time
 
 pytestmark = pytest.mark.unit
 
