@@ -85,7 +85,7 @@ class DirectDelivery:
             original = client._process_msg
             direct = cls(nc, original)
             client._process_msg = direct._process_msg
-            if await direct._round_trip(check_s):
+            if await direct._passes_parser(check_s):
                 return direct
             client._process_msg = original
         log.warning(
@@ -94,7 +94,7 @@ class DirectDelivery:
         )
         return cls(nc, None)
 
-    async def _round_trip(self, timeout: float) -> bool:
+    async def _passes_parser(self, timeout: float) -> bool:
         """Whether a message nats-py's parser reads reaches a direct handler. The message is
         handed to the parser, not published: the connection's identity may not publish to
         its own inbox (the zones), and this needs no server. Only while the parser holds no
