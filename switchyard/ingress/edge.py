@@ -7,6 +7,8 @@ ring, deadlines, request ids, and the SSE framing of reply streams.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -53,10 +55,10 @@ from switchyard.telemetry import request_id_var
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # used with fullmatch
 _MODELS = msgspec.json.Decoder(dict[str, Any])
 _ENCODE = msgspec.json.Encoder()
-# How long each readiness try waits, a head picked anew each time (see Edge.ready): longer
-# as they go, so a healthy head slowed by a busy machine still answers a later one; together
-# under a 3 s probe timeout.
-READY_TRY_S = (0.3, 0.4, 0.5, 0.6, 0.7)
+# Readiness (see Edge.ready): a new question every READY_EVERY_S, each to a head picked anew,
+# none given up, until one is answered or READY_WITHIN_S (under a 3 s probe timeout) passes.
+READY_EVERY_S = 0.25
+READY_WITHIN_S = 2.5
 
 
 class Edge:
@@ -171,27 +173,22 @@ class Edge:
     async def ready(self, request: Request) -> Response:
         """Ready when NATS is connected, the key ring loaded, and a head answers.
 
-        The question goes to one head of the queue group, picked by NATS: with one head of
-        two hung (not dead: its subscription lives on), a single try made healthy edges flap
-        out of their load balancer. Up to five tries, each to a head picked anew, each
-        waiting longer (``READY_TRY_S``): a CI run under load saw 3 of 10 probes fail with
-        0.4 s each while one head of two was hung.
+        A question goes to one head of the queue group, picked by NATS: with one head of two
+        hung (not dead: its subscription lives on), a single try made healthy edges flap out
+        of their load balancer, and tries one after another, each given up after a fraction
+        of a second, still failed now and then on a busy machine (a healthy head slower than
+        the try). So a new question leaves every ``READY_EVERY_S``, each to a head picked
+        anew, and none is given up before ``READY_WITHIN_S``: the first answer from any head
+        makes the edge ready. Ten or so questions all going to the hung head is a 1 in 1,000
+        chance; a healthy head has the whole time to answer.
         """
         client = self.client
         if client is None or self.keys is None:
             return Response(b'{"status":"starting"}', status_code=503, media_type=JSON)
-        failure: ApiError | None = None
-        for wait_s in READY_TRY_S:
-            try:
-                await client.request(subjects.MODELS, b"{}", client.envelope(timeout=wait_s))
-            except AuthenticationFailed:
-                pass  # a head answered (it wants a key for the list): the path works
-            except ApiError as exc:
-                failure = exc
-                continue
+        failure = await _first_answer(client)
+        if failure is None:
             return Response(b'{"status":"ready"}', media_type=JSON)
-        reason = failure.message if failure is not None else "no head answered"
-        body = _ENCODE.encode({"status": "not ready", "reason": reason})
+        body = _ENCODE.encode({"status": "not ready", "reason": failure})
         return Response(body, status_code=503, media_type=JSON)
 
     async def _models(self, key: ClientKey) -> dict[str, Any]:
@@ -204,6 +201,45 @@ class Edge:
         listing = _MODELS.decode(reply.body)
         listing["data"] = [m for m in listing.get("data", []) if key.allows(m.get("id", ""))]
         return listing
+
+
+async def _first_answer(client: LLMClient) -> str | None:
+    """Ask the heads for the model list until one answers (None) or ``READY_WITHIN_S`` passes
+    (why no head answered). A question a head refuses for want of a key was answered."""
+
+    async def ask() -> None:
+        remaining = max(0.05, end - time.monotonic())
+        # A head that wants a key for the list answered: the path works.
+        with contextlib.suppress(AuthenticationFailed):
+            await client.request(subjects.MODELS, b"{}", client.envelope(timeout=remaining))
+
+    end = time.monotonic() + READY_WITHIN_S
+    asked: set[asyncio.Task[None]] = set()
+    failure = "no head answered"
+    try:
+        while (left_s := end - time.monotonic()) > 0:
+            asked.add(asyncio.create_task(ask()))
+            done, asked = await asyncio.wait(
+                asked, timeout=min(READY_EVERY_S, left_s), return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                exc = task.exception()
+                if exc is None:
+                    return None
+                if not isinstance(exc, ApiError):
+                    raise exc
+                failure = exc.message
+        return failure
+    finally:
+        # Not cancelled: a cancelled exchange tells the model-proxies its caller left (a
+        # stored CANCELS message per question). Each ends by its own deadline, by READY_WITHIN_S.
+        for task in asked:
+            task.add_done_callback(_unread)
+
+
+def _unread(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # an unanswered question's end is not news
 
 
 def presented_key(
