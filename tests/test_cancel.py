@@ -1,9 +1,9 @@
 """A request whose client gave up stops costing provider money and capacity.
 
 Its own stack, in front of a fake provider that holds each call whose last user message is
-``gate:<name>`` until the test opens that gate, and that records a call whose caller hung up
-meanwhile (aiohttp cancels the handler, as a real server stops working for a closed
-connection). The fake reports 1000 completion tokens for every answer, so a call billed in full
+``gate:<name>`` until the test opens that gate (``half:<name>``: a stream's first chunk
+first), and that records a call whose caller hung up meanwhile (aiohttp cancels the handler,
+as a real server stops working for a closed connection). The fake reports 1000 completion tokens for every answer, so a call billed in full
 is told at once from one billed the estimate of a cancelled call (its prompt only).
 """
 
@@ -72,7 +72,12 @@ class Provider(FakeServer):
         if body.get("stream"):  # the headers go at once; the first token waits at the gate
             stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await stream.prepare(request)
-        if text.startswith("gate:"):
+        if stream is not None and text.startswith("half:"):  # part of the answer, then the gate
+            first = {"id": "chatcmpl-held", "object": "chat.completion.chunk", "created": 0}
+            delta = {"index": 0, "delta": {"content": "half an answer"}, "finish_reason": None}
+            await stream.write(b"data: " + json.dumps({**first, "choices": [delta]}).encode())
+            await stream.write(b"\n\n")
+        if text.startswith(("gate:", "half:")):
             self.holding.append(text)
             try:
                 await self._gate(text).wait()
@@ -601,6 +606,48 @@ async def test_a_cancel_sent_while_no_model_proxy_runs_still_drops_the_queued_re
                 await proc.wait_healthy(60)
     assert not fake.seen(text)
     assert not await _usage_now(leaving, "restart-1"), "a request nobody waited for was billed"
+
+
+async def test_a_stream_cut_by_a_killed_model_proxy_does_not_reach_the_provider_again(
+    leaving: Stack, provider: tuple[Provider, str]
+) -> None:
+    """Every model-proxy is killed after part of a streamed answer reached the client. The
+    request is delivered again once they restart, but the client cannot take a second
+    delivery after content: its stream ends (``stream_interrupted``) and its cancel stops the
+    new copy. An explorer saw that copy call the provider first (a wasted call, its prompt
+    billed by the provider); the copy now announces itself and waits for the cancel. Billed
+    once, what a cancelled call costs (the killed call's usage was never reported)."""
+    fake, _ = provider
+    text = "half:killed"
+    proxies = [p for ps in leaving.supervisor.procs for p in ps if "modelproxy" in p.spec.name]
+    headers = {"Authorization": f"Bearer {leaving.api_key}", "X-Request-Id": "cut-1"}
+    url = f"{leaving.tail_url}/v1/chat/completions"
+    body = _chat("held", text, stream=True)
+    try:
+        async with (
+            httpx.AsyncClient(timeout=60) as http,
+            http.stream("POST", url, json=body, headers=headers) as resp,
+        ):
+            lines = resp.aiter_lines()
+            async for line in lines:
+                if "half an answer" in line:
+                    break
+            for proc in proxies:
+                leaving.kill(proc.spec.name)
+            for proc in proxies:
+                assert proc.proc is not None
+                await proc.proc.wait()
+                await proc.start()
+            rest = "\n".join([line async for line in lines])
+    finally:
+        fake.open_gate(text)
+        for proc in proxies:
+            if not proc.running:
+                await proc.start()
+            assert await proc.wait_healthy(60), proc.tail_log()
+    assert "stream_interrupted" in rest, rest
+    assert [_text(c.body) for c in fake.calls].count(text) == 1
+    _billed_as_cancelled(await _usage_of(leaving, "cut-1"))
 
 
 def _deployment_of(stack: Stack, alias: str) -> str:

@@ -118,6 +118,8 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
             usage=_usage(hdrs.get(h.USAGE)),
             retry_after=h.parse_retry_after(hdrs.get(h.RETRY_AFTER)),
         )
+    if kind is ReplyKind.KEEPALIVE:
+        return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""))
     return Reply(kind, body)
 
 
@@ -164,6 +166,13 @@ async def send_accepted(nc: NATS, reply: str) -> None:
 
 async def send_keepalive(nc: NATS, reply: str) -> None:
     await nc.publish(reply, b"", headers=KEEPALIVE_HEADERS)
+
+
+async def announce_delivery(nc: NATS, reply: str, delivery: str) -> None:
+    """A keep-alive naming the delivery about to serve the request: a caller that already
+    has content from another delivery cannot take this one's and cancels it (before its
+    provider call, when the model-proxy waits for that: see docs/nats-api.md)."""
+    await nc.publish(reply, b"", headers={**KEEPALIVE_HEADERS, h.ATTEMPT: delivery})
 
 
 def _name_deployment(headers: dict[str, str], deployment: str, attempts: int) -> None:

@@ -135,7 +135,24 @@ class ReplyProgress:
             return self.chunk(reply, now)
         if reply.kind is ReplyKind.FINAL:
             return self.final(reply, now)
+        if reply.kind is ReplyKind.KEEPALIVE and reply.delivery:
+            self.announced(reply.delivery)
         return True
+
+    def announced(self, delivery: str) -> None:
+        """A model-proxy is about to serve ``delivery`` (a redelivered stream).
+
+        Raises:
+            ProviderError: another delivery already sent content: this one's chunks could
+                not follow it, so the request ends now and its cancel stops the new copy
+                before its provider call.
+        """
+        if self.sent_content and self.delivery is not None and delivery != self.delivery:
+            raise ProviderError(
+                "the worker streaming this answer failed mid-stream",
+                provider="",
+                code="stream_interrupted",
+            )
 
     def final(self, reply: Reply, now: float) -> bool:
         """A final message; False while chunks it follows are missing (its replay follows)."""

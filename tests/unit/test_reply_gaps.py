@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from switchyard.bus.replies import Reply, ReplyKind
+from switchyard.bus import headers as h
+from switchyard.bus.replies import KEEPALIVE_HEADERS, Reply, ReplyKind, decode_reply
 from switchyard.errors import ProviderError
 from switchyard.runtime.reply_wait import GAP_WAIT_S, ReplyProgress, Resend
 from switchyard.workers.modelproxy.handler import replay_needed
@@ -76,3 +77,28 @@ def test_an_answer_is_replayed_after_a_reconnect_or_when_it_went_without_its_ter
     answered: bool, ended: bool, reconnected: bool, replay: bool
 ) -> None:
     assert replay_needed(answered=answered, ended=ended, reconnected=reconnected) is replay
+
+
+def announced(delivery: str) -> Reply:
+    return Reply(ReplyKind.KEEPALIVE, b"", delivery=delivery)
+
+
+def test_a_new_delivery_announced_after_content_ends_the_stream_before_its_call() -> None:
+    """A redelivered stream announces itself (a keep-alive naming its delivery) before its
+    provider call: after another delivery's content it cannot follow, so the stream ends
+    (and the caller's cancel stops the copy); before any content it is simply awaited."""
+    fresh = ReplyProgress()
+    assert fresh.admit(announced("1.2"), now=0.0)  # nothing sent yet: the new copy serves
+    assert fresh.admit(chunk(0, "1.2"), now=0.0)
+    progress = ReplyProgress()
+    assert progress.admit(chunk(0, "1.1"), now=0.0)
+    assert progress.admit(announced("1.1"), now=0.0)  # its own delivery: nothing changes
+    assert progress.admit(announced(""), now=0.0)  # a plain keep-alive names none
+    with pytest.raises(ProviderError) as info:
+        progress.admit(announced("1.2"), now=1.0)
+    assert info.value.code == "stream_interrupted"
+
+
+def test_a_keepalive_reads_its_delivery_and_others_do_not_need_one() -> None:
+    assert decode_reply(b"", {**KEEPALIVE_HEADERS, h.ATTEMPT: "2.3"}).delivery == "2.3"
+    assert decode_reply(b"", KEEPALIVE_HEADERS).delivery == ""

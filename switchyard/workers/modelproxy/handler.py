@@ -53,7 +53,7 @@ from switchyard.runtime.tracing import NO_HOP, OFF, Tracing
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
-from switchyard.workers.modelproxy import billing, key_echo
+from switchyard.workers.modelproxy import billing, key_echo, redelivery
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, plan
@@ -165,8 +165,6 @@ class Handler:
             await self._drop_abandoned(msg, env, deployment_id)
             request_id_var.reset(token)
             return
-        if msg.metadata.num_delivered > 1:  # an earlier delivery's ack or worker was lost
-            log.info("serving a request delivered %d times", msg.metadata.num_delivered)
         job = Job(
             msg=msg,
             env=env,
@@ -177,6 +175,8 @@ class Handler:
         self.cancels.track(job)
         self.serving.add(job)
         try:
+            if msg.metadata.num_delivered > 1:  # an earlier delivery's ack or worker was lost
+                await redelivery.ask_caller(self.nc, job)
             await self._serve(job)
         except asyncio.CancelledError:
             await self._abandon(job)
@@ -535,7 +535,7 @@ class Handler:
         """Record what a provider call cost (:mod:`.billing`), and wait until the usage
         batch is stored (bounded: the publisher gives a batch up after its retries). The
         token metric counts the same usage, here only, so it cannot drift from spend."""
-        if not job.called or job.env.op in COUNTS:
+        if not (job.called or job.streamed_before) or job.env.op in COUNTS:
             return
         found = billing.billed(job)
         if found is None:

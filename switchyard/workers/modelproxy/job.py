@@ -52,6 +52,9 @@ class Job:
     answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
     ended: bool = True  # the answer went out with its terminator (see ``_unbroken``)
     cancelled: bool = False  # the caller left (llm.v1.cancel): nobody to answer
+    # A redelivered stream's caller cancelled it on hearing of this delivery: an earlier one
+    # had streamed content, and its provider call is billed here (see .redelivery).
+    streamed_before: bool = False
     acked: bool = False  # its dispatch message was acknowledged (see .serving)
     # The scope of the provider call while it runs: a cancel ends it at once (see .cancels).
     stop: asyncio.Timeout | None = None

@@ -1,0 +1,52 @@
+"""A request delivered again: a stream's caller is asked first, before the provider is called.
+
+A model-proxy killed (or frozen past ``ack_wait_s``) while it served a request leaves the
+request to be delivered again. When part of a streamed answer already reached the caller, the
+caller cannot take a second delivery's chunks after the first's (the answer would restart in
+the middle of the stream), so it ends the stream (``stream_interrupted``) and cancels the
+request. It used to learn of the second delivery from its first chunk, after that copy's
+provider call had started: a wasted call, whose prompt the provider bills. So a redelivered
+stream first announces its delivery (a keep-alive naming it, ``Sy-Attempt``) and waits up to
+:data:`ASK_S` for a cancel, which ends the wait at once (``Job.stop``); a caller that had no
+content yet takes the new delivery and stays silent, and its request starts :data:`ASK_S`
+later (after ``ack_wait_s`` of redelivery, a small part). The earlier delivery's call is billed
+by the copy its caller cancelled (:attr:`Job.streamed_before`). Non-streamed answers go out
+whole at the end, so a redelivered one is simply served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from nats.aio.client import Client as NATS
+
+from switchyard.bus import replies
+from switchyard.workers.modelproxy.job import Job
+
+log = logging.getLogger("switchyard.modelproxy")
+
+ASK_S = 0.5  # a cancel crosses an edge and back in milliseconds; a loaded one, in tenths
+
+
+async def ask_caller(nc: NATS, job: Job) -> None:
+    """Log the redelivery; for a stream, announce it and wait for a cancel (``job.cancelled``
+    says whether one came)."""
+    log.info("serving a request delivered %d times", job.msg.metadata.num_delivered)
+    if not job.stream or job.cancelled:
+        return
+    try:
+        await replies.announce_delivery(nc, job.reply, job.delivery)
+    except Exception:  # the connection is gone: served as before, its replies will tell
+        log.debug("could not announce a redelivered stream", exc_info=True)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(ASK_S) as scope:
+            job.stop = scope  # a cancel reschedules it to now (cancels.Cancels.heard)
+            await asyncio.sleep(2 * ASK_S)
+    job.stop = None
+    # A cancel now answers the announcement: the caller had content from an earlier delivery,
+    # whose model-proxy died before it billed its provider call. Billed here, as a call its
+    # caller left (estimated: the prompt; the earlier chunks are not known here).
+    job.streamed_before = job.cancelled
