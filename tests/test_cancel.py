@@ -3,8 +3,9 @@
 Its own stack, in front of a fake provider that holds each call whose last user message is
 ``gate:<name>`` until the test opens that gate (``half:<name>``: a stream's first chunk
 first), and that records a call whose caller hung up meanwhile (aiohttp cancels the handler,
-as a real server stops working for a closed connection). The fake reports 1000 completion tokens for every answer, so a call billed in full
-is told at once from one billed the estimate of a cancelled call (its prompt only).
+as a real server stops working for a closed connection). The fake reports 1000 completion
+tokens for every answer, so a call billed in full is told at once from one billed the
+estimate of a cancelled call (its prompt only).
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
   ``[DONE]``: an answer cut short);
 * ``html``: answers 200 with an HTML page (a proxy's error page in front of a provider);
+* ``said:<name>``: answers one of :data:`SAID` (an error with 200, JSON cut short, vLLM's,
+  Azure's and plain-text error shapes);
+* ``twocut``: a stream for ``n=2`` whose second choice is cut before its finish_reason;
 * ``keyecho``: echoes the API key it was sent (in a successful answer, streamed or not);
 * ``hugeerror:<mib>``: answers 500 with an HTML page of ``<mib>`` MiB, without a
   Content-Length;
@@ -60,6 +63,32 @@ from tests.fakes.events import NumberedEvents
 from tests.portrange import worker_range
 
 NATIVE_COUNT = 3000
+# ``said:<name>``: answers exactly this (status, content type, body), streamed or not: the
+# shapes servers other than OpenAI give their errors, and answers that are none.
+SAID = {
+    "error200": (
+        200,
+        "application/json",
+        '{"error": {"message": "The server had an error while processing your request.",'
+        ' "type": "server_error", "param": null, "code": null}}',
+    ),
+    "cut200": (200, "application/json", '{"id": "chatcmpl-cut", "choices": ['),
+    "vllm400": (
+        400,
+        "application/json",
+        '{"object": "error", "message": "This model\'s maximum context length is 4096 tokens.'
+        ' However, you requested 5000 tokens.", "type": "BadRequestError", "param": null,'
+        ' "code": 400}',
+    ),
+    "filter400": (
+        400,
+        "application/json",
+        '{"error": {"message": "The response was filtered due to the prompt triggering'
+        ' content management policy.", "type": null, "param": "prompt",'
+        ' "code": "content_filter", "status": 400}}',
+    ),
+    "text400": (400, "text/plain", "upstream refused: prompt too long for this server\n"),
+}
 
 
 @dataclass
@@ -195,6 +224,9 @@ class FakeOpenAI:
         elif kind == "html":
             page = "<html><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
             return web.Response(text=page, content_type="text/html")
+        elif kind == "said":
+            status, content_type, text = SAID[arg]
+            return web.Response(text=text, status=status, content_type=content_type)
         elif kind == "authecho":  # a provider that echoes the key it got, as some do on 401
             given = self._last_auth
             err = {"error": {"message": f"Incorrect API key provided: {given}", "type": "auth"}}
@@ -280,6 +312,14 @@ class FakeOpenAI:
             words = ["x" * (int(arg) * 1024)]
         if kind == "cutshort":
             await self._chunks(resp, model, ["half", "an"], 0.0)
+            await resp.write_eof()
+            return resp
+        if kind == "twocut":  # n=2: the first choice ends, the second is cut mid-answer
+            base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model}
+            for index, delta, finish in ((0, "one", "stop"), (1, "half", None)):
+                choice = {"index": index, "delta": {"content": delta}, "finish_reason": finish}
+                await resp.write(b"data: " + json.dumps({**base, "choices": [choice]}).encode())
+                await resp.write(b"\n\n")
             await resp.write_eof()
             return resp
         if kind == "midfail":

@@ -20,11 +20,12 @@ import msgspec
 from aiohttp.http_exceptions import LineTooLong
 
 from switchyard.errors import ApiError, ProviderError
-from switchyard.schemas.openai import decode_error, usage_of
+from switchyard.schemas.openai import usage_of
 from switchyard.schemas.secret import Secret, redact
 from switchyard.workers.modelproxy.providers import embedding_format
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+from switchyard.workers.modelproxy.providers.error_fields import error_fields
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 
 _PATHS = {"chat": "chat/completions", "complete": "completions", "embed": "embeddings"}
@@ -103,6 +104,7 @@ class OpenAICompatible:
             raise ue.timed_out(name, "the response") from None
         except aiohttp.ClientError as exc:
             raise ue.connection_failed(name, exc) from None
+        checked(name, data, call.api_key)
         if call.op == "embed" and call.body.get("encoding_format") == "base64":
             data = embedding_format.base64_answer(data)  # for a server that ignores the field
         return Completion(data, usage_of(data))
@@ -123,6 +125,10 @@ class OpenAICompatible:
                 if resp.status >= 400:
                     data = await ue.read_error(resp)
                     raise http_error(resp.status, data, resp.headers, name, call.api_key)
+                if resp.content_type in _NOT_STREAMS:  # a whole answer, an error, a page
+                    data = await ue.read_error(resp)
+                    reported = stream_error(data, name, call.api_key, "answered 200 with an error")
+                    raise reported or ue.not_a_stream(name, resp.content_type, len(data))
         except TimeoutError:
             raise ue.timed_out(name, "the first token") from None
         except aiohttp.ClientError as exc:
@@ -136,9 +142,9 @@ class OpenAICompatible:
         started = loop.time()
         first_by = started + call.first_token_timeout
         end_by = started + call.total_timeout
-        first = True
-        finished = False
-        ended = False  # a chunk said why the answer ended (a finish_reason)
+        # ended: a chunk said why the answer ended (a finish_reason), for every choice
+        first, finished, ended = True, False, False
+        choices = _Choices.of(call.body)
         # No timeout scope spans a yield: the consumer's time between chunks must not be
         # cancelled by a scope that belongs to this generator.
         resp = await self._open(call, url, headers, min(first_by, end_by))
@@ -168,7 +174,7 @@ class OpenAICompatible:
                     first = False
                     watchdog.rearm(end_by, "the end of the stream")
                 _raise_reported(payload, name, call.api_key)
-                ended = ended or finishes(payload)
+                ended = ended or (finishes(payload) and (choices is None or choices.ended(payload)))
                 event = _event(payload, call.client_wants_usage)
                 if event is not None:
                     yield event
@@ -235,6 +241,75 @@ def _raise_reported(payload: bytes, provider: str, key: Secret | None) -> None:
             raise failure
 
 
+class _Choices:
+    """Which choices of a stream asked for ``n`` > 1 have ended: a stream cut after the first
+    choice's finish_reason was taken for whole, and the others' answers ended mid-sentence."""
+
+    def __init__(self, n: int) -> None:
+        self._left = n
+        self._ended: set[int] = set()
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> _Choices | None:
+        """None for one choice (its finish_reason ends the answer)."""
+        n = body.get("n")
+        return cls(n) if isinstance(n, int) and not isinstance(n, bool) and n > 1 else None
+
+    def ended(self, payload: bytes) -> bool:
+        """Whether every choice has now ended (``payload`` carries a finish_reason)."""
+        try:
+            chunk = _FINISHES.decode(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            return False
+        self._ended.update(c.index for c in chunk.choices if c.finish_reason is not None)
+        return len(self._ended) >= self._left
+
+
+class _Finish(msgspec.Struct):
+    index: int = 0
+    finish_reason: str | None = None
+
+
+class _FinishChunk(msgspec.Struct):
+    choices: list[_Finish] = []
+
+
+class _Answer(msgspec.Struct):
+    """A whole answer as far as checking it needs: its ``error``, if it has one (its JSON is
+    read through, so a body cut short fails to decode)."""
+
+    error: msgspec.Raw = msgspec.Raw(b"")  # (msgspec takes no Raw in a union)
+
+
+_FINISHES = msgspec.json.Decoder(_FinishChunk)
+_ANSWER = msgspec.json.Decoder(_Answer)
+# Answers to a streamed request that are no event stream: a server that ignored ``stream``, an
+# error said with 200, a proxy's page. Other types are read as events (some servers label
+# their streams loosely).
+_NOT_STREAMS = frozenset({"application/json", "text/html"})
+
+
+def checked(provider: str, data: bytes, key: Secret | None) -> None:
+    """Raise the provider's failure for a 200 answer that is none: an error object (as some
+    servers answer a failure, with 200), or JSON cut short. Passed on, a client's SDK read
+    an answer without choices (``choices[0]`` failed in its code) and no other deployment was
+    tried. A successful answer of these APIs never has an ``error`` field."""
+    try:
+        answer = _ANSWER.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        raise ProviderError(
+            f"provider {provider} answered 200 with JSON that does not parse "
+            f"({len(data)} bytes: cut short, or not JSON)",
+            provider=provider,
+            retryable=True,
+            upstream_status=200,
+        ) from None
+    if bytes(answer.error) not in (b"", b"null"):
+        reported = stream_error(data, provider, key, "answered 200 with an error")
+        if reported is not None:
+            raise reported
+
+
 def finishes(payload: bytes) -> bool:
     """Whether a chunk carries a finish_reason (``"stop"``, ``"length"``...), not ``null``."""
     at = payload.find(b'"finish_reason"')
@@ -246,7 +321,9 @@ def finishes(payload: bytes) -> bool:
 _REQUEST_ERROR_TYPES = frozenset({"invalid_request_error", "BadRequestError"})
 
 
-def stream_error(payload: bytes, provider: str, key: Secret | None) -> ApiError | None:
+def stream_error(
+    payload: bytes, provider: str, key: Secret | None, what: str = "failed mid-stream"
+) -> ApiError | None:
     """The failure a provider reported in the middle of a stream (``data: {"error": ...}``,
     as OpenAI and vLLM do; older vLLM sends the error object itself), or None for a chunk.
     Passed on as a chunk, a client of another dialect would see its answer end as if
@@ -275,7 +352,7 @@ def stream_error(payload: bytes, provider: str, key: Secret | None) -> ApiError 
         status is not None and status < 500 and status not in ue.RETRYABLE_STATUSES
     )
     return ProviderError(
-        f"provider {provider} failed mid-stream: {text}",
+        f"provider {provider} {what}: {text}",
         provider=provider,
         retryable=True,
         upstream_status=status,
@@ -287,13 +364,13 @@ def stream_error(payload: bytes, provider: str, key: Secret | None) -> ApiError 
 def http_error(
     status: int, data: bytes, headers: Any, provider: str, key: Secret | None
 ) -> Exception:
-    detail = decode_error(data)
-    param: str | None = None
-    if detail is not None:
-        message, code = redact(detail.message, key), detail.code
-        param = redact(detail.param, key)[:200] if detail.param else None
+    fields = error_fields(data)
+    code = fields.code
+    param = redact(fields.param, key)[:200] if fields.param else None
+    if fields.message is not None:
+        message = redact(fields.message, key)
     else:
-        message, code = f"provider {provider} answered HTTP {status}", None
+        message = f"provider {provider} answered HTTP {status}"
     exc = ue.from_status(
         status,
         message,
