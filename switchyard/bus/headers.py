@@ -63,9 +63,13 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` value; None when absent or not a finite number.
+    """Seconds from a ``Sy-Retry-After`` value (a fraction too); None when absent or not a
+    finite number. 0 means no wait (a provider key not stored: no cooldown); a negative
+    value, which Switchyard never sends, reads as 0.
 
-    Never raises: the value comes from outside (a provider, or a header on the bus).
+    A provider's HTTP ``Retry-After`` (delay-seconds or an HTTP-date) is read by
+    ``upstream_errors.parse_retry_after`` in the model-proxy instead. Never raises: the value
+    comes from another process (any NATS caller).
     """
     if not value:
         return None

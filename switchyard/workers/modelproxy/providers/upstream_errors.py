@@ -11,9 +11,13 @@ the same.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import math
+import time
+
 import aiohttp
 
-from switchyard.bus.headers import parse_retry_after
 from switchyard.errors import (
     ApiError,
     InvalidRequest,
@@ -129,6 +133,41 @@ def _about_the_model(message: str, code: str | None) -> bool:
         return True
     text = message.lower()
     return "model" in text or "deployment" in text or "answered http" in text
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """The seconds a provider's HTTP ``Retry-After`` asks to wait, or None when it asks
+    nothing usable (the route's cooldown and its usual ``Retry-After`` apply then).
+
+    RFC 9110 allows delay-seconds or an HTTP-date. A date counts from ``now`` (unix seconds;
+    the clock when None); one already past is 0, as ``Retry-After: 0`` is: the wait it asked
+    for is over, and the two ways of saying a time mean the same. A fraction is kept (some
+    providers send one). A negative number, or anything else, is no value: read as 0 it told
+    the head "retry at once" (no cooldown) and left the client's 429 without a Retry-After.
+    The bus's own ``Sy-Retry-After`` is read by :func:`switchyard.bus.headers.parse_retry_after`.
+    Never raises: the value comes from a provider.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        return _until(text, time.time() if now is None else now)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return max(0.0, seconds)  # "-0" too is 0 (rendered "-0" on the bus otherwise)
+
+
+def _until(date: str, now: float) -> float | None:
+    """Seconds from ``now`` to an HTTP-date (0 when it is past), None when it is no date."""
+    try:
+        when = email.utils.parsedate_to_datetime(date)
+        if when.tzinfo is None:  # asctime's form, or "-0000": HTTP-dates are all GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        return max(0.0, when.timestamp() - now)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
 
 
 async def read_answer(resp: aiohttp.ClientResponse, limit: int, provider: str) -> bytes:
