@@ -8,6 +8,7 @@ from switchyard.errors import (
     ApiError,
     DeadlineExceeded,
     InvalidRequest,
+    NotFound,
     PayloadTooLarge,
     ProviderError,
     ProviderRateLimited,
@@ -158,10 +159,13 @@ def test_a_provider_without_the_deployments_model_is_the_deployments_failure(sta
 )
 def test_a_404_for_something_the_client_named_stays_the_clients(message: str) -> None:
     """Only a 404 about the deployment's model is the deployment's failure: one about an id
-    in the client's request would be retried on, and cool, every deployment for everyone."""
+    in the client's request would be retried on, and cool, every deployment for everyone.
+    The client is told the provider's 404 (tests/unit/test_provider_not_found.py)."""
     failure = from_status(404, message, provider="d1", code=None)
-    assert isinstance(failure, InvalidRequest)
+    assert isinstance(failure, NotFound)
+    assert failure.status == 404
     assert not retryable(failure)
+    assert not deployment_failed(failure)
 
 
 def test_a_deadline_spent_before_the_call_is_not_the_deployments_error() -> None:

@@ -336,7 +336,7 @@ class Handler:
             # second error: its reply just ends (the failure is still logged and counted).
             job.answer = b"" if ended_in_dialect(adapter) else exc
             await self._answer(job, end=self._unbroken(job))
-            if not isinstance(exc, DeadlineExceeded | InvalidRequest):
+            if not (isinstance(exc, DeadlineExceeded) or ue.clients_own(exc)):
                 log.info(
                     "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
                 )

@@ -5,8 +5,8 @@ server errors, connection failures, our own credentials being refused (another d
 may hold a valid key), a provider key that is not stored or cannot be fetched (no cooldown:
 the provider is fine), and a provider that does not know the deployment's model (404, 410: the
 client named a Switchyard alias, the deployment is what is wrong). Not retried: anything the
-client's request caused (400, 413, 422, content policy), because every deployment would answer
-the same.
+client's request caused (400, 413, 422, content policy, a 404 or 410 for an id the client
+named), because every deployment would answer the same.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import aiohttp
 from switchyard.errors import (
     ApiError,
     InvalidRequest,
+    NotFound,
     PayloadTooLarge,
     ProviderError,
     ProviderRateLimited,
@@ -32,6 +33,7 @@ from switchyard.errors import (
 
 __all__ = [
     "MAX_LINE_BYTES",
+    "clients_own",
     "cut_short",
     "from_status",
     "json_answer",
@@ -72,7 +74,8 @@ def from_status(
     ``param`` (the request field the provider blames) is kept on a client error: the SDKs show
     it (``BadRequestError.param``), and it is how a client finds the field at fault.
 
-    Client-caused statuses keep their meaning (400 stays 400); everything else becomes a 502
+    Client-caused statuses keep their meaning (400 stays 400, and a 404 or 410 for something
+    the client named stays a :class:`NotFound` of that status); everything else becomes a 502
     :class:`ProviderError` carrying the upstream status, except 429, which stays 429 so clients
     back off, and 529 (Anthropic overloaded), which stays 529 (``provider_overloaded``): an
     Anthropic client is told it as Anthropic would (``overloaded_error``, which its SDK waits
@@ -97,8 +100,10 @@ def from_status(
             retry_after=retry_after,
         )
     if status in (404, 410) and not _about_the_model(message, code):
-        # Something the client named is not there (a stored item, a file id): its request.
-        return InvalidRequest(message, code=code or "provider_rejected_request", param=param)
+        # Something the client named is not there (a previous response, a stored item, a
+        # file): its request, answered with the provider's status, as OpenAI does (and as
+        # Switchyard's own check of a previous_response_id does); a 400 said "malformed".
+        return NotFound(message, code=code, param=param, status=status)
     if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
         return InvalidRequest(message, code=code or "provider_rejected_request", param=param)
     if status in (404, 410):  # the model or endpoint the deployment names is not there
@@ -316,6 +321,12 @@ def retryable(exc: ApiError) -> bool:
         or key_unreachable(exc)
         or exc.code == DEPLOYMENT_REMOVED
     )
+
+
+def clients_own(exc: ApiError) -> bool:
+    """A failure the client's request caused (malformed, or naming an id the provider does
+    not know): answered, not logged as the deployment's."""
+    return isinstance(exc, InvalidRequest | NotFound)
 
 
 def no_cooldown(exc: ApiError) -> bool:

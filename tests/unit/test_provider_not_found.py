@@ -1,0 +1,89 @@
+"""A provider's 404 (or 410) about something the client named reaches the client as that
+status, in the provider's words.
+
+An explorer continued a Response whose id OpenAI did not know: OpenAI answered 404
+``previous_response_not_found`` (param ``previous_response_id``) and the client got a 400, as
+if its request were malformed, where OpenAI itself (and Switchyard's own check of a
+``previous_response_id``, docs/security.md) answers 404. A 404 about the deployment's model, or
+one without an error body (a wrong ``api_base``), is still the deployment's failure. Pure
+logic: the OpenAI-compatible adapter's translation, the reply that carries it on the bus, and
+the HTTP answer the edge makes of it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from switchyard.bus import replies
+from switchyard.errors import NotFound, ProviderError
+from switchyard.runtime.http import error_response
+from switchyard.schemas.openai import error_body
+from switchyard.workers.modelproxy.providers.openai_compat import http_error
+from switchyard.workers.modelproxy.providers.upstream_errors import retryable
+from switchyard.workers.modelproxy.traffic import deployment_failed
+
+PREVIOUS_NOT_FOUND = (
+    b'{"error":{"message":"Previous response with id \'resp_x\' not found.",'
+    b'"type":"invalid_request_error","param":"previous_response_id",'
+    b'"code":"previous_response_not_found"}}'
+)
+NO_SUCH_FILE = (
+    b'{"error":{"message":"No such File object: file-abc","type":"invalid_request_error",'
+    b'"param":"id","code":null}}'
+)
+
+
+def _client_sees(failure: Exception) -> tuple[int, dict[str, object]]:
+    """What an HTTP client gets for ``failure`` sent back over the bus by a model-proxy."""
+    assert isinstance(failure, NotFound | ProviderError)
+    reply = replies.decode_reply(
+        error_body(failure), replies.error_headers(failure, deployment="d1")
+    )
+    response = error_response(replies.error_from_reply(reply))
+    error = msgspec.json.decode(bytes(response.body))["error"]
+    return response.status_code, error
+
+
+def test_an_unknown_previous_response_is_the_providers_404() -> None:
+    failure = http_error(404, PREVIOUS_NOT_FOUND, {}, "openai", None)
+    assert isinstance(failure, NotFound)
+    assert not retryable(failure)  # every deployment would say the same
+    assert not deployment_failed(failure)
+    status, error = _client_sees(failure)
+    assert status == 404
+    assert error == {
+        "message": "Previous response with id 'resp_x' not found.",
+        "type": "invalid_request_error",
+        "param": "previous_response_id",
+        "code": "previous_response_not_found",
+    }
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_an_id_the_provider_does_not_have_keeps_its_status(status: int) -> None:
+    failure = http_error(status, NO_SUCH_FILE, {}, "openai", None)
+    assert isinstance(failure, NotFound)
+    assert not retryable(failure)
+    seen, error = _client_sees(failure)
+    assert seen == status
+    assert error["message"] == "No such File object: file-abc"
+    assert error["param"] == "id"
+    assert error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("body", [b"", b"<html><body>404 Not Found</body></html>"])
+def test_a_404_without_an_error_body_is_still_the_deployments(body: bytes) -> None:
+    """A wrong ``api_base`` answers 404 with a page or nothing: tried elsewhere, cooled."""
+    failure = http_error(404, body, {}, "openai", None)
+    assert isinstance(failure, ProviderError)
+    assert retryable(failure)
+    assert failure.status == 502
+    assert failure.code == "provider_model_not_found"
+
+
+def test_a_404_for_the_deployments_model_is_still_the_deployments() -> None:
+    body = b'{"error":{"message":"The model `gpt-9` does not exist","code":"model_not_found"}}'
+    failure = http_error(404, body, {}, "openai", None)
+    assert isinstance(failure, ProviderError)
+    assert retryable(failure)
