@@ -72,9 +72,14 @@ def test_an_id_the_provider_does_not_have_keeps_its_status(status: int) -> None:
     assert error["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize("body", [b"", b"<html><body>404 Not Found</body></html>"])
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"<html><body>404 Not Found</body></html>", b"404: Not Found", b"404 page not found\n"],
+    ids=["empty", "html", "aiohttp-text", "go-text"],
+)
 def test_a_404_without_an_error_body_is_still_the_deployments(body: bytes) -> None:
-    """A wrong ``api_base`` answers 404 with a page or nothing: tried elsewhere, cooled."""
+    """A wrong ``api_base`` answers 404 with a page, a line of text or nothing: tried
+    elsewhere, cooled (a plain-text body is said after "answered HTTP 404")."""
     failure = http_error(404, body, {}, "openai", None)
     assert isinstance(failure, ProviderError)
     assert retryable(failure)

@@ -27,6 +27,7 @@ class ErrorFields:
     message: str | None = None
     code: str | None = None
     param: str | None = None
+    plain: bool = False  # the message is a body's plain text, not an error document's field
 
 
 def error_fields(data: bytes) -> ErrorFields:
@@ -35,7 +36,8 @@ def error_fields(data: bytes) -> ErrorFields:
     try:
         doc = msgspec.json.decode(data)
     except (msgspec.DecodeError, RecursionError):
-        return ErrorFields(_plain_text(data))
+        text = _plain_text(data)
+        return ErrorFields(text, plain=text is not None)
     return fields_of(doc)
 
 

@@ -367,10 +367,11 @@ def http_error(
     fields = error_fields(data)
     code = fields.code
     param = redact(fields.param, key)[:200] if fields.param else None
-    if fields.message is not None:
+    message = f"provider {provider} answered HTTP {status}"
+    if fields.plain:  # a server's line of text (a 404 from a wrong api_base): said as such
+        message = f"{message}: {redact(fields.message or '', key)}"
+    elif fields.message is not None:
         message = redact(fields.message, key)
-    else:
-        message = f"provider {provider} answered HTTP {status}"
     exc = ue.from_status(
         status,
         message,
