@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
+from switchyard.bus import identities
 from switchyard.bus.connect import connect
 from switchyard.errors import BusUnreachable
-from switchyard.stack.certs import CertificateAuthority
+from switchyard.stack.certs import CertificateAuthority, init_certificates
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
@@ -36,3 +38,25 @@ async def test_a_service_identity_the_server_does_not_know_fails_fast(stack: Sta
         await asyncio.wait_for(connect(settings.nats_servers, settings.certs_dir, "stranger"), 60)
     assert refused.value.identity == "stranger"
     assert time.monotonic() - started < 30
+
+
+async def test_a_cli_with_another_stacks_certificates_fails_fast(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A newcomer's second home (its own CA) pointed at the first stack's ports: `keys list`
+    hung for over ten minutes (the TLS handshake fails on every attempt, which nats-py retried
+    without end). A one-shot caller now fails within seconds, saying why."""
+    settings = stack.settings
+    init_certificates(
+        tmp_path,
+        organization=settings.certs.organization,
+        validity_days=1,
+        clients=identities.certificate_subjects(()),
+    )
+    started = time.monotonic()
+    with pytest.raises(BusUnreachable) as refused:
+        await asyncio.wait_for(
+            connect(settings.nats_servers, tmp_path, "provisioner", max_reconnect_attempts=0), 60
+        )
+    assert time.monotonic() - started < 15
+    assert "not one this home's certificate authority signed" in str(refused.value)

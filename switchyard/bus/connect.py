@@ -28,6 +28,7 @@ ErrorCallback = Callable[[Exception], Awaitable[None]]
 # Refused logins per server before a first connect gives up (one can be a server mid-reload).
 LOGIN_REFUSALS = 2
 REFUSED_FOR_S = 5.0  # ...and over at least this long (a rolling config change passes)
+CLOSE_FAILED_S = 2.0  # the longest the close of a failed first connection is waited for
 
 
 def client_tls(cert_dir: CertDir, name: str) -> ssl.SSLContext:
@@ -114,7 +115,10 @@ async def connect(
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         with contextlib.suppress(Exception):
-            await nc.close()  # a refused first connect leaves the transport open
+            # A refused first connect leaves the transport open. Bounded: after a failed TLS
+            # handshake (a certificate of another stack's CA) its close waited for ever, and
+            # a CLI command hung for over ten minutes.
+            await asyncio.wait_for(nc.close(), CLOSE_FAILED_S)
         raise BusUnreachable(tuple(servers), identity, first.reason(exc)) from exc
     connected = True
     server = _server(nc)
@@ -200,4 +204,10 @@ def _login_refused(exc: Exception) -> bool:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"the server's certificate is not one this home's certificate authority signed "
+            f"({exc.verify_message or exc}): is another stack, with its own --home, running on "
+            "these ports?"
+        )
     return str(exc) or type(exc).__name__
