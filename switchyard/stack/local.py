@@ -104,6 +104,16 @@ def resolve_ports(settings: Settings) -> tuple[Settings, dict[str, str]]:
             )
         chosen[field] = port
         env[var] = str(port)
+    for name, ingress in (("tail", settings.ingress.tail), ("gateway", settings.ingress.gateway)):
+        if ingress.port and not port_free(ingress.port):
+            # Unchecked, `up` said it was up: the other program's server answered the health
+            # probe and the printed curl, and this edge crash-looped on "address in use".
+            raise StackError(
+                "up",
+                f"port {ingress.port} (ingress.{name}.port, the {name}'s HTTP port) is in "
+                "use: another stack or program listens there. Stop it, or choose another "
+                f"port with ingress.{name}.port or SWITCHYARD_INGRESS__{name.upper()}__PORT",
+            )
     stack = msgspec.structs.replace(settings.stack, **chosen)
     return msgspec.structs.replace(settings, stack=stack), env
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.errors import ConfigError
+from switchyard.errors import ConfigError, StackError
 from switchyard.stack import local
 from switchyard.stack.ports import (
     accepting,
@@ -73,6 +73,22 @@ def test_a_health_port_never_lands_on_a_port_the_settings_name(tmp_path: Path) -
     health_port = int((steps[0].spec.health_url or "").rsplit(":", 1)[1].split("/")[0])
     assert health_port != next_pick
     assert health_port not in local.planned_ports(settings)
+
+
+@pytest.mark.parametrize("ingress", ["tail", "gateway"])
+def test_up_refuses_an_ingress_port_in_use(tmp_path: Path, ingress: str) -> None:
+    """A newcomer's tail port was taken by another stack: `up` said it was up, its printed
+    curl reached the other stack, and the new tail crash-looped on "address already in use"."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        settings, _ = write_settings(tmp_path, {"ingress": {ingress: {"port": taken}}})
+        with pytest.raises(StackError) as refused:
+            local.resolve_ports(settings)
+    assert f"port {taken} (ingress.{ingress}.port" in str(refused.value)
+    assert f"SWITCHYARD_INGRESS__{ingress.upper()}__PORT" in str(refused.value)
+    local.resolve_ports(settings)  # free again: accepted
 
 
 def test_planned_ports_cover_spans_and_ingresses(tmp_path: Path) -> None:
