@@ -17,6 +17,7 @@ import pytest_asyncio
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.stacks import Stack
+from tests.upstream import FakeOpenAI
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +32,18 @@ ROUTES = {
     "shapes-filter400": {"deployments": [{"provider": "fake", "model": "said:filter400"}]},
     "shapes-text400": {"deployments": [{"provider": "fake", "model": "said:text400"}]},
     "shapes-twocut": {"deployments": [{"provider": "fake", "model": "twocut"}]},
+    "shapes-nov1": {"deployments": [{"provider": "shapes-nov1", "model": "echo"}]},
 }
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "rescued"}]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def shaped(stack: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
+async def shaped(stack: Stack, upstream: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
+    # A newcomer's api_base without the /v1 the server serves under.
+    nov1 = {"kind": "openai-compatible", "api_base": upstream.base_url.removesuffix("/v1")}
     try:
+        put = await stack.admin("PUT", "/providers/shapes-nov1", nov1)
+        assert put.status_code == 200, put.text
         for alias, route in ROUTES.items():
             put = await stack.admin("PUT", f"/routes/{alias}", route)
             assert put.status_code == 200, put.text
@@ -51,6 +57,7 @@ async def shaped(stack: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
     finally:
         for alias in ROUTES:
             await stack.admin("DELETE", f"/routes/{alias}")
+        await stack.admin("DELETE", "/providers/shapes-nov1")
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
@@ -118,3 +125,11 @@ async def test_a_stream_of_two_choices_cut_in_the_second_is_not_whole(
         await read()
     assert seen == [(0, "one"), (1, "half")]
     assert "ended its stream before the answer was complete" in str(cut.value)
+
+
+async def test_an_api_base_without_v1_is_named_in_the_error(shaped: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as failed:
+        await shaped.chat.completions.create(model="shapes-nov1", messages=HI)
+    assert failed.value.status_code == 502
+    assert "answered HTTP 404 for /chat/completions" in failed.value.message
+    assert "does its api_base lack /v1?" in failed.value.message

@@ -92,3 +92,20 @@ def test_a_404_for_the_deployments_model_is_still_the_deployments() -> None:
     failure = http_error(404, body, {}, "openai", None)
     assert isinstance(failure, ProviderError)
     assert retryable(failure)
+
+
+@pytest.mark.parametrize(
+    ("path", "hint"),
+    [("/chat/completions", True), ("/v1/chat/completions", False), ("", False)],
+)
+def test_a_404_without_an_error_names_the_path_and_the_missing_v1(path: str, hint: bool) -> None:
+    """A newcomer's api_base without /v1: told the deployment's model was not served, with
+    neither the path nor /v1 named. Still the deployment's failure."""
+    failure = http_error(404, b"404: Not Found", {}, "nov1", None, path=path)
+    assert isinstance(failure, ProviderError)
+    assert failure.status == 502
+    assert retryable(failure)
+    assert failure.message.startswith("provider nov1 answered HTTP 404")
+    assert (f"for {path}," in failure.message) == bool(path)
+    assert ("does its api_base lack /v1?" in failure.message) == hint
+    assert "does not serve this deployment's model" not in failure.message

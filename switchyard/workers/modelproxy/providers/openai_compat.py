@@ -97,7 +97,9 @@ class OpenAICompatible:
                         raise redirected(name, resp.status)
                     if resp.status >= 400:
                         data = await ue.read_error(resp)
-                        raise http_error(resp.status, data, resp.headers, name, call.api_key)
+                        raise http_error(
+                            resp.status, data, resp.headers, name, call.api_key, path=resp.url.path
+                        )
                     data = await ue.read_answer(resp, call.max_answer_bytes, name)
                     data = ue.json_answer(name, data, resp.content_type)
         except TimeoutError:
@@ -124,7 +126,9 @@ class OpenAICompatible:
                     raise redirected(name, resp.status)
                 if resp.status >= 400:
                     data = await ue.read_error(resp)
-                    raise http_error(resp.status, data, resp.headers, name, call.api_key)
+                    raise http_error(
+                        resp.status, data, resp.headers, name, call.api_key, path=resp.url.path
+                    )
                 if resp.content_type in _NOT_STREAMS:  # a whole answer, an error, a page
                     data = await ue.read_error(resp)
                     reported = stream_error(data, name, call.api_key, "answered 200 with an error")
@@ -362,13 +366,23 @@ def stream_error(
 
 
 def http_error(
-    status: int, data: bytes, headers: Any, provider: str, key: Secret | None
+    status: int,
+    data: bytes,
+    headers: Any,
+    provider: str,
+    key: Secret | None,
+    *,
+    path: str = "",
 ) -> Exception:
+    """The error for a provider's HTTP failure ``status`` with body ``data``, on ``path``
+    (the URL's path, never its host: an internal address is none of a client's business)."""
     fields = error_fields(data)
     code = fields.code
     param = redact(fields.param, key)[:200] if fields.param else None
     message = f"provider {provider} answered HTTP {status}"
-    if fields.plain:  # a server's line of text (a 404 from a wrong api_base): said as such
+    if status == 404 and (fields.plain or fields.message is None):
+        message = ue.no_endpoint(provider, path)
+    elif fields.plain:  # a server's line of text: said as such
         message = f"{message}: {redact(fields.message or '', key)}"
     elif fields.message is not None:
         message = redact(fields.message, key)

@@ -107,7 +107,9 @@ class Passthrough:
                         raise redirected(name, resp.status)
                     if resp.status >= 400:
                         data = await ue.read_error(resp)
-                        raise http_error(resp.status, data, resp.headers, name, call.api_key)
+                        raise http_error(
+                            resp.status, data, resp.headers, name, call.api_key, path=resp.url.path
+                        )
                     data = await ue.read_answer(resp, call.max_answer_bytes, name)
                     data = ue.json_answer(name, data, resp.content_type)
         except TimeoutError:
@@ -135,7 +137,9 @@ class Passthrough:
                     raise redirected(name, resp.status)
                 if resp.status >= 400:
                     data = await ue.read_error(resp)
-                    raise http_error(resp.status, data, resp.headers, name, call.api_key)
+                    raise http_error(
+                        resp.status, data, resp.headers, name, call.api_key, path=resp.url.path
+                    )
                 if resp.content_type != "text/event-stream":  # an HTML page from a proxy
                     data = await ue.read_error(resp)
                     raise ue.not_a_stream(name, resp.content_type, len(data))

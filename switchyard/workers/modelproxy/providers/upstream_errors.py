@@ -40,6 +40,7 @@ __all__ = [
     "key_unreachable",
     "line_too_long",
     "no_cooldown",
+    "no_endpoint",
     "not_a_stream",
     "parse_retry_after",
     "retryable",
@@ -107,8 +108,9 @@ def from_status(
     if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
         return InvalidRequest(message, code=code or "provider_rejected_request", param=param)
     if status in (404, 410):  # the model or endpoint the deployment names is not there
-        why = f"does not serve this deployment's model (HTTP {status})"
-        message = f"provider {provider} {why}: {message}"
+        if not message.startswith(f"provider {provider} answered HTTP"):  # said (no_endpoint)
+            why = f"does not serve this deployment's model (HTTP {status})"
+            message = f"provider {provider} {why}: {message}"
         code = "provider_model_not_found"  # its "model_not_found" would name the client's alias
     if status in (401, 403):
         # Said as the provider refusing our key: in its own words ("Incorrect API key
@@ -127,6 +129,19 @@ def from_status(
         code=code or ("provider_auth_error" if status in (401, 403) else "provider_error"),
         retry_after=retry_after,
     )
+
+
+def no_endpoint(provider: str, path: str) -> str:
+    """What a 404 without an error of the API's says: nothing answers at ``path`` (an
+    ``api_base`` without the ``/v1`` the server serves under, or a server of another API), or
+    the server knows no such model. A newcomer's api_base without /v1 was told "does not serve
+    this deployment's model", with neither the path nor /v1 named."""
+    where = f" for {path}" if path else ""
+    hint = ""
+    if path and "/v1" not in path and "/openai/deployments/" not in path:  # (Azure's paths)
+        hint = ": does its api_base lack /v1?"
+    # Short: the failed attempts listed in a client's error keep 200 characters each.
+    return f"provider {provider} answered HTTP 404{where}, no such endpoint or model{hint}"
 
 
 def _about_the_model(message: str, code: str | None) -> bool:
