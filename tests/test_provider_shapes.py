@@ -32,6 +32,10 @@ ROUTES = {
     "shapes-filter400": {"deployments": [{"provider": "fake", "model": "said:filter400"}]},
     "shapes-text400": {"deployments": [{"provider": "fake", "model": "said:text400"}]},
     "shapes-twocut": {"deployments": [{"provider": "fake", "model": "twocut"}]},
+    "shapes-whole": {
+        "deployments": [{"provider": "fake", "model": "said:whole200"}],
+        "fallbacks": ["gpt-4o-mini"],
+    },
     "shapes-nov1": {"deployments": [{"provider": "shapes-nov1", "model": "echo"}]},
 }
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "rescued"}]
@@ -133,3 +137,16 @@ async def test_an_api_base_without_v1_is_named_in_the_error(shaped: openai.Async
     assert failed.value.status_code == 502
     assert "answered HTTP 404 for /chat/completions" in failed.value.message
     assert "does its api_base lack /v1?" in failed.value.message
+
+
+async def test_a_server_that_does_not_stream_is_passed_over_for_streams_only(
+    shaped: openai.AsyncOpenAI,
+) -> None:
+    """Its JSON answer to a streamed request is that attempt's failure, said as such and tried
+    elsewhere, but does not cool the deployment: its answers to requests that do not stream
+    are fine, and they still go to it."""
+    chunks = await shaped.chat.completions.create(model="shapes-whole", messages=HI, stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+    assert text == "echo: rescued"  # the fallback
+    answer = await shaped.chat.completions.create(model="shapes-whole", messages=HI)
+    assert answer.choices[0].message.content == "a whole answer"

@@ -88,6 +88,14 @@ SAID = {
         ' "code": "content_filter", "status": 400}}',
     ),
     "text400": (400, "text/plain", "upstream refused: prompt too long for this server\n"),
+    "whole200": (  # a server that never streams: this answer, stream asked for or not
+        200,
+        "application/json",
+        '{"id": "chatcmpl-whole", "object": "chat.completion", "created": 0, "model": "m",'
+        ' "choices": [{"index": 0, "message": {"role": "assistant", "content": "a whole'
+        ' answer"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1,'
+        ' "completion_tokens": 3, "total_tokens": 4}}',
+    ),
 }
 
 

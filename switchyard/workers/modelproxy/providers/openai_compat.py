@@ -132,7 +132,14 @@ class OpenAICompatible:
                 if resp.content_type in _NOT_STREAMS:  # a whole answer, an error, a page
                     data = await ue.read_error(resp)
                     reported = stream_error(data, name, call.api_key, "answered 200 with an error")
-                    raise reported or ue.not_a_stream(name, resp.content_type, len(data))
+                    if reported is not None:
+                        raise reported
+                    failure = ue.not_a_stream(name, resp.content_type, len(data))
+                    if resp.content_type == "application/json":
+                        # A server that does not stream: tried elsewhere, not cooled (its
+                        # answers to requests that do not stream are fine).
+                        failure.retry_after = 0.0
+                    raise failure
         except TimeoutError:
             raise ue.timed_out(name, "the first token") from None
         except aiohttp.ClientError as exc:
