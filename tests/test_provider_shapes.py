@@ -32,6 +32,7 @@ ROUTES = {
     "shapes-filter400": {"deployments": [{"provider": "fake", "model": "said:filter400"}]},
     "shapes-text400": {"deployments": [{"provider": "fake", "model": "said:text400"}]},
     "shapes-twocut": {"deployments": [{"provider": "fake", "model": "twocut"}]},
+    "shapes-twoinone": {"deployments": [{"provider": "fake", "model": "twoinone"}]},
     "shapes-whole": {
         "deployments": [{"provider": "fake", "model": "said:whole200"}],
         "fallbacks": ["gpt-4o-mini"],
@@ -129,6 +130,15 @@ async def test_a_stream_of_two_choices_cut_in_the_second_is_not_whole(
         await read()
     assert seen == [(0, "one"), (1, "half")]
     assert "ended its stream before the answer was complete" in str(cut.value)
+
+
+async def test_a_stream_of_two_choices_in_one_chunk_is_whole(shaped: openai.AsyncOpenAI) -> None:
+    """The second choice's finish_reason, in a chunk whose first choice has none, counts."""
+    chunks = await shaped.chat.completions.create(
+        model="shapes-twoinone", messages=HI, stream=True, n=2
+    )
+    seen = [(c.index, c.finish_reason) async for chunk in chunks for c in chunk.choices]
+    assert seen == [(0, None), (1, "stop"), (0, "stop")]
 
 
 async def test_an_api_base_without_v1_is_named_in_the_error(shaped: openai.AsyncOpenAI) -> None:

@@ -23,7 +23,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``html``: answers 200 with an HTML page (a proxy's error page in front of a provider);
 * ``said:<name>``: answers one of :data:`SAID` (an error with 200, JSON cut short, vLLM's,
   Azure's and plain-text error shapes);
-* ``twocut``: a stream for ``n=2`` whose second choice is cut before its finish_reason;
+* ``twocut``: a stream for ``n=2`` whose second choice is cut before its finish_reason
+  (``twoinone``: whole, both choices in its first chunk, without ``[DONE]``);
 * ``keyecho``: echoes the API key it was sent (in a successful answer, streamed or not);
 * ``hugeerror:<mib>``: answers 500 with an HTML page of ``<mib>`` MiB, without a
   Content-Length;
@@ -322,11 +323,24 @@ class FakeOpenAI:
             await self._chunks(resp, model, ["half", "an"], 0.0)
             await resp.write_eof()
             return resp
-        if kind == "twocut":  # n=2: the first choice ends, the second is cut mid-answer
+        if kind in ("twocut", "twoinone"):  # n=2 streams that end without [DONE]
+            # twocut: the first choice ends, the second is cut mid-answer; twoinone: one chunk
+            # carries both choices, the second's finish_reason not the first in it.
             base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model}
-            for index, delta, finish in ((0, "one", "stop"), (1, "half", None)):
-                choice = {"index": index, "delta": {"content": delta}, "finish_reason": finish}
-                await resp.write(b"data: " + json.dumps({**base, "choices": [choice]}).encode())
+            chunks = [
+                [{"index": 0, "delta": {"content": "one"}, "finish_reason": "stop"}],
+                [{"index": 1, "delta": {"content": "half"}, "finish_reason": None}],
+            ]
+            if kind == "twoinone":
+                chunks = [
+                    [
+                        {"index": 0, "delta": {"content": "one"}, "finish_reason": None},
+                        {"index": 1, "delta": {"content": "two"}, "finish_reason": "stop"},
+                    ],
+                    [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                ]
+            for choices in chunks:
+                await resp.write(b"data: " + json.dumps({**base, "choices": choices}).encode())
                 await resp.write(b"\n\n")
             await resp.write_eof()
             return resp

@@ -216,19 +216,32 @@ async def _first_answer(client: LLMClient) -> str | None:
     end = time.monotonic() + READY_WITHIN_S
     asked: set[asyncio.Task[None]] = set()
     failure = "no head answered"
+    next_ask = 0.0
     try:
-        while (left_s := end - time.monotonic()) > 0:
-            asked.add(asyncio.create_task(ask()))
+        while (now := time.monotonic()) < end:
+            if now >= next_ask:  # paced: a question that fails at once (no head) waits too
+                asked.add(asyncio.create_task(ask()))
+                next_ask = now + READY_EVERY_S
+            until = min(next_ask, end) - now
+            if not asked:
+                await asyncio.sleep(until)
+                continue
             done, asked = await asyncio.wait(
-                asked, timeout=min(READY_EVERY_S, left_s), return_when=asyncio.FIRST_COMPLETED
+                asked, timeout=until, return_when=asyncio.FIRST_COMPLETED
             )
-            for task in done:
+            answered, unexpected = False, None
+            for task in done:  # every one read: none left to log "never retrieved"
                 exc = task.exception()
                 if exc is None:
-                    return None
-                if not isinstance(exc, ApiError):
-                    raise exc
-                failure = exc.message
+                    answered = True
+                elif isinstance(exc, ApiError):
+                    failure = exc.message
+                else:
+                    unexpected = exc
+            if unexpected is not None:
+                raise unexpected
+            if answered:
+                return None
         return failure
     finally:
         # Not cancelled: a cancelled exchange tells the model-proxies its caller left (a

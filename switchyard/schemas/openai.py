@@ -185,6 +185,7 @@ PROBES: dict[str, type[ChatProbe] | type[CompletionProbe] | type[EmbeddingProbe]
 _DECODERS = {op: msgspec.json.Decoder(t) for op, t in PROBES.items()}
 _MODEL_DECODER = msgspec.json.Decoder(ModelOnly)
 _USAGE_DECODER = msgspec.json.Decoder(UsageCarrier)
+_WIRE_USAGE_DECODER = msgspec.json.Decoder(_WireUsage)
 _ERROR_DECODER = msgspec.json.Decoder(ErrorBody)
 _ENCODER = msgspec.json.Encoder()
 
@@ -315,6 +316,17 @@ def _has_surrogate(text: str) -> bool:
     except UnicodeEncodeError:  # only a surrogate cannot be UTF-8
         return True
     return False
+
+
+def usage_in(raw: bytes) -> Usage | None:
+    """The usage object ``raw`` (its JSON, as a raw field kept it), or None for ``null``, an
+    empty or a malformed one."""
+    if not raw or raw == b"null":
+        return None
+    try:
+        return _WIRE_USAGE_DECODER.decode(raw).counted()
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None
 
 
 def _too_deep() -> InvalidRequest:

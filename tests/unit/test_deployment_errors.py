@@ -16,7 +16,12 @@ from switchyard.errors import (
     ServiceUnavailable,
 )
 from switchyard.schemas.secret import Secret
-from switchyard.workers.modelproxy.providers.openai_compat import finishes, stream_error
+from switchyard.workers.modelproxy.providers.openai_compat import (
+    _Choices,
+    checked,
+    finishes,
+    stream_error,
+)
 from switchyard.workers.modelproxy.providers.upstream_errors import from_status, retryable
 from switchyard.workers.modelproxy.traffic import deployment_failed
 
@@ -151,18 +156,25 @@ def test_a_provider_without_the_deployments_model_is_the_deployments_failure(sta
 
 
 @pytest.mark.parametrize(
-    "message",
+    ("message", "param"),
     [
-        "Item with id 'rs_123' not found. Items are not persisted when `store` is set to false.",
-        "No such File object: file-abc",
+        (
+            "Item with id 'rs_123' not found. Items are not persisted when `store` is set to "
+            "false.",
+            "input",
+        ),
+        ("No such File object: file-abc", "id"),
     ],
 )
-def test_a_404_for_something_the_client_named_stays_the_clients(message: str) -> None:
-    """Only a 404 about the deployment's model is the deployment's failure: one about an id
-    in the client's request would be retried on, and cool, every deployment for everyone.
-    The client is told the provider's 404 (tests/unit/test_provider_not_found.py)."""
-    failure = from_status(404, message, provider="d1", code=None)
+def test_a_404_for_something_the_client_named_stays_the_clients(message: str, param: str) -> None:
+    """A 404 whose error names a field of the client's request (OpenAI's ``param``) is the
+    client's: retried, it would cool every deployment for everyone. The client is told the
+    provider's 404 (tests/unit/test_provider_not_found.py). One that names nothing is what a
+    wrong api_base gets (FastAPI's "Not Found", Azure's "Resource not found"): the
+    deployment's."""
+    failure = from_status(404, message, provider="d1", code=None, param=param)
     assert isinstance(failure, NotFound)
+    assert isinstance(from_status(404, message, provider="d1", code=None), ProviderError)
     assert failure.status == 404
     assert not retryable(failure)
     assert not deployment_failed(failure)
@@ -175,3 +187,41 @@ def test_a_deadline_spent_before_the_call_is_not_the_deployments_error() -> None
     assert not deployment_failed(late, called=False)
     assert deployment_failed(late, called=True)
     assert deployment_failed(ServiceUnavailable("no key", code="secret_unavailable"), called=False)
+
+
+def test_a_stream_of_two_choices_ends_when_every_choice_has() -> None:
+    """A chunk may carry several choices, the finished one not first (a reviewer's case)."""
+    choices = _Choices.of({"n": 2})
+    assert choices is not None
+    both = (
+        b'{"choices": [{"index": 0, "finish_reason": null}, {"index": 1, "finish_reason": "stop"}]}'
+    )
+    assert not choices.ended(both)
+    assert not choices.ended(b'{"choices": [{"index": 0, "delta": {"content": "x"}}]}')
+    assert choices.ended(b'{"choices": [{"index": 0, "finish_reason": "length"}]}')
+    assert _Choices.of({"n": 1}) is None
+    assert _Choices.of({"n": True}) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"error": {"message": "boom", "type": "server_error"}}',
+        b'{"object": "error", "message": "boom", "type": "InternalServerError", "code": 500}',
+    ],
+)
+def test_a_200_answer_holding_an_error_is_the_providers_failure(body: bytes) -> None:
+    with pytest.raises(ProviderError) as failed:
+        checked("p", body, None)
+    assert "answered 200 with an error: boom" in failed.value.message
+
+
+def test_a_200_answer_reads_its_usage_once_and_passes_error_null() -> None:
+    body = (
+        b'{"id": "x", "error": null, "choices": [], "usage": {"prompt_tokens": 3,'
+        b' "completion_tokens": 2, "total_tokens": 5}}'
+    )
+    usage = checked("p", body, None)
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (3, 2)
+    assert checked("p", b'{"id": "x", "usage": {"prompt_tokens": "three"}}', None) is None

@@ -33,8 +33,9 @@ pytestmark = pytest.mark.unit
         (b'{"error": "no such model"}', ErrorFields("no such model")),
         (b'{"detail": "Not Found"}', ErrorFields("Not Found")),
         (
-            b'{"detail": [{"loc": ["body", "n"], "msg": "bad"}]}',
-            ErrorFields('[{"loc":["body","n"],"msg":"bad"}]'),
+            b'{"detail": [{"loc": ["body", "n"], "msg": "bad", "input": {"secret": 1}},'
+            b' {"msg": "worse"}]}',
+            ErrorFields("bad; worse"),
         ),
         (
             b'{"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}',

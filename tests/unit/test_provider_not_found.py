@@ -109,3 +109,23 @@ def test_a_404_without_an_error_names_the_path_and_the_missing_v1(path: str, hin
     assert (f"for {path}," in failure.message) == bool(path)
     assert ("does its api_base lack /v1?" in failure.message) == hint
     assert "does not serve this deployment's model" not in failure.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"detail": "Not Found"}',  # FastAPI (vLLM, SGLang) at a path it does not serve
+        b'{"error": {"code": "404", "message": "Resource not found"}}',  # Azure, wrong URL
+        b'{"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}}',
+        b'{"error": "Unexpected endpoint or method. (POST /chat/completions)"}',  # LM Studio
+    ],
+    ids=["fastapi", "azure", "llama.cpp", "lm-studio"],
+)
+def test_a_404_that_names_nothing_of_the_request_is_the_deployments(body: bytes) -> None:
+    """A reviewer's find: read leniently, these became the client's 404 (not retried, not
+    cooled), where a wrong api_base is the deployment's failure; the server's words follow."""
+    failure = http_error(404, body, {}, "nov1", None, path="/chat/completions")
+    assert isinstance(failure, ProviderError)
+    assert retryable(failure)
+    assert failure.message.startswith("provider nov1 answered HTTP 404 for /chat/completions")
+    assert "does its api_base lack /v1?" in failure.message

@@ -41,11 +41,13 @@ async def ask_caller(nc: NATS, job: Job) -> None:
     except Exception:  # the connection is gone: served as before, its replies will tell
         log.debug("could not announce a redelivered stream", exc_info=True)
         return
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(ASK_S) as scope:
-            job.stop = scope  # a cancel reschedules it to now (cancels.Cancels.heard)
-            await asyncio.sleep(2 * ASK_S)
-    job.stop = None
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ASK_S) as scope:
+                job.stop = scope  # a cancel reschedules it to now (cancels.Cancels.heard)
+                await asyncio.sleep(2 * ASK_S)
+    finally:  # (also when the worker stops meanwhile: a later cancel must not touch it)
+        job.stop = None
     # A cancel now answers the announcement: the caller had content from an earlier delivery,
     # whose model-proxy died before it billed its provider call. Billed here, as a call its
     # caller left (estimated: the prompt; the earlier chunks are not known here).

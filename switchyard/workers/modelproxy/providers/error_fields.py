@@ -53,8 +53,7 @@ def fields_of(doc: Any) -> ErrorFields:
     elif "message" in doc:  # the error object itself
         fields = doc
     elif "detail" in doc:  # FastAPI's {"detail": "..."} or its validation list
-        detail = doc["detail"]
-        return ErrorFields(_clip(detail if isinstance(detail, str) else _compact(detail)))
+        return ErrorFields(_clip(_detail(doc["detail"])))
     else:
         return ErrorFields()
     message, code, param = fields.get("message"), fields.get("code"), fields.get("param")
@@ -72,11 +71,15 @@ def _plain_text(data: bytes) -> str | None:
     return _clip(" ".join(text.split()))
 
 
-def _compact(value: Any) -> str:
-    try:
-        return msgspec.json.encode(value).decode()
-    except (TypeError, msgspec.EncodeError, RecursionError):
-        return ""
+def _detail(detail: Any) -> str:
+    """FastAPI's detail: its text, or its validation list's messages (each entry also echoes
+    the ``input`` it refused, the whole upstream body: never passed on)."""
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        said = [d.get("msg") for d in detail if isinstance(d, dict)]
+        return "; ".join(m for m in said if isinstance(m, str))
+    return ""
 
 
 def _clip(text: str) -> str | None:

@@ -20,7 +20,7 @@ import msgspec
 from aiohttp.http_exceptions import LineTooLong
 
 from switchyard.errors import ApiError, ProviderError
-from switchyard.schemas.openai import usage_of
+from switchyard.schemas.openai import Usage, usage_in, usage_of
 from switchyard.schemas.secret import Secret, redact
 from switchyard.workers.modelproxy.providers import embedding_format
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
@@ -106,10 +106,10 @@ class OpenAICompatible:
             raise ue.timed_out(name, "the response") from None
         except aiohttp.ClientError as exc:
             raise ue.connection_failed(name, exc) from None
-        checked(name, data, call.api_key)
+        usage = checked(name, data, call.api_key)
         if call.op == "embed" and call.body.get("encoding_format") == "base64":
             data = embedding_format.base64_answer(data)  # for a server that ignores the field
-        return Completion(data, usage_of(data))
+        return Completion(data, usage)
 
     async def _open(
         self, call: ProviderCall, url: str, headers: dict[str, str], first_by: float
@@ -185,7 +185,7 @@ class OpenAICompatible:
                     first = False
                     watchdog.rearm(end_by, "the end of the stream")
                 _raise_reported(payload, name, call.api_key)
-                ended = ended or (finishes(payload) and (choices is None or choices.ended(payload)))
+                ended = ended or (finishes(payload) if choices is None else choices.ended(payload))
                 event = _event(payload, call.client_wants_usage)
                 if event is not None:
                     yield event
@@ -267,7 +267,10 @@ class _Choices:
         return cls(n) if isinstance(n, int) and not isinstance(n, bool) and n > 1 else None
 
     def ended(self, payload: bytes) -> bool:
-        """Whether every choice has now ended (``payload`` carries a finish_reason)."""
+        """Whether every choice has now ended, ``payload`` read (any of its choices may
+        carry a finish_reason, not only its first)."""
+        if b'"finish_reason"' not in payload:
+            return False
         try:
             chunk = _FINISHES.decode(payload)
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
@@ -286,10 +289,13 @@ class _FinishChunk(msgspec.Struct):
 
 
 class _Answer(msgspec.Struct):
-    """A whole answer as far as checking it needs: its ``error``, if it has one (its JSON is
-    read through, so a body cut short fails to decode)."""
+    """A whole answer as far as checking and billing it need: its ``error`` if it has one (or
+    ``object: "error"``, the error object alone), and its ``usage``, in one read of its JSON
+    (which a body cut short fails). Raw fields: a mistyped one reads as nothing."""
 
     error: msgspec.Raw = msgspec.Raw(b"")  # (msgspec takes no Raw in a union)
+    object: msgspec.Raw = msgspec.Raw(b"")
+    usage: msgspec.Raw = msgspec.Raw(b"")
 
 
 _FINISHES = msgspec.json.Decoder(_FinishChunk)
@@ -300,11 +306,11 @@ _ANSWER = msgspec.json.Decoder(_Answer)
 _NOT_STREAMS = frozenset({"application/json", "text/html"})
 
 
-def checked(provider: str, data: bytes, key: Secret | None) -> None:
-    """Raise the provider's failure for a 200 answer that is none: an error object (as some
-    servers answer a failure, with 200), or JSON cut short. Passed on, a client's SDK read
-    an answer without choices (``choices[0]`` failed in its code) and no other deployment was
-    tried. A successful answer of these APIs never has an ``error`` field."""
+def checked(provider: str, data: bytes, key: Secret | None) -> Usage | None:
+    """The usage of a 200 answer; raises the provider's failure for one that is none: an
+    error object (as some servers answer a failure, with 200), or JSON cut short. Passed on,
+    a client's SDK read an answer without choices (``choices[0]`` failed in its code) and no
+    other deployment was tried. A successful answer of these APIs has no ``error`` field."""
     try:
         answer = _ANSWER.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
@@ -315,10 +321,11 @@ def checked(provider: str, data: bytes, key: Secret | None) -> None:
             retryable=True,
             upstream_status=200,
         ) from None
-    if bytes(answer.error) not in (b"", b"null"):
+    if bytes(answer.error) not in (b"", b"null") or bytes(answer.object) == b'"error"':
         reported = stream_error(data, provider, key, "answered 200 with an error")
         if reported is not None:
             raise reported
+    return usage_in(bytes(answer.usage))
 
 
 def finishes(payload: bytes) -> bool:
@@ -386,13 +393,20 @@ def http_error(
     fields = error_fields(data)
     code = fields.code
     param = redact(fields.param, key)[:200] if fields.param else None
+    said = redact(fields.message, key) if fields.message is not None else None
     message = f"provider {provider} answered HTTP {status}"
-    if status == 404 and (fields.plain or fields.message is None):
-        message = ue.no_endpoint(provider, path)
-    elif fields.plain:  # a server's line of text: said as such
-        message = f"{message}: {redact(fields.message or '', key)}"
-    elif fields.message is not None:
-        message = redact(fields.message, key)
+    if status == 404 and not (
+        said is not None
+        and not fields.plain
+        and (ue.names_the_clients(code, param) or ue.about_the_model(said, code))
+    ):  # nothing answers at the path (a wrong api_base), said as such, with what came back
+        message = ue.no_endpoint(provider, redact(path, key))
+        if said is not None:
+            message = f"{message} ({said[:100]})"
+    elif fields.plain and status < 500:  # a server's line of text: said as such
+        message = f"{message}: {said}"
+    elif said is not None and not fields.plain:  # (a 5xx's text, a proxy's, may name hosts)
+        message = said
     exc = ue.from_status(
         status,
         message,

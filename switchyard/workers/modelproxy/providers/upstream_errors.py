@@ -100,10 +100,16 @@ def from_status(
             code=OVERLOADED_CODE,
             retry_after=retry_after,
         )
-    if status in (404, 410) and not _about_the_model(message, code):
+    if (
+        status in (404, 410)
+        and names_the_clients(code, param)
+        and not about_the_model(message, code)
+    ):
         # Something the client named is not there (a previous response, a stored item, a
         # file): its request, answered with the provider's status, as OpenAI does (and as
         # Switchyard's own check of a previous_response_id does); a 400 said "malformed".
+        # Only when the error names it: a bare "Not Found" (FastAPI's, Azure's "Resource
+        # not found") is what a wrong api_base gets, the deployment's failure.
         return NotFound(message, code=code, param=param, status=status)
     if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
         return InvalidRequest(message, code=code or "provider_rejected_request", param=param)
@@ -131,6 +137,19 @@ def from_status(
     )
 
 
+# Codes of a 404 about the deployment's model or deployment, not about the client's request.
+MODEL_CODES = frozenset({"model_not_found", "DeploymentNotFound"})
+
+
+def names_the_clients(code: str | None, param: str | None) -> bool:
+    """Whether a 404's error names something of the client's request: a field (``param``,
+    ``previous_response_id``, a file ``id``) or an id's code (``previous_response_not_found``),
+    not the deployment's model."""
+    if param and param != "model":
+        return True
+    return code is not None and code.endswith("_not_found") and code not in MODEL_CODES
+
+
 def no_endpoint(provider: str, path: str) -> str:
     """What a 404 without an error of the API's says: nothing answers at ``path`` (an
     ``api_base`` without the ``/v1`` the server serves under, or a server of another API), or
@@ -144,12 +163,12 @@ def no_endpoint(provider: str, path: str) -> str:
     return f"provider {provider} answered HTTP 404{where}, no such endpoint or model{hint}"
 
 
-def _about_the_model(message: str, code: str | None) -> bool:
+def about_the_model(message: str, code: str | None) -> bool:
     """Whether a 404 says the deployment's model (or deployment, or the API path itself) is
     not there, as OpenAI, Azure, Anthropic, vLLM and Ollama word it, rather than an id from
     the client's request (a Responses item not stored, a file): only the first is the
     deployment's failure. A 404 without an error body (a wrong ``api_base``) is too."""
-    if code in {"model_not_found", "DeploymentNotFound"}:
+    if code in MODEL_CODES:
         return True
     text = message.lower()
     return "model" in text or "deployment" in text or "answered http" in text
