@@ -199,3 +199,24 @@ async def test_parallel_route_edits_all_apply(stack: Stack, upstream: FakeOpenAI
     finally:
         for path in paths:
             await stack.admin("DELETE", path)
+
+
+async def test_a_second_key_of_a_name_in_use_is_created_with_a_warning(stack: Stack) -> None:
+    """`keys create my-app` twice succeeded silently; `keys show my-app` then refused with
+    "2 keys are named `my-app`". Still allowed (names are labels), now said when created."""
+    first = _cli(stack, "keys", "create", "namesake-app")
+    assert first.returncode == 0, first.stderr
+    assert "warning" not in first.stderr
+    first_id = first.stdout.split()[1]
+    second = _cli(stack, "keys", "create", "namesake-app")
+    assert second.returncode == 0, second.stderr
+    warned = [line for line in second.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == [
+        f"warning: another key is named `namesake-app` too ({first_id}): names are labels, not "
+        "unique, so commands that take a key by name will ask for the id"
+    ]
+    created = await stack.admin("POST", "/keys", {"name": "namesake-app"})
+    assert created.status_code == 201, created.text
+    assert "2 other keys are named `namesake-app` too" in created.json()["warning"]
+    alone = await stack.admin("POST", "/keys", {"name": "namesake-alone"})
+    assert "warning" not in alone.json()

@@ -3,11 +3,13 @@ leaves nothing behind on the server."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from switchyard.admin.keys import KeyAdmin
+from switchyard.admin.key_index import KeyIndex
+from switchyard.admin.keys import KeyAdmin, namesake_warning
 from switchyard.bus import subjects
 from tests.support import jetstream_server
 
@@ -32,3 +34,37 @@ async def test_listing_keys_leaves_no_reader_behind_and_sees_every_change(tmp_pa
         assert (await admin.update("team-0", name="renamed")).name == "renamed"
         info = await js.stream_info(f"KV_{subjects.KEYS_BUCKET}")
         assert info.state.consumer_count == 0
+
+
+async def test_a_second_key_of_the_same_name_is_made_and_its_namesakes_are_named(
+    tmp_path: Path,
+) -> None:
+    """Names are labels: a second `keys create my-app` is allowed, but later `keys show my-app`
+    asks for the id, so creating it says which keys share the name (the CLI reads the bucket,
+    the gateway its live index)."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET)
+        cli = KeyAdmin(js, names=True)
+        index = KeyIndex(js)
+        await index.start()
+        try:
+            gateway = KeyAdmin(js, locator=index)
+            _, first = await cli.create("my-app")
+            _, other = await cli.create("other-app")
+            assert await cli.namesakes(first) == []
+            _, second = await cli.create("my-app")
+            assert await cli.namesakes(second) == [first.id]
+            for _ in range(200):  # until the index has followed the bucket
+                if index.get(second.id) is not None:
+                    break
+                await asyncio.sleep(0.02)
+            _, third = await gateway.create("my-app")
+            assert await gateway.namesakes(third) == [first.id, second.id]
+            assert await gateway.namesakes(other) == []
+        finally:
+            await index.stop()
+    said = namesake_warning("my-app", [first.id, second.id])
+    assert f"2 other keys are named `my-app` too ({first.id}, {second.id})" in said
+    assert "ask for the id" in said
+    assert namesake_warning("my-app", [first.id]).startswith("another key is named `my-app`")

@@ -32,7 +32,7 @@ from switchyard.admin.bodies import (
 )
 from switchyard.admin.bodies import key_call as _keys
 from switchyard.admin.context import AdminContext
-from switchyard.admin.keys import public_record
+from switchyard.admin.keys import namesake_warning, public_record
 from switchyard.admin.overview import deployments as _deployments
 from switchyard.admin.overview import overview as _overview
 from switchyard.admin.spend import SpendUnavailable
@@ -445,7 +445,11 @@ class AdminApi:
             raise InvalidRequest("a key needs a name", param="name")
         api_key, record = await _keys(c.keys.create(name, **fields))
         await _audit(c, request, "key.create", record.id, f"name {record.name!r}")
-        return _ok({"key": api_key, "record": public_record(record)}, status=201)
+        doc = {"key": api_key, "record": public_record(record)}
+        others = await c.keys.namesakes(record)
+        if others:  # allowed (names are labels), but the CLI's `keys show NAME` needs the id
+            doc["warning"] = namesake_warning(record.name, others)
+        return _ok(doc, status=201)
 
     async def get_key(self, request: Request, c: AdminContext) -> Response:
         record = await _keys(c.keys.find(request.path_params["key_id"]))

@@ -138,6 +138,10 @@ class KeyIndex:
     def record_name(self, key_id: str) -> str | None:
         return self._by_id.get(key_id)
 
+    def named(self, name: str) -> list[ClientKey]:
+        """Every key named ``name`` (a walk over the keys: creating a key asks, nothing hot)."""
+        return [key for key in self._records.values() if key.name == name]
+
     def damaged(self) -> list[tuple[str, str]]:
         """(key id or ``""``, record name) of each record that does not decode, by id."""
         return sorted((key_id, name) for name, key_id in self._damaged.items())

@@ -73,9 +73,12 @@ class KeyNotFound(SwitchyardError):
 
 
 class RecordLocator(Protocol):
-    """Maps a key id to its record name (``KeyIndex`` in the gateway)."""
+    """Maps a key id to its record name, and finds keys by name (``KeyIndex`` in the
+    gateway)."""
 
     def record_name(self, key_id: str) -> str | None: ...
+
+    def named(self, name: str) -> list[ClientKey]: ...
 
 
 class KeyAdmin:
@@ -114,6 +117,15 @@ class KeyAdmin:
         kv = await self._bucket()
         await kv.create(record_name(digest), KEY_ENCODER.encode(record))
         return api_key, record
+
+    async def namesakes(self, record: ClientKey) -> list[str]:
+        """Ids of the other keys named as ``record`` is, oldest first. Names are labels, so
+        two keys may share one; the CLI then needs the id to tell them apart."""
+        if self._locator is not None:
+            named = self._locator.named(record.name)
+        else:
+            named = [key for key, _ in (await self.scan()).records if key.name == record.name]
+        return [key.id for key in sorted(named, key=lambda k: k.created_at) if key.id != record.id]
 
     async def scan(self) -> Scan:
         """Every key with its KV revision, oldest first, and the records that do not decode,
@@ -268,6 +280,16 @@ def _named(ref: str, records: list[tuple[ClientKey, int]]) -> tuple[ClientKey, i
         ids = ", ".join(record.id for record, _ in named)
         raise KeyNotFound(ref, f"{len(named)} keys are named `{ref}` ({ids}); give the id")
     raise KeyNotFound(ref, f"no key with the id or name `{ref}`")
+
+
+def namesake_warning(name: str, others: list[str]) -> str:
+    """What creating a key named ``name`` when ``others`` (ids) have that name too means."""
+    ids = ", ".join(others)
+    keys = "another key is" if len(others) == 1 else f"{len(others)} other keys are"
+    return (
+        f"{keys} named `{name}` too ({ids}): names are labels, not unique, so commands that "
+        "take a key by name will ask for the id"
+    )
 
 
 def public_record(record: ClientKey, spend: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import time
 from typing import Any, TextIO
 
 from switchyard.admin.key_damage import DamagedRecord
-from switchyard.admin.keys import KeyAdmin, public_record
+from switchyard.admin.keys import KeyAdmin, namesake_warning, public_record
 from switchyard.admin.spend import SpendReader, SpendUnavailable
 from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
@@ -145,12 +145,17 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
         if action == "create":
             api_key, record = await admin.create(args.name, **_fields(args))
             await audit.record(actor, "key.create", record.id, f"name {record.name!r}")
+            others = await admin.namesakes(record)
+            warning = namesake_warning(record.name, others) if others else ""
             if args.json:
-                print(json.dumps({"key": api_key, "record": public_record(record)}), file=out)
+                doc = {"key": api_key, "record": public_record(record)}
+                print(json.dumps({**doc, "warning": warning} if warning else doc), file=out)
             else:
                 print(f"created {record.id} ({record.name})", file=out)
                 print(f"key: {api_key}", file=out)
                 print("store it now: it is shown only once", file=out)
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
         elif action == "list":
             scan = await admin.scan()
             records = [record for record, _ in scan.records]

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from switchyard.admin.bodies import KeyFields, key_call, refusal
 from switchyard.admin.key_rules import number_problem, rule_text
-from switchyard.admin.keys import public_record
+from switchyard.admin.keys import namesake_warning, public_record
 from switchyard.admin.spend import SpendUnavailable
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.admin.ui.forms import place
@@ -179,7 +179,11 @@ async def create_key(ui: Ui) -> Response:
             status=400,
         )
     await ui.audit("key.create", record.id, f"name {record.name!r}")
-    return ui.page("key_created.html", "keys", "Key created", api_key=api_key, key=record)
+    others = await ui.admin.keys.namesakes(record)
+    warning = namesake_warning(record.name, others) if others else ""
+    return ui.page(
+        "key_created.html", "keys", "Key created", api_key=api_key, key=record, warning=warning
+    )
 
 
 async def _find(ui: Ui) -> ClientKey:

@@ -1,0 +1,22 @@
+"""A newcomer's papercuts in the admin web app, in a real browser against a real stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.ui.conftest import Browser
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def test_a_key_created_under_a_name_in_use_says_which_keys_share_it(web: Browser) -> None:
+    first = await web.stack.admin("POST", "/keys", {"name": "shared-name"})
+    assert first.status_code == 201, first.text
+    first_id = first.json()["record"]["id"]
+    await web.sign_in()
+    await web.goto("/ui/keys/new")
+    await web.page.get_by_label("Name").fill("shared-name")
+    await web.page.get_by_role("button", name="Create key").click()
+    await web.page.wait_for_selector("[data-new-key]")
+    said = await web.page.locator(".flash.warn").all_inner_texts()
+    assert any(f"another key is named `shared-name` too ({first_id})" in s for s in said), said
