@@ -220,3 +220,18 @@ async def test_a_second_key_of_a_name_in_use_is_created_with_a_warning(stack: St
     assert "2 other keys are named `namesake-app` too" in created.json()["warning"]
     alone = await stack.admin("POST", "/keys", {"name": "namesake-alone"})
     assert "warning" not in alone.json()
+
+
+async def test_changing_a_keys_budget_period_says_where_its_spend_starts(stack: Stack) -> None:
+    made = _cli(stack, "keys", "create", "period-change", "--budget", "5")
+    assert made.returncode == 0, made.stderr
+    key_id = made.stdout.split()[1]
+    changed = _cli(stack, "keys", "update", key_id, "--budget-period", "daily")
+    assert changed.returncode == 0, changed.stderr
+    notes = [line for line in changed.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1, changed.stderr
+    assert "`daily` period's counter" in notes[0]
+    assert "`monthly` is not carried over" in notes[0]
+    same = _cli(stack, "keys", "update", key_id, "--budget-period", "daily", "--rpm", "5")
+    assert same.returncode == 0, same.stderr
+    assert "note:" not in same.stderr

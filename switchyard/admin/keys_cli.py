@@ -172,11 +172,15 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
             fields = _fields(args)
             if args.enable:
                 fields["disabled"] = False
+            before = await admin.find(args.key_id) if "budget_period" in fields else None
             record = await admin.update(args.key_id, **fields)
             await audit.record(actor, "key.update", record.id, ", ".join(sorted(fields)))
             print(
                 json.dumps(public_record(record)) if args.json else f"updated {record.id}", file=out
             )
+            note = period_note(before.budget_period, record.budget_period) if before else None
+            if note:
+                print(f"note: {note}", file=sys.stderr)
         elif action == "revoke":
             record = await admin.revoke(args.key_id)
             await audit.record(actor, "key.revoke", record.id, f"name {record.name!r}")
@@ -186,6 +190,24 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     finally:
         await nc.close()
     return 0
+
+
+def period_note(old: str, new: str) -> str | None:
+    """What a changed budget period means for the spend the budget is held to; None when
+    the period did not change. Spend is counted per period in its own counter (Valkey), and
+    only the key's current period's counter grows, so nothing is carried over."""
+    if old == new:
+        return None
+    return (
+        f"the budget period is now {_period_name(new)}: its spend starts from what the "
+        f"current {_period_name(new)} period's counter holds (only what was billed while the "
+        f"key had that period); spend billed under {_period_name(old)} is not carried over "
+        "(see `switchyard keys show`)"
+    )
+
+
+def _period_name(period: str) -> str:
+    return f"{period}-second" if period.isdecimal() else f"`{period}`"
 
 
 def _unreadable(damaged: DamagedRecord) -> str:

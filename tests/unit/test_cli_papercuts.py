@@ -9,7 +9,7 @@ import argparse
 import msgspec
 import pytest
 
-from switchyard.admin.keys_cli import _fields
+from switchyard.admin.keys_cli import _fields, period_note
 from switchyard.cli import build_parser
 from switchyard.errors import InputError
 from switchyard.schemas.routing import RouteTable
@@ -88,3 +88,14 @@ def test_a_secrets_users_are_told_apart_by_whether_they_keep_answering() -> None
 def test_secrets_providers_name_but_nobody_stored_are_found() -> None:
     assert TABLE.unstored_secrets({"s"}) == [("gone", "r")]
     assert TABLE.unstored_secrets({"s", "gone"}) == []
+
+
+def test_a_changed_budget_period_is_said_to_start_from_its_own_counter() -> None:
+    """`keys update --budget-period daily` of a monthly key showed `$0 this daily period`
+    after $0.06 spent today, without a word: each period has its own counter."""
+    note = period_note("monthly", "daily")
+    assert note is not None
+    assert "starts from what the current `daily` period's counter holds" in note
+    assert "under `monthly` is not carried over" in note
+    assert "3600-second" in (period_note("daily", "3600") or "")
+    assert period_note("daily", "daily") is None
