@@ -146,7 +146,10 @@ def config_path(path: str | Path | None, env: Mapping[str, str] | None = None) -
 
 def _read_yaml(file: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        # Read from the open file, not its text: YAML's error marks then name the file
+        # (`in "switchyard.yaml", line 3`), not `<unicode string>`.
+        with file.open(encoding="utf-8") as stream:
+            data = yaml.safe_load(stream)
     except yaml.YAMLError as exc:
         raise ConfigError(str(file), f"not valid YAML: {exc}", "fix the YAML syntax") from None
     except OSError as exc:

@@ -344,3 +344,12 @@ def test_source_file_is_set_by_the_loader_not_a_file(tmp_path: Path) -> None:
         load_settings(None, env={"SWITCHYARD_SORCE_FILE": "x"})
     assert "SWITCHYARD_DEMO_MODEL" in info.value.hint
     assert "SOURCE_FILE" not in info.value.hint
+
+
+def test_a_yaml_error_names_the_file_it_is_in(tmp_path: Path) -> None:
+    """PyYAML's marks said `in "<unicode string>", line 3`: the file was read as a string."""
+    path = _write(tmp_path, "nats:\n  servers: []\n  bad: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert f'in "{path}", line 3' in info.value.problem
+    assert "<unicode string>" not in str(info.value)
