@@ -63,18 +63,22 @@ def load_settings(
     if file is not None:
         raw = _read_yaml(file)
         source = str(file)
-    if _apply_env(raw, env):
+    from_env = _apply_env(raw, env)
+    if from_env:
         source = "environment" if file is None else f"{file} and the environment"
     for dotted, value in (overrides or {}).items():
         _set_path(raw, dotted.split("."), value)
+        from_env = {p: v for p, v in from_env.items() if not _within(p, dotted)}
     _reject_internal_fields(raw, source)
     _reject_literal_keys(raw)
-    _reject_non_finite(raw, "", source)  # before the fields' own bounds word it as a type error
+    # before the fields' own bounds word it as a type error
+    _reject_non_finite(raw, "", source, from_env)
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise _config_error(exc, source, raw) from None
-    _reject_non_finite(msgspec.to_builtins(settings), "", source)  # `inf` from the environment
+        raise _config_error(exc, source, raw, from_env) from None
+    # `inf` from the environment
+    _reject_non_finite(msgspec.to_builtins(settings), "", source, from_env)
     # absolute(), not resolve(): a symlinked file (a Kubernetes ConfigMap) is followed anew.
     settings = msgspec.structs.replace(settings, source_file=str(file.absolute()) if file else "")
     problems = route_table_problems(settings.route_table)
@@ -163,9 +167,10 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     return data
 
 
-def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> bool:
-    """Apply ``SWITCHYARD_*`` variables onto the raw config; True if any applied."""
-    applied = False
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Apply ``SWITCHYARD_*`` variables onto the raw config; the dotted path each one set,
+    to its variable's name (empty: none applied)."""
+    applied: dict[str, str] = {}
     for name, value in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or name in CLI_ENV:
             continue
@@ -178,8 +183,22 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> bool:
                 f"remove it, or use one of {valid} (with __ between nested names)",
             )
         _set_path(raw, parts, _parse_env_value(value))
-        applied = True
+        applied[".".join(parts)] = name
     return applied
+
+
+def _within(field: str, path: str) -> bool:
+    """Whether the dotted ``field`` is ``path`` or inside it (``a.b[0]`` is inside ``a.b``)."""
+    return field == path or field.startswith((f"{path}.", f"{path}["))
+
+
+def _read_from(field: str, source: str, from_env: Mapping[str, str]) -> str:
+    """Where ``field``'s value came from, for a hint: the variable that set it, else
+    ``source`` (the file, the environment, or both)."""
+    for path, name in from_env.items():
+        if _within(field, path):
+            return f"{name} in the environment"
+    return source
 
 
 def _parse_env_value(value: str) -> Any:
@@ -258,7 +277,9 @@ def _reject_literal_keys(raw: dict[str, Any]) -> None:
                 )
 
 
-def _reject_non_finite(value: Any, path: str, source: str) -> None:
+def _reject_non_finite(
+    value: Any, path: str, source: str, from_env: Mapping[str, str] | None = None
+) -> None:
     """Refuse ``.inf``/``.nan`` (YAML) and ``inf``/``nan`` (the environment) in any number: a
     timeout of infinity is a hang the settings promise never happens, and JSON (`config`'s
     output, the records built from settings) cannot carry it."""
@@ -266,23 +287,26 @@ def _reject_non_finite(value: Any, path: str, source: str) -> None:
         raise ConfigError(
             path or "(top level)",
             f"must be a finite number, not {value}",
-            f"write a finite number (read from {source})",
+            f"write a finite number (read from {_read_from(path, source, from_env or {})})",
         )
     if isinstance(value, dict):
         for name, item in value.items():
-            _reject_non_finite(item, f"{path}.{name}" if path else str(name), source)
+            _reject_non_finite(item, f"{path}.{name}" if path else str(name), source, from_env)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _reject_non_finite(item, f"{path}[{index}]", source)
+            _reject_non_finite(item, f"{path}[{index}]", source, from_env)
 
 
-def _config_error(exc: msgspec.ValidationError, source: str, raw: dict[str, Any]) -> ConfigError:
+def _config_error(
+    exc: msgspec.ValidationError, source: str, raw: dict[str, Any], from_env: Mapping[str, str]
+) -> ConfigError:
     text = str(exc)
     match = _AT_PATH.search(text)
     path = match.group("path").lstrip(".") if match else ""
     problem = text[: match.start()] if match else text
     problem = problem.replace("`", "")
     field = _name_key(raw, path).replace("[...]", ".<key>") or "(top level)"
+    source = _read_from(field, source, from_env)
     hint = f"see switchyard.example.yaml for the expected shape (read from {source})"
     if problem.startswith(("Expected float", "Expected int")):
         hint = f"use a number here (read from {source})"

@@ -353,3 +353,27 @@ def test_a_yaml_error_names_the_file_it_is_in(tmp_path: Path) -> None:
         load_settings(path, env={})
     assert f'in "{path}", line 3' in info.value.problem
     assert "<unicode string>" not in str(info.value)
+
+
+def test_an_environment_value_of_the_wrong_type_names_its_variable(tmp_path: Path) -> None:
+    """The hint said `(read from switchyard.yaml and the environment)`: which variable?"""
+    path = _write(tmp_path, "stack:\n  heads: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={"SWITCHYARD_STACK__NATS_PORT": "abc"})
+    assert info.value.field == "stack.nats_port"
+    assert "SWITCHYARD_STACK__NATS_PORT in the environment" in info.value.hint
+    with pytest.raises(ConfigError) as endless:
+        load_settings(env={"SWITCHYARD_REDIS__TIMEOUT_S": "inf"})
+    assert "SWITCHYARD_REDIS__TIMEOUT_S in the environment" in endless.value.hint
+    with pytest.raises(ConfigError) as nested:  # a JSON value sets the fields under it
+        load_settings(env={"SWITCHYARD_STACK": '{"heads": "many"}'})
+    assert "SWITCHYARD_STACK in the environment" in nested.value.hint
+
+
+def test_a_file_value_of_the_wrong_type_is_not_blamed_on_a_variable(tmp_path: Path) -> None:
+    path = _write(tmp_path, "stack:\n  heads: many\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={"SWITCHYARD_STACK__NATS_PORT": "4222"})
+    assert info.value.field == "stack.heads"
+    assert f"{path} and the environment" in info.value.hint
+    assert "SWITCHYARD_STACK__NATS_PORT" not in info.value.hint
