@@ -20,6 +20,7 @@ from switchyard.admin.key_rules import NUMBER_RULES
 from switchyard.admin.keys import KeyNotFound
 from switchyard.config.loader import LITERAL_KEY_FIELDS
 from switchyard.errors import ConfigError, Conflict, InvalidRequest, NotFound
+from switchyard.schemas.fields import enum_hint
 from switchyard.schemas.keys import MAX_BUDGET_USD, MAX_EXPIRES_AT, MAX_LIMIT
 from switchyard.schemas.secrets import ProviderLabel, SecretValue
 
@@ -112,6 +113,8 @@ def refusal(exc: Exception, kind: type[Any], what: str, body: bytes = b"") -> In
     elif path in rules:
         message = rules[path]
     elif path:  # the field the decoder names: as param too, where the SDKs and the UI look
+        listed = enum_hint(message, kind, path)  # `Invalid enum value 'x'`: which are valid
+        message = f"{message}; {listed}" if listed else message
         return InvalidRequest(f"invalid {what}: `{path}`: {message}", param=path)
     else:
         return InvalidRequest(f"invalid {what}: {exc}")

@@ -25,6 +25,7 @@ import yaml
 
 from switchyard.config.settings import Settings
 from switchyard.errors import ConfigError
+from switchyard.schemas.fields import enum_hint, struct_of, type_at
 from switchyard.schemas.routing import route_table_problems
 
 ENV_PREFIX = "SWITCHYARD_"
@@ -311,37 +312,13 @@ def _config_error(
     if problem.startswith(("Expected float", "Expected int")):
         hint = f"use a number here (read from {source})"
     if problem.startswith("Object contains unknown field"):
-        valid = _valid_fields(path)
+        valid = _public(struct_of(type_at(Settings, path)))
         if valid:
             hint = f"valid fields here: {', '.join(valid)} (read from {source})"
+    listed = enum_hint(problem, Settings, path)
+    if listed:  # `Invalid enum value 'openai-compat'` alone left the reader to guess
+        hint = f"{listed} (read from {source})"
     return ConfigError(field, problem, hint)
-
-
-def _valid_fields(path: str) -> list[str]:
-    """Field names of the struct at a msgspec error path, for "did you mean" hints."""
-    struct: Any = Settings
-    for part in [p for p in re.split(r"\.|\[", path) if p]:
-        if part.endswith("]"):  # a list index or dict key: step into the element type
-            struct = _struct_of(struct)
-            continue
-        fields = dict(zip(struct.__struct_fields__, msgspec.structs.fields(struct), strict=True))
-        field = fields.get(part)
-        if field is None:
-            return []
-        struct = _struct_of(field.type)
-        if struct is None:
-            return []
-    return _public(struct)
-
-
-def _struct_of(tp: Any) -> Any:
-    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        return tp
-    for arg in getattr(tp, "__args__", ()):
-        found = _struct_of(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def inherited_environment() -> dict[str, str]:

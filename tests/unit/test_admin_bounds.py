@@ -10,15 +10,17 @@ import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
+from switchyard.admin.bodies import decode
 from switchyard.admin.keys import _validated
 from switchyard.admin.ui import csrf
 from switchyard.control.litellm_import import convert_text
-from switchyard.errors import InputError, PayloadTooLarge
+from switchyard.errors import InputError, InvalidRequest, PayloadTooLarge
 from switchyard.runtime.request_body import read_body
 from switchyard.schemas.keys import MAX_MODELS, MAX_TEXT_CHARS
 from switchyard.schemas.routing import (
     MAX_API_BASE_CHARS,
     MAX_DESCRIPTION_CHARS,
+    Provider,
     RouteTable,
     route_table_findings,
 )
@@ -195,3 +197,16 @@ def test_credentials_litellm_would_send_are_never_dropped_silently() -> None:
     ]
     said = repr(result.dropped) + repr(result.unmapped) + repr(result.table)
     assert "CANARY" not in said  # named, never shown
+
+
+def test_an_unknown_provider_kind_in_the_api_lists_the_kinds() -> None:
+    """PUT /admin/v1/providers/NAME with `"kind": "openai-compat"` said only `Invalid enum
+    value 'openai-compat'`."""
+    with pytest.raises(InvalidRequest) as info:
+        decode(b'{"kind": "openai-compat"}', Provider, "provider")
+    assert info.value.param == "kind"
+    assert "Invalid enum value 'openai-compat'" in info.value.message
+    assert "use one of: demo, openai, azure, openai-compatible" in info.value.message
+    with pytest.raises(InvalidRequest) as table:  # a provider inside a whole table, too
+        decode(b'{"providers": {"x": {"kind": "nope"}}}', RouteTable, "route table")
+    assert "openai-compatible" in table.value.message

@@ -377,3 +377,17 @@ def test_a_file_value_of_the_wrong_type_is_not_blamed_on_a_variable(tmp_path: Pa
     assert info.value.field == "stack.heads"
     assert f"{path} and the environment" in info.value.hint
     assert "SWITCHYARD_STACK__NATS_PORT" not in info.value.hint
+
+
+def test_an_unknown_provider_kind_lists_the_kinds(tmp_path: Path) -> None:
+    """`Invalid enum value 'openai-compat'` was all it said: which are valid?"""
+    path = _write(tmp_path, "providers:\n  local:\n    kind: openai-compat\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert info.value.field == "providers.local.kind"
+    assert "Invalid enum value 'openai-compat'" in info.value.problem
+    assert "use one of: demo, openai, azure, openai-compatible, vllm" in info.value.hint
+    with pytest.raises(ConfigError) as level:  # every field of named values
+        load_settings(env={"SWITCHYARD_LOGGING__LEVEL": "loud"})
+    assert "use one of: debug, info" in level.value.hint
+    assert "SWITCHYARD_LOGGING__LEVEL in the environment" in level.value.hint
