@@ -36,7 +36,7 @@ from switchyard.errors import (
 )
 from switchyard.ingress.departure import Waiting
 from switchyard.ingress.guard import UNKNOWN_KEY, FailedAuthGuard
-from switchyard.ingress.keyring import KeyRing
+from switchyard.ingress.keyring import KeyRing, not_bearer
 from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import (
     JSON,
@@ -259,8 +259,17 @@ def presented_key(
     authorization: str | None, api_key: str | None, x_api_key: str | None
 ) -> str | None:
     """The client key a request presents: ``Authorization: Bearer``, else ``api-key`` (Azure
-    style), else ``x-api-key``."""
-    return h.bearer_token(authorization) or api_key or x_api_key
+    style), else ``x-api-key``.
+
+    Raises:
+        AuthenticationFailed: none of them holds a key but ``Authorization`` holds something
+            that is not a Bearer token (a bare key, another scheme): it is never taken as a
+            key, and the client is told how to send it rather than that it sent nothing.
+    """
+    key = h.bearer_token(authorization) or api_key or x_api_key
+    if key is None and authorization and authorization.strip():
+        raise not_bearer(authorization)
+    return key
 
 
 def _error(exc: ApiError, as_anthropic: bool) -> Response:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -51,6 +52,37 @@ _MAX_KEY_CHARS = 256  # ours are 49; longer is not ours and is not read
 # A deleted key's revision is kept this long (a lookup that read the record before the delete
 # may still answer: it must not bring the key back), then forgotten: keys come and go.
 FORGET_DELETED_S = 60.0
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,19}")
+_SEND = (
+    "Send it as `Authorization: Bearer sk-sy-...` (or `x-api-key: sk-sy-...`, as Anthropic's "
+    "clients do)."
+)
+
+
+def missing_key() -> AuthenticationFailed:
+    return AuthenticationFailed(f"You didn't provide an API key. {_SEND}", code="missing_api_key")
+
+
+def not_bearer(authorization: str) -> AuthenticationFailed:
+    """The 401 for an ``Authorization`` header that holds no Bearer token (and no other key
+    header): a bare key or another scheme is never looked up. Still ``missing_api_key``, as
+    OpenAI answers it (no key was presented in a form that is read; ``invalid_api_key``
+    would send the client to replace a key that may be fine), but it says what was wrong.
+    Never echoes the value: only a scheme shaped like one (letters first, no key's length)."""
+    scheme, _, rest = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer":  # nothing after it
+        return missing_key()
+    if not rest.strip():
+        problem = "Your API key was sent in the Authorization header without the `Bearer ` scheme"
+    elif _SCHEME.fullmatch(scheme) and not scheme.lower().startswith("sk"):
+        problem = f"The Authorization header uses the `{scheme}` scheme; only `Bearer` is read"
+    else:
+        problem = "The Authorization header holds no `Bearer` token"
+    return AuthenticationFailed(
+        f"{problem}. {_SEND.replace('it', 'the key', 1)}", code="missing_api_key"
+    )
 
 
 class KeyRing:
@@ -139,11 +171,7 @@ class KeyRing:
                 echo the presented key.
         """
         if not api_key:
-            raise AuthenticationFailed(
-                "You didn't provide an API key. Send it as `Authorization: Bearer sk-sy-...`"
-                " (or `x-api-key: sk-sy-...`, as Anthropic's clients do).",
-                code="missing_api_key",
-            )
+            raise missing_key()
         record = self._by_hash.get(hash_key(api_key))
         if record is None:
             raise AuthenticationFailed("Incorrect API key provided.")
