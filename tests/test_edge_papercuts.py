@@ -34,3 +34,20 @@ async def test_a_key_without_bearer_is_refused_saying_how_to_send_it(stack: Stac
             headers={"Authorization": f"Bearer {stack.api_key}"},
         )
         assert sent.status_code == 200, sent.text
+
+
+async def test_the_admin_api_asked_of_the_tail_says_the_gateway_serves_it(stack: Stack) -> None:
+    """`/admin/v1/...` on the tail answered `Unknown path` and nothing more."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        wrong = await http.get(f"{stack.tail_url}/admin/v1/keys", headers=stack.admin_headers())
+        assert wrong.status_code == 404, wrong.text
+        error = wrong.json()["error"]
+        assert error["code"] == "not_found"
+        assert error["message"] == (
+            "Unknown path /admin/v1/keys: the admin API is served by the gateway, at "
+            f"{stack.gateway_url}/admin/v1/keys, not by this edge (the tail)"
+        )
+        there = await http.get(f"{stack.gateway_url}/admin/v1/keys", headers=stack.admin_headers())
+        assert there.status_code == 200, there.text
+        other = await http.get(f"{stack.tail_url}/v2/nothing")
+        assert other.json()["error"]["message"] == "Unknown path /v2/nothing"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import nats.errors
@@ -171,9 +171,32 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
     for plugin in plugins:
         for extra in plugin.routers():
             app.include_router(extra)
-    _error_handlers(app)
+    _error_handlers(app, lambda path: unknown_path(path, kind, settings))
     openapi.install(app)
     return app
+
+
+# Paths only the gateway serves, and what is there (a 404 on the tail says where they are).
+GATEWAY_ONLY = {"/admin": "the admin API", "/ui": "the admin web app", "/docs": "the API docs"}
+
+
+def unknown_path(path: str, kind: str, settings: Settings) -> str:
+    """The 404's message for ``path``: on the tail, a path the gateway serves says so, with
+    the gateway's address from the settings when it is one a client can use."""
+    message = f"Unknown path {path}"
+    roots = (root for root in GATEWAY_ONLY if path == root or path.startswith(f"{root}/"))
+    root = next(roots, None)
+    if kind != "tail" or root is None:
+        return message
+    listen = settings.ingress.gateway
+    if not listen.port:
+        where = "the gateway"
+    elif listen.host in ("0.0.0.0", "::", ""):  # noqa: S104  # nosec B104  (compared only)
+        where = f"the gateway (port {listen.port})"
+    else:
+        host = f"[{listen.host}]" if ":" in listen.host else listen.host
+        where = f"the gateway, at http://{host}:{listen.port}{path}"
+    return f"{message}: {GATEWAY_ONLY[root]} is served by {where}, not by this edge (the tail)"
 
 
 class NamedRoute(Route):
@@ -188,7 +211,7 @@ class NamedRoute(Route):
         return match, child
 
 
-def _error_handlers(app: FastAPI) -> None:
+def _error_handlers(app: FastAPI, unknown: Callable[[str], str]) -> None:
     """Every error a client can see is OpenAI-shaped, including routing and framework errors
     (Anthropic-shaped under ``/v1/messages``, whose clients are Anthropic's SDKs, and for any
     request that carries Anthropic's version header)."""
@@ -209,7 +232,7 @@ def _error_handlers(app: FastAPI) -> None:
             )
             headers["allow"] = "POST"
         elif exc.status_code == 404:
-            err = error_for_status(404, f"Unknown path {request.url.path}", code="not_found")
+            err = error_for_status(404, unknown(request.url.path), code="not_found")
         elif exc.status_code == 405:
             err = error_for_status(
                 405,
