@@ -46,7 +46,10 @@ class AdminPlugin:
         self._convert = convert_litellm
         self.context: AdminContext | None = None
         self._nc: NATS | None = None
-        self._ui = AdminUi(lambda: self.context)
+        # The token file `switchyard up` writes in its home (the sign-in page names it); one
+        # set in admin.token_file is the deployment's (a container's path), left unsaid.
+        made = None if settings.admin.token_file else settings.admin_token_file
+        self._ui = AdminUi(lambda: self.context, token_file=made)
         self._budgets: BudgetWatch | None = None
 
     def routers(self) -> list[APIRouter]:

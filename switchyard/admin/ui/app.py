@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import shlex
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import APIRouter
@@ -65,8 +67,13 @@ def _over_tls(request: Request) -> bool:
 class AdminUi:
     """Mounts ``/ui/``; ``context`` gives the admin clients once the gateway has started."""
 
-    def __init__(self, context: Callable[[], AdminContext | None]) -> None:
+    def __init__(
+        self, context: Callable[[], AdminContext | None], token_file: Path | None = None
+    ) -> None:
+        """``token_file``: where ``switchyard up`` wrote the admin token, shown on the sign-in
+        page (None: not known, e.g. a token file mounted into a container)."""
         self._current = context
+        self._token_command = f"cat {shlex.quote(str(token_file))}" if token_file else ""
         self.sessions = SessionStore()
         self.guard = SigninGuard()
         self._static = importlib.resources.files("switchyard.admin.ui") / "static"
@@ -102,7 +109,14 @@ class AdminUi:
     def _signin_page(
         self, error: str = "", name: str = "", status: int = 200, next_url: str = ""
     ) -> Response:
-        html = render("signin.html", title="Sign in", error=error, name=name, next_url=next_url)
+        html = render(
+            "signin.html",
+            title="Sign in",
+            error=error,
+            name=name,
+            next_url=next_url,
+            token_command=self._token_command,
+        )
         return _secured(HTMLResponse(html, status_code=status))
 
     async def _signin_form(self, request: Request) -> Response:
