@@ -25,6 +25,7 @@ class FileTable:
     def __init__(self, settings: Settings, path: Path | None) -> None:
         self._path = path
         self._table = settings.route_table
+        self._builtin = _builtin(settings)
         self._stamp = self._stat()
 
     def _stat(self) -> tuple[int, int] | None:
@@ -42,7 +43,23 @@ class FileTable:
             return self._table
         self._stamp = stamp
         try:
-            self._table = load_settings(self._path).route_table
+            loaded = load_settings(self._path)
         except ConfigError as exc:
             log.warning("%s does not load (%s); its last good version stays", self._path, exc)
+        else:
+            self._table, self._builtin = loaded.route_table, _builtin(loaded)
         return self._table
+
+    def builtin(self, kind: str) -> frozenset[str]:
+        """The names of ``kind`` (``providers`` or ``routes``) in :meth:`current` that the
+        file does not write: the built-in ``demo`` model's (``demo_model``)."""
+        self.current()
+        return self._builtin.get(kind, frozenset())
+
+
+def _builtin(settings: Settings) -> dict[str, frozenset[str]]:
+    table = settings.route_table
+    return {
+        "providers": frozenset(table.providers.keys() - settings.providers.keys()),
+        "routes": frozenset(table.routes.keys() - settings.routes.keys()),
+    }

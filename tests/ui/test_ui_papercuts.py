@@ -20,3 +20,17 @@ async def test_a_key_created_under_a_name_in_use_says_which_keys_share_it(web: B
     await web.page.wait_for_selector("[data-new-key]")
     said = await web.page.locator(".flash.warn").all_inner_texts()
     assert any(f"another key is named `shared-name` too ({first_id})" in s for s in said), said
+
+
+async def test_the_demo_model_is_labelled_built_in_not_switchyard_yaml(web: Browser) -> None:
+    await web.sign_in()
+    await web.goto("/ui/routes")
+    for section in ("Routes", "Providers"):
+        card = web.page.locator("section.card", has_text=section)
+        demo = card.locator("tbody tr", has=web.page.locator("td strong", has_text="demo"))
+        assert await demo.locator(".badge").first.inner_text() == "built-in"
+    chat = web.page.locator("tbody tr", has=web.page.locator("td strong", has_text="chat"))
+    assert await chat.locator(".badge").first.inner_text() == "switchyard.yaml"
+    await web.goto("/ui/routes/edit?alias=demo")
+    said = await web.page.locator(".flash.info").inner_text()
+    assert "built-in offline demo route, not in switchyard.yaml" in said

@@ -90,7 +90,11 @@ async def _form(
         users=users,
         status=status,
         conflicted=conflicted,
-        source=source("providers", name, table, ui.admin.file_table) if provider else "live",
+        source=source(
+            "providers", name, table, ui.admin.file_table, ui.admin.files.builtin("providers")
+        )
+        if provider
+        else "live",
     )
 
 

@@ -39,13 +39,22 @@ _CONCURRENCY_RULE = (
 
 async def routes_page(ui: Ui) -> Response:
     state = await ui.admin.control.table()
-    live, file = state.table, ui.admin.file_table
+    live, file, files = state.table, ui.admin.file_table, ui.admin.files
     secrets = {s.name for s in await ui.admin.secrets.list()}
+    built = files.builtin("providers")
     providers = [
-        (name, p, source("providers", name, live, file), p.secret is None or p.secret in secrets)
+        (
+            name,
+            p,
+            source("providers", name, live, file, built),
+            p.secret is None or p.secret in secrets,
+        )
         for name, p in sorted(live.providers.items())
     ]
-    routes = [(a, r, source("routes", a, live, file)) for a, r in sorted(live.routes.items())]
+    built = files.builtin("routes")
+    routes = [
+        (a, r, source("routes", a, live, file, built)) for a, r in sorted(live.routes.items())
+    ]
     return ui.page(
         "routes.html",
         "routes",
@@ -89,7 +98,12 @@ def _form(
     status: int = 200,
     conflicted: bool = False,
 ) -> Response:
-    where = source("routes", alias, table, ui.admin.file_table) if route else "live"
+    files = ui.admin.files
+    where = (
+        source("routes", alias, table, files.current(), files.builtin("routes"))
+        if route
+        else "live"
+    )
     if values is None:
         values = {
             "alias": alias,
@@ -269,6 +283,7 @@ async def restore(ui: Ui) -> Response:
     file_items: dict[str, Any] = getattr(ui.admin.file_table, kind)
     if name not in file_items:
         return ui.redirect("/ui/routes", ("error", f"`{name}` is not in switchyard.yaml."))
+    origin = "built in" if name in ui.admin.files.builtin(kind) else "switchyard.yaml says"
 
     def change(t: RouteTable) -> RouteTable:
         return msgspec.structs.replace(t, **{kind: {**getattr(t, kind), name: file_items[name]}})
@@ -277,7 +292,7 @@ async def restore(ui: Ui) -> Response:
     await ui.audit(
         f"{kind[:-1]}.restore", name, f"from switchyard.yaml, revision {result.revision}"
     )
-    return ui.redirect("/ui/routes", ("ok", f"{name} is as switchyard.yaml says again."))
+    return ui.redirect("/ui/routes", ("ok", f"{name} is as {origin} again."))
 
 
 def _keep_hidden_settings(route: Route, original: Route | None) -> Route:

@@ -4,6 +4,7 @@ and API errors placed at the form field they concern."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
@@ -23,12 +24,19 @@ def digest(item: Any) -> str:
     return hashlib.sha256(_ENCODE.encode(item)).hexdigest()[:16]
 
 
-def source(kind: str, name: str, live: RouteTable, file: RouteTable) -> str:
-    """``file`` (as switchyard.yaml says), ``drift`` (in the file, changed live) or ``live``."""
+def source(
+    kind: str, name: str, live: RouteTable, file: RouteTable, builtin: Collection[str] = ()
+) -> str:
+    """``file`` (as switchyard.yaml says), ``drift`` (in the file, changed live), ``builtin``
+    or ``builtin-drift`` (one of ``builtin``, the settings' own additions the file does not
+    write: the demo model's), or ``live``."""
     file_items: dict[str, Any] = getattr(file, kind)
     if name not in file_items:
         return "live"
-    return "file" if getattr(live, kind).get(name) == file_items[name] else "drift"
+    same = getattr(live, kind).get(name) == file_items[name]
+    if name in builtin:
+        return "builtin" if same else "builtin-drift"
+    return "file" if same else "drift"
 
 
 class Problem(Exception):
