@@ -8,14 +8,13 @@ travels on. Decoders are built once here.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from switchyard.errors import ApiError, InvalidRequest
+from switchyard.schemas.bad_json import not_json
 
 T = TypeVar("T")
 
@@ -241,7 +240,7 @@ def decode_body(
     except msgspec.ValidationError as exc:
         raise (invalid or _invalid)(str(exc)) from None
     except msgspec.DecodeError as exc:
-        raise _not_json(str(exc), body) from None
+        raise not_json(str(exc), body) from None
     except RecursionError:
         raise _too_deep() from None
 
@@ -264,58 +263,6 @@ def usage_of(body: bytes) -> Usage | None:
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     return usage.counted() if usage is not None else None
-
-
-def _not_json(problem: str, body: bytes) -> InvalidRequest:
-    """The 400 of a body msgspec cannot parse, in its words unless a string holds a lone
-    UTF-16 surrogate escape ("\\ud800" without its low half), which msgspec reports as "Input
-    data was truncated" (or "invalid utf-16 surrogate pair" at a byte): named with its field."""
-    where = None
-    if _SURROGATE_ESCAPE.search(body) is not None:  # a full re-read only for such a body
-        where = _lone_surrogate(body)
-    if where is None:
-        return InvalidRequest(f"request body is not valid JSON: {problem}", code="invalid_json")
-    return InvalidRequest(
-        f"request body is not valid JSON: '{where or '$'}' has an invalid \\u escape, a lone "
-        "UTF-16 surrogate (\\ud800-\\udbff must be followed by one of \\udc00-\\udfff)",
-        code="invalid_json",
-        param=_top(where) or None,
-    )
-
-
-# A \u escape of a UTF-16 surrogate (high or low half): what msgspec cannot read alone.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def _lone_surrogate(body: bytes) -> str | None:
-    """The path (``messages[0].content``; "" for the body itself) of the first string, or
-    object with a key, holding a lone surrogate; None when there is none or ``body`` is not JSON to
-    the standard library either (which, unlike msgspec, reads lone surrogates)."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    stack: list[tuple[str, Any]] = [("", doc)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, str) and _has_surrogate(value):
-            return path
-        if isinstance(value, list):
-            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value))))
-        elif isinstance(value, dict):
-            named = [(f"{path}.{key}" if path else key, key) for key in value]
-            if any(_has_surrogate(key) for key in value):  # named by its object: a key
-                return path  # with a lone surrogate cannot be sent back in an answer
-            stack.extend((at, value[key]) for at, key in reversed(named))
-    return None
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:  # only a surrogate cannot be UTF-8
-        return True
-    return False
 
 
 def usage_in(raw: bytes) -> Usage | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from switchyard.errors import InvalidRequest
+from switchyard.schemas import bad_json
 from switchyard.schemas.openai import error_body, probe
 
 
@@ -48,3 +49,31 @@ def test_the_answer_can_be_encoded() -> None:
     with pytest.raises(InvalidRequest) as caught:
         probe("chat", rb'{"model":"m","messages":[{"role":"user","\ud800":"x"}]}')
     assert error_body(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "at"),
+    [
+        (rb'{"a":"\ud83d\ude00"}', None),  # a pair: an emoji
+        (rb'{"a":"\\ud800"}', None),  # an escaped backslash, then the text "ud800"
+        (rb'{"a":"\\\ud800"}', 8),  # an escaped backslash, then a lone high half
+        (rb'{"a":"x\udc00"}', 7),  # a low half alone
+        (rb'{"a":"\ud800\ud800\udc00"}', 6),  # a high half followed by a pair
+        (rb'{"a":"\uD83D"}', 6),  # upper-case hex
+    ],
+)
+def test_the_scan_finds_only_lone_halves(body: bytes, at: int | None) -> None:
+    assert bad_json.lone_surrogate_at(body) == at
+
+
+def test_a_large_body_is_named_by_offset_not_re_read() -> None:
+    """A reviewer measured a re-read of a 4 MiB body at 2.5 s of the edge's loop: past
+    NAMED_UP_TO bytes the body is not re-read, and the offset names the place."""
+    filler = "x" * (bad_json.NAMED_UP_TO + 10)
+    body = ('{"model":"m","messages":[{"role":"user","content":"' + filler + '"},').encode()
+    body += rb'{"role":"user","content":"\ud800"}]}'
+    with pytest.raises(InvalidRequest) as refused:
+        probe("chat", body)
+    at = body.index(rb"\ud800")
+    assert f"a string at byte {at} has an invalid \\u escape" in refused.value.message
+    assert refused.value.param is None
