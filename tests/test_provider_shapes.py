@@ -37,6 +37,7 @@ ROUTES = {
         "deployments": [{"provider": "fake", "model": "said:whole200"}],
         "fallbacks": ["gpt-4o-mini"],
     },
+    "shapes-sseasjson": {"deployments": [{"provider": "fake", "model": "said:sseasjson"}]},
     "shapes-nov1": {"deployments": [{"provider": "shapes-nov1", "model": "echo"}]},
 }
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "rescued"}]
@@ -149,14 +150,24 @@ async def test_an_api_base_without_v1_is_named_in_the_error(shaped: openai.Async
     assert "does its api_base lack /v1?" in failed.value.message
 
 
-async def test_a_server_that_does_not_stream_is_passed_over_for_streams_only(
+async def test_a_server_that_does_not_stream_has_its_answer_streamed(
     shaped: openai.AsyncOpenAI,
 ) -> None:
-    """Its JSON answer to a streamed request is that attempt's failure, said as such and tried
-    elsewhere, but does not cool the deployment: its answers to requests that do not stream
-    are fine, and they still go to it."""
-    chunks = await shaped.chat.completions.create(model="shapes-whole", messages=HI, stream=True)
-    text = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
-    assert text == "echo: rescued"  # the fallback
-    answer = await shaped.chat.completions.create(model="shapes-whole", messages=HI)
-    assert answer.choices[0].message.content == "a whole answer"
+    """Its whole JSON answer to a streamed request was the attempt's failure (the call paid
+    for, thrown away, and tried elsewhere every time): it is now streamed as the events a
+    streaming server sends, usage included when asked for. An event stream labelled as JSON
+    is read as one."""
+    chunks = await shaped.chat.completions.create(
+        model="shapes-whole", messages=HI, stream=True, stream_options={"include_usage": True}
+    )
+    seen = [chunk async for chunk in chunks]
+    text = "".join(c.choices[0].delta.content or "" for c in seen if c.choices)
+    assert text == "a whole answer"
+    assert [c.choices[0].finish_reason for c in seen if c.choices] == ["stop"]
+    assert seen[-1].usage is not None
+    assert seen[-1].usage.total_tokens == 4
+    labelled = await shaped.chat.completions.create(
+        model="shapes-sseasjson", messages=HI, stream=True
+    )
+    said = "".join([c.choices[0].delta.content or "" async for c in labelled if c.choices])
+    assert said == "labelled"

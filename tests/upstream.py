@@ -89,6 +89,12 @@ SAID = {
         ' "code": "content_filter", "status": 400}}',
     ),
     "text400": (400, "text/plain", "upstream refused: prompt too long for this server\n"),
+    "sseasjson": (  # an event stream labelled as JSON
+        200,
+        "application/json",
+        'data: {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0,'
+        ' "delta": {"content": "labelled"}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n',
+    ),
     "whole200": (  # a server that never streams: this answer, stream asked for or not
         200,
         "application/json",

@@ -22,7 +22,7 @@ from aiohttp.http_exceptions import LineTooLong
 from switchyard.errors import ApiError, ProviderError
 from switchyard.schemas.openai import Usage, usage_in, usage_of
 from switchyard.schemas.secret import Secret, redact
-from switchyard.workers.modelproxy.providers import embedding_format
+from switchyard.workers.modelproxy.providers import embedding_format, whole_stream
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 from switchyard.workers.modelproxy.providers.error_fields import error_fields
@@ -129,24 +129,18 @@ class OpenAICompatible:
                     raise http_error(
                         resp.status, data, resp.headers, name, call.api_key, path=resp.url.path
                     )
-                if resp.content_type in _NOT_STREAMS:  # a whole answer, an error, a page
+                if resp.content_type == "text/html":  # a proxy's page: the provider's failure
                     data = await ue.read_error(resp)
-                    reported = stream_error(data, name, call.api_key, "answered 200 with an error")
-                    if reported is not None:
-                        raise reported
-                    failure = ue.not_a_stream(name, resp.content_type, len(data))
-                    if resp.content_type == "application/json":
-                        # A server that does not stream: tried elsewhere, not cooled (its
-                        # answers to requests that do not stream are fine).
-                        failure.retry_after = 0.0
-                    raise failure
+                    raise ue.not_a_stream(name, resp.content_type, len(data))
         except TimeoutError:
             raise ue.timed_out(name, "the first token") from None
         except aiohttp.ClientError as exc:
             raise ue.connection_failed(name, exc) from None
         return resp
 
-    async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
+    async def stream(  # noqa: PLR0915  (one frame per chunk: no helper generator on this path)
+        self, call: ProviderCall
+    ) -> AsyncIterator[StreamEvent]:
         url, headers = self._target(call)
         name = call.provider_name
         loop = asyncio.get_running_loop()
@@ -159,6 +153,10 @@ class OpenAICompatible:
         # No timeout scope spans a yield: the consumer's time between chunks must not be
         # cancelled by a scope that belongs to this generator.
         resp = await self._open(call, url, headers, min(first_by, end_by))
+        if resp.content_type == "application/json":  # a server that does not stream
+            for whole in await _whole(call, resp, end_by):
+                yield whole
+            return
         watchdog = _Watchdog(resp, min(first_by, end_by), "the first token")
         try:
             while True:
@@ -300,10 +298,54 @@ class _Answer(msgspec.Struct):
 
 _FINISHES = msgspec.json.Decoder(_FinishChunk)
 _ANSWER = msgspec.json.Decoder(_Answer)
-# Answers to a streamed request that are no event stream: a server that ignored ``stream``, an
-# error said with 200, a proxy's page. Other types are read as events (some servers label
-# their streams loosely).
-_NOT_STREAMS = frozenset({"application/json", "text/html"})
+
+
+async def _whole(
+    call: ProviderCall, resp: aiohttp.ClientResponse, end_by: float
+) -> list[StreamEvent]:
+    """The events of a streamed request answered with JSON: a whole answer, streamed
+    (:mod:`.whole_stream`), an error said with 200 (raised), or an event stream labelled as
+    JSON (read as one). Other content types are read as events, as they always were (some
+    servers label their streams loosely)."""
+    name = call.provider_name
+    try:
+        async with asyncio.timeout_at(end_by):
+            data = await ue.read_answer(resp, call.max_answer_bytes, name)
+    except TimeoutError:
+        raise ue.timed_out(name, "the response") from None
+    except aiohttp.ClientError as exc:
+        raise ue.connection_failed(name, exc) from None
+    finally:
+        resp.close()
+    if data.lstrip()[:5] == b"data:":
+        return _labelled_json(call, data)
+    checked(name, data, call.api_key)  # an error or a body cut short: the provider's failure
+    payloads = whole_stream.as_chunks(call.op, msgspec.json.decode(data))
+    if not payloads:
+        raise ue.not_a_stream(name, resp.content_type, len(data))
+    events = (_event(payload, call.client_wants_usage) for payload in payloads)
+    return [event for event in events if event is not None]
+
+
+def _labelled_json(call: ProviderCall, data: bytes) -> list[StreamEvent]:
+    """An event stream a server labelled ``application/json``, read whole."""
+    name = call.provider_name
+    events: list[StreamEvent] = []
+    ended, choices = False, _Choices.of(call.body)
+    for line in data.splitlines():
+        payload = line[5:].strip() if line.startswith(b"data:") else None
+        if payload is None:
+            continue
+        if payload == _DONE:
+            return events
+        _raise_reported(payload, name, call.api_key)
+        ended = ended or (finishes(payload) if choices is None else choices.ended(payload))
+        event = _event(payload, call.client_wants_usage)
+        if event is not None:
+            events.append(event)
+    if not ended:
+        raise ue.cut_short(name)
+    return events
 
 
 def checked(provider: str, data: bytes, key: Secret | None) -> Usage | None:
