@@ -20,6 +20,7 @@ from switchyard.admin.key_rules import NUMBER_RULES
 from switchyard.admin.keys import KeyNotFound
 from switchyard.config.loader import LITERAL_KEY_FIELDS
 from switchyard.errors import ConfigError, Conflict, InvalidRequest, NotFound
+from switchyard.schemas.bad_json import not_json
 from switchyard.schemas.fields import enum_hint
 from switchyard.schemas.keys import MAX_BUDGET_USD, MAX_EXPIRES_AT, MAX_LIMIT
 from switchyard.schemas.secrets import ProviderLabel, SecretValue
@@ -104,7 +105,7 @@ def refusal(exc: Exception, kind: type[Any], what: str, body: bytes = b"") -> In
         and isinstance(exc, msgspec.DecodeError)
         and not isinstance(exc, msgspec.ValidationError)
     ):  # no JSON at all: "invalid key: Input data was truncated" read as a bad API key
-        return InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json")
+        return not_json(str(exc), body)  # (a lone surrogate is named as such)
     if endless is not None:
         path = endless
         message = (

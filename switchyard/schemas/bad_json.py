@@ -26,16 +26,24 @@ _BACKSLASH = 0x5C
 
 def not_json(problem: str, body: bytes) -> InvalidRequest:
     """The 400 of a body msgspec could not parse (``problem``, its words)."""
-    at = lone_surrogate_at(body)
-    if at is None:
-        return InvalidRequest(f"request body is not valid JSON: {problem}", code="invalid_json")
-    where = _field_of_lone_surrogate(body) if len(body) <= NAMED_UP_TO else None
-    said = f"'{where or '$'}' has" if where is not None else f"a string at byte {at} has"
+    said, param = explained(problem, body)
     return InvalidRequest(
-        f"request body is not valid JSON: {said} an invalid \\u escape, a lone UTF-16 "
-        "surrogate (\\ud800-\\udbff must be followed by one of \\udc00-\\udfff)",
-        code="invalid_json",
-        param=_top(where) or None if where is not None else None,
+        f"request body is not valid JSON: {said}", code="invalid_json", param=param
+    )
+
+
+def explained(problem: str, text: bytes) -> tuple[str, str | None]:
+    """Why ``text`` (a body, a JSONL line) is not JSON, and the top-level field at fault: a
+    lone surrogate named as such, else msgspec's ``problem``."""
+    at = lone_surrogate_at(text)
+    if at is None:
+        return problem, None
+    where = _field_of_lone_surrogate(text) if len(text) <= NAMED_UP_TO else None
+    said = f"'{where or '$'}' has" if where is not None else f"a string at byte {at} has"
+    return (
+        f"{said} an invalid \\u escape, a lone UTF-16 surrogate (\\ud800-\\udbff must be "
+        "followed by one of \\udc00-\\udfff)",
+        (_top(where) or None) if where is not None else None,
     )
 
 

@@ -77,3 +77,18 @@ def test_a_large_body_is_named_by_offset_not_re_read() -> None:
     at = body.index(rb"\ud800")
     assert f"a string at byte {at} has an invalid \\u escape" in refused.value.message
     assert refused.value.param is None
+
+
+def test_the_admin_api_and_batch_lines_say_the_same() -> None:
+    """The admin API's own reading of a body, and a Batch input line, said msgspec's
+    "Input data was truncated" too."""
+    from switchyard.admin.bodies import decode
+    from switchyard.schemas.routing import Provider
+
+    with pytest.raises(InvalidRequest) as refused:
+        decode(rb'{"kind": "openai", "secret": "\ud800"}', Provider, "provider")
+    assert "'secret' has an invalid \\u escape" in refused.value.message
+    assert refused.value.param == "secret"
+    said, param = bad_json.explained("Input data was truncated", rb'{"custom_id": "\udc00"}')
+    assert said.startswith("'custom_id' has an invalid \\u escape")
+    assert param == "custom_id"

@@ -20,6 +20,7 @@ import msgspec
 from switchyard.errors import BusError, ObjectGone
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
+from switchyard.schemas.bad_json import explained
 
 MAX_ERRORS = 20  # problems listed for an invalid file (the rest are not looked for)
 BOM = b"\xef\xbb\xbf"
@@ -101,8 +102,11 @@ class BatchInput:
                 continue
             try:
                 line = b.BATCH_LINE.decode(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            except msgspec.ValidationError as exc:
                 errors.append(_error("invalid_json_line", str(exc), None, number))
+            except msgspec.DecodeError as exc:  # (a lone surrogate is named as such)
+                said, _ = explained(str(exc), raw)
+                errors.append(_error("invalid_json_line", said, None, number))
             except RecursionError:  # nested past the decoder's limit: a bad line, said so
                 errors.append(_error("invalid_json_line", TOO_DEEP, None, number))
             else:
