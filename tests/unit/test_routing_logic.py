@@ -19,6 +19,7 @@ from switchyard.bus.envelope import Envelope
 from switchyard.config import RoutingSettings, Settings
 from switchyard.errors import ModelNotFound, ProviderError, RateLimited, ServiceUnavailable
 from switchyard.runtime.cooldowns import CooldownBook, Cooldowns
+from switchyard.runtime.http import error_response
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.health import Cooldown
 from switchyard.schemas.routing import (
@@ -330,6 +331,21 @@ def test_a_malformed_retry_after_never_raises() -> None:
             h.ALIAS: "alias",
         }
         assert decide.exhausted(Envelope.decode(headers)).retry_after is None
+
+
+def test_a_providers_retry_after_of_zero_still_tells_the_client_when() -> None:
+    """A provider's `Retry-After: 0` (or a date already past) read as no wait, and the 429
+    went out with no Retry-After at all (an explorer's find); it says 1 s now."""
+    headers = {
+        h.RETRY_AFTER: "0",
+        h.LAST_STATUS: "429",
+        h.ERRORS: "x: 429 slow down",
+        h.TRIED: "x",
+        h.ALIAS: "alias",
+    }
+    refused = decide.exhausted(Envelope.decode(headers))
+    assert refused.retry_after == 0
+    assert error_response(refused).headers["Retry-After"] == "1"
 
 
 def test_the_one_attempt_on_a_removed_deployment_says_so() -> None:

@@ -95,8 +95,9 @@ def exhausted(
     # tried again anyway: a provider's "a day" told a client to wait a day for 5 minutes).
     asked = None if env.retry_after is None else min(env.retry_after, MAX_COOLDOWN_S)
     if env.last_status == 429:  # the providers' limits, not the key's own (rate_limit_exceeded)
-        # The cooldowns' wait when the provider sent none it could read.
-        wait = asked or retry_after
+        # The cooldowns' wait when the provider sent none it could read. Its "0" (or a date
+        # already past) is a wait too: the client is told 1 s, not left to guess.
+        wait = asked if asked is not None else retry_after
         return RateLimited(message, code="deployments_rate_limited", retry_after=wait)
     if env.last_status == 529:  # the last deployment was overloaded (Anthropic's 529)
         return ProviderError(
