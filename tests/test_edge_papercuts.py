@@ -43,9 +43,10 @@ async def test_the_admin_api_asked_of_the_tail_says_the_gateway_serves_it(stack:
         assert wrong.status_code == 404, wrong.text
         error = wrong.json()["error"]
         assert error["code"] == "not_found"
+        port = stack.settings.ingress.gateway.port
         assert error["message"] == (
-            "Unknown path /admin/v1/keys: the admin API is served by the gateway, at "
-            f"{stack.gateway_url}/admin/v1/keys, not by this edge (the tail)"
+            f"Unknown path /admin/v1/keys: the admin API is served by the gateway (port {port}),"
+            " not by this edge (the tail)"
         )
         there = await http.get(f"{stack.gateway_url}/admin/v1/keys", headers=stack.admin_headers())
         assert there.status_code == 200, there.text

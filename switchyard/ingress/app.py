@@ -182,20 +182,15 @@ GATEWAY_ONLY = {"/admin": "the admin API", "/ui": "the admin web app", "/docs": 
 
 def unknown_path(path: str, kind: str, settings: Settings) -> str:
     """The 404's message for ``path``: on the tail, a path the gateway serves says so, with
-    the gateway's address from the settings when it is one a client can use."""
+    the gateway's port from the settings, never its host (the tail faces clients; where the
+    gateway listens inside a network is not theirs to learn from a 404)."""
     message = f"Unknown path {path}"
     roots = (root for root in GATEWAY_ONLY if path == root or path.startswith(f"{root}/"))
     root = next(roots, None)
     if kind != "tail" or root is None:
         return message
-    listen = settings.ingress.gateway
-    if not listen.port:
-        where = "the gateway"
-    elif listen.host in ("0.0.0.0", "::", ""):  # noqa: S104  # nosec B104  (compared only)
-        where = f"the gateway (port {listen.port})"
-    else:
-        host = f"[{listen.host}]" if ":" in listen.host else listen.host
-        where = f"the gateway, at http://{host}:{listen.port}{path}"
+    port = settings.ingress.gateway.port
+    where = f"the gateway (port {port})" if port else "the gateway"
     return f"{message}: {GATEWAY_ONLY[root]} is served by {where}, not by this edge (the tail)"
 
 
