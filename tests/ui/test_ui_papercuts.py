@@ -19,7 +19,8 @@ async def test_a_key_created_under_a_name_in_use_says_which_keys_share_it(web: B
     await web.page.get_by_role("button", name="Create key").click()
     await web.page.wait_for_selector("[data-new-key]")
     said = await web.page.locator(".flash.warn").all_inner_texts()
-    assert any(f"another key is named `shared-name` too ({first_id})" in s for s in said), said
+    assert any(f"Another key is named `shared-name` too ({first_id})" in s for s in said), said
+    await web.shot("key-created-namesake")
 
 
 async def test_the_demo_model_is_labelled_built_in_not_switchyard_yaml(web: Browser) -> None:
@@ -31,6 +32,7 @@ async def test_the_demo_model_is_labelled_built_in_not_switchyard_yaml(web: Brow
         assert await demo.locator(".badge").first.inner_text() == "built-in"
     chat = web.page.locator("tbody tr", has=web.page.locator("td strong", has_text="chat"))
     assert await chat.locator(".badge").first.inner_text() == "switchyard.yaml"
+    await web.shot("routes-built-in")
     await web.goto("/ui/routes/edit?alias=demo")
     said = await web.page.locator(".flash.info").inner_text()
     assert "built-in offline demo route, not in switchyard.yaml" in said
