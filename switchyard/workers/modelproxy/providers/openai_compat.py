@@ -308,15 +308,17 @@ async def _whole(
     JSON (read as one). Other content types are read as events, as they always were (some
     servers label their streams loosely)."""
     name = call.provider_name
+    read = False
     try:
         async with asyncio.timeout_at(end_by):
             data = await ue.read_answer(resp, call.max_answer_bytes, name)
+        read = True
     except TimeoutError:
         raise ue.timed_out(name, "the response") from None
     except aiohttp.ClientError as exc:
         raise ue.connection_failed(name, exc) from None
-    finally:
-        resp.close()
+    finally:  # read whole, its connection goes back to the pool, as a stream's does
+        resp.release() if read else resp.close()
     if data.lstrip()[:5] == b"data:":
         return _labelled_json(call, data)
     checked(name, data, call.api_key)  # an error or a body cut short: the provider's failure
