@@ -43,7 +43,7 @@ def explained(problem: str, text: bytes) -> tuple[str, str | None]:
     return (
         f"{said} an invalid \\u escape, a lone UTF-16 surrogate (\\ud800-\\udbff must be "
         "followed by one of \\udc00-\\udfff)",
-        (_top(where) or None) if where is not None else None,
+        (top_field(where) or None) if where is not None else None,
     )
 
 
@@ -104,5 +104,7 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
-def _top(path: str) -> str:
+def top_field(path: str) -> str:
+    """The top-level field of a path (``messages`` of ``messages[0].content``): a 400's
+    ``param``."""
     return path.split("[", 1)[0].split(".", 1)[0]

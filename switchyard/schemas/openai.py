@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from switchyard.errors import ApiError, InvalidRequest
-from switchyard.schemas.bad_json import not_json
+from switchyard.schemas.bad_json import not_json, top_field
 
 T = TypeVar("T")
 
@@ -296,7 +296,7 @@ def _invalid(text: str) -> InvalidRequest:
         path = f"{where}.{field}" if where else field
         return InvalidRequest(
             f"Missing required parameter: '{path}'.",
-            param=_top(path),
+            param=top_field(path),
             code="missing_required_parameter",
         )
     if not where:
@@ -304,11 +304,7 @@ def _invalid(text: str) -> InvalidRequest:
             text = "request body must be a JSON object"
         return InvalidRequest(text)
     detail = text[0].lower() + text[1:]
-    return InvalidRequest(f"Invalid '{where}': {detail}.", param=_top(where))
-
-
-def _top(path: str) -> str:
-    return path.split("[", 1)[0].split(".", 1)[0]
+    return InvalidRequest(f"Invalid '{where}': {detail}.", param=top_field(where))
 
 
 def error_body(exc: ApiError) -> bytes:
