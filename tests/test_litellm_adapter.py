@@ -27,6 +27,7 @@ from tests.fakes import anthropic as fake_anthropic
 from tests.fakes import gemini as fake_gemini
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.gemini import FakeGemini
+from tests.upstream import FakeOpenAI
 
 pytestmark = [
     pytest.mark.integration,
@@ -445,3 +446,75 @@ async def test_gemini_embeddings(adapter: LiteLLM) -> None:
     assert arrived.path == "/v1beta/models/text-embedding-004:batchEmbedContents"
     assert arrived.headers["x-goog-api-key"] == KEY
     assert len(arrived.body["requests"]) == 2
+
+
+async def test_a_field_the_provider_cannot_take_is_refused_not_dropped(
+    adapter: LiteLLM, upstream: Upstream
+) -> None:
+    """litellm left out what a provider has no field for (`drop_params`) and answered as if
+    the client had not asked: no logprobs for a client that reads them. Refused now, naming
+    the fields, before anything is sent. Gemini takes `logprobs` but not `top_logprobs`."""
+    exc = await failure(adapter, call_for(upstream, "ok", logprobs=True, top_logprobs=2))
+    assert isinstance(exc, InvalidRequest)
+    assert exc.code == "unsupported_parameter"
+    assert "drop_params" not in exc.message  # litellm's own advice is not the client's
+    assert not upstream.fake.calls
+    if upstream.kind == "anthropic":
+        assert exc.param == "logprobs"
+        assert exc.message.startswith("`logprobs`, `top_logprobs`: provider fake-anthropic")
+    else:
+        assert exc.param == "top_logprobs"
+        assert exc.message.startswith("`top_logprobs`: provider fake-gemini does not take")
+        await adapter.complete(call_for(upstream, "ok", logprobs=True))
+        assert len(upstream.fake.calls) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_fields_that_ask_for_nothing_are_left_out_and_the_call_made(
+    adapter: LiteLLM, upstream: Upstream, stream: bool
+) -> None:
+    """What client libraries send by default (penalties of 0, `logprobs: false`) and hints a
+    provider may ignore (`user`, `seed`) do not stop a call to a provider without them."""
+    call = call_for(
+        upstream,
+        "ok",
+        stream=stream,
+        user="u-1",
+        seed=7,
+        frequency_penalty=0,
+        presence_penalty=0.0,
+        logprobs=False,
+    )
+
+    if stream:
+        assert text_of(await collect(adapter, call)) == upstream.reply
+    else:
+        body = json.loads((await adapter.complete(call)).body)
+        assert body["choices"][0]["message"]["content"] == upstream.reply
+    [arrived] = upstream.fake.calls
+    if upstream.kind == "anthropic":
+        assert not {"frequency_penalty", "presence_penalty", "logprobs", "seed"} & set(arrived.body)
+
+
+async def test_embedding_dimensions_are_refused_where_they_would_be_dropped(
+    adapter: LiteLLM,
+) -> None:
+    """litellm sends `dimensions` to OpenAI only for text-embedding-3 models: for any other
+    `openai/` model it left the field out, and the client got vectors of the model's own
+    size. Refused now; a text-embedding-3 model still gets it."""
+    fake = FakeOpenAI()
+    fake.start()
+    up = Upstream("litellm", fake, fake.base_url, "", _usage(0, 0), "authorization")  # type: ignore[arg-type]
+    try:
+        exc = await failure(
+            adapter, call_for(up, "openai/my-embedder", op="embed", input=["a"], dimensions=8)
+        )
+        assert isinstance(exc, InvalidRequest)
+        assert (exc.param, exc.code) == ("dimensions", "unsupported_parameter")
+        assert not fake.calls
+        model = "openai/text-embedding-3-small"
+        await adapter.complete(call_for(up, model, op="embed", input=["a"], dimensions=8))
+        [arrived] = fake.calls
+        assert arrived.body["dimensions"] == 8
+    finally:
+        fake.stop()

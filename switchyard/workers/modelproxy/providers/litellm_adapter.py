@@ -13,8 +13,9 @@ parameters with its own controls (``api_base``, ``api_key``, ``mock_response``, 
 so forwarding arbitrary client fields would let a client redirect our key to its own server.
 Legacy completions go through ``litellm.atext_completion``, which keeps the ``text_completion``
 response shape clients of ``/v1/completions`` expect. What litellm would quietly answer wrong is
-refused instead: ``n`` above 1 where the provider has no such parameter, and several prompts in
-one legacy completion (litellm joins them into one conversation with one answer).
+refused instead: a field the provider cannot take (litellm would leave it out;
+:mod:`.litellm_params` says which it may), ``n`` above 1 in its own words, and several prompts
+in one legacy completion (litellm joins them into one conversation with one answer).
 
 Redirects are never followed (:mod:`.redirects`): litellm's HTTP clients are made by litellm
 itself, per provider, and follow them by default, so the adapter turns that off once, when it
@@ -48,7 +49,7 @@ from switchyard.config import prepare_litellm_environment
 from switchyard.errors import ApiError, InvalidRequest, ProviderError
 from switchyard.schemas.openai import Usage, cache_counts
 from switchyard.schemas.secret import redact
-from switchyard.workers.modelproxy.providers import embedding_format
+from switchyard.workers.modelproxy.providers import embedding_format, litellm_params
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 from switchyard.workers.modelproxy.providers.embedded_error import provider_error
@@ -113,7 +114,7 @@ class LiteLLM:
         wanted = embedding_format.requested(call.body) if call.op == "embed" else ""
         try:
             async with asyncio.timeout(call.total_timeout):
-                response = await _function(lib, call.op)(**_arguments(call, stream=False, lib=lib))
+                response = await _call(lib, call, stream=False)
             body = response.model_dump(mode="json")
         except TimeoutError:
             raise ue.timed_out(call.provider_name, "the response") from None
@@ -134,7 +135,7 @@ class LiteLLM:
         delivered = False
         try:
             async with asyncio.timeout_at(min(first_by, end_by)):
-                chunks = await _function(lib, call.op)(**_arguments(call, stream=True, lib=lib))
+                chunks = await _call(lib, call, stream=True)
         except TimeoutError:
             raise ue.timed_out(name, "the first token") from None
         except Exception as exc:  # noqa: BLE001 - every litellm failure is translated
@@ -180,6 +181,26 @@ async def _close(chunks: Any) -> None:
         await target.aclose()
 
 
+async def _call(lib: Any, call: ProviderCall, *, stream: bool) -> Any:
+    """litellm's answer (or stream) to ``call``. A field the provider cannot take is refused
+    by litellm before anything is sent; one it can go without is left out and the call made
+    again, any other is the client's 400 (:mod:`.litellm_params`)."""
+    function = _function(lib, call.op)
+    args = _arguments(call, stream=stream, lib=lib)
+    while True:  # each round leaves out at least one field, so it ends
+        try:
+            return await function(**args)
+        except lib.UnsupportedParamsError as exc:
+            said = redact(str(getattr(exc, "message", None) or exc), call.api_key)
+            sent = [k for k in args if k in _PARAMS[call.op] or k == "stream_options"]
+            fields = litellm_params.named(said, sent)
+            kept = [f for f in fields if not litellm_params.can_go_without(f, args[f])]
+            if kept or not fields:
+                model = call.deployment.model
+                raise litellm_params.refusal(call.provider_name, model, kept, said) from None
+            args = litellm_params.without(args, fields)
+
+
 def _function(lib: Any, op: str) -> Any:
     return {"chat": lib.acompletion, "complete": lib.atext_completion, "embed": lib.aembedding}[op]
 
@@ -196,7 +217,7 @@ def _arguments(call: ProviderCall, *, stream: bool, lib: Any) -> dict[str, Any]:
         model=call.deployment.model if kind == "litellm" else f"{kind}/{call.deployment.model}",
         api_base=call.provider.api_base,
         timeout=call.total_timeout,
-        drop_params=True,
+        drop_params=False,  # see _call
         # The gateway retries across deployments itself; retries in here would multiply them.
         num_retries=0,
         max_retries=0,
@@ -258,9 +279,9 @@ def _one_prompt_only(call: ProviderCall) -> None:
 
 
 def _one_choice_only(lib: Any, call: ProviderCall) -> None:
-    """``n`` above 1 where the provider has no such parameter (Anthropic, Mistral): litellm
-    drops it (``drop_params``) and one choice comes back, so a client reading ``choices[1]``
-    fails far from the cause. Refused instead, naming the field; for chat and legacy
+    """``n`` above 1 where the provider has no such parameter (Anthropic, Mistral): dropped,
+    one choice would come back and a client reading ``choices[1]`` fail far from the cause.
+    Refused in words of its own (:func:`_call` would name the field only); for chat and legacy
     completions alike (litellm serves both through the provider's chat API).
 
     Raises:

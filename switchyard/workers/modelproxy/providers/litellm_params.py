@@ -1,0 +1,101 @@
+"""Which request fields a litellm provider may go without, and the refusal for the others.
+
+litellm knows, per provider and model, which OpenAI request fields it can send; asked to drop
+the rest (``drop_params``) it leaves them out without a word, and the answer comes back as if
+the client had not sent them: 1024-number vectors for ``dimensions: 256``, no ``logprobs``
+for a client that reads them, several tool calls for ``parallel_tool_calls: false``. So the
+adapter calls litellm with ``drop_params`` off; litellm then refuses such a request before
+sending anything (``UnsupportedParamsError``, naming the fields), and this module decides:
+
+* a field whose value asks for nothing (:data:`_NEUTRAL`: ``frequency_penalty: 0``, ``logprobs:
+  false``, ``tool_choice: "auto"``... which many client libraries send by default) or that only
+  advises the provider (:data:`ADVISORY`: ``user``, ``seed``...) is left out and the call made;
+* any other is the client's 400 ``unsupported_parameter``, naming the field, before anything is
+  sent or billed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from switchyard.errors import InvalidRequest
+
+# Hints a provider may ignore without changing what the answer is: an end-user id for abuse
+# tracking, a best-effort seed, a service tier, a speculative-decoding draft, and the usage
+# request the adapter adds to every stream (litellm counts a stream's tokens either way).
+ADVISORY = frozenset({"user", "seed", "service_tier", "prediction", "stream_options"})
+# Values that ask for what a provider without the field does anyway.
+_NEUTRAL: dict[str, tuple[object, ...]] = {
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
+    "logit_bias": ({},),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "n": (1,),
+    "best_of": (1,),
+    "echo": (False,),
+    "suffix": ("",),
+    "top_p": (1,),
+    "stop": ([], ""),
+    "tools": ([],),
+    "functions": ([],),
+    "tool_choice": ("auto", "none"),
+    "function_call": ("auto", "none"),
+    "parallel_tool_calls": (True,),
+    "response_format": ({"type": "text"},),
+    "modalities": (["text"],),
+}
+# Where litellm's message stops naming fields and starts advising its own settings.
+_ADVICE = re.compile(r"\.?\s*(?:To drop |If you want to use these params)")
+
+
+def named(message: str, sent: Iterable[str]) -> list[str]:
+    """The fields of ``sent`` that litellm's refusal ``message`` names, in ``sent``'s order.
+
+    litellm names them as a list (``['seed']``), a dict (``{'dimensions': 256}``) or in a
+    sentence (``Setting dimensions is not supported``); its advice after the names is skipped.
+    """
+    head = _ADVICE.split(message, maxsplit=1)[0]
+    return [field for field in sent if re.search(rf"(?<![\w.]){re.escape(field)}(?!\w)", head)]
+
+
+def can_go_without(field: str, value: object) -> bool:
+    """Whether leaving ``field`` out changes nothing the client asked for (see the module)."""
+    if value is None or field in ADVISORY:
+        return True
+    return any(_same(value, neutral) for neutral in _NEUTRAL.get(field, ()))
+
+
+def _same(value: object, neutral: object) -> bool:
+    # 0 == False and 1 == True in Python; a boolean and a number are different requests here.
+    if isinstance(value, bool) != isinstance(neutral, bool):
+        return False
+    return value == neutral
+
+
+def refusal(provider: str, model: str, fields: list[str], said: str) -> InvalidRequest:
+    """The client's 400 for ``fields`` the provider cannot take (``said``: litellm's words,
+    used only when it named no field of the request)."""
+    if not fields:
+        reason = _ADVICE.split(said, maxsplit=1)[0].strip()
+        return InvalidRequest(
+            f"provider {provider} cannot take this request for model {model}: {reason}",
+            code="unsupported_parameter",
+        )
+    listed = ", ".join(f"`{field}`" for field in fields)
+    one = len(fields) == 1
+    return InvalidRequest(
+        f"{listed}: provider {provider} does not take {'this field' if one else 'these fields'}"
+        f" for model {model}, and the answer would come back as if "
+        f"{'it was' if one else 'they were'} not sent; remove {'it' if one else 'them'}, or "
+        f"use a model that takes {'it' if one else 'them'}",
+        param=fields[0],
+        code="unsupported_parameter",
+    )
+
+
+def without(args: Mapping[str, object], fields: Iterable[str]) -> dict[str, object]:
+    """``args`` less ``fields``: the call made again after a refusal of fields it can go without."""
+    gone = set(fields)
+    return {key: value for key, value in args.items() if key not in gone}
