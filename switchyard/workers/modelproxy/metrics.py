@@ -14,7 +14,13 @@ deadline passed). So tokens times price is spend, per deployment. A call stopped
 caller left is timed under ``error_type`` ``sc.CALLER_LEFT``: a provider call was made (the
 error ratio's denominator counts it), it is no provider error
 (``switchyard_provider_errors_total`` does not count it), and its cut-short duration stays out
-of the latency of successful calls."""
+of the latency of successful calls.
+
+``switchyard_provider_errors_total`` counts the deployment's failures only, by the rule the
+Overview's and ``switchyard top``'s error share use (:func:`.traffic.deployment_failed`): a
+request the client got wrong (a 400 the model-proxy or the provider found) is timed under its
+``error_type`` and is no provider error, or forty malformed requests fired the deployment's
+error-ratio alert while the admin views showed 0%."""
 
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from switchyard.runtime.error_labels import error_class
 from switchyard.runtime.metrics import Bounded, Metrics
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.openai import Usage
+from switchyard.workers.modelproxy.traffic import deployment_failed
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
 # The ``error_type`` of a provider call stopped because its caller left (llm.v1.cancel).
@@ -92,7 +99,8 @@ class ProxyMetrics:
         )
         self.errors: Counter = metrics.counter(
             sc.PROVIDER_ERRORS,
-            "Failed requests per deployment, by error class (the OpenAI error code).",
+            "Provider calls that failed on the deployment's side, by error class (the OpenAI "
+            "error code); a client's bad request is no provider error.",
             [sc.DEPLOYMENT, sc.ERROR_TYPE],
         )
         self.cancelled: Counter = metrics.counter(
@@ -152,14 +160,16 @@ class ProxyMetrics:
         ttfc: float | None,
         error: ApiError | None,
     ) -> None:
-        """One provider call ended (``error`` None when it succeeded). Its tokens are counted
-        where it is billed (:meth:`CallLabels.billed`)."""
+        """One provider call ended (``error`` None when it succeeded). Every failure is timed
+        under its class; only the deployment's own (:func:`deployment_failed`) is a provider
+        error. Its tokens are counted where it is billed (:meth:`CallLabels.billed`)."""
         if error is None:
             labels.duration.observe(seconds)
         else:
             code = self._error(error_class(error))
             self._duration(op, kind, model, deployment, code).observe(seconds)
-            self.errors.labels(self._dep(deployment), code).inc()
+            if deployment_failed(error):
+                self.errors.labels(self._dep(deployment), code).inc()
         if ttfc is not None:
             labels.ttfc.observe(ttfc)
 

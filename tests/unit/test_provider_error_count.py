@@ -1,0 +1,80 @@
+"""``switchyard_provider_errors_total`` counts what failed on the deployment's side, as the
+Overview's and ``switchyard top``'s error share do (``traffic.deployment_failed``): it feeds
+``deployment:switchyard_provider_error_ratio:rate5m`` and SwitchyardDeploymentErrorRatioHigh.
+A client's bad request is still timed under its ``error_type``, where it stays visible.
+Real metrics registry; the request's state is set as the handler leaves it."""
+
+from __future__ import annotations
+
+from switchyard.errors import ApiError, InvalidRequest, ProviderError, ProviderTimeout
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.metrics import Metrics
+from switchyard.runtime.tracing import NO_HOP, OFF
+from switchyard.workers.modelproxy.metrics import ProxyMetrics
+from switchyard.workers.modelproxy.observe import Observer
+from switchyard.workers.modelproxy.pace import CallTimes
+from switchyard.workers.modelproxy.providers.upstream_errors import from_status
+from tests.unit.test_cancel_stage import DEPLOYMENT, TARGET, _job
+
+
+def _ended(failures: list[ApiError | None]) -> Metrics:
+    metrics = Metrics("modelproxy")
+    stats = ProxyMetrics(metrics)
+    observer = Observer(OFF, None, stats, CallTimes())
+    for failure in failures:
+        labels = stats.labels("chat", "openai", "echo", DEPLOYMENT)
+        labels.in_flight.inc()
+        observer.ended(_job(called=True, cancelled=False), TARGET, labels, NO_HOP, failure)
+    return metrics
+
+
+def _errors(metrics: Metrics) -> dict[str, float]:
+    return {
+        sample.labels[sc.ERROR_TYPE]: sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == sc.PROVIDER_ERRORS
+    }
+
+
+def _calls(metrics: Metrics, error_type: str) -> float:
+    labels = {
+        sc.OPERATION: "chat",
+        sc.PROVIDER: "openai",
+        sc.REQUEST_MODEL: "echo",
+        sc.DEPLOYMENT: DEPLOYMENT,
+        sc.ERROR_TYPE: error_type,
+    }
+    value = metrics.registry.get_sample_value(f"{sc.CLIENT_OPERATION_DURATION}_count", labels)
+    return value or 0.0
+
+
+def test_a_clients_bad_request_is_timed_but_is_no_provider_error() -> None:
+    """An explorer's repro: client 400s fired SwitchyardDeploymentErrorRatioHigh while the
+    Overview and top showed the deployment at 0% errors."""
+    metrics = _ended(
+        [
+            InvalidRequest("messages[0].content[0]: expected an object, got a number"),
+            from_status(400, "context too long", provider="fake"),
+            None,
+        ]
+    )
+    assert _errors(metrics) == {}
+    assert _calls(metrics, "invalid_request") == 1.0
+    assert _calls(metrics, "provider_rejected_request") == 1.0
+    assert _calls(metrics, "") == 1.0
+
+
+def test_the_deployments_own_failures_are_provider_errors() -> None:
+    metrics = _ended(
+        [
+            ProviderError("upstream 500", provider="fake", upstream_status=500),
+            ProviderTimeout("slow", provider="fake"),
+            from_status(401, "bad key", provider="fake"),
+        ]
+    )
+    assert _errors(metrics) == {
+        "provider_error": 1.0,
+        "provider_timeout": 1.0,
+        "provider_auth_error": 1.0,
+    }
