@@ -6,7 +6,13 @@ Real metrics registry; the request's state is set as the handler leaves it."""
 
 from __future__ import annotations
 
-from switchyard.errors import ApiError, InvalidRequest, ProviderError, ProviderTimeout
+from switchyard.errors import (
+    ApiError,
+    DeadlineExceeded,
+    InvalidRequest,
+    ProviderError,
+    ProviderTimeout,
+)
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.tracing import NO_HOP, OFF
@@ -14,6 +20,7 @@ from switchyard.workers.modelproxy.metrics import ProxyMetrics
 from switchyard.workers.modelproxy.observe import Observer
 from switchyard.workers.modelproxy.pace import CallTimes
 from switchyard.workers.modelproxy.providers.upstream_errors import from_status
+from switchyard.workers.modelproxy.traffic import TrafficMeter
 from tests.unit.test_cancel_stage import DEPLOYMENT, TARGET, _job
 
 
@@ -78,3 +85,23 @@ def test_the_deployments_own_failures_are_provider_errors() -> None:
         "provider_timeout": 1.0,
         "provider_auth_error": 1.0,
     }
+
+
+def test_the_callers_deadline_is_timed_apart_and_is_no_provider_error() -> None:
+    """A client's ``X-Request-Timeout: 2`` on a healthy deployment that takes 5 s: the
+    caller gave up (504 ``deadline_exceeded``), as one that leaves does. Neither the metric
+    nor the traffic report behind the Overview and top count it as the deployment's error."""
+    late = DeadlineExceeded("the request deadline passed while the provider worked")
+    metrics = _ended([late, None])
+    assert _errors(metrics) == {}
+    assert _calls(metrics, "deadline_exceeded") == 1.0
+    assert _calls(metrics, "") == 1.0
+    traffic = TrafficMeter(None, "mp-1")  # type: ignore[arg-type]  # report() only
+    observer = Observer(OFF, traffic, None, CallTimes())
+    observer.ended(_job(called=True, cancelled=False), TARGET, None, NO_HOP, late)
+    timed_out = ProviderTimeout("provider fake timed out", provider="fake")
+    observer.ended(_job(called=True, cancelled=False), TARGET, None, NO_HOP, timed_out)
+    report = traffic.report()
+    assert report is not None
+    (sample,) = report.samples
+    assert (sample.requests, sample.errors) == (2, 1)  # the provider's own timeout counts

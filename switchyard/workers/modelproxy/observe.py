@@ -107,7 +107,7 @@ class Observer:
                 job.deployment_id,
                 latency_s=now - job.dispatched_at if answered else None,
                 ttft_s=job.started + job.ttft - job.dispatched_at if job.ttft is not None else None,
-                error=deployment_failed(failure, called=job.called),
+                error=deployment_failed(failure),
                 usage=usage,
             )
         if failure is None and job.called and not job.cancelled and job.env.op not in COUNTS:

@@ -31,18 +31,19 @@ from switchyard.schemas.openai import Usage
 REPORT_S = 1.0
 
 
-def deployment_failed(failure: ApiError | None, *, called: bool = True) -> bool:
+def deployment_failed(failure: ApiError | None) -> bool:
     """Whether a request that ended with ``failure`` counts as the deployment's error: a 5xx
-    (the provider failed, timed out or was unreachable, a key was unavailable, the deadline
-    passed during the call) or any provider error (its 429 included). A request the client
-    got wrong (a 400 the model-proxy or the provider found, a 413) is not: forty malformed
-    requests must not paint a healthy deployment red, as the edges' error share counts 5xx
-    only. Nor is a deadline that ran out before the provider was ``called`` (the request
-    waited in a busy queue, or had too little time left to start): the deployment did not
-    fail, it was full."""
-    if failure is None:
-        return False
-    if isinstance(failure, DeadlineExceeded) and not called:
+    (the provider failed, timed out or was unreachable, a key was unavailable) or any provider
+    error (its 429 included). A request the client got wrong (a 400 the model-proxy or the
+    provider found, a 413) is not: forty malformed requests must not paint a healthy deployment
+    red, as the edges' error share counts 5xx only. Nor is the caller's deadline running out
+    (504 ``deadline_exceeded``), before the call (the request waited in a busy queue, or had
+    too little time left to start) or during it: the caller gave up, as when it leaves (its
+    ``X-Request-Timeout`` of 2 s on a healthy deployment that takes 5 showed the deployment at
+    100% errors). A provider too slow for the deployment's own timeouts fails with
+    ``provider_timeout``, which counts: the handler answers ``deadline_exceeded`` only when the
+    timeout that ran out was the one cut to the caller's deadline."""
+    if failure is None or isinstance(failure, DeadlineExceeded):
         return False
     return failure.status >= 500 or isinstance(failure, ProviderError)
 
