@@ -218,11 +218,16 @@ class SpendReader:
         return [{"day": d, **out[d]} for d in day_names]
 
     @_read
-    async def today_usd(self, aliases: list[str]) -> float:
-        """Spend recorded today (UTC) across the given model aliases, in dollars."""
+    async def today_usd(self) -> float:
+        """Spend recorded today (UTC) over every model alias in today's ranking, in dollars:
+        the routes deleted since count too, as on the Spend page, its CSV and
+        ``switchyard_spend_usd_total`` (read from the current route table, the Overview's
+        spend today dropped when a route was deleted)."""
+        day = periods.day(time.time())
+        ranked = cast(list[bytes], await self._redis.zrange(rk.day_rank(day, "model"), 0, -1))
+        aliases = [m.decode() for m in ranked]
         if not aliases:
             return 0.0
-        day = periods.day(time.time())
         async with self._redis.pipeline(transaction=False) as pipe:  # one round trip
             for alias in aliases:
                 pipe.hget(rk.day_model(day, alias), "cost_nano")
