@@ -483,7 +483,8 @@ class Monitor:
         )
         metrics.counter_callback(
             sc.QUEUE_ACKED,
-            "Requests a deployment finished (its consumer's ack floor).",
+            "Deliveries a deployment's consumer has acknowledged up to (its ack floor, by "
+            "consumer sequence): a request delivered more than once counts once per delivery.",
             dep,
             lambda: [((d,), float(q.acked)) for d, q in self.queues.items()],
         )
