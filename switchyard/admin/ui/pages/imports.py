@@ -2,7 +2,9 @@
 
 The parsed result waits in the session between preview and apply, so the file (which may hold
 literal keys) is sent once and never sent back; literal keys are stored in the secrets service
-on apply and shown only by the name they get.
+on apply and shown only by the name they get. Each preview gets a random id that its Apply
+button sends back, so Apply applies the config on that page, never another tab's later
+preview; a session keeps its last :data:`KEPT` previews for :data:`KEPT_S` seconds.
 
 Apply checks the merged table as the control service will (its types, then its rules) before
 anything is written, so a refused import stores no secret. Secrets new to the store are
@@ -13,6 +15,9 @@ only once the table is applied, so a refusal leaves those as they were."""
 from __future__ import annotations
 
 import logging
+import secrets
+import time
+from collections import OrderedDict
 from typing import Any
 
 from starlette.responses import Response
@@ -28,6 +33,37 @@ from switchyard.schemas.routing import InvalidRouteTable, RouteTable
 log = logging.getLogger("switchyard.admin.ui")
 
 STASH = "litellm_import"
+KEPT = 5  # previews a session keeps (several tabs, or a preview redone after an edit)
+KEPT_S = 3600.0  # how long a preview can be applied after it was shown
+
+
+class Previews:
+    """The previews a session waits to apply, by id: the newest :data:`KEPT`, each for
+    :data:`KEPT_S` seconds."""
+
+    def __init__(self) -> None:
+        self._kept: OrderedDict[str, tuple[float, Imported]] = OrderedDict()
+
+    def add(self, result: Imported, now: float | None = None) -> str:
+        preview_id = secrets.token_urlsafe(16)
+        self._kept[preview_id] = (time.time() if now is None else now, result)
+        while len(self._kept) > KEPT:
+            self._kept.popitem(last=False)
+        return preview_id
+
+    def take(self, preview_id: str, now: float | None = None) -> Imported | None:
+        """The preview ``preview_id``, forgotten (applied once); None when unknown or expired."""
+        kept = self._kept.pop(preview_id, None)
+        if kept is None or (time.time() if now is None else now) - kept[0] > KEPT_S:
+            return None
+        return kept[1]
+
+
+def _previews(ui: Ui) -> Previews:
+    previews = ui.session.stash.get(STASH)
+    if not isinstance(previews, Previews):
+        previews = ui.session.stash[STASH] = Previews()
+    return previews
 
 
 async def import_page(ui: Ui) -> Response:
@@ -77,7 +113,7 @@ async def preview(ui: Ui) -> Response:
             preview=None,
             status=400,
         )
-    ui.session.stash[STASH] = result
+    preview_id = _previews(ui).add(result)
     live = (await ui.admin.control.table()).table
     file = ui.admin.file_table
     stored = {s.name for s in await ui.admin.secrets.list()}
@@ -98,7 +134,12 @@ async def preview(ui: Ui) -> Response:
         "routes",
         "Import a LiteLLM config",
         error=f"Apply would be refused, storing nothing: {refused}" if refused else "",
-        preview={"changes": changes, "secrets": secrets, "unmapped": list(result.unmapped)},
+        preview={
+            "id": preview_id,
+            "changes": changes,
+            "secrets": secrets,
+            "unmapped": list(result.unmapped),
+        },
     )
 
 
@@ -109,9 +150,17 @@ def table_refusal(table: RouteTable, live: RouteTable) -> str:
 
 
 async def apply(ui: Ui) -> Response:
-    result: Imported | None = ui.session.stash.pop(STASH, None)
-    if result is None:
-        return ui.redirect("/ui/import", ("error", "Nothing to apply: preview a config first."))
+    result = _previews(ui).take(ui.form.get("preview"))
+    if result is None:  # not this session's, applied already, pushed out or too old
+        return ui.redirect(
+            "/ui/import",
+            (
+                "error",
+                "Nothing applied: that preview is no longer kept (a session keeps its last "
+                f"{KEPT} previews for {KEPT_S / 60:.0f} minutes, each applied once). "
+                "Preview the config again.",
+            ),
+        )
     file = ui.admin.file_table
     imported = result.table
     live = (await ui.admin.control.table()).table

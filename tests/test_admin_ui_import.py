@@ -1,0 +1,90 @@
+"""The web app's LiteLLM import on the session stack, driven over HTTP as a browser's forms
+would: Apply applies the preview on its own page (not another tab's later one), and the
+preview says when a literal key would replace a secret already stored."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from tests.stacks import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def _config(route: str, port: int, key: str) -> str:
+    return (
+        "model_list:\n"
+        f"  - model_name: {route}\n"
+        "    litellm_params:\n"
+        "      model: openai/gpt-4o-mini\n"
+        f"      api_base: http://127.0.0.1:{port}/v1\n"
+        f"      api_key: {key}\n"
+    )
+
+
+def _preview_id(page: str) -> str:
+    """The id the page's Apply form sends back."""
+    form = re.search(r'<form method="post" action="/ui/import/apply".*?</form>', page, re.S)
+    assert form is not None, page
+    found = re.search(r'name="preview" value="([^"]+)"', form.group(0))
+    assert found is not None, form.group(0)
+    return found.group(1)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def web(stack: Stack) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A signed-in web app session and its CSRF token."""
+    token = stack.settings.admin_token_file.read_text(encoding="utf-8").strip()
+    origin = {"Origin": stack.gateway_url}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, headers=origin) as http:
+        signin = await http.post("/ui/signin", data={"name": "importer", "token": token})
+        assert signin.status_code == 303, signin.text
+        found = re.search(r'name="csrf" value="([^"]+)"', (await http.get("/ui/import")).text)
+        assert found is not None
+        yield http, found.group(1)
+
+
+async def _routes(stack: Stack) -> dict[str, object]:
+    return dict((await stack.admin("GET", "/routes")).json()["table"]["routes"])
+
+
+async def test_apply_applies_the_preview_on_its_page_not_the_last_one_shown(
+    stack: Stack, web: tuple[httpx.AsyncClient, str]
+) -> None:
+    """Two tabs: A previewed, then B (with a literal key); Apply on A's page applied B."""
+    http, csrf = web
+    a = _config("stash-a-model", 32901, "os.environ/STASH_A_KEY")
+    b = _config("stash-b-model", 32902, "sk-STASHB-literal-key-0123456789abcdef")
+    page_a = await http.post("/ui/import/preview", data={"csrf": csrf, "config": a})
+    page_b = await http.post("/ui/import/preview", data={"csrf": csrf, "config": b})
+    assert page_a.status_code == page_b.status_code == 200
+    assert _preview_id(page_a.text) != _preview_id(page_b.text)
+    applied = await http.post(
+        "/ui/import/apply", data={"csrf": csrf, "preview": _preview_id(page_a.text)}
+    )
+    assert applied.status_code == 303
+    assert applied.headers["location"] == "/ui/routes"
+    routes = await _routes(stack)
+    assert "stash-a-model" in routes
+    assert "stash-b-model" not in routes
+    stored = [s["name"] for s in (await stack.admin("GET", "/secrets")).json()["secrets"]]
+    assert not any("32902" in name or "stashb" in name.lower() for name in stored), stored
+    # A preview is applied once; an Apply naming none (or one gone) applies nothing and says so.
+    for form in ({"csrf": csrf, "preview": _preview_id(page_a.text)}, {"csrf": csrf}):
+        again = await http.post("/ui/import/apply", data=form)
+        assert again.status_code == 303
+        assert again.headers["location"] == "/ui/import"
+        shown = (await http.get("/ui/import")).text
+        assert "Preview the config again" in shown
+    assert "stash-b-model" not in await _routes(stack)
+    # B's own Apply still applies B.
+    applied = await http.post(
+        "/ui/import/apply", data={"csrf": csrf, "preview": _preview_id(page_b.text)}
+    )
+    assert applied.headers["location"] == "/ui/routes"
+    assert "stash-b-model" in await _routes(stack)

@@ -1,0 +1,35 @@
+"""The import previews a web app session keeps until one is applied: by id, bounded, aging out."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from switchyard.admin.context import Imported
+from switchyard.admin.ui.pages.imports import KEPT, KEPT_S, Previews
+
+pytestmark = pytest.mark.unit
+
+
+def _result(n: int) -> Imported:
+    return cast(Imported, ("config", n))  # the store never looks inside
+
+
+def test_a_preview_is_applied_by_its_id_once() -> None:
+    previews = Previews()
+    a, b = previews.add(_result(1), now=0), previews.add(_result(2), now=1)
+    assert a != b
+    assert previews.take(a, now=2) == _result(1)
+    assert previews.take(a, now=3) is None  # applied already
+    assert previews.take("", now=3) is None
+    assert previews.take(b, now=3) == _result(2)
+
+
+def test_only_the_newest_previews_are_kept_and_only_for_a_while() -> None:
+    previews = Previews()
+    ids: list[Any] = [previews.add(_result(n), now=n) for n in range(KEPT + 1)]
+    assert previews.take(ids[0], now=KEPT + 1) is None  # pushed out by the newest
+    assert previews.take(ids[1], now=KEPT + 1) == _result(1)
+    assert previews.take(ids[2], now=2 + KEPT_S + 1) is None  # too old
+    assert previews.take(ids[-1], now=KEPT + KEPT_S) == _result(KEPT)
