@@ -102,6 +102,7 @@ class AdminPlugin:
 
     async def stop(self) -> None:
         """Idempotent."""
+        await self._ui.stop()
         budgets, self._budgets = self._budgets, None
         if budgets is not None:
             await budgets.stop()

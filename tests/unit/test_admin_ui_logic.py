@@ -187,23 +187,54 @@ def test_exported_names_never_become_spreadsheet_formulas() -> None:
     assert _cell("") == ""
 
 
-def test_an_ipv6_client_is_counted_by_its_64_and_all_addresses_share_a_recording_cap(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_an_ipv6_client_is_counted_by_its_64_and_all_addresses_share_a_recording_cap() -> None:
     """One host holds a whole /64; and many addresses together must not flood the log."""
-    guard = SigninGuard(limit=3, window_s=60)
+    guard = SigninGuard(limit=3, window_s=60, recorded=3, record_window_s=60)
     for host in ("2001:db8::1", "2001:db8::2", "2001:db8::3"):
         guard.failed(host, now=1)
     assert guard.wait_s("2001:db8::ffff", now=2) > 0  # the same /64
     assert guard.wait_s("2001:db8:0:1::1", now=2) == 0  # another /64
-    monkeypatch.setattr(signin_guard, "RECORDED", 3)
-    assert [guard.record(now=t) for t in (1, 2, 3, 4)] == [
+    assert [guard.record("10.0.0.1", now=t) for t in (1, 2, 3, 4)] == [
         signin_guard.Record.YES,
         signin_guard.Record.YES,
         signin_guard.Record.LAST,
         signin_guard.Record.NO,
     ]
-    assert guard.record(now=63.5) is signin_guard.Record.YES  # the window moved on
+    assert guard.summary(now=63.5) is not None  # the window is over: its summary, then
+    assert guard.record("10.0.0.1", now=63.5) is signin_guard.Record.YES  # a new window
+
+
+def test_wrong_tokens_past_the_cap_are_summed_up_once_per_window() -> None:
+    """A flood from many addresses fills the cap; an intruder's wrong token past it (or one
+    refused while its address waits) gets no entry of its own, but the window's one summary
+    entry counts it and its address: nobody is invisible, and at most cap + 1 entries a
+    window come from wrong tokens."""
+    guard = SigninGuard(limit=10, window_s=300, recorded=5, record_window_s=3600)
+    verdicts = [guard.record(f"198.51.100.{i}", now=10 + i) for i in range(8)]
+    assert verdicts.count(signin_guard.Record.NO) == 3
+    guard.record("203.0.113.66", now=100)  # the intruder
+    guard.skip("198.51.100.5", now=200)  # an address told to wait (seen already)
+    assert guard.window_left(now=10) == 3600
+    assert guard.summary(now=3000) is None  # the window is still open
+    summary = guard.summary(now=3611)
+    assert summary is not None
+    assert (summary.count, summary.addresses, summary.start) == (5, 4, 10)
+    detail = signin_guard.unrecorded_detail(summary)
+    assert detail.startswith("5 more wrong admin tokens, not recorded one by one, from 4 addresses")
+    assert guard.summary(now=3612) is None  # given once
+    assert guard.window_left(now=3612) == 0
+    assert guard.record("198.51.100.1", now=3700) is signin_guard.Record.YES  # a new window
+    assert guard.summary(now=7400) is None  # nothing went unrecorded in it
+
+
+def test_a_window_left_unsummarised_keeps_its_count_until_it_is_taken() -> None:
+    guard = SigninGuard(recorded=1, record_window_s=60)
+    guard.record("10.0.0.1", now=0)
+    guard.record("10.0.0.2", now=1)  # unrecorded
+    assert guard.record("10.0.0.3", now=100) is signin_guard.Record.NO  # not yet summed up
+    summary = guard.summary(now=101)
+    assert summary is not None
+    assert summary.count == 2
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ site's own scripts and styles (no inline code), ``X-Frame-Options: DENY`` and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.resources
 import logging
 import shlex
@@ -28,7 +30,12 @@ from switchyard.admin.ui.forms import SIGNIN_FORM_BYTES, Form
 from switchyard.admin.ui.pages import ROUTES
 from switchyard.admin.ui.render import render
 from switchyard.admin.ui.sessions import COOKIE, IDLE_S, SessionStore
-from switchyard.admin.ui.signin_guard import Record, SigninGuard
+from switchyard.admin.ui.signin_guard import (
+    UNRECORDED_ACTOR,
+    Record,
+    SigninGuard,
+    unrecorded_detail,
+)
 from switchyard.errors import ApiError, AuthenticationFailed, PayloadTooLarge
 from switchyard.runtime import forwarded
 
@@ -76,6 +83,7 @@ class AdminUi:
         self._token_command = f"cat {shlex.quote(str(token_file))}" if token_file else ""
         self.sessions = SessionStore()
         self.guard = SigninGuard()
+        self._summary_task: asyncio.Task[None] | None = None
         self._static = importlib.resources.files("switchyard.admin.ui") / "static"
 
     def routers(self) -> list[APIRouter]:
@@ -142,21 +150,27 @@ class AdminUi:
         try:
             context.auth.check(token)  # the right token always signs in (an address is shared)
         except AuthenticationFailed:
+            await self._summarise()  # a window over: its summary before anything new
             wait = self.guard.wait_s(source)
             if wait:  # refused unrecorded: wrong tokens must not push real entries out
+                self.guard.skip(source)
+                self._summarise_later()
                 return self._signin_page(
                     f"Too many wrong admin tokens from this address; try again in {wait:.0f} s.",
                     name=name,
                     status=429,
                 )
             blocked = self.guard.failed(source)
-            verdict = self.guard.record()
-            if verdict is not Record.NO:
+            verdict = self.guard.record(source)
+            if verdict is Record.NO:
+                self._summarise_later()
+            else:
                 detail = "wrong admin token"
                 if blocked:
                     detail += "; address blocked for a while"
                 if verdict is Record.LAST:
-                    detail += "; more wrong tokens go unrecorded for a while"
+                    detail += "; more wrong tokens are counted, not recorded, this hour"
+                    detail += " (one entry sums them up)"
                 await context.audit.record(
                     name, "session.signin", "", detail, ok=False, source=source, via="ui"
                 )
@@ -179,6 +193,31 @@ class AdminUi:
             secure=_over_tls(request),
         )
         return _secured(response)
+
+    def _summarise_later(self) -> None:
+        """Write the recording window's summary when it ends (if no sign-in does it first)."""
+        if self._summary_task is None or self._summary_task.done():
+            self._summary_task = asyncio.create_task(self._summarise(wait=True))
+
+    async def _summarise(self, wait: bool = False) -> None:
+        """One audit entry for the wrong tokens the last recording window left unrecorded."""
+        if wait:
+            await asyncio.sleep(self.guard.window_left() + 0.1)
+        context = self._current()
+        summary = self.guard.summary() if context is not None else None
+        if context is not None and summary is not None:
+            detail = unrecorded_detail(summary)
+            await context.audit.record(
+                UNRECORDED_ACTOR, "session.signin", "", detail, ok=False, via="ui"
+            )
+
+    async def stop(self) -> None:
+        """Drops a summary still waiting for its window to end (the counts live in memory)."""
+        task, self._summary_task = self._summary_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _signout(self, ui: Ui) -> Response:
         self.sessions.end(ui.request.cookies.get(COOKIE))

@@ -2,12 +2,17 @@
 
 Guessing the token is hopeless (256 bits, compared in constant time), but every wrong one is
 an audit entry, and the audit log keeps a bounded number of them: a client sending wrong
-tokens as fast as it can would push real entries out of the admin views in minutes and out
-of the stream in under an hour. So an address gets :data:`LIMIT` wrong tokens per
-:data:`WINDOW_S`; past that a wrong one is refused (429) without an entry, and one entry
-says the address was blocked. An IPv6 client is counted by its /64 (one host holds all of
-it). Clients with many addresses are bounded all together: at most :data:`RECORDED` wrong
-tokens are recorded per window, the last saying that more go unrecorded. The right token
+tokens as fast as it can would push real entries out of the admin views and the stream. So an
+address gets :data:`LIMIT` wrong tokens per :data:`WINDOW_S`; past that a wrong one is refused
+(429) without an entry, and one entry says the address was blocked. An IPv6 client is counted
+by its /64 (one host holds all of it).
+
+Clients with many addresses are bounded all together: at most :data:`RECORDED` wrong tokens
+get an entry of their own per :data:`RECORD_WINDOW_S`, from every address together. Every
+wrong token past that (and every one refused with 429) is counted instead, and once the
+window is over ONE entry says how many went unrecorded and from how many addresses, so a
+real intruder hidden in a flood is still seen. At most ``RECORDED + 1`` entries an hour come
+from wrong tokens, whatever is sent (docs/admin-ui.md has the arithmetic). The right token
 still signs in (an address may be a shared NAT). The counts live in the gateway's memory,
 like the sessions.
 """
@@ -16,19 +21,48 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 
 LIMIT = 10
 WINDOW_S = 300.0
-RECORDED = 200  # wrong tokens recorded per window, from every address together
+RECORDED = 20  # wrong tokens with an entry of their own per RECORD_WINDOW_S, all addresses
+RECORD_WINDOW_S = 3600.0
 MAX_ADDRESSES = 10_000  # the least recently failing are forgotten first
+UNRECORDED_ACTOR = "(unrecorded sign-ins)"  # the summary entry's actor
 
 
 class Record(Enum):
     YES = "yes"
     LAST = "last"  # record it, and say that more go unrecorded for a while
-    NO = "no"
+    NO = "no"  # counted for the window's summary instead
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """The wrong tokens of one recording window that got no entry of their own."""
+
+    count: int
+    addresses: int  # distinct addresses (IPv6: /64s) they came from
+    more_addresses: bool  # past MAX_ADDRESSES: ``addresses`` is a lower bound
+    start: float
+    end: float
+
+
+def unrecorded_detail(summary: Unrecorded) -> str:
+    """The summary entry's text: how many, from how many addresses, when."""
+
+    def hhmm(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    addresses = f"{summary.addresses:,}{' or more' if summary.more_addresses else ''}"
+    plural = "address" if summary.addresses == 1 and not summary.more_addresses else "addresses"
+    return (
+        f"{summary.count:,} more wrong admin tokens, not recorded one by one, "
+        f"from {addresses} {plural}, between {hhmm(summary.start)} and {hhmm(summary.end)}"
+    )
 
 
 def _counted_as(source: str) -> str:
@@ -43,11 +77,23 @@ def _counted_as(source: str) -> str:
 
 
 class SigninGuard:
-    def __init__(self, limit: int = LIMIT, window_s: float = WINDOW_S) -> None:
+    def __init__(
+        self,
+        limit: int = LIMIT,
+        window_s: float = WINDOW_S,
+        recorded: int = RECORDED,
+        record_window_s: float = RECORD_WINDOW_S,
+    ) -> None:
         self._limit = limit
         self._window = window_s
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
-        self._recorded: deque[float] = deque()
+        self._recorded_cap = recorded
+        self._record_window = record_window_s
+        self._start: float | None = None  # the recording window's start (None: no window)
+        self._recorded = 0
+        self._unrecorded = 0
+        self._from: set[str] = set()
+        self._more_addresses = False
 
     def _recent(self, source: str, now: float) -> list[float]:
         times = [t for t in self._failures.get(source, ()) if now - t < self._window]
@@ -77,12 +123,57 @@ class SigninGuard:
             self._failures.popitem(last=False)
         return len(times) == self._limit
 
-    def record(self, now: float | None = None) -> Record:
-        """Whether a wrong token (not refused by :meth:`wait_s`) goes into the audit log."""
+    def _open(self, moment: float) -> None:
+        if self._start is None or moment - self._start >= self._record_window:
+            if self._start is not None and self._unrecorded:
+                return  # its summary is not taken yet: count on (the caller takes it first)
+            self._start, self._recorded, self._unrecorded = moment, 0, 0
+            self._from.clear()
+            self._more_addresses = False
+
+    def record(self, source: str, now: float | None = None) -> Record:
+        """Whether a wrong token (not refused by :meth:`wait_s`) gets an entry of its own;
+        one that does not (:attr:`Record.NO`) is counted for the window's summary."""
         moment = time.time() if now is None else now
-        while self._recorded and moment - self._recorded[0] >= self._window:
-            self._recorded.popleft()
-        if len(self._recorded) >= RECORDED:
+        self._open(moment)
+        if self._recorded >= self._recorded_cap:
+            self.skip(source, moment)
             return Record.NO
-        self._recorded.append(moment)
-        return Record.LAST if len(self._recorded) == RECORDED else Record.YES
+        self._recorded += 1
+        return Record.LAST if self._recorded == self._recorded_cap else Record.YES
+
+    def skip(self, source: str, now: float | None = None) -> None:
+        """Count a wrong token that gets no entry of its own (its address is waiting)."""
+        moment = time.time() if now is None else now
+        self._open(moment)
+        self._unrecorded += 1
+        key = _counted_as(source)
+        if len(self._from) < MAX_ADDRESSES:
+            self._from.add(key)
+        elif key not in self._from:
+            self._more_addresses = True
+
+    def window_left(self, now: float | None = None) -> float:
+        """Seconds until the recording window ends (0: none open, or over)."""
+        if self._start is None:
+            return 0.0
+        moment = time.time() if now is None else now
+        return max(0.0, self._start + self._record_window - moment)
+
+    def summary(self, now: float | None = None) -> Unrecorded | None:
+        """Once the recording window is over, what it left unrecorded (None: nothing, or
+        the window is still open); each window's summary is given once."""
+        moment = time.time() if now is None else now
+        if self._start is None or moment - self._start < self._record_window:
+            return None
+        start, end = self._start, self._start + self._record_window
+        out = (
+            Unrecorded(self._unrecorded, len(self._from), self._more_addresses, start, end)
+            if self._unrecorded
+            else None
+        )
+        self._start = None
+        self._recorded = self._unrecorded = 0
+        self._from.clear()
+        self._more_addresses = False
+        return out
