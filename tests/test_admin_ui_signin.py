@@ -1,8 +1,11 @@
-"""Wrong admin tokens at the web app's sign-in, on the session stack: from many addresses at
-once they get a bounded number of audit entries (the rest are summed up in one entry when the
-hour is over, see tests/unit/test_admin_ui_logic.py), so they cannot push real entries out."""
+"""The web app's sign-in and sessions on the session stack. Wrong admin tokens from many
+addresses at once get a bounded number of audit entries (the rest are summed up in one entry
+when the hour is over, see tests/unit/test_admin_ui_logic.py), so they cannot push real entries
+out; a change is audited with the address that made it."""
 
 from __future__ import annotations
+
+import re
 
 import httpx
 import pytest
@@ -40,3 +43,39 @@ async def test_wrong_tokens_from_many_addresses_get_a_bounded_number_of_entries(
         form = {"name": "after-the-flood", "token": token}
         answer = await web.post("/ui/signin", data=form, headers={"Origin": stack.gateway_url})
         assert answer.status_code == 303
+
+
+async def test_a_change_is_audited_with_the_address_that_made_it(stack: Stack) -> None:
+    """The entry said the sign-in's address: a cookie used from elsewhere left no trace."""
+    token = stack.settings.admin_token_file.read_text(encoding="utf-8").strip()
+    origin = {"Origin": stack.gateway_url}
+    signed_in = httpx.AsyncHTTPTransport(local_address="127.0.0.1")
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url, transport=signed_in, headers=origin, timeout=30
+    ) as web:
+        signin = await web.post("/ui/signin", data={"name": "moved", "token": token})
+        assert signin.status_code == 303
+        found = re.search(r'name="csrf" value="([^"]+)"', (await web.get("/ui/keys/new")).text)
+        assert found is not None
+        cookie = web.cookies["sy_session"]
+    elsewhere = httpx.AsyncHTTPTransport(local_address="127.0.0.77")
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url,
+        transport=elsewhere,
+        headers=origin,
+        cookies={"sy_session": cookie},
+        timeout=30,
+    ) as other:
+        form = {"csrf": found.group(1), "name": "audited-source-key", "models": "*"}
+        created = await other.post("/ui/keys", data=form)
+        assert created.status_code == 200, created.text
+        forwarded = {"X-Forwarded-For": "192.0.2.9"}  # not trusted: anyone can send it
+        signout = await other.post("/ui/signout", data={"csrf": found.group(1)}, headers=forwarded)
+        assert signout.status_code == 303
+    audit = (await stack.admin("GET", "/audit?q=moved&limit=10")).json()["entries"]
+    sources = {e["action"]: e["source"] for e in audit if e["actor"] == "moved"}
+    assert sources == {
+        "session.signin": "127.0.0.1",
+        "key.create": "127.0.0.77",
+        "session.signout": "127.0.0.77",
+    }, audit

@@ -57,8 +57,11 @@ class Ui:
     async def audit(
         self, action: str, target: str = "", detail: str = "", *, ok: bool = True
     ) -> None:
+        """An entry with the address of the request making the change (the session's
+        sign-in address may be another: a laptop that moved, or a stolen cookie)."""
+        source = self.request.client.host if self.request.client else ""
         await self.admin.audit.record(
-            self.session.actor, action, target, detail, ok=ok, source=self.session.source, via="ui"
+            self.session.actor, action, target, detail, ok=ok, source=source, via="ui"
         )
 
 
