@@ -84,6 +84,7 @@ async def test_session_cookie_and_sign_out(web: Browser) -> None:
     assert session["httpOnly"] is True
     assert session["sameSite"] == "Strict"
     assert session["path"] == "/ui"
+    assert session["expires"] == -1  # kept while the server keeps the session
     stolen = session["value"]
     await web.page.get_by_role("button", name="Sign out").click()
     await web.page.wait_for_url("**/ui/signin")

@@ -29,7 +29,7 @@ from switchyard.admin.ui.context import Handler, Ui
 from switchyard.admin.ui.forms import SIGNIN_FORM_BYTES, Form
 from switchyard.admin.ui.pages import ROUTES
 from switchyard.admin.ui.render import render
-from switchyard.admin.ui.sessions import COOKIE, IDLE_S, SessionStore
+from switchyard.admin.ui.sessions import COOKIE, SessionStore
 from switchyard.admin.ui.signin_guard import (
     UNRECORDED_ACTOR,
     Record,
@@ -183,10 +183,12 @@ class AdminUi:
         if not target.startswith("/ui/") or target.startswith("//"):
             target = "/ui/"
         response = RedirectResponse(target, status_code=303)
+        # A browser-session cookie (no Max-Age): the server ends the session after IDLE_S
+        # without a request or ABSOLUTE_S after sign-in. A Max-Age set once at sign-in made
+        # the browser drop the cookie 8 hours after sign-in, however busy the admin was.
         response.set_cookie(
             COOKIE,
             session_id,
-            max_age=int(IDLE_S),
             path="/ui",
             httponly=True,
             samesite="strict",
