@@ -13,7 +13,7 @@ from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.ui import csrf, sessions, signin_guard
 from switchyard.admin.ui.app import _over_tls
 from switchyard.admin.ui.forms import field_name, place, split_validation
-from switchyard.admin.ui.pages.spend import _cell
+from switchyard.admin.ui.pages.spend import _cell, csv_text
 from switchyard.admin.ui.render import ENV, usd
 from switchyard.admin.ui.sessions import SessionStore
 from switchyard.admin.ui.signin_guard import SigninGuard
@@ -185,6 +185,23 @@ def test_exported_names_never_become_spreadsheet_formulas() -> None:
     assert _cell("-2+3") == "'-2+3"
     assert _cell("payments") == "payments"
     assert _cell("") == ""
+
+
+@pytest.mark.parametrize("separator", [";", ",", "\t"])
+def test_exported_names_stay_text_in_a_spreadsheet_that_splits_on_another_separator(
+    separator: str,
+) -> None:
+    """A key named ``=1+2;=cmd`` was written unquoted: Excel with ``;`` as its separator
+    (many locales) made ``=cmd`` a cell of its own, and a formula."""
+    name = f"=1+2{separator}=cmd{separator} -1{separator}@x"
+    line = csv_text([[_cell(name), _cell("plain"), 3]]).rstrip("\r\n")
+    assert line.startswith('"')  # every field quoted
+    assert line.endswith('"')
+    for split in (";", ",", "\t"):  # a spreadsheet splitting on any of them, quotes or not
+        for cell in line.split(split):
+            shown = cell.strip(' "')
+            assert shown[:1] not in ("=", "+", "-", "@"), (split, cell)
+    assert _cell("payments; ops") == "payments; ops"  # a name without a formula is as typed
 
 
 def test_an_ipv6_client_is_counted_by_its_64_and_all_addresses_share_a_recording_cap() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 
 from starlette.responses import Response
@@ -68,21 +69,35 @@ async def spend_page(ui: Ui) -> Response:
     )
 
 
+FORMULA = ("=", "+", "-", "@", "\t", "\r")
+# A separator some spreadsheet may split on (a semicolon locale splits on ``;``, ignoring the
+# quotes around a comma-separated field), then what would start a cell there as a formula.
+_SPLIT_FORMULA = re.compile(r"([,;\t\r\n][ ]*)([=+\-@])")
+
+
 def _cell(text: str) -> str:
     """A name as a spreadsheet shows it, never runs it: a leading ``= + - @`` (or a tab or
-    carriage return) would make the cell a formula when the export is opened."""
+    carriage return) would make the cell a formula when the export is opened. The same goes
+    after any ``,`` ``;`` or tab inside it: a spreadsheet that splits on another separator
+    (``;`` in many locales) would start a cell there."""
     first = text.lstrip(" ")[:1]  # (a spreadsheet may skip leading spaces)
-    return f"'{text}" if first in ("=", "+", "-", "@", "\t", "\r") else text
+    guarded = _SPLIT_FORMULA.sub(r"\1'\2", text)
+    return f"'{guarded}" if first in FORMULA else guarded
+
+
+def csv_text(rows: list[list[object]]) -> str:
+    """Rows as CSV with every field quoted (names go through :func:`_cell` first)."""
+    out = io.StringIO()
+    csv.writer(out, quoting=csv.QUOTE_ALL).writerows(rows)
+    return out.getvalue()
 
 
 async def spend_csv(ui: Ui) -> Response:
     """Every member's daily totals over the period, costliest first (up to 10,000 rows)."""
     kind, days = _by(ui), ui.int_query("days", 7, 1, 90)
     rows, _ = await ui.admin.spend.ranking(kind, days=days, limit=max(1, CSV_ROWS // days))
-    out = io.StringIO()
-    writer = csv.writer(out)
     columns = ["requests", "prompt_tokens", "completion_tokens"]
-    writer.writerow([kind, "name", "day", "cost_usd", *columns])
+    lines: list[list[object]] = [[kind, "name", "day", "cost_usd", *columns]]
     for row in rows:
         key = ui.admin.index.get(row["name"]) if kind == "key" else None
         name = key.name if key else ("" if kind == "key" else row["name"])
@@ -91,9 +106,9 @@ async def spend_csv(ui: Ui) -> Response:
                 continue  # a day it had no traffic
             cost = f"{totals['cost_usd']:.9f}"
             cells = [_cell(row["name"]), _cell(name), day, cost]
-            writer.writerow([*cells, *(totals[c] for c in columns)])
+            lines.append([*cells, *(totals[c] for c in columns)])
     return Response(
-        out.getvalue(),
+        csv_text(lines),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="spend-{kind}-{days}d.csv"'},
     )
