@@ -221,6 +221,18 @@ def test_an_ipv6_client_is_counted_by_its_64_and_all_addresses_share_a_recording
     assert guard.record("10.0.0.1", now=63.5) is signin_guard.Record.YES  # a new window
 
 
+def test_ipv4_clients_on_a_dual_stack_socket_are_counted_one_by_one() -> None:
+    """``::ffff:198.51.100.7`` was counted as ``::/64``: every IPv4 client of a gateway on
+    ``::`` shared one count, and one of them blocked them all."""
+    guard = SigninGuard(limit=3, window_s=60)
+    for t in (1, 2, 3):
+        guard.failed("::ffff:198.51.100.7", now=t)
+    assert guard.wait_s("::ffff:198.51.100.7", now=4) > 0
+    assert guard.wait_s("198.51.100.7", now=4) > 0  # the same client either way
+    assert guard.wait_s("::ffff:198.51.100.8", now=4) == 0
+    assert guard.wait_s("::1", now=4) == 0
+
+
 def test_wrong_tokens_past_the_cap_are_summed_up_once_per_window() -> None:
     """A flood from many addresses fills the cap; an intruder's wrong token past it (or one
     refused while its address waits) gets no entry of its own, but the window's one summary

@@ -5,7 +5,8 @@ an audit entry, and the audit log keeps a bounded number of them: a client sendi
 tokens as fast as it can would push real entries out of the admin views and the stream. So an
 address gets :data:`LIMIT` wrong tokens per :data:`WINDOW_S`; past that a wrong one is refused
 (429) without an entry, and one entry says the address was blocked. An IPv6 client is counted
-by its /64 (one host holds all of it).
+by its /64 (one host holds all of it); an IPv4 client reached over a dual-stack socket
+(``::ffff:a.b.c.d``) by its IPv4 address, not the /64 that every such client shares.
 
 Clients with many addresses are bounded all together: at most :data:`RECORDED` wrong tokens
 get an entry of their own per :data:`RECORD_WINDOW_S`, from every address together. Every
@@ -72,6 +73,8 @@ def _counted_as(source: str) -> str:
     except ValueError:
         return source
     if address.version == 6:
+        if address.ipv4_mapped is not None:  # an IPv4 client on a dual-stack socket
+            return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{source}/64", strict=False))
     return source
 
