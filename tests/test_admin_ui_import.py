@@ -16,13 +16,15 @@ from tests.stacks import Stack
 pytestmark = pytest.mark.integration
 
 
-def _config(route: str, port: int, key: str) -> str:
+def _config(route: str, port: int, key: str, host: str = "127.0.0.1") -> str:
+    """A config of one route; its provider (and a literal key's secret) is named after
+    ``host``."""
     return (
         "model_list:\n"
         f"  - model_name: {route}\n"
         "    litellm_params:\n"
         "      model: openai/gpt-4o-mini\n"
-        f"      api_base: http://127.0.0.1:{port}/v1\n"
+        f"      api_base: http://{host}:{port}/v1\n"
         f"      api_key: {key}\n"
     )
 
@@ -88,3 +90,31 @@ async def test_apply_applies_the_preview_on_its_page_not_the_last_one_shown(
     )
     assert applied.headers["location"] == "/ui/routes"
     assert "stash-b-model" in await _routes(stack)
+
+
+async def test_the_preview_says_a_literal_key_replaces_a_stored_secret(
+    stack: Stack, web: tuple[httpx.AsyncClient, str]
+) -> None:
+    """It said only "stored for you on apply", so a pasted config silently replaced the key
+    that live routes use."""
+    http, csrf = web
+    first = _config(
+        "replace-first-model", 32911, "sk-REPLACE-first-0123456789abcdef", host="127.0.0.31"
+    )
+    page = await http.post("/ui/import/preview", data={"csrf": csrf, "config": first})
+    assert "stored for you on apply" in page.text
+    assert "replaces the stored value" not in page.text
+    applied = await http.post(
+        "/ui/import/apply", data={"csrf": csrf, "preview": _preview_id(page.text)}
+    )
+    assert applied.headers["location"] == "/ui/routes"
+    second = _config(
+        "replace-second-model", 32911, "sk-REPLACE-second-0123456789abcdef", host="127.0.0.31"
+    )
+    page = await http.post("/ui/import/preview", data={"csrf": csrf, "config": second})
+    text = re.sub(r"<[^>]+>", "", page.text)
+    found = re.search(r"apply replaces the stored value of secret (\S+) \(([^)]*)\)", text)
+    assert found is not None, text
+    assert found.group(2) == "used now by routes replace-first-model"
+    stored = [s["name"] for s in (await stack.admin("GET", "/secrets")).json()["secrets"]]
+    assert found.group(1) in stored

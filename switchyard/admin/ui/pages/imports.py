@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from switchyard.admin.context import Imported
+from switchyard.admin.context import Imported, ImportedSecret
 from switchyard.admin.ui.context import Route as UiRoute
 from switchyard.admin.ui.context import Ui
 from switchyard.errors import ApiError, Conflict, InvalidRequest
@@ -35,6 +35,7 @@ log = logging.getLogger("switchyard.admin.ui")
 STASH = "litellm_import"
 KEPT = 5  # previews a session keeps (several tabs, or a preview redone after an edit)
 KEPT_S = 3600.0  # how long a preview can be applied after it was shown
+SHOWN_USERS = 10  # routes named in a secret's line of the preview
 
 
 class Previews:
@@ -119,13 +120,7 @@ async def preview(ui: Ui) -> Response:
     stored = {s.name for s in await ui.admin.secrets.list()}
     changes = _changes(live, result.table, file)
     secrets = [
-        {
-            "name": s.name,
-            "how": "literal key in the file: stored for you on apply"
-            if s.value
-            else (f"from ${s.env_var}: store it on the Secrets page" if s.env_var else "store it"),
-            "stored": s.name in stored,
-        }
+        {"name": s.name, "how": _how(s, stored, live), "stored": s.name in stored}
         for s in result.secrets
     ]
     refused = table_refusal(merge(live, result.table, kept=file), live)
@@ -140,6 +135,24 @@ async def preview(ui: Ui) -> Response:
             "secrets": secrets,
             "unmapped": list(result.unmapped),
         },
+    )
+
+
+def _how(secret: ImportedSecret, stored: set[str], live: RouteTable) -> str:
+    """How the preview says a secret gets its value; a literal key for a secret stored
+    already says that apply replaces it, and which routes use it now."""
+    if not secret.value:
+        if secret.env_var:
+            return f"from ${secret.env_var}: store it on the Secrets page"
+        return "store it"
+    if secret.name not in stored:
+        return "literal key in the file: stored for you on apply"
+    routes = live.secret_users(secret.name).routes
+    used = ", ".join(routes[:SHOWN_USERS])
+    if len(routes) > SHOWN_USERS:
+        used += f" and {len(routes) - SHOWN_USERS} more"
+    return f"literal key in the file: apply replaces the stored value of secret {secret.name} " + (
+        f"(used now by routes {used})" if routes else "(no route uses it now)"
     )
 
 
