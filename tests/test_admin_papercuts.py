@@ -235,3 +235,12 @@ async def test_changing_a_keys_budget_period_says_where_its_spend_starts(stack: 
     same = _cli(stack, "keys", "update", key_id, "--budget-period", "daily", "--rpm", "5")
     assert same.returncode == 0, same.stderr
     assert "note:" not in same.stderr
+
+
+async def test_a_new_keys_plaintext_is_never_cached(stack: Stack) -> None:
+    """`POST /admin/v1/keys` answered the key's only plaintext with no Cache-Control, so a
+    proxy or client cache in between could keep it."""
+    created = await stack.admin("POST", "/keys", {"name": "uncached-key"})
+    assert created.status_code == 201, created.text
+    assert created.json()["key"]
+    assert created.headers["cache-control"] == "no-store"

@@ -449,7 +449,9 @@ class AdminApi:
         others = await c.keys.namesakes(record)
         if others:  # allowed (names are labels), but the CLI's `keys show NAME` needs the id
             doc["warning"] = namesake_warning(record.name, others)
-        return _ok(doc, status=201)
+        response = _ok(doc, status=201)
+        response.headers["Cache-Control"] = "no-store"  # it holds the key's only plaintext
+        return response
 
     async def get_key(self, request: Request, c: AdminContext) -> Response:
         record = await _keys(c.keys.find(request.path_params["key_id"]))
