@@ -8,6 +8,7 @@ and the resolved ports in ``SWITCHYARD_*`` variables, so every process sees iden
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 import sys
 from dataclasses import dataclass
@@ -37,11 +38,26 @@ class ComponentSpec:
         replicas: how many processes.
         http_port: fixed HTTP port for an ingress (None for workers, which get a free
             health port each).
+        http_host: the ingress's listen address (workers': ``health.host``).
     """
 
     component: str
     replicas: int = 1
     http_port: int | None = None
+    http_host: str = "127.0.0.1"
+
+
+def probe_host(host: str) -> str:
+    """Where ``up`` reaches a server listening on ``host``, as a URL's host: this machine's
+    loopback of the same family for a wildcard (``::`` may take IPv6 only, so 127.0.0.1
+    would never answer), else the address itself."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "127.0.0.1"  # a name
+    if address.version == 4:
+        return "127.0.0.1" if address.is_unspecified else host
+    return "[::1]" if address.is_unspecified else f"[{host}]"
 
 
 _PORT_ENV = {
@@ -272,8 +288,14 @@ def component_specs(settings: Settings) -> list[ComponentSpec]:
         ComponentSpec("head", replicas=st.heads),
         ComponentSpec("modelproxy", replicas=st.modelproxies),
         ComponentSpec("batch"),
-        ComponentSpec("tail", http_port=settings.ingress.tail.port),
-        ComponentSpec("gateway", http_port=settings.ingress.gateway.port),
+        ComponentSpec(
+            "tail", http_port=settings.ingress.tail.port, http_host=settings.ingress.tail.host
+        ),
+        ComponentSpec(
+            "gateway",
+            http_port=settings.ingress.gateway.port,
+            http_host=settings.ingress.gateway.host,
+        ),
     ]
 
 
@@ -285,11 +307,13 @@ def components(settings: Settings, env: dict[str, str], specs: list[ComponentSpe
         for n in range(1, spec.replicas + 1):
             instance = spec.component if spec.replicas == 1 else f"{spec.component}-{n}"
             if spec.http_port is not None:
-                port, endpoint = spec.http_port, f"http://127.0.0.1:{spec.http_port}"
+                host = probe_host(spec.http_host)
+                port, endpoint = spec.http_port, f"http://{host}:{spec.http_port}"
             else:
+                host = probe_host(settings.health.host)
                 port = listen_port(avoid=promised, within=settings.stack.free_ports)
                 endpoint = None
-            health = f"http://127.0.0.1:{port}/ready"
+            health = f"http://{host}:{port}/ready"
             argv = [
                 sys.executable,
                 "-m",
