@@ -31,7 +31,7 @@ from switchyard.limits.limiter import MAX_CARRIED, Limiter
 from switchyard.limits.resp import RedisReplyError, RedisUnavailable, ScriptClient
 from switchyard.limits.store import connect_redis
 from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEvent
-from switchyard.schemas.keys import ClientKey, hash_key, new_key_id
+from switchyard.schemas.keys import ClientKey, hash_key, new_key_id, record_name
 from switchyard.stack import local
 from switchyard.stack.process import ManagedProcess
 from tests.stacks import start_stack
@@ -695,6 +695,12 @@ async def test_concurrent_key_changes_all_apply_and_a_deleted_key_stays_deleted(
         assert isinstance(updated, ClientKey | KeyNotFound), updated
         with pytest.raises(KeyNotFound):
             await admin.find(key_id)
+        # Gone for good: the bucket keeps a marker, not the key's old records (its hash and
+        # settings), which every edge's watch replayed at each start.
+        bucket = await nc.jetstream(timeout=10).key_value(subjects.KEYS_BUCKET)
+        history = await bucket.history(record_name(record.hash))
+        assert [entry.operation for entry in history] == ["PURGE"]
+        assert not history[0].value
     finally:
         await nc.close()
 

@@ -232,14 +232,16 @@ class KeyAdmin:
         return await self._write(key_id, {"disabled": True}, mend=True)
 
     async def delete(self, key_id: str) -> None:
-        """Remove the key's record (one that does not decode too).
+        """Remove the key's record (one that does not decode too) and its history: a purge
+        leaves one marker where a delete kept every earlier revision (the key's hash and
+        settings, up to the bucket's history) for every edge's watch to replay at each start.
 
         Raises:
             KeyNotFound: no such key.
         """
         found, _ = await self._lookup(key_id)
         name = found.name if isinstance(found, DamagedRecord) else record_name(found.hash)
-        await (await self._bucket()).delete(name)
+        await (await self._bucket()).purge(name)
 
 
 class Scan(NamedTuple):
