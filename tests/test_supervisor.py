@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,3 +129,44 @@ async def test_a_process_that_may_not_restart_still_fails_the_stack(tmp_path: Pa
     overall, problems = assess(state, [], supervisor_alive=False, now=time.time())
     assert (overall, problems) == ("not running", [f"it failed: {state['error']}"])
     assert "once exited (code -9)" in state["error"]
+
+
+async def test_a_childs_log_is_rotated_at_its_cap_and_the_child_writes_on(tmp_path: Path) -> None:
+    """A stack left up under traffic grew its log files without end (no rotation anywhere).
+    A child writing a line every 10 ms past a 4 KB cap: its file is copied to `.1`, `.2` and
+    emptied, the child never stops writing to it, and no more than `keep` copies stay."""
+    writer = (
+        "import sys, time\n"
+        "for i in range(100000):\n"
+        "    sys.stdout.write(f'line {i:06d} ' + 'x' * 80 + '\\n'); sys.stdout.flush()\n"
+        "    time.sleep(0.01)\n"
+    )
+    spec = ProcessSpec("chatty", [sys.executable, "-c", writer], _serving)
+    sup = Supervisor(
+        [[Step(spec)]],
+        log_dir=tmp_path / "logs",
+        state_file=tmp_path / "state.json",
+        start_timeout=10,
+        stop_timeout=5,
+        poll_s=0.02,
+        log_max_bytes=4096,
+        log_keep=2,
+        rotate_every_s=0.1,
+    )
+    await sup.start()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(sup.watch(stop))
+    log = tmp_path / "logs" / "chatty.log"
+    try:
+        await _until((tmp_path / "logs" / "chatty.log.2").exists, timeout=20)
+        await _until(lambda: log.stat().st_size > 0)  # written on after the cut
+    finally:
+        stop.set()
+        await watcher
+        await sup.stop()
+    copies = sorted(p.name for p in (tmp_path / "logs").iterdir() if p.name.startswith("chatty"))
+    assert copies == ["chatty.log", "chatty.log.1", "chatty.log.2"]  # keep=2: no .3
+    first = (tmp_path / "logs" / "chatty.log.1").read_text()
+    assert first.startswith("line ")
+    assert "\0" not in first  # the child appends at the new end, leaving no hole
+    assert max(p.stat().st_size for p in (tmp_path / "logs").iterdir()) < 4096 * 4

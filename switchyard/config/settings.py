@@ -180,6 +180,9 @@ class StackSettings(_Section, frozen=True):
             bound.
         start_timeout_s: how long a process may take to become healthy.
         stop_timeout_s: grace period after SIGTERM before SIGKILL.
+        log_max_mb: the size at which a process's log file in ``<home>/logs`` is rotated
+            (copied to ``<name>.log.1`` and emptied; checked every 30 s).
+        log_keep: how many rotated copies of each log file are kept (older ones are deleted).
     """
 
     nats_port: Port = 4222
@@ -194,6 +197,8 @@ class StackSettings(_Section, frozen=True):
     free_ports: tuple[Port, Port] | None = None
     start_timeout_s: Seconds = 60.0
     stop_timeout_s: Seconds = 10.0
+    log_max_mb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 50.0
+    log_keep: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
 
     def __post_init__(self) -> None:
         """Refuse a free-port range that is backwards or reaches into privileged ports.

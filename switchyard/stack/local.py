@@ -368,4 +368,6 @@ def stack_supervisor(
         start_timeout=settings.stack.start_timeout_s,
         stop_timeout=settings.stack.stop_timeout_s,
         info=dict(info or {}),
+        log_max_bytes=int(settings.stack.log_max_mb * 1024 * 1024),
+        log_keep=settings.stack.log_keep,
     )

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from switchyard.errors import StackError
+from switchyard.stack.logrotate import rotate_all
 from switchyard.stack.process import HealthCheck, ManagedProcess, ProcessSpec
 
 log = logging.getLogger("switchyard.stack")
@@ -148,8 +149,15 @@ class Supervisor:
         info: dict[str, Any] | None = None,
         restart_policy: RestartPolicy | None = None,
         poll_s: float = 0.5,
+        log_max_bytes: int = 50 * 1024 * 1024,
+        log_keep: int = 3,
+        rotate_every_s: float = 30.0,
     ) -> None:
         self.phases = phases
+        self.log_max_bytes = log_max_bytes
+        self.log_keep = log_keep
+        self.rotate_every_s = rotate_every_s
+        self._rotate_at = 0.0  # monotonic: when the log files are next checked (logrotate)
         self.restart_policy = restart_policy or RestartPolicy()
         self.poll_s = poll_s
         self.crashes: dict[str, Crashes] = {}
@@ -244,6 +252,7 @@ class Supervisor:
             StackError: a process that is not restartable (``spec.restart`` False) exited.
         """
         while not stop.is_set() and not self._stopped:
+            self._rotate_logs()
             for phase in self.procs:
                 for proc in phase:
                     if stop.is_set() or self._stopped:
@@ -251,6 +260,18 @@ class Supervisor:
                     await self._tend(proc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._next_wake())
+
+    def _rotate_logs(self) -> None:
+        """Every ``rotate_every_s``, rotate the log files past ``log_max_bytes``: every
+        child's and the detached supervisor's own (:mod:`.logrotate`)."""
+        now = time.monotonic()
+        if now < self._rotate_at:
+            return
+        self._rotate_at = now + self.rotate_every_s
+        paths = [p.log_path for phase in self.procs for p in phase]
+        paths.append(self.log_dir / "supervisor.log")
+        for path in rotate_all(paths, self.log_max_bytes, self.log_keep):
+            log.info("%s reached %d bytes: rotated to %s.1", path, self.log_max_bytes, path.name)
 
     def _next_wake(self) -> float:
         """Poll for exits every ``poll_s``, sooner when a restart falls due before that."""

@@ -1,0 +1,48 @@
+"""Size-capped log files for the local stack's children (``<home>/logs/*.log``).
+
+Each child writes its output straight to its file (opened for appending), so a stack left up
+under traffic grew its logs without end: a model-proxy writes a line for every request whose
+caller left, ~190 KB per 1,000 such requests. The supervisor checks the files now and then and
+rotates one past its cap by copy and truncate: the file is copied to ``<name>.log.1`` (older
+copies move to ``.2``... up to ``keep``, the oldest dropped) and cut to nothing in place. The
+child's descriptor stays valid and, opened in append mode, writes at the new end. A line
+written between the copy and the cut is lost: the price of rotating without the child's help.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger("switchyard.stack")
+
+
+def rotate(path: Path, max_bytes: int, keep: int) -> bool:
+    """Rotate ``path`` if it has reached ``max_bytes``; whether it did. ``keep`` >= 1 copies.
+
+    A file that vanished, or a copy that fails (a full disk), is left as it is and logged: the
+    stack goes on either way.
+    """
+    try:
+        if path.stat().st_size < max_bytes:
+            return False
+        for n in range(keep - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{n}")
+            if older.exists():
+                older.replace(path.with_name(f"{path.name}.{n + 1}"))
+        shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+        os.truncate(path, 0)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("could not rotate %s: %s", path, exc)
+        return False
+    return True
+
+
+def rotate_all(paths: Iterable[Path], max_bytes: int, keep: int) -> list[Path]:
+    """Rotate each of ``paths`` that reached ``max_bytes``; the ones rotated."""
+    return [path for path in paths if rotate(path, max_bytes, keep)]
