@@ -183,9 +183,13 @@ def test_the_callers_deadline_is_not_the_deployments_error() -> None:
     """Queued past its deadline, or too little time left to start: the deployment was full,
     not failing. Run out during the call (a client's ``X-Request-Timeout: 2`` on a healthy
     deployment that takes 5 s showed it at 100% errors): the caller gave up, as one that
-    leaves does. A provider too slow for the deployment's own timeouts still counts."""
+    leaves does. A provider too slow for the deployment's own timeouts still counts, and so
+    does one silent past its `first_token_s` when the deadline ended the call."""
     assert not deployment_failed(DeadlineExceeded("the request deadline passed while queued"))
     assert not deployment_failed(DeadlineExceeded("passed while the provider worked"))
+    worked = DeadlineExceeded("passed while the provider worked")
+    assert not deployment_failed(worked, silent_s=2.0, limit_s=60.0)
+    assert deployment_failed(worked, silent_s=60.0, limit_s=60.0)
     assert not deployment_failed(DeadlineExceeded("not started", code="deadline_too_short"))
     assert deployment_failed(ProviderTimeout("provider p timed out", provider="p"))
     assert deployment_failed(ServiceUnavailable("no key", code="secret_unavailable"))

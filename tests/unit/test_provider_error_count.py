@@ -6,6 +6,8 @@ Real metrics registry; the request's state is set as the handler leaves it."""
 
 from __future__ import annotations
 
+import time
+
 from switchyard.errors import (
     ApiError,
     DeadlineExceeded,
@@ -105,3 +107,28 @@ def test_the_callers_deadline_is_timed_apart_and_is_no_provider_error() -> None:
     assert report is not None
     (sample,) = report.samples
     assert (sample.requests, sample.errors) == (2, 1)  # the provider's own timeout counts
+
+
+def test_a_provider_silent_past_first_token_s_is_the_deployments_error_at_the_deadline() -> None:
+    """A reviewer's case: with the default 600 s deadline and `request_s`, the caller's deadline
+    is what ends a hung non-streamed call (504 `deadline_exceeded`). A provider silent for
+    longer than the deployment's `first_token_s` (60 s) by then is failing, not the caller
+    impatient: counted, in the metric and in the traffic report behind the Overview and top."""
+    late = DeadlineExceeded("the request deadline passed while the provider worked")
+    metrics = Metrics("modelproxy")
+    stats = ProxyMetrics(metrics)
+    traffic = TrafficMeter(None, "mp-1")  # type: ignore[arg-type]  # report() only
+    observer = Observer(OFF, traffic, stats, CallTimes())
+    for silent_s, started in ((61.0, False), (59.0, False), (120.0, True)):
+        job = _job(called=True, cancelled=False)
+        job.called_at = time.time() - silent_s
+        if started:
+            job.ttft = 0.5  # a first chunk came: the stream ran on past the caller's limit
+        labels = stats.labels("chat", "openai", "echo", DEPLOYMENT)
+        labels.in_flight.inc()
+        observer.ended(job, TARGET, labels, NO_HOP, late)
+    assert _errors(metrics) == {"deadline_exceeded": 1.0}
+    report = traffic.report()
+    assert report is not None
+    (sample,) = report.samples
+    assert (sample.requests, sample.errors) == (3, 1)

@@ -33,7 +33,6 @@ from switchyard.runtime.error_labels import error_class
 from switchyard.runtime.metrics import Bounded, Metrics
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.openai import Usage
-from switchyard.workers.modelproxy.traffic import deployment_failed
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
 # The ``error_type`` of a provider call stopped because its caller left (llm.v1.cancel).
@@ -160,16 +159,18 @@ class ProxyMetrics:
         seconds: float,
         ttfc: float | None,
         error: ApiError | None,
+        failed: bool,
     ) -> None:
         """One provider call ended (``error`` None when it succeeded). Every failure is timed
-        under its class; only the deployment's own (:func:`deployment_failed`) is a provider
-        error. Its tokens are counted where it is billed (:meth:`CallLabels.billed`)."""
+        under its class; only the deployment's own (``failed``, by
+        :func:`.traffic.deployment_failed`) is a provider error. Its tokens are counted where it
+        is billed (:meth:`CallLabels.billed`)."""
         if error is None:
             labels.duration.observe(seconds)
         else:
             code = self._error(error_class(error))
             self._duration(op, kind, model, deployment, code).observe(seconds)
-            if deployment_failed(error):
+            if failed:
                 self.errors.labels(self._dep(deployment), code).inc()
         if ttfc is not None:
             labels.ttfc.observe(ttfc)

@@ -102,12 +102,13 @@ class Observer:
         # latency, for the same reason: a provider's instant 429s or a client's bad requests
         # measured a few ms each, and the heads sent the next burst past fair order.
         answered = failure is None and not job.cancelled
+        failed = failure is not None and _deployment_failed(job, target, failure, now)
         if self.traffic is not None and job.env.op not in COUNTS:
             self.traffic.record(
                 job.deployment_id,
                 latency_s=now - job.dispatched_at if answered else None,
                 ttft_s=job.started + job.ttft - job.dispatched_at if job.ttft is not None else None,
-                error=deployment_failed(failure),
+                error=failed,
                 usage=usage,
             )
         if failure is None and job.called and not job.cancelled and job.env.op not in COUNTS:
@@ -143,4 +144,14 @@ class Observer:
                 seconds=now - job.called_at,
                 ttfc=job.ttfc,
                 error=failure,
+                failed=failed,
             )
+
+
+def _deployment_failed(job: Job, target: Target | None, failure: ApiError, now: float) -> bool:
+    """:func:`deployment_failed` for ``job``: how long its provider had been silent (called,
+    nothing back yet) against the deployment's ``first_token_s``."""
+    if target is None or not job.called or job.ttft is not None:
+        return deployment_failed(failure)
+    timeouts = target.deployment.timeouts or target.provider.timeouts
+    return deployment_failed(failure, silent_s=now - job.called_at, limit_s=timeouts.first_token_s)

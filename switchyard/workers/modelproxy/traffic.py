@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -31,20 +32,27 @@ from switchyard.schemas.openai import Usage
 REPORT_S = 1.0
 
 
-def deployment_failed(failure: ApiError | None) -> bool:
+def deployment_failed(
+    failure: ApiError | None, *, silent_s: float = 0.0, limit_s: float = math.inf
+) -> bool:
     """Whether a request that ended with ``failure`` counts as the deployment's error: a 5xx
     (the provider failed, timed out or was unreachable, a key was unavailable) or any provider
     error (its 429 included). A request the client got wrong (a 400 the model-proxy or the
     provider found, a 413) is not: forty malformed requests must not paint a healthy deployment
-    red, as the edges' error share counts 5xx only. Nor is the caller's deadline running out
-    (504 ``deadline_exceeded``), before the call (the request waited in a busy queue, or had
-    too little time left to start) or during it: the caller gave up, as when it leaves (its
-    ``X-Request-Timeout`` of 2 s on a healthy deployment that takes 5 showed the deployment at
-    100% errors). A provider too slow for the deployment's own timeouts fails with
-    ``provider_timeout``, which counts: the handler answers ``deadline_exceeded`` only when the
-    timeout that ran out was the one cut to the caller's deadline."""
-    if failure is None or isinstance(failure, DeadlineExceeded):
+    red, as the edges' error share counts 5xx only.
+
+    The caller's deadline running out (504 ``deadline_exceeded``) is the deployment's error only
+    when the provider had by then been silent (called, no first chunk or answer since) for
+    ``silent_s`` >= ``limit_s``, the deployment's ``first_token_s``: its own measure of "should
+    have started by now". Before the call (the request waited in a busy queue), or a caller
+    that gave up sooner (an ``X-Request-Timeout`` of 2 s on a healthy deployment that takes 5
+    showed it at 100% errors), is the caller's limit, as when it leaves. A provider that hangs
+    is not hidden by it: with the default 600 s deadline and ``request_s`` the deadline is what
+    ends a hung non-streamed call, after far longer than ``first_token_s``."""
+    if failure is None:
         return False
+    if isinstance(failure, DeadlineExceeded):
+        return silent_s >= limit_s
     return failure.status >= 500 or isinstance(failure, ProviderError)
 
 
