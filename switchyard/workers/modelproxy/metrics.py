@@ -19,9 +19,10 @@ of the latency of successful calls.
 ``switchyard_provider_errors_total`` counts the deployment's failures only, by the rule the
 Overview's and ``switchyard top``'s error share use (:func:`.traffic.deployment_failed`): a
 request the client got wrong (a 400 the model-proxy or the provider found), or a call stopped
-because its caller's deadline passed (``deadline_exceeded``: the caller gave up), is timed
-under its ``error_type`` and is no provider error, or forty malformed requests fired the
-deployment's error-ratio alert while the admin views showed 0%."""
+because its caller's deadline passed before the provider had been silent past its
+``first_token_s`` (``deadline_exceeded``: the caller gave up), is timed under its
+``error_type`` and is no provider error, or forty malformed requests fired the deployment's
+error-ratio alert while the admin views showed 0%."""
 
 from __future__ import annotations
 
