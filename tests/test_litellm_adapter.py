@@ -518,3 +518,30 @@ async def test_embedding_dimensions_are_refused_where_they_would_be_dropped(
         assert arrived.body["dimensions"] == 8
     finally:
         fake.stop()
+
+
+async def test_a_refusal_in_a_sentence_drops_what_asks_for_nothing_and_blames_no_field(
+    adapter: LiteLLM,
+) -> None:
+    """A reviewer's case: litellm explains gpt-5.1's refusal in a sentence that mentions
+    fields it does take ("only supports logprobs, top_p ... when reasoning_effort resolves to
+    'none'"). `top_p: 1` asks for nothing: left out, and the call made (it worked before
+    drop_params was turned off); `temperature: 0.7` does: refused in litellm's words, without
+    blaming `reasoning_effort`, which the model takes."""
+    fake = FakeOpenAI()
+    fake.start()
+    up = Upstream("litellm", fake, fake.base_url, "", _usage(0, 0), "authorization")  # type: ignore[arg-type]
+    model = "openai/gpt-5.1"
+    try:
+        await adapter.complete(call_for(up, model, top_p=1, reasoning_effort="low"))
+        [arrived] = fake.calls
+        assert arrived.body["reasoning_effort"] == "low"
+        assert "top_p" not in arrived.body
+        exc = await failure(adapter, call_for(up, model, temperature=0.7, reasoning_effort="low"))
+        assert isinstance(exc, InvalidRequest)
+        assert (exc.param, exc.code) == (None, "unsupported_parameter")
+        assert "temperature=0.7" in exc.message
+        assert "drop_params" not in exc.message
+        assert len(fake.calls) == 1
+    finally:
+        fake.stop()

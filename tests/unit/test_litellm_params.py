@@ -68,7 +68,36 @@ def test_a_field_named_only_inside_another_word_is_not_named() -> None:
     ],
 )
 def test_can_go_without(field: str, value: object, expected: bool) -> None:
-    assert lp.can_go_without(field, value) is expected
+    assert lp.can_go_without(field, value, {field: value}) is expected
+
+
+def test_tool_choice_none_asks_for_something_only_while_tools_are_offered() -> None:
+    """A reviewer's case: Bedrock with tools and `tool_choice: "none"` had the field dropped
+    and the model free to call a tool the client forbade."""
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    assert lp.can_go_without("tool_choice", "none", {"tool_choice": "none"})
+    assert not lp.can_go_without("tool_choice", "none", {"tool_choice": "none", "tools": tools})
+    assert not lp.can_go_without("function_call", "none", {"functions": [{"name": "f"}]})
+
+
+@pytest.mark.parametrize(
+    ("message", "fields"),
+    [
+        ("anthropic does not support parameters: ['logprobs'], for model=x", ["logprobs"]),
+        ("mistral does not support parameters: {'dimensions': 256}, for model=m", ["dimensions"]),
+        ("Setting dimensions is not supported for OpenAI `text-embedding-3`", ["dimensions"]),
+        (
+            "gpt-5.1 only supports logprobs, top_p, top_logprobs when reasoning_effort "
+            "resolves to 'none'",
+            [],
+        ),
+    ],
+    ids=["list", "dict", "sentence", "prose"],
+)
+def test_listed_blames_only_what_litellm_lists(message: str, fields: list[str]) -> None:
+    """A sentence mentions fields litellm does take: none of them is blamed."""
+    sent = ["logprobs", "top_p", "reasoning_effort", "dimensions"]
+    assert lp.listed(message, sent) == fields
 
 
 def test_refusal_names_every_field_and_points_at_the_first() -> None:

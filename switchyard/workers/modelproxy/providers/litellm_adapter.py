@@ -183,8 +183,8 @@ async def _close(chunks: Any) -> None:
 
 async def _call(lib: Any, call: ProviderCall, *, stream: bool) -> Any:
     """litellm's answer (or stream) to ``call``. A field the provider cannot take is refused
-    by litellm before anything is sent; one it can go without is left out and the call made
-    again, any other is the client's 400 (:mod:`.litellm_params`)."""
+    by litellm before anything is sent; those it can go without are left out and the call made
+    again, and a refusal naming none of them is the client's 400 (:mod:`.litellm_params`)."""
     function = _function(lib, call.op)
     args = _arguments(call, stream=stream, lib=lib)
     while True:  # each round leaves out at least one field, so it ends
@@ -193,12 +193,16 @@ async def _call(lib: Any, call: ProviderCall, *, stream: bool) -> Any:
         except lib.UnsupportedParamsError as exc:
             said = redact(str(getattr(exc, "message", None) or exc), call.api_key)
             sent = [k for k in args if k in _PARAMS[call.op] or k == "stream_options"]
-            fields = litellm_params.named(said, sent)
-            kept = [f for f in fields if not litellm_params.can_go_without(f, args[f])]
-            if kept or not fields:
+            spare = [
+                field
+                for field in litellm_params.named(said, sent)
+                if litellm_params.can_go_without(field, args[field], args)
+            ]
+            if not spare:
+                fields = litellm_params.listed(said, sent)
                 model = call.deployment.model
-                raise litellm_params.refusal(call.provider_name, model, kept, said) from None
-            args = litellm_params.without(args, fields)
+                raise litellm_params.refusal(call.provider_name, model, fields, said) from None
+            args = litellm_params.without(args, spare)
 
 
 def _function(lib: Any, op: str) -> Any:

@@ -9,9 +9,11 @@ sending anything (``UnsupportedParamsError``, naming the fields), and this modul
 
 * a field whose value asks for nothing (:data:`_NEUTRAL`: ``frequency_penalty: 0``, ``logprobs:
   false``, ``tool_choice: "auto"``... which many client libraries send by default) or that only
-  advises the provider (:data:`ADVISORY`: ``user``, ``seed``...) is left out and the call made;
-* any other is the client's 400 ``unsupported_parameter``, naming the field, before anything is
-  sent or billed.
+  advises the provider (:data:`ADVISORY`: ``user``, ``seed``...) is left out and the call made
+  again (litellm may then still refuse another);
+* a refusal that names none of those is the client's 400 ``unsupported_parameter``, before
+  anything is sent or billed, naming the fields litellm listed, or in litellm's words when it
+  explained itself in a sentence (which may mention fields it does take).
 """
 
 from __future__ import annotations
@@ -40,30 +42,46 @@ _NEUTRAL: dict[str, tuple[object, ...]] = {
     "stop": ([], ""),
     "tools": ([],),
     "functions": ([],),
-    "tool_choice": ("auto", "none"),
-    "function_call": ("auto", "none"),
+    "tool_choice": ("auto",),  # "none": see can_go_without
+    "function_call": ("auto",),
     "parallel_tool_calls": (True,),
     "response_format": ({"type": "text"},),
     "modalities": (["text"],),
 }
 # Where litellm's message stops naming fields and starts advising its own settings.
 _ADVICE = re.compile(r"\.?\s*(?:To drop |If you want to use these params)")
+# The forms in which litellm's refusal lists exactly the fields it refuses: "does not support
+# parameters: ['seed']" (or a dict of them) and "Setting dimensions is not supported".
+_LISTED = re.compile(r"parameters: (\[[^\]]*\]|\{[^}]*\})|Setting (\w+) is not supported")
 
 
 def named(message: str, sent: Iterable[str]) -> list[str]:
-    """The fields of ``sent`` that litellm's refusal ``message`` names, in ``sent``'s order.
-
-    litellm names them as a list (``['seed']``), a dict (``{'dimensions': 256}``) or in a
-    sentence (``Setting dimensions is not supported``); its advice after the names is skipped.
-    """
-    head = _ADVICE.split(message, maxsplit=1)[0]
-    return [field for field in sent if re.search(rf"(?<![\w.]){re.escape(field)}(?!\w)", head)]
+    """The fields of ``sent`` that litellm's refusal ``message`` mentions, in ``sent``'s order:
+    in its list of refused fields, or anywhere in a sentence ("gpt-5.1 only supports
+    logprobs, top_p ... when reasoning_effort resolves to 'none'" mentions fields it takes
+    too). Its advice after the names is skipped."""
+    return _found(_ADVICE.split(message, maxsplit=1)[0], sent)
 
 
-def can_go_without(field: str, value: object) -> bool:
-    """Whether leaving ``field`` out changes nothing the client asked for (see the module)."""
+def listed(message: str, sent: Iterable[str]) -> list[str]:
+    """The fields of ``sent`` that litellm's refusal lists as the ones it refuses (none when
+    it explains itself in a sentence: then no field can be blamed for sure)."""
+    found = _LISTED.search(message)
+    return _found(found.group(0), sent) if found is not None else []
+
+
+def _found(text: str, sent: Iterable[str]) -> list[str]:
+    return [field for field in sent if re.search(rf"(?<![\w.]){re.escape(field)}(?!\w)", text)]
+
+
+def can_go_without(field: str, value: object, args: Mapping[str, object]) -> bool:
+    """Whether leaving ``field`` out of ``args`` changes nothing the client asked for (see
+    the module). ``tool_choice: "none"`` does only while no tool is offered: with tools, the
+    model would be free to call one the client forbade."""
     if value is None or field in ADVISORY:
         return True
+    if field in ("tool_choice", "function_call") and value == "none":
+        return not args.get("tools") and not args.get("functions")
     return any(_same(value, neutral) for neutral in _NEUTRAL.get(field, ()))
 
 
