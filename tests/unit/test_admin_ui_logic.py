@@ -283,3 +283,24 @@ def test_amounts_below_a_cent_keep_two_significant_digits(
     value: float | None, digits: int, shown: str
 ) -> None:
     assert usd(value, digits) == shown
+
+
+def test_a_window_opened_while_the_last_ones_summary_waits_is_still_counting() -> None:
+    """A reviewer's case: a wrong token just after a window ended opened the next one while
+    the first window's summary task still slept; that task found the new window open, wrote
+    nothing and ended, and nothing was left to sum the new window up. The task now goes on
+    while the guard is `counting`."""
+    guard = SigninGuard(limit=10, window_s=300, recorded=1, record_window_s=60)
+    assert not guard.counting()
+    guard.record("198.51.100.1", now=0)
+    guard.record("198.51.100.2", now=1)  # past the cap: counted
+    assert guard.counting()
+    assert guard.summary(now=60.05) is not None  # the sign-in that follows takes it first
+    assert not guard.counting()
+    guard.record("198.51.100.3", now=60.06)  # opens the next window: recorded
+    assert not guard.counting()
+    guard.skip("198.51.100.3", now=60.07)  # its address waits: counted
+    assert guard.counting()  # so the sleeping task, waking now, sleeps on to 120.06
+    assert guard.summary(now=60.1) is None
+    assert guard.summary(now=120.1) is not None
+    assert not guard.counting()

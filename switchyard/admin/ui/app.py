@@ -202,16 +202,21 @@ class AdminUi:
             self._summary_task = asyncio.create_task(self._summarise(wait=True))
 
     async def _summarise(self, wait: bool = False) -> None:
-        """One audit entry for the wrong tokens the last recording window left unrecorded."""
-        if wait:
-            await asyncio.sleep(self.guard.window_left() + 0.1)
-        context = self._current()
-        summary = self.guard.summary() if context is not None else None
-        if context is not None and summary is not None:
-            detail = unrecorded_detail(summary)
-            await context.audit.record(
-                UNRECORDED_ACTOR, "session.signin", "", detail, ok=False, via="ui"
-            )
+        """One audit entry for the wrong tokens the last recording window left unrecorded;
+        waiting (``wait``), on to the end of every next window that counts some too: one
+        opened while this task slept has no task of its own (:meth:`_summarise_later`)."""
+        while True:
+            if wait:
+                await asyncio.sleep(self.guard.window_left() + 0.1)
+            context = self._current()
+            summary = self.guard.summary() if context is not None else None
+            if context is not None and summary is not None:
+                detail = unrecorded_detail(summary)
+                await context.audit.record(
+                    UNRECORDED_ACTOR, "session.signin", "", detail, ok=False, via="ui"
+                )
+            if not (wait and context is not None and self.guard.counting()):
+                return
 
     async def stop(self) -> None:
         """Drops a summary still waiting for its window to end (the counts live in memory)."""

@@ -156,6 +156,10 @@ class SigninGuard:
         elif key not in self._from:
             self._more_addresses = True
 
+    def counting(self) -> bool:
+        """Whether a recording window holds wrong tokens its summary has not given yet."""
+        return self._start is not None and self._unrecorded > 0
+
     def window_left(self, now: float | None = None) -> float:
         """Seconds until the recording window ends (0: none open, or over)."""
         if self._start is None:
