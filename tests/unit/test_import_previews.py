@@ -33,3 +33,13 @@ def test_only_the_newest_previews_are_kept_and_only_for_a_while() -> None:
     assert previews.take(ids[1], now=KEPT + 1) == _result(1)
     assert previews.take(ids[2], now=2 + KEPT_S + 1) is None  # too old
     assert previews.take(ids[-1], now=KEPT + KEPT_S) == _result(KEPT)
+
+
+def test_an_expired_preview_is_dropped_at_the_next_preview() -> None:
+    """A reviewer's find: an expired preview (with the file's literal keys) stayed in memory
+    until applied or pushed out, for up to the session's 24 hours."""
+    previews = Previews()
+    previews.add(_result(1), now=0)
+    assert len(previews) == 1
+    previews.add(_result(2), now=KEPT_S + 1)
+    assert len(previews) == 1

@@ -46,11 +46,19 @@ class Previews:
         self._kept: OrderedDict[str, tuple[float, Imported]] = OrderedDict()
 
     def add(self, result: Imported, now: float | None = None) -> str:
+        """Keep ``result``; its id. Expired previews go first: one holds the file's literal
+        keys, which must not stay in memory for the session's whole life."""
+        moment = time.time() if now is None else now
+        for stale in [key for key, (at, _) in self._kept.items() if moment - at > KEPT_S]:
+            del self._kept[stale]
         preview_id = secrets.token_urlsafe(16)
-        self._kept[preview_id] = (time.time() if now is None else now, result)
+        self._kept[preview_id] = (moment, result)
         while len(self._kept) > KEPT:
             self._kept.popitem(last=False)
         return preview_id
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
     def take(self, preview_id: str, now: float | None = None) -> Imported | None:
         """The preview ``preview_id``, forgotten (applied once); None when unknown or expired."""
