@@ -197,7 +197,7 @@ class StackSettings(_Section, frozen=True):
     free_ports: tuple[Port, Port] | None = None
     start_timeout_s: Seconds = 60.0
     stop_timeout_s: Seconds = 10.0
-    log_max_mb: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 50.0
+    log_max_mb: Annotated[float, msgspec.Meta(ge=0.001, le=1_000_000)] = 50.0
     log_keep: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
 
     def __post_init__(self) -> None:

@@ -27,7 +27,8 @@ def rotate(path: Path, max_bytes: int, keep: int) -> bool:
     stack goes on either way.
     """
     try:
-        if path.stat().st_size < max_bytes:
+        size = path.stat().st_size
+        if size == 0 or size < max_bytes:  # an empty file never pushes real copies out
             return False
         for n in range(keep - 1, 0, -1):
             older = path.with_name(f"{path.name}.{n}")

@@ -252,7 +252,7 @@ class Supervisor:
             StackError: a process that is not restartable (``spec.restart`` False) exited.
         """
         while not stop.is_set() and not self._stopped:
-            self._rotate_logs()
+            await self._rotate_logs()
             for phase in self.procs:
                 for proc in phase:
                     if stop.is_set() or self._stopped:
@@ -261,16 +261,18 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._next_wake())
 
-    def _rotate_logs(self) -> None:
+    async def _rotate_logs(self) -> None:
         """Every ``rotate_every_s``, rotate the log files past ``log_max_bytes``: every
-        child's and the detached supervisor's own (:mod:`.logrotate`)."""
+        child's and the detached supervisor's own (:mod:`.logrotate`). In a thread: copying
+        50 MB files must not stop the loop that notices exits."""
         now = time.monotonic()
         if now < self._rotate_at:
             return
         self._rotate_at = now + self.rotate_every_s
         paths = [p.log_path for phase in self.procs for p in phase]
         paths.append(self.log_dir / "supervisor.log")
-        for path in rotate_all(paths, self.log_max_bytes, self.log_keep):
+        rotated = await asyncio.to_thread(rotate_all, paths, self.log_max_bytes, self.log_keep)
+        for path in rotated:
             log.info("%s reached %d bytes: rotated to %s.1", path, self.log_max_bytes, path.name)
 
     def _next_wake(self) -> float:
