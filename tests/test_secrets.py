@@ -9,9 +9,16 @@ import sys
 import time
 
 import httpx
+import msgspec
 import pytest
 
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
+from switchyard.bus.envelope import Deadline
+from switchyard.bus.replies import ReplyKind, decode_reply, error_from_reply
 from switchyard.bus.secrets_admin import SecretsAdmin
+from switchyard.errors import NotFound
+from switchyard.schemas.secrets import PutSecret
 from tests.stacks import Stack
 from tests.upstream import FakeOpenAI
 
@@ -158,3 +165,35 @@ def test_cli_refuses_an_empty_value(stack: Stack) -> None:
     out = _cli(stack, "put", "empty-one", "--from-stdin", value="")
     assert out.returncode != 0
     assert "empty" in out.stderr
+
+
+async def test_a_change_that_reaches_the_service_after_its_caller_gave_up_is_not_applied(
+    stack: Stack,
+) -> None:
+    """An explorer paused the secrets service for 11 s during `secrets put`: the CLI said
+    "did not answer" and exited 1, and the new key went live when the service resumed (an
+    operator told the rotation failed may roll it back at the provider). A change whose
+    `Sy-Deadline` passed before the service read it is refused, and nothing is stored."""
+    name = "late-" + secrets.token_hex(4)
+    nc = await stack.connect("admin")
+    try:
+        late = {h.DEADLINE: Deadline.after(-1).header(), "Sy-Actor": "test"}
+        body = msgspec.json.encode(PutSecret(name=name, value="sk-late-" + secrets.token_hex(8)))
+        for op in ("put", "delete"):
+            payload = body if op == "put" else msgspec.json.encode({"name": name})
+            msg = await nc.request(subjects.secrets_admin(op), payload, timeout=10, headers=late)
+            reply = decode_reply(msg.data, msg.headers)
+            assert reply.kind is ReplyKind.ERROR
+            error = error_from_reply(reply)
+            assert (error.status, error.code) == (504, "deadline_exceeded")
+            assert "nothing was changed" in error.message
+        with pytest.raises(NotFound):
+            await SecretsAdmin(nc, actor="test").info(name)
+        # The same change in time is applied (the deadline is what refused it).
+        stored = await SecretsAdmin(nc, actor="test").put(
+            name, "sk-in-time-" + secrets.token_hex(8)
+        )
+        assert stored.version == 1
+        await SecretsAdmin(nc, actor="test").delete(name)
+    finally:
+        await nc.close()

@@ -12,6 +12,8 @@ import asyncio
 import nats.errors
 from nats.aio.client import Client as NATS
 
+from switchyard.bus import headers as h
+from switchyard.bus.envelope import Deadline
 from switchyard.bus.replies import ReplyKind, decode_reply, error_from_reply
 from switchyard.errors import ServiceUnavailable
 
@@ -31,7 +33,12 @@ async def call(
         ServiceUnavailable: ``service`` is not running or did not answer.
         ApiError: the error the service replied with.
     """
-    headers = {ACTOR: actor} if actor else None
+    # The deadline tells the service when this caller stops waiting: a change that reaches it
+    # later (a paused or overloaded service) is refused rather than applied after the caller
+    # was told "did not answer" (an operator told a rotation failed may roll it back).
+    headers = {h.DEADLINE: Deadline.after(timeout).header()}
+    if actor:
+        headers[ACTOR] = actor
     loop = asyncio.get_running_loop()
     give_up = loop.time() + min(NO_RESPONDERS_RETRY_S, timeout)
     pause = 0.05

@@ -26,10 +26,13 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
+from switchyard.bus import headers as h
 from switchyard.bus import identities, subjects
+from switchyard.bus.envelope import Deadline, MalformedHeader
 from switchyard.config import Settings
 from switchyard.errors import (
     ApiError,
+    DeadlineExceeded,
     InvalidRequest,
     NotFound,
     SecretsError,
@@ -155,6 +158,7 @@ class SecretsService:
         await self._write(req, must_exist=True, action="rotate")
 
     async def _write(self, req: Request, *, must_exist: bool, action: str) -> None:
+        _still_awaited(req)
         put = _decode(wire.PUT_DECODER, req.data)
         actor = request_actor(req)
         meta = await self.vault.write(
@@ -164,6 +168,7 @@ class SecretsService:
         await reply_ok(req, wire.ENCODER.encode(_info(meta)))
 
     async def _delete(self, req: Request) -> None:
+        _still_awaited(req)
         ref = _decode(wire.REF_DECODER, req.data)
         actor = request_actor(req)
         await self.vault.delete(ref.name)
@@ -206,3 +211,25 @@ async def run(
         stop=stop,
         build=lambda nc, proc: SecretsService(nc, Vault(settings), proc),
     )
+
+
+def _still_awaited(req: Request) -> None:
+    """Refuse a change its caller no longer waits for (its ``Sy-Deadline`` passed while it
+    queued here: a paused service). Applied anyway, a rotation the CLI had reported failed
+    went live seconds later, and an operator may roll it back at the provider.
+
+    Raises:
+        DeadlineExceeded: the caller's deadline passed; nothing was changed.
+    """
+    value = (req.headers or {}).get(h.DEADLINE)
+    if not value:
+        return
+    try:
+        passed = Deadline.parse(value).passed()
+    except MalformedHeader:
+        return  # not ours to judge: the change is the caller's as sent
+    if passed:
+        raise DeadlineExceeded(
+            "the request reached the secrets service after its caller stopped waiting; "
+            "nothing was changed"
+        )
