@@ -15,6 +15,8 @@ import contextlib
 import gzip
 import hashlib
 import json
+import os
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -252,6 +254,45 @@ async def test_a_busy_keepalive_connection_outlives_the_timeouts_then_idles_out(
     assert await asyncio.wait_for(reader.read(100), 10) == b""  # closed, as idle
     assert 0.8 < time.monotonic() - last < 3
     writer.close()
+
+
+async def _health(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return _status(head)
+
+
+async def test_a_request_waiting_on_an_idle_connection_through_a_pause_is_answered(
+    edge: Stack,
+) -> None:
+    """An explorer paused the tail (SIGSTOP, as a VM pause would) longer than
+    `header_timeout_s`: a request a client sent meanwhile on a keep-alive connection was
+    never answered. On resume the idle timer fired before the loop read the waiting bytes and
+    closed the connection, which the kernel turned into a reset. A connection with a request
+    waiting in its socket is not idle."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(edge))
+    try:
+        assert await _health(reader, writer) == 200
+        pid = edge.process("tail").pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(LIMITS["header_timeout_s"] * 2.5)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert _status(head) == 200, head
+    finally:
+        writer.close()
 
 
 async def test_slow_header_sender_gets_408(edge: Stack) -> None:

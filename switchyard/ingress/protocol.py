@@ -21,7 +21,10 @@ per connection); the ASGI application never sees a request that broke one.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
+import termios
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -149,6 +152,17 @@ class GuardedProtocol(HttpToolsProtocol):
                 self._phase = "idle"
             self._arm(self.header_timeout_s)
 
+    def timeout_keep_alive_handler(self) -> None:
+        """uvicorn's keep-alive timeout, which closes the idle connection: not while a request
+        waits unread in its socket (see :meth:`_timed_out`); it is tried again a timeout later,
+        by when the loop has read the request (which cancels this timer)."""
+        if _unread(self.transport) and not self.transport.is_closing():
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+            return
+        super().timeout_keep_alive_handler()
+
     # ---- a reader that stopped reading ----
 
     def pause_writing(self) -> None:
@@ -198,6 +212,13 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._phase == "idle":
+            if _unread(self.transport):
+                # A request is waiting in the socket, unread: the process was paused (a VM
+                # pause, SIGSTOP) and uvloop runs due timers before reading. Closing with
+                # unread bytes resets the connection and the request goes unanswered; the
+                # next read starts it, and the head's own timeout applies from there.
+                self._arm(self.header_timeout_s)
+                return
             self.transport.close()  # no request (or no next request) began
             return
         if self._phase == "head" or self.cycle is None or not self.cycle.response_started:
@@ -227,3 +248,16 @@ def guarded(settings: Settings) -> type[GuardedProtocol]:
             "max_connections": ingress.max_connections,
         },
     )
+
+
+def _unread(transport: asyncio.BaseTransport) -> bool:
+    """Whether bytes wait unread in ``transport``'s socket (``FIONREAD``; False if unknown)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    waiting = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting, True)
+    except (OSError, ValueError):  # closed meanwhile, or not a socket this call reads
+        return False
+    return waiting[0] > 0
