@@ -61,7 +61,7 @@ async def native_routes(
             await stack.admin("DELETE", f"/routes/{alias}")
         for name in providers:
             await stack.admin("DELETE", f"/providers/{name}")
-            await stack.admin("DELETE", f"/secrets/{name}")
+            await stack.admin("DELETE", f"/secrets/{name}?force=true")
 
 
 async def stream_messages(stack: Stack, alias: str, request_id: str) -> httpx.Response:

@@ -86,7 +86,7 @@ class Stack:
             for name in providers or {}:
                 await self.admin("DELETE", f"/providers/{name}")
             for name in secrets or {}:
-                await self.admin("DELETE", f"/secrets/{name}")
+                await self.admin("DELETE", f"/secrets/{name}?force=true")
 
     def process(self, name: str) -> ManagedProcess:
         for phase in self.supervisor.procs:

@@ -58,7 +58,7 @@ async def litellm_route(
     finally:
         await stack.admin("DELETE", f"/routes/{ROUTE}")
         await stack.admin("DELETE", f"/providers/{ROUTE}")
-        await stack.admin("DELETE", f"/secrets/{ROUTE}")
+        await stack.admin("DELETE", f"/secrets/{ROUTE}?force=true")
 
 
 async def _chat(

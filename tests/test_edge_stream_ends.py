@@ -109,7 +109,7 @@ async def routed(stack: Stack, cutting: str) -> AsyncIterator[Stack]:
         for alias in ROUTES:
             await stack.admin("DELETE", f"/routes/{alias}")
         await stack.admin("DELETE", f"/providers/{NATIVE}")
-        await stack.admin("DELETE", f"/secrets/{NATIVE}")
+        await stack.admin("DELETE", f"/secrets/{NATIVE}?force=true")
 
 
 def _events(body: str) -> list[dict[str, Any]]:

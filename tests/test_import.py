@@ -399,7 +399,7 @@ async def test_apply_refuses_to_store_a_secret_a_live_provider_outside_it_uses(
         await stack.admin("DELETE", "/routes/secret-clash")
         for provider in (SHARED_PROVIDER, OWNER):
             await stack.admin("DELETE", f"/providers/{provider}")
-        await stack.admin("DELETE", f"/secrets/{SHARED_SECRET}")
+        await stack.admin("DELETE", f"/secrets/{SHARED_SECRET}?force=true")
 
 
 AZURE_PARAMS = {
@@ -504,7 +504,7 @@ async def test_apply_stores_no_secret_for_a_table_the_control_service_would_refu
         await stack.admin("DELETE", "/routes/merge-new")
         await stack.admin("DELETE", "/routes/merge-live")
         await stack.admin("DELETE", f"/providers/{MERGE_PROVIDER}")
-        await stack.admin("DELETE", f"/secrets/{MERGE_SECRET}")
+        await stack.admin("DELETE", f"/secrets/{MERGE_SECRET}?force=true")
 
 
 @pytest.mark.integration
@@ -532,4 +532,4 @@ async def test_apply_stores_no_secret_for_a_route_name_the_table_refuses(
         secrets = (await stack.admin("GET", "/secrets")).json()["secrets"]
         assert secret not in [s["name"] for s in secrets]
     finally:
-        await stack.admin("DELETE", f"/secrets/{secret}")
+        await stack.admin("DELETE", f"/secrets/{secret}?force=true")

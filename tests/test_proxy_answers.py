@@ -77,7 +77,7 @@ async def routed(stack: Stack) -> AsyncIterator[Stack]:
             await stack.admin("DELETE", f"/routes/{alias}")
         for name in PROVIDERS:
             await stack.admin("DELETE", f"/providers/{name}")
-        await stack.admin("DELETE", f"/secrets/{SECRET}")
+        await stack.admin("DELETE", f"/secrets/{SECRET}?force=true")
         await gemini.stop()
         await claude.stop()
 

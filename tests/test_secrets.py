@@ -197,3 +197,31 @@ async def test_a_change_that_reaches_the_service_after_its_caller_gave_up_is_not
         await SecretsAdmin(nc, actor="test").delete(name)
     finally:
         await nc.close()
+
+
+async def test_the_admin_api_deletes_a_secret_in_use_only_when_forced(stack: Stack) -> None:
+    """An explorer's find: `DELETE /admin/v1/secrets/{name}` deleted the key of a live
+    provider at once, while the CLI asks for `--force` and the UI for the typed name. The API
+    answers 409 naming the provider and the routes left with nothing, and deletes nothing."""
+    name = "in-use-" + secrets.token_hex(4)
+    provider, alias = f"p-{name}", f"r-{name}"
+    put = await stack.admin("PUT", f"/secrets/{name}", {"value": "sk-" + secrets.token_hex(8)})
+    assert put.status_code == 200, put.text
+    body = {"kind": "openai-compatible", "api_base": "http://127.0.0.1:9/v1", "secret": name}
+    assert (await stack.admin("PUT", f"/providers/{provider}", body)).status_code == 200
+    route = {"deployments": [{"provider": provider, "model": "m"}]}
+    assert (await stack.admin("PUT", f"/routes/{alias}", route)).status_code == 200
+    try:
+        refused = await stack.admin("DELETE", f"/secrets/{name}")
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "secret_in_use"
+        assert provider in error["message"]
+        assert alias in error["message"]
+        assert name in (await stack.admin("GET", "/secrets")).text
+        forced = await stack.admin("DELETE", f"/secrets/{name}?force=true")
+        assert forced.status_code == 200, forced.text
+        assert name not in (await stack.admin("GET", "/secrets")).text
+    finally:
+        await stack.admin("DELETE", f"/routes/{alias}")
+        await stack.admin("DELETE", f"/providers/{provider}")

@@ -264,7 +264,12 @@ class AdminApi:
                 "Replace an existing key (body: value)",
                 self.rotate_secret,
             ),
-            ("/secrets/{name}", "DELETE", "Delete a key and all its versions", self.delete_secret),
+            (
+                "/secrets/{name}",
+                "DELETE",
+                "Delete a key and all its versions (one a provider uses: ?force=true, else 409)",
+                self.delete_secret,
+            ),
         ]
 
     async def get_table(self, request: Request, c: AdminContext) -> Response:
@@ -534,7 +539,20 @@ class AdminApi:
         return _ok(info)
 
     async def delete_secret(self, request: Request, c: AdminContext) -> Response:
-        await c.secrets.delete(request.path_params["name"])
+        """Delete a stored secret; one a provider uses only with ``?force=true`` (as the CLI's
+        ``--force`` and the UI's typed name): the 409 names what it would break."""
+        name = request.path_params["name"]
+        if request.query_params.get("force") != "true":
+            users = (await c.control.table()).table.secret_users(name)
+            if users.providers:
+                stranded = f"; routes left with nothing to answer: {', '.join(users.stranded)}"
+                raise Conflict(
+                    f"secret {name} is the key of provider(s) {', '.join(users.providers)}"
+                    + (stranded if users.stranded else "")
+                    + "; delete it with ?force=true if that is meant",
+                    code="secret_in_use",
+                )
+        await c.secrets.delete(name)
         await _audit(c, request, "secret.delete", request.path_params["name"])
         return _ok({"deleted": True})
 
