@@ -49,7 +49,13 @@ from switchyard.bus import subjects
 from switchyard.bus.cancel_proof import cancel_proof, presented_key_hash
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply
-from switchyard.errors import ApiError, DeadlineExceeded, ReaderTooSlow, ServiceUnavailable
+from switchyard.errors import (
+    ApiError,
+    DeadlineExceeded,
+    InvalidRequest,
+    ReaderTooSlow,
+    ServiceUnavailable,
+)
 from switchyard.runtime.reply_wait import (
     NO_WORKERS_RETRY_S,
     RECONNECTED,
@@ -471,7 +477,18 @@ class LLMClient:
     # ---- conveniences for internal Python callers ----
 
     async def chat(self, body: Mapping[str, Any], *, timeout: float | None = None) -> Any:
-        """``chat.completions`` without streaming; returns the decoded response."""
+        """``chat.completions`` without streaming; returns the decoded response.
+
+        Raises:
+            InvalidRequest: ``body`` asks for a stream (``chat_stream`` gives one): its
+                answer's chunks would be read as one JSON document.
+            ApiError: as :meth:`request`.
+        """
+        if body.get("stream") is True:
+            raise InvalidRequest(
+                "`stream`: chat() returns the whole answer; use chat_stream() for its chunks",
+                param="stream",
+            )
         reply = await self.request(subjects.CHAT, _JSON.encode(dict(body)), self._deadline(timeout))
         return _DECODE.decode(reply.body)
 

@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from switchyard.bus import headers as h
 from switchyard.bus import replies, subjects
 from switchyard.client import LLMClient
+from switchyard.errors import InvalidRequest
 from tests.test_zones import Zone, _as, zone  # noqa: F401  (the fixture, one per module)
 
 pytestmark = pytest.mark.integration
@@ -257,4 +258,24 @@ async def test_an_attempt_sent_again_is_cancelled_first(zone: Zone) -> None:  # 
     finally:
         await client.close()
         for nc in (head, tail, proxy):
+            await nc.close()
+
+
+async def test_chat_refuses_a_body_that_asks_for_a_stream(zone: Zone) -> None:  # noqa: F811
+    """An explorer's find: `chat({..., "stream": True})` failed with msgspec's "Input data was
+    truncated" (the streamed answer's empty final read as the document). Refused before
+    anything is sent, pointing at chat_stream()."""
+    head, _ = await _as(zone, "head")
+    tail, _ = await _as(zone, "tail")
+    await _serve(head, b"{}")
+    client = LLMClient(tail)
+    await client.start()
+    try:
+        with pytest.raises(InvalidRequest, match="chat_stream") as info:
+            await client.chat({"model": "m", "messages": [], "stream": True})
+        assert info.value.param == "stream"
+        assert await client.chat({"model": "m", "messages": [], "stream": False}) == {}
+    finally:
+        await client.close()
+        for nc in (head, tail):
             await nc.close()
