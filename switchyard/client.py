@@ -229,7 +229,7 @@ class LLMClient:
     def _too_slow(self) -> ReaderTooSlow:
         return ReaderTooSlow(
             "the client read the answer more slowly than it arrived: over "
-            f"{self._max_unread} bytes of it waited unread at the gateway, so it was ended"
+            f"{self._max_unread} bytes of it waited unread, so it was ended"
         )
 
     def new_request_id(self) -> str:
