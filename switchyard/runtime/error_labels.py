@@ -67,6 +67,7 @@ OWN_CODES = frozenset(
         "replay_unavailable",
         "request_too_large",
         "response_owners_unavailable",
+        "secret_in_use",
         "secret_not_found",
         "secret_unavailable",
         "secrets_error",

@@ -39,7 +39,7 @@ CLIENT_ERRORS = {
     "invalid_request", "invalid_value", "method_not_allowed", "missing_admin_token",
     "missing_api_key", "missing_required_parameter", "model_not_allowed", "model_not_found",
     "not_found", "previous_response_not_found", "provider_rejected_request", "reader_too_slow",
-    "request_too_large", "secret_not_found", "storage_quota_exceeded",
+    "request_too_large", "secret_in_use", "secret_not_found", "storage_quota_exceeded",
     "unsupported_content_encoding", "unsupported_parameter", "unsupported_value",
 }  # fmt: skip
 # error_type values that are no code: success, a client that left, a status without a code.
