@@ -250,7 +250,9 @@ async def test_a_refused_import_stores_no_secret(
     secret = "openai-compatible-finite-import-invalid-key"
     preview = await web.post("/ui/import/preview", data={"csrf": csrf, "config": config})
     assert preview.status_code == 200, preview.text
-    applied = await web.post("/ui/import/apply", data={"csrf": csrf})
+    shown = re.search(r'name="preview" value="([^"]+)"', preview.text)
+    assert shown is not None, preview.text  # the Apply form names the preview on its page
+    applied = await web.post("/ui/import/apply", data={"csrf": csrf, "preview": shown.group(1)})
     assert applied.status_code == 303
     assert applied.headers["location"] == "/ui/import"
     assert "Not applied: invalid route table" in (await web.get("/ui/import")).text
