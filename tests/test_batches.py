@@ -41,7 +41,9 @@ LINES = 200
 async def batchy(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
 ) -> AsyncIterator[Stack]:
-    extra = batch_config(upstream.base_url) | {"modelproxy": {"ack_wait_s": 4}}
+    # Keep-alives every half second: what tells a line a provider works on from a queued one.
+    extra = batch_config(upstream.base_url) | {"modelproxy": {"ack_wait_s": 4, "keepalive_s": 0.5}}
+    extra["routes"]["bulk-5s"] = {"deployments": [{"provider": "fake", "model": "slow:5000"}]}
     stack = await start_stack(tmp_path_factory.mktemp("batchy"), extra)
     try:
         yield stack
@@ -235,6 +237,40 @@ async def test_cancel_stops_a_running_batch(batchy: Stack) -> None:
         assert cancelling.status in ("cancelling", "cancelled")
         done = await _wait_for(client, batch.id, {"cancelled"}, timeout=30)
     assert done.request_counts.completed < LINES
+
+
+def _calls_of(upstream: FakeOpenAI, model: str, tag: str) -> int:
+    return sum(1 for c in upstream.calls_for(model) if f"{tag} " in json.dumps(c.body))
+
+
+async def test_a_cancel_withdraws_the_lines_still_queued_and_keeps_those_running(
+    batchy: Stack, upstream: FakeOpenAI
+) -> None:
+    """5 s calls, 4 at a time: at the cancel 4 lines are at the provider and up to 60 more
+    wait in the deployment's queue. The queued ones are dropped there (never reach the
+    provider, never billed); the 4 running ones finish, are kept and billed."""
+    key, record = await batchy.new_key("batch-withdraw")
+    async with _client(batchy, key) as client:
+        data = _input("withdraw", model="bulk-5s")
+        file = await client.files.create(file=("w.jsonl", data), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        deadline = time.monotonic() + 30
+        while _calls_of(upstream, "slow:5000", "withdraw") < 4:
+            assert time.monotonic() < deadline, "the lines never reached the provider"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # their keep-alives came: a provider works on them
+        await client.batches.cancel(batch.id)
+        # Not the ~250 s the queued lines would take, nor 240 s waiting for their answers.
+        done = await _wait_for(client, batch.id, {"cancelled"}, timeout=20)
+        assert done.error_file_id is None  # a cancelled batch's lines that never ran: no row
+        output = await client.files.content(done.output_file_id or "")
+    await asyncio.sleep(2)  # a queued line that had not been withdrawn would have started
+    ran = _calls_of(upstream, "slow:5000", "withdraw")
+    assert ran == 4
+    assert done.request_counts.completed == ran == len(output.text.splitlines())
+    assert await _settled_requests(batchy, record.id, quiet_s=3.0) == ran
 
 
 async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(

@@ -11,7 +11,8 @@ queued) may run twice at the provider, but its result is recorded once and bille
 A line holds one of the runner's sending slots (:class:`~.slots.FairSlots`) only while it is
 on the bus; a line waiting to be sent again (no room, 503, 429, no answer in time) gives its
 slot to the next batch in turn. What stops a line from being retried for ever: its batch's
-window (the line is then ``batch_expired``), a cancel (it is left unrun),
+window (the line is then ``batch_expired``), a cancel (it is left unrun, and withdrawn if
+it is on the bus with no provider known to work on it: :meth:`Job.withdraw`),
 :data:`MAX_TIMEOUTS` attempts that each went unanswered for ``batch.line_timeout_s`` (an
 error row naming the timeout), or its key's budget used up: each attempt first checks it
 (:mod:`~switchyard.workers.batch.budget`), and a spent one ends the line as an error row with
@@ -128,12 +129,29 @@ class Job:
         self._waiting_logged = 0.0
         self._op = b.RUNNABLE[record.batch.endpoint]
         self.format = formats.for_endpoint(record.batch.endpoint)
+        # Lines on the bus now (sent, not answered): each one's task, and what it showed.
+        self._on_bus: dict[int, tuple[asyncio.Task[object], _Watch]] = {}
+
+    def withdraw(self, *, working_too: bool = False) -> int:
+        """Stop the lines on the bus that no provider is known to be working on (no
+        keep-alive came for them): closing their requests sends ``llm.v1.cancel``, so a line
+        still waiting in its deployment's queue is dropped there unserved (not run, not
+        billed), and one a provider began less than ``modelproxy.keepalive_s`` ago has its
+        call stopped (billed what it cost). ``working_too``: stop those a provider works on
+        as well (their key was revoked). The stopped lines have no result (as lines never
+        sent); how many were stopped."""
+        stopped = 0
+        for task, watch in list(self._on_bus.values()):
+            if (working_too or not watch.provider_worked) and not task.done():
+                task.cancel()
+                stopped += 1
+        return stopped
 
     async def run(self, done: dict[int, bool]) -> None:
         """Send every line missing from ``done`` (line number -> its recorded result is a
-        success). Once the batch is cancelled or expired no line is sent any more, and the
-        lines already sent finish and are recorded (they run and are billed at the provider
-        whatever becomes of their answer)."""
+        success). Once the batch is cancelled or expired no line is sent any more; the lines
+        already sent finish and are recorded (they run and are billed at the provider whatever
+        becomes of their answer), unless the runner withdraws them (:meth:`withdraw`)."""
         for ok in done.values():
             self._count(ok)
         if len(done) >= self.total:
@@ -216,6 +234,7 @@ class Job:
         model = line.body.get("model")
         alias = model if isinstance(model, str) else ""  # (what its usage is billed under)
         attempt = _Attempt(
+            index=index,
             request_id=f"{self.batch_id}:{index}",
             body=body,
             base=1 + (max(0, self.record.generation - 1) * ATTEMPTS_PER_GENERATION) % 960,
@@ -284,6 +303,9 @@ class Job:
             )
             watch = _Watch()
             attempt.sent = True
+            task = asyncio.current_task()
+            if task is not None:  # (withdrawn by cancelling it: see withdraw())
+                self._on_bus[attempt.index] = (task, watch)
             try:
                 reply = await self.llm.request(
                     SUBJECTS[self._op], attempt.body, env, on_keepalive=watch.saw_keepalive
@@ -309,6 +331,8 @@ class Job:
                 return refused.status, self.format.error(refused)
             except ApiError as exc:
                 return exc.status, self.format.error(exc)
+            finally:
+                self._on_bus.pop(attempt.index, None)
             return 200, reply.body
 
     async def _wait(self, why: ApiError, until: Awaitable[None]) -> None:
@@ -376,9 +400,10 @@ class Job:
 class _Attempt:
     """One line's request and what its attempts so far came to."""
 
-    __slots__ = ("_line", "base", "body", "request_id", "sent", "timeouts", "tries")
+    __slots__ = ("_line", "base", "body", "index", "request_id", "sent", "timeouts", "tries")
 
-    def __init__(self, *, request_id: str, body: bytes, base: int) -> None:
+    def __init__(self, *, index: int, request_id: str, body: bytes, base: int) -> None:
+        self.index = index
         self.request_id = request_id
         self.body = body
         self.base = base  # the first attempt number of this run (see ``generation``)

@@ -233,17 +233,28 @@ class BatchRunner:
         return {index: fmt.ok(result) async for index, result in self.store.line_results(batch_id)}
 
     async def _drive(self, job: Job, done: dict[int, bool]) -> None:
-        """Run ``job`` while writing its progress. A cancel stops the sending, not the lines
-        already sent: they run (and are billed) at the provider anyway, so their answers are
-        waited for and recorded, for at most one line's deadline and a little more."""
+        """Run ``job`` while writing its progress. A cancel stops the sending, and withdraws
+        the lines on the bus that no provider is known to be working on (:meth:`Job.withdraw`:
+        those waiting in a deployment's queue are dropped there, neither run nor billed). The
+        lines a provider works on run on (and are billed) anyway, so their answers are waited
+        for and recorded, for at most one line's deadline and a little more."""
         run = asyncio.ensure_future(job.run(done))
         stop_by: float | None = None
         try:
             while not run.done():
                 await asyncio.wait({run}, timeout=self.settings.batch.progress_s)
+                if self._status(job.batch_id) == "cancelling":
+                    # Each round: a line sent just as the cancel came is withdrawn at the next.
+                    withdrawn = job.withdraw()
+                    if stop_by is None:
+                        stop_by = time.monotonic() + self.settings.batch.line_timeout_s
+                        stop_by += CANCEL_SLACK_S
+                        log.info(
+                            "batch %s cancelled: withdrew %d lines not started at a provider",
+                            job.batch_id,
+                            withdrawn,
+                        )
                 await self._progress(job)
-                if stop_by is None and self._status(job.batch_id) == "cancelling":
-                    stop_by = time.monotonic() + self.settings.batch.line_timeout_s + CANCEL_SLACK_S
                 if stop_by is not None and time.monotonic() >= stop_by and not run.done():
                     log.warning("batch %s: lines still unanswered after its cancel", job.batch_id)
                     run.cancel()
