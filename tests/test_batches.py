@@ -273,6 +273,49 @@ async def test_a_cancel_withdraws_the_lines_still_queued_and_keeps_those_running
     assert await _settled_requests(batchy, record.id, quiet_s=3.0) == ran
 
 
+@pytest.mark.parametrize("how", ["revoke", "delete"])
+async def test_revoking_or_deleting_its_key_ends_a_running_batch_at_once(
+    batchy: Stack, upstream: FakeOpenAI, how: str
+) -> None:
+    """As for the key's HTTP requests: its lines in flight are cancelled (queued ones never
+    reach the provider), none is sent any more, and the batch is ``failed`` naming why, each
+    line that did not run an error row with the 401 the key now gets. Its team sees it so."""
+    tag = f"gone{how}"
+    key, record = await batchy.new_key(f"batch-{tag}", team=tag)
+    mate, _ = await batchy.new_key(f"batch-{tag}-mate", team=tag)
+    async with _client(batchy, key) as client:
+        data = _input(tag, model="bulk-5s")
+        file = await client.files.create(file=("g.jsonl", data), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    deadline = time.monotonic() + 30
+    while _calls_of(upstream, "slow:5000", tag) < 4:
+        assert time.monotonic() < deadline, "the lines never reached the provider"
+        await asyncio.sleep(0.05)
+    if how == "revoke":
+        assert (await batchy.admin("POST", f"/keys/{record.id}/revoke")).is_success
+    else:
+        assert (await batchy.admin("DELETE", f"/keys/{record.id}")).is_success
+    async with _client(batchy, mate) as team:
+        # Not the ~250 s its 200 lines of 5 s calls would take.
+        done = await _wait_for(team, batch.id, {"failed", "completed"}, timeout=15)
+        assert done.status == "failed"
+        code = "api_key_revoked" if how == "revoke" else "invalid_api_key"
+        assert done.errors is not None
+        assert done.errors.data[0].code == code
+        counts = done.request_counts
+        assert (counts.total, counts.completed, counts.failed) == (LINES, 0, LINES)
+        text = (await team.files.content(done.error_file_id or "")).text
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert len(rows) == LINES
+    answers = {(r["response"]["status_code"], r["response"]["body"]["error"]["code"]) for r in rows}
+    assert answers == {(401, code)}
+    await asyncio.sleep(2)  # a queued line not cancelled would have started by now
+    assert _calls_of(upstream, "slow:5000", tag) == 4  # (those 4 were stopped)
+    assert await _settled_requests(batchy, record.id, quiet_s=3.0) <= 4  # (their prompts)
+
+
 async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
     batchy: Stack,
 ) -> None:

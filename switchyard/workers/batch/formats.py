@@ -119,11 +119,16 @@ class Assembly:
     never ran. Rows come in the order the results were recorded, as both vendors allow
     (their files are matched to requests by ``custom_id``, not by order)."""
 
-    def __init__(self, fmt: Format, batch_id: str, total: int, final: str) -> None:
+    def __init__(
+        self, fmt: Format, batch_id: str, total: int, final: str, refused: ApiError | None = None
+    ) -> None:
         self._fmt = fmt
         self._batch_id = batch_id
         self._total = total
         self._final = final
+        # Why the lines that never ran were refused (their key was revoked or deleted): each
+        # gets the row of a line answered with this error. None: the final status decides.
+        self._refused = refused
         self._seen: set[int] = set()
         self.completed = 0
         self.failed = 0
@@ -151,6 +156,11 @@ class Assembly:
         (call it for each line once every result is in); None for a line with a result."""
         if index in self._seen:
             return None
+        if self._refused is not None:
+            body = self._fmt.error(self._refused)
+            self.failed += 1
+            refused = self._fmt.line(self._batch_id, index, line, self._refused.status, body)
+            return self._fmt.errors_apart, refused
         row = self._fmt.unrun(self._batch_id, index, line, self._final)
         if row is None:
             return None

@@ -24,7 +24,7 @@ from nats.errors import Error as NatsError
 from switchyard.bus import identities
 from switchyard.client import LLMClient
 from switchyard.config import Settings
-from switchyard.errors import BusError, ObjectDamaged
+from switchyard.errors import AuthenticationFailed, BusError, ObjectDamaged, ServiceUnavailable
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.batchstore import BatchStore
@@ -190,7 +190,8 @@ class BatchRunner:
             return True
         self._records.note(claimed)
         fmt = formats.for_endpoint(claimed.batch.endpoint)
-        if claimed.batch.status == "in_progress":
+        refused = await self._key_refusal(claimed)
+        if claimed.batch.status == "in_progress" and refused is None:
             done = await self._recorded(batch_id, fmt)
             job = Job(
                 claimed,
@@ -205,14 +206,32 @@ class BatchRunner:
                 max_payload=self._nc.max_payload,
                 budget=self.budget.admit,
             )
-            await self._drive(job, done)
+            refused = await self._drive(job, done)
             # The job counts every line with a recorded answer (those before it, and each it
             # recorded), so no second read of every answer is needed to know what is missing.
             missing = job.completed + job.failed < total
-            if missing and self._status(batch_id) == "in_progress" and not self._expired(claimed):
+            running = self._status(batch_id) == "in_progress" and not self._expired(claimed)
+            if missing and running and refused is None:
                 return False  # some lines failed to run: another pass sends them again
-        await self._finalize(batch_id, source, total)
+        await self._finalize(batch_id, source, total, refused)
         return True
+
+    async def _key_refusal(self, record: b.BatchRecord) -> AuthenticationFailed | None:
+        """The error an HTTP request of the batch's key gets now, if the key was revoked or
+        deleted (the batch then ends: see :meth:`_drive`); None while it may run, when its
+        record cannot be read right now (asked again a round later), and for an expired key
+        (its lines are refused one by one by the head, as documented)."""
+        if not record.key_hash:
+            return None
+        try:
+            key = await self.budget.keys.get(record.key_hash)
+        except ServiceUnavailable:
+            return None
+        if key is None:
+            return AuthenticationFailed("This API key has been deleted.")
+        if key.disabled:
+            return AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
+        return None
 
     async def _check(self, batch_id: str, source: BatchInput) -> int | None:
         """How many requests the batch's input holds (read through once, not kept); None
@@ -232,17 +251,27 @@ class BatchRunner:
         large batch's would fill the runner's memory)."""
         return {index: fmt.ok(result) async for index, result in self.store.line_results(batch_id)}
 
-    async def _drive(self, job: Job, done: dict[int, bool]) -> None:
+    async def _drive(self, job: Job, done: dict[int, bool]) -> AuthenticationFailed | None:
         """Run ``job`` while writing its progress. A cancel stops the sending, and withdraws
         the lines on the bus that no provider is known to be working on (:meth:`Job.withdraw`:
         those waiting in a deployment's queue are dropped there, neither run nor billed). The
         lines a provider works on run on (and are billed) anyway, so their answers are waited
-        for and recorded, for at most one line's deadline and a little more."""
+        for and recorded, for at most one line's deadline and a little more.
+
+        A key revoked or deleted meanwhile stops everything at once, as it ends the key's HTTP
+        requests: every line in flight is cancelled (a provider call stops, billed what it
+        cost) and nothing more is sent; returns the error the key now gets (None otherwise).
+        """
         run = asyncio.ensure_future(job.run(done))
         stop_by: float | None = None
+        refused: AuthenticationFailed | None = None
         try:
             while not run.done():
                 await asyncio.wait({run}, timeout=self.settings.batch.progress_s)
+                refused = await self._key_refusal(job.record)
+                if refused is not None:
+                    log.info("batch %s: its key is gone (%s); ending it", job.batch_id, refused)
+                    break
                 if self._status(job.batch_id) == "cancelling":
                     # Each round: a line sent just as the cancel came is withdrawn at the next.
                     withdrawn = job.withdraw()
@@ -259,12 +288,15 @@ class BatchRunner:
                     log.warning("batch %s: lines still unanswered after its cancel", job.batch_id)
                     run.cancel()
             with contextlib.suppress(asyncio.CancelledError):
+                if refused is not None:
+                    run.cancel()  # (each line's request, closed, sends its llm.v1.cancel)
                 await run
         finally:
             if not run.done():
                 run.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await run
+        return refused
 
     async def _progress(self, job: Job) -> None:
         counts = b.RequestCounts(total=job.total, completed=job.completed, failed=job.failed)
@@ -297,8 +329,16 @@ class BatchRunner:
         await self.store.update(batch_id, self._owner(batch_id), failed)
         log.info("batch %s failed validation: %s", batch_id, errors[0].message)
 
-    async def _finalize(self, batch_id: str, source: BatchInput, total: int) -> None:
-        """Write the output and error files from the recorded results, then the final status.
+    async def _finalize(
+        self,
+        batch_id: str,
+        source: BatchInput,
+        total: int,
+        refused: AuthenticationFailed | None = None,
+    ) -> None:
+        """Write the output and error files from the recorded results, then the final status:
+        ``failed`` when the batch's key was revoked or deleted (``refused``: the error row of
+        every line that never ran, and the batch's ``errors``).
 
         Idempotent: file ids derive from the batch id, so a pass interrupted here rewrites the
         same files.
@@ -315,8 +355,12 @@ class BatchRunner:
         final = "cancelled" if status == "cancelling" else "completed"
         if final == "completed" and self._expired(record):
             final = "expired"
+        errors = record.batch.errors
+        if refused is not None:
+            final = "failed"
+            errors = b.BatchErrors(data=[_key_gone(refused)])
         fmt = formats.for_endpoint(record.batch.endpoint)
-        done = formats.Assembly(fmt, batch_id, total, final)
+        done = formats.Assembly(fmt, batch_id, total, final, refused)
         lifetime = record.output_expires_s or self.settings.batch.file_expiry_s
         files = OutputFiles(self.store, record, fmt, lifetime)
         try:
@@ -347,6 +391,7 @@ class BatchRunner:
                 request_counts=counts,
                 output_file_id=output_id,
                 error_file_id=error_id,
+                errors=errors,
                 finalizing_at=r.batch.finalizing_at or now,
                 **{b.ENDED_AT[final]: now},
             )
@@ -372,6 +417,16 @@ async def run(
         health_port=health_port,
         stop=stop,
         build=lambda nc, proc: BatchRunner(nc, settings, proc),
+    )
+
+
+def _key_gone(refused: AuthenticationFailed) -> b.BatchErrorItem:
+    return b.BatchErrorItem(
+        code=refused.code,
+        message=(
+            f"{refused.message} The batch was stopped: its lines that had not run were not "
+            "sent (each has this error in the error file)."
+        ),
     )
 
 
