@@ -159,6 +159,41 @@ async def test_sdk_runs_a_200_line_batch_to_completion(batchy: Stack) -> None:
     assert await _settled_requests(batchy, record.id, quiet_s=3.0) == LINES
 
 
+async def test_a_batch_is_finalizing_while_its_files_are_written(batchy: Stack) -> None:
+    """OpenAI's statuses in order, ``finalizing`` included (the runner used to go from
+    ``in_progress`` to ``completed``); ``finalizing_at`` is when the files were written (their
+    ``created_at``), and a cancelled batch, which OpenAI does not finalize, has none."""
+    key, _ = await batchy.new_key("batch-finalizing")
+    statuses: list[str] = []
+    tail = await batchy.connect("tail")
+    try:
+        kv = await tail.jetstream(timeout=10).key_value(subjects.BATCHES_BUCKET)
+        watcher = await kv.watchall()
+        async with _client(batchy, key) as client:
+            file = await client.files.create(file=("in.jsonl", _input("fin")), purpose="batch")
+            batch = await client.batches.create(
+                input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            deadline = time.monotonic() + 90
+            while not statuses or statuses[-1] != "completed":
+                assert time.monotonic() < deadline, statuses
+                entry = await watcher.updates(timeout=5)
+                if entry is None or not entry.value or not entry.key.startswith(b.BATCH_PREFIX):
+                    continue
+                record = b.BATCH_RECORD.decode(entry.value)
+                if record.batch.id == batch.id and record.batch.status not in statuses[-1:]:
+                    statuses.append(record.batch.status)
+            await watcher.stop()
+            done = await client.batches.retrieve(batch.id)
+            output = await client.files.retrieve(done.output_file_id or "")
+    finally:
+        await tail.close()
+    assert statuses == ["validating", "in_progress", "finalizing", "completed"]
+    assert done.finalizing_at is not None
+    assert output.created_at == done.finalizing_at
+    assert (done.in_progress_at or 0) <= done.finalizing_at <= (done.completed_at or 0)
+
+
 async def test_failed_lines_go_to_the_error_file_and_large_files_span_chunks(
     batchy: Stack,
 ) -> None:
@@ -237,6 +272,7 @@ async def test_cancel_stops_a_running_batch(batchy: Stack) -> None:
         assert cancelling.status in ("cancelling", "cancelled")
         done = await _wait_for(client, batch.id, {"cancelled"}, timeout=30)
     assert done.request_counts.completed < LINES
+    assert done.finalizing_at is None  # (OpenAI sets it only for a batch that completes)
 
 
 def _calls_of(upstream: FakeOpenAI, model: str, tag: str) -> int:

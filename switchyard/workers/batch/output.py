@@ -14,9 +14,20 @@ from switchyard.workers.batch.formats import Format
 class OutputFiles:
     """The output file (always written) and the error file (written once it has a row) of the
     batch ``record``; ``lifetime`` is how long they are kept (0: for ever). Their ids derive
-    from the batch id, so a pass that stops half way and runs again replaces them."""
+    from the batch id, so a pass that stops half way and runs again replaces them. Their
+    ``created_at`` is ``created_at`` (now when not given), a time the batch's record keeps
+    (its ``finalizing_at``, or the stamp of its final status): a list continued after one of
+    them once it is deleted finds its place from the batch (see ``ingress/batches.py``)."""
 
-    def __init__(self, store: BatchStore, record: b.BatchRecord, fmt: Format, lifetime: int):
+    def __init__(
+        self,
+        store: BatchStore,
+        record: b.BatchRecord,
+        fmt: Format,
+        lifetime: int,
+        created_at: int | None = None,
+    ):
+        self._created_at = created_at
         self._store = store
         self._record = record
         self._fmt = fmt
@@ -59,7 +70,7 @@ class OutputFiles:
 
     async def _save(self, writer: ObjectWriter, purpose: str) -> str:
         size = await writer.close()
-        now = int(time.time())
+        now = self._created_at or int(time.time())
         file = b.FileObject(
             id=writer.name,
             bytes=size,

@@ -216,6 +216,24 @@ class BatchRunner:
         await self._finalize(batch_id, source, total, refused)
         return True
 
+    async def _finalizing(self, record: b.BatchRecord, now: int) -> b.BatchRecord:
+        """The batch marked ``finalizing`` (``finalizing_at``: ``now``) while its files are
+        written, as OpenAI shows a batch whose lines all ran; as it is when it is already."""
+        if record.batch.status == "finalizing":
+            return record
+
+        def mark(r: b.BatchRecord) -> b.BatchRecord | None:
+            if r.batch.status != "in_progress":
+                return None
+            batch = msgspec.structs.replace(r.batch, status="finalizing", finalizing_at=now)
+            return msgspec.structs.replace(r, batch=batch)
+
+        updated = await self.store.update(record.batch.id, record.owner, mark)
+        if updated is None:
+            return record
+        self._records.note(updated)
+        return updated
+
     async def _key_refusal(self, record: b.BatchRecord) -> AuthenticationFailed | None:
         """The error an HTTP request of the batch's key gets now, if the key was revoked or
         deleted (the batch then ends: see :meth:`_drive`); None while it may run, when its
@@ -353,16 +371,20 @@ class BatchRunner:
                 await self.store.forget_lines(batch_id)
             return
         final = "cancelled" if status == "cancelling" else "completed"
-        if final == "completed" and self._expired(record):
+        if final == "completed" and status != "finalizing" and self._expired(record):
             final = "expired"
         errors = record.batch.errors
-        if refused is not None:
+        if refused is not None and status != "finalizing":  # (every line ran: it completes)
             final = "failed"
             errors = b.BatchErrors(data=[_key_gone(refused)])
+        now = int(time.time())
+        if final == "completed":  # OpenAI's finalizing: every line ran, the files are written
+            record = await self._finalizing(record, now)
+            now = record.batch.finalizing_at or now
         fmt = formats.for_endpoint(record.batch.endpoint)
         done = formats.Assembly(fmt, batch_id, total, final, refused)
         lifetime = record.output_expires_s or self.settings.batch.file_expiry_s
-        files = OutputFiles(self.store, record, fmt, lifetime)
+        files = OutputFiles(self.store, record, fmt, lifetime, now)
         try:
             async with contextlib.aclosing(self.store.line_results(batch_id)) as results:
                 async for index, result in results:
@@ -379,7 +401,9 @@ class BatchRunner:
         except BaseException:  # this pass runs again from the start: no half files left
             await files.abort()
             raise
-        now = int(time.time())
+        # The files' created_at is the final stamp (or finalizing_at): the record keeps it.
+        if final == "completed":
+            now = int(time.time())
         counts = b.RequestCounts(total=total, completed=done.completed, failed=done.failed)
 
         def finish(r: b.BatchRecord) -> b.BatchRecord | None:
@@ -392,7 +416,6 @@ class BatchRunner:
                 output_file_id=output_id,
                 error_file_id=error_id,
                 errors=errors,
-                finalizing_at=r.batch.finalizing_at or now,
                 **{b.ENDED_AT[final]: now},
             )
             return msgspec.structs.replace(r, batch=batch)
