@@ -352,6 +352,45 @@ async def test_revoking_or_deleting_its_key_ends_a_running_batch_at_once(
     assert await _settled_requests(batchy, record.id, quiet_s=3.0) <= 4  # (their prompts)
 
 
+async def test_a_list_that_deletes_as_it_pages_deletes_every_file(batchy: Stack) -> None:
+    """The SDK's auto-paging loop asks for each page after the last file it deleted: the
+    list goes on from where that file was (an upload's id carries its time; a batch's output
+    file's comes from its batch), where it used to end with an empty page after one page."""
+    key, _ = await batchy.new_key("batch-pages")
+    async with _client(batchy, key) as client:
+        for i in range(12):
+            await client.files.create(file=(f"{i}.jsonl", _input(f"p{i}")), purpose="batch")
+        # A finished batch: its output file is the newest file, so the first page's cursor.
+        batch = await client.batches.create(
+            input_file_id=(await client.files.list(limit=1)).data[0].id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        done = await _wait_for(client, batch.id, {"completed"}, timeout=60)
+        listed = [f.id async for f in client.files.list()]
+        assert len(listed) == 13
+        assert listed[0] == done.output_file_id
+        deleted = []
+        async for file in client.files.list(limit=1):
+            await client.files.delete(file.id)
+            deleted.append(file.id)
+        assert deleted == listed
+        assert (await client.files.list()).data == []
+        for i in range(5):  # oldest first, pages of 2, deleting as it goes
+            await client.files.create(file=(f"{i}.jsonl", _input(f"q{i}")), purpose="batch")
+        ascending = [f.id async for f in client.files.list(order="asc")]
+        async for file in client.files.list(limit=2, order="asc"):
+            await client.files.delete(file.id)
+            deleted.append(file.id)
+        assert deleted[13:] == ascending
+        # An id no list can place (not one this version gives): a 400 naming `after`.
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.files.list(after="file-nosuchfile")
+        assert refused.value.body["param"] == "after"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError):
+            await client.batches.list(after="batch_nosuchbatch")
+
+
 async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
     batchy: Stack,
 ) -> None:

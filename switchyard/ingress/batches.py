@@ -29,6 +29,7 @@ from switchyard.errors import (
     NoSuchObject,
     ServiceUnavailable,
 )
+from switchyard.ingress import pages
 from switchyard.ingress.edge import Edge, _header_key
 from switchyard.ingress.filequota import FileQuota
 from switchyard.ingress.responses import JSON, error_response
@@ -86,8 +87,11 @@ def streamed(found: StoredObject, media_type: str) -> StreamingResponse:
     )
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}{_nuid.next().decode()}"
+def new_id(prefix: str, created_at: int | None = None) -> str:
+    """A new object's id; with ``created_at``, one that starts with it, so a list continues
+    after it once it is deleted (:mod:`.pages`)."""
+    nuid = _nuid.next().decode()
+    return f"{prefix}{nuid}" if created_at is None else pages.stamped_id(prefix, nuid, created_at)
 
 
 def _page_size(raw: str | None, default: int = 20, most: int = 100) -> int:
@@ -157,21 +161,6 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
                 f"of {key!r} has {len(value)})",
                 param="metadata",
             )
-
-
-def _page(items: Sequence[b.FileObject | b.Batch], after: str | None, limit: int) -> Any:
-    """One page of a list, OpenAI's cursor way: the items after the one with id ``after``."""
-    if after:
-        ids = [x.id for x in items]
-        items = items[ids.index(after) + 1 :] if after in ids else []
-    page = items[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0].id if page else None,
-        "last_id": page[-1].id if page else None,
-        "has_more": len(items) > limit,
-    }
 
 
 def _ok(doc: Any) -> Response:
@@ -283,7 +272,7 @@ class BatchApi:
         )
         now = int(time.time())
         lifetime = lifetime or self.file_expiry_s
-        file_id = new_id("file-")
+        file_id = new_id("file-", now)
 
         def record(size: int) -> b.FileRecord:
             file = b.FileObject(
@@ -352,9 +341,27 @@ class BatchApi:
             ]
             if order == "asc":
                 mine.reverse()
-            return _ok(_page(mine, q.get("after"), limit))
+            after = q.get("after")
+            at = await self._file_cursor(after, mine, owner, store)
+            return _ok(pages.page(mine, after, limit, cursor_at=at, newest_first=order == "desc"))
         except ApiError as exc:
             return error_response(exc)
+
+    @staticmethod
+    async def _file_cursor(
+        after: str | None, listed: Sequence[b.FileObject], owner: str, store: BatchStore
+    ) -> int | None:
+        """When ``after`` names no file of the list (deleted, say): the time it was created,
+        from its id, or from its batch's record for a batch's output or error file; None
+        when that cannot be known (:func:`.pages.page` refuses it)."""
+        if not after or any(f.id == after for f in listed):
+            return None
+        at = pages.id_time(after, "file-")
+        batch_id = pages.batch_of_file(after)
+        if at is None and batch_id is not None:
+            found = await store.get(batch_id, owner)
+            at = pages.files_time(found[0].batch) if found is not None else None
+        return at
 
     async def delete_file(self, request: Request) -> Response:
         """Delete a file, unless a batch that has not ended reads or writes it (409: its input
@@ -408,7 +415,7 @@ class BatchApi:
             await self.within_budget(key)
             outputs = ask.output_expires_after
             batch = b.Batch(
-                id=new_id("batch_"),
+                id=new_id("batch_", now),
                 endpoint=ask.endpoint,
                 input_file_id=ask.input_file_id,
                 completion_window=ask.completion_window,
@@ -460,6 +467,8 @@ class BatchApi:
             _, owner, store = await self.caller(request)
             limit = _page_size(request.query_params.get("limit"))
             mine = [r.batch for r in await store.records(owner) if not b.is_message_batch(r.batch)]
-            return _ok(_page(mine, request.query_params.get("after"), limit))
+            after = request.query_params.get("after")
+            at = pages.id_time(after, "batch_") if after else None
+            return _ok(pages.page(mine, after, limit, cursor_at=at))
         except ApiError as exc:
             return error_response(exc)
