@@ -32,7 +32,7 @@ from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import batches as b
 from switchyard.workers.batch import expiry, formats
-from switchyard.workers.batch.budget import BatchBudget
+from switchyard.workers.batch.budget import BatchBudget, KeyRecords
 from switchyard.workers.batch.inputs import BatchInput, InputGone, Invalid
 from switchyard.workers.batch.job import Job
 from switchyard.workers.batch.output import OutputFiles
@@ -53,6 +53,9 @@ class BatchRunner:
         self.llm = LLMClient(nc, attempts=1, default_timeout=settings.batch.line_timeout_s)
         self.slots = FairSlots(settings.batch.max_in_flight)
         self.budget = BatchBudget(nc, settings)
+        # Whether a running batch's key was revoked or deleted: read apart from the budget's
+        # copies, whose age decides when a raised budget applies to the next line.
+        self.keys = KeyRecords(nc)
         self._nc = nc  # its max_payload, as the server it is connected to says
         self._records = BatchRecords(nc.jetstream(timeout=10), self._changed)
         self._running: set[str] = set()
@@ -89,6 +92,7 @@ class BatchRunner:
         await self._jobs.cancel_all()  # lines in flight are sent again after a restart
         await self.llm.close()
         await self.budget.close()
+        await self.keys.close()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -242,7 +246,7 @@ class BatchRunner:
         if not record.key_hash:
             return None
         try:
-            key = await self.budget.keys.get(record.key_hash)
+            key = await self.keys.get(record.key_hash)
         except ServiceUnavailable:
             return None
         if key is None:
