@@ -391,6 +391,22 @@ async def test_a_list_that_deletes_as_it_pages_deletes_every_file(batchy: Stack)
             await client.batches.list(after="batch_nosuchbatch")
 
 
+async def test_a_405_names_every_method_of_its_path(batchy: Stack) -> None:
+    key, _ = await batchy.new_key("batch-allow")
+    async with httpx.AsyncClient(base_url=batchy.tail_url) as http:
+        auth = {"Authorization": f"Bearer {key}"}
+        for path, allowed in (
+            ("/v1/files/file-x", {"GET", "HEAD", "DELETE"}),
+            ("/v1/files", {"GET", "HEAD", "POST"}),
+            ("/v1/batches", {"GET", "HEAD", "POST"}),
+            ("/v1/messages/batches/msgbatch_x", {"GET", "HEAD", "DELETE"}),
+        ):
+            response = await http.put(path, headers=auth)
+            assert response.status_code == 405
+            assert set(response.headers["allow"].split(", ")) == allowed, path
+            assert response.json()["error"]["type"] == "invalid_request_error"
+
+
 async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
     batchy: Stack,
 ) -> None:

@@ -37,7 +37,7 @@ from switchyard.errors import (
     error_for_status,
 )
 from switchyard.ingress import openapi
-from switchyard.ingress.batches import BatchApi
+from switchyard.ingress.batches import BatchApi, by_path
 from switchyard.ingress.docs import docs_routes
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import ANTHROPIC_OPS, ROUTES, FastPath
@@ -158,10 +158,12 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
     routes.append(NamedRoute("/models", edge.list_models, methods=["GET"]))
     routes.append(NamedRoute("/health", edge.health, methods=["GET"]))
     routes.append(NamedRoute("/ready", edge.ready, methods=["GET"]))
-    for path, method, endpoint in batch_api.routes():  # the OpenAI Batch API
-        routes.append(NamedRoute(path, endpoint, methods=[method]))
-    for path, method, endpoint in MessageBatchApi(batch_api).routes():  # Anthropic's batches
-        routes.append(NamedRoute(path, endpoint, methods=[method]))
+    # The OpenAI Batch API and Anthropic's batches: one route per path (a 405's Allow names
+    # every method of its path).
+    for path, methods, endpoint in by_path(batch_api.routes()):
+        routes.append(NamedRoute(path, endpoint, methods=methods))
+    for path, methods, endpoint in by_path(MessageBatchApi(batch_api).routes()):
+        routes.append(NamedRoute(path, endpoint, methods=methods))
 
     async def metrics_text(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)

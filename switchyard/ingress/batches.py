@@ -11,7 +11,7 @@ else the key): another tenant's file or batch is a 404.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -85,6 +85,25 @@ def streamed(found: StoredObject, media_type: str) -> StreamingResponse:
     return StreamingResponse(
         found.chunks, media_type=media_type, headers={"content-length": str(found.size)}
     )
+
+
+def by_path(routes: Iterable[tuple[str, str, Any]]) -> list[tuple[str, list[str], Any]]:
+    """One route per path, answering each of its methods (HEAD as GET): a path served by
+    one route per method answered any other method with a 405 whose ``Allow`` named only the
+    first route's (``PUT /v1/files/{id}``: ``GET, HEAD``, not ``DELETE``)."""
+    handlers: dict[str, dict[str, Any]] = {}
+    for path, method, endpoint in routes:
+        handlers.setdefault(path, {})[method] = endpoint
+    return [(path, list(of_path), _dispatch(of_path)) for path, of_path in handlers.items()]
+
+
+def _dispatch(handlers: dict[str, Any]) -> Any:
+    async def by_method(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        response: Response = await handlers[method](request)
+        return response
+
+    return by_method
 
 
 def new_id(prefix: str, created_at: int | None = None) -> str:
