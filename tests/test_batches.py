@@ -407,6 +407,25 @@ async def test_a_405_names_every_method_of_its_path(batchy: Stack) -> None:
             assert response.json()["error"]["type"] == "invalid_request_error"
 
 
+async def test_a_bad_list_purpose_or_create_field_is_a_400_naming_it(batchy: Stack) -> None:
+    key, _ = await batchy.new_key("batch-fields")
+    async with _client(batchy, key) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.files.list(purpose="nope")
+        assert refused.value.param == "purpose"
+        assert (await client.files.list(purpose="assistants")).data == []  # OpenAI's: none here
+        bad: list[tuple[dict[str, Any], str]] = [
+            ({"input_file_id": None}, "input_file_id"),
+            ({"input_file_id": "file-x", "metadata": {"a": 1}}, "metadata"),
+            ({"input_file_id": "file-x", "endpoint": 7}, "endpoint"),
+        ]
+        for fields, param in bad:
+            body = {"endpoint": "/v1/chat/completions", "completion_window": "24h", **fields}
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.post("/batches", body=body, cast_to=httpx.Response)
+            assert refused.value.param == param, fields
+
+
 async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
     batchy: Stack,
 ) -> None:

@@ -10,6 +10,7 @@ else the key): another tenant's file or batch is a 404.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -44,6 +45,23 @@ from switchyard.schemas.scheduling import fair_tenant
 CREATE_MAX_BYTES = 64 * 1024
 
 COMPLETION_WINDOW_S = 86400
+# Where msgspec's validation errors name a field: "- at `$.metadata[...]`", "field `x`".
+_FIELD = re.compile(r"at `\$\.([A-Za-z_]+)|required field `([A-Za-z_]+)`")
+# OpenAI's file purposes: a list may ask for any (only `batch` and `batch_output` are kept
+# here, so the others list nothing); another is a 400 naming `purpose`, as at OpenAI.
+PURPOSES = frozenset(
+    {
+        "assistants",
+        "assistants_output",
+        "batch",
+        "batch_output",
+        "evals",
+        "fine-tune",
+        "fine-tune-results",
+        "user_data",
+        "vision",
+    }
+)
 _nuid = NUID()
 READ_BYTES = 1024 * 1024
 FORM_SLACK = 64 * 1024  # an upload's body beyond its file: the form's framing and fields
@@ -180,6 +198,16 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
                 f"of {key!r} has {len(value)})",
                 param="metadata",
             )
+
+
+def _field_of(exc: Exception) -> str | None:
+    """The top-level field a decoding error is about (``metadata`` for ``$.metadata[...]``,
+    ``input_file_id`` for a missing one), or None (the body is no JSON object)."""
+    if isinstance(exc, msgspec.ValidationError):
+        found = _FIELD.search(str(exc))
+        if found is not None:
+            return found.group(1) or found.group(2)
+    return None
 
 
 def _ok(doc: Any) -> Response:
@@ -350,6 +378,10 @@ class BatchApi:
             if order not in ("asc", "desc"):
                 raise InvalidRequest("order must be asc or desc", param="order")
             purpose = q.get("purpose")
+            if purpose and purpose not in PURPOSES:
+                raise InvalidRequest(
+                    f"purpose must be one of {', '.join(sorted(PURPOSES))}", param="purpose"
+                )
             now = time.time()
             mine = [
                 r.file
@@ -407,7 +439,7 @@ class BatchApi:
             try:
                 ask = b.BATCH_CREATE.decode(await read_body(request, CREATE_MAX_BYTES))
             except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
-                raise InvalidRequest(f"invalid batch: {exc}") from None
+                raise InvalidRequest(f"invalid batch: {exc}", param=_field_of(exc)) from None
             if ask.endpoint not in b.ENDPOINTS:
                 raise InvalidRequest(
                     f"endpoint must be one of {', '.join(b.ENDPOINTS)}", param="endpoint"
