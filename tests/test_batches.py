@@ -426,6 +426,23 @@ async def test_a_bad_list_purpose_or_create_field_is_a_400_naming_it(batchy: Sta
             assert refused.value.param == param, fields
 
 
+async def test_a_batch_none_of_whose_lines_succeeded_has_no_output_file(batchy: Stack) -> None:
+    key, _ = await batchy.new_key("batch-no-output")
+    async with _client(batchy, key) as client:
+        # Every line fails: an error file and, as at OpenAI, no output file (not an empty one).
+        file = await client.files.create(
+            file=("f.jsonl", _input("nothing", model="no-such-model")), purpose="batch"
+        )
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = await _wait_for(client, batch.id, {"completed"}, timeout=60)
+        assert done.request_counts.failed == LINES
+        assert done.output_file_id is None
+        assert done.error_file_id is not None
+        assert {f.id async for f in client.files.list()} == {file.id, done.error_file_id}
+
+
 async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
     batchy: Stack,
 ) -> None:

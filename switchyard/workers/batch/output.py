@@ -12,7 +12,7 @@ from switchyard.workers.batch.formats import Format
 
 
 class OutputFiles:
-    """The output file (always written) and the error file (written once it has a row) of the
+    """The output file and the error file (each written once it has a row) of the
     batch ``record``; ``lifetime`` is how long they are kept (0: for ever). Their ids derive
     from the batch id, so a pass that stops half way and runs again replaces them. Their
     ``created_at`` is ``created_at`` (now when not given), a time the batch's record keeps
@@ -53,10 +53,14 @@ class OutputFiles:
             self._errors = await self._store.file_writer(self._file_id("errors"))
         return self._errors
 
-    async def close(self) -> tuple[str, str | None]:
-        """Store both files and their records; returns the output's id and the error file's
-        (None: no row failed)."""
-        output = await self._save(await self._output_file(), self._fmt.output_purpose)
+    async def close(self) -> tuple[str | None, str | None]:
+        """Store both files and their records; returns the output's id and the error file's.
+        An OpenAI batch none of whose lines succeeded has no output file, and one none of
+        whose lines failed no error file (None), as at OpenAI; Anthropic's results file is
+        always written (its ``results_url`` lists every request)."""
+        output = None
+        if self._output is not None or not self._fmt.errors_apart:
+            output = await self._save(await self._output_file(), self._fmt.output_purpose)
         errors = None
         if self._errors is not None:
             errors = await self._save(self._errors, "batch_output")
