@@ -23,6 +23,7 @@ import pytest_asyncio
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
+from switchyard.admin.keys import KeyAdmin
 from switchyard.bus import subjects
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.objects import CHUNK_BYTES, ObjectWriter, chunks_subject, stream_of
@@ -441,6 +442,41 @@ async def test_a_batch_none_of_whose_lines_succeeded_has_no_output_file(batchy: 
         assert done.output_file_id is None
         assert done.error_file_id is not None
         assert {f.id async for f in client.files.list()} == {file.id, done.error_file_id}
+
+
+async def test_a_key_moved_to_another_team_leaves_its_files_with_the_old_team(
+    batchy: Stack,
+) -> None:
+    """What docs/batch-api.md says of a team change: nothing moves; the key gets 404 for what
+    it created, the old team's other keys keep it, and setting the team back restores it."""
+    key, record = await batchy.new_key("batch-mover", team="movers")
+    mate, _ = await batchy.new_key("batch-mover-mate", team="movers")
+
+    async def set_team(team: str) -> None:
+        nc = await batchy.connect("admin")
+        try:
+            await KeyAdmin(nc.jetstream(timeout=10)).update(record.id, team=team)
+        finally:
+            await nc.close()
+
+    async with _client(batchy, key) as client, _client(batchy, mate) as team:
+        file = await client.files.create(file=("m.jsonl", _input("move")), purpose="batch")
+        await set_team("elsewhere")
+        deadline = time.monotonic() + 10
+        while True:  # (the edges learn of the change within a second)
+            try:
+                await client.files.retrieve(file.id)
+            except openai.NotFoundError:
+                break
+            assert time.monotonic() < deadline, "the key still sees its old team's file"
+            await asyncio.sleep(0.2)
+        assert file.id not in [f.id async for f in client.files.list()]
+        assert (await team.files.retrieve(file.id)).id == file.id
+        await set_team("movers")
+        deadline = time.monotonic() + 10
+        while file.id not in [f.id async for f in client.files.list()]:
+            assert time.monotonic() < deadline, "the key did not get its file back"
+            await asyncio.sleep(0.2)
 
 
 async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
