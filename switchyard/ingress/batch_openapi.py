@@ -83,7 +83,12 @@ def _paging(most: int) -> list[dict[str, Any]]:
     """``limit`` (1 to ``most``) and ``after`` (the id of the previous page's last object)."""
     return [
         _query("limit", {"type": "integer", "minimum": 1, "maximum": most}, "page size"),
-        _query("after", {"type": "string"}, "the id of the last object of the previous page"),
+        _query(
+            "after",
+            {"type": "string"},
+            "the id of the last object of the previous page (deleted since: placed by its "
+            "time; an id that cannot be placed is a 400)",
+        ),
     ]
 
 
@@ -147,7 +152,12 @@ def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
                 json_response("A page of files", _list_of(file)),
                 (400,),
                 parameters=[
-                    _query("purpose", {"type": "string"}, "batch or batch_output"),
+                    _query(
+                        "purpose",
+                        {"type": "string"},
+                        "batch or batch_output (OpenAI's other purposes list nothing; any "
+                        "other is a 400)",
+                    ),
                     _query("order", {"type": "string", "enum": ["asc", "desc"]}, "by creation"),
                     *_paging(10_000),
                 ],

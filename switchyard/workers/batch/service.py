@@ -452,7 +452,7 @@ def _key_gone(refused: AuthenticationFailed) -> b.BatchErrorItem:
         code=refused.code,
         message=(
             f"{refused.message} The batch was stopped: its lines that had not run were not "
-            "sent (each has this error in the error file)."
+            "sent (each has this error as its result)."
         ),
     )
 
