@@ -351,6 +351,20 @@ class BatchRunner:
         await self.store.update(batch_id, self._owner(batch_id), failed)
         log.info("batch %s failed validation: %s", batch_id, errors[0].message)
 
+    def _ending(
+        self, record: b.BatchRecord, refused: AuthenticationFailed | None
+    ) -> tuple[str, b.BatchErrors | None, AuthenticationFailed | None]:
+        """How an active batch ends: its final status, its ``errors``, and why its lines that
+        never ran were refused (``refused``, its key's error, kept only when it fails for it)."""
+        status, errors = record.batch.status, record.batch.errors
+        if status == "finalizing":  # every line ran: it completes whatever became of its key
+            return "completed", errors, None
+        if refused is not None:
+            return "failed", b.BatchErrors(data=[_key_gone(refused)]), refused
+        if status == "cancelling":
+            return "cancelled", errors, None
+        return ("expired" if self._expired(record) else "completed"), errors, None
+
     async def _finalize(
         self,
         batch_id: str,
@@ -374,13 +388,7 @@ class BatchRunner:
             with contextlib.suppress(Exception):  # that pass's last step, maybe not taken
                 await self.store.forget_lines(batch_id)
             return
-        final = "cancelled" if status == "cancelling" else "completed"
-        if final == "completed" and status != "finalizing" and self._expired(record):
-            final = "expired"
-        errors = record.batch.errors
-        if refused is not None and status != "finalizing":  # (every line ran: it completes)
-            final = "failed"
-            errors = b.BatchErrors(data=[_key_gone(refused)])
+        final, errors, refused = self._ending(record, refused)
         now = int(time.time())
         if final == "completed":  # OpenAI's finalizing: every line ran, the files are written
             record = await self._finalizing(record, now)
