@@ -357,12 +357,6 @@ class LLMClient:
                         attempt,
                         resend.why,
                     )
-                    if resend.reached and subject != subjects.MODELS:
-                        # A head may hold it (an accepted attempt whose reply path died with
-                        # the connection, one accepted too late): cancel it, or both attempts
-                        # reach the provider and are billed. The next attempt, numbered
-                        # higher, is served. (A model list is the heads' own answer.)
-                        await self._cancel(env, attempt)
                     if resend.pause:
                         await asyncio.sleep(min(0.25, resend.pause * round_no))
                 except DeadlineExceeded:

@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
-from switchyard.bus import replies, subjects
+from switchyard.bus import replies
 from switchyard.client import LLMClient
 from switchyard.errors import InvalidRequest
 from tests.test_zones import Zone, _as, zone  # noqa: F401  (the fixture, one per module)
@@ -217,48 +217,6 @@ async def test_a_terminator_closes_the_reply_path_for_the_replay(zone: Zone) -> 
     first copy (as before), the replay never arrives: the caller waits out the gap (12 s) and
     sends the request again."""
     assert await _split_answer(zone, end_first_copy=True) == []
-
-
-async def test_an_attempt_sent_again_is_cancelled_first(zone: Zone) -> None:  # noqa: F811
-    """An explorer's find: after a reconnect (or an accept that came too late) the client sent
-    the request again without cancelling the attempt a head may hold, and both reached the
-    provider and were billed. The attempt it gives up is cancelled first, naming it, so
-    model-proxies drop or stop it, and the next attempt, numbered higher, is served."""
-    head, _ = await _as(zone, "head")
-    tail, _ = await _as(zone, "tail")
-    proxy, _ = await _as(zone, "modelproxy")
-    attempts: list[str] = []
-    cancels: list[str] = []
-
-    async def on_request(msg: Msg) -> None:
-        attempts.append((msg.headers or {}).get(h.ATTEMPT, ""))
-        if len(attempts) == 1:
-            return  # a head too slow to accept in time: the client gives this attempt up
-        await replies.send_accepted(head, msg.reply)
-        await replies.send_final(head, msg.reply, b'{"answer":42}')
-
-    async def on_cancel(msg: Msg) -> None:
-        cancels.append((msg.headers or {}).get(h.ATTEMPT, ""))
-
-    await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
-    await proxy.subscribe(subjects.CANCEL, cb=on_cancel)
-    for nc in (head, proxy):
-        await nc.flush()
-    client = LLMClient(tail, accept_timeout=0.5, default_timeout=30)
-    await client.start()
-    try:
-        reply = await asyncio.wait_for(client.request("llm.v1.chat", b"{}"), 20)
-        assert reply.body == b'{"answer":42}'
-        assert attempts == ["1", "2"]
-        for _ in range(200):
-            if cancels:
-                break
-            await asyncio.sleep(0.01)
-        assert cancels == ["1"]  # the given-up attempt, not the one served
-    finally:
-        await client.close()
-        for nc in (head, tail, proxy):
-            await nc.close()
 
 
 async def test_chat_refuses_a_body_that_asks_for_a_stream(zone: Zone) -> None:  # noqa: F811

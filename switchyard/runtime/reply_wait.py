@@ -29,15 +29,12 @@ NO_WORKERS_RETRY_S = 2.0  # a head restarts in about a second; a client waits th
 
 
 class Resend(Exception):
-    """Send the request again on a fresh reply path (after ``pause`` x round seconds).
-    ``reached``: the attempt may be held by a head or a model-proxy (all but "no responders"),
-    so it is to be cancelled before the next goes out, or both may be served and billed."""
+    """Send the request again on a fresh reply path (after ``pause`` x round seconds)."""
 
-    def __init__(self, why: str, pause: float = 0.0, *, reached: bool = True) -> None:
+    def __init__(self, why: str, pause: float = 0.0) -> None:
         super().__init__(why)
         self.why = why
         self.pause = pause
-        self.reached = reached
 
 
 @dataclass(slots=True)
@@ -100,7 +97,7 @@ class ReplyProgress:
                     code="no_workers",
                     retry_after=NO_WORKERS_RETRY_S,
                 )
-            raise Resend("no head is listening", pause=0.01, reached=False)
+            raise Resend("no head is listening", pause=0.01)
         return msg
 
     def chunk(self, reply: Reply, now: float) -> bool:
