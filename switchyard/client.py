@@ -6,7 +6,8 @@ the reliability rules of DESIGN §8:
 
 * no head listening (NATS "no responders") is retried briefly, then raised as 503;
 * a request not acknowledged by a head within ``accept_timeout`` is re-sent (same request id,
-  next attempt number) - the head lost it before storing it;
+  next attempt number) - the head lost it before storing it; each attempt says when that is
+  (``Sy-Accept-By``), so a head that reaches a copy later (paused, or busy) drops it unserved;
 * a reconnect to NATS loses the server-side reply path, so every request that has not yet
   yielded content is re-sent; one that already streamed content ends with an error;
 * the deadline (``Sy-Deadline``) bounds everything and becomes a 504;
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -311,6 +313,9 @@ class LLMClient:
                     headers = (
                         env if attempt == env.attempt else env.with_(attempt=attempt)
                     ).encode()
+                    # Past this, this attempt is sent again or given up: a head that gets to
+                    # it later (paused, or busy) drops it rather than serve a copy nobody reads.
+                    headers[h.ACCEPT_BY] = str(int((time.time() + self._accept_timeout) * 1000))
                     await self._nc.publish(
                         subject, body, reply=f"{self._inbox}.{token}", headers=headers
                     )

@@ -144,6 +144,31 @@ class Deadline:
         return f"Deadline({self.unix_ms})"
 
 
+# How far hosts' clocks may disagree (the feeder's lease assumes the same, docs/routing.md):
+# an attempt is stale only this long after the caller's ``Sy-Accept-By`` by the head's clock.
+CLOCK_SKEW_S = 2.0
+
+
+def given_up_for(headers: Mapping[str, str] | None, now: float | None = None) -> float:
+    """Seconds since the caller of this attempt stopped waiting for it to be accepted, by
+    ``Sy-Accept-By`` less :data:`CLOCK_SKEW_S` (0 while it still waits, or names no time).
+
+    A head that reaches a request that late (it was paused, or busy past its
+    ``max_in_flight``) serves a copy nobody reads: the caller has sent the request again, to
+    be served by whichever head took that copy, or has told its own caller it failed.
+
+    Raises:
+        MalformedHeader: the value is not unix time in milliseconds.
+    """
+    value = (headers or {}).get(h.ACCEPT_BY)
+    if not value:
+        return 0.0
+    if not value.isdecimal() or len(value) > 16 or int(value) <= 0:
+        raise MalformedHeader(h.ACCEPT_BY, "must be unix time in milliseconds")
+    late = (time.time() if now is None else now) - int(value) / 1000 - CLOCK_SKEW_S
+    return max(0.0, late)
+
+
 # A reroute's statuses: the attempt's, and its provider's own (an error status) when known.
 _STATUSES = (
     (h.LAST_STATUS, "last_status", 100),

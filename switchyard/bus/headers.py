@@ -10,6 +10,9 @@ import math
 REQUEST_ID = "Sy-Request-Id"  # also the idempotency key across attempts
 ATTEMPT = "Sy-Attempt"  # 1-based; a client retry bumps it, so does a reroute
 DEADLINE = "Sy-Deadline"  # unix milliseconds; every hop drops work past it
+# Unix milliseconds: when the caller stops waiting for this attempt's ``accepted`` (it sends the
+# request again or gives up). A head that picks the attempt up later drops it unserved.
+ACCEPT_BY = "Sy-Accept-By"
 KEY_ID = "Sy-Key-Id"  # client key id, set by ingress after auth
 TENANT = "Sy-Tenant"  # team/owner of that key
 BUDGET_PERIOD = "Sy-Budget-Period"  # the key's budget period (head -> usage event)

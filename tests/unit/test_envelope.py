@@ -8,10 +8,12 @@ import pytest
 
 from switchyard.bus import headers as h
 from switchyard.bus.envelope import (
+    CLOCK_SKEW_S,
     MAX_TRIED,
     Deadline,
     Envelope,
     MalformedHeader,
+    given_up_for,
     new_request_id,
     trace_context,
 )
@@ -199,3 +201,20 @@ def test_priority_and_weight_at_their_defaults_are_not_written() -> None:
     headers = Envelope(request_id="r", priority="", weight=1.0).encode()
     assert not {h.PRIORITY, h.WEIGHT} & set(headers)
     assert Envelope(request_id="r", weight=0.5).encode()[h.WEIGHT] == "0.5"
+
+
+def test_an_attempt_is_given_up_only_past_its_accept_by_and_the_clock_allowance() -> None:
+    now = 1_700_000_000.0
+    by = {h.ACCEPT_BY: str(int(now * 1000))}
+    assert given_up_for(None, now) == 0.0
+    assert given_up_for({}, now) == 0.0
+    assert given_up_for(by, now) == 0.0
+    assert given_up_for(by, now + CLOCK_SKEW_S) == 0.0  # another host's clock may run ahead
+    assert given_up_for(by, now + CLOCK_SKEW_S + 3.5) == pytest.approx(3.5)
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "0", "1.5e12", "9" * 17])
+def test_an_unreadable_accept_by_names_its_header(value: str) -> None:
+    with pytest.raises(MalformedHeader) as bad:
+        given_up_for({h.ACCEPT_BY: value})
+    assert bad.value.param == h.ACCEPT_BY

@@ -18,6 +18,7 @@ DISPATCHED = "dispatched"  # stored in a deployment's queue (first attempt)
 REROUTED = "rerouted"  # stored in another deployment's queue after a failure
 EXHAUSTED = "exhausted"  # every attempt failed: the caller got one error
 REFUSED = "refused"  # refused before routing (key, model, deadline, no deployment, queue)
+STALE = "stale"  # reached after its caller stopped waiting for it: dropped unserved
 
 
 class HeadMetrics:
@@ -30,7 +31,7 @@ class HeadMetrics:
             [sc.OUTCOME],
         )
         self._outcomes = {
-            o: self._attempts.labels(o) for o in (DISPATCHED, REROUTED, EXHAUSTED, REFUSED)
+            o: self._attempts.labels(o) for o in (DISPATCHED, REROUTED, EXHAUSTED, REFUSED, STALE)
         }
         self._fallbacks: Counter = metrics.counter(
             sc.FALLBACKS,

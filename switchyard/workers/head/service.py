@@ -22,7 +22,14 @@ from opentelemetry.trace import SpanKind
 
 from switchyard.bus import headers as h
 from switchyard.bus import identities, replies, subjects
-from switchyard.bus.envelope import Deadline, Envelope, MalformedHeader, new_request_id
+from switchyard.bus.envelope import (
+    CLOCK_SKEW_S,
+    Deadline,
+    Envelope,
+    MalformedHeader,
+    given_up_for,
+    new_request_id,
+)
 from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.dialects.probes import COUNTS
@@ -55,6 +62,7 @@ from switchyard.workers.head.metrics import (
     EXHAUSTED,
     REFUSED,
     REROUTED,
+    STALE,
     HeadMetrics,
 )
 from switchyard.workers.head.router import Router
@@ -231,6 +239,8 @@ class Head:
         self, msg: Msg, env: Envelope, reply: str, hop: Hop, named: decide.Named
     ) -> None:
         env = self._deadline(env)
+        if self._stale(env, msg):
+            return
         limit = self.settings.ingress.max_body_bytes
         if len(msg.data) > limit:
             # The HTTP edges refuse these before publishing; internal callers reach us.
@@ -267,9 +277,35 @@ class Head:
             last_status=0,
             retry_after=None,
         )
+        if self._stale(env, msg):  # the key lookup can take seconds in an outage
+            return
         await self._place(msg.data, env, hop, named, pinned=pinned or None)
         self.stats.outcome(DISPATCHED)
         await replies.send_accepted(self.nc, reply)
+
+    def _stale(self, env: Envelope, msg: Msg) -> bool:
+        """True (logged, counted) when the caller stopped waiting for this attempt before this
+        head got to it: it was sent again or its caller was told it failed, so serving it
+        would call the provider for an answer nobody reads (a head paused for 28 s ran 229
+        requests twice). Nothing is answered: the caller no longer listens on that path.
+
+        Raises:
+            MalformedHeader: ``Sy-Accept-By`` is not unix time in milliseconds.
+        """
+        late = given_up_for(msg.headers)
+        if not late:
+            return False
+        log.info(
+            "dropped attempt %d of request %s unserved: its caller stopped waiting for it "
+            "%.1f s ago (%s plus %.0f s for clocks) and has sent it again or given up",
+            env.attempt,
+            env.request_id,
+            late,
+            h.ACCEPT_BY,
+            CLOCK_SKEW_S,
+        )
+        self.stats.outcome(STALE)
+        return True
 
     async def _reroute(self, body: bytes, env: Envelope, hop: Hop, named: decide.Named) -> None:
         """A model-proxy handed a retryable failure back: try the next deployment. Or it
