@@ -36,7 +36,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--home",
         default=argparse.SUPPRESS,
-        help="local state directory (default: ./.switchyard)",
+        help=(
+            "local state directory (default: `home` from the settings file or "
+            "$SWITCHYARD_HOME, else ./.switchyard)"
+        ),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+import switchyard
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
@@ -52,3 +53,26 @@ async def test_the_admin_api_asked_of_the_tail_says_the_gateway_serves_it(stack:
         assert there.status_code == 200, there.text
         other = await http.get(f"{stack.tail_url}/v2/nothing")
         assert other.json()["error"]["message"] == "Unknown path /v2/nothing"
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "inf"])
+async def test_an_unreadable_request_timeout_is_a_400_naming_it(stack: Stack, value: str) -> None:
+    """`X-Request-Timeout: abc` ran under the default deadline: a typo of our own header was
+    never heard of (the bus answers a bad `Sy-Deadline` with 400)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        sent = await http.post(
+            f"{stack.tail_url}/v1/chat/completions",
+            json=CHAT,
+            headers={"Authorization": f"Bearer {stack.api_key}", "X-Request-Timeout": value},
+        )
+    assert sent.status_code == 400, sent.text
+    error = sent.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_header", "X-Request-Timeout")
+
+
+async def test_the_served_openapi_names_this_version(stack: Stack) -> None:
+    """Both edges said 0.1.0 (FastAPI's default) while the build was 0.2.0."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        for url in (stack.tail_url, stack.gateway_url):
+            info = (await http.get(f"{url}/openapi.json")).json()["info"]
+            assert info["version"] == switchyard.__version__

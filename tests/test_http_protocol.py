@@ -133,7 +133,7 @@ async def test_oversized_request_head_is_431(edge: Stack) -> None:
     for raw in (big, many, long_url):
         got = await _exchange(edge, raw)
         assert _status(got) == 431, got[:200]
-        assert json.loads(got.partition(b"\r\n\r\n")[2])["error"]["code"] == "431"
+        assert json.loads(got.partition(b"\r\n\r\n")[2])["error"]["code"] == "headers_too_large"
     assert _status(await _exchange(edge, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")) == 200
 
 

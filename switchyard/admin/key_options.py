@@ -34,7 +34,11 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--owner", help="who the key belongs to")
     parser.add_argument("--team", help="tenant for accounting")
     parser.add_argument(
-        "--models", help="allowed model aliases, comma-separated (wildcards: gpt-*)"
+        "--models",
+        help=(
+            "allowed model aliases, comma-separated (wildcards: gpt-*); "
+            "a key created without it may call every model (*)"
+        ),
     )
     parser.add_argument("--rpm", type=int, help="requests per minute (0: unlimited)")
     parser.add_argument("--tpm", type=int, help="tokens per minute (0: unlimited)")

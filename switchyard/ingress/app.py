@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from switchyard import __version__
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
 from switchyard.client import LLMClient
@@ -142,6 +143,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
     app = FastAPI(
         title=f"Switchyard {kind}",
         description="OpenAI-compatible LLM gateway",
+        version=__version__,
         lifespan=lifespan,
         docs_url=None,  # the gateway's own page, below: FastAPI's needs a CDN
         redoc_url=None,

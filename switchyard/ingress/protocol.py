@@ -32,12 +32,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from switchyard.config import Settings
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+# Named like every other error code (a number said nothing a status does not).
+_CODES = {408: b"request_timeout", 431: b"headers_too_large"}
 
 
 def _answer(status: int, message: str) -> bytes:
     body = (
         b'{"error":{"message":"' + message.encode() + b'","type":"invalid_request_error",'
-        b'"param":null,"code":"' + str(status).encode() + b'"}}'
+        b'"param":null,"code":"' + _CODES[status] + b'"}}'
     )
     return (
         b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"

@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from switchyard.bus.replies import Reply, ReplyKind
-from switchyard.errors import DeadlineExceeded
+from switchyard.errors import DeadlineExceeded, InvalidRequest
 
 REQUEST = b"x-request-timeout"
 SDK = b"x-stainless-timeout"
@@ -27,7 +27,20 @@ SDK_READ = b"x-stainless-read-timeout"
 
 
 def deadline_header(wanted: dict[bytes, bytes], *, streamed: bool) -> bytes | None:
-    """The header value (seconds) that sets the request's deadline; None for the default."""
+    """The header value (seconds) that sets the request's deadline; None for the default.
+
+    Raises:
+        InvalidRequest: ``X-Request-Timeout`` is not a positive number of seconds (our own
+            header, so a typo is the client's to hear about; the SDKs' headers may say
+            ``NOT_GIVEN`` and are read leniently).
+    """
+    raw = wanted.get(REQUEST)
+    if raw is not None and seconds(raw) is None:
+        raise InvalidRequest(
+            "X-Request-Timeout must be a positive number of seconds",
+            param="X-Request-Timeout",
+            code="invalid_header",
+        )
     if streamed:
         return _given(wanted, REQUEST)
     return _given(wanted, REQUEST, SDK, SDK_READ)

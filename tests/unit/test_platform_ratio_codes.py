@@ -34,13 +34,14 @@ REFUSALS = {
     "too_many_concurrent_requests", "too_many_failed_authentications",
 }  # fmt: skip
 CLIENT_ERRORS = {
-    "api_key_expired", "api_key_revoked", "conflict", "empty_file", "invalid_admin_token",
-    "invalid_api_key", "invalid_deployment", "invalid_file", "invalid_header", "invalid_json",
-    "invalid_request", "invalid_value", "method_not_allowed", "missing_admin_token",
-    "missing_api_key", "missing_required_parameter", "model_not_allowed", "model_not_found",
-    "not_found", "previous_response_not_found", "provider_rejected_request", "reader_too_slow",
-    "request_too_large", "secret_in_use", "secret_not_found", "storage_quota_exceeded",
-    "unsupported_content_encoding", "unsupported_parameter", "unsupported_value",
+    "api_key_expired", "api_key_revoked", "conflict", "empty_file", "headers_too_large",
+    "invalid_admin_token", "invalid_api_key", "invalid_deployment", "invalid_file",
+    "invalid_header", "invalid_json", "invalid_request", "invalid_value", "method_not_allowed",
+    "missing_admin_token", "missing_api_key", "missing_required_parameter", "model_not_allowed",
+    "model_not_found", "not_found", "previous_response_not_found", "provider_rejected_request",
+    "reader_too_slow", "request_timeout", "request_too_large", "secret_in_use", "secret_not_found",
+    "storage_quota_exceeded", "unsupported_content_encoding", "unsupported_parameter",
+    "unsupported_value",
 }  # fmt: skip
 # error_type values that are no code: success, a client that left, a status without a code.
 OTHERS = {"": "ok", "cancelled": "left", "500": "5xx", "529": "5xx", "429": "429", "422": "4xx"}
