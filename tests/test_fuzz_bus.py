@@ -192,9 +192,8 @@ def _settings() -> Callable[[Callable[..., None]], Callable[..., None]]:
 @pytest.mark.parametrize("subject", subjects.LLM_API)
 def test_llm_api_answers_every_generated_request(bus: Bus, identity: str, subject: str) -> None:
     key_hash = hashlib.sha256(bus.stack.api_key.encode()).hexdigest()
-    credential = (
-        {h.KEY_HASH: key_hash} if identity != "app" else {h.AUTHORIZATION: bus.stack.api_key}
-    )
+    bearer = {h.AUTHORIZATION: f"Bearer {bus.stack.api_key}"}
+    credential = {h.KEY_HASH: key_hash} if identity != "app" else bearer
     failures: list[str] = []
 
     @_settings()

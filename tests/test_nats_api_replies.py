@@ -79,3 +79,28 @@ async def test_all_deployments_failed_names_the_last_deployment_and_the_attempts
     assert (reply.kind, reply.status) == (replies.ReplyKind.ERROR, 502)
     assert msgspec.json.decode(reply.body)["error"]["code"] == "all_deployments_failed"
     assert (reply.deployment, reply.attempts) == (FAILING, 1)
+
+
+async def test_a_key_without_bearer_is_refused_saying_how_to_send_it(stack: Stack) -> None:
+    """As at the HTTP edges: a bare key in ``Authorization`` was accepted on the bus, although
+    the contract (docs/nats-api.md) asks for ``Bearer <key>``."""
+    nc = await stack.connect("app")
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+    deadline = {h.DEADLINE: str(int((time.time() + 30) * 1000))}
+    try:
+        bare = await _answer(nc, body, {**deadline, "Authorization": stack.api_key})
+        basic = await _answer(nc, body, {**deadline, "Authorization": "Basic dXNlcjpwYXNz"})
+        sent = await _answer(nc, body, _headers(stack))
+    finally:
+        await nc.close()
+    for reply, problem in (
+        (bare, "sent in the Authorization header without the `Bearer ` scheme"),
+        (basic, "uses the `Basic` scheme"),
+    ):
+        assert (reply.kind, reply.status) == (replies.ReplyKind.ERROR, 401)
+        error = msgspec.json.decode(reply.body)["error"]
+        assert (error["type"], error["code"]) == ("authentication_error", "missing_api_key")
+        assert problem in error["message"]
+        assert "`Authorization: Bearer sk-sy-...`" in error["message"]
+        assert stack.api_key not in reply.body.decode()
+    assert sent.kind is replies.ReplyKind.FINAL

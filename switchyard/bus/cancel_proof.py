@@ -33,7 +33,9 @@ def cancel_proof(key_hash: str, request_id: str) -> str:
 
 def presented_key_hash(authorization: str) -> str:
     """The hash of the client key an ``Authorization`` value presents ("" when it presents
-    none): a bearer token, or the bare value, read as the head reads it."""
+    none): a bearer token, or the bare value. The head refuses a request with a bare key, but
+    a cancel may still present one: it proves the key as well, and only ends that key's
+    request."""
     token = bearer_token(authorization) or authorization.strip()
     return hash_key(token) if token else ""
 

@@ -6,6 +6,7 @@ Bodies stay OpenAI JSON bytes; everything Switchyard adds travels in these heade
 from __future__ import annotations
 
 import math
+import re
 
 REQUEST_ID = "Sy-Request-Id"  # also the idempotency key across attempts
 ATTEMPT = "Sy-Attempt"  # 1-based; a client retry bumps it, so does a reroute
@@ -56,6 +57,8 @@ TRACESTATE = "tracestate"
 # On llm.v1.cancel: HMAC-SHA256 of the request id keyed by the request's key hash, in lowercase
 # hex (bus/cancel_proof.py): it cancels that one request, and carries neither key nor hash.
 CANCEL_PROOF = "Sy-Cancel-Proof"
+# What may be named back to a caller as its Authorization scheme (never a key).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,19}")
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -63,6 +66,21 @@ def bearer_token(authorization: str | None) -> str | None:
     scheme, _, value = (authorization or "").partition(" ")
     token = value.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def no_bearer_problem(authorization: str) -> str:
+    """What is wrong with an ``Authorization`` value that holds no Bearer token, in words
+    for the 401 that refuses it ("" for an empty value: no key was sent at all). Never
+    echoes the value, which may be the key itself: only a first word shaped like a scheme
+    (letters first, short, not a key's ``sk`` start) is named."""
+    scheme, _, rest = authorization.strip().partition(" ")
+    if not scheme or (scheme.lower() == "bearer" and not rest.strip()):
+        return ""
+    if not rest.strip():
+        return "Your API key was sent in the Authorization header without the `Bearer ` scheme"
+    if _SCHEME.fullmatch(scheme) and not scheme.lower().startswith("sk"):
+        return f"The Authorization header uses the `{scheme}` scheme; only `Bearer` is read"
+    return "The Authorization header holds no `Bearer` token"
 
 
 def parse_retry_after(value: str | None) -> float | None:

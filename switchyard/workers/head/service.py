@@ -510,11 +510,14 @@ class Head:
         if caller in identities.KEY_HASH_CALLERS:
             digest = env.key_hash
         else:
-            scheme, _, value = env.authorization.partition(" ")
-            token = value.strip() if scheme.lower() == "bearer" else env.authorization.strip()
-            if not token:
+            # Only ``Bearer <key>`` is read, as at the HTTP edges: a bare key or another
+            # scheme is refused with what is expected (never looked up as a key).
+            token = h.bearer_token(env.authorization)
+            if token is None:
+                problem = h.no_bearer_problem(env.authorization) or "No client key was sent"
                 raise AuthenticationFailed(
-                    "present a client key in the Authorization header of the request",
+                    f"{problem}. Send the key as `Authorization: Bearer sk-sy-...` in the "
+                    "headers of the NATS request.",
                     code="missing_api_key",
                 )
             digest = hash_key(token)
