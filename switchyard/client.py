@@ -92,6 +92,8 @@ MSG_COST = 512
 OVERFLOWED = object()
 _JSON = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder()
+# Where a helper without a streaming twin sends a caller who wants the chunks.
+_EXCHANGE = "use exchange()"
 
 
 class LLMClient:
@@ -483,13 +485,37 @@ class LLMClient:
                 answer's chunks would be read as one JSON document.
             ApiError: as :meth:`request`.
         """
-        if body.get("stream") is True:
-            raise InvalidRequest(
-                "`stream`: chat() returns the whole answer; use chat_stream() for its chunks",
-                param="stream",
-            )
-        reply = await self.request(subjects.CHAT, _JSON.encode(dict(body)), self._deadline(timeout))
-        return _DECODE.decode(reply.body)
+        return await self._whole(subjects.CHAT, body, timeout, "chat", "use chat_stream()")
+
+    async def complete(self, body: Mapping[str, Any], *, timeout: float | None = None) -> Any:
+        """Legacy ``completions`` (``llm.v1.complete``) without streaming; returns the decoded
+        ``text_completion``.
+
+        Raises:
+            InvalidRequest: ``body`` asks for a stream (read one with :meth:`exchange`).
+            ApiError: as :meth:`request`.
+        """
+        return await self._whole(subjects.COMPLETE, body, timeout, "complete", _EXCHANGE)
+
+    async def embed(self, body: Mapping[str, Any], *, timeout: float | None = None) -> Any:
+        """``embeddings`` (``llm.v1.embed``); returns the decoded ``list``, its vectors in the
+        ``encoding_format`` asked (float lists, or base64 strings).
+
+        Raises:
+            ApiError: as :meth:`request`.
+        """
+        return await self._whole(subjects.EMBED, body, timeout, "embed", None)
+
+    async def responses(self, body: Mapping[str, Any], *, timeout: float | None = None) -> Any:
+        """The Responses API (``llm.v1.responses``) without streaming; returns the decoded
+        ``response`` object.
+
+        Raises:
+            InvalidRequest: ``body`` asks for a stream (its replies are SSE events: read them
+                with :meth:`exchange`).
+            ApiError: as :meth:`request`.
+        """
+        return await self._whole(subjects.RESPONSES, body, timeout, "responses", _EXCHANGE)
 
     async def chat_stream(
         self, body: Mapping[str, Any], *, timeout: float | None = None
@@ -511,6 +537,25 @@ class LLMClient:
     async def models(self) -> list[str]:
         reply = await self.request(subjects.MODELS, b"{}")
         return [m["id"] for m in _DECODE.decode(reply.body)["data"]]
+
+    async def _whole(
+        self,
+        subject: str,
+        body: Mapping[str, Any],
+        timeout: float | None,
+        name: str,
+        for_chunks: str | None,
+    ) -> Any:
+        """The decoded answer of a request that is not streamed. A body asking for a stream
+        is refused before anything is sent: its chunks would be read as one JSON document
+        (msgspec's "Input data was truncated", the streamed answer's empty final)."""
+        if for_chunks is not None and body.get("stream") is True:
+            raise InvalidRequest(
+                f"`stream`: {name}() returns the whole answer; {for_chunks} for its chunks",
+                param="stream",
+            )
+        reply = await self.request(subject, _JSON.encode(dict(body)), self._deadline(timeout))
+        return _DECODE.decode(reply.body)
 
     def _deadline(self, timeout: float | None) -> Envelope:
         return self.envelope(timeout=timeout)
