@@ -40,6 +40,42 @@ async def test_a_service_identity_the_server_does_not_know_fails_fast(stack: Sta
     assert time.monotonic() - started < 30
 
 
+async def test_an_internal_client_not_in_the_settings_is_told_which_setting_admits_it(
+    stack: Stack,
+) -> None:
+    """A certificate issued with `switchyard certs issue` but not added to
+    ``nats.internal_clients``: the error named only the refusal ("Authorization Violation",
+    or a bare "Broken pipe"), not the certificate nor what to do."""
+    settings = stack.settings
+    ca, _ = CertificateAuthority.load_or_create(
+        settings.certs_dir, settings.certs.organization, settings.certs.validity_days
+    )
+    ca.issue(
+        settings.certs_dir,
+        "billing-bot",
+        cn="billing-bot",
+        ou="client",
+        organization=settings.certs.organization,
+        validity_days=1,
+    )
+    for one_shot in (True, False):
+        with pytest.raises(BusUnreachable) as refused:
+            await asyncio.wait_for(
+                connect(
+                    settings.nats_servers,
+                    settings.certs_dir,
+                    "billing-bot",
+                    max_reconnect_attempts=0 if one_shot else -1,
+                ),
+                60,
+            )
+        said = str(refused.value)
+        organization = settings.certs.organization
+        assert f"(subject CN=billing-bot,OU=client,O={organization})" in said
+        assert "add `billing-bot` to `nats.internal_clients`" in said
+        assert str(settings.certs_dir / "billing-bot.pem") in said
+
+
 async def test_a_cli_with_another_stacks_certificates_fails_fast(
     stack: Stack, tmp_path: Path
 ) -> None:

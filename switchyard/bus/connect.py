@@ -4,7 +4,8 @@ Reconnects are unlimited with short waits (DESIGN §8: zero loss needs the conne
 permission violations, which nats-py reports only asynchronously, are logged with the identity,
 and so is each lost connection and reconnect, with the server (a failover's story, in the log).
 A first connection every server refuses to log in (no user for the certificate) fails at
-once: nats-py would retry it for ever, and the process would sit there looking healthy.
+once: nats-py would retry it for ever, and the process would sit there looking healthy. It
+says which certificate the server does not know and which setting admits it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import nats
+from cryptography import x509
 from nats.aio.client import Client as NATS
 
+from switchyard.bus import identities
 from switchyard.bus.tls import CertDir, require_tls_files
 from switchyard.errors import BusUnreachable
 
@@ -119,7 +123,11 @@ async def connect(
             # handshake (a certificate of another stack's CA) its close waited for ever, and
             # a CLI command hung for over ten minutes.
             await asyncio.wait_for(nc.close(), CLOSE_FAILED_S)
-        raise BusUnreachable(tuple(servers), identity, first.reason(exc)) from exc
+        reason = first.reason(exc)
+        if first.login_refused or _login_refused(exc):
+            cert = require_tls_files(cert_dir, identity).cert
+            reason = f"{reason}: {unknown_certificate(cert, identity)}"
+        raise BusUnreachable(tuple(servers), identity, reason) from exc
     connected = True
     server = _server(nc)
     return nc
@@ -162,9 +170,37 @@ class FirstConnect:
         ):
             self.refused.set()
 
+    @property
+    def login_refused(self) -> bool:
+        """Whether a server refused the login (whatever the attempts after it failed with)."""
+        return self._refusals > 0
+
     def reason(self, raised: BaseException) -> str:
-        """Why the first connection failed: the last failure kept, else what was raised."""
-        return _reason(self.failures[-1] if self.failures else raised)
+        """Why the first connection failed: a refused login when there was one (the attempts
+        after it can fail with a bare "Broken pipe" on the connection the server closed),
+        else the last failure kept, else what was raised."""
+        refusals = [f for f in self.failures if _login_refused(f)]
+        kept = refusals or self.failures
+        return _reason(kept[-1] if kept else raised)
+
+
+def unknown_certificate(cert: Path, identity: str) -> str:
+    """What to do about a certificate the server maps to no user: its subject (what
+    nats-server matches) and the setting that admits it."""
+    try:
+        subject = x509.load_pem_x509_certificate(cert.read_bytes()).subject.rfc4514_string()
+    except (OSError, ValueError):
+        subject = f"CN={identity}"
+    known = f"the NATS server knows no user for the certificate {cert} (subject {subject})"
+    if identity in {i.name for i in identities.SERVICE_IDENTITIES}:
+        return (
+            f"{known}; the server's config predates it: render it again (`switchyard up`, or "
+            "`switchyard deploy setup`) and restart nats-server"
+        )
+    return (
+        f"{known}; add `{identity}` to `nats.internal_clients` in the settings and give "
+        "nats-server the new config (docs/nats-api.md, Getting an identity)"
+    )
 
 
 async def _unless_refused(connecting: Awaitable[None], refused: asyncio.Event) -> None:

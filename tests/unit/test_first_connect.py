@@ -40,3 +40,21 @@ def test_a_service_keeps_refused_logins_once_and_gives_up_on_them_after_a_while(
     first.failed(nats.errors.AuthorizationError())
     assert first.refused.is_set()
     assert first.reason(nats.errors.NoServersError()) == "nats: authorization failed"
+
+
+def test_a_refused_login_is_the_reason_whatever_came_after_it() -> None:
+    """The attempt after a refusal can fail writing to the connection the server closed: the
+    error said only "Broken pipe", not that the server does not know the certificate."""
+    first = FirstConnect(1, one_shot=True)
+    first.failed(nats.errors.Error(REFUSED))
+    first.failed(BrokenPipeError(32, "Broken pipe"))
+    assert first.login_refused
+    assert first.reason(nats.errors.NoServersError()) == REFUSED
+
+
+def test_without_a_refused_login_the_last_failure_is_the_reason() -> None:
+    first = FirstConnect(1, one_shot=True)
+    first.failed(ConnectionRefusedError())
+    first.failed(BrokenPipeError(32, "Broken pipe"))
+    assert not first.login_refused
+    assert first.reason(nats.errors.NoServersError()) == "[Errno 32] Broken pipe"
