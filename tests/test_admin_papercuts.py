@@ -157,12 +157,22 @@ async def test_secrets_rm_of_a_secret_in_use_says_what_breaks_and_needs_force(
     only = {"deployments": [{"provider": "pc-prov", "model": "echo"}]}
     assert (await stack.admin("PUT", "/routes/pc-only", only)).status_code == 200
     assert (await stack.admin("PUT", "/routes/pc-both", {"deployments": both})).status_code == 200
+    backed = {**only, "fallbacks": ["pc-both"]}
+    assert (await stack.admin("PUT", "/routes/pc-backed", backed)).status_code == 200
     try:
         refused = _cli(stack, "secrets", "rm", "pc-key")  # stdin is not a terminal
         assert refused.returncode == 1
         assert "provider(s) pc-prov" in refused.stderr
         assert "nothing to answer (503): pc-only" in refused.stderr
-        assert "lose those deployments: pc-both" in refused.stderr
+        assert "lose those deployments (their others answer): pc-both" in refused.stderr
+        # Its fallback alone answers: said so, not "degraded" (nor above, by the API's 409).
+        assert "lose all their own deployments: pc-backed (only its fallback pc-both will" in (
+            refused.stderr
+        )
+        conflict = await stack.admin("DELETE", "/secrets/pc-key")
+        assert conflict.status_code == 409, conflict.text
+        said = conflict.json()["error"]["message"]
+        assert "pc-backed (only its fallback pc-both will answer)" in said
         assert "pass --force" in refused.stderr
         assert _cli(stack, "secrets", "show", "pc-key").returncode == 0  # still there
 
@@ -177,7 +187,12 @@ async def test_secrets_rm_of_a_secret_in_use_says_what_breaks_and_needs_force(
         assert "pc-key" not in as_json.stdout  # the JSON is still what is stored
         assert "missing: `pc-key`" in as_json.stderr
     finally:
-        for path in ("/routes/pc-only", "/routes/pc-both", "/providers/pc-prov"):
+        for path in (
+            "/routes/pc-backed",
+            "/routes/pc-only",
+            "/routes/pc-both",
+            "/providers/pc-prov",
+        ):
             await stack.admin("DELETE", path)
     unused = _cli(stack, "secrets", "put", "pc-spare", "--from-stdin", stdin="sk-spare-0000")
     assert unused.returncode == 0, unused.stderr

@@ -546,9 +546,12 @@ class AdminApi:
             users = (await c.control.table()).table.secret_users(name)
             if users.providers:
                 stranded = f"; routes left with nothing to answer: {', '.join(users.stranded)}"
+                notes = ", ".join(users.fallback_notes())
+                fallen = f"; routes that lose all their own deployments: {notes}"
                 raise Conflict(
                     f"secret {name} is the key of provider(s) {', '.join(users.providers)}"
                     + (stranded if users.stranded else "")
+                    + (fallen if users.fallback_only else "")
                     + "; delete it with ?force=true if that is meant",
                     code="secret_in_use",
                 )

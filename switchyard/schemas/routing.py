@@ -227,11 +227,22 @@ class SecretUsers(NamedTuple):
     providers: list[str]  # providers whose ``secret`` it is
     routes: list[str]  # routes with a deployment on one of them
     stranded: list[str]  # of those, the ones left with nothing to answer (503) without it
+    # Of those, the ones left with none of their own deployments: only their fallbacks
+    # (route -> fallbacks, in order) will answer, and their own model is not served.
+    fallback_only: dict[str, list[str]]
 
     @property
     def degraded(self) -> list[str]:
-        """Routes that lose those deployments but keep answering."""
-        return [a for a in self.routes if a not in self.stranded]
+        """Routes that lose those deployments but keep some of their own answering."""
+        return [a for a in self.routes if a not in self.stranded and a not in self.fallback_only]
+
+    def fallback_notes(self) -> list[str]:
+        """Each route of :attr:`fallback_only`, with what will answer for it (a route left
+        with its fallbacks alone is not "degraded": its own model is no longer served)."""
+        return [
+            f"{alias} (only its fallback{'s' if len(f) > 1 else ''} {', '.join(f)} will answer)"
+            for alias, f in self.fallback_only.items()
+        ]
 
 
 class RouteTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -241,19 +252,19 @@ class RouteTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     routes: dict[Name, Route] = {}
 
     def secret_users(self, name: str) -> SecretUsers:
-        """The providers whose secret is ``name``, the routes using them, and the routes
-        stranded without it (every deployment on those providers, and no fallback)."""
+        """The providers whose secret is ``name``, the routes using them, the routes
+        stranded without it (every deployment on those providers, and no fallback), and the
+        routes only their fallbacks will answer for (every deployment, but a fallback)."""
         providers = sorted(p for p, spec in self.providers.items() if spec.secret == name)
         routes = sorted(
             a for a, r in self.routes.items() if any(d.provider in providers for d in r.deployments)
         )
-        stranded = [
-            a
-            for a in routes
-            if not self.routes[a].fallbacks
-            and all(d.provider in providers for d in self.routes[a].deployments)
+        emptied = [
+            a for a in routes if all(d.provider in providers for d in self.routes[a].deployments)
         ]
-        return SecretUsers(providers, routes, stranded)
+        stranded = [a for a in emptied if not self.routes[a].fallbacks]
+        fallback_only = {a: list(self.routes[a].fallbacks) for a in emptied if a not in stranded}
+        return SecretUsers(providers, routes, stranded, fallback_only)
 
     def unstored_secrets(self, stored: set[str]) -> list[tuple[str, str]]:
         """(secret, provider) for each provider naming a secret that is not stored."""

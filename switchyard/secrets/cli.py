@@ -61,8 +61,14 @@ def _usage_lines(name: str, users: SecretUsers) -> list[str]:
     lines = [f"warning: `{name}` is the key of provider(s) {', '.join(users.providers)}"]
     if users.stranded:
         lines.append(f"  routes left with nothing to answer (503): {', '.join(users.stranded)}")
+    if users.fallback_only:
+        notes = ", ".join(users.fallback_notes())
+        lines.append(f"  routes that lose all their own deployments: {notes}")
     if users.degraded:
-        lines.append(f"  routes that lose those deployments: {', '.join(users.degraded)}")
+        lines.append(
+            f"  routes that lose those deployments (their others answer): "
+            f"{', '.join(users.degraded)}"
+        )
     return lines
 
 

@@ -13,6 +13,7 @@ from switchyard.admin.keys_cli import _fields, period_note
 from switchyard.cli import build_parser
 from switchyard.errors import InputError
 from switchyard.schemas.routing import RouteTable
+from switchyard.secrets.cli import _usage_lines
 
 pytestmark = pytest.mark.unit
 
@@ -81,7 +82,19 @@ def test_a_secrets_users_are_told_apart_by_whether_they_keep_answering() -> None
     users = TABLE.secret_users("s")
     assert users.providers == ["p"]
     assert users.stranded == ["only-p"]
-    assert users.degraded == ["p-and-q", "p-falls-back"]
+    assert users.degraded == ["p-and-q"]
+    assert users.fallback_only == {"p-falls-back": ["q"]}
+
+
+def test_a_route_left_with_its_fallback_alone_is_not_called_degraded() -> None:
+    """`secrets rm` listed it among the routes that only "lose those deployments", though
+    it can no longer serve its own model: only its fallback answers."""
+    users = TABLE.secret_users("s")
+    assert users.fallback_notes() == ["p-falls-back (only its fallback q will answer)"]
+    said = "\n".join(_usage_lines("s", users))
+    assert "lose all their own deployments: p-falls-back (only its fallback q will answer)" in said
+    assert "(their others answer): p-and-q" in said
+    assert "p-falls-back" not in said.split("their others answer")[1]
     assert TABLE.secret_users("unused").providers == []
 
 

@@ -83,6 +83,7 @@ async def confirm_delete(ui: Ui) -> Response:
         providers=providers,
         stranded=stranded,
         degraded=users.degraded,
+        fallback_only=users.fallback_only,
     )
 
 
