@@ -427,6 +427,22 @@ async def test_a_bad_list_purpose_or_create_field_is_a_400_naming_it(batchy: Sta
             assert refused.value.param == param, fields
 
 
+async def test_a_batch_without_a_24h_completion_window_is_a_400_naming_it(batchy: Stack) -> None:
+    """OpenAI requires ``completion_window`` and takes only ``24h``: a create without it was
+    accepted (and ran with 24h), so a client that forgot it never learnt so."""
+    key, _ = await batchy.new_key("batch-window")
+    async with _client(batchy, key) as client:
+        file = await client.files.create(file=("w.jsonl", _input("window")), purpose="batch")
+        for window in ({}, {"completion_window": "48h"}, {"completion_window": None}):
+            body = {"input_file_id": file.id, "endpoint": "/v1/chat/completions", **window}
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.post("/batches", body=body, cast_to=httpx.Response)
+            assert refused.value.status_code == 400
+            assert refused.value.param == "completion_window", window
+            assert "completion_window" in refused.value.message
+        assert [b async for b in client.batches.list()] == []
+
+
 async def test_a_batch_none_of_whose_lines_succeeded_has_no_output_file(batchy: Stack) -> None:
     key, _ = await batchy.new_key("batch-no-output")
     async with _client(batchy, key) as client:

@@ -201,11 +201,12 @@ class ExpiresAfter(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BatchCreate(msgspec.Struct, frozen=True, kw_only=True):
-    """``POST /v1/batches``."""
+    """``POST /v1/batches``; ``completion_window`` is required, as at OpenAI (a default let a
+    client that forgot it believe any window was accepted)."""
 
     input_file_id: str
     endpoint: str
-    completion_window: str = "24h"
+    completion_window: str
     metadata: dict[str, str] | None = None
     output_expires_after: ExpiresAfter | None = None
 
