@@ -443,6 +443,21 @@ async def test_a_batch_without_a_24h_completion_window_is_a_400_naming_it(batchy
         assert [b async for b in client.batches.list()] == []
 
 
+async def test_a_batch_upload_not_named_jsonl_is_a_400_and_stores_nothing(batchy: Stack) -> None:
+    """OpenAI refuses a Batch API file whose name does not end in ``.jsonl`` ("Invalid file
+    format for Batch API. Must be .jsonl"); it was stored, to fail only once a batch ran."""
+    key, _ = await batchy.new_key("batch-filename")
+    async with _client(batchy, key) as client:
+        for name in ("in.json", "in.jsonl.txt", "jsonl", "in.csv"):
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.files.create(file=(name, _input("named")), purpose="batch")
+            assert refused.value.param == "file", name
+            assert "Must be .jsonl" in refused.value.message
+        assert [f async for f in client.files.list()] == []
+        kept = await client.files.create(file=("IN.JSONL", _input("named")), purpose="batch")
+        assert kept.filename == "IN.JSONL"
+
+
 async def test_a_batch_none_of_whose_lines_succeeded_has_no_output_file(batchy: Stack) -> None:
     key, _ = await batchy.new_key("batch-no-output")
     async with _client(batchy, key) as client:
@@ -807,7 +822,10 @@ async def test_an_upload_may_be_max_file_bytes_and_a_larger_one_leaves_nothing(
         httpx.AsyncClient(base_url=batchy.tail_url, timeout=60) as http,
     ):
         stored = await http.post(
-            "/v1/files", headers=headers, data={"purpose": "batch"}, files={"file": exact}
+            "/v1/files",
+            headers=headers,
+            data={"purpose": "batch"},
+            files={"file": ("exact.jsonl", exact)},
         )
         assert stored.status_code == 200, stored.text
         assert stored.json()["bytes"] == limit
@@ -818,7 +836,7 @@ async def test_an_upload_may_be_max_file_bytes_and_a_larger_one_leaves_nothing(
             "/v1/files",
             headers=headers,
             data={"purpose": "batch"},
-            files={"file": exact + b"\n"},
+            files={"file": ("over.jsonl", exact + b"\n")},
         )
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"]["type"] == "invalid_request_error"

@@ -106,7 +106,11 @@ def batch_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
                     "type": "object",
                     "required": ["file", "purpose"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "A JSONL file whose name ends in .jsonl",
+                        },
                         "purpose": {"type": "string", "enum": ["batch"]},
                         # OpenAI's expiration policy, as the SDKs flatten it into the form.
                         "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},

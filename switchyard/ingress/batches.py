@@ -307,6 +307,13 @@ class BatchApi:
             raise InvalidRequest("only purpose `batch` is supported", param="purpose")
         if not isinstance(upload, UploadFile):
             raise InvalidRequest("attach the JSONL file as `file`", param="file")
+        filename = upload.filename or ""
+        if not filename.lower().endswith(".jsonl"):  # OpenAI refuses any other name
+            raise InvalidRequest(
+                "Invalid file format for Batch API. Must be .jsonl: the file's name must end "
+                f"in .jsonl, not {filename[:100]!r}",
+                param="file",
+            )
         if upload.size is not None and upload.size > self.max_file_bytes:
             raise too_large  # (before a byte of it is stored)
         if "expires_after" in form:  # e.g. curl -F expires_after='{...}': not the form
@@ -326,7 +333,7 @@ class BatchApi:
                 id=file_id,
                 bytes=size,
                 created_at=now,
-                filename=upload.filename or "upload.jsonl",
+                filename=filename,
                 purpose="batch",
                 expires_at=now + lifetime if lifetime else None,
             )
