@@ -13,6 +13,7 @@ Lines are numbered as before: a line's index (its request id, its place in
 from __future__ import annotations
 
 import contextlib
+import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterable
 
 import msgspec
@@ -127,6 +128,9 @@ class BatchInput:
     def _problem(self, line: b.BatchLine, seen: set[str]) -> tuple[str, str, str] | None:
         if line.url != self._endpoint or line.method.upper() != "POST":
             return "invalid_url", f"every line must be POST {self._endpoint}", "url"
+        bad_id = custom_id_problem(line.custom_id)
+        if bad_id is not None:
+            return "invalid_custom_id", bad_id, "custom_id"
         if line.custom_id in seen:
             message = f"custom_id {line.custom_id!r} appears more than once"
             return "duplicate_custom_id", message, "custom_id"
@@ -152,6 +156,22 @@ class BatchInput:
             except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                 raise BusError(f"line {index} of {self.file_id} no longer reads") from None
             yield index, line
+
+
+def custom_id_problem(custom_id: str) -> str | None:
+    """Why a ``custom_id`` cannot name a line's row (None: it can). It must show something:
+    an id of spaces alone looks like none in the output file. It may hold no control
+    character (NUL, a line break, ESC...): those break the tools that read the results by
+    ``custom_id`` (a NUL ends a C string, a line break a CSV row, ESC writes to a terminal)."""
+    if not custom_id.strip():
+        return "custom_id must not be empty or only whitespace"
+    for char in custom_id:
+        if unicodedata.category(char) == "Cc":
+            return (
+                f"custom_id must not contain control characters (it holds U+{ord(char):04X}): "
+                f"{custom_id[:80]!r}"
+            )
+    return None
 
 
 def _error(code: str, message: str, param: str | None, line: int) -> b.BatchErrorItem:
