@@ -458,6 +458,49 @@ async def test_a_batch_upload_not_named_jsonl_is_a_400_and_stores_nothing(batchy
         assert kept.filename == "IN.JSONL"
 
 
+async def test_a_line_asking_to_stream_gets_a_whole_response_body(
+    batchy: Stack, upstream: FakeOpenAI
+) -> None:
+    """A batch's result is a response body, never SSE: a line with ``"stream": true`` runs
+    unstreamed, and its ``stream_options`` are dropped with the stream (sent on a request that
+    does not stream, OpenAI refuses them: the line's result was that 400)."""
+    key, _ = await batchy.new_key("batch-stream")
+    rows = [
+        {
+            "custom_id": f"stream-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "bulk",
+                "messages": [{"role": "user", "content": f"streamed {i}"}],
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        }
+        for i in range(3)
+    ]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    async with _client(batchy, key) as client:
+        file = await client.files.create(file=("s.jsonl", data), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=60)
+        assert done.status == "completed", done.errors
+        assert done.request_counts.completed == 3
+        output = (await client.files.content(done.output_file_id)).text
+    for row in map(json.loads, output.splitlines()):
+        answer = row["response"]["body"]
+        assert answer["object"] == "chat.completion"
+        number = row["custom_id"].rsplit("-", 1)[1]
+        assert answer["choices"][0]["message"]["content"] == f"echo: streamed {number}"
+    sent = [c.body for c in upstream.calls_for("slow:50") if "streamed " in json.dumps(c.body)]
+    assert len(sent) == 3
+    for body in sent:
+        assert body["stream"] is False
+        assert "stream_options" not in body
+
+
 async def test_a_batch_none_of_whose_lines_succeeded_has_no_output_file(batchy: Stack) -> None:
     key, _ = await batchy.new_key("batch-no-output")
     async with _client(batchy, key) as client:

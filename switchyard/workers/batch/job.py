@@ -43,6 +43,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from nats.errors import Error as NatsError
@@ -227,7 +228,7 @@ class Job:
     async def _send(self, index: int, line: b.BatchLine) -> tuple[int, bytes] | None:
         """The line's answer (status, body), or None when it was not run (the batch was
         cancelled or its window closed first)."""
-        body = _JSON.encode({**line.body, "stream": False} if self._op != "embed" else line.body)
+        body = _JSON.encode(whole(line.body) if self._op != "embed" else line.body)
         refused = self._too_large(len(body))
         if refused is not None:
             return refused.status, self.format.error(refused)
@@ -395,6 +396,15 @@ class Job:
                 self.waiting,
                 self.waiting_for,
             )
+
+
+def whole(body: dict[str, Any]) -> dict[str, Any]:
+    """A line's request asked for one whole answer: a batch's result is a response body,
+    never a stream, so ``"stream": true`` is turned off (not refused: the line runs as it
+    would have unstreamed), and ``stream_options`` goes with it (a provider refuses it on a
+    request that does not stream, OpenAI with a 400 the line would have as its result)."""
+    kept = {name: value for name, value in body.items() if name != "stream_options"}
+    return {**kept, "stream": False}
 
 
 class _Attempt:
