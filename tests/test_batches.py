@@ -45,6 +45,8 @@ async def batchy(
     # Keep-alives every half second: what tells a line a provider works on from a queued one.
     extra = batch_config(upstream.base_url) | {"modelproxy": {"ack_wait_s": 4, "keepalive_s": 0.5}}
     extra["routes"]["bulk-5s"] = {"deployments": [{"provider": "fake", "model": "slow:5000"}]}
+    # Answers reporting 4 more prompt tokens, read from the prompt cache.
+    extra["routes"]["bulk-cached"] = {"deployments": [{"provider": "fake", "model": "cached:4"}]}
     stack = await start_stack(tmp_path_factory.mktemp("batchy"), extra)
     try:
         yield stack
@@ -110,6 +112,31 @@ async def _check_output(client: openai.AsyncOpenAI, batch: Any, tag: str) -> Non
         number = row["custom_id"].rsplit("-", 1)[1]
         content = row["response"]["body"]["choices"][0]["message"]["content"]
         assert content == f"echo: {tag} {number}"
+
+
+def _summed_usage(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """What a batch's ``usage`` should be: its rows' answers' usage, summed."""
+    used = [r["response"]["body"]["usage"] for r in rows if r["response"]]
+    return {
+        "input_tokens": sum(u["prompt_tokens"] for u in used),
+        "cached_tokens": sum(
+            u.get("prompt_tokens_details", {}).get("cached_tokens", 0) for u in used
+        ),
+        "output_tokens": sum(u["completion_tokens"] for u in used),
+        "total_tokens": sum(u["total_tokens"] for u in used),
+    }
+
+
+def _usage_of(batch: Any) -> dict[str, int]:
+    usage = batch.usage
+    assert usage is not None, batch
+    assert usage.output_tokens_details.reasoning_tokens == 0  # (the fake reasons not)
+    return {
+        "input_tokens": usage.input_tokens,
+        "cached_tokens": usage.input_tokens_details.cached_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
 
 
 async def _billed_requests(stack: Stack, key_id: str) -> int:
@@ -501,6 +528,43 @@ async def test_a_line_asking_to_stream_gets_a_whole_response_body(
         assert "stream_options" not in body
 
 
+async def test_a_batch_shows_its_model_and_its_lines_summed_usage(batchy: Stack) -> None:
+    """OpenAI's batch object names the model of its lines and sums their answers' usage;
+    both were always null here."""
+    key, _ = await batchy.new_key("batch-usage")
+    async with _client(batchy, key) as client:
+        file = await client.files.create(
+            file=("u.jsonl", _input("usage", model="bulk-cached")), purpose="batch"
+        )
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        assert (batch.model, batch.usage) == (None, None)  # (nothing read or run yet)
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=60)
+        assert done.status == "completed", done.errors
+        assert done.model == "bulk-cached"
+        output = (await client.files.content(done.output_file_id)).text
+        rows = [json.loads(line) for line in output.splitlines()]
+        assert len(rows) == LINES
+        summed = _summed_usage(rows)
+        assert summed["cached_tokens"] == 4 * LINES
+        assert _usage_of(done) == summed
+        assert _usage_of(await client.batches.retrieve(batch.id)) == summed  # (kept)
+        # Lines of two models: the batch names none of them, and sums both.
+        mixed = _input("mixed", model="bulk").splitlines()[:2]
+        mixed += _input("mixed2", model="bulk-cached").splitlines()[:1]
+        file = await client.files.create(file=("m.jsonl", b"\n".join(mixed)), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=60)
+        assert done.model is None
+        output = (await client.files.content(done.output_file_id)).text
+        rows = [json.loads(line) for line in output.splitlines()]
+        assert _usage_of(done) == _summed_usage(rows)
+        assert done.usage.input_tokens_details.cached_tokens == 4
+
+
 async def test_a_batch_none_of_whose_lines_succeeded_has_no_output_file(batchy: Stack) -> None:
     key, _ = await batchy.new_key("batch-no-output")
     async with _client(batchy, key) as client:
@@ -514,6 +578,9 @@ async def test_a_batch_none_of_whose_lines_succeeded_has_no_output_file(batchy: 
         done = await _wait_for(client, batch.id, {"completed"}, timeout=60)
         assert done.request_counts.failed == LINES
         assert done.output_file_id is None
+        assert done.model == "no-such-model"
+        assert done.usage is not None
+        assert done.usage.total_tokens == 0  # (error answers: no tokens)
         assert done.error_file_id is not None
         assert {f.id async for f in client.files.list()} == {file.id, done.error_file_id}
 
@@ -949,6 +1016,12 @@ async def test_killing_every_model_proxy_then_restarting_loses_and_repeats_nothi
         done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=120)
         assert done.status == "completed", done.errors
         await _check_output(client, done, "restart")
+        # Every line's tokens counted once, those answered before the restart included.
+        output = (await client.files.content(done.output_file_id)).text
+        rows = [json.loads(line) for line in output.splitlines()]
+        assert _usage_of(done) == _summed_usage(rows)
+        assert done.usage.input_tokens == 7 * LINES
+        assert done.model == "bulk"
     response = await batchy.admin("GET", f"/batches/{batch.id}")
     assert response.json()["restarts"] >= 1
     assert await _settled_requests(batchy, record.id) == LINES

@@ -130,8 +130,28 @@ class BatchErrors(msgspec.Struct, frozen=True, kw_only=True):
     object: str = "list"
 
 
+class InputTokensDetails(msgspec.Struct, frozen=True, kw_only=True):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(msgspec.Struct, frozen=True, kw_only=True):
+    reasoning_tokens: int = 0
+
+
+class BatchUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """OpenAI's ``usage`` of a batch: the tokens of its lines' answers, summed."""
+
+    input_tokens: int = 0
+    input_tokens_details: InputTokensDetails = InputTokensDetails()
+    output_tokens: int = 0
+    output_tokens_details: OutputTokensDetails = OutputTokensDetails()
+    total_tokens: int = 0
+
+
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
-    """OpenAI's batch object."""
+    """OpenAI's batch object. ``model``: the model its lines name (None until its input was
+    read, or when its lines name different models); ``usage``: the sum over its lines'
+    answers (None until a line has one)."""
 
     id: str
     endpoint: str
@@ -153,6 +173,8 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     cancelled_at: int | None = None
     request_counts: RequestCounts = RequestCounts()
     metadata: dict[str, str] | None = None
+    model: str | None = None
+    usage: BatchUsage | None = None
 
 
 class BatchRecord(msgspec.Struct, frozen=True, kw_only=True):

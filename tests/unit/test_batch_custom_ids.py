@@ -58,4 +58,4 @@ async def test_an_empty_custom_id_is_refused_too() -> None:
 
 @pytest.mark.parametrize("custom_id", ["request-1", " padded ", "ünïcødé ✓", "a b", '{"x"}'])
 async def test_printable_custom_ids_pass(custom_id: str) -> None:
-    assert await Lines([_line(custom_id), _line("other")]).check() == 2
+    assert await Lines([_line(custom_id), _line("other")]).check() == (2, "m")

@@ -34,6 +34,8 @@ class Format(Protocol):
     # Whether a request that never ran counts as failed (OpenAI) or as neither (Anthropic:
     # the batch's final status says what became of it).
     unrun_fails: bool
+    # Whether the batch object shows its lines' summed token ``usage`` (OpenAI's does).
+    sums_usage: bool
 
     def error(self, exc: ApiError) -> bytes:
         """The body a line answered by ``exc`` records."""
@@ -58,6 +60,7 @@ class OpenAIFormat:
     output_purpose = "batch_output"
     errors_apart = True
     unrun_fails = True
+    sums_usage = True
 
     def error(self, exc: ApiError) -> bytes:
         return error_body(exc)
@@ -98,6 +101,7 @@ class MessagesFormat:
     output_purpose = b.MESSAGE_BATCH_RESULTS
     errors_apart = False
     unrun_fails = False
+    sums_usage = False
 
     def error(self, exc: ApiError) -> bytes:
         return anthropic_error_body(exc)

@@ -84,8 +84,9 @@ class BatchInput:
         except ObjectGone:  # deleted while it was read
             raise InputGone(self.file_id) from None
 
-    async def check(self) -> int:
-        """How many requests the file holds.
+    async def check(self) -> tuple[int, str | None]:
+        """How many requests the file holds, and the model they all name (None when they
+        name different ones: the batch's ``model``).
 
         Raises:
             Invalid: a line is not JSON (or is nested too deeply to read), lacks a field,
@@ -95,6 +96,7 @@ class BatchInput:
         """
         errors: list[b.BatchErrorItem] = []
         seen: set[str] = set()
+        models: set[object] = set()
         count = 0
         number = 0
         async for raw in self._raw_lines():
@@ -116,6 +118,8 @@ class BatchInput:
                 if problem is not None:
                     errors.append(_error(*problem, number))
                 seen.add(line.custom_id)
+                if len(models) < 2:  # (one model, or more than one: no need to know more)
+                    models.add(line.body.get("model"))
             if len(errors) >= MAX_ERRORS:
                 break
         if not count and not errors:
@@ -123,7 +127,8 @@ class BatchInput:
             errors.append(b.BatchErrorItem(code="empty_file", message=empty))
         if errors:
             raise Invalid(errors)
-        return count
+        model = next(iter(models)) if len(models) == 1 else None
+        return count, model if isinstance(model, str) else None
 
     def _problem(self, line: b.BatchLine, seen: set[str]) -> tuple[str, str, str] | None:
         if line.url != self._endpoint or line.method.upper() != "POST":

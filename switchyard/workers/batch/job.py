@@ -68,6 +68,7 @@ from switchyard.workers.batch.budget import BudgetAnswer, BudgetWait
 from switchyard.workers.batch.holds import Hold, KeyHolds
 from switchyard.workers.batch.inputs import BatchInput, InputGone
 from switchyard.workers.batch.slots import FairSlots
+from switchyard.workers.batch.usage import Tally
 
 log = logging.getLogger("switchyard.batch")
 
@@ -105,6 +106,7 @@ class Job:
         on_line: Callable[[bool], None],
         max_payload: int = 0,
         budget: Callable[..., Awaitable[BudgetAnswer]] | None = None,
+        usage: Tally | None = None,
     ) -> None:
         self.record = record
         self.batch_id = record.batch.id
@@ -119,6 +121,9 @@ class Job:
         self.max_payload = max_payload  # the bus's limit per message (0: not known)
         # What the budget of the batch's key says of a line (by key hash and model alias).
         self.budget = budget
+        # The summed usage of the batch's recorded results (those before this run included),
+        # to which each result this job records is added; None: the batch shows none.
+        self.usage = usage
         # How many budget answers the batch's lines got, and the latest if it was a refusal.
         self._checks = 0
         self._refused: tuple[int, RateLimited] | None = None
@@ -198,6 +203,8 @@ class Job:
             status, body = answer
             result = self.format.line(self.batch_id, index, line, status, body)
             if await self.store.record_line(self.batch_id, index, result):
+                if self.usage is not None:  # (recorded once: counted once)
+                    self.usage.add(result)
                 ok = 200 <= status < 300
                 self._count(ok)
                 self.on_line(ok)

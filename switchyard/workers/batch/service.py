@@ -37,6 +37,7 @@ from switchyard.workers.batch.inputs import BatchInput, InputGone, Invalid
 from switchyard.workers.batch.job import Job
 from switchyard.workers.batch.output import OutputFiles
 from switchyard.workers.batch.slots import FairSlots
+from switchyard.workers.batch.usage import Tally
 
 log = logging.getLogger("switchyard.batch")
 
@@ -176,9 +177,10 @@ class BatchRunner:
             return True
         record, _ = found
         source = BatchInput(self.store, record.batch.input_file_id, record.batch.endpoint)
-        total = await self._check(batch_id, source)
-        if total is None:
+        checked = await self._check(batch_id, source)
+        if checked is None:
             return True
+        total, model = checked
         now = int(time.time())
 
         def claim(r: b.BatchRecord) -> b.BatchRecord:
@@ -186,7 +188,7 @@ class BatchRunner:
             if batch.status == "validating":
                 batch = msgspec.structs.replace(batch, status="in_progress", in_progress_at=now)
             counts = msgspec.structs.replace(batch.request_counts, total=total)
-            batch = msgspec.structs.replace(batch, request_counts=counts)
+            batch = msgspec.structs.replace(batch, request_counts=counts, model=model)
             return msgspec.structs.replace(r, batch=batch, generation=r.generation + 1)
 
         claimed = await self.store.update(batch_id, record.owner, claim)
@@ -196,7 +198,7 @@ class BatchRunner:
         fmt = formats.for_endpoint(claimed.batch.endpoint)
         refused = await self._key_refusal(claimed)
         if claimed.batch.status == "in_progress" and refused is None:
-            done = await self._recorded(batch_id, fmt)
+            done, usage = await self._recorded(batch_id, fmt)
             job = Job(
                 claimed,
                 source,
@@ -209,6 +211,7 @@ class BatchRunner:
                 on_line=lambda ok: self._lines[ok].inc(),
                 max_payload=self._nc.max_payload,
                 budget=self.budget.admit,
+                usage=usage if fmt.sums_usage else None,
             )
             refused = await self._drive(job, done)
             # The job counts every line with a recorded answer (those before it, and each it
@@ -255,9 +258,9 @@ class BatchRunner:
             return AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
         return None
 
-    async def _check(self, batch_id: str, source: BatchInput) -> int | None:
-        """How many requests the batch's input holds (read through once, not kept); None
-        when the batch failed for its input."""
+    async def _check(self, batch_id: str, source: BatchInput) -> tuple[int, str | None] | None:
+        """How many requests the batch's input holds and the model they name (read through
+        once, not kept); None when the batch failed for its input."""
         try:
             return await source.check()
         except InputGone as exc:  # deleted after the batch was created (the edge refuses it)
@@ -268,10 +271,16 @@ class BatchRunner:
             await self._fail(batch_id, exc.errors)
         return None
 
-    async def _recorded(self, batch_id: str, fmt: formats.Format) -> dict[int, bool]:
-        """Which lines have a result, and whether it is a success (not the results: a
-        large batch's would fill the runner's memory)."""
-        return {index: fmt.ok(result) async for index, result in self.store.line_results(batch_id)}
+    async def _recorded(self, batch_id: str, fmt: formats.Format) -> tuple[dict[int, bool], Tally]:
+        """Which lines have a result, and whether it is a success, and their summed usage
+        (not the results: a large batch's would fill the runner's memory)."""
+        done: dict[int, bool] = {}
+        usage = Tally()
+        async for index, result in self.store.line_results(batch_id):
+            if index not in done:  # (a line's result is one entry: read twice, it is one)
+                usage.add(result)
+            done[index] = fmt.ok(result)
+        return done, usage
 
     async def _drive(self, job: Job, done: dict[int, bool]) -> AuthenticationFailed | None:
         """Run ``job`` while writing its progress. A cancel stops the sending, and withdraws
@@ -324,11 +333,11 @@ class BatchRunner:
         counts = b.RequestCounts(total=job.total, completed=job.completed, failed=job.failed)
 
         def write(r: b.BatchRecord) -> b.BatchRecord | None:
-            if r.batch.request_counts == counts:
+            usage = job.usage.usage() if job.usage is not None else r.batch.usage
+            if r.batch.request_counts == counts and r.batch.usage == usage:
                 return None
-            return msgspec.structs.replace(
-                r, batch=msgspec.structs.replace(r.batch, request_counts=counts)
-            )
+            batch = msgspec.structs.replace(r.batch, request_counts=counts, usage=usage)
+            return msgspec.structs.replace(r, batch=batch)
 
         updated = await self.store.update(job.batch_id, job.record.owner, write)
         if updated is not None:
@@ -395,6 +404,7 @@ class BatchRunner:
             now = record.batch.finalizing_at or now
         fmt = formats.for_endpoint(record.batch.endpoint)
         done = formats.Assembly(fmt, batch_id, total, final, refused)
+        usage = Tally()  # (summed again from every result: what the runs wrote is not added)
         lifetime = record.output_expires_s or self.settings.batch.file_expiry_s
         files = OutputFiles(self.store, record, fmt, lifetime, now)
         try:
@@ -402,6 +412,7 @@ class BatchRunner:
                 async for index, result in results:
                     placed = done.result(index, result)
                     if placed is not None:
+                        usage.add(result)
                         await files.add(*placed)
             if not done.every_line_answered:  # rows for the lines that never ran
                 async with contextlib.aclosing(source.lines()) as lines:
@@ -425,6 +436,7 @@ class BatchRunner:
                 r.batch,
                 status=final,
                 request_counts=counts,
+                usage=usage.usage() if fmt.sums_usage else r.batch.usage,
                 output_file_id=output_id,
                 error_file_id=error_id,
                 errors=errors,
