@@ -139,6 +139,28 @@ def _usage_of(batch: Any) -> dict[str, int]:
     }
 
 
+async def _wait_counting_usage(
+    client: openai.AsyncOpenAI, batch_id: str, timeout: float, *, until: int = 0
+) -> Any:
+    """Wait for the batch to end (or, with ``until``, to show that many lines answered while
+    it runs), checking at each read that its ``usage`` holds the tokens of exactly the lines
+    its ``request_counts`` say answered (7 prompt tokens each, in the stack's echo): none lost,
+    none counted twice, whatever restarts meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = await client.batches.retrieve(batch_id)
+        counts = batch.request_counts
+        answered = counts.completed + counts.failed if counts else 0
+        if batch.usage is not None:
+            assert batch.usage.input_tokens == 7 * answered, (batch.usage, counts)
+        else:
+            assert answered == 0, batch
+        if batch.status in b.ENDED or (until and answered >= until):
+            return batch
+        assert time.monotonic() < deadline, f"batch still {batch.status}: {counts}"
+        await asyncio.sleep(0.2)
+
+
 async def _billed_requests(stack: Stack, key_id: str) -> int:
     response = await stack.admin("GET", "/spend?days=2")  # a run across midnight: two days
     return int(day_totals(response.json()["days"], "key", key_id).get("requests", 0))
@@ -295,7 +317,9 @@ async def test_cancel_stops_a_running_batch(batchy: Stack) -> None:
         batch = await client.batches.create(
             input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
-        await _wait_for(client, batch.id, {"in_progress"}, timeout=30)
+        # Its usage grows with its answered lines while it runs.
+        running = await _wait_counting_usage(client, batch.id, timeout=30, until=8)
+        assert running.status == "in_progress"
         cancelling = await client.batches.cancel(batch.id)
         assert cancelling.status in ("cancelling", "cancelled")
         done = await _wait_for(client, batch.id, {"cancelled"}, timeout=30)
@@ -1013,7 +1037,7 @@ async def test_killing_every_model_proxy_then_restarting_loses_and_repeats_nothi
     batchy.supervisor = local.stack_supervisor(batchy.settings, batchy.home, steps)
     await batchy.supervisor.start()
     async with _client(batchy, key) as client:
-        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=120)
+        done = await _wait_counting_usage(client, batch.id, timeout=120)
         assert done.status == "completed", done.errors
         await _check_output(client, done, "restart")
         # Every line's tokens counted once, those answered before the restart included.
