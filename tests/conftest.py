@@ -7,9 +7,11 @@ session no process that mentions pytest's temporary directory may still be runni
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -108,6 +110,24 @@ async def stack(
         yield stack
     finally:
         await stack.supervisor.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def signed_in(
+    stack: Stack, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A web app session on the session stack, signed in with the admin token, and its CSRF
+    token: what a browser's forms send. The sign-in name (the audit log's actor) is the test
+    module's, so an entry says which tests made it."""
+    token = stack.settings.admin_token_file.read_text(encoding="utf-8").strip()
+    actor = request.module.__name__.rpartition(".")[2]
+    origin = {"Origin": stack.gateway_url}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, headers=origin) as web:
+        signin = await web.post("/ui/signin", data={"name": actor, "token": token})
+        assert signin.status_code == 303, signin.text
+        found = re.search(r'name="csrf" value="([^"]+)"', (await web.get("/ui/keys/new")).text)
+        assert found is not None
+        yield web, found.group(1)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

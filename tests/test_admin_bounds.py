@@ -10,13 +10,10 @@ whole body would still be waiting for it."""
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from switchyard.admin.api import MAX_BODY_BYTES
 from switchyard.admin.ui.forms import MAX_FORM_BYTES, SIGNIN_FORM_BYTES
@@ -77,19 +74,6 @@ def _head(stack: Stack, method: str, path: str, *headers: str) -> bytes:
 
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def signed_in(stack: Stack) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """A web app session and its CSRF token."""
-    origin = {"Origin": stack.gateway_url}
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, headers=origin) as web:
-        signin = await web.post("/ui/signin", data={"name": "bounds", "token": _token(stack)})
-        assert signin.status_code == 303, signin.text
-        page = (await web.get("/ui/keys/new")).text
-        found = re.search(r'name="csrf" value="([^"]+)"', page)
-        assert found is not None
-        yield web, found.group(1)
 
 
 async def test_a_sign_in_past_its_cap_is_refused_before_the_body_is_read(stack: Stack) -> None:

@@ -5,11 +5,9 @@ preview says when a literal key would replace a secret already stored."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from tests.stacks import Stack
 
@@ -38,28 +36,15 @@ def _preview_id(page: str) -> str:
     return found.group(1)
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def web(stack: Stack) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """A signed-in web app session and its CSRF token."""
-    token = stack.settings.admin_token_file.read_text(encoding="utf-8").strip()
-    origin = {"Origin": stack.gateway_url}
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, headers=origin) as http:
-        signin = await http.post("/ui/signin", data={"name": "importer", "token": token})
-        assert signin.status_code == 303, signin.text
-        found = re.search(r'name="csrf" value="([^"]+)"', (await http.get("/ui/import")).text)
-        assert found is not None
-        yield http, found.group(1)
-
-
 async def _routes(stack: Stack) -> dict[str, object]:
     return dict((await stack.admin("GET", "/routes")).json()["table"]["routes"])
 
 
 async def test_apply_applies_the_preview_on_its_page_not_the_last_one_shown(
-    stack: Stack, web: tuple[httpx.AsyncClient, str]
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
 ) -> None:
     """Two tabs: A previewed, then B (with a literal key); Apply on A's page applied B."""
-    http, csrf = web
+    http, csrf = signed_in
     a = _config("stash-a-model", 32901, "os.environ/STASH_A_KEY")
     b = _config("stash-b-model", 32902, "sk-STASHB-literal-key-0123456789abcdef")
     page_a = await http.post("/ui/import/preview", data={"csrf": csrf, "config": a})
@@ -93,11 +78,11 @@ async def test_apply_applies_the_preview_on_its_page_not_the_last_one_shown(
 
 
 async def test_the_preview_says_a_literal_key_replaces_a_stored_secret(
-    stack: Stack, web: tuple[httpx.AsyncClient, str]
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
 ) -> None:
     """It said only "stored for you on apply", so a pasted config silently replaced the key
     that live routes use."""
-    http, csrf = web
+    http, csrf = signed_in
     first = _config(
         "replace-first-model", 32911, "sk-REPLACE-first-0123456789abcdef", host="127.0.0.31"
     )

@@ -14,13 +14,11 @@ import asyncio
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
-import pytest_asyncio
 
 from switchyard.bus import subjects
 from switchyard.schemas.keys import ClientKey, record_name
@@ -55,19 +53,6 @@ async def _raw(stack: Stack, method: str, path: str, body: bytes) -> httpx.Respo
 async def _named(stack: Stack, name: str) -> list[dict[str, Any]]:
     found = (await stack.admin("GET", f"/keys?q={name}")).json()["keys"]
     return [k for k in found if k["name"] == name]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def signed_in(stack: Stack) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """A web app session and its CSRF token."""
-    token = stack.settings.admin_token_file.read_text(encoding="utf-8").strip()
-    origin = {"Origin": stack.gateway_url}
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, headers=origin) as web:
-        signin = await web.post("/ui/signin", data={"name": "finite", "token": token})
-        assert signin.status_code == 303, signin.text
-        found = re.search(r'name="csrf" value="([^"]+)"', (await web.get("/ui/keys/new")).text)
-        assert found is not None
-        yield web, found.group(1)
 
 
 def _key_form(csrf: str, name: str, budget: str) -> dict[str, str]:
