@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from redis.asyncio import Redis
 
+from switchyard.limits.store import connect_redis
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.responses import FakeResponses
 from tests.fakes.server import InThread
@@ -128,6 +130,17 @@ async def signed_in(
         found = re.search(r'name="csrf" value="([^"]+)"', (await web.get("/ui/keys/new")).text)
         assert found is not None
         yield web, found.group(1)
+
+
+@pytest_asyncio.fixture
+async def counters(stack: Stack) -> AsyncIterator[Redis]:
+    """Write access to the session stack's Valkey as the ops role, for tests that write spend
+    counters as accounting would (each test removes what it wrote)."""
+    redis = connect_redis(stack.settings, "ops")
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

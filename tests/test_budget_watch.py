@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
-import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
@@ -21,23 +19,12 @@ from switchyard.admin.budget_watch import BudgetWatch
 from switchyard.admin.spend import SpendReader
 from switchyard.limits import keys as rk
 from switchyard.limits import periods
-from switchyard.limits.store import connect_redis
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.metrics import Metrics
 from switchyard.schemas.keys import KEY_ENCODER, RECORD_PREFIX, ClientKey
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
-
-
-@pytest_asyncio.fixture
-async def counters(stack: Stack) -> AsyncIterator[Redis]:
-    """Write access to the stack's Valkey (the test removes what it wrote)."""
-    redis = connect_redis(stack.settings, "ops")
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 async def test_scan_counts_usable_budgeted_keys_and_exports_no_key_label(

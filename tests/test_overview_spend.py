@@ -11,28 +11,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from redis.asyncio import Redis
 
 from switchyard.limits import keys as rk
 from switchyard.limits import periods
-from switchyard.limits.store import connect_redis
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
-
-
-@pytest_asyncio.fixture
-async def counters(stack: Stack) -> AsyncIterator[Redis]:
-    """Write access to the stack's Valkey (the test removes what it wrote)."""
-    redis = connect_redis(stack.settings, "ops")
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 async def test_spend_today_keeps_a_deleted_routes_spend(stack: Stack, counters: Redis) -> None:
