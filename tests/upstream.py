@@ -54,7 +54,7 @@ import random
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -111,6 +111,7 @@ class Call:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    at: float = field(default_factory=time.time)  # wall clock when it reached the provider
 
 
 def _jitter(spec: str) -> float:
