@@ -52,6 +52,9 @@ _REFUSALS = {
 # Which limit refused, by the ADMIT script's code (metrics label; the error code stays OpenAI's).
 _LIMIT_NAMES = {1: "rpm", 2: "tpm", 3: "parallel", 5: "tpm"}
 SETTLE_DELAY_S = 0.02
+# Pauses before looking again at a key whose slots or budget holds are all taken by live
+# requests, before refusing (see ``Limiter.admit``): past another edge's settle delay.
+RECHECK_S = (0.03, 0.06, 0.12)
 MAX_CARRIED = 64  # settles one admission carries at most
 # Retry-After of a 503 when Redis/Valkey is unreachable: a restart or failover takes seconds.
 UNAVAILABLE_RETRY_S = 3.0
@@ -172,11 +175,44 @@ class Limiter:
         """
         if not self.applies(key):
             return None
+        # Unique per admission, even when a client reuses its X-Request-Id for retries.
+        member = f"{request_id}:{self._nuid.next().decode()}"
+        for wait in (*RECHECK_S, None):
+            reply = await self._try_admit(key, member, estimate, alias)
+            if reply is None:
+                return None
+            code, requests_used, tokens_used, retry_ms, _, spent, held, holders = reply
+            if code == 0:
+                if self._in_flight(key):
+                    self._slots.take(key.id, member, time.time())
+                return Ticket(key, member, estimate, self._headers(key, requests_used, tokens_used))
+            # Full with requests a live edge runs (their slots, or their budget holds): the
+            # one the client just got its answer to may be among them, its release on its way
+            # from another edge (settles leave within SETTLE_DELAY_S). A client sending one
+            # request at a time was refused 20 times in 40 across two edges: look again.
+            live = (code == 3 and retry_ms <= 1000) or (code == 4 and held > 0)
+            if wait is None or not live:
+                break
+            await asyncio.sleep(wait)
+        raise self._refusal(
+            key,
+            code=code,
+            retry_ms=retry_ms,
+            spent=spent,
+            estimate=estimate,
+            headers=self._headers(key, requests_used, tokens_used),
+            held=held,
+            holders=holders,
+        )
+
+    async def _try_admit(
+        self, key: ClientKey, member: str, estimate: int, alias: str
+    ) -> tuple[int, ...] | None:
+        """One run of the ADMIT script (carrying this key's pending settles): its reply, or
+        None when Redis is down under ``fail_open``."""
         now = time.time()
         period_id, period_end = self._period(key.budget_period, now)
         reset_ms = int(max(1.0, period_end - now) * 1000) if period_end != float("inf") else 0
-        # Unique per admission, even when a client reuses its X-Request-Id for retries.
-        member = f"{request_id}:{self._nuid.next().decode()}"
         pending = self._pending.pop(key.id, [])
         carried, rest = pending[: MAX_CARRIED * 2], pending[MAX_CARRIED * 2 :]
         if rest:  # they leave with the next admission or the flush
@@ -217,24 +253,7 @@ class Limiter:
             return None
         if self._timing is not None:
             self._timing.observe(time.perf_counter() - began)
-        code, requests_used, tokens_used, retry_ms, _, spent, held, holders = (
-            int(v) for v in reply
-        )
-        headers = self._headers(key, requests_used, tokens_used)
-        if code == 0:
-            if self._in_flight(key):
-                self._slots.take(key.id, member, now)
-            return Ticket(key, member, estimate, headers)
-        raise self._refusal(
-            key,
-            code=code,
-            retry_ms=retry_ms,
-            spent=spent,
-            estimate=estimate,
-            headers=headers,
-            held=held,
-            holders=holders,
-        )
+        return tuple(int(v) for v in reply)
 
     def _unavailable(self, exc: BaseException) -> None:
         if isinstance(exc, RedisReplyError):
