@@ -30,6 +30,23 @@ SERVICE_TIERS: dict[str, Priority] = {
 }
 
 
+INTERACTIVE: Priority = "interactive"
+# The one tier a provider charges more for (OpenAI's "priority" processing).
+PREMIUM_TIER = "priority"
+
+
+def lowered_tier(body: bytes) -> bytes:
+    """``body`` with ``service_tier: "priority"`` replaced by ``"default"``: for a key whose
+    ``max_priority`` is below ``interactive``, which may not ask for faster processing, nor
+    have its provider charge it (Switchyard bills the deployment's one price). A body that is
+    not a JSON object is returned as it is (the probe already read it as one)."""
+    doc = msgspec.json.decode(body)
+    if not isinstance(doc, dict) or doc.get("service_tier") != PREMIUM_TIER:
+        return body
+    doc["service_tier"] = "default"
+    return msgspec.json.encode(doc)
+
+
 def of_service_tier(tier: str | None) -> Priority | None:
     """The class a body's ``service_tier`` asks for (None when absent or unknown)."""
     return SERVICE_TIERS.get(tier) if tier else None

@@ -51,7 +51,14 @@ from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.keys import ClientKey, hash_key
 from switchyard.schemas.openai import PROBES, Model, ModelList, encode, model_of, probe
 from switchyard.schemas.routing import Deployment, InvalidRouteTable, decode_route_table
-from switchyard.schemas.scheduling import capped, fair_tenant, of_service_tier
+from switchyard.schemas.scheduling import (
+    INTERACTIVE,
+    PREMIUM_TIER,
+    capped,
+    fair_tenant,
+    lowered_tier,
+    of_service_tier,
+)
 from switchyard.telemetry import request_id_var
 from switchyard.workers.head import decide, queue_room
 from switchyard.workers.head.admission import Admission
@@ -279,7 +286,10 @@ class Head:
         )
         if self._stale(env, msg):  # the key lookup can take seconds in an outage
             return
-        await self._place(msg.data, env, hop, named, pinned=pinned or None)
+        data = msg.data
+        if key.max_priority != INTERACTIVE and getattr(body, "service_tier", None) == PREMIUM_TIER:
+            data = lowered_tier(data)  # the key may not ask for it: nor may its provider call
+        await self._place(data, env, hop, named, pinned=pinned or None)
         self.stats.outcome(DISPATCHED)
         await replies.send_accepted(self.nc, reply)
 

@@ -1,0 +1,48 @@
+"""A key's ``max_priority`` caps what its provider call asks for, not only its queue class."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.stacks import Stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = pytest.mark.integration
+
+
+async def _tier_sent(stack: Stack, upstream: FakeOpenAI, key: str, tier: str) -> object:
+    text = f"tier {tier} {time.time_ns()}"
+    async with httpx.AsyncClient(timeout=30) as http:
+        sent = await http.post(
+            f"{stack.tail_url}/v1/chat/completions",
+            json={
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": text}],
+                "service_tier": tier,
+            },
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert sent.status_code == 200, sent.text
+    (call,) = [
+        c for c in upstream.calls_for("echo") if c.body["messages"][0].get("content") == text
+    ]
+    return call.body.get("service_tier")
+
+
+async def test_a_capped_key_asking_for_priority_processing_gets_the_default_tier(
+    stack: Stack, upstream: FakeOpenAI
+) -> None:
+    """It ran as `default` in Switchyard's queues, and its provider still got
+    `service_tier: "priority"`, which OpenAI charges more for than the one price billed."""
+    capped, _ = await stack.new_key("capped-tier", max_priority="default")
+    assert await _tier_sent(stack, upstream, capped, "priority") == "default"
+    assert await _tier_sent(stack, upstream, capped, "flex") == "flex"  # lower: kept
+
+
+async def test_an_uncapped_key_keeps_the_tier_it_asked_for(
+    stack: Stack, upstream: FakeOpenAI
+) -> None:
+    assert await _tier_sent(stack, upstream, stack.api_key, "priority") == "priority"
