@@ -13,7 +13,9 @@ from tests.upstream import FakeOpenAI
 pytestmark = pytest.mark.integration
 
 
-async def _tier_sent(stack: Stack, upstream: FakeOpenAI, key: str, tier: str) -> object:
+async def _tier_sent(
+    stack: Stack, upstream: FakeOpenAI, key: str, tier: str, priority: str = ""
+) -> object:
     text = f"tier {tier} {time.time_ns()}"
     async with httpx.AsyncClient(timeout=30) as http:
         sent = await http.post(
@@ -23,7 +25,10 @@ async def _tier_sent(stack: Stack, upstream: FakeOpenAI, key: str, tier: str) ->
                 "messages": [{"role": "user", "content": text}],
                 "service_tier": tier,
             },
-            headers={"Authorization": f"Bearer {key}"},
+            headers={
+                "Authorization": f"Bearer {key}",
+                **({"x-switchyard-priority": priority} if priority else {}),
+            },
         )
     assert sent.status_code == 200, sent.text
     (call,) = [
@@ -46,3 +51,12 @@ async def test_an_uncapped_key_keeps_the_tier_it_asked_for(
     stack: Stack, upstream: FakeOpenAI
 ) -> None:
     assert await _tier_sent(stack, upstream, stack.api_key, "priority") == "priority"
+
+
+async def test_a_request_run_below_interactive_does_not_ask_its_provider_for_priority(
+    stack: Stack, upstream: FakeOpenAI
+) -> None:
+    """As a Batch API line does (always `batch`): a reviewer's request asking for `batch` here
+    and `priority` processing at OpenAI got both."""
+    sent = await _tier_sent(stack, upstream, stack.api_key, "priority", priority="batch")
+    assert sent == "default"

@@ -36,10 +36,10 @@ PREMIUM_TIER = "priority"
 
 
 def lowered_tier(body: bytes) -> bytes:
-    """``body`` with ``service_tier: "priority"`` replaced by ``"default"``: for a key whose
-    ``max_priority`` is below ``interactive``, which may not ask for faster processing, nor
-    have its provider charge it (Switchyard bills the deployment's one price). A body that is
-    not a JSON object is returned as it is (the probe already read it as one)."""
+    """``body`` with ``service_tier: "priority"`` replaced by ``"default"``: for a request that
+    runs below ``interactive``, which may not ask for faster processing, nor have its provider
+    charge it (Switchyard bills the deployment's one price). A body that is not a JSON object
+    is returned as it is (the probe already read it as one)."""
     doc = msgspec.json.decode(body)
     if not isinstance(doc, dict) or doc.get("service_tier") != PREMIUM_TIER:
         return body

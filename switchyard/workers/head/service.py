@@ -287,8 +287,10 @@ class Head:
         if self._stale(env, msg):  # the key lookup can take seconds in an outage
             return
         data = msg.data
-        if key.max_priority != INTERACTIVE and getattr(body, "service_tier", None) == PREMIUM_TIER:
-            data = lowered_tier(data)  # the key may not ask for it: nor may its provider call
+        if env.priority != INTERACTIVE and getattr(body, "service_tier", None) == PREMIUM_TIER:
+            # Run below interactive (the key's cap, a batch line, a header asking for less):
+            # nor may its provider call ask for the processing OpenAI charges more for.
+            data = lowered_tier(data)
         await self._place(data, env, hop, named, pinned=pinned or None)
         self.stats.outcome(DISPATCHED)
         await replies.send_accepted(self.nc, reply)
