@@ -53,8 +53,9 @@ _REFUSALS = {
 _LIMIT_NAMES = {1: "rpm", 2: "tpm", 3: "parallel", 5: "tpm"}
 SETTLE_DELAY_S = 0.02
 # Pauses before looking again at a key whose slots or budget holds are all taken by live
-# requests, before refusing (see ``Limiter.admit``): past another edge's settle delay.
-RECHECK_S = (0.03, 0.06, 0.12)
+# requests, before refusing (see ``Limiter.admit``): past another edge's settle delay, twice
+# (a busy edge's timer fires late). Each costs a refused request one more script run.
+RECHECK_S = (0.03, 0.07)
 MAX_CARRIED = 64  # settles one admission carries at most
 # Retry-After of a 503 when Redis/Valkey is unreachable: a restart or failover takes seconds.
 UNAVAILABLE_RETRY_S = 3.0
