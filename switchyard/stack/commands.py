@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from switchyard.config import Settings, inherited_environment
 from switchyard.errors import StackError, SwitchyardError
-from switchyard.stack import attach, local
+from switchyard.stack import attach, local, natsnodes
 from switchyard.stack.demo_key import demo_key_file, read_demo_key
 from switchyard.stack.home import StackHome
 from switchyard.stack.process import http_status, pid_alive, redis_ping_check
@@ -71,6 +71,7 @@ def up(
             f"a stack is already running from {home.root} (supervisor pid {running}); "
             f"see `switchyard{flags} status`, or stop it with `switchyard{flags} down`",
         )
+    natsnodes.check_store_layout(settings, home)
     if detach:
         local.resolve_ports(settings)  # fail fast, here, on a port in use
         return _up_detached(settings, config_file, home, out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 from nats.errors import Error as NatsError
 
 from switchyard.config import Settings
-from switchyard.errors import BusError
+from switchyard.errors import BusError, StackError
 from switchyard.stack.home import StackHome
 from switchyard.stack.natsconf import ClusterLayout, NatsServerLayout, write_nats_config
 
@@ -74,6 +75,58 @@ def plan_nodes(settings: Settings, home: StackHome) -> list[NatsNode]:
         )
         nodes.append(NatsNode(name, layout, config))
     return nodes
+
+
+def _holds_data(store: Path) -> bool:
+    return store.is_dir() and any(path.is_file() for path in store.rglob("*"))
+
+
+def other_stores(settings: Settings, home: StackHome) -> list[Path]:
+    """The JetStream stores in ``home`` that hold data but are not the planned nodes'.
+
+    A single node and a cluster keep their data in different places, so they are what a
+    change of ``stack.nats_nodes`` left behind.
+    """
+    planned = {node.layout.store_dir for node in plan_nodes(settings, home)}
+    found = [home.nats_store, *sorted(home.nats.glob("jetstream-*"))]
+    return [store for store in found if store not in planned and _holds_data(store)]
+
+
+def check_store_layout(settings: Settings, home: StackHome) -> None:
+    """Refuse to start on an empty store beside one written for another node count.
+
+    Started anyway, the new nodes came up healthy on an empty store: every client key
+    answered 401, run-time routes, batches and files were gone (still on disk, unused), and
+    a second demo key was minted over the first one's file. Going back to the old count
+    brought the old data back and lost what was made in between.
+
+    Raises:
+        StackError: such a store exists; the message says where, and what to do.
+    """
+    stale = other_stores(settings, home)
+    if not stale:
+        return
+    count = settings.stack.nats_nodes
+    old_count = 1 if home.nats_store in stale else 3
+    ours = [node.layout.store_dir for node in plan_nodes(settings, home)]
+    where = ", ".join(str(store) for store in stale)
+    remove = " ".join(shlex.quote(str(store)) for store in stale)
+    raise StackError(
+        "up",
+        f"this home holds JetStream data written by {_layout(old_count)} ({where}), but "
+        f"stack.nats_nodes is {count}, which keeps its data in {', '.join(map(str, ours))}, "
+        "and NATS does not carry a store over to another node count. Started like this, it "
+        "would run on an empty store: every client key would answer 401 and the run-time "
+        "routes, batches and files would be missing. Nothing was started. To keep the data, "
+        f"set stack.nats_nodes back to {old_count}. To run {_layout(count)} on an empty "
+        f"store instead, delete the old store first (`rm -rf {remove}`) or use a new home; "
+        'client keys cannot be carried over (see "Changing the node count" in '
+        "docs/operations.md)",
+    )
+
+
+def _layout(count: int) -> str:
+    return "a single NATS node" if count == 1 else f"a {count}-node NATS cluster"
 
 
 def write_configs(nodes: list[NatsNode]) -> None:
