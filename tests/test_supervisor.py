@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -170,3 +171,36 @@ async def test_a_childs_log_is_rotated_at_its_cap_and_the_child_writes_on(tmp_pa
     assert first.startswith("line ")
     assert "\0" not in first  # the child appends at the new end, leaving no hole
     assert max(p.stat().st_size for p in (tmp_path / "logs").iterdir()) < 4096 * 4
+
+
+async def test_healthy_is_written_with_the_start_up_time_and_endpoints(tmp_path: Path) -> None:
+    """A detached `up` prints its summary from the first state that says healthy. That state
+    was written before the start-up time and endpoints were added, so `up -d` sometimes
+    printed "Switchyard is up in 0.0s" and URLs with unresolved ports. A reader in another
+    thread (as `up -d` is another process) now never sees one without the other."""
+    sup = _supervisor(tmp_path, RestartPolicy())
+    seen: list[dict[str, object]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            state = read_state(tmp_path / "state.json")
+            if state and state["status"] == "healthy":
+                seen.append(state["info"])
+
+    reader = threading.Thread(target=watch)
+    reader.start()
+
+    def ready_info() -> dict[str, object]:
+        time.sleep(0.2)  # what computing them may cost: the reader keeps reading meanwhile
+        return {"startup_s": 1.25, "endpoints": {"openai_api": "http://127.0.0.1:8080/v1"}}
+
+    try:
+        await sup.start(ready_info)
+        await asyncio.sleep(0.2)
+    finally:
+        done.set()
+        reader.join()
+        await sup.stop()
+    assert seen
+    assert all(info.get("startup_s") == 1.25 and info.get("endpoints") for info in seen), seen

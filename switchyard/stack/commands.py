@@ -118,12 +118,17 @@ async def _up_foreground(
         loop.add_signal_handler(sig, stop.set)
     # Prometheus finds this run's ports here (ops/prometheus/prometheus.yml).
     write_scrape_targets(home, [step.spec for phase in supervisor.phases for step in phase])
-    await supervisor.start()
-    elapsed = time.monotonic() - began
-    urls = endpoints(settings)  # ports are resolved here, in the supervisor
-    supervisor.state.info["startup_s"] = round(elapsed, 2)
-    supervisor.state.info["endpoints"] = urls
-    supervisor._record()
+
+    def ready_info() -> dict[str, Any]:
+        # In the write that says healthy: a detached `up` prints the summary from it.
+        return {
+            "startup_s": round(time.monotonic() - began, 2),
+            "endpoints": endpoints(settings),  # ports are resolved here, in the supervisor
+        }
+
+    await supervisor.start(ready_info)
+    elapsed = float(supervisor.state.info["startup_s"])
+    urls: dict[str, str] = supervisor.state.info["endpoints"]
     key = read_demo_key(settings)
     hidden = demo_key_file(settings) if key is not None and not reveal_key else None
     print(

@@ -195,8 +195,14 @@ class Supervisor:
             else time.time() + max(0.0, waiting - time.monotonic()),
         }
 
-    async def start(self) -> None:
+    async def start(self, ready_info: Callable[[], dict[str, Any]] | None = None) -> None:
         """Start every phase and wait until all are healthy.
+
+        Args:
+            ready_info: called once everything is healthy; what it returns joins ``info`` in
+                the same write that records ``healthy`` (the start-up time, the endpoints).
+                Written after, a detached ``up`` that read the state in between printed "up
+                in 0.0s" and URLs with unresolved ports.
 
         Raises:
             StackError: a process exited or stayed unhealthy past the start timeout, or a hook
@@ -219,6 +225,8 @@ class Supervisor:
             self.state.error = str(exc)
             await self.stop(final_status="failed")
             raise
+        if ready_info is not None:
+            self.state.info.update(ready_info())
         self.state.status = "healthy"
         self._record()
 
