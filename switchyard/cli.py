@@ -274,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     component = getattr(args, "instance", None) or getattr(args, "component", None) or args.command
-    setup_logging(settings.logging, component)
+    # The processes that run and log (`serve`, `up`'s supervisor) keep every library's lines.
+    setup_logging(settings.logging, component, libraries=args.command in ("serve", "up"))
     handler: Handler = args.handler
     try:
         return handler(args, settings, config_file)

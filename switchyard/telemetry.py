@@ -73,12 +73,31 @@ class _DropNoise(logging.Filter):
         return not (record.name == "asyncio" and "eof_received()" in record.getMessage())
 
 
-def setup_logging(settings: LoggingSettings, component: str) -> None:
-    """Configure the root logger for this process (called once, from the CLI)."""
+class _OwnLinesOnly(logging.Filter):
+    """Below warning, only Switchyard's own lines: for a one-shot command.
+
+    With ``logging.level: debug`` in the settings file, `keys show` printed redis's debug
+    lines (``Failed to enable maintenance notifications...``) around its answer.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        own = record.name == "switchyard" or record.name.startswith("switchyard.")
+        return own or record.levelno >= logging.WARNING
+
+
+def setup_logging(settings: LoggingSettings, component: str, *, libraries: bool = True) -> None:
+    """Configure the root logger for this process (called once, from the CLI).
+
+    ``libraries`` False (a one-shot command, not a server): the libraries' lines below
+    warning (redis, nats, httpx...) are left out, whatever the level, so the command's
+    output is its own; its own debug lines still show.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else ConsoleFormatter())
     handler.addFilter(_ContextFilter(component))
     handler.addFilter(_DropNoise())
+    if not libraries:
+        handler.addFilter(_OwnLinesOnly())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
