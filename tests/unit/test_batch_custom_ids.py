@@ -59,3 +59,13 @@ async def test_an_empty_custom_id_is_refused_too() -> None:
 @pytest.mark.parametrize("custom_id", ["request-1", " padded ", "ünïcødé ✓", "a b", '{"x"}'])
 async def test_printable_custom_ids_pass(custom_id: str) -> None:
     assert await Lines([_line(custom_id), _line("other")]).check() == (2, "m")
+
+
+async def test_a_running_batch_resumed_after_an_upgrade_is_not_failed_by_the_new_rule() -> None:
+    """The runner reads the input again at every resume: a batch an older runner had let start
+    with a tab in a custom_id went from in_progress to failed (reviewer), its answered lines
+    left without an output file."""
+    source = Lines([_line("fine-1"), _line("tab\there")])
+    assert await source.check(validating=False) == (2, "m")
+    with pytest.raises(Invalid):
+        await source.check(validating=True)

@@ -84,9 +84,14 @@ class BatchInput:
         except ObjectGone:  # deleted while it was read
             raise InputGone(self.file_id) from None
 
-    async def check(self) -> tuple[int, str | None]:
+    async def check(self, *, validating: bool = True) -> tuple[int, str | None]:
         """How many requests the file holds, and the model they all name (None when they
         name different ones: the batch's ``model``).
+
+        ``validating``: the batch has not started. Rules added since a batch could start (a
+        ``custom_id`` with control characters) apply only then: a batch that passed an older
+        runner's check and is running must not fail at its resume after an upgrade, with
+        lines already answered and billed.
 
         Raises:
             Invalid: a line is not JSON (or is nested too deeply to read), lacks a field,
@@ -114,7 +119,7 @@ class BatchInput:
                 errors.append(_error("invalid_json_line", TOO_DEEP, None, number))
             else:
                 count += 1
-                problem = self._problem(line, seen)
+                problem = self._problem(line, seen, validating)
                 if problem is not None:
                     errors.append(_error(*problem, number))
                 seen.add(line.custom_id)
@@ -130,10 +135,12 @@ class BatchInput:
         model = next(iter(models)) if len(models) == 1 else None
         return count, model if isinstance(model, str) else None
 
-    def _problem(self, line: b.BatchLine, seen: set[str]) -> tuple[str, str, str] | None:
+    def _problem(
+        self, line: b.BatchLine, seen: set[str], validating: bool
+    ) -> tuple[str, str, str] | None:
         if line.url != self._endpoint or line.method.upper() != "POST":
             return "invalid_url", f"every line must be POST {self._endpoint}", "url"
-        bad_id = custom_id_problem(line.custom_id)
+        bad_id = custom_id_problem(line.custom_id) if validating else None
         if bad_id is not None:
             return "invalid_custom_id", bad_id, "custom_id"
         if line.custom_id in seen:

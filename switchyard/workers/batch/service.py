@@ -177,7 +177,7 @@ class BatchRunner:
             return True
         record, _ = found
         source = BatchInput(self.store, record.batch.input_file_id, record.batch.endpoint)
-        checked = await self._check(batch_id, source)
+        checked = await self._check(batch_id, source, record.batch.status == "validating")
         if checked is None:
             return True
         total, model = checked
@@ -258,11 +258,13 @@ class BatchRunner:
             return AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
         return None
 
-    async def _check(self, batch_id: str, source: BatchInput) -> tuple[int, str | None] | None:
+    async def _check(
+        self, batch_id: str, source: BatchInput, validating: bool
+    ) -> tuple[int, str | None] | None:
         """How many requests the batch's input holds and the model they name (read through
         once, not kept); None when the batch failed for its input."""
         try:
-            return await source.check()
+            return await source.check(validating=validating)
         except InputGone as exc:  # deleted after the batch was created (the edge refuses it)
             await self._fail(batch_id, [_input_gone(str(exc))])
         except ObjectDamaged as exc:  # the store's leader lacks its bytes: no retry helps
