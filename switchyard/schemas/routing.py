@@ -259,12 +259,26 @@ class RouteTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         routes = sorted(
             a for a, r in self.routes.items() if any(d.provider in providers for d in r.deployments)
         )
-        emptied = [
-            a for a in routes if all(d.provider in providers for d in self.routes[a].deployments)
-        ]
-        stranded = [a for a in emptied if not self.routes[a].fallbacks]
-        fallback_only = {a: list(self.routes[a].fallbacks) for a in emptied if a not in stranded}
+        lost = set(providers)
+        emptied = [a for a in routes if all(d.provider in lost for d in self.routes[a].deployments)]
+        # A fallback counts only if something still answers for it: its own deployments, or
+        # its fallbacks in turn (a fallback on the same key is no fallback).
+        surviving = {
+            a: [f for f in self.routes[a].fallbacks if self._answers(f, lost)] for a in emptied
+        }
+        stranded = [a for a in emptied if not surviving[a]]
+        fallback_only = {a: f for a, f in surviving.items() if f}
         return SecretUsers(providers, routes, stranded, fallback_only)
+
+    def _answers(self, alias: str, lost: set[str], seen: frozenset[str] = frozenset()) -> bool:
+        """Whether a request for ``alias`` still finds a deployment off the ``lost``
+        providers, on the route or through its fallbacks (each alias once)."""
+        route = self.routes.get(alias)
+        if route is None or alias in seen:
+            return False
+        if any(d.provider not in lost for d in route.deployments):
+            return True
+        return any(self._answers(f, lost, seen | {alias}) for f in route.fallbacks)
 
     def unstored_secrets(self, stored: set[str]) -> list[tuple[str, str]]:
         """(secret, provider) for each provider naming a secret that is not stored."""

@@ -112,3 +112,36 @@ def test_a_changed_budget_period_is_said_to_start_from_its_own_counter() -> None
     assert "under `monthly` is not carried over" in note
     assert "3600-second" in (period_note("daily", "3600") or "")
     assert period_note("daily", "daily") is None
+
+
+def test_a_fallback_that_loses_the_same_key_is_no_fallback() -> None:
+    """`big` falls back to `small`, both on the key deleted: the warning promised that `small`
+    would answer for `big` while it listed `small` itself as left with nothing (reviewer)."""
+    table = msgspec.convert(
+        {
+            "providers": {
+                "p": {"kind": "openai-compatible", "api_base": "http://x/v1", "secret": "s"},
+                "q": {"kind": "openai-compatible", "api_base": "http://x/v1"},
+            },
+            "routes": {
+                "big": {"deployments": [{"provider": "p", "model": "l"}], "fallbacks": ["small"]},
+                "small": {"deployments": [{"provider": "p", "model": "s"}]},
+                # A chain still answers at its end; a cycle on the lost key does not.
+                "chain": {"deployments": [{"provider": "p", "model": "c"}], "fallbacks": ["via"]},
+                "via": {"deployments": [{"provider": "p", "model": "v"}], "fallbacks": ["q"]},
+                "q": {"deployments": [{"provider": "q", "model": "m"}]},
+                "loop-a": {
+                    "deployments": [{"provider": "p", "model": "a"}],
+                    "fallbacks": ["loop-b"],
+                },
+                "loop-b": {
+                    "deployments": [{"provider": "p", "model": "b"}],
+                    "fallbacks": ["loop-a"],
+                },
+            },
+        },
+        RouteTable,
+    )
+    users = table.secret_users("s")
+    assert users.stranded == ["big", "loop-a", "loop-b", "small"]
+    assert users.fallback_only == {"chain": ["via"], "via": ["q"]}
