@@ -56,6 +56,7 @@ HEADER_NAMES = [
     h.AUTHORIZATION, h.OP, h.ALIAS, h.REPLY, h.DEPLOYMENT, h.PIN, h.TRIED, h.ERRORS,
     h.LAST_STATUS, h.RETRY_AFTER, h.STREAM, h.STATUS, h.KIND, h.SEQ, h.USAGE,
     h.TRACEPARENT, h.TRACESTATE, h.REQUEST_INFO, h.NATS_MSG_ID, "Nats-Expected-Stream",
+    h.ACCEPT_BY,
 ]  # fmt: skip
 # Header values NATS can carry (no CR/LF, no control characters).
 TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_characters="\x7f"))

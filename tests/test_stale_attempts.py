@@ -128,3 +128,29 @@ async def test_an_unreadable_accept_by_is_a_400_naming_it(stack: Stack) -> None:
         await nc.close()
     assert (reply.headers or {}).get(h.STATUS) == "400"
     assert h.ACCEPT_BY in reply.data.decode()
+
+
+async def test_a_caller_whose_clock_runs_ahead_is_told_why_its_attempt_was_dropped(
+    stack: Stack, upstream: FakeOpenAI
+) -> None:
+    """Dropped in silence, a caller still waiting (its clock ahead of the head's) waited out
+    its own timeout and learnt nothing; now it reads a 504 that names the clocks."""
+    text = f"clock ahead {time.time_ns()}"
+    nc = await stack.connect("app")
+    try:
+        reply = await nc.request(
+            subjects.CHAT,
+            msgspec.json.encode(_chat(text)),
+            timeout=10,
+            headers={
+                "Authorization": f"Bearer {stack.api_key}",
+                h.REQUEST_ID: f"clock-ahead-{time.time_ns()}",
+                h.ACCEPT_BY: str(int((time.time() - 10) * 1000)),
+            },
+        )
+    finally:
+        await nc.close()
+    assert (reply.headers or {}).get(h.STATUS) == "504"
+    assert "clock runs ahead" in reply.data.decode()
+    await asyncio.sleep(0.5)
+    assert _calls_with(upstream, text) == 0

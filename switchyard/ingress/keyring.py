@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 import time
 from collections.abc import Callable
 
@@ -27,6 +26,7 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.errors import AuthenticationFailed, ServiceUnavailable
 from switchyard.runtime.kvwatch import KvFollower
@@ -54,7 +54,6 @@ _MAX_KEY_CHARS = 256  # ours are 49; longer is not ours and is not read
 FORGET_DELETED_S = 60.0
 
 
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,19}")
 _SEND = (
     "Send it as `Authorization: Bearer sk-sy-...` (or `x-api-key: sk-sy-...`, as Anthropic's "
     "clients do)."
@@ -70,16 +69,12 @@ def not_bearer(authorization: str) -> AuthenticationFailed:
     header): a bare key or another scheme is never looked up. Still ``missing_api_key``, as
     OpenAI answers it (no key was presented in a form that is read; ``invalid_api_key``
     would send the client to replace a key that may be fine), but it says what was wrong.
-    Never echoes the value: only a scheme shaped like one (letters first, no key's length)."""
-    scheme, _, rest = authorization.strip().partition(" ")
-    if scheme.lower() == "bearer":  # nothing after it
+    Never echoes the value: only a scheme shaped like one (letters first, no key's length).
+    The words are the bus's (:func:`switchyard.bus.headers.no_bearer_problem`), so the two
+    doors cannot drift apart."""
+    problem = h.no_bearer_problem(authorization)
+    if not problem:  # empty, or `Bearer` with nothing after it
         return missing_key()
-    if not rest.strip():
-        problem = "Your API key was sent in the Authorization header without the `Bearer ` scheme"
-    elif _SCHEME.fullmatch(scheme) and not scheme.lower().startswith("sk"):
-        problem = f"The Authorization header uses the `{scheme}` scheme; only `Bearer` is read"
-    else:
-        problem = "The Authorization header holds no `Bearer` token"
     return AuthenticationFailed(
         f"{problem}. {_SEND.replace('it', 'the key', 1)}", code="missing_api_key"
     )

@@ -46,6 +46,7 @@ from switchyard.runtime.definitions import ROUTE_TABLE_KEY
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
+from switchyard.runtime.throttle import Throttle
 from switchyard.runtime.tracing import NO_HOP, Hop
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.keys import ClientKey, hash_key
@@ -115,6 +116,8 @@ class Head:
         self._new_routes = asyncio.Event()
         self._subs: list[Subscription] = []
         self._tasks = TaskSupervisor("head", limit=settings.head.max_in_flight)
+        self._stale_log = Throttle(10.0)
+        self._stale_count = 0  # attempts dropped since the last line about them
         self.ready = False
 
     async def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
@@ -246,7 +249,7 @@ class Head:
         self, msg: Msg, env: Envelope, reply: str, hop: Hop, named: decide.Named
     ) -> None:
         env = self._deadline(env)
-        if self._stale(env, msg):
+        if await self._stale(env, msg, reply):
             return
         limit = self.settings.ingress.max_body_bytes
         if len(msg.data) > limit:
@@ -284,7 +287,7 @@ class Head:
             last_status=0,
             retry_after=None,
         )
-        if self._stale(env, msg):  # the key lookup can take seconds in an outage
+        if await self._stale(env, msg, reply):  # the key lookup can take seconds in an outage
             return
         data = msg.data
         if env.priority != INTERACTIVE and getattr(body, "service_tier", None) == PREMIUM_TIER:
@@ -295,11 +298,12 @@ class Head:
         self.stats.outcome(DISPATCHED)
         await replies.send_accepted(self.nc, reply)
 
-    def _stale(self, env: Envelope, msg: Msg) -> bool:
-        """True (logged, counted) when the caller stopped waiting for this attempt before this
-        head got to it: it was sent again or its caller was told it failed, so serving it
-        would call the provider for an answer nobody reads (a head paused for 28 s ran 229
-        requests twice). Nothing is answered: the caller no longer listens on that path.
+    async def _stale(self, env: Envelope, msg: Msg, reply: str) -> bool:
+        """True (logged, counted, answered) when the caller stopped waiting for this attempt
+        before this head got to it: it was sent again or its caller was told it failed, so
+        serving it would call the provider for an answer nobody reads (a head paused for
+        28 s ran 229 requests twice). The 504 it gets is read only by a caller that still
+        listens: one whose clock runs ahead of this head's, which then learns why.
 
         Raises:
             MalformedHeader: ``Sy-Accept-By`` is not unix time in milliseconds.
@@ -307,16 +311,30 @@ class Head:
         late = given_up_for(msg.headers)
         if not late:
             return False
-        log.info(
-            "dropped attempt %d of request %s unserved: its caller stopped waiting for it "
-            "%.1f s ago (%s plus %.0f s for clocks) and has sent it again or given up",
-            env.attempt,
-            env.request_id,
-            late,
-            h.ACCEPT_BY,
-            CLOCK_SKEW_S,
-        )
         self.stats.outcome(STALE)
+        self._stale_count += 1
+        if self._stale_log.ready():  # an overloaded head drops many: one line per period
+            log.warning(
+                "dropped %d request attempts unserved since the last such line (the latest, "
+                "attempt %d of request %s, %.1f s late): their callers had stopped waiting "
+                "for them (%s plus %.0f s for clocks) and sent them again or gave up. This "
+                "head was paused or busy past its max_in_flight; if it was neither, its "
+                "clock is behind its callers'",
+                self._stale_count,
+                env.attempt,
+                env.request_id,
+                late,
+                h.ACCEPT_BY,
+                CLOCK_SKEW_S,
+            )
+            self._stale_count = 0
+        late_error = DeadlineExceeded(
+            f"this attempt reached a head {late:.1f} s after its {h.ACCEPT_BY} (plus "
+            f"{CLOCK_SKEW_S:.0f} s for clocks), when its caller would have sent it again: it "
+            "was dropped unserved (if you are still waiting, your clock runs ahead of the "
+            "platform's)"
+        )
+        await replies.send_error(self.nc, reply, late_error)
         return True
 
     async def _reroute(self, body: bytes, env: Envelope, hop: Hop, named: decide.Named) -> None:
