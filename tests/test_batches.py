@@ -144,17 +144,18 @@ async def _wait_counting_usage(
 ) -> Any:
     """Wait for the batch to end (or, with ``until``, to show that many lines answered while
     it runs), checking at each read that its ``usage`` holds the tokens of exactly the lines
-    its ``request_counts`` say answered (7 prompt tokens each, in the stack's echo): none lost,
+    its ``request_counts`` say completed (7 prompt tokens each, in the stack's echo): none lost,
     none counted twice, whatever restarts meanwhile."""
     deadline = time.monotonic() + timeout
     while True:
         batch = await client.batches.retrieve(batch_id)
         counts = batch.request_counts
         answered = counts.completed + counts.failed if counts else 0
+        completed = counts.completed if counts else 0  # a failed line's row has no usage
         if batch.usage is not None:
-            assert batch.usage.input_tokens == 7 * answered, (batch.usage, counts)
+            assert batch.usage.input_tokens == 7 * completed, (batch.usage, counts)
         else:
-            assert answered == 0, batch
+            assert completed == 0, batch
         if batch.status in b.ENDED or (until and answered >= until):
             return batch
         assert time.monotonic() < deadline, f"batch still {batch.status}: {counts}"
