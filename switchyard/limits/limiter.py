@@ -182,11 +182,12 @@ class Limiter:
             reply = await self._try_admit(key, member, estimate, alias)
             if reply is None:
                 return None
-            code, requests_used, tokens_used, retry_ms, _, spent, held, holders = reply
+            code, requests_used, tokens_used, retry_ms, _, spent, held, holders = reply[:8]
+            headers = self._headers(key, requests_used, tokens_used, reply[8], reply[9])
             if code == 0:
                 if self._in_flight(key):
                     self._slots.take(key.id, member, time.time())
-                return Ticket(key, member, estimate, self._headers(key, requests_used, tokens_used))
+                return Ticket(key, member, estimate, headers)
             # Full with requests a live edge runs (their slots, or their budget holds): the
             # one the client just got its answer to may be among them, its release on its way
             # from another edge (settles leave within SETTLE_DELAY_S). A client sending one
@@ -201,7 +202,7 @@ class Limiter:
             retry_ms=retry_ms,
             spent=spent,
             estimate=estimate,
-            headers=self._headers(key, requests_used, tokens_used),
+            headers=headers,
             held=held,
             holders=holders,
         )
@@ -279,22 +280,28 @@ class Limiter:
             )
 
     @staticmethod
-    def _headers(key: ClientKey, requests_used: int, tokens_used: int) -> list[tuple[bytes, bytes]]:
-        """OpenAI-style ``x-ratelimit-*`` headers; resets are at most one window (60 s) away."""
+    def _headers(
+        key: ClientKey,
+        requests_used: int,
+        tokens_used: int,
+        reset_requests_ms: int,
+        reset_tokens_ms: int,
+    ) -> list[tuple[bytes, bytes]]:
+        """OpenAI-style ``x-ratelimit-*`` headers. A reset is when the 60 s window is back to
+        its initial state (OpenAI's definition): when its newest request (for tokens, the
+        newest that holds any) leaves it, as the ADMIT script measured."""
         out: list[tuple[bytes, bytes]] = []
         if key.rpm:
-            left = max(0, key.rpm - requests_used)
             out += [
                 (b"x-ratelimit-limit-requests", str(key.rpm).encode()),
-                (b"x-ratelimit-remaining-requests", str(left).encode()),
-                (b"x-ratelimit-reset-requests", _duration(60 * (1 - left / key.rpm)).encode()),
+                (b"x-ratelimit-remaining-requests", str(max(0, key.rpm - requests_used)).encode()),
+                (b"x-ratelimit-reset-requests", _duration(reset_requests_ms / 1000).encode()),
             ]
         if key.tpm:
-            left = max(0, key.tpm - tokens_used)
             out += [
                 (b"x-ratelimit-limit-tokens", str(key.tpm).encode()),
-                (b"x-ratelimit-remaining-tokens", str(left).encode()),
-                (b"x-ratelimit-reset-tokens", _duration(60 * (1 - left / key.tpm)).encode()),
+                (b"x-ratelimit-remaining-tokens", str(max(0, key.tpm - tokens_used)).encode()),
+                (b"x-ratelimit-reset-tokens", _duration(reset_tokens_ms / 1000).encode()),
             ]
         return out
 

@@ -107,21 +107,52 @@ end
 if rpm > 0 or tpm > 0 then
   used_requests = redis.call('ZCARD', KEYS[1])
 end
-local function retry_log()
+-- Until an entry leaves the window (clamped: edges' clocks may differ a little).
+local function leaves(score)
+  return math.max(0, math.min(60000, tonumber(score) + 60000 - now))
+end
+-- When the window is back to its initial state (OpenAI's "reset"): the newest entry leaves.
+-- For tokens, the newest entry that holds any (token counts hold none); past 512 entries of
+-- none, the newest entry's time (later: the tokens are back by then all the same).
+local function resets(tokens)
+  local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if not top[2] then return 0, 0 end
+  local requests_ms = leaves(top[2])
+  if tpm <= 0 or tokens <= 0 then return requests_ms, 0 end
+  for i = 0, 511, 64 do
+    local part = redis.call('ZREVRANGE', KEYS[1], i, i + 63, 'WITHSCORES')
+    if #part == 0 then break end
+    local members = {}
+    for j = 1, #part, 2 do members[#members + 1] = part[j] end
+    local counts = redis.call('HMGET', KEYS[2], unpack(members))
+    for j = 1, #members do
+      if (tonumber(counts[j]) or 0) > 0 then return requests_ms, leaves(part[2 * j]) end
+    end
+  end
+  return requests_ms, requests_ms
+end
+-- A refusal by RPM or TPM: the oldest request leaves, and with it one request's room.
+local function retry_requests()
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   if first[2] then return math.max(1, tonumber(first[2]) + 60000 - now) end
   return 1000
 end
 -- reply: code, requests used, tokens used, retry after (ms), in flight, spent (nano-USD),
---        held (nano-USD, by requests in flight), holders (requests in flight holding some)
+--        held (nano-USD, by requests in flight), holders (requests in flight holding some),
+--        reset of requests (ms), reset of tokens (ms)
+local function refuse(code, retry, n, spent, held, holders)
+  local reset_requests, reset_tokens = resets(used_tokens)
+  return {code, used_requests, used_tokens, retry, n, spent, held, holders, reset_requests,
+          reset_tokens}
+end
 if rpm > 0 and used_requests >= rpm then
-  return {1, used_requests, used_tokens, retry_log(), 0, 0, 0, 0}
+  return refuse(1, retry_requests(), 0, 0, 0, 0)
 end
 if tpm > 0 and est > tpm then
-  return {5, used_requests, used_tokens, 60000, 0, 0, 0, 0}
+  return refuse(5, 60000, 0, 0, 0, 0)
 end
 if tpm > 0 and used_tokens + est > tpm then
-  return {2, used_requests, used_tokens, retry_log(), 0, 0, 0, 0}
+  return refuse(2, retry_requests(), 0, 0, 0, 0)
 end
 local n = 0
 if maxp > 0 then
@@ -137,7 +168,7 @@ if maxp > 0 then
         local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
         retry = math.max(1000, tonumber(first[2]) + lease - now)
       end
-      return {3, used_requests, used_tokens, retry, n, 0, 0, 0}
+      return refuse(3, retry, n, 0, 0, 0)
     end
   end
 end
@@ -147,7 +178,7 @@ local hold = false
 if budget > 0 then
   spent = tonumber(redis.call('GET', spend_key) or '0')
   if spent >= budget then
-    return {4, used_requests, used_tokens, reset_ms, n, spent, 0, 0}
+    return refuse(4, reset_ms, n, spent, 0, 0)
   end
   held = tonumber(redis.call('HGET', KEYS[4], '_sum') or '0')
   if held > 0 and spent + held >= budget then  -- free dead edges' holds before refusing
@@ -161,7 +192,7 @@ if budget > 0 then
     if held > 0 and spent + held >= budget then
       -- Held by requests still running: one of them ends soon, retry in a second.
       local holders = math.max(0, redis.call('HLEN', KEYS[4]) - 1)
-      return {4, used_requests, used_tokens, 1000, n, spent, held, holders}
+      return refuse(4, 1000, n, spent, held, holders)
     end
   end
   hold = redis.call('HGET', ARGV[13], alias) or redis.call('HGET', ARGV[14], alias)
@@ -187,7 +218,9 @@ if hold then
   held = redis.call('HINCRBY', KEYS[4], '_sum', hold)
   redis.call('PEXPIRE', KEYS[4], lease)  -- kept alive, with the in-flight set, by RENEW
 end
-return {0, used_requests + 1, used_tokens + est, 0, n + 1, spent, held, 0}
+local reset_requests, reset_tokens = resets(used_tokens + est)
+return {0, used_requests + 1, used_tokens + est, 0, n + 1, spent, held, 0, reset_requests,
+        reset_tokens}
 """
 )
 
