@@ -115,3 +115,25 @@ async def test_token_resets_follow_the_newest_request_that_holds_tokens(
     refused = await _refused(limiter, empty, estimate=301)  # larger than the whole tpm
     assert _header(refused.headers, "x-ratelimit-reset-tokens") == b"0ms"
     assert _header(refused.headers, "x-ratelimit-reset-requests") == b"0ms"
+
+
+async def test_a_tpm_refusal_waits_until_enough_tokens_leave(valkey: dict[str, Any]) -> None:
+    ops, limiter = valkey["ops"], valkey["limiter"]
+    # 290 of 300 tokens used: 30 from 50 s ago, 100 from 40 s ago, 160 from 20 s ago. A request
+    # of ~78 tokens needs 68 to leave: the oldest 30 are not enough (told 10 s, a client was
+    # refused again), the 100 after them are, in 20 s.
+    past = [(50.0, 30), (40.0, 100), (20.0, 160)]
+    key = _key(tpm=300)
+    await _logged(ops, key, past)
+    refused = await _refused(limiter, key, estimate=78)
+    assert refused.code == "rate_limit_exceeded"
+    retry = refused.retry_after
+    assert retry is not None
+    assert 19 <= retry <= 20.5, retry
+    # The same log a second short of that wait still refuses; just past it, admits.
+    early = _key(tpm=300)
+    await _logged(ops, early, [(age + retry - 1, tokens) for age, tokens in past])
+    await _refused(limiter, early, estimate=78)
+    late = _key(tpm=300)
+    await _logged(ops, late, [(age + retry + 0.5, tokens) for age, tokens in past])
+    assert await limiter.admit(late, "late", 78) is not None

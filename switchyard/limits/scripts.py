@@ -131,10 +131,31 @@ local function resets(tokens)
   end
   return requests_ms, requests_ms
 end
--- A refusal by RPM or TPM: the oldest request leaves, and with it one request's room.
+-- An RPM refusal: the oldest request leaves, and with it one request's room.
 local function retry_requests()
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   if first[2] then return math.max(1, tonumber(first[2]) + 60000 - now) end
+  return 1000
+end
+-- A TPM refusal: when enough tokens have left for this request, the log walked oldest first
+-- (the oldest entry alone may free too few: a client told so was refused again).
+local function retry_tokens()
+  local need = used_tokens + est - tpm
+  local freed = 0
+  local last = nil
+  for i = 0, used_requests - 1, 100 do
+    local part = redis.call('ZRANGE', KEYS[1], i, i + 99, 'WITHSCORES')
+    if #part == 0 then break end
+    local members = {}
+    for j = 1, #part, 2 do members[#members + 1] = part[j] end
+    local counts = redis.call('HMGET', KEYS[2], unpack(members))
+    for j = 1, #members do
+      freed = freed + (tonumber(counts[j]) or 0)
+      last = part[2 * j]
+      if freed >= need then return math.max(1, tonumber(last) + 60000 - now) end
+    end
+  end
+  if last then return math.max(1, tonumber(last) + 60000 - now) end
   return 1000
 end
 -- reply: code, requests used, tokens used, retry after (ms), in flight, spent (nano-USD),
@@ -152,7 +173,7 @@ if tpm > 0 and est > tpm then
   return refuse(5, 60000, 0, 0, 0, 0)
 end
 if tpm > 0 and used_tokens + est > tpm then
-  return refuse(2, retry_requests(), 0, 0, 0, 0)
+  return refuse(2, retry_tokens(), 0, 0, 0, 0)
 end
 local n = 0
 if maxp > 0 then
