@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import os
@@ -87,7 +88,7 @@ async def limited(
         await stack.supervisor.stop()
 
 
-def _body(model: str, text: str = "hello there", **extra: Any) -> bytes:
+def _body(model: str, text: str | list[dict[str, Any]] = "hello there", **extra: Any) -> bytes:
     return json.dumps(
         {"model": model, "messages": [{"role": "user", "content": text}], **extra}
     ).encode()
@@ -299,6 +300,26 @@ async def test_a_request_larger_than_the_whole_tpm_says_waiting_will_not_help(
     assert "retry-after" not in refused.headers, refused.headers
     assert refused.headers["x-ratelimit-remaining-tokens"] == "100"  # it took nothing
     assert small.status_code == 200, small.text
+
+
+async def test_an_inline_image_counts_as_an_image_not_as_its_bytes(
+    limited: dict[str, Any],
+) -> None:
+    """A 100 KiB image was ~25,600 tokens by its bytes: 429 ``request_too_large`` for ever on a
+    key of 20,000 tokens a minute, where a provider bills it at most ~1,100."""
+    edges = limited["edges"]
+    key, _ = await _new_key(limited, tpm=20000)
+    image = base64.b64encode(os.urandom(100 * 1024)).decode()
+    content: list[dict[str, Any]] = [
+        {"type": "text", "text": "what is in this picture?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+    ]
+    async with httpx.AsyncClient(timeout=30) as http:
+        resp = await _post(http, edges[0], key, _body("gpt-4o", content, max_tokens=300))
+    assert resp.status_code == 200, resp.text
+    # It holds its prompt (the image at 1,000) and its answer's cap, until its usage settles.
+    left = int(resp.headers["x-ratelimit-remaining-tokens"])
+    assert 20000 - 1400 <= left <= 20000 - 1300, left
 
 
 async def test_a_tiny_total_budget_is_enforced_and_says_waiting_will_not_help(

@@ -52,6 +52,7 @@ from switchyard.ingress.edge import (
     sse_frames,
     stream_error,
 )
+from switchyard.ingress.estimate import request_tokens
 from switchyard.ingress.onewrite import send_last, send_whole
 from switchyard.ingress.timeouts import deadline_header, first_chunk_wait, first_reply
 from switchyard.limits.limiter import Ticket
@@ -204,8 +205,9 @@ class FastPath:
             call.model = parsed.model
             edge.check_model(key, parsed.model)
             if edge.limiter is not None:
-                # ~4 bytes per token: the prompt estimate TPM admits; corrected after the answer.
-                estimate = 0 if op in COUNTS else max(1, len(body) // 4)  # counts use none
+                # The prompt and the answer's cap (ingress/estimate.py), corrected after the
+                # answer; counts use none.
+                estimate = 0 if op in COUNTS else request_tokens(body, parsed, key.tpm)
                 # The alias its usage is billed under (a budget holds its cost; counts: none).
                 alias = "" if op in COUNTS else parsed.model
                 call.ticket = await edge.limiter.admit(key, request_id, estimate, alias)

@@ -1,0 +1,117 @@
+"""The tokens the edge admits a request on against its key's ``tpm`` (ingress/estimate.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from switchyard.dialects.probes import probe_messages, probe_responses
+from switchyard.ingress.estimate import MEDIA_TOKENS, prompt_tokens, request_tokens
+from switchyard.schemas.openai import probe
+
+pytestmark = pytest.mark.unit
+
+# 100 KiB of image bytes: ~136,000 characters of base64.
+IMAGE = base64.b64encode(bytes(range(256)) * 400).decode()
+
+
+def _json(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def _chat(content: Any, **extra: Any) -> bytes:
+    return _json({"model": "m", "messages": [{"role": "user", "content": content}], **extra})
+
+
+def _tokens(op: str, body: bytes, tpm: int = 0) -> int:
+    if op == "responses":
+        return request_tokens(body, probe_responses(body), tpm)
+    if op == "messages":
+        return request_tokens(body, probe_messages(body), tpm)
+    return request_tokens(body, probe(op, body), tpm)
+
+
+def test_text_counts_four_bytes_a_token_as_before() -> None:
+    body = _chat("a question of some length, " * 400)
+    assert _tokens("chat", body) == len(body) // 4
+    assert _tokens("chat", _json({"model": "m", "messages": [{}]})) >= 1
+    # Long strings that are not base64 are text: spaces, escapes (a JSON "\n"), punctuation.
+    for text in ("word " * 2000, "line\n" * 2000, "https://example.com/a?b=c&d=e;" * 300):
+        assert _tokens("chat", _chat(text)) == len(_chat(text)) // 4
+
+
+def test_the_answers_cap_counts_as_openai_counts_it() -> None:
+    capped = _chat("hi", max_tokens=500)
+    assert _tokens("chat", capped) == len(capped) // 4 + 500
+    # max_completion_tokens replaces max_tokens in OpenAI's chat API.
+    both = _chat("hi", max_tokens=500, max_completion_tokens=300)
+    assert _tokens("chat", both) == len(both) // 4 + 300
+    completion = _json({"model": "m", "prompt": "hi", "max_tokens": 200})
+    assert _tokens("complete", completion) == len(completion) // 4 + 200
+    responses = _json({"model": "m", "input": "hi", "max_output_tokens": 700})
+    assert _tokens("responses", responses) == len(responses) // 4 + 700
+    messages = _json(
+        {"model": "m", "max_tokens": 1024, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert _tokens("messages", messages) == len(messages) // 4 + 1024
+    embed = _json({"model": "m", "input": "hi"})
+    assert _tokens("embed", embed) == len(embed) // 4
+
+
+def test_the_cap_counts_up_to_the_whole_tpm_and_the_prompt_decides_too_large() -> None:
+    messages = _json(
+        {"model": "m", "max_tokens": 32000, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert _tokens("messages", messages, tpm=20000) == 20000  # runs alone in the window
+    assert _tokens("messages", messages, tpm=0) == len(messages) // 4 + 32000
+    long = _chat("words and words " * 2000, max_tokens=100)
+    assert _tokens("chat", long, tpm=1000) == len(long) // 4  # too large by its prompt
+
+
+def test_inline_media_counts_a_fixed_allowance_not_its_bytes() -> None:
+    text = _chat([{"type": "text", "text": "what is in this picture?"}])
+    base = prompt_tokens(text)
+    image_url = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{IMAGE}"}}
+    chat = _chat([{"type": "text", "text": "what is in this picture?"}, image_url])
+    assert len(chat) > 100 * 1024
+    assert base + MEDIA_TOKENS <= prompt_tokens(chat) <= base + MEDIA_TOKENS + 20
+    # Two images, two allowances.
+    two = _chat([{"type": "text", "text": "what is in this picture?"}, image_url, image_url])
+    assert base + 2 * MEDIA_TOKENS <= prompt_tokens(two) <= base + 2 * MEDIA_TOKENS + 40
+    anthropic = _json(
+        {
+            "model": "m",
+            "max_tokens": 100,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": IMAGE},
+                        },
+                        {"type": "text", "text": "describe it"},
+                    ],
+                }
+            ],
+        }
+    )
+    assert MEDIA_TOKENS + 100 <= _tokens("messages", anthropic) <= MEDIA_TOKENS + 200
+    audio = _chat([{"type": "input_audio", "input_audio": {"data": IMAGE, "format": "wav"}}])
+    assert MEDIA_TOKENS <= prompt_tokens(audio) <= MEDIA_TOKENS + 50
+    pdf = {
+        "type": "input_file",
+        "filename": "a.pdf",
+        "file_data": f"data:application/pdf;base64,{IMAGE}",
+    }
+    responses = _json({"model": "m", "input": [{"role": "user", "content": [pdf]}]})
+    assert MEDIA_TOKENS <= _tokens("responses", responses) <= MEDIA_TOKENS + 50
+
+
+def test_small_media_counts_its_bytes() -> None:
+    small = IMAGE[:2000]  # under MEDIA_TOKENS x 4 bytes: fewer tokens than the allowance
+    body = _chat([{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{small}"}}])
+    assert prompt_tokens(body) == len(body) // 4
