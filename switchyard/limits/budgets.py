@@ -65,11 +65,12 @@ def budget_exceeded(
     With ``held`` (nano-dollars), the rest of the budget is held by ``holders`` requests still
     running (the edge's estimate of their cost): ``retry_s`` is then how soon to try again.
     The edge's limiter and the batch runner give the same error."""
-    period = "in all" if key.budget_period == "total" else f"per {key.budget_period} period"
+    period = _period(key.budget_period)
     if held:
+        requests = "request" if holders == 1 else "requests"
         message = (
             f"this key's budget of ${key.budget_usd:g} {period} is held by {holders} "
-            f"requests still running (spent ${_usd(spent)}, held ~${_usd(held)}); "
+            f"{requests} still running (spent ${_usd(spent)}, held ~${_usd(held)}); "
             "retry when they end"
         )
     else:
@@ -91,6 +92,16 @@ def budget_exceeded(
         headers=headers,
         limit="budget",
     )
+
+
+def _period(period: str) -> str:
+    """How a message names a budget's period: "per daily period", "per 3600 s" (a number of
+    seconds once read "per 3600 period"), "in all"."""
+    if period == "total":
+        return "in all"
+    if period.isdigit():
+        return f"per {period} s"
+    return f"per {period} period"
 
 
 def _usd(nano: int) -> str:

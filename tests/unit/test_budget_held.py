@@ -45,3 +45,13 @@ def test_the_limiter_answers_holds_with_a_short_retry_and_spend_with_the_reset(
         assert used_up.retry_after is None  # waiting does not help
     else:
         assert used_up.retry_after == 3600.0
+
+
+def test_one_holder_and_a_period_in_seconds_read_as_english() -> None:
+    seconds = ClientKey(id="key_s", hash="0" * 64, name="s", budget_usd=0.003, budget_period="10")
+    held = budget_exceeded(seconds, retry_s=1.0, spent=1_000_000, held=2_000_000, holders=1)
+    assert "budget of $0.003 per 10 s is held by 1 request still running" in held.message
+    used_up = budget_exceeded(seconds, retry_s=4.0, spent=3_000_000)
+    assert "budget of $0.003 per 10 s is used up (spent $0.003)" in used_up.message
+    assert "per daily period" in budget_exceeded(KEY, retry_s=4.0, spent=1).message
+    assert "$0.05 in all" in budget_exceeded(TOTAL, retry_s=None, spent=1).message
