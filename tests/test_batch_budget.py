@@ -8,6 +8,7 @@ request of that key gets, a budget raised meanwhile lets the next lines run, and
 is down (``fail_closed``) lines wait instead of failing. The spend read once a second misses
 the lines sent since: each line the runner sends holds its estimated cost until a read includes
 it, and lines wait while spend plus holds reach the budget (a fast batch once spent 18x it).
+A runner stopped mid-batch lets its lines at the provider finish, so each line is billed once.
 
 Its own stack: a runner with 2 sending slots, deployments that charge $0.001 per token (a
 line saying "hi" uses 7 + 2 tokens: $0.009), one of them taking 1.5 s a line, and four
@@ -33,6 +34,7 @@ from switchyard.limits import periods
 from switchyard.limits.credentials import read_password
 from switchyard.limits.resp import RedisReplyError, ScriptClient
 from switchyard.limits.store import connect_redis
+from switchyard.stack.process import ManagedProcess
 from tests.stacks import Stack, batch_config, start_stack
 from tests.test_batches import _client, _wait_for
 from tests.upstream import FakeOpenAI
@@ -486,3 +488,65 @@ async def test_lines_held_back_by_holds_run_once_the_budget_is_raised(
         done = await _wait_for(client, batch.id, {"completed"}, timeout=30)
         assert await _rows(client, done.error_file_id) == []
     assert (done.request_counts.completed, done.request_counts.failed) == (4, 0)
+
+
+async def test_a_runner_stop_lets_its_lines_at_the_provider_finish_and_bills_each_once(
+    budget_stack: Stack, upstream: FakeOpenAI
+) -> None:
+    """A runner stopped (SIGTERM, as ``switchyard down`` or a rolling restart sends) while
+    two lines are at a provider taking 1.5 s sends no line more, lets those two be answered
+    and recorded within its stop grace (5 s), and the runner started again sends only the
+    rest. A stop used to cancel every line in flight at once: each was billed as a stopped
+    call (the key's estimate), then ran, and was billed, again after the restart."""
+    key, record = await budget_stack.new_key("batch-stop", budget_usd=10.0)
+    ops = connect_redis(budget_stack.settings, "ops")
+    try:  # (what accounting would have learnt: a stopped call is billed this much)
+        await ops.hset(rk.estimates(record.id), mapping={"paid-slow": LINE_NANO})
+    finally:
+        await ops.aclose()
+    total = 6
+    texts = {f"stop{i}" for i in range(total)}  # (one word: "echo: stopN" costs $0.009)
+
+    def calls() -> int:
+        return sum(
+            c.body["messages"][-1]["content"] in texts for c in upstream.calls_for(SLOW_MODEL)
+        )
+
+    rows = [_line(f"s-{i}", "paid-slow") for i in range(total)]
+    for i, row in enumerate(rows):
+        row["body"]["messages"][0]["content"] = f"stop{i}"
+    runner = budget_stack.process("batch")
+    async with _client(budget_stack, key) as client, _started_again(runner):
+        batch = await _start(client, rows)
+        await _wait_for(client, batch.id, {"in_progress"}, timeout=15)
+        deadline = time.monotonic() + 15
+        while calls() < SLOTS:  # both slots' lines at the provider
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await runner.stop(budget_stack.settings.stack.stop_timeout_s)
+        stopped = await client.batches.retrieve(batch.id)
+        assert calls() == SLOTS  # no line was sent while it stopped
+        assert stopped.status == "in_progress"
+        assert stopped.request_counts is not None
+        assert (stopped.request_counts.completed, stopped.request_counts.failed) == (SLOTS, 0)
+        await runner.start()
+        assert await runner.wait_healthy(30), runner.tail_log()
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=60)
+        assert done.status == "completed", done.errors
+        results = await _rows(client, done.output_file_id)
+    assert sorted(r["custom_id"] for r in results) == sorted(r["custom_id"] for r in rows)
+    assert all(r["response"]["status_code"] == 200 for r in results)
+    assert calls() == total  # each line reached the provider once
+    spent = await _spend_settled(budget_stack, record.id, total * LINE_USD)
+    assert spent == pytest.approx(total * LINE_USD)  # and was billed once
+
+
+@contextlib.asynccontextmanager
+async def _started_again(proc: ManagedProcess) -> AsyncIterator[None]:
+    """Whatever the test did, ``proc`` runs again after it (the module's other tests need it)."""
+    try:
+        yield
+    finally:
+        if not proc.running:
+            await proc.start()
+            await proc.wait_healthy(30)

@@ -12,7 +12,8 @@ A line holds one of the runner's sending slots (:class:`~.slots.FairSlots`) only
 on the bus; a line waiting to be sent again (no room, 503, 429, no answer in time) gives its
 slot to the next batch in turn. What stops a line from being retried for ever: its batch's
 window (the line is then ``batch_expired``), a cancel (it is left unrun, and withdrawn if
-it is on the bus with no provider known to work on it: :meth:`Job.withdraw`),
+it is on the bus with no provider known to work on it: :meth:`Job.withdraw`), a stop of
+the runner (:meth:`Job.stop_sending`: the line is left unrun, or, on the bus, finishes),
 :data:`MAX_TIMEOUTS` attempts that each went unanswered for ``batch.line_timeout_s`` (an
 error row naming the timeout), or its key's budget used up: each attempt first checks it
 (:mod:`~switchyard.workers.batch.budget`), and a spent one ends the line as an error row with
@@ -137,6 +138,10 @@ class Job:
         self.format = formats.for_endpoint(record.batch.endpoint)
         # Lines on the bus now (sent, not answered): each one's task, and what it showed.
         self._on_bus: dict[int, tuple[asyncio.Task[object], _Watch]] = {}
+        # The runner is stopping: no line is sent any more (see stop_sending()).
+        self._stopping = False
+        # Lines waiting to be sent again (a pause, or a held budget): each one's task.
+        self._resting: set[asyncio.Task[object]] = set()
 
     def withdraw(self, *, working_too: bool = False) -> int:
         """Stop the lines on the bus that no provider is known to be working on (no
@@ -153,11 +158,32 @@ class Job:
                 stopped += 1
         return stopped
 
+    def stop_sending(self) -> int:
+        """The runner is stopping: send no line any more, and end at once the lines waiting to
+        be sent again (they have no result, as lines never sent, and run after a restart).
+        The lines on the bus go on: their answers are recorded as usual, so a line a provider
+        works on is neither cut (billed as a stopped call) nor run again after the restart.
+        A line waiting for a sending slot ends when it gets one, which is when a line on the
+        bus ends. How many waiting lines were ended."""
+        self._stopping = True
+        stopped = 0
+        for task in list(self._resting):
+            if not task.done():
+                task.cancel()
+                stopped += 1
+        return stopped
+
+    @property
+    def sending(self) -> bool:
+        """Whether lines may still be sent: the batch is neither cancelled nor stopping."""
+        return not (self._stopping or self.cancelled())
+
     async def run(self, done: dict[int, bool]) -> None:
         """Send every line missing from ``done`` (line number -> its recorded result is a
-        success). Once the batch is cancelled or expired no line is sent any more; the lines
-        already sent finish and are recorded (they run and are billed at the provider whatever
-        becomes of their answer), unless the runner withdraws them (:meth:`withdraw`)."""
+        success). Once the batch is cancelled or expired, or the runner stops
+        (:meth:`stop_sending`), no line is sent any more; the lines already sent finish and
+        are recorded (they run and are billed at the provider whatever becomes of their
+        answer), unless the runner withdraws them (:meth:`withdraw`)."""
         for ok in done.values():
             self._count(ok)
         if len(done) >= self.total:
@@ -173,7 +199,7 @@ class Job:
                         if index in done:
                             continue
                         await started.acquire()
-                        if self.cancelled() or self._expired():
+                        if not self.sending or self._expired():
                             started.release()
                             break
                         task = group.create_task(self._line(index, line))
@@ -255,7 +281,7 @@ class Job:
     async def _attempts(self, attempt: _Attempt, alias: str) -> tuple[int, bytes] | None:
         """:meth:`_send`'s attempts, until the line has its answer or is not run."""
         while True:
-            if self.cancelled() or self._time_left() <= 0:  # (cancelled, or the window closed)
+            if not self.sending or self._time_left() <= 0:  # (or the window closed)
                 return None
             # The key's budget, checked as an HTTP request of the key is, and before the line
             # asks for a slot (a slow read holds none): a spent one ends the line as the error
@@ -291,7 +317,7 @@ class Job:
         after, or None (not run: cancelled, or the window closed while it waited for a
         turn)."""
         async with self.slots.turn(self.batch_id):
-            if self.cancelled():  # (the wait for a turn may have been long)
+            if not self.sending:  # (the wait for a turn may have been long)
                 return None
             remaining = self._time_left()
             if remaining <= 0:  # the batch expired before this line ran
@@ -345,13 +371,23 @@ class Job:
 
     async def _wait(self, why: ApiError, until: Awaitable[None]) -> None:
         """Wait for ``until``, counted among the batch's waiting lines and logged with
-        ``why``."""
+        ``why``; not at all once the runner is stopping (the line is then not sent again),
+        and cut short by :meth:`stop_sending` (this holds nothing on the bus)."""
+        if self._stopping:
+            if asyncio.iscoroutine(until):
+                until.close()
+            return
+        task = asyncio.current_task()
         self.waiting += 1
+        if task is not None:
+            self._resting.add(task)
         try:
             self._note_waiting(why)
             await until
         finally:
             self.waiting -= 1
+            if task is not None:
+                self._resting.discard(task)
 
     async def _over_budget(
         self, alias: str, place: object | None = None

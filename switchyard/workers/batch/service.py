@@ -5,8 +5,10 @@ It follows the batch records in ``sy_batches`` (CLIENT) and runs each active one
 ``batch`` priority as the key that created the batch (each after a check of that key's
 budget: :mod:`~switchyard.workers.batch.budget`), write ``request_counts`` as lines
 finish, then the output and error files. Every step is idempotent, so a runner that stops (or
-is killed) at any point picks each batch up again where its recorded results end. One runner
-per platform is enough; two would send a line twice (recorded and billed once).
+is killed) at any point picks each batch up again where its recorded results end. A stop
+(SIGTERM) sends no line any more and gives the lines on the bus the stop grace to be answered
+and recorded (:meth:`BatchRunner.stop`). One runner per platform is enough; two would send a
+line twice (recorded and billed once).
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ class BatchRunner:
         self.keys = KeyRecords(nc)
         self._nc = nc  # its max_payload, as the server it is connected to says
         self._records = BatchRecords(nc.jetstream(timeout=10), self._changed)
-        self._running: set[str] = set()
+        # The task running each active batch, and the job of those sending lines now.
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._driving: dict[str, Job] = {}
+        self._stopping = False
         self._jobs = TaskSupervisor("batch-jobs")
         self._sweeper = TaskSupervisor("batch-sweep")
         lines = proc.metrics.counter(
@@ -87,10 +92,30 @@ class BatchRunner:
         self.ready = True
 
     async def stop(self, grace: float) -> None:
+        """Send no line any more, and give the lines on the bus up to ``grace`` seconds to be
+        answered and recorded, as the edge lets its requests finish: a line cut is billed as
+        a stopped call, then runs (and is billed) again after the restart. What is still
+        unanswered when the grace runs out is cut all the same, and sent again by the next
+        runner. A batch sending no line right now (checking its input, writing its files,
+        pausing after a failure) stops at once: the next runner does that step again."""
         self.ready = False
+        self._stopping = True
         await self._sweeper.cancel_all()
+        for batch_id, task in self._running.items():
+            job = self._driving.get(batch_id)
+            if job is not None:
+                job.stop_sending()
+            else:
+                task.cancel()
+        cut = await self._jobs.drain(grace)  # (the records' watch tells of cancels meanwhile)
+        if cut:
+            log.warning(
+                "%d batches still had lines unanswered after the %.1f s stop grace: those "
+                "lines were cut and run again after a restart",
+                cut,
+                grace,
+            )
         await self._records.stop()
-        await self._jobs.cancel_all()  # lines in flight are sent again after a restart
         await self.llm.close()
         await self.budget.close()
         await self.keys.close()
@@ -144,9 +169,12 @@ class BatchRunner:
     def _changed(self, batch_id: str, record: b.BatchRecord | None) -> None:
         if record is None:
             return
+        if self._stopping:  # (the next runner takes it up)
+            return
         if record.batch.status in b.ACTIVE and batch_id not in self._running:
-            self._running.add(batch_id)
-            self._jobs.spawn(self._run(batch_id), name=f"batch-{batch_id}")
+            self._running[batch_id] = self._jobs.spawn(
+                self._run(batch_id), name=f"batch-{batch_id}"
+            )
 
     def _owner(self, batch_id: str) -> str:
         """Whose batch it is (its store calls need it); "" once the record is gone, which no
@@ -166,9 +194,11 @@ class BatchRunner:
                         return
                 except Exception:  # a store or bus failure: the batch resumes after a pause
                     log.exception("batch %s interrupted; resuming", batch_id)
+                if self._stopping:  # the next runner sends what is left
+                    return
                 await asyncio.sleep(RETRY_PAUSE_S)
         finally:
-            self._running.discard(batch_id)
+            self._running.pop(batch_id, None)
 
     async def _run_once(self, batch_id: str) -> bool:
         """One pass: True once the batch reached a final status."""
@@ -217,6 +247,8 @@ class BatchRunner:
             # The job counts every line with a recorded answer (those before it, and each it
             # recorded), so no second read of every answer is needed to know what is missing.
             missing = job.completed + job.failed < total
+            if missing and self._stopping:
+                return False  # stopped before every line ran: the next runner sends the rest
             running = self._status(batch_id) == "in_progress" and not self._expired(claimed)
             if missing and running and refused is None:
                 return False  # some lines failed to run: another pass sends them again
@@ -295,6 +327,9 @@ class BatchRunner:
         requests: every line in flight is cancelled (a provider call stops, billed what it
         cost) and nothing more is sent; returns the error the key now gets (None otherwise).
         """
+        self._driving[job.batch_id] = job
+        if self._stopping:  # (stop() saw no job of this batch)
+            job.stop_sending()
         run = asyncio.ensure_future(job.run(done))
         stop_by: float | None = None
         refused: AuthenticationFailed | None = None
@@ -325,6 +360,7 @@ class BatchRunner:
                     run.cancel()  # (each line's request, closed, sends its llm.v1.cancel)
                 await run
         finally:
+            self._driving.pop(job.batch_id, None)
             if not run.done():
                 run.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
