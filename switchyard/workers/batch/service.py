@@ -368,10 +368,13 @@ class BatchRunner:
         return refused
 
     async def _progress(self, job: Job) -> None:
+        # Both taken now, together: a line recorded while the write waits adds to each at once
+        # (Job._line), so reading the usage later would count a line the counts do not yet.
         counts = b.RequestCounts(total=job.total, completed=job.completed, failed=job.failed)
+        summed = job.usage.usage() if job.usage is not None else None
 
         def write(r: b.BatchRecord) -> b.BatchRecord | None:
-            usage = job.usage.usage() if job.usage is not None else r.batch.usage
+            usage = summed if job.usage is not None else r.batch.usage
             if r.batch.request_counts == counts and r.batch.usage == usage:
                 return None
             batch = msgspec.structs.replace(r.batch, request_counts=counts, usage=usage)
