@@ -36,3 +36,27 @@ async def test_the_demo_model_is_labelled_built_in_not_switchyard_yaml(web: Brow
     await web.goto("/ui/routes/edit?alias=demo")
     said = await web.page.locator(".flash.info").inner_text()
     assert "built-in offline demo route, not in switchyard.yaml" in said
+
+
+async def test_deleting_a_key_says_which_route_only_its_fallback_will_answer(web: Browser) -> None:
+    """The confirmation called such a route one whose "other deployments and fallbacks answer
+    instead", though its own model is no longer served."""
+    stack = web.stack
+    stored = await stack.admin("PUT", "/secrets/fb-key", {"value": "sk-fb-0000", "provider": "x"})
+    assert stored.status_code == 200, stored.text
+    provider = {"kind": "openai-compatible", "api_base": "http://127.0.0.1:9/v1"}
+    provider["secret"] = "fb-key"
+    assert (await stack.admin("PUT", "/providers/fb-prov", provider)).status_code == 200
+    main = {"deployments": [{"provider": "fb-prov", "model": "m"}], "fallbacks": ["demo"]}
+    assert (await stack.admin("PUT", "/routes/fb-main", main)).status_code == 200
+    try:
+        await web.sign_in()
+        await web.goto("/ui/secrets/fb-key/delete")
+        said = await web.page.locator(".flash.error").inner_text()
+        assert "fb-main loses all its own deployments: only its fallback demo will answer" in said
+        assert "Its one version is deleted" in await web.page.locator("main").inner_text()
+        await web.shot("secret-delete-fallback-only")
+    finally:
+        await stack.admin("DELETE", "/routes/fb-main")
+        await stack.admin("DELETE", "/providers/fb-prov")
+        await stack.admin("DELETE", "/secrets/fb-key?force=true")
