@@ -117,6 +117,7 @@ OP = "op"
 # Accounting.
 SPEND = "switchyard_spend_usd_total"  # alias
 USAGE_APPLIED = "switchyard_usage_batches_total"  # result: applied, retried, unreadable
+USAGE_LOST = "switchyard_usage_batches_lost_total"  # removed from USAGE before applied
 # Control: accounting's backlog, read from its consumer (control/usage_lag.py).
 USAGE_WAITING = "switchyard_usage_waiting"  # usage batches stored, not yet applied
 USAGE_STALLED = "switchyard_usage_stalled_seconds"  # batches waited with none applied

@@ -38,11 +38,13 @@ from switchyard.runtime.definitions import ACCOUNTING_CONSUMER, ROUTE_TABLE_KEY
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.metrics import Bounded
 from switchyard.runtime.puller import Puller
+from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.throttle import Throttle
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.events import USAGE_BATCH_DECODER, UsageEvent, answer_of
 from switchyard.schemas.routing import InvalidRouteTable, RouteTable, decode_route_table
 from switchyard.workers.accounting.budget_days import BudgetDays
+from switchyard.workers.accounting.loss import LossWatch
 from switchyard.workers.accounting.pricing import Pricing
 from switchyard.workers.accounting.stream import StreamInstance, UsageStream, place_of
 
@@ -96,6 +98,15 @@ class Accounting:
         )
         self._batches = {r: batches.labels(r) for r in ("applied", "retried", "unreadable")}
         self._alias = Bounded(500)
+        lost = metrics.counter(
+            sc.USAGE_LOST,
+            "Usage batches the USAGE stream removed (full or too old) before accounting applied"
+            " them: their requests are not billed. Counted up to: see docs/operations.md.",
+        )
+        self.loss = LossWatch.over(
+            nc, subjects.USAGE_STREAM, ACCOUNTING_CONSUMER, lost, STREAM_INFO_TIMEOUT_S
+        )
+        self._loops = TaskSupervisor("accounting-loss")
         self.ready = False
 
     def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
@@ -109,12 +120,16 @@ class Accounting:
     async def start(self) -> None:
         await self.pricing.load()
         await self._routes.start()
+        # Before the first ack: what the stream removed while accounting was away.
+        await self.loss.check()
+        self._loops.spawn(self.loss.run())
         await self.puller.start()
         self.ready = True
 
     async def stop(self, grace: float) -> None:
         self.ready = False
         await self.puller.stop(grace)
+        await self._loops.cancel_all()
         await self._routes.stop()
         await self.redis.aclose()
 
@@ -134,6 +149,9 @@ class Accounting:
             self._warn_unplaced(f"usage batch {batch.id} came without its stream place")
         else:
             seq = place.seq
+            if self.loss.after_gap(seq):
+                # Before this batch's ack, which would move the consumer's floor past the gap.
+                await self.loss.check_gap()
             try:
                 stream = await self.usage_stream.instance_of(place.stored_us, place.seq)
             except BusError as exc:
