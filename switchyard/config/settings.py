@@ -356,8 +356,10 @@ class StreamSettings(_Section, frozen=True):
         duplicate_window_s: JetStream deduplicates re-published requests and usage events
             within this window (``Nats-Msg-Id``).
         usage_max_age_s: how long usage events are kept in the stream.
-        usage_max_bytes: the most the USAGE stream keeps; past it the oldest events go first
-            (accounted long before, unless accounting was down for about a day at 40 req/s).
+        usage_max_bytes: the most the USAGE stream keeps; past it the oldest events go first,
+            applied or not: ~600 bytes a request, so 2 GiB holds ~75 minutes of unapplied
+            usage at 1,000 req/s (about a day at 40); what goes unapplied is logged and counted
+            (``switchyard_usage_batches_lost_total``, alert SwitchyardUsageLost).
             Without a bound a busy gateway's week of events (~600 bytes each) outgrew the
             JetStream store, and then every stream, the request queues included, stopped.
         hold_tenant_limit: requests one tenant may have waiting per deployment and priority

@@ -76,7 +76,9 @@ def usage_stream_config(settings: Settings) -> js_api.StreamConfig:
         num_replicas=settings.stream_replicas,
         max_age=settings.streams.usage_max_age_s,
         max_bytes=settings.streams.usage_max_bytes,
-        discard=js_api.DiscardPolicy.OLD,  # the oldest (long accounted) events make room
+        # The oldest go first: accounted long before, unless accounting was down longer than
+        # the bounds hold (then accounting logs and counts what was lost: accounting/loss.py).
+        discard=js_api.DiscardPolicy.OLD,
         duplicate_window=max(settings.streams.duplicate_window_s, 600.0),
     )
 
