@@ -180,8 +180,8 @@ class StackSettings(_Section, frozen=True):
             bound.
         start_timeout_s: how long a process may take to become healthy.
         stop_timeout_s: grace period after SIGTERM before SIGKILL.
-        log_max_mb: the size at which a process's log file in ``<home>/logs`` is rotated
-            (copied to ``<name>.log.1`` and emptied; checked every 30 s).
+        log_max_mb: the size at which a process's log file in ``<home>/logs``, or OpenBao's
+            audit log, is rotated (copied to ``<name>.log.1`` and emptied; checked every 30 s).
         log_keep: how many rotated copies of each log file are kept (older ones are deleted).
     """
 

@@ -370,4 +370,8 @@ def stack_supervisor(
         info=dict(info or {}),
         log_max_bytes=int(settings.stack.log_max_mb * 1024 * 1024),
         log_keep=settings.stack.log_keep,
+        # OpenBao's audit log takes two lines of every request: without rotation it grew by
+        # ~600 MB a day while an admin overview was open. OpenBao appends to it, so a copy and
+        # truncate is safe (it writes on at the new end, as the children do to theirs).
+        other_logs=(home.openbao / openbao.AUDIT_LOG,),
     )

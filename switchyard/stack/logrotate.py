@@ -1,4 +1,5 @@
-"""Size-capped log files for the local stack's children (``<home>/logs/*.log``).
+"""Size-capped log files for the local stack's children (``<home>/logs/*.log``, and
+OpenBao's audit log ``<home>/openbao/audit.log``).
 
 Each child writes its output straight to its file (opened for appending), so a stack left up
 under traffic grew its logs without end: a model-proxy writes a line for every request whose
@@ -7,6 +8,7 @@ rotates one past its cap by copy and truncate: the file is copied to ``<name>.lo
 copies move to ``.2``... up to ``keep``, the oldest dropped) and cut to nothing in place. The
 child's descriptor stays valid and, opened in append mode, writes at the new end. A line
 written between the copy and the cut is lost: the price of rotating without the child's help.
+A copy keeps its file's permissions (the audit log is its owner's only).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ def rotate(path: Path, max_bytes: int, keep: int) -> bool:
             older = path.with_name(f"{path.name}.{n}")
             if older.exists():
                 older.replace(path.with_name(f"{path.name}.{n + 1}"))
-        shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+        copy = path.with_name(f"{path.name}.1")
+        shutil.copyfile(path, copy)
+        shutil.copymode(path, copy)
         os.truncate(path, 0)
     except FileNotFoundError:
         return False

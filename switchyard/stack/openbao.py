@@ -25,6 +25,7 @@ from switchyard.stack.home import write_private
 
 POLICY = "switchyard-secrets"
 ROLE = "switchyard-secrets"
+AUDIT_LOG = "audit.log"  # in the layout's dir; the supervisor rotates it as it does the logs
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ class OpenBaoLayout:
 
     @property
     def audit_log(self) -> Path:
-        return self.dir / "audit.log"
+        return self.dir / AUDIT_LOG
 
     @property
     def addr(self) -> str:

@@ -152,8 +152,10 @@ class Supervisor:
         log_max_bytes: int = 50 * 1024 * 1024,
         log_keep: int = 3,
         rotate_every_s: float = 30.0,
+        other_logs: tuple[Path, ...] = (),
     ) -> None:
         self.phases = phases
+        self.other_logs = other_logs  # files a child writes itself (OpenBao's audit log)
         self.log_max_bytes = log_max_bytes
         self.log_keep = log_keep
         self.rotate_every_s = rotate_every_s
@@ -271,14 +273,15 @@ class Supervisor:
 
     async def _rotate_logs(self) -> None:
         """Every ``rotate_every_s``, rotate the log files past ``log_max_bytes``: every
-        child's and the detached supervisor's own (:mod:`.logrotate`). In a thread: copying
-        50 MB files must not stop the loop that notices exits."""
+        child's, the detached supervisor's own and ``other_logs`` (:mod:`.logrotate`). In a
+        thread: copying 50 MB files must not stop the loop that notices exits."""
         now = time.monotonic()
         if now < self._rotate_at:
             return
         self._rotate_at = now + self.rotate_every_s
         paths = [p.log_path for phase in self.procs for p in phase]
         paths.append(self.log_dir / "supervisor.log")
+        paths.extend(self.other_logs)
         rotated = await asyncio.to_thread(rotate_all, paths, self.log_max_bytes, self.log_keep)
         for path in rotated:
             log.info("%s reached %d bytes: rotated to %s.1", path, self.log_max_bytes, path.name)
