@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import hvac
 import hvac.exceptions
 import requests
+from hvac.utils import format_url
 
 from switchyard.config import Settings
 from switchyard.errors import SecretsError, VaultUnavailable
@@ -238,14 +239,39 @@ class Vault:
     async def metadata(self, name: str) -> SecretMeta:
         return await self.run(lambda: self._metadata(name))
 
+    def _list_one_by_one(self) -> list[SecretMeta]:
+        try:
+            keys = self._client.secrets.kv.v2.list_secrets(path=PREFIX, mount_point=self._mount)
+        except hvac.exceptions.InvalidPath:
+            return []
+        names = sorted(k for k in keys["data"]["keys"] if not k.endswith("/"))
+        metas = (self._metadata_or_none(n) for n in names)  # deleted meanwhile: not listed
+        return [m for m in metas if m is not None]
+
     async def list(self) -> list[SecretMeta]:
+        """Every stored secret's metadata, by name, in one request where the server allows it.
+
+        The admin overview lists secrets every few seconds (which providers miss their key).
+        A LIST of names and a metadata read per name made 1 + N requests, each written twice
+        to OpenBao's audit log (437 KB a minute for 10 secrets); OpenBao's
+        ``detailed-metadata`` LIST answers names and metadata at once. A server without it
+        (HashiCorp Vault) or a policy that does not grant it gets the per-name reads.
+        """
+
         def op() -> list[SecretMeta]:
             try:
-                keys = self._client.secrets.kv.v2.list_secrets(path=PREFIX, mount_point=self._mount)
-            except hvac.exceptions.InvalidPath:
-                return []
-            names = [k for k in keys["data"]["keys"] if not k.endswith("/")]
-            return [self._metadata(n) for n in sorted(names)]
+                result = self._client.adapter.list(
+                    format_url("/v1/{0}/detailed-metadata/{1}", self._mount, PREFIX)
+                )
+            except hvac.exceptions.InvalidPath as exc:
+                if not exc.errors:  # nothing stored under it yet
+                    return []
+                return self._list_one_by_one()  # "unsupported path": no detailed-metadata
+            except (hvac.exceptions.Forbidden, hvac.exceptions.UnsupportedOperation):
+                return self._list_one_by_one()
+            info: dict[str, Any] = result["data"].get("key_info") or {}
+            metas = (_meta(n, d) for n, d in sorted(info.items()) if not n.endswith("/"))
+            return [m for m in metas if m is not None]
 
         return await self.run(op)
 
@@ -262,22 +288,29 @@ class Vault:
             )
         except hvac.exceptions.InvalidPath:
             raise SecretMissing(name) from None
-        data: dict[str, Any] = result["data"]
-        custom = data.get("custom_metadata") or {}
-        version = int(data.get("current_version") or 0)
-        versions = data.get("versions") or {}
-        current = versions.get(str(version), {})
-        if current.get("deletion_time") or current.get("destroyed"):
+        meta = _meta(name, result["data"])
+        if meta is None:
             raise SecretMissing(name)
-        return SecretMeta(
-            name=name,
-            version=version,
-            provider=str(custom.get("provider", "")),
-            last4=str(custom.get("last4", "")),
-            created_at=str(data.get("created_time", "")),
-            updated_at=str(data.get("updated_time", "")),
-            updated_by=str(custom.get("updated_by", "")),
-        )
+        return meta
+
+
+def _meta(name: str, data: dict[str, Any]) -> SecretMeta | None:
+    """A secret's metadata from OpenBao's answer; None when its current version is deleted."""
+    custom = data.get("custom_metadata") or {}
+    version = int(data.get("current_version") or 0)
+    versions = data.get("versions") or {}
+    current = versions.get(str(version), {})
+    if current.get("deletion_time") or current.get("destroyed"):
+        return None
+    return SecretMeta(
+        name=name,
+        version=version,
+        provider=str(custom.get("provider", "")),
+        last4=str(custom.get("last4", "")),
+        created_at=str(data.get("created_time", "")),
+        updated_at=str(data.get("updated_time", "")),
+        updated_by=str(custom.get("updated_by", "")),
+    )
 
 
 def _last4(value: str) -> str:

@@ -108,6 +108,7 @@ def policy_text(mount: str) -> str:
 path "{mount}/data/*" {{ capabilities = ["create", "read", "update", "delete"] }}
 path "{mount}/metadata/*" {{ capabilities = ["read", "list", "delete", "update"] }}
 path "{mount}/metadata" {{ capabilities = ["list"] }}
+path "{mount}/detailed-metadata/*" {{ capabilities = ["list"] }}
 path "{mount}/delete/*" {{ capabilities = ["update"] }}
 path "{mount}/undelete/*" {{ capabilities = ["update"] }}
 path "{mount}/destroy/*" {{ capabilities = ["update"] }}
