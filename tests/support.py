@@ -43,24 +43,38 @@ def free_port_pair(taken: set[int] | None = None) -> int:
 
 @contextlib.asynccontextmanager
 async def jetstream_server(store: Path) -> AsyncIterator[tuple[NATS, asyncio.subprocess.Process]]:
-    """A plain single nats-server with JetStream (no zones) on a free port, and a client."""
-    port = free_port()
-    server = await asyncio.create_subprocess_exec(
-        str(binaries.nats_server()),
-        *["-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    nc: NATS | None = None
-    try:
-        await accepting(port)  # nats-py would wait 2 s between attempts
-        nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=1)
-        yield nc, server
-    finally:
-        if nc is not None:
-            await nc.close()
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 10)
+    """A plain single nats-server with JetStream (no zones) on a free port, and a client.
+
+    The client is checked to be talking to this server (its name): a port picked free can be
+    taken by another process on this machine before the server binds it (another test run's
+    plain nats-server), and then the server exits while the client talks to the other one (two
+    CI runs lost published messages in `test_direct_delivery` with helpers' test runs beside
+    them). Such a start is tried again on another port.
+    """
+    for attempt in range(3):
+        name = f"sy-test-{os.getpid()}-{time.monotonic_ns()}"
+        port = free_port()
+        server = await asyncio.create_subprocess_exec(
+            str(binaries.nats_server()),
+            *["-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store), "-n", name],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        nc: NATS | None = None
+        try:
+            await accepting(port)  # nats-py would wait 2 s between attempts
+            nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=1)
+            if nc._server_info.get("server_name") != name or server.returncode is not None:
+                assert attempt < 2, f"port {port} was taken by another server three times"
+                continue
+            yield nc, server
+            return
+        finally:
+            if nc is not None:
+                await nc.close()
+            if server.returncode is None:
+                server.terminate()
+            await asyncio.wait_for(server.wait(), 10)
 
 
 async def add_full_subject_stream(nc: NATS) -> None:

@@ -42,6 +42,8 @@ from switchyard.workers.batch.slots import FairSlots
 from switchyard.workers.batch.usage import Tally
 
 log = logging.getLogger("switchyard.batch")
+# Statuses in which a runner sends no more lines of a batch: a cancel, or its end.
+_STOPPED = frozenset({"cancelling"}) | b.ENDED
 
 RETRY_PAUSE_S = 2.0
 # Beyond a line's deadline, how long a cancelled batch waits for its lines' answers to be
@@ -237,7 +239,9 @@ class BatchRunner:
                 llm=self.llm,
                 settings=self.settings.batch,
                 slots=self.slots,
-                cancelled=lambda: self._status(batch_id) == "cancelling",
+                # Ended too: another runner (there should be one, nothing enforces it) may
+                # have taken the record past `cancelling` before this one's watch saw it.
+                cancelled=lambda: self._status(batch_id) in _STOPPED,
                 on_line=lambda ok: self._lines[ok].inc(),
                 max_payload=self._nc.max_payload,
                 budget=self.budget.admit,
@@ -374,6 +378,8 @@ class BatchRunner:
         summed = job.usage.usage() if job.usage is not None else None
 
         def write(r: b.BatchRecord) -> b.BatchRecord | None:
+            if r.batch.status not in b.ACTIVE:  # ended (by another runner): its counts are final
+                return None
             usage = summed if job.usage is not None else r.batch.usage
             if r.batch.request_counts == counts and r.batch.usage == usage:
                 return None
