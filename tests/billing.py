@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 
@@ -23,7 +24,12 @@ from switchyard.config import Settings, load_settings
 from switchyard.limits import keys as rk
 from switchyard.limits import periods
 from switchyard.limits.store import connect_redis
-from switchyard.schemas.events import USAGE_BATCH_DECODER
+from switchyard.schemas.events import (
+    USAGE_BATCH_DECODER,
+    USAGE_BATCH_ENCODER,
+    UsageBatch,
+    UsageEvent,
+)
 
 QUIET_S = 6.0
 
@@ -105,6 +111,34 @@ async def day_counters(redis: Redis, key_id: str) -> dict[str, int]:
             field = name.decode() if isinstance(name, bytes) else name
             total[field] = total.get(field, 0) + int(value)
     return total
+
+
+async def publish_usage(
+    nc: NATS, batch_id: str, key_id: str, event_id: str, status: int = 200
+) -> int:
+    """One usage batch of one chat event (10 prompt, 5 completion tokens), as a model-proxy
+    publishes it; its stream sequence."""
+    event = UsageEvent(
+        status=status,
+        id=event_id,
+        request_id=event_id,
+        ts=time.time(),
+        op="chat",
+        alias="gpt-4o-mini",
+        deployment="fake.gpt-4o-mini",
+        provider="fake",
+        model="gpt-4o-mini",
+        key_id=key_id,
+        prompt_tokens=10,
+        completion_tokens=5,
+        total_tokens=15,
+    )
+    ack = await nc.jetstream().publish(
+        subjects.USAGE,
+        USAGE_BATCH_ENCODER.encode(UsageBatch(id=batch_id, events=[event])),
+        headers={"Nats-Msg-Id": batch_id},
+    )
+    return int(ack.seq)
 
 
 def main(argv: list[str]) -> int:

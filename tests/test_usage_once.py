@@ -9,7 +9,6 @@ The accounting service's own message handler does the work, fed real deliveries.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,10 @@ from switchyard.limits.store import connect_redis
 from switchyard.runtime.definitions import usage_stream_config
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.worker import Process
-from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEvent
 from switchyard.workers.accounting.service import Accounting
 from switchyard.workers.accounting.stream import UsageStream, micros, place_of
 from tests.billing import day_counters
+from tests.billing import publish_usage as _publish
 from tests.support import jetstream_server, valkey_server, write_settings
 
 pytestmark = pytest.mark.integration
@@ -59,30 +58,6 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         finally:
             await accounting.redis.aclose()
             await ops.aclose()
-
-
-async def _publish(nc: NATS, batch_id: str, key_id: str, event_id: str, status: int = 200) -> int:
-    event = UsageEvent(
-        status=status,
-        id=event_id,
-        request_id=event_id,
-        ts=time.time(),
-        op="chat",
-        alias="gpt-4o-mini",
-        deployment="fake.gpt-4o-mini",
-        provider="fake",
-        model="gpt-4o-mini",
-        key_id=key_id,
-        prompt_tokens=10,
-        completion_tokens=5,
-        total_tokens=15,
-    )
-    ack = await nc.jetstream().publish(
-        subjects.USAGE,
-        USAGE_BATCH_ENCODER.encode(UsageBatch(id=batch_id, events=[event])),
-        headers={"Nats-Msg-Id": batch_id},
-    )
-    return int(ack.seq)
 
 
 async def _deliveries(

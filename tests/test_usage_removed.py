@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,8 @@ from switchyard.limits.store import connect_redis
 from switchyard.runtime.definitions import accounting_consumer_config, usage_stream_config
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.worker import Process
-from switchyard.schemas.events import USAGE_BATCH_ENCODER, UsageBatch, UsageEvent
 from switchyard.workers.accounting.service import Accounting
-from tests.billing import day_counters
+from tests.billing import day_counters, publish_usage
 from tests.support import jetstream_server, valkey_server, write_settings
 
 pytestmark = pytest.mark.integration
@@ -70,28 +68,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
 
 async def _publish(nc: NATS, key_id: str, count: int) -> None:
-    js = nc.jetstream()
     for i in range(count):
-        event_id = f"{key_id}-{i}"
-        event = UsageEvent(
-            status=200,
-            id=event_id,
-            request_id=event_id,
-            ts=time.time(),
-            op="chat",
-            alias="gpt-4o-mini",
-            deployment="fake.gpt-4o-mini",
-            provider="fake",
-            model="gpt-4o-mini",
-            key_id=key_id,
-            prompt_tokens=10,
-            completion_tokens=5,
-            total_tokens=15,
-        )
-        batch = UsageBatch(id=event_id, events=[event])
-        await js.publish(
-            subjects.USAGE, USAGE_BATCH_ENCODER.encode(batch), headers={"Nats-Msg-Id": event_id}
-        )
+        await publish_usage(nc, f"{key_id}-{i}", key_id, f"{key_id}-{i}")
 
 
 async def _first_seq(nc: NATS) -> int:
