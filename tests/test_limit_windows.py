@@ -7,6 +7,7 @@ no minute of waiting: the ``ADMIT`` script reads it as it reads any edge's.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -137,3 +138,24 @@ async def test_a_tpm_refusal_waits_until_enough_tokens_leave(valkey: dict[str, A
     late = _key(tpm=300)
     await _logged(ops, late, [(age + retry + 0.5, tokens) for age, tokens in past])
     assert await limiter.admit(late, "late", 78) is not None
+
+
+async def test_a_request_that_ends_without_usage_keeps_only_its_prompt_in_the_window(
+    valkey: dict[str, Any],
+) -> None:
+    """Admitted on its prompt plus its max_tokens, a request whose provider failed (or whose
+    queue was full, or whose client left) kept the whole estimate for 60 s: an Anthropic
+    client's `max_tokens: 32000` held 32,000 tokens per failure (reviewer)."""
+    limiter: Limiter = valkey["limiter"]
+    key = _key(tpm=1000)
+    failed = await limiter.admit(key, "failed", 900, "m", prompt=100)
+    assert failed is not None
+    limiter.settle(failed, None)  # no usage came back
+    deadline = time.monotonic() + 5
+    while True:  # (the settle leaves within the settle delay, or with the next admission)
+        try:
+            assert await limiter.admit(key, "next", 800, "m") is not None
+            break
+        except RateLimited:
+            assert time.monotonic() < deadline, "the failed request kept its answer's cap"
+            await asyncio.sleep(0.05)

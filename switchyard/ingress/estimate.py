@@ -29,8 +29,11 @@ MEDIA_TOKENS = 1000
 # is looked at every _STRIDE bytes, under half that: each such string has a look in its base64.
 _STRIDE = 2048
 _RUN = re.compile(rb"[A-Za-z0-9+/]{64}")
-# The opening of a media string: base64, or a data URL's header and then base64.
-_OPENING = re.compile(rb'"(?:data:[^",;\\]{0,128};base64,)?[A-Za-z0-9+/]{64}')
+# The opening of a data URL's string: its header, then base64.
+_DATA_URL = re.compile(rb'"data:[^",;\\]{0,128};base64,[A-Za-z0-9+/]{64}')
+# The field a bare base64 string is media in (Anthropic's source.data, input_audio.data,
+# file_data, b64_json), up to the string's opening quote.
+_MEDIA_FIELD = re.compile(rb'"(?:data|file_data|b64_json)"\s*:\s*"$')
 
 
 def prompt_tokens(body: bytes) -> int:
@@ -51,29 +54,41 @@ def _media(body: bytes) -> list[tuple[int, int]]:
     A look every ``_STRIDE`` bytes, then byte searches (the C library's) from the hits: a
     regular expression over the whole body reads it a character at a time (~0.8 ms for
     150 KiB of base64), and so does a search for a field name in text. A string is media when
-    it opens with 64 characters of base64 (after a data URL's header), holds no space or
-    escape, which base64 never does (text has them long before 4,000 bytes), and is base64
-    wherever it is looked at.
+    it is a ``data:...;base64,`` URL or the value of a media field (``data``, ``file_data``,
+    ``b64_json``: base64 elsewhere, in a text part, is billed as text), holds no space or
+    escape, which base64 never does, and is base64 wherever it is looked at. Each string is
+    looked at once, whatever it turns out to be: the next look starts past its end (a look
+    every stride inside one long string made the scan quadratic, 0.3 s for 4 MB).
     """
     found: list[tuple[int, int]] = []
     at = _STRIDE
     while at < len(body):
-        if _RUN.match(body, at) is not None:
-            opens = body.rfind(b'"', 0, at)
-            closes = body.find(b'"', at)
-            if (
-                opens >= 0
-                and closes - opens > 4 * MEDIA_TOKENS
-                and _OPENING.match(body, opens) is not None
-                and body.find(b" ", opens, closes) < 0
-                and body.find(b"\\", opens, closes) < 0
-                and all(_RUN.match(body, a) for a in range(at + _STRIDE, closes - 64, _STRIDE))
-            ):
-                found.append((opens, closes + 1))
-                at = closes + _STRIDE
-                continue
-        at += _STRIDE
+        if _RUN.match(body, at) is None:
+            at += _STRIDE
+            continue
+        opens = body.rfind(b'"', 0, at)
+        closes = body.find(b'"', at)
+        if closes < 0:  # (not JSON after all: the probe read it, so never)
+            break
+        if (
+            opens >= 0
+            and closes - opens > 4 * MEDIA_TOKENS
+            and _is_media_value(body, opens)
+            and body.find(b" ", opens, closes) < 0
+            and body.find(b"\\", opens, closes) < 0
+            and all(_RUN.match(body, a) for a in range(at + _STRIDE, closes - 64, _STRIDE))
+        ):
+            found.append((opens, closes + 1))
+        at = closes + _STRIDE
     return found
+
+
+def _is_media_value(body: bytes, opens: int) -> bool:
+    """Whether the string opening at ``opens`` is a base64 data URL, or base64 as the value
+    of a media field (a look at the ~24 bytes before it for the field's name)."""
+    if _DATA_URL.match(body, opens) is not None:
+        return True
+    return _MEDIA_FIELD.search(body, max(0, opens - 24), opens + 1) is not None
 
 
 def answer_cap(probe: object) -> int:
@@ -95,8 +110,20 @@ def request_tokens(body: bytes, probe: object, tpm: int) -> int:
     the key's whole ``tpm`` and no further (``tpm`` 0: no limit on tokens), so a request is
     refused as too large for its prompt only: an Anthropic client's usual ``max_tokens`` of
     32,000 on a key of 20,000 tokens a minute runs, alone in the window, rather than never."""
+    if tpm <= 0:  # (no limit to cap the answer at)
+        prompt = prompt_tokens(body)
+        return prompt + answer_cap(probe)
+    return request_estimate(body, probe, tpm)[0]
+
+
+def request_estimate(body: bytes, probe: object, tpm: int) -> tuple[int, int]:
+    """:func:`request_tokens`, and the prompt's part of it (what stays counted when the
+    request ends without usage: the answer's cap was never spent). (0, 0) for a key without
+    ``tpm``: nothing counts tokens, so the body is not read for them."""
+    if tpm <= 0:
+        return 0, 0
     prompt = prompt_tokens(body)
     total = prompt + answer_cap(probe)
     if tpm > 0:
         total = min(total, max(prompt, tpm))
-    return total
+    return total, prompt

@@ -52,7 +52,7 @@ from switchyard.ingress.edge import (
     sse_frames,
     stream_error,
 )
-from switchyard.ingress.estimate import request_tokens
+from switchyard.ingress.estimate import request_estimate
 from switchyard.ingress.onewrite import send_last, send_whole
 from switchyard.ingress.timeouts import deadline_header, first_chunk_wait, first_reply
 from switchyard.limits.limiter import Ticket
@@ -206,11 +206,13 @@ class FastPath:
             edge.check_model(key, parsed.model)
             if edge.limiter is not None:
                 # The prompt and the answer's cap (ingress/estimate.py), corrected after the
-                # answer; counts use none.
-                estimate = 0 if op in COUNTS else request_tokens(body, parsed, key.tpm)
+                # answer; only a key with tpm counts tokens, and counts use none.
+                estimate, prompt = request_estimate(body, parsed, 0 if op in COUNTS else key.tpm)
                 # The alias its usage is billed under (a budget holds its cost; counts: none).
                 alias = "" if op in COUNTS else parsed.model
-                call.ticket = await edge.limiter.admit(key, request_id, estimate, alias)
+                call.ticket = await edge.limiter.admit(
+                    key, request_id, estimate, alias, prompt=prompt
+                )
             limit_headers = call.ticket.headers if call.ticket is not None else []
             streamed = not isinstance(parsed, EmbeddingProbe) and bool(parsed.stream)
             env = _envelope(edge, request_id, key, wanted, streamed=streamed)

@@ -78,6 +78,9 @@ class Ticket:
     member: str
     estimate: int
     headers: list[tuple[bytes, bytes]]
+    # The prompt's part of ``estimate``: what stays counted when no usage comes back (a
+    # provider that failed, a full queue, a client gone), not the answer's cap as well.
+    prompt: int = 0
 
 
 class Limiter:
@@ -164,7 +167,13 @@ class Limiter:
         return self._refusal(key, code=4, retry_ms=retry_ms, spent=spent, estimate=0, headers=[])
 
     async def admit(
-        self, key: ClientKey, request_id: str, estimate: int, alias: str = ""
+        self,
+        key: ClientKey,
+        request_id: str,
+        estimate: int,
+        alias: str = "",
+        *,
+        prompt: int | None = None,
     ) -> Ticket | None:
         """Admit one request for ``key`` to the model ``alias`` (as the client named it: the
         usage event's alias, whose cost a budget holds) (None when the key has no limits or
@@ -187,7 +196,8 @@ class Limiter:
             if code == 0:
                 if self._in_flight(key):
                     self._slots.take(key.id, member, time.time())
-                return Ticket(key, member, estimate, headers)
+                kept = estimate if prompt is None else min(prompt, estimate)
+                return Ticket(key, member, estimate, headers, kept)
             # Full with requests a live edge runs (their slots, or their budget holds): the
             # one the client just got its answer to may be among them, its release on its way
             # from another edge (settles leave within SETTLE_DELAY_S). A client sending one
@@ -372,7 +382,12 @@ class Limiter:
             return
         if self._in_flight(key):
             self._slots.release(key.id, ticket.member)
-        actual = "" if actual_tokens is None or not key.tpm else str(actual_tokens)
+        if not key.tpm:
+            actual = ""
+        elif actual_tokens is not None:
+            actual = str(actual_tokens)
+        else:  # no usage came back: the answer's cap was never used
+            actual = str(ticket.prompt) if ticket.prompt < ticket.estimate else ""
         self._pending.setdefault(key.id, []).extend((ticket.member, actual))
         self._schedule_flush()
 

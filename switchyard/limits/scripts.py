@@ -143,7 +143,9 @@ local function retry_tokens()
   local need = used_tokens + est - tpm
   local freed = 0
   local last = nil
-  for i = 0, used_requests - 1, 100 do
+  -- At most 1,000 entries (a log of many tiny entries would hold Valkey's one thread): past
+  -- them, when the newest leaves, which frees everything.
+  for i = 0, math.min(used_requests, 1000) - 1, 100 do
     local part = redis.call('ZRANGE', KEYS[1], i, i + 99, 'WITHSCORES')
     if #part == 0 then break end
     local members = {}
@@ -155,7 +157,8 @@ local function retry_tokens()
       if freed >= need then return math.max(1, tonumber(last) + 60000 - now) end
     end
   end
-  if last then return math.max(1, tonumber(last) + 60000 - now) end
+  local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if top[2] then return math.max(1, tonumber(top[2]) + 60000 - now) end
   return 1000
 end
 -- reply: code, requests used, tokens used, retry after (ms), in flight, spent (nano-USD),
@@ -239,7 +242,15 @@ if hold then
   held = redis.call('HINCRBY', KEYS[4], '_sum', hold)
   redis.call('PEXPIRE', KEYS[4], lease)  -- kept alive, with the in-flight set, by RENEW
 end
-local reset_requests, reset_tokens = resets(used_tokens + est)
+-- The request just admitted is the newest entry: the window is whole again a minute from now
+-- (no walk of the log on the success path; only a zero-token entry, a count, needs one).
+local reset_requests, reset_tokens = 0, 0
+if rpm > 0 or tpm > 0 then reset_requests = 60000 end
+if tpm > 0 and est > 0 then
+  reset_tokens = 60000
+elseif tpm > 0 and used_tokens > 0 then
+  reset_requests, reset_tokens = resets(used_tokens)
+end
 return {0, used_requests + 1, used_tokens + est, 0, n + 1, spent, held, 0, reset_requests,
         reset_tokens}
 """
