@@ -112,8 +112,9 @@ class BatchRunner:
         cut = await self._jobs.drain(grace)  # (the records' watch tells of cancels meanwhile)
         if cut:
             log.warning(
-                "%d batches still had lines unanswered after the %.1f s stop grace: those "
-                "lines were cut and run again after a restart",
+                "%d batches were still at work after the %.1f s stop grace (lines unanswered, "
+                "or files being written): cut; the next runner sends those lines again and "
+                "writes the files",
                 cut,
                 grace,
             )
@@ -344,8 +345,9 @@ class BatchRunner:
                 if refused is not None:
                     log.info("batch %s: its key is gone (%s); ending it", job.batch_id, refused)
                     break
-                if self._status(job.batch_id) == "cancelling":
+                if self._status(job.batch_id) in _STOPPED:
                     # Each round: a line sent just as the cancel came is withdrawn at the next.
+                    # (Ended too: another runner may have ended it before this one saw it.)
                     withdrawn = job.withdraw()
                     if stop_by is None:
                         stop_by = time.monotonic() + self.settings.batch.line_timeout_s
