@@ -37,6 +37,8 @@ T = TypeVar("T")
 PREFIX = "providers"
 FAIL_FAST_S = 1.0
 WARN_EVERY_S = 60.0
+# How long a server or policy that refused the detailed LIST is not asked for it again.
+DETAILED_RETRY_S = 300.0
 REFUSED = "Vault/OpenBao refused the secrets service's credentials; check its AppRole and policy"
 _LOGIN_REFUSED = (
     hvac.exceptions.InvalidRequest,
@@ -91,6 +93,9 @@ class Vault:
         self._failed_at = 0.0
         self._down: str | None = None  # why Vault is unavailable, while it is
         self._warn = Throttle(WARN_EVERY_S)
+        # Until when the detailed LIST is not tried again (the server or policy refused it):
+        # each refused try is two more audit lines before the per-name reads.
+        self._one_by_one_until = 0.0
 
     # ---- authentication ----
 
@@ -239,6 +244,11 @@ class Vault:
     async def metadata(self, name: str) -> SecretMeta:
         return await self.run(lambda: self._metadata(name))
 
+    def _fall_back(self) -> list[SecretMeta]:
+        """The per-name reads, and no detailed LIST tried for ``DETAILED_RETRY_S``."""
+        self._one_by_one_until = time.monotonic() + DETAILED_RETRY_S
+        return self._list_one_by_one()
+
     def _list_one_by_one(self) -> list[SecretMeta]:
         try:
             keys = self._client.secrets.kv.v2.list_secrets(path=PREFIX, mount_point=self._mount)
@@ -259,6 +269,8 @@ class Vault:
         """
 
         def op() -> list[SecretMeta]:
+            if time.monotonic() < self._one_by_one_until:
+                return self._list_one_by_one()
             try:
                 result = self._client.adapter.list(
                     format_url("/v1/{0}/detailed-metadata/{1}", self._mount, PREFIX)
@@ -266,9 +278,9 @@ class Vault:
             except hvac.exceptions.InvalidPath as exc:
                 if not exc.errors:  # nothing stored under it yet
                     return []
-                return self._list_one_by_one()  # "unsupported path": no detailed-metadata
+                return self._fall_back()  # "unsupported path": no detailed-metadata
             except (hvac.exceptions.Forbidden, hvac.exceptions.UnsupportedOperation):
-                return self._list_one_by_one()
+                return self._fall_back()
             info: dict[str, Any] = result["data"].get("key_info") or {}
             metas = (_meta(n, d) for n, d in sorted(info.items()) if not n.endswith("/"))
             return [m for m in metas if m is not None]

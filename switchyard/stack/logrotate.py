@@ -37,8 +37,12 @@ def rotate(path: Path, max_bytes: int, keep: int) -> bool:
             if older.exists():
                 older.replace(path.with_name(f"{path.name}.{n + 1}"))
         copy = path.with_name(f"{path.name}.1")
-        shutil.copyfile(path, copy)
-        shutil.copymode(path, copy)
+        # Made with the file's own mode from the start (an audit log is 0600: a copy made by
+        # copyfile was 0644 until copymode caught up, reviewer).
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, path.stat().st_mode & 0o777)
+        with open(path, "rb") as source, os.fdopen(fd, "wb") as target:
+            os.fchmod(target.fileno(), path.stat().st_mode & 0o777)  # (a copy already there)
+            shutil.copyfileobj(source, target)
         os.truncate(path, 0)
     except FileNotFoundError:
         return False
