@@ -50,7 +50,9 @@ async def test_stream_is_not_buffered(stack: Stack) -> None:
     gaps_ms = [(b - a) * 1000 for a, b in itertools.pairwise(arrivals)][:5]
     assert len(gaps_ms) == 5
     assert abs(statistics.median(gaps_ms) - 20) < 10, gaps_ms
-    assert sum(1 for g in gaps_ms if abs(g - 20) < 10) >= 4, gaps_ms
+    # Buffered, chunks come together (gaps near 0). Paced, a loaded CI machine still jitters
+    # them both ways (41, 13, 24, 43, 7 ms once), so only near-zero gaps count against it.
+    assert sum(1 for g in gaps_ms if g < 5) <= 1, gaps_ms
 
 
 async def test_expired_deadline_is_504_and_provider_never_called(
