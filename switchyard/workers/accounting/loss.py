@@ -21,20 +21,19 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeVar
 
 import msgspec
-import nats.errors
 from nats.aio.client import Client as NATS
 from prometheus_client import Counter
 
 from switchyard.errors import BusError
 from switchyard.runtime.throttle import Throttle
+from switchyard.workers.accounting.stream import Ask, api_ask
 
 log = logging.getLogger("switchyard.accounting")
 
-Ask = Callable[[], Awaitable[bytes]]
 T = TypeVar("T", "_StreamInfo", "_ConsumerInfo")
 
 CHECK_EVERY_S = 5.0  # the steady check
@@ -108,19 +107,11 @@ class LossWatch:
     def over(cls, nc: NATS, stream: str, consumer: str, lost: Counter, timeout: float) -> LossWatch:
         """Ask the JetStream API of ``nc`` about ``stream`` and its ``consumer``."""
 
-        def asker(subject: str) -> Ask:
-            async def ask() -> bytes:
-                try:
-                    reply = await nc.request(subject, b"", timeout=timeout)
-                except (nats.errors.Error, TimeoutError) as exc:
-                    raise BusError(f"no answer on {subject}: {type(exc).__name__}") from exc
-                return reply.data
-
-            return ask
-
+        stream_info = f"$JS.API.STREAM.INFO.{stream}"
+        consumer_info = f"$JS.API.CONSUMER.INFO.{stream}.{consumer}"
         return cls(
-            asker(f"$JS.API.STREAM.INFO.{stream}"),
-            asker(f"$JS.API.CONSUMER.INFO.{stream}.{consumer}"),
+            api_ask(nc, stream_info, timeout, f"answer on {stream_info}"),
+            api_ask(nc, consumer_info, timeout, f"answer on {consumer_info}"),
             lost,
         )
 

@@ -146,6 +146,20 @@ def parse_stream_info(data: bytes, number: int) -> StreamInstance:
 Ask = Callable[[], Awaitable[bytes]]
 
 
+def api_ask(nc: NATS, subject: str, timeout: float, what: str) -> Ask:
+    """A question to the JetStream API of ``nc`` on ``subject`` (empty body), answered within
+    ``timeout``; a failure is a :class:`BusError` saying "no ``what``"."""
+
+    async def ask() -> bytes:
+        try:
+            reply = await nc.request(subject, b"", timeout=timeout)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"no {what}: {type(exc).__name__}") from exc
+        return reply.data
+
+    return ask
+
+
 class UsageStream:
     """Answers "which instance of the stream did this message come from", asking NATS only
     when the last answer may be out of date, and once for every message waiting meanwhile."""
@@ -173,15 +187,7 @@ class UsageStream:
     def over(cls, nc: NATS, stream: str, timeout: float) -> UsageStream:
         """Ask the JetStream API of ``nc`` about ``stream``, each time within ``timeout``."""
         subject = f"$JS.API.STREAM.INFO.{stream}"
-
-        async def ask() -> bytes:
-            try:
-                reply = await nc.request(subject, b"", timeout=timeout)
-            except (nats.errors.Error, TimeoutError) as exc:
-                raise BusError(f"no info on stream {stream}: {type(exc).__name__}") from exc
-            return reply.data
-
-        return cls(ask)
+        return cls(api_ask(nc, subject, timeout, f"info on stream {stream}"))
 
     def _covers(self, known: StreamInstance | None, stored_us: int, seq: int) -> bool:
         """Whether ``known`` answers for a message stored at ``stored_us`` as ``seq``."""
