@@ -114,18 +114,24 @@ end
 -- When the window is back to its initial state (OpenAI's "reset"): the newest entry leaves.
 -- For tokens, the newest entry that holds any (token counts hold none); past 512 entries of
 -- none, the newest entry's time (later: the tokens are back by then all the same).
+-- One page of the request log (``cmd``: ZRANGE oldest first, ZREVRANGE newest first): its
+-- (member, score) pairs, and each member's tokens.
+local function page(cmd, from, size)
+  local part = redis.call(cmd, KEYS[1], from, from + size - 1, 'WITHSCORES')
+  if #part == 0 then return part, {} end
+  local members = {}
+  for j = 1, #part, 2 do members[#members + 1] = part[j] end
+  return part, redis.call('HMGET', KEYS[2], unpack(members))
+end
 local function resets(tokens)
   local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   if not top[2] then return 0, 0 end
   local requests_ms = leaves(top[2])
   if tpm <= 0 or tokens <= 0 then return requests_ms, 0 end
   for i = 0, 511, 64 do
-    local part = redis.call('ZREVRANGE', KEYS[1], i, i + 63, 'WITHSCORES')
+    local part, counts = page('ZREVRANGE', i, 64)
     if #part == 0 then break end
-    local members = {}
-    for j = 1, #part, 2 do members[#members + 1] = part[j] end
-    local counts = redis.call('HMGET', KEYS[2], unpack(members))
-    for j = 1, #members do
+    for j = 1, #counts do
       if (tonumber(counts[j]) or 0) > 0 then return requests_ms, leaves(part[2 * j]) end
     end
   end
@@ -142,19 +148,14 @@ end
 local function retry_tokens()
   local need = used_tokens + est - tpm
   local freed = 0
-  local last = nil
   -- At most 1,000 entries (a log of many tiny entries would hold Valkey's one thread): past
   -- them, when the newest leaves, which frees everything.
   for i = 0, math.min(used_requests, 1000) - 1, 100 do
-    local part = redis.call('ZRANGE', KEYS[1], i, i + 99, 'WITHSCORES')
+    local part, counts = page('ZRANGE', i, 100)
     if #part == 0 then break end
-    local members = {}
-    for j = 1, #part, 2 do members[#members + 1] = part[j] end
-    local counts = redis.call('HMGET', KEYS[2], unpack(members))
-    for j = 1, #members do
+    for j = 1, #counts do
       freed = freed + (tonumber(counts[j]) or 0)
-      last = part[2 * j]
-      if freed >= need then return math.max(1, tonumber(last) + 60000 - now) end
+      if freed >= need then return math.max(1, tonumber(part[2 * j]) + 60000 - now) end
     end
   end
   local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
