@@ -27,7 +27,7 @@ from switchyard.errors import BusError
 from switchyard.runtime.jetstream import StreamRejected
 from switchyard.stack import binaries
 from switchyard.stack.ports import accepting
-from tests.support import add_full_subject_stream, free_port, jetstream_server, until
+from tests.support import add_full_subject_stream, flushed, free_port, jetstream_server, until
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ async def _collect(nc: NATS, subject: str) -> list[Msg]:
         got.append(msg)
 
     await nc.subscribe(subject, cb=on_msg)
-    await nc.flush()
+    await flushed(nc)
     return got
 
 
@@ -84,8 +84,8 @@ async def test_a_handler_gets_raw_parts_and_the_rest_of_the_connection_is_untouc
         await msg.respond(b"pong")
 
     await other.subscribe("svc", cb=pong)
-    await nc.flush()
-    await other.flush()
+    await flushed(nc)
+    await flushed(other)
 
     await other.publish("raw.a", b"one", reply="back.1", headers={"X-K": "v"})
     await other.publish("raw.b", b"two")
@@ -102,9 +102,8 @@ async def test_a_handler_gets_raw_parts_and_the_rest_of_the_connection_is_untouc
 
     await direct.unsubscribe(sub)
     await other.publish("raw.a", b"gone")
-    await other.flush()
-    await nc.flush()
-    await asyncio.sleep(0.1)
+    await flushed(other)  # the server has routed "gone" ...
+    await flushed(nc)  # ... and nc has read what the server sent it before this answer
     assert len(seen) == 2
 
 
@@ -142,7 +141,7 @@ async def test_a_failing_handler_loses_its_message_not_the_connection(
         seen.append(data)
 
     await direct.subscribe("raw", fragile)
-    await nc.flush()
+    await flushed(nc)
     for data in (b"one", b"bad", b"two"):
         await other.publish("raw", data)
     await other.flush()
@@ -184,7 +183,7 @@ async def test_attach_falls_back_when_messages_do_not_come_through_it(
     assert not direct.direct  # its own message never arrived: nats-py's public API instead
     seen: list[bytes] = []
     await direct.subscribe("raw", lambda s, r, data, h: seen.append(data))
-    await nc.flush()
+    await flushed(nc)
     await other.publish("raw", b"still heard")
     await other.flush()
     await until(lambda: seen == [b"still heard"], 5)
@@ -267,7 +266,7 @@ async def test_a_move_is_settled_once_stored_refused_or_unanswered(
 
         silent: list[BusError | None] = []
         await other.subscribe("mute.>")  # hears (no "no responders"), never answers
-        await other.flush()
+        await flushed(other)
         mover.move("mute.a", b"x", header_block({}), silent.append)
         await asyncio.sleep(0.2)
         assert silent == []
