@@ -16,9 +16,9 @@ import msgspec
 import nats
 import yaml
 from nats.aio.client import Client as NATS
-from nats.errors import NoRespondersError
 from nats.js.api import DiscardPolicy, StreamConfig
 
+from switchyard.bus.connect import subscribed
 from switchyard.config import Settings, load_settings
 from switchyard.schemas.events import UsageBatch, UsageEvent
 from switchyard.stack import binaries, valkey
@@ -184,19 +184,10 @@ async def until(check: Callable[[], object], timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def flushed(nc: NATS, timeout: float = 5.0) -> None:
-    """Return once the server has processed every command ``nc`` was asked to send before
-    this call, a subscription just made in particular.
-
-    ``nc.flush()`` does not promise that on nats-py 2.16: it writes its PING straight to the
-    socket, ahead of the commands still waiting in the client's buffer for its flusher task (a
-    SUB just made), so its PONG can come back before the server has read the SUB. A message
-    another connection publishes in that moment finds no subscriber: it is lost, or a request
-    is answered "no responders". A request goes through that buffer behind them, so its answer
-    (here "no responders": nobody listens on a new inbox) comes after the server has them.
-    """
-    with contextlib.suppress(NoRespondersError):
-        await nc.request(nc.new_inbox(), b"", timeout=timeout)
+async def flushed(nc: NATS) -> None:
+    """Return once the server has every subscription ``nc`` made (``nc.flush()`` does not
+    promise it: see :func:`switchyard.bus.connect.subscribed`)."""
+    await subscribed(nc)
 
 
 async def settle(nc: Any, seconds: float = 0.15) -> None:

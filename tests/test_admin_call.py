@@ -11,6 +11,7 @@ from nats.aio.msg import Msg
 
 from switchyard.bus.admin_call import NO_RESPONDERS_RETRY_S, call
 from switchyard.errors import ServiceUnavailable
+from tests.support import flushed
 from tests.test_zones import SECRET_ADMIN, Zone, _as, zone  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ async def test_a_service_that_subscribes_a_moment_late_still_answers(zone: Zone)
     async def subscribe_late() -> None:
         await asyncio.sleep(0.5)
         await secrets_nc.subscribe("secrets.v1.admin.>", queue="secrets", cb=answer)
-        await secrets_nc.flush()
+        await flushed(secrets_nc)
 
     try:
         late = asyncio.create_task(subscribe_late())

@@ -26,6 +26,7 @@ from switchyard.schemas.routing import Deployment, Route, deployment_id
 from switchyard.stack import local
 from switchyard.stack.process import ManagedProcess
 from tests.stacks import Stack, start_stack
+from tests.support import flushed
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -186,7 +187,7 @@ async def test_a_retry_no_head_takes_is_answered_not_lost(narrow: Stack) -> None
             await replies.send_accepted(head, msg.reply)
 
         await head.subscribe(subjects.CHAT, cb=enqueue)
-        await head.flush()
+        await flushed(head)
         body = msgspec.json.encode({**BODY, "model": "broken"})
         deadline = str(int((time.time() + 30) * 1000))
         async with LLMClient(app, api_key=narrow.api_key) as llm:

@@ -32,7 +32,7 @@ from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.keys import hash_key
 from tests.fakes.server import FakeServer, InThread
 from tests.stacks import Stack, start_stack
-from tests.support import usage_events
+from tests.support import flushed, usage_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -292,7 +292,7 @@ async def test_a_queued_request_whose_client_left_never_reaches_the_provider(
         cancels.append((msg.headers or {}).get(h.REQUEST_ID, ""))
 
     await spy.subscribe(subjects.CANCEL, cb=heard)
-    await spy.flush()
+    await flushed(spy)
     async with httpx.AsyncClient(timeout=60) as http:
         first = asyncio.create_task(
             http.post(
@@ -342,7 +342,7 @@ async def test_a_cancel_with_another_key_is_ignored(
         heard.append(msg)
 
     await spy.subscribe(subjects.CANCEL, cb=hear)
-    await spy.flush()
+    await flushed(spy)
     try:
         async with LLMClient(app, api_key=leaving.api_key) as llm:
             body = msgspec.json.encode(_chat("held", victim))

@@ -20,7 +20,7 @@ from switchyard.control.held import Held
 from switchyard.control.mover import Mover
 from switchyard.runtime.metrics import Metrics
 from switchyard.schemas.routing import RouteTable
-from tests.support import jetstream_server
+from tests.support import flushed, jetstream_server
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ async def test_moves_unanswered_at_stop_are_not_retried_by_the_stopped_run(
     async with jetstream_server(tmp_path) as (nc, _):
         mute = await nats.connect(nc.connected_url.geturl() if nc.connected_url else "")
         await mute.subscribe("llm.v1.dispatch.>")  # hears the moves, never answers
-        await mute.flush()
+        await flushed(mute)
         feeder = Feeder(nc, Metrics("control"), RouteTable, heads=lambda: 1, latency=lambda _: None)
         direct = await DirectDelivery.attach(nc)
         feeder._direct, feeder._mover = direct, Mover(nc, direct)

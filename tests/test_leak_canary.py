@@ -27,6 +27,7 @@ from switchyard.stack.certs import CertificateAuthority
 from switchyard.stack.natsconf import NatsServerLayout, nats_config, render
 from tests.otlp import OtlpReceiver
 from tests.stacks import Stack, start_stack
+from tests.support import flushed
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -122,7 +123,7 @@ async def test_canary_never_leaks(
         seen.append(msg)
 
     await probe.subscribe(">", cb=spy)
-    await probe.flush()
+    await flushed(probe)
 
     responses: list[httpx.Response] = []
     auth = {"Authorization": f"Bearer {stack.api_key}"}

@@ -17,6 +17,7 @@ from switchyard.bus import headers as h
 from switchyard.bus import replies
 from switchyard.client import LLMClient
 from switchyard.errors import InvalidRequest
+from tests.support import flushed
 from tests.test_zones import Zone, _as, zone  # noqa: F401  (the fixture, one per module)
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ async def _serve(head: NATS, body: bytes) -> None:
         await replies.send_final(head, msg.reply, body)
 
     await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
-    await head.flush()
+    await flushed(head)
 
 
 async def test_request_releases_its_reply_slot_when_it_returns(zone: Zone) -> None:  # noqa: F811
@@ -67,7 +68,7 @@ async def test_accepted_request_is_resent_after_a_reconnect(zone: Zone) -> None:
         await replies.send_final(head, msg.reply, b'{"answer":42}')
 
     await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
-    await head.flush()
+    await flushed(head)
     # Accept timeout and deadline far beyond the test's own bound: only noticing the
     # reconnect can get this request answered in time.
     client = LLMClient(tail, accept_timeout=300, default_timeout=300)
@@ -184,7 +185,7 @@ async def _split_answer(zone: Zone, *, end_first_copy: bool) -> list[tuple[str, 
         await replies.send_final(proxy, msg.reply, b"", chunks=2)
 
     await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
-    await head.flush()
+    await flushed(head)
     client = LLMClient(tail, default_timeout=30)
     await client.start()
     got: list[tuple[str, int]] = []

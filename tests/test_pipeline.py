@@ -22,6 +22,7 @@ from switchyard.client import LLMClient
 from switchyard.errors import AuthenticationFailed, DeadlineExceeded, InvalidRequest
 from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack
+from tests.support import flushed
 from tests.upstream import FakeOpenAI
 
 pytestmark = pytest.mark.integration
@@ -113,7 +114,7 @@ async def test_malformed_body_is_400_and_no_worker_sees_it(stack: Stack) -> None
         seen.append(msg.subject)
 
     await spy.subscribe(subjects.CHAT, cb=record)  # no queue group: sees every request
-    await spy.flush()
+    await flushed(spy)
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             for body in (b"{not json", b"[1,2]", b'{"model": 5, "messages": []}', b'{"model":"x"}'):

@@ -184,6 +184,20 @@ class FirstConnect:
         return _reason(kept[-1] if kept else raised)
 
 
+async def subscribed(nc: NATS, timeout: int = 5) -> None:
+    """Return once the server has every subscription ``nc`` made before this call.
+
+    ``nc.flush()`` alone does not promise it on nats-py 2.16: its PING is written straight to
+    the socket, ahead of the commands still waiting in the client's buffer (a SUB just made),
+    so the PONG can come back before the server has read the SUB, and a message another
+    connection publishes in that moment finds nobody (a request is answered "no responders").
+    The first flush also wakes the client's flusher, which writes the buffer before that PONG
+    can be read; the second PING therefore goes out behind the SUB, and its PONG proves it.
+    """
+    await nc.flush(timeout=timeout)
+    await nc.flush(timeout=timeout)
+
+
 def unknown_certificate(cert: Path, identity: str) -> str:
     """What to do about a certificate the server maps to no user: its subject (what
     nats-server matches) and the setting that admits it."""

@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind
 
 from switchyard.bus import headers as h
 from switchyard.bus import identities, replies, subjects
+from switchyard.bus.connect import subscribed
 from switchyard.bus.envelope import (
     CLOCK_SKEW_S,
     Deadline,
@@ -149,7 +150,7 @@ class Head:
                 subjects.REROUTE, queue=subjects.HEAD_QUEUE, cb=self._on_message
             )
         )
-        await self.nc.flush()
+        await subscribed(self.nc)
         self.ready = True
 
     async def stop(self, grace: float) -> None:

@@ -27,7 +27,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from switchyard.bus import identities, subjects
-from switchyard.bus.connect import connect
+from switchyard.bus.connect import connect, subscribed
 from switchyard.config import Settings
 from switchyard.runtime.definitions import DRAIN_ACK_PENDING, ROUTE_TABLE_KEY
 from switchyard.runtime.kvwatch import KvFollower
@@ -200,7 +200,7 @@ class ModelProxy:
         # ones from now on, then those the server stored before; only then is work pulled, so
         # a request whose caller left while no model-proxy ran is dropped like any other.
         self._cancels = await self.nc.subscribe(subjects.CANCEL, cb=self.handler.on_cancel)
-        await self.nc.flush()
+        await subscribed(self.nc)
         await self.stored_cancels.read()
         await self._sync_workers()
         self.ready = True
