@@ -69,9 +69,15 @@ async def test_apply_applies_the_preview_on_its_page_not_the_last_one_shown(
         shown = (await http.get("/ui/import")).text
         assert "Preview the config again" in shown
     assert "stash-b-model" not in await _routes(stack)
-    # B's own Apply still applies B.
+    # B's own Apply still applies B, once its page is shown again: A's apply replaced the
+    # provider (same name, another port) that B's preview showed as new.
     applied = await http.post(
         "/ui/import/apply", data={"csrf": csrf, "preview": _preview_id(page_b.text)}
+    )
+    assert applied.status_code == 409, applied.text
+    assert re.search(r"Nothing applied: provider \S+ changed since the preview", applied.text)
+    applied = await http.post(
+        "/ui/import/apply", data={"csrf": csrf, "preview": _preview_id(applied.text)}
     )
     assert applied.headers["location"] == "/ui/routes"
     assert "stash-b-model" in await _routes(stack)
@@ -103,3 +109,34 @@ async def test_the_preview_says_a_literal_key_replaces_a_stored_secret(
     assert found.group(2) == "used now by routes replace-first-model"
     stored = [s["name"] for s in (await stack.admin("GET", "/secrets")).json()["secrets"]]
     assert found.group(1) in stored
+
+
+async def test_apply_refuses_a_route_changed_since_its_preview(
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """Admin A previewed (the route shown as new), admin B then created it, A applied: B's route
+    was replaced and the page said "Imported 1 routes"."""
+    http, csrf = signed_in
+    config = _config("stale-preview-model", 32921, "os.environ/STALE_PREVIEW_KEY")
+    page = await http.post("/ui/import/preview", data={"csrf": csrf, "config": config})
+    assert page.status_code == 200, page.text
+    theirs = {"deployments": [{"provider": "fake", "model": "echo", "weight": 3}]}
+    made = await stack.admin("PUT", "/routes/stale-preview-model", theirs)
+    assert made.status_code == 200, made.text
+    applied = await http.post(
+        "/ui/import/apply", data={"csrf": csrf, "preview": _preview_id(page.text)}
+    )
+    assert applied.status_code == 409, applied.text
+    text = re.sub(r"<[^>]+>", "", applied.text)
+    assert "Nothing applied: route stale-preview-model changed since the preview" in text
+    assert "replaces the current one" in text  # shown again against the table as it is now
+    kept = (await _routes(stack))["stale-preview-model"]
+    assert kept["deployments"][0]["weight"] == 3  # type: ignore[index]
+    # The preview shown again can be applied: the admin has now seen what it replaces.
+    again = await http.post(
+        "/ui/import/apply", data={"csrf": csrf, "preview": _preview_id(applied.text)}
+    )
+    assert again.headers["location"] == "/ui/routes"
+    replaced = (await _routes(stack))["stale-preview-model"]
+    assert replaced["deployments"][0]["provider"] != "fake"  # type: ignore[index]
+    await stack.admin("DELETE", "/routes/stale-preview-model")

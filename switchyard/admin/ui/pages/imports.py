@@ -6,6 +6,13 @@ on apply and shown only by the name they get. Each preview gets a random id that
 button sends back, so Apply applies the config on that page, never another tab's later
 preview; a session keeps its last :data:`KEPT` previews for :data:`KEPT_S` seconds.
 
+A preview also keeps a fingerprint of each live entry it compared (or that there was none).
+Apply writes nothing when an entry the import would write has changed since (another admin
+created, edited or deleted it): the admin approved "new" or "unchanged" against a table that is
+gone, so the page shows the preview again against the current table, naming what changed, and
+Apply must be pressed on that one. The check is made again inside the table write itself, so
+an edit landing between the check and the write is not overwritten either.
+
 Apply checks the merged table as the control service will (its types, then its rules) before
 anything is written, so a refused import stores no secret. Secrets new to the store are
 written before the table (its providers name them) and deleted again if the table is refused
@@ -18,6 +25,8 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import Response
@@ -25,6 +34,7 @@ from starlette.responses import Response
 from switchyard.admin.context import Imported, ImportedSecret
 from switchyard.admin.ui.context import Route as UiRoute
 from switchyard.admin.ui.context import Ui
+from switchyard.admin.ui.pages.tables import digest
 from switchyard.errors import ApiError, Conflict, InvalidRequest
 from switchyard.schemas.import_merge import compare, merge
 from switchyard.schemas.route_check import edit_problems
@@ -38,21 +48,51 @@ KEPT_S = 3600.0  # how long a preview can be applied after it was shown
 SHOWN_USERS = 10  # routes named in a secret's line of the preview
 
 
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """A config as converted, and the fingerprint of each live entry its page compared it
+    with, by ``provider NAME`` or ``route NAME`` (``""``: there was none)."""
+
+    result: Imported
+    seen: Mapping[str, str]
+
+
+def _seen(live: RouteTable, incoming: RouteTable) -> dict[str, str]:
+    """The fingerprints of the live entries named like ``incoming``'s (``""``: none live)."""
+    return {
+        **{f"provider {n}": digest(live.providers.get(n)) for n in incoming.providers},
+        **{f"route {n}": digest(live.routes.get(n)) for n in incoming.routes},
+    }
+
+
+def changed_since(seen: Mapping[str, str], now: RouteTable, file: RouteTable) -> list[str]:
+    """The entries the import would write (not the settings file's), as ``route NAME``, that
+    differ in ``now`` from what the preview showed: created, edited or deleted since."""
+    held = {f"provider {n}" for n in file.providers} | {f"route {n}" for n in file.routes}
+    out = []
+    for key, was in seen.items():
+        section, _, name = key.partition(" ")
+        items: Mapping[str, Any] = now.providers if section == "provider" else now.routes
+        if key not in held and digest(items.get(name)) != was:
+            out.append(key)
+    return out
+
+
 class Previews:
     """The previews a session waits to apply, by id: the newest :data:`KEPT`, each for
     :data:`KEPT_S` seconds."""
 
     def __init__(self) -> None:
-        self._kept: OrderedDict[str, tuple[float, Imported]] = OrderedDict()
+        self._kept: OrderedDict[str, tuple[float, Preview]] = OrderedDict()
 
-    def add(self, result: Imported, now: float | None = None) -> str:
-        """Keep ``result``; its id. Expired previews go first: one holds the file's literal
+    def add(self, preview: Preview, now: float | None = None) -> str:
+        """Keep ``preview``; its id. Expired previews go first: one holds the file's literal
         keys, which must not stay in memory for the session's whole life."""
         moment = time.time() if now is None else now
         for stale in [key for key, (at, _) in self._kept.items() if moment - at > KEPT_S]:
             del self._kept[stale]
         preview_id = secrets.token_urlsafe(16)
-        self._kept[preview_id] = (moment, result)
+        self._kept[preview_id] = (moment, preview)
         while len(self._kept) > KEPT:
             self._kept.popitem(last=False)
         return preview_id
@@ -60,7 +100,7 @@ class Previews:
     def __len__(self) -> int:
         return len(self._kept)
 
-    def take(self, preview_id: str, now: float | None = None) -> Imported | None:
+    def take(self, preview_id: str, now: float | None = None) -> Preview | None:
         """The preview ``preview_id``, forgotten (applied once); None when unknown or expired."""
         kept = self._kept.pop(preview_id, None)
         if kept is None or (time.time() if now is None else now) - kept[0] > KEPT_S:
@@ -122,8 +162,14 @@ async def preview(ui: Ui) -> Response:
             preview=None,
             status=400,
         )
-    preview_id = _previews(ui).add(result)
+    return await _show(ui, result)
+
+
+async def _show(ui: Ui, result: Imported, changed: list[str] | None = None) -> Response:
+    """The preview page of ``result`` against the live table, with a new id; ``changed``: an
+    Apply refused because these entries changed since its preview (a 409 that says so)."""
     live = (await ui.admin.control.table()).table
+    preview_id = _previews(ui).add(Preview(result, _seen(live, result.table)))
     file = ui.admin.file_table
     stored = {s.name for s in await ui.admin.secrets.list()}
     changes = _changes(live, result.table, file)
@@ -132,17 +178,30 @@ async def preview(ui: Ui) -> Response:
         for s in result.secrets
     ]
     refused = table_refusal(merge(live, result.table, kept=file), live)
+    errors = [f"Apply would be refused, storing nothing: {refused}"] if refused else []
+    if changed:
+        errors.insert(
+            0, f"Nothing applied: {_changed(changed)}. Check the changes below and apply again."
+        )
     return ui.page(
         "import.html",
         "routes",
         "Import a LiteLLM config",
-        error=f"Apply would be refused, storing nothing: {refused}" if refused else "",
+        error=" ".join(errors),
         preview={
             "id": preview_id,
             "changes": changes,
             "secrets": secrets,
             "unmapped": list(result.unmapped),
         },
+        status=409 if changed else 200,
+    )
+
+
+def _changed(names: list[str]) -> str:
+    return (
+        f"{', '.join(names)} changed since the preview was shown (someone else created, "
+        "edited or deleted it), and applying would have replaced that change"
     )
 
 
@@ -171,8 +230,8 @@ def table_refusal(table: RouteTable, live: RouteTable) -> str:
 
 
 async def apply(ui: Ui) -> Response:
-    result = _previews(ui).take(ui.form.get("preview"))
-    if result is None:  # not this session's, applied already, pushed out or too old
+    shown = _previews(ui).take(ui.form.get("preview"))
+    if shown is None:  # not this session's, applied already, pushed out or too old
         return ui.redirect(
             "/ui/import",
             (
@@ -182,9 +241,13 @@ async def apply(ui: Ui) -> Response:
                 "Preview the config again.",
             ),
         )
+    result = shown.result
     file = ui.admin.file_table
     imported = result.table
     live = (await ui.admin.control.table()).table
+    changed = changed_since(shown.seen, live, file)
+    if changed:  # nothing written yet: show it again as the table is now
+        return await _show(ui, result, changed)
     refused = table_refusal(merge(live, imported, kept=file), live)
     if refused:  # nothing written yet
         return ui.redirect("/ui/import", ("error", f"Not applied: {refused}"))
@@ -199,10 +262,15 @@ async def apply(ui: Ui) -> Response:
                 created.append(name)
     except ApiError as exc:  # not stored: neither is anything else
         return await _refused(ui, exc, created)
+
+    def change(table: RouteTable) -> RouteTable:
+        moved = changed_since(shown.seen, table, file)
+        if moved:  # an edit landed after the check above
+            raise Conflict(f"{_changed(moved)}; preview the config again")
+        return merge(table, imported, kept=file)
+
     try:
-        state = await ui.admin.control.acting_for(ui.actor).edit(
-            lambda t: merge(t, imported, kept=file)
-        )
+        state = await ui.admin.control.acting_for(ui.actor).edit(change)
     except (Conflict, InvalidRequest) as exc:  # refused: what this apply stored goes again
         return await _refused(ui, exc, created)
     stored = list(created)
