@@ -78,6 +78,11 @@ def _rows(route: Route | None, extra: int = BLANK_ROWS) -> list[dict[str, Any]]:
     return rows + [{"provider": "", "model": "", "weight": 1, "concurrency": ""}] * extra
 
 
+def _hidden(dep: Deployment) -> list[str]:
+    """The settings of ``dep`` this form does not show (set in the file or through the API)."""
+    return [name for name in ("price", "timeouts") if getattr(dep, name) is not None]
+
+
 async def edit_route(ui: Ui) -> Response:
     alias = ui.query("alias")
     state = await ui.admin.control.table()
@@ -124,6 +129,7 @@ def _form(
         aliases=sorted(a for a in table.routes if a != alias),
         source=where,
         file_route=ui.admin.file_table.routes.get(alias),
+        hidden=[_hidden(d) for d in route.deployments] if route else [],
         conflicted=conflicted,
         status=status,
     )
@@ -229,7 +235,8 @@ async def save_route(ui: Ui) -> Response:
             raise conflict(f"Route {alias}")
         if errors:
             raise Problem(errors)
-        route = _keep_hidden_settings(_to_route(document, fields), original)
+        rows = [d["_row"] for d in document["deployments"]]
+        route, moved = _keep_hidden_settings(_to_route(document, fields), original, rows)
         changed = msgspec.structs.replace(table, routes={**table.routes, alias: route})
         result = await save(
             ui.admin.control.acting_for(ui.actor),
@@ -251,7 +258,13 @@ async def save_route(ui: Ui) -> Response:
             conflicted=problem.conflict,
         )
     await ui.audit("route.put", alias, f"revision {result.revision}")
-    return ui.redirect("/ui/routes", ("ok", f"Saved route {alias} (revision {result.revision})."))
+    saved = f"Saved route {alias} (revision {result.revision})."
+    for dep, names in moved:
+        saved += (
+            f" {dep.provider}/{dep.model} kept the {' and '.join(names)} of the deployment it"
+            " replaced (set in switchyard.yaml or through the API): check they fit it."
+        )
+    return ui.redirect("/ui/routes", ("ok", saved))
 
 
 async def delete_route(ui: Ui) -> Response:
@@ -295,20 +308,30 @@ async def restore(ui: Ui) -> Response:
     return ui.redirect("/ui/routes", ("ok", f"{name} is as {origin} again."))
 
 
-def _keep_hidden_settings(route: Route, original: Route | None) -> Route:
-    """Timeouts and prices (set in the file or the API, not on this form) stay as they were."""
+def _keep_hidden_settings(
+    route: Route, original: Route | None, rows: list[int]
+) -> tuple[Route, list[tuple[Deployment, list[str]]]]:
+    """Timeouts and prices (set in the file or the API, not on this form) stay with the form row
+    they were shown on: row ``i`` was the original's deployment ``i`` (the save checked the
+    original is the one the form was opened with), ``rows`` saying which row each deployment of
+    ``route`` came from. Matching by (provider, model) lost them, saved as null (spend $0,
+    budgets no longer counting), whenever the row's upstream model was changed. Also the
+    deployments whose provider or model changed but kept such a setting, with its names, for
+    the page to say so."""
     if original is None:
-        return route
-    before = {(d.provider, d.model): d for d in original.deployments}
-    kept = []
-    for dep in route.deployments:
-        old: Deployment | None = before.get((dep.provider, dep.model))
-        kept.append(
-            dep
-            if old is None
-            else msgspec.structs.replace(dep, timeouts=old.timeouts, price=old.price)
-        )
-    return msgspec.structs.replace(route, deployments=tuple(kept))
+        return route, []
+    kept: list[Deployment] = []
+    moved: list[tuple[Deployment, list[str]]] = []
+    for dep, row in zip(route.deployments, rows, strict=True):
+        old = original.deployments[row] if row < len(original.deployments) else None
+        if old is None:
+            kept.append(dep)
+            continue
+        same = msgspec.structs.replace(dep, timeouts=old.timeouts, price=old.price)
+        kept.append(same)
+        if same.id != old.id and _hidden(old):
+            moved.append((same, _hidden(old)))
+    return msgspec.structs.replace(route, deployments=tuple(kept)), moved
 
 
 ROUTES: list[UiRoute] = [
