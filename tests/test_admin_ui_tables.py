@@ -66,3 +66,108 @@ async def test_changing_a_deployments_model_keeps_its_price_and_timeouts(
         assert second["timeouts"] is None
     finally:
         await stack.admin("DELETE", "/routes/hidden-kept")
+
+
+def _text(page: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", page))
+
+
+def _delete_form(page: str, action: str) -> dict[str, str]:
+    """The hidden fields of the page's delete form."""
+    form = re.search(rf'<form method="post" action="{action}".*?</form>', page, re.S)
+    assert form is not None, page
+    return _hidden_inputs(form.group(0))
+
+
+async def test_delete_from_a_stale_page_deletes_nothing(
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """Delete had no conflict check (Save has one): another admin's edit since the page was
+    opened was deleted with the route or provider, without a word."""
+    http, _ = signed_in
+    provider = {"kind": "openai-compatible", "api_base": "http://127.0.0.1:32931/v1"}
+    route = {"deployments": [{"provider": "fake", "model": "stale-delete"}]}
+    assert (await stack.admin("PUT", "/providers/stale-delete", provider)).status_code == 200
+    assert (await stack.admin("PUT", "/routes/stale-delete", route)).status_code == 200
+    try:
+        route_page = (await http.get("/ui/routes/edit?alias=stale-delete")).text
+        provider_page = (await http.get("/ui/providers/edit?name=stale-delete")).text
+        theirs = {"deployments": [{"provider": "fake", "model": "stale-delete", "weight": 4}]}
+        assert (await stack.admin("PUT", "/routes/stale-delete", theirs)).status_code == 200
+        moved = provider | {"api_base": "http://127.0.0.1:32932/v1"}
+        assert (await stack.admin("PUT", "/providers/stale-delete", moved)).status_code == 200
+
+        refused = await http.post(
+            "/ui/routes/delete", data=_delete_form(route_page, "/ui/routes/delete")
+        )
+        assert refused.status_code == 409, refused.text
+        assert "Route stale-delete was changed by someone else" in _text(refused.text)
+        assert "so it was not deleted" in _text(refused.text)
+        assert (await _route(stack, "stale-delete"))["deployments"][0]["weight"] == 4
+        # The page shows the current version; its Delete deletes it.
+        deleted = await http.post(
+            "/ui/routes/delete", data=_delete_form(refused.text, "/ui/routes/delete")
+        )
+        assert deleted.status_code == 303, deleted.text
+        assert (await stack.admin("GET", "/routes/stale-delete")).status_code == 404
+
+        action = "/ui/providers/delete"
+        refused = await http.post(action, data=_delete_form(provider_page, action))
+        assert refused.status_code == 409, refused.text
+        assert "Provider stale-delete was changed by someone else" in _text(refused.text)
+        assert "32932" in refused.text  # the current version
+        assert "32932" in (await stack.admin("GET", "/providers")).text
+        deleted = await http.post(action, data=_delete_form(refused.text, action))
+        assert deleted.status_code == 303, deleted.text
+        assert "stale-delete" not in (await stack.admin("GET", "/providers")).text
+    finally:
+        await stack.admin("DELETE", "/routes/stale-delete")
+        await stack.admin("DELETE", "/providers/stale-delete")
+
+
+async def test_saving_an_item_deleted_meanwhile_says_so_and_can_create_it_again(
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """It said "changed by someone else" with a Reload that led to a generic 404 page."""
+    http, _ = signed_in
+    route = {"deployments": [{"provider": "fake", "model": "gone-save"}]}
+    provider = {"kind": "openai-compatible", "api_base": "http://127.0.0.1:32941/v1"}
+    assert (await stack.admin("PUT", "/routes/gone-save", route)).status_code == 200
+    assert (await stack.admin("PUT", "/providers/gone-save", provider)).status_code == 200
+    try:
+        route_fields = _hidden_inputs((await http.get("/ui/routes/edit?alias=gone-save")).text)
+        provider_fields = _hidden_inputs((await http.get("/ui/providers/edit?name=gone-save")).text)
+        assert (await stack.admin("DELETE", "/routes/gone-save")).status_code == 200
+        assert (await stack.admin("DELETE", "/providers/gone-save")).status_code == 200
+
+        route_fields |= {
+            "description": "mine",
+            "deployments-0-provider": "fake",
+            "deployments-0-model": "gone-save",
+            "deployments-0-weight": "2",
+        }
+        page = await http.post("/ui/routes/save", data=route_fields)
+        assert page.status_code == 409, page.text
+        text = _text(page.text)
+        assert "Route gone-save was deleted by someone else" in text
+        assert "changed by someone else" not in text
+        assert 'href="/ui/routes">Go to the list</a>' in page.text
+        assert "Reload" not in text
+        again = route_fields | _hidden_inputs(page.text)
+        assert again["existing"] == "0"  # saving again creates it, from the input kept
+        assert re.search(r'<input id="f-alias" name="alias"[^>]*value="gone-save"', page.text)
+        assert 'value="mine"' in page.text
+        made = await http.post("/ui/routes/save", data=again)
+        assert made.status_code == 303, made.text
+        assert (await _route(stack, "gone-save"))["deployments"][0]["weight"] == 2
+
+        provider_fields |= {"kind": "openai-compatible", "api_base": "http://127.0.0.1:32942/v1"}
+        page = await http.post("/ui/providers/save", data=provider_fields)
+        assert page.status_code == 409, page.text
+        assert "Provider gone-save was deleted by someone else" in _text(page.text)
+        assert 'href="/ui/routes">Go to the list</a>' in page.text
+        assert _hidden_inputs(page.text)["existing"] == "0"
+        assert "32942" in page.text
+    finally:
+        await stack.admin("DELETE", "/routes/gone-save")
+        await stack.admin("DELETE", "/providers/gone-save")

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from switchyard.admin.ui.context import Route as UiRoute
 from switchyard.admin.ui.context import Ui
+from switchyard.admin.ui.pages.stale import Stale, gone, not_deleted
 from switchyard.admin.ui.pages.tables import (
     Problem,
     conflict,
@@ -72,6 +73,7 @@ async def _form(
     errors: dict[str, str],
     status: int = 200,
     conflicted: bool = False,
+    deleted: bool = False,
 ) -> Response:
     secrets = sorted(s.name for s in await ui.admin.secrets.list())
     users = sorted(
@@ -90,6 +92,7 @@ async def _form(
         users=users,
         status=status,
         conflicted=conflicted,
+        deleted=deleted,
         source=source(
             "providers", name, table, ui.admin.file_table, ui.admin.files.builtin("providers")
         )
@@ -161,7 +164,9 @@ async def save_provider(ui: Ui) -> Response:
             raise Problem({"name": "Name the provider, e.g. openai or azure-east."})
         if name in ui.admin.file_table.providers:
             raise Problem({"": f"`{name}` is defined in switchyard.yaml; change it there."}, 403)
-        if existing and (original is None or digest(original) != values["digest"]):
+        if existing and original is None:
+            raise gone(f"Provider {name}")
+        if existing and digest(original) != values["digest"]:
             raise conflict(f"Provider {name}")
         if not existing and name in table.providers:
             raise Problem({"name": f"A provider `{name}` exists already; edit it instead."}, 409)
@@ -197,20 +202,25 @@ async def save_provider(ui: Ui) -> Response:
             values=values,
             errors=problem.errors,
             status=problem.status,
-            conflicted=problem.conflict,
+            conflicted=problem.conflict and original is not None,
+            deleted=problem.conflict and original is None,
         )
     await ui.audit("provider.put", name, f"revision {result.revision}")
     return ui.redirect("/ui/routes", ("ok", f"Saved provider {name} (revision {result.revision})."))
 
 
 async def delete_provider(ui: Ui) -> Response:
-    name = ui.form.get("name")
+    """Delete the provider the form was opened with: compare-and-set like a save, so one
+    someone else changed since is not deleted with their edit (a 409 on the form, current)."""
+    name, shown = ui.form.get("name"), ui.form.get("digest")
     if name in ui.admin.file_table.providers:
         return ui.redirect("/ui/routes", ("error", f"`{name}` is defined in switchyard.yaml."))
 
     def change(t: RouteTable) -> RouteTable:
         if name not in t.providers:
             raise NotFound(f"no provider `{name}`", param="name")
+        if digest(t.providers[name]) != shown:
+            raise Stale
         users = sorted(
             a for a, r in t.routes.items() if any(d.provider == name for d in r.deployments)
         )
@@ -222,6 +232,20 @@ async def delete_provider(ui: Ui) -> Response:
 
     try:
         result = await ui.admin.control.acting_for(ui.actor).edit(change)
+    except Stale:
+        table = (await ui.admin.control.table()).table
+        provider = table.providers.get(name)
+        if provider is None:  # deleted meanwhile after all: the list says what there is
+            return ui.redirect("/ui/routes", ("error", f"Provider {name} was deleted already."))
+        return await _form(
+            ui,
+            table,
+            name=name,
+            provider=provider,
+            values=_values(name, provider),
+            errors=not_deleted(f"Provider {name}").errors,
+            status=409,
+        )
     except Conflict as exc:
         return ui.redirect("/ui/routes", ("error", exc.message))
     await ui.audit("provider.delete", name, f"revision {result.revision}")

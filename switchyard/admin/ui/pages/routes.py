@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from switchyard.admin.ui.context import Route as UiRoute
 from switchyard.admin.ui.context import Ui
+from switchyard.admin.ui.pages.stale import Stale, gone, not_deleted
 from switchyard.admin.ui.pages.tables import (
     Problem,
     conflict,
@@ -102,6 +103,7 @@ def _form(
     errors: dict[str, str],
     status: int = 200,
     conflicted: bool = False,
+    deleted: bool = False,
 ) -> Response:
     files = ui.admin.files
     where = (
@@ -131,6 +133,7 @@ def _form(
         file_route=ui.admin.file_table.routes.get(alias),
         hidden=[_hidden(d) for d in route.deployments] if route else [],
         conflicted=conflicted,
+        deleted=deleted,
         status=status,
     )
 
@@ -228,7 +231,7 @@ async def save_route(ui: Ui) -> Response:
         if alias in ui.admin.file_table.routes:
             raise Problem({"": f"`{alias}` is defined in switchyard.yaml; change it there."}, 403)
         if existing and original is None:
-            raise conflict(f"Route {alias}")
+            raise gone(f"Route {alias}")
         if not existing and alias in table.routes:
             raise Problem({"alias": f"A route `{alias}` exists already; edit it instead."}, 409)
         if existing and digest(original) != values["digest"]:
@@ -255,7 +258,8 @@ async def save_route(ui: Ui) -> Response:
             values=values,
             errors=problem.errors,
             status=problem.status,
-            conflicted=problem.conflict,
+            conflicted=problem.conflict and original is not None,
+            deleted=problem.conflict and original is None,
         )
     await ui.audit("route.put", alias, f"revision {result.revision}")
     saved = f"Saved route {alias} (revision {result.revision})."
@@ -268,13 +272,17 @@ async def save_route(ui: Ui) -> Response:
 
 
 async def delete_route(ui: Ui) -> Response:
-    alias = ui.form.get("alias")
+    """Delete the route the form was opened with: compare-and-set like a save, so a route
+    someone else changed since is not deleted with their edit (a 409 on the form, current)."""
+    alias, shown = ui.form.get("alias"), ui.form.get("digest")
     if alias in ui.admin.file_table.routes:
         return ui.redirect("/ui/routes", ("error", f"`{alias}` is defined in switchyard.yaml."))
 
     def change(t: RouteTable) -> RouteTable:
         if alias not in t.routes:
             raise NotFound(f"no route `{alias}`", param="alias")
+        if digest(t.routes[alias]) != shown:
+            raise Stale
         users = sorted(a for a, r in t.routes.items() if alias in r.fallbacks)
         if users:
             raise Conflict(f"routes {', '.join(users)} fall back to `{alias}`; change them first")
@@ -282,6 +290,20 @@ async def delete_route(ui: Ui) -> Response:
 
     try:
         result = await ui.admin.control.acting_for(ui.actor).edit(change)
+    except Stale:
+        table = (await ui.admin.control.table()).table
+        route = table.routes.get(alias)
+        if route is None:  # deleted meanwhile after all: the list says what there is
+            return ui.redirect("/ui/routes", ("error", f"Route {alias} was deleted already."))
+        return _form(
+            ui,
+            table,
+            alias=alias,
+            route=route,
+            values=None,
+            errors=not_deleted(f"Route {alias}").errors,
+            status=409,
+        )
     except Conflict as exc:
         return ui.redirect("/ui/routes", ("error", exc.message))
     await ui.audit("route.delete", alias, f"revision {result.revision}")
