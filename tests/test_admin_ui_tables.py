@@ -171,3 +171,21 @@ async def test_saving_an_item_deleted_meanwhile_says_so_and_can_create_it_again(
     finally:
         await stack.admin("DELETE", "/routes/gone-save")
         await stack.admin("DELETE", "/providers/gone-save")
+
+
+async def test_the_delete_form_says_what_happens_to_waiting_requests(
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """It said "(queued requests still finish)", but requests still waiting in a queue go back
+    to the heads, which answer 404 model_not_found for a route that is gone; only running
+    calls finish (docs/routing.md, removal bounces)."""
+    http, _ = signed_in
+    route = {"deployments": [{"provider": "fake", "model": "delete-words"}]}
+    assert (await stack.admin("PUT", "/routes/delete-words", route)).status_code == 200
+    try:
+        text = _text((await http.get("/ui/routes/edit?alias=delete-words")).text)
+        assert "queued requests still finish" not in text
+        assert "Calls already running at a provider finish" in text
+        assert "waiting in a queue for it are answered 404 model_not_found" in text
+    finally:
+        await stack.admin("DELETE", "/routes/delete-words")
