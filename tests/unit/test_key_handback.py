@@ -18,7 +18,6 @@ from switchyard.errors import ProviderError, SecretMissing, ServiceUnavailable
 from switchyard.runtime.secret_cache import UNAVAILABLE_RETRY_S, unavailable
 from switchyard.schemas.routing import Deployment, Provider, Route, RouteTable, deployment_id
 from switchyard.workers.modelproxy.handback import HAND_BACK_DELAY_S, hand_back, nowhere_else
-from switchyard.workers.modelproxy.handler import reroute_failed
 from switchyard.workers.modelproxy.heartbeat import InFlight
 from switchyard.workers.modelproxy.job import Job
 from switchyard.workers.modelproxy.providers.upstream_errors import (
@@ -26,6 +25,7 @@ from switchyard.workers.modelproxy.providers.upstream_errors import (
     no_cooldown,
     retryable,
 )
+from switchyard.workers.modelproxy.reroutes import reroute_failed
 
 pytestmark = pytest.mark.unit
 

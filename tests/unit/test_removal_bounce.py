@@ -30,9 +30,9 @@ from switchyard.schemas.routing import (
 )
 from switchyard.workers.head import decide
 from switchyard.workers.head.router import Router
-from switchyard.workers.modelproxy.handler import reroute_bounced, reroute_failed
 from switchyard.workers.modelproxy.heartbeat import InFlight
 from switchyard.workers.modelproxy.job import Job
+from switchyard.workers.modelproxy.reroutes import reroute_bounced, reroute_failed
 
 pytestmark = pytest.mark.unit
 

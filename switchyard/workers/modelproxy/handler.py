@@ -61,7 +61,7 @@ from switchyard.workers.modelproxy.handback import HAND_BACK_DELAY_S, hand_back,
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
 from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
-from switchyard.workers.modelproxy.midstream import SentFailures, provider_status
+from switchyard.workers.modelproxy.midstream import SentFailures
 from switchyard.workers.modelproxy.observe import Observer
 from switchyard.workers.modelproxy.pace import CallTimes, enough_time
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
@@ -69,6 +69,7 @@ from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
 from switchyard.workers.modelproxy.replay import REPLAY_LOST
+from switchyard.workers.modelproxy.reroutes import attempt_summary, reroute_bounced, reroute_failed
 from switchyard.workers.modelproxy.response_owners import ResponseOwners
 from switchyard.workers.modelproxy.serving import Serving
 from switchyard.workers.modelproxy.traffic import TrafficMeter
@@ -82,7 +83,6 @@ _BODY = msgspec.json.Decoder(dict[str, Any])
 # answered as is, not retried elsewhere: a provider's count has its own rate limits, and its
 # 429 must not cool a deployment that generates fine.
 _OPS = frozenset({"chat", "complete", "embed", *COUNTS, *DIALECTS})
-_MAX_ERRORS_HEADER = 900
 _REROUTE_CONFIRM_S = 2.0  # a head confirms a reroute on receipt, before any backoff
 _DEADLINE_SLACK_S = 0.05  # a timer cut to the deadline may fire a little before it
 _COOL_WRITE_S = 2.0  # the longest a cooldown's write may hold a request's ack
@@ -544,40 +544,6 @@ class Handler:
         if labels is not None:
             labels.billed(job.usage)
         await self.usage.add(billing.usage_event(job, target, estimated=estimated))
-
-
-def reroute_failed(job: Job, exc: ApiError) -> Envelope:
-    """The envelope of a request rerouted after a failed attempt: the deployment joins
-    ``tried`` (not tried again for this request) and its failure the errors listed."""
-    env = job.env
-    summary = attempt_summary(job.deployment_id, exc)
-    errors = f"{env.errors}; {summary}" if env.errors else summary
-    return env.with_(
-        tried=(*env.tried, job.deployment_id),
-        errors=errors[-_MAX_ERRORS_HEADER:],
-        last_status=exc.status,
-        upstream_status=provider_status(exc),  # what the head's cooldown records
-        # Only this hop's Retry-After: an earlier one must not cool this deployment. A
-        # missing key (0: no cooldown) answers the moment someone stores it.
-        retry_after=0.0 if ue.no_cooldown(exc) else exc.retry_after,
-    )
-
-
-def attempt_summary(deployment_id: str, exc: ApiError) -> str:
-    """A failed attempt as the errors listed name it, and the cooldown it starts: with the
-    provider's own status when it answered one (its 500, not the 502 Switchyard answers)."""
-    status = provider_status(exc) or exc.status
-    return f"{deployment_id}: {status} {exc.message}".replace(";", ",")[:200]
-
-
-def reroute_bounced(job: Job) -> Envelope:
-    """The envelope of a request bounced because its deployment left every route while it
-    was queued. No attempt was made: nothing joins ``tried`` or the errors, so the deployment
-    can take the request if it is routed again a moment later (a route swapped A->B->A), and
-    ``routing.max_attempts`` still counts provider calls only. The bounce is counted apart
-    (``bounces``, which the heads bound) and names the deployment (``removed``)."""
-    env = job.env
-    return env.with_(bounces=env.bounces + 1, removed=job.deployment_id)
 
 
 def _decode_body(data: bytes) -> dict[str, Any]:

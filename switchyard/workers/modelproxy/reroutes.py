@@ -1,0 +1,47 @@
+"""What a model-proxy hands back to the heads on ``llm.v1.reroute``: the envelope of a request
+that failed here (:func:`reroute_failed`) or whose deployment left every route while it was
+queued (:func:`reroute_bounced`), and how a failed attempt is named (:func:`attempt_summary`)."""
+
+from __future__ import annotations
+
+from switchyard.bus.envelope import Envelope
+from switchyard.errors import ApiError
+from switchyard.workers.modelproxy.job import Job
+from switchyard.workers.modelproxy.midstream import provider_status
+from switchyard.workers.modelproxy.providers import upstream_errors as ue
+
+_MAX_ERRORS_HEADER = 900
+
+
+def reroute_failed(job: Job, exc: ApiError) -> Envelope:
+    """The envelope of a request rerouted after a failed attempt: the deployment joins
+    ``tried`` (not tried again for this request) and its failure the errors listed."""
+    env = job.env
+    summary = attempt_summary(job.deployment_id, exc)
+    errors = f"{env.errors}; {summary}" if env.errors else summary
+    return env.with_(
+        tried=(*env.tried, job.deployment_id),
+        errors=errors[-_MAX_ERRORS_HEADER:],
+        last_status=exc.status,
+        upstream_status=provider_status(exc),  # what the head's cooldown records
+        # Only this hop's Retry-After: an earlier one must not cool this deployment. A
+        # missing key (0: no cooldown) answers the moment someone stores it.
+        retry_after=0.0 if ue.no_cooldown(exc) else exc.retry_after,
+    )
+
+
+def attempt_summary(deployment_id: str, exc: ApiError) -> str:
+    """A failed attempt as the errors listed name it, and the cooldown it starts: with the
+    provider's own status when it answered one (its 500, not the 502 Switchyard answers)."""
+    status = provider_status(exc) or exc.status
+    return f"{deployment_id}: {status} {exc.message}".replace(";", ",")[:200]
+
+
+def reroute_bounced(job: Job) -> Envelope:
+    """The envelope of a request bounced because its deployment left every route while it
+    was queued. No attempt was made: nothing joins ``tried`` or the errors, so the deployment
+    can take the request if it is routed again a moment later (a route swapped A->B->A), and
+    ``routing.max_attempts`` still counts provider calls only. The bounce is counted apart
+    (``bounces``, which the heads bound) and names the deployment (``removed``)."""
+    env = job.env
+    return env.with_(bounces=env.bounces + 1, removed=job.deployment_id)
