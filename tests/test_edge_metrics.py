@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 ROUTES = {
     "em-midfail": "midfail",
+    "em-midfail-messages": "midfail:messages",  # a deployment of its own: a failure cools
     "em-echo": "echo",
     "em-trickle": "trickle:50",
     "em-slow": "slow:1500",
@@ -95,6 +96,25 @@ async def test_a_stream_failing_midway_counts_as_failed_and_a_healthy_one_as_suc
     assert await _count(routed, DURATION, **healthy) == 1
     # The HTTP counter keeps the status sent.
     assert await _count(routed, sc.HTTP_REQUESTS, **route) == sent_200 + 2
+
+
+async def test_a_messages_stream_failing_midway_counts_as_failed_with_one_error_event(
+    routed: Stack,
+) -> None:
+    """The same for a dialect stream, whose failure is told in the dialect's own error event
+    (relayed from the model-proxy's last chunk): counted as failed, and told once."""
+    failed = {sc.REQUEST_MODEL: "em-midfail-messages"}
+    body = {"model": "em-midfail-messages", "max_tokens": 16, "stream": True}
+    body["messages"] = [{"role": "user", "content": "a"}]
+    headers = {"x-api-key": routed.api_key, "anthropic-version": "2023-06-01"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        resp = await http.post(f"{routed.tail_url}/v1/messages", json=body, headers=headers)
+    assert resp.status_code == 200, resp.text
+    events = [line[6:].strip() for line in resp.text.splitlines() if line.startswith("event:")]
+    assert events.count("error") == 1, events
+    assert events[-1] == "error", events
+    assert await _count(routed, DURATION, **failed, error_type="provider_error") == 1
+    assert await _count(routed, DURATION, **failed, error_type="") == 0
 
 
 async def _counted(stack: Stack, **labels: str) -> None:

@@ -1,5 +1,5 @@
 """What the head answers on the NATS API itself: headers spelled in another case, and a
-request whose every attempt failed.
+request whose every attempt failed; and how a dialect stream that failed midway ends.
 
 On the session stack, as the internal client ``app``, reading the raw reply messages.
 """
@@ -23,6 +23,27 @@ from tests.stacks import Stack
 pytestmark = pytest.mark.integration
 
 FAILING = deployment_id("fake", "status:500")  # the session stack's `err500`
+
+
+async def _replies(
+    nc: NATS, subject: str, body: Mapping[str, object], headers: dict[str, str]
+) -> list[replies.Reply]:
+    """Every message of one request's reply, in order, up to the terminator (``accepted``
+    and keep-alives left out)."""
+    inbox = nc.new_inbox()
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+    sub = await nc.subscribe(inbox, cb=got.put)
+    out: list[replies.Reply] = []
+    try:
+        await nc.publish(subject, msgspec.json.encode(body), reply=inbox, headers=headers)
+        async with asyncio.timeout(30):
+            while (msg := await got.get()).headers:  # the terminator has none
+                reply = replies.decode_reply(msg.data, msg.headers)
+                if reply.kind not in (replies.ReplyKind.ACCEPTED, replies.ReplyKind.KEEPALIVE):
+                    out.append(reply)
+    finally:
+        await sub.unsubscribe()
+    return out
 
 
 async def _answer(nc: NATS, body: Mapping[str, object], headers: dict[str, str]) -> replies.Reply:
@@ -104,3 +125,42 @@ async def test_a_key_without_bearer_is_refused_saying_how_to_send_it(stack: Stac
         assert "`Authorization: Bearer sk-sy-...`" in error["message"]
         assert stack.api_key not in reply.body.decode()
     assert sent.kind is replies.ReplyKind.FINAL
+
+
+async def test_a_dialect_stream_failing_midway_ends_in_an_error_on_the_bus(stack: Stack) -> None:
+    """A Messages or Responses stream whose provider failed after content ended on the bus
+    with ``Sy-Kind: final`` and ``Sy-Status: 200`` (the error only inside the last chunk, as
+    the dialect's own event), while chat ended in ``error``: a bus client trusting the headers
+    took a cut answer for a whole one. Now it ends in an ``error`` with the failure's status,
+    marked ``Sy-Error-In-Stream`` (so a relay sends no second error event)."""
+    prompt = [{"role": "user", "content": "x"}]
+    cases: dict[str, tuple[dict[str, object], bytes]] = {
+        subjects.MESSAGES: ({"max_tokens": 16, "messages": prompt}, b"event: error"),
+        subjects.RESPONSES: ({"input": "x"}, b"event: response.failed"),
+    }
+    nc = await stack.connect("app")
+    try:
+        for n, (subject, (body, event)) in enumerate(cases.items()):
+            # A deployment each: the first failure cools its deployment.
+            alias, model = f"nar-midfail-{n}", f"midfail:{n}"
+            route = {"deployments": [{"provider": "fake", "model": model}]}
+            assert (await stack.admin("PUT", f"/routes/{alias}", route)).status_code == 200
+            await asyncio.sleep(0.2)  # every head follows the new route
+            request = {**body, "model": alias, "stream": True}
+            got = await _replies(nc, subject, request, _headers(stack))
+            await stack.admin("DELETE", f"/routes/{alias}")
+            kinds = [r.kind for r in got]
+            assert kinds[0] is replies.ReplyKind.CHUNK, (subject, kinds)
+            assert kinds.count(replies.ReplyKind.ERROR) == 1, (subject, kinds)
+            assert replies.ReplyKind.FINAL not in kinds, (subject, kinds)
+            last = got[-1]
+            assert (last.kind, last.status, last.in_stream) == (
+                replies.ReplyKind.ERROR,
+                502,
+                True,
+            ), subject
+            assert last.deployment == deployment_id("fake", model)
+            assert msgspec.json.decode(last.body)["error"]["message"], subject
+            assert event in got[-2].body, (subject, got[-2].body)
+    finally:
+        await nc.close()

@@ -27,6 +27,9 @@ REPLY = "Sy-Reply"  # the caller's reply subject, carried through JetStream
 STATUS = "Sy-Status"  # HTTP-like status on replies
 SEQ = "Sy-Seq"  # chunk sequence number, 0-based
 KIND = "Sy-Kind"  # reply message kind: chunk | final | keepalive | error
+# "1" on an ``error`` that ends a Responses or Messages stream whose last chunk already told the
+# client of the failure in its own dialect (an ``error`` event): a relay adds no second one.
+IN_STREAM = "Sy-Error-In-Stream"
 OP = "Sy-Op"  # chat | complete | embed (on dispatched requests)
 ALIAS = "Sy-Alias"  # the alias the client asked for (on dispatched requests)
 DEPLOYMENT = "Sy-Deployment"  # which deployment answered

@@ -74,6 +74,8 @@ class Reply:
             stream's first chunk).
         usage: tokens the provider reported (final messages), or None.
         retry_after: seconds to wait before retrying (429/503 errors), or None.
+        in_stream: an error whose stream already carried it, as its dialect's own error
+            event in the last chunk (Responses and Messages streams): relay nothing more.
     """
 
     kind: ReplyKind
@@ -85,6 +87,7 @@ class Reply:
     attempts: int = 0
     usage: Usage | None = None
     retry_after: float | None = None
+    in_stream: bool = False
 
 
 def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
@@ -117,6 +120,7 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
             attempts=_int(hdrs.get(h.ATTEMPTS), 0),
             usage=_usage(hdrs.get(h.USAGE)),
             retry_after=h.parse_retry_after(hdrs.get(h.RETRY_AFTER)),
+            in_stream=hdrs.get(h.IN_STREAM) == "1",
         )
     if kind is ReplyKind.KEEPALIVE:
         return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""))
@@ -253,10 +257,14 @@ async def send_final(
         await end_stream(nc, reply)
 
 
-def error_headers(exc: ApiError, *, deployment: str = "", attempts: int = 0) -> dict[str, str]:
+def error_headers(
+    exc: ApiError, *, deployment: str = "", attempts: int = 0, in_stream: bool = False
+) -> dict[str, str]:
     headers = {h.KIND: ReplyKind.ERROR.value, h.STATUS: str(exc.status)}
     if exc.retry_after is not None:
         headers[h.RETRY_AFTER] = f"{exc.retry_after:g}"
+    if in_stream:
+        headers[h.IN_STREAM] = "1"
     _name_deployment(headers, deployment, attempts)
     return headers
 
@@ -269,10 +277,13 @@ async def send_error(
     deployment: str = "",
     attempts: int = 0,
     end: bool = True,
+    in_stream: bool = False,
 ) -> None:
     """An OpenAI-shaped error as the final message, then the terminator unless ``end`` is
-    False."""
-    headers = error_headers(exc, deployment=deployment, attempts=attempts)
+    False. ``in_stream``: the stream's last chunk already told the client in its dialect
+    (``Sy-Error-In-Stream``); the error still ends the reply, so every reader of the bus
+    sees the request failed."""
+    headers = error_headers(exc, deployment=deployment, attempts=attempts, in_stream=in_stream)
     await nc.publish(reply, error_body(exc), headers=headers)
     if end:
         await end_stream(nc, reply)

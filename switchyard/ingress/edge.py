@@ -350,7 +350,7 @@ async def sse_frames(
                     final.failure = failure
                 if chat:
                     yield sse(reply.body)
-                else:
+                elif not reply.in_stream:  # else the last chunk relayed already said it
                     yield _dialect_error(failure, dialect, first.body, relayed)
                 return
             reply = await anext(rest, None)

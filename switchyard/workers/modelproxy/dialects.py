@@ -114,7 +114,7 @@ class Translated:
         self._inner = inner
         self._context = context
         # The stream failed after it started and its dialect's own error ending was sent: the
-        # caller must get no second error (the handler then ends the reply without one).
+        # handler's error message then says so (``Sy-Error-In-Stream``), so no relay adds one.
         self.ended_in_dialect = False
 
     async def complete(self, call: ProviderCall) -> Completion:

@@ -332,9 +332,10 @@ class Handler:
             )
         )
         if not (retry and await self._reroute(job, exc)):
-            # A translated stream that already sent its dialect's error ending gets no
-            # second error: its reply just ends (the failure is still logged and counted).
-            job.answer = b"" if ended_in_dialect(adapter) else exc
+            # A stream that already told its client in the client's dialect (an error event)
+            # still ends in an error, so every bus reader sees it failed; Sy-Error-In-Stream
+            # tells a relay (the edges) to add no second error event.
+            job.answer, job.in_stream = exc, ended_in_dialect(adapter)
             await self._answer(job, end=self._unbroken(job))
             if not (isinstance(exc, DeadlineExceeded) or ue.clients_own(exc)):
                 log.info(
@@ -363,6 +364,7 @@ class Handler:
                 deployment=job.deployment_id,
                 attempts=job.attempts,
                 end=end,
+                in_stream=job.in_stream,
             )
         elif job.answer is not None:
             await replies.send_final(

@@ -50,6 +50,7 @@ class Job:
     # What was streamed: counted, and kept for a replay up to a bound (see .replay).
     chunks: SentChunks = field(default_factory=SentChunks)
     answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
+    in_stream: bool = False  # the last chunk told the caller of the error, in its dialect
     ended: bool = True  # the answer went out with its terminator (see ``_unbroken``)
     cancelled: bool = False  # the caller left (llm.v1.cancel): nobody to answer
     # A redelivered stream's caller cancelled it on hearing of this delivery: an earlier one

@@ -201,7 +201,8 @@ class Relayed:
     answer began (an ``error`` event, Responses' ``response.failed``) is relayed too, the
     stream's end in the client's own dialect, and then raised as the attempt's failure: the
     handler cools the deployment as for any stream that failed midway (a bad-request error
-    excepted), and sends no second error (:attr:`ended_in_dialect`).
+    excepted), and its error message tells the edges to relay no second one
+    (:attr:`ended_in_dialect`, ``Sy-Error-In-Stream``).
     """
 
     def __init__(self, inner: Adapter) -> None:
