@@ -29,14 +29,12 @@ from switchyard.bus.envelope import (
     Envelope,
     MalformedHeader,
     given_up_for,
-    new_request_id,
 )
 from switchyard.bus.request_info import caller_identity
 from switchyard.config import Settings
 from switchyard.dialects.probes import COUNTS
 from switchyard.errors import (
     ApiError,
-    AuthenticationFailed,
     DeadlineExceeded,
     PayloadTooLarge,
     PermissionDenied,
@@ -50,7 +48,6 @@ from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
 from switchyard.runtime.throttle import Throttle
 from switchyard.runtime.tracing import NO_HOP, Hop
 from switchyard.runtime.worker import Process, serve_worker
-from switchyard.schemas.keys import ClientKey, hash_key
 from switchyard.schemas.openai import PROBES, Model, ModelList, encode, model_of, probe
 from switchyard.schemas.routing import Deployment, InvalidRouteTable, decode_route_table
 from switchyard.schemas.scheduling import (
@@ -64,6 +61,7 @@ from switchyard.schemas.scheduling import (
 from switchyard.telemetry import request_id_var
 from switchyard.workers.head import decide, queue_room
 from switchyard.workers.head.admission import Admission
+from switchyard.workers.head.callers import authorize, stamp
 from switchyard.workers.head.dispatch import msg_id, publish_dispatch
 from switchyard.workers.head.keys import KeyPolicies
 from switchyard.workers.head.metrics import (
@@ -89,12 +87,6 @@ _OPS = {
     subjects.COUNT_TOKENS: "count_tokens",
     subjects.INPUT_TOKENS: "input_tokens",
 }
-
-
-# Requests the admin API pins to one deployment are attributed to this key.
-DEPLOYMENT_TEST_KEY = ClientKey(
-    id="admin-deployment-test", hash="", name="deployment test", team="admin"
-)
 
 
 class Head:
@@ -229,7 +221,7 @@ class Head:
             request_id_var.reset(token)
 
     async def _models(self, env: Envelope, raw: dict[str, str] | None, reply: str) -> None:
-        key, _ = await self._authorize(env, caller_identity(raw))
+        key, _ = await authorize(self.keys, env, caller_identity(raw))
         visible = [a for a in self.router.aliases() if key.allows(a)]
         listing = ModelList(data=[Model(id=a) for a in visible])
         await replies.send_final(self.nc, reply, encode(listing))
@@ -262,7 +254,7 @@ class Head:
         body = probe(op, msg.data) if op in PROBES else model_of(msg.data)
         alias = body.model
         caller = caller_identity(msg.headers)
-        key, pinned = await self._authorize(env, caller)
+        key, pinned = await authorize(self.keys, env, caller)
         if not key.allows(alias):
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
         wish = env.priority or of_service_tier(getattr(body, "service_tier", None)) or key.priority
@@ -270,7 +262,7 @@ class Head:
             wish = "interactive"
         if env.bounces:  # only a model-proxy counts bounces (a caller's claim is dropped)
             env = env.with_(bounces=0, removed="")
-        env = self._stamp(env, key, caller).with_(
+        env = stamp(env, key, caller).with_(
             priority=capped(wish, key.max_priority),
             weight=key.weight,
             # A pin travels with the request, so a failed attempt comes back pinned and ends
@@ -523,61 +515,6 @@ class Head:
         pause = decide.backoff(len(env.tried), self.settings.routing)
         if env.remaining(0.0) > pause:
             await asyncio.sleep(pause)
-
-    async def _authorize(self, env: Envelope, caller: str) -> tuple[ClientKey, str | None]:
-        """Establish the request's client key from what the client zone cannot forge.
-
-        An edge (tail, gateway) authenticated the key and passes its hash; any other caller
-        must present the key itself in ``Authorization``. Either way the head looks the key up
-        itself; :meth:`_stamp` then overwrites the identity fields. Returns the key and, for
-        the gateway only, a pinned deployment.
-
-        Raises:
-            AuthenticationFailed: no key, unknown, revoked or expired.
-        """
-        if env.pin and caller == identities.GATEWAY.name:
-            # The management API's "test this deployment" (admin-authenticated at the edge).
-            return DEPLOYMENT_TEST_KEY, env.pin
-        if caller in identities.KEY_HASH_CALLERS:
-            digest = env.key_hash
-        else:
-            # Only ``Bearer <key>`` is read, as at the HTTP edges: a bare key or another
-            # scheme is refused with what is expected (never looked up as a key).
-            token = h.bearer_token(env.authorization)
-            if token is None:
-                problem = h.no_bearer_problem(env.authorization) or "No client key was sent"
-                raise AuthenticationFailed(
-                    f"{problem}. Send the key as `Authorization: Bearer sk-sy-...` in the "
-                    "headers of the NATS request.",
-                    code="missing_api_key",
-                )
-            digest = hash_key(token)
-        key = await self.keys.get(digest) if digest else None
-        if key is None:
-            raise AuthenticationFailed("Incorrect API key provided.")
-        refused = key.refusal()
-        if refused is not None:
-            raise refused
-        return key, None
-
-    @staticmethod
-    def _stamp(env: Envelope, key: ClientKey, caller: str) -> Envelope:
-        """The envelope with the identity the head vouches for (whatever the caller claimed).
-
-        Usage is billed once per request id (a re-send is the same request). The edges and
-        the batch runner make every id unique; any other caller chooses its own, and one
-        reused for every request made them all one bill, so its requests are billed under
-        its id plus a suffix made here (a re-send of such a request accepted twice is then
-        billed twice: the caller's retry, not the platform's).
-        """
-        trusted = caller in identities.KEY_HASH_CALLERS
-        return env.with_(
-            key_hash=key.hash,
-            key_id=key.id,
-            tenant=key.team,
-            budget_period=key.budget_period,
-            usage_id="" if trusted else f"{env.request_id}.{new_request_id()}",
-        )
 
 
 async def run(

@@ -1,0 +1,72 @@
+"""Who a request on the LLM API comes from: the client key a head establishes for it
+(:func:`authorize`), and the identity fields it then vouches for (:func:`stamp`)."""
+
+from __future__ import annotations
+
+from switchyard.bus import headers as h
+from switchyard.bus import identities
+from switchyard.bus.envelope import Envelope, new_request_id
+from switchyard.errors import AuthenticationFailed
+from switchyard.schemas.keys import ClientKey, hash_key
+from switchyard.workers.head.keys import KeyPolicies
+
+# Requests the admin API pins to one deployment are attributed to this key.
+DEPLOYMENT_TEST_KEY = ClientKey(
+    id="admin-deployment-test", hash="", name="deployment test", team="admin"
+)
+
+
+async def authorize(keys: KeyPolicies, env: Envelope, caller: str) -> tuple[ClientKey, str | None]:
+    """Establish the request's client key from what the client zone cannot forge.
+
+    An edge (tail, gateway) authenticated the key and passes its hash; any other caller
+    must present the key itself in ``Authorization``. Either way the head looks the key up
+    itself; :func:`stamp` then overwrites the identity fields. Returns the key and, for
+    the gateway only, a pinned deployment.
+
+    Raises:
+        AuthenticationFailed: no key, unknown, revoked or expired.
+    """
+    if env.pin and caller == identities.GATEWAY.name:
+        # The management API's "test this deployment" (admin-authenticated at the edge).
+        return DEPLOYMENT_TEST_KEY, env.pin
+    if caller in identities.KEY_HASH_CALLERS:
+        digest = env.key_hash
+    else:
+        # Only ``Bearer <key>`` is read, as at the HTTP edges: a bare key or another
+        # scheme is refused with what is expected (never looked up as a key).
+        token = h.bearer_token(env.authorization)
+        if token is None:
+            problem = h.no_bearer_problem(env.authorization) or "No client key was sent"
+            raise AuthenticationFailed(
+                f"{problem}. Send the key as `Authorization: Bearer sk-sy-...` in the "
+                "headers of the NATS request.",
+                code="missing_api_key",
+            )
+        digest = hash_key(token)
+    key = await keys.get(digest) if digest else None
+    if key is None:
+        raise AuthenticationFailed("Incorrect API key provided.")
+    refused = key.refusal()
+    if refused is not None:
+        raise refused
+    return key, None
+
+
+def stamp(env: Envelope, key: ClientKey, caller: str) -> Envelope:
+    """The envelope with the identity the head vouches for (whatever the caller claimed).
+
+    Usage is billed once per request id (a re-send is the same request). The edges and
+    the batch runner make every id unique; any other caller chooses its own, and one
+    reused for every request made them all one bill, so its requests are billed under
+    its id plus a suffix made here (a re-send of such a request accepted twice is then
+    billed twice: the caller's retry, not the platform's).
+    """
+    trusted = caller in identities.KEY_HASH_CALLERS
+    return env.with_(
+        key_hash=key.hash,
+        key_id=key.id,
+        tenant=key.team,
+        budget_period=key.budget_period,
+        usage_id="" if trusted else f"{env.request_id}.{new_request_id()}",
+    )
