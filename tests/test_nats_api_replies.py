@@ -26,10 +26,15 @@ FAILING = deployment_id("fake", "status:500")  # the session stack's `err500`
 
 
 async def _replies(
-    nc: NATS, subject: str, body: Mapping[str, object], headers: dict[str, str]
+    nc: NATS,
+    subject: str,
+    body: Mapping[str, object],
+    headers: dict[str, str],
+    *,
+    accepted: bool = False,
 ) -> list[replies.Reply]:
-    """Every message of one request's reply, in order, up to the terminator (``accepted``
-    and keep-alives left out)."""
+    """Every message of one request's reply, in order, up to the terminator (keep-alives
+    left out, and ``accepted`` unless asked for)."""
     inbox = nc.new_inbox()
     got: asyncio.Queue[Msg] = asyncio.Queue()
     sub = await nc.subscribe(inbox, cb=got.put)
@@ -39,7 +44,9 @@ async def _replies(
         async with asyncio.timeout(30):
             while (msg := await got.get()).headers:  # the terminator has none
                 reply = replies.decode_reply(msg.data, msg.headers)
-                if reply.kind not in (replies.ReplyKind.ACCEPTED, replies.ReplyKind.KEEPALIVE):
+                if reply.kind is replies.ReplyKind.KEEPALIVE:
+                    continue
+                if accepted or reply.kind is not replies.ReplyKind.ACCEPTED:
                     out.append(reply)
     finally:
         await sub.unsubscribe()
@@ -164,3 +171,34 @@ async def test_a_dialect_stream_failing_midway_ends_in_an_error_on_the_bus(stack
             assert event in got[-2].body, (subject, got[-2].body)
     finally:
         await nc.close()
+
+
+async def test_the_request_id_comes_back_on_accepted_and_on_the_answer(stack: Stack) -> None:
+    """A caller that sends no ``Sy-Request-Id`` (optional: the head makes one) never learnt
+    the id, so it could neither cancel the request (the proof is over the id) nor send it
+    again under it. ``accepted`` and the final or error message now name it; an id the caller
+    sent comes back as sent."""
+    # A provider that takes 1.5 s: ``accepted`` surely comes before the answer (a fast
+    # answer can overtake it, and one after the terminator is dropped by the server).
+    body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+    nc = await stack.connect("app")
+    try:
+        made = await _replies(nc, subjects.CHAT, body, _headers(stack), accepted=True)
+        streamed = {**body, "stream": True}
+        own = {**_headers(stack), h.REQUEST_ID: "mine-1"}
+        sent = await _replies(nc, subjects.CHAT, streamed, own, accepted=True)
+        refused = await _replies(nc, subjects.CHAT, {**body, "model": "nope"}, _headers(stack))
+        listed = await _replies(nc, subjects.MODELS, {}, own)
+    finally:
+        await nc.close()
+    kinds = {r.kind for r in made}
+    assert {replies.ReplyKind.ACCEPTED, replies.ReplyKind.FINAL} <= kinds, kinds
+    ids = {r.request_id for r in made}
+    assert len(ids) == 1, made
+    assert ids.pop(), made  # one id, not empty, on accepted and on the final
+    ends = [r for r in sent if r.kind is not replies.ReplyKind.CHUNK]
+    assert {r.kind for r in ends} == {replies.ReplyKind.ACCEPTED, replies.ReplyKind.FINAL}
+    assert {r.request_id for r in ends} == {"mine-1"}
+    assert (refused[-1].kind, refused[-1].status) == (replies.ReplyKind.ERROR, 404)
+    assert refused[-1].request_id  # the head's own answer names the id too
+    assert (listed[-1].kind, listed[-1].request_id) == (replies.ReplyKind.FINAL, "mine-1")

@@ -76,6 +76,8 @@ class Reply:
         retry_after: seconds to wait before retrying (429/503 errors), or None.
         in_stream: an error whose stream already carried it, as its dialect's own error
             event in the last chunk (Responses and Messages streams): relay nothing more.
+        request_id: the request's id (``accepted``, final and error messages): the head makes
+            one for a caller that sent none, which it needs to cancel or re-send the request.
     """
 
     kind: ReplyKind
@@ -88,6 +90,7 @@ class Reply:
     usage: Usage | None = None
     retry_after: float | None = None
     in_stream: bool = False
+    request_id: str = ""
 
 
 def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
@@ -121,10 +124,11 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
             usage=_usage(hdrs.get(h.USAGE)),
             retry_after=h.parse_retry_after(hdrs.get(h.RETRY_AFTER)),
             in_stream=hdrs.get(h.IN_STREAM) == "1",
+            request_id=hdrs.get(h.REQUEST_ID, ""),
         )
     if kind is ReplyKind.KEEPALIVE:
         return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""))
-    return Reply(kind, body)
+    return Reply(kind, body, request_id=hdrs.get(h.REQUEST_ID, ""))
 
 
 def error_from_reply(reply: Reply) -> ApiError:
@@ -164,8 +168,10 @@ def _usage(value: str | None) -> Usage | None:
 # ---- writers ----
 
 
-async def send_accepted(nc: NATS, reply: str) -> None:
-    await nc.publish(reply, b"", headers=ACCEPTED_HEADERS)
+async def send_accepted(nc: NATS, reply: str, request_id: str = "") -> None:
+    """``accepted``, naming the request's id (the one its caller sent, or the head's)."""
+    headers = {**ACCEPTED_HEADERS, h.REQUEST_ID: request_id} if request_id else ACCEPTED_HEADERS
+    await nc.publish(reply, b"", headers=headers)
 
 
 async def send_keepalive(nc: NATS, reply: str) -> None:
@@ -179,8 +185,13 @@ async def announce_delivery(nc: NATS, reply: str, delivery: str) -> None:
     await nc.publish(reply, b"", headers={**KEEPALIVE_HEADERS, h.ATTEMPT: delivery})
 
 
-def _name_deployment(headers: dict[str, str], deployment: str, attempts: int) -> None:
-    """Which deployment answered, after how many attempts (each only when known)."""
+def _name_deployment(
+    headers: dict[str, str], deployment: str, attempts: int, request_id: str = ""
+) -> None:
+    """Which deployment answered, after how many attempts, for which request (each only when
+    known)."""
+    if request_id:
+        headers[h.REQUEST_ID] = request_id
     if deployment:
         headers[h.DEPLOYMENT] = deployment
     if attempts:
@@ -225,13 +236,14 @@ def final_headers(
     attempts: int = 0,
     usage: Usage | None = None,
     chunks: int | None = None,
+    request_id: str = "",
 ) -> dict[str, str]:
     headers = {h.KIND: ReplyKind.FINAL.value, h.STATUS: "200"}
     if chunks is not None:
         # A stream's final says how many chunks it follows: a caller missing some (lost while
         # the worker's NATS node failed) waits for the worker to send them again.
         headers[h.SEQ] = str(chunks)
-    _name_deployment(headers, deployment, attempts)
+    _name_deployment(headers, deployment, attempts, request_id)
     if usage is not None:
         # The edge corrects its TPM estimate with it.
         headers[h.USAGE] = f"{usage.prompt_tokens},{usage.completion_tokens},{usage.total_tokens}"
@@ -248,24 +260,32 @@ async def send_final(
     usage: Usage | None = None,
     chunks: int | None = None,
     end: bool = True,
+    request_id: str = "",
 ) -> None:
     """The final message (status 200), then the terminator unless ``end`` is False (more
     may follow: see :func:`end_stream`)."""
-    headers = final_headers(deployment=deployment, attempts=attempts, usage=usage, chunks=chunks)
+    headers = final_headers(
+        deployment=deployment, attempts=attempts, usage=usage, chunks=chunks, request_id=request_id
+    )
     await nc.publish(reply, body, headers=headers)
     if end:
         await end_stream(nc, reply)
 
 
 def error_headers(
-    exc: ApiError, *, deployment: str = "", attempts: int = 0, in_stream: bool = False
+    exc: ApiError,
+    *,
+    deployment: str = "",
+    attempts: int = 0,
+    in_stream: bool = False,
+    request_id: str = "",
 ) -> dict[str, str]:
     headers = {h.KIND: ReplyKind.ERROR.value, h.STATUS: str(exc.status)}
     if exc.retry_after is not None:
         headers[h.RETRY_AFTER] = f"{exc.retry_after:g}"
     if in_stream:
         headers[h.IN_STREAM] = "1"
-    _name_deployment(headers, deployment, attempts)
+    _name_deployment(headers, deployment, attempts, request_id)
     return headers
 
 
@@ -278,12 +298,15 @@ async def send_error(
     attempts: int = 0,
     end: bool = True,
     in_stream: bool = False,
+    request_id: str = "",
 ) -> None:
     """An OpenAI-shaped error as the final message, then the terminator unless ``end`` is
     False. ``in_stream``: the stream's last chunk already told the client in its dialect
     (``Sy-Error-In-Stream``); the error still ends the reply, so every reader of the bus
     sees the request failed."""
-    headers = error_headers(exc, deployment=deployment, attempts=attempts, in_stream=in_stream)
+    headers = error_headers(
+        exc, deployment=deployment, attempts=attempts, in_stream=in_stream, request_id=request_id
+    )
     await nc.publish(reply, error_body(exc), headers=headers)
     if end:
         await end_stream(nc, reply)

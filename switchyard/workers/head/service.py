@@ -210,12 +210,18 @@ class Head:
             if msg.subject != subjects.MODELS:
                 self.stats.outcome(EXHAUSTED if rerouted else REFUSED)
             await replies.send_error(
-                self.nc, reply, exc, deployment=named.deployment, attempts=named.attempts
+                self.nc,
+                reply,
+                exc,
+                deployment=named.deployment,
+                attempts=named.attempts,
+                request_id=env.request_id,
             )
         except Exception as exc:  # the endpoint's error boundary: answer, log, keep serving
             failure = exc
             log.exception("internal error handling %s", msg.subject)
-            await replies.send_error(self.nc, reply, ApiError("internal error in the router"))
+            internal = ApiError("internal error in the router")
+            await replies.send_error(self.nc, reply, internal, request_id=env.request_id)
         finally:
             hop.end(failure)
             request_id_var.reset(token)
@@ -224,7 +230,7 @@ class Head:
         key, _ = await authorize(self.keys, env, caller_identity(raw))
         visible = [a for a in self.router.aliases() if key.allows(a)]
         listing = ModelList(data=[Model(id=a) for a in visible])
-        await replies.send_final(self.nc, reply, encode(listing))
+        await replies.send_final(self.nc, reply, encode(listing), request_id=env.request_id)
 
     def _deadline(self, env: Envelope) -> Envelope:
         """The envelope with a deadline (the default when the caller sent none).
@@ -289,7 +295,7 @@ class Head:
             data = lowered_tier(data)
         await self._place(data, env, hop, named, pinned=pinned or None)
         self.stats.outcome(DISPATCHED)
-        await replies.send_accepted(self.nc, reply)
+        await replies.send_accepted(self.nc, reply, env.request_id)
 
     async def _stale(self, env: Envelope, msg: Msg, reply: str) -> bool:
         """True (logged, counted, answered) when the caller stopped waiting for this attempt
@@ -327,7 +333,7 @@ class Head:
             "was dropped unserved (if you are still waiting, your clock runs ahead of the "
             "platform's)"
         )
-        await replies.send_error(self.nc, reply, late_error)
+        await replies.send_error(self.nc, reply, late_error, request_id=env.request_id)
         return True
 
     async def _reroute(self, body: bytes, env: Envelope, hop: Hop, named: decide.Named) -> None:

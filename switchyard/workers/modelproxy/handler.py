@@ -183,9 +183,8 @@ class Handler:
             raise
         except Exception:  # the message's error boundary: answer, log, keep the worker alive
             log.exception("internal error serving a request")
-            await replies.send_error(
-                self.nc, job.reply, ApiError("internal error in the model proxy")
-            )
+            internal = ApiError("internal error in the model proxy")
+            await replies.send_error(self.nc, job.reply, internal, request_id=env.request_id)
             await self.serving.ack(job)
         finally:
             self.serving.remove(job)
@@ -220,7 +219,12 @@ class Handler:
                     code="worker_stopped",
                 )
                 await replies.send_error(
-                    self.nc, job.reply, exc, deployment=job.deployment_id, attempts=job.attempts
+                    self.nc,
+                    job.reply,
+                    exc,
+                    deployment=job.deployment_id,
+                    attempts=job.attempts,
+                    request_id=job.env.request_id,
                 )
                 await self.serving.ack(job)
             else:
@@ -365,6 +369,7 @@ class Handler:
                 attempts=job.attempts,
                 end=end,
                 in_stream=job.in_stream,
+                request_id=job.env.request_id,
             )
         elif job.answer is not None:
             await replies.send_final(
@@ -376,6 +381,7 @@ class Handler:
                 usage=job.usage,
                 chunks=len(job.chunks) if job.stream else None,
                 end=end,
+                request_id=job.env.request_id,
             )
 
     async def _replay(self, job: Job) -> None:
