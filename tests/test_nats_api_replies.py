@@ -202,3 +202,28 @@ async def test_the_request_id_comes_back_on_accepted_and_on_the_answer(stack: St
     assert (refused[-1].kind, refused[-1].status) == (replies.ReplyKind.ERROR, 404)
     assert refused[-1].request_id  # the head's own answer names the id too
     assert (listed[-1].kind, listed[-1].request_id) == (replies.ReplyKind.FINAL, "mine-1")
+
+
+async def test_authorization_spelled_in_lowercase_is_a_400_saying_how_to_spell_it(
+    stack: Stack,
+) -> None:
+    """``authorization`` (as Node clients send it) was answered 401 "No client key was sent",
+    which sent the caller looking for a key problem; a lowercase ``Sy-*`` header already got
+    a 400 saying NATS header names are case-sensitive. Now ``authorization`` gets it too,
+    with a ``Sy-Request-Id`` of its own or without one."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    deadline = {h.DEADLINE: str(int((time.time() + 30) * 1000))}
+    lower = {**deadline, "authorization": f"Bearer {stack.api_key}"}
+    nc = await stack.connect("app")
+    try:
+        named = await _answer(nc, body, {**lower, h.REQUEST_ID: "lower-auth-1"})
+        unnamed = await _answer(nc, body, lower)
+        listed = await _replies(nc, subjects.MODELS, {}, lower)
+    finally:
+        await nc.close()
+    for reply in (named, unnamed, listed[-1]):
+        assert (reply.kind, reply.status) == (replies.ReplyKind.ERROR, 400), reply
+        error = msgspec.json.decode(reply.body)["error"]
+        assert (error["param"], error["code"]) == ("authorization", "invalid_header")
+        assert "case-sensitive: spell it Authorization" in error["message"]
+        assert stack.api_key not in reply.body.decode()

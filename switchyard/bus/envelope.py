@@ -27,7 +27,14 @@ from switchyard.bus import headers as h
 from switchyard.errors import InvalidRequest
 from switchyard.schemas.scheduling import RANK
 
-__all__ = ["Deadline", "Envelope", "MalformedHeader", "new_request_id", "trace_context"]
+__all__ = [
+    "Deadline",
+    "Envelope",
+    "MalformedHeader",
+    "new_request_id",
+    "refuse_misspelled",
+    "trace_context",
+]
 
 # Size limits per header value (characters). Generous for honest callers, small enough that a
 # hostile one cannot make every hop carry kilobytes.
@@ -59,13 +66,14 @@ _OPS = frozenset(
     {"", "chat", "complete", "embed", "responses", "messages", "count_tokens", "input_tokens"}
 )
 _nuid = NUID()
-# Every Sy-* header of the contract by its lowercased name. NATS header names are
-# case-sensitive: a client that lowercases them (``sy-request-id``) would be ignored unheard.
-_SY_SPELLINGS = {
+# Every Sy-* header of the contract, and Authorization, by its lowercased name. NATS header
+# names are case-sensitive: a client that lowercases them (``sy-request-id``, ``authorization``:
+# usual in Node) would be ignored unheard.
+_SPELLINGS = {
     value.lower(): value
     for name, value in vars(h).items()
     if name.isupper() and isinstance(value, str) and value.startswith("Sy-")
-}
+} | {h.AUTHORIZATION.lower(): h.AUTHORIZATION}
 
 
 def new_request_id() -> str:
@@ -375,11 +383,22 @@ def _unnamed_request_id(headers: Mapping[str, str]) -> str:
     Raises:
         MalformedHeader: naming the header as sent and its right spelling.
     """
-    for name in headers:
-        right = _SY_SPELLINGS.get(name.lower())
+    refuse_misspelled(headers)
+    return new_request_id()
+
+
+def refuse_misspelled(headers: Mapping[str, str] | None) -> None:
+    """Refuse a contract header (``Sy-*``, ``Authorization``) spelled in another case. Called
+    only where something is missing anyway (a request id, a client key), so a request with
+    the right headers pays nothing for it.
+
+    Raises:
+        MalformedHeader: naming the header as sent and its right spelling.
+    """
+    for name in headers or ():
+        right = _SPELLINGS.get(name.lower())
         if right is not None and right != name:
             raise MalformedHeader(name, f"NATS header names are case-sensitive: spell it {right}")
-    return new_request_id()
 
 
 def beta_features(value: str, name: str) -> str:

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.unit
         ("sy-deadline", h.DEADLINE),
         ("SY-ATTEMPT", h.ATTEMPT),
         ("sy-key-hash", h.KEY_HASH),
+        ("authorization", h.AUTHORIZATION),  # Node clients send it so
     ],
 )
 def test_a_header_in_another_case_is_a_400_naming_its_spelling(sent: str, right: str) -> None:

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from switchyard.bus import headers as h
 from switchyard.bus import identities
-from switchyard.bus.envelope import Envelope, new_request_id
+from switchyard.bus.envelope import Envelope, new_request_id, refuse_misspelled
 from switchyard.errors import AuthenticationFailed
 from switchyard.schemas.keys import ClientKey, hash_key
 from switchyard.workers.head.keys import KeyPolicies
@@ -16,16 +18,20 @@ DEPLOYMENT_TEST_KEY = ClientKey(
 )
 
 
-async def authorize(keys: KeyPolicies, env: Envelope, caller: str) -> tuple[ClientKey, str | None]:
+async def authorize(
+    keys: KeyPolicies, env: Envelope, caller: str, headers: Mapping[str, str] | None = None
+) -> tuple[ClientKey, str | None]:
     """Establish the request's client key from what the client zone cannot forge.
 
     An edge (tail, gateway) authenticated the key and passes its hash; any other caller
     must present the key itself in ``Authorization``. Either way the head looks the key up
     itself; :func:`stamp` then overwrites the identity fields. Returns the key and, for
-    the gateway only, a pinned deployment.
+    the gateway only, a pinned deployment. ``headers``: the request's, read only when no key
+    was sent, for an ``authorization`` spelled in another case.
 
     Raises:
         AuthenticationFailed: no key, unknown, revoked or expired.
+        MalformedHeader: no key, and a contract header spelled in another case.
     """
     if env.pin and caller == identities.GATEWAY.name:
         # The management API's "test this deployment" (admin-authenticated at the edge).
@@ -37,6 +43,8 @@ async def authorize(keys: KeyPolicies, env: Envelope, caller: str) -> tuple[Clie
         # scheme is refused with what is expected (never looked up as a key).
         token = h.bearer_token(env.authorization)
         if token is None:
+            if not env.authorization:  # sent as ``authorization`` (as Node clients do)?
+                refuse_misspelled(headers)
             problem = h.no_bearer_problem(env.authorization) or "No client key was sent"
             raise AuthenticationFailed(
                 f"{problem}. Send the key as `Authorization: Bearer sk-sy-...` in the "

@@ -227,7 +227,7 @@ class Head:
             request_id_var.reset(token)
 
     async def _models(self, env: Envelope, raw: dict[str, str] | None, reply: str) -> None:
-        key, _ = await authorize(self.keys, env, caller_identity(raw))
+        key, _ = await authorize(self.keys, env, caller_identity(raw), raw)
         visible = [a for a in self.router.aliases() if key.allows(a)]
         listing = ModelList(data=[Model(id=a) for a in visible])
         await replies.send_final(self.nc, reply, encode(listing), request_id=env.request_id)
@@ -260,7 +260,7 @@ class Head:
         body = probe(op, msg.data) if op in PROBES else model_of(msg.data)
         alias = body.model
         caller = caller_identity(msg.headers)
-        key, pinned = await authorize(self.keys, env, caller)
+        key, pinned = await authorize(self.keys, env, caller, msg.headers)
         if not key.allows(alias):
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
         wish = env.priority or of_service_tier(getattr(body, "service_tier", None)) or key.priority
