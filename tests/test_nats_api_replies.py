@@ -227,3 +227,46 @@ async def test_authorization_spelled_in_lowercase_is_a_400_saying_how_to_spell_i
         assert (error["param"], error["code"]) == ("authorization", "invalid_header")
         assert "case-sensitive: spell it Authorization" in error["message"]
         assert stack.api_key not in reply.body.decode()
+
+
+def _head_lines(stack: Stack, text: str) -> list[str]:
+    """The lines of every head's log that hold ``text``."""
+    found: list[str] = []
+    for phase in stack.supervisor.procs:
+        for proc in phase:
+            if proc.spec.name.startswith("head"):
+                log = proc.log_path.read_text(encoding="utf-8", errors="replace")
+                found += [line for line in log.splitlines() if text in line]
+    return found
+
+
+async def test_answers_looping_back_through_the_import_are_dropped_with_one_line(
+    stack: Stack,
+) -> None:
+    """An internal client that names ``llm.v1.chat`` as its reply subject gets every answer
+    published there, in its account, whose import brings it back to a head as a message
+    without a reply subject: each was logged as its own warning ("dropped a message on
+    llm.v1.chat without a reply subject", two or three per request), saying nothing of the
+    cause. Now one line every 10 s at most, naming the cause and the latest request."""
+    heads = sum(
+        proc.spec.name.startswith("head") for phase in stack.supervisor.procs for proc in phase
+    )
+    before = len(_head_lines(stack, "without a reply subject"))
+    nc = await stack.connect("app")
+    try:
+        for n in range(3):
+            headers = {**_headers(stack), h.REQUEST_ID: f"looped-{n}"}
+            await nc.publish(subjects.MODELS, b"{}", reply=subjects.CHAT, headers=headers)
+        await nc.flush()
+        deadline = time.monotonic() + 10
+        while not _head_lines(stack, "request looped-"):
+            assert time.monotonic() < deadline, _head_lines(stack, "without a reply subject")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # the other answers arrive too
+    finally:
+        await nc.close()
+    lines = _head_lines(stack, "without a reply subject")
+    assert 1 <= len(lines) - before <= heads, lines  # one per head at most, not per message
+    named = _head_lines(stack, "request looped-")
+    assert "names an LLM API subject as its reply subject" in named[-1], named
+    assert stack.api_key not in "".join(lines)

@@ -111,6 +111,8 @@ class Head:
         self._tasks = TaskSupervisor("head", limit=settings.head.max_in_flight)
         self._stale_log = Throttle(10.0)
         self._stale_count = 0  # attempts dropped since the last line about them
+        self._unanswerable_log = Throttle(10.0)
+        self._unanswerable = 0  # messages without a reply subject since the last line
         self.ready = False
 
     async def _on_routes(self, key: str, value: bytes | None, revision: int) -> None:
@@ -184,7 +186,7 @@ class Head:
             return
         reply = env.reply if rerouted else msg.reply
         if not reply:
-            log.warning("dropped a message on %s without a reply subject", msg.subject)
+            self._unanswerable_dropped(msg, env)
             return
         token = request_id_var.set(env.request_id)
         hop = NO_HOP
@@ -225,6 +227,30 @@ class Head:
         finally:
             hop.end(failure)
             request_id_var.reset(token)
+
+    def _unanswerable_dropped(self, msg: Msg, env: Envelope) -> None:
+        """A message without a reply subject: nobody to answer. Most are Switchyard's own
+        answers coming back. A caller that names an LLM API subject as its reply subject gets
+        its answers published there, in its own account, whose import of that subject brings
+        them here (twice or more per request). The head cannot refuse such a request before
+        serving it: it sees only the server's mapping of the reply subject (``_R_...``), never
+        the caller's. Said at most every 10 s, with the latest one's kind and request id."""
+        self._unanswerable += 1
+        if not self._unanswerable_log.ready():
+            return
+        headers = msg.headers or {}
+        log.warning(
+            "dropped %d messages without a reply subject on the LLM API since the last such "
+            "line (the latest: %s on %s, request %s). A caller that names an LLM API subject "
+            "as its reply subject gets its answers back here, through its account's import, "
+            "and never reads them (its request is served all the same); one that names no "
+            "reply subject gets no answer",
+            self._unanswerable,
+            headers.get(h.KIND, "a message without Sy-Kind")[:16],
+            msg.subject,
+            env.request_id if h.REQUEST_ID in headers else "unnamed",
+        )
+        self._unanswerable = 0
 
     async def _models(self, env: Envelope, raw: dict[str, str] | None, reply: str) -> None:
         key, _ = await authorize(self.keys, env, caller_identity(raw), raw)
