@@ -121,11 +121,10 @@ class Deadline:
         """The deadline of a ``Sy-Deadline`` header value.
 
         Raises:
-            MalformedHeader: not a positive integer of milliseconds.
+            MalformedHeader: not a positive integer of milliseconds, or one so small it can
+                only be seconds.
         """
-        if not value.isdecimal() or len(value) > 16 or int(value) <= 0:
-            raise MalformedHeader(h.DEADLINE, "must be unix time in milliseconds")
-        return cls(int(value))
+        return cls(unix_ms(h.DEADLINE, value))
 
     def header(self) -> str:
         return str(self.unix_ms)
@@ -152,6 +151,29 @@ class Deadline:
         return f"Deadline({self.unix_ms})"
 
 
+# Below this a unix time can only be in seconds: as milliseconds it would be before March 1973,
+# as seconds it is past the year 5000. Unix seconds for milliseconds is an easy mix-up, and read
+# as milliseconds they are a moment in January 1970: the request was refused as late (a 504).
+_SECONDS_BELOW = 10**11
+
+
+def unix_ms(name: str, value: str) -> int:
+    """The unix milliseconds of header ``name``'s ``value``.
+
+    Raises:
+        MalformedHeader: not a positive integer, or one that can only be seconds.
+    """
+    if not value.isdecimal() or len(value) > 16 or int(value) <= 0:
+        raise MalformedHeader(name, "must be unix time in milliseconds")
+    if int(value) < _SECONDS_BELOW:
+        raise MalformedHeader(
+            name,
+            f"must be unix time in milliseconds, and {value} can only be seconds "
+            f"(in milliseconds: {value}000)",
+        )
+    return int(value)
+
+
 # How far hosts' clocks may disagree (the feeder's lease assumes the same, docs/routing.md):
 # an attempt is stale only this long after the caller's ``Sy-Accept-By`` by the head's clock.
 CLOCK_SKEW_S = 2.0
@@ -171,9 +193,7 @@ def given_up_for(headers: Mapping[str, str] | None, now: float | None = None) ->
     value = (headers or {}).get(h.ACCEPT_BY)
     if not value:
         return 0.0
-    if not value.isdecimal() or len(value) > 16 or int(value) <= 0:
-        raise MalformedHeader(h.ACCEPT_BY, "must be unix time in milliseconds")
-    late = (time.time() if now is None else now) - int(value) / 1000 - CLOCK_SKEW_S
+    late = (time.time() if now is None else now) - unix_ms(h.ACCEPT_BY, value) / 1000 - CLOCK_SKEW_S
     return max(0.0, late)
 
 

@@ -18,7 +18,7 @@ KEY = "a" * 64
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 1_000_000.0
+        self.now = 1_700_000_000.0  # a real moment: a deadline before 1973 is refused as seconds
 
     def __call__(self) -> float:
         return self.now

@@ -106,6 +106,7 @@ def test_unknown_headers_are_ignored() -> None:
         (h.DEADLINE, "1.5e12"),
         (h.DEADLINE, "-5"),
         (h.DEADLINE, "0"),
+        (h.DEADLINE, "1796463163"),  # unix seconds: read as ms, a moment in January 1970
         (h.DEADLINE, "9" * 30),
         # Superscript digits: str.isdigit() says yes, int() raises ValueError (a 500 before).
         (h.DEADLINE, "\u00b2"),
@@ -213,7 +214,7 @@ def test_an_attempt_is_given_up_only_past_its_accept_by_and_the_clock_allowance(
     assert given_up_for(by, now + CLOCK_SKEW_S + 3.5) == pytest.approx(3.5)
 
 
-@pytest.mark.parametrize("value", ["soon", "-5", "0", "1.5e12", "9" * 17])
+@pytest.mark.parametrize("value", ["soon", "-5", "0", "1.5e12", "9" * 17, "1796463163"])
 def test_an_unreadable_accept_by_names_its_header(value: str) -> None:
     with pytest.raises(MalformedHeader) as bad:
         given_up_for({h.ACCEPT_BY: value})

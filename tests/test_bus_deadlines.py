@@ -1,0 +1,78 @@
+"""Deadlines on the NATS API: ``Sy-Deadline`` (and ``Sy-Accept-By``) given in seconds instead
+of milliseconds is a 400 saying so.
+
+On a stack of its own, as the internal client ``app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+import pytest_asyncio
+from nats.aio.msg import Msg
+
+from switchyard.bus import headers as h
+from switchyard.bus import replies, subjects
+from tests.stacks import Stack, start_stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def timed(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    extra = {
+        "providers": {"fake": {"kind": "openai-compatible", "api_base": upstream.base_url}},
+        "routes": {"echo": {"deployments": [{"provider": "fake", "model": "echo"}]}},
+    }
+    stack = await start_stack(tmp_path_factory.mktemp("deadlines"), extra)
+    try:
+        yield stack
+    finally:
+        await stack.supervisor.stop()
+
+
+async def _answer(stack: Stack, headers: dict[str, str]) -> replies.Reply:
+    """The final or error message of one chat request sent with ``headers`` (and the key)."""
+    nc = await stack.connect("app")
+    inbox = nc.new_inbox()
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+    sub = await nc.subscribe(inbox, cb=got.put)
+    try:
+        headers = {"Authorization": f"Bearer {stack.api_key}", **headers}
+        await nc.publish(subjects.CHAT, msgspec.json.encode(CHAT), reply=inbox, headers=headers)
+        async with asyncio.timeout(30):
+            while True:
+                msg = await got.get()
+                reply = replies.decode_reply(msg.data, msg.headers)
+                if reply.kind in (replies.ReplyKind.FINAL, replies.ReplyKind.ERROR):
+                    return reply
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+
+
+@pytest.mark.parametrize("header", [h.DEADLINE, h.ACCEPT_BY])
+async def test_a_time_in_seconds_is_a_400_saying_it_is_in_milliseconds(
+    timed: Stack, header: str
+) -> None:
+    """Unix seconds where milliseconds are asked (an easy mix-up) read as a moment in January
+    1970: the request was answered 504 "deadline passed before it was routed", which sent the
+    caller looking at its clocks."""
+    seconds = str(int(time.time()) + 60)
+    reply = await _answer(timed, {header: seconds})
+    assert (reply.kind, reply.status) == (replies.ReplyKind.ERROR, 400)
+    error = msgspec.json.decode(reply.body)["error"]
+    assert (error["param"], error["code"]) == (header, "invalid_header")
+    assert "milliseconds" in error["message"]
+    assert f"{seconds}000" in error["message"]
+    fine = await _answer(timed, {header: f"{seconds}000"})
+    assert fine.kind is replies.ReplyKind.FINAL
