@@ -1,5 +1,6 @@
 """Deadlines on the NATS API: ``Sy-Deadline`` (and ``Sy-Accept-By``) given in seconds instead
-of milliseconds is a 400 saying so.
+of milliseconds is a 400 saying so; one further ahead than ``ingress.max_deadline_s`` (2 s
+here) is capped to it, as the HTTP edges cap theirs.
 
 On a stack of its own, as the internal client ``app``.
 """
@@ -31,7 +32,11 @@ async def timed(
 ) -> AsyncIterator[Stack]:
     extra = {
         "providers": {"fake": {"kind": "openai-compatible", "api_base": upstream.base_url}},
-        "routes": {"echo": {"deployments": [{"provider": "fake", "model": "echo"}]}},
+        "routes": {
+            "echo": {"deployments": [{"provider": "fake", "model": "echo"}]},
+            "slow": {"deployments": [{"provider": "fake", "model": "slow:4000"}]},
+        },
+        "ingress": {"default_deadline_s": 2, "max_deadline_s": 2},
     }
     stack = await start_stack(tmp_path_factory.mktemp("deadlines"), extra)
     try:
@@ -40,15 +45,17 @@ async def timed(
         await stack.supervisor.stop()
 
 
-async def _answer(stack: Stack, headers: dict[str, str]) -> replies.Reply:
-    """The final or error message of one chat request sent with ``headers`` (and the key)."""
+async def _answer(stack: Stack, headers: dict[str, str], model: str = "echo") -> replies.Reply:
+    """The final or error message of one chat request for ``model`` sent with ``headers``
+    (and the key)."""
     nc = await stack.connect("app")
     inbox = nc.new_inbox()
     got: asyncio.Queue[Msg] = asyncio.Queue()
     sub = await nc.subscribe(inbox, cb=got.put)
     try:
         headers = {"Authorization": f"Bearer {stack.api_key}", **headers}
-        await nc.publish(subjects.CHAT, msgspec.json.encode(CHAT), reply=inbox, headers=headers)
+        body = msgspec.json.encode({**CHAT, "model": model})
+        await nc.publish(subjects.CHAT, body, reply=inbox, headers=headers)
         async with asyncio.timeout(30):
             while True:
                 msg = await got.get()
@@ -76,3 +83,16 @@ async def test_a_time_in_seconds_is_a_400_saying_it_is_in_milliseconds(
     assert f"{seconds}000" in error["message"]
     fine = await _answer(timed, {header: f"{seconds}000"})
     assert fine.kind is replies.ReplyKind.FINAL
+
+
+async def test_a_deadline_further_ahead_than_the_edges_allow_is_capped(timed: Stack) -> None:
+    """The HTTP edges cap a client's deadline at ``ingress.max_deadline_s``; a bus caller's
+    was taken as given, however far ahead (a request could wait in its queue past the hour
+    model-proxies remember a cancel for). A head now caps it the same way."""
+    far = str(int((time.time() + 3600) * 1000))
+    began = time.monotonic()
+    reply = await _answer(timed, {h.DEADLINE: far}, model="slow")
+    took = time.monotonic() - began
+    assert (reply.kind, reply.status) == (replies.ReplyKind.ERROR, 504), reply
+    assert msgspec.json.decode(reply.body)["error"]["code"] == "deadline_exceeded"
+    assert took < 3.5, took  # at the 2 s cap, not after the provider's 4 s answer

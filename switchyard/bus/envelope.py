@@ -126,6 +126,11 @@ class Deadline:
         """
         return cls(unix_ms(h.DEADLINE, value))
 
+    def capped(self, seconds: float) -> Deadline:
+        """This deadline, or the one ``seconds`` from now if that comes first."""
+        most = Deadline.after(seconds)
+        return most if most.unix_ms < self.unix_ms else self
+
     def header(self) -> str:
         return str(self.unix_ms)
 

@@ -219,3 +219,9 @@ def test_an_unreadable_accept_by_names_its_header(value: str) -> None:
     with pytest.raises(MalformedHeader) as bad:
         given_up_for({h.ACCEPT_BY: value})
     assert bad.value.param == h.ACCEPT_BY
+
+
+def test_a_deadline_is_capped_only_when_the_cap_comes_first() -> None:
+    soon, far = Deadline.after(5), Deadline.after(7200)
+    assert soon.capped(3600) is soon
+    assert 3599 < far.capped(3600).remaining() <= 3600

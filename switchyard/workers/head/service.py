@@ -286,6 +286,9 @@ class Head:
         body = probe(op, msg.data) if op in PROBES else model_of(msg.data)
         alias = body.model
         caller = caller_identity(msg.headers)
+        if caller not in identities.KEY_HASH_CALLERS:  # capped as the HTTP edges cap theirs
+            assert env.deadline is not None  # noqa: S101  (set by _deadline)
+            env = env.with_(deadline=env.deadline.capped(self.settings.ingress.max_deadline_s))
         key, pinned = await authorize(self.keys, env, caller, msg.headers)
         if not key.allows(alias):
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
