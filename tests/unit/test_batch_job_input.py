@@ -49,10 +49,13 @@ class SlowLines(Job):
 
     finished: list[int]
     cancelled_lines: list[int]
+    started: list[int]
+    takes_s = 0.05
 
     async def _line(self, index: int, line: b.BatchLine) -> None:
+        self.started.append(index)
         try:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(self.takes_s)
         except asyncio.CancelledError:
             self.cancelled_lines.append(index)
             raise
@@ -71,7 +74,7 @@ def _job(source: BatchInput, slots: int) -> SlowLines:
         cancelled=lambda: False,
         on_line=lambda ok: None,
     )
-    job.finished, job.cancelled_lines = [], []
+    job.finished, job.cancelled_lines, job.started = [], [], []
     return job
 
 
@@ -85,8 +88,12 @@ async def test_lines_in_flight_finish_when_the_input_breaks() -> None:
 
 async def test_a_cancelled_job_still_cancels_its_lines() -> None:
     job = _job(TornInput(good=3), slots=8)
+    job.takes_s = 30.0  # still running when cancelled, however slow the machine
     run = asyncio.ensure_future(job.run({}))
-    await asyncio.sleep(0.01)
+    for _ in range(500):  # every line sent (a fixed 10 ms was too short under CI load)
+        if len(job.started) == 3:
+            break
+        await asyncio.sleep(0.01)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
