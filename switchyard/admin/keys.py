@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -192,8 +192,22 @@ class KeyAdmin:
         """
         return await self._write(key_id, _validated(changes))
 
+    async def update_checked(
+        self, key_id: str, check: Callable[[ClientKey], None], changes: dict[str, Any]
+    ) -> ClientKey:
+        """:meth:`update`, with ``check`` seeing the record each write would replace; it
+        raises to stop the write (the web form will not save over a record changed since the
+        admin opened it). Checked on the read the compare-and-set then guards, so no change
+        slips in between."""
+        return await self._write(key_id, _validated(changes), check=check)
+
     async def _write(
-        self, key_id: str, validated: dict[str, Any], *, mend: bool = False
+        self,
+        key_id: str,
+        validated: dict[str, Any],
+        *,
+        mend: bool = False,
+        check: Callable[[ClientKey], None] | None = None,
     ) -> ClientKey:
         """``validated`` written over the record; with ``mend``, over what can be read of a
         record that does not decode."""
@@ -210,6 +224,8 @@ class KeyAdmin:
                 )
             else:
                 record, revision = _readable(found, revision)
+            if check is not None:
+                check(record)
             _check_team(validated, record.team)
             updated = _record({**msgspec.to_builtins(record), **validated})
             try:

@@ -19,6 +19,7 @@ from switchyard.admin.keys import namesake_warning, public_record
 from switchyard.admin.spend import SpendUnavailable
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.admin.ui.forms import place
+from switchyard.admin.ui.pages.tables import Problem, conflict, digest
 from switchyard.errors import Conflict, InvalidRequest, NotFound
 from switchyard.schemas.keys import ClientKey
 
@@ -90,6 +91,7 @@ def _values(key: ClientKey | None) -> dict[str, Any]:
         "budget_usd": key.budget_usd,
         "budget_period": key.budget_period,
         "expires": _day(key.expires_at),
+        "digest": digest(key),
     }
 
 
@@ -106,16 +108,24 @@ def _day(stamp: float) -> str:
 
 def _fields(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """(as typed, the API body, per-field errors)."""
-    f = ui.form
-    values = {k: f.get(k) for k in FIELDS}
-    body: dict[str, Any] = {k: values[k] for k in ("name", "owner", "team")}
-    if values["budget_period"]:
-        body["budget_period"] = values["budget_period"]
+    values = {k: ui.form.get(k) for k in FIELDS}
+    body, errors = _parse(values)
+    values["digest"] = ui.form.get("digest")
+    return values, body, errors
+
+
+def _parse(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(the API body, per-field errors) for the form's ``values``: as typed, or as the form
+    shows a record (:func:`_values`), so the two can be compared field by field."""
+    text = {k: str(values.get(k) if values.get(k) is not None else "") for k in FIELDS}
+    body: dict[str, Any] = {k: text[k] for k in ("name", "owner", "team")}
+    if text["budget_period"]:
+        body["budget_period"] = text["budget_period"]
     errors: dict[str, str] = {}
-    body["models"] = [m.strip() for m in values["models"].split(",") if m.strip()] or ["*"]
+    body["models"] = [m.strip() for m in text["models"].split(",") if m.strip()] or ["*"]
     for key, kind in (("rpm", int), ("tpm", int), ("max_parallel", int), ("budget_usd", float)):
         try:
-            number = kind(values[key] or 0)
+            number = kind(text[key] or 0)
         except ValueError:
             errors[key] = "Enter a number (0 for no limit)."
             continue
@@ -124,9 +134,9 @@ def _fields(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
             body[key] = number
         else:
             errors[key] = rule_text(key)
-    if values["expires"]:
+    if text["expires"]:
         try:
-            day = dt.date.fromisoformat(values["expires"])
+            day = dt.date.fromisoformat(text["expires"])
             body["expires_at"] = dt.datetime(
                 day.year, day.month, day.day, tzinfo=dt.UTC
             ).timestamp()
@@ -134,9 +144,9 @@ def _fields(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
             errors["expires"] = "Enter a date (YYYY-MM-DD), or leave it empty for never."
     else:
         body["expires_at"] = 0.0
-    if not values["name"]:
+    if not text["name"]:
         errors["name"] = "Name the key, e.g. the app that will use it."
-    return values, body, errors
+    return body, errors
 
 
 async def _checked(body: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +209,7 @@ async def key_page(
     values: dict[str, Any] | None = None,
     errors: dict[str, str] | None = None,
     status: int = 200,
+    conflicted: bool = False,
 ) -> Response:
     try:
         key = await _find(ui)
@@ -224,6 +235,7 @@ async def key_page(
         values=values or _values(key),
         errors=errors or {},
         periods=PERIODS,
+        conflicted=conflicted,
         status=status,
     )
 
@@ -234,20 +246,39 @@ def _unreadable(ui: Ui, exc: Conflict) -> Response:
 
 
 async def update_key(ui: Ui) -> Response:
+    """Saves the fields the admin changed, and only if the key is still as the form showed
+    it: a form that sent every field put back what the CLI, the API or another tab had set
+    meanwhile (a budget back to 0, unlimited), unnoticed, and audited every field as changed."""
     values, body, errors = _fields(ui)
     try:
         key = await _find(ui)
     except Conflict as exc:
         return _unreadable(ui, exc)
+    as_shown = _values(key)
+    shown, _ = _parse(as_shown)
+    changed = {k: v for k, v in body.items() if shown.get(k) != v}
+    # A field left as shown is not checked again: one the form cannot show as it is stored
+    # (an expiry no calendar holds) no longer blocks saving the others.
+    errors = {k: v for k, v in errors.items() if values[k] != str(as_shown.get(k, ""))}
+
+    def unchanged(current: ClientKey) -> None:
+        if digest(current) != values["digest"]:
+            raise conflict(f"Key {current.name}")
+
     try:
         if errors:
             raise InvalidRequest(next(iter(errors.values())))
-        fields = await _checked(body)
-        record = await key_call(ui.admin.keys.update(key.id, **fields))
+        unchanged(key)
+        if not changed:
+            return ui.redirect(f"/ui/keys/{key.id}", ("ok", "Nothing to save: no setting changed."))
+        fields = await _checked(changed)
+        record = await key_call(ui.admin.keys.update_checked(key.id, unchanged, fields))
     except InvalidRequest as exc:
         return await key_page(
             ui, values, errors or {place(exc.param, FIELDS) or "": exc.message}, 400
         )
+    except Problem as problem:
+        return await key_page(ui, values, problem.errors, problem.status, conflicted=True)
     except NotFound:
         raise
     await ui.audit("key.update", record.id, ", ".join(sorted(fields)))

@@ -1,0 +1,106 @@
+"""Web forms opened before someone else changed the same thing, on the session stack.
+
+Several admins work at once (two tabs, the CLI, the API): a form saved after the record
+changed under it must not put the old values back unnoticed, and a page left open must not
+act on what it showed when that is no longer true. Driven as a browser posts its forms.
+"""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.stacks import Stack
+
+pytestmark = pytest.mark.integration
+
+
+class _Inputs(HTMLParser):
+    """The values a browser would post from the page's form with ``action``."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__()
+        self.action = action
+        self.values: dict[str, str] = {}
+        self._inside = False
+        self._select = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self._inside = a.get("action") == self.action and a.get("method") == "post"
+        elif not self._inside:
+            return
+        elif tag == "input" and a.get("name"):
+            self.values[a["name"]] = a.get("value", "")
+        elif tag == "select":
+            self._select = a.get("name", "")
+        elif tag == "option" and self._select and "selected" in a:
+            self.values[self._select] = ""  # the option's text follows
+            self._option = True
+
+    def handle_data(self, data: str) -> None:
+        if getattr(self, "_option", False):
+            self.values[self._select] += data
+            self._option = False
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._inside = False
+        elif tag == "select":
+            self._select = ""
+
+
+def form_of(html: str, action: str) -> dict[str, str]:
+    parser = _Inputs(action)
+    parser.feed(html)
+    return parser.values
+
+
+async def _key(stack: Stack, key_id: str) -> dict[str, Any]:
+    found = await stack.admin("GET", f"/keys/{key_id}")
+    assert found.status_code == 200, found.text
+    doc: dict[str, Any] = found.json()
+    return doc
+
+
+async def test_a_key_form_saved_after_another_change_is_refused_not_reverting_it(
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """The form sent every field: a budget set by the API meanwhile went back to 0 (no
+    budget) when another tab saved, and the audit said every field had changed."""
+    web, _ = signed_in
+    _, record = await stack.new_key("stale-key-form", budget_usd=5.0)
+    path = f"/ui/keys/{record.id}"
+    form = form_of((await web.get(path)).text, path)
+    assert form["budget_usd"] == "5.0"
+    changed = await stack.admin("PATCH", f"/keys/{record.id}", {"budget_usd": 50, "tpm": 1000})
+    assert changed.status_code == 200, changed.text
+
+    stale = await web.post(path, data={**form, "owner": "second tab"})
+    assert stale.status_code == 409, stale.text
+    assert "was changed by someone else since you opened this form" in stale.text
+    assert f'href="{path}">Reload</a>' in stale.text
+    assert 'value="second tab"' in stale.text  # the input is kept
+    kept = await _key(stack, record.id)
+    assert (kept["budget_usd"], kept["tpm"], kept["owner"]) == (50, 1000, "")
+
+    # Reloaded, the same change goes through, and only it is written and audited.
+    form = form_of((await web.get(path)).text, path)
+    saved = await web.post(path, data={**form, "owner": "second tab"})
+    assert saved.status_code == 303, saved.text
+    kept = await _key(stack, record.id)
+    assert (kept["budget_usd"], kept["tpm"], kept["owner"]) == (50, 1000, "second tab")
+    audit = (await stack.admin("GET", f"/audit?q={record.id}&limit=5")).json()["entries"]
+    update = next(e for e in audit if e["action"] == "key.update" and e["via"] == "ui")
+    assert update["detail"] == "owner", update
+
+    # Saved unchanged: nothing is written, nothing audited.
+    form = form_of((await web.get(path)).text, path)
+    same = await web.post(path, data=form, follow_redirects=True)
+    assert "Nothing to save" in same.text
+    audit = (await stack.admin("GET", f"/audit?q={record.id}&limit=5")).json()["entries"]
+    assert [e["action"] for e in audit if e["via"] == "ui"].count("key.update") == 1, audit
