@@ -7,6 +7,8 @@ act on what it showed when that is no longer true. Driven as a browser posts its
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from html.parser import HTMLParser
 from typing import Any
 
@@ -104,3 +106,42 @@ async def test_a_key_form_saved_after_another_change_is_refused_not_reverting_it
     assert "Nothing to save" in same.text
     audit = (await stack.admin("GET", f"/audit?q={record.id}&limit=5")).json()["entries"]
     assert [e["action"] for e in audit if e["via"] == "ui"].count("key.update") == 1, audit
+
+
+async def test_a_key_keeps_its_expiry_time_and_takes_one_to_the_minute(
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """The expiry was a date: saving any other field moved a key expiring at 21:27 to 00:00
+    of that day, and one expiring later today could not be saved at all (an error at the
+    top of the form, in the API's words, "seconds since 1970")."""
+    web, _ = signed_in
+    expires = time.time() + 2 * 3600 + 33.5
+    _, record = await stack.new_key("expiry-kept", expires_at=expires)
+    path = f"/ui/keys/{record.id}"
+    page = (await web.get(path)).text
+    form = form_of(page, path)
+    saved = await web.post(path, data={**form, "owner": "kept expiry"})
+    assert saved.status_code == 303, saved.text
+    kept = await _key(stack, record.id)
+    assert (kept["owner"], kept["expires_at"]) == ("kept expiry", expires)
+
+    # A time typed is kept to the minute, in UTC.
+    later = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(days=3)
+    form = form_of((await web.get(path)).text, path)
+    saved = await web.post(path, data={**form, "expires": later.strftime("%Y-%m-%dT%H:%M")})
+    assert saved.status_code == 303, saved.text
+    assert (await _key(stack, record.id))["expires_at"] == later.timestamp()
+
+    # A time passed is refused at the field, in the form's words.
+    past = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M")
+    form = form_of((await web.get(path)).text, path)
+    refused = await web.post(path, data={**form, "expires": past})
+    assert refused.status_code == 400
+    assert 'data-error-for="expires">That time has passed (times are UTC)' in refused.text
+    assert "seconds since 1970" not in refused.text
+    assert (await _key(stack, record.id))["expires_at"] == later.timestamp()
+    # The form says the field takes a time, in UTC, and shows the key's own.
+    page = (await web.get(path)).text
+    assert 'type="datetime-local"' in page
+    assert "Expires at (UTC)" in page
+    assert form_of(page, path)["expires"] == later.strftime("%Y-%m-%dT%H:%M")

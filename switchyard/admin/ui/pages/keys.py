@@ -7,6 +7,7 @@ rewrites it as a readable, revoked record (see :mod:`switchyard.admin.key_damage
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,7 +22,7 @@ from switchyard.admin.ui.context import Route, Ui
 from switchyard.admin.ui.forms import place
 from switchyard.admin.ui.pages.tables import Problem, conflict, digest
 from switchyard.errors import Conflict, InvalidRequest, NotFound
-from switchyard.schemas.keys import ClientKey
+from switchyard.schemas.keys import MAX_EXPIRES_AT, ClientKey
 
 FIELDS = [
     "name",
@@ -96,14 +97,30 @@ def _values(key: ClientKey | None) -> dict[str, Any]:
 
 
 def _day(stamp: float) -> str:
-    """``stamp`` as a date for the form; one no calendar holds (set through the API before
-    expiries were bounded) as its number, so the page still opens."""
+    """``stamp`` as the form's UTC date and time (to the minute: a value left as shown is not
+    written back, so a key keeps its seconds); one no calendar holds (set through the API
+    before expiries were bounded) as its number, so the page still opens."""
     if not stamp:
         return ""
     try:
-        return dt.datetime.fromtimestamp(stamp, dt.UTC).date().isoformat()
+        return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%dT%H:%M")
     except (OverflowError, OSError, ValueError):
         return f"{stamp:g}"
+
+
+def _expiry(text: str) -> tuple[float | None, str]:
+    """(unix seconds, or None with the form's reason) for a typed expiry: a UTC date and
+    time as ``datetime-local`` sends it, or a date alone (its first minute)."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None, "Enter a date and time in UTC (YYYY-MM-DD HH:MM), or leave it empty for never."
+    stamp = (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
+    if stamp <= time.time():
+        return None, "That time has passed (times are UTC): pick a later one, or leave it empty."
+    if stamp > MAX_EXPIRES_AT:
+        return None, "Pick a date before the year 10000, or leave it empty for never."
+    return stamp, ""
 
 
 def _fields(ui: Ui) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
@@ -135,18 +152,24 @@ def _parse(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         else:
             errors[key] = rule_text(key)
     if text["expires"]:
-        try:
-            day = dt.date.fromisoformat(text["expires"])
-            body["expires_at"] = dt.datetime(
-                day.year, day.month, day.day, tzinfo=dt.UTC
-            ).timestamp()
-        except ValueError:
-            errors["expires"] = "Enter a date (YYYY-MM-DD), or leave it empty for never."
+        stamp, problem = _expiry(text["expires"])
+        if stamp is None:
+            errors["expires"] = problem
+        else:
+            body["expires_at"] = stamp
     else:
         body["expires_at"] = 0.0
     if not text["name"]:
         errors["name"] = "Name the key, e.g. the app that will use it."
     return body, errors
+
+
+def _placed(exc: InvalidRequest) -> dict[str, str]:
+    """The API's refusal beside the form field it concerns (``expires_at`` is the form's
+    ``expires``: an expiry passed while the form was sent is said in the form's words)."""
+    if exc.param == "expires_at":
+        return {"expires": "That time has passed (times are UTC): pick a later one."}
+    return {place(exc.param, FIELDS) or "": exc.message}
 
 
 async def _checked(body: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +200,7 @@ async def create_key(ui: Ui) -> Response:
         name = fields.pop("name")
         api_key, record = await key_call(ui.admin.keys.create(name, **fields))
     except InvalidRequest as exc:
-        errors = errors or {place(exc.param, FIELDS) or "": exc.message}
+        errors = errors or _placed(exc)
         return ui.page(
             "key_form.html",
             "keys",
@@ -274,9 +297,7 @@ async def update_key(ui: Ui) -> Response:
         fields = await _checked(changed)
         record = await key_call(ui.admin.keys.update_checked(key.id, unchanged, fields))
     except InvalidRequest as exc:
-        return await key_page(
-            ui, values, errors or {place(exc.param, FIELDS) or "": exc.message}, 400
-        )
+        return await key_page(ui, values, errors or _placed(exc), 400)
     except Problem as problem:
         return await key_page(ui, values, problem.errors, problem.status, conflicted=True)
     except NotFound:
