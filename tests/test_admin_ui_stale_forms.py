@@ -145,3 +145,25 @@ async def test_a_key_keeps_its_expiry_time_and_takes_one_to_the_minute(
     assert 'type="datetime-local"' in page
     assert "Expires at (UTC)" in page
     assert form_of(page, path)["expires"] == later.strftime("%Y-%m-%dT%H:%M")
+
+
+async def test_a_new_key_form_sent_again_creates_no_second_key(
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """Reloading the "Key created" page (the browser posts the form again), or Back and send,
+    made a second active key of the same name; the first one's secret was lost."""
+    web, _ = signed_in
+    form = form_of((await web.get("/ui/keys/new")).text, "/ui/keys")
+    refused = await web.post("/ui/keys", data={**form, "name": ""})  # fixed, then sent
+    assert refused.status_code == 400
+    form = {**form_of(refused.text, "/ui/keys"), "name": "sent-twice"}
+    created = await web.post("/ui/keys", data=form)
+    assert created.status_code == 200, created.text
+    assert "Copy the key now" in created.text
+    again = await web.post("/ui/keys", data=form)
+    assert again.status_code == 409, again.text
+    assert "No second key was created" in again.text
+    assert "sk-" not in again.text.split("<main", 1)[1]  # no secret shown again
+    keys = (await stack.admin("GET", "/keys?q=sent-twice")).json()
+    assert keys["total"] == 1, keys
+    assert f'/ui/keys/{keys["keys"][0]["id"]}"' in again.text

@@ -7,6 +7,7 @@ rewrites it as a readable, revoked record (see :mod:`switchyard.admin.key_damage
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -37,6 +38,9 @@ FIELDS = [
     "expires",
 ]
 PERIODS = ["daily", "weekly", "monthly", "total"]
+FORM_TOKENS = "key_forms"  # the session stash's entry
+MAX_FORM_TOKENS = 20
+PENDING = "-"
 
 
 async def keys_page(ui: Ui) -> Response:
@@ -179,12 +183,24 @@ async def _checked(body: dict[str, Any]) -> dict[str, Any]:
         raise refusal(exc, KeyFields, "key") from None
 
 
+def _form_tokens(ui: Ui) -> dict[str, str]:
+    """This session's New key forms: token -> the id of the key it created (``""``: none
+    yet, ``PENDING``: being created), the newest :data:`MAX_FORM_TOKENS`."""
+    tokens: dict[str, str] = ui.session.stash.setdefault(FORM_TOKENS, {})
+    return tokens
+
+
 async def new_key(ui: Ui) -> Response:
+    tokens = _form_tokens(ui)
+    token = secrets.token_urlsafe(16)
+    tokens[token] = ""
+    for old in list(tokens)[:-MAX_FORM_TOKENS]:
+        del tokens[old]
     return ui.page(
         "key_form.html",
         "keys",
         "New client key",
-        values=_values(None),
+        values={**_values(None), "once": token},
         errors={},
         periods=PERIODS,
         key=None,
@@ -192,7 +208,16 @@ async def new_key(ui: Ui) -> Response:
 
 
 async def create_key(ui: Ui) -> Response:
+    """Creates a key once per form: reloading the "Key created" page (the browser posts the
+    form again) or going back and sending it again made a second active key of the same
+    name, the first one's secret lost. A form without a token (a script's) always creates."""
     values, body, errors = _fields(ui)
+    once = values["once"] = ui.form.get("once")
+    tokens = _form_tokens(ui)
+    if once and tokens.get(once) != "":
+        return await _sent_before(ui, tokens.get(once))
+    if once:
+        tokens[once] = PENDING  # a second post while this one runs is refused too
     try:
         if errors:
             raise InvalidRequest(next(iter(errors.values())))
@@ -200,6 +225,8 @@ async def create_key(ui: Ui) -> Response:
         name = fields.pop("name")
         api_key, record = await key_call(ui.admin.keys.create(name, **fields))
     except InvalidRequest as exc:
+        if once:
+            tokens[once] = ""
         errors = errors or _placed(exc)
         return ui.page(
             "key_form.html",
@@ -211,11 +238,30 @@ async def create_key(ui: Ui) -> Response:
             key=None,
             status=400,
         )
+    except BaseException:
+        if once:
+            tokens[once] = ""
+        raise
+    if once:
+        tokens[once] = record.id
     await ui.audit("key.create", record.id, f"name {record.name!r}")
     others = await ui.admin.keys.namesakes(record)
     warning = namesake_warning(record.name, others) if others else ""
     return ui.page(
         "key_created.html", "keys", "Key created", api_key=api_key, key=record, warning=warning
+    )
+
+
+async def _sent_before(ui: Ui, key_id: str | None) -> Response:
+    """A New key form sent again: says which key it made (or that the form is too old)."""
+    key = ui.admin.index.get(key_id) if key_id and key_id != PENDING else None
+    return ui.page(
+        "key_resent.html",
+        "keys",
+        "No second key created",
+        key=key,
+        pending=key_id == PENDING,
+        status=409,
     )
 
 
