@@ -167,3 +167,36 @@ async def test_a_new_key_form_sent_again_creates_no_second_key(
     keys = (await stack.admin("GET", "/keys?q=sent-twice")).json()
     assert keys["total"] == 1, keys
     assert f'/ui/keys/{keys["keys"][0]["id"]}"' in again.text
+
+
+async def test_a_stale_secret_delete_confirmation_is_shown_again_not_acted_on(
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """The confirmation named no user; a provider and a route started using the secret
+    meanwhile, and the typed name deleted it anyway: the route answered 503."""
+    web, _ = signed_in
+    stored = await stack.admin("PUT", "/secrets/stale-confirm", {"value": "sk-stale-confirm-1"})
+    assert stored.status_code == 200, stored.text
+    path = "/ui/secrets/stale-confirm/delete"
+    page = (await web.get(path)).text
+    assert "deleting it breaks no route" in page
+    form = {**form_of(page, path), "confirm": "stale-confirm"}
+    base = (await stack.admin("GET", "/providers")).json()["fake"]["api_base"]
+    provider = {"kind": "openai-compatible", "api_base": base, "secret": "stale-confirm"}
+    assert (await stack.admin("PUT", "/providers/stale-user", provider)).status_code == 200
+    route = {"deployments": [{"provider": "stale-user", "model": "echo"}]}
+    assert (await stack.admin("PUT", "/routes/stale-route", route)).status_code == 200
+    try:
+        stale = await web.post(path, data=form)
+        assert stale.status_code == 409, stale.text
+        assert "changed since this page was shown" in stale.text
+        assert "<strong>stale-user</strong>" in stale.text
+        assert "<strong>stale-route</strong> will fail" in stale.text
+        assert (await stack.admin("GET", "/secrets")).text.count('"stale-confirm"') == 1
+        # Confirmed on the page as it is now, it is deleted.
+        again = await web.post(path, data={**form_of(stale.text, path), "confirm": "stale-confirm"})
+        assert again.status_code == 303, again.text
+        assert '"stale-confirm"' not in (await stack.admin("GET", "/secrets")).text
+    finally:
+        await stack.admin("DELETE", "/routes/stale-route")
+        await stack.admin("DELETE", "/providers/stale-user")

@@ -7,6 +7,7 @@ import msgspec
 from starlette.responses import Response
 
 from switchyard.admin.ui.context import Route, Ui
+from switchyard.admin.ui.pages.tables import digest
 from switchyard.errors import ApiError
 from switchyard.schemas.secrets import PutSecret
 
@@ -70,29 +71,42 @@ async def rotate_secret(ui: Ui) -> Response:
 
 
 async def confirm_delete(ui: Ui) -> Response:
-    name = ui.request.path_params["name"]
+    return await _confirm(ui, ui.request.path_params["name"])
+
+
+async def _confirm(ui: Ui, name: str, changed: bool = False) -> Response:
+    """The confirmation, naming what deleting ``name`` breaks now; ``changed``: shown again
+    because that changed since the admin's copy was shown."""
     info = await ui.admin.secrets.info(name)
     table = (await ui.admin.control.table()).table
     users = table.secret_users(name)
-    providers, stranded = users.providers, users.stranded
     return ui.page(
         "secret_delete.html",
         "secrets",
         f"Delete {name}?",
         info=info,
-        providers=providers,
-        stranded=stranded,
+        providers=users.providers,
+        stranded=users.stranded,
         degraded=users.degraded,
         fallback_only=users.fallback_only,
+        users=digest(users),
+        changed=changed,
+        status=409 if changed else 200,
     )
 
 
 async def delete_secret(ui: Ui) -> Response:
+    """Deletes only if the secret's users are still those the confirmation named: a page
+    left open went stale, and the typed name deleted a secret a provider and route had
+    started to use meanwhile (the route then answered 503)."""
     name = ui.request.path_params["name"]
     if ui.form.get("confirm") != name:
         return ui.redirect(
             f"/ui/secrets/{name}/delete", ("error", "Type the secret's name to confirm.")
         )
+    table = (await ui.admin.control.table()).table
+    if digest(table.secret_users(name)) != ui.form.get("users"):
+        return await _confirm(ui, name, changed=True)
     await ui.admin.secrets.acting_for(ui.actor).delete(name)
     await ui.audit("secret.delete", name)
     return ui.redirect("/ui/secrets", ("ok", f"Deleted {name} and all its versions."))
