@@ -200,3 +200,25 @@ async def test_a_stale_secret_delete_confirmation_is_shown_again_not_acted_on(
     finally:
         await stack.admin("DELETE", "/routes/stale-route")
         await stack.admin("DELETE", "/providers/stale-user")
+
+
+async def test_storing_a_secret_under_a_name_in_use_is_refused(
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """ "Store a key" with an existing name wrote a new version of it, a secret in use too:
+    two admins storing the same name overwrote each other. Rotate is the way to a new one."""
+    web, csrf = signed_in
+    stored = await stack.admin("PUT", "/secrets/store-taken", {"value": "sk-store-taken-1"})
+    assert stored.status_code == 200, stored.text
+    form = {"csrf": csrf, "name": "store-taken", "value": "sk-store-taken-2"}
+    refused = await web.post("/ui/secrets", data=form)
+    assert refused.status_code == 409, refused.text
+    assert 'data-error-for="name">A secret named store-taken exists already' in refused.text
+    assert "sk-store-taken" not in refused.text
+    listed = (await stack.admin("GET", "/secrets")).json()["secrets"]
+    assert next(s for s in listed if s["name"] == "store-taken")["version"] == 1
+    rotated = await web.post("/ui/secrets/store-taken/rotate", data=form)
+    assert rotated.status_code == 303, rotated.text
+    listed = (await stack.admin("GET", "/secrets")).json()["secrets"]
+    assert next(s for s in listed if s["name"] == "store-taken")["version"] == 2
+    await stack.admin("DELETE", "/secrets/store-taken")

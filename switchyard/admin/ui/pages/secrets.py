@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.admin.ui.pages.tables import digest
-from switchyard.errors import ApiError
+from switchyard.errors import ApiError, NotFound
 from switchyard.schemas.secrets import PutSecret
 
 
@@ -48,16 +48,29 @@ def _checked(name: str, value: str) -> dict[str, str]:
 
 
 async def put_secret(ui: Ui) -> Response:
+    """Stores a new secret; one of that name is refused (Rotate is the way to a new version):
+    two admins "storing" the same name wrote over each other, a secret in use included."""
     name, value = ui.form.get("name"), ui.form.raw("value")
     errors = _checked(name, value)
     if errors:
         return await _render(ui, errors, name=name, status=400)
+    if await _exists(ui, name):
+        taken = f"A secret named {name} exists already: use Rotate in its row for a new version."
+        return await _render(ui, {"name": taken}, name=name, status=409)
     try:
         info = await ui.admin.secrets.acting_for(ui.actor).put(name, value, ui.form.get("provider"))
     except ApiError as exc:
         return await _render(ui, {"name": exc.message}, name=name, status=exc.status)
     await ui.audit("secret.put", info.name, f"version {info.version}")
     return ui.redirect("/ui/secrets", ("ok", f"Stored {info.name} (version {info.version})."))
+
+
+async def _exists(ui: Ui, name: str) -> bool:
+    try:
+        await ui.admin.secrets.info(name)
+    except NotFound:
+        return False
+    return True
 
 
 async def rotate_secret(ui: Ui) -> Response:
