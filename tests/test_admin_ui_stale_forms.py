@@ -222,3 +222,48 @@ async def test_storing_a_secret_under_a_name_in_use_is_refused(
     listed = (await stack.admin("GET", "/secrets")).json()["secrets"]
     assert next(s for s in listed if s["name"] == "store-taken")["version"] == 2
     await stack.admin("DELETE", "/secrets/store-taken")
+
+
+async def _sign_in(web: httpx.AsyncClient, stack: Stack) -> str:
+    """Signs ``web`` in; the CSRF token of its new session."""
+    token = stack.settings.admin_token_file.read_text(encoding="utf-8").strip()
+    signin = await web.post("/ui/signin", data={"name": "ended-session", "token": token})
+    assert signin.status_code == 303, signin.text
+    return form_of((await web.get("/ui/keys/new")).text, "/ui/keys")["csrf"]
+
+
+async def test_a_form_sent_after_the_session_ended_gets_a_page_not_raw_json(
+    stack: Stack,
+) -> None:
+    """Signed out in another tab (or timed out, or the gateway restarted), every button
+    showed `{"error":"sign in first"}`; an old tab after a new sign-in showed
+    `{"error":"missing or wrong CSRF token"}`."""
+    origin = {"Origin": stack.gateway_url}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, headers=origin) as web:
+        old = await _sign_in(web, stack)
+        cookie = web.cookies["sy_session"]
+        assert (await web.post("/ui/signout", data={"csrf": old})).status_code == 303
+        web.cookies.set("sy_session", cookie, path="/ui")  # the other tab's cookie
+        came_from = {"Referer": f"{stack.gateway_url}/ui/keys/new"}
+        form = {"csrf": old, "name": "after-signout", "models": "*"}
+        ended = await web.post("/ui/keys", data=form, headers=came_from)
+        assert ended.status_code == 401
+        assert ended.headers["content-type"].startswith("text/html")
+        assert "Your session ended" in ended.text
+        assert form_of(ended.text, "/ui/signin")["next"] == "/ui/keys/new"
+        # The pages' scripts still get JSON.
+        scripted = await web.post("/ui/keys", data=form, headers={"Accept": "application/json"})
+        assert (scripted.status_code, scripted.json()) == (401, {"error": "sign in first"})
+
+        web.cookies.clear()
+        await _sign_in(web, stack)  # a new session; the old tab still holds the old token
+        stale = await web.post("/ui/keys", data=form, headers=came_from)
+        assert stale.status_code == 403
+        assert "That page was opened before your latest sign-in" in stale.text
+        assert 'href="/ui/keys/new">Back to the page</a>' in stale.text
+        scripted = await web.post("/ui/keys", headers={"X-CSRF-Token": old})
+        assert (scripted.status_code, scripted.json()) == (
+            403,
+            {"error": "missing or wrong CSRF token"},
+        )
+    assert (await stack.admin("GET", "/keys?q=after-signout")).json()["total"] == 0

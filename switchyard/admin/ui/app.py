@@ -17,7 +17,7 @@ import logging
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -36,7 +36,7 @@ from switchyard.admin.ui.signin_guard import (
     SigninGuard,
     unrecorded_detail,
 )
-from switchyard.errors import ApiError, AuthenticationFailed, PayloadTooLarge
+from switchyard.errors import ApiError, AuthenticationFailed, PayloadTooLarge, PermissionDenied
 from switchyard.runtime import forwarded
 
 log = logging.getLogger("switchyard.admin.ui")
@@ -69,6 +69,39 @@ def _over_tls(request: Request) -> bool:
     """Whether the browser reached us over TLS: directly, or through a proxy that ends TLS
     and says so (``X-Forwarded-Proto``). Trusting the header only ever adds ``Secure``."""
     return forwarded.over_tls(request)
+
+
+SESSION_ENDED = (
+    "Your session ended (signed out, timed out, or the gateway restarted), so that was not "
+    "saved. Sign in again to go back to the page, then send it again."
+)
+STALE_FORM = (
+    "That page was opened before your latest sign-in (or in another session), so nothing was "
+    "changed. Reload the page and try again."
+)
+
+
+def _back(request: Request) -> str:
+    """The page of this site a form was sent from (its ``Referer``), to return to; ``""``
+    when there is none (the sign-in then goes to the overview)."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc != request.headers.get("host", "") or not referer.path.startswith("/ui/"):
+        return ""
+    if referer.path.startswith("/ui/signin"):
+        return ""
+    return referer.path + (f"?{referer.query}" if referer.query else "")
+
+
+def _stale_page(ui: Ui, back: str) -> Response:
+    """A form whose CSRF token is not this session's: an old tab after a new sign-in."""
+    return ui.page(
+        "error.html",
+        "",
+        "Page out of date",
+        error=PermissionDenied(STALE_FORM),
+        back=back or "/ui/",
+        status=403,
+    )
 
 
 class AdminUi:
@@ -240,9 +273,14 @@ class AdminUi:
             wants_json = request.url.path.startswith("/ui/api/") or (
                 "application/json" in request.headers.get("accept", "")
             )
+            # A form a person sent (not the pages' scripts, which ask for JSON or send the
+            # CSRF header): a refusal is a page to read, not raw JSON in the browser window.
+            form_post = method != "GET" and not wants_json and csrf.HEADER not in request.headers
             session = self.sessions.get(request.cookies.get(COOKIE))
             context = self._current()
             if session is None or context is None:
+                if form_post:
+                    return self._signin_page(SESSION_ENDED, status=401, next_url=_back(request))
                 if wants_json or method != "GET":
                     return _secured(JSONResponse({"error": "sign in first"}, status_code=401))
                 url = "/ui/signin?next=" + quote(request.url.path, safe="/")
@@ -252,6 +290,8 @@ class AdminUi:
                 if method != "GET":
                     ui.form = await Form.read(request)  # 413 past MAX_FORM_BYTES
                     if not csrf.valid(request, session, ui.form.raw(csrf.FIELD) or None):
+                        if form_post:
+                            return _secured(_stale_page(ui, _back(request)))
                         return _secured(
                             JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
                         )
