@@ -267,3 +267,44 @@ async def test_a_form_sent_after_the_session_ended_gets_a_page_not_raw_json(
             {"error": "missing or wrong CSRF token"},
         )
     assert (await stack.admin("GET", "/keys?q=after-signout")).json()["total"] == 0
+
+
+async def test_acting_on_a_key_or_secret_deleted_elsewhere_says_so(
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """Saving or revoking a key deleted through the API, rotating a secret deleted elsewhere
+    and a second delete of a secret ended on "Something went wrong ... Status 404"."""
+    web, csrf = signed_in
+    _, record = await stack.new_key("deleted-elsewhere")
+    path = f"/ui/keys/{record.id}"
+    form = form_of((await web.get(path)).text, path)
+    assert (await stack.admin("DELETE", f"/keys/{record.id}")).status_code == 200
+    saved = await web.post(path, data={**form, "owner": "too late"})
+    revoked = await web.post(f"{path}/revoke", data={"csrf": csrf})
+    for answer, outcome in (
+        (saved, "so your changes were not saved"),
+        (revoked, "so there is nothing to revoke"),
+    ):
+        assert answer.status_code == 404
+        assert f"This key ({record.id}) was deleted by someone else, {outcome}" in answer.text
+        assert 'href="/ui/keys">Back to the keys</a>' in answer.text
+        assert "Something went wrong" not in answer.text
+
+    stored = await stack.admin("PUT", "/secrets/deleted-elsewhere", {"value": "sk-gone-1"})
+    assert stored.status_code == 200, stored.text
+    page = (await web.get("/ui/secrets/deleted-elsewhere/delete")).text
+    confirm = {
+        **form_of(page, "/ui/secrets/deleted-elsewhere/delete"),
+        "confirm": "deleted-elsewhere",
+    }
+    assert (await stack.admin("DELETE", "/secrets/deleted-elsewhere")).status_code == 200
+    rotate = {"csrf": csrf, "value": "sk-gone-2"}
+    rotated = await web.post("/ui/secrets/deleted-elsewhere/rotate", data=rotate)
+    assert rotated.status_code == 303
+    shown = (await web.get(rotated.headers["location"])).text
+    assert "deleted-elsewhere was deleted by someone else, so it was not rotated" in shown
+    assert 'value="deleted-elsewhere"' in shown  # the name is kept in the Store form
+    deleted = await web.post("/ui/secrets/deleted-elsewhere/delete", data=confirm)
+    assert deleted.status_code == 303
+    shown = (await web.get(deleted.headers["location"])).text
+    assert "deleted-elsewhere was already deleted by someone else" in shown

@@ -309,6 +309,22 @@ async def key_page(
     )
 
 
+def _gone(ui: Ui, outcome: str) -> Response:
+    """A key deleted by someone else (the API, the CLI) while its page was open: said so,
+    not as a bare 404."""
+    key_id = ui.request.path_params["key_id"]
+    message = f"This key ({key_id}) was deleted by someone else, {outcome}."
+    return ui.page(
+        "error.html",
+        "keys",
+        "Key deleted",
+        error=NotFound(message),
+        back="/ui/keys",
+        back_label="Back to the keys",
+        status=404,
+    )
+
+
 def _unreadable(ui: Ui, exc: Conflict) -> Response:
     """A key whose record cannot be read: back to the list, which offers to revoke it."""
     return ui.redirect("/ui/keys", ("error", exc.message[:1].upper() + exc.message[1:]))
@@ -323,6 +339,8 @@ async def update_key(ui: Ui) -> Response:
         key = await _find(ui)
     except Conflict as exc:
         return _unreadable(ui, exc)
+    except NotFound:
+        return _gone(ui, "so your changes were not saved")
     as_shown = _values(key)
     shown, _ = _parse(as_shown)
     changed = {k: v for k, v in body.items() if shown.get(k) != v}
@@ -347,7 +365,7 @@ async def update_key(ui: Ui) -> Response:
     except Problem as problem:
         return await key_page(ui, values, problem.errors, problem.status, conflicted=True)
     except NotFound:
-        raise
+        return _gone(ui, "so your changes were not saved")
     await ui.audit("key.update", record.id, ", ".join(sorted(fields)))
     return ui.redirect(
         f"/ui/keys/{record.id}", ("ok", "Saved. Every edge applies it within a second.")
@@ -356,7 +374,10 @@ async def update_key(ui: Ui) -> Response:
 
 async def revoke_key(ui: Ui) -> Response:
     # By id, not through the index's record: a key whose record cannot be read has none.
-    record = await key_call(ui.admin.keys.revoke(ui.request.path_params["key_id"]))
+    try:
+        record = await key_call(ui.admin.keys.revoke(ui.request.path_params["key_id"]))
+    except NotFound:
+        return _gone(ui, "so there is nothing to revoke: it is refused everywhere")
     await ui.audit("key.revoke", record.id, f"name {record.name!r}")
     return ui.redirect(
         f"/ui/keys/{record.id}",

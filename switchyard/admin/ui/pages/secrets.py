@@ -3,6 +3,8 @@ a confirmation that names the providers and routes it would break. No value ever
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import msgspec
 from starlette.responses import Response
 
@@ -78,7 +80,11 @@ async def rotate_secret(ui: Ui) -> Response:
     value = ui.form.raw("value")
     if _checked(name, value):
         return ui.redirect("/ui/secrets", ("error", f"Rotate {name}: enter the new key."))
-    info = await ui.admin.secrets.acting_for(ui.actor).rotate(name, value)
+    try:
+        info = await ui.admin.secrets.acting_for(ui.actor).rotate(name, value)
+    except NotFound:
+        gone = f"{name} was deleted by someone else, so it was not rotated: store it again if "
+        return ui.redirect(f"/ui/secrets?name={quote(name)}", ("error", gone + "it is needed."))
     await ui.audit("secret.rotate", info.name, f"version {info.version}")
     return ui.redirect("/ui/secrets", ("ok", f"Rotated {info.name} to version {info.version}."))
 
@@ -118,9 +124,12 @@ async def delete_secret(ui: Ui) -> Response:
             f"/ui/secrets/{name}/delete", ("error", "Type the secret's name to confirm.")
         )
     table = (await ui.admin.control.table()).table
-    if digest(table.secret_users(name)) != ui.form.get("users"):
-        return await _confirm(ui, name, changed=True)
-    await ui.admin.secrets.acting_for(ui.actor).delete(name)
+    try:
+        if digest(table.secret_users(name)) != ui.form.get("users"):
+            return await _confirm(ui, name, changed=True)
+        await ui.admin.secrets.acting_for(ui.actor).delete(name)
+    except NotFound:  # a second delete, or someone else's first
+        return ui.redirect("/ui/secrets", ("error", f"{name} was already deleted by someone else."))
     await ui.audit("secret.delete", name)
     return ui.redirect("/ui/secrets", ("ok", f"Deleted {name} and all its versions."))
 
