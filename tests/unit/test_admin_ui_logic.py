@@ -163,6 +163,21 @@ def test_swept_evicted_and_old_sessions_end_their_open_streams(
     assert old.over()
 
 
+def test_a_live_stream_and_a_request_follow_one_idle_rule() -> None:
+    """An open live stream never counted as use, so an admin watching the overview was
+    signed out at the next click, while the stream ran on past the idle limit."""
+    store = SessionStore(idle_s=60, absolute_s=3600)
+    _, left = store.create("bob", "")
+    left.last_seen = time.time() - 61
+    assert left.over()  # a stream still open on it ends, as the next request would
+    sid, watched = store.create("ada", "")
+    watched.last_seen = time.time() - 59
+    watched.seen()  # what the stream does as it sends
+    watched.last_seen -= 30
+    assert not watched.over()
+    assert store.get(sid) is watched  # the next click finds the session
+
+
 def test_wrong_tokens_block_their_address_for_a_while() -> None:
     guard = SigninGuard(limit=3, window_s=60)
     assert guard.wait_s("10.0.0.1", now=0) == 0

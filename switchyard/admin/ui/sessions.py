@@ -5,6 +5,10 @@ Signing in with the admin token creates a session: a random id in an ``HttpOnly`
 keeps only the SHA-256 of each id. Sessions end after 8 hours without a request, 24 hours after
 sign-in, at sign-out, or when the gateway restarts (everyone signs in again); with several
 gateway replicas a load balancer must keep a browser on one replica (sticky sessions).
+
+A page's open live stream is use, as a request is (:meth:`Session.seen`): an admin watching
+the overview for hours was signed out at the next click, while the stream ran on past the
+idle limit. Both now follow one rule, and :meth:`Session.over` applies the idle limit too.
 """
 
 from __future__ import annotations
@@ -34,10 +38,17 @@ class Session:
     stash: dict[str, Any] = field(default_factory=dict)  # e.g. a previewed import
     ended: bool = False  # signed out or expired: open streams stop
     ends_at: float = float("inf")  # the absolute expiry (set by the store)
+    idle_s: float = IDLE_S  # ended this long after the last use (set by the store)
 
     def over(self) -> bool:
-        """Ended, or past its absolute expiry (an open stream checks this as it goes)."""
-        return self.ended or time.time() >= self.ends_at
+        """Ended, past its absolute expiry or idle too long (an open stream checks this as
+        it goes)."""
+        now = time.time()
+        return self.ended or now >= self.ends_at or now - self.last_seen > self.idle_s
+
+    def seen(self) -> None:
+        """In use now: a request, or a live stream still open on one of its pages."""
+        self.last_seen = time.time()
 
     def flash(self, kind: str, text: str) -> None:
         self.flashes.append((kind, text))
@@ -66,6 +77,7 @@ class SessionStore:
         session_id = secrets.token_urlsafe(32)
         session = Session(actor=actor, source=source)
         session.ends_at = session.created + self._absolute
+        session.idle_s = self._idle
         self._sessions[_digest(session_id)] = session
         return session_id, session
 
@@ -77,12 +89,11 @@ class SessionStore:
         session = self._sessions.get(digest)
         if session is None:
             return None
-        now = time.time()
-        if now - session.last_seen > self._idle or now - session.created > self._absolute:
+        if session.over():
             del self._sessions[digest]
             session.ended = True
             return None
-        session.last_seen = now
+        session.seen()
         return session
 
     def end(self, session_id: str | None) -> None:
@@ -92,11 +103,6 @@ class SessionStore:
                 session.ended = True
 
     def _sweep(self) -> None:
-        now = time.time()
-        expired = [
-            d
-            for d, s in self._sessions.items()
-            if now - s.last_seen > self._idle or now - s.created > self._absolute
-        ]
+        expired = [d for d, s in self._sessions.items() if s.over()]
         for digest in expired:
             self._sessions.pop(digest).ended = True  # its open streams stop too

@@ -91,6 +91,7 @@ async def stream(ui: Ui) -> Response:
         while not await request.is_disconnected():
             if session.over():  # signed out, expired or evicted: the stream ends with it
                 return
+            session.seen()  # a page watched live is in use (the idle limit counts from here)
             try:
                 doc = _ENCODE.encode(await _overview(ui))
                 yield b"event: overview\ndata: " + doc + b"\n\n"
