@@ -178,6 +178,14 @@ def test_a_live_stream_and_a_request_follow_one_idle_rule() -> None:
     assert store.get(sid) is watched  # the next click finds the session
 
 
+def test_the_sign_in_hint_says_a_changed_token_file_needs_a_restart() -> None:
+    """The page said "This stack's token: cat <file>" after the file was replaced without a
+    restart, and the token it showed was refused."""
+    page = ENV.get_template("signin.html").render(token_command="cat /srv/admin-token")
+    assert "cat /srv/admin-token" in page
+    assert "a token written to that file since works after a restart" in page
+
+
 def test_wrong_tokens_block_their_address_for_a_while() -> None:
     guard = SigninGuard(limit=3, window_s=60)
     assert guard.wait_s("10.0.0.1", now=0) == 0
