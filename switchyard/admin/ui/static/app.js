@@ -29,35 +29,36 @@
     });
   });
 
-  // "Send a test request": post with the CSRF header, show status and latency in place.
-  document.querySelectorAll("form[data-test]").forEach((form) => {
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const card = form.closest("[data-dep]");
-      const out = card && card.querySelector("[data-f=test-result]");
-      const button = form.querySelector("button");
-      button.disabled = true;
-      if (out) { out.textContent = "sending…"; out.className = "result"; }
-      try {
-        const resp = await fetch(form.action, {
-          method: "POST",
-          headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
-          credentials: "same-origin",
-        });
-        const doc = await resp.json();
-        if (out) {
-          const status = doc.status || resp.status;
-          const ms = doc.latency_ms !== undefined ? ` in ${doc.latency_ms} ms` : "";
-          out.textContent = `${status}${ms}` + (doc.ok ? " ✓" : ` – ${doc.error || "failed"}`);
-          out.className = "result " + (doc.ok ? "ok" : "bad");
-          out.dataset.status = String(status);
-        }
-      } catch (e) {
-        if (out) { out.textContent = "could not reach the gateway"; out.className = "result bad"; }
-      } finally {
-        button.disabled = false;
+  // "Send a test request": post with the CSRF header, show status and latency in place. One
+  // listener on the document, so a card the Queues page adds live (a new deployment) has it too.
+  document.addEventListener("submit", async (event) => {
+    const form = event.target.closest("form[data-test]");
+    if (!form) return;
+    event.preventDefault();
+    const card = form.closest("[data-dep]");
+    const out = card && card.querySelector("[data-f=test-result]");
+    const button = form.querySelector("button");
+    button.disabled = true;
+    if (out) { out.textContent = "sending…"; out.className = "result"; }
+    try {
+      const resp = await fetch(form.action, {
+        method: "POST",
+        headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
+        credentials: "same-origin",
+      });
+      const doc = await resp.json();
+      if (out) {
+        const status = doc.status || resp.status;
+        const ms = doc.latency_ms !== undefined ? ` in ${doc.latency_ms} ms` : "";
+        out.textContent = `${status}${ms}` + (doc.ok ? " ✓" : ` – ${doc.error || "failed"}`);
+        out.className = "result " + (doc.ok ? "ok" : "bad");
+        out.dataset.status = String(status);
       }
-    });
+    } catch (e) {
+      if (out) { out.textContent = "could not reach the gateway"; out.className = "result bad"; }
+    } finally {
+      button.disabled = false;
+    }
   });
 
   // <form data-confirm="Really revoke?">: the first click arms the button (its text becomes the

@@ -139,13 +139,13 @@
   }
 
   // The cards in the stream's order: the deployments that need attention first, as on the
-  // server-rendered page and in `switchyard top`. Not while a card's button is under the pointer
-  // or holds the focus, so nothing moves under a click.
+  // server-rendered page and in `switchyard top`; the cards of removed deployments last. Not
+  // while a card's button is under the pointer or holds the focus, so nothing moves under a click.
   function reorderCards(deployments) {
     const cards = new Map([...root.querySelectorAll("[data-dep]")].map((card) => [card.dataset.dep, card]));
     const current = [...cards.values()];
     const listed = deployments.map((d) => cards.get(d.id)).filter(Boolean);
-    const wanted = [...new Set([...listed, ...current])]; // a card the stream lacks stays, last
+    const wanted = [...new Set([...listed, ...current])];
     if (!current.length || wanted.every((card, i) => card === current[i])) return;
     const active = document.activeElement;
     if (root.querySelector("[data-dep] button:hover") || (active && active !== document.body && root.contains(active))) return;
@@ -153,11 +153,64 @@
     wanted.forEach((card) => root.insertBefore(card, anchor));
   }
 
+  // A card for a deployment added since the page was rendered (another admin saved a route):
+  // the page's blank card, the server's own markup, pointed at the deployment. It goes after
+  // the other cards; reorderCards moves it to its place.
+  function addCard(d) {
+    const blank = root.querySelector("template[data-card]");
+    if (!blank) return null;
+    const card = blank.content.firstElementChild.cloneNode(true);
+    card.id = `dep-${d.id}`;
+    card.dataset.dep = d.id;
+    const path = `/ui/deployments/${encodeURIComponent(d.id)}`;
+    card.querySelector("[data-f=end-cooldown]").setAttribute("action", `${path}/cooldown/end`);
+    card.querySelector("[data-f=test]").setAttribute("action", `${path}/test`);
+    card.querySelector("svg[data-chart]").dataset.chart = d.id;
+    card.querySelector("[data-held]").setAttribute("aria-label", `Held requests of ${d.provider}/${d.model} by priority and tenant`);
+    const cards = root.querySelectorAll("[data-dep]");
+    const anchor = cards.length ? cards[cards.length - 1].nextSibling : root.querySelector("[data-empty]");
+    root.insertBefore(card, anchor);
+    return card;
+  }
+
+  // A deployment the stream no longer has left the route table (another admin deleted its
+  // route or took it out of one): its card says so, shows no numbers and offers no buttons,
+  // so nothing on it reads as current. It stays, last, until a reload, or comes back to life
+  // when the deployment is added again.
+  function markRemoved(card) {
+    if (card.dataset.removed !== undefined) return;
+    card.dataset.removed = "";
+    card.classList.add("removed");
+    ["waiting", "in_flight", "held", "redelivered", "oldest_wait_s", "requests_per_s", "latency"]
+      .forEach((f) => setText(card, `[data-f=${f}]`, "–"));
+    const gone = badge("removed from the route table", "bad");
+    gone.title = "another admin deleted its route or took it out of one; reload to drop this card";
+    card.querySelector("[data-f=state]").replaceChildren(gone);
+    ["saturated", "end-cooldown", "test"].forEach((f) => card.querySelector(`[data-f=${f}]`).classList.add("hidden"));
+    card.querySelector("[data-held]").classList.add("hidden");
+    setText(card, "[data-f=test-result]", "");
+  }
+
+  function revive(card) {
+    if (card.dataset.removed === undefined) return;
+    delete card.dataset.removed;
+    card.classList.remove("removed");
+    card.querySelector("[data-f=test]").classList.remove("hidden");
+  }
+
   function renderQueues(view) {
-    reorderCards(view.deployments);
+    const listed = new Set(view.deployments.map((d) => d.id));
+    root.querySelectorAll("[data-dep]").forEach((card) => { if (!listed.has(card.dataset.dep)) markRemoved(card); });
+    const empty = root.querySelector("[data-empty]");
+    if (empty) empty.classList.toggle("hidden", listed.size > 0);
     view.deployments.forEach((d) => {
-      const card = root.querySelector(`[data-dep="${CSS.escape(d.id)}"]`);
+      const card = root.querySelector(`[data-dep="${CSS.escape(d.id)}"]`) || addCard(d);
       if (!card) return;
+      revive(card);
+      setText(card, "[data-f=name]", `${d.provider}/${d.model}`);
+      setText(card, "[data-f=kind]", d.kind);
+      setText(card, "[data-f=aliases]", d.aliases.join(", "));
+      setText(card, "[data-f=id]", d.id);
       const q = d.queue;
       setText(card, "[data-f=waiting]", q ? String(q.waiting) : "?");
       setText(card, "[data-f=in_flight]", q ? String(q.in_flight) : "?");
@@ -181,7 +234,9 @@
       if (q) push(d.id, [view.at, q.waiting, q.in_flight]);
       draw(d.id);
     });
+    reorderCards(view.deployments);
   }
+
 
   function renderHeld(table, held) {
     if (!table) return;
