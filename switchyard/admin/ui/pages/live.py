@@ -72,12 +72,21 @@ async def overview_page(ui: Ui) -> Response:
         error=error,
         components=_components(view),
         mixed=_mixed(view),
+        stream_period_s=STREAM_INTERVAL_S,
     )
 
 
 async def queues_page(ui: Ui) -> Response:
     view, error = await _overview_or_error(ui)
-    return ui.page("queues.html", "queues", "Queues", view=view, error=error, now=time.time())
+    return ui.page(
+        "queues.html",
+        "queues",
+        "Queues",
+        view=view,
+        error=error,
+        now=time.time(),
+        stream_period_s=STREAM_INTERVAL_S,
+    )
 
 
 async def overview_json(ui: Ui) -> Response:

@@ -307,6 +307,30 @@
     } catch (e) { /* the live stream still fills the charts */ }
   }
 
+  // A gateway that stalls without closing the connection (hung, stopped, its host swapping)
+  // sends no event and EventSource reports no error: only the "Last update" stamp stops. So
+  // the page counts itself: no event for a few of the stream's periods shows a warning, and
+  // the next event clears it.
+  const PERIOD_S = Number(root.dataset.periodS) || 1;
+  const STALE_S = Math.max(5, 5 * PERIOD_S);
+  const stream = { last: Date.now(), closed: false };
+
+  function checkStale() {
+    const box = root.querySelector("[data-stale]");
+    if (!box) return;
+    const quiet = Math.floor((Date.now() - stream.last) / 1000);
+    const stale = !stream.closed && quiet >= STALE_S; // once closed, the page says so instead
+    box.classList.toggle("hidden", !stale);
+    box.textContent = stale
+      ? `No update for ${quiet} s: the gateway may be stalled. The figures below are as of the last update; they move again when it answers.`
+      : "";
+  }
+
+  function heard() {
+    stream.last = Date.now();
+    checkStale();
+  }
+
   function connect() {
     const source = new EventSource("/ui/api/stream");
     source.addEventListener("overview", (event) => {
@@ -314,14 +338,21 @@
       if (root.dataset.live === "overview") renderOverview(view); else renderQueues(view);
       updated(view, "");
       root.dataset.live_at = String(view.at);
+      heard();
     });
-    source.addEventListener("problem", (event) => updated(null, JSON.parse(event.data).error));
+    source.addEventListener("problem", (event) => {
+      updated(null, JSON.parse(event.data).error);
+      heard();
+    });
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) {
+        stream.closed = true;
+        checkStale();
         updated(null, "Live updates stopped (signed out, or the gateway restarted). Reload the page.");
       }
     };
   }
 
+  setInterval(checkStale, 1000);
   loadHistory().then(connect);
 })();
