@@ -169,6 +169,10 @@ async def test_a_dialect_stream_failing_midway_ends_in_an_error_on_the_bus(stack
             assert last.deployment == deployment_id("fake", model)
             assert msgspec.json.decode(last.body)["error"]["message"], subject
             assert event in got[-2].body, (subject, got[-2].body)
+            # As a stream's final does, it says how many chunks it follows: a reader missing
+            # the last one (the error event) waits for its replay.
+            chunks = [r for r in got if r.kind is replies.ReplyKind.CHUNK]
+            assert last.seq == len(chunks), (subject, last.seq, len(chunks))
     finally:
         await nc.close()
 

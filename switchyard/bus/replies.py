@@ -279,12 +279,18 @@ def error_headers(
     attempts: int = 0,
     in_stream: bool = False,
     request_id: str = "",
+    usage: Usage | None = None,
+    chunks: int | None = None,
 ) -> dict[str, str]:
     headers = {h.KIND: ReplyKind.ERROR.value, h.STATUS: str(exc.status)}
     if exc.retry_after is not None:
         headers[h.RETRY_AFTER] = f"{exc.retry_after:g}"
     if in_stream:
         headers[h.IN_STREAM] = "1"
+    if chunks is not None:  # as a stream's final: a reader missing chunks waits for them
+        headers[h.SEQ] = str(chunks)
+    if usage is not None:  # a stream that failed after content still used tokens
+        headers[h.USAGE] = f"{usage.prompt_tokens},{usage.completion_tokens},{usage.total_tokens}"
     _name_deployment(headers, deployment, attempts, request_id)
     return headers
 
@@ -299,13 +305,23 @@ async def send_error(
     end: bool = True,
     in_stream: bool = False,
     request_id: str = "",
+    usage: Usage | None = None,
+    chunks: int | None = None,
 ) -> None:
     """An OpenAI-shaped error as the final message, then the terminator unless ``end`` is
     False. ``in_stream``: the stream's last chunk already told the client in its dialect
     (``Sy-Error-In-Stream``); the error still ends the reply, so every reader of the bus
-    sees the request failed."""
+    sees the request failed. Such an error also carries what a stream's final would: the
+    chunks it follows (``Sy-Seq``: a reader missing the last one, the error event, waits for
+    its replay) and the tokens used (``Sy-Usage``: the edge's TPM window counts them)."""
     headers = error_headers(
-        exc, deployment=deployment, attempts=attempts, in_stream=in_stream, request_id=request_id
+        exc,
+        deployment=deployment,
+        attempts=attempts,
+        in_stream=in_stream,
+        request_id=request_id,
+        usage=usage,
+        chunks=chunks,
     )
     await nc.publish(reply, error_body(exc), headers=headers)
     if end:

@@ -288,7 +288,8 @@ def _header_key(request: Request) -> str | None:
 
 @dataclass(slots=True)
 class FinalReply:
-    """The final message of a request, once it arrived (its usage settles the TPM estimate),
+    """The final message of a request, once it arrived (its usage settles the TPM estimate;
+    also the error ending a stream that failed after content, when it says what it used),
     when the first streamed content went out (``perf_counter`` time, 0 before), the error
     message it got instead of an answer, if one came (it names the deployment that refused,
     which the HTTP error answer passes on), and the error that ended a stream after it
@@ -348,6 +349,8 @@ async def sse_frames(
                 failure = error_from_reply(reply)
                 if final is not None:
                     final.failure = failure
+                    if reply.usage is not None:  # tokens a stream used before it failed
+                        final.reply = reply
                 if chat:
                     yield sse(reply.body)
                 elif not reply.in_stream:  # else the last chunk relayed already said it

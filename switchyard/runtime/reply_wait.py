@@ -129,12 +129,12 @@ class ReplyProgress:
         return True
 
     def admit(self, reply: Reply, now: float) -> bool:
-        """Whether to hand ``reply`` to the caller (chunks once and in order, a stream's final
-        only after all its chunks)."""
+        """Whether to hand ``reply`` to the caller (chunks once and in order, a stream's final,
+        or the error that ends it after its own error event, only after all its chunks)."""
         if reply.kind is ReplyKind.CHUNK:
             return self.chunk(reply, now)
-        if reply.kind is ReplyKind.FINAL:
-            return self.final(reply, now)
+        if reply.kind is ReplyKind.FINAL or (reply.kind is ReplyKind.ERROR and reply.in_stream):
+            return self.final(reply, now)  # an error ending a stream also follows its chunks
         if reply.kind is ReplyKind.KEEPALIVE and reply.delivery:
             self.announced(reply.delivery)
         return True

@@ -6,9 +6,16 @@ from __future__ import annotations
 import pytest
 
 from switchyard.bus import headers as h
-from switchyard.bus.replies import KEEPALIVE_HEADERS, Reply, ReplyKind, decode_reply
+from switchyard.bus.replies import (
+    KEEPALIVE_HEADERS,
+    Reply,
+    ReplyKind,
+    decode_reply,
+    error_headers,
+)
 from switchyard.errors import ProviderError
 from switchyard.runtime.reply_wait import GAP_WAIT_S, ReplyProgress, Resend
+from switchyard.schemas.openai import error_body
 from switchyard.workers.modelproxy.handler import replay_needed
 
 pytestmark = pytest.mark.unit
@@ -102,3 +109,24 @@ def test_a_new_delivery_announced_after_content_ends_the_stream_before_its_call(
 def test_a_keepalive_reads_its_delivery_and_others_do_not_need_one() -> None:
     assert decode_reply(b"", {**KEEPALIVE_HEADERS, h.ATTEMPT: "2.3"}).delivery == "2.3"
     assert decode_reply(b"", KEEPALIVE_HEADERS).delivery == ""
+
+
+def test_an_error_ending_a_stream_in_its_dialect_waits_for_the_chunks_it_follows() -> None:
+    """A Responses or Messages stream that failed after content ends with an error marked
+    ``Sy-Error-In-Stream``: its last chunk is the dialect's own error event, which the edge
+    relays instead of adding one. Lost, the client's stream would just stop, so such an error
+    is held like a final until the replay brings every chunk it follows."""
+    failed = ProviderError("upstream broke", provider="d1", code="stream_interrupted")
+    headers = error_headers(failed, in_stream=True, chunks=3)
+    ending = decode_reply(error_body(failed), headers)
+    assert ending.in_stream
+    assert ending.seq == 3
+    progress = ReplyProgress()
+    assert progress.admit(chunk(0), now=0.0)
+    assert progress.admit(chunk(1), now=0.0)
+    assert not progress.admit(ending, now=1.0)  # chunk 2, the error event, was lost
+    assert progress.gap_since == 1.0
+    assert progress.admit(chunk(2), now=2.0)  # the replay
+    assert progress.admit(ending, now=2.0)
+    plain = decode_reply(error_body(failed), error_headers(failed))  # not in a stream
+    assert ReplyProgress().admit(plain, now=0.0)

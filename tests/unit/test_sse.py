@@ -63,3 +63,32 @@ async def test_a_broken_reply_path_ends_the_stream_with_an_error_event() -> None
     frames = await _frames(Reply(ReplyKind.CHUNK, b"{}"), [err], final)
     assert frames[-1] == b"data: " + error_body(err) + b"\n\n"
     assert final.total_tokens is None
+
+
+async def test_a_dialect_stream_failing_after_content_keeps_its_usage_and_adds_no_event() -> None:
+    """The error ending a Messages stream whose last chunk was its own error event: nothing
+    more is sent, the failure is kept for the metrics, and the tokens the error says the
+    stream used settle the key's TPM window (they were counted as none)."""
+    usage = Usage(prompt_tokens=10, completion_tokens=3000, total_tokens=3010)
+    err = ProviderError("upstream broke", provider="d1", code="stream_interrupted")
+    final = FinalReply()
+    event = b'event: error\ndata: {"type":"error"}\n\n'
+    frames = [
+        frame
+        async for frame in sse_frames(
+            Reply(ReplyKind.CHUNK, b"event: message_start\ndata: {}\n\n"),
+            _replies(
+                [
+                    Reply(ReplyKind.CHUNK, event),
+                    Reply(
+                        ReplyKind.ERROR, error_body(err), status=502, usage=usage, in_stream=True
+                    ),
+                ]
+            ),
+            final,
+            dialect="messages",
+        )
+    ]
+    assert frames[-1] == event
+    assert final.failure is not None
+    assert final.total_tokens == 3010

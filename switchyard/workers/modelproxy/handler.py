@@ -370,6 +370,8 @@ class Handler:
                 end=end,
                 in_stream=job.in_stream,
                 request_id=job.env.request_id,
+                usage=job.usage if job.in_stream else None,
+                chunks=len(job.chunks) if job.in_stream else None,
             )
         elif job.answer is not None:
             await replies.send_final(
