@@ -176,6 +176,9 @@ class Head:
 
     async def _handle(self, msg: Msg) -> None:
         rerouted = msg.subject == subjects.REROUTE
+        if not (msg.reply or rerouted):  # before decoding: a looped-back chunk's headers
+            self._unanswerable_dropped(msg)  # are a reply's, not a request's
+            return
         try:
             env = Envelope.decode(msg.headers)
         except MalformedHeader as exc:
@@ -186,7 +189,7 @@ class Head:
             return
         reply = env.reply if rerouted else msg.reply
         if not reply:
-            self._unanswerable_dropped(msg, env)
+            self._unanswerable_dropped(msg)
             return
         token = request_id_var.set(env.request_id)
         hop = NO_HOP
@@ -228,7 +231,7 @@ class Head:
             hop.end(failure)
             request_id_var.reset(token)
 
-    def _unanswerable_dropped(self, msg: Msg, env: Envelope) -> None:
+    def _unanswerable_dropped(self, msg: Msg) -> None:
         """A message without a reply subject: nobody to answer. Most are Switchyard's own
         answers coming back. A caller that names an LLM API subject as its reply subject gets
         its answers published there, in its own account, whose import of that subject brings
@@ -248,7 +251,7 @@ class Head:
             self._unanswerable,
             headers.get(h.KIND, "a message without Sy-Kind")[:16],
             msg.subject,
-            env.request_id if h.REQUEST_ID in headers else "unnamed",
+            headers.get(h.REQUEST_ID, "unnamed")[:128],
         )
         self._unanswerable = 0
 
