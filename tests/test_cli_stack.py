@@ -241,6 +241,22 @@ def test_an_edited_config_is_reported_and_applied_on_request(cli_stack: CliStack
     assert "already matches switchyard.yaml" in again.stdout
 
 
+def test_sync_never_applies_a_file_without_routes_as_the_whole_table(cli_stack: CliStack) -> None:
+    """A cron job run where no settings file is found, or with a file that lost its routes:
+    block, replaced the live table with the defaults (every route but demo gone), exit 0."""
+    cli_stack.write_config({**cli_stack.doc, "providers": LOCAL_DEMO, "routes": EXTRA_ROUTE})
+    assert cli_stack.run("routes", "sync", "--apply", timeout=30).returncode == 0
+    bare = {k: v for k, v in cli_stack.doc.items() if k not in ("routes", "providers")}
+    cli_stack.write_config(bare)
+    refused = cli_stack.run("routes", "sync", "--apply", timeout=30)
+    assert refused.returncode != 0, refused.stdout
+    assert "defines no routes and no providers" in refused.stderr
+    assert "applied" not in refused.stdout
+    cli_stack.write_config({**cli_stack.doc, "providers": LOCAL_DEMO, "routes": EXTRA_ROUTE})
+    kept = cli_stack.run("routes", "sync", timeout=30)
+    assert "already matches" in kept.stdout, kept.stdout + kept.stderr
+
+
 def test_up_reports_a_config_that_differs_from_the_live_table(cli_stack: CliStack) -> None:
     changed = {"extra": {"deployments": [{"provider": "local-demo", "model": "demo-2"}]}}
     cli_stack.write_config({**cli_stack.doc, "providers": LOCAL_DEMO, "routes": changed})

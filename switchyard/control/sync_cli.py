@@ -3,7 +3,9 @@
 By default a preview: what replacing the live table with the file's providers and routes would
 add, remove and change. ``--merge`` keeps entries that exist only in the live table (added at run
 time); ``--apply`` writes the result through the control service, compare-and-set against the
-revision the preview was computed from.
+revision the preview was computed from. A file that defines no routes and no providers (a
+missing file, a lost ``routes:`` block) is never applied as a replacement: it would empty the
+live table.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from switchyard.bus.connect import connect
 from switchyard.bus.control_admin import ControlClient
 from switchyard.config import Settings
 from switchyard.control.drift import diff, drift_note, merge
-from switchyard.errors import Conflict
+from switchyard.errors import Conflict, InputError
 from switchyard.schemas.control import TableState
 
 
@@ -80,6 +82,14 @@ async def _sync(
         if not apply:
             print("nothing written: run again with --apply to write it", file=out)
             return 0
+        if not (merging or manages_routes(settings)):
+            raise InputError(
+                "",
+                f"{source} defines no routes and no providers: applying it would remove every "
+                "live route but the built-in demo (a file that lost its routes: block, or "
+                "none found). Nothing written: delete routes in the web app or through the "
+                "admin API, or give a file that lists the routes to keep",
+            )
         try:
             written = await control.put_table(target, state.revision)
         except Conflict:
