@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from switchyard.schemas.numbers import AboveZero, NonNegative
+from switchyard.schemas.secrets import NAME_PATTERN, unstorable
 
 # Kinds served by the direct OpenAI-compatible path (one aiohttp POST, no litellm).
 OPENAI_COMPATIBLE_KINDS = frozenset(
@@ -67,6 +68,7 @@ MAX_WEIGHT = 1_000_000
 MAX_CONCURRENCY = 100_000
 Seconds = AboveZero  # finite: a timeout of ``inf`` was stored as ``null``, which no reader takes
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+_SECRET_NAME = re.compile(NAME_PATTERN)
 
 
 class Timeouts(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -515,6 +517,8 @@ def route_table_findings(
 def _newer_provider_rules(name: str, provider: Provider) -> list[RouteProblem]:
     """The provider rules a stored table may predate (see :func:`route_table_findings`)."""
     found = _long_provider_text(name, provider)
+    if provider.secret and not _SECRET_NAME.match(provider.secret):  # never storable: 503s
+        found.append(RouteProblem(f"providers.{name}.secret", *unstorable(provider.secret)))
     if provider.concurrency > MAX_CONCURRENCY:
         found.append(_too_concurrent(f"providers.{name}", provider.concurrency))
     # A URL past its bound is said by _long_provider_text: the URL checks would quote all of it.

@@ -6,11 +6,25 @@ never read one back.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import msgspec
 
-SecretName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+SecretName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+
+
+def unstorable(name: str) -> tuple[str, str]:
+    """What is wrong with a provider's ``secret`` the secrets service cannot store (a route
+    table took one, and its provider answered 503 for ever), and what to give instead."""
+    return (
+        f"`{name[:64]}` is not a name the secrets service can store",
+        "a secret's name is lowercase letters, digits, _ and -, at most 63 characters, e.g. "
+        + (re.sub(r"[^a-z0-9_-]", "-", name.lower()).strip("-_")[:63] or "openai-prod"),
+    )
+
+
 SecretValue = Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
 # Stored as OpenBao custom metadata, which refuses characters that are not printable: checked
 # here (``PutSecret.__post_init__``), so a bad value is a 400 naming the field rather than a
@@ -27,6 +41,10 @@ class PutSecret(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         if not self.provider.isprintable() or self.provider != self.provider.strip():
             # msgspec reports this as a validation error at ``$.provider``.
             raise ValueError("provider: printable characters only, no leading or trailing space")
+        if any(c < " " or c == "\x7f" for c in self.value):
+            # An HTTP header cannot carry it: every call with the key failed as a 500. The
+            # message never quotes the value.
+            raise ValueError("value: an API key is one line, without control characters")
 
     def __repr__(self) -> str:  # never print the value, even in a debugger or traceback
         return f"PutSecret(name={self.name!r}, provider={self.provider!r}, value='***')"

@@ -14,11 +14,15 @@ from switchyard.config.loader import INTERNAL_FIELDS
 from switchyard.config.settings import Settings
 from switchyard.errors import ConfigError
 from switchyard.schemas.routing import (
+    Provider,
+    RouteTable,
     decode_route_table,
     deployment_id,
     is_deployment_id,
+    route_table_findings,
     route_table_problems,
 )
+from switchyard.schemas.secrets import PutSecret
 
 pytestmark = pytest.mark.unit
 
@@ -81,6 +85,12 @@ def test_settings_are_frozen() -> None:
             "providers.oa.secret",
             "looks like an API key",
             "switchyard secrets put oa",
+        ),
+        (  # a name the secrets service refuses: its routes answered 503 for ever
+            "providers:\n  oa:\n    kind: openai\n    secret: OpenAI.Prod\n",
+            "providers.oa.secret",
+            "not a name the secrets service can store",
+            "e.g. openai-prod",
         ),
         (
             "providers:\n  az:\n    kind: azure\n    api_base: https://x\n",
@@ -391,3 +401,30 @@ def test_an_unknown_provider_kind_lists_the_kinds(tmp_path: Path) -> None:
         load_settings(env={"SWITCHYARD_LOGGING__LEVEL": "loud"})
     assert "use one of: debug, info" in level.value.hint
     assert "SWITCHYARD_LOGGING__LEVEL in the environment" in level.value.hint
+
+
+def test_a_stored_table_with_an_unstorable_secret_name_still_loads() -> None:
+    """The secret-name rule is newer than some stored tables: such a table still loads (its
+    provider answers 503 as before), and an edit elsewhere is not refused for it; an edit of
+    that provider must fix the name."""
+    old = RouteTable(
+        providers={"p": Provider(kind="openai-compatible", api_base="http://h/v1", secret="P.K")},
+        routes={},
+    )
+    assert not route_table_findings(old, stored=True).problems
+    assert not route_table_findings(old, previous=old).problems
+    edited = RouteTable(
+        providers={"p": Provider(kind="openai-compatible", api_base="http://h2/v1", secret="P.K")},
+        routes={},
+    )
+    (problem,) = route_table_findings(edited, previous=old).problems
+    assert problem.field == "providers.p.secret"
+
+
+def test_a_secret_value_of_more_than_one_line_is_refused_without_quoting_it() -> None:
+    with pytest.raises(msgspec.ValidationError) as info:
+        msgspec.json.decode(b'{"name":"k","value":"sk-abc\\nX-Evil: 1"}', type=PutSecret)
+    assert "one line" in str(info.value)
+    assert "sk-abc" not in str(info.value)
+    ok = msgspec.json.decode(b'{"name":"k","value":"sk-abc"}', type=PutSecret)
+    assert ok.value == "sk-abc"
