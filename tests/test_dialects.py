@@ -231,6 +231,24 @@ def test_responses_state_that_needs_storage_is_refused(agents: Stack, edge: str)
     assert caught.value.body["param"] == "previous_response_id"  # type: ignore[index]
 
 
+def test_developer_messages_reach_a_non_openai_chat_server_as_system(
+    agents: Stack, upstream: FakeOpenAI
+) -> None:
+    """SDKs send ``developer`` for reasoning-model names (the Vercel AI SDK for any `o3-*`
+    alias); vLLM's, Ollama's and other servers' chat templates do not know the role. A native
+    OpenAI deployment keeps it."""
+    client = _openai(agents, agents.tail_url)
+    messages: Any = [
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+    ]
+    for model, role in (("translated", "system"), ("native-responses", "developer")):
+        client.chat.completions.create(model=model, messages=messages)
+        sent = upstream.calls[-1].body["messages"]
+        assert [m["role"] for m in sent] == [role, "user"], model
+        assert sent[0]["content"] == "be brief"
+
+
 # ---- Anthropic Messages ----
 
 

@@ -409,6 +409,16 @@ def test_refusals_name_the_field(fields: dict[str, Any], param: str, code: str) 
     assert caught.value.code == code
 
 
+def test_an_item_reference_refusal_says_how_a_client_stops_sending_them() -> None:
+    """The Vercel AI SDK sends references to earlier answers from a conversation's second
+    turn (its `store` defaults to true): the 400 names the option that stops it."""
+    body = {"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}
+    with pytest.raises(InvalidRequest) as caught:
+        to_chat(body)
+    assert "store: false" in caught.value.message
+    assert "providerOptions" in caught.value.message
+
+
 def test_background_false_and_store_are_accepted() -> None:
     req = to_chat(_request(input="hi", background=False, store=False, previous_response_id=None))
     assert req.chat["messages"] == [{"role": "user", "content": "hi"}]

@@ -51,7 +51,11 @@ class Input:
                 continue  # chat providers cannot take reasoning items back as input
             elif kind == "item_reference":
                 raise unsupported_value(
-                    f"{path}.type", f"`item_reference` points at a stored item; {STATELESS_HINT}."
+                    f"{path}.type",
+                    f"`item_reference` points at a stored item; {STATELESS_HINT} (a client "
+                    "sends references when it sets or defaults to `store: true`, as the Vercel "
+                    "AI SDK does: set `store: false`, in the AI SDK "
+                    "`providerOptions: {openai: {store: false}}`).",
                 )
             else:
                 raise unsupported_value(

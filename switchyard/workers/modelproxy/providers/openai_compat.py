@@ -37,6 +37,25 @@ _DONE = b"[DONE]"
 _USAGE_CAPABLE = frozenset(
     {"openai", "azure", "vllm", "groq", "together", "ollama", "openai-compatible"}
 )
+# OpenAI's ``developer`` role (what SDKs send to reasoning models in place of ``system``) is
+# OpenAI's own: other servers' chat templates refuse it or drop the message. Sent to them as
+# ``system``, as the Responses translation and litellm already do.
+_KNOWS_DEVELOPER = frozenset({"openai", "azure"})
+
+
+def _developer_as_system(body: dict[str, Any]) -> dict[str, Any]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(
+        isinstance(m, dict) and m.get("role") == "developer" for m in messages
+    ):
+        return body
+    return {
+        **body,
+        "messages": [
+            {**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer" else m
+            for m in messages
+        ],
+    }
 
 
 class OpenAICompatible:
@@ -79,6 +98,8 @@ class OpenAICompatible:
 
     def _body(self, call: ProviderCall) -> bytes:
         body: dict[str, Any] = call.body
+        if call.op == "chat" and call.provider.kind not in _KNOWS_DEVELOPER:
+            body = _developer_as_system(body)
         if call.stream and call.provider.kind in _USAGE_CAPABLE and not call.client_wants_usage:
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True  # count tokens on every stream; stripped again below
