@@ -82,3 +82,19 @@ async def test_nothing_to_embed_is_a_400_naming_input(empty: Any) -> None:
     with pytest.raises(InvalidRequest) as refused:
         await Demo().complete(demo_call("embed", input=empty))
     assert refused.value.param == "input"
+
+
+async def test_a_prompt_array_and_n_get_one_choice_each_in_openais_order() -> None:
+    """LangChain's ``OpenAI(...).batch()`` sends a prompt array and reads a choice per
+    prompt: the demo answered one choice for all, and LangChain raised IndexError."""
+    demo = Demo()
+    body = json.loads((await demo.complete(demo_call("complete", prompt=["a b", "c d"], n=2))).body)
+    texts = [c["text"] for c in body["choices"]]
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
+    assert [t.endswith("You said: a b") for t in texts] == [True, True, False, False]
+    assert texts[2].endswith("You said: c d")
+    words = sum(len(t.split()) for t in texts)
+    assert body["usage"]["completion_tokens"] == words
+    chat = json.loads((await demo.complete(demo_call("chat", messages=HELLO, n=3))).body)
+    assert len(chat["choices"]) == 3
+    assert {c["finish_reason"] for c in chat["choices"]} == {"stop"}

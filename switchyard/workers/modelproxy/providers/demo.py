@@ -30,6 +30,7 @@ from switchyard.workers.modelproxy.providers.token_estimate import as_chat
 _ENCODE = msgspec.json.Encoder()
 WORD_PAUSE_S = 0.02
 EMBEDDING_DIMENSIONS = 16
+MAX_CHOICES = 128  # OpenAI's bound on ``n``
 
 
 def _prompt_text(call: ProviderCall) -> str:
@@ -46,10 +47,23 @@ def _prompt_text(call: ProviderCall) -> str:
     return ""
 
 
-def answer_words(call: ProviderCall) -> tuple[list[str], str]:
+def _prompts(call: ProviderCall) -> list[str | None]:
+    """One entry per answer a whole request asks for: each prompt of a completions prompt
+    array, each ``n`` times (OpenAI's order), as LangChain's ``batch()`` expects; ``None``
+    reads the request's own text."""
+    prompt = call.body.get("prompt")
+    texts: list[str | None] = [None]
+    if call.op == "complete" and isinstance(prompt, list) and prompt:
+        texts = [p for p in prompt if isinstance(p, str)] or texts  # token-id arrays: one
+    n = call.body.get("n")
+    n = n if isinstance(n, int) and 1 <= n <= MAX_CHOICES else 1
+    return [text for text in texts for _ in range(n)]
+
+
+def answer_words(call: ProviderCall, text: str | None = None) -> tuple[list[str], str]:
     """The answer's words and its ``finish_reason``: ``length`` when ``max_tokens`` cut it
     (one word a token), as a real model says (translated: Anthropic's ``max_tokens``)."""
-    said = " ".join(_prompt_text(call).split()[:40]) or "nothing"
+    said = " ".join((_prompt_text(call) if text is None else text).split()[:40]) or "nothing"
     text = f"Hello from the Switchyard demo model. You said: {said}"
     words = text.split(" ")
     limit = call.body.get("max_tokens") or call.body.get("max_completion_tokens")
@@ -99,34 +113,24 @@ class Demo:
             return self._embed(call)
         if call.op in COUNTS:
             return _count(call)
-        words, finish = answer_words(call)
-        usage = _usage(call, len(words))
+        answers = [answer_words(call, text) for text in _prompts(call)]
+        usage = _usage(call, sum(len(words) for words, _ in answers))
         rid = f"demo-{time.time_ns()}"
-        doc: dict[str, Any]
-        if call.op == "complete":
-            doc = {
-                "id": rid,
-                "object": "text_completion",
-                "created": int(time.time()),
-                "model": call.deployment.model,
-                "choices": [
-                    {"index": 0, "text": " ".join(words), "finish_reason": finish, "logprobs": None}
-                ],
-            }
-        else:
-            doc = {
-                "id": rid,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": call.deployment.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": " ".join(words)},
-                        "finish_reason": finish,
-                    }
-                ],
-            }
+        chat = call.op != "complete"
+        doc: dict[str, Any] = {
+            "id": rid,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": call.deployment.model,
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": " ".join(words)}}
+                if chat
+                else {"index": i, "text": " ".join(words), "logprobs": None}
+                for i, (words, _) in enumerate(answers)
+            ],
+        }
+        for choice, (_, finish) in zip(doc["choices"], answers, strict=True):
+            choice["finish_reason"] = finish
         doc["usage"] = usage.wire()
         return Completion(_ENCODE.encode(doc), usage)
 
