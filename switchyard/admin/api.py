@@ -21,20 +21,25 @@ from fastapi.security import HTTPBearer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from switchyard.admin.audit import AuditQuery
 from switchyard.admin.bodies import (
     KeyFields,
     SecretBody,
     decode,
     positive_int,
     refuse_literal_keys,
-    whole_number,
 )
 from switchyard.admin.bodies import key_call as _keys
 from switchyard.admin.context import AdminContext
 from switchyard.admin.keys import namesake_warning, public_record
 from switchyard.admin.overview import deployments as _deployments
 from switchyard.admin.overview import overview as _overview
+from switchyard.admin.queries import (
+    QUERY_PARAMS,
+    audit_query,
+    check_params,
+    key_query,
+    ranking_query,
+)
 from switchyard.admin.spend import SpendUnavailable
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
@@ -61,7 +66,6 @@ T = TypeVar("T")
 MAX_BODY_BYTES = 4 * 1024 * 1024
 STREAM_INTERVAL_S = 1.0
 _ENCODE = msgspec.json.Encoder()
-KEY_STATES = ("active", "revoked", "expired")
 
 
 def _ok(doc: Any, status: int = 200) -> Response:
@@ -127,7 +131,7 @@ class AdminApi:
                 extra = {"requestBody": {"required": name != "test_deployment", "content": content}}
             router.add_api_route(
                 path,
-                self._guarded(handler),
+                self._guarded(handler, QUERY_PARAMS.get(name, ())),
                 methods=[method],
                 summary=summary,
                 name=name,
@@ -145,10 +149,14 @@ class AdminApi:
         context.auth.check(_bearer(request))
         return context
 
-    def _guarded(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def _guarded(
+        self, handler: Handler, params: tuple[str, ...]
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def guarded(request: Request) -> Response:
             try:
-                return await handler(request, self._context(request))
+                context = self._context(request)
+                check_params(request.query_params, params)  # (queries.py: why)
+                return await handler(request, context)
             except ApiError as exc:
                 return error_response(exc)
 
@@ -218,7 +226,8 @@ class AdminApi:
             (
                 "/keys",
                 "GET",
-                "Client keys with their spend, newest first (?q=&state=&team=&offset=0&limit=50)",
+                "Client keys with their spend, newest first "
+                "(?q=&state=&owner=&team=&offset=0&limit=50)",
                 self.list_keys,
             ),
             ("/keys", "POST", "Create a client key (the key is shown once)", self.create_key),
@@ -418,19 +427,9 @@ class AdminApi:
         return _ok(result)
 
     async def list_keys(self, request: Request, c: AdminContext) -> Response:
-        q = request.query_params
-        state = q.get("state", "")
-        if state and state not in KEY_STATES:
-            raise InvalidRequest(
-                f"`state` must be one of {', '.join(KEY_STATES)} (or absent for every key)",
-                param="state",
-            )
+        q = key_query(request.query_params)
         page = c.index.search(
-            q.get("q", ""),
-            state=state,
-            team=q.get("team", ""),
-            offset=whole_number(q.get("offset") or "0", "offset"),
-            limit=positive_int(q.get("limit") or "50", "limit"),
+            q.q, state=q.state, owner=q.owner, team=q.team, offset=q.offset, limit=q.limit
         )
         doc: dict[str, Any] = {"total": page.total, "count": page.count}
         try:
@@ -487,29 +486,12 @@ class AdminApi:
         return _ok({"days": await c.spend.daily(days=days, per_day=min(per_day, 1000))})
 
     async def spend_ranking(self, request: Request, c: AdminContext) -> Response:
-        q = request.query_params
-        kind = q.get("by") or "key"
-        if kind not in ("key", "team", "model"):
-            raise InvalidRequest("`by` must be key, team or model", param="by")
-        rows, total = await c.spend.ranking(
-            kind,
-            days=positive_int(q.get("days") or "7", "days"),
-            offset=whole_number(q.get("offset") or "0", "offset"),
-            limit=min(positive_int(q.get("limit") or "50", "limit"), 500),
-        )
-        return _ok({"by": kind, "rows": rows, "total": total})
+        q = ranking_query(request.query_params)
+        rows, total = await c.spend.ranking(q.by, days=q.days, offset=q.offset, limit=q.limit)
+        return _ok({"by": q.by, "rows": rows, "total": total})
 
     async def audit(self, request: Request, c: AdminContext) -> Response:
-        q = request.query_params
-        page = c.audit_log.query(
-            AuditQuery(
-                q=q.get("q", ""),
-                kind=q.get("kind", ""),
-                via=q.get("via", ""),
-                offset=whole_number(q.get("offset") or "0", "offset"),
-                limit=positive_int(q.get("limit") or "50", "limit"),
-            )
-        )
+        page = c.audit_log.query(audit_query(request.query_params))
         entries = [{"seq": seq, **msgspec.to_builtins(e)} for seq, e in page.entries]
         return _ok({"entries": entries, "total": page.total})
 

@@ -168,14 +168,23 @@ class KeyIndex:
         return self._text
 
     def search(
-        self, q: str = "", *, state: str = "", team: str = "", offset: int = 0, limit: int = 50
+        self,
+        q: str = "",
+        *,
+        state: str = "",
+        owner: str = "",
+        team: str = "",
+        offset: int = 0,
+        limit: int = 50,
     ) -> KeyPage:
-        """Keys matching ``q`` (id, name, owner, team or last four characters), newest first."""
+        """Keys matching ``q`` (a substring of id, name, owner, team or last four characters),
+        newest first; ``owner`` and ``team`` match the whole value, letter case aside (a
+        script picking one person's keys must not get ``malice@x``'s with ``alice@x``'s)."""
         limit = max(1, min(limit, MAX_PAGE))
         offset = max(0, offset)
         count = len(self._sorted)
         needle = q.strip().lower().replace("\n", " ")
-        if not (needle or state or team):
+        if not (needle or state or owner or team):
             picked = range(offset, min(offset + limit, count))
             return KeyPage([self._newest(i) for i in picked], count, count)
         text = self._search_text()
@@ -186,11 +195,16 @@ class KeyIndex:
                 lines = [i for i in lines if exact_team in self._line(text, i)]
         elif exact_team:
             lines = text.matches(exact_team)
+        elif owner:  # the keys whose line has it somewhere; the exact match is checked below
+            lines = text.matches(owner.lower())
         elif state in ("revoked", "expired"):
             lines = sorted(self._in_state(text, None, state))
         else:
             lines = list(range(count))
-        if state and (needle or exact_team or state == "active"):
+        if owner:
+            wanted = owner.lower()
+            lines = [i for i in lines if self._newest(i).owner.lower() == wanted]
+        if state and (needle or exact_team or owner or state == "active"):
             lines = self._in_state(text, lines, state)
         return KeyPage([self._newest(i) for i in lines[offset : offset + limit]], len(lines), count)
 

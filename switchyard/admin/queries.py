@@ -1,0 +1,123 @@
+"""The query parameters of the management API: which each endpoint takes, and how they read.
+
+A parameter an endpoint does not take is refused (400 naming it), as an unknown body field is:
+ignored, a script's ``GET /admin/v1/keys?owner=alice@x`` listed every key, and the script
+that revoked what it listed would have revoked everyone's. A parameter given twice is refused
+too (which one counted was the framework's choice, not the caller's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.datastructures import QueryParams
+
+from switchyard.admin.audit import AuditQuery
+from switchyard.admin.bodies import positive_int, whole_number
+from switchyard.errors import InvalidRequest
+
+KEY_STATES = ("active", "revoked", "expired")
+SPEND_RANKINGS = ("key", "team", "model")
+
+# The query parameters each endpoint takes, by handler name; an endpoint not listed takes none.
+QUERY_PARAMS: dict[str, tuple[str, ...]] = {
+    "list_keys": ("q", "state", "owner", "team", "offset", "limit"),
+    "deployment_history": ("seconds",),
+    "daily_spend": ("days", "per_day"),
+    "spend_ranking": ("by", "days", "offset", "limit"),
+    "audit": ("q", "kind", "via", "offset", "limit"),
+    "delete_secret": ("force",),
+}
+
+
+def check_params(query: QueryParams, allowed: tuple[str, ...]) -> None:
+    """Refuse a parameter not in ``allowed``, or one given more than once (400 naming it)."""
+    unknown = sorted({name for name in query if name not in allowed})
+    if unknown:
+        names = ", ".join(f"`{name}`" for name in unknown)
+        takes = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
+        raise InvalidRequest(
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} {names}: {takes}",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
+    repeated = sorted({name for name in query if len(query.getlist(name)) > 1})
+    if repeated:
+        raise InvalidRequest(
+            f"query parameter `{repeated[0]}` is given more than once; give it once",
+            param=repeated[0],
+        )
+
+
+@dataclass(frozen=True)
+class KeyQuery:
+    """``GET /keys``: ``q`` searches (a substring of id, name, owner, team or last four
+    characters); ``owner`` and ``team`` match the whole value (letter case aside)."""
+
+    q: str
+    state: str
+    owner: str
+    team: str
+    offset: int
+    limit: int
+
+
+def key_query(q: QueryParams) -> KeyQuery:
+    state = q.get("state", "")
+    if state and state not in KEY_STATES:
+        raise InvalidRequest(
+            f"`state` must be one of {', '.join(KEY_STATES)} (or absent for every key)",
+            param="state",
+        )
+    return KeyQuery(
+        q=q.get("q", ""),
+        state=state,
+        owner=_exact(q, "owner"),
+        team=_exact(q, "team"),
+        offset=whole_number(q.get("offset") or "0", "offset"),
+        limit=positive_int(q.get("limit") or "50", "limit"),
+    )
+
+
+def _exact(q: QueryParams, param: str) -> str:
+    """An exact filter's value; given empty, refused: a script whose variable was unset must
+    not get every key back."""
+    value = q.get(param)
+    if value is None:
+        return ""
+    if not value.strip():
+        raise InvalidRequest(
+            f"`{param}` is empty: give the {param} to match, or leave it out for every key",
+            param=param,
+        )
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class RankingQuery:
+    by: str
+    days: int
+    offset: int
+    limit: int
+
+
+def ranking_query(q: QueryParams) -> RankingQuery:
+    kind = q.get("by") or "key"
+    if kind not in SPEND_RANKINGS:
+        raise InvalidRequest("`by` must be key, team or model", param="by")
+    return RankingQuery(
+        by=kind,
+        days=positive_int(q.get("days") or "7", "days"),
+        offset=whole_number(q.get("offset") or "0", "offset"),
+        limit=min(positive_int(q.get("limit") or "50", "limit"), 500),
+    )
+
+
+def audit_query(q: QueryParams) -> AuditQuery:
+    return AuditQuery(
+        q=q.get("q", ""),
+        kind=q.get("kind", ""),
+        via=q.get("via", ""),
+        offset=whole_number(q.get("offset") or "0", "offset"),
+        limit=positive_int(q.get("limit") or "50", "limit"),
+    )

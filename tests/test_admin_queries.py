@@ -1,0 +1,111 @@
+"""Query parameters of the admin API, as a script uses them: unknown ones are refused, and
+``owner``/``team`` pick exactly one owner's or team's keys.
+
+A "revoke the departed user's keys" script calling ``GET /admin/v1/keys?owner=alice@x`` got
+every key (the parameter was ignored), and ``?q=alice@x`` also matched ``malice@x`` and a key
+whose team is ``alice@x``: revoking what came back would have revoked other people's keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.stacks import Stack
+
+pytestmark = pytest.mark.integration
+
+
+async def _ids(stack: Stack, query: str) -> set[str]:
+    listed = await stack.admin("GET", f"/keys?{query}&limit=500")
+    assert listed.status_code == 200, listed.text
+    return {k["id"] for k in listed.json()["keys"]}
+
+
+async def test_owner_and_team_filters_match_the_whole_value(stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:8]
+    alice = f"alice-{tag}@x"
+    _, own = await stack.new_key("laptop", owner=alice, team=f"red-{tag}")
+    _, second = await stack.new_key("ci", owner=alice.upper())  # letter case aside: hers too
+    _, other = await stack.new_key("laptop", owner=f"m{alice}", team=f"red-{tag}")
+    _, team_named = await stack.new_key("svc", owner=f"bob-{tag}@x", team=alice)
+
+    assert await _ids(stack, f"owner={alice}") == {own.id, second.id}
+    assert await _ids(stack, f"team={alice}") == {team_named.id}
+    assert await _ids(stack, f"team=red-{tag}") == {own.id, other.id}
+    assert await _ids(stack, f"owner={alice}&team=red-{tag}") == {own.id}
+    assert await _ids(stack, f"owner={alice}&q=ci") == {second.id}
+    # q stays a search: a substring of id, name, owner or team.
+    assert await _ids(stack, f"q={alice}") == {own.id, second.id, other.id, team_named.id}
+    revoked = await stack.admin("POST", f"/keys/{second.id}/revoke")
+    assert revoked.status_code == 200, revoked.text
+    assert await _ids(stack, f"owner={alice}&state=revoked") == {second.id}
+    assert await _ids(stack, f"owner={alice}&state=active") == {own.id}
+    assert await _ids(stack, f"owner=nobody-{tag}@x") == set()
+
+
+async def test_an_empty_exact_filter_is_refused_not_read_as_every_key(stack: Stack) -> None:
+    """``owner=$DEPARTED`` with the variable unset must not list (and so revoke) everyone."""
+    for param in ("owner", "team"):
+        refused = await stack.admin("GET", f"/keys?{param}=")
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/keys?ownr=alice@x", "ownr"),
+        ("/keys?q=a&State=revoked", "State"),
+        ("/spend/ranking?by=key&team=zzz", "team"),
+        ("/spend?days=1&team=zzz", "team"),
+        ("/audit?actor=me", "actor"),
+        ("/deployments?limit=5", "limit"),
+        ("/deployments/history?seconds=60&deployment=x", "deployment"),
+        ("/overview?verbose=1", "verbose"),
+        ("/routes?alias=demo", "alias"),
+        ("/providers?name=x", "name"),
+        ("/secrets?q=x", "q"),
+        ("/batches?status=failed", "status"),
+    ],
+)
+async def test_an_unknown_query_parameter_is_a_400_naming_it(
+    stack: Stack, path: str, param: str
+) -> None:
+    refused = await stack.admin("GET", path)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == (
+        "invalid_request_error",
+        "unknown_parameter",
+        param,
+    )
+    assert f"`{param}`" in error["message"]
+
+
+async def test_a_write_with_an_unknown_parameter_changes_nothing(stack: Stack) -> None:
+    """``DELETE /keys/{id}?dry_run=true`` deleted the key."""
+    _, record = await stack.new_key(f"kept-{uuid.uuid4().hex[:8]}")
+    refused = await stack.admin("DELETE", f"/keys/{record.id}?dry_run=true")
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "dry_run"
+    assert (await stack.admin("GET", f"/keys/{record.id}")).status_code == 200
+
+
+async def test_a_parameter_given_twice_is_refused(stack: Stack) -> None:
+    refused = await stack.admin("GET", "/keys?owner=a@x&owner=b@x")
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "owner"
+
+
+async def test_every_documented_parameter_is_still_taken(stack: Stack) -> None:
+    for path in (
+        "/keys?q=&state=active&owner=a@x&team=t&offset=0&limit=5",
+        "/spend?days=1&per_day=5",
+        "/spend/ranking?by=team&days=1&offset=0&limit=5",
+        "/audit?q=x&kind=key&via=api&offset=0&limit=5",
+        "/deployments/history?seconds=60",
+    ):
+        answered = await stack.admin("GET", path)
+        assert answered.status_code == 200, f"{path}: {answered.text}"
