@@ -92,29 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_keys(sub)
 
-    p = sub.add_parser("import", help="migrate configuration from another gateway")
-    imports = p.add_subparsers(dest="import_command", required=True, metavar="SOURCE")
-    c = imports.add_parser("litellm-config", help="a LiteLLM proxy config.yaml (model_list)")
-    _common(c)
-    c.add_argument("file", type=Path)
-    c.add_argument("--output", type=Path, help="write providers and routes as YAML here")
-    c.add_argument("--apply", action="store_true", help="merge into the running stack's routes")
-    c.add_argument(
-        "--secrets-from-env",
-        action="store_true",
-        help="with --apply: store keys named os.environ/NAME from this shell's environment",
-    )
-    c.add_argument(
-        "--replace",
-        action="store_true",
-        help="with --apply: replace live providers/routes of the same name that differ",
-    )
-    c.add_argument(
-        "--allow-partial",
-        action="store_true",
-        help="with --apply: import even if some model_list entries cannot be imported",
-    )
-    c.set_defaults(handler=_cmd_import)
+    _add_import(sub)
 
     p = sub.add_parser("routes", help="the live route table versus the settings file")
     routes = p.add_subparsers(dest="routes_command", required=True, metavar="ACTION")
@@ -175,6 +153,37 @@ def _add_top(sub: Any) -> None:
     p.add_argument("--url", help="gateway URL (default: this stack's gateway, from the settings)")
     p.add_argument("--token-file", type=Path, help="admin token file (default: admin.token_file)")
     p.set_defaults(handler=_cmd_top)
+
+
+def _add_import(sub: Any) -> None:
+    p = sub.add_parser("import", help="migrate configuration from another gateway")
+    imports = p.add_subparsers(dest="import_command", required=True, metavar="SOURCE")
+    c = imports.add_parser("litellm-config", help="a LiteLLM proxy config.yaml (model_list)")
+    _common(c)
+    c.add_argument("file", type=Path)
+    c.add_argument("--output", type=Path, help="write providers and routes as YAML here")
+    c.add_argument("--apply", action="store_true", help="merge into the running stack's routes")
+    c.add_argument(
+        "--secrets-from-env",
+        action="store_true",
+        help="with --apply: store keys named os.environ/NAME from this shell's environment",
+    )
+    c.add_argument(
+        "--allow-missing-secrets",
+        action="store_true",
+        help="with --apply --secrets-from-env: apply even if a variable named is not set",
+    )
+    c.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --apply: replace live providers/routes of the same name that differ",
+    )
+    c.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="with --apply: import even if some model_list entries cannot be imported",
+    )
+    c.set_defaults(handler=_cmd_import)
 
 
 def _add_certs(sub: Any) -> None:

@@ -160,11 +160,13 @@ async def test_litellm_config_imports_and_serves(
 
 
 @pytest.mark.integration
-async def test_apply_says_which_env_secrets_it_could_not_store(
+async def test_apply_refuses_an_unset_env_secret_unless_told_to_go_on(
     stack: Stack, upstream: FakeOpenAI, tmp_path: Path
 ) -> None:
     """--secrets-from-env with the variable unset stored nothing and said nothing: the route
-    went live and answered 503 secret_unavailable with no hint from the import."""
+    went live and answered 503 secret_unavailable with no hint from the import. Then it said
+    so on stdout, applied and exited 0, so a CI job with a mistyped variable passed: now it
+    refuses (stderr, exit 1, nothing written) unless --allow-missing-secrets is given."""
     config = tmp_path / "config.yaml"
     # Its own host spelling, so its provider is not the one the test above imported (the same
     # name with another secret would be a clash, refused).
@@ -179,26 +181,42 @@ async def test_apply_says_which_env_secrets_it_could_not_store(
     }
     config.write_text(yaml.safe_dump({"model_list": [entry]}))
     env = {k: v for k, v in os.environ.items() if k != "LITE_UNSET_KEY"}
-    out = await asyncio.to_thread(
+    argv = [
+        sys.executable,
+        "-m",
+        "switchyard",
+        "--config",
+        str(stack.config_file),
+        "import",
+        "litellm-config",
+        str(config),
+        "--apply",
+        "--secrets-from-env",
+    ]
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*argv, *extra], capture_output=True, text=True, timeout=120, env=env, check=False
+        )
+
+    refused = await asyncio.to_thread(run)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "not applied: $LITE_UNSET_KEY is not set in this shell" in refused.stderr
+    assert "--allow-missing-secrets" in refused.stderr
+    assert "applied: route table revision" not in refused.stdout
+    assert (await stack.admin("GET", "/routes/lite-unset")).status_code == 404
+    preview = await asyncio.to_thread(
         subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "switchyard",
-            "--config",
-            str(stack.config_file),
-            "import",
-            "litellm-config",
-            str(config),
-            "--apply",
-            "--secrets-from-env",
-        ],
+        [*argv[: argv.index("--apply")], "--secrets-from-env"],
         capture_output=True,
         text=True,
         timeout=120,
         env=env,
         check=False,
     )
+    assert "--apply refuses while $LITE_UNSET_KEY is not set" in preview.stdout
+
+    out = await asyncio.to_thread(run, "--allow-missing-secrets")
     assert out.returncode == 0, out.stderr
     assert "not stored: lite_unset_key ($LITE_UNSET_KEY is not set in this shell)" in out.stdout
     assert "switchyard secrets put lite_unset_key" in out.stdout

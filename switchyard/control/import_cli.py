@@ -18,7 +18,10 @@ The converted table is checked with the route table's own rules in the preview, 
 service would refuse is refused here with nothing written. A ``model_list`` entry Switchyard
 cannot serve at all is printed first, under its route's name, and ``--apply`` refuses while
 there is one unless ``--allow-partial`` says to import the rest: a route that silently lost
-an entry serves different traffic (or none) than it did under LiteLLM.
+an entry serves different traffic (or none) than it did under LiteLLM. Likewise ``--apply
+--secrets-from-env`` refuses while a variable a key is read from is not set, unless
+``--allow-missing-secrets`` says to apply anyway: a CI job with a mistyped variable name
+applied routes that answer 503 and passed.
 """
 
 from __future__ import annotations
@@ -222,6 +225,9 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
             raise InputError("", *_invalid(problems))
         if result.dropped and not getattr(args, "allow_partial", False):
             raise InputError("", *_partial(result.dropped))
+        unset = unset_variables(result, from_env=args.secrets_from_env)
+        if unset and not getattr(args, "allow_missing_secrets", False):
+            raise InputError("", *_missing(unset))
         return asyncio.run(
             _apply(result, settings, out, from_env=args.secrets_from_env, replace=replace)
         )
@@ -229,6 +235,13 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
         print(
             f"--apply refuses while {len(result.dropped)} entries are not imported unless you "
             "add --allow-partial",
+            file=out,
+        )
+    unset = unset_variables(result, from_env=args.secrets_from_env)
+    if unset:
+        print(
+            f"--apply refuses while {', '.join(f'${v}' for v in unset)} "
+            f"{'is' if len(unset) == 1 else 'are'} not set unless you add --allow-missing-secrets",
             file=out,
         )
     asyncio.run(_dry_run_check(result, settings, out, from_env=args.secrets_from_env))
@@ -261,6 +274,35 @@ def _partial(dropped: list[tuple[str, str]]) -> tuple[str, str]:
         "listed above under NOT IMPORTED); their routes would serve without them"
     )
     return problem, "fix or remove them in the LiteLLM config, or add --allow-partial"
+
+
+def unset_variables(result: ImportResult, *, from_env: bool) -> list[str]:
+    """With ``--secrets-from-env``: the variables keys are to be read from that are not set
+    (or empty) in this shell, sorted."""
+    if not from_env:
+        return []
+    return sorted(
+        {
+            s.env_var
+            for s in result.secrets
+            if s.env_var and value_to_store(s, from_env=True) is None
+        }
+    )
+
+
+def _missing(unset: list[str]) -> tuple[str, str]:
+    """The problem and the fix when keys to read from the environment are not set."""
+    names = ", ".join(f"${v}" for v in unset)
+    problem = (
+        f"not applied: {names} {'is' if len(unset) == 1 else 'are'} not set in this shell, so "
+        "the providers using those keys would answer 503 until each is stored"
+    )
+    fix = (
+        "set the variables (check their spelling against the LiteLLM config), or add "
+        "--allow-missing-secrets to apply anyway and store them later with "
+        "`switchyard secrets put NAME`"
+    )
+    return problem, fix
 
 
 def _secret_overwrites(
