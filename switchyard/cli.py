@@ -2,7 +2,9 @@
 
 Each subcommand loads the settings once (``--config``/``--home`` and ``SWITCHYARD_*``), then
 hands them to the module that does the work. Errors of the Switchyard tree print as one clear
-line (no traceback) and exit non-zero.
+line (no traceback) and exit non-zero, with one code per kind of failure (:data:`EXIT_CODES`)
+so a script can tell "no stack answering" (retry later, or look elsewhere) from a command that
+failed (a key not found, a name several keys share, a refused change).
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ from switchyard.stack.compose_cli import add_parsers as add_deployment_parsers
 from switchyard.telemetry import setup_logging
 
 Handler = Callable[[argparse.Namespace, Settings, Path | None], int]
+
+FAILED = 1  # the command failed: not found, ambiguous, refused, invalid input...
+USAGE = 2  # the arguments or the settings file cannot be used (argparse exits 2 too)
+NO_STACK = 3  # no stack answering (as `status` says "not running (no stack in ...)")
+EXIT_CODES = f"""exit codes:
+  0  done
+  {FAILED}  the command failed (not found, ambiguous name, refused change, invalid value)
+  {USAGE}  unusable arguments or settings file
+  {NO_STACK}  no Switchyard stack answering (or, for status, none in this home)
+  130  interrupted (Ctrl-C)"""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +57,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="switchyard", description="An OpenAI-compatible LLM gateway on NATS."
+        prog="switchyard",
+        description="An OpenAI-compatible LLM gateway on NATS.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -281,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(config_file, overrides=overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
     component = getattr(args, "instance", None) or getattr(args, "component", None) or args.command
     # The processes that run and log (`serve`, `up`'s supervisor) keep every library's lines.
     setup_logging(settings.logging, component, libraries=args.command in ("serve", "up"))
@@ -292,10 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from switchyard.stack.attach import unreachable_message  # noqa: PLC0415
 
         print(f"error: {unreachable_message(settings, exc)}", file=sys.stderr)
-        return 1
+        return NO_STACK
     except SwitchyardError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return FAILED
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -1,4 +1,5 @@
-"""CLI commands without a stack: one line saying what was tried and what to do, at once.
+"""CLI commands without a stack: one line saying what was tried and what to do, at once, and
+exit code 3 (every failure exited 1: a script could not tell "no stack" from "not found").
 
 nats-py retries a failed first connection forever unless told otherwise; the commands used to
 hang there, logging a warning twice a second. No servers run in these tests: the home has
@@ -64,6 +65,8 @@ def stopped_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
         (("secrets", "put", "foo", "--from-stdin"), "value\n"),
         (("secrets", "list"), ""),
         (("provision",), ""),
+        (("keys", "revoke", "key_0123456789abcdef"), ""),
+        (("routes", "sync", "--apply"), ""),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
 )
@@ -72,7 +75,7 @@ def test_command_without_a_stack_fails_fast_with_one_line(
 ) -> None:
     config, port = stopped_home
     code, err, took = _run(config, *argv, stdin=stdin)
-    assert code == 1, err
+    assert code == 3, err
     assert took < BUDGET_S, f"took {took:.1f}s: {err}"
     assert len(err) == 1, err
     assert err[0].startswith(f"error: no Switchyard stack answering at tls://127.0.0.1:{port} ")
@@ -91,7 +94,7 @@ def test_import_apply_without_a_stack_fails_fast(
         encoding="utf-8",
     )
     code, err, took = _run(config, "import", "litellm-config", str(litellm), "--apply")
-    assert code == 1
+    assert code == 3
     assert took < BUDGET_S
     assert len(err) == 1, err
     assert err[0].startswith("error: no Switchyard stack answering")
@@ -103,7 +106,7 @@ def test_a_home_without_a_stack_says_so(tmp_path: Path) -> None:
     config = tmp_path / "switchyard.yaml"
     config.write_text(yaml.safe_dump({"home": str(tmp_path / "home")}), encoding="utf-8")
     code, err, _ = _run(config, "keys", "list")
-    assert code == 1
+    assert code == 3
     assert len(err) == 1, err
     assert "no stack was ever started in this home" in err[0]
     assert str(tmp_path / "home") in err[0]
@@ -128,3 +131,21 @@ def test_output_cut_short_by_the_reader_is_not_a_traceback(tmp_path: Path) -> No
     assert proc.wait(timeout=30) == 141
     assert "Traceback" not in err
     assert err == ""
+
+
+def test_the_exit_codes_are_listed_in_the_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "switchyard", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "exit codes:" in proc.stdout
+    assert "  3  no Switchyard stack answering" in proc.stdout
+
+
+def test_a_missing_settings_file_is_a_usage_error(tmp_path: Path) -> None:
+    code, err, _ = _run(tmp_path / "nowhere.yaml", "keys", "list")
+    assert code == 2, err
