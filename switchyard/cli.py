@@ -109,19 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_import(sub)
 
-    p = sub.add_parser("routes", help="the live route table versus the settings file")
-    routes = p.add_subparsers(dest="routes_command", required=True, metavar="ACTION")
-    c = routes.add_parser(
-        "sync", help="preview (or --apply) making the live route table the file's"
-    )
-    _common(c)
-    c.add_argument(
-        "--merge",
-        action="store_true",
-        help="keep providers and routes that exist only in the live table (default: replace)",
-    )
-    c.add_argument("--apply", action="store_true", help="write it (default: preview only)")
-    c.set_defaults(handler=_cmd_routes_sync)
+    _add_routes(sub)
 
     p = sub.add_parser("provision", help="create streams, consumers and KV buckets (idempotent)")
     _common(p)
@@ -199,6 +187,43 @@ def _add_import(sub: Any) -> None:
         help="with --apply: import even if some model_list entries cannot be imported",
     )
     c.set_defaults(handler=_cmd_import)
+
+
+def _add_routes(sub: Any) -> None:
+    p = sub.add_parser("routes", help="the live route table versus the settings file")
+    routes = p.add_subparsers(dest="routes_command", required=True, metavar="ACTION")
+    c = routes.add_parser(
+        "sync", help="preview (or --apply) making the live route table the file's"
+    )
+    _common(c)
+    c.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep providers and routes that exist only in the live table (default: replace)",
+    )
+    c.add_argument("--apply", action="store_true", help="write it (default: preview only)")
+    c.add_argument(
+        "--expected-revision",
+        type=_revision,
+        metavar="N",
+        help="with --apply: write only if the live table is still at revision N (the preview's)",
+    )
+    c.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="preview: exit 1 when the live table differs from the file, 0 when it matches",
+    )
+    c.set_defaults(handler=_cmd_routes_sync)
+
+
+def _revision(text: str) -> int:
+    try:
+        revision = int(text)
+    except ValueError:
+        revision = -1
+    if revision < 0:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a revision number")
+    return revision
 
 
 def _add_certs(sub: Any) -> None:
@@ -472,6 +497,12 @@ def _cmd_keys(args: argparse.Namespace, settings: Settings, config_file: Path | 
 def _cmd_routes_sync(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.control.sync_cli import run_sync  # noqa: PLC0415
 
+    if args.expected_revision is not None and not args.apply:
+        print("error: --expected-revision checks what --apply writes: add --apply", file=sys.stderr)
+        return USAGE
+    if args.exit_code and args.apply:
+        print("error: --exit-code is for the preview: leave out --apply", file=sys.stderr)
+        return USAGE
     return run_sync(args, _attached(settings), config_file, sys.stdout)
 
 

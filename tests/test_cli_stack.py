@@ -257,6 +257,59 @@ def test_sync_never_applies_a_file_without_routes_as_the_whole_table(cli_stack: 
     assert "already matches" in kept.stdout, kept.stdout + kept.stderr
 
 
+def _live_revision(preview: str) -> int:
+    found = re.search(r"\(live revision (\d+)\):", preview)
+    assert found, preview
+    return int(found[1])
+
+
+def test_sync_applies_only_the_revision_its_preview_showed(cli_stack: CliStack) -> None:
+    """A preview and its --apply were separate runs with nothing tying them: a route added
+    between the approved preview and the apply was removed without being shown. A job that
+    only checks for drift had to parse the text to know."""
+    checked = {"checked": {"deployments": [{"provider": "local-demo", "model": "demo"}]}}
+    cli_stack.write_config({**cli_stack.doc, "providers": LOCAL_DEMO, "routes": checked})
+    preview = cli_stack.run("routes", "sync", "--exit-code", timeout=30)
+    assert preview.returncode == 1, preview.stdout + preview.stderr  # there is drift
+    assert "+ route checked: added" in preview.stdout
+    approved = _live_revision(preview.stdout)
+    assert f"--apply --expected-revision {approved}" in preview.stdout
+
+    gateway = cli_stack.doc["ingress"]["gateway"]["port"]  # type: ignore[index]
+    token = (cli_stack.root / "home" / "admin-token").read_text(encoding="utf-8").strip()
+    admin = f"http://127.0.0.1:{gateway}/admin/v1"
+    auth = {"Authorization": f"Bearer {token}"}
+    late = {"deployments": [{"provider": "demo", "model": "demo"}]}
+    added = httpx.put(f"{admin}/routes/added-meanwhile", json=late, headers=auth, timeout=10)
+    assert added.status_code == 200, added.text
+
+    refused = cli_stack.run(
+        "routes", "sync", "--apply", "--expected-revision", str(approved), timeout=30
+    )
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"not {approved}: it changed since the preview you approved" in refused.stderr
+    assert "applied" not in refused.stdout
+    live = httpx.get(f"{admin}/routes", headers=auth, timeout=10).json()["table"]["routes"]
+    assert "added-meanwhile" in live
+    assert "checked" not in live
+
+    again = cli_stack.run("routes", "sync", timeout=30)
+    assert "- route added-meanwhile: removed" in again.stdout, again.stdout
+    revision = _live_revision(again.stdout)
+    applied = cli_stack.run(
+        "routes", "sync", "--apply", "--expected-revision", str(revision), timeout=30
+    )
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    clean = cli_stack.run("routes", "sync", "--exit-code", timeout=30)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "already matches" in clean.stdout
+    mixed = cli_stack.run("routes", "sync", "--exit-code", "--apply", timeout=30)
+    assert mixed.returncode == 2, mixed.stdout + mixed.stderr
+    # The live table as the tests after this one expect it.
+    cli_stack.write_config({**cli_stack.doc, "providers": LOCAL_DEMO, "routes": EXTRA_ROUTE})
+    assert cli_stack.run("routes", "sync", "--apply", timeout=30).returncode == 0
+
+
 def test_up_reports_a_config_that_differs_from_the_live_table(cli_stack: CliStack) -> None:
     changed = {"extra": {"deployments": [{"provider": "local-demo", "model": "demo-2"}]}}
     cli_stack.write_config({**cli_stack.doc, "providers": LOCAL_DEMO, "routes": changed})

@@ -6,6 +6,12 @@ time); ``--apply`` writes the result through the control service, compare-and-se
 revision the preview was computed from. A file that defines no routes and no providers (a
 missing file, a lost ``routes:`` block) is never applied as a replacement: it would empty the
 live table.
+
+A preview and its ``--apply`` are two runs: a route added in between was removed by the apply
+without anyone seeing it in a preview. ``--apply --expected-revision N`` (N the revision the
+approved preview printed) refuses unless the live table is still at N, so what is written is
+what was approved; ``--exit-code`` makes the preview exit 1 when there is something to change
+(as ``git diff --exit-code``), for a job that only checks.
 """
 
 from __future__ import annotations
@@ -57,7 +63,14 @@ async def file_drift(settings: Settings, config_file: Path | None) -> list[str]:
 
 
 async def _sync(
-    settings: Settings, config_file: Path | None, *, merging: bool, apply: bool, out: TextIO
+    settings: Settings,
+    config_file: Path | None,
+    *,
+    merging: bool,
+    apply: bool,
+    out: TextIO,
+    expected: int | None = None,
+    exit_code: bool = False,
 ) -> int:
     source = config_file.name if config_file else "the default settings"
     nc = await connect(
@@ -67,6 +80,12 @@ async def _sync(
         who = f"{getpass.getuser()}@{socket.gethostname()}"
         control = ControlClient(nc, actor=f"routes-sync:{who}")
         state = await control.table()
+        if expected is not None and state.revision != expected:
+            raise Conflict(
+                f"the live route table is at revision {state.revision}, not {expected}: it "
+                "changed since the preview you approved. Nothing written: run the preview "
+                "again and apply with the revision it prints"
+            )
         target = merge(state.table, settings.route_table) if merging else settings.route_table
         changes = diff(state.table, target)
         if not changes:
@@ -80,8 +99,12 @@ async def _sync(
         for change in changes:
             print(f"  {change.describe()}", file=out)
         if not apply:
-            print("nothing written: run again with --apply to write it", file=out)
-            return 0
+            print(
+                f"nothing written: run again with --apply --expected-revision {state.revision} "
+                "to write it (refused if the live table changes meanwhile)",
+                file=out,
+            )
+            return 1 if exit_code else 0
         if not (merging or manages_routes(settings)):
             raise InputError(
                 "",
@@ -109,4 +132,14 @@ async def _sync(
 def run_sync(
     args: argparse.Namespace, settings: Settings, config_file: Path | None, out: TextIO
 ) -> int:
-    return asyncio.run(_sync(settings, config_file, merging=args.merge, apply=args.apply, out=out))
+    return asyncio.run(
+        _sync(
+            settings,
+            config_file,
+            merging=args.merge,
+            apply=args.apply,
+            out=out,
+            expected=args.expected_revision,
+            exit_code=args.exit_code,
+        )
+    )
