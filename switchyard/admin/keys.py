@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol
 
@@ -325,7 +326,7 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
         raise InputError(
             unknown[0], "not a key setting", f"use one of: {', '.join(sorted(_MUTABLE))}"
         )
-    out = {k: v for k, v in fields.items() if v is not None}
+    out = _clean_text({k: v for k, v in fields.items() if v is not None})
     period = out.get("budget_period")
     if period is not None and not periods.valid(str(period)):
         raise InputError(
@@ -365,6 +366,33 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
         )
     _check_lengths(out)
     return out
+
+
+def _clean_text(fields: dict[str, Any]) -> dict[str, Any]:
+    """``name``, ``owner`` and ``team`` without surrounding whitespace, and refused when a
+    name is left empty or any holds a control character: the one rule for the API, the web
+    app and the CLI (which all write through :class:`KeyAdmin`).
+
+    ``keys create ""`` made a nameless key, the API took a name of spaces, and keys made from
+    a CRLF file kept the ``\r`` in their name and team (a team of its own in spend). A line
+    break or escape inside one would also garble every listing and log line showing it.
+    """
+    for field in ("name", "owner", "team"):
+        value = fields.get(field)
+        if not isinstance(value, str):
+            continue
+        value = value.strip()
+        odd = next((c for c in value if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+        if odd is not None:
+            raise InputError(
+                field,
+                f"{field} holds a control character (U+{ord(odd):04X})",
+                "use printable text: no line breaks, tabs or escape sequences",
+            )
+        if field == "name" and not value:
+            raise InputError("name", "a key needs a name", "give it a name people will know it by")
+        fields[field] = value
+    return fields
 
 
 def _check_team(fields: dict[str, Any], current: str) -> None:
