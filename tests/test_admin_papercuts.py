@@ -252,6 +252,22 @@ async def test_changing_a_keys_budget_period_says_where_its_spend_starts(stack: 
     assert "note:" not in same.stderr
 
 
+async def test_the_cli_removes_a_keys_expiry_with_never(stack: Stack) -> None:
+    """`keys update --expires-in` refused never, 0, none and "" alike, so only the API
+    (`expires_at: 0`) could make an expiring key permanent."""
+    made = _cli(stack, "keys", "create", "expiry-removed", "--expires-in", "30d")
+    assert made.returncode == 0, made.stderr
+    key_id = made.stdout.split()[1]
+    assert (await stack.admin("GET", f"/keys/{key_id}")).json()["expires_at"] > time.time()
+    cleared = _cli(stack, "keys", "update", key_id, "--expires-in", "never")
+    assert cleared.returncode == 0, cleared.stderr
+    assert (await stack.admin("GET", f"/keys/{key_id}")).json()["expires_at"] == 0
+    assert "  expires    never" in _cli(stack, "keys", "show", key_id).stdout
+    wrong = _cli(stack, "keys", "update", key_id, "--expires-in", "forever")
+    assert wrong.returncode == 1
+    assert "or never for a key that does not expire" in wrong.stderr
+
+
 async def test_a_new_keys_plaintext_is_never_cached(stack: Stack) -> None:
     """`POST /admin/v1/keys` answered the key's only plaintext with no Cache-Control, so a
     proxy or client cache in between could keep it."""

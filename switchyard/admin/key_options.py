@@ -49,7 +49,10 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget-period", help="daily, weekly, monthly (default), total, or seconds"
     )
-    parser.add_argument("--expires-in", help="e.g. 30d, 12h; the key stops working after it")
+    parser.add_argument(
+        "--expires-in",
+        help="e.g. 30d, 12h; the key stops working after it (never: it does not expire)",
+    )
     parser.add_argument(
         "--weight",
         type=_number("weight"),

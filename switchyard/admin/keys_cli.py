@@ -28,6 +28,7 @@ from switchyard.schemas.keys import ClientKey
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+NEVER = "never"
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -53,18 +54,23 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
                 "every model; to stop a key, use `switchyard keys revoke`",
             )
         fields["models"] = models
-    if args.expires_in is not None:
+    if args.expires_in == NEVER:  # `keys update`: remove the expiry (the API's expires_at 0)
+        fields["expires_at"] = 0
+    elif args.expires_in is not None:
         match = _DURATION.match(args.expires_in)
         if not match:
             raise InputError(
-                "--expires-in", f"`{args.expires_in}` is not a duration", "use e.g. 30d or 12h"
+                "--expires-in",
+                f"`{args.expires_in}` is not a duration",
+                f"use e.g. 30d or 12h, or {NEVER} for a key that does not expire",
             )
         seconds = int(match.group(1)) * _UNIT[match.group(2)]
         if seconds <= 0:  # the key would be expired the moment it is written
             raise InputError(
                 "--expires-in",
                 f"`{args.expires_in}` is no time at all",
-                "use e.g. 30d or 12h; to stop a key now, use `switchyard keys revoke`",
+                f"use e.g. 30d or 12h, or {NEVER} for no expiry; to stop a key now, use "
+                "`switchyard keys revoke`",
             )
         fields["expires_at"] = time.time() + seconds
     return {k: v for k, v in fields.items() if v is not None}
