@@ -74,10 +74,16 @@ async def test_secret_provider_label_with_control_characters_is_400(stack: Stack
 async def test_secret_whose_last_characters_are_not_printable_is_stored(stack: Stack) -> None:
     """Found by HTTP fuzzing of /admin/v1: the last four characters of a value are kept as a
     hint in OpenBao metadata, which refuses control characters: the put answered 503."""
-    for value in ("abcdefg\u009a", "abcd\U0001f600xyz\u0000", "k" * 7 + "\u00e9"):
+    for value in ("abcdefg\u009a", "abcd\U0001f600xyz\u00a0", "k" * 7 + "\u00e9"):
         got = await stack.admin("PUT", "/secrets/odd-tail", {"value": value})
         assert got.status_code == 200, got.text
         assert got.json()["last4"] == ""
+    # A C0 control character (a NUL, a line break) is refused outright since: no HTTP header
+    # can carry it, so every call with the key failed as a 500.
+    for op, path in (("PUT", "/secrets/odd-tail"), ("POST", "/secrets/odd-tail/rotate")):
+        got = await stack.admin(op, path, {"value": "abcd\U0001f600xyz\u0000"})
+        assert got.status_code == 400, (op, got.text)
+        assert "one line" in got.text
     got = await stack.admin("PUT", "/secrets/odd-tail", {"value": "sk-abcdefgh1234"})
     assert got.json()["last4"] == "1234"
 
