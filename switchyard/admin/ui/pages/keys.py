@@ -253,13 +253,18 @@ async def create_key(ui: Ui) -> Response:
 
 
 async def _sent_before(ui: Ui, key_id: str | None) -> Response:
-    """A New key form sent again: says which key it made (or that the form is too old)."""
-    key = ui.admin.index.get(key_id) if key_id and key_id != PENDING else None
+    """A New key form sent again: says which key it made (or that the form is too old).
+
+    The key is named by the id the form's token kept: the index, which gives its name and
+    last four, follows the bucket a moment behind (a quick reload) and drops a key deleted
+    since, and then said "No key was created" of a form that had created one."""
+    made = key_id if key_id and key_id != PENDING else ""
     return ui.page(
         "key_resent.html",
         "keys",
         "No second key created",
-        key=key,
+        key=ui.admin.index.get(made) if made else None,
+        key_id=made,
         pending=key_id == PENDING,
         status=409,
     )

@@ -1,0 +1,95 @@
+"""Key pages while the gateway's key index has not caught up with the key bucket.
+
+The index follows the bucket asynchronously, so a page asked for right after a write (a
+reload of "Key created", the key page a save redirects to) can find it a step behind. The
+web app runs here in the test's process on the session stack's NATS, Valkey and OpenBao, as
+the gateway runs it; stopping its index's follower holds the index exactly where it was, a
+lag that lasts as long as the test needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+
+from switchyard.admin.context import AdminContext
+from switchyard.admin.plugin import AdminPlugin
+from switchyard.bus import identities
+from switchyard.client import LLMClient
+from switchyard.runtime.metrics import Metrics
+from tests.stacks import Stack
+from tests.test_admin_ui_stale_forms import form_of
+
+pytestmark = pytest.mark.integration
+
+BASE = "http://gateway.test"
+
+
+@dataclass
+class LaggingUi:
+    """The web app in this process, signed in, whose key index can be held still."""
+
+    web: httpx.AsyncClient
+    context: AdminContext
+
+    async def hold_index(self) -> None:
+        """From now on the index misses every write to the bucket."""
+        await self.context.index.stop()
+
+    async def indexed(self, key_id: str) -> None:
+        async with asyncio.timeout(10):
+            while self.context.index.get(key_id) is None:
+                await asyncio.sleep(0.05)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def lagging(stack: Stack) -> AsyncIterator[LaggingUi]:
+    plugin = AdminPlugin(stack.settings)
+    nc = await stack.connect(identities.ADMIN.name)
+    try:
+        await plugin.start(LLMClient(nc), Metrics("test-ui"))
+        app = FastAPI()
+        for router in plugin.routers():
+            app.include_router(router)
+        transport = httpx.ASGITransport(app=app)
+        origin = {"Origin": BASE}
+        async with httpx.AsyncClient(transport=transport, base_url=BASE, headers=origin) as web:
+            token = stack.settings.admin_token_file.read_text(encoding="utf-8").strip()
+            signin = await web.post("/ui/signin", data={"name": "index-lag", "token": token})
+            assert signin.status_code == 303, signin.text
+            assert plugin.context is not None
+            yield LaggingUi(web, plugin.context)
+    finally:
+        await plugin.stop()
+        await nc.close()
+
+
+async def test_a_new_key_form_sent_again_before_the_index_has_the_key_names_it(
+    stack: Stack, lagging: LaggingUi
+) -> None:
+    """A quick reload of "Key created" looked the key up in the index, which did not have it
+    yet, and said "No key was created": one was, and its secret was already shown."""
+    web = lagging.web
+    await lagging.hold_index()
+    form = {**form_of((await web.get("/ui/keys/new")).text, "/ui/keys"), "name": "lag-resent"}
+    created = await web.post("/ui/keys", data=form)
+    assert created.status_code == 200, created.text
+    key_id = re.search(r"Key id: <code>(key_[^<]+)</code>", created.text)
+    assert key_id is not None, created.text
+
+    again = await web.post("/ui/keys", data=form)
+    assert again.status_code == 409, again.text
+    assert "No key was created" not in again.text
+    assert f"created the key with id <code>{key_id[1]}</code>" in again.text
+    assert "No second key was created" in again.text
+    assert "cannot be shown again" in again.text
+    assert "sk-" not in again.text.split("<main", 1)[1]
+    keys = (await stack.admin("GET", "/keys?q=lag-resent")).json()
+    assert [k["id"] for k in keys["keys"]] == [key_id[1]]
