@@ -93,3 +93,35 @@ async def test_a_new_key_form_sent_again_before_the_index_has_the_key_names_it(
     assert "sk-" not in again.text.split("<main", 1)[1]
     keys = (await stack.admin("GET", "/keys?q=lag-resent")).json()
     assert [k["id"] for k in keys["keys"]] == [key_id[1]]
+
+
+async def test_a_key_page_after_a_save_shows_what_was_saved_and_saves_again(
+    stack: Stack, lagging: LaggingUi
+) -> None:
+    """The page a save redirects to came from the index: a step behind, it showed the old
+    values and the old digest, and the next Save was refused as "changed by someone else"
+    when nobody else had changed the key."""
+    web = lagging.web
+    _, record = await stack.new_key("lag-saved", budget_usd=5.0)
+    await lagging.indexed(record.id)
+    await lagging.hold_index()
+    path = f"/ui/keys/{record.id}"
+    form = form_of((await web.get(path)).text, path)
+    saved = await web.post(path, data={**form, "owner": "first save"})
+    assert saved.status_code == 303, saved.text
+
+    page = await web.get(path)
+    assert "Saved. Every edge applies it within a second." in page.text
+    form = form_of(page.text, path)
+    assert form["owner"] == "first save"
+    again = await web.post(path, data={**form, "budget_usd": "7"})
+    assert again.status_code == 303, again.text
+    kept = (await stack.admin("GET", f"/keys/{record.id}")).json()
+    assert (kept["owner"], kept["budget_usd"]) == ("first save", 7)
+
+    # Someone else's change is still noticed.
+    form = form_of((await web.get(path)).text, path)
+    assert (await stack.admin("PATCH", f"/keys/{record.id}", {"tpm": 900})).status_code == 200
+    stale = await web.post(path, data={**form, "owner": "third save"})
+    assert stale.status_code == 409, stale.text
+    assert "was changed by someone else since you opened this form" in stale.text

@@ -271,11 +271,11 @@ async def _sent_before(ui: Ui, key_id: str | None) -> Response:
 
 
 async def _find(ui: Ui) -> ClientKey:
-    key_id = ui.request.path_params["key_id"]
-    key = ui.admin.index.get(key_id)
-    if key is None:
-        key = await key_call(ui.admin.keys.find(key_id))
-    return key
+    """The key as stored now, read from the bucket (one get: the index knows where). Not the
+    index's copy, which follows the bucket a moment behind: the page a save redirects to
+    showed the old values, and its old digest made the next Save a false "changed by
+    someone else"."""
+    return await key_call(ui.admin.keys.find(ui.request.path_params["key_id"]))
 
 
 async def key_page(
