@@ -310,15 +310,16 @@
   // A gateway that stalls without closing the connection (hung, stopped, its host swapping)
   // sends no event and EventSource reports no error: only the "Last update" stamp stops. So
   // the page counts itself: no event for a few of the stream's periods shows a warning, and
-  // the next event clears it.
+  // the next event clears it. The count starts when the stream is opened (`last` is null
+  // until then): the Queues page loads its history first, and a slow answer is no stall.
   const PERIOD_S = Number(root.dataset.periodS) || 1;
   const STALE_S = Math.max(5, 5 * PERIOD_S);
-  const stream = { last: Date.now(), closed: false };
+  const stream = { last: null, closed: false };
 
   function checkStale() {
     const box = root.querySelector("[data-stale]");
     if (!box) return;
-    const quiet = Math.floor((Date.now() - stream.last) / 1000);
+    const quiet = stream.last === null ? 0 : Math.floor((Date.now() - stream.last) / 1000);
     const stale = !stream.closed && quiet >= STALE_S; // once closed, the page says so instead
     box.classList.toggle("hidden", !stale);
     box.textContent = stale
@@ -332,6 +333,7 @@
   }
 
   function connect() {
+    stream.last = Date.now();
     const source = new EventSource("/ui/api/stream");
     source.addEventListener("overview", (event) => {
       const view = JSON.parse(event.data);
@@ -344,6 +346,7 @@
       updated(null, JSON.parse(event.data).error);
       heard();
     });
+    source.onopen = () => { heard(); }; // opened again after a drop: the count starts anew
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) {
         stream.closed = true;
