@@ -9,6 +9,9 @@ gateway replicas a load balancer must keep a browser on one replica (sticky sess
 A page's open live stream is use, as a request is (:meth:`Session.seen`): an admin watching
 the overview for hours was signed out at the next click, while the stream ran on past the
 idle limit. Both now follow one rule, and :meth:`Session.over` applies the idle limit too.
+A page streams only while it is in view (``live.js`` closes the stream when the page is
+hidden and opens it when shown): a page left open behind other tabs kept its session alive
+until the absolute limit.
 """
 
 from __future__ import annotations

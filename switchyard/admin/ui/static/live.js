@@ -300,8 +300,11 @@
       if (!resp.ok) return;
       const doc = await resp.json();
       Object.entries(doc.deployments).forEach(([id, points]) => {
-        history[id] = points.map((p) => [p[0], p[1], p[2]]).concat(history[id] || []);
-        history[id].sort((a, b) => a[0] - b[0]);
+        // By time, so a second load (the page shown again after a while hidden) fills the
+        // gap without doubling the points the stream gave.
+        const merged = new Map((history[id] || []).map((p) => [p[0], p]));
+        points.forEach((p) => merged.set(p[0], [p[0], p[1], p[2]]));
+        history[id] = [...merged.values()].sort((a, b) => a[0] - b[0]);
         draw(id);
       });
     } catch (e) { /* the live stream still fills the charts */ }
@@ -314,7 +317,7 @@
   // until then): the Queues page loads its history first, and a slow answer is no stall.
   const PERIOD_S = Number(root.dataset.periodS) || 1;
   const STALE_S = Math.max(5, 5 * PERIOD_S);
-  const stream = { last: null, closed: false };
+  const stream = { last: null, closed: false, source: null, started: false };
 
   function checkStale() {
     const box = root.querySelector("[data-stale]");
@@ -335,6 +338,7 @@
   function connect() {
     stream.last = Date.now();
     const source = new EventSource("/ui/api/stream");
+    stream.source = source;
     source.addEventListener("overview", (event) => {
       const view = JSON.parse(event.data);
       if (root.dataset.live === "overview") renderOverview(view); else renderQueues(view);
@@ -356,6 +360,31 @@
     };
   }
 
+  // An open stream keeps the session in use (the server counts each second of it), so a page
+  // left open in a tab behind others, or a minimised window, kept its admin signed in until
+  // the 24-hour limit. The stream runs only while the page is in view: closed when it is
+  // hidden (no stall is counted then), opened again when it is shown. A session that ended
+  // meanwhile refuses the new stream, and the page says live updates stopped.
+  function pause() {
+    if (!stream.source) return;
+    stream.source.close();
+    stream.source = null;
+    stream.last = null;
+    checkStale();
+  }
+
+  function resume() {
+    if (!stream.started || stream.source || stream.closed) return;
+    loadHistory().then(() => { if (!document.hidden && !stream.source) connect(); });
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) pause(); else resume();
+  });
+
   setInterval(checkStale, 1000);
-  loadHistory().then(connect);
+  loadHistory().then(() => {
+    stream.started = true;
+    if (!document.hidden) connect();
+  });
 })();
