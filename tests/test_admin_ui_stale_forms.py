@@ -7,6 +7,7 @@ act on what it showed when that is no longer true. Driven as a browser posts its
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from html.parser import HTMLParser
@@ -62,6 +63,15 @@ def form_of(html: str, action: str) -> dict[str, str]:
     return parser.values
 
 
+async def _new_key(stack: Stack, name: str, **fields: Any) -> Any:
+    """A key written straight to the bucket, once the gateway's index lists it (a moment
+    later: its page before then is a 404)."""
+    _, record = await stack.new_key(name, **fields)
+    while not (await stack.admin("GET", f"/keys?q={record.id}")).json()["total"]:
+        await asyncio.sleep(0.05)
+    return record
+
+
 async def _key(stack: Stack, key_id: str) -> dict[str, Any]:
     found = await stack.admin("GET", f"/keys/{key_id}")
     assert found.status_code == 200, found.text
@@ -75,7 +85,7 @@ async def test_a_key_form_saved_after_another_change_is_refused_not_reverting_it
     """The form sent every field: a budget set by the API meanwhile went back to 0 (no
     budget) when another tab saved, and the audit said every field had changed."""
     web, _ = signed_in
-    _, record = await stack.new_key("stale-key-form", budget_usd=5.0)
+    record = await _new_key(stack, "stale-key-form", budget_usd=5.0)
     path = f"/ui/keys/{record.id}"
     form = form_of((await web.get(path)).text, path)
     assert form["budget_usd"] == "5.0"
@@ -116,7 +126,7 @@ async def test_a_key_keeps_its_expiry_time_and_takes_one_to_the_minute(
     top of the form, in the API's words, "seconds since 1970")."""
     web, _ = signed_in
     expires = time.time() + 2 * 3600 + 33.5
-    _, record = await stack.new_key("expiry-kept", expires_at=expires)
+    record = await _new_key(stack, "expiry-kept", expires_at=expires)
     path = f"/ui/keys/{record.id}"
     page = (await web.get(path)).text
     form = form_of(page, path)
@@ -275,7 +285,7 @@ async def test_acting_on_a_key_or_secret_deleted_elsewhere_says_so(
     """Saving or revoking a key deleted through the API, rotating a secret deleted elsewhere
     and a second delete of a secret ended on "Something went wrong ... Status 404"."""
     web, csrf = signed_in
-    _, record = await stack.new_key("deleted-elsewhere")
+    record = await _new_key(stack, "deleted-elsewhere")
     path = f"/ui/keys/{record.id}"
     form = form_of((await web.get(path)).text, path)
     assert (await stack.admin("DELETE", f"/keys/{record.id}")).status_code == 200

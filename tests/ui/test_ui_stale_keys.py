@@ -17,6 +17,9 @@ async def test_stale_forms_say_what_happened(web: Browser) -> None:
     await web.sign_in()
     page = web.page
     _, record = await web.stack.new_key("ui-stale-key", budget_usd=5.0)
+    # Written straight to the bucket: the gateway's index knows the key a moment later.
+    while not (await web.stack.admin("GET", "/keys?q=ui-stale-key")).json()["total"]:
+        await asyncio.sleep(0.05)
     await web.goto(f"/ui/keys/{record.id}")
     assert await page.locator("#f-expires").get_attribute("type") == "datetime-local"
     patched = await web.stack.admin("PATCH", f"/keys/{record.id}", {"budget_usd": 50})
