@@ -252,7 +252,10 @@ async def test_a_busy_keepalive_connection_outlives_the_timeouts_then_idles_out(
     assert sent - began > 2 * LIMITS["header_timeout_s"], answered
     assert answered >= 3, answered
     assert await asyncio.wait_for(reader.read(100), 10) == b""  # closed, as idle
-    assert 0.8 < time.monotonic() - last < 3
+    # ... after keepalive_s, not header_timeout_s: an explorer's nginx pool and a load
+    # balancer reuse connections idle far longer than a header timeout (it closed at 10 s
+    # where the docs and ingress.keepalive_s say 30, racing their next request).
+    assert LIMITS["keepalive_s"] - 0.3 < time.monotonic() - last < LIMITS["keepalive_s"] + 1.5
     writer.close()
 
 

@@ -6,8 +6,10 @@ its head one byte at a time, stops sending its body, or stops reading an answer 
 forever. Each bound here answers or closes such a connection (see docs/security.md):
 
 * a head larger than ``max_header_bytes`` or with more than ``max_headers`` fields: 431;
-* no complete head ``header_timeout_s`` after the connection opened (or after the previous
-  answer): 408 if a partial head arrived, else the idle connection is closed;
+* no complete head ``header_timeout_s`` after the connection opened or the next request
+  began: 408 if a partial head arrived, else the idle connection is closed; a keep-alive
+  connection idle ``keepalive_s`` after its last answer is closed (load balancers reuse
+  connections idle for a minute: closing at the header timeout raced their next request);
 * no complete body ``body_timeout_s`` after the head: 408 if nothing was answered yet, and
   the connection is closed (the application sees a disconnect);
 * an answer the client does not read for ``write_timeout_s`` (the socket buffer stays full):
@@ -53,6 +55,7 @@ class GuardedProtocol(HttpToolsProtocol):
     max_header_bytes = 32 * 1024
     max_headers = 100
     header_timeout_s = 10.0
+    keepalive_s = 30.0
     body_timeout_s = 60.0
     write_timeout_s = 60.0
     max_connections = 4096
@@ -116,6 +119,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._phase == "idle":  # the head's own time starts with its first byte
+            self._arm(self.header_timeout_s)
         self._phase = "head"
         self._head_bytes = 0
         self._header_bytes = 0
@@ -152,7 +157,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             if self._phase == "app":  # else an early answer: the body's rest may still come
                 self._phase = "idle"
-            self._arm(self.header_timeout_s)
+                self._arm(self.keepalive_s)
+            else:
+                self._arm(self.header_timeout_s)
 
     def timeout_keep_alive_handler(self) -> None:
         """uvicorn's keep-alive timeout, which closes the idle connection: not while a request
@@ -245,6 +252,7 @@ def guarded(settings: Settings) -> type[GuardedProtocol]:
             "max_header_bytes": ingress.max_header_bytes,
             "max_headers": ingress.max_headers,
             "header_timeout_s": ingress.header_timeout_s,
+            "keepalive_s": ingress.keepalive_s,
             "body_timeout_s": ingress.body_timeout_s,
             "write_timeout_s": ingress.write_timeout_s,
             "max_connections": ingress.max_connections,
