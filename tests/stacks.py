@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,17 @@ class Stack:
         """The gateway management API's credential (the token ``up`` wrote)."""
         token = self.settings.admin_token_file.read_text(encoding="utf-8").strip()
         return {"Authorization": f"Bearer {token}"}
+
+    def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """One ``switchyard`` CLI command against this stack (its settings file)."""
+        return subprocess.run(
+            [sys.executable, "-m", "switchyard", "--config", str(self.config_file), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     async def admin(self, method: str, path: str, body: Any = None) -> httpx.Response:
         """One call to the gateway's ``/admin/v1`` API."""

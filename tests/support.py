@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,8 +16,10 @@ import msgspec
 import nats
 import yaml
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, StreamConfig
 
+from switchyard.bus import replies, subjects
 from switchyard.bus.connect import subscribed
 from switchyard.config import Settings, load_settings
 from switchyard.schemas.events import UsageBatch, UsageEvent
@@ -188,6 +190,26 @@ async def flushed(nc: NATS) -> None:
     """Return once the server has every subscription ``nc`` made (``nc.flush()`` does not
     promise it: see :func:`switchyard.bus.connect.subscribed`)."""
     await subscribed(nc)
+
+
+async def bus_answer(
+    nc: NATS, body: Mapping[str, object], headers: dict[str, str], subject: str = subjects.CHAT
+) -> replies.Reply:
+    """The final or error message of one request on the NATS API (its other messages, the
+    ``accepted``, chunks and keep-alives, are skipped)."""
+    inbox = nc.new_inbox()
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+    sub = await nc.subscribe(inbox, cb=got.put)
+    try:
+        await nc.publish(subject, msgspec.json.encode(body), reply=inbox, headers=headers)
+        async with asyncio.timeout(30):
+            while True:
+                msg = await got.get()
+                reply = replies.decode_reply(msg.data, msg.headers)
+                if reply.kind in (replies.ReplyKind.FINAL, replies.ReplyKind.ERROR):
+                    return reply
+    finally:
+        await sub.unsubscribe()
 
 
 async def settle(nc: Any, seconds: float = 0.15) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,17 +18,6 @@ from tests.support import pause_now
 from tests.upstream import FakeOpenAI
 
 pytestmark = pytest.mark.integration
-
-
-def _cli(stack: Stack, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "switchyard", "--config", str(stack.config_file), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @contextmanager
@@ -52,7 +39,7 @@ async def test_a_valkey_outage_is_said_not_a_500_and_keys_are_still_shown(stack:
         one = await stack.admin("GET", f"/keys/{record.id}")
         daily = await stack.admin("GET", "/spend?days=1")
         ranked = await stack.admin("GET", "/spend/ranking?by=model")
-        shown = _cli(stack, "keys", "show", record.id)
+        shown = stack.cli("keys", "show", record.id)
     assert listed.status_code == 200, listed.text
     assert "Valkey/Redis" in listed.json()["spend_unavailable"]
     assert [k["spend"] for k in listed.json()["keys"]] == [None, None]
@@ -151,7 +138,7 @@ async def test_secrets_rm_of_a_secret_in_use_says_what_breaks_and_needs_force(
 ) -> None:
     provider = {"kind": "openai-compatible", "api_base": upstream.base_url, "secret": "pc-key"}
     both = [{"provider": "pc-prov", "model": "echo"}, {"provider": "fake", "model": "echo"}]
-    put = _cli(stack, "secrets", "put", "pc-key", "--from-stdin", stdin="sk-papercut-0000")
+    put = stack.cli("secrets", "put", "pc-key", "--from-stdin", stdin="sk-papercut-0000")
     assert put.returncode == 0, put.stderr
     assert (await stack.admin("PUT", "/providers/pc-prov", provider)).status_code == 200
     only = {"deployments": [{"provider": "pc-prov", "model": "echo"}]}
@@ -160,7 +147,7 @@ async def test_secrets_rm_of_a_secret_in_use_says_what_breaks_and_needs_force(
     backed = {**only, "fallbacks": ["pc-both"]}
     assert (await stack.admin("PUT", "/routes/pc-backed", backed)).status_code == 200
     try:
-        refused = _cli(stack, "secrets", "rm", "pc-key")  # stdin is not a terminal
+        refused = stack.cli("secrets", "rm", "pc-key")  # stdin is not a terminal
         assert refused.returncode == 1
         assert "provider(s) pc-prov" in refused.stderr
         assert "nothing to answer (503): pc-only" in refused.stderr
@@ -174,16 +161,16 @@ async def test_secrets_rm_of_a_secret_in_use_says_what_breaks_and_needs_force(
         said = conflict.json()["error"]["message"]
         assert "pc-backed (only its fallback pc-both will answer)" in said
         assert "pass --force" in refused.stderr
-        assert _cli(stack, "secrets", "show", "pc-key").returncode == 0  # still there
+        assert stack.cli("secrets", "show", "pc-key").returncode == 0  # still there
 
-        forced = _cli(stack, "secrets", "rm", "pc-key", "--force")
+        forced = stack.cli("secrets", "rm", "pc-key", "--force")
         assert forced.returncode == 0, forced.stderr
         assert "pc-only" in forced.stderr  # still said
-        listed = _cli(stack, "secrets", "list")
+        listed = stack.cli("secrets", "list")
         assert listed.returncode == 0, listed.stderr
         assert "missing: `pc-key` is named by provider pc-prov" in listed.stdout
         assert "missing: `missing-secret` is named by provider fake-locked" in listed.stdout
-        as_json = _cli(stack, "secrets", "list", "--json")
+        as_json = stack.cli("secrets", "list", "--json")
         assert "pc-key" not in as_json.stdout  # the JSON is still what is stored
         assert "missing: `pc-key`" in as_json.stderr
     finally:
@@ -194,9 +181,9 @@ async def test_secrets_rm_of_a_secret_in_use_says_what_breaks_and_needs_force(
             "/providers/pc-prov",
         ):
             await stack.admin("DELETE", path)
-    unused = _cli(stack, "secrets", "put", "pc-spare", "--from-stdin", stdin="sk-spare-0000")
+    unused = stack.cli("secrets", "put", "pc-spare", "--from-stdin", stdin="sk-spare-0000")
     assert unused.returncode == 0, unused.stderr
-    quiet = _cli(stack, "secrets", "rm", "pc-spare")  # nobody uses it: no question asked
+    quiet = stack.cli("secrets", "rm", "pc-spare")  # nobody uses it: no question asked
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr == ""
 
@@ -219,11 +206,11 @@ async def test_parallel_route_edits_all_apply(stack: Stack, upstream: FakeOpenAI
 async def test_a_second_key_of_a_name_in_use_is_created_with_a_warning(stack: Stack) -> None:
     """`keys create my-app` twice succeeded silently; `keys show my-app` then refused with
     "2 keys are named `my-app`". Still allowed (names are labels), now said when created."""
-    first = _cli(stack, "keys", "create", "namesake-app")
+    first = stack.cli("keys", "create", "namesake-app")
     assert first.returncode == 0, first.stderr
     assert "warning" not in first.stderr
     first_id = first.stdout.split()[1]
-    second = _cli(stack, "keys", "create", "namesake-app")
+    second = stack.cli("keys", "create", "namesake-app")
     assert second.returncode == 0, second.stderr
     warned = [line for line in second.stderr.splitlines() if line.startswith("warning:")]
     assert warned == [
@@ -238,16 +225,16 @@ async def test_a_second_key_of_a_name_in_use_is_created_with_a_warning(stack: St
 
 
 async def test_changing_a_keys_budget_period_says_where_its_spend_starts(stack: Stack) -> None:
-    made = _cli(stack, "keys", "create", "period-change", "--budget", "5")
+    made = stack.cli("keys", "create", "period-change", "--budget", "5")
     assert made.returncode == 0, made.stderr
     key_id = made.stdout.split()[1]
-    changed = _cli(stack, "keys", "update", key_id, "--budget-period", "daily")
+    changed = stack.cli("keys", "update", key_id, "--budget-period", "daily")
     assert changed.returncode == 0, changed.stderr
     notes = [line for line in changed.stderr.splitlines() if line.startswith("note:")]
     assert len(notes) == 1, changed.stderr
     assert "`daily` period's counter" in notes[0]
     assert "`monthly` is not carried over" in notes[0]
-    same = _cli(stack, "keys", "update", key_id, "--budget-period", "daily", "--rpm", "5")
+    same = stack.cli("keys", "update", key_id, "--budget-period", "daily", "--rpm", "5")
     assert same.returncode == 0, same.stderr
     assert "note:" not in same.stderr
 
@@ -255,15 +242,15 @@ async def test_changing_a_keys_budget_period_says_where_its_spend_starts(stack: 
 async def test_the_cli_removes_a_keys_expiry_with_never(stack: Stack) -> None:
     """`keys update --expires-in` refused never, 0, none and "" alike, so only the API
     (`expires_at: 0`) could make an expiring key permanent."""
-    made = _cli(stack, "keys", "create", "expiry-removed", "--expires-in", "30d")
+    made = stack.cli("keys", "create", "expiry-removed", "--expires-in", "30d")
     assert made.returncode == 0, made.stderr
     key_id = made.stdout.split()[1]
     assert (await stack.admin("GET", f"/keys/{key_id}")).json()["expires_at"] > time.time()
-    cleared = _cli(stack, "keys", "update", key_id, "--expires-in", "never")
+    cleared = stack.cli("keys", "update", key_id, "--expires-in", "never")
     assert cleared.returncode == 0, cleared.stderr
     assert (await stack.admin("GET", f"/keys/{key_id}")).json()["expires_at"] == 0
-    assert "  expires    never" in _cli(stack, "keys", "show", key_id).stdout
-    wrong = _cli(stack, "keys", "update", key_id, "--expires-in", "forever")
+    assert "  expires    never" in stack.cli("keys", "show", key_id).stdout
+    wrong = stack.cli("keys", "update", key_id, "--expires-in", "forever")
     assert wrong.returncode == 1
     assert "or never for a key that does not expire" in wrong.stderr
 

@@ -7,18 +7,17 @@ On a stack of its own, as the internal client ``app``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
 import pytest_asyncio
-from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
-from switchyard.bus import replies, subjects
+from switchyard.bus import replies
 from tests.stacks import Stack, start_stack
+from tests.support import bus_answer
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,21 +48,10 @@ async def _answer(stack: Stack, headers: dict[str, str], model: str = "echo") ->
     """The final or error message of one chat request for ``model`` sent with ``headers``
     (and the key)."""
     nc = await stack.connect("app")
-    inbox = nc.new_inbox()
-    got: asyncio.Queue[Msg] = asyncio.Queue()
-    sub = await nc.subscribe(inbox, cb=got.put)
     try:
         headers = {"Authorization": f"Bearer {stack.api_key}", **headers}
-        body = msgspec.json.encode({**CHAT, "model": model})
-        await nc.publish(subjects.CHAT, body, reply=inbox, headers=headers)
-        async with asyncio.timeout(30):
-            while True:
-                msg = await got.get()
-                reply = replies.decode_reply(msg.data, msg.headers)
-                if reply.kind in (replies.ReplyKind.FINAL, replies.ReplyKind.ERROR):
-                    return reply
+        return await bus_answer(nc, {**CHAT, "model": model}, headers)
     finally:
-        await sub.unsubscribe()
         await nc.close()
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 from typing import Any
 
 import httpx
@@ -29,16 +27,6 @@ pytestmark = pytest.mark.integration
 BUDGET_RULE = "budget must be a finite number of dollars, 0 or more"
 ENDLESS_JSON = [b"1e309", b"Infinity", b"NaN", b"-Infinity"]
 ENDLESS_TEXT = ["inf", "nan", "1e309", "Infinity"]
-
-
-def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "switchyard", "--config", str(stack.config_file), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def _raw(stack: Stack, method: str, path: str, body: bytes) -> httpx.Response:
@@ -84,7 +72,7 @@ async def test_a_budget_json_cannot_carry_is_refused_everywhere_and_nothing_is_s
         form = await web.post("/ui/keys", data=_key_form(csrf, "finite-form", text))
         assert form.status_code == 400, form.text
         assert "Budget must be a finite number of dollars, 0 or more" in form.text
-        cli = _cli(stack, "keys", "create", "finite-cli", f"--budget={text}")
+        cli = stack.cli("keys", "create", "finite-cli", f"--budget={text}")
         assert cli.returncode == 2, cli.stderr
         assert f"argument --budget: B{BUDGET_RULE[1:]}" in cli.stderr
         assert "Traceback" not in cli.stderr
@@ -154,7 +142,7 @@ async def test_an_unreadable_key_is_refused_listed_apart_and_revoked(
         assert status == 401, error
         assert "its stored record cannot be read" in error["message"]
 
-    listed = _cli(stack, "keys", "list")
+    listed = stack.cli("keys", "list")
     assert listed.returncode == 0, listed.stderr
     assert fine.id in listed.stdout
     assert nulled.id not in listed.stdout

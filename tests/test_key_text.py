@@ -8,8 +8,6 @@ of its own in spend).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -17,16 +15,6 @@ import pytest
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
-
-
-def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "switchyard", "--config", str(stack.config_file), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def _count(stack: Stack) -> int:
@@ -85,17 +73,17 @@ async def test_a_control_character_is_refused_naming_the_field(
 async def test_the_cli_refuses_an_empty_name_and_trims_as_the_api_does(stack: Stack) -> None:
     before = await _count(stack)
     for name in ("", "   "):
-        refused = _cli(stack, "keys", "create", name)
+        refused = stack.cli("keys", "create", name)
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert "error: name: a key needs a name" in refused.stderr
         assert "key:" not in refused.stdout
     assert await _count(stack) == before
     tag = uuid.uuid4().hex[:8]
-    created = _cli(stack, "keys", "create", f"cli-{tag}\r", "--team", f"t-{tag}\r", "--json")
+    created = stack.cli("keys", "create", f"cli-{tag}\r", "--team", f"t-{tag}\r", "--json")
     assert created.returncode == 0, created.stderr
     listed = await stack.admin("GET", f"/keys?q=cli-{tag}")
     (record,) = listed.json()["keys"]
     assert (record["name"], record["team"]) == (f"cli-{tag}", f"t-{tag}")
-    refused = _cli(stack, "keys", "update", record["id"], "--owner", "a\x1bb")
+    refused = stack.cli("keys", "update", record["id"], "--owner", "a\x1bb")
     assert refused.returncode == 1
     assert "owner holds a control character" in refused.stderr

@@ -19,6 +19,7 @@ from switchyard.bus import headers as h
 from switchyard.bus import replies, subjects
 from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack
+from tests.support import bus_answer
 
 pytestmark = pytest.mark.integration
 
@@ -53,23 +54,6 @@ async def _replies(
     return out
 
 
-async def _answer(nc: NATS, body: Mapping[str, object], headers: dict[str, str]) -> replies.Reply:
-    """The final or error message of one request (its other messages are skipped)."""
-    inbox = nc.new_inbox()
-    got: asyncio.Queue[Msg] = asyncio.Queue()
-    sub = await nc.subscribe(inbox, cb=got.put)
-    try:
-        await nc.publish(subjects.CHAT, msgspec.json.encode(body), reply=inbox, headers=headers)
-        async with asyncio.timeout(30):
-            while True:
-                msg = await got.get()
-                reply = replies.decode_reply(msg.data, msg.headers)
-                if reply.kind in (replies.ReplyKind.FINAL, replies.ReplyKind.ERROR):
-                    return reply
-    finally:
-        await sub.unsubscribe()
-
-
 def _headers(stack: Stack) -> dict[str, str]:
     deadline = str(int((time.time() + 30) * 1000))
     return {"Authorization": f"Bearer {stack.api_key}", h.DEADLINE: deadline}
@@ -80,7 +64,7 @@ async def test_a_header_spelled_in_lowercase_is_refused_with_its_spelling(stack:
     nc = await stack.connect("app")
     try:
         body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-        reply = await _answer(nc, body, {**_headers(stack), "sy-request-id": "lower-1"})
+        reply = await bus_answer(nc, body, {**_headers(stack), "sy-request-id": "lower-1"})
     finally:
         await nc.close()
     assert (reply.kind, reply.status) == (replies.ReplyKind.ERROR, 400)
@@ -97,7 +81,7 @@ async def test_all_deployments_failed_names_the_last_deployment_and_the_attempts
     nc = await stack.connect("app")
     try:
         body = {"model": "err500", "messages": [{"role": "user", "content": "hi"}]}
-        reply = await _answer(nc, body, _headers(stack))
+        reply = await bus_answer(nc, body, _headers(stack))
     finally:
         await nc.close()
         # The next test of `err500` expects it to fail, not to be cooling down: ended, and a
@@ -116,9 +100,9 @@ async def test_a_key_without_bearer_is_refused_saying_how_to_send_it(stack: Stac
     body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
     deadline = {h.DEADLINE: str(int((time.time() + 30) * 1000))}
     try:
-        bare = await _answer(nc, body, {**deadline, "Authorization": stack.api_key})
-        basic = await _answer(nc, body, {**deadline, "Authorization": "Basic dXNlcjpwYXNz"})
-        sent = await _answer(nc, body, _headers(stack))
+        bare = await bus_answer(nc, body, {**deadline, "Authorization": stack.api_key})
+        basic = await bus_answer(nc, body, {**deadline, "Authorization": "Basic dXNlcjpwYXNz"})
+        sent = await bus_answer(nc, body, _headers(stack))
     finally:
         await nc.close()
     for reply, problem in (
@@ -220,8 +204,8 @@ async def test_authorization_spelled_in_lowercase_is_a_400_saying_how_to_spell_i
     lower = {**deadline, "authorization": f"Bearer {stack.api_key}"}
     nc = await stack.connect("app")
     try:
-        named = await _answer(nc, body, {**lower, h.REQUEST_ID: "lower-auth-1"})
-        unnamed = await _answer(nc, body, lower)
+        named = await bus_answer(nc, body, {**lower, h.REQUEST_ID: "lower-auth-1"})
+        unnamed = await bus_answer(nc, body, lower)
         listed = await _replies(nc, subjects.MODELS, {}, lower)
     finally:
         await nc.close()
