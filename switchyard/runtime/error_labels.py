@@ -84,6 +84,7 @@ OWN_CODES = frozenset(
         "too_many_concurrent_requests",
         "too_many_failed_authentications",
         "unsupported_content_encoding",
+        "unknown_parameter",
         "unsupported_parameter",
         "unsupported_value",
         "upgrade_unfinished",

@@ -44,7 +44,9 @@ async def test_a_deleted_deployment_is_marked_removed_and_a_new_one_gets_a_card(
         await web.goto("/ui/queues")
         await page.mouse.move(0, 0)  # not over a card's button (cards do not move under one)
         gone = page.locator(f"[data-dep='{GONE}']")
-        requests = web.chats(http, "ui-gone", 3, "g")
+        # Five on one slot: two heads may each send one straight to dispatch before the
+        # deployment is marked saturated (three were not always enough to see the badge).
+        requests = web.chats(http, "ui-gone", 5, "g")
         try:
             await gone.locator("[data-f=saturated]").wait_for(timeout=15_000)
             await page.wait_for_function(

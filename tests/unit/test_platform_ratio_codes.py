@@ -40,8 +40,8 @@ CLIENT_ERRORS = {
     "missing_admin_token", "missing_api_key", "missing_required_parameter", "model_not_allowed",
     "model_not_found", "not_found", "previous_response_not_found", "provider_rejected_request",
     "reader_too_slow", "request_timeout", "request_too_large", "secret_in_use", "secret_not_found",
-    "storage_quota_exceeded", "unsupported_content_encoding", "unsupported_parameter",
-    "unsupported_value",
+    "storage_quota_exceeded", "unknown_parameter", "unsupported_content_encoding",
+    "unsupported_parameter", "unsupported_value",
 }  # fmt: skip
 # error_type values that are no code: success, a client that left, a status without a code.
 OTHERS = {"": "ok", "cancelled": "left", "500": "5xx", "529": "5xx", "429": "429", "422": "4xx"}
