@@ -98,3 +98,11 @@ async def test_a_prompt_array_and_n_get_one_choice_each_in_openais_order() -> No
     chat = json.loads((await demo.complete(demo_call("chat", messages=HELLO, n=3))).body)
     assert len(chat["choices"]) == 3
     assert {c["finish_reason"] for c in chat["choices"]} == {"stop"}
+
+
+async def test_more_than_128_choices_in_all_is_a_400_before_any_is_built() -> None:
+    demo = Demo()
+    with pytest.raises(InvalidRequest) as caught:
+        await demo.complete(demo_call("complete", prompt=[""] * 1_000_000, n=2))
+    assert caught.value.param == "prompt"
+    assert "at most 128" in caught.value.message

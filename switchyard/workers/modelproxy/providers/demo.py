@@ -50,13 +50,24 @@ def _prompt_text(call: ProviderCall) -> str:
 def _prompts(call: ProviderCall) -> list[str | None]:
     """One entry per answer a whole request asks for: each prompt of a completions prompt
     array, each ``n`` times (OpenAI's order), as LangChain's ``batch()`` expects; ``None``
-    reads the request's own text."""
+    reads the request's own text.
+
+    Raises:
+        InvalidRequest: more than :data:`MAX_CHOICES` answers in all (a 4 MiB body holds a
+            million empty prompts: built here, they would hold the model-proxy's loop).
+    """
     prompt = call.body.get("prompt")
     texts: list[str | None] = [None]
     if call.op == "complete" and isinstance(prompt, list) and prompt:
         texts = [p for p in prompt if isinstance(p, str)] or texts  # token-id arrays: one
     n = call.body.get("n")
     n = n if isinstance(n, int) and 1 <= n <= MAX_CHOICES else 1
+    if len(texts) * n > MAX_CHOICES:
+        raise InvalidRequest(
+            f"the demo model gives at most {MAX_CHOICES} choices a request (prompts x n); "
+            f"this one asks for {len(texts) * n:,}",
+            param="prompt" if len(texts) > 1 else "n",
+        )
     return [text for text in texts for _ in range(n)]
 
 
