@@ -313,6 +313,23 @@ async def test_slow_header_sender_gets_408(edge: Stack) -> None:
     assert time.monotonic() - began < 5
 
 
+async def test_a_first_head_started_late_still_ends_a_header_timeout_after_the_open(
+    edge: Stack,
+) -> None:
+    """A later request's head is timed from its first byte (the connection sat idle up to
+    ``keepalive_s`` before it); a first request's is timed from the connection's open, or a
+    client could hold a connection for two header timeouts before its head had to be done."""
+    limit = LIMITS["header_timeout_s"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(edge))
+    began = time.monotonic()
+    await asyncio.sleep(limit * 0.8)
+    writer.write(b"GET /health HTTP/1.1\r\n")  # a head begun late, never finished
+    got = await asyncio.wait_for(reader.read(1000), 10)
+    writer.close()
+    assert _status(got) == 408, got
+    assert time.monotonic() - began < limit * 1.6  # not 1.8 timeouts: from the open
+
+
 async def test_slow_body_sender_gets_408(edge: Stack) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", _port(edge))
     writer.write(_post(edge, b"x" * 100)[:-90])  # the head and 10 of 100 bytes

@@ -6,8 +6,9 @@ its head one byte at a time, stops sending its body, or stops reading an answer 
 forever. Each bound here answers or closes such a connection (see docs/security.md):
 
 * a head larger than ``max_header_bytes`` or with more than ``max_headers`` fields: 431;
-* no complete head ``header_timeout_s`` after the connection opened or the next request
-  began: 408 if a partial head arrived, else the idle connection is closed; a keep-alive
+* no complete head ``header_timeout_s`` after the connection opened (on a kept-alive
+  connection, after the next request's first byte): 408 if a partial head arrived, else the
+  idle connection is closed; a keep-alive
   connection idle ``keepalive_s`` after its last answer is closed (load balancers reuse
   connections idle for a minute: closing at the header timeout raced their next request);
 * no complete body ``body_timeout_s`` after the head: 408 if nothing was answered yet, and
@@ -65,6 +66,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refused = False
         # idle (between requests) -> head -> body -> app (the request is in) -> idle
         self._phase = "idle"
+        self._answered = False  # a request was answered: the connection is kept alive
         self._head_bytes = 0
         self._header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -119,8 +121,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._phase == "idle":  # the head's own time starts with its first byte
-            self._arm(self.header_timeout_s)
+        if self._phase == "idle" and self._answered:  # a later head's time starts with it
+            self._arm(self.header_timeout_s)  # (a first one's counts from the connection)
         self._phase = "head"
         self._head_bytes = 0
         self._header_bytes = 0
@@ -157,6 +159,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             if self._phase == "app":  # else an early answer: the body's rest may still come
                 self._phase = "idle"
+                self._answered = True
                 self._arm(self.keepalive_s)
             else:
                 self._arm(self.header_timeout_s)
