@@ -6,11 +6,12 @@ free loopback ports under a temporary home, with extra settings per test module.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,20 @@ class Stack:
             timeout=60,
             check=False,
         )
+
+    async def listed_keys(
+        self, query: str, settled: Callable[[list[dict[str, Any]]], bool], timeout: float = 10
+    ) -> list[dict[str, Any]]:
+        """``GET /admin/v1/keys?<query>`` once ``settled`` holds for its keys: the list comes
+        from the gateway's index, which follows the bucket a moment behind a write."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            listed = await self.admin("GET", f"/keys?{query}")
+            assert listed.status_code == 200, listed.text
+            keys: list[dict[str, Any]] = listed.json()["keys"]
+            if settled(keys) or asyncio.get_running_loop().time() > deadline:
+                return keys
+            await asyncio.sleep(0.1)
 
     async def admin(self, method: str, path: str, body: Any = None) -> httpx.Response:
         """One call to the gateway's ``/admin/v1`` API."""

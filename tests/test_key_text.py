@@ -8,6 +8,7 @@ of its own in spend).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -18,9 +19,17 @@ pytestmark = pytest.mark.integration
 
 
 async def _count(stack: Stack) -> int:
-    listed = await stack.admin("GET", "/keys?limit=1")
-    assert listed.status_code == 200, listed.text
-    return int(listed.json()["count"])
+    """How many keys the gateway lists, once its index has caught up with earlier writes
+    (two reads 0.3 s apart agree)."""
+    last = -1
+    while True:
+        listed = await stack.admin("GET", "/keys?limit=1")
+        assert listed.status_code == 200, listed.text
+        count = int(listed.json()["count"])
+        if count == last:
+            return count
+        last = count
+        await asyncio.sleep(0.3)
 
 
 async def test_the_api_trims_the_text_and_refuses_an_empty_name(stack: Stack) -> None:
@@ -31,8 +40,8 @@ async def test_the_api_trims_the_text_and_refuses_an_empty_name(stack: Stack) ->
     assert created.status_code == 201, created.text
     record = created.json()["record"]
     assert (record["name"], record["owner"], record["team"]) == (f"crlf-{tag}", "a@x", f"ml-{tag}")
-    listed = await stack.admin("GET", f"/keys?team=ml-{tag}")
-    assert [k["id"] for k in listed.json()["keys"]] == [record["id"]]
+    listed = await stack.listed_keys(f"team=ml-{tag}", bool)
+    assert [k["id"] for k in listed] == [record["id"]]
 
     before = await _count(stack)
     for body in ({"name": "   "}, {"name": "\t\r\n"}):
@@ -81,8 +90,7 @@ async def test_the_cli_refuses_an_empty_name_and_trims_as_the_api_does(stack: St
     tag = uuid.uuid4().hex[:8]
     created = stack.cli("keys", "create", f"cli-{tag}\r", "--team", f"t-{tag}\r", "--json")
     assert created.returncode == 0, created.stderr
-    listed = await stack.admin("GET", f"/keys?q=cli-{tag}")
-    (record,) = listed.json()["keys"]
+    (record,) = await stack.listed_keys(f"q=cli-{tag}", bool)
     assert (record["name"], record["team"]) == (f"cli-{tag}", f"t-{tag}")
     refused = stack.cli("keys", "update", record["id"], "--owner", "a\x1bb")
     assert refused.returncode == 1

@@ -46,6 +46,7 @@ def check_params(query: QueryParams, allowed: tuple[str, ...]) -> None:
         raise InvalidRequest(
             f"query parameter `{repeated[0]}` is given more than once; give it once",
             param=repeated[0],
+            code="unknown_parameter",  # as the docs say: one code for a query it does not take
         )
 
 
