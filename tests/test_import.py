@@ -221,6 +221,20 @@ async def test_apply_refuses_an_unset_env_secret_unless_told_to_go_on(
     assert "not stored: lite_unset_key ($LITE_UNSET_KEY is not set in this shell)" in out.stdout
     assert "switchyard secrets put lite_unset_key" in out.stdout
 
+    # Stored since (a CI runner that exports only new providers' variables): the unset
+    # variable needs nothing, and the import runs again without the flag.
+    put = await stack.admin("PUT", "/secrets/lite_unset_key", {"value": "sk-stored-0123456789"})
+    assert put.status_code == 200, put.text
+    again = await asyncio.to_thread(run)
+    assert again.returncode == 0, again.stdout + again.stderr
+    # A variable ending in a newline (as CI secrets often do) is stored without it.
+    env["LITE_UNSET_KEY"] = "sk-from-env-0123456789\n"
+    stored = await asyncio.to_thread(run, "--replace")
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    info = (await stack.admin("GET", "/secrets")).json()["secrets"]
+    (entry,) = [i for i in info if i["name"] == "lite_unset_key"]
+    assert entry["last4"] == "6789"
+
 
 def _run_cli(config: Path, stack: Stack, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

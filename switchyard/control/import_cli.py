@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import getpass
 import socket
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -225,11 +226,16 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
             raise InputError("", *_invalid(problems))
         if result.dropped and not getattr(args, "allow_partial", False):
             raise InputError("", *_partial(result.dropped))
-        unset = unset_variables(result, from_env=args.secrets_from_env)
-        if unset and not getattr(args, "allow_missing_secrets", False):
-            raise InputError("", *_missing(unset))
+        allow_missing = bool(getattr(args, "allow_missing_secrets", False))
         return asyncio.run(
-            _apply(result, settings, out, from_env=args.secrets_from_env, replace=replace)
+            _apply(
+                result,
+                settings,
+                out,
+                from_env=args.secrets_from_env,
+                replace=replace,
+                allow_missing=allow_missing,
+            )
         )
     if result.dropped:
         print(
@@ -276,16 +282,18 @@ def _partial(dropped: list[tuple[str, str]]) -> tuple[str, str]:
     return problem, "fix or remove them in the LiteLLM config, or add --allow-partial"
 
 
-def unset_variables(result: ImportResult, *, from_env: bool) -> list[str]:
+def unset_variables(
+    result: ImportResult, *, from_env: bool, stored: Collection[str] = ()
+) -> list[str]:
     """With ``--secrets-from-env``: the variables keys are to be read from that are not set
-    (or empty) in this shell, sorted."""
+    (or empty) in this shell, sorted; a key already stored (``stored``) needs none."""
     if not from_env:
         return []
     return sorted(
         {
             s.env_var
             for s in result.secrets
-            if s.env_var and value_to_store(s, from_env=True) is None
+            if s.env_var and s.name not in stored and value_to_store(s, from_env=True) is None
         }
     )
 
@@ -372,7 +380,13 @@ def _refusal(entries: list[NameChange], taken: list[StoredSecret]) -> tuple[str,
 
 
 async def _apply(
-    result: ImportResult, settings: Settings, out: TextIO, *, from_env: bool, replace: bool
+    result: ImportResult,
+    settings: Settings,
+    out: TextIO,
+    *,
+    from_env: bool,
+    replace: bool,
+    allow_missing: bool = False,
 ) -> int:
     nc = await connect(
         settings.nats_servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=0
@@ -384,6 +398,9 @@ async def _apply(
         changes = compare(state.table, result.table)
         live_report(state, changes, result.table, out)
         stored = await stored_versions(SecretsAdmin(nc, actor=actor))
+        unset = unset_variables(result, from_env=from_env, stored=stored)
+        if unset and not allow_missing:  # refused before anything is written
+            raise InputError("", *_missing(unset))
         found = _secret_overwrites(result, state.table, stored, from_env=from_env)
         secrets_report(found, out)
         entries, taken = replaced(changes), in_use(found)

@@ -31,7 +31,9 @@ def value_to_store(secret: SecretPlaceholder, *, from_env: bool) -> str | None:
     if secret.value:
         return secret.value
     if from_env and secret.env_var:
-        return read_env_secret(secret.env_var)
+        # A CI or Kubernetes secret often ends in a newline, which no key holds (and the
+        # secrets service refuses): dropped, as `secrets put` drops it.
+        return (read_env_secret(secret.env_var) or "").rstrip("\r\n") or None
     return None
 
 
