@@ -32,7 +32,8 @@ EXIT_CODES = f"""exit codes:
   0  done
   {FAILED}  the command failed (not found, ambiguous name, refused change, invalid value)
   {USAGE}  unusable arguments or settings file
-  {NO_STACK}  no Switchyard stack answering (or, for status, none in this home)
+  {NO_STACK}  no Switchyard stack answering (or, for status, none in this home); a stack that
+     refuses this home's certificate is {FAILED}
   130  interrupted (Ctrl-C)"""
 
 
@@ -332,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from switchyard.stack.attach import unreachable_message  # noqa: PLC0415
 
         print(f"error: {unreachable_message(settings, exc)}", file=sys.stderr)
-        return NO_STACK
+        return FAILED if exc.refused else NO_STACK  # a refused certificate stays refused
     except SwitchyardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return FAILED

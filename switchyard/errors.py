@@ -115,12 +115,17 @@ class BusUnreachable(BusError):
         servers: the URLs tried.
         identity: who tried to connect.
         reason: what the attempt ended with (refused, timed out, TLS handshake...).
+        refused: a server answered and refused this identity (its certificate unknown, or
+            signed by another CA): trying again later will not help.
     """
 
-    def __init__(self, servers: tuple[str, ...], identity: str, reason: str) -> None:
+    def __init__(
+        self, servers: tuple[str, ...], identity: str, reason: str, *, refused: bool = False
+    ) -> None:
         self.servers = servers
         self.identity = identity
         self.reason = reason
+        self.refused = refused
         super().__init__(f"cannot connect to NATS at {', '.join(servers)} as {identity}: {reason}")
 
 

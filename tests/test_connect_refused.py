@@ -37,6 +37,7 @@ async def test_a_service_identity_the_server_does_not_know_fails_fast(stack: Sta
         # from hanging the suite.
         await asyncio.wait_for(connect(settings.nats_servers, settings.certs_dir, "stranger"), 60)
     assert refused.value.identity == "stranger"
+    assert refused.value.refused  # the CLI's exit code 1, not 3 ("try again later")
     assert time.monotonic() - started < 30
 
 
@@ -96,3 +97,4 @@ async def test_a_cli_with_another_stacks_certificates_fails_fast(
         )
     assert time.monotonic() - started < 15
     assert "not one this home's certificate authority signed" in str(refused.value)
+    assert refused.value.refused

@@ -124,10 +124,12 @@ async def connect(
             # a CLI command hung for over ten minutes.
             await asyncio.wait_for(nc.close(), CLOSE_FAILED_S)
         reason = first.reason(exc)
-        if first.login_refused or _login_refused(exc):
+        login = first.login_refused or _login_refused(exc)
+        if login:
             cert = require_tls_files(cert_dir, identity).cert
             reason = f"{reason}: {unknown_certificate(cert, identity)}"
-        raise BusUnreachable(tuple(servers), identity, reason) from exc
+        refused = login or isinstance(exc, ssl.SSLCertVerificationError)
+        raise BusUnreachable(tuple(servers), identity, reason, refused=refused) from exc
     connected = True
     server = _server(nc)
     return nc
