@@ -248,6 +248,9 @@ def test_sync_never_applies_a_file_without_routes_as_the_whole_table(cli_stack: 
     assert cli_stack.run("routes", "sync", "--apply", timeout=30).returncode == 0
     bare = {k: v for k, v in cli_stack.doc.items() if k not in ("routes", "providers")}
     cli_stack.write_config(bare)
+    preview = cli_stack.run("routes", "sync", timeout=30)
+    assert "--apply would refuse" in preview.stdout, preview.stdout
+    assert "--expected-revision" not in preview.stdout
     refused = cli_stack.run("routes", "sync", "--apply", timeout=30)
     assert refused.returncode != 0, refused.stdout
     assert "defines no routes and no providers" in refused.stderr

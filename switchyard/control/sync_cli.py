@@ -98,21 +98,24 @@ async def _sync(
         print(f"{what} {source} (live revision {state.revision}):", file=out)
         for change in changes:
             print(f"  {change.describe()}", file=out)
+        empty = not (merging or manages_routes(settings))
+        refusal = (
+            f"{source} defines no routes and no providers: applying it would remove every "
+            "live route but the built-in demo (a file that lost its routes: block, or none "
+            "found). Nothing written: delete routes in the web app or through the admin API, "
+            "or give a file that lists the routes to keep"
+        )
         if not apply:
             print(
-                f"nothing written: run again with --apply --expected-revision {state.revision} "
-                "to write it (refused if the live table changes meanwhile)",
+                f"nothing written; --apply would refuse: {refusal}"
+                if empty
+                else f"nothing written: run again with --apply --expected-revision "
+                f"{state.revision} to write it (refused if the live table changes meanwhile)",
                 file=out,
             )
             return 1 if exit_code else 0
-        if not (merging or manages_routes(settings)):
-            raise InputError(
-                "",
-                f"{source} defines no routes and no providers: applying it would remove every "
-                "live route but the built-in demo (a file that lost its routes: block, or "
-                "none found). Nothing written: delete routes in the web app or through the "
-                "admin API, or give a file that lists the routes to keep",
-            )
+        if empty:
+            raise InputError("", refusal)
         try:
             written = await control.put_table(target, state.revision)
         except Conflict:
