@@ -13,6 +13,7 @@ from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.ui import csrf, sessions, signin_guard
 from switchyard.admin.ui.app import _over_tls
 from switchyard.admin.ui.forms import field_name, place, split_validation
+from switchyard.admin.ui.pages.secrets import _checked
 from switchyard.admin.ui.pages.spend import _cell, csv_text
 from switchyard.admin.ui.render import ENV, usd
 from switchyard.admin.ui.sessions import SessionStore
@@ -327,3 +328,10 @@ def test_a_window_opened_while_the_last_ones_summary_waits_is_still_counting() -
     assert guard.summary(now=60.1) is None
     assert guard.summary(now=120.1) is not None
     assert not guard.counting()
+
+
+def test_a_secret_value_of_two_lines_is_said_as_such_on_the_form() -> None:
+    """The one-line rule's refusal read "Enter the key (1 to 16,384 characters)"."""
+    assert "one line" in _checked("ok", "sk-a\tb")["value"]
+    assert "16,384" in _checked("ok", "")["value"]
+    assert _checked("ok", "sk-fine") == {}

@@ -45,6 +45,8 @@ def _checked(name: str, value: str) -> dict[str, str]:
         text = str(exc)
         if "`$.name`" in text:
             return {"name": "Use 1-63 lowercase letters, digits, - or _ (not first)."}
+        if "one line" in text:
+            return {"value": "An API key is one line: no line break, tab or other control key."}
         return {"value": "Enter the key (1 to 16,384 characters)."}
     return {}
 
