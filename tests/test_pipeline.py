@@ -52,8 +52,18 @@ async def test_stream_is_not_buffered(stack: Stack) -> None:
     assert len(gaps_ms) == 5
     assert abs(statistics.median(gaps_ms) - 20) < 10, gaps_ms
     # Buffered, chunks come together (gaps near 0). Paced, a loaded CI machine still jitters
-    # them both ways (41, 13, 24, 43, 7 ms once), so only near-zero gaps count against it.
-    assert sum(1 for g in gaps_ms if g < 5) <= 1, gaps_ms
+    # them both ways (41, 13, 24, 43, 7 ms once), so only near-zero gaps count against it, and
+    # not those right after a stall (a gap over 40 ms: the machine paused the edge or the
+    # test), when the chunks it held arrive together (75, 0.03, 0.02, 32, 15 ms once).
+    unexplained, after_stall = 0, False
+    for gap in gaps_ms:
+        if gap > 40:
+            after_stall = True
+        elif gap < 5:
+            unexplained += 0 if after_stall else 1
+        else:
+            after_stall = False
+    assert unexplained <= 1, gaps_ms
 
 
 async def test_expired_deadline_is_504_and_provider_never_called(
