@@ -19,13 +19,13 @@ import msgspec
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
 from switchyard.bus import replies, subjects
 from switchyard.schemas.routing import deployment_id
 from switchyard.schemas.scheduling import SCHED_ENCODER, SchedState
 from tests.stacks import Stack, start_stack
+from tests.support import bus_answer
 from tests.upstream import FakeOpenAI
 
 pytestmark = pytest.mark.integration
@@ -83,23 +83,11 @@ async def _record(stack: Stack, deployment: str, state: SchedState) -> None:
 
 async def _answer(nc: NATS, body: Mapping[str, object], api_key: str) -> replies.Reply:
     """The final or error message of one request on the NATS API."""
-    inbox = nc.new_inbox()
-    got: asyncio.Queue[Msg] = asyncio.Queue()
-    sub = await nc.subscribe(inbox, cb=got.put)
     headers = {
         "Authorization": f"Bearer {api_key}",
         h.DEADLINE: str(int((time.time() + 30) * 1000)),
     }
-    try:
-        await nc.publish(subjects.CHAT, msgspec.json.encode(body), reply=inbox, headers=headers)
-        async with asyncio.timeout(30):
-            while True:
-                msg = await got.get()
-                reply = replies.decode_reply(msg.data, msg.headers)
-                if reply.kind in (replies.ReplyKind.FINAL, replies.ReplyKind.ERROR):
-                    return reply
-    finally:
-        await sub.unsubscribe()
+    return await bus_answer(nc, body, headers)
 
 
 async def test_a_full_queue_asks_for_the_time_it_needs_to_drain(tight: Stack) -> None:
