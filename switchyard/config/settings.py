@@ -250,6 +250,11 @@ class IngressSettings(_Section, frozen=True):
             byte a second is never dropped by ``write_timeout_s``) gets the stream's error
             event ``reader_too_slow`` and its provider call is stopped.
         keepalive_s: an idle keep-alive connection is closed after this.
+        stream_start_s: a stream whose first content has not come after this long starts
+            without it (status 200 and an SSE comment, another every as many seconds until
+            it comes), so a proxy's read timeout does not cut a long first-token wait; an
+            error after that is the stream's error event, not an HTTP status. 0: a stream
+            starts only with its first content.
         max_connections: open connections per edge process; more are closed at once.
         failed_auth_limit / failed_auth_window_s: an address that presents this many unknown
             keys within the window gets 429 for keys that fail until the window has passed;
@@ -269,6 +274,7 @@ class IngressSettings(_Section, frozen=True):
     write_timeout_s: Seconds = 60.0
     max_unread_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 8 * 1024 * 1024
     keepalive_s: Seconds = 30.0
+    stream_start_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 4096
     failed_auth_limit: Annotated[int, msgspec.Meta(ge=1)] = 20
     failed_auth_window_s: Seconds = 60.0

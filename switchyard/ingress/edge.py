@@ -71,6 +71,7 @@ class Edge:
         self.stats: EdgeMetrics | None = None
         self.tracing: Tracing = OFF
         self.body_limit = settings.ingress.max_body_bytes
+        self.stream_start_s = settings.ingress.stream_start_s
         self.auth_failures = FailedAuthGuard(
             settings.ingress.failed_auth_limit, settings.ingress.failed_auth_window_s
         )

@@ -8,8 +8,9 @@ other path (models, health, docs, management) goes to the FastAPI app unchanged.
 Per request: read the body once (413 past the limit, checked on Content-Length first),
 authenticate against the local key ring (401), decode once into a probe (400), stamp the
 envelope, send it on ``llm.v1.*`` and turn the replies into JSON or server-sent events. A stream
-commits its status only when the first content arrives, so an error before the first token is
-a proper HTTP error; one after it ends the stream with an error event. Every request waiting
+commits its status when the first content arrives (:mod:`.stream_relay`; or once it is
+``ingress.stream_start_s`` late), so an error before it is a proper HTTP error; one after it
+ends the stream with an error event. Every request waiting
 for its answer is listed in the edge's :class:`~switchyard.ingress.departure.Waiting`, so an
 edge that stops can answer the ones its grace period did not see through (503
 ``edge_stopping``); one still being read or admitted then gets that 503 as it starts waiting.
@@ -49,12 +50,12 @@ from switchyard.ingress.edge import (
     Edge,
     FinalReply,
     presented_key,
-    sse_frames,
     stream_error,
 )
 from switchyard.ingress.estimate import request_estimate
 from switchyard.ingress.onewrite import send_last, send_whole
-from switchyard.ingress.timeouts import deadline_header, first_chunk_wait, first_reply
+from switchyard.ingress.stream_relay import SSE_HEADERS, answered_by, relay_stream
+from switchyard.ingress.timeouts import deadline_header, first_chunk_wait
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.tracing import NO_HOP, Hop, span_name
@@ -101,11 +102,6 @@ for _prefix in ("/v1", ""):
 ANTHROPIC_OPS = frozenset({"messages", "count_tokens"})
 
 _JSON = [(b"content-type", b"application/json")]
-_SSE = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 PRIORITY_HEADER = b"x-switchyard-priority"  # interactive | default | batch (Sy-Priority)
 BETA_HEADER = b"anthropic-beta"  # Anthropic's beta features (Sy-Anthropic-Beta), passed on
 _WANTED = frozenset(
@@ -226,16 +222,16 @@ class FastPath:
                     # is released here rather than when the garbage collector gets to it.
                     replies = client.exchange(subject, body, env, on_overflow=departure.fell_behind)
                     async with contextlib.aclosing(replies):
-                        await _stream(
+                        await relay_stream(
                             replies,
-                            request_id=request_id,
-                            limit_headers=limit_headers,
+                            headers=[*SSE_HEADERS, *_id_headers(request_id, op), *limit_headers],
                             departure=departure,
                             send=send,
                             state=state,
                             final=call.final,
                             dialect=op,
                             first_within=first_chunk_wait(wanted),
+                            early_s=edge.stream_start_s,
                         )
                     return
                 call.final.reply = await _whole(client.exchange(subject, body, env), call.final)
@@ -435,7 +431,7 @@ async def _answer(
     limit_headers: list[tuple[bytes, bytes]],
     op: str,
 ) -> None:
-    extra = [*_id_headers(request_id, op), *limit_headers, *_answered_by(reply)]
+    extra = [*_id_headers(request_id, op), *limit_headers, *answered_by(reply)]
     await _respond(send, 200, reply.body, _JSON + extra)
 
 
@@ -446,16 +442,6 @@ def _id_headers(request_id: str, op: str) -> list[tuple[bytes, bytes]]:
     if op in ANTHROPIC_OPS:
         return [(b"x-request-id", value), (b"request-id", value)]
     return [(b"x-request-id", value)]
-
-
-def _answered_by(reply: Reply) -> list[tuple[bytes, bytes]]:
-    """Which deployment answered, after how many attempts (a final, or a stream's first chunk)."""
-    if not reply.deployment:
-        return []
-    return [
-        (b"x-switchyard-deployment", reply.deployment.encode()),
-        (b"x-switchyard-attempts", str(reply.attempts or 1).encode()),
-    ]
 
 
 async def _respond(
@@ -480,7 +466,7 @@ async def _respond_error(
     errors, or a head that found no deployment)."""
     headers = [*_JSON, *_id_headers(request_id, op), *exc.headers]
     if refusal is not None:
-        headers += _answered_by(refusal)
+        headers += answered_by(refusal)
     if exc.retry_after is not None:
         headers.append((b"retry-after", http_retry_after(exc.retry_after).encode()))
     # Anthropic's SDKs read errors in Anthropic's shape; every other route speaks OpenAI's.
@@ -544,53 +530,3 @@ async def _refuse(
     # Written at once even to a client that stopped reading (``reader_too_slow``): it reads
     # the event after what it has yet to read, or the write timeout drops it.
     await send_last(send, stream_error(exc, call.op, call.final))
-
-
-async def _stream(
-    replies: Any,
-    *,
-    request_id: str,
-    limit_headers: list[tuple[bytes, bytes]],
-    departure: Departure,
-    send: Send,
-    state: dict[str, bool],
-    final: FinalReply,
-    dialect: str = "chat",
-    first_within: float | None = None,
-) -> None:
-    """Relay a reply stream as SSE; ``state["started"]`` turns True once the server has taken
-    the response's start. ``first_within``: seconds the first chunk may take (504 past it)."""
-    first = await first_reply(replies, first_within)
-    if first is None:
-        raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
-    if first.kind is ReplyKind.ERROR:
-        final.refusal = first
-        raise error_from_reply(first)
-    frames = sse_frames(first, replies, final, dialect)
-    opening = await anext(frames, b"")  # made from ``first``: at hand, so it goes with the head
-
-    def taken() -> None:  # the server has the start: a stop that lands while the opening
-        state["started"] = True  # waits on flow control ends the stream, not a second start
-
-    await send_whole(
-        send,
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                *_SSE,
-                *_id_headers(request_id, dialect),
-                *limit_headers,
-                *_answered_by(first),
-            ],
-        },
-        {"type": "http.response.body", "body": opening, "more_body": True},
-        taken=taken,
-    )
-    final.first_at = time.perf_counter()
-    async for frame in frames:
-        if departure.gone:  # the client left (and the wait for this frame was not interrupted)
-            raise ClientGone
-        await send({"type": "http.response.body", "body": frame, "more_body": True})
-    if not departure.gone:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})

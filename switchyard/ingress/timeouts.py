@@ -7,8 +7,8 @@ client waits for something narrower:
   Python SDK too, or ``NOT_GIVEN`` when the call set none): the Node SDKs time only the wait
   for the response headers (their ``fetchWithTimeout`` clears the timer once ``fetch``
   resolves), the Python ones each read. For a whole answer either is the wait for all of it;
-  a stream's headers go out with its first chunk, so for a stream it bounds only the wait
-  for that chunk, never the stream.
+  a stream's headers go out with its first chunk (or once it is ``ingress.stream_start_s``
+  late), so for a stream it bounds only the wait for that chunk, never the stream.
 * ``X-Stainless-Read-Timeout`` (OpenAI's Python SDK sends only this one): the longest wait for
   the next bytes, so the deadline of a whole answer and nothing for a stream.
 """

@@ -23,7 +23,7 @@ import pytest
 
 from switchyard.bus.replies import Reply, ReplyKind
 from switchyard.errors import ApiError
-from switchyard.ingress import fastpath
+from switchyard.ingress import fastpath, stream_relay
 from switchyard.ingress.departure import Departure, Waiting
 from switchyard.runtime.tasks import TaskSupervisor
 
@@ -89,10 +89,9 @@ async def _relay(send: fastpath.Send, waiting: Waiting, tasks: TaskSupervisor) -
             Departure(_never, tasks, waiting) as departure,
             contextlib.aclosing(_chunks()) as replies,
         ):
-            await fastpath._stream(
+            await stream_relay.relay_stream(
                 replies,
-                request_id="r",
-                limit_headers=[],
+                headers=list(stream_relay.SSE_HEADERS),
                 departure=departure,
                 send=send,
                 state=state,
