@@ -32,6 +32,7 @@ pytestmark = pytest.mark.integration
 LATE = "late"  # its first chunk after 2.5 s
 ON_TIME = "echo"
 CHAT = {"messages": [{"role": "user", "content": "one two three"}], "stream": True}
+RESPONSES = {"input": "one two three"}
 MESSAGES = {"max_tokens": 32, "messages": [{"role": "user", "content": "one two three"}]}
 
 
@@ -140,21 +141,31 @@ async def test_the_sdks_read_a_stream_that_started_early(early: Stack) -> None:
     assert said.split()[-3:] == ["one", "two", "three"]
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
 async def test_an_error_after_an_early_start_is_the_streams_error_event(
     early: Stack, path: str
 ) -> None:
     """The first chunk misses its ``X-Stainless-Timeout`` (1.5 s) after the stream started at
     0.5 s: the answer is a 200 whose stream ends with the deadline's error event in the
     route's dialect, not a second status."""
-    doc = {**(CHAT if path.endswith("completions") else MESSAGES), "model": LATE}
+    docs: dict[str, dict[str, Any]] = {
+        "/v1/chat/completions": CHAT,
+        "/v1/messages": MESSAGES,
+        "/v1/responses": RESPONSES,
+    }
+    doc = {**docs[path], "model": LATE}
     resp, _, lines = await _timed_stream(early, path, doc, **{"X-Stainless-Timeout": "1.5"})
     assert resp.status_code == 200, lines
     assert lines[0][1].startswith(b":"), lines
     data = [json.loads(line[5:]) for _, line in lines if line.startswith(b"data:")]
-    assert len(data) == 1, lines  # nothing but the error
+    events = [line[6:].strip() for _, line in lines if line.startswith(b"event:")]
     if path == "/v1/messages":
-        assert (b"event: error") in [line for _, line in lines]
+        assert events == [b"error"], lines  # nothing but the error
         assert data[0]["error"]["type"] == "timeout_error", data
+    elif path == "/v1/responses":
+        assert events == [b"error", b"response.failed"], lines
+        assert data[0]["code"] == "deadline_exceeded", data
+        assert data[1]["response"]["status"] == "failed", data
     else:
+        assert len(data) == 1, lines
         assert data[0]["error"]["code"] == "deadline_exceeded", data
