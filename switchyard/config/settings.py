@@ -7,6 +7,7 @@ Defaults run the local stack; ``switchyard.example.yaml`` shows every field. Der
 from __future__ import annotations
 
 import enum
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -259,6 +260,9 @@ class IngressSettings(_Section, frozen=True):
         failed_auth_limit / failed_auth_window_s: an address that presents this many unknown
             keys within the window gets 429 for keys that fail until the window has passed;
             valid keys from it still pass (see docs/security.md).
+        trusted_proxies: addresses and CIDR networks of reverse proxies whose
+            ``X-Forwarded-For`` names the client (its right-most untrusted entry) for the
+            failed-key and sign-in guards and audit entries; empty: the TCP peer is the client.
     """
 
     tail: Listen = Listen(port=8080)
@@ -278,6 +282,21 @@ class IngressSettings(_Section, frozen=True):
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 4096
     failed_auth_limit: Annotated[int, msgspec.Meta(ge=1)] = 20
     failed_auth_window_s: Seconds = 60.0
+    trusted_proxies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Raises ConfigError naming a ``trusted_proxies`` entry that is not an address or
+        a network (a network with host bits set: ``10.0.0.1/8`` means which?)."""
+        for index, entry in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(entry.strip(), strict=True)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"ingress.trusted_proxies[{index}]",
+                    f"`{entry}` is not an IP address or CIDR network: {exc}",
+                    "give addresses (10.0.0.5, 2001:db8::5) or networks with no host bits set "
+                    "(10.0.0.0/8, not 10.0.0.1/8; fd00::/8)",
+                ) from None
 
 
 class HeadSettings(_Section, frozen=True):

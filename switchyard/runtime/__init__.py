@@ -8,5 +8,5 @@ consumers and buckets (:mod:`.definitions`); the NATS micro-service error bounda
 (:mod:`.http`); the audit actor of admin requests (:mod:`.audit`); warnings at most once in a
 while (:mod:`.throttle`); a request-reply caller's view of its answer stream
 (:mod:`.reply_wait`); the scheme and host a client used behind a reverse proxy
-(:mod:`.forwarded`).
+(:mod:`.forwarded`), and the client's address behind trusted proxies (:mod:`.client_address`).
 """

@@ -1,0 +1,143 @@
+"""Who the client is behind trusted proxies (``ingress.trusted_proxies``): the right-most
+``X-Forwarded-For`` entry that is not trusted, the peer when the header is malformed or the
+peer is not trusted, and a bad entry in the setting refused when the settings load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from switchyard.config import load_settings
+from switchyard.errors import ConfigError
+from switchyard.runtime.client_address import TrustedProxies, address
+
+pytestmark = pytest.mark.unit
+
+PROXIES = TrustedProxies(["127.0.0.1", "10.0.0.0/8", "2001:db8:ffff::/48", "::1"])
+
+
+def _scope(peer: str | None, *forwarded_for: bytes) -> dict[str, Any]:
+    headers = [(b"host", b"x"), *((b"x-forwarded-for", value) for value in forwarded_for)]
+    return {"client": (peer, 4711) if peer else None, "headers": headers}
+
+
+def test_the_right_most_untrusted_entry_is_the_client() -> None:
+    # A client's own entries (left) are spoofable; the proxies append the rest.
+    assert PROXIES.client_behind("127.0.0.1", "198.51.100.9") == "198.51.100.9"
+    chain = "203.0.113.66, 198.51.100.9, 10.1.2.3"
+    assert PROXIES.client_behind("10.9.9.9", chain) == "198.51.100.9"
+    assert PROXIES.client_behind("127.0.0.1", " 198.51.100.9 ,10.1.2.3,  10.4.5.6 ") == (
+        "198.51.100.9"
+    )
+    # Several header lines are one list, in order.
+    scope = _scope("127.0.0.1", b"203.0.113.66, 198.51.100.9", b"10.1.2.3")
+    assert PROXIES.client(scope) == "198.51.100.9"
+
+
+def test_an_untrusted_peer_is_the_client_whatever_it_sends() -> None:
+    assert PROXIES.client_behind("192.0.2.50", "198.51.100.9") == "192.0.2.50"
+    assert PROXIES.client(_scope("192.0.2.50", b"198.51.100.9")) == "192.0.2.50"
+    assert PROXIES.client(_scope("10.0.0.1")) == "10.0.0.1"  # trusted, no header: itself
+    assert PROXIES.client(_scope(None, b"198.51.100.9")) == ""  # no peer known (Unix socket)
+
+
+def test_no_trusted_proxies_reads_no_header() -> None:
+    nobody = TrustedProxies()
+    assert not nobody
+    assert PROXIES
+    assert nobody.client(_scope("127.0.0.1", b"198.51.100.9")) == "127.0.0.1"
+    assert nobody.client({"client": ("127.0.0.1", 1)}) == "127.0.0.1"  # headers not even asked
+
+
+def test_ipv6_peers_entries_and_ports() -> None:
+    assert PROXIES.client_behind("::1", "2001:db8:1::7") == "2001:db8:1::7"
+    # Written in full or in capitals, it is one address (the guards count it once).
+    assert PROXIES.client_behind("::1", "2001:DB8:1:0:0:0:0:7") == "2001:db8:1::7"
+    assert PROXIES.client_behind("2001:db8:ffff:1::2", "2001:db8:1::7, 2001:db8:ffff::9") == (
+        "2001:db8:1::7"
+    )
+    assert PROXIES.client_behind("::1", "[2001:db8:1::7]:443") == "2001:db8:1::7"
+    assert PROXIES.client_behind("::1", "[2001:db8:1::7]") == "2001:db8:1::7"
+    assert PROXIES.client_behind("127.0.0.1", "198.51.100.9:51234") == "198.51.100.9"
+    # An IPv4 address written as IPv6 (a dual-stack socket) is the IPv4 one, as peer and entry.
+    assert PROXIES.client_behind("::ffff:127.0.0.1", "::ffff:198.51.100.9") == "198.51.100.9"
+    assert PROXIES.client_behind("::ffff:10.0.0.1", "198.51.100.9, ::ffff:10.2.2.2") == (
+        "198.51.100.9"
+    )
+    # 2001:db8:fffe:: is outside the trusted /48.
+    assert PROXIES.client_behind("2001:db8:fffe::1", "198.51.100.9") == "2001:db8:fffe::1"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "unknown",
+        "198.51.100.9, unknown",
+        "198.51.100.9,",
+        "198.51.100.9,,10.0.0.1",
+        "198.51.100.999",
+        "198.51.100.9:port",
+        "198.51.100.9:",
+        "[2001:db8::1",
+        "[2001:db8::1]x",
+        "2001:db8::1]:443",
+        "example.com",
+        "198.51.100.9 203.0.113.1",
+    ],
+)
+def test_a_malformed_header_leaves_the_peer_as_the_client(header: str) -> None:
+    assert PROXIES.client_behind("127.0.0.1", header) == "127.0.0.1"
+
+
+def test_only_the_entries_read_must_be_addresses() -> None:
+    """Garbage left of the client's entry is the client's own: it proves nothing and changes
+    nothing (else a client could fall back to the proxy's address at will)."""
+    assert PROXIES.client_behind("127.0.0.1", "garbage, unknown, 198.51.100.9") == "198.51.100.9"
+
+
+def test_when_every_entry_is_trusted_the_left_most_is_the_client() -> None:
+    assert PROXIES.client_behind("127.0.0.1", "10.1.1.1, 10.2.2.2") == "10.1.1.1"
+    assert PROXIES.client_behind("10.0.0.1", "10.0.0.1") == "10.0.0.1"
+    assert PROXIES.client_behind("::1", "::1, 127.0.0.1") == "::1"
+
+
+def test_entries_are_parsed_to_addresses() -> None:
+    assert str(address(" 192.0.2.1 ")) == "192.0.2.1"
+    assert address("192.0.2.1:99999x") is None
+    assert str(address("[::ffff:192.0.2.1]:80")) == "192.0.2.1"
+    assert str(address("fe80::1%eth0")) == "fe80::1%eth0"
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ("10.0.0.1/8", "has host bits set"),
+        ("proxy.internal", "does not appear to be an IPv4 or IPv6 network"),
+        ("10.0.0.0/33", "does not appear to be an IPv4 or IPv6 network"),
+        ("", "does not appear to be an IPv4 or IPv6 network"),
+    ],
+)
+def test_a_bad_entry_is_a_config_error_naming_it(entry: str, said: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            None, env={}, overrides={"ingress.trusted_proxies": ["127.0.0.1", entry, "::1"]}
+        )
+    assert caught.value.field == "ingress.trusted_proxies[1]"
+    assert f"`{entry}`" in caught.value.problem
+    assert said in caught.value.problem
+    assert "10.0.0.0/8" in caught.value.hint
+
+
+def test_good_entries_load() -> None:
+    given = ["127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8", "0.0.0.0/0"]
+    settings = load_settings(None, env={}, overrides={"ingress.trusted_proxies": given})
+    assert settings.ingress.trusted_proxies == tuple(given)
+    assert TrustedProxies(settings.ingress.trusted_proxies)
+    from_env = {"SWITCHYARD_INGRESS__TRUSTED_PROXIES": '["192.0.2.0/24", "2001:db8::/32"]'}
+    assert load_settings(None, env=from_env).ingress.trusted_proxies == (
+        "192.0.2.0/24",
+        "2001:db8::/32",
+    )
+    assert load_settings(None, env={}).ingress.trusted_proxies == ()
