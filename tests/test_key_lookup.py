@@ -30,6 +30,11 @@ from tests.support import jetstream_server, until
 pytestmark = pytest.mark.integration
 
 
+def _peer(address: str) -> dict[str, Any]:
+    """The ASGI scope of a request from ``address``, as the edge's routes pass it."""
+    return {"client": (address, 50000), "headers": []}
+
+
 def _stall(ring: KeyRing) -> Any:
     """The ring's watch stops delivering, as after the node loss; the consumer to delete."""
     watcher: Any = ring._follower._watcher
@@ -68,7 +73,7 @@ async def test_a_key_the_watch_has_not_delivered_is_read_from_the_bucket(tmp_pat
             await asyncio.sleep(0.3)
             assert len(ring) == 0  # the watch did not deliver it
 
-            assert (await edge.authenticate(api_key, "10.0.0.1")).id == record.id
+            assert (await edge.authenticate(api_key, _peer("10.0.0.1"))).id == record.id
             assert ring.found_by_lookup == 1
             assert not edge.auth_failures  # a key found counts as no failure
 
@@ -78,7 +83,7 @@ async def test_a_key_the_watch_has_not_delivered_is_read_from_the_bucket(tmp_pat
             await admin.revoke(record.id)
             await until(lambda: refused == [(record.id, "api_key_revoked")])
             with pytest.raises(AuthenticationFailed) as revoked:
-                await edge.authenticate(api_key, "10.0.0.1")
+                await edge.authenticate(api_key, _peer("10.0.0.1"))
             assert revoked.value.code == "api_key_revoked"
             assert ring.found_by_lookup == 1
         finally:
@@ -98,25 +103,26 @@ async def test_an_unknown_key_is_read_once_and_still_counts_as_a_failure(tmp_pat
         try:
             guess = new_api_key()
             answers = await asyncio.gather(
-                *(edge.authenticate(guess, "10.0.0.2") for _ in range(3)), return_exceptions=True
+                *(edge.authenticate(guess, _peer("10.0.0.2")) for _ in range(3)),
+                return_exceptions=True,
             )
             assert [getattr(a, "code", a) for a in answers] == ["invalid_api_key"] * 3
             assert len(reads) == 1  # three at once: one read
             with pytest.raises(AuthenticationFailed):
-                await edge.authenticate(guess, "10.0.0.2")
+                await edge.authenticate(guess, _peer("10.0.0.2"))
             assert len(reads) == 1  # remembered as absent for a second
             with pytest.raises(AuthenticationFailed):  # not our shape: never read
-                await edge.authenticate("sk-proj-" + "x" * 40, "10.0.0.2")
+                await edge.authenticate("sk-proj-" + "x" * 40, _peer("10.0.0.2"))
             assert len(reads) == 1
 
             # Unknown keys still count towards the address's limit, and past it no read is made.
             limit = settings.ingress.failed_auth_limit
             for _ in range(limit):
                 with contextlib.suppress(AuthenticationFailed):
-                    await edge.authenticate(new_api_key(), "10.0.0.3")
+                    await edge.authenticate(new_api_key(), _peer("10.0.0.3"))
             before = len(reads)
             with pytest.raises(RateLimited):
-                await edge.authenticate(new_api_key(), "10.0.0.3")
+                await edge.authenticate(new_api_key(), _peer("10.0.0.3"))
             assert len(reads) == before
 
             # A revoked or missing key from that address still reads why (an explorer got the
@@ -127,12 +133,12 @@ async def test_an_unknown_key_is_read_once_and_still_counts_as_a_failure(tmp_pat
             await admin.revoke(revoked.id)
             await until(lambda: getattr(ring._by_hash.get(revoked.hash), "disabled", False))
             with pytest.raises(AuthenticationFailed) as why:
-                await edge.authenticate(revoked_key, "10.0.0.3")
+                await edge.authenticate(revoked_key, _peer("10.0.0.3"))
             assert why.value.code == "api_key_revoked"
             with pytest.raises(AuthenticationFailed) as missing:
-                await edge.authenticate(None, "10.0.0.3")
+                await edge.authenticate(None, _peer("10.0.0.3"))
             assert missing.value.code == "missing_api_key"
-            assert (await edge.authenticate(valid_key, "10.0.0.3")).id == valid.id
+            assert (await edge.authenticate(valid_key, _peer("10.0.0.3"))).id == valid.id
         finally:
             await ring.stop()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from switchyard.admin.audit import AuditLog
@@ -18,6 +18,7 @@ from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
 from switchyard.runtime.batchrecords import BatchRecords
+from switchyard.runtime.client_address import TrustedProxies
 from switchyard.schemas.routing import RouteTable
 
 
@@ -65,6 +66,9 @@ class AdminContext:
     files: FileTable  # what the settings file defines (seeds the live table), read when changed
     convert_litellm: LiteLLMConverter | None = None
     batches: BatchRecords | None = None  # the Batch API's jobs, followed live (read-only)
+    # Whose X-Forwarded-For names the client (ingress.trusted_proxies): the sign-in guard and
+    # every audit entry's source.
+    proxies: TrustedProxies = field(default_factory=TrustedProxies)
 
     @property
     def file_table(self) -> RouteTable:

@@ -34,6 +34,7 @@ from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.runtime.batchrecords import BatchRecords
+from switchyard.runtime.client_address import TrustedProxies
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.shutdown import disconnect
 
@@ -94,6 +95,7 @@ class AdminPlugin:
             files=FileTable(settings, Path(settings.source_file) if settings.source_file else None),
             convert_litellm=self._convert,
             batches=batches,
+            proxies=TrustedProxies(settings.ingress.trusted_proxies),
         )
         self._budgets = BudgetWatch(
             nc.jetstream(timeout=5), self.context.spend, metrics, settings.admin.budget_watch_s

@@ -253,7 +253,7 @@ class BatchApi:
         ]
 
     async def caller(self, request: Request) -> tuple[ClientKey, str, BatchStore]:
-        key = await self.edge.authenticate(_header_key(request))
+        key = await self.edge.authenticate(_header_key(request), request.scope)
         if self.store is None:
             raise ServiceUnavailable("the gateway is starting", code="starting")
         return key, fair_tenant(key.team, key.id), self.store

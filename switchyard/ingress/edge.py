@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ from switchyard.ingress.responses import (
     sse_error,
 )
 from switchyard.limits.limiter import Limiter
+from switchyard.runtime.client_address import TrustedProxies
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.tracing import OFF, Tracing
 from switchyard.schemas.keys import ClientKey
@@ -75,6 +76,7 @@ class Edge:
         self.auth_failures = FailedAuthGuard(
             settings.ingress.failed_auth_limit, settings.ingress.failed_auth_window_s
         )
+        self.proxies = TrustedProxies(settings.ingress.trusted_proxies)
         self._default_s = settings.ingress.default_deadline_s
         self._max_s = settings.ingress.max_deadline_s
         self._fallback_ids = 0
@@ -90,11 +92,15 @@ class Edge:
             raise ServiceUnavailable("the gateway is starting", code="starting")
         return self.client
 
-    async def authenticate(self, api_key: str | None, address: str = "") -> ClientKey:
+    async def authenticate(
+        self, api_key: str | None, scope: Mapping[str, Any] | None = None
+    ) -> ClientKey:
         """Raises AuthenticationFailed (401), RateLimited (429) for a key that failed from an
         address that presented too many unknown keys (see :mod:`.guard`; a valid key from it
         passes), or ServiceUnavailable while starting or when a key the ring does not know
-        cannot be read from the bucket (:meth:`KeyRing.look_up`)."""
+        cannot be read from the bucket (:meth:`KeyRing.look_up`). ``scope``: the request's
+        ASGI scope, read for the client's address only when a key failed
+        (:class:`~switchyard.runtime.client_address.TrustedProxies`)."""
         keys = self.keys
         if keys is None:
             raise ServiceUnavailable("the gateway is starting", code="starting")
@@ -103,6 +109,7 @@ class Edge:
         except AuthenticationFailed as exc:
             if exc.code != UNKNOWN_KEY:  # missing, revoked, expired: the client reads why
                 raise
+            address = self.proxies.client(scope) if scope is not None else ""
             guard = self.auth_failures
             if guard:  # some address has failures: the only case that costs a lookup
                 guard.check(address)
@@ -142,7 +149,7 @@ class Edge:
         """The models this key may use; in Anthropic's paged shape for an Anthropic client."""
         as_anthropic = anthropic.VERSION_HEADER in request.headers
         try:
-            key = await self.authenticate(_header_key(request), _address(request))
+            key = await self.authenticate(_header_key(request), request.scope)
             listing = await self._models(key)
             if as_anthropic:
                 ids = [m.get("id", "") for m in listing["data"]]
@@ -155,7 +162,7 @@ class Edge:
         model_id = request.path_params["model"]
         as_anthropic = anthropic.VERSION_HEADER in request.headers
         try:
-            key = await self.authenticate(_header_key(request), _address(request))
+            key = await self.authenticate(_header_key(request), request.scope)
             for model in (await self._models(key))["data"]:
                 if model["id"] == model_id:
                     if as_anthropic:
@@ -276,10 +283,6 @@ def presented_key(
 def _error(exc: ApiError, as_anthropic: bool) -> Response:
     # an Anthropic SDK reads Anthropic's shape
     return dialect_error(exc, as_anthropic=as_anthropic)
-
-
-def _address(request: Request) -> str:
-    return request.client.host if request.client is not None else ""
 
 
 def _header_key(request: Request) -> str | None:

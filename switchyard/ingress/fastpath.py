@@ -192,8 +192,7 @@ class FastPath:
         state = {"started": False}
         call = _Call(op, scope["path"])
         try:
-            peer = scope.get("client")
-            key = await edge.authenticate(_api_key(wanted), peer[0] if peer else "")
+            key = await edge.authenticate(_api_key(wanted), scope)
             if b"content-encoding" in wanted:
                 _plain_body(wanted[b"content-encoding"])
             body = await _read_body(receive, wanted.get(b"content-length"), edge.body_limit)

@@ -61,10 +61,6 @@ def _secured(response: Response, *, cache: bool = False) -> Response:
     return response
 
 
-def _source(request: Request) -> str:
-    return request.client.host if request.client else ""
-
-
 def _over_tls(request: Request) -> bool:
     """Whether the browser reached us over TLS: directly, or through a proxy that ends TLS
     and says so (``X-Forwarded-Proto``). Trusting the header only ever adds ``Secure``."""
@@ -179,7 +175,7 @@ class AdminUi:
         token = form.raw("token").strip()
         if not name:
             return self._signin_page("Enter your name: the audit log records it.", status=400)
-        source = _source(request)
+        source = context.proxies.client(request.scope)
         try:
             context.auth.check(token)  # the right token always signs in (an address is shared)
         except AuthenticationFailed:
@@ -210,7 +206,7 @@ class AdminUi:
             return self._signin_page("That admin token is not valid.", name=name, status=401)
         except ApiError as exc:
             return self._signin_page(exc.message, name=name, status=exc.status)
-        session_id, session = self.sessions.create(name, _source(request))
+        session_id, session = self.sessions.create(name, source)
         await context.audit.record(name, "session.signin", "", "", source=session.source, via="ui")
         target = form.get("next")
         if not target.startswith("/ui/") or target.startswith("//"):
