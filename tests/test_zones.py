@@ -278,6 +278,8 @@ TABLE: dict[str, dict[str, list[str]]] = {
             CONTROL_ADMIN,
             "$KV.sy_keys.k.forged",
             "$KV.sy_sched.dep.x",
+            "$KV.sy_response_items.tx.msg_x",  # only model-proxies keep response items
+            "$JS.API.DIRECT.GET.KV_sy_response_items.$KV.sy_response_items.tx.msg_x",
             "$JS.API.STREAM.MSG.DELETE.HOLD",
             "$JS.API.STREAM.PURGE.HOLD",
             "$JS.API.CONSUMER.CREATE.CANCELS.x",  # only model-proxies read stored cancels
@@ -300,12 +302,18 @@ TABLE: dict[str, dict[str, list[str]]] = {
             # Who created each native Responses answer: read and written.
             "$KV.sy_response_owners.resp_x",
             "$JS.API.DIRECT.GET.KV_sy_response_owners.$KV.sy_response_owners.resp_x",
+            # Translated Responses answers' items: written, and read for item references.
+            "$KV.sy_response_items.tx.msg_x",
+            "$JS.API.DIRECT.GET.KV_sy_response_items.$KV.sy_response_items.tx.msg_x",
         ],
         "pub_no": [
             SECRET_ADMIN,
             "secrets.v1.admin.put",
             "$JS.API.STREAM.PURGE.KV_sy_response_owners",
             "$JS.API.STREAM.DELETE.KV_sy_response_owners",
+            "$JS.API.STREAM.PURGE.KV_sy_response_items",
+            "$JS.API.STREAM.UPDATE.KV_sy_response_items",
+            "$JS.API.STREAM.DELETE.KV_sy_response_items",
             DISPATCH,
             "$JS.API.STREAM.DELETE.DISPATCH",
             "$JS.API.CONSUMER.CREATE.DISPATCH.x",

@@ -222,6 +222,9 @@ def permissions_for(identity: Identity) -> Permissions:
                 # Who created each native Responses answer (previous_response_id's owner).
                 *_kv_read(s.RESPONSE_OWNERS_BUCKET),
                 *_kv_write(s.RESPONSE_OWNERS_BUCKET),
+                # Translated Responses answers' items, read back for item references.
+                *_kv_read(s.RESPONSE_ITEMS_BUCKET),
+                *_kv_write(s.RESPONSE_ITEMS_BUCKET),
                 # The cancels stored while it was not running: read at start, with a consumer
                 # of its own (never written, purged or reshaped from here).
                 f"$JS.API.STREAM.INFO.{s.CANCELS_STREAM}",

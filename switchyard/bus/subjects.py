@@ -71,6 +71,8 @@ KEYS_BUCKET = "sy_keys"  # CLIENT: client key hashes and limits
 SCHED_BUCKET = "sy_sched"  # CORE: per-deployment saturation state (feeder writes, heads read)
 # CORE: which client key created each stored native Responses answer (model-proxies)
 RESPONSE_OWNERS_BUCKET = "sy_response_owners"
+# CORE: the output items of translated Responses answers, for later `item_reference`s
+RESPONSE_ITEMS_BUCKET = "sy_response_items"
 # The Batch API (CLIENT): uploaded and produced files, batch records, one result per line.
 FILES_BUCKET = "sy_files"  # object store
 BATCHES_BUCKET = "sy_batches"

@@ -395,6 +395,10 @@ class StreamSettings(_Section, frozen=True):
             together; from there its new ``default`` and ``batch`` requests get 503
             ``queue_full`` (interactive ones a tenth later) until the count is a tenth below.
             Counted by the feeder, so it lags a burst by milliseconds; not a byte bound.
+        response_items_max_age_s: how long the output items of translated Responses answers
+            (``store`` not false) are kept for later ``item_reference``s (OpenAI keeps 30 days).
+        response_items_max_bytes: the most the ``sy_response_items`` bucket keeps, all tenants
+            together; past it the oldest items go first.
     """
 
     dispatch_queue_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
@@ -405,6 +409,8 @@ class StreamSettings(_Section, frozen=True):
     duplicate_window_s: Seconds = 120.0
     usage_max_age_s: Seconds = 7 * 86400.0
     usage_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 2 * 1024 * 1024 * 1024
+    response_items_max_age_s: Seconds = 30 * 86400.0
+    response_items_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024
 
 
 class BatchSettings(_Section, frozen=True):

@@ -138,6 +138,30 @@ def audit_stream_config(settings: Settings) -> js_api.StreamConfig:
 DRAIN_ACK_PENDING = 1024
 
 
+def response_items_stream_config(settings: Settings) -> js_api.StreamConfig:
+    """The ``sy_response_items`` bucket's stream: a KV bucket (one value per key) whose oldest
+    items go first when it is full (nats-py makes buckets refuse new writes instead), kept
+    ``streams.response_items_max_age_s``. Written as nats-py writes a bucket's stream, so
+    ``js.key_value`` binds to it."""
+    st = settings.streams
+    bucket = s.RESPONSE_ITEMS_BUCKET
+    return js_api.StreamConfig(
+        name=f"KV_{bucket}",
+        description="output items of translated Responses answers, for item references",
+        subjects=[f"$KV.{bucket}.>"],
+        allow_direct=True,
+        allow_rollup_hdrs=True,
+        deny_delete=True,
+        discard=js_api.DiscardPolicy.OLD,
+        duplicate_window=120.0,
+        max_age=st.response_items_max_age_s,
+        max_bytes=st.response_items_max_bytes,
+        max_msgs_per_subject=1,
+        storage=js_api.StorageType.FILE,
+        num_replicas=settings.stream_replicas,
+    )
+
+
 def dispatch_consumer_config(
     settings: Settings, deployment_id: str, concurrency: int
 ) -> js_api.ConsumerConfig:

@@ -30,6 +30,7 @@ from switchyard.runtime.definitions import (
     files_store_config,
     hold_stream_config,
     load_route_table,
+    response_items_stream_config,
     sync_dispatch_consumers,
     usage_stream_config,
 )
@@ -73,6 +74,8 @@ async def provision_core(nc: NATS, settings: Settings, *, timeout: float = 10.0)
     await _ensure_kv(js, s.HEALTH_BUCKET, settings)
     await _ensure_kv(js, s.SCHED_BUCKET, settings)
     await _ensure_kv(js, s.RESPONSE_OWNERS_BUCKET, settings)
+    # A bucket whose oldest items go first: made (and its bounds kept) as a stream.
+    await _ensure_stream(js, response_items_stream_config(settings))
     table = await load_route_table(js)
     if table is None:
         table = settings.route_table
