@@ -40,6 +40,8 @@ OWN_CODES = frozenset(
         "invalid_request",
         "invalid_upstream_reply",
         "invalid_value",
+        "item_not_found",
+        "items_unavailable",
         "keys_unavailable",
         "limits_unavailable",
         "method_not_allowed",

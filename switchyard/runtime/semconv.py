@@ -100,6 +100,8 @@ SECRET_CACHE = "switchyard_secret_cache_total"  # result: hit, miss, error
 # deployment: 1 while this model-proxy does not pull it, its provider key unfetchable here
 KEY_PAUSED = "switchyard_modelproxy_key_paused"
 USAGE_EVENTS = "switchyard_usage_events_total"  # result: published, dropped
+# result: stored, failed (translated Responses answers' items kept for item_reference)
+RESPONSE_ITEMS = "switchyard_response_items_total"
 # Requests whose caller left (llm.v1.cancel). A counter of its own, and no provider error: a
 # client leaving is no provider failure, and the error ratios and their alerts must not rise
 # with it. The duration histograms time such a request under error_type CALLER_LEFT, so the

@@ -409,14 +409,14 @@ def test_refusals_name_the_field(fields: dict[str, Any], param: str, code: str) 
     assert caught.value.code == code
 
 
-def test_an_item_reference_refusal_says_how_a_client_stops_sending_them() -> None:
-    """The Vercel AI SDK sends references to earlier answers from a conversation's second
-    turn (its `store` defaults to true): the 400 names the option that stops it."""
+def test_an_item_reference_left_unresolved_is_refused_naming_no_option() -> None:
+    """The model-proxy fills references in before translating (tests/test_item_references.py):
+    one reaching the translation was not, and no client option would change that."""
     body = {"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}
     with pytest.raises(InvalidRequest) as caught:
         to_chat(body)
-    assert "store: false" in caught.value.message
-    assert "providerOptions" in caught.value.message
+    assert "send the item itself" in caught.value.message
+    assert "store: false" not in caught.value.message
 
 
 def test_background_false_and_store_are_accepted() -> None:

@@ -21,7 +21,8 @@ from tests.opspack import dashboard_queries, rules
 SERVER_ERRORS = {
     "admin_disabled", "all_deployments_failed", "answer_too_large", "deadline_exceeded",
     "deadline_too_short", "deployment_removed", "deployments_cooling_down", "edge_stopping",
-    "file_storage_full", "head_stopping", "invalid_upstream_reply", "keys_unavailable",
+    "file_storage_full", "head_stopping", "invalid_upstream_reply", "items_unavailable",
+    "keys_unavailable",
     "limits_unavailable", "no_answer", "no_deployment", "no_workers", "provider_auth_error",
     "provider_error", "provider_model_not_found", "provider_overloaded", "provider_redirect",
     "provider_timeout", "provider_unreachable", "queue_full", "queue_unavailable",
@@ -36,7 +37,8 @@ REFUSALS = {
 CLIENT_ERRORS = {
     "api_key_expired", "api_key_revoked", "conflict", "empty_file", "headers_too_large",
     "invalid_admin_token", "invalid_api_key", "invalid_deployment", "invalid_file",
-    "invalid_header", "invalid_json", "invalid_request", "invalid_value", "method_not_allowed",
+    "invalid_header", "invalid_json", "invalid_request", "invalid_value", "item_not_found",
+    "method_not_allowed",
     "missing_admin_token", "missing_api_key", "missing_required_parameter", "model_not_allowed",
     "model_not_found", "not_found", "previous_response_not_found", "provider_rejected_request",
     "reader_too_slow", "request_timeout", "request_too_large", "secret_in_use", "secret_not_found",

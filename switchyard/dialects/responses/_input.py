@@ -4,8 +4,9 @@ Chat wants an assistant turn's text and tool calls in one message, and every ``t
 right after the assistant message that called it; Responses lists them as separate items. Images
 or files inside a function call's output cannot ride in a ``tool`` message, so they are held back
 and sent as a user message once the run of tool outputs ends. Reasoning items a stateless client
-sends back are dropped (chat providers cannot take them); ``item_reference`` needs stored items
-and is refused.
+sends back are dropped (chat providers cannot take them). ``item_reference`` items are filled
+in from the items kept of earlier answers before a request is translated
+(:mod:`.references`); one still here was not, and is refused.
 """
 
 from __future__ import annotations
@@ -52,10 +53,8 @@ class Input:
             elif kind == "item_reference":
                 raise unsupported_value(
                     f"{path}.type",
-                    f"`item_reference` points at a stored item; {STATELESS_HINT} (a client "
-                    "sends references when it sets or defaults to `store: true`, as the Vercel "
-                    "AI SDK does: set `store: false`, in the AI SDK "
-                    "`providerOptions: {openai: {store: false}}`).",
+                    "`item_reference` points at a stored item, and none is read where this "
+                    "request is translated: send the item itself",
                 )
             else:
                 raise unsupported_value(

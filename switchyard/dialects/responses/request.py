@@ -6,14 +6,16 @@ and their outputs become assistant ``tool_calls`` and ``tool`` messages), flat f
 become chat's nested ones. What the reply translation needs from the request (the model and the
 fields a Response object echoes) travels as a :class:`ResponsesContext`.
 
-Switchyard stores no responses, so every feature that reads server-side state is refused with a
-400 naming the field: ``previous_response_id``, ``conversation``, ``prompt`` (stored prompt
-templates), ``background: true`` and ``item_reference`` input items. ``store`` is accepted and
-ignored: the client gets its answer, nothing is kept, and the echoed Response says ``store:
-false``. Built-in tools (web search, file search, code interpreter, MCP...) run inside OpenAI and
-cannot be offered by a chat provider, so they are refused naming ``tools[i].type``. So are
-``moderation`` (OpenAI's moderation of the input and output, which may block the answer) and
-``include`` asking for ``message.output_text.logprobs`` (a translated answer carries none).
+Switchyard stores no responses, so every feature that reads a stored response or prompt is
+refused with a 400 naming the field: ``previous_response_id``, ``conversation``, ``prompt``
+(stored prompt templates) and ``background: true``. It keeps the output items of translated
+answers (unless ``store: false``), and the model-proxy fills ``item_reference`` input items in
+from them before calling this (:mod:`.references`); the echoed Response says ``store: true``
+only where they were kept. Built-in tools (web search, file search, code interpreter,
+MCP...) run inside OpenAI and cannot be offered by a chat provider, so they are refused naming
+``tools[i].type``. So are ``moderation`` (OpenAI's moderation of the input and output, which
+may block the answer) and ``include`` asking for ``message.output_text.logprobs`` (a
+translated answer carries none).
 
 ``max_output_tokens`` becomes ``max_completion_tokens`` (the model-proxy renames it
 ``max_tokens`` for servers that read only that: Ollama, vLLM...). Fields chat understands are

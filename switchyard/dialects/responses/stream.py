@@ -119,6 +119,12 @@ class ResponsesStream:
         return self._id
 
     @property
+    def output(self) -> list[dict[str, Any]]:
+        """The output items finished so far (every item, once :meth:`finish` returned), as
+        the client saw them in ``response.output_item.done``."""
+        return [self._outputs[i] for i in sorted(self._outputs)]
+
+    @property
     def usage(self) -> Usage | None:
         """Token usage as chat reported it, once a chunk carried it."""
         return self._usage.triple() if self._usage is not None else None

@@ -13,17 +13,22 @@ limit is named as the provider's kind reads it (:data:`MAX_TOKENS_KINDS`). Anthr
 count (``count_tokens``) goes to Anthropic and OpenAI's (``input_tokens``) to OpenAI; both are
 estimated locally for every other provider (:mod:`.providers.token_estimate`). A native
 Responses request naming a ``previous_response_id`` is forwarded only for the key that created
-that response (:mod:`.response_owners`); without an owner store it is refused.
+that response (:mod:`.response_owners`); without an owner store it is refused. A translated
+Responses request's ``item_reference`` items are filled in from the items kept of earlier
+translated answers (:func:`resolve_references`, :mod:`.response_items`), and the answer's own
+items are kept unless the request says ``store: false`` (``keep``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgspec
+
 from switchyard.dialects import anthropic, responses
-from switchyard.dialects.native_only import NATIVE
+from switchyard.dialects.native_only import DIALECT_OF, NATIVE, serves
 from switchyard.dialects.probes import COUNTS, background_refused
 from switchyard.errors import ApiError
 from switchyard.workers.modelproxy.providers.base import (
@@ -34,6 +39,7 @@ from switchyard.workers.modelproxy.providers.base import (
 )
 from switchyard.workers.modelproxy.providers.native_stream import Relayed
 from switchyard.workers.modelproxy.providers.registry import Adapters
+from switchyard.workers.modelproxy.response_items import ResponseItems
 from switchyard.workers.modelproxy.response_owners import Owned, ResponseOwners, refuse_unbound
 
 DIALECTS = frozenset({"responses", "messages"})
@@ -42,6 +48,21 @@ DIALECTS = frozenset({"responses", "messages"})
 # models refuse ``max_tokens``), and these servers ignore an unknown field, i.e. would generate
 # without a limit. vLLM reads both, ``max_tokens`` in every version.
 MAX_TOKENS_KINDS = frozenset({"ollama", "openai-compatible", "vllm", "together"})
+# Told a translated Responses answer's output items, to keep them for later references.
+Keep = Callable[[list[dict[str, Any]]], None]
+
+
+async def resolve_references(call: ProviderCall, items: ResponseItems, tenant: str) -> ProviderCall:
+    """``call`` with its ``item_reference`` items filled in from ``tenant``'s kept items, when
+    a translating deployment serves it (a native one holds its own items: passed as is).
+
+    Raises:
+        NotFound: a referenced item is not ``tenant``'s or not stored (OpenAI's 404).
+        ServiceUnavailable: the items cannot be read.
+    """
+    if DIALECT_OF.get(call.op) != "responses" or serves(call.op, call.provider.kind):
+        return call
+    return await items.resolve(call, tenant)
 
 
 def plan(
@@ -49,11 +70,14 @@ def plan(
     adapters: Adapters,
     owners: ResponseOwners | None = None,
     key_hash: str = "",
+    keep: Keep | None = None,
 ) -> tuple[Adapter, ProviderCall]:
     """The adapter and the call for ``call``'s provider (translating when it must).
 
     ``owners`` and ``key_hash`` (the caller's key) bind native Responses answers to the key
-    that asked for them (:mod:`.response_owners`).
+    that asked for them (:mod:`.response_owners`); ``keep`` is told a translated Responses
+    answer's output items unless the request says ``store: false`` (the Response then
+    echoes ``store: true``).
 
     Raises:
         InvalidRequest: the request uses something the translation cannot carry (the error
@@ -81,6 +105,10 @@ def plan(
     if call.op == "responses":
         translated = responses.to_chat(call.body)
         chat, context = translated.chat, translated.context
+        if keep is not None and call.body.get("store") is not False:
+            context = msgspec.structs.replace(context, echo={**context.echo, "store": True})
+        else:
+            keep = None
     else:
         message = anthropic.to_chat(call.body)
         chat, context = message.chat, message.context
@@ -89,7 +117,7 @@ def plan(
         chat["max_tokens"] = chat.pop("max_completion_tokens")
     # The translation needs the usage chunk of a stream to close the dialect's own usage.
     chat_call = dataclasses.replace(call, op="chat", body=chat, client_wants_usage=True)
-    return Translated(adapters.for_kind(kind), context), chat_call
+    return Translated(adapters.for_kind(kind), context, keep), chat_call
 
 
 def _native(
@@ -109,10 +137,14 @@ class Translated:
     """A chat-completions adapter answering in a client dialect."""
 
     def __init__(
-        self, inner: Adapter, context: responses.ResponsesContext | anthropic.MessagesContext
+        self,
+        inner: Adapter,
+        context: responses.ResponsesContext | anthropic.MessagesContext,
+        keep: Keep | None = None,
     ) -> None:
         self._inner = inner
         self._context = context
+        self._keep = keep  # told a Responses answer's output items (not waited for)
         # The stream failed after it started and its dialect's own error ending was sent: the
         # handler's error message then says so (``Sy-Error-In-Stream``), so no relay adds one.
         self.ended_in_dialect = False
@@ -120,7 +152,10 @@ class Translated:
     async def complete(self, call: ProviderCall) -> Completion:
         done = await self._inner.complete(call)
         if isinstance(self._context, responses.ResponsesContext):
-            return Completion(responses.to_response(done.body, self._context), done.usage)
+            answer = responses.response_dict(done.body, self._context)
+            if self._keep is not None:
+                self._keep(answer["output"])
+            return Completion(msgspec.json.encode(answer), done.usage)
         return Completion(anthropic.to_message(done.body, self._context), done.usage)
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
@@ -142,7 +177,10 @@ class Translated:
                 self.ended_in_dialect = True
                 yield StreamEvent(out.fail(exc), out.usage)
             raise
-        yield StreamEvent(out.finish() or None, out.usage)
+        closing = out.finish()
+        if self._keep is not None and isinstance(out, responses.ResponsesStream):
+            self._keep(out.output)
+        yield StreamEvent(closing or None, out.usage)
 
     async def close(self) -> None:
         """The inner adapter belongs to the registry, which closes it."""

@@ -23,6 +23,7 @@ before the provider was called is answered 504 and not billed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -56,7 +57,12 @@ from switchyard.telemetry import request_id_var
 from switchyard.workers.modelproxy import billing, key_echo, redelivery
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.cancels import Cancels
-from switchyard.workers.modelproxy.dialects import DIALECTS, ended_in_dialect, plan
+from switchyard.workers.modelproxy.dialects import (
+    DIALECTS,
+    ended_in_dialect,
+    plan,
+    resolve_references,
+)
 from switchyard.workers.modelproxy.handback import HAND_BACK_DELAY_S, hand_back, nowhere_else
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
@@ -70,6 +76,7 @@ from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
 from switchyard.workers.modelproxy.replay import REPLAY_LOST
 from switchyard.workers.modelproxy.reroutes import attempt_summary, reroute_bounced, reroute_failed
+from switchyard.workers.modelproxy.response_items import ResponseItems, tenant_of
 from switchyard.workers.modelproxy.response_owners import ResponseOwners
 from switchyard.workers.modelproxy.serving import Serving
 from switchyard.workers.modelproxy.traffic import TrafficMeter
@@ -121,6 +128,7 @@ class Handler:
         self.cancels = Cancels()
         self.serving = Serving(settings.modelproxy.ack_wait_s)  # served now, acked lately
         self.owners = ResponseOwners(nc)  # who may continue which native Responses answer
+        self.items = ResponseItems(nc)  # translated Responses answers' items, for references
         self.echoed = key_echo.EchoedKeys()  # provider keys sent back in answers, masked
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
         self._keyless = Throttle(10.0)  # a provider key that cannot be fetched, as often
@@ -254,9 +262,10 @@ class Handler:
                     f"deployment {job.deployment_id} is no longer routed",
                     code=ue.DEPLOYMENT_REMOVED,
                 )
-            adapter, call = plan(
-                await self._prepare(job, target), self.adapters, self.owners, job.env.key_hash
-            )
+            tenant = tenant_of(job.env.tenant, job.env.key_id)
+            call = await resolve_references(await self._prepare(job, target), self.items, tenant)
+            keep = functools.partial(self.items.keep, tenant=tenant)
+            adapter, call = plan(call, self.adapters, self.owners, job.env.key_hash, keep)
             if not job.cancelled:  # the caller may have left while the key was fetched
                 hop = self.observer.call_span(job, target)
                 job.called = True

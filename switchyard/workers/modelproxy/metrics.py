@@ -34,6 +34,7 @@ from switchyard.runtime.error_labels import error_class
 from switchyard.runtime.metrics import Bounded, Metrics
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.openai import Usage
+from switchyard.workers.modelproxy.response_items import ResponseItems
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
 # The ``error_type`` of a provider call stopped because its caller left (llm.v1.cancel).
@@ -116,8 +117,9 @@ class ProxyMetrics:
         self._error = Bounded(64)
         self._cache: dict[tuple[str, str, str, str], CallLabels] = {}
 
-    def watch(self, keys: SecretCache, usage: UsageBatcher) -> None:
-        """Export the secret cache's and the usage batcher's own counts at scrape time."""
+    def watch(self, keys: SecretCache, usage: UsageBatcher, items: ResponseItems) -> None:
+        """Export the secret cache's, the usage batcher's and the response items' own counts
+        at scrape time."""
         self._metrics.counter_callback(
             sc.SECRET_CACHE,
             "Provider key lookups by result (hit: served from memory, miss: fetched, error).",
@@ -129,6 +131,13 @@ class ProxyMetrics:
             "Usage events by result: published (stored in USAGE) or dropped (never stored).",
             [sc.RESULT],
             lambda: [(("published",), usage.published), (("dropped",), usage.dropped)],
+        )
+        self._metrics.counter_callback(
+            sc.RESPONSE_ITEMS,
+            "Output items of translated Responses answers kept for later item references, by "
+            "result: stored, or failed (not stored: a later reference to them gets a 404).",
+            [sc.RESULT],
+            lambda: [(("stored",), items.stored), (("failed",), items.failed)],
         )
 
     def labels(self, op: str, kind: str, model: str, deployment: str) -> CallLabels:

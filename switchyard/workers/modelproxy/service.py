@@ -83,7 +83,7 @@ class ModelProxy:
             tracing=proc.tracing,
             handed_back=self.key_pauses.handed_back,
         )
-        self.stats.watch(self.keys, self.handler.usage)
+        self.stats.watch(self.keys, self.handler.usage, self.handler.items)
         self.draining: dict[str, Puller] = {}  # removed deployments whose queue is emptied
         self._drains = TaskSupervisor("drains")
         self._routes = KvFollower(
@@ -225,6 +225,7 @@ class ModelProxy:
         await self.traffic.stop()
         await self.keys.stop()
         await self.handler.owners.close()  # owner records still being written
+        await self.handler.items.close()  # response items still being written
         await self.handler.usage.stop()
         await self.handler.publisher.stop()
         await self.adapters.close()
