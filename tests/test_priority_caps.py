@@ -62,3 +62,34 @@ async def test_a_request_run_below_interactive_does_not_ask_its_provider_for_pri
     and `priority` processing at OpenAI got both."""
     sent = await _tier_sent(stack, upstream, stack.api_key, "priority", priority="batch")
     assert sent == "default"
+
+
+async def _ran_in(stack: Stack, key: str, *, stream: bool, **given: str) -> str | None:
+    """The class the answer says its request ran in (``x-switchyard-priority``)."""
+    body: dict[str, object] = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "which class"}],
+        "stream": stream,
+    }
+    if tier := given.pop("service_tier", ""):
+        body["service_tier"] = tier
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await http.post(
+            f"{stack.tail_url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}", **given},
+        )
+    assert answer.status_code == 200, answer.text
+    return answer.headers.get("x-switchyard-priority")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_answer_names_the_class_its_request_ran_in(stack: Stack, stream: bool) -> None:
+    """A key's cap lowered a request, or a ``service_tier`` chose its class, and nothing in
+    the answer said so: the client could not tell why its request waited behind others."""
+    capped, _ = await stack.new_key("capped-class", max_priority="default")
+    wish = {"x-switchyard-priority": "interactive"}
+    assert await _ran_in(stack, capped, stream=stream, **wish) == "default"
+    assert await _ran_in(stack, stack.api_key, stream=stream, **wish) == "interactive"
+    assert await _ran_in(stack, stack.api_key, stream=stream, service_tier="flex") == "batch"
+    assert await _ran_in(stack, stack.api_key, stream=stream) == "default"

@@ -78,6 +78,9 @@ class Reply:
             event in the last chunk (Responses and Messages streams): relay nothing more.
         request_id: the request's id (``accepted``, final and error messages): the head makes
             one for a caller that sent none, which it needs to cancel or re-send the request.
+        priority: the class the request ran in (``interactive``, ``default``, ``batch``: the
+            head's decision, which a key's cap or ``service_tier`` may have changed; a
+            model-proxy's final and error messages, and a stream's first chunk).
     """
 
     kind: ReplyKind
@@ -91,6 +94,7 @@ class Reply:
     retry_after: float | None = None
     in_stream: bool = False
     request_id: str = ""
+    priority: str = ""
 
 
 def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
@@ -112,6 +116,7 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
             seq=seq,
             deployment=hdrs.get(h.DEPLOYMENT, ""),
             attempts=_int(hdrs.get(h.ATTEMPTS), 0),
+            priority=hdrs.get(h.PRIORITY, ""),
         )
     if kind is ReplyKind.FINAL or kind is ReplyKind.ERROR:
         return Reply(
@@ -125,6 +130,7 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
             retry_after=h.parse_retry_after(hdrs.get(h.RETRY_AFTER)),
             in_stream=hdrs.get(h.IN_STREAM) == "1",
             request_id=hdrs.get(h.REQUEST_ID, ""),
+            priority=hdrs.get(h.PRIORITY, ""),
         )
     if kind is ReplyKind.KEEPALIVE:
         return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""))
@@ -186,10 +192,16 @@ async def announce_delivery(nc: NATS, reply: str, delivery: str) -> None:
 
 
 def _name_deployment(
-    headers: dict[str, str], deployment: str, attempts: int, request_id: str = ""
+    headers: dict[str, str],
+    deployment: str,
+    attempts: int,
+    request_id: str = "",
+    priority: str = "",
 ) -> None:
-    """Which deployment answered, after how many attempts, for which request (each only when
-    known)."""
+    """Which deployment answered, after how many attempts, for which request, in which class
+    (each only when known)."""
+    if priority:
+        headers[h.PRIORITY] = priority
     if request_id:
         headers[h.REQUEST_ID] = request_id
     if deployment:
@@ -199,10 +211,10 @@ def _name_deployment(
 
 
 def chunk_headers(
-    seq: int, delivery: str, *, deployment: str = "", attempts: int = 0
+    seq: int, delivery: str, *, deployment: str = "", attempts: int = 0, priority: str = ""
 ) -> dict[str, str]:
     headers = {h.KIND: ReplyKind.CHUNK.value, h.SEQ: str(seq), h.ATTEMPT: delivery}
-    _name_deployment(headers, deployment, attempts)
+    _name_deployment(headers, deployment, attempts, priority=priority)
     return headers
 
 
@@ -215,11 +227,15 @@ async def send_chunk(
     *,
     deployment: str = "",
     attempts: int = 0,
+    priority: str = "",
 ) -> None:
     """One streamed chunk. ``delivery`` differs between deliveries of the same request (a
     redelivery after a worker died), so a caller notices a restarted stream. The first chunk
-    also names the deployment and the attempts (an HTTP edge sends its headers with it)."""
-    headers = chunk_headers(seq, delivery, deployment=deployment, attempts=attempts)
+    also names the deployment, the attempts and the class (an HTTP edge sends its headers with
+    it)."""
+    headers = chunk_headers(
+        seq, delivery, deployment=deployment, attempts=attempts, priority=priority
+    )
     await nc.publish(reply, body, headers=headers)
 
 
@@ -237,13 +253,14 @@ def final_headers(
     usage: Usage | None = None,
     chunks: int | None = None,
     request_id: str = "",
+    priority: str = "",
 ) -> dict[str, str]:
     headers = {h.KIND: ReplyKind.FINAL.value, h.STATUS: "200"}
     if chunks is not None:
         # A stream's final says how many chunks it follows: a caller missing some (lost while
         # the worker's NATS node failed) waits for the worker to send them again.
         headers[h.SEQ] = str(chunks)
-    _name_deployment(headers, deployment, attempts, request_id)
+    _name_deployment(headers, deployment, attempts, request_id, priority)
     if usage is not None:
         # The edge corrects its TPM estimate with it.
         headers[h.USAGE] = f"{usage.prompt_tokens},{usage.completion_tokens},{usage.total_tokens}"
@@ -261,11 +278,17 @@ async def send_final(
     chunks: int | None = None,
     end: bool = True,
     request_id: str = "",
+    priority: str = "",
 ) -> None:
     """The final message (status 200), then the terminator unless ``end`` is False (more
     may follow: see :func:`end_stream`)."""
     headers = final_headers(
-        deployment=deployment, attempts=attempts, usage=usage, chunks=chunks, request_id=request_id
+        deployment=deployment,
+        attempts=attempts,
+        usage=usage,
+        chunks=chunks,
+        request_id=request_id,
+        priority=priority,
     )
     await nc.publish(reply, body, headers=headers)
     if end:
@@ -281,6 +304,7 @@ def error_headers(
     request_id: str = "",
     usage: Usage | None = None,
     chunks: int | None = None,
+    priority: str = "",
 ) -> dict[str, str]:
     headers = {h.KIND: ReplyKind.ERROR.value, h.STATUS: str(exc.status)}
     if exc.retry_after is not None:
@@ -291,7 +315,7 @@ def error_headers(
         headers[h.SEQ] = str(chunks)
     if usage is not None:  # a stream that failed after content still used tokens
         headers[h.USAGE] = f"{usage.prompt_tokens},{usage.completion_tokens},{usage.total_tokens}"
-    _name_deployment(headers, deployment, attempts, request_id)
+    _name_deployment(headers, deployment, attempts, request_id, priority)
     return headers
 
 
@@ -307,6 +331,7 @@ async def send_error(
     request_id: str = "",
     usage: Usage | None = None,
     chunks: int | None = None,
+    priority: str = "",
 ) -> None:
     """An OpenAI-shaped error as the final message, then the terminator unless ``end`` is
     False. ``in_stream``: the stream's last chunk already told the client in its dialect
@@ -322,6 +347,7 @@ async def send_error(
         request_id=request_id,
         usage=usage,
         chunks=chunks,
+        priority=priority,
     )
     await nc.publish(reply, error_body(exc), headers=headers)
     if end:

@@ -26,6 +26,7 @@ from switchyard.ingress.edge import FinalReply, sse_frames
 from switchyard.ingress.onewrite import send_whole
 from switchyard.ingress.responses import SSE_KEEPALIVE
 from switchyard.ingress.timeouts import first_reply
+from switchyard.schemas.scheduling import RANK
 
 log = logging.getLogger("switchyard.ingress")
 
@@ -41,13 +42,17 @@ SSE_HEADERS: Headers = [
 
 
 def answered_by(reply: Reply) -> Headers:
-    """Which deployment answered, after how many attempts (a final, or a stream's first chunk)."""
+    """Which deployment answered, after how many attempts, in which priority class (a final,
+    or a stream's first chunk)."""
     if not reply.deployment:
         return []
-    return [
+    named = [
         (b"x-switchyard-deployment", reply.deployment.encode()),
         (b"x-switchyard-attempts", str(reply.attempts or 1).encode()),
     ]
+    if reply.priority in RANK:  # one of the three names, never other text in a header
+        named.append((b"x-switchyard-priority", reply.priority.encode()))
+    return named
 
 
 class EarlyStart:

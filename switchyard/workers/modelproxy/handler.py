@@ -381,6 +381,7 @@ class Handler:
                 request_id=job.env.request_id,
                 usage=job.usage if job.in_stream else None,
                 chunks=len(job.chunks) if job.in_stream else None,
+                priority=job.env.priority,
             )
         elif job.answer is not None:
             await replies.send_final(
@@ -393,6 +394,7 @@ class Handler:
                 chunks=len(job.chunks) if job.stream else None,
                 end=end,
                 request_id=job.env.request_id,
+                priority=job.env.priority,
             )
 
     async def _replay(self, job: Job) -> None:
@@ -424,6 +426,7 @@ class Handler:
             job.delivery,
             deployment=job.deployment_id,
             attempts=job.attempts,
+            priority=job.env.priority,
         )
 
     async def _prepare(self, job: Job, target: Target) -> ProviderCall:
