@@ -20,6 +20,7 @@ import pytest_asyncio
 from fastapi import FastAPI
 
 from switchyard.admin.context import AdminContext
+from switchyard.admin.key_lag import MAX_UNAPPLIED
 from switchyard.admin.plugin import AdminPlugin
 from switchyard.bus import identities
 from switchyard.client import LLMClient
@@ -125,3 +126,44 @@ async def test_a_key_page_after_a_save_shows_what_was_saved_and_saves_again(
     stale = await web.post(path, data={**form, "owner": "third save"})
     assert stale.status_code == 409, stale.text
     assert "was changed by someone else since you opened this form" in stale.text
+
+
+async def test_a_key_made_through_the_api_opens_before_the_index_has_it(
+    stack: Stack, lagging: LaggingUi
+) -> None:
+    """A key made with ``POST /admin/v1/keys`` and opened in the web app a moment later was
+    a 404: the page found the key's record through the index, which had not caught up. The
+    record is read from the bucket then; an id no key has is still a 404."""
+    web = lagging.web
+    await lagging.hold_index()
+    made = await stack.admin("POST", "/keys", {"name": "lag-api-made"})
+    assert made.status_code in (200, 201), made.text
+    key_id = made.json()["record"]["id"]
+    assert lagging.context.index.get(key_id) is None  # the index missed it
+
+    path = f"/ui/keys/{key_id}"
+    page = await web.get(path)
+    assert page.status_code == 200, page.text
+    assert "lag-api-made" in page.text
+    saved = await web.post(path, data={**form_of(page.text, path), "owner": "ops"})
+    assert saved.status_code == 303, saved.text
+    assert (await stack.admin("GET", f"/keys/{key_id}")).json()["owner"] == "ops"
+
+    missing = await web.get("/ui/keys/key_0000000000000000")
+    assert missing.status_code == 404, missing.text
+
+
+async def test_a_key_opens_while_the_index_is_far_behind(stack: Stack, lagging: LaggingUi) -> None:
+    """Past the writes read one by one (a stalled watch) the whole bucket is read instead:
+    the key still opens, and an id no key has is still a 404."""
+    await lagging.hold_index()
+    _, first = await stack.new_key("lag-far-first")
+    for n in range(MAX_UNAPPLIED + 2):
+        await stack.new_key(f"lag-far-{n}")
+    assert lagging.context.index.get(first.id) is None
+
+    page = await lagging.web.get(f"/ui/keys/{first.id}")
+    assert page.status_code == 200, page.text
+    assert "lag-far-first" in page.text
+    missing = await lagging.web.get("/ui/keys/key_0000000000000000")
+    assert missing.status_code == 404, missing.text

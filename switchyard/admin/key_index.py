@@ -135,6 +135,16 @@ class KeyIndex:
         self._text = None
         self._teams = None
 
+    @property
+    def revision(self) -> int:
+        """The last revision of the bucket applied here."""
+        return self._follower.revision
+
+    def behind(self, revision: int) -> None:
+        """``revision`` was read from the bucket directly: the follower watches again if it
+        does not deliver it soon (see :meth:`KvFollower.behind`)."""
+        self._follower.behind(revision)
+
     def record_name(self, key_id: str) -> str | None:
         return self._by_id.get(key_id)
 

@@ -23,6 +23,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from switchyard.admin.key_damage import DamagedRecord, KeyRecordDamaged, mended, read_record
+from switchyard.admin.key_lag import written_since
 from switchyard.admin.key_rules import TEAM_HINT, hint, number_problem, team_problem
 from switchyard.bus import subjects
 from switchyard.errors import Conflict, InputError, SwitchyardError
@@ -75,11 +76,17 @@ class KeyNotFound(SwitchyardError):
 
 class RecordLocator(Protocol):
     """Maps a key id to its record name, and finds keys by name (``KeyIndex`` in the
-    gateway)."""
+    gateway). It follows the bucket a moment behind: ``revision`` is the last entry it
+    applied, and ``behind`` is told of a revision read from the bucket directly."""
+
+    @property
+    def revision(self) -> int: ...
 
     def record_name(self, key_id: str) -> str | None: ...
 
     def named(self, name: str) -> list[ClientKey]: ...
+
+    def behind(self, revision: int) -> None: ...
 
 
 class KeyAdmin:
@@ -146,21 +153,37 @@ class KeyAdmin:
                 records.append((read, revisions[name]))
         return Scan(sorted(records, key=lambda r: r[0].created_at), damaged)
 
+    async def _read(self, name: str, key_id: str) -> tuple[ClientKey | DamagedRecord, int] | None:
+        """Record ``name`` if it is there and is key ``key_id``'s."""
+        try:
+            entry = await (await self._bucket()).get(name)
+        except KeyNotFoundError:
+            return None
+        # (an empty value is a damaged record, not a deleted one)
+        revision = entry.revision or 0
+        read = read_record(name, entry.value or b"", revision, key_id)
+        if (read.key_id if isinstance(read, DamagedRecord) else read.id) == key_id:
+            return read, revision
+        return None
+
     async def _lookup(self, key_id: str) -> tuple[ClientKey | DamagedRecord, int]:
-        name = self._locator.record_name(key_id) if self._locator else None
-        if name is not None:
-            try:
-                entry = await (await self._bucket()).get(name)
-            except KeyNotFoundError:
-                entry = None
-            if entry is not None:  # (an empty value is a damaged record, not a deleted one)
-                revision = entry.revision or 0
-                read = read_record(name, entry.value or b"", revision, key_id)
-                if (read.key_id if isinstance(read, DamagedRecord) else read.id) == key_id:
-                    return read, revision
-        if self._locator is not None:  # the index follows the bucket live: no scan
-            raise KeyNotFound(key_id)
-        scan = await self.scan()
+        locator = self._locator
+        if locator is not None:  # the index follows the bucket live: no scan
+            name = locator.record_name(key_id)
+            found = await self._read(name, key_id) if name is not None else None
+            if found is not None:
+                return found
+            # Not in the index: maybe written since it last applied an entry (a key made
+            # through the API a moment ago). Those records are read before saying 404.
+            names = await written_since(self._js, subjects.KEYS_BUCKET, locator.revision)
+            for name in reversed(names or []):
+                found = await self._read(name, key_id)
+                if found is not None:
+                    locator.behind(found[1])
+                    return found
+            if names is not None:
+                raise KeyNotFound(key_id)
+        scan = await self.scan()  # no index, or one far behind the bucket
         for record, revision in scan.records:
             if record.id == key_id:
                 return record, revision
