@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from switchyard.config import DEFAULT_CONFIG_FILE, Settings, config_path, load_settings
-from switchyard.errors import BusUnreachable, ConfigError, InputError, SwitchyardError
+from switchyard.errors import (
+    BusUnreachable,
+    ConfigError,
+    GatewayUnreachable,
+    InputError,
+    SwitchyardError,
+)
 from switchyard.stack.compose_cli import add_parsers as add_deployment_parsers
 from switchyard.telemetry import setup_logging
 
@@ -32,8 +38,8 @@ EXIT_CODES = f"""exit codes:
   0  done
   {FAILED}  the command failed (not found, ambiguous name, refused change, invalid value)
   {USAGE}  unusable arguments or settings file
-  {NO_STACK}  no Switchyard stack answering (or, for status, none in this home); a stack that
-     refuses this home's certificate is {FAILED}
+  {NO_STACK}  no Switchyard stack answering (or, for status, none in this home; for top, no
+     gateway at the address); a stack that refuses this home's certificate is {FAILED}
   130  interrupted (Ctrl-C)"""
 
 
@@ -334,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"error: {unreachable_message(settings, exc)}", file=sys.stderr)
         return FAILED if exc.refused else NO_STACK  # a refused certificate stays refused
+    except GatewayUnreachable as exc:  # `top`: no gateway at the address, or no stack here
+        print(f"error: {exc}", file=sys.stderr)
+        return NO_STACK
     except SwitchyardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return FAILED

@@ -14,6 +14,7 @@ failures into :class:`ProviderError`).
     ├── BusError                 NATS unreachable or a publish could not be confirmed
     │   └── BusUnreachable       the first connection to NATS failed (nothing answering, refused)
     ├── GatewayError             a CLI client of the admin API got no answer or was refused
+    │   └── GatewayUnreachable   nothing answered at the gateway's address (or no stack here)
     ├── SecretsError             the secrets service or Vault/OpenBao failed (server zone only)
     │   └── VaultUnavailable     Vault/OpenBao cannot be reached or refused our credentials
     └── ApiError                 what an API client sees: an OpenAI-shaped error with a status
@@ -146,6 +147,12 @@ class GatewayError(SwitchyardError):
         self.reason = reason
         self.hint = hint
         super().__init__(f"{reason}; {hint}" if hint else reason)
+
+
+class GatewayUnreachable(GatewayError):
+    """Nothing answered at the gateway's address (connection refused, unknown host, no
+    connection within the time), or no stack was ever started in this home (no admin token
+    written): the CLI's "no stack answering", as :class:`BusUnreachable` is for NATS."""
 
 
 class SecretsError(SwitchyardError):

@@ -16,11 +16,12 @@ import httpx
 import msgspec
 
 from switchyard.config import Settings
-from switchyard.errors import GatewayError
+from switchyard.errors import GatewayError, GatewayUnreachable
 from switchyard.schemas.monitor import OVERVIEW, Overview
 from switchyard.schemas.secret import Secret
 
 OVERVIEW_PATH = "/admin/v1/overview"
+_START_HINT = "start the stack with `switchyard up`, or pass --url for a remote gateway"
 _ANY_ADDRESS = ("", "0.0.0.0", "::", "[::]")  # noqa: S104  # nosec B104  (a listen address, read to connect)
 
 
@@ -51,6 +52,8 @@ def resolve_target(settings: Settings, url: str | None, token_file: Path | None)
     ``switchyard up`` writes).
 
     Raises:
+        GatewayUnreachable: neither ``--url`` nor ``--token-file`` was given and this home
+            has no admin token (no stack was started in it).
         GatewayError: the token file is missing or empty.
     """
     if url:
@@ -63,7 +66,9 @@ def resolve_target(settings: Settings, url: str | None, token_file: Path | None)
     try:
         token = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise GatewayError(
+        # With neither option this home's own token is missing: no stack was started here.
+        missing = GatewayUnreachable if not (url or token_file) else GatewayError
+        raise missing(
             base,
             f"cannot read the admin token file {path} ({exc.strerror or exc})",
             "start the stack with `switchyard up` (it writes one), or pass --token-file",
@@ -96,11 +101,19 @@ async def fetch_overview(http: httpx.AsyncClient, target: Target) -> tuple[Overv
     """One overview from the gateway: the decoded document and the bytes it came as.
 
     Raises:
-        GatewayError: no answer, the token was refused, or the platform could not say.
+        GatewayUnreachable: nothing answered at the gateway's address.
+        GatewayError: no answer in time, the token was refused, or the platform could not say.
     """
     url = target.url + OVERVIEW_PATH
     try:
         resp = await http.get(url, headers={"Authorization": f"Bearer {target.token.reveal()}"})
+    except httpx.ConnectTimeout:
+        raise GatewayUnreachable(
+            target.url,
+            f"gateway not answering at {target.url} (no connection within "
+            f"{http.timeout.connect or 0:g}s)",
+            _START_HINT,
+        ) from None
     except httpx.TimeoutException:
         raise GatewayError(
             target.url,
@@ -109,10 +122,13 @@ async def fetch_overview(http: httpx.AsyncClient, target: Target) -> tuple[Overv
             "check `switchyard status`, or pass --url",
         ) from None
     except httpx.HTTPError as exc:
-        raise GatewayError(
+        # No connection (refused, unknown host) is "no stack answering"; a connection that
+        # broke or a protocol error is a failure of a gateway that is there.
+        error = GatewayUnreachable if isinstance(exc, httpx.ConnectError) else GatewayError
+        raise error(
             target.url,
             f"gateway not answering at {target.url} ({_why(exc)})",
-            "start the stack with `switchyard up`, or pass --url for a remote gateway",
+            _START_HINT,
         ) from None
     if resp.status_code != 200:
         raise _refusal(target, resp)

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from switchyard.config import Settings, load_settings
-from switchyard.errors import GatewayError
+from switchyard.errors import GatewayError, GatewayUnreachable
 from switchyard.schemas.monitor import (
     CooldownState,
     DeploymentState,
@@ -337,10 +337,22 @@ async def test_no_answer_says_so_in_a_few_words() -> None:
     def slow(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out")
 
-    assert str(await _fetch(refused)).startswith(
+    def no_connection(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out")
+
+    gone = await _fetch(refused)
+    assert str(gone).startswith(
         f"gateway not answering at {URL} (connection refused); start the stack"
     )
-    assert "the gateway or the control service behind it" in str(await _fetch(slow))
+    hung = await _fetch(slow)
+    assert "the gateway or the control service behind it" in str(hung)
+    silent = await _fetch(no_connection)
+    assert str(silent).startswith(f"gateway not answering at {URL} (no connection within 5s)")
+    # Nothing at the address is "no stack answering" (exit 3); a gateway that took the
+    # connection and then hung is a failure (exit 1).
+    assert isinstance(gone, GatewayUnreachable)
+    assert isinstance(silent, GatewayUnreachable)
+    assert not isinstance(hung, GatewayUnreachable)
 
 
 def test_cli_refuses_json_without_once_and_reports_no_gateway_in_one_line(tmp_path: Path) -> None:
@@ -356,11 +368,28 @@ def test_cli_refuses_json_without_once_and_reports_no_gateway_in_one_line(tmp_pa
         check=False,
         timeout=60,
     )
-    assert gone.returncode == 1
+    assert gone.returncode == 3  # no stack answering, as every other command says it
     assert gone.stdout == ""
     assert gone.stderr.count("\n") == 1
     assert gone.stderr.startswith("error: gateway not answering at http://127.0.0.1:9")
     assert TOKEN not in gone.stderr
+
+
+def test_top_once_in_a_home_without_a_stack_is_no_stack_and_a_missing_token_file_a_failure(
+    tmp_path: Path,
+) -> None:
+    """No stack was ever started in the home (no admin token there): 3, as ``keys`` and
+    ``status`` say it. A ``--token-file`` that is not there is the command failing: 1."""
+    run = [sys.executable, "-m", "switchyard", "--home", str(tmp_path), "top", "--once"]
+    fresh = subprocess.run(run, capture_output=True, text=True, check=False, timeout=60)
+    assert fresh.returncode == 3, fresh.stderr
+    assert "cannot read the admin token file" in fresh.stderr
+    named = tmp_path / "elsewhere-token"
+    wrong = subprocess.run(
+        [*run, "--token-file", str(named)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert wrong.returncode == 1, wrong.stderr
+    assert str(named) in wrong.stderr
 
 
 def _top_into_a_pipe(
