@@ -490,12 +490,12 @@ def _cmd_import(args: argparse.Namespace, settings: Settings, config_file: Path 
     from switchyard.control.import_cli import run_import  # noqa: PLC0415
 
     if args.apply:
-        return run_import(args, _attached(settings), sys.stdout)
+        return run_import(args, _attached(settings), sys.stdout, sys.stderr)
     try:  # the preview checks the running local stack's live table when there is one
         live = _attached(settings)
     except BusUnreachable:
         live = settings
-    return run_import(args, live, sys.stdout)
+    return run_import(args, live, sys.stdout, sys.stderr)
 
 
 def _cmd_keys(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:

@@ -218,8 +218,10 @@ async def test_apply_refuses_an_unset_env_secret_unless_told_to_go_on(
 
     out = await asyncio.to_thread(run, "--allow-missing-secrets")
     assert out.returncode == 0, out.stderr
-    assert "not stored: lite_unset_key ($LITE_UNSET_KEY is not set in this shell)" in out.stdout
-    assert "switchyard secrets put lite_unset_key" in out.stdout
+    assert "applied: route table revision" in out.stdout
+    assert "lite_unset_key not stored ($LITE_UNSET_KEY is not set in this shell)" in out.stderr
+    assert "printenv LITE_UNSET_KEY | switchyard secrets put lite_unset_key" in out.stderr
+    assert "not stored" not in out.stdout
 
     # Stored since (a CI runner that exports only new providers' variables): the unset
     # variable needs nothing, and the import runs again without the flag.
@@ -234,6 +236,64 @@ async def test_apply_refuses_an_unset_env_secret_unless_told_to_go_on(
     info = (await stack.admin("GET", "/secrets")).json()["secrets"]
     (entry,) = [i for i in info if i["name"] == "lite_unset_key"]
     assert entry["last4"] == "6789"
+
+
+@pytest.mark.integration
+async def test_apply_without_secrets_from_env_warns_on_stderr_which_providers_answer_503(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Without --secrets-from-env the keys named by variables are not read: the apply said
+    "not stored" on stdout among its results, mixed with them for a script reading stdout.
+    Now stdout has what was applied, stderr a warning naming each provider (and its routes)
+    that answers 503 until its key is stored, and the command that stores it; exit 0, since
+    what was asked is written. The command it prints works."""
+    base = "http://sy-no-env.invalid:1/v1"  # never called: no key, then no such host
+    entry = {
+        "model_name": "lite-no-env",
+        "litellm_params": {
+            "model": "openai/echo",
+            "api_base": base,
+            "api_key": "os.environ/LITE_NO_ENV_KEY",
+        },
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"model_list": [entry]}))
+    out = await asyncio.to_thread(_run_cli, config, stack, "--apply")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "applied: route table revision" in out.stdout
+    assert "not stored" not in out.stdout
+    assert "warning" not in out.stdout
+    lines = out.stderr.splitlines()
+    warning = lines[next(i for i, line in enumerate(lines) if line.startswith("warning: ")) :]
+    assert warning[0] == (
+        "warning: 1 imported provider answers 503 secret_unavailable until their key is stored:"
+    )
+    provider = warning[1].strip().split(" ", 1)[0]
+    assert warning[1].strip() == (
+        f"{provider} (routes lite-no-env): secret lite_no_env_key not stored "
+        "($LITE_NO_ENV_KEY not read: no --secrets-from-env)"
+    )
+    assert "  printenv LITE_NO_ENV_KEY | switchyard secrets put lite_no_env_key" in warning
+
+    auth = {"Authorization": f"Bearer {stack.api_key}"}
+    chat = {"model": "lite-no-env", "messages": [{"role": "user", "content": "hi"}]}
+    url = f"{stack.tail_url}/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=60) as http:
+        unstored = await http.post(url, json=chat, headers=auth)
+        assert unstored.status_code == 503, unstored.text
+        assert unstored.json()["error"]["code"] == "secret_unavailable"
+        # The command it printed, as a shell runs it (printenv ends the value with a newline).
+        put = await asyncio.to_thread(
+            stack.cli, "secrets", "put", "lite_no_env_key", stdin="sk-no-env-0123456789\n"
+        )
+        assert put.returncode == 0, put.stdout + put.stderr
+        async with asyncio.timeout(10):  # the key is used: the call goes out (to no host)
+            while (resp := await http.post(url, json=chat, headers=auth)).status_code == 503:
+                await asyncio.sleep(0.2)
+        assert resp.json()["error"]["code"] != "secret_unavailable", resp.text
+    await stack.admin("DELETE", "/routes/lite-no-env")
+    await stack.admin("DELETE", f"/providers/{provider}")
+    await stack.admin("DELETE", "/secrets/lite_no_env_key?force=true")
 
 
 def _run_cli(config: Path, stack: Stack, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import getpass
 import socket
+import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TextIO
@@ -46,6 +47,7 @@ from switchyard.config import Settings, read_env_secret
 from switchyard.control.import_secrets import (
     StoredSecret,
     in_use,
+    missing_keys_report,
     overwrites,
     secret_refusal,
     secrets_report,
@@ -200,8 +202,14 @@ def refusal(clashes: list[NameChange]) -> tuple[str, str]:
     return problem, fix
 
 
-def run_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+def run_import(
+    args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO = sys.stderr
+) -> int:
     """Convert, report, and write (``--output``) or apply (``--apply``, ``--replace``).
+
+    An apply that leaves keys unstored (no ``--secrets-from-env``, or
+    ``--allow-missing-secrets``) exits 0: what was asked is written, and a new run would not
+    change that; the providers answering 503 until each key is stored are named on ``err``.
 
     Raises:
         InputError: the file is unreadable; or ``--apply`` and the imported routes break
@@ -232,6 +240,7 @@ def run_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
                 result,
                 settings,
                 out,
+                err,
                 from_env=args.secrets_from_env,
                 replace=replace,
                 allow_missing=allow_missing,
@@ -383,6 +392,7 @@ async def _apply(
     result: ImportResult,
     settings: Settings,
     out: TextIO,
+    err: TextIO,
     *,
     from_env: bool,
     replace: bool,
@@ -415,7 +425,7 @@ async def _apply(
         if merged:
             _problems_report(merged, out)
             raise InputError("", *_invalid(merged))
-        await store_secrets(result, nc, actor, out, from_env=from_env)
+        missing = await store_secrets(result, nc, actor, out, from_env=from_env, stored=stored)
 
         def change(table: RouteTable) -> RouteTable:
             # Checked again on the table actually written: a same-named entry created since
@@ -439,6 +449,7 @@ async def _apply(
             who, "import.litellm", "", f"{detail}; revision {state.revision}"
         )
         print(f"applied: route table revision {state.revision}", file=out)
+        missing_keys_report(missing, result.table, err)
         return 0
     finally:
         await nc.close()

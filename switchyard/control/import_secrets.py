@@ -12,7 +12,7 @@ providers use each; ``--apply`` refuses when one is used outside the import, unl
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -109,25 +109,74 @@ async def stored_versions(secrets_admin: SecretsAdmin) -> dict[str, int]:
     return {info.name: info.version for info in await secrets_admin.list()}
 
 
+@dataclass(frozen=True, slots=True)
+class MissingKey:
+    """A key the import refers to that is not stored: the imported ``providers`` using it
+    answer 503 ``secret_unavailable`` until it is."""
+
+    name: str
+    env_var: str
+    why: str  # why it was not stored, after the variable's name
+    providers: tuple[str, ...]
+
+
 async def store_secrets(
-    result: ImportResult, nc: NATS, actor: str, out: TextIO, *, from_env: bool
-) -> None:
+    result: ImportResult,
+    nc: NATS,
+    actor: str,
+    out: TextIO,
+    *,
+    from_env: bool,
+    stored: Collection[str] = (),
+) -> list[MissingKey]:
     """Store each key the import carries (see :func:`value_to_store`), audited, never
-    printed; say which ``os.environ`` keys were not stored and why."""
+    printed; returns the ``os.environ`` keys neither stored now nor before (``stored``)."""
     secrets_admin = SecretsAdmin(nc, actor=actor)
     audit = AuditWriter(nc, "cli")
     who = actor.removeprefix("import:")
+    missing = []
     for secret in result.secrets:
         value = value_to_store(secret, from_env=from_env)
         if value:
             info = await secrets_admin.put(secret.name, value)
             await audit.record(who, "secret.put", info.name, f"version {info.version}")
             print(f"stored secret {secret.name}", file=out)
-        elif secret.env_var:
-            # The route is applied anyway; say why it will answer 503 secret_unavailable.
+        elif secret.env_var and secret.name not in stored:
             why = "is not set in this shell" if from_env else "not read: no --secrets-from-env"
-            print(
-                f"not stored: {secret.name} (${secret.env_var} {why}); its routes answer 503 "
-                f"until you run `switchyard secrets put {secret.name}`",
-                file=out,
-            )
+            users = sorted(n for n, p in result.table.providers.items() if p.secret == secret.name)
+            missing.append(MissingKey(secret.name, secret.env_var, why, tuple(users)))
+    return missing
+
+
+def missing_keys_report(missing: list[MissingKey], table: RouteTable, err: TextIO) -> None:
+    """The warning after an apply that left keys unstored: which providers (and routes)
+    answer 503 until each is stored, and the command that stores it."""
+    if not missing:
+        return
+    count = sum(len(m.providers) for m in missing)
+    print(
+        f"warning: {count} imported {'provider answers' if count == 1 else 'providers answer'}"
+        " 503 secret_unavailable until their key is stored:",
+        file=err,
+    )
+    for key in missing:
+        routes = sorted(
+            alias
+            for alias, route in table.routes.items()
+            if any(d.provider in key.providers for d in route.deployments)
+        )
+        print(
+            f"  {', '.join(key.providers) or 'no provider'} (routes {', '.join(routes) or 'none'})"
+            f": secret {key.name} not stored (${key.env_var} {key.why})",
+            file=err,
+        )
+    print(
+        "store each key (read from stdin, never from the command line), then those routes serve:",
+        file=err,
+    )
+    for key in missing:
+        print(f"  printenv {key.env_var} | switchyard secrets put {key.name}", file=err)
+    print(
+        "or set the variables and run the import again with --secrets-from-env",
+        file=err,
+    )
