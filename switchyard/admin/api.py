@@ -55,7 +55,7 @@ from switchyard.runtime.http import JSON, error_response
 from switchyard.runtime.openapi import error_responses, inline_schema
 from switchyard.runtime.request_body import read_body
 from switchyard.schemas.batches import BatchRecord
-from switchyard.schemas.control import PutTable
+from switchyard.schemas.control import PutTable, TableState
 from switchyard.schemas.openai import error_body
 from switchyard.schemas.routing import Provider, Route, RouteTable, is_deployment_id
 
@@ -84,6 +84,15 @@ async def _audit(
     """Record an API change; the API's only credential is the shared admin token."""
     source = c.proxies.client(request.scope)
     await c.audit.record("admin token", action, target, detail, ok=ok, source=source, via="api")
+
+
+async def _audit_write(
+    c: AdminContext, request: Request, state: TableState, action: str, target: str
+) -> None:
+    """Record a route table write; one that changed nothing (``changed: false``, no new
+    revision) is no change to record."""
+    if state.changed is not False:
+        await _audit(c, request, action, target, f"revision {state.revision}")
 
 
 async def _body(request: Request) -> bytes:
@@ -289,7 +298,7 @@ class AdminApi:
         refuse_literal_keys(body)
         put = decode(body, PutTable, "route table")
         state = await c.control.put_table(put.table, put.expected_revision)
-        await _audit(c, request, "routes.replace", "", f"revision {state.revision}")
+        await _audit_write(c, request, state, "routes.replace", "")
         return _ok(state)
 
     async def get_route(self, request: Request, c: AdminContext) -> Response:
@@ -303,7 +312,7 @@ class AdminApi:
         alias = request.path_params["alias"]
         route = decode(await _body(request), Route, "route")
         state = await c.control.edit(lambda t: _with(t, routes={**t.routes, alias: route}))
-        await _audit(c, request, "route.put", alias, f"revision {state.revision}")
+        await _audit_write(c, request, state, "route.put", alias)
         return _ok(state)
 
     async def delete_route(self, request: Request, c: AdminContext) -> Response:
@@ -320,7 +329,7 @@ class AdminApi:
             return _with(t, routes={a: r for a, r in t.routes.items() if a != alias})
 
         state = await c.control.edit(change)
-        await _audit(c, request, "route.delete", alias, f"revision {state.revision}")
+        await _audit_write(c, request, state, "route.delete", alias)
         return _ok(state)
 
     async def get_providers(self, request: Request, c: AdminContext) -> Response:
@@ -332,7 +341,7 @@ class AdminApi:
         refuse_literal_keys(body, name)
         provider = decode(body, Provider, "provider")
         state = await c.control.edit(lambda t: _with(t, providers={**t.providers, name: provider}))
-        await _audit(c, request, "provider.put", name, f"revision {state.revision}")
+        await _audit_write(c, request, state, "provider.put", name)
         return _ok(state)
 
     async def delete_provider(self, request: Request, c: AdminContext) -> Response:
@@ -351,7 +360,7 @@ class AdminApi:
             return _with(t, providers={n: p for n, p in t.providers.items() if n != name})
 
         state = await c.control.edit(change)
-        await _audit(c, request, "provider.delete", name, f"revision {state.revision}")
+        await _audit_write(c, request, state, "provider.delete", name)
         return _ok(state)
 
     async def get_deployments(self, request: Request, c: AdminContext) -> Response:

@@ -439,12 +439,20 @@ async def _apply(
             return merge(table, result.table)
 
         state = await control.edit(change)
+        who = actor.removeprefix("import:")
+        if state.changed is False:  # the same routes and providers again: no new revision
+            print(
+                "nothing changed: the live route table already has these "
+                f"(revision {state.revision})",
+                file=out,
+            )
+            missing_keys_report(missing, result.table, err)
+            return 0
         detail = f"{len(result.table.routes)} routes, {len(result.table.providers)} providers"
         if entries:
             detail += f", replaced {_names(entries)}"
         if taken:
             detail += f", new versions of secrets in use {', '.join(t.name for t in taken)}"
-        who = actor.removeprefix("import:")
         await AuditWriter(nc, "cli").record(
             who, "import.litellm", "", f"{detail}; revision {state.revision}"
         )

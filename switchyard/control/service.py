@@ -5,9 +5,10 @@ Endpoints (NATS micro, queue group ``control``, exported to the CLIENT admin ide
 * ``control.v1.admin.routes.get``: the table and its KV revision;
 * ``control.v1.admin.routes.put``: replace the table, all or nothing: validated, consumers for
   new deployments provisioned first, then written with compare-and-set so two admins cannot
-  overwrite each other (409 on a lost race). Heads and model-proxies apply it from their watch;
-  a table setting a field that a live process of an older version would refuse is not written
-  (503 ``upgrade_unfinished``, ``table_levels``);
+  overwrite each other (409 on a lost race). The live table sent as it is writes nothing: it
+  answers the live revision with ``changed: false``. Heads and model-proxies apply it from
+  their watch; a table setting a field that a live process of an older version would refuse
+  is not written (503 ``upgrade_unfinished``, ``table_levels``);
 * ``control.v1.admin.deployments``: every deployment with its aliases, cooldown and queue depth;
 * ``control.v1.admin.cooldowns.clear``: end a deployment's cooldown now.
 
@@ -252,6 +253,19 @@ class Control:
                     " replaces)",
                     param="table.routes",
                 )
+            if current.revision and data == msgspec.json.encode(current.table):
+                # The live table as it is: no new revision (no audit line, no watcher woken,
+                # no script's expected_revision made stale).
+                log.info(
+                    "route table unchanged at revision %d (%s wrote it as it is)",
+                    current.revision,
+                    request_actor(req),
+                )
+                unchanged = wire.TableState(
+                    revision=current.revision, table=current.table, changed=False
+                )
+                await reply_ok(req, wire.ENCODER.encode(unchanged))
+                return
             _check_edit(table, current.table)
             self._check_readers(table, request_actor(req))
             # Consumers first: a head may dispatch to a new deployment the moment it sees it.
@@ -278,7 +292,8 @@ class Control:
             len(table.providers),
             len(table.routes),
         )
-        await reply_ok(req, wire.ENCODER.encode(wire.TableState(revision=revision, table=table)))
+        written = wire.TableState(revision=revision, table=table, changed=True)
+        await reply_ok(req, wire.ENCODER.encode(written))
 
     def _check_readers(self, table: RouteTable, who: str) -> None:
         """Refuse a table that a live process of an older version would refuse to read.

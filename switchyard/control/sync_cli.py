@@ -123,6 +123,13 @@ async def _sync(
                 f"the live route table changed after revision {state.revision} (someone else "
                 "edited it); run the command again to see the new preview"
             ) from None
+        if written.changed is False:  # the same table after all (as the file, live): no write
+            print(
+                f"nothing changed: the live route table is already this (revision "
+                f"{written.revision})",
+                file=out,
+            )
+            return 0
         detail = f"{len(changes)} changes from {source}; revision {written.revision}"
         action = "route.merge" if merging else "route.sync"
         await AuditWriter(nc, "cli").record(who, action, "", detail)  # as the API's changes are

@@ -8,11 +8,15 @@ from switchyard.schemas.monitor import DeploymentState
 from switchyard.schemas.routing import RouteTable
 
 
-class TableState(msgspec.Struct, frozen=True, kw_only=True):
-    """The route table and the KV revision it was read at (for compare-and-set)."""
+class TableState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The route table and the KV revision it was read at (for compare-and-set).
+
+    ``changed`` answers a write only (a read leaves it out): False when the table written
+    was the live one as it is, so nothing was written and ``revision`` is the live one's."""
 
     revision: int
     table: RouteTable
+    changed: bool | None = None
 
 
 class PutTable(msgspec.Struct, frozen=True, kw_only=True):

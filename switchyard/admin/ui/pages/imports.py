@@ -287,7 +287,10 @@ async def apply(ui: Ui) -> Response:
     detail = f"{len(imported.routes)} routes, {len(imported.providers)} providers"
     if stored:
         detail += f", stored secrets {', '.join(stored)}"
-    await ui.audit("import.litellm", "", f"{detail}; revision {state.revision}{failed}")
+    if state.changed is False:  # the same routes and providers again: no new revision
+        detail += " (the live table had them all: unchanged)"
+    if state.changed is not False or stored:  # (each secret stored is audited as such too)
+        await ui.audit("import.litellm", "", f"{detail}; revision {state.revision}{failed}")
     if failed:
         return ui.redirect("/ui/routes", ("error", f"Imported {detail}{failed}."))
     return ui.redirect("/ui/routes", ("ok", f"Imported {detail}."))

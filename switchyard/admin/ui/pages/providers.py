@@ -205,6 +205,10 @@ async def save_provider(ui: Ui) -> Response:
             conflicted=problem.conflict and original is not None,
             deleted=problem.conflict and original is None,
         )
+    if result.changed is False:  # saved as it was: nothing written, nothing to audit
+        return ui.redirect(
+            "/ui/routes", ("ok", f"Nothing changed: provider {name} was already so.")
+        )
     await ui.audit("provider.put", name, f"revision {result.revision}")
     return ui.redirect("/ui/routes", ("ok", f"Saved provider {name} (revision {result.revision})."))
 

@@ -261,6 +261,8 @@ async def save_route(ui: Ui) -> Response:
             conflicted=problem.conflict and original is not None,
             deleted=problem.conflict and original is None,
         )
+    if result.changed is False:  # saved as it was: nothing written, nothing to audit
+        return ui.redirect("/ui/routes", ("ok", f"Nothing changed: route {alias} was already so."))
     await ui.audit("route.put", alias, f"revision {result.revision}")
     saved = f"Saved route {alias} (revision {result.revision})."
     for dep, names in moved:
@@ -324,9 +326,10 @@ async def restore(ui: Ui) -> Response:
         return msgspec.structs.replace(t, **{kind: {**getattr(t, kind), name: file_items[name]}})
 
     result = await ui.admin.control.acting_for(ui.actor).edit(change)
-    await ui.audit(
-        f"{kind[:-1]}.restore", name, f"from switchyard.yaml, revision {result.revision}"
-    )
+    if result.changed is not False:  # (already as the file says: nothing written)
+        await ui.audit(
+            f"{kind[:-1]}.restore", name, f"from switchyard.yaml, revision {result.revision}"
+        )
     return ui.redirect("/ui/routes", ("ok", f"{name} is as {origin} again."))
 
 
