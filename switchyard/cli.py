@@ -34,12 +34,17 @@ Handler = Callable[[argparse.Namespace, Settings, Path | None], int]
 FAILED = 1  # the command failed: not found, ambiguous, refused, invalid input...
 USAGE = 2  # the arguments or the settings file cannot be used (argparse exits 2 too)
 NO_STACK = 3  # no stack answering (as `status` says "not running (no stack in ...)")
+# `routes sync --exit-code`: the check ran and found drift. Not 1, which a check that could
+# not run (a refused connection, the control service down) exits with: a drift job must tell
+# "the table differs" from "the check failed".
+DRIFT = 4
 EXIT_CODES = f"""exit codes:
   0  done
   {FAILED}  the command failed (not found, ambiguous name, refused change, invalid value)
   {USAGE}  unusable arguments or settings file
   {NO_STACK}  no Switchyard stack answering (or, for status, none in this home; for top, no
      gateway at the address); a stack that refuses this home's certificate is {FAILED}
+  {DRIFT}  routes sync --exit-code: the live route table differs from the file
   130  interrupted (Ctrl-C)"""
 
 
@@ -218,7 +223,8 @@ def _add_routes(sub: Any) -> None:
     c.add_argument(
         "--exit-code",
         action="store_true",
-        help="preview: exit 1 when the live table differs from the file, 0 when it matches",
+        help=f"preview: exit {DRIFT} when the live table differs from the file, 0 when it "
+        f"matches ({FAILED} when the check fails)",
     )
     c.set_defaults(handler=_cmd_routes_sync)
 
@@ -513,7 +519,7 @@ def _cmd_routes_sync(args: argparse.Namespace, settings: Settings, config_file: 
     if args.exit_code and args.apply:
         print("error: --exit-code is for the preview: leave out --apply", file=sys.stderr)
         return USAGE
-    return run_sync(args, _attached(settings), config_file, sys.stdout)
+    return run_sync(args, _attached(settings), config_file, sys.stdout, drift=DRIFT)
 
 
 def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:

@@ -237,8 +237,9 @@ def test_an_edited_config_is_reported_and_applied_on_request(cli_stack: CliStack
     assert synced[0]["via"] == "cli"
     assert "from switchyard.yaml" in synced[0]["detail"]
     assert cli_stack.run("config", timeout=30).stderr == ""
-    again = cli_stack.run("routes", "sync", timeout=30)
+    again = cli_stack.run("routes", "sync", "--exit-code", timeout=30)
     assert "already matches switchyard.yaml" in again.stdout
+    assert again.returncode == 0, again.stdout + again.stderr  # no drift
 
 
 def test_sync_never_applies_a_file_without_routes_as_the_whole_table(cli_stack: CliStack) -> None:
@@ -273,7 +274,8 @@ def test_sync_applies_only_the_revision_its_preview_showed(cli_stack: CliStack) 
     checked = {"checked": {"deployments": [{"provider": "local-demo", "model": "demo"}]}}
     cli_stack.write_config({**cli_stack.doc, "providers": LOCAL_DEMO, "routes": checked})
     preview = cli_stack.run("routes", "sync", "--exit-code", timeout=30)
-    assert preview.returncode == 1, preview.stdout + preview.stderr  # there is drift
+    # Drift has its own code: 1 is a check that failed (tests/test_connect_refused.py).
+    assert preview.returncode == 4, preview.stdout + preview.stderr
     assert "+ route checked: added" in preview.stdout
     approved = _live_revision(preview.stdout)
     assert f"--apply --expected-revision {approved}" in preview.stdout

@@ -4,10 +4,13 @@ not wait for ever (nats-py retries a refused first login without end)."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
@@ -98,3 +101,33 @@ async def test_a_cli_with_another_stacks_certificates_fails_fast(
     assert time.monotonic() - started < 15
     assert "not one this home's certificate authority signed" in str(refused.value)
     assert refused.value.refused
+
+
+async def test_routes_sync_exit_code_is_1_when_the_check_fails_not_the_drift_code(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """`routes sync --exit-code` exited 1 for drift and 1 for a check that could not run, so a
+    drift job could not tell "the table differs" from "nothing was checked". Drift is 4 now
+    (tests/test_cli_stack.py); a check the stack refuses (another CA's certificate) stays 1."""
+    config = tmp_path / "switchyard.yaml"
+    doc = {
+        "home": str(tmp_path / "home"),
+        "nats": {"servers": list(stack.settings.nats_servers)},
+        "routes": {"drifted": {"deployments": [{"provider": "demo", "model": "demo"}]}},
+    }
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "switchyard", "--config", str(config), *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    made = await asyncio.to_thread(cli, "certs", "init")  # this home's own CA
+    assert made.returncode == 0, made.stderr
+    checked = await asyncio.to_thread(cli, "routes", "sync", "--exit-code")
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "certificate" in checked.stderr

@@ -10,8 +10,9 @@ live table.
 A preview and its ``--apply`` are two runs: a route added in between was removed by the apply
 without anyone seeing it in a preview. ``--apply --expected-revision N`` (N the revision the
 approved preview printed) refuses unless the live table is still at N, so what is written is
-what was approved; ``--exit-code`` makes the preview exit 1 when there is something to change
-(as ``git diff --exit-code``), for a job that only checks.
+what was approved; ``--exit-code`` makes the preview exit with the CLI's drift code (4) when
+there is something to change (as ``git diff --exit-code`` exits 1), for a job that only checks:
+not 1, which is what a check that could not run exits with.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ async def _sync(
     apply: bool,
     out: TextIO,
     expected: int | None = None,
-    exit_code: bool = False,
+    drift: int = 0,
 ) -> int:
+    """Preview, or ``apply``; returns the exit status: ``drift`` for a preview that found
+    something to change (0 unless ``--exit-code``), else 0."""
     source = config_file.name if config_file else "the default settings"
     nc = await connect(
         settings.nats_servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=0
@@ -113,7 +116,7 @@ async def _sync(
                 f"{state.revision} to write it (refused if the live table changes meanwhile)",
                 file=out,
             )
-            return 1 if exit_code else 0
+            return drift
         if empty:
             raise InputError("", refusal)
         try:
@@ -140,8 +143,15 @@ async def _sync(
 
 
 def run_sync(
-    args: argparse.Namespace, settings: Settings, config_file: Path | None, out: TextIO
+    args: argparse.Namespace,
+    settings: Settings,
+    config_file: Path | None,
+    out: TextIO,
+    *,
+    drift: int,
 ) -> int:
+    """``switchyard routes sync``; ``drift`` is the exit status of a preview with
+    ``--exit-code`` that finds the live table differs from the file."""
     return asyncio.run(
         _sync(
             settings,
@@ -150,6 +160,6 @@ def run_sync(
             apply=args.apply,
             out=out,
             expected=args.expected_revision,
-            exit_code=args.exit_code,
+            drift=drift if args.exit_code else 0,
         )
     )

@@ -67,6 +67,7 @@ def stopped_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
         (("provision",), ""),
         (("keys", "revoke", "key_0123456789abcdef"), ""),
         (("routes", "sync", "--apply"), ""),
+        (("routes", "sync", "--exit-code"), ""),  # not its drift code (4): no check ran
     ],
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
 )
@@ -144,6 +145,9 @@ def test_the_exit_codes_are_listed_in_the_help() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "exit codes:" in proc.stdout
     assert "  3  no Switchyard stack answering" in proc.stdout
+    assert "  4  routes sync --exit-code: the live route table differs from the file" in (
+        proc.stdout
+    )
 
 
 def test_a_missing_settings_file_is_a_usage_error(tmp_path: Path) -> None:
