@@ -17,7 +17,8 @@ from nats.aio.client import Client as NATS
 from nats.js import api as js_api
 
 from switchyard.bus import subjects
-from switchyard.config.settings import Settings, StreamSettings
+from switchyard.config.queue_settings import StreamSettings
+from switchyard.config.settings import Settings
 from switchyard.errors import NotFound, ServiceUnavailable
 from switchyard.runtime.definitions import response_items_stream_config
 from switchyard.schemas.routing import Provider

@@ -14,9 +14,9 @@ from switchyard.config.loader import (
     prepare_tokenizer_environment,
     read_env_secret,
 )
+from switchyard.config.queue_settings import BatchSettings, StreamSettings
 from switchyard.config.settings import (
     AdminSettings,
-    BatchSettings,
     CertSettings,
     HeadSettings,
     HealthSettings,
@@ -30,7 +30,6 @@ from switchyard.config.settings import (
     RoutingSettings,
     Settings,
     StackSettings,
-    StreamSettings,
     TelemetrySettings,
 )
 from switchyard.schemas.routing import Timeouts

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from switchyard.config.queue_settings import BatchSettings, StreamSettings
+from switchyard.config.section import Count, Port, Seconds, Section
 from switchyard.errors import ConfigError
 from switchyard.schemas.routing import (
     Deployment,
@@ -20,10 +22,6 @@ from switchyard.schemas.routing import (
     Route,
     RouteTable,
 )
-
-Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class ServiceName(enum.StrEnum):
@@ -53,11 +51,7 @@ SERVICE_NAMES = frozenset(name.value for name in ServiceName)
 CERT_FILE_NAMES = frozenset({"ca", "server", "route"})
 
 
-class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base of every settings section: immutable, keyword-only, typos rejected."""
-
-
-class NatsSettings(_Section, frozen=True):
+class NatsSettings(Section, frozen=True):
     """How components reach NATS.
 
     Attributes:
@@ -105,7 +99,7 @@ class NatsSettings(_Section, frozen=True):
             )
 
 
-class CertSettings(_Section, frozen=True):
+class CertSettings(Section, frozen=True):
     """Identity certificates.
 
     Attributes:
@@ -119,7 +113,7 @@ class CertSettings(_Section, frozen=True):
     validity_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 825
 
 
-class OpenBaoSettings(_Section, frozen=True):
+class OpenBaoSettings(Section, frozen=True):
     """How the secrets service reaches Vault/OpenBao.
 
     Attributes:
@@ -142,7 +136,7 @@ class OpenBaoSettings(_Section, frozen=True):
     timeout_s: Seconds = 5.0
 
 
-class RedisSettings(_Section, frozen=True):
+class RedisSettings(Section, frozen=True):
     """Shared counters (rate limits, spend) in Redis/Valkey.
 
     Attributes:
@@ -160,7 +154,7 @@ class RedisSettings(_Section, frozen=True):
     timeout_s: Seconds = 0.5
 
 
-class StackSettings(_Section, frozen=True):
+class StackSettings(Section, frozen=True):
     """The local runtime started by ``switchyard up``.
 
     Attributes:
@@ -214,7 +208,7 @@ class StackSettings(_Section, frozen=True):
             )
 
 
-class HealthSettings(_Section, frozen=True):
+class HealthSettings(Section, frozen=True):
     """Workers' ``/health``, ``/ready`` and ``/metrics`` endpoint (``serve --health-port``).
 
     Attributes:
@@ -225,14 +219,14 @@ class HealthSettings(_Section, frozen=True):
     host: str = "127.0.0.1"
 
 
-class Listen(_Section, frozen=True, kw_only=True):
+class Listen(Section, frozen=True, kw_only=True):
     """An HTTP listener."""
 
     host: str = "127.0.0.1"
     port: Port
 
 
-class IngressSettings(_Section, frozen=True):
+class IngressSettings(Section, frozen=True):
     """The OpenAI-compatible HTTP edges (tail and gateway).
 
     Attributes:
@@ -299,7 +293,7 @@ class IngressSettings(_Section, frozen=True):
                 ) from None
 
 
-class HeadSettings(_Section, frozen=True):
+class HeadSettings(Section, frozen=True):
     """The routing workers.
 
     Attributes:
@@ -315,7 +309,7 @@ class HeadSettings(_Section, frozen=True):
     max_in_flight: Annotated[int, msgspec.Meta(ge=1)] = 1024
 
 
-class RoutingSettings(_Section, frozen=True):
+class RoutingSettings(Section, frozen=True):
     """How heads retry, fall back and cool deployments down.
 
     Attributes:
@@ -334,7 +328,7 @@ class RoutingSettings(_Section, frozen=True):
     fair_queueing: bool = True
 
 
-class AdminSettings(_Section, frozen=True):
+class AdminSettings(Section, frozen=True):
     """The management API on the gateway (``/admin/v1``).
 
     Attributes:
@@ -349,7 +343,7 @@ class AdminSettings(_Section, frozen=True):
     budget_watch_s: Seconds = 30.0
 
 
-class ModelProxySettings(_Section, frozen=True):
+class ModelProxySettings(Section, frozen=True):
     """The provider-calling workers.
 
     Attributes:
@@ -371,115 +365,14 @@ class ModelProxySettings(_Section, frozen=True):
     max_workers_per_deployment: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 128
 
 
-class StreamSettings(_Section, frozen=True):
-    """JetStream streams, provisioned by the provisioner identity.
-
-    Attributes:
-        dispatch_queue_limit: requests held per deployment (queued plus in flight); beyond it a
-            new request is refused at once with 503 ``queue_full`` (discard-new per subject).
-        dispatch_max_age_s: a queued request older than this is dropped by the server.
-        duplicate_window_s: JetStream deduplicates re-published requests and usage events
-            within this window (``Nats-Msg-Id``).
-        usage_max_age_s: how long usage events are kept in the stream.
-        usage_max_bytes: the most the USAGE stream keeps; past it the oldest events go first,
-            applied or not: ~600 bytes a request, so 2 GiB holds ~75 minutes of unapplied
-            usage at 1,000 req/s (about a day at 40); what goes unapplied is logged and counted
-            (``switchyard_usage_batches_lost_total``, alert SwitchyardUsageLost).
-            Without a bound a busy gateway's week of events (~600 bytes each) outgrew the
-            JetStream store, and then every stream, the request queues included, stopped.
-        hold_tenant_limit: requests one tenant may have waiting per deployment and priority
-            while the deployment is saturated (HOLD, discard-new per subject); beyond it that
-            tenant's new requests get 429 ``tenant_queue_full`` and nobody else's do.
-        hold_max_bytes: the most the HOLD stream stores (all tenants together).
-        hold_total_limit: requests one deployment may hold, every tenant and priority
-            together; from there its new ``default`` and ``batch`` requests get 503
-            ``queue_full`` (interactive ones a tenth later) until the count is a tenth below.
-            Counted by the feeder, so it lags a burst by milliseconds; not a byte bound.
-        response_items_max_age_s: how long the output items of translated Responses answers
-            (``store`` not false) are kept for later ``item_reference``s (OpenAI keeps 30 days).
-        response_items_max_bytes: the most the ``sy_response_items`` bucket keeps, all tenants
-            together; past it the oldest items go first.
-    """
-
-    dispatch_queue_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
-    hold_tenant_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
-    hold_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024
-    hold_total_limit: Annotated[int, msgspec.Meta(ge=1)] = 10_000
-    dispatch_max_age_s: Seconds = 3600.0
-    duplicate_window_s: Seconds = 120.0
-    usage_max_age_s: Seconds = 7 * 86400.0
-    usage_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 2 * 1024 * 1024 * 1024
-    response_items_max_age_s: Seconds = 30 * 86400.0
-    response_items_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024
-
-
-class BatchSettings(_Section, frozen=True):
-    """The OpenAI Batch API (``/v1/files``, ``/v1/batches``) and its runner.
-
-    Attributes:
-        max_file_bytes: largest JSONL file an edge accepts.
-        max_in_flight: lines one runner has submitted and not yet answered, over all batches
-            (they run at ``batch`` priority, on capacity nothing else wants).
-        line_timeout_s: an unanswered line is submitted again after this long (kept below
-            ``nats.response_threshold_s``: a reply path idle longer is dropped by the server).
-        progress_s: how often a running batch's ``request_counts`` are written.
-        file_expiry_s: how long an upload, or a batch's output and error file, lives when
-            its creator set no ``expires_after`` / ``output_expires_after`` (OpenAI's
-            default for batch files: 30 days); 0 keeps them until deleted.
-        finished_batch_ttl_s: how long a batch's record stays after it ended (completed,
-            failed, expired, cancelled); 0 keeps records for ever.
-        sweep_s: how often the runner deletes expired files and batch records.
-        dead_chunks_after_s: the sweep also purges a file's chunks that no file names (what a
-            writer killed half-way left) once nothing was added to them for this long; keep
-            it well above the longest upload or batch output write.
-        files_max_bytes: the most the files store (``sy_files``: every tenant's uploads and
-            batch outputs together) holds; past it uploads are refused (503
-            ``file_storage_full``) and a batch output waits for room. Keep it well inside the
-            node's JetStream store (``max_file_store``, 8 GB in the local stack), which the
-            request queues and USAGE share: a full JetStream store stops every stream.
-            ``switchyard provision`` applies a change to an existing store.
-        tenant_max_bytes: the most one tenant (a key's team, else the key) keeps in files it
-            has not deleted and that have not expired (uploads, batch outputs, message batches'
-            inputs and results); an upload past it is refused (400
-            ``storage_quota_exceeded``). Outputs count but are never refused.
-        tenant_max_files: how many such files one tenant keeps at most.
-    """
-
-    max_file_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 100 * 1024 * 1024
-    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 64
-    line_timeout_s: Seconds = 240.0
-    progress_s: Seconds = 1.0
-    file_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 30 * 86400
-    finished_batch_ttl_s: Annotated[int, msgspec.Meta(ge=0)] = 30 * 86400
-    sweep_s: Seconds = 600.0
-    dead_chunks_after_s: Seconds = 3600.0
-    files_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 2 * 1024 * 1024 * 1024
-    tenant_max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1024 * 1024 * 1024
-    tenant_max_files: Annotated[int, msgspec.Meta(ge=1)] = 10_000
-
-    def __post_init__(self) -> None:
-        """Refuse a files store too small for one file of the largest size accepted.
-
-        Raises:
-            ConfigError: ``files_max_bytes`` is below ``max_file_bytes``.
-        """
-        if self.files_max_bytes < self.max_file_bytes:
-            raise ConfigError(
-                "batch.files_max_bytes",
-                f"{self.files_max_bytes} is less than batch.max_file_bytes "
-                f"({self.max_file_bytes}): no upload of the largest size could be stored",
-                "raise batch.files_max_bytes (or lower batch.max_file_bytes)",
-            )
-
-
-class LoggingSettings(_Section, frozen=True):
+class LoggingSettings(Section, frozen=True):
     """Logs go to stderr, one line per event."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["console", "json"] = "console"
 
 
-class TelemetrySettings(_Section, frozen=True):
+class TelemetrySettings(Section, frozen=True):
     """OpenTelemetry tracing; off unless an OTLP endpoint is set.
 
     Attributes:
@@ -496,7 +389,7 @@ class TelemetrySettings(_Section, frozen=True):
     export_delay_ms: Annotated[int, msgspec.Meta(ge=50, le=60000)] = 2000
 
 
-class Settings(_Section, frozen=True):
+class Settings(Section, frozen=True):
     """Everything a Switchyard process needs to know, built once.
 
     Attributes:
@@ -524,8 +417,9 @@ class Settings(_Section, frozen=True):
     batch: BatchSettings = BatchSettings()
     logging: LoggingSettings = LoggingSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
-    providers: dict[str, Provider] = {}
-    routes: dict[str, Route] = {}
+    # msgspec copies an empty mutable default per instance (ruff cannot see the base is a Struct)
+    providers: dict[str, Provider] = {}  # noqa: RUF012
+    routes: dict[str, Route] = {}  # noqa: RUF012
     demo_model: bool = True
     source_file: str = ""
 

@@ -8,7 +8,7 @@ from typing import Any, cast
 import msgspec
 import pytest
 
-from switchyard.config.settings import StreamSettings
+from switchyard.config.queue_settings import StreamSettings
 from switchyard.control.holdbound import full_mark, reserve
 from switchyard.schemas.scheduling import (
     SCHED_DECODER,
