@@ -7,8 +7,8 @@ with a 504, which the SDKs retry, each retry a new provider call. Now the edge s
 headers and an SSE comment once the first content is ``stream_start_s`` late, and a comment
 every as many seconds until it comes; an error after that is the stream's error event.
 
-Its own stack (``stream_start_s: 0.5``), the fake provider's ``slow:2500`` (the first chunk
-after 2.5 s), read with raw HTTP and with the official SDKs.
+Its own stack (``stream_start_s: 1``), the fake provider's ``slow:3500`` (the first chunk
+after 3.5 s), read with raw HTTP and with the official SDKs.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.upstream import FakeOpenAI
 
 pytestmark = pytest.mark.integration
 
-LATE = "late"  # its first chunk after 2.5 s
+LATE = "late"  # its first chunk after 3.5 s
 ON_TIME = "echo"
 CHAT = {"messages": [{"role": "user", "content": "one two three"}], "stream": True}
 RESPONSES = {"input": "one two three"}
@@ -43,10 +43,10 @@ async def early(
     extra = {
         "providers": {"fake": {"kind": "openai-compatible", "api_base": upstream.base_url}},
         "routes": {
-            LATE: {"deployments": [{"provider": "fake", "model": "slow:2500"}]},
+            LATE: {"deployments": [{"provider": "fake", "model": "slow:3500"}]},
             ON_TIME: {"deployments": [{"provider": "fake", "model": "echo"}]},
         },
-        "ingress": {"stream_start_s": 0.5},
+        "ingress": {"stream_start_s": 1},
     }
     stack = await start_stack(tmp_path_factory.mktemp("early"), extra)
     try:
@@ -88,7 +88,7 @@ async def test_a_late_first_token_gets_the_headers_and_keep_alives_first(early: 
     content_at = _first_data(lines)
     assert content_at - headed > 1.0, (headed, lines)  # the headers did not wait for it
     comments = [line for at, line in lines if at < content_at and line.startswith(b":")]
-    assert len(comments) >= 2, lines  # one at the start, then one every 0.5 s
+    assert len(comments) >= 2, lines  # one at the start, then one every second
     data = [line[5:].strip() for _, line in lines if line.startswith(b"data:")]
     assert data[-1] == b"[DONE]"
     words = "".join(
@@ -145,8 +145,8 @@ async def test_the_sdks_read_a_stream_that_started_early(early: Stack) -> None:
 async def test_an_error_after_an_early_start_is_the_streams_error_event(
     early: Stack, path: str
 ) -> None:
-    """The first chunk misses its ``X-Stainless-Timeout`` (1.5 s) after the stream started at
-    0.5 s: the answer is a 200 whose stream ends with the deadline's error event in the
+    """The first chunk misses its ``X-Stainless-Timeout`` (2 s) after the stream started at
+    1 s: the answer is a 200 whose stream ends with the deadline's error event in the
     route's dialect, not a second status."""
     docs: dict[str, dict[str, Any]] = {
         "/v1/chat/completions": CHAT,
@@ -154,7 +154,7 @@ async def test_an_error_after_an_early_start_is_the_streams_error_event(
         "/v1/responses": RESPONSES,
     }
     doc = {**docs[path], "model": LATE}
-    resp, _, lines = await _timed_stream(early, path, doc, **{"X-Stainless-Timeout": "1.5"})
+    resp, _, lines = await _timed_stream(early, path, doc, **{"X-Stainless-Timeout": "2"})
     assert resp.status_code == 200, lines
     assert lines[0][1].startswith(b":"), lines
     data = [json.loads(line[5:]) for _, line in lines if line.startswith(b"data:")]
@@ -163,9 +163,28 @@ async def test_an_error_after_an_early_start_is_the_streams_error_event(
         assert events == [b"error"], lines  # nothing but the error
         assert data[0]["error"]["type"] == "timeout_error", data
     elif path == "/v1/responses":
-        assert events == [b"error", b"response.failed"], lines
-        assert data[0]["code"] == "deadline_exceeded", data
-        assert data[1]["response"]["status"] == "failed", data
+        # Opened first: OpenAI's SDK refuses an error before any response.created.
+        assert events == [b"response.created", b"error", b"response.failed"], lines
+        assert data[1]["code"] == "deadline_exceeded", data
+        assert data[2]["response"]["id"] == data[0]["response"]["id"], data
+        assert data[2]["response"]["status"] == "failed", data
     else:
         assert len(data) == 1, lines
         assert data[0]["error"]["code"] == "deadline_exceeded", data
+
+
+async def test_openais_stream_helper_reads_an_early_started_response_that_failed(
+    early: Stack,
+) -> None:
+    """``client.responses.stream()`` accumulates a Response from ``response.created`` on: it
+    raised RuntimeError at an ``error`` no ``response.created`` came before."""
+    async with (
+        openai.AsyncOpenAI(
+            base_url=early.tail_url + "/v1", api_key=early.api_key, max_retries=0, timeout=30
+        ) as client,
+        client.responses.stream(
+            model=LATE, input="one two three", extra_headers={"X-Stainless-Timeout": "2"}
+        ) as stream,
+    ):
+        kinds = [event.type async for event in stream]
+    assert kinds == ["response.created", "error", "response.failed"], kinds

@@ -280,7 +280,14 @@ class IngressSettings(Section, frozen=True):
 
     def __post_init__(self) -> None:
         """Raises ConfigError naming a ``trusted_proxies`` entry that is not an address or
-        a network (a network with host bits set: ``10.0.0.1/8`` means which?)."""
+        a network (a network with host bits set: ``10.0.0.1/8`` means which?), or a
+        ``stream_start_s`` under a second (a late stream would get a comment that often)."""
+        if 0 < self.stream_start_s < 1:
+            raise ConfigError(
+                "ingress.stream_start_s",
+                f"{self.stream_start_s:g} s would send a late stream a comment that often",
+                "use 0 (off) or at least 1 second (the default is 10)",
+            )
         for index, entry in enumerate(self.trusted_proxies):
             try:
                 ipaddress.ip_network(entry.strip(), strict=True)

@@ -371,20 +371,25 @@ async def sse_frames(
         await rest.aclose()  # a client that went away releases its reply inbox at once
 
 
-def stream_error(exc: ApiError, dialect: str, final: FinalReply | None = None) -> bytes:
+def stream_error(
+    exc: ApiError, dialect: str, final: FinalReply | None = None, model: str = ""
+) -> bytes:
     """The event that ends a stream that already started with ``exc``, in its dialect;
-    ``final``: the stream's, which knows what it relayed."""
+    ``final``: the stream's, which knows what it relayed; ``model``: the one asked for (a
+    Responses stream that relayed nothing yet is opened for it first)."""
     if dialect in ("responses", "messages"):
         if final is None:
-            return _dialect_error(exc, dialect, b"", b"")
-        return _dialect_error(exc, dialect, final.opening, final.relayed)
+            return _dialect_error(exc, dialect, b"", b"", model)
+        return _dialect_error(exc, dialect, final.opening, final.relayed, model)
     return sse_error(exc)
 
 
-def _dialect_error(exc: ApiError, dialect: str, opening: bytes, relayed: bytes) -> bytes:
+def _dialect_error(
+    exc: ApiError, dialect: str, opening: bytes, relayed: bytes, model: str = ""
+) -> bytes:
     """An error event in the client's dialect, for a stream that already started: Anthropic's
     ``error`` event; Responses' ``error`` then ``response.failed``, numbered after the last
     event relayed (``opening``: the stream's first chunk, ``relayed``: its last)."""
     if dialect == "messages":
         return anthropic.error_event(exc)
-    return stream_failed(exc, opening, relayed)
+    return stream_failed(exc, opening, relayed, model=model)

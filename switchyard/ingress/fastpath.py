@@ -528,4 +528,4 @@ async def _refuse(
         return
     # Written at once even to a client that stopped reading (``reader_too_slow``): it reads
     # the event after what it has yet to read, or the write timeout drops it.
-    await send_last(send, stream_error(exc, call.op, call.final))
+    await send_last(send, stream_error(exc, call.op, call.final, call.model))

@@ -141,3 +141,14 @@ def test_good_entries_load() -> None:
         "2001:db8::/32",
     )
     assert load_settings(None, env={}).ingress.trusted_proxies == ()
+
+
+@pytest.mark.parametrize("seconds", [0.001, 0.5])
+def test_a_stream_start_under_a_second_is_a_config_error(seconds: float) -> None:
+    """A late stream gets a comment every ``stream_start_s``: a millisecond is a busy loop."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env={}, overrides={"ingress.stream_start_s": seconds})
+    assert caught.value.field == "ingress.stream_start_s"
+    for fine in (0, 1, 10):
+        settings = load_settings(None, env={}, overrides={"ingress.stream_start_s": fine})
+        assert settings.ingress.stream_start_s == fine

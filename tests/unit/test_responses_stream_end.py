@@ -55,11 +55,25 @@ def test_a_failed_stream_ends_with_error_then_response_failed_numbered_on() -> N
     assert response["error"]["message"] == "the request deadline passed"
 
 
-def test_without_its_opening_the_failed_response_is_still_a_response() -> None:
-    ended = stream_failed(DeadlineExceeded("late"), b"", b"")
-    (_, error), (_, failed) = _events(ended)
-    assert (error["sequence_number"], failed["sequence_number"]) == (0, 1)
-    assert failed["response"]["object"] == "response"
+def test_a_stream_that_relayed_nothing_is_opened_before_it_fails() -> None:
+    """An edge that started a stream before its first chunk (``stream_start_s``) and then
+    failed it relayed no event: OpenAI's SDK stream helper raises RuntimeError on an
+    ``error`` no ``response.created`` came before, so the edge opens a Response of its own
+    (for the model asked for) and fails that one."""
+    ended = stream_failed(DeadlineExceeded("late"), b"", b"", model="gpt-x")
+    (kind, created), (_, error), (_, failed) = _events(ended)
+    assert kind == "response.created"
+    assert [e["sequence_number"] for e in (created, error, failed)] == [0, 1, 2]
+    opened = created["response"]
+    assert opened["id"].startswith("resp_")
+    assert (opened["status"], opened["model"], opened["object"]) == (
+        "in_progress",
+        "gpt-x",
+        "response",
+    )
+    assert isinstance(opened["created_at"], int)
+    assert failed["response"]["id"] == opened["id"]
+    assert failed["response"]["status"] == "failed"
     assert opening_response(b"event: x\ndata: not json\n\n") is None
 
 

@@ -14,6 +14,8 @@ on, and only an ending that needs them reads them.
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from typing import Any
 
 import msgspec
@@ -57,12 +59,19 @@ def opening_response(events: bytes) -> dict[str, Any] | None:
     return None
 
 
-def stream_failed(exc: ApiError, opening: bytes, relayed: bytes) -> bytes:
+def stream_failed(exc: ApiError, opening: bytes, relayed: bytes, *, model: str = "") -> bytes:
     """``error`` then ``response.failed`` for a stream that began with ``opening`` (its first
     chunk) and last relayed ``relayed``: numbered after the last number either carried.
-    Nothing when ``relayed`` already ended the stream (its own ``response.failed``, say)."""
+    Nothing when ``relayed`` already ended the stream (its own ``response.failed``, say).
+
+    A stream that relayed nothing yet (an edge started it before its first chunk, see
+    ``ingress/stream_relay.py``) first gets a ``response.created`` of its own, for ``model``:
+    OpenAI's SDK refuses an ``error`` that no ``response.created`` came before (its stream
+    helper raises ``RuntimeError`` instead of the error)."""
     if any(end in relayed for end in _ENDS):
         return b""
+    if not opening and not relayed:
+        return _unopened_failed(exc, model)
     last = last_sequence(relayed)
     if last is None:
         last = last_sequence(opening)
@@ -79,6 +88,23 @@ def stream_failed(exc: ApiError, opening: bytes, relayed: bytes) -> bytes:
     response["error"] = error_object(exc.status, exc.message)
     failed = {"type": "response.failed", "response": response, "sequence_number": seq + 2}
     return frame("error", encode(error)) + frame("response.failed", encode(failed))
+
+
+def _unopened_failed(exc: ApiError, model: str) -> bytes:
+    """``response.created``, ``error``, ``response.failed`` for a Response nobody opened."""
+    response: dict[str, Any] = {
+        "id": f"resp_{uuid.uuid4().hex}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "in_progress",
+        "model": model,
+        "output": [],
+    }
+    created = frame(
+        "response.created",
+        encode({"type": "response.created", "response": response, "sequence_number": 0}),
+    )
+    return created + stream_failed(exc, created, b"")
 
 
 def _decoded(data: bytes) -> dict[str, Any] | None:
