@@ -127,7 +127,9 @@ async def test_the_sign_in_guard_and_audit_see_the_client_behind_the_proxy(
     proxied: Stack,
 ) -> None:
     """One person's wrong admin tokens through the proxy block that person's address only;
-    the audit names the client's address, for sign-ins, web app changes and API changes."""
+    the audit names the client's address, for sign-ins, web app changes and API changes, and
+    the proxy it came through (a listed address can name any client: the entry must still say
+    which machine connected)."""
     origin = {"Origin": proxied.gateway_url}
     token = proxied.settings.admin_token_file.read_text(encoding="utf-8").strip()
     async with _from("127.0.0.1", proxied.gateway_url) as proxy:
@@ -157,11 +159,11 @@ async def test_the_sign_in_guard_and_audit_see_the_client_behind_the_proxy(
         assert made.status_code == 201, made.text
 
     expected = {
-        ("guesser", "session.signin", False, "198.51.100.21"),
-        ("other", "session.signin", False, "198.51.100.22"),
-        ("behind-proxy", "session.signin", True, "198.51.100.22"),
-        ("behind-proxy", "key.create", True, "198.51.100.23"),
-        ("admin token", "key.create", True, "198.51.100.24"),
+        ("guesser", "session.signin", False, "198.51.100.21 via 127.0.0.1"),
+        ("other", "session.signin", False, "198.51.100.22 via 127.0.0.1"),
+        ("behind-proxy", "session.signin", True, "198.51.100.22 via 127.0.0.1"),
+        ("behind-proxy", "key.create", True, "198.51.100.23 via 127.0.0.1"),
+        ("admin token", "key.create", True, "198.51.100.24 via 127.0.0.1"),
         ("admin token", "key.create", True, "127.0.0.3"),  # direct: its header is ignored
     }
     entries: list[dict[str, Any]] = []
@@ -172,4 +174,4 @@ async def test_the_sign_in_guard_and_audit_see_the_client_behind_the_proxy(
         await asyncio.sleep(0.1)
     seen = {(e["actor"], e["action"], e["ok"], e["source"]) for e in entries}
     assert expected <= seen, entries
-    assert [e for e in entries if e["source"] == "127.0.0.1"] == []  # never the proxy's
+    assert [e for e in entries if e["source"] == "127.0.0.1"] == []  # never the proxy's alone

@@ -82,7 +82,7 @@ async def _audit(
     ok: bool = True,
 ) -> None:
     """Record an API change; the API's only credential is the shared admin token."""
-    source = c.proxies.client(request.scope)
+    source = c.proxies.audit_source(request.scope)
     await c.audit.record("admin token", action, target, detail, ok=ok, source=source, via="api")
 
 

@@ -11,7 +11,12 @@ that is absent, or holds something other than an address (``unknown``, an empty 
 one is read, leaves the peer as the client. A peer outside the list is the client whatever it
 sends: its header is never read. Entries may carry a port (``192.0.2.7:4711``,
 ``[2001:db8::7]:443``); an IPv4 address written as IPv6 (``::ffff:192.0.2.7``) is the IPv4
-one, in the list and in the answer. With the list empty (the default) nothing is parsed.
+one, in the list and in the answer (a peer's too, once the list is set). With the list empty
+(the default) nothing is parsed: the peer as the server gives it.
+
+An audit entry names both when they differ (:meth:`TrustedProxies.audit_source`: ``client
+via peer``): a listed address can name any client it likes, and the entry must still say
+which machine connected.
 
 Callers ask only when they need the address (the failed-key guard: only for a key that failed).
 """
@@ -84,9 +89,20 @@ class TrustedProxies:
         given = [value for name, value in scope.get("headers", ()) if name == HEADER]
         return self.client_behind(host, b",".join(given).decode("latin-1") if given else None)
 
+    def audit_source(self, scope: Mapping[str, Any]) -> str:
+        """What an audit entry records as a request's source: the client, and the peer it came
+        through when that is another address (``203.0.113.9 via 10.0.0.7``)."""
+        peer = scope.get("client")
+        host = str(peer[0]) if peer else ""
+        client = self.client(scope)
+        if not self._networks or client == _plain(host):
+            return client
+        return f"{client} via {host}"
+
     def client_behind(self, peer: str, forwarded_for: str | None) -> str:
         """The client's address for a request from ``peer`` with this ``X-Forwarded-For``
         (all its lines joined with commas; None: no such header)."""
+        peer = _plain(peer)
         if forwarded_for is None or not self.trusts(address(peer)):
             return peer
         found: Address | None = None
@@ -97,3 +113,11 @@ class TrustedProxies:
             if not self.trusts(found):
                 return str(found)
         return str(found) if found is not None else peer
+
+
+def _plain(peer: str) -> str:
+    """``peer`` with an IPv4 address written as IPv6 (``::ffff:192.0.2.7``) as the IPv4 one."""
+    if not peer.startswith("::ffff:"):
+        return peer
+    found = address(peer)
+    return str(found) if found is not None else peer

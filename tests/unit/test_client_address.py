@@ -152,3 +152,18 @@ def test_a_stream_start_under_a_second_is_a_config_error(seconds: float) -> None
     for fine in (0, 1, 10):
         settings = load_settings(None, env={}, overrides={"ingress.stream_start_s": fine})
         assert settings.ingress.stream_start_s == fine
+
+
+def test_a_peer_written_as_ipv6_mapped_is_its_ipv4_address() -> None:
+    """The module says an IPv4 address written as IPv6 is the IPv4 one in the answer: it was
+    only for addresses read from the header, so an untrusted peer counted apart from itself."""
+    assert PROXIES.client_behind("::ffff:203.0.113.5", None) == "203.0.113.5"
+    assert PROXIES.client_behind("::ffff:203.0.113.5", "198.51.100.9") == "203.0.113.5"
+
+
+def test_an_audit_source_names_the_proxy_it_came_through() -> None:
+    scope = {"client": ("127.0.0.1", 5000), "headers": [(b"x-forwarded-for", b"198.51.100.9")]}
+    assert PROXIES.audit_source(scope) == "198.51.100.9 via 127.0.0.1"
+    direct = {"client": ("203.0.113.5", 5000), "headers": [(b"x-forwarded-for", b"1.2.3.4")]}
+    assert PROXIES.audit_source(direct) == "203.0.113.5"
+    assert TrustedProxies().audit_source(scope) == "127.0.0.1"

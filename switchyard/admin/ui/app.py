@@ -201,13 +201,26 @@ class AdminUi:
                     detail += "; more wrong tokens are counted, not recorded, this hour"
                     detail += " (one entry sums them up)"
                 await context.audit.record(
-                    name, "session.signin", "", detail, ok=False, source=source, via="ui"
+                    name,
+                    "session.signin",
+                    "",
+                    detail,
+                    ok=False,
+                    source=context.proxies.audit_source(request.scope),
+                    via="ui",
                 )
             return self._signin_page("That admin token is not valid.", name=name, status=401)
         except ApiError as exc:
             return self._signin_page(exc.message, name=name, status=exc.status)
-        session_id, session = self.sessions.create(name, source)
-        await context.audit.record(name, "session.signin", "", "", source=session.source, via="ui")
+        session_id, _ = self.sessions.create(name, source)
+        await context.audit.record(
+            name,
+            "session.signin",
+            "",
+            "",
+            source=context.proxies.audit_source(request.scope),
+            via="ui",
+        )
         target = form.get("next")
         if not target.startswith("/ui/") or target.startswith("//"):
             target = "/ui/"

@@ -59,7 +59,7 @@ class Ui:
     ) -> None:
         """An entry with the address of the request making the change (the session's
         sign-in address may be another: a laptop that moved, or a stolen cookie)."""
-        source = self.admin.proxies.client(self.request.scope)
+        source = self.admin.proxies.audit_source(self.request.scope)
         await self.admin.audit.record(
             self.session.actor, action, target, detail, ok=ok, source=source, via="ui"
         )
