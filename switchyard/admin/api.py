@@ -39,6 +39,7 @@ from switchyard.admin.queries import (
     check_params,
     key_query,
     ranking_query,
+    spend_days,
 )
 from switchyard.admin.spend import SpendUnavailable
 from switchyard.bus import headers as h
@@ -490,7 +491,7 @@ class AdminApi:
         return _ok({"deleted": True})
 
     async def daily_spend(self, request: Request, c: AdminContext) -> Response:
-        days = positive_int(request.query_params.get("days") or "7", "days")
+        days = spend_days(request.query_params)
         per_day = positive_int(request.query_params.get("per_day") or "100", "per_day")
         return _ok({"days": await c.spend.daily(days=days, per_day=min(per_day, 1000))})
 

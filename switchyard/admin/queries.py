@@ -15,6 +15,7 @@ from starlette.datastructures import QueryParams
 from switchyard.admin.audit import AuditQuery
 from switchyard.admin.bodies import positive_int, whole_number
 from switchyard.errors import InvalidRequest
+from switchyard.limits.keys import DAILY_KEPT_DAYS
 
 KEY_STATES = ("active", "revoked", "expired")
 SPEND_RANKINGS = ("key", "team", "model")
@@ -108,10 +109,23 @@ def ranking_query(q: QueryParams) -> RankingQuery:
         raise InvalidRequest("`by` must be key, team or model", param="by")
     return RankingQuery(
         by=kind,
-        days=positive_int(q.get("days") or "7", "days"),
+        days=spend_days(q),
         offset=whole_number(q.get("offset") or "0", "offset"),
         limit=min(positive_int(q.get("limit") or "50", "limit"), 500),
     )
+
+
+def spend_days(q: QueryParams) -> int:
+    """A spend report's ``days`` (7 when absent): 1 to :data:`DAILY_KEPT_DAYS`. A longer
+    period was answered with 90 days and no word of it, so a year's total was a quarter's."""
+    days = positive_int(q.get("days") or "7", "days")
+    if days > DAILY_KEPT_DAYS:
+        raise InvalidRequest(
+            f"`days` is at most {DAILY_KEPT_DAYS}: daily spend is kept {DAILY_KEPT_DAYS} days "
+            f"(asked for {days}); for longer, keep the exports of earlier periods",
+            param="days",
+        )
+    return days
 
 
 def audit_query(q: QueryParams) -> AuditQuery:

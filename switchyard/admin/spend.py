@@ -236,7 +236,7 @@ class SpendReader:
 
 
 def _days(days: int) -> int:
-    return max(1, min(days, 90))
+    return max(1, min(days, rk.DAILY_KEPT_DAYS))
 
 
 def _day_counter(day: str, kind: str, member: str) -> str:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 # Spend is kept in integer nano-dollars (1e-9 USD): sums stay exact, to the cent and far below.
 NANO = 1_000_000_000
-DAILY_TTL_S = 90 * 86400
+# Daily aggregates (per key, team, model, key-and-model, and each day's rankings) are kept
+# this many days: the longest period a spend report can cover.
+DAILY_KEPT_DAYS = 90
+DAILY_TTL_S = DAILY_KEPT_DAYS * 86400
 
 
 def requests(key_id: str) -> str:

@@ -11,9 +11,10 @@ from typing import Any
 from starlette.responses import Response
 
 from switchyard.admin.ui.context import Route, Ui
+from switchyard.limits.keys import DAILY_KEPT_DAYS
 
 KINDS = {"key": "Keys", "team": "Teams", "model": "Models"}
-DAYS = (1, 7, 30, 90)
+DAYS = (1, 7, 30, DAILY_KEPT_DAYS)
 CHART_SERIES = 5
 CSV_ROWS = 10_000
 
@@ -23,8 +24,20 @@ def _by(ui: Ui) -> str:
     return kind if kind in KINDS else "model"
 
 
+def _days(ui: Ui) -> tuple[int, str]:
+    """The period asked for, at most :data:`DAILY_KEPT_DAYS`, and what to tell the reader
+    when it asked for more (``?days=365`` was shown as 90 days with no word of it)."""
+    asked = ui.int_query("days", 7, 1)
+    if asked <= DAILY_KEPT_DAYS:
+        return asked, ""
+    return DAILY_KEPT_DAYS, (
+        f"Daily spend is kept {DAILY_KEPT_DAYS} days: this shows the last {DAILY_KEPT_DAYS}, "
+        f"not the {asked} asked for."
+    )
+
+
 async def spend_page(ui: Ui) -> Response:
-    kind, days = _by(ui), ui.int_query("days", 7, 1, 90)
+    kind, (days, notice) = _by(ui), _days(ui)
     offset, limit = ui.int_query("offset", 0), ui.int_query("limit", 50, 1, 500)
     rows, total = await ui.admin.spend.ranking(kind, days=days, offset=offset, limit=limit)
     top = (
@@ -63,6 +76,7 @@ async def spend_page(ui: Ui) -> Response:
         limit=limit,
         chart=chart,
         names=names,
+        notice=notice,
         grand=sum(t["cost_usd"] for t in totals),
         requests=sum(t["requests"] for t in totals),
         base=f"/ui/spend?by={kind}&days={days}&",
@@ -94,7 +108,9 @@ def csv_text(rows: list[list[object]]) -> str:
 
 async def spend_csv(ui: Ui) -> Response:
     """Every member's daily totals over the period, costliest first (up to 10,000 rows)."""
-    kind, days = _by(ui), ui.int_query("days", 7, 1, 90)
+    kind, (days, notice) = _by(ui), _days(ui)
+    if notice:  # a file is read later, away from the page: refuse rather than cut
+        return Response(notice, status_code=400, media_type="text/plain")
     rows, _ = await ui.admin.spend.ranking(kind, days=days, limit=max(1, CSV_ROWS // days))
     columns = ["requests", "prompt_tokens", "completion_tokens"]
     lines: list[list[object]] = [[kind, "name", "day", "cost_usd", *columns]]
