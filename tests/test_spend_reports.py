@@ -7,12 +7,60 @@ afterwards; the reports are read through the admin API and the web app.
 
 from __future__ import annotations
 
+import csv
+import io
+import secrets
+import time
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
 
+from switchyard.limits import keys as rk
+from switchyard.limits import periods
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
+
+
+class Seeded:
+    """Spend counters written for one test, removed at its end."""
+
+    def __init__(self, counters: Redis) -> None:
+        self.counters = counters
+        self.names: list[str] = []
+        self.ranked: list[tuple[str, str]] = []
+
+    async def key_day(self, day: str, key_id: str, nano: int, requests: int = 1) -> None:
+        """One key's day as accounting leaves it: its counter and its place in the ranking."""
+        await self.counters.hset(
+            rk.day_key(day, key_id),
+            mapping={"cost_nano": nano, "requests": requests, "prompt_tokens": 3},
+        )
+        await self.counters.zincrby(rk.day_rank(day, "key"), nano, key_id)
+        self.names.append(rk.day_key(day, key_id))
+        self.ranked.append((rk.day_rank(day, "key"), key_id))
+
+    async def clean(self) -> None:
+        if self.names:
+            await self.counters.delete(*self.names)
+        for rank, member in self.ranked:
+            await self.counters.zrem(rank, member)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def seeded(counters: Redis) -> AsyncIterator[Seeded]:
+    seeds = Seeded(counters)
+    try:
+        yield seeds
+    finally:
+        await seeds.clean()
+
+
+def _key_id() -> str:
+    return f"key_{secrets.token_hex(8)}"
 
 
 async def test_a_period_longer_than_what_is_kept_is_refused_naming_the_limit(
@@ -36,3 +84,23 @@ async def test_a_period_longer_than_what_is_kept_is_refused_naming_the_limit(
     assert exported.status_code == 400
     assert "kept 90 days" in exported.text
     assert "kept 90 days" not in (await web.get("/ui/spend?by=model&days=90")).text
+
+
+async def test_the_csv_export_holds_every_key_with_spend_in_the_period(
+    seeded: Seeded, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """130 keys, each with spend on one day: a 90-day export kept the top 111 (10,000 // 90)."""
+    today = periods.day(time.time())
+    earlier = periods.day(time.time() - 40 * 86400)
+    spent = {_key_id(): 1000 + n for n in range(130)}
+    for n, (key_id, nano) in enumerate(spent.items()):
+        await seeded.key_day(today if n % 2 else earlier, key_id, nano, requests=n + 1)
+    web, _ = signed_in
+    exported = await web.get("/ui/spend.csv?by=key&days=90")
+    assert exported.status_code == 200, exported.text
+    rows = [r for r in csv.DictReader(io.StringIO(exported.text)) if r["key"] in spent]
+    assert len(rows) == len(spent)
+    assert {r["key"]: round(float(r["cost_usd"]) * rk.NANO) for r in rows} == spent
+    assert [r["key"] for r in rows] == sorted(spent, key=lambda k: -spent[k])  # costliest first
+    days = {r["key"]: r["day"] for r in rows}
+    assert {days[k] for k in spent} == {today, earlier}

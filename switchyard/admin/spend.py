@@ -194,6 +194,36 @@ class SpendReader:
         return rows, total
 
     @_read
+    async def export(self, kind: str, *, days: int, chunk: int = 5000) -> list[dict[str, Any]]:
+        """Every member of ``kind`` with spend in the last ``days`` days, costliest first, each
+        with the totals of the days it has counters for (oldest first): the CSV export.
+
+        Read from each day's ranking (who had spend that day) and then only those days'
+        counters, in pipelines of ``chunk``, so the cost is the rows exported, never members
+        times days; nothing is cut (an export of the top N per day dropped the rest)."""
+        day_names = [periods.day(time.time() - b * 86400) for b in range(_days(days))][::-1]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for day in day_names:
+                pipe.zrange(rk.day_rank(day, kind), 0, -1, withscores=True)
+            ranked = await pipe.execute()
+        cost: dict[str, float] = {}
+        present: dict[str, list[str]] = {}
+        for day, found in zip(day_names, ranked, strict=True):
+            for raw, score in found:
+                member = raw.decode()
+                cost[member] = cost.get(member, 0.0) + score
+                present.setdefault(member, []).append(day)
+        order = sorted(cost, key=lambda m: (-cost[m], m))
+        wanted = [(d, kind, m) for m in order for d in present[m]]
+        sums: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), chunk):
+            sums += await self._hashes(wanted[start : start + chunk])
+        rows: dict[str, dict[str, Any]] = {m: {"name": m, "days": {}} for m in order}
+        for (day, _, member), totals in zip(wanted, sums, strict=True):
+            rows[member]["days"][day] = totals
+        return list(rows.values())
+
+    @_read
     async def member_days(self, kind: str, member: str, days: int) -> list[dict[str, Any]]:
         """One key's (team's, model's) day counters, oldest day first."""
         day_names = [periods.day(time.time() - b * 86400) for b in range(_days(days))][::-1]
