@@ -108,6 +108,7 @@ async def test_every_documented_parameter_is_still_taken(stack: Stack) -> None:
         "/keys?q=&state=active&owner=a@x&team=t&offset=0&limit=5",
         "/spend?days=1&per_day=5",
         "/spend/ranking?by=team&days=1&offset=0&limit=5",
+        "/spend/ranking?by=model&key=key_0123456789abcdef&days=1",
         "/audit?q=x&kind=key&via=api&offset=0&limit=5",
         "/deployments/history?seconds=60",
     ):

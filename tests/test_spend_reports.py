@@ -43,6 +43,16 @@ class Seeded:
         self.names.append(rk.day_key(day, key_id))
         self.ranked.append((rk.day_rank(day, "key"), key_id))
 
+    async def key_model_day(self, day: str, key_id: str, alias: str, nano: int) -> None:
+        """One key's spend on one model on a day, and the model in that day's ranking."""
+        await self.counters.hset(
+            rk.day_key_model(day, key_id, alias),
+            mapping={"cost_nano": nano, "requests": 2, "prompt_tokens": 5, "completion_tokens": 7},
+        )
+        await self.counters.zincrby(rk.day_rank(day, "model"), nano, alias)
+        self.names.append(rk.day_key_model(day, key_id, alias))
+        self.ranked.append((rk.day_rank(day, "model"), alias))
+
     async def clean(self) -> None:
         if self.names:
             await self.counters.delete(*self.names)
@@ -104,3 +114,52 @@ async def test_the_csv_export_holds_every_key_with_spend_in_the_period(
     assert [r["key"] for r in rows] == sorted(spent, key=lambda k: -spent[k])  # costliest first
     days = {r["key"]: r["day"] for r in rows}
     assert {days[k] for k in spent} == {today, earlier}
+
+
+async def test_a_keys_spend_per_model_is_read_back(
+    stack: Stack, seeded: Seeded, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """Accounting writes per key-and-model day counters; nothing read them."""
+    _, key = await stack.new_key("spend-per-model")
+    today, earlier = periods.day(time.time()), periods.day(time.time() - 3 * 86400)
+    cheap, dear = f"cheap-{secrets.token_hex(3)}", f"dear-{secrets.token_hex(3)}"
+    await seeded.key_model_day(today, key.id, cheap, 1_500)
+    await seeded.key_model_day(earlier, key.id, cheap, 2_000)
+    await seeded.key_model_day(today, key.id, dear, 9_000_000)
+    await seeded.key_model_day(today, _key_id(), cheap, 7)  # another key's: not this one's
+
+    answer = await stack.admin("GET", f"/spend/ranking?by=model&key={key.id}&days=7")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["by"], body["key"], body["total"]) == ("model", key.id, 2)
+    rows = {r["name"]: r for r in body["rows"]}
+    assert [r["name"] for r in body["rows"]] == [dear, cheap]
+    assert rows[cheap]["cost_usd"] == pytest.approx(3_500 / rk.NANO)
+    assert rows[cheap]["requests"] == 4
+    assert rows[cheap]["by_day"][earlier] == pytest.approx(2_000 / rk.NANO)
+    assert rows[dear]["completion_tokens"] == 7
+    only_today = await stack.admin("GET", f"/spend/ranking?by=model&key={key.id}&days=1")
+    assert {r["name"]: r["requests"] for r in only_today.json()["rows"]} == {dear: 2, cheap: 2}
+    paged = await stack.admin("GET", f"/spend/ranking?by=model&key={key.id}&offset=1&limit=1")
+    assert [r["name"] for r in paged.json()["rows"]] == [cheap]
+    for query, param in ((f"by=key&key={key.id}", "key"), ("by=model&key=nope", "key")):
+        refused = await stack.admin("GET", f"/spend/ranking?{query}")
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == param
+
+    await stack.listed_keys(f"q={key.id}", lambda ks: len(ks) == 1)  # the web app's index
+    web, _ = signed_in
+    exported = await web.get(f"/ui/spend.csv?by=model&key={key.id}&days=7")
+    assert exported.status_code == 200, exported.text
+    lines = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [(r["model"], r["day"], r["cost_usd"]) for r in lines] == [
+        (dear, today, "0.009000000"),
+        (cheap, earlier, "0.000002000"),
+        (cheap, today, "0.000001500"),
+    ]
+    assert {(r["key"], r["name"]) for r in lines} == {(key.id, "spend-per-model")}
+    page = await web.get(f"/ui/keys/{key.id}")
+    assert page.status_code == 200
+    assert "By model, last 30 days" in page.text
+    assert dear in page.text
+    assert cheap in page.text

@@ -259,7 +259,8 @@ class AdminApi:
             (
                 "/spend/ranking",
                 "GET",
-                "Keys, teams or models by spend (?by=key|team|model&days=7&offset=0&limit=50)",
+                "Keys, teams or models by spend (?by=key|team|model&days=7&offset=0&limit=50); "
+                "one key's models with ?by=model&key=KEY_ID",
                 self.spend_ranking,
             ),
             (
@@ -497,6 +498,10 @@ class AdminApi:
 
     async def spend_ranking(self, request: Request, c: AdminContext) -> Response:
         q = ranking_query(request.query_params)
+        if q.key:  # one key's models, from the per key-and-model day counters
+            used = await c.spend.key_models(q.key, days=q.days)
+            page = used[q.offset : q.offset + q.limit]
+            return _ok({"by": q.by, "key": q.key, "rows": page, "total": len(used)})
         rows, total = await c.spend.ranking(q.by, days=q.days, offset=q.offset, limit=q.limit)
         return _ok({"by": q.by, "rows": rows, "total": total})
 

@@ -16,6 +16,7 @@ from switchyard.admin.audit import AuditQuery
 from switchyard.admin.bodies import positive_int, whole_number
 from switchyard.errors import InvalidRequest
 from switchyard.limits.keys import DAILY_KEPT_DAYS
+from switchyard.schemas.keys import KEY_ID
 
 KEY_STATES = ("active", "revoked", "expired")
 SPEND_RANKINGS = ("key", "team", "model")
@@ -25,7 +26,7 @@ QUERY_PARAMS: dict[str, tuple[str, ...]] = {
     "list_keys": ("q", "state", "owner", "team", "offset", "limit"),
     "deployment_history": ("seconds",),
     "daily_spend": ("days", "per_day"),
-    "spend_ranking": ("by", "days", "offset", "limit"),
+    "spend_ranking": ("by", "days", "offset", "limit", "key"),
     "audit": ("q", "kind", "via", "offset", "limit"),
     "delete_secret": ("force",),
 }
@@ -97,21 +98,33 @@ def _exact(q: QueryParams, param: str) -> str:
 
 @dataclass(frozen=True)
 class RankingQuery:
+    """``GET /spend/ranking``; with ``key`` (and ``by=model``), the models of one key."""
+
     by: str
     days: int
     offset: int
     limit: int
+    key: str
 
 
 def ranking_query(q: QueryParams) -> RankingQuery:
     kind = q.get("by") or "key"
     if kind not in SPEND_RANKINGS:
         raise InvalidRequest("`by` must be key, team or model", param="by")
+    key = q.get("key")
+    if key is not None and not KEY_ID.match(key):
+        raise InvalidRequest(
+            "`key` must be a key id (`key_` and 16 hex digits), as GET /keys lists them",
+            param="key",
+        )
+    if key is not None and kind != "model":
+        raise InvalidRequest("`key` ranks one key's models: give it with `by=model`", param="key")
     return RankingQuery(
         by=kind,
         days=spend_days(q),
         offset=whole_number(q.get("offset") or "0", "offset"),
         limit=min(positive_int(q.get("limit") or "50", "limit"), 500),
+        key=key or "",
     )
 
 

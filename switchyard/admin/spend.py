@@ -224,6 +224,35 @@ class SpendReader:
         return list(rows.values())
 
     @_read
+    async def key_models(self, key_id: str, *, days: int) -> list[dict[str, Any]]:
+        """The models one key used over the last ``days`` days, costliest first, each with its
+        totals and its day totals (as :meth:`ranking`'s rows), read from the per key-and-model
+        day counters accounting writes. A day's candidates are the models in that day's model
+        ranking (every model spent on that day), so no key pattern is ever scanned."""
+        day_names = [periods.day(time.time() - b * 86400) for b in range(_days(days))]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for day in day_names:
+                pipe.zrange(rk.day_rank(day, "model"), 0, -1)
+            ranked = await pipe.execute()
+        pairs = [(d, m.decode()) for d, ms in zip(day_names, ranked, strict=True) for m in ms]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for day, alias in pairs:
+                pipe.hgetall(rk.day_key_model(day, key_id, alias))
+            found = await pipe.execute()
+        used: dict[str, dict[str, dict[str, Any]]] = {}
+        for (day, alias), fields in zip(pairs, found, strict=True):
+            if fields:
+                used.setdefault(alias, {})[day] = _totals(fields)
+        rows = []
+        for alias, by_day in used.items():
+            per_day = [by_day.get(d, _sum([])) for d in day_names]
+            row: dict[str, Any] = {"name": alias, **_sum(per_day)}
+            row["by_day"] = {d: t["cost_usd"] for d, t in zip(day_names, per_day, strict=True)}
+            row["days"] = dict(zip(day_names, per_day, strict=True))
+            rows.append(row)
+        return sorted(rows, key=lambda r: (-r["cost_usd"], r["name"]))
+
+    @_read
     async def member_days(self, kind: str, member: str, days: int) -> list[dict[str, Any]]:
         """One key's (team's, model's) day counters, oldest day first."""
         day_names = [periods.day(time.time() - b * 86400) for b in range(_days(days))][::-1]

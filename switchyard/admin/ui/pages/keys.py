@@ -291,10 +291,12 @@ async def key_page(
         return _unreadable(ui, exc)
     spend: dict[str, Any] | None = None
     usage: list[dict[str, Any]] = []
+    models: list[dict[str, Any]] = []
     unavailable = ""
     try:  # as on the list: the key's settings and Revoke work while Valkey is down
         spend = (await ui.admin.spend.for_keys([key]))[0]
         usage = await ui.admin.spend.member_days("key", key.id, 30)
+        models = await ui.admin.spend.key_models(key.id, days=30)
     except SpendUnavailable as exc:
         unavailable = exc.message
     return ui.page(
@@ -305,6 +307,7 @@ async def key_page(
         record=public_record(key),
         spend=spend,
         usage=usage,
+        models=models,
         spend_unavailable=unavailable,
         values=values or _values(key),
         errors=errors or {},

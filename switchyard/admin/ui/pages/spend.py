@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.limits.keys import DAILY_KEPT_DAYS
+from switchyard.schemas.keys import KEY_ID
 
 KINDS = {"key": "Keys", "team": "Teams", "model": "Models"}
 DAYS = (1, 7, 30, DAILY_KEPT_DAYS)
@@ -112,22 +113,51 @@ async def spend_csv(ui: Ui) -> Response:
     kind, (days, notice) = _by(ui), _days(ui)
     if notice:  # a file is read later, away from the page: refuse rather than cut
         return Response(notice, status_code=400, media_type="text/plain")
+    key_id = ui.query("key")
+    if key_id:
+        return await _key_models_csv(ui, key_id, days)
     rows = await ui.admin.spend.export(kind, days=days)
-    columns = ["requests", "prompt_tokens", "completion_tokens"]
-    lines: list[list[object]] = [[kind, "name", "day", "cost_usd", *columns]]
+    lines: list[list[object]] = [[kind, "name", "day", "cost_usd", *COLUMNS]]
     for row in rows:
         key = ui.admin.index.get(row["name"]) if kind == "key" else None
         name = key.name if key else ("" if kind == "key" else row["name"])
-        for day, totals in sorted(row["days"].items()):
-            if not totals["requests"] and not totals["cost_usd"]:
-                continue  # a day it had no traffic
-            cost = f"{totals['cost_usd']:.9f}"
-            cells = [_cell(row["name"]), _cell(name), day, cost]
-            lines.append([*cells, *(totals[c] for c in columns)])
+        lines += _day_lines([_cell(row["name"]), _cell(name)], row["days"])
+    return _csv(lines, f"spend-{kind}-{days}d.csv")
+
+
+async def _key_models_csv(ui: Ui, key_id: str, days: int) -> Response:
+    """One key's spend per model and day (``?by=model&key=ID``, the key page's export)."""
+    if not KEY_ID.match(key_id):
+        return Response(
+            "key must be a key id (key_ and 16 hex digits)", 400, media_type="text/plain"
+        )
+    key = ui.admin.index.get(key_id)
+    ids = [_cell(key_id), _cell(key.name if key else "")]
+    lines: list[list[object]] = [["key", "name", "model", "day", "cost_usd", *COLUMNS]]
+    for row in await ui.admin.spend.key_models(key_id, days=days):
+        lines += _day_lines([*ids, _cell(row["name"])], row["days"])
+    return _csv(lines, f"spend-{key_id}-models-{days}d.csv")
+
+
+COLUMNS = ("requests", "prompt_tokens", "completion_tokens")
+
+
+def _day_lines(cells: list[object], days: dict[str, dict[str, Any]]) -> list[list[object]]:
+    """A member's lines, one per day it had traffic (oldest first), after ``cells``."""
+    out: list[list[object]] = []
+    for day, totals in sorted(days.items()):
+        if not totals["requests"] and not totals["cost_usd"]:
+            continue  # a day it had no traffic
+        cost = f"{totals['cost_usd']:.9f}"
+        out.append([*cells, day, cost, *(totals[c] for c in COLUMNS)])
+    return out
+
+
+def _csv(lines: list[list[object]], filename: str) -> Response:
     return Response(
         csv_text(lines),
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="spend-{kind}-{days}d.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
