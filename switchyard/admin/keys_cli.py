@@ -25,6 +25,7 @@ from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.errors import InputError
 from switchyard.schemas.keys import ClientKey
+from switchyard.schemas.money import dollars
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -91,7 +92,7 @@ def _limits(record: ClientKey) -> str:
         if value
     ]
     if record.budget_usd:
-        limits.append(f"budget ${record.budget_usd:g} {record.budget_period}")
+        limits.append(f"budget {dollars(record.budget_usd)} {record.budget_period}")
     return ", ".join(limits)
 
 
@@ -114,12 +115,12 @@ def _row(record: ClientKey) -> str:
 def _money(record: ClientKey, spend: dict[str, Any] | None) -> str:
     if spend is None:
         return "unavailable (Valkey/Redis cannot be read)"
-    money = f"${spend['period_spend_usd']:.6g} this {record.budget_period} period"
+    money = f"{dollars(spend['period_spend_usd'])} this {record.budget_period} period"
     if record.budget_usd:
-        money += f" of ${record.budget_usd:g}"
+        money += f" of {dollars(record.budget_usd)}"
         if spend.get("period_resets_at"):
             money += f" (resets {_when(spend['period_resets_at'])})"
-    return money + f"; ${spend['total_spend_usd']:.6g} in all"
+    return money + f"; {dollars(spend['total_spend_usd'])} in all"
 
 
 def _card(record: ClientKey, spend: dict[str, Any] | None) -> str:

@@ -32,6 +32,7 @@ from switchyard.limits.resp import RedisReplyError, RedisUnavailable, ScriptClie
 from switchyard.runtime.shared_reads import SharedReads
 from switchyard.runtime.throttle import Throttle
 from switchyard.schemas.keys import ClientKey
+from switchyard.schemas.money import dollars, nano_dollars
 
 log = logging.getLogger("switchyard.limits")
 
@@ -69,8 +70,9 @@ def budget_exceeded(
     if held:
         requests = "request" if holders == 1 else "requests"
         message = (
-            f"this key's budget of ${key.budget_usd:g} {period} is held by {holders} "
-            f"{requests} still running (spent ${_usd(spent)}, held ~${_usd(held)}); "
+            f"this key's budget of {dollars(key.budget_usd)} {period} is held by {holders} "
+            f"{requests} still running (spent {nano_dollars(spent)}, "
+            f"held ~{nano_dollars(held)}); "
             "retry when they end"
         )
     else:
@@ -81,8 +83,8 @@ def budget_exceeded(
             resets = dt.datetime.fromtimestamp(round(time.time() + retry_s), dt.UTC)
             when = f"it resets at {resets.isoformat(timespec='seconds')}"
         message = (
-            f"this key's budget of ${key.budget_usd:g} {period} is used up "
-            f"(spent ${_usd(spent)}); {when}"
+            f"this key's budget of {dollars(key.budget_usd)} {period} is used up "
+            f"(spent {nano_dollars(spent)}); {when}"
         )
     return RateLimited(
         message,
@@ -102,12 +104,6 @@ def _period(period: str) -> str:
     if period.isdigit():
         return f"per {period} s"
     return f"per {period} period"
-
-
-def _usd(nano: int) -> str:
-    """Nano-dollars as dollars, to the micro-dollar without trailing zeros: $0.00056, not
-    $0.0006."""
-    return f"{nano / rk.NANO:.6f}".rstrip("0").rstrip(".")
 
 
 def retry_after_s(period_end: float, now: float) -> float | None:

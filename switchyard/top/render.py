@@ -19,6 +19,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from switchyard.schemas.attention import HIGH_ERRORS, by_attention
+from switchyard.schemas.money import dollars
 from switchyard.schemas.monitor import (
     DeploymentState,
     Overview,
@@ -104,7 +105,7 @@ def _clock(at: float) -> str:
 
 def _totals(overview: Overview) -> Fields:
     t = overview.totals
-    spend = "-" if overview.spend_today_usd is None else f"${overview.spend_today_usd:,.4f}"
+    spend = "-" if overview.spend_today_usd is None else dollars(overview.spend_today_usd)
     deps = overview.deployments
     queues = [d.queue for d in deps if d.queue is not None]
     cooling = sum(1 for d in deps if d.cooldown is not None)

@@ -150,7 +150,7 @@ def test_the_header_has_the_totals_and_the_processes_come_unhealthy_first_then_i
     totals = lines[1]
     for shown in ("requests 43.0/s", "errors 0.5%", "latency p50/p99 3.4ms/-", "tokens 512/s"):
         assert shown in totals
-    assert "spend today $1.5000" in totals
+    assert "spend today $1.50" in totals
     summary = lines[2]
     assert "deployments 5" in summary
     assert "queued 19" in summary
@@ -458,3 +458,11 @@ def test_a_deployment_without_its_provider_key_says_so_where_a_cooldown_would() 
     )
     assert _row(lines, "claude--sonnet")[-1] == "no key"
     assert _row(lines, "demo--demo")[-1] == "-"
+
+
+def test_spend_today_is_plain_dollars_exact_to_the_nano_dollar() -> None:
+    """It showed ``$1,234.5679`` (a thousands comma, four places) where the CLI and the 429
+    messages print the same amount as ``$1234.567891``."""
+    for spend, shown in ((1.5, "spend today $1.50 "), (1234.567891, "spend today $1234.567891")):
+        totals = _screen(_overview(spend_today_usd=spend), interval=1.0)[1]
+        assert shown in totals + " ", totals
