@@ -48,6 +48,18 @@ async def test_owner_and_team_filters_match_the_whole_value(stack: Stack) -> Non
     await _listed(stack, f"owner=nobody-{tag}@x", set())
 
 
+async def test_the_team_filter_matches_the_team_as_spend_counts_it(stack: Stack) -> None:
+    """Spend (and fair shares, and Batch files) count ``Red`` and ``red`` as two teams; the
+    filter was case-blind, so the keys it listed for a team did not add up to its spend row."""
+    tag = uuid.uuid4().hex[:8]
+    _, lower = await stack.new_key("a", team=f"red-{tag}")
+    _, upper = await stack.new_key("b", team=f"RED-{tag}")
+    await _listed(stack, f"team=red-{tag}", {lower.id})
+    await _listed(stack, f"team=RED-{tag}", {upper.id})
+    await _listed(stack, f"team=Red-{tag}", set())
+    await _listed(stack, f"q=red-{tag}", {lower.id, upper.id})  # q stays a search
+
+
 async def test_an_empty_exact_filter_is_refused_not_read_as_every_key(stack: Stack) -> None:
     """``owner=$DEPARTED`` with the variable unset must not list (and so revoke) everyone."""
     for param in ("owner", "team"):

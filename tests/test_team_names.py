@@ -82,3 +82,21 @@ async def test_a_record_that_has_one_keeps_it_through_other_changes(stack: Stack
     assert refused.status_code == 400, refused.text
     moved = await stack.admin("PATCH", f"/keys/{old.id}", {"team": "accounts"})
     assert moved.status_code == 200, moved.text
+
+
+async def test_a_team_named_like_the_no_team_placeholder_is_refused(stack: Stack) -> None:
+    """Spend counts keys without a team under ``(none)`` and metrics under ``_no_team``: a team
+    literally so named was merged with them."""
+    for team in ("(none)", " (none) ", "(NONE)", "_no_team", "_No_Team"):
+        refused = await stack.admin("POST", "/keys", {"name": "team-names-none", "team": team})
+        assert refused.status_code == 400, (team, refused.text)
+        error = refused.json()["error"]
+        assert error["param"] == "team"
+        assert "keys without a team" in error["message"]
+    _, other = await stack.new_key("team-names-none-other")
+    changed = await stack.admin("PATCH", f"/keys/{other.id}", {"team": "(none)"})
+    assert changed.status_code == 400, changed.text
+    assert changed.json()["error"]["param"] == "team"
+    for team in ("none", "(none)x", "no_team"):  # only the placeholders themselves
+        ok = await stack.admin("POST", "/keys", {"name": "team-names-none-ok", "team": team})
+        assert ok.status_code == 201, (team, ok.text)

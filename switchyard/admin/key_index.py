@@ -188,8 +188,11 @@ class KeyIndex:
         limit: int = 50,
     ) -> KeyPage:
         """Keys matching ``q`` (a substring of id, name, owner, team or last four characters),
-        newest first; ``owner`` and ``team`` match the whole value, letter case aside (a
-        script picking one person's keys must not get ``malice@x``'s with ``alice@x``'s)."""
+        newest first; ``owner`` and ``team`` match the whole value (a script picking one
+        person's keys must not get ``malice@x``'s with ``alice@x``'s), ``owner`` letter case
+        aside (an address), ``team`` exactly, as spend, fair shares and Batch files count
+        teams: ``Alpha`` is not ``alpha`` (the filter was case-blind while spend grouped them
+        apart, so the keys listed for a team did not add up to its spend row)."""
         limit = max(1, min(limit, MAX_PAGE))
         offset = max(0, offset)
         count = len(self._sorted)
@@ -211,6 +214,8 @@ class KeyIndex:
             lines = sorted(self._in_state(text, None, state))
         else:
             lines = list(range(count))
+        if team:  # the text is lower case: the exact spelling is checked here
+            lines = [i for i in lines if self._newest(i).team == team]
         if owner:
             wanted = owner.lower()
             lines = [i for i in lines if self._newest(i).owner.lower() == wanted]

@@ -1,5 +1,6 @@
-"""What each numeric client key setting takes, and which team names a key may not have, in
-words a form, the API and the CLI show.
+"""What each numeric client key setting takes, and which team names a key may not have (a
+key id's shape, the placeholders of keys without a team), in words a form, the API and the
+CLI show.
 
 Checked where keys are written (:func:`switchyard.admin.keys.KeyAdmin.create` and ``update``),
 so every path (web form, API, command line) refuses the same values with the same sentence;
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from switchyard.limits.keys import NO_TEAM
+from switchyard.runtime import semconv as sc
 from switchyard.schemas.keys import KEY_ID, MAX_BUDGET_USD, MAX_EXPIRES_AT, MAX_LIMIT
 from switchyard.schemas.numbers import finite
 
@@ -102,7 +105,19 @@ def team_problem(team: Any) -> str | None:
             f"team `{team}` has the shape of a key id: a key without a team owns its files, "
             "batches and fair share under its id, so this team would share them"
         )
+    if isinstance(team, str) and team.strip().lower() in NO_TEAM_NAMES:
+        return (
+            f"team `{team}` is how spend and metrics name keys without a team, so its keys' "
+            "spend would be merged with theirs"
+        )
     return None
 
 
-TEAM_HINT = "choose a team name that is not `key_` followed by 16 hex digits"
+# How keys without a team are named: in spend (day counters and rankings) and in metrics'
+# tenant label. A team spelled so (in any case or padding) would be counted with them.
+NO_TEAM_NAMES = frozenset({NO_TEAM, sc.NO_TEAM})
+
+TEAM_HINT = (
+    "choose another team name: not `key_` followed by 16 hex digits, "
+    f"nor {' or '.join(f'`{n}`' for n in sorted(NO_TEAM_NAMES))}; leave it empty for no team"
+)
