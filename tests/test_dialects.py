@@ -795,8 +795,52 @@ async def test_answers_without_a_count_are_billed_by_estimate(agents: Stack) -> 
     assert spend["requests"] == 4
     assert spend["prompt_tokens"] >= 4  # each request's prompt, estimated
     # Two words streamed before each failure, two chunks ("echo:", "x") streamed, and a whole
-    # answer of about 200 bytes.
-    assert spend["completion_tokens"] >= 2 + 2 + 2 + 20
+    # answer of 7 bytes of text.
+    assert spend["completion_tokens"] >= 2 + 2 + 2 + 2
+
+
+# The same 7-word answer, asked for in each dialect, streamed and not, from a server that
+# reports no usage.
+_ASKED = "one two three four five six"
+_NOUSAGE: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": _ASKED}]}),
+    "messages": (
+        "/v1/messages",
+        {"max_tokens": 64, "messages": [{"role": "user", "content": _ASKED}]},
+    ),
+    "responses": ("/v1/responses", {"input": _ASKED}),
+}
+
+
+async def _nousage(
+    agents: Stack, dialect: str, stream: bool
+) -> tuple[httpx.Response, dict[str, Any]]:
+    """The answer to the 7-word request in ``dialect``, and its key's spend."""
+    api_key, record = await agents.new_key(f"nousage-{dialect}-{stream}")
+    path, body = _NOUSAGE[dialect]
+    headers = {"authorization": f"Bearer {api_key}", "anthropic-version": "2023-06-01"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.post(
+            agents.tail_url + path,
+            json={"model": "nousage", "stream": stream, **body},
+            headers=headers,
+        )
+    assert answer.status_code == 200, answer.text
+    return answer, await _key_usage(agents, record.id, at_least=1)
+
+
+async def test_an_answer_without_usage_costs_the_same_in_every_dialect(agents: Stack) -> None:
+    """A whole answer without the provider's count was billed a quarter token per byte of its
+    JSON: the same 7-word answer ("echo: one two three four five six") cost 57 completion
+    tokens as a chat completion, 63 as a Message and 177 as a Response, 8 streamed. It now
+    costs its text (33 bytes: 9) whatever the dialect, about what its stream costs (a chunk a
+    token)."""
+    billed: dict[tuple[str, bool], float] = {}
+    for dialect in _NOUSAGE:
+        for stream in (False, True):
+            _, spend = await _nousage(agents, dialect, stream)
+            billed[dialect, stream] = spend["completion_tokens"]
+    assert all(7 <= tokens <= 10 for tokens in billed.values()), billed
 
 
 async def test_prompt_cache_tokens_are_billed_at_the_cache_price(agents: Stack) -> None:

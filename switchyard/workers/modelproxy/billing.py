@@ -19,6 +19,7 @@ import msgspec
 from switchyard.errors import DeadlineExceeded
 from switchyard.schemas.events import ANSWERED, LATE, LEFT, UsageEvent
 from switchyard.schemas.openai import Usage
+from switchyard.workers.modelproxy import estimate
 from switchyard.workers.modelproxy.job import Job, Target
 
 CLIENT_CLOSED = 499  # the status of a stream its caller abandoned (usage events, metrics)
@@ -48,14 +49,14 @@ def billed(job: Job) -> tuple[Usage, bool] | None:
 
 
 def estimated_usage(job: Job) -> Usage:
-    """The prompt counts a quarter token per byte (the edge's own TPM estimate); a streamed
-    chunk one completion token (OpenAI-style streams carry about one token each), a whole
-    answer a quarter token per byte; embeddings have no completion."""
-    prompt = max(1, len(job.msg.data) // 4)
+    """The estimate of :mod:`.estimate`: the prompt a quarter token per byte of the request; a
+    streamed chunk one completion token, a whole answer a quarter token per byte of what it
+    generated (its text and tool calls, not its JSON); embeddings have no completion."""
+    prompt = estimate.prompt_tokens(len(job.msg.data))
     if job.chunks:
         completion = len(job.chunks)
-    elif isinstance(job.answer, bytes) and job.env.op != "embed":
-        completion = len(job.answer) // 4
+    elif isinstance(job.answer, bytes):
+        completion = estimate.answer_tokens(job.env.op, job.answer)
     else:
         completion = 0
     total = prompt + completion

@@ -1,0 +1,160 @@
+"""Switchyard's token estimate for an answer whose provider reported no usage.
+
+The prompt counts a quarter token per byte of the request (the edge's own TPM estimate). A
+streamed answer counts a completion token per chunk delivered (OpenAI-style streams carry about
+one token each: :mod:`.billing` counts them). A whole answer counts a quarter token per byte,
+rounded up, of what the model generated, not of the JSON around it: the message text, its
+refusal and reasoning, each tool call's name and arguments; in a Messages body the text,
+thinking and tool_use blocks (name and input); in a Response the output items' text, refusals,
+reasoning summaries, and tool calls' names, arguments and inputs. So the same answer costs about
+the same in every dialect, streamed or not (the envelope of a Response alone was ~150 tokens).
+Embeddings generate nothing. Only the fields named are decoded; a body that does not decode as
+its operation's answer counts its bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+BYTES_PER_TOKEN = 4
+
+
+def prompt_tokens(request_bytes: int) -> int:
+    """The estimated prompt of a request of ``request_bytes`` bytes (at least 1)."""
+    return max(1, request_bytes // BYTES_PER_TOKEN)
+
+
+def answer_tokens(op: str, body: bytes) -> int:
+    """The estimated completion tokens of the whole answer ``body`` to a request of ``op``."""
+    if op == "embed":
+        return 0
+    decoder = _DECODERS.get(op)
+    if decoder is None:
+        return _tokens(len(body))
+    try:
+        answer = decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _tokens(len(body))
+    return _tokens(answer.generated())
+
+
+def _tokens(size: int) -> int:
+    return -(-size // BYTES_PER_TOKEN)
+
+
+def _size(*values: Any) -> int:
+    """UTF-8 bytes of the strings among ``values`` (a JSON value other than a string: its
+    encoding)."""
+    total = 0
+    for value in values:
+        if isinstance(value, str):
+            total += len(value.encode())
+        elif isinstance(value, msgspec.Raw):
+            total += len(value)
+        elif value is not None:
+            total += len(msgspec.json.encode(value))
+    return total
+
+
+# ---- chat completions (and legacy completions) --------------------------------------------
+
+
+class _Function(msgspec.Struct, frozen=True):
+    name: Any = None
+    arguments: Any = None
+
+
+class _ToolCall(msgspec.Struct, frozen=True):
+    function: _Function | None = None
+
+
+class _Part(msgspec.Struct, frozen=True):
+    text: Any = None
+
+
+class _ChatMessage(msgspec.Struct, frozen=True):
+    content: str | list[_Part] | None = None
+    refusal: Any = None
+    reasoning_content: Any = None
+    tool_calls: list[_ToolCall] | None = None
+    function_call: _Function | None = None
+
+
+class _Choice(msgspec.Struct, frozen=True):
+    message: _ChatMessage | None = None
+    text: Any = None  # a legacy completion's
+
+
+class _Chat(msgspec.Struct, frozen=True):
+    choices: list[_Choice] | None = None
+
+    def generated(self) -> int:
+        total = 0
+        for choice in self.choices or ():
+            total += _size(choice.text)
+            m = choice.message
+            if m is None:
+                continue
+            if isinstance(m.content, list):
+                total += _size(*(part.text for part in m.content))
+            else:
+                total += _size(m.content)
+            total += _size(m.refusal, m.reasoning_content)
+            calls = [c.function for c in m.tool_calls or ()] + [m.function_call]
+            total += sum(_size(f.name, f.arguments) for f in calls if f is not None)
+        return total
+
+
+# ---- Anthropic Messages -------------------------------------------------------------------
+
+
+class _Block(msgspec.Struct, frozen=True):
+    text: Any = None
+    thinking: Any = None
+    name: Any = None
+    input: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+
+
+class _Message(msgspec.Struct, frozen=True):
+    content: list[_Block] | None = None
+
+    def generated(self) -> int:
+        return sum(_size(b.text, b.thinking, b.name, b.input) for b in self.content or ())
+
+
+# ---- OpenAI Responses ---------------------------------------------------------------------
+
+
+class _OutputPart(msgspec.Struct, frozen=True):
+    text: Any = None
+    refusal: Any = None
+
+
+class _Item(msgspec.Struct, frozen=True):
+    content: list[_OutputPart] | None = None
+    summary: list[_OutputPart] | None = None
+    name: Any = None
+    arguments: Any = None
+    input: Any = None
+
+
+class _Response(msgspec.Struct, frozen=True):
+    output: list[_Item] | None = None
+
+    def generated(self) -> int:
+        total = 0
+        for item in self.output or ():
+            for part in (*(item.content or ()), *(item.summary or ())):
+                total += _size(part.text, part.refusal)
+            total += _size(item.name, item.arguments, item.input)
+        return total
+
+
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "chat": msgspec.json.Decoder(_Chat),
+    "complete": msgspec.json.Decoder(_Chat),
+    "messages": msgspec.json.Decoder(_Message),
+    "responses": msgspec.json.Decoder(_Response),
+}
