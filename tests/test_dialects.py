@@ -843,6 +843,53 @@ async def test_an_answer_without_usage_costs_the_same_in_every_dialect(agents: S
     assert all(7 <= tokens <= 10 for tokens in billed.values()), billed
 
 
+async def test_messages_and_responses_show_the_estimate_they_are_billed(agents: Stack) -> None:
+    """A translated answer from a server that reports no usage showed the client
+    ``{"input_tokens": 0, "output_tokens": 0}`` (Messages, streamed or not) or ``usage: null``
+    (Responses) while its key was billed an estimate: agents that size their context by
+    ``usage.input_tokens`` (Claude Code's auto-compaction) read 0. Both now show the estimate,
+    the figures their key is billed."""
+    shown: dict[tuple[str, bool], tuple[int, int]] = {}
+    billed: dict[tuple[str, bool], tuple[float, float]] = {}
+
+    async def spend_of(dialect: str, stream: bool, key_id: str) -> None:
+        spend = await _key_usage(agents, key_id, at_least=1)
+        billed[dialect, stream] = (spend["prompt_tokens"], spend["completion_tokens"])
+
+    asked: list[anthropic.types.MessageParam] = [{"role": "user", "content": _ASKED}]
+    for stream in (False, True):
+        api_key, record = await agents.new_key(f"shown-messages-{stream}")
+        client = _anthropic(agents, agents.tail_url, api_key)
+        message: anthropic.types.Message
+        if stream:
+            with client.messages.stream(model="nousage", max_tokens=64, messages=asked) as s:
+                message = s.get_final_message()
+        else:
+            message = client.messages.create(model="nousage", max_tokens=64, messages=asked)
+        assert message.content[0].type == "text"
+        assert message.content[0].text == f"echo: {_ASKED}"
+        shown["messages", stream] = (message.usage.input_tokens, message.usage.output_tokens)
+        await spend_of("messages", stream, record.id)
+
+        api_key, record = await agents.new_key(f"shown-responses-{stream}")
+        oa = _openai(agents, agents.tail_url, api_key)
+        if stream:
+            events = list(oa.responses.create(model="nousage", input=_ASKED, stream=True))
+            assert events[-1].type == "response.completed"
+            response = events[-1].response
+        else:
+            response = oa.responses.create(model="nousage", input=_ASKED)
+        assert response.output_text == f"echo: {_ASKED}"
+        assert response.usage is not None
+        assert response.usage.total_tokens == (
+            response.usage.input_tokens + response.usage.output_tokens
+        )
+        shown["responses", stream] = (response.usage.input_tokens, response.usage.output_tokens)
+        await spend_of("responses", stream, record.id)
+    assert shown == billed, (shown, billed)
+    assert all(prompt > 0 and 7 <= completion <= 10 for prompt, completion in shown.values())
+
+
 async def test_prompt_cache_tokens_are_billed_at_the_cache_price(agents: Stack) -> None:
     """A prompt read from (or written to) the provider's prompt cache was billed at the full
     input price: $0.30018 for a Claude reply Anthropic charges $0.03018 for. Every way usage

@@ -77,6 +77,16 @@ class ChatUsage(msgspec.Struct, frozen=True):
         )
 
 
+def chat_usage(usage: Usage) -> ChatUsage:
+    """``usage`` (Switchyard's count, e.g. its estimate when the provider reported none) as
+    the chat usage the translators render."""
+    return ChatUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
 class FunctionCall(msgspec.Struct, frozen=True):
     name: str | None = None
     arguments: str | None = None

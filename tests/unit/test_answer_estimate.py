@@ -8,12 +8,20 @@ import json
 
 import pytest
 
-from switchyard.workers.modelproxy.estimate import answer_tokens, prompt_tokens
+from switchyard.dialects import anthropic, responses
+from switchyard.schemas.openai import Usage
+from switchyard.workers.modelproxy import billing
+from switchyard.workers.modelproxy.estimate import answer_tokens, estimated, prompt_tokens
+from tests.unit.test_deadline_billing import _job
 
 pytestmark = pytest.mark.unit
 
 TEXT = "echo: one two three four five six"  # 33 bytes: 9 tokens, rounded up
 ARGS = '{"city": "Paris"}'
+MESSAGES = anthropic.to_chat(
+    {"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "x"}]}
+).context
+RESPONSES = responses.to_chat({"model": "m", "input": "x"}).context
 
 
 def _chat(message: dict[str, object]) -> bytes:
@@ -100,3 +108,40 @@ def test_embeddings_generate_nothing_and_an_odd_body_counts_its_bytes() -> None:
     assert answer_tokens("chat", b'{"choices": "odd"}') == 5
     assert prompt_tokens(0) == 1
     assert prompt_tokens(400) == 100
+
+
+def test_an_estimate_a_translated_answer_showed_is_billed_as_an_estimate() -> None:
+    """Usage Switchyard estimated travels as :class:`Estimated`: billed flagged as an estimate
+    (``prompt_tokens_estimated``), while a provider's count is not."""
+    shown = estimated(400, 9)
+    assert (shown.prompt_tokens, shown.completion_tokens, shown.total_tokens) == (100, 9, 109)
+    job = _job(200)
+    job.usage = shown
+    assert billing.billed(job) == (shown, True)
+    assert billing.usage_event(job, None, estimated=True).prompt_tokens_estimated == 100
+    job.usage = Usage(prompt_tokens=100, completion_tokens=9, total_tokens=109)
+    assert billing.billed(job) == (job.usage, False)
+
+
+def test_the_dialects_show_an_estimate_only_without_a_count() -> None:
+    chat = _chat({"role": "assistant", "content": TEXT})
+    shown = estimated(400, 9)
+    message = json.loads(anthropic.to_message(chat, MESSAGES, estimate=shown))
+    assert message["usage"]["input_tokens"] == 100
+    assert message["usage"]["output_tokens"] == 9
+    response = responses.response_dict(chat, RESPONSES, estimate=shown)
+    assert response["usage"]["input_tokens"] == 100
+    assert response["usage"]["total_tokens"] == 109
+    counted = json.loads(chat) | {
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    }
+    message = json.loads(anthropic.to_message(counted, MESSAGES, estimate=shown))
+    assert (message["usage"]["input_tokens"], message["usage"]["output_tokens"]) == (5, 2)
+    stream = anthropic.MessagesStream(MESSAGES)
+    stream.feed(json.dumps({"choices": [{"index": 0, "delta": {"content": TEXT}}]}).encode())
+    closing = stream.finish(shown).decode()
+    assert '"usage":{"input_tokens":100,' in closing
+    assert '"output_tokens":9' in closing
+    rstream = responses.ResponsesStream(RESPONSES)
+    rstream.feed(json.dumps({"choices": [{"index": 0, "delta": {"content": TEXT}}]}).encode())
+    assert '"input_tokens":100' in rstream.finish(shown).decode()

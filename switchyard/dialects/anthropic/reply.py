@@ -19,6 +19,7 @@ import msgspec
 from switchyard.dialects import _chat
 from switchyard.dialects._common import Body, encode, new_id
 from switchyard.dialects.anthropic.request import MessagesContext
+from switchyard.schemas.openai import Usage
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -73,25 +74,40 @@ def tool_input(arguments: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def to_message(chat: Body, context: MessagesContext, *, message_id: str | None = None) -> bytes:
+def to_message(
+    chat: Body,
+    context: MessagesContext,
+    *,
+    message_id: str | None = None,
+    estimate: Usage | None = None,
+) -> bytes:
     """Translate a chat completion into an encoded Anthropic Message.
 
     Args:
         chat: the upstream chat completion, as bytes or a decoded dict.
         context: from :func:`~switchyard.dialects.anthropic.request.to_chat`.
         message_id: the Message id (``msg_...``); a fresh one when None.
+        estimate: the usage to show when ``chat`` carries none (Switchyard's estimate, what
+            the answer is billed); without either, 0 and 0.
 
     Raises:
         ProviderError: ``chat`` is not a chat completion.
     """
-    return encode(message_dict(chat, context, message_id=message_id))
+    return encode(message_dict(chat, context, message_id=message_id, estimate=estimate))
 
 
 def message_dict(
-    chat: Body, context: MessagesContext, *, message_id: str | None = None
+    chat: Body,
+    context: MessagesContext,
+    *,
+    message_id: str | None = None,
+    estimate: Usage | None = None,
 ) -> dict[str, Any]:
     """:func:`to_message` before encoding."""
     completion = _chat.decode(chat)
+    usage = completion.usage
+    if usage is None and estimate is not None:
+        usage = _chat.chat_usage(estimate)
     choice = completion.first()
     message = choice.message if choice is not None else None
     content: list[dict[str, Any]] = []
@@ -127,5 +143,5 @@ def message_dict(
         "content": content,
         "stop_reason": reason,
         "stop_sequence": sequence,
-        "usage": usage_object(completion.usage),
+        "usage": usage_object(usage),
     }

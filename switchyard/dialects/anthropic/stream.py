@@ -103,10 +103,16 @@ class MessagesStream:
                 self._matched = choice.stop_reason
         return b"".join(out)
 
-    def finish(self) -> bytes:
-        """The closing frames: the open block's stop, ``message_delta``, ``message_stop``."""
+    def finish(self, estimate: Usage | None = None) -> bytes:
+        """The closing frames: the open block's stop, ``message_delta``, ``message_stop``.
+
+        ``estimate`` is the usage ``message_delta`` carries when no chunk carried any
+        (Switchyard's estimate, what the answer is billed); without either, 0 output tokens.
+        """
         if self._closed:
             return b""
+        if self._usage is None and estimate is not None:
+            self._usage = _chat.chat_usage(estimate)
         out: list[bytes] = []
         if not self._started:
             self._start(None, out)

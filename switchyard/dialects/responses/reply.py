@@ -15,6 +15,7 @@ from switchyard.dialects import _chat
 from switchyard.dialects._common import Body, encode, new_id
 from switchyard.dialects.responses import _objects as o
 from switchyard.dialects.responses.request import ResponsesContext
+from switchyard.schemas.openai import Usage
 
 
 def to_response(
@@ -23,6 +24,7 @@ def to_response(
     *,
     response_id: str | None = None,
     created_at: int | None = None,
+    estimate: Usage | None = None,
 ) -> bytes:
     """Translate a chat completion into an encoded Response object.
 
@@ -31,11 +33,17 @@ def to_response(
         context: from :func:`~switchyard.dialects.responses.request.to_chat`.
         response_id: the Response id (``resp_...``); a fresh one when None.
         created_at: unix seconds; now when None.
+        estimate: the usage to show when ``chat`` carries none (Switchyard's estimate, what
+            the answer is billed); without either, ``usage`` is null.
 
     Raises:
         ProviderError: ``chat`` is not a chat completion.
     """
-    return encode(response_dict(chat, context, response_id=response_id, created_at=created_at))
+    return encode(
+        response_dict(
+            chat, context, response_id=response_id, created_at=created_at, estimate=estimate
+        )
+    )
 
 
 def response_dict(
@@ -44,9 +52,13 @@ def response_dict(
     *,
     response_id: str | None = None,
     created_at: int | None = None,
+    estimate: Usage | None = None,
 ) -> dict[str, Any]:
     """:func:`to_response` before encoding (for callers that embed the object)."""
     completion = _chat.decode(chat)
+    usage = completion.usage
+    if usage is None and estimate is not None:
+        usage = _chat.chat_usage(estimate)
     response_id = response_id or new_id("resp_")
     created = created_at if created_at is not None else int(time.time())
     choice = completion.first()
@@ -85,7 +97,7 @@ def response_dict(
         model=completion.model,
         status=status,
         output=output,
-        usage=completion.usage,
+        usage=usage,
         finish_reason=finish,
         completed_at=int(time.time()) if status == "completed" else None,
     )

@@ -159,10 +159,16 @@ class ResponsesStream:
                 self._finish = choice.finish_reason
         return b"".join(out)
 
-    def finish(self) -> bytes:
-        """The closing frames: open items done, then ``response.completed``/``.incomplete``."""
+    def finish(self, estimate: Usage | None = None) -> bytes:
+        """The closing frames: open items done, then ``response.completed``/``.incomplete``.
+
+        ``estimate`` is the usage the Response carries when no chunk carried any
+        (Switchyard's estimate, what the answer is billed); without either, ``usage: null``.
+        """
         if self._closed:
             return b""
+        if self._usage is None and estimate is not None:
+            self._usage = _chat.chat_usage(estimate)
         out: list[bytes] = []
         if not self._started:
             self._start(out)

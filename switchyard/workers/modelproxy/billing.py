@@ -45,7 +45,8 @@ def billed(job: Job) -> tuple[Usage, bool] | None:
         return msgspec.structs.replace(
             usage, completion_tokens=sent, total_tokens=usage.prompt_tokens + sent
         ), True
-    return usage, False
+    # A translated Messages or Responses answer showed its client Switchyard's estimate.
+    return usage, isinstance(usage, estimate.Estimated)
 
 
 def estimated_usage(job: Job) -> Usage:

@@ -31,6 +31,7 @@ from switchyard.dialects import anthropic, responses
 from switchyard.dialects.native_only import DIALECT_OF, NATIVE, serves
 from switchyard.dialects.probes import COUNTS, background_refused
 from switchyard.errors import ApiError
+from switchyard.workers.modelproxy import estimate
 from switchyard.workers.modelproxy.providers.base import (
     Adapter,
     Completion,
@@ -151,12 +152,17 @@ class Translated:
 
     async def complete(self, call: ProviderCall) -> Completion:
         done = await self._inner.complete(call)
+        usage = done.usage
+        if usage is None:  # shown and billed: Switchyard's estimate of the chat answer
+            usage = estimate.estimated(
+                call.request_bytes, estimate.answer_tokens("chat", done.body)
+            )
         if isinstance(self._context, responses.ResponsesContext):
-            answer = responses.response_dict(done.body, self._context)
+            answer = responses.response_dict(done.body, self._context, estimate=usage)
             if self._keep is not None:
                 self._keep(answer["output"])
-            return Completion(msgspec.json.encode(answer), done.usage)
-        return Completion(anthropic.to_message(done.body, self._context), done.usage)
+            return Completion(msgspec.json.encode(answer), usage)
+        return Completion(anthropic.to_message(done.body, self._context, estimate=usage), usage)
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
         out: responses.ResponsesStream | anthropic.MessagesStream
@@ -164,12 +170,12 @@ class Translated:
             out = responses.ResponsesStream(self._context)
         else:
             out = anthropic.MessagesStream(self._context)
-        sent = False
+        sent = 0  # events with frames: the chunks the handler sends and counts
         try:
             async for event in self._inner.stream(call):
                 frames = out.feed(event.payload) if event.payload is not None else b""
                 if frames:
-                    sent = True
+                    sent += 1
                 if frames or event.usage is not None:
                     yield StreamEvent(frames or None, event.usage)
         except ApiError as exc:
@@ -177,10 +183,13 @@ class Translated:
                 self.ended_in_dialect = True
                 yield StreamEvent(out.fail(exc), out.usage)
             raise
-        closing = out.finish()
+        usage = out.usage
+        if usage is None:  # shown and billed: a chunk a token, the closing one included
+            usage = estimate.estimated(call.request_bytes, sent + 1)
+        closing = out.finish(usage)
         if self._keep is not None and isinstance(out, responses.ResponsesStream):
             self._keep(out.output)
-        yield StreamEvent(closing or None, out.usage)
+        yield StreamEvent(closing or None, usage)
 
     async def close(self) -> None:
         """The inner adapter belongs to the registry, which closes it."""

@@ -10,6 +10,10 @@ reasoning summaries, and tool calls' names, arguments and inputs. So the same an
 the same in every dialect, streamed or not (the envelope of a Response alone was ~150 tokens).
 Embeddings generate nothing. Only the fields named are decoded; a body that does not decode as
 its operation's answer counts its bytes.
+
+A Messages or Responses answer translated from chat is estimated before it is sent, from the
+chat answer (or its chunks) with these same rules, and shows the estimate as its usage: that
+usage (:class:`Estimated`) is then what it is billed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,24 @@ from typing import Any
 
 import msgspec
 
+from switchyard.schemas.openai import Usage
+
 BYTES_PER_TOKEN = 4
+
+
+class Estimated(Usage, frozen=True, kw_only=True):
+    """Usage Switchyard estimated because its provider reported none: billed flagged as an
+    estimate (``prompt_tokens_estimated``). A translated Messages or Responses answer shows it
+    (:class:`~switchyard.workers.modelproxy.dialects.Translated`), so the client reads the
+    figure its key is billed rather than 0 or null."""
+
+
+def estimated(request_bytes: int, completion: int) -> Estimated:
+    """The estimate for a request of ``request_bytes`` bytes and ``completion`` tokens."""
+    prompt = prompt_tokens(request_bytes)
+    return Estimated(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
 
 
 def prompt_tokens(request_bytes: int) -> int:
