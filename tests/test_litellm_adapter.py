@@ -257,6 +257,45 @@ async def test_stream_forwards_usage_the_client_asked_for(
     assert json.loads(last.payload)["usage"]["total_tokens"] == upstream.usage.total_tokens
 
 
+# Models litellm's price map knows: it then puts its own ``cost`` into a stream's usage.
+PRICED = {"anthropic": "claude-sonnet-4-5", "gemini": "gemini-2.5-flash"}
+OPENAI_USAGE = {
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "prompt_tokens_details",
+    "completion_tokens_details",
+}
+PROVIDER_COUNTS = {"cache_read_input_tokens", "cache_creation_input_tokens", "server_tool_use"}
+
+
+async def test_the_usage_a_client_gets_holds_no_litellm_cost(
+    adapter: LiteLLM, upstream: Upstream
+) -> None:
+    """A priced model's usage through litellm said ``"cost": 0.03018`` (litellm's list price),
+    while Switchyard bills the route's price (half of it with an override): a client read it as
+    its bill. The usage a client gets now holds OpenAI's fields and the provider's own counts
+    only; Switchyard's count of it is unchanged."""
+    model = PRICED[upstream.kind]
+    streamed = await collect(
+        adapter,
+        call_for(
+            upstream, model, stream=True, wants_usage=True, stream_options={"include_usage": True}
+        ),
+    )
+    [last] = [e for e in streamed if e.usage is not None]
+    assert last.payload is not None
+    whole = await adapter.complete(call_for(upstream, model))
+    for body, counted in ((last.payload, last.usage), (whole.body, whole.usage)):
+        usage = json.loads(body)["usage"]
+        assert set(usage) <= OPENAI_USAGE | PROVIDER_COUNTS, usage
+        assert OPENAI_USAGE - {"completion_tokens_details"} <= set(usage)
+        assert counted is not None
+        assert usage["total_tokens"] == counted.total_tokens > 0
+    if upstream.kind == "anthropic":  # the provider's cache reads stay (Messages shows them)
+        assert json.loads(whole.body)["usage"]["cache_read_input_tokens"] == 100000
+
+
 async def test_first_token_timeout_does_not_cover_the_consumer(
     adapter: LiteLLM, upstream: Upstream
 ) -> None:

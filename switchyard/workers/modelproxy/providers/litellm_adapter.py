@@ -27,6 +27,9 @@ Embeddings are always asked for as floats and encoded here as the client asked
 (``encoding_format``): litellm answers floats whatever ``encoding_format`` says, and passes
 the field to providers that read it as something else (Cohere's ``embedding_types``).
 
+The usage a client gets holds OpenAI's fields and the provider's own counts, not litellm's
+additions: its ``cost`` is its list price for the call, not what Switchyard bills.
+
 A stream that ends having carried no content, no tool call and no usage is the provider's
 failure (retried elsewhere), not an empty answer: litellm makes up a closing ``stop`` chunk
 for a stream that closed before its first event. Chunks that carry nothing are held back
@@ -56,6 +59,20 @@ from switchyard.workers.modelproxy.providers.embedded_error import provider_erro
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 
 _ENCODE = msgspec.json.Encoder()
+# The usage fields a client gets: OpenAI's, then the provider's own counts as litellm reports
+# them (Anthropic's cache reads and writes and server tool use).
+_USAGE_FIELDS = frozenset(
+    {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+        "server_tool_use",
+    }
+)
 _SAMPLING = (
     "frequency_penalty logit_bias max_tokens n presence_penalty seed stop temperature top_p user"
 )
@@ -122,7 +139,9 @@ class LiteLLM:
             raise _translate(lib, exc, call, "the response") from None
         if wanted:
             body = embedding_format.encoded(body, wanted)
-        return Completion(_ENCODE.encode(body), _usage(body))
+        usage = _usage(body)
+        _own_fields_out(body)
+        return Completion(_ENCODE.encode(body), usage)
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
         lib = await self._litellm()
@@ -315,6 +334,7 @@ def _one_choice_only(lib: Any, call: ProviderCall) -> None:
 def _event(doc: dict[str, Any], client_wants_usage: bool) -> StreamEvent:
     usage = _usage(doc)
     if usage is None or client_wants_usage:
+        _own_fields_out(doc)
         return StreamEvent(_ENCODE.encode(doc), usage)
     if not doc.get("choices"):
         return StreamEvent(None, usage)  # our own usage request: record it, do not forward it
@@ -350,6 +370,16 @@ def _usage(doc: dict[str, Any]) -> Usage | None:
         cache_read_tokens=read,
         cache_write_tokens=write,
     )
+
+
+def _own_fields_out(doc: dict[str, Any]) -> None:
+    """Keep in ``doc``'s usage only OpenAI's fields and the provider's own counts (its cache
+    reads and writes, its server tools' use): litellm adds its own, ``cost`` among them, its
+    list price for the call, which is not what Switchyard bills (a route's price, an override)
+    and would mislead a client reading it as the bill."""
+    usage = doc.get("usage")
+    if isinstance(usage, dict):
+        doc["usage"] = {k: v for k, v in usage.items() if k in _USAGE_FIELDS}
 
 
 def _count(value: object) -> int | None:
