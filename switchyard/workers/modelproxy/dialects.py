@@ -31,6 +31,7 @@ from switchyard.dialects import anthropic, responses
 from switchyard.dialects.native_only import DIALECT_OF, NATIVE, serves
 from switchyard.dialects.probes import COUNTS, background_refused
 from switchyard.errors import ApiError
+from switchyard.schemas.openai import Usage
 from switchyard.workers.modelproxy import estimate
 from switchyard.workers.modelproxy.providers.base import (
     Adapter,
@@ -171,11 +172,14 @@ class Translated:
         else:
             out = anthropic.MessagesStream(self._context)
         sent = 0  # events with frames: the chunks the handler sends and counts
+        reported: Usage | None = None  # the provider's count, however it came
         try:
             async for event in self._inner.stream(call):
                 frames = out.feed(event.payload) if event.payload is not None else b""
                 if frames:
                     sent += 1
+                if event.usage is not None:
+                    reported = event.usage
                 if frames or event.usage is not None:
                     yield StreamEvent(frames or None, event.usage)
         except ApiError as exc:
@@ -183,7 +187,7 @@ class Translated:
                 self.ended_in_dialect = True
                 yield StreamEvent(out.fail(exc), out.usage)
             raise
-        usage = out.usage
+        usage = out.usage or reported
         if usage is None:  # shown and billed: a chunk a token, the closing one included
             usage = estimate.estimated(call.request_bytes, sent + 1)
         closing = out.finish(usage)
