@@ -128,7 +128,9 @@ async def test_turn_two_references_turn_one_and_only_its_tenant_reads_them(
                 {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"},
             ],
         }
-        second = await _referencing(http, key_a2, turn_two)
+        # At once: the model-proxy waits for its own writes of the tenant's items, or reads
+        # again a moment later (the AI SDK continues the moment it has its answer).
+        second = await _post(http, key_a2, turn_two)
         assert second.status_code == 200, second.text
         sent = upstream.calls_for(MODEL)[-1].body["messages"]
         assert sent == [
@@ -185,3 +187,55 @@ async def test_an_answer_made_with_store_false_keeps_nothing(
         )
         _refused(refused, unstored["id"])
         assert len(upstream.calls_for(MODEL)) == calls
+
+
+NATIVE = "itemref-native"  # a route to a provider of kind openai: Responses passed through
+NATIVE_MODEL = "gpt-itemref"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def native(stack: Stack, upstream: FakeOpenAI) -> AsyncIterator[str]:
+    provider = {"kind": "openai", "api_base": f"{upstream.base_url}", "secret": NATIVE}
+    stored = await stack.admin("PUT", f"/secrets/{NATIVE}", {"value": "sk-itemref"})
+    assert stored.status_code in (200, 201), stored.text
+    assert (await stack.admin("PUT", f"/providers/{NATIVE}", provider)).status_code == 200
+    route = {"deployments": [{"provider": NATIVE, "model": NATIVE_MODEL}]}
+    assert (await stack.admin("PUT", f"/routes/{NATIVE}", route)).status_code == 200
+    try:
+        yield NATIVE
+    finally:
+        await stack.admin("DELETE", f"/routes/{NATIVE}")
+        await stack.admin("DELETE", f"/providers/{NATIVE}")
+        await stack.admin("DELETE", f"/secrets/{NATIVE}?force=true")
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_native_deployment_gets_the_kept_items_filled_in(
+    stack: Stack, upstream: FakeOpenAI, route: str, native: str
+) -> None:
+    """A conversation begun on a translating deployment goes on at OpenAI (a self-hosted
+    model with OpenAI as its fallback: a head sends a request with references to a native
+    deployment when its route has one): the items kept here reach OpenAI filled in, and a
+    reference to one of OpenAI's own items is passed on as it is."""
+    key, _ = await stack.new_key("itemref-native")
+    async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
+        first = await _post(http, key, {"model": route, "input": "remember Rome"})
+        assert first.status_code == 200, first.text
+        (message,) = first.json()["output"]
+        theirs = f"msg_{secrets.token_hex(12)}"
+        turn_two = {
+            "model": native,
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "remember Rome"}]},
+                {"type": "item_reference", "id": message["id"]},
+                {"type": "item_reference", "id": theirs},
+                {"role": "user", "content": [{"type": "input_text", "text": "and now?"}]},
+            ],
+        }
+        second = await _post(http, key, turn_two)
+        assert second.status_code == 200, second.text
+    sent = upstream.calls_for(NATIVE_MODEL)[-1].body["input"]
+    assert sent[1]["id"] == message["id"]
+    assert sent[1]["type"] == "message"
+    assert "echo: remember Rome" in json.dumps(sent[1])
+    assert sent[2] == {"type": "item_reference", "id": theirs}

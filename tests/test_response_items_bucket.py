@@ -90,9 +90,13 @@ async def test_only_the_tenant_that_stored_an_item_reads_it(nc: NATS) -> None:
     for tenant in ("team-b", "internal"):
         with pytest.raises(NotFound):
             await resolve_references(call, items, tenant)
-    # A native deployment holds its own items: the request goes on as it came.
+    # A native deployment's provider holds its own items: what is not kept here goes on as
+    # it came, what is (a conversation begun on a translating deployment) is filled in.
     native = dataclasses.replace(call, provider=Provider(kind="openai"))
     assert await resolve_references(native, items, "team-b") is native
+    mixed = dataclasses.replace(native, body=_referencing("msg_0001", "msg_openai_own").body)
+    filled = await resolve_references(mixed, items, "team-a")
+    assert filled.body["input"] == [_message(1), {"type": "item_reference", "id": "msg_openai_own"}]
 
 
 @pytest.mark.asyncio
@@ -121,3 +125,23 @@ async def test_a_missing_bucket_fails_no_answer_and_forwards_no_request(nc: NATS
     assert refused.value.code == "items_unavailable"
     plain = demo_call("responses", input="no references")
     assert await items.resolve(plain, "t") is plain  # nothing read, nothing refused
+    # A native deployment's references may all be its provider's: passed on, not refused.
+    native = dataclasses.replace(_referencing("msg_0001"), provider=Provider(kind="openai"))
+    assert await resolve_references(native, items, "t") is native
+
+
+@pytest.mark.asyncio
+async def test_switched_off_nothing_is_kept_or_read(nc: NATS) -> None:
+    """``modelproxy.keep_response_items: false``: no answer content is stored; a reference on
+    a translating deployment is OpenAI's 404, on a native one it goes on as it came."""
+    js = nc.jetstream(timeout=10)
+    await _ensure_stream(js, response_items_stream_config(_settings()))
+    items = ResponseItems(nc, enabled=False)
+    items.keep([_message(1)], "t")
+    await items.close()
+    assert (items.stored, items.failed) == (0, 0)
+    assert (await js.stream_info(STREAM)).state.messages == 0
+    with pytest.raises(NotFound):
+        await items.resolve(_referencing("msg_0001"), "t")
+    native = dataclasses.replace(_referencing("msg_0001"), provider=Provider(kind="openai"))
+    assert await resolve_references(native, items, "t") is native

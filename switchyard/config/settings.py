@@ -363,6 +363,10 @@ class ModelProxySettings(Section, frozen=True):
         max_deliver: deliveries of one request before it is given up (worker crash loops).
         max_workers_per_deployment: pull loops per deployment in one process (at most the
             deployment's concurrency).
+        keep_response_items: keep the output items of translated Responses answers (``store``
+            not false) for later ``item_reference``s, in ``sy_response_items``
+            (``streams.response_items_max_age_s``); false keeps no answer content: such
+            Responses say ``store: false`` and a reference on a translating deployment is a 404.
     """
 
     keepalive_s: Seconds = 5.0
@@ -370,6 +374,7 @@ class ModelProxySettings(Section, frozen=True):
     secret_ttl_s: Seconds = 300.0
     max_deliver: Annotated[int, msgspec.Meta(ge=1)] = 3
     max_workers_per_deployment: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 128
+    keep_response_items: bool = True
 
 
 class LoggingSettings(Section, frozen=True):

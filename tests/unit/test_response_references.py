@@ -183,9 +183,12 @@ def test_the_not_found_answer_is_openais_naming_the_id() -> None:
 
 
 def test_tenants_never_share_a_key() -> None:
-    assert tenant_of("team-a", "key1") == "team-a"
-    assert tenant_of("", "key1") == "key1"
+    assert tenant_of("team-a", "key1") == "team:team-a"
+    assert tenant_of("", "key1") == "key:key1"
     assert tenant_of("", "") == INTERNAL
+    # A team may be named anything: like a key id, or like the key-less callers' tenant.
+    assert tenant_of("key1", "other") != tenant_of("", "key1")
+    assert tenant_of(INTERNAL, "other") != tenant_of("", "")
     keys = {item_key(t, "msg_1") for t in ("team-a", "key1", INTERNAL, "a.b", "a b>")}
     assert len(keys) == 5
     for key in keys:

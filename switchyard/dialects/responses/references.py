@@ -52,11 +52,11 @@ def referenced(body: Mapping[str, Any]) -> list[str]:
 
 
 def resolved(body: Mapping[str, Any], items: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """``body`` with every ``item_reference`` replaced by ``items[id]`` (every id named by
-    :func:`referenced` must be in ``items``)."""
+    """``body`` with every ``item_reference`` whose id is in ``items`` replaced by that item
+    (the others stay references: a native deployment's provider holds its own)."""
     out = []
     for item in body["input"]:
-        if isinstance(item, Mapping) and item.get("type") == REFERENCE:
+        if isinstance(item, Mapping) and item.get("type") == REFERENCE and item["id"] in items:
             out.append(items[item["id"]])
         else:
             out.append(item)

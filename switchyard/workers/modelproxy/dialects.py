@@ -55,16 +55,20 @@ Keep = Callable[[list[dict[str, Any]]], None]
 
 
 async def resolve_references(call: ProviderCall, items: ResponseItems, tenant: str) -> ProviderCall:
-    """``call`` with its ``item_reference`` items filled in from ``tenant``'s kept items, when
-    a translating deployment serves it (a native one holds its own items: passed as is).
+    """``call`` with its ``item_reference`` items filled in from ``tenant``'s kept items. A
+    native deployment gets those this store holds filled in and the others passed on (its
+    provider holds the items of answers it made): a head sends every request with references
+    to a native deployment when its route has one, so a conversation begun on a translating
+    deployment (a self-hosted model with OpenAI as its fallback) goes on there.
 
     Raises:
-        NotFound: a referenced item is not ``tenant``'s or not stored (OpenAI's 404).
+        NotFound: a referenced item is not ``tenant``'s or not stored (OpenAI's 404;
+            translating deployments only).
         ServiceUnavailable: the items cannot be read.
     """
-    if DIALECT_OF.get(call.op) != "responses" or serves(call.op, call.provider.kind):
+    if DIALECT_OF.get(call.op) != "responses":
         return call
-    return await items.resolve(call, tenant)
+    return await items.resolve(call, tenant, pass_unknown=serves(call.op, call.provider.kind))
 
 
 def plan(

@@ -128,7 +128,8 @@ class Handler:
         self.cancels = Cancels()
         self.serving = Serving(settings.modelproxy.ack_wait_s)  # served now, acked lately
         self.owners = ResponseOwners(nc)  # who may continue which native Responses answer
-        self.items = ResponseItems(nc)  # translated Responses answers' items, for references
+        # Translated Responses answers' items, for later references (unless switched off).
+        self.items = ResponseItems(nc, enabled=settings.modelproxy.keep_response_items)
         self.echoed = key_echo.EchoedKeys()  # provider keys sent back in answers, masked
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
         self._keyless = Throttle(10.0)  # a provider key that cannot be fetched, as often
@@ -264,7 +265,7 @@ class Handler:
                 )
             tenant = tenant_of(job.env.tenant, job.env.key_id)
             call = await resolve_references(await self._prepare(job, target), self.items, tenant)
-            keep = functools.partial(self.items.keep, tenant=tenant)
+            keep = functools.partial(self.items.keep, tenant=tenant) if self.items.enabled else None
             adapter, call = plan(call, self.adapters, self.owners, job.env.key_hash, keep)
             if not job.cancelled:  # the caller may have left while the key was fetched
                 hop = self.observer.call_span(job, target)

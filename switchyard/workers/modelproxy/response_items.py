@@ -9,16 +9,20 @@ keeps its message and function call items in the CORE bucket ``sy_response_items
 of a later request in from there before translating it.
 
 Items are the tenant's (a key's team, else the key, as fair queueing counts them; ``internal``
-for callers without a key): each is stored under a digest of its tenant and its id, so a
-reference is only ever read from its own tenant's items. Another tenant's id, one never
+for callers without a key; each written with its kind, so a team named like a key id is not
+that key): each is stored under a digest of its tenant and its id, so a reference is only ever
+read from its own tenant's items. Another tenant's id, one never
 stored, expired or pushed out reads as missing: OpenAI's 404 naming the id, the request never
 forwarded. An unreadable bucket is a 503 (``items_unavailable``).
 
 Keeping items never delays or fails an answer: the writes run in a bounded background task
 started as the answer goes back; one that fails is logged (at most every 10 s) and counted
 (``switchyard_response_items_total{result="failed"}``). A reference the first read misses is
-read once more after this process's own writes in flight and a short pause (a client may
-continue the moment it has its answer, while the write is still on its way).
+read once more after this process's own writes for the same tenant, or else a short pause
+(a client may continue the moment it has its answer, while the write is still on its way).
+A native deployment's request gets the references this store holds filled in, and the others
+passed on as they are, at once (they may be its provider's own: OpenAI keeps the items of
+answers it made).
 """
 
 from __future__ import annotations
@@ -48,13 +52,16 @@ INTERNAL = "internal"  # the tenant of callers without a client key
 MAX_PENDING = 512  # answers whose items are being written at once; beyond, one is not kept
 WRITE_S = 5.0  # the longest one answer's writes may take
 READ_S = 2.0  # the longest the reads of one request may take
-AGAIN_S = 0.2  # the pause before a missed reference is read again
+AGAIN_S = 0.05  # the pause before a missed reference is read again (no write seen here)
 _READS_AT_ONCE = 64
 
 
 def tenant_of(team: str, key_id: str) -> str:
-    """Whose items a request may read and write: the team, else the key, else ``internal``."""
-    return fair_tenant(team, key_id) or INTERNAL
+    """Whose items a request may read and write: the team, else the key, else ``internal``,
+    each with its kind (a team may be named anything, a key id's text included)."""
+    if team:
+        return f"team:{team}"
+    return f"key:{key_id}" if fair_tenant(team, key_id) else INTERNAL
 
 
 def item_key(tenant: str, item_id: str) -> str:
@@ -65,11 +72,16 @@ def item_key(tenant: str, item_id: str) -> str:
 class ResponseItems:
     """The ``sy_response_items`` bucket, opened on first use."""
 
-    def __init__(self, nc: NATS, *, bucket: str = subjects.RESPONSE_ITEMS_BUCKET) -> None:
+    def __init__(
+        self, nc: NATS, *, bucket: str = subjects.RESPONSE_ITEMS_BUCKET, enabled: bool = True
+    ) -> None:
+        # ``modelproxy.keep_response_items``: False keeps and reads nothing (the Response
+        # echoes ``store: false``; a translating deployment answers references 404).
+        self.enabled = enabled
         self._js = nc.jetstream(timeout=READ_S)
         self._bucket = bucket
         self._kv: KeyValue | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, set[asyncio.Task[None]]] = {}  # by tenant
         self._warn = Throttle(10.0)
         self.stored = 0  # items written
         self.failed = 0  # items that could not be written (or were not, under load)
@@ -79,8 +91,11 @@ class ResponseItems:
             self._kv = await self._js.key_value(self._bucket)
         return self._kv
 
-    async def resolve(self, call: ProviderCall, tenant: str) -> ProviderCall:
-        """``call`` with its ``item_reference`` input items replaced by ``tenant``'s items.
+    async def resolve(
+        self, call: ProviderCall, tenant: str, *, pass_unknown: bool = False
+    ) -> ProviderCall:
+        """``call`` with its ``item_reference`` input items replaced by ``tenant``'s items;
+        ``pass_unknown`` (a native deployment): the ones not stored here stay references.
 
         Raises:
             NotFound: a referenced item is not ``tenant``'s, or not (or no longer) stored.
@@ -88,18 +103,29 @@ class ResponseItems:
             ServiceUnavailable: the bucket cannot be read (the request is not forwarded).
         """
         ids = references.referenced(call.body)
-        if not ids:
+        if not ids or (pass_unknown and not self.enabled):
             return call
-        found = await self._read(ids, tenant)
+        if not self.enabled:
+            raise references.item_not_found(ids[0])
+        try:
+            found = await self._read(ids, tenant)
+        except ServiceUnavailable:
+            if pass_unknown:  # the provider may hold them all: its answer says
+                return call
+            raise
         missing = [i for i in ids if i not in found]
-        if missing:
-            if self._pending:  # this process's own writes still on their way
-                await asyncio.wait(set(self._pending), timeout=READ_S)
-            await asyncio.sleep(AGAIN_S)
+        if missing and not pass_unknown:
+            writing = self._pending.get(tenant)
+            if writing:  # this tenant's items still on their way from this process
+                await asyncio.wait(set(writing), timeout=READ_S)
+            else:  # perhaps from another model-proxy, a moment behind its answer
+                await asyncio.sleep(AGAIN_S)
             found.update(await self._read(missing, tenant))
         for item_id in ids:
-            if item_id not in found:
+            if item_id not in found and not pass_unknown:
                 raise references.item_not_found(item_id)
+        if not found:
+            return call
         return dataclasses.replace(call, body=references.resolved(call.body, found))
 
     async def _read(self, ids: list[str], tenant: str) -> dict[str, dict[str, Any]]:
@@ -122,14 +148,21 @@ class ResponseItems:
     def keep(self, output: list[dict[str, Any]], tenant: str) -> None:
         """Store the referenceable items of an answer's ``output``, in the background."""
         items = references.kept_items(output)
-        if not items:
+        if not items or not self.enabled:
             return
-        if len(self._pending) >= MAX_PENDING:
+        if sum(len(tasks) for tasks in self._pending.values()) >= MAX_PENDING:
             self._failed(len(items), "too many being written")
             return
         task = asyncio.create_task(self._write(items, tenant))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        writing = self._pending.setdefault(tenant, set())
+        writing.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            writing.discard(task)
+            if not writing and self._pending.get(tenant) is writing:
+                del self._pending[tenant]
+
+        task.add_done_callback(done)
 
     async def _write(self, items: list[dict[str, Any]], tenant: str) -> None:
         done = 0
@@ -154,8 +187,9 @@ class ResponseItems:
 
     async def close(self, timeout: float = WRITE_S) -> None:
         """Let the writes in flight finish (within ``timeout``)."""
-        if self._pending:
-            await asyncio.wait(set(self._pending), timeout=timeout)
+        tasks = {task for writing in self._pending.values() for task in writing}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
 
 async def _get(kv: KeyValue, tenant: str, item_id: str) -> dict[str, Any] | None:
