@@ -236,6 +236,11 @@ class LLMClient:
             f"{self._max_unread} bytes of it waited unread, so it was ended"
         )
 
+    @property
+    def connected(self) -> bool:
+        """Whether this process's NATS connection is up (not reconnecting, not closed)."""
+        return bool(self._nc.is_connected)
+
     def new_request_id(self) -> str:
         return self._nuid.next().decode()
 
@@ -383,10 +388,14 @@ class LLMClient:
                         replies.held = 0
                 attempt += 1
             ended = True
+            # Said when this process is the one cut off: the heads may be fine.
+            cut_off = "" if self.connected else " (this process is not connected to NATS)"
             if loop.time() >= give_up:
-                raise DeadlineExceeded("the request deadline passed before an answer arrived")
+                raise DeadlineExceeded(
+                    f"the request deadline passed before an answer arrived{cut_off}"
+                )
             raise ServiceUnavailable(
-                f"no head accepted the request after {self._attempts} attempts",
+                f"no head accepted the request after {self._attempts} attempts{cut_off}",
                 code="no_workers",
                 retry_after=NO_WORKERS_RETRY_S,
             )

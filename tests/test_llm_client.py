@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from switchyard.bus import headers as h
 from switchyard.bus import replies
 from switchyard.client import LLMClient
-from switchyard.errors import InvalidRequest
+from switchyard.errors import InvalidRequest, ServiceUnavailable
 from tests.support import flushed
 from tests.test_zones import Zone, _as, zone  # noqa: F401  (the fixture, one per module)
 
@@ -238,3 +238,34 @@ async def test_chat_refuses_a_body_that_asks_for_a_stream(zone: Zone) -> None:  
         await client.close()
         for nc in (head, tail):
             await nc.close()
+
+
+async def test_a_client_cut_off_from_nats_says_so(zone: Zone) -> None:  # noqa: F811
+    """An edge whose own NATS connection is down (its certificate expired at a reconnect, a
+    network split) answered every request, after its attempts, 'no head accepted the
+    request': an operator looked at healthy heads. The answer names the lost connection."""
+    tail, _ = await _as(zone, "tail")
+    client = LLMClient(tail, accept_timeout=0.3, attempts=2, default_timeout=30)
+    await client.start()
+
+    async def until(connected: bool) -> bool:
+        for _ in range(300):
+            if client.connected is connected:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    try:
+        assert await until(connected=True)
+        await zone.server.stop(5)
+        assert await until(connected=False)
+        with pytest.raises(ServiceUnavailable) as refused:
+            await asyncio.wait_for(client.request("llm.v1.chat", b"{}"), 20)
+        assert refused.value.code == "no_workers"
+        assert "this process is not connected to NATS" in refused.value.message
+    finally:
+        await zone.server.start()
+        assert await zone.server.wait_healthy(30), zone.server.tail_log()
+        await until(connected=True)  # nats-py cannot close while its transport is gone
+        await client.close()
+        await tail.close()

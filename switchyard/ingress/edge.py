@@ -193,6 +193,11 @@ class Edge:
         client = self.client
         if client is None or self.keys is None:
             return Response(b'{"status":"starting"}', status_code=503, media_type=JSON)
+        if not client.connected:  # at once: no head could answer through a lost connection
+            body = _ENCODE.encode(
+                {"status": "not ready", "reason": "not connected to NATS (reconnecting)"}
+            )
+            return Response(body, status_code=503, media_type=JSON)
         failure = await _first_answer(client)
         if failure is None:
             return Response(b'{"status":"ready"}', media_type=JSON)
