@@ -28,12 +28,13 @@ from switchyard.schemas.routing import RouteTable
 def value_to_store(secret: SecretPlaceholder, *, from_env: bool) -> str | None:
     """The value ``--apply`` stores for ``secret``: the literal key from the file, or with
     ``--secrets-from-env`` the variable's value; None when there is nothing to store."""
+    # No key starts or ends with a blank (the secrets service refuses one that does): a CI or
+    # Kubernetes secret often ends in a newline, a pasted key in a space; dropped, as
+    # `secrets put` drops them (a literal key in the file is stripped when read).
     if secret.value:
         return secret.value
     if from_env and secret.env_var:
-        # A CI or Kubernetes secret often ends in a newline, which no key holds (and the
-        # secrets service refuses): dropped, as `secrets put` drops it.
-        return (read_env_secret(secret.env_var) or "").rstrip("\r\n") or None
+        return (read_env_secret(secret.env_var) or "").strip() or None
     return None
 
 

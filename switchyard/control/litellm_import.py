@@ -120,9 +120,11 @@ def _kind_and_model(model: str) -> tuple[str, str] | None:
 
 
 def _secret_for(raw_key: Any, provider: str) -> SecretPlaceholder | None:
-    if not raw_key:
+    # A blank around a key is no part of it (the secrets service refuses one): dropped here,
+    # so the CLI's and the admin UI's imports store the key as the provider takes it.
+    key = str(raw_key or "").strip()
+    if not key:
         return None
-    key = str(raw_key)
     if key.startswith("os.environ/"):
         var = key.removeprefix("os.environ/")
         return SecretPlaceholder(name=_slug(var), env_var=var)

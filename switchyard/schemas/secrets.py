@@ -45,6 +45,13 @@ class PutSecret(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             # An HTTP header cannot carry it: every call with the key failed as a 500. The
             # message never quotes the value.
             raise ValueError("value: an API key is one line, without control characters")
+        if self.value != self.value.strip():
+            # A pasted key with a blank around it was stored, and every call with it failed as
+            # 502 "provider refused the API key"; no provider's key has one. Never quoted.
+            raise ValueError(
+                "value: the value starts or ends with a space (or another blank); no API key"
+                " does: remove it and send the key again"
+            )
 
     def __repr__(self) -> str:  # never print the value, even in a debugger or traceback
         return f"PutSecret(name={self.name!r}, provider={self.provider!r}, value='***')"

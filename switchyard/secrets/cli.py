@@ -51,7 +51,9 @@ def read_value(args: argparse.Namespace, stdin: TextIO) -> str:
         value = stdin.read()
     else:
         value = getpass.getpass(f"Value for {args.name} (input hidden): ")
-    value = value.rstrip("\r\n")
+    # No API key starts or ends with a blank: a pasted one carried a space the provider then
+    # refused on every call (and the secrets service refuses it). The ends go, not the middle.
+    value = value.strip()
     if not value:
         raise InputError("", "the secret value is empty", "pass it on stdin or with --value-file")
     return value

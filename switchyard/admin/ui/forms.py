@@ -43,7 +43,7 @@ class Form:
         return values[0].strip() if values else default
 
     def raw(self, name: str) -> str:
-        """The value as typed (secrets are not stripped)."""
+        """The value as typed (not stripped: a caller that wants its ends off says so)."""
         values = self._fields.get(name)
         return values[0] if values else ""
 

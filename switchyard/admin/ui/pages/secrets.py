@@ -54,7 +54,8 @@ def _checked(name: str, value: str) -> dict[str, str]:
 async def put_secret(ui: Ui) -> Response:
     """Stores a new secret; one of that name is refused (Rotate is the way to a new version):
     two admins "storing" the same name wrote over each other, a secret in use included."""
-    name, value = ui.form.get("name"), ui.form.raw("value")
+    # A key pasted with a blank around it: the blank goes (no API key has one at either end).
+    name, value = ui.form.get("name"), ui.form.raw("value").strip()
     errors = _checked(name, value)
     if errors:
         return await _render(ui, errors, name=name, status=400)
@@ -79,7 +80,7 @@ async def _exists(ui: Ui, name: str) -> bool:
 
 async def rotate_secret(ui: Ui) -> Response:
     name = ui.request.path_params["name"]
-    value = ui.form.raw("value")
+    value = ui.form.raw("value").strip()  # as on Store
     if _checked(name, value):
         return ui.redirect("/ui/secrets", ("error", f"Rotate {name}: enter the new key."))
     try:
