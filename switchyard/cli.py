@@ -246,6 +246,12 @@ def _add_certs(sub: Any) -> None:
     _common(c)
     c.add_argument("--dir", type=Path, help="where to write (default: <home>/certs)")
     c.add_argument("--force", action="store_true", help="re-issue valid certificates too")
+    c.add_argument(
+        "--rotate-ca",
+        action="store_true",
+        help="replace the CA (old one kept as ca.pem.old) and every certificate; restart "
+        "every process after, and give internal clients their new certificates",
+    )
     c.set_defaults(handler=_cmd_certs_init)
     c = certs.add_parser("issue", help="a certificate for an extra identity (internal client)")
     _common(c)
@@ -399,7 +405,7 @@ def _cert_dir(args: argparse.Namespace, settings: Settings) -> Path:
 
 def _cmd_certs_init(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.bus.identities import certificate_subjects  # noqa: PLC0415
-    from switchyard.stack.certs import init_certificates  # noqa: PLC0415
+    from switchyard.stack.certs import ca_ends_soon, init_certificates  # noqa: PLC0415
 
     clients = certificate_subjects(settings.nats.internal_clients)
     directory = _cert_dir(args, settings)
@@ -409,10 +415,18 @@ def _cmd_certs_init(args: argparse.Namespace, settings: Settings, config_file: P
         validity_days=settings.certs.validity_days,
         clients=clients,
         force=args.force,
+        rotate_ca=args.rotate_ca,
     )
     for r in results:
         print(f"  {'created' if r.created else 'kept   '}  {r.name:<12} {r.path}")
     print(f"certificates in {directory} (private keys are 0600)")
+    ends = ca_ends_soon(directory)
+    if ends is not None:  # kept, never replaced unasked: say so while there is time
+        print(
+            f"warning: the CA expires on {ends:%Y-%m-%d} UTC; replace it before then with "
+            f"`switchyard certs init --rotate-ca`, then restart every process",
+            file=sys.stderr,
+        )
     return 0
 
 

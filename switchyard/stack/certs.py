@@ -25,7 +25,8 @@ from switchyard.bus.tls import TlsFiles, tls_files
 from switchyard.errors import CertificateError
 
 CA_NAME = "ca"
-# Re-issue certificates that expire within this window.
+# Re-issue identity certificates that expire within this window (never the CA: see
+# ``CertificateAuthority.load_or_create``).
 RENEW_BEFORE = dt.timedelta(days=30)
 SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
 # The certificate nodes of a NATS cluster present to each other on route connections (each end
@@ -75,14 +76,38 @@ class CertificateAuthority:
 
     @classmethod
     def load_or_create(
-        cls, cert_dir: Path, organization: str, validity_days: int
+        cls, cert_dir: Path, organization: str, validity_days: int, *, rotate: bool = False
     ) -> tuple[CertificateAuthority, bool]:
-        """The CA in ``cert_dir``, creating it if absent. Returns (ca, created)."""
+        """The CA in ``cert_dir``, creating it if absent. Returns (ca, created).
+
+        A CA is never replaced unasked: every certificate it signed (copies handed to internal
+        clients, other hosts' bundles) stops working with it. One near its end is kept (the
+        status says when it expires); one past it is refused.
+
+        Args:
+            rotate: replace the CA on purpose; the old one is kept as ``ca.pem.old`` and
+                ``ca-key.pem.old``.
+
+        Raises:
+            CertificateError: the CA has expired and ``rotate`` was not asked.
+        """
         cert_dir.mkdir(parents=True, exist_ok=True)
         files = tls_files(cert_dir, CA_NAME)
         if not missing_ca_files(cert_dir):
-            found = cls.load(cert_dir)
-            if not _due_for_renewal(found.cert):
+            if rotate:
+                for path in (files.cert, files.key):
+                    os.replace(path, path.with_name(path.name + ".old"))
+            else:
+                found = cls.load(cert_dir)
+                ends = found.cert.not_valid_after_utc
+                if ends <= dt.datetime.now(dt.UTC):
+                    raise CertificateError(
+                        f"the CA in {cert_dir} expired on {ends:%Y-%m-%d %H:%M} UTC: nothing "
+                        "it signed is trusted any more. Replace it on purpose with `switchyard "
+                        f"certs init --dir {cert_dir} --rotate-ca` (the old one is kept as "
+                        "ca.pem.old), then restart every process and hand the new client "
+                        "certificates to internal clients (docs/operations.md, Certificates)"
+                    )
                 return found, False
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
@@ -209,6 +234,12 @@ def missing_ca_files(cert_dir: Path) -> list[Path]:
     return [path for path in (files.cert, files.key) if not path.is_file()]
 
 
+def ca_ends_soon(cert_dir: Path) -> dt.datetime | None:
+    """When the CA in ``cert_dir`` expires, if that is within RENEW_BEFORE (else None)."""
+    cert = x509.load_pem_x509_certificate(tls_files(cert_dir, CA_NAME).cert.read_bytes())
+    return cert.not_valid_after_utc if _due_for_renewal(cert) else None
+
+
 def _due_for_renewal(cert: x509.Certificate) -> bool:
     """True within RENEW_BEFORE of expiry (or the last third of a short-lived certificate)."""
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
@@ -236,6 +267,7 @@ def init_certificates(
     clients: list[tuple[str, str]],
     server_hosts: tuple[str, ...] = SERVER_HOSTS,
     force: bool = False,
+    rotate_ca: bool = False,
 ) -> list[IssueResult]:
     """Create the CA (if needed), the server and route certificates, and one client
     certificate per identity.
@@ -243,11 +275,14 @@ def init_certificates(
     Args:
         clients: ``(name, ou)`` pairs; the DN is ``CN=<name>,OU=<ou>,O=<organization>``.
         force: re-issue every identity certificate (the CA is kept while valid).
+        rotate_ca: replace the CA (kept as ``ca.pem.old``), and so every certificate.
 
     Returns:
         One result per certificate, CA first, saying whether it was created or kept.
     """
-    ca, ca_created = CertificateAuthority.load_or_create(cert_dir, organization, validity_days)
+    ca, ca_created = CertificateAuthority.load_or_create(
+        cert_dir, organization, validity_days, rotate=rotate_ca
+    )
     results = [IssueResult(CA_NAME, tls_files(cert_dir, CA_NAME).cert, created=ca_created)]
     results.append(
         ca.issue(

@@ -55,6 +55,12 @@ def add_parsers(sub: Any, common: Common) -> None:
     c.add_argument("--bundles", type=Path, help="directory of the per-service bundles")
     c.add_argument("--nats-host", action="append", help="a NATS node's host name (repeat)")
     c.add_argument(
+        "--rotate-ca",
+        action="store_true",
+        help="replace the CA (old one kept as ca.pem.old) and every certificate; restart "
+        "every service after",
+    )
+    c.add_argument(
         "--target",
         choices=("compose", "kubernetes"),
         default="compose",
@@ -126,7 +132,7 @@ def _cmd_deploy(args: argparse.Namespace, settings: Settings, config_file: Path 
             )
         if args.nats_host:
             layout = _replace(layout, nats_hosts=tuple(args.nats_host))
-        lines = containers.setup(settings, layout)
+        lines = containers.setup(settings, layout, rotate_ca=args.rotate_ca)
     else:
         lines = containers.init(settings, layout, timeout=args.timeout)
     for line in lines:

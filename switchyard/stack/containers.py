@@ -156,8 +156,9 @@ def _install_relocated(src: Path, bundle: Path, moves: dict[Path, Path]) -> None
     os.replace(tmp, bundle / src.name)
 
 
-def setup(settings: Settings, layout: DeployLayout) -> list[str]:
-    """Create what a first start needs and fill every bundle. Idempotent.
+def setup(settings: Settings, layout: DeployLayout, *, rotate_ca: bool = False) -> list[str]:
+    """Create what a first start needs and fill every bundle. Idempotent (unless
+    ``rotate_ca``: a new CA, the old one kept as ``ca.pem.old``, and every certificate).
 
     Returns one line per action, for the log.
     """
@@ -171,6 +172,7 @@ def setup(settings: Settings, layout: DeployLayout) -> list[str]:
         validity_days=settings.certs.validity_days,
         clients=clients,
         server_hosts=layout.server_hosts,
+        rotate_ca=rotate_ca,
     )
     created = [r.name for r in results if r.created]
     done.append(f"certificates: {len(results)} ({len(created)} created)")
