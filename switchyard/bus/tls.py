@@ -7,9 +7,12 @@ mounts it, and every process reads it through :func:`require_tls_files`.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography import x509
 
 from switchyard.errors import CertificateError
 
@@ -51,3 +54,13 @@ def require_tls_files(cert_dir: CertDir, name: str) -> TlsFiles:
                 f"(or `switchyard certs issue {name}` for an extra identity)"
             )
     return files
+
+
+def not_after(cert_path: CertDir) -> dt.datetime | None:
+    """When the PEM certificate at ``cert_path`` expires (UTC); None when there is none or it
+    cannot be read (its absence is reported where the certificate is used)."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return cert.not_valid_after_utc

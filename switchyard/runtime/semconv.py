@@ -160,5 +160,8 @@ INSTANCE = "instance"
 
 # Every process.
 NATS_RECONNECTS = "switchyard_nats_reconnects_total"
+# Not-after of a certificate this process presents or meets (alert: SwitchyardCertificateExpiring)
+TLS_CERT_EXPIRY = "switchyard_tls_certificate_expiry_timestamp_seconds"
+IDENTITY = "identity"  # the process's own NATS identity, or "server" (nats-server's)
 BUILD_INFO = "switchyard_build_info"  # version, component
 VERSION = "version"

@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
+from switchyard.runtime.cert_expiry import export_certificate_expiry
 from switchyard.runtime.health import HealthServer
 from switchyard.runtime.metrics import Metrics, count_reconnects
 from switchyard.runtime.reporting import Reporter
@@ -86,6 +87,7 @@ async def serve_worker(
     )
     metrics = Metrics(component or identity)
     count_reconnects(metrics, nc)
+    export_certificate_expiry(metrics, settings.certs_dir, identity)
     tracing = setup_tracing(settings.telemetry, component or identity, instance)
     service = build(nc, Process(instance, metrics, tracing))
     running = service

@@ -240,11 +240,27 @@ def ca_ends_soon(cert_dir: Path) -> dt.datetime | None:
     return cert.not_valid_after_utc if _due_for_renewal(cert) else None
 
 
-def _due_for_renewal(cert: x509.Certificate) -> bool:
+def expiring(cert_dir: Path, now: dt.datetime | None = None) -> list[tuple[str, dt.datetime]]:
+    """(name, not-after) of each certificate in ``cert_dir`` due for renewal (what ``up``
+    would issue again) or expired, soonest first (``ca.pem.old`` and the like not counted)."""
+    found = []
+    for path in sorted(cert_dir.glob("*.pem")):
+        if path.name.endswith("-key.pem"):
+            continue
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if _due_for_renewal(cert, now):
+            found.append((path.name.removesuffix(".pem"), cert.not_valid_after_utc))
+    return sorted(found, key=lambda item: item[1])
+
+
+def _due_for_renewal(cert: x509.Certificate, now: dt.datetime | None = None) -> bool:
     """True within RENEW_BEFORE of expiry (or the last third of a short-lived certificate)."""
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     window = min(RENEW_BEFORE, lifetime / 3)
-    return cert.not_valid_after_utc - window <= dt.datetime.now(dt.UTC)
+    return cert.not_valid_after_utc - window <= (now or dt.datetime.now(dt.UTC))
 
 
 def _san(host: str) -> x509.GeneralName:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 from switchyard.config import Settings, inherited_environment
 from switchyard.errors import StackError, SwitchyardError
 from switchyard.stack import attach, local, natsnodes
+from switchyard.stack.certs import CA_NAME, expiring
 from switchyard.stack.demo_key import demo_key_file, read_demo_key
 from switchyard.stack.home import StackHome
 from switchyard.stack.process import http_status, pid_alive, redis_ping_check
@@ -379,6 +381,8 @@ def status(settings: Settings, *, as_json: bool, out: TextIO) -> int:
         # Local stack only (like `supabase status`): the key `up` created for trying it out.
         "demo_key": read_demo_key(settings),
         "info": state.get("info", {}),
+        # Not problems of the headline (everything still works), but nothing else warns.
+        "certificates_expiring": certificates_expiring(settings.certs_dir, now=time.time()),
     }
     if as_json:
         print(json.dumps(doc, indent=2), file=out)
@@ -386,6 +390,8 @@ def status(settings: Settings, *, as_json: bool, out: TextIO) -> int:
         print(f"stack: {overall} (home: {home.root})", file=out)
         for problem in problems:
             print(f"  ! {problem}", file=out)
+        for cert in doc["certificates_expiring"]:
+            print(f"  ! {_expiry_line(cert)}", file=out)
         width = max((len(p["name"]) for p in report), default=10) + 2
         for p in report:
             health = "healthy" if p["healthy"] else ("unhealthy" if p["alive"] else "not running")
@@ -393,6 +399,30 @@ def status(settings: Settings, *, as_json: bool, out: TextIO) -> int:
             pid, where = p["pid"] or "-", p.get("endpoint") or p.get("health_url") or ""
             print(f"  {p['name']:<{width}} {health:<12} pid {pid:<8} {where}", file=out)
     return 0 if overall == "healthy" else 1
+
+
+def certificates_expiring(cert_dir: Path, *, now: float) -> list[dict[str, Any]]:
+    """The certificates in the home that expire within 30 days (or have), for ``status``."""
+    at = dt.datetime.fromtimestamp(now, dt.UTC)
+    return [
+        {
+            "name": name,
+            "expires_at": ends.isoformat(timespec="seconds"),
+            "days_left": round((ends - at).total_seconds() / 86400, 1),
+        }
+        for name, ends in expiring(cert_dir, now=at)
+    ]
+
+
+def _expiry_line(cert: dict[str, Any]) -> str:
+    name, when, days = cert["name"], cert["expires_at"][:16].replace("T", " "), cert["days_left"]
+    ends = f"expired on {when} UTC" if days <= 0 else f"expires on {when} UTC (in {days:g} days)"
+    fix = (
+        "replace the CA with `switchyard certs init --rotate-ca`, then restart everything"
+        if name == CA_NAME
+        else "renew it: `switchyard down`, then `switchyard up`"
+    )
+    return f"certificate {name} {ends}: {fix} (docs/operations.md, Certificates)"
 
 
 def assess(
