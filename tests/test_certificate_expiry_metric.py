@@ -1,4 +1,4 @@
-"""Every worker of a running stack exports when its NATS certificate and nats-server's end
+"""Every worker and edge of a running stack exports when its NATS certificate and nats-server's end
 (``switchyard_tls_certificate_expiry_timestamp_seconds``), the series the alert
 SwitchyardCertificateExpiring reads; nothing exported it before."""
 
@@ -21,7 +21,7 @@ async def test_each_worker_exports_its_certificates_end(stack: Stack) -> None:
         cert = x509.load_pem_x509_certificate((certs / f"{name}.pem").read_bytes())
         return cert.not_valid_after_utc.timestamp()
 
-    for worker in ("head", "secrets", "control"):
+    for worker in ("head", "secrets", "control", "tail", "gateway"):
         found = {
             labels["identity"]: value
             for name, labels, value in await stack.samples(worker)

@@ -48,6 +48,7 @@ from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import dialect_error
 from switchyard.limits.limiter import Limiter
 from switchyard.runtime.batchstore import BatchStore
+from switchyard.runtime.cert_expiry import export_certificate_expiry
 from switchyard.runtime.metrics import CONTENT_TYPE, Metrics, count_reconnects
 from switchyard.runtime.reporting import Reporter
 from switchyard.runtime.shutdown import disconnect
@@ -110,6 +111,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
         batch_api.store = BatchStore(nc)
         edge.limiter = Limiter(settings, metrics)
         count_reconnects(metrics, nc)
+        export_certificate_expiry(metrics, settings.certs_dir, identity)
         stats.watch(client)  # its reply backlog
         reporter = Reporter(
             nc,
