@@ -21,6 +21,8 @@ from fastapi.security import HTTPBearer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from switchyard.admin.batch_view import batch_records as _batches
+from switchyard.admin.batch_view import batch_view as _batch_view
 from switchyard.admin.bodies import (
     KeyFields,
     SecretBody,
@@ -51,11 +53,9 @@ from switchyard.errors import (
     NotFound,
     ServiceUnavailable,
 )
-from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.http import JSON, error_response
 from switchyard.runtime.openapi import error_responses, inline_schema
 from switchyard.runtime.request_body import read_body
-from switchyard.schemas.batches import BatchRecord
 from switchyard.schemas.control import PutTable, TableState
 from switchyard.schemas.openai import error_body
 from switchyard.schemas.routing import Provider, Route, RouteTable, is_deployment_id
@@ -568,26 +568,6 @@ _BODIES: dict[str, Any] = {
     "put_secret": SecretBody,
     "rotate_secret": SecretBody,
 }
-
-
-def _batches(c: AdminContext) -> BatchRecords:
-    if c.batches is None:
-        raise ServiceUnavailable("batch records are not available", code="starting")
-    return c.batches
-
-
-def _batch_view(record: BatchRecord) -> dict[str, Any]:
-    """A batch for admins: OpenAI's object plus whose it is (never the key's hash)."""
-    doc: dict[str, Any] = msgspec.to_builtins(record.batch)
-    counts = record.batch.request_counts
-    done = counts.completed + counts.failed
-    doc.update(
-        owner=record.owner,
-        key_id=record.key_id,
-        restarts=max(0, record.generation - 1),
-        progress=round(done / counts.total, 4) if counts.total else 0.0,
-    )
-    return doc
 
 
 def _with(table: RouteTable, **changes: Any) -> RouteTable:
