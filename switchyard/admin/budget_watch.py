@@ -88,10 +88,15 @@ class BudgetWatch:
             self._keys.pop(key, None)
             return
         try:
-            self._keys[key] = KEY_DECODER.decode(value)
+            record = KEY_DECODER.decode(value)
         except (msgspec.ValidationError, msgspec.DecodeError):
             self._keys.pop(key, None)
             log.warning("ignored an unreadable client key record")
+            return
+        if record.successor:  # an old secret of a rotated key: the key is counted once
+            self._keys.pop(key, None)
+        else:
+            self._keys[key] = record
 
     async def start(self) -> None:
         await self._follower.start()

@@ -7,7 +7,8 @@ over one joined lowercase text of every key (rebuilt lazily after changes), so i
 milliseconds of C-speed scanning rather than a Python loop over 100,000 records. It follows the
 bucket live (:class:`~switchyard.runtime.kvwatch.KvFollower`), so a key created or revoked on any
 replica or from the CLI is listed here within milliseconds; it also maps a key id to its record
-name, so one key is found without a scan.
+name, so one key is found without a scan. The records rotation leaves at a key's old secrets
+(``successor`` set) are not keys of their own: they are kept aside, by key id, for deleting.
 
 A record that does not decode is left out of the pages and listed by :meth:`KeyIndex.damaged`
 (with the key id its bytes name, else the id its last readable revision had), and its id
@@ -84,6 +85,7 @@ class KeyIndex:
         self._text: _Text | None = None  # None: changed since last built
         self._teams: list[str] | None = None
         self._damaged: dict[str, str] = {}  # record name -> key id ("" unknown): unreadable
+        self._retired: dict[str, str] = {}  # record name -> key id: old secrets (rotation)
         self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry, f"{RECORD_PREFIX}>")
 
     async def start(self) -> None:
@@ -103,9 +105,13 @@ class KeyIndex:
                 key = KEY_DECODER.decode(value)
             except KEY_READ_ERRORS:
                 unreadable = True
+        self._retired.pop(name, None)
+        if key is not None and key.successor:  # an old secret's record: not a key of its own
+            self._retired[name] = key.id
+            key = None
         old = self._records.pop(name, None)
-        if old is not None:
-            self._by_id.pop(old.id, None)
+        if old is not None and self._by_id.get(old.id) == name:  # (rotated: the id moved on)
+            del self._by_id[old.id]
         was = self._damaged.pop(name, None)
         if was and self._by_id.get(was) == name:
             del self._by_id[was]
@@ -147,6 +153,10 @@ class KeyIndex:
 
     def record_name(self, key_id: str) -> str | None:
         return self._by_id.get(key_id)
+
+    def retired(self, key_id: str) -> list[str]:
+        """The record names of ``key_id``'s old secrets (left by rotations)."""
+        return [name for name, owner in self._retired.items() if owner == key_id]
 
     def named(self, name: str) -> list[ClientKey]:
         """Every key named ``name`` (a walk over the keys: creating a key asks, nothing hot)."""

@@ -46,6 +46,13 @@ from switchyard.schemas.scheduling import RANK
 log = logging.getLogger("switchyard.admin.keys")
 
 UPDATE_ATTEMPTS = 5
+# How long a rotated key's old secret may keep working (a day: enough to roll the new one
+# out to many clients; a leaked secret is rotated with none).
+MAX_GRACE_S = 86400
+_GRACE_HINT = f"give 0 (the old secret stops at once) up to {MAX_GRACE_S} seconds (a day)"
+# A retired record (an old secret's) is kept this long after its grace ended, then purged at
+# the key's next rotation: a batch made with the old secret names it, and runs on as the key's.
+RETIRED_KEEP_S = 7 * 86400
 _MUTABLE = frozenset(
     {
         "name",
@@ -64,6 +71,10 @@ _MUTABLE = frozenset(
         "max_priority",
     }
 )
+
+
+# Records of rotated keys' old secrets, by record name.
+Retired = list[tuple[str, ClientKey]]
 
 
 class KeyNotFound(SwitchyardError):
@@ -85,6 +96,8 @@ class RecordLocator(Protocol):
     def record_name(self, key_id: str) -> str | None: ...
 
     def named(self, name: str) -> list[ClientKey]: ...
+
+    def retired(self, key_id: str) -> list[str]: ...
 
     def behind(self, revision: int) -> None: ...
 
@@ -145,13 +158,16 @@ class KeyAdmin:
         )
         records: list[tuple[ClientKey, int]] = []
         damaged: list[DamagedRecord] = []
+        retired: list[tuple[str, ClientKey]] = []
         for name, raw in found.items():
             read = read_record(name, raw, revisions[name])
             if isinstance(read, DamagedRecord):
                 damaged.append(read)
+            elif read.successor:
+                retired.append((name, read))
             else:
                 records.append((read, revisions[name]))
-        return Scan(sorted(records, key=lambda r: r[0].created_at), damaged)
+        return Scan(sorted(records, key=lambda r: r[0].created_at), damaged, retired)
 
     async def _read(self, name: str, key_id: str) -> tuple[ClientKey | DamagedRecord, int] | None:
         """Record ``name`` if it is there and is key ``key_id``'s."""
@@ -162,6 +178,8 @@ class KeyAdmin:
         # (an empty value is a damaged record, not a deleted one)
         revision = entry.revision or 0
         read = read_record(name, entry.value or b"", revision, key_id)
+        if isinstance(read, ClientKey) and read.successor:  # an old secret's (rotation)
+            return None
         if (read.key_id if isinstance(read, DamagedRecord) else read.id) == key_id:
             return read, revision
         return None
@@ -280,16 +298,104 @@ class KeyAdmin:
             KeyNotFound: no such key.
         """
         found, _ = await self._lookup(key_id)
-        name = found.name if isinstance(found, DamagedRecord) else record_name(found.hash)
-        await (await self._bucket()).purge(name)
+        if isinstance(found, DamagedRecord):
+            name, key_id = found.name, found.key_id
+        else:
+            name, key_id = record_name(found.hash), found.id
+        kv = await self._bucket()
+        await kv.purge(name)
+        for old, _ in await self._retired(key_id):  # its old secrets' records (rotations)
+            await kv.purge(old)
+
+    async def rotate(
+        self, key_id: str, grace_s: float = 0, check: Callable[[ClientKey], None] | None = None
+    ) -> tuple[str, ClientKey]:
+        """A new secret for the key; returns (the API key, shown once, and the record).
+
+        The key keeps its id and every setting (its spend and budget are the id's); its
+        record moves to the new secret's hash, and the old secret's record is rewritten as a
+        retired one naming the new (:attr:`ClientKey.successor`) that stops working at once,
+        or ``grace_s`` seconds from now (never past the key's own expiry). A revoked key stays
+        revoked. Retired records whose grace ended :data:`RETIRED_KEEP_S` ago are purged.
+        ``check`` sees the record as :meth:`update_checked`'s does, and raises to stop.
+
+        Raises:
+            KeyNotFound: no such key.
+            KeyRecordDamaged: its record does not decode (revoke or delete it).
+            InputError: ``grace_s`` is not 0 to :data:`MAX_GRACE_S` seconds.
+            Conflict: still losing races with other changes after several attempts.
+        """
+        grace = _grace(grace_s)
+        kv = await self._bucket()
+        for _ in range(UPDATE_ATTEMPTS):
+            record, revision = _readable(*await self._lookup(key_id))
+            if check is not None:
+                check(record)
+            now = time.time()
+            api_key = new_api_key()
+            digest = hash_key(api_key)
+            current = msgspec.structs.replace(
+                record, hash=digest, hint=api_key[-4:], rotated_at=now
+            )
+            ends = min(now + grace, record.expires_at or now + grace)
+            retired = msgspec.structs.replace(record, successor=digest, expires_at=ends)
+            # The new record first: an edge that applies the retired one finds its successor.
+            await kv.create(record_name(digest), KEY_ENCODER.encode(current))
+            try:  # compare-and-set: a change made since the read is not lost
+                await kv.update(
+                    record_name(record.hash), KEY_ENCODER.encode(retired), last=revision
+                )
+            except KeyWrongLastSequenceError:
+                await kv.purge(record_name(digest))
+                continue
+            for name, old in await self._retired(record.id):
+                if old.expires_at + RETIRED_KEEP_S < now:
+                    await kv.purge(name)
+            return api_key, current
+        raise Conflict(f"key `{key_id}` is changing too fast; try again")
+
+    async def _retired(self, key_id: str) -> Retired:
+        """The records of ``key_id``'s old secrets, by record name."""
+        if self._locator is None:
+            return [(n, r) for n, r in (await self.scan()).retired if r.id == key_id]
+        found: Retired = []
+        for name in self._locator.retired(key_id):
+            read = await self._read_retired(name, key_id)
+            if read is not None:
+                found.append((name, read))
+        return found
+
+    async def _read_retired(self, name: str, key_id: str) -> ClientKey | None:
+        try:
+            entry = await (await self._bucket()).get(name)
+        except KeyNotFoundError:
+            return None
+        read = read_record(name, entry.value or b"", entry.revision or 0, key_id)
+        if isinstance(read, ClientKey) and read.successor and read.id == key_id:
+            return read
+        return None
 
 
 class Scan(NamedTuple):
-    """One read of the bucket: the keys that read, with revisions, oldest first, and the
-    records that do not decode."""
+    """One read of the bucket: the keys that read, with revisions, oldest first, the
+    records that do not decode, and the records of rotated keys' old secrets (by name)."""
 
     records: list[tuple[ClientKey, int]]
     damaged: list[DamagedRecord]
+    retired: list[tuple[str, ClientKey]]
+
+
+def _grace(grace_s: float) -> float:
+    """How long a rotated key's old secret keeps working, checked.
+
+    Raises:
+        InputError: not a number of seconds from 0 to :data:`MAX_GRACE_S`.
+    """
+    if isinstance(grace_s, bool) or not isinstance(grace_s, int | float):
+        raise InputError("grace", "not a number of seconds", _GRACE_HINT)
+    if not 0 <= grace_s <= MAX_GRACE_S:
+        raise InputError("grace", f"{grace_s} seconds is out of range", _GRACE_HINT)
+    return float(grace_s)
 
 
 def _readable(found: ClientKey | DamagedRecord, revision: int) -> tuple[ClientKey, int]:

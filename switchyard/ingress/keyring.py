@@ -37,6 +37,7 @@ from switchyard.schemas.keys import (
     KEY_READ_ERRORS,
     RECORD_PREFIX,
     ClientKey,
+    current_key,
     hash_key,
     record_name,
 )
@@ -142,7 +143,7 @@ class KeyRing:
             self._revisions[digest] = revision
             self._forget_deleted(time.monotonic(), digest, revision)
             gone = self._by_hash.pop(digest, None)
-            if gone is not None:
+            if gone is not None and not gone.successor:  # (a retired secret's: the key lives)
                 self._refused(gone.id, AuthenticationFailed("This API key has been deleted."))
             return
         record = KEY_DECODER.decode(value)
@@ -168,6 +169,8 @@ class KeyRing:
         if not api_key:
             raise missing_key()
         record = self._by_hash.get(hash_key(api_key))
+        if record is not None and record.successor:  # an old secret of a rotated key
+            record = current_key(record, self._by_hash.get)
         if record is None:
             raise AuthenticationFailed("Incorrect API key provided.")
         refused = record.refusal()

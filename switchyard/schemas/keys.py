@@ -10,6 +10,7 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 import msgspec
@@ -55,6 +56,13 @@ class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
             (give every key of a team the same weight; the latest request's counts).
         priority: the class of a request that asks for none (header or ``service_tier``).
         max_priority: the highest class this key may ask for; higher wishes are lowered.
+        rotated_at: when the key last got a new secret (0: never rotated).
+        successor: set only on a *retired* record: the one left at an old secret's hash when
+            the key was rotated. It names the hash of the record that replaced it (a chain of
+            them after several rotations ends at the key's current record, whose id, limits
+            and state are the ones that apply); its own ``expires_at`` is when the old secret
+            stops working (the grace period, or the moment of rotation). Readers of an older
+            version see a copy of the key that expires then.
     """
 
     id: str
@@ -75,6 +83,8 @@ class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
     weight: Weight = 1.0
     priority: Priority = DEFAULT
     max_priority: Priority = "interactive"
+    rotated_at: Finite = 0.0
+    successor: str = ""
     kind: Literal["client"] = "client"
 
     def allows(self, model: str) -> bool:
@@ -85,11 +95,62 @@ class ClientKey(msgspec.Struct, frozen=True, kw_only=True):
 
     def refusal(self, now: float | None = None) -> AuthenticationFailed | None:
         """Why this key may not be used right now (revoked or expired), or None when it may."""
+        if self.successor and self.expired(now):
+            return AuthenticationFailed(
+                "This API key was replaced by a new one (rotated); use the new key."
+            )
         if self.disabled:
             return AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
         if self.expired(now):
             return AuthenticationFailed("This API key has expired.", code="api_key_expired")
         return None
+
+
+# How many retired records a lookup follows to the key's current one (one per rotation made
+# while an older secret's record is still read: batches made before the rotations).
+MAX_SUCCESSORS = 16
+
+
+def current_key(
+    record: ClientKey, get: Callable[[str], ClientKey | None], *, grace: bool = True
+) -> ClientKey | None:
+    """The key's current record, following ``successor`` from a retired ``record``; None when
+    the chain ends at nothing (the key was deleted). With ``grace``, a retired record past
+    its own expiry (the old secret's grace ended) is refused first.
+
+    Raises:
+        AuthenticationFailed: ``grace`` and the old secret no longer works.
+    """
+    if grace and record.successor:
+        refused = record.refusal()
+        if refused is not None:
+            raise refused
+    for _ in range(MAX_SUCCESSORS):
+        if not record.successor:
+            return record
+        found = get(record.successor)
+        if found is None:
+            return None
+        record = found
+    return None
+
+
+async def current_key_read(
+    record: ClientKey, get: Callable[[str], Awaitable[ClientKey | None]], *, grace: bool = True
+) -> ClientKey | None:
+    """:func:`current_key` with records read by an awaitable ``get`` (heads, batch runners)."""
+    if grace and record.successor:
+        refused = record.refusal()
+        if refused is not None:
+            raise refused
+    for _ in range(MAX_SUCCESSORS):
+        if not record.successor:
+            return record
+        found = await get(record.successor)
+        if found is None:
+            return None
+        record = found
+    return None
 
 
 def model_allowed(patterns: tuple[str, ...], model: str) -> bool:

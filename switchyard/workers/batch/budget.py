@@ -31,7 +31,7 @@ from switchyard.errors import RateLimited, ServiceUnavailable
 from switchyard.limits.budgets import BUDGET_CACHE_S, WARN_EVERY_S, BudgetCheck
 from switchyard.runtime.shared_reads import SharedReads
 from switchyard.runtime.throttle import Throttle
-from switchyard.schemas.keys import KEY_DECODER, ClientKey, record_name
+from switchyard.schemas.keys import KEY_DECODER, ClientKey, current_key_read, record_name
 from switchyard.workers.batch.holds import Hold, KeyHolds
 
 log = logging.getLogger("switchyard.batch")
@@ -60,12 +60,18 @@ class KeyRecords:
         return len(self._records)
 
     async def get(self, key_hash: str) -> ClientKey | None:
-        """The key with this hash, or None when it no longer exists.
+        """The key with this hash (its current record, when this is an old secret of a
+        rotated key), or None when it no longer exists.
 
         Raises:
             ServiceUnavailable: the key store cannot be read right now.
         """
-        return await self._records.get(key_hash)
+        record = await self._records.get(key_hash)
+        if record is not None and record.successor:
+            # The key was rotated since the batch was made: the batch is the key's (by id), so
+            # it runs on as the key's current record says, whatever the old secret's grace.
+            return await current_key_read(record, self._records.get, grace=False)
+        return record
 
     async def _fetch(self, key_hash: str) -> ClientKey | None:
         try:
