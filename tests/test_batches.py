@@ -210,6 +210,27 @@ async def test_sdk_runs_a_200_line_batch_to_completion(batchy: Stack) -> None:
     assert await _settled_requests(batchy, record.id, quiet_s=3.0) == LINES
 
 
+async def test_a_batch_made_before_its_key_is_rotated_runs_on_as_the_key_s(
+    batchy: Stack,
+) -> None:
+    """A batch names its key by the hash of the secret that made it; rotated with no grace,
+    that secret is refused, but the batch is the key's: its lines run and are billed to the
+    key, and the new secret sees it."""
+    key, record = await batchy.new_key("batch-rotated")
+    async with _client(batchy, key) as client:
+        file = await client.files.create(file=("r.jsonl", _input("rotated")), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    rotated = await batchy.admin("POST", f"/keys/{record.id}/rotate")
+    assert rotated.status_code == 200, rotated.text
+    async with _client(batchy, rotated.json()["key"]) as client:
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=90)
+        assert done.status == "completed", done.errors
+        await _check_output(client, done, "rotated")
+    assert await _settled_requests(batchy, record.id, quiet_s=3.0) == LINES
+
+
 async def test_a_batch_is_finalizing_while_its_files_are_written(batchy: Stack) -> None:
     """OpenAI's statuses in order, ``finalizing`` included (the runner used to go from
     ``in_progress`` to ``completed``); ``finalizing_at`` is when the files were written (their

@@ -32,6 +32,7 @@ from switchyard.admin.bodies import (
 )
 from switchyard.admin.bodies import key_call as _keys
 from switchyard.admin.context import AdminContext
+from switchyard.admin.key_rotation import RotateBody, grace_words, rotated_doc
 from switchyard.admin.keys import namesake_warning, public_record
 from switchyard.admin.overview import deployments as _deployments
 from switchyard.admin.overview import overview as _overview
@@ -138,7 +139,8 @@ class AdminApi:
             extra = None
             if body is not None:
                 content = {"application/json": {"schema": inline_schema(body)}}
-                extra = {"requestBody": {"required": name != "test_deployment", "content": content}}
+                required = name not in ("test_deployment", "rotate_key")
+                extra = {"requestBody": {"required": required, "content": content}}
             router.add_api_route(
                 path,
                 self._guarded(handler, QUERY_PARAMS.get(name, ())),
@@ -250,6 +252,12 @@ class AdminApi:
                 self.revoke_key,
             ),
             ("/keys/{key_id}", "DELETE", "Delete a key", self.delete_key),
+            (
+                "/keys/{key_id}/rotate",
+                "POST",
+                "Give a key a new secret, shown once (id, limits, spend stay; body: grace_seconds)",
+                self.rotate_key,
+            ),
             (
                 "/spend",
                 "GET",
@@ -486,6 +494,15 @@ class AdminApi:
         await _audit(c, request, "key.revoke", record.id, f"name {record.name!r}")
         return _ok(public_record(record))
 
+    async def rotate_key(self, request: Request, c: AdminContext) -> Response:
+        raw = await _body(request)
+        grace = (decode(raw, RotateBody, "rotation") if raw.strip() else RotateBody()).grace_seconds
+        api_key, record = await _keys(c.keys.rotate(request.path_params["key_id"], grace))
+        await _audit(c, request, "key.rotate", record.id, grace_words(grace))
+        response = _ok(rotated_doc(api_key, record, grace))
+        response.headers["Cache-Control"] = "no-store"  # it holds the key's only plaintext
+        return response
+
     async def delete_key(self, request: Request, c: AdminContext) -> Response:
         await _keys(c.keys.delete(request.path_params["key_id"]))
         await _audit(c, request, "key.delete", request.path_params["key_id"])
@@ -565,6 +582,7 @@ _BODIES: dict[str, Any] = {
     "test_deployment": dict[str, Any],
     "create_key": KeyFields,
     "update_key": KeyFields,
+    "rotate_key": RotateBody,
     "put_secret": SecretBody,
     "rotate_secret": SecretBody,
 }

@@ -1,7 +1,8 @@
-"""``switchyard keys create|list|show|update|revoke``: client keys from the command line.
+"""``switchyard keys create|list|show|update|rotate|revoke``: client keys from the command line.
 
 Talks to the key bucket as the admin identity (certificate) and reads spend with the read-only
-admin Valkey role. ``create`` prints the new key once; nothing ever prints it again.
+admin Valkey role. ``create`` and ``rotate`` print the new key once; nothing ever prints it
+again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from typing import Any, TextIO
 
 from switchyard.admin.key_damage import DamagedRecord
+from switchyard.admin.key_rotation import grace_words, rotated_doc
 from switchyard.admin.keys import KeyAdmin, namesake_warning, public_record
 from switchyard.admin.spend import SpendReader, SpendUnavailable
 from switchyard.bus import identities
@@ -188,6 +190,8 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
             note = period_note(before.budget_period, record.budget_period) if before else None
             if note:
                 print(f"note: {note}", file=sys.stderr)
+        elif action == "rotate":
+            await _rotate(admin, audit, actor, args, out)
         elif action == "revoke":
             record = await admin.revoke(args.key_id)
             await audit.record(actor, "key.revoke", record.id, f"name {record.name!r}")
@@ -197,6 +201,37 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     finally:
         await nc.close()
     return 0
+
+
+async def _rotate(
+    admin: KeyAdmin, audit: AuditWriter, actor: str, args: argparse.Namespace, out: TextIO
+) -> None:
+    """``keys rotate``: the new secret printed once, as ``create`` prints a new key."""
+    grace = grace_seconds(args.grace)
+    api_key, record = await admin.rotate(args.key_id, grace)
+    await audit.record(actor, "key.rotate", record.id, grace_words(grace))
+    if args.json:
+        print(json.dumps(rotated_doc(api_key, record, grace)), file=out)
+        return
+    print(f"rotated {record.id} ({record.name}); {grace_words(grace)}", file=out)
+    print(f"key: {api_key}", file=out)
+    print("store it now: it is shown only once", file=out)
+
+
+def grace_seconds(value: str) -> int:
+    """``--grace``: seconds, or a duration (30m, 12h, 1d). Its range is the store's check.
+
+    Raises:
+        InputError: neither.
+    """
+    if value.isdecimal():
+        return int(value)
+    match = _DURATION.match(value)
+    if not match:
+        raise InputError(
+            "--grace", f"`{value}` is not a duration", "use seconds, or e.g. 30m, 12h, 1d"
+        )
+    return int(match.group(1)) * _UNIT[match.group(2)]
 
 
 def period_note(old: str, new: str) -> str | None:

@@ -1,5 +1,6 @@
 """Client keys: a searchable, paged list (from the in-memory index, spend for the page's keys
-only), create (the key shown once), settings, revoke, and each key's spend and usage.
+only), create and rotate (the secret shown once), settings, revoke, and each key's spend and
+usage.
 
 A key whose stored record cannot be read is listed apart, with a Revoke button: revoking
 rewrites it as a readable, revoked record (see :mod:`switchyard.admin.key_damage`)."""
@@ -16,6 +17,7 @@ import msgspec
 from starlette.responses import Response
 
 from switchyard.admin.bodies import KeyFields, key_call, refusal
+from switchyard.admin.key_rotation import grace_words
 from switchyard.admin.key_rules import number_problem, rule_text
 from switchyard.admin.keys import namesake_warning, public_record
 from switchyard.admin.spend import SpendUnavailable
@@ -41,6 +43,9 @@ PERIODS = ["daily", "weekly", "monthly", "total"]
 FORM_TOKENS = "key_forms"  # the session stash's entry
 MAX_FORM_TOKENS = 20
 PENDING = "-"
+# How long the old secret keeps working, as the key page offers it (the API and the CLI take
+# any number of seconds up to a day).
+GRACES = {"0": "refused at once", "3600": "works 1 more hour", "86400": "works 1 more day"}
 
 
 async def keys_page(ui: Ui) -> Response:
@@ -312,6 +317,7 @@ async def key_page(
         values=values or _values(key),
         errors=errors or {},
         periods=PERIODS,
+        graces=GRACES,
         conflicted=conflicted,
         status=status,
     )
@@ -393,6 +399,53 @@ async def revoke_key(ui: Ui) -> Response:
     )
 
 
+async def rotate_key(ui: Ui) -> Response:
+    """A new secret for the key, shown once. Only for the key as its page showed it (the
+    page's digest): reloading the page that shows the secret posts the form again, and a
+    second rotation would have replaced the secret just shown, unseen."""
+    key_id = ui.request.path_params["key_id"]
+    shown = ui.form.get("digest") or ""
+    grace_text = ui.form.get("grace") or "0"
+    grace = int(grace_text) if grace_text in GRACES else -1  # refused by the store: 400
+
+    def unchanged(current: ClientKey) -> None:
+        if digest(current) != shown:
+            raise _Changed
+
+    try:
+        api_key, record = await key_call(ui.admin.keys.rotate(key_id, grace, check=unchanged))
+    except _Changed:
+        return ui.redirect(
+            f"/ui/keys/{key_id}",
+            (
+                "error",
+                "No new secret was made: the key was rotated or changed since its page was "
+                "shown (a reload of the page with a new secret sends the form again). Check "
+                "the key and rotate again if needed.",
+            ),
+        )
+    except NotFound:
+        return _gone(ui, "so no new secret was made")
+    except Conflict as exc:
+        return _unreadable(ui, exc)
+    except InvalidRequest as exc:
+        return ui.redirect(f"/ui/keys/{key_id}", ("error", exc.message))
+    await ui.audit("key.rotate", record.id, grace_words(grace))
+    return ui.page(
+        "key_created.html",
+        "keys",
+        "New secret",
+        api_key=api_key,
+        key=record,
+        warning="",
+        rotated=grace_words(grace),
+    )
+
+
+class _Changed(Exception):
+    """The key is not as its page showed it: no rotation."""
+
+
 ROUTES: list[Route] = [
     ("/keys", "GET", keys_page),
     ("/keys/new", "GET", new_key),
@@ -400,4 +453,5 @@ ROUTES: list[Route] = [
     ("/keys/{key_id}", "GET", key_page),
     ("/keys/{key_id}", "POST", update_key),
     ("/keys/{key_id}/revoke", "POST", revoke_key),
+    ("/keys/{key_id}/rotate", "POST", rotate_key),
 ]
