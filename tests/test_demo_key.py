@@ -68,3 +68,26 @@ async def test_a_deployments_demo_key_may_use_only_the_demo_model(stack: Stack) 
         finally:
             await nc.close()
         demo_key_file(settings).unlink(missing_ok=True)
+
+
+async def test_a_rotated_demo_key_is_replaced_not_shown_dead(stack: Stack) -> None:
+    """The file keeps the secret the demo key had; once the key is rotated that secret is
+    refused, and `up` kept showing it as the demo key."""
+    settings = stack.settings
+    demo_key_file(settings).unlink(missing_ok=True)
+    key = await ensure_demo_key(settings)
+    nc = await stack.connect("admin")
+    try:
+        kv = await nc.jetstream().key_value(subjects.KEYS_BUCKET)
+        old = KEY_DECODER.decode((await kv.get(record_name(hash_key(key)))).value or b"")
+        rotated = await stack.admin("POST", f"/keys/{old.id}/rotate")
+        assert rotated.status_code == 200, rotated.text
+        fresh = await ensure_demo_key(settings)
+        assert fresh not in (key, rotated.json()["key"])
+        await _until(stack, fresh, "gpt-4o-mini", 200)
+        made = KEY_DECODER.decode((await kv.get(record_name(hash_key(fresh)))).value or b"")
+        for key_id in (old.id, made.id):
+            await KeyAdmin(nc.jetstream(timeout=10)).delete(key_id)
+    finally:
+        await nc.close()
+        demo_key_file(settings).unlink(missing_ok=True)

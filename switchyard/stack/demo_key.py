@@ -48,9 +48,10 @@ async def ensure_demo_key(settings: Settings, *, models: tuple[str, ...] | None 
                 pass  # the bucket was reset: issue a fresh key below
             else:
                 record = KEY_DECODER.decode(entry.value or b"")
-                if models is not None and tuple(record.models) != models:
-                    await admin.update(record.id, **restrict)
-                return api_key
+                if not record.successor:  # (rotated: the file's secret is refused; a fresh key)
+                    if models is not None and tuple(record.models) != models:
+                        await admin.update(record.id, **restrict)
+                    return api_key
         api_key, _ = await admin.create(DEMO_KEY_NAME, owner="local", team="demo", **restrict)
         write_private(path, api_key + "\n")
         return api_key
