@@ -18,8 +18,11 @@ import pytest
 from nats.aio.msg import Msg
 
 from switchyard.admin.keys import KeyAdmin
-from switchyard.bus import subjects
+from switchyard.bus import identities, subjects
+from switchyard.bus.envelope import Envelope
+from switchyard.errors import AuthenticationFailed
 from switchyard.schemas.keys import hash_key, new_api_key
+from switchyard.workers.head.callers import authorize
 from switchyard.workers.head.keys import KeyPolicies
 from tests.stacks import Stack
 from tests.support import jetstream_server, until
@@ -147,3 +150,38 @@ async def test_a_re_read_answered_no_such_key_keeps_the_record(tmp_path: Path) -
             assert kept.id == record.id
         finally:
             await view.stop()
+
+
+async def test_a_head_takes_an_old_secret_as_the_key_until_its_grace_ends(stack: Stack) -> None:
+    """Internal clients present the secret to a head (no edge checks it): during a rotated
+    key's grace the old secret is the key as it is now, after it the secret is refused; a
+    batch runner's lines (named by the hash of the secret that made the batch) run on."""
+    head = await stack.connect("head")
+    admin = await stack.connect("admin")
+    view = KeyPolicies(head)
+    await view.start()
+    try:
+        keys = KeyAdmin(admin.jetstream(timeout=10))
+        old, record = await keys.create("head-rotated")
+        new, current = await keys.rotate(record.id, 2)
+        await keys.update(record.id, rpm=7)
+        internal = Envelope(request_id="r1", authorization=f"Bearer {old}")
+        batch = Envelope(request_id="r2", key_hash=hash_key(old))
+
+        async def seen_rpm() -> bool:
+            key, _ = await authorize(view, internal, "some-internal-client")
+            return key.rpm == 7
+
+        await _until(seen_rpm)
+        key, _ = await authorize(view, internal, "some-internal-client")
+        assert (key.id, key.hash) == (record.id, current.hash)
+        await asyncio.sleep(2.1)
+        with pytest.raises(AuthenticationFailed, match="rotated"):
+            await authorize(view, internal, "some-internal-client")
+        key, _ = await authorize(view, batch, identities.BATCH.name)
+        assert (key.id, key.hash) == (record.id, hash_key(new))
+        await keys.delete(record.id)
+    finally:
+        await view.stop()
+        await head.close()
+        await admin.close()
