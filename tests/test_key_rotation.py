@@ -100,6 +100,8 @@ async def test_a_rotated_key_keeps_its_id_spend_and_spent_budget(
         assert doc["record"]["id"] == record.id
         assert doc["record"]["hint"] == new[-4:]
         assert "hash" not in doc["record"]
+        assert "successor" not in doc["record"]
+        assert doc["record"]["rotated_at"] > 0
         assert new not in str(doc["record"])
         for field in ("name", "budget_usd", "budget_period", "created_at"):
             assert doc["record"][field] == getattr(record, field)
@@ -188,6 +190,7 @@ async def test_the_cli_prints_the_new_secret_once(stack: Stack) -> None:
     shown = stack.cli("keys", "show", record.id)
     assert new not in shown.stdout
     assert f"...{new[-4:]}" in shown.stdout
+    assert "  rotated    20" in shown.stdout
     too_long = stack.cli("keys", "rotate", record.id, "--grace", "2d")
     assert too_long.returncode != 0
     assert "grace" in too_long.stderr

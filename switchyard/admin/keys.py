@@ -444,6 +444,7 @@ def public_record(record: ClientKey, spend: dict[str, Any] | None = None) -> dic
     """A key record for people and API clients: everything but the hash, plus its spend."""
     doc: dict[str, Any] = msgspec.to_builtins(record)
     doc.pop("hash", None)  # not secret, but nobody needs it
+    doc.pop("successor", None)  # only retired records (an old secret's) have one
     if spend is not None:
         doc["spend"] = spend
     return doc

@@ -137,6 +137,7 @@ def _card(record: ClientKey, spend: dict[str, Any] | None) -> str:
         f"  spend      {money}",
         f"  priority   {record.priority} (at most {record.max_priority}), weight {record.weight:g}",
         f"  created    {_when(record.created_at)}",
+        *([f"  rotated    {_when(record.rotated_at)}"] if record.rotated_at else []),
         f"  expires    {_when(record.expires_at)}",
     ]
     return "\n".join(lines)
