@@ -224,7 +224,7 @@ def _add_routes(sub: Any) -> None:
         "--exit-code",
         action="store_true",
         help=f"preview: exit {DRIFT} when the live table differs from the file, 0 when it "
-        f"matches ({FAILED} when the check fails)",
+        f"matches ({FAILED} when the check fails, {NO_STACK} when no stack answers)",
     )
     c.set_defaults(handler=_cmd_routes_sync)
 

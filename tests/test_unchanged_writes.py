@@ -54,6 +54,19 @@ async def test_putting_the_live_table_or_route_as_it_is_writes_no_revision(stack
         again = await stack.admin("PUT", "/routes", same)
         assert again.status_code == 200, again.text
         assert again.json() == {**live, "changed": False}
+    # The same table with its routes and providers in another order (a script's `jq -S`).
+    table = live["table"]
+    shuffled = {
+        **table,
+        "routes": dict(reversed(table["routes"].items())),
+        "providers": dict(reversed(table["providers"].items())),
+    }
+    assert list(shuffled["routes"]) != list(table["routes"])
+    reordered = await stack.admin(
+        "PUT", "/routes", {"table": shuffled, "expected_revision": revision}
+    )
+    assert reordered.status_code == 200, reordered.text
+    assert (reordered.json()["revision"], reordered.json()["changed"]) == (revision, False)
     route = await stack.admin("PUT", "/routes/unchanged-a", ROUTE)
     assert route.status_code == 200, route.text
     assert (route.json()["revision"], route.json()["changed"]) == (revision, False)

@@ -253,9 +253,10 @@ class Control:
                     " replaces)",
                     param="table.routes",
                 )
-            if current.revision and data == msgspec.json.encode(current.table):
+            if current.revision and table == current.table:
                 # The live table as it is: no new revision (no audit line, no watcher woken,
-                # no script's expected_revision made stale).
+                # no script's expected_revision made stale). Compared as values: the same
+                # table written with its routes in another order (a script's `jq -S`) is it.
                 log.info(
                     "route table unchanged at revision %d (%s wrote it as it is)",
                     current.revision,

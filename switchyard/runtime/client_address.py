@@ -97,7 +97,7 @@ class TrustedProxies:
         client = self.client(scope)
         if not self._networks or client == _plain(host):
             return client
-        return f"{client} via {host}"
+        return f"{client} via {_plain(host)}"
 
     def client_behind(self, peer: str, forwarded_for: str | None) -> str:
         """The client's address for a request from ``peer`` with this ``X-Forwarded-For``

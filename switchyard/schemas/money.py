@@ -11,10 +11,13 @@ trimmed to whole dollars or at least cents: ``$1234567.891``, ``$0.000000144``, 
 from __future__ import annotations
 
 import math
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 PLACES = 9  # nano-dollars
 _NANO = Decimal(1).scaleb(-PLACES)
+# Enough digits for any float's whole part plus the nano-dollars (the default 28 raised
+# InvalidOperation from $10^19 on: a garbled or hostile overview's amount crashed `top`).
+_WIDE = Context(prec=400)
 
 
 def dollars(value: float) -> str:
@@ -24,7 +27,7 @@ def dollars(value: float) -> str:
         return f"${value}"
     # repr: the shortest text that reads back as this float (0.1, not 0.1000000000000000055).
     exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    shown = exact.quantize(_NANO, ROUND_HALF_EVEN)
+    shown = exact.quantize(_NANO, ROUND_HALF_EVEN, context=_WIDE)
     return _plain(exact if shown == 0 and exact != 0 else shown)
 
 

@@ -9,6 +9,7 @@ to do; the token itself is kept in a :class:`Secret` and never appears in any of
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,8 +124,9 @@ async def fetch_overview(http: httpx.AsyncClient, target: Target) -> tuple[Overv
         ) from None
     except httpx.HTTPError as exc:
         # No connection (refused, unknown host) is "no stack answering"; a connection that
-        # broke or a protocol error is a failure of a gateway that is there.
-        error = GatewayUnreachable if isinstance(exc, httpx.ConnectError) else GatewayError
+        # broke, a TLS handshake that failed (something answers there) or a protocol error is
+        # a failure of a gateway that is there.
+        error = GatewayUnreachable if _no_connection(exc) else GatewayError
         raise error(
             target.url,
             f"gateway not answering at {target.url} ({_why(exc)})",
@@ -191,3 +193,16 @@ def _refusal(target: Target, resp: httpx.Response) -> GatewayError:
     return GatewayError(
         target.url, f"the gateway at {target.url} answered {status}: {message}", status=status
     )
+
+
+def _no_connection(exc: httpx.HTTPError) -> bool:
+    """Whether ``exc`` is a connection never made (refused, no such host), not a TLS
+    handshake that failed: httpx raises ConnectError for both."""
+    if not isinstance(exc, httpx.ConnectError):
+        return False
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return False
+        seen = seen.__cause__ or seen.__context__
+    return True

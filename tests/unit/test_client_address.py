@@ -167,3 +167,8 @@ def test_an_audit_source_names_the_proxy_it_came_through() -> None:
     direct = {"client": ("203.0.113.5", 5000), "headers": [(b"x-forwarded-for", b"1.2.3.4")]}
     assert PROXIES.audit_source(direct) == "203.0.113.5"
     assert TrustedProxies().audit_source(scope) == "127.0.0.1"
+
+
+def test_an_audit_source_names_an_ipv6_mapped_proxy_by_its_ipv4_address() -> None:
+    scope = {"client": ("::ffff:10.0.0.7", 5000), "headers": [(b"x-forwarded-for", b"203.0.113.9")]}
+    assert PROXIES.audit_source(scope) == "203.0.113.9 via 10.0.0.7"

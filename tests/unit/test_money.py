@@ -25,6 +25,7 @@ from switchyard.schemas.money import dollars, nano_dollars
         (0.031767, "$0.031767"),
         (0.0, "$0"),
         (-2.5, "-$2.50"),
+        (1e19, "$10000000000000000000"),  # raised InvalidOperation (28-digit context)
     ],
 )
 def test_dollars(value: float, text: str) -> None:

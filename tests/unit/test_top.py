@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -466,3 +467,27 @@ def test_spend_today_is_plain_dollars_exact_to_the_nano_dollar() -> None:
     for spend, shown in ((1.5, "spend today $1.50 "), (1234.567891, "spend today $1234.567891")):
         totals = _screen(_overview(spend_today_usd=spend), interval=1.0)[1]
         assert shown in totals + " ", totals
+
+
+async def test_a_tls_handshake_that_fails_is_a_gateway_there_not_none() -> None:
+    """httpx raises ConnectError for a refused connection and for a TLS handshake that failed
+    alike: the second (an https URL at a plain HTTP port, a certificate not trusted) was exit 3
+    "start the stack", where something answers at the address (exit 1)."""
+
+    async def plain_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(plain_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    target = Target(url=f"https://127.0.0.1:{port}", token=Secret(TOKEN), token_file=Path("/t"))
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            with pytest.raises(GatewayError) as caught:
+                await fetch_overview(http, target)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert not isinstance(caught.value, GatewayUnreachable), caught.value

@@ -31,6 +31,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import time
 from typing import Any
 
 import msgspec
@@ -53,6 +54,7 @@ MAX_PENDING = 512  # answers whose items are being written at once; beyond, one 
 WRITE_S = 5.0  # the longest one answer's writes may take
 READ_S = 2.0  # the longest the reads of one request may take
 AGAIN_S = 0.05  # the pause before a missed reference is read again (no write seen here)
+DOWN_S = 10.0  # after a failed read, the bucket counts as unreadable this long
 _READS_AT_ONCE = 64
 
 
@@ -83,6 +85,8 @@ class ResponseItems:
         self._kv: KeyValue | None = None
         self._pending: dict[str, set[asyncio.Task[None]]] = {}  # by tenant
         self._warn = Throttle(10.0)
+        self._warn_read = Throttle(10.0)
+        self._down_until = 0.0
         self.stored = 0  # items written
         self.failed = 0  # items that could not be written (or were not, under load)
 
@@ -109,18 +113,18 @@ class ResponseItems:
             raise references.item_not_found(ids[0])
         try:
             found = await self._read(ids, tenant)
+            missing = [i for i in ids if i not in found]
+            writing = self._pending.get(tenant)
+            if missing and (writing or not pass_unknown):
+                if writing:  # this tenant's items still on their way from this process
+                    await asyncio.wait(set(writing), timeout=READ_S)
+                else:  # perhaps from another model-proxy, a moment behind its answer
+                    await asyncio.sleep(AGAIN_S)
+                found.update(await self._read(missing, tenant))
         except ServiceUnavailable:
             if pass_unknown:  # the provider may hold them all: its answer says
                 return call
             raise
-        missing = [i for i in ids if i not in found]
-        if missing and not pass_unknown:
-            writing = self._pending.get(tenant)
-            if writing:  # this tenant's items still on their way from this process
-                await asyncio.wait(set(writing), timeout=READ_S)
-            else:  # perhaps from another model-proxy, a moment behind its answer
-                await asyncio.sleep(AGAIN_S)
-            found.update(await self._read(missing, tenant))
         for item_id in ids:
             if item_id not in found and not pass_unknown:
                 raise references.item_not_found(item_id)
@@ -129,6 +133,11 @@ class ResponseItems:
         return dataclasses.replace(call, body=references.resolved(call.body, found))
 
     async def _read(self, ids: list[str], tenant: str) -> dict[str, dict[str, Any]]:
+        """``tenant``'s items of ``ids`` that are kept. After a failure the bucket counts as
+        unreadable for ``DOWN_S`` (no read tried: a missing permission costs each read its
+        whole timeout), and it is logged at most every 10 s."""
+        if time.monotonic() < self._down_until:
+            raise _unavailable()
         found: dict[str, dict[str, Any]] = {}
         try:
             async with asyncio.timeout(READ_S):
@@ -138,12 +147,22 @@ class ResponseItems:
                     got = await asyncio.gather(*(_get(kv, tenant, i) for i in part))
                     found.update((i, item) for i, item in zip(part, got, strict=True) if item)
         except BucketNotFoundError:
-            log.warning("no %s bucket (run `switchyard provision`)", self._bucket)
+            self._down("no bucket: run `switchyard provision`")
             raise _unavailable() from None
         except (TimeoutError, NatsError, BusError) as exc:
-            log.warning("could not read stored response items: %s", type(exc).__name__)
+            self._down(type(exc).__name__)
             raise _unavailable() from None
         return found
+
+    def _down(self, why: str) -> None:
+        self._down_until = time.monotonic() + DOWN_S
+        if self._warn_read.ready():
+            log.warning(
+                "could not read stored response items (%s): references on translating "
+                "deployments are answered 503, on native ones passed on, for %g s",
+                why,
+                DOWN_S,
+            )
 
     def keep(self, output: list[dict[str, Any]], tenant: str) -> None:
         """Store the referenceable items of an answer's ``output``, in the background."""
