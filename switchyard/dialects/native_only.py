@@ -5,7 +5,8 @@ A Responses or Messages request goes through unchanged to a provider that speaks
 with a 400 naming the field, what only the dialect's own servers can do: Responses'
 ``previous_response_id``, ``conversation`` and ``prompt`` (stored state), ``moderation``,
 ``include`` asking for ``message.output_text.logprobs``, built-in tools and the items and
-``tool_choice`` that name them, files by id or URL; Messages' ``mcp_servers`` (the MCP
+``tool_choice`` that name them (function and custom tools run in the client and are
+translated), files by id or URL; Messages' ``mcp_servers`` (the MCP
 connector), ``container`` and ``inference_geo``, server tools (``web_search_20250305``...), the
 blocks their answers leave in history (``server_tool_use``, ``web_search_tool_result``...),
 images and documents by file id or URL. Those refusals are true
@@ -41,8 +42,18 @@ _COUNTS = frozenset({"input_tokens", "count_tokens"})
 _R_STATEFUL = ("previous_response_id", "conversation", "prompt")
 _R_FIELDS = ("moderation",)  # refused when given (not null or empty), as in the translation
 _R_LOGPROBS = "message.output_text.logprobs"  # the ``include`` value refused
-_R_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning"})
-_R_CHOICES = frozenset({"function", "allowed_tools"})
+_R_ITEMS = frozenset(
+    {
+        "message",
+        "function_call",
+        "function_call_output",
+        "custom_tool_call",
+        "custom_tool_call_output",
+        "reasoning",
+    }
+)
+_R_TOOLS = frozenset({"function", "custom"})  # client-side tools: chat functions when translated
+_R_CHOICES = _R_TOOLS | {"allowed_tools"}
 # Messages: what the translation carries.
 _M_FIELDS = ("mcp_servers", "container", "inference_geo")  # as _R_FIELDS
 _M_TOOLS = frozenset({"custom"})
@@ -166,13 +177,13 @@ def _responses(req: _Responses) -> str:
     if isinstance(include, list) and _R_LOGPROBS in include:
         return f"`include` `{_R_LOGPROBS}`"
     for i, tool in enumerate(req.tools or ()):
-        if tool.type is not None and tool.type != "function":
+        if tool.type is not None and tool.type not in _R_TOOLS:
             return f"`tools[{i}].type` `{tool.type}`"
     choice = req.tool_choice
     if isinstance(choice, _RChoice) and choice.type is not None:
         if choice.type not in _R_CHOICES:
             return f"`tool_choice.type` `{choice.type}`"
-        if any(t.type not in (None, "function") for t in choice.tools or ()):
+        if any(t.type is not None and t.type not in _R_TOOLS for t in choice.tools or ()):
             return "`tool_choice.tools`"
     if isinstance(req.input, list):
         for i, item in enumerate(req.input):

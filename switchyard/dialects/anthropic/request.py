@@ -164,9 +164,11 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
         if kind not in (None, "custom"):
             raise unsupported_value(
                 f"{path}.type",
-                f"tool type `{kind}` is not supported for this model: Anthropic's server and "
-                "built-in tools run at Anthropic; only custom tools (name, input_schema) "
-                "can be translated",
+                f"tool type `{kind}` is not supported for this model: only custom tools "
+                "(name, input_schema) can be translated; Anthropic's server tools run at "
+                "Anthropic, and its client tools (bash, text editor...) run in your client but "
+                "take an input schema only Anthropic's models know: declare such a tool as a "
+                "custom tool with its input_schema to use it here",
             )
         function: dict[str, Any] = {
             "name": expect_str(require(tool, "name", path), f"{path}.name"),

@@ -1,7 +1,9 @@
 """Responses ``input`` items -> chat messages.
 
 Chat wants an assistant turn's text and tool calls in one message, and every ``tool`` message
-right after the assistant message that called it; Responses lists them as separate items. Images
+right after the assistant message that called it; Responses lists them as separate items.
+Custom tool calls and their outputs are function calls and outputs to chat (the call's
+``input`` becomes arguments ``{"input": ...}``). Images
 or files inside a function call's output cannot ride in a ``tool`` message, so they are held back
 and sent as a user message once the run of tool outputs ends. Reasoning items a stateless client
 sends back are dropped (chat providers cannot take them). ``item_reference`` items are filled
@@ -23,7 +25,10 @@ from switchyard.dialects._common import (
     text_content,
     unsupported_value,
 )
+from switchyard.dialects.responses import _custom
 
+# Tool outputs: each a ``tool`` message (custom tools are chat functions, see ``_custom``).
+_OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output"})
 STATELESS_HINT = "Switchyard stores no responses: send the whole conversation in `input`"
 _IMAGE_DETAIL = frozenset({"auto", "low", "high"})
 
@@ -40,13 +45,15 @@ class Input:
             path = f"input[{i}]"
             item = expect_obj(raw, path)
             kind = item.get("type")
-            if kind != "function_call_output":
+            if kind not in _OUTPUTS:
                 self._flush_held()
             if kind is None or kind == "message":
                 self._message(item, path)
             elif kind == "function_call":
                 self._function_call(item, path)
-            elif kind == "function_call_output":
+            elif kind == "custom_tool_call":
+                self._custom_call(item, path)
+            elif kind in _OUTPUTS:
                 self._function_output(item, path)
             elif kind == "reasoning":
                 continue  # chat providers cannot take reasoning items back as input
@@ -59,8 +66,8 @@ class Input:
             else:
                 raise unsupported_value(
                     f"{path}.type",
-                    f"input item type `{kind}` is not supported: only messages, function calls "
-                    "and function call outputs can be translated for this model",
+                    f"input item type `{kind}` is not supported: only messages, function and "
+                    "custom tool calls and their outputs can be translated for this model",
                 )
         self._flush_held()
 
@@ -127,12 +134,19 @@ class Input:
         self.messages.append(message)
 
     def _function_call(self, item: Mapping[str, Any], path: str) -> None:
+        self._call(item, path, expect_str(item.get("arguments") or "", f"{path}.arguments"))
+
+    def _custom_call(self, item: Mapping[str, Any], path: str) -> None:
+        text = expect_str(require(item, "input", path), f"{path}.input")
+        self._call(item, path, _custom.arguments(text))
+
+    def _call(self, item: Mapping[str, Any], path: str, arguments: str) -> None:
         call = {
             "id": expect_str(require(item, "call_id", path), f"{path}.call_id"),
             "type": "function",
             "function": {
                 "name": expect_str(require(item, "name", path), f"{path}.name"),
-                "arguments": expect_str(item.get("arguments") or "", f"{path}.arguments"),
+                "arguments": arguments,
             },
         }
         last = self.messages[-1] if self.messages else None

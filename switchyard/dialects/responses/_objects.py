@@ -102,6 +102,17 @@ def function_call_item(
     }
 
 
+def custom_call_item(item_id: str, call_id: str, name: str, text: str) -> dict[str, Any]:
+    """A ``custom_tool_call`` output item (it has no ``status``, as OpenAI's)."""
+    return {
+        "id": item_id,
+        "type": "custom_tool_call",
+        "call_id": call_id,
+        "name": name,
+        "input": text,
+    }
+
+
 def error_object(status: int, message: str) -> dict[str, Any]:
     """Response ``error``: ``code`` from the documented list, the rest as ``server_error``."""
     return {"code": _ERROR_CODES.get(status, "server_error"), "message": message}

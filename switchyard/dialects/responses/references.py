@@ -22,7 +22,7 @@ from switchyard.errors import NotFound
 
 REFERENCE = "item_reference"
 # The output items a later turn can name: what a translated answer holds.
-KEPT_TYPES = frozenset({"message", "function_call"})
+KEPT_TYPES = frozenset({"message", "function_call", "custom_tool_call"})
 # Item ids as the translations make them (``msg_<hex>``, ``fc_<hex>_<n>``), bounded.
 ITEM_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_REFERENCES = 1000  # item references one request may carry

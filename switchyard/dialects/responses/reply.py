@@ -1,7 +1,8 @@
 """A whole chat completion -> a Response object (``POST /v1/responses`` without streaming).
 
 The assistant's text (and refusal) becomes one ``message`` output item, each tool call a
-``function_call`` item after it, in the order chat gave them. ``finish_reason: length`` makes
+``function_call`` item after it (a ``custom_tool_call`` for a custom tool of the request), in
+the order chat gave them. ``finish_reason: length`` makes
 the Response ``incomplete`` with ``incomplete_details.reason: max_output_tokens``
 (``content_filter`` likewise); anything else completes it.
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 from switchyard.dialects import _chat
 from switchyard.dialects._common import Body, encode, new_id
+from switchyard.dialects.responses import _custom
 from switchyard.dialects.responses import _objects as o
 from switchyard.dialects.responses.request import ResponsesContext
 from switchyard.schemas.openai import Usage
@@ -81,12 +83,23 @@ def response_dict(
         output.append(o.message_item(f"msg_{suffix}", item_status, content))
     for call in calls:
         function = call.function or _chat.FunctionCall()
+        name = function.name or ""
+        if name in context.custom:
+            output.append(
+                o.custom_call_item(
+                    f"ctc_{suffix}_{len(output)}",
+                    call.id or new_id("call_"),
+                    name,
+                    _custom.input_of(function.arguments or ""),
+                )
+            )
+            continue
         output.append(
             o.function_call_item(
                 f"fc_{suffix}_{len(output)}",
                 item_status,
                 call.id or new_id("call_"),
-                function.name or "",
+                name,
                 function.arguments or "",
             )
         )

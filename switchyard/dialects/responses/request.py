@@ -1,10 +1,12 @@
 """``POST /v1/responses`` request -> a chat completions request.
 
 Providers without a native Responses API get the same conversation as a chat request: the
-instructions become a leading system message, input items become chat messages (function calls
-and their outputs become assistant ``tool_calls`` and ``tool`` messages), flat function tools
-become chat's nested ones. What the reply translation needs from the request (the model and the
-fields a Response object echoes) travels as a :class:`ResponsesContext`.
+instructions become a leading system message, input items become chat messages (function and
+custom tool calls and their outputs become assistant ``tool_calls`` and ``tool`` messages), flat
+function tools become chat's nested ones, and custom tools (free-text input, such as Codex's
+``apply_patch``) functions taking one string (:mod:`._custom`). What the reply translation
+needs from the request (the model, the fields a Response object echoes, the custom tools'
+names) travels as a :class:`ResponsesContext`.
 
 Switchyard stores no responses, so every feature that reads a stored response or prompt is
 refused with a 400 naming the field: ``previous_response_id``, ``conversation``, ``prompt``
@@ -13,7 +15,8 @@ answers (unless ``store: false``), and the model-proxy fills ``item_reference`` 
 from them before calling this (:mod:`.references`); the echoed Response says ``store: true``
 only where they were kept. Built-in tools (web search, file search, code interpreter,
 MCP...) run inside OpenAI and cannot be offered by a chat provider, so they are refused naming
-``tools[i].type``. So are ``moderation`` (OpenAI's moderation of the input and output, which
+``tools[i].type`` (custom tools run in the client, like function tools, and are translated).
+So are ``moderation`` (OpenAI's moderation of the input and output, which
 may block the answer) and ``include`` asking for ``message.output_text.logprobs`` (a
 translated answer carries none).
 
@@ -52,6 +55,7 @@ from switchyard.dialects._common import (
     unsupported,
     unsupported_value,
 )
+from switchyard.dialects.responses import _custom
 from switchyard.dialects.responses._input import STATELESS_HINT, Input
 
 _STATEFUL = {
@@ -67,6 +71,7 @@ LOGPROBS = "message.output_text.logprobs"
 _PASSED = ("temperature", "top_p")
 _PASSED_STR = ("user", "service_tier", "prompt_cache_key", "safety_identifier")
 _TOOL_CHOICE_MODES = frozenset({"none", "auto", "required"})
+_CALLABLE = frozenset({"function", "custom"})  # the tool types chat can call (as functions)
 _NATIVE_HINT = "it needs a deployment that speaks the OpenAI Responses API natively"
 
 
@@ -75,12 +80,15 @@ class ResponsesContext(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         model: the model the client asked for (reported when the upstream names none).
+        custom: the names of the request's custom tools: a chat call to one of them is
+            answered as a ``custom_tool_call``.
         echo: the request fields a Response object repeats back (instructions, tools,
             tool_choice, temperature...), already in Response form.
     """
 
     model: str
     echo: dict[str, Any]
+    custom: frozenset[str] = frozenset()  # names of custom tools, called with free text
 
 
 class ResponsesRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,7 +156,7 @@ def to_chat(body: Body) -> ResponsesRequest:
 
     chat: dict[str, Any] = {"model": model, "messages": messages}
     echo: dict[str, Any] = {"instructions": instructions}
-    _tooling(req, chat, echo)
+    custom = _tooling(req, chat, echo)
     _sampling(req, chat, echo)
     echo["text"] = _text(req.get("text"), chat)
     echo["reasoning"] = _reasoning(req.get("reasoning"), chat)
@@ -158,15 +166,16 @@ def to_chat(body: Body) -> ResponsesRequest:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     return ResponsesRequest(
-        chat=chat, context=ResponsesContext(model=model, echo=echo), stream=stream
+        chat=chat, context=ResponsesContext(model=model, echo=echo, custom=custom), stream=stream
     )
 
 
-def _tooling(req: Mapping[str, Any], chat: dict[str, Any], echo: dict[str, Any]) -> None:
-    tools = _tools(req.get("tools"))
+def _tooling(req: Mapping[str, Any], chat: dict[str, Any], echo: dict[str, Any]) -> frozenset[str]:
+    """Tools and the settings about them; returns the names of the custom tools."""
+    tools, echoed, custom = _tools(req.get("tools"))
     if tools:
         chat["tools"] = tools
-    echo["tools"] = [_echo_tool(t) for t in tools]
+    echo["tools"] = echoed
     choice = req.get("tool_choice")
     if choice is not None:
         translated = _tool_choice(choice)
@@ -179,6 +188,7 @@ def _tooling(req: Mapping[str, Any], chat: dict[str, Any], echo: dict[str, Any])
         if tools:  # likewise parallel_tool_calls
             chat["parallel_tool_calls"] = parallel
     echo["parallel_tool_calls"] = True if parallel is None else parallel
+    return custom
 
 
 def _sampling(req: Mapping[str, Any], chat: dict[str, Any], echo: dict[str, Any]) -> None:
@@ -198,19 +208,28 @@ def _sampling(req: Mapping[str, Any], chat: dict[str, Any], echo: dict[str, Any]
     echo["user"] = req.get("user")
 
 
-def _tools(raw: Any) -> list[dict[str, Any]]:
+def _tools(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], frozenset[str]]:
+    """Chat's tools, the Response's echo of them, and the names of the custom tools."""
     if raw is None:
-        return []
+        return [], [], frozenset()
     tools: list[dict[str, Any]] = []
+    echoed: list[dict[str, Any]] = []
+    custom: set[str] = set()
     for i, item in enumerate(expect_list(raw, "tools")):
         path = f"tools[{i}]"
         tool = expect_obj(item, path)
         kind = tool.get("type")
+        if kind == "custom":
+            translated, echo = _custom.function_tool(tool, path)
+            tools.append(translated)
+            echoed.append(echo)
+            custom.add(echo["name"])
+            continue
         if kind != "function":
             raise unsupported_value(
                 f"{path}.type",
                 f"tool type `{kind}` is not supported for this model: built-in tools run "
-                "inside OpenAI; only `function` tools can be translated",
+                "inside OpenAI; only `function` and `custom` tools can be translated",
             )
         function: dict[str, Any] = {"name": expect_str(require(tool, "name", path), f"{path}.name")}
         if tool.get("description") is not None:
@@ -220,18 +239,16 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
         if tool.get("strict") is True:
             function["strict"] = True
         tools.append({"type": "function", "function": function})
-    return tools
-
-
-def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
-    f = tool["function"]
-    return {
-        "type": "function",
-        "name": f["name"],
-        "description": f.get("description"),
-        "parameters": f.get("parameters"),
-        "strict": f.get("strict", False),
-    }
+        echoed.append(
+            {
+                "type": "function",
+                "name": function["name"],
+                "description": function.get("description"),
+                "parameters": function.get("parameters"),
+                "strict": function.get("strict", False),
+            }
+        )
+    return tools, echoed, frozenset(custom)
 
 
 def _tool_choice(raw: Any) -> Any:
@@ -241,7 +258,7 @@ def _tool_choice(raw: Any) -> Any:
         return raw
     choice = expect_obj(raw, "tool_choice")
     kind = choice.get("type")
-    if kind == "function":
+    if kind in _CALLABLE:
         name = expect_str(require(choice, "name", "tool_choice"), "tool_choice.name")
         return {"type": "function", "function": {"name": name}}
     if kind == "allowed_tools":
@@ -254,8 +271,10 @@ def _tool_choice(raw: Any) -> Any:
         ):
             path = f"tool_choice.tools[{i}]"
             tool = expect_obj(item, path)
-            if tool.get("type") != "function":
-                raise unsupported_value(f"{path}.type", "only function tools can be allowed")
+            if tool.get("type") not in _CALLABLE:
+                raise unsupported_value(
+                    f"{path}.type", "only function and custom tools can be allowed"
+                )
             name = expect_str(require(tool, "name", path), f"{path}.name")
             allowed.append({"type": "function", "function": {"name": name}})
         return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": allowed}}

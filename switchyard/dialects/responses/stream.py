@@ -6,7 +6,9 @@ write (``event: <type>\\ndata: <json>\\n\\n``), numbered by ``sequence_number`` 
 ``response.created``, ``response.in_progress``; per message item ``output_item.added``,
 ``content_part.added``, ``output_text.delta``... ``output_text.done``, ``content_part.done``,
 ``output_item.done`` (refusals use ``refusal.delta``/``.done``); per tool call
-``output_item.added``, ``function_call_arguments.delta``... ``.done``, ``output_item.done``; and
+``output_item.added``, ``function_call_arguments.delta``... ``.done``, ``output_item.done`` (for
+a custom tool, ``custom_tool_call_input.delta`` and ``.done`` once the call ends: the input is
+the string inside the model's JSON arguments, known only when they are whole); and
 ``response.completed`` (or ``response.incomplete``) carrying the whole Response and its usage.
 
 The terminal event waits for :meth:`ResponsesStream.finish` because chat sends usage in a chunk
@@ -23,6 +25,7 @@ from typing import Any
 
 from switchyard.dialects import _chat
 from switchyard.dialects._common import Body, encode, frame, new_id
+from switchyard.dialects.responses import _custom
 from switchyard.dialects.responses import _objects as o
 from switchyard.dialects.responses.request import ResponsesContext
 from switchyard.errors import ApiError
@@ -60,13 +63,16 @@ class _Message:
 
 
 class _Call:
-    __slots__ = ("call_id", "item_id", "name", "output_index", "pieces", "prefix")
+    __slots__ = ("call_id", "custom", "item_id", "name", "output_index", "pieces", "prefix")
 
-    def __init__(self, item_id: str, output_index: int, call_id: str, name: str) -> None:
+    def __init__(
+        self, item_id: str, output_index: int, call_id: str, name: str, custom: bool
+    ) -> None:
         self.item_id = item_id
         self.output_index = output_index
         self.call_id = call_id
         self.name = name
+        self.custom = custom  # a call to a custom tool: its input is sent whole at the end
         self.pieces: list[str] = []
         self.prefix = (
             b'event: response.function_call_arguments.delta\ndata: {"type":'
@@ -78,6 +84,9 @@ class _Call:
         )
 
     def item(self, status: str) -> dict[str, Any]:
+        if self.custom:
+            text = _custom.input_of("".join(self.pieces)) if self.pieces else ""
+            return o.custom_call_item(self.item_id, self.call_id, self.name, text)
         return o.function_call_item(
             self.item_id, status, self.call_id, self.name, "".join(self.pieces)
         )
@@ -354,11 +363,13 @@ class ResponsesStream:
                 self._close_message("completed", out)
             index = self._next_index
             self._next_index += 1
+            custom = bool(function.name) and function.name in self._context.custom
             call = _Call(
-                f"fc_{self._suffix}_{index}",
+                f"{'ctc' if custom else 'fc'}_{self._suffix}_{index}",
                 index,
                 fragment.id or new_id("call_"),
                 function.name or "",
+                custom,
             )
             self._calls[key] = call
             self._emit(
@@ -370,10 +381,25 @@ class ResponsesStream:
             call.name = function.name
         if function.arguments:
             call.pieces.append(function.arguments)
-            self._delta(call.prefix, function.arguments, out)
+            if not call.custom:  # a custom call's input is known once its JSON is whole
+                self._delta(call.prefix, function.arguments, out)
 
     def _close_call(self, call: _Call, status: str, out: list[bytes]) -> None:
         item = call.item(status)
+        if call.custom:
+            where = {"item_id": call.item_id, "output_index": call.output_index}
+            if item["input"]:
+                self._emit(
+                    "response.custom_tool_call_input.delta", {**where, "delta": item["input"]}, out
+                )
+            self._emit(
+                "response.custom_tool_call_input.done", {**where, "input": item["input"]}, out
+            )
+            self._outputs[call.output_index] = item
+            self._emit(
+                "response.output_item.done", {"output_index": call.output_index, "item": item}, out
+            )
+            return
         self._emit(
             "response.function_call_arguments.done",
             {

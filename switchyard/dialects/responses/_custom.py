@@ -1,0 +1,118 @@
+"""Custom tools (``type: "custom"``) as chat function tools, and their calls both ways.
+
+A custom tool takes free-form text instead of JSON arguments (OpenAI's Codex CLI sends its
+``apply_patch`` as one, with a Lark grammar). Chat has only function tools, so a custom tool is
+offered as a function of the same name taking one string, ``input``; its description is kept,
+and the grammar (bounded to :data:`GRAMMAR_MAX` characters) is added to it so the model knows
+the format, since a chat provider cannot constrain its output to the grammar. A call to such a
+function comes back as a ``custom_tool_call`` whose ``input`` is that string (the raw arguments
+text when the model wrote something else), and a ``custom_tool_call`` a client sends back is an
+assistant tool call with arguments ``{"input": ...}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from switchyard.dialects._common import (
+    encode,
+    expect_obj,
+    expect_str,
+    invalid,
+    require,
+    unsupported_value,
+)
+
+INPUT = "input"  # the one parameter of the function a custom tool becomes
+GRAMMAR_MAX = 8000  # characters of a grammar put in a tool description
+_SYNTAXES = frozenset({"lark", "regex"})
+_FREE_TEXT = "The raw input of this tool: free text, not JSON."
+_DECODER = msgspec.json.Decoder()
+
+
+def function_tool(tool: Mapping[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A custom tool as a chat function tool, and as the Response echoes it.
+
+    Raises:
+        InvalidRequest: a field is of the wrong type, or the format is neither text nor a
+            ``lark``/``regex`` grammar; ``param`` names it.
+    """
+    name = expect_str(require(tool, "name", path), f"{path}.name")
+    description = None
+    if tool.get("description") is not None:
+        description = expect_str(tool["description"], f"{path}.description")
+    echo: dict[str, Any] = {"type": "custom", "name": name, "description": description}
+    grammar = ""
+    fmt = tool.get("format")
+    if fmt is not None:
+        fmt = expect_obj(fmt, f"{path}.format")
+        kind = fmt.get("type")
+        if kind == "grammar":
+            syntax = expect_str(require(fmt, "syntax", f"{path}.format"), f"{path}.format.syntax")
+            if syntax not in _SYNTAXES:
+                raise invalid(
+                    f"{path}.format.syntax", f"{path}.format.syntax: must be lark or regex"
+                )
+            definition = expect_str(
+                require(fmt, "definition", f"{path}.format"), f"{path}.format.definition"
+            )
+            grammar = _grammar_note(syntax, definition)
+        elif kind != "text":
+            raise unsupported_value(
+                f"{path}.format.type", f"custom tool format `{kind}` is not supported"
+            )
+        echo["format"] = dict(fmt)
+    else:
+        echo["format"] = {"type": "text"}
+    text = "\n\n".join(part for part in (description, grammar) if part)
+    function: dict[str, Any] = {
+        "name": name,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                INPUT: {
+                    "type": "string",
+                    "description": (
+                        "The raw input of this tool, in the format the tool description gives."
+                        if grammar
+                        else _FREE_TEXT
+                    ),
+                }
+            },
+            "required": [INPUT],
+        },
+    }
+    if text:
+        function["description"] = text
+    return {"type": "function", "function": function}, echo
+
+
+def _grammar_note(syntax: str, definition: str) -> str:
+    if len(definition) > GRAMMAR_MAX:
+        definition = definition[:GRAMMAR_MAX] + "\n... (grammar cut short)"
+    return (
+        f"Put the tool's raw input in `{INPUT}`, as text matching this {syntax} grammar "
+        f"(not JSON):\n{definition}"
+    )
+
+
+def arguments(text: str) -> str:
+    """A custom tool call's ``input`` as the chat call's arguments."""
+    return encode({INPUT: text}).decode()
+
+
+def input_of(raw: str) -> str:
+    """The ``input`` of a chat call to a custom tool: the string argument, or the raw arguments
+    text when the model did not write ``{"input": "..."}``."""
+    try:
+        decoded = _DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return raw
+    if isinstance(decoded, dict):
+        value = decoded.get(INPUT)
+        if isinstance(value, str):
+            return value
+    return raw
