@@ -90,6 +90,8 @@ ROUTES: dict[str, dict[str, Any]] = {
     "nonly-claude": {
         "deployments": [{"provider": "nonly-anthropic", "model": "overloaded"}, COMPAT]
     },
+    # Codex's shape: a self-hosted model first, OpenAI as the fallback.
+    "nonly-codex": {"deployments": [COMPAT], "fallbacks": ["nonly-make"]},
     "nonly-claude500": {
         "deployments": [{"provider": "nonly-anthropic", "model": "broken"}],
         "fallbacks": ["nonly-spare"],
@@ -230,3 +232,33 @@ async def test_a_web_search_gets_the_failing_native_deployments_error(routed: St
     assert again.status_code == 502, again.text
     assert again.json()["error"]["type"] == "api_error"
     assert "nonly-anthropic--broken: 500" in again.json()["error"]["message"]  # its own status
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_custom_tool_is_served_by_the_translating_deployment(routed: Stack) -> None:
+    """Codex sends its ``apply_patch`` custom tool on every request: the translation carries
+    it, so the self-hosted model answers, not the paid native fallback."""
+    key, _ = await routed.new_key("nonly-codex")
+    patch = {
+        "type": "custom",
+        "name": "apply_patch",
+        "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"},
+    }
+    body = {
+        "model": "nonly-codex",
+        "input": [
+            {"role": "user", "content": "edit"},
+            {"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch", "input": "x"},
+            {"type": "custom_tool_call_output", "call_id": "c1", "output": "ok"},
+        ],
+        "tools": [patch],
+        "metadata": {"response_id": f"resp_{secrets.token_hex(8)}"},  # the native fake's id
+    }
+    served = await _post(routed, key, "/v1/responses", body)
+    assert served.status_code == 200, served.text
+    assert served.headers["x-switchyard-deployment"].startswith("nonly-compat"), served.headers
+    assert served.json()["output"][0]["content"][0]["text"] == "echo: edit"
+    asked = await _post(routed, key, "/v1/responses", {**body, "input": "edit"})
+    assert asked.status_code == 200, asked.text
+    assert asked.headers["x-switchyard-deployment"].startswith("nonly-compat")
+    assert [item["type"] for item in asked.json()["output"]] == ["custom_tool_call"]

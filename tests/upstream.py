@@ -64,6 +64,8 @@ from tests.fakes.events import NumberedEvents
 from tests.portrange import worker_range
 
 NATIVE_COUNT = 3000
+# What the fake calls a tool taking one ``input`` string with (a patch, as Codex's apply_patch).
+CUSTOM_INPUT = '*** Begin Patch\n*** Add File: hello.txt\n+hello "world"\n*** End Patch'
 # ``said:<name>``: answers exactly this (status, content type, body), streamed or not: the
 # shapes servers other than OpenAI give their errors, and answers that are none.
 SAID = {
@@ -589,9 +591,14 @@ def _input_text(body: dict[str, Any]) -> str:
 
 
 async def _tool_call(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-    """A chat answer that calls the first tool offered (``{"city": "Paris"}``)."""
-    name = body["tools"][0]["function"]["name"]
+    """A chat answer that calls the first tool offered (``{"city": "Paris"}``; for a tool whose
+    one parameter is ``input``, what a translated Responses custom tool takes,
+    ``{"input": CUSTOM_INPUT}``)."""
+    function = body["tools"][0]["function"]
+    name = function["name"]
     arguments = '{"city": "Paris"}'
+    if list((function.get("parameters") or {}).get("properties") or {}) == ["input"]:
+        arguments = json.dumps({"input": CUSTOM_INPUT})
     model = body.get("model", "")
     usage = {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}
     call = {
@@ -639,7 +646,8 @@ async def _tool_call(request: web.Request, body: dict[str, Any]) -> web.StreamRe
         "function": {"name": name, "arguments": ""},
     }
     await chunk({"role": "assistant", "tool_calls": [first]})
-    for piece in ('{"city": ', '"Paris"}'):
+    half = arguments.index(":") + 2  # '{"city": ' then '"Paris"}'
+    for piece in (arguments[:half], arguments[half:]):
         await chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
     await chunk({}, "tool_calls")
     if (body.get("stream_options") or {}).get("include_usage"):
