@@ -39,8 +39,12 @@ def test_the_estimate_follows_the_text(o200k: tiktoken.Encoding) -> None:
     short = _count(o200k, _user("hi"))
     assert 5 <= short <= 12  # "hi", the role and the framing
     assert 995 <= _count(o200k, _user("word " * 1000)) - short <= 1005
-    # Every message costs its framing: two messages of "hi" cost more than one of "hi hi".
-    two = {"model": "m", "messages": [_user("hi")["messages"][0]] * 2}
+    # Every message costs its framing: two messages of "hi" cost more than one of "hi hi" (a
+    # user turn and an assistant one: two user turns in a row merge, as Anthropic merges them).
+    two = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hi"}],
+    }
     assert _count(o200k, two) > _count(o200k, _user("hi hi")) + 2
 
 

@@ -1,5 +1,8 @@
 """Anthropic ``messages`` and ``system`` -> chat messages and content parts.
 
+Consecutive turns of one role become one chat message, as Anthropic merges them (chat templates
+that require alternating roles refuse them otherwise); an assistant turn with nothing a chat
+model reads (only thinking blocks, no content, empty text) is left out and its neighbours merge.
 An assistant's ``tool_use`` blocks become its ``tool_calls``; a user's ``tool_result`` blocks
 become ``tool`` messages placed right after the assistant message, before the rest of that user
 turn, as chat requires; one marked ``is_error`` has its text opened with ``Error:``. Images in a
@@ -41,38 +44,92 @@ def system_texts(system: Any, path: str) -> list[str]:
     return texts
 
 
-def append_message(msg: Mapping[str, Any], path: str, out: list[dict[str, Any]]) -> None:
-    role = expect_str(require(msg, "role", path), f"{path}.role")
-    content = require(msg, "content", path)
-    if role == "system":  # newer API versions allow system turns inside `messages`
-        texts = system_texts(content, f"{path}.content")
-        out.append({"role": "system", "content": text_content(texts)})
-        return
-    if role not in ("user", "assistant"):
-        raise invalid(
-            f"{path}.role", f"{path}.role: must be user, assistant or system (got `{role}`)"
-        )
+def chat_messages(raw_messages: list[Any], path: str) -> list[dict[str, Any]]:
+    """``messages`` as chat messages, consecutive turns of one role merged into one.
+
+    Anthropic merges consecutive user (or assistant) turns itself; chat templates that require
+    roles to alternate (Mistral's, Gemma's) refuse them. An assistant turn that carries nothing
+    a chat model reads (only ``thinking`` blocks, ``[]``, empty text: an interrupted agent
+    turn) is left out, so the user turns around it merge too. A merged user turn keeps its
+    blocks' order: its tool results first (as ``tool`` messages, right after the assistant
+    message that called them), then the rest in one user message.
+    """
+    out: list[dict[str, Any]] = []
+    user: list[tuple[Mapping[str, Any], str]] = []  # the blocks of the user turn being gathered
+    texts: list[str] = []  # the assistant turn being gathered
+    calls: list[dict[str, Any]] = []
+    for i, raw in enumerate(raw_messages):
+        mpath = f"{path}[{i}]"
+        msg = expect_obj(raw, mpath)
+        role = expect_str(require(msg, "role", mpath), f"{mpath}.role")
+        content = require(msg, "content", mpath)
+        if role == "assistant":
+            said, called = _assistant(content, f"{mpath}.content")
+            if not said and not called:
+                continue
+            _flush_user(user, out)
+            texts += said
+            calls += called
+        elif role == "user":
+            _flush_assistant(texts, calls, out)
+            user += _user_blocks(content, f"{mpath}.content")
+        elif role == "system":  # newer API versions allow system turns inside `messages`
+            _flush_user(user, out)
+            _flush_assistant(texts, calls, out)
+            out.append(
+                {
+                    "role": "system",
+                    "content": text_content(system_texts(content, f"{mpath}.content")),
+                }
+            )
+        else:
+            raise invalid(
+                f"{mpath}.role", f"{mpath}.role: must be user, assistant or system (got `{role}`)"
+            )
+    _flush_user(user, out)
+    _flush_assistant(texts, calls, out)
+    return out
+
+
+def _user_blocks(content: Any, path: str) -> list[tuple[Mapping[str, Any], str]]:
     if isinstance(content, str):
-        out.append({"role": role, "content": content})
+        return [({"type": "text", "text": content}, path)]
+    blocks = expect_list(content, path)
+    if not blocks:  # Anthropic refuses it; translated, it vanished
+        raise invalid(path, f"{path}: must not be empty")
+    return [(expect_obj(raw, f"{path}[{j}]"), f"{path}[{j}]") for j, raw in enumerate(blocks)]
+
+
+def _flush_assistant(
+    texts: list[str], calls: list[dict[str, Any]], out: list[dict[str, Any]]
+) -> None:
+    if not texts and not calls:
         return
-    blocks = expect_list(content, f"{path}.content")
-    if not blocks and role == "user":  # Anthropic refuses it; translated, it vanished
-        raise invalid(f"{path}.content", f"{path}.content: must not be empty")
-    if role == "assistant":
-        _assistant(blocks, f"{path}.content", out)
-    else:
-        _user(blocks, f"{path}.content", out)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text_content(texts) if texts else None,
+    }
+    if calls:
+        message["tool_calls"] = list(calls)
+    out.append(message)
+    texts.clear()
+    calls.clear()
 
 
-def _assistant(blocks: list[Any], path: str, out: list[dict[str, Any]]) -> None:
+def _assistant(content: Any, path: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """An assistant turn's texts (empty ones left out) and tool calls."""
+    if isinstance(content, str):
+        return ([content] if content else []), []
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for j, raw in enumerate(blocks):
+    for j, raw in enumerate(expect_list(content, path)):
         bpath = f"{path}[{j}]"
         block = expect_obj(raw, bpath)
         kind = block.get("type")
         if kind == "text":
-            texts.append(expect_str(require(block, "text", bpath), f"{bpath}.text"))
+            text = expect_str(require(block, "text", bpath), f"{bpath}.text")
+            if text:
+                texts.append(text)
         elif kind == "tool_use":
             arguments = expect_obj(require(block, "input", bpath), f"{bpath}.input")
             calls.append(
@@ -92,26 +149,19 @@ def _assistant(blocks: list[Any], path: str, out: list[dict[str, Any]]) -> None:
                 f"{bpath}.type",
                 f"assistant content block type `{kind}` is not supported for this model",
             )
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": text_content(texts) if texts else None,
-    }
-    if calls:
-        message["tool_calls"] = calls
-    if texts or calls:
-        out.append(message)
+    return texts, calls
 
 
-def _user(blocks: list[Any], path: str, out: list[dict[str, Any]]) -> None:
+def _flush_user(blocks: list[tuple[Mapping[str, Any], str]], out: list[dict[str, Any]]) -> None:
+    """The gathered user turn: its tool results as ``tool`` messages, then the rest."""
     parts: list[dict[str, Any]] = []
     held: list[dict[str, Any]] = []  # images from tool results, sent with the user turn
-    for j, raw in enumerate(blocks):
-        bpath = f"{path}[{j}]"
-        block = expect_obj(raw, bpath)
+    for block, bpath in blocks:
         if block.get("type") == "tool_result":
             out.append(_tool_result(block, bpath, held))
         else:
             parts.append(_user_part(block, bpath))
+    blocks.clear()
     parts = held + parts
     if not parts:
         return

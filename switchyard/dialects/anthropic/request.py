@@ -18,7 +18,8 @@ need Anthropic's own storage or servers (file ids, URL documents, ``server_tool_
 the fields only Anthropic's servers act on (:data:`NATIVE_FIELDS`: the MCP connector's
 ``mcp_servers``, a code execution ``container``, ``inference_geo``).
 ``max_tokens`` is required, as Anthropic requires it. A trailing assistant message (a
-"prefill") is sent as history: chat providers answer after it rather than continuing it.
+"prefill") is sent as history: chat providers answer after it rather than continuing it (an
+empty one is left out, as is any assistant turn with nothing a chat model reads).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from switchyard.dialects._common import (
     unsupported,
     unsupported_value,
 )
-from switchyard.dialects.anthropic._content import append_message, system_texts
+from switchyard.dialects.anthropic._content import chat_messages, system_texts
 
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 # Top-level fields only Anthropic's servers act on, and what each asks of them: refused when
@@ -106,8 +107,7 @@ def to_chat(body: Body) -> MessagesRequest:
         texts = system_texts(system, "system")
         if texts:
             messages.append({"role": "system", "content": text_content(texts)})
-    for i, raw in enumerate(raw_messages):
-        append_message(expect_obj(raw, f"messages[{i}]"), f"messages[{i}]", messages)
+    messages += chat_messages(raw_messages, "messages")
     if not raw_messages:
         raise invalid("messages", "messages: at least one message is required")
 
