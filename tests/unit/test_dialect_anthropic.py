@@ -525,7 +525,7 @@ def test_tool_use_reply() -> None:
     assert text.type == "text"
     assert first.type == "tool_use"
     assert (first.id, first.name, first.input) == ("call_1", "get_weather", {"city": "Paris"})
-    assert second.input == {}  # type: ignore[union-attr]
+    assert second.input == {"_raw_arguments": "not json"}  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

@@ -6,16 +6,23 @@ messages in a row; Anthropic merges consecutive turns of one role, so the transl
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import pydantic
 import pytest
+from anthropic.lib.streaming._messages import accumulate_event
+from anthropic.types import Message, RawMessageStreamEvent
 
-from switchyard.dialects.anthropic import to_chat
+from switchyard.dialects.anthropic import MessagesStream, message_dict, to_chat
+from switchyard.dialects.anthropic.stream import HELD_PING_S
 from switchyard.errors import InvalidRequest
+from tests.unit.sse import call, chunk, completion, events
 
 pytestmark = pytest.mark.unit
 
 BASH = {"type": "tool_use", "id": "t1", "name": "bash", "input": {"command": "ls"}}
+EVENT = pydantic.TypeAdapter(RawMessageStreamEvent)
 PNG = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}
 
 
@@ -164,3 +171,126 @@ def test_paths_still_name_the_block_at_fault() -> None:
     with pytest.raises(InvalidRequest) as caught:
         _chat([{"role": "user", "content": "a"}, {"role": "user", "content": []}])
     assert caught.value.param == "messages[1].content"
+
+
+# -- tool arguments the provider got wrong ---------------------------------------------------
+
+
+def _whole(arguments: str) -> dict[str, Any]:
+    """The ``input`` of a whole answer's tool call with these arguments."""
+    context = to_chat(_request()).context
+    calls = [{"id": "c1", "type": "function", "function": {"name": "bash", "arguments": arguments}}]
+    message = Message.model_validate(
+        message_dict(completion(finish="tool_calls", tool_calls=calls), context)
+    )
+    return message.content[0].input  # type: ignore[union-attr]
+
+
+def _streamed(fragments: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``input`` the SDK's stream accumulator folds the events into, and the events."""
+    stream = MessagesStream(to_chat(_request(stream=True)).context)
+    out = stream.feed(chunk(tool_calls=[call(0, call_id="c1", name="bash")]))
+    for fragment in fragments:
+        out += stream.feed(chunk(tool_calls=[call(0, args=fragment)]))
+    out += stream.feed(chunk(finish="tool_calls")) + stream.finish()
+    snapshot = None
+    buffers: dict[int, bytes] = {}
+    decoded = [data for _, data in events(out)]
+    for data in decoded:
+        if data["type"] != "ping":
+            snapshot = accumulate_event(
+                event=EVENT.validate_python(data), current_snapshot=snapshot, json_bufs=buffers
+            )
+    assert snapshot is not None
+    return snapshot.content[0].input, decoded  # type: ignore[union-attr]
+
+
+def _request(**fields: Any) -> dict[str, Any]:
+    return {
+        "model": "claude-sonnet-5",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "List files."}],
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("fragments", "expected"),
+    [
+        (['{"command": ', '"ls -la"}'], {"command": "ls -la"}),
+        (['{"command": "ls', " -la"], {"_raw_arguments": '{"command": "ls -la'}),  # cut short
+        (["[1,", "2]"], {"_raw_arguments": "[1,2]"}),
+        (["ls -la"], {"_raw_arguments": "ls -la"}),
+        (['"ls"'], {"_raw_arguments": '"ls"'}),
+        (['{"command": "ls"}', "}"], {"command": "ls"}),  # a stray brace: the object
+        (["null"], {}),
+        ([" "], {}),
+        ([], {}),
+    ],
+)
+def test_tool_input_is_an_object_and_the_same_streamed_or_not(
+    fragments: list[str], expected: dict[str, Any]
+) -> None:
+    """Arguments cut short gave ``{}`` silently (whole) and text the SDK folds into ``{}``
+    (streamed); an array gave ``{}`` whole but the array streamed. Now neither mode hands the
+    client anything but an object, the same one, and bad arguments are kept for the model to
+    read back."""
+    assert _whole("".join(fragments)) == expected
+    streamed, decoded = _streamed(fragments)
+    assert streamed == expected
+    deltas = [d["delta"] for d in decoded if d["type"] == "content_block_delta"]
+    assert len(deltas) == (1 if fragments else 0)  # one, when its block ends
+
+
+def test_kept_raw_arguments_go_back_to_the_model_as_valid_json() -> None:
+    """Next turn the client sends the tool use back: chat servers that parse the arguments of
+    the history (vLLM's Mistral tokenizer does) get JSON."""
+    messages = _chat(
+        [
+            {"role": "user", "content": "List files."},
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "id": "c1",
+                        "name": "bash",
+                        "input": {"_raw_arguments": '{"command": "ls'},
+                    }
+                ],
+            },
+        ]
+    )
+    arguments = messages[1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(arguments) == {"_raw_arguments": '{"command": "ls'}
+
+
+def test_held_arguments_keep_the_stream_alive() -> None:
+    """A long call's arguments are held until its block ends: pings go out meanwhile."""
+    now = [0.0]
+    stream = MessagesStream(to_chat(_request(stream=True)).context, clock=lambda: now[0])
+    stream.feed(chunk(tool_calls=[call(0, call_id="c1", name="write")]))
+    quiet = [stream.feed(chunk(tool_calls=[call(0, args='{"text": "')]))]
+    for _ in range(3):
+        now[0] += HELD_PING_S / 2
+        quiet.append(stream.feed(chunk(tool_calls=[call(0, args="more ")])))
+    names = [[name for name, _ in events(out)] if out else [] for out in quiet]
+    assert names == [[], [], ["ping"], []]
+    end = events(stream.feed(chunk(tool_calls=[call(0, args='"}')])) + stream.finish())
+    assert end[0][1]["delta"] == {
+        "type": "input_json_delta",
+        "partial_json": '{"text":"more more more "}',
+    }
+
+
+def test_arguments_of_a_waiting_call_keep_the_stream_alive_too() -> None:
+    now = [0.0]
+    stream = MessagesStream(to_chat(_request(stream=True)).context, clock=lambda: now[0])
+    stream.feed(chunk(tool_calls=[call(0, call_id="c1", name="read", args="{}")]))
+    stream.feed(chunk(tool_calls=[call(1, call_id="c2", name="write", args='{"text": "')]))
+    now[0] += HELD_PING_S
+    out = stream.feed(chunk(tool_calls=[call(1, args='a"}')]))
+    assert [name for name, _ in events(out)] == ["ping"]
+    decoded = [d for _, d in events(stream.finish())]
+    deltas = [d["delta"]["partial_json"] for d in decoded if d["type"] == "content_block_delta"]
+    assert deltas == ["{}", '{"text":"a"}']

@@ -1,12 +1,15 @@
 """A whole chat completion -> an Anthropic Message (``POST /v1/messages`` without streaming).
 
 Text becomes a ``text`` block, each tool call a ``tool_use`` block whose ``input`` is the parsed
-arguments (arguments that are not a JSON object become ``{}``: Anthropic's ``input`` is always an
-object). ``finish_reason`` maps to ``stop_reason``: stop -> end_turn (stop_sequence when the
-upstream names the stop string that matched, as vLLM does), length -> max_tokens, tool_calls ->
-tool_use, content_filter -> refusal. Usage follows Anthropic's split: ``input_tokens`` excludes
-the prompt tokens read from cache and written to it, which are ``cache_read_input_tokens`` and
-``cache_creation_input_tokens``.
+arguments. Anthropic's ``input`` is always an object: arguments that are not one (JSON cut
+short by the output limit, an array, plain text) become ``{"_raw_arguments": "<the text>"}``,
+which the client's tool check refuses and the model reads back next turn, where ``{}`` hid
+what went wrong (and a tool with no required parameter would have run without arguments);
+no arguments, or ``null``, are ``{}``. ``finish_reason`` maps to ``stop_reason``: stop ->
+end_turn (stop_sequence when the upstream names the stop string that matched, as vLLM does),
+length -> max_tokens, tool_calls -> tool_use, content_filter -> refusal. Usage follows
+Anthropic's split: ``input_tokens`` excludes the prompt tokens read from cache and written to
+it, which are ``cache_read_input_tokens`` and ``cache_creation_input_tokens``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ STOP_REASONS = {
 }
 _ARGS = msgspec.json.Decoder()
 _LENIENT = json.JSONDecoder()
+RAW_ARGUMENTS = "_raw_arguments"  # the key under which arguments that are no object are kept
 
 
 def stop_reason(
@@ -59,19 +63,22 @@ def usage_object(usage: _chat.ChatUsage | None) -> dict[str, Any]:
 
 
 def tool_input(arguments: str | None) -> dict[str, Any]:
-    """A tool call's arguments as the object Anthropic's ``input`` must be."""
-    if not arguments:
+    """A tool call's arguments as the object Anthropic's ``input`` must be (whole answers and
+    streams alike: the stream sends this object's JSON)."""
+    if not arguments or not arguments.strip():
         return {}
     try:
         value = _ARGS.decode(arguments)
     except msgspec.DecodeError:
         # Trailing garbage after the object (a stray brace, seen from small models): the
-        # object itself, as a streaming client's partial-JSON parser would read it.
+        # object itself.
         try:
             value, _ = _LENIENT.raw_decode(arguments.strip())
         except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
+            return {RAW_ARGUMENTS: arguments}
+    if value is None:
+        return {}
+    return value if isinstance(value, dict) else {RAW_ARGUMENTS: arguments}
 
 
 def to_message(

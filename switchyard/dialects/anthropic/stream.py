@@ -9,26 +9,31 @@ final input and output tokens) and ``message_stop``.
 
 Anthropic content blocks never overlap: a block stops before the next starts. Chat streams a
 message's text first, then its tool calls, and a provider may interleave those (the header of
-call 0, the header of call 1, then arguments for both). So the first tool call streams as its
-own block, and the fragments of every other call wait, in order, until that block ends (with
-the stream, or when text follows): each then follows as a whole block
-(``content_block_start``, one ``input_json_delta`` with all its arguments,
-``content_block_stop``). No argument is lost, at the cost of streaming only the first call of
-several as it comes. Text after tool calls closes them (their later fragments, which no known
-provider sends, would be dropped). Calls without an ``index``, or all under one, are told
-apart by their ids (:class:`_chat.CallKeys`).
+call 0, the header of call 1, then arguments for both). So the first tool call opens its block
+as it comes, and the fragments of every other call wait, in order, until that block ends (with
+the stream, or when text follows): each then follows as a whole block. Text after tool calls
+closes them (their later fragments, which no known provider sends, would be dropped). Calls
+without an ``index``, or all under one, are told apart by their ids (:class:`_chat.CallKeys`).
+
+A tool call's arguments are held until its block ends and then sent as one ``input_json_delta``
+holding exactly the ``input`` a whole answer would carry (:func:`.reply.tool_input`): arguments
+a model cut short or that are not a JSON object would otherwise reach the client as text its
+SDK folds into ``{}`` or a non-object. While arguments are held, a ``ping`` goes out every
+:data:`HELD_PING_S` seconds of fragments, so a proxy's read timeout does not cut a long call.
 
 Deltas are the hot path: a precomputed prefix per block, the encoded fragment, a fixed suffix.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from switchyard.dialects import _chat
 from switchyard.dialects._common import Body, encode, frame, new_id
 from switchyard.dialects.anthropic import errors
-from switchyard.dialects.anthropic.reply import stop_reason, usage_object
+from switchyard.dialects.anthropic.reply import stop_reason, tool_input, usage_object
 from switchyard.dialects.anthropic.request import MessagesContext
 from switchyard.errors import ApiError
 from switchyard.schemas.openai import Usage
@@ -37,6 +42,7 @@ _DELTA_END = b"}}\n\n"
 _JSON_DELTA = b'"input_json_delta","partial_json":'
 _PING = frame("ping", b'{"type":"ping"}')
 _STOP = frame("message_stop", b'{"type":"message_stop"}')
+HELD_PING_S = 5.0  # while a tool call's arguments are held, a ping at least this often
 
 
 class MessagesStream:
@@ -46,7 +52,13 @@ class MessagesStream:
     :meth:`fail` if it breaks; each returns the bytes to write (possibly empty).
     """
 
-    def __init__(self, context: MessagesContext, *, message_id: str | None = None) -> None:
+    def __init__(
+        self,
+        context: MessagesContext,
+        *,
+        message_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._context = context
         self._id = message_id or new_id("msg_")
         self._started = False
@@ -55,7 +67,10 @@ class MessagesStream:
         self._open: str | int | None = None  # "text", a chat tool call index, or None
         self._prefix = b""  # delta frame prefix of the open block
         self._done_calls: set[int] = set()
+        self._held = _Waiting()  # the open call's arguments, sent when its block ends
         self._waiting: dict[int, _Waiting] = {}  # calls behind the open one, in arrival order
+        self._clock = clock
+        self._pinged = 0.0  # when the last frame went out while arguments were held
         self._keys = _chat.CallKeys()
         self._finish: str | None = None
         self._refused = False
@@ -168,6 +183,11 @@ class MessagesStream:
     def _tool(self, fragment: _chat.ToolCall, position: int, out: list[bytes]) -> None:
         key = self._keys.key(fragment, position)
         function = fragment.function or _chat.FunctionCall()
+        if function.arguments and isinstance(self._open, int):  # arguments are being held
+            now = self._clock()
+            if now - self._pinged >= HELD_PING_S:
+                self._pinged = now
+                out.append(_PING)
         if self._open != key:
             if key in self._done_calls:
                 return  # a late fragment of a closed block (see the module docstring)
@@ -177,16 +197,16 @@ class MessagesStream:
                 waiting.add(fragment.id, function)
                 return
             self._open_block(key, _tool_use(fragment.id, function.name), _JSON_DELTA, out)
+            self._pinged = self._clock()
         if function.arguments:
-            out.append(self._prefix + encode(function.arguments) + _DELTA_END)
+            self._held.arguments.append(function.arguments)
 
     def _flush_waiting(self, out: list[bytes]) -> None:
         """Each waiting call as one whole block (after the open one has been closed)."""
         waiting, self._waiting = self._waiting, {}
         for key, call in waiting.items():
             self._open_block(key, _tool_use(call.id, call.name), _JSON_DELTA, out)
-            if call.arguments:
-                out.append(self._prefix + encode("".join(call.arguments)) + _DELTA_END)
+            self._held = call
             self._close_block(out)
 
     def _open_block(
@@ -212,6 +232,11 @@ class MessagesStream:
         was_call = isinstance(self._open, int)
         if isinstance(self._open, int):
             self._done_calls.add(self._open)
+            arguments, self._held = "".join(self._held.arguments), _Waiting()
+            if arguments:
+                out.append(
+                    self._prefix + encode(encode(tool_input(arguments)).decode()) + _DELTA_END
+                )
         index = self._blocks - 1
         out.append(
             frame(
