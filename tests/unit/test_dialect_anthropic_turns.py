@@ -294,3 +294,62 @@ def test_arguments_of_a_waiting_call_keep_the_stream_alive_too() -> None:
     decoded = [d for _, d in events(stream.finish())]
     deltas = [d["delta"]["partial_json"] for d in decoded if d["type"] == "content_block_delta"]
     assert deltas == ["{}", '{"text":"a"}']
+
+
+# -- small details -----------------------------------------------------------------------------
+
+
+def test_a_text_documents_title_reaches_the_model() -> None:
+    document = {
+        "type": "document",
+        "title": "CONTRIBUTING.md",
+        "source": {"type": "text", "media_type": "text/plain", "data": "Run the tests."},
+    }
+    untitled = {**document}
+    del untitled["title"]
+    messages = _chat([{"role": "user", "content": [document, untitled]}])
+    assert messages[0]["content"] == [
+        {"type": "text", "text": "CONTRIBUTING.md\n\nRun the tests."},
+        {"type": "text", "text": "Run the tests."},
+    ]
+    with pytest.raises(InvalidRequest) as caught:
+        _chat([{"role": "user", "content": [{**document, "title": 7}]}])
+    assert caught.value.param == "messages[0].content[0].title"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("Error: exit 1", "Error: exit 1"),
+        ("error: no such file", "error: no such file"),
+        ([{"type": "text", "text": "Error: exit 1"}, {"type": "text", "text": "log"}], None),
+        ("exit 1", "Error: exit 1"),
+        ("Errors: 3 found", "Error: Errors: 3 found"),
+    ],
+)
+def test_a_failed_tool_result_that_says_error_already_is_not_marked_twice(
+    content: Any, expected: str | None
+) -> None:
+    """A failed result whose text opens with ``Error:`` already became ``Error: Error: ...``."""
+    messages = _chat(
+        [
+            {"role": "user", "content": "List files."},
+            {"role": "assistant", "content": [BASH]},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "is_error": True,
+                        "content": content,
+                    }
+                ],
+            },
+        ]
+    )
+    tool = messages[2]
+    if expected is None:
+        assert tool["content"] == content
+    else:
+        assert tool["content"] == expected

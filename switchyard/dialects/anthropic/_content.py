@@ -5,11 +5,12 @@ that require alternating roles refuse them otherwise); an assistant turn with no
 model reads (only thinking blocks, no content, empty text) is left out and its neighbours merge.
 An assistant's ``tool_use`` blocks become its ``tool_calls``; a user's ``tool_result`` blocks
 become ``tool`` messages placed right after the assistant message, before the rest of that user
-turn, as chat requires; one marked ``is_error`` has its text opened with ``Error:``. Images in a
-tool result cannot ride in a ``tool`` message, so they follow in the user message. Images become
-``image_url`` parts (base64 sources as data: URIs), PDFs ``file`` parts, plain-text documents
-text. ``thinking`` and ``redacted_thinking`` blocks are dropped; blocks that need Anthropic's
-servers or storage are refused naming their ``type``.
+turn, as chat requires; one marked ``is_error`` has its text opened with ``Error:`` (unless it
+opens so already). Images in a tool result cannot ride in a ``tool`` message, so they follow in
+the user message. Images become ``image_url`` parts (base64 sources as data: URIs), PDFs
+``file`` parts (the title as file name), plain-text documents text (their title, a blank line,
+then the text). ``thinking`` and ``redacted_thinking`` blocks are dropped; blocks that need
+Anthropic's servers or storage are refused naming their ``type``.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def _tool_result(block: Mapping[str, Any], path: str, held: list[dict[str, Any]]
     # answer. The text says so instead.
     failed = ERROR_MARK if block.get("is_error") is True else ""
     if content is None or isinstance(content, str):
-        return {"role": "tool", "tool_call_id": call_id, "content": failed + (content or "")}
+        return {"role": "tool", "tool_call_id": call_id, "content": _marked(failed, content or "")}
     texts: list[str] = []
     media = 0
     for k, raw in enumerate(expect_list(content, f"{path}.content")):
@@ -189,7 +190,7 @@ def _tool_result(block: Mapping[str, Any], path: str, held: list[dict[str, Any]]
             held.append(part)
             media += 1
     if failed:
-        texts = [failed + texts[0], *texts[1:]] if texts else [failed.strip()]
+        texts = [_marked(failed, texts[0]), *texts[1:]] if texts else [failed.strip()]
     if media:
         texts.append(f"[{media} attachment(s) of this result follow in the next message]")
     return {
@@ -197,6 +198,13 @@ def _tool_result(block: Mapping[str, Any], path: str, held: list[dict[str, Any]]
         "tool_call_id": call_id,
         "content": text_content(texts) if texts else "",
     }
+
+
+def _marked(mark: str, text: str) -> str:
+    """``text`` opened with ``mark``, unless it already says it is an error."""
+    if mark and text.lstrip()[: len(mark)].lower() == mark.lower():
+        return text
+    return mark + text
 
 
 def _user_part(block: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -232,7 +240,11 @@ def _document(block: Mapping[str, Any], path: str) -> dict[str, Any]:
     kind = source.get("type")
     spath = f"{path}.source"
     if kind == "text":
-        return {"type": "text", "text": expect_str(require(source, "data", spath), f"{spath}.data")}
+        text = expect_str(require(source, "data", spath), f"{spath}.data")
+        title = block.get("title")
+        if title:  # the model reads which document this is, as Claude does
+            text = f"{expect_str(title, f'{path}.title')}\n\n{text}"
+        return {"type": "text", "text": text}
     if kind == "base64":
         media_type = expect_str(require(source, "media_type", spath), f"{spath}.media_type")
         data = expect_str(require(source, "data", spath), f"{spath}.data")
