@@ -2,8 +2,9 @@
 
 Upstream replies are decoded once into these structs; every field is optional because
 OpenAI-compatible servers differ in what they fill (``usage: null``, ``delta: {}``, ``content``
-as a list of parts, vLLM's ``stop_reason``). Unknown fields are skipped by the decoder, never
-materialised, which keeps a streamed chunk's decode to a few microseconds.
+as a list of parts, vLLM's ``stop_reason``, SGLang's ``matched_stop``). Unknown fields are
+skipped by the decoder, never materialised, which keeps a streamed chunk's decode to a few
+microseconds.
 """
 
 from __future__ import annotations
@@ -156,8 +157,15 @@ class Choice(msgspec.Struct, frozen=True):
     message: Message | None = None
     delta: Message | None = None
     finish_reason: str | None = None
-    # vLLM (and servers built on it) name the stop string that ended the answer here.
+    # vLLM (and servers built on it) name the stop string that ended the answer here, SGLang
+    # in ``matched_stop``.
     stop_reason: str | int | None = None
+    matched_stop: str | int | None = None
+
+    @property
+    def matched(self) -> str | int | None:
+        """The stop string (or stop token id) that ended the answer, when the server says."""
+        return self.stop_reason if self.stop_reason is not None else self.matched_stop
 
 
 class ChatCompletion(msgspec.Struct, frozen=True):

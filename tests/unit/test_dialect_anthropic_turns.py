@@ -353,3 +353,18 @@ def test_a_failed_tool_result_that_says_error_already_is_not_marked_twice(
         assert tool["content"] == content
     else:
         assert tool["content"] == expected
+
+
+def test_a_stop_sequence_named_by_sglang_is_the_stop_reason() -> None:
+    """SGLang names the stop string that matched ``matched_stop`` (vLLM: ``stop_reason``)."""
+    context = to_chat(_request(stop_sequences=["</answer>", "DONE"])).context
+    whole = Message.model_validate(
+        message_dict(completion(content="42", matched_stop="</answer>"), context)
+    )
+    assert (whole.stop_reason, whole.stop_sequence) == ("stop_sequence", "</answer>")
+    eos = Message.model_validate(message_dict(completion(content="42", matched_stop=2), context))
+    assert (eos.stop_reason, eos.stop_sequence) == ("end_turn", None)  # a stop token id
+    stream = MessagesStream(to_chat(_request(stream=True, stop_sequences=["DONE"])).context)
+    out = stream.feed(chunk(content="42")) + stream.feed(chunk(finish="stop", matched_stop="DONE"))
+    end = events(out + stream.finish())[-2][1]
+    assert end["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "DONE"}

@@ -6,10 +6,10 @@ short by the output limit, an array, plain text) become ``{"_raw_arguments": "<t
 which the client's tool check refuses and the model reads back next turn, where ``{}`` hid
 what went wrong (and a tool with no required parameter would have run without arguments);
 no arguments, or ``null``, are ``{}``. ``finish_reason`` maps to ``stop_reason``: stop ->
-end_turn (stop_sequence when the upstream names the stop string that matched, as vLLM does),
-length -> max_tokens, tool_calls -> tool_use, content_filter -> refusal. Usage follows
-Anthropic's split: ``input_tokens`` excludes the prompt tokens read from cache and written to
-it, which are ``cache_read_input_tokens`` and ``cache_creation_input_tokens``.
+end_turn (stop_sequence when the upstream names the stop string that matched, as vLLM and
+SGLang do), length -> max_tokens, tool_calls -> tool_use, content_filter -> refusal. Usage
+follows Anthropic's split: ``input_tokens`` excludes the prompt tokens read from cache and
+written to it, which are ``cache_read_input_tokens`` and ``cache_creation_input_tokens``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def stop_reason(
 ) -> tuple[str, str | None]:
     """``(stop_reason, stop_sequence)`` for a chat finish_reason.
 
-    ``matched`` is the upstream's ``stop_reason`` extension (the stop string that ended the
-    answer); it counts only when it is one of the request's ``stop_sequences``.
+    ``matched`` is the stop string that ended the answer as the upstream names it (vLLM's
+    ``stop_reason``, SGLang's ``matched_stop``); it counts only when it is one of the request's
+    ``stop_sequences``.
     """
     if finish_reason == "stop" and isinstance(matched, str) and matched in context.stop_sequences:
         return "stop_sequence", matched
@@ -139,9 +140,7 @@ def message_dict(
                     "input": tool_input(function.arguments),
                 }
             )
-    reason, sequence = stop_reason(
-        finish, choice.stop_reason if choice is not None else None, context
-    )
+    reason, sequence = stop_reason(finish, choice.matched if choice is not None else None, context)
     return {
         "id": message_id or new_id("msg_"),
         "type": "message",

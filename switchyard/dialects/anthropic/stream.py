@@ -114,8 +114,8 @@ class MessagesStream:
                     self._tool(call, position, out)
             if choice.finish_reason:
                 self._finish = choice.finish_reason
-            if choice.stop_reason is not None:
-                self._matched = choice.stop_reason
+            if choice.matched is not None:
+                self._matched = choice.matched
         return b"".join(out)
 
     def finish(self, estimate: Usage | None = None) -> bytes:
