@@ -298,6 +298,34 @@ def test_messages_tool_use_translated(agents: Stack, edge: str) -> None:
     assert use.input == {"city": "Paris"}
 
 
+def test_an_interrupted_agent_turn_reaches_a_chat_server_as_alternating_roles(
+    agents: Stack, upstream: FakeOpenAI
+) -> None:
+    """Claude Code's history after an interrupted turn (an assistant turn with only a thinking
+    block, then the user's next words): the chat server gets one user message, not two in a
+    row that alternating chat templates refuse."""
+    client = _anthropic(agents, agents.tail_url)
+    message = client.messages.create(
+        model="translated",
+        max_tokens=64,
+        messages=[
+            {"role": "user", "content": "fix the bug"},
+            {
+                "role": "assistant",
+                "content": [{"type": "thinking", "thinking": "Hmm.", "signature": "sig"}],
+            },
+            {"role": "user", "content": [{"type": "text", "text": "go on"}]},
+        ],
+    )
+    assert message.content
+    sent = upstream.calls[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user"]
+    assert sent[0]["content"] == [
+        {"type": "text", "text": "fix the bug"},
+        {"type": "text", "text": "go on"},
+    ]
+
+
 def test_messages_passed_through_to_anthropic(agents: Stack, edge: str) -> None:
     message = _anthropic(agents, edge).messages.create(
         model="native-messages", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
