@@ -139,6 +139,17 @@ class Message(msgspec.Struct, frozen=True):
     content: str | list[Any] | None = None
     refusal: str | None = None
     tool_calls: list[ToolCall] | None = None
+    # A reasoning model's thoughts, apart from its answer: vLLM's and SGLang's reasoning
+    # parsers (``reasoning_content``; newer vLLM, Ollama and OpenRouter: ``reasoning``, which
+    # some servers send as an object: only a string counts).
+    reasoning_content: str | None = None
+    reasoning: Any = None
+
+    def thought(self) -> str:
+        """The reasoning text of this message or delta ("" when none)."""
+        if self.reasoning_content:
+            return self.reasoning_content
+        return self.reasoning if isinstance(self.reasoning, str) else ""
 
     def text(self) -> str:
         """``content`` as text (some servers send a list of ``{"type":"text"}`` parts)."""

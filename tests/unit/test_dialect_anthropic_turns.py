@@ -368,3 +368,97 @@ def test_a_stop_sequence_named_by_sglang_is_the_stop_reason() -> None:
     out = stream.feed(chunk(content="42")) + stream.feed(chunk(finish="stop", matched_stop="DONE"))
     end = events(out + stream.finish())[-2][1]
     assert end["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "DONE"}
+
+
+# -- reasoning ---------------------------------------------------------------------------------
+
+THINKING = {"type": "enabled", "budget_tokens": 2048}
+
+
+def _reasoned(**message: Any) -> bytes:
+    body = json.loads(completion(content="Use ls."))
+    body["choices"][0]["message"].update(message)
+    return json.dumps(body).encode()
+
+
+def _thinking_chunk(**delta: Any) -> bytes:
+    body = json.loads(chunk(content=""))
+    body["choices"][0]["delta"] = delta
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_reasoning_is_a_thinking_block_when_the_request_asked_for_thinking(field: str) -> None:
+    """vLLM's reasoning parsers (DeepSeek-R1, Qwen3, gpt-oss) send the thoughts apart: they
+    were dropped. With ``thinking`` enabled they lead the Message as a ``thinking`` block."""
+    reply = _reasoned(**{field: "The user wants a listing."})
+    context = to_chat(_request(thinking=THINKING)).context
+    message = Message.model_validate(message_dict(reply, context))
+    thinking, text = message.content
+    assert thinking.type == "thinking"
+    assert (thinking.thinking, thinking.signature) == ("The user wants a listing.", "")
+    assert text.type == "text"
+    # Not asked for (or disabled): the answer alone, as before.
+    for fields in ({}, {"thinking": {"type": "disabled"}}):
+        plain = Message.model_validate(message_dict(reply, to_chat(_request(**fields)).context))
+        assert [b.type for b in plain.content] == ["text"]
+
+
+def test_reasoning_sent_as_an_object_is_not_a_broken_answer() -> None:
+    context = to_chat(_request(thinking=THINKING)).context
+    message = Message.model_validate(message_dict(_reasoned(reasoning={"effort": "low"}), context))
+    assert [b.type for b in message.content] == ["text"]
+
+
+def test_streamed_reasoning_is_a_thinking_block_before_the_text() -> None:
+    stream = MessagesStream(to_chat(_request(stream=True, thinking=THINKING)).context)
+    out = b"".join(
+        [
+            stream.feed(_thinking_chunk(role="assistant", reasoning_content="Listing ")),
+            stream.feed(_thinking_chunk(reasoning_content="files.")),
+            stream.feed(chunk(content="Use ls.")),
+            stream.feed(chunk(finish="stop")),
+            stream.finish(),
+        ]
+    )
+    snapshot = None
+    buffers: dict[int, bytes] = {}
+    decoded = [data for _, data in events(out)]
+    for data in decoded:
+        if data["type"] != "ping":
+            snapshot = accumulate_event(
+                event=EVENT.validate_python(data), current_snapshot=snapshot, json_bufs=buffers
+            )
+    assert snapshot is not None
+    thinking, text = snapshot.content
+    assert thinking.type == "thinking"
+    assert (thinking.thinking, thinking.signature) == ("Listing files.", "")
+    assert text.type == "text"
+    assert text.text == "Use ls."
+    assert [d["delta"]["type"] for d in decoded if d["type"] == "content_block_delta"] == [
+        "thinking_delta",
+        "thinking_delta",
+        "text_delta",
+    ]
+    # Without thinking asked for, the stream carries the answer alone.
+    plain = MessagesStream(to_chat(_request(stream=True)).context)
+    out = plain.feed(_thinking_chunk(reasoning_content="x")) + plain.feed(chunk(content="y"))
+    starts = [d for _, d in events(out + plain.finish()) if d["type"] == "content_block_start"]
+    assert [s["content_block"]["type"] for s in starts] == ["text"]
+
+
+def test_a_thinking_block_sent_back_next_turn_is_dropped() -> None:
+    messages = _chat(
+        [
+            {"role": "user", "content": "List files."},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "Listing files.", "signature": ""},
+                    {"type": "text", "text": "Use ls."},
+                ],
+            },
+            {"role": "user", "content": "Thanks."},
+        ]
+    )
+    assert messages[1] == {"role": "assistant", "content": "Use ls."}

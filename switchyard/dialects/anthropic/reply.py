@@ -1,15 +1,18 @@
 """A whole chat completion -> an Anthropic Message (``POST /v1/messages`` without streaming).
 
-Text becomes a ``text`` block, each tool call a ``tool_use`` block whose ``input`` is the parsed
-arguments. Anthropic's ``input`` is always an object: arguments that are not one (JSON cut
-short by the output limit, an array, plain text) become ``{"_raw_arguments": "<the text>"}``,
-which the client's tool check refuses and the model reads back next turn, where ``{}`` hid
-what went wrong (and a tool with no required parameter would have run without arguments);
-no arguments, or ``null``, are ``{}``. ``finish_reason`` maps to ``stop_reason``: stop ->
-end_turn (stop_sequence when the upstream names the stop string that matched, as vLLM and
-SGLang do), length -> max_tokens, tool_calls -> tool_use, content_filter -> refusal. Usage
-follows Anthropic's split: ``input_tokens`` excludes the prompt tokens read from cache and
-written to it, which are ``cache_read_input_tokens`` and ``cache_creation_input_tokens``.
+The model's reasoning, when the request enabled ``thinking`` and the server sends it apart
+(``reasoning_content``, or ``reasoning``), becomes a leading ``thinking`` block with an empty
+``signature``. Text becomes a ``text`` block, each tool call a ``tool_use`` block whose
+``input`` is the parsed arguments. Anthropic's ``input`` is always an object: arguments that
+are not one (JSON cut short by the output limit, an array, plain text) become
+``{"_raw_arguments": "<the text>"}``, which the client's tool check refuses and the model reads
+back next turn, where ``{}`` hid what went wrong (and a tool with no required parameter would
+have run without arguments); no arguments, or ``null``, are ``{}``. ``finish_reason`` maps
+to ``stop_reason``: stop -> end_turn (stop_sequence when the upstream names the stop string
+that matched, as vLLM and SGLang do), length -> max_tokens, tool_calls -> tool_use,
+content_filter -> refusal. Usage follows Anthropic's split: ``input_tokens`` excludes the
+prompt tokens read from cache and written to it, which are ``cache_read_input_tokens`` and
+``cache_creation_input_tokens``.
 """
 
 from __future__ import annotations
@@ -121,6 +124,9 @@ def message_dict(
     content: list[dict[str, Any]] = []
     finish = choice.finish_reason if choice is not None else None
     if message is not None:
+        thought = message.thought() if context.thinking else ""
+        if thought:  # no signature: only Anthropic can sign, and the translation drops it
+            content.append({"type": "thinking", "thinking": thought, "signature": ""})
         text = message.text()
         if text:
             content.append({"type": "text", "text": text})

@@ -6,8 +6,9 @@ blocks, tool use and tool results: :mod:`._content`); custom tools become functi
 ``stop``, ``max_tokens`` becomes ``max_completion_tokens`` (which the model-proxy renames back to
 ``max_tokens`` for servers that read only that: Ollama, vLLM...) and ``metadata.user_id`` ``user``.
 
-Dropped, because chat has no equivalent: ``top_k``, ``thinking`` (and ``thinking`` /
-``redacted_thinking`` blocks in history), ``output_config.effort`` and ``.task_budget``,
+Dropped, because chat has no equivalent: ``top_k``, ``thinking`` (only remembered, to show
+the reasoning a model sends apart as ``thinking`` blocks; ``thinking`` and
+``redacted_thinking`` blocks in history are dropped), ``output_config.effort`` and ``.task_budget``,
 ``cache_control`` marks, ``citations``, ``service_tier``, ``speed``, ``context_management`` (its
 edits only trim what the model reads; the whole conversation is sent instead, as Anthropic does
 below their trigger), ``fallbacks``, ``fallback_credit_token``, ``diagnostics`` and unknown
@@ -64,10 +65,13 @@ class MessagesContext(msgspec.Struct, frozen=True, kw_only=True):
         model: the model the client asked for (reported when the upstream names none).
         stop_sequences: the request's stop sequences, to report which one ended the answer when
             the upstream says so.
+        thinking: the request enabled ``thinking``: the model's reasoning, when the upstream
+            sends it apart from the answer, is shown as ``thinking`` blocks.
     """
 
     model: str
     stop_sequences: tuple[str, ...] = ()
+    thinking: bool = False
 
 
 class MessagesRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,9 +152,15 @@ def to_chat(body: Body) -> MessagesRequest:
     if stream:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
-    return MessagesRequest(
-        chat=chat, context=MessagesContext(model=model, stop_sequences=stops), stream=stream
-    )
+    context = MessagesContext(model=model, stop_sequences=stops, thinking=_thinking(req))
+    return MessagesRequest(chat=chat, context=context, stream=stream)
+
+
+def _thinking(req: Mapping[str, Any]) -> bool:
+    thinking = req.get("thinking")
+    if thinking is None:
+        return False
+    return expect_obj(thinking, "thinking").get("type") in ("enabled", "adaptive")
 
 
 def _tools(raw: Any) -> list[dict[str, Any]]:

@@ -3,9 +3,11 @@
 A :class:`MessagesStream` is fed each chat chunk and returns the SSE frames to write, in the
 order Anthropic's SDKs parse: ``message_start`` (usage ``input_tokens`` when the first chunk
 already carries usage, else 0), ``ping``, then per content block ``content_block_start``,
-``content_block_delta`` (``text_delta`` or ``input_json_delta``), ``content_block_stop``, and at
-the end ``message_delta`` (``stop_reason``, ``stop_sequence``, usage: cumulative, so it carries the
-final input and output tokens) and ``message_stop``.
+``content_block_delta`` (``text_delta``, ``thinking_delta`` or ``input_json_delta``),
+``content_block_stop``, and at the end ``message_delta`` (``stop_reason``, ``stop_sequence``,
+usage: cumulative, so it carries the final input and output tokens) and ``message_stop``.
+Reasoning the server streams apart (``reasoning_content``) becomes ``thinking`` blocks when the
+request enabled ``thinking``; they carry an empty ``signature``.
 
 Anthropic content blocks never overlap: a block stops before the next starts. Chat streams a
 message's text first, then its tool calls, and a provider may interleave those (the header of
@@ -64,7 +66,8 @@ class MessagesStream:
         self._started = False
         self._closed = False
         self._blocks = 0  # content blocks started so far; the next block's index
-        self._open: str | int | None = None  # "text", a chat tool call index, or None
+        # "text", "thinking", a chat tool call index, or None
+        self._open: str | int | None = None
         self._prefix = b""  # delta frame prefix of the open block
         self._done_calls: set[int] = set()
         self._held = _Waiting()  # the open call's arguments, sent when its block ends
@@ -104,6 +107,9 @@ class MessagesStream:
         if choice is not None:
             delta = choice.delta or choice.message
             if delta is not None:
+                thought = delta.thought() if self._context.thinking else ""
+                if thought:
+                    self._thinking(thought, out)
                 text = delta.text()
                 if text:
                     self._text(text, out)
@@ -178,6 +184,12 @@ class MessagesStream:
     def _text(self, text: str, out: list[bytes]) -> None:
         if self._open != "text":
             self._open_block("text", {"type": "text", "text": ""}, b'"text_delta","text":', out)
+        out.append(self._prefix + encode(text) + _DELTA_END)
+
+    def _thinking(self, text: str, out: list[bytes]) -> None:
+        if self._open != "thinking":
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            self._open_block("thinking", block, b'"thinking_delta","thinking":', out)
         out.append(self._prefix + encode(text) + _DELTA_END)
 
     def _tool(self, fragment: _chat.ToolCall, position: int, out: list[bytes]) -> None:
