@@ -23,6 +23,8 @@ the translation to refuse, so a wrong answer here is never worse than no check.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 # Provider kinds that speak a dialect themselves: the model-proxy passes the request through
@@ -79,6 +81,11 @@ class _Typed(msgspec.Struct, frozen=True):
     type: str | None = None
 
 
+class _RTool(msgspec.Struct, frozen=True):
+    type: str | None = None
+    format: Any = None  # a custom tool's: as the translation reads it (responses/_custom.py)
+
+
 class _RChoice(msgspec.Struct, frozen=True):
     type: str | None = None
     tools: list[_Typed] | None = None
@@ -102,7 +109,7 @@ class _Responses(msgspec.Struct, frozen=True):
     prompt: msgspec.Raw = _ABSENT
     moderation: msgspec.Raw = _ABSENT
     include: msgspec.Raw = _ABSENT
-    tools: list[_Typed] | None = None
+    tools: list[_RTool] | None = None
     tool_choice: str | _RChoice | None = None
     input: str | list[_RItem] | None = None
 
@@ -179,6 +186,8 @@ def _responses(req: _Responses) -> str:
     for i, tool in enumerate(req.tools or ()):
         if tool.type is not None and tool.type not in _R_TOOLS:
             return f"`tools[{i}].type` `{tool.type}`"
+        if tool.type == "custom" and not _custom_translatable(tool.format):
+            return f"`tools[{i}].format`"
     choice = req.tool_choice
     if isinstance(choice, _RChoice) and choice.type is not None:
         if choice.type not in _R_CHOICES:
@@ -253,3 +262,16 @@ def _m_block(block: _MBlock, known: frozenset[str], path: str) -> str:
                 if found:
                     return found
     return ""
+
+
+def _custom_translatable(fmt: Any) -> bool:
+    """Whether a custom tool's ``format`` is one the translation carries (text, or a lark or
+    regex grammar): any other would be its 400 on a translating deployment."""
+    if fmt is None:
+        return True
+    if not isinstance(fmt, dict):
+        return True  # malformed: the translation's 400 names it wherever it goes
+    kind = fmt.get("type")
+    if kind == "text":
+        return True
+    return kind == "grammar" and fmt.get("syntax") in ("lark", "regex")

@@ -223,6 +223,8 @@ def _request(**fields: Any) -> dict[str, Any]:
         (["ls -la"], {"_raw_arguments": "ls -la"}),
         (['"ls"'], {"_raw_arguments": '"ls"'}),
         (['{"command": "ls"}', "}"], {"command": "ls"}),  # a stray brace: the object
+        # The object JSON-encoded once more (a hermes-style tool parser): the object.
+        (['"{\\"command\\": ', '\\"ls\\"}"'], {"command": "ls"}),
         (["null"], {}),
         ([" "], {}),
         ([], {}),

@@ -18,6 +18,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from switchyard.dialects import native_only
 from switchyard.dialects.anthropic import to_chat as messages_to_chat
 from switchyard.dialects.responses import ResponsesStream, references, response_dict, to_chat
+from switchyard.dialects.responses._custom import input_of
 from switchyard.errors import InvalidRequest
 from tests.unit.sse import USAGE, call, chunk, completion, events
 
@@ -332,8 +333,12 @@ def test_custom_tools_and_their_items_need_no_native_deployment() -> None:
         },
     )
     assert native_only.needs_native("responses", allowed) == ""
-    # Built-in tools still do.
+    # Built-in tools still do, and so does a custom tool format the translation refuses: it
+    # was placed on a translating deployment and answered 400 there (SDKs do not retry one).
     assert native_only.needs_native("responses", _request(tools=[{"type": "web_search"}]))
+    ebnf = {"type": "grammar", "syntax": "ebnf", "definition": "x"}
+    odd = _request(tools=[{"type": "custom", "name": "t", "format": ebnf}])
+    assert native_only.needs_native("responses", odd) == "`tools[0].format`"
 
 
 # -- Anthropic's client tools ----------------------------------------------------------------
@@ -379,3 +384,20 @@ def test_a_custom_tool_call_answered_is_kept_for_item_references() -> None:
     messages = to_chat(references.resolved(body, {kept["id"]: kept})).chat["messages"]
     assert messages[1]["tool_calls"][0]["function"]["name"] == "apply_patch"
     assert messages[2] == {"role": "tool", "tool_call_id": "call_1", "content": "Done!"}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ('{"input": "*** Begin Patch\\nP"}', "*** Begin Patch\nP"),
+        # A model obeying Codex's "do not wrap the patch in JSON": a bare JSON string, which
+        # vLLM's hermes parser passes on encoded. It kept its quotes and escapes.
+        ('"*** Begin Patch\\nP"', "*** Begin Patch\nP"),
+        ('{"input": "P"}}', "P"),  # a stray brace after the object
+        ("*** Begin Patch", "*** Begin Patch"),  # not JSON at all: as written
+    ],
+)
+def test_a_custom_calls_input_is_its_text_however_the_model_wrapped_it(
+    arguments: str, expected: str
+) -> None:
+    assert input_of(arguments) == expected

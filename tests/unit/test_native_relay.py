@@ -4,6 +4,7 @@ own where known), carried on a reroute. Pure logic, no servers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -154,3 +155,33 @@ def test_a_reroute_carries_the_providers_status_and_older_ones_do_without() -> N
     for bad in ("200", "abc", "5000"):
         with pytest.raises(MalformedHeader):
             Envelope.decode({**headers, h.UPSTREAM_STATUS: bad})
+
+
+def test_unsigned_thinking_is_not_relayed_to_anthropic() -> None:
+    """A translating deployment answers a provider's reasoning as thinking blocks with an
+    empty signature; sent back next turn on a route that also has a native deployment, that
+    turn may go to Anthropic, which refuses a thinking block it did not sign (a 400 in the
+    middle of a Claude Code session). Signed thinking and everything else go as they came."""
+    signed = {"type": "thinking", "thinking": "hm", "signature": "sig=="}
+    messages = [
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "mine", "signature": ""},
+                {"type": "text", "text": "hello"},
+            ],
+        },
+        {"role": "user", "content": "again"},
+        {"role": "assistant", "content": [signed, {"type": "text", "text": "yes"}]},
+    ]
+    call = dataclasses.replace(
+        _call("messages", "anthropic", stream=False),
+        body={"model": "m", "max_tokens": 9, "messages": messages},
+    )
+    _, sent = plan(call, Adapters())
+    assert sent.body["messages"][1]["content"] == [{"type": "text", "text": "hello"}]
+    assert sent.body["messages"][3]["content"] == [signed, {"type": "text", "text": "yes"}]
+    assert call.body["messages"][1]["content"][0]["signature"] == ""  # the request untouched
+    clean = dataclasses.replace(call, body={"model": "m", "messages": messages[:1]})
+    assert plan(clean, Adapters())[1] is clean  # nothing to drop: nothing copied

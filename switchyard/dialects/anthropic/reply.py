@@ -82,6 +82,12 @@ def tool_input(arguments: str | None) -> dict[str, Any]:
             return {RAW_ARGUMENTS: arguments}
     if value is None:
         return {}
+    if isinstance(value, str):  # the object JSON-encoded once more (a hermes-style parser)
+        try:
+            inner = _ARGS.decode(value)
+        except msgspec.DecodeError:
+            return {RAW_ARGUMENTS: arguments}
+        return inner if isinstance(inner, dict) else {RAW_ARGUMENTS: arguments}
     return value if isinstance(value, dict) else {RAW_ARGUMENTS: arguments}
 
 

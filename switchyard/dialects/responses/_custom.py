@@ -12,6 +12,7 @@ assistant tool call with arguments ``{"input": ...}``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,8 +30,9 @@ from switchyard.dialects._common import (
 INPUT = "input"  # the one parameter of the function a custom tool becomes
 GRAMMAR_MAX = 8000  # characters of a grammar put in a tool description
 _SYNTAXES = frozenset({"lark", "regex"})
-_FREE_TEXT = "The raw input of this tool: free text, not JSON."
+_FREE_TEXT = "The raw input of this tool as a JSON string: the text itself is free text, not JSON."
 _DECODER = msgspec.json.Decoder()
+_LENIENT = json.JSONDecoder()
 
 
 def function_tool(tool: Mapping[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -93,9 +95,11 @@ def function_tool(tool: Mapping[str, Any], path: str) -> tuple[dict[str, Any], d
 def _grammar_note(syntax: str, definition: str) -> str:
     if len(definition) > GRAMMAR_MAX:
         definition = definition[:GRAMMAR_MAX] + "\n... (grammar cut short)"
+    # Said so that it wins over a description written for a freeform tool ("do not wrap the
+    # patch in JSON", as Codex's apply_patch says): here the call is JSON, its text is not.
     return (
-        f"Put the tool's raw input in `{INPUT}`, as text matching this {syntax} grammar "
-        f"(not JSON):\n{definition}"
+        f'Call this function with JSON arguments {{"{INPUT}": "<raw text>"}}; the raw '
+        f"text itself (not JSON) matches this {syntax} grammar:\n{definition}"
     )
 
 
@@ -106,11 +110,19 @@ def arguments(text: str) -> str:
 
 def input_of(raw: str) -> str:
     """The ``input`` of a chat call to a custom tool: the string argument, or the raw arguments
-    text when the model did not write ``{"input": "..."}``."""
+    text when the model did not write ``{"input": "..."}``. A model that obeyed a freeform
+    tool's "do not wrap it in JSON" writes the text as a bare string, which servers pass on
+    JSON-encoded (``"*** Begin Patch\n..."``): that string is the input, unquoted; so is
+    ``{"input": ...}`` followed by a stray brace."""
     try:
         decoded = _DECODER.decode(raw)
     except msgspec.DecodeError:
-        return raw
+        try:
+            decoded, _ = _LENIENT.raw_decode(raw.strip())
+        except ValueError:
+            return raw
+    if isinstance(decoded, str):
+        return decoded
     if isinstance(decoded, dict):
         value = decoded.get(INPUT)
         if isinstance(value, str):

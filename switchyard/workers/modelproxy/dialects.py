@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 
 from switchyard.dialects import anthropic, responses
+from switchyard.dialects.anthropic.unsigned import unsigned_thinking_dropped
 from switchyard.dialects.native_only import DIALECT_OF, NATIVE, serves
 from switchyard.dialects.probes import COUNTS, background_refused
 from switchyard.errors import ApiError
@@ -104,6 +105,10 @@ def plan(
             # The HTTP edges refuse it; a caller on the bus reaches this without them, and
             # OpenAI would keep the answer where nobody can read it.
             raise background_refused()
+        if call.op == "messages":  # a translating deployment's thinking, unsigned: dropped
+            body = unsigned_thinking_dropped(call.body)
+            if body is not call.body:
+                call = dataclasses.replace(call, body=dict(body))
         native = _native(call, adapters, owners, key_hash)
         return (Relayed(native) if call.stream else native), call
     context: responses.ResponsesContext | anthropic.MessagesContext
