@@ -185,3 +185,56 @@ def test_unsigned_thinking_is_not_relayed_to_anthropic() -> None:
     assert call.body["messages"][1]["content"][0]["signature"] == ""  # the request untouched
     clean = dataclasses.replace(call, body={"model": "m", "messages": messages[:1]})
     assert plan(clean, Adapters())[1] is clean  # nothing to drop: nothing copied
+
+
+async def test_a_translated_stream_without_usage_counts_the_providers_chunks() -> None:
+    """A tool call's arguments are held until the call ends (one frame for them all), so an
+    estimate counting the frames billed a 40-fragment call about 2 output tokens."""
+    from switchyard.dialects import anthropic
+    from switchyard.workers.modelproxy.dialects import Translated
+
+    def chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+        return json.dumps(
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "m",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        ).encode()
+
+    call0 = {"index": 0, "id": "t1", "type": "function", "function": {"name": "bash"}}
+    fragments = [
+        chunk(
+            {
+                "role": "assistant",
+                "tool_calls": [{**call0, "function": {"name": "bash", "arguments": ""}}],
+            }
+        )
+    ]
+    fragments += [
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "function": {"arguments": '{"a":' if i == 0 else ' "b"' if i == 39 else ""},
+                    }
+                ]
+            }
+        )
+        for i in range(40)
+    ]
+    fragments += [
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": "}"}}]}),
+        chunk({}, "tool_calls"),
+    ]
+    request = {"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "x"}]}
+    context = anthropic.to_chat(request).context
+    translated = Translated(_Inner(*fragments), context, None)
+    call = dataclasses.replace(_call("messages", "vllm"), body=request)
+    events = [e async for e in translated.stream(call)]
+    usage = events[-1].usage
+    assert usage is not None
+    assert usage.completion_tokens >= len(fragments)

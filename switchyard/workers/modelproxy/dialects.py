@@ -181,10 +181,16 @@ class Translated:
         else:
             out = anthropic.MessagesStream(self._context)
         sent = 0  # events with frames: the chunks the handler sends and counts
+        # The provider's chunks: what an estimate counts (tool-call arguments held back until
+        # the call ends make no frames of their own, and a ping is no generated token).
+        received = 0
         reported: Usage | None = None  # the provider's count, however it came
         try:
             async for event in self._inner.stream(call):
-                frames = out.feed(event.payload) if event.payload is not None else b""
+                frames = b""
+                if event.payload is not None:
+                    received += 1
+                    frames = out.feed(event.payload)
                 if frames:
                     sent += 1
                 if event.usage is not None:
@@ -197,8 +203,8 @@ class Translated:
                 yield StreamEvent(out.fail(exc), out.usage)
             raise
         usage = out.usage or reported
-        if usage is None:  # shown and billed: a chunk a token, the closing one included
-            usage = estimate.estimated(call.request_bytes, sent + 1)
+        if usage is None:  # shown and billed: a provider chunk a token, the closing one included
+            usage = estimate.estimated(call.request_bytes, received + 1)
         closing = out.finish(usage)
         if self._keep is not None and isinstance(out, responses.ResponsesStream):
             self._keep(out.output)
