@@ -63,6 +63,9 @@ class BatchSettings(Section, frozen=True):
         line_timeout_s: an unanswered line is submitted again after this long (kept below
             ``nats.response_threshold_s``: a reply path idle longer is dropped by the server).
         progress_s: how often a running batch's ``request_counts`` are written.
+        retry_base_s: the first wait before a line that failed for a passing reason (a
+            provider's 5xx or 429, no provider reachable) is sent again; each later wait is
+            longer (see ``switchyard.workers.batch.retries``).
         file_expiry_s: how long an upload, or a batch's output and error file, lives when
             its creator set no ``expires_after`` / ``output_expires_after`` (OpenAI's
             default for batch files: 30 days); 0 keeps them until deleted.
@@ -89,6 +92,7 @@ class BatchSettings(Section, frozen=True):
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 64
     line_timeout_s: Seconds = 240.0
     progress_s: Seconds = 1.0
+    retry_base_s: Seconds = 2.0
     file_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 30 * 86400
     finished_batch_ttl_s: Annotated[int, msgspec.Meta(ge=0)] = 30 * 86400
     sweep_s: Seconds = 600.0

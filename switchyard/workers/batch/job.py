@@ -8,22 +8,23 @@ earlier run used (``generation``): a submission lost with the old reply path is 
 deduplicated against. A line sent and unanswered when the old runner died (running or
 queued) may run twice at the provider, but its result is recorded once and billed once.
 
-A line holds one of the runner's sending slots (:class:`~.slots.FairSlots`) only while it is
-on the bus; a line waiting to be sent again (no room, 503, 429, no answer in time) gives its
-slot to the next batch in turn. What stops a line from being retried for ever: its batch's
-window (the line is then ``batch_expired``), a cancel (it is left unrun, and withdrawn if
-it is on the bus with no provider known to work on it: :meth:`Job.withdraw`), a stop of
-the runner (:meth:`Job.stop_sending`: the line is left unrun, or, on the bus, finishes),
-:data:`MAX_TIMEOUTS` attempts that each went unanswered for ``batch.line_timeout_s`` (an
-error row naming the timeout), or its key's budget used up: each attempt first checks it
-(:mod:`~switchyard.workers.batch.budget`), and a spent one ends the line as an error row with
-the 429 ``budget_exceeded`` an HTTP request of the key gets. A budget that cannot be checked
-(Valkey down, ``redis.on_unavailable: fail_closed``) makes the line wait, like a 503. A budget
-not spent but held (the spend plus the estimated cost of the key's lines this runner has in
-flight, or finished since the spend was read, reach it) makes the line wait too, holding no
-slot, until the holds drop or the spend is read again (at least once a second): then it is
-sent, or refused if the spend reached the budget. The attempt that is let through holds its
-estimated cost until it is over (:mod:`~switchyard.workers.batch.holds`).
+A line holds one of the runner's sending slots (:class:`~.slots.FairSlots`) only while it is on
+the bus; a line waiting to be sent again (no room, 503, 429, no answer in time) gives its slot
+to the next batch in turn; how long it waits, and after how many failures of one kind (a
+provider's 5xx, its 429s) it is given up, is :mod:`~.retries`'. What stops a line from being
+retried for ever: its batch's window (the line is then ``batch_expired``), a cancel (it is left
+unrun, and withdrawn if it is on the bus with no provider known to work on it:
+:meth:`Job.withdraw`), a stop of the runner (:meth:`Job.stop_sending`: the line is left unrun,
+or, on the bus, finishes), :data:`MAX_TIMEOUTS` attempts that each went unanswered for
+``batch.line_timeout_s`` (an error row naming the timeout), or its key's budget used up: each
+attempt first checks it (:mod:`~switchyard.workers.batch.budget`), and a spent one ends the
+line as an error row with the 429 ``budget_exceeded`` an HTTP request of the key gets. A budget
+that cannot be checked (Valkey down, ``redis.on_unavailable: fail_closed``) makes the line
+wait, like a 503. A budget not spent but held (the spend plus the estimated cost of the key's
+lines this runner has in flight, or finished since the spend was read, reach it) makes the line
+wait too, holding no slot, until the holds drop or the spend is read again (at least once a
+second): then it is sent, or refused if the spend reached the budget. The attempt that is let
+through holds its estimated cost until it is over (:mod:`~switchyard.workers.batch.holds`).
 
 The budget is checked before the line asks for a slot, not while it holds one: a Valkey that
 does not answer (blackholed: each read waits ``redis.timeout_s``) must not keep the slots,
@@ -68,6 +69,7 @@ from switchyard.workers.batch import formats
 from switchyard.workers.batch.budget import BudgetAnswer, BudgetWait
 from switchyard.workers.batch.holds import Hold, KeyHolds
 from switchyard.workers.batch.inputs import BatchInput, InputGone
+from switchyard.workers.batch.retries import Retries, passing
 from switchyard.workers.batch.slots import FairSlots
 from switchyard.workers.batch.usage import Tally
 
@@ -272,6 +274,7 @@ class Job:
             request_id=f"{self.batch_id}:{index}",
             body=body,
             base=1 + (max(0, self.record.generation - 1) * ATTEMPTS_PER_GENERATION) % 960,
+            retries=Retries(self.settings.retry_base_s),
         )
         try:
             return await self._attempts(attempt, alias)
@@ -308,7 +311,10 @@ class Job:
                 failure = answer
             # Waiting to send it again holds no slot: other batches' lines run meanwhile.
             attempt.tries += 1
-            await self._wait(failure, asyncio.sleep(min(5.0, 0.2 * attempt.tries)))
+            wait = attempt.retries.after(failure)
+            if isinstance(wait, ApiError):  # failed that way as often as it may
+                return wait.status, self.format.error(wait)
+            await self._wait(failure, asyncio.sleep(max(0.0, min(wait, self._time_left()))))
 
     async def _attempt(
         self, attempt: _Attempt, checked: int
@@ -364,6 +370,8 @@ class Job:
                 )
                 return refused.status, self.format.error(refused)
             except ApiError as exc:
+                if passing(exc):  # a provider's 5xx, none reachable: sent again
+                    return exc
                 return exc.status, self.format.error(exc)
             finally:
                 self._on_bus.pop(attempt.index, None)
@@ -453,14 +461,27 @@ def whole(body: dict[str, Any]) -> dict[str, Any]:
 class _Attempt:
     """One line's request and what its attempts so far came to."""
 
-    __slots__ = ("_line", "base", "body", "index", "request_id", "sent", "timeouts", "tries")
+    __slots__ = (
+        "_line",
+        "base",
+        "body",
+        "index",
+        "request_id",
+        "retries",
+        "sent",
+        "timeouts",
+        "tries",
+    )
 
-    def __init__(self, *, index: int, request_id: str, body: bytes, base: int) -> None:
+    def __init__(
+        self, *, index: int, request_id: str, body: bytes, base: int, retries: Retries
+    ) -> None:
         self.index = index
         self.request_id = request_id
         self.body = body
         self.base = base  # the first attempt number of this run (see ``generation``)
         self.tries = 0  # attempts sent again
+        self.retries = retries  # why they were, and when it is given up (see retries)
         self.timeouts = 0  # attempts a provider worked on and did not answer in time
         self.sent = False  # the latest attempt went on the bus
         self._line: tuple[KeyHolds, object] | None = None  # its place among waiting lines
