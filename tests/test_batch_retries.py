@@ -3,14 +3,18 @@ of times: on a real stack.
 
 A provider's 500 (the head's 502 ``all_deployments_failed``) or a provider down for a moment
 no longer ends a line at once; a line the provider fails every time ends after
-``retries.FAILED_TIMES`` attempts; a client error stays the line's row at once.
+``retries.FAILED_TIMES`` attempts, one it refuses with 429 every time after
+``retries.RATE_LIMITED_TIMES``; a client error stays the line's row at once.
 
 Its own stack: ``batch.retry_base_s`` 0.05 s and deployments that cool down 0.2 s after a
-failure, so the waits (0.05 s, 0.15 s, ...) fit a test.
+failure, so the waits (0.05 s, 0.15 s, ... and at least the provider's ``Retry-After`` of 2 s
+for a 429) fit a test.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -35,6 +39,7 @@ async def retry_stack(
         "flaky": {"deployments": [{"provider": "fake", "model": "flaky:7"}]},
         "broken": {"deployments": [{"provider": "fake", "model": "status:500"}]},
         "refused": {"deployments": [{"provider": "fake", "model": "status:400"}]},
+        "limited": {"deployments": [{"provider": "fake", "model": "status:429"}]},
     }
     extra["routing"] = {"cooldown_s": 0.2}
     extra["batch"] |= {"retry_base_s": 0.05, "progress_s": 0.2}
@@ -85,3 +90,32 @@ async def test_a_line_failed_every_time_is_given_up_and_a_client_error_at_once(
     assert calls % retries.FAILED_TIMES == 0, calls
     assert errors["refused"]["response"]["status_code"] == 400
     assert len(upstream.calls_for("status:400")) - before[1] == 1  # a client error: not sent again
+
+
+async def test_a_line_the_provider_rate_limits_every_time_is_given_up(
+    retry_stack: Stack, upstream: FakeOpenAI
+) -> None:
+    """A line refused with 429 (``Retry-After: 2``) every time is an error row after
+    ``RATE_LIMITED_TIMES`` attempts spaced at least that far apart, not re-sent every few
+    seconds for the whole 24 h window; the other lines of its batch run meanwhile."""
+    key, _ = await retry_stack.new_key("retry-limited")
+    before = len(upstream.calls_for("status:429"))
+    started = time.monotonic()
+    async with _client(retry_stack, key) as client:
+        batch = await _start(client, [_line("poison", "limited"), _line("ok", "bulk")])
+        done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=90)
+        took = time.monotonic() - started
+        assert done.status == "completed", done.errors
+        assert (done.request_counts.completed, done.request_counts.failed) == (1, 1)
+        (row,) = await _rows(client, done.error_file_id)
+    assert row["custom_id"] == "poison"
+    assert row["response"]["status_code"] == 429
+    error = row["response"]["body"]["error"]
+    assert "rate limited every time" in error["message"], error
+    assert f"{retries.RATE_LIMITED_TIMES} times" in error["message"], error
+    calls = [c.at for c in upstream.calls_for("status:429")[before:]]
+    assert len(calls) == retries.RATE_LIMITED_TIMES, len(calls)
+    # The provider's Retry-After (2 s) is waited for between re-sends.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(calls)]
+    assert min(gaps) >= 1.9, gaps
+    assert took >= 2 * (retries.RATE_LIMITED_TIMES - 1)

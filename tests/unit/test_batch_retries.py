@@ -13,6 +13,7 @@ from switchyard.errors import (
 from switchyard.workers.batch.retries import (
     FAILED_TIMES,
     NO_ROOM_WAIT_S,
+    RATE_LIMITED_TIMES,
     Retries,
     passing,
 )
@@ -56,3 +57,15 @@ def test_no_room_is_never_given_up_and_waits_at_most_five_seconds() -> None:
     waits = [retries.after(ServiceUnavailable("no room")) for _ in range(200)]
     assert all(isinstance(w, float) for w in waits)
     assert max(w for w in waits if isinstance(w, float)) == NO_ROOM_WAIT_S
+
+
+def test_a_line_rate_limited_every_time_backs_off_then_is_given_up() -> None:
+    retries = Retries(2.0)
+    limited = RateLimited("cooling", code="deployments_rate_limited", retry_after=10.0)
+    waits = [retries.after(limited) for _ in range(RATE_LIMITED_TIMES - 1)]
+    assert waits == [10.0, 10.0, 10.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0]
+    final = retries.after(limited)
+    assert isinstance(final, RateLimited)
+    assert (final.status, final.code) == (429, "deployments_rate_limited")
+    assert "rate limited every time" in final.message
+    assert final.retry_after is None
