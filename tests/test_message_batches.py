@@ -247,3 +247,24 @@ async def test_unknown_batches_and_keys_get_anthropics_errors(msgbatchy: Stack) 
     assert unauthenticated.json()["error"]["type"] == "authentication_error"
     assert bad_page.status_code == 400
     assert "limit" in bad_page.json()["error"]["message"]
+
+
+async def test_the_clean_up_loop_deletes_every_batch_past_the_first_page(msgbatchy: Stack) -> None:
+    """``for b in client.messages.batches.list(limit=2): client.messages.batches.delete(b.id)``
+    deletes them all: the next page's ``after_id`` names a batch deleted meanwhile, which is
+    placed by the time its id starts with (it was a 400 ``after_id: no batch ...`` after the
+    first page)."""
+    key, _ = await msgbatchy.new_key("msgbatch-cleanup")
+    async with _client(msgbatchy, key) as client:
+        made = []
+        for i in range(5):
+            batch = await client.messages.batches.create(requests=_requests(f"clean{i}", 1))  # type: ignore[arg-type]
+            made.append(batch.id)
+        for batch_id in made:
+            await _until_ended(client, batch_id, timeout=30)
+        deleted = []
+        async for batch in client.messages.batches.list(limit=2):
+            await client.messages.batches.delete(batch.id)
+            deleted.append(batch.id)
+        assert sorted(deleted) == sorted(made)
+        assert [b.id async for b in client.messages.batches.list(limit=2)] == []

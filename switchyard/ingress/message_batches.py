@@ -23,6 +23,7 @@ from starlette.responses import Response
 from switchyard.dialects.anthropic import batches as ab
 from switchyard.dialects.anthropic.paging import page
 from switchyard.errors import ApiError, Conflict, NoSuchObject, PayloadTooLarge
+from switchyard.ingress import pages
 from switchyard.ingress.batches import (
     COMPLETION_WINDOW_S,
     BatchApi,
@@ -150,7 +151,7 @@ class MessageBatchApi:
     ) -> Response:
         """Store the input file and the batch record of a create."""
         now = int(time.time())
-        batch_id = new_id(ab.ID_PREFIX)
+        batch_id = new_id(ab.ID_PREFIX, now)  # (placed in a list once deleted)
         lifetime = self.files.file_expiry_s
         source = b.FileObject(
             id=f"file-{batch_id}-input",
@@ -216,9 +217,18 @@ class MessageBatchApi:
                 if b.is_message_batch(r.batch)
             }
             base = _base_url(request)
-            doc = page(
-                list(mine), request.query_params, lambda i: ab.batch_object(mine[i], base), "batch"
-            )
+
+            def place(batch_id: str) -> tuple[int, str] | None:
+                """Where a batch sorts (``store.records``' order), a deleted one included:
+                its id starts with its ``created_at`` (ids made before that cannot be)."""
+                known = mine.get(batch_id)
+                at = known.created_at if known else pages.id_time(batch_id, ab.ID_PREFIX)
+                return None if at is None else (at, batch_id)
+
+            def render(batch_id: str) -> Any:
+                return ab.batch_object(mine[batch_id], base)
+
+            doc = page(list(mine), request.query_params, render, "batch", place)
             return _ok(doc)
         except ApiError as exc:
             return _fail(exc)
