@@ -35,7 +35,18 @@ def _line(custom_id: str) -> bytes:
 
 @pytest.mark.parametrize(
     "custom_id",
-    [" ", "\t \u3000", "a\x00b", "row\n2", "row\r", "\x1b[31mred", "a\x7f", "a\x85b"],
+    [
+        " ",
+        "\t \u3000",
+        "a\x00b",
+        "row\n2",
+        "row\r",
+        "\x1b[31mred",
+        "a\x7f",
+        "a\x85b",
+        "line\u2028sep",  # splitlines() cuts there: the output file's rows would break
+        "para\u2029sep",
+    ],
 )
 async def test_a_blank_or_control_character_custom_id_fails_the_batch_naming_it(
     custom_id: str,
@@ -48,6 +59,7 @@ async def test_a_blank_or_control_character_custom_id_fails_the_batch_naming_it(
     assert "custom_id must not" in error.message
     assert "\x00" not in error.message  # (shown escaped)
     assert "\n" not in error.message
+    assert len(error.message.splitlines()) == 1  # (U+2028 shown escaped too)
 
 
 async def test_an_empty_custom_id_is_refused_too() -> None:

@@ -170,18 +170,24 @@ class BatchInput:
             yield index, line
 
 
+# Control characters, the line separator (U+2028) and the paragraph separator (U+2029).
+_LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+
+
 def custom_id_problem(custom_id: str) -> str | None:
     """Why a ``custom_id`` cannot name a line's row (None: it can). It must show something:
     an id of spaces alone looks like none in the output file. It may hold no control
     character (NUL, a line break, ESC...): those break the tools that read the results by
-    ``custom_id`` (a NUL ends a C string, a line break a CSV row, ESC writes to a terminal)."""
+    ``custom_id`` (a NUL ends a C string, a line break a CSV row, ESC writes to a terminal).
+    Nor the line and paragraph separators U+2028 and U+2029: JSON carries them raw, and a
+    reader that splits the output file with Python's ``splitlines()`` cuts a row there."""
     if not custom_id.strip():
         return "custom_id must not be empty or only whitespace"
     for char in custom_id:
-        if unicodedata.category(char) == "Cc":
+        if unicodedata.category(char) in _LINE_BREAKING:
             return (
-                f"custom_id must not contain control characters (it holds U+{ord(char):04X}): "
-                f"{custom_id[:80]!r}"
+                "custom_id must not contain control characters or line separators (it "
+                f"holds U+{ord(char):04X}): {custom_id[:80]!r}"
             )
     return None
 
