@@ -22,6 +22,7 @@ from switchyard.errors import BusError, ObjectGone
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.schemas import batches as b
 from switchyard.schemas.bad_json import explained
+from switchyard.workers.batch.line_errors import invalid_line
 
 MAX_ERRORS = 20  # problems listed for an invalid file (the rest are not looked for)
 BOM = b"\xef\xbb\xbf"
@@ -110,11 +111,11 @@ class BatchInput:
                 continue
             try:
                 line = b.BATCH_LINE.decode(raw)
-            except msgspec.ValidationError as exc:
-                errors.append(_error("invalid_json_line", str(exc), None, number))
+            except msgspec.ValidationError as exc:  # (said plainly, naming the field)
+                errors.append(_error("invalid_json_line", *invalid_line(str(exc)), number))
             except msgspec.DecodeError as exc:  # (a lone surrogate is named as such)
                 said, _ = explained(str(exc), raw)
-                errors.append(_error("invalid_json_line", said, None, number))
+                errors.append(_error("invalid_json_line", invalid_line(said)[0], None, number))
             except RecursionError:  # nested past the decoder's limit: a bad line, said so
                 errors.append(_error("invalid_json_line", TOO_DEEP, None, number))
             else:
@@ -138,8 +139,15 @@ class BatchInput:
     def _problem(
         self, line: b.BatchLine, seen: set[str], validating: bool
     ) -> tuple[str, str, str] | None:
-        if line.url != self._endpoint or line.method.upper() != "POST":
-            return "invalid_url", f"every line must be POST {self._endpoint}", "url"
+        if line.method.upper() != "POST":
+            said = f"method is {line.method[:20]!r}: every line must be POST (to {self._endpoint})"
+            return "invalid_url", said, "method"
+        if line.url != self._endpoint:
+            said = (
+                f"url is {line.url[:100]!r}: every line of this batch must go to "
+                f"{self._endpoint} (the batch's endpoint)"
+            )
+            return "invalid_url", said, "url"
         bad_id = custom_id_problem(line.custom_id) if validating else None
         if bad_id is not None:
             return "invalid_custom_id", bad_id, "custom_id"
