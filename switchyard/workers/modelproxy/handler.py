@@ -263,9 +263,12 @@ class Handler:
                     f"deployment {job.deployment_id} is no longer routed",
                     code=ue.DEPLOYMENT_REMOVED,
                 )
-            tenant = tenant_of(job.env.tenant, job.env.key_id)
-            call = await resolve_references(await self._prepare(job, target), self.items, tenant)
-            keep = functools.partial(self.items.keep, tenant=tenant) if self.items.enabled else None
+            call, keep = await self._prepare(job, target), None
+            if call.op in ("responses", "input_tokens"):  # items kept and referenced
+                tenant = tenant_of(job.env.tenant, job.env.key_id)
+                call = await resolve_references(call, self.items, tenant)
+                if self.items.enabled:
+                    keep = functools.partial(self.items.keep, tenant=tenant)
             adapter, call = plan(call, self.adapters, self.owners, job.env.key_hash, keep)
             if not job.cancelled:  # the caller may have left while the key was fetched
                 hop = self.observer.call_span(job, target)
