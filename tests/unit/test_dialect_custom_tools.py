@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import openai
 import pydantic
 import pytest
-from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
 
 from switchyard.dialects import native_only
@@ -20,7 +18,8 @@ from switchyard.dialects.anthropic import to_chat as messages_to_chat
 from switchyard.dialects.responses import ResponsesStream, references, response_dict, to_chat
 from switchyard.dialects.responses._custom import input_of
 from switchyard.errors import InvalidRequest
-from tests.unit.sse import USAGE, call, chunk, completion, events
+from tests.unit.sse import USAGE, call, chunk, completion
+from tests.unit.test_dialect_responses import _validated
 
 pytestmark = pytest.mark.unit
 
@@ -236,19 +235,6 @@ def test_a_function_call_stays_a_function_call_next_to_custom_tools() -> None:
     )
     output = Response.model_validate(data).output
     assert [item.type for item in output] == ["function_call", "custom_tool_call"]
-
-
-def _validated(stream: bytes) -> list[dict[str, Any]]:
-    state: ResponseStreamState[Any] = ResponseStreamState(
-        text_format=openai.omit, input_tools=openai.omit
-    )
-    decoded = []
-    for name, data in events(stream):
-        assert name == data["type"]
-        state.handle_event(EVENT.validate_python(data))
-        decoded.append(data)
-    assert [d["sequence_number"] for d in decoded] == list(range(len(decoded)))
-    return decoded
 
 
 def _stream(context: Any, fragments: list[bytes]) -> bytes:
