@@ -121,10 +121,7 @@ def current_key(
     Raises:
         AuthenticationFailed: ``grace`` and the old secret no longer works.
     """
-    if grace and record.successor:
-        refused = record.refusal()
-        if refused is not None:
-            raise refused
+    _check_grace(record, grace=grace)
     for _ in range(MAX_SUCCESSORS):
         if not record.successor:
             return record
@@ -135,14 +132,19 @@ def current_key(
     return None
 
 
-async def current_key_read(
-    record: ClientKey, get: Callable[[str], Awaitable[ClientKey | None]], *, grace: bool = True
-) -> ClientKey | None:
-    """:func:`current_key` with records read by an awaitable ``get`` (heads, batch runners)."""
+def _check_grace(record: ClientKey, *, grace: bool) -> None:
+    """Raise the refusal of a retired ``record`` whose grace ended (with ``grace``)."""
     if grace and record.successor:
         refused = record.refusal()
         if refused is not None:
             raise refused
+
+
+async def current_key_read(
+    record: ClientKey, get: Callable[[str], Awaitable[ClientKey | None]], *, grace: bool = True
+) -> ClientKey | None:
+    """:func:`current_key` with records read by an awaitable ``get`` (heads, batch runners)."""
+    _check_grace(record, grace=grace)
     for _ in range(MAX_SUCCESSORS):
         if not record.successor:
             return record
