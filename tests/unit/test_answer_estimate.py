@@ -4,12 +4,16 @@ completion, 62 as a Message and 177 as a Response (9 streamed)."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
 from switchyard.dialects import anthropic, responses
+from switchyard.errors import DeadlineExceeded
+from switchyard.ingress.estimate import request_tokens
 from switchyard.schemas.openai import Usage
+from switchyard.schemas.prompt_estimate import MEDIA_TOKENS
 from switchyard.workers.modelproxy import billing
 from switchyard.workers.modelproxy.estimate import answer_tokens, estimated, prompt_tokens
 from tests.unit.test_deadline_billing import _job
@@ -106,14 +110,45 @@ def test_embeddings_generate_nothing_and_an_odd_body_counts_its_bytes() -> None:
     assert answer_tokens("embed", b'{"data": [{"embedding": [0.1, 0.2]}]}') == 0
     assert answer_tokens("chat", b"not json at all") == 4
     assert answer_tokens("chat", b'{"choices": "odd"}') == 5
-    assert prompt_tokens(0) == 1
-    assert prompt_tokens(400) == 100
+    assert prompt_tokens(b"") == 1
+    assert prompt_tokens(b"x" * 400) == 100
+
+
+def test_an_image_in_the_prompt_is_billed_as_the_edge_counted_it() -> None:
+    """A request whose provider reported no usage is billed the prompt the edge admitted it on:
+    an inline image counts ``MEDIA_TOKENS``, not a quarter token per byte of its base64 (a
+    100 KiB image was billed ~34,000 prompt tokens where the edge had counted ~1,000)."""
+    image = "data:image/png;base64," + base64.b64encode(bytes(range(256)) * 400).decode()
+    body = json.dumps(
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this?"},
+                        {"type": "image_url", "image_url": {"url": image}},
+                    ],
+                }
+            ],
+        }
+    ).encode()
+    assert len(body) > 130_000
+    assert prompt_tokens(body) == request_tokens(body, None, 1_000_000)
+    assert MEDIA_TOKENS < prompt_tokens(body) < MEDIA_TOKENS + 100
+    job = _job(DeadlineExceeded.status)
+    job.msg.data = body
+    found = billing.billed(job)
+    assert found is not None
+    assert found[0].prompt_tokens == prompt_tokens(body)
+    shown = estimated(body, 9)
+    assert shown.prompt_tokens == prompt_tokens(body)
 
 
 def test_an_estimate_a_translated_answer_showed_is_billed_as_an_estimate() -> None:
     """Usage Switchyard estimated travels as :class:`Estimated`: billed flagged as an estimate
     (``prompt_tokens_estimated``), while a provider's count is not."""
-    shown = estimated(400, 9)
+    shown = estimated(b"x" * 400, 9)
     assert (shown.prompt_tokens, shown.completion_tokens, shown.total_tokens) == (100, 9, 109)
     job = _job(200)
     job.usage = shown
@@ -125,7 +160,7 @@ def test_an_estimate_a_translated_answer_showed_is_billed_as_an_estimate() -> No
 
 def test_the_dialects_show_an_estimate_only_without_a_count() -> None:
     chat = _chat({"role": "assistant", "content": TEXT})
-    shown = estimated(400, 9)
+    shown = estimated(b"x" * 400, 9)
     message = json.loads(anthropic.to_message(chat, MESSAGES, estimate=shown))
     assert message["usage"]["input_tokens"] == 100
     assert message["usage"]["output_tokens"] == 9

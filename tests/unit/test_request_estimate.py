@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from switchyard.dialects.probes import probe_messages, probe_responses
-from switchyard.ingress.estimate import MEDIA_TOKENS, prompt_tokens, request_tokens
+from switchyard.ingress.estimate import request_tokens
 from switchyard.schemas.openai import probe
+from switchyard.schemas.prompt_estimate import MEDIA_TOKENS, prompt_tokens
 
 pytestmark = pytest.mark.unit
 

@@ -50,10 +50,11 @@ def billed(job: Job) -> tuple[Usage, bool] | None:
 
 
 def estimated_usage(job: Job) -> Usage:
-    """The estimate of :mod:`.estimate`: the prompt a quarter token per byte of the request; a
+    """The estimate of :mod:`.estimate`: the prompt as the edge estimated it (a quarter token
+    per byte, inline media at most ``MEDIA_TOKENS`` each); a
     streamed chunk one completion token, a whole answer a quarter token per byte of what it
     generated (its text and tool calls, not its JSON); embeddings have no completion."""
-    prompt = estimate.prompt_tokens(len(job.msg.data))
+    prompt = estimate.prompt_tokens(job.msg.data)
     if job.chunks:
         completion = len(job.chunks)
     elif isinstance(job.answer, bytes):

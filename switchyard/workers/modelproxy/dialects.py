@@ -164,9 +164,7 @@ class Translated:
         done = await self._inner.complete(call)
         usage = done.usage
         if usage is None:  # shown and billed: Switchyard's estimate of the chat answer
-            usage = estimate.estimated(
-                call.request_bytes, estimate.answer_tokens("chat", done.body)
-            )
+            usage = estimate.estimated(call.request, estimate.answer_tokens("chat", done.body))
         if isinstance(self._context, responses.ResponsesContext):
             answer = responses.response_dict(done.body, self._context, estimate=usage)
             if self._keep is not None:
@@ -204,7 +202,7 @@ class Translated:
             raise
         usage = out.usage or reported
         if usage is None:  # shown and billed: a provider chunk a token, the closing one included
-            usage = estimate.estimated(call.request_bytes, received + 1)
+            usage = estimate.estimated(call.request, received + 1)
         closing = out.finish(usage)
         if self._keep is not None and isinstance(out, responses.ResponsesStream):
             self._keep(out.output)

@@ -1,6 +1,8 @@
 """Switchyard's token estimate for an answer whose provider reported no usage.
 
-The prompt counts a quarter token per byte of the request (the edge's own TPM estimate). A
+The prompt is the edge's own TPM estimate of the request
+(:func:`switchyard.schemas.prompt_estimate.prompt_tokens`: a quarter token per byte, each inline
+image, audio clip or file at most ``MEDIA_TOKENS``). A
 streamed answer counts a completion token per chunk delivered (OpenAI-style streams carry about
 one token each: :mod:`.billing` counts them). A whole answer counts a quarter token per byte,
 rounded up, of what the model generated, not of the JSON around it: the message text, its
@@ -22,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from switchyard.schemas import prompt_estimate
 from switchyard.schemas.openai import Usage
 
 BYTES_PER_TOKEN = 4
@@ -34,17 +37,17 @@ class Estimated(Usage, frozen=True, kw_only=True):
     figure its key is billed rather than 0 or null."""
 
 
-def estimated(request_bytes: int, completion: int) -> Estimated:
-    """The estimate for a request of ``request_bytes`` bytes and ``completion`` tokens."""
-    prompt = prompt_tokens(request_bytes)
+def estimated(request: bytes, completion: int) -> Estimated:
+    """The estimate for the request body ``request`` and ``completion`` tokens."""
+    prompt = prompt_tokens(request)
     return Estimated(
         prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
     )
 
 
-def prompt_tokens(request_bytes: int) -> int:
-    """The estimated prompt of a request of ``request_bytes`` bytes (at least 1)."""
-    return max(1, request_bytes // BYTES_PER_TOKEN)
+def prompt_tokens(request: bytes) -> int:
+    """The estimated prompt of the request body ``request`` (at least 1)."""
+    return prompt_estimate.prompt_tokens(request)
 
 
 def answer_tokens(op: str, body: bytes) -> int:

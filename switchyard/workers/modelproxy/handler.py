@@ -455,7 +455,7 @@ class Handler:
             total_timeout=min(timeouts.stream_s if job.stream else timeouts.request_s, remaining),
             anthropic_beta=job.env.beta,
             max_answer_bytes=self._answer_room(),
-            request_bytes=len(job.msg.data),
+            request=job.msg.data,
         )
 
     def _answer_room(self) -> int:

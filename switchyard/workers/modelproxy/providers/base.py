@@ -27,8 +27,8 @@ class ProviderCall:
         anthropic_beta: the client's ``anthropic-beta`` features, sent on to Anthropic's API.
         max_answer_bytes: the largest whole answer that can be sent on (0: no bound); a
             larger one is not read past it (:func:`.upstream_errors.read_answer`).
-        request_bytes: the size of the request as the model-proxy received it (its prompt
-            estimate when the provider reports no usage: :mod:`..estimate`).
+        request: the request's body as the model-proxy received it (its prompt is estimated
+            from it when the provider reports no usage: :mod:`..estimate`).
     """
 
     op: str
@@ -43,7 +43,7 @@ class ProviderCall:
     total_timeout: float
     anthropic_beta: str = ""
     max_answer_bytes: int = 0
-    request_bytes: int = 0
+    request: bytes = b""
 
 
 @dataclass(slots=True)
