@@ -126,3 +126,13 @@ async def test_every_documented_parameter_is_still_taken(stack: Stack) -> None:
     ):
         answered = await stack.admin("GET", path)
         assert answered.status_code == 200, f"{path}: {answered.text}"
+
+
+async def test_more_daily_rows_than_kept_are_refused_not_cut(stack: Stack) -> None:
+    """``per_day`` above 1,000 was answered with the top 1,000 a day and no word of it."""
+    refused = await stack.admin("GET", "/spend?days=1&per_day=1001")
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == "per_day"
+    assert "at most 1000 (asked for 1001)" in error["message"]
+    assert (await stack.admin("GET", "/spend?days=1&per_day=1000")).status_code == 200

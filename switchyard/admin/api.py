@@ -41,6 +41,7 @@ from switchyard.admin.queries import (
     audit_query,
     check_params,
     key_query,
+    per_day,
     ranking_query,
     spend_days,
 )
@@ -510,8 +511,8 @@ class AdminApi:
 
     async def daily_spend(self, request: Request, c: AdminContext) -> Response:
         days = spend_days(request.query_params)
-        per_day = positive_int(request.query_params.get("per_day") or "100", "per_day")
-        return _ok({"days": await c.spend.daily(days=days, per_day=min(per_day, 1000))})
+        top = per_day(request.query_params)
+        return _ok({"days": await c.spend.daily(days=days, per_day=top)})
 
     async def spend_ranking(self, request: Request, c: AdminContext) -> Response:
         q = ranking_query(request.query_params)

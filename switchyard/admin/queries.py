@@ -141,6 +141,23 @@ def spend_days(q: QueryParams) -> int:
     return days
 
 
+PER_DAY_MAX = 1000
+
+
+def per_day(q: QueryParams) -> int:
+    """A daily spend report's ``per_day`` (100 when absent): 1 to :data:`PER_DAY_MAX`. More was
+    answered with the top 1,000 a day and no word of it, so a report of every key missed some."""
+    asked = positive_int(q.get("per_day") or "100", "per_day")
+    if asked > PER_DAY_MAX:
+        raise InvalidRequest(
+            f"`per_day` is at most {PER_DAY_MAX} (asked for {asked}); for every key, page "
+            "through GET /admin/v1/spend/ranking (offset, limit) or export the web app's "
+            "Spend page as CSV",
+            param="per_day",
+        )
+    return asked
+
+
 def audit_query(q: QueryParams) -> AuditQuery:
     return AuditQuery(
         q=q.get("q", ""),
