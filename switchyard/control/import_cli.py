@@ -29,9 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import math
 import socket
 import sys
 from collections.abc import Collection
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -128,6 +130,14 @@ def _names(changes: list[NameChange]) -> str:
     return ", ".join(f"{c.section} {c.name}" for c in changes)
 
 
+def _plain(value: float) -> str:
+    """``value`` as a plain decimal, exactly as it reads back (0.0000025, not 2.5e-06)."""
+    if not math.isfinite(value):
+        return str(value)
+    text = f"{Decimal(repr(value)):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _show(value: Any) -> str:
     """A field's value in one short line (struct defaults left out); never a secret: the
     route table holds secret names only."""
@@ -135,8 +145,8 @@ def _show(value: Any) -> str:
         return "none"
     if isinstance(value, tuple):
         return ", ".join(_show(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
+    if isinstance(value, float):  # plain: a per-token price read "2.5e-06"
+        return _plain(value)
     if isinstance(value, msgspec.Struct):
         fields = msgspec.structs.fields(value)
         parts = [

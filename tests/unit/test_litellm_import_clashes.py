@@ -14,7 +14,7 @@ from switchyard.config import load_settings
 from switchyard.control.import_cli import live_report, refusal, run_import
 from switchyard.schemas.control import TableState
 from switchyard.schemas.import_merge import compare, merge, replaced
-from switchyard.schemas.routing import Deployment, Provider, Route, RouteTable
+from switchyard.schemas.routing import Deployment, Price, Provider, Route, RouteTable
 
 pytestmark = pytest.mark.unit
 
@@ -98,3 +98,22 @@ def test_a_dry_run_without_a_platform_says_it_did_not_check(tmp_path: Path) -> N
     out = io.StringIO()
     assert run_import(args, settings, out) == 0
     assert "not checked against the live route table (" in out.getvalue()
+
+
+def test_a_changed_price_reads_as_a_plain_decimal() -> None:
+    """Per-token prices printed as ``2.5e-06 -> 1e-05`` in the import's diff."""
+    priced = Route(
+        deployments=(
+            Deployment(
+                provider="openai",
+                model="gpt-4o",
+                price=Price(input_per_token=2.5e-06, output_per_token=1e-05),
+            ),
+        )
+    )
+    imported = RouteTable(providers=LIVE.providers, routes={**LIVE.routes, "gpt": priced})
+    out = io.StringIO()
+    live_report(TableState(revision=7, table=LIVE), compare(LIVE, imported), imported, out)
+    text = out.getvalue()
+    assert "price=input_per_token=0.0000025 output_per_token=0.00001" in text, text
+    assert "e-0" not in text
