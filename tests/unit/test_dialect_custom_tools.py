@@ -16,7 +16,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from switchyard.dialects import native_only
 from switchyard.dialects.anthropic import to_chat as messages_to_chat
 from switchyard.dialects.responses import ResponsesStream, references, response_dict, to_chat
-from switchyard.dialects.responses._custom import input_of
+from switchyard.dialects.responses._custom import InputStream, input_of
 from switchyard.errors import InvalidRequest
 from tests.unit.sse import USAGE, call, chunk, completion
 from tests.unit.test_dialect_responses import _validated
@@ -250,8 +250,9 @@ def test_a_streamed_custom_tool_call() -> None:
         [
             chunk(content="Patching."),
             chunk(tool_calls=[call(0, call_id="call_p", name="apply_patch")]),
-            chunk(tool_calls=[call(0, args=arguments[:10])]),
-            chunk(tool_calls=[call(0, args=arguments[10:])]),
+            chunk(tool_calls=[call(0, args=arguments[:10])]),  # {"input":
+            chunk(tool_calls=[call(0, args=arguments[10:30])]),
+            chunk(tool_calls=[call(0, args=arguments[30:])]),
             chunk(finish="tool_calls"),
             chunk(usage=USAGE),
         ],
@@ -259,14 +260,19 @@ def test_a_streamed_custom_tool_call() -> None:
     decoded = _validated(out)
     types = [d["type"] for d in decoded]
     calls = [d for d in decoded if d.get("output_index") == 1]
+    # The input streams as its arguments arrive (it came whole at the call's end: a long
+    # patch from a slow model was a silent stream).
     assert [d["type"] for d in calls] == [
         "response.output_item.added",
+        "response.custom_tool_call_input.delta",
         "response.custom_tool_call_input.delta",
         "response.custom_tool_call_input.done",
         "response.output_item.done",
     ]
     assert "response.function_call_arguments.delta" not in types
-    added, delta, done, item_done = calls
+    added, first, second, done, item_done = calls
+    assert first["delta"] == json.loads(arguments[:30] + '"}')["input"]
+    delta = {"delta": first["delta"] + second["delta"]}
     assert added["item"] == {
         "id": "ctc_s_1",
         "type": "custom_tool_call",
@@ -280,6 +286,50 @@ def test_a_streamed_custom_tool_call() -> None:
     final = Response.model_validate(decoded[-1]["response"])
     assert [item.type for item in final.output] == ["message", "custom_tool_call"]
     assert final.output[1].input == PATCH  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_a_custom_input_streams_whatever_its_arguments_are_cut_into(
+    ensure_ascii: bool, wrapped: bool
+) -> None:
+    """Escapes, \\u escapes and surrogate pairs cut between fragments decode once whole; a
+    bare JSON string (a model that obeyed "do not wrap it in JSON") streams too."""
+    text = 'a\\b "q" \n\t é 日本 😀 \\u0041 end'
+    value: object = {"input": text} if wrapped else text
+    arguments = json.dumps(value, ensure_ascii=ensure_ascii)
+    for size in (1, 2, 3, 5, 7):
+        stream = InputStream()
+        pieces = [stream.feed(arguments[i : i + size]) for i in range(0, len(arguments), size)]
+        assert "".join(pieces) == text, (size, pieces)
+        assert stream.sent == text
+        assert sum(1 for p in pieces if p) > 3  # it came in pieces, not at the end
+
+
+def test_arguments_that_open_otherwise_stream_nothing() -> None:
+    for arguments in ('{"patch": "x"}', "*** Begin Patch raw", '[{"input": "x"}]'):
+        stream = InputStream()
+        assert [stream.feed(c) for c in arguments] == [""] * len(arguments)
+    assert input_of('{"patch": "x"}') == '{"patch": "x"}'  # the whole text comes at the end
+
+
+def test_a_streamed_custom_call_whose_arguments_are_cut_short_ends_with_what_came() -> None:
+    """A stream cut inside the string: what streamed stays, ``.done`` holds the raw text
+    (the input the whole arguments read as)."""
+    context = to_chat(_request(input="edit", stream=True, tools=[PATCH_TOOL])).context
+    out = _stream(
+        context,
+        [
+            chunk(tool_calls=[call(0, call_id="call_p", name="apply_patch")]),
+            chunk(tool_calls=[call(0, args='{"input": "*** Begin')]),
+            chunk(finish="length"),
+        ],
+    )
+    decoded = _validated(out)
+    deltas = [d["delta"] for d in decoded if d["type"].endswith("custom_tool_call_input.delta")]
+    assert deltas == ["*** Begin"]
+    [done] = [d for d in decoded if d["type"] == "response.custom_tool_call_input.done"]
+    assert done["input"] == '{"input": "*** Begin'
 
 
 def test_a_streamed_custom_call_with_empty_input_has_no_delta() -> None:

@@ -7,12 +7,15 @@ and the grammar (bounded to :data:`GRAMMAR_MAX` characters) is added to it so th
 the format, since a chat provider cannot constrain its output to the grammar. A call to such a
 function comes back as a ``custom_tool_call`` whose ``input`` is that string (the raw arguments
 text when the model wrote something else), and a ``custom_tool_call`` a client sends back is an
-assistant tool call with arguments ``{"input": ...}``.
+assistant tool call with arguments ``{"input": ...}``. A streamed call's input is decoded from
+its arguments as they arrive (:class:`InputStream`): Codex waits 300 s for an event, and a
+long patch from a slow model sent whole at the call's end was a silent stream.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,3 +131,89 @@ def input_of(raw: str) -> str:
         if isinstance(value, str):
             return value
     return raw
+
+
+# The opening of the arguments a custom call is asked for (``{"input": "``), or of a bare JSON
+# string; whitespace allowed where JSON allows it.
+_OPENING = re.compile(r'\s*(?:\{\s*"input"\s*:\s*)?"')
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+class InputStream:
+    """A custom call's ``input`` decoded as its arguments arrive, so it can be streamed.
+
+    :meth:`feed` takes each fragment of the chat call's arguments and returns the text of the
+    ``input`` string it completes (possibly ""). Nothing comes until the arguments open as
+    ``{"input": "`` or as a bare string; arguments that open otherwise stream nothing (the
+    whole input is then known only at the end, from :func:`input_of`). A fragment that ends
+    inside an escape keeps it until the next one completes it, a surrogate pair included.
+    """
+
+    __slots__ = ("_buffer", "_state", "sent")
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._state = "opening"  # opening | string | closed | off
+        self.sent = ""  # the text returned so far
+
+    def feed(self, fragment: str) -> str:
+        if self._state in ("closed", "off"):
+            return ""
+        self._buffer += fragment
+        if self._state == "opening":
+            opened = _OPENING.match(self._buffer)
+            if opened is None:
+                if not _could_open(self._buffer):
+                    self._state, self._buffer = "off", ""
+                return ""
+            self._state, self._buffer = "string", self._buffer[opened.end() :]
+        text, used, closed = _decodable(self._buffer)
+        self._buffer = self._buffer[used:]
+        if closed:
+            self._state, self._buffer = "closed", ""
+        if text:
+            try:
+                decoded = _DECODER.decode(f'"{text}"'.encode())
+            except msgspec.DecodeError:  # not JSON after all: stream no more
+                self._state, self._buffer = "off", ""
+                return ""
+            if isinstance(decoded, str):
+                self.sent += decoded
+                return decoded
+        return ""
+
+
+def _could_open(text: str) -> bool:
+    """Whether ``text`` may still grow into an opening (``{ "inp`` may; ``[`` may not)."""
+    squeezed = "".join(text.split())
+    return '{"input":"'.startswith(squeezed) or squeezed == ""
+
+
+def _decodable(raw: str) -> tuple[str, int, bool]:
+    """The part of a JSON string's inside (its opening quote already read) that decodes on its
+    own: up to its closing quote, or short of an escape cut at the end; how much of ``raw``
+    that used, and whether the string closed."""
+    at = 0
+    end = len(raw)
+    while at < end:
+        char = raw[at]
+        if char == '"':
+            return raw[:at], at + 1, True
+        if char != "\\":
+            at += 1
+            continue
+        if at + 1 >= end:
+            break  # a backslash, its escape still to come
+        if raw[at + 1] != "u":
+            at += 2
+            continue
+        digits = raw[at + 2 : at + 6]
+        if len(digits) < 4:
+            break
+        if not set(digits) <= _HEX:
+            at += 6  # malformed: the decode refuses it
+            continue
+        if 0xD800 <= int(digits, 16) <= 0xDBFF and at + 12 > end:
+            break  # a high surrogate: its pair must come too
+        at += 6
+    return raw[:at], at, False

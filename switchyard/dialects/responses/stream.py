@@ -7,8 +7,8 @@ write (``event: <type>\\ndata: <json>\\n\\n``), numbered by ``sequence_number`` 
 ``content_part.added``, ``output_text.delta``... ``output_text.done``, ``content_part.done``,
 ``output_item.done`` (refusals use ``refusal.delta``/``.done``); per tool call
 ``output_item.added``, ``function_call_arguments.delta``... ``.done``, ``output_item.done`` (for
-a custom tool, ``custom_tool_call_input.delta`` and ``.done`` once the call ends: the input is
-the string inside the model's JSON arguments, known only when they are whole); and
+a custom tool, ``custom_tool_call_input.delta``... ``.done``: the input is the string inside
+the model's JSON arguments, decoded as they arrive, :class:`._custom.InputStream`); and
 ``response.completed`` (or ``response.incomplete``) carrying the whole Response and its usage.
 
 The terminal event waits for :meth:`ResponsesStream.finish` because chat sends usage in a chunk
@@ -63,7 +63,16 @@ class _Message:
 
 
 class _Call:
-    __slots__ = ("call_id", "custom", "item_id", "name", "output_index", "pieces", "prefix")
+    __slots__ = (
+        "call_id",
+        "custom",
+        "item_id",
+        "name",
+        "output_index",
+        "pieces",
+        "prefix",
+        "text",
+    )
 
     def __init__(
         self, item_id: str, output_index: int, call_id: str, name: str, custom: bool
@@ -72,7 +81,8 @@ class _Call:
         self.output_index = output_index
         self.call_id = call_id
         self.name = name
-        self.custom = custom  # a call to a custom tool: its input is sent whole at the end
+        self.custom = custom  # a call to a custom tool: its input is decoded as it comes
+        self.text = _custom.InputStream() if custom else None
         self.pieces: list[str] = []
         self.prefix = (
             b'event: response.function_call_arguments.delta\ndata: {"type":'
@@ -381,17 +391,28 @@ class ResponsesStream:
             call.name = function.name
         if function.arguments:
             call.pieces.append(function.arguments)
-            if not call.custom:  # a custom call's input is known once its JSON is whole
+            if call.text is None:
                 self._delta(call.prefix, function.arguments, out)
+            elif text := call.text.feed(function.arguments):
+                self._input_delta(call, text, out)
+
+    def _input_delta(self, call: _Call, text: str, out: list[bytes]) -> None:
+        self._emit(
+            "response.custom_tool_call_input.delta",
+            {"item_id": call.item_id, "output_index": call.output_index, "delta": text},
+            out,
+        )
 
     def _close_call(self, call: _Call, status: str, out: list[bytes]) -> None:
         item = call.item(status)
         if call.custom:
             where = {"item_id": call.item_id, "output_index": call.output_index}
-            if item["input"]:
-                self._emit(
-                    "response.custom_tool_call_input.delta", {**where, "delta": item["input"]}, out
-                )
+            sent = call.text.sent if call.text is not None else ""
+            # What the arguments had not streamed (all of it when they did not open as
+            # ``{"input": "``); text already sent that the whole arguments contradict (cut
+            # short, say) cannot be taken back: the ``.done`` event and the item are the input.
+            if item["input"].startswith(sent) and len(item["input"]) > len(sent):
+                self._input_delta(call, item["input"][len(sent) :], out)
             self._emit(
                 "response.custom_tool_call_input.done", {**where, "input": item["input"]}, out
             )
