@@ -564,7 +564,11 @@ def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Pa
 def _cmd_config(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     import msgspec  # noqa: PLC0415
 
+    from switchyard.stack.natsconf import body_ceiling_note  # noqa: PLC0415
+
     print(json.dumps(msgspec.to_builtins(settings), indent=2))
+    if (ceiling := body_ceiling_note(settings.ingress.max_body_bytes)) is not None:
+        print(ceiling, file=sys.stderr)  # (stdout stays JSON)
     _note_route_drift(settings, config_file)
     return 0
 

@@ -50,11 +50,12 @@ from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.bus.cancel_proof import cancel_proof, presented_key_hash
 from switchyard.bus.envelope import Deadline, Envelope
-from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply
+from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply, payload_room
 from switchyard.errors import (
     ApiError,
     DeadlineExceeded,
     InvalidRequest,
+    PayloadTooLarge,
     ReaderTooSlow,
     ServiceUnavailable,
 )
@@ -237,6 +238,11 @@ class LLMClient:
         )
 
     @property
+    def payload_room(self) -> int:
+        """The largest request body one message carries on the connected server."""
+        return payload_room(self._nc.max_payload)
+
+    @property
     def connected(self) -> bool:
         """Whether this process's NATS connection is up (not reconnecting, not closed)."""
         return bool(self._nc.is_connected)
@@ -289,6 +295,7 @@ class LLMClient:
             DeadlineExceeded: the deadline passed.
             ProviderError: the reply path broke after content was already yielded.
             ReaderTooSlow: the consumer fell more than ``max_unread_bytes`` behind.
+            PayloadTooLarge: ``body`` is larger than a bus message carries; nothing was sent.
         """
         env = self.envelope(envelope)
         deadline = env.deadline
@@ -323,6 +330,9 @@ class LLMClient:
                     # Past this, this attempt is sent again or given up: a head that gets to
                     # it later (paused, or busy) drops it rather than serve a copy nobody reads.
                     headers[h.ACCEPT_BY] = str(int((time.time() + self._accept_timeout) * 1000))
+                    room = self.payload_room  # (each attempt: a reconnect may change it)
+                    if room and len(body) > room:  # (not nats-py's untyped MaxPayloadError)
+                        raise PayloadTooLarge(f"request body exceeds the limit of {room} bytes")
                     await self._nc.publish(
                         subject, body, reply=f"{self._inbox}.{token}", headers=headers
                     )

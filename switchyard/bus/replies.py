@@ -53,6 +53,13 @@ _KINDS = {kind.value: kind for kind in ReplyKind}
 # less this (the server refuses, and drops the connection of, a message whose payload and
 # headers together pass it; nats-py checks only the payload).
 HEADERS_ROOM = 16 * 1024
+
+
+def payload_room(max_payload: int) -> int:
+    """The largest body one message carries on a server of ``max_payload`` (0: not known)."""
+    return max(0, max_payload - HEADERS_ROOM) if max_payload > 0 else 0
+
+
 KEEPALIVE_HEADERS = {h.KIND: ReplyKind.KEEPALIVE.value}
 ACCEPTED_HEADERS = {h.KIND: ReplyKind.ACCEPTED.value}
 

@@ -108,6 +108,8 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
         keys = KeyRing(nc.jetstream(timeout=5), on_refused=edge.waiting.refuse)
         await keys.start()
         edge.client, edge.keys = client, keys
+        if (ceiling := edge.bus_ceiling_note()) is not None:
+            log.warning("%s", ceiling)
         batch_api.store = BatchStore(nc)
         edge.limiter = Limiter(settings, metrics)
         count_reconnects(metrics, nc)

@@ -71,7 +71,7 @@ class Edge:
         self.limiter: Limiter | None = None
         self.stats: EdgeMetrics | None = None
         self.tracing: Tracing = OFF
-        self.body_limit = settings.ingress.max_body_bytes
+        self._max_body = settings.ingress.max_body_bytes
         self.stream_start_s = settings.ingress.stream_start_s
         self.auth_failures = FailedAuthGuard(
             settings.ingress.failed_auth_limit, settings.ingress.failed_auth_window_s
@@ -86,6 +86,27 @@ class Edge:
         self.waiting = Waiting()
 
     # ---- shared helpers ----
+
+    @property
+    def body_limit(self) -> int:
+        """The largest request body taken (413 past it): ``ingress.max_body_bytes``, or less
+        when the NATS server this edge is connected to carries less in one message (its
+        ``max_payload`` less room for the headers); sending more failed as a bare 500."""
+        room = self.client.payload_room if self.client is not None else 0
+        return min(self._max_body, room) if room else self._max_body
+
+    def bus_ceiling_note(self) -> str | None:
+        """What to log at start when ``ingress.max_body_bytes`` is more than the bus
+        carries; None when it is not."""
+        limit = self.body_limit
+        if limit >= self._max_body:
+            return None
+        return (
+            f"ingress.max_body_bytes is {self._max_body} but the NATS server carries at most "
+            f"{limit} bytes of body in one message (its max_payload less 16 KiB for headers): "
+            f"larger requests are refused with 413; raise the server's max_payload or lower "
+            f"the setting (docs/operations.md, Body size)"
+        )
 
     def require_client(self) -> LLMClient:
         if self.client is None:

@@ -23,6 +23,7 @@ from switchyard.stack import attach, local, natsnodes
 from switchyard.stack.certs import CA_NAME, expiring
 from switchyard.stack.demo_key import demo_key_file, read_demo_key
 from switchyard.stack.home import StackHome
+from switchyard.stack.natsconf import body_ceiling_note
 from switchyard.stack.process import http_status, pid_alive, redis_ping_check
 from switchyard.stack.scrape_targets import write_scrape_targets
 from switchyard.stack.supervisor import read_state
@@ -74,6 +75,8 @@ def up(
             f"see `switchyard{flags} status`, or stop it with `switchyard{flags} down`",
         )
     natsnodes.check_store_layout(settings, home)
+    if (ceiling := body_ceiling_note(settings.ingress.max_body_bytes)) is not None:
+        print(ceiling, file=sys.stderr, flush=True)
     if detach:
         local.resolve_ports(settings)  # fail fast, here, on a port in use
         return _up_detached(settings, config_file, home, out)

@@ -23,14 +23,30 @@ from switchyard.bus.identities import (
     internal_client,
 )
 from switchyard.bus.permissions import Permissions, permissions_for
+from switchyard.bus.replies import payload_room
 from switchyard.bus.tls import tls_files
 from switchyard.stack.certs import ROUTE_CERT
 
 # Bodies up to ingress.max_body_bytes (4 MiB default) plus headers must fit in one message.
+# Fixed, not raised with that setting: see docs/operations.md, "Body size".
 MAX_PAYLOAD = 8 * 1024 * 1024
 PING_INTERVAL = "10s"  # the server pings each client this often...
 PING_MAX = 3  # ...and drops one that leaves this many unanswered
 CLUSTER_NAME = "switchyard"
+
+
+def body_ceiling_note(max_body_bytes: int) -> str | None:
+    """A warning when ``ingress.max_body_bytes`` is more than the servers rendered here carry
+    in one message (the edges refuse larger bodies with 413 all the same); None when not."""
+    room = payload_room(MAX_PAYLOAD)
+    if max_body_bytes <= room:
+        return None
+    return (
+        f"warning: ingress.max_body_bytes is {max_body_bytes}, but NATS carries at most {room} "
+        f"bytes of body in one message (max_payload {MAX_PAYLOAD} less 16 KiB for headers): "
+        f"the edges refuse larger requests with 413 request_too_large (docs/operations.md, "
+        f"Body size)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
