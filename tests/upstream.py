@@ -31,6 +31,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``);
 * ``embedformat``: embeddings honour ``encoding_format`` as OpenAI does (``base64``: of
   little-endian float32); every other model answers lists of floats whatever was asked;
+  ``dims:<n>``: vectors of ``n`` dimensions, each as long as OpenAI writes one (a float of
+  17 digits, or 4 bytes of base64's input), and usage at the end, as OpenAI's;
 * ``cached:<n>``: echoes, reporting ``n`` more prompt tokens, all read from the prompt cache
   (``prompt_tokens_details.cached_tokens``; Responses: ``input_tokens_details.cached_tokens``);
 * ``ctl:<name>``: whatever :meth:`FakeOpenAI.set_mode` last set for ``name`` (default echo);
@@ -471,8 +473,12 @@ class FakeOpenAI:
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
         vector: Any = [0.1, 0.2, 0.3]
-        if body.get("model") == "embedformat" and body.get("encoding_format") == "base64":
-            vector = base64.b64encode(struct.pack("<3f", *vector)).decode()
+        model = str(body.get("model"))
+        if model.startswith("dims:"):
+            vector = [-0.006929283495992422] * int(model.partition(":")[2])
+        wants_base64 = body.get("encoding_format") == "base64"
+        if wants_base64 and (model == "embedformat" or model.startswith("dims:")):
+            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         return web.json_response(
             {
                 "object": "list",

@@ -6,8 +6,11 @@ end; a server that never reports usage) is billed an estimate rather than nothin
 never reach a budget; so is a stream that ended early with only its opening count (Anthropic's
 ``message_start`` says 1 output token). A call stopped from outside while its provider worked
 is billed its estimate too, whether its caller left or its deadline passed: the provider
-charges for the work either way. A failure that delivered nothing is not billed, nor a request
-whose provider was never called (the handler bills only calls that were made).
+charges for the work either way. So is an answer the provider gave that could not be passed
+on (larger than one bus message: ``job.undelivered``): its prompt's estimate, as the
+provider's count (at the end of the answer) was not read; its completion is not guessed (an
+embeddings answer has none). Any other failure that delivered nothing is not billed, nor a
+request whose provider was never called (the handler bills only calls that were made).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ def billed(job: Job) -> tuple[Usage, bool] | None:
     """The usage to bill ``job`` for and whether it is an estimate, or None for nothing."""
     usage = job.usage
     if usage is None:
-        if job.status != 200 and job.status not in _STOPPED and not job.chunks:
+        failed = job.status != 200 and job.status not in _STOPPED
+        if failed and not job.chunks and not job.undelivered:
             return None  # a failure that delivered nothing
         return estimated_usage(job), True
     if job.status != 200 and len(job.chunks) > usage.completion_tokens:

@@ -281,6 +281,7 @@ class Handler:
                 job.answer = body
                 await self._answer(job, end=self._unbroken(job))
         except ApiError as exc:
+            job.undelivered = isinstance(exc, ue.Undelivered)  # (billed all the same)
             if job.cancelled:  # failed on the way out: nobody to answer, nothing to retry
                 await self._caller_left(job)
             elif handed_back := await self._hand_back(job, exc):
@@ -502,6 +503,8 @@ class Handler:
             if not job.cancelled:
                 raise
             return b""
+        except ue.AnswerTooLarge as exc:  # (an embeddings answer says how many inputs fit)
+            raise ue.sized_for(exc, call.op, call.body) from None
         finally:
             job.stop = None
         room = call.max_answer_bytes
@@ -512,7 +515,8 @@ class Handler:
                 job.deployment_id,
                 self.nc.max_payload,
             )
-            raise ue.too_large(call.provider_name, len(completion.body), room)
+            too_large = ue.too_large(call.provider_name, len(completion.body), room)
+            raise ue.sized_for(too_large, call.op, call.body)
         job.usage = completion.usage
         key = key_echo.needle(call.api_key)
         return self.echoed.masked(completion.body, key, call.provider_name)

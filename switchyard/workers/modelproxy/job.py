@@ -53,6 +53,7 @@ class Job:
     in_stream: bool = False  # the last chunk told the caller of the error, in its dialect
     ended: bool = True  # the answer went out with its terminator (see ``_unbroken``)
     cancelled: bool = False  # the caller left (llm.v1.cancel): nobody to answer
+    undelivered: bool = False  # the provider answered, but it could not be passed on
     # A redelivered stream's caller cancelled it on hearing of this delivery: an earlier one
     # had streamed content, and its provider call is billed here (see .redelivery).
     streamed_before: bool = False

@@ -15,6 +15,8 @@ import datetime
 import email.utils
 import math
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 
@@ -44,7 +46,9 @@ __all__ = [
     "not_a_stream",
     "parse_retry_after",
     "retryable",
+    "sized_for",
     "timed_out",
+    "too_large",
     "unreachable",
 ]
 
@@ -246,20 +250,57 @@ async def read_error(resp: aiohttp.ClientResponse) -> bytes:
     return b"".join(parts)
 
 
-def too_large(provider: str, size: int | None, limit: int) -> ProviderError:
+class Undelivered(ProviderError):
+    """The provider answered, but its answer could not be passed on (larger than a bus
+    message): it did the work and charges for it, so the call is billed its prompt's estimate
+    (:mod:`..billing`); never cooled."""
+
+
+class AnswerTooLarge(Undelivered):
+    """A whole answer larger than one bus message carries: ``size`` bytes (None: not read to
+    its end), ``limit`` the most a whole answer may be."""
+
+    def __init__(self, message: str, *, provider: str, size: int | None, limit: int) -> None:
+        super().__init__(message, provider=provider, code="answer_too_large", retryable=False)
+        self.size = size
+        self.limit = limit
+
+
+def too_large(
+    provider: str, size: int | None, limit: int, *, inputs: int = 0, base64: bool = False
+) -> AnswerTooLarge:
     """A whole answer larger than one bus message may carry (``max_payload`` less the
     headers' room; ``size`` None: not read to its end): the client's 502, never tried
     elsewhere (another deployment's answer would be as large), never cooled (the provider
-    did its job), not billed (nothing was delivered)."""
+    did its job), billed its prompt's estimate (:class:`Undelivered`). ``inputs``: an
+    embeddings answer's input count (it cannot be streamed: the message says how many fit)."""
     what = "more than" if size is None else f"{size / 2**20:.1f} MiB, more than"
-    return ProviderError(
+    fix = "ask for less (fewer embedding inputs, a lower max_tokens) or stream it"
+    if inputs:
+        fit = f"about {inputs * limit // size}" if size else f"fewer than {inputs}"
+        fix = f"send fewer inputs per call ({fit} inputs of this size fit)"
+        if inputs == 1 or fit == "about 0":
+            fix = "not one input's vector fits: ask for fewer `dimensions`"
+        if not base64:
+            fix += ", or ask for encoding_format base64 (about a quarter of the size)"
+    return AnswerTooLarge(
         f"the answer of provider {provider} is {what} the "
-        f"{limit / 2**20:.1f} MiB a whole answer may be: ask for less (fewer embedding "
-        "inputs, a lower max_tokens) or stream it",
+        f"{limit / 2**20:.1f} MiB a whole answer may be: {fix}",
         provider=provider,
-        code="answer_too_large",
-        retryable=False,
+        size=size,
+        limit=limit,
     )
+
+
+def sized_for(exc: AnswerTooLarge, op: str, body: Mapping[str, Any]) -> AnswerTooLarge:
+    """``exc`` said for the request it answers: for embeddings, how many inputs fit."""
+    if op != "embed":
+        return exc
+    given = body.get("input")
+    many = isinstance(given, list) and bool(given) and not isinstance(given[0], int)
+    inputs = len(given) if many and isinstance(given, list) else 1
+    base64 = body.get("encoding_format") == "base64"
+    return too_large(exc.provider, exc.size, exc.limit, inputs=inputs, base64=base64)
 
 
 def unreachable(provider: str, detail: str) -> ProviderUnreachable:

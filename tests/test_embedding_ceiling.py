@@ -1,0 +1,107 @@
+"""Embedding batches whose answer is larger than one bus message, on the session stack.
+
+An embeddings answer travels to the edge as one NATS message (8 MiB less 16 KiB for headers).
+400 inputs of 1,536 dimensions as floats (~13 MB, as OpenAI writes them) were a 502
+``answer_too_large`` telling the client to "stream it" (embeddings cannot be streamed) and,
+although the provider did the work and charges for it, billed nothing: a key could run up
+provider cost Switchyard never counted. Now the message says how many inputs of that size fit
+(and that base64 is smaller), and the call is billed its prompt's estimate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from switchyard.bus import subjects
+from switchyard.schemas.events import UsageEvent
+from tests.stacks import Stack
+from tests.support import usage_events
+
+pytestmark = pytest.mark.integration
+
+ROUTES = {"embed-wide": {"deployments": [{"provider": "fake", "model": "dims:1536"}]}}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def routed(stack: Stack) -> AsyncIterator[Stack]:
+    async with stack.live_routes(ROUTES):
+        async with httpx.AsyncClient(base_url=stack.tail_url, timeout=60) as http:
+            for _ in range(150):  # every head and model-proxy follows the table on its own
+                probe = await _embed(http, stack, 1, "float", "embedceil-probe")
+                if probe.status_code == 200:
+                    break
+                await asyncio.sleep(0.2)
+        assert probe.status_code == 200, probe.text
+        yield stack
+
+
+async def _embed(
+    http: httpx.AsyncClient, stack: Stack, inputs: int, encoding: str, request_id: str
+) -> httpx.Response:
+    return await http.post(
+        "/v1/embeddings",
+        json={
+            "model": "embed-wide",
+            "input": [f"text number {i}" for i in range(inputs)],
+            "encoding_format": encoding,
+        },
+        headers={"Authorization": f"Bearer {stack.api_key}", "X-Request-Id": request_id},
+    )
+
+
+async def _usage_of(stack: Stack, request_id: str) -> UsageEvent | None:
+    """The usage event of the request its client called ``request_id``, waited for a while."""
+    nc = await stack.connect("provisioner")
+    try:
+        js = nc.jetstream()
+        for _ in range(50):
+            last = (await js.stream_info(subjects.USAGE_STREAM)).state.last_seq
+            for seq in range(last, max(0, last - 50), -1):
+                raw = await js.get_msg(subjects.USAGE_STREAM, seq)
+                for event in usage_events(raw.data):
+                    if event.request_id.split(".", 1)[0] == request_id:
+                        return event
+            await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+    return None
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_an_embeddings_answer_too_large_says_what_fits_and_is_billed(routed: Stack) -> None:
+    async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
+        over = await _embed(http, routed, 400, "float", "embedceil-over")
+    assert over.status_code == 502, over.text[:300]
+    error = over.json()["error"]
+    assert error["code"] == "answer_too_large", error
+    assert "stream it" not in error["message"], error  # embeddings are never streamed
+    assert "inputs of this size fit" in error["message"], error
+    fit = int(error["message"].split("(about ")[1].split(" ")[0])
+    assert 200 < fit < 300, error  # ~22 bytes a dimension: ~245 of 1,536 dimensions
+    assert "encoding_format base64" in error["message"], error
+    event = await _usage_of(routed, "embedceil-over")
+    assert event is not None, "an answer the provider gave (and charges for) went unbilled"
+    assert event.status == 502
+    assert event.prompt_tokens > 0
+    assert event.prompt_tokens_estimated == event.prompt_tokens  # the estimate, said so
+    assert event.completion_tokens == 0
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_thousand_inputs_of_1536_dimensions_fit_as_base64(routed: Stack) -> None:
+    """What docs/keys-and-limits.md says fits: the OpenAI SDK asks for base64 by default, and
+    LangChain sends 1,000 inputs a call."""
+    async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
+        fits = await _embed(http, routed, 1000, "base64", "embedceil-base64")
+        too_many = await _embed(http, routed, 1100, "base64", "embedceil-base64-over")
+    assert fits.status_code == 200, fits.text[:300]
+    assert len(fits.json()["data"]) == 1000
+    assert too_many.status_code == 502, too_many.text[:300]
+    message = too_many.json()["error"]["message"]
+    assert "encoding_format base64" not in message, message  # it already was
+    assert "(about 10" in message, message  # ~1,010 of them fit

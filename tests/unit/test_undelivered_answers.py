@@ -1,0 +1,45 @@
+"""An answer the provider gave that could not be passed on (larger than one bus message) is
+billed its prompt's estimate: the provider charges for it. An embeddings answer too large says
+how many inputs of its size fit, not "stream it"."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchyard.errors import ProviderError
+from switchyard.workers.modelproxy import billing
+from switchyard.workers.modelproxy.providers import upstream_errors as ue
+from tests.unit.test_deadline_billing import BODY, _job
+
+pytestmark = pytest.mark.unit
+
+MIB = 2**20
+
+
+def test_an_answer_that_could_not_be_passed_on_is_billed_its_prompt() -> None:
+    job = _job(ProviderError.status)
+    assert billing.billed(job) is None  # a failure that produced nothing to bill
+    job.undelivered = True
+    found = billing.billed(job)
+    assert found is not None
+    usage, estimated = found
+    assert estimated
+    assert usage.prompt_tokens == len(BODY) // 4
+    assert usage.completion_tokens == 0  # not guessed from the answer's size
+    assert isinstance(ue.too_large("p", 9 * MIB, 8 * MIB), ue.Undelivered)
+
+
+def test_an_embeddings_answer_too_large_says_how_many_inputs_fit() -> None:
+    exc = ue.too_large("p", 16 * MIB, 8 * MIB)
+    assert "stream it" in exc.message  # chat: it can be streamed
+    floats = ue.sized_for(exc, "embed", {"input": ["a"] * 300})
+    assert "stream it" not in floats.message
+    assert "(about 150 inputs of this size fit)" in floats.message
+    assert "encoding_format base64" in floats.message
+    as_base64 = ue.sized_for(exc, "embed", {"input": ["a"] * 300, "encoding_format": "base64"})
+    assert "encoding_format" not in as_base64.message
+    unread = ue.sized_for(ue.too_large("p", None, 8 * MIB), "embed", {"input": ["a"] * 300})
+    assert "(fewer than 300 inputs of this size fit)" in unread.message
+    tokens = ue.sized_for(exc, "embed", {"input": [1, 2, 3]})  # one input, as token ids
+    assert "not one input's vector fits" in tokens.message
+    assert ue.sized_for(exc, "chat", {"input": ["a"]}) is exc
