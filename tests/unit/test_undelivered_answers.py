@@ -1,6 +1,6 @@
-"""An answer the provider gave that could not be passed on (larger than one bus message) is
-billed its prompt's estimate: the provider charges for it. An embeddings answer too large says
-how many inputs of its size fit, not "stream it"."""
+"""An answer the provider gave that could not be passed on (larger than one bus message, a
+streamed line past 4 MiB) is billed its prompt's estimate: the provider charges for it. An
+embeddings answer too large says how many inputs of its size fit, not "stream it"."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ def test_an_answer_that_could_not_be_passed_on_is_billed_its_prompt() -> None:
     assert usage.prompt_tokens == len(BODY) // 4
     assert usage.completion_tokens == 0  # not guessed from the answer's size
     assert isinstance(ue.too_large("p", 9 * MIB, 8 * MIB), ue.Undelivered)
+    assert isinstance(ue.line_too_long("p"), ue.Undelivered)
+    assert ue.line_too_long("p").retryable  # as before: another deployment may answer
+    assert ue.no_cooldown(ue.line_too_long("p"))  # but the deployment is not cooled for it
 
 
 def test_an_embeddings_answer_too_large_says_how_many_inputs_fit() -> None:

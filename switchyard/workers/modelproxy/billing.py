@@ -7,10 +7,11 @@ never reach a budget; so is a stream that ended early with only its opening coun
 ``message_start`` says 1 output token). A call stopped from outside while its provider worked
 is billed its estimate too, whether its caller left or its deadline passed: the provider
 charges for the work either way. So is an answer the provider gave that could not be passed
-on (larger than one bus message: ``job.undelivered``): its prompt's estimate, as the
-provider's count (at the end of the answer) was not read; its completion is not guessed (an
-embeddings answer has none). Any other failure that delivered nothing is not billed, nor a
-request whose provider was never called (the handler bills only calls that were made).
+on (larger than one bus message, a streamed line past 4 MiB: ``job.undelivered``): its
+prompt's estimate, as the provider's count (at the end of the answer) was not read; its
+completion is not guessed (an embeddings answer has none). Any other failure that delivered
+nothing is not billed, nor a request whose provider was never called (the handler bills only
+calls that were made).
 """
 
 from __future__ import annotations

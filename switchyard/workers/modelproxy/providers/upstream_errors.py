@@ -252,8 +252,8 @@ async def read_error(resp: aiohttp.ClientResponse) -> bytes:
 
 class Undelivered(ProviderError):
     """The provider answered, but its answer could not be passed on (larger than a bus
-    message): it did the work and charges for it, so the call is billed its prompt's estimate
-    (:mod:`..billing`); never cooled."""
+    message, a streamed line past :data:`MAX_LINE_BYTES`): it did the work and charges for it,
+    so the call is billed its prompt's estimate (:mod:`..billing`); never cooled."""
 
 
 class AnswerTooLarge(Undelivered):
@@ -363,8 +363,11 @@ def not_a_stream(provider: str, content_type: str, size: int) -> ProviderError:
     )
 
 
-def line_too_long(provider: str) -> ProviderError:
-    return ProviderError(
+def line_too_long(provider: str) -> Undelivered:
+    """A streamed line too long to pass on: tried on the route's next deployment (it may
+    answer in shorter lines), never cooled (the line is this request's), billed its prompt's
+    estimate (:class:`Undelivered`: the provider produced it)."""
+    return Undelivered(
         f"provider {provider} sent a streamed line longer than {MAX_LINE_BYTES >> 20} MiB",
         provider=provider,
         retryable=True,
@@ -405,5 +408,11 @@ def clients_own(exc: ApiError) -> bool:
 
 
 def no_cooldown(exc: ApiError) -> bool:
-    """A failure that says nothing about the provider's health: nothing to wait out."""
-    return isinstance(exc, SecretMissing) or key_unreachable(exc) or exc.code == DEPLOYMENT_REMOVED
+    """A failure that says nothing about the provider's health: nothing to wait out. An
+    answer that could not be passed on is this request's, not the provider's failure (cooling
+    the deployment for it turned every tenant's requests away for one client's)."""
+    return (
+        isinstance(exc, SecretMissing | Undelivered)
+        or key_unreachable(exc)
+        or exc.code == DEPLOYMENT_REMOVED
+    )
