@@ -115,7 +115,7 @@ _ADMIN_TOKEN = HTTPBearer(
     auto_error=False, scheme_name="AdminToken", description="The admin token (admin.token_file)"
 )
 # Statuses any admin call may answer besides success, each an OpenAI-shaped error.
-ADMIN_ERRORS = (400, 401, 404, 409, 413, 500, 503, 504)
+ADMIN_ERRORS = (400, 401, 404, 409, 413, 429, 500, 503, 504)
 
 
 class EventStream(Response):
@@ -159,7 +159,7 @@ class AdminApi:
         context = self._current()
         if context is None:
             raise ServiceUnavailable("the management API is starting", code="starting")
-        context.auth.check(_bearer(request))
+        context.auth.check_from(_bearer(request), lambda: context.proxies.client(request.scope))
         return context
 
     def _guarded(

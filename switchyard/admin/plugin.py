@@ -51,6 +51,9 @@ class AdminPlugin:
         # set in admin.token_file is the deployment's (a container's path), left unsaid.
         made = None if settings.admin.token_file else settings.admin_token_file
         self._ui = AdminUi(lambda: self.context, token_file=made)
+        # Read here: a token too short to keep stops the gateway before it starts (ConfigError).
+        # Wrong tokens on /admin/v1 count with the sign-in's, per address.
+        self._auth = AdminAuth(settings.admin_token_file, guard=self._ui.guard)
         self._budgets: BudgetWatch | None = None
 
     def routers(self) -> list[APIRouter]:
@@ -82,7 +85,7 @@ class AdminPlugin:
         control = ControlClient(nc, actor="gateway-api")
         secrets = SecretsAdmin(nc, actor="gateway-api")
         self.context = AdminContext(
-            auth=AdminAuth(settings.admin_token_file),
+            auth=self._auth,
             control=control,
             secrets=secrets,
             key_presence=KeyPresence(control, secrets),

@@ -4,26 +4,106 @@
 SHA-256 of a presented token with the file's in constant time. Production deployments mount the
 file from their secret store (``admin.token_file``) and rotate it by replacing the file and
 restarting the gateway.
+
+Nothing limits how fast a right token may be tried, so the token's length is the defence: a
+token shorter than :data:`MIN_TOKEN_CHARS` stops the gateway at start (``admin``, ``x``), and a
+file other users may read is warned about. Wrong tokens on ``/admin/v1`` are counted per
+address by the sign-in's guard (:mod:`switchyard.admin.ui.signin_guard`, one count for both):
+past its limit an address gets 429 with ``Retry-After`` and one warning line, never the token.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
+import shlex
+import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from switchyard.errors import AuthenticationFailed, ServiceUnavailable
+from switchyard.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    RateLimited,
+    ServiceUnavailable,
+)
+
+log = logging.getLogger("switchyard.admin")
+
+# `switchyard up` writes "sy-admin-" + 43 random characters (256 bits); 32 random characters
+# of a password generator or `openssl rand -base64 32` (44) pass, a word does not.
+MIN_TOKEN_CHARS = 32
+
+
+class FailureGuard(Protocol):
+    """The per-address count of wrong tokens (the sign-in's ``SigninGuard``)."""
+
+    def wait_s(self, source: str, now: float | None = None) -> float: ...
+    def failed(self, source: str, now: float | None = None) -> bool: ...
+
+
+def make_token_hint(path: Path) -> str:
+    """How to write a strong token to ``path`` (the error and the docs say it)."""
+    quoted = shlex.quote(str(path))
+    return (
+        f'(umask 077; python3 -c \'import secrets; print("sy-admin-" + '
+        f"secrets.token_urlsafe(32))' > {quoted}), then restart the gateway; or delete the "
+        "file and let `switchyard up` make one"
+    )
+
+
+def _warn_if_readable(path: Path) -> None:
+    """A warning when users other than the gateway's may read (or replace) the file. Group
+    access is how a process reads a file someone else owns (a Kubernetes secret mounted 0440
+    with ``fsGroup``), so it is warned about only on a file the gateway's own user owns."""
+    try:
+        info = path.stat()
+    except OSError:
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    loose = mode & 0o006 or (mode & 0o060 and info.st_uid == os.geteuid())
+    if loose:
+        log.warning(
+            "the admin token file %s is readable by other users (mode %04o): "
+            "`chmod 600 %s`, or mount it owner-only",
+            path,
+            mode,
+            shlex.quote(str(path)),
+        )
+
+
+def load_token(path: Path) -> str | None:
+    """The token in ``path`` (None: no file, or an empty one: the API is disabled). Raises
+    :class:`ConfigError` for one shorter than :data:`MIN_TOKEN_CHARS`; warns when other users
+    may read the file."""
+    if not path.is_file():
+        return None
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        return None
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            "admin.token_file",
+            f"the admin token in {path} is {len(token)} characters; at least "
+            f"{MIN_TOKEN_CHARS} random ones are needed (anyone who reaches the gateway may "
+            "try tokens as fast as it answers)",
+            hint=make_token_hint(path),
+        )
+    _warn_if_readable(path)
+    return token
 
 
 class AdminAuth:
-    """Checks ``Authorization: Bearer`` against the token file (read once at startup)."""
+    """Checks ``Authorization: Bearer`` against the token file (read once, by
+    :func:`load_token`, when it is made: a short token raises :class:`ConfigError`)."""
 
-    def __init__(self, path: Path) -> None:
-        self._digest: bytes | None = None
-        if path.is_file():
-            token = path.read_text(encoding="utf-8").strip()
-            if token:
-                self._digest = hashlib.sha256(token.encode()).digest()
+    def __init__(self, path: Path, guard: FailureGuard | None = None) -> None:
+        token = load_token(path)
+        self._digest = None if token is None else hashlib.sha256(token.encode()).digest()
+        self._guard = guard
 
     def check(self, presented: str | None) -> None:
         """Raises AuthenticationFailed (401), or ServiceUnavailable when no token is set up."""
@@ -40,3 +120,25 @@ class AdminAuth:
         given = hashlib.sha256(presented.encode()).digest()
         if not hmac.compare_digest(given, self._digest):
             raise AuthenticationFailed("invalid admin token", code="invalid_admin_token")
+
+    def check_from(self, presented: str | None, source: Callable[[], str]) -> None:
+        """:meth:`check` for a call of the API from ``source()`` (the client's address, only
+        worked out for a wrong token): a wrong
+        token is counted for the address, and past the guard's limit is a 429 with
+        ``Retry-After`` instead of 401. The right token passes from any address (many
+        clients share one, as at sign-in); a missing one is not counted (nothing guessed)."""
+        try:
+            self.check(presented)
+        except AuthenticationFailed as exc:
+            if self._guard is None or exc.code != "invalid_admin_token":
+                raise
+            address = source()
+            wait = self._guard.wait_s(address)
+            if wait:
+                raise RateLimited(
+                    "too many wrong admin tokens from this address; try again later",
+                    code="too_many_failed_authentications",
+                    retry_after=wait,
+                ) from None
+            self._guard.failed(address)  # the one that blocks it logs a warning
+            raise

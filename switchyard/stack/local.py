@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from switchyard.admin.token import load_token
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
 from switchyard.config import Settings, StackSettings
@@ -150,6 +151,7 @@ def prepare_home(settings: Settings) -> None:
 
     ensure_certificates(settings)
     ensure_admin_token(settings.admin_token_file)
+    load_token(settings.admin_token_file)  # a short one: refused now, not by the gateway
 
 
 def _ca_context(settings: Settings) -> ssl.SSLContext:

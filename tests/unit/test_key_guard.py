@@ -113,9 +113,9 @@ def test_admin_token_is_compared_in_constant_time(
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
     path = tmp_path / "admin-token"
-    path.write_text("sy-admin-right\n")
+    path.write_text("sy-admin-right-" + "r" * 32 + "\n")
     auth = AdminAuth(path)
-    auth.check("sy-admin-right")
+    auth.check("sy-admin-right-" + "r" * 32)
     with pytest.raises(AuthenticationFailed):
         auth.check("sy-admin-wrong")
     # Both comparisons went through compare_digest, on fixed-length SHA-256 digests.

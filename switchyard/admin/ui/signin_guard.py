@@ -1,6 +1,7 @@
 """Wrong admin tokens at sign-in, counted per address: past a few, the address waits.
 
-Guessing the token is hopeless (256 bits, compared in constant time), but every wrong one is
+Guessing the token is hopeless (256 bits from ``switchyard up``, at least 32 characters from
+anywhere: :mod:`switchyard.admin.token`; compared in constant time), but every wrong one is
 an audit entry, and the audit log keeps a bounded number of them: a client sending wrong
 tokens as fast as it can would push real entries out of the admin views and the stream. So an
 address gets :data:`LIMIT` wrong tokens per :data:`WINDOW_S`; past that a wrong one is refused
@@ -15,17 +16,21 @@ window is over ONE entry says how many went unrecorded and from how many address
 real intruder hidden in a flood is still seen. At most ``RECORDED + 1`` entries an hour come
 from wrong tokens, whatever is sent (docs/admin-ui.md has the arithmetic). The right token
 still signs in (an address may be a shared NAT). The counts live in the gateway's memory,
-like the sessions.
+like the sessions. Wrong tokens on ``/admin/v1`` count with the sign-in's (one guard, given to
+:class:`~switchyard.admin.token.AdminAuth`): past the limit they are 429 there too.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+
+log = logging.getLogger("switchyard.admin")
 
 LIMIT = 10
 WINDOW_S = 300.0
@@ -115,7 +120,8 @@ class SigninGuard:
         return max(1.0, self._window - (moment - times[-self._limit]))
 
     def failed(self, source: str, now: float | None = None) -> bool:
-        """Count a wrong token; True when it is the one that blocks the address."""
+        """Count a wrong token; True when it is the one that blocks the address, which
+        logs one warning (never the token): one line per address per window."""
         moment = time.time() if now is None else now
         key = _counted_as(source)
         times = self._recent(key, moment)
@@ -124,7 +130,16 @@ class SigninGuard:
         self._failures.move_to_end(key)
         while len(self._failures) > MAX_ADDRESSES:
             self._failures.popitem(last=False)
-        return len(times) == self._limit
+        if len(times) != self._limit:
+            return False
+        log.warning(
+            "%d wrong admin tokens from %s within %.0f s (sign-in and /admin/v1): its wrong "
+            "tokens get 429 for a while",
+            self._limit,
+            key,
+            self._window,
+        )
+        return True
 
     def _open(self, moment: float) -> None:
         if self._start is None or moment - self._start >= self._record_window:

@@ -1,0 +1,53 @@
+"""Wrong admin tokens on ``/admin/v1`` on the session stack: counted per address with the
+sign-in's guard (429 with ``Retry-After`` past its limit, one warning line in the gateway's
+log, never the token); the right token still works from that address."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from switchyard.admin.ui.signin_guard import LIMIT
+from tests.stacks import Stack
+
+pytestmark = pytest.mark.integration
+
+ADDRESS = "127.0.0.211"  # this test's own: the guard's counts are per address
+
+
+async def test_wrong_api_tokens_get_429_and_a_warning_and_count_with_the_signin(
+    stack: Stack,
+) -> None:
+    """243 wrong bearer tokens from one curl loop all got 401: no 429, no line in any log."""
+    guess = "sy-admin-guess-0123456789"
+    transport = httpx.AsyncHTTPTransport(local_address=ADDRESS)
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url, transport=transport, timeout=30
+    ) as web:
+        answers = [
+            await web.get("/admin/v1/routes", headers={"Authorization": f"Bearer {guess}{i}"})
+            for i in range(LIMIT + 3)
+        ]
+        assert [a.status_code for a in answers] == [401] * LIMIT + [429] * 3
+        refused = answers[-1]
+        assert refused.json()["error"]["code"] == "too_many_failed_authentications"
+        assert int(refused.headers["retry-after"]) > 0
+        # The right token still works from the blocked address (many clients share one).
+        right = await web.get("/admin/v1/routes", headers=stack.admin_headers())
+        assert right.status_code == 200, right.text
+        # One count for the API and the sign-in form: the address waits there too.
+        form = {"name": "api-guesser", "token": guess}
+        signin = await web.post("/ui/signin", data=form, headers={"Origin": stack.gateway_url})
+        assert signin.status_code == 429
+    log = ""
+    for _ in range(50):  # the gateway's log file is written by its process
+        log = (stack.home.logs / "gateway.log").read_text(encoding="utf-8")
+        if ADDRESS in log:
+            break
+        await asyncio.sleep(0.1)
+    lines = [line for line in log.splitlines() if ADDRESS in line]
+    assert len(lines) == 1, lines
+    assert "wrong admin tokens" in lines[0]
+    assert guess not in log
