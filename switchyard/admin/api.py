@@ -525,7 +525,7 @@ class AdminApi:
 
     async def audit(self, request: Request, c: AdminContext) -> Response:
         page = c.audit_log.query(audit_query(request.query_params))
-        entries = [{"seq": seq, **msgspec.to_builtins(e)} for seq, e in page.entries]
+        entries = [row.doc() for row in page.entries]
         return _ok({"entries": entries, "total": page.total})
 
     async def list_batches(self, request: Request, c: AdminContext) -> Response:

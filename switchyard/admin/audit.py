@@ -4,6 +4,13 @@ Every gateway follows the stream with an ordered consumer from the newest ``keep
 the Audit page and ``GET /admin/v1/audit`` filter and page without a round trip per request,
 and an entry written by any replica (or the CLI) shows up everywhere within milliseconds.
 Older entries stay in the stream (a year, a million entries) for ``nats stream view AUDIT``.
+
+An entry's own ``ts`` is whatever its writer put there: every holder of the admin
+certificate (each gateway, each CLI operator) may append any entry, with any actor, source
+and time. So each entry is shown and ordered by the time JetStream stored it (the server's
+clock, newest first: the stream's order), and one whose ``ts`` is more than :data:`SKEW_S`
+away from that is flagged (:attr:`AuditRow.ts_mismatch`): back-dated, or written by a host
+whose clock is wrong.
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -31,6 +40,11 @@ log = logging.getLogger("switchyard.admin.audit")
 # bytes for an entry with a short detail; a long detail costs its length more).
 KEEP = 100_000
 MAX_PAGE = 500
+# How far an entry's own `ts` may be from the time the stream stored it before it is flagged:
+# a writer stamps `ts` just before it publishes, so more than this is a wrong clock or a
+# back-dated entry.
+SKEW_S = 60.0
+_LATEST_TS = 253_402_300_799.0  # 9999-12-31: the last second a date can show
 
 
 @dataclass(frozen=True)
@@ -45,8 +59,39 @@ class AuditQuery:
 
 
 @dataclass(frozen=True)
+class AuditRow:
+    """An entry as the stream holds it: its sequence and the server's time of storing it."""
+
+    seq: int
+    entry: AuditEntry
+    stored: float  # unix seconds, JetStream's (the server's clock), not the writer's
+
+    @property
+    def ts_mismatch(self) -> bool:
+        """Whether the entry's own ``ts`` is more than :data:`SKEW_S` from ``stored``."""
+        ts = self.entry.ts
+        return not math.isfinite(ts) or abs(ts - self.stored) > SKEW_S
+
+    @property
+    def claimed(self) -> float | None:
+        """The writer's ``ts`` when it is a time a date can show (None: not one)."""
+        ts = self.entry.ts
+        return ts if math.isfinite(ts) and 0 < ts <= _LATEST_TS else None
+
+    def doc(self) -> dict[str, Any]:
+        """``GET /admin/v1/audit``'s entry: the stored fields (``ts`` as written), ``seq``,
+        ``stored`` and ``ts_mismatch``."""
+        return {
+            "seq": self.seq,
+            **msgspec.to_builtins(self.entry),
+            "stored": self.stored,
+            "ts_mismatch": self.ts_mismatch,
+        }
+
+
+@dataclass(frozen=True)
 class AuditPage:
-    entries: list[tuple[int, AuditEntry]]  # (stream sequence, entry), newest first
+    entries: list[AuditRow]  # newest first: in the stream's order, which is the stored time's
     total: int  # entries matching the filter
     kinds: list[str]  # every kind seen, for the filter menu
 
@@ -54,7 +99,7 @@ class AuditPage:
 class AuditLog:
     def __init__(self, nc: NATS, keep: int = KEEP) -> None:
         self._js = nc.jetstream(timeout=10)
-        self._entries: deque[tuple[int, AuditEntry, str]] = deque(maxlen=keep)
+        self._entries: deque[tuple[AuditRow, str]] = deque(maxlen=keep)
         self._keep = keep
         self._sub: object | None = None
         self._kinds: set[str] = set()
@@ -92,7 +137,8 @@ class AuditLog:
             log.warning("skipped unreadable audit entry %d", seq)
         else:
             text = f"{entry.actor}\n{entry.target}\n{entry.detail}\n{entry.action}".lower()
-            self._entries.append((seq, entry, text))
+            stored = msg.metadata.timestamp.timestamp()  # when the stream stored it
+            self._entries.append((AuditRow(seq, entry, stored), text))
             self._kinds.add(entry.kind)
         if seq >= self._last or msg.metadata.num_pending == 0:
             self._caught_up.set()
@@ -107,9 +153,10 @@ class AuditLog:
     def query(self, query: AuditQuery) -> AuditPage:
         needle = query.q.strip().lower()
         limit = max(1, min(query.limit, MAX_PAGE))
-        matches: list[tuple[int, AuditEntry]] = []
+        matches: list[AuditRow] = []
         total = 0
-        for seq, entry, text in reversed(self._entries):
+        for row, text in reversed(self._entries):
+            entry = row.entry
             if query.kind and entry.kind != query.kind:
                 continue
             if query.via and entry.via != query.via:
@@ -117,6 +164,6 @@ class AuditLog:
             if needle and needle not in text:
                 continue
             if query.offset <= total < query.offset + limit:
-                matches.append((seq, entry))
+                matches.append(row)
             total += 1
         return AuditPage(matches, total, sorted(self._kinds))
