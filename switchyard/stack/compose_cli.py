@@ -99,7 +99,7 @@ def _cmd_compose(args: argparse.Namespace, settings: Settings, config_file: Path
                 f"OpenAI-compatible API: http://127.0.0.1:{args.tail_port}/v1\n"
                 f"Gateway and management API: http://127.0.0.1:{args.gateway_port}"
                 f" (docs: /docs, admin: /admin/v1)\n"
-                f"Demo client key: {key}\n"
+                f"Demo client key: {key or 'none'}\n"
                 f"Admin token: `switchyard compose` reads it from the state volume:\n"
                 f"  podman run --rm -v {project.volume('state')}:/s:ro --entrypoint cat "
                 f"{project.image} /s/admin-token\n"

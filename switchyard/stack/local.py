@@ -254,7 +254,7 @@ async def provision_stack(
 
     Args:
         demo_key: also make sure the demo client key exists.
-        demo_models: the only models the demo key may use (None: every model).
+        demo_models: the only models the demo key may use (None: the demo model only).
         one_shot: fail at once when NATS does not answer (the CLI) instead of waiting for it.
         timeout: per JetStream API call.
     """
