@@ -196,6 +196,8 @@ def _benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         print(f"bench: starting Switchyard (config {stack.config_file}) ...", flush=True)
         stack.up()
         api_key = stack.api_key()
+        if scenarios:
+            stack.wait_for_key(api_key, switchyard_body(scenarios[0]))
         limited_key = ""
         if any(s.limited for s in scenarios):
             limited_key = stack.create_limited_key()

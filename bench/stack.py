@@ -131,14 +131,19 @@ class BenchStack:
         return procs, supervisor if isinstance(supervisor, int) else None
 
     def api_key(self) -> str:
-        path = self.home / "demo-key"
+        """A client key for every model and without limits, made once per home (the demo key
+        is for the `demo` model only)."""
+        path = self.home / "bench-key"
         if not path.is_file():
-            raise StackStartError(f"no demo key at {path}; is demo_model enabled?")
+            path.write_text(self._create_key("bench", "--models", "*"), encoding="utf-8")
         return path.read_text(encoding="utf-8").strip()
 
     def create_limited_key(self, name: str = "bench-limited") -> str:
         """A client key with every limit set (see ``LIMITED_KEY_ARGS``), via the CLI."""
-        result = self._cli("keys", "create", name, *LIMITED_KEY_ARGS, "--json", timeout=60)
+        return self._create_key(name, *LIMITED_KEY_ARGS)
+
+    def _create_key(self, name: str, *options: str) -> str:
+        result = self._cli("keys", "create", name, *options, "--json", timeout=60)
         try:
             return str(json.loads(result.stdout)["key"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
