@@ -322,6 +322,26 @@ async def test_an_inline_image_counts_as_an_image_not_as_its_bytes(
     assert 20000 - 1400 <= left <= 20000 - 1300, left
 
 
+async def test_pre_tokenized_embedding_input_counts_one_token_an_id(
+    limited: dict[str, Any],
+) -> None:
+    """LangChain's OpenAIEmbeddings sends token ids: 20 lists of 700, counted at 4 bytes a
+    token, were ~24,000 tokens, a 429 ``request_too_large`` for good on a key of 20,000."""
+    edges = limited["edges"]
+    key, _ = await _new_key(limited, tpm=20000)
+    ids = [[(i * 7919 + j * 104729) % 100000 for j in range(700)] for i in range(20)]
+    async with httpx.AsyncClient(timeout=30) as http:
+        resp = await http.post(
+            f"{edges[0]}/v1/embeddings",
+            json={"model": "gpt-4o", "input": ids},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert resp.status_code == 200, resp.text
+    # Admitted on its 14,000 ids and the few bytes around them.
+    left = int(resp.headers["x-ratelimit-remaining-tokens"])
+    assert 20000 - 14020 <= left <= 20000 - 14000, left
+
+
 async def test_a_tiny_total_budget_is_enforced_and_says_waiting_will_not_help(
     limited: dict[str, Any],
 ) -> None:

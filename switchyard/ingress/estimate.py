@@ -6,8 +6,8 @@ take when the request caps it (``max_tokens`` and kin, as OpenAI's own limiter c
 the answer reports its usage the estimate is replaced by the real total (``Limiter.settle``).
 
 The prompt's part is :func:`switchyard.schemas.prompt_estimate.prompt_tokens` (inline media
-counts at most ``MEDIA_TOKENS`` each), the one a model-proxy also bills when the provider
-reports no usage, so what a key is admitted on and what it is billed agree.
+counts at most ``MEDIA_TOKENS`` each, a token id one), the one a model-proxy also bills when
+the provider reports no usage, so what a key is admitted on and what it is billed agree.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
 """A request's prompt in tokens, estimated from its JSON body: ~4 bytes per token, each inline
-media part (a base64 image, audio clip or file) at most :data:`MEDIA_TOKENS`.
+media part (a base64 image, audio clip or file) at most :data:`MEDIA_TOKENS`, and a prompt
+sent as token ids (an embedding ``input`` or a completion ``prompt`` of integers) one token
+per id.
 
 Two places need it and must agree: the edge admits a request on it against its key's ``tpm``
 (:mod:`switchyard.ingress.estimate`), and a model-proxy bills it when the provider reported no
 usage (:mod:`switchyard.workers.modelproxy.estimate`). Providers bill an image by its size in
 pixels, a few hundred to a thousand tokens, not by its bytes: a 100 KiB image counted as bytes
 was ~25,600 tokens. The body is not parsed again (a full parse of every body would cost more
-than the rest of the check): see :func:`_media`.
+than the rest of the check): see :func:`_spans`. Token ids were counted as bytes too, ~1.5
+tokens each ("1234," is 5 bytes), so 14,000 ids in LangChain's usual pre-tokenized embedding
+request were ~21,000 tokens, refused for good on a key of 20,000.
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ _STRIDE = 2048
 _RUN = re.compile(rb"[A-Za-z0-9+/]{64}")
 # The opening of a data URL's string: its header, then base64.
 _DATA_URL = re.compile(rb'"data:[^",;\\]{0,128};base64,[A-Za-z0-9+/]{64}')
+# What a look lands in: base64 (``media``), else maybe an array of token ids (integers,
+# commas, brackets, spaces). One expression, so a look in text that is neither is one call.
+_LOOK = re.compile(rb"(?P<media>[A-Za-z0-9+/]{64})|[0-9,\[\]\s]{16}")
+# From the closing quote of a field's name to the opening of its array of ids, or of its
+# array of arrays of ids: its first id.
+_IDS_OPEN = re.compile(rb'"\s*:\s*\[\s*(?:\[\s*)?[0-9]')
 # The field a bare base64 string is media in (Anthropic's source.data, input_audio.data,
 # file_data, b64_json), up to the string's opening quote.
 _MEDIA_FIELD = re.compile(rb'"(?:data|file_data|b64_json)"\s*:\s*"$')
@@ -30,49 +40,83 @@ _MEDIA_FIELD = re.compile(rb'"(?:data|file_data|b64_json)"\s*:\s*"$')
 
 def prompt_tokens(body: bytes) -> int:
     """The prompt's estimate: ~4 bytes per token, each inline media part at most
-    :data:`MEDIA_TOKENS` (at least 1)."""
+    :data:`MEDIA_TOKENS`, each token id one (at least 1)."""
     tokens = 0
     at = 0
-    for opens, closes in _media(body):
-        tokens += (opens - at) // 4 + MEDIA_TOKENS
+    for opens, closes, counted in _spans(body):
+        tokens += (opens - at) // 4 + counted
         at = closes
     return max(1, tokens + (len(body) - at) // 4)
 
 
-def _media(body: bytes) -> list[tuple[int, int]]:
-    """The JSON strings of ``body`` that are inline media longer than ``MEDIA_TOKENS`` x 4
-    bytes, in order: where each opens, and past where it closes.
-
-    A look every ``_STRIDE`` bytes, then byte searches (the C library's) from the hits: a
-    regular expression over the whole body reads it a character at a time (~0.8 ms for
-    150 KiB of base64), and so does a search for a field name in text. A string is media when
-    it is a ``data:...;base64,`` URL or the value of a media field (``data``, ``file_data``,
-    ``b64_json``: base64 elsewhere, in a text part, is billed as text), holds no space or
-    escape, which base64 never does, and is base64 wherever it is looked at. Each string is
-    looked at once, whatever it turns out to be: the next look starts past its end (a look
-    every stride inside one long string made the scan quadratic, 0.3 s for 4 MB).
+def _spans(body: bytes) -> list[tuple[int, int, int]]:
+    """The parts of ``body`` not counted by their bytes, in order: where each opens, past
+    where it closes, and the tokens it counts for. Inline media (:func:`_media`) and arrays
+    of token ids (:func:`_token_ids`), found by a look every ``_STRIDE`` bytes, then byte
+    searches (the C library's) from the hits: a regular expression over the whole body reads
+    it a character at a time (~0.8 ms for 150 KiB of base64), and so does a search for a
+    field name in text. Each JSON string, or stretch between two strings, is looked at once,
+    whatever it turns out to be: the next look starts past its end (a look every stride
+    inside one long string made the scan quadratic, 0.3 s for 4 MB).
     """
-    found: list[tuple[int, int]] = []
+    found: list[tuple[int, int, int]] = []
     at = _STRIDE
     while at < len(body):
-        if _RUN.match(body, at) is None:
+        look = _LOOK.match(body, at)
+        if look is None:
             at += _STRIDE
             continue
+        media = look.lastgroup == "media"
         opens = body.rfind(b'"', 0, at)
         closes = body.find(b'"', at)
-        if closes < 0:  # (not JSON after all: the probe read it, so never)
-            break
-        if (
-            opens >= 0
-            and closes - opens > 4 * MEDIA_TOKENS
-            and _is_media_value(body, opens)
-            and body.find(b" ", opens, closes) < 0
-            and body.find(b"\\", opens, closes) < 0
-            and all(_RUN.match(body, a) for a in range(at + _STRIDE, closes - 64, _STRIDE))
-        ):
-            found.append((opens, closes + 1))
+        if media:
+            if closes < 0:  # (not JSON after all: the probe read it, so never)
+                break
+            if opens >= 0 and _media(body, opens, closes, at):
+                found.append((opens, closes + 1, MEDIA_TOKENS))
+        else:
+            closes = len(body) if closes < 0 else closes  # (ids last in the body)
+            ids = _token_ids(body, opens, closes, at)
+            if ids is not None:
+                found.append(ids)
         at = closes + _STRIDE
     return found
+
+
+def _media(body: bytes, opens: int, closes: int, at: int) -> bool:
+    """Whether the JSON string of ``body`` from the quote at ``opens`` to the one at
+    ``closes``, base64 at ``at``, is inline media longer than ``MEDIA_TOKENS`` x 4 bytes.
+
+    It is when it is a ``data:...;base64,`` URL or the value of a media field (``data``,
+    ``file_data``, ``b64_json``: base64 elsewhere, in a text part, is billed as text), holds
+    no space or escape, which base64 never does, and is base64 wherever it is looked at.
+    """
+    return (
+        closes - opens > 4 * MEDIA_TOKENS
+        and _is_media_value(body, opens)
+        and body.find(b" ", opens, closes) < 0
+        and body.find(b"\\", opens, closes) < 0
+        and all(_RUN.match(body, a) for a in range(at + _STRIDE, closes - 64, _STRIDE))
+    )
+
+
+def _token_ids(body: bytes, opens: int, closes: int, at: int) -> tuple[int, int, int] | None:
+    """The array of token ids between the quotes at ``opens`` and ``closes``, around ``at``:
+    where it opens, past where it closes, and how many ids it holds; None when there is none.
+
+    Between two JSON strings nothing else can be, so the stretch from a field's name (its
+    quote not escaped, as one in a text is) must open an array of integers or of arrays of
+    integers (``"input": [[1, 2], [3]]``). Its ids are its commas and one: ``n`` ids in ``k``
+    arrays have ``n - k`` commas inside them and ``k - 1`` between them (an empty array,
+    which providers refuse, counts one).
+    """
+    if opens <= 0 or body[opens - 1] == 0x5C or _IDS_OPEN.match(body, opens) is None:
+        return None  # (0x5C, a backslash: a quote inside a text)
+    end = body.rfind(b"]", at, closes) + 1
+    if end <= 0:
+        return None
+    first = body.index(b"[", opens)
+    return first, end, body.count(b",", first, end) + 1
 
 
 def _is_media_value(body: bytes, opens: int) -> bool:

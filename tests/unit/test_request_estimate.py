@@ -146,3 +146,74 @@ def test_a_long_string_that_is_not_media_is_read_once() -> None:
     body = Counted(json.dumps({"model": "m", "messages": [{"content": "A" * 4_000_000}]}).encode())
     assert prompt_tokens(body) >= 1_000_000
     assert calls < 10
+
+
+# A pre-tokenized embedding request, as LangChain's OpenAIEmbeddings sends one by default: 20
+# chunks of 700 token ids (of 1 to 6 digits).
+IDS = [[(i * 7919 + j * 104729) % 200_000 for j in range(700)] for i in range(20)]
+
+
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")])
+def test_token_ids_count_one_token_each(separators: tuple[str, str]) -> None:
+    """14,000 ids counted at 4 bytes a token were ~21,000-24,000 tokens: 429
+    ``request_too_large`` for good on a key of 20,000 (explorer)."""
+
+    def body(doc: dict[str, Any]) -> bytes:
+        return json.dumps(doc, separators=separators).encode()
+
+    def rest(doc: dict[str, Any], field: str) -> int:  # the bytes around the ids, as tokens
+        return len(body({**doc, field: []})) // 4
+
+    docs: list[tuple[dict[str, Any], int]] = [
+        ({"model": "text-embedding-3-small", "input": IDS, "encoding_format": "float"}, 14000),
+        ({"input": IDS, "model": "m"}, 14000),  # the ids first, or last in the body
+        ({"model": "m", "input": IDS}, 14000),
+        ({"model": "m", "input": IDS[0] * 5}, 3500),  # one list of ids
+    ]
+    for doc, ids in docs:
+        near = rest(doc, "input") + ids
+        assert near - 1 <= _tokens("embed", body(doc), tpm=20000) <= near + 1
+    completion = {"model": "m", "prompt": IDS[1] * 4, "max_tokens": 100}
+    near = rest(completion, "prompt") + 2800
+    assert near - 1 <= _tokens("complete", body(completion), tpm=20000) - 100 <= near + 1
+
+
+def test_numbers_in_text_count_as_text() -> None:
+    """Only an array of integers is ids: numbers in a text, a list of strings, or a request
+    quoted in a message (its quotes escaped) are billed as text."""
+    numbers = ", ".join(str(i) for i in range(3000))
+    quoted = json.dumps({"model": "m", "input": IDS[:3]})  # escaped in the message
+    for body in (
+        _chat(numbers),
+        _chat(f"sum these: {numbers}"),
+        _chat(quoted),
+        _json({"model": "m", "input": [numbers, numbers]}),
+        _json({"model": "m", "input": [str(i) for i in range(3000)]}),
+    ):
+        assert prompt_tokens(body) == len(body) // 4
+
+
+def test_token_ids_are_counted_in_a_few_byte_searches() -> None:
+    """Each id is not looked at: the array is found by the looks every 2 KiB and its ids are
+    its commas, counted by one byte search."""
+    calls = 0
+
+    class Counted(bytes):
+        def find(self, *args: object) -> int:
+            nonlocal calls
+            calls += 1
+            return bytes.find(self, *args)  # type: ignore[arg-type]
+
+        def rfind(self, *args: object) -> int:
+            nonlocal calls
+            calls += 1
+            return bytes.rfind(self, *args)  # type: ignore[arg-type]
+
+        def count(self, *args: object) -> int:
+            nonlocal calls
+            calls += 1
+            return bytes.count(self, *args)  # type: ignore[arg-type]
+
+    body = Counted(_json({"model": "m", "input": IDS}))
+    assert 14000 <= prompt_tokens(body) <= 14010
+    assert calls < 10
