@@ -322,6 +322,24 @@ async def test_an_inline_image_counts_as_an_image_not_as_its_bytes(
     assert 20000 - 1400 <= left <= 20000 - 1300, left
 
 
+async def test_an_image_in_base64_lines_counts_as_an_image(limited: dict[str, Any]) -> None:
+    """Base64 wrapped at 76 characters (``base64 photo.jpg`` in a shell, Python's
+    ``base64.encodebytes``) counted as text: a 400 KB image ~102,000 tokens, a 429
+    ``request_too_large`` for good on a key of 20,000 tokens a minute."""
+    edges = limited["edges"]
+    key, _ = await _new_key(limited, tpm=20000)
+    image = base64.encodebytes(os.urandom(300 * 1024)).decode()
+    content: list[dict[str, Any]] = [
+        {"type": "text", "text": "what is in this picture?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{image}"}},
+    ]
+    async with httpx.AsyncClient(timeout=30) as http:
+        resp = await _post(http, edges[1], key, _body("gpt-4o", content, max_tokens=300))
+    assert resp.status_code == 200, resp.text
+    left = int(resp.headers["x-ratelimit-remaining-tokens"])
+    assert 20000 - 1400 <= left <= 20000 - 1300, left
+
+
 async def test_pre_tokenized_embedding_input_counts_one_token_an_id(
     limited: dict[str, Any],
 ) -> None:

@@ -1,7 +1,7 @@
 """A request's prompt in tokens, estimated from its JSON body: ~4 bytes per token, each inline
-media part (a base64 image, audio clip or file) at most :data:`MEDIA_TOKENS`, and a prompt
-sent as token ids (an embedding ``input`` or a completion ``prompt`` of integers) one token
-per id.
+media part (a base64 image, audio clip or file, its base64 in one line or wrapped in lines,
+of either alphabet) at most :data:`MEDIA_TOKENS`, and a prompt sent as token ids (an
+embedding ``input`` or a completion ``prompt`` of integers) one token per id.
 
 Two places need it and must agree: the edge admits a request on it against its key's ``tpm``
 (:mod:`switchyard.ingress.estimate`), and a model-proxy bills it when the provider reported no
@@ -10,7 +10,9 @@ pixels, a few hundred to a thousand tokens, not by its bytes: a 100 KiB image co
 was ~25,600 tokens. The body is not parsed again (a full parse of every body would cost more
 than the rest of the check): see :func:`_spans`. Token ids were counted as bytes too, ~1.5
 tokens each ("1234," is 5 bytes), so 14,000 ids in LangChain's usual pre-tokenized embedding
-request were ~21,000 tokens, refused for good on a key of 20,000.
+request were ~21,000 tokens, refused for good on a key of 20,000; and base64 wrapped at 76
+characters (``base64 photo.jpg`` in a shell, Python's ``base64.encodebytes``) or URL-safe
+was text, a 400 KB image ~100,000 tokens.
 """
 
 from __future__ import annotations
@@ -24,12 +26,23 @@ MEDIA_TOKENS = 1000
 # Only a string longer than MEDIA_TOKENS x 4 bytes counts for less than its bytes, so the body
 # is looked at every _STRIDE bytes, under half that: each such string has a look in its base64.
 _STRIDE = 2048
-_RUN = re.compile(rb"[A-Za-z0-9+/]{64}")
-# The opening of a data URL's string: its header, then base64.
-_DATA_URL = re.compile(rb'"data:[^",;\\]{0,128};base64,[A-Za-z0-9+/]{64}')
-# What a look lands in: base64 (``media``), else maybe an array of token ids (integers,
+# Base64, of either alphabet (URL-safe: "-" and "_" for "+" and "/").
+_RUN = re.compile(rb"[A-Za-z0-9+/_-]{64}")
+# The fewest characters a line of wrapped base64 holds (76 of MIME, 64 of PEM): text broken
+# into shorter lines ("line\n" again and again) is text.
+_MIN_WIDTH = 32
+# One line of wrapped base64 (its padding too), looked at whole.
+_LINE = re.compile(rb"[A-Za-z0-9+/=_-]+")
+# The opening of a data URL's string: its header, up to its base64.
+_DATA_URL = re.compile(rb'"data:[^",;\\]{0,128};base64,(?=[A-Za-z0-9+/_-]{%d})' % _MIN_WIDTH)
+# What a look lands in: base64 (``media``), unbroken or wrapped in lines (JSON-escaped "\n" or
+# "\r\n" breaks, as `base64` in a shell and MIME write it, every 76 characters: up to the
+# next break, taken whole, then the next line); else maybe an array of token ids (integers,
 # commas, brackets, spaces). One expression, so a look in text that is neither is one call.
-_LOOK = re.compile(rb"(?P<media>[A-Za-z0-9+/]{64})|[0-9,\[\]\s]{16}")
+_LOOK = re.compile(
+    rb"(?P<media>[A-Za-z0-9+/_-]{64}|[A-Za-z0-9+/_-]{0,63}+\\(?:r\\)?n[A-Za-z0-9+/_-]{16})"
+    rb"|[0-9,\[\]\s]{16}"
+)
 # From the closing quote of a field's name to the opening of its array of ids, or of its
 # array of arrays of ids: its first id.
 _IDS_OPEN = re.compile(rb'"\s*:\s*\[\s*(?:\[\s*)?[0-9]')
@@ -89,15 +102,38 @@ def _media(body: bytes, opens: int, closes: int, at: int) -> bool:
 
     It is when it is a ``data:...;base64,`` URL or the value of a media field (``data``,
     ``file_data``, ``b64_json``: base64 elsewhere, in a text part, is billed as text), holds
-    no space or escape, which base64 never does, and is base64 wherever it is looked at.
+    no space, which base64 never does, and is base64 wherever it is looked at: unbroken (no
+    escape), or wrapped in lines (:func:`_wrapped`).
     """
-    return (
-        closes - opens > 4 * MEDIA_TOKENS
-        and _is_media_value(body, opens)
-        and body.find(b" ", opens, closes) < 0
-        and body.find(b"\\", opens, closes) < 0
-        and all(_RUN.match(body, a) for a in range(at + _STRIDE, closes - 64, _STRIDE))
-    )
+    if closes - opens <= 4 * MEDIA_TOKENS:
+        return False
+    content = _media_content(body, opens)
+    if content < 0 or body.find(b" ", opens, closes) >= 0:
+        return False
+    escape = body.find(b"\\", content, closes)
+    if escape >= 0:
+        return _wrapped(body, content, escape, closes)
+    return all(_RUN.match(body, a) for a in range(at + _STRIDE, closes - 64, _STRIDE))
+
+
+def _wrapped(body: bytes, content: int, escape: int, closes: int) -> bool:
+    """Whether the string's base64 from ``content`` up to ``closes`` is in lines of one width
+    (its first line's, at least ``_MIN_WIDTH``) ended by the escape at ``escape``, a JSON
+    ``\\n`` or ``\\r\\n``, as encoders wrap it. Every ``_STRIDE`` bytes, the 64 bytes looked
+    at are base64 and their line ends where the width says (the last line may be shorter):
+    a few bytes each, however long the lines."""
+    width = escape - content
+    brk = b"\\r\\n" if body.startswith(b"\\r\\n", escape) else b"\\n"
+    if width < _MIN_WIDTH or not body.startswith(brk, escape):
+        return False
+    line = width + len(brk)
+    for a in range(content, closes, _STRIDE):
+        end = a - (a - content) % line + width  # where the line of ``a`` breaks
+        if end + len(brk) <= closes and not body.startswith(brk, end):
+            return False
+        if a < end and _LINE.fullmatch(body, a, min(a + 64, end, closes)) is None:
+            return False
+    return True
 
 
 def _token_ids(body: bytes, opens: int, closes: int, at: int) -> tuple[int, int, int] | None:
@@ -119,9 +155,13 @@ def _token_ids(body: bytes, opens: int, closes: int, at: int) -> tuple[int, int,
     return first, end, body.count(b",", first, end) + 1
 
 
-def _is_media_value(body: bytes, opens: int) -> bool:
-    """Whether the string opening at ``opens`` is a base64 data URL, or base64 as the value
-    of a media field (a look at the ~24 bytes before it for the field's name)."""
-    if _DATA_URL.match(body, opens) is not None:
-        return True
-    return _MEDIA_FIELD.search(body, max(0, opens - 24), opens + 1) is not None
+def _media_content(body: bytes, opens: int) -> int:
+    """Where the base64 of the string opening at ``opens`` starts when it is a base64 data
+    URL, or base64 as the value of a media field (a look at the ~24 bytes before it for the
+    field's name); -1 when it is neither."""
+    url = _DATA_URL.match(body, opens)
+    if url is not None:
+        return url.end()
+    if _MEDIA_FIELD.search(body, max(0, opens - 24), opens + 1) is not None:
+        return opens + 1
+    return -1

@@ -217,3 +217,97 @@ def test_token_ids_are_counted_in_a_few_byte_searches() -> None:
     body = Counted(_json({"model": "m", "input": IDS}))
     assert 14000 <= prompt_tokens(body) <= 14010
     assert calls < 10
+
+
+def _wrapped(data: bytes, width: int = 76, brk: str = "\n", *, url_safe: bool = False) -> str:
+    """Base64 in lines, as `base64 photo.jpg` in a shell or MIME writes it (76 characters)."""
+    flat = (base64.urlsafe_b64encode if url_safe else base64.b64encode)(data).decode()
+    return "".join(flat[i : i + width] + brk for i in range(0, len(flat), width))
+
+
+PHOTO = bytes(range(256)) * 1600  # 400 KiB: ~546,000 characters of base64
+
+
+def test_base64_in_lines_or_url_safe_counts_as_media() -> None:
+    """A 400 KB image made with base64.encodebytes (76-character lines, a JSON "\\n" each) or
+    in the URL-safe alphabet counted as text: ~100,000 tokens, 429 for good on a 20k key."""
+    text = _chat([{"type": "text", "text": "what is in this picture?"}])
+    base = prompt_tokens(text)
+
+    def chat(data: str) -> bytes:
+        url = {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}"}}
+        return _chat([{"type": "text", "text": "what is in this picture?"}, url])
+
+    for data in (
+        base64.encodebytes(PHOTO).decode(),  # 76 a line, a last "\n"
+        _wrapped(PHOTO, 76, "\r\n"),
+        _wrapped(PHOTO, 64)[:-1],  # PEM's 64, no last break
+        _wrapped(PHOTO, 1000),
+        base64.urlsafe_b64encode(PHOTO).decode().rstrip("="),
+        _wrapped(bytes(range(251, 256)) * 800, 76),  # 4 KB, just above the allowance
+        _wrapped(PHOTO, url_safe=True),
+    ):
+        assert base + MEDIA_TOKENS <= prompt_tokens(chat(data)) <= base + MEDIA_TOKENS + 20
+    source = {"type": "base64", "media_type": "image/jpeg", "data": _wrapped(PHOTO)}
+    anthropic = _json(
+        {
+            "model": "m",
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": [{"type": "image", "source": source}]}],
+        }
+    )
+    assert MEDIA_TOKENS + 100 <= _tokens("messages", anthropic) <= MEDIA_TOKENS + 150
+    # On a key of 20,000 tokens a minute it runs.
+    assert _tokens("chat", chat(_wrapped(PHOTO)), tpm=20000) < 20000
+
+
+def test_text_in_lines_counts_as_text_even_in_a_media_field() -> None:
+    """Only base64 in lines of one width, at least 32, with nothing but base64 and its breaks
+    where it is looked at, is media: short lines, lines of other widths, other escapes and
+    other characters are text, also where media goes."""
+    urls = "".join(f"https://example.com/{i:08d}/page.html\n" for i in range(400))  # one width
+    names = "".join(f"{'x' * (40 + i % 7)}\n" for i in range(400))
+    b64 = base64.b64encode(PHOTO[:60_000]).decode()
+    for text in (
+        "line\n" * 2000,
+        urls,
+        names,  # lines of several widths
+        ("A" * 76 + "\n" + "a.b" * 25 + "c\n") * 400,  # one width, not all base64
+        _wrapped(PHOTO[:60_000], 20),  # too short a line to tell from text
+        _wrapped(PHOTO[:60_000]).replace("\n", "\t"),
+        b64[:30000] + '"' + b64[30000:],  # a quote, escaped
+        b64[:30000] + "\n" + b64[30000:40000] + "\n" + b64[40000:],
+    ):
+        for body in (
+            _chat([{"type": "text", "text": text}]),
+            _chat([{"type": "input_audio", "input_audio": {"data": text, "format": "wav"}}]),
+            _chat([{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{text}"}}]),
+        ):
+            assert prompt_tokens(body) >= len(text) // 4, text[:80]
+    # Base64 in lines in a text part is billed as text, as unbroken base64 is.
+    wrapped = _chat([{"type": "text", "text": _wrapped(PHOTO)}])
+    assert prompt_tokens(wrapped) == len(wrapped) // 4
+
+
+def test_base64_in_lines_is_read_once() -> None:
+    """A look every 2 KiB, a few bytes each, as for unbroken base64: however long its lines
+    (one of 2 MB, then a break), the body is searched a few times, not once a line."""
+    calls = 0
+
+    class Counted(bytes):
+        def find(self, *args: object) -> int:
+            nonlocal calls
+            calls += 1
+            return bytes.find(self, *args)  # type: ignore[arg-type]
+
+        def rfind(self, *args: object) -> int:
+            nonlocal calls
+            calls += 1
+            return bytes.rfind(self, *args)  # type: ignore[arg-type]
+
+    flat = base64.b64encode(PHOTO * 6).decode()
+    for data in (_wrapped(PHOTO * 6), flat[: len(flat) // 2] + "\n" + flat[len(flat) // 2 :]):
+        calls = 0
+        body = Counted(_chat([{"type": "input_audio", "input_audio": {"data": data}}]))
+        assert prompt_tokens(body) <= MEDIA_TOKENS + 50
+        assert calls < 10
