@@ -97,6 +97,18 @@ _DECODE = msgspec.json.Decoder()
 _EXCHANGE = "use exchange()"
 
 
+def too_slow(limit: int) -> ReaderTooSlow:
+    """The error of a consumer that fell ``limit`` bytes behind, in words its client can act
+    on: in MiB, counted as messages (a client of a stream of small chunks, ended at 8 MiB, had
+    received ~2.9 MB in all: "8388608 bytes" read as wrong), and the setting that raises it."""
+    return ReaderTooSlow(
+        "the client read the streamed answer more slowly than it arrived, so it was ended: "
+        f"more than {round(limit / 2**20, 2):g} MiB of it waited unread, counted as messages "
+        f"(each message's bytes plus {MSG_COST}, so fewer bytes of the answer itself); read "
+        "the stream as it arrives, or ask the operator to raise ingress.max_unread_bytes"
+    )
+
+
 class LLMClient:
     """Send LLM API requests over NATS and receive (streamed) replies.
 
@@ -229,13 +241,7 @@ class LLMClient:
         if not self._loops.closed:
             self._loops.spawn(self._cancel(replies.env, replies.attempt), name="llm-cancel")
         if replies.on_overflow is not None:
-            replies.on_overflow(self._too_slow())
-
-    def _too_slow(self) -> ReaderTooSlow:
-        return ReaderTooSlow(
-            "the client read the answer more slowly than it arrived: over "
-            f"{self._max_unread} bytes of it waited unread, so it was ended"
-        )
+            replies.on_overflow(too_slow(self._max_unread))
 
     @property
     def payload_room(self) -> int:
@@ -348,7 +354,7 @@ class LLMClient:
                             replies.held -= cost
                             self.unread_bytes -= cost
                         elif item is OVERFLOWED:
-                            raise self._too_slow()
+                            raise too_slow(self._max_unread)
                         elif isinstance(item, Expired):
                             if item is not expiry.marker:
                                 continue  # the marker of a wait that was re-armed since

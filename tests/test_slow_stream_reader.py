@@ -174,6 +174,10 @@ async def test_a_client_that_stops_reading_is_ended_and_its_provider_call_stoppe
         sock.close()
     assert rest.endswith(b"0\r\n\r\n"), rest[-300:]
     assert b'"code":"reader_too_slow"' in rest[-2000:]
+    # In words the client can act on: the limit in MiB, counted as messages (it said "over
+    # 8388608 bytes" to a client that had ~2.9 MB of text), and the setting.
+    assert b"more than 8 MiB of it waited unread, counted as messages" in rest[-2000:]
+    assert b"ingress.max_unread_bytes" in rest[-2000:]
     assert b"[DONE]" not in rest
     assert len(rest) < 60000 * 1000
 
