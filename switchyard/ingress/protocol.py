@@ -33,6 +33,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from switchyard.config import Settings
+from switchyard.ingress.http10 import UnframedCycle
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 # Named like every other error code (a number said nothing a status does not).
@@ -142,6 +143,11 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._arm(self.body_timeout_s)
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope and self.scope["http_version"] == "1.0":
+            # Not chunked to a client that does not know chunks (see .http10); the cycle's
+            # task has not run yet, so its first ``send`` is already this class's.
+            cycle.__class__ = UnframedCycle
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
