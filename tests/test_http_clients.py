@@ -102,3 +102,63 @@ async def test_a_stream_to_an_http11_client_is_still_chunked(edge: Stack) -> Non
     assert _head(got).get(b"transfer-encoding") == b"chunked", got[:300]
     assert got.endswith(b"0\r\n\r\n")
     assert closed
+
+
+def _error(raw: bytes) -> dict[str, Any]:
+    """The OpenAI-shaped error of a whole answer ``raw``."""
+    head = _head(raw)
+    assert head[b"content-type"] == b"application/json", raw[:300]
+    body = raw.partition(b"\r\n\r\n")[2]
+    assert int(head[b"content-length"]) == len(body)
+    error: dict[str, Any] = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error", error
+    return error
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, "Invalid method"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", "Invalid header token"),
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "Transfer-Encoding can't be present with Content-Length",
+        ),
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            "chunk size",
+        ),
+    ],
+    ids=["tls-to-plain-port", "header-without-colon", "length-and-chunked", "bad-chunk-size"],
+)
+async def test_bytes_the_parser_rejects_get_an_openai_400_with_a_request_id(
+    edge: Stack, raw: bytes, reason: str
+) -> None:
+    """uvicorn answered these ``text/plain`` "Invalid HTTP request received." with no id."""
+    got, closed = await _until_closed(edge, raw)
+    assert got.startswith(b"HTTP/1.1 400 "), got[:300]
+    error = _error(got)
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith("malformed HTTP request: ")
+    assert reason in error["message"], error
+    assert _head(got)[b"x-request-id"]
+    assert _head(got)[b"connection"] == b"close"
+    assert closed
+
+
+async def test_a_request_pipelined_before_malformed_bytes_is_answered_first(
+    edge: Stack,
+) -> None:
+    """Both in one write: the request read whole is answered (it was dropped, the app seeing
+    its caller leave while it was queued), then the 400 for what followed it."""
+    for stream in (False, True):
+        body = {"model": "echo", "stream": stream, "messages": [{"role": "user", "content": "p"}]}
+        got, closed = await _until_closed(edge, _chat(edge, body) + b"NOT HTTP\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 200 "), got[:600]
+        second = got.rfind(b"HTTP/1.1 400 ")
+        assert second > 0, got[-300:]
+        assert b"[DONE]" in got[:second] if stream else b"chat.completion" in got[:second]
+        assert _error(got[second:])["code"] == "invalid_request"
+        assert closed

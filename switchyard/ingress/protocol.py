@@ -18,6 +18,12 @@ forever. Each bound here answers or closes such a connection (see docs/security.
 * more than ``max_connections`` open connections: an idle one is closed to make room for the
   new one, or, when none is idle, the new one is closed at once.
 
+Bytes the HTTP parser rejects (not HTTP, a malformed head or chunk, ``Content-Length`` together
+with ``Transfer-Encoding``) are answered 400 ``invalid_request`` in OpenAI's shape, naming what
+the parser found, where uvicorn sent ``text/plain`` "Invalid HTTP request received."; a request
+read whole before them (pipelined in the same write) is answered first, then the 400.
+Every answer here carries an ``x-request-id``, as the application's do.
+
 The checks cost nothing per request beyond reading the loop's clock (one lazily re-armed timer
 per connection); the ASGI application never sees a request that broke one.
 """
@@ -27,28 +33,49 @@ from __future__ import annotations
 import array
 import asyncio
 import fcntl
+import itertools
+import sys
 import termios
+import time
+from collections.abc import Callable
 from typing import Any
 
+import httptools
+import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from switchyard.config import Settings
 from switchyard.ingress.http10 import UnframedCycle
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+}
 # Named like every other error code (a number said nothing a status does not).
-_CODES = {408: b"request_timeout", 431: b"headers_too_large"}
+_CODES = {400: "invalid_request", 408: "request_timeout", 431: "headers_too_large"}
+_ENCODE = msgspec.json.Encoder()
 
 
-def _answer(status: int, message: str) -> bytes:
-    body = (
-        b'{"error":{"message":"' + message.encode() + b'","type":"invalid_request_error",'
-        b'"param":null,"code":"' + _CODES[status] + b'"}}'
-    )
+def _answer(status: int, message: str, request_id: str) -> bytes:
+    error = {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": None,
+        "code": _CODES[status],
+    }
+    body = _ENCODE.encode({"error": error})
     return (
         b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-        b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body))
+        b"x-request-id: %s\r\nconnection: close\r\n\r\n"
+        % (status, _REASONS[status], len(body), request_id.encode())
     ) + body
+
+
+def _fallback_ids() -> Callable[[], str]:
+    """Request ids for a protocol class given no source of its own (unique per process)."""
+    count = itertools.count(1)
+    return lambda: f"req-{time.time_ns()}-{next(count)}"
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -61,6 +88,8 @@ class GuardedProtocol(HttpToolsProtocol):
     body_timeout_s = 60.0
     write_timeout_s = 60.0
     max_connections = 4096
+    # The edge's own ids (``Edge.new_request_id``), set by :func:`guarded`.
+    new_request_id: Callable[[], str] = staticmethod(_fallback_ids())
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -74,6 +103,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._timer_at = 0.0  # when ``_timer`` fires
         self._deadline: float | None = None  # when the current phase must have ended
         self._write_timer: asyncio.TimerHandle | None = None
+        self._malformed = ""  # the parser's reason, for a 400 owed after the answer in progress
 
     # ---- connection ----
 
@@ -160,8 +190,45 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         super().on_message_complete()
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser rejected (called while it handles the
+        parser's error): OpenAI's shape, naming the parser's reason, and nothing more is read.
+        A request read whole before the bad bytes is answered first (its answer is in
+        progress, or it waits in the pipeline), then the 400 (see :meth:`on_response_complete`);
+        an answer already going out for a request whose body turned out malformed is cut."""
+        error = sys.exception()
+        reason = str(error) if isinstance(error, httptools.HttpParserError) and str(error) else ""
+        self._refused = True
+        self._disarm()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not self.transport.is_closing():
+            if not cycle.more_body:  # the request came whole: answer it, then the 400
+                self._malformed = reason or msg
+                return
+            if cycle.response_started:  # a 400 written now would land inside that answer
+                self.transport.close()
+                return
+        self._bad_request(reason or msg)
+
+    def _bad_request(self, reason: str) -> None:
+        message = f"malformed HTTP request: {reason}" if reason else "malformed HTTP request"
+        self.transport.write(_answer(400, message, self.new_request_id()))
+        self.transport.close()
+
+    def _bad_request_after(self, reason: str) -> None:
+        if not self.transport.is_closing():
+            self._bad_request(reason)
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if self._malformed and not self.pipeline and not self.transport.is_closing():
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:  # every request read was answered
+                # Once the answer's last bytes are out: a whole answer is written in one piece
+                # by .onewrite after this callback returns.
+                self.loop.call_soon(self._bad_request_after, self._malformed)
+                self._malformed = ""
+                return
         if not self.transport.is_closing():
             if self._phase == "app":  # else an early answer: the body's rest may still come
                 self._phase = "idle"
@@ -240,24 +307,30 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()  # no request (or no next request) began
             return
         if self._phase == "head" or self.cycle is None or not self.cycle.response_started:
-            self.transport.write(_answer(408, "the request did not arrive in time"))
+            self.transport.write(
+                _answer(408, "the request did not arrive in time", self.new_request_id())
+            )
         self._refused = True
         self.transport.close()
 
     def _refuse(self, status: int, message: str) -> None:
         self._refused = True
         self._disarm()
-        self.transport.write(_answer(status, message))
+        self.transport.write(_answer(status, message, self.new_request_id()))
         self.transport.close()
 
 
-def guarded(settings: Settings) -> type[GuardedProtocol]:
-    """The protocol class with the limits of ``settings.ingress``."""
+def guarded(
+    settings: Settings, new_request_id: Callable[[], str] | None = None
+) -> type[GuardedProtocol]:
+    """The protocol class with the limits of ``settings.ingress``; its answers' request ids
+    come from ``new_request_id`` (the edge's), else a counter of its own."""
     ingress = settings.ingress
     return type(
         "GuardedProtocol",
         (GuardedProtocol,),
         {
+            "new_request_id": staticmethod(new_request_id or _fallback_ids()),
             "max_header_bytes": ingress.max_header_bytes,
             "max_headers": ingress.max_headers,
             "header_timeout_s": ingress.header_timeout_s,

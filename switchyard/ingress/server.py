@@ -75,7 +75,8 @@ async def run_edge(
         host=listen.host,
         port=listen.port,
         loop="none",  # the caller's (uvloop) loop is already running
-        http=guarded(settings),  # httptools, with head, time and connection limits
+        # httptools, with head, time and connection limits
+        http=guarded(settings, asgi.edge.new_request_id),
         lifespan="on",
         access_log=False,
         log_config=None,
