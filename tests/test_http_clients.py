@@ -1,5 +1,5 @@
-"""Clients other than the OpenAI SDK, on a real edge over raw sockets: an HTTP/1.0 client
-reading a stream, and bytes that are not HTTP at all."""
+"""Clients other than the OpenAI SDK, on a real edge: a browser front end (CORS), an HTTP/1.0
+client reading a stream, and bytes that are not HTTP at all (raw sockets)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -15,6 +16,8 @@ from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ORIGIN = "https://playground.example"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -24,6 +27,7 @@ async def edge(
     extra = {
         "providers": {"fake": {"kind": "openai-compatible", "api_base": upstream.base_url}},
         "routes": {"echo": {"deployments": [{"provider": "fake", "model": "echo"}]}},
+        "ingress": {"cors_origins": [ORIGIN]},
     }
     stack = await start_stack(tmp_path_factory.mktemp("clients"), extra)
     try:
@@ -162,3 +166,100 @@ async def test_a_request_pipelined_before_malformed_bytes_is_answered_first(
         assert b"[DONE]" in got[:second] if stream else b"chat.completion" in got[:second]
         assert _error(got[second:])["code"] == "invalid_request"
         assert closed
+
+
+async def test_a_browser_page_on_an_allowed_origin_can_call_the_llm_routes(edge: Stack) -> None:
+    """What a browser does: a preflight, then the call, reading the answer and its headers.
+    Without CORS the preflight was 405 "takes POST, not OPTIONS" and no answer carried
+    ``Access-Control-Allow-Origin``: a playground saw a generic CORS failure."""
+    asked = {
+        "origin": ORIGIN,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,content-type,x-stainless-os",
+    }
+    auth = {"origin": ORIGIN, "authorization": f"Bearer {edge.api_key}"}
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(base_url=edge.tail_url, timeout=30) as http:
+        for path in ("/v1/chat/completions", "/v1/models"):
+            pre = await http.options(path, headers=asked)
+            assert pre.status_code == 204, pre.text
+            assert pre.headers["access-control-allow-origin"] == ORIGIN
+            assert "POST" in pre.headers["access-control-allow-methods"]
+            allowed = pre.headers["access-control-allow-headers"]
+            assert allowed == "authorization, content-type, x-stainless-os"
+            assert int(pre.headers["access-control-max-age"]) > 0
+        whole = await http.post("/v1/chat/completions", json=chat, headers=auth)
+        assert whole.status_code == 200, whole.text
+        assert whole.headers["access-control-allow-origin"] == ORIGIN
+        assert "Origin" in whole.headers["vary"]
+        assert "x-request-id" in whole.headers["access-control-expose-headers"]
+        async with http.stream(
+            "POST", "/v1/chat/completions", json={**chat, "stream": True}, headers=auth
+        ) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["access-control-allow-origin"] == ORIGIN
+            assert (await stream.aread()).endswith(b"data: [DONE]\n\n")
+        refused = await http.post(
+            "/v1/chat/completions", json=chat, headers={**auth, "authorization": "Bearer no"}
+        )
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == ORIGIN  # errors are readable
+        models = await http.get("/v1/models", headers=auth)
+        assert models.headers["access-control-allow-origin"] == ORIGIN
+
+
+async def test_anthropic_browser_access_preflight(edge: Stack) -> None:
+    """Anthropic's SDK in a browser sends its own headers, the key in ``x-api-key``."""
+    names = (
+        "anthropic-beta, anthropic-dangerous-direct-browser-access, anthropic-version, "
+        "content-type, x-api-key"
+    )
+    asked = {
+        "origin": ORIGIN,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": names,
+    }
+    async with httpx.AsyncClient(base_url=edge.tail_url, timeout=30) as http:
+        pre = await http.options("/v1/messages", headers=asked)
+        assert pre.status_code == 204, pre.text
+        assert pre.headers["access-control-allow-headers"] == names
+        answer = await http.post(
+            "/v1/messages",
+            json={"model": "echo", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]},
+            headers={
+                "origin": ORIGIN,
+                "x-api-key": edge.api_key,
+                "anthropic-version": "2023-06-01",
+                "anthropic-dangerous-direct-browser-access": "true",
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["access-control-allow-origin"] == ORIGIN
+        assert "request-id" in answer.headers["access-control-expose-headers"]
+
+
+async def test_other_origins_and_the_admin_side_get_no_cors(edge: Stack) -> None:
+    other = {"origin": "https://elsewhere.example", "access-control-request-method": "POST"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        pre = await http.options(f"{edge.tail_url}/v1/chat/completions", headers=other)
+        assert pre.status_code == 403
+        assert pre.json()["error"]["code"] == "origin_not_allowed"
+        assert "access-control-allow-origin" not in pre.headers
+        call = await http.post(
+            f"{edge.tail_url}/v1/chat/completions",
+            json={"model": "echo", "messages": [{"role": "user", "content": "x"}]},
+            headers={"origin": other["origin"], "authorization": f"Bearer {edge.api_key}"},
+        )
+        assert call.status_code == 200
+        assert "access-control-allow-origin" not in call.headers
+        # The admin API and the web app keep their own rules, even for an allowed origin.
+        mine = {"origin": ORIGIN, "access-control-request-method": "GET"}
+        for path in ("/admin/v1/keys", "/ui/keys"):
+            pre = await http.options(f"{edge.gateway_url}{path}", headers=mine)
+            assert pre.status_code == 405, (path, pre.text)
+            assert "access-control-allow-origin" not in pre.headers
+        keys = await http.get(
+            f"{edge.gateway_url}/admin/v1/keys", headers={**edge.admin_headers(), "origin": ORIGIN}
+        )
+        assert keys.status_code == 200
+        assert "access-control-allow-origin" not in keys.headers

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -257,6 +258,10 @@ class IngressSettings(Section, frozen=True):
         trusted_proxies: addresses and CIDR networks of reverse proxies whose
             ``X-Forwarded-For`` names the client (its right-most untrusted entry) for the
             failed-key and sign-in guards and audit entries; empty: the TCP peer is the client.
+        cors_origins: web origins (``https://app.example.com``) whose pages may call the LLM
+            API from a browser (CORS on ``/v1/...``; never the admin API or web app); ``*``
+            lets any site's pages call it; empty: no CORS (browsers refuse every
+            cross-origin call).
     """
 
     tail: Listen = Listen(port=8080)
@@ -277,11 +282,15 @@ class IngressSettings(Section, frozen=True):
     failed_auth_limit: Annotated[int, msgspec.Meta(ge=1)] = 20
     failed_auth_window_s: Seconds = 60.0
     trusted_proxies: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Raises ConfigError naming a ``trusted_proxies`` entry that is not an address or
-        a network (a network with host bits set: ``10.0.0.1/8`` means which?), or a
+        a network (a network with host bits set: ``10.0.0.1/8`` means which?), a
+        ``cors_origins`` entry no browser sends (see :func:`_check_origin`), or a
         ``stream_start_s`` under a second (a late stream would get a comment that often)."""
+        for index, origin in enumerate(self.cors_origins):
+            _check_origin(index, origin)
         if 0 < self.stream_start_s < 1:
             raise ConfigError(
                 "ingress.stream_start_s",
@@ -298,6 +307,28 @@ class IngressSettings(Section, frozen=True):
                     "give addresses (10.0.0.5, 2001:db8::5) or networks with no host bits set "
                     "(10.0.0.0/8, not 10.0.0.1/8; fd00::/8)",
                 ) from None
+
+
+# An origin as browsers send it: a lowercase scheme and host, a port if not the default, no
+# path, no trailing slash (RFC 6454 6.1).
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[a-z0-9.:\[\]_-]+")
+
+
+def _check_origin(index: int, origin: str) -> None:
+    """Raises ConfigError for ``cors_origins[index]`` when no browser sends it as an Origin
+    (it would never match, silently): not ``*`` nor ``scheme://host[:port]`` in lowercase."""
+    if origin == "*" or _ORIGIN.fullmatch(origin):
+        return
+    if origin == "null":  # sent by sandboxed frames and file:// pages: any page can be one
+        raise ConfigError(
+            f"ingress.cors_origins[{index}]", "`null` would let any sandboxed page in", "remove it"
+        )
+    raise ConfigError(
+        f"ingress.cors_origins[{index}]",
+        f"`{origin}` is not an origin as browsers send it",
+        "write scheme://host[:port] in lowercase, with no path or trailing slash "
+        "(https://app.example.com, http://localhost:3000), or * for any origin",
+    )
 
 
 class HeadSettings(Section, frozen=True):

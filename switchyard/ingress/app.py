@@ -39,6 +39,7 @@ from switchyard.errors import (
 )
 from switchyard.ingress import openapi
 from switchyard.ingress.batches import BatchApi, by_path
+from switchyard.ingress.cors import Cors, with_cors
 from switchyard.ingress.docs import docs_routes
 from switchyard.ingress.edge import Edge
 from switchyard.ingress.fastpath import ANTHROPIC_OPS, ROUTES, FastPath
@@ -70,11 +71,12 @@ class EdgePlugin(Protocol):
 
 def create_asgi(
     settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = (), *, instance: str = ""
-) -> FastPath:
-    """The ASGI entry point for ``kind``: the LLM fast path in front of the FastAPI app."""
+) -> FastPath | Cors:
+    """The ASGI entry point for ``kind``: the LLM fast path in front of the FastAPI app, and
+    CORS in front of both when ``ingress.cors_origins`` names any."""
     app = create_app(settings, kind, plugins, instance=instance)
     edge: Edge = app.state.edge
-    return FastPath(edge, app)
+    return with_cors(FastPath(edge, app), settings.ingress.cors_origins)
 
 
 def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)

@@ -54,6 +54,7 @@ OWN_CODES = frozenset(
         "no_deployment",
         "no_workers",
         "not_found",
+        "origin_not_allowed",
         "previous_response_not_found",
         "provider_auth_error",
         "provider_error",
