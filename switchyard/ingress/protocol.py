@@ -33,10 +33,9 @@ from __future__ import annotations
 import array
 import asyncio
 import fcntl
-import itertools
 import sys
 import termios
-import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -72,10 +71,9 @@ def _answer(status: int, message: str, request_id: str) -> bytes:
     ) + body
 
 
-def _fallback_ids() -> Callable[[], str]:
-    """Request ids for a protocol class given no source of its own (unique per process)."""
-    count = itertools.count(1)
-    return lambda: f"req-{time.time_ns()}-{next(count)}"
+def _random_id() -> str:
+    """A request id for a protocol class given no source of its own."""
+    return f"req-{uuid.uuid4().hex}"
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -89,7 +87,7 @@ class GuardedProtocol(HttpToolsProtocol):
     write_timeout_s = 60.0
     max_connections = 4096
     # The edge's own ids (``Edge.new_request_id``), set by :func:`guarded`.
-    new_request_id: Callable[[], str] = staticmethod(_fallback_ids())
+    new_request_id: Callable[[], str] = staticmethod(_random_id)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -324,13 +322,13 @@ def guarded(
     settings: Settings, new_request_id: Callable[[], str] | None = None
 ) -> type[GuardedProtocol]:
     """The protocol class with the limits of ``settings.ingress``; its answers' request ids
-    come from ``new_request_id`` (the edge's), else a counter of its own."""
+    come from ``new_request_id`` (the edge's), else are random."""
     ingress = settings.ingress
     return type(
         "GuardedProtocol",
         (GuardedProtocol,),
         {
-            "new_request_id": staticmethod(new_request_id or _fallback_ids()),
+            "new_request_id": staticmethod(new_request_id or _random_id),
             "max_header_bytes": ingress.max_header_bytes,
             "max_headers": ingress.max_headers,
             "header_timeout_s": ingress.header_timeout_s,
