@@ -25,6 +25,7 @@ from tests.support import describe_processes, processes_mentioning
 from tests.upstream import FakeOpenAI
 
 # Aliases of the session stack, each backed by one fake-provider behaviour (see tests/upstream.py).
+CORS_ORIGIN = "https://playground.example"
 SESSION_ROUTES = {
     "gpt-4o-mini": "echo",
     "paced": "paced:20",
@@ -106,6 +107,9 @@ async def stack(
         "routes": routes,
         # Short redelivery so a killed worker's request is picked up quickly in tests.
         "modelproxy": {"ack_wait_s": 4, "keepalive_s": 1, "secret_ttl_s": 3},
+        # A browser front end's origin (tests/test_http_clients.py); requests without an
+        # Origin header, every other test's, are answered as without the setting.
+        "ingress": {"cors_origins": [CORS_ORIGIN]},
     }
     stack = await start_stack(tmp_path_factory.mktemp("stack"), extra)
     try:

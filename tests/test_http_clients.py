@@ -5,35 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
 
-from tests.stacks import Stack, start_stack
-from tests.upstream import FakeOpenAI
+from tests.conftest import CORS_ORIGIN
+from tests.stacks import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ORIGIN = "https://playground.example"
+ORIGIN = CORS_ORIGIN
+MODEL = "gpt-4o-mini"  # the session stack's route to the fake provider's echo
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def edge(
-    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
-) -> AsyncIterator[Stack]:
-    extra = {
-        "providers": {"fake": {"kind": "openai-compatible", "api_base": upstream.base_url}},
-        "routes": {"echo": {"deployments": [{"provider": "fake", "model": "echo"}]}},
-        "ingress": {"cors_origins": [ORIGIN]},
-    }
-    stack = await start_stack(tmp_path_factory.mktemp("clients"), extra)
-    try:
-        yield stack
-    finally:
-        await stack.supervisor.stop()
+@pytest_asyncio.fixture(loop_scope="session")
+async def edge(stack: Stack) -> Stack:
+    """The session stack, whose edges list ``ORIGIN`` in ``ingress.cors_origins``
+    (tests/conftest.py)."""
+    return stack
 
 
 async def _until_closed(stack: Stack, raw: bytes, *, wait: float = 10.0) -> tuple[bytes, bool]:
@@ -72,7 +63,7 @@ async def test_a_stream_to_an_http10_client_is_not_chunked_and_ends_with_the_clo
 ) -> None:
     """RFC 9112: no chunked encoding to an HTTP/1.0 client; the body is raw and the
     connection's close ends it (``curl -0 -N`` showed the chunk sizes among the events)."""
-    body = {"model": "echo", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     got, closed = await _until_closed(edge, _chat(edge, body, b"1.0"))
     assert got.startswith(b"HTTP/1.1 200"), got[:300]
     head = _head(got)
@@ -89,7 +80,7 @@ async def test_a_stream_to_an_http10_client_is_not_chunked_and_ends_with_the_clo
 
 
 async def test_http10_answers_of_known_length_keep_their_length(edge: Stack) -> None:
-    body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     got, closed = await _until_closed(edge, _chat(edge, body, b"1.0"))
     head = _head(got)
     assert got.startswith(b"HTTP/1.1 200"), got[:300]
@@ -100,7 +91,7 @@ async def test_http10_answers_of_known_length_keep_their_length(edge: Stack) -> 
 
 
 async def test_a_stream_to_an_http11_client_is_still_chunked(edge: Stack) -> None:
-    body = {"model": "echo", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     raw = _chat(edge, body).replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")
     got, closed = await _until_closed(edge, raw)
     assert _head(got).get(b"transfer-encoding") == b"chunked", got[:300]
@@ -158,7 +149,7 @@ async def test_a_request_pipelined_before_malformed_bytes_is_answered_first(
     """Both in one write: the request read whole is answered (it was dropped, the app seeing
     its caller leave while it was queued), then the 400 for what followed it."""
     for stream in (False, True):
-        body = {"model": "echo", "stream": stream, "messages": [{"role": "user", "content": "p"}]}
+        body = {"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": "p"}]}
         got, closed = await _until_closed(edge, _chat(edge, body) + b"NOT HTTP\r\n\r\n")
         assert got.startswith(b"HTTP/1.1 200 "), got[:600]
         second = got.rfind(b"HTTP/1.1 400 ")
@@ -178,7 +169,7 @@ async def test_a_browser_page_on_an_allowed_origin_can_call_the_llm_routes(edge:
         "access-control-request-headers": "authorization,content-type,x-stainless-os",
     }
     auth = {"origin": ORIGIN, "authorization": f"Bearer {edge.api_key}"}
-    chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     async with httpx.AsyncClient(base_url=edge.tail_url, timeout=30) as http:
         for path in ("/v1/chat/completions", "/v1/models"):
             pre = await http.options(path, headers=asked)
@@ -225,7 +216,7 @@ async def test_anthropic_browser_access_preflight(edge: Stack) -> None:
         assert pre.headers["access-control-allow-headers"] == names
         answer = await http.post(
             "/v1/messages",
-            json={"model": "echo", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]},
+            json={"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]},
             headers={
                 "origin": ORIGIN,
                 "x-api-key": edge.api_key,
@@ -247,7 +238,7 @@ async def test_other_origins_and_the_admin_side_get_no_cors(edge: Stack) -> None
         assert "access-control-allow-origin" not in pre.headers
         call = await http.post(
             f"{edge.tail_url}/v1/chat/completions",
-            json={"model": "echo", "messages": [{"role": "user", "content": "x"}]},
+            json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
             headers={"origin": other["origin"], "authorization": f"Bearer {edge.api_key}"},
         )
         assert call.status_code == 200
