@@ -57,6 +57,7 @@ from switchyard.errors import (
 )
 from switchyard.runtime.http import JSON, error_response
 from switchyard.runtime.openapi import error_responses, inline_schema
+from switchyard.runtime.provider_changes import edit_seen, table_words
 from switchyard.runtime.request_body import read_body
 from switchyard.schemas.control import PutTable, TableState
 from switchyard.schemas.openai import error_body
@@ -90,12 +91,13 @@ async def _audit(
 
 
 async def _audit_write(
-    c: AdminContext, request: Request, state: TableState, action: str, target: str
+    c: AdminContext, request: Request, state: TableState, action: str, target: str, *was: RouteTable
 ) -> None:
-    """Record a route table write; one that changed nothing (``changed: false``, no new
-    revision) is no change to record."""
+    """Record a route table write, naming provider changes against the table it replaced
+    (``was``); a write that changed nothing (``changed: false``) is not recorded."""
     if state.changed is not False:
-        await _audit(c, request, action, target, f"revision {state.revision}")
+        detail = table_words(was[0] if was else state.table, state.table, state.revision)
+        await _audit(c, request, action, target, detail)
 
 
 async def _body(request: Request) -> bytes:
@@ -308,8 +310,9 @@ class AdminApi:
         body = await _body(request)
         refuse_literal_keys(body)
         put = decode(body, PutTable, "route table")
+        before = (await c.control.table()).table  # for the audit's words only
         state = await c.control.put_table(put.table, put.expected_revision)
-        await _audit_write(c, request, state, "routes.replace", "")
+        await _audit_write(c, request, state, "routes.replace", "", before)
         return _ok(state)
 
     async def get_route(self, request: Request, c: AdminContext) -> Response:
@@ -351,8 +354,10 @@ class AdminApi:
         body = await _body(request)
         refuse_literal_keys(body, name)
         provider = decode(body, Provider, "provider")
-        state = await c.control.edit(lambda t: _with(t, providers={**t.providers, name: provider}))
-        await _audit_write(c, request, state, "provider.put", name)
+        state, was = await edit_seen(
+            c.control, lambda t: _with(t, providers={**t.providers, name: provider})
+        )
+        await _audit_write(c, request, state, "provider.put", name, was)
         return _ok(state)
 
     async def delete_provider(self, request: Request, c: AdminContext) -> Response:
@@ -370,8 +375,8 @@ class AdminApi:
                 )
             return _with(t, providers={n: p for n, p in t.providers.items() if n != name})
 
-        state = await c.control.edit(change)
-        await _audit_write(c, request, state, "provider.delete", name)
+        state, was = await edit_seen(c.control, change)
+        await _audit_write(c, request, state, "provider.delete", name, was)
         return _ok(state)
 
     async def get_deployments(self, request: Request, c: AdminContext) -> Response:

@@ -64,6 +64,7 @@ from switchyard.control.litellm_import import (
     to_yaml_doc,
 )
 from switchyard.errors import Conflict, InputError, SwitchyardError
+from switchyard.runtime.provider_changes import edit_seen, table_words
 from switchyard.schemas.control import TableState
 from switchyard.schemas.import_merge import NameChange, compare, merge, replaced
 from switchyard.schemas.route_check import edit_problems, type_problems
@@ -448,7 +449,7 @@ async def _apply(
                 )
             return merge(table, result.table)
 
-        state = await control.edit(change)
+        state, was = await edit_seen(control, change)
         who = actor.removeprefix("import:")
         if state.changed is False:  # the same routes and providers again: no new revision
             print(
@@ -463,9 +464,8 @@ async def _apply(
             detail += f", replaced {_names(entries)}"
         if taken:
             detail += f", new versions of secrets in use {', '.join(t.name for t in taken)}"
-        await AuditWriter(nc, "cli").record(
-            who, "import.litellm", "", f"{detail}; revision {state.revision}"
-        )
+        words = table_words(was, state.table, state.revision)
+        await AuditWriter(nc, "cli").record(who, "import.litellm", "", f"{detail}; {words}")
         print(f"applied: route table revision {state.revision}", file=out)
         missing_keys_report(missing, result.table, err)
         return 0

@@ -31,6 +31,7 @@ from switchyard.bus.control_admin import ControlClient
 from switchyard.config import Settings
 from switchyard.control.drift import diff, drift_note, merge
 from switchyard.errors import Conflict, InputError
+from switchyard.runtime.provider_changes import table_words
 from switchyard.schemas.control import TableState
 
 
@@ -133,7 +134,8 @@ async def _sync(
                 file=out,
             )
             return 0
-        detail = f"{len(changes)} changes from {source}; revision {written.revision}"
+        words = table_words(state.table, written.table, written.revision)
+        detail = f"{len(changes)} changes from {source}; {words}"
         action = "route.merge" if merging else "route.sync"
         await AuditWriter(nc, "cli").record(who, action, "", detail)  # as the API's changes are
         print(f"applied: route table revision {written.revision}", file=out)

@@ -36,6 +36,7 @@ from switchyard.admin.ui.context import Route as UiRoute
 from switchyard.admin.ui.context import Ui
 from switchyard.admin.ui.pages.tables import digest
 from switchyard.errors import ApiError, Conflict, InvalidRequest
+from switchyard.runtime.provider_changes import edit_seen, table_words
 from switchyard.schemas.import_merge import compare, merge
 from switchyard.schemas.route_check import edit_problems
 from switchyard.schemas.routing import InvalidRouteTable, RouteTable
@@ -270,7 +271,7 @@ async def apply(ui: Ui) -> Response:
         return merge(table, imported, kept=file)
 
     try:
-        state = await ui.admin.control.acting_for(ui.actor).edit(change)
+        state, was = await edit_seen(ui.admin.control.acting_for(ui.actor), change)
     except (Conflict, InvalidRequest) as exc:  # refused: what this apply stored goes again
         return await _refused(ui, exc, created)
     stored = list(created)
@@ -290,7 +291,8 @@ async def apply(ui: Ui) -> Response:
     if state.changed is False:  # the same routes and providers again: no new revision
         detail += " (the live table had them all: unchanged)"
     if state.changed is not False or stored:  # (each secret stored is audited as such too)
-        await ui.audit("import.litellm", "", f"{detail}; revision {state.revision}{failed}")
+        words = table_words(was, state.table, state.revision)
+        await ui.audit("import.litellm", "", f"{detail}; {words}{failed}")
     if failed:
         return ui.redirect("/ui/routes", ("error", f"Imported {detail}{failed}."))
     return ui.redirect("/ui/routes", ("ok", f"Imported {detail}."))

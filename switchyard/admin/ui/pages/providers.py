@@ -23,6 +23,7 @@ from switchyard.admin.ui.pages.tables import (
     validation_problem,
 )
 from switchyard.errors import Conflict, NotFound
+from switchyard.runtime.provider_changes import edit_seen, table_words
 from switchyard.schemas.routing import (
     Provider,
     ProviderKind,
@@ -209,7 +210,7 @@ async def save_provider(ui: Ui) -> Response:
         return ui.redirect(
             "/ui/routes", ("ok", f"Nothing changed: provider {name} was already so.")
         )
-    await ui.audit("provider.put", name, f"revision {result.revision}")
+    await ui.audit("provider.put", name, table_words(state.table, result.table, result.revision))
     return ui.redirect("/ui/routes", ("ok", f"Saved provider {name} (revision {result.revision})."))
 
 
@@ -235,7 +236,7 @@ async def delete_provider(ui: Ui) -> Response:
         )
 
     try:
-        result = await ui.admin.control.acting_for(ui.actor).edit(change)
+        result, was = await edit_seen(ui.admin.control.acting_for(ui.actor), change)
     except Stale:
         table = (await ui.admin.control.table()).table
         provider = table.providers.get(name)
@@ -252,7 +253,7 @@ async def delete_provider(ui: Ui) -> Response:
         )
     except Conflict as exc:
         return ui.redirect("/ui/routes", ("error", exc.message))
-    await ui.audit("provider.delete", name, f"revision {result.revision}")
+    await ui.audit("provider.delete", name, table_words(was, result.table, result.revision))
     return ui.redirect("/ui/routes", ("ok", f"Deleted provider {name}."))
 
 

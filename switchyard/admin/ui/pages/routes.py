@@ -26,6 +26,7 @@ from switchyard.admin.ui.pages.tables import (
     validation_problem,
 )
 from switchyard.errors import Conflict, NotFound
+from switchyard.runtime.provider_changes import edit_seen, table_words
 from switchyard.schemas.routing import MAX_WEIGHT, Deployment, Route, RouteTable
 
 BLANK_ROWS = 1
@@ -325,11 +326,10 @@ async def restore(ui: Ui) -> Response:
     def change(t: RouteTable) -> RouteTable:
         return msgspec.structs.replace(t, **{kind: {**getattr(t, kind), name: file_items[name]}})
 
-    result = await ui.admin.control.acting_for(ui.actor).edit(change)
+    result, was = await edit_seen(ui.admin.control.acting_for(ui.actor), change)
     if result.changed is not False:  # (already as the file says: nothing written)
-        await ui.audit(
-            f"{kind[:-1]}.restore", name, f"from switchyard.yaml, revision {result.revision}"
-        )
+        words = table_words(was, result.table, result.revision)
+        await ui.audit(f"{kind[:-1]}.restore", name, f"from switchyard.yaml; {words}")
     return ui.redirect("/ui/routes", ("ok", f"{name} is as {origin} again."))
 
 

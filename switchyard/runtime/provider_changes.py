@@ -1,0 +1,103 @@
+"""What a route table write changed about where provider keys go, in words for the audit log.
+
+A provider's ``api_base`` says where the model-proxies send its key, ``secret`` which stored
+key that is, and ``kind`` the default URL and the wire format. An admin credential can change
+all three, so the audit entry of any table write (one provider, the whole table, ``routes
+sync``, an import) names each change, old -> new: secret *names* and URLs, never a key.
+A URL is shown without user info or query (either may carry a credential the table check
+refuses only on new writes), and the words are bounded in length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from switchyard.bus.control_admin import ControlClient
+from switchyard.schemas.control import TableState
+from switchyard.schemas.routing import Provider, RouteTable
+
+MAX_CHARS = 1000  # the whole phrase; an audit entry stays small (see switchyard.admin.audit)
+_URL_CHARS = 120
+_FIELDS = ("kind", "api_base", "secret")
+
+
+def shown_url(url: str | None) -> str:
+    """``url`` as an audit entry shows it: scheme, host, port and path only, bounded."""
+    if not url:
+        return "none"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(not a URL)"
+    shown = f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else "(not a URL)"
+    return shown if len(shown) <= _URL_CHARS else shown[: _URL_CHARS - 1] + "…"
+
+
+def _value(provider: Provider, field: str) -> str:
+    if field == "api_base":
+        return shown_url(provider.api_base)
+    return str(getattr(provider, field) or "none")
+
+
+def provider_changes(before: RouteTable, after: RouteTable) -> list[str]:
+    """One phrase per provider added, removed, or whose kind, api_base or secret changed,
+    sorted by name (``provider x: api_base http://a/v1 -> http://b/v1``)."""
+    phrases = []
+    for name in sorted(before.providers.keys() | after.providers.keys()):
+        old, new = before.providers.get(name), after.providers.get(name)
+        if new is None:
+            phrases.append(f"provider {name} removed")
+        elif old is None:
+            said = ", ".join(f"{f} {_value(new, f)}" for f in _FIELDS)
+            phrases.append(f"provider {name} added: {said}")
+        else:
+            moved = [
+                f"{f} {_value(old, f)} -> {_value(new, f)}"
+                for f in _FIELDS
+                if getattr(old, f) != getattr(new, f)
+            ]
+            if moved:
+                phrases.append(f"provider {name}: {', '.join(moved)}")
+    return phrases
+
+
+def bounded(phrases: list[str], limit: int = MAX_CHARS) -> str:
+    """``phrases`` joined with ``; ``, at most ``limit`` characters: those that do not fit
+    are counted (``; and 3 more``)."""
+    room = limit - 20  # for the count
+    said: list[str] = []
+    for i, phrase in enumerate(phrases):
+        joined = "; ".join([*said, phrase])
+        if len(joined) <= room or (i == len(phrases) - 1 and len(joined) <= limit):
+            said.append(phrase)
+            continue
+        if not said:  # one long phrase: its start
+            said.append(phrase[: room - 1] + "…")
+            i += 1  # noqa: PLW2901 (counted as said)
+        rest = len(phrases) - i
+        return "; ".join(said) + (f"; and {rest} more" if rest else "")
+    return "; ".join(said)
+
+
+def table_words(before: RouteTable, after: RouteTable, revision: int) -> str:
+    """An audit detail for a table write: the provider changes, then the revision."""
+    said = bounded(provider_changes(before, after), MAX_CHARS - 20)
+    return f"{said}; revision {revision}" if said else f"revision {revision}"
+
+
+async def edit_seen(
+    control: ControlClient, change: Callable[[RouteTable], RouteTable]
+) -> tuple[TableState, RouteTable]:
+    """:meth:`ControlClient.edit`, also returning the table the written one replaced (the
+    last one ``change`` saw: compare-and-set wrote over exactly that one)."""
+    seen: list[RouteTable] = []
+
+    def watched(table: RouteTable) -> RouteTable:
+        seen.append(table)
+        return change(table)
+
+    state = await control.edit(watched)
+    return state, seen[-1] if seen else state.table
