@@ -381,6 +381,11 @@ class AdminSettings(Section, frozen=True):
     budget_watch_s: Seconds = 30.0
 
 
+# A host, or a pattern of hosts with ``*`` / ``?``: no scheme, port or path (those would
+# never match a host, and read as a restriction that holds nothing back).
+HostPattern = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9*?][A-Za-z0-9*?.-]*$")]
+
+
 class ModelProxySettings(Section, frozen=True):
     """The provider-calling workers.
 
@@ -398,6 +403,12 @@ class ModelProxySettings(Section, frozen=True):
             not false) for later ``item_reference``s, in ``sy_response_items``
             (``streams.response_items_max_age_s``); false keeps no answer content: such
             Responses say ``store: false`` and a reference on a translating deployment is a 404.
+        allowed_upstreams: the hosts providers may be called at (``api.openai.com``,
+            ``*.openai.azure.com``; ``*`` and ``?`` wildcards, no scheme or port), empty for
+            any. A provider whose URL's host is not listed gets no call (503
+            ``upstream_not_allowed``; its key is not fetched), and the control service refuses
+            a route table write adding or moving one there (400): an admin credential cannot
+            send a stored key elsewhere. Give control the same value (docs/security.md).
     """
 
     keepalive_s: Seconds = 5.0
@@ -406,6 +417,7 @@ class ModelProxySettings(Section, frozen=True):
     max_deliver: Annotated[int, msgspec.Meta(ge=1)] = 3
     max_workers_per_deployment: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 128
     keep_response_items: bool = True
+    allowed_upstreams: tuple[HostPattern, ...] = ()
 
 
 class LoggingSettings(Section, frozen=True):

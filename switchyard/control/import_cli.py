@@ -65,6 +65,7 @@ from switchyard.control.litellm_import import (
 )
 from switchyard.errors import Conflict, InputError, SwitchyardError
 from switchyard.runtime.provider_changes import edit_seen, table_words
+from switchyard.runtime.upstreams import table_refusal
 from switchyard.schemas.control import TableState
 from switchyard.schemas.import_merge import NameChange, compare, merge, replaced
 from switchyard.schemas.route_check import edit_problems, type_problems
@@ -436,6 +437,10 @@ async def _apply(
         if merged:
             _problems_report(merged, out)
             raise InputError("", *_invalid(merged))
+        upstreams = settings.modelproxy.allowed_upstreams  # control's, when the config is shared
+        off = table_refusal(merge(state.table, result.table), state.table, upstreams)
+        if off is not None:  # refused before any key is stored
+            raise InputError(off[0], f"not applied: {off[1]}")
         missing = await store_secrets(result, nc, actor, out, from_env=from_env, stored=stored)
 
         def change(table: RouteTable) -> RouteTable:

@@ -57,6 +57,7 @@ from switchyard.runtime.endpoints import Endpoints, reply_ok
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.shutdown import STOP_STEP_S, within
 from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.runtime.upstreams import table_refusal
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import control as wire
 from switchyard.schemas.events import SecretChanged
@@ -267,7 +268,7 @@ class Control:
                 )
                 await reply_ok(req, wire.ENCODER.encode(unchanged))
                 return
-            _check_edit(table, current.table)
+            _check_edit(table, current.table, self.settings.modelproxy.allowed_upstreams)
             self._check_readers(table, request_actor(req))
             # Consumers first: a head may dispatch to a new deployment the moment it sees it.
             await sync_dispatch_consumers(self.js, self.settings, table)
@@ -387,8 +388,9 @@ class Control:
 _SECRET_CHANGED = msgspec.json.Decoder(SecretChanged)
 
 
-def _check_edit(table: RouteTable, current: RouteTable) -> None:
-    """Every head's checks, and the newest rules for what the edit adds or changes.
+def _check_edit(table: RouteTable, current: RouteTable, upstreams: tuple[str, ...] = ()) -> None:
+    """Every head's checks, the newest rules for what the edit adds or changes, and the
+    operator's allow-list of provider hosts (``upstreams``) for what it adds or moves.
 
     A provider or route stored before a rule existed (an ``api_base`` that is no http(s) URL,
     two prices for one deployment) and left as it was does not block an edit elsewhere: it is
@@ -404,6 +406,13 @@ def _check_edit(table: RouteTable, current: RouteTable) -> None:
         raise InvalidRequest(
             f"invalid route table: {InvalidRouteTable(found.problems)}",
             param=found.problems[0].field,
+        )
+    refused = table_refusal(table, current, upstreams)
+    if refused is not None:  # the control service's settings say it: the admins cannot
+        field, why = refused
+        raise InvalidRequest(
+            f"invalid route table: {why} (an operator setting; its key would be sent there)",
+            param=field,
         )
     for kept in found.kept:  # what the newest rules say of the entries left as stored
         # The field and the fix only: a problem may quote the stored URL, credentials and all.

@@ -91,6 +91,7 @@ OWN_CODES = frozenset(
         "unsupported_parameter",
         "unsupported_value",
         "upgrade_unfinished",
+        "upstream_not_allowed",
         "vault_unavailable",
         "worker_stopped",
     }

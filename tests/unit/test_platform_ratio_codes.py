@@ -28,7 +28,8 @@ SERVER_ERRORS = {
     "provider_timeout", "provider_unreachable", "queue_full", "queue_unavailable",
     "replay_unavailable", "response_owners_unavailable", "secret_unavailable", "secrets_error",
     "service_unavailable", "spend_unavailable", "starting", "stopping", "stream_interrupted",
-    "tokenizer_unavailable", "upgrade_unfinished", "vault_unavailable", "worker_stopped",
+    "tokenizer_unavailable", "upgrade_unfinished", "upstream_not_allowed", "vault_unavailable",
+    "worker_stopped",
 }  # fmt: skip
 REFUSALS = {
     "budget_exceeded", "deployments_rate_limited", "rate_limit_exceeded", "tenant_queue_full",

@@ -51,6 +51,7 @@ from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.runtime.throttle import Throttle
 from switchyard.runtime.tracing import NO_HOP, OFF, Tracing
+from switchyard.runtime.upstreams import UpstreamGuard
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
@@ -120,6 +121,7 @@ class Handler:
         self.settings = settings
         self.adapters = adapters
         self.keys = keys
+        self.upstreams = UpstreamGuard(settings.modelproxy.allowed_upstreams)
         self.heartbeats = heartbeats
         self._table = table
         self._targets_of: RouteTable | None = None
@@ -437,6 +439,7 @@ class Handler:
     async def _prepare(self, job: Job, target: Target) -> ProviderCall:
         body = _decode_body(job.msg.data)
         body["model"] = target.deployment.model
+        self.upstreams.check(target.provider_name, target.provider)  # before the key is fetched
         key = await self.keys.get(target.provider.secret) if target.provider.secret else None
         timeouts = target.deployment.timeouts or target.provider.timeouts
         remaining = job.deadline - time.time()

@@ -1,0 +1,96 @@
+"""The operator's allow-list of provider hosts (``modelproxy.allowed_upstreams``).
+
+The route table is the admins' to change, and a provider's ``api_base`` is where its stored
+key is sent: with an admin credential alone, anyone could point a provider at a host of their
+own and read the key from the ``Authorization`` header it receives. The allow-list is set in
+the settings of the server zone (file or environment), which the admin plane cannot change.
+The model-proxies refuse to call a provider whose host it does not allow (no key is fetched
+or sent), and the control service refuses a table write that adds one or moves one there.
+
+Patterns match the host of the provider's URL (``api_base``, else its kind's default URL),
+case-insensitively, with ``*`` and ``?`` wildcards (``*.openai.azure.com``, ``10.0.0.*``).
+Empty allows every host, as before the setting existed. A provider with no URL at all (a kind
+whose library knows its own endpoint: ``anthropic``, ``gemini``, ``bedrock``... without
+``api_base``; ``demo``) is not checked: no admin chose its host.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from urllib.parse import urlsplit
+
+from switchyard.errors import ServiceUnavailable
+from switchyard.runtime.throttle import Throttle
+from switchyard.schemas.routing import Provider, RouteTable
+
+log = logging.getLogger("switchyard.upstreams")
+
+SETTING = "modelproxy.allowed_upstreams"
+
+
+def host_of(url: str) -> str | None:
+    """The lower-case host of ``url``; None when it has none (not a URL)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return host or None
+
+
+def allowed(host: str, patterns: tuple[str, ...]) -> bool:
+    host = host.lower()
+    return any(fnmatch.fnmatchcase(host, p.lower()) for p in patterns)
+
+
+def refusal(name: str, provider: Provider, patterns: tuple[str, ...]) -> str | None:
+    """Why ``provider`` may not be called under ``patterns`` (naming its host and the
+    setting), or None when it may."""
+    url = provider.base_url
+    if not patterns or not url or provider.kind == "demo":
+        return None
+    host = host_of(url)
+    if host is not None and allowed(host, patterns):
+        return None
+    where = f"host {host}" if host else "api_base, which has no host,"
+    return f"provider {name}'s {where} is not in {SETTING}"
+
+
+def table_refusal(
+    table: RouteTable, current: RouteTable, patterns: tuple[str, ...]
+) -> tuple[str, str] | None:
+    """(field, why) for the first provider the write adds or moves (its kind or api_base
+    changed) to a host ``patterns`` do not allow; None when there is none. A provider left as
+    stored is not judged here (the setting may be newer than it): the model-proxies refuse
+    its calls all the same."""
+    for name, provider in sorted(table.providers.items()):
+        old = current.providers.get(name)
+        if old is not None and old.base_url == provider.base_url and old.kind == provider.kind:
+            continue
+        why = refusal(name, provider, patterns)
+        if why is not None:
+            return f"providers.{name}.api_base", why
+    return None
+
+
+class UpstreamGuard:
+    """The model-proxy's check, made before a provider's key is fetched."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self._patterns = patterns
+        self._said = Throttle(60.0)
+
+    def check(self, name: str, provider: Provider) -> None:
+        """Raises:
+        ServiceUnavailable: ``upstream_not_allowed``, when the provider's host is not
+            allowed. The client is told the setting, not the host; the log says both.
+        """
+        why = refusal(name, provider, self._patterns)
+        if why is None:
+            return
+        if self._said.ready():
+            log.warning("refused to call %s: %s (its key is not fetched)", name, why)
+        raise ServiceUnavailable(
+            f"provider {name} may not be called: its host is not in the operator's {SETTING}",
+            code="upstream_not_allowed",
+        )

@@ -1,0 +1,83 @@
+"""``modelproxy.allowed_upstreams``: which provider hosts may be called, and which table
+writes the control service refuses for it (pure logic; the stack test is
+tests/test_upstream_allow_list.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchyard.config.loader import load_settings
+from switchyard.errors import ConfigError, ServiceUnavailable
+from switchyard.runtime.upstreams import UpstreamGuard, refusal, table_refusal
+from switchyard.schemas.routing import Provider, RouteTable
+
+ALLOWED = ("api.openai.com", "*.openai.azure.com", "10.0.0.*")
+
+
+def _at(url: str | None, kind: str = "openai-compatible") -> Provider:
+    return Provider(kind=kind, api_base=url)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://api.openai.com/v1", "https://EU.openai.azure.com/", "http://10.0.0.7:8000/v1"],
+)
+def test_a_listed_host_is_allowed(url: str) -> None:
+    assert refusal("p", _at(url), ALLOWED) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://attacker.example/v1",
+        "https://api.openai.com.attacker.example/v1",
+        "https://openai.azure.com/",  # `*.` needs a subdomain
+        "http://u:p@api.openai.com@evil.example/v1",  # the host is what a client connects to
+        "not a url",
+    ],
+)
+def test_any_other_host_is_refused_naming_it_and_the_setting(url: str) -> None:
+    why = refusal("p", _at(url), ALLOWED)
+    assert why is not None
+    assert "modelproxy.allowed_upstreams" in why
+
+
+def test_an_empty_list_allows_any_host_and_a_kind_without_url_is_not_checked() -> None:
+    assert refusal("p", _at("http://anywhere.example/v1"), ()) is None
+    assert refusal("p", _at(None, "anthropic"), ALLOWED) is None
+    assert refusal("p", _at(None, "demo"), ALLOWED) is None
+    # A kind's default URL is checked as an api_base would be.
+    assert refusal("p", _at(None, "openai"), ALLOWED) is None
+    assert refusal("p", _at(None, "groq"), ALLOWED) is not None
+
+
+def test_the_guard_raises_a_503_naming_the_setting_not_the_host() -> None:
+    with pytest.raises(ServiceUnavailable) as caught:
+        UpstreamGuard(ALLOWED).check("p", _at("http://attacker.example/v1"))
+    assert caught.value.code == "upstream_not_allowed"
+    assert "modelproxy.allowed_upstreams" in caught.value.message
+    assert "attacker" not in caught.value.message
+    UpstreamGuard(ALLOWED).check("p", _at("https://api.openai.com/v1"))
+
+
+def test_a_table_write_is_refused_for_what_it_adds_or_moves_only() -> None:
+    stored = RouteTable(providers={"old": _at("http://legacy.example/v1")})
+    kept = RouteTable(providers={**stored.providers, "new": _at("https://api.openai.com/v1")})
+    assert table_refusal(kept, stored, ALLOWED) is None
+    moved = RouteTable(providers={"old": _at("http://other.example/v1")})
+    assert table_refusal(moved, stored, ALLOWED) == (
+        "providers.old.api_base",
+        "provider old's host other.example is not in modelproxy.allowed_upstreams",
+    )
+    added = RouteTable(providers={"x": _at("http://attacker.example/v1")})
+    refused = table_refusal(added, RouteTable(), ALLOWED)
+    assert refused is not None
+    assert refused[0] == "providers.x.api_base"
+
+
+@pytest.mark.parametrize("pattern", ["https://api.openai.com", "api.openai.com:443", "", " a"])
+def test_a_pattern_that_could_never_match_a_host_is_refused_at_load(pattern: str) -> None:
+    env = {"SWITCHYARD_MODELPROXY__ALLOWED_UPSTREAMS": f'["{pattern}"]'}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env=env)
+    assert caught.value.field.startswith("modelproxy.allowed_upstreams")
