@@ -4,6 +4,7 @@ preview says when a literal key would replace a secret already stored."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
@@ -140,3 +141,33 @@ async def test_apply_refuses_a_route_changed_since_its_preview(
     replaced = (await _routes(stack))["stale-preview-model"]
     assert replaced["deployments"][0]["provider"] != "fake"  # type: ignore[index]
     await stack.admin("DELETE", "/routes/stale-preview-model")
+
+
+async def test_each_key_an_import_stores_is_audited_as_a_secret_change(
+    stack: Stack, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """An auditor's find: the web app's import replaced a stored provider key with no
+    ``secret.*`` entry (the CLI's import writes ``secret.put``), only ``import.litellm``."""
+    http, csrf = signed_in
+    for n, key in enumerate(("sk-AUDITED-first-0123456789abcdef", "sk-AUDITED-next-0123456789ab")):
+        config = _config(f"audited-{n}-model", 32921, key, host="127.0.0.41")
+        page = await http.post("/ui/import/preview", data={"csrf": csrf, "config": config})
+        applied = await http.post(
+            "/ui/import/apply", data={"csrf": csrf, "preview": _preview_id(page.text)}
+        )
+        assert applied.headers["location"] == "/ui/routes", applied.text
+    table = (await stack.admin("GET", "/routes")).json()["table"]
+    provider = table["routes"]["audited-1-model"]["deployments"][0]["provider"]
+    secret = table["providers"][provider]["secret"]
+    async with asyncio.timeout(10):
+        while True:
+            entries = (await stack.admin("GET", f"/audit?kind=secret&q={secret}")).json()
+            puts = [e for e in entries["entries"] if e["target"] == secret]
+            if len(puts) >= 2:
+                break
+            await asyncio.sleep(0.1)
+    assert [(e["action"], e["via"], e["detail"]) for e in puts] == [
+        ("secret.put", "ui", "version 2, from an import"),
+        ("secret.put", "ui", "version 1, from an import"),
+    ]
+    assert not any("AUDITED" in e["detail"] for e in entries["entries"])

@@ -259,8 +259,9 @@ async def apply(ui: Ui) -> Response:
     try:
         for name, value in literal.items():
             if name not in before:
-                await secrets.put(name, value)
+                info = await secrets.put(name, value)
                 created.append(name)
+                await ui.audit("secret.put", name, f"version {info.version}, from an import")
     except ApiError as exc:  # not stored: neither is anything else
         return await _refused(ui, exc, created)
 
@@ -280,17 +281,18 @@ async def apply(ui: Ui) -> Response:
         if name not in before:
             continue
         try:
-            await secrets.put(name, value)
+            info = await secrets.put(name, value)
         except ApiError as exc:  # the routes are in: say which key kept its old version
             failed = f"; the new version of secret {name} was not stored ({exc.message})"
             break
         stored.append(name)
+        await ui.audit("secret.put", name, f"version {info.version}, from an import")
     detail = f"{len(imported.routes)} routes, {len(imported.providers)} providers"
     if stored:
         detail += f", stored secrets {', '.join(stored)}"
     if state.changed is False:  # the same routes and providers again: no new revision
         detail += " (the live table had them all: unchanged)"
-    if state.changed is not False or stored:  # (each secret stored is audited as such too)
+    if state.changed is not False or stored:  # (each secret stored is audited above too)
         words = table_words(was, state.table, state.revision)
         await ui.audit("import.litellm", "", f"{detail}; {words}{failed}")
     if failed:
@@ -324,6 +326,8 @@ async def _remove(ui: Ui, names: list[str]) -> list[str]:
         except ApiError as exc:
             log.warning("could not remove secret %s after a refused import: %s", name, exc)
             left.append(name)
+        else:
+            await ui.audit("secret.delete", name, "stored by an import that was then refused")
     return left
 
 
