@@ -106,3 +106,22 @@ async def test_a_provider_edited_in_the_web_app_says_its_api_base_moved(
         )
     finally:
         await stack.admin("DELETE", "/providers/aw-ui")
+
+
+async def test_enabling_a_key_is_not_audited_as_disabling_it(stack: Stack) -> None:
+    """``keys update ID --enable`` and ``PATCH {"disabled": false}`` wrote the same
+    ``key.update 'disabled'`` as ``{"disabled": true}``: a revoked key let in again read as
+    one shut."""
+    _, record = await stack.new_key("aw-enable")
+    off = await stack.admin("PATCH", f"/keys/{record.id}", {"disabled": True})
+    assert off.status_code == 200, off.text
+    on = await stack.admin("PATCH", f"/keys/{record.id}", {"disabled": False})
+    assert on.status_code == 200, on.text
+    assert (await stack.admin("POST", f"/keys/{record.id}/revoke")).status_code == 200
+    cli = stack.cli("keys", "update", record.id, "--enable")
+    assert cli.returncode == 0, cli.stderr
+    cli_on, api_on, api_off = await audited(stack, "key.update", record.id, 3)
+    assert (api_off["via"], api_on["via"], cli_on["via"]) == ("api", "api", "cli")
+    assert api_off["detail"].startswith("disabled")
+    assert api_on["detail"].startswith("enabled")
+    assert cli_on["detail"].startswith("enabled")

@@ -21,6 +21,7 @@ from fastapi.security import HTTPBearer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from switchyard.admin.audit_words import update_words
 from switchyard.admin.batch_view import batch_records as _batches
 from switchyard.admin.batch_view import batch_view as _batch_view
 from switchyard.admin.bodies import (
@@ -492,7 +493,7 @@ class AdminApi:
     async def update_key(self, request: Request, c: AdminContext) -> Response:
         fields = decode(await _body(request), KeyFields, "key").changes()
         record = await _keys(c.keys.update(request.path_params["key_id"], **fields))
-        await _audit(c, request, "key.update", record.id, ", ".join(sorted(fields)))
+        await _audit(c, request, "key.update", record.id, update_words(fields))
         return _ok(public_record(record))
 
     async def revoke_key(self, request: Request, c: AdminContext) -> Response:

@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from switchyard.admin.audit_words import update_words
 from switchyard.admin.key_damage import DamagedRecord
 from switchyard.admin.key_rotation import grace_words, rotated_doc
 from switchyard.admin.keys import KeyAdmin, namesake_warning, public_record
@@ -184,7 +185,7 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
                 fields["disabled"] = False
             before = await admin.find(args.key_id) if "budget_period" in fields else None
             record = await admin.update(args.key_id, **fields)
-            await audit.record(actor, "key.update", record.id, ", ".join(sorted(fields)))
+            await audit.record(actor, "key.update", record.id, update_words(fields))
             print(
                 json.dumps(public_record(record)) if args.json else f"updated {record.id}", file=out
             )

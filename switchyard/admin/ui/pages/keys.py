@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import msgspec
 from starlette.responses import Response
 
+from switchyard.admin.audit_words import update_words
 from switchyard.admin.bodies import KeyFields, key_call, refusal
 from switchyard.admin.key_rotation import grace_words
 from switchyard.admin.key_rules import number_problem, rule_text
@@ -380,7 +381,7 @@ async def update_key(ui: Ui) -> Response:
         return await key_page(ui, values, problem.errors, problem.status, conflicted=True)
     except NotFound:
         return _gone(ui, "so your changes were not saved")
-    await ui.audit("key.update", record.id, ", ".join(sorted(fields)))
+    await ui.audit("key.update", record.id, update_words(fields))
     return ui.redirect(
         f"/ui/keys/{record.id}", ("ok", "Saved. Every edge applies it within a second.")
     )
