@@ -125,3 +125,59 @@ async def test_enabling_a_key_is_not_audited_as_disabling_it(stack: Stack) -> No
     assert api_off["detail"].startswith("disabled")
     assert api_on["detail"].startswith("enabled")
     assert cli_on["detail"].startswith("enabled")
+
+
+async def test_key_entries_say_what_was_set_old_to_new_and_what_was_deleted(
+    stack: Stack,
+) -> None:
+    """``key.update 'budget_usd, rpm'``, ``key.create "name 'k2'"`` and ``key.delete ''`` said
+    neither values nor which key."""
+    fields = {"name": "aw-k2", "models": ["gpt-*"], "budget_usd": 10, "owner": "ann", "team": "ml"}
+    created = await stack.admin("POST", "/keys", fields)
+    assert created.status_code == 201, created.text
+    key_id = created.json()["record"]["id"]
+    changed = await stack.admin("PATCH", f"/keys/{key_id}", {"budget_usd": 25, "rpm": 60})
+    assert changed.status_code == 200, changed.text
+    cli = stack.cli("keys", "update", key_id, "--team", "infra")
+    assert cli.returncode == 0, cli.stderr
+    gone = await stack.admin("DELETE", f"/keys/{key_id}")
+    assert gone.status_code == 200, gone.text
+
+    (made,) = await audited(stack, "key.create", key_id)
+    assert made["detail"] == "name 'aw-k2', models gpt-*, owner 'ann', team 'ml', budget_usd 10"
+    by_cli, by_api = await audited(stack, "key.update", key_id, 2)
+    assert by_api["detail"] == "budget_usd 10 -> 25, rpm 0 -> 60"
+    assert by_cli["detail"] == "team 'ml' -> 'infra'"
+    (deleted,) = await audited(stack, "key.delete", key_id)
+    assert deleted["detail"] == "name 'aw-k2'"
+    hashes = [created.json()["key"], created.json()["record"].get("hint", "")]
+    for entry in (made, by_api, by_cli, deleted):
+        assert not any(h and h in entry["detail"] for h in hashes)
+
+
+async def test_a_forced_secret_delete_says_it_was_forced_and_what_it_left_keyless(
+    stack: Stack,
+) -> None:
+    """``?force=true`` deleted a key providers used with an entry like any other delete."""
+    assert (
+        await stack.admin("PUT", "/secrets/aw-forced", {"value": "sk-aw-0123456789abcdefgh"})
+    ).status_code == 200
+    provider = {
+        "kind": "openai-compatible",
+        "api_base": "http://127.0.0.1:9/v1",
+        "secret": "aw-forced",
+    }
+    assert (await stack.admin("PUT", "/providers/aw-forced", provider)).status_code == 200
+    route = {"deployments": [{"provider": "aw-forced", "model": "m"}]}
+    assert (await stack.admin("PUT", "/routes/aw-forced", route)).status_code == 200
+    try:
+        gone = await stack.admin("DELETE", "/secrets/aw-forced?force=true")
+        assert gone.status_code == 200, gone.text
+        (entry,) = await audited(stack, "secret.delete", "aw-forced")
+        assert entry["detail"] == (
+            "forced (?force=true); it was the key of providers aw-forced; routes left with "
+            "nothing to answer: aw-forced"
+        )
+    finally:
+        await stack.admin("DELETE", "/routes/aw-forced")
+        await stack.admin("DELETE", "/providers/aw-forced")

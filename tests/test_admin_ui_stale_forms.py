@@ -108,7 +108,7 @@ async def test_a_key_form_saved_after_another_change_is_refused_not_reverting_it
     assert (kept["budget_usd"], kept["tpm"], kept["owner"]) == (50, 1000, "second tab")
     audit = (await stack.admin("GET", f"/audit?q={record.id}&limit=5")).json()["entries"]
     update = next(e for e in audit if e["action"] == "key.update" and e["via"] == "ui")
-    assert update["detail"] == "owner", update
+    assert update["detail"] == "owner '' -> 'second tab'", update
 
     # Saved unchanged: nothing is written, nothing audited.
     form = form_of((await web.get(path)).text, path)

@@ -21,7 +21,7 @@ from fastapi.security import HTTPBearer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from switchyard.admin.audit_words import update_words
+from switchyard.admin.audit_words import created_words, delete_said, update_seen, update_words
 from switchyard.admin.batch_view import batch_records as _batches
 from switchyard.admin.batch_view import batch_view as _batch_view
 from switchyard.admin.bodies import (
@@ -46,6 +46,7 @@ from switchyard.admin.queries import (
     ranking_query,
     spend_days,
 )
+from switchyard.admin.secret_delete import refuse_in_use, users_of
 from switchyard.admin.spend import SpendUnavailable
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
@@ -58,7 +59,7 @@ from switchyard.errors import (
 )
 from switchyard.runtime.http import JSON, error_response
 from switchyard.runtime.openapi import error_responses, inline_schema
-from switchyard.runtime.provider_changes import edit_seen, table_words
+from switchyard.runtime.provider_changes import edit_seen, secret_delete_words, table_words
 from switchyard.runtime.request_body import read_body
 from switchyard.schemas.control import PutTable, TableState
 from switchyard.schemas.openai import error_body
@@ -474,7 +475,7 @@ class AdminApi:
         if not name:
             raise InvalidRequest("a key needs a name", param="name")
         api_key, record = await _keys(c.keys.create(name, **fields))
-        await _audit(c, request, "key.create", record.id, f"name {record.name!r}")
+        await _audit(c, request, "key.create", record.id, created_words(record))
         doc = {"key": api_key, "record": public_record(record)}
         others = await c.keys.namesakes(record)
         if others:  # allowed (names are labels), but the CLI's `keys show NAME` needs the id
@@ -492,8 +493,8 @@ class AdminApi:
 
     async def update_key(self, request: Request, c: AdminContext) -> Response:
         fields = decode(await _body(request), KeyFields, "key").changes()
-        record = await _keys(c.keys.update(request.path_params["key_id"], **fields))
-        await _audit(c, request, "key.update", record.id, update_words(fields))
+        record, was = await _keys(update_seen(c.keys, request.path_params["key_id"], fields))
+        await _audit(c, request, "key.update", record.id, update_words(was, record, fields))
         return _ok(public_record(record))
 
     async def revoke_key(self, request: Request, c: AdminContext) -> Response:
@@ -511,8 +512,8 @@ class AdminApi:
         return response
 
     async def delete_key(self, request: Request, c: AdminContext) -> Response:
-        await _keys(c.keys.delete(request.path_params["key_id"]))
-        await _audit(c, request, "key.delete", request.path_params["key_id"])
+        words = await _keys(delete_said(c.keys, request.path_params["key_id"]))
+        await _audit(c, request, "key.delete", request.path_params["key_id"], words)
         return _ok({"deleted": True})
 
     async def daily_spend(self, request: Request, c: AdminContext) -> Response:
@@ -562,22 +563,13 @@ class AdminApi:
     async def delete_secret(self, request: Request, c: AdminContext) -> Response:
         """Delete a stored secret; one a provider uses only with ``?force=true`` (as the CLI's
         ``--force`` and the UI's typed name): the 409 names what it would break."""
-        name = request.path_params["name"]
-        if request.query_params.get("force") != "true":
-            users = (await c.control.table()).table.secret_users(name)
-            if users.providers:
-                stranded = f"; routes left with nothing to answer: {', '.join(users.stranded)}"
-                notes = ", ".join(users.fallback_notes())
-                fallen = f"; routes that lose all their own deployments: {notes}"
-                raise Conflict(
-                    f"secret {name} is the key of provider(s) {', '.join(users.providers)}"
-                    + (stranded if users.stranded else "")
-                    + (fallen if users.fallback_only else "")
-                    + "; delete it with ?force=true if that is meant",
-                    code="secret_in_use",
-                )
+        name, forced = request.path_params["name"], request.query_params.get("force") == "true"
+        users = await users_of(c.control, name, forced=forced)
+        if not forced:
+            refuse_in_use(name, users)
         await c.secrets.delete(name)
-        await _audit(c, request, "secret.delete", request.path_params["name"])
+        how = "forced (?force=true)" if forced else ""
+        await _audit(c, request, "secret.delete", name, secret_delete_words(users, how))
         return _ok({"deleted": True})
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from switchyard.admin.audit_words import update_words
+from switchyard.admin.audit_words import created_words, update_seen, update_words
 from switchyard.admin.key_damage import DamagedRecord
 from switchyard.admin.key_rotation import grace_words, rotated_doc
 from switchyard.admin.keys import KeyAdmin, namesake_warning, public_record
@@ -155,7 +155,7 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
         action = args.keys_command
         if action == "create":
             api_key, record = await admin.create(args.name, **_fields(args))
-            await audit.record(actor, "key.create", record.id, f"name {record.name!r}")
+            await audit.record(actor, "key.create", record.id, created_words(record))
             others = await admin.namesakes(record)
             warning = namesake_warning(record.name, others) if others else ""
             if args.json:
@@ -183,9 +183,8 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
             fields = _fields(args)
             if args.enable:
                 fields["disabled"] = False
-            before = await admin.find(args.key_id) if "budget_period" in fields else None
-            record = await admin.update(args.key_id, **fields)
-            await audit.record(actor, "key.update", record.id, update_words(fields))
+            record, before = await update_seen(admin, args.key_id, fields)
+            await audit.record(actor, "key.update", record.id, update_words(before, record, fields))
             print(
                 json.dumps(public_record(record)) if args.json else f"updated {record.id}", file=out
             )

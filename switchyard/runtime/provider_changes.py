@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from switchyard.bus.control_admin import ControlClient
 from switchyard.schemas.control import TableState
-from switchyard.schemas.routing import Provider, RouteTable
+from switchyard.schemas.routing import Provider, RouteTable, SecretUsers
 
 MAX_CHARS = 1000  # the whole phrase; an audit entry stays small (see switchyard.admin.audit)
 _URL_CHARS = 120
@@ -64,13 +64,13 @@ def provider_changes(before: RouteTable, after: RouteTable) -> list[str]:
     return phrases
 
 
-def bounded(phrases: list[str], limit: int = MAX_CHARS) -> str:
-    """``phrases`` joined with ``; ``, at most ``limit`` characters: those that do not fit
+def bounded(phrases: list[str], limit: int = MAX_CHARS, sep: str = "; ") -> str:
+    """``phrases`` joined with ``sep``, at most ``limit`` characters: those that do not fit
     are counted (``; and 3 more``)."""
     room = limit - 20  # for the count
     said: list[str] = []
     for i, phrase in enumerate(phrases):
-        joined = "; ".join([*said, phrase])
+        joined = sep.join([*said, phrase])
         if len(joined) <= room or (i == len(phrases) - 1 and len(joined) <= limit):
             said.append(phrase)
             continue
@@ -78,8 +78,8 @@ def bounded(phrases: list[str], limit: int = MAX_CHARS) -> str:
             said.append(phrase[: room - 1] + "…")
             i += 1  # noqa: PLW2901 (counted as said)
         rest = len(phrases) - i
-        return "; ".join(said) + (f"; and {rest} more" if rest else "")
-    return "; ".join(said)
+        return sep.join(said) + (f"{sep}and {rest} more" if rest else "")
+    return sep.join(said)
 
 
 def table_words(before: RouteTable, after: RouteTable, revision: int) -> str:
@@ -101,3 +101,21 @@ async def edit_seen(
 
     state = await control.edit(watched)
     return state, seen[-1] if seen else state.table
+
+
+def secret_delete_words(users: SecretUsers | None, how: str = "") -> str:
+    """An audit detail for a deleted secret: ``how`` it was deleted anyway (``forced
+    (?force=true)``), the providers it was the key of and the routes that left without an
+    answer or to their fallbacks; ``users`` None: who used it could not be read."""
+    phrases = [how] if how else []
+    if users is None:
+        phrases.append("whether a provider used it could not be read")
+    elif users.providers:
+        phrases.append(f"it was the key of providers {', '.join(users.providers)}")
+        if users.stranded:
+            phrases.append(f"routes left with nothing to answer: {', '.join(users.stranded)}")
+        if users.fallback_only:
+            phrases.append(f"routes only their fallbacks answer: {', '.join(users.fallback_only)}")
+    elif how:
+        phrases.append("no provider used it")
+    return bounded(phrases)

@@ -27,6 +27,7 @@ from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.config import Settings
 from switchyard.errors import ApiError, BusError, InputError
+from switchyard.runtime.provider_changes import secret_delete_words
 from switchyard.schemas.routing import RouteTable, SecretUsers
 from switchyard.schemas.secrets import SecretInfo
 
@@ -82,29 +83,34 @@ async def _live_table(nc: NATS) -> tuple[RouteTable | None, str]:
         return None, str(exc) or type(exc).__name__
 
 
-async def _confirm_delete(nc: NATS, args: argparse.Namespace, stdin: TextIO, err: TextIO) -> None:
-    """Say what deleting ``args.name`` breaks, then make sure it is meant.
+async def _confirm_delete(
+    nc: NATS, args: argparse.Namespace, stdin: TextIO, err: TextIO
+) -> tuple[SecretUsers | None, str]:
+    """Say what deleting ``args.name`` breaks, then make sure it is meant; returns who uses
+    it (None: that could not be told) and how a delete that breaks something was meant
+    (``""`` when nothing is in the way), for the audit entry.
 
     Raises:
         InputError: it is in use (or that cannot be told) and was not confirmed.
     """
     table, why = await _live_table(nc)
-    if table is None:
+    users = None if table is None else table.secret_users(args.name)
+    if users is None:
         lines = [f"warning: cannot tell whether a provider uses `{args.name}` ({why})"]
+    elif not users.providers:
+        return users, ""
     else:
-        users = table.secret_users(args.name)
-        if not users.providers:
-            return
         lines = _usage_lines(args.name, users)
     for line in lines:
         print(line, file=err)
     if args.force:
-        return
+        return users, "forced (--force)"
     if not stdin.isatty():  # nobody to ask: a script must say it means it
         raise InputError("", f"not deleting `{args.name}`", "pass --force to delete it anyway")
     print(f"Type {args.name} to delete it: ", end="", file=err, flush=True)
     if stdin.readline().strip() != args.name:
         raise InputError("", f"not deleting `{args.name}`", "nothing was changed")
+    return users, "confirmed by typing its name"
 
 
 def _row(info: SecretInfo) -> str:
@@ -139,9 +145,9 @@ async def run_secrets_command(
             await audit.record(who, "secret.rotate", info.name, f"version {info.version}")
             print(f"rotated {info.name} to version {info.version} (...{info.last4})", file=out)
         elif action == "rm":
-            await _confirm_delete(nc, args, stdin, err)
+            users, how = await _confirm_delete(nc, args, stdin, err)
             await admin.delete(args.name)
-            await audit.record(who, "secret.delete", args.name)
+            await audit.record(who, "secret.delete", args.name, secret_delete_words(users, how))
             print(f"deleted {args.name}", file=out)
         elif action == "show":
             info = await admin.info(args.name)

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import msgspec
 from starlette.responses import Response
 
-from switchyard.admin.audit_words import update_words
+from switchyard.admin.audit_words import created_words, update_seen, update_words
 from switchyard.admin.bodies import KeyFields, key_call, refusal
 from switchyard.admin.key_rotation import grace_words
 from switchyard.admin.key_rules import number_problem, rule_text
@@ -250,7 +250,7 @@ async def create_key(ui: Ui) -> Response:
         raise
     if once:
         tokens[once] = record.id
-    await ui.audit("key.create", record.id, f"name {record.name!r}")
+    await ui.audit("key.create", record.id, created_words(record))
     others = await ui.admin.keys.namesakes(record)
     warning = namesake_warning(record.name, others) if others else ""
     return ui.page(
@@ -374,14 +374,14 @@ async def update_key(ui: Ui) -> Response:
         if not changed:
             return ui.redirect(f"/ui/keys/{key.id}", ("ok", "Nothing to save: no setting changed."))
         fields = await _checked(changed)
-        record = await key_call(ui.admin.keys.update_checked(key.id, unchanged, fields))
+        record, was = await key_call(update_seen(ui.admin.keys, key.id, fields, unchanged))
     except InvalidRequest as exc:
         return await key_page(ui, values, errors or _placed(exc), 400)
     except Problem as problem:
         return await key_page(ui, values, problem.errors, problem.status, conflicted=True)
     except NotFound:
         return _gone(ui, "so your changes were not saved")
-    await ui.audit("key.update", record.id, update_words(fields))
+    await ui.audit("key.update", record.id, update_words(was, record, fields))
     return ui.redirect(
         f"/ui/keys/{record.id}", ("ok", "Saved. Every edge applies it within a second.")
     )

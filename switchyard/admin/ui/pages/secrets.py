@@ -11,6 +11,7 @@ from starlette.responses import Response
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.admin.ui.pages.tables import digest
 from switchyard.errors import ApiError, NotFound
+from switchyard.runtime.provider_changes import secret_delete_words
 from switchyard.schemas.secrets import PutSecret
 
 
@@ -133,7 +134,9 @@ async def delete_secret(ui: Ui) -> Response:
         await ui.admin.secrets.acting_for(ui.actor).delete(name)
     except NotFound:  # a second delete, or someone else's first
         return ui.redirect("/ui/secrets", ("error", f"{name} was already deleted by someone else."))
-    await ui.audit("secret.delete", name)
+    users = table.secret_users(name)  # as the confirmation named them (checked above)
+    how = "confirmed by typing its name" if users.providers else ""
+    await ui.audit("secret.delete", name, secret_delete_words(users, how))
     return ui.redirect("/ui/secrets", ("ok", f"Deleted {name} and all its versions."))
 
 
