@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.stacks import Stack
 
@@ -181,3 +183,40 @@ async def test_a_forced_secret_delete_says_it_was_forced_and_what_it_left_keyles
     finally:
         await stack.admin("DELETE", "/routes/aw-forced")
         await stack.admin("DELETE", "/providers/aw-forced")
+
+
+async def test_a_cli_import_names_the_providers_it_added_and_where_their_keys_go(
+    stack: Stack, tmp_path: Path
+) -> None:
+    entry = {
+        "model_name": "aw-import",
+        "litellm_params": {
+            "model": "openai/m",
+            "api_base": "http://aw-import.invalid/v1",
+            "api_key": "os.environ/AW_IMPORT_KEY",
+        },
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"model_list": [entry]}))
+    done = await asyncio.to_thread(
+        stack.cli, "import", "litellm-config", str(config), "--apply", "--allow-missing-secrets"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = (await stack.admin("GET", "/routes")).json()["table"]
+    (provider,) = {d["provider"] for d in table["routes"]["aw-import"]["deployments"]}
+    secret = table["providers"][provider]["secret"]
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                page = await stack.admin("GET", "/audit?kind=import&q=aw-import&limit=5")
+                if page.json()["entries"]:
+                    break
+                await asyncio.sleep(0.1)
+        detail = page.json()["entries"][0]["detail"]
+        assert (
+            f"provider {provider} added: kind openai-compatible, "
+            f"api_base http://aw-import.invalid/v1, secret {secret}; revision "
+        ) in detail
+    finally:
+        await stack.admin("DELETE", "/routes/aw-import")
+        await stack.admin("DELETE", f"/providers/{provider}")
