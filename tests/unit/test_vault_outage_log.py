@@ -78,3 +78,13 @@ def test_losing_vault_is_logged_once_per_period_and_per_kind(
     _fails(vault)
     assert len(_warnings(caplog)) == 3
     assert TOKEN not in caplog.text
+
+
+def test_a_token_lying_around_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hvac takes ``$VAULT_TOKEN`` (or ``~/.vault-token``, which an operator's ``bao login``
+    leaves) when it is given none: the secrets service then ran on that token, not its own."""
+    monkeypatch.setenv("VAULT_TOKEN", "s.someone-elses-token")
+    vault, _ = _vault(tmp_path)
+    assert "cannot read Vault credentials" in _fails(vault)  # its own token file, still absent
