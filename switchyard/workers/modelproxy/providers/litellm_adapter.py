@@ -52,7 +52,11 @@ from switchyard.config import prepare_litellm_environment
 from switchyard.errors import ApiError, InvalidRequest, ProviderError
 from switchyard.schemas.openai import Usage, cache_counts
 from switchyard.schemas.secret import redact
-from switchyard.workers.modelproxy.providers import embedding_format, litellm_params
+from switchyard.workers.modelproxy.providers import (
+    embedding_format,
+    litellm_params,
+    litellm_request,
+)
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 from switchyard.workers.modelproxy.providers.embedded_error import provider_error
@@ -245,6 +249,7 @@ def _arguments(call: ProviderCall, *, stream: bool, lib: Any) -> dict[str, Any]:
         num_retries=0,
         max_retries=0,
     )
+    litellm_request.check(lib, call, args)
     if call.api_key is not None:
         args["api_key"] = call.api_key.reveal()
     if stream:

@@ -1,0 +1,58 @@
+"""What litellm would send a provider other than the client asked, caught before it is called.
+
+:mod:`.litellm_params` handles the fields litellm refuses itself. Some it takes and then
+leaves out, or changes, without a word, per provider (litellm's request transformations):
+
+* Gemini has no way to ask for one tool call at a time (its function calling config has a
+  mode and a list of allowed functions only): litellm sends nothing for
+  ``parallel_tool_calls: false``, and several calls may come back. Refused while tools are
+  offered.
+
+Each refusal is the client's 400 before anything is sent or billed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchyard.errors import InvalidRequest
+from switchyard.workers.modelproxy.providers.base import ProviderCall
+
+
+def family(lib: Any, model: str, kind: str) -> str:
+    """The provider litellm will call for ``model`` (the model string given to litellm):
+    ``anthropic``, ``gemini``, ``vertex_ai``... ``kind`` when litellm cannot tell."""
+    try:
+        return str(lib.get_llm_provider(model=model)[1])
+    except Exception:  # noqa: BLE001 - litellm's own lookup failing: the route's kind says it
+        return kind
+
+
+def check(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
+    """Refuse what the provider behind ``args`` would silently not do (see the module).
+
+    Raises:
+        InvalidRequest: naming the field.
+    """
+    if call.op != "chat":
+        return
+    provider = family(lib, str(args["model"]), call.provider.kind)
+    if provider == "gemini" or (provider == "vertex_ai" and "gemini" in str(args["model"])):
+        _one_call_at_a_time(call, args)
+
+
+def _offers_tools(args: dict[str, Any]) -> bool:
+    return bool(args.get("tools") or args.get("functions")) and args.get("tool_choice") != "none"
+
+
+def _one_call_at_a_time(call: ProviderCall, args: dict[str, Any]) -> None:
+    if args.get("parallel_tool_calls") is not False or not _offers_tools(args):
+        return
+    raise InvalidRequest(
+        f"`parallel_tool_calls`: provider {call.provider_name} cannot limit model "
+        f"{call.deployment.model} to one tool call per answer (Gemini has no such setting), "
+        "so several calls could come back; leave the field out or send true, and run the "
+        "calls one by one",
+        param="parallel_tool_calls",
+        code="unsupported_value",
+    )

@@ -1,0 +1,70 @@
+"""Request fields litellm would leave out or change without a word, per provider: refused (or
+mapped) before anything is sent. Real HTTP against the fake Anthropic and Gemini servers, as in
+tests/test_litellm_adapter.py (whose helpers these tests reuse)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from switchyard.errors import InvalidRequest
+from tests.fakes import anthropic as fake_anthropic
+from tests.fakes import gemini as fake_gemini
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.gemini import FakeGemini
+from tests.test_litellm_adapter import Upstream, _usage, adapter, call_for, failure
+
+__all__ = ["adapter"]  # the fixture, shared with the adapter's own tests
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:Items? .* using the `ReadOnly` qualifier:UserWarning"),
+]
+
+
+def tool(name: str, **extra: Any) -> dict[str, Any]:
+    params = {"type": "object", "properties": {"x": {"type": "string"}}}
+    return {"type": "function", "function": {"name": name, "parameters": params, **extra}}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def gemini() -> AsyncIterator[Upstream]:
+    fake = FakeGemini()
+    tokens = (fake_gemini.PROMPT_TOKENS, len(fake_gemini.REPLY))
+    up = Upstream("gemini", fake, await fake.start(), "", _usage(*tokens), "x-goog-api-key")
+    yield up
+    await fake.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def anthropic() -> AsyncIterator[Upstream]:
+    fake = FakeAnthropic()
+    tokens = (fake_anthropic.INPUT_TOKENS, fake_anthropic.OUTPUT_TOKENS)
+    up = Upstream("anthropic", fake, await fake.start(), "", _usage(*tokens), "x-api-key")
+    yield up
+    await fake.stop()
+
+
+@pytest.mark.parametrize("tools", [1, 2], ids=["one-tool", "two-tools"])
+async def test_gemini_refuses_one_tool_call_at_a_time(
+    adapter: Any, gemini: Upstream, tools: int
+) -> None:
+    """litellm sent Gemini nothing for `parallel_tool_calls: false` (Gemini has no such
+    setting) and several calls came back. Refused now while tools are offered."""
+    offered = [tool(f"t{i}") for i in range(tools)]
+    call = call_for(gemini, "ok", tools=offered, parallel_tool_calls=False)
+    exc = await failure(adapter, call)
+    assert isinstance(exc, InvalidRequest)
+    assert (exc.param, exc.code) == ("parallel_tool_calls", "unsupported_value")
+    assert "litellm" not in exc.message
+    assert not gemini.fake.calls
+    # Nothing to limit: no tools, or tools the model may not call; true is Gemini's own way.
+    await adapter.complete(call_for(gemini, "ok", parallel_tool_calls=False))
+    await adapter.complete(
+        call_for(gemini, "ok", tools=offered, tool_choice="none", parallel_tool_calls=False)
+    )
+    await adapter.complete(call_for(gemini, "ok", tools=offered, parallel_tool_calls=True))
+    assert len(gemini.fake.calls) == 3
