@@ -68,3 +68,22 @@ async def test_gemini_refuses_one_tool_call_at_a_time(
     )
     await adapter.complete(call_for(gemini, "ok", tools=offered, parallel_tool_calls=True))
     assert len(gemini.fake.calls) == 3
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_anthropic_refuses_json_mode_and_keeps_json_schema(
+    adapter: Any, anthropic: Upstream, stream: bool
+) -> None:
+    """litellm sent Anthropic nothing for `response_format: {"type": "json_object"}` (no JSON
+    mode there) and the answer was free text. Refused now; a JSON schema still maps."""
+    json_mode = {"type": "json_object"}
+    call = call_for(anthropic, "ok", stream=stream, response_format=json_mode)
+    exc = await failure(adapter, call)
+    assert isinstance(exc, InvalidRequest)
+    assert (exc.param, exc.code) == ("response_format.type", "unsupported_value")
+    assert not anthropic.fake.calls
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    spec = {"type": "json_schema", "json_schema": {"name": "out", "schema": schema}}
+    await adapter.complete(call_for(anthropic, "ok", response_format=spec))
+    [arrived] = anthropic.fake.calls
+    assert [t["name"] for t in arrived.body["tools"]] == ["json_tool_call"]

@@ -7,6 +7,9 @@ leaves out, or changes, without a word, per provider (litellm's request transfor
   mode and a list of allowed functions only): litellm sends nothing for
   ``parallel_tool_calls: false``, and several calls may come back. Refused while tools are
   offered.
+* Anthropic has no JSON mode: litellm sends nothing for ``response_format: {"type":
+  "json_object"}`` (it maps a JSON schema only, to a structured output or a forced tool), and
+  the answer is free text. Refused, naming ``response_format.type``.
 
 Each refusal is the client's 400 before anything is sent or billed.
 """
@@ -39,6 +42,8 @@ def check(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
     provider = family(lib, str(args["model"]), call.provider.kind)
     if provider == "gemini" or (provider == "vertex_ai" and "gemini" in str(args["model"])):
         _one_call_at_a_time(call, args)
+    elif provider == "anthropic":
+        _no_json_mode(call, args)
 
 
 def _offers_tools(args: dict[str, Any]) -> bool:
@@ -54,5 +59,18 @@ def _one_call_at_a_time(call: ProviderCall, args: dict[str, Any]) -> None:
         "so several calls could come back; leave the field out or send true, and run the "
         "calls one by one",
         param="parallel_tool_calls",
+        code="unsupported_value",
+    )
+
+
+def _no_json_mode(call: ProviderCall, args: dict[str, Any]) -> None:
+    fmt = args.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_object":
+        return
+    raise InvalidRequest(
+        f"`response_format.type`: provider {call.provider_name} has no JSON mode for model "
+        f'{call.deployment.model} ("json_object" would be ignored and the answer come back as '
+        'free text); send "json_schema" with the schema the answer must follow',
+        param="response_format.type",
         code="unsupported_value",
     )
