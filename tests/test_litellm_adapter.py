@@ -192,17 +192,18 @@ async def test_key_and_request_reach_the_upstream(adapter: LiteLLM, upstream: Up
 
 async def test_client_fields_cannot_steer_litellm(adapter: LiteLLM, upstream: Upstream) -> None:
     # These are litellm keyword arguments, not OpenAI fields: passed on, they would send our
-    # key elsewhere or fake the answer.
+    # key elsewhere or fake the answer. Like any field litellm is not given, they are refused.
     hostile: dict[str, Any] = {
         "api_base": "http://127.0.0.1:9/stolen",
         "mock_response": "pwned",
         "api_key": "x",
     }
-    completion = await adapter.complete(call_for(upstream, "ok", **hostile))
+    exc = await failure(adapter, call_for(upstream, "ok", **hostile))
 
-    assert json.loads(completion.body)["choices"][0]["message"]["content"] == upstream.reply
-    [arrived] = upstream.fake.calls
-    assert arrived.headers[upstream.key_header] == KEY
+    assert isinstance(exc, InvalidRequest)
+    assert (exc.param, exc.code) == ("api_base", "unsupported_parameter")
+    assert "pwned" not in exc.message
+    assert not upstream.fake.calls
 
 
 async def test_stream_forwards_chunks_as_they_arrive(adapter: LiteLLM, upstream: Upstream) -> None:

@@ -87,3 +87,59 @@ async def test_anthropic_refuses_json_mode_and_keeps_json_schema(
     await adapter.complete(call_for(anthropic, "ok", response_format=spec))
     [arrived] = anthropic.fake.calls
     assert [t["name"] for t in arrived.body["tools"]] == ["json_tool_call"]
+
+
+async def test_fields_litellm_is_not_given_are_refused_unless_platform_only(
+    adapter: Any, anthropic: Upstream, gemini: Upstream
+) -> None:
+    """The adapter passed litellm only the fields it lists, and left the rest out unseen:
+    `verbosity` (shorter or longer answers) and `top_k` came back as if not sent. Refused
+    now, naming them; OpenAI's platform-only fields (`store`, `metadata`, its prompt cache's)
+    are still left out, and the call is made."""
+    for up in (anthropic, gemini):
+        exc = await failure(adapter, call_for(up, "ok", verbosity="low", top_k=5))
+        assert isinstance(exc, InvalidRequest)
+        assert (exc.param, exc.code) == ("verbosity", "unsupported_parameter")
+        assert exc.message.startswith(f"`verbosity`, `top_k`: provider fake-{up.kind}")
+        assert not up.fake.calls
+        await adapter.complete(
+            call_for(
+                up,
+                "ok",
+                store=True,
+                metadata={"tag": "x"},
+                prompt_cache_key="k",
+                prompt_cache_retention="24h",
+                verbosity=None,
+            )
+        )
+        [arrived] = up.fake.calls
+        assert "tag" not in str(arrived.body)
+
+
+async def test_safety_identifier_reaches_anthropic_as_the_end_user(
+    adapter: Any, anthropic: Upstream
+) -> None:
+    """`safety_identifier` (OpenAI's successor to `user`) was left out; it goes on as
+    Anthropic's `metadata.user_id`, as `user` does, and wins over `user`."""
+    await adapter.complete(call_for(anthropic, "ok", safety_identifier="sid-1"))
+    await adapter.complete(call_for(anthropic, "ok", safety_identifier="sid-2", user="u-2"))
+    await adapter.complete(call_for(anthropic, "ok", user="u-3"))
+    ids = [call.body["metadata"]["user_id"] for call in anthropic.fake.calls]
+    assert ids == ["sid-1", "sid-2", "u-3"]
+
+
+async def test_a_strict_tool_is_refused_where_strict_is_dropped(
+    adapter: Any, anthropic: Upstream, gemini: Upstream
+) -> None:
+    """A tool's `strict: true` reached neither Anthropic nor Gemini (which lost
+    `additionalProperties: false` too): arguments were no longer held to the schema. Refused
+    now, naming the tool's field; `strict: false` is what they do, and is sent."""
+    tools = [tool("a"), tool("b", strict=True)]
+    for up in (anthropic, gemini):
+        exc = await failure(adapter, call_for(up, "ok", tools=tools))
+        assert isinstance(exc, InvalidRequest)
+        assert (exc.param, exc.code) == ("tools[1].function.strict", "unsupported_value")
+        assert not up.fake.calls
+        await adapter.complete(call_for(up, "ok", tools=[tool("a", strict=False)]))
+        assert len(up.fake.calls) == 1

@@ -10,7 +10,9 @@ streamed chunks are forwarded as they arrive, and timeouts wrap each upstream re
 
 Only documented OpenAI request fields are passed on. litellm's keyword arguments mix request
 parameters with its own controls (``api_base``, ``api_key``, ``mock_response``, ``metadata``...),
-so forwarding arbitrary client fields would let a client redirect our key to its own server.
+so forwarding arbitrary client fields would let a client redirect our key to its own server;
+any other field is refused, naming it, save the few only OpenAI's platform acts on
+(:mod:`.litellm_request`).
 Legacy completions go through ``litellm.atext_completion``, which keeps the ``text_completion``
 response shape clients of ``/v1/completions`` expect. What litellm would quietly answer wrong is
 refused instead: a field the provider cannot take (litellm would leave it out;
@@ -91,6 +93,12 @@ _PARAMS = {
     "embed": frozenset({"dimensions", "user"}),  # encoding_format: see the module docstring
 }
 _INPUT = {"chat": "messages", "complete": "prompt", "embed": "input"}
+# The other fields a request may carry: read by the adapter or set by it, not passed as they are.
+_FRAME = {
+    op: frozenset({"model", _INPUT[op], "stream", "stream_options"})
+    | ({"encoding_format"} if op == "embed" else set())
+    for op in _INPUT
+}
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, httpx.TransportError, ConnectionError)
 # What litellm's own code raises on a request of the wrong shape, before sending anything.
 _REQUEST_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
@@ -238,8 +246,10 @@ def _arguments(call: ProviderCall, *, stream: bool, lib: Any) -> dict[str, Any]:
     _one_choice_only(lib, call)
     if call.op == "complete":
         _one_prompt_only(call)
+    litellm_request.unknown(call, _PARAMS[call.op] | _FRAME[call.op])
     args = {k: v for k, v in body.items() if k in _PARAMS[call.op]}
     args[_INPUT[call.op]] = body.get(_INPUT[call.op])
+    litellm_request.end_user(body, args)
     args.update(
         model=call.deployment.model if kind == "litellm" else f"{kind}/{call.deployment.model}",
         api_base=call.provider.api_base,

@@ -1,7 +1,11 @@
 """What litellm would send a provider other than the client asked, caught before it is called.
 
-:mod:`.litellm_params` handles the fields litellm refuses itself. Some it takes and then
-leaves out, or changes, without a word, per provider (litellm's request transformations):
+:mod:`.litellm_params` handles the fields litellm refuses itself. The adapter passes litellm
+only the OpenAI fields it lists (``TAKEN`` there), so any other field would be left out
+unseen: :func:`unknown` refuses it, naming it, except the few only OpenAI's own platform acts
+on (:data:`IGNORED`); ``safety_identifier`` goes on as the end-user id (:func:`end_user`).
+Some fields litellm takes and then leaves out, or changes, without a word, per provider
+(litellm's request transformations):
 
 * Gemini has no way to ask for one tool call at a time (its function calling config has a
   mode and a list of allowed functions only): litellm sends nothing for
@@ -10,16 +14,49 @@ leaves out, or changes, without a word, per provider (litellm's request transfor
 * Anthropic has no JSON mode: litellm sends nothing for ``response_format: {"type":
   "json_object"}`` (it maps a JSON schema only, to a structured output or a forced tool), and
   the answer is free text. Refused, naming ``response_format.type``.
+* A tool's ``strict: true`` (arguments that always follow its schema) reaches neither
+  Anthropic nor Gemini (Gemini loses ``additionalProperties: false`` too, which OpenAI
+  enforces only under ``strict``). Refused, naming ``tools[i].function.strict``.
 
 Each refusal is the client's 400 before anything is sent or billed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from switchyard.errors import InvalidRequest
+from switchyard.workers.modelproxy.providers import litellm_params
 from switchyard.workers.modelproxy.providers.base import ProviderCall
+
+# Fields only OpenAI's own platform acts on: its stored completions (``store``) and their tags
+# (``metadata``), its prompt cache's routing and retention. No other provider has them, and
+# the answer is the same without them, so they are left out without a word.
+IGNORED = frozenset({"store", "metadata", "prompt_cache_key", "prompt_cache_retention"})
+_STRICT_DROPPED = frozenset({"anthropic", "gemini", "vertex_ai"})
+
+
+def unknown(call: ProviderCall, taken: Iterable[str]) -> None:
+    """Refuse a field of the request litellm is not given (``taken``: those it is), unless it
+    is :data:`IGNORED` or null: the answer would come back as if it had not been sent.
+
+    Raises:
+        InvalidRequest: ``unsupported_parameter``, naming the fields.
+    """
+    known = {*taken, *IGNORED, "safety_identifier"}
+    left = [key for key, value in call.body.items() if value is not None and key not in known]
+    if left:
+        raise litellm_params.refusal(call.provider_name, call.deployment.model, left, "")
+
+
+def end_user(body: dict[str, Any], args: dict[str, Any]) -> None:
+    """``safety_identifier`` (OpenAI's successor to ``user``) as the end-user id litellm
+    sends where the provider has one (Anthropic's ``metadata.user_id``); it wins over
+    ``user``, as at OpenAI."""
+    identifier = body.get("safety_identifier")
+    if isinstance(identifier, str) and identifier:
+        args["user"] = identifier
 
 
 def family(lib: Any, model: str, kind: str) -> str:
@@ -40,6 +77,8 @@ def check(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
     if call.op != "chat":
         return
     provider = family(lib, str(args["model"]), call.provider.kind)
+    if provider in _STRICT_DROPPED:
+        _no_strict_tools(call, args)
     if provider == "gemini" or (provider == "vertex_ai" and "gemini" in str(args["model"])):
         _one_call_at_a_time(call, args)
     elif provider == "anthropic":
@@ -74,3 +113,18 @@ def _no_json_mode(call: ProviderCall, args: dict[str, Any]) -> None:
         param="response_format.type",
         code="unsupported_value",
     )
+
+
+def _no_strict_tools(call: ProviderCall, args: dict[str, Any]) -> None:
+    tools = args.get("tools")
+    for i, tool in enumerate(tools if isinstance(tools, list) else ()):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("strict") is True:
+            where = f"tools[{i}].function.strict"
+            raise InvalidRequest(
+                f"`{where}`: provider {call.provider_name} does not hold model "
+                f"{call.deployment.model}'s tool calls to their schema, so arguments could "
+                "come back not matching it; send strict: false or leave it out",
+                param=where,
+                code="unsupported_value",
+            )
