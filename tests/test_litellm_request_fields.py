@@ -143,3 +143,28 @@ async def test_a_strict_tool_is_refused_where_strict_is_dropped(
         assert not up.fake.calls
         await adapter.complete(call_for(up, "ok", tools=[tool("a", strict=False)]))
         assert len(up.fake.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "choice",
+    ["bogus", {"type": "function"}, {"type": "function", "function": {"name": ""}}, 3],
+    ids=["word", "no-function", "empty-name", "number"],
+)
+async def test_tool_choice_is_checked_alike_for_every_provider(
+    adapter: Any, anthropic: Upstream, gemini: Upstream, choice: Any
+) -> None:
+    """`tool_choice: "bogus"` was a 200 from Claude (litellm sent no choice) and, from
+    Gemini, a 400 in litellm's words ("litellm.UnsupportedParamsError: VertexAI doesn't
+    support..."). Both are now the same 400 naming tool_choice, nothing sent; OpenAI's
+    values still go through."""
+    for up in (anthropic, gemini):
+        exc = await failure(adapter, call_for(up, "ok", tools=[tool("a")], tool_choice=choice))
+        assert isinstance(exc, InvalidRequest)
+        assert (exc.param, exc.code) == ("tool_choice", "invalid_value")
+        assert "litellm" not in exc.message
+        assert "VertexAI" not in exc.message
+        assert not up.fake.calls
+        named = {"type": "function", "function": {"name": "a"}}
+        for good in ("auto", "required", "none", named):
+            await adapter.complete(call_for(up, "ok", tools=[tool("a")], tool_choice=good))
+        assert len(up.fake.calls) == 4

@@ -120,3 +120,19 @@ def test_refusal_without_a_named_field_keeps_litellms_reason_not_its_advice() ->
 
 def test_without_leaves_the_rest() -> None:
     assert lp.without({"a": 1, "b": 2, "c": 3}, ["b"]) == {"a": 1, "c": 3}
+
+
+def test_a_refusal_in_litellms_words_shows_no_litellm_class_name() -> None:
+    """litellm's refusal in a sentence was quoted whole: "litellm.UnsupportedParamsError:
+    VertexAI doesn't support ..." showed clients the gateway's library and class names."""
+    said = (
+        "litellm.UnsupportedParamsError: VertexAI doesn't support tool_choice=x. Supported "
+        "tool_choice values=['auto', 'required', json object]. To drop it from the call, set "
+        "`litellm.drop_params = True."
+    )
+    exc = lp.refusal("p", "m", [], said)
+    assert exc.message == (
+        "provider p cannot take this request for model m: VertexAI doesn't support "
+        "tool_choice=x. Supported tool_choice values=['auto', 'required', json object]"
+    )
+    assert lp.plain("failed: litellm.llms.anthropic.AnthropicException - no") == "failed: - no"

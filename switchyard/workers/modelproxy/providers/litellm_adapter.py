@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -102,7 +101,6 @@ _FRAME = {
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, httpx.TransportError, ConnectionError)
 # What litellm's own code raises on a request of the wrong shape, before sending anything.
 _REQUEST_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
-_LITELLM_PREFIX = re.compile(r"\blitellm\.(?:\w+\.)*\w+(?:Error|Exception):\s*")
 _MAX_MESSAGE = 1000
 # What makes a streamed chunk an answer (see _delivers): a delta's non-empty field of these.
 _SUBSTANCE = ("content", "tool_calls", "function_call", "reasoning_content", "refusal", "audio")
@@ -425,7 +423,7 @@ def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiEr
     text = str(getattr(exc, "message", None) or exc)
     # Some litellm messages embed a formatted traceback: internal detail, not for clients.
     text = text.split("\nTraceback (most recent call last)", 1)[0].strip()
-    text = _LITELLM_PREFIX.sub("", text)  # "litellm.APIConnectionError: " says nothing to clients
+    text = litellm_params.plain(text)  # "litellm.APIConnectionError: " says nothing to clients
     said, param = provider_error(text)  # the provider's own sentence, when litellm embeds it
     message = redact(said, call.api_key)[:_MAX_MESSAGE]
     # litellm reports a refused connection as a 500 from the provider; the cause says otherwise.

@@ -48,11 +48,19 @@ _NEUTRAL: dict[str, tuple[object, ...]] = {
     "response_format": ({"type": "text"},),
     "modalities": (["text"],),
 }
+# litellm's class names ("litellm.UnsupportedParamsError: ", "litellm.llms...Exception"): they
+# mean nothing to a client and name the gateway's internals.
+_LITELLM_NAME = re.compile(r"\blitellm\.(?:\w+\.)*\w+(?:Error|Exception)\b:?\s*")
 # Where litellm's message stops naming fields and starts advising its own settings.
 _ADVICE = re.compile(r"\.?\s*(?:To drop |If you want to use these params)")
 # The forms in which litellm's refusal lists exactly the fields it refuses: "does not support
 # parameters: ['seed']" (or a dict of them) and "Setting dimensions is not supported".
 _LISTED = re.compile(r"parameters: (\[[^\]]*\]|\{[^}]*\})|Setting (\w+) is not supported")
+
+
+def plain(message: str) -> str:
+    """litellm's ``message`` without its class names (:data:`_LITELLM_NAME`)."""
+    return _LITELLM_NAME.sub("", message)
 
 
 def named(message: str, sent: Iterable[str]) -> list[str]:
@@ -96,7 +104,7 @@ def refusal(provider: str, model: str, fields: list[str], said: str) -> InvalidR
     """The client's 400 for ``fields`` the provider cannot take (``said``: litellm's words,
     used only when it named no field of the request)."""
     if not fields:
-        reason = _ADVICE.split(said, maxsplit=1)[0].strip()
+        reason = plain(_ADVICE.split(said, maxsplit=1)[0]).strip()
         return InvalidRequest(
             f"provider {provider} cannot take this request for model {model}: {reason}",
             code="unsupported_parameter",

@@ -18,7 +18,9 @@ Some fields litellm takes and then leaves out, or changes, without a word, per p
   Anthropic nor Gemini (Gemini loses ``additionalProperties: false`` too, which OpenAI
   enforces only under ``strict``). Refused, naming ``tools[i].function.strict``.
 
-Each refusal is the client's 400 before anything is sent or billed.
+``tool_choice`` is checked alike for every provider (:func:`_tool_choice`): litellm sent
+Anthropic no choice for a value it did not know, answered 200, and refused it for Gemini in
+its own words. Each refusal is the client's 400 before anything is sent or billed.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def check(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
     """
     if call.op != "chat":
         return
+    _tool_choice(args.get("tool_choice"))
     provider = family(lib, str(args["model"]), call.provider.kind)
     if provider in _STRICT_DROPPED:
         _no_strict_tools(call, args)
@@ -128,3 +131,24 @@ def _no_strict_tools(call: ProviderCall, args: dict[str, Any]) -> None:
                 param=where,
                 code="unsupported_value",
             )
+
+
+_CHOICES = ("none", "auto", "required")
+
+
+def _tool_choice(choice: object) -> None:
+    """OpenAI's values only: ``none``, ``auto``, ``required``, or an object naming a function
+    (``{"type": "function", "function": {"name": ...}}``)."""
+    if choice is None or choice in _CHOICES:
+        return
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            return
+    raise InvalidRequest(
+        '`tool_choice` must be "none", "auto", "required" or '
+        '{"type": "function", "function": {"name": "<a tool\'s name>"}}',
+        param="tool_choice",
+        code="invalid_value",
+    )
