@@ -168,3 +168,19 @@ async def test_tool_choice_is_checked_alike_for_every_provider(
         for good in ("auto", "required", "none", named):
             await adapter.complete(call_for(up, "ok", tools=[tool("a")], tool_choice=good))
         assert len(up.fake.calls) == 4
+
+
+async def test_a_claude_model_litellm_does_not_know_gets_a_cap_it_takes(
+    adapter: Any, anthropic: Upstream
+) -> None:
+    """For a client that set no max_tokens litellm sent a Claude model missing from its
+    bundled map `max_tokens: 128000`, which Anthropic refuses above a model's own limit
+    (8,192 for Claude 3.5 Haiku): every such request failed. Such a model gets 4,096; a
+    model litellm knows keeps its limit from the map, and a client's own cap is sent."""
+    await adapter.complete(call_for(anthropic, "claude-3-5-haiku-20241022"))
+    await adapter.complete(call_for(anthropic, "claude-3-5-haiku-20241022", max_tokens=9))
+    await adapter.complete(call_for(anthropic, "ok", op="complete", prompt="hi"))
+    await adapter.complete(call_for(anthropic, "ok", max_completion_tokens=12))
+    await adapter.complete(call_for(anthropic, "claude-sonnet-4-5"))
+    caps = [call.body["max_tokens"] for call in anthropic.fake.calls]
+    assert caps == [4096, 9, 4096, 12, 64000]

@@ -18,6 +18,12 @@ Some fields litellm takes and then leaves out, or changes, without a word, per p
   Anthropic nor Gemini (Gemini loses ``additionalProperties: false`` too, which OpenAI
   enforces only under ``strict``). Refused, naming ``tools[i].function.strict``.
 
+Anthropic needs ``max_tokens`` on every request; for a client that sent none litellm puts
+the model's output limit from its bundled price map, and 128,000 for a model missing from it,
+which Anthropic refuses for any model whose limit is lower (8,192 for Claude 3.5 Haiku): every
+such request failed. A model litellm does not know gets :data:`UNMAPPED_CLAUDE_MAX_TOKENS`
+instead, the lowest limit of any Claude model (:func:`_output_cap`).
+
 ``tool_choice`` is checked alike for every provider (:func:`_tool_choice`): litellm sent
 Anthropic no choice for a value it did not know, answered 200, and refused it for Gemini in
 its own words. Each refusal is the client's 400 before anything is sent or billed.
@@ -37,6 +43,9 @@ from switchyard.workers.modelproxy.providers.base import ProviderCall
 # the answer is the same without them, so they are left out without a word.
 IGNORED = frozenset({"store", "metadata", "prompt_cache_key", "prompt_cache_retention"})
 _STRICT_DROPPED = frozenset({"anthropic", "gemini", "vertex_ai"})
+# The answer's cap for a Claude model litellm's map does not know, when the client set none:
+# every Claude model takes 4,096 output tokens (Claude 3 Haiku no more).
+UNMAPPED_CLAUDE_MAX_TOKENS = 4096
 
 
 def unknown(call: ProviderCall, taken: Iterable[str]) -> None:
@@ -76,10 +85,14 @@ def check(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
     Raises:
         InvalidRequest: naming the field.
     """
+    if call.op == "embed":
+        return
+    provider = family(lib, str(args["model"]), call.provider.kind)
+    if provider == "anthropic":
+        _output_cap(lib, args)
     if call.op != "chat":
         return
     _tool_choice(args.get("tool_choice"))
-    provider = family(lib, str(args["model"]), call.provider.kind)
     if provider in _STRICT_DROPPED:
         _no_strict_tools(call, args)
     if provider == "gemini" or (provider == "vertex_ai" and "gemini" in str(args["model"])):
@@ -152,3 +165,15 @@ def _tool_choice(choice: object) -> None:
         param="tool_choice",
         code="invalid_value",
     )
+
+
+def _output_cap(lib: Any, args: dict[str, Any]) -> None:
+    if args.get("max_tokens") is not None or args.get("max_completion_tokens") is not None:
+        return
+    try:
+        model = str(lib.get_llm_provider(model=str(args["model"]))[0])
+        known = lib.get_max_tokens(model)
+    except Exception:  # noqa: BLE001 - litellm raises when its map lacks the model
+        known = None
+    if not isinstance(known, int):
+        args["max_tokens"] = UNMAPPED_CLAUDE_MAX_TOKENS
