@@ -184,3 +184,43 @@ async def test_a_claude_model_litellm_does_not_know_gets_a_cap_it_takes(
     await adapter.complete(call_for(anthropic, "claude-sonnet-4-5"))
     caps = [call.body["max_tokens"] for call in anthropic.fake.calls]
     assert caps == [4096, 9, 4096, 12, 64000]
+
+
+SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {"name": "out", "schema": {"type": "object", "properties": {}}},
+}
+
+
+async def test_a_schema_beside_tools_is_refused_where_litellm_would_force_its_tool(
+    adapter: Any, anthropic: Upstream
+) -> None:
+    """To a Claude model without structured output, litellm answers a JSON schema through
+    its own tool and forces it (`tool_choice`), tools or not: the client's tools were never
+    called, with a 200. Refused now, naming response_format; a model with structured output
+    (claude-sonnet-4-5) takes both, and so does the forced tool without tools of the client."""
+    call = call_for(
+        anthropic, "claude-3-5-haiku-20241022", tools=[tool("a")], response_format=SCHEMA
+    )
+    exc = await failure(adapter, call)
+    assert isinstance(exc, InvalidRequest)
+    assert (exc.param, exc.code) == ("response_format", "unsupported_value")
+    assert not anthropic.fake.calls
+    await adapter.complete(
+        call_for(anthropic, "claude-sonnet-4-5", tools=[tool("a")], response_format=SCHEMA)
+    )
+    await adapter.complete(call_for(anthropic, "claude-3-5-haiku-20241022", response_format=SCHEMA))
+    # A model that thinks gets litellm's tool offered beside the client's, not forced.
+    thinking = call_for(
+        anthropic,
+        "claude-3-7-sonnet-20250219",
+        tools=[tool("a")],
+        response_format=SCHEMA,
+        reasoning_effort="low",
+    )
+    await adapter.complete(thinking)
+    native, forced, offered = anthropic.fake.calls
+    assert "tool_choice" not in offered.body
+    assert "output_format" in native.body
+    assert native.body.get("tool_choice") is None
+    assert forced.body["tool_choice"] == {"name": "json_tool_call", "type": "tool"}

@@ -14,6 +14,10 @@ Some fields litellm takes and then leaves out, or changes, without a word, per p
 * Anthropic has no JSON mode: litellm sends nothing for ``response_format: {"type":
   "json_object"}`` (it maps a JSON schema only, to a structured output or a forced tool), and
   the answer is free text. Refused, naming ``response_format.type``.
+* A JSON schema in ``response_format`` beside the client's tools, to a Claude model without
+  structured output that litellm would answer through a tool of its own: litellm forces that
+  tool (``tool_choice``), so the client's tools are never called. Refused, naming
+  ``response_format`` (:func:`_forced_json_tool`).
 * A tool's ``strict: true`` (arguments that always follow its schema) reaches neither
   Anthropic nor Gemini (Gemini loses ``additionalProperties: false`` too, which OpenAI
   enforces only under ``strict``). Refused, naming ``tools[i].function.strict``.
@@ -31,6 +35,7 @@ its own words. Each refusal is the client's 400 before anything is sent or bille
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -99,6 +104,7 @@ def check(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
         _one_call_at_a_time(call, args)
     elif provider == "anthropic":
         _no_json_mode(call, args)
+        _forced_json_tool(lib, call, args)
 
 
 def _offers_tools(args: dict[str, Any]) -> bool:
@@ -171,9 +177,41 @@ def _output_cap(lib: Any, args: dict[str, Any]) -> None:
     if args.get("max_tokens") is not None or args.get("max_completion_tokens") is not None:
         return
     try:
-        model = str(lib.get_llm_provider(model=str(args["model"]))[0])
-        known = lib.get_max_tokens(model)
+        known = lib.get_max_tokens(_bare_model(lib, args))
     except Exception:  # noqa: BLE001 - litellm raises when its map lacks the model
         known = None
     if not isinstance(known, int):
         args["max_tokens"] = UNMAPPED_CLAUDE_MAX_TOKENS
+
+
+def _bare_model(lib: Any, args: dict[str, Any]) -> str:
+    """The model name litellm looks up in its map (without the ``provider/`` prefix)."""
+    return str(lib.get_llm_provider(model=str(args["model"]))[0])
+
+
+def _forced_json_tool(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
+    """litellm's Anthropic transformation answers a JSON schema with a structured output
+    where the model has one, else with its ``json_tool_call`` tool, forced unless the model
+    will think (then it is offered beside the client's). Asked here the way it decides; if
+    litellm cannot be asked, the request goes on."""
+    fmt = args.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not _offers_tools(args):
+        return
+    try:
+        model = _bare_model(lib, args)
+        native = lib.AnthropicConfig().uses_native_structured_output(model)
+        info = importlib.import_module("litellm.llms.anthropic.common_utils").AnthropicModelInfo
+        thinking = {k: args[k] for k in ("reasoning_effort", "thinking") if k in args}
+        forced = info.response_format_tool_can_be_forced(model, "anthropic", thinking)
+    except Exception:  # noqa: BLE001 - litellm's internals moved: go on as litellm decides
+        return
+    if native or not forced:
+        return
+    raise InvalidRequest(
+        f"`response_format`: model {call.deployment.model} of provider {call.provider_name} "
+        "has no structured output, and a JSON schema beside tools would be answered through a "
+        "tool the model is forced to call, so the request's own tools would never be called; "
+        "send either the tools or the schema",
+        param="response_format",
+        code="unsupported_value",
+    )
