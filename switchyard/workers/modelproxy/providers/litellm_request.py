@@ -1,7 +1,7 @@
 """What litellm would send a provider other than the client asked, caught before it is called.
 
 :mod:`.litellm_params` handles the fields litellm refuses itself. The adapter passes litellm
-only the OpenAI fields it lists (``TAKEN`` there), so any other field would be left out
+only the OpenAI fields it lists (its ``_PARAMS``), so any other field would be left out
 unseen: :func:`unknown` refuses it, naming it, except the few only OpenAI's own platform acts
 on (:data:`IGNORED`); ``safety_identifier`` goes on as the end-user id (:func:`end_user`).
 Some fields litellm takes and then leaves out, or changes, without a word, per provider
@@ -47,7 +47,6 @@ from switchyard.workers.modelproxy.providers.base import ProviderCall
 # (``metadata``), its prompt cache's routing and retention. No other provider has them, and
 # the answer is the same without them, so they are left out without a word.
 IGNORED = frozenset({"store", "metadata", "prompt_cache_key", "prompt_cache_retention"})
-_STRICT_DROPPED = frozenset({"anthropic", "gemini", "vertex_ai"})
 # The answer's cap for a Claude model litellm's map does not know, when the client set none:
 # every Claude model takes 4,096 output tokens (Claude 3 Haiku no more).
 UNMAPPED_CLAUDE_MAX_TOKENS = 4096
@@ -69,7 +68,7 @@ def unknown(call: ProviderCall, taken: Iterable[str]) -> None:
 def end_user(body: dict[str, Any], args: dict[str, Any]) -> None:
     """``safety_identifier`` (OpenAI's successor to ``user``) as the end-user id litellm
     sends where the provider has one (Anthropic's ``metadata.user_id``); it wins over
-    ``user``, as at OpenAI."""
+    ``user``, which it replaces."""
     identifier = body.get("safety_identifier")
     if isinstance(identifier, str) and identifier:
         args["user"] = identifier
@@ -85,7 +84,8 @@ def family(lib: Any, model: str, kind: str) -> str:
 
 
 def check(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
-    """Refuse what the provider behind ``args`` would silently not do (see the module).
+    """Refuse what the provider behind ``args`` would silently not do, and cap an answer
+    litellm would cap wrong (see the module).
 
     Raises:
         InvalidRequest: naming the field.
@@ -98,9 +98,10 @@ def check(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
     if call.op != "chat":
         return
     _tool_choice(args.get("tool_choice"))
-    if provider in _STRICT_DROPPED:
+    gemini = provider == "gemini" or (provider == "vertex_ai" and "gemini" in str(args["model"]))
+    if gemini or provider == "anthropic":
         _no_strict_tools(call, args)
-    if provider == "gemini" or (provider == "vertex_ai" and "gemini" in str(args["model"])):
+    if gemini:
         _one_call_at_a_time(call, args)
     elif provider == "anthropic":
         _no_json_mode(call, args)
