@@ -80,9 +80,7 @@ def test_losing_vault_is_logged_once_per_period_and_per_kind(
     assert TOKEN not in caplog.text
 
 
-def test_a_token_lying_around_is_not_used(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_token_lying_around_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """hvac takes ``$VAULT_TOKEN`` (or ``~/.vault-token``, which an operator's ``bao login``
     leaves) when it is given none: the secrets service then ran on that token, not its own."""
     monkeypatch.setenv("VAULT_TOKEN", "s.someone-elses-token")

@@ -18,9 +18,11 @@ Some fields litellm takes and then leaves out, or changes, without a word, per p
   structured output that litellm would answer through a tool of its own: litellm forces that
   tool (``tool_choice``), so the client's tools are never called. Refused, naming
   ``response_format`` (:func:`_forced_json_tool`).
-* A tool's ``strict: true`` (arguments that always follow its schema) reaches neither
-  Anthropic nor Gemini (Gemini loses ``additionalProperties: false`` too, which OpenAI
-  enforces only under ``strict``). Refused, naming ``tools[i].function.strict``.
+
+A tool's ``strict: true`` (arguments that always follow its schema) reaches neither Anthropic
+nor Gemini, and is not refused: OpenAI's Agents SDK marks every tool strict, and refusing it
+made that SDK unusable on those providers; the schema still goes, the arguments are not held
+to it (docs/routing.md says so).
 
 Anthropic needs ``max_tokens`` on every request; for a client that sent none litellm puts
 the model's output limit from its bundled price map, and 128,000 for a model missing from it,
@@ -99,8 +101,6 @@ def check(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
         return
     _tool_choice(args.get("tool_choice"))
     gemini = provider == "gemini" or (provider == "vertex_ai" and "gemini" in str(args["model"]))
-    if gemini or provider == "anthropic":
-        _no_strict_tools(call, args)
     if gemini:
         _one_call_at_a_time(call, args)
     elif provider == "anthropic":
@@ -136,21 +136,6 @@ def _no_json_mode(call: ProviderCall, args: dict[str, Any]) -> None:
         param="response_format.type",
         code="unsupported_value",
     )
-
-
-def _no_strict_tools(call: ProviderCall, args: dict[str, Any]) -> None:
-    tools = args.get("tools")
-    for i, tool in enumerate(tools if isinstance(tools, list) else ()):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if isinstance(function, dict) and function.get("strict") is True:
-            where = f"tools[{i}].function.strict"
-            raise InvalidRequest(
-                f"`{where}`: provider {call.provider_name} does not hold model "
-                f"{call.deployment.model}'s tool calls to their schema, so arguments could "
-                "come back not matching it; send strict: false or leave it out",
-                param=where,
-                code="unsupported_value",
-            )
 
 
 _CHOICES = ("none", "auto", "required")
