@@ -95,9 +95,10 @@ async def add_full_subject_stream(nc: NATS) -> None:
 
 
 @contextlib.asynccontextmanager
-async def valkey_server(settings: Settings) -> AsyncIterator[None]:
+async def valkey_server(settings: Settings) -> AsyncIterator[asyncio.subprocess.Process]:
     """A real valkey-server with Switchyard's roles (ACL, passwords under
-    ``settings.redis_password_dir``) on ``settings.stack.valkey_port``."""
+    ``settings.redis_password_dir``) on ``settings.stack.valkey_port``; yields its process
+    (to pause it, say)."""
     layout = valkey.ValkeyLayout(dir=settings.redis_password_dir, port=settings.stack.valkey_port)
     valkey.write_config(layout)
     server = await asyncio.create_subprocess_exec(
@@ -108,7 +109,7 @@ async def valkey_server(settings: Settings) -> AsyncIterator[None]:
     )
     try:
         assert await accepting(layout.port, within_s=30), "valkey-server did not start"
-        yield
+        yield server
     finally:
         server.terminate()
         await asyncio.wait_for(server.wait(), 10)

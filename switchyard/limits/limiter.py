@@ -117,8 +117,9 @@ class Limiter:
         self._timing = (
             metrics.histogram(
                 sc.LIMITER_DURATION,
-                "Round trip of one limits check to Redis/Valkey.",
-                (),
+                "Round trip of one limits check to Redis/Valkey, by outcome: ok, unavailable "
+                "(timed out or unreachable), error (Valkey refused the script).",
+                (sc.OUTCOME,),
                 sc.LIMITER_BUCKETS,
             )
             if metrics is not None
@@ -258,14 +259,21 @@ class Limiter:
                 ],
             )
         except (RedisUnavailable, RedisReplyError) as exc:
+            # Timed too: a hung Valkey's calls (each waits out redis.timeout_s) are exactly
+            # the ones an operator needs to see, and the panel went blank when only answers
+            # were counted.
+            self._time(began, "error" if isinstance(exc, RedisReplyError) else "unavailable")
             if carried:  # not applied: keep them for the next call
                 self._pending.setdefault(key.id, [])[:0] = carried
                 self._schedule_flush()
             self._unavailable(exc)
             return None
-        if self._timing is not None:
-            self._timing.observe(time.perf_counter() - began)
+        self._time(began, "ok")
         return tuple(int(v) for v in reply)
+
+    def _time(self, began: float, outcome: str) -> None:
+        if self._timing is not None:
+            self._timing.labels(outcome).observe(time.perf_counter() - began)
 
     def _unavailable(self, exc: BaseException) -> None:
         if isinstance(exc, RedisReplyError):
