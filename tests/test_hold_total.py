@@ -22,6 +22,8 @@ from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
 from switchyard.bus import replies, subjects
+from switchyard.config.queue_settings import StreamSettings
+from switchyard.runtime import semconv as sc
 from switchyard.schemas.routing import deployment_id
 from switchyard.schemas.scheduling import SCHED_DECODER, SCHED_ENCODER, SchedState
 from tests.stacks import Stack, start_stack
@@ -172,6 +174,28 @@ async def _head_caught_up(stack: Stack, nc: NATS, api_key: str, probe: int) -> N
         await control.close()
 
 
+async def _the_bounds_show_in_metrics(stack: Stack) -> None:
+    """Control exports HOLD's count and bounds per deployment, so an alert can see a
+    deployment about to refuse: switchyard_queue_in_dispatch leaves held requests out, and
+    nothing exported the limits (an explorer saw 67% refused with no alert firing)."""
+
+    async def gauges() -> dict[str, float]:
+        return {
+            name: value
+            for name, labels, value in await stack.samples("control")
+            if labels.get(sc.DEPLOYMENT) == DEP
+        }
+
+    until = time.monotonic() + 10
+    while (found := await gauges()).get(sc.QUEUE_IN_HOLD) != LIMIT:  # read once a second
+        assert time.monotonic() < until, found
+        await asyncio.sleep(0.2)
+    assert found[sc.QUEUE_HOLD_LIMIT] == LIMIT
+    assert found[sc.QUEUE_HOLD_TENANT_LIMIT] == StreamSettings().hold_tenant_limit
+    # Two tenants took turns: the fullest tenant queue holds about half of them.
+    assert LIMIT / 2 <= found[sc.QUEUE_HOLD_TENANT_MAX] < LIMIT
+
+
 def _taken(reply: replies.Reply) -> bool:
     return reply.kind in (replies.ReplyKind.ACCEPTED, replies.ReplyKind.FINAL)
 
@@ -209,6 +233,7 @@ async def test_a_third_tenant_is_refused_while_two_hold_the_bound_then_taken_aga
             calls.append(call)
         assert await _held(bounded) == LIMIT
         await _until_full(bounded, "default")
+        await _the_bounds_show_in_metrics(bounded)
         await _head_caught_up(bounded, nc, keys["C"], 0)
 
         # A third tenant: refused at once, not held behind the crowd.

@@ -499,14 +499,19 @@ class Feeder:
             for priority, _, waiting, first in dep.queue.depths()
         ]
 
-    def waiting(self, dep_id: str, now: float | None = None) -> tuple[int, float]:
-        """Requests of a deployment waiting in HOLD, and the age of the oldest (seconds)."""
+    def waiting(self, dep_id: str, now: float | None = None) -> tuple[int, float, int]:
+        """Requests of a deployment waiting in HOLD, the age of the oldest (seconds), and the
+        most one tenant has waiting at one priority (one HOLD subject, which
+        ``streams.hold_tenant_limit`` bounds; requests moved and not yet purged, which
+        JetStream still counts, are not in it)."""
         dep = self._deps.get(dep_id)
         if dep is None or not len(dep.queue):
-            return 0, 0.0
+            return 0, 0.0, 0
         moment = now or time.time()
-        oldest = min(first.stored_at for _, _, _, first in dep.queue.depths())
-        return len(dep.queue), max(0.0, moment - oldest)
+        depths = list(dep.queue.depths())
+        oldest = min(first.stored_at for _, _, _, first in depths)
+        fullest = max(waiting for _, _, waiting, _ in depths)
+        return len(dep.queue), max(0.0, moment - oldest), fullest
 
     def saturated(self, dep_id: str) -> bool:
         dep = self._deps.get(dep_id)

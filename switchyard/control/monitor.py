@@ -110,15 +110,19 @@ class Monitor:
         cooldowns: Cooldowns,
         *,
         interval: float = 1.0,
-        held: Callable[[str], tuple[int, float]] = lambda _dep: (0, 0.0),
+        held: Callable[[str], tuple[int, float, int]] = lambda _dep: (0, 0.0, 0),
     ) -> None:
         self._nc = nc
         self._limit = settings.streams.dispatch_queue_limit
+        self._hold_limit = settings.streams.hold_total_limit
+        self._hold_tenant_limit = settings.streams.hold_tenant_limit
         self._table = table
         self._cooldowns = cooldowns
         self._interval = interval
-        self._held = held  # requests of a deployment waiting in HOLD, and the oldest's age
+        # Requests of a deployment waiting in HOLD, the oldest's age, the fullest tenant's.
+        self._held = held
         self.queues: dict[str, m.QueueState] = {}
+        self._fullest: dict[str, int] = {}  # deployment -> the fullest tenant queue in HOLD
         self.queues_read_at = 0.0
         self._series: dict[str, Series] = {}
         self._processes: dict[str, _Process] = {}
@@ -181,6 +185,7 @@ class Monitor:
         consumers = await self._consumers()
         now = time.time()
         states: dict[str, m.QueueState] = {}
+        fullest: dict[str, int] = {}
         for consumer in consumers:
             if not consumer.name.startswith(_CONSUMER_PREFIX):
                 continue
@@ -189,7 +194,7 @@ class Monitor:
             if consumer.num_pending:
                 stored = await self._stored_at(consumer)
                 oldest = max(0.0, now - stored) if stored is not None else 0.0
-            held, held_oldest = self._held(deployment)
+            held, held_oldest, fullest[deployment] = self._held(deployment)
             oldest = max(oldest, held_oldest)
             states[deployment] = m.QueueState(
                 waiting=consumer.num_pending + held,
@@ -201,7 +206,7 @@ class Monitor:
                 oldest_wait_s=round(oldest, 3),
                 acked=consumer.ack_floor.consumer_seq,
             )
-        self.queues = states
+        self.queues, self._fullest = states, fullest
         self.queues_read_at = now
         for deployment, state in states.items():
             point = self._series_of(deployment).at(int(now))
@@ -470,6 +475,31 @@ class Monitor:
             "Requests the queue limit counts: waiting in dispatch (not held for fair order) "
             "plus in flight.",
             lambda q: max(0, q.waiting - q.held) + q.in_flight,
+        )
+        # Fair queueing's bounds (HOLD), so an alert can warn before they refuse: a saturated
+        # deployment's new requests wait in HOLD, which switchyard_queue_in_dispatch leaves out.
+        gauge(
+            sc.QUEUE_IN_HOLD,
+            "Requests the hold limit counts: waiting in HOLD for fair order.",
+            lambda q: q.held,
+        )
+        gauge(
+            sc.QUEUE_HOLD_LIMIT,
+            "Most requests a deployment holds in HOLD (streams.hold_total_limit) before 503 "
+            "queue_full.",
+            lambda _q: self._hold_limit,
+        )
+        metrics.gauge_callback(
+            sc.QUEUE_HOLD_TENANT_MAX,
+            "Requests in a deployment's fullest tenant queue in HOLD (one tenant, one priority).",
+            dep,
+            lambda: [((d,), float(self._fullest.get(d, 0))) for d in self.queues],
+        )
+        gauge(
+            sc.QUEUE_HOLD_TENANT_LIMIT,
+            "Most requests one tenant queue holds in HOLD (streams.hold_tenant_limit) before "
+            "429 tenant_queue_full.",
+            lambda _q: self._hold_tenant_limit,
         )
         gauge(
             sc.QUEUE_REDELIVERED,

@@ -145,6 +145,11 @@ PROCESS_UP = "switchyard_process_up"  # component, instance: 1 while it reports 
 UPGRADE_ORDER_VIOLATIONS = "switchyard_upgrade_order_violations"
 # Control's feeder: fair queueing of saturated deployments.
 QUEUE_HELD = "switchyard_queue_held"  # deployment, priority, tenant: waiting in HOLD
+QUEUE_IN_HOLD = "switchyard_queue_in_hold"  # deployment: what streams.hold_total_limit counts
+QUEUE_HOLD_LIMIT = "switchyard_queue_hold_limit"  # deployment: streams.hold_total_limit
+# deployment: the fullest tenant queue (one tenant, one priority) and its bound.
+QUEUE_HOLD_TENANT_MAX = "switchyard_queue_hold_tenant_max"
+QUEUE_HOLD_TENANT_LIMIT = "switchyard_queue_hold_tenant_limit"  # streams.hold_tenant_limit
 DEPLOYMENT_SATURATED = "switchyard_deployment_saturated"  # deployment: 1 while requests held
 FAIR_MOVES = "switchyard_fair_moves_total"  # deployment, priority: moved HOLD -> dispatch
 PRIORITY = "priority"  # interactive, default, batch
