@@ -22,7 +22,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import msgspec
@@ -48,7 +48,7 @@ from switchyard.errors import BusError
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.metrics import Metrics
-from switchyard.runtime.reporting import HEARTBEAT_S
+from switchyard.runtime.reporting import HEARTBEAT_S, instance_name
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.throttle import Throttle
 from switchyard.schemas import monitor as m
@@ -58,8 +58,13 @@ log = logging.getLogger("switchyard.control.monitor")
 
 RATE_WINDOW_S = 10  # rates and percentiles in the overview: the last 10 whole seconds
 PERCENTILE_WINDOW_S = 60  # how long per-second latency buckets are kept
-FORGET_PROCESS_S = 300.0
+# A process that went silent without saying goodbye (killed, crashed, frozen, its host lost)
+# stays listed as silent until it beats again, is replaced, or for this long at most: it is
+# still expected, and switchyard_process_up says 0 (SwitchyardProcessDown) meanwhile. Forgotten
+# after 5 minutes, a frozen process left `switchyard top` saying every process was healthy.
+FORGET_SILENT_S = 86400.0
 USAGE_RETRY_S = 30.0  # after a failed read of accounting's backlog
+SILENT_AFTER_S = 3 * HEARTBEAT_S  # no beat for three intervals: silent, not healthy
 QUEUES_FRESH_S = 5.0  # a read of the dispatch queues older than this (a failover) says nothing
 
 
@@ -356,12 +361,10 @@ class Monitor:
 
     def processes(self, now: float | None = None) -> list[m.ProcessState]:
         moment = now or time.time()
+        self._forget_gone(moment)
         out = []
-        for key, proc in sorted(self._processes.items()):
+        for _key, proc in sorted(self._processes.items()):
             age = moment - proc.seen
-            if age > FORGET_PROCESS_S:
-                del self._processes[key]
-                continue
             beat = proc.beat
             out.append(
                 m.ProcessState(
@@ -369,7 +372,7 @@ class Monitor:
                     instance=beat.instance,
                     host=beat.host,
                     pid=beat.pid,
-                    healthy=beat.ready and age <= 3 * HEARTBEAT_S,
+                    healthy=beat.ready and age <= SILENT_AFTER_S,
                     ready=beat.ready,
                     cpu_percent=proc.cpu_percent,
                     rss_bytes=beat.rss_bytes,
@@ -380,6 +383,18 @@ class Monitor:
                 )
             )
         return out
+
+    def _forget_gone(self, moment: float) -> None:
+        """Drop the silent processes that will not report again: silent for
+        :data:`FORGET_SILENT_S`, or replaced (see :func:`_replaced`)."""
+        silent = [
+            (key, proc)
+            for key, proc in self._processes.items()
+            if moment - proc.seen > SILENT_AFTER_S
+        ]
+        for key, proc in silent:
+            if moment - proc.seen > FORGET_SILENT_S or _replaced(proc, self._processes.values()):
+                del self._processes[key]
 
     def upgrade_order(self, now: float | None = None) -> list[m.UpgradeOrderViolation]:
         """Live processes newer than a component the upgrade order says goes first."""
@@ -540,6 +555,23 @@ class Monitor:
 
 _CONSUMER_PREFIX = subjects.dispatch_consumer("")
 _EDGES = "\x00edges"  # the series of edge request counts (never a deployment id)
+
+
+def _replaced(silent: _Process, others: Iterable[_Process]) -> bool:
+    """Whether a silent process came back under another name: it was named after its pid
+    (``serve`` without ``--instance``: systemd units, compose), and a process of the same
+    component on the same host started after its last beat. A process with a name of its own
+    (the local stack's ``head-1``) comes back under that name, which replaces its row; a
+    sibling started before the silence is no replacement (it may be the frozen one's peer)."""
+    beat = silent.beat
+    if beat.instance != instance_name(beat.component, host=beat.host, pid=beat.pid):
+        return False
+    return any(
+        other.beat.component == beat.component
+        and other.beat.host == beat.host
+        and other.beat.started_at > silent.seen
+        for other in others
+    )
 
 
 def _same_process(a: m.Heartbeat, b: m.Heartbeat) -> bool:
