@@ -51,12 +51,12 @@ from switchyard.bus import subjects
 from switchyard.bus.cancel_proof import cancel_proof, presented_key_hash
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply, payload_room
+from switchyard.bus.unread import MAX_UNREAD_BYTES, MSG_COST, too_slow
 from switchyard.errors import (
     ApiError,
     DeadlineExceeded,
     InvalidRequest,
     PayloadTooLarge,
-    ReaderTooSlow,
     ServiceUnavailable,
 )
 from switchyard.runtime.reply_wait import (
@@ -83,30 +83,12 @@ RECONNECT_POLL_S = 0.2
 SETTLING_S = 5.0
 # Request ids whose cancels a client remembers, so sending one again is served (~100 B each).
 CANCELLED_IDS = 4096
-# What one request may hold unread by default: reply messages received, not yet taken by its
-# consumer (the HTTP edges pass ``ingress.max_unread_bytes``, docs/operations.md).
-MAX_UNREAD_BYTES = 8 * 1024 * 1024
-# What a queued reply message costs beyond its body (the Msg, its subject and decoded headers),
-# counted with it so a flood of tiny messages is bounded too.
-MSG_COST = 512
 # Queued for a request whose consumer fell behind by more than ``max_unread_bytes``.
 OVERFLOWED = object()
 _JSON = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder()
 # Where a helper without a streaming twin sends a caller who wants the chunks.
 _EXCHANGE = "use exchange()"
-
-
-def too_slow(limit: int) -> ReaderTooSlow:
-    """The error of a consumer that fell ``limit`` bytes behind, in words its client can act
-    on: in MiB, counted as messages (a client of a stream of small chunks, ended at 8 MiB, had
-    received ~2.9 MB in all: "8388608 bytes" read as wrong), and the setting that raises it."""
-    return ReaderTooSlow(
-        "the client read the streamed answer more slowly than it arrived, so it was ended: "
-        f"more than {round(limit / 2**20, 2):g} MiB of it waited unread, counted as messages "
-        f"(each message's bytes plus {MSG_COST}, so fewer bytes of the answer itself); read "
-        "the stream as it arrives, or ask the operator to raise ingress.max_unread_bytes"
-    )
 
 
 class LLMClient:

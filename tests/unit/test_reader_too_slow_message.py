@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchyard.client import MAX_UNREAD_BYTES, MSG_COST, too_slow
+from switchyard.bus.unread import MAX_UNREAD_BYTES, MSG_COST, too_slow
 from switchyard.errors import ReaderTooSlow
 
 pytestmark = pytest.mark.unit
