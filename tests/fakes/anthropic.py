@@ -26,6 +26,8 @@ the requested model:
                   (``overloaded_error``)
 ``stream-late-api-error``, ``stream-late-invalid``  the same with ``api_error``, or
                   ``invalid_request_error``
+``tools``         answers a text block, then two ``tool_use`` blocks (:data:`TOOL_CALLS`),
+                  ``stop_reason: "tool_use"``; streamed, each call's input comes in pieces
 ``claude-sonnet-4-5``  answers normally, reporting a prompt-cache hit: :data:`CACHED_USAGE`
 ``claude-sonnet-4-5-20250929``  the same with a cache write too: :data:`CACHE_WRITE_USAGE`
                   (real model names, so litellm's price map prices them)
@@ -58,6 +60,11 @@ COUNTED = 4000
 CACHED_USAGE = {"input_tokens": 10, "cache_read_input_tokens": 100000, "output_tokens": 10}
 CACHE_WRITE_USAGE = {**CACHED_USAGE, "cache_creation_input_tokens": 1000}
 _CACHE_MODES = {"claude-sonnet-4-5": CACHED_USAGE, "claude-sonnet-4-5-20250929": CACHE_WRITE_USAGE}
+# What the ``tools`` model calls: (id, name, its input as the pieces it streams in).
+TOOL_CALLS = (
+    ("toolu_fake01", "get_weather", ('{"city": ', '"Paris"}')),
+    ("toolu_fake02", "get_time", ('{"zone": ', '"CET"}')),
+)
 # Streams that answer 200 and report a failure in an ``error`` event (the stream-* modes).
 _FIRST_EVENT_ERRORS = {
     "stream-overloaded": "overloaded_error",
@@ -131,14 +138,20 @@ class FakeAnthropic(FakeServer):
         )
         if searches is not None:
             usage = {**usage, "server_tool_use": {"web_search_requests": searches}}
+        content: list[dict[str, Any]] = [{"type": "text", "text": "".join(REPLY)}]
+        if model == "tools":
+            content += [
+                {"type": "tool_use", "id": id_, "name": name, "input": json.loads("".join(parts))}
+                for id_, name, parts in TOOL_CALLS
+            ]
         return web.json_response(
             {
                 "id": "msg_fake01",
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": "".join(REPLY)}],
-                "stop_reason": "end_turn",
+                "content": content,
+                "stop_reason": "tool_use" if model == "tools" else "end_turn",
                 "stop_sequence": None,
                 "usage": usage,
             }
@@ -220,11 +233,16 @@ class FakeAnthropic(FakeServer):
             if i == 0 and model in _LATE_ERRORS:
                 return await fail(_LATE_ERRORS[model])
         await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        if model == "tools":
+            await _send_tool_calls(send)
         await send(
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "delta": {
+                    "stop_reason": "tool_use" if model == "tools" else "end_turn",
+                    "stop_sequence": None,
+                },
                 "usage": {
                     "output_tokens": _CACHE_MODES.get(model, {}).get(
                         "output_tokens", OUTPUT_TOKENS
@@ -237,6 +255,24 @@ class FakeAnthropic(FakeServer):
         await resp.write_eof()
         self.finished_streams += 1
         return resp
+
+
+async def _send_tool_calls(send: Any) -> None:
+    """The ``tools`` model's calls as Anthropic streams them: a ``tool_use`` block's start
+    (id, name, empty input), its input in ``input_json_delta`` pieces, its stop."""
+    for index, (id_, name, parts) in enumerate(TOOL_CALLS, start=1):
+        block = {"type": "tool_use", "id": id_, "name": name, "input": {}}
+        await send(
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": block},
+        )
+        for part in parts:
+            delta = {"type": "input_json_delta", "partial_json": part}
+            await send(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            )
+        await send("content_block_stop", {"type": "content_block_stop", "index": index})
 
 
 def _web_searches(body: dict[str, Any]) -> int | None:

@@ -11,6 +11,10 @@ Speaks the real wire format: ``models/{model}:generateContent`` (a GenerateConte
 ``broken``        500 ``INTERNAL``
 ``slow``          waits 2 s, then answers normally
 ``leaky``         400 whose message echoes the ``x-goog-api-key`` it received (tests redaction)
+``tools``         answers the text, then calls :data:`TOOL_CALLS` (``functionCall`` parts)
+
+A request's ``candidateCount`` (``n``) is answered with that many candidates, each the same
+text; streamed, every candidate gets its ``finishReason`` in the last event, as Gemini does.
 
 The base URL to give litellm is ``<server>/v1beta``, as for the real API: litellm appends
 ``/models/{model}:{method}`` to a custom ``api_base``.
@@ -29,6 +33,8 @@ from tests.fakes.server import FakeServer
 
 REPLY = ("Hello", " from", " fake", " Gemini.")
 PROMPT_TOKENS = 5
+# What the ``tools`` model calls: (name, args).
+TOOL_CALLS = (("get_weather", {"city": "Paris"}), ("get_time", {"zone": "CET"}))
 EMBEDDING_SIZE = 4
 
 
@@ -65,10 +71,11 @@ class FakeGemini(FakeServer):
         elif model == "leaky":
             key = request.headers.get("x-goog-api-key", "")
             return _error(400, "INVALID_ARGUMENT", f"API key not valid: {key}")
+        n = _candidates(body)
         if method == "generateContent":
-            return web.json_response(_response(model, "".join(REPLY), len(REPLY), final=True))
+            return web.json_response(_response(model, "".join(REPLY), len(REPLY), True, n))
         if method == "streamGenerateContent" and request.query.get("alt") == "sse":
-            return await self._stream(request, model)
+            return await self._stream(request, model, n)
         if method == "embedContent":
             return web.json_response({"embedding": {"values": _vector(body["content"])}})
         if method == "batchEmbedContents":
@@ -76,13 +83,13 @@ class FakeGemini(FakeServer):
             return web.json_response({"embeddings": vectors})
         return _error(404, "NOT_FOUND", f"method {method} not found")
 
-    async def _stream(self, request: web.Request, model: str) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, model: str, n: int) -> web.StreamResponse:
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await resp.prepare(request)
         for i, piece in enumerate(REPLY):
-            chunk = _response(model, piece, i + 1, final=i == len(REPLY) - 1)
+            chunk = _response(model, piece, i + 1, i == len(REPLY) - 1, n)
             await resp.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
             if i == 0 and model == "gated":
                 await self.wait_counting_abandon(self.gate.wait())
@@ -91,15 +98,24 @@ class FakeGemini(FakeServer):
         return resp
 
 
-def _response(model: str, text: str, output_tokens: int, *, final: bool) -> dict[str, Any]:
-    candidate: dict[str, Any] = {
-        "content": {"parts": [{"text": text}], "role": "model"},
-        "index": 0,
-    }
-    if final:
-        candidate["finishReason"] = "STOP"
+def _candidates(body: dict[str, Any]) -> int:
+    config = body.get("generationConfig") or {}
+    count = config.get("candidateCount", config.get("candidate_count"))
+    return count if isinstance(count, int) and count > 0 else 1
+
+
+def _response(model: str, text: str, output_tokens: int, final: bool, n: int) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"text": text}]
+    if final and model == "tools":
+        parts += [{"functionCall": {"name": name, "args": args}} for name, args in TOOL_CALLS]
+    candidates: list[dict[str, Any]] = []
+    for index in range(n):
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": index}
+        if final:
+            candidate["finishReason"] = "STOP"
+        candidates.append(candidate)
     return {
-        "candidates": [candidate],
+        "candidates": candidates,
         "usageMetadata": {
             "promptTokenCount": PROMPT_TOKENS,
             "candidatesTokenCount": output_tokens,

@@ -31,6 +31,8 @@ the field to providers that read it as something else (Cohere's ``embedding_type
 
 The usage a client gets holds OpenAI's fields and the provider's own counts, not litellm's
 additions: its ``cost`` is its list price for the call, not what Switchyard bills.
+A chat answer is in OpenAI's shape (:mod:`.litellm_answer`), not litellm's: no nulls for what
+the provider did not send, none of litellm's own fields, a streamed tool call named once.
 
 A stream that ends having carried no content, no tool call and no usage is the provider's
 failure (retried elsewhere), not an empty answer: litellm makes up a closing ``stop`` chunk
@@ -55,6 +57,7 @@ from switchyard.schemas.openai import Usage, cache_counts
 from switchyard.schemas.secret import redact
 from switchyard.workers.modelproxy.providers import (
     embedding_format,
+    litellm_answer,
     litellm_params,
     litellm_request,
 )
@@ -162,6 +165,7 @@ class LiteLLM:
         first = True
         held: list[StreamEvent] = []  # chunks carrying nothing yet: sent once something comes
         delivered = False
+        shape = litellm_answer.ChatStream() if call.op == "chat" else None
         try:
             async with asyncio.timeout_at(min(first_by, end_by)):
                 chunks = await _call(lib, call, stream=True)
@@ -177,7 +181,9 @@ class LiteLLM:
                 try:
                     async with asyncio.timeout_at(min(first_by, end_by) if first else end_by):
                         chunk = await anext(chunks)
-                    doc = chunk.model_dump(mode="json")
+                    # A chat chunk is reshaped (litellm_answer): its nulls are left out by
+                    # pydantic's own serializer, the cheapest place to do it.
+                    doc = chunk.model_dump(mode="json", exclude_none=shape is not None)
                 except StopAsyncIteration:
                     if not delivered:
                         raise ue.cut_short(name, "no content, tool call or usage came") from None
@@ -188,6 +194,8 @@ class LiteLLM:
                     raise _translate(lib, exc, call, what) from None
                 first = False
                 substance = delivered or _delivers(doc)  # before _event, which may drop usage
+                if shape is not None:
+                    doc = shape.chunk(doc)
                 event = _event(doc, call.client_wants_usage)
                 if delivered:
                     yield event

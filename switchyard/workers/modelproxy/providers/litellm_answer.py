@@ -1,0 +1,103 @@
+"""litellm's answers in OpenAI's shape: what a client of the litellm path reads.
+
+litellm's response objects dump every field its own classes have: ``null`` for what the
+provider did not send (``"tool_calls": [{"id": null, "function": {"name": null, ...}}]`` on
+every piece of a streamed tool call after its first, ``role``, ``function_call``, ``audio``),
+and fields OpenAI does not have (``provider_specific_fields``, ``citations``, Gemini's
+``vertex_ai_*`` metadata). OpenAI sends a tool call's ``id``, ``type`` and ``name`` in its
+first piece only, and leaves out what it does not send; the npm ``openai`` SDK's stream helper
+refuses a later piece that names the call again with other values ("changed tool call
+identity"). So a chunk keeps OpenAI's fields that have a value, and ``reasoning_content`` (the
+reasoning the Messages and Responses translations turn into thinking, docs/routing.md); a
+streamed tool call's later pieces carry ``index`` and ``function.arguments`` only. A choice
+keeps ``finish_reason`` and ``logprobs`` when null, as OpenAI sends them (clients index them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# What OpenAI defines, per level (openai.types.chat.ChatCompletionChunk).
+_ENVELOPE = frozenset(
+    {"id", "object", "created", "model", "system_fingerprint", "service_tier", "choices", "usage"}
+)
+_DELTA = frozenset(
+    {"role", "content", "refusal", "tool_calls", "function_call", "audio", "reasoning_content"}
+)
+_TOOL_CALL = frozenset({"id", "type", "function", "custom"})
+
+
+class ChatStream:
+    """One chat stream's chunks in OpenAI's shape (:meth:`chunk`).
+
+    Remembers the tool calls begun: a later piece of one drops ``id``, ``type`` and ``name``.
+    """
+
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        self._calls: set[tuple[int, int]] = set()
+
+    def chunk(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """``doc`` (a dumped litellm chunk, best with ``exclude_none``) in OpenAI's shape."""
+        out = _clean(doc, _ENVELOPE)
+        choices = []
+        for choice in doc.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index")
+            at = index if isinstance(index, int) else 0
+            delta = choice.get("delta")
+            choices.append(
+                {
+                    "index": at,
+                    "delta": self._delta(at, delta) if isinstance(delta, dict) else {},
+                    "finish_reason": choice.get("finish_reason"),
+                    "logprobs": choice.get("logprobs"),
+                }
+            )
+        out["choices"] = choices
+        return out
+
+    def _delta(self, choice: int, delta: dict[str, Any]) -> dict[str, Any]:
+        out = _clean(delta, _DELTA)
+        calls = out.get("tool_calls")
+        if isinstance(calls, list):
+            out["tool_calls"] = [
+                self._call_piece(choice, position, call) if isinstance(call, dict) else call
+                for position, call in enumerate(calls)
+            ]
+        return out
+
+    def _call_piece(self, choice: int, position: int, call: dict[str, Any]) -> dict[str, Any]:
+        """A streamed tool call's piece: its first names it (``id``, ``type``, ``name``), a
+        later one carries ``index`` and arguments only."""
+        index = call.get("index")
+        key = (choice, index if isinstance(index, int) else position)
+        out = _tool_call(call)
+        out["index"] = key[1]
+        if key in self._calls:
+            out.pop("id", None)
+            out.pop("type", None)
+            function = out.get("function")
+            if isinstance(function, dict):
+                function.pop("name", None)
+        else:
+            self._calls.add(key)
+        return out
+
+
+def _clean(doc: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    """``doc`` without nulls and fields not in ``fields``; ``doc`` itself when it has none
+    (the common case once dumped with ``exclude_none``: two C-level checks, no copy)."""
+    if doc.keys() <= fields and None not in doc.values():
+        return doc
+    return {k: v for k, v in doc.items() if v is not None and k in fields}
+
+
+def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in call.items() if v is not None and k in _TOOL_CALL}
+    function = out.get("function")
+    if isinstance(function, dict):
+        out["function"] = {k: v for k, v in function.items() if v is not None}
+    return out
