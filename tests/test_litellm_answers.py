@@ -121,3 +121,89 @@ async def test_a_streamed_tool_call_names_itself_once(adapter: LiteLLM, upstream
     assert made == _calls_made(upstream.kind)
     assert len({c.id for c in calls}) == 2
     assert choice.finish_reason == "tool_calls"
+
+
+MESSAGE_FIELDS = {
+    "role",
+    "content",
+    "refusal",
+    "tool_calls",
+    "function_call",
+    "audio",
+    "annotations",
+    "reasoning_content",
+}
+
+
+async def test_a_whole_answer_is_in_openais_shape(adapter: LiteLLM, upstream: Upstream) -> None:
+    """A whole answer carried litellm's own keys (`provider_specific_fields` with
+    `citations`/`thinking_blocks`, Gemini's `vertex_ai_*`, `images`, `thinking_blocks`),
+    explicit nulls (`function_call`, `tool_calls`), and Claude's tool calls had litellm's
+    `index` (the content block's: 1 for the first call after text), which OpenAI's whole
+    answers do not have. Gemini's `id` was its responseId, not `chatcmpl-...`."""
+    body = json.loads((await adapter.complete(call_for(upstream, "tools", tools=TOOLS))).body)
+
+    assert set(body) <= CHUNK_FIELDS, body
+    assert body["id"].startswith("chatcmpl-")
+    assert body["object"] == "chat.completion"
+    [choice] = body["choices"]
+    assert set(choice) == {"index", "message", "finish_reason", "logprobs"}
+    assert (choice["index"], choice["finish_reason"], choice["logprobs"]) == (0, "tool_calls", None)
+    message = choice["message"]
+    assert set(message) <= MESSAGE_FIELDS, message
+    assert not _nulls(message), message
+    assert not _nulls(body["usage"]), body["usage"]
+    assert message["role"] == "assistant"
+    assert message["content"] == upstream.reply
+    calls = message["tool_calls"]
+    assert all(set(c) == {"id", "type", "function"} for c in calls), calls
+    made = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls]
+    assert made == _calls_made(upstream.kind)
+    if upstream.kind == "anthropic":
+        assert [c["id"] for c in calls] == [i for i, _, _ in fake_anthropic.TOOL_CALLS]
+
+
+async def test_streamed_and_whole_answers_name_the_same_model(
+    adapter: LiteLLM, upstream: Upstream
+) -> None:
+    """Gemini's whole answer named its `modelVersion` ("ok-001" from the fake, as Gemini
+    names a version of the model asked for) while its stream named the deployment's model;
+    both name the deployment's now, and the id reads `chatcmpl-...`, one per stream."""
+    whole = json.loads((await adapter.complete(call_for(upstream, "ok"))).body)
+    chunks = await _chunks(adapter, upstream, "ok")
+
+    assert whole["model"] == "ok"
+    assert {c["model"] for c in chunks} == {"ok"}
+    [stream_id] = {c["id"] for c in chunks}
+    for answer_id in (whole["id"], stream_id):
+        assert answer_id.startswith("chatcmpl-")
+
+    legacy = json.loads(
+        (await adapter.complete(call_for(upstream, "ok", op="complete", prompt="hi"))).body
+    )
+    pieces = await _chunks(adapter, upstream, "ok", op="complete", prompt="hi")
+    assert legacy["model"] == "ok"
+    assert {c["model"] for c in pieces} == {"ok"}
+    for choice in [*legacy["choices"], *(c for p in pieces for c in p["choices"])]:
+        assert set(choice) == {"index", "text", "logprobs", "finish_reason"}, choice
+        assert isinstance(choice["text"], str)
+
+
+async def test_reasoning_is_passed_and_litellms_thinking_blocks_are_not(
+    adapter: LiteLLM, upstream: Upstream
+) -> None:
+    """`reasoning_content` is what the Messages and Responses translations read; litellm's
+    `thinking_blocks` (and `provider_specific_fields`) are its own."""
+    if upstream.kind != "anthropic":
+        pytest.skip("the fake Gemini does not think")
+    thought = "".join(fake_anthropic.THOUGHT)
+    whole = json.loads((await adapter.complete(call_for(upstream, "thinks"))).body)
+    chunks = await _chunks(adapter, upstream, "thinks")
+
+    message = whole["choices"][0]["message"]
+    assert set(message) == {"role", "content", "reasoning_content"}, message
+    assert (message["reasoning_content"], message["content"]) == (thought, upstream.reply)
+    deltas = [c["delta"] for chunk in chunks for c in chunk["choices"]]
+    assert all(set(d) <= DELTA_FIELDS for d in deltas), deltas
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == thought
+    assert "".join(d.get("content", "") for d in deltas) == upstream.reply

@@ -28,6 +28,7 @@ the requested model:
                   ``invalid_request_error``
 ``tools``         answers a text block, then two ``tool_use`` blocks (:data:`TOOL_CALLS`),
                   ``stop_reason: "tool_use"``; streamed, each call's input comes in pieces
+``thinks``        answers a ``thinking`` block (:data:`THOUGHT`, signed), then the text
 ``claude-sonnet-4-5``  answers normally, reporting a prompt-cache hit: :data:`CACHED_USAGE`
 ``claude-sonnet-4-5-20250929``  the same with a cache write too: :data:`CACHE_WRITE_USAGE`
                   (real model names, so litellm's price map prices them)
@@ -65,6 +66,8 @@ TOOL_CALLS = (
     ("toolu_fake01", "get_weather", ('{"city": ', '"Paris"}')),
     ("toolu_fake02", "get_time", ('{"zone": ', '"CET"}')),
 )
+# What the ``thinks`` model thinks before it answers.
+THOUGHT = ("Let me", " think.")
 # Streams that answer 200 and report a failure in an ``error`` event (the stream-* modes).
 _FIRST_EVENT_ERRORS = {
     "stream-overloaded": "overloaded_error",
@@ -139,6 +142,9 @@ class FakeAnthropic(FakeServer):
         if searches is not None:
             usage = {**usage, "server_tool_use": {"web_search_requests": searches}}
         content: list[dict[str, Any]] = [{"type": "text", "text": "".join(REPLY)}]
+        if model == "thinks":
+            thinking = {"type": "thinking", "thinking": "".join(THOUGHT), "signature": "sig-fake"}
+            content.insert(0, thinking)
         if model == "tools":
             content += [
                 {"type": "tool_use", "id": id_, "name": name, "input": json.loads("".join(parts))}
@@ -207,11 +213,15 @@ class FakeAnthropic(FakeServer):
         if model == "stream-api-error":
             await send("ping", {"type": "ping"})
             return await fail("api_error")
+        at = 0  # the text block's index
+        if model == "thinks":
+            await _send_thinking(send)
+            at = 1
         await send(
             "content_block_start",
             {
                 "type": "content_block_start",
-                "index": 0,
+                "index": at,
                 "content_block": {"type": "text", "text": ""},
             },
         )
@@ -221,7 +231,7 @@ class FakeAnthropic(FakeServer):
                 "content_block_delta",
                 {
                     "type": "content_block_delta",
-                    "index": 0,
+                    "index": at,
                     "delta": {"type": "text_delta", "text": piece},
                 },
             )
@@ -232,7 +242,7 @@ class FakeAnthropic(FakeServer):
                 return resp
             if i == 0 and model in _LATE_ERRORS:
                 return await fail(_LATE_ERRORS[model])
-        await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        await send("content_block_stop", {"type": "content_block_stop", "index": at})
         if model == "tools":
             await _send_tool_calls(send)
         await send(
@@ -255,6 +265,21 @@ class FakeAnthropic(FakeServer):
         await resp.write_eof()
         self.finished_streams += 1
         return resp
+
+
+async def _send_thinking(send: Any) -> None:
+    """The ``thinks`` model's thinking block, streamed at index 0: its text, then its
+    signature."""
+    block = {"type": "thinking", "thinking": "", "signature": ""}
+    await send(
+        "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
+    )
+    deltas = [{"type": "thinking_delta", "thinking": piece} for piece in THOUGHT]
+    for delta in [*deltas, {"type": "signature_delta", "signature": "sig-fake"}]:
+        await send(
+            "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+        )
+    await send("content_block_stop", {"type": "content_block_stop", "index": 0})
 
 
 async def _send_tool_calls(send: Any) -> None:

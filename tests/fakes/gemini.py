@@ -121,7 +121,7 @@ def _response(model: str, text: str, output_tokens: int, final: bool, n: int) ->
             "candidatesTokenCount": output_tokens,
             "totalTokenCount": PROMPT_TOKENS + output_tokens,
         },
-        "modelVersion": model,
+        "modelVersion": f"{model}-001",  # a version of the model asked for, as Gemini names it
         "responseId": "fake-response-1",
     }
 

@@ -31,8 +31,9 @@ the field to providers that read it as something else (Cohere's ``embedding_type
 
 The usage a client gets holds OpenAI's fields and the provider's own counts, not litellm's
 additions: its ``cost`` is its list price for the call, not what Switchyard bills.
-A chat answer is in OpenAI's shape (:mod:`.litellm_answer`), not litellm's: no nulls for what
-the provider did not send, none of litellm's own fields, a streamed tool call named once.
+A chat or legacy answer is in OpenAI's shape (:mod:`.litellm_answer`), not litellm's: no
+nulls for what the provider did not send, none of litellm's own fields, a streamed tool call
+named once, the deployment's ``model`` whether streamed or not.
 
 A stream that ends having carried no content, no tool call and no usage is the provider's
 failure (retried elsewhere), not an empty answer: litellm makes up a closing ``stop`` chunk
@@ -145,13 +146,18 @@ class LiteLLM:
         try:
             async with asyncio.timeout(call.total_timeout):
                 response = await _call(lib, call, stream=False)
-            body = response.model_dump(mode="json")
+            # Nulls are left out by pydantic's own serializer (see litellm_answer).
+            body = response.model_dump(mode="json", exclude_none=call.op != "embed")
         except TimeoutError:
             raise ue.timed_out(call.provider_name, "the response") from None
         except Exception as exc:  # noqa: BLE001 - every litellm failure is translated, see _translate
             raise _translate(lib, exc, call, "the response") from None
         if wanted:
             body = embedding_format.encoded(body, wanted)
+        elif call.op == "chat":
+            body = litellm_answer.completion(body, call.deployment.model)
+        elif call.op == "complete":
+            body = litellm_answer.legacy(body, call.deployment.model)
         usage = _usage(body)
         _own_fields_out(body)
         return Completion(_ENCODE.encode(body), usage)
@@ -165,7 +171,7 @@ class LiteLLM:
         first = True
         held: list[StreamEvent] = []  # chunks carrying nothing yet: sent once something comes
         delivered = False
-        shape = litellm_answer.ChatStream() if call.op == "chat" else None
+        shape = litellm_answer.stream(call.op, call.deployment.model)
         try:
             async with asyncio.timeout_at(min(first_by, end_by)):
                 chunks = await _call(lib, call, stream=True)
@@ -181,9 +187,9 @@ class LiteLLM:
                 try:
                     async with asyncio.timeout_at(min(first_by, end_by) if first else end_by):
                         chunk = await anext(chunks)
-                    # A chat chunk is reshaped (litellm_answer): its nulls are left out by
+                    # A chunk is reshaped (litellm_answer): its nulls are left out by
                     # pydantic's own serializer, the cheapest place to do it.
-                    doc = chunk.model_dump(mode="json", exclude_none=shape is not None)
+                    doc = chunk.model_dump(mode="json", exclude_none=True)
                 except StopAsyncIteration:
                     if not delivered:
                         raise ue.cut_short(name, "no content, tool call or usage came") from None
@@ -194,8 +200,7 @@ class LiteLLM:
                     raise _translate(lib, exc, call, what) from None
                 first = False
                 substance = delivered or _delivers(doc)  # before _event, which may drop usage
-                if shape is not None:
-                    doc = shape.chunk(doc)
+                doc = shape.chunk(doc)
                 event = _event(doc, call.client_wants_usage)
                 if delivered:
                     yield event

@@ -3,14 +3,21 @@
 litellm's response objects dump every field its own classes have: ``null`` for what the
 provider did not send (``"tool_calls": [{"id": null, "function": {"name": null, ...}}]`` on
 every piece of a streamed tool call after its first, ``role``, ``function_call``, ``audio``),
-and fields OpenAI does not have (``provider_specific_fields``, ``citations``, Gemini's
-``vertex_ai_*`` metadata). OpenAI sends a tool call's ``id``, ``type`` and ``name`` in its
-first piece only, and leaves out what it does not send; the npm ``openai`` SDK's stream helper
-refuses a later piece that names the call again with other values ("changed tool call
-identity"). So a chunk keeps OpenAI's fields that have a value, and ``reasoning_content`` (the
-reasoning the Messages and Responses translations turn into thinking, docs/routing.md); a
-streamed tool call's later pieces carry ``index`` and ``function.arguments`` only. A choice
-keeps ``finish_reason`` and ``logprobs`` when null, as OpenAI sends them (clients index them).
+and fields OpenAI does not have (``provider_specific_fields``, ``citations``,
+``thinking_blocks``, ``images``, Gemini's ``vertex_ai_*`` metadata). OpenAI sends a tool call's
+``id``, ``type`` and ``name`` in its first piece only, and leaves out what it does not send;
+the npm ``openai`` SDK's stream helper refuses a later piece that names the call again with
+other values ("changed tool call identity"). So an answer keeps OpenAI's fields that have a
+value, and ``reasoning_content`` (the reasoning the Messages and Responses translations turn
+into thinking, docs/routing.md); a streamed tool call's later pieces carry ``index`` and
+``function.arguments`` only. A choice keeps ``finish_reason`` and ``logprobs`` when null, as
+OpenAI sends them (clients index them), and a whole answer's message its ``content``.
+
+Streamed or not, an answer names the same ``model``: the deployment's, as the route table
+names it (Gemini's whole answers named its ``modelVersion``, its streams the deployment's). A
+chat answer's ``id`` reads ``chatcmpl-...`` (Gemini's was its ``responseId``: prefixed), the
+first chunk's on every chunk. A whole answer's tool calls have no ``index``, as OpenAI's
+(litellm numbered Claude's by content block: 1 for the first call after text).
 """
 
 from __future__ import annotations
@@ -24,23 +31,100 @@ _ENVELOPE = frozenset(
 _DELTA = frozenset(
     {"role", "content", "refusal", "tool_calls", "function_call", "audio", "reasoning_content"}
 )
+_MESSAGE = frozenset(
+    {"role", "content", "refusal", "tool_calls", "function_call", "audio", "annotations"}
+    | {"reasoning_content"}
+)
 _TOOL_CALL = frozenset({"id", "type", "function", "custom"})
+_LEGACY_CHOICE = frozenset({"index", "text", "logprobs", "finish_reason"})
+_CHAT_ID = "chatcmpl-"
+
+
+def completion(doc: dict[str, Any], model: str) -> dict[str, Any]:
+    """A whole chat completion (dumped by litellm) in OpenAI's shape, naming ``model``."""
+    out = _clean(doc, _ENVELOPE)
+    out["model"] = model
+    out["id"] = chat_id(doc.get("id"))
+    choices = []
+    for choice in doc.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        choices.append(
+            {
+                "index": choice.get("index") or 0,
+                "message": _message(message) if isinstance(message, dict) else {},
+                "finish_reason": choice.get("finish_reason"),
+                "logprobs": choice.get("logprobs"),
+            }
+        )
+    out["choices"] = choices
+    return out
+
+
+def legacy(doc: dict[str, Any], model: str) -> dict[str, Any]:
+    """A legacy completion (``text_completion``), whole or a chunk, in OpenAI's shape, naming
+    ``model``: a choice's ``text`` is a string ("" where litellm has none: a stream's end)."""
+    out = _clean(doc, _ENVELOPE)
+    out["model"] = model
+    if "choices" in doc:
+        out["choices"] = [
+            {
+                "index": choice.get("index") or 0,
+                "text": choice.get("text") or "",
+                "logprobs": choice.get("logprobs"),
+                "finish_reason": choice.get("finish_reason"),
+            }
+            for choice in doc["choices"] or ()
+            if isinstance(choice, dict)
+        ]
+    return out
+
+
+def chat_id(value: object) -> str:
+    """A chat answer's id as OpenAI's read: ``chatcmpl-...``."""
+    text = value if isinstance(value, str) else ""
+    return text if text.startswith(_CHAT_ID) else f"{_CHAT_ID}{text}"
+
+
+def stream(op: str, model: str) -> ChatStream | LegacyStream:
+    """What shapes the chunks of a stream of ``op`` (``chat``, else a legacy completion)."""
+    return ChatStream(model) if op == "chat" else LegacyStream(model)
+
+
+class LegacyStream:
+    """A legacy completion stream's chunks in OpenAI's shape (:func:`legacy`)."""
+
+    __slots__ = ("_model",)
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+
+    def chunk(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return legacy(doc, self._model)
 
 
 class ChatStream:
-    """One chat stream's chunks in OpenAI's shape (:meth:`chunk`).
+    """One chat stream's chunks in OpenAI's shape (:meth:`chunk`), naming ``model``.
 
-    Remembers the tool calls begun: a later piece of one drops ``id``, ``type`` and ``name``.
+    Remembers the stream's ``id`` (every chunk carries the first one's) and the tool calls
+    begun: a later piece of one drops ``id``, ``type`` and ``name``.
     """
 
-    __slots__ = ("_calls",)
+    __slots__ = ("_calls", "_id", "_model")
 
-    def __init__(self) -> None:
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._id: str | None = None
         self._calls: set[tuple[int, int]] = set()
 
     def chunk(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``doc`` (a dumped litellm chunk, best with ``exclude_none``) in OpenAI's shape."""
+        if self._id is None:
+            self._id = chat_id(doc.get("id"))
         out = _clean(doc, _ENVELOPE)
+        out["id"] = self._id
+        out["model"] = self._model
         choices = []
         for choice in doc.get("choices") or ():
             if not isinstance(choice, dict):
@@ -93,6 +177,19 @@ def _clean(doc: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
     if doc.keys() <= fields and None not in doc.values():
         return doc
     return {k: v for k, v in doc.items() if v is not None and k in fields}
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    """A whole answer's message: ``role`` and ``content`` always (``content`` null beside tool
+    calls, as OpenAI sends it), OpenAI's other fields where they have a value, and tool calls
+    without litellm's ``index``."""
+    out = _clean(message, _MESSAGE)
+    out.setdefault("role", "assistant")
+    out.setdefault("content", None)
+    calls = out.get("tool_calls")
+    if isinstance(calls, list):
+        out["tool_calls"] = [_tool_call(c) if isinstance(c, dict) else c for c in calls]
+    return out
 
 
 def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
