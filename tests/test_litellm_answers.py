@@ -207,3 +207,64 @@ async def test_reasoning_is_passed_and_litellms_thinking_blocks_are_not(
     assert all(set(d) <= DELTA_FIELDS for d in deltas), deltas
     assert "".join(d.get("reasoning_content", "") for d in deltas) == thought
     assert "".join(d.get("content", "") for d in deltas) == upstream.reply
+
+
+@pytest.mark.parametrize("wants_usage", [False, True], ids=["no-usage", "usage"])
+async def test_every_streamed_choice_ends_with_a_finish_reason(
+    adapter: LiteLLM, wants_usage: bool
+) -> None:
+    """Gemini with `n: 2`, streamed: litellm sent a `role` and a `finish_reason` for the
+    first choice only; the second never ended (the npm `openai` SDK's stream helper: "missing
+    finish_reason for choice 1", then "missing role"). Every choice opens with its role and
+    ends now, before the usage chunk."""
+    fake = fake_gemini.FakeGemini()
+    up = Upstream("gemini", fake, await fake.start(), "", base._usage(0, 0), "x-goog-api-key")
+    try:
+        options: dict[str, Any] = {"stream_options": {"include_usage": True}} if wants_usage else {}
+        events = await collect(
+            adapter, call_for(up, "ok", stream=True, wants_usage=wants_usage, n=2, **options)
+        )
+    finally:
+        await fake.stop()
+    chunks = [json.loads(e.payload) for e in events if e.payload is not None]
+
+    texts = {0: "", 1: ""}
+    ends: list[tuple[int, str]] = []
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            if not texts[choice["index"]]:  # the choice's first delta
+                assert choice["delta"]["role"] == "assistant", chunk
+            texts[choice["index"]] += choice["delta"].get("content") or ""
+            if choice["finish_reason"] is not None:
+                ends.append((choice["index"], choice["finish_reason"]))
+    assert texts == {0: "".join(fake_gemini.REPLY), 1: "".join(fake_gemini.REPLY)}
+    assert sorted(ends) == [(0, "stop"), (1, "stop")]
+    assert len({c["id"] for c in chunks}) == 1
+    if wants_usage:
+        assert "usage" in chunks[-1]
+        assert chunks[-1]["choices"] == []
+
+
+async def test_each_streamed_choice_numbers_its_tool_calls_from_zero(adapter: LiteLLM) -> None:
+    """Gemini with `n: 2` and tools, streamed: litellm numbered the second choice's calls 2
+    and 3 (on from the first choice's), where OpenAI numbers each choice's from 0; the npm
+    SDK's stream helper failed reading `tool_calls[2]` of a choice that had none."""
+    fake = fake_gemini.FakeGemini()
+    up = Upstream("gemini", fake, await fake.start(), "", base._usage(0, 0), "x-goog-api-key")
+    try:
+        chunks = await _chunks(adapter, up, "tools", tools=TOOLS, n=2)
+    finally:
+        await fake.stop()
+
+    state = ChatCompletionStreamState()
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            indexes = [c["index"] for c in choice["delta"].get("tool_calls") or ()]
+            assert indexes in ([], [0, 1]), chunk
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    choices = state.get_final_completion().choices
+    assert [c.finish_reason for c in choices] == ["tool_calls", "tool_calls"]
+    for choice in choices:
+        calls = choice.message.tool_calls or []
+        made = [(c.function.name, json.loads(c.function.arguments)) for c in calls]
+        assert made == list(fake_gemini.TOOL_CALLS)

@@ -193,6 +193,8 @@ class LiteLLM:
                 except StopAsyncIteration:
                     if not delivered:
                         raise ue.cut_short(name, "no content, tool call or usage came") from None
+                    for event in _closing(shape):
+                        yield event
                     return
                 except TimeoutError:
                     raise ue.timed_out(name, what) from None
@@ -201,11 +203,14 @@ class LiteLLM:
                 first = False
                 substance = delivered or _delivers(doc)  # before _event, which may drop usage
                 doc = shape.chunk(doc)
-                event = _event(doc, call.client_wants_usage)
+                # litellm's last chunk is the usage alone: every choice ends before it.
+                events = _closing(shape) if "usage" in doc and not doc.get("choices") else []
+                events.append(_event(doc, call.client_wants_usage))
                 if delivered:
-                    yield event
+                    for event in events:
+                        yield event
                     continue
-                held.append(event)
+                held += events
                 if substance:
                     delivered = True
                     for waiting in held:
@@ -278,6 +283,12 @@ def _arguments(call: ProviderCall, *, stream: bool, lib: Any) -> dict[str, Any]:
         options["include_usage"] = True  # count tokens on every stream; see _event
         args.update(stream=True, stream_options=options)
     return args
+
+
+def _closing(shape: litellm_answer.ChatStream | litellm_answer.LegacyStream) -> list[StreamEvent]:
+    """The chunk that ends the choices a stream left open, if any (see litellm_answer)."""
+    end = shape.closing()
+    return [] if end is None else [StreamEvent(_ENCODE.encode(end))]
 
 
 def _delivers(doc: dict[str, Any]) -> bool:

@@ -18,6 +18,10 @@ names it (Gemini's whole answers named its ``modelVersion``, its streams the dep
 chat answer's ``id`` reads ``chatcmpl-...`` (Gemini's was its ``responseId``: prefixed), the
 first chunk's on every chunk. A whole answer's tool calls have no ``index``, as OpenAI's
 (litellm numbered Claude's by content block: 1 for the first call after text).
+
+Every choice of a stream opens with a ``role`` and ends with a ``finish_reason``
+(:meth:`ChatStream.closing`): for Gemini's ``n`` above 1 litellm sends both for the first
+choice only (the npm ``openai`` SDK's stream helper refuses a choice without either).
 """
 
 from __future__ import annotations
@@ -103,25 +107,33 @@ class LegacyStream:
     def chunk(self, doc: dict[str, Any]) -> dict[str, Any]:
         return legacy(doc, self._model)
 
+    def closing(self) -> None:
+        """Nothing: litellm ends a legacy stream's choices itself."""
+
 
 class ChatStream:
     """One chat stream's chunks in OpenAI's shape (:meth:`chunk`), naming ``model``.
 
-    Remembers the stream's ``id`` (every chunk carries the first one's) and the tool calls
-    begun: a later piece of one drops ``id``, ``type`` and ``name``.
+    Remembers the stream's ``id`` (every chunk carries the first one's), the tool calls
+    begun (a later piece of one drops ``id``, ``type`` and ``name``), the choices opened and
+    the ``finish_reason`` of those finished.
     """
 
-    __slots__ = ("_calls", "_id", "_model")
+    __slots__ = ("_calls", "_created", "_finished", "_id", "_model", "_opened")
 
     def __init__(self, model: str) -> None:
         self._model = model
         self._id: str | None = None
-        self._calls: set[tuple[int, int]] = set()
+        self._created: object = None
+        self._calls: dict[tuple[int, int], int] = {}  # (choice, litellm's index): OpenAI's
+        self._opened: set[int] = set()
+        self._finished: dict[int, str] = {}
 
     def chunk(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``doc`` (a dumped litellm chunk, best with ``exclude_none``) in OpenAI's shape."""
         if self._id is None:
             self._id = chat_id(doc.get("id"))
+            self._created = doc.get("created")
         out = _clean(doc, _ENVELOPE)
         out["id"] = self._id
         out["model"] = self._model
@@ -132,16 +144,43 @@ class ChatStream:
             index = choice.get("index")
             at = index if isinstance(index, int) else 0
             delta = choice.get("delta")
+            reason = choice.get("finish_reason")
+            shaped = self._delta(at, delta) if isinstance(delta, dict) else {}
+            if at not in self._opened:  # a choice's first delta says its role, as OpenAI's
+                self._opened.add(at)
+                shaped.setdefault("role", "assistant")
+            if reason:
+                self._finished.setdefault(at, reason)
             choices.append(
                 {
                     "index": at,
-                    "delta": self._delta(at, delta) if isinstance(delta, dict) else {},
-                    "finish_reason": choice.get("finish_reason"),
+                    "delta": shaped,
+                    "finish_reason": reason,
                     "logprobs": choice.get("logprobs"),
                 }
             )
         out["choices"] = choices
         return out
+
+    def closing(self) -> dict[str, Any] | None:
+        """A chunk that ends every choice opened without a ``finish_reason`` (with the first
+        finished choice's reason, else ``stop``), or None when none is left open. Once: those
+        choices are ended then."""
+        unfinished = sorted(self._opened - self._finished.keys())
+        if not unfinished:
+            return None
+        reason = self._finished[min(self._finished)] if self._finished else "stop"
+        self._finished.update(dict.fromkeys(unfinished, reason))
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [
+                {"index": i, "delta": {}, "finish_reason": reason, "logprobs": None}
+                for i in unfinished
+            ],
+        }
 
     def _delta(self, choice: int, delta: dict[str, Any]) -> dict[str, Any]:
         out = _clean(delta, _DELTA)
@@ -155,19 +194,21 @@ class ChatStream:
 
     def _call_piece(self, choice: int, position: int, call: dict[str, Any]) -> dict[str, Any]:
         """A streamed tool call's piece: its first names it (``id``, ``type``, ``name``), a
-        later one carries ``index`` and arguments only."""
+        later one carries ``index`` and arguments only. Calls are numbered per choice from 0,
+        as OpenAI's (litellm numbers Gemini's across choices: 2 for choice 1's first)."""
         index = call.get("index")
         key = (choice, index if isinstance(index, int) else position)
         out = _tool_call(call)
-        out["index"] = key[1]
-        if key in self._calls:
+        known = self._calls.get(key)
+        if known is None:
+            known = self._calls[key] = sum(1 for c, _ in self._calls if c == choice)
+        else:
             out.pop("id", None)
             out.pop("type", None)
             function = out.get("function")
             if isinstance(function, dict):
                 function.pop("name", None)
-        else:
-            self._calls.add(key)
+        out["index"] = known
         return out
 
 
