@@ -10,6 +10,7 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
+from switchyard.errors import ProviderUnreachable
 from switchyard.workers.modelproxy.providers.litellm_adapter import LiteLLM
 from tests import test_litellm_adapter as base
 from tests.fakes import anthropic as fake_anthropic
@@ -268,3 +269,19 @@ async def test_each_streamed_choice_numbers_its_tool_calls_from_zero(adapter: Li
         calls = choice.message.tool_calls or []
         made = [(c.function.name, json.loads(c.function.arguments)) for c in calls]
         assert made == list(fake_gemini.TOOL_CALLS)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_an_unreachable_provider_is_said_plainly(
+    adapter: LiteLLM, upstream: Upstream, stream: bool
+) -> None:
+    """A refused connection read `ConnectError: Cannot connect to host 127.0.0.1:9
+    ssl:<ssl.SSLContext object at 0x7f0d...> [Connect call failed ('127.0.0.1', 9)]`."""
+    closed = upstream.base.replace(upstream.base.split("/")[2], "127.0.0.1:9")  # discard port
+    with pytest.raises(ProviderUnreachable) as failed:
+        await base.run(adapter, call_for(upstream, "ok", base=closed, stream=stream))
+
+    assert failed.value.message == (
+        f"provider fake-{upstream.kind} is unreachable: cannot connect to 127.0.0.1:9 "
+        "(connection refused)"
+    )

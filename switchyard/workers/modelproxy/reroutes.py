@@ -11,6 +11,7 @@ from switchyard.workers.modelproxy.midstream import provider_status
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 
 _MAX_ERRORS_HEADER = 900
+_MAX_SUMMARY = 200
 
 
 def reroute_failed(job: Job, exc: ApiError) -> Envelope:
@@ -34,7 +35,17 @@ def attempt_summary(deployment_id: str, exc: ApiError) -> str:
     """A failed attempt as the errors listed name it, and the cooldown it starts: with the
     provider's own status when it answered one (its 500, not the 502 Switchyard answers)."""
     status = provider_status(exc) or exc.status
-    return f"{deployment_id}: {status} {exc.message}".replace(";", ",")[:200]
+    return _clipped(f"{deployment_id}: {status} {exc.message}".replace(";", ","), _MAX_SUMMARY)
+
+
+def _clipped(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, cut after a whole word and marked ``...``
+    (a message cut mid-word, "[Connect call failed ('127.0.0.1", reads as garbled)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > 0 else cut).rstrip(" ,.:(") + "..."
 
 
 def reroute_bounced(job: Job) -> Envelope:

@@ -57,6 +57,7 @@ from switchyard.errors import ApiError, InvalidRequest, ProviderError
 from switchyard.schemas.openai import Usage, cache_counts
 from switchyard.schemas.secret import redact
 from switchyard.workers.modelproxy.providers import (
+    connect_failure,
     embedding_format,
     litellm_answer,
     litellm_params,
@@ -453,7 +454,7 @@ def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiEr
     # litellm reports a refused connection as a 500 from the provider; the cause says otherwise.
     cause = _connection_failure(exc)
     if cause is not None:
-        return ue.unreachable(name, redact(f"{type(cause).__name__}: {cause}", call.api_key))
+        return ue.unreachable(name, redact(connect_failure.describe(cause), call.api_key))
     # A request litellm could not even build for the provider ("'int' object is not
     # iterable" for a message whose content is a number) is reported as a 500 too. It is the
     # client's request: a 400, not a provider failure that would cool the deployment for

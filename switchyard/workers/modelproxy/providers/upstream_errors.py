@@ -32,6 +32,7 @@ from switchyard.errors import (
     SecretMissing,
     ServiceUnavailable,
 )
+from switchyard.workers.modelproxy.providers.connect_failure import describe
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -317,9 +318,7 @@ def connection_failed(provider: str, exc: Exception) -> ProviderUnreachable:
             f"provider {provider} closed the connection before its answer was complete",
             provider=provider,
         )
-    if isinstance(exc, aiohttp.ClientConnectorError) and str(exc):
-        return unreachable(provider, str(exc))  # names the address and the system's reason
-    return unreachable(provider, type(exc).__name__)
+    return unreachable(provider, describe(exc))  # the address and the system's reason
 
 
 def cut_short(provider: str, missing: str = "no finish_reason, no [DONE]") -> ProviderError:
