@@ -40,7 +40,6 @@ _MESSAGE = frozenset(
     | {"reasoning_content"}
 )
 _TOOL_CALL = frozenset({"id", "type", "function", "custom"})
-_LEGACY_CHOICE = frozenset({"index", "text", "logprobs", "finish_reason"})
 _CHAT_ID = "chatcmpl-"
 
 
