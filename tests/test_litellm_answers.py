@@ -285,3 +285,27 @@ async def test_an_unreachable_provider_is_said_plainly(
         f"provider fake-{upstream.kind} is unreachable: cannot connect to 127.0.0.1:9 "
         "(connection refused)"
     )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_one_tool_call_per_answer_is_held_to(
+    adapter: LiteLLM, upstream: Upstream, stream: bool
+) -> None:
+    """`parallel_tool_calls: false`: Gemini has no such setting (litellm sent it nothing) and
+    answered both calls; the answer keeps the first, whole or streamed, as OpenAI's would.
+    Without the field both come back."""
+    first = _calls_made(upstream.kind)[0][0]
+    for one, expected in ((True, [first]), (False, [n for n, _ in _calls_made(upstream.kind)])):
+        extra: dict[str, Any] = {"parallel_tool_calls": False} if one else {}
+        if stream:
+            chunks = await _chunks(adapter, upstream, "tools", tools=TOOLS, **extra)
+            state = ChatCompletionStreamState()
+            for chunk in chunks:
+                state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+            message = state.get_final_completion().choices[0].message
+            names = [c.function.name for c in message.tool_calls or ()]
+        else:
+            call = call_for(upstream, "tools", tools=TOOLS, **extra)
+            body = json.loads((await adapter.complete(call)).body)
+            names = [c["function"]["name"] for c in body["choices"][0]["message"]["tool_calls"]]
+        assert names == expected, (one, names)

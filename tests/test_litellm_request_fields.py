@@ -48,28 +48,6 @@ async def anthropic() -> AsyncIterator[Upstream]:
     await fake.stop()
 
 
-@pytest.mark.parametrize("tools", [1, 2], ids=["one-tool", "two-tools"])
-async def test_gemini_refuses_one_tool_call_at_a_time(
-    adapter: Any, gemini: Upstream, tools: int
-) -> None:
-    """litellm sent Gemini nothing for `parallel_tool_calls: false` (Gemini has no such
-    setting) and several calls came back. Refused now while tools are offered."""
-    offered = [tool(f"t{i}") for i in range(tools)]
-    call = call_for(gemini, "ok", tools=offered, parallel_tool_calls=False)
-    exc = await failure(adapter, call)
-    assert isinstance(exc, InvalidRequest)
-    assert (exc.param, exc.code) == ("parallel_tool_calls", "unsupported_value")
-    assert "litellm" not in exc.message
-    assert not gemini.fake.calls
-    # Nothing to limit: no tools, or tools the model may not call; true is Gemini's own way.
-    await adapter.complete(call_for(gemini, "ok", parallel_tool_calls=False))
-    await adapter.complete(
-        call_for(gemini, "ok", tools=offered, tool_choice="none", parallel_tool_calls=False)
-    )
-    await adapter.complete(call_for(gemini, "ok", tools=offered, parallel_tool_calls=True))
-    assert len(gemini.fake.calls) == 3
-
-
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 async def test_anthropic_refuses_json_mode_and_keeps_json_schema(
     adapter: Any, anthropic: Upstream, stream: bool

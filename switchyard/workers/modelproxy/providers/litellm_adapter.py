@@ -156,7 +156,7 @@ class LiteLLM:
         if wanted:
             body = embedding_format.encoded(body, wanted)
         elif call.op == "chat":
-            body = litellm_answer.completion(body, call.deployment.model)
+            body = litellm_answer.completion(body, call.deployment.model, one_call=_one_call(call))
         elif call.op == "complete":
             body = litellm_answer.legacy(body, call.deployment.model)
         usage = _usage(body)
@@ -172,7 +172,7 @@ class LiteLLM:
         first = True
         held: list[StreamEvent] = []  # chunks carrying nothing yet: sent once something comes
         delivered = False
-        shape = litellm_answer.stream(call.op, call.deployment.model)
+        shape = litellm_answer.stream(call.op, call.deployment.model, one_call=_one_call(call))
         try:
             async with asyncio.timeout_at(min(first_by, end_by)):
                 chunks = await _call(lib, call, stream=True)
@@ -284,6 +284,12 @@ def _arguments(call: ProviderCall, *, stream: bool, lib: Any) -> dict[str, Any]:
         options["include_usage"] = True  # count tokens on every stream; see _event
         args.update(stream=True, stream_options=options)
     return args
+
+
+def _one_call(call: ProviderCall) -> bool:
+    """The client asked for one tool call per answer: the answer keeps its first, as Gemini
+    has no such setting (litellm sends it nothing) and Anthropic's may be ignored."""
+    return call.body.get("parallel_tool_calls") is False
 
 
 def _closing(shape: litellm_answer.ChatStream | litellm_answer.LegacyStream) -> list[StreamEvent]:

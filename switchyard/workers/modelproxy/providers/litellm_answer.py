@@ -43,8 +43,10 @@ _TOOL_CALL = frozenset({"id", "type", "function", "custom"})
 _CHAT_ID = "chatcmpl-"
 
 
-def completion(doc: dict[str, Any], model: str) -> dict[str, Any]:
-    """A whole chat completion (dumped by litellm) in OpenAI's shape, naming ``model``."""
+def completion(doc: dict[str, Any], model: str, *, one_call: bool = False) -> dict[str, Any]:
+    """A whole chat completion (dumped by litellm) in OpenAI's shape, naming ``model``; with
+    ``one_call`` (the client sent ``parallel_tool_calls: false``) a message keeps its first
+    tool call only, as a provider without that setting (Gemini) may answer several."""
     out = _clean(doc, _ENVELOPE)
     out["model"] = model
     out["id"] = chat_id(doc.get("id"))
@@ -56,7 +58,7 @@ def completion(doc: dict[str, Any], model: str) -> dict[str, Any]:
         choices.append(
             {
                 "index": choice.get("index") or 0,
-                "message": _message(message) if isinstance(message, dict) else {},
+                "message": _message(message, one_call) if isinstance(message, dict) else {},
                 "finish_reason": choice.get("finish_reason"),
                 "logprobs": choice.get("logprobs"),
             }
@@ -90,9 +92,10 @@ def chat_id(value: object) -> str:
     return text if text.startswith(_CHAT_ID) else f"{_CHAT_ID}{text}"
 
 
-def stream(op: str, model: str) -> ChatStream | LegacyStream:
-    """What shapes the chunks of a stream of ``op`` (``chat``, else a legacy completion)."""
-    return ChatStream(model) if op == "chat" else LegacyStream(model)
+def stream(op: str, model: str, *, one_call: bool = False) -> ChatStream | LegacyStream:
+    """What shapes the chunks of a stream of ``op`` (``chat``, else a legacy completion);
+    ``one_call``: as for :func:`completion`."""
+    return ChatStream(model, one_call=one_call) if op == "chat" else LegacyStream(model)
 
 
 class LegacyStream:
@@ -118,10 +121,11 @@ class ChatStream:
     the ``finish_reason`` of those finished.
     """
 
-    __slots__ = ("_calls", "_created", "_finished", "_id", "_model", "_opened")
+    __slots__ = ("_calls", "_created", "_finished", "_id", "_model", "_one_call", "_opened")
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, one_call: bool = False) -> None:
         self._model = model
+        self._one_call = one_call  # pieces of a choice's calls after its first are dropped
         self._id: str | None = None
         self._created: object = None
         self._calls: dict[tuple[int, int], int] = {}  # (choice, litellm's index): OpenAI's
@@ -185,10 +189,16 @@ class ChatStream:
         out = _clean(delta, _DELTA)
         calls = out.get("tool_calls")
         if isinstance(calls, list):
-            out["tool_calls"] = [
+            pieces = [
                 self._call_piece(choice, position, call) if isinstance(call, dict) else call
                 for position, call in enumerate(calls)
             ]
+            if self._one_call:
+                pieces = [p for p in pieces if isinstance(p, dict) and p.get("index") == 0]
+            if pieces:
+                out["tool_calls"] = pieces
+            else:
+                del out["tool_calls"]
         return out
 
     def _call_piece(self, choice: int, position: int, call: dict[str, Any]) -> dict[str, Any]:
@@ -219,16 +229,18 @@ def _clean(doc: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None and k in fields}
 
 
-def _message(message: dict[str, Any]) -> dict[str, Any]:
+def _message(message: dict[str, Any], one_call: bool = False) -> dict[str, Any]:
     """A whole answer's message: ``role`` and ``content`` always (``content`` null beside tool
     calls, as OpenAI sends it), OpenAI's other fields where they have a value, and tool calls
-    without litellm's ``index``."""
+    without litellm's ``index`` (the first only, with ``one_call``)."""
     out = _clean(message, _MESSAGE)
     out.setdefault("role", "assistant")
     out.setdefault("content", None)
     calls = out.get("tool_calls")
     if isinstance(calls, list):
         out["tool_calls"] = [_tool_call(c) if isinstance(c, dict) else c for c in calls]
+        if one_call:
+            out["tool_calls"] = out["tool_calls"][:1]
     return out
 
 

@@ -7,10 +7,6 @@ on (:data:`IGNORED`); ``safety_identifier`` goes on as the end-user id (:func:`e
 Some fields litellm takes and then leaves out, or changes, without a word, per provider
 (litellm's request transformations):
 
-* Gemini has no way to ask for one tool call at a time (its function calling config has a
-  mode and a list of allowed functions only): litellm sends nothing for
-  ``parallel_tool_calls: false``, and several calls may come back. Refused while tools are
-  offered.
 * Anthropic has no JSON mode: litellm sends nothing for ``response_format: {"type":
   "json_object"}`` (it maps a JSON schema only, to a structured output or a forced tool), and
   the answer is free text. Refused, naming ``response_format.type``.
@@ -23,6 +19,10 @@ A tool's ``strict: true`` (arguments that always follow its schema) reaches neit
 nor Gemini, and is not refused: OpenAI's Agents SDK marks every tool strict, and refusing it
 made that SDK unusable on those providers; the schema still goes, the arguments are not held
 to it (docs/routing.md says so).
+
+``parallel_tool_calls: false`` is not refused either, though Gemini has no such setting
+(litellm sends it nothing): the answer keeps its first tool call
+(:func:`.litellm_answer.completion`), as OpenAI's would hold one.
 
 Anthropic needs ``max_tokens`` on every request; for a client that sent none litellm puts
 the model's output limit from its bundled price map, and 128,000 for a model missing from it,
@@ -100,29 +100,13 @@ def check(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
     if call.op != "chat":
         return
     _tool_choice(args.get("tool_choice"))
-    gemini = provider == "gemini" or (provider == "vertex_ai" and "gemini" in str(args["model"]))
-    if gemini:
-        _one_call_at_a_time(call, args)
-    elif provider == "anthropic":
+    if provider == "anthropic":
         _no_json_mode(call, args)
         _forced_json_tool(lib, call, args)
 
 
 def _offers_tools(args: dict[str, Any]) -> bool:
     return bool(args.get("tools") or args.get("functions")) and args.get("tool_choice") != "none"
-
-
-def _one_call_at_a_time(call: ProviderCall, args: dict[str, Any]) -> None:
-    if args.get("parallel_tool_calls") is not False or not _offers_tools(args):
-        return
-    raise InvalidRequest(
-        f"`parallel_tool_calls`: provider {call.provider_name} cannot limit model "
-        f"{call.deployment.model} to one tool call per answer (Gemini has no such setting), "
-        "so several calls could come back; leave the field out or send true, and run the "
-        "calls one by one",
-        param="parallel_tool_calls",
-        code="unsupported_value",
-    )
 
 
 def _no_json_mode(call: ProviderCall, args: dict[str, Any]) -> None:
