@@ -71,14 +71,14 @@ async def test_fields_litellm_is_not_given_are_refused_unless_platform_only(
     adapter: Any, anthropic: Upstream, gemini: Upstream
 ) -> None:
     """The adapter passed litellm only the fields it lists, and left the rest out unseen:
-    `verbosity` (shorter or longer answers) and `top_k` came back as if not sent. Refused
-    now, naming them; OpenAI's platform-only fields (`store`, `metadata`, its prompt cache's)
-    are still left out, and the call is made."""
+    `top_k` and `thinking` came back as if not sent. Refused now, naming them; OpenAI's
+    platform-only fields (`store`, `metadata`, its prompt cache's) and `verbosity` (Codex
+    sends it; it only steers an answer's length) are left out, and the call is made."""
     for up in (anthropic, gemini):
-        exc = await failure(adapter, call_for(up, "ok", verbosity="low", top_k=5))
+        exc = await failure(adapter, call_for(up, "ok", thinking={"type": "x"}, top_k=5))
         assert isinstance(exc, InvalidRequest)
-        assert (exc.param, exc.code) == ("verbosity", "unsupported_parameter")
-        assert exc.message.startswith(f"`verbosity`, `top_k`: provider fake-{up.kind}")
+        assert (exc.param, exc.code) == ("thinking", "unsupported_parameter")
+        assert exc.message.startswith(f"`thinking`, `top_k`: provider fake-{up.kind}")
         assert not up.fake.calls
         await adapter.complete(
             call_for(
@@ -88,7 +88,7 @@ async def test_fields_litellm_is_not_given_are_refused_unless_platform_only(
                 metadata={"tag": "x"},
                 prompt_cache_key="k",
                 prompt_cache_retention="24h",
-                verbosity=None,
+                verbosity="low",
             )
         )
         [arrived] = up.fake.calls

@@ -32,9 +32,10 @@ def call(**body: Any) -> ProviderCall:
 
 def test_a_field_not_taken_is_refused_naming_every_such_field() -> None:
     with pytest.raises(InvalidRequest) as info:
-        lr.unknown(call(temperature=0.1, verbosity="low", top_k=3), TAKEN)
-    assert (info.value.param, info.value.code) == ("verbosity", "unsupported_parameter")
-    assert info.value.message.startswith("`verbosity`, `top_k`: provider p does not take")
+        lr.unknown(call(temperature=0.1, thinking={"type": "enabled"}, top_k=3), TAKEN)
+    assert (info.value.param, info.value.code) == ("thinking", "unsupported_parameter")
+    assert info.value.message.startswith("`thinking`, `top_k`: provider p does not take")
+    lr.unknown(call(verbosity="low"), TAKEN)  # Codex's text.verbosity: ignored, not refused
 
 
 def test_platform_only_fields_nulls_and_safety_identifier_pass() -> None:
@@ -83,10 +84,43 @@ def test_openais_tool_choices_pass(choice: object) -> None:
         {"type": "function"},
         {"type": "function", "function": {"name": 1}},
         {"type": "tool", "name": "f"},
-        {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}},
     ],
 )
 def test_other_tool_choices_are_refused(choice: object) -> None:
     with pytest.raises(InvalidRequest) as info:
         lr._tool_choice(choice)
     assert (info.value.param, info.value.code) == ("tool_choice", "invalid_value")
+
+
+def _named(name: str) -> dict[str, object]:
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+
+
+def test_allowed_tools_narrow_the_tools_litellm_is_given() -> None:
+    """OpenAI's `allowed_tools` choice (which the Responses translation makes from its own)
+    was a 400 on the litellm path: it becomes the named tools and their mode."""
+    allowed = [{"type": "function", "function": {"name": "b"}}]
+    args = {
+        "tools": [_named("a"), _named("b")],
+        "tool_choice": {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "required", "tools": allowed},
+        },
+    }
+    lr._allowed_tools(args)
+    assert args == {"tools": [_named("b")], "tool_choice": "required"}
+    lr._tool_choice(args["tool_choice"])
+    none_left = {
+        "tools": [_named("a")],
+        "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}},
+    }
+    lr._allowed_tools(none_left)
+    assert none_left == {}
+    for bad in (
+        {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": []}},
+        {"type": "allowed_tools", "allowed_tools": {"mode": "any", "tools": allowed}},
+        {"type": "allowed_tools"},
+    ):
+        with pytest.raises(InvalidRequest) as info:
+            lr._allowed_tools({"tools": [_named("a")], "tool_choice": bad})
+        assert info.value.param == "tool_choice"

@@ -137,6 +137,7 @@ def input_of(raw: str) -> str:
 # string; whitespace allowed where JSON allows it.
 _OPENING = re.compile(r'\s*(?:\{\s*"input"\s*:\s*)?"')
 _HEX = frozenset("0123456789abcdefABCDEF")
+_PLAIN = re.compile(r'[^"\\]+')
 
 
 class InputStream:
@@ -149,12 +150,19 @@ class InputStream:
     inside an escape keeps it until the next one completes it, a surrogate pair included.
     """
 
-    __slots__ = ("_buffer", "_state", "sent")
+    __slots__ = ("_buffer", "_pieces", "_state")
 
     def __init__(self) -> None:
         self._buffer = ""
         self._state = "opening"  # opening | string | closed | off
-        self.sent = ""  # the text returned so far
+        # The text returned so far, in pieces: a string grown by each fragment copied the whole
+        # input every time (a 292 KB patch in 4-character fragments: seconds of CPU).
+        self._pieces: list[str] = []
+
+    @property
+    def sent(self) -> str:
+        """The text returned so far."""
+        return "".join(self._pieces)
 
     def feed(self, fragment: str) -> str:
         if self._state in ("closed", "off"):
@@ -178,7 +186,7 @@ class InputStream:
                 self._state, self._buffer = "off", ""
                 return ""
             if isinstance(decoded, str):
-                self.sent += decoded
+                self._pieces.append(decoded)
                 return decoded
         return ""
 
@@ -196,6 +204,11 @@ def _decodable(raw: str) -> tuple[str, int, bool]:
     at = 0
     end = len(raw)
     while at < end:
+        plain = _PLAIN.match(raw, at)  # a run without quote or backslash, read at C speed
+        if plain is not None:
+            at = plain.end()
+            if at >= end:
+                break
         char = raw[at]
         if char == '"':
             return raw[:at], at + 1, True

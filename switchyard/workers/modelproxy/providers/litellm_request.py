@@ -48,7 +48,12 @@ from switchyard.workers.modelproxy.providers.base import ProviderCall
 # Fields only OpenAI's own platform acts on: its stored completions (``store``) and their tags
 # (``metadata``), its prompt cache's routing and retention. No other provider has them, and
 # the answer is the same without them, so they are left out without a word.
-IGNORED = frozenset({"store", "metadata", "prompt_cache_key", "prompt_cache_retention"})
+# ``verbosity`` only steers how long an answer is, and a Responses request's
+# ``text.verbosity`` becomes it (Codex and the Agents SDK send it for gpt-5 models): refused,
+# a route mixing OpenAI and litellm deployments answered it 200 or 400 by the pick.
+IGNORED = frozenset(
+    {"store", "metadata", "prompt_cache_key", "prompt_cache_retention", "verbosity"}
+)
 # The answer's cap for a Claude model litellm's map does not know, when the client set none:
 # every Claude model takes 4,096 output tokens (Claude 3 Haiku no more).
 UNMAPPED_CLAUDE_MAX_TOKENS = 4096
@@ -99,6 +104,7 @@ def check(lib: Any, call: ProviderCall, args: dict[str, Any]) -> None:
         _output_cap(lib, args)
     if call.op != "chat":
         return
+    _allowed_tools(args)
     _tool_choice(args.get("tool_choice"))
     if provider == "anthropic":
         _no_json_mode(call, args)
@@ -123,6 +129,48 @@ def _no_json_mode(call: ProviderCall, args: dict[str, Any]) -> None:
 
 
 _CHOICES = ("none", "auto", "required")
+
+
+def _allowed_tools(args: dict[str, Any]) -> None:
+    """OpenAI's ``{"type": "allowed_tools", "allowed_tools": {"mode", "tools"}}`` (which the
+    Responses translation also makes) as litellm can send it: the tools narrowed to those
+    named, the choice their mode (``auto`` or ``required``).
+
+    Raises:
+        InvalidRequest: the choice is malformed, or ``required`` with no tool left.
+    """
+    choice = args.get("tool_choice")
+    if not isinstance(choice, dict) or choice.get("type") != "allowed_tools":
+        return
+    spec = choice.get("allowed_tools")
+    mode = spec.get("mode") if isinstance(spec, dict) else None
+    listed = spec.get("tools") if isinstance(spec, dict) else None
+    if mode not in ("auto", "required") or not isinstance(listed, list):
+        raise InvalidRequest(
+            '`tool_choice.allowed_tools` needs `mode` ("auto" or "required") and `tools`',
+            param="tool_choice",
+            code="invalid_value",
+        )
+    names = {_function_name(item) for item in listed}
+    tools = args.get("tools")
+    kept = [t for t in tools if _function_name(t) in names] if isinstance(tools, list) else []
+    if not kept and mode == "required":
+        raise InvalidRequest(
+            "`tool_choice.allowed_tools` names none of the request's tools, and its mode is "
+            '"required"',
+            param="tool_choice",
+            code="invalid_value",
+        )
+    if kept:
+        args["tools"], args["tool_choice"] = kept, mode
+    else:
+        args.pop("tools", None)
+        args.pop("tool_choice", None)
+
+
+def _function_name(tool: object) -> object:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    return function.get("name") if isinstance(function, dict) else None
 
 
 def _tool_choice(choice: object) -> None:
