@@ -41,6 +41,7 @@ async def traced(
             "t": {"deployments": [{"provider": "fake", "model": "echo"}]},
             "broken": {"deployments": [{"provider": "fake", "model": "midfail"}]},
             "rejected": {"deployments": [{"provider": "fake", "model": "status:400"}]},
+            "failing": {"deployments": [{"provider": "fake", "model": "status:500"}]},
         },
         "telemetry": {"otlp_endpoint": receiver.endpoint, "export_delay_ms": 100},
     }
@@ -175,3 +176,23 @@ async def test_spans_name_an_error_by_the_class_the_metrics_use(
     assert call.attributes["error.type"] == edge.attributes["error.type"] != "e400"
     assert edge.attributes["switchyard.error.code"] == "e400"
     assert edge.attributes["http.response.status_code"] == 400
+
+
+async def test_a_provider_call_span_says_the_providers_status(
+    traced: Stack, receiver: OtlpReceiver
+) -> None:
+    """A provider's 500 is a 502 to the client: the provider-call span said 502 (Switchyard's
+    answer) on every attempt; it says the provider's 500, and the edge's span the 502."""
+    request_id = f"trace-{secrets.token_hex(4)}"
+    headers = {"Authorization": f"Bearer {traced.api_key}", "x-request-id": request_id}
+    body = {"model": "failing", "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(timeout=30) as http:
+        resp = await http.post(f"{traced.tail_url}/v1/chat/completions", json=body, headers=headers)
+    assert resp.status_code == 502, resp.text
+    trace = await _trace_of(receiver, request_id)
+    [edge] = [s for s in trace if s.service == "tail"]
+    assert edge.attributes["http.response.status_code"] == 502
+    calls = [s for s in trace if s.name == "chat status:500"]
+    assert calls
+    assert {c.attributes["http.response.status_code"] for c in calls} == {500}
+    assert {c.attributes["error.type"] for c in calls} == {"provider_error"}

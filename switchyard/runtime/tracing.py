@@ -94,9 +94,14 @@ class Hop:
         end_time: float | None = None,
         *,
         status: int | None = None,
+        peer: bool = False,
     ) -> None:
         """End the span; ``status``: the HTTP status the client got, when one was sent (a
-        stream that failed after its 200 keeps it: ``error.type`` says what failed)."""
+        stream that failed after its 200 keeps it: ``error.type`` says what failed).
+
+        ``peer``: the span is a call to another server (a provider), and ``status`` is that
+        server's answer (None: it gave none, a timeout or a refused connection); the error's
+        own status, what Switchyard answered its caller, is never put in its place."""
         span = self.span
         if span is None:
             return
@@ -112,7 +117,7 @@ class Hop:
             else:
                 kind = type(error).__name__
             span.set_attribute("error.type", kind)
-            if isinstance(error, ApiError) and status is None:
+            if isinstance(error, ApiError) and status is None and not peer:
                 span.set_attribute("http.response.status_code", error.status)
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         span.end(int(end_time * 1e9) if end_time is not None else None)

@@ -12,7 +12,7 @@ import time
 from opentelemetry.trace import SpanKind
 
 from switchyard.dialects.probes import COUNTS
-from switchyard.errors import ApiError
+from switchyard.errors import ApiError, ProviderError
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.tracing import NO_HOP, Hop, Tracing, genai, span_name
 from switchyard.workers.modelproxy.job import Job, Target
@@ -94,7 +94,10 @@ class Observer:
             )
         if job.ttfc is not None:
             hop.set({"gen_ai.response.time_to_first_chunk": job.ttfc})
-        hop.end(failure)
+        # The provider's own status on its call's span (a provider's 500 is a 502 to the
+        # client: the edge's span says that); none when it never answered.
+        upstream = failure.upstream_status if isinstance(failure, ProviderError) else None
+        hop.end(failure, status=upstream, peer=True)
         # Counts stay out of the traffic report: a few milliseconds each, they would halve a
         # deployment's measured time per request (the fair scheduler's window) and its
         # latency in the admin views, for calls that generate nothing. A failed or abandoned
