@@ -4,6 +4,7 @@ real receiver; a client's ``traceparent`` becomes the edge span's parent."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -176,6 +177,58 @@ async def test_spans_name_an_error_by_the_class_the_metrics_use(
     assert call.attributes["error.type"] == edge.attributes["error.type"] != "e400"
     assert edge.attributes["switchyard.error.code"] == "e400"
     assert edge.attributes["http.response.status_code"] == 400
+
+
+async def _edge_span(receiver: OtlpReceiver, request_id: str) -> ReceivedSpan:
+    """The edge's span of the request ``request_id`` (waits for its export)."""
+    deadline = time.monotonic() + 15
+    while True:
+        found = [
+            s
+            for s in receiver.snapshot()
+            if s.service == "tail"
+            and str(s.attributes.get("switchyard.request_id", "")).startswith(f"{request_id}.")
+        ]
+        if found:
+            [edge] = found
+            return edge
+        assert time.monotonic() < deadline, f"no edge span for {request_id}"
+        await asyncio.sleep(0.1)
+
+
+async def test_requests_refused_at_the_edge_have_their_span_too(
+    traced: Stack, receiver: OtlpReceiver
+) -> None:
+    """A bad key (401), an invalid body (400) and a key's rate limit (429) are answered before
+    the request has an envelope: they had no span at all (a 404 from the head had one), while
+    every request is one trace and its x-request-id is the id to look it up by."""
+    limited, _ = await traced.new_key("trace-rpm", rpm=1)
+    good = {"model": "t", "messages": [{"role": "user", "content": "hi"}]}
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    cases = [  # (api key, body, traceparent, status, error.type)
+        ("sk-not-a-key", good, None, 401, "invalid_api_key"),
+        (traced.api_key, b"{not json", f"00-{trace_id}-{parent_id}-01", 400, "invalid_json"),
+        (limited, good, None, 200, None),
+        (limited, good, None, 429, "rate_limit_exceeded"),
+    ]
+    async with httpx.AsyncClient(timeout=30) as http:
+        for api_key, body, traceparent, status, error in cases:
+            request_id = f"refused-{secrets.token_hex(4)}"
+            headers = {"Authorization": f"Bearer {api_key}", "x-request-id": request_id}
+            if traceparent:
+                headers["traceparent"] = traceparent
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            resp = await http.post(
+                f"{traced.tail_url}/v1/chat/completions", content=content, headers=headers
+            )
+            assert resp.status_code == status, resp.text
+            edge = await _edge_span(receiver, request_id)
+            assert edge.kind == SERVER
+            assert edge.attributes["http.response.status_code"] == status
+            assert edge.attributes.get("error.type") == error
+            if traceparent:  # the client's trace goes on through a refusal too
+                assert (edge.trace_id, edge.parent_span_id) == (trace_id, parent_id)
+            assert api_key.encode() not in edge.raw  # (a bad key is no span attribute)
 
 
 async def test_a_provider_call_span_says_the_providers_status(

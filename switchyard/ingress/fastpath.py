@@ -25,8 +25,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.trace import SpanKind
-
 from switchyard.bus import subjects
 from switchyard.bus.envelope import Envelope, beta_features, trace_context
 from switchyard.bus.headers import http_retry_after
@@ -52,13 +50,14 @@ from switchyard.ingress.edge import (
     presented_key,
     stream_error,
 )
+from switchyard.ingress.edge_span import edge_span, refused_span
 from switchyard.ingress.estimate import request_estimate
 from switchyard.ingress.onewrite import send_last, send_whole
 from switchyard.ingress.stream_relay import SSE_HEADERS, answered_by, relay_stream
 from switchyard.ingress.timeouts import deadline_header, first_chunk_wait
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
-from switchyard.runtime.tracing import NO_HOP, Hop, span_name
+from switchyard.runtime.tracing import NO_HOP, Hop
 from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.openai import (
     ChatProbe,
@@ -248,7 +247,7 @@ class FastPath:
                 call.status = 500
                 await _respond_error(send, call.failure, request_id, op)
         finally:
-            call.finish(edge)
+            call.finish(edge, wanted, request_id)
             request_id_var.reset(token)
 
 
@@ -263,6 +262,7 @@ class _Call:
     op: str
     route: str
     began: float = field(default_factory=time.perf_counter)
+    arrived: float = field(default_factory=time.time)  # the span's start, if one is late
     model: str = ""
     status: int = 200
     failure: ApiError | None = None
@@ -271,11 +271,21 @@ class _Call:
     ticket: Ticket | None = None
     final: FinalReply = field(default_factory=FinalReply)
 
-    def finish(self, edge: Edge) -> None:
+    def finish(self, edge: Edge, headers: dict[bytes, bytes], request_id: str) -> None:
         final = self.final
         failure = self.failure if self.failure is not None else final.failure
         if self.ticket is not None and edge.limiter is not None:
             edge.limiter.settle(self.ticket, final.total_tokens)
+        if self.hop.span is None and edge.tracing.enabled:  # answered before its span began
+            self.hop = refused_span(
+                edge.tracing,
+                headers,
+                op=self.op,
+                model=self.model,
+                route=self.route,
+                request_id=request_id,
+                arrived=self.arrived,
+            )
         if self.hop.span is not None:
             self.hop.end(failure, status=self.status)
         if edge.stats is not None:
@@ -346,19 +356,14 @@ def _envelope(
 
 def _trace(edge: Edge, env: Envelope, op: str, model: str, route: str) -> Hop:
     """The edge's span: a child of the client's trace context, if it sent one."""
-    operation = sc.OPERATIONS.get(op, sc.OTHER)
-    return edge.tracing.start(
-        span_name(operation, model),
+    return edge_span(
+        edge.tracing,
+        op=op,
+        model=model,
+        route=route,
+        request_id=env.request_id,
         traceparent=env.traceparent,
         tracestate=env.tracestate,
-        kind=SpanKind.SERVER,
-        attributes={
-            "http.route": route,
-            "http.request.method": "POST",
-            "gen_ai.operation.name": operation,
-            "gen_ai.request.model": model,
-            "switchyard.request_id": env.request_id,
-        },
     )
 
 
