@@ -53,6 +53,7 @@ from switchyard.runtime.cert_expiry import export_certificate_expiry
 from switchyard.runtime.metrics import CONTENT_TYPE, Metrics, count_reconnects
 from switchyard.runtime.reporting import Reporter
 from switchyard.runtime.shutdown import disconnect
+from switchyard.runtime.trace_export import count_trace_exports
 from switchyard.runtime.tracing import setup_tracing
 
 log = logging.getLogger("switchyard.ingress")
@@ -88,6 +89,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
     metrics = Metrics(kind)
     stats = edge.stats = EdgeMetrics(metrics)
     edge.tracing = setup_tracing(settings.telemetry, kind, instance or kind)
+    count_trace_exports(metrics, edge.tracing.exports)
     batch_api = BatchApi(edge, settings.batch)
 
     @contextlib.asynccontextmanager

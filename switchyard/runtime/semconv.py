@@ -165,6 +165,7 @@ INSTANCE = "instance"
 
 # Every process.
 NATS_RECONNECTS = "switchyard_nats_reconnects_total"
+TRACE_SPANS = "switchyard_trace_spans_total"  # result: exported, failed, dropped
 # Not-after of a certificate this process presents or meets (alert: SwitchyardCertificateExpiring)
 TLS_CERT_EXPIRY = "switchyard_tls_certificate_expiry_timestamp_seconds"
 IDENTITY = "identity"  # the process's own NATS identity, or "server" (nats-server's)

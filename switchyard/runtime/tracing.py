@@ -40,6 +40,7 @@ from switchyard import __version__
 from switchyard.config import TelemetrySettings
 from switchyard.errors import ApiError
 from switchyard.runtime.error_labels import error_class
+from switchyard.runtime.trace_export import CountingExporter, ExportCounts, throttle_export_logs
 
 log = logging.getLogger("switchyard.tracing")
 
@@ -129,8 +130,11 @@ NO_HOP = Hop(None)
 class Tracing:
     """A process's tracer; :data:`OFF` when no OTLP endpoint is configured."""
 
-    def __init__(self, provider: TracerProvider | None) -> None:
+    def __init__(
+        self, provider: TracerProvider | None, exports: ExportCounts | None = None
+    ) -> None:
         self._provider = provider
+        self.exports = exports  # what became of the spans exported (None: off)
         self._tracer = provider.get_tracer(SCOPE, __version__) if provider is not None else None
 
     @property
@@ -195,7 +199,11 @@ def setup_tracing(settings: TelemetrySettings, component: str, instance: str) ->
         resource=resource,
         shutdown_on_exit=False,
     )
-    exporter = OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint), timeout=5)
+    exports = ExportCounts()
+    exporter = CountingExporter(
+        OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint), timeout=5), exports
+    )
+    throttle_export_logs(exports)  # a collector down: a line per 10 s, not ~45 a minute
     provider.add_span_processor(
         BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_delay_ms)
     )
@@ -204,7 +212,7 @@ def setup_tracing(settings: TelemetrySettings, component: str, instance: str) ->
         settings.otlp_endpoint,
         100 * settings.sample_ratio,
     )
-    return Tracing(provider)
+    return Tracing(provider, exports)
 
 
 def traces_url(endpoint: str) -> str:

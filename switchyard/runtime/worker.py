@@ -23,6 +23,7 @@ from switchyard.runtime.health import HealthServer
 from switchyard.runtime.metrics import Metrics, count_reconnects
 from switchyard.runtime.reporting import Reporter
 from switchyard.runtime.shutdown import disconnect
+from switchyard.runtime.trace_export import count_trace_exports
 from switchyard.runtime.tracing import OFF, Tracing, setup_tracing
 
 log = logging.getLogger("switchyard.worker")
@@ -89,6 +90,7 @@ async def serve_worker(
     count_reconnects(metrics, nc)
     export_certificate_expiry(metrics, settings.certs_dir, identity)
     tracing = setup_tracing(settings.telemetry, component or identity, instance)
+    count_trace_exports(metrics, tracing.exports)
     service = build(nc, Process(instance, metrics, tracing))
     running = service
     health = HealthServer(
