@@ -38,6 +38,17 @@ _BY_CODE = {
     "previous_response_not_found": "invalid",  # a 404 about the request, not its model
 }
 INVALID = "invalid"
+# Every reason above, created at 0 when the edge starts (see EdgeMetrics.zeroed).
+REASONS = ("auth", "model", "rpm", "tpm", "parallel", "budget", "capacity", "too_large", INVALID)
+# The error classes of an alias's requests created at 0 once the alias is known to be real (a
+# request of it was served): the edge's own refusals for a key's limits and its Redis/Valkey
+# outage, which the 429 share and SwitchyardLimitsUnavailable read with rate()/increase().
+ZEROED_CLASSES = (
+    "rate_limit_exceeded",
+    "too_many_concurrent_requests",
+    "budget_exceeded",
+    "limits_unavailable",
+)
 # HTTP's standard methods (RFC 9110 and PATCH); any other is counted as ``_OTHER``.
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
@@ -115,6 +126,9 @@ class EdgeMetrics:
         )
         self._model = Bounded(500)
         self._error = Bounded(64)
+        self._zeroed: set[tuple[str, str]] = set()  # (operation, alias) created at 0
+        for reason in REASONS:
+            self._refusals.labels(reason)
         self._requests: dict[tuple[str, int], Counter] = {}
         self.by_class: dict[str, int] = {"2xx": 0, "4xx": 0, "429": 0, "5xx": 0}
 
@@ -127,6 +141,21 @@ class EdgeMetrics:
     ) -> Iterable[tuple[tuple[str, ...], float]]:
         client = self._client
         return [((), float(read(client)) if client is not None else 0.0)]
+
+    def _zero(self, operation: str, alias: str) -> None:
+        """Create an alias's refusal classes (:data:`ZEROED_CLASSES`) at 0 the first time a
+        request of it is served (the alias is real: a client's made-up model name never is).
+
+        Prometheus (before its created-timestamp handling) takes a series' first scraped
+        value as its start: the first budget refusals of an alias counted 0 in the 429 share
+        (0.044 for a real 20%). An edge holds no route table, so an alias's very first requests
+        on an edge still start its series (see docs/operations.md, "Series that start at 0")."""
+        if (operation, alias) in self._zeroed:
+            return
+        self._zeroed.add((operation, alias))
+        self._duration.labels(operation, alias, "")
+        for error_type in ZEROED_CLASSES:
+            self._duration.labels(operation, alias, self._error(error_type))
 
     def http(self, route: str, method: str, status: int) -> None:
         """A request to a non-LLM route (models, health, admin API...). A method outside
@@ -177,6 +206,8 @@ class EdgeMetrics:
         operation = sc.OPERATIONS.get(op, sc.OTHER)
         # A provider's own 4xx passed on (served): the model was routed, so it is an alias.
         label = sc.OTHER if status in _UNROUTED and not served else self._model(model)
+        if (served or (error is None and status < 400)) and label != sc.OTHER:
+            self._zero(operation, label)
         self._duration.labels(operation, label, error_type).observe(seconds)
         if ttft is not None:  # the first token did go out, whatever happened after it
             self._ttft.labels(operation, label).observe(ttft)

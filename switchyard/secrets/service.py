@@ -54,6 +54,8 @@ audit = logging.getLogger("switchyard.secrets.audit")
 
 T = TypeVar("T")
 _OPS = frozenset({"get", "list", "info", "put", "rotate", "delete"})
+# The results of switchyard_vault_requests_total created at 0 for every op.
+_ZEROED_RESULTS = ("ok", "vault_unavailable", "secret_not_found")
 _VALUE = msgspec.json.Encoder()
 
 
@@ -85,6 +87,12 @@ class SecretsService:
             "Secrets service requests by operation and result (ok, missing, vault_error...).",
             [sc.OP, sc.RESULT],
         )
+        # At 0 from the start: a label set's first scraped value is Prometheus's start for it,
+        # so failures that first appear during a Vault outage were missing from the
+        # SwitchyardVaultUnavailable alert's increase(). Bounded: the ops times these results.
+        for op in _OPS:
+            for result in _ZEROED_RESULTS:
+                requests.labels(op, result)
 
         def observe(subject: str, failure: ApiError | None) -> None:
             op = (

@@ -11,6 +11,7 @@ from prometheus_client import Counter
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.metrics import Bounded, Metrics
+from switchyard.schemas.routing import RouteTable
 from switchyard.workers.head.router import Router
 
 # Routing outcomes (label values of switchyard_routing_attempts_total).
@@ -65,6 +66,18 @@ class HeadMetrics:
             [sc.DEPLOYMENT],
             self._remaining,
         )
+
+    def routed(self, table: RouteTable) -> None:
+        """Create the table's cooldown counters (one per deployment) and fallback counters (one
+        per alias and fallback it names) at 0 when the head loads or changes its table:
+        Prometheus takes a series' first scraped value as its start, so the first cooldowns
+        of a deployment, or the first fallbacks of an alias, were missing from ``increase()``
+        (SwitchyardCooldownFlapping, the fallbacks panel)."""
+        for deployment in table.deployments():
+            self._cooldowns.labels(self._deployment(deployment))
+        for alias, route in table.routes.items():
+            for fallback in route.fallbacks:
+                self._fallbacks.labels(self._alias(alias), self._alias(fallback))
 
     def outcome(self, outcome: str) -> None:
         self._outcomes[outcome].inc()

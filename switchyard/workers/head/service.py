@@ -102,6 +102,7 @@ class Head:
         self.keys = KeyPolicies(nc)
         self.admission = Admission(self.js, enabled=settings.routing.fair_queueing)
         self.stats = HeadMetrics(metrics, lambda: self.router, self.cooldowns)
+        self.stats.routed(settings.route_table)
         self._routes = KvFollower(
             self.js, subjects.ROUTES_BUCKET, self._on_routes, keys=ROUTE_TABLE_KEY
         )
@@ -125,6 +126,7 @@ class Head:
             log.error("ignored route table revision %d: %s", revision, exc)
             return
         self.router = Router(table, revision)
+        self.stats.routed(table)
         self._new_routes.set()
         self._new_routes = asyncio.Event()
         log.info("route table revision %d: %d aliases", revision, len(table.routes))

@@ -26,6 +26,8 @@ error-ratio alert while the admin views showed 0%."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from switchyard.errors import ApiError
@@ -34,10 +36,20 @@ from switchyard.runtime.error_labels import error_class
 from switchyard.runtime.metrics import Bounded, Metrics
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.schemas.openai import Usage
+from switchyard.schemas.routing import Deployment, Provider
 from switchyard.workers.modelproxy.response_items import ResponseItems
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
-# The ``error_type`` of a provider call stopped because its caller left (llm.v1.cancel).
+# The error classes of a deployment's own failures (``switchyard_provider_errors_total``),
+# created at zero for every routed deployment: see :meth:`ProxyMetrics.routed`.
+FAILURE_CLASSES = (
+    "provider_error",
+    "rate_limit_exceeded",
+    "provider_timeout",
+    "provider_unreachable",
+    "provider_overloaded",
+    "provider_auth_error",
+)
 
 
 class CallLabels:
@@ -116,6 +128,7 @@ class ProxyMetrics:
         self._dep = Bounded(1000)
         self._error = Bounded(64)
         self._cache: dict[tuple[str, str, str, str], CallLabels] = {}
+        self._routed: set[str] = set()  # deployments whose series exist (routed)
 
     def watch(self, keys: SecretCache, usage: UsageBatcher, items: ResponseItems) -> None:
         """Export the secret cache's, the usage batcher's and the response items' own counts
@@ -148,6 +161,32 @@ class ProxyMetrics:
             found = CallLabels(self, op, provider, self._model(model), self._dep(deployment))
             self._cache[key] = found
         return found
+
+    def routed(self, deployments: Mapping[str, tuple[Provider, Deployment]]) -> None:
+        """Create at zero what ``rate()`` and ``increase()`` read of each routed deployment,
+        when the process loads or changes its route table.
+
+        Prometheus (before its created-timestamp handling) takes a series' first scraped
+        value as its start: a deployment whose first series appeared with 10 calls in them
+        counted 0 calls and 0 tokens in its recording rules. So its successful chat calls'
+        duration (the calls per second), its billed tokens (input, output) and its failures by
+        class exist at 0 before its first call: 54 + 12 series per deployment, none beyond
+        what its first chat call and first failures would create. An operation other than
+        chat (embeddings, text_completion...) or a failure's own duration series still
+        appears on first use: a deployment says what it serves nowhere before then."""
+        op = sc.OPERATIONS["chat"]
+        for dep_id, (provider, deployment) in deployments.items():
+            if dep_id in self._routed:
+                continue
+            self._routed.add(dep_id)
+            dep = self._dep(dep_id)
+            provider_name = sc.PROVIDERS.get(provider.kind, provider.kind)
+            labels = (op, provider_name, self._model(deployment.model), dep)
+            self.duration.labels(*labels, "")
+            self.tokens.labels(*labels, "input")
+            self.tokens.labels(*labels, "output")
+            for code in FAILURE_CLASSES:
+                self.errors.labels(dep, code)
 
     def left(self, deployment: str, *, queued: bool) -> None:
         """A request whose caller left was dropped (``queued``) or stopped while served."""

@@ -62,6 +62,7 @@ class ModelProxy:
         self.keys = SecretCache(nc, ttl=mp.secret_ttl_s)
         self.adapters = Adapters()
         self.stats = ProxyMetrics(proc.metrics)
+        self.stats.routed(self.table.deployments())
         self.traffic = TrafficMeter(nc, proc.instance)
         self.heartbeats = Heartbeats(nc, keepalive_s=mp.keepalive_s, progress_s=mp.ack_wait_s / 3)
         self.instance = proc.instance
@@ -107,6 +108,7 @@ class ModelProxy:
         except InvalidRouteTable as exc:
             log.error("ignored route table revision %d: %s", revision, exc)
             return
+        self.stats.routed(self.table.deployments())
         if self.ready:
             await self._sync_workers()
 
