@@ -26,6 +26,12 @@ def test_an_answer_that_could_not_be_passed_on_is_billed_its_prompt() -> None:
     assert estimated
     assert usage.prompt_tokens == len(BODY) // 4
     assert usage.completion_tokens == 0  # not guessed from the answer's size
+    # A request that capped its answers is billed that cap: the provider made a long answer
+    # (a client asking for logprobs on 16,384 tokens got them made unbilled).
+    job.msg.data = b'{"model": "m", "n": 2, "max_tokens": 16384, "messages": []}'
+    found = billing.billed(job)
+    assert found is not None
+    assert found[0].completion_tokens == 2 * 16384
     assert isinstance(ue.too_large("p", 9 * MIB, 8 * MIB), ue.Undelivered)
     assert isinstance(ue.line_too_long("p"), ue.Undelivered)
     assert ue.line_too_long("p").retryable  # as before: another deployment may answer

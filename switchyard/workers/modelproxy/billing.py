@@ -64,10 +64,35 @@ def estimated_usage(job: Job) -> Usage:
         completion = len(job.chunks)
     elif isinstance(job.answer, bytes):
         completion = estimate.answer_tokens(job.env.op, job.answer)
+    elif job.undelivered and job.env.op != "embed":
+        # Made but too large to pass on, its count unknown: the cap the request set (else
+        # nothing), so a client cannot have long answers made for it unbilled.
+        completion = _answer_cap(job.msg.data)
     else:
         completion = 0
     total = prompt + completion
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+class _Caps(msgspec.Struct):
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None
+    n: int | None = None
+
+
+_CAPS = msgspec.json.Decoder(_Caps)
+
+
+def _answer_cap(body: bytes) -> int:
+    """The most completion tokens the request let its answers take in all (its cap times
+    ``n``), or 0 when it set none or does not decode."""
+    try:
+        caps = _CAPS.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 0
+    cap = caps.max_completion_tokens or caps.max_tokens or caps.max_output_tokens or 0
+    return max(0, cap) * max(1, caps.n or 1)
 
 
 def event_id(job: Job) -> str:

@@ -510,6 +510,7 @@ class Handler:
             raise ue.sized_for(exc, call.op, call.body) from None
         finally:
             job.stop = None
+        job.usage = completion.usage  # (billed even when the answer cannot be passed on)
         room = call.max_answer_bytes
         if room and len(completion.body) > room:  # it could not be sent (litellm's answers)
             log.warning(
@@ -520,7 +521,6 @@ class Handler:
             )
             too_large = ue.too_large(call.provider_name, len(completion.body), room)
             raise ue.sized_for(too_large, call.op, call.body)
-        job.usage = completion.usage
         key = key_echo.needle(call.api_key)
         return self.echoed.masked(completion.body, key, call.provider_name)
 
