@@ -317,6 +317,13 @@ _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[a-z0-9.:\[\]_-]+")
 def _check_origin(index: int, origin: str) -> None:
     """Raises ConfigError for ``cors_origins[index]`` when no browser sends it as an Origin
     (it would never match, silently): not ``*`` nor ``scheme://host[:port]`` in lowercase."""
+    if origin.endswith((":80", ":443")) and origin.startswith(("http://", "https://")):
+        default = origin.rsplit(":", 1)[0]  # browsers leave the scheme's own port out
+        raise ConfigError(
+            f"ingress.cors_origins[{index}]",
+            f"`{origin}` names its scheme's default port, which browsers leave out",
+            f"write it as {default}" if _ORIGIN.fullmatch(default) else "leave the port out",
+        )
     if origin == "*" or _ORIGIN.fullmatch(origin):
         return
     if origin == "null":  # sent by sandboxed frames and file:// pages: any page can be one

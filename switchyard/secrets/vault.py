@@ -87,10 +87,12 @@ class Vault:
         self._secret_id_file = settings.openbao_file(cfg.secret_id_file, "secret-id")
         self._token_file = settings.openbao_file(cfg.token_file, "root-token")
         ca = Path(cfg.ca_file) if cfg.ca_file else settings.certs_dir / "ca.pem"
-        self._client = hvac.Client(url=settings.openbao_addr, verify=str(ca), timeout=cfg.timeout_s)
-        # hvac starts with whatever token it finds around it ($VAULT_TOKEN, ~/.vault-token,
-        # left by an operator's `bao login`): only the configured credentials are used.
-        self._client.token = None
+        # hvac takes whatever token it finds around it ($VAULT_TOKEN, ~/.vault-token, left by
+        # an operator's `bao login`) when given none, and fails when that file cannot be read:
+        # an empty token makes it look for none; only the configured credentials are used.
+        self._client = hvac.Client(
+            url=settings.openbao_addr, verify=str(ca), timeout=cfg.timeout_s, token=""
+        )
         self._lock = threading.Lock()  # hvac's session is shared by the worker threads
         self._renew_at = 0.0
         self._failed_at = 0.0

@@ -178,7 +178,15 @@ def test_api_paths() -> None:
 
 @pytest.mark.parametrize(
     "origin",
-    ["https://app.example.com/", "https://App.example.com", "app.example.com", "null", ""],
+    [
+        "https://app.example.com/",
+        "https://App.example.com",
+        "app.example.com",
+        "null",
+        "",
+        "https://app.example.com:443",  # browsers leave the default port out
+        "http://localhost:80",
+    ],
 )
 def test_origins_no_browser_sends_are_refused_at_start(origin: str) -> None:
     with pytest.raises(ConfigError) as caught:
