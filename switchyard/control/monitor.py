@@ -22,8 +22,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -35,6 +34,7 @@ from switchyard.bus import subjects
 from switchyard.config import Settings
 from switchyard.control import upgrade_order
 from switchyard.control.jsapi import CONSUMER_PAGE, Consumer
+from switchyard.control.silent_processes import Process, replaced
 from switchyard.control.traffic_window import (
     HISTORY_S,
     Second,
@@ -48,7 +48,7 @@ from switchyard.errors import BusError
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.metrics import Metrics
-from switchyard.runtime.reporting import HEARTBEAT_S, instance_name
+from switchyard.runtime.reporting import HEARTBEAT_S
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.throttle import Throttle
 from switchyard.schemas import monitor as m
@@ -96,13 +96,6 @@ def parse_time(text: str) -> float | None:
     return moment.timestamp()
 
 
-@dataclass(slots=True)
-class _Process:
-    beat: m.Heartbeat
-    seen: float
-    cpu_percent: float = 0.0
-
-
 class Monitor:
     """Collects and serves the platform's live state (see the module docstring)."""
 
@@ -130,7 +123,7 @@ class Monitor:
         self._fullest: dict[str, int] = {}  # deployment -> the fullest tenant queue in HOLD
         self.queues_read_at = 0.0
         self._series: dict[str, Series] = {}
-        self._processes: dict[str, _Process] = {}
+        self._processes: dict[str, Process] = {}
         self._sub: Subscription | None = None
         self._loops = TaskSupervisor("monitor")
         self._order = upgrade_order.OrderWatch(log)
@@ -291,7 +284,9 @@ class Monitor:
         if previous is not None and previous.beat.pid == beat.pid and now > previous.seen:
             used = beat.cpu_seconds - previous.beat.cpu_seconds
             cpu = max(0.0, 100.0 * used / (now - previous.seen))
-        self._processes[key] = _Process(beat, now, round(cpu, 2))
+        proc = self._processes[key] = Process(beat, now, now, round(cpu, 2))
+        if previous is not None and _same_process(previous.beat, beat):  # heard before
+            proc.first_heard, proc.successor = previous.first_heard, previous.successor
         self._edges_seen(beat, previous, now)
         if beat.stopping:  # gone on purpose: not a process that went silent
             del self._processes[key]
@@ -300,7 +295,7 @@ class Monitor:
                 # --instance): one saying goodbye must not take the other's row with it.
                 self._processes[key] = previous
 
-    def _edges_seen(self, beat: m.Heartbeat, previous: _Process | None, now: float) -> None:
+    def _edges_seen(self, beat: m.Heartbeat, previous: Process | None, now: float) -> None:
         """Edges count answered requests by status class; the deltas feed the totals."""
         if not beat.requests or previous is None or previous.beat.pid != beat.pid:
             return
@@ -386,14 +381,11 @@ class Monitor:
 
     def _forget_gone(self, moment: float) -> None:
         """Drop the silent processes that will not report again: silent for
-        :data:`FORGET_SILENT_S`, or replaced (see :func:`_replaced`)."""
-        silent = [
-            (key, proc)
-            for key, proc in self._processes.items()
-            if moment - proc.seen > SILENT_AFTER_S
-        ]
-        for key, proc in silent:
-            if moment - proc.seen > FORGET_SILENT_S or _replaced(proc, self._processes.values()):
+        :data:`FORGET_SILENT_S`, or replaced (see :func:`.silent_processes.replaced`)."""
+        silent = [p for p in self._processes.values() if moment - p.seen > SILENT_AFTER_S]
+        gone = {id(p) for p in replaced(silent, self._processes.values())}
+        for key, proc in list(self._processes.items()):
+            if id(proc) in gone or moment - proc.seen > FORGET_SILENT_S:
                 del self._processes[key]
 
     def upgrade_order(self, now: float | None = None) -> list[m.UpgradeOrderViolation]:
@@ -555,23 +547,6 @@ class Monitor:
 
 _CONSUMER_PREFIX = subjects.dispatch_consumer("")
 _EDGES = "\x00edges"  # the series of edge request counts (never a deployment id)
-
-
-def _replaced(silent: _Process, others: Iterable[_Process]) -> bool:
-    """Whether a silent process came back under another name: it was named after its pid
-    (``serve`` without ``--instance``: systemd units, compose), and a process of the same
-    component on the same host started after its last beat. A process with a name of its own
-    (the local stack's ``head-1``) comes back under that name, which replaces its row; a
-    sibling started before the silence is no replacement (it may be the frozen one's peer)."""
-    beat = silent.beat
-    if beat.instance != instance_name(beat.component, host=beat.host, pid=beat.pid):
-        return False
-    return any(
-        other.beat.component == beat.component
-        and other.beat.host == beat.host
-        and other.beat.started_at > silent.seen
-        for other in others
-    )
 
 
 def _same_process(a: m.Heartbeat, b: m.Heartbeat) -> bool:

@@ -95,7 +95,8 @@ def test_a_process_named_after_its_pid_leaves_once_its_restart_reports() -> None
     named = _beat("head", "head-1", pid=300)
     monitor.add_heartbeat(dead, now=T0)
     monitor.add_heartbeat(named, now=T0)
-    monitor.add_heartbeat(sibling, now=T0 + HOUR)  # started at T0 - 60: before the silence
+    monitor.add_heartbeat(sibling, now=T0)  # heard before the silence
+    monitor.add_heartbeat(sibling, now=T0 + HOUR)
     assert len(monitor.processes(T0 + HOUR)) == 3
     again = _beat("modelproxy", instance_name("modelproxy", host="h1", pid=101), pid=101)
     restarted = replace(again, started_at=T0 + 30)
@@ -111,3 +112,75 @@ def test_a_process_named_after_its_pid_leaves_once_its_restart_reports() -> None
         elsewhere.instance: True,
         "head-1": False,  # named: still expected under its own name
     }
+
+
+def _pod(component: str, pod: str, *, pid: int = 1, started_at: float = T0 - 60) -> Heartbeat:
+    """A process started without --instance in a pod (or container) named ``pod``."""
+    name = instance_name(component, host=pod, pid=pid)
+    return Heartbeat(component=component, instance=name, host=pod, pid=pid, started_at=started_at)
+
+
+def test_a_pod_rescheduled_on_another_host_replaces_the_lost_one() -> None:
+    """After a node loss, an eviction or `kubectl delete --force` the new pod has a new name
+    (its host): its process still replaces the lost one, whatever either host's clock says."""
+    monitor, metrics = _monitor()
+    now = time.time()
+    lost = _pod("modelproxy", "modelproxy-7d9f-abcde", started_at=now - HOUR)
+    monitor.add_heartbeat(lost, now=now - 60)  # its last beat, a minute ago
+    # The new node's clock runs ten minutes behind: its process "started" before the silence.
+    new = _pod("modelproxy", "modelproxy-7d9f-fghij", started_at=now - 600)
+    monitor.add_heartbeat(new, now=now)
+    assert [(p.instance, p.healthy) for p in monitor.processes(now)] == [(new.instance, True)]
+    assert _up(metrics) == {new.instance: 1.0}
+
+
+def test_a_sibling_heard_before_the_silence_never_replaces_a_frozen_process() -> None:
+    """Its host's clock ahead (a start "after" the silence) changes nothing: control's own
+    clock says when each process was first heard."""
+    monitor, _ = _monitor()
+    frozen = _pod("accounting", "node-1", pid=100, started_at=T0 - 60)
+    ahead = _pod("accounting", "node-1", pid=200, started_at=T0 + 7200)
+    monitor.add_heartbeat(frozen, now=T0)
+    monitor.add_heartbeat(ahead, now=T0)
+    monitor.add_heartbeat(ahead, now=T0 + HOUR)
+    listed = {p.instance: p.healthy for p in monitor.processes(T0 + HOUR)}
+    assert listed == {frozen.instance: False, ahead.instance: True}
+
+
+def test_each_newcomer_replaces_one_silent_process_at_most() -> None:
+    """Two pods lost with their node, one back: one row stays silent (one process is still
+    missing) until a second comes, on any later look too."""
+    monitor, _ = _monitor()
+    lost = [_pod("modelproxy", f"modelproxy-old-{n}", pid=1) for n in (1, 2)]
+    for beat in lost:
+        monitor.add_heartbeat(beat, now=T0)
+    first = _pod("modelproxy", "modelproxy-new-1")
+    monitor.add_heartbeat(first, now=T0 + 30)
+    for moment in (T0 + 30, T0 + 31, T0 + HOUR):
+        monitor.add_heartbeat(first, now=moment)
+        listed = {p.instance: p.healthy for p in monitor.processes(moment)}
+        assert sorted(listed.values()) == [False, True], moment
+        assert first.instance in listed
+    second = _pod("modelproxy", "modelproxy-new-2")
+    monitor.add_heartbeat(second, now=T0 + HOUR + 1)
+    listed = {p.instance: p.healthy for p in monitor.processes(T0 + HOUR + 1)}
+    assert listed == {first.instance: True, second.instance: True}
+
+
+def test_a_successor_counted_once_is_not_counted_again_later() -> None:
+    """Two processes of a component die ten seconds apart and one comes back: once it was
+    counted as the first one's successor (its row gone), a later look must not count it again
+    for the second, whose row stays silent."""
+    monitor, _ = _monitor()
+    lost = _pod("head", "head-old")
+    peer = _pod("head", "head-peer")
+    monitor.add_heartbeat(lost, now=T0)  # its last beat
+    monitor.add_heartbeat(peer, now=T0)
+    monitor.add_heartbeat(peer, now=T0 + 10)  # its last beat
+    new = _pod("head", "head-new")
+    monitor.add_heartbeat(new, now=T0 + 20)
+    listed = {p.instance: p.healthy for p in monitor.processes(T0 + 20)}
+    assert listed == {peer.instance: True, new.instance: True}  # the peer is not silent yet
+    monitor.add_heartbeat(new, now=T0 + HOUR)
+    listed = {p.instance: p.healthy for p in monitor.processes(T0 + HOUR)}
+    assert listed == {peer.instance: False, new.instance: True}
