@@ -76,6 +76,16 @@ async def test_the_demo_key_is_made_once_for_the_demo_model_and_not_again_once_d
     assert [e["action"] for e in audit] == ["key.create"]
     assert audit[0]["via"] == "cli"
     assert await ensure_demo_key(settings) == key  # the next start: the same key
+    assert "narrowed" not in json.loads(demo_marker_file(settings).read_text(encoding="utf-8"))
+
+    # An admin widens it on purpose (audited): no later start narrows it back behind them.
+    widened = await stack.admin("PATCH", f"/keys/{key_id}", {"models": ["*"]})
+    assert widened.status_code == 200, widened.text
+    assert await ensure_demo_key(settings) == key
+    assert await ensure_demo_key(settings) == key
+    await _until(stack, key, "gpt-4o-mini", 200)
+    audit = (await stack.admin("GET", f"/audit?q={key_id}&kind=key")).json()["entries"]
+    assert sorted(e["action"] for e in audit) == ["key.create", "key.update"]
 
     deleted = await stack.admin("DELETE", f"/keys/{key_id}")
     assert deleted.status_code == 200, deleted.text
@@ -112,8 +122,13 @@ async def test_a_home_from_before_keeps_its_demo_key_narrowed(stack: Stack) -> N
     assert _marked_id(settings) == old.id
     await _until(stack, old_key, "gpt-4o-mini", 403)
     assert await _status(stack, old_key, "demo") == 200
-
+    assert await ensure_demo_key(settings) == old_key  # narrowed once, not on each start
+    audit = (await stack.admin("GET", f"/audit?q={old.id}&kind=key")).json()["entries"]
+    assert [(e["action"], e["via"]) for e in audit] == [("key.update", "cli")]
+    assert "models * -> demo" in audit[0]["detail"], audit[0]
     marker = json.loads(demo_marker_file(settings).read_text(encoding="utf-8"))
+    assert marker["narrowed"] is True
+
     assert marker["store"].startswith("20")  # when the key bucket was created
     marker["store"] = "another key store"  # as if the NATS data had been moved away
     demo_marker_file(settings).write_text(json.dumps(marker), encoding="utf-8")

@@ -12,9 +12,12 @@ back, remove ``<home>/demo-key.id`` and start again, or make a key yourself with
 ``switchyard keys create``.
 
 The key may use only the demo model (``DEMO_ONLY``): its plaintext sits in a file, and it
-must not become a key to the providers added later; a key made before that rule is narrowed
-at the next start. Its creation is audited (``key.create``, through ``cli``). Turn
-``demo_model`` off and no demo key is made.
+must not become a key to the providers added later. A key adopted from a home made before the
+marker (an all-models key) is narrowed once, when adopted, and the marker says so
+(``"narrowed": true``). From then on the key is the admin's: a start never changes it, so a
+widening made on purpose (through the API, the web app or ``switchyard keys update``) stays.
+Its creation and that one narrowing are audited (``key.create``, ``key.update``, through
+``cli``). Turn ``demo_model`` off and no demo key is made.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
 
+from switchyard.admin.audit_words import update_seen, update_words
 from switchyard.admin.keys import KeyAdmin, KeyNotFound
 from switchyard.bus import identities, subjects
 from switchyard.bus.audit import AuditWriter
@@ -76,6 +80,25 @@ def _read_marker(path: Path) -> tuple[str, str] | None:
         return None
 
 
+def _actor() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+async def _narrow(nc: NATS, key_id: str, models: tuple[str, ...]) -> bool:
+    """Narrow an adopted key to ``models``, audited; whether it was allowed more."""
+    admin = KeyAdmin(nc.jetstream(timeout=10))
+    try:
+        if tuple((await admin.find(key_id)).models) == models:
+            return False
+        record, was = await update_seen(admin, key_id, {"models": list(models)})
+    except KeyNotFound:  # deleted meanwhile: nothing to narrow
+        return False
+    words = update_words(was, record, {"models": models})
+    detail = f"{words}: the demo key of a home from before the marker, narrowed once"
+    await AuditWriter(nc, "cli").record(_actor(), "key.update", record.id, detail)
+    return True
+
+
 async def _create(nc: NATS, settings: Settings, models: tuple[str, ...]) -> tuple[str, str]:
     """A new demo key, its plaintext written and its creation audited: (key, id)."""
     admin = KeyAdmin(nc.jetstream(timeout=10))
@@ -83,9 +106,8 @@ async def _create(nc: NATS, settings: Settings, models: tuple[str, ...]) -> tupl
         DEMO_KEY_NAME, owner="local", team="demo", models=list(models)
     )
     write_private(demo_key_file(settings), api_key + "\n")
-    actor = f"{getpass.getuser()}@{socket.gethostname()}"
     detail = f"name {DEMO_KEY_NAME!r}, models {', '.join(models)}: the home's demo key, made once"
-    await AuditWriter(nc, "cli").record(actor, "key.create", record.id, detail)
+    await AuditWriter(nc, "cli").record(_actor(), "key.create", record.id, detail)
     return api_key, record.id
 
 
@@ -95,8 +117,8 @@ async def ensure_demo_key(
     """The demo key, made on a home's first start; None once it was deleted or rotated.
 
     Args:
-        models: the only models the key may use (None: :data:`DEMO_ONLY`). A key allowed
-            more is narrowed to these.
+        models: the only models the key may use (None: :data:`DEMO_ONLY`): a new key's, and
+            an adopted key's, narrowed to these once.
     """
     allowed = DEMO_ONLY if models is None else models
     path, marker = demo_key_file(settings), demo_marker_file(settings)
@@ -106,23 +128,23 @@ async def ensure_demo_key(
         api_key = path.read_text(encoding="utf-8").strip() if path.is_file() else None
         made = _read_marker(marker)
         if made is None or made[1] != store:  # never made in this key store
+            doc: dict[str, object] = {"store": store}
             if made is None and api_key is not None:  # a home from before the marker
                 key_id = await _adopt(nc, api_key)
+                doc["narrowed"] = bool(key_id) and await _narrow(nc, key_id, allowed)
             else:
                 api_key, key_id = await _create(nc, settings, allowed)
-            write_private(marker, json.dumps({"id": key_id, "store": store}) + "\n")
+            write_private(marker, json.dumps({"id": key_id, **doc}) + "\n")
         else:
             key_id = made[0]
-        return await _current(nc, settings, key_id, api_key, allowed)
+        return await _current(nc, settings, key_id, api_key)
     finally:
         await nc.close()
 
 
-async def _current(
-    nc: NATS, settings: Settings, key_id: str, api_key: str | None, models: tuple[str, ...]
-) -> str | None:
-    """``api_key`` when key ``key_id`` is still there with that secret (narrowed to
-    ``models``; None while it is revoked); else None, and the plaintext file is removed."""
+async def _current(nc: NATS, settings: Settings, key_id: str, api_key: str | None) -> str | None:
+    """``api_key`` when key ``key_id`` is still there with that secret (None while it is
+    revoked); else None, and the plaintext file is removed. Its models are left as they are."""
     admin = KeyAdmin(nc.jetstream(timeout=10))
     try:
         record = await admin.find(key_id) if key_id and api_key else None
@@ -133,8 +155,6 @@ async def _current(
     if record is None or api_key is None or record.hash != hash_key(api_key):
         demo_key_file(settings).unlink(missing_ok=True)  # deleted, or rotated
         return None
-    if tuple(record.models) != models:
-        await admin.update(record.id, models=list(models))
     return None if record.disabled else api_key  # revoked: kept for `--enable`, not shown
 
 
