@@ -6,8 +6,9 @@ file from their secret store (``admin.token_file``) and rotate it by replacing t
 restarting the gateway.
 
 Nothing limits how fast a right token may be tried, so the token's length is the defence: a
-token shorter than :data:`MIN_TOKEN_CHARS` stops the gateway at start (``admin``, ``x``), and a
-file other users may read is warned about. Wrong tokens on ``/admin/v1`` are counted per
+token shorter than :data:`MIN_TOKEN_CHARS` stops the gateway at start (``admin``, ``x``), one
+shorter than :data:`ADVISED_TOKEN_CHARS` is warned about once at start, and so is a file other
+users may read. Wrong tokens on ``/admin/v1`` are counted per
 address by the sign-in's guard (:mod:`switchyard.admin.ui.signin_guard`, one count for both):
 past its limit an address gets 429 with ``Retry-After`` and one warning line, never the token.
 """
@@ -33,9 +34,14 @@ from switchyard.errors import (
 
 log = logging.getLogger("switchyard.admin")
 
-# `switchyard up` writes "sy-admin-" + 43 random characters (256 bits); 32 random characters
-# of a password generator or `openssl rand -base64 32` (44) pass, a word does not.
-MIN_TOKEN_CHARS = 32
+# `switchyard up` writes "sy-admin-" + 43 random characters (256 bits). Refused only far below
+# any random token's length: 128 random bits are 22 characters (base64url), 24
+# (`openssl rand -base64 16`) or 32 (hex), so under 16 is a word or a placeholder, not a secret.
+# Refusing at 32 stopped gateways whose 128-bit token had served them: an outage on upgrade.
+MIN_TOKEN_CHARS = 16
+# Shorter is taken but warned about: 32 random characters of a password generator or
+# `openssl rand -base64 32` (44) leave guessing out of reach for good.
+ADVISED_TOKEN_CHARS = 32
 
 
 class FailureGuard(Protocol):
@@ -77,8 +83,9 @@ def _warn_if_readable(path: Path) -> None:
 
 def load_token(path: Path) -> str | None:
     """The token in ``path`` (None: no file, or an empty one: the API is disabled). Raises
-    :class:`ConfigError` for one shorter than :data:`MIN_TOKEN_CHARS`; warns when other users
-    may read the file."""
+    :class:`ConfigError` for one shorter than :data:`MIN_TOKEN_CHARS`; warns for one shorter
+    than :data:`ADVISED_TOKEN_CHARS`, and when other users may read the file (the gateway reads
+    it once, at start: one warning each)."""
     if not path.is_file():
         return None
     token = path.read_text(encoding="utf-8").strip()
@@ -87,10 +94,19 @@ def load_token(path: Path) -> str | None:
     if len(token) < MIN_TOKEN_CHARS:
         raise ConfigError(
             "admin.token_file",
-            f"the admin token in {path} is {len(token)} characters; at least "
-            f"{MIN_TOKEN_CHARS} random ones are needed (anyone who reaches the gateway may "
-            "try tokens as fast as it answers)",
+            f"the admin token in {path} is {len(token)} characters, too short for a "
+            f"random token; at least {MIN_TOKEN_CHARS} are needed and {ADVISED_TOKEN_CHARS} random "
+            "ones advised (anyone who reaches the gateway may try tokens as fast as it answers)",
             hint=make_token_hint(path),
+        )
+    if len(token) < ADVISED_TOKEN_CHARS:
+        log.warning(
+            "the admin token in %s is %d characters; %d or more random ones are advised "
+            "(anyone who reaches the gateway may try tokens as fast as it answers): %s",
+            path,
+            len(token),
+            ADVISED_TOKEN_CHARS,
+            make_token_hint(path),
         )
     _warn_if_readable(path)
     return token

@@ -1,5 +1,6 @@
-"""The admin token file: a short token stops the gateway, a file others may read is warned
-about, and wrong tokens on the API are counted per address with the sign-in's guard."""
+"""The admin token file: a short token stops the gateway, a token shorter than advised and a
+file others may read are warned about, and wrong tokens on the API are counted per address
+with the sign-in's guard."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.admin.token import MIN_TOKEN_CHARS, AdminAuth
+from switchyard.admin.token import ADVISED_TOKEN_CHARS, MIN_TOKEN_CHARS, AdminAuth
 from switchyard.admin.ui.signin_guard import LIMIT, SigninGuard
 from switchyard.errors import AuthenticationFailed, ConfigError, RateLimited
 
@@ -36,9 +37,32 @@ def test_a_short_token_is_refused_naming_the_file_and_how_to_make_one(
     assert "secrets.token_urlsafe(32)" in text
 
 
-def test_a_long_token_is_taken(tmp_path: Path) -> None:
-    auth = AdminAuth(_token_file(tmp_path, "k" * MIN_TOKEN_CHARS))
-    auth.check("k" * MIN_TOKEN_CHARS)
+def test_a_long_token_is_taken_without_a_word(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, "switchyard.admin"):
+        auth = AdminAuth(_token_file(tmp_path, "k" * ADVISED_TOKEN_CHARS))
+    auth.check("k" * ADVISED_TOKEN_CHARS)
+    assert not caplog.records
+
+
+# `openssl rand -base64 16` (128 bits), `openssl rand -hex 8`, and the shortest taken.
+@pytest.mark.parametrize("token", ["q3Jx9v0T1mZ8bW2yK5nR7a==", "0f3a9c1d7e2b4a68", "k" * 16])
+def test_a_128_bit_token_is_taken_with_one_warning_not_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, token: str
+) -> None:
+    """A 24-character `openssl rand -base64 16` token was refused at start (32 at least):
+    a gateway that served with it stopped after an upgrade."""
+    path = _token_file(tmp_path, token)
+    with caplog.at_level(logging.WARNING, "switchyard.admin"):
+        auth = AdminAuth(path)
+    auth.check(token)
+    [record] = caplog.records
+    text = record.getMessage()
+    assert f"{path} is {len(token)} characters" in text
+    assert f"{ADVISED_TOKEN_CHARS} or more random ones are advised" in text
+    assert "secrets.token_urlsafe(32)" in text
+    assert token not in text
 
 
 def test_a_token_file_others_may_read_is_warned_about(
@@ -92,3 +116,5 @@ def test_switchyard_up_refuses_a_short_token_before_starting_anything(tmp_path: 
     _token_file(tmp_path, "admin")
     with pytest.raises(ConfigError, match="admin-token is 5 characters"):
         prepare_home(settings)
+    _token_file(tmp_path, "q3Jx9v0T1mZ8bW2yK5nR7a==")  # 128 random bits: taken
+    prepare_home(settings)

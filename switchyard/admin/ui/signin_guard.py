@@ -1,9 +1,9 @@
 """Wrong admin tokens at sign-in, counted per address: past a few, the address waits.
 
-Guessing the token is hopeless (256 bits from ``switchyard up``, at least 32 characters from
-anywhere: :mod:`switchyard.admin.token`; compared in constant time), but every wrong one is
-an audit entry, and the audit log keeps a bounded number of them: a client sending wrong
-tokens as fast as it can would push real entries out of the admin views and the stream. So an
+Guessing the token is hopeless (256 bits from ``switchyard up``; 16 characters at least from
+anywhere, 32 advised: :mod:`switchyard.admin.token`; compared in constant time), but every
+wrong one is an audit entry, and the audit log keeps a bounded number of them: a client sending
+wrong tokens as fast as it can would push real entries out of the admin views and the stream. So an
 address gets :data:`LIMIT` wrong tokens per :data:`WINDOW_S`; past that a wrong one is refused
 (429) without an entry, and one entry says the address was blocked. An IPv6 client is counted
 by its /64 (one host holds all of it); an IPv4 client reached over a dual-stack socket
