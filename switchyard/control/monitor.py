@@ -124,6 +124,7 @@ class Monitor:
         self.queues_read_at = 0.0
         self._series: dict[str, Series] = {}
         self._processes: dict[str, Process] = {}
+        self._hearing_since: float | None = None  # when this monitor heard its first beat
         self._sub: Subscription | None = None
         self._loops = TaskSupervisor("monitor")
         self._order = upgrade_order.OrderWatch(log)
@@ -284,7 +285,13 @@ class Monitor:
         if previous is not None and previous.beat.pid == beat.pid and now > previous.seen:
             used = beat.cpu_seconds - previous.beat.cpu_seconds
             cpu = max(0.0, 100.0 * used / (now - previous.seen))
-        proc = self._processes[key] = Process(beat, now, now, round(cpu, 2))
+        if self._hearing_since is None:
+            self._hearing_since = now
+        # Every running process is heard within a few seconds of control's (re)start: heard
+        # then, it counts as known from the start, never as a successor of one of those that
+        # beat first (whose last beat may come a moment before its heartbeat's turn).
+        first = now if now - self._hearing_since > SILENT_AFTER_S else self._hearing_since
+        proc = self._processes[key] = Process(beat, now, first, round(cpu, 2))
         if previous is not None and _same_process(previous.beat, beat):  # heard before
             proc.first_heard, proc.successor = previous.first_heard, previous.successor
         self._edges_seen(beat, previous, now)

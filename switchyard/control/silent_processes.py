@@ -47,6 +47,9 @@ def replaced(silent: Iterable[Process], known: Iterable[Process]) -> list[Proces
     under that name, which replaces its row. Successors found are marked, so a later call
     does not count them again.
     """
+    silent = list(silent)
+    if not silent:  # the common case, on every look at the process table
+        return []
     newcomers = sorted((p for p in known if not p.successor), key=lambda p: p.first_heard)
     gone: list[Process] = []
     # The longest silent first, each taking the earliest newcomer heard after it went

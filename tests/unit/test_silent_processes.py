@@ -184,3 +184,17 @@ def test_a_successor_counted_once_is_not_counted_again_later() -> None:
     monitor.add_heartbeat(new, now=T0 + HOUR)
     listed = {p.instance: p.healthy for p in monitor.processes(T0 + HOUR)}
     assert listed == {peer.instance: False, new.instance: True}
+
+
+def test_processes_heard_as_control_starts_are_no_successors_of_each_other() -> None:
+    """A restarted control service hears every running process within a few seconds, in the
+    order their beats fall: one that dies right after its first beat there is not replaced by
+    a peer whose beat merely came a second later."""
+    monitor, _ = _monitor()
+    dies = _pod("modelproxy", "modelproxy-a")
+    peer = _pod("modelproxy", "modelproxy-b")
+    monitor.add_heartbeat(dies, now=T0 + 1)  # control's first beat heard, and its last
+    monitor.add_heartbeat(peer, now=T0 + 3)
+    monitor.add_heartbeat(peer, now=T0 + HOUR)
+    listed = {p.instance: p.healthy for p in monitor.processes(T0 + HOUR)}
+    assert listed == {dies.instance: False, peer.instance: True}
