@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from switchyard.config import upstream_patterns
 from switchyard.config.queue_settings import BatchSettings, StreamSettings
 from switchyard.config.section import Count, Port, Seconds, Section
 from switchyard.errors import ConfigError
@@ -388,11 +389,6 @@ class AdminSettings(Section, frozen=True):
     budget_watch_s: Seconds = 30.0
 
 
-# A host, or a pattern of hosts with ``*`` / ``?``: no scheme, port or path (those would
-# never match a host, and read as a restriction that holds nothing back).
-HostPattern = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9*?][A-Za-z0-9*?.-]*$")]
-
-
 class ModelProxySettings(Section, frozen=True):
     """The provider-calling workers.
 
@@ -410,12 +406,14 @@ class ModelProxySettings(Section, frozen=True):
             not false) for later ``item_reference``s, in ``sy_response_items``
             (``streams.response_items_max_age_s``); false keeps no answer content: such
             Responses say ``store: false`` and a reference on a translating deployment is a 404.
-        allowed_upstreams: the hosts providers may be called at (``api.openai.com``,
-            ``*.openai.azure.com``; ``*`` and ``?`` wildcards, no scheme or port), empty for
-            any. A provider whose URL's host is not listed gets no call (503
-            ``upstream_not_allowed``; its key is not fetched), and the control service refuses
-            a route table write adding or moving one there (400): an admin credential cannot
-            send a stored key elsewhere. Give control the same value (docs/security.md).
+        allowed_upstreams: the hosts providers may be called at: host name patterns
+            (``api.openai.com``, ``*.openai.azure.com``; ``*`` and ``?`` never cross a dot)
+            or IP ranges (``10.0.0.0/24``), no port or path (see
+            :mod:`switchyard.config.upstream_patterns`), empty for any. A provider whose
+            URL's host is not listed gets no call (503 ``upstream_not_allowed``; its key is
+            not fetched), and the control service refuses a route table write adding or
+            moving one there (400): an admin credential cannot send a stored key elsewhere.
+            Give control the same value (docs/security.md).
     """
 
     keepalive_s: Seconds = 5.0
@@ -424,7 +422,21 @@ class ModelProxySettings(Section, frozen=True):
     max_deliver: Annotated[int, msgspec.Meta(ge=1)] = 3
     max_workers_per_deployment: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 128
     keep_response_items: bool = True
-    allowed_upstreams: tuple[HostPattern, ...] = ()
+    allowed_upstreams: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Raises ConfigError naming an ``allowed_upstreams`` entry that could never allow
+        the hosts it seems to (see :func:`switchyard.config.upstream_patterns.parse`)."""
+        for index, entry in enumerate(self.allowed_upstreams):
+            try:
+                upstream_patterns.parse(entry)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"modelproxy.allowed_upstreams[{index}]",
+                    str(exc),
+                    "list host names (api.openai.com, *.openai.azure.com) or IP ranges "
+                    "(10.0.0.0/24)",
+                ) from None
 
 
 class LoggingSettings(Section, frozen=True):

@@ -7,8 +7,10 @@ the settings of the server zone (file or environment), which the admin plane can
 The model-proxies refuse to call a provider whose host it does not allow (no key is fetched
 or sent), and the control service refuses a table write that adds one or moves one there.
 
-Patterns match the host of the provider's URL (``api_base``, else its kind's default URL),
-case-insensitively, with ``*`` and ``?`` wildcards (``*.openai.azure.com``, ``10.0.0.*``).
+Entries match the host of the provider's URL (``api_base``, else its kind's default URL): a
+name pattern label by label, case-insensitively (``*.openai.azure.com``: ``*`` and ``?`` never
+cross a dot), an IP range as CIDR (``10.0.0.0/24``); a name pattern never allows an IP host
+nor a range a name (:mod:`switchyard.config.upstream_patterns`).
 Empty allows every host, as before the setting existed. A provider with no URL at all (a kind
 whose library knows its own endpoint: ``anthropic``, ``gemini``, ``bedrock``... without
 ``api_base``; ``demo``) is not checked: no admin chose its host.
@@ -16,10 +18,10 @@ whose library knows its own endpoint: ``anthropic``, ``gemini``, ``bedrock``... 
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from urllib.parse import urlsplit
 
+from switchyard.config.upstream_patterns import UpstreamPattern, parse
 from switchyard.errors import ServiceUnavailable
 from switchyard.runtime.throttle import Throttle
 from switchyard.schemas.routing import Provider, RouteTable
@@ -38,19 +40,18 @@ def host_of(url: str) -> str | None:
     return host or None
 
 
-def allowed(host: str, patterns: tuple[str, ...]) -> bool:
-    host = host.lower()
-    return any(fnmatch.fnmatchcase(host, p.lower()) for p in patterns)
-
-
 def refusal(name: str, provider: Provider, patterns: tuple[str, ...]) -> str | None:
-    """Why ``provider`` may not be called under ``patterns`` (naming its host and the
-    setting), or None when it may."""
+    """Why ``provider`` may not be called under ``patterns`` (the setting's entries, checked
+    when the settings loaded), naming its host and the setting; None when it may."""
+    return _refusal(name, provider, tuple(parse(p) for p in patterns))
+
+
+def _refusal(name: str, provider: Provider, patterns: tuple[UpstreamPattern, ...]) -> str | None:
     url = provider.base_url
     if not patterns or not url or provider.kind == "demo":
         return None
     host = host_of(url)
-    if host is not None and allowed(host, patterns):
+    if host is not None and any(p.allows_host(host) for p in patterns):
         return None
     where = f"host {host}" if host else "api_base, which has no host,"
     return f"provider {name}'s {where} is not in {SETTING}"
@@ -63,11 +64,12 @@ def table_refusal(
     changed) to a host ``patterns`` do not allow; None when there is none. A provider left as
     stored is not judged here (the setting may be newer than it): the model-proxies refuse
     its calls all the same."""
+    parsed = tuple(parse(p) for p in patterns)
     for name, provider in sorted(table.providers.items()):
         old = current.providers.get(name)
         if old is not None and old.base_url == provider.base_url and old.kind == provider.kind:
             continue
-        why = refusal(name, provider, patterns)
+        why = _refusal(name, provider, parsed)
         if why is not None:
             return f"providers.{name}.api_base", why
     return None
@@ -77,7 +79,7 @@ class UpstreamGuard:
     """The model-proxy's check, made before a provider's key is fetched."""
 
     def __init__(self, patterns: tuple[str, ...]) -> None:
-        self._patterns = patterns
+        self._patterns = tuple(parse(p) for p in patterns)
         self._said = Throttle(60.0)
 
     def check(self, name: str, provider: Provider) -> None:
@@ -85,7 +87,7 @@ class UpstreamGuard:
         ServiceUnavailable: ``upstream_not_allowed``, when the provider's host is not
             allowed. The client is told the setting, not the host; the log says both.
         """
-        why = refusal(name, provider, self._patterns)
+        why = _refusal(name, provider, self._patterns)
         if why is None:
             return
         if self._said.ready():

@@ -11,7 +11,7 @@ from switchyard.errors import ConfigError, ServiceUnavailable
 from switchyard.runtime.upstreams import UpstreamGuard, refusal, table_refusal
 from switchyard.schemas.routing import Provider, RouteTable
 
-ALLOWED = ("api.openai.com", "*.openai.azure.com", "10.0.0.*")
+ALLOWED = ("api.openai.com", "*.openai.azure.com", "10.0.0.0/24")
 
 
 def _at(url: str | None, kind: str = "openai-compatible") -> Provider:
@@ -20,7 +20,12 @@ def _at(url: str | None, kind: str = "openai-compatible") -> Provider:
 
 @pytest.mark.parametrize(
     "url",
-    ["https://api.openai.com/v1", "https://EU.openai.azure.com/", "http://10.0.0.7:8000/v1"],
+    [
+        "https://api.openai.com/v1",
+        "https://EU.openai.azure.com/",
+        "https://a.b.openai.azure.com/",  # a leading `*.` stands for one or more labels
+        "http://10.0.0.7:8000/v1",
+    ],
 )
 def test_a_listed_host_is_allowed(url: str) -> None:
     assert refusal("p", _at(url), ALLOWED) is None
@@ -34,6 +39,11 @@ def test_a_listed_host_is_allowed(url: str) -> None:
         "https://openai.azure.com/",  # `*.` needs a subdomain
         "http://u:p@api.openai.com@evil.example/v1",  # the host is what a client connects to
         "not a url",
+        # The documented `10.0.0.*` let `*` cross dots: a name of the admin's own was allowed.
+        "http://10.0.0.7.attacker.example/v1",
+        "http://10.0.0.1.nip.io/v1",
+        "http://10.0.1.7/v1",
+        "http://167772167/v1",  # 10.0.0.7 to some resolvers, not an address to the range
     ],
 )
 def test_any_other_host_is_refused_naming_it_and_the_setting(url: str) -> None:
@@ -75,7 +85,32 @@ def test_a_table_write_is_refused_for_what_it_adds_or_moves_only() -> None:
     assert refused[0] == "providers.x.api_base"
 
 
-@pytest.mark.parametrize("pattern", ["https://api.openai.com", "api.openai.com:443", "", " a"])
+@pytest.mark.parametrize(
+    ("pattern", "host", "allowed"),
+    [
+        ("api.*.example", "api.x.example", True),
+        ("api.*.example", "api.attacker.com.x.example", False),  # `*` is one label's
+        ("llm-?.internal", "llm-1.internal", True),
+        ("llm-?.internal", "llm-1.x.internal", False),
+        ("*", "localhost", True),
+        ("*", "10.0.0.7", False),  # a name pattern never allows an IP host...
+        ("10.0.0.7", "10.0.0.7", True),
+        ("10.0.0.0/8", "10.0.0.7.example", False),  # ...nor a range a name
+        ("fd00::/8", "[fd00::7]", True),
+        ("fd00::/8", "[fe80::7]", False),
+    ],
+)
+def test_names_match_label_by_label_and_ranges_as_cidr(
+    pattern: str, host: str, allowed: bool
+) -> None:
+    why = refusal("p", _at(f"http://{host}:8000/v1"), (pattern,))
+    assert (why is None) is allowed, why
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["https://api.openai.com", "api.openai.com:443", "", " a", "10.0.0.*", "10.0.0.1/24"],
+)
 def test_a_pattern_that_could_never_match_a_host_is_refused_at_load(pattern: str) -> None:
     env = {"SWITCHYARD_MODELPROXY__ALLOWED_UPSTREAMS": f'["{pattern}"]'}
     with pytest.raises(ConfigError) as caught:
