@@ -2,8 +2,9 @@
 find: any admin could point a provider at a host of their own, and the model-proxies sent it
 the stored key as ``Authorization: Bearer``).
 
-Its own stack, allowing ``127.0.0.1`` only: the fake provider listens there, and is reached as
-``localhost`` by a provider seeded in the file (stored before the setting, as it were). A call
+Its own stack, allowing ``127.0.0.1`` (over plain http) and ``*.example.com`` (https) only:
+the fake provider listens there, and is reached as ``localhost`` by a provider seeded in the
+file (stored before the setting, as it were). A call
 to that one is refused with a 503 naming the setting, its key neither fetched nor sent; a
 table write adding or moving a provider to a host not allowed is a 400 from the control
 service; the allowed provider still answers with its key.
@@ -40,7 +41,7 @@ async def fenced(
             "inside": {"deployments": [{"provider": "inside", "model": "echo:allow-in"}]},
             "outside": {"deployments": [{"provider": "outside", "model": "echo:allow-out"}]},
         },
-        "modelproxy": {"allowed_upstreams": ["127.0.0.1", "*.example.com"]},
+        "modelproxy": {"allowed_upstreams": ["http://127.0.0.1", "*.example.com"]},
     }
     stack = await start_stack(tmp_path_factory.mktemp("allowlist"), extra)
     try:
@@ -105,6 +106,12 @@ async def test_the_control_service_refuses_a_provider_moved_off_the_allow_list(
     # where it is does not block other edits (its calls are refused all the same).
     ok = {"kind": "openai-compatible", "api_base": "https://llm.example.com/v1", "secret": "in"}
     assert (await fenced.admin("PUT", "/providers/wild", ok)).status_code == 200
+    # ...over https: its key would cross the network in clear over plain http.
+    clear = await fenced.admin(
+        "PUT", "/providers/wild", {**ok, "api_base": "http://llm.example.com/v1"}
+    )
+    assert clear.status_code == 400, clear.text
+    assert "https only" in clear.json()["error"]["message"]
     kept = {**(await fenced.admin("GET", "/providers")).json()["outside"], "concurrency": 7}
     edited = await fenced.admin("PUT", "/providers/outside", kept)
     assert edited.status_code == 200, edited.text

@@ -408,7 +408,8 @@ class ModelProxySettings(Section, frozen=True):
             Responses say ``store: false`` and a reference on a translating deployment is a 404.
         allowed_upstreams: the hosts providers may be called at: host name patterns
             (``api.openai.com``, ``*.openai.azure.com``; ``*`` and ``?`` never cross a dot)
-            or IP ranges (``10.0.0.0/24``), no port or path (see
+            or IP ranges (``10.0.0.0/24``), over https, or plain http too for an entry
+            written ``http://...``; no port or path (see
             :mod:`switchyard.config.upstream_patterns`), empty for any. A provider whose
             URL's host is not listed gets no call (503 ``upstream_not_allowed``; its key is
             not fetched), and the control service refuses a route table write adding or

@@ -1,6 +1,10 @@
-"""The entries of ``modelproxy.allowed_upstreams``, and which hosts each allows.
+"""The entries of ``modelproxy.allowed_upstreams``, and which URLs each allows.
 
-An entry is a host name pattern or an IP range, never both kinds at once:
+An entry allows ``https://`` URLs at its hosts, and plain ``http://`` ones too only when it
+is written so (``http://vllm.internal``, ``http://10.0.0.0/24``): a provider moved from
+``https://api.openai.com`` to ``http://api.openai.com`` would send its key in clear.
+``https://`` may be written, and means the same as no scheme. Its hosts are a name pattern
+or an IP range, never both kinds at once:
 
 * a name, matched label by label, case-insensitively: ``*`` and ``?`` stand for characters
   within one label and never cross a dot, and a leading ``*.`` stands for one or more whole
@@ -32,11 +36,17 @@ _NUMBER_LIKE = re.compile(r"(?:[0-9]+|0x[0-9a-f]*)")
 
 class UpstreamPattern(NamedTuple):
     """One parsed entry: ``network`` for an IP range, else the name's lower-case ``labels``
-    (the first ``*`` of a leading ``*.`` stands for one or more labels)."""
+    (the first ``*`` of a leading ``*.`` stands for one or more labels); ``plain``: it allows
+    ``http://`` as well as ``https://``."""
 
     text: str
     network: Network | None
     labels: tuple[str, ...]
+    plain: bool = False
+
+    def allows_scheme(self, scheme: str) -> bool:
+        """Whether this entry allows URLs of ``scheme`` (lower-case) at its hosts."""
+        return scheme == "https" or (scheme == "http" and self.plain)
 
     def allows_host(self, host: str) -> bool:
         """Whether this entry allows ``host`` (as ``urlsplit(url).hostname`` gives it)."""
@@ -53,20 +63,24 @@ def parse(entry: str) -> UpstreamPattern:
     """The entry ``entry`` of the setting, checked.
 
     Raises:
-        ValueError: why it could never allow the host it seems to (a scheme, port or path,
-            a blank, a host range written with wildcards, a network with host bits set).
+        ValueError: why it could never allow the host it seems to (a port or path, a scheme
+            other than http(s), a blank, a host range written with wildcards, a network with
+            host bits set).
     """
-    text = entry.lower()
+    scheme, written, rest = entry.lower().partition("://")
+    plain = bool(written) and scheme == "http"
+    text = rest if written and scheme in ("http", "https") else entry.lower()
     try:
-        return UpstreamPattern(entry, ipaddress.ip_network(text, strict=True), ())
+        return UpstreamPattern(entry, ipaddress.ip_network(text, strict=True), (), plain)
     except ValueError as exc:
         if _meant_as_network(text):
             raise ValueError(f"`{entry}` is not an IP address or CIDR network: {exc}") from None
     labels = tuple(text.split("."))
     if any(c in text for c in ":/@"):
         raise ValueError(
-            f"`{entry}` has a scheme, port or path: an entry is a host name pattern or an IP "
-            "range, e.g. api.openai.com, *.openai.azure.com, 10.0.0.0/24"
+            f"`{entry}` has a port, path or scheme other than http:// or https://: an entry is "
+            "a host name pattern or an IP range, e.g. api.openai.com, *.openai.azure.com, "
+            "http://10.0.0.0/24"
         )
     if not all(_LABEL.fullmatch(label) for label in labels):
         raise ValueError(
@@ -78,7 +92,7 @@ def parse(entry: str) -> UpstreamPattern:
             f"`{entry}` reads as a range of IP addresses, which a name pattern never allows: "
             "write it as CIDR (10.0.0.0/24 for 10.0.0.*)"
         )
-    return UpstreamPattern(entry, None, labels)
+    return UpstreamPattern(entry, None, labels, plain)
 
 
 def _meant_as_network(text: str) -> bool:

@@ -10,7 +10,8 @@ or sent), and the control service refuses a table write that adds one or moves o
 Entries match the host of the provider's URL (``api_base``, else its kind's default URL): a
 name pattern label by label, case-insensitively (``*.openai.azure.com``: ``*`` and ``?`` never
 cross a dot), an IP range as CIDR (``10.0.0.0/24``); a name pattern never allows an IP host
-nor a range a name (:mod:`switchyard.config.upstream_patterns`).
+nor a range a name, and only an entry written with ``http://`` allows plain http (the key
+would cross the network in clear): :mod:`switchyard.config.upstream_patterns`.
 Empty allows every host, as before the setting existed. A provider with no URL at all (a kind
 whose library knows its own endpoint: ``anthropic``, ``gemini``, ``bedrock``... without
 ``api_base``; ``demo``) is not checked: no admin chose its host.
@@ -51,8 +52,15 @@ def _refusal(name: str, provider: Provider, patterns: tuple[UpstreamPattern, ...
     if not patterns or not url or provider.kind == "demo":
         return None
     host = host_of(url)
-    if host is not None and any(p.allows_host(host) for p in patterns):
+    hosts = [p for p in patterns if host is not None and p.allows_host(host)]
+    scheme = urlsplit(url).scheme.lower() if hosts else ""  # host_of could split it
+    if any(p.allows_scheme(scheme) for p in hosts):
         return None
+    if hosts:  # a listed host, but plain http (or another scheme) where https is allowed only
+        return (
+            f"provider {name}'s api_base is {scheme}:// at host {host}, which {SETTING} allows "
+            f"over https only (an entry written http://{host} allows plain http)"
+        )
     where = f"host {host}" if host else "api_base, which has no host,"
     return f"provider {name}'s {where} is not in {SETTING}"
 

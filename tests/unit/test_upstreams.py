@@ -11,7 +11,7 @@ from switchyard.errors import ConfigError, ServiceUnavailable
 from switchyard.runtime.upstreams import UpstreamGuard, refusal, table_refusal
 from switchyard.schemas.routing import Provider, RouteTable
 
-ALLOWED = ("api.openai.com", "*.openai.azure.com", "10.0.0.0/24")
+ALLOWED = ("api.openai.com", "*.openai.azure.com", "http://10.0.0.0/24")
 
 
 def _at(url: str | None, kind: str = "openai-compatible") -> Provider:
@@ -103,13 +103,43 @@ def test_a_table_write_is_refused_for_what_it_adds_or_moves_only() -> None:
 def test_names_match_label_by_label_and_ranges_as_cidr(
     pattern: str, host: str, allowed: bool
 ) -> None:
-    why = refusal("p", _at(f"http://{host}:8000/v1"), (pattern,))
+    why = refusal("p", _at(f"https://{host}:8000/v1"), (pattern,))
     assert (why is None) is allowed, why
+
+
+def test_plain_http_is_allowed_only_by_an_entry_written_so() -> None:
+    """Moving https://api.openai.com/v1 to http:// would send the key in clear."""
+    https_only = ("api.openai.com", "*.openai.azure.com")
+    why = refusal("p", _at("http://api.openai.com/v1"), https_only)
+    assert why is not None
+    assert "https only" in why
+    assert "http://api.openai.com" in why  # how to allow it, if meant
+    assert refusal("p", _at("http://eu.openai.azure.com/v1"), https_only) is not None
+    assert refusal("p", _at("http://10.0.0.7/v1"), ALLOWED) is None  # `http://10.0.0.0/24`
+    assert refusal("p", _at("https://10.0.0.7/v1"), ALLOWED) is None
+    assert refusal("p", _at("http://vllm.internal/v1"), ("http://vllm.internal",)) is None
+    assert refusal("p", _at("https://api.openai.com/v1"), ("https://api.openai.com",)) is None
+    # The kind's default URL is judged the same way: ollama's is plain http.
+    assert refusal("p", _at(None, "ollama"), ("127.0.0.1",)) is not None
+    assert refusal("p", _at(None, "ollama"), ("http://127.0.0.1",)) is None
+    stored = RouteTable(providers={"p": _at("https://api.openai.com/v1")})
+    moved = RouteTable(providers={"p": _at("http://api.openai.com/v1")})
+    refused = table_refusal(moved, stored, ALLOWED)
+    assert refused is not None
+    assert refused[0] == "providers.p.api_base"
 
 
 @pytest.mark.parametrize(
     "pattern",
-    ["https://api.openai.com", "api.openai.com:443", "", " a", "10.0.0.*", "10.0.0.1/24"],
+    [
+        "ftp://api.openai.com",
+        "http://api.openai.com/v1",
+        "api.openai.com:443",
+        "",
+        " a",
+        "10.0.0.*",
+        "10.0.0.1/24",
+    ],
 )
 def test_a_pattern_that_could_never_match_a_host_is_refused_at_load(pattern: str) -> None:
     env = {"SWITCHYARD_MODELPROXY__ALLOWED_UPSTREAMS": f'["{pattern}"]'}
