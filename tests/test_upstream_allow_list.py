@@ -36,10 +36,13 @@ async def fenced(
         "providers": {
             "inside": {"kind": "openai-compatible", "api_base": upstream.base_url, "secret": "in"},
             "outside": {"kind": "openai-compatible", "api_base": elsewhere, "secret": "out"},
+            # litellm would call http://localhost:11434 for `ollama/...`: a host nobody listed.
+            "loose": {"kind": "litellm", "secret": "out"},
         },
         "routes": {
             "inside": {"deployments": [{"provider": "inside", "model": "echo:allow-in"}]},
             "outside": {"deployments": [{"provider": "outside", "model": "echo:allow-out"}]},
+            "loose": {"deployments": [{"provider": "loose", "model": "ollama/allow-loose"}]},
         },
         "modelproxy": {"allowed_upstreams": ["http://127.0.0.1", "*.example.com"]},
     }
@@ -74,6 +77,11 @@ async def test_a_provider_off_the_allow_list_gets_no_call_and_no_key(
     assert upstream.calls_for("echo:allow-out") == []
     assert all(OUTSIDE_KEY not in str(c.headers) for c in upstream.calls)
 
+    # Kind litellm without api_base: its host comes from the model string, unknowable here.
+    loose = await _chat(fenced, "loose")
+    assert loose.status_code == 503, loose.text
+    assert loose.json()["error"]["code"] == "upstream_not_allowed"
+
     served = await _chat(fenced, "inside")
     assert served.status_code == 200, served.text
     (call,) = upstream.calls_for("echo:allow-in")
@@ -101,6 +109,12 @@ async def test_the_control_service_refuses_a_provider_moved_off_the_allow_list(
     replaced = await fenced.admin("PUT", "/routes", whole)
     assert replaced.status_code == 400, replaced.text
     assert replaced.json()["error"]["param"] == "providers.inside.api_base"
+
+    # A kind litellm provider without api_base goes where its models say: refused too.
+    unknown = await fenced.admin("PUT", "/providers/loose2", {"kind": "litellm", "secret": "in"})
+    assert unknown.status_code == 400, unknown.text
+    assert unknown.json()["error"]["param"] == "providers.loose2.api_base"
+    assert "kind litellm without api_base" in unknown.json()["error"]["message"]
 
     # Allowed hosts (a wildcard) are written; a provider stored before the setting and left
     # where it is does not block other edits (its calls are refused all the same).

@@ -14,7 +14,10 @@ nor a range a name, and only an entry written with ``http://`` allows plain http
 would cross the network in clear): :mod:`switchyard.config.upstream_patterns`.
 Empty allows every host, as before the setting existed. A provider with no URL at all (a kind
 whose library knows its own endpoint: ``anthropic``, ``gemini``, ``bedrock``... without
-``api_base``; ``demo``) is not checked: no admin chose its host.
+``api_base``; ``demo``) is not checked: no admin chose its host. The kind ``litellm`` without
+``api_base`` is refused: litellm takes the host from each deployment's model string
+(``ollama/x`` goes to ``http://localhost:11434``), which an admin writes and the allow-list
+does not see.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ def refusal(name: str, provider: Provider, patterns: tuple[str, ...]) -> str | N
 
 def _refusal(name: str, provider: Provider, patterns: tuple[UpstreamPattern, ...]) -> str | None:
     url = provider.base_url
+    if patterns and provider.kind == "litellm" and not url:
+        return (
+            f"provider {name} is kind litellm without api_base: litellm picks its host from "
+            "each deployment's model (ollama/... goes to http://localhost:11434), which "
+            f"{SETTING} cannot check; give it an api_base"
+        )
     if not patterns or not url or provider.kind == "demo":
         return None
     host = host_of(url)
@@ -92,8 +101,9 @@ class UpstreamGuard:
 
     def check(self, name: str, provider: Provider) -> None:
         """Raises:
-        ServiceUnavailable: ``upstream_not_allowed``, when the provider's host is not
-            allowed. The client is told the setting, not the host; the log says both.
+        ServiceUnavailable: ``upstream_not_allowed``, when the provider's URL is not
+            allowed (or, kind ``litellm`` without ``api_base``, cannot be known). The client
+            is told the setting, not the host; the log says both.
         """
         why = _refusal(name, provider, self._patterns)
         if why is None:
@@ -101,6 +111,7 @@ class UpstreamGuard:
         if self._said.ready():
             log.warning("refused to call %s: %s (its key is not fetched)", name, why)
         raise ServiceUnavailable(
-            f"provider {name} may not be called: its host is not in the operator's {SETTING}",
+            f"provider {name} may not be called: the operator's {SETTING} does not allow "
+            "where it would be called",
             code="upstream_not_allowed",
         )

@@ -61,6 +61,23 @@ def test_an_empty_list_allows_any_host_and_a_kind_without_url_is_not_checked() -
     assert refusal("p", _at(None, "groq"), ALLOWED) is not None
 
 
+def test_kind_litellm_without_api_base_is_refused_as_its_host_cannot_be_known() -> None:
+    """litellm picks the host from the model string (``ollama/x``: http://localhost:11434)."""
+    why = refusal("p", _at(None, "litellm"), ALLOWED)
+    assert why is not None
+    assert "api_base" in why
+    assert "modelproxy.allowed_upstreams" in why
+    assert refusal("p", _at(None, "litellm"), ()) is None  # no list: any host, as before
+    assert refusal("p", _at("https://api.openai.com/v1", "litellm"), ALLOWED) is None
+    assert refusal("p", _at("https://elsewhere.example/v1", "litellm"), ALLOWED) is not None
+    added = RouteTable(providers={"l": _at(None, "litellm")})
+    refused = table_refusal(added, RouteTable(), ALLOWED)
+    assert refused == ("providers.l.api_base", refusal("l", _at(None, "litellm"), ALLOWED))
+    with pytest.raises(ServiceUnavailable) as caught:
+        UpstreamGuard(ALLOWED).check("p", _at(None, "litellm"))
+    assert caught.value.code == "upstream_not_allowed"
+
+
 def test_the_guard_raises_a_503_naming_the_setting_not_the_host() -> None:
     with pytest.raises(ServiceUnavailable) as caught:
         UpstreamGuard(ALLOWED).check("p", _at("http://attacker.example/v1"))
