@@ -68,8 +68,10 @@ async def test_a_provider_write_says_where_its_key_goes_old_to_new(stack: Stack)
                 break
             await asyncio.sleep(0.1)
     assert mine[0]["action"] == "routes.replace"
-    assert mine[0]["detail"] == (
-        f"provider aw-prov: kind openai-compatible -> vllm; revision {replaced.json()['revision']}"
+    assert mine[0]["detail"] == (  # a change of kind says where the key goes, even unmoved
+        "provider aw-prov: kind openai-compatible -> vllm, "
+        "api_base http://127.0.0.2:9/v1 -> http://127.0.0.2:9/v1; "
+        f"revision {replaced.json()['revision']}"
     )
 
     gone = await stack.admin("DELETE", "/providers/aw-prov")

@@ -4,8 +4,11 @@ A provider's ``api_base`` says where the model-proxies send its key, ``secret`` 
 key that is, and ``kind`` the default URL and the wire format. An admin credential can change
 all three, so the audit entry of any table write (one provider, the whole table, ``routes
 sync``, an import) names each change, old -> new: secret *names* and URLs, never a key.
-A URL is shown without user info or query (either may carry a credential the table check
-refuses only on new writes), and the words are bounded in length.
+The URL shown is the one the key goes to: ``api_base``, else the kind's default URL (marked
+``(default)``), so a change of kind alone (``openai`` -> ``together``) names the new host
+too. A URL is shown without user info or query (either may carry a credential the table
+check refuses only on new writes): a change there alone is said as such. The words are
+bounded in length.
 """
 
 from __future__ import annotations
@@ -36,15 +39,43 @@ def shown_url(url: str | None) -> str:
     return shown if len(shown) <= _URL_CHARS else shown[: _URL_CHARS - 1] + "…"
 
 
+def _where(provider: Provider) -> str:
+    """Where ``provider``'s key goes, as shown: its api_base, else its kind's default URL."""
+    if provider.api_base or not provider.base_url:
+        return shown_url(provider.api_base)
+    return f"{shown_url(provider.base_url)} (default)"
+
+
 def _value(provider: Provider, field: str) -> str:
     if field == "api_base":
-        return shown_url(provider.api_base)
+        return _where(provider)
     return str(getattr(provider, field) or "none")
+
+
+def _moved(old: Provider, new: Provider) -> str | None:
+    """``api_base old -> new`` when the kind, the api_base or the URL it stands for changed;
+    when the shown URLs are the same, what hidden part of it changed."""
+    if old.kind == new.kind and old.api_base == new.api_base:
+        return None
+    said = f"api_base {_where(old)} -> {_where(new)}"
+    if shown_url(old.base_url) != shown_url(new.base_url) or old.base_url == new.base_url:
+        return said
+    return f"{said} ({_hidden_change(old.base_url or '', new.base_url or '')})"
+
+
+def _hidden_change(before: str, after: str) -> str:
+    try:
+        a, b = urlsplit(before), urlsplit(after)
+        secret = (a.username, a.password, a.query) != (b.username, b.password, b.query)
+    except ValueError:
+        secret = True
+    return "credentials or query changed" if secret else "written differently"
 
 
 def provider_changes(before: RouteTable, after: RouteTable) -> list[str]:
     """One phrase per provider added, removed, or whose kind, api_base or secret changed,
-    sorted by name (``provider x: api_base http://a/v1 -> http://b/v1``)."""
+    sorted by name (``provider x: api_base http://a/v1 -> http://b/v1``); a change of kind
+    also says the URL, old -> new, even when it stayed the same."""
     phrases = []
     for name in sorted(before.providers.keys() | after.providers.keys()):
         old, new = before.providers.get(name), after.providers.get(name)
@@ -54,11 +85,10 @@ def provider_changes(before: RouteTable, after: RouteTable) -> list[str]:
             said = ", ".join(f"{f} {_value(new, f)}" for f in _FIELDS)
             phrases.append(f"provider {name} added: {said}")
         else:
-            moved = [
-                f"{f} {_value(old, f)} -> {_value(new, f)}"
-                for f in _FIELDS
-                if getattr(old, f) != getattr(new, f)
-            ]
+            moved = [f"kind {old.kind} -> {new.kind}"] if old.kind != new.kind else []
+            moved += [url for url in [_moved(old, new)] if url]
+            if old.secret != new.secret:
+                moved.append(f"secret {_value(old, 'secret')} -> {_value(new, 'secret')}")
             if moved:
                 phrases.append(f"provider {name}: {', '.join(moved)}")
     return phrases
