@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
+from nats.aio.msg import Msg
 
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
 from tests.conftest import CORS_ORIGIN
 from tests.stacks import Stack
+from tests.support import flushed
+from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -157,6 +163,87 @@ async def test_a_request_pipelined_before_malformed_bytes_is_answered_first(
         assert b"[DONE]" in got[:second] if stream else b"chat.completion" in got[:second]
         assert _error(got[second:])["code"] == "invalid_request"
         assert closed
+
+
+BAD_CHUNKED = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ"
+)
+
+
+async def test_a_queued_request_with_a_malformed_body_is_answered_after_the_one_before(
+    edge: Stack,
+) -> None:
+    """One write: a whole request, then one whose chunk size is not hex. The 400 was written
+    at once (judged by the request parsed last, queued, not answered yet): the client's only
+    answer, while the first request's app ran its LLM call to the end for nobody."""
+    for stream in (False, True):
+        body = {"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": "q"}]}
+        got, closed = await _until_closed(edge, _chat(edge, body) + BAD_CHUNKED)
+        assert got.startswith(b"HTTP/1.1 200 "), got[:600]
+        second = got.rfind(b"HTTP/1.1 400 ")
+        assert second > 0, got[-300:]
+        assert b"[DONE]" in got[:second] if stream else b"chat.completion" in got[:second]
+        error = _error(got[second:])
+        assert error["code"] == "invalid_request"
+        assert "chunk size" in error["message"], error
+        assert closed
+
+
+async def test_a_malformed_body_queued_during_a_stream_is_answered_after_the_stream(
+    edge: Stack,
+) -> None:
+    """A pipelined request with a bad chunk arrives while the first one's answer streams:
+    its 400 was written into the middle of that stream's chunked body."""
+    body = {"model": "paced", "stream": True, "messages": [{"role": "user", "content": "a b"}]}
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.settings.ingress.tail.port)
+    writer.write(_chat(edge, body))
+    got = b""
+    async with asyncio.timeout(10):
+        while b"data: " not in got:  # the answer is going out
+            got += await reader.read(65536)
+        writer.write(BAD_CHUNKED)
+        while chunk := await reader.read(65536):
+            got += chunk
+    writer.close()
+    second = got.find(b"HTTP/1.1 400 ")
+    assert second > 0, got[-300:]
+    stream = got[:second]
+    assert stream.startswith(b"HTTP/1.1 200 "), stream[:300]
+    assert stream.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"), stream[-300:]
+    assert _error(got[second:])["code"] == "invalid_request"
+
+
+async def test_a_client_that_leaves_with_a_request_queued_stops_the_running_one(
+    edge: Stack, upstream: FakeOpenAI
+) -> None:
+    """uvicorn tells only the request parsed last that its client left: with a second one
+    queued, the running request's app never heard it and its LLM call went on to the end."""
+    marker = f"leaves-{uuid.uuid4().hex[:8]}"
+    request_id = f"req-{marker}"
+    body = {"model": "slow", "messages": [{"role": "user", "content": marker}]}
+    first = _chat(edge, body).replace(
+        b"Host: x\r\n", b"Host: x\r\nX-Request-Id: %s\r\n" % (request_id.encode())
+    )
+    spy = await edge.connect("head")  # hears every cancel, as every model-proxy does
+    cancels: list[str] = []
+
+    async def heard(msg: Msg) -> None:
+        cancels.append((msg.headers or {}).get(h.REQUEST_ID, ""))
+
+    try:
+        await spy.subscribe(subjects.CANCEL, cb=heard)
+        await flushed(spy)
+        _, writer = await asyncio.open_connection("127.0.0.1", edge.settings.ingress.tail.port)
+        writer.write(first + _chat(edge, {**body, "model": MODEL}))
+        async with asyncio.timeout(10):  # the provider is working on the first one
+            while not any(marker in json.dumps(call.body) for call in upstream.calls):
+                await asyncio.sleep(0.02)
+        writer.close()
+        async with asyncio.timeout(5):
+            while not any(c.startswith(f"{request_id}.") for c in cancels):  # (id.unique)
+                await asyncio.sleep(0.05)
+    finally:
+        await spy.close()
 
 
 async def test_a_browser_page_on_an_allowed_origin_can_call_the_llm_routes(edge: Stack) -> None:

@@ -21,7 +21,10 @@ forever. Each bound here answers or closes such a connection (see docs/security.
 Bytes the HTTP parser rejects (not HTTP, a malformed head or chunk, ``Content-Length`` together
 with ``Transfer-Encoding``) are answered 400 ``invalid_request`` in OpenAI's shape, naming what
 the parser found, where uvicorn sent ``text/plain`` "Invalid HTTP request received."; a request
-read whole before them (pipelined in the same write) is answered first, then the 400.
+read whole before them (pipelined in the same write) is answered first, then the 400. A
+pipelined request whose own body is malformed while an earlier one is still being answered is
+dropped unrun, and its 400 follows that answer (uvicorn wrote it at once: before the earlier
+answer, which was lost, or inside it).
 Every answer here carries an ``x-request-id``, as the application's do.
 
 The checks cost nothing per request beyond reading the loop's clock (one lazily re-armed timer
@@ -41,7 +44,7 @@ from typing import Any
 
 import httptools
 import msgspec
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from switchyard.config import Settings
 from switchyard.ingress.http10 import UnframedCycle
@@ -101,7 +104,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._timer_at = 0.0  # when ``_timer`` fires
         self._deadline: float | None = None  # when the current phase must have ended
         self._write_timer: asyncio.TimerHandle | None = None
-        self._malformed = ""  # the parser's reason, for a 400 owed after the answer in progress
+        self._owed = b""  # a 400 owed after the answer in progress
+        # The request whose application runs, or last ran: ``self.cycle`` is the one parsed
+        # last, which may be waiting behind it in ``self.pipeline``.
+        self._running: RequestResponseCycle | None = None
 
     # ---- connection ----
 
@@ -128,6 +134,12 @@ class GuardedProtocol(HttpToolsProtocol):
         return self._phase == "idle" and not self.transport.is_closing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        running = self._running
+        if running is not None and running is not self.cycle and not running.response_complete:
+            # uvicorn tells only the request parsed last (``self.cycle``); with one queued
+            # behind it, the running request's app would never hear its client leave.
+            running.disconnected = True
+            running.message_event.set()
         self._disarm()
         if self._timer is not None:
             self._timer.cancel()
@@ -191,41 +203,54 @@ class GuardedProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes its parser rejected (called while it handles the
         parser's error): OpenAI's shape, naming the parser's reason, and nothing more is read.
-        A request read whole before the bad bytes is answered first (its answer is in
-        progress, or it waits in the pipeline), then the 400 (see :meth:`on_response_complete`);
-        an answer already going out for a request whose body turned out malformed is cut."""
+        While an earlier request is being answered (its answer in progress, or its app still
+        working), the 400 follows that answer and those of the whole requests queued behind
+        it (see :meth:`on_response_complete`); a queued request whose own body is malformed
+        is dropped, its app never run. An answer already going out for the very request whose
+        body turned out malformed (answered early) is cut."""
         error = sys.exception()
         reason = str(error) if isinstance(error, httptools.HttpParserError) and str(error) else ""
+        reason = reason or msg
+        message = f"malformed HTTP request: {reason}" if reason else "malformed HTTP request"
         self._refused = True
         self._disarm()
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete and not self.transport.is_closing():
-            if not cycle.more_body:  # the request came whole: answer it, then the 400
-                self._malformed = reason or msg
+        cycle, running = self.cycle, self._running
+        if cycle is not None and cycle is not running and cycle.more_body:
+            self._drop_queued(cycle)
+        if running is not None and not running.response_complete:
+            if running is not cycle or not cycle.more_body:  # an earlier request, read whole
+                self._owed = _answer(400, message, self.new_request_id())
                 return
-            if cycle.response_started:  # a 400 written now would land inside that answer
+            if running.response_started:  # a 400 written now would land inside that answer
                 self.transport.close()
                 return
-        self._bad_request(reason or msg)
+        self._refuse(400, message)
 
-    def _bad_request(self, reason: str) -> None:
-        message = f"malformed HTTP request: {reason}" if reason else "malformed HTTP request"
-        self.transport.write(_answer(400, message, self.new_request_id()))
-        self.transport.close()
+    def _drop_queued(self, cycle: RequestResponseCycle) -> None:
+        """Takes ``cycle`` out of the pipeline: its app is never run."""
+        for queued in self.pipeline:
+            if queued[0] is cycle:
+                self.pipeline.remove(queued)
+                return
 
-    def _bad_request_after(self, reason: str) -> None:
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def _write_owed(self, answer: bytes) -> None:
         if not self.transport.is_closing():
-            self._bad_request(reason)
+            self.transport.write(answer)
+            self.transport.close()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._malformed and not self.pipeline and not self.transport.is_closing():
-            cycle = self.cycle
-            if cycle is None or cycle.response_complete:  # every request read was answered
+        super().on_response_complete()  # (starts the next request queued, if any)
+        if self._owed and not self.pipeline and not self.transport.is_closing():
+            running = self._running
+            if running is None or running.response_complete:  # every request read was answered
                 # Once the answer's last bytes are out: a whole answer is written in one piece
                 # by .onewrite after this callback returns.
-                self.loop.call_soon(self._bad_request_after, self._malformed)
-                self._malformed = ""
+                self.loop.call_soon(self._write_owed, self._owed)
+                self._owed = b""
                 return
         if not self.transport.is_closing():
             if self._phase == "app":  # else an early answer: the body's rest may still come
