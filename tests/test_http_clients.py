@@ -4,20 +4,25 @@ client reading a stream, and bytes that are not HTTP at all (raw sockets)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
+from switchyard.ingress.server import run_edge
 from tests.conftest import CORS_ORIGIN
 from tests.stacks import Stack
-from tests.support import flushed
+from tests.support import flushed, free_port
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,9 +38,13 @@ async def edge(stack: Stack) -> Stack:
     return stack
 
 
-async def _until_closed(stack: Stack, raw: bytes, *, wait: float = 10.0) -> tuple[bytes, bool]:
-    """Send ``raw`` on a new connection; what came back, and whether the server closed it."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", stack.settings.ingress.tail.port)
+async def _until_closed(
+    stack: Stack, raw: bytes, *, wait: float = 10.0, port: int = 0
+) -> tuple[bytes, bool]:
+    """Send ``raw`` on a new connection (to the stack's tail, or ``port``); what came back,
+    and whether the server closed it."""
+    port = port or stack.settings.ingress.tail.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw)
     await writer.drain()
     got, closed = b"", False
@@ -341,3 +350,84 @@ async def test_other_origins_and_the_admin_side_get_no_cors(edge: Stack) -> None
         )
         assert keys.status_code == 200
         assert "access-control-allow-origin" not in keys.headers
+
+
+def _cors_of(raw: bytes) -> dict[bytes, bytes]:
+    return {k: v for k, v in _head(raw).items() if k.startswith(b"access-control-") or k == b"vary"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [BAD_CHUNKED, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"],
+    ids=["malformed-body", "malformed-head"],
+)
+async def test_a_malformed_body_from_an_allowed_origin_gets_a_400_it_can_read(
+    edge: Stack, raw: bytes
+) -> None:
+    """The protocol's own 400 carried no CORS headers: a browser page saw "Failed to fetch".
+    A head that never parsed has no origin: its 400 has none."""
+    for origin, readable in ((ORIGIN, True), ("https://elsewhere.example", False)):
+        sent = raw.replace(b"Host: x\r\n", b"Host: x\r\nOrigin: %s\r\n" % origin.encode())
+        got, closed = await _until_closed(edge, sent)
+        assert got.startswith(b"HTTP/1.1 400 "), got[:300]
+        assert _error(got)["code"] == "invalid_request"
+        assert closed
+        if readable and raw is BAD_CHUNKED:
+            cors = _cors_of(got)
+            assert cors[b"access-control-allow-origin"] == ORIGIN.encode(), got[:600]
+            assert cors[b"vary"] == b"Origin"
+            assert b"x-request-id" in cors[b"access-control-expose-headers"]
+        else:
+            assert not _cors_of(got), got[:600]
+
+
+@contextlib.asynccontextmanager
+async def _edge_with_short_body_timeout(stack: Stack) -> AsyncIterator[int]:
+    """A tail of the session stack run in this process (as ``switchyard serve tail`` does),
+    with ``body_timeout_s`` 1; its port."""
+    ingress = stack.settings.ingress
+    port = free_port()
+    tail = msgspec.structs.replace(ingress.tail, port=port)
+    settings = msgspec.structs.replace(
+        stack.settings, ingress=msgspec.structs.replace(ingress, tail=tail, body_timeout_s=1.0)
+    )
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(run_edge(settings, "tail", stop, instance="tail-body-timeout"))
+    try:
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient(timeout=5) as http:
+            while True:
+                assert not task.done(), "the edge ended while starting"
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the edge never started"
+                await asyncio.sleep(0.1)
+        yield port
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_body_that_stops_from_an_allowed_origin_gets_a_408_it_can_read(
+    edge: Stack,
+) -> None:
+    """A browser page on an allowed origin whose upload stalls past ``body_timeout_s``: the
+    408 had no ``Access-Control-Allow-Origin`` and the page saw "Failed to fetch"."""
+    async with _edge_with_short_body_timeout(edge) as port:
+        for origin, readable in ((ORIGIN, True), ("https://elsewhere.example", False)):
+            head = (
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n"
+                b"Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{" % (origin.encode(), edge.api_key.encode())
+            )
+            got, closed = await _until_closed(edge, head, port=port)
+            assert got.startswith(b"HTTP/1.1 408 "), got[:300]
+            assert _error(got)["code"] == "request_timeout"
+            assert closed
+            cors = _cors_of(got)
+            if readable:
+                assert cors[b"access-control-allow-origin"] == ORIGIN.encode(), got[:600]
+                assert b"x-request-id" in cors[b"access-control-expose-headers"]
+            else:
+                assert not cors, got[:600]

@@ -14,6 +14,10 @@ on the LLM API's paths (``/v1/...``, and the unprefixed routes of :data:`ROUTES`
   ``retry-after``, the deployment that answered) to every answer to an allowed origin: whole
   answers, streams and errors alike, since it adds them to the answer's start.
 
+The edge's HTTP protocol (:mod:`.protocol`) answers a few requests before the app sees them
+(a body that never completes: 408; a malformed one: 400); :func:`answer_headers` gives those
+answers the same headers, so a browser page can read them too.
+
 The admin API (``/admin``) and web app (``/ui``) are never touched: the web app has its own
 same-origin rule (:mod:`switchyard.admin.ui.csrf`). No cookie is ever involved (keys travel in
 headers), so credentials are never allowed. Without origins in the settings the edge is not
@@ -23,7 +27,7 @@ wrapped at all: the hot path does not change (see :func:`with_cors`).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
 from typing import Any
 
 from switchyard.errors import error_for_status
@@ -98,9 +102,7 @@ class Cors:
         await self.app(scope, receive, _Added(send, added).send)
 
     def _allow(self, origin: bytes) -> list[tuple[bytes, bytes]]:
-        if self._any:
-            return [(b"access-control-allow-origin", b"*")]
-        return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+        return _allow(self._any, origin)
 
     async def _preflight(self, scope: Scope, send: Send, origin: bytes, allowed: bool) -> None:
         request_id = (b"x-request-id", self.edge.new_request_id().encode())
@@ -131,6 +133,31 @@ class Cors:
             headers.append((b"access-control-allow-headers", wanted))
         await send({"type": "http.response.start", "status": 204, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
+
+
+def answer_headers(origins: Collection[str], scope: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
+    """The headers :class:`Cors` adds to an answer to ``scope``'s request (not a preflight),
+    for an answer written without the app: none off the LLM API's paths, without an
+    ``Origin``, or for an origin not in ``origins``."""
+    path = scope.get("path")
+    if not origins or not isinstance(path, str) or not api_path(path):
+        return []
+    origin = None
+    for name, value in scope.get("headers", ()):
+        if name == b"origin":
+            origin = value
+    if origin is None:
+        return []
+    anyone = ANY in origins
+    if not anyone and origin.decode("latin-1") not in origins:
+        return []
+    return [*_allow(anyone, origin), (b"access-control-expose-headers", EXPOSED)]
+
+
+def _allow(anyone: bool, origin: bytes) -> list[tuple[bytes, bytes]]:
+    if anyone:
+        return [(b"access-control-allow-origin", b"*")]
+    return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
 
 
 def _requested_headers(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -25,7 +25,10 @@ read whole before them (pipelined in the same write) is answered first, then the
 pipelined request whose own body is malformed while an earlier one is still being answered is
 dropped unrun, and its 400 follows that answer (uvicorn wrote it at once: before the earlier
 answer, which was lost, or inside it).
-Every answer here carries an ``x-request-id``, as the application's do.
+Every answer here carries an ``x-request-id``, as the application's do, and the 400 of a
+malformed body and the 408 of a body not complete in time, whose request head is known, carry
+the CORS headers the app's answer would (``ingress.cors_origins``, :mod:`.cors`): a browser
+page could not read them and saw "Failed to fetch".
 
 The checks cost nothing per request beyond reading the loop's clock (one lazily re-armed timer
 per connection); the ASGI application never sees a request that broke one.
@@ -47,6 +50,7 @@ import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from switchyard.config import Settings
+from switchyard.ingress.cors import answer_headers
 from switchyard.ingress.http10 import UnframedCycle
 
 _REASONS = {
@@ -59,7 +63,9 @@ _CODES = {400: "invalid_request", 408: "request_timeout", 431: "headers_too_larg
 _ENCODE = msgspec.json.Encoder()
 
 
-def _answer(status: int, message: str, request_id: str) -> bytes:
+def _answer(
+    status: int, message: str, request_id: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> bytes:
     error = {
         "message": message,
         "type": "invalid_request_error",
@@ -67,10 +73,11 @@ def _answer(status: int, message: str, request_id: str) -> bytes:
         "code": _CODES[status],
     }
     body = _ENCODE.encode({"error": error})
+    headers = b"".join(b"%s: %s\r\n" % header for header in extra or ())
     return (
         b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-        b"x-request-id: %s\r\nconnection: close\r\n\r\n"
-        % (status, _REASONS[status], len(body), request_id.encode())
+        b"x-request-id: %s\r\n%sconnection: close\r\n\r\n"
+        % (status, _REASONS[status], len(body), request_id.encode(), headers)
     ) + body
 
 
@@ -89,6 +96,7 @@ class GuardedProtocol(HttpToolsProtocol):
     body_timeout_s = 60.0
     write_timeout_s = 60.0
     max_connections = 4096
+    cors_origins: tuple[str, ...] = ()  # (``ingress.cors_origins``)
     # The edge's own ids (``Edge.new_request_id``), set by :func:`guarded`.
     new_request_id: Callable[[], str] = staticmethod(_random_id)
 
@@ -219,12 +227,12 @@ class GuardedProtocol(HttpToolsProtocol):
             self._drop_queued(cycle)
         if running is not None and not running.response_complete:
             if running is not cycle or not cycle.more_body:  # an earlier request, read whole
-                self._owed = _answer(400, message, self.new_request_id())
+                self._owed = _answer(400, message, self.new_request_id(), self._cors())
                 return
             if running.response_started:  # a 400 written now would land inside that answer
                 self.transport.close()
                 return
-        self._refuse(400, message)
+        self._refuse(400, message, self._cors())
 
     def _drop_queued(self, cycle: RequestResponseCycle) -> None:
         """Takes ``cycle`` out of the pipeline: its app is never run."""
@@ -330,17 +338,25 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()  # no request (or no next request) began
             return
         if self._phase == "head" or self.cycle is None or not self.cycle.response_started:
-            self.transport.write(
-                _answer(408, "the request did not arrive in time", self.new_request_id())
-            )
+            message = "the request did not arrive in time"
+            self.transport.write(_answer(408, message, self.new_request_id(), self._cors()))
         self._refused = True
         self.transport.close()
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(
+        self, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         self._refused = True
         self._disarm()
-        self.transport.write(_answer(status, message, self.new_request_id()))
+        self.transport.write(_answer(status, message, self.new_request_id(), extra))
         self.transport.close()
+
+    def _cors(self) -> list[tuple[bytes, bytes]]:
+        """The CORS headers of an answer to the request whose body is being read (its head is
+        parsed; a head that is not has no origin yet)."""
+        if self._phase != "body" or not self.cors_origins:
+            return []
+        return answer_headers(self.cors_origins, self.scope)
 
 
 def guarded(
@@ -361,6 +377,7 @@ def guarded(
             "body_timeout_s": ingress.body_timeout_s,
             "write_timeout_s": ingress.write_timeout_s,
             "max_connections": ingress.max_connections,
+            "cors_origins": ingress.cors_origins,
         },
     )
 
