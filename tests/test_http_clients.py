@@ -431,3 +431,25 @@ async def test_a_body_that_stops_from_an_allowed_origin_gets_a_408_it_can_read(
                 assert b"x-request-id" in cors[b"access-control-expose-headers"]
             else:
                 assert not cors, got[:600]
+
+
+async def test_a_queued_body_that_stops_gets_its_408_after_the_answer_before_it(
+    edge: Stack,
+) -> None:
+    """One write: a whole request (its answer takes 1.5 s), then one whose body stops. Its
+    body timeout (1 s) fired while the first was still waiting for its provider: the 408,
+    judged by the request parsed last, was written at once and the first answer was lost."""
+    slow = {"model": "slow", "messages": [{"role": "user", "content": "first"}]}
+    stalled = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{" % ORIGIN.encode()
+    )
+    async with _edge_with_short_body_timeout(edge) as port:
+        got, closed = await _until_closed(edge, _chat(edge, slow) + stalled, port=port)
+    assert got.startswith(b"HTTP/1.1 200 "), got[:600]
+    second = got.find(b"HTTP/1.1 408 ")
+    assert second > 0, got[-300:]
+    assert json.loads(got[:second].partition(b"\r\n\r\n")[2])["object"] == "chat.completion"
+    assert _error(got[second:])["code"] == "request_timeout"
+    assert _cors_of(got[second:])[b"access-control-allow-origin"] == ORIGIN.encode()
+    assert closed

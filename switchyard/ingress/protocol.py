@@ -12,7 +12,8 @@ forever. Each bound here answers or closes such a connection (see docs/security.
   connection idle ``keepalive_s`` after its last answer is closed (load balancers reuse
   connections idle for a minute: closing at the header timeout raced their next request);
 * no complete body ``body_timeout_s`` after the head: 408 if nothing was answered yet, and
-  the connection is closed (the application sees a disconnect);
+  the connection is closed (the application sees a disconnect); for a request pipelined
+  behind one still being answered, the 408 follows that answer;
 * an answer the client does not read for ``write_timeout_s`` (the socket buffer stays full):
   the connection is aborted (a streaming relay stops, as for any client that left);
 * more than ``max_connections`` open connections: an idle one is closed to make room for the
@@ -337,11 +338,27 @@ class GuardedProtocol(HttpToolsProtocol):
                 return
             self.transport.close()  # no request (or no next request) began
             return
-        if self._phase == "head" or self.cycle is None or not self.cycle.response_started:
-            message = "the request did not arrive in time"
+        message = "the request did not arrive in time"
+        cycle = self.cycle
+        if self._phase == "body" and cycle is not None and cycle is not self._running:
+            self._late_in_queue(cycle, message)
+            return
+        if self._phase == "head" or cycle is None or not cycle.response_started:
             self.transport.write(_answer(408, message, self.new_request_id(), self._cors()))
         self._refused = True
         self.transport.close()
+
+    def _late_in_queue(self, cycle: RequestResponseCycle, message: str) -> None:
+        """A pipelined request's body is late while an earlier request is being answered:
+        its 408 is owed after that answer, as a malformed body's 400 is (written now, it
+        landed before that answer, which was lost, or inside it), and it is never run. Not
+        while bytes wait unread: uvicorn stops reading during the earlier answer."""
+        if _unread(self.transport):
+            self._arm(self.body_timeout_s)
+            return
+        self._drop_queued(cycle)
+        self._refused = True
+        self._owed = _answer(408, message, self.new_request_id(), self._cors())
 
     def _refuse(
         self, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
