@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
-from openai.types.chat import ChatCompletionChunk
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from switchyard.errors import ProviderUnreachable
 from switchyard.workers.modelproxy.providers.litellm_adapter import LiteLLM
@@ -190,24 +190,82 @@ async def test_streamed_and_whole_answers_name_the_same_model(
         assert isinstance(choice["text"], str)
 
 
-async def test_reasoning_is_passed_and_litellms_thinking_blocks_are_not(
+async def test_reasoning_and_claudes_thinking_blocks_are_passed(
     adapter: LiteLLM, upstream: Upstream
 ) -> None:
-    """`reasoning_content` is what the Messages and Responses translations read; litellm's
-    `thinking_blocks` (and `provider_specific_fields`) are its own."""
+    """`reasoning_content` is what the Messages and Responses translations read;
+    `thinking_blocks` (Claude's thinking with its signature) is what litellm needs back on
+    the next turn (test_a_second_turn_sends_claudes_thinking_back); litellm's
+    `provider_specific_fields` stays out."""
     if upstream.kind != "anthropic":
         pytest.skip("the fake Gemini does not think")
     thought = "".join(fake_anthropic.THOUGHT)
+    block = {"type": "thinking", "thinking": thought, "signature": fake_anthropic.SIGNATURE}
     whole = json.loads((await adapter.complete(call_for(upstream, "thinks"))).body)
     chunks = await _chunks(adapter, upstream, "thinks")
 
     message = whole["choices"][0]["message"]
-    assert set(message) == {"role", "content", "reasoning_content"}, message
+    assert set(message) == {"role", "content", "reasoning_content", "thinking_blocks"}, message
     assert (message["reasoning_content"], message["content"]) == (thought, upstream.reply)
+    assert message["thinking_blocks"] == [block]
     deltas = [c["delta"] for chunk in chunks for c in chunk["choices"]]
-    assert all(set(d) <= DELTA_FIELDS for d in deltas), deltas
+    assert all(set(d) <= DELTA_FIELDS | {"thinking_blocks"} for d in deltas), deltas
     assert "".join(d.get("reasoning_content", "") for d in deltas) == thought
     assert "".join(d.get("content", "") for d in deltas) == upstream.reply
+    # The OpenAI SDK's accumulation of the stream gives the block whole, signed.
+    state = ChatCompletionStreamState()
+    for chunk in chunks:
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    streamed = state.get_final_completion().choices[0].message.model_dump(exclude_unset=True)
+    assert [{k: b[k] for k in block} for b in streamed["thinking_blocks"]] == [block]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_second_turn_sends_claudes_thinking_back(
+    adapter: LiteLLM, upstream: Upstream, stream: bool
+) -> None:
+    """An openai-python agent loop with `reasoning_effort` and tools appends the answer's
+    message as it came (`messages.append(resp.choices[0].message)`) and sends the tool's
+    result. The message had lost `thinking_blocks`, so litellm sent Claude an assistant turn
+    calling tools with no thinking block while thinking was on, and Anthropic refused it
+    (400 "Expected `thinking` or `redacted_thinking`, but found `tool_use`"): every such
+    loop broke on its second turn. The thinking goes back now, signed, before the calls."""
+    if upstream.kind != "anthropic":
+        pytest.skip("the fake Gemini does not think")
+    if stream:
+        state = ChatCompletionStreamState()
+        for chunk in await _chunks(adapter, upstream, "thinks-tools", tools=TOOLS):
+            state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+        answer: ChatCompletion = state.get_final_completion()
+    else:
+        call = call_for(upstream, "thinks-tools", tools=TOOLS)
+        answer = ChatCompletion.model_validate(json.loads((await adapter.complete(call)).body))
+    message = answer.choices[0].message
+    # What openai-python sends of a message object it is given (its _transform).
+    sent_back = message.model_dump(mode="json", exclude_unset=True, exclude={"parsed"})
+    results = [
+        {"role": "tool", "tool_call_id": c.id, "content": "sunny"} for c in message.tool_calls or ()
+    ]
+    second = call_for(
+        upstream,
+        "claude-sonnet-4-5",  # a model litellm knows thinks: reasoning_effort turns it on
+        tools=TOOLS,
+        reasoning_effort="low",
+        messages=[*base.PROMPT, sent_back, *results],
+    )
+
+    body = json.loads((await adapter.complete(second)).body)
+
+    assert body["choices"][0]["message"]["content"] == upstream.reply
+    arrived = upstream.fake.calls[-1].body
+    assert arrived["thinking"]["type"] == "enabled"
+    turn = arrived["messages"][1]
+    assert [b["type"] for b in turn["content"]] == ["thinking", "text", "tool_use", "tool_use"]
+    assert turn["content"][0] == {
+        "type": "thinking",
+        "thinking": "".join(fake_anthropic.THOUGHT),
+        "signature": fake_anthropic.SIGNATURE,
+    }
 
 
 @pytest.mark.parametrize("wants_usage", [False, True], ids=["no-usage", "usage"])

@@ -29,6 +29,7 @@ the requested model:
 ``tools``         answers a text block, then two ``tool_use`` blocks (:data:`TOOL_CALLS`),
                   ``stop_reason: "tool_use"``; streamed, each call's input comes in pieces
 ``thinks``        answers a ``thinking`` block (:data:`THOUGHT`, signed), then the text
+``thinks-tools``  the same, then the calls of ``tools``
 ``claude-sonnet-4-5``  answers normally, reporting a prompt-cache hit: :data:`CACHED_USAGE`
 ``claude-sonnet-4-5-20250929``  the same with a cache write too: :data:`CACHE_WRITE_USAGE`
                   (real model names, so litellm's price map prices them)
@@ -36,6 +37,10 @@ the requested model:
 A request with a ``web_search_*`` server tool reports that tool's ``max_uses`` (default 1)
 searches, as ``usage.server_tool_use.web_search_requests`` (in a stream: 0 in message_start, the
 count in message_delta, as Anthropic does).
+
+A request with ``thinking`` enabled whose last assistant turn calls a tool is refused (400) unless
+that turn starts with a ``thinking`` block, as Anthropic refuses it (a client must send back the
+thinking that preceded its calls).
 
 A token count answers ``COUNTED + (number of messages)`` for ``ok`` and the same errors for the
 others, so a test can tell Anthropic's count from the gateway's own estimate.
@@ -66,8 +71,17 @@ TOOL_CALLS = (
     ("toolu_fake01", "get_weather", ('{"city": ', '"Paris"}')),
     ("toolu_fake02", "get_time", ('{"zone": ', '"CET"}')),
 )
-# What the ``thinks`` model thinks before it answers.
+# What the ``thinks`` models think before they answer, and the models that call tools.
 THOUGHT = ("Let me", " think.")
+SIGNATURE = "sig-fake"
+_THINKS = frozenset({"thinks", "thinks-tools"})
+_CALLS = frozenset({"tools", "thinks-tools"})
+# Anthropic's refusal of a tool-calling assistant turn that lost its thinking block.
+THINKING_MISSING = (
+    "messages.{at}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+    "`{found}`. When `thinking` is enabled, a final `assistant` message must start with a "
+    "thinking block"
+)
 # Streams that answer 200 and report a failure in an ``error`` event (the stream-* modes).
 _FIRST_EVENT_ERRORS = {
     "stream-overloaded": "overloaded_error",
@@ -133,6 +147,9 @@ class FakeAnthropic(FakeServer):
         elif model == "leaky":
             key = request.headers.get("x-api-key", "")
             return _error(401, "authentication_error", f"invalid x-api-key: {key}")
+        missing = _thinking_missing(body)
+        if missing:
+            return _error(400, "invalid_request_error", missing)
         searches = _web_searches(body)
         if body.get("stream"):
             return await self._stream(request, model, searches)
@@ -142,10 +159,10 @@ class FakeAnthropic(FakeServer):
         if searches is not None:
             usage = {**usage, "server_tool_use": {"web_search_requests": searches}}
         content: list[dict[str, Any]] = [{"type": "text", "text": "".join(REPLY)}]
-        if model == "thinks":
-            thinking = {"type": "thinking", "thinking": "".join(THOUGHT), "signature": "sig-fake"}
+        if model in _THINKS:
+            thinking = {"type": "thinking", "thinking": "".join(THOUGHT), "signature": SIGNATURE}
             content.insert(0, thinking)
-        if model == "tools":
+        if model in _CALLS:
             content += [
                 {"type": "tool_use", "id": id_, "name": name, "input": json.loads("".join(parts))}
                 for id_, name, parts in TOOL_CALLS
@@ -157,7 +174,7 @@ class FakeAnthropic(FakeServer):
                 "role": "assistant",
                 "model": model,
                 "content": content,
-                "stop_reason": "tool_use" if model == "tools" else "end_turn",
+                "stop_reason": "tool_use" if model in _CALLS else "end_turn",
                 "stop_sequence": None,
                 "usage": usage,
             }
@@ -214,7 +231,7 @@ class FakeAnthropic(FakeServer):
             await send("ping", {"type": "ping"})
             return await fail("api_error")
         at = 0  # the text block's index
-        if model == "thinks":
+        if model in _THINKS:
             await _send_thinking(send)
             at = 1
         await send(
@@ -243,14 +260,14 @@ class FakeAnthropic(FakeServer):
             if i == 0 and model in _LATE_ERRORS:
                 return await fail(_LATE_ERRORS[model])
         await send("content_block_stop", {"type": "content_block_stop", "index": at})
-        if model == "tools":
-            await _send_tool_calls(send)
+        if model in _CALLS:
+            await _send_tool_calls(send, at + 1)
         await send(
             "message_delta",
             {
                 "type": "message_delta",
                 "delta": {
-                    "stop_reason": "tool_use" if model == "tools" else "end_turn",
+                    "stop_reason": "tool_use" if model in _CALLS else "end_turn",
                     "stop_sequence": None,
                 },
                 "usage": {
@@ -275,17 +292,18 @@ async def _send_thinking(send: Any) -> None:
         "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
     )
     deltas = [{"type": "thinking_delta", "thinking": piece} for piece in THOUGHT]
-    for delta in [*deltas, {"type": "signature_delta", "signature": "sig-fake"}]:
+    for delta in [*deltas, {"type": "signature_delta", "signature": SIGNATURE}]:
         await send(
             "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
         )
     await send("content_block_stop", {"type": "content_block_stop", "index": 0})
 
 
-async def _send_tool_calls(send: Any) -> None:
-    """The ``tools`` model's calls as Anthropic streams them: a ``tool_use`` block's start
-    (id, name, empty input), its input in ``input_json_delta`` pieces, its stop."""
-    for index, (id_, name, parts) in enumerate(TOOL_CALLS, start=1):
+async def _send_tool_calls(send: Any, first: int) -> None:
+    """The ``tools`` model's calls as Anthropic streams them, from block ``first`` on: a
+    ``tool_use`` block's start (id, name, empty input), its input in ``input_json_delta``
+    pieces, its stop."""
+    for index, (id_, name, parts) in enumerate(TOOL_CALLS, start=first):
         block = {"type": "tool_use", "id": id_, "name": name, "input": {}}
         await send(
             "content_block_start",
@@ -298,6 +316,26 @@ async def _send_tool_calls(send: Any) -> None:
                 {"type": "content_block_delta", "index": index, "delta": delta},
             )
         await send("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def _thinking_missing(body: dict[str, Any]) -> str:
+    """Anthropic's refusal of ``body``, thinking enabled, whose last assistant turn calls a
+    tool without starting with a thinking block; "" when it has none of that."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
+        return ""
+    messages = body.get("messages") or []
+    turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    if not turns:
+        return ""
+    content = messages[turns[-1]].get("content")
+    blocks = content if isinstance(content, list) else [{"type": "text"}]
+    if not any(b.get("type") == "tool_use" for b in blocks):
+        return ""
+    found = blocks[0].get("type") if blocks else "nothing"
+    if found in ("thinking", "redacted_thinking"):
+        return ""
+    return THINKING_MISSING.format(at=turns[-1], found=found)
 
 
 def _web_searches(body: dict[str, Any]) -> int | None:

@@ -32,7 +32,8 @@ the field to providers that read it as something else (Cohere's ``embedding_type
 The usage a client gets holds OpenAI's fields and the provider's own counts, not litellm's
 additions: its ``cost`` is its list price for the call, not what Switchyard bills.
 A chat or legacy answer is in OpenAI's shape (:mod:`.litellm_answer`), not litellm's: no
-nulls for what the provider did not send, none of litellm's own fields, a streamed tool call
+nulls for what the provider did not send, none of litellm's own fields but Claude's
+``thinking_blocks`` (sent back on the next turn, litellm needs them), a streamed tool call
 named once, the deployment's ``model`` whether streamed or not.
 
 A stream that ends having carried no content, no tool call and no usage is the provider's

@@ -3,13 +3,18 @@
 litellm's response objects dump every field its own classes have: ``null`` for what the
 provider did not send (``"tool_calls": [{"id": null, "function": {"name": null, ...}}]`` on
 every piece of a streamed tool call after its first, ``role``, ``function_call``, ``audio``),
-and fields OpenAI does not have (``provider_specific_fields``, ``citations``,
-``thinking_blocks``, ``images``, Gemini's ``vertex_ai_*`` metadata). OpenAI sends a tool call's
-``id``, ``type`` and ``name`` in its first piece only, and leaves out what it does not send;
-the npm ``openai`` SDK's stream helper refuses a later piece that names the call again with
-other values ("changed tool call identity"). So an answer keeps OpenAI's fields that have a
-value, and ``reasoning_content`` (the reasoning the Messages and Responses translations turn
-into thinking, docs/routing.md); a streamed tool call's later pieces carry ``index`` and
+and fields OpenAI does not have (``provider_specific_fields``, ``citations``, ``images``,
+Gemini's ``vertex_ai_*`` metadata). OpenAI sends a tool call's ``id``, ``type`` and ``name``
+in its first piece only, and leaves out what it does not send; the npm ``openai`` SDK's
+stream helper refuses a later piece that names the call again with other values ("changed
+tool call identity"). So an answer keeps OpenAI's fields that have a value,
+``reasoning_content`` (the reasoning the Messages and Responses translations turn into
+thinking, docs/routing.md) and litellm's ``thinking_blocks``, Claude's signed thinking: an
+OpenAI SDK's agent loop sends the answer's message back as it came
+(``messages.append(message)``), and litellm turns those blocks back into the thinking
+Anthropic requires before a tool call when thinking is on (without them it refuses the next
+turn: "Expected `thinking` or `redacted_thinking`, but found `tool_use`"); SDKs ignore
+fields they do not know. A streamed tool call's later pieces carry ``index`` and
 ``function.arguments`` only. A choice keeps ``finish_reason`` and ``logprobs`` when null, as
 OpenAI sends them (clients index them), and a whole answer's message its ``content``.
 
@@ -34,10 +39,11 @@ _ENVELOPE = frozenset(
 )
 _DELTA = frozenset(
     {"role", "content", "refusal", "tool_calls", "function_call", "audio", "reasoning_content"}
+    | {"thinking_blocks"}
 )
 _MESSAGE = frozenset(
     {"role", "content", "refusal", "tool_calls", "function_call", "audio", "annotations"}
-    | {"reasoning_content"}
+    | {"reasoning_content", "thinking_blocks"}
 )
 _TOOL_CALL = frozenset({"id", "type", "function", "custom"})
 _CHAT_ID = "chatcmpl-"
@@ -187,6 +193,7 @@ class ChatStream:
 
     def _delta(self, choice: int, delta: dict[str, Any]) -> dict[str, Any]:
         out = _clean(delta, _DELTA)
+        _no_empty_thinking(out)
         calls = out.get("tool_calls")
         if isinstance(calls, list):
             pieces = [
@@ -234,6 +241,7 @@ def _message(message: dict[str, Any], one_call: bool = False) -> dict[str, Any]:
     calls, as OpenAI sends it), OpenAI's other fields where they have a value, and tool calls
     without litellm's ``index`` (the first only, with ``one_call``)."""
     out = _clean(message, _MESSAGE)
+    _no_empty_thinking(out)
     out.setdefault("role", "assistant")
     out.setdefault("content", None)
     calls = out.get("tool_calls")
@@ -242,6 +250,12 @@ def _message(message: dict[str, Any], one_call: bool = False) -> dict[str, Any]:
         if one_call:
             out["tool_calls"] = out["tool_calls"][:1]
     return out
+
+
+def _no_empty_thinking(out: dict[str, Any]) -> None:
+    """``thinking_blocks`` out of ``out`` when it has none (litellm's ``[]`` for Gemini)."""
+    if "thinking_blocks" in out and not out["thinking_blocks"]:
+        del out["thinking_blocks"]
 
 
 def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
