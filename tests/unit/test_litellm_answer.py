@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletionChunk
 
 from switchyard.workers.modelproxy.providers.litellm_answer import ChatStream
 
@@ -64,3 +66,56 @@ def test_each_choice_opens_with_its_role() -> None:
         {"content": "a", "role": "assistant"},
     ]
     assert later["choices"][0]["delta"] == {"content": "b"}
+
+
+def _call(call_id: str | None, arguments: str, name: str | None = "f") -> dict[str, Any]:
+    """A streamed tool call's piece as litellm dumps it: under index 0."""
+    function = {"name": name, "arguments": arguments} if name else {"arguments": arguments}
+    piece: dict[str, Any] = {"index": 0, "type": "function", "function": function}
+    if call_id:
+        piece["id"] = call_id
+    return piece
+
+
+def test_calls_sharing_litellms_index_stay_apart_when_their_ids_differ() -> None:
+    """A provider that sends each whole call in a chunk of its own, without an index, gets
+    index 0 for every call from litellm: the second call (another id) was taken for more of
+    the first, its id, type and name dropped; a client read one call with arguments
+    `{"x":1}{"y":2}`. A known index with a new id begins a new call now."""
+    stream = ChatStream("m")
+    chunks = [
+        stream.chunk(_chunk({"index": 0, "delta": {"tool_calls": [call]}}))
+        for call in (
+            _call("call_a", '{"x":'),
+            _call("call_a", "1}", name=None),  # its id again: the same call
+            _call("call_b", '{"y":2}', name="g"),
+            _call(None, "", name=None),  # no id: the latest call under that index
+        )
+    ]
+
+    named = {"type": "function", "function": {"name": "f", "arguments": '{"x":'}}
+    assert [c["choices"][0]["delta"]["tool_calls"] for c in chunks] == [
+        [{"index": 0, "id": "call_a", **named}],
+        [{"index": 0, "function": {"arguments": "1}"}}],
+        [{"index": 1, "id": "call_b", **named, "function": {"name": "g", "arguments": '{"y":2}'}}],
+        [{"index": 1, "function": {"arguments": ""}}],
+    ]
+    state = ChatCompletionStreamState()
+    for chunk in [*chunks, stream.closing()]:
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    calls = state.get_final_completion().choices[0].message.tool_calls or []
+    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
+        ("call_a", "f", '{"x":1}'),
+        ("call_b", "g", '{"y":2}'),
+    ]
+
+
+def test_a_choices_calls_are_numbered_from_zero_across_new_ids() -> None:
+    stream = ChatStream("m")
+    numbered = []
+    for choice, call_id in ((0, "a"), (1, "b"), (1, "c"), (0, "d")):
+        call = _call(call_id, "{}")
+        chunk = stream.chunk(_chunk({"index": choice, "delta": {"tool_calls": [call]}}))
+        numbered.append(chunk["choices"][0]["delta"]["tool_calls"][0]["index"])
+
+    assert numbered == [0, 0, 1, 1]

@@ -127,14 +127,25 @@ class ChatStream:
     the ``finish_reason`` of those finished.
     """
 
-    __slots__ = ("_calls", "_created", "_finished", "_id", "_model", "_one_call", "_opened")
+    __slots__ = (
+        "_calls",
+        "_count",
+        "_created",
+        "_finished",
+        "_id",
+        "_model",
+        "_one_call",
+        "_opened",
+    )
 
     def __init__(self, model: str, *, one_call: bool = False) -> None:
         self._model = model
         self._one_call = one_call  # pieces of a choice's calls after its first are dropped
         self._id: str | None = None
         self._created: object = None
-        self._calls: dict[tuple[int, int], int] = {}  # (choice, litellm's index): OpenAI's
+        # (choice, litellm's index): the call's index as OpenAI's (per choice) and its id
+        self._calls: dict[tuple[int, int], tuple[int, str | None]] = {}
+        self._count: dict[int, int] = {}  # calls begun, per choice
         self._opened: set[int] = set()
         self._finished: dict[int, str] = {}
 
@@ -211,20 +222,31 @@ class ChatStream:
     def _call_piece(self, choice: int, position: int, call: dict[str, Any]) -> dict[str, Any]:
         """A streamed tool call's piece: its first names it (``id``, ``type``, ``name``), a
         later one carries ``index`` and arguments only. Calls are numbered per choice from 0,
-        as OpenAI's (litellm numbers Gemini's across choices: 2 for choice 1's first)."""
+        as OpenAI's (litellm numbers Gemini's across choices: 2 for choice 1's first).
+
+        A piece under a known index that brings an ``id`` other than its call's begins a new
+        call: litellm numbers the calls of each chunk from 0 when the provider sends no
+        index, so a provider sending each whole call in a chunk of its own gives all of them
+        index 0 (as :class:`switchyard.dialects._chat.CallKeys` reads such servers)."""
         index = call.get("index")
         key = (choice, index if isinstance(index, int) else position)
         out = _tool_call(call)
         known = self._calls.get(key)
-        if known is None:
-            known = self._calls[key] = sum(1 for c, _ in self._calls if c == choice)
-        else:
-            out.pop("id", None)
-            out.pop("type", None)
-            function = out.get("function")
-            if isinstance(function, dict):
-                function.pop("name", None)
-        out["index"] = known
+        call_id = out.get("id") if isinstance(out.get("id"), str) else None
+        if known is None or (call_id and known[1] and call_id != known[1]):
+            at = self._count.get(choice, 0)
+            self._count[choice] = at + 1
+            self._calls[key] = (at, call_id)
+            out["index"] = at
+            return out
+        if known[1] is None and call_id:
+            self._calls[key] = (known[0], call_id)
+        out.pop("id", None)
+        out.pop("type", None)
+        function = out.get("function")
+        if isinstance(function, dict):
+            function.pop("name", None)
+        out["index"] = known[0]
         return out
 
 
