@@ -44,6 +44,29 @@ def test_choices_none_finished_end_with_stop() -> None:
     assert [(c["index"], c["finish_reason"]) for c in end["choices"]] == [(0, "stop"), (1, "stop")]
 
 
+def test_a_choice_left_open_with_tool_calls_ends_with_tool_calls() -> None:
+    """Gemini with `n: 2`: choice 0 ended `stop`, choice 1 called a tool and never got a
+    finish_reason; it was closed `stop` (the first's), and agent loops that run calls on
+    `finish_reason == "tool_calls"` skipped it. A choice that called tools ends so now."""
+    stream = ChatStream("m")
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f"}}
+    stream.chunk(
+        _chunk(
+            {"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"},
+            {"index": 1, "delta": {"tool_calls": [call]}},
+            {"index": 2, "delta": {"content": "b"}},
+        )
+    )
+
+    end = stream.closing()
+
+    assert end is not None
+    assert [(c["index"], c["finish_reason"]) for c in end["choices"]] == [
+        (1, "tool_calls"),
+        (2, "stop"),
+    ]
+
+
 def test_a_stream_whose_choices_all_finished_needs_no_end() -> None:
     stream = ChatStream("m")
     stream.chunk(_chunk({"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}))

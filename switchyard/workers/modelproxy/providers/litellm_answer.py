@@ -25,8 +25,9 @@ first chunk's on every chunk. A whole answer's tool calls have no ``index``, as 
 (litellm numbered Claude's by content block: 1 for the first call after text).
 
 Every choice of a stream opens with a ``role`` and ends with a ``finish_reason``
-(:meth:`ChatStream.closing`): for Gemini's ``n`` above 1 litellm sends both for the first
-choice only (the npm ``openai`` SDK's stream helper refuses a choice without either).
+(:meth:`ChatStream.closing`: ``tool_calls`` for a choice that called tools): for Gemini's
+``n`` above 1 litellm sends both for the first choice only (the npm ``openai`` SDK's stream
+helper refuses a choice without either).
 """
 
 from __future__ import annotations
@@ -183,21 +184,23 @@ class ChatStream:
         return out
 
     def closing(self) -> dict[str, Any] | None:
-        """A chunk that ends every choice opened without a ``finish_reason`` (with the first
-        finished choice's reason, else ``stop``), or None when none is left open. Once: those
-        choices are ended then."""
+        """A chunk that ends every choice opened without a ``finish_reason``, or None when
+        none is left open. Once: those choices are ended then. A choice that called tools
+        ends with ``tool_calls`` (agent loops run the calls on that reason only), another
+        with the first finished choice's reason, else ``stop``."""
         unfinished = sorted(self._opened - self._finished.keys())
         if not unfinished:
             return None
-        reason = self._finished[min(self._finished)] if self._finished else "stop"
-        self._finished.update(dict.fromkeys(unfinished, reason))
+        first = self._finished[min(self._finished)] if self._finished else "stop"
+        reasons = {i: "tool_calls" if self._count.get(i) else first for i in unfinished}
+        self._finished.update(reasons)
         return {
             "id": self._id,
             "object": "chat.completion.chunk",
             "created": self._created,
             "model": self._model,
             "choices": [
-                {"index": i, "delta": {}, "finish_reason": reason, "logprobs": None}
+                {"index": i, "delta": {}, "finish_reason": reasons[i], "logprobs": None}
                 for i in unfinished
             ],
         }
