@@ -346,6 +346,24 @@ async def test_an_unreachable_provider_is_said_plainly(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_provider_that_drops_the_connection_is_not_called_unreachable(
+    adapter: LiteLLM, upstream: Upstream, stream: bool
+) -> None:
+    """A provider that hung up mid-stream (or before a whole answer) read `is unreachable:
+    cannot connect to 127.0.0.1:<port>`: litellm reports aiohttp's ClientPayloadError and
+    ServerDisconnectedError as httpx's ReadError, and its request's address was taken for
+    one that could not be reached. It says what the direct path says now."""
+    if upstream.kind != "anthropic":
+        pytest.skip("the fake Gemini does not drop connections")
+    with pytest.raises(ProviderUnreachable) as failed:
+        await base.run(adapter, call_for(upstream, "dropped", stream=stream))
+
+    assert failed.value.message == (
+        "provider fake-anthropic closed the connection before its answer was complete"
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_one_tool_call_per_answer_is_held_to(
     adapter: LiteLLM, upstream: Upstream, stream: bool
 ) -> None:

@@ -16,6 +16,8 @@ the requested model:
 ``html``          200 with an HTML page (a proxy in front of it)
 ``leaky``         401 whose message echoes the ``x-api-key`` it received (tests redaction)
 ``cut``           streams message_start and the first delta, then closes (no message_stop)
+``dropped``       streams message_start and the first delta, then drops the connection (the
+                  chunked body never ends); not streamed, drops it before answering
 ``empty``         answers 200 to a stream and closes before its first event
 ``stream-overloaded``  answers 200 to a stream whose first event is an ``error``
                   (``overloaded_error``), as Anthropic does when overloaded
@@ -147,6 +149,8 @@ class FakeAnthropic(FakeServer):
         elif model == "leaky":
             key = request.headers.get("x-api-key", "")
             return _error(401, "authentication_error", f"invalid x-api-key: {key}")
+        elif model == "dropped" and not body.get("stream"):
+            return _drop(request)
         missing = _thinking_missing(body)
         if missing:
             return _error(400, "invalid_request_error", missing)
@@ -257,6 +261,8 @@ class FakeAnthropic(FakeServer):
             if i == 0 and model == "cut":
                 await resp.write_eof()
                 return resp
+            if i == 0 and model == "dropped":
+                return _drop(request)
             if i == 0 and model in _LATE_ERRORS:
                 return await fail(_LATE_ERRORS[model])
         await send("content_block_stop", {"type": "content_block_stop", "index": at})
@@ -316,6 +322,14 @@ async def _send_tool_calls(send: Any, first: int) -> None:
                 {"type": "content_block_delta", "index": index, "delta": delta},
             )
         await send("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def _drop(request: web.Request) -> web.Response:
+    """Drop ``request``'s connection, as a server that goes down mid-answer: nothing more is
+    sent (what aiohttp then answers goes nowhere)."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)
 
 
 def _thinking_missing(body: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from aiohttp.client_reqrep import ConnectionKey
 
 from switchyard.errors import ProviderUnreachable
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
-from switchyard.workers.modelproxy.providers.connect_failure import describe
+from switchyard.workers.modelproxy.providers.connect_failure import closed_early, describe
 from switchyard.workers.modelproxy.reroutes import attempt_summary
 
 pytestmark = pytest.mark.unit
@@ -74,6 +74,42 @@ def test_an_httpx_failure_names_its_request_address() -> None:
     exc.__cause__ = OSError(111, "Connection refused")
 
     assert describe(exc) == "cannot connect to api.mistral.ai:443 (connection refused)"
+
+
+def _as_litellm_maps(error: aiohttp.ClientError, to: type[httpx.RequestError]) -> Exception:
+    """aiohttp's error as litellm's transport maps it (to ``to``, for a request), in its own."""
+    request = httpx.Request("POST", "http://127.0.0.1:31100/v1/messages")
+    mapped = to(str(error), request=request)
+    mapped.__cause__ = error
+    outer = RuntimeError(f"AnthropicException - {mapped}")
+    outer.__cause__ = mapped
+    return outer
+
+
+def test_a_connection_closed_mid_answer_is_not_a_failure_to_connect() -> None:
+    """litellm maps aiohttp's ServerDisconnectedError and ClientPayloadError (a stream cut
+    mid-answer) to httpx's ReadError, whose request names the address: it read `cannot
+    connect to 127.0.0.1:31100`, for a provider that was reached."""
+    for error in (aiohttp.ServerDisconnectedError(), aiohttp.ClientPayloadError("cut")):
+        exc = _as_litellm_maps(error, httpx.ReadError)
+        assert closed_early(exc)
+        assert "cannot connect" not in describe(exc)
+    request = httpx.Request("POST", "http://127.0.0.1:31100/v1/messages")
+    for kind in (httpx.RemoteProtocolError, httpx.WriteError):
+        assert closed_early(kind("cut", request=request))
+        assert "cannot connect" not in describe(kind("cut", request=request))
+
+
+def test_a_connection_never_made_is_not_closed_early() -> None:
+    refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 31100)")
+    error = aiohttp.ClientConnectorError(_key("127.0.0.1", 31100), refused)
+    request = httpx.Request("POST", "https://api.mistral.ai/v1/chat/completions")
+
+    assert not closed_early(_as_litellm_maps(error, httpx.ConnectError))
+    assert not closed_early(httpx.ConnectTimeout("timed out", request=request))
+    assert describe(httpx.ConnectTimeout("timed out", request=request)) == (
+        "cannot connect to api.mistral.ai:443"
+    )
 
 
 def test_an_attempt_summary_is_cut_after_a_whole_word() -> None:

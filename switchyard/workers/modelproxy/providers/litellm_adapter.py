@@ -459,7 +459,11 @@ def _translate(lib: Any, exc: Exception, call: ProviderCall, what: str) -> ApiEr
     said, param = provider_error(text)  # the provider's own sentence, when litellm embeds it
     message = redact(said, call.api_key)[:_MAX_MESSAGE]
     # litellm reports a refused connection as a 500 from the provider; the cause says otherwise.
+    # One that closed mid-answer it reports alike (httpx's ReadError): said as the direct path
+    # says it, not as "cannot connect" to a provider that was reached.
     cause = _connection_failure(exc)
+    if cause is not None and connect_failure.closed_early(cause):
+        return ue.closed_early(name)
     if cause is not None:
         return ue.unreachable(name, redact(connect_failure.describe(cause), call.api_key))
     # A request litellm could not even build for the provider ("'int' object is not

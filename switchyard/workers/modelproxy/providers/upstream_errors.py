@@ -314,11 +314,17 @@ def connection_failed(provider: str, exc: Exception) -> ProviderUnreachable:
     such: the provider was reached, and aiohttp's own wording (a ``TransferEncodingError: 400``
     for a stream cut short) misleads."""
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
-        return ProviderUnreachable(
-            f"provider {provider} closed the connection before its answer was complete",
-            provider=provider,
-        )
+        return closed_early(provider)
     return unreachable(provider, describe(exc))  # the address and the system's reason
+
+
+def closed_early(provider: str) -> ProviderUnreachable:
+    """A provider that was reached and closed the connection before its answer was whole:
+    retried and cooled as one unreachable, in words that say it was reached."""
+    return ProviderUnreachable(
+        f"provider {provider} closed the connection before its answer was complete",
+        provider=provider,
+    )
 
 
 def cut_short(provider: str, missing: str = "no finish_reason, no [DONE]") -> ProviderError:
