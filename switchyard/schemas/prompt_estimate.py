@@ -46,6 +46,11 @@ _LOOK = re.compile(
 # From the closing quote of a field's name to the opening of its array of ids, or of its
 # array of arrays of ids: its first id.
 _IDS_OPEN = re.compile(rb'"\s*:\s*\[\s*(?:\[\s*)?[0-9]')
+# A field's name up to its closing quote, after the "{" or "," before it: a quote that opens a
+# string (a text that starts ': [1') has a ":", "[" or "," before it, never a name.
+_IDS_NAME = re.compile(rb'[{,]\s*"[A-Za-z_][A-Za-z0-9_]{0,63}"$')
+# All an array of ids holds: its integers, commas, brackets and whitespace.
+_IDS_BYTES = b"0123456789,[] \t\r\n"
 # The field a bare base64 string is media in (Anthropic's source.data, input_audio.data,
 # file_data, b64_json), up to the string's opening quote.
 _MEDIA_FIELD = re.compile(rb'"(?:data|file_data|b64_json)"\s*:\s*"$')
@@ -140,18 +145,23 @@ def _token_ids(body: bytes, opens: int, closes: int, at: int) -> tuple[int, int,
     """The array of token ids between the quotes at ``opens`` and ``closes``, around ``at``:
     where it opens, past where it closes, and how many ids it holds; None when there is none.
 
-    Between two JSON strings nothing else can be, so the stretch from a field's name (its
-    quote not escaped, as one in a text is) must open an array of integers or of arrays of
-    integers (``"input": [[1, 2], [3]]``). Its ids are its commas and one: ``n`` ids in ``k``
-    arrays have ``n - k`` commas inside them and ``k - 1`` between them (an empty array,
-    which providers refuse, counts one).
+    The quote at ``opens`` must close a field's name (``"input": [``), not open a string (a
+    text of ``: [1``, spaces and 1 MB of words counted 16 tokens) nor be one inside a text
+    (escaped), and the array it opens must hold nothing but integers or arrays of integers
+    (``"input": [[1, 2], [3]]``): anything else in it is text. Its ids are its commas and one:
+    ``n`` ids in ``k`` arrays have ``n - k`` commas inside them and ``k - 1`` between them (an
+    empty array, which providers refuse, counts one).
     """
-    if opens <= 0 or body[opens - 1] == 0x5C or _IDS_OPEN.match(body, opens) is None:
-        return None  # (0x5C, a backslash: a quote inside a text)
+    if opens <= 0 or _IDS_OPEN.match(body, opens) is None:
+        return None
+    if _IDS_NAME.search(body, max(0, opens - 128), opens + 1) is None:
+        return None
     end = body.rfind(b"]", at, closes) + 1
     if end <= 0:
         return None
     first = body.index(b"[", opens)
+    if body[first:end].translate(None, _IDS_BYTES):
+        return None  # (not only ids: a text)
     return first, end, body.count(b",", first, end) + 1
 
 

@@ -153,13 +153,14 @@ def test_a_long_string_that_is_not_media_is_read_once() -> None:
 IDS = [[(i * 7919 + j * 104729) % 200_000 for j in range(700)] for i in range(20)]
 
 
+@pytest.mark.parametrize("indent", [None, 2])
 @pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")])
-def test_token_ids_count_one_token_each(separators: tuple[str, str]) -> None:
+def test_token_ids_count_one_token_each(separators: tuple[str, str], indent: int | None) -> None:
     """14,000 ids counted at 4 bytes a token were ~21,000-24,000 tokens: 429
-    ``request_too_large`` for good on a key of 20,000 (explorer)."""
+    ``request_too_large`` for good on a key of 20,000 (explorer). Compact or indented."""
 
     def body(doc: dict[str, Any]) -> bytes:
-        return json.dumps(doc, separators=separators).encode()
+        return json.dumps(doc, separators=separators, indent=indent).encode()
 
     def rest(doc: dict[str, Any], field: str) -> int:  # the bytes around the ids, as tokens
         return len(body({**doc, field: []})) // 4
@@ -180,7 +181,10 @@ def test_token_ids_count_one_token_each(separators: tuple[str, str]) -> None:
 
 def test_numbers_in_text_count_as_text() -> None:
     """Only an array of integers is ids: numbers in a text, a list of strings, or a request
-    quoted in a message (its quotes escaped) are billed as text."""
+    quoted in a message (its quotes escaped) are billed as text. So is a text that starts like
+    an array of ids after a field's name (``: [1``): the quote before it opens the text, it
+    closes no name (a 1 MB message so made counted 16 tokens, past ``tpm`` and
+    ``request_too_large``, and was billed 16 without usage: reviewer)."""
     numbers = ", ".join(str(i) for i in range(3000))
     quoted = json.dumps({"model": "m", "input": IDS[:3]})  # escaped in the message
     for body in (
@@ -189,6 +193,9 @@ def test_numbers_in_text_count_as_text() -> None:
         _chat(quoted),
         _json({"model": "m", "input": [numbers, numbers]}),
         _json({"model": "m", "input": [str(i) for i in range(3000)]}),
+        _chat(": [1 " + " " * 2048 + "x" * 1_000_000 + "]"),  # words in the "array"
+        _chat(": [1" + " " * 100_000 + "]"),  # nothing but what ids hold: still a text
+        _json({"model": "m", "input": [*range(3000), 0.5]}),  # not all integers
     ):
         assert prompt_tokens(body) == len(body) // 4
 
