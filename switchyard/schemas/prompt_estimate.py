@@ -1,7 +1,8 @@
 """A request's prompt in tokens, estimated from its JSON body: ~4 bytes per token, each inline
 media part (a base64 image, audio clip or file, its base64 in one line or wrapped in lines,
-of either alphabet) at most :data:`MEDIA_TOKENS`, and a prompt sent as token ids (an
-embedding ``input`` or a completion ``prompt`` of integers) one token per id.
+of either alphabet; in a bare media field, only base64 that opens with a known file's
+signature) at most :data:`MEDIA_TOKENS`, and a prompt sent as token ids (an embedding
+``input`` or a completion ``prompt`` of integers) one token per id.
 
 Two places need it and must agree: the edge admits a request on it against its key's ``tpm``
 (:mod:`switchyard.ingress.estimate`), and a model-proxy bills it when the provider reported no
@@ -12,11 +13,15 @@ than the rest of the check): see :func:`_spans`. Token ids were counted as bytes
 tokens each ("1234," is 5 bytes), so 14,000 ids in LangChain's usual pre-tokenized embedding
 request were ~21,000 tokens, refused for good on a key of 20,000; and base64 wrapped at 76
 characters (``base64 photo.jpg`` in a shell, Python's ``base64.encodebytes``) or URL-safe
-was text, a 400 KB image ~100,000 tokens.
+was text, a 400 KB image ~100,000 tokens. Readable text written in the URL-safe alphabet (an
+Anthropic text document's ``data: "the_quick_brown_fox_..."``) passed for base64 where it was
+looked at, 886 KB of it ~1,000 tokens: a bare field's string is media only when its first
+bytes decode to a file's signature, which text never does.
 """
 
 from __future__ import annotations
 
+import binascii
 import re
 
 # What one inline image, audio clip or file counts for at most: above what providers bill a
@@ -54,6 +59,22 @@ _IDS_BYTES = b"0123456789,[] \t\r\n"
 # The field a bare base64 string is media in (Anthropic's source.data, input_audio.data,
 # file_data, b64_json), up to the string's opening quote.
 _MEDIA_FIELD = re.compile(rb'"(?:data|file_data|b64_json)"\s*:\s*"$')
+# How the files a media field holds start (PNG, JPEG, GIF, RIFF: WEBP and WAV, PDF, MP3's ID3
+# tag, OGG, FLAC, Matroska/WebM), besides MP4's, M4A's and HEIC's "ftyp" at their 4th byte
+# and an MPEG audio frame (:func:`_mpeg_audio`). Readable text decodes to none of them.
+_SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"GIF8",
+    b"RIFF",
+    b"%PDF-",
+    b"ID3",
+    b"OggS",
+    b"fLaC",
+    b"\x1a\x45\xdf\xa3",
+)
+# The URL-safe alphabet's two characters, as the standard alphabet writes them.
+_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 
 def prompt_tokens(body: bytes) -> int:
@@ -105,8 +126,9 @@ def _media(body: bytes, opens: int, closes: int, at: int) -> bool:
     """Whether the JSON string of ``body`` from the quote at ``opens`` to the one at
     ``closes``, base64 at ``at``, is inline media longer than ``MEDIA_TOKENS`` x 4 bytes.
 
-    It is when it is a ``data:...;base64,`` URL or the value of a media field (``data``,
-    ``file_data``, ``b64_json``: base64 elsewhere, in a text part, is billed as text), holds
+    It is when it is a ``data:...;base64,`` URL or a file's base64 as the value of a media
+    field (``data``, ``file_data``, ``b64_json``: base64 elsewhere, in a text part, is billed
+    as text; :func:`_media_content`), holds
     no space, which base64 never does, and is base64 wherever it is looked at: unbroken (no
     escape), or wrapped in lines (:func:`_wrapped`).
     """
@@ -167,11 +189,36 @@ def _token_ids(body: bytes, opens: int, closes: int, at: int) -> tuple[int, int,
 
 def _media_content(body: bytes, opens: int) -> int:
     """Where the base64 of the string opening at ``opens`` starts when it is a base64 data
-    URL, or base64 as the value of a media field (a look at the ~24 bytes before it for the
-    field's name); -1 when it is neither."""
+    URL, or base64 of a file as the value of a media field (a look at the ~24 bytes before it
+    for the field's name, then at the file's first bytes: readable text in the URL-safe
+    alphabet, as in an Anthropic text document's ``data``, is no file); -1 when it is
+    neither."""
     url = _DATA_URL.match(body, opens)
     if url is not None:
         return url.end()
     if _MEDIA_FIELD.search(body, max(0, opens - 24), opens + 1) is not None:
-        return opens + 1
+        head = _head(body, opens + 1)
+        if head.startswith(_SIGNATURES) or head[4:8] == b"ftyp" or _mpeg_audio(head):
+            return opens + 1
     return -1
+
+
+def _head(body: bytes, content: int) -> bytes:
+    """The first 12 bytes the base64 at ``content`` decodes to (of either alphabet: the first
+    line of wrapped base64 is longer); empty when its first 16 characters are not base64."""
+    try:
+        return binascii.a2b_base64(
+            body[content : content + 16].translate(_STANDARD), strict_mode=True
+        )
+    except binascii.Error:
+        return b""
+
+
+def _mpeg_audio(head: bytes) -> bool:
+    """Whether ``head`` opens with an MPEG audio frame's header (an MP3 without an ID3 tag):
+    its 11 bits of sync, then a version, layer, bitrate and sample rate that exist (text made
+    of "_" or "/", which decode to sync bits, has none)."""
+    if len(head) < 3 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (head[1] >> 3) & 3, (head[1] >> 1) & 3
+    return version != 1 and layer != 0 and head[2] >> 4 != 15 and (head[2] >> 2) & 3 != 3

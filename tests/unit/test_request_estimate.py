@@ -15,8 +15,9 @@ from switchyard.schemas.prompt_estimate import MEDIA_TOKENS, prompt_tokens
 
 pytestmark = pytest.mark.unit
 
-# 100 KiB of image bytes: ~136,000 characters of base64.
-IMAGE = base64.b64encode(bytes(range(256)) * 400).decode()
+# 100 KiB of a PNG image: ~136,000 characters of base64.
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+IMAGE = base64.b64encode(PNG + bytes(range(256)) * 400).decode()
 
 
 def _json(doc: dict[str, Any]) -> bytes:
@@ -232,7 +233,7 @@ def _wrapped(data: bytes, width: int = 76, brk: str = "\n", *, url_safe: bool = 
     return "".join(flat[i : i + width] + brk for i in range(0, len(flat), width))
 
 
-PHOTO = bytes(range(256)) * 1600  # 400 KiB: ~546,000 characters of base64
+PHOTO = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 1600  # 400 KiB of a JPEG
 
 
 def test_base64_in_lines_or_url_safe_counts_as_media() -> None:
@@ -318,3 +319,59 @@ def test_base64_in_lines_is_read_once() -> None:
         body = Counted(_chat([{"type": "input_audio", "input_audio": {"data": data}}]))
         assert prompt_tokens(body) <= MEDIA_TOKENS + 50
         assert calls < 10
+
+
+# What a few kinds of file start with, as their own formats write them.
+FILES = {
+    "png": PNG,
+    "jpeg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
+    "gif": b"GIF89a\x01\x00\x01\x00",
+    "webp": b"RIFF\x00\x10\x00\x00WEBPVP8 ",
+    "wav": b"RIFF\x24\x10\x00\x00WAVEfmt ",
+    "pdf": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n",
+    "mp3": b"ID3\x04\x00\x00\x00\x00\x00\x23TSSE",
+    "mp3 without its tag": b"\xff\xfb\x90\x64\x00\x00\x00\x00",
+    "ogg": b"OggS\x00\x02\x00\x00\x00\x00\x00\x00",
+    "flac": b"fLaC\x00\x00\x00\x22\x10\x00",
+    "m4a": b"\x00\x00\x00\x20ftypM4A \x00\x00",
+    "heic": b"\x00\x00\x00\x18ftypheic\x00\x00",
+    "webm": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01",
+}
+
+
+@pytest.mark.parametrize("url_safe", [False, True])
+@pytest.mark.parametrize("kind", sorted(FILES))
+def test_a_file_in_a_media_field_counts_as_media(kind: str, url_safe: bool) -> None:
+    """Its first bytes, decoded, carry its format's signature: unbroken or wrapped in lines,
+    in either alphabet."""
+    data = FILES[kind] + bytes(range(256)) * 40  # 10 KiB
+    flat = (base64.urlsafe_b64encode if url_safe else base64.b64encode)(data).decode()
+    for b64 in (flat, _wrapped(data, url_safe=url_safe)):
+        for part in (
+            {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}},
+            {"type": "file", "file": {"file_data": b64, "filename": "a"}},
+        ):
+            body = _chat([part])
+            assert MEDIA_TOKENS <= prompt_tokens(body) <= MEDIA_TOKENS + 50, (kind, part)
+
+
+def test_text_in_a_media_field_counts_as_text() -> None:
+    """A media field's string is media only when it decodes to a file: 886 KB of readable
+    text in an Anthropic text document (``source.type: "text"``), in the URL-safe alphabet
+    and sampled only 64 bytes every 2 KiB, counted 1,058 tokens, flat or in lines of 76
+    (reviewer)."""
+    words = ("the_quick_brown_fox_jumps_over_the_lazy_dog_" * 20_200)[:886_000]
+    lines = "".join(words[i : i + 76] + "\n" for i in range(0, len(words), 76))
+    for text in (words, lines, "_" * 16 + words, "/" * 16 + words, "-" * 16 + words):
+        source = {"type": "text", "media_type": "text/plain", "data": text}
+        document = {"type": "document", "source": source}
+        messages = _json(
+            {"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": [document]}]}
+        )
+        assert _tokens("messages", messages) >= len(text) // 4, text[:20]
+        for part in (
+            {"type": "input_audio", "input_audio": {"data": text, "format": "wav"}},
+            {"type": "file", "file": {"file_data": text}},
+            {"type": "image", "b64_json": text},
+        ):
+            assert prompt_tokens(_chat([part])) >= len(text) // 4, (text[:20], part)
