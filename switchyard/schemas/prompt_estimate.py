@@ -1,8 +1,10 @@
 """A request's prompt in tokens, estimated from its JSON body: ~4 bytes per token, each inline
-media part (a base64 image, audio clip or file, its base64 in one line or wrapped in lines,
-of either alphabet; in a bare media field, only base64 that opens with a known file's
-signature) at most :data:`MEDIA_TOKENS`, and a prompt sent as token ids (an embedding
-``input`` or a completion ``prompt`` of integers) one token per id.
+image, audio clip or video (its base64 in one line or wrapped in lines, of either alphabet;
+in a bare media field, only base64 that opens with a known file's signature)
+:data:`MEDIA_TOKENS`, each inline document (a PDF, or a data URL of another type) a token
+per :data:`DOCUMENT_CHARS` characters of its base64, at least ``MEDIA_TOKENS``, and a prompt
+sent as token ids (an embedding ``input`` or a completion ``prompt`` of integers) one token
+per id.
 
 Two places need it and must agree: the edge admits a request on it against its key's ``tpm``
 (:mod:`switchyard.ingress.estimate`), and a model-proxy bills it when the provider reported no
@@ -16,7 +18,9 @@ characters (``base64 photo.jpg`` in a shell, Python's ``base64.encodebytes``) or
 was text, a 400 KB image ~100,000 tokens. Readable text written in the URL-safe alphabet (an
 Anthropic text document's ``data: "the_quick_brown_fox_..."``) passed for base64 where it was
 looked at, 886 KB of it ~1,000 tokens: a bare field's string is media only when its first
-bytes decode to a file's signature, which text never does.
+bytes decode to a file's signature, which text never does. A document counted 1,000 tokens
+too, where providers bill it by its text: a 3 MB PDF is 100,000 tokens and more, admitted
+under ``tpm`` at 1,000 and billed 1,000 when no usage came (:data:`DOCUMENT_CHARS`).
 """
 
 from __future__ import annotations
@@ -24,10 +28,18 @@ from __future__ import annotations
 import binascii
 import re
 
-# What one inline image, audio clip or file counts for at most: above what providers bill a
-# typical image (OpenAI ~85-1,100 tokens by size, Anthropic ~1,600 for the largest), as a
-# recording or a document billed by its text may cost more. The answer corrects it.
+# What one inline image, audio clip or video counts for: above what providers bill a typical
+# image (OpenAI ~85-1,100 tokens by size, Anthropic ~1,600 for the largest), as a long
+# recording may cost more. The answer corrects it. A document counts at least as much.
 MEDIA_TOKENS = 1000
+# A document's characters of base64 per token: a token per 24 bytes of the file (4 characters
+# of base64 are 3 bytes). Providers bill a PDF by its text, not a fixed allowance (Anthropic
+# ~1,500-3,000 tokens a page of text, which includes a picture of the page), and a page of a
+# text PDF, its text compressed beside its share of fonts and structure, is a few tens of KB:
+# 48 KB at 24 bytes a token is 2,000 tokens, a 3 MB PDF ~130,000. A scanned PDF, hundreds of
+# KB a page, counts more than it is billed until its usage corrects it; its bytes as text (3
+# bytes a token) would refuse as ``request_too_large`` documents a key can run.
+DOCUMENT_CHARS = 32
 # Only a string longer than MEDIA_TOKENS x 4 bytes counts for less than its bytes, so the body
 # is looked at every _STRIDE bytes, under half that: each such string has a look in its base64.
 _STRIDE = 2048
@@ -38,8 +50,13 @@ _RUN = re.compile(rb"[A-Za-z0-9+/_-]{64}")
 _MIN_WIDTH = 32
 # One line of wrapped base64 (its padding too), looked at whole.
 _LINE = re.compile(rb"[A-Za-z0-9+/=_-]+")
-# The opening of a data URL's string: its header, up to its base64.
-_DATA_URL = re.compile(rb'"data:[^",;\\]{0,128};base64,(?=[A-Za-z0-9+/_-]{%d})' % _MIN_WIDTH)
+# The opening of a data URL's string: its header (its media type), up to its base64.
+_DATA_URL = re.compile(
+    rb'"data:(?P<type>[^",;\\]{0,128});base64,(?=[A-Za-z0-9+/_-]{%d})' % _MIN_WIDTH
+)
+# The media types of a data URL counted as one image, recording or video; text/* is text,
+# counted by its bytes; any other type is a document.
+_MEDIA_TYPES = (b"image/", b"audio/", b"video/")
 # What a look lands in: base64 (``media``), unbroken or wrapped in lines (JSON-escaped "\n" or
 # "\r\n" breaks, as `base64` in a shell and MIME write it, every 76 characters: up to the
 # next break, taken whole, then the next line); else maybe an array of token ids (integers,
@@ -78,8 +95,9 @@ _STANDARD = bytes.maketrans(b"-_", b"+/")
 
 
 def prompt_tokens(body: bytes) -> int:
-    """The prompt's estimate: ~4 bytes per token, each inline media part at most
-    :data:`MEDIA_TOKENS`, each token id one (at least 1)."""
+    """The prompt's estimate: ~4 bytes per token, each inline image, audio clip or video
+    :data:`MEDIA_TOKENS`, each inline document a token per :data:`DOCUMENT_CHARS` of its
+    base64 (at least ``MEDIA_TOKENS``), each token id one (at least 1)."""
     tokens = 0
     at = 0
     for opens, closes, counted in _spans(body):
@@ -111,8 +129,9 @@ def _spans(body: bytes) -> list[tuple[int, int, int]]:
         if media:
             if closes < 0:  # (not JSON after all: the probe read it, so never)
                 break
-            if opens >= 0 and _media(body, opens, closes, at):
-                found.append((opens, closes + 1, MEDIA_TOKENS))
+            counted = _media(body, opens, closes, at) if opens >= 0 else 0
+            if counted:
+                found.append((opens, closes + 1, counted))
         else:
             closes = len(body) if closes < 0 else closes  # (ids last in the body)
             ids = _token_ids(body, opens, closes, at)
@@ -122,25 +141,31 @@ def _spans(body: bytes) -> list[tuple[int, int, int]]:
     return found
 
 
-def _media(body: bytes, opens: int, closes: int, at: int) -> bool:
-    """Whether the JSON string of ``body`` from the quote at ``opens`` to the one at
-    ``closes``, base64 at ``at``, is inline media longer than ``MEDIA_TOKENS`` x 4 bytes.
+def _media(body: bytes, opens: int, closes: int, at: int) -> int:
+    """The tokens the JSON string of ``body`` from the quote at ``opens`` to the one at
+    ``closes``, base64 at ``at``, counts for as inline media longer than ``MEDIA_TOKENS`` x 4
+    bytes; 0 when it is not such media (its bytes count).
 
     It is when it is a ``data:...;base64,`` URL or a file's base64 as the value of a media
     field (``data``, ``file_data``, ``b64_json``: base64 elsewhere, in a text part, is billed
-    as text; :func:`_media_content`), holds
-    no space, which base64 never does, and is base64 wherever it is looked at: unbroken (no
-    escape), or wrapped in lines (:func:`_wrapped`).
+    as text; :func:`_media_content`), holds no space, which base64 never does, and is base64
+    wherever it is looked at: unbroken (no escape), or wrapped in lines (:func:`_wrapped`).
+    A document counts a token per ``DOCUMENT_CHARS`` of its base64, anything else
+    ``MEDIA_TOKENS``.
     """
     if closes - opens <= 4 * MEDIA_TOKENS:
-        return False
-    content = _media_content(body, opens)
+        return 0
+    content, document = _media_content(body, opens)
     if content < 0 or body.find(b" ", opens, closes) >= 0:
-        return False
+        return 0
     escape = body.find(b"\\", content, closes)
     if escape >= 0:
-        return _wrapped(body, content, escape, closes)
-    return all(_RUN.match(body, a) for a in range(at + _STRIDE, closes - 64, _STRIDE))
+        encoded = _wrapped(body, content, escape, closes)
+    else:
+        encoded = all(_RUN.match(body, a) for a in range(at + _STRIDE, closes - 64, _STRIDE))
+    if not encoded:
+        return 0
+    return max(MEDIA_TOKENS, (closes - content) // DOCUMENT_CHARS) if document else MEDIA_TOKENS
 
 
 def _wrapped(body: bytes, content: int, escape: int, closes: int) -> bool:
@@ -187,20 +212,25 @@ def _token_ids(body: bytes, opens: int, closes: int, at: int) -> tuple[int, int,
     return first, end, body.count(b",", first, end) + 1
 
 
-def _media_content(body: bytes, opens: int) -> int:
+def _media_content(body: bytes, opens: int) -> tuple[int, bool]:
     """Where the base64 of the string opening at ``opens`` starts when it is a base64 data
-    URL, or base64 of a file as the value of a media field (a look at the ~24 bytes before it
-    for the field's name, then at the file's first bytes: readable text in the URL-safe
-    alphabet, as in an Anthropic text document's ``data``, is no file); -1 when it is
-    neither."""
+    URL (not of text), or base64 of a file as the value of a media field (a look at the ~24
+    bytes before it for the field's name, then at the file's first bytes: readable text in
+    the URL-safe alphabet, as in an Anthropic text document's ``data``, is no file), -1 when
+    it is neither; and whether it is a document: a PDF, or a data URL of a type other than
+    an image's, a recording's or a video's."""
     url = _DATA_URL.match(body, opens)
     if url is not None:
-        return url.end()
+        kind = url["type"].lower()
+        if kind.startswith(b"text/"):
+            return -1, False
+        document = not kind.startswith(_MEDIA_TYPES)
+        return url.end(), document or _head(body, url.end()).startswith(b"%PDF-")
     if _MEDIA_FIELD.search(body, max(0, opens - 24), opens + 1) is not None:
         head = _head(body, opens + 1)
         if head.startswith(_SIGNATURES) or head[4:8] == b"ftyp" or _mpeg_audio(head):
-            return opens + 1
-    return -1
+            return opens + 1, head.startswith(b"%PDF-")
+    return -1, False
 
 
 def _head(body: bytes, content: int) -> bytes:

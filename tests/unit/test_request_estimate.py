@@ -11,7 +11,7 @@ import pytest
 from switchyard.dialects.probes import probe_messages, probe_responses
 from switchyard.ingress.estimate import request_tokens
 from switchyard.schemas.openai import probe
-from switchyard.schemas.prompt_estimate import MEDIA_TOKENS, prompt_tokens
+from switchyard.schemas.prompt_estimate import DOCUMENT_CHARS, MEDIA_TOKENS, prompt_tokens
 
 pytestmark = pytest.mark.unit
 
@@ -104,13 +104,8 @@ def test_inline_media_counts_a_fixed_allowance_not_its_bytes() -> None:
     assert MEDIA_TOKENS + 100 <= _tokens("messages", anthropic) <= MEDIA_TOKENS + 200
     audio = _chat([{"type": "input_audio", "input_audio": {"data": IMAGE, "format": "wav"}}])
     assert MEDIA_TOKENS <= prompt_tokens(audio) <= MEDIA_TOKENS + 50
-    pdf = {
-        "type": "input_file",
-        "filename": "a.pdf",
-        "file_data": f"data:application/pdf;base64,{IMAGE}",
-    }
-    responses = _json({"model": "m", "input": [{"role": "user", "content": [pdf]}]})
-    assert MEDIA_TOKENS <= _tokens("responses", responses) <= MEDIA_TOKENS + 50
+    video = {"type": "image_url", "image_url": {"url": f"data:video/mp4;base64,{IMAGE}"}}
+    assert MEDIA_TOKENS <= prompt_tokens(_chat([video])) <= MEDIA_TOKENS + 50
 
 
 def test_small_media_counts_its_bytes() -> None:
@@ -375,3 +370,49 @@ def test_text_in_a_media_field_counts_as_text() -> None:
             {"type": "image", "b64_json": text},
         ):
             assert prompt_tokens(_chat([part])) >= len(text) // 4, (text[:20], part)
+
+
+# 3 MiB of a PDF: ~4,190,000 characters of base64, billed by providers as its text.
+PDF = FILES["pdf"] + bytes(range(256)) * 12_288
+
+
+def test_a_document_counts_a_token_per_32_characters_of_its_base64() -> None:
+    """A 3 MB PDF counted 1,000 tokens, as an image does, where providers bill it by its text
+    (100,000 tokens and more): a tpm key admitted it at 1,000, and a call whose usage never
+    came (cancelled before it, or a provider without usage) was billed 1,000 (reviewer)."""
+    b64 = base64.b64encode(PDF).decode()
+    tokens = len(b64) // DOCUMENT_CHARS  # ~131,000: a token per 24 bytes of the PDF
+    url = f"data:application/pdf;base64,{b64}"
+    source = {"type": "base64", "media_type": "application/pdf", "data": b64}
+    messages = _json(
+        {
+            "model": "m",
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": [{"type": "document", "source": source}]}],
+        }
+    )
+    assert tokens + 100 <= _tokens("messages", messages) <= tokens + 150
+    for part in (
+        {"type": "file", "file": {"filename": "a.pdf", "file_data": url}},  # chat
+        {"type": "file", "file": {"filename": "a.pdf", "file_data": b64}},
+        {"type": "file", "file": {"file_data": _wrapped(PDF, url_safe=True)}},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}},  # a PDF
+        {
+            "type": "image_url",
+            "image_url": {"url": f"data:APPLICATION/OCTET-STREAM;base64,{IMAGE}"},
+        },
+    ):
+        data = part.get("file", part.get("image_url"))
+        expected = len(json.dumps(data)) // DOCUMENT_CHARS
+        assert expected - 10 <= prompt_tokens(_chat([part])) <= expected + 50, str(part)[:80]
+    pdf = {"type": "input_file", "filename": "a.pdf", "file_data": url}
+    responses = _json({"model": "m", "input": [{"role": "user", "content": [pdf]}]})
+    assert tokens <= _tokens("responses", responses) <= tokens + 50
+    assert _tokens("responses", responses, tpm=20_000) > 20_000  # too large for such a key
+    # A small document counts MEDIA_TOKENS at least; text in a data URL counts its bytes.
+    small = base64.b64encode(PDF[:20_000]).decode()
+    body = _chat([{"type": "file", "file": {"file_data": f"data:application/pdf;base64,{small}"}}])
+    assert MEDIA_TOKENS <= prompt_tokens(body) <= MEDIA_TOKENS + 50
+    text = base64.b64encode(b"words and words " * 20_000).decode()
+    body = _chat([{"type": "file", "file": {"file_data": f"data:text/plain;base64,{text}"}}])
+    assert prompt_tokens(body) == len(body) // 4
