@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import ignored_auth, positive_data_acceptance
 from schemathesis.schemas import APIOperation
 
 from tests.stacks import Stack, start_stack
@@ -92,7 +92,11 @@ def _operations(base: str, prefix: str) -> list[APIOperation[Any, Any, Any, Any]
 
 
 def _fuzz(
-    op: APIOperation[Any, Any, Any, Any], mode: GenerationMode, headers: dict[str, str], label: str
+    op: APIOperation[Any, Any, Any, Any],
+    mode: GenerationMode,
+    headers: dict[str, str],
+    label: str,
+    excluded: tuple[Any, ...] = (),
 ) -> None:
     failures: list[str] = []
 
@@ -114,7 +118,7 @@ def _fuzz(
             case.call_and_validate(
                 headers=headers,
                 timeout=CASE_TIMEOUT_S,
-                excluded_checks=[positive_data_acceptance],
+                excluded_checks=[positive_data_acceptance, *excluded],
             )
         except Exception as exc:  # every failure of every case, reported together below
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -174,5 +178,14 @@ async def test_endless_admin_stream_needs_the_token(fuzz_stack: Stack) -> None:
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_admin_api_conforms_to_its_document(fuzz_stack: Stack, mode: GenerationMode) -> None:
     """Runs after the LLM API tests (file order): generated admin calls rewrite the routes."""
+    # schemathesis's ignored_auth check sends each operation a wrong token too: from one
+    # address, the eleventh is 429 (wrong admin tokens count per address, as at sign-in).
+    # Wrong and missing tokens are the test above's, and tests/test_admin_api_token_guard.py's.
     for op in _operations(fuzz_stack.gateway_url, "/admin/v1"):
-        _fuzz(op, mode, fuzz_stack.admin_headers(), "gateway /admin/v1 (admin token)")
+        _fuzz(
+            op,
+            mode,
+            fuzz_stack.admin_headers(),
+            "gateway /admin/v1 (admin token)",
+            excluded=(ignored_auth,),
+        )
