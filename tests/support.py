@@ -284,6 +284,22 @@ def usage_events(data: bytes | None) -> list[UsageEvent]:
         return []
 
 
+async def usage_of(nc: NATS, request_id: str) -> UsageEvent | None:
+    """The usage event of the request its client called ``request_id`` (an edge appends a
+    suffix: ``<client id>.<suffix>``), among the last 50 USAGE messages, waited for ~10 s;
+    ``nc`` may read the USAGE stream (the provisioner)."""
+    js = nc.jetstream()
+    for _ in range(50):
+        last = (await js.stream_info(subjects.USAGE_STREAM)).state.last_seq
+        for seq in range(last, max(0, last - 50), -1):
+            raw = await js.get_msg(subjects.USAGE_STREAM, seq)
+            for event in usage_events(raw.data):
+                if event.request_id.split(".", 1)[0] == request_id:
+                    return event
+        await asyncio.sleep(0.2)
+    return None
+
+
 async def beat_until(
     check: Callable[[], Awaitable[T | None]],
     beat: Callable[[], Awaitable[None]],

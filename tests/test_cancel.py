@@ -32,7 +32,7 @@ from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.keys import hash_key
 from tests.fakes.server import FakeServer, InThread
 from tests.stacks import Stack, start_stack
-from tests.support import flushed, usage_events
+from tests.support import flushed, usage_events, usage_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -191,22 +191,11 @@ async def _read_some(reader: asyncio.StreamReader) -> bytes:
 
 
 async def _usage_of(stack: Stack, request_id: str) -> UsageEvent | None:
-    """The usage event of the request its client called ``request_id`` (an edge appends a
-    suffix: ``<client id>.<suffix>``), waited for a while."""
     nc = await stack.connect("provisioner")
     try:
-        js = nc.jetstream()
-        for _ in range(50):
-            last = (await js.stream_info(subjects.USAGE_STREAM)).state.last_seq
-            for seq in range(last, max(0, last - 50), -1):
-                raw = await js.get_msg(subjects.USAGE_STREAM, seq)
-                for event in usage_events(raw.data):
-                    if event.request_id.split(".", 1)[0] == request_id:
-                        return event
-            await asyncio.sleep(0.2)
+        return await usage_of(nc, request_id)
     finally:
         await nc.close()
-    return None
 
 
 async def _usage_events(stack: Stack, request_id: str, count: int) -> list[UsageEvent]:

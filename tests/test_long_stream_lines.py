@@ -22,7 +22,7 @@ from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.health import PREFIX
 from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack
-from tests.support import usage_events
+from tests.support import usage_of
 
 pytestmark = pytest.mark.integration
 
@@ -47,21 +47,11 @@ async def routed(stack: Stack) -> AsyncIterator[Stack]:
 
 
 async def _usage_of(stack: Stack, request_id: str) -> UsageEvent | None:
-    """The usage event of the request its client called ``request_id``, waited for a while."""
     nc = await stack.connect("provisioner")
     try:
-        js = nc.jetstream()
-        for _ in range(50):
-            last = (await js.stream_info(subjects.USAGE_STREAM)).state.last_seq
-            for seq in range(last, max(0, last - 50), -1):
-                raw = await js.get_msg(subjects.USAGE_STREAM, seq)
-                for event in usage_events(raw.data):
-                    if event.request_id.split(".", 1)[0] == request_id:
-                        return event
-            await asyncio.sleep(0.2)
+        return await usage_of(nc, request_id)
     finally:
         await nc.close()
-    return None
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -185,6 +185,9 @@ def test_port_in_use_gives_a_clear_error(tmp_path: Path) -> None:
     home = tmp_path / "home"
     settings, config = write_settings(home)
     with socket.socket() as sock:
+        # The port was picked free, but may still hold a closed connection in TIME_WAIT (CI
+        # once failed here with EADDRINUSE); a listener bound over it still blocks Valkey.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", settings.stack.valkey_port))
         sock.listen()
         out = _cli(config, "up", "--detach")

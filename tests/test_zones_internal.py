@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from switchyard.bus.connect import subscribed
 from tests.test_zones import (  # noqa: F401  (zone: the fixture, one per module)
     AUDIT,
     CONTROL_ADMIN,
@@ -78,10 +79,12 @@ async def test_internal_client_replies_never_reach_client_streams(
 
     try:
         before = (await admin.jetstream().stream_info(stream)).state.last_seq
+        # subscribed(), not flush(): nats-py's flush can return before the server has a SUB
+        # just made (CI once timed out here waiting for the answer that found nobody).
         await inprobe.subscribe(reply, cb=landed.put)
-        await inprobe.flush()
+        await subscribed(inprobe)
         await head.subscribe("llm.v1.chat", queue="head", cb=answer)
-        await head.flush()
+        await subscribed(head)
         await app.publish("llm.v1.chat", b"{}", reply=reply)
         await app.flush()
         got = await asyncio.wait_for(landed.get(), 5)
@@ -114,7 +117,7 @@ async def test_internal_zone_reaches_nothing_but_the_llm_api(zone: Zone) -> None
         (head, "llm.v1.chat"),
     ):
         await nc.subscribe(subject, cb=answer)
-        await nc.flush()
+        await subscribed(nc)
     try:
         assert (await _exported_request(inprobe, "llm.v1.chat", b"{}")).data == b"reached"
         for subject in (
