@@ -25,11 +25,12 @@ from switchyard.admin.keys import KeyAdmin
 from switchyard.bus import subjects
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
+from switchyard.schemas.events import UsageEvent
 from switchyard.stack import local
 from switchyard.stack.home import StackHome
 from switchyard.stack.process import ManagedProcess, http_check
 from switchyard.stack.supervisor import Supervisor
-from tests.support import free_port, merged, ports_in, write_settings
+from tests.support import free_port, merged, ports_in, usage_of, write_settings
 
 
 @dataclass
@@ -164,6 +165,14 @@ class Stack:
         return await connect(
             self.settings.nats_servers, self.settings.certs_dir, identity, **kwargs
         )
+
+    async def usage_of(self, request_id: str) -> UsageEvent | None:
+        """:func:`tests.support.usage_of`, read as the provisioner."""
+        nc = await self.connect("provisioner")
+        try:
+            return await usage_of(nc, request_id)
+        finally:
+            await nc.close()
 
     async def new_key(self, name: str = "test", **fields: Any) -> tuple[str, Any]:
         nc = await self.connect("admin")

@@ -32,7 +32,7 @@ from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.keys import hash_key
 from tests.fakes.server import FakeServer, InThread
 from tests.stacks import Stack, start_stack
-from tests.support import flushed, usage_events, usage_of
+from tests.support import flushed, usage_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -190,14 +190,6 @@ async def _read_some(reader: asyncio.StreamReader) -> bytes:
         return b""
 
 
-async def _usage_of(stack: Stack, request_id: str) -> UsageEvent | None:
-    nc = await stack.connect("provisioner")
-    try:
-        return await usage_of(nc, request_id)
-    finally:
-        await nc.close()
-
-
 async def _usage_events(stack: Stack, request_id: str, count: int) -> list[UsageEvent]:
     """The usage events of ``request_id`` (as the model-proxies sent it), once ``count`` are
     in the USAGE stream (or what is there after a while)."""
@@ -253,7 +245,7 @@ async def test_a_client_that_leaves_before_its_answer_stops_the_provider_call(
         )
     assert resp.status_code == 200, resp.text
     assert f"echo: {stays}" in resp.text
-    stayed = await _usage_of(leaving, f"{kind}-1")
+    stayed = await leaving.usage_of(f"{kind}-1")
     assert stayed is not None
     assert (stayed.status, stayed.completion_tokens) == (200, ANSWER_TOKENS)
 
@@ -262,7 +254,7 @@ async def test_a_client_that_leaves_before_its_answer_stops_the_provider_call(
     await _leave_while(leaving, body, f"{kind}-2", lambda: leaves in fake.holding)
     assert await _eventually(lambda: leaves in fake.cut, 5), "the provider call went on"
     assert leaves not in fake.answered
-    _billed_as_cancelled(await _usage_of(leaving, f"{kind}-2"))
+    _billed_as_cancelled(await leaving.usage_of(f"{kind}-2"))
     assert await _cancelled_count(leaving, "serving") == before + 1
 
 
@@ -383,7 +375,7 @@ async def test_a_cancel_with_another_key_is_ignored(
     assert hash_key(leaving.api_key).encode() not in wire
     victim_bills = await _usage_events(leaving, "victim-1", 1)
     assert [(e.status, e.completion_tokens) for e in victim_bills] == [(200, ANSWER_TOKENS)]
-    _billed_as_cancelled(await _usage_of(leaving, "walker-1"))
+    _billed_as_cancelled(await leaving.usage_of("walker-1"))
 
 
 async def test_a_request_sent_again_after_its_cancel_is_billed_for_its_answer(
@@ -637,7 +629,7 @@ async def test_a_stream_cut_by_a_killed_model_proxy_does_not_reach_the_provider_
             assert await proc.wait_healthy(60), proc.tail_log()
     assert "stream_interrupted" in rest, rest
     assert [_text(c.body) for c in fake.calls].count(text) == 1
-    _billed_as_cancelled(await _usage_of(leaving, "cut-1"))
+    _billed_as_cancelled(await leaving.usage_of("cut-1"))
 
 
 def _deployment_of(stack: Stack, alias: str) -> str:

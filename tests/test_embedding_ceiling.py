@@ -17,9 +17,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from switchyard.schemas.events import UsageEvent
 from tests.stacks import Stack
-from tests.support import usage_of
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +51,6 @@ async def _embed(
     )
 
 
-async def _usage_of(stack: Stack, request_id: str) -> UsageEvent | None:
-    nc = await stack.connect("provisioner")
-    try:
-        return await usage_of(nc, request_id)
-    finally:
-        await nc.close()
-
-
 @pytest.mark.asyncio(loop_scope="session")
 async def test_an_embeddings_answer_too_large_says_what_fits_and_is_billed(routed: Stack) -> None:
     async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
@@ -73,7 +63,7 @@ async def test_an_embeddings_answer_too_large_says_what_fits_and_is_billed(route
     fit = int(error["message"].split("(about ")[1].split(" ")[0])
     assert 200 < fit < 300, error  # ~22 bytes a dimension: ~245 of 1,536 dimensions
     assert "encoding_format base64" in error["message"], error
-    event = await _usage_of(routed, "embedceil-over")
+    event = await routed.usage_of("embedceil-over")
     assert event is not None, "an answer the provider gave (and charges for) went unbilled"
     assert event.status == 502
     assert event.prompt_tokens > 0

@@ -18,11 +18,9 @@ import pytest_asyncio
 from nats.js.errors import NoKeysError
 
 from switchyard.bus import subjects
-from switchyard.schemas.events import UsageEvent
 from switchyard.schemas.health import PREFIX
 from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack
-from tests.support import usage_of
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +44,6 @@ async def routed(stack: Stack) -> AsyncIterator[Stack]:
         yield stack
 
 
-async def _usage_of(stack: Stack, request_id: str) -> UsageEvent | None:
-    nc = await stack.connect("provisioner")
-    try:
-        return await usage_of(nc, request_id)
-    finally:
-        await nc.close()
-
-
 @pytest.mark.asyncio(loop_scope="session")
 async def test_a_streamed_line_over_4_mib_is_a_502_and_is_billed(routed: Stack) -> None:
     async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
@@ -66,7 +56,7 @@ async def test_a_streamed_line_over_4_mib_is_a_502_and_is_billed(routed: Stack) 
     error = got.json()["error"]
     assert error["code"] == "all_deployments_failed", error
     assert "streamed line longer than 4 MiB" in error["message"], error
-    event = await _usage_of(routed, "longline-1")
+    event = await routed.usage_of("longline-1")
     assert event is not None, "a streamed answer the provider produced went unbilled"
     assert event.status == 502
     assert event.prompt_tokens > 0

@@ -64,7 +64,7 @@ class CountingExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             result = self._exporter.export(spans)
-        except Exception:
+        except Exception:  # counted, then raised as it came: the SDK's batch processor logs it
             self._counts.add("failed", len(spans))
             raise
         ok = result is SpanExportResult.SUCCESS
