@@ -48,6 +48,7 @@ from switchyard.admin.queries import (
 )
 from switchyard.admin.secret_delete import refuse_in_use, users_of
 from switchyard.admin.spend import SpendUnavailable
+from switchyard.admin.token_audit import REFUSED_CODES, audit_refused
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.errors import (
@@ -175,6 +176,8 @@ class AdminApi:
                 check_params(request.query_params, params)  # (queries.py: why)
                 return await handler(request, context)
             except ApiError as exc:
+                if exc.code in REFUSED_CODES:  # a wrong token: audited, a minute apart
+                    await audit_refused(self._current(), request)
                 return error_response(exc)
 
         return guarded

@@ -13,6 +13,7 @@ from switchyard.admin.key_presence import KeyPresence
 from switchyard.admin.keys import KeyAdmin
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
+from switchyard.admin.token_audit import RefusalAudit
 from switchyard.bus.audit import AuditWriter
 from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
@@ -69,6 +70,7 @@ class AdminContext:
     # Whose X-Forwarded-For names the client (ingress.trusted_proxies): the sign-in guard and
     # every audit entry's source.
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    refusals: RefusalAudit | None = None  # wrong tokens on /admin/v1, into the audit log
 
     @property
     def file_table(self) -> RouteTable:

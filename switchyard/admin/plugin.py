@@ -25,7 +25,9 @@ from switchyard.admin.key_presence import KeyPresence
 from switchyard.admin.keys import KeyAdmin
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
+from switchyard.admin.token_audit import RefusalAudit, RefusalCounts
 from switchyard.admin.ui import AdminUi
+from switchyard.admin.ui.signin_guard import counted_as
 from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
@@ -84,6 +86,7 @@ class AdminPlugin:
             raise
         control = ControlClient(nc, actor="gateway-api")
         secrets = SecretsAdmin(nc, actor="gateway-api")
+        audit = AuditWriter(nc, "api")
         self.context = AdminContext(
             auth=self._auth,
             control=control,
@@ -93,12 +96,13 @@ class AdminPlugin:
             keys=KeyAdmin(js, locator=index),
             spend=SpendReader(settings),
             index=index,
-            audit=AuditWriter(nc, "api"),
+            audit=audit,
             audit_log=audit_log,
             files=FileTable(settings, Path(settings.source_file) if settings.source_file else None),
             convert_litellm=self._convert,
             batches=batches,
             proxies=TrustedProxies(settings.ingress.trusted_proxies),
+            refusals=RefusalAudit(audit, RefusalCounts(counted_as=counted_as)),
         )
         self._budgets = BudgetWatch(
             nc.jetstream(timeout=5), self.context.spend, metrics, settings.admin.budget_watch_s
@@ -113,6 +117,8 @@ class AdminPlugin:
             await budgets.stop()
         context, self.context = self.context, None
         if context is not None:
+            if context.refusals is not None:
+                await context.refusals.stop()
             await context.audit_log.stop()
             await context.index.stop()
             if context.batches is not None:

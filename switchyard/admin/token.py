@@ -11,6 +11,7 @@ shorter than :data:`ADVISED_TOKEN_CHARS` is warned about once at start, and so i
 users may read. Wrong tokens on ``/admin/v1`` are counted per
 address by the sign-in's guard (:mod:`switchyard.admin.ui.signin_guard`, one count for both):
 past its limit an address gets 429 with ``Retry-After`` and one warning line, never the token.
+Each refused one is also audited, a minute apart per address (:mod:`switchyard.admin.token_audit`).
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def unrecorded_detail(summary: Unrecorded) -> str:
     )
 
 
-def _counted_as(source: str) -> str:
+def counted_as(source: str) -> str:
     """The address a count is kept under: an IPv6 address's /64, else the address."""
     try:
         address = ipaddress.ip_address(source)
@@ -114,7 +114,7 @@ class SigninGuard:
     def wait_s(self, source: str, now: float | None = None) -> float:
         """Seconds ``source`` must wait before it may try a token again (0: it may now)."""
         moment = time.time() if now is None else now
-        times = self._recent(_counted_as(source), moment)
+        times = self._recent(counted_as(source), moment)
         if len(times) < self._limit:
             return 0.0
         return max(1.0, self._window - (moment - times[-self._limit]))
@@ -123,7 +123,7 @@ class SigninGuard:
         """Count a wrong token; True when it is the one that blocks the address, which
         logs one warning (never the token): one line per address per window."""
         moment = time.time() if now is None else now
-        key = _counted_as(source)
+        key = counted_as(source)
         times = self._recent(key, moment)
         times.append(moment)
         self._failures[key] = times
@@ -165,7 +165,7 @@ class SigninGuard:
         moment = time.time() if now is None else now
         self._open(moment)
         self._unrecorded += 1
-        key = _counted_as(source)
+        key = counted_as(source)
         if len(self._from) < MAX_ADDRESSES:
             self._from.add(key)
         elif key not in self._from:
