@@ -315,9 +315,12 @@ class AdminApi:
         body = await _body(request)
         refuse_literal_keys(body)
         put = decode(body, PutTable, "route table")
-        before = (await c.control.table()).table  # for the audit's words only
-        state = await c.control.put_table(put.table, put.expected_revision)
-        await _audit_write(c, request, state, "routes.replace", "", before)
+        before = (await c.control.table()).table  # an older control service's words only
+        state, words = await c.control.put_table_said(put.table, put.expected_revision)
+        if words is None:  # (it may describe a write that landed between as this one's)
+            await _audit_write(c, request, state, "routes.replace", "", before)
+        else:  # said by control against the table this write replaced
+            await _audit(c, request, "routes.replace", "", words)
         return _ok(state)
 
     async def get_route(self, request: Request, c: AdminContext) -> Response:

@@ -13,6 +13,7 @@ import asyncio
 import random
 from collections.abc import Callable
 
+import msgspec
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import subjects
@@ -59,8 +60,17 @@ class ControlClient:
         return wire.TABLE_STATE.decode(await self._call("routes.get", b"{}"))
 
     async def put_table(self, table: RouteTable, expected_revision: int | None) -> wire.TableState:
+        return (await self.put_table_said(table, expected_revision))[0]
+
+    async def put_table_said(
+        self, table: RouteTable, expected_revision: int | None
+    ) -> tuple[wire.TableState, str | None]:
+        """:meth:`put_table`, also returning the audit words of what the write changed
+        against the table it replaced (None: nothing written, or a control service older
+        than the field: then the caller says it from the table it read)."""
         body = wire.ENCODER.encode(wire.PutTable(table=table, expected_revision=expected_revision))
-        return wire.TABLE_STATE.decode(await self._call("routes.put", body))
+        state = wire.TABLE_STATE.decode(await self._call("routes.put", body))
+        return msgspec.structs.replace(state, change_words=None), state.change_words
 
     async def edit(self, change: Callable[[RouteTable], RouteTable]) -> wire.TableState:
         """Apply ``change`` to the current table with compare-and-set, retrying lost races.

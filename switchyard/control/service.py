@@ -55,6 +55,7 @@ from switchyard.runtime.definitions import (
 )
 from switchyard.runtime.endpoints import Endpoints, reply_ok
 from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.provider_changes import table_words
 from switchyard.runtime.shutdown import STOP_STEP_S, within
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.upstreams import table_refusal
@@ -294,7 +295,10 @@ class Control:
             len(table.providers),
             len(table.routes),
         )
-        written = wire.TableState(revision=revision, table=table, changed=True)
+        # The audit's words from the table this write replaced (read under the lock above): a
+        # caller reading it apart could describe another write's change.
+        words = table_words(current.table, table, revision)
+        written = wire.TableState(revision=revision, table=table, changed=True, change_words=words)
         await reply_ok(req, wire.ENCODER.encode(written))
 
     def _check_readers(self, table: RouteTable, who: str) -> None:

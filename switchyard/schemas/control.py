@@ -12,11 +12,18 @@ class TableState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The route table and the KV revision it was read at (for compare-and-set).
 
     ``changed`` answers a write only (a read leaves it out): False when the table written
-    was the live one as it is, so nothing was written and ``revision`` is the live one's."""
+    was the live one as it is, so nothing was written and ``revision`` is the live one's.
+
+    ``change_words`` answers a write that wrote (from a control service of this version on):
+    what it changed about providers against the table it actually replaced, in the audit
+    log's words (``switchyard.runtime.provider_changes.table_words``). A reader that does not
+    know it ignores it (no new wire level); ``ControlClient`` hands it out apart, never in the
+    state it returns, so no HTTP answer carries it."""
 
     revision: int
     table: RouteTable
     changed: bool | None = None
+    change_words: str | None = None
 
 
 class PutTable(msgspec.Struct, frozen=True, kw_only=True):
