@@ -21,6 +21,7 @@ from fastapi.security import HTTPBearer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from switchyard.admin.audit_export import ENDPOINT as EXPORT_AUDIT
 from switchyard.admin.audit_words import created_words, delete_said, update_seen, update_words
 from switchyard.admin.batch_view import batch_records as _batches
 from switchyard.admin.batch_view import batch_view as _batch_view
@@ -285,6 +286,7 @@ class AdminApi:
                 "Admin actions, newest first (?q=&kind=&via=&offset=0&limit=50)",
                 self.audit,
             ),
+            EXPORT_AUDIT,
             ("/batches", "GET", "Every Batch API job: status, progress, key", self.list_batches),
             ("/batches/{batch_id}", "GET", "One Batch API job", self.get_batch),
             ("/secrets", "GET", "Stored provider keys (metadata only)", self.list_secrets),

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,19 +152,35 @@ class AuditLog:
                 await sub.unsubscribe()  # type: ignore[attr-defined]
 
     def query(self, query: AuditQuery) -> AuditPage:
-        needle = query.q.strip().lower()
         limit = max(1, min(query.limit, MAX_PAGE))
         matches: list[AuditRow] = []
         total = 0
+        keep = _matcher(query)
         for row, text in reversed(self._entries):
-            entry = row.entry
-            if query.kind and entry.kind != query.kind:
-                continue
-            if query.via and entry.via != query.via:
-                continue
-            if needle and needle not in text:
+            if not keep(row.entry, text):
                 continue
             if query.offset <= total < query.offset + limit:
                 matches.append(row)
             total += 1
         return AuditPage(matches, total, sorted(self._kinds))
+
+    def matching(self, query: AuditQuery) -> Iterator[AuditRow]:
+        """Every entry ``query`` filters in (its offset and limit aside), oldest first: the
+        entries held when it is called (later ones are not taken; nothing is skipped)."""
+        keep = _matcher(query)
+        held = list(self._entries)  # the follower appends while a reader is paused
+        return (row for row, text in held if keep(row.entry, text))
+
+
+def _matcher(query: AuditQuery) -> Callable[[AuditEntry, str], bool]:
+    """Whether an entry (and its lowered search text) passes ``query``'s filters."""
+    needle = query.q.strip().lower()
+
+    def keep(entry: AuditEntry, text: str) -> bool:
+        if query.kind and entry.kind != query.kind:
+            return False
+        if query.via and entry.via != query.via:
+            return False
+        return not needle or needle in text
+
+    return keep

@@ -28,6 +28,7 @@ QUERY_PARAMS: dict[str, tuple[str, ...]] = {
     "daily_spend": ("days", "per_day"),
     "spend_ranking": ("by", "days", "offset", "limit", "key"),
     "audit": ("q", "kind", "via", "offset", "limit"),
+    "export_audit": ("q", "kind", "via"),
     "delete_secret": ("force",),
 }
 

@@ -1,4 +1,5 @@
-"""The audit log: who changed what, when, through which door; filtered and paged on the server."""
+"""The audit log: who changed what, when, through which door; filtered and paged on the server,
+and downloaded as JSON Lines with the same filters."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from urllib.parse import urlencode
 from starlette.responses import Response
 
 from switchyard.admin.audit import AuditQuery
+from switchyard.admin.audit_export import export_response
 from switchyard.admin.ui.context import Route, Ui
 
 
@@ -29,7 +31,15 @@ async def audit_page(ui: Ui) -> Response:
         page=page,
         query=query,
         base="/ui/audit?" + (qs + "&" if qs else ""),
+        download="/ui/audit/export" + ("?" + qs if qs else ""),
     )
 
 
-ROUTES: list[Route] = [("/audit", "GET", audit_page)]
+async def audit_download(ui: Ui) -> Response:
+    """**Download**: every entry the page's filters match, oldest first, as JSON Lines (the
+    file ``GET /admin/v1/audit/export`` gives)."""
+    query = AuditQuery(q=ui.query("q"), kind=ui.query("kind"), via=ui.query("via"))
+    return export_response(ui.admin.audit_log, query)
+
+
+ROUTES: list[Route] = [("/audit", "GET", audit_page), ("/audit/export", "GET", audit_download)]
