@@ -1,7 +1,8 @@
 """The gateway's management API (``/admin/v1``): providers, routes, deployments, secrets.
 
-Every call needs the admin token (``Authorization: Bearer``). The gateway holds no routing
-state: it talks to the server zone only through the exported, admin-only service subjects
+Every call needs the admin token (``Authorization: Bearer``; the read-only token makes GETs
+only: :mod:`switchyard.admin.access`). The gateway holds no routing state: it talks to the
+server zone only through the exported, admin-only service subjects
 (``control.v1.admin.*``, ``secrets.v1.admin.*``) on a second NATS connection made with the
 admin identity. Route edits are compare-and-set (see :class:`ControlClient`), so two admins
 never overwrite each other. Bodies are decoded with the same msgspec types the route table
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from switchyard.admin.audit_export import ENDPOINT as EXPORT_AUDIT
+from switchyard.admin.access import authorize
 from switchyard.admin.audit_words import created_words, delete_said, update_seen, update_words
 from switchyard.admin.batch_view import batch_records as _batches
 from switchyard.admin.batch_view import batch_view as _batch_view
@@ -109,19 +111,17 @@ async def _body(request: Request) -> bytes:
     return await read_body(request, MAX_BODY_BYTES)
 
 
-def _bearer(request: Request) -> str | None:
-    return h.bearer_token(request.headers.get("authorization"))
-
-
 Handler = Callable[[Request, AdminContext], Awaitable[Response]]
 
 # Documents the admin token in the OpenAPI document (the check itself is AdminAuth's, in
 # _context: auto_error=False, so this dependency never answers a request by itself).
 _ADMIN_TOKEN = HTTPBearer(
-    auto_error=False, scheme_name="AdminToken", description="The admin token (admin.token_file)"
+    auto_error=False,
+    scheme_name="AdminToken",
+    description="The admin token (admin.token_file; read-only: admin.readonly_token_file)",
 )
 # Statuses any admin call may answer besides success, each an OpenAI-shaped error.
-ADMIN_ERRORS = (400, 401, 404, 409, 413, 429, 500, 503, 504)
+ADMIN_ERRORS = (400, 401, 403, 404, 409, 413, 429, 500, 503, 504)
 
 
 class EventStream(Response):
@@ -165,7 +165,7 @@ class AdminApi:
         context = self._current()
         if context is None:
             raise ServiceUnavailable("the management API is starting", code="starting")
-        context.auth.check_from(_bearer(request), lambda: context.proxies.client(request.scope))
+        authorize(context, request)  # the token; a read-only one only reads (403)
         return context
 
     def _guarded(

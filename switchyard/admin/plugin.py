@@ -54,8 +54,13 @@ class AdminPlugin:
         made = None if settings.admin.token_file else settings.admin_token_file
         self._ui = AdminUi(lambda: self.context, token_file=made)
         # Read here: a token too short to keep stops the gateway before it starts (ConfigError).
-        # Wrong tokens on /admin/v1 count with the sign-in's, per address.
-        self._auth = AdminAuth(settings.admin_token_file, guard=self._ui.guard)
+        # Wrong tokens on /admin/v1 count with the sign-in's, per address; the read-only
+        # token's file is read by the same rules (and refused when it is the admin token).
+        self._auth = AdminAuth(
+            settings.admin_token_file,
+            guard=self._ui.guard,
+            read_only=settings.admin_readonly_token_file,
+        )
         self._budgets: BudgetWatch | None = None
 
     def routers(self) -> list[APIRouter]:

@@ -381,11 +381,16 @@ class AdminSettings(Section, frozen=True):
         token_file: the bootstrap admin credential (``Authorization: Bearer <token>``);
             default ``<home>/admin-token``, created by ``switchyard up``. Without it the
             management API answers 503.
+        readonly_token_file: the read-only admin credential: every GET of the management
+            API and every page of the web app, no change (403 ``admin_read_only``); default
+            ``<home>/admin-readonly-token``, created by ``switchyard up``. Without it there
+            is no read-only access.
         budget_watch_s: how often each gateway counts the keys near their budget
             (``switchyard_keys_near_budget``): one read of every budgeted key's spend.
     """
 
     token_file: str | None = None
+    readonly_token_file: str | None = None
     budget_watch_s: Seconds = 30.0
 
 
@@ -544,6 +549,14 @@ class Settings(Section, frozen=True):
             Path(self.admin.token_file).resolve()
             if self.admin.token_file
             else self.home_dir / "admin-token"
+        )
+
+    @property
+    def admin_readonly_token_file(self) -> Path:
+        return (
+            Path(self.admin.readonly_token_file).resolve()
+            if self.admin.readonly_token_file
+            else self.home_dir / "admin-readonly-token"
         )
 
     def openbao_file(self, configured: str | None, default_name: str) -> Path:

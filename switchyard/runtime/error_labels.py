@@ -15,6 +15,7 @@ from switchyard.errors import ApiError
 OWN_CODES = frozenset(
     {
         "admin_disabled",
+        "admin_read_only",
         "all_deployments_failed",
         "answer_too_large",
         "api_key_expired",

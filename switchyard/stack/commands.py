@@ -294,6 +294,9 @@ def summary(
             f"(Authorization: Bearer $(cat {token}); every route at "
             f"{urls['gateway_api'].removesuffix('/v1')}/docs)",
         ]
+    read_only = home.root / "admin-readonly-token"
+    if token.is_file() and read_only.is_file():
+        lines.append(f"Read-only admin token (look, change nothing): {read_only}")
     lines += ["", f"Logs: {home.logs}/"]
     if detached:
         lines.append(f"Status: `switchyard{flags} status`   Stop: `switchyard{flags} down`")

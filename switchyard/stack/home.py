@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ADMIN_TOKEN_PREFIX = "sy-admin-"  # noqa: S105  (a prefix that marks the token kind, not a secret)
+READONLY_TOKEN_PREFIX = "sy-read-"  # noqa: S105  (the read-only admin token's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +79,10 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def ensure_admin_token(path: Path) -> bool:
-    """Create the token file if missing; True when it was created."""
+def ensure_admin_token(path: Path, prefix: str = ADMIN_TOKEN_PREFIX) -> bool:
+    """Create the token file if missing (``prefix``: :data:`READONLY_TOKEN_PREFIX` for the
+    read-only token's); True when it was created."""
     if path.is_file():
         return False
-    write_private(path, ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32) + "\n")
+    write_private(path, prefix + secrets.token_urlsafe(32) + "\n")
     return True

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import msgspec
 
-from switchyard.admin.token import load_token
+from switchyard.admin.token import load_read_only_token, load_token
 from switchyard.bus import identities
 from switchyard.bus.connect import connect
 from switchyard.config import Settings, StackSettings
 from switchyard.errors import StackError
 from switchyard.stack import binaries, natsnodes, openbao, valkey
 from switchyard.stack.certs import init_certificates
-from switchyard.stack.home import StackHome, ensure_admin_token
+from switchyard.stack.home import READONLY_TOKEN_PREFIX, StackHome, ensure_admin_token
 from switchyard.stack.ports import listen_port, port_free
 from switchyard.stack.process import ProcessSpec, http_check, http_status, redis_ping_check
 from switchyard.stack.provision import provision_client, provision_core
@@ -147,11 +147,16 @@ def ensure_certificates(settings: Settings, force: bool = False) -> None:
 
 
 def prepare_home(settings: Settings) -> None:
-    """Everything a first start needs before any process runs: certificates, admin token."""
+    """Everything a first start needs before any process runs: certificates, the admin token
+    and the read-only one."""
 
     ensure_certificates(settings)
     ensure_admin_token(settings.admin_token_file)
-    load_token(settings.admin_token_file)  # a short one: refused now, not by the gateway
+    ensure_admin_token(settings.admin_readonly_token_file, READONLY_TOKEN_PREFIX)
+    # A short one (or a read-only token that is the admin token): refused now, not by the
+    # gateway.
+    token = load_token(settings.admin_token_file)
+    load_read_only_token(settings.admin_readonly_token_file, token)
 
 
 def _ca_context(settings: Settings) -> ssl.SSLContext:

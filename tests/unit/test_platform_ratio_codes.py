@@ -36,7 +36,8 @@ REFUSALS = {
     "too_many_concurrent_requests", "too_many_failed_authentications",
 }  # fmt: skip
 CLIENT_ERRORS = {
-    "api_key_expired", "api_key_revoked", "conflict", "empty_file", "headers_too_large",
+    "admin_read_only", "api_key_expired", "api_key_revoked", "conflict", "empty_file",
+    "headers_too_large",
     "invalid_admin_token", "invalid_api_key", "invalid_deployment", "invalid_file",
     "invalid_header", "invalid_json", "invalid_request", "invalid_value", "item_not_found",
     "method_not_allowed",

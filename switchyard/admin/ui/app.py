@@ -23,7 +23,9 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from switchyard.admin.access import read_only_refusal, route_path
 from switchyard.admin.context import AdminContext
+from switchyard.admin.token import Role
 from switchyard.admin.ui import csrf
 from switchyard.admin.ui.context import Handler, Ui
 from switchyard.admin.ui.forms import SIGNIN_FORM_BYTES, Form
@@ -71,6 +73,7 @@ SESSION_ENDED = (
     "Your session ended (signed out, timed out, or the gateway restarted), so that was not "
     "saved. Sign in again to go back to the page, then send it again."
 )
+READ_ONLY_DETAIL = "read-only admin token"  # the audit detail of a read-only sign-in and out
 STALE_FORM = (
     "That page was opened before your latest sign-in (or in another session), so nothing was "
     "changed. Reload the page and try again."
@@ -120,7 +123,9 @@ class AdminUi:
         router.add_api_route("/ui", self._to_root, methods=["GET"])
         router.add_api_route("/ui/signin", self._signin_form, methods=["GET"])
         router.add_api_route("/ui/signin", self._signin, methods=["POST"])
-        router.add_api_route("/ui/signout", self._guarded(self._signout, "POST"), methods=["POST"])
+        router.add_api_route(
+            "/ui/signout", self._guarded(self._signout, "POST", read_only=True), methods=["POST"]
+        )
         router.add_api_route("/ui/static/{name}", self._asset, methods=["GET"])
         for path, method, handler in ROUTES:
             router.add_api_route(f"/ui{path}", self._guarded(handler, method), methods=[method])
@@ -177,7 +182,8 @@ class AdminUi:
             return self._signin_page("Enter your name: the audit log records it.", status=400)
         source = context.proxies.client(request.scope)
         try:
-            context.auth.check(token)  # the right token always signs in (an address is shared)
+            # The right token always signs in (an address is shared); the read-only one too.
+            role = context.auth.check(token)
         except AuthenticationFailed:
             await self._summarise()  # a window over: its summary before anything new
             wait = self.guard.wait_s(source)
@@ -212,12 +218,13 @@ class AdminUi:
             return self._signin_page("That admin token is not valid.", name=name, status=401)
         except ApiError as exc:
             return self._signin_page(exc.message, name=name, status=exc.status)
-        session_id, _ = self.sessions.create(name, source)
+        read_only = role is Role.READ_ONLY
+        session_id, _ = self.sessions.create(name, source, read_only=read_only)
         await context.audit.record(
             name,
             "session.signin",
             "",
-            "",
+            READ_ONLY_DETAIL if read_only else "",
             source=context.proxies.audit_source(request.scope),
             via="ui",
         )
@@ -270,14 +277,18 @@ class AdminUi:
 
     async def _signout(self, ui: Ui) -> Response:
         self.sessions.end(ui.request.cookies.get(COOKIE))
-        await ui.audit("session.signout")
+        await ui.audit("session.signout", detail=READ_ONLY_DETAIL if ui.session.read_only else "")
         response = RedirectResponse("/ui/signin", status_code=303)
         response.delete_cookie(COOKIE, path="/ui")
         return response
 
     # ---- the guard ----
 
-    def _guarded(self, handler: Handler, method: str) -> Callable[[Request], object]:
+    def _guarded(
+        self, handler: Handler, method: str, *, read_only: bool = False
+    ) -> Callable[[Request], object]:
+        """``read_only``: a read-only session may send it though it is no GET (sign-out)."""
+
         async def guarded(request: Request) -> Response:
             wants_json = request.url.path.startswith("/ui/api/") or (
                 "application/json" in request.headers.get("accept", "")
@@ -296,6 +307,10 @@ class AdminUi:
                 return _secured(RedirectResponse(url, status_code=303))
             ui = Ui(request, context, session, Form({}))
             try:
+                if session.read_only and not read_only:
+                    refusal = read_only_refusal(method, route_path(request))
+                    if refusal is not None:
+                        raise refusal
                 if method != "GET":
                     ui.form = await Form.read(request)  # 413 past MAX_FORM_BYTES
                     if not csrf.valid(request, session, ui.form.raw(csrf.FIELD) or None):

@@ -30,10 +30,12 @@ MAX_SESSIONS = 10_000
 
 @dataclass
 class Session:
-    """One signed-in browser. ``actor`` is the name given at sign-in, for the audit log."""
+    """One signed-in browser. ``actor`` is the name given at sign-in, for the audit log;
+    ``read_only``: signed in with the read-only admin token (pages, no changes)."""
 
     actor: str
     source: str
+    read_only: bool = False
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     created: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
@@ -71,14 +73,14 @@ class SessionStore:
         self._idle = idle_s
         self._absolute = absolute_s
 
-    def create(self, actor: str, source: str) -> tuple[str, Session]:
+    def create(self, actor: str, source: str, read_only: bool = False) -> tuple[str, Session]:
         """A new session; returns its id (for the cookie, never stored) and the session."""
         self._sweep()
         if len(self._sessions) >= MAX_SESSIONS:  # drop the least recently used
             oldest = min(self._sessions, key=lambda d: self._sessions[d].last_seen)
             self._sessions.pop(oldest).ended = True  # its open streams stop too
         session_id = secrets.token_urlsafe(32)
-        session = Session(actor=actor, source=source)
+        session = Session(actor=actor, source=source, read_only=read_only)
         session.ends_at = session.created + self._absolute
         session.idle_s = self._idle
         self._sessions[_digest(session_id)] = session
