@@ -155,6 +155,8 @@ async def test_a_read_only_session_sees_every_page_and_changes_nothing(stack: St
         assert signin.status_code == 303, signin.text
         overview = await web.get("/ui/")
         assert overview.status_code == 200
+        assert 'data-read-only="1"' in overview.text
+        assert ">read-only</span>" in overview.text
         found = re.search(r'data-csrf="([^"]+)"', overview.text)
         assert found is not None
         csrf = found.group(1)

@@ -127,10 +127,13 @@ class Browser:
     async def goto(self, path: str) -> Any:
         return await self.page.goto(self.base + path)
 
-    async def sign_in(self, name: str = "Ada Admin") -> None:
+    async def sign_in(self, name: str = "Ada Admin", *, read_only: bool = False) -> None:
+        """Signs in with the admin token, or with the read-only one (``read_only``)."""
         await self.goto("/ui/signin")
         await self.page.get_by_label("Your name").fill(name)
-        token = self.stack.settings.admin_token_file.read_text(encoding="utf-8").strip()
+        settings = self.stack.settings
+        path = settings.admin_readonly_token_file if read_only else settings.admin_token_file
+        token = path.read_text(encoding="utf-8").strip()
         await self.page.get_by_label("Admin token").fill(token)
         await self.page.get_by_role("button", name="Sign in").click()
         await self.page.wait_for_url(self.base + "/ui/")

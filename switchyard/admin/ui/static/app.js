@@ -2,6 +2,23 @@
 "use strict";
 (function () {
   const csrf = document.body.dataset.csrf || "";
+  const readOnly = document.body.dataset.readOnly === "1";
+
+  // Signed in read-only: every change is refused (403), so no form that makes one is usable.
+  // Its fields stay (disabled) to show what is set; a form a live page adds later is stopped
+  // when sent. Sign-out is the one form a read-only session sends.
+  const changes = "form[method=post]:not(.signout)";
+  if (readOnly) {
+    document.querySelectorAll(changes).forEach((form) => {
+      form.querySelectorAll("button, input, select, textarea").forEach((c) => { c.disabled = true; });
+    });
+    document.addEventListener("submit", (event) => {
+      if (event.target.matches && event.target.matches(changes)) {
+        event.preventDefault();
+        event.stopImmediatePropagation();
+      }
+    }, true);
+  }
 
   // Copy buttons: <button data-copy="input-id">
   document.querySelectorAll("[data-copy]").forEach((button) => {
