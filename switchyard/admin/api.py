@@ -22,8 +22,8 @@ from fastapi.security import HTTPBearer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from switchyard.admin.audit_export import ENDPOINT as EXPORT_AUDIT
 from switchyard.admin.access import authorize
+from switchyard.admin.audit_export import ENDPOINT as EXPORT_AUDIT
 from switchyard.admin.audit_words import created_words, delete_said, update_seen, update_words
 from switchyard.admin.batch_view import batch_records as _batches
 from switchyard.admin.batch_view import batch_view as _batch_view
@@ -52,7 +52,6 @@ from switchyard.admin.queries import (
 from switchyard.admin.secret_delete import refuse_in_use, users_of
 from switchyard.admin.spend import SpendUnavailable
 from switchyard.admin.token_audit import REFUSED_CODES, audit_refused
-from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.errors import (
     ApiError,
