@@ -19,6 +19,7 @@ failures into :class:`ProviderError`).
     │   └── VaultUnavailable     Vault/OpenBao cannot be reached or refused our credentials
     └── ApiError                 what an API client sees: an OpenAI-shaped error with a status
         ├── InvalidRequest           400
+        │   └── DeploymentCannotTake     a field this deployment's provider has no place for
         ├── AuthenticationFailed     401
         ├── PermissionDenied         403
         ├── NotFound                 404 (a route, provider, key, batch... that does not exist)
@@ -209,6 +210,15 @@ class InvalidRequest(ApiError):
     status = 400
     type = "invalid_request_error"
     code = "invalid_request"
+
+
+class DeploymentCannotTake(InvalidRequest):
+    """A field of the request this deployment's provider has no place for (``top_k`` to
+    Anthropic through litellm), refused before anything is sent: the client's 400 when no
+    other deployment of its route can take the request, else a reason to try another one.
+    ``code`` and ``param`` name the refusal as for any other 400."""
+
+    code = "unsupported_parameter"
 
 
 class AuthenticationFailed(ApiError):

@@ -52,6 +52,8 @@ _LIMITS = {
     h.PIN: 128,
     h.REMOVED: 128,
     h.ERRORS: 1024,
+    h.UNFIT_CODE: 64,
+    h.UNFIT_PARAM: 256,
     h.TRACESTATE: 512,
     h.PRIORITY: 16,
     h.WEIGHT: 16,
@@ -228,7 +230,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     ``reply``, ``stream``.
     Added on the dispatch hop: ``deployment``; on a reroute: ``tried``, ``errors``,
     ``last_status``, ``upstream_status`` (0: unknown, or from an older model-proxy),
-    ``retry_after``. A removal bounce (the deployment left every route while
+    ``retry_after``; ``unfit`` (those of ``tried`` whose provider had no place for a field of
+    the request: no attempt, see docs/routing.md) with the last such refusal's
+    ``unfit_code`` and ``unfit_param``. A removal bounce (the deployment left every route while
     the request was queued for it) is no attempt: it adds to ``bounces`` instead, and names the
     deployment in ``removed`` (the head clears it before it queues the request again).
     ``priority`` is the caller's wish until the head decides it (the key's default and ceiling
@@ -256,6 +260,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     last_status: int = 0
     upstream_status: int = 0
     retry_after: float | None = None
+    unfit: tuple[str, ...] = ()
+    unfit_code: str = ""
+    unfit_param: str = ""
     bounces: int = 0
     removed: str = ""
     traceparent: str = ""
@@ -306,11 +313,12 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             fields["weight"] = _weight(value)
         if value := get(h.BETA):
             fields["beta"] = beta_features(value, h.BETA)
-        if value := get(h.TRIED):
-            tried = tuple(t for t in value.split(",") if t)
-            if len(tried) > MAX_TRIED or any(len(t) > 128 for t in tried):
-                raise MalformedHeader(h.TRIED, f"at most {MAX_TRIED} deployment ids")
-            fields["tried"] = tried
+        for name, field in ((h.TRIED, "tried"), (h.UNFIT, "unfit")):
+            if value := get(name):
+                ids = tuple(t for t in value.split(",") if t)
+                if len(ids) > MAX_TRIED or any(len(t) > 128 for t in ids):
+                    raise MalformedHeader(name, f"at most {MAX_TRIED} deployment ids")
+                fields[field] = ids
         fields.update(_statuses(headers))
         if value := get(h.RETRY_AFTER):
             fields["retry_after"] = h.parse_retry_after(value)
@@ -345,6 +353,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             out[h.BETA] = self.beta
         if self.tried:
             out[h.TRIED] = ",".join(self.tried)
+        if self.unfit:
+            out[h.UNFIT] = ",".join(self.unfit)
         if self.last_status:
             out[h.LAST_STATUS] = str(self.last_status)
         if self.upstream_status:
@@ -376,6 +386,12 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
         return default if self.deadline is None else self.deadline.remaining()
 
     @property
+    def provider_attempts(self) -> int:
+        """How many provider attempts failed so far: ``tried`` but those ``unfit`` (what
+        ``routing.max_attempts`` counts)."""
+        return len(self.tried) - len(set(self.unfit) & set(self.tried))
+
+    @property
     def hop(self) -> int:
         """How many deployments were tried before this attempt (0 on the first); removal
         bounces are not tries (see ``bounces``)."""
@@ -396,6 +412,8 @@ _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     (h.DEPLOYMENT, "deployment"),
     (h.PIN, "pin"),
     (h.ERRORS, "errors"),
+    (h.UNFIT_CODE, "unfit_code"),
+    (h.UNFIT_PARAM, "unfit_param"),
 )
 
 

@@ -40,6 +40,12 @@ LAST_STATUS = "Sy-Last-Status"  # on a reroute: the failed attempt's status
 # On a reroute, when known: the provider's own error status (a 500 where Sy-Last-Status says the
 # 502 of any provider 5xx), which the cooldown records. Absent from older model-proxies.
 UPSTREAM_STATUS = "Sy-Upstream-Status"
+# On a reroute: the deployments of Sy-Tried that refused the request for a field their provider
+# has no place for (no provider call, no cooldown, no attempt counted), comma-separated, and
+# the last such refusal's error code and field. Absent from older model-proxies.
+UNFIT = "Sy-Unfit"
+UNFIT_CODE = "Sy-Unfit-Code"
+UNFIT_PARAM = "Sy-Unfit-Param"
 # Removal bounces (DESIGN §3, docs/routing.md): a request handed back unserved because the
 # deployment it was queued for had left every route. Not attempts: they never enter Sy-Tried.
 BOUNCES = "Sy-Bounces"  # how many times so far (bounded by the heads)

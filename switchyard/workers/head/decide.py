@@ -15,6 +15,12 @@ would refuse it with a 400 the client does not retry, where the native deploymen
 (a 429, Anthropic's 529) says when to come back. The body is read for that only when the pick
 would translate and the route mixes both kinds (:meth:`Router.mixed`).
 
+A deployment whose provider had no place for a field of the request (``top_k`` to Anthropic
+through litellm) hands it back marked ``unfit`` (``Sy-Unfit``): it joins ``tried`` but cools
+nothing and counts toward no limit, so the route's other deployments take the request whatever
+the weights picked first; only when none is left that can is the client answered 400, naming
+each refusal (:func:`_none_takes`).
+
 A removal bounce (a request handed back unserved because the deployment it was queued for left
 every route, see :func:`after_removal`) is no attempt: it neither joins ``tried`` nor counts
 toward ``routing.max_attempts``, so a route swapped A->B->A still serves what was queued.
@@ -34,7 +40,13 @@ from functools import partial
 from switchyard.bus.envelope import Envelope
 from switchyard.config import RoutingSettings
 from switchyard.dialects import native_only
-from switchyard.errors import ApiError, ProviderError, RateLimited, ServiceUnavailable
+from switchyard.errors import (
+    ApiError,
+    InvalidRequest,
+    ProviderError,
+    RateLimited,
+    ServiceUnavailable,
+)
 from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.secret_cache import UNAVAILABLE_RETRY_S
 from switchyard.schemas.health import MAX_COOLDOWN_S
@@ -86,6 +98,8 @@ def exhausted(
     only when Vault or an operator acts."""
     tried = env.tried
     attempts = env.errors or ", ".join(tried)
+    if env.unfit and not env.provider_attempts:
+        return _none_takes(env, attempts, retry_after, cooling, note)
     what = "the one attempt" if len(tried) == 1 else f"all {len(tried)} attempts"
     message = f"{what} for `{env.alias}` failed: {attempts}"
     if cooling:  # else the message reads as if they had never existed
@@ -93,7 +107,9 @@ def exhausted(
     message += note
     # The provider's wait, never past the longest cooldown (after which the deployment is
     # tried again anyway: a provider's "a day" told a client to wait a day for 5 minutes).
-    asked = None if env.retry_after is None else min(env.retry_after, MAX_COOLDOWN_S)
+    # (None after a deployment that could not take the request: its 0 s is no provider's.)
+    unfit_last = bool(tried) and tried[-1] in env.unfit
+    asked = None if env.retry_after is None or unfit_last else min(env.retry_after, MAX_COOLDOWN_S)
     if env.last_status == 429:  # the providers' limits, not the key's own (rate_limit_exceeded)
         # The cooldowns' wait when the provider sent none it could read. Its "0" (or a date
         # already past) is a wait too: the client is told 1 s, not left to guess.
@@ -127,6 +143,31 @@ def exhausted(
         provider=",".join(tried),
         code="all_deployments_failed",
         retry_after=retry_after,
+    )
+
+
+def _none_takes(
+    env: Envelope,
+    attempts: str,
+    retry_after: float | None,
+    cooling: tuple[str, ...],
+    note: str,
+) -> ApiError:
+    """Every deployment tried had no place for a field of the request (no provider was
+    called): the client's 400 with the last refusal's code and field, naming each refusal.
+    While deployments that were not tried cool down (one of them may take it), a 503 that
+    says when the first is back instead."""
+    if cooling:
+        message = (
+            f"no deployment of `{env.alias}` tried can take this request ({attempts}); "
+            f"not tried while cooling down after errors: {', '.join(cooling[:5])}{note}"
+        )
+        wait = KEY_RETRY_S if retry_after is None else retry_after
+        return ServiceUnavailable(message, code="deployments_cooling_down", retry_after=wait)
+    return InvalidRequest(
+        f"no deployment of `{env.alias}` can take this request: {attempts}{note}",
+        code=env.unfit_code or "unsupported_parameter",
+        param=env.unfit_param or None,
     )
 
 
@@ -253,7 +294,7 @@ def choose(
             note = _native_note(env.op, need)
             if deployment is not None:
                 deployment = _pick(router, book, env, avoid, allowed)
-    if deployment is None and not env.tried:
+    if deployment is None and not env.provider_attempts:  # (a field refused is no attempt)
         deployment = _last_resort(router, book, env, allowed)
     if deployment is not None:
         return deployment
@@ -309,7 +350,11 @@ def _last_resort(
     one provider call, not ``routing.max_attempts``. A wait the provider asked for (a 429, a
     529, its ``Retry-After``) still refuses (:func:`all_cooling`)."""
     now = time.time()
-    options = [d for d in router.candidates(env.alias, allowed) if not book.asked(d.id, now)]
+    options = [
+        d
+        for d in router.candidates(env.alias, allowed)
+        if d.id not in env.tried and not book.asked(d.id, now)
+    ]
     if not options:
         return None
     return min(options, key=lambda d: book.remaining(d.id, now))

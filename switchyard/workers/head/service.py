@@ -316,6 +316,9 @@ class Head:
             # very body they are about to send).
             stream=op not in COUNTS and bool(getattr(body, "stream", False)),
             tried=(),
+            unfit=(),
+            unfit_code="",
+            unfit_param="",
             errors="",
             last_status=0,
             retry_after=None,
@@ -424,7 +427,7 @@ class Head:
         attempts spent, the caller gets the 503 ``queue_full``. ``avoid``: a deployment that
         just bounced the request, not chosen while the route has another."""
         full: ServiceUnavailable | None = None
-        failed_before = bool(env.tried)  # a reroute: earlier attempts failed at a provider
+        failed_before = bool(env.provider_attempts)  # earlier attempts failed at a provider
         while True:
             try:
                 chosen = decide.choose(
@@ -453,7 +456,7 @@ class Head:
                 last_status=429 if limited else 503,
                 retry_after=env.retry_after if limited else 0.0,
             )
-            if len(env.tried) >= self.settings.routing.max_attempts:  # the attempts are spent
+            if env.provider_attempts >= self.settings.routing.max_attempts:  # attempts spent
                 named.tried(env)
                 raise decide.exhausted(env) if failed_before else full
 
@@ -547,7 +550,8 @@ class Head:
             asked = env.retry_after is not None
             await self.cooldowns.cool(failed, seconds, status=status, reason=reason, asked=asked)
             self.stats.cooled(failed)
-        if len(env.tried) >= self.settings.routing.max_attempts or env.pin:
+        # A deployment that had no place for a field of the request made no attempt.
+        if env.provider_attempts >= self.settings.routing.max_attempts or env.pin:
             named.tried(env)
             raise decide.attempts_spent(self.router, self.cooldowns, env)
         if seconds <= 0:  # nothing to back off from (the provider was never called)

@@ -55,7 +55,7 @@ from switchyard.runtime.upstreams import UpstreamGuard
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
-from switchyard.workers.modelproxy import billing, key_echo, redelivery
+from switchyard.workers.modelproxy import billing, key_echo, redelivery, reroutes
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.dialects import (
@@ -64,7 +64,7 @@ from switchyard.workers.modelproxy.dialects import (
     plan,
     resolve_references,
 )
-from switchyard.workers.modelproxy.handback import HAND_BACK_DELAY_S, hand_back, nowhere_else
+from switchyard.workers.modelproxy.handback import HAND_BACK_DELAY_S, hand_back
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.job import Job, Target
 from switchyard.workers.modelproxy.metrics import CallLabels, ProxyMetrics
@@ -76,7 +76,6 @@ from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
 from switchyard.workers.modelproxy.replay import REPLAY_LOST
-from switchyard.workers.modelproxy.reroutes import attempt_summary, reroute_bounced, reroute_failed
 from switchyard.workers.modelproxy.response_items import ResponseItems, tenant_of
 from switchyard.workers.modelproxy.response_owners import ResponseOwners
 from switchyard.workers.modelproxy.serving import Serving
@@ -345,11 +344,9 @@ class Handler:
             and retryable(exc)
             and time.time() < job.deadline
             and job.env.op not in COUNTS
-            # A key nobody here could fetch, on a route with nowhere else to go: answered
-            # here, with the Retry-After a head's 503 would not carry.
-            and not (
-                ue.key_unreachable(exc) and nowhere_else(self._table(), job.env, job.deployment_id)
-            )
+            # A key nobody here could fetch, or a field this deployment cannot take, on a
+            # route with nowhere else to go: answered here (reroutes.answered_here).
+            and not reroutes.answered_here(exc, self._table(), job.env, job.deployment_id)
         )
         if not (retry and await self._reroute(job, exc)):
             # A stream that already told its client in the client's dialect (an error event)
@@ -362,7 +359,7 @@ class Handler:
                     "request failed on %s: %s (%s)", job.deployment_id, exc.message, exc.status
                 )
             if job.sent and not job.cancelled:  # after the answer: a slow write holds the ack only
-                summary = attempt_summary(job.deployment_id, exc)
+                summary = reroutes.attempt_summary(job.deployment_id, exc)
                 await self.sent_failures.failed(job.deployment_id, exc, summary)
         return exc
 
@@ -548,9 +545,8 @@ class Handler:
         Returns True once a head confirmed it has the request; False when none did (no head
         subscribed, or no answer in time): the caller must then be answered here.
         """
-        out = (
-            reroute_bounced(job) if exc.code == ue.DEPLOYMENT_REMOVED else reroute_failed(job, exc)
-        )
+        bounced = exc.code == ue.DEPLOYMENT_REMOVED
+        out = reroutes.reroute_bounced(job) if bounced else reroutes.reroute_failed(job, exc)
         timeout = max(0.05, min(_REROUTE_CONFIRM_S, job.deadline - time.time()))
         try:
             await self.nc.request(

@@ -1,11 +1,20 @@
 """What a model-proxy hands back to the heads on ``llm.v1.reroute``: the envelope of a request
 that failed here (:func:`reroute_failed`) or whose deployment left every route while it was
-queued (:func:`reroute_bounced`), and how a failed attempt is named (:func:`attempt_summary`)."""
+queued (:func:`reroute_bounced`), and how a failed attempt is named (:func:`attempt_summary`).
+
+A request this deployment's provider has no place for (``top_k`` to Anthropic through litellm:
+:class:`~switchyard.errors.DeploymentCannotTake`) goes back too, so that a route mixing kinds
+answers it by what it asks, not by which deployment the weights picked: marked ``unfit``, it
+cools nothing and counts as no attempt, and the heads answer the client's 400 only when no
+deployment of the route takes it. The answer is given here, as before, when the heads could
+send it nowhere else (:func:`answered_here`)."""
 
 from __future__ import annotations
 
 from switchyard.bus.envelope import Envelope
-from switchyard.errors import ApiError
+from switchyard.errors import ApiError, DeploymentCannotTake
+from switchyard.schemas.routing import RouteTable
+from switchyard.workers.modelproxy.handback import nowhere_else
 from switchyard.workers.modelproxy.job import Job
 from switchyard.workers.modelproxy.midstream import provider_status
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
@@ -20,6 +29,18 @@ def reroute_failed(job: Job, exc: ApiError) -> Envelope:
     env = job.env
     summary = attempt_summary(job.deployment_id, exc)
     errors = f"{env.errors}; {summary}" if env.errors else summary
+    if isinstance(exc, DeploymentCannotTake):
+        # No attempt: the earlier attempts' status stays the answer's, and nothing cools
+        # (a head too old to read Sy-Unfit neither cools nor pauses for a 0 s wait).
+        return env.with_(
+            tried=(*env.tried, job.deployment_id),
+            unfit=(*env.unfit, job.deployment_id),
+            unfit_code=exc.code or "",
+            unfit_param=(exc.param or "")[:256],
+            errors=errors[-_MAX_ERRORS_HEADER:],
+            last_status=env.last_status or exc.status,
+            retry_after=0.0,
+        )
     return env.with_(
         tried=(*env.tried, job.deployment_id),
         errors=errors[-_MAX_ERRORS_HEADER:],
@@ -28,6 +49,16 @@ def reroute_failed(job: Job, exc: ApiError) -> Envelope:
         # Only this hop's Retry-After: an earlier one must not cool this deployment. A
         # missing key (0: no cooldown) answers the moment someone stores it.
         retry_after=0.0 if ue.no_cooldown(exc) else exc.retry_after,
+    )
+
+
+def answered_here(exc: ApiError, table: RouteTable, env: Envelope, deployment_id: str) -> bool:
+    """Whether the failure ``exc`` is answered by this model-proxy though it could go back to
+    the heads: a key nobody here could fetch (the heads' 503 would not carry its
+    ``Retry-After``) or a field this deployment cannot take (its own 400 says it best), on a
+    route the heads could send the request nowhere else."""
+    return (ue.key_unreachable(exc) or isinstance(exc, DeploymentCannotTake)) and nowhere_else(
+        table, env, deployment_id
     )
 
 

@@ -54,7 +54,7 @@ import httpx
 import msgspec
 
 from switchyard.config import prepare_litellm_environment
-from switchyard.errors import ApiError, InvalidRequest, ProviderError
+from switchyard.errors import ApiError, DeploymentCannotTake, InvalidRequest, ProviderError
 from switchyard.schemas.openai import Usage, cache_counts
 from switchyard.schemas.secret import redact
 from switchyard.workers.modelproxy.providers import (
@@ -339,7 +339,7 @@ def _one_prompt_only(call: ProviderCall) -> None:
     else:
         why = "takes the prompt as text, not as token ids"
         fix = "send the prompt as a string"
-    raise InvalidRequest(
+    raise DeploymentCannotTake(
         f"`prompt`: provider {call.provider_name} {why}; {fix}",
         param="prompt",
         code="unsupported_parameter",
@@ -368,7 +368,7 @@ def _one_choice_only(lib: Any, call: ProviderCall) -> None:
     except Exception:  # noqa: BLE001 - litellm's own lookup failing must not refuse the request
         return
     if supported is not None and "n" not in supported:
-        raise InvalidRequest(
+        raise DeploymentCannotTake(
             f"`n` ({n}) is not offered by provider {call.provider_name}: it returns one choice "
             "per request; send the request n times instead",
             param="n",

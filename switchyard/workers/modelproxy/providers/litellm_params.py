@@ -11,9 +11,10 @@ sending anything (``UnsupportedParamsError``, naming the fields), and this modul
   false``, ``tool_choice: "auto"``... which many client libraries send by default) or that only
   advises the provider (:data:`ADVISORY`: ``user``, ``seed``...) is left out and the call made
   again (litellm may then still refuse another);
-* a refusal that names none of those is the client's 400 ``unsupported_parameter``, before
-  anything is sent or billed, naming the fields litellm listed, or in litellm's words when it
-  explained itself in a sentence (which may mention fields it does take).
+* a refusal that names none of those is a 400 ``unsupported_parameter``, before anything is
+  sent or billed, naming the fields litellm listed, or in litellm's words when it explained
+  itself in a sentence (which may mention fields it does take); another deployment of the
+  route may take the request (docs/routing.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from switchyard.errors import InvalidRequest
+from switchyard.errors import DeploymentCannotTake
 
 # Hints a provider may ignore without changing what the answer is: an end-user id for abuse
 # tracking, a best-effort seed, a service tier, a speculative-decoding draft, and the usage
@@ -100,18 +101,19 @@ def _same(value: object, neutral: object) -> bool:
     return value == neutral
 
 
-def refusal(provider: str, model: str, fields: list[str], said: str) -> InvalidRequest:
+def refusal(provider: str, model: str, fields: list[str], said: str) -> DeploymentCannotTake:
     """The client's 400 for ``fields`` the provider cannot take (``said``: litellm's words,
-    used only when it named no field of the request)."""
+    used only when it named no field of the request). Another deployment of the route may
+    take them (:class:`~switchyard.errors.DeploymentCannotTake`)."""
     if not fields:
         reason = plain(_ADVICE.split(said, maxsplit=1)[0]).strip()
-        return InvalidRequest(
+        return DeploymentCannotTake(
             f"provider {provider} cannot take this request for model {model}: {reason}",
             code="unsupported_parameter",
         )
     listed = ", ".join(f"`{field}`" for field in fields)
     one = len(fields) == 1
-    return InvalidRequest(
+    return DeploymentCannotTake(
         f"{listed}: provider {provider} does not take {'this field' if one else 'these fields'}"
         f" for model {model}, and the answer would come back as if "
         f"{'it was' if one else 'they were'} not sent; remove {'it' if one else 'them'}, or "

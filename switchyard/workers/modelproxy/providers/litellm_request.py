@@ -32,7 +32,10 @@ instead, the lowest limit of any Claude model (:func:`_output_cap`).
 
 ``tool_choice`` is checked alike for every provider (:func:`_tool_choice`): litellm sent
 Anthropic no choice for a value it did not know, answered 200, and refused it for Gemini in
-its own words. Each refusal is the client's 400 before anything is sent or billed.
+its own words. Each refusal is a 400 before anything is sent or billed; those of a field the
+provider has no place for (all but ``tool_choice``'s) are
+:class:`~switchyard.errors.DeploymentCannotTake`, which another deployment of the route may
+take (the model-proxy hands the request to the heads: docs/routing.md).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import importlib
 from collections.abc import Iterable
 from typing import Any
 
-from switchyard.errors import InvalidRequest
+from switchyard.errors import DeploymentCannotTake, InvalidRequest
 from switchyard.workers.modelproxy.providers import litellm_params
 from switchyard.workers.modelproxy.providers.base import ProviderCall
 
@@ -119,7 +122,7 @@ def _no_json_mode(call: ProviderCall, args: dict[str, Any]) -> None:
     fmt = args.get("response_format")
     if not isinstance(fmt, dict) or fmt.get("type") != "json_object":
         return
-    raise InvalidRequest(
+    raise DeploymentCannotTake(
         f"`response_format.type`: provider {call.provider_name} has no JSON mode for model "
         f'{call.deployment.model} ("json_object" would be ignored and the answer come back as '
         'free text); send "json_schema" with the schema the answer must follow',
@@ -225,7 +228,7 @@ def _forced_json_tool(lib: Any, call: ProviderCall, args: dict[str, Any]) -> Non
         return
     if native or not forced:
         return
-    raise InvalidRequest(
+    raise DeploymentCannotTake(
         f"`response_format`: model {call.deployment.model} of provider {call.provider_name} "
         "has no structured output, and a JSON schema beside tools would be answered through a "
         "tool the model is forced to call, so the request's own tools would never be called; "

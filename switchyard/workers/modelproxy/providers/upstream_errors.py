@@ -22,6 +22,7 @@ import aiohttp
 
 from switchyard.errors import (
     ApiError,
+    DeploymentCannotTake,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
@@ -396,11 +397,11 @@ def key_unreachable(exc: ApiError) -> bool:
 
 def retryable(exc: ApiError) -> bool:
     """Whether another deployment may answer: a provider failure that says so, a deployment
-    whose provider key is not stored or cannot be fetched here, or one no longer routed (its
-    queue is being emptied)."""
+    whose provider key is not stored or cannot be fetched here, one whose provider has no
+    place for a field of the request, or one no longer routed (its queue is being emptied)."""
     return (
         (isinstance(exc, ProviderError) and exc.retryable)
-        or isinstance(exc, SecretMissing)
+        or isinstance(exc, SecretMissing | DeploymentCannotTake)
         or key_unreachable(exc)
         or exc.code == DEPLOYMENT_REMOVED
     )
@@ -417,7 +418,7 @@ def no_cooldown(exc: ApiError) -> bool:
     answer that could not be passed on is this request's, not the provider's failure (cooling
     the deployment for it turned every tenant's requests away for one client's)."""
     return (
-        isinstance(exc, SecretMissing | Undelivered)
+        isinstance(exc, SecretMissing | Undelivered | DeploymentCannotTake)
         or key_unreachable(exc)
         or exc.code == DEPLOYMENT_REMOVED
     )

@@ -1,0 +1,192 @@
+"""A route mixing deployments answers a request by what it asks, not by the weights' pick.
+
+On the session stack (real NATS, heads and model-proxies), with this module's providers and
+routes (removed at the end): the fake Anthropic over HTTP, served through litellm, which has no
+place for ``top_k`` or JSON mode, and the fake OpenAI-compatible server, which takes both. A
+route weighting Anthropic 1,000,000 to 1 answers ``top_k`` 200 from the OpenAI-compatible
+deployment, streamed or not, with one provider call and one usage event; a route of two
+Anthropic deployments answers 400 naming the field and both deployments, having called no
+provider; a client's own malformed value is answered 400 at once, not tried everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from switchyard.bus import subjects
+from switchyard.schemas.events import UsageEvent
+from tests.fakes.anthropic import FakeAnthropic
+from tests.stacks import Stack
+from tests.support import usage_events
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CLAUDE = {"provider": "unfit-anthropic", "model": "ok", "weight": 1_000_000}
+COMPAT = {"provider": "unfit-compat", "model": "echo", "weight": 1}
+ROUTES: dict[str, dict[str, Any]] = {
+    "unfit-mixed": {"deployments": [CLAUDE, COMPAT]},
+    "unfit-claude": {
+        "deployments": [CLAUDE, {"provider": "unfit-anthropic", "model": "claude-sonnet-4-5"}]
+    },
+}
+CLAUDE_ID = "unfit-anthropic--ok"
+COMPAT_ID = "unfit-compat--echo"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def routed(
+    stack: Stack, upstream: FakeOpenAI, claude_fake: tuple[FakeAnthropic, str]
+) -> AsyncIterator[Stack]:
+    providers = {
+        "unfit-anthropic": {
+            "kind": "anthropic",
+            "api_base": claude_fake[1],
+            "secret": "unfit-anthropic",
+        },
+        "unfit-compat": {"kind": "openai-compatible", "api_base": upstream.base_url},
+    }
+    async with stack.live_routes(ROUTES, providers, {"unfit-anthropic": "sk-ant-unfit"}):
+        for n in range(4):  # each model-proxy imports litellm on its first call: seconds
+            warm = await _post(stack, _chat("unfit-mixed", "warm"), f"unfit-warm-{n}")
+            assert warm.status_code == 200, warm.text
+            assert warm.headers["x-switchyard-deployment"] == CLAUDE_ID
+        yield stack
+
+
+async def _post(stack: Stack, body: dict[str, Any], request_id: str) -> httpx.Response:
+    """One request; re-sent while the heads have not seen this module's routes yet (404)."""
+    headers = {"Authorization": f"Bearer {stack.api_key}", "X-Request-Id": request_id}
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
+        while True:
+            resp = await http.post("/v1/chat/completions", json=body, headers=headers)
+            if resp.status_code != 404 or time.monotonic() > deadline:
+                return resp
+            await asyncio.sleep(0.2)
+
+
+def _chat(alias: str, text: str, **fields: Any) -> dict[str, Any]:
+    return {"model": alias, "messages": [{"role": "user", "content": text}], **fields}
+
+
+def _calls_with(fake: Any, text: str) -> int:
+    return sum(text in str(call.body) for call in fake.calls)
+
+
+async def _billed(stack: Stack, request_id: str) -> list[UsageEvent]:
+    """Every usage event of ``request_id`` once its first is stored (a second would follow
+    within milliseconds: both attempts' model-proxies publish before they acknowledge)."""
+    assert await stack.usage_of(request_id) is not None, "the answer was not billed"
+    await asyncio.sleep(1.0)
+    nc = await stack.connect("provisioner")
+    try:
+        js = nc.jetstream()
+        last = (await js.stream_info(subjects.USAGE_STREAM)).state.last_seq
+        found = []
+        for seq in range(last, max(0, last - 200), -1):
+            raw = await js.get_msg(subjects.USAGE_STREAM, seq)
+            found += [
+                e for e in usage_events(raw.data) if e.request_id.split(".", 1)[0] == request_id
+            ]
+        return found
+    finally:
+        await nc.close()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_top_k_goes_to_the_deployment_that_takes_it_whatever_the_weights(
+    routed: Stack, upstream: FakeOpenAI, claude_fake: tuple[FakeAnthropic, str], stream: bool
+) -> None:
+    """Anthropic through litellm has no place for `top_k`: that was a 400 whenever the weights
+    picked it (here: nearly always). Now the OpenAI-compatible deployment answers, once."""
+    marker = f"topk-{secrets.token_hex(4)}"
+    request_id = f"unfit-{marker}"
+    resp = await _post(routed, _chat("unfit-mixed", marker, top_k=5, stream=stream), request_id)
+    assert resp.status_code == 200, resp.text
+    # (Absent from a stream that started before its first chunk: a machine so loaded that
+    # the reroute took ingress.stream_start_s. The calls below say who answered all the same.)
+    if not stream or "x-switchyard-deployment" in resp.headers:
+        assert resp.headers["x-switchyard-deployment"] == COMPAT_ID
+        assert resp.headers["x-switchyard-attempts"] == "2"
+    assert marker in resp.text
+    assert _calls_with(claude_fake[0], marker) == 0  # refused before anything was sent
+    assert _calls_with(upstream, marker) == 1  # one provider call
+    events = await _billed(routed, request_id)
+    assert [(e.deployment, e.status) for e in events] == [(COMPAT_ID, 200)]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_json_mode_goes_to_the_deployment_that_has_it(
+    routed: Stack, upstream: FakeOpenAI, claude_fake: tuple[FakeAnthropic, str]
+) -> None:
+    marker = f"json-{secrets.token_hex(4)}"
+    body = _chat("unfit-mixed", marker, response_format={"type": "json_object"})
+    resp = await _post(routed, body, f"unfit-{marker}")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-switchyard-deployment"] == COMPAT_ID
+    assert _calls_with(claude_fake[0], marker) == 0
+    assert _calls_with(upstream, marker) == 1
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_plain_request_still_goes_by_the_weights(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    marker = f"plain-{secrets.token_hex(4)}"
+    resp = await _post(routed, _chat("unfit-mixed", marker), f"unfit-{marker}")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-switchyard-deployment"] == CLAUDE_ID
+    assert resp.headers["x-switchyard-attempts"] == "1"
+    assert _calls_with(upstream, marker) == 0
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_when_no_deployment_takes_the_field_the_client_gets_a_clear_400(
+    routed: Stack, claude_fake: tuple[FakeAnthropic, str]
+) -> None:
+    marker = f"none-{secrets.token_hex(4)}"
+    request_id = f"unfit-{marker}"
+    resp = await _post(routed, _chat("unfit-claude", marker, top_k=5), request_id)
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == (
+        "invalid_request_error",
+        "unsupported_parameter",
+        "top_k",
+    )
+    message = error["message"]
+    assert "no deployment of `unfit-claude` can take this request" in message
+    assert CLAUDE_ID in message
+    assert "unfit-anthropic--claude-sonnet-4-5" in message
+    assert "`top_k`" in message
+    assert "127.0.0.1" not in message
+    assert "http" not in message
+    assert resp.headers["x-switchyard-attempts"] == "2"
+    assert _calls_with(claude_fake[0], marker) == 0
+    assert await routed.usage_of(request_id) is None  # nothing billed
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_clients_own_error_is_answered_at_once_not_tried_everywhere(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """A malformed `tool_choice` is the client's whatever the provider: the deployment the
+    weights picked answers its 400, and the other is never called."""
+    marker = f"bad-{secrets.token_hex(4)}"
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    body = _chat("unfit-mixed", marker, tools=tools, tool_choice="bogus")
+    resp = await _post(routed, body, f"unfit-{marker}")
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == "tool_choice"
+    assert resp.headers["x-switchyard-deployment"] == CLAUDE_ID
+    assert _calls_with(upstream, marker) == 0
