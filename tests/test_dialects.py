@@ -279,6 +279,24 @@ def test_messages_stream_translated_and_native(agents: Stack, edge: str) -> None
     assert final.usage.output_tokens == OUTPUT_TOKENS
 
 
+def test_a_translated_message_stream_opens_with_the_prompt_estimate(agents: Stack) -> None:
+    """``message_start`` said ``input_tokens: 0`` (chat servers report usage at the end), which
+    Claude Code reads to track its context: it now shows the prompt's estimate, and the final
+    ``message_delta`` the provider's count (the fake's 7), which the SDK's message keeps."""
+    client = _anthropic(agents, agents.tail_url)
+    prompt = "a longer prompt, " * 40
+    with client.messages.stream(
+        model="translated", max_tokens=64, messages=[{"role": "user", "content": prompt}]
+    ) as stream:
+        seen = list(stream)
+        final = stream.get_final_message()
+    start = next(e for e in seen if e.type == "message_start")
+    delta = next(e for e in seen if e.type == "message_delta")
+    assert start.message.usage.input_tokens > len(prompt) // 8  # ~4 bytes a token
+    assert delta.usage.input_tokens == 7
+    assert final.usage.input_tokens == 7
+
+
 def test_messages_tool_use_translated(agents: Stack, edge: str) -> None:
     client = _anthropic(agents, edge)
     tool = {

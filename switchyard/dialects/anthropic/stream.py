@@ -1,11 +1,14 @@
 """Streamed chat chunks -> Anthropic's Messages event stream, one chunk at a time.
 
 A :class:`MessagesStream` is fed each chat chunk and returns the SSE frames to write, in the
-order Anthropic's SDKs parse: ``message_start`` (usage ``input_tokens`` when the first chunk
-already carries usage, else 0), ``ping``, then per content block ``content_block_start``,
-``content_block_delta`` (``text_delta``, ``thinking_delta`` or ``input_json_delta``),
-``content_block_stop``, and at the end ``message_delta`` (``stop_reason``, ``stop_sequence``,
-usage: cumulative, so it carries the final input and output tokens) and ``message_stop``.
+order Anthropic's SDKs parse: ``message_start`` (usage ``input_tokens``: the first chunk's
+when it already carries usage, else the prompt estimate the caller passes as ``input_tokens``,
+which agents such as Claude Code read to track their context), ``ping``, then per content
+block ``content_block_start``, ``content_block_delta`` (``text_delta``, ``thinking_delta`` or
+``input_json_delta``), ``content_block_stop``, and at the end ``message_delta``
+(``stop_reason``, ``stop_sequence``, usage: cumulative, so it carries the final input and
+output tokens: the provider's count, which replaces the estimate of ``message_start`` in a
+client that reads the last value) and ``message_stop``.
 Reasoning the server streams apart (``reasoning_content``) becomes ``thinking`` blocks when the
 request enabled ``thinking``; they carry an empty ``signature``.
 
@@ -60,8 +63,12 @@ class MessagesStream:
         *,
         message_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        input_tokens: int | None = None,
     ) -> None:
+        """``input_tokens`` is the prompt's estimate ``message_start`` shows when the first
+        chunk carries no usage (chat servers report it at the end)."""
         self._context = context
+        self._input_estimate = input_tokens
         self._id = message_id or new_id("msg_")
         self._started = False
         self._closed = False
@@ -164,7 +171,7 @@ class MessagesStream:
 
     def _start(self, model: str | None, out: list[bytes]) -> None:
         self._started = True
-        usage = {"input_tokens": 0, "output_tokens": 0}
+        usage = {"input_tokens": self._input_estimate or 0, "output_tokens": 0}
         if self._usage is not None:
             full = usage_object(self._usage)
             usage = {**full, "output_tokens": 0}

@@ -177,7 +177,10 @@ class Translated:
         if isinstance(self._context, responses.ResponsesContext):
             out = responses.ResponsesStream(self._context)
         else:
-            out = anthropic.MessagesStream(self._context)
+            # message_start shows the prompt's estimate; message_delta the provider's count.
+            out = anthropic.MessagesStream(
+                self._context, input_tokens=estimate.prompt_tokens(call.request)
+            )
         sent = 0  # events with frames: the chunks the handler sends and counts
         # The provider's chunks: what an estimate counts (tool-call arguments held back until
         # the call ends make no frames of their own, and a ping is no generated token).
