@@ -344,6 +344,40 @@ def test_an_interrupted_agent_turn_reaches_a_chat_server_as_alternating_roles(
     ]
 
 
+def test_a_system_turn_inside_a_tool_run_reaches_a_chat_server_after_the_results(
+    agents: Stack, upstream: FakeOpenAI
+) -> None:
+    """A developer message between a function call and its output (Responses) or a system turn
+    between ``tool_use`` and ``tool_result`` (Messages) reached the chat server between the
+    assistant's tool_calls and its tool message, which OpenAI refuses: it now follows the
+    tool messages."""
+    _openai(agents, agents.tail_url).responses.create(
+        model="translated",
+        input=[
+            {"role": "user", "content": "weather in Paris?"},
+            {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+            {"role": "developer", "content": "answer in French"},
+            {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+        ],
+    )
+    expected = ["user", "assistant", "tool", "system"]
+    assert [m["role"] for m in upstream.calls[-1].body["messages"]] == expected
+    _anthropic(agents, agents.tail_url).messages.create(
+        model="translated",
+        max_tokens=64,
+        messages=[
+            {"role": "user", "content": "weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "c1", "name": "get_weather", "input": {}}],
+            },
+            {"role": "system", "content": "answer in French"},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1"}]},
+        ],
+    )
+    assert [m["role"] for m in upstream.calls[-1].body["messages"]] == expected
+
+
 def test_messages_passed_through_to_anthropic(agents: Stack, edge: str) -> None:
     message = _anthropic(agents, edge).messages.create(
         model="native-messages", max_tokens=64, messages=[{"role": "user", "content": "hi"}]

@@ -11,7 +11,7 @@ import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import RawMessageStreamEvent
 
-from switchyard.dialects import anthropic
+from switchyard.dialects import anthropic, responses
 from tests.unit.sse import chunk, events
 
 pytestmark = pytest.mark.unit
@@ -65,3 +65,117 @@ def test_usage_in_the_first_chunk_still_wins_over_the_estimate() -> None:
     stream = anthropic.MessagesStream(_messages_context(), input_tokens=41)
     first = events(stream.feed(chunk(content="a", usage={"prompt_tokens": 9})))
     assert first[0][1]["message"]["usage"]["input_tokens"] == 9
+
+
+# -- 2. a system turn inside a tool run follows the run -------------------------------------
+
+_CALLED = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+        {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+    ],
+}
+
+
+def test_a_developer_message_between_calls_and_outputs_follows_the_outputs() -> None:
+    """A developer (or system) item between function calls and their outputs was translated
+    between the assistant's tool_calls and its tool messages, which OpenAI refuses."""
+    chat = responses.to_chat(
+        {
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "hi"},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "one"},
+                {"role": "developer", "content": "be terse"},
+                {"type": "function_call_output", "call_id": "c2", "output": "two"},
+                {"role": "user", "content": "go on"},
+            ],
+        }
+    ).chat
+    assert chat["messages"] == [
+        {"role": "user", "content": "hi"},
+        _CALLED,
+        {"role": "tool", "tool_call_id": "c1", "content": "one"},
+        {"role": "tool", "tool_call_id": "c2", "content": "two"},
+        {"role": "system", "content": "be terse"},
+        {"role": "user", "content": "go on"},
+    ]
+
+
+def test_a_tool_output_image_inside_the_run_follows_it_too() -> None:
+    """The user message carrying a tool output's image was sent when the next non-output item
+    came: a developer message inside the run put it there too."""
+    image = {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}
+    chat = responses.to_chat(
+        {
+            "model": "m",
+            "input": [
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": [image]},
+                {"role": "system", "content": "note"},
+                {"type": "function_call_output", "call_id": "c2", "output": "two"},
+            ],
+        }
+    ).chat
+    assert [m["role"] for m in chat["messages"]] == ["assistant", "tool", "tool", "user", "system"]
+
+
+def test_a_system_turn_between_tool_use_and_tool_result_follows_the_results() -> None:
+    chat = anthropic.to_chat(
+        {
+            "model": "claude-x",
+            "max_tokens": 64,
+            "system": "top",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "tool_use", "id": "c1", "name": "f", "input": {}},
+                        {"type": "tool_use", "id": "c2", "name": "f", "input": {}},
+                    ],
+                },
+                {"role": "system", "content": "be terse"},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "c1", "content": "one"},
+                        {"type": "tool_result", "tool_use_id": "c2", "content": "two"},
+                        {"type": "text", "text": "go on"},
+                    ],
+                },
+            ],
+        }
+    ).chat
+    assert chat["messages"] == [
+        {"role": "system", "content": "top"},
+        {"role": "user", "content": "hi"},
+        _CALLED,
+        {"role": "tool", "tool_call_id": "c1", "content": "one"},
+        {"role": "tool", "tool_call_id": "c2", "content": "two"},
+        {"role": "system", "content": "be terse"},
+        {"role": "user", "content": "go on"},
+    ]
+
+
+def test_a_run_never_answered_keeps_its_turns_in_order() -> None:
+    """Calls without results (a client that dropped them): the turns inside are not lost and
+    go before the next assistant turn."""
+    chat = responses.to_chat(
+        {
+            "model": "m",
+            "input": [
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"role": "developer", "content": "note"},
+                {"role": "assistant", "content": "done"},
+                {"role": "user", "content": "next"},
+            ],
+        }
+    ).chat
+    roles = [m["role"] for m in chat["messages"]]
+    assert roles == ["assistant", "system", "assistant", "user"]

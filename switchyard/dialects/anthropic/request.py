@@ -45,6 +45,7 @@ from switchyard.dialects._common import (
     unsupported,
     unsupported_value,
 )
+from switchyard.dialects._tool_runs import keep_tool_runs_whole
 from switchyard.dialects.anthropic._content import chat_messages, system_texts
 
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
@@ -111,7 +112,7 @@ def to_chat(body: Body) -> MessagesRequest:
         texts = system_texts(system, "system")
         if texts:
             messages.append({"role": "system", "content": text_content(texts)})
-    messages += chat_messages(raw_messages, "messages")
+    messages += keep_tool_runs_whole(chat_messages(raw_messages, "messages"))
     if not raw_messages:
         raise invalid("messages", "messages: at least one message is required")
 

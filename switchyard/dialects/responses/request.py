@@ -55,6 +55,7 @@ from switchyard.dialects._common import (
     unsupported,
     unsupported_value,
 )
+from switchyard.dialects._tool_runs import keep_tool_runs_whole
 from switchyard.dialects.responses import _custom
 from switchyard.dialects.responses._input import STATELESS_HINT, Input
 
@@ -151,6 +152,7 @@ def to_chat(body: Body) -> ResponsesRequest:
         messages.append({"role": "user", "content": raw_input})
     else:
         Input(messages).items(expect_list(raw_input, "input"))
+        messages = keep_tool_runs_whole(messages)
     if not messages:
         raise invalid("input", "input: must contain at least one message")
 
