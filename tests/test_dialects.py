@@ -5,6 +5,7 @@ same keys, limits and spend as chat completions."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -83,6 +84,7 @@ async def agents(
             "midfail": {"deployments": [{"provider": "chat-only", "model": "midfail"}]},
             "cutshort": {"deployments": [{"provider": "chat-only", "model": "cutshort"}]},
             "nousage": {"deployments": [{"provider": "chat-only", "model": "nousage"}]},
+            "latename": {"deployments": [{"provider": "chat-only", "model": "latename"}]},
             "bigchunk": {"deployments": [{"provider": "chat-only", "model": "bigchunk:600"}]},
             # Prompt-cache hits, billed at the cache price: litellm's for Claude, the route's
             # own for the others.
@@ -314,6 +316,35 @@ def test_messages_tool_use_translated(agents: Stack, edge: str) -> None:
     [use] = [block for block in message.content if block.type == "tool_use"]
     assert use.name == "get_weather"
     assert use.input == {"city": "Paris"}
+
+
+def test_a_tool_call_named_after_its_first_fragment_streams_whole(agents: Stack) -> None:
+    """A chat server that names a streamed tool call after its id and first arguments
+    (litellm's Gemini): Messages opened the tool_use block named "" and dropped the name;
+    Responses announced a nameless function_call (a custom tool's call stayed one)."""
+    client = _anthropic(agents, agents.tail_url)
+    with client.messages.stream(
+        model="latename",
+        max_tokens=64,
+        tools=[_WEATHER_TOOL],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+    ) as stream:
+        message = stream.get_final_message()
+    [use] = [block for block in message.content if block.type == "tool_use"]
+    assert (use.id, use.name, use.input) == ("call_fake1", "get_weather", {"city": "Paris"})
+    body = {"model": "latename", "input": "weather in Paris?", "tools": [WEATHER], "stream": True}
+    headers = {"Authorization": f"Bearer {agents.api_key}"}
+    with httpx.stream(
+        "POST", f"{agents.tail_url}/v1/responses", json=body, headers=headers, timeout=30
+    ) as resp:
+        assert resp.status_code == 200, resp.read()
+        events = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data:")]
+    added = [e["item"] for e in events if e["type"] == "response.output_item.added"]
+    assert [(i["type"], i["name"]) for i in added] == [("function_call", "get_weather")]
+    assert events[-1]["type"] == "response.completed"
+    [call] = events[-1]["response"]["output"]
+    assert (call["type"], call["name"]) == ("function_call", "get_weather")
+    assert call["arguments"] == '{"city": "Paris"}'
 
 
 def test_an_interrupted_agent_turn_reaches_a_chat_server_as_alternating_roles(

@@ -29,6 +29,9 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``hugeerror:<mib>``: answers 500 with an HTML page of ``<mib>`` MiB, without a
   Content-Length;
 * ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``);
+* ``latename`` (with tools): streams its tool call as litellm translates Gemini's, the id and
+  the first arguments before the name, with reasoning (``reasoning_content``) between the
+  argument fragments;
 * ``embedformat``: embeddings honour ``encoding_format`` as OpenAI does (``base64``: of
   little-endian float32); every other model answers lists of floats whatever was asked;
   ``dims:<n>``: vectors of ``n`` dimensions, each as long as OpenAI writes one (a float of
@@ -651,8 +654,19 @@ async def _tool_call(request: web.Request, body: dict[str, Any]) -> web.StreamRe
         "type": "function",
         "function": {"name": name, "arguments": ""},
     }
-    await chunk({"role": "assistant", "tool_calls": [first]})
     half = arguments.index(":") + 2  # '{"city": ' then '"Paris"}'
+    if model == "latename":
+        await chunk({"role": "assistant", "tool_calls": [{**first, "function": {}}]})
+        await chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]})
+        await chunk({"reasoning_content": "The city is Paris."})
+        named = {"index": 0, "function": {"name": name, "arguments": arguments[half:]}}
+        await chunk({"tool_calls": [named]}, "tool_calls")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await chunk({}, None, usage=usage)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+    await chunk({"role": "assistant", "tool_calls": [first]})
     for piece in (arguments[:half], arguments[half:]):
         await chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
     await chunk({}, "tool_calls")

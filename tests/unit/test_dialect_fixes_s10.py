@@ -4,6 +4,7 @@ reasoning between a tool call's argument fragments."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pydantic
@@ -12,7 +13,8 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import RawMessageStreamEvent
 
 from switchyard.dialects import anthropic, responses
-from tests.unit.sse import chunk, events
+from tests.unit.sse import call, chunk, events
+from tests.unit.test_dialect_responses import _validated as _validated_responses
 
 pytestmark = pytest.mark.unit
 
@@ -179,3 +181,139 @@ def test_a_run_never_answered_keeps_its_turns_in_order() -> None:
     ).chat
     roles = [m["role"] for m in chat["messages"]]
     assert roles == ["assistant", "system", "assistant", "user"]
+
+
+# -- 3. a tool call named after its first fragment; reasoning inside a call's arguments -----
+
+PATCH_TOOL = {"type": "custom", "name": "apply_patch", "description": "Edit files."}
+FUNCTION_TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+
+
+def _responses_out(fragments: list[bytes]) -> list[dict[str, Any]]:
+    context = responses.to_chat(
+        {"model": "m", "input": "go", "stream": True, "tools": [PATCH_TOOL, FUNCTION_TOOL]}
+    ).context
+    stream = responses.ResponsesStream(context, response_id="resp_s")
+    out = b"".join([*(stream.feed(f) for f in fragments), stream.finish()])
+    return _validated_responses(out)
+
+
+def test_a_custom_tool_call_named_late_is_a_custom_tool_call() -> None:
+    """litellm's Gemini stream: the id and the first arguments, the name in a later fragment.
+    The item was announced as a nameless function_call and stayed one, so Codex got its patch
+    as a function call of an unknown tool."""
+    arguments = json.dumps({"input": "*** Begin Patch\n*** End Patch"})
+    decoded = _responses_out(
+        [
+            chunk(tool_calls=[call(0, call_id="call_p", args=arguments[:12])]),
+            chunk(tool_calls=[call(0, name="apply_patch", args=arguments[12:20])]),
+            chunk(tool_calls=[call(0, args=arguments[20:])]),
+            chunk(finish="tool_calls"),
+        ]
+    )
+    [added] = [d for d in decoded if d["type"] == "response.output_item.added"]
+    assert added["item"]["type"] == "custom_tool_call"
+    assert added["item"]["name"] == "apply_patch"
+    assert "response.function_call_arguments.delta" not in [d["type"] for d in decoded]
+    [item] = decoded[-1]["response"]["output"]
+    assert item["type"] == "custom_tool_call"
+    assert (item["call_id"], item["input"]) == ("call_p", "*** Begin Patch\n*** End Patch")
+
+
+def test_a_function_call_named_late_is_announced_with_its_name() -> None:
+    decoded = _responses_out(
+        [
+            chunk(content="Checking."),
+            chunk(tool_calls=[call(0, call_id="call_w", args='{"ci')]),
+            chunk(tool_calls=[call(0, name="get_weather", args='ty":"Paris"}')]),
+            chunk(finish="tool_calls"),
+        ]
+    )
+    added = [d["item"] for d in decoded if d["type"] == "response.output_item.added"]
+    assert [(i["type"], i.get("name")) for i in added] == [
+        ("message", None),
+        ("function_call", "get_weather"),
+    ]
+    deltas = [d["delta"] for d in decoded if d["type"] == "response.function_call_arguments.delta"]
+    assert "".join(deltas) == '{"city":"Paris"}'
+    final = decoded[-1]["response"]["output"]
+    assert final[1]["arguments"] == '{"city":"Paris"}'
+    assert final[1]["call_id"] == "call_w"
+
+
+def test_a_call_never_named_is_still_answered() -> None:
+    decoded = _responses_out(
+        [chunk(tool_calls=[call(0, call_id="call_x", args="{}")]), chunk(finish="tool_calls")]
+    )
+    [item] = decoded[-1]["response"]["output"]
+    assert (item["type"], item["name"], item["arguments"]) == ("function_call", "", "{}")
+
+
+def _reasoning(text: str) -> bytes:
+    """A chunk of reasoning only, as vLLM's reasoning parsers send it."""
+    body = json.loads(chunk(content=""))
+    body["choices"][0]["delta"] = {"reasoning_content": text}
+    return json.dumps(body).encode()
+
+
+def test_reasoning_between_argument_fragments_leaves_a_responses_call_whole() -> None:
+    """A translated Response carries no reasoning items: reasoning between a call's argument
+    fragments is dropped and the call stays whole (already so before this session)."""
+    decoded = _responses_out(
+        [
+            chunk(tool_calls=[call(0, call_id="call_w", name="get_weather", args='{"ci')]),
+            _reasoning("hmm, Paris"),
+            chunk(tool_calls=[call(0, args='ty":"Paris"}')]),
+            chunk(finish="tool_calls"),
+        ]
+    )
+    [item] = decoded[-1]["response"]["output"]
+    assert item["arguments"] == '{"city":"Paris"}'
+
+
+def _messages_out(fragments: list[bytes], **fields: Any) -> tuple[list[dict[str, Any]], Any]:
+    weather = {"name": "get_weather", "input_schema": {"type": "object"}}
+    stream = anthropic.MessagesStream(_messages_context(tools=[weather], **fields))
+    return _folded(b"".join([*(stream.feed(f) for f in fragments), stream.finish()]))
+
+
+def test_a_messages_tool_call_named_late_opens_its_block_with_the_name() -> None:
+    """The block opened with ``"name": ""`` and the name that came later was dropped: Claude
+    Code could run no tool."""
+    decoded, message = _messages_out(
+        [
+            chunk(tool_calls=[call(0, call_id="call_w", args='{"ci')]),
+            chunk(tool_calls=[call(0, name="get_weather", args='ty":')]),
+            chunk(tool_calls=[call(0, args='"Paris"}')]),
+            chunk(finish="tool_calls"),
+        ]
+    )
+    [start] = [d for d in decoded if d["type"] == "content_block_start"]
+    assert start["content_block"]["name"] == "get_weather"
+    [use] = message.content
+    assert (use.id, use.name, use.input) == ("call_w", "get_weather", {"city": "Paris"})
+    assert message.stop_reason == "tool_use"
+
+
+def test_a_second_call_named_late_behind_an_open_one_keeps_its_name_and_arguments() -> None:
+    _, message = _messages_out(
+        [
+            chunk(tool_calls=[call(0, call_id="call_a", name="get_weather", args='{"city":')]),
+            chunk(tool_calls=[call(1, call_id="call_b", args='{"city":')]),
+            chunk(tool_calls=[call(0, args='"Paris"}')]),
+            chunk(tool_calls=[call(1, name="get_weather", args='"Oslo"}')]),
+            chunk(finish="tool_calls"),
+        ]
+    )
+    assert [(b.id, b.name, b.input) for b in message.content] == [
+        ("call_a", "get_weather", {"city": "Paris"}),
+        ("call_b", "get_weather", {"city": "Oslo"}),
+    ]
+
+
+def test_a_messages_call_never_named_still_ends_the_message() -> None:
+    decoded, message = _messages_out(
+        [chunk(tool_calls=[call(0, call_id="call_x", args="{}")]), chunk(finish="tool_calls")]
+    )
+    assert [(b.type, b.name) for b in message.content] == [("tool_use", "")]
+    assert decoded[-1]["type"] == "message_stop"

@@ -17,7 +17,10 @@ message's text first, then its tool calls, and a provider may interleave those (
 call 0, the header of call 1, then arguments for both). So the first tool call opens its block
 as it comes, and the fragments of every other call wait, in order, until that block ends (with
 the stream, or when text follows): each then follows as a whole block. Text after tool calls
-closes them (their later fragments, which no known provider sends, would be dropped). Calls
+closes them (their later fragments, which no known provider sends, would be dropped). A call
+whose first fragments come without its name (litellm's translation of Gemini sends the id and
+arguments first) waits for it the same way: its block opens once the name comes, as
+``content_block_start`` must name the tool (one never named opens at the end, named ``""``). Calls
 without an ``index``, or all under one, are told apart by their ids (:class:`_chat.CallKeys`).
 
 A tool call's arguments are held until its block ends and then sent as one ``input_json_delta``
@@ -145,6 +148,7 @@ class MessagesStream:
         if not self._started:
             self._start(None, out)
         self._close_block(out)
+        self._flush_waiting(out)  # calls never named (their blocks say ``"name": ""``)
         finish = self._finish
         if self._refused and finish in (None, "stop"):  # the model declined
             finish = "content_filter"
@@ -210,13 +214,22 @@ class MessagesStream:
         if self._open != key:
             if key in self._done_calls:
                 return  # a late fragment of a closed block (see the module docstring)
-            if isinstance(self._open, int):
-                # Another call's block is open and may still get arguments: this one waits.
-                waiting = self._waiting.setdefault(key, _Waiting())
+            waiting = self._waiting.get(key)
+            if waiting is None and not isinstance(self._open, int) and function.name:
+                self._open_block(key, _tool_use(fragment.id, function.name), _JSON_DELTA, out)
+                self._pinged = self._clock()
+            else:
+                # Another call's block is open and may still get arguments, or this call's
+                # name has not come yet: it waits.
+                waiting = waiting or self._waiting.setdefault(key, _Waiting())
                 waiting.add(fragment.id, function)
+                if isinstance(self._open, int) or waiting.name is None:
+                    return
+                del self._waiting[key]  # named now, and no call's block is open: it opens
+                self._open_block(key, _tool_use(waiting.id, waiting.name), _JSON_DELTA, out)
+                self._held = waiting
+                self._pinged = self._clock()
                 return
-            self._open_block(key, _tool_use(fragment.id, function.name), _JSON_DELTA, out)
-            self._pinged = self._clock()
         if function.arguments:
             self._held.arguments.append(function.arguments)
 

@@ -15,7 +15,13 @@ The terminal event waits for :meth:`ResponsesStream.finish` because chat sends u
 after the one with ``finish_reason``. Text deltas are the hot path: each frame is a precomputed
 prefix, the encoded delta and the sequence number; nothing else is encoded per chunk. Tool call
 items stay open until the end so providers that interleave the arguments of parallel calls are
-still translated exactly.
+still translated exactly. A call whose first fragments come without its name (litellm's
+translation of Gemini sends the id and arguments first) opens its item once the name comes,
+its arguments so far as one delta: its name says whether it is a custom tool's
+(``custom_tool_call``) or a function's, and an item is never announced nameless (one never
+named is a function call named ``""`` at the end). The stream drops reasoning
+(``reasoning_content``): a translated Response has no reasoning items, so reasoning between a
+call's argument fragments leaves the call whole.
 """
 
 from __future__ import annotations
@@ -102,6 +108,21 @@ class _Call:
         )
 
 
+class _Unnamed:
+    """A tool call whose fragments came before its name: its id and arguments so far."""
+
+    __slots__ = ("id", "pieces")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.pieces: list[str] = []
+
+    def add(self, call_id: str | None, arguments: str | None) -> None:
+        self.id = self.id or call_id
+        if arguments:
+            self.pieces.append(arguments)
+
+
 class ResponsesStream:
     """Translates one streamed chat completion into one Responses event stream.
 
@@ -129,6 +150,7 @@ class ResponsesStream:
         self._next_index = 0
         self._message: _Message | None = None
         self._calls: dict[int, _Call] = {}  # chat tool call index -> open item
+        self._unnamed: dict[int, _Unnamed] = {}  # calls whose name has not come yet
         self._keys = _chat.CallKeys()
         self._finish: str | None = None
         self._usage: _chat.ChatUsage | None = None
@@ -193,6 +215,9 @@ class ResponsesStream:
             self._start(out)
         status = o.final_status(self._finish)
         item_status = "incomplete" if status == "incomplete" else "completed"
+        unnamed, self._unnamed = self._unnamed, {}
+        for key, waiting in unnamed.items():  # never named: function calls named ""
+            self._arguments(self._open_call(key, waiting.id, "", out), "".join(waiting.pieces), out)
         if self._message is None and not self._outputs and not self._calls:
             self._open_part(self._open_message(out), "text", out)
         if self._message is not None:
@@ -369,31 +394,49 @@ class ResponsesStream:
         function = fragment.function or _chat.FunctionCall()
         call = self._calls.get(key)
         if call is None:
-            if self._message is not None:
-                self._close_message("completed", out)
-            index = self._next_index
-            self._next_index += 1
-            custom = bool(function.name) and function.name in self._context.custom
-            call = _Call(
-                f"{'ctc' if custom else 'fc'}_{self._suffix}_{index}",
-                index,
-                fragment.id or new_id("call_"),
-                function.name or "",
-                custom,
-            )
-            self._calls[key] = call
-            self._emit(
-                "response.output_item.added",
-                {"output_index": index, "item": call.item("in_progress")},
-                out,
-            )
+            unnamed = self._unnamed.get(key)
+            if unnamed is not None or not function.name:
+                # Its item waits for its name: whether it is a custom tool's decides its type.
+                unnamed = unnamed or self._unnamed.setdefault(key, _Unnamed())
+                unnamed.add(fragment.id, function.arguments)
+                if not function.name:
+                    return
+                del self._unnamed[key]
+                call = self._open_call(key, unnamed.id, function.name, out)
+                self._arguments(call, "".join(unnamed.pieces), out)
+                return
+            call = self._open_call(key, fragment.id, function.name, out)
         elif function.name and not call.name:
             call.name = function.name
-        if function.arguments:
-            call.pieces.append(function.arguments)
+        self._arguments(call, function.arguments, out)
+
+    def _open_call(self, key: int, call_id: str | None, name: str, out: list[bytes]) -> _Call:
+        if self._message is not None:
+            self._close_message("completed", out)
+        index = self._next_index
+        self._next_index += 1
+        custom = bool(name) and name in self._context.custom
+        call = _Call(
+            f"{'ctc' if custom else 'fc'}_{self._suffix}_{index}",
+            index,
+            call_id or new_id("call_"),
+            name,
+            custom,
+        )
+        self._calls[key] = call
+        self._emit(
+            "response.output_item.added",
+            {"output_index": index, "item": call.item("in_progress")},
+            out,
+        )
+        return call
+
+    def _arguments(self, call: _Call, arguments: str | None, out: list[bytes]) -> None:
+        if arguments:
+            call.pieces.append(arguments)
             if call.text is None:
-                self._delta(call.prefix, function.arguments, out)
-            elif text := call.text.feed(function.arguments):
+                self._delta(call.prefix, arguments, out)
+            elif text := call.text.feed(arguments):
                 self._input_delta(call, text, out)
 
     def _input_delta(self, call: _Call, text: str, out: list[bytes]) -> None:
