@@ -85,6 +85,7 @@ async def agents(
             "cutshort": {"deployments": [{"provider": "chat-only", "model": "cutshort"}]},
             "nousage": {"deployments": [{"provider": "chat-only", "model": "nousage"}]},
             "latename": {"deployments": [{"provider": "chat-only", "model": "latename"}]},
+            "thinkcall": {"deployments": [{"provider": "chat-only", "model": "thinkcall"}]},
             "bigchunk": {"deployments": [{"provider": "chat-only", "model": "bigchunk:600"}]},
             # Prompt-cache hits, billed at the cache price: litellm's for Claude, the route's
             # own for the others.
@@ -345,6 +346,31 @@ def test_a_tool_call_named_after_its_first_fragment_streams_whole(agents: Stack)
     [call] = events[-1]["response"]["output"]
     assert (call["type"], call["name"]) == ("function_call", "get_weather")
     assert call["arguments"] == '{"city": "Paris"}'
+
+
+def test_reasoning_inside_a_tool_calls_arguments_leaves_the_call_whole(agents: Stack) -> None:
+    """Reasoning between a tool call's argument fragments (thinking enabled) opened a thinking
+    block, which ended the call's: Claude Code got ``{"_raw_arguments": '{"city": '}``. The
+    call stays whole and the reasoning follows it as a thinking block."""
+    client = _anthropic(agents, agents.tail_url)
+    # Named at once (the reasoning comes while the call's block is open), or named late (it
+    # comes before the block opens, and leads).
+    for model, order in (("thinkcall", ["tool_use", "thinking"]), ("latename", None)):
+        with client.messages.stream(
+            model=model,
+            max_tokens=2048,
+            thinking={"type": "enabled", "budget_tokens": 1024},
+            tools=[_WEATHER_TOOL],  # type: ignore[list-item]
+            messages=[{"role": "user", "content": "weather in Paris?"}],
+        ) as stream:
+            message = stream.get_final_message()
+        kinds = [block.type for block in message.content]
+        assert kinds == (order or ["thinking", "tool_use"]), (model, kinds)
+        [use] = [block for block in message.content if block.type == "tool_use"]
+        [thought] = [block for block in message.content if block.type == "thinking"]
+        assert (use.name, use.input) == ("get_weather", {"city": "Paris"})
+        assert thought.thinking == "The city is Paris."
+        assert message.stop_reason == "tool_use"
 
 
 def test_an_interrupted_agent_turn_reaches_a_chat_server_as_alternating_roles(

@@ -31,7 +31,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``);
 * ``latename`` (with tools): streams its tool call as litellm translates Gemini's, the id and
   the first arguments before the name, with reasoning (``reasoning_content``) between the
-  argument fragments;
+  argument fragments; ``thinkcall`` (with tools): its tool call named at once, the same
+  reasoning between the argument fragments;
 * ``embedformat``: embeddings honour ``encoding_format`` as OpenAI does (``base64``: of
   little-endian float32); every other model answers lists of floats whatever was asked;
   ``dims:<n>``: vectors of ``n`` dimensions, each as long as OpenAI writes one (a float of
@@ -669,6 +670,8 @@ async def _tool_call(request: web.Request, body: dict[str, Any]) -> web.StreamRe
     await chunk({"role": "assistant", "tool_calls": [first]})
     for piece in (arguments[:half], arguments[half:]):
         await chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        if model == "thinkcall" and piece != arguments[half:]:
+            await chunk({"reasoning_content": "The city is Paris."})
     await chunk({}, "tool_calls")
     if (body.get("stream_options") or {}).get("include_usage"):
         await chunk({}, None, usage=usage)

@@ -317,3 +317,53 @@ def test_a_messages_call_never_named_still_ends_the_message() -> None:
     )
     assert [(b.type, b.name) for b in message.content] == [("tool_use", "")]
     assert decoded[-1]["type"] == "message_stop"
+
+
+THINKING = {"type": "enabled", "budget_tokens": 1024}
+
+
+def test_reasoning_between_argument_fragments_leaves_a_messages_call_whole() -> None:
+    """Reasoning between a tool call's argument fragments opened a thinking block, which
+    closed the call's: its later fragments were dropped, and Claude Code got ``{"city":``
+    cut short as ``_raw_arguments``. The call stays whole and the reasoning follows it."""
+    decoded, message = _messages_out(
+        [
+            _reasoning("Which city? "),
+            chunk(tool_calls=[call(0, call_id="call_w", name="get_weather", args='{"ci')]),
+            _reasoning("Paris, "),
+            chunk(tool_calls=[call(0, args='ty":"Par')]),
+            _reasoning("surely."),
+            chunk(tool_calls=[call(0, args='is"}')]),
+            chunk(content="Checking."),
+            chunk(finish="tool_calls"),
+        ],
+        thinking=THINKING,
+    )
+    assert [b.type for b in message.content] == ["thinking", "tool_use", "thinking", "text"]
+    assert message.content[0].thinking == "Which city? "
+    assert message.content[1].input == {"city": "Paris"}
+    assert message.content[2].thinking == "Paris, surely."
+    assert message.content[3].text == "Checking."
+    # Blocks never overlap: each stops before the next starts.
+    order = [(d["type"], d.get("index")) for d in decoded if "content_block" in d["type"]]
+    assert [kind for kind, _ in order if kind != "content_block_delta"] == [
+        "content_block_start",
+        "content_block_stop",
+    ] * 4
+
+
+def test_reasoning_inside_parallel_calls_follows_all_of_them() -> None:
+    _, message = _messages_out(
+        [
+            chunk(tool_calls=[call(0, call_id="call_a", name="get_weather", args='{"city":')]),
+            chunk(tool_calls=[call(1, call_id="call_b", name="get_weather", args='{"city":')]),
+            _reasoning("two cities"),
+            chunk(tool_calls=[call(0, args='"Paris"}')]),
+            chunk(tool_calls=[call(1, args='"Oslo"}')]),
+            chunk(finish="tool_calls"),
+        ],
+        thinking=THINKING,
+    )
+    assert [b.type for b in message.content] == ["tool_use", "tool_use", "thinking"]
+    assert [b.input for b in message.content[:2]] == [{"city": "Paris"}, {"city": "Oslo"}]
+    assert message.stop_reason == "tool_use"

@@ -20,7 +20,10 @@ the stream, or when text follows): each then follows as a whole block. Text afte
 closes them (their later fragments, which no known provider sends, would be dropped). A call
 whose first fragments come without its name (litellm's translation of Gemini sends the id and
 arguments first) waits for it the same way: its block opens once the name comes, as
-``content_block_start`` must name the tool (one never named opens at the end, named ``""``). Calls
+``content_block_start`` must name the tool (one never named opens at the end, named ``""``).
+Reasoning that comes while a call's block is open (between its argument fragments) would end
+the call if its thinking block opened there: it is held and follows the calls as a thinking
+block of its own (before any text that follows them). Calls
 without an ``index``, or all under one, are told apart by their ids (:class:`_chat.CallKeys`).
 
 A tool call's arguments are held until its block ends and then sent as one ``input_json_delta``
@@ -82,6 +85,8 @@ class MessagesStream:
         self._done_calls: set[int] = set()
         self._held = _Waiting()  # the open call's arguments, sent when its block ends
         self._waiting: dict[int, _Waiting] = {}  # calls behind the open one, in arrival order
+        self._flushing = False  # the waiting calls are being sent
+        self._thoughts: list[str] = []  # reasoning that came while a call's block was open
         self._clock = clock
         self._pinged = 0.0  # when the last frame went out while arguments were held
         self._keys = _chat.CallKeys()
@@ -198,6 +203,12 @@ class MessagesStream:
         out.append(self._prefix + encode(text) + _DELTA_END)
 
     def _thinking(self, text: str, out: list[bytes]) -> None:
+        if isinstance(self._open, int):
+            # Between a tool call's argument fragments (the model thinks while it writes the
+            # call): opening a block here would end the call. It follows the calls instead.
+            self._keep_alive(out)
+            self._thoughts.append(text)
+            return
         if self._open != "thinking":
             block = {"type": "thinking", "thinking": "", "signature": ""}
             self._open_block("thinking", block, b'"thinking_delta","thinking":', out)
@@ -207,10 +218,7 @@ class MessagesStream:
         key = self._keys.key(fragment, position)
         function = fragment.function or _chat.FunctionCall()
         if function.arguments and isinstance(self._open, int):  # arguments are being held
-            now = self._clock()
-            if now - self._pinged >= HELD_PING_S:
-                self._pinged = now
-                out.append(_PING)
+            self._keep_alive(out)
         if self._open != key:
             if key in self._done_calls:
                 return  # a late fragment of a closed block (see the module docstring)
@@ -233,12 +241,26 @@ class MessagesStream:
         if function.arguments:
             self._held.arguments.append(function.arguments)
 
+    def _keep_alive(self, out: list[bytes]) -> None:
+        """A ping when nothing went out for :data:`HELD_PING_S` while a call's block is open."""
+        now = self._clock()
+        if now - self._pinged >= HELD_PING_S:
+            self._pinged = now
+            out.append(_PING)
+
     def _flush_waiting(self, out: list[bytes]) -> None:
-        """Each waiting call as one whole block (after the open one has been closed)."""
+        """Each waiting call as one whole block (after the open one has been closed), then
+        the reasoning that came while calls were open, as a thinking block of its own."""
         waiting, self._waiting = self._waiting, {}
+        self._flushing = True
         for key, call in waiting.items():
             self._open_block(key, _tool_use(call.id, call.name), _JSON_DELTA, out)
             self._held = call
+            self._close_block(out)
+        self._flushing = False
+        if self._thoughts:
+            thought, self._thoughts = "".join(self._thoughts), []
+            self._thinking(thought, out)
             self._close_block(out)
 
     def _open_block(
@@ -277,7 +299,7 @@ class MessagesStream:
             )
         )
         self._open = None
-        if was_call and self._waiting:
+        if was_call and not self._flushing:
             self._flush_waiting(out)
 
 
