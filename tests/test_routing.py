@@ -648,3 +648,39 @@ async def test_an_edge_with_every_head_hung_is_not_ready_within_a_probe(routed: 
     assert answer.json()["status"] == "not ready"
     assert answer.json()["reason"]
     assert 2.0 < took < 4.0, took  # it kept asking, and answered within a probe (3 s) but for load
+
+
+async def _served(stack: Stack, alias: str, *, timeout: float = 10) -> httpx.Response:
+    """:func:`_chat` once every head has the route just put (a 404 until then)."""
+    began = time.monotonic()
+    resp = await _chat(stack, alias, timeout=timeout)
+    while resp.status_code == 404 and time.monotonic() - began < 10:
+        await asyncio.sleep(0.05)
+        resp = await _chat(stack, alias, timeout=timeout)
+    return resp
+
+
+async def test_a_deployments_timeouts_keep_the_providers_fields_it_does_not_set(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """The provider bounds a whole answer to 1 s; its deployment sets only first_token_s.
+    A 3 s answer is cut at the provider's 1 s, where the deployment's block used to put the
+    fields it left out back to the defaults (600 s): the call waited the 3 s and answered."""
+    upstream.set_mode("t1", "slow:3000")
+    provider = {
+        "kind": "openai-compatible",
+        "api_base": upstream.base_url,
+        "timeouts": {"first_token_s": 1, "request_s": 1, "stream_s": 2},
+    }
+    route = {
+        "deployments": [
+            {"provider": "prov-tight", "model": "ctl:t1", "timeouts": {"first_token_s": 50}}
+        ]
+    }
+    async with routed.live_routes({"tight": route}, {"prov-tight": provider}):
+        began = time.monotonic()
+        resp = await _served(routed, "tight")
+        took = time.monotonic() - began
+        await _clear(routed, deployment_id("prov-tight", "ctl:t1"))
+    assert resp.status_code != 200, resp.text
+    assert took < 2.5

@@ -32,7 +32,7 @@ from switchyard.config.settings import (
     StackSettings,
     TelemetrySettings,
 )
-from switchyard.schemas.routing import Timeouts
+from switchyard.schemas.timeouts import Timeouts
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",

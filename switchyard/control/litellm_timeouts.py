@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from switchyard.schemas.routing import Timeouts
+from switchyard.schemas.timeouts import DEFAULT_TIMEOUTS, Timeouts
 
 # How the import looks up an ``os.environ/NAME`` value; None: it does not read the environment.
 EnvLookup = Callable[[str], str | None] | None
@@ -197,7 +197,7 @@ def deployment_timeouts(
     problems = [f"{problem}; {fallback}" for problem in problems]
     if whole is None and per_read is None:
         return DeploymentTimeouts(None, problems=problems)
-    defaults = Timeouts()
+    defaults = DEFAULT_TIMEOUTS
     request_s = whole or defaults.request_s
     first_token_s = per_read or defaults.first_token_s
     timeouts = Timeouts(

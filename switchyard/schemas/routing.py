@@ -18,8 +18,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from switchyard.schemas.numbers import AboveZero, NonNegative
+from switchyard.schemas.numbers import NonNegative
 from switchyard.schemas.secrets import NAME_PATTERN, unstorable
+from switchyard.schemas.timeouts import Timeouts, call_timeouts
 
 # Kinds served by the direct OpenAI-compatible path (one aiohttp POST, no litellm).
 OPENAI_COMPATIBLE_KINDS = frozenset(
@@ -66,23 +67,8 @@ MAX_WEIGHT = 1_000_000
 # limit; a larger number (10,000,000,000 was accepted) is a typo or a wish for "no limit",
 # which the dispatch consumer would silently become.
 MAX_CONCURRENCY = 100_000
-Seconds = AboveZero  # finite: a timeout of ``inf`` was stored as ``null``, which no reader takes
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 _SECRET_NAME = re.compile(NAME_PATTERN)
-
-
-class Timeouts(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Provider call timeouts; each is also capped by the request's remaining deadline.
-
-    Attributes:
-        first_token_s: time to the first byte of a streamed answer (or to the headers).
-        stream_s: total time of a streamed answer.
-        request_s: total time of a non-streamed answer.
-    """
-
-    first_token_s: Seconds = 60.0
-    stream_s: Seconds = 600.0
-    request_s: Seconds = 600.0
 
 
 class Provider(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -95,7 +81,8 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         secret: the name of the API key in the secrets service; never the key itself.
         concurrency: default in-flight requests per deployment on this provider, across all
             model-proxy replicas (the dispatch consumer's ``max_ack_pending``).
-        timeouts: default call timeouts for its deployments.
+        timeouts: call timeouts for its deployments, each field one of theirs does not set
+            (see :mod:`switchyard.schemas.timeouts`).
     """
 
     kind: ProviderKind
@@ -158,7 +145,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         model: the provider's model name (sent upstream in place of the client's alias).
         weight: relative share of traffic among this route's healthy deployments.
         concurrency: overrides the provider's default.
-        timeouts: override the provider's defaults.
+        timeouts: override the provider's, field by field (a field not set here is the
+            provider's).
         price: overrides litellm's price for this model.
     """
 
@@ -472,10 +460,11 @@ def route_table_findings(
                 )
             if dep.price is not None:
                 priced_by.setdefault(dep.id, (where, dep, touched))
-            if earlier and (earlier[1].concurrency, earlier[1].timeouts) != (
-                dep.concurrency,
-                dep.timeouts,
-            ):
+            provider_timeouts = table.providers[dep.provider].timeouts
+            if earlier and (
+                earlier[1].concurrency,
+                call_timeouts(earlier[1].timeouts, provider_timeouts),
+            ) != (dep.concurrency, call_timeouts(dep.timeouts, provider_timeouts)):
                 problems.append(
                     RouteProblem(
                         f"{where}",

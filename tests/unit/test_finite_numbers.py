@@ -33,9 +33,9 @@ from switchyard.schemas.routing import (
     Provider,
     Route,
     RouteTable,
-    Timeouts,
     route_table_findings,
 )
+from switchyard.schemas.timeouts import Timeouts
 
 pytestmark = pytest.mark.unit
 

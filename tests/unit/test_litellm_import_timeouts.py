@@ -15,7 +15,8 @@ import pytest
 
 from switchyard.control.litellm_import import ImportResult, convert
 from switchyard.control.litellm_timeouts import per_read_note
-from switchyard.schemas.routing import Timeouts, route_table_problems
+from switchyard.schemas.routing import route_table_problems
+from switchyard.schemas.timeouts import DEFAULT_TIMEOUTS, Timeouts
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +38,7 @@ def test_stream_timeout_is_the_wait_for_the_first_chunk_not_the_whole_stream() -
 
 def test_stream_timeout_alone_keeps_the_whole_call_at_the_default() -> None:
     result = convert({"model_list": [_entry("quick-start", stream_timeout=5)]})
-    default = Timeouts()
+    default = DEFAULT_TIMEOUTS
     assert _timeouts(result, "quick-start") == Timeouts(
         first_token_s=5, stream_s=default.stream_s, request_s=default.request_s
     )
@@ -151,8 +152,8 @@ def test_router_stream_timeout_is_the_first_chunk_wait_of_deployments_without_on
         "litellm_settings": {"stream_timeout": 7},
     }
     result = convert(doc)
-    assert _timeouts(result, "plain") == Timeouts(first_token_s=10)
-    assert _timeouts(result, "own") == Timeouts(first_token_s=50)
+    assert _timeouts(result, "plain") == Timeouts(first_token_s=10, stream_s=600, request_s=600)
+    assert _timeouts(result, "own") == Timeouts(first_token_s=50, stream_s=600, request_s=600)
     said = "\n".join(result.defaults)
     assert "router_settings.stream_timeout (10s)" in said
     assert "of the 1 deployment(s) without a stream_timeout of their own" in said
@@ -170,7 +171,7 @@ def test_streams_read_the_global_request_timeout_before_their_own_when_the_route
         "litellm_settings": {"request_timeout": 45},
         "router_settings": {"timeout": 30},
     }
-    assert _timeouts(convert(doc), "own") == Timeouts(first_token_s=45, request_s=5)
+    assert _timeouts(convert(doc), "own") == Timeouts(first_token_s=45, stream_s=600, request_s=5)
 
 
 @pytest.mark.parametrize("value", [-5, 0.0001, True, "soon", [1]])
@@ -188,7 +189,7 @@ def test_an_unusable_timeout_keeps_the_route_and_names_it(value: Any) -> None:
 def test_a_timeout_from_the_environment_is_read_as_litellm_reads_it() -> None:
     doc = {"model_list": [_entry("env", timeout="os.environ/LLM_TIMEOUT")]}
     found = convert(doc, {"LLM_TIMEOUT": "12"}.get)
-    assert _timeouts(found, "env") == Timeouts(first_token_s=12, request_s=12)
+    assert _timeouts(found, "env") == Timeouts(first_token_s=12, stream_s=600, request_s=12)
     nothing: dict[str, str] = {}
     missing = convert(doc, nothing.get)
     assert _timeouts(missing, "env") is None

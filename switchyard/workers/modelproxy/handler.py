@@ -438,7 +438,7 @@ class Handler:
         body["model"] = target.deployment.model
         self.upstreams.check(target.provider_name, target.provider)  # before the key is fetched
         key = await self.keys.get(target.provider.secret) if target.provider.secret else None
-        timeouts = target.deployment.timeouts or target.provider.timeouts
+        timeouts = target.timeouts
         remaining = job.deadline - time.time()
         if remaining <= 0:
             raise DeadlineExceeded("the request deadline passed before the provider was called")

@@ -13,6 +13,7 @@ from switchyard.bus.envelope import Envelope
 from switchyard.errors import ApiError
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider
+from switchyard.schemas.timeouts import CallTimeouts, call_timeouts
 from switchyard.workers.modelproxy.heartbeat import InFlight
 from switchyard.workers.modelproxy.replay import SentChunks
 
@@ -22,6 +23,13 @@ class Target:
     provider_name: str
     provider: Provider
     deployment: Deployment
+    # Its calls' timeouts, field by field (the deployment's, the provider's, the default):
+    # resolved once per route table, as targets are built.
+    timeouts: CallTimeouts = field(init=False)
+
+    def __post_init__(self) -> None:
+        timeouts = call_timeouts(self.deployment.timeouts, self.provider.timeouts)
+        object.__setattr__(self, "timeouts", timeouts)
 
 
 @dataclass(slots=True)

@@ -156,5 +156,5 @@ def _deployment_failed(job: Job, target: Target | None, failure: ApiError, now: 
     nothing back yet) against the deployment's ``first_token_s``."""
     if target is None or not job.called or job.ttft is not None:
         return deployment_failed(failure)
-    timeouts = target.deployment.timeouts or target.provider.timeouts
+    timeouts = target.timeouts
     return deployment_failed(failure, silent_s=now - job.called_at, limit_s=timeouts.first_token_s)

@@ -31,6 +31,7 @@ from switchyard.schemas.routing import (
     credential_in_url,
     looks_like_a_key,
 )
+from switchyard.schemas.timeouts import call_timeouts
 
 KINDS = list(get_args(ProviderKind))
 FIELDS = [
@@ -50,6 +51,7 @@ _TIMEOUTS = {"first_token_s": "first-token", "request_s": "request", "stream_s":
 
 def _values(name: str, p: Provider | None) -> dict[str, Any]:
     p = p or Provider(kind="openai")
+    timeouts = call_timeouts(None, p.timeouts)
     return {
         "name": name,
         "kind": p.kind,
@@ -57,9 +59,10 @@ def _values(name: str, p: Provider | None) -> dict[str, Any]:
         "api_version": p.api_version or "",
         "secret": p.secret or "",
         "concurrency": p.concurrency,
-        "timeouts-first_token_s": p.timeouts.first_token_s,
-        "timeouts-request_s": p.timeouts.request_s,
-        "timeouts-stream_s": p.timeouts.stream_s,
+        # What its deployments use where they set none (a field it leaves out: the default).
+        "timeouts-first_token_s": timeouts.first_token_s,
+        "timeouts-request_s": timeouts.request_s,
+        "timeouts-stream_s": timeouts.stream_s,
         "digest": digest(p) if name else "",
     }
 

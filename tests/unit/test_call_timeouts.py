@@ -1,0 +1,59 @@
+"""A call's timeouts, field by field: the deployment's, else its provider's, else the default
+(pure logic)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from switchyard.schemas.routing import Deployment, Provider, Route, RouteTable, route_table_problems
+from switchyard.schemas.timeouts import DEFAULT_TIMEOUTS, CallTimeouts, Timeouts, call_timeouts
+from switchyard.workers.modelproxy.job import Target
+
+pytestmark = pytest.mark.unit
+
+TIGHT = Timeouts(first_token_s=3, request_s=3, stream_s=6)
+
+
+def test_a_deployment_field_overrides_only_that_field_of_its_provider() -> None:
+    provider = Provider(kind="openai", timeouts=TIGHT)
+    deployment = Deployment(provider="pa", model="m", timeouts=Timeouts(first_token_s=50))
+    target = Target("pa", provider, deployment)
+    assert target.timeouts == CallTimeouts(first_token_s=50, stream_s=6, request_s=3)
+
+
+def test_fields_nobody_sets_are_the_defaults() -> None:
+    assert call_timeouts(None, Timeouts()) == DEFAULT_TIMEOUTS
+    assert call_timeouts(Timeouts(stream_s=9), Timeouts(request_s=7)) == CallTimeouts(
+        first_token_s=DEFAULT_TIMEOUTS.first_token_s, stream_s=9, request_s=7
+    )
+    assert call_timeouts(None, TIGHT) == CallTimeouts(first_token_s=3, stream_s=6, request_s=3)
+
+
+def test_only_the_fields_written_are_stored() -> None:
+    doc = msgspec.json.encode(Deployment(provider="p", model="m", timeouts=Timeouts(stream_s=5)))
+    assert b'"timeouts":{"stream_s":5' in doc
+    # A table stored before: every field written, each read back as set.
+    old = msgspec.json.decode(
+        b'{"first_token_s":60.0,"stream_s":600.0,"request_s":600.0}', type=Timeouts
+    )
+    assert call_timeouts(old, TIGHT) == DEFAULT_TIMEOUTS
+
+
+def test_routes_sharing_a_deployment_agree_when_its_timeouts_come_out_the_same() -> None:
+    """One deployment in two routes, one writing the provider's own value, the other nothing:
+    the same timeouts, so no clash; another value is one."""
+
+    def table(second: Timeouts | None) -> RouteTable:
+        first = Deployment(provider="pa", model="m", timeouts=Timeouts(request_s=3))
+        return RouteTable(
+            providers={"pa": Provider(kind="openai", timeouts=TIGHT)},
+            routes={
+                "one": Route(deployments=(first,)),
+                "two": Route(deployments=(Deployment(provider="pa", model="m", timeouts=second),)),
+            },
+        )
+
+    assert route_table_problems(table(None)) == []
+    assert route_table_problems(table(Timeouts(first_token_s=3))) == []
+    assert route_table_problems(table(Timeouts(request_s=4)))
