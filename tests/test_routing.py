@@ -684,3 +684,37 @@ async def test_a_deployments_timeouts_keep_the_providers_fields_it_does_not_set(
         await _clear(routed, deployment_id("prov-tight", "ctl:t1"))
     assert resp.status_code != 200, resp.text
     assert took < 2.5
+
+
+async def test_a_route_rate_limited_everywhere_says_when_its_first_deployment_is_back(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """Every attempt answers 429: the route's deployments ask 3 s and 9 s, its fallback (tried
+    last) 9 s. The client is told 3 s, when the route is usable again, as a request refused
+    while all three cool down is; it was told the last provider's 9 s."""
+    upstream.set_mode("l1", "status:429:3")
+    upstream.set_mode("l2", "status:429:9")
+    upstream.set_mode("l3", "status:429:9")
+    routes = {
+        "rl-backup": {"deployments": [{"provider": "prov-c", "model": "ctl:l3"}]},
+        "rl-main": {
+            "deployments": [
+                {"provider": "prov-a", "model": "ctl:l1"},
+                {"provider": "prov-b", "model": "ctl:l2"},
+            ],
+            "fallbacks": ["rl-backup"],
+        },
+    }
+    ids = [deployment_id(p, f"ctl:{m}") for p, m in (("prov-a", "l1"), ("prov-b", "l2"))]
+    ids.append(deployment_id("prov-c", "ctl:l3"))
+    async with routed.live_routes(routes):
+        try:
+            resp = await _served(routed, "rl-main")
+            later = await _chat(routed, "rl-main")
+        finally:
+            await _clear(routed, *ids)
+    assert resp.status_code == 429, resp.text
+    assert "all 3 attempts" in resp.json()["error"]["message"]
+    assert 1 <= float(resp.headers["retry-after"]) <= 3
+    assert later.status_code == 429, later.text
+    assert float(later.headers["retry-after"]) <= 3

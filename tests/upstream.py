@@ -8,7 +8,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``jitter:<lo>-<hi>``: takes a random ``lo``-``hi`` ms to answer (spread between the chunks of a
   stream, so a stream is always partly sent while it runs);
 * ``slow:<ms>``: waits ``<ms>`` before answering;
-* ``status:<code>``: fails with that HTTP status (429 adds ``Retry-After: 2``);
+* ``status:<code>``: fails with that HTTP status (429 adds ``Retry-After: 2``;
+  ``status:429:<seconds>`` that many);
 * ``hang``: never answers;
 * ``flaky:<n>``: fails with 500 for the first ``n`` calls, then echoes;
 * ``trickle:<ms>``: streams 300 chunks ``<ms>`` apart (a long answer to walk away from);
@@ -256,8 +257,9 @@ class FakeOpenAI:
             err = {"error": {"message": f"Incorrect API key provided: {given}", "type": "auth"}}
             return web.json_response(err, status=401)
         elif kind == "status":
-            code = int(arg)
-            headers = {"Retry-After": "2"} if code == 429 else {}
+            number, _, wait = arg.partition(":")
+            code = int(number)
+            headers = {"Retry-After": wait or "2"} if code == 429 else {}
             fields: dict[str, str | None] = {
                 "message": f"fake upstream error {code}",
                 "type": "fake",

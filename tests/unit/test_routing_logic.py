@@ -21,7 +21,7 @@ from switchyard.errors import ModelNotFound, ProviderError, RateLimited, Service
 from switchyard.runtime.cooldowns import CooldownBook, Cooldowns
 from switchyard.runtime.http import error_response
 from switchyard.runtime.secret_cache import SecretCache
-from switchyard.schemas.health import Cooldown
+from switchyard.schemas.health import MAX_COOLDOWN_S, Cooldown
 from switchyard.schemas.routing import (
     Deployment,
     Provider,
@@ -91,6 +91,27 @@ def test_nothing_left_after_failures_is_one_error_naming_every_attempt() -> None
     with pytest.raises(RateLimited) as rate:
         decide.choose(router, Cooldowns(), limited, pinned=None)
     assert rate.value.retry_after == 4.0
+
+
+def test_a_429_after_every_attempt_says_when_the_first_deployment_is_back() -> None:
+    """Every attempt was rate limited; the last (the fallback) asked 45 s, the route's first
+    deployment 15 s: the answer says 15 s, when the route is usable again, not the last
+    provider's wait (as :func:`decide.attempts_spent` does when the attempts ran out)."""
+    router = Router(_two_route_table())
+    a, b, backup = deployment_id("a", "m1"), deployment_id("b", "m1"), deployment_id("b", "m2")
+    now = time.time()
+    book = Cooldowns(
+        {
+            a: Cooldown(deployment=a, until=now + 15, status=429, asked=True),
+            b: Cooldown(deployment=b, until=now + 45, status=429, asked=True),
+            backup: Cooldown(deployment=backup, until=now + 45, status=429, asked=True),
+        }
+    )
+    env = _env("main", tried=(a, b, backup), last_status=429, retry_after=45.0)
+    with pytest.raises(RateLimited) as caught:
+        decide.choose(router, book, env, pinned=None)
+    assert caught.value.retry_after == pytest.approx(15, abs=0.5)
+    assert decide.attempts_spent(router, book, env).retry_after == pytest.approx(15, abs=0.5)
 
 
 def test_one_attempt_without_its_key_is_a_503_with_the_wait_for_the_others() -> None:
@@ -183,9 +204,10 @@ def test_a_failed_last_resort_says_when_the_deployment_is_tried_again() -> None:
         decide.choose(router, limited, unread, pinned=None)
     assert no_header.value.retry_after == pytest.approx(5, abs=0.5)
     a_day = _env("backup", tried=(backup,), last_status=429, retry_after=100_000.0)
-    with pytest.raises(RateLimited) as capped:
-        decide.choose(router, limited, a_day, pinned=None)
-    assert capped.value.retry_after == 300
+    cooled = Cooldown(deployment=backup, until=now + MAX_COOLDOWN_S, status=429, asked=True)
+    with pytest.raises(RateLimited) as capped:  # the head cooled it as long as it may
+        decide.choose(router, Cooldowns({backup: cooled}), a_day, pinned=None)
+    assert capped.value.retry_after == pytest.approx(MAX_COOLDOWN_S, abs=0.5)
 
 
 def test_spent_attempts_say_when_the_first_deployment_is_back() -> None:

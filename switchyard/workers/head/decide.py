@@ -88,7 +88,8 @@ def exhausted(
     note: str = "",
 ) -> ApiError:
     """Every attempt failed: one error naming them all; ``retry_after`` when the candidates
-    left untried are cooling down (``cooling``, named too), the time until the first is back.
+    (tried or left untried) are cooling down (the untried ones, ``cooling``, named too), the
+    time until the first is back: the answer's ``Retry-After``, a 429's too.
     ``note`` ends the message (why the deployments left were not tried).
 
     When the last attempt could not call its provider (status 503: its key could not be
@@ -111,9 +112,13 @@ def exhausted(
     unfit_last = bool(tried) and tried[-1] in env.unfit
     asked = None if env.retry_after is None or unfit_last else min(env.retry_after, MAX_COOLDOWN_S)
     if env.last_status == 429:  # the providers' limits, not the key's own (rate_limit_exceeded)
-        # The cooldowns' wait when the provider sent none it could read. Its "0" (or a date
-        # already past) is a wait too: the client is told 1 s, not left to guess.
-        wait = asked if asked is not None else retry_after
+        # When the route is usable again: the first of its cooldowns to end, those the failed
+        # attempts just set included (the last provider's own wait said only when that one
+        # is back, though another deployment, or a fallback, came back sooner), or the last
+        # provider's wait when shorter (it was not cooled: its "0", or a date already past,
+        # is a wait too: the client is told 1 s, not left to guess).
+        waits = [w for w in (retry_after, asked) if w is not None]
+        wait = min(waits) if waits else None
         return RateLimited(message, code="deployments_rate_limited", retry_after=wait)
     if env.last_status == 529:  # the last deployment was overloaded (Anthropic's 529)
         return ProviderError(
