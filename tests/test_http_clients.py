@@ -365,14 +365,15 @@ async def test_a_malformed_body_from_an_allowed_origin_gets_a_400_it_can_read(
     edge: Stack, raw: bytes
 ) -> None:
     """The protocol's own 400 carried no CORS headers: a browser page saw "Failed to fetch".
-    A head that never parsed has no origin: its 400 has none."""
+    A head whose bad bytes follow its ``Origin`` field names the origin: its 400 is readable
+    too (it had none)."""
     for origin, readable in ((ORIGIN, True), ("https://elsewhere.example", False)):
         sent = raw.replace(b"Host: x\r\n", b"Host: x\r\nOrigin: %s\r\n" % origin.encode())
         got, closed = await _until_closed(edge, sent)
         assert got.startswith(b"HTTP/1.1 400 "), got[:300]
         assert _error(got)["code"] == "invalid_request"
         assert closed
-        if readable and raw is BAD_CHUNKED:
+        if readable:
             cors = _cors_of(got)
             assert cors[b"access-control-allow-origin"] == ORIGIN.encode(), got[:600]
             assert cors[b"vary"] == b"Origin"
@@ -381,18 +382,70 @@ async def test_a_malformed_body_from_an_allowed_origin_gets_a_400_it_can_read(
             assert not _cors_of(got), got[:600]
 
 
+@pytest.mark.parametrize(
+    ("fields", "readable"),
+    [
+        (b"Origin: %s\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(120)) + b"\r\n", True),
+        (b"Origin: %s\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n", True),
+        # Refused as soon as the bytes read exceed the limit, within a field: no Origin after
+        # it is ever read.
+        (b"X-Big: " + b"a" * 40_000, False),
+    ],
+    ids=["too-many-fields", "field-too-large", "refused-before-an-origin"],
+)
+async def test_a_head_too_large_from_an_allowed_origin_gets_a_431_it_can_read(
+    edge: Stack, fields: bytes, readable: bool
+) -> None:
+    """The 431 carried no CORS headers: a browser page whose request head was too large saw
+    "Failed to fetch" instead of the error naming why."""
+    raw = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + fields.replace(b"%s", ORIGIN.encode())
+    got, closed = await _until_closed(edge, raw)
+    assert got.startswith(b"HTTP/1.1 431 "), got[:300]
+    assert _error(got)["code"] == "headers_too_large"
+    assert closed
+    cors = _cors_of(got)
+    if readable:
+        assert cors[b"access-control-allow-origin"] == ORIGIN.encode(), got[:600]
+        assert b"x-request-id" in cors[b"access-control-expose-headers"]
+    else:
+        assert not cors, got[:600]
+
+
+async def test_a_head_that_stops_from_an_allowed_origin_gets_a_408_it_can_read(
+    edge: Stack,
+) -> None:
+    """A head that stops after its ``Origin`` field (a stalled link): the 408 of
+    ``header_timeout_s`` had no CORS headers. One that stops in its request line names no
+    path yet, and gets none."""
+    async with _edge_with(edge, header_timeout_s=1.0) as port:
+        for head, readable in (
+            (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\nX-A", True),
+            (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-A: b\r\nOrigin: %s\r\n", True),
+            (b"POST /v1/chat/comp", False),
+        ):
+            got, closed = await _until_closed(edge, head.replace(b"%s", ORIGIN.encode()), port=port)
+            assert got.startswith(b"HTTP/1.1 408 "), got[:300]
+            assert _error(got)["code"] == "request_timeout"
+            assert closed
+            cors = _cors_of(got)
+            if readable:
+                assert cors[b"access-control-allow-origin"] == ORIGIN.encode(), got[:600]
+            else:
+                assert not cors, got[:600]
+
+
 @contextlib.asynccontextmanager
-async def _edge_with_short_body_timeout(stack: Stack) -> AsyncIterator[int]:
+async def _edge_with(stack: Stack, **limits: float) -> AsyncIterator[int]:
     """A tail of the session stack run in this process (as ``switchyard serve tail`` does),
-    with ``body_timeout_s`` 1; its port."""
+    with the ``ingress`` settings of ``limits``; its port."""
     ingress = stack.settings.ingress
     port = free_port()
     tail = msgspec.structs.replace(ingress.tail, port=port)
     settings = msgspec.structs.replace(
-        stack.settings, ingress=msgspec.structs.replace(ingress, tail=tail, body_timeout_s=1.0)
+        stack.settings, ingress=msgspec.structs.replace(ingress, tail=tail, **limits)
     )
     stop = asyncio.Event()
-    task = asyncio.ensure_future(run_edge(settings, "tail", stop, instance="tail-body-timeout"))
+    task = asyncio.ensure_future(run_edge(settings, "tail", stop, instance="tail-short-limits"))
     try:
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient(timeout=5) as http:
@@ -414,7 +467,7 @@ async def test_a_body_that_stops_from_an_allowed_origin_gets_a_408_it_can_read(
 ) -> None:
     """A browser page on an allowed origin whose upload stalls past ``body_timeout_s``: the
     408 had no ``Access-Control-Allow-Origin`` and the page saw "Failed to fetch"."""
-    async with _edge_with_short_body_timeout(edge) as port:
+    async with _edge_with(edge, body_timeout_s=1.0) as port:
         for origin, readable in ((ORIGIN, True), ("https://elsewhere.example", False)):
             head = (
                 b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n"
@@ -444,7 +497,7 @@ async def test_a_queued_body_that_stops_gets_its_408_after_the_answer_before_it(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n"
         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{" % ORIGIN.encode()
     )
-    async with _edge_with_short_body_timeout(edge) as port:
+    async with _edge_with(edge, body_timeout_s=1.0) as port:
         got, closed = await _until_closed(edge, _chat(edge, slow) + stalled, port=port)
     assert got.startswith(b"HTTP/1.1 200 "), got[:600]
     second = got.find(b"HTTP/1.1 408 ")

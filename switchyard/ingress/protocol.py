@@ -26,10 +26,10 @@ read whole before them (pipelined in the same write) is answered first, then the
 pipelined request whose own body is malformed while an earlier one is still being answered is
 dropped unrun, and its 400 follows that answer (uvicorn wrote it at once: before the earlier
 answer, which was lost, or inside it).
-Every answer here carries an ``x-request-id``, as the application's do, and the 400 of a
-malformed body and the 408 of a body not complete in time, whose request head is known, carry
-the CORS headers the app's answer would (``ingress.cors_origins``, :mod:`.cors`): a browser
-page could not read them and saw "Failed to fetch".
+Every answer here carries an ``x-request-id``, as the application's do, and the CORS headers
+the app's answer would (``ingress.cors_origins``, :mod:`.cors`) when the request's path and
+``Origin`` were parsed (a head refused or malformed after its ``Origin`` field included): a
+browser page could not read them and saw "Failed to fetch".
 
 The checks cost nothing per request beyond reading the loop's clock (one lazily re-armed timer
 per connection); the ASGI application never sees a request that broke one.
@@ -40,8 +40,10 @@ from __future__ import annotations
 import array
 import asyncio
 import fcntl
+import re
 import sys
 import termios
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +64,8 @@ _REASONS = {
 # Named like every other error code (a number said nothing a status does not).
 _CODES = {400: "invalid_request", 408: "request_timeout", 431: "headers_too_large"}
 _ENCODE = msgspec.json.Encoder()
+_TAIL = 2048  # bytes kept of what was read last: enough for an Origin field
+_ORIGIN_LINE = re.compile(rb"\r\n[Oo][Rr][Ii][Gg][Ii][Nn]:[ \t]*([^\r\n]*?)[ \t]*\r\n")
 
 
 def _answer(
@@ -117,6 +121,7 @@ class GuardedProtocol(HttpToolsProtocol):
         # The request whose application runs, or last ran: ``self.cycle`` is the one parsed
         # last, which may be waiting behind it in ``self.pipeline``.
         self._running: RequestResponseCycle | None = None
+        self._tail = b""  # the last bytes read (with ``cors_origins`` only)
 
     # ---- connection ----
 
@@ -161,11 +166,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        if self.cors_origins:  # the last bytes read, for a head that stops (see _cors)
+            self._tail = data[-_TAIL:] if len(data) >= _TAIL else (self._tail + data)[-_TAIL:]
         super().data_received(data)
         if self._phase == "head" and not self._refused:
             self._head_bytes += len(data)  # a request began, its head is not complete yet
             if self._head_bytes > self.max_header_bytes:
-                self._refuse(431, "request head too large")
+                self._refuse(431, "request head too large", self._cors())
 
     # ---- parser callbacks ----
 
@@ -188,7 +195,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._phase = "body"
         if self._header_bytes > self.max_header_bytes or len(self.headers) > self.max_headers:
-            self._refuse(431, "too many or too large request headers")
+            self._refuse(431, "too many or too large request headers", self._cors())
             return
         self._arm(self.body_timeout_s)
         super().on_headers_complete()
@@ -369,11 +376,33 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _cors(self) -> list[tuple[bytes, bytes]]:
-        """The CORS headers of an answer to the request whose body is being read (its head is
-        parsed; a head that is not has no origin yet)."""
-        if self._phase != "body" or not self.cors_origins:
+        """The CORS headers of an answer to the request being read. Its head may be refused
+        or never complete (a 431, the 408 of a slow head, the 400 of a malformed one): then
+        what arrived of it is used. The origin is known only if an ``Origin`` field arrived
+        whole before the head stopped (one after the field too large, or after bad bytes,
+        never does), the path only once the request line did: else there are none, and a
+        browser cannot read the answer."""
+        if not self.cors_origins or self._phase not in ("head", "body"):
             return []
-        return answer_headers(self.cors_origins, self.scope)
+        if self._phase == "body" and "path" in self.scope:
+            return answer_headers(self.cors_origins, self.scope)
+        return answer_headers(self.cors_origins, self._partial_scope())
+
+    def _partial_scope(self) -> dict[str, Any]:
+        """The path and fields of a head that stopped. The parser hands a field over only
+        when the next one begins, so the last whole field (an ``Origin`` just before bad bytes
+        or a stall) is read from the head's last bytes."""
+        headers: list[tuple[bytes, bytes]] = list(getattr(self, "headers", None) or ())
+        url: bytes = getattr(self, "url", b"")
+        tail = self._tail
+        line = tail.rfind(b" %s HTTP/1." % url) if url else -1
+        if line >= 0:
+            tail = tail[line:]  # (bytes before it may be an earlier request's)
+        elif not headers:
+            return {}  # the request line may not have arrived whole: no path
+        headers += [(b"origin", value) for value in _ORIGIN_LINE.findall(tail)]
+        path = _path(url)
+        return {"path": path, "headers": headers} if path is not None else {}
 
 
 def guarded(
@@ -397,6 +426,17 @@ def guarded(
             "cors_origins": ingress.cors_origins,
         },
     )
+
+
+def _path(url: bytes) -> str | None:
+    """The path of a request line's target, as uvicorn puts it in the scope; None for one
+    that does not parse."""
+    try:
+        raw = httptools.parse_url(url).path
+    except httptools.HttpParserInvalidURLError:
+        return None
+    path = raw.decode("latin-1") if raw else ""
+    return urllib.parse.unquote(path) if "%" in path else path
 
 
 def _unread(transport: asyncio.BaseTransport) -> bool:
