@@ -506,3 +506,31 @@ async def test_a_queued_body_that_stops_gets_its_408_after_the_answer_before_it(
     assert _error(got[second:])["code"] == "request_timeout"
     assert _cors_of(got[second:])[b"access-control-allow-origin"] == ORIGIN.encode()
     assert closed
+
+
+async def test_a_queued_body_is_timed_by_the_body_timeout_once_its_turn_comes(
+    edge: Stack,
+) -> None:
+    """A request queued on a connection (pipelined, or sent while the one before was being
+    answered) whose body was still arriving: once the answer before it was out, its body was
+    timed by ``header_timeout_s`` (1 s here), not ``body_timeout_s`` (4 s), and an upload on a
+    slow link was cut with a 408 long before its body timeout."""
+    slow = {"model": "slow", "messages": [{"role": "user", "content": "first"}]}
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "second"}]})
+    second = _chat(edge, json.loads(body))
+    head_end = second.index(b"\r\n\r\n") + 4 + 10  # the head and 10 bytes of its body
+    async with _edge_with(edge, header_timeout_s=1.0, body_timeout_s=4.0) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(_chat(edge, slow) + second[:head_end])
+            first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert first.startswith(b"HTTP/1.1 200 "), first
+            await reader.readexactly(int(_head(first)[b"content-length"]))
+            await asyncio.sleep(2.0)  # past the header timeout, well inside the body's
+            writer.write(second[head_end:])
+            got = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert got.startswith(b"HTTP/1.1 200 "), got
+            answer = json.loads(await reader.readexactly(int(_head(got)[b"content-length"])))
+            assert answer["object"] == "chat.completion"
+        finally:
+            writer.close()

@@ -11,9 +11,11 @@ forever. Each bound here answers or closes such a connection (see docs/security.
   idle connection is closed; a keep-alive
   connection idle ``keepalive_s`` after its last answer is closed (load balancers reuse
   connections idle for a minute: closing at the header timeout raced their next request);
-* no complete body ``body_timeout_s`` after the head: 408 if nothing was answered yet, and
-  the connection is closed (the application sees a disconnect); for a request pipelined
-  behind one still being answered, the 408 follows that answer;
+* no complete body ``body_timeout_s`` after the head (for a request queued behind one being
+  answered, after that answer: nothing is read meanwhile): 408 if nothing was answered yet,
+  and the connection is closed (the application sees a disconnect); for a request pipelined
+  behind one still being answered, the 408 follows that answer. A whole-body time, not an
+  idle one: a body trickled a byte at a time would hold the connection for ever;
 * an answer the client does not read for ``write_timeout_s`` (the socket buffer stays full):
   the connection is aborted (a streaming relay stops, as for any client that left);
 * more than ``max_connections`` open connections: an idle one is closed to make room for the
@@ -273,7 +275,16 @@ class GuardedProtocol(HttpToolsProtocol):
                 self._phase = "idle"
                 self._answered = True
                 self._arm(self.keepalive_s)
-            else:
+            elif (
+                self._phase == "body"
+                and self.cycle is not None
+                and not self.cycle.response_complete
+            ):
+                # A queued request, started now, whose body is still coming: reading stopped
+                # during the answer before it, and its body gets its whole time from here (the
+                # header timeout cut slow uploads short).
+                self._arm(self.body_timeout_s)
+            else:  # a head begun during that answer, or the rest of a body answered early
                 self._arm(self.header_timeout_s)
 
     def timeout_keep_alive_handler(self) -> None:
