@@ -167,3 +167,22 @@ async def test_a_400_and_a_404_the_edge_answers_are_refusals_by_reason(routed: S
         assert resp.json()["error"]["code"] == "model_not_found"
     assert await _count(routed, sc.REFUSALS, reason="invalid") == invalid + 1
     assert await _count(routed, sc.REFUSALS, reason="model") == model + 1
+
+
+async def test_a_405_counts_under_its_route(routed: Stack) -> None:
+    """A GET to an LLM route is a 405, counted under ``route="_OTHER"``: an SRE looking at the
+    route's requests did not see them. Both the LLM API's routes (answered without a route
+    object) and the others' are counted under their template."""
+    cases = {"/v1/chat/completions": "GET", "/v1/messages": "GET", "/v1/models": "DELETE"}
+    labels = {path: {"method": method, "status": "405"} for path, method in cases.items()}
+    before = {
+        path: await _count(routed, sc.HTTP_REQUESTS, route=path, **found)
+        for path, found in labels.items()
+    }
+    async with httpx.AsyncClient(timeout=30) as http:
+        for path, method in cases.items():
+            resp = await http.request(method, f"{routed.tail_url}{path}")
+            assert resp.status_code == 405, resp.text
+    for path, found in labels.items():
+        now = await _count(routed, sc.HTTP_REQUESTS, route=path, **found)
+        assert now == before[path] + 1, (path, now, before[path])

@@ -180,7 +180,10 @@ class FastPath:
             request_id_var.reset(token)
             if stats is not None:
                 # The route template (``/admin/v1/keys/{key_id}``), never the raw path: bounded.
-                template = getattr(scope.get("route"), "path", None) or sc.OTHER
+                # An LLM route's 405 (a GET) comes from no route object: it is its own path.
+                template = getattr(scope.get("route"), "path", None) or (
+                    scope["path"] if scope["path"] in ROUTES else sc.OTHER
+                )
                 stats.http(template, scope["method"], status)
 
     async def _llm(self, op: str, subject: str, scope: Scope, receive: Receive, send: Send) -> None:
