@@ -117,6 +117,52 @@ async def test_a_process_that_ran_long_enough_starts_its_count_again(tmp_path: P
         await sup.stop()
 
 
+async def test_a_process_stopped_by_sigterm_is_restarted_not_counted_as_a_crash(
+    tmp_path: Path,
+) -> None:
+    """A process stopped with SIGTERM (by an operator, a process manager, or the supervisor)
+    was counted as a crash: `status --json` said ``crashes: 1`` and, after three, crash-looping
+    with a growing wait. It is a restart: at once, ``restarts`` up, ``crashes`` unchanged. A
+    SIGKILL still is a crash, and so is a SIGTERM exit right after a start (one that ends on its
+    own at each start is failing)."""
+    policy = RestartPolicy(first_delay_s=1.5, max_delay_s=1.5, stable_after_s=60, crash_loop=3)
+    sup = _supervisor(tmp_path, policy, _step("flaky"))
+    await sup.start()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(sup.watch(stop))
+    try:
+        flaky = _proc(sup, "flaky")
+        for _ in range(3):
+            await asyncio.sleep(1.1)  # past the supervisor's one-second floor for a stop
+            old = flaky.pid
+            assert old is not None
+            stopped = time.monotonic()
+            os.kill(old, signal.SIGTERM)
+            await _until(lambda: flaky.running and flaky.pid != old)  # noqa: B023
+            assert time.monotonic() - stopped < 1.5  # never the crash wait
+        state = read_state(tmp_path / "state.json")
+        assert state is not None
+        record = {p["name"]: p for p in state["processes"]}["flaky"]
+        assert record["restarts"] == 3
+        assert record["crashes"] == 0
+        assert record["stops"] == 3
+        assert not record["crash_looping"]
+        assert record["last_exit"] is None
+        report = [{**p, "alive": True, "healthy": True} for p in state["processes"]]
+        assert assess(state, report, supervisor_alive=True, now=time.time()) == ("healthy", [])
+        # Right after a start, SIGTERM is a crash; SIGKILL always is.
+        old = flaky.pid
+        assert old is not None
+        os.kill(old, signal.SIGTERM)
+        await _until(lambda: flaky.running and flaky.pid != old)
+        assert await _kill_and_time_restart(flaky) >= 1.5
+        assert sup.crashes["flaky"].count == 2
+    finally:
+        stop.set()
+        await watcher
+        await sup.stop()
+
+
 async def test_a_process_that_may_not_restart_still_fails_the_stack(tmp_path: Path) -> None:
     sup = _supervisor(tmp_path, RestartPolicy(), _step("once", restart=False))
     await sup.start()

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,12 @@ log = logging.getLogger("switchyard.stack")
 
 Hook = Callable[[], Awaitable[None]]
 _MAX_DOUBLINGS = 30  # 2**30 s is far past any cap; without a bound the float overflows
+# Exits that are a stop someone asked for, not a crash: killed by SIGTERM or SIGINT (what an
+# operator, a process manager or the supervisor sends to stop a process), or a clean exit 0
+# (what a component does on them). Restarted at once and not counted as crashes, unless the
+# process ran less than _MIN_RUN_S: one that ends on its own right after each start is failing.
+_STOP_CODES = frozenset({0, -signal.SIGTERM, -signal.SIGINT})
+_MIN_RUN_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +76,14 @@ class Crashes:
         last_exit: the last exit code (negative: killed by that signal).
         last_exit_at: when (wall clock).
         restart_at: while it waits to be started again, when (monotonic), else None.
+        stops: exits that were a stop on request (SIGTERM, SIGINT, exit 0), not crashes.
     """
 
     count: int = 0
     last_exit: int | None = None
     last_exit_at: float | None = None
     restart_at: float | None = None
+    stops: int = 0
 
 
 @dataclass(slots=True)
@@ -188,6 +197,7 @@ class Supervisor:
             "log": str(proc.log_path),
             "restarts": proc.restarts,
             "crashes": crashes.count,
+            "stops": crashes.stops,
             "crash_looping": crashes.count >= self.restart_policy.crash_loop,
             "last_exit": crashes.last_exit,
             "last_exit_at": crashes.last_exit_at,
@@ -314,23 +324,14 @@ class Supervisor:
                 self.state.error = f"{name} exited (code {code}) and is not restartable"
                 self._record()
                 raise StackError(name, f"exited with code {code}\n{proc.tail_log()}")
-            crashes.count += 1
-            crashes.last_exit, crashes.last_exit_at = code, time.time()
-            delay = self.restart_policy.delay(crashes.count)
-            crashes.restart_at = now + delay
-            looping = crashes.count >= self.restart_policy.crash_loop
-            log.log(
-                logging.ERROR if looping else logging.WARNING,
-                "%s exited with code %s (%d time(s) in a row%s); restarting it %s (log: %s)",
-                name,
-                code,
-                crashes.count,
-                ", crash-looping" if looping else "",
-                "now" if delay == 0 else f"in {delay:.0f}s",
-                proc.log_path,
-            )
-            self._record()
-        if now < crashes.restart_at:
+            if code in _STOP_CODES and now - proc.started_at >= _MIN_RUN_S:
+                log.info("%s stopped (exit code %s: not a crash); starting it again", name, code)
+                crashes.stops += 1
+                crashes.restart_at = now
+                self._record()
+            else:
+                self._crashed(proc, crashes, code, now)
+        if crashes.restart_at is None or now < crashes.restart_at:
             return
         crashes.restart_at = None
         proc.restarts += 1
@@ -338,6 +339,28 @@ class Supervisor:
             await proc.start()
         except OSError as exc:  # e.g. its binary is gone: the next round counts it as a crash
             log.error("%s could not be started again: %s", name, exc)
+        self._record()
+
+    def _crashed(
+        self, proc: ManagedProcess, crashes: Crashes, code: int | None, now: float
+    ) -> None:
+        """Note a crash and schedule the restart after the policy's wait."""
+        name = proc.spec.name
+        crashes.count += 1
+        crashes.last_exit, crashes.last_exit_at = code, time.time()
+        delay = self.restart_policy.delay(crashes.count)
+        crashes.restart_at = now + delay
+        looping = crashes.count >= self.restart_policy.crash_loop
+        log.log(
+            logging.ERROR if looping else logging.WARNING,
+            "%s exited with code %s (%d time(s) in a row%s); restarting it %s (log: %s)",
+            name,
+            code,
+            crashes.count,
+            ", crash-looping" if looping else "",
+            "now" if delay == 0 else f"in {delay:.0f}s",
+            proc.log_path,
+        )
         self._record()
 
     async def stop(self, final_status: str = "stopped") -> None:
