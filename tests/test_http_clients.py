@@ -534,3 +534,30 @@ async def test_a_queued_body_is_timed_by_the_body_timeout_once_its_turn_comes(
             assert answer["object"] == "chat.completion"
         finally:
             writer.close()
+
+
+async def test_a_deadline_504_names_the_limit_that_set_the_deadline(edge: Stack) -> None:
+    """A 504 said only "the request deadline passed ...": a client could not tell its own
+    X-Request-Timeout from the gateway's default or cap, so whether raising its own would
+    help. (A 1.5 s answer; the tail's default deadline 0.5 s, its cap 0.8 s.)"""
+    slow = {"model": "slow", "messages": [{"role": "user", "content": "late"}]}
+    auth = {"Authorization": f"Bearer {edge.api_key}"}
+    cases = {
+        "": "ingress.default_deadline_s (0.5 s)",
+        "0.6": "the client's own X-Request-Timeout (0.6 s)",
+        "30": "ingress.max_deadline_s (0.8 s), which capped the client's X-Request-Timeout",
+    }
+    async with (
+        _edge_with(edge, default_deadline_s=0.5, max_deadline_s=0.8) as port,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        for timeout, named in cases.items():
+            headers = {**auth, "X-Request-Timeout": timeout} if timeout else auth
+            resp = await http.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions", json=slow, headers=headers
+            )
+            assert resp.status_code == 504, resp.text
+            error = resp.json()["error"]
+            assert error["code"] == "deadline_exceeded", error
+            assert error["message"].startswith("the request deadline passed"), error
+            assert named in error["message"], error

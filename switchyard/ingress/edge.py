@@ -46,6 +46,7 @@ from switchyard.ingress.responses import (
     sse,
     sse_error,
 )
+from switchyard.ingress.timeouts import deadline_limit
 from switchyard.limits.limiter import Limiter
 from switchyard.runtime.client_address import TrustedProxies
 from switchyard.runtime.tasks import TaskSupervisor
@@ -157,6 +158,12 @@ class Edge:
             if 0 < value < float("inf"):
                 seconds = min(value, self._max_s)
         return Deadline.after(seconds)
+
+    def deadline_limit(self, wanted: dict[bytes, bytes], *, streamed: bool) -> str:
+        """Which limit set the deadline of a request with headers ``wanted``, for its 504."""
+        return deadline_limit(
+            wanted, streamed=streamed, default_s=self._default_s, max_s=self._max_s
+        )
 
     def new_request_id(self) -> str:
         if self.client is not None:

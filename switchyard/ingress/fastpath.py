@@ -54,7 +54,11 @@ from switchyard.ingress.edge_span import edge_span, refused_span
 from switchyard.ingress.estimate import request_estimate
 from switchyard.ingress.onewrite import send_last, send_whole
 from switchyard.ingress.stream_relay import SSE_HEADERS, answered_by, relay_stream
-from switchyard.ingress.timeouts import deadline_header, first_chunk_wait
+from switchyard.ingress.timeouts import (
+    deadline_header,
+    first_chunk_wait,
+    naming_the_limit,
+)
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.tracing import NO_HOP, Hop
@@ -213,6 +217,7 @@ class FastPath:
             limit_headers = call.ticket.headers if call.ticket is not None else []
             streamed = not isinstance(parsed, EmbeddingProbe) and bool(parsed.stream)
             env = _envelope(edge, request_id, key, wanted, streamed=streamed)
+            call.deadline_limit = edge.deadline_limit(wanted, streamed=streamed)
             if edge.tracing.enabled:
                 call.hop = _trace(edge, env, op, call.model, call.route)
                 env = env.with_(traceparent=call.hop.traceparent)
@@ -273,6 +278,7 @@ class _Call:
     hop: Hop = NO_HOP
     ticket: Ticket | None = None
     final: FinalReply = field(default_factory=FinalReply)
+    deadline_limit: str = ""  # what set its deadline, named in its 504 (timeouts.deadline_limit)
 
     def finish(self, edge: Edge, headers: dict[bytes, bytes], request_id: str) -> None:
         final = self.final
@@ -529,6 +535,7 @@ async def _refuse(
 ) -> None:
     """Answer ``exc``: as the HTTP error, or, once a stream started (an edge that stopped
     relaying it), as the stream's last event in its dialect rather than a cut connection."""
+    exc = naming_the_limit(exc, call.deadline_limit)
     call.failure = exc
     if not started:  # the status the client is answered (metrics, spans)
         call.status = exc.status if call.op in ANTHROPIC_OPS else openai_status(exc.status)

@@ -19,11 +19,18 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from switchyard.bus.replies import Reply, ReplyKind
-from switchyard.errors import DeadlineExceeded, InvalidRequest
+from switchyard.errors import ApiError, DeadlineExceeded, InvalidRequest
 
 REQUEST = b"x-request-timeout"
 SDK = b"x-stainless-timeout"
 SDK_READ = b"x-stainless-read-timeout"
+_TITLES = {
+    REQUEST: "X-Request-Timeout",
+    SDK: "X-Stainless-Timeout",
+    SDK_READ: "X-Stainless-Read-Timeout",
+}
+# How the 504s of a request deadline that passed begin (heads, model-proxies, the edge's wait).
+_DEADLINE_PASSED = "the request deadline passed"
 
 
 def deadline_header(wanted: dict[bytes, bytes], *, streamed: bool) -> bytes | None:
@@ -44,6 +51,37 @@ def deadline_header(wanted: dict[bytes, bytes], *, streamed: bool) -> bytes | No
     if streamed:
         return _given(wanted, REQUEST)
     return _given(wanted, REQUEST, SDK, SDK_READ)
+
+
+def deadline_limit(
+    wanted: dict[bytes, bytes], *, streamed: bool, default_s: float, max_s: float
+) -> str:
+    """Which limit set the request's deadline (as :func:`deadline_header` and
+    ``Edge.deadline`` choose it), for its 504: the client's own header, or the operator's
+    setting, by name (then raising its own timeout would not help, or would only up to it)."""
+    for name in (REQUEST,) if streamed else (REQUEST, SDK, SDK_READ):
+        raw = wanted.get(name)
+        value = seconds(raw) if raw else None
+        if value is None:
+            continue
+        if value > max_s:
+            return (
+                f"the gateway's limit ingress.max_deadline_s ({max_s:g} s), which capped the "
+                f"client's {_TITLES[name]} of {value:g} s"
+            )
+        return f"the client's own {_TITLES[name]} ({value:g} s)"
+    return (
+        f"the gateway's default ingress.default_deadline_s ({default_s:g} s): the request "
+        f"set no X-Request-Timeout (up to ingress.max_deadline_s, {max_s:g} s)"
+    )
+
+
+def naming_the_limit(error: ApiError, limit: str) -> ApiError:
+    """``error``, its message naming ``limit`` (:func:`deadline_limit`) when it is the 504 of
+    the request's deadline passing (not of a narrower wait that names its own)."""
+    if limit and error.code == DeadlineExceeded.code and error.message.startswith(_DEADLINE_PASSED):
+        error.message = f"{error.message} (the deadline was {limit})"
+    return error
 
 
 def first_chunk_wait(wanted: dict[bytes, bytes]) -> float | None:
