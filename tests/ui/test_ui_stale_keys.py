@@ -11,6 +11,32 @@ import pytest
 from tests.ui.conftest import Browser
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+WAIT_S = 30.0  # any one wait below; more is a failure that says what it waited for
+
+
+async def _listed(web: Browser, name: str, total: int) -> None:
+    """Until the gateway's key index lists ``total`` keys named like ``name`` (it follows the
+    bucket a moment behind): a bounded wait, failing with what it saw."""
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while (found := (await web.stack.admin("GET", f"/keys?q={name}")).json()["total"]) != total:
+        assert asyncio.get_running_loop().time() < deadline, f"{name}: {found} listed, not {total}"
+        await asyncio.sleep(0.05)
+
+
+async def _sign_out_in_another_tab(web: Browser) -> None:
+    """Signs the session out from a second tab, as a person would, and returns once the
+    sign-out has landed (that tab shows the sign-in page). Every wait is bounded: the test once
+    hung in CI for its whole 120 s in this step, and Playwright's ``new_page`` and ``close``
+    take no timeout (its other waits end in 30 s with an error naming what they waited for).
+    The tab is the keys list, not the Overview: no live stream to end and reconnect while the
+    tab closes (the Overview's sign-out is test_ui_live_hidden's)."""
+    other = await asyncio.wait_for(web.page.context.new_page(), WAIT_S)
+    try:
+        await other.goto(web.base + "/ui/keys")
+        await other.get_by_role("button", name="Sign out").click()
+        await other.wait_for_url("**/ui/signin", timeout=WAIT_S * 1000)
+    finally:
+        await asyncio.wait_for(other.close(), WAIT_S)
 
 
 async def test_stale_forms_say_what_happened(web: Browser) -> None:
@@ -18,8 +44,7 @@ async def test_stale_forms_say_what_happened(web: Browser) -> None:
     page = web.page
     _, record = await web.stack.new_key("ui-stale-key", budget_usd=5.0)
     # Written straight to the bucket: the gateway's index knows the key a moment later.
-    while not (await web.stack.admin("GET", "/keys?q=ui-stale-key")).json()["total"]:
-        await asyncio.sleep(0.05)
+    await _listed(web, "ui-stale-key", 1)
     await web.goto(f"/ui/keys/{record.id}")
     assert await page.locator("#f-expires").get_attribute("type") == "datetime-local"
     patched = await web.stack.admin("PATCH", f"/keys/{record.id}", {"budget_usd": 50})
@@ -45,8 +70,7 @@ async def test_stale_forms_say_what_happened(web: Browser) -> None:
     # Deleted since (as an index a moment behind misses a key just made), it is named by id.
     key_id = listed["keys"][0]["id"]
     assert (await web.stack.admin("DELETE", f"/keys/{key_id}")).status_code == 200
-    while (await web.stack.admin("GET", "/keys?q=ui-sent-twice")).json()["total"]:
-        await asyncio.sleep(0.05)
+    await _listed(web, "ui-sent-twice", 0)
     await page.reload()
     resent = await page.locator("[data-resent]").inner_text()
     assert f"created the key with id {key_id}. No second key was created." in resent
@@ -70,11 +94,10 @@ async def test_stale_forms_say_what_happened(web: Browser) -> None:
         await web.stack.admin("DELETE", "/secrets/ui-stale-secret")
 
     # Signed out in another tab: this tab's form gets the sign-in page, then its page again.
+    # The other tab is a page without a live stream, and the sign-out has landed (its tab
+    # shows the sign-in page) before this tab acts: see _sign_out_in_another_tab.
     await web.goto("/ui/keys/new")
-    other = await page.context.new_page()
-    await other.goto(web.base + "/ui/")
-    await other.get_by_role("button", name="Sign out").click()
-    await other.close()
+    await _sign_out_in_another_tab(web)
     await page.get_by_label("Name").fill("ui-after-signout")
     await page.get_by_role("button", name="Create key").click()
     assert "Your session ended" in await page.locator(".flash.error").inner_text()
