@@ -74,6 +74,27 @@ async def test_a_header_spelled_in_lowercase_is_refused_with_its_spelling(stack:
     assert h.REQUEST_ID in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("sent", "value"), [("sy-deadline", "1000000000000"), ("SY-PRIORITY", "zzz")]
+)
+async def test_a_header_in_another_case_is_refused_next_to_a_right_request_id(
+    stack: Stack, sent: str, value: str
+) -> None:
+    """It was served on the default deadline and priority: the spelling was checked only when
+    ``Sy-Request-Id`` was missing too."""
+    nc = await stack.connect("app")
+    try:
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        headers = {**_headers(stack), h.REQUEST_ID: f"right-id-{sent}", sent: value}
+        reply = await bus_answer(nc, body, headers)
+    finally:
+        await nc.close()
+    assert (reply.kind, reply.status) == (replies.ReplyKind.ERROR, 400)
+    error = msgspec.json.decode(reply.body)["error"]
+    assert (error["param"], error["code"]) == (sent, "invalid_header")
+    assert "case-sensitive" in error["message"]
+
+
 async def test_all_deployments_failed_names_the_last_deployment_and_the_attempts(
     stack: Stack,
 ) -> None:

@@ -76,6 +76,13 @@ _SPELLINGS = {
     for name, value in vars(h).items()
     if name.isupper() and isinstance(value, str) and value.startswith("Sy-")
 } | {h.AUTHORIZATION.lower(): h.AUTHORIZATION}
+# Every header the contract names, as spelled, with its size limit (0: none checked here). A
+# name not in it costs one lowercasing to tell a misspelled contract header from another one.
+_KNOWN = (
+    dict.fromkeys(_SPELLINGS.values(), 0)
+    | dict.fromkeys((h.TRACEPARENT, h.NATS_MSG_ID, h.REQUEST_INFO), 0)
+    | _LIMITS
+)
 
 
 def new_request_id() -> str:
@@ -276,24 +283,22 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
         """The envelope of a request's headers; unknown headers are ignored.
 
         Raises:
-            MalformedHeader: a header value breaks the contract (the 400 names it), or, in a
-                request without ``Sy-Request-Id``, a contract header is spelled in another
-                case (``sy-deadline``).
+            MalformedHeader: a header value breaks the contract (the 400 names it), or a
+                contract header is spelled in another case (``sy-deadline``, ``SY-PRIORITY``,
+                ``authorization``): NATS header names are case-sensitive, and ignoring it would
+                serve the request without it.
         """
         if not headers:
             return cls(request_id=new_request_id())
         get = headers.get
         fields: dict[str, Any] = {}
-        for name, raw in headers.items():
-            limit = _LIMITS.get(name)
-            if limit is not None and len(raw) > limit:
-                raise MalformedHeader(name, f"longer than {limit} characters")
+        _check_names(headers)
         request_id = get(h.REQUEST_ID)
         if request_id:
             if not _SAFE_ID.fullmatch(request_id):
                 raise MalformedHeader(h.REQUEST_ID, "use 1-128 of A-Z a-z 0-9 . _ : -")
         else:
-            request_id = _unnamed_request_id(headers)
+            request_id = new_request_id()
         if (value := get(h.ATTEMPT)) is not None:
             fields["attempt"] = _count(h.ATTEMPT, value, low=1, high=1000)
         if value := get(h.DEADLINE):
@@ -417,23 +422,25 @@ _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _unnamed_request_id(headers: Mapping[str, str]) -> str:
-    """A new id for a request that sent none, once no contract header is spelled in another
-    case: those are refused, not ignored. Checked only here, where an id is missing anyway (a
-    client that lowercases header names sends ``sy-request-id``), so that a request with the
-    right headers costs nothing more to decode.
+def _check_names(headers: Mapping[str, str]) -> None:
+    """Refuse a contract header past its size limit, or spelled in another case. One dict
+    lookup per header; only a header outside the contract costs a lowercasing more.
 
     Raises:
-        MalformedHeader: naming the header as sent and its right spelling.
+        MalformedHeader: naming the header as sent.
     """
-    refuse_misspelled(headers)
-    return new_request_id()
+    for name, raw in headers.items():
+        limit = _KNOWN.get(name)
+        if limit is None:  # not the contract's: ignored, unless it is spelled in another case
+            if (right := _SPELLINGS.get(name.lower())) is not None:
+                raise _misspelled(name, right)
+        elif limit and len(raw) > limit:
+            raise MalformedHeader(name, f"longer than {limit} characters")
 
 
 def refuse_misspelled(headers: Mapping[str, str] | None) -> None:
-    """Refuse a contract header (``Sy-*``, ``Authorization``) spelled in another case. Called
-    only where something is missing anyway (a request id, a client key), so a request with
-    the right headers pays nothing for it.
+    """Refuse a contract header (``Sy-*``, ``Authorization``) spelled in another case
+    (:meth:`Envelope.decode` does it too, for headers it decodes).
 
     Raises:
         MalformedHeader: naming the header as sent and its right spelling.
@@ -441,7 +448,11 @@ def refuse_misspelled(headers: Mapping[str, str] | None) -> None:
     for name in headers or ():
         right = _SPELLINGS.get(name.lower())
         if right is not None and right != name:
-            raise MalformedHeader(name, f"NATS header names are case-sensitive: spell it {right}")
+            raise _misspelled(name, right)
+
+
+def _misspelled(name: str, right: str) -> MalformedHeader:
+    return MalformedHeader(name, f"NATS header names are case-sensitive: spell it {right}")
 
 
 def beta_features(value: str, name: str) -> str:

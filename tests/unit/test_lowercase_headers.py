@@ -1,9 +1,10 @@
-"""A contract header spelled in another case is refused with 400, not silently ignored, in a
-request that sent no ``Sy-Request-Id`` (the check stays off the path of requests that did).
+"""A contract header spelled in another case is refused with 400, not silently ignored,
+whether or not the request spelled ``Sy-Request-Id`` right.
 
 NATS header names are case-sensitive, and some clients (not nats-py) lowercase them all: a
 ``sy-request-id`` or ``sy-deadline`` was dropped without a word, so the request ran under a
-generated id and the default deadline.
+generated id and the default deadline. Next to a right ``Sy-Request-Id`` it still was (the
+check ran only when the id was missing).
 """
 
 from __future__ import annotations
@@ -45,3 +46,37 @@ def test_a_header_in_another_case_is_a_400_naming_its_spelling(sent: str, right:
     value = "1999999999999" if right == h.DEADLINE else "1"  # unix ms (seconds are refused)
     env = Envelope.decode({right: value, "Sy-Stream": "1", "x-custom": "1", "sy-unknown": "1"})
     assert env.stream
+
+
+@pytest.mark.parametrize(
+    ("sent", "value", "right"),
+    [
+        ("sy-deadline", "1000000000000", h.DEADLINE),  # in the past: served on the default
+        ("SY-DEADLINE", "1999999999999", h.DEADLINE),
+        ("sy-priority", "zzz", h.PRIORITY),
+        ("sy-Attempt", "2", h.ATTEMPT),
+        ("sy-cancel-proof", "x", h.CANCEL_PROOF),
+        ("authorization", "Bearer sk-sy-x", h.AUTHORIZATION),
+    ],
+)
+def test_next_to_a_right_request_id_a_header_in_another_case_is_a_400(
+    sent: str, value: str, right: str
+) -> None:
+    with pytest.raises(MalformedHeader) as refused:
+        Envelope.decode({h.REQUEST_ID: "r-1", sent: value, "Sy-Stream": "1"})
+    assert refused.value.header == sent
+    assert f"spell it {right}" in str(refused.value)
+
+
+def test_headers_outside_the_contract_are_still_ignored() -> None:
+    env = Envelope.decode(
+        {
+            h.REQUEST_ID: "r-1",
+            "sy-unknown": "1",
+            "Nats-Msg-Id": "m",
+            "x-custom": "1",
+            h.TRACEPARENT: "00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+        }
+    )
+    assert env.request_id == "r-1"
+    assert env.traceparent.startswith("00-")
