@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -251,7 +252,7 @@ class Head:
             "and never reads them (its request is served all the same); one that names no "
             "reply subject gets no answer",
             self._unanswerable,
-            headers.get(h.KIND, "a message without Sy-Kind")[:16],
+            kind_said(headers),
             msg.subject,
             headers.get(h.REQUEST_ID, "unnamed")[:128],
         )
@@ -572,3 +573,18 @@ async def run(
         stop=stop,
         build=lambda nc, proc: Head(nc, settings, proc),
     )
+
+
+_KINDS = frozenset(kind.value for kind in replies.ReplyKind)
+
+
+def kind_said(headers: Mapping[str, str]) -> str:
+    """What a message's ``Sy-Kind`` says it is, for a log line (``an error message``), whole:
+    the value comes from outside, so one that is no reply kind is described, not quoted (a
+    cut of it read "a message withou")."""
+    kind = headers.get(h.KIND)
+    if kind is None:
+        return "a message without Sy-Kind"
+    if kind not in _KINDS:
+        return "a message with an unknown Sy-Kind"
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} message"
