@@ -450,8 +450,7 @@ def _cmd_certs_init(args: argparse.Namespace, settings: Settings, config_file: P
 def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     import re  # noqa: PLC0415
 
-    from switchyard.bus.identities import SERVICE_IDENTITIES  # noqa: PLC0415
-    from switchyard.config.settings import CERT_FILE_NAMES  # noqa: PLC0415
+    from switchyard.config.settings import CERT_FILE_NAMES, SERVICE_NAMES  # noqa: PLC0415
     from switchyard.stack.certs import (  # noqa: PLC0415
         CertificateAuthority,
         missing_ca_files,
@@ -464,9 +463,13 @@ def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: 
         raise InputError(
             "name", f"`{name}` names one of the stack's own certificates", "pick another name"
         )
-    known = {i.name: i for i in SERVICE_IDENTITIES}
-    # Internal clients are issued OU=client (their DN, kept from when they lived in CLIENT).
-    ou = known[name].ou if name in known else "client"
+    if name in SERVICE_NAMES:  # it handed back the service's own certificate, as if issued
+        raise InputError(
+            "name",
+            f"`{name}` is a Switchyard service's identity: its certificate is the service's own",
+            "give the internal client a name of its own (e.g. `billing-bot`); `switchyard certs "
+            "init` issues and renews the services' certificates",
+        )
     directory = _cert_dir(args, settings)
     if args.new_ca and missing_ca_files(directory):
         ca, _ = CertificateAuthority.load_or_create(
@@ -490,13 +493,13 @@ def _cmd_certs_issue(args: argparse.Namespace, settings: Settings, config_file: 
         directory,
         name,
         cn=name,
-        ou=ou,
+        ou="client",  # internal clients' DN (kept from when they lived in CLIENT)
         organization=settings.certs.organization,
         validity_days=settings.certs.validity_days,
         force=args.force,
     )
     print(f"{'created' if result.created else 'kept'} {result.path}")
-    if name not in known and name not in settings.nats.internal_clients:
+    if name not in settings.nats.internal_clients:
         print(
             f"note: add `{name}` to nats.internal_clients in your config so the server maps "
             "this certificate to a user of the INTERNAL account (the LLM API only)"

@@ -69,3 +69,19 @@ def test_certs_issue_refuses_the_stacks_own_certificate_names(
     assert main(["--config", str(path), "certs", "issue", name, "--new-ca"]) == 1
     assert "names one of the stack's own certificates" in capsys.readouterr().err
     assert not list(tmp_path.rglob(f"{name}-key.pem"))
+
+
+@pytest.mark.parametrize("name", sorted(SERVICE_NAMES))
+def test_certs_issue_refuses_a_service_name(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``certs issue head`` printed ``kept .../head.pem`` and exited 0, handing back the
+    head's own certificate (or issuing one with the head's DN in a new CA)."""
+    monkeypatch.delenv("SWITCHYARD_CONFIG", raising=False)
+    path = tmp_path / "switchyard.yaml"
+    path.write_text(f"home: {tmp_path}\n", encoding="utf-8")
+    assert main(["--config", str(path), "certs", "issue", name, "--new-ca"]) == 1
+    err = capsys.readouterr().err
+    assert f"`{name}` is a Switchyard service's identity" in err
+    assert "certs init" in err
+    assert not list(tmp_path.rglob(f"{name}-key.pem"))
