@@ -107,6 +107,8 @@ RESPONSE_ITEMS = "switchyard_response_items_total"
 # with it. The duration histograms time such a request under error_type CALLER_LEFT, so the
 # latency of successes (error_type "") leaves it out.
 CANCELLED = "switchyard_cancelled_requests_total"  # deployment, stage: queued, serving
+# reason: no_request_id, invalid_header, no_proof (a message on llm.v1.cancel that is none)
+CANCELS_REFUSED = "switchyard_cancels_refused_total"
 CALLER_LEFT = "cancelled"
 STAGE = "stage"
 RESULT = "result"

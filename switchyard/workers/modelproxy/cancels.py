@@ -56,6 +56,21 @@ DEFAULT_S = 600.0
 MAX_ATTEMPT = 1000  # the highest Sy-Attempt a request may carry
 
 
+# Why a message on llm.v1.cancel is no cancel (the ``reason`` of the refused cancels' count).
+NO_REQUEST_ID = "no_request_id"
+INVALID_HEADER = "invalid_header"  # malformed, or spelled in another case
+NO_PROOF = "no_proof"  # no key named: no (valid) Sy-Cancel-Proof, key hash or Authorization
+
+
+class NoCancel(MalformedHeader):
+    """A message on ``llm.v1.cancel`` that cancels nothing: the 400 ``invalid_header`` a
+    request with the same headers would get, with why (``reason``, one of a few words)."""
+
+    def __init__(self, reason: str, header: str, problem: str) -> None:
+        super().__init__(header, problem)
+        self.reason = reason
+
+
 class CancelMemory:
     """Recent cancels by request id, each with its proof: until when, and up to which attempt.
 
@@ -210,18 +225,36 @@ class Cancels:
             sent_at: when it was sent (unix seconds), for a stored cancel read back.
 
         Returns:
-            False for a message that is no cancel (no request id, a malformed header, no key
-            named), which changes nothing.
+            False for a message that is no cancel (see :meth:`hear`), which changes nothing.
+        """
+        return self.hear(headers, sent_at=sent_at) is None
+
+    def hear(
+        self, headers: dict[str, str] | None, *, sent_at: float | None = None
+    ) -> NoCancel | None:
+        """As :meth:`heard`, saying why a message is no cancel.
+
+        Returns:
+            None for a cancel; else the 400 a request with the same headers would get: no
+            request id, a malformed or wrongly cased header (``Sy-Deadline`` in seconds,
+            ``sy-cancel-proof``), no key named (no ``Sy-Cancel-Proof``, or not 64 hex digits).
         """
         if not headers or not headers.get(h.REQUEST_ID):
-            return False
+            return NoCancel(NO_REQUEST_ID, h.REQUEST_ID, "missing: name the request to cancel")
         try:
             env = Envelope.decode(headers)
-        except MalformedHeader:
-            return False
+        except MalformedHeader as exc:
+            return NoCancel(
+                INVALID_HEADER, exc.header, exc.message.removeprefix(f"header {exc.header}: ")
+            )
         proof = cancelling_proof(headers, env)
         if not proof:
-            return False
+            return NoCancel(
+                NO_PROOF,
+                h.CANCEL_PROOF,
+                "missing or not 64 hex digits: a cancel names its request's key with this "
+                "proof (docs/nats-api.md, Cancelling a request)",
+            )
         # A cancel that names no attempt ends every attempt so far (LLMClient names it).
         attempt = env.attempt if h.ATTEMPT in headers else MAX_ATTEMPT
         deadline = env.deadline.timestamp if env.deadline is not None else None
@@ -240,4 +273,4 @@ class Cancels:
             job.cancelled = True
             if job.stop is not None:  # the provider call is under way: interrupt it now
                 job.stop.reschedule(asyncio.get_running_loop().time())
-        return True
+        return None

@@ -123,6 +123,12 @@ class ProxyMetrics:
             "(the provider call was stopped).",
             [sc.DEPLOYMENT, sc.STAGE],
         )
+        self.cancels_refused: Counter = metrics.counter(
+            sc.CANCELS_REFUSED,
+            "Messages on llm.v1.cancel that cancelled nothing, by reason: no_request_id, "
+            "invalid_header (malformed, or spelled in another case) or no_proof.",
+            [sc.REASON],
+        )
         self._metrics = metrics
         self._model = Bounded(500)
         self._dep = Bounded(1000)
@@ -191,6 +197,10 @@ class ProxyMetrics:
     def left(self, deployment: str, *, queued: bool) -> None:
         """A request whose caller left was dropped (``queued``) or stopped while served."""
         self.cancelled.labels(self._dep(deployment), "queued" if queued else "serving").inc()
+
+    def cancel_refused(self, reason: str) -> None:
+        """A message on ``llm.v1.cancel`` cancelled nothing (``reason``: a few fixed words)."""
+        self.cancels_refused.labels(reason).inc()
 
     def paused(self, deployment: str, paused: bool) -> None:
         """This process stopped pulling ``deployment`` for want of its key, or pulls it again

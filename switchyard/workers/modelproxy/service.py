@@ -38,6 +38,7 @@ from switchyard.runtime.shutdown import disconnect
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
+from switchyard.workers.modelproxy.cancel_intake import CancelIntake
 from switchyard.workers.modelproxy.handler import Handler
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from switchyard.workers.modelproxy.key_pause import KeyPauses
@@ -93,6 +94,7 @@ class ModelProxy:
         self._sync_lock = asyncio.Lock()
         self._cancels: Subscription | None = None
         self.stored_cancels = StoredCancels(nc, self.handler.cancels)
+        self.cancel_intake = CancelIntake(nc, self.handler.cancels, self.stats.cancel_refused)
         self._catch_up = TaskSupervisor("stored-cancels")
         self.ready = False
 
@@ -201,7 +203,7 @@ class ModelProxy:
         # Every model-proxy hears every cancel; the one serving that stream acts on it. Live
         # ones from now on, then those the server stored before; only then is work pulled, so
         # a request whose caller left while no model-proxy ran is dropped like any other.
-        self._cancels = await self.nc.subscribe(subjects.CANCEL, cb=self.handler.on_cancel)
+        self._cancels = await self.nc.subscribe(subjects.CANCEL, cb=self.cancel_intake.on_cancel)
         await subscribed(self.nc)
         await self.stored_cancels.read()
         await self._sync_workers()
