@@ -44,7 +44,10 @@ def add_key_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tpm", type=int, help="tokens per minute (0: unlimited)")
     parser.add_argument("--max-parallel", type=int, help="concurrent requests (0: unlimited)")
     parser.add_argument(
-        "--budget", type=_number("budget_usd"), help="USD per budget period (0: unlimited)"
+        "--budget",
+        type=_number("budget_usd"),
+        help="USD per budget period (0: unlimited); binds the HTTP API and Batch API, "
+        "not calls over the NATS API",
     )
     parser.add_argument(
         "--budget-period", help="daily, weekly, monthly (default), total, or seconds"

@@ -123,6 +123,9 @@ def _money(record: ClientKey, spend: dict[str, Any] | None) -> str:
         money += f" of {dollars(record.budget_usd)}"
         if spend.get("period_resets_at"):
             money += f" (resets {_when(spend['period_resets_at'])})"
+        if spend["period_spend_usd"] >= record.budget_usd:
+            # Only the HTTP edges and the Batch API check budgets (docs/keys-and-limits.md).
+            money += " [over budget: HTTP refused; NATS callers are not bound]"
     return money + f"; {dollars(spend['total_spend_usd'])} in all"
 
 

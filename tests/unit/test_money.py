@@ -64,3 +64,21 @@ def test_keys_show_prints_plain_decimals() -> None:
     assert "; $1234567.891 in all" in card
     assert "e+" not in card
     assert "e-" not in card
+
+
+def test_keys_show_says_a_key_past_its_budget_binds_http_only() -> None:
+    """It printed "$83.439 this monthly period of $5" with no note: the key's NATS callers
+    had spent it, and nothing said that budgets do not bind them."""
+    key = ClientKey(id="key_x", hash="0" * 64, name="x", budget_usd=5.0)
+    spend = {
+        "period": key.budget_period,
+        "period_spend_usd": 83.439,
+        "period_resets_at": None,
+        "total_spend_usd": 83.439,
+    }
+    card = _card(key, spend)
+    assert "$83.439 this monthly period of $5 [over budget: HTTP refused; NATS callers" in card
+    under = _card(key, {**spend, "period_spend_usd": 4.0})
+    assert "over budget" not in under
+    unlimited = ClientKey(id="key_y", hash="0" * 64, name="y")
+    assert "over budget" not in _card(unlimited, spend)
