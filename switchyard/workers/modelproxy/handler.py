@@ -202,10 +202,6 @@ class Handler:
             self.cancels.untrack(job)
             request_id_var.reset(token)
 
-    async def on_cancel(self, msg: Msg) -> None:
-        """``llm.v1.cancel``: a caller left (see :mod:`.cancels`). Nothing is answered."""
-        self.cancels.heard(msg.headers)
-
     async def _drop_abandoned(self, msg: Msg, env: Envelope, deployment_id: str) -> None:
         """A request whose caller cancelled it while it was queued: acknowledged, unserved,
         and its reply path closed (see :meth:`_caller_left`)."""
