@@ -19,6 +19,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
   Content-Length, in 1 MiB parts);
 * ``midfail``: streams two words, then reports a failure in the stream
   (``data: {"error": ...}``, as OpenAI and vLLM do), then ``[DONE]``;
+* ``rolereset``: streams an opening chunk (the role, empty content), then resets the
+  connection; ``role503``: the same chunk, then reports a 503 in the stream;
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
   ``[DONE]``: an answer cut short);
 * ``html``: answers 200 with an HTML page (a proxy's error page in front of a provider);
@@ -361,6 +363,18 @@ class FakeOpenAI:
                 await resp.write(b"\n\n")
             await resp.write_eof()
             return resp
+        if kind in ("rolereset", "role503"):  # an opening role chunk, then a failure
+            opening = {"role": "assistant", "content": ""}
+            await resp.write(_chunk(model, [{"index": 0, "delta": opening, "finish_reason": None}]))
+            if kind == "rolereset":
+                assert request.transport is not None
+                request.transport.abort()  # the connection reset, no end of the stream
+                return resp
+            broke = {"error": {"message": "overloaded, try again", "code": 503}}
+            await resp.write(b"data: " + json.dumps(broke).encode() + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
         if kind == "midfail":
             await self._chunks(resp, model, ["half", "an"], 0.0)
             broke = {"error": {"message": "upstream broke mid-answer", "type": "server_error"}}
@@ -680,6 +694,13 @@ async def _tool_call(request: web.Request, body: dict[str, Any]) -> web.StreamRe
     await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
     return resp
+
+
+def _chunk(model: Any, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+    """One chat chunk's SSE event."""
+    doc = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0}
+    doc.update({"model": model, "choices": choices, **extra})
+    return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
 
 async def _chunked(request: web.Request, answer: dict[str, Any]) -> web.StreamResponse:

@@ -79,6 +79,7 @@ from switchyard.workers.modelproxy.replay import REPLAY_LOST
 from switchyard.workers.modelproxy.response_items import ResponseItems, tenant_of
 from switchyard.workers.modelproxy.response_owners import ResponseOwners
 from switchyard.workers.modelproxy.serving import Serving
+from switchyard.workers.modelproxy.stream_watch import relay
 from switchyard.workers.modelproxy.traffic import TrafficMeter
 from switchyard.workers.modelproxy.usage import UsageBatcher
 
@@ -460,27 +461,17 @@ class Handler:
         return max(0, self.nc.max_payload - replies.HEADERS_ROOM) if self.nc.max_payload else 0
 
     async def _stream(self, job: Job, adapter: Adapter, call: ProviderCall) -> None:
-        loop = asyncio.get_running_loop()
-        seq = 0
         key = key_echo.needle(call.api_key)
         events = adapter.stream(call)
-        try:
-            async for event in events:
-                if job.cancelled:
-                    return  # the caller left: stop the provider call (closed below)
-                if event.usage is not None:
-                    job.usage = event.usage
-                if event.payload is not None:
-                    payload = self.echoed.masked(event.payload, key, call.provider_name)
-                    job.chunks.append(payload)
-                    await self._send_chunk(job, seq, payload)
-                    if seq == 0:
-                        now = time.time()
-                        job.ttft = now - job.started
-                        job.ttfc = now - job.called_at
-                    seq += 1
-                    job.sent = True
-                    job.inflight.touch(loop.time())
+        try:  # opening chunks wait for the answer's first content (see stream_watch)
+            await relay(
+                job,
+                events,
+                self._send_chunk,
+                echoed=self.echoed,
+                key=key,
+                provider=call.provider_name,
+            )
         finally:
             close = getattr(events, "aclose", None)
             if close is not None and job.cancelled:

@@ -1,0 +1,98 @@
+"""Streams whose provider misbehaves after it began: what the caller gets, and when.
+
+An explorer's fake providers found that an opening role-only chunk counted as content, so a
+failure right after it reached the client as an error event and the route's other deployment
+was never tried. On the session stack (real NATS, the fake provider over real HTTP), with
+routes of this module's own, removed at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from switchyard.schemas.routing import deployment_id
+from tests.stacks import Stack
+
+pytestmark = pytest.mark.integration
+
+ROUTES: dict[str, list[dict[str, Any]]] = {
+    # a failing deployment weighs a million times the other: the first attempt goes there
+    "s10g-rolereset": [
+        {"provider": "fake", "model": "rolereset", "weight": 1_000_000},
+        {"provider": "fake", "model": "echo", "weight": 1},
+    ],
+    "s10g-role503": [
+        {"provider": "fake", "model": "role503", "weight": 1_000_000},
+        {"provider": "fake", "model": "echo", "weight": 1},
+    ],
+}
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def routed(stack: Stack) -> AsyncIterator[Stack]:
+    for alias, deployments in ROUTES.items():
+        changed = await stack.admin("PUT", f"/routes/{alias}", {"deployments": deployments})
+        assert changed.status_code == 200, changed.text
+    try:
+        yield stack
+    finally:
+        for alias in ROUTES:
+            await stack.admin("DELETE", f"/routes/{alias}")
+
+
+async def _stream(stack: Stack, alias: str, request_id: str, **extra: Any) -> httpx.Response:
+    """One streamed chat request, sent again while a head has not seen the alias yet (404)."""
+    body = {"model": alias, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {
+        "Authorization": f"Bearer {stack.api_key}",
+        "X-Request-Timeout": "30",
+        "X-Request-Id": request_id,
+    }
+    async with httpx.AsyncClient(timeout=60) as http:
+        while True:
+            resp = await http.post(
+                f"{stack.tail_url}/v1/chat/completions", json={**body, **extra}, headers=headers
+            )
+            if resp.status_code != 404:
+                return resp
+            await asyncio.sleep(0.1)
+
+
+def _events(text: str) -> list[Any]:
+    return [
+        json.loads(line[5:]) if line[5:].strip() != "[DONE]" else "[DONE]"
+        for line in text.splitlines()
+        if line.startswith("data:")
+    ]
+
+
+@pytest.mark.parametrize("alias", ["s10g-rolereset", "s10g-role503"])
+async def test_a_failure_after_an_opening_role_chunk_falls_back(routed: Stack, alias: str) -> None:
+    """The role-only chunk is held back: the failure after it came before any content, so the
+    route's other deployment answers, and the caller gets one opening, the answerer's."""
+    failing = deployment_id("fake", alias.removeprefix("s10g-"))
+    await routed.admin("DELETE", f"/deployments/{failing}/cooldown")
+    try:
+        answer = await _stream(routed, alias, f"{alias}-1")
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-switchyard-attempts"] == "2", answer.text
+        assert answer.headers["x-switchyard-deployment"] == deployment_id("fake", "echo")
+        events = _events(answer.text)
+        assert events[-1] == "[DONE]", answer.text
+        chunks = [e for e in events if e != "[DONE]"]
+        assert not any("error" in e for e in chunks), answer.text
+        text = "".join(
+            c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
+        )
+        assert text == "echo: hi"
+        roles = [c for c in chunks if c["choices"] and "role" in c["choices"][0]["delta"]]
+        assert len(roles) <= 1, answer.text  # (the echo fake sends none of its own)
+    finally:
+        await routed.admin("DELETE", f"/deployments/{failing}/cooldown")
