@@ -1,27 +1,35 @@
 """Streams whose provider misbehaves after it began: what the caller gets, and when.
 
-An explorer's fake providers found that an opening role-only chunk counted as content, so a
+An explorer's fake providers found two: an opening role-only chunk counted as content, so a
 failure right after it reached the client as an error event and the route's other deployment
-was never tried. On the session stack (real NATS, the fake provider over real HTTP), with
-routes of this module's own, removed at the end.
+was never tried; and a provider that stalled mid-answer held its client until ``stream_s``,
+the edge's keep-alive comments defeating the client's own read timeout. On
+the session stack (real NATS, the fake provider over real HTTP), with routes of this
+module's own, removed at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import pytest_asyncio
+from nats.js.errors import KeyNotFoundError
 
+from switchyard.bus import subjects
+from switchyard.schemas.health import PREFIX, Cooldown
 from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
 
+STALLS = deployment_id("fake", "stall:4000")
 ROUTES: dict[str, list[dict[str, Any]]] = {
     # a failing deployment weighs a million times the other: the first attempt goes there
     "s10g-rolereset": [
@@ -32,6 +40,7 @@ ROUTES: dict[str, list[dict[str, Any]]] = {
         {"provider": "fake", "model": "role503", "weight": 1_000_000},
         {"provider": "fake", "model": "echo", "weight": 1},
     ],
+    "s10g-stall": [{"provider": "fake", "model": "stall:4000", "timeouts": {"idle_s": 1}}],
 }
 
 
@@ -45,6 +54,7 @@ async def routed(stack: Stack) -> AsyncIterator[Stack]:
     finally:
         for alias in ROUTES:
             await stack.admin("DELETE", f"/routes/{alias}")
+        await stack.admin("DELETE", f"/deployments/{STALLS}/cooldown")
 
 
 async def _stream(stack: Stack, alias: str, request_id: str, **extra: Any) -> httpx.Response:
@@ -73,6 +83,19 @@ def _events(text: str) -> list[Any]:
     ]
 
 
+async def _cooldown(stack: Stack, dep: str) -> Cooldown | None:
+    nc = await stack.connect("provisioner")
+    try:
+        kv = await nc.jetstream(timeout=10).key_value(subjects.HEALTH_BUCKET)
+        try:
+            entry = await kv.get(f"{PREFIX}{dep}")
+        except KeyNotFoundError:
+            return None
+        return msgspec.json.decode(entry.value, type=Cooldown) if entry.value else None
+    finally:
+        await nc.close()
+
+
 @pytest.mark.parametrize("alias", ["s10g-rolereset", "s10g-role503"])
 async def test_a_failure_after_an_opening_role_chunk_falls_back(routed: Stack, alias: str) -> None:
     """The role-only chunk is held back: the failure after it came before any content, so the
@@ -96,3 +119,26 @@ async def test_a_failure_after_an_opening_role_chunk_falls_back(routed: Stack, a
         assert len(roles) <= 1, answer.text  # (the echo fake sends none of its own)
     finally:
         await routed.admin("DELETE", f"/deployments/{failing}/cooldown")
+
+
+async def test_a_stream_stalled_past_idle_s_ends_with_an_error_and_cools(routed: Stack) -> None:
+    """``timeouts.idle_s`` 1 s on a provider silent for 4 s after two words: the stream ends
+    about a second into the silence, with an error naming the wait and the setting, and the
+    deployment cools as for any stream that failed midway."""
+    await routed.admin("DELETE", f"/deployments/{STALLS}/cooldown")
+    started = time.monotonic()
+    answer = await _stream(routed, "s10g-stall", "s10g-stall-1")
+    took = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    assert "half" in answer.text  # the answer had begun
+    errors = [e for e in _events(answer.text) if isinstance(e, dict) and "error" in e]
+    assert errors, answer.text
+    message = errors[0]["error"]["message"]
+    assert "none for 1 s: timeouts.idle_s" in message, message
+    assert errors[0]["error"]["code"] == "provider_timeout"
+    assert took < 3.5, took  # the provider's silence alone lasts 4 s
+    deadline = time.monotonic() + 30
+    while (entry := await _cooldown(routed, STALLS)) is None:
+        assert time.monotonic() < deadline, "the stalled deployment was not cooled"
+        await asyncio.sleep(0.1)
+    assert entry.reason.startswith(f"{STALLS}: "), entry

@@ -21,6 +21,7 @@ Behaviour is chosen by the upstream model name a deployment sends:
   (``data: {"error": ...}``, as OpenAI and vLLM do), then ``[DONE]``;
 * ``rolereset``: streams an opening chunk (the role, empty content), then resets the
   connection; ``role503``: the same chunk, then reports a 503 in the stream;
+* ``stall:<ms>``: streams two words, is silent for ``<ms>``, then ends the answer;
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
   ``[DONE]``: an answer cut short);
 * ``html``: answers 200 with an HTML page (a proxy's error page in front of a provider);
@@ -373,6 +374,20 @@ class FakeOpenAI:
             broke = {"error": {"message": "overloaded, try again", "code": 503}}
             await resp.write(b"data: " + json.dumps(broke).encode() + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+        if kind == "stall":  # two words, silence for <ms>, then the end of the answer
+            await self._chunks(resp, model, ["half", "an"], 0.0)
+            try:
+                await asyncio.sleep(int(arg) / 1000)
+                await resp.write(
+                    _chunk(model, [{"index": 0, "delta": {}, "finish_reason": "stop"}])
+                )
+                await resp.write(b"data: [DONE]\n\n")
+            except (ConnectionError, asyncio.CancelledError):
+                with self._lock:
+                    self.cut.append(str(model))
+                raise
             await resp.write_eof()
             return resp
         if kind == "midfail":

@@ -23,6 +23,7 @@ from switchyard.control.upgrade_order import who
 from switchyard.runtime.reporting import HEARTBEAT_S
 from switchyard.schemas.monitor import ProcessState
 from switchyard.schemas.routing import Price, RouteTable
+from switchyard.schemas.timeouts import Timeouts
 
 # Every table that sets none of NEW_FIELDS is read by processes of this level (and of level 1:
 # the level field is newer than every field of the route table before these).
@@ -49,6 +50,15 @@ def _prices(table: RouteTable) -> Iterator[Price]:
                 yield dep.price
 
 
+def _timeouts(table: RouteTable) -> Iterator[Timeouts]:
+    for provider in table.providers.values():
+        yield provider.timeouts
+    for route in table.routes.values():
+        for dep in route.deployments:
+            if dep.timeouts is not None:
+                yield dep.timeouts
+
+
 # One line per field: raise PROTOCOL_LEVEL with it (switchyard/schemas/protocol.py).
 NEW_FIELDS: tuple[NewField, ...] = (
     NewField(
@@ -56,6 +66,7 @@ NEW_FIELDS: tuple[NewField, ...] = (
         "price.web_search_per_call",
         lambda t: any(p.web_search_per_call is not None for p in _prices(t)),
     ),
+    NewField(3, "timeouts.idle_s", lambda t: any(x.idle_s is not None for x in _timeouts(t))),
 )
 
 

@@ -1,6 +1,6 @@
 """A provider call's timeouts: what the route table writes, and what a call uses.
 
-A provider's ``timeouts`` and a deployment's each set some of the three fields; a deployment's
+A provider's ``timeouts`` and a deployment's each set some of the four fields; a deployment's
 field wins, else its provider's, else :data:`DEFAULT_TIMEOUTS`. So a deployment that tightens
 one timeout keeps its provider's other two (a block that set one field used to reset the other
 two to the defaults, loosening what the provider had tightened). Readers resolve once per route
@@ -26,9 +26,13 @@ class CallTimeouts(NamedTuple):
     first_token_s: float
     stream_s: float
     request_s: float
+    idle_s: float
 
 
-DEFAULT_TIMEOUTS = CallTimeouts(first_token_s=60.0, stream_s=600.0, request_s=600.0)
+# idle_s, 120 s: a reasoning model's long pause comes before its content (bounded by
+# ``stream_s``), and no model pauses that long mid-answer; a provider that does has stalled.
+DEFAULT_TIMEOUTS = CallTimeouts(first_token_s=60.0, stream_s=600.0, request_s=600.0, idle_s=120.0)
+IDLE_S = DEFAULT_TIMEOUTS.idle_s
 
 
 class Timeouts(
@@ -40,11 +44,15 @@ class Timeouts(
         first_token_s: time to the first byte of a streamed answer (or to the headers).
         stream_s: total time of a streamed answer.
         request_s: total time of a non-streamed answer.
+        idle_s: the longest gap between two chunks of a streamed answer once its content
+            began. Readers older than the field (protocol level 3) refuse a table that sets
+            it (``omit_defaults``: unset, it is not written).
     """
 
     first_token_s: Seconds | None = None
     stream_s: Seconds | None = None
     request_s: Seconds | None = None
+    idle_s: Seconds | None = None
 
 
 def call_timeouts(deployment: Timeouts | None, provider: Timeouts | None) -> CallTimeouts:

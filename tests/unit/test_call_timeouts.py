@@ -19,15 +19,17 @@ def test_a_deployment_field_overrides_only_that_field_of_its_provider() -> None:
     provider = Provider(kind="openai", timeouts=TIGHT)
     deployment = Deployment(provider="pa", model="m", timeouts=Timeouts(first_token_s=50))
     target = Target("pa", provider, deployment)
-    assert target.timeouts == CallTimeouts(first_token_s=50, stream_s=6, request_s=3)
+    assert target.timeouts == CallTimeouts(first_token_s=50, stream_s=6, request_s=3, idle_s=120)
 
 
 def test_fields_nobody_sets_are_the_defaults() -> None:
     assert call_timeouts(None, Timeouts()) == DEFAULT_TIMEOUTS
     assert call_timeouts(Timeouts(stream_s=9), Timeouts(request_s=7)) == CallTimeouts(
-        first_token_s=DEFAULT_TIMEOUTS.first_token_s, stream_s=9, request_s=7
+        first_token_s=DEFAULT_TIMEOUTS.first_token_s, stream_s=9, request_s=7, idle_s=120
     )
-    assert call_timeouts(None, TIGHT) == CallTimeouts(first_token_s=3, stream_s=6, request_s=3)
+    assert call_timeouts(None, TIGHT) == CallTimeouts(
+        first_token_s=3, stream_s=6, request_s=3, idle_s=120
+    )
 
 
 def test_only_the_fields_written_are_stored() -> None:

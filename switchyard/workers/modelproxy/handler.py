@@ -451,6 +451,7 @@ class Handler:
             api_key=key,
             first_token_timeout=min(timeouts.first_token_s, remaining),
             total_timeout=min(timeouts.stream_s if job.stream else timeouts.request_s, remaining),
+            idle_timeout=timeouts.idle_s,
             anthropic_beta=job.env.beta,
             max_answer_bytes=self._answer_room(),
             request=job.msg.data,

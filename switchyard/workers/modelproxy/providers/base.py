@@ -24,6 +24,8 @@ class ProviderCall:
         provider_name: the provider's key in the route table (for errors and metrics).
         api_key: the key from the secrets service, if the provider needs one.
         first_token_timeout / total_timeout: already capped by the request's deadline.
+        idle_timeout: the longest gap between two chunks once a stream's content began
+            (``timeouts.idle_s``; 0: none).
         anthropic_beta: the client's ``anthropic-beta`` features, sent on to Anthropic's API.
         max_answer_bytes: the largest whole answer that can be sent on (0: no bound); a
             larger one is not read past it (:func:`.upstream_errors.read_answer`).
@@ -41,6 +43,7 @@ class ProviderCall:
     api_key: Secret | None
     first_token_timeout: float
     total_timeout: float
+    idle_timeout: float = 0.0
     anthropic_beta: str = ""
     max_answer_bytes: int = 0
     request: bytes = b""

@@ -25,8 +25,10 @@ from switchyard.schemas.secret import Secret, redact
 from switchyard.workers.modelproxy.providers import embedding_format, whole_stream
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+from switchyard.workers.modelproxy.providers.chunk_content import has_content
 from switchyard.workers.modelproxy.providers.error_fields import error_fields
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
+from switchyard.workers.modelproxy.providers.stream_timers import FIRST_TOKEN, STREAM_END, Watchdog
 
 _PATHS = {"chat": "chat/completions", "complete": "completions", "embed": "embeddings"}
 _ENCODE = msgspec.json.Encoder()
@@ -178,7 +180,10 @@ class OpenAICompatible:
             for whole in await _whole(call, resp, end_by):
                 yield whole
             return
-        watchdog = _Watchdog(resp, min(first_by, end_by), "the first token")
+        watchdog = Watchdog(resp, min(first_by, end_by), FIRST_TOKEN)
+        # The answer's content began: the idle clock runs (a pause before it is not idle:
+        # a reasoning model thinks then).
+        content = False
         try:
             while True:
                 try:
@@ -202,7 +207,12 @@ class OpenAICompatible:
                     return
                 if first:
                     first = False
-                    watchdog.rearm(end_by, "the end of the stream")
+                    watchdog.rearm(end_by, STREAM_END)
+                if content:
+                    watchdog.last = loop.time()
+                elif has_content(payload):
+                    content = True
+                    watchdog.watch_idle(call.idle_timeout)
                 _raise_reported(payload, name, call.api_key)
                 ended = ended or (finishes(payload) if choices is None else choices.ended(payload))
                 event = _event(payload, call.client_wants_usage)
@@ -218,32 +228,6 @@ class OpenAICompatible:
                 resp.release()
             else:
                 resp.close()
-
-
-class _Watchdog:
-    """Bounds a stream's reads with one timer per deadline, not a timeout scope per read.
-
-    A scope per read costs a ``Timeout``, a timer and a cancellation on every chunk (~10% of a
-    model-proxy's CPU on paced streams). When the deadline passes, the timer closes the
-    response, so the pending (or next) read fails; ``expired`` then says which wait ran out.
-    """
-
-    def __init__(self, resp: aiohttp.ClientResponse, when: float, what: str) -> None:
-        self._resp = resp
-        self._loop = asyncio.get_running_loop()
-        self.expired = ""
-        self._handle = self._loop.call_at(when, self._fire, what)
-
-    def _fire(self, what: str) -> None:
-        self.expired = what
-        self._resp.close()
-
-    def rearm(self, when: float, what: str) -> None:
-        self._handle.cancel()
-        self._handle = self._loop.call_at(when, self._fire, what)
-
-    def cancel(self) -> None:
-        self._handle.cancel()
 
 
 def _event(payload: bytes, client_wants_usage: bool) -> StreamEvent | None:

@@ -1,0 +1,68 @@
+"""The timers that bound a provider's stream as it is read, without a timeout scope per read.
+
+A scope per read costs a ``Timeout``, a timer and a cancellation on every chunk (~10% of a
+model-proxy's CPU on paced streams). :class:`Watchdog` keeps one timer per deadline instead;
+when one passes it closes the response, so the pending (or next) read fails, and ``expired``
+says which wait ran out. Two waits:
+
+* the deadline: the first token (``first_token_s``), then the whole stream (``stream_s``);
+* the idle gap (``idle_s``), from the answer's first content on: the longest time between two
+  chunks. A provider that stalls mid-answer would otherwise hold its caller until
+  ``stream_s``, kept alive by the edge's keep-alive comments, which also defeat the client's
+  own read timeout. Its clock is lazy: a chunk only notes its time (:attr:`Watchdog.last`),
+  and the timer, when it fires early, sets itself again for the gap since the last chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+FIRST_TOKEN = "the first token"  # noqa: S105  (a wait, not a token)
+STREAM_END = "the end of the stream"
+
+
+def idle_wait(idle_s: float) -> str:
+    """What a stream that went idle was waiting for, as its timeout's message says it."""
+    return f"the next chunk (none for {idle_s:g} s: timeouts.idle_s)"
+
+
+class Watchdog:
+    """The deadline and idle timers of one streamed response (see the module)."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, when: float, what: str) -> None:
+        self._resp = resp
+        self._loop = asyncio.get_running_loop()
+        self.expired = ""  # the wait that ran out ("" while none did)
+        self.last = 0.0  # the loop time of the last chunk (set by the reader)
+        self._idle_s = 0.0
+        self._idle: asyncio.TimerHandle | None = None
+        self._handle = self._loop.call_at(when, self._fire, what)
+
+    def _fire(self, what: str) -> None:
+        self.expired = what
+        self._resp.close()
+
+    def rearm(self, when: float, what: str) -> None:
+        self._handle.cancel()
+        self._handle = self._loop.call_at(when, self._fire, what)
+
+    def watch_idle(self, idle_s: float) -> None:
+        """Start the idle clock (0: none), at the answer's first content."""
+        self.last = self._loop.time()
+        if idle_s > 0:
+            self._idle_s = idle_s
+            self._idle = self._loop.call_at(self.last + idle_s, self._check_idle)
+
+    def _check_idle(self) -> None:
+        due = self.last + self._idle_s
+        if self._loop.time() < due:  # a chunk came since: wait for the gap after it
+            self._idle = self._loop.call_at(due, self._check_idle)
+        else:
+            self._fire(idle_wait(self._idle_s))
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+        if self._idle is not None:
+            self._idle.cancel()
