@@ -1,9 +1,10 @@
 """Streams whose provider misbehaves after it began: what the caller gets, and when.
 
-An explorer's fake providers found two: an opening role-only chunk counted as content, so a
+An explorer's fake providers found three: an opening role-only chunk counted as content, so a
 failure right after it reached the client as an error event and the route's other deployment
-was never tried; and a provider that stalled mid-answer held its client until ``stream_s``,
-the edge's keep-alive comments defeating the client's own read timeout. On
+was never tried; a provider that stalled mid-answer held its client until ``stream_s``, the
+edge's keep-alive comments defeating the client's own read timeout; and one that sent the
+whole answer and its usage but never ``[DONE]`` nor closed held its client the same way. On
 the session stack (real NATS, the fake provider over real HTTP), with routes of this
 module's own, removed at the end.
 """
@@ -41,6 +42,7 @@ ROUTES: dict[str, list[dict[str, Any]]] = {
         {"provider": "fake", "model": "echo", "weight": 1},
     ],
     "s10g-stall": [{"provider": "fake", "model": "stall:4000", "timeouts": {"idle_s": 1}}],
+    "s10g-nodone": [{"provider": "fake", "model": "nodone"}],
 }
 
 
@@ -142,3 +144,26 @@ async def test_a_stream_stalled_past_idle_s_ends_with_an_error_and_cools(routed:
         assert time.monotonic() < deadline, "the stalled deployment was not cooled"
         await asyncio.sleep(0.1)
     assert entry.reason.startswith(f"{STALLS}: "), entry
+
+
+async def test_a_whole_answer_without_done_ends_after_a_grace(routed: Stack) -> None:
+    """Every choice finished and the usage came, then nothing (no ``[DONE]``, no end): the
+    stream ends a grace later as if ``[DONE]`` had come, billed for the usage received."""
+    started = time.monotonic()
+    answer = await asyncio.wait_for(
+        _stream(routed, "s10g-nodone", "s10g-nodone-1", stream_options={"include_usage": True}),
+        timeout=20,
+    )
+    took = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    events = _events(answer.text)
+    assert events[-1] == "[DONE]", answer.text
+    assert not any(isinstance(e, dict) and "error" in e for e in events), answer.text
+    assert took < 10, took
+    usage = [e["usage"] for e in events if isinstance(e, dict) and e.get("usage")]
+    assert usage, answer.text
+    assert usage[-1]["completion_tokens"] == 2, answer.text
+    billed = await routed.usage_of("s10g-nodone-1")
+    assert billed is not None
+    assert (billed.prompt_tokens, billed.completion_tokens) == (7, 2)
+    assert billed.prompt_tokens_estimated == 0, billed

@@ -22,6 +22,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``rolereset``: streams an opening chunk (the role, empty content), then resets the
   connection; ``role503``: the same chunk, then reports a 503 in the stream;
 * ``stall:<ms>``: streams two words, is silent for ``<ms>``, then ends the answer;
+* ``nodone``: streams the echo, its finish_reason and its usage (when asked), then neither
+  ``[DONE]`` nor the end of the response (it holds the connection for an hour);
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
   ``[DONE]``: an answer cut short);
 * ``html``: answers 200 with an HTML page (a proxy's error page in front of a provider);
@@ -389,6 +391,18 @@ class FakeOpenAI:
                     self.cut.append(str(model))
                 raise
             await resp.write_eof()
+            return resp
+        if kind == "nodone":  # a whole answer, its usage, then neither [DONE] nor an end
+            await self._chunks(resp, model, text.split(" "), 0.0)
+            await resp.write(_chunk(model, [{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await resp.write(_chunk(model, [], usage=usage))
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                with self._lock:
+                    self.cut.append(str(model))
+                raise
             return resp
         if kind == "midfail":
             await self._chunks(resp, model, ["half", "an"], 0.0)

@@ -182,17 +182,21 @@ class OpenAICompatible:
             return
         watchdog = Watchdog(resp, min(first_by, end_by), FIRST_TOKEN)
         # The answer's content began: the idle clock runs (a pause before it is not idle:
-        # a reasoning model thinks then).
-        content = False
+        # a reasoning model thinks then). The usage is due when it was asked for.
+        content, usage_due = False, call.client_wants_usage or call.provider.kind in _USAGE_CAPABLE
         try:
             while True:
                 try:
                     line = await resp.content.readline(max_line_length=ue.MAX_LINE_BYTES)
                 except aiohttp.ClientError:
+                    if watchdog.whole:
+                        return
                     if watchdog.expired:
                         raise ue.timed_out(name, watchdog.expired) from None
                     raise
                 if watchdog.expired:
+                    if watchdog.whole:  # no [DONE], no end: whole all the same
+                        return
                     raise ue.timed_out(name, watchdog.expired)
                 if not line:
                     finished = True
@@ -216,6 +220,12 @@ class OpenAICompatible:
                 _raise_reported(payload, name, call.api_key)
                 ended = ended or (finishes(payload) if choices is None else choices.ended(payload))
                 event = _event(payload, call.client_wants_usage)
+                if event is not None and event.usage is not None:
+                    usage_due = False
+                if ended:
+                    watchdog.ended = True
+                    if not usage_due:  # whole: [DONE] or the end is all that may follow
+                        watchdog.grace(end_by)
                 if event is not None:
                     yield event
         except aiohttp.ClientError as exc:

@@ -3,14 +3,18 @@
 A scope per read costs a ``Timeout``, a timer and a cancellation on every chunk (~10% of a
 model-proxy's CPU on paced streams). :class:`Watchdog` keeps one timer per deadline instead;
 when one passes it closes the response, so the pending (or next) read fails, and ``expired``
-says which wait ran out. Two waits:
+says which wait ran out. Three waits:
 
 * the deadline: the first token (``first_token_s``), then the whole stream (``stream_s``);
 * the idle gap (``idle_s``), from the answer's first content on: the longest time between two
   chunks. A provider that stalls mid-answer would otherwise hold its caller until
   ``stream_s``, kept alive by the edge's keep-alive comments, which also defeat the client's
   own read timeout. Its clock is lazy: a chunk only notes its time (:attr:`Watchdog.last`),
-  and the timer, when it fires early, sets itself again for the gap since the last chunk.
+  and the timer, when it fires early, sets itself again for the gap since the last chunk;
+* the grace (:data:`GRACE_S`) once the answer is whole (every choice finished and the usage
+  came, or none is due): a provider that never sends ``[DONE]`` nor closes the stream ends
+  then, as if it had. Once the answer is whole the idle gap ends it too, the same way
+  (:attr:`Watchdog.whole`): an answer that has all its parts is no failure.
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ import asyncio
 
 import aiohttp
 
+# After the answer is whole, how long to wait for ``[DONE]`` or the end of the response: a
+# working provider sends it at once (in the same read, mostly).
+GRACE_S = 2.0
 FIRST_TOKEN = "the first token"  # noqa: S105  (a wait, not a token)
 STREAM_END = "the end of the stream"
+_GRACE = "the end of a whole answer"
 
 
 def idle_wait(idle_s: float) -> str:
@@ -29,19 +37,23 @@ def idle_wait(idle_s: float) -> str:
 
 
 class Watchdog:
-    """The deadline and idle timers of one streamed response (see the module)."""
+    """The deadline, idle and grace timers of one streamed response (see the module)."""
 
     def __init__(self, resp: aiohttp.ClientResponse, when: float, what: str) -> None:
         self._resp = resp
         self._loop = asyncio.get_running_loop()
         self.expired = ""  # the wait that ran out ("" while none did)
+        self.whole = False  # it ran out once the answer was whole: the stream ended well
+        self.ended = False  # the answer is whole (set by the reader)
         self.last = 0.0  # the loop time of the last chunk (set by the reader)
         self._idle_s = 0.0
         self._idle: asyncio.TimerHandle | None = None
+        self._graced = False
         self._handle = self._loop.call_at(when, self._fire, what)
 
     def _fire(self, what: str) -> None:
         self.expired = what
+        self.whole = what == _GRACE or (self.ended and what != STREAM_END)
         self._resp.close()
 
     def rearm(self, when: float, what: str) -> None:
@@ -61,6 +73,12 @@ class Watchdog:
             self._idle = self._loop.call_at(due, self._check_idle)
         else:
             self._fire(idle_wait(self._idle_s))
+
+    def grace(self, end_by: float) -> None:
+        """The answer is whole: end the stream :data:`GRACE_S` from now (once)."""
+        if not self._graced:
+            self._graced = True
+            self.rearm(min(self._loop.time() + GRACE_S, end_by), _GRACE)
 
     def cancel(self) -> None:
         self._handle.cancel()
