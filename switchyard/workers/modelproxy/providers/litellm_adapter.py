@@ -68,6 +68,7 @@ from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 from switchyard.workers.modelproxy.providers.embedded_error import provider_error
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
+from switchyard.workers.modelproxy.providers.stream_timers import read_by
 
 _ENCODE = msgspec.json.Encoder()
 # The usage fields a client gets: OpenAI's, then the provider's own counts as litellm reports
@@ -185,9 +186,9 @@ class LiteLLM:
         # be cancelled by a scope that belongs to this generator.
         try:
             while True:
-                what = "the first token" if first else "the end of the stream"
+                by, what = read_by(first, delivered, first_by, end_by, call.idle_timeout)
                 try:
-                    async with asyncio.timeout_at(min(first_by, end_by) if first else end_by):
+                    async with asyncio.timeout_at(by):
                         chunk = await anext(chunks)
                     # A chunk is reshaped (litellm_answer): its nulls are left out by
                     # pydantic's own serializer, the cheapest place to do it.

@@ -33,6 +33,7 @@ from switchyard.workers.modelproxy.providers.base import Completion, ProviderCal
 from switchyard.workers.modelproxy.providers.native_stream import Opening
 from switchyard.workers.modelproxy.providers.openai_compat import http_error
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
+from switchyard.workers.modelproxy.providers.stream_timers import read_by
 
 ANTHROPIC_BASE = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -166,11 +167,11 @@ class Passthrough:
         finished = False
         try:
             while True:
+                by, what = read_by(first, opening.relayed, first_by, end_by, call.idle_timeout)
                 try:
-                    async with asyncio.timeout_at(min(first_by, end_by) if first else end_by):
+                    async with asyncio.timeout_at(by):
                         line = await resp.content.readline(max_line_length=ue.MAX_LINE_BYTES)
                 except TimeoutError:
-                    what = "the first token" if first else "the end of the stream"
                     raise ue.timed_out(name, what) from None
                 if not line:
                     finished = True

@@ -15,6 +15,9 @@ says which wait ran out. Three waits:
   came, or none is due): a provider that never sends ``[DONE]`` nor closes the stream ends
   then, as if it had. Once the answer is whole the idle gap ends it too, the same way
   (:attr:`Watchdog.whole`): an answer that has all its parts is no failure.
+
+The readers that open a timeout scope per read anyway (litellm's, the native streams') bound
+each read with :func:`read_by`: the same deadline and idle gap, no grace.
 """
 
 from __future__ import annotations
@@ -29,6 +32,22 @@ GRACE_S = 2.0
 FIRST_TOKEN = "the first token"  # noqa: S105  (a wait, not a token)
 STREAM_END = "the end of the stream"
 _GRACE = "the end of a whole answer"
+
+
+def read_by(
+    first: bool, content: bool, first_by: float, end_by: float, idle_s: float
+) -> tuple[float, str]:
+    """For a reader with a timeout scope per read (litellm's and the native streams'): by when
+    the next read must come, and what it waits for, as the timeout's message says it: the
+    first token, then the end of the stream, and once ``content`` began, ``idle_s`` (0: none)
+    from now if that comes first."""
+    if first:
+        return min(first_by, end_by), FIRST_TOKEN
+    if content and idle_s > 0:
+        idle_by = asyncio.get_running_loop().time() + idle_s
+        if idle_by < end_by:
+            return idle_by, idle_wait(idle_s)
+    return end_by, STREAM_END
 
 
 def idle_wait(idle_s: float) -> str:
