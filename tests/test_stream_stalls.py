@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -26,6 +26,7 @@ from nats.js.errors import KeyNotFoundError
 from switchyard.bus import subjects
 from switchyard.schemas.health import PREFIX, Cooldown
 from switchyard.schemas.routing import deployment_id
+from tests.native_routes import stream_messages, stream_responses
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
@@ -96,6 +97,30 @@ async def _cooldown(stack: Stack, dep: str) -> Cooldown | None:
         return msgspec.json.decode(entry.value, type=Cooldown) if entry.value else None
     finally:
         await nc.close()
+
+
+@pytest.mark.parametrize("ask", [stream_messages, stream_responses])
+async def test_a_translated_stream_falls_back_after_an_opening_role_chunk(
+    routed: Stack, ask: Callable[[Stack, str, str], Awaitable[httpx.Response]]
+) -> None:
+    """A Messages or Responses request translated to chat: the opening chunk's frames
+    (``message_start``, ``response.created``) wait for content too, so the reset after it
+    falls back to the echo, and the client's stream opens once."""
+    failing = deployment_id("fake", "rolereset")
+    await routed.admin("DELETE", f"/deployments/{failing}/cooldown")
+    try:
+        answer = await ask(routed, "s10g-rolereset", f"s10g-tr-{ask.__name__}")
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-switchyard-attempts"] == "2", answer.text
+        assert "event: error" not in answer.text, answer.text
+        assert "response.failed" not in answer.text, answer.text
+        opened = answer.text.count("event: message_start") + answer.text.count(
+            "event: response.created"
+        )
+        assert opened == 1, answer.text
+        assert "echo:" in answer.text, answer.text  # the echo's answer
+    finally:
+        await routed.admin("DELETE", f"/deployments/{failing}/cooldown")
 
 
 @pytest.mark.parametrize("alias", ["s10g-rolereset", "s10g-role503"])

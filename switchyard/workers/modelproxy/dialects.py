@@ -40,6 +40,7 @@ from switchyard.workers.modelproxy.providers.base import (
     ProviderCall,
     StreamEvent,
 )
+from switchyard.workers.modelproxy.providers.chunk_content import has_content
 from switchyard.workers.modelproxy.providers.native_stream import Relayed
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.response_items import ResponseItems
@@ -186,12 +187,18 @@ class Translated:
         # the call ends make no frames of their own, and a ping is no generated token).
         received = 0
         reported: Usage | None = None  # the provider's count, however it came
+        # Frames of the provider's opening chunks (a role alone): sent with its first content,
+        # so a failure before it is still one before content (rerouted; see .stream_watch).
+        held, opened = b"", False
         try:
             async for event in self._inner.stream(call):
                 frames = b""
                 if event.payload is not None:
                     received += 1
                     frames = out.feed(event.payload)
+                    if not opened:
+                        opened = has_content(event.payload)
+                        held, frames = (b"", held + frames) if opened else (held + frames, b"")
                 if frames:
                     sent += 1
                 if event.usage is not None:
@@ -206,7 +213,7 @@ class Translated:
         usage = out.usage or reported
         if usage is None:  # shown and billed: a provider chunk a token, the closing one included
             usage = estimate.estimated(call.request, received + 1)
-        closing = out.finish(usage)
+        closing = held + out.finish(usage)  # (held: a stream without any content)
         if self._keep is not None and isinstance(out, responses.ResponsesStream):
             self._keep(out.output)
         yield StreamEvent(closing or None, usage)
