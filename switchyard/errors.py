@@ -33,6 +33,7 @@ failures into :class:`ProviderError`).
         │   ├── ProviderRateLimited      429 upstream: also a RateLimited
         │   ├── ProviderTimeout          upstream too slow: also a built-in TimeoutError
         │   └── ProviderUnreachable      no connection: also a built-in ConnectionError
+        │       └── ProviderDisconnected     reached, then hung up mid-answer
         ├── ServiceUnavailable       503 (no workers, queue full, secret unavailable)
         └── DeadlineExceeded         504
 
@@ -358,6 +359,14 @@ class ProviderUnreachable(ProviderError, ConnectionError):
 
     code = "provider_unreachable"
     retryable_by_default = True
+
+
+class ProviderDisconnected(ProviderUnreachable):
+    """The provider was reached and closed the connection before its answer was complete:
+    retried and cooled as an unreachable one, under its own code (an alert on
+    ``provider_unreachable`` sends its reader to the network, and the network was fine)."""
+
+    code = "provider_disconnected"
 
 
 class ServiceUnavailable(ApiError):

@@ -361,6 +361,7 @@ async def test_a_provider_that_drops_the_connection_is_not_called_unreachable(
     assert failed.value.message == (
         "provider fake-anthropic closed the connection before its answer was complete"
     )
+    assert failed.value.code == "provider_disconnected"  # it was reached: not "unreachable"
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])

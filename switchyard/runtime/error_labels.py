@@ -58,6 +58,7 @@ OWN_CODES = frozenset(
         "origin_not_allowed",
         "previous_response_not_found",
         "provider_auth_error",
+        "provider_disconnected",
         "provider_error",
         "provider_model_not_found",
         "provider_overloaded",

@@ -21,7 +21,11 @@ from switchyard.runtime.tracing import NO_HOP, OFF
 from switchyard.workers.modelproxy.metrics import ProxyMetrics
 from switchyard.workers.modelproxy.observe import Observer
 from switchyard.workers.modelproxy.pace import CallTimes
-from switchyard.workers.modelproxy.providers.upstream_errors import from_status
+from switchyard.workers.modelproxy.providers.upstream_errors import (
+    closed_early,
+    from_status,
+    unreachable,
+)
 from switchyard.workers.modelproxy.traffic import TrafficMeter
 from tests.unit.test_cancel_stage import DEPLOYMENT, TARGET, _job
 
@@ -87,6 +91,14 @@ def test_the_deployments_own_failures_are_provider_errors() -> None:
         "provider_timeout": 1.0,
         "provider_auth_error": 1.0,
     }
+
+
+def test_a_provider_that_hung_up_mid_answer_is_counted_apart_from_an_unreachable_one() -> None:
+    """An SRE's alert on ``error_type="provider_unreachable"`` fired for a provider that was
+    reached and closed the connection mid-answer: the network was fine."""
+    metrics = _ended([closed_early("fake"), unreachable("fake", "cannot connect to x:1")])
+    assert _errors(metrics) == {"provider_disconnected": 1.0, "provider_unreachable": 1.0}
+    assert _calls(metrics, "provider_disconnected") == 1.0
 
 
 def test_the_callers_deadline_is_timed_apart_and_is_no_provider_error() -> None:

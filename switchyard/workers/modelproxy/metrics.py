@@ -47,6 +47,7 @@ FAILURE_CLASSES = (
     "rate_limit_exceeded",
     "provider_timeout",
     "provider_unreachable",
+    "provider_disconnected",
     "provider_overloaded",
     "provider_auth_error",
 )

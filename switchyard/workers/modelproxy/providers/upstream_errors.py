@@ -26,6 +26,7 @@ from switchyard.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    ProviderDisconnected,
     ProviderError,
     ProviderRateLimited,
     ProviderTimeout,
@@ -319,10 +320,11 @@ def connection_failed(provider: str, exc: Exception) -> ProviderUnreachable:
     return unreachable(provider, describe(exc))  # the address and the system's reason
 
 
-def closed_early(provider: str) -> ProviderUnreachable:
+def closed_early(provider: str) -> ProviderDisconnected:
     """A provider that was reached and closed the connection before its answer was whole:
-    retried and cooled as one unreachable, in words that say it was reached."""
-    return ProviderUnreachable(
+    retried and cooled as one unreachable, in words and under a code
+    (``provider_disconnected``) that say it was reached."""
+    return ProviderDisconnected(
         f"provider {provider} closed the connection before its answer was complete",
         provider=provider,
     )
