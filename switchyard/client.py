@@ -389,9 +389,7 @@ class LLMClient:
             # Said when this process is the one cut off: the heads may be fine.
             cut_off = "" if self.connected else " (this process is not connected to NATS)"
             if loop.time() >= give_up:
-                raise DeadlineExceeded(
-                    f"the request deadline passed before an answer arrived{cut_off}"
-                )
+                raise progress.deadline_passed(cut_off)
             raise ServiceUnavailable(
                 f"no head accepted the request after {self._attempts} attempts{cut_off}",
                 code="no_workers",

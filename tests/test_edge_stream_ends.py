@@ -200,3 +200,7 @@ async def test_a_responses_stream_the_edge_ends_ends_in_response_failed(
     _assert_failed_after(events)
     if timeout:
         assert events[-2].code == "deadline_exceeded", events[-2]
+        # Not "before an answer arrived": text had been streamed (an explorer's repro).
+        assert "passed while the answer was streaming, after " in events[-2].message, events[-2]
+    else:  # the provider was reached and hung up: not "unreachable" (the network was fine)
+        assert events[-2].code == "provider_disconnected", events[-2]

@@ -73,7 +73,7 @@ class ReplyProgress:
                     code="stream_interrupted",
                 )
             if past_deadline:
-                raise DeadlineExceeded("the request deadline passed before an answer arrived")
+                raise self.deadline_passed()
             raise Resend("no head accepted it in time")
         if item is RECONNECTED:
             if self.sent_content:
@@ -99,6 +99,18 @@ class ReplyProgress:
                 )
             raise Resend("no head is listening", pause=0.01)
         return msg
+
+    def deadline_passed(self, cut_off: str = "") -> DeadlineExceeded:
+        """The 504 of a request whose deadline passed, saying how far its answer had come: a
+        stream cut after 30 chunks read "before an answer arrived", which sent its reader
+        looking for a provider that never answered."""
+        if self.next_seq:
+            chunks = f"{self.next_seq} chunk{'s' if self.next_seq != 1 else ''}"
+            return DeadlineExceeded(
+                f"the request deadline passed while the answer was streaming, after {chunks}"
+                f"{cut_off}"
+            )
+        return DeadlineExceeded(f"the request deadline passed before an answer arrived{cut_off}")
 
     def chunk(self, reply: Reply, now: float) -> bool:
         """A chunk arrived; True if it is the next one (to yield), False to skip it.

@@ -1,0 +1,47 @@
+"""A request whose deadline passes says how far its answer had come."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchyard.bus.replies import Reply, ReplyKind
+from switchyard.errors import DeadlineExceeded
+from switchyard.runtime.reply_wait import ReplyProgress
+
+pytestmark = pytest.mark.unit
+
+
+def _expired(progress: ReplyProgress) -> DeadlineExceeded:
+    with pytest.raises(DeadlineExceeded) as info:
+        progress.check(None, past_deadline=True, last=False, now=0.0)
+    return info.value
+
+
+def test_a_deadline_passed_mid_stream_says_the_answer_was_streaming() -> None:
+    """An explorer's repro: `X-Request-Timeout: 3` on a 10 s stream ended, after 30 chunks,
+    with "the request deadline passed before an answer arrived"."""
+    progress = ReplyProgress()
+    for seq in range(30):
+        reply = Reply(ReplyKind.CHUNK, b"c", delivery="1.1", seq=seq)
+        assert progress.admit(reply, now=float(seq))
+    failure = _expired(progress)
+    assert failure.message == (
+        "the request deadline passed while the answer was streaming, after 30 chunks"
+    )
+    assert (failure.status, failure.code) == (504, "deadline_exceeded")
+    assert (
+        "after 30 chunks (this process"
+        in progress.deadline_passed(" (this process is not connected to NATS)").message
+    )
+
+
+def test_one_chunk_is_said_in_the_singular() -> None:
+    progress = ReplyProgress()
+    assert progress.admit(Reply(ReplyKind.CHUNK, b"c", delivery="1.1", seq=0), now=0.0)
+    assert _expired(progress).message.endswith("after 1 chunk")
+
+
+def test_a_deadline_passed_before_any_chunk_says_no_answer_arrived() -> None:
+    progress = ReplyProgress()
+    assert progress.admit(Reply(ReplyKind.KEEPALIVE, b""), now=0.0)
+    assert _expired(progress).message == "the request deadline passed before an answer arrived"
