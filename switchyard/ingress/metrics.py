@@ -37,9 +37,25 @@ _BY_CODE = {
     "deployments_rate_limited": "capacity",
     "previous_response_not_found": "invalid",  # a 404 about the request, not its model
 }
+# The head's 429 once every deployment it tried answered 429 (the reply names the last one):
+# the providers' quotas, apart from ``capacity`` (refused before any deployment took it; the
+# same code before any attempt, every deployment cooling down after 429s, stays there).
+PROVIDERS_LIMITED = "provider_rate_limited"
+_TRIED = {"deployments_rate_limited": PROVIDERS_LIMITED}
 INVALID = "invalid"
 # Every reason above, created at 0 when the edge starts (see EdgeMetrics.zeroed).
-REASONS = ("auth", "model", "rpm", "tpm", "parallel", "budget", "capacity", "too_large", INVALID)
+REASONS = (
+    "auth",
+    "model",
+    "rpm",
+    "tpm",
+    "parallel",
+    "budget",
+    "capacity",
+    PROVIDERS_LIMITED,
+    "too_large",
+    INVALID,
+)
 # The error classes of an alias's requests created at 0 once the alias is known to be real (a
 # request of it was served): the edge's own refusals for a key's limits and its Redis/Valkey
 # outage, which the 429 share and SwitchyardLimitsUnavailable read with rate()/increase().
@@ -66,9 +82,12 @@ def status_class(status: int) -> str:
 def refusal_reason(error: ApiError, status: int, *, served: bool = False) -> str | None:
     """The refusal reason of ``error`` answered with ``status``, or None when it is no
     refusal: a 5xx, or an error of a deployment (a provider's 4xx passed on, a model-proxy's
-    own, anything after a stream started: ``served``), except the head's codes above."""
+    own, anything after a stream started: ``served``), except the head's codes above; the
+    head's 429 after deployments were tried and all answered 429 is ``provider_rate_limited``."""
     if isinstance(error, RateLimited) and error.limit:
         return error.limit
+    if served and error.code in _TRIED:
+        return _TRIED[error.code]
     reason = _BY_CODE.get(error.code or "")
     if reason is not None:
         return reason
@@ -87,7 +106,8 @@ class EdgeMetrics:
         self._refusals: Counter = metrics.counter(
             sc.REFUSALS,
             "LLM requests answered with a client error (4xx) before any deployment took them, "
-            "by reason (auth, model, rpm, tpm, parallel, budget, capacity, too_large, invalid).",
+            "by reason (auth, model, rpm, tpm, parallel, budget, capacity, too_large, invalid); "
+            "and provider_rate_limited: every deployment tried answered 429.",
             [sc.REASON],
         )
         genai = (sc.OPERATION, sc.REQUEST_MODEL)

@@ -94,6 +94,21 @@ def test_a_deployment_s_own_client_errors_are_no_refusals() -> None:
     assert refusal_reason(full, 429, served=True) == "capacity"
 
 
+def test_a_429_after_every_deployment_answered_429_is_not_capacity() -> None:
+    """An SRE's repro: the head's 429 after the providers rate limited every deployment it
+    tried counted as ``capacity``, which the docs define as refused before any deployment
+    took the request. It has its own reason; the same code before any attempt (every
+    deployment cooling down after 429s: the reply names none) stays ``capacity``."""
+    limited = RateLimited("all limited", code="deployments_rate_limited")
+    assert refusal_reason(limited, 429, served=True) == "provider_rate_limited"
+    assert refusal_reason(limited, 429, served=False) == "capacity"
+    stats, metrics = _edge()
+    stats.llm(ROUTE, "chat", "m", status=429, seconds=0.1, error=limited, served=True)
+    refused = sc.REFUSALS
+    assert _value(metrics, refused, reason="provider_rate_limited") == 1.0
+    assert _value(metrics, refused, reason="capacity") == 0.0
+
+
 def test_a_stream_that_failed_after_it_started_counts_as_failed() -> None:
     stats, metrics = _edge()
     failed = ProviderError("upstream broke mid-answer", provider="d1")
