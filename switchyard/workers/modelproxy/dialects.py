@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from switchyard.bus.envelope import Envelope
 from switchyard.dialects import anthropic, responses
 from switchyard.dialects.anthropic.unsigned import unsigned_thinking_dropped
 from switchyard.dialects.native_only import DIALECT_OF, NATIVE, serves
@@ -77,13 +78,14 @@ def plan(
     call: ProviderCall,
     adapters: Adapters,
     owners: ResponseOwners | None = None,
-    key_hash: str = "",
+    sent: Envelope | None = None,
     keep: Keep | None = None,
 ) -> tuple[Adapter, ProviderCall]:
     """The adapter and the call for ``call``'s provider (translating when it must).
 
-    ``owners`` and ``key_hash`` (the caller's key) bind native Responses answers to the key
-    that asked for them (:mod:`.response_owners`); ``keep`` is told a translated Responses
+    ``sent`` is the request's envelope: its id goes with the call (for the provider's logs),
+    and ``owners`` and its ``key_hash`` (the caller's key) bind native Responses answers to
+    the key that asked for them (:mod:`.response_owners`); ``keep`` is told a translated Responses
     answer's output items unless the request says ``store: false`` (the Response then
     echoes ``store: true``).
 
@@ -92,6 +94,9 @@ def plan(
             names the field), or is malformed; or names a previous response on a native
             deployment while no ``owners`` can check it.
     """
+    key_hash = sent.key_hash if sent is not None else ""
+    if sent is not None and sent.request_id:
+        call = dataclasses.replace(call, request_id=sent.request_id)
     kind = call.provider.kind
     if call.op in COUNTS:  # a native provider counts its own; every other count is estimated
         if kind in NATIVE[COUNTS[call.op]]:

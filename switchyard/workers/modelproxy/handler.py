@@ -267,7 +267,7 @@ class Handler:
                 call = await resolve_references(call, self.items, tenant)
                 if self.items.enabled:
                     keep = functools.partial(self.items.keep, tenant=tenant)
-            adapter, call = plan(call, self.adapters, self.owners, job.env.key_hash, keep)
+            adapter, call = plan(call, self.adapters, self.owners, job.env, keep)
             if not job.cancelled:  # the caller may have left while the key was fetched
                 hop = self.observer.call_span(job, target)
                 job.called = True

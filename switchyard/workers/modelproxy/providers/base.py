@@ -31,6 +31,8 @@ class ProviderCall:
             larger one is not read past it (:func:`.upstream_errors.read_answer`).
         request: the request's body as the model-proxy received it (its prompt is estimated
             from it when the provider reports no usage: :mod:`..estimate`).
+        request_id: the request's id (``Sy-Request-Id``), sent to providers that log a
+            client's id (:mod:`.client_request_id`), so their logs can be matched to ours.
     """
 
     op: str
@@ -47,6 +49,7 @@ class ProviderCall:
     anthropic_beta: str = ""
     max_answer_bytes: int = 0
     request: bytes = b""
+    request_id: str = ""
 
 
 @dataclass(slots=True)

@@ -66,6 +66,10 @@ from switchyard.workers.modelproxy.providers import (
 )
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+from switchyard.workers.modelproxy.providers.client_request_id import (
+    OPENAI_FAMILIES,
+    client_request_id,
+)
 from switchyard.workers.modelproxy.providers.embedded_error import provider_error
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 from switchyard.workers.modelproxy.providers.stream_timers import read_by
@@ -279,6 +283,9 @@ def _arguments(call: ProviderCall, *, stream: bool, lib: Any) -> dict[str, Any]:
         max_retries=0,
     )
     litellm_request.check(lib, call, args)
+    sent_id = client_request_id(call.request_id)
+    if sent_id and litellm_request.family(lib, str(args["model"]), kind) in OPENAI_FAMILIES:
+        args["extra_headers"] = sent_id
     if call.api_key is not None:
         args["api_key"] = call.api_key.reveal()
     if stream:

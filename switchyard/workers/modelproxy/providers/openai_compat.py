@@ -26,6 +26,7 @@ from switchyard.workers.modelproxy.providers import embedding_format, whole_stre
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 from switchyard.workers.modelproxy.providers.chunk_content import has_content
+from switchyard.workers.modelproxy.providers.client_request_id import client_request_id
 from switchyard.workers.modelproxy.providers.error_fields import error_fields
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 from switchyard.workers.modelproxy.providers.stream_timers import FIRST_TOKEN, STREAM_END, Watchdog
@@ -85,7 +86,7 @@ class OpenAICompatible:
         p = call.provider
         base = (p.base_url or "").rstrip("/")
         path = _PATHS[call.op]
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **client_request_id(call.request_id)}
         key = call.api_key.reveal() if call.api_key else ""
         if p.kind == "azure":
             deployment = call.deployment.model

@@ -30,6 +30,7 @@ from switchyard.dialects.usage import (
 )
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
+from switchyard.workers.modelproxy.providers.client_request_id import client_request_id
 from switchyard.workers.modelproxy.providers.native_stream import Opening
 from switchyard.workers.modelproxy.providers.openai_compat import http_error
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
@@ -55,6 +56,7 @@ def _target(call: ProviderCall) -> tuple[str, dict[str, str]]:
             headers["x-api-key"] = key
         return url, headers
     base = (call.provider.base_url or "").rstrip("/")
+    headers.update(client_request_id(call.request_id))  # OpenAI's Responses API
     if key:
         headers["Authorization"] = f"Bearer {key}"
     if call.op == "input_tokens":
