@@ -244,6 +244,9 @@ async def test_a_hung_deployment_shows_one_in_flight_and_the_rest_waiting(
         await asyncio.sleep(1.5)
         later = await _queue(watched)
         assert later["oldest"] > first["oldest"]  # the oldest waiting request keeps aging
+        # The call hung at the provider shows its age (top showed only `1/1` in flight).
+        assert top_seen["oldest_in_flight_s"] > 0
+        assert (await _api_queue(watched))["oldest_in_flight_s"] >= 1.5
         upstream.open_gate("held")
         answers = await asyncio.gather(*requests)
     assert [r.status_code for r in answers] == [200] * 20

@@ -73,6 +73,7 @@ QUEUES_FRESH_S = 5.0  # a read of the dispatch queues older than this (a failove
 
 class _Stored(msgspec.Struct, frozen=True):
     time: str = ""
+    seq: int = 0
 
 
 class _StoredReply(msgspec.Struct, frozen=True):
@@ -189,10 +190,12 @@ class Monitor:
             if not consumer.name.startswith(_CONSUMER_PREFIX):
                 continue
             deployment = consumer.name[len(_CONSUMER_PREFIX) :]
-            oldest = 0.0
+            oldest = running = 0.0
             if consumer.num_pending:
-                stored = await self._stored_at(consumer)
+                stored = await self._stored_at(consumer, consumer.delivered.stream_seq + 1)
                 oldest = max(0.0, now - stored) if stored is not None else 0.0
+            if consumer.num_ack_pending:
+                running = await self._oldest_in_flight(consumer, now)
             held, held_oldest, fullest[deployment] = self._held(deployment)
             oldest = max(oldest, held_oldest)
             states[deployment] = m.QueueState(
@@ -203,6 +206,7 @@ class Monitor:
                 limit=self._limit,
                 redelivered=consumer.num_redelivered,
                 oldest_wait_s=round(oldest, 3),
+                oldest_in_flight_s=round(running, 3),
                 acked=consumer.ack_floor.consumer_seq,
             )
         self.queues, self._fullest = states, fullest
@@ -224,22 +228,34 @@ class Monitor:
             if not batch or len(found) >= page.total:
                 return found
 
-    async def _stored_at(self, consumer: Consumer) -> float | None:
-        """When the oldest request still waiting in this queue was stored."""
-        request = {
-            "seq": consumer.delivered.stream_seq + 1,
-            "next_by_subj": consumer.config.filter_subject,
-        }
+    async def _oldest_in_flight(self, consumer: Consumer, now: float) -> float:
+        """Seconds since the oldest request in flight on this queue was queued (0: none, or
+        unread): the first message after the consumer's ack floor is unacknowledged, and in
+        flight when it was delivered. One read per queue with requests in flight; a stream
+        stalled at its provider shows here while ``in_flight`` alone reads ``3/8``."""
+        stored = await self._stored(consumer, consumer.ack_floor.stream_seq + 1)
+        if stored is None or not stored.seq or stored.seq > consumer.delivered.stream_seq:
+            return 0.0
+        at = parse_time(stored.time)
+        return max(0.0, now - at) if at is not None else 0.0
+
+    async def _stored_at(self, consumer: Consumer, seq: int) -> float | None:
+        """When the first request of this queue at or after stream sequence ``seq`` was
+        stored (``delivered + 1``: the oldest still waiting)."""
+        stored = await self._stored(consumer, seq)
+        return parse_time(stored.time) if stored is not None else None
+
+    async def _stored(self, consumer: Consumer, seq: int) -> _Stored | None:
+        request = {"seq": seq, "next_by_subj": consumer.config.filter_subject}
         subject = f"$JS.API.STREAM.MSG.GET.{subjects.DISPATCH_STREAM}"
         try:
             msg = await self._nc.request(subject, _JSON.encode(request), timeout=2)
-            stored = _STORED.decode(msg.data).message
+            return _STORED.decode(msg.data).message
         except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
             return None
         except Exception:  # a NATS error reading one queue's age must not hide the others
             log.debug("could not read the oldest message of %s", consumer.name, exc_info=True)
             return None
-        return parse_time(stored.time) if stored is not None else None
 
     # ---- reports ----
 

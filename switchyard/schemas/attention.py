@@ -23,18 +23,23 @@ def is_saturated(d: DeploymentState) -> bool:
     return d.saturated or (q is not None and q.concurrency > 0 and q.in_flight >= q.concurrency)
 
 
-def attention(d: DeploymentState) -> tuple[bool, bool, bool, int, float, float, str]:
+def attention(d: DeploymentState) -> tuple[bool, bool, bool, int, float, int, float, str]:
     """Sort key, most urgent first: cooling down (it failed; it takes only what nothing else
     can), then failing (:data:`HIGH_ERRORS` or more of its requests), then saturated; within
-    each, the most requests waiting, then the highest error share, then the most traffic; the
-    id last, so idle deployments keep a stable order by name."""
-    waiting = d.queue.waiting if d.queue is not None else 0
+    each, the most requests waiting, then the highest error share, then the oldest call in
+    flight (in whole seconds: streams stalled at their provider for 15 s, nothing finishing,
+    were listed by name below deployments answering well), then the most traffic; the id
+    last, so idle deployments keep a stable order by name."""
+    q = d.queue
+    waiting = q.waiting if q is not None else 0
+    running = int(q.oldest_in_flight_s) if q is not None else 0
     return (
         d.cooldown is None,
         d.rates.error_ratio < HIGH_ERRORS,
         not is_saturated(d),
         -waiting,
         -d.rates.error_ratio,
+        -running,
         -d.rates.requests_per_s,
         d.id,
     )

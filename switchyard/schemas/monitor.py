@@ -101,6 +101,9 @@ class QueueState(msgspec.Struct, frozen=True, kw_only=True):
     limit: int = 0  # the most it holds before refusing with queue_full
     redelivered: int = 0  # delivered more than once and not yet acknowledged
     oldest_wait_s: float = 0.0  # age of the oldest waiting request
+    # Age of the oldest request in flight, from when it was queued (0: none in flight): a
+    # call stalled at its provider, which in_flight alone does not show.
+    oldest_in_flight_s: float = 0.0
     acked: int = 0  # requests finished since the consumer was created (ack floor)
 
 

@@ -190,6 +190,26 @@ def test_before_the_first_overview_it_says_what_it_is_reading() -> None:
     assert _screen(None, interval=1.0)[1:] == [f"reading {URL}/admin/v1/overview ..."]
 
 
+def test_calls_stalled_in_flight_show_their_age_and_come_before_deployments_answering() -> None:
+    """An explorer's streams stalled at their provider for 15 s showed only `3/8` in flight,
+    listed by name below a deployment answering 9 requests a second: the oldest call's age
+    follows the count, and the stalled deployment comes first."""
+    stalled = _deployment(
+        "zz--stalled",
+        queue=QueueState(in_flight=3, concurrency=8, limit=1000, oldest_in_flight_s=15.4),
+    )
+    busy = _deployment(
+        "aa--busy",
+        queue=QueueState(in_flight=1, concurrency=8, limit=1000, oldest_in_flight_s=0.3),
+        rates=Rates(requests_per_s=9.0),
+    )
+    lines = _screen(_overview(deployments=[busy, _deployment("aa--idle"), stalled]))
+    order = [line.split()[0] for line in lines if line.split()[:1] and "--" in line.split()[0]]
+    assert order == ["zz--stalled", "aa--busy", "aa--idle"]
+    assert _row(lines, "zz--stalled")[2:4] == ["0", "3/8 15s"]
+    assert _row(lines, "aa--busy")[2:4] == ["0", "1/8"]  # under a second: the count alone
+
+
 def test_requests_held_for_fair_order_show_next_to_the_queue_and_count_as_queued() -> None:
     saturated = _deployment(
         "fake--fair",
