@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -400,8 +401,10 @@ def _cmd_down(args: argparse.Namespace, settings: Settings, config_file: Path | 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.stack import commands  # noqa: PLC0415
+    from switchyard.top import read_overview  # noqa: PLC0415
 
-    return commands.status(settings, as_json=args.json, out=sys.stdout)
+    routing = functools.partial(read_overview, settings)
+    return commands.status(settings, as_json=args.json, out=sys.stdout, routing=routing)
 
 
 def _cmd_top(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:

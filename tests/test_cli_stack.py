@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,59 @@ def test_status_names_a_server_that_stopped_answering(cli_stack: CliStack) -> No
         f"stack: unhealthy (home: {cli_stack.root / 'home'})",
         f"  ! {doc['problems'][0]}",
     ]
+
+
+def test_status_names_the_deployments_cooling_down_beside_healthy_processes(
+    cli_stack: CliStack,
+) -> None:
+    """An SRE's repro: every deployment of a route cooling down (its requests failing at
+    once) while `switchyard status` said "stack: healthy" and listed processes only."""
+    gateway = cli_stack.doc["ingress"]["gateway"]["port"]  # type: ignore[index]
+    tail = cli_stack.doc["ingress"]["tail"]["port"]  # type: ignore[index]
+    token = (cli_stack.root / "home" / "admin-token").read_text(encoding="utf-8").strip()
+    admin = f"http://127.0.0.1:{gateway}/admin/v1"
+    auth = {"Authorization": f"Bearer {token}"}
+    dead = {"kind": "openai-compatible", "api_base": "http://127.0.0.1:9/v1"}  # refused
+    try:
+        assert httpx.put(f"{admin}/providers/gone", json=dead, headers=auth, timeout=10).is_success
+        route = {"deployments": [{"provider": "gone", "model": "m"}]}
+        assert httpx.put(
+            f"{admin}/routes/dead-end", json=route, headers=auth, timeout=10
+        ).is_success
+        created = cli_stack.run("keys", "create", "status-cooling", "--json", timeout=20)
+        key = json.loads(created.stdout)["key"]
+        chat = {"model": "dead-end", "messages": [{"role": "user", "content": "hi"}]}
+        url = f"http://127.0.0.1:{tail}/v1/chat/completions"
+        client = {"Authorization": f"Bearer {key}"}
+        for _ in range(20):  # it cools for routing.cooldown_s (5 s) after each failed call
+            # Until a head and a model-proxy know the route and the provider is called.
+            answer = httpx.post(url, json=chat, headers=client, timeout=30)
+            if "unreachable" not in answer.text and "cooling down" not in answer.text:
+                time.sleep(0.2)
+                continue
+            time.sleep(1.0)  # the control service reads the cooldowns every second
+            shown = cli_stack.run("status", "--json")
+            text = cli_stack.run("status")
+            assert shown.returncode == 0, shown.stdout + shown.stderr  # the processes are healthy
+            doc = json.loads(shown.stdout)
+            if doc["routing"]["cooling_down"] and "cooling down: " in text.stdout:
+                break
+        else:
+            pytest.fail(f"no cooldown seen: {answer.status_code} {answer.text}")
+    finally:  # the later tests compare the live table with the file
+        httpx.delete(f"{admin}/routes/dead-end", headers=auth, timeout=10)
+        httpx.delete(f"{admin}/providers/gone", headers=auth, timeout=10)
+    assert doc["status"] == "healthy"
+    routing = doc["routing"]
+    assert routing["read"] is True, routing
+    assert [d["deployment"] for d in routing["cooling_down"]] == ["gone--m"]
+    assert routing["routes_down"] == ["dead-end"]
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith("stack: healthy")
+    (line,) = [x for x in lines if "routing:" in x]
+    assert line.startswith("  ! routing: 1 deployment cooling down: gone--m ("), line
+    assert "every deployment cooling down for 1 route: dead-end" in line
+    assert line.endswith("see `switchyard top`")
 
 
 EXTRA_ROUTE = {"extra": {"deployments": [{"provider": "local-demo", "model": "demo"}]}}

@@ -48,3 +48,15 @@ def attention(d: DeploymentState) -> tuple[bool, bool, bool, int, float, int, fl
 def by_attention(deployments: Iterable[DeploymentState]) -> list[DeploymentState]:
     """``deployments`` in :func:`attention` order."""
     return sorted(deployments, key=attention)
+
+
+def routing_trouble(
+    deployments: Iterable[DeploymentState],
+) -> tuple[list[DeploymentState], list[str]]:
+    """The deployments cooling down (in :func:`attention` order) and the routes (aliases)
+    whose every deployment is: what ``switchyard status`` names beside its processes."""
+    listed = list(deployments)
+    cooling = [d for d in by_attention(listed) if d.cooldown is not None]
+    aliases = sorted({a for d in listed for a in d.aliases})
+    down = [a for a in aliases if all(d.cooldown is not None for d in listed if a in d.aliases)]
+    return cooling, down

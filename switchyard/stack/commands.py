@@ -14,11 +14,13 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from switchyard.config import Settings, inherited_environment
 from switchyard.errors import StackError, SwitchyardError
+from switchyard.schemas.monitor import Overview
 from switchyard.stack import attach, local, natsnodes
 from switchyard.stack.certs import CA_NAME, expiring
 from switchyard.stack.demo_key import demo_key_file, read_demo_key
@@ -26,6 +28,7 @@ from switchyard.stack.home import StackHome
 from switchyard.stack.natsconf import body_ceiling_note
 from switchyard.stack.process import http_status, pid_alive, redis_ping_check
 from switchyard.stack.scrape_targets import write_scrape_targets
+from switchyard.stack.status_routing import routing_summary
 from switchyard.stack.supervisor import read_state
 
 log = logging.getLogger("switchyard.stack")
@@ -357,8 +360,16 @@ def _is_ours(pid: int, home: StackHome) -> bool:
     return str(home.root) in cmdline or str(home.root).encode() in environ
 
 
-def status(settings: Settings, *, as_json: bool, out: TextIO) -> int:
-    """Print each process with its health; exit 0 only when all are healthy."""
+def status(
+    settings: Settings,
+    *,
+    as_json: bool,
+    out: TextIO,
+    routing: Callable[[], Overview] | None = None,
+) -> int:
+    """Print each process with its health; exit 0 only when all are healthy. ``routing``
+    reads the gateway's overview, for the deployments cooling down (they do not change the
+    exit status: the processes are what it reports on)."""
     home = StackHome(settings.home_dir)
     state = read_state(home.state_file)
     if not state:
@@ -390,6 +401,9 @@ def status(settings: Settings, *, as_json: bool, out: TextIO) -> int:
         # Not problems of the headline (everything still works), but nothing else warns.
         "certificates_expiring": certificates_expiring(settings.certs_dir, now=time.time()),
     }
+    line, trouble = "", False
+    if routing is not None:
+        doc["routing"], line, trouble = routing_summary(routing)
     if as_json:
         print(json.dumps(doc, indent=2), file=out)
     else:
@@ -398,6 +412,8 @@ def status(settings: Settings, *, as_json: bool, out: TextIO) -> int:
             print(f"  ! {problem}", file=out)
         for cert in doc["certificates_expiring"]:
             print(f"  ! {_expiry_line(cert)}", file=out)
+        if line:  # the processes can all be healthy while a route answers nothing
+            print(f"  {'!' if trouble else ' '} {line}", file=out)
         width = max((len(p["name"]) for p in report), default=10) + 2
         for p in report:
             health = "healthy" if p["healthy"] else ("unhealthy" if p["alive"] else "not running")

@@ -6,8 +6,8 @@ second, or prints one snapshot for scripts (``--once``, ``--json``). ``source`` 
 and reads from it, ``render`` draws a frame, ``app`` runs the command.
 """
 
-from switchyard.top.app import run_top
+from switchyard.top.app import read_overview, run_top
 from switchyard.top.render import frame
 from switchyard.top.source import Target, fetch_overview, resolve_target
 
-__all__ = ["Target", "fetch_overview", "frame", "resolve_target", "run_top"]
+__all__ = ["Target", "fetch_overview", "frame", "read_overview", "resolve_target", "run_top"]

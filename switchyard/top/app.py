@@ -25,10 +25,11 @@ import msgspec
 from rich.console import Console
 from rich.live import Live
 
+from switchyard.config import Settings
 from switchyard.errors import GatewayError
 from switchyard.schemas.monitor import Overview
 from switchyard.top.render import frame
-from switchyard.top.source import Target, fetch_overview
+from switchyard.top.source import Target, fetch_overview, resolve_target
 
 REQUEST_TIMEOUT_S = 5.0
 PIPE_WIDTH = 160  # into a file or a pipe with no COLUMNS: wide enough for every column
@@ -137,6 +138,15 @@ async def _every(
                 error = str(exc)
             show(last, error)
             await asyncio.sleep(max(0.0, started + interval - loop.time()))
+
+
+def read_overview(settings: Settings) -> Overview:
+    """One overview from the settings' gateway (for ``switchyard status``).
+
+    Raises:
+        GatewayError: no gateway answered, or it refused (the text says which).
+    """
+    return asyncio.run(_read_once(resolve_target(settings, None, None)))[0]
 
 
 async def _read_once(target: Target) -> tuple[Overview, bytes]:
