@@ -76,7 +76,7 @@ class Reply:
         seq: a chunk's position in its stream (from 0); on a stream's final message, how many
             chunks came before it; -1 when absent (non-streaming replies).
         deployment: the deployment that answered (final and error messages, and a stream's
-            first chunk).
+            first chunk), or whose queue took the request (``accepted``).
         attempts: how many deployments the request took (final and error messages, and a
             stream's first chunk).
         usage: tokens the provider reported (final messages), or None.
@@ -141,7 +141,9 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
         )
     if kind is ReplyKind.KEEPALIVE:
         return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""))
-    return Reply(kind, body, request_id=hdrs.get(h.REQUEST_ID, ""))
+    return Reply(
+        kind, body, request_id=hdrs.get(h.REQUEST_ID, ""), deployment=hdrs.get(h.DEPLOYMENT, "")
+    )
 
 
 def error_from_reply(reply: Reply) -> ApiError:
@@ -181,9 +183,15 @@ def _usage(value: str | None) -> Usage | None:
 # ---- writers ----
 
 
-async def send_accepted(nc: NATS, reply: str, request_id: str = "") -> None:
-    """``accepted``, naming the request's id (the one its caller sent, or the head's)."""
-    headers = {**ACCEPTED_HEADERS, h.REQUEST_ID: request_id} if request_id else ACCEPTED_HEADERS
+async def send_accepted(nc: NATS, reply: str, request_id: str = "", deployment: str = "") -> None:
+    """``accepted``, naming the request's id (the one its caller sent, or the head's) and the
+    deployment whose queue took it (a caller whose deadline passes before the answer names
+    it: an edge's 504 carries it as ``x-switchyard-deployment``)."""
+    headers = dict(ACCEPTED_HEADERS)
+    if request_id:
+        headers[h.REQUEST_ID] = request_id
+    if deployment:
+        headers[h.DEPLOYMENT] = deployment
     await nc.publish(reply, b"", headers=headers)
 
 

@@ -52,6 +52,7 @@ class ReplyProgress:
     delivery: str | None = None
     next_seq: int = 0
     gap_since: float | None = None
+    placed: str = ""  # the deployment whose queue took the request (a head's ``accepted``)
 
     def wait_until(self, until: float) -> float:
         return until if self.gap_since is None else min(until, self.gap_since + GAP_WAIT_S)
@@ -104,13 +105,18 @@ class ReplyProgress:
         """The 504 of a request whose deadline passed, saying how far its answer had come: a
         stream cut after 30 chunks read "before an answer arrived", which sent its reader
         looking for a provider that never answered."""
+        # Which deployment had it, as every answer and error of a worker says.
+        named = ((b"x-switchyard-deployment", self.placed.encode()),) if self.placed else ()
         if self.next_seq:
             chunks = f"{self.next_seq} chunk{'s' if self.next_seq != 1 else ''}"
             return DeadlineExceeded(
                 f"the request deadline passed while the answer was streaming, after {chunks}"
-                f"{cut_off}"
+                f"{cut_off}",
+                headers=named,
             )
-        return DeadlineExceeded(f"the request deadline passed before an answer arrived{cut_off}")
+        return DeadlineExceeded(
+            f"the request deadline passed before an answer arrived{cut_off}", headers=named
+        )
 
     def chunk(self, reply: Reply, now: float) -> bool:
         """A chunk arrived; True if it is the next one (to yield), False to skip it.

@@ -1,10 +1,12 @@
-"""A request whose deadline passes says how far its answer had come."""
+"""A request whose deadline passes says how far its answer had come, and which deployment
+had it."""
 
 from __future__ import annotations
 
 import pytest
 
-from switchyard.bus.replies import Reply, ReplyKind
+from switchyard.bus import headers as h
+from switchyard.bus.replies import Reply, ReplyKind, decode_reply
 from switchyard.errors import DeadlineExceeded
 from switchyard.runtime.reply_wait import ReplyProgress
 
@@ -45,3 +47,17 @@ def test_a_deadline_passed_before_any_chunk_says_no_answer_arrived() -> None:
     progress = ReplyProgress()
     assert progress.admit(Reply(ReplyKind.KEEPALIVE, b""), now=0.0)
     assert _expired(progress).message == "the request deadline passed before an answer arrived"
+
+
+def test_the_deployment_whose_queue_took_it_is_named_on_the_504() -> None:
+    """A head's `accepted` names the deployment it queued the request for: the edge's 504 then
+    carries `x-switchyard-deployment`, as every answer of a deployment does."""
+    accepted = decode_reply(b"", {h.KIND: "accepted", h.REQUEST_ID: "r1", h.DEPLOYMENT: "p--m"})
+    assert (accepted.kind, accepted.deployment, accepted.request_id) == (
+        ReplyKind.ACCEPTED,
+        "p--m",
+        "r1",
+    )
+    progress = ReplyProgress(placed=accepted.deployment)
+    assert _expired(progress).headers == ((b"x-switchyard-deployment", b"p--m"),)
+    assert _expired(ReplyProgress()).headers == ()  # no head took it: nothing to name

@@ -331,9 +331,9 @@ class Head:
             # Run below interactive (the key's cap, a batch line, a header asking for less):
             # nor may its provider call ask for the processing OpenAI charges more for.
             data = lowered_tier(data)
-        await self._place(data, env, hop, named, pinned=pinned or None)
+        placed = await self._place(data, env, hop, named, pinned=pinned or None)
         self.stats.outcome(DISPATCHED)
-        await replies.send_accepted(self.nc, reply, env.request_id)
+        await replies.send_accepted(self.nc, reply, env.request_id, placed)
 
     async def _stale(self, env: Envelope, msg: Msg, reply: str) -> bool:
         """True (logged, counted, answered) when the caller stopped waiting for this attempt
@@ -383,8 +383,10 @@ class Head:
             avoid, env = await self._after_removal(env, named)
         else:
             await self._after_failure(env, named)
-        await self._place(body, env, hop, named, pinned=None, avoid=avoid)
+        placed = await self._place(body, env, hop, named, pinned=None, avoid=avoid)
         self.stats.outcome(REROUTED)
+        # The caller learns where it went now (its 504, should its deadline pass, names it).
+        await replies.send_accepted(self.nc, env.reply, env.request_id, placed)
 
     async def _after_removal(self, env: Envelope, named: decide.Named) -> tuple[str, Envelope]:
         """A removal bounce: the deployment to avoid next, and the envelope to queue (the
@@ -421,12 +423,13 @@ class Head:
         *,
         pinned: str | None,
         avoid: str = "",
-    ) -> None:
-        """Queue the request for the deployment the route picks. A deployment whose queue is
-        full counts as a tried one (no cooldown: it drains by itself) and the next candidate,
-        another deployment or a fallback, takes the request; with none left, or with the
-        attempts spent, the caller gets the 503 ``queue_full``. ``avoid``: a deployment that
-        just bounced the request, not chosen while the route has another."""
+    ) -> str:
+        """Queue the request for the deployment the route picks; returns its id. A
+        deployment whose queue is full counts as a tried one (no cooldown: it drains by
+        itself) and the next candidate, another deployment or a fallback, takes the request;
+        with none left, or with the attempts spent, the caller gets the 503 ``queue_full``.
+        ``avoid``: a deployment that just bounced the request, not chosen while the route has
+        another."""
         full: ServiceUnavailable | None = None
         failed_before = bool(env.provider_attempts)  # earlier attempts failed at a provider
         while True:
@@ -442,7 +445,7 @@ class Head:
             deployment = self._spare(env, chosen, body, avoid)
             try:
                 await self._dispatch(body, env, deployment, hop)
-                return
+                return deployment.id
             except ApiError as exc:  # a full HOLD queue, no queue at all, the deadline...
                 if not isinstance(exc, ServiceUnavailable) or exc.code != "queue_full" or env.pin:
                     named.refused_by(deployment.id, env)
