@@ -176,11 +176,17 @@ class ApiError(SwitchyardError):
         code: machine-readable code (``model_not_found``, ``queue_full``...), or None.
         param: the request field at fault, or None.
         retry_after: seconds a client should wait before retrying, when known.
+        no_retry: no retry of the same request can succeed (a key's ``tpm`` below what the
+            request needs, a ``total`` budget spent, a request or an answer too large): the
+            edges answer it with ``x-should-retry: false``, which the OpenAI and Anthropic
+            SDKs obey before their status rules (they retry 408, 409, 429 and 5xx).
+            A class's default; a constructor's ``no_retry`` sets it for one error.
     """
 
     status: int = 500
     type: str = "api_error"
     code: str | None = None
+    no_retry: bool = False
 
     def __init__(
         self,
@@ -192,11 +198,14 @@ class ApiError(SwitchyardError):
         status: int | None = None,
         type: str | None = None,
         headers: Sequence[tuple[bytes, bytes]] = (),
+        no_retry: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if no_retry is not None:
+            self.no_retry = no_retry
         if status is not None:
             self.status = status
         if type is not None:
@@ -266,9 +275,13 @@ class ReaderTooSlow(ApiError):
 
 
 class PayloadTooLarge(ApiError):
+    """413: the request (or the answer it asks for) is larger than Switchyard carries; the
+    same request is refused again, however often it is sent."""
+
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+    no_retry = True
 
 
 class RateLimited(ApiError):
@@ -292,6 +305,7 @@ class RateLimited(ApiError):
         status: int | None = None,
         type: str | None = None,
         headers: Sequence[tuple[bytes, bytes]] = (),
+        no_retry: bool | None = None,
     ) -> None:
         super().__init__(
             message,
@@ -301,6 +315,7 @@ class RateLimited(ApiError):
             status=status,
             type=type,
             headers=headers,
+            no_retry=no_retry,
         )
         self.limit = limit
 

@@ -14,7 +14,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import httpx2
 import msgspec
+import openai
 import pytest
 import pytest_asyncio
 import redis.exceptions
@@ -221,6 +223,7 @@ async def test_budget_is_refused_after_the_crossing_request_and_resets(
         assert error["type"] == "insufficient_quota"
         assert error["code"] == "budget_exceeded"
         assert 1 <= int(refused.headers["retry-after"]) <= period
+        assert "x-should-retry" not in refused.headers  # back within seconds: SDKs wait
         # The reset named is the period's end, not the second before it.
         resets = dt.datetime.fromisoformat(error["message"].rsplit("it resets at ", 1)[1])
         assert resets.timestamp() % period == 0, error["message"]
@@ -265,6 +268,7 @@ async def test_a_burst_sent_at_once_stops_at_the_budget(limited: dict[str, Any])
         assert "still running" in error["message"], error["message"]
         assert "held ~$" in error["message"], error["message"]
         assert refused.headers["retry-after"] == "1"  # a total budget, but they end soon
+        assert "x-should-retry" not in refused.headers  # a retry in a second may pass
         deadline = time.monotonic() + 10
         while True:  # every answer billed
             shown = (await stack.admin("GET", f"/keys/{key_id}")).json()["spend"]
@@ -298,8 +302,26 @@ async def test_a_request_larger_than_the_whole_tpm_says_waiting_will_not_help(
     assert error["code"] == "request_too_large"
     assert "however long you wait" in error["message"], error["message"]
     assert "retry-after" not in refused.headers, refused.headers
+    # Without it the OpenAI SDK sent the request 3 times (each counted against the key's rpm).
+    assert refused.headers["x-should-retry"] == "false", refused.headers
     assert refused.headers["x-ratelimit-remaining-tokens"] == "100"  # it took nothing
     assert small.status_code == 200, small.text
+    sent: list[httpx2.Request] = []
+
+    async def count(request: httpx2.Request) -> None:
+        sent.append(request)
+
+    hooks = {"request": [count]}
+    async with httpx2.AsyncClient(timeout=10, event_hooks=hooks) as sdk_http:  # (its httpx)
+        sdk = openai.AsyncOpenAI(
+            api_key=key, base_url=f"{edges[0]}/v1", max_retries=2, http_client=sdk_http
+        )
+        with pytest.raises(openai.RateLimitError) as raised:
+            await sdk.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "word " * 600}]
+            )
+    assert raised.value.code == "request_too_large"
+    assert len(sent) == 1, "the OpenAI SDK retried a request that can never run"
 
 
 async def test_an_inline_image_counts_as_an_image_not_as_its_bytes(
@@ -381,6 +403,7 @@ async def test_a_tiny_total_budget_is_enforced_and_says_waiting_will_not_help(
     error = refused.json()["error"]
     assert error["code"] == "budget_exceeded"
     assert "retry-after" not in refused.headers, refused.headers
+    assert refused.headers["x-should-retry"] == "false", refused.headers  # the SDKs retried
     assert "does not reset" in error["message"], error["message"]
     assert "per total period" not in error["message"]
     shown = (await stack.admin("GET", f"/keys/{key_id}")).json()["spend"]

@@ -49,6 +49,7 @@ EXPOSED = b", ".join(
         b"x-request-id",
         b"request-id",
         b"retry-after",
+        b"x-should-retry",
         b"x-ratelimit-limit-requests",
         b"x-ratelimit-remaining-requests",
         b"x-ratelimit-reset-requests",

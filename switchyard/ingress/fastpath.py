@@ -61,6 +61,7 @@ from switchyard.ingress.timeouts import (
 )
 from switchyard.limits.limiter import Ticket
 from switchyard.runtime import semconv as sc
+from switchyard.runtime.http import SHOULD_NOT_RETRY
 from switchyard.runtime.tracing import NO_HOP, Hop
 from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.openai import (
@@ -482,6 +483,8 @@ async def _respond_error(
         headers += answered_by(refusal)
     if exc.retry_after is not None:
         headers.append((b"retry-after", http_retry_after(exc.retry_after).encode()))
+    if exc.no_retry:  # the SDKs would retry a 429 (or a 5xx) that can never succeed
+        headers.append(SHOULD_NOT_RETRY)
     # Anthropic's SDKs read errors in Anthropic's shape; every other route speaks OpenAI's.
     status = exc.status
     if op in ANTHROPIC_OPS:

@@ -41,6 +41,9 @@ BUDGET_CACHE_S = 1.0
 # Retry-After of a 503 when Redis/Valkey is unreachable (as the edge's limiter says).
 UNAVAILABLE_RETRY_S = 3.0
 WARN_EVERY_S = 10.0  # how often an unreadable Valkey is logged
+# The longest Retry-After the OpenAI and Anthropic SDKs wait out before a retry (a longer one
+# they ignore, retrying after their own backoff of seconds).
+SDK_MAX_WAIT_S = 60.0
 
 
 def budget_nano(key: ClientKey) -> int:
@@ -93,6 +96,9 @@ def budget_exceeded(
         type="insufficient_quota",
         headers=headers,
         limit="budget",
+        # Used up, and back no sooner than an SDK waits (a minute at most): its retries are
+        # refused too, each counted against the key's rpm. Held: one ends soon, retries help.
+        no_retry=not held and (retry_s is None or retry_s > SDK_MAX_WAIT_S),
     )
 
 

@@ -379,6 +379,7 @@ class Limiter:
                 retry_after=None if code == 5 else retry,
                 headers=headers,
                 limit=_LIMIT_NAMES.get(code),
+                no_retry=code == 5,  # x-should-retry: false (the SDKs would retry a 429)
             )
         return err
 

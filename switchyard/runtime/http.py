@@ -13,6 +13,10 @@ from switchyard.errors import ApiError
 from switchyard.schemas.openai import error_body, openai_status
 
 JSON = "application/json"
+# On an error no retry of the same request can fix (``ApiError.no_retry``): the OpenAI and
+# Anthropic SDKs read it before their status rules, so a 429 that can never succeed is not
+# sent again (each retry counted against the key's limits; a 5xx's, a billed provider call).
+SHOULD_NOT_RETRY = (b"x-should-retry", b"false")
 
 
 def error_response(
@@ -27,6 +31,8 @@ def error_response(
         headers["x-request-id"] = request_id
     for name, value in exc.headers:
         headers[name.decode()] = value.decode()
+    if exc.no_retry:
+        headers[SHOULD_NOT_RETRY[0].decode()] = SHOULD_NOT_RETRY[1].decode()
     status = exc.status
     if body is None:
         body, status = error_body(exc), openai_status(status)
