@@ -5,7 +5,8 @@ An embeddings answer travels to the edge as one NATS message (8 MiB less 16 KiB 
 ``answer_too_large`` telling the client to "stream it" (embeddings cannot be streamed) and,
 although the provider did the work and charges for it, billed nothing: a key could run up
 provider cost Switchyard never counted. Now the message says how many inputs of that size fit
-(and that base64 is smaller), and the call is billed its prompt's estimate.
+(and that base64 is smaller), and the call is billed its prompt's estimate. It is a 413 with
+``x-should-retry: false``: as a 502, the OpenAI SDK sent it three times, each call billed.
 """
 
 from __future__ import annotations
@@ -14,36 +15,47 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
+import openai
 import pytest
 import pytest_asyncio
 
 from tests.stacks import Stack
+from tests.upstream import FakeOpenAI
 
 pytestmark = pytest.mark.integration
 
-ROUTES = {"embed-wide": {"deployments": [{"provider": "fake", "model": "dims:1536"}]}}
+ROUTES = {
+    "embed-wide": {"deployments": [{"provider": "fake", "model": "dims:1536"}]},
+    "embed-sdk": {"deployments": [{"provider": "fake", "model": "dims:1537"}]},  # (own calls)
+}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def routed(stack: Stack) -> AsyncIterator[Stack]:
     async with stack.live_routes(ROUTES):
         async with httpx.AsyncClient(base_url=stack.tail_url, timeout=60) as http:
-            for _ in range(150):  # every head and model-proxy follows the table on its own
-                probe = await _embed(http, stack, 1, "float", "embedceil-probe")
-                if probe.status_code == 200:
-                    break
-                await asyncio.sleep(0.2)
-        assert probe.status_code == 200, probe.text
+            for model in ROUTES:
+                for n in range(150):  # every head and model-proxy follows the table on its own
+                    probe = await _embed(http, stack, 1, "float", f"embedceil-probe{n}", model)
+                    if probe.status_code == 200:
+                        break
+                    await asyncio.sleep(0.2)
+                assert probe.status_code == 200, probe.text
         yield stack
 
 
 async def _embed(
-    http: httpx.AsyncClient, stack: Stack, inputs: int, encoding: str, request_id: str
+    http: httpx.AsyncClient,
+    stack: Stack,
+    inputs: int,
+    encoding: str,
+    request_id: str,
+    model: str = "embed-wide",
 ) -> httpx.Response:
     return await http.post(
         "/v1/embeddings",
         json={
-            "model": "embed-wide",
+            "model": model,
             "input": [f"text number {i}" for i in range(inputs)],
             "encoding_format": encoding,
         },
@@ -55,9 +67,12 @@ async def _embed(
 async def test_an_embeddings_answer_too_large_says_what_fits_and_is_billed(routed: Stack) -> None:
     async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
         over = await _embed(http, routed, 400, "float", "embedceil-over")
-    assert over.status_code == 502, over.text[:300]
+    # A 413 the SDKs do not retry: a 502 each sent three times, each a billed provider call.
+    assert over.status_code == 413, over.text[:300]
+    assert over.headers["x-should-retry"] == "false", over.headers
     error = over.json()["error"]
     assert error["code"] == "answer_too_large", error
+    assert error["type"] == "invalid_request_error", error
     assert "stream it" not in error["message"], error  # embeddings are never streamed
     assert "inputs of this size fit" in error["message"], error
     fit = int(error["message"].split("(about ")[1].split(" ")[0])
@@ -65,7 +80,7 @@ async def test_an_embeddings_answer_too_large_says_what_fits_and_is_billed(route
     assert "encoding_format base64" in error["message"], error
     event = await routed.usage_of("embedceil-over")
     assert event is not None, "an answer the provider gave (and charges for) went unbilled"
-    assert event.status == 502
+    assert event.status == 413
     assert event.prompt_tokens > 0
     assert event.prompt_tokens_estimated == event.prompt_tokens  # the estimate, said so
     assert event.completion_tokens == 0
@@ -80,7 +95,27 @@ async def test_a_thousand_inputs_of_1536_dimensions_fit_as_base64(routed: Stack)
         too_many = await _embed(http, routed, 1100, "base64", "embedceil-base64-over")
     assert fits.status_code == 200, fits.text[:300]
     assert len(fits.json()["data"]) == 1000
-    assert too_many.status_code == 502, too_many.text[:300]
+    assert too_many.status_code == 413, too_many.text[:300]
     message = too_many.json()["error"]["message"]
     assert "encoding_format base64" not in message, message  # it already was
     assert "(about 10" in message, message  # ~1,010 of them fit
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_openai_sdk_sends_an_answer_too_large_once(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """The SDK's default two retries were two more provider calls, billed, for answers no
+    client would ever receive: 1,500 float inputs of 1,536 dimensions were sent 3 times."""
+    before = len(upstream.calls_for("dims:1537"))
+    sdk = openai.AsyncOpenAI(api_key=routed.api_key, base_url=f"{routed.tail_url}/v1")
+    with pytest.raises(openai.APIStatusError) as raised:
+        await sdk.embeddings.create(
+            model="embed-sdk",
+            input=[f"text number {i}" for i in range(1500)],
+            encoding_format="float",
+        )
+    await sdk.close()
+    assert raised.value.status_code == 413
+    assert raised.value.code == "answer_too_large"
+    assert len(upstream.calls_for("dims:1537")) == before + 1, "the SDK retried it"

@@ -3,8 +3,9 @@
 A provider's non-streamed answer travels to the edge as one NATS message, which the server
 caps (``max_payload``, 8 MiB here). A larger one made the model-proxy's send fail outside any
 handling: the client got 500 "internal error in the model proxy" and the log a traceback. It is
-now the client's 502 ``answer_too_large`` saying what to do, tried on no other deployment
-(their answer would be as large), and the model-proxy serves on. Nor is it read past the
+now the client's 413 ``answer_too_large`` saying what to do (a 413, not a 502, which every SDK
+retried, each retry a billed provider call), tried on no other deployment (their answer would
+be as large), and the model-proxy serves on. Nor is it read past the
 bound (32 MiB here, sent without a Content-Length): it was held whole in memory.
 """
 
@@ -67,7 +68,7 @@ async def _chat(http: httpx.AsyncClient, stack: Stack, model: str) -> httpx.Resp
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_an_answer_too_large_for_the_bus_is_a_clear_502_tried_nowhere_else(
+async def test_an_answer_too_large_for_the_bus_is_a_clear_413_tried_nowhere_else(
     routed: Stack, upstream: FakeOpenAI
 ) -> None:
     before = sum(len(upstream.calls_for(d["model"])) for d in ROUTES["large-over"]["deployments"])
@@ -75,12 +76,13 @@ async def test_an_answer_too_large_for_the_bus_is_a_clear_502_tried_nowhere_else
         over = await _chat(http, routed, "large-over")
         chunked = await _chat(http, routed, "large-chunked")
         under = await _chat(http, routed, "large-under")
-    assert over.status_code == 502, over.text[:300]
+    assert over.status_code == 413, over.text[:300]  # a 502 every SDK retried, each billed
+    assert over.headers["x-should-retry"] == "false", over.headers
     error = over.json()["error"]
     assert error["code"] == "answer_too_large", error
     assert "MiB" in error["message"]
     assert "stream it" in error["message"]
-    assert chunked.status_code == 502, chunked.text[:300]
+    assert chunked.status_code == 413, chunked.text[:300]
     assert chunked.json()["error"]["code"] == "answer_too_large"
     assert "is more than the" in chunked.json()["error"]["message"]  # not read to its end
     after = sum(len(upstream.calls_for(d["model"])) for d in ROUTES["large-over"]["deployments"])

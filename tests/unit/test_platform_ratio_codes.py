@@ -19,7 +19,7 @@ from switchyard.runtime.error_labels import OWN_CODES
 from tests.opspack import dashboard_queries, rules
 
 SERVER_ERRORS = {
-    "admin_disabled", "all_deployments_failed", "answer_too_large", "deadline_exceeded",
+    "admin_disabled", "all_deployments_failed", "deadline_exceeded",
     "deadline_too_short", "deployment_removed", "deployments_cooling_down", "edge_stopping",
     "file_storage_full", "head_stopping", "invalid_upstream_reply", "items_unavailable",
     "keys_unavailable",
@@ -37,7 +37,8 @@ REFUSALS = {
     "too_many_concurrent_requests", "too_many_failed_authentications",
 }  # fmt: skip
 CLIENT_ERRORS = {
-    "admin_read_only", "api_key_expired", "api_key_revoked", "conflict", "empty_file",
+    "admin_read_only", "answer_too_large", "api_key_expired", "api_key_revoked", "conflict",
+    "empty_file",
     "headers_too_large",
     "invalid_admin_token", "invalid_api_key", "invalid_deployment", "invalid_file",
     "invalid_header", "invalid_json", "invalid_request", "invalid_value", "item_not_found",

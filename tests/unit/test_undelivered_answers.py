@@ -52,3 +52,13 @@ def test_an_embeddings_answer_too_large_says_how_many_inputs_fit() -> None:
     tokens = ue.sized_for(exc, "embed", {"input": [1, 2, 3]})  # one input, as token ids
     assert "not one input's vector fits" in tokens.message
     assert ue.sized_for(exc, "chat", {"input": ["a"]}) is exc
+
+
+def test_an_answer_too_large_is_a_413_no_sdk_retries() -> None:
+    """A 502 was retried by every SDK, each retry a provider call billed for an answer the
+    client never got; the same request gets the same answer, from any deployment."""
+    exc = ue.sized_for(ue.too_large("p", 16 * MIB, 8 * MIB), "embed", {"input": ["a"] * 300})
+    assert (exc.status, exc.type, exc.code) == (413, "invalid_request_error", "answer_too_large")
+    assert exc.no_retry  # x-should-retry: false
+    assert not exc.retryable  # tried on no other deployment, as before
+    assert ue.no_cooldown(exc)

@@ -261,10 +261,27 @@ class Undelivered(ProviderError):
 
 class AnswerTooLarge(Undelivered):
     """A whole answer larger than one bus message carries: ``size`` bytes (None: not read to
-    its end), ``limit`` the most a whole answer may be."""
+    its end), ``limit`` the most a whole answer may be.
+
+    The client's 413 (``invalid_request_error``), not a 502: the same request gets the same
+    answer from any deployment, every time, and the SDKs retry every 5xx, each retry a
+    provider call that is billed (the OpenAI SDK sent an embeddings call of 1,500 float
+    inputs three times). 413 rather than 400 or 422: the fix is the one for a body too large,
+    a smaller request (fewer inputs, a lower max_tokens), and no SDK retries it (they retry
+    408, 409, 429 and 5xx); ``x-should-retry: false`` says so to the OpenAI and Anthropic
+    SDKs as well (:attr:`no_retry`)."""
+
+    no_retry = True
 
     def __init__(self, message: str, *, provider: str, size: int | None, limit: int) -> None:
-        super().__init__(message, provider=provider, code="answer_too_large", retryable=False)
+        super().__init__(
+            message,
+            provider=provider,
+            code="answer_too_large",
+            retryable=False,
+            status=413,
+            type="invalid_request_error",
+        )
         self.size = size
         self.limit = limit
 
@@ -273,7 +290,7 @@ def too_large(
     provider: str, size: int | None, limit: int, *, inputs: int = 0, base64: bool = False
 ) -> AnswerTooLarge:
     """A whole answer larger than one bus message may carry (``max_payload`` less the
-    headers' room; ``size`` None: not read to its end): the client's 502, never tried
+    headers' room; ``size`` None: not read to its end): the client's 413, never tried
     elsewhere (another deployment's answer would be as large), never cooled (the provider
     did its job), billed its prompt's estimate (:class:`Undelivered`). ``inputs``: an
     embeddings answer's input count (it cannot be streamed: the message says how many fit)."""
