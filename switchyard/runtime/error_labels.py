@@ -29,6 +29,7 @@ OWN_CODES = frozenset(
         "deployments_rate_limited",
         "edge_stopping",
         "empty_file",
+        "endpoint_not_supported",
         "file_storage_full",
         "head_stopping",
         "headers_too_large",

@@ -38,8 +38,7 @@ REFUSALS = {
 }  # fmt: skip
 CLIENT_ERRORS = {
     "admin_read_only", "answer_too_large", "api_key_expired", "api_key_revoked", "conflict",
-    "empty_file",
-    "headers_too_large",
+    "empty_file", "endpoint_not_supported", "headers_too_large",
     "invalid_admin_token", "invalid_api_key", "invalid_deployment", "invalid_file",
     "invalid_header", "invalid_json", "invalid_request", "invalid_value", "item_not_found",
     "method_not_allowed",

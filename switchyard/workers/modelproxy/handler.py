@@ -349,6 +349,7 @@ class Handler:
             # A stream that already told its client in the client's dialect (an error event)
             # still ends in an error, so every bus reader sees it failed; Sy-Error-In-Stream
             # tells a relay (the edges) to add no second error event.
+            exc = reroutes.said_here(exc, job.env, job.deployment_id)
             job.answer, job.in_stream = exc, ended_in_dialect(adapter)
             await self._answer(job, end=self._unbroken(job))
             if not (isinstance(exc, DeadlineExceeded) or ue.clients_own(exc)):

@@ -62,6 +62,17 @@ def answered_here(exc: ApiError, table: RouteTable, env: Envelope, deployment_id
     )
 
 
+def said_here(exc: ApiError, env: Envelope, deployment_id: str) -> ApiError:
+    """``exc`` as this model-proxy answers it: an endpoint the route's one deployment does not
+    serve is named with the route, as the heads' 400 names it (:func:`answered_here`)."""
+    if isinstance(exc, ue.EndpointNotServed):
+        return ue.EndpointNotServed(
+            f"no deployment of `{env.alias}` can take this request: {deployment_id}: {exc.message}",
+            param=exc.param,
+        )
+    return exc
+
+
 def attempt_summary(deployment_id: str, exc: ApiError) -> str:
     """A failed attempt as the errors listed name it, and the cooldown it starts: with the
     provider's own status when it answered one (its 500, not the 502 Switchyard answers)."""

@@ -122,7 +122,13 @@ class OpenAICompatible:
                     if resp.status >= 400:
                         data = await ue.read_error(resp)
                         raise http_error(
-                            resp.status, data, resp.headers, name, call.api_key, path=resp.url.path
+                            resp.status,
+                            data,
+                            resp.headers,
+                            name,
+                            call.api_key,
+                            path=resp.url.path,
+                            op=call.op,
                         )
                     data = await ue.read_answer(resp, call.max_answer_bytes, name)
                     data = ue.json_answer(name, data, resp.content_type)
@@ -151,7 +157,13 @@ class OpenAICompatible:
                 if resp.status >= 400:
                     data = await ue.read_error(resp)
                     raise http_error(
-                        resp.status, data, resp.headers, name, call.api_key, path=resp.url.path
+                        resp.status,
+                        data,
+                        resp.headers,
+                        name,
+                        call.api_key,
+                        path=resp.url.path,
+                        op=call.op,
                     )
                 if resp.content_type == "text/html":  # a proxy's page: the provider's failure
                     data = await ue.read_error(resp)
@@ -447,13 +459,20 @@ def http_error(
     key: Secret | None,
     *,
     path: str = "",
+    op: str = "",
 ) -> Exception:
     """The error for a provider's HTTP failure ``status`` with body ``data``, on ``path``
-    (the URL's path, never its host: an internal address is none of a client's business)."""
+    (the URL's path, never its host: an internal address is none of a client's business),
+    for a request of ``op`` (a 404 on an endpoint beside chat may mean the deployment does
+    not serve that endpoint: :func:`.upstream_errors.endpoint_not_served`)."""
     fields = error_fields(data)
     code = fields.code
     param = redact(fields.param, key)[:200] if fields.param else None
     said = redact(fields.message, key) if fields.message is not None else None
+    if status == 404 and not ue.names_the_clients(code, param):
+        unserved = ue.endpoint_not_served(op, provider, redact(path, key), said, code)
+        if unserved is not None:
+            return unserved
     message = f"provider {provider} answered HTTP {status}"
     if status == 404 and not (
         said is not None

@@ -6,7 +6,9 @@ may hold a valid key), a provider key that is not stored or cannot be fetched (n
 the provider is fine), and a provider that does not know the deployment's model (404, 410: the
 client named a Switchyard alias, the deployment is what is wrong). Not retried: anything the
 client's request caused (400, 413, 422, content policy, a 404 or 410 for an id the client
-named), because every deployment would answer the same.
+named), because every deployment would answer the same. A 404 on an endpoint beside chat
+that the deployment does not serve (the legacy completions endpoint for a chat model) is
+neither: tried on the route's other deployments without cooling (:class:`EndpointNotServed`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "clients_own",
     "cut_short",
+    "endpoint_not_served",
     "from_status",
     "json_answer",
     "key_unreachable",
@@ -168,6 +171,46 @@ def no_endpoint(provider: str, path: str) -> str:
         hint = ": does its api_base lack /v1?"
     # Short: the failed attempts listed in a client's error keep 200 characters each.
     return f"provider {provider} answered HTTP 404{where}, no such endpoint or model{hint}"
+
+
+class EndpointNotServed(DeploymentCannotTake):
+    """A deployment whose provider has no such endpoint for its model: a 404 on the legacy
+    completions endpoint (OpenAI's "This is a chat model and not supported in the
+    v1/completions endpoint", or a server without the path at all). No provider outage: its
+    chat works. Tried on the route's other deployments like any request a deployment cannot
+    take (nothing cools, no attempt counted), and the client's 400 naming the endpoint and
+    the route when none serves it; it was a 502 ``all_deployments_failed`` that cooled every
+    deployment of the route for every tenant's chat."""
+
+    code = "endpoint_not_supported"
+
+
+# Ops whose endpoint a deployment may lack while serving its model on chat (a 404 there says
+# nothing of the deployment's health), and the endpoint each is, as a client calls it.
+SIDE_ENDPOINTS = {"complete": "/v1/completions"}
+# How a 404 says the model itself is not there (OpenAI's and vLLM's "The model `x` does not
+# exist", Ollama's "model \"x\" not found"): cooled as on chat. A bare "Not Found" is not.
+_NO_SUCH_MODEL = ("does not exist", "not found")
+
+
+def endpoint_not_served(
+    op: str, provider: str, path: str, said: str | None, code: str | None
+) -> EndpointNotServed | None:
+    """The refusal of a 404 on ``op``'s endpoint when it says the deployment does not serve
+    that endpoint (its API's words, or no API error at all), else None (a model that does not
+    exist there fails as on chat: the deployment is what is wrong)."""
+    endpoint = SIDE_ENDPOINTS.get(op)
+    if endpoint is None or code in MODEL_CODES:
+        return None
+    text = (said or "").lower()
+    if "model" in text and "endpoint" not in text and any(w in text for w in _NO_SUCH_MODEL):
+        return None
+    why = f": {said[:160]}" if said else ""
+    return EndpointNotServed(
+        f"provider {provider} does not serve {endpoint} for this deployment's model "
+        f"(HTTP 404 for {path or endpoint}{why})",
+        param="model",
+    )
 
 
 def about_the_model(message: str, code: str | None) -> bool:
