@@ -2,11 +2,12 @@
 
 Covers OpenAI, Azure OpenAI, vLLM, Ollama, Groq, Together and any ``api_base`` that speaks the
 OpenAI wire format. No litellm on this path: it costs ~4.5 ms CPU per call where a plain POST
-costs ~0.2 ms (DESIGN §8). Non-streamed bodies are returned as received; streamed SSE ``data:``
-lines are forwarded one by one as they arrive (no buffering). One exception: embeddings asked
-for as base64 that a server answered as float lists anyway are encoded as asked (see
-:mod:`.embedding_format`; only those answers are decoded). Redirects are not followed (see
-:mod:`.redirects`).
+costs ~0.2 ms (DESIGN §8). Non-streamed bodies are returned as received; streamed SSE events
+are forwarded one by one as they arrive (no buffering; an event whose data spans several
+``data:`` lines is joined as the SSE standard says, and sent on as one line). One exception:
+embeddings asked for as base64 that a server answered as float lists anyway are encoded as
+asked (see :mod:`.embedding_format`; only those answers are decoded). Redirects are not
+followed (see :mod:`.redirects`).
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ class OpenAICompatible:
         # The answer's content began: the idle clock runs (a pause before it is not idle:
         # a reasoning model thinks then). The usage is due when it was asked for.
         content, usage_due = False, call.client_wants_usage or call.provider.kind in _USAGE_CAPABLE
+        parts: list[bytes] | None = None  # the data lines of an event spread over several
         try:
             while True:
                 try:
@@ -216,9 +218,24 @@ class OpenAICompatible:
                     if not ended:  # neither [DONE] nor a finish_reason: the answer was cut
                         raise ue.cut_short(name)
                     return
-                if not line.startswith(b"data:"):
+                if line.startswith(b"data:"):
+                    payload = line[5:].strip()
+                    if parts is not None:  # the next line of an event spread over several
+                        parts.append(payload)
+                        continue
+                    # Every server's usual event is one line of a JSON object (or [DONE]),
+                    # passed on at once; any other line is the first of several, joined
+                    # at the blank line that ends the event (_joined). One test per chunk.
+                    if payload[-1:] != b"}" and payload != _DONE:
+                        parts = [payload]
+                        continue
+                elif parts is None or line.strip():  # an event's other fields, a comment
                     continue
-                payload = line[5:].strip()
+                else:  # the blank line that ends an event spread over several data lines
+                    joined, parts = _joined(parts, name), None
+                    if joined is None:
+                        continue
+                    payload = joined
                 if payload == _DONE:
                     finished = True
                     return
@@ -251,6 +268,32 @@ class OpenAICompatible:
                 resp.release()
             else:
                 resp.close()
+
+
+def _joined(parts: list[bytes], provider: str) -> bytes | None:
+    """The data of an event spread over several ``data:`` lines, joined with newlines as the
+    SSE standard says and made one line again (each chunk is passed on as one ``data:``
+    line); None for an event without data (not dispatched, as the standard says).
+
+    Sent as separate events, each line reached chat clients as broken JSON, and the
+    Responses translation failed the answer (502 ``invalid_upstream_reply``).
+
+    Raises:
+        ProviderError: the joined data is not JSON (the provider's failure).
+    """
+    data = b"\n".join(parts)
+    if not data.strip():
+        return None
+    try:
+        return msgspec.json.format(data, indent=-1)  # (keeps every value as written)
+    except msgspec.DecodeError:
+        raise ProviderError(
+            f"provider {provider} sent a streamed event of {len(parts)} data lines that is "
+            "not JSON",
+            provider=provider,
+            retryable=True,
+            upstream_status=200,
+        ) from None
 
 
 def _event(payload: bytes, client_wants_usage: bool) -> StreamEvent | None:
