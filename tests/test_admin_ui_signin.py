@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from switchyard.admin.ui.signin_guard import RECORDED
+from switchyard.admin.ui.signin_rate import PER_ADDRESS
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
@@ -84,3 +85,31 @@ async def test_a_change_is_audited_with_the_address_that_made_it(stack: Stack) -
         "key.create": "127.0.0.77",
         "session.signout": "127.0.0.77",
     }, audit
+
+
+async def test_right_tokens_past_the_minutes_bound_get_429_no_session_and_no_entry(
+    stack: Stack,
+) -> None:
+    """A right token always signed in, each sign-in a session and an audit entry: a script
+    with the read-only token at 1,000 a second signed every idle admin out (one session cap)
+    and pushed every real entry out of the audit log. Now 429 with Retry-After past the
+    minute's bound for the address, and nothing made or written for it."""
+    token = stack.settings.admin_readonly_token_file.read_text(encoding="utf-8").strip()
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.215")  # this test's own
+    statuses = []
+    async with httpx.AsyncClient(
+        base_url=stack.gateway_url,
+        transport=transport,
+        timeout=30,
+        headers={"Origin": stack.gateway_url},
+    ) as web:
+        for _ in range(PER_ADDRESS + 2):
+            web.cookies.clear()  # a script: a new session each time
+            answer = await web.post("/ui/signin", data={"name": "ro-flood", "token": token})
+            statuses.append(answer.status_code)
+        assert statuses == [303] * PER_ADDRESS + [429] * 2, statuses
+        assert 0 < int(answer.headers["retry-after"]) <= 60
+        assert "Too many sign-ins" in answer.text
+        assert "set-cookie" not in answer.headers
+    audit = (await stack.admin("GET", "/audit?kind=session&q=ro-flood&limit=500")).json()
+    assert audit["total"] == PER_ADDRESS, audit["total"]

@@ -10,7 +10,7 @@ import pytest
 from starlette.requests import Request
 
 from switchyard.admin.key_index import KeyIndex
-from switchyard.admin.ui import csrf, sessions, signin_guard
+from switchyard.admin.ui import csrf, signin_guard
 from switchyard.admin.ui.app import _over_tls
 from switchyard.admin.ui.forms import field_name, place, split_validation
 from switchyard.admin.ui.pages.secrets import _checked
@@ -144,16 +144,13 @@ def test_deleting_a_secret_strands_only_routes_with_nothing_else_to_answer() -> 
     assert users.stranded == ["only"]
 
 
-def test_swept_evicted_and_old_sessions_end_their_open_streams(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_swept_evicted_and_old_sessions_end_their_open_streams() -> None:
     """A stream stops when its session is over; only get() and sign-out used to say so."""
-    store = SessionStore(idle_s=60, absolute_s=3600)
+    store = SessionStore(idle_s=60, absolute_s=3600, max_sessions=2)
     _, idle = store.create("ada", "")
     idle.last_seen = time.time() - 61
     store.create("bob", "")  # a sign-in sweeps the expired ones
     assert idle.over()
-    monkeypatch.setattr(sessions, "MAX_SESSIONS", 2)
     _, oldest = store.create("cy", "")
     oldest.last_seen = 0.0  # the least recently used
     store.create("dee", "")  # evicts it
@@ -162,6 +159,23 @@ def test_swept_evicted_and_old_sessions_end_their_open_streams(
     assert not old.over()
     old.ends_at = time.time() - 1  # 24 hours after its sign-in, however busy
     assert old.over()
+
+
+def test_read_only_sign_ins_never_end_an_admins_session() -> None:
+    """One cap (10,000, least recently used ended) for every session: a script signing in
+    with the read-only token signed every idle admin out. Read-only sessions have their own."""
+    store = SessionStore(idle_s=60, absolute_s=3600, max_sessions=2, max_read_only=2)
+    _, admin = store.create("ada", "")
+    admin.last_seen = time.time() - 59  # idle, the least recently used of all
+    viewers = [store.create(f"viewer {i}", "", read_only=True)[1] for i in range(5)]
+    assert not admin.over()
+    assert [v.over() for v in viewers] == [True, True, True, False, False]
+    _, second = store.create("bob", "")
+    _, third = store.create("cy", "")  # an admin's sign-in ends the least recent admin
+    assert admin.over()
+    assert not second.over()
+    assert not third.over()
+    assert not viewers[-1].over()
 
 
 def test_a_live_stream_and_a_request_follow_one_idle_rule() -> None:

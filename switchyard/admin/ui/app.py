@@ -15,6 +15,7 @@ import contextlib
 import importlib.resources
 import logging
 import shlex
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -38,6 +39,7 @@ from switchyard.admin.ui.signin_guard import (
     SigninGuard,
     unrecorded_detail,
 )
+from switchyard.admin.ui.signin_rate import SigninRate
 from switchyard.errors import ApiError, AuthenticationFailed, PayloadTooLarge, PermissionDenied
 from switchyard.runtime import forwarded
 
@@ -115,6 +117,8 @@ class AdminUi:
         self._token_command = f"cat {shlex.quote(str(token_file))}" if token_file else ""
         self.sessions = SessionStore()
         self.guard = SigninGuard()
+        self.rate = SigninRate()  # right tokens: sign-ins a minute per address and per role
+        self._rate_warned = -float("inf")
         self._summary_task: asyncio.Task[None] | None = None
         self._static = importlib.resources.files("switchyard.admin.ui") / "static"
 
@@ -218,6 +222,17 @@ class AdminUi:
             return self._signin_page("That admin token is not valid.", name=name, status=401)
         except ApiError as exc:
             return self._signin_page(exc.message, name=name, status=exc.status)
+        now = time.time()
+        wait = self.rate.take(source, role, now)
+        if wait:  # no session, no entry: a flood of right tokens must not push them out
+            if now - self._rate_warned >= 60.0:  # one line a minute, however many
+                self._rate_warned = now
+                log.warning("admin sign-ins past the limit refused (%s token)", role.value)
+            page = self._signin_page(
+                f"Too many sign-ins; try again in {wait:.0f} s.", name=name, status=429
+            )
+            page.headers["Retry-After"] = str(max(1, round(wait)))
+            return page
         read_only = role is Role.READ_ONLY
         session_id, _ = self.sessions.create(name, source, read_only=read_only)
         await context.audit.record(

@@ -25,7 +25,11 @@ from typing import Any
 COOKIE = "sy_session"
 IDLE_S = 8 * 3600.0
 ABSOLUTE_S = 24 * 3600.0
-MAX_SESSIONS = 10_000
+MAX_SESSIONS = 10_000  # sessions of the admin token; past it the least recently used ends
+# Sessions of the read-only token, capped on their own: its sign-ins only ever end another
+# read-only session, never an admin's (one cap for both let a read-only token holder sign in
+# 10,000 times and sign every idle admin out).
+MAX_READ_ONLY_SESSIONS = 1_000
 
 
 @dataclass
@@ -68,16 +72,24 @@ def _digest(session_id: str) -> str:
 
 
 class SessionStore:
-    def __init__(self, idle_s: float = IDLE_S, absolute_s: float = ABSOLUTE_S) -> None:
+    def __init__(
+        self,
+        idle_s: float = IDLE_S,
+        absolute_s: float = ABSOLUTE_S,
+        max_sessions: int = MAX_SESSIONS,
+        max_read_only: int = MAX_READ_ONLY_SESSIONS,
+    ) -> None:
         self._sessions: dict[str, Session] = {}
         self._idle = idle_s
         self._absolute = absolute_s
+        self._max = {False: max_sessions, True: max_read_only}  # by ``read_only``
 
     def create(self, actor: str, source: str, read_only: bool = False) -> tuple[str, Session]:
         """A new session; returns its id (for the cookie, never stored) and the session."""
         self._sweep()
-        if len(self._sessions) >= MAX_SESSIONS:  # drop the least recently used
-            oldest = min(self._sessions, key=lambda d: self._sessions[d].last_seen)
+        alike = [d for d, s in self._sessions.items() if s.read_only == read_only]
+        if len(alike) >= self._max[read_only]:  # drop the least recently used of its kind
+            oldest = min(alike, key=lambda d: self._sessions[d].last_seen)
             self._sessions.pop(oldest).ended = True  # its open streams stop too
         session_id = secrets.token_urlsafe(32)
         session = Session(actor=actor, source=source, read_only=read_only)
