@@ -84,6 +84,7 @@ class RefusalCounts:
         self._hour_start = -float("inf")
         self._written = 0
         self._many = _Address(MANY, -float("inf"))
+        self._pending = 0  # addresses (and :attr:`_many`) with refusals not yet written
 
     def _may_write(self, now: float) -> bool:
         if now - self._hour_start >= 3600.0:
@@ -92,6 +93,8 @@ class RefusalCounts:
 
     def _take(self, address: _Address, now: float) -> Refusals:
         taken = Refusals(address.source, address.pending, address.since)
+        if address.pending:
+            self._pending -= 1
         address.pending, address.written = 0, now
         self._written += 1
         return taken
@@ -100,6 +103,7 @@ class RefusalCounts:
         """Count a refused call from ``source`` (an entry's source); the entry to write now,
         if any (None: counted for a later one)."""
         key = self._counted_as(source.partition(" via ")[0])
+        self._prune(now)
         address = self._addresses.get(key)
         if address is None:
             address = self._addresses[key] = _Address(source, -float("inf"))
@@ -109,6 +113,7 @@ class RefusalCounts:
         address.source = source
         if not address.pending:
             address.since = now
+            self._pending += 1
         address.pending += 1
         if now - address.written >= self._interval and self._may_write(now):
             return self._take(address, now)
@@ -119,9 +124,30 @@ class RefusalCounts:
         :attr:`_many` (one entry for every address forgotten so)."""
         _, oldest = self._addresses.popitem(last=False)
         if oldest.pending:
+            self._pending -= 1
             if not self._many.pending:
                 self._many.since = oldest.since
+                self._pending += 1
             self._many.pending += oldest.pending
+
+    def _prune(self, now: float) -> None:
+        """Forget the least recently refused addresses that have nothing to say and are free
+        to be written again (each is looked at once: O(1) a call, amortised). Only
+        :meth:`due` forgot them, and it runs only while something waits, so a table of idle
+        addresses stayed full."""
+        while self._addresses:
+            oldest = next(iter(self._addresses.values()))
+            if oldest.pending or now - oldest.written < self._interval:
+                return
+            self._addresses.popitem(last=False)
+
+    def waiting(self) -> bool:
+        """Whether any refusal is counted and not yet written (O(1): no walk of the table)."""
+        return self._pending > 0
+
+    def followed(self) -> int:
+        """Addresses followed now."""
+        return len(self._addresses)
 
     def due(self, now: float) -> list[Refusals]:
         """Entries whose minute is over (as many as the hour's allowance takes)."""
@@ -161,12 +187,14 @@ class RefusalAudit:
         self._task: asyncio.Task[None] | None = None
 
     async def refused(self, source: str) -> None:
+        """O(1) a call (amortised): it walked every followed address (up to 10,000) on each
+        401/429 to learn whether the task was needed; the task, once it runs, does that once
+        a minute, and a pending count says whether to start it."""
         now = time.time()
         taken = self._counts.refused(source, now)
         if taken is not None:
             await self._write(taken)
-        waiting = self._counts.next_due(now) is not None
-        if waiting and (self._task is None or self._task.done()):
+        if (self._task is None or self._task.done()) and self._counts.waiting():
             self._task = asyncio.create_task(self._later())
 
     async def _write(self, taken: Refusals) -> None:

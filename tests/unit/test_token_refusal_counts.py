@@ -3,8 +3,18 @@ per address, saying how many since the last; a bound on entries an hour, all add
 
 from __future__ import annotations
 
-from switchyard.admin.token_audit import MANY, RefusalCounts, Refusals, refusal_detail
+import asyncio
+from typing import Any, cast
+
+from switchyard.admin.token_audit import (
+    MANY,
+    RefusalAudit,
+    RefusalCounts,
+    Refusals,
+    refusal_detail,
+)
 from switchyard.admin.ui.signin_guard import counted_as
+from switchyard.bus.audit import AuditWriter
 
 T0 = 1_780_000_000.0
 
@@ -54,3 +64,57 @@ def test_the_words_say_how_many_since_when_and_never_the_token() -> None:
     assert refusal_detail(Refusals("203.0.113.9", 1234, T0)) == (
         "1,234 wrong admin tokens since 2026-05-28 20:26:40 UTC (one entry a minute per address)"
     )
+
+
+class _ScanCounting(RefusalCounts):
+    """Counts the walks of the whole table (:meth:`RefusalCounts.next_due` is one)."""
+
+    scans = 0
+
+    def next_due(self, now: float) -> float | None:
+        self.scans += 1
+        return super().next_due(now)
+
+
+class _Entries:
+    """Where :class:`RefusalAudit` writes its entries (the audit stream in the gateway)."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[str, str | None]] = []
+
+    async def record(self, actor: str, action: str, target: str, detail: str, **kw: Any) -> None:
+        self.written.append((detail, kw.get("source")))
+
+
+def test_a_refused_call_does_not_walk_every_followed_address() -> None:
+    """Each 401/429 walked the whole table (up to 10,000 addresses: ~10 ms a call) to learn
+    whether the flush task was needed; now only the task walks it, once per wait."""
+    counts = _ScanCounting(per_hour=10_000, counted_as=counted_as)
+    entries = _Entries()
+
+    async def flood() -> None:
+        audit = RefusalAudit(cast("AuditWriter", entries), counts)
+        for i in range(2_000):
+            await audit.refused(f"2001:db8:0:{i:x}::1")  # each once: written at once
+            await audit.refused(f"2001:db8:0:{i:x}::2")  # then counted, due in a minute
+        await asyncio.sleep(0)  # the flush task starts and scans once to learn its wait
+        await audit.stop()
+
+    asyncio.run(flood())
+    assert len(entries.written) == 2_000
+    assert counts.scans <= 2, counts.scans  # it was one a call: 4,000
+
+
+def test_idle_addresses_are_forgotten_without_a_flush() -> None:
+    """Only due() forgot an address, and it runs only while something waits: a table of
+    idle addresses stayed full (10,000), each a scan's step on every refusal."""
+    counts = RefusalCounts(per_hour=10_000, counted_as=counted_as)
+    for i in range(500):
+        assert counts.refused(f"198.51.{i // 256}.{i % 256}", T0) is not None
+    assert counts.followed() == 500
+    assert not counts.waiting()
+    assert counts.refused("203.0.113.1", T0 + 30) is not None
+    assert counts.followed() == 501  # within the minute an address must be kept
+    assert counts.refused("203.0.113.2", T0 + 61) is not None
+    assert counts.followed() == 2  # the 500 are free to be written again: forgotten
+    assert counts.refused("198.51.0.0", T0 + 62) == Refusals("198.51.0.0", 1, T0 + 62)
