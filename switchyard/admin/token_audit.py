@@ -35,6 +35,7 @@ PER_HOUR = 30  # entries from every address together per hour (each saying a cou
 MAX_ADDRESSES = 10_000  # addresses followed; the least recently refused are said first
 ACTOR = "(wrong admin token)"
 MANY = "(addresses past the 10,000 followed)"  # the source of their counts' entry
+TOP = 5  # the sources forgotten into that entry with the most refusals, named in it
 ACTION = "token.refused"
 # The error codes of a call refused for its token (a missing token is not a guess).
 REFUSED_CODES = frozenset({"invalid_admin_token", "too_many_failed_authentications"})
@@ -55,6 +56,7 @@ class Refusals:
     source: str
     count: int
     since: float
+    top: tuple[tuple[str, int], ...] = ()  # (source, count): the most refused of :data:`MANY`
 
 
 def refusal_detail(refusals: Refusals) -> str:
@@ -63,7 +65,10 @@ def refusal_detail(refusals: Refusals) -> str:
     if refusals.count == 1:
         return "wrong admin token"
     when = datetime.fromtimestamp(refusals.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"{refusals.count:,} wrong admin tokens since {when} (one entry a minute per address)"
+    words = f"{refusals.count:,} wrong admin tokens since {when} (one entry a minute per address)"
+    if refusals.top:
+        words += "; the most from " + ", ".join(f"{s} ({n:,})" for s, n in refusals.top)
+    return words
 
 
 class RefusalCounts:
@@ -85,6 +90,7 @@ class RefusalCounts:
         self._written = 0
         self._many = _Address(MANY, -float("inf"))
         self._pending = 0  # addresses (and :attr:`_many`) with refusals not yet written
+        self._many_top: dict[str, int] = {}  # at most TOP: the most refused of those forgotten
 
     def _may_write(self, now: float) -> bool:
         if now - self._hour_start >= 3600.0:
@@ -92,7 +98,11 @@ class RefusalCounts:
         return self._written < self._per_hour
 
     def _take(self, address: _Address, now: float) -> Refusals:
-        taken = Refusals(address.source, address.pending, address.since)
+        top: tuple[tuple[str, int], ...] = ()
+        if address is self._many:
+            top = tuple(sorted(self._many_top.items(), key=lambda item: -item[1]))
+            self._many_top.clear()
+        taken = Refusals(address.source, address.pending, address.since, top)
         if address.pending:
             self._pending -= 1
         address.pending, address.written = 0, now
@@ -129,6 +139,20 @@ class RefusalCounts:
                 self._many.since = oldest.since
                 self._pending += 1
             self._many.pending += oldest.pending
+            self._keep_top(oldest.source, oldest.pending)
+
+    def _keep_top(self, source: str, count: int) -> None:
+        """Name ``source`` in :data:`MANY`'s entry if it is among the :data:`TOP` most refused
+        forgotten: a guesser's counts were merged there nameless once 10,000 fresh addresses
+        (an IPv6 /48 holds 65,536 /64s) pushed it out, so it could hide in the flood."""
+        top = self._many_top
+        if source in top or len(top) < TOP:
+            top[source] = top.get(source, 0) + count
+            return
+        least = min(top, key=top.__getitem__)
+        if count > top[least]:
+            del top[least]
+            top[source] = count
 
     def _prune(self, now: float) -> None:
         """Forget the least recently refused addresses that have nothing to say and are free

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from switchyard.admin.token_audit import (
     MANY,
+    TOP,
     RefusalAudit,
     RefusalCounts,
     Refusals,
@@ -55,8 +56,30 @@ def test_addresses_past_the_bound_are_said_together() -> None:
     for i in range(2, 6):  # the hour's allowance is spent: counted, not written
         assert counts.refused(f"192.0.2.{i}", T0 + i) is None
     said = counts.due(T0 + 3600)  # the next hour's two: the forgotten ones first
-    assert said == [Refusals(MANY, 2, T0 + 2), Refusals("192.0.2.4", 1, T0 + 4)]
+    forgotten = (("192.0.2.2", 1), ("192.0.2.3", 1))  # named: the most refused of them
+    assert said == [Refusals(MANY, 2, T0 + 2, forgotten), Refusals("192.0.2.4", 1, T0 + 4)]
     assert counts.due(T0 + 7200) == [Refusals("192.0.2.5", 1, T0 + 5)]
+
+
+def test_a_guesser_pushed_out_by_fresh_addresses_is_still_named() -> None:
+    """The hour's entries spent from throwaway addresses, then guesses from X (counted, not
+    written), then one refusal from each of more fresh IPv6 /64s than are followed: X was
+    merged into the forgotten addresses' entry and never named."""
+    counts = RefusalCounts(max_addresses=100, per_hour=3, counted_as=counted_as)
+    for i in range(3):
+        assert counts.refused(f"192.0.2.{i}", T0) is not None
+    guesser = "203.0.113.66"
+    for i in range(40):
+        assert counts.refused(guesser, T0 + 1 + i / 100) is None
+    for i in range(300):
+        assert counts.refused(f"2001:db8:0:{i:x}::1", T0 + 2) is None
+    said = counts.due(T0 + 3600)
+    merged = said[0]
+    assert merged.source == MANY
+    assert merged.count == 40 + 200  # X's and the fresh ones' past the 100 followed
+    assert merged.top[0] == (guesser, 40)
+    assert len(merged.top) <= TOP
+    assert f"the most from {guesser} (40)" in refusal_detail(merged)
 
 
 def test_the_words_say_how_many_since_when_and_never_the_token() -> None:
