@@ -7,6 +7,8 @@ a route added later is covered without editing this file."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from typing import Any
 
@@ -14,6 +16,7 @@ import httpx
 import pytest
 
 from switchyard.admin.api import AdminApi
+from switchyard.admin.read_slots import STREAMS_AT_ONCE
 from switchyard.admin.ui import AdminUi
 from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack
@@ -200,3 +203,36 @@ async def test_a_read_only_session_sees_every_page_and_changes_nothing(stack: St
     for entry in entries.values():
         assert entry["detail"] == "read-only admin token", entry
         assert entry["ok"] is True
+
+
+async def test_live_streams_open_at_once_are_bounded_per_token_role(stack: Stack) -> None:
+    """Each /admin/v1/stream asks the control service once a second on its own, and the
+    read-only token could open any number. Past the role's bound: 429, OpenAI-shaped, with
+    Retry-After; the admin token's streams are counted apart; a closed one frees its slot."""
+    read_only = {"Authorization": f"Bearer {_read_only_token(stack)}"}
+    limits = httpx.Limits(max_connections=STREAMS_AT_ONCE + 10)
+    async with (
+        httpx.AsyncClient(base_url=stack.gateway_url, timeout=30, limits=limits) as web,
+        contextlib.AsyncExitStack() as streams,
+    ):
+        opened = [
+            await streams.enter_async_context(
+                web.stream("GET", "/admin/v1/stream", headers=read_only)
+            )
+            for _ in range(STREAMS_AT_ONCE)
+        ]
+        assert {s.status_code for s in opened} == {200}
+        async with web.stream("GET", "/admin/v1/stream", headers=read_only) as refused:
+            assert refused.status_code == 429  # (a stream on the old code: 200)
+            await refused.aread()
+        assert refused.json()["error"]["code"] == "too_many_concurrent_requests"
+        assert int(refused.headers["retry-after"]) > 0
+        async with web.stream("GET", "/admin/v1/stream", headers=stack.admin_headers()) as admin:
+            assert admin.status_code == 200
+        await opened[0].aclose()
+        for _ in range(50):  # the gateway sees the close at its next send (once a second)
+            async with web.stream("GET", "/admin/v1/stream", headers=read_only) as again:
+                if again.status_code == 200:
+                    break
+            await asyncio.sleep(0.1)
+        assert again.status_code == 200

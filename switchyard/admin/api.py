@@ -20,7 +20,7 @@ import msgspec
 from fastapi import APIRouter, Security
 from fastapi.security import HTTPBearer
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from switchyard.admin.access import authorize
 from switchyard.admin.audit_export import ENDPOINT as EXPORT_AUDIT
@@ -49,6 +49,7 @@ from switchyard.admin.queries import (
     ranking_query,
     spend_days,
 )
+from switchyard.admin.read_slots import STREAM, HeldStream, role_of
 from switchyard.admin.secret_delete import refuse_in_use, users_of
 from switchyard.admin.spend import SpendUnavailable
 from switchyard.admin.token_audit import REFUSED_CODES, audit_refused
@@ -408,11 +409,9 @@ class AdminApi:
                     yield b"event: error\ndata: " + error_body(exc) + b"\n\n"
                 await asyncio.sleep(STREAM_INTERVAL_S)
 
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        held = c.reads.hold(STREAM, role_of(request))  # 429 past the role's bound
+        no_cache = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return HeldStream(events(), held, media_type="text/event-stream", headers=no_cache)
 
     async def clear_cooldown(self, request: Request, c: AdminContext) -> Response:
         deployment = request.path_params["deployment"]

@@ -10,16 +10,18 @@ when the request arrives, and written out in chunks as the client reads them.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from switchyard.admin.audit import AuditLog, AuditQuery, AuditRow
 from switchyard.admin.context import AdminContext
 from switchyard.admin.queries import audit_query
+from switchyard.admin.read_slots import EXPORT, HeldStream, role_of
 
 MEDIA_TYPE = "application/jsonl"
 _CHUNK = 500  # entries per chunk written (about 300 KB)
@@ -33,15 +35,18 @@ async def _lines(rows: Iterator[AuditRow]) -> AsyncIterator[bytes]:
         if len(chunk) >= _CHUNK:
             yield b"".join(chunk)
             chunk.clear()
+            await asyncio.sleep(0)  # the loop's other work between chunks (sending may not wait)
     if chunk:
         yield b"".join(chunk)
 
 
-def export_response(log: AuditLog, query: AuditQuery) -> Response:
-    """The matching entries as a JSON Lines download (``audit-<UTC time>.jsonl``)."""
+def export_response(log: AuditLog, query: AuditQuery, held: Callable[[], None]) -> Response:
+    """The matching entries as a JSON Lines download (``audit-<UTC time>.jsonl``); ``held``
+    gives the export's slot back when it ends (:mod:`switchyard.admin.read_slots`)."""
     name = time.strftime("audit-%Y%m%dT%H%M%SZ.jsonl", time.gmtime())
-    return StreamingResponse(
+    return HeldStream(
         _lines(log.matching(query)),
+        held,
         media_type=MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
@@ -49,7 +54,8 @@ def export_response(log: AuditLog, query: AuditQuery) -> Response:
 
 async def export_audit(request: Request, c: AdminContext) -> Response:
     """``GET /admin/v1/audit/export``: the filters of ``GET /admin/v1/audit``, every entry."""
-    return export_response(c.audit_log, audit_query(request.query_params))
+    query = audit_query(request.query_params)
+    return export_response(c.audit_log, query, c.reads.hold(EXPORT, role_of(request)))
 
 
 ENDPOINT = (

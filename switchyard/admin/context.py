@@ -11,6 +11,7 @@ from switchyard.admin.file_table import FileTable
 from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.key_presence import KeyPresence
 from switchyard.admin.keys import KeyAdmin
+from switchyard.admin.read_slots import ReadSlots
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
 from switchyard.admin.token_audit import RefusalAudit
@@ -71,6 +72,7 @@ class AdminContext:
     # every audit entry's source.
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     refusals: RefusalAudit | None = None  # wrong tokens on /admin/v1, into the audit log
+    reads: ReadSlots = field(default_factory=ReadSlots)  # exports and streams open at once
 
     @property
     def file_table(self) -> RouteTable:

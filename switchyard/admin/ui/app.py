@@ -340,6 +340,8 @@ class AdminUi:
                     response = JSONResponse(
                         {"error": exc.message, "status": exc.status}, status_code=exc.status
                     )
+                    if exc.retry_after is not None:  # e.g. too many live pages open at once
+                        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
                 else:
                     response = ui.page(
                         "error.html", "", "Something went wrong", error=exc, status=exc.status

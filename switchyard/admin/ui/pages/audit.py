@@ -9,6 +9,8 @@ from starlette.responses import Response
 
 from switchyard.admin.audit import AuditQuery
 from switchyard.admin.audit_export import export_response
+from switchyard.admin.read_slots import EXPORT
+from switchyard.admin.token import Role
 from switchyard.admin.ui.context import Route, Ui
 
 
@@ -39,7 +41,8 @@ async def audit_download(ui: Ui) -> Response:
     """**Download**: every entry the page's filters match, oldest first, as JSON Lines (the
     file ``GET /admin/v1/audit/export`` gives)."""
     query = AuditQuery(q=ui.query("q"), kind=ui.query("kind"), via=ui.query("via"))
-    return export_response(ui.admin.audit_log, query)
+    role = Role.READ_ONLY if ui.session.read_only else Role.ADMIN
+    return export_response(ui.admin.audit_log, query, ui.admin.reads.hold(EXPORT, role))
 
 
 ROUTES: list[Route] = [("/audit", "GET", audit_page), ("/audit/export", "GET", audit_download)]

@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from switchyard.admin.overview import overview
+from switchyard.admin.read_slots import STREAM, HeldStream
+from switchyard.admin.token import Role
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.bus import subjects
 from switchyard.errors import ApiError, NotFound
@@ -108,11 +110,10 @@ async def stream(ui: Ui) -> Response:
                 yield b"event: problem\ndata: " + _ENCODE.encode({"error": exc.message}) + b"\n\n"
             await asyncio.sleep(STREAM_INTERVAL_S)
 
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    role = Role.READ_ONLY if session.read_only else Role.ADMIN
+    held = ui.admin.reads.hold(STREAM, role)  # 429 past the role's bound
+    no_cache = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return HeldStream(events(), held, media_type="text/event-stream", headers=no_cache)
 
 
 async def history(ui: Ui) -> Response:
