@@ -355,7 +355,7 @@
       if (source.readyState === EventSource.CLOSED) {
         stream.closed = true;
         checkStale();
-        updated(null, "Live updates stopped (signed out, or the gateway restarted). Reload the page.");
+        updated(null, "Live updates stopped (signed out, too many live pages open with this token, or the gateway restarted). Reload the page.");
       }
     };
   }
