@@ -232,6 +232,36 @@ def test_spent_attempts_say_when_the_first_deployment_is_back() -> None:
     assert decide.attempts_spent(router, book, pinned).retry_after == pytest.approx(7, abs=0.5)
 
 
+def test_attempts_spent_on_full_queues_after_a_429_say_when_the_first_deployment_is_back() -> None:
+    """`a` answered 429 asking 45 s, `b`'s queue was full (no cooldown: it drains), and that
+    spent ``routing.max_attempts``; the fallback is back in 6 s. The client is told 6 s, when
+    the route is usable again, as when every attempt was a 429: the head said the last
+    provider's 45 s. With no earlier failure the full queue's own 503 stays the answer."""
+    router = Router(_two_route_table())
+    a, b, backup = deployment_id("a", "m1"), deployment_id("b", "m1"), deployment_id("b", "m2")
+    now = time.time()
+    book = Cooldowns(
+        {
+            a: Cooldown(deployment=a, until=now + 45, status=429, asked=True),
+            backup: Cooldown(deployment=backup, until=now + 6, status=429, asked=True),
+        }
+    )
+    full = ServiceUnavailable("the queue for deployment b is full", code="queue_full")
+    env = _env(
+        "main",
+        tried=(a, b),
+        errors=f"{a}: 429 slow down; {b}: 503 the queue is full",
+        last_status=429,
+        retry_after=45.0,
+    )
+    spent = decide.queues_spent(router, book, env, full, failed_before=True)
+    assert isinstance(spent, RateLimited)
+    assert spent.code == "deployments_rate_limited"
+    assert spent.retry_after == pytest.approx(6, abs=0.5)
+    assert "not tried while cooling" not in spent.message  # left for want of attempts
+    assert decide.queues_spent(router, book, env, full, failed_before=False) is full
+
+
 def test_a_cooldown_says_whether_the_provider_asked_for_it() -> None:
     now = time.time()
     book = Cooldowns(

@@ -237,6 +237,18 @@ def attempts_spent(router: Router, book: Cooldowns, env: Envelope) -> ApiError:
     return exhausted(env, retry_after=retry_after)
 
 
+def queues_spent(
+    router: Router, book: Cooldowns, env: Envelope, full: ApiError, *, failed_before: bool
+) -> ApiError:
+    """``routing.max_attempts`` ran out on full queues: the full queue's 503 when no earlier
+    attempt failed at a provider, else :func:`attempts_spent`'s one error naming every attempt,
+    whose wait (a 429's too) is when the first of the route's deployments, or of its usable
+    fallbacks, stops cooling down, not the last provider's own wait."""
+    if not failed_before:
+        return full
+    return attempts_spent(router, book, env)
+
+
 def all_cooling(
     alias: str,
     router: Router,

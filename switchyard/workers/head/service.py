@@ -462,7 +462,9 @@ class Head:
             )
             if env.provider_attempts >= self.settings.routing.max_attempts:  # attempts spent
                 named.tried(env)
-                raise decide.exhausted(env) if failed_before else full
+                raise decide.queues_spent(
+                    self.router, self.cooldowns, env, full, failed_before=failed_before
+                )
 
     def _spare(self, env: Envelope, chosen: Deployment, body: bytes, avoid: str = "") -> Deployment:
         """Batch work goes to a deployment of the model with spare capacity, if one has (not
