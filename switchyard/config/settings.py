@@ -263,6 +263,8 @@ class IngressSettings(Section, frozen=True):
             API from a browser (CORS on ``/v1/...``; never the admin API or web app); ``*``
             lets any site's pages call it; empty: no CORS (browsers refuse every
             cross-origin call).
+        root_path: the path prefix a reverse proxy serves the edge under (``/sy``), for
+            the URLs it writes back (admin web app, batch results); "": the host's root.
     """
 
     tail: Listen = Listen(port=8080)
@@ -284,6 +286,7 @@ class IngressSettings(Section, frozen=True):
     failed_auth_window_s: Seconds = 60.0
     trusted_proxies: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    root_path: str = ""
 
     def __post_init__(self) -> None:
         """Raises ConfigError naming a ``trusted_proxies`` entry that is not an address or
@@ -292,6 +295,12 @@ class IngressSettings(Section, frozen=True):
         ``stream_start_s`` under a second (a late stream would get a comment that often)."""
         for index, origin in enumerate(self.cors_origins):
             _check_origin(index, origin)
+        if self.root_path and not _ROOT_PATH.fullmatch(self.root_path):
+            raise ConfigError(
+                "ingress.root_path",
+                f"`{self.root_path}` is not a path prefix",
+                "give one like /sy or /llm/switchyard: a leading /, no trailing /, no query",
+            )
         if 0 < self.stream_start_s < 1:
             raise ConfigError(
                 "ingress.stream_start_s",
@@ -310,6 +319,8 @@ class IngressSettings(Section, frozen=True):
                 ) from None
 
 
+# A path prefix: segments of URL-safe characters, each after a "/", none "." or "..".
+_ROOT_PATH = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)+")
 # An origin as browsers send it: a lowercase scheme and host, a port if not the default, no
 # path, no trailing slash (RFC 6454 6.1).
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[a-z0-9.:\[\]_-]+")

@@ -47,6 +47,7 @@ from switchyard.ingress.keyring import KeyRing
 from switchyard.ingress.message_batches import MessageBatchApi
 from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import dialect_error
+from switchyard.ingress.root_path import RootPath, with_root_path
 from switchyard.limits.limiter import Limiter
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.cert_expiry import export_certificate_expiry
@@ -72,12 +73,14 @@ class EdgePlugin(Protocol):
 
 def create_asgi(
     settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = (), *, instance: str = ""
-) -> FastPath | Cors:
-    """The ASGI entry point for ``kind``: the LLM fast path in front of the FastAPI app, and
-    CORS in front of both when ``ingress.cors_origins`` names any."""
+) -> FastPath | Cors | RootPath:
+    """The ASGI entry point for ``kind``: the LLM fast path in front of the FastAPI app,
+    CORS in front of both when ``ingress.cors_origins`` names any, and the path prefix
+    (``ingress.root_path``) in front of all."""
     app = create_app(settings, kind, plugins, instance=instance)
     edge: Edge = app.state.edge
-    return with_cors(FastPath(edge, app), settings.ingress.cors_origins)
+    entry = with_cors(FastPath(edge, app), settings.ingress.cors_origins)
+    return with_root_path(entry, settings.ingress.root_path)
 
 
 def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)

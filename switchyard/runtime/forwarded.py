@@ -8,6 +8,11 @@ text, to the wrong host. The proxy says which with ``X-Forwarded-Proto`` and
 ``X-Forwarded-Host``; of a comma-separated list (proxies in a chain append) the first value is
 the client's. A value that is not a plain scheme or host (a path, spaces, user info) is
 ignored rather than written into a URL.
+
+Behind a proxy that serves the edge under a path prefix (``ingress.root_path``, ``/sy``), the
+edge's ASGI entry (:class:`switchyard.ingress.root_path.RootPath`) states the prefix in the
+request's scope under :data:`ROOT_PATH`; :func:`root_path` reads it for every URL given back.
+It is not ASGI's ``root_path``: Starlette would then expect every path to start with it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,15 @@ from starlette.requests import Request
 _SCHEMES = frozenset({"http", "https"})
 # A name or IPv4 address, or a bracketed IPv6 address, with an optional port: nothing else.
 _HOST = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*)|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+ROOT_PATH = "switchyard.root_path"  # the scope's key: the prefix the client's URLs carry
+
+
+def root_path(request: Request) -> str:
+    """The path prefix the client reached us under (``/sy``; "" at the host's root)."""
+    prefix = request.scope.get(ROOT_PATH, "")
+    return prefix if isinstance(prefix, str) else ""
 
 
 def _first(request: Request, name: str) -> str:
@@ -43,10 +57,10 @@ def over_tls(request: Request) -> bool:
 
 
 def base_url(request: Request) -> str:
-    """``scheme://host[:port]`` (and any root path) as the client reached us, no trailing
-    slash: the start of an absolute URL given back to it."""
+    """``scheme://host[:port]`` and the path prefix (:func:`root_path`) as the client
+    reached us, no trailing slash: the start of an absolute URL given back to it."""
     url = request.base_url.replace(scheme=scheme(request))
     forwarded = host(request)
     if forwarded is not None:
         url = url.replace(netloc=forwarded)
-    return str(url).rstrip("/")
+    return str(url).rstrip("/") + root_path(request)

@@ -83,14 +83,17 @@ STALE_FORM = (
 
 
 def _back(request: Request) -> str:
-    """The page of this site a form was sent from (its ``Referer``), to return to; ``""``
-    when there is none (the sign-in then goes to the overview)."""
+    """The page of this site a form was sent from (its ``Referer``), to return to, without
+    the path prefix (``ingress.root_path``); ``""`` when there is none (the sign-in then
+    goes to the overview)."""
     referer = urlsplit(request.headers.get("referer", ""))
-    if referer.netloc != request.headers.get("host", "") or not referer.path.startswith("/ui/"):
+    root = forwarded.root_path(request)
+    path = referer.path.removeprefix(root) if referer.path.startswith(root + "/") else ""
+    if referer.netloc != request.headers.get("host", "") or not path.startswith("/ui/"):
         return ""
-    if referer.path.startswith("/ui/signin"):
+    if path.startswith("/ui/signin"):
         return ""
-    return referer.path + (f"?{referer.query}" if referer.query else "")
+    return path + (f"?{referer.query}" if referer.query else "")
 
 
 def _stale_page(ui: Ui, back: str) -> Response:
@@ -100,7 +103,7 @@ def _stale_page(ui: Ui, back: str) -> Response:
         "",
         "Page out of date",
         error=PermissionDenied(STALE_FORM),
-        back=back or "/ui/",
+        back=ui.root + (back or "/ui/"),
         status=403,
     )
 
@@ -136,7 +139,7 @@ class AdminUi:
         return [router]
 
     async def _to_root(self, request: Request) -> Response:
-        return _secured(RedirectResponse("/ui/", status_code=308))
+        return _secured(RedirectResponse(forwarded.root_path(request) + "/ui/", status_code=308))
 
     async def _asset(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -153,10 +156,17 @@ class AdminUi:
     # ---- sign-in ----
 
     def _signin_page(
-        self, error: str = "", name: str = "", status: int = 200, next_url: str = ""
+        self,
+        request: Request,
+        error: str = "",
+        name: str = "",
+        status: int = 200,
+        next_url: str = "",
     ) -> Response:
+        """``next_url``: the page to go to once signed in, without the path prefix."""
         html = render(
             "signin.html",
+            root=forwarded.root_path(request),
             title="Sign in",
             error=error,
             name=name,
@@ -167,23 +177,27 @@ class AdminUi:
 
     async def _signin_form(self, request: Request) -> Response:
         if self.sessions.get(request.cookies.get(COOKIE)) is not None:
-            return _secured(RedirectResponse("/ui/", status_code=303))
-        return self._signin_page(next_url=request.query_params.get("next", ""))
+            return _secured(RedirectResponse(forwarded.root_path(request) + "/ui/", 303))
+        return self._signin_page(request, next_url=request.query_params.get("next", ""))
 
     async def _signin(self, request: Request) -> Response:
         context = self._current()
         if context is None:
-            return self._signin_page("The gateway is still starting; try again.", status=503)
+            return self._signin_page(
+                request, "The gateway is still starting; try again.", status=503
+            )
         if not csrf.same_origin(request):
             return _secured(Response("cross-site sign-in refused", status_code=403))
         try:
             form = await Form.read(request, SIGNIN_FORM_BYTES)
         except PayloadTooLarge:
-            return self._signin_page("That form is too large to be a sign-in.", status=413)
+            return self._signin_page(request, "That form is too large to be a sign-in.", status=413)
         name = form.get("name")[:80]
         token = form.raw("token").strip()
         if not name:
-            return self._signin_page("Enter your name: the audit log records it.", status=400)
+            return self._signin_page(
+                request, "Enter your name: the audit log records it.", status=400
+            )
         source = context.proxies.client(request.scope)
         try:
             # The right token always signs in (an address is shared); the read-only one too.
@@ -195,6 +209,7 @@ class AdminUi:
                 self.guard.skip(source)
                 self._summarise_later()
                 return self._signin_page(
+                    request,
                     f"Too many wrong admin tokens from this address; try again in {wait:.0f} s.",
                     name=name,
                     status=429,
@@ -219,9 +234,11 @@ class AdminUi:
                     source=context.proxies.audit_source(request.scope),
                     via="ui",
                 )
-            return self._signin_page("That admin token is not valid.", name=name, status=401)
+            return self._signin_page(
+                request, "That admin token is not valid.", name=name, status=401
+            )
         except ApiError as exc:
-            return self._signin_page(exc.message, name=name, status=exc.status)
+            return self._signin_page(request, exc.message, name=name, status=exc.status)
         now = time.time()
         wait = self.rate.take(source, role, now)
         if wait:  # no session, no entry: a flood of right tokens must not push them out
@@ -229,7 +246,7 @@ class AdminUi:
                 self._rate_warned = now
                 log.warning("admin sign-ins past the limit refused (%s token)", role.value)
             page = self._signin_page(
-                f"Too many sign-ins; try again in {wait:.0f} s.", name=name, status=429
+                request, f"Too many sign-ins; try again in {wait:.0f} s.", name=name, status=429
             )
             page.headers["Retry-After"] = str(max(1, round(wait)))
             return page
@@ -246,14 +263,15 @@ class AdminUi:
         target = form.get("next")
         if not target.startswith("/ui/") or target.startswith("//"):
             target = "/ui/"
-        response = RedirectResponse(target, status_code=303)
+        root = forwarded.root_path(request)
+        response = RedirectResponse(root + target, status_code=303)
         # A browser-session cookie (no Max-Age): the server ends the session after IDLE_S
         # without a request or ABSOLUTE_S after sign-in. A Max-Age set once at sign-in made
         # the browser drop the cookie 8 hours after sign-in, however busy the admin was.
         response.set_cookie(
             COOKIE,
             session_id,
-            path="/ui",
+            path=f"{root}/ui",
             httponly=True,
             samesite="strict",
             secure=_over_tls(request),
@@ -293,8 +311,8 @@ class AdminUi:
     async def _signout(self, ui: Ui) -> Response:
         self.sessions.end(ui.request.cookies.get(COOKIE))
         await ui.audit("session.signout", detail=READ_ONLY_DETAIL if ui.session.read_only else "")
-        response = RedirectResponse("/ui/signin", status_code=303)
-        response.delete_cookie(COOKIE, path="/ui")
+        response = RedirectResponse(f"{ui.root}/ui/signin", status_code=303)
+        response.delete_cookie(COOKIE, path=f"{ui.root}/ui")
         return response
 
     # ---- the guard ----
@@ -315,10 +333,14 @@ class AdminUi:
             context = self._current()
             if session is None or context is None:
                 if form_post:
-                    return self._signin_page(SESSION_ENDED, status=401, next_url=_back(request))
+                    return self._signin_page(
+                        request, SESSION_ENDED, status=401, next_url=_back(request)
+                    )
                 if wants_json or method != "GET":
                     return _secured(JSONResponse({"error": "sign in first"}, status_code=401))
-                url = "/ui/signin?next=" + quote(request.url.path, safe="/")
+                url = f"{forwarded.root_path(request)}/ui/signin?next=" + quote(
+                    request.url.path, safe="/"
+                )
                 return _secured(RedirectResponse(url, status_code=303))
             ui = Ui(request, context, session, Form({}))
             try:

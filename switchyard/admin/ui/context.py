@@ -13,6 +13,7 @@ from switchyard.admin.context import AdminContext
 from switchyard.admin.ui.forms import Form
 from switchyard.admin.ui.render import render
 from switchyard.admin.ui.sessions import Session
+from switchyard.runtime import forwarded
 
 
 @dataclass
@@ -22,9 +23,16 @@ class Ui:
     session: Session
     form: Form  # the posted form (empty for GET)
 
+    @property
+    def root(self) -> str:
+        """The path prefix the browser reaches the gateway under ("" at the host's root):
+        every URL a page or redirect gives starts with it (``ingress.root_path``)."""
+        return forwarded.root_path(self.request)
+
     def page(self, template: str, active: str, title: str, **values: Any) -> HTMLResponse:
         html = render(
             template,
+            root=self.root,
             active=active,
             title=title,
             session=self.session,
@@ -37,7 +45,7 @@ class Ui:
     def redirect(self, url: str, flash: tuple[str, str] | None = None) -> Response:
         if flash is not None:
             self.session.flash(*flash)
-        return RedirectResponse(url, status_code=303)
+        return RedirectResponse(self.root + url if url.startswith("/") else url, status_code=303)
 
     @property
     def actor(self) -> str:

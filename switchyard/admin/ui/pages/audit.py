@@ -32,8 +32,8 @@ async def audit_page(ui: Ui) -> Response:
         "Audit log",
         page=page,
         query=query,
-        base="/ui/audit?" + (qs + "&" if qs else ""),
-        download="/ui/audit/export" + ("?" + qs if qs else ""),
+        base=ui.root + "/ui/audit?" + (qs + "&" if qs else ""),
+        download=ui.root + "/ui/audit/export" + ("?" + qs if qs else ""),
     )
 
 

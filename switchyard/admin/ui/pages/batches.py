@@ -94,7 +94,7 @@ async def batches_page(ui: Ui) -> Response:
         offset=offset,
         limit=limit,
         refresh=REFRESH_S if running else None,
-        base=f"/ui/batches?status={status}&" if status else "/ui/batches?",
+        base=ui.root + (f"/ui/batches?status={status}&" if status else "/ui/batches?"),
     )
 
 

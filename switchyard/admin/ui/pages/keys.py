@@ -76,7 +76,7 @@ async def keys_page(ui: Ui) -> Response:
         teams=ui.admin.index.teams(),
         offset=offset,
         limit=limit,
-        base="/ui/keys?" + (qs + "&" if qs else ""),
+        base=ui.root + "/ui/keys?" + (qs + "&" if qs else ""),
         damaged=ui.admin.index.damaged(),
     )
 
@@ -334,7 +334,7 @@ def _gone(ui: Ui, outcome: str) -> Response:
         "keys",
         "Key deleted",
         error=NotFound(message),
-        back="/ui/keys",
+        back=ui.root + "/ui/keys",
         back_label="Back to the keys",
         status=404,
     )

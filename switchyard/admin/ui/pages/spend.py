@@ -79,7 +79,7 @@ async def spend_page(ui: Ui) -> Response:
         notice=notice,
         grand=sum(t["cost_usd"] for t in totals),
         requests=sum(t["requests"] for t in totals),
-        base=f"/ui/spend?by={kind}&days={days}&",
+        base=ui.root + f"/ui/spend?by={kind}&days={days}&",
     )
 
 

@@ -5,6 +5,8 @@
   const root = document.querySelector("[data-live]");
   if (!root) return;
   const SVG = "http://www.w3.org/2000/svg";
+  // The path prefix the gateway is served under behind a proxy (ingress.root_path), or "".
+  const BASE = document.body.dataset.root || "";
   const HISTORY_S = 900;
   const history = {}; // deployment id -> [[t, waiting, in_flight], ...]
 
@@ -128,7 +130,7 @@
     ], true);
     renderRows(root.querySelector("[data-table=deployments-summary]"), view.deployments, (d) => {
       const link = el("a", `${d.provider}/${d.model}`);
-      link.href = `/ui/queues#dep-${d.id}`;
+      link.href = `${BASE}/ui/queues#dep-${d.id}`;
       return [
         [link], [d.queue ? String(d.queue.waiting) : "?", "num"],
         [`${d.queue ? d.queue.in_flight : "?"} / ${d.concurrency}`, "num"],
@@ -162,7 +164,7 @@
     const card = blank.content.firstElementChild.cloneNode(true);
     card.id = `dep-${d.id}`;
     card.dataset.dep = d.id;
-    const path = `/ui/deployments/${encodeURIComponent(d.id)}`;
+    const path = `${BASE}/ui/deployments/${encodeURIComponent(d.id)}`;
     card.querySelector("[data-f=end-cooldown]").setAttribute("action", `${path}/cooldown/end`);
     card.querySelector("[data-f=test]").setAttribute("action", `${path}/test`);
     card.querySelector("svg[data-chart]").dataset.chart = d.id;
@@ -296,7 +298,7 @@
   async function loadHistory() {
     if (root.dataset.live !== "queues") return;
     try {
-      const resp = await fetch(`/ui/api/history?seconds=${HISTORY_S}`, { credentials: "same-origin" });
+      const resp = await fetch(`${BASE}/ui/api/history?seconds=${HISTORY_S}`, { credentials: "same-origin" });
       if (!resp.ok) return;
       const doc = await resp.json();
       Object.entries(doc.deployments).forEach(([id, points]) => {
@@ -337,7 +339,7 @@
 
   function connect() {
     stream.last = Date.now();
-    const source = new EventSource("/ui/api/stream");
+    const source = new EventSource(`${BASE}/ui/api/stream`);
     stream.source = source;
     source.addEventListener("overview", (event) => {
       const view = JSON.parse(event.data);
