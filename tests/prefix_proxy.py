@@ -1,7 +1,7 @@
-"""A gateway served under a path prefix (``ingress.root_path``) behind a real nginx.
+"""A gateway served under a path prefix (``ingress.gateway.root_path``) behind a real nginx.
 
 :func:`prefixed_gateway` runs a gateway of a test stack in this process (as ``switchyard
-serve gateway`` does: the edge, the admin API and web app) with ``ingress.root_path`` set;
+serve gateway`` does: the edge, the admin API and web app) with ``ingress.gateway.root_path`` set;
 :func:`nginx_in_front` puts nginx before it on two ports under the prefix: one strips it
 (``proxy_pass http://gw/;``, the snippet docs/admin-ui.md gives), one keeps it
 (``proxy_pass http://gw;``). Tests skip where nginx is not installed (``apt-get install
@@ -88,13 +88,15 @@ async def _until_up(url: str, failed: asyncio.Future[Any] | None = None) -> None
 
 @contextlib.asynccontextmanager
 async def prefixed_gateway(stack: Stack, prefix: str = PREFIX) -> AsyncIterator[str]:
-    """A gateway of ``stack`` with ``ingress.root_path`` = ``prefix``, run here; its URL."""
+    """A gateway of ``stack`` with ``ingress.gateway.root_path`` = ``prefix``, run here; its
+    URL."""
     ingress = stack.settings.ingress
     port = free_port()
-    gateway = msgspec.structs.replace(ingress.gateway, host="127.0.0.1", port=port)
+    gateway = msgspec.structs.replace(
+        ingress.gateway, host="127.0.0.1", port=port, root_path=prefix
+    )
     settings = msgspec.structs.replace(
-        stack.settings,
-        ingress=msgspec.structs.replace(ingress, gateway=gateway, root_path=prefix),
+        stack.settings, ingress=msgspec.structs.replace(ingress, gateway=gateway)
     )
     stop = asyncio.Event()
     plugin = AdminPlugin(settings)

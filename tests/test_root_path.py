@@ -1,10 +1,10 @@
-"""The gateway served under a path prefix (``ingress.root_path``) behind a real nginx.
+"""The gateway served under a path prefix (``ingress.gateway.root_path``) behind nginx.
 
-A gateway of the session stack runs here with ``root_path: /sy``; nginx serves it under
-``/sy/`` on two ports, one stripping the prefix (``proxy_pass http://gw/;``, the documented
-snippet) and one keeping it. Through either, the web app's redirects, links, assets, form
-actions and session cookie stay under ``/sy``, sign-in passes the origin check, and the LLM
-API answers; without the proxy the gateway still answers at its root.
+A gateway of the session stack runs here with ``ingress.gateway.root_path: /sy``; nginx
+serves it under ``/sy/`` on two ports, one stripping the prefix (``proxy_pass http://gw/;``,
+the documented snippet) and one keeping it. Through either, the web app's redirects, links,
+assets, form actions and session cookie stay under ``/sy``, sign-in passes the origin check,
+and the LLM API answers; without the proxy the gateway still answers at its root.
 """
 
 from __future__ import annotations

@@ -222,10 +222,12 @@ class HealthSettings(Section, frozen=True):
 
 
 class Listen(Section, frozen=True, kw_only=True):
-    """An HTTP listener."""
+    """An HTTP listener; an edge's ``root_path``: the path prefix a reverse proxy serves it
+    under (``/sy``), for the URLs it writes back (web app, batch results); "": the root."""
 
     host: str = "127.0.0.1"
     port: Port
+    root_path: str = ""
 
 
 class IngressSettings(Section, frozen=True):
@@ -263,8 +265,6 @@ class IngressSettings(Section, frozen=True):
             API from a browser (CORS on ``/v1/...``; never the admin API or web app); ``*``
             lets any site's pages call it; empty: no CORS (browsers refuse every
             cross-origin call).
-        root_path: the path prefix a reverse proxy serves the edge under (``/sy``), for
-            the URLs it writes back (admin web app, batch results); "": the host's root.
     """
 
     tail: Listen = Listen(port=8080)
@@ -286,7 +286,6 @@ class IngressSettings(Section, frozen=True):
     failed_auth_window_s: Seconds = 60.0
     trusted_proxies: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
-    root_path: str = ""
 
     def __post_init__(self) -> None:
         """Raises ConfigError naming a ``trusted_proxies`` entry that is not an address or
@@ -295,12 +294,13 @@ class IngressSettings(Section, frozen=True):
         ``stream_start_s`` under a second (a late stream would get a comment that often)."""
         for index, origin in enumerate(self.cors_origins):
             _check_origin(index, origin)
-        if self.root_path and not _ROOT_PATH.fullmatch(self.root_path):
-            raise ConfigError(
-                "ingress.root_path",
-                f"`{self.root_path}` is not a path prefix",
-                "give one like /sy or /llm/switchyard: a leading /, no trailing /, no query",
-            )
+        for edge, listen in (("tail", self.tail), ("gateway", self.gateway)):
+            if listen.root_path and not _ROOT_PATH.fullmatch(listen.root_path):
+                raise ConfigError(
+                    f"ingress.{edge}.root_path",
+                    f"`{listen.root_path}` is not a path prefix",
+                    "give one like /sy or /llm/switchyard: a leading /, no trailing /, no query",
+                )
         if 0 < self.stream_start_s < 1:
             raise ConfigError(
                 "ingress.stream_start_s",

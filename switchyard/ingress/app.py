@@ -75,12 +75,13 @@ def create_asgi(
     settings: Settings, kind: str, plugins: Sequence[EdgePlugin] = (), *, instance: str = ""
 ) -> FastPath | Cors | RootPath:
     """The ASGI entry point for ``kind``: the LLM fast path in front of the FastAPI app,
-    CORS in front of both when ``ingress.cors_origins`` names any, and the path prefix
-    (``ingress.root_path``) in front of all."""
+    CORS in front of both when ``ingress.cors_origins`` names any, and the edge's path
+    prefix (``ingress.<kind>.root_path``) in front of all."""
     app = create_app(settings, kind, plugins, instance=instance)
     edge: Edge = app.state.edge
     entry = with_cors(FastPath(edge, app), settings.ingress.cors_origins)
-    return with_root_path(entry, settings.ingress.root_path)
+    listen = settings.ingress.gateway if kind == "gateway" else settings.ingress.tail
+    return with_root_path(entry, listen.root_path)
 
 
 def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)

@@ -1,4 +1,4 @@
-"""An edge served under a path prefix by a reverse proxy (``ingress.root_path``).
+"""An edge served under a path prefix by a reverse proxy (``ingress.<edge>.root_path``).
 
 The proxy usually strips the prefix (nginx's ``location /sy/ { proxy_pass http://gw/; }``);
 one that keeps it (``proxy_pass http://gw;``) is served too: a path that starts with the

@@ -9,8 +9,8 @@ text, to the wrong host. The proxy says which with ``X-Forwarded-Proto`` and
 the client's. A value that is not a plain scheme or host (a path, spaces, user info) is
 ignored rather than written into a URL.
 
-Behind a proxy that serves the edge under a path prefix (``ingress.root_path``, ``/sy``), the
-edge's ASGI entry (:class:`switchyard.ingress.root_path.RootPath`) states the prefix in the
+Behind a proxy that serves the edge under a path prefix (``/sy``: ``ingress.<edge>.root_path``),
+the edge's ASGI entry (:class:`switchyard.ingress.root_path.RootPath`) states the prefix in the
 request's scope under :data:`ROOT_PATH`; :func:`root_path` reads it for every URL given back.
 It is not ASGI's ``root_path``: Starlette would then expect every path to start with it.
 """

@@ -1,5 +1,5 @@
 """The web app in a browser under a path prefix: a gateway of the UI stack with
-``ingress.root_path: /sy`` behind nginx (``location /sy/ { proxy_pass http://gw/; }``).
+``ingress.gateway.root_path: /sy`` behind nginx (``location /sy/ { proxy_pass http://gw/; }``).
 
 Chromium signs in, creates and revokes a key, and clicks through routes, audit, overview
 (its live stream) and queues (its history call): every request the page makes, documents,

@@ -1,4 +1,4 @@
-"""``ingress.root_path``: the prefix a proxy serves an edge under. The edge's entry drops it
+"""``ingress.<edge>.root_path``: the prefix a proxy serves an edge under. The edge's entry drops it
 from a path that kept it, states it in the scope, and the URLs given back carry it."""
 
 from __future__ import annotations
@@ -90,15 +90,19 @@ def test_without_a_prefix_nothing_changes() -> None:
 
 @pytest.mark.parametrize("good", ["", "/sy", "/llm/switchyard", "/a.b~c_d-e"])
 def test_a_path_prefix_is_taken(good: str) -> None:
-    settings = load_settings(None, env={}, overrides={"ingress.root_path": good})
-    assert settings.ingress.root_path == good
+    gateway = {"port": 8081, "root_path": good}
+    settings = load_settings(None, env={}, overrides={"ingress.gateway": gateway})
+    assert settings.ingress.gateway.root_path == good
+    assert settings.ingress.tail.root_path == ""  # each edge its own
 
 
 @pytest.mark.parametrize(
     "bad", ["sy", "/sy/", "/", "//sy", "/sy?x=1", "/s y", "/../sy", "/sy/..", "https://x/sy"]
 )
 def test_what_is_no_path_prefix_is_refused_at_start(bad: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        load_settings(None, env={}, overrides={"ingress.root_path": bad})
-    assert caught.value.field == "ingress.root_path"
-    assert caught.value.hint
+    for edge in ("tail", "gateway"):
+        listen = {"port": 8081, "root_path": bad}
+        with pytest.raises(ConfigError) as caught:
+            load_settings(None, env={}, overrides={f"ingress.{edge}": listen})
+        assert caught.value.field == f"ingress.{edge}.root_path"
+        assert caught.value.hint

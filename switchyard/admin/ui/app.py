@@ -84,7 +84,7 @@ STALE_FORM = (
 
 def _back(request: Request) -> str:
     """The page of this site a form was sent from (its ``Referer``), to return to, without
-    the path prefix (``ingress.root_path``); ``""`` when there is none (the sign-in then
+    the path prefix (``ingress.gateway.root_path``); ``""`` when there is none (the sign-in then
     goes to the overview)."""
     referer = urlsplit(request.headers.get("referer", ""))
     root = forwarded.root_path(request)

@@ -26,7 +26,7 @@ class Ui:
     @property
     def root(self) -> str:
         """The path prefix the browser reaches the gateway under ("" at the host's root):
-        every URL a page or redirect gives starts with it (``ingress.root_path``)."""
+        every URL a page or redirect gives starts with it (``ingress.<edge>.root_path``)."""
         return forwarded.root_path(self.request)
 
     def page(self, template: str, active: str, title: str, **values: Any) -> HTMLResponse:

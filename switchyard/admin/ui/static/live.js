@@ -5,7 +5,7 @@
   const root = document.querySelector("[data-live]");
   if (!root) return;
   const SVG = "http://www.w3.org/2000/svg";
-  // The path prefix the gateway is served under behind a proxy (ingress.root_path), or "".
+  // The path prefix the gateway is served under behind a proxy (ingress.gateway.root_path), or "".
   const BASE = document.body.dataset.root || "";
   const HISTORY_S = 900;
   const history = {}; // deployment id -> [[t, waiting, in_flight], ...]
