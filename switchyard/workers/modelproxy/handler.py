@@ -181,13 +181,12 @@ class Handler:
             env=env,
             deployment_id=deployment_id,
             inflight=self.heartbeats.track(env.reply, msg),
-            reconnects=self.nc.stats["reconnects"],
         )
         self.cancels.track(job)
         self.serving.add(job)
         try:
             if msg.metadata.num_delivered > 1:  # an earlier delivery's ack or worker was lost
-                await redelivery.ask_caller(self.nc, job)
+                await redelivery.ask_caller(job.out(self.nc), job)
             await self._serve(job)
         except asyncio.CancelledError:
             await self._abandon(job)
@@ -195,7 +194,9 @@ class Handler:
         except Exception:  # the message's error boundary: answer, log, keep the worker alive
             log.exception("internal error serving a request")
             internal = ApiError("internal error in the model proxy")
-            await replies.send_error(self.nc, job.reply, internal, request_id=env.request_id)
+            await replies.send_error(
+                job.out(self.nc), job.reply, internal, request_id=env.request_id
+            )
             await self.serving.ack(job)
         finally:
             self.serving.remove(job)
@@ -226,7 +227,7 @@ class Handler:
                     code="worker_stopped",
                 )
                 await replies.send_error(
-                    self.nc,
+                    job.out(self.nc),
                     job.reply,
                     exc,
                     deployment=job.deployment_id,
@@ -294,7 +295,7 @@ class Handler:
         if replay_needed(
             answered=job.answer is not None,
             ended=job.ended,
-            reconnected=self.nc.stats["reconnects"] != job.reconnects,
+            reconnected=job.out(self.nc).stats["reconnects"] != job.reconnects,
         ):
             await self._replay(job)
         await self.serving.ack(job)
@@ -362,18 +363,17 @@ class Handler:
         return exc
 
     def _unbroken(self, job: Job) -> bool:
-        """True while everything sent for ``job`` went over one live connection. Otherwise the
-        start of the answer may have died with the old connection while its end (what was
-        sent while reconnecting) gets through: the answer is then sent again (``_replay``),
-        and the first copy must not end the reply path (see ``replies.end_stream``)."""
-        return self.nc.is_connected and self.nc.stats["reconnects"] == job.reconnects
+        """True while everything sent for ``job`` went over one live connection (its own:
+        :meth:`Job.unbroken`). Otherwise the start of the answer may have died with the old
+        connection while its end gets through: the answer is sent again (``_replay``)."""
+        return job.unbroken(self.nc)
 
     async def _answer(self, job: Job, *, end: bool = True) -> None:
         """Send the final message (or error) of ``job.answer``; the terminator if ``end``."""
         job.ended = end
         if isinstance(job.answer, ApiError):
             await replies.send_error(
-                self.nc,
+                job.out(self.nc),
                 job.reply,
                 job.answer,
                 deployment=job.deployment_id,
@@ -387,7 +387,7 @@ class Handler:
             )
         elif job.answer is not None:
             await replies.send_final(
-                self.nc,
+                job.out(self.nc),
                 job.reply,
                 job.answer,
                 deployment=job.deployment_id,
@@ -419,9 +419,9 @@ class Handler:
         """A chunk's send, to await (no coroutine of its own per chunk): the first one names
         the deployment and the attempts, which an HTTP edge sends as response headers."""
         if seq:
-            return replies.send_chunk(self.nc, job.reply, seq, payload, job.delivery)
+            return replies.send_chunk(job.out(self.nc), job.reply, seq, payload, job.delivery)
         return replies.send_chunk(
-            self.nc,
+            job.out(self.nc),
             job.reply,
             seq,
             payload,
@@ -520,7 +520,7 @@ class Handler:
         ``response_threshold`` of silence), and under overload many callers leave at once.
         The caller's own inbox has forgotten the request and drops it."""
         job.status = CLIENT_CLOSED
-        await replies.end_stream(self.nc, job.reply)
+        await replies.end_stream(job.out(self.nc), job.reply)
         log.info(
             "request on %s stopped: its caller left (provider called: %s, chunks delivered: %d)",
             job.deployment_id,

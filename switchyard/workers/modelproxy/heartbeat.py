@@ -15,6 +15,14 @@ backlog can land after ``ack_wait``, and the request is delivered again while it
 Keep-alives stay on the chunks' connection: they are for the caller, in order with its chunks.
 A request that needed progress signals has its ack confirmed by the server before they stop
 (``Serving.ack``): the ack itself travels behind the chunks.
+
+The chunks' connection is not the same for every caller (``InFlight.out``): the replies of a
+caller the head does not vouch for by name (an internal client: its dispatch message carries a
+``Sy-Usage-Id``) go on a connection of their own (``internal``) when the process has one. A
+caller that stops reading makes nats-server stall the connection that feeds it, every caller's
+messages on it included: an internal client that paused its socket held the HTTP edges'
+answers for 7 to 9 s (docs/design-notes.md, "Internal clients' replies have a connection of
+their own").
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from switchyard.bus import headers as h
 from switchyard.bus import replies
 from switchyard.runtime.tasks import TaskSupervisor
 
@@ -48,6 +57,7 @@ class InFlight:
     # here (its claim lapsed): kept claimed too, and acknowledged with it (``Handler``).
     copies: list[Msg] = field(default_factory=list)
     signalled: bool = False  # a progress signal was sent: its ack waits for a confirmation
+    out: NATS | None = None  # the connection its replies go on (see the module doc)
 
     def touch(self, now: float) -> None:
         self.last_sent = now
@@ -58,6 +68,8 @@ class Heartbeats:
         self._nc = nc
         # Where progress signals go: a connection carrying no chunks (see the module doc).
         self.signals: NATS | None = None
+        # Where the replies to callers the head does not vouch for go (see the module doc).
+        self.internal: NATS | None = None
         self._keepalive_s = keepalive_s
         self._progress_s = progress_s
         self._active: dict[int, InFlight] = {}
@@ -69,7 +81,8 @@ class Heartbeats:
         (a request that ends before costs nothing): the claim's clock started when JetStream
         delivered the message, which a busy process may take seconds to begin serving."""
         now = asyncio.get_running_loop().time()
-        entry = InFlight(reply, msg, now, now - self._progress_s)
+        out = self.internal if self.internal is not None and _unvouched(msg) else self._nc
+        entry = InFlight(reply, msg, now, now - self._progress_s, out=out)
         self._active[id(entry)] = entry
         self._busy.set()
         return entry
@@ -96,7 +109,7 @@ class Heartbeats:
             # sent: on the chunks' connection a publish waits for its buffer to be written out
             # when it is full, and a round waiting there held back the next progress signals.
             can_keepalive = keepalives is None or keepalives.done()
-            callers: list[str] = []
+            callers: list[InFlight] = []
             progress: list[Msg] = []
             for entry in list(self._active.values()):
                 self._due(entry, now, callers if can_keepalive else None, progress)
@@ -107,18 +120,18 @@ class Heartbeats:
                 # can wait as above, and awaiting each in turn let one round outlast ack_wait.
                 await asyncio.gather(*map(self._progress, progress), return_exceptions=True)
 
-    async def _keepalives(self, callers: list[str]) -> None:
-        sends = (replies.send_keepalive(self._nc, reply) for reply in callers)
+    async def _keepalives(self, callers: list[InFlight]) -> None:
+        sends = (replies.send_keepalive(c.out or self._nc, c.reply) for c in callers)
         await asyncio.gather(*sends, return_exceptions=True)
 
     def _due(
-        self, entry: InFlight, now: float, callers: list[str] | None, progress: list[Msg]
+        self, entry: InFlight, now: float, callers: list[InFlight] | None, progress: list[Msg]
     ) -> None:
         """Add what ``entry`` needs now: its caller to ``callers`` (None: none are sent this
         round), its messages to ``progress``. Their times are taken as sent: a failed one, on
         a closed connection or an acked message, is not retried before its next turn."""
         if callers is not None and now - entry.last_sent >= self._keepalive_s:
-            callers.append(entry.reply)
+            callers.append(entry)
             entry.last_sent = now
         if now - entry.last_progress >= self._progress_s:
             progress += (entry.msg, *entry.copies)
@@ -130,3 +143,9 @@ class Heartbeats:
         if self.signals is not None and msg.reply:
             return self.signals.publish(msg.reply, _PROGRESS)
         return msg.in_progress()
+
+
+def _unvouched(msg: Msg) -> bool:
+    """True for a request whose caller the head does not vouch for by name (not an edge nor
+    the batch runner): the head bills it under a usage id of its own (``Sy-Usage-Id``)."""
+    return bool(msg.headers and msg.headers.get(h.USAGE_ID))

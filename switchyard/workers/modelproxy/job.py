@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
@@ -54,7 +55,8 @@ class Job:
     # When dispatch stored it. The traffic report's latency is measured from it: that is the
     # fair scheduler's time per request, which time held (a wait for a slot) must not swell.
     dispatched_at: float = 0.0
-    reconnects: int = 0  # the connection's reconnect count when the job started
+    # The reconnect count, when the job started, of the connection its replies go on.
+    reconnects: int = 0
     # What was streamed: counted, and kept for a replay up to a bound (see .replay).
     chunks: SentChunks = field(default_factory=SentChunks)
     answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
@@ -70,10 +72,24 @@ class Job:
     stop: asyncio.Timeout | None = None
 
     def __post_init__(self) -> None:
+        if self.inflight.out is not None:
+            self.reconnects = self.inflight.out.stats["reconnects"]
         self.stored_at = self.dispatched_at = self.msg.metadata.timestamp.timestamp()
         held = self.msg.headers.get(h.HELD_SINCE) if self.msg.headers else None
         if held is not None and held.isdecimal() and len(held) <= 16:
             self.stored_at = min(self.stored_at, int(held) / 1000)
+
+    def out(self, main: NATS) -> NATS:
+        """The connection its replies go on (:mod:`.heartbeat`; ``main`` unless told)."""
+        return self.inflight.out or main
+
+    def unbroken(self, main: NATS) -> bool:
+        """True while everything sent for it went over one live connection: else what the
+        old connection carried may be lost while what was sent while reconnecting gets
+        through, and the first copy of the answer must not end the reply path
+        (``replies.end_stream``)."""
+        out = self.out(main)
+        return out.is_connected and out.stats["reconnects"] == self.reconnects
 
     @property
     def reply(self) -> str:

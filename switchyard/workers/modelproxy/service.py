@@ -68,6 +68,7 @@ class ModelProxy:
         self.heartbeats = Heartbeats(nc, keepalive_s=mp.keepalive_s, progress_s=mp.ack_wait_s / 3)
         self.instance = proc.instance
         self.signals: NATS | None = None  # progress signals' own connection (see .heartbeat)
+        self.internal: NATS | None = None  # internal clients' replies' own (see .heartbeat)
         self.workers: dict[str, Puller] = {}
         # Deployments not pulled for a while: their key cannot be fetched here (key_pause).
         self.key_pauses = KeyPauses(
@@ -185,19 +186,26 @@ class ModelProxy:
         if self.ready and not self._catch_up.closed and not len(self._catch_up):
             self._catch_up.spawn(self.stored_cancels.read())
 
+    async def _connect(self, purpose: str) -> NATS:
+        """One more connection as the model-proxy, named for what it carries."""
+        return await connect(
+            self.settings.nats_servers,
+            self.settings.certs_dir,
+            identities.MODELPROXY.name,
+            name=f"{self.instance}-{purpose}",
+            connect_timeout=self.settings.nats.connect_timeout_s,
+            reconnect_wait=self.settings.nats.reconnect_wait_s,
+        )
+
     async def start(self) -> None:
         await self.handler.publisher.start()
         await self.keys.start()
         await self._routes.start()
-        self.signals = await connect(
-            self.settings.nats_servers,
-            self.settings.certs_dir,
-            identities.MODELPROXY.name,
-            name=f"{self.instance}-signals",
-            connect_timeout=self.settings.nats.connect_timeout_s,
-            reconnect_wait=self.settings.nats.reconnect_wait_s,
-        )
+        self.signals = await self._connect("signals")
         self.heartbeats.signals = self.signals
+        if self.settings.nats.internal_clients:  # a stalled one holds up no edge's answers
+            self.internal = await self._connect("internal")
+            self.heartbeats.internal = self.internal
         self.heartbeats.start()
         self.traffic.start()
         # Every model-proxy hears every cancel; the one serving that stream acts on it. Live
@@ -224,8 +232,9 @@ class ModelProxy:
         self.workers.clear()
         self.draining.clear()
         await self.heartbeats.stop()
-        if self.signals is not None:
-            await disconnect(self.signals)
+        for extra in (self.signals, self.internal):
+            if extra is not None:
+                await disconnect(extra)
         await self.traffic.stop()
         await self.keys.stop()
         await self.handler.owners.close()  # owner records still being written
