@@ -193,6 +193,9 @@ class LLMClient:
         replies = self._pending.get(token)
         if replies is None:
             return
+        if msg.reply:  # a model-proxy's probe (a keep-alive): answered, so a caller that
+            with contextlib.suppress(Exception):  # crashed is noticed (docs/nats-api.md)
+                await self._nc.publish(msg.reply, b"")
         cost = len(msg.data) + MSG_COST
         if replies.held and replies.held + cost > self._max_unread:
             self._overflow(token, replies)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
@@ -22,7 +23,11 @@ from nats.aio.client import Client as NATS
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
+from switchyard.bus.replies import ReplyKind
 from switchyard.client import LLMClient
+from switchyard.schemas.events import LEFT
+from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
+from switchyard.workers.modelproxy.probes import NOTICED_WITHIN_S
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
 
@@ -37,7 +42,11 @@ async def internal(
 ) -> AsyncIterator[Stack]:
     routes: dict[str, Any] = {
         alias: {"deployments": [{"provider": "fake", "model": model}]}
-        for alias, model in {"echo": "echo", "trickle": "trickle:50"}.items()
+        for alias, model in {
+            "echo": "echo",
+            "trickle": "trickle:50",
+            "crawl": "trickle:100",
+        }.items()
     }
     # A deployment that fails, then the fallback: the answer comes from a rerouted request.
     routes["failover"] = {
@@ -97,6 +106,46 @@ async def test_internal_client_cancels_a_stream_it_leaves(
     finally:
         await nc.close()
     assert upstream.cut.count("trickle:50") == cuts + 1
+
+
+async def test_a_caller_that_crashes_mid_stream_is_noticed_and_billed_as_left(
+    internal: Stack, upstream: FakeOpenAI
+) -> None:
+    """An ``LLMClient`` answers the model-proxy's probes; when its connection dies mid-stream
+    without a cancel (a crash), the probes go unanswered and the provider call (300 chunks,
+    30 s) stops within ``NOTICED_WITHIN_S``, billed like a cancel (``:left``, 499) for what
+    was produced, not as answered."""
+    nc = await internal.connect("app")
+    cuts = upstream.cut.count("trickle:100")
+    request_id = f"crash-{time.time_ns()}"
+    body = json.dumps({**CHAT, "model": "crawl", "stream": True}).encode()
+    chunks = 0
+    llm = LLMClient(nc, api_key=internal.api_key)
+    await llm.start()
+    try:
+        envelope = {h.REQUEST_ID: request_id}
+        stream = cast(AsyncGenerator[Any], llm.exchange(subjects.CHAT, body, envelope))
+        began = time.monotonic()
+        async for reply in stream:
+            chunks += reply.kind is ReplyKind.CHUNK
+            if time.monotonic() - began > 3:  # a probe was answered meanwhile
+                await nc.close()  # the crash: no cancel can go out now
+                break
+        await stream.aclose()
+    finally:
+        with contextlib.suppress(Exception):  # its connection is gone
+            await llm.close()
+    crashed = time.monotonic()
+    while upstream.cut.count("trickle:100") == cuts and time.monotonic() - crashed < 20:
+        await asyncio.sleep(0.1)
+    took = time.monotonic() - crashed
+    assert upstream.cut.count("trickle:100") == cuts + 1
+    assert took < NOTICED_WITHIN_S + 1, took
+    event = await internal.usage_of(request_id)
+    assert event is not None
+    assert event.status == CLIENT_CLOSED
+    assert event.id.endswith(f":{LEFT}")
+    assert chunks <= event.completion_tokens < 300
 
 
 async def _stored(internal: Stack, victim: str) -> tuple[int, int, list[str]]:

@@ -113,6 +113,7 @@ def permissions_for(identity: Identity) -> Permissions:
                     f"{s.CONTROL_ADMIN_PREFIX}.>",
                 ),
                 subscribe_allow=inbox,
+                allow_responses=True,  # LLMClient answers probes (see INTERNAL below)
             )
         if name == "admin":
             return Permissions(
@@ -172,6 +173,7 @@ def permissions_for(identity: Identity) -> Permissions:
                     f"{s.CONTROL_ADMIN_PREFIX}.>",
                 ),
                 subscribe_allow=inbox,
+                allow_responses=True,  # LLMClient answers probes (see INTERNAL below)
             )
         raise KeyError(f"no permissions defined for identity {name!r}")
     if identity.zone is Zone.INTERNAL:
@@ -186,6 +188,9 @@ def permissions_for(identity: Identity) -> Permissions:
                 f"{s.CONTROL_ADMIN_PREFIX}.>",
             ),
             subscribe_allow=inbox,
+            # To answer a model-proxy's probe (a keep-alive with a reply subject), so a
+            # client that crashes mid-request is noticed: only to a message it was sent.
+            allow_responses=True,
         )
     if name == "head":
         return Permissions(

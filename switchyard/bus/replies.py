@@ -32,6 +32,7 @@ __all__ = [
     "error_from_reply",
     "error_headers",
     "final_headers",
+    "probe_caller",
     "send_accepted",
     "send_chunk",
     "send_error",
@@ -197,6 +198,14 @@ async def send_accepted(nc: NATS, reply: str, request_id: str = "", deployment: 
 
 async def send_keepalive(nc: NATS, reply: str) -> None:
     await nc.publish(reply, b"", headers=KEEPALIVE_HEADERS)
+
+
+async def probe_caller(nc: NATS, reply: str, timeout: float) -> None:
+    """A keep-alive sent as a request (a probe): a caller may answer it with an empty message
+    to its reply subject, to be known as there (docs/nats-api.md). Raises
+    ``nats.errors.TimeoutError`` when no answer came within ``timeout``, and
+    ``nats.errors.NoRespondersError`` when the server knows nobody listens on ``reply``."""
+    await nc.request(reply, b"", timeout=timeout, headers=KEEPALIVE_HEADERS)
 
 
 async def announce_delivery(nc: NATS, reply: str, delivery: str) -> None:

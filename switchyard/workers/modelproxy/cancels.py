@@ -31,6 +31,7 @@ the time the server stored it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import hmac
 import time
@@ -205,6 +206,7 @@ class Cancels:
         return self.memory.holds(env.request_id, env.key_hash, env.attempt)
 
     def track(self, job: Job) -> None:
+        job.inflight.gone = functools.partial(self.gone, job)  # (.probes)
         jobs = self._serving.get(job.env.request_id)
         if jobs is None:
             self._serving[job.env.request_id] = [job]
@@ -270,7 +272,16 @@ class Cancels:
                 or not hmac.compare_digest(proof, cancel_proof(job.env.key_hash, env.request_id))
             ):
                 continue
-            job.cancelled = True
-            if job.stop is not None:  # the provider call is under way: interrupt it now
-                job.stop.reschedule(asyncio.get_running_loop().time())
+            self.gone(job)
         return None
+
+    @staticmethod
+    def gone(job: Job) -> None:
+        """``job``'s caller left: stop it (the provider call at once, if under way). Also for
+        a caller that stopped answering its probes (:mod:`.probes`) without a cancel, which
+        is billed the same way, and remembered nowhere (no proof came with it)."""
+        if job.cancelled or job.answer is not None:  # answered already: nothing to stop
+            return
+        job.cancelled = True
+        if job.stop is not None:  # the provider call is under way: interrupt it now
+            job.stop.reschedule(asyncio.get_running_loop().time())

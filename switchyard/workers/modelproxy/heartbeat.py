@@ -23,13 +23,16 @@ caller that stops reading makes nats-server stall the connection that feeds it, 
 messages on it included: an internal client that paused its socket held the HTTP edges'
 answers for 7 to 9 s (docs/design-notes.md, "Internal clients' replies have a connection of
 their own").
+
+Every ``probe_s`` a request's keep-alive goes out as a probe instead, chunks or not, to notice a
+caller that went away without a cancel (:mod:`.probes`, which the process passes in).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,14 +61,31 @@ class InFlight:
     copies: list[Msg] = field(default_factory=list)
     signalled: bool = False  # a progress signal was sent: its ack waits for a confirmation
     out: NATS | None = None  # the connection its replies go on (see the module doc)
+    # Probes (.probes): when the last was sent, how many in a row went unanswered, whether
+    # the caller ever answered one, and what to do when it is gone (set by .cancels).
+    last_probe: float = 0.0
+    misses: int = 0
+    answers_probes: bool = False
+    gone: Callable[[], None] | None = None
 
     def touch(self, now: float) -> None:
         self.last_sent = now
 
 
 class Heartbeats:
-    def __init__(self, nc: NATS, *, keepalive_s: float, progress_s: float) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        keepalive_s: float,
+        progress_s: float,
+        probe: Callable[[InFlight, NATS], Coroutine[Any, Any, None]] | None = None,
+        probe_s: float = 0.0,
+    ) -> None:
         self._nc = nc
+        # Asks whether a request's caller is still there (.probes), every ``probe_s``.
+        self._probe = probe
+        self._probe_s = probe_s
         # Where progress signals go: a connection carrying no chunks (see the module doc).
         self.signals: NATS | None = None
         # Where the replies to callers the head does not vouch for go (see the module doc).
@@ -83,6 +103,7 @@ class Heartbeats:
         now = asyncio.get_running_loop().time()
         out = self.internal if self.internal is not None and _unvouched(msg) else self._nc
         entry = InFlight(reply, msg, now, now - self._progress_s, out=out)
+        entry.last_probe = now - self._probe_s + 1.0  # the first about a second from now
         self._active[id(entry)] = entry
         self._busy.set()
         return entry
@@ -110,28 +131,42 @@ class Heartbeats:
             # when it is full, and a round waiting there held back the next progress signals.
             can_keepalive = keepalives is None or keepalives.done()
             callers: list[InFlight] = []
+            probes: list[InFlight] = []
             progress: list[Msg] = []
             for entry in list(self._active.values()):
-                self._due(entry, now, callers if can_keepalive else None, progress)
-            if callers:
-                keepalives = self._loops.spawn(self._keepalives(callers))
+                due = (callers, probes) if can_keepalive else None
+                self._due(entry, now, due, progress)
+            if callers or probes:
+                keepalives = self._loops.spawn(self._keepalives(callers, probes))
             if progress:
                 # All at once, not one after another: without a signals connection a publish
                 # can wait as above, and awaiting each in turn let one round outlast ack_wait.
                 await asyncio.gather(*map(self._progress, progress), return_exceptions=True)
 
-    async def _keepalives(self, callers: list[InFlight]) -> None:
-        sends = (replies.send_keepalive(c.out or self._nc, c.reply) for c in callers)
+    async def _keepalives(self, callers: list[InFlight], probes: list[InFlight]) -> None:
+        sends = [replies.send_keepalive(c.out or self._nc, c.reply) for c in callers]
+        if self._probe is not None:
+            sends += (self._probe(entry, entry.out or self._nc) for entry in probes)
         await asyncio.gather(*sends, return_exceptions=True)
 
     def _due(
-        self, entry: InFlight, now: float, callers: list[InFlight] | None, progress: list[Msg]
+        self,
+        entry: InFlight,
+        now: float,
+        due: tuple[list[InFlight], list[InFlight]] | None,
+        progress: list[Msg],
     ) -> None:
-        """Add what ``entry`` needs now: its caller to ``callers`` (None: none are sent this
-        round), its messages to ``progress``. Their times are taken as sent: a failed one, on
-        a closed connection or an acked message, is not retried before its next turn."""
-        if callers is not None and now - entry.last_sent >= self._keepalive_s:
-            callers.append(entry)
+        """Add what ``entry`` needs now: itself to ``due``'s keep-alives, or to its probes (a
+        probe is a keep-alive too; None: neither is sent this round), its messages to
+        ``progress``. Their times are taken as sent: a failed one, on a closed connection or
+        an acked message, is not retried before its next turn."""
+        if due is None:
+            pass
+        elif self._probe is not None and now - entry.last_probe >= self._probe_s:
+            due[1].append(entry)
+            entry.last_probe = entry.last_sent = now
+        elif now - entry.last_sent >= self._keepalive_s:
+            due[0].append(entry)
             entry.last_sent = now
         if now - entry.last_progress >= self._progress_s:
             progress += (entry.msg, *entry.copies)

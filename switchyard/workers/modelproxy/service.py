@@ -38,6 +38,7 @@ from switchyard.runtime.shutdown import disconnect
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
+from switchyard.workers.modelproxy import probes
 from switchyard.workers.modelproxy.cancel_intake import CancelIntake
 from switchyard.workers.modelproxy.handler import Handler
 from switchyard.workers.modelproxy.heartbeat import Heartbeats
@@ -65,7 +66,13 @@ class ModelProxy:
         self.stats = ProxyMetrics(proc.metrics)
         self.stats.routed(self.table.deployments())
         self.traffic = TrafficMeter(nc, proc.instance)
-        self.heartbeats = Heartbeats(nc, keepalive_s=mp.keepalive_s, progress_s=mp.ack_wait_s / 3)
+        self.heartbeats = Heartbeats(
+            nc,
+            keepalive_s=mp.keepalive_s,
+            progress_s=mp.ack_wait_s / 3,
+            probe=probes.probe,
+            probe_s=probes.PROBE_S,
+        )
         self.instance = proc.instance
         self.signals: NATS | None = None  # progress signals' own connection (see .heartbeat)
         self.internal: NATS | None = None  # internal clients' replies' own (see .heartbeat)
