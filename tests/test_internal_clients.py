@@ -148,6 +148,42 @@ async def test_a_caller_that_crashes_mid_stream_is_noticed_and_billed_as_left(
     assert chunks <= event.completion_tokens < 300
 
 
+async def test_callers_that_stay_are_served_whole_whether_they_answer_probes_or_not(
+    internal: Stack,
+) -> None:
+    """Probes stop only a caller that answered some and then fell silent: an ``LLMClient``
+    (which answers them) and a raw subscriber (which ignores them, as keep-alives may be)
+    each read a whole 15 s stream, probed every few seconds all along."""
+    nc = await internal.connect("app")
+    body = json.dumps({**CHAT, "model": "trickle", "stream": True}).encode()
+    headers = {h.AUTHORIZATION: f"Bearer {internal.api_key}"}
+
+    async def ignoring() -> tuple[int, int]:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(subjects.CHAT, body, reply=inbox, headers=headers)
+        chunks = probed = 0
+        while True:
+            msg = await sub.next_msg(timeout=10)
+            if not msg.data and not msg.headers:
+                return chunks, probed  # the terminator
+            probed += bool(msg.reply)
+            chunks += (msg.headers or {}).get(h.KIND) == "chunk"
+
+    async def answering() -> int:
+        replies = llm.exchange(subjects.CHAT, body)
+        return sum([r.kind is ReplyKind.CHUNK async for r in replies])
+
+    try:
+        async with LLMClient(nc, api_key=internal.api_key) as llm:
+            (chunks, probed), answered = await asyncio.gather(ignoring(), answering())
+    finally:
+        await nc.close()
+    assert probed >= 3
+    assert chunks >= 300
+    assert answered >= 300
+
+
 async def _stored(internal: Stack, victim: str) -> tuple[int, int, list[str]]:
     """AUDIT's last sequence, the victim key record's revision, and what ``sy_batches`` holds
     under the key the attack names."""

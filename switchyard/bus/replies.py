@@ -32,12 +32,12 @@ __all__ = [
     "error_from_reply",
     "error_headers",
     "final_headers",
-    "probe_caller",
     "send_accepted",
     "send_chunk",
     "send_error",
     "send_final",
     "send_keepalive",
+    "send_probe",
 ]
 
 
@@ -200,12 +200,10 @@ async def send_keepalive(nc: NATS, reply: str) -> None:
     await nc.publish(reply, b"", headers=KEEPALIVE_HEADERS)
 
 
-async def probe_caller(nc: NATS, reply: str, timeout: float) -> None:
+async def send_probe(nc: NATS, reply: str, answer_to: str) -> None:
     """A keep-alive sent as a request (a probe): a caller may answer it with an empty message
-    to its reply subject, to be known as there (docs/nats-api.md). Raises
-    ``nats.errors.TimeoutError`` when no answer came within ``timeout``, and
-    ``nats.errors.NoRespondersError`` when the server knows nobody listens on ``reply``."""
-    await nc.request(reply, b"", timeout=timeout, headers=KEEPALIVE_HEADERS)
+    to ``answer_to`` to be known as there (docs/nats-api.md, "A caller that goes away")."""
+    await nc.publish(reply, b"", reply=answer_to, headers=KEEPALIVE_HEADERS)
 
 
 async def announce_delivery(nc: NATS, reply: str, delivery: str) -> None:

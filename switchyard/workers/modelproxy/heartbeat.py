@@ -79,7 +79,7 @@ class Heartbeats:
         *,
         keepalive_s: float,
         progress_s: float,
-        probe: Callable[[InFlight, NATS], Coroutine[Any, Any, None]] | None = None,
+        probe: Callable[[list[InFlight], NATS], Coroutine[Any, Any, None]] | None = None,
         probe_s: float = 0.0,
     ) -> None:
         self._nc = nc
@@ -120,6 +120,7 @@ class Heartbeats:
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         keepalives: asyncio.Task[None] | None = None
+        probing: asyncio.Task[None] | None = None
         while True:
             if not self._active:  # nothing in flight: sleep without a timer
                 self._busy.clear()
@@ -129,44 +130,62 @@ class Heartbeats:
             # Keep-alives go in the background, and not while the last round's are still being
             # sent: on the chunks' connection a publish waits for its buffer to be written out
             # when it is full, and a round waiting there held back the next progress signals.
+            # Probes likewise, apart: a round of them waits for answers (seconds, on a stalled
+            # connection), which must hold back no keep-alive.
             can_keepalive = keepalives is None or keepalives.done()
+            can_probe = self._probe is not None and (probing is None or probing.done())
             callers: list[InFlight] = []
             probes: list[InFlight] = []
             progress: list[Msg] = []
             for entry in list(self._active.values()):
-                due = (callers, probes) if can_keepalive else None
-                self._due(entry, now, due, progress)
-            if callers or probes:
-                keepalives = self._loops.spawn(self._keepalives(callers, probes))
+                self._due(
+                    entry,
+                    now,
+                    callers if can_keepalive else None,
+                    probes if can_probe else None,
+                    progress,
+                )
+            if callers:
+                keepalives = self._loops.spawn(self._keepalives(callers))
+            if probes:
+                probing = self._loops.spawn(self._probes(probes))
             if progress:
                 # All at once, not one after another: without a signals connection a publish
                 # can wait as above, and awaiting each in turn let one round outlast ack_wait.
                 await asyncio.gather(*map(self._progress, progress), return_exceptions=True)
 
-    async def _keepalives(self, callers: list[InFlight], probes: list[InFlight]) -> None:
-        sends = [replies.send_keepalive(c.out or self._nc, c.reply) for c in callers]
-        if self._probe is not None:
-            sends += (self._probe(entry, entry.out or self._nc) for entry in probes)
+    async def _keepalives(self, callers: list[InFlight]) -> None:
+        sends = (replies.send_keepalive(c.out or self._nc, c.reply) for c in callers)
         await asyncio.gather(*sends, return_exceptions=True)
+
+    async def _probes(self, entries: list[InFlight]) -> None:
+        """One round of probes, a batch per connection (one flush each: see :mod:`.probes`)."""
+        if self._probe is None:
+            return
+        by_connection: dict[int, tuple[NATS, list[InFlight]]] = {}
+        for entry in entries:
+            out = entry.out or self._nc
+            by_connection.setdefault(id(out), (out, []))[1].append(entry)
+        rounds = (self._probe(batch, out) for out, batch in by_connection.values())
+        await asyncio.gather(*rounds, return_exceptions=True)
 
     def _due(
         self,
         entry: InFlight,
         now: float,
-        due: tuple[list[InFlight], list[InFlight]] | None,
+        callers: list[InFlight] | None,
+        probes: list[InFlight] | None,
         progress: list[Msg],
     ) -> None:
-        """Add what ``entry`` needs now: itself to ``due``'s keep-alives, or to its probes (a
-        probe is a keep-alive too; None: neither is sent this round), its messages to
+        """Add what ``entry`` needs now: itself to ``probes`` (a probe is a keep-alive too) or
+        else to ``callers`` (None: none of that kind is sent this round), its messages to
         ``progress``. Their times are taken as sent: a failed one, on a closed connection or
         an acked message, is not retried before its next turn."""
-        if due is None:
-            pass
-        elif self._probe is not None and now - entry.last_probe >= self._probe_s:
-            due[1].append(entry)
+        if probes is not None and now - entry.last_probe >= self._probe_s:
+            probes.append(entry)
             entry.last_probe = entry.last_sent = now
-        elif now - entry.last_sent >= self._keepalive_s:
-            due[0].append(entry)
+        elif callers is not None and now - entry.last_sent >= self._keepalive_s:
+            callers.append(entry)
             entry.last_sent = now
         if now - entry.last_progress >= self._progress_s:
             progress += (entry.msg, *entry.copies)

@@ -28,8 +28,8 @@ import contextlib
 import logging
 
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError
 
 from switchyard.bus import replies
 from switchyard.workers.modelproxy.heartbeat import InFlight
@@ -40,33 +40,53 @@ PROBE_S = 3.0  # how often a request in flight asks whether its caller is there
 PROBE_WAIT_S = 1.5  # how long a caller has to answer, once the server has read the probe
 PROBE_READ_S = 10  # how long the server may take to read it (else nothing is concluded)
 PROBE_MISSES = 2  # unanswered in a row, a round apart: the caller is gone
+_STATUS = "Status"  # nats-server's status header...
+_NO_RESPONDERS = "503"  # ...saying nobody was subscribed to the probed subject
 # The longest a caller that answers probes can be gone before its request stops.
 NOTICED_WITHIN_S = PROBE_S + 1 + PROBE_MISSES * (PROBE_WAIT_S + 1)
 
 
-async def probe(entry: InFlight, out: NATS) -> None:
-    """Probe ``entry``'s caller on ``out`` (the connection its replies go on) and act on it."""
-    answer = asyncio.ensure_future(
-        replies.probe_caller(out, entry.reply, PROBE_READ_S + PROBE_WAIT_S)
-    )
+async def probe(entries: list[InFlight], out: NATS) -> None:
+    """Probe the callers of ``entries``, whose replies go on ``out``, and act on what comes
+    back: the probes are sent, the server confirms it read them (one flush, behind them on the
+    connection), and then each caller has :data:`PROBE_WAIT_S` left to have answered."""
     try:
+        inbox = out.new_inbox()
+        sub = await out.subscribe(f"{inbox}.*")
+    except NatsError:
+        return  # the connection is closed or failing: nothing can be told
+    heard: dict[str, bool] = {}  # answer subject -> answered (False: nobody listens there)
+    try:
+        for n, entry in enumerate(entries):
+            await replies.send_probe(out, entry.reply, f"{inbox}.{n}")
         try:
-            await out.flush(timeout=PROBE_READ_S)  # the server has read the probe
+            await out.flush(timeout=PROBE_READ_S)  # the server has read the probes
         except (TimeoutError, NatsError):
             return  # not read in time, or the connection failed: nothing is concluded
-        try:
-            await asyncio.wait_for(answer, PROBE_WAIT_S)
-        except (TimeoutError, NoRespondersError):
-            _missed(entry)
-        except NatsError:  # the connection closed meanwhile: nothing is concluded
-            pass
-        else:
-            _answered(entry)
+        await _collect(sub, heard, len(entries))
+    except NatsError:
+        return
     finally:
-        if not answer.done():
-            answer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await answer
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    for n, entry in enumerate(entries):
+        if heard.get(f"{inbox}.{n}", False):
+            _answered(entry)
+        else:
+            _missed(entry)  # no answer in time, or the server's no-responders status
+
+
+async def _collect(sub: Subscription, heard: dict[str, bool], expected: int) -> None:
+    """The answers that come within :data:`PROBE_WAIT_S` (all of them: stop early)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + PROBE_WAIT_S
+    while len(heard) < expected and (left := until - loop.time()) > 0:
+        try:
+            msg = await sub.next_msg(timeout=left)
+        except TimeoutError:
+            return
+        status = msg.headers.get(_STATUS) if msg.headers else None
+        heard.setdefault(msg.subject, status != _NO_RESPONDERS)
 
 
 def _answered(entry: InFlight) -> None:
