@@ -66,7 +66,7 @@ NEW_FIELDS: tuple[NewField, ...] = (
         "price.web_search_per_call",
         lambda t: any(p.web_search_per_call is not None for p in _prices(t)),
     ),
-    NewField(3, "timeouts.idle_s", lambda t: any(x.idle_s is not None for x in _timeouts(t))),
+    NewField(4, "timeouts.idle_s", lambda t: any(x.idle_s is not None for x in _timeouts(t))),
 )
 
 

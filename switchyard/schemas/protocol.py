@@ -28,4 +28,8 @@ UNSTATED_LEVEL = 1
 # forbids unknown fields, so such a reader ignores the whole table and each later one):
 # ``price.web_search_per_call``. The control service writes a table using one only while no
 # live process states a lower level (``switchyard.control.table_levels``).
-PROTOCOL_LEVEL = 3
+# Level 4: route tables may set ``timeouts.idle_s`` (level-3 readers, 0.2.0, refuse it); a
+# model-proxy hands a request one deployment cannot take back to a head marked ``Sy-Unfit``,
+# which level-3 heads count as an attempt and, when every deployment refused, answer 502
+# ``all_deployments_failed`` instead of the 400 naming the field.
+PROTOCOL_LEVEL = 4

@@ -70,7 +70,7 @@ def test_a_table_needs_level_3_only_when_a_price_sets_web_search_per_call() -> N
     assert needed_level(_table({**TOKENS, "web_search_per_call": 0})) == 3
 
 
-def test_a_table_needs_level_3_when_a_timeouts_sets_idle_s() -> None:
+def test_a_table_needs_level_4_when_a_timeouts_sets_idle_s() -> None:
     """``idle_s`` is written only when set (``omit_defaults``): a table that leaves it at its
     default is read by every level, encoded without it."""
     provider: dict[str, Any] = {"kind": "openai"}
@@ -78,16 +78,17 @@ def test_a_table_needs_level_3_when_a_timeouts_sets_idle_s() -> None:
     assert needed_level(msgspec.convert(doc, RouteTable)) == BASE_LEVEL
     assert b"idle_s" not in msgspec.json.encode(msgspec.convert(doc, RouteTable))
     provider["timeouts"] = {"idle_s": 30}
-    assert needed_level(msgspec.convert(doc, RouteTable)) == 3
+    assert needed_level(msgspec.convert(doc, RouteTable)) == 4
     deployment = {"provider": "p", "model": "m", "timeouts": {"idle_s": 5}}
     deployed = {
         "providers": {"p": {"kind": "openai"}},
         "routes": {"r": {"deployments": [deployment]}},
     }
     table = msgspec.convert(deployed, RouteTable)
-    assert needed_level(table) == 3
-    assert "`timeouts.idle_s` needs protocol level 3" in (
-        refusal(table, [_p("head", "h", 2)]) or ""
+    assert needed_level(table) == 4
+    # 0.2.0's processes state level 3 and refuse the field: the write waits for them.
+    assert "`timeouts.idle_s` needs protocol level 4" in (
+        refusal(table, [_p("head", "h", 3)]) or ""
     )
     # Older readers take a table without the new field as it always was.
     assert msgspec.json.decode(msgspec.json.encode(table.routes["r"].deployments[0].timeouts)) == {
