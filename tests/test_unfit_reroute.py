@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 
 from switchyard.bus import subjects
+from switchyard.bus.envelope import MAX_TRIED
 from switchyard.schemas.events import UsageEvent
 from tests.fakes.anthropic import FakeAnthropic
 from tests.stacks import Stack
@@ -38,6 +39,8 @@ ROUTES: dict[str, dict[str, Any]] = {
         "deployments": [CLAUDE, {"provider": "unfit-anthropic", "model": "claude-sonnet-4-5"}]
     },
 }
+# More deployments that refuse `top_k` than a head reads in Sy-Tried (one fake provider).
+MANY = [{"provider": "unfit-anthropic", "model": f"many-{n:02d}"} for n in range(MAX_TRIED + 1)]
 CLAUDE_ID = "unfit-anthropic--ok"
 COMPAT_ID = "unfit-compat--echo"
 
@@ -56,17 +59,23 @@ async def routed(
     }
     async with stack.live_routes(ROUTES, providers, {"unfit-anthropic": "sk-ant-unfit"}):
         for n in range(4):  # each model-proxy imports litellm on its first call: seconds
-            warm = await _post(stack, _chat("unfit-mixed", "warm"), f"unfit-warm-{n}")
+            # (Up to 90 s each: on a loaded machine an import took more than 30.)
+            warm = await _post(stack, _chat("unfit-mixed", "warm"), f"unfit-warm-{n}", wait=90)
             assert warm.status_code == 200, warm.text
             assert warm.headers["x-switchyard-deployment"] == CLAUDE_ID
         yield stack
 
 
-async def _post(stack: Stack, body: dict[str, Any], request_id: str) -> httpx.Response:
-    """One request; re-sent while the heads have not seen this module's routes yet (404)."""
+async def _post(
+    stack: Stack, body: dict[str, Any], request_id: str, wait: float | None = None
+) -> httpx.Response:
+    """One request; re-sent while the heads have not seen this module's routes yet (404).
+    ``wait``: its deadline, less 5 s (a 504 then, before the client gives up)."""
     headers = {"Authorization": f"Bearer {stack.api_key}", "X-Request-Id": request_id}
+    if wait is not None:
+        headers["X-Request-Timeout"] = f"{wait - 5:g}"
     deadline = time.monotonic() + 30
-    async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=stack.tail_url, timeout=wait or 30) as http:
         while True:
             resp = await http.post("/v1/chat/completions", json=body, headers=headers)
             if resp.status_code != 404 or time.monotonic() > deadline:
@@ -190,3 +199,26 @@ async def test_a_clients_own_error_is_answered_at_once_not_tried_everywhere(
     assert resp.json()["error"]["param"] == "tool_choice"
     assert resp.headers["x-switchyard-deployment"] == CLAUDE_ID
     assert _calls_with(upstream, marker) == 0
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_request_refused_by_more_deployments_than_sy_tried_holds_gets_its_400(
+    routed: Stack, claude_fake: tuple[FakeAnthropic, str]
+) -> None:
+    """Refusals count toward no `routing.max_attempts`, so a route of 33 deployments that
+    refuse a field rerouted the request 33 times: the 33rd reroute's Sy-Tried was past what
+    a head reads, which dropped it, and the client waited for its deadline. The model-proxy
+    that would list one deployment too many answers the 400 naming the refusals itself."""
+    marker = f"many-{secrets.token_hex(4)}"
+    request_id = f"unfit-{marker}"
+    async with routed.live_routes({"unfit-many": {"deployments": MANY}}):
+        # (A first call of so many deployments waits for their queues' consumers.)
+        resp = await _post(routed, _chat("unfit-many", marker, top_k=5), request_id, wait=90)
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert (error["code"], error["param"]) == ("unsupported_parameter", "top_k")
+    assert "no deployment of `unfit-many` can take this request" in error["message"]
+    assert f"at most {MAX_TRIED + 1} deployments" in error["message"]
+    assert resp.headers["x-switchyard-attempts"] == str(MAX_TRIED + 1)
+    assert _calls_with(claude_fake[0], marker) == 0
+    assert await routed.usage_of(request_id) is None

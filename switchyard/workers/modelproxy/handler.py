@@ -351,7 +351,7 @@ class Handler:
             # still ends in an error, so every bus reader sees it failed; Sy-Error-In-Stream
             # tells a relay (the edges) to add no second error event.
             exc = reroutes.said_here(exc, job.env, job.deployment_id)
-            job.answer, job.in_stream = exc, ended_in_dialect(adapter)
+            job.answer, job.in_stream = reroutes.answer_of(job, exc), ended_in_dialect(adapter)
             await self._answer(job, end=self._unbroken(job))
             if not (isinstance(exc, DeadlineExceeded) or ue.clients_own(exc)):
                 log.info(

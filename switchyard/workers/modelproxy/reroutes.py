@@ -7,12 +7,14 @@ A request this deployment's provider has no place for (``top_k`` to Anthropic th
 answers it by what it asks, not by which deployment the weights picked: marked ``unfit``, it
 cools nothing and counts as no attempt, and the heads answer the client's 400 only when no
 deployment of the route takes it. The answer is given here, as before, when the heads could
-send it nowhere else (:func:`answered_here`)."""
+send it nowhere else (:func:`answered_here`), or when one more deployment in ``Sy-Tried`` would
+pass what a head reads (:data:`~switchyard.bus.envelope.MAX_TRIED`): refusals count toward no
+``routing.max_attempts``, so only the route's size bounds them (:func:`answer_of`)."""
 
 from __future__ import annotations
 
-from switchyard.bus.envelope import Envelope
-from switchyard.errors import ApiError, DeploymentCannotTake
+from switchyard.bus.envelope import MAX_TRIED, Envelope
+from switchyard.errors import ApiError, DeploymentCannotTake, InvalidRequest
 from switchyard.schemas.routing import RouteTable
 from switchyard.workers.modelproxy.handback import nowhere_else
 from switchyard.workers.modelproxy.job import Job
@@ -56,7 +58,10 @@ def answered_here(exc: ApiError, table: RouteTable, env: Envelope, deployment_id
     """Whether the failure ``exc`` is answered by this model-proxy though it could go back to
     the heads: a key nobody here could fetch (the heads' 503 would not carry its
     ``Retry-After``) or a field this deployment cannot take (its own 400 says it best), on a
-    route the heads could send the request nowhere else."""
+    route the heads could send the request nowhere else; or any failure but a bounce once
+    ``tried`` is full (:func:`tried_full`)."""
+    if tried_full(exc, env):
+        return True
     return (ue.key_unreachable(exc) or isinstance(exc, DeploymentCannotTake)) and nowhere_else(
         table, env, deployment_id
     )
@@ -71,6 +76,28 @@ def said_here(exc: ApiError, env: Envelope, deployment_id: str) -> ApiError:
             param=exc.param,
         )
     return exc
+
+
+def tried_full(exc: ApiError, env: Envelope) -> bool:
+    """Whether rerouting ``exc`` would list one deployment more than a head reads in
+    ``Sy-Tried`` (it would drop the reroute as malformed: the caller would wait for its
+    deadline). A bounce adds nothing to ``tried``."""
+    return exc.code != ue.DEPLOYMENT_REMOVED and len(env.tried) >= MAX_TRIED
+
+
+def answer_of(job: Job, exc: ApiError) -> ApiError:
+    """What the caller is told of ``exc`` answered here: a refusal after ``tried`` filled up
+    is the heads' answer when no deployment takes the request, the 400 naming every refusal
+    (and any earlier failure); anything else is told as it is."""
+    if not (isinstance(exc, DeploymentCannotTake) and tried_full(exc, job.env)):
+        return exc
+    listed = reroute_failed(job, exc).errors
+    return InvalidRequest(
+        f"no deployment of `{job.env.alias}` can take this request: {listed} (tried no "
+        f"further: a request tries at most {MAX_TRIED + 1} deployments)",
+        code=exc.code or DeploymentCannotTake.code,
+        param=exc.param,
+    )
 
 
 def attempt_summary(deployment_id: str, exc: ApiError) -> str:
