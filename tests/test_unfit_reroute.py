@@ -18,10 +18,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import pytest_asyncio
+from nats.aio.msg import Msg
 
-from switchyard.bus import subjects
+from switchyard.bus import headers as h
+from switchyard.bus import replies, subjects
 from switchyard.bus.envelope import MAX_TRIED
 from switchyard.schemas.events import UsageEvent
 from tests.fakes.anthropic import FakeAnthropic
@@ -222,3 +225,53 @@ async def test_a_request_refused_by_more_deployments_than_sy_tried_holds_gets_it
     assert resp.headers["x-switchyard-attempts"] == str(MAX_TRIED + 1)
     assert _calls_with(claude_fake[0], marker) == 0
     assert await routed.usage_of(request_id) is None
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_head_answers_the_caller_of_a_reroute_it_cannot_read(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """A head confirms a reroute's receipt before reading its headers: one it could not read
+    (a Sy-Tried past MAX_TRIED, from a model-proxy of another version) was dropped, and its
+    caller waited for its deadline. Its caller is answered now, with an OpenAI-shaped 500.
+
+    The reroute is sent by hand, to the reply subject a head saw for a real request (read by
+    a second, non-queue subscriber on the head's subject) while that request is still served
+    (8 s): the caller's first answer is the head's error, not the provider's 200."""
+    seen: asyncio.Queue[str] = asyncio.Queue()
+    request_id = f"unfit-unread-{secrets.token_hex(4)}"
+
+    async def spied(msg: Msg) -> None:
+        if (msg.headers or {}).get(h.REQUEST_ID) == request_id:
+            seen.put_nowait(msg.reply)
+
+    slow = {"unfit-slow": {"deployments": [{"provider": "unfit-compat", "model": "slow:8000"}]}}
+    spy, app = await routed.connect("head"), await routed.connect("app")
+    proxy = await routed.connect("modelproxy")
+    try:
+        await spy.subscribe(subjects.CHAT, cb=spied)
+        async with routed.live_routes(slow):
+            await asyncio.sleep(1.0)  # the heads' route table
+            body = msgspec.json.encode(_chat("unfit-slow", request_id))
+            answers: asyncio.Queue[Msg] = asyncio.Queue()
+            inbox = app.new_inbox()
+            await app.subscribe(inbox, cb=answers.put)
+            auth = {"Authorization": f"Bearer {routed.api_key}", h.REQUEST_ID: request_id}
+            await app.publish(subjects.CHAT, body, reply=inbox, headers=auth)
+            reply_to = await asyncio.wait_for(seen.get(), 5)
+            too_many = ",".join(f"gone--m{n}" for n in range(MAX_TRIED + 1))
+            forged = {h.REQUEST_ID: request_id, h.REPLY: reply_to, h.TRIED: too_many}
+            await proxy.request(subjects.REROUTE, body, timeout=5, headers=forged)  # confirmed
+            async with asyncio.timeout(6):
+                while True:
+                    got = replies.decode_reply((msg := await answers.get()).data, msg.headers)
+                    if got.kind in (replies.ReplyKind.FINAL, replies.ReplyKind.ERROR):
+                        break
+    finally:
+        for nc in (spy, app, proxy):
+            await nc.close()
+    assert (got.kind, got.status) == (replies.ReplyKind.ERROR, 500), got.body
+    error = msgspec.json.decode(got.body)["error"]
+    assert "a retry could not be read" in error["message"]
+    assert h.TRIED in error["message"]
+    assert got.request_id == request_id

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Mapping
 
 from nats.aio.client import Client as NATS
@@ -76,6 +77,8 @@ from switchyard.workers.head.metrics import (
 from switchyard.workers.head.router import Router
 
 log = logging.getLogger("switchyard.head")
+# A subject a reply can be published to: printable, no blank, no wildcard.
+_SUBJECT = re.compile(r"[^\s*>]+")
 # The errors header a full queue adds to (as the model-proxy does on a reroute): its tail.
 _MAX_ERRORS = 900
 
@@ -187,7 +190,7 @@ class Head:
         except MalformedHeader as exc:
             if msg.reply and not rerouted:
                 await replies.send_error(self.nc, msg.reply, exc)
-            else:
+            elif not (rerouted and await self._unreadable_reroute(msg, exc)):
                 log.warning("dropped a message on %s: %s", msg.subject, exc.message)
             return
         reply = env.reply if rerouted else msg.reply
@@ -233,6 +236,24 @@ class Head:
         finally:
             hop.end(failure)
             request_id_var.reset(token)
+
+    async def _unreadable_reroute(self, msg: Msg, exc: MalformedHeader) -> bool:
+        """Answer the caller of a reroute whose headers break the contract (a model-proxy of
+        another version, or one past a limit such as ``Sy-Tried``'s), when its reply target
+        (``Sy-Reply``) can be read: its receipt was confirmed, so nobody else will, and its
+        caller would wait for its deadline. False when there is nobody to answer."""
+        raw = msg.headers or {}
+        reply = raw.get(h.REPLY, "")
+        if not reply or len(reply) > 256 or not _SUBJECT.fullmatch(reply):
+            return False
+        log.error("could not route a rerouted request again, answering its caller: %s", exc.message)
+        self.stats.outcome(EXHAUSTED)
+        failure = ApiError(
+            f"internal error in the router: a retry could not be read ({exc.message})"
+        )
+        request_id = raw.get(h.REQUEST_ID, "") if exc.header != h.REQUEST_ID else ""
+        await replies.send_error(self.nc, reply, failure, request_id=request_id[:128])
+        return True
 
     def _unanswerable_dropped(self, msg: Msg) -> None:
         """A message without a reply subject: nobody to answer. Most are Switchyard's own
