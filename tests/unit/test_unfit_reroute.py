@@ -8,12 +8,15 @@ tests/test_unfit_reroute.py.
 
 from __future__ import annotations
 
+import random
+
 import msgspec
 import pytest
 from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
 from switchyard.bus.envelope import Deadline, Envelope
+from switchyard.config import RoutingSettings
 from switchyard.errors import (
     ApiError,
     DeploymentCannotTake,
@@ -100,6 +103,41 @@ def test_an_earlier_failure_stays_the_answers_kind() -> None:
     exc = decide.exhausted(back, retry_after=8.5)
     assert isinstance(exc, RateLimited)
     assert exc.retry_after == 8.5
+
+
+def test_a_refusal_keeps_the_wait_of_the_429_before_it() -> None:
+    """A answers 429 Retry-After 30, B cannot take a field, C's queue is full with the
+    attempts spent: the answer is the 429 with A's 30 s. The refusal's 0 s wait replaced
+    A's, so the client was told to retry at once."""
+    C = deployment_id("prov", "model-c")
+    limited = _env(tried=(B,), errors=f"{B}: 429 slow down", last_status=429, retry_after=30.0)
+    back = _wire(reroute_failed(_job(limited, A), TOP_K))
+    assert (back.last_status, back.retry_after) == (429, 30.0)
+    assert decide.after_attempt(back, RoutingSettings()) == (0.0, 0.0)  # no cooldown, no pause
+    # The head's full-queue step (_place) keeps an earlier rate limit's wait as it is.
+    full = back.with_(tried=(*back.tried, C), errors=f"{back.errors}; {C}: 503 full")
+    exc = decide.exhausted(full)
+    assert isinstance(exc, RateLimited)
+    assert exc.retry_after == 30.0
+    # Refused last, after the 429: still A's wait (a refusal's own 0 s is no provider's).
+    assert decide.exhausted(back).retry_after == 30.0
+    assert decide.exhausted(_wire(reroute_failed(_job(_env(), A), TOP_K))).status == 400
+
+
+def test_refusals_neither_cool_nor_lengthen_the_backoff_of_a_real_failure() -> None:
+    """`backoff` was fed every deployment tried: after two refusals, a provider's first
+    failure paused as long as a third one."""
+    settings = RoutingSettings(backoff_s=0.1, backoff_max_s=10.0)
+    X, Y = deployment_id("prov", "model-x"), deployment_id("prov", "model-y")
+    failed = _env(tried=(X, Y, A), unfit=(X, Y), last_status=502, errors="...")
+    first = decide.backoff(1, settings, random.Random(7))
+    assert decide.after_attempt(failed, settings, random.Random(7)) == (5.0, first)
+    asked = failed.with_(retry_after=2.0)
+    assert decide.after_attempt(asked, settings, random.Random(7)) == (2.0, first)
+    refused = _env(tried=(A, X), unfit=(X,), last_status=502, retry_after=30.0)
+    assert decide.after_attempt(refused, settings) == (0.0, 0.0)
+    keyless = _env(tried=(A,), last_status=503, retry_after=0.0)  # a provider never called
+    assert decide.after_attempt(keyless, settings) == (0.0, 0.0)
 
 
 def test_only_when_every_deployment_refused_a_field_is_the_client_answered_400() -> None:

@@ -80,6 +80,23 @@ def backoff(hop: int, settings: RoutingSettings, rng: random.Random | None = Non
     return base * jitter
 
 
+def after_attempt(
+    env: Envelope, settings: RoutingSettings, rng: random.Random | None = None
+) -> tuple[float, float]:
+    """After a reroute: how long the deployment that failed last cools down, and the pause
+    before the next attempt (0: none). A refusal (the deployment had no place for a field,
+    ``unfit``) made no attempt: neither, whatever wait its envelope carries on from an earlier
+    provider's failure (the answer's). The pause grows with provider attempts only: refusals
+    before a real failure do not lengthen it."""
+    failed = env.tried[-1] if env.tried else ""
+    if failed in env.unfit:
+        return 0.0, 0.0
+    seconds = settings.cooldown_s if env.retry_after is None else env.retry_after
+    if seconds <= 0:  # nothing to wait for (a provider key not stored: never called)
+        return 0.0, 0.0
+    return (seconds if failed else 0.0), backoff(env.provider_attempts, settings, rng)
+
+
 def exhausted(
     env: Envelope,
     *,
@@ -108,9 +125,11 @@ def exhausted(
     message += note
     # The provider's wait, never past the longest cooldown (after which the deployment is
     # tried again anyway: a provider's "a day" told a client to wait a day for 5 minutes).
-    # (None after a deployment that could not take the request: its 0 s is no provider's.)
+    # (A refusal carries on the wait of the provider before it; its 0 s when none said one
+    # is no wait.)
     unfit_last = bool(tried) and tried[-1] in env.unfit
-    asked = None if env.retry_after is None or unfit_last else min(env.retry_after, MAX_COOLDOWN_S)
+    said = env.retry_after if env.retry_after or not unfit_last else None
+    asked = None if said is None else min(said, MAX_COOLDOWN_S)
     if env.last_status == 429:  # the providers' limits, not the key's own (rate_limit_exceeded)
         # When the route is usable again: the first of its cooldowns to end, those the failed
         # attempts just set included (the last provider's own wait said only when that one

@@ -567,10 +567,8 @@ class Head:
             ApiError: the attempt budget is spent, or the request was pinned to one deployment.
         """
         failed = env.tried[-1] if env.tried else ""
-        seconds = env.retry_after
-        if seconds is None:
-            seconds = self.settings.routing.cooldown_s
-        if failed and seconds > 0:  # 0: nothing to wait for (a provider key not stored)
+        seconds, pause = decide.after_attempt(env, self.settings.routing)
+        if seconds > 0:  # none after a refusal, or with nothing to wait for (no key stored)
             reason = env.errors.rsplit("; ", 1)[-1]
             # The provider's own status when the model-proxy sent it (a 500, not the bus's 502).
             status = env.upstream_status or env.last_status or 502
@@ -581,10 +579,7 @@ class Head:
         if env.provider_attempts >= self.settings.routing.max_attempts or env.pin:
             named.tried(env)
             raise decide.attempts_spent(self.router, self.cooldowns, env)
-        if seconds <= 0:  # nothing to back off from (the provider was never called)
-            return
-        pause = decide.backoff(len(env.tried), self.settings.routing)
-        if env.remaining(0.0) > pause:
+        if 0 < pause < env.remaining(0.0):  # none after a refusal or an uncalled provider
             await asyncio.sleep(pause)
 
 

@@ -32,8 +32,9 @@ def reroute_failed(job: Job, exc: ApiError) -> Envelope:
     summary = attempt_summary(job.deployment_id, exc)
     errors = f"{env.errors}; {summary}" if env.errors else summary
     if isinstance(exc, DeploymentCannotTake):
-        # No attempt: the earlier attempts' status stays the answer's, and nothing cools
-        # (a head too old to read Sy-Unfit neither cools nor pauses for a 0 s wait).
+        # No attempt: the earlier attempts' status and wait stay the answer's (a 429's
+        # Retry-After), and nothing cools (a head reads Sy-Unfit; one too old to read it
+        # neither cools nor pauses for the 0 s sent when no earlier provider named a wait).
         return env.with_(
             tried=(*env.tried, job.deployment_id),
             unfit=(*env.unfit, job.deployment_id),
@@ -41,7 +42,7 @@ def reroute_failed(job: Job, exc: ApiError) -> Envelope:
             unfit_param=(exc.param or "")[:256],
             errors=errors[-_MAX_ERRORS_HEADER:],
             last_status=env.last_status or exc.status,
-            retry_after=0.0,
+            retry_after=0.0 if env.retry_after is None else env.retry_after,
         )
     return env.with_(
         tried=(*env.tried, job.deployment_id),
