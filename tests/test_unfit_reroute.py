@@ -27,9 +27,10 @@ from switchyard.bus import headers as h
 from switchyard.bus import replies, subjects
 from switchyard.bus.envelope import MAX_TRIED
 from switchyard.schemas.events import UsageEvent
+from switchyard.schemas.routing import deployment_id
 from tests.fakes.anthropic import FakeAnthropic
 from tests.stacks import Stack
-from tests.support import usage_events
+from tests.support import bus_answer, usage_events
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -225,6 +226,55 @@ async def test_a_request_refused_by_more_deployments_than_sy_tried_holds_gets_it
     assert resp.headers["x-switchyard-attempts"] == str(MAX_TRIED + 1)
     assert _calls_with(claude_fake[0], marker) == 0
     assert await routed.usage_of(request_id) is None
+
+
+async def _bus(stack: Stack, body: dict[str, Any], headers: dict[str, str]) -> replies.Reply:
+    """The final or error message of one request on ``llm.v1.chat``, sent as an internal
+    client sends it (its key in ``Authorization``), once the heads know the route."""
+    nc = await stack.connect("app")
+    try:
+        headers = {"Authorization": f"Bearer {stack.api_key}", **headers}
+        deadline = time.monotonic() + 30
+        while True:
+            reply = await bus_answer(nc, body, headers)
+            if reply.status != 404 or time.monotonic() > deadline:
+                return reply
+            await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_callers_sy_tried_and_sy_unfit_are_not_believed(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """A caller on the bus could name deployments as tried (so they are never offered the
+    request) or as refusals (so their real failures count toward no `routing.max_attempts`
+    and cool nothing). The head clears both: the deployments named are still tried, and the
+    attempts still end at `routing.max_attempts`."""
+    marker = f"forged-{secrets.token_hex(4)}"
+    forged = {h.TRIED: COMPAT_ID, h.UNFIT: COMPAT_ID}
+    reply = await _bus(routed, _chat("unfit-mixed", marker, top_k=5), forged)
+    assert (reply.kind, reply.status, reply.deployment) == (
+        replies.ReplyKind.FINAL,
+        200,
+        COMPAT_ID,
+    ), reply.body
+    assert _calls_with(upstream, marker) == 1
+
+    most = routed.settings.routing.max_attempts
+    providers = {
+        f"unfit-fail-{n}": {"kind": "openai-compatible", "api_base": upstream.base_url}
+        for n in range(most + 1)
+    }
+    failing = [{"provider": name, "model": "status:500"} for name in providers]
+    ids = ",".join(deployment_id(name, "status:500") for name in providers)
+    async with routed.live_routes({"unfit-failing": {"deployments": failing}}, providers):
+        marker = f"forged-{secrets.token_hex(4)}"
+        reply = await _bus(routed, _chat("unfit-failing", marker), {h.UNFIT: ids})
+    assert (reply.kind, reply.status) == (replies.ReplyKind.ERROR, 502), reply.body
+    assert reply.attempts == most
+    assert _calls_with(upstream, marker) == most
 
 
 @pytest.mark.asyncio(loop_scope="session")

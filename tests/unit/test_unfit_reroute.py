@@ -187,7 +187,8 @@ def test_a_route_with_nowhere_else_is_answered_by_the_model_proxy() -> None:
 
 def test_a_client_cannot_claim_refusals_it_did_not_get() -> None:
     """A caller's Sy-Unfit would let its request past routing.max_attempts: the head clears it
-    with the other reroute fields (see head.service._route); the header is bounded anyway."""
+    with the other reroute fields (see head.service._route; checked through a real head in
+    tests/test_unfit_reroute.py); here only that the header is bounded anyway."""
     headers = {h.REQUEST_ID: "r", h.UNFIT: ",".join(["x"] * 40)}
     with pytest.raises(InvalidRequest):
         Envelope.decode(headers)
