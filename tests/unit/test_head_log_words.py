@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from switchyard.bus import headers as h
-from switchyard.workers.head.service import kind_said
+from switchyard.workers.head.odd_messages import kind_said
 
 pytestmark = pytest.mark.unit
 

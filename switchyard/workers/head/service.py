@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-from collections.abc import Mapping
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -74,11 +72,11 @@ from switchyard.workers.head.metrics import (
     STALE,
     HeadMetrics,
 )
+from switchyard.workers.head.odd_messages import kind_said, reply_target
 from switchyard.workers.head.router import Router
 
 log = logging.getLogger("switchyard.head")
 # A subject a reply can be published to: printable, no blank, no wildcard.
-_SUBJECT = re.compile(r"[^\s*>]+")
 # The errors header a full queue adds to (as the model-proxy does on a reroute): its tail.
 _MAX_ERRORS = 900
 
@@ -243,8 +241,8 @@ class Head:
         (``Sy-Reply``) can be read: its receipt was confirmed, so nobody else will, and its
         caller would wait for its deadline. False when there is nobody to answer."""
         raw = msg.headers or {}
-        reply = raw.get(h.REPLY, "")
-        if not reply or len(reply) > 256 or not _SUBJECT.fullmatch(reply):
+        reply = reply_target(raw)
+        if reply is None:
             return False
         log.error("could not route a rerouted request again, answering its caller: %s", exc.message)
         self.stats.outcome(EXHAUSTED)
@@ -594,18 +592,3 @@ async def run(
         stop=stop,
         build=lambda nc, proc: Head(nc, settings, proc),
     )
-
-
-_KINDS = frozenset(kind.value for kind in replies.ReplyKind)
-
-
-def kind_said(headers: Mapping[str, str]) -> str:
-    """What a message's ``Sy-Kind`` says it is, for a log line (``an error message``), whole:
-    the value comes from outside, so one that is no reply kind is described, not quoted (a
-    cut of it read "a message withou")."""
-    kind = headers.get(h.KIND)
-    if kind is None:
-        return "a message without Sy-Kind"
-    if kind not in _KINDS:
-        return "a message with an unknown Sy-Kind"
-    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} message"
