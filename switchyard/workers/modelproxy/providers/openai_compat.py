@@ -257,7 +257,10 @@ class OpenAICompatible:
                     if not usage_due:  # whole: [DONE] or the end is all that may follow
                         watchdog.grace(end_by)
                 if event is not None:
+                    watchdog.away = True  # the consumer's time, not the provider's
                     yield event
+                    watchdog.away = False
+                    watchdog.last = loop.time()
         except aiohttp.ClientError as exc:
             raise ue.connection_failed(name, exc) from None
         except LineTooLong:

@@ -10,7 +10,10 @@ says which wait ran out. Three waits:
   chunks. A provider that stalls mid-answer would otherwise hold its caller until
   ``stream_s``, kept alive by the edge's keep-alive comments, which also defeat the client's
   own read timeout. Its clock is lazy: a chunk only notes its time (:attr:`Watchdog.last`),
-  and the timer, when it fires early, sets itself again for the gap since the last chunk;
+  and the timer, when it fires early, sets itself again for the gap since the last chunk.
+  Time spent downstream is not the provider's: while the reader waits for its consumer to
+  take a chunk (:attr:`Watchdog.away`, relay back-pressure) the clock does not run, and it
+  starts again when the consumer comes back;
 * the grace (:data:`GRACE_S`) once the answer is whole (every choice finished and the usage
   came, or none is due): a provider that never sends ``[DONE]`` nor closes the stream ends
   then, as if it had. Once the answer is whole the idle gap ends it too, the same way
@@ -65,6 +68,7 @@ class Watchdog:
         self.whole = False  # it ran out once the answer was whole: the stream ended well
         self.ended = False  # the answer is whole (set by the reader)
         self.last = 0.0  # the loop time of the last chunk (set by the reader)
+        self.away = False  # the reader waits for its consumer: no idle time (set by it)
         self._idle_s = 0.0
         self._idle: asyncio.TimerHandle | None = None
         self._graced = False
@@ -87,8 +91,12 @@ class Watchdog:
             self._idle = self._loop.call_at(self.last + idle_s, self._check_idle)
 
     def _check_idle(self) -> None:
+        now = self._loop.time()
+        if self.away:  # the consumer has the chunk: the gap starts when it is back
+            self._idle = self._loop.call_at(now + self._idle_s, self._check_idle)
+            return
         due = self.last + self._idle_s
-        if self._loop.time() < due:  # a chunk came since: wait for the gap after it
+        if now < due:  # a chunk came since: wait for the gap after it
             self._idle = self._loop.call_at(due, self._check_idle)
         else:
             self._fire(idle_wait(self._idle_s))
