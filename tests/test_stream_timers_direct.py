@@ -1,5 +1,7 @@
 """The direct (OpenAI-compatible) stream reader's timers against a provider on loopback HTTP:
-the idle clock does not count the time the consumer takes over a chunk (relay back-pressure)."""
+the idle clock does not count the time the consumer takes over a chunk (relay back-pressure),
+a legacy completion of several prompts is not whole at the first prompt's finish_reason, and
+the no-[DONE] grace ends a stream only after 2 s of silence, not 2 s after it began."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from switchyard.errors import ApiError
 from switchyard.schemas.routing import Deployment, Provider
 from switchyard.workers.modelproxy.providers.base import ProviderCall, StreamEvent
 from switchyard.workers.modelproxy.providers.openai_compat import OpenAICompatible
@@ -74,6 +77,47 @@ async def test_a_slow_consumer_is_not_a_stalled_provider(provider: tuple[Scripte
     adapter = OpenAICompatible()
     try:
         got = await _read(adapter, _call(base, "complete", {"prompt": "p"}, idle_s=0.5), 0.8)
+    finally:
+        await adapter.close()
+    assert len(got) == 3
+
+
+async def test_a_completion_of_two_prompts_is_read_to_the_second(
+    provider: tuple[Scripted, str],
+) -> None:
+    """Usage on every chunk (vLLM's continuous_usage_stats) and the first prompt finished: it
+    used to be whole there, and the grace ended it 2 s later without the second prompt."""
+    server, base = provider
+    server.script = [
+        (0, _chunk(0, "a", "stop", usage=USAGE)),
+        (2.6, _chunk(1, "b", usage=USAGE)),
+        (0, _chunk(1, "", "stop", usage=USAGE)),
+        (0, b"data: [DONE]\n\n"),
+    ]
+    adapter = OpenAICompatible()
+    try:
+        got = await _read(adapter, _call(base, "complete", {"prompt": ["x", "y"]}))
+    finally:
+        await adapter.close()
+    assert len(got) == 3
+    assert b'"b"' in got[1]
+
+
+async def test_the_grace_is_two_seconds_of_silence(provider: tuple[Scripted, str]) -> None:
+    """The answer whole (finished, usage in), the provider still sends a chunk every 1.5 s
+    and then [DONE]: the grace, set once, ended it 2 s after the finish_reason."""
+    server, base = provider
+    server.script = [
+        (0, _chunk(0, "a", "stop", usage=USAGE)),
+        (1.5, _chunk(0, "", None, usage=USAGE)),
+        (1.5, _chunk(0, "", None, usage=USAGE)),
+        (0, b"data: [DONE]\n\n"),
+    ]
+    adapter = OpenAICompatible()
+    try:
+        got = await _read(adapter, _call(base, "complete", {"prompt": "p"}))
+    except ApiError as exc:  # (the old code ended it whole: no failure either way)
+        pytest.fail(f"the stream failed: {exc.message}")
     finally:
         await adapter.close()
     assert len(got) == 3

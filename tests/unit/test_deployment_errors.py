@@ -197,7 +197,7 @@ def test_the_callers_deadline_is_not_the_deployments_error() -> None:
 
 def test_a_stream_of_two_choices_ends_when_every_choice_has() -> None:
     """A chunk may carry several choices, the finished one not first (a reviewer's case)."""
-    choices = _Choices.of({"n": 2})
+    choices = _Choices.of("chat", {"n": 2})
     assert choices is not None
     both = (
         b'{"choices": [{"index": 0, "finish_reason": null}, {"index": 1, "finish_reason": "stop"}]}'
@@ -205,8 +205,23 @@ def test_a_stream_of_two_choices_ends_when_every_choice_has() -> None:
     assert not choices.ended(both)
     assert not choices.ended(b'{"choices": [{"index": 0, "delta": {"content": "x"}}]}')
     assert choices.ended(b'{"choices": [{"index": 0, "finish_reason": "length"}]}')
-    assert _Choices.of({"n": 1}) is None
-    assert _Choices.of({"n": True}) is None
+    assert _Choices.of("chat", {"n": 1}) is None
+    assert _Choices.of("chat", {"n": True}) is None
+
+
+def test_a_completion_of_several_prompts_ends_when_every_prompt_has() -> None:
+    """A legacy completion of a list of prompts has ``n`` choices per prompt: the first
+    prompt's finish_reason is not the end of the answer (it was taken for it)."""
+    choices = _Choices.of("complete", {"prompt": ["a", "b"], "n": 2})
+    assert choices is not None
+    for index in (0, 1, 2):
+        assert not choices.ended(b'{"choices": [{"index": %d, "finish_reason": "stop"}]}' % index)
+    assert choices.ended(b'{"choices": [{"index": 3, "finish_reason": "stop"}]}')
+    assert _Choices.of("complete", {"prompt": [[1, 2], [3]]}) is not None  # token lists
+    assert _Choices.of("complete", {"prompt": [1, 2, 3]}) is None  # one prompt of tokens
+    assert _Choices.of("complete", {"prompt": ["only"]}) is None
+    assert _Choices.of("complete", {"prompt": "one"}) is None
+    assert _Choices.of("chat", {"prompt": ["a", "b"]}) is None  # (not a chat field)
 
 
 @pytest.mark.parametrize(

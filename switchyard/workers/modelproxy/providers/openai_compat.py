@@ -186,7 +186,7 @@ class OpenAICompatible:
         end_by = started + call.total_timeout
         # ended: a chunk said why the answer ended (a finish_reason), for every choice
         first, finished, ended = True, False, False
-        choices = _Choices.of(call.body)
+        choices = _Choices.of(call.op, call.body)
         # No timeout scope spans a yield: the consumer's time between chunks must not be
         # cancelled by a scope that belongs to this generator.
         resp = await self._open(call, url, headers, min(first_by, end_by))
@@ -325,7 +325,8 @@ def _raise_reported(payload: bytes, provider: str, key: Secret | None) -> None:
 
 
 class _Choices:
-    """Which choices of a stream asked for ``n`` > 1 have ended: a stream cut after the first
+    """Which choices of a stream of several have ended (``n`` > 1, or a legacy completion of
+    a list of prompts: ``n`` choices per prompt, indexed on): a stream cut after the first
     choice's finish_reason was taken for whole, and the others' answers ended mid-sentence."""
 
     def __init__(self, n: int) -> None:
@@ -333,10 +334,13 @@ class _Choices:
         self._ended: set[int] = set()
 
     @classmethod
-    def of(cls, body: dict[str, Any]) -> _Choices | None:
+    def of(cls, op: str, body: dict[str, Any]) -> _Choices | None:
         """None for one choice (its finish_reason ends the answer)."""
         n = body.get("n")
-        return cls(n) if isinstance(n, int) and not isinstance(n, bool) and n > 1 else None
+        count = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        if op == "complete":
+            count *= _prompts(body.get("prompt"))
+        return cls(count) if count > 1 else None
 
     def ended(self, payload: bytes) -> bool:
         """Whether every choice has now ended, ``payload`` read (any of its choices may
@@ -349,6 +353,14 @@ class _Choices:
             return False
         self._ended.update(c.index for c in chunk.choices if c.finish_reason is not None)
         return len(self._ended) >= self._left
+
+
+def _prompts(prompt: Any) -> int:
+    """How many prompts a legacy completion's ``prompt`` holds: a list of texts or of token
+    lists is one per item; a text, or one list of tokens, is one."""
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
+        return len(prompt)
+    return 1
 
 
 class _Finish(msgspec.Struct):
@@ -407,7 +419,7 @@ def _labelled_json(call: ProviderCall, data: bytes) -> list[StreamEvent]:
     """An event stream a server labelled ``application/json``, read whole."""
     name = call.provider_name
     events: list[StreamEvent] = []
-    ended, choices = False, _Choices.of(call.body)
+    ended, choices = False, _Choices.of(call.op, call.body)
     for line in data.splitlines():
         payload = line[5:].strip() if line.startswith(b"data:") else None
         if payload is None:

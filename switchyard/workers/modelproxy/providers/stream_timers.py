@@ -16,7 +16,8 @@ says which wait ran out. Three waits:
   starts again when the consumer comes back;
 * the grace (:data:`GRACE_S`) once the answer is whole (every choice finished and the usage
   came, or none is due): a provider that never sends ``[DONE]`` nor closes the stream ends
-  then, as if it had. Once the answer is whole the idle gap ends it too, the same way
+  then, as if it had. Every chunk read after that sets it again: only :data:`GRACE_S` of
+  silence ends the stream. Once the answer is whole the idle gap ends it too, the same way
   (:attr:`Watchdog.whole`): an answer that has all its parts is no failure.
 
 The readers that open a timeout scope per read anyway (litellm's, the native streams') bound
@@ -71,7 +72,6 @@ class Watchdog:
         self.away = False  # the reader waits for its consumer: no idle time (set by it)
         self._idle_s = 0.0
         self._idle: asyncio.TimerHandle | None = None
-        self._graced = False
         self._handle = self._loop.call_at(when, self._fire, what)
 
     def _fire(self, what: str) -> None:
@@ -102,10 +102,9 @@ class Watchdog:
             self._fire(idle_wait(self._idle_s))
 
     def grace(self, end_by: float) -> None:
-        """The answer is whole: end the stream :data:`GRACE_S` from now (once)."""
-        if not self._graced:
-            self._graced = True
-            self.rearm(min(self._loop.time() + GRACE_S, end_by), _GRACE)
+        """The answer is whole: end the stream :data:`GRACE_S` from now (again at each chunk
+        read after that: only that much silence ends it)."""
+        self.rearm(min(self._loop.time() + GRACE_S, end_by), _GRACE)
 
     def cancel(self) -> None:
         self._handle.cancel()
