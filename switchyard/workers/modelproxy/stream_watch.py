@@ -9,7 +9,20 @@ the first token was measured at an empty chunk. So chat and legacy completion st
 such chunks back (:func:`~.providers.chunk_content.has_content`) until the first that carries
 content, then send them all, in order: nothing lost, and after a reroute the next deployment's
 own opening is the only one the caller gets. A stream that ends with none is sent whole at its
-end. Other streams (native dialects hold their own opening: :mod:`.providers.native_stream`)
+end.
+
+Held chunks went nowhere yet, so they do not count as messages to the caller
+(``InFlight.touch`` is for those): the caller's keep-alives keep going out while they wait. A
+long hold (a reasoning model streaming empty deltas while it thinks, for minutes) had stopped
+them, and after ``nats.response_threshold_s`` without a message the caller's reply mapping
+was dropped and the content went nowhere. Holding is bounded too: past :data:`HELD_CHUNKS`
+chunks or :data:`HELD_BYTES` bytes, the held chunks are sent and the rest pass as they come
+(the fallback chance is gone then: a stream that long with nothing in it is no opening).
+A real opening is one to three chunks (the role, Azure's prompt filter results, a usage-less
+keep-alive) of well under 4 KiB, so the bounds leave room for ten times that and keep what
+a placeholder stream can pile up in memory small.
+
+Other streams (native dialects hold their own opening: :mod:`.providers.native_stream`)
 are sent chunk by chunk as before. Once content went out every chunk passes unread.
 """
 
@@ -26,6 +39,9 @@ from switchyard.workers.modelproxy.providers.chunk_content import has_content
 
 # The ops whose chunks are OpenAI chunks, read for content until the first that has some.
 HELD_OPS = frozenset({"chat", "complete"})
+# Past either, held chunks are sent and holding ends (see the module).
+HELD_CHUNKS = 32
+HELD_BYTES = 64 * 1024
 Send = Callable[[Job, int, bytes], Awaitable[None]]
 
 
@@ -42,6 +58,8 @@ async def relay(
     time to the first content and what was sent; returns early once the caller left."""
     loop = asyncio.get_running_loop()
     held: list[bytes] | None = [] if job.env.op in HELD_OPS else None  # None: none held now
+    held_bytes = 0
+    looking = held is not None  # the first content is still to come (its time is measured)
     seq = 0
     async for event in events:
         if job.cancelled:
@@ -53,21 +71,25 @@ async def relay(
         payload = echoed.masked(event.payload, key, provider)
         if held is not None:
             held.append(payload)
-            job.inflight.touch(loop.time())
-            if not has_content(payload):
+            held_bytes += len(payload)
+            if has_content(payload):
+                _first_content(job)
+                looking = False
+            elif len(held) < HELD_CHUNKS and held_bytes < HELD_BYTES:
                 continue
-            _first_content(job)
-            for payload in held:
+            for payload in held:  # content came, or too much was held: all of it goes now
                 job.chunks.append(payload)
                 await send(job, seq, payload)
                 seq += 1
             held = None
             job.sent = True
+            job.inflight.touch(loop.time())
             continue
         job.chunks.append(payload)
         await send(job, seq, payload)
-        if seq == 0:
+        if seq == 0 or (looking and has_content(payload)):
             _first_content(job)
+            looking = False
         seq += 1
         job.sent = True
         job.inflight.touch(loop.time())

@@ -1,0 +1,84 @@
+"""What a chat stream's held opening does to its caller's keep-alives, and how long it is held
+(:mod:`switchyard.workers.modelproxy.stream_watch`): held chunks are no message to the caller,
+so they do not hold its keep-alives back; past the bound they are sent and holding ends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.msg import Msg
+
+from switchyard.bus.envelope import Envelope
+from switchyard.workers.modelproxy.heartbeat import InFlight
+from switchyard.workers.modelproxy.job import Job
+from switchyard.workers.modelproxy.key_echo import EchoedKeys
+from switchyard.workers.modelproxy.providers.base import StreamEvent
+from switchyard.workers.modelproxy.stream_watch import HELD_CHUNKS, relay
+
+pytestmark = pytest.mark.unit
+
+EMPTY = b'{"choices": [{"index": 0, "delta": {"content": ""}}]}'
+TEXT = b'{"choices": [{"index": 0, "delta": {"content": "hi"}}]}'
+
+
+def _job() -> Job:
+    env = Envelope(request_id="r1", op="chat", stream=True)
+    msg = Msg(
+        _client=None,  # type: ignore[arg-type]
+        subject="llm.v1.dispatch.d",
+        reply="$JS.ACK.DISPATCH.c.1.7.7.1700000000000000000.0",
+        data=b"{}",
+        headers=env.encode(),
+    )
+    return Job(msg=msg, env=env, deployment_id="d", inflight=InFlight("r", msg, 0.0, 0.0))
+
+
+async def _relayed(payloads: list[bytes], job: Job) -> list[tuple[int, bytes, float]]:
+    """What went to the caller: (seq, chunk, the caller's last-sent time when it went)."""
+    sent: list[tuple[int, bytes, float]] = []
+
+    async def send(j: Job, seq: int, payload: bytes) -> None:
+        sent.append((seq, payload, j.inflight.last_sent))
+
+    async def events() -> AsyncIterator[StreamEvent]:
+        for payload in payloads:
+            assert job.inflight.last_sent == 0.0 or sent, "a held chunk counted as sent"
+            yield StreamEvent(payload)
+
+    await relay(job, events(), send, echoed=EchoedKeys(), key=b"", provider="p")
+    return sent
+
+
+async def test_held_chunks_do_not_count_as_sent_to_the_caller() -> None:
+    job = _job()
+    sent = await _relayed([EMPTY, EMPTY, EMPTY, TEXT], job)
+    assert [s[0] for s in sent] == [0, 1, 2, 3]
+    assert sent[0][2] == 0.0  # nothing had gone to the caller before the first send
+    assert job.inflight.last_sent > 0.0
+    assert job.sent
+
+
+async def test_a_long_hold_is_sent_at_its_bound_and_then_streams() -> None:
+    job = _job()
+    sent = await _relayed([EMPTY] * (HELD_CHUNKS + 5) + [TEXT], job)
+    assert len(sent) == HELD_CHUNKS + 6
+    assert job.ttft is not None  # measured at the content, after the bound
+
+
+async def test_the_bound_ends_a_hold_before_the_stream_does() -> None:
+    """A stream of empty deltas past the bound: its chunks go out as they come, not at its end."""
+    job = _job()
+    seen: list[int] = []
+
+    async def send(j: Job, seq: int, payload: bytes) -> None:
+        seen.append(seq)
+
+    async def events() -> AsyncIterator[StreamEvent]:
+        for i in range(HELD_CHUNKS + 10):
+            if i == HELD_CHUNKS + 5:
+                assert seen, "still holding past the bound"
+            yield StreamEvent(EMPTY)
+
+    await relay(job, events(), send, echoed=EchoedKeys(), key=b"", provider="p")
+    assert len(seen) == HELD_CHUNKS + 10
