@@ -31,7 +31,7 @@ from switchyard.schemas.routing import (
     credential_in_url,
     looks_like_a_key,
 )
-from switchyard.schemas.timeouts import call_timeouts
+from switchyard.schemas.timeouts import Timeouts, call_timeouts
 
 KINDS = list(get_args(ProviderKind))
 FIELDS = [
@@ -44,9 +44,15 @@ FIELDS = [
     "timeouts-first_token_s",
     "timeouts-request_s",
     "timeouts-stream_s",
+    "timeouts-idle_s",
 ]
 
-_TIMEOUTS = {"first_token_s": "first-token", "request_s": "request", "stream_s": "stream"}
+_TIMEOUTS = {
+    "first_token_s": "first-token",
+    "request_s": "request",
+    "stream_s": "stream",
+    "idle_s": "idle",
+}
 
 
 def _values(name: str, p: Provider | None) -> dict[str, Any]:
@@ -63,6 +69,7 @@ def _values(name: str, p: Provider | None) -> dict[str, Any]:
         "timeouts-first_token_s": timeouts.first_token_s,
         "timeouts-request_s": timeouts.request_s,
         "timeouts-stream_s": timeouts.stream_s,
+        "timeouts-idle_s": timeouts.idle_s,
         "digest": digest(p) if name else "",
     }
 
@@ -116,7 +123,17 @@ async def edit_provider(ui: Ui) -> Response:
     )
 
 
-def _document(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def _document(
+    values: dict[str, Any], original: Timeouts | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The provider the form describes, and what is wrong with it, field by field.
+
+    Its timeouts are merged onto the ``original`` provider's: a field the form did not send
+    keeps its value, an empty one is unset, and one still showing what the form showed for a
+    field the provider left unset (the default) stays unset, so saving a form changes only
+    what was changed (it wrote every default, and dropped ``idle_s``, which it had no field
+    for: saving any change reset it).
+    """
     doc: dict[str, Any] = {"kind": values["kind"]}
     errors: dict[str, str] = {}
     for key in ("api_base", "api_version", "secret"):
@@ -132,16 +149,22 @@ def _document(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         errors["concurrency"] = (
             "Concurrency must be a whole number of requests, 1 or more, e.g. 64."
         )
+    shown = call_timeouts(None, original)
     timeouts: dict[str, float] = {}
     for key, label in _TIMEOUTS.items():
-        raw = values[f"timeouts-{key}"]
-        if raw:
+        raw = values.get(f"timeouts-{key}")
+        had = getattr(original, key) if original is not None else None
+        if raw is None:  # not in the form: as it was
+            if had is not None:
+                timeouts[key] = had
+        elif raw:
             try:
                 seconds = float(raw)
             except ValueError:
                 seconds = -1.0
             if math.isfinite(seconds) and seconds > 0:  # float() reads "inf" and "nan" too
-                timeouts[key] = seconds
+                if had is not None or seconds != getattr(shown, key):
+                    timeouts[key] = seconds
             else:
                 errors[f"timeouts-{key}"] = (
                     f"The {label} timeout must be a finite number of seconds above 0, e.g. 60."
@@ -174,7 +197,7 @@ async def save_provider(ui: Ui) -> Response:
             raise conflict(f"Provider {name}")
         if not existing and name in table.providers:
             raise Problem({"name": f"A provider `{name}` exists already; edit it instead."}, 409)
-        doc, errors = _document(values)
+        doc, errors = _document(values, original.timeouts if original is not None else None)
         if errors:
             raise Problem(errors)
         try:
