@@ -10,7 +10,12 @@ import pytest
 
 from switchyard.errors import InvalidRequest, ProviderError, ProviderRateLimited
 from switchyard.schemas.secret import Secret
-from switchyard.workers.modelproxy.providers.native_stream import Opening, reported_failure
+from switchyard.workers.modelproxy.providers.native_stream import (
+    Opening,
+    idle_clock,
+    named_type,
+    reported_failure,
+)
 
 
 def _sse(kind: str, doc: dict[str, Any]) -> bytes:
@@ -125,3 +130,51 @@ def test_an_event_without_an_event_line_is_told_by_its_data() -> None:
     assert _take(opening, created) == []
     with pytest.raises(ProviderError):
         _take(opening, b'data: {"type":"error","code":"server_error","message":"x"}\n\n')
+
+
+@pytest.mark.parametrize(
+    ("kinds", "running"),
+    [
+        # Messages: every event of the answer is activity (pings too).
+        (("messages", ["content_block_start"]), True),
+        (("messages", ["ping"]), True),
+        # Responses: only from the first delta; silent work stops it until the next.
+        (("responses", ["response.output_item.added"]), False),
+        (("responses", ["response.output_item.added", "response.output_item.done"]), False),
+        (("responses", ["response.reasoning_summary_text.delta"]), True),
+        (("responses", ["response.output_text.delta", "response.output_text.done"]), True),
+        (("responses", ["response.output_text.delta", "response.output_item.added"]), False),
+        (
+            ("responses", ["response.output_text.delta", "response.web_search_call.searching"]),
+            False,
+        ),
+        (
+            ("responses", ["response.output_text.delta", "response.file_search_call.in_progress"]),
+            False,
+        ),
+        (
+            (
+                "responses",
+                [
+                    "response.output_item.added",
+                    "response.content_part.added",
+                    "response.output_text.delta",
+                ],
+            ),
+            True,
+        ),
+    ],
+)
+def test_what_runs_a_native_streams_idle_clock(kinds: tuple[str, list[str]], running: bool) -> None:
+    op, events = kinds
+    state = False
+    for kind in events:
+        state = idle_clock(op, kind, state)
+    assert state is running
+
+
+def test_an_events_type_is_read_from_its_first_line() -> None:
+    assert named_type(b"event: response.output_text.delta\ndata: {}\n") == (
+        "response.output_text.delta"
+    )
+    assert named_type(b'data: {"type": "x"}\n') == ""

@@ -41,6 +41,11 @@ OPENING = {
     "messages": frozenset({"message_start", "ping"}),
     "responses": frozenset({"response.created", "response.queued", "response.in_progress"}),
 }
+# Responses events after which the provider works without a word until its next delta: an
+# output item opened (a reasoning item thinks silently, without summaries, for minutes), a
+# hosted tool in progress or searching (web and file search, code, image generation).
+_QUIET_AFTER = ("response.output_item.added",)
+_QUIET_SUFFIXES = (".in_progress", ".searching", ".interpreting", ".generating")
 _FAILED = {"messages": frozenset({"error"}), "responses": frozenset({"error", "response.failed"})}
 # Anthropic's error types, as the HTTP status each comes with when it is the whole answer
 # (docs.anthropic.com "Errors"); any other type is taken for the provider's failure (500).
@@ -80,6 +85,60 @@ def event_type(event: bytes, data: bytes) -> str:
         return _TYPED.decode(data).type
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return ""
+
+
+def idle_clock(op: str, kind: str, running: bool) -> bool:
+    """Whether the idle clock (``timeouts.idle_s``) runs after an event of type ``kind`` of a
+    passed-through ``op`` stream, ``running`` whether it ran before it.
+
+    Messages: from the answer's first event on, every event is activity (Anthropic's ``ping``
+    too, which it sends while a model thinks). Responses: only from the first ``*.delta``
+    event; after an event that opens silent work (``response.output_item.added``, a
+    ``*.in_progress``, ``*.searching``, ``*.interpreting`` or ``*.generating``) it stops
+    until the next delta; any other event leaves it as it was.
+    """
+    if op != "responses":
+        return True
+    if kind.endswith(".delta"):
+        return True
+    if kind in _QUIET_AFTER or kind.endswith(_QUIET_SUFFIXES):
+        return False
+    return running
+
+
+def named_type(event: bytes) -> str:
+    """An SSE event's ``event:`` line's type, read from its first line only ("" for none)."""
+    if not event.startswith(b"event:"):
+        return ""
+    end = event.find(b"\n")
+    return event[6 : end if end >= 0 else len(event)].strip().decode("utf-8", "replace")
+
+
+class Activity:
+    """Whether a passed-through stream's idle clock runs (:attr:`running`), event by event
+    (:func:`idle_clock`): :meth:`feed` takes each ``data:`` line, :meth:`after` each whole
+    event. An event's type is read from its ``event:`` line, its data only without one."""
+
+    def __init__(self, op: str) -> None:
+        self._op = op
+        self._data: list[bytes] = []
+        self.running = False
+
+    def feed(self, line: bytes) -> None:
+        if self._op == "responses":
+            self._data.append(line)
+
+    def after(self, event: bytes, relayed: bool) -> None:
+        """``event`` was read; ``relayed``: the answer began (the opening is no activity)."""
+        lines, self._data = self._data, []
+        if not relayed:
+            return
+        kind = ""
+        if self._op == "responses":
+            kind = named_type(event) or event_type(
+                b"", b"\n".join(line[5:].strip() for line in lines)
+            )
+        self.running = idle_clock(self._op, kind, self.running)
 
 
 def reported_failure(

@@ -31,13 +31,14 @@ from switchyard.dialects.usage import (
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Completion, ProviderCall, StreamEvent
 from switchyard.workers.modelproxy.providers.client_request_id import client_request_id
-from switchyard.workers.modelproxy.providers.native_stream import Opening
+from switchyard.workers.modelproxy.providers.native_stream import Activity, Opening
 from switchyard.workers.modelproxy.providers.openai_compat import http_error
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 from switchyard.workers.modelproxy.providers.stream_timers import read_by
 
 ANTHROPIC_BASE = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
+_LAST = {"messages": "message_stop", "responses": "response.completed"}  # a stream's last event
 _ENCODE = msgspec.json.Encoder()
 
 
@@ -158,7 +159,6 @@ class Passthrough:
         tracker: AnthropicUsageTracker | ResponsesUsageTracker = (
             AnthropicUsageTracker() if call.op == "messages" else ResponsesUsageTracker()
         )
-        last = "message_stop" if call.op == "messages" else "response.completed"
         loop = asyncio.get_running_loop()
         first_by = loop.time() + call.first_token_timeout
         end_by = loop.time() + call.total_timeout
@@ -167,9 +167,12 @@ class Passthrough:
         opening = Opening(call.op, name, call.api_key)
         frame: list[bytes] = []
         finished = False
+        # When the idle clock runs: what counts as activity differs per dialect (a Responses
+        # reasoning item thinks in silence; see native_stream.idle_clock).
+        activity = Activity(call.op)
         try:
             while True:
-                by, what = read_by(first, opening.relayed, first_by, end_by, call.idle_timeout)
+                by, what = read_by(first, activity.running, first_by, end_by, call.idle_timeout)
                 try:
                     async with asyncio.timeout_at(by):
                         line = await resp.content.readline(max_line_length=ue.MAX_LINE_BYTES)
@@ -183,13 +186,16 @@ class Passthrough:
                     if not tracker.ended:
                         # Cut short: rerouted while nothing was sent, else the client's
                         # dialect gets an error event, as for chat streams without [DONE].
-                        raise ue.cut_short(name, f"no {last} event")
+                        raise ue.cut_short(
+                            name, f"no {_LAST.get(call.op, _LAST['responses'])} event"
+                        )
                     return  # (its last event is the answer's: nothing is held back now)
                 if line.strip():
                     frame.append(line.rstrip(b"\r\n") + b"\n")
                     if line.startswith(b"data:"):
                         tracker.feed(line)
                         opening.feed(line)
+                        activity.feed(line)
                     continue
                 if not frame:
                     continue
@@ -198,6 +204,7 @@ class Passthrough:
                 # Until the answer's first event: openings held back, an error raised.
                 for out in opening.take(event):
                     yield StreamEvent(out, tracker.usage)
+                activity.after(event, opening.relayed)
         except aiohttp.ClientError as exc:
             raise ue.connection_failed(name, exc) from None
         except LineTooLong:
