@@ -19,6 +19,7 @@ from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.reporting import HEARTBEAT_S, Reporter
 from switchyard.schemas.monitor import HEARTBEAT, Heartbeat
+from switchyard.workers.modelproxy.heartbeat import Heartbeats
 from tests.support import jetstream_server
 
 pytestmark = pytest.mark.integration
@@ -114,6 +115,56 @@ async def test_a_process_stopping_on_purpose_leaves_the_table_at_once(tmp_path: 
         await asyncio.sleep(0.1)
     assert [b.stopping for b in beats][-2:] == [False, True]
     assert monitor.processes() == []
+
+
+async def test_a_model_proxys_calls_in_flight_reach_the_monitor_in_its_beats(
+    tmp_path: Path,
+) -> None:
+    """``switchyard top``'s age of the oldest call in flight: control read each busy queue's
+    oldest stored request (a whole request, one read after another, per deployment per
+    second), and counted its queue wait. Now the model-proxy's beat carries its calls' ages
+    (from when it began serving each, and since its last chunk), sent within a second of a
+    call's start and every second while calls are in flight."""
+    settings = load_settings(None, env={})
+    async with jetstream_server(tmp_path) as (nc, _):
+        monitor = Monitor(
+            nc, settings, Metrics("control"), lambda: settings.route_table, Cooldowns()
+        )
+        beats: list[Heartbeat] = []
+
+        async def on_beat(msg: Msg) -> None:
+            beat = HEARTBEAT.decode(msg.data)
+            beats.append(beat)
+            monitor.add_heartbeat(beat)
+
+        await nc.subscribe(subjects.process_stats("modelproxy", "mp-1"), cb=on_beat)
+        await nc.flush()
+        calls = Heartbeats(nc, keepalive_s=15.0, progress_s=10.0)  # (its ticker not started)
+        reporter = Reporter(nc, "modelproxy", "mp-1", lambda: True, calls=calls.ages)
+        reporter.start()
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.sleep(4.0)  # past the start-up beats: the idle pace (5 s) now
+            msg = Msg(_client=nc, subject="llm.v1.dispatch.p/m", reply="", data=b"{}")
+            entry = calls.track("r", msg, "p/m")
+            heard = len(beats)
+            await asyncio.sleep(1.5)  # a call began: the next beat comes within a second
+            assert len(beats) > heard
+            assert set(beats[-1].calls) == {"p/m"}
+            await asyncio.sleep(1.5)
+            ages = monitor._calls(time.time())["p/m"]
+            assert ages.oldest_s >= 2.0
+            assert ages.silent_s >= 2.0  # no chunk went to its caller yet
+            entry.touch(loop.time())
+            await asyncio.sleep(1.2)
+            ages = monitor._calls(time.time())["p/m"]
+            assert ages.oldest_s >= 3.0
+            assert ages.silent_s < 1.2
+            calls.untrack(entry)
+            await asyncio.sleep(1.2)
+            assert monitor._calls(time.time()) == {}
+        finally:
+            await reporter.stop()
 
 
 def test_a_replicas_goodbye_leaves_a_sibling_with_the_same_name() -> None:

@@ -2,7 +2,9 @@
 
 * **Queues**: every dispatch consumer's state in one JetStream call per second
   (``CONSUMER.LIST``), plus one message lookup per non-empty queue for the age of its oldest
-  waiting request. No worker polls anything; a thousand model-proxies cost the same.
+  waiting request. No worker polls anything; a thousand model-proxies cost the same. The age
+  of the oldest call in flight (and the longest silence to a caller) comes from the
+  model-proxies' heartbeats, which know their calls.
 * **Traffic**: the model-proxies' per-second reports (``stats.v1.traffic.*``), added up per
   deployment; percentiles come from the merged bucket counts. The platform's totals of
   requests, errors (5xx) and refusals (429) come from the edges' heartbeats, which count every
@@ -184,18 +186,19 @@ class Monitor:
         """Read every dispatch consumer's state (and oldest waiting ages) now."""
         consumers = await self._consumers()
         now = time.time()
+        calls = self._calls(now)
         states: dict[str, m.QueueState] = {}
         fullest: dict[str, int] = {}
         for consumer in consumers:
             if not consumer.name.startswith(_CONSUMER_PREFIX):
                 continue
             deployment = consumer.name[len(_CONSUMER_PREFIX) :]
-            oldest = running = 0.0
+            oldest = 0.0
             if consumer.num_pending:
                 stored = await self._stored_at(consumer, consumer.delivered.stream_seq + 1)
                 oldest = max(0.0, now - stored) if stored is not None else 0.0
-            if consumer.num_ack_pending:
-                running = await self._oldest_in_flight(consumer, now)
+            # In flight: as the model-proxies' heartbeats last said (none acked-pending: none).
+            running = calls.get(deployment) if consumer.num_ack_pending else None
             held, held_oldest, fullest[deployment] = self._held(deployment)
             oldest = max(oldest, held_oldest)
             states[deployment] = m.QueueState(
@@ -206,8 +209,9 @@ class Monitor:
                 limit=self._limit,
                 redelivered=consumer.num_redelivered,
                 oldest_wait_s=round(oldest, 3),
-                oldest_in_flight_s=round(running, 3),
+                oldest_in_flight_s=running.oldest_s if running is not None else 0.0,
                 acked=consumer.ack_floor.consumer_seq,
+                silent_s=running.silent_s if running is not None else 0.0,
             )
         self.queues, self._fullest = states, fullest
         self.queues_read_at = now
@@ -228,16 +232,25 @@ class Monitor:
             if not batch or len(found) >= page.total:
                 return found
 
-    async def _oldest_in_flight(self, consumer: Consumer, now: float) -> float:
-        """Seconds since the oldest request in flight on this queue was queued (0: none, or
-        unread): the first message after the consumer's ack floor is unacknowledged, and in
-        flight when it was delivered. One read per queue with requests in flight; a stream
-        stalled at its provider shows here while ``in_flight`` alone reads ``3/8``."""
-        stored = await self._stored(consumer, consumer.ack_floor.stream_seq + 1)
-        if stored is None or not stored.seq or stored.seq > consumer.delivered.stream_seq:
-            return 0.0
-        at = parse_time(stored.time)
-        return max(0.0, now - at) if at is not None else 0.0
+    def _calls(self, now: float) -> dict[str, m.CallAges]:
+        """Per deployment, its oldest call in flight and longest silence to a caller, across
+        the model-proxies heard from lately (their heartbeats carry them: no stored message
+        is read; it cost a whole request's read per busy deployment per second, one after
+        another, and counted the queue wait in a call's age)."""
+        found: dict[str, m.CallAges] = {}
+        for proc in self._processes.values():
+            if now - proc.seen > SILENT_AFTER_S:
+                continue
+            for deployment, ages in proc.beat.calls.items():
+                had = found.get(deployment)
+                if had is None:
+                    found[deployment] = ages
+                else:
+                    found[deployment] = m.CallAges(
+                        oldest_s=max(had.oldest_s, ages.oldest_s),
+                        silent_s=max(had.silent_s, ages.silent_s),
+                    )
+        return found
 
     async def _stored_at(self, consumer: Consumer, seq: int) -> float | None:
         """When the first request of this queue at or after stream sequence ``seq`` was

@@ -23,7 +23,7 @@ from nats.aio.client import Client as NATS
 from switchyard import __version__
 from switchyard.bus import subjects
 from switchyard.runtime.tasks import TaskSupervisor
-from switchyard.schemas.monitor import ENCODER, Heartbeat
+from switchyard.schemas.monitor import ENCODER, CallAges, Heartbeat
 from switchyard.schemas.protocol import PROTOCOL_LEVEL
 
 log = logging.getLogger("switchyard.reporting")
@@ -90,6 +90,10 @@ class Reporter:
     Args:
         ready: whether the process is serving right now.
         requests: for edges, answered requests by status class so far.
+        calls: for model-proxies, their calls in flight per deployment (oldest, longest
+            silent): ``switchyard top``'s age of the oldest call in flight. A process with
+            calls in flight beats every :data:`BUSY_BEAT_S`, so the ages it shows are at most
+            that old.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class Reporter:
         ready: Callable[[], bool],
         *,
         requests: Callable[[], dict[str, int]] | None = None,
+        calls: Callable[[], dict[str, CallAges]] | None = None,
         interval: float = HEARTBEAT_S,
     ) -> None:
         self._nc = nc
@@ -108,6 +113,7 @@ class Reporter:
         self._instance = instance
         self._ready = ready
         self._requests = requests
+        self._calls = calls
         self._interval = interval
         self._started = time.time()
         self._counted = -1  # requests answered at the last beat (-1: none sent yet)
@@ -126,6 +132,7 @@ class Reporter:
             cpu_seconds=round(cpu_seconds(), 3),
             rss_bytes=rss_bytes(),
             requests=self._requests() if self._requests is not None else {},
+            calls=self._calls() if self._calls is not None else {},
             # What the control service needs to see a rolling upgrade done out of order.
             version=__version__,
             protocol=PROTOCOL_LEVEL,
@@ -149,13 +156,29 @@ class Reporter:
             await asyncio.sleep(min(pause, self._interval))
         while True:
             busy = await self._send()
-            await asyncio.sleep(min(BUSY_BEAT_S, self._interval) if busy else self._interval)
+            await self._pause(busy)
+
+    async def _pause(self, busy: bool) -> None:
+        """Until the next beat: :data:`BUSY_BEAT_S` when busy, else the interval; a
+        model-proxy's idle pause ends early when a call begins (its age is wanted at once)."""
+        short = min(BUSY_BEAT_S, self._interval)
+        if busy:
+            await asyncio.sleep(short)
+            return
+        if self._calls is None:
+            await asyncio.sleep(self._interval)
+            return
+        waited = 0.0
+        while waited < self._interval and not self._calls():
+            await asyncio.sleep(short)
+            waited += short
 
     async def _send(self) -> bool:
-        """Send a beat; True when the request counts moved since the previous one."""
+        """Send a beat; True when the request counts moved since the previous one, or calls
+        are in flight (their ages go stale at the slow beat)."""
         beat = self.heartbeat()
         counted = sum(beat.requests.values())
-        busy = self._counted >= 0 and counted != self._counted
+        busy = (self._counted >= 0 and counted != self._counted) or bool(beat.calls)
         self._counted = counted
         if self._nc.is_connected:
             with contextlib.suppress(Exception):  # a dropped heartbeat is just late

@@ -97,7 +97,9 @@ async def serve_worker(
         health_port, lambda: running.ready and nc.is_connected, host=settings.health.host
     )
     health.metrics = metrics.render
-    reporter = Reporter(nc, component or identity, instance, lambda: running.ready)
+    # A model-proxy reports its calls in flight in its heartbeat (``call_ages``).
+    calls = getattr(service, "call_ages", None)
+    reporter = Reporter(nc, component or identity, instance, lambda: running.ready, calls=calls)
     try:
         await running.start()
         await health.start()

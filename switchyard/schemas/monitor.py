@@ -50,6 +50,13 @@ def percentile(counts: list[int], q: float) -> float | None:
     return LATENCY_BUCKETS_MS[-1]  # not reached: rank <= total
 
 
+class CallAges(msgspec.Struct, frozen=True, kw_only=True):
+    """A model-proxy's calls in flight on one deployment, as its heartbeat reports them."""
+
+    oldest_s: float = 0.0  # since the oldest began to be served here (its queue wait not counted)
+    silent_s: float = 0.0  # the longest any of them has gone without a message to its caller
+
+
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     """A process saying it is alive, and what it costs."""
 
@@ -70,6 +77,9 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     # older than these fields sends neither: it reads as level 1 with no version.
     version: str = ""
     protocol: int = UNSTATED_LEVEL
+    # Model-proxies only: their calls in flight per deployment (none: no entry). Readers older
+    # than the field ignore it (not forbidden), and a beat without it reads as none.
+    calls: dict[str, CallAges] = {}
 
 
 class TrafficSample(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -101,10 +111,15 @@ class QueueState(msgspec.Struct, frozen=True, kw_only=True):
     limit: int = 0  # the most it holds before refusing with queue_full
     redelivered: int = 0  # delivered more than once and not yet acknowledged
     oldest_wait_s: float = 0.0  # age of the oldest waiting request
-    # Age of the oldest request in flight, from when it was queued (0: none in flight): a
-    # call stalled at its provider, which in_flight alone does not show.
+    # Age of the oldest call in flight, from when a model-proxy began serving it (0: none in
+    # flight), as the model-proxies' heartbeats last said: a call stalled at its provider,
+    # which in_flight alone does not show. Queue wait is not counted (a saturated deployment
+    # serving well shows short ages).
     oldest_in_flight_s: float = 0.0
     acked: int = 0  # requests finished since the consumer was created (ack floor)
+    # The longest a call in flight has gone without a message to its caller (chunks; from
+    # its start before the first): a stream stalled mid-answer (0: none in flight).
+    silent_s: float = 0.0
 
 
 class Rates(msgspec.Struct, frozen=True, kw_only=True):

@@ -207,7 +207,7 @@ def _queue_cells(d: DeploymentState) -> list[Text]:
         queued.append(f" ({q.held} held)", style="yellow")
     saturated = q.concurrency and q.in_flight >= q.concurrency
     in_flight = Text(f"{q.in_flight}/{q.concurrency}", style="yellow" if saturated else "")
-    if q.in_flight and q.oldest_in_flight_s >= 1:  # the oldest call's age, from its queueing
+    if q.in_flight and q.oldest_in_flight_s >= 1:  # the oldest call's age, from its start
         in_flight.append(f" {_age(q.oldest_in_flight_s)}")
     return [queued, in_flight]
 

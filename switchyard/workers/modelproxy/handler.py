@@ -180,7 +180,7 @@ class Handler:
             msg=msg,
             env=env,
             deployment_id=deployment_id,
-            inflight=self.heartbeats.track(env.reply, msg),
+            inflight=self.heartbeats.track(env.reply, msg, deployment_id),
         )
         self.cancels.track(job)
         self.serving.add(job)

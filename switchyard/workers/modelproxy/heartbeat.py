@@ -42,6 +42,7 @@ from nats.aio.msg import Msg
 from switchyard.bus import headers as h
 from switchyard.bus import replies
 from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.schemas.monitor import CallAges
 
 log = logging.getLogger("switchyard.modelproxy")
 
@@ -67,9 +68,14 @@ class InFlight:
     misses: int = 0
     answers_probes: bool = False
     gone: Callable[[], None] | None = None
+    # What the process's heartbeat says of its calls in flight (:meth:`Heartbeats.ages`):
+    # the deployment, when serving began and when the last chunk went (loop time).
+    deployment: str = ""
+    started: float = 0.0
+    last_chunk: float = 0.0
 
     def touch(self, now: float) -> None:
-        self.last_sent = now
+        self.last_sent = self.last_chunk = now
 
 
 class Heartbeats:
@@ -96,13 +102,15 @@ class Heartbeats:
         self._busy = asyncio.Event()  # set while requests may be in flight
         self._loops = TaskSupervisor("heartbeats")
 
-    def track(self, reply: str, msg: Msg) -> InFlight:
+    def track(self, reply: str, msg: Msg, deployment: str = "") -> InFlight:
         """Start signalling for a request. Its first progress signal is due at the next round
         (a request that ends before costs nothing): the claim's clock started when JetStream
         delivered the message, which a busy process may take seconds to begin serving."""
         now = asyncio.get_running_loop().time()
         out = self.internal if self.internal is not None and _unvouched(msg) else self._nc
         entry = InFlight(reply, msg, now, now - self._progress_s, out=out)
+        entry.deployment = deployment
+        entry.started = entry.last_chunk = now
         entry.last_probe = now - self._probe_s + 1.0  # the first about a second from now
         self._active[id(entry)] = entry
         self._busy.set()
@@ -110,6 +118,22 @@ class Heartbeats:
 
     def untrack(self, entry: InFlight) -> None:
         self._active.pop(id(entry), None)
+
+    def ages(self) -> dict[str, CallAges]:
+        """Per deployment, the oldest call in flight here and the longest silence to a caller
+        (for the process's heartbeat: ``switchyard top`` reads them from it). One pass over the
+        calls in flight, once per heartbeat."""
+        now = asyncio.get_running_loop().time()
+        oldest: dict[str, float] = {}
+        silent: dict[str, float] = {}
+        for entry in self._active.values():
+            d = entry.deployment
+            oldest[d] = max(oldest.get(d, 0.0), now - entry.started)
+            silent[d] = max(silent.get(d, 0.0), now - entry.last_chunk)
+        return {
+            d: CallAges(oldest_s=round(age, 1), silent_s=round(silent[d], 1))
+            for d, age in oldest.items()
+        }
 
     def start(self) -> None:
         self._loops.spawn(self._tick())

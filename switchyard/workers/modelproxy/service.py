@@ -37,6 +37,7 @@ from switchyard.runtime.secret_cache import SecretCache
 from switchyard.runtime.shutdown import disconnect
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
+from switchyard.schemas.monitor import CallAges
 from switchyard.schemas.routing import InvalidRouteTable, decode_route_table
 from switchyard.workers.modelproxy import probes
 from switchyard.workers.modelproxy.cancel_intake import CancelIntake
@@ -105,6 +106,10 @@ class ModelProxy:
         self.cancel_intake = CancelIntake(nc, self.handler.cancels, self.stats.cancel_refused)
         self._catch_up = TaskSupervisor("stored-cancels")
         self.ready = False
+
+    def call_ages(self) -> dict[str, CallAges]:
+        """Its calls in flight per deployment, for its heartbeat (see ``Reporter``)."""
+        return self.heartbeats.ages()
 
     def _secret_of(self, dep_id: str) -> str | None:
         target = self.handler.target(dep_id)
