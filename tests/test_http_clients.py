@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
+from switchyard.ingress.edge import Edge
 from switchyard.ingress.server import run_edge
 from tests.conftest import CORS_ORIGIN
 from tests.stacks import Stack
@@ -536,10 +537,14 @@ async def test_a_queued_body_is_timed_by_the_body_timeout_once_its_turn_comes(
             writer.close()
 
 
-async def test_a_deadline_504_names_the_limit_that_set_the_deadline(edge: Stack) -> None:
+async def test_a_deadline_504_names_the_limit_that_set_the_deadline(
+    edge: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A 504 said only "the request deadline passed ...": a client could not tell its own
     X-Request-Timeout from the gateway's default or cap, so whether raising its own would
-    help. (A 1.5 s answer; the tail's default deadline 0.5 s, its cap 0.8 s.)"""
+    help. (A 1.5 s answer; the tail's default deadline 0.5 s, its cap 0.8 s.) The words are
+    made for that 504 only: every request made them (headers read, floats parsed, text
+    formatted), an answer never used them."""
     slow = {"model": "slow", "messages": [{"role": "user", "content": "late"}]}
     auth = {"Authorization": f"Bearer {edge.api_key}"}
     cases = {
@@ -547,10 +552,24 @@ async def test_a_deadline_504_names_the_limit_that_set_the_deadline(edge: Stack)
         "0.6": "the client's own X-Request-Timeout (0.6 s)",
         "30": "ingress.max_deadline_s (0.8 s), which capped the client's X-Request-Timeout",
     }
+    made: list[str] = []
+    words = Edge.deadline_limit
+
+    def counted(self: Edge, wanted: dict[bytes, bytes], *, streamed: bool) -> str:
+        made.append(words(self, wanted, streamed=streamed))
+        return made[-1]
+
+    monkeypatch.setattr(Edge, "deadline_limit", counted)
     async with (
         _edge_with(edge, default_deadline_s=0.5, max_deadline_s=0.8) as port,
         httpx.AsyncClient(timeout=30) as http,
     ):
+        quick = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        resp = await http.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions", json=quick, headers=auth
+        )
+        assert resp.status_code == 200, resp.text
+        assert made == [], "an answered request made the words of a 504 it never sent"
         for timeout, named in cases.items():
             headers = {**auth, "X-Request-Timeout": timeout} if timeout else auth
             resp = await http.post(
@@ -561,3 +580,4 @@ async def test_a_deadline_504_names_the_limit_that_set_the_deadline(edge: Stack)
             assert error["code"] == "deadline_exceeded", error
             assert error["message"].startswith("the request deadline passed"), error
             assert named in error["message"], error
+    assert len(made) == len(cases)  # once per 504, none for the answer

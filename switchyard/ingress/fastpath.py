@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from switchyard.bus import subjects
@@ -218,7 +219,8 @@ class FastPath:
             limit_headers = call.ticket.headers if call.ticket is not None else []
             streamed = not isinstance(parsed, EmbeddingProbe) and bool(parsed.stream)
             env = _envelope(edge, request_id, key, wanted, streamed=streamed)
-            call.deadline_limit = edge.deadline_limit(wanted, streamed=streamed)
+            # Named only in a 504 of the deadline: worked out then, not for every request.
+            call.deadline_limit = partial(edge.deadline_limit, wanted, streamed=streamed)
             if edge.tracing.enabled:
                 call.hop = _trace(edge, env, op, call.model, call.route)
                 env = env.with_(traceparent=call.hop.traceparent)
@@ -279,7 +281,8 @@ class _Call:
     hop: Hop = NO_HOP
     ticket: Ticket | None = None
     final: FinalReply = field(default_factory=FinalReply)
-    deadline_limit: str = ""  # what set its deadline, named in its 504 (timeouts.deadline_limit)
+    # What set its deadline, named in its 504 (timeouts.deadline_limit): called only then.
+    deadline_limit: Callable[[], str] | None = None
 
     def finish(self, edge: Edge, headers: dict[bytes, bytes], request_id: str) -> None:
         final = self.final

@@ -16,7 +16,7 @@ client waits for something narrower:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from switchyard.bus.replies import Reply, ReplyKind
 from switchyard.errors import ApiError, DeadlineExceeded, InvalidRequest
@@ -76,11 +76,17 @@ def deadline_limit(
     )
 
 
-def naming_the_limit(error: ApiError, limit: str) -> ApiError:
-    """``error``, its message naming ``limit`` (:func:`deadline_limit`) when it is the 504 of
-    the request's deadline passing (not of a narrower wait that names its own)."""
-    if limit and error.code == DeadlineExceeded.code and error.message.startswith(_DEADLINE_PASSED):
-        error.message = f"{error.message} (the deadline was {limit})"
+def naming_the_limit(error: ApiError, limit: Callable[[], str] | None) -> ApiError:
+    """``error``, its message naming the limit ``limit()`` returns (:func:`deadline_limit`)
+    when it is the 504 of the request's deadline passing (not of a narrower wait that names
+    its own). ``limit`` is called only then: the words are not worth making for every
+    request (None: the request failed before its deadline was set)."""
+    if (
+        limit is not None
+        and error.code == DeadlineExceeded.code
+        and error.message.startswith(_DEADLINE_PASSED)
+    ):
+        error.message = f"{error.message} (the deadline was {limit()})"
     return error
 
 
