@@ -123,7 +123,7 @@ class GuardedProtocol(HttpToolsProtocol):
         # The request whose application runs, or last ran: ``self.cycle`` is the one parsed
         # last, which may be waiting behind it in ``self.pipeline``.
         self._running: RequestResponseCycle | None = None
-        self._tail = b""  # the last bytes read (with ``cors_origins`` only)
+        self._tail = b""  # the last bytes of a head being read (with ``cors_origins`` only)
 
     # ---- connection ----
 
@@ -163,18 +163,27 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
+        self._tail = b""
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self.cors_origins:  # the last bytes read, for a head that stops (see _cors)
-            self._tail = data[-_TAIL:] if len(data) >= _TAIL else (self._tail + data)[-_TAIL:]
+        # The last bytes read, for a head that stops (see _cors): only while a head may be
+        # coming (a body's bytes are not kept; on_headers_complete drops the head's).
+        kept = bool(self.cors_origins) and self._phase != "body"
+        if kept:
+            self._keep(data)
         super().data_received(data)
         if self._phase == "head" and not self._refused:
+            if self.cors_origins and not kept:  # a head begun in a body's last bytes
+                self._keep(data)
             self._head_bytes += len(data)  # a request began, its head is not complete yet
             if self._head_bytes > self.max_header_bytes:
                 self._refuse(431, "request head too large", self._cors())
+
+    def _keep(self, data: bytes) -> None:
+        self._tail = data[-_TAIL:] if len(data) >= _TAIL else (self._tail + data)[-_TAIL:]
 
     # ---- parser callbacks ----
 
@@ -199,6 +208,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._header_bytes > self.max_header_bytes or len(self.headers) > self.max_headers:
             self._refuse(431, "too many or too large request headers", self._cors())
             return
+        self._tail = b""  # the head is whole: its bytes (a client's key, often) are not kept
         self._arm(self.body_timeout_s)
         super().on_headers_complete()
         cycle = self.cycle
