@@ -208,6 +208,11 @@ def test_a_failed_last_resort_says_when_the_deployment_is_tried_again() -> None:
     with pytest.raises(RateLimited) as capped:  # the head cooled it as long as it may
         decide.choose(router, Cooldowns({backup: cooled}), a_day, pinned=None)
     assert capped.value.retry_after == pytest.approx(MAX_COOLDOWN_S, abs=0.5)
+    # Nothing cooling (the case above passed with or without the cap: the cooldown's own
+    # end was the shorter wait): only the cap keeps the provider's day from the client.
+    with pytest.raises(RateLimited) as uncooled:
+        decide.choose(router, Cooldowns({}), a_day, pinned=None)
+    assert uncooled.value.retry_after == MAX_COOLDOWN_S
 
 
 def test_spent_attempts_say_when_the_first_deployment_is_back() -> None:
