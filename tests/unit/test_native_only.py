@@ -16,7 +16,7 @@ import pytest
 
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.dialects import anthropic, native_only, responses
-from switchyard.errors import InvalidRequest, ProviderError, RateLimited
+from switchyard.errors import InvalidRequest, ProviderError, RateLimited, ServiceUnavailable
 from switchyard.runtime.cooldowns import Cooldowns
 from switchyard.schemas.health import Cooldown
 from switchyard.schemas.routing import (
@@ -321,6 +321,30 @@ def test_after_the_native_429_no_translating_deployment_is_tried(fallback: bool)
     assert "`previous_response_id` needs a native OpenAI Responses API" in refused.value.message
     # A request the translation carries still falls back.
     assert decide.choose(router, book, env, pinned=None, body=PLAIN).id == TRANSLATED
+
+
+def test_spent_attempts_say_when_a_deployment_that_can_serve_it_is_back() -> None:
+    """``routing.max_attempts`` spent on the native deployment's 429s (60 s) while the one
+    that would translate cools 2 s after a 500: a request only a native deployment serves was
+    told to come back in 2 s (the head read the route's every deployment, as ``choose`` does
+    not), to meet the same 429 then."""
+    router = _router(fallback=False)
+    now = time.time()
+    book = Cooldowns(
+        {
+            NATIVE: Cooldown(deployment=NATIVE, until=now + 60, status=429, asked=True),
+            TRANSLATED: Cooldown(deployment=TRANSLATED, until=now + 2, status=500),
+        }
+    )
+    env = _env(tried=(NATIVE,), last_status=429, retry_after=60.0, errors=f"{NATIVE}: 429 slow")
+    spent = decide.attempts_spent(router, book, env, STATEFUL)
+    assert isinstance(spent, RateLimited)
+    assert spent.retry_after == pytest.approx(60, abs=0.5)
+    full = ServiceUnavailable("the queue is full", code="queue_full")
+    queued = decide.queues_spent(router, book, env, full, failed_before=True, body=STATEFUL)
+    assert queued.retry_after == pytest.approx(60, abs=0.5)
+    # A request the translation carries can use it: its wait is the shorter one.
+    assert decide.attempts_spent(router, book, env, PLAIN).retry_after == pytest.approx(2, abs=0.5)
 
 
 def test_while_the_native_deployment_cools_the_answer_is_its_cooldown() -> None:

@@ -243,29 +243,38 @@ def _first_back(
     return (max(0.1, min(waits)) if waits else None), cooling
 
 
-def attempts_spent(router: Router, book: Cooldowns, env: Envelope) -> ApiError:
+def attempts_spent(router: Router, book: Cooldowns, env: Envelope, body: bytes = b"") -> ApiError:
     """``routing.max_attempts`` spent (or a pinned request's one attempt): :func:`exhausted`,
     with the time until the first of the route's deployments (or one tried) is back, as when
-    :func:`choose` runs out of candidates. Untried candidates are not named: they were left
-    for want of attempts, not for cooling down."""
+    :func:`choose` runs out of candidates: of those that can serve ``body`` (a Responses or
+    Messages body only a native deployment can serve: not one that would translate it).
+    Untried candidates are not named: they were left for want of attempts, not for cooling
+    down."""
     if env.pin:  # only that deployment may serve it
         now = time.time()
         retry_after = max(0.1, book.remaining(env.pin, now)) if book.cooling(env.pin, now) else None
     else:
-        retry_after, _ = _first_back(env.alias, router, book, env.tried)
+        allowed = partial(_native, router, env.op) if _needs_native(router, env, body) else None
+        retry_after, _ = _first_back(env.alias, router, book, env.tried, allowed)
     return exhausted(env, retry_after=retry_after)
 
 
 def queues_spent(
-    router: Router, book: Cooldowns, env: Envelope, full: ApiError, *, failed_before: bool
+    router: Router,
+    book: Cooldowns,
+    env: Envelope,
+    full: ApiError,
+    *,
+    failed_before: bool,
+    body: bytes = b"",
 ) -> ApiError:
     """``routing.max_attempts`` ran out on full queues: the full queue's 503 when no earlier
     attempt failed at a provider, else :func:`attempts_spent`'s one error naming every attempt,
     whose wait (a 429's too) is when the first of the route's deployments, or of its usable
-    fallbacks, stops cooling down, not the last provider's own wait."""
+    fallbacks (that can serve ``body``), stops cooling down, not the last provider's own wait."""
     if not failed_before:
         return full
-    return attempts_spent(router, book, env)
+    return attempts_spent(router, book, env, body)
 
 
 def all_cooling(
