@@ -401,7 +401,7 @@ class Head:
         if env.removed:
             avoid, env = await self._after_removal(env, named)
         else:
-            await self._after_failure(env, named)
+            await self._after_failure(env, named, body)
         placed = await self._place(body, env, hop, named, pinned=None, avoid=avoid)
         self.stats.outcome(REROUTED)
         # The caller learns where it went now (its 504, should its deadline pass, names it).
@@ -482,7 +482,7 @@ class Head:
             if env.provider_attempts >= self.settings.routing.max_attempts:  # attempts spent
                 named.tried(env)
                 raise decide.queues_spent(
-                    self.router, self.cooldowns, env, full, failed_before=failed_before
+                    self.router, self.cooldowns, env, full, failed_before=failed_before, body=body
                 )
 
     def _spare(self, env: Envelope, chosen: Deployment, body: bytes, avoid: str = "") -> Deployment:
@@ -558,7 +558,7 @@ class Head:
             retry_after=self._drain_retry_after(deployment, limit),
         )
 
-    async def _after_failure(self, env: Envelope, named: decide.Named) -> None:
+    async def _after_failure(self, env: Envelope, named: decide.Named, body: bytes) -> None:
         """Cool the deployment that failed, pause, or give up.
 
         Raises:
@@ -576,7 +576,7 @@ class Head:
         # A deployment that had no place for a field of the request made no attempt.
         if env.provider_attempts >= self.settings.routing.max_attempts or env.pin:
             named.tried(env)
-            raise decide.attempts_spent(self.router, self.cooldowns, env)
+            raise decide.attempts_spent(self.router, self.cooldowns, env, body)
         if 0 < pause < env.remaining(0.0):  # none after a refusal or an uncalled provider
             await asyncio.sleep(pause)
 
