@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 
 from switchyard.bus import headers as h
 from switchyard.bus.envelope import Envelope
+from switchyard.bus.replies import error_headers
 from switchyard.config import RoutingSettings, Settings
 from switchyard.errors import ModelNotFound, ProviderError, RateLimited, ServiceUnavailable
 from switchyard.runtime.cooldowns import CooldownBook, Cooldowns
@@ -215,6 +216,20 @@ def test_a_failed_last_resort_says_when_the_deployment_is_tried_again() -> None:
     assert uncooled.value.retry_after == MAX_COOLDOWN_S
 
 
+@pytest.mark.parametrize("asked", [0.0, 0.2])
+def test_a_429_asking_no_wait_tells_a_nats_caller_1_s(asked: float) -> None:
+    """A provider's ``Retry-After: 0`` (or a date already past) made the wait 0 and the
+    shortest wait won: HTTP floors its ``Retry-After`` at 1, but a NATS caller read
+    ``Sy-Retry-After: 0`` and came back at once."""
+    router = Router(_two_route_table())
+    backup = deployment_id("b", "m2")
+    env = _env("backup", tried=(backup,), last_status=429, retry_after=asked)
+    with pytest.raises(RateLimited) as limited:
+        decide.choose(router, Cooldowns({}), env, pinned=None)
+    assert limited.value.retry_after == 1.0
+    assert error_headers(limited.value)[h.RETRY_AFTER] == "1"
+
+
 def test_spent_attempts_say_when_the_first_deployment_is_back() -> None:
     """``routing.max_attempts`` spent before the candidates ran out (a reviewer's find: that
     path answered without ``Retry-After`` while the docs promised one), or a pinned request's
@@ -392,7 +407,8 @@ def test_a_malformed_retry_after_never_raises() -> None:
 
 def test_a_providers_retry_after_of_zero_still_tells_the_client_when() -> None:
     """A provider's `Retry-After: 0` (or a date already past) read as no wait, and the 429
-    went out with no Retry-After at all (an explorer's find); it says 1 s now."""
+    went out with no Retry-After at all (an explorer's find); it says 1 s now, to a NATS
+    caller too (its ``Sy-Retry-After`` said 0)."""
     headers = {
         h.RETRY_AFTER: "0",
         h.LAST_STATUS: "429",
@@ -401,8 +417,9 @@ def test_a_providers_retry_after_of_zero_still_tells_the_client_when() -> None:
         h.ALIAS: "alias",
     }
     refused = decide.exhausted(Envelope.decode(headers))
-    assert refused.retry_after == 0
+    assert refused.retry_after == 1
     assert error_response(refused).headers["Retry-After"] == "1"
+    assert error_headers(refused)[h.RETRY_AFTER] == "1"
 
 
 def test_the_one_attempt_on_a_removed_deployment_says_so() -> None:

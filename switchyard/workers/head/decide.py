@@ -135,9 +135,10 @@ def exhausted(
         # attempts just set included (the last provider's own wait said only when that one
         # is back, though another deployment, or a fallback, came back sooner), or the last
         # provider's wait when shorter (it was not cooled: its "0", or a date already past,
-        # is a wait too: the client is told 1 s, not left to guess).
+        # is a wait too: the client is told 1 s, not left to guess; a NATS caller too, whose
+        # Sy-Retry-After is written as it is, where HTTP's Retry-After is at least 1).
         waits = [w for w in (retry_after, asked) if w is not None]
-        wait = min(waits) if waits else None
+        wait = max(1.0, min(waits)) if waits else None
         return RateLimited(message, code="deployments_rate_limited", retry_after=wait)
     if env.last_status == 529:  # the last deployment was overloaded (Anthropic's 529)
         return ProviderError(
