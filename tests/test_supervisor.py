@@ -147,7 +147,7 @@ async def test_a_process_stopped_by_sigterm_is_restarted_not_counted_as_a_crash(
         assert record["crashes"] == 0
         assert record["stops"] == 3
         assert not record["crash_looping"]
-        assert record["last_exit"] is None
+        assert record["last_exit"] == -signal.SIGTERM  # (it stayed None after a stop)
         report = [{**p, "alive": True, "healthy": True} for p in state["processes"]]
         assert assess(state, report, supervisor_alive=True, now=time.time()) == ("healthy", [])
         # Right after a start, SIGTERM is a crash; SIGKILL always is.
@@ -157,6 +157,61 @@ async def test_a_process_stopped_by_sigterm_is_restarted_not_counted_as_a_crash(
         await _until(lambda: flaky.running and flaky.pid != old)
         assert await _kill_and_time_restart(flaky) >= 1.5
         assert sup.crashes["flaky"].count == 2
+    finally:
+        stop.set()
+        await watcher
+        await sup.stop()
+
+
+async def test_a_process_that_exits_0_by_itself_is_not_restarted_forever_at_once(
+    tmp_path: Path,
+) -> None:
+    """Any exit 0 after a second was a stop: restarted at once, never counted, so a server that
+    exits 0 by itself (Valkey after SHUTDOWN) every second or two was restarted forever while
+    ``status`` said healthy, and ``last_exit`` said nothing. It is a crash now (back-off,
+    crash-looping); only a SIGTERM or SIGINT is a stop."""
+    policy = RestartPolicy(first_delay_s=1.5, max_delay_s=1.5, stable_after_s=60, crash_loop=3)
+    quits = Step(ProcessSpec("quits", ["sh", "-c", "sleep 1.1"], _serving, kind="server"))
+    sup = _supervisor(tmp_path, policy, quits)
+    await sup.start()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(sup.watch(stop))
+    try:
+        await _until(lambda: "quits" in sup.crashes and sup.crashes["quits"].count == 2, 8)
+        crashes = sup.crashes["quits"]
+        assert crashes.stops == 0
+        assert crashes.last_exit == 0
+        assert crashes.restart_at is not None  # waiting out the back-off, not restarted at once
+        assert crashes.restart_at - time.monotonic() > 1.0
+    finally:
+        stop.set()
+        await watcher
+        await sup.stop()
+
+
+async def test_a_process_stopped_too_often_gets_the_crash_back_off(tmp_path: Path) -> None:
+    """SIGTERMs more than ``crash_loop`` times within ``stable_after_s`` are not all stops: the
+    ones past that count as crashes, with their waits."""
+    policy = RestartPolicy(first_delay_s=1.5, max_delay_s=1.5, stable_after_s=60, crash_loop=2)
+    sup = _supervisor(tmp_path, policy, _step("flaky"))
+    await sup.start()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(sup.watch(stop))
+    try:
+        flaky = _proc(sup, "flaky")
+        waits = []
+        for _ in range(4):
+            await asyncio.sleep(1.1)  # past the supervisor's one-second floor for a stop
+            old = flaky.pid
+            assert old is not None
+            stopped = time.monotonic()
+            os.kill(old, signal.SIGTERM)
+            await _until(lambda: flaky.running and flaky.pid != old)  # noqa: B023
+            waits.append(time.monotonic() - stopped)
+        assert all(w < 1.5 for w in waits[:3]), waits  # two stops, then a first crash: at once
+        assert waits[3] >= 1.5, waits  # the second crash in a row waits
+        crashes = sup.crashes["flaky"]
+        assert (crashes.stops, crashes.count, crashes.last_exit) == (2, 2, -signal.SIGTERM)
     finally:
         stop.set()
         await watcher

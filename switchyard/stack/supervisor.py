@@ -35,10 +35,16 @@ log = logging.getLogger("switchyard.stack")
 Hook = Callable[[], Awaitable[None]]
 _MAX_DOUBLINGS = 30  # 2**30 s is far past any cap; without a bound the float overflows
 # Exits that are a stop someone asked for, not a crash: killed by SIGTERM or SIGINT (what an
-# operator, a process manager or the supervisor sends to stop a process), or a clean exit 0
-# (what a component does on them). Restarted at once and not counted as crashes, unless the
-# process ran less than _MIN_RUN_S: one that ends on its own right after each start is failing.
-_STOP_CODES = frozenset({0, -signal.SIGTERM, -signal.SIGINT})
+# operator, a process manager or the supervisor sends to stop a process), as the kernel says it
+# (a negative code) or as a shell or runtime reports it (128 + the signal). Restarted at once
+# and not counted as crashes, unless the process ran less than _MIN_RUN_S (one that ends right
+# after each start is failing) or was stopped more than ``crash_loop`` times within
+# ``stable_after_s`` (then the crash back-off applies). An exit 0 is no stop: a server may exit
+# 0 on its own (Valkey after SHUTDOWN), and one doing so every second was restarted forever,
+# at once, while ``status`` said healthy.
+_STOP_CODES = frozenset(
+    {-signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGINT}
+)
 _MIN_RUN_S = 1.0
 
 
@@ -73,10 +79,11 @@ class Crashes:
 
     Attributes:
         count: exits in a row without a stable run between them (0: it runs fine).
-        last_exit: the last exit code (negative: killed by that signal).
+        last_exit: the last exit code, of a crash or a stop (negative: killed by that signal).
         last_exit_at: when (wall clock).
         restart_at: while it waits to be started again, when (monotonic), else None.
-        stops: exits that were a stop on request (SIGTERM, SIGINT, exit 0), not crashes.
+        stops: exits that were a stop on request (SIGTERM, SIGINT), not crashes.
+        stopped_at: when the recent stops were (monotonic, within ``stable_after_s``).
     """
 
     count: int = 0
@@ -84,6 +91,7 @@ class Crashes:
     last_exit_at: float | None = None
     restart_at: float | None = None
     stops: int = 0
+    stopped_at: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -324,9 +332,10 @@ class Supervisor:
                 self.state.error = f"{name} exited (code {code}) and is not restartable"
                 self._record()
                 raise StackError(name, f"exited with code {code}\n{proc.tail_log()}")
-            if code in _STOP_CODES and now - proc.started_at >= _MIN_RUN_S:
+            if self._stopped_on_request(crashes, code, now - proc.started_at, now):
                 log.info("%s stopped (exit code %s: not a crash); starting it again", name, code)
                 crashes.stops += 1
+                crashes.last_exit, crashes.last_exit_at = code, time.time()
                 crashes.restart_at = now
                 self._record()
             else:
@@ -340,6 +349,19 @@ class Supervisor:
         except OSError as exc:  # e.g. its binary is gone: the next round counts it as a crash
             log.error("%s could not be started again: %s", name, exc)
         self._record()
+
+    def _stopped_on_request(
+        self, crashes: Crashes, code: int | None, ran_s: float, now: float
+    ) -> bool:
+        """Whether an exit with ``code`` after ``ran_s`` is a stop, not a crash: a SIGTERM or
+        SIGINT, after running at least _MIN_RUN_S, and no more than ``crash_loop`` such stops
+        within ``stable_after_s`` (a process stopped that often gets the crash back-off)."""
+        if code not in _STOP_CODES or ran_s < _MIN_RUN_S:
+            return False
+        window = self.restart_policy.stable_after_s
+        crashes.stopped_at = [t for t in crashes.stopped_at if now - t < window]
+        crashes.stopped_at.append(now)
+        return len(crashes.stopped_at) <= self.restart_policy.crash_loop
 
     def _crashed(
         self, proc: ManagedProcess, crashes: Crashes, code: int | None, now: float
