@@ -20,7 +20,7 @@ import msgspec
 
 from switchyard.schemas.numbers import NonNegative
 from switchyard.schemas.secrets import NAME_PATTERN, unstorable
-from switchyard.schemas.timeouts import Timeouts, call_timeouts
+from switchyard.schemas.timeouts import Timeouts, call_timeouts, settings_apart
 
 # Kinds served by the direct OpenAI-compatible path (one aiohttp POST, no litellm).
 OPENAI_COMPATIBLE_KINDS = frozenset(
@@ -465,12 +465,19 @@ def route_table_findings(
                 earlier[1].concurrency,
                 call_timeouts(earlier[1].timeouts, provider_timeouts),
             ) != (dep.concurrency, call_timeouts(dep.timeouts, provider_timeouts)):
+                apart = settings_apart(  # which fields, and where each value comes from
+                    (dep.concurrency, dep.timeouts),
+                    (earlier[1].concurrency, earlier[1].timeouts),
+                    provider_timeouts,
+                    dep.provider,
+                )
                 problems.append(
                     RouteProblem(
                         f"{where}",
                         f"deployment {dep.provider}/{dep.model} is also used by {earlier[0]} "
-                        "with different concurrency or timeouts; it has one queue, so one setting",
-                        "give both the same concurrency/timeouts (or leave them unset)",
+                        f"(there) with different settings: {apart}; it has one "
+                        "queue, so one setting",
+                        "write the same value on both (or on neither, to use the provider's)",
                     )
                 )
             seen.setdefault(dep.id, (where, dep))

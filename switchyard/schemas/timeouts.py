@@ -64,3 +64,40 @@ def call_timeouts(deployment: Timeouts | None, provider: Timeouts | None) -> Cal
             for name, default in DEFAULT_TIMEOUTS._asdict().items()
         )
     )
+
+
+def settings_apart(
+    here: tuple[int | None, Timeouts | None],
+    there: tuple[int | None, Timeouts | None],
+    provider: Timeouts | None,
+    provider_name: str,
+) -> str:
+    """How two uses of one deployment set its queue apart (each is the concurrency and the
+    timeouts written on it, over its provider's ``provider``): each field that differs, its
+    two values and where each comes from (written on the deployment, the provider's, or the
+    default), so an operator knows which to change (a provider's change can set two uses
+    apart when only one of them writes the field)."""
+    apart = []
+    if here[0] != there[0]:
+        mine, theirs = (c or "not written" for c in (here[0], there[0]))
+        apart.append(f"`concurrency` is {mine} here and {theirs} there")
+    for name, default in DEFAULT_TIMEOUTS._asdict().items():
+        ours, other = (
+            _resolved(name, t, provider, default, provider_name) for t in (here[1], there[1])
+        )
+        if ours[0] != other[0]:
+            apart.append(
+                f"`timeouts.{name}` is {ours[0]:g} s here ({ours[1]}) and {other[0]:g} s "
+                f"there ({other[1]})"
+            )
+    return "; ".join(apart)
+
+
+def _resolved(
+    name: str, written: Timeouts | None, provider: Timeouts | None, default: float, of: str
+) -> tuple[float, str]:
+    if written is not None and (value := getattr(written, name)) is not None:
+        return value, "written on the deployment"
+    if provider is not None and (value := getattr(provider, name)) is not None:
+        return value, f"provider `{of}`'s timeouts"
+    return default, "the default"

@@ -59,3 +59,44 @@ def test_routes_sharing_a_deployment_agree_when_its_timeouts_come_out_the_same()
     assert route_table_problems(table(None)) == []
     assert route_table_problems(table(Timeouts(first_token_s=3))) == []
     assert route_table_problems(table(Timeouts(request_s=4)))
+
+
+def test_a_clash_a_providers_change_makes_names_the_field_and_where_each_value_comes_from() -> None:
+    """The provider's ``request_s`` 3, route `one` writing 3 on the deployment, route `two`
+    nothing: accepted. The provider's set to 5: refused "with different concurrency or
+    timeouts", naming neither the field nor the provider, so the operator could not tell that
+    route `one`'s written 3 is what now differs."""
+    deployments = (
+        Deployment(provider="pa", model="m", timeouts=Timeouts(request_s=3)),
+        Deployment(provider="pa", model="m"),
+    )
+
+    def table(request_s: float) -> RouteTable:
+        provider = Provider(kind="openai", timeouts=Timeouts(request_s=request_s))
+        routes = {
+            "one": Route(deployments=deployments[:1]),
+            "two": Route(deployments=deployments[1:]),
+        }
+        return RouteTable(providers={"pa": provider}, routes=routes)
+
+    assert route_table_problems(table(3)) == []
+    (problem,) = route_table_problems(table(5))
+    assert problem.field == "routes.two.deployments[0]"
+    assert "routes.one.deployments[0]" in problem.problem
+    assert (
+        "`timeouts.request_s` is 5 s here (provider `pa`'s timeouts) and 3 s there "
+        "(written on the deployment)"
+    ) in problem.problem
+    assert "first_token_s" not in problem.problem  # only what differs
+
+
+def test_a_concurrency_clash_says_both_values() -> None:
+    uses = (
+        Deployment(provider="pa", model="m", concurrency=4),
+        Deployment(provider="pa", model="m"),
+    )
+    routes = {"one": Route(deployments=uses[:1]), "two": Route(deployments=uses[1:])}
+    (problem,) = route_table_problems(
+        RouteTable(providers={"pa": Provider(kind="openai")}, routes=routes)
+    )
+    assert "`concurrency` is not written here and 4 there" in problem.problem
