@@ -49,6 +49,12 @@ PROOF = cancel_proof("a" * 64, "r-1")
             "sy-cancel-proof",
             "spell it Sy-Cancel-Proof",
         ),
+        (  # (said "missing": the id was looked for only as spelled right)
+            {"sy-request-id": "r-1", h.CANCEL_PROOF: PROOF},
+            INVALID_HEADER,
+            "sy-request-id",
+            "spell it Sy-Request-Id",
+        ),
         ({h.REQUEST_ID: "r-1"}, NO_PROOF, h.CANCEL_PROOF, "missing"),
         ({h.REQUEST_ID: "r-1", h.CANCEL_PROOF: "xyz"}, NO_PROOF, h.CANCEL_PROOF, "64 hex"),
     ],

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from switchyard.bus import headers as h
 from switchyard.bus import identities
 from switchyard.bus.cancel_proof import cancel_proof, parse_proof, presented_key_hash
-from switchyard.bus.envelope import Envelope, MalformedHeader
+from switchyard.bus.envelope import Envelope, MalformedHeader, refuse_misspelled
 from switchyard.bus.request_info import caller_identity
 from switchyard.runtime.definitions import CANCELS_MAX_AGE_S, CANCELS_MAX_MSGS
 from switchyard.workers.modelproxy.job import Job
@@ -241,9 +241,10 @@ class Cancels:
             request id, a malformed or wrongly cased header (``Sy-Deadline`` in seconds,
             ``sy-cancel-proof``), no key named (no ``Sy-Cancel-Proof``, or not 64 hex digits).
         """
-        if not headers or not headers.get(h.REQUEST_ID):
-            return NoCancel(NO_REQUEST_ID, h.REQUEST_ID, "missing: name the request to cancel")
         try:
+            refuse_misspelled(headers)  # first: a ``sy-request-id`` is misspelled, not missing
+            if not headers or not headers.get(h.REQUEST_ID):
+                return NoCancel(NO_REQUEST_ID, h.REQUEST_ID, "missing: name the request to cancel")
             env = Envelope.decode(headers)
         except MalformedHeader as exc:
             return NoCancel(
