@@ -189,6 +189,27 @@ async def test_a_process_that_exits_0_by_itself_is_not_restarted_forever_at_once
         await sup.stop()
 
 
+async def test_a_components_exit_0_is_a_stop_as_it_follows_a_sigterm(tmp_path: Path) -> None:
+    """A Switchyard component exits 0 only once told to stop (its ``serve`` returns 0 after a
+    SIGTERM sent to it directly): a stop, restarted at once, not a crash (a server's exit 0,
+    above, is one)."""
+    policy = RestartPolicy(first_delay_s=5, max_delay_s=5, stable_after_s=60, crash_loop=3)
+    quits = Step(ProcessSpec("quits", ["sh", "-c", "sleep 1.1"], _serving, kind="component"))
+    sup = _supervisor(tmp_path, policy, quits)
+    await sup.start()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(sup.watch(stop))
+    try:
+        await _until(lambda: "quits" in sup.crashes and sup.crashes["quits"].stops == 2, 8)
+        crashes = sup.crashes["quits"]
+        assert crashes.count == 0
+        assert crashes.last_exit == 0
+    finally:
+        stop.set()
+        await watcher
+        await sup.stop()
+
+
 async def test_a_process_stopped_too_often_gets_the_crash_back_off(tmp_path: Path) -> None:
     """SIGTERMs more than ``crash_loop`` times within ``stable_after_s`` are not all stops: the
     ones past that count as crashes, with their waits."""

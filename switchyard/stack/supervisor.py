@@ -39,9 +39,11 @@ _MAX_DOUBLINGS = 30  # 2**30 s is far past any cap; without a bound the float ov
 # (a negative code) or as a shell or runtime reports it (128 + the signal). Restarted at once
 # and not counted as crashes, unless the process ran less than _MIN_RUN_S (one that ends right
 # after each start is failing) or was stopped more than ``crash_loop`` times within
-# ``stable_after_s`` (then the crash back-off applies). An exit 0 is no stop: a server may exit
-# 0 on its own (Valkey after SHUTDOWN), and one doing so every second was restarted forever,
-# at once, while ``status`` said healthy.
+# ``stable_after_s`` (then the crash back-off applies). A Switchyard component (kind
+# ``component``) exits 0 only once told to stop (its ``serve`` returns 0 after SIGTERM or
+# SIGINT), so its exit 0 is a stop too; a server's is not: it may exit 0 on its own (Valkey
+# after SHUTDOWN), and one doing so every second was restarted forever, at once, while
+# ``status`` said healthy.
 _STOP_CODES = frozenset(
     {-signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGINT}
 )
@@ -332,7 +334,7 @@ class Supervisor:
                 self.state.error = f"{name} exited (code {code}) and is not restartable"
                 self._record()
                 raise StackError(name, f"exited with code {code}\n{proc.tail_log()}")
-            if self._stopped_on_request(crashes, code, now - proc.started_at, now):
+            if self._stopped_on_request(crashes, code, now - proc.started_at, now, proc.spec.kind):
                 log.info("%s stopped (exit code %s: not a crash); starting it again", name, code)
                 crashes.stops += 1
                 crashes.last_exit, crashes.last_exit_at = code, time.time()
@@ -351,12 +353,14 @@ class Supervisor:
         self._record()
 
     def _stopped_on_request(
-        self, crashes: Crashes, code: int | None, ran_s: float, now: float
+        self, crashes: Crashes, code: int | None, ran_s: float, now: float, kind: str = ""
     ) -> bool:
         """Whether an exit with ``code`` after ``ran_s`` is a stop, not a crash: a SIGTERM or
-        SIGINT, after running at least _MIN_RUN_S, and no more than ``crash_loop`` such stops
-        within ``stable_after_s`` (a process stopped that often gets the crash back-off)."""
-        if code not in _STOP_CODES or ran_s < _MIN_RUN_S:
+        SIGINT (or a component's exit 0), after running at least _MIN_RUN_S, and no more than
+        ``crash_loop`` such stops within ``stable_after_s`` (stopped that often: the crash
+        back-off)."""
+        asked = code in _STOP_CODES or (code == 0 and kind == "component")
+        if not asked or ran_s < _MIN_RUN_S:
             return False
         window = self.restart_policy.stable_after_s
         crashes.stopped_at = [t for t in crashes.stopped_at if now - t < window]
