@@ -1,13 +1,16 @@
 """A legacy ``/v1/completions`` call to deployments that serve only chat, on the session stack.
 
 OpenAI answers a chat model on that endpoint 404 ("This is a chat model and not supported in
-the v1/completions endpoint", ``param: model``); a server without the path answers a bare
-``404 Not Found``. Both were taken for the deployment's model being gone: one tenant's call
-was a retryable 502 ``all_deployments_failed`` and cooled every deployment of the route (status
-404) for everyone's chat. Now a deployment that does not serve the endpoint is skipped without
-cooling: the route's others are tried, and when none serves it the client gets a 400
-``endpoint_not_supported`` naming the endpoint and the route. A fake provider over real HTTP
-(serving chat, refusing completions both ways) and the session's fake OpenAI (serving both).
+the v1/completions endpoint", ``param: model``), vLLM "The model does not support Completions
+API". Both were taken for the deployment's model being gone: one tenant's call was a
+retryable 502 ``all_deployments_failed`` and cooled every deployment of the route (status
+404) for everyone's chat. Now a deployment whose provider says it does not serve the endpoint
+is skipped without cooling: the route's others are tried, and when none serves it the client
+gets a 400 ``endpoint_not_supported`` naming the endpoint and the route. A bare HTML
+``404 Not Found`` says no such thing (an ingress whose backend died answers it): that
+deployment is cooled and the client's answer is a 502, as on chat. A fake provider over real
+HTTP (serving chat, refusing completions each way) and the session's fake OpenAI (serving
+both).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ CHAT_MODEL_404 = {
 
 class ChatOnly(FakeServer):
     """Serves chat; answers completions 404, as OpenAI does for a chat model (model
-    ``openai-chat``) or as a server without the path does (any other model)."""
+    ``openai-chat``), as vLLM does for a model without completions (``vllm-chat``), or as an
+    ingress whose backend is down does (any other model: nginx's HTML page)."""
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -77,17 +81,32 @@ class ChatOnly(FakeServer):
         body = await self.record(request)
         if body["model"] == "openai-chat":
             return web.json_response(CHAT_MODEL_404, status=404)
-        return web.Response(text="404: Not Found", status=404)  # a server lacking the path
+        if body["model"] == "vllm-chat":
+            return web.json_response(VLLM_404, status=404)
+        return web.Response(text=NGINX_404, status=404, content_type="text/html")
 
 
+VLLM_404 = {
+    "object": "error",
+    "message": "The model does not support Completions API",
+    "type": "NotFoundError",
+    "param": None,
+    "code": 404,
+}
+NGINX_404 = (
+    "<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1>"
+    "</center><hr><center>nginx</center></body></html>"
+)
 OPENAI_LIKE = {"provider": "chatonly", "model": "openai-chat"}
-BARE = {"provider": "chatonly", "model": "bare"}
+VLLM_LIKE = {"provider": "chatonly", "model": "vllm-chat"}
+DEAD = {"provider": "chatonly", "model": "dead-backend"}
 ROUTES: dict[str, dict[str, Any]] = {
-    "nocmpl-both": {"deployments": [OPENAI_LIKE, BARE]},
+    "nocmpl-both": {"deployments": [OPENAI_LIKE, VLLM_LIKE]},
     "nocmpl-one": {"deployments": [OPENAI_LIKE]},
+    "nocmpl-dead": {"deployments": [DEAD]},
     "nocmpl-mixed": {
         "deployments": [
-            {**BARE, "weight": 1_000_000},
+            {**VLLM_LIKE, "weight": 1_000_000},
             {"provider": "fake", "model": "echo", "weight": 1},
         ]
     },
@@ -160,7 +179,7 @@ async def test_no_deployment_serving_completions_is_a_400_and_cools_nothing(
     routed: Stack, chat_only: tuple[ChatOnly, str], stream: bool
 ) -> None:
     fake = chat_only[0]
-    before = {m: _completion_calls(fake, m) for m in ("openai-chat", "bare")}
+    before = {m: _completion_calls(fake, m) for m in ("openai-chat", "vllm-chat")}
     got = await _post(
         routed, "/v1/completions", _completion("nocmpl-both", stream=stream), f"nocmpl-{stream}"
     )
@@ -173,10 +192,10 @@ async def test_no_deployment_serving_completions_is_a_400_and_cools_nothing(
     assert "/v1/completions" in error["message"], error  # the endpoint
     assert "chat model" in error["message"], error  # the provider's own words
     # Each deployment asked once (the route's other deployment was tried), neither cooled.
-    for model in ("openai-chat", "bare"):
+    for model in ("openai-chat", "vllm-chat"):
         assert _completion_calls(fake, model) == before[model] + 1, model
     cooling = await _cooling(routed)
-    for dep in (OPENAI_LIKE, BARE):
+    for dep in (OPENAI_LIKE, VLLM_LIKE):
         assert f"{PREFIX}{deployment_id(dep['provider'], dep['model'])}" not in cooling
     # Another tenant's chat on the route is served by both deployments, as before.
     served = set()
@@ -207,4 +226,17 @@ async def test_a_deployment_that_serves_completions_answers_them(routed: Stack) 
     assert got.status_code == 200, got.text[:400]
     assert got.json()["choices"][0]["text"].startswith("echo:")
     assert got.headers["x-switchyard-deployment"] == deployment_id("fake", "echo")
-    assert f"{PREFIX}{deployment_id('chatonly', 'bare')}" not in await _cooling(routed)
+    assert f"{PREFIX}{deployment_id('chatonly', 'vllm-chat')}" not in await _cooling(routed)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_bare_404_on_completions_cools_the_deployment(routed: Stack) -> None:
+    """An ingress's "404 Not Found" says nothing of the endpoint (its backend may be down):
+    the deployment is cooled and the client gets the 502 of a failed deployment, not a 400
+    blaming the model that cooled nothing and raised no alert."""
+    got = await _post(routed, "/v1/completions", _completion("nocmpl-dead"), "nocmpl-dead")
+    assert got.status_code == 502, got.text[:400]
+    assert got.json()["error"]["code"] != "endpoint_not_supported", got.text[:400]
+    assert "<html" not in got.text  # the proxy's page is not passed on as HTML
+    dep = deployment_id(DEAD["provider"], DEAD["model"])
+    assert f"{PREFIX}{dep}" in await _cooling(routed)

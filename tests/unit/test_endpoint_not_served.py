@@ -40,10 +40,37 @@ def _404(body: object, op: str) -> Exception:
     return http_error(404, data, {}, "p", None, path="/v1/completions", op=op)
 
 
-@pytest.mark.parametrize(
-    "body", [CHAT_MODEL, b"404: Not Found", {"detail": "Not Found"}, b"", b"404 page not found"]
-)
-def test_a_404_for_the_endpoint_is_no_failure_of_the_deployment(body: object) -> None:
+VLLM_NO_COMPLETIONS = {
+    "object": "error",
+    "message": "The model does not support Completions API",
+    "type": "NotFoundError",
+    "code": 404,
+}
+AZURE_NO_COMPLETIONS = {
+    "error": {
+        "code": "OperationNotSupported",
+        "message": "The completion operation does not work with the specified model, gpt-4o.",
+    }
+}
+# 404s that say only "nothing here": a proxy or ingress whose backend died answers them too.
+NGINX = b"<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1>"
+NGINX += b"</center><hr><center>nginx</center></body></html>"
+GENERIC_404S = [
+    b"404: Not Found",
+    NGINX,
+    b"default backend - 404",
+    b"404 page not found",
+    {"detail": "Not Found"},
+    {"code": "404", "message": "Resource not found"},
+    {"error": {"code": "404", "message": "Resource not found"}},
+    b"",
+]
+
+
+@pytest.mark.parametrize("body", [CHAT_MODEL, VLLM_NO_COMPLETIONS, AZURE_NO_COMPLETIONS])
+def test_a_404_saying_the_endpoint_is_not_served_is_no_failure_of_the_deployment(
+    body: object,
+) -> None:
     exc = _404(body, "complete")
     assert isinstance(exc, ue.EndpointNotServed), exc
     assert isinstance(exc, InvalidRequest)  # the client's 400 when no deployment serves it
@@ -51,6 +78,17 @@ def test_a_404_for_the_endpoint_is_no_failure_of_the_deployment(body: object) ->
     assert "/v1/completions" in exc.message
     assert ue.retryable(exc)  # the route's other deployments are tried...
     assert ue.no_cooldown(exc)  # ...and this one is not cooled
+
+
+@pytest.mark.parametrize("body", GENERIC_404S)
+def test_a_bare_404_on_completions_is_the_deployments_failure(body: object) -> None:
+    """A dead backend behind an ingress answers like a server without the path: cooled and
+    a 502 (an alert), not a 400 blaming the model that cools nothing."""
+    exc = _404(body, "complete")
+    assert isinstance(exc, ProviderError), exc
+    assert not isinstance(exc, ue.EndpointNotServed)
+    assert exc.retryable
+    assert not ue.no_cooldown(exc)
 
 
 @pytest.mark.parametrize("body", [NO_MODEL, VLLM_NO_MODEL, {"error": 'model "x" not found'}])

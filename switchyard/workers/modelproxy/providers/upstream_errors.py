@@ -175,8 +175,9 @@ def no_endpoint(provider: str, path: str) -> str:
 
 class EndpointNotServed(DeploymentCannotTake):
     """A deployment whose provider has no such endpoint for its model: a 404 on the legacy
-    completions endpoint (OpenAI's "This is a chat model and not supported in the
-    v1/completions endpoint", or a server without the path at all). No provider outage: its
+    completions endpoint whose words say so (OpenAI's "This is a chat model and not
+    supported in the v1/completions endpoint"; a bare "Not Found" is no such word: a dead
+    backend behind a proxy answers it too, and that is cooled). No provider outage: its
     chat works. Tried on the route's other deployments like any request a deployment cannot
     take (nothing cools, no attempt counted), and the client's 400 naming the endpoint and
     the route when none serves it; it was a 502 ``all_deployments_failed`` that cooled every
@@ -189,18 +190,45 @@ class EndpointNotServed(DeploymentCannotTake):
 # nothing of the deployment's health), and the endpoint each is, as a client calls it.
 SIDE_ENDPOINTS = {"complete": "/v1/completions"}
 # How a 404 says the model itself is not there (OpenAI's and vLLM's "The model `x` does not
-# exist", Ollama's "model \"x\" not found"): cooled as on chat. A bare "Not Found" is not.
+# exist", Ollama's "model \"x\" not found"): cooled as on chat.
 _NO_SUCH_MODEL = ("does not exist", "not found")
+# The words by which a provider says the deployment's model is not served on the endpoint
+# (OpenAI's "This is a chat model and not supported in the v1/completions endpoint", vLLM's
+# "does not support Completions API", Azure's "The completion operation does not work with
+# the specified model"), and the codes that say it. Only these are taken as "not served": a
+# bare or generic 404 ("404 Not Found" from nginx, "default backend - 404", Go's "404 page
+# not found", FastAPI's {"detail": "Not Found"}, Azure's "Resource not found") is what a
+# proxy whose backend died answers too, so it is the deployment's failure (cooled, a 502),
+# not the client's 400 that cooled nothing and raised no alert.
+_NOT_SERVED_WORDS = (
+    "chat model",
+    "not supported",
+    "does not support",
+    "not support the",
+    "unsupported",
+    "does not work with",
+)
+_NOT_SERVED_CODES = frozenset({"OperationNotSupported", "unsupported_endpoint"})
+
+
+def says_not_served(said: str | None, code: str | None) -> bool:
+    """Whether a 404's error says, in words or a code, that the endpoint is not served for
+    the model (positive evidence), rather than only that nothing was found."""
+    if code in _NOT_SERVED_CODES:
+        return True
+    text = (said or "").lower()
+    return any(w in text for w in _NOT_SERVED_WORDS)
 
 
 def endpoint_not_served(
     op: str, provider: str, path: str, said: str | None, code: str | None
 ) -> EndpointNotServed | None:
-    """The refusal of a 404 on ``op``'s endpoint when it says the deployment does not serve
-    that endpoint (its API's words, or no API error at all), else None (a model that does not
-    exist there fails as on chat: the deployment is what is wrong)."""
+    """The refusal of a 404 on ``op``'s endpoint when its API's words say the deployment does
+    not serve that endpoint, else None: a model that does not exist there, and a 404 saying
+    nothing more than "Not Found" (a server or proxy without the path, a dead ingress
+    backend), fail as on chat: the deployment is what is wrong, and it is cooled."""
     endpoint = SIDE_ENDPOINTS.get(op)
-    if endpoint is None or code in MODEL_CODES:
+    if endpoint is None or code in MODEL_CODES or not says_not_served(said, code):
         return None
     text = (said or "").lower()
     if "model" in text and "endpoint" not in text and any(w in text for w in _NO_SUCH_MODEL):
