@@ -49,7 +49,7 @@ from switchyard.admin.queries import (
     ranking_query,
     spend_days,
 )
-from switchyard.admin.read_slots import STREAM, HeldStream, role_of
+from switchyard.admin.read_slots import SEND_TIMEOUT_S, STREAM, HeldStream, role_of
 from switchyard.admin.secret_delete import refuse_in_use, users_of
 from switchyard.admin.spend import SpendUnavailable
 from switchyard.admin.token_audit import REFUSED_CODES, audit_refused
@@ -411,7 +411,8 @@ class AdminApi:
 
         held = c.reads.hold(STREAM, role_of(request))  # 429 past the role's bound
         no_cache = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return HeldStream(events(), held, media_type="text/event-stream", headers=no_cache)
+        sse, wait = "text/event-stream", SEND_TIMEOUT_S  # (a stalled reader's slot comes back)
+        return HeldStream(events(), held, media_type=sse, headers=no_cache, send_timeout_s=wait)
 
     async def clear_cooldown(self, request: Request, c: AdminContext) -> Response:
         deployment = request.path_params["deployment"]

@@ -11,16 +11,25 @@ liked and load the gateway and the control service for everyone. Now at most
 other); past that the call is refused with 429 ``too_many_concurrent_requests`` (OpenAI-shaped,
 ``Retry-After``) and nothing is read. A slot is given back when the response ends, however it
 ends (finished, or the client went away).
+
+A live stream's slot is also given back when one of its writes has not completed within
+:data:`SEND_TIMEOUT_S` (the client reads nothing: the socket's buffers are full), and the
+stream then ends. A laptop closed with a live page open leaves a half-open connection that
+the server learns of only when TCP gives up, about 15 minutes later: it held its slot all that
+while, and the page, woken, took a new one; 50 such pages and every live page of the role was
+refused. (A write into buffers with room completes at once: a stream of one small event a
+second fills them only after a while, so the slot comes back then, not at once.)
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterable, Callable, Mapping
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from switchyard.admin.token import Role
 from switchyard.errors import RateLimited
@@ -31,6 +40,7 @@ EXPORTS_AT_ONCE = 2  # per token role
 STREAMS_AT_ONCE = 50  # per token role: a team's open overview and queue pages
 RETRY_AFTER_S = {EXPORT: 10.0, STREAM: 30.0}
 CODE = "too_many_concurrent_requests"
+SEND_TIMEOUT_S = 5.0  # a live stream's write not completed by then: its slot is given back
 ROLE_STATE = "admin_role"  # request.state's attribute: the role authorize() found
 
 
@@ -68,8 +78,15 @@ class ReadSlots:
         return self._held[(kind, role)]
 
 
+class _Stalled(Exception):
+    """A write of the stream did not complete in time (the client reads nothing)."""
+
+
 class HeldStream(StreamingResponse):
-    """A streaming response that gives its slot back when it ends, however it ends."""
+    """A streaming response that gives its slot back when it ends, however it ends; with
+    ``send_timeout_s``, also when a write has not completed within that many seconds (the
+    stream then sends nothing more, and ends once that write is done or the server drops
+    the connection: its own write timeout bounds a reader that never reads)."""
 
     def __init__(
         self,
@@ -78,15 +95,35 @@ class HeldStream(StreamingResponse):
         *,
         media_type: str,
         headers: Mapping[str, str] | None = None,
+        send_timeout_s: float | None = None,
     ) -> None:
         super().__init__(content, media_type=media_type, headers=headers)
         self._release = release
+        self._send_timeout_s = send_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            if self._send_timeout_s is None:
+                await super().__call__(scope, receive, send)
+                return
+            try:
+                await super().__call__(scope, receive, self._in_time(send, self._send_timeout_s))
+            except _Stalled:  # the slot is back; end the answer if the client is still there
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self._release()
+
+    def _in_time(self, send: Send, timeout_s: float) -> Send:
+        async def send_in_time(message: Message) -> None:
+            write = asyncio.ensure_future(send(message))
+            done, _ = await asyncio.wait({write}, timeout=timeout_s)
+            if not done:
+                self._release()  # a slot for a client that reads nothing is given back now
+                await write  # (not cancelled: a write cut in half would garble the stream)
+                raise _Stalled
+            write.result()
+
+        return send_in_time
 
 
 def role_of(request: Request) -> Role:

@@ -105,3 +105,80 @@ def test_an_export_yields_to_the_loop_between_chunks() -> None:
 class _Row:
     def doc(self) -> dict[str, int]:
         return {"seq": 1}
+
+
+async def _forever() -> AsyncIterator[bytes]:
+    while True:
+        yield b"event: overview\ndata: {}\n\n"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("spec", ["2.3", "2.4"])  # (uvicorn's httptools says 2.3)
+def test_a_live_stream_whose_client_reads_nothing_gives_its_slot_back(spec: str) -> None:
+    """A closed laptop's half-open connection: the write blocks once the buffers are full,
+    and the slot was held until TCP gave up (~15 minutes). Now it is back within the send
+    timeout, nothing more is sent, and the answer ends once the blocked write is done."""
+    slots = ReadSlots(streams=1)
+
+    async def serve() -> list[Message]:
+        sent: list[Message] = []
+        unblocked = asyncio.Event()
+
+        async def receive() -> Message:
+            await asyncio.sleep(3600)
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if len(sent) == 3:  # the buffers are full: the write waits for the client
+                await unblocked.wait()
+            sent.append(message)
+
+        response = HeldStream(
+            _forever(),
+            slots.hold(STREAM, Role.ADMIN),
+            media_type="text/event-stream",
+            send_timeout_s=0.2,
+        )
+        task = asyncio.create_task(
+            response({**_scope(), "asgi": {"spec_version": spec}}, receive, send)
+        )
+        await asyncio.sleep(0.5)
+        assert slots.held(STREAM, Role.ADMIN) == 0  # back while the write still waits
+        slots.hold(STREAM, Role.ADMIN)()  # (the page, woken, opens a new stream)
+        assert not task.done()
+        unblocked.set()
+        await asyncio.wait_for(task, 2)
+        return sent
+
+    sent = asyncio.run(serve())
+    assert slots.held(STREAM, Role.ADMIN) == 0
+    assert len(sent) == 5  # the start, two events, the blocked one, then the end
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def test_a_live_stream_read_in_time_keeps_its_slot() -> None:
+    slots = ReadSlots(streams=1)
+
+    async def serve() -> None:
+        async def receive() -> Message:
+            await asyncio.sleep(3600)
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            await asyncio.sleep(0.01)
+
+        response = HeldStream(
+            _forever(),
+            slots.hold(STREAM, Role.ADMIN),
+            media_type="text/event-stream",
+            send_timeout_s=0.2,
+        )
+        task = asyncio.create_task(response(_scope(), receive, send))
+        await asyncio.sleep(0.6)
+        assert slots.held(STREAM, Role.ADMIN) == 1
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(serve())
+    assert slots.held(STREAM, Role.ADMIN) == 0

@@ -16,7 +16,7 @@ import msgspec
 from starlette.responses import Response
 
 from switchyard.admin.overview import overview
-from switchyard.admin.read_slots import STREAM, HeldStream
+from switchyard.admin.read_slots import SEND_TIMEOUT_S, STREAM, HeldStream
 from switchyard.admin.token import Role
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.bus import subjects
@@ -113,7 +113,13 @@ async def stream(ui: Ui) -> Response:
     role = Role.READ_ONLY if session.read_only else Role.ADMIN
     held = ui.admin.reads.hold(STREAM, role)  # 429 past the role's bound
     no_cache = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return HeldStream(events(), held, media_type="text/event-stream", headers=no_cache)
+    return HeldStream(
+        events(),
+        held,
+        media_type="text/event-stream",
+        headers=no_cache,
+        send_timeout_s=SEND_TIMEOUT_S,  # a page whose client reads nothing gives its slot back
+    )
 
 
 async def history(ui: Ui) -> Response:
