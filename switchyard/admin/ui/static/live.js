@@ -319,7 +319,8 @@
   // until then): the Queues page loads its history first, and a slow answer is no stall.
   const PERIOD_S = Number(root.dataset.periodS) || 1;
   const STALE_S = Math.max(5, 5 * PERIOD_S);
-  const stream = { last: null, closed: false, source: null, started: false };
+  const stream = { last: null, closed: false, source: null, started: false, retry: null };
+  const RETRY_S = 30; // a refused stream's wait when its answer says none
 
   function checkStale() {
     const box = root.querySelector("[data-stale]");
@@ -354,12 +355,51 @@
     });
     source.onopen = () => { heard(); }; // opened again after a drop: the count starts anew
     source.onerror = () => {
-      if (source.readyState === EventSource.CLOSED) {
-        stream.closed = true;
-        checkStale();
-        updated(null, "Live updates stopped (signed out, too many live pages open with this token, or the gateway restarted). Reload the page.");
-      }
+      if (source.readyState !== EventSource.CLOSED) return; // EventSource tries again itself
+      if (stream.source === source) stream.source = null;
+      refused();
     };
+  }
+
+  // EventSource gives up for good on an answer other than a stream, and cannot read it. A
+  // 429 (too many live pages open with this token: each gateway holds 50 per token, and a
+  // page whose laptop slept held its slot until its connection was found dead) stopped
+  // the page's live updates for good; now the page asks once why, waits the answer's
+  // Retry-After and opens the stream again. Signed out, or any other answer, stops them.
+  async function refused() {
+    let resp = null;
+    const asked = new AbortController();
+    try {
+      resp = await fetch(`${BASE}/ui/api/stream`, {
+        credentials: "same-origin", redirect: "manual", signal: asked.signal,
+        headers: { Accept: "text/event-stream" },
+      });
+    } catch (e) { /* the gateway does not answer (restarting): wait, then try again */ }
+    asked.abort(); // an answered stream is not read here: its slot is given back
+    const type = resp ? resp.headers.get("content-type") || "" : "";
+    if (resp && resp.ok && type.startsWith("text/event-stream")) { retryIn(0); return; }
+    if (resp && resp.status !== 429 && resp.status < 500) {
+      stream.closed = true;
+      checkStale();
+      updated(null, "Live updates stopped (signed out, or the gateway refused them). Reload the page.");
+      return;
+    }
+    const asks = resp ? Number(resp.headers.get("retry-after")) : NaN;
+    const wait = Number.isFinite(asks) && asks >= 0 ? Math.min(asks, 300) : RETRY_S;
+    updated(null, resp && resp.status === 429
+      ? `Too many live pages are open with this token; live updates start again in ${Math.ceil(wait)} s.`
+      : `The gateway does not answer; live updates start again in ${Math.ceil(wait)} s.`);
+    retryIn(wait);
+  }
+
+  function retryIn(seconds) {
+    stream.last = null; // a wait said as such is no stall
+    checkStale();
+    clearTimeout(stream.retry);
+    stream.retry = setTimeout(() => {
+      stream.retry = null;
+      if (!document.hidden && !stream.source && !stream.closed) connect();
+    }, seconds * 1000);
   }
 
   // An open stream keeps the session in use (the server counts each second of it), so a page
@@ -368,6 +408,8 @@
   // hidden (no stall is counted then), opened again when it is shown. A session that ended
   // meanwhile refuses the new stream, and the page says live updates stopped.
   function pause() {
+    clearTimeout(stream.retry); // a refused stream waiting to try again: tried when shown
+    stream.retry = null;
     if (!stream.source) return;
     stream.source.close();
     stream.source = null;
