@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from switchyard.admin.access import authorize
+from switchyard.admin.answer_types import EventStream, JsonLines
 from switchyard.admin.audit_export import ENDPOINT as EXPORT_AUDIT
 from switchyard.admin.audit_words import created_words, delete_said, update_seen, update_words
 from switchyard.admin.batch_view import batch_records as _batches
@@ -124,12 +125,6 @@ _ADMIN_TOKEN = HTTPBearer(
 ADMIN_ERRORS = (400, 401, 403, 404, 409, 413, 429, 500, 503, 504)
 
 
-class EventStream(Response):
-    """Documents ``/stream`` as server-sent events (the handler returns a StreamingResponse)."""
-
-    media_type = "text/event-stream"
-
-
 class AdminApi:
     """The ``/admin/v1`` endpoints; :meth:`router` mounts them on the gateway app."""
 
@@ -155,7 +150,9 @@ class AdminApi:
                 summary=summary,
                 name=name,
                 status_code=201 if name == "create_key" else 200,
-                response_class=EventStream if name == "stream" else JSONResponse,
+                response_class={"stream": EventStream, "export_audit": JsonLines}.get(
+                    name, JSONResponse
+                ),
                 responses=error_responses(ADMIN_ERRORS),
                 openapi_extra=extra,
             )
