@@ -24,8 +24,11 @@ messages on it included: an internal client that paused its socket held the HTTP
 answers for 7 to 9 s (docs/design-notes.md, "Internal clients' replies have a connection of
 their own").
 
-Every ``probe_s`` a request's keep-alive goes out as a probe instead, chunks or not, to notice a
-caller that went away without a cancel (:mod:`.probes`, which the process passes in).
+Every ``probe_s`` the keep-alive of an internal client's request (``Sy-Usage-Id``) goes out as a
+probe instead, chunks or not, to notice a caller that went away without a cancel (:mod:`.probes`,
+which the process passes in). The edges' and the batch runner's requests are never probed: they
+send ``llm.v1.cancel`` themselves when their client leaves, and an edge busy with its CPU could
+leave probe answers queued behind its chunks long enough to look gone.
 """
 
 from __future__ import annotations
@@ -62,10 +65,14 @@ class InFlight:
     copies: list[Msg] = field(default_factory=list)
     signalled: bool = False  # a progress signal was sent: its ack waits for a confirmation
     out: NATS | None = None  # the connection its replies go on (see the module doc)
-    # Probes (.probes): when the last was sent, how many in a row went unanswered, whether
-    # the caller ever answered one, and what to do when it is gone (set by .cancels).
+    # Probes (.probes): whether its caller is probed at all (only one the head does not vouch
+    # for), when the last was sent, how many in a row went unanswered and when the first of
+    # them was, whether the caller ever answered one, and what to do when it is gone (set by
+    # .cancels).
+    probed: bool = False
     last_probe: float = 0.0
     misses: int = 0
+    first_miss: float = 0.0
     answers_probes: bool = False
     gone: Callable[[], None] | None = None
     # What the process's heartbeat says of its calls in flight (:meth:`Heartbeats.ages`):
@@ -107,10 +114,15 @@ class Heartbeats:
         (a request that ends before costs nothing): the claim's clock started when JetStream
         delivered the message, which a busy process may take seconds to begin serving."""
         now = asyncio.get_running_loop().time()
-        out = self.internal if self.internal is not None and _unvouched(msg) else self._nc
+        unvouched = _unvouched(msg)
+        out = self.internal if self.internal is not None and unvouched else self._nc
         entry = InFlight(reply, msg, now, now - self._progress_s, out=out)
         entry.deployment = deployment
         entry.started = entry.last_chunk = now
+        # Only the callers the head does not vouch for are probed: an edge or the batch runner
+        # sends llm.v1.cancel when its own client leaves, and a probe's answer queued behind an
+        # edge's chunks must not stop the requests of HTTP callers who are still there.
+        entry.probed = self._probe is not None and unvouched
         entry.last_probe = now - self._probe_s + 1.0  # the first about a second from now
         self._active[id(entry)] = entry
         self._busy.set()
@@ -205,7 +217,7 @@ class Heartbeats:
         else to ``callers`` (None: none of that kind is sent this round), its messages to
         ``progress``. Their times are taken as sent: a failed one, on a closed connection or
         an acked message, is not retried before its next turn."""
-        if probes is not None and now - entry.last_probe >= self._probe_s:
+        if probes is not None and entry.probed and now - entry.last_probe >= self._probe_s:
             probes.append(entry)
             entry.last_probe = entry.last_sent = now
         elif callers is not None and now - entry.last_sent >= self._keepalive_s:

@@ -1,13 +1,17 @@
 """Noticing a caller that went away without a cancel (it crashed, or dropped its inbox).
 
-Every :data:`PROBE_S` (the first about a second after a request starts) the keep-alive of a
-request in flight goes out as a request, a *probe*: the same message with a reply subject.
-Callers may ignore it, as they ignore every keep-alive (docs/nats-api.md); a caller that
-answers it (an empty message to its reply subject: :class:`switchyard.client.LLMClient` does)
-has said it is there, and from then on a probe it leaves unanswered twice in a row means it is
-gone: its request is stopped like one its caller cancelled (:meth:`.cancels.Cancels.gone`),
-provider call interrupted, billed for what it cost as a caller that left. A caller that never
-answered one is never taken for gone: nothing is known of it.
+Every :data:`PROBE_S` (the first about a second after a request starts) the keep-alive of an
+internal client's request (its dispatch message carries ``Sy-Usage-Id``; the edges' and the batch
+runner's requests are never probed: they send ``llm.v1.cancel`` when their client leaves) goes
+out as a request, a *probe*: the same message with a reply subject. Callers may ignore it, as
+they ignore every keep-alive (docs/nats-api.md); a caller that answers it (an empty message to
+its reply subject: :class:`switchyard.client.LLMClient` does) has said it is there, and from
+then on it is gone once it left :data:`PROBE_MISSES` probes unanswered in a row, the first of
+them at least :data:`GONE_AFTER_S` before the last: its request is stopped like one its caller
+cancelled (:meth:`.cancels.Cancels.gone`), provider call interrupted, billed for what it cost
+as a caller that left. A caller that never answered one is never taken for gone (nothing is known of
+it), and is no longer probed after :data:`NEVER_ANSWERED` unanswered: each probe to a ``_R_``
+subject may leave a reply mapping in nats-server.
 
 nats-server's own answer for "nobody listens" (the no-responders status) would need no help
 from callers, but it does not cross the account import every caller comes through (measured
@@ -39,11 +43,15 @@ log = logging.getLogger("switchyard.modelproxy")
 PROBE_S = 3.0  # how often a request in flight asks whether its caller is there
 PROBE_WAIT_S = 1.5  # how long a caller has to answer, once the server has read the probe
 PROBE_READ_S = 10  # how long the server may take to read it (else nothing is concluded)
-PROBE_MISSES = 2  # unanswered in a row, a round apart: the caller is gone
+PROBE_MISSES = 3  # unanswered in a row...
+GONE_AFTER_S = 15.0  # ...the first at least this long before the last: the caller is gone
+NEVER_ANSWERED = 2  # unanswered by a caller that never answered one: it is probed no more
 _STATUS = "Status"  # nats-server's status header...
 _NO_RESPONDERS = "503"  # ...saying nobody was subscribed to the probed subject
-# The longest a caller that answers probes can be gone before its request stops.
-NOTICED_WITHIN_S = PROBE_S + 1 + PROBE_MISSES * (PROBE_WAIT_S + 1)
+# The longest a caller that answers probes can be gone before its request stops: its first
+# miss is judged within a round (probe, flush, wait), the rule's span later, then a round more.
+_ROUND_S = PROBE_S + 1 + PROBE_WAIT_S + 1
+NOTICED_WITHIN_S = GONE_AFTER_S + 2 * _ROUND_S
 
 
 async def probe(entries: list[InFlight], out: NATS) -> None:
@@ -69,11 +77,12 @@ async def probe(entries: list[InFlight], out: NATS) -> None:
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+    now = asyncio.get_running_loop().time()
     for n, entry in enumerate(entries):
         if heard.get(f"{inbox}.{n}", False):
             _answered(entry)
         else:
-            _missed(entry)  # no answer in time, or the server's no-responders status
+            _missed(entry, now)  # no answer in time, or the server's no-responders status
 
 
 async def _collect(sub: Subscription, heard: dict[str, bool], expected: int) -> None:
@@ -94,12 +103,16 @@ def _answered(entry: InFlight) -> None:
     entry.misses = 0
 
 
-def _missed(entry: InFlight) -> None:
-    if not entry.answers_probes:
-        return  # a caller that ignores probes, as it may: nothing is known
+def _missed(entry: InFlight, now: float) -> None:
     entry.misses += 1
-    if entry.misses < PROBE_MISSES:
-        entry.last_probe -= PROBE_S  # asked again next round
-    elif entry.gone is not None:
+    if not entry.answers_probes:  # a caller that ignores probes, as it may: nothing is known
+        if entry.misses >= NEVER_ANSWERED:
+            entry.probed = False  # asked no more (each probe may leave a mapping in the server)
+        return
+    if entry.misses == 1:
+        entry.first_miss = now
+    if entry.misses < PROBE_MISSES or now - entry.first_miss < GONE_AFTER_S:
+        return  # asked again at the next round
+    if entry.gone is not None:
         log.info("a caller stopped answering its request's probes: the request is stopped")
         entry.gone()
