@@ -32,6 +32,7 @@ import contextlib
 import logging
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
@@ -71,7 +72,7 @@ async def probe(entries: list[InFlight], out: NATS) -> None:
             await out.flush(timeout=PROBE_READ_S)  # the server has read the probes
         except (TimeoutError, NatsError):
             return  # not read in time, or the connection failed: nothing is concluded
-        await _collect(sub, heard, len(entries))
+        await _collect(out, sub, heard, len(entries))
     except NatsError:
         return
     finally:
@@ -85,17 +86,29 @@ async def probe(entries: list[InFlight], out: NATS) -> None:
             _missed(entry, now)  # no answer in time, or the server's no-responders status
 
 
-async def _collect(sub: Subscription, heard: dict[str, bool], expected: int) -> None:
-    """The answers that come within :data:`PROBE_WAIT_S` (all of them: stop early)."""
+async def _collect(out: NATS, sub: Subscription, heard: dict[str, bool], expected: int) -> None:
+    """The answers that come within :data:`PROBE_WAIT_S` (all of them: stop early). At the
+    deadline, answers the server sent before it are read too (one flush: whatever it wrote
+    ahead of its PONG is queued here by then), so an answer waiting in this process's own
+    queue is not taken for a miss."""
     loop = asyncio.get_running_loop()
     until = loop.time() + PROBE_WAIT_S
     while len(heard) < expected and (left := until - loop.time()) > 0:
         try:
-            msg = await sub.next_msg(timeout=left)
+            _heard(heard, await sub.next_msg(timeout=left))
         except TimeoutError:
-            return
-        status = msg.headers.get(_STATUS) if msg.headers else None
-        heard.setdefault(msg.subject, status != _NO_RESPONDERS)
+            break
+    if len(heard) < expected:
+        with contextlib.suppress(TimeoutError, NatsError):
+            await out.flush(timeout=PROBE_READ_S)
+        for _ in range(sub.pending_msgs):  # already queued: each comes at once
+            with contextlib.suppress(TimeoutError):
+                _heard(heard, await sub.next_msg(timeout=1))
+
+
+def _heard(heard: dict[str, bool], msg: Msg) -> None:
+    status = msg.headers.get(_STATUS) if msg.headers else None
+    heard.setdefault(msg.subject, status != _NO_RESPONDERS)
 
 
 def _answered(entry: InFlight) -> None:
