@@ -27,7 +27,7 @@ from switchyard.bus.replies import ReplyKind
 from switchyard.client import LLMClient
 from switchyard.schemas.events import LEFT
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
-from switchyard.workers.modelproxy.probes import NEVER_ANSWERED, NOTICED_WITHIN_S
+from switchyard.workers.modelproxy.probes import GONE_AFTER_S, NEVER_ANSWERED, NOTICED_WITHIN_S
 from tests.stacks import Stack, start_stack
 from tests.upstream import FakeOpenAI
 
@@ -149,6 +149,39 @@ async def test_a_caller_that_crashes_mid_stream_is_noticed_and_billed_as_left(
     assert event.status == CLIENT_CLOSED
     assert event.id.endswith(f":{LEFT}")
     assert chunks <= event.completion_tokens < 300
+
+
+async def test_a_caller_stopped_for_unanswered_probes_is_told_why(internal: Stack) -> None:
+    """A caller that answered probes, then let them go unanswered while it still reads (its
+    answers lost or late), is stopped no sooner than ``GONE_AFTER_S`` after it fell silent, and
+    what ends its reply is an error saying why (``caller_gone``, 499), not a bare terminator."""
+    nc = await internal.connect("app")
+    body = json.dumps({**CHAT, "model": "crawl", "stream": True}).encode()
+    headers = {h.AUTHORIZATION: f"Bearer {internal.api_key}"}
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(subjects.CHAT, body, reply=inbox, headers=headers)
+        began = time.monotonic()
+        silent_since: float | None = None
+        last: Any = None
+        while True:
+            msg = await sub.next_msg(timeout=NOTICED_WITHIN_S + 5)
+            if not msg.data and not msg.headers:
+                break  # the terminator
+            last = msg
+            if msg.reply and time.monotonic() - began < 3:
+                await nc.publish(msg.reply, b"")  # answered, then no more
+            elif msg.reply and silent_since is None:
+                silent_since = time.monotonic()
+        stopped = time.monotonic()
+    finally:
+        await nc.close()
+    assert silent_since is not None
+    assert stopped - silent_since >= GONE_AFTER_S - 1
+    assert last.headers[h.KIND] == ReplyKind.ERROR.value
+    assert last.headers[h.STATUS] == "499"
+    assert json.loads(last.data)["error"]["code"] == "caller_gone"
 
 
 async def test_callers_that_stay_are_served_whole_whether_they_answer_probes_or_not(

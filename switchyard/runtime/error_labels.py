@@ -21,6 +21,7 @@ OWN_CODES = frozenset(
         "api_key_expired",
         "api_key_revoked",
         "budget_exceeded",
+        "caller_gone",
         "conflict",
         "deadline_exceeded",
         "deadline_too_short",

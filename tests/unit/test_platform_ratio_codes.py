@@ -37,7 +37,8 @@ REFUSALS = {
     "too_many_concurrent_requests", "too_many_failed_authentications",
 }  # fmt: skip
 CLIENT_ERRORS = {
-    "admin_read_only", "answer_too_large", "api_key_expired", "api_key_revoked", "conflict",
+    "admin_read_only", "answer_too_large", "api_key_expired", "api_key_revoked", "caller_gone",
+    "conflict",
     "empty_file", "endpoint_not_supported", "headers_too_large",
     "invalid_admin_token", "invalid_api_key", "invalid_deployment", "invalid_file",
     "invalid_header", "invalid_json", "invalid_request", "invalid_value", "item_not_found",

@@ -45,6 +45,7 @@ def test_a_caller_that_answered_is_gone_after_misses_in_a_row_spanning_the_rule(
     assert not stopped
     probes._missed(entry, 200.0 + probes.GONE_AFTER_S)
     assert stopped == [True]
+    assert entry.silent  # its caller is told why
 
 
 def test_two_quick_misses_stop_nobody() -> None:

@@ -55,7 +55,7 @@ from switchyard.runtime.upstreams import UpstreamGuard
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
-from switchyard.workers.modelproxy import billing, key_echo, redelivery, reroutes
+from switchyard.workers.modelproxy import billing, key_echo, probes, redelivery, reroutes
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.dialects import (
@@ -518,9 +518,13 @@ class Handler:
         The reply path still gets its terminator: a caller in the other account reaches this
         worker through a reply mapping the server keeps until the terminator passes (or
         ``response_threshold`` of silence), and under overload many callers leave at once.
-        The caller's own inbox has forgotten the request and drops it."""
+        The caller's own inbox has forgotten the request and drops it. One stopped for
+        unanswered probes gets an error first: a caller still there learns why."""
         job.status = CLIENT_CLOSED
-        await replies.end_stream(job.out(self.nc), job.reply)
+        if job.inflight.silent:
+            await replies.send_error(job.out(self.nc), job.reply, probes.caller_gone())
+        else:
+            await replies.end_stream(job.out(self.nc), job.reply)
         log.info(
             "request on %s stopped: its caller left (provider called: %s, chunks delivered: %d)",
             job.deployment_id,

@@ -67,13 +67,14 @@ class InFlight:
     out: NATS | None = None  # the connection its replies go on (see the module doc)
     # Probes (.probes): whether its caller is probed at all (only one the head does not vouch
     # for), when the last was sent, how many in a row went unanswered and when the first of
-    # them was, whether the caller ever answered one, and what to do when it is gone (set by
-    # .cancels).
+    # them was, whether the caller ever answered one, whether it was stopped for not answering
+    # (its caller is told why), and what to do when it is gone (set by .cancels).
     probed: bool = False
     last_probe: float = 0.0
     misses: int = 0
     first_miss: float = 0.0
     answers_probes: bool = False
+    silent: bool = False
     gone: Callable[[], None] | None = None
     # What the process's heartbeat says of its calls in flight (:meth:`Heartbeats.ages`):
     # the deployment, when serving began and when the last chunk went (loop time).

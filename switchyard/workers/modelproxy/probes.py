@@ -8,8 +8,9 @@ they ignore every keep-alive (docs/nats-api.md); a caller that answers it (an em
 its reply subject: :class:`switchyard.client.LLMClient` does) has said it is there, and from
 then on it is gone once it left :data:`PROBE_MISSES` probes unanswered in a row, the first of
 them at least :data:`GONE_AFTER_S` before the last: its request is stopped like one its caller
-cancelled (:meth:`.cancels.Cancels.gone`), provider call interrupted, billed for what it cost
-as a caller that left. A caller that never answered one is never taken for gone (nothing is known of
+cancelled (:meth:`.cancels.Cancels.gone`), provider call interrupted, an error ``caller_gone``
+sent ahead of the terminator (a caller still there learns why), billed for what it cost as a
+caller that left. A caller that never answered one is never taken for gone (nothing is known of
 it), and is no longer probed after :data:`NEVER_ANSWERED` unanswered: each probe to a ``_R_``
 subject may leave a reply mapping in nats-server.
 
@@ -37,6 +38,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
 from switchyard.bus import replies
+from switchyard.errors import ApiError
 from switchyard.workers.modelproxy.heartbeat import InFlight
 
 log = logging.getLogger("switchyard.modelproxy")
@@ -49,6 +51,7 @@ GONE_AFTER_S = 15.0  # ...the first at least this long before the last: the call
 NEVER_ANSWERED = 2  # unanswered by a caller that never answered one: it is probed no more
 _STATUS = "Status"  # nats-server's status header...
 _NO_RESPONDERS = "503"  # ...saying nobody was subscribed to the probed subject
+CALLER_GONE = "caller_gone"  # the error code of a request stopped for unanswered probes
 # The longest a caller that answers probes can be gone before its request stops: its first
 # miss is judged within a round (probe, flush, wait), the rule's span later, then a round more.
 _ROUND_S = PROBE_S + 1 + PROBE_WAIT_S + 1
@@ -106,6 +109,17 @@ async def _collect(out: NATS, sub: Subscription, heard: dict[str, bool], expecte
                 _heard(heard, await sub.next_msg(timeout=1))
 
 
+def caller_gone() -> ApiError:
+    """What a request stopped for unanswered probes ends with (billed 499 as a caller that
+    left): a caller still there, whose answers were lost or late, is told what happened."""
+    return ApiError(
+        f"the request was stopped: its caller did not answer {PROBE_MISSES} probes in a row "
+        f"over {GONE_AFTER_S:g} s (docs/nats-api.md, 'A caller that goes away')",
+        code=CALLER_GONE,
+        status=499,
+    )
+
+
 def _heard(heard: dict[str, bool], msg: Msg) -> None:
     status = msg.headers.get(_STATUS) if msg.headers else None
     heard.setdefault(msg.subject, status != _NO_RESPONDERS)
@@ -128,4 +142,5 @@ def _missed(entry: InFlight, now: float) -> None:
         return  # asked again at the next round
     if entry.gone is not None:
         log.info("a caller stopped answering its request's probes: the request is stopped")
+        entry.silent = True  # its caller is told why (.handler)
         entry.gone()
