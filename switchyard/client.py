@@ -50,6 +50,7 @@ from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.bus.cancel_proof import cancel_proof, presented_key_hash
 from switchyard.bus.envelope import Deadline, Envelope
+from switchyard.bus.probe_answers import ProbeAnswers
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply, payload_room
 from switchyard.bus.unread import MAX_UNREAD_BYTES, MSG_COST, too_slow
 from switchyard.errors import (
@@ -143,6 +144,7 @@ class LLMClient:
         self._busy = asyncio.Event()
         self._reconnected_at = float("-inf")
         self._answered_at = float("-inf")  # when a head last acknowledged a request
+        self.probes = ProbeAnswers(nc)  # answers model-proxies' probes until refused
 
     def _settling(self, now: float) -> bool:
         """True shortly after this client reconnected or a head answered it (see SETTLING_S)."""
@@ -194,8 +196,7 @@ class LLMClient:
         if replies is None:
             return
         if msg.reply:  # a model-proxy's probe (a keep-alive): answered, so a caller that
-            with contextlib.suppress(Exception):  # crashed is noticed (docs/nats-api.md)
-                await self._nc.publish(msg.reply, b"")
+            await self.probes.answer(msg.reply)  # crashed is noticed (docs/nats-api.md)
         cost = len(msg.data) + MSG_COST
         if replies.held and replies.held + cost > self._max_unread:
             self._overflow(token, replies)

@@ -1,15 +1,21 @@
 """Probes against a real nats-server: a model-proxy's probe round reads the answers already sent
-before judging (:func:`switchyard.workers.modelproxy.probes._collect`)."""
+before judging (:func:`switchyard.workers.modelproxy.probes._collect`), and a client whose answers
+the server refuses stops answering (:class:`switchyard.bus.probe_answers.ProbeAnswers`)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from subprocess import DEVNULL
 
 import nats
 import pytest
 
+from switchyard.client import LLMClient
+from switchyard.stack import binaries
+from switchyard.stack.ports import accepting
 from switchyard.workers.modelproxy import probes
-from tests.support import jetstream_server
+from tests.support import free_port, jetstream_server, until
 
 pytestmark = pytest.mark.integration
 
@@ -34,3 +40,40 @@ async def test_answers_already_sent_at_the_deadline_are_not_taken_for_misses(
         heard: dict[str, bool] = {}
         await probes._collect(nc, sub, heard, 2)
     assert heard == {f"{inbox}.0": True, f"{inbox}.1": True}
+
+
+async def test_a_connection_refused_an_answer_stops_answering_probes(tmp_path: Path) -> None:
+    """A NATS config without ``allow_responses`` refuses every probe answer: the first refusal
+    is the last (one -ERR, not one per probe), and the client says so once."""
+    port = free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\nauthorization {{ users = [ {{ user: a, password: a,"
+        ' permissions: { publish: { allow: ["ok.>"] }, subscribe: { allow: [">"] } } } ] }\n'
+    )
+    server = await asyncio.create_subprocess_exec(
+        str(binaries.nats_server()), "-c", str(conf), stdout=DEVNULL, stderr=DEVNULL
+    )
+    errors: list[Exception] = []
+
+    async def count(exc: Exception) -> None:
+        errors.append(exc)
+
+    try:
+        await accepting(port)
+        nc = await nats.connect(
+            f"nats://a:a@127.0.0.1:{port}", error_cb=count, max_reconnect_attempts=1
+        )
+        try:
+            llm = LLMClient(nc)
+            for n in range(5):  # a probe every round, as a model-proxy sends them
+                await llm.probes.answer(f"_R_.denied.{n}")
+                await nc.flush()
+                await until(lambda: errors)
+        finally:
+            await nc.close()
+    finally:
+        server.terminate()
+        await server.wait()
+    assert len(errors) == 1
+    assert not llm.probes.answering
