@@ -78,7 +78,7 @@ from switchyard.workers.modelproxy.providers.upstream_errors import retryable
 from switchyard.workers.modelproxy.replay import REPLAY_LOST
 from switchyard.workers.modelproxy.response_items import ResponseItems, tenant_of
 from switchyard.workers.modelproxy.response_owners import ResponseOwners
-from switchyard.workers.modelproxy.serving import Serving, flushed
+from switchyard.workers.modelproxy.serving import Serving
 from switchyard.workers.modelproxy.stream_watch import relay
 from switchyard.workers.modelproxy.traffic import TrafficMeter
 from switchyard.workers.modelproxy.usage import UsageBatcher
@@ -293,18 +293,12 @@ class Handler:
             return
         await self._bill(job, target, labels)
         if replay_needed(
-            answered=job.answer is not None, ended=job.ended, reconnected=await self._broken(job)
+            answered=job.answer is not None,
+            ended=job.ended,
+            reconnected=job.out(self.nc).stats["reconnects"] != job.reconnects,
         ):
             await self._replay(job)
         await self.serving.ack(job)
-
-    async def _broken(self, job: Job) -> bool:
-        """Its replies' connection reconnected since it began, or (an internal client's own)
-        did not confirm what it carried: the ack, on the main one, must not overtake it."""
-        out = job.out(self.nc)
-        if out is not self.nc and not await flushed(out, self.settings.modelproxy.ack_wait_s):
-            return True
-        return out.stats["reconnects"] != job.reconnects
 
     async def _hand_back(self, job: Job, exc: ApiError) -> bool:
         """Give the request back to its queue when its provider key cannot be fetched here

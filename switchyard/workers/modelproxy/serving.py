@@ -29,7 +29,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
@@ -39,18 +38,6 @@ log = logging.getLogger("switchyard.modelproxy")
 
 DONE_KEPT_S = 60.0  # how long an acknowledged message is remembered (at least 3 ack_waits)
 DONE_KEPT = 65_536  # ...and how many at most (a few MB), the oldest forgotten first
-
-
-async def flushed(out: NATS, timeout: float) -> bool:
-    """Whether the server has read everything sent on ``out`` so far (False: the connection
-    failed or stalled past ``timeout``). An internal client's answer goes on a connection of
-    its own while the ack goes on the main one: without this the ack could reach the server
-    first, and a model-proxy dying meanwhile would leave an acked request never answered."""
-    try:
-        await out.flush(timeout=max(1, round(timeout)))
-    except (TimeoutError, NatsError):
-        return False
-    return True
 
 
 def message_key(msg: Msg) -> tuple[str, int]:
