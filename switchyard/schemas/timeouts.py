@@ -32,7 +32,6 @@ class CallTimeouts(NamedTuple):
 # idle_s, 120 s: a reasoning model's long pause comes before its content (bounded by
 # ``stream_s``), and no model pauses that long mid-answer; a provider that does has stalled.
 DEFAULT_TIMEOUTS = CallTimeouts(first_token_s=60.0, stream_s=600.0, request_s=600.0, idle_s=120.0)
-IDLE_S = DEFAULT_TIMEOUTS.idle_s
 
 
 class Timeouts(
