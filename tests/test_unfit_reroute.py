@@ -130,7 +130,8 @@ async def test_top_k_goes_to_the_deployment_that_takes_it_whatever_the_weights(
     # the reroute took ingress.stream_start_s. The calls below say who answered all the same.)
     if not stream or "x-switchyard-deployment" in resp.headers:
         assert resp.headers["x-switchyard-deployment"] == COMPAT_ID
-        assert resp.headers["x-switchyard-attempts"] == "2"
+        # One provider call: the refusal is no attempt (it said 2).
+        assert resp.headers["x-switchyard-attempts"] == "1"
     assert marker in resp.text
     assert _calls_with(claude_fake[0], marker) == 0  # refused before anything was sent
     assert _calls_with(upstream, marker) == 1  # one provider call
@@ -184,7 +185,7 @@ async def test_when_no_deployment_takes_the_field_the_client_gets_a_clear_400(
     assert "`top_k`" in message
     assert "127.0.0.1" not in message
     assert "http" not in message
-    assert resp.headers["x-switchyard-attempts"] == "2"
+    assert resp.headers["x-switchyard-attempts"] == "1"  # no provider call (it said 2)
     assert _calls_with(claude_fake[0], marker) == 0
     assert await routed.usage_of(request_id) is None  # nothing billed
 
@@ -223,7 +224,7 @@ async def test_a_request_refused_by_more_deployments_than_sy_tried_holds_gets_it
     assert (error["code"], error["param"]) == ("unsupported_parameter", "top_k")
     assert "no deployment of `unfit-many` can take this request" in error["message"]
     assert f"at most {MAX_TRIED + 1} deployments" in error["message"]
-    assert resp.headers["x-switchyard-attempts"] == str(MAX_TRIED + 1)
+    assert resp.headers["x-switchyard-attempts"] == "1"  # refusals are no attempts
     assert _calls_with(claude_fake[0], marker) == 0
     assert await routed.usage_of(request_id) is None
 

@@ -192,3 +192,17 @@ def test_a_client_cannot_claim_refusals_it_did_not_get() -> None:
     headers = {h.REQUEST_ID: "r", h.UNFIT: ",".join(["x"] * 40)}
     with pytest.raises(InvalidRequest):
         Envelope.decode(headers)
+
+
+def test_a_refusal_is_not_counted_in_the_answers_attempts() -> None:
+    """``Sy-Attempts`` (``x-switchyard-attempts``) counted a refusal: a request one deployment
+    refused `top_k` and another answered said 2 attempts, of which one called no provider.
+    It counts what ``routing.max_attempts`` counts, plus the answering one."""
+    refused = _wire(reroute_failed(_job(_env(), A), TOP_K))
+    assert _job(refused, B).attempts == 1  # the answer's: one provider call
+    failed = _env(tried=(B, A), unfit=(A,), errors=f"{B}: 500 boom; {A}: 400 `top_k`")
+    named = decide.Named()
+    named.tried(failed)  # the head's error after a failure and a refusal
+    assert (named.deployment, named.attempts) == (A, 1)
+    named.refused_by(B, refused)  # a full queue after a refusal
+    assert (named.deployment, named.attempts) == (B, 1)

@@ -200,7 +200,9 @@ def _none_takes(
 class Named:
     """Which deployment refused or failed a request, and after how many attempts: the error
     reply's ``Sy-Deployment``/``Sy-Attempts`` (as a model-proxy's error and every answer name
-    them), so an operator can tell from the answer where it was refused.
+    them), so an operator can tell from the answer where it was refused. The attempts are
+    those ``routing.max_attempts`` counts (provider calls and full queues): a deployment that
+    refused a field (``unfit``) called no provider, and a bounce is none either.
 
     Filled where the head gives up, from the attempts it made; left empty when none was made
     (no deployment usable before any attempt, every candidate cooling down, the key or the
@@ -214,15 +216,15 @@ class Named:
     def tried(self, env: Envelope) -> None:
         """The last deployment ``env`` tried (a failed attempt or a full queue), of all."""
         if env.tried:
-            self.deployment, self.attempts = env.tried[-1], len(env.tried)
+            self.deployment, self.attempts = env.tried[-1], env.provider_attempts
 
     def refused_by(self, deployment: str, env: Envelope) -> None:
         """``deployment``, which refused this placement (after ``env``'s earlier attempts)."""
-        self.deployment, self.attempts = deployment, len(env.tried) + 1
+        self.deployment, self.attempts = deployment, env.provider_attempts + 1
 
     def bounced(self, env: Envelope) -> None:
         """The deployment that handed ``env`` back unserved (a bounce is no attempt)."""
-        self.deployment, self.attempts = env.removed, len(env.tried)
+        self.deployment, self.attempts = env.removed, env.provider_attempts
 
 
 def _first_back(

@@ -111,4 +111,6 @@ class Job:
 
     @property
     def attempts(self) -> int:
-        return self.env.hop + 1
+        """This attempt's number (``Sy-Attempts``): the provider attempts before it, as
+        ``routing.max_attempts`` counts them (no refusal of a field, ``unfit``), plus one."""
+        return self.env.provider_attempts + 1
