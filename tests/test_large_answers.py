@@ -20,6 +20,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from switchyard.runtime import semconv as sc
+from switchyard.schemas.routing import deployment_id
 from switchyard.stack.natsconf import MAX_PAYLOAD
 from switchyard.stack.process import ManagedProcess
 from tests.stacks import Stack
@@ -72,6 +74,8 @@ async def test_an_answer_too_large_for_the_bus_is_a_clear_413_tried_nowhere_else
     routed: Stack, upstream: FakeOpenAI
 ) -> None:
     before = sum(len(upstream.calls_for(d["model"])) for d in ROUTES["large-over"]["deployments"])
+    deployments = [deployment_id("fake", d["model"]) for d in ROUTES["large-over"]["deployments"]]
+    errors_before = _provider_errors(await routed.modelproxy_samples(), deployments)
     async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
         over = await _chat(http, routed, "large-over")
         chunked = await _chat(http, routed, "large-chunked")
@@ -87,10 +91,22 @@ async def test_an_answer_too_large_for_the_bus_is_a_clear_413_tried_nowhere_else
     assert "is more than the" in chunked.json()["error"]["message"]  # not read to its end
     after = sum(len(upstream.calls_for(d["model"])) for d in ROUTES["large-over"]["deployments"])
     assert after == before + 1  # not tried on the route's other deployment
+    # Nor counted as the deployment failing: the provider did its job (it was).
+    errors_after = _provider_errors(await routed.modelproxy_samples(), deployments)
+    assert errors_after == errors_before
     # The model-proxy serves on, and an answer under the bound arrives whole.
     assert under.status_code == 200, under.text[:300]
     content = under.json()["choices"][0]["message"]["content"]
     assert content == "x" * (UNDER_KIB * 1024)
+
+
+def _provider_errors(samples: list[tuple[str, dict[str, str], float]], deps: list[str]) -> float:
+    """``switchyard_provider_errors_total`` of ``deps``, summed over the model-proxies."""
+    return sum(
+        v
+        for name, labels, v in samples
+        if name == sc.PROVIDER_ERRORS and labels.get("deployment") in deps
+    )
 
 
 def _peak_rss_kib(pid: int) -> int:

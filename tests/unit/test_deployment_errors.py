@@ -22,7 +22,11 @@ from switchyard.workers.modelproxy.providers.openai_compat import (
     finishes,
     stream_error,
 )
-from switchyard.workers.modelproxy.providers.upstream_errors import from_status, retryable
+from switchyard.workers.modelproxy.providers.upstream_errors import (
+    from_status,
+    retryable,
+    too_large,
+)
 from switchyard.workers.modelproxy.traffic import deployment_failed
 
 
@@ -52,6 +56,8 @@ def test_what_the_provider_or_the_platform_failed_counts(failure: ApiError) -> N
         PayloadTooLarge("too big"),
         from_status(400, "context too long", provider="d1"),
         from_status(422, "unprocessable", provider="d1"),
+        # The provider did its job; the answer is too large for the bus (it counted).
+        too_large("d1", 9 * 1024 * 1024, 8 * 1024 * 1024),
     ],
 )
 def test_what_the_client_got_wrong_does_not(failure: ApiError | None) -> None:

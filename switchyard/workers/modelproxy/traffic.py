@@ -28,6 +28,7 @@ from switchyard.schemas.monitor import (
     bucket_of,
 )
 from switchyard.schemas.openai import Usage
+from switchyard.workers.modelproxy.providers.upstream_errors import AnswerTooLarge
 
 REPORT_S = 1.0
 
@@ -39,7 +40,9 @@ def deployment_failed(
     (the provider failed, timed out or was unreachable, a key was unavailable) or any provider
     error (its 429 included). A request the client got wrong (a 400 the model-proxy or the
     provider found, a 413) is not: forty malformed requests must not paint a healthy deployment
-    red, as the edges' error share counts 5xx only.
+    red, as the edges' error share counts 5xx only. Nor is an answer too large for the bus (413
+    ``answer_too_large``): the provider did its job, and any deployment's answer would be as
+    large (it counted, being a provider error).
 
     The caller's deadline running out (504 ``deadline_exceeded``) is the deployment's error only
     when the provider had by then been silent (called, no first chunk or answer since) for
@@ -53,6 +56,8 @@ def deployment_failed(
         return False
     if isinstance(failure, DeadlineExceeded):
         return silent_s >= limit_s
+    if isinstance(failure, AnswerTooLarge):
+        return False
     return failure.status >= 500 or isinstance(failure, ProviderError)
 
 
