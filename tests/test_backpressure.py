@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -19,6 +20,7 @@ from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
 from switchyard.bus import replies, subjects
+from switchyard.bus.envelope import MAX_TRIED
 from switchyard.client import LLMClient
 from switchyard.errors import ProviderError
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY, sync_dispatch_consumers
@@ -197,3 +199,87 @@ async def test_a_retry_no_head_takes_is_answered_not_lost(narrow: Stack) -> None
     finally:
         for nc in (app, head, prov):
             await nc.close()
+
+
+async def test_a_reroute_whose_sy_tried_fills_on_a_full_queue_is_answered_by_the_head(
+    narrow: Stack, upstream: FakeOpenAI
+) -> None:
+    """A reroute naming 32 deployments tried (refusals, forged here), whose next pick's queue
+    is full: the head placed it on the route's fallback with 33 in Sy-Tried, which the
+    model-proxy dropped as malformed, and the caller waited for its deadline. The head answers
+    it now: the full queue's 503, "tried no further".
+
+    The reroute goes to the reply subject a head saw for a real request to the slow
+    deployment (read by a second, non-queue subscriber), queued first (3 s at the provider):
+    the caller's first answer is the head's error, not that request's 200."""
+    head = await _start_head(narrow)
+    seen: asyncio.Queue[str] = asyncio.Queue()
+    request_id = f"tried-full-{uuid.uuid4().hex[:8]}"
+
+    async def spied(msg: Msg) -> None:
+        if (msg.headers or {}).get(h.REQUEST_ID) == request_id:
+            seen.put_nowait(msg.reply)
+
+    spy, app, proxy = [await narrow.connect(n) for n in ("head", "app", "modelproxy")]
+    try:
+        await spy.subscribe(subjects.CHAT, cb=spied)
+        await flushed(spy)
+        answers: asyncio.Queue[Msg] = asyncio.Queue()
+        inbox = app.new_inbox()
+        await app.subscribe(inbox, cb=answers.put)
+        auth = {"Authorization": f"Bearer {narrow.api_key}", h.REQUEST_ID: request_id}
+        await app.publish(subjects.CHAT, msgspec.json.encode(BODY), reply=inbox, headers=auth)
+        reply_to = await asyncio.wait_for(seen.get(), 5)
+        async with httpx.AsyncClient(timeout=30) as http:
+            url = f"{narrow.tail_url}/v1/chat/completions"
+            other = asyncio.create_task(
+                http.post(url, json=BODY, headers={"Authorization": f"Bearer {narrow.api_key}"})
+            )
+            await _queued(narrow, 2)  # the slow deployment's queue is full
+            refused = ",".join(f"gone--m{n:02d}" for n in range(MAX_TRIED))
+            forged = {
+                h.REQUEST_ID: request_id,
+                h.REPLY: reply_to,
+                h.OP: "chat",
+                h.ALIAS: "spill",
+                h.TRIED: refused,
+                h.UNFIT: refused,
+                h.DEADLINE: str(int((time.time() + 30) * 1000)),
+            }
+            body = msgspec.json.encode({**BODY, "model": "spill"})
+            quick = len(upstream.calls_for("quick"))
+            await proxy.request(subjects.REROUTE, body, timeout=5, headers=forged)  # confirmed
+            async with asyncio.timeout(10):
+                while True:
+                    got = replies.decode_reply((msg := await answers.get()).data, msg.headers)
+                    if got.kind in (replies.ReplyKind.FINAL, replies.ReplyKind.ERROR):
+                        break
+            await other
+    finally:
+        for nc in (spy, app, proxy):
+            await nc.close()
+        await head.stop(5)
+    assert (got.kind, got.status) == (replies.ReplyKind.ERROR, 503), got.body
+    error = msgspec.json.decode(got.body)["error"]
+    assert error["code"] == "queue_full", error
+    assert f"tries at most {MAX_TRIED + 1} deployments" in error["message"], error
+    assert got.deployment == deployment_id("fake", "slow:3000")
+    assert len(upstream.calls_for("quick")) == quick  # the fallback was not offered it
+
+
+async def _queued(stack: Stack, count: int) -> None:
+    """Returns once the slow deployment's queue holds ``count`` requests (at most 15 s)."""
+    subject = subjects.dispatch(deployment_id("fake", "slow:3000"))
+    nc = await stack.connect("provisioner")
+    try:
+        js = nc.jetstream(timeout=10)
+        deadline = time.monotonic() + 15
+        while True:
+            info = await js.stream_info(subjects.DISPATCH_STREAM, subjects_filter=subject)
+            queued = (info.state.subjects or {}).get(subject, 0)
+            if queued >= count:
+                return
+            assert time.monotonic() < deadline, f"{queued} queued"
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()

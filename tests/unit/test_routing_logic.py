@@ -15,7 +15,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import headers as h
-from switchyard.bus.envelope import Envelope
+from switchyard.bus.envelope import MAX_TRIED, Envelope
 from switchyard.bus.replies import error_headers
 from switchyard.config import RoutingSettings, Settings
 from switchyard.errors import ModelNotFound, ProviderError, RateLimited, ServiceUnavailable
@@ -438,3 +438,19 @@ def test_secret_holders_never_print_the_value() -> None:
         assert value not in repr(holder)
         assert value not in str(holder)
         assert value not in f"{holder}"
+
+
+def test_a_request_whose_sy_tried_is_full_is_answered_by_the_head() -> None:
+    """32 deployments refused a field (no attempt), then the 33rd's queue was full: placed
+    on a 34th, Sy-Tried would hold 33, which no model-proxy reads (it drops the message as
+    malformed; the caller waited for its deadline). The head answers instead, as the
+    model-proxy of a 33rd refusal does: "tried no further"."""
+    refused = tuple(f"gone--m{n:02d}" for n in range(MAX_TRIED))
+    full = ServiceUnavailable("the queue for deployment b is full", code="queue_full")
+    env = _env("main", tried=(*refused, "b"), unfit=refused, last_status=503)
+    assert decide.tried_full(env)
+    assert not decide.tried_full(env.with_(tried=refused))  # a 33rd may still be placed
+    router, book = Router(_two_route_table()), Cooldowns({})
+    answer = decide.queues_spent(router, book, env, full, failed_before=False)
+    assert (answer.status, answer.code) == (503, "queue_full")
+    assert answer.message.endswith(f"tries at most {MAX_TRIED + 1} deployments)")

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from switchyard.bus.envelope import Envelope
+from switchyard.bus.envelope import MAX_TRIED, Envelope
 from switchyard.config import RoutingSettings
 from switchyard.dialects import native_only
 from switchyard.errors import (
@@ -71,6 +71,9 @@ KEY_RETRY_S = UNAVAILABLE_RETRY_S
 # Retry-After of a request handed back because its deployment left the routes (the route
 # table reaches every process within milliseconds): as :func:`removed_too_often`.
 REMOVED_RETRY_S = 1.0
+# How the answer to a request no more deployments may be tried for ends (the model-proxy of the
+# 33rd ends its 400 the same way: ``modelproxy.reroutes.answer_of``).
+TRIED_NO_FURTHER = f" (tried no further: a request tries at most {MAX_TRIED + 1} deployments)"
 
 
 def backoff(hop: int, settings: RoutingSettings, rng: random.Random | None = None) -> float:
@@ -246,20 +249,22 @@ def _first_back(
     return (max(0.1, min(waits)) if waits else None), cooling
 
 
-def attempts_spent(router: Router, book: Cooldowns, env: Envelope, body: bytes = b"") -> ApiError:
+def attempts_spent(
+    router: Router, book: Cooldowns, env: Envelope, body: bytes = b"", note: str = ""
+) -> ApiError:
     """``routing.max_attempts`` spent (or a pinned request's one attempt): :func:`exhausted`,
     with the time until the first of the route's deployments (or one tried) is back, as when
     :func:`choose` runs out of candidates: of those that can serve ``body`` (a Responses or
     Messages body only a native deployment can serve: not one that would translate it).
     Untried candidates are not named: they were left for want of attempts, not for cooling
-    down."""
+    down. ``note`` ends the message."""
     if env.pin:  # only that deployment may serve it
         now = time.time()
         retry_after = max(0.1, book.remaining(env.pin, now)) if book.cooling(env.pin, now) else None
     else:
         allowed = partial(_native, router, env.op) if _needs_native(router, env, body) else None
         retry_after, _ = _first_back(env.alias, router, book, env.tried, allowed)
-    return exhausted(env, retry_after=retry_after)
+    return exhausted(env, retry_after=retry_after, note=note)
 
 
 def queues_spent(
@@ -271,13 +276,26 @@ def queues_spent(
     failed_before: bool,
     body: bytes = b"",
 ) -> ApiError:
-    """``routing.max_attempts`` ran out on full queues: the full queue's 503 when no earlier
-    attempt failed at a provider, else :func:`attempts_spent`'s one error naming every attempt,
-    whose wait (a 429's too) is when the first of the route's deployments, or of its usable
-    fallbacks (that can serve ``body``), stops cooling down, not the last provider's own wait."""
+    """``routing.max_attempts`` ran out on full queues, or ``tried`` on them (:func:`tried_full`):
+    the full queue's 503 when no earlier attempt failed at a provider, else
+    :func:`attempts_spent`'s one error naming every attempt, whose wait (a 429's too) is when
+    the first of the route's deployments, or of its usable fallbacks (that can serve ``body``),
+    stops cooling down, not the last provider's own wait. Either ends with
+    :data:`TRIED_NO_FURTHER` when ``tried`` is what ran out."""
+    note = TRIED_NO_FURTHER if tried_full(env) else ""
     if not failed_before:
-        return full
-    return attempts_spent(router, book, env, body)
+        if not note:
+            return full
+        return ServiceUnavailable(full.message + note, code=full.code, retry_after=full.retry_after)
+    return attempts_spent(router, book, env, body, note)
+
+
+def tried_full(env: Envelope) -> bool:
+    """Whether ``env`` lists more deployments in ``tried`` than a model-proxy (or a head) reads
+    in ``Sy-Tried`` (:data:`MAX_TRIED`): full queues passed over after the reroute of the 32nd
+    deployment. Placed again, it would be dropped as malformed by the model-proxy that pulled
+    it, and its caller would wait for its deadline."""
+    return len(env.tried) > MAX_TRIED
 
 
 def all_cooling(

@@ -446,7 +446,7 @@ class Head:
         """Queue the request for the deployment the route picks; returns its id. A
         deployment whose queue is full counts as a tried one (no cooldown: it drains by
         itself) and the next candidate, another deployment or a fallback, takes the request;
-        with none left, or with the attempts spent, the caller gets the 503 ``queue_full``.
+        with none left, the attempts spent or ``Sy-Tried`` full, the caller gets ``queue_full``.
         ``avoid``: a deployment that just bounced the request, not chosen while the route has
         another."""
         full: ServiceUnavailable | None = None
@@ -479,7 +479,8 @@ class Head:
                 last_status=429 if limited else 503,
                 retry_after=env.retry_after if limited else 0.0,
             )
-            if env.provider_attempts >= self.settings.routing.max_attempts:  # attempts spent
+            spent = env.provider_attempts >= self.settings.routing.max_attempts
+            if spent or decide.tried_full(env):  # attempts spent, or Sy-Tried full
                 named.tried(env)
                 raise decide.queues_spent(
                     self.router, self.cooldowns, env, full, failed_before=failed_before, body=body
