@@ -53,6 +53,7 @@ _LIMITS = {
     h.REMOVED: 128,
     h.ERRORS: 1024,
     h.UNFIT_CODE: 64,
+    h.DEADLINE_BY: 16,
     h.UNFIT_PARAM: 256,
     h.TRACESTATE: 512,
     h.PRIORITY: 16,
@@ -234,7 +235,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     ``tracestate``, ``authorization`` (internal callers), ``key_hash`` (edges), ``pin``
     (gateway only). Overwritten by the head after it authorised the request: ``key_id``,
     ``tenant``, ``key_hash``, ``budget_period``, ``usage_id``; then ``op``, ``alias``,
-    ``reply``, ``stream``.
+    ``reply``, ``stream``, ``deadline_by`` (which limit set a bus caller's ``deadline``).
     Added on the dispatch hop: ``deployment``; on a reroute: ``tried``, ``errors``,
     ``last_status``, ``upstream_status`` (0: unknown, or from an older model-proxy),
     ``retry_after``; ``unfit`` (those of ``tried`` whose provider had no place for a field of
@@ -270,6 +271,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     unfit: tuple[str, ...] = ()
     unfit_code: str = ""
     unfit_param: str = ""
+    deadline_by: str = ""
     bounces: int = 0
     removed: str = ""
     traceparent: str = ""
@@ -419,6 +421,7 @@ _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     (h.ERRORS, "errors"),
     (h.UNFIT_CODE, "unfit_code"),
     (h.UNFIT_PARAM, "unfit_param"),
+    (h.DEADLINE_BY, "deadline_by"),
 )
 
 

@@ -48,6 +48,9 @@ UNFIT_CODE = "Sy-Unfit-Code"
 UNFIT_PARAM = "Sy-Unfit-Param"
 # Removal bounces (DESIGN §3, docs/routing.md): a request handed back unserved because the
 # deployment it was queued for had left every route. Not attempts: they never enter Sy-Tried.
+# Which limit set Sy-Deadline of a bus caller's request (`caller`, `capped`, `default`), set by
+# the head, so that a 504 of the deadline can say it. Absent for the edges' (they name theirs).
+DEADLINE_BY = "Sy-Deadline-By"
 BOUNCES = "Sy-Bounces"  # how many times so far (bounded by the heads)
 REMOVED = "Sy-Removed"  # on the bounce itself: the deployment that was no longer routed
 PIN = "Sy-Pin"  # one specific deployment (admin tests), honoured from the gateway only

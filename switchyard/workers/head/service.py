@@ -59,7 +59,7 @@ from switchyard.schemas.scheduling import (
     of_service_tier,
 )
 from switchyard.telemetry import request_id_var
-from switchyard.workers.head import decide, queue_room
+from switchyard.workers.head import deadlines, decide, queue_room
 from switchyard.workers.head.admission import Admission
 from switchyard.workers.head.callers import authorize, stamp
 from switchyard.workers.head.dispatch import msg_id, publish_dispatch
@@ -215,6 +215,7 @@ class Head:
             else:
                 await self._route(msg, env, reply, hop, named)
         except ApiError as exc:
+            deadlines.name_limit(exc, env, msg.headers, rerouted, self.settings.ingress)
             failure = exc
             if msg.subject != subjects.MODELS:
                 self.stats.outcome(EXHAUSTED if rerouted else REFUSED)
@@ -298,6 +299,7 @@ class Head:
     async def _route(
         self, msg: Msg, env: Envelope, reply: str, hop: Hop, named: decide.Named
     ) -> None:
+        by = deadlines.set_by(env, caller_identity(msg.headers), self.settings.ingress)
         env = self._deadline(env)
         if await self._stale(env, msg, reply):
             return
@@ -332,6 +334,7 @@ class Head:
             op=op,
             alias=alias,
             reply=reply,
+            deadline_by=by,  # a reroute's 504 names it too (deadlines)
             # A count is one answer, even of a body that asks for a stream (agents count the
             # very body they are about to send).
             stream=op not in COUNTS and bool(getattr(body, "stream", False)),
