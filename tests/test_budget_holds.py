@@ -275,6 +275,8 @@ async def _record(accounting: redis.asyncio.Redis, key_id: str, cost: int, event
         rk.day_rank("2026-01-01", "team"),
         rk.day_rank("2026-01-01", "model"),
         rk.estimates(key_id),
+        rk.day_deployment("2026-01-01", "fake--m"),
+        rk.day_rank("2026-01-01", "deployment"),
     ]
     args: list[int | str] = [
         -1,
@@ -282,15 +284,20 @@ async def _record(accounting: redis.asyncio.Redis, key_id: str, cost: int, event
         60,
         60,
         rk.ESTIMATE_TTL_S,
-        1,
+        1,  # events
+        1,  # groups
         1,
         cost,
         7,
         2,
+        1,  # its deployment group
         0,
         key_id,
         rk.NO_TEAM,
         MODEL,
+        "fake--m",
+        "fake",
+        "m",
     ]
     script = accounting.register_script(RECORD)
     return list(await script(keys=keys, args=args))

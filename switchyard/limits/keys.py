@@ -7,8 +7,8 @@ from __future__ import annotations
 
 # Spend is kept in integer nano-dollars (1e-9 USD): sums stay exact, to the cent and far below.
 NANO = 1_000_000_000
-# Daily aggregates (per key, team, model, key-and-model, and each day's rankings) are kept
-# this many days: the longest period a spend report can cover.
+# Daily aggregates (per key, team, model, deployment, key-and-model, and each day's rankings)
+# are kept this many days: the longest period a spend report can cover.
 DAILY_KEPT_DAYS = 90
 DAILY_TTL_S = DAILY_KEPT_DAYS * 86400
 
@@ -70,8 +70,16 @@ def day_team(day: str, team: str) -> str:
     return f"sy:spend:day:{day}:team:{team or NO_TEAM}"
 
 
+def day_deployment(day: str, deployment: str) -> str:
+    """A deployment's day (the provider account and model that served, whichever alias asked):
+    the counters of the other day hashes, plus its ``provider`` and ``model`` as the usage
+    events named them, so a deployment removed from the route table still says what it was."""
+    return f"sy:spend:day:{day}:deployment:{deployment}"
+
+
 def day_rank(day: str, kind: str) -> str:
-    """A day's members of ``kind`` (key, team, model) ranked by cost: the spend page's order."""
+    """A day's members of ``kind`` (key, team, model, deployment) ranked by cost: the spend
+    page's order."""
     return f"sy:spend:day:{day}:rank:{kind}"
 
 

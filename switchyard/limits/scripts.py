@@ -330,11 +330,15 @@ return 1
 #       above), then the platform's estimates (hash:
 #       alias -> nano-USD), then per group of events (same key, period, day, model, team) ten
 #       keys: budget, total, day-key, day-model, day-key-model, day-team (hashes), the day's
-#       rankings by cost of keys, teams and models (sorted sets), the key's estimates (hash)
+#       rankings by cost of keys, teams and models (sorted sets), the key's estimates (hash);
+#       then per deployment group (same day and deployment) two: its day counters (hash) and
+#       the day's ranking of deployments
 # ARGV: the batch's bit in the chunk (-1: its place is unknown, the events' ids alone guard
 #       it), chunk TTL (s), daily TTL (s), once TTL (s), estimates TTL (s), number of events,
-#       then per event: its group (from 1), cost (nano-USD), prompt tokens, completion tokens;
-#       then per group: budget counter TTL (s, 0 = none), key id, team, model alias
+#       number of groups, then per event: its group (from 1), cost (nano-USD), prompt tokens,
+#       completion tokens, its deployment group (from 1); then per group: budget counter TTL
+#       (s, 0 = none), key id, team, model alias; then per deployment group: deployment id,
+#       provider, provider's model
 # Returns 0 for a batch applied before, else per event 1 (counted) or 0 (seen before).
 RECORD = """
 if tonumber(ARGV[1]) >= 0 then
@@ -347,9 +351,12 @@ local daily_ttl = tonumber(ARGV[3])
 local once_ttl = tonumber(ARGV[4])
 local estimate_ttl = tonumber(ARGV[5])
 local events = tonumber(ARGV[6])
+local groups = tonumber(ARGV[7])
 local platform = KEYS[2 + 2 * events]
 local first_key = 3 + 2 * events
-local first_arg = 7 + events * 4
+local first_arg = 8 + events * 5
+local deployment_key = first_key + groups * 10
+local deployment_arg = first_arg + groups * 4
 local function learn(hash, alias, cost)
   local old = tonumber(redis.call('HGET', hash, alias) or '-1')
   local c = tonumber(cost)
@@ -359,7 +366,30 @@ local function learn(hash, alias, cost)
     redis.call('HSET', hash, alias, string.format('%d', old - math.floor((old - c) / 8)))
   end
 end
+local function add(sums, n, a)
+  local s = sums[n]
+  if not s then
+    s = {0, 0, 0, 0}
+    sums[n] = s
+  end
+  s[1] = s[1] + tonumber(ARGV[a + 1])
+  s[2] = s[2] + tonumber(ARGV[a + 2])
+  s[3] = s[3] + tonumber(ARGV[a + 3])
+  s[4] = s[4] + 1
+end
+local function count(hash, s)
+  redis.call('HINCRBY', hash, 'cost_nano', s[1])
+  redis.call('HINCRBY', hash, 'prompt_tokens', s[2])
+  redis.call('HINCRBY', hash, 'completion_tokens', s[3])
+  redis.call('HINCRBY', hash, 'requests', s[4])
+  redis.call('EXPIRE', hash, daily_ttl)
+end
+local function rank(ranking, cost, member)
+  redis.call('ZINCRBY', ranking, cost, member)
+  redis.call('EXPIRE', ranking, daily_ttl)
+end
 local sums = {}
+local deployment_sums = {}
 local counted = {}
 for e = 0, events - 1 do
   counted[e + 1] = 0
@@ -367,20 +397,13 @@ for e = 0, events - 1 do
   local answer = KEYS[2 + events + e]
   local duplicate = answer ~= once and redis.call('EXISTS', answer) == 1
   if not duplicate and redis.call('SET', once, '1', 'NX', 'EX', once_ttl) then
-    local a = 7 + e * 4
+    local a = 8 + e * 5
     local g = tonumber(ARGV[a])
     local alias = ARGV[first_arg + (g - 1) * 4 + 3]
     learn(KEYS[first_key + (g - 1) * 10 + 9], alias, ARGV[a + 1])
     learn(platform, alias, ARGV[a + 1])
-    local s = sums[g]
-    if not s then
-      s = {0, 0, 0, 0}
-      sums[g] = s
-    end
-    s[1] = s[1] + tonumber(ARGV[a + 1])
-    s[2] = s[2] + tonumber(ARGV[a + 2])
-    s[3] = s[3] + tonumber(ARGV[a + 3])
-    s[4] = s[4] + 1
+    add(sums, g, a)
+    add(deployment_sums, tonumber(ARGV[a + 4]), a)
     counted[e + 1] = 1
   end
 end
@@ -395,16 +418,18 @@ for g, s in pairs(sums) do
   redis.call('INCRBY', KEYS[k + 1], cost)
   redis.call('EXPIRE', KEYS[k + 9], estimate_ttl)  -- the key's estimates (learnt above)
   for i = k + 2, k + 5 do
-    redis.call('HINCRBY', KEYS[i], 'cost_nano', cost)
-    redis.call('HINCRBY', KEYS[i], 'prompt_tokens', s[2])
-    redis.call('HINCRBY', KEYS[i], 'completion_tokens', s[3])
-    redis.call('HINCRBY', KEYS[i], 'requests', s[4])
-    redis.call('EXPIRE', KEYS[i], daily_ttl)
+    count(KEYS[i], s)
   end
   for r = 0, 2 do
-    redis.call('ZINCRBY', KEYS[k + 6 + r], cost, ARGV[a + 1 + r])
-    redis.call('EXPIRE', KEYS[k + 6 + r], daily_ttl)
+    rank(KEYS[k + 6 + r], cost, ARGV[a + 1 + r])
   end
+end
+for d, s in pairs(deployment_sums) do
+  local k = deployment_key + (d - 1) * 2
+  local a = deployment_arg + (d - 1) * 3
+  count(KEYS[k], s)
+  redis.call('HSET', KEYS[k], 'provider', ARGV[a + 1], 'model', ARGV[a + 2])
+  rank(KEYS[k + 1], s[1], ARGV[a])
 end
 if next(sums) ~= nil then
   redis.call('EXPIRE', platform, estimate_ttl)

@@ -1,10 +1,11 @@
 """``switchyard serve accounting``: usage events in, spend counters out, each event once.
 
 It pulls batches from the ``USAGE`` stream (durable consumer ``accounting``), prices every
-event, groups them by key, budget period, day and model, and applies the batch to Redis/Valkey
-in one ``RECORD`` script call: budget counter of the key's current period, lifetime total,
-daily aggregates per key, per model, per key-and-model and per team, each day's ranking of
-keys, teams and models by cost (kept 90 days; the admin's spend pages read only these), and
+event, groups them by key, budget period, day and model (and apart by day and deployment), and
+applies the batch to Redis/Valkey in one ``RECORD`` script call: budget counter of the key's
+current period, lifetime total, daily aggregates per key, per model, per key-and-model, per
+team and per deployment, each day's ranking of keys, teams, models and deployments by cost
+(kept 90 days; the admin's spend pages read only these), and
 the estimated cost of one request per key and model and per model (what the edge holds of a
 budget while a request runs: ``limits/scripts.py``, ``docs/keys-and-limits.md``). The
 same call sets the batch's bit by its stream sequence (a batch is what JetStream redelivers;
@@ -57,6 +58,8 @@ UNSURE_KEPT = 4096
 # Which stream a batch came from (stream.py): a batch waits for at most two such answers
 # before its Redis call, together still short of the usage consumer's 30 s ack wait.
 STREAM_INFO_TIMEOUT_S = 4.0
+# The deployment counted for a usage event that names none (an empty ``deployment``).
+UNKNOWN_DEPLOYMENT = "unknown"
 
 
 class Accounting:
@@ -89,7 +92,9 @@ class Accounting:
         # Batches (stream instance, sequence) whose RECORD call failed here: see _apply.
         self._unsure: dict[tuple[int, int], None] = {}
         self._spend = metrics.counter(
-            sc.SPEND, "Spend recorded, in US dollars, per model alias.", [sc.ALIAS]
+            sc.SPEND,
+            "Spend recorded, in US dollars, per model alias and deployment that served it.",
+            [sc.ALIAS, sc.DEPLOYMENT],
         )
         batches = metrics.counter(
             sc.USAGE_APPLIED,
@@ -98,6 +103,7 @@ class Accounting:
         )
         self._batches = {r: batches.labels(r) for r in ("applied", "retried", "unreadable")}
         self._alias = Bounded(500)
+        self._deployment = Bounded(500)
         self._zero_spend(self.table)
         lost = metrics.counter(
             sc.USAGE_LOST,
@@ -124,9 +130,11 @@ class Accounting:
         """Each alias's spend series at 0 before its first spend: Prometheus takes a series'
         first scraped value as its start, so the first spend of an alias new to this process
         was missing from ``increase()`` (the dashboard's "Spend, last 24h" read $16.43 where
-        the spend endpoints said $19.35). One series per alias of the table."""
-        for alias in table.routes:
-            self._spend.labels(self._alias(alias))
+        the spend endpoints said $19.35). One series per alias of the table and deployment
+        it names."""
+        for alias, route in table.routes.items():
+            for deployment in route.deployments:
+                self._spend.labels(self._alias(alias), self._deployment(deployment.id))
 
     async def start(self) -> None:
         await self.pricing.load()
@@ -216,25 +224,40 @@ class Accounting:
         known), each event once by its id (a request executed twice in a failover is billed
         once), counters per group of events with the same key, period, day, model and team."""
         groups: dict[tuple[str, str, int, str, str, str], int] = {}
+        # Per day and deployment (the provider account and model that served), with the
+        # provider and model its events name: the spend by deployment.
+        deployments: dict[tuple[str, str], tuple[int, str, str]] = {}
         per_event: list[int] = []
-        costs: list[tuple[str, int]] = []
+        costs: list[tuple[str, str, int]] = []
         now = time.time()
         for event in events:
             key_id = event.key_id or "unknown"
             period_id, period_end = self._days.current(event.budget_period, event.ts)
             ttl = int(period_end - now) + 86400 if period_end != float("inf") else 0
+            day = self._days.day(event.ts)
             group = (
                 key_id,
                 period_id,
                 max(0, ttl),
-                self._days.day(event.ts),
+                day,
                 event.alias or event.deployment,
                 event.tenant or rk.NO_TEAM,
             )
             number = groups.setdefault(group, len(groups) + 1)
+            deployment = event.deployment or UNKNOWN_DEPLOYMENT
+            served = deployments.get((day, deployment))
+            if served is None:
+                served = (len(deployments) + 1, event.provider, event.model)
+                deployments[(day, deployment)] = served
             cost = self.pricing.cost_nano(event, table)
-            costs.append((group[4], cost))
-            per_event += [number, cost, event.prompt_tokens, event.completion_tokens]
+            costs.append((group[4], deployment, cost))
+            per_event += [
+                number,
+                cost,
+                event.prompt_tokens,
+                event.completion_tokens,
+                served[0],
+            ]
         chunk, bit = rk.applied_slot(seq) if seq is not None and stream is not None else (0, -1)
         created_us, max_age_s = (stream.created_us, stream.max_age_s) if stream else (0, 0.0)
         keys = [
@@ -250,6 +273,7 @@ class Accounting:
             rk.ONCE_TTL_S,
             rk.ESTIMATE_TTL_S,
             len(events),
+            len(groups),
             *per_event,
         ]
         for key_id, period_id, ttl, day, alias, team in groups:  # in group-number order
@@ -266,6 +290,9 @@ class Accounting:
                 rk.estimates(key_id),
             ]
             args += [ttl, key_id, team, alias]
+        for (day, deployment), (_, provider, model) in deployments.items():  # in number order
+            keys += [rk.day_deployment(day, deployment), rk.day_rank(day, "deployment")]
+            args += [deployment, provider, model]
         place = (created_us, seq) if bit >= 0 and seq is not None else None
         try:
             # Long enough for a slow connect (name lookup included), short of the usage
@@ -288,12 +315,12 @@ class Accounting:
             # Applied by this process's own call that timed out, whose counting never came:
             # count it now (its events' once-flags are lost with that answer: all counted).
             counted = [1] * len(events)
-        spent: dict[str, int] = {}
-        for (alias, nano), once in zip(costs, counted, strict=True):
+        spent: dict[tuple[str, str], int] = {}
+        for (alias, deployment, nano), once in zip(costs, counted, strict=True):
             if once:  # 0: this request's usage was counted before (it ran twice)
-                spent[alias] = spent.get(alias, 0) + nano
-        for alias, nano in spent.items():
-            self._spend.labels(self._alias(alias)).inc(nano / rk.NANO)
+                spent[(alias, deployment)] = spent.get((alias, deployment), 0) + nano
+        for (alias, deployment), nano in spent.items():
+            self._spend.labels(self._alias(alias), self._deployment(deployment)).inc(nano / rk.NANO)
 
 
 async def run(
