@@ -53,6 +53,26 @@ class Seeded:
         self.names.append(rk.day_key_model(day, key_id, alias))
         self.ranked.append((rk.day_rank(day, "model"), alias))
 
+    async def deployment_day(
+        self, day: str, deployment: str, provider: str, model: str, nano: int
+    ) -> None:
+        """One deployment's day as accounting leaves it: its counters, the provider and model
+        its usage events named, and its place in the day's ranking of deployments."""
+        await self.counters.hset(
+            rk.day_deployment(day, deployment),
+            mapping={
+                "cost_nano": nano,
+                "requests": 3,
+                "prompt_tokens": 11,
+                "completion_tokens": 13,
+                "provider": provider,
+                "model": model,
+            },
+        )
+        await self.counters.zincrby(rk.day_rank(day, "deployment"), nano, deployment)
+        self.names.append(rk.day_deployment(day, deployment))
+        self.ranked.append((rk.day_rank(day, "deployment"), deployment))
+
     async def clean(self) -> None:
         if self.names:
             await self.counters.delete(*self.names)
@@ -163,3 +183,57 @@ async def test_a_keys_spend_per_model_is_read_back(
     assert "By model, last 30 days" in page.text
     assert dear in page.text
     assert cheap in page.text
+
+
+async def test_spend_is_ranked_by_deployment_with_its_provider_and_model(
+    stack: Stack, seeded: Seeded, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """A route's primary and fallback deployments showed one number (its alias's): the
+    ranking, the Spend page and its CSV now say which provider account and model cost what,
+    a deployment no longer in the route table included (its counters name it)."""
+    today, earlier = periods.day(time.time()), periods.day(time.time() - 3 * 86400)
+    tag = secrets.token_hex(3)
+    primary, backup = f"acct-a-{tag}--gpt", f"acct-b-{tag}--gpt"
+    await seeded.deployment_day(today, primary, f"acct-a-{tag}", "gpt", 4_000_000_000)
+    await seeded.deployment_day(earlier, primary, f"acct-a-{tag}", "gpt", 1_000_000_000)
+    await seeded.deployment_day(today, backup, f"acct-b-{tag}", "gpt", 4_500_000_000)
+
+    answer = await stack.admin("GET", "/spend/ranking?by=deployment&days=7")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["by"] == "deployment"
+    rows = {r["name"]: r for r in body["rows"] if tag in r["name"]}
+    assert [r["name"] for r in body["rows"] if tag in r["name"]] == [primary, backup]
+    assert (rows[primary]["provider"], rows[primary]["model"]) == (f"acct-a-{tag}", "gpt")
+    assert rows[primary]["cost_usd"] == pytest.approx(5.0)
+    assert rows[primary]["requests"] == 6
+    assert rows[primary]["by_day"][earlier] == pytest.approx(1.0)
+    assert rows[primary]["days"][today] == {
+        "cost_usd": 4.0,
+        "prompt_tokens": 11,
+        "completion_tokens": 13,
+        "requests": 3,
+    }
+    one_day = await stack.admin("GET", "/spend/ranking?by=deployment&days=1")
+    assert [r["name"] for r in one_day.json()["rows"] if tag in r["name"]] == [backup, primary]
+
+    web, _ = signed_in
+    page = await web.get("/ui/spend?by=deployment&days=7")
+    assert page.status_code == 200
+    assert '<option value="deployment" selected>Deployments</option>' in page.text
+    assert primary in page.text
+    assert f"acct-b-{tag}" in page.text
+    exported = await web.get("/ui/spend.csv?by=deployment&days=7")
+    assert exported.status_code == 200, exported.text
+    assert exported.text.splitlines()[0] == (
+        '"deployment","name","provider","model","day","cost_usd","requests","prompt_tokens",'
+        '"completion_tokens"'
+    )
+    lines = [r for r in csv.DictReader(io.StringIO(exported.text)) if tag in r["deployment"]]
+    assert [
+        (r["deployment"], r["provider"], r["model"], r["day"], r["cost_usd"]) for r in lines
+    ] == [
+        (primary, f"acct-a-{tag}", "gpt", earlier, "1.000000000"),
+        (primary, f"acct-a-{tag}", "gpt", today, "4.000000000"),
+        (backup, f"acct-b-{tag}", "gpt", today, "4.500000000"),
+    ]

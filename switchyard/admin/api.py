@@ -273,7 +273,8 @@ class AdminApi:
             (
                 "/spend/ranking",
                 "GET",
-                "Keys, teams or models by spend (?by=key|team|model&days=7&offset=0&limit=50); "
+                "Keys, teams, models or deployments by spend "
+                "(?by=key|team|model|deployment&days=7&offset=0&limit=50); "
                 "one key's models with ?by=model&key=KEY_ID",
                 self.spend_ranking,
             ),

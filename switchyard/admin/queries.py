@@ -19,7 +19,7 @@ from switchyard.limits.keys import DAILY_KEPT_DAYS
 from switchyard.schemas.keys import KEY_ID
 
 KEY_STATES = ("active", "revoked", "expired")
-SPEND_RANKINGS = ("key", "team", "model")
+SPEND_RANKINGS = ("key", "team", "model", "deployment")
 
 # The query parameters each endpoint takes, by handler name; an endpoint not listed takes none.
 QUERY_PARAMS: dict[str, tuple[str, ...]] = {
@@ -111,7 +111,7 @@ class RankingQuery:
 def ranking_query(q: QueryParams) -> RankingQuery:
     kind = q.get("by") or "key"
     if kind not in SPEND_RANKINGS:
-        raise InvalidRequest("`by` must be key, team or model", param="by")
+        raise InvalidRequest("`by` must be key, team, model or deployment", param="by")
     key = q.get("key")
     if key is not None and not KEY_ID.match(key):
         raise InvalidRequest(

@@ -1,4 +1,5 @@
-"""Reading spend back for people: per key (current budget period, total) and per day.
+"""Reading spend back for people: per key (current budget period, total) and per day, by key,
+team, model alias or deployment (the provider account and model that served).
 
 Uses the ``admin`` Valkey role, which may only read Switchyard's keys. Amounts are stored in
 nano-dollars and shown in dollars. When Valkey/Redis cannot be read, every read for people
@@ -149,7 +150,8 @@ class SpendReader:
         ]
 
     async def _hashes(self, wanted: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-        """The day counters of (day, kind, member) triples, in one round trip."""
+        """The day counters of (day, kind, member) triples, in one round trip (a deployment's
+        with its ``provider`` and ``model``, as :func:`_totals` reads them)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for day, kind, member in wanted:
                 pipe.hgetall(_day_counter(day, kind, member))
@@ -160,9 +162,10 @@ class SpendReader:
     async def ranking(
         self, kind: str, *, days: int, offset: int = 0, limit: int = 50, only: str = ""
     ) -> tuple[list[dict[str, Any]], int]:
-        """Members of ``kind`` (key, team, model) by cost over the last ``days`` days, with
-        their totals, and how many there are. One day reads its ranking page directly; more
-        days are merged by Valkey (``ZUNION``), never from raw events."""
+        """Members of ``kind`` (key, team, model, deployment) by cost over the last ``days``
+        days, with their totals (a deployment's with its provider and model), and how many
+        there are. One day reads its ranking page directly; more days are merged by Valkey
+        (``ZUNION``), never from raw events."""
         names = [
             rk.day_rank(periods.day(time.time() - b * 86400), kind) for b in range(_days(days))
         ]
@@ -187,9 +190,9 @@ class SpendReader:
         rows = []
         for i, member in enumerate(picked):
             per_day = sums[i * len(day_names) : (i + 1) * len(day_names)]
-            row: dict[str, Any] = {"name": member, **_sum(per_day)}
+            row: dict[str, Any] = {"name": member, **_served(kind, per_day), **_sum(per_day)}
             row["by_day"] = {d: t["cost_usd"] for d, t in zip(day_names, per_day, strict=True)}
-            row["days"] = dict(zip(day_names, per_day, strict=True))  # each day's totals
+            row["days"] = {d: _counts(t) for d, t in zip(day_names, per_day, strict=True)}
             rows.append(row)
         return rows, total
 
@@ -218,10 +221,17 @@ class SpendReader:
         sums: list[dict[str, Any]] = []
         for start in range(0, len(wanted), chunk):
             sums += await self._hashes(wanted[start : start + chunk])
-        rows: dict[str, dict[str, Any]] = {m: {"name": m, "days": {}} for m in order}
+        by_member: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in order}
         for (day, _, member), totals in zip(wanted, sums, strict=True):
-            rows[member]["days"][day] = totals
-        return list(rows.values())
+            by_member[member][day] = totals
+        return [
+            {
+                "name": m,
+                **_served(kind, list(by_member[m].values())[::-1]),
+                "days": {d: _counts(t) for d, t in by_member[m].items()},
+            }
+            for m in order
+        ]
 
     @_read
     async def key_models(self, key_id: str, *, days: int) -> list[dict[str, Any]]:
@@ -257,7 +267,7 @@ class SpendReader:
         """One key's (team's, model's) day counters, oldest day first."""
         day_names = [periods.day(time.time() - b * 86400) for b in range(_days(days))][::-1]
         sums = await self._hashes([(d, kind, member) for d in day_names])
-        return [{"day": d, **t} for d, t in zip(day_names, sums, strict=True)]
+        return [{"day": d, **_counts(t)} for d, t in zip(day_names, sums, strict=True)]
 
     @_read
     async def days_total(self, days: int) -> list[dict[str, Any]]:
@@ -303,17 +313,45 @@ def _day_counter(day: str, kind: str, member: str) -> str:
         return rk.day_key(day, member)
     if kind == "team":
         return rk.day_team(day, member)
+    if kind == "deployment":
+        return rk.day_deployment(day, member)
     return rk.day_model(day, member)
 
 
+COUNTERS = ("cost_usd", "prompt_tokens", "completion_tokens", "requests")
+# What a deployment's day counters say it is (the usage events' provider and model).
+SERVED = ("provider", "model")
+
+
 def _totals(found: dict[bytes, bytes]) -> dict[str, Any]:
-    fields = {k.decode(): int(v) for k, v in found.items()}
-    return {
+    """A day counter's totals (and a deployment's provider and model, when it has them)."""
+    fields = {k.decode(): v for k, v in found.items()}
+    out: dict[str, Any] = {
         "cost_usd": round(_usd(fields.get("cost_nano")), 9),
-        "prompt_tokens": fields.get("prompt_tokens", 0),
-        "completion_tokens": fields.get("completion_tokens", 0),
-        "requests": fields.get("requests", 0),
+        "prompt_tokens": int(fields.get("prompt_tokens", 0)),
+        "completion_tokens": int(fields.get("completion_tokens", 0)),
+        "requests": int(fields.get("requests", 0)),
     }
+    for name in SERVED:
+        if name in fields:
+            out[name] = fields[name].decode(errors="replace")
+    return out
+
+
+def _counts(totals: dict[str, Any]) -> dict[str, Any]:
+    """A day's totals without what a deployment's counters say it is."""
+    return {name: totals[name] for name in COUNTERS}
+
+
+def _served(kind: str, per_day: list[dict[str, Any]]) -> dict[str, str]:
+    """A deployment's ``provider`` and ``model``, from its newest day that names them (empty
+    for one whose counters name none); nothing for other kinds."""
+    if kind != "deployment":
+        return {}
+    for totals in per_day:  # newest first
+        if totals.get("provider") or totals.get("model"):
+            return {name: str(totals.get(name, "")) for name in SERVED}
+    return dict.fromkeys(SERVED, "")
 
 
 def _sum(rows: list[dict[str, Any]]) -> dict[str, Any]:

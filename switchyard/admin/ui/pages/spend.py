@@ -1,5 +1,5 @@
-"""Spend by key, team or model per day: a chart and a ranked, paged table read from the day
-counters and rankings accounting keeps (never from raw events), and a CSV export."""
+"""Spend by key, team, model or deployment per day: a chart and a ranked, paged table read from
+the day counters and rankings accounting keeps (never from raw events), and a CSV export."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from switchyard.admin.ui.context import Route, Ui
 from switchyard.limits.keys import DAILY_KEPT_DAYS
 from switchyard.schemas.keys import KEY_ID
 
-KINDS = {"key": "Keys", "team": "Teams", "model": "Models"}
+KINDS = {"key": "Keys", "team": "Teams", "model": "Models", "deployment": "Deployments"}
 DAYS = (1, 7, 30, DAILY_KEPT_DAYS)
 CHART_SERIES = 5
 
@@ -117,11 +117,13 @@ async def spend_csv(ui: Ui) -> Response:
     if key_id:
         return await _key_models_csv(ui, key_id, days)
     rows = await ui.admin.spend.export(kind, days=days)
-    lines: list[list[object]] = [[kind, "name", "day", "cost_usd", *COLUMNS]]
+    served = list(SERVED) if kind == "deployment" else []
+    lines: list[list[object]] = [[kind, "name", *served, "day", "cost_usd", *COLUMNS]]
     for row in rows:
         key = ui.admin.index.get(row["name"]) if kind == "key" else None
         name = key.name if key else ("" if kind == "key" else row["name"])
-        lines += _day_lines([_cell(row["name"]), _cell(name)], row["days"])
+        cells: list[object] = [_cell(row["name"]), _cell(name), *(_cell(row[c]) for c in served)]
+        lines += _day_lines(cells, row["days"])
     return _csv(lines, f"spend-{kind}-{days}d.csv")
 
 
@@ -140,6 +142,8 @@ async def _key_models_csv(ui: Ui, key_id: str, days: int) -> Response:
 
 
 COLUMNS = ("requests", "prompt_tokens", "completion_tokens")
+# A deployment's columns after its id and name: the provider (account) and model that served.
+SERVED = ("provider", "model")
 
 
 def _day_lines(cells: list[object], days: dict[str, dict[str, Any]]) -> list[list[object]]:
