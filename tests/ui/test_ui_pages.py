@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 
+from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack
 from tests.ui.conftest import Browser
 
@@ -29,6 +30,7 @@ PAGES = {
     "key-new": ("/ui/keys/new", "New client key"),
     "spend": ("/ui/spend?by=team", "Spend"),
     "spend-keys": ("/ui/spend?by=key", "Spend"),
+    "spend-deployments": ("/ui/spend?by=deployment", "Spend"),
     "audit": ("/ui/audit", "Audit log"),
     "batches-page": ("/ui/batches", "Batches"),
 }
@@ -107,6 +109,16 @@ async def test_sign_in_then_every_page_renders(web: Browser) -> None:
     }
     assert by_team["search"]["name"] == "search"
     assert int(by_team["search"]["prompt_tokens"]) > 0
+    # By deployment: the provider account and model that served, each named.
+    exported = await web.page.request.get(
+        f"{web.stack.gateway_url}/ui/spend.csv?by=deployment&days=1"
+    )
+    assert exported.status == 200
+    rows = list(csv.DictReader(io.StringIO(await exported.text())))
+    echo = [r for r in rows if r["deployment"] == deployment_id("fake", "echo")]
+    assert [(r["provider"], r["model"]) for r in echo] == [("fake", "echo")]
+    assert int(echo[0]["requests"]) >= 3 + 7 + 11  # this test's (others may have sent some)
+    assert float(echo[0]["cost_usd"]) > 0
 
 
 async def test_no_page_or_call_works_without_a_session(ui_stack: Stack) -> None:
