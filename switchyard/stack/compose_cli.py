@@ -103,6 +103,7 @@ def _cmd_compose(args: argparse.Namespace, settings: Settings, config_file: Path
                 f"Admin token: `switchyard compose` reads it from the state volume:\n"
                 f"  podman run --rm -v {project.volume('state')}:/s:ro --entrypoint cat "
                 f"{project.image} /s/admin-token\n"
+                f"  (read-only, to look and change nothing: /s/admin-readonly-token)\n"
                 f"Stop: switchyard compose down -p {project.name}",
                 file=out,
             )

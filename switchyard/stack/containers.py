@@ -4,9 +4,10 @@ The same certificates, server configs and provisioning as ``switchyard up``, lai
 containers, where each service sees only its own credentials:
 
 * ``setup`` (one-shot, before any server, no network) creates the CA and every certificate,
-  the admin token, the Valkey role passwords and OpenBao's unseal key in the deployment's
-  private state, renders the configs of the NATS nodes, OpenBao and Valkey, and copies to each
-  service's *bundle* (its own volume, or Secret) the files that service needs and nothing else:
+  the admin token and the read-only one, the Valkey role passwords and OpenBao's unseal key in
+  the deployment's private state, renders the configs of the NATS nodes, OpenBao and Valkey,
+  and copies to each service's *bundle* (its own volume, or Secret) the files that service
+  needs and nothing else:
   the tail gets its certificate and the ``ingress`` Valkey password, never the CA key, another
   identity's key or OpenBao's credentials; Valkey gets its config and the ACL (hashes only).
   Servers keep only their data in their data volumes.
@@ -52,7 +53,8 @@ VALKEY_PORT = 6379
 @dataclass(frozen=True, slots=True)
 class Bundle:
     """What one service may read: identity certificates (with keys), Valkey role passwords,
-    the admin token. Every bundle also gets the CA certificate (never its key)."""
+    the admin tokens (the admin one and the read-only one). Every bundle also gets the CA
+    certificate (never its key)."""
 
     certs: tuple[str, ...] = ()
     valkey_roles: tuple[str, ...] = ()
@@ -162,7 +164,7 @@ def setup(settings: Settings, layout: DeployLayout, *, rotate_ca: bool = False) 
 
     Returns one line per action, for the log.
     """
-    from switchyard.stack.home import ensure_admin_token  # noqa: PLC0415
+    from switchyard.stack.home import READONLY_TOKEN_PREFIX, ensure_admin_token  # noqa: PLC0415
 
     done: list[str] = []
     clients = identities.certificate_subjects(settings.nats.internal_clients)
@@ -179,6 +181,10 @@ def setup(settings: Settings, layout: DeployLayout, *, rotate_ca: bool = False) 
     token = layout.state / "admin-token"
     if ensure_admin_token(token):
         done.append("admin token created")
+    # As `switchyard up` does: a second token that may look and change nothing, to hand out.
+    read_only = layout.state / "admin-readonly-token"
+    if ensure_admin_token(read_only, READONLY_TOKEN_PREFIX):
+        done.append("read-only admin token created")
 
     # Server configs are rendered in the private state (Valkey's role passwords and OpenBao's
     # unseal key are made there), then installed into the servers' bundles with their paths
@@ -228,6 +234,7 @@ def setup(settings: Settings, layout: DeployLayout, *, rotate_ca: bool = False) 
             _install(vk.password_file(role), target)
         if bundle.admin_token:
             _install(token, target)
+            _install(read_only, target)
     done.append(f"bundles: {', '.join(BUNDLES)}")
     return done
 

@@ -371,6 +371,22 @@ def test_the_gateway_keeps_a_browser_on_one_replica(manifests: list[dict[str, An
     assert service["spec"]["sessionAffinity"] == "ClientIP"
 
 
+def test_the_gateway_reads_both_admin_tokens_from_its_bundle(
+    manifests: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The read-only admin token (made by `deploy setup`, in the gateway's Secret) is where the
+    settings say: a gateway without it would give no read-only access."""
+    env = next(d for d in _of(manifests, "ConfigMap") if d["metadata"]["name"] == "switchyard-env")
+    settings = load_settings(None, env=env["data"])
+    (mount,) = _pod(_workload(manifests, "gateway"))["containers"][0]["volumeMounts"]
+    layout = containers.DeployLayout(state=tmp_path / "state", bundles=tmp_path / "bundles")
+    containers.setup(load_settings(None, env={}), layout)
+    bundle = {p.name for p in layout.bundle("gateway").iterdir()}
+    for path in (settings.admin_token_file, settings.admin_readonly_token_file):
+        assert path.parent == Path(mount["mountPath"]), path
+        assert path.name in bundle, path
+
+
 def test_the_keda_overlay_leaves_the_replica_count_to_the_autoscaler() -> None:
     overlay_dir = ROOT.parent / "kubernetes-keda"
     overlay = yaml.safe_load((overlay_dir / "kustomization.yaml").read_text(encoding="utf-8"))

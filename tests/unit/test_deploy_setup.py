@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from switchyard.admin.token import AdminAuth, Role
 from switchyard.config import load_settings
 from switchyard.stack import containers
 
@@ -21,7 +22,7 @@ EXPECTED = {
     "valkey": {"ca.pem", "valkey.conf", "users.acl"},
     "tail": {"ca.pem", "tail.pem", "tail-key.pem", "ingress.password"},
     "gateway": {"ca.pem", "gateway.pem", "gateway-key.pem", "admin.pem", "admin-key.pem",
-                "ingress.password", "admin.password", "admin-token"},
+                "ingress.password", "admin.password", "admin-token", "admin-readonly-token"},
     "head": {"ca.pem", "head.pem", "head-key.pem"},
     "modelproxy": {"ca.pem", "modelproxy.pem", "modelproxy-key.pem"},
     "secrets": {"ca.pem", "secrets.pem", "secrets-key.pem"},
@@ -54,6 +55,25 @@ def test_each_bundle_holds_only_what_its_service_needs(tmp_path: Path) -> None:
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     # The CA key and OpenBao's root credentials never leave the private state.
     assert not list(layout.bundles.rglob("ca-key.pem"))
+
+
+def test_the_gateway_gets_a_read_only_token_too(tmp_path: Path) -> None:
+    """As `switchyard up` does: a second token that may look and change nothing, made once,
+    kept in the private state, copied to the gateway's bundle only."""
+    layout = _layout(tmp_path)
+    done = containers.setup(load_settings(None, env={}), layout)
+    assert "read-only admin token created" in done
+    gateway = layout.bundle("gateway")
+    read_only = (gateway / "admin-readonly-token").read_text()
+    assert read_only == (layout.state / "admin-readonly-token").read_text()
+    assert read_only.startswith("sy-read-")
+    assert read_only != (gateway / "admin-token").read_text()
+    auth = AdminAuth(gateway / "admin-token", read_only=gateway / "admin-readonly-token")
+    assert auth.check(read_only.strip()) is Role.READ_ONLY
+    assert auth.check((gateway / "admin-token").read_text().strip()) is Role.ADMIN
+    assert "read-only admin token created" not in containers.setup(
+        load_settings(None, env={}), layout
+    )
 
 
 def test_configs_point_at_container_paths_and_name_every_node(tmp_path: Path) -> None:
