@@ -52,6 +52,8 @@ from switchyard.admin.queries import (
 )
 from switchyard.admin.read_slots import SEND_TIMEOUT_S, STREAM, HeldStream, role_of
 from switchyard.admin.secret_delete import refuse_in_use, users_of
+from switchyard.admin.session_list import BODIES as SESSION_BODIES
+from switchyard.admin.session_list import ENDPOINTS as SESSIONS
 from switchyard.admin.spend import SpendUnavailable
 from switchyard.admin.token_audit import REFUSED_CODES, audit_refused
 from switchyard.bus import subjects
@@ -285,6 +287,7 @@ class AdminApi:
                 self.audit,
             ),
             EXPORT_AUDIT,
+            *SESSIONS,
             ("/batches", "GET", "Every Batch API job: status, progress, key", self.list_batches),
             ("/batches/{batch_id}", "GET", "One Batch API job", self.get_batch),
             ("/secrets", "GET", "Stored provider keys (metadata only)", self.list_secrets),
@@ -589,6 +592,7 @@ _BODIES: dict[str, Any] = {
     "rotate_key": RotateBody,
     "put_secret": SecretBody,
     "rotate_secret": SecretBody,
+    **SESSION_BODIES,
 }
 
 

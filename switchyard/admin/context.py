@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from switchyard.admin.audit import AuditLog
 from switchyard.admin.file_table import FileTable
@@ -22,6 +22,9 @@ from switchyard.client import LLMClient
 from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.client_address import TrustedProxies
 from switchyard.schemas.routing import RouteTable
+
+if TYPE_CHECKING:  # (the web app's package imports this module)
+    from switchyard.admin.ui.sessions import SessionStore
 
 
 class ImportedSecret(Protocol):
@@ -73,6 +76,10 @@ class AdminContext:
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     refusals: RefusalAudit | None = None  # wrong tokens on /admin/v1, into the audit log
     reads: ReadSlots = field(default_factory=ReadSlots)  # exports and streams open at once
+    # The web app's sign-in sessions, kept in this replica's memory (session_list.py), and
+    # the replica's name, which the sessions' list and sign-out answer with.
+    sessions: SessionStore | None = None
+    instance: str = ""
 
     @property
     def file_table(self) -> RouteTable:

@@ -44,8 +44,16 @@ from switchyard.runtime.shutdown import disconnect
 class AdminPlugin:
     """Mounts the management API and web app on an edge app and owns their connection."""
 
-    def __init__(self, settings: Settings, convert_litellm: LiteLLMConverter | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        convert_litellm: LiteLLMConverter | None = None,
+        *,
+        instance: str = "",
+    ) -> None:
+        """``instance``: this gateway replica's name (its sessions' list names it)."""
         self._settings = settings
+        self._instance = instance
         self._convert = convert_litellm
         self.context: AdminContext | None = None
         self._nc: NATS | None = None
@@ -108,6 +116,8 @@ class AdminPlugin:
             batches=batches,
             proxies=TrustedProxies(settings.ingress.trusted_proxies),
             refusals=RefusalAudit(audit, RefusalCounts(counted_as=counted_as)),
+            sessions=self._ui.sessions,
+            instance=self._instance,
         )
         self._budgets = BudgetWatch(
             nc.jetstream(timeout=5), self.context.spend, metrics, settings.admin.budget_watch_s

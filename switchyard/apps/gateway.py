@@ -13,5 +13,5 @@ from switchyard.ingress.server import run_edge
 async def run(
     settings: Settings, *, instance: str, health_port: int | None, stop: asyncio.Event
 ) -> None:
-    admin = AdminPlugin(settings, convert_litellm=convert_text)
+    admin = AdminPlugin(settings, convert_litellm=convert_text, instance=instance)
     await run_edge(settings, "gateway", stop, plugins=[admin], instance=instance)

@@ -33,6 +33,7 @@ PAGES = {
     "spend-deployments": ("/ui/spend?by=deployment", "Spend"),
     "audit": ("/ui/audit", "Audit log"),
     "batches-page": ("/ui/batches", "Batches"),
+    "sessions-page": ("/ui/sessions", "Sessions"),
 }
 
 

@@ -19,6 +19,7 @@ NAV = (
     ("spend", "Spend", "/ui/spend"),
     ("batches", "Batches", "/ui/batches"),
     ("audit", "Audit", "/ui/audit"),
+    ("sessions", "Sessions", "/ui/sessions"),
 )
 
 

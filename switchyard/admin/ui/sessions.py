@@ -12,6 +12,10 @@ idle limit. Both now follow one rule, and :meth:`Session.over` applies the idle 
 A page streams only while it is in view (``live.js`` closes the stream when the page is
 hidden and opens it when shown): a page left open behind other tabs kept its session alive
 until the absolute limit.
+
+The Sessions page and ``/admin/v1/sessions`` list them and end every one of a kind (the
+admin token's or the read-only one's): on the gateway replica that answers only, since each
+keeps its own (:mod:`switchyard.admin.session_list`).
 """
 
 from __future__ import annotations
@@ -118,6 +122,20 @@ class SessionStore:
             session = self._sessions.pop(_digest(session_id), None)
             if session is not None:
                 session.ended = True
+
+    def live(self) -> list[Session]:
+        """Every session not ended or expired, oldest sign-in first."""
+        self._sweep()
+        return sorted(self._sessions.values(), key=lambda s: s.created)
+
+    def end_all(self, read_only: bool) -> int:
+        """Ends every session of one kind (``read_only``: the read-only token's, else the
+        admin token's); their open streams stop too. Returns how many were live."""
+        self._sweep()
+        ended = [d for d, s in self._sessions.items() if s.read_only == read_only]
+        for digest in ended:
+            self._sessions.pop(digest).ended = True
+        return len(ended)
 
     def _sweep(self) -> None:
         expired = [d for d, s in self._sessions.items() if s.over()]

@@ -10,6 +10,7 @@ from switchyard.admin.ui.pages import (
     providers,
     routes,
     secrets,
+    sessions,
     spend,
 )
 
@@ -23,4 +24,5 @@ ROUTES: list[Route] = [
     *spend.ROUTES,
     *batches.ROUTES,
     *audit.ROUTES,
+    *sessions.ROUTES,
 ]
