@@ -12,12 +12,18 @@ flood from many addresses cannot fill the stream, yet every refusal is counted i
 An entry: actor :data:`ACTOR`, action :data:`ACTION`, via ``api``, ``ok`` false, and the
 source as every entry names it (``client via proxy`` behind a trusted proxy). It never holds
 any part of the presented token.
+
+Counts not yet said when the gateway stops are said then (:meth:`RefusalAudit.stop`): they
+lived in memory only, so a stop (a rollout, a restart) lost up to a minute of every address's
+refusals, and an hour's worth past the allowance. At the stop, entries of their own while the
+hour's allowance lasts, and the rest in one entry (source :data:`STOPPED`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,6 +36,8 @@ from starlette.requests import Request
 from switchyard.bus.audit import AuditWriter
 from switchyard.runtime.client_address import TrustedProxies
 
+log = logging.getLogger("switchyard.admin.token_audit")
+
 INTERVAL_S = 60.0  # at most one entry per address per this many seconds
 PER_HOUR = 30  # entries from every address together per hour (each saying a count)
 MAX_ADDRESSES = 10_000  # addresses followed; the least recently refused are said first
@@ -37,6 +45,9 @@ ACTOR = "(wrong admin token)"
 MANY = "(addresses past the 10,000 followed)"  # the source of their counts' entry
 TOP = 5  # the sources forgotten into that entry with the most refusals, named in it
 ACTION = "token.refused"
+# The source of the one entry that says, at a stop, the counts past the hour's allowance.
+STOPPED = "(addresses not said before the gateway stopped)"
+STOP_WRITE_S = 5.0  # at most this long writing them at a stop (the audit stream may be away)
 # The error codes of a call refused for its token (a missing token is not a guess).
 REFUSED_CODES = frozenset({"invalid_admin_token", "too_many_failed_authentications"})
 
@@ -133,13 +144,20 @@ class RefusalCounts:
         """Forget the least recently refused address; what it had counted moves to
         :attr:`_many` (one entry for every address forgotten so)."""
         _, oldest = self._addresses.popitem(last=False)
-        if oldest.pending:
+        self._merge(oldest)
+
+    def _merge(self, address: _Address) -> None:
+        """Move what ``address`` counted to :attr:`_many`."""
+        if address.pending:
             self._pending -= 1
             if not self._many.pending:
-                self._many.since = oldest.since
+                self._many.since = address.since
                 self._pending += 1
-            self._many.pending += oldest.pending
-            self._keep_top(oldest.source, oldest.pending)
+            else:
+                self._many.since = min(self._many.since, address.since)
+            self._many.pending += address.pending
+            self._keep_top(address.source, address.pending)
+            address.pending = 0
 
     def _keep_top(self, source: str, count: int) -> None:
         """Name ``source`` in :data:`MANY`'s entry if it is among the :data:`TOP` most refused
@@ -186,6 +204,24 @@ class RefusalCounts:
             out.append(self._take(address, now))
         return out
 
+    def flush(self, now: float) -> list[Refusals]:
+        """Every count not written yet, now, minute over or not (the gateway stops: nothing
+        would say them later). Entries of their own while the hour's allowance lasts; the rest
+        in one entry (source :data:`STOPPED`, naming the :data:`TOP` most refused), so a stop
+        writes at most one entry past the allowance."""
+        out = [
+            self._take(address, now)
+            for address in [self._many, *self._addresses.values()]
+            if address.pending and self._may_write(now)
+        ]
+        rest = [address for address in self._addresses.values() if address.pending]
+        for address in rest:
+            self._merge(address)
+        if self._many.pending:
+            taken = self._take(self._many, now)
+            out.append(Refusals(STOPPED, taken.count, taken.since, taken.top))
+        return out
+
     def next_due(self, now: float) -> float | None:
         """Seconds until :meth:`due` may have an entry (None: nothing counted)."""
         waits = [
@@ -203,7 +239,7 @@ class RefusalCounts:
 
 class RefusalAudit:
     """Writes the entries :class:`RefusalCounts` gives: at once, or from a task once the
-    minute is over. :meth:`stop` drops what is still counted (the counts live in memory)."""
+    minute is over. :meth:`stop` writes what is still counted (the counts live in memory)."""
 
     def __init__(self, audit: AuditWriter, counts: RefusalCounts | None = None) -> None:
         self._audit = audit
@@ -232,12 +268,23 @@ class RefusalAudit:
                 await self._write(taken)
 
     async def stop(self) -> None:
-        """Idempotent."""
+        """Writes every count not said yet (:meth:`RefusalCounts.flush`), for at most
+        :data:`STOP_WRITE_S`. Idempotent."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        entries = self._counts.flush(time.time())
+        written = 0
+        try:
+            async with asyncio.timeout(STOP_WRITE_S):
+                for taken in entries:
+                    await self._write(taken)
+                    written += 1
+        except TimeoutError:
+            lost = sum(e.count for e in entries[written:])
+            log.error("%d wrong admin tokens not written to the audit log at the stop", lost)
 
 
 class _Context(Protocol):

@@ -294,6 +294,20 @@ def test_wrong_tokens_past_the_cap_are_summed_up_once_per_window() -> None:
     assert guard.summary(now=7400) is None  # nothing went unrecorded in it
 
 
+def test_a_stop_cuts_the_window_short_and_sums_it_up_at_once() -> None:
+    """The gateway's stop dropped a window's count: its summary waited for the hour's end."""
+    guard = SigninGuard(limit=10, window_s=300, recorded=1, record_window_s=3600)
+    assert guard.record("198.51.100.1", now=10) is signin_guard.Record.LAST
+    guard.record("198.51.100.2", now=20)
+    guard.record("198.51.100.3", now=30)
+    assert guard.summary(now=100) is None  # still open
+    summary = guard.summary(now=100, cut=True)
+    assert summary is not None
+    assert (summary.count, summary.addresses, summary.start, summary.end) == (2, 2, 10, 100)
+    assert guard.summary(now=101, cut=True) is None  # given once
+    assert not guard.counting()
+
+
 def test_a_window_left_unsummarised_keeps_its_count_until_it_is_taken() -> None:
     guard = SigninGuard(recorded=1, record_window_s=60)
     guard.record("10.0.0.1", now=0)

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from switchyard.admin.token_audit import (
     MANY,
+    STOPPED,
     TOP,
     RefusalAudit,
     RefusalCounts,
@@ -124,7 +125,8 @@ def test_a_refused_call_does_not_walk_every_followed_address() -> None:
         await audit.stop()
 
     asyncio.run(flood())
-    assert len(entries.written) == 2_000
+    # 2,000 at once; the other 2,000, counted for the minute, are said at the stop.
+    assert len(entries.written) == 4_000
     assert counts.scans <= 2, counts.scans  # it was one a call: 4,000
 
 
@@ -141,3 +143,20 @@ def test_idle_addresses_are_forgotten_without_a_flush() -> None:
     assert counts.refused("203.0.113.2", T0 + 61) is not None
     assert counts.followed() == 2  # the 500 are free to be written again: forgotten
     assert counts.refused("198.51.0.0", T0 + 62) == Refusals("198.51.0.0", 1, T0 + 62)
+
+
+def test_a_stop_says_every_count_at_once_and_at_most_one_entry_past_the_hours_allowance() -> None:
+    """The counts live in memory: a gateway stopped within an address's minute lost its
+    refusals (and an hour's worth past the allowance) without a word."""
+    counts = RefusalCounts(per_hour=4, counted_as=counted_as)
+    for i in range(3):
+        assert counts.refused(f"198.51.100.{i}", T0) is not None  # written at once: 3 of 4
+        assert counts.refused(f"198.51.100.{i}", T0 + 1 + i) is None  # counted for later
+        assert counts.refused(f"198.51.100.{i}", T0 + 2 + i) is None
+    assert counts.flush(T0 + 10) == [
+        Refusals("198.51.100.0", 2, T0 + 1),  # the hour's last entry of its own
+        Refusals(STOPPED, 4, T0 + 2, (("198.51.100.1", 2), ("198.51.100.2", 2))),
+    ]
+    assert not counts.waiting()
+    assert counts.flush(T0 + 11) == []  # said once
+    assert counts.next_due(T0 + 11) is None

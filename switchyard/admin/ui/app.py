@@ -301,12 +301,21 @@ class AdminUi:
                 return
 
     async def stop(self) -> None:
-        """Drops a summary still waiting for its window to end (the counts live in memory)."""
+        """Writes the summary of the wrong sign-ins counted and not recorded yet, its window
+        cut short (the counts live in memory: a stop lost them), instead of waiting for the
+        window's end. Idempotent."""
         task, self._summary_task = self._summary_task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        context = self._current()
+        summary = self.guard.summary(cut=True) if context is not None else None
+        if context is not None and summary is not None:
+            detail = unrecorded_detail(summary) + " (written as the gateway stopped)"
+            await context.audit.record(
+                UNRECORDED_ACTOR, "session.signin", "", detail, ok=False, via="ui"
+            )
 
     async def _signout(self, ui: Ui) -> Response:
         self.sessions.end(ui.request.cookies.get(COOKIE))

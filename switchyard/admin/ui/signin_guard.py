@@ -182,13 +182,14 @@ class SigninGuard:
         moment = time.time() if now is None else now
         return max(0.0, self._start + self._record_window - moment)
 
-    def summary(self, now: float | None = None) -> Unrecorded | None:
+    def summary(self, now: float | None = None, *, cut: bool = False) -> Unrecorded | None:
         """Once the recording window is over, what it left unrecorded (None: nothing, or
-        the window is still open); each window's summary is given once."""
+        the window is still open); each window's summary is given once. ``cut``: the
+        gateway stops, so the open window ends now (its summary says so, ending now)."""
         moment = time.time() if now is None else now
-        if self._start is None or moment - self._start < self._record_window:
+        if self._start is None or (moment - self._start < self._record_window and not cut):
             return None
-        start, end = self._start, self._start + self._record_window
+        start, end = self._start, min(moment, self._start + self._record_window)
         out = (
             Unrecorded(self._unrecorded, len(self._from), self._more_addresses, start, end)
             if self._unrecorded
