@@ -8,17 +8,26 @@ how many spans were lost. Here the spans are counted by what became of them
 once per :data:`EVERY_S` per process, each with how many were left out since the last one (the
 rule :class:`~switchyard.runtime.throttle.Throttle` keeps for Switchyard's own repeated
 failures, such as Redis being unreachable).
+
+Spans lost to a full export queue are counted by :class:`BoundedSpanQueue`, in front of the
+SDK's batch processor: it keeps its own count of the spans queued (each span handed on, less
+those the exporter took) and refuses, counted, a span that finds it full, so the SDK's queue
+never fills. The count once read the SDK's "Queue full, dropping" log line: another wording
+in an OpenTelemetry release, or those loggers set above warning, and nothing was counted.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.context import Context
+from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.metrics import Metrics
@@ -32,8 +41,8 @@ EXPORT_LOGGERS = (
     "opentelemetry.sdk._shared_internal",
     "opentelemetry.sdk.trace.export",
 )
-# The batch processor's line for a span it could not queue (its queue full): a lost span.
-_QUEUE_FULL = "Queue full, dropping"
+# The export queue's size without OTEL_BSP_MAX_QUEUE_SIZE (the SDK's default).
+QUEUE_SPANS = 2048
 RESULTS = ("exported", "failed", "dropped")
 
 
@@ -45,10 +54,26 @@ class ExportCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()  # the exporter's own thread counts too
         self._counts = dict.fromkeys(RESULTS, 0)
+        self._queued = 0  # handed to the batch processor, not yet taken by the exporter
 
     def add(self, result: str, spans: int) -> None:
         with self._lock:
             self._counts[result] += spans
+
+    def admit(self, room: int) -> bool:
+        """A span is to be queued: True when fewer than ``room`` are; else it is counted
+        ``dropped`` and False."""
+        with self._lock:
+            if self._queued >= room:
+                self._counts["dropped"] += 1
+                return False
+            self._queued += 1
+            return True
+
+    def taken(self, spans: int) -> None:
+        """The exporter took ``spans`` off the queue (to export them, whatever comes of it)."""
+        with self._lock:
+            self._queued = max(0, self._queued - spans)
 
     def get(self, result: str) -> int:
         return self._counts[result]
@@ -62,6 +87,7 @@ class CountingExporter(SpanExporter):
         self._counts = counts
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self._counts.taken(len(spans))
         try:
             result = self._exporter.export(spans)
         except Exception:  # counted, then raised as it came: the SDK's batch processor logs it
@@ -78,20 +104,61 @@ class CountingExporter(SpanExporter):
         return self._exporter.force_flush(timeout_millis)
 
 
-class ThrottledExportLog(logging.Filter):
-    """Lets one of the exporter's warnings or errors through per ``every_s`` seconds, with
-    how many it left out since the last; counts the spans the full queue dropped. Lines below
-    warning pass (they show only at debug level)."""
+class BoundedSpanQueue(SpanProcessor):
+    """OpenTelemetry's batch processor behind a queue bound of our own: a sampled span that
+    finds ``room`` spans queued (handed on, not yet taken by the :class:`CountingExporter`)
+    is counted ``dropped`` and not handed on. The SDK's queue, as large, never fills: a span
+    it would have dropped is refused here, counted whatever its log says."""
 
     def __init__(
         self,
+        exporter: CountingExporter,
         counts: ExportCounts,
-        every_s: float = EVERY_S,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        schedule_delay_millis: float,
+        room: int | None = None,
+    ) -> None:
+        self._room = room if room is not None else queue_spans()
+        self._counts = counts
+        self._batch = BatchSpanProcessor(
+            exporter, max_queue_size=self._room, schedule_delay_millis=schedule_delay_millis
+        )
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self._batch.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not (span.context and span.context.trace_flags.sampled):
+            return  # never exported (the batch processor skips it too)
+        if self._counts.admit(self._room):
+            self._batch.on_end(span)
+
+    def shutdown(self) -> None:
+        self._batch.shutdown()  # type: ignore[no-untyped-call]  # (untyped in the SDK)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._batch.force_flush(timeout_millis)
+
+
+def queue_spans() -> int:
+    """The export queue's size: ``OTEL_BSP_MAX_QUEUE_SIZE`` as the SDK reads it, else
+    :data:`QUEUE_SPANS`."""
+    try:
+        spans = int(os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE, QUEUE_SPANS))
+    except ValueError:
+        return QUEUE_SPANS
+    return spans if spans > 0 else QUEUE_SPANS
+
+
+class ThrottledExportLog(logging.Filter):
+    """Lets one of the exporter's warnings or errors through per ``every_s`` seconds, with
+    how many it left out since the last. Lines below warning pass (they show only at debug
+    level)."""
+
+    def __init__(
+        self, every_s: float = EVERY_S, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__()
-        self.counts = counts
         self._throttle = Throttle(every_s, clock=clock)
         self._every_s = every_s
         self._left_out = 0
@@ -100,8 +167,6 @@ class ThrottledExportLog(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        if str(record.msg).startswith(_QUEUE_FULL):
-            self.counts.add("dropped", 1)
         with self._lock:
             if not self._throttle.ready():
                 self._left_out += 1
@@ -116,10 +181,10 @@ class ThrottledExportLog(logging.Filter):
         return True
 
 
-def throttle_export_logs(counts: ExportCounts) -> ThrottledExportLog:
+def throttle_export_logs() -> ThrottledExportLog:
     """Put one :class:`ThrottledExportLog` on each of OpenTelemetry's export loggers, in place
     of any put there before (a process sets its tracing up once; tests do it many times)."""
-    throttled = ThrottledExportLog(counts)
+    throttled = ThrottledExportLog()
     for name in EXPORT_LOGGERS:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, ThrottledExportLog)]:

@@ -22,7 +22,6 @@ from urllib.parse import urlparse
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -40,7 +39,12 @@ from switchyard import __version__
 from switchyard.config import TelemetrySettings
 from switchyard.errors import ApiError
 from switchyard.runtime.error_labels import error_class
-from switchyard.runtime.trace_export import CountingExporter, ExportCounts, throttle_export_logs
+from switchyard.runtime.trace_export import (
+    BoundedSpanQueue,
+    CountingExporter,
+    ExportCounts,
+    throttle_export_logs,
+)
 
 log = logging.getLogger("switchyard.tracing")
 
@@ -203,9 +207,9 @@ def setup_tracing(settings: TelemetrySettings, component: str, instance: str) ->
     exporter = CountingExporter(
         OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint), timeout=5), exports
     )
-    throttle_export_logs(exports)  # a collector down: a line per 10 s, not ~45 a minute
+    throttle_export_logs()  # a collector down: a line per 10 s, not ~45 a minute
     provider.add_span_processor(
-        BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_delay_ms)
+        BoundedSpanQueue(exporter, exports, schedule_delay_millis=settings.export_delay_ms)
     )
     log.info(
         "exporting traces to %s (sampling %.0f%%)",
