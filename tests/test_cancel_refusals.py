@@ -70,3 +70,47 @@ async def test_a_cancel_that_cancels_nothing_is_answered_counted_and_logged(
     log = _modelproxy_log(stack)
     assert "cancelled nothing" in log
     assert proof not in log
+
+
+async def test_two_model_proxies_count_and_answer_a_cancel_that_cancels_nothing_once(
+    stack: Stack,
+) -> None:
+    """Every model-proxy hears every cancel; each used to count, log and answer one that
+    cancels nothing, so with the stack's two model-proxies one bad cancel read 2 in
+    switchyard_cancels_refused_total and got two 400s. One model-proxy of a queue group does."""
+    proxies = [
+        proc
+        for phase in stack.supervisor.procs
+        for proc in phase
+        if proc.spec.name.startswith("modelproxy") and proc.pid is not None
+    ]
+    assert len(proxies) == 2, [p.spec.name for p in proxies]
+    before = await stack.modelproxy_total(sc.CANCELS_REFUSED, reason="no_request_id")
+    nc = await stack.connect("app")
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=got.put)
+    sent = 3
+    try:
+        proof = cancel_proof(hash_key(stack.api_key), "any")
+        for _ in range(sent):  # no Sy-Request-Id: no_request_id
+            await nc.publish(subjects.CANCEL, b"", reply=inbox, headers={h.CANCEL_PROOF: proof})
+        await nc.flush()
+        deadline = time.monotonic() + 10
+        while await stack.modelproxy_total(sc.CANCELS_REFUSED, reason="no_request_id") < (
+            before + sent
+        ):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.5)  # room for a second model-proxy's count and answers
+        after = await stack.modelproxy_total(sc.CANCELS_REFUSED, reason="no_request_id")
+        errors = []
+        while not got.empty():
+            msg = got.get_nowait()
+            if msg.data or msg.headers:  # not the empty terminator
+                errors.append(replies.decode_reply(msg.data, msg.headers))
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+    assert after == before + sent
+    assert [(e.kind, e.status) for e in errors] == [(replies.ReplyKind.ERROR, 400)] * sent

@@ -20,6 +20,9 @@ INPUT_TOKENS = "llm.v1.input_tokens"  # OpenAI's token counting (POST /v1/respon
 # A caller abandons a request it streams (its HTTP client left): every model-proxy listens,
 # the one serving it stops the provider call (matched by request id and key; no reply).
 CANCEL = "llm.v1.cancel"
+# One model-proxy of this queue group (on llm.v1.cancel) counts, logs and answers a message
+# that cancels nothing: once, however many model-proxies hear it.
+CANCEL_CHECKS_QUEUE = "cancel-checks"
 # Every cancel is also stored here (CORE), for model-proxies that start after it was sent.
 CANCELS_STREAM = "CANCELS"
 LLM_API = (CHAT, COMPLETE, EMBED, MODELS, RESPONSES, MESSAGES, COUNT_TOKENS, INPUT_TOKENS, CANCEL)

@@ -7,7 +7,13 @@ request cancelled while it ran on. Now such a message is counted
 (``switchyard_cancels_refused_total{reason}``), logged at most every 10 s (with what was wrong,
 never a header's value: a proof, or a key in ``Authorization``, stays out of the log), and, if
 it names a reply subject, answered with the 400 ``invalid_header`` a request with the same
-headers would get (every model-proxy hears every cancel, so each running one answers it).
+headers would get.
+
+Every model-proxy hears every cancel (the one serving its request acts on it), so each used to
+count, log and answer one that cancels nothing: with N model-proxies it was counted N times
+and answered N times. The refusal is now the business of a second subscription in the queue
+group :data:`~switchyard.bus.subjects.CANCEL_CHECKS_QUEUE`, which NATS hands each message to
+one model-proxy of: that one counts, logs and answers it; the others let it be.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from nats.aio.msg import Msg
 
 from switchyard.bus import replies
 from switchyard.runtime.throttle import Throttle
-from switchyard.workers.modelproxy.cancels import Cancels
+from switchyard.workers.modelproxy.cancels import Cancels, NoCancel, read_cancel
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +34,9 @@ LOG_EVERY_S = 10.0
 
 
 class CancelIntake:
-    """The subscriber of ``llm.v1.cancel``: hands each message to ``cancels``; counts
-    (``count(reason)``), logs and answers one that is no cancel."""
+    """The subscriber of ``llm.v1.cancel``: hands each message to ``cancels``
+    (:meth:`on_cancel`); and, as one of the queue group that checks them (:meth:`on_check`),
+    counts (``count(reason)``), logs and answers one that is no cancel."""
 
     def __init__(
         self,
@@ -46,8 +53,15 @@ class CancelIntake:
         self._refused = 0  # since the last line logged
 
     async def on_cancel(self, msg: Msg) -> None:
-        refused = self._cancels.hear(msg.headers)
-        if refused is None:
+        """Every cancel: acted on here (one that is no cancel changes nothing, and is the
+        business of :meth:`on_check`, on one model-proxy)."""
+        self._cancels.hear(msg.headers)
+
+    async def on_check(self, msg: Msg) -> None:
+        """A message NATS gave this model-proxy alone of the queue group: counted, logged
+        and answered if it cancels nothing."""
+        refused = read_cancel(msg.headers)
+        if not isinstance(refused, NoCancel):
             return
         self._count(refused.reason)
         self._refused += 1

@@ -194,6 +194,31 @@ def cancelling_proof(headers: dict[str, str], env: Envelope) -> str:
     return cancel_proof(digest, env.request_id) if digest else ""
 
 
+def read_cancel(headers: dict[str, str] | None) -> tuple[Envelope, str] | NoCancel:
+    """A cancel's envelope and proof; or, for a message that is no cancel, the 400 a request
+    with the same headers would get: no request id, a malformed or wrongly cased header
+    (``Sy-Deadline`` in seconds, ``sy-cancel-proof``), no key named (no ``Sy-Cancel-Proof``,
+    or not 64 hex digits)."""
+    try:
+        refuse_misspelled(headers)  # first: a ``sy-request-id`` is misspelled, not missing
+        if not headers or not headers.get(h.REQUEST_ID):
+            return NoCancel(NO_REQUEST_ID, h.REQUEST_ID, "missing: name the request to cancel")
+        env = Envelope.decode(headers)
+    except MalformedHeader as exc:
+        return NoCancel(
+            INVALID_HEADER, exc.header, exc.message.removeprefix(f"header {exc.header}: ")
+        )
+    proof = cancelling_proof(headers, env)
+    if not proof:
+        return NoCancel(
+            NO_PROOF,
+            h.CANCEL_PROOF,
+            "missing or not 64 hex digits: a cancel names its request's key with this "
+            "proof (docs/nats-api.md, Cancelling a request)",
+        )
+    return env, proof
+
+
 class Cancels:
     """The requests this process is serving, by request id, and the cancels it heard."""
 
@@ -237,29 +262,14 @@ class Cancels:
         """As :meth:`heard`, saying why a message is no cancel.
 
         Returns:
-            None for a cancel; else the 400 a request with the same headers would get: no
-            request id, a malformed or wrongly cased header (``Sy-Deadline`` in seconds,
-            ``sy-cancel-proof``), no key named (no ``Sy-Cancel-Proof``, or not 64 hex digits).
+            None for a cancel; else why it is none (:func:`read_cancel`).
         """
-        try:
-            refuse_misspelled(headers)  # first: a ``sy-request-id`` is misspelled, not missing
-            if not headers or not headers.get(h.REQUEST_ID):
-                return NoCancel(NO_REQUEST_ID, h.REQUEST_ID, "missing: name the request to cancel")
-            env = Envelope.decode(headers)
-        except MalformedHeader as exc:
-            return NoCancel(
-                INVALID_HEADER, exc.header, exc.message.removeprefix(f"header {exc.header}: ")
-            )
-        proof = cancelling_proof(headers, env)
-        if not proof:
-            return NoCancel(
-                NO_PROOF,
-                h.CANCEL_PROOF,
-                "missing or not 64 hex digits: a cancel names its request's key with this "
-                "proof (docs/nats-api.md, Cancelling a request)",
-            )
+        read = read_cancel(headers)
+        if isinstance(read, NoCancel):
+            return read
+        env, proof = read
         # A cancel that names no attempt ends every attempt so far (LLMClient names it).
-        attempt = env.attempt if h.ATTEMPT in headers else MAX_ATTEMPT
+        attempt = env.attempt if h.ATTEMPT in (headers or {}) else MAX_ATTEMPT
         deadline = env.deadline.timestamp if env.deadline is not None else None
         self.memory.remember(
             env.request_id, proof, attempt=attempt, deadline=deadline, sent_at=sent_at

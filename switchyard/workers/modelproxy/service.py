@@ -102,6 +102,7 @@ class ModelProxy:
         )
         self._sync_lock = asyncio.Lock()
         self._cancels: Subscription | None = None
+        self._cancel_checks: Subscription | None = None
         self.stored_cancels = StoredCancels(nc, self.handler.cancels)
         self.cancel_intake = CancelIntake(nc, self.handler.cancels, self.stats.cancel_refused)
         self._catch_up = TaskSupervisor("stored-cancels")
@@ -224,6 +225,10 @@ class ModelProxy:
         # ones from now on, then those the server stored before; only then is work pulled, so
         # a request whose caller left while no model-proxy ran is dropped like any other.
         self._cancels = await self.nc.subscribe(subjects.CANCEL, cb=self.cancel_intake.on_cancel)
+        # One of them (a queue group) counts, logs and answers one that cancels nothing.
+        self._cancel_checks = await self.nc.subscribe(
+            subjects.CANCEL, queue=subjects.CANCEL_CHECKS_QUEUE, cb=self.cancel_intake.on_check
+        )
         await subscribed(self.nc)
         await self.stored_cancels.read()
         await self._sync_workers()
@@ -238,9 +243,10 @@ class ModelProxy:
         pullers = (*self.workers.values(), *self.draining.values())
         await asyncio.gather(*(w.stop(grace) for w in pullers))
         # Only now: calls still running in the grace period stop when their callers leave.
-        if self._cancels is not None:
-            with contextlib.suppress(Exception):
-                await self._cancels.unsubscribe()
+        for sub in (self._cancels, self._cancel_checks):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         self.workers.clear()
         self.draining.clear()
         await self.heartbeats.stop()
