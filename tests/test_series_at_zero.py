@@ -26,6 +26,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from switchyard.client import LLMClient
+from switchyard.errors import AuthenticationFailed
 from switchyard.runtime import semconv as sc
 from switchyard.schemas.routing import deployment_id
 from tests.opspack import run_prometheus
@@ -120,6 +122,46 @@ async def test_a_route_added_to_the_live_table_has_its_series_before_its_first_r
             await asyncio.sleep(0.2)
 
 
+async def test_a_route_added_to_the_live_table_has_its_edge_series_before_its_first_request(
+    zeroed: Stack,
+) -> None:
+    """An edge holds no route table: it asks a head for the aliases (ingress.alias_watch) and
+    creates their request series, with the refusal classes, at 0."""
+    route = {"deployments": [{"provider": "fake", "model": "fresh"}]}
+    count = f"{sc.SERVER_REQUEST_DURATION}_count"
+    async with zeroed.live_routes({"edge-fresh": route}):
+        deadline = time.monotonic() + 15
+        while True:
+            tail = await zeroed.samples("tail")
+            served = _value(tail, count, gen_ai_request_model="edge-fresh", error_type="")
+            if served == 0:
+                break
+            assert time.monotonic() < deadline, served
+            await asyncio.sleep(0.2)
+    for error_type in ("budget_exceeded", "rate_limit_exceeded", "limits_unavailable"):
+        assert _value(tail, count, gen_ai_request_model="edge-fresh", error_type=error_type) == 0
+
+
+async def test_a_head_lists_every_alias_to_an_edge_asking_for_itself_and_no_one_else(
+    zeroed: Stack,
+) -> None:
+    """What the edges' alias watch asks: a model list with no client's key. An edge's NATS
+    identity gets the whole table's aliases; an internal client without a key, a 401."""
+    edge = await zeroed.connect("tail")
+    try:
+        async with LLMClient(edge) as llm:
+            assert {"m", "backup"} <= set(await llm.models())
+    finally:
+        await edge.close()
+    app = await zeroed.connect("app")
+    try:
+        async with LLMClient(app) as llm:
+            with pytest.raises(AuthenticationFailed):
+                await llm.models()
+    finally:
+        await app.close()
+
+
 async def test_an_alias_served_once_has_its_refusal_classes_at_zero_on_the_edge(
     zeroed: Stack,
 ) -> None:
@@ -141,13 +183,16 @@ async def test_an_alias_served_once_has_its_refusal_classes_at_zero_on_the_edge(
 async def test_prometheus_counts_a_new_route_s_first_burst(zeroed: Stack, tmp_path: Path) -> None:
     """The explorer's case, in a real Prometheus 2.42 scraping every second: a route added to
     the live table gets 10 requests in one go; increase() over the model-proxies' calls and
-    tokens counted 0 of them (the series were born with the burst in them), now all 10."""
+    tokens counted 0 of them (the series were born with the burst in them), now all 10. So
+    does the edge's request count: an edge holds no route table, and learns the aliases from
+    a head (ingress.alias_watch); before, its series were born with the burst too."""
     assert PROMETHEUS is not None
     targets = []
     for phase in zeroed.supervisor.procs:
         for proc in phase:
             url = proc.spec.health_url or ""
-            if proc.spec.name.startswith(("modelproxy", "accounting")) and url.startswith("http"):
+            named = proc.spec.name.startswith(("modelproxy", "accounting", "tail"))
+            if named and url.startswith("http"):
                 targets.append(urlsplit(url).netloc)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -162,8 +207,14 @@ async def test_prometheus_counts_a_new_route_s_first_burst(zeroed: Stack, tmp_pa
 
         await prom.until(all_up)
         route = {"deployments": [{"provider": "fake", "model": "burst"}]}
+        served = f'{sc.SERVER_REQUEST_DURATION}_count{{gen_ai_request_model="burst",error_type=""}}'
         async with zeroed.live_routes({"burst": route}):
             await asyncio.sleep(3)  # the table reaches every process; a few scrapes pass
+
+            async def edge_at_zero() -> bool:  # the edge's series scraped before the burst
+                return bool(await prom.query(f"sum({served})"))
+
+            await prom.until(edge_at_zero)
             body = {"model": "burst", "messages": [{"role": "user", "content": "hi"}]}
             headers = {"Authorization": f"Bearer {zeroed.api_key}"}
             async with httpx.AsyncClient(timeout=30) as http:
@@ -189,3 +240,5 @@ async def test_prometheus_counts_a_new_route_s_first_burst(zeroed: Stack, tmp_pa
             assert float(counted["value"][1]) >= 9.5, counted
             [billed] = await prom.query(f"sum(increase({tokens}[1m]))")
             assert float(billed["value"][1]) > 0, billed
+            [answered] = await prom.query(f"sum(increase({served}[1m]))")
+            assert float(answered["value"][1]) >= 9.5, answered

@@ -38,6 +38,7 @@ from switchyard.errors import (
     error_for_status,
 )
 from switchyard.ingress import openapi
+from switchyard.ingress.alias_watch import AliasWatch
 from switchyard.ingress.batches import BatchApi, by_path
 from switchyard.ingress.cors import Cors, with_cors
 from switchyard.ingress.docs import docs_routes
@@ -123,6 +124,8 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
         count_reconnects(metrics, nc)
         export_certificate_expiry(metrics, settings.certs_dir, identity)
         stats.watch(client)  # its reply backlog
+        aliases = AliasWatch(client, stats.known)  # their series at 0 before their requests
+        aliases.start()
         reporter = Reporter(
             nc,
             kind,
@@ -140,6 +143,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
             yield
         finally:
             edge.client = None
+            await aliases.stop()
             await reporter.stop()
             for plugin in reversed(started):
                 await plugin.stop()

@@ -168,14 +168,24 @@ class EdgeMetrics:
 
         Prometheus (before its created-timestamp handling) takes a series' first scraped
         value as its start: the first budget refusals of an alias counted 0 in the 429 share
-        (0.044 for a real 20%). An edge holds no route table, so an alias's very first requests
-        on an edge still start its series (see docs/operations.md, "Series that start at 0")."""
+        (0.044 for a real 20%). An edge holds no route table: it learns the table's aliases
+        from a head (:meth:`known`; see docs/operations.md, "Series that start at 0")."""
         if (operation, alias) in self._zeroed:
             return
         self._zeroed.add((operation, alias))
         self._duration.labels(operation, alias, "")
         for error_type in ZEROED_CLASSES:
             self._duration.labels(operation, alias, self._error(error_type))
+
+    def known(self, aliases: Iterable[str]) -> None:
+        """The route table's aliases (:mod:`.alias_watch`): their chat series are created at
+        0 before their first request, which then counts in rate() and increase() like any
+        later one. Other operations (embeddings, text completions) an alias serves still have
+        their series made by its first request of them, on each edge."""
+        for alias in aliases:
+            label = self._model(alias)
+            if label != sc.OTHER:
+                self._zero(sc.OPERATIONS["chat"], label)
 
     def http(self, route: str, method: str, status: int) -> None:
         """A request to a non-LLM route (models, health, admin API...). A method outside
