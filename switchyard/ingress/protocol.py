@@ -30,8 +30,9 @@ dropped unrun, and its 400 follows that answer (uvicorn wrote it at once: before
 answer, which was lost, or inside it).
 Every answer here carries an ``x-request-id``, as the application's do, and the CORS headers
 the app's answer would (``ingress.cors_origins``, :mod:`.cors`) when the request's path and
-``Origin`` were parsed (a head refused or malformed after its ``Origin`` field included): a
-browser page could not read them and saw "Failed to fetch".
+``Origin`` were parsed, or, for a head refused before its end (431, 400), read on for (the
+field may come after the one that broke the head; :mod:`.origin_seek`): a browser page could
+not read them and saw "Failed to fetch".
 
 The checks cost nothing per request beyond reading the loop's clock (one lazily re-armed timer
 per connection); the ASGI application never sees a request that broke one.
@@ -42,7 +43,6 @@ from __future__ import annotations
 import array
 import asyncio
 import fcntl
-import re
 import sys
 import termios
 import urllib.parse
@@ -55,8 +55,9 @@ import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from switchyard.config import Settings
-from switchyard.ingress.cors import answer_headers
+from switchyard.ingress.cors import answer_headers, api_path
 from switchyard.ingress.http10 import UnframedCycle
+from switchyard.ingress.origin_seek import ORIGIN_LINE, OriginSeek
 
 _REASONS = {
     400: b"Bad Request",
@@ -67,7 +68,6 @@ _REASONS = {
 _CODES = {400: "invalid_request", 408: "request_timeout", 431: "headers_too_large"}
 _ENCODE = msgspec.json.Encoder()
 _TAIL = 2048  # bytes kept of what was read last: enough for an Origin field
-_ORIGIN_LINE = re.compile(rb"\r\n[Oo][Rr][Ii][Gg][Ii][Nn]:[ \t]*([^\r\n]*?)[ \t]*\r\n")
 
 
 def _answer(
@@ -124,6 +124,7 @@ class GuardedProtocol(HttpToolsProtocol):
         # last, which may be waiting behind it in ``self.pipeline``.
         self._running: RequestResponseCycle | None = None
         self._tail = b""  # the last bytes of a head being read (with ``cors_origins`` only)
+        self._seek: OriginSeek | None = None  # a refused head's answer, awaiting its Origin
 
     # ---- connection ----
 
@@ -164,9 +165,14 @@ class GuardedProtocol(HttpToolsProtocol):
             self._write_timer.cancel()
             self._write_timer = None
         self._tail = b""
+        self._seek = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._seek is not None:
+            if self._seek.feed(data):
+                self._answer_seek()
+            return
         if self._refused:
             return
         # The last bytes read, for a head that stops (see _cors): only while a head may be
@@ -241,11 +247,11 @@ class GuardedProtocol(HttpToolsProtocol):
         reason = reason or msg
         message = f"malformed HTTP request: {reason}" if reason else "malformed HTTP request"
         self._refused = True
-        self._disarm()
         cycle, running = self.cycle, self._running
         if cycle is not None and cycle is not running and cycle.more_body:
             self._drop_queued(cycle)
         if running is not None and not running.response_complete:
+            self._disarm()
             if running is not cycle or not cycle.more_body:  # an earlier request, read whole
                 self._owed = _answer(400, message, self.new_request_id(), self._cors())
                 return
@@ -356,6 +362,9 @@ class GuardedProtocol(HttpToolsProtocol):
     def _timed_out(self) -> None:
         if self.transport.is_closing():
             return
+        if self._seek is not None:  # the head's time is up: its answer goes as it is
+            self._answer_seek()
+            return
         if self._phase == "idle":
             if _unread(self.transport):
                 # A request is waiting in the socket, unread: the process was paused (a VM
@@ -392,17 +401,47 @@ class GuardedProtocol(HttpToolsProtocol):
         self, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
     ) -> None:
         self._refused = True
+        if not extra and self._seek_origin(status, message):
+            return  # answered once its Origin field, its end or a limit is reached
         self._disarm()
         self.transport.write(_answer(status, message, self.new_request_id(), extra))
+        self.transport.close()
+
+    def _seek_origin(self, status: int, message: str) -> bool:
+        """Whether the rest of a head refused before its end is read for its ``Origin``
+        field (see :mod:`.origin_seek`): with ``cors_origins``, on an LLM API path, and when
+        the bytes read so far neither hold the field nor end the head. The head's timer stays
+        armed: when its time is up, the answer goes without the field."""
+        if not self.cors_origins or self._phase != "head":
+            return False
+        scope = self._partial_scope()
+        path = scope.get("path")
+        if not isinstance(path, str) or not api_path(path):
+            return False
+        if any(name == b"origin" for name, _ in scope["headers"]):  # one not allowed
+            return False
+        if b"\r\n\r\n" in self._head_tail()[0]:  # the whole head was read, with no Origin
+            return False
+        self._seek = OriginSeek(status, message, scope, self.max_header_bytes, self._tail)
+        self._tail = b""
+        return True
+
+    def _answer_seek(self) -> None:
+        seek, self._seek = self._seek, None
+        if seek is None or self.transport.is_closing():
+            return
+        self._disarm()
+        extra = answer_headers(self.cors_origins, seek.scope)
+        self.transport.write(_answer(seek.status, seek.message, self.new_request_id(), extra))
         self.transport.close()
 
     def _cors(self) -> list[tuple[bytes, bytes]]:
         """The CORS headers of an answer to the request being read. Its head may be refused
         or never complete (a 431, the 408 of a slow head, the 400 of a malformed one): then
-        what arrived of it is used. The origin is known only if an ``Origin`` field arrived
-        whole before the head stopped (one after the field too large, or after bad bytes,
-        never does), the path only once the request line did: else there are none, and a
-        browser cannot read the answer."""
+        what arrived of it is used. The origin is known if an ``Origin`` field arrived whole
+        before the head stopped (one after the field too large, or after bad bytes, is read
+        on for by :meth:`_seek_origin`), the path only once the request line did: else there
+        are none, and a browser cannot read the answer."""
         if not self.cors_origins or self._phase not in ("head", "body"):
             return []
         if self._phase == "body" and "path" in self.scope:
@@ -415,15 +454,19 @@ class GuardedProtocol(HttpToolsProtocol):
         or a stall) is read from the head's last bytes."""
         headers: list[tuple[bytes, bytes]] = list(getattr(self, "headers", None) or ())
         url: bytes = getattr(self, "url", b"")
-        tail = self._tail
-        line = tail.rfind(b" %s HTTP/1." % url) if url else -1
-        if line >= 0:
-            tail = tail[line:]  # (bytes before it may be an earlier request's)
-        elif not headers:
+        tail, whole = self._head_tail()
+        if not whole and not headers:
             return {}  # the request line may not have arrived whole: no path
-        headers += [(b"origin", value) for value in _ORIGIN_LINE.findall(tail)]
+        headers += [(b"origin", value) for value in ORIGIN_LINE.findall(tail)]
         path = _path(url)
         return {"path": path, "headers": headers} if path is not None else {}
+
+    def _head_tail(self) -> tuple[bytes, bool]:
+        """The last bytes read, from the head's request line on when they hold it (bytes
+        before it may be an earlier request's), and whether they do."""
+        url: bytes = getattr(self, "url", b"")
+        line = self._tail.rfind(b" %s HTTP/1." % url) if url else -1
+        return (self._tail[line:], True) if line >= 0 else (self._tail, False)
 
 
 def guarded(
