@@ -102,3 +102,47 @@ async def test_the_llm_api_answers_through_either_door_and_at_the_root(
             unknown = await http.get(f"{base}/v1/no-such-thing")
             assert unknown.status_code == 404
             assert "error" in unknown.json()
+
+
+@pytest.mark.parametrize("door", ["strip", "keep"])
+async def test_the_api_docs_load_their_schema_and_assets_under_the_prefix(
+    fronted: Fronted, door: str
+) -> None:
+    """``/docs`` named ``/openapi.json`` and its assets at the host's root: behind the proxy
+    the browser fetched them outside the gateway and the page stayed blank. The schema names
+    the prefix as its server, so "Try it out" calls under it too."""
+    base = getattr(fronted, door)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as web:
+        page = await web.get(f"{PREFIX}/docs")
+        assert page.status_code == 200, page.text[:300]
+        urls = re.findall(r"""(?:href|src)="([^"]+)"|url: '([^']+)'""", page.text)
+        named = [href or url for href, url in urls]
+        assert f"{PREFIX}/openapi.json" in named, named
+        assert f"{PREFIX}/docs/assets/swagger-ui-bundle.js" in named, named
+        for url in named:
+            assert url.startswith(f"{PREFIX}/"), (url, named)
+            assert (await web.get(url)).status_code == 200, url
+        schema = (await web.get(f"{PREFIX}/openapi.json")).json()
+        assert schema["servers"] == [{"url": PREFIX}]
+        assert "/v1/chat/completions" in schema["paths"]
+
+
+@pytest.mark.parametrize("door", ["strip", "keep", "gateway"])
+async def test_a_trailing_slash_redirect_keeps_the_prefix(fronted: Fronted, door: str) -> None:
+    """Starlette's redirect of ``/health/`` to ``/health`` named the host's root: through a
+    proxy that keeps the prefix the client was sent out of the gateway (``/health``, a 404 of
+    the proxy's or another app's page)."""
+    base = getattr(fronted, door)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        for asked, there in (
+            (f"{PREFIX}/health/?probe=1", f"{PREFIX}/health?probe=1"),
+            (f"{PREFIX}/docs/", f"{PREFIX}/docs"),
+            (f"{PREFIX}/admin/v1/keys/", f"{PREFIX}/admin/v1/keys"),
+        ):
+            moved = await http.get(asked)
+            assert moved.status_code == 307, (asked, moved.text[:300])
+            assert moved.headers["location"] == there, asked
+        assert (await http.get(f"{PREFIX}/health?probe=1")).status_code == 200  # followed
+        unknown = await http.get(f"{PREFIX}/no-such-thing/")
+        assert unknown.status_code == 404
+        assert unknown.json()["error"]["code"] == "not_found"

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
+from urllib.parse import quote
 
 import nats.errors
 import nats.js.errors
@@ -19,8 +20,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Match, Route
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
 from switchyard import __version__
@@ -50,6 +51,7 @@ from switchyard.ingress.metrics import EdgeMetrics
 from switchyard.ingress.responses import dialect_error
 from switchyard.ingress.root_path import RootPath, with_root_path
 from switchyard.limits.limiter import Limiter
+from switchyard.runtime import forwarded
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.cert_expiry import export_certificate_expiry
 from switchyard.runtime.metrics import CONTENT_TYPE, Metrics, count_reconnects
@@ -163,12 +165,20 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
         lifespan=lifespan,
         docs_url=None,  # the gateway's own page, below: FastAPI's needs a CDN
         redoc_url=None,
-        # Both edges publish their API (the LLM routes described by ingress.openapi).
-        openapi_url="/openapi.json",
+        openapi_url=None,  # served below, under the edge's path prefix
     )
+    # Starlette's own trailing-slash redirect names the path without the edge's path prefix
+    # (ingress.<kind>.root_path): the 404 handler redirects instead (see _slash_twin).
+    app.router.redirect_slashes = False
     routes = app.router.routes
+    # Both edges publish their API (the LLM routes described by ingress.openapi).
+    routes.append(
+        NamedRoute(
+            OPENAPI_URL, openapi.schema_endpoint(app), methods=["GET"], include_in_schema=False
+        )
+    )
     if kind == "gateway":
-        routes.extend(docs_routes(app.title, "/openapi.json"))
+        routes.extend(docs_routes(app.title, OPENAPI_URL))
     # The LLM POST routes are served by FastPath before the app is reached (see fastpath.py).
     routes.append(NamedRoute("/v1/models", edge.list_models, methods=["GET"]))
     routes.append(NamedRoute("/v1/models/{model:path}", edge.get_model, methods=["GET"]))
@@ -196,6 +206,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
     return app
 
 
+OPENAPI_URL = "/openapi.json"
 # Paths only the gateway serves, and what is there (a 404 on the tail says where they are).
 GATEWAY_ONLY = {"/admin": "the admin API", "/ui": "the admin web app", "/docs": "the API docs"}
 
@@ -246,6 +257,8 @@ def _error_handlers(app: FastAPI, unknown: Callable[[str], str]) -> None:
                 type="invalid_request_error",
             )
             headers["allow"] = "POST"
+        elif exc.status_code == 404 and (twin := _slash_twin(request, app.router.routes)):
+            return RedirectResponse(twin, status_code=307)
         elif exc.status_code == 404:
             err = error_for_status(404, unknown(request.url.path), code="not_found")
         elif exc.status_code == 405:
@@ -303,6 +316,34 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     nats.js.errors.ServiceUnavailableError,
     nats.js.errors.NoStreamResponseError,
 )
+
+
+def _slash_twin(request: Request, routes: Sequence[BaseRoute]) -> str | None:
+    """Where a path no route matched goes when its twin with a trailing slash added or
+    dropped has a route (``/health/`` -> ``/health``), as Starlette's redirect did, with the
+    edge's path prefix in front (``/sy/health``; Starlette's named the host's root, and behind a
+    proxy keeping the prefix the client left the gateway) and the query kept. A path only:
+    the client resolves it against the URL it asked, through the proxy or not."""
+    scope = request.scope
+    path: str = scope["path"]
+    if path == "/" or "endpoint" in scope:  # a route took it, and its endpoint said 404
+        return None
+    twin = _toggle_slash(path)
+    moved = {**scope, "path": twin}
+    if not any(route.matches(moved)[0] is not Match.NONE for route in routes):
+        return None
+    raw = scope.get("raw_path")
+    written = raw.decode("latin-1") if isinstance(raw, bytes) else quote(path)
+    written = _toggle_slash(written)
+    if written.startswith("//"):  # another host's, to a browser: never
+        return None
+    query = scope.get("query_string", b"").decode("latin-1")
+    return forwarded.root_path(request) + written + (f"?{query}" if query else "")
+
+
+def _toggle_slash(path: str) -> str:
+    """``path`` with its trailing slash dropped, or one added."""
+    return (path.rstrip("/") or "/") if path.endswith("/") else path + "/"
 
 
 def _error(request: Request, err: ApiError) -> Response:

@@ -19,6 +19,8 @@ from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from switchyard.runtime import forwarded
+
 ASSETS = "/docs/assets"
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
@@ -51,20 +53,30 @@ def _headers(html: bytes) -> dict[str, str]:
 
 
 def docs_routes(title: str, openapi_url: str) -> list[BaseRoute]:
-    """``GET /docs`` and its assets under :data:`ASSETS`."""
-    page = get_swagger_ui_html(
-        openapi_url=openapi_url,
-        title=f"{title} - API docs",
-        swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
-        swagger_css_url=f"{ASSETS}/swagger-ui.css",
-        swagger_favicon_url=f"{ASSETS}/favicon.png",
-        # No badge from validator.swagger.io: no request leaves the gateway (nor may, by CSP).
-        swagger_ui_parameters={"validatorUrl": None},
-    )
+    """``GET /docs`` and its assets under :data:`ASSETS`. The page names the schema and its
+    assets under the path prefix the client reached the edge under (``ingress.<edge>.root_path``:
+    at the host's root, behind a proxy serving ``/sy``, the browser fetched ``/openapi.json``
+    and the assets from the host's root, outside the gateway); one page per prefix, built once."""
+    pages: dict[str, HTMLResponse] = {}
 
-    page.headers.update(_headers(bytes(page.body)))
+    def page_for(prefix: str) -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url=prefix + openapi_url,
+            title=f"{title} - API docs",
+            swagger_js_url=f"{prefix}{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{prefix}{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{prefix}{ASSETS}/favicon.png",
+            # No badge from validator.swagger.io: no request leaves the gateway (nor may, by CSP).
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers.update(_headers(bytes(page.body)))
+        return page
 
     async def docs(request: Request) -> HTMLResponse:
+        prefix = forwarded.root_path(request)
+        page = pages.get(prefix)
+        if page is None:
+            page = pages[prefix] = page_for(prefix)
         return page
 
     return [

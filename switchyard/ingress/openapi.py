@@ -11,14 +11,17 @@ provider. Every error response is OpenAI-shaped, with the statuses the edge can 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from switchyard.ingress.batch_openapi import batch_paths
 from switchyard.ingress.fastpath import ANTHROPIC_OPS, ROUTES
 from switchyard.ingress.message_batch_openapi import message_batch_paths
+from switchyard.runtime import forwarded
 from switchyard.runtime.openapi import (
     ANTHROPIC_ERROR_SCHEMA,
     ERROR_SCHEMA,
@@ -330,3 +333,19 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema or base()
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def schema_endpoint(app: FastAPI) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """``GET /openapi.json``: ``app``'s document, whose server is the path prefix the client
+    reached the edge under (``ingress.<edge>.root_path``), when there is one: Swagger UI's "Try
+    it out" and clients generated from the document call under it. (FastAPI's own route reads
+    ASGI's ``root_path``, which the edge does not set: see :mod:`switchyard.runtime.forwarded`.)"""
+
+    async def schema(request: Request) -> JSONResponse:
+        doc = app.openapi()
+        prefix = forwarded.root_path(request)
+        if prefix:
+            doc = {**doc, "servers": [{"url": prefix}]}
+        return JSONResponse(doc)
+
+    return schema

@@ -82,3 +82,25 @@ async def test_every_request_of_the_pages_stays_under_the_prefix(
     escaped = [url for url in requests if not url.startswith(f"{site}/")]
     assert escaped == [], f"requests left {PREFIX}: {escaped}"
     assert failed == [], failed
+
+
+@pytest.mark.parametrize("door", ["strip", "keep"])
+async def test_the_api_docs_page_renders_under_the_prefix(
+    web: Browser, fronted: Fronted, door: str
+) -> None:
+    """``/docs`` under the prefix fetched ``/openapi.json`` and Swagger UI's files from the
+    host's root, outside the gateway: the page stayed blank."""
+    page = web.page
+    site = getattr(fronted, door) + PREFIX
+    requests: list[str] = []
+    failed: list[tuple[int, str]] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
+    await page.goto(f"{site}/docs")
+    await page.wait_for_selector(".opblock", timeout=20_000)
+    listed = await page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/v1/chat/completions" in listed, listed
+    assert f"{site}/openapi.json" in requests, requests
+    escaped = [url for url in requests if not url.startswith(f"{site}/")]
+    assert escaped == [], f"requests left {PREFIX}: {escaped}"
+    assert failed == [], failed
