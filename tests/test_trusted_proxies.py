@@ -175,3 +175,38 @@ async def test_the_sign_in_guard_and_audit_see_the_client_behind_the_proxy(
     seen = {(e["actor"], e["action"], e["ok"], e["source"]) for e in entries}
     assert expected <= seen, entries
     assert [e for e in entries if e["source"] == "127.0.0.1"] == []  # never the proxy's alone
+
+
+async def test_a_proxy_writing_rfc7239_forwarded_is_read_the_same(proxied: Stack) -> None:
+    """Only ``X-Forwarded-For`` was read: behind a proxy that writes ``Forwarded: for=...``
+    (RFC 7239) every client was the proxy again, guarded and audited as one. Its ``for`` nodes
+    are read by the same rule; with both headers, ``X-Forwarded-For`` wins."""
+
+    def guess(forwarded: str, n: int, xff: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer sk-sy-rfc7239-{n}", "Forwarded": forwarded}
+        if xff is not None:
+            headers["X-Forwarded-For"] = xff
+        return headers
+
+    a = 'for="[2001:db8:7239::66]:4711";proto=https, for=127.0.0.1'  # A, then a trusted hop
+    async with _from("127.0.0.1", proxied.tail_url) as proxy:
+        for n in range(FAILED_AUTH_LIMIT):
+            answer = await proxy.post("/v1/chat/completions", json=CHAT, headers=guess(a, n))
+            assert answer.status_code == 401, answer.text
+        assert await _codes(proxy, guess(a, 99)) == [REFUSED] * 3
+        assert await _codes(proxy, guess("for=2001:db8:7239::66", 98)) == [REFUSED] * 3
+        assert await _codes(proxy, guess("for=198.51.100.72", 1)) == [UNKNOWN] * 3  # B
+        # X-Forwarded-For wins: a client's own Forwarded naming A does not get C refused.
+        assert await _codes(proxy, guess(a, 2, xff="198.51.100.73")) == [UNKNOWN] * 3
+    async with _from("127.0.0.1", proxied.gateway_url) as proxy:
+        api = {**proxied.admin_headers(), "Forwarded": "for=198.51.100.74"}
+        made = await proxy.post("/admin/v1/keys", json={"name": "api-rfc7239"}, headers=api)
+        assert made.status_code == 201, made.text
+    sources: set[str] = set()
+    for _ in range(100):  # the gateway's audit view follows the stream a moment behind
+        entries = (await proxied.admin("GET", "/audit?limit=500")).json()["entries"]
+        sources = {e["source"] for e in entries}
+        if "198.51.100.74 via 127.0.0.1" in sources:
+            break
+        await asyncio.sleep(0.1)
+    assert "198.51.100.74 via 127.0.0.1" in sources, sources

@@ -259,8 +259,9 @@ class IngressSettings(Section, frozen=True):
             keys within the window gets 429 for keys that fail until the window has passed;
             valid keys from it still pass (see docs/security.md).
         trusted_proxies: addresses and CIDR networks of reverse proxies whose
-            ``X-Forwarded-For`` names the client (its right-most untrusted entry) for the
-            failed-key and sign-in guards and audit entries; empty: the TCP peer is the client.
+            ``X-Forwarded-For`` (else RFC 7239 ``Forwarded``) names the client (its
+            right-most untrusted entry) for the failed-key and sign-in guards and audit
+            entries; empty: the TCP peer is the client.
         cors_origins: web origins (``https://app.example.com``) whose pages may call the LLM
             API from a browser (CORS on ``/v1/...``; never the admin API or web app); ``*``
             lets any site's pages call it; empty: no CORS (browsers refuse every

@@ -14,6 +14,15 @@ sends: its header is never read. Entries may carry a port (``192.0.2.7:4711``,
 one, in the list and in the answer (a peer's too, once the list is set). With the list empty
 (the default) nothing is parsed: the peer as the server gives it.
 
+A request without ``X-Forwarded-For`` is read the same way from RFC 7239's ``Forwarded``: the
+``for`` node of each element is an entry (:mod:`.rfc7239`; ``for="[2001:db8::7]:4711"``, the
+port dropped, an obfuscated one too). An element without ``for``, or a node that is no
+address (``unknown``, an obfuscated identifier such as ``_hidden``) where one is read, leaves
+the peer as the client, as does a header that does not parse. When both headers come,
+``X-Forwarded-For`` wins and ``Forwarded`` is not read: nearly every proxy writes the former
+and passes a client's own ``Forwarded`` on untouched, so reading that one first would let a
+client behind such a proxy choose its address (and it is what the edge read before).
+
 An audit entry names both when they differ (:meth:`TrustedProxies.audit_source`: ``client
 via peer``): a listed address can name any client it likes, and the entry must still say
 which machine connected.
@@ -28,10 +37,13 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from switchyard.runtime import rfc7239
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 HEADER = b"x-forwarded-for"
+FORWARDED = b"forwarded"  # RFC 7239, read when HEADER is absent
 _PORT = re.compile(r":[0-9]{1,5}")  # used with fullmatch
 
 
@@ -86,8 +98,16 @@ class TrustedProxies:
         host = str(peer[0]) if peer else ""
         if not self._networks:
             return host
-        given = [value for name, value in scope.get("headers", ()) if name == HEADER]
-        return self.client_behind(host, b",".join(given).decode("latin-1") if given else None)
+        given: list[bytes] = []
+        rfc7239_given: list[bytes] = []
+        for name, value in scope.get("headers", ()):
+            if name == HEADER:
+                given.append(value)
+            elif name == FORWARDED:
+                rfc7239_given.append(value)
+        if given or not rfc7239_given:
+            return self.client_behind(host, b",".join(given).decode("latin-1") if given else None)
+        return self.client_forwarded(host, b",".join(rfc7239_given).decode("latin-1"))
 
     def audit_source(self, scope: Mapping[str, Any]) -> str:
         """What an audit entry records as a request's source: the client, and the peer it came
@@ -105,9 +125,25 @@ class TrustedProxies:
         peer = _plain(peer)
         if forwarded_for is None or not self.trusts(address(peer)):
             return peer
+        return self._walk(peer, [address(entry) for entry in forwarded_for.split(",")])
+
+    def client_forwarded(self, peer: str, forwarded: str) -> str:
+        """The client's address for a request from ``peer`` with this RFC 7239 ``Forwarded``
+        (all its lines joined with commas) and no ``X-Forwarded-For``."""
+        peer = _plain(peer)
+        if not self.trusts(address(peer)):
+            return peer
+        nodes = rfc7239.for_nodes(forwarded)
+        if nodes is None:  # a header that does not parse: nothing in it can be believed
+            return peer
+        entries = [None if n is None else address(rfc7239.node_address(n)) for n in nodes]
+        return self._walk(peer, entries)
+
+    def _walk(self, peer: str, entries: list[Address | None]) -> str:
+        """The right-most untrusted address of ``entries`` (the hops, left to right; None:
+        no address), the left-most if all are trusted, ``peer`` if one read is None."""
         found: Address | None = None
-        for entry in reversed(forwarded_for.split(",")):
-            found = address(entry)
+        for found in reversed(entries):
             if found is None:  # malformed where a proxy wrote: nothing here can be believed
                 return peer
             if not self.trusts(found):

@@ -172,3 +172,75 @@ def test_an_audit_source_names_the_proxy_it_came_through() -> None:
 def test_an_audit_source_names_an_ipv6_mapped_proxy_by_its_ipv4_address() -> None:
     scope = {"client": ("::ffff:10.0.0.7", 5000), "headers": [(b"x-forwarded-for", b"203.0.113.9")]}
     assert PROXIES.audit_source(scope) == "203.0.113.9 via 10.0.0.7"
+
+
+def _rfc7239(peer: str, *forwarded: bytes, xff: bytes | None = None) -> dict[str, Any]:
+    headers = [(b"host", b"x"), *((b"forwarded", value) for value in forwarded)]
+    if xff is not None:
+        headers.append((b"x-forwarded-for", xff))
+    return {"client": (peer, 4711), "headers": headers}
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "client"),
+    [
+        (b"for=198.51.100.9", "198.51.100.9"),
+        (b"For=198.51.100.9;proto=https;by=10.0.0.2", "198.51.100.9"),
+        (b'for="198.51.100.9:4711"', "198.51.100.9"),
+        (b'for="[2001:db8:1::7]:4711"', "2001:db8:1::7"),
+        (b'for="[2001:db8:1::7]"', "2001:db8:1::7"),
+        (b"for=[2001:db8:1::7]", "2001:db8:1::7"),  # unquoted, as some proxies write it
+        (b'for="[2001:db8:1::7]:_port1"', "2001:db8:1::7"),  # an obfuscated port
+        (b'for="198.51.100.9:_p"', "198.51.100.9"),
+        # The right-most untrusted hop, as with X-Forwarded-For; the client's own claim left.
+        (b"for=203.0.113.66, for=198.51.100.9;proto=http, for=10.1.2.3", "198.51.100.9"),
+        (b"for=203.0.113.66,, for=198.51.100.9", "198.51.100.9"),  # an empty element
+        (b"for=_hidden, for=198.51.100.9", "198.51.100.9"),  # left of the client: not read
+        (b"for=10.1.2.3, for=10.4.5.6", "10.1.2.3"),  # every hop trusted: the left-most
+    ],
+)
+def test_forwarded_for_names_the_client_behind_a_trusted_proxy(
+    forwarded: bytes, client: str
+) -> None:
+    assert PROXIES.client(_rfc7239("127.0.0.1", forwarded)) == client
+
+
+def test_forwarded_lines_are_one_list_in_order() -> None:
+    scope = _rfc7239("10.0.0.1", b"for=203.0.113.66, for=198.51.100.9", b"for=10.1.2.3")
+    assert PROXIES.client(scope) == "198.51.100.9"
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        b"for=unknown",
+        b"for=_hidden",  # an obfuscated identifier: no address to count
+        b"for=198.51.100.9, proto=https",  # the last hop did not say whom it was reached from
+        b"for=198.51.100.9, for=_hidden",
+        b"for=198.51.100.9;for=203.0.113.5",  # for twice in one element
+        b"for=198.51.100.9 junk",
+        b'for="198.51.100.9',  # an unterminated quoted string
+        b"",
+        b"for=",
+    ],
+)
+def test_a_forwarded_node_that_is_no_address_leaves_the_peer_as_the_client(
+    forwarded: bytes,
+) -> None:
+    assert PROXIES.client(_rfc7239("127.0.0.1", forwarded)) == "127.0.0.1"
+
+
+def test_forwarded_has_the_same_trust_rule() -> None:
+    assert PROXIES.client(_rfc7239("192.0.2.50", b"for=198.51.100.9")) == "192.0.2.50"
+    assert TrustedProxies().client(_rfc7239("127.0.0.1", b"for=198.51.100.9")) == "127.0.0.1"
+    scope = _rfc7239("127.0.0.1", b"for=198.51.100.9")
+    assert PROXIES.audit_source(scope) == "198.51.100.9 via 127.0.0.1"
+
+
+def test_x_forwarded_for_wins_over_forwarded() -> None:
+    """A proxy that writes X-Forwarded-For passes a client's own Forwarded on: reading it
+    would let the client choose its address."""
+    scope = _rfc7239("127.0.0.1", b"for=203.0.113.5", xff=b"198.51.100.9")
+    assert PROXIES.client(scope) == "198.51.100.9"
+    malformed = _rfc7239("127.0.0.1", b"for=203.0.113.5", xff=b"unknown")
+    assert PROXIES.client(malformed) == "127.0.0.1"  # not the Forwarded one either
