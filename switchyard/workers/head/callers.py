@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from switchyard.bus import headers as h
 from switchyard.bus import identities
 from switchyard.bus.envelope import Envelope, new_request_id, refuse_misspelled
+from switchyard.bus.request_info import caller_identity
 from switchyard.errors import AuthenticationFailed
 from switchyard.schemas.keys import ClientKey, current_key_read, hash_key
 from switchyard.workers.head.keys import KeyPolicies
@@ -16,6 +17,23 @@ from switchyard.workers.head.keys import KeyPolicies
 DEPLOYMENT_TEST_KEY = ClientKey(
     id="admin-deployment-test", hash="", name="deployment test", team="admin"
 )
+
+
+async def visible_aliases(
+    keys: KeyPolicies, aliases: list[str], env: Envelope, headers: dict[str, str] | None
+) -> list[str]:
+    """The aliases a models list shows its caller: those its key may use, or, for an edge
+    asking for itself with no client's key, every alias of the table (so it creates their
+    series at 0 before their first request: ``ingress.alias_watch``).
+
+    Raises:
+        AuthenticationFailed: as :func:`authorize`.
+    """
+    caller = caller_identity(headers)
+    if caller in identities.INGRESS_NAMES and not (env.key_hash or env.authorization):
+        return aliases
+    key, _ = await authorize(keys, env, caller, headers)
+    return [a for a in aliases if key.allows(a)]
 
 
 async def authorize(

@@ -61,7 +61,7 @@ from switchyard.schemas.scheduling import (
 from switchyard.telemetry import request_id_var
 from switchyard.workers.head import deadlines, decide, queue_room
 from switchyard.workers.head.admission import Admission
-from switchyard.workers.head.callers import authorize, stamp
+from switchyard.workers.head.callers import authorize, stamp, visible_aliases
 from switchyard.workers.head.dispatch import msg_id, publish_dispatch
 from switchyard.workers.head.keys import KeyPolicies
 from switchyard.workers.head.metrics import (
@@ -279,14 +279,7 @@ class Head:
         self._unanswerable = 0
 
     async def _models(self, env: Envelope, raw: dict[str, str] | None, reply: str) -> None:
-        caller = caller_identity(raw)
-        if caller in identities.INGRESS_NAMES and not (env.key_hash or env.authorization):
-            # An edge asking for itself, with no client's key: every alias of the table, so
-            # it creates their series at 0 before their first request (ingress.alias_watch).
-            visible = self.router.aliases()
-        else:
-            key, _ = await authorize(self.keys, env, caller, raw)
-            visible = [a for a in self.router.aliases() if key.allows(a)]
+        visible = await visible_aliases(self.keys, self.router.aliases(), env, raw)
         listing = ModelList(data=[Model(id=a) for a in visible])
         await replies.send_final(self.nc, reply, encode(listing), request_id=env.request_id)
 
