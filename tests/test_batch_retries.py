@@ -6,9 +6,10 @@ no longer ends a line at once; a line the provider fails every time ends after
 ``retries.FAILED_TIMES`` attempts, one it refuses with 429 every time after
 ``retries.RATE_LIMITED_TIMES``; a client error stays the line's row at once.
 
-Its own stack: ``batch.retry_base_s`` 0.05 s and deployments that cool down 0.2 s after a
-failure, so the waits (0.05 s, 0.15 s, ... and at least the provider's ``Retry-After`` of 2 s
-for a 429) fit a test.
+Its own stack: ``batch.retry_base_s`` 0.02 s and deployments that cool down 0.2 s after a
+failure, so the waits (0.02 s, 0.06 s, ... and at least the provider's ``Retry-After`` of 2 s
+for a 429) fit a test. (At 0.05 s the 429 waits doubled past the 2 s from the seventh on, to
+the 7.5 s bound: 29 s of the rate-limited test instead of ~20 s, asserting the same.)
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ async def retry_stack(
         "limited": {"deployments": [{"provider": "fake", "model": "status:429"}]},
     }
     extra["routing"] = {"cooldown_s": 0.2}
-    extra["batch"] |= {"retry_base_s": 0.05, "progress_s": 0.2}
+    extra["batch"] |= {"retry_base_s": 0.02, "progress_s": 0.2}
     stack = await start_stack(tmp_path_factory.mktemp("retries"), extra)
     try:
         yield stack
