@@ -1,10 +1,10 @@
 """The failover suite on a local 3-node stack (``pytest -m failover``; see tests/failover.py).
 
-One stack for the module; each scenario loads it for 20 s (``failover.SUITE``) with a fresh
-client key while one process is killed and started again. The bar, per scenario: no request
-lost (every client got an answer or a clear error before its timeout), no request billed
-twice, every answered request billed once with the tokens its client saw, and accounting's
-counters equal to the stored usage.
+One stack for the module; each scenario loads it (``failover.SUITE``: 12 s, and 3 s past the
+restarted process's return) with a fresh client key while one process is killed and started
+again. The bar, per scenario: no request lost (every client got an answer or a clear error
+before its timeout), no request billed twice, every answered request billed once with the
+tokens its client saw, and accounting's counters equal to the stored usage.
 Clear errors are allowed only for what was in flight in the killed process itself (a stream
 whose worker or edge died, or whose edge's NATS node died after content was sent).
 """
