@@ -40,12 +40,16 @@ PRIMARY = Deployment(
 BACKUP = Deployment(
     provider="acct-b", model="gpt", price=Price(input_per_token=3e-6, output_per_token=4e-6)
 )
+SPARE = Deployment(provider="acct-b", model="gpt-spare")
 TABLE = RouteTable(
     providers={
         "acct-a": Provider(kind="openai-compatible", api_base="http://a.invalid/v1"),
         "acct-b": Provider(kind="openai-compatible", api_base="http://b.invalid/v1"),
     },
-    routes={"chat": Route(deployments=(PRIMARY, BACKUP))},
+    routes={
+        "chat": Route(deployments=(PRIMARY, BACKUP), fallbacks=("spare",)),
+        "spare": Route(deployments=(SPARE,)),
+    },
 )
 
 
@@ -130,6 +134,9 @@ async def test_spend_is_counted_per_deployment_each_event_once(rig: Rig) -> None
     # Each deployment's series exists before its first spend (Prometheus' increase()).
     assert _spend(rig, PRIMARY.id) == 0
     assert _spend(rig, BACKUP.id) == 0
+    # A fallback alias's deployment spends under the alias the client asked for: its series
+    # under "chat" exists too (a review found it created at its first spend, so lost).
+    assert _spend(rig, SPARE.id) == 0
 
     await _apply(
         rig,

@@ -62,6 +62,20 @@ STREAM_INFO_TIMEOUT_S = 4.0
 UNKNOWN_DEPLOYMENT = "unknown"
 
 
+def served_by(table: RouteTable, alias: str) -> list[str]:
+    """Every deployment a request for ``alias`` may be answered by: the alias's own and, depth
+    first, its fallbacks' (each alias once; unknown fallbacks skipped)."""
+    seen: list[str] = []
+    pending = [alias]
+    while pending:
+        current = pending.pop(0)
+        if current in seen or current not in table.routes:
+            continue
+        seen.append(current)
+        pending = list(table.routes[current].fallbacks) + pending
+    return [d.id for a in seen for d in table.routes[a].deployments]
+
+
 class Accounting:
     def __init__(self, nc: NATS, settings: Settings, proc: Process) -> None:
         metrics = proc.metrics
@@ -131,10 +145,11 @@ class Accounting:
         first scraped value as its start, so the first spend of an alias new to this process
         was missing from ``increase()`` (the dashboard's "Spend, last 24h" read $16.43 where
         the spend endpoints said $19.35). One series per alias of the table and deployment
-        it names."""
-        for alias, route in table.routes.items():
-            for deployment in route.deployments:
-                self._spend.labels(self._alias(alias), self._deployment(deployment.id))
+        it may be served by: its own and its fallbacks' (a fallback's deployment spends under
+        the alias the client asked for)."""
+        for alias in table.routes:
+            for dep_id in served_by(table, alias):
+                self._spend.labels(self._alias(alias), self._deployment(dep_id))
 
     async def start(self) -> None:
         await self.pricing.load()
