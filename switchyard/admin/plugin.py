@@ -9,7 +9,10 @@ audit log in memory, following their buckets and stream.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import time
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -25,7 +28,7 @@ from switchyard.admin.key_presence import KeyPresence
 from switchyard.admin.keys import KeyAdmin
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
-from switchyard.admin.token_audit import RefusalAudit, RefusalCounts
+from switchyard.admin.token_audit import STOP_WRITE_S, RefusalAudit, RefusalCounts
 from switchyard.admin.ui import AdminUi
 from switchyard.admin.ui.signin_guard import counted_as
 from switchyard.bus import identities
@@ -39,6 +42,8 @@ from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.client_address import TrustedProxies
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.shutdown import disconnect
+
+log = logging.getLogger("switchyard.admin")
 
 
 class AdminPlugin:
@@ -125,15 +130,23 @@ class AdminPlugin:
         await self._budgets.start()
 
     async def stop(self) -> None:
-        """Idempotent."""
-        await self._ui.stop()
+        """Idempotent. The audit writes of the counts not said yet (wrong sign-ins, wrong API
+        tokens) share one :data:`STOP_WRITE_S`: the stop must fit in the stack's stop timeout
+        while NATS is away."""
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(STOP_WRITE_S):
+                await self._ui.stop()
+        except TimeoutError:
+            log.error("the wrong sign-ins counted were not written to the audit log at the stop")
+        left = max(0.5, STOP_WRITE_S - (time.monotonic() - began))
         budgets, self._budgets = self._budgets, None
         if budgets is not None:
             await budgets.stop()
         context, self.context = self.context, None
         if context is not None:
             if context.refusals is not None:
-                await context.refusals.stop()
+                await context.refusals.stop(within=left)
             await context.audit_log.stop()
             await context.index.stop()
             if context.batches is not None:

@@ -257,9 +257,9 @@ class RefusalAudit:
         if (self._task is None or self._task.done()) and self._counts.waiting():
             self._task = asyncio.create_task(self._later())
 
-    async def _write(self, taken: Refusals) -> None:
+    async def _write(self, taken: Refusals) -> bool:
         detail = refusal_detail(taken)
-        await self._audit.record(ACTOR, ACTION, "", detail, ok=False, source=taken.source)
+        return await self._audit.record(ACTOR, ACTION, "", detail, ok=False, source=taken.source)
 
     async def _later(self) -> None:
         while (wait := self._counts.next_due(time.time())) is not None:
@@ -267,23 +267,25 @@ class RefusalAudit:
             for taken in self._counts.due(time.time()):
                 await self._write(taken)
 
-    async def stop(self) -> None:
+    async def stop(self, within: float = STOP_WRITE_S) -> None:
         """Writes every count not said yet (:meth:`RefusalCounts.flush`), for at most
-        :data:`STOP_WRITE_S`. Idempotent."""
+        ``within`` seconds; what was not written is counted in one error line. Idempotent."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         entries = self._counts.flush(time.time())
-        written = 0
+        lost, tried = 0, 0
         try:
-            async with asyncio.timeout(STOP_WRITE_S):
+            async with asyncio.timeout(within):
                 for taken in entries:
-                    await self._write(taken)
-                    written += 1
+                    tried += 1
+                    if not await self._write(taken):
+                        lost += taken.count
         except TimeoutError:
-            lost = sum(e.count for e in entries[written:])
+            lost += sum(e.count for e in entries[tried - 1 if tried else 0 :])
+        if lost:
             log.error("%d wrong admin tokens not written to the audit log at the stop", lost)
 
 

@@ -36,7 +36,8 @@ class AuditWriter:
         ok: bool = True,
         source: str = "",
         via: Via | None = None,
-    ) -> None:
+    ) -> bool:
+        """Publish one entry; False (and an error logged) when it could not be stored."""
         entry = AuditEntry(
             ts=time.time(),
             actor=actor,
@@ -53,3 +54,5 @@ class AuditWriter:
             )
         except (NatsError, TimeoutError) as exc:
             log.error("audit entry %s %s by %s not recorded: %s", action, target, actor, exc)
+            return False
+        return True

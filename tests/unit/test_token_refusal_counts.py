@@ -4,7 +4,10 @@ per address, saying how many since the last; a bound on entries an hour, all add
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, cast
+
+import pytest
 
 from switchyard.admin.token_audit import (
     MANY,
@@ -106,8 +109,35 @@ class _Entries:
     def __init__(self) -> None:
         self.written: list[tuple[str, str | None]] = []
 
-    async def record(self, actor: str, action: str, target: str, detail: str, **kw: Any) -> None:
+    async def record(self, actor: str, action: str, target: str, detail: str, **kw: Any) -> bool:
         self.written.append((detail, kw.get("source")))
+        return True
+
+
+class _Refusing(_Entries):
+    """An audit stream that stores nothing (NATS away): ``record`` says so."""
+
+    async def record(self, actor: str, action: str, target: str, detail: str, **kw: Any) -> bool:
+        return False
+
+
+def test_a_stop_that_cannot_write_counts_every_refusal_it_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A write that failed was counted as written: the stop's error line left out the first
+    (and largest, merged) entry's count."""
+    counts = RefusalCounts(per_hour=10, counted_as=counted_as)
+    for i in range(2):
+        assert counts.refused(f"198.51.100.{i}", T0) is not None
+        for n in range(3):
+            assert counts.refused(f"198.51.100.{i}", T0 + 1 + n) is None  # 3 each, waiting
+
+    async def stop() -> None:
+        await RefusalAudit(cast("AuditWriter", _Refusing()), counts).stop(within=1.0)
+
+    with caplog.at_level(logging.ERROR, logger="switchyard.admin"):
+        asyncio.run(stop())
+    assert "6 wrong admin tokens not written" in caplog.text
 
 
 def test_a_refused_call_does_not_walk_every_followed_address() -> None:
