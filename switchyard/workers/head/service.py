@@ -298,7 +298,8 @@ class Head:
     async def _route(
         self, msg: Msg, env: Envelope, reply: str, hop: Hop, named: decide.Named
     ) -> None:
-        by = deadlines.set_by(env, caller_identity(msg.headers), self.settings.ingress)
+        caller = caller_identity(msg.headers)
+        by = deadlines.set_by(env, caller, self.settings.ingress)
         env = self._deadline(env)
         if await self._stale(env, msg, reply):
             return
@@ -311,7 +312,6 @@ class Head:
         # Responses and Messages dialects are checked by their translators.
         body = probe(op, msg.data) if op in PROBES else model_of(msg.data)
         alias = body.model
-        caller = caller_identity(msg.headers)
         if caller not in identities.KEY_HASH_CALLERS:  # capped as the HTTP edges cap theirs
             assert env.deadline is not None  # noqa: S101  (set by _deadline)
             env = env.with_(deadline=env.deadline.capped(self.settings.ingress.max_deadline_s))
