@@ -4,7 +4,9 @@ Every tenant reaches OpenAI with one provider key, so OpenAI would continue any 
 is given. On the session stack, with a native (kind ``openai``) route to the fake upstream
 added for this module: key A's answer (plain and streamed) is continued for A, while key B's
 continuation of it, and one of an id never answered here, are refused 404 in OpenAI's shape
-and never reach the provider.
+and never reach the provider. A key whose secret is rotated continues its own answers with
+the new secret (an answer is bound to the key's id), and an answer recorded before that (bound
+to the secret's hash) is still continued by that secret.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import openai
 import pytest
 import pytest_asyncio
 
+from switchyard.bus import subjects
+from switchyard.schemas.keys import hash_key
 from tests.stacks import Stack
 from tests.upstream import FakeOpenAI
 
@@ -105,3 +109,53 @@ async def test_only_the_creating_key_continues_a_response(
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_rotated_key_continues_its_own_responses_with_the_new_secret(
+    stack: Stack, upstream: FakeOpenAI, native: str
+) -> None:
+    old_secret, record = await stack.new_key("prevresp-rotated")
+    other_secret, _ = await stack.new_key("prevresp-other")
+    old = _client(stack, old_secret)
+    rid = f"resp_{secrets.token_hex(8)}"
+    try:
+        assert (await _create(old, rid)).id == rid
+        await _continued(old, rid)  # recorded
+    finally:
+        await old.close()
+    rotated = await stack.admin("POST", f"/keys/{record.id}/rotate")
+    assert rotated.status_code == 200, rotated.text
+    new, other = _client(stack, rotated.json()["key"]), _client(stack, other_secret)
+    try:
+        assert (await _continued(new, rid)).output_text == "native: what number?"
+        with pytest.raises(openai.NotFoundError):  # still nobody else's
+            await other.responses.create(model=ALIAS, input="x", previous_response_id=rid)
+    finally:
+        await new.close()
+        await other.close()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_an_answer_recorded_by_the_secrets_hash_is_still_its_secrets(
+    stack: Stack, native: str
+) -> None:
+    """What a model-proxy recorded before answers were bound to key ids: the hash of the
+    secret that asked. Its secret continues it; another key does not."""
+    secret, _ = await stack.new_key("prevresp-legacy")
+    other_secret, _ = await stack.new_key("prevresp-legacy-other")
+    rid = f"resp_{secrets.token_hex(8)}"
+    nc = await stack.connect("modelproxy")
+    try:
+        kv = await nc.jetstream(timeout=10).key_value(subjects.RESPONSE_OWNERS_BUCKET)
+        await kv.put(rid, hash_key(secret).encode())
+    finally:
+        await nc.close()
+    mine, other = _client(stack, secret), _client(stack, other_secret)
+    try:
+        assert (await _continued(mine, rid)).output_text == "native: what number?"
+        with pytest.raises(openai.NotFoundError):
+            await other.responses.create(model=ALIAS, input="x", previous_response_id=rid)
+    finally:
+        await mine.close()
+        await other.close()

@@ -12,7 +12,7 @@ from switchyard.schemas.routing import Deployment, Provider, ProviderKind
 from switchyard.workers.modelproxy.dialects import plan
 from switchyard.workers.modelproxy.providers.base import ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
-from switchyard.workers.modelproxy.response_owners import _streamed_id
+from switchyard.workers.modelproxy.response_owners import _owned_by, _owner, _streamed_id
 
 
 def _call(op: str, kind: ProviderKind, **body: Any) -> ProviderCall:
@@ -69,3 +69,16 @@ def test_a_background_response_from_a_bus_caller_is_refused_before_openai() -> N
     assert caught.value.code == "unsupported_parameter"
     adapter, _ = plan(_call("responses", "openai", background=False), Adapters())
     assert adapter is not None
+
+
+def test_an_answer_is_the_keys_and_an_older_record_its_secrets() -> None:
+    hashed = "a" * 64
+    assert _owner("key_1", hashed) == b"id:key_1"
+    assert _owner("", "") == b"internal"
+    assert _owned_by(b"id:key_1", "key_1", hashed)
+    assert _owned_by(b"id:key_1", "key_1", "b" * 64)  # the same key, a rotated secret
+    assert not _owned_by(b"id:key_1", "key_2", hashed)
+    assert _owned_by(hashed.encode(), "key_1", hashed)  # recorded by an older model-proxy
+    assert not _owned_by(hashed.encode(), "key_1", "b" * 64)
+    assert not _owned_by(b"internal", "key_1", hashed)
+    assert not _owned_by(b"id:key_1", "", "")

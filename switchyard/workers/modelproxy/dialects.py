@@ -84,23 +84,23 @@ def plan(
     """The adapter and the call for ``call``'s provider (translating when it must).
 
     ``sent`` is the request's envelope: its id goes with the call (for the provider's logs),
-    and ``owners`` and its ``key_hash`` (the caller's key) bind native Responses answers to
-    the key that asked for them (:mod:`.response_owners`); ``keep`` is told a translated Responses
-    answer's output items unless the request says ``store: false`` (the Response then
-    echoes ``store: true``).
+    and ``owners`` and its ``key_id`` (the caller's key; ``key_hash`` for answers recorded
+    before) bind native Responses answers to the key that asked for them
+    (:mod:`.response_owners`); ``keep`` is told a translated Responses answer's output items
+    unless the request says ``store: false`` (the Response then echoes ``store: true``).
 
     Raises:
         InvalidRequest: the request uses something the translation cannot carry (the error
             names the field), or is malformed; or names a previous response on a native
             deployment while no ``owners`` can check it.
     """
-    key_hash = sent.key_hash if sent is not None else ""
+    key = (sent.key_id, sent.key_hash) if sent is not None else ("", "")
     if sent is not None and sent.request_id:
         call = dataclasses.replace(call, request_id=sent.request_id)
     kind = call.provider.kind
     if call.op in COUNTS:  # a native provider counts its own; every other count is estimated
         if kind in NATIVE[COUNTS[call.op]]:
-            return _native(call, adapters, owners, key_hash), call
+            return _native(call, adapters, owners, key), call
         if kind == "demo":  # counts as it bills: words
             return adapters.for_kind(kind), call
         return adapters.token_estimate(), call
@@ -115,7 +115,7 @@ def plan(
             body = unsigned_thinking_dropped(call.body)
             if body is not call.body:
                 call = dataclasses.replace(call, body=dict(body))
-        native = _native(call, adapters, owners, key_hash)
+        native = _native(call, adapters, owners, key)
         return (Relayed(native) if call.stream else native), call
     context: responses.ResponsesContext | anthropic.MessagesContext
     chat: dict[str, Any]
@@ -138,7 +138,7 @@ def plan(
 
 
 def _native(
-    call: ProviderCall, adapters: Adapters, owners: ResponseOwners | None, key_hash: str
+    call: ProviderCall, adapters: Adapters, owners: ResponseOwners | None, key: tuple[str, str]
 ) -> Adapter:
     """The passthrough; for OpenAI's Responses API (and its token count, which takes a
     ``previous_response_id`` too), one that checks and records whose responses are whose."""
@@ -147,7 +147,7 @@ def _native(
     if owners is None:
         refuse_unbound(call)
         return adapters.passthrough()
-    return Owned(adapters.passthrough(), owners, key_hash)
+    return Owned(adapters.passthrough(), owners, *key)
 
 
 class Translated:

@@ -4,10 +4,16 @@ Every native Responses deployment (kind ``openai``) reaches OpenAI with the prov
 every tenant's stored responses live in one OpenAI organisation, and OpenAI continues whichever
 ``previous_response_id`` it is given: a tenant holding another's response id could continue,
 and so read, that conversation. So a model-proxy remembers, for each native Responses answer it
-passes on, the hash of the client key that asked for it, in the CORE bucket ``sy_response_owners``
-(as long as OpenAI keeps a stored response: 30 days); and a request naming a
-``previous_response_id`` is forwarded only when that id is its own key's. Another key's id, or
-one never seen here, is answered 404 as OpenAI answers an unknown id, and never forwarded.
+passes on, the client key that asked for it, in the CORE bucket ``sy_response_owners`` (as long
+as OpenAI keeps a stored response: 30 days); and a request naming a ``previous_response_id`` is
+forwarded only when that id is its own key's.
+
+A key is named by its id (``id:<key id>``, as the head stamps it after checking the secret:
+no caller can claim another's), so a key whose secret is rotated keeps its conversations. An
+answer recorded before this (its value the hash of the secret that asked, 64 hex digits) is
+still its secret's: read as before, it is continued with that secret, not with a rotated one.
+Another key's id, or one never seen here, is answered 404 as OpenAI answers an unknown id, and
+never forwarded.
 
 Only native Responses requests pay: one bucket write per answer that is stored (``store`` not
 false), and one read per request carrying the field. A streamed answer's write is made after
@@ -65,8 +71,20 @@ _ANSWER = msgspec.json.Decoder(_Response)
 _EVENT = msgspec.json.Decoder(_Event)
 
 
-def _owner(key_hash: str) -> bytes:
+def _owner(key_id: str, key_hash: str) -> bytes:
+    """What is recorded for an answer: the key's id (stable across rotations), else the
+    secret's hash, else ``internal``."""
+    if key_id:
+        return f"id:{key_id}".encode()
     return (key_hash or INTERNAL).encode()
+
+
+def _owned_by(value: bytes | None, key_id: str, key_hash: str) -> bool:
+    """True if a recorded ``value`` is this caller's: its key id, or (an answer recorded
+    before key ids were) the hash of the secret it presents."""
+    if value == _owner(key_id, key_hash):
+        return True
+    return bool(key_hash) and value == key_hash.encode()
 
 
 class ResponseOwners:
@@ -84,8 +102,9 @@ class ResponseOwners:
             self._kv = await self._js.key_value(self._bucket)
         return self._kv
 
-    async def check(self, response_id: object, key_hash: str) -> None:
-        """Pass when ``key_hash``'s key created ``response_id``.
+    async def check(self, response_id: object, key_id: str, key_hash: str) -> None:
+        """Pass when key ``key_id`` (presenting the secret hashed ``key_hash``) created
+        ``response_id``.
 
         Raises:
             NotFound: another key's id, or one not known here (OpenAI's answer to an unknown
@@ -108,26 +127,26 @@ class ResponseOwners:
         except (TimeoutError, NatsError, BusError) as exc:
             log.warning("could not read the owner of a previous response: %s", type(exc).__name__)
             raise _unavailable() from None
-        if entry.value != _owner(key_hash):
+        if not _owned_by(entry.value, key_id, key_hash):
             raise _not_found(response_id)
 
-    def record(self, response_id: object, key_hash: str) -> None:
-        """Remember that ``key_hash``'s key created ``response_id``, in the background."""
+    def record(self, response_id: object, key_id: str, key_hash: str) -> None:
+        """Remember that key ``key_id`` created ``response_id``, in the background."""
         if not isinstance(response_id, str) or _ID.fullmatch(response_id) is None:
             return
         if len(self._pending) >= MAX_PENDING:
             if self._warn.ready():
                 log.warning("too many response owners being written; one was not recorded")
             return
-        task = asyncio.create_task(self._write(response_id, _owner(key_hash)))
+        task = asyncio.create_task(self._write(response_id, _owner(key_id, key_hash)))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def record_now(self, response_id: object, key_hash: str) -> None:
+    async def record_now(self, response_id: object, key_id: str, key_hash: str) -> None:
         """:meth:`record`, waited for (an answer not streamed: its caller may continue as soon
         as it has it); a failure is logged, never raised."""
         if isinstance(response_id, str) and _ID.fullmatch(response_id) is not None:
-            await self._write(response_id, _owner(key_hash))
+            await self._write(response_id, _owner(key_id, key_hash))
 
     async def _write(self, response_id: str, owner: bytes) -> None:
         try:
@@ -166,15 +185,16 @@ def _unavailable() -> ServiceUnavailable:
 class Owned:
     """A native Responses adapter whose continuations are checked and answers recorded."""
 
-    def __init__(self, inner: Adapter, owners: ResponseOwners, key_hash: str) -> None:
+    def __init__(self, inner: Adapter, owners: ResponseOwners, key_id: str, key_hash: str) -> None:
         self._inner = inner
         self._owners = owners
+        self._key_id = key_id
         self._key_hash = key_hash
 
     async def _check(self, call: ProviderCall) -> None:
         previous = call.body.get(FIELD)
         if previous is not None:
-            await self._owners.check(previous, self._key_hash)
+            await self._owners.check(previous, self._key_id, self._key_hash)
 
     def _recorded(self, call: ProviderCall) -> bool:
         # A token count answers no response; an answer not stored cannot be continued.
@@ -189,7 +209,7 @@ class Owned:
             except msgspec.DecodeError:
                 found = None
             # Written before the answer goes back: its caller may continue at once.
-            await self._owners.record_now(found, self._key_hash)
+            await self._owners.record_now(found, self._key_id, self._key_hash)
         return done
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
@@ -204,7 +224,7 @@ class Owned:
                     left = 0
             yield event
             if found is not None:  # after the event went on its way
-                self._owners.record(found, self._key_hash)
+                self._owners.record(found, self._key_id, self._key_hash)
 
     async def close(self) -> None:
         """The inner adapter belongs to the registry, which closes it."""
