@@ -155,9 +155,14 @@ class ProxyMetrics:
         self._metrics.counter_callback(
             sc.RESPONSE_ITEMS,
             "Output items of translated Responses answers kept for later item references, by "
-            "result: stored, or failed (not stored: a later reference to them gets a 404).",
+            "result: stored, failed (not stored: a later reference to them gets a 404), or "
+            "evicted (deleted to keep their tenant within its share).",
             [sc.RESULT],
-            lambda: [(("stored",), items.stored), (("failed",), items.failed)],
+            lambda: [
+                (("stored",), items.stored),
+                (("failed",), items.failed),
+                (("evicted",), items.shares.evicted),
+            ],
         )
 
     def labels(self, op: str, kind: str, model: str, deployment: str) -> CallLabels:
