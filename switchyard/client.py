@@ -50,6 +50,7 @@ from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.bus.cancel_proof import cancel_proof, presented_key_hash
 from switchyard.bus.envelope import Deadline, Envelope
+from switchyard.bus.parts import DEFAULT_MAX_ANSWER_BYTES, Assembly
 from switchyard.bus.probe_answers import ProbeAnswers
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply, payload_room
 from switchyard.bus.unread import MAX_UNREAD_BYTES, MSG_COST, too_slow
@@ -66,6 +67,7 @@ from switchyard.runtime.reply_wait import (
     Expired,
     Expiry,
     ReplyProgress,
+    ReplyQueue,
     Resend,
 )
 from switchyard.runtime.tasks import TaskSupervisor
@@ -107,6 +109,9 @@ class LLMClient:
             consumer (plus ``MSG_COST`` per message); past it the request ends with
             :class:`~switchyard.errors.ReaderTooSlow` and is cancelled. A message that finds
             nothing waiting is always taken in, however large (a whole answer).
+        max_answer_bytes: the largest whole answer taken (``Sy-Parts-Max``): one larger than
+            a bus message comes in parts, joined here (docs/nats-api.md, "Answers in parts");
+            a larger one is a 413 ``answer_too_large``. 0: only what one message carries.
     """
 
     def __init__(
@@ -118,6 +123,7 @@ class LLMClient:
         default_timeout: float = 600.0,
         api_key: str | None = None,
         max_unread_bytes: int = MAX_UNREAD_BYTES,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self._nc = nc
         # Internal callers present a client key (the head checks it); the edges pass a hash.
@@ -129,8 +135,10 @@ class LLMClient:
         self._default_timeout = default_timeout
         self._nuid = NUID()
         self._inbox = nc.new_inbox()  # under the identity's inbox prefix given at connect
-        self._pending: dict[str, _Replies] = {}
+        self._pending: dict[str, ReplyQueue] = {}
         self._max_unread = max_unread_bytes
+        self._max_answer = max(0, max_answer_bytes)
+        self._parts_max = str(self._max_answer) if self._max_answer else ""
         self.unread_bytes = 0  # held across every request: see ``max_unread_bytes``
         self.overflows = 0  # requests ended because their consumer fell behind
         # The last attempt of each request id this client cancelled (the newest CANCELLED_IDS).
@@ -198,14 +206,25 @@ class LLMClient:
         if msg.reply:  # a model-proxy's probe (a keep-alive): answered, so a caller that
             await self.probes.answer(msg.reply)  # crashed is noticed (docs/nats-api.md)
         cost = len(msg.data) + MSG_COST
-        if replies.held and replies.held + cost > self._max_unread:
+        held = replies.held + cost
+        if replies.held and held > self._max_unread and not self._parts(msg, replies, held):
             self._overflow(token, replies)
             return
         replies.held += cost
         self.unread_bytes += cost
         replies.queue.put_nowait(msg)
 
-    def _overflow(self, token: str, replies: _Replies) -> None:
+    def _parts(self, msg: Msg, replies: ReplyQueue, held: int) -> bool:
+        """Whether ``replies``, past ``max_unread_bytes``, are a whole answer's parts (and what
+        follows them): they come one after another, as fast as the model-proxy sends them,
+        and are bounded by ``max_answer_bytes`` instead (the exchange joins them as it takes
+        them). Asked only past the bound: a small answer pays nothing for it."""
+        if not replies.in_parts:
+            kind = msg.headers.get(h.KIND) if msg.headers else None
+            replies.in_parts = kind == ReplyKind.PART.value
+        return replies.in_parts and held <= self._max_answer + self._max_unread
+
+    def _overflow(self, token: str, replies: ReplyQueue) -> None:
         """``replies``' consumer fell behind by more than ``max_unread_bytes``: free what it
         holds now, take no more of its messages, tell the model-proxy the caller left (the
         provider call stops and is billed once, as for a client that disconnected), and
@@ -258,6 +277,8 @@ class LLMClient:
             changes["deadline"] = Deadline.after(seconds)
         if self._auth and not env.authorization:
             changes["authorization"] = self._auth
+        if self._parts_max and not env.parts_max:
+            changes["parts_max"] = self._parts_max
         return env.with_(**changes) if changes else env
 
     async def exchange(  # noqa: PLR0915  (one frame per reply message: no helper on this path)
@@ -288,6 +309,7 @@ class LLMClient:
             ProviderError: the reply path broke after content was already yielded.
             ReaderTooSlow: the consumer fell more than ``max_unread_bytes`` behind.
             PayloadTooLarge: ``body`` is larger than a bus message carries; nothing was sent.
+                Or the answer's parts pass ``max_answer_bytes`` (``answer_too_large``).
         """
         env = self.envelope(envelope)
         deadline = env.deadline
@@ -299,7 +321,7 @@ class LLMClient:
         attempt = max(env.attempt, self._cancelled.get(env.request_id, 0) + 1)
         progress = ReplyProgress()
         ended = sent = left = False
-        replies: _Replies | None = None
+        replies: ReplyQueue | None = None
         try:
             # No timeout scope spans a yield: the consumer runs between yields, and a
             # cancellation aimed at this generator must not land in the consumer's code.
@@ -314,6 +336,7 @@ class LLMClient:
                     break
                 token, replies = self._open(env, attempt, on_overflow)
                 queue = replies.queue
+                parts: Assembly | None = None
                 expiry = Expiry(loop, queue)
                 try:
                     headers = (
@@ -361,6 +384,12 @@ class LLMClient:
                             continue
                         if not progress.admit(reply, loop.time()):
                             continue
+                        if reply.kind is ReplyKind.PART:  # joined here, never yielded
+                            parts = Assembly(self._max_answer) if parts is None else parts
+                            parts.add(reply.body)
+                            continue
+                        if parts is not None and reply.kind is ReplyKind.FINAL:
+                            reply, parts = parts.whole(reply), None
                         ended = reply.kind is ReplyKind.FINAL or reply.kind is ReplyKind.ERROR
                         yield reply
                         if ended:
@@ -417,10 +446,10 @@ class LLMClient:
 
     def _open(
         self, env: Envelope, attempt: int, on_overflow: Callable[[ApiError], None] | None
-    ) -> tuple[str, _Replies]:
+    ) -> tuple[str, ReplyQueue]:
         """A fresh reply token on the inbox, and where its messages go."""
         token = self._nuid.next().decode()
-        replies = _Replies(env, attempt, on_overflow)
+        replies = ReplyQueue(env, attempt, on_overflow)
         if not self._pending:  # the first after a quiet spell: reconnects count from now on
             self._watched_reconnects = self._nc.stats["reconnects"]
             self._busy.set()
@@ -569,20 +598,3 @@ class LLMClient:
 
     def _deadline(self, timeout: float | None) -> Envelope:
         return self.envelope(timeout=timeout)
-
-
-class _Replies:
-    """Where the reply messages of one attempt of a request wait for its consumer: ``held``,
-    what they cost unread (see ``LLMClient.max_unread_bytes``); what a cancel names."""
-
-    __slots__ = ("attempt", "env", "held", "on_overflow", "overflowed", "queue")
-
-    def __init__(
-        self, env: Envelope, attempt: int, on_overflow: Callable[[ApiError], None] | None
-    ) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.env = env
-        self.attempt = attempt
-        self.on_overflow = on_overflow
-        self.held = 0
-        self.overflowed = False

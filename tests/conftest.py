@@ -26,6 +26,9 @@ from tests.upstream import FakeOpenAI
 
 # Aliases of the session stack, each backed by one fake-provider behaviour (see tests/upstream.py).
 CORS_ORIGIN = "https://playground.example"
+# The edges' whole-answer cap on the session stack (``ingress.max_answer_bytes``): under the
+# default 64 MiB, so answers past it (tests/test_large_answers.py) cost less to make.
+SESSION_MAX_ANSWER_BYTES = 24 * 2**20
 SESSION_ROUTES = {
     "gpt-4o-mini": "echo",
     "paced": "paced:20",
@@ -109,7 +112,7 @@ async def stack(
         "modelproxy": {"ack_wait_s": 4, "keepalive_s": 1, "secret_ttl_s": 3},
         # A browser front end's origin (tests/test_http_clients.py); requests without an
         # Origin header, every other test's, are answered as without the setting.
-        "ingress": {"cors_origins": [CORS_ORIGIN]},
+        "ingress": {"cors_origins": [CORS_ORIGIN], "max_answer_bytes": SESSION_MAX_ANSWER_BYTES},
     }
     stack = await start_stack(tmp_path_factory.mktemp("stack"), extra)
     try:

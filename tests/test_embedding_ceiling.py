@@ -1,12 +1,14 @@
-"""Embedding batches whose answer is larger than one bus message, on the session stack.
+"""Embedding batches whose answer is larger than the edges take, on the session stack.
 
-An embeddings answer travels to the edge as one NATS message (8 MiB less 16 KiB for headers).
-400 inputs of 1,536 dimensions as floats (~13 MB, as OpenAI writes them) were a 502
-``answer_too_large`` telling the client to "stream it" (embeddings cannot be streamed) and,
-although the provider did the work and charges for it, billed nothing: a key could run up
-provider cost Switchyard never counted. Now the message says how many inputs of that size fit
-(and that base64 is smaller), and the call is billed its prompt's estimate. It is a 413 with
-``x-should-retry: false``: as a 502, the OpenAI SDK sent it three times, each call billed.
+An embeddings answer travels to the edge as one NATS message (8 MiB less 16 KiB for headers),
+or in parts up to ``ingress.max_answer_bytes`` (24 MiB here; tests/test_answer_parts.py). Past
+one message (as it was then), 400 inputs of 1,536 dimensions as floats (~13 MB, as OpenAI
+writes them) were a 502 ``answer_too_large`` telling the client to "stream it" (embeddings
+cannot be streamed) and, although the provider did the work and charges for it, billed
+nothing: a key could run up provider cost Switchyard never counted. Now the message says how
+many inputs of that size fit (and that base64 is smaller), and the call is billed its prompt's
+estimate. It is a 413 with ``x-should-retry: false``: as a 502, the OpenAI SDK sent it three
+times, each call billed.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ async def _embed(
 @pytest.mark.asyncio(loop_scope="session")
 async def test_an_embeddings_answer_too_large_says_what_fits_and_is_billed(routed: Stack) -> None:
     async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
-        over = await _embed(http, routed, 400, "float", "embedceil-over")
+        over = await _embed(http, routed, 1000, "float", "embedceil-over")
     # A 413 the SDKs do not retry: a 502 each sent three times, each a billed provider call.
     assert over.status_code == 413, over.text[:300]
     assert over.headers["x-should-retry"] == "false", over.headers
@@ -76,7 +78,7 @@ async def test_an_embeddings_answer_too_large_says_what_fits_and_is_billed(route
     assert "stream it" not in error["message"], error  # embeddings are never streamed
     assert "inputs of this size fit" in error["message"], error
     fit = int(error["message"].split("(about ")[1].split(" ")[0])
-    assert 200 < fit < 300, error  # ~22 bytes a dimension: ~245 of 1,536 dimensions
+    assert 600 < fit < 800, error  # ~23 bytes a dimension: ~710 of 1,536 in 24 MiB
     assert "encoding_format base64" in error["message"], error
     event = await routed.usage_of("embedceil-over")
     assert event is not None, "an answer the provider gave (and charges for) went unbilled"
@@ -88,17 +90,17 @@ async def test_an_embeddings_answer_too_large_says_what_fits_and_is_billed(route
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_a_thousand_inputs_of_1536_dimensions_fit_as_base64(routed: Stack) -> None:
-    """What docs/keys-and-limits.md says fits: the OpenAI SDK asks for base64 by default, and
-    LangChain sends 1,000 inputs a call."""
+    """The OpenAI SDK asks for base64 by default, and LangChain sends 1,000 inputs a call:
+    they fit; ~3,050 fit in the 24 MiB the session stack's edges take."""
     async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
         fits = await _embed(http, routed, 1000, "base64", "embedceil-base64")
-        too_many = await _embed(http, routed, 1100, "base64", "embedceil-base64-over")
+        too_many = await _embed(http, routed, 3300, "base64", "embedceil-base64-over")
     assert fits.status_code == 200, fits.text[:300]
     assert len(fits.json()["data"]) == 1000
     assert too_many.status_code == 413, too_many.text[:300]
     message = too_many.json()["error"]["message"]
     assert "encoding_format base64" not in message, message  # it already was
-    assert "(about 10" in message, message  # ~1,010 of them fit
+    assert "(about 30" in message, message  # ~3,050 of them fit
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -1,12 +1,13 @@
-"""A whole answer larger than one bus message may carry, on the session stack.
+"""A whole answer larger than the edges take, on the session stack.
 
 A provider's non-streamed answer travels to the edge as one NATS message, which the server
-caps (``max_payload``, 8 MiB here). A larger one made the model-proxy's send fail outside any
-handling: the client got 500 "internal error in the model proxy" and the log a traceback. It is
-now the client's 413 ``answer_too_large`` saying what to do (a 413, not a 502, which every SDK
-retried, each retry a billed provider call), tried on no other deployment (their answer would
-be as large), and the model-proxy serves on. Nor is it read past the
-bound (32 MiB here, sent without a Content-Length): it was held whole in memory.
+caps (``max_payload``, 8 MiB here), or in parts up to the edges' ``ingress.max_answer_bytes``
+(24 MiB here: tests/test_answer_parts.py). A larger one made the model-proxy's send fail
+outside any handling: the client got 500 "internal error in the model proxy" and the log a
+traceback. It is now the client's 413 ``answer_too_large`` saying what to do (a 413, not a
+502, which every SDK retried, each retry a billed provider call), tried on no other deployment
+(their answer would be as large), and the model-proxy serves on. Nor is it read past the
+bound (34 MiB here, sent without a Content-Length): it was held whole in memory.
 """
 
 from __future__ import annotations
@@ -24,22 +25,25 @@ from switchyard.runtime import semconv as sc
 from switchyard.schemas.routing import deployment_id
 from switchyard.stack.natsconf import MAX_PAYLOAD
 from switchyard.stack.process import ManagedProcess
+from tests.conftest import SESSION_MAX_ANSWER_BYTES
 from tests.stacks import Stack
 from tests.upstream import FakeOpenAI
 
 pytestmark = pytest.mark.integration
 
-OVER_KIB = MAX_PAYLOAD // 1024 + 512  # past max_payload by half a MiB
+OVER_KIB = MAX_PAYLOAD // 1024 + 512  # past max_payload by half a MiB: sent in parts
+OVER_CAP_KIB = SESSION_MAX_ANSWER_BYTES // 1024 + 512  # past what the edges take
 UNDER_KIB = MAX_PAYLOAD // 1024 - 1024  # a MiB under it: still one message
 ERROR_MIB = 256  # a provider's (or a proxy's) error page
 ROUTES = {
     # Two deployments: a failure worth retrying would be tried on the second.
     "large-over": {
         "deployments": [
-            {"provider": "fake", "model": f"bigchunk:{OVER_KIB}"},
-            {"provider": "fake", "model": f"bigchunk:{OVER_KIB + 1}"},
+            {"provider": "fake", "model": f"bigchunk:{OVER_CAP_KIB}"},
+            {"provider": "fake", "model": f"bigchunk:{OVER_CAP_KIB + 1}"},
         ]
     },
+    "large-parts": {"deployments": [{"provider": "fake", "model": f"bigchunk:{OVER_KIB}"}]},
     "large-under": {"deployments": [{"provider": "fake", "model": f"bigchunk:{UNDER_KIB}"}]},
     "large-error": {"deployments": [{"provider": "fake", "model": f"hugeerror:{ERROR_MIB}"}]},
     # Without a Content-Length: refused once what was read passes the bound.
@@ -80,11 +84,13 @@ async def test_an_answer_too_large_for_the_bus_is_a_clear_413_tried_nowhere_else
         over = await _chat(http, routed, "large-over")
         chunked = await _chat(http, routed, "large-chunked")
         under = await _chat(http, routed, "large-under")
+        parts = await _chat(http, routed, "large-parts")
     assert over.status_code == 413, over.text[:300]  # a 502 every SDK retried, each billed
     assert over.headers["x-should-retry"] == "false", over.headers
     error = over.json()["error"]
     assert error["code"] == "answer_too_large", error
     assert "MiB" in error["message"]
+    assert "more than the 24.0 MiB a whole answer may be" in error["message"], error
     assert "stream it" in error["message"]
     assert chunked.status_code == 413, chunked.text[:300]
     assert chunked.json()["error"]["code"] == "answer_too_large"
@@ -98,6 +104,9 @@ async def test_an_answer_too_large_for_the_bus_is_a_clear_413_tried_nowhere_else
     assert under.status_code == 200, under.text[:300]
     content = under.json()["choices"][0]["message"]["content"]
     assert content == "x" * (UNDER_KIB * 1024)
+    # One past what one message carries comes whole, in parts (it was a 413 too).
+    assert parts.status_code == 200, parts.text[:300]
+    assert parts.json()["choices"][0]["message"]["content"] == "x" * (OVER_KIB * 1024)
 
 
 def _provider_errors(samples: list[tuple[str, dict[str, str], float]], deps: list[str]) -> float:

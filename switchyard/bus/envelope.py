@@ -60,6 +60,7 @@ _LIMITS = {
     h.WEIGHT: 16,
     h.AUTHORIZATION: 1024,
     h.BETA: 1024,
+    h.PARTS_MAX: 9,
 }
 MAX_TRIED = 32
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -245,7 +246,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     deployment in ``removed`` (the head clears it before it queues the request again).
     ``priority`` is the caller's wish until the head decides it (the key's default and ceiling
     apply); ``weight`` is the head's only. ``beta`` is the client's ``anthropic-beta``
-    features, passed to Anthropic's own API.
+    features, passed to Anthropic's own API. ``parts_max`` is the caller's: the most bytes of
+    a whole answer it reads in parts (kept as sent; read by the model-proxy alone, with
+    :func:`switchyard.bus.parts.announced`).
     """
 
     request_id: str
@@ -279,6 +282,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     priority: str = ""
     weight: float = 1.0
     beta: str = ""
+    parts_max: str = ""
 
     @classmethod
     def decode(cls, headers: Mapping[str, str] | None) -> Envelope:
@@ -422,6 +426,7 @@ _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     (h.UNFIT_CODE, "unfit_code"),
     (h.UNFIT_PARAM, "unfit_param"),
     (h.DEADLINE_BY, "deadline_by"),
+    (h.PARTS_MAX, "parts_max"),
 )
 
 

@@ -26,7 +26,11 @@ AUTHORIZATION = "Authorization"  # internal callers present their client key her
 REPLY = "Sy-Reply"  # the caller's reply subject, carried through JetStream
 STATUS = "Sy-Status"  # HTTP-like status on replies
 SEQ = "Sy-Seq"  # chunk sequence number, 0-based
-KIND = "Sy-Kind"  # reply message kind: chunk | final | keepalive | error
+KIND = "Sy-Kind"  # reply message kind: chunk | part | final | keepalive | error
+# On a request: its caller reads a whole (non-streamed) answer larger than one bus message sent
+# in parts (``Sy-Kind: part``), up to this many bytes (docs/nats-api.md, "Answers in parts").
+# Without it such an answer is a 413 ``answer_too_large``, as for callers older than parts.
+PARTS_MAX = "Sy-Parts-Max"
 # "1" on an ``error`` that ends a Responses or Messages stream whose last chunk already told the
 # client of the failure in its own dialect (an ``error`` event): a relay adds no second one.
 IN_STREAM = "Sy-Error-In-Stream"

@@ -2,7 +2,9 @@
 
 A request gets, in order: optionally ``accepted`` (the head stored it in a work queue),
 ``keepalive`` messages during provider silence, ``chunk`` messages (``Sy-Seq`` 0..n) for a
-stream, and exactly one ``final`` or ``error`` message; then a zero-length message without
+stream, or ``part`` messages (``Sy-Seq`` 0..n) for a whole answer larger than one message sent
+to a caller that reads them (:mod:`switchyard.bus.parts`), and exactly one ``final`` or
+``error`` message; then a zero-length message without
 headers, which ends the stream and frees the server's reply mapping.
 
 The writers (``send_*``) and the reader (:func:`decode_reply`, :func:`error_from_reply`) live
@@ -37,6 +39,7 @@ __all__ = [
     "send_error",
     "send_final",
     "send_keepalive",
+    "send_part",
     "send_probe",
 ]
 
@@ -45,6 +48,7 @@ class ReplyKind(enum.StrEnum):
     ACCEPTED = "accepted"
     KEEPALIVE = "keepalive"
     CHUNK = "chunk"
+    PART = "part"
     FINAL = "final"
     ERROR = "error"
 
@@ -74,8 +78,9 @@ class Reply:
         body: the payload (an OpenAI response, chunk or error JSON; empty for signals).
         status: HTTP-like status (200 unless an error says otherwise).
         delivery: which delivery of the request a chunk belongs to (see :func:`send_chunk`).
-        seq: a chunk's position in its stream (from 0); on a stream's final message, how many
-            chunks came before it; -1 when absent (non-streaming replies).
+        seq: a chunk's (or part's) position in its stream (from 0); on a stream's final
+            message, how many chunks came before it (on a final sent in parts, how many parts);
+            -1 when absent (non-streaming replies).
         deployment: the deployment that answered (final and error messages, and a stream's
             first chunk), or whose queue took the request (``accepted``).
         attempts: how many deployments the request took (final and error messages, and a
@@ -142,6 +147,8 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
         )
     if kind is ReplyKind.KEEPALIVE:
         return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""))
+    if kind is ReplyKind.PART:  # (after the others: a small answer pays no compare for it)
+        return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""), seq=_int(hdrs.get(h.SEQ), -1))
     return Reply(
         kind, body, request_id=hdrs.get(h.REQUEST_ID, ""), deployment=hdrs.get(h.DEPLOYMENT, "")
     )
@@ -258,6 +265,14 @@ async def send_chunk(
     headers = chunk_headers(
         seq, delivery, deployment=deployment, attempts=attempts, priority=priority
     )
+    await nc.publish(reply, body, headers=headers)
+
+
+async def send_part(nc: NATS, reply: str, seq: int, body: bytes, delivery: str) -> None:
+    """One part of a whole answer larger than one message (:mod:`switchyard.bus.parts`): the
+    framing of a chunk (``Sy-Seq``, ``Sy-Attempt``), under its own kind, so a reader of a
+    stream never takes it for content of its own."""
+    headers = {h.KIND: ReplyKind.PART.value, h.SEQ: str(seq), h.ATTEMPT: delivery}
     await nc.publish(reply, body, headers=headers)
 
 

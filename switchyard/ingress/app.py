@@ -114,6 +114,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
             attempts=settings.ingress.retry_attempts,
             default_timeout=settings.ingress.default_deadline_s,
             max_unread_bytes=settings.ingress.max_unread_bytes,
+            max_answer_bytes=settings.ingress.max_answer_bytes,
         )
         await client.start()
         keys = KeyRing(nc.jetstream(timeout=5), on_refused=edge.waiting.refuse)

@@ -73,6 +73,8 @@ class Edge:
         self.stats: EdgeMetrics | None = None
         self.tracing: Tracing = OFF
         self._max_body = settings.ingress.max_body_bytes
+        # Sy-Parts-Max on every request: whole answers past one message come in parts.
+        self.parts_max = str(settings.ingress.max_answer_bytes or "")
         self.stream_start_s = settings.ingress.stream_start_s
         self.auth_failures = FailedAuthGuard(
             settings.ingress.failed_auth_limit, settings.ingress.failed_auth_window_s

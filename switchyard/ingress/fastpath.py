@@ -364,6 +364,7 @@ def _envelope(
         tenant=key.team,
         traceparent=trace,
         tracestate=trace_state,
+        parts_max=edge.parts_max,
     )
 
 

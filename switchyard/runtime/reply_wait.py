@@ -10,13 +10,15 @@ client's sending and cancelling, because they are pure bookkeeping over reply me
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
 
+from switchyard.bus.envelope import Envelope
 from switchyard.bus.replies import Reply, ReplyKind
-from switchyard.errors import DeadlineExceeded, ProviderError, ServiceUnavailable
+from switchyard.errors import ApiError, DeadlineExceeded, ProviderError, ServiceUnavailable
 
 # Queued for every waiting request when the client's connection reconnected (reply paths lost).
 RECONNECTED = object()
@@ -148,11 +150,14 @@ class ReplyProgress:
 
     def admit(self, reply: Reply, now: float) -> bool:
         """Whether to hand ``reply`` to the caller (chunks once and in order, a stream's final,
-        or the error that ends it after its own error event, only after all its chunks)."""
+        or the error that ends it after its own error event, only after all its chunks; the
+        parts of a whole answer as chunks, and its final after all of them)."""
         if reply.kind is ReplyKind.CHUNK:
             return self.chunk(reply, now)
         if reply.kind is ReplyKind.FINAL or (reply.kind is ReplyKind.ERROR and reply.in_stream):
             return self.final(reply, now)  # an error ending a stream also follows its chunks
+        if reply.kind is ReplyKind.PART:  # a whole answer's parts: ordered as chunks are
+            return self.chunk(reply, now)
         if reply.kind is ReplyKind.KEEPALIVE and reply.delivery:
             self.announced(reply.delivery)
         return True
@@ -213,3 +218,22 @@ class Expiry:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+
+class ReplyQueue:
+    """Where the reply messages of one attempt of a request wait for its consumer: ``held``,
+    what they cost unread (see ``LLMClient.max_unread_bytes``); what a cancel names;
+    ``in_parts``: they are a whole answer's parts (bounded by its cap instead)."""
+
+    __slots__ = ("attempt", "env", "held", "in_parts", "on_overflow", "overflowed", "queue")
+
+    def __init__(
+        self, env: Envelope, attempt: int, on_overflow: Callable[[ApiError], None] | None
+    ) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.env = env
+        self.attempt = attempt
+        self.on_overflow = on_overflow
+        self.held = 0
+        self.overflowed = False
+        self.in_parts = False

@@ -55,7 +55,11 @@ class BatchRunner:
     def __init__(self, nc: NATS, settings: Settings, proc: Process) -> None:
         self.settings = settings
         self.store = BatchStore(nc)
-        self.llm = LLMClient(nc, attempts=1, default_timeout=settings.batch.line_timeout_s)
+        # A line's answer stays one message's worth (its output row is held whole): larger
+        # ones are the line's 413 ``answer_too_large``, as before parts (bus/parts.py).
+        self.llm = LLMClient(
+            nc, attempts=1, default_timeout=settings.batch.line_timeout_s, max_answer_bytes=0
+        )
         self.slots = FairSlots(settings.batch.max_in_flight)
         self.budget = BatchBudget(nc, settings)
         # Whether a running batch's key was revoked or deleted: read apart from the budget's

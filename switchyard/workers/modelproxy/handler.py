@@ -34,7 +34,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from switchyard.bus import replies, subjects
+from switchyard.bus import parts, replies, subjects
 from switchyard.bus.envelope import Envelope, MalformedHeader
 from switchyard.config import Settings
 from switchyard.dialects.probes import COUNTS
@@ -55,7 +55,7 @@ from switchyard.runtime.upstreams import UpstreamGuard
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
-from switchyard.workers.modelproxy import billing, key_echo, probes, redelivery, reroutes
+from switchyard.workers.modelproxy import billing, key_echo, probes, redelivery, reroutes, whole
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.dialects import (
@@ -389,19 +389,8 @@ class Handler:
                 chunks=len(job.chunks) if job.in_stream else None,
                 priority=job.env.priority,
             )
-        elif job.answer is not None:
-            await replies.send_final(
-                job.out(self.nc),
-                job.reply,
-                job.answer,
-                deployment=job.deployment_id,
-                attempts=job.attempts,
-                usage=job.usage,
-                chunks=len(job.chunks) if job.stream else None,
-                end=end,
-                request_id=job.env.request_id,
-                priority=job.env.priority,
-            )
+        elif job.answer is not None:  # (in parts, to a caller that reads them: .whole)
+            await whole.send_final(job.out(self.nc), job, job.answer, end=end)
 
     async def _replay(self, job: Job) -> None:
         """The connection to NATS broke while this request was answered: whatever was in its
@@ -458,13 +447,10 @@ class Handler:
             total_timeout=min(timeouts.stream_s if job.stream else timeouts.request_s, remaining),
             idle_timeout=timeouts.idle_s,
             anthropic_beta=job.env.beta,
-            max_answer_bytes=self._answer_room(),
+            # One bus message's worth, or what a caller that reads parts takes (400 if malformed).
+            max_answer_bytes=parts.answer_room(self.nc.max_payload, job.env.parts_max),
             request=job.msg.data,
         )
-
-    def _answer_room(self) -> int:
-        """The largest whole answer one bus message carries (0: not known)."""
-        return max(0, self.nc.max_payload - replies.HEADERS_ROOM) if self.nc.max_payload else 0
 
     async def _stream(self, job: Job, adapter: Adapter, call: ProviderCall) -> None:
         key = key_echo.needle(call.api_key)

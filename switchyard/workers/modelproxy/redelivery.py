@@ -11,7 +11,9 @@ stream first announces its delivery (a keep-alive naming it, ``Sy-Attempt``) and
 content yet takes the new delivery and stays silent, and its request starts :data:`ASK_S`
 later (after ``ack_wait_s`` of redelivery, a small part). The earlier delivery's call is billed
 by the copy its caller cancelled (:attr:`Job.streamed_before`). Non-streamed answers go out
-whole at the end, so a redelivered one is simply served.
+whole at the end, so a redelivered one is simply served; but one sent in parts (to a caller
+that reads them, ``Sy-Parts-Max``) may have been cut after some of them, so such a caller is
+asked as a stream's is.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ ASK_S = 0.5  # a cancel crosses an edge and back in milliseconds; a loaded one, 
 
 
 async def ask_caller(nc: NATS, job: Job) -> None:
-    """Log the redelivery; for a stream, announce it and wait for a cancel (``job.cancelled``
-    says whether one came)."""
+    """Log the redelivery; for a stream (or a caller that reads parts), announce it and wait
+    for a cancel (``job.cancelled`` says whether one came)."""
     log.info("serving a request delivered %d times", job.msg.metadata.num_delivered)
-    if not job.stream or job.cancelled:
+    # A caller that reads parts may hold some of an earlier delivery's whole answer
+    # (switchyard.bus.parts): asked as a stream's caller is, as it cannot take this one's.
+    if not (job.stream or job.env.parts_max) or job.cancelled:
         return
     try:
         await replies.announce_delivery(nc, job.reply, job.delivery)

@@ -1,0 +1,52 @@
+"""A whole (non-streamed) answer's final message, in parts when one message cannot carry it.
+
+Only a caller that announced it reads parts (``Sy-Parts-Max``) was let have an answer larger
+than one message (:func:`switchyard.bus.parts.answer_room` bounds what the provider's answer
+may be): it gets the answer as ``part`` messages, then the final with an empty body and
+``Sy-Seq`` saying how many parts it follows (:mod:`switchyard.bus.parts`). A replay after a
+reconnect sends them all again, as it sends a stream's chunks: the caller skips those it has.
+Every other answer goes out as it always did, one final message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from switchyard.bus import replies
+from switchyard.bus.parts import send_parts
+from switchyard.workers.modelproxy.job import Job
+
+
+def send_final(nc: NATS, job: Job, body: bytes, *, end: bool) -> Coroutine[Any, Any, None]:
+    """The send, to await, of ``body``, ``job``'s answer, as its final message (after its
+    parts, when it has any), then the terminator if ``end``. A plain function: an answer of
+    one message costs no coroutine more than it did."""
+    room = replies.payload_room(nc.max_payload)
+    if room and len(body) > room and job.env.parts_max and not job.stream:
+        return _in_parts(nc, job, body, room, end=end)
+    return _final(nc, job, body, len(job.chunks) if job.stream else None, end=end)
+
+
+async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) -> None:
+    count = await send_parts(nc, job.reply, body, room, job.delivery)
+    await _final(nc, job, b"", count, end=end)
+
+
+def _final(
+    nc: NATS, job: Job, body: bytes, chunks: int | None, *, end: bool
+) -> Coroutine[Any, Any, None]:
+    return replies.send_final(
+        nc,
+        job.reply,
+        body,
+        deployment=job.deployment_id,
+        attempts=job.attempts,
+        usage=job.usage,
+        chunks=chunks,
+        end=end,
+        request_id=job.env.request_id,
+        priority=job.env.priority,
+    )

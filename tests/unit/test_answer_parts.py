@@ -1,0 +1,102 @@
+"""Whole answers larger than one bus message, in parts: the framing, the caller's ordering and
+cap, and who is let have parts at all (``Sy-Parts-Max``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchyard.bus import headers as h
+from switchyard.bus.envelope import Envelope, MalformedHeader
+from switchyard.bus.parts import Assembly, announced, answer_room
+from switchyard.bus.replies import HEADERS_ROOM, Reply, ReplyKind, decode_reply, final_headers
+from switchyard.errors import PayloadTooLarge, ProviderError
+from switchyard.runtime.reply_wait import GAP_WAIT_S, ReplyProgress
+
+pytestmark = pytest.mark.unit
+
+MAX_PAYLOAD = 8 * 2**20
+ONE_MESSAGE = MAX_PAYLOAD - HEADERS_ROOM
+
+
+def part(seq: int, delivery: str = "1.1") -> Reply:
+    return decode_reply(f"p{seq}".encode(), {h.KIND: "part", h.SEQ: str(seq), h.ATTEMPT: delivery})
+
+
+def test_a_part_is_read_with_a_chunks_framing_under_its_own_kind() -> None:
+    reply = part(3, "2.1")
+    assert (reply.kind, reply.seq, reply.delivery, reply.body) == (ReplyKind.PART, 3, "2.1", b"p3")
+    final = decode_reply(b"", final_headers(chunks=4, usage=None))
+    assert (final.kind, final.seq) == (ReplyKind.FINAL, 4)
+
+
+def test_only_a_caller_that_announced_parts_may_get_more_than_one_message() -> None:
+    assert answer_room(MAX_PAYLOAD, "") == ONE_MESSAGE  # an old caller: today's 413 past it
+    assert answer_room(MAX_PAYLOAD, str(64 * 2**20)) == 64 * 2**20
+    assert answer_room(MAX_PAYLOAD, "1024") == ONE_MESSAGE  # never less than one message
+    assert answer_room(0, "1024") == 0  # max_payload unknown: no bound, as before
+    assert announced("") == 0
+    for bad in ("-1", "lots", "1e9", "1234567890"):
+        with pytest.raises(MalformedHeader) as info:
+            announced(bad)
+        assert info.value.param == h.PARTS_MAX
+
+
+def test_the_announcement_travels_in_the_envelope_as_sent() -> None:
+    env = Envelope.decode({h.REQUEST_ID: "r1", h.PARTS_MAX: "67108864"})
+    assert env.parts_max == "67108864"
+    assert Envelope.decode(env.encode()) == env
+    assert h.PARTS_MAX not in Envelope(request_id="r1").encode()  # absent: not sent
+    with pytest.raises(MalformedHeader):
+        Envelope.decode({h.PARTS_MAX: "1" * 10})  # past its size limit
+
+
+def test_parts_are_admitted_once_and_in_order_and_the_final_waits_for_all() -> None:
+    """A replay (after a failover) sends every part again: each is taken once; a final whose
+    ``Sy-Seq`` is ahead of the parts taken waits for the replay."""
+    progress = ReplyProgress()
+    parts = Assembly(1024)
+    final = Reply(ReplyKind.FINAL, b"", seq=3)
+    order = [part(0), part(2), final, part(0), part(1), part(2), final]
+    finals = []
+    for n, reply in enumerate(order):
+        if not progress.admit(reply, now=float(n)):
+            continue
+        if reply.kind is ReplyKind.PART:
+            parts.add(reply.body)
+        else:
+            finals.append(parts.whole(reply))
+    assert [r.body for r in finals] == [b"p0p1p2"]
+    assert finals[0].seq == 3
+
+
+def test_a_lost_part_ends_the_request_with_an_error_not_a_short_answer() -> None:
+    progress = ReplyProgress()
+    assert progress.admit(part(0), now=0.0)
+    assert not progress.admit(part(2), now=1.0)  # part 1 was lost
+    assert not progress.admit(Reply(ReplyKind.FINAL, b"", seq=3), now=1.0)
+    with pytest.raises(ProviderError) as info:
+        progress.check(None, past_deadline=False, last=False, now=1.0 + GAP_WAIT_S)
+    assert info.value.code == "stream_interrupted"
+
+
+def test_another_delivery_after_parts_ends_the_request() -> None:
+    """A model-proxy that died mid-way: its request's next delivery announces itself (or
+    sends its own parts), which cannot follow the first's."""
+    progress = ReplyProgress()
+    assert progress.admit(part(0, "1.1"), now=0.0)
+    with pytest.raises(ProviderError) as info:
+        progress.admit(Reply(ReplyKind.KEEPALIVE, b"", delivery="1.2"), now=1.0)
+    assert info.value.code == "stream_interrupted"
+    with pytest.raises(ProviderError):
+        progress.admit(part(0, "1.2"), now=1.0)
+
+
+def test_parts_past_the_cap_are_a_413_and_nothing_more_is_held() -> None:
+    parts = Assembly(10)
+    parts.add(b"12345")
+    with pytest.raises(PayloadTooLarge) as info:
+        parts.add(b"678901")
+    assert info.value.status == 413
+    assert info.value.code == "answer_too_large"
+    assert info.value.no_retry
+    assert parts.whole(Reply(ReplyKind.FINAL, b"")).body == b""
