@@ -11,6 +11,7 @@ from switchyard.bus.parts import Assembly, announced, answer_room
 from switchyard.bus.replies import HEADERS_ROOM, Reply, ReplyKind, decode_reply, final_headers
 from switchyard.errors import PayloadTooLarge, ProviderError
 from switchyard.runtime.reply_wait import GAP_WAIT_S, ReplyProgress
+from switchyard.workers.modelproxy.whole import AnswerRooms
 
 pytestmark = pytest.mark.unit
 
@@ -100,3 +101,16 @@ def test_parts_past_the_cap_are_a_413_and_nothing_more_is_held() -> None:
     assert info.value.code == "answer_too_large"
     assert info.value.no_retry
     assert parts.whole(Reply(ReplyKind.FINAL, b"")).body == b""
+
+
+def test_the_model_proxy_reads_an_announcement_once_and_a_malformed_one_each_time() -> None:
+    rooms = AnswerRooms()
+    assert rooms.of(MAX_PAYLOAD, "67108864") == 64 * 2**20
+    assert rooms.of(MAX_PAYLOAD, "67108864") == 64 * 2**20  # (from the memo)
+    assert rooms.of(MAX_PAYLOAD, "") == ONE_MESSAGE
+    for _ in range(2):
+        with pytest.raises(MalformedHeader):
+            rooms.of(MAX_PAYLOAD, "many")
+    for n in range(AnswerRooms.KEPT + 5):  # many values: the memo stays bounded
+        assert rooms.of(MAX_PAYLOAD, str(ONE_MESSAGE + n)) == ONE_MESSAGE + n
+    assert len(rooms._rooms) <= AnswerRooms.KEPT

@@ -34,7 +34,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from switchyard.bus import parts, replies, subjects
+from switchyard.bus import replies, subjects
 from switchyard.bus.envelope import Envelope, MalformedHeader
 from switchyard.config import Settings
 from switchyard.dialects.probes import COUNTS
@@ -137,6 +137,7 @@ class Handler:
             tenant_max_bytes=settings.streams.response_items_tenant_max_bytes,
         )
         self.echoed = key_echo.EchoedKeys()  # provider keys sent back in answers, masked
+        self.rooms = whole.AnswerRooms()  # how large an answer each caller takes (Sy-Parts-Max)
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
         self._keyless = Throttle(10.0)  # a provider key that cannot be fetched, as often
         # Told the deployment of each request handed back (its key could not be fetched here).
@@ -448,7 +449,7 @@ class Handler:
             idle_timeout=timeouts.idle_s,
             anthropic_beta=job.env.beta,
             # One bus message's worth, or what a caller that reads parts takes (400 if malformed).
-            max_answer_bytes=parts.answer_room(self.nc.max_payload, job.env.parts_max),
+            max_answer_bytes=self.rooms.of(self.nc.max_payload, job.env.parts_max),
             request=job.msg.data,
         )
 

@@ -16,8 +16,35 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import replies
-from switchyard.bus.parts import send_parts
+from switchyard.bus.parts import answer_room, send_parts
 from switchyard.workers.modelproxy.job import Job
+
+
+class AnswerRooms:
+    """:func:`~switchyard.bus.parts.answer_room` per request, as one dict lookup: every
+    request of the edges announces the same ``Sy-Parts-Max``, so its value is read once (a
+    few values at most: past :attr:`KEPT` the memo starts again, a caller sending many is
+    read anew each time)."""
+
+    KEPT = 64
+
+    def __init__(self) -> None:
+        self._rooms: dict[tuple[int, str], int] = {}
+
+    def of(self, max_payload: int, parts_max: str) -> int:
+        """The largest whole answer a request may get (:func:`answer_room`).
+
+        Raises:
+            MalformedHeader: ``parts_max`` is not a number of bytes (never kept).
+        """
+        key = (max_payload, parts_max)
+        room = self._rooms.get(key)
+        if room is None:
+            room = answer_room(max_payload, parts_max)
+            if len(self._rooms) >= self.KEPT:
+                self._rooms.clear()
+            self._rooms[key] = room
+        return room
 
 
 def send_final(nc: NATS, job: Job, body: bytes, *, end: bool) -> Coroutine[Any, Any, None]:
