@@ -11,6 +11,8 @@ past the cap, and for a caller that announced no parts, it is the 413 it was.
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +20,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from switchyard.bus import subjects
+from switchyard.bus.replies import Reply, ReplyKind
 from switchyard.client import LLMClient
 from switchyard.errors import ApiError
 from tests.stacks import Stack
@@ -122,3 +126,46 @@ async def test_a_caller_that_reads_no_parts_gets_the_413_it_always_did(routed: S
     assert info.value.status == 413
     assert info.value.code == "answer_too_large"
     assert "more than the 8.0 MiB a whole answer may be" in info.value.message
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_redelivered_request_of_a_caller_that_reads_parts_is_announced_first(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """Its model-proxy may have died after some parts, which the next delivery's cannot
+    follow: so the next delivery names itself before its provider call, as a stream's does
+    (docs/nats-api.md, "Answers in parts"), and a caller holding parts ends the request and
+    cancels the copy. A caller with nothing yet (here: the model-proxy died during its
+    provider call) just takes the new delivery's answer."""
+    nc = await routed.connect("app")
+    called = len(upstream.calls_for("slow:1500"))
+    try:
+        async with LLMClient(nc, api_key=routed.api_key) as llm:
+
+            async def one(i: int) -> list[Reply]:
+                body = {"model": "slow", "messages": [{"role": "user", "content": f"p{i}"}]}
+                exchange = llm.exchange(subjects.CHAT, json.dumps(body).encode())
+                return [reply async for reply in exchange]
+
+            tasks = [asyncio.create_task(one(i)) for i in range(6)]
+            deadline = time.monotonic() + 15
+            while len(upstream.calls_for("slow:1500")) - called < 6:
+                assert time.monotonic() < deadline, "the requests never reached the provider"
+                await asyncio.sleep(0.02)
+            routed.kill("modelproxy-1")
+            answers = await asyncio.gather(*tasks)
+    finally:
+        await nc.close()
+        proc = routed.process("modelproxy-1")
+        await proc.start()
+        assert await proc.wait_healthy(30)
+    assert all(replies[-1].kind is ReplyKind.FINAL for replies in answers)
+    announced = [
+        r.delivery
+        for replies in answers
+        for r in replies
+        if r.kind is ReplyKind.KEEPALIVE and r.delivery
+    ]
+    assert announced, "no redelivery named itself"
+    assert all(d.endswith(".2") for d in announced), announced
