@@ -84,6 +84,7 @@ async def agents(
             "midfail": {"deployments": [{"provider": "chat-only", "model": "midfail"}]},
             "cutshort": {"deployments": [{"provider": "chat-only", "model": "cutshort"}]},
             "nousage": {"deployments": [{"provider": "chat-only", "model": "nousage"}]},
+            "batched": {"deployments": [{"provider": "chat-only", "model": "batched:8"}]},
             "latename": {"deployments": [{"provider": "chat-only", "model": "latename"}]},
             "thinkcall": {"deployments": [{"provider": "chat-only", "model": "thinkcall"}]},
             "bigchunk": {"deployments": [{"provider": "chat-only", "model": "bigchunk:600"}]},
@@ -950,16 +951,16 @@ _NOUSAGE: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 async def _nousage(
-    agents: Stack, dialect: str, stream: bool
+    agents: Stack, dialect: str, stream: bool, model: str = "nousage"
 ) -> tuple[httpx.Response, dict[str, Any]]:
     """The answer to the 7-word request in ``dialect``, and its key's spend."""
-    api_key, record = await agents.new_key(f"nousage-{dialect}-{stream}")
+    api_key, record = await agents.new_key(f"{model}-{dialect}-{stream}")
     path, body = _NOUSAGE[dialect]
     headers = {"authorization": f"Bearer {api_key}", "anthropic-version": "2023-06-01"}
     async with httpx.AsyncClient(timeout=30) as client:
         answer = await client.post(
             agents.tail_url + path,
-            json={"model": "nousage", "stream": stream, **body},
+            json={"model": model, "stream": stream, **body},
             headers=headers,
         )
     assert answer.status_code == 200, answer.text
@@ -978,6 +979,20 @@ async def test_an_answer_without_usage_costs_the_same_in_every_dialect(agents: S
             _, spend = await _nousage(agents, dialect, stream)
             billed[dialect, stream] = spend["completion_tokens"]
     assert all(7 <= tokens <= 10 for tokens in billed.values()), billed
+
+
+async def test_a_stream_without_usage_is_billed_the_text_it_delivered(agents: Stack) -> None:
+    """A streamed answer without the provider's count was billed a completion token per chunk
+    delivered: a server that sends many words a chunk (here 8 KiB of text in two chunks,
+    ~2,000 tokens) was billed 3 tokens as a chat stream, 4 as a Messages or Responses one.
+    Each is now billed a quarter token per byte of the text delivered, as a whole answer is."""
+    billed: dict[str, float] = {}
+    for dialect in _NOUSAGE:
+        answer, spend = await _nousage(agents, dialect, True, model="batched")
+        assert answer.text.count("word") >= 1600, answer.text[:200]
+        billed[dialect] = spend["completion_tokens"]
+    # 2 x 819 x "word " (and the space between the chunks): 8,191 bytes, 2,048 tokens.
+    assert all(billed[d] == 2048 for d in billed), billed
 
 
 async def test_messages_and_responses_show_the_estimate_they_are_billed(agents: Stack) -> None:
@@ -1100,7 +1115,8 @@ async def test_a_native_stream_cut_after_its_opening_count_bills_what_was_sent(
     agents: Stack, edge: str
 ) -> None:
     """Anthropic's message_start already says 1 output token: a stream cut after it counted
-    that, however much was delivered."""
+    that, however much was delivered. It is billed what it delivered (its text, a quarter
+    token per byte), when that is more."""
     api_key, record = await agents.new_key("cut-native")
     headers = {"x-api-key": api_key, "anthropic-version": "2023-06-01"}
     body = {"model": "cut-anthropic", "max_tokens": 16, "stream": True}
@@ -1109,7 +1125,7 @@ async def test_a_native_stream_cut_after_its_opening_count_bills_what_was_sent(
     delivered = len([e for e in events if e != "error"])
     assert delivered >= 3, events
     spend = await _key_usage(agents, record.id, at_least=1)
-    assert spend["completion_tokens"] >= delivered
+    assert spend["completion_tokens"] == -(-len(REPLY[0]) // 4) == 2  # "Hello", not 1
 
 
 def test_a_streamed_answer_that_is_no_event_stream_goes_elsewhere(agents: Stack, edge: str) -> None:

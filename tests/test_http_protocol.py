@@ -459,7 +459,7 @@ async def test_client_disconnect_mid_stream_cancels_the_provider_call_and_bills_
 ) -> None:
     """A streaming client that leaves after a few chunks: the edge tells the model-proxies,
     the one serving it closes the provider's response (the fake provider sees the cut long
-    before its 300 chunks), and the usage event bills the chunks delivered, with status 499."""
+    before its 300 chunks), and the usage event bills the text delivered, with status 499."""
     body = json.dumps({**CHAT, "model": "trickle", "stream": True}).encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", _port(edge))
     writer.write(_post(edge, body, b"X-Request-Id: walk-away-1\r\n"))
@@ -482,7 +482,7 @@ async def test_client_disconnect_mid_stream_cancels_the_provider_call_and_bills_
         await asyncio.sleep(0.2)
     assert event is not None
     assert event.status == 499
-    assert 3 <= event.completion_tokens < 300
+    assert 2 <= event.completion_tokens < 300  # at least "t0 t1 t2" (8 bytes)
     assert event.prompt_tokens > 0
     assert event.prompt_tokens_estimated == event.prompt_tokens  # no count came: an estimate
 

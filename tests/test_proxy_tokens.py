@@ -185,7 +185,8 @@ async def test_tokens_of_stopped_calls_count_as_billed(stack: Stack) -> None:
     by_id = {e.request_id.split(".", 1)[0]: e for e in events}
     stopped = [by_id[i] for i in left]
     assert {e.status for e in stopped} == {499}
-    assert all(e.prompt_tokens > 0 and e.completion_tokens >= 3 for e in stopped)
+    # Billed what they delivered: at least "t0 t1 t2" (8 bytes, 2 tokens).
+    assert all(e.prompt_tokens > 0 and e.completion_tokens >= 2 for e in stopped)
     assert by_id[failed].prompt_tokens_estimated > 0  # billed an estimate: no count came
     tokens = f"{sc.CLIENT_TOKEN_USAGE}_sum"
     for dep in (slow, broken):

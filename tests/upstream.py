@@ -35,6 +35,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``hugeerror:<mib>``: answers 500 with an HTML page of ``<mib>`` MiB, without a
   Content-Length;
 * ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``);
+  ``batched:<kib>``: the same, streaming ``<kib>`` KiB of text in two chunks (a server that
+  sends many words a chunk);
 * ``latename`` (with tools): streams its tool call as litellm translates Gemini's, the id and
   the first arguments before the name, with reasoning (``reasoning_content``) between the
   argument fragments; ``thinkcall`` (with tools): its tool call named at once, the same
@@ -307,8 +309,8 @@ class FakeOpenAI:
             usage["prompt_tokens"] += cached
             usage["total_tokens"] += cached
             usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
-        counted = model != "nousage"
         kind, _, arg = str(model).partition(":")
+        counted = model != "nousage" and kind != "batched"
         if not body.get("stream") and kind in ("bigchunk", "bigchunked"):
             text = "x" * (int(arg) * 1024)
         if not body.get("stream"):
@@ -341,6 +343,8 @@ class FakeOpenAI:
             pace, words = int(arg) / 1000, [f"t{i}" for i in range(300)]
         if kind == "bigchunk":
             words = ["x" * (int(arg) * 1024)]
+        if kind == "batched":  # <kib> KiB of words in two chunks (and no usage: see counted)
+            words = ["word " * (int(arg) * 1024 // 10)] * 2
         if kind == "cutshort":
             await self._chunks(resp, model, ["half", "an"], 0.0)
             await resp.write_eof()

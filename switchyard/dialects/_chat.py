@@ -151,6 +151,22 @@ class Message(msgspec.Struct, frozen=True):
             return self.reasoning_content
         return self.reasoning if isinstance(self.reasoning, str) else ""
 
+    def generated(self) -> int:
+        """The UTF-8 bytes the model generated in this message or delta: its text, refusal,
+        reasoning and tool calls' names and arguments (what an estimate counts when the
+        server reports no usage: :mod:`switchyard.workers.modelproxy.estimate`)."""
+        c = self.content  # (a text delta, nearly every chunk, reads only this)
+        total = len(c.encode()) if isinstance(c, str) else len(self.text().encode())
+        if self.reasoning_content or self.reasoning:
+            total += len(self.thought().encode())
+        if self.refusal:
+            total += len(self.refusal.encode())
+        for call in self.tool_calls or ():
+            f = call.function
+            if f is not None:
+                total += len((f.name or "").encode()) + len((f.arguments or "").encode())
+        return total
+
     def text(self) -> str:
         """``content`` as text (some servers send a list of ``{"type":"text"}`` parts)."""
         c = self.content
@@ -186,6 +202,15 @@ class ChatCompletion(msgspec.Struct, frozen=True):
     model: str | None = None
     choices: list[Choice] | None = None
     usage: ChatUsage | None = None
+
+    def generated(self) -> int:
+        """The UTF-8 bytes generated in every choice (:meth:`Message.generated`)."""
+        total = 0
+        for choice in self.choices or ():
+            m = choice.delta or choice.message
+            if m is not None:
+                total += m.generated()
+        return total
 
     def first(self) -> Choice | None:
         """Choice 0: the dialects have no ``n``, so only the first answer is translated."""

@@ -189,7 +189,8 @@ def test_unsigned_thinking_is_not_relayed_to_anthropic() -> None:
 
 async def test_a_translated_stream_without_usage_counts_the_providers_chunks() -> None:
     """A tool call's arguments are held until the call ends (one frame for them all), so an
-    estimate counting the frames billed a 40-fragment call about 2 output tokens."""
+    estimate counting the frames billed a 40-fragment call about 2 output tokens. Every
+    fragment's arguments count (a quarter token per byte, as a whole answer's)."""
     from switchyard.dialects import anthropic
     from switchyard.workers.modelproxy.dialects import Translated
 
@@ -219,7 +220,9 @@ async def test_a_translated_stream_without_usage_counts_the_providers_chunks() -
                 "tool_calls": [
                     {
                         "index": 0,
-                        "function": {"arguments": '{"a":' if i == 0 else ' "b"' if i == 39 else ""},
+                        "function": {
+                            "arguments": '{"a": "' if i == 0 else '"' if i == 39 else "abcdefgh"
+                        },
                     }
                 ]
             }
@@ -237,4 +240,5 @@ async def test_a_translated_stream_without_usage_counts_the_providers_chunks() -
     events = [e async for e in translated.stream(call)]
     usage = events[-1].usage
     assert usage is not None
-    assert usage.completion_tokens >= len(fragments)
+    # "bash", then '{"a": "', 38 x "abcdefgh", '"' and "}": 317 bytes.
+    assert usage.completion_tokens == -(-(4 + 7 + 38 * 8 + 1 + 1) // 4) == 80

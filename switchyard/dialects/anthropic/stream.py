@@ -94,6 +94,9 @@ class MessagesStream:
         self._refused = False
         self._matched: str | int | None = None
         self._usage: _chat.ChatUsage | None = None
+        # Bytes the chat chunks generated (text, reasoning, tool calls): the estimate of an
+        # answer its server did not count.
+        self.generated = 0
 
     @property
     def message_id(self) -> str:
@@ -113,6 +116,7 @@ class MessagesStream:
         if self._closed or chunk == b"[DONE]":
             return b""
         c = _chat.decode(chunk)
+        self.generated += c.generated()
         out: list[bytes] = []
         if c.usage is not None:
             self._usage = c.usage

@@ -154,6 +154,9 @@ class ResponsesStream:
         self._keys = _chat.CallKeys()
         self._finish: str | None = None
         self._usage: _chat.ChatUsage | None = None
+        # Bytes the chat chunks generated (text, reasoning, tool calls): the estimate of an
+        # answer its server did not count.
+        self.generated = 0
 
     @property
     def response_id(self) -> str:
@@ -179,6 +182,7 @@ class ResponsesStream:
         if self._closed or chunk == b"[DONE]":
             return b""
         c = _chat.decode(chunk)
+        self.generated += c.generated()
         out: list[bytes] = []
         if not self._started:
             self._model = c.model

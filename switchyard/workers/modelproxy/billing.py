@@ -43,25 +43,26 @@ def billed(job: Job) -> tuple[Usage, bool] | None:
         if failed and not job.chunks and not job.undelivered:
             return None  # a failure that delivered nothing
         return estimated_usage(job), True
-    if job.status != 200 and len(job.chunks) > usage.completion_tokens:
-        # Ended early with only its opening count: what was delivered is at least a chunk a
-        # token.
-        sent = len(job.chunks)
-        return msgspec.structs.replace(
-            usage, completion_tokens=sent, total_tokens=usage.prompt_tokens + sent
-        ), True
+    if job.status != 200 and job.chunks:
+        # Ended early, maybe with only its opening count: what was delivered is at least its
+        # estimate.
+        sent = estimate.tokens(job.chunks.generated())
+        if sent > usage.completion_tokens:
+            return msgspec.structs.replace(
+                usage, completion_tokens=sent, total_tokens=usage.prompt_tokens + sent
+            ), True
     # A translated Messages or Responses answer showed its client Switchyard's estimate.
     return usage, isinstance(usage, estimate.Estimated)
 
 
 def estimated_usage(job: Job) -> Usage:
     """The estimate of :mod:`.estimate`: the prompt as the edge estimated it (a quarter token
-    per byte, inline media at most ``MEDIA_TOKENS`` each); a
-    streamed chunk one completion token, a whole answer a quarter token per byte of what it
-    generated (its text and tool calls, not its JSON); embeddings have no completion."""
+    per byte, inline media at most ``MEDIA_TOKENS`` each); an answer, streamed or whole, a
+    quarter token per byte of what it delivered (its text, reasoning and tool calls, not its
+    JSON); embeddings have no completion."""
     prompt = estimate.prompt_tokens(job.msg.data)
     if job.chunks:
-        completion = len(job.chunks)
+        completion = estimate.tokens(job.chunks.generated())
     elif isinstance(job.answer, bytes):
         completion = estimate.answer_tokens(job.env.op, job.answer)
     elif job.undelivered and job.env.op != "embed":

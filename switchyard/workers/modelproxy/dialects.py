@@ -188,9 +188,6 @@ class Translated:
                 self._context, input_tokens=estimate.prompt_tokens(call.request)
             )
         sent = 0  # events with frames: the chunks the handler sends and counts
-        # The provider's chunks: what an estimate counts (tool-call arguments held back until
-        # the call ends make no frames of their own, and a ping is no generated token).
-        received = 0
         reported: Usage | None = None  # the provider's count, however it came
         # Frames of the provider's opening chunks (a role alone): sent with its first content,
         # so a failure before it is still one before content (rerouted; see .stream_watch).
@@ -199,7 +196,6 @@ class Translated:
             async for event in self._inner.stream(call):
                 frames = b""
                 if event.payload is not None:
-                    received += 1
                     frames = out.feed(event.payload)
                     if not opened:
                         opened = has_content(event.payload)
@@ -216,8 +212,9 @@ class Translated:
                 yield StreamEvent(out.fail(exc), out.usage)
             raise
         usage = out.usage or reported
-        if usage is None:  # shown and billed: a provider chunk a token, the closing one included
-            usage = estimate.estimated(call.request, received + 1)
+        if usage is None:  # shown and billed: what the provider's chunks generated, as a
+            # whole answer counts it (a chunk a token billed 3 for a one-chunk answer of 8 KiB)
+            usage = estimate.estimated(call.request, estimate.tokens(out.generated))
         closing = held + out.finish(usage)  # (held: a stream without any content)
         if self._keep is not None and isinstance(out, responses.ResponsesStream):
             self._keep(out.output)

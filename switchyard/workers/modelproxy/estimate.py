@@ -2,9 +2,7 @@
 
 The prompt is the edge's own TPM estimate of the request
 (:func:`switchyard.schemas.prompt_estimate.prompt_tokens`: a quarter token per byte, each inline
-image, audio clip or file at most ``MEDIA_TOKENS``). A
-streamed answer counts a completion token per chunk delivered (OpenAI-style streams carry about
-one token each: :mod:`.billing` counts them). A whole answer counts a quarter token per byte,
+image, audio clip or file at most ``MEDIA_TOKENS``). An answer counts a quarter token per byte,
 rounded up, of what the model generated, not of the JSON around it: the message text, its
 refusal and reasoning, each tool call's name and arguments; in a Messages body the text,
 thinking and tool_use blocks (name and input); in a Response the output items' text, refusals,
@@ -13,6 +11,14 @@ the same in every dialect, streamed or not (the envelope of a Response alone was
 Embeddings generate nothing. Only the fields named are decoded; a body that does not decode as
 its operation's answer counts its bytes.
 
+A streamed answer counts the same fields of the chunks delivered (:func:`chunk_size`): a chat
+chunk's deltas (text, refusal, reasoning, tool calls' names and argument fragments), a Messages
+stream's text, thinking and ``input_json`` deltas and its tool_use blocks' names, a Responses
+stream's ``*.delta`` strings and its items' names (never the ``*.done`` events, which repeat
+them). It counted a token per chunk: a provider that sends several words a chunk, or one chunk
+for a whole answer of 8 KiB, was billed 3 tokens for ~2,000. The chunks are read only when the
+bill needs it, i.e. never for a stream its provider counted (:class:`.replay.SentChunks`).
+
 A Messages or Responses answer translated from chat is estimated before it is sent, from the
 chat answer (or its chunks) with these same rules, and shows the estimate as its usage: that
 usage (:class:`Estimated`) is then what it is billed.
@@ -20,6 +26,7 @@ usage (:class:`Estimated`) is then what it is billed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -56,16 +63,28 @@ def answer_tokens(op: str, body: bytes) -> int:
         return 0
     decoder = _DECODERS.get(op)
     if decoder is None:
-        return _tokens(len(body))
+        return tokens(len(body))
     try:
         answer = decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return _tokens(len(body))
-    return _tokens(answer.generated())
+        return tokens(len(body))
+    return tokens(answer.generated())
 
 
-def _tokens(size: int) -> int:
+def tokens(size: int) -> int:
+    """The tokens of ``size`` bytes of generated text: a quarter token per byte, rounded up."""
     return -(-size // BYTES_PER_TOKEN)
+
+
+def chunk_size(op: str) -> Callable[[bytes], int]:
+    """How many bytes of generated content one streamed chunk of ``op`` delivered (see the
+    module): a chat or legacy completion chunk is its JSON, a Messages or Responses one its
+    SSE frames (a translated chunk may hold several)."""
+    if op == "embed":
+        return _nothing
+    if op in ("messages", "responses"):
+        return _frames_size
+    return _chat_chunk_size
 
 
 def _size(*values: Any) -> int:
@@ -99,15 +118,32 @@ class _Part(msgspec.Struct, frozen=True):
 
 
 class _ChatMessage(msgspec.Struct, frozen=True):
+    """A chat answer's ``message``, or a chunk's ``delta``: the same fields."""
+
     content: str | list[_Part] | None = None
     refusal: Any = None
     reasoning_content: Any = None
+    reasoning: Any = None  # newer vLLM's, Ollama's and OpenRouter's name for it
     tool_calls: list[_ToolCall] | None = None
     function_call: _Function | None = None
+
+    def generated(self) -> int:
+        if isinstance(self.content, list):
+            total = _size(*(part.text for part in self.content))
+        else:
+            total = _size(self.content)
+        # A server sending both names sends the same text twice.
+        thought = self.reasoning_content or (
+            self.reasoning if isinstance(self.reasoning, str) else None
+        )
+        total += _size(self.refusal, thought)
+        calls = [c.function for c in self.tool_calls or ()] + [self.function_call]
+        return total + sum(_size(f.name, f.arguments) for f in calls if f is not None)
 
 
 class _Choice(msgspec.Struct, frozen=True):
     message: _ChatMessage | None = None
+    delta: _ChatMessage | None = None  # a chunk's
     text: Any = None  # a legacy completion's
 
 
@@ -118,16 +154,9 @@ class _Chat(msgspec.Struct, frozen=True):
         total = 0
         for choice in self.choices or ():
             total += _size(choice.text)
-            m = choice.message
-            if m is None:
-                continue
-            if isinstance(m.content, list):
-                total += _size(*(part.text for part in m.content))
-            else:
-                total += _size(m.content)
-            total += _size(m.refusal, m.reasoning_content)
-            calls = [c.function for c in m.tool_calls or ()] + [m.function_call]
-            total += sum(_size(f.name, f.arguments) for f in calls if f is not None)
+            for m in (choice.message, choice.delta):
+                if m is not None:
+                    total += m.generated()
         return total
 
 
@@ -176,9 +205,80 @@ class _Response(msgspec.Struct, frozen=True):
         return total
 
 
+# ---- streamed chunks ---------------------------------------------------------------------
+
+
+class _EventDelta(msgspec.Struct, frozen=True):
+    text: Any = None
+    thinking: Any = None
+    partial_json: Any = None  # a tool_use block's input, in fragments
+
+
+class _EventBlock(msgspec.Struct, frozen=True):
+    text: Any = None
+    thinking: Any = None
+    name: Any = None
+
+
+class _EventItem(msgspec.Struct, frozen=True):
+    name: Any = None
+
+
+class _Event(msgspec.Struct, frozen=True):
+    """A Messages or Responses stream event: Anthropic's ``delta`` is an object, a Response's
+    a string (the text, arguments, summary or refusal added)."""
+
+    type: str = ""
+    delta: str | _EventDelta | None = None
+    content_block: _EventBlock | None = None  # Messages' content_block_start
+    item: _EventItem | None = None  # Responses' output_item.added (and .done: not counted)
+
+    def generated(self) -> int:
+        d = self.delta
+        if isinstance(d, str):
+            return 0 if self.type in _NOT_GENERATED else len(d.encode())
+        total = _size(d.text, d.thinking, d.partial_json) if d is not None else 0
+        b = self.content_block
+        if b is not None:
+            total += _size(b.text, b.thinking, b.name)
+        if self.item is not None and self.type == "response.output_item.added":
+            total += _size(self.item.name)
+        return total
+
+
+# String deltas that are no generated text: a Response's audio, in base64.
+_NOT_GENERATED = frozenset({"response.audio.delta"})
+_CHAT_CHUNK = msgspec.json.Decoder(_Chat)
+_EVENT = msgspec.json.Decoder(_Event)
+_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+def _nothing(payload: bytes) -> int:
+    return 0
+
+
+def _chat_chunk_size(payload: bytes) -> int:
+    try:
+        return _CHAT_CHUNK.decode(payload).generated()
+    except _ERRORS:
+        return len(payload)
+
+
+def _frames_size(payload: bytes) -> int:
+    total = 0
+    for line in payload.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue  # (an event's name, a blank line)
+        try:
+            total += _EVENT.decode(line[5:]).generated()
+        except _ERRORS:
+            total += len(line) - 5
+    return total
+
+
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
-    "chat": msgspec.json.Decoder(_Chat),
-    "complete": msgspec.json.Decoder(_Chat),
+    "chat": _CHAT_CHUNK,
+    "complete": _CHAT_CHUNK,
     "messages": msgspec.json.Decoder(_Message),
     "responses": msgspec.json.Decoder(_Response),
 }

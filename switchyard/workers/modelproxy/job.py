@@ -15,6 +15,7 @@ from switchyard.errors import ApiError
 from switchyard.schemas.openai import Usage
 from switchyard.schemas.routing import Deployment, Provider
 from switchyard.schemas.timeouts import CallTimeouts, call_timeouts
+from switchyard.workers.modelproxy import estimate
 from switchyard.workers.modelproxy.heartbeat import InFlight
 from switchyard.workers.modelproxy.replay import SentChunks
 
@@ -57,8 +58,9 @@ class Job:
     dispatched_at: float = 0.0
     # The reconnect count, when the job started, of the connection its replies go on.
     reconnects: int = 0
-    # What was streamed: counted, and kept for a replay up to a bound (see .replay).
-    chunks: SentChunks = field(default_factory=SentChunks)
+    # What was streamed: counted, and kept for a replay up to a bound (see .replay); measured
+    # as its op's chunks for a bill without the provider's count (.estimate).
+    chunks: SentChunks = field(init=False)
     answer: bytes | ApiError | None = None  # the final body or error sent, for a replay
     in_stream: bool = False  # the last chunk told the caller of the error, in its dialect
     ended: bool = True  # the answer went out with its terminator (see ``_unbroken``)
@@ -72,6 +74,7 @@ class Job:
     stop: asyncio.Timeout | None = None
 
     def __post_init__(self) -> None:
+        self.chunks = SentChunks(size=estimate.chunk_size(self.env.op))
         if self.inflight.out is not None:
             self.reconnects = self.inflight.out.stats["reconnects"]
         self.stored_at = self.dispatched_at = self.msg.metadata.timestamp.timestamp()
