@@ -179,11 +179,14 @@ def _wrapped(body: bytes, content: int, escape: int, closes: int) -> bool:
     if width < _MIN_WIDTH or not body.startswith(brk, escape):
         return False
     line = width + len(brk)
+    # The last line ends with a break too, as encoders write it (the string may end there).
+    last = closes - len(brk) if body.startswith(brk, closes - len(brk)) else closes
     for a in range(content, closes, _STRIDE):
         end = a - (a - content) % line + width  # where the line of ``a`` breaks
         if end + len(brk) <= closes and not body.startswith(brk, end):
             return False
-        if a < end and _LINE.fullmatch(body, a, min(a + 64, end, closes)) is None:
+        stop = min(a + 64, end, last)
+        if a < stop and _LINE.fullmatch(body, a, stop) is None:
             return False
     return True
 
