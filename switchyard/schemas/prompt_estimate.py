@@ -1,8 +1,10 @@
 """A request's prompt in tokens, estimated from its JSON body: ~4 bytes per token, each inline
-image, audio clip or video (its base64 in one line or wrapped in lines, of either alphabet;
-in a bare media field, only base64 that opens with a known file's signature)
-:data:`MEDIA_TOKENS`, each inline document (a PDF, or a data URL of another type) a token
-per :data:`DOCUMENT_CHARS` characters of its base64, at least ``MEDIA_TOKENS``, and a prompt
+image or audio clip (its base64 in one line or wrapped in lines, of either alphabet; in a bare
+media field, only base64 that opens with a known file's signature) :data:`MEDIA_TOKENS`, each
+inline video a token per :data:`VIDEO_CHARS` characters of its base64 and each inline document
+(a PDF, or a data URL of another type) a token per :data:`DOCUMENT_CHARS`, both at least
+``MEDIA_TOKENS``, an inline text file (a data URL of ``text/*``, or base64 that decodes to
+text: a byte-order mark, or readable UTF-8) a token per 4 bytes of its text, and a prompt
 sent as token ids (an embedding ``input`` or a completion ``prompt`` of integers) one token
 per id.
 
@@ -20,7 +22,15 @@ Anthropic text document's ``data: "the_quick_brown_fox_..."``) passed for base64
 looked at, 886 KB of it ~1,000 tokens: a bare field's string is media only when its first
 bytes decode to a file's signature, which text never does. A document counted 1,000 tokens
 too, where providers bill it by its text: a 3 MB PDF is 100,000 tokens and more, admitted
-under ``tpm`` at 1,000 and billed 1,000 when no usage came (:data:`DOCUMENT_CHARS`).
+under ``tpm`` at 1,000 and billed 1,000 when no usage came (:data:`DOCUMENT_CHARS`). So did
+a video, which providers bill by its length (Gemini ~300 tokens a second: a 20 MB clip is
+~30,000; :data:`VIDEO_CHARS`). And a text file was counted by what its first bytes looked
+like: one in UTF-16 (Windows' "Unicode" text, ``FF FE`` first) passed for an MP3 frame, and
+one whose text opens as a signature does ("ID3 tags...", "RIFF...") for that file, 1,000
+tokens for megabytes of text; one in a data URL of another type (``application/json``,
+``application/octet-stream``) was a document, a sixth of its text. Text is now counted as
+text wherever it comes (:func:`_is_text`), a token per 4 bytes once decoded (its base64 is a
+third longer).
 """
 
 from __future__ import annotations
@@ -40,8 +50,16 @@ MEDIA_TOKENS = 1000
 # KB a page, counts more than it is billed until its usage corrects it; its bytes as text (3
 # bytes a token) would refuse as ``request_too_large`` documents a key can run.
 DOCUMENT_CHARS = 32
+# A video's characters of base64 per token: a token per 768 bytes of the file. Providers bill
+# video by its length (Gemini: 258 tokens a second of frames at its default resolution, 32 of
+# sound), which its bytes tell without parsing it only roughly: a web or phone MP4 at 720p is
+# 1.5-3 Mbit/s, 190-375 KB a second, so ~250-500 tokens a second here, a 20 MB clip ~27,000.
+# A low-bitrate clip counts less than it is billed, a 1080p one more, until its usage corrects
+# it; 1,000 flat was a thirtieth of a 20 MB clip's bill.
+VIDEO_CHARS = 1024
 # Only a string longer than MEDIA_TOKENS x 4 bytes counts for less than its bytes, so the body
 # is looked at every _STRIDE bytes, under half that: each such string has a look in its base64.
+# (Base64 of text counts 3/16 of its bytes, so a shorter one counts a third more: no matter.)
 _STRIDE = 2048
 # Base64, of either alphabet (URL-safe: "-" and "_" for "+" and "/").
 _RUN = re.compile(rb"[A-Za-z0-9+/_-]{64}")
@@ -54,9 +72,11 @@ _LINE = re.compile(rb"[A-Za-z0-9+/=_-]+")
 _DATA_URL = re.compile(
     rb'"data:(?P<type>[^",;\\]{0,128});base64,(?=[A-Za-z0-9+/_-]{%d})' % _MIN_WIDTH
 )
-# The media types of a data URL counted as one image, recording or video; text/* is text,
-# counted by its bytes; any other type is a document.
-_MEDIA_TYPES = (b"image/", b"audio/", b"video/")
+# The media types of a data URL counted as one image or recording; video/* is counted by its
+# size, text/* as text; any other type is a document (unless its bytes are text: _is_text).
+_MEDIA_TYPES = (b"image/", b"audio/")
+# What an inline file counts as (:func:`_media`).
+_MEDIA, _VIDEO, _DOCUMENT, _TEXT = range(4)
 # What a look lands in: base64 (``media``), unbroken or wrapped in lines (JSON-escaped "\n" or
 # "\r\n" breaks, as `base64` in a shell and MIME write it, every 76 characters: up to the
 # next break, taken whole, then the next line); else maybe an array of token ids (integers,
@@ -77,8 +97,10 @@ _IDS_BYTES = b"0123456789,[] \t\r\n"
 # file_data, b64_json), up to the string's opening quote.
 _MEDIA_FIELD = re.compile(rb'"(?:data|file_data|b64_json)"\s*:\s*"$')
 # How the files a media field holds start (PNG, JPEG, GIF, RIFF: WEBP and WAV, PDF, MP3's ID3
-# tag, OGG, FLAC, Matroska/WebM), besides MP4's, M4A's and HEIC's "ftyp" at their 4th byte
-# and an MPEG audio frame (:func:`_mpeg_audio`). Readable text decodes to none of them.
+# tag, OGG, FLAC), besides MP4's, M4A's and HEIC's "ftyp" at their 4th byte (:func:`_ftyp`),
+# Matroska/WebM's (a video) and an MPEG audio frame (:func:`_mpeg_audio`). Text may open as
+# some do ("ID3 tags..."): it is told apart first (:func:`_is_text`), as a file's first bytes
+# (binary sizes, versions, flags) are never all readable.
 _SIGNATURES = (
     b"\x89PNG\r\n\x1a\n",
     b"\xff\xd8\xff",
@@ -88,8 +110,20 @@ _SIGNATURES = (
     b"ID3",
     b"OggS",
     b"fLaC",
-    b"\x1a\x45\xdf\xa3",
 )
+_MATROSKA = b"\x1a\x45\xdf\xa3"
+# The brands of an "ftyp" file that are no video: M4A/M4B/M4P audio, HEIF/HEIC/AVIF images.
+_FTYP_NOT_VIDEO = frozenset(
+    {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B ", b"heic", b"heix", b"hevc", b"hevx"}
+    | {b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
+)
+# Byte-order marks: UTF-8's, UTF-16's (and UTF-32's) little- and big-endian.
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+# Characters of readable text besides the printable ones: tab, line feed, form feed, return.
+_LAYOUT = str.maketrans("", "", "\t\n\x0c\r")
+# The characters of base64 read for a file's first bytes (:func:`_head`): within the first
+# line of wrapped base64 (at least _MIN_WIDTH), enough to tell text from a file.
+_HEAD_CHARS = 32
 # The URL-safe alphabet's two characters, as the standard alphabet writes them.
 _STANDARD = bytes.maketrans(b"-_", b"+/")
 
@@ -143,19 +177,20 @@ def _spans(body: bytes) -> list[tuple[int, int, int]]:
 
 def _media(body: bytes, opens: int, closes: int, at: int) -> int:
     """The tokens the JSON string of ``body`` from the quote at ``opens`` to the one at
-    ``closes``, base64 at ``at``, counts for as inline media longer than ``MEDIA_TOKENS`` x 4
-    bytes; 0 when it is not such media (its bytes count).
+    ``closes``, base64 at ``at``, counts for as an inline file longer than ``MEDIA_TOKENS`` x 4
+    bytes; 0 when it is no such file (its bytes count).
 
     It is when it is a ``data:...;base64,`` URL or a file's base64 as the value of a media
     field (``data``, ``file_data``, ``b64_json``: base64 elsewhere, in a text part, is billed
     as text; :func:`_media_content`), holds no space, which base64 never does, and is base64
     wherever it is looked at: unbroken (no escape), or wrapped in lines (:func:`_wrapped`).
-    A document counts a token per ``DOCUMENT_CHARS`` of its base64, anything else
-    ``MEDIA_TOKENS``.
+    An image or a recording counts ``MEDIA_TOKENS``, a video a token per ``VIDEO_CHARS`` of
+    its base64 and a document a token per ``DOCUMENT_CHARS`` (both at least ``MEDIA_TOKENS``),
+    a text file a token per 4 bytes of its text (3 bytes per 4 characters of base64).
     """
     if closes - opens <= 4 * MEDIA_TOKENS:
         return 0
-    content, document = _media_content(body, opens)
+    content, kind = _media_content(body, opens)
     if content < 0 or body.find(b" ", opens, closes) >= 0:
         return 0
     escape = body.find(b"\\", content, closes)
@@ -165,7 +200,14 @@ def _media(body: bytes, opens: int, closes: int, at: int) -> int:
         encoded = all(_RUN.match(body, a) for a in range(at + _STRIDE, closes - 64, _STRIDE))
     if not encoded:
         return 0
-    return max(MEDIA_TOKENS, (closes - content) // DOCUMENT_CHARS) if document else MEDIA_TOKENS
+    size = closes - content
+    if kind == _TEXT:
+        return size * 3 // 16
+    if kind == _VIDEO:
+        return max(MEDIA_TOKENS, size // VIDEO_CHARS)
+    if kind == _DOCUMENT:
+        return max(MEDIA_TOKENS, size // DOCUMENT_CHARS)
+    return MEDIA_TOKENS
 
 
 def _wrapped(body: bytes, content: int, escape: int, closes: int) -> bool:
@@ -215,33 +257,73 @@ def _token_ids(body: bytes, opens: int, closes: int, at: int) -> tuple[int, int,
     return first, end, body.count(b",", first, end) + 1
 
 
-def _media_content(body: bytes, opens: int) -> tuple[int, bool]:
+def _media_content(body: bytes, opens: int) -> tuple[int, int]:
     """Where the base64 of the string opening at ``opens`` starts when it is a base64 data
-    URL (not of text), or base64 of a file as the value of a media field (a look at the ~24
+    URL, or base64 of a file or of text as the value of a media field (a look at the ~24
     bytes before it for the field's name, then at the file's first bytes: readable text in
-    the URL-safe alphabet, as in an Anthropic text document's ``data``, is no file), -1 when
-    it is neither; and whether it is a document: a PDF, or a data URL of a type other than
-    an image's, a recording's or a video's."""
+    the URL-safe alphabet, as in an Anthropic text document's ``data``, decodes to neither),
+    -1 when it is neither; and what it counts as (:func:`_url_kind`, :func:`_field_kind`)."""
     url = _DATA_URL.match(body, opens)
     if url is not None:
-        kind = url["type"].lower()
-        if kind.startswith(b"text/"):
-            return -1, False
-        document = not kind.startswith(_MEDIA_TYPES)
-        return url.end(), document or _head(body, url.end()).startswith(b"%PDF-")
+        return url.end(), _url_kind(_head(body, url.end()), url["type"].lower())
     if _MEDIA_FIELD.search(body, max(0, opens - 24), opens + 1) is not None:
-        head = _head(body, opens + 1)
-        if head.startswith(_SIGNATURES) or head[4:8] == b"ftyp" or _mpeg_audio(head):
-            return opens + 1, head.startswith(b"%PDF-")
-    return -1, False
+        kind = _field_kind(_head(body, opens + 1))
+        if kind is not None:
+            return opens + 1, kind
+    return -1, _MEDIA
+
+
+def _url_kind(head: bytes, declared: bytes) -> int:
+    """What a data URL's file of the media type ``declared``, opening with ``head``, counts
+    as: a PDF a document, text (``text/*``, or :func:`_is_text`) text, whatever type the URL
+    says; else ``video/*`` a video, ``image/*`` and ``audio/*`` media, any other a document."""
+    if head.startswith(b"%PDF-"):
+        return _DOCUMENT
+    if declared.startswith(b"text/") or _is_text(head):
+        return _TEXT
+    if declared.startswith(b"video/"):
+        return _VIDEO
+    return _MEDIA if declared.startswith(_MEDIA_TYPES) else _DOCUMENT
+
+
+def _field_kind(head: bytes) -> int | None:
+    """What a media field's file opening with ``head`` counts as: a PDF a document, text
+    (:func:`_is_text`) text, else as its signature says; None without one (no file)."""
+    if head.startswith(b"%PDF-"):
+        return _DOCUMENT
+    if _is_text(head):
+        return _TEXT
+    if head.startswith(_MATROSKA):
+        return _VIDEO
+    if head[4:8] == b"ftyp":
+        return _MEDIA if head[8:12] in _FTYP_NOT_VIDEO else _VIDEO
+    if head.startswith(_SIGNATURES) or _mpeg_audio(head):
+        return _MEDIA
+    return None
+
+
+def _is_text(head: bytes) -> bool:
+    """Whether ``head``, a file's first bytes, are a text file's: a byte-order mark, or UTF-8
+    (its last character maybe cut) of printable characters, tabs and line breaks only. No
+    binary format's opening is: its sizes, versions and flags hold control bytes."""
+    if head.startswith(_BOMS):
+        return True
+    try:
+        text = head.decode()
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3 or exc.reason != "unexpected end of data":
+            return False
+        text = head[: exc.start].decode()
+    return len(text) >= 8 and text.translate(_LAYOUT).isprintable()
 
 
 def _head(body: bytes, content: int) -> bytes:
-    """The first 12 bytes the base64 at ``content`` decodes to (of either alphabet: the first
-    line of wrapped base64 is longer); empty when its first 16 characters are not base64."""
+    """The first bytes the base64 at ``content`` decodes to (24, of either alphabet: the
+    first line of wrapped base64 is longer); empty when its first ``_HEAD_CHARS`` characters
+    are not base64."""
     try:
         return binascii.a2b_base64(
-            body[content : content + 16].translate(_STANDARD), strict_mode=True
+            body[content : content + _HEAD_CHARS].translate(_STANDARD), strict_mode=True
         )
     except binascii.Error:
         return b""

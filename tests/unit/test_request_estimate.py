@@ -11,7 +11,12 @@ import pytest
 from switchyard.dialects.probes import probe_messages, probe_responses
 from switchyard.ingress.estimate import request_tokens
 from switchyard.schemas.openai import probe
-from switchyard.schemas.prompt_estimate import DOCUMENT_CHARS, MEDIA_TOKENS, prompt_tokens
+from switchyard.schemas.prompt_estimate import (
+    DOCUMENT_CHARS,
+    MEDIA_TOKENS,
+    VIDEO_CHARS,
+    prompt_tokens,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -409,13 +414,94 @@ def test_a_document_counts_a_token_per_32_characters_of_its_base64() -> None:
     responses = _json({"model": "m", "input": [{"role": "user", "content": [pdf]}]})
     assert tokens <= _tokens("responses", responses) <= tokens + 50
     assert _tokens("responses", responses, tpm=20_000) > 20_000  # too large for such a key
-    # A small document counts MEDIA_TOKENS at least; text in a data URL counts its bytes.
+    # A small document counts MEDIA_TOKENS at least; text in a data URL counts its text.
     small = base64.b64encode(PDF[:20_000]).decode()
     body = _chat([{"type": "file", "file": {"file_data": f"data:application/pdf;base64,{small}"}}])
     assert MEDIA_TOKENS <= prompt_tokens(body) <= MEDIA_TOKENS + 50
     text = base64.b64encode(b"words and words " * 20_000).decode()
     body = _chat([{"type": "file", "file": {"file_data": f"data:text/plain;base64,{text}"}}])
-    assert prompt_tokens(body) == len(body) // 4
+    assert 80_000 <= prompt_tokens(body) <= 80_000 + 50  # 320,000 bytes of text
+
+
+# 400 KB of text: 100,000 tokens, however it is encoded or labelled.
+TEXT = "A line of a log file, or of a CSV, with words and numbers: 12, 34.5, six.\n" * 5_400
+
+
+def _text_file(data: bytes) -> tuple[str, int]:
+    """``data`` in base64, and the tokens its text counts (a token per 4 bytes)."""
+    return base64.b64encode(data).decode(), len(data) // 4
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xfe" + TEXT.encode("utf-16-le"),  # Windows "Unicode" text: an MP3 frame's sync
+        b"\xef\xbb\xbf" + TEXT.encode(),  # UTF-8 with a byte-order mark
+        ("ID3 tags, as read from the files:\n" + TEXT).encode(),  # an MP3's signature
+        ("RIFF chunks of the WAV files, listed:\n" + TEXT).encode(),
+        ("GIF89a and PNG icons, by size:\n" + TEXT).encode(),
+        TEXT.encode(),
+    ],
+    ids=["utf-16", "utf-8-bom", "id3", "riff", "gif", "plain"],
+)
+def test_a_text_file_counts_as_its_text(data: bytes) -> None:
+    """A text file's base64 in a media field counted 1,000 tokens when its first bytes looked
+    like a file's (UTF-16's byte-order mark passes for an MPEG audio frame, a text may open
+    with "ID3"), else its base64's bytes, a third more than its text; in a data URL of a
+    type other than text/* (application/json, application/octet-stream, image/svg+xml) it
+    was a document, a token per 32 characters: a sixth of its text. Each counts its text."""
+    b64, tokens = _text_file(data)
+    parts: list[dict[str, Any]] = [
+        {"type": "file", "file": {"file_data": b64, "filename": "a.txt"}},
+        {"type": "input_audio", "input_audio": {"data": b64, "format": "mp3"}},
+    ]
+    for kind in ("text/plain", "application/json", "application/octet-stream", "image/svg+xml"):
+        parts.append({"type": "file", "file": {"file_data": f"data:{kind};base64,{b64}"}})
+    for part in parts:
+        assert tokens <= prompt_tokens(_chat([part])) <= tokens + 50, str(part)[:90]
+    # In lines of 76, their breaks counted too (2 characters in 78).
+    wrapped = _chat([{"type": "file", "file": {"file_data": _wrapped(data)}}])
+    assert tokens <= prompt_tokens(wrapped) <= tokens * 78 // 76 + 50
+
+
+def test_a_file_is_not_taken_for_text() -> None:
+    """Every file's opening holds bytes no text has: they stay media, documents or video."""
+    for kind, head in FILES.items():
+        data = head + bytes(range(256)) * 40
+        b64 = base64.b64encode(data).decode()
+        tokens = prompt_tokens(_chat([{"type": "file", "file": {"file_data": b64}}]))
+        assert MEDIA_TOKENS <= tokens <= MEDIA_TOKENS + 50, kind
+
+
+# 3 MiB of an MP4 video (ISO base media, brand "isom"), and of a WebM one.
+MP4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00" + bytes(range(256)) * 12_288
+WEBM = FILES["webm"] + bytes(range(256)) * 12_288
+
+
+def test_a_video_counts_by_its_size() -> None:
+    """A video counted 1,000 tokens, as an image does, where providers bill it by its length
+    (Gemini ~300 tokens a second: a 3 MB clip of ~10 s is ~3,000): it counts a token per
+    VIDEO_CHARS characters of its base64, at least 1,000. Audio and images stay 1,000."""
+    for data, url_type in ((MP4, "video/mp4"), (WEBM, "video/webm")):
+        b64 = base64.b64encode(data).decode()
+        tokens = len(b64) // VIDEO_CHARS  # 4,096
+        assert tokens == 4096
+        for part in (
+            {"type": "video_url", "video_url": {"url": f"data:{url_type};base64,{b64}"}},
+            {"type": "file", "file": {"file_data": f"data:{url_type};base64,{b64}"}},
+            {"type": "file", "file": {"file_data": b64}},  # told by its signature
+        ):
+            assert tokens <= prompt_tokens(_chat([part])) <= tokens + 50, str(part)[:90]
+        lines = _chat([{"type": "file", "file": {"file_data": _wrapped(data, url_safe=True)}}])
+        assert tokens <= prompt_tokens(lines) <= tokens * 78 // 76 + 50  # (breaks counted)
+    # A short clip counts 1,000 at least; an M4A (ftyp too) is audio, a HEIC an image.
+    clip = base64.b64encode(MP4[:100_000]).decode()
+    short = {"type": "video_url", "video_url": {"url": f"data:video/mp4;base64,{clip}"}}
+    assert MEDIA_TOKENS <= prompt_tokens(_chat([short])) <= MEDIA_TOKENS + 50
+    for kind in ("m4a", "heic"):
+        b64 = base64.b64encode(FILES[kind] + bytes(range(256)) * 12_288).decode()
+        part = {"type": "file", "file": {"file_data": b64}}
+        assert MEDIA_TOKENS <= prompt_tokens(_chat([part])) <= MEDIA_TOKENS + 50, kind
 
 
 def test_base64_in_lines_is_media_wherever_its_last_look_lands() -> None:
