@@ -6,9 +6,7 @@ written or read neither fails an answer nor forwards a request
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,6 @@ from switchyard.schemas.routing import Provider
 from switchyard.stack.provision import _ensure_stream
 from switchyard.workers.modelproxy.dialects import resolve_references
 from switchyard.workers.modelproxy.response_items import ResponseItems
-from tests.stacks import Stack
 from tests.support import jetstream_server
 from tests.unit.demo_calls import demo_call
 
@@ -148,75 +145,3 @@ async def test_switched_off_nothing_is_kept_or_read(nc: NATS) -> None:
         await items.resolve(_referencing("msg_0001"), "t")
     native = dataclasses.replace(_referencing("msg_0001"), provider=Provider(kind="openai"))
     assert await resolve_references(native, items, "t") is native
-
-
-async def _kept(items: ResponseItems, tenant: str, n: int) -> bool:
-    try:
-        await items.resolve(_referencing(f"msg_{n:04d}"), tenant)
-    except NotFound:
-        return False
-    return True
-
-
-@pytest.mark.asyncio
-async def test_a_tenant_past_its_share_loses_its_own_oldest_items_not_others(nc: NATS) -> None:
-    """One tenant storing large answers into a full bucket: without a share the bucket's own
-    bound pushed every other tenant's items out; with one, that tenant's oldest go first, down
-    to nine tenths of its share, and the others' stay."""
-    js = nc.jetstream(timeout=10)
-    await _ensure_stream(js, response_items_stream_config(_settings()))
-    share = 256 * 1024
-    items = ResponseItems(nc, tenant_max_bytes=share)
-    items.keep([_message(9000)], "team-quiet")
-    await items.close()
-    for n in range(40):  # ~40 KiB each: 1.6 MiB into a bucket of 1 MiB
-        items.keep([_message(n, 40 * 1024)], "team-loud")
-        await items.close()
-    assert (items.stored, items.failed) == (41, 0)
-    assert await _kept(items, "team-quiet", 9000)
-    kept = [n for n in range(40) if await _kept(items, "team-loud", n)]
-    assert kept == list(range(40 - len(kept), 40))  # its newest, in a row
-    assert 40 * 1024 * len(kept) <= share
-    assert items.shares.evicted == 40 - len(kept)
-    info = await js.stream_info(STREAM)
-    assert info.state.bytes < MIB  # the bucket's own bound never had to act
-
-
-@pytest.mark.asyncio
-async def test_model_proxies_count_one_tenants_share_together(nc: NATS) -> None:
-    """Two model-proxies (two stores on one bucket) writing for one tenant at once: counted
-    together, so the tenant stays within its share, and no item is deleted twice."""
-    js = nc.jetstream(timeout=10)
-    await _ensure_stream(js, response_items_stream_config(_settings(4 * MIB)))
-    share = 128 * 1024
-    first = ResponseItems(nc, tenant_max_bytes=share)
-    second = ResponseItems(nc, tenant_max_bytes=share)
-    for n in range(0, 30, 2):
-        first.keep([_message(n, 20 * 1024)], "team-a")
-        second.keep([_message(n + 1, 20 * 1024)], "team-a")
-        await asyncio.gather(first.close(), second.close())
-    assert first.failed + second.failed == 0
-    kept = [n for n in range(30) if await _kept(first, "team-a", n)]
-    assert 29 in kept
-    assert 20 * 1024 * len(kept) <= share
-    assert first.shares.evicted + second.shares.evicted == 30 - len(kept)
-
-
-@pytest.mark.integration
-@pytest.mark.asyncio(loop_scope="session")
-async def test_a_model_proxy_may_keep_a_tenant_within_its_share(stack: Stack) -> None:
-    """On the session stack, as the model-proxy identity: counting a tenant's bytes and
-    finding and deleting its oldest items are all within its NATS permissions."""
-    nc = await stack.connect("modelproxy")
-    try:
-        items = ResponseItems(nc, tenant_max_bytes=64 * 1024)
-        tenant = f"team-share-{secrets.token_hex(4)}"
-        for n in range(8):
-            items.keep([_message(n, 16 * 1024)], tenant)
-            await items.close()
-        assert (items.stored, items.failed) == (8, 0)
-        assert items.shares.evicted >= 4
-        assert await _kept(items, tenant, 7)
-        assert not await _kept(items, tenant, 0)
-    finally:
-        await nc.close()

@@ -305,8 +305,6 @@ TABLE: dict[str, dict[str, list[str]]] = {
             # Translated Responses answers' items: written, and read for item references.
             "$KV.sy_response_items.tx.msg_x",
             "$JS.API.DIRECT.GET.KV_sy_response_items.$KV.sy_response_items.tx.msg_x",
-            # A tenant's oldest items, found in stream order to keep it within its share.
-            "$JS.API.STREAM.MSG.GET.KV_sy_response_items",
         ],
         "pub_no": [
             SECRET_ADMIN,

@@ -39,8 +39,6 @@ class StreamSettings(Section, frozen=True):
             (``store`` not false) are kept for later ``item_reference``s (OpenAI keeps 30 days).
         response_items_max_bytes: the most the ``sy_response_items`` bucket keeps, all tenants
             together; past it the oldest items go first.
-        response_items_tenant_max_bytes: the most of those items one tenant (a key's team,
-            else the key) keeps; past it that tenant's own oldest items go, nobody else's.
     """
 
     dispatch_queue_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
@@ -53,7 +51,6 @@ class StreamSettings(Section, frozen=True):
     usage_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 2 * 1024 * 1024 * 1024
     response_items_max_age_s: Seconds = 30 * 86400.0
     response_items_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024
-    response_items_tenant_max_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 64 * 1024 * 1024
 
 
 class BatchSettings(Section, frozen=True):

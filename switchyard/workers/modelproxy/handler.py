@@ -131,11 +131,7 @@ class Handler:
         self.serving = Serving(settings.modelproxy.ack_wait_s)  # served now, acked lately
         self.owners = ResponseOwners(nc)  # who may continue which native Responses answer
         # Translated Responses answers' items, for later references (unless switched off).
-        self.items = ResponseItems(
-            nc,
-            enabled=settings.modelproxy.keep_response_items,
-            tenant_max_bytes=settings.streams.response_items_tenant_max_bytes,
-        )
+        self.items = ResponseItems(nc, enabled=settings.modelproxy.keep_response_items)
         self.echoed = key_echo.EchoedKeys()  # provider keys sent back in answers, masked
         self.rooms = whole.AnswerRooms()  # how large an answer each caller takes (Sy-Parts-Max)
         self._handing_back = Throttle(10.0)  # says so at most every 10 s

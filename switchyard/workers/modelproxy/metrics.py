@@ -155,14 +155,9 @@ class ProxyMetrics:
         self._metrics.counter_callback(
             sc.RESPONSE_ITEMS,
             "Output items of translated Responses answers kept for later item references, by "
-            "result: stored, failed (not stored: a later reference to them gets a 404), or "
-            "evicted (deleted to keep their tenant within its share).",
+            "result: stored, or failed (not stored: a later reference to them gets a 404).",
             [sc.RESULT],
-            lambda: [
-                (("stored",), items.stored),
-                (("failed",), items.failed),
-                (("evicted",), items.shares.evicted),
-            ],
+            lambda: [(("stored",), items.stored), (("failed",), items.failed)],
         )
 
     def labels(self, op: str, kind: str, model: str, deployment: str) -> CallLabels:

@@ -6,9 +6,7 @@ conversation's second turn). A model-proxy serving such an answer on a translati
 keeps its message and function call items in the CORE bucket ``sy_response_items`` (bounded by
 ``streams.response_items_max_bytes``, the oldest going first, and kept
 ``streams.response_items_max_age_s``: 30 days, as OpenAI keeps them), and fills the references
-of a later request in from there before translating it. Each tenant keeps at most
-``streams.response_items_tenant_max_bytes`` of them: past it its own oldest go
-(:mod:`.item_shares`), so no tenant pushes another's out.
+of a later request in from there before translating it.
 
 Items are the tenant's (a key's team, else the key, as fair queueing counts them; ``internal``
 for callers without a key; each written with its kind, so a team named like a key id is not
@@ -31,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import time
 from typing import Any
@@ -46,7 +45,6 @@ from switchyard.dialects.responses import references
 from switchyard.errors import BusError, ServiceUnavailable
 from switchyard.runtime.throttle import Throttle
 from switchyard.schemas.scheduling import fair_tenant
-from switchyard.workers.modelproxy.item_shares import Shares, digest
 from switchyard.workers.modelproxy.providers.base import ProviderCall
 
 log = logging.getLogger("switchyard.modelproxy.response_items")
@@ -58,7 +56,6 @@ READ_S = 2.0  # the longest the reads of one request may take
 AGAIN_S = 0.05  # the pause before a missed reference is read again (no write seen here)
 DOWN_S = 10.0  # after a failed read, the bucket counts as unreadable this long
 _READS_AT_ONCE = 64
-TENANT_MAX_BYTES = 64 * 1024 * 1024  # streams.response_items_tenant_max_bytes's default
 
 
 def tenant_of(team: str, key_id: str) -> str:
@@ -71,19 +68,14 @@ def tenant_of(team: str, key_id: str) -> str:
 
 def item_key(tenant: str, item_id: str) -> str:
     """The bucket key of ``tenant``'s item ``item_id`` (the tenant as a digest: any text)."""
-    return f"t{digest(tenant)}.{item_id}"
+    return f"t{hashlib.sha256(tenant.encode()).hexdigest()[:32]}.{item_id}"
 
 
 class ResponseItems:
     """The ``sy_response_items`` bucket, opened on first use."""
 
     def __init__(
-        self,
-        nc: NATS,
-        *,
-        bucket: str = subjects.RESPONSE_ITEMS_BUCKET,
-        enabled: bool = True,
-        tenant_max_bytes: int = TENANT_MAX_BYTES,
+        self, nc: NATS, *, bucket: str = subjects.RESPONSE_ITEMS_BUCKET, enabled: bool = True
     ) -> None:
         # ``modelproxy.keep_response_items``: False keeps and reads nothing (the Response
         # echoes ``store: false``; a translating deployment answers references 404).
@@ -91,8 +83,6 @@ class ResponseItems:
         self._js = nc.jetstream(timeout=READ_S)
         self._bucket = bucket
         self._kv: KeyValue | None = None
-        # ``streams.response_items_tenant_max_bytes``: each tenant's share of the bucket.
-        self.shares = Shares(self._js, bucket, tenant_max_bytes)
         self._pending: dict[str, set[asyncio.Task[None]]] = {}  # by tenant
         self._warn = Throttle(10.0)
         self._warn_read = Throttle(10.0)
@@ -194,26 +184,16 @@ class ResponseItems:
         task.add_done_callback(done)
 
     async def _write(self, items: list[dict[str, Any]], tenant: str) -> None:
-        done = written = 0
+        done = 0
         try:
             async with asyncio.timeout(WRITE_S):
                 kv = await self._store()
                 for item in items:
-                    value = msgspec.json.encode(item)
-                    await kv.put(item_key(tenant, item["id"]), value)
+                    await kv.put(item_key(tenant, item["id"]), msgspec.json.encode(item))
                     done += 1
-                    written += len(value)
                     self.stored += 1
-                await self.shares.charge(kv, tenant, written)
         except Exception as exc:  # noqa: BLE001 - a background write: logged, never raised
-            if done < len(items):
-                self._failed(len(items) - done, type(exc).__name__)
-            elif self._warn.ready():
-                log.warning(
-                    "could not count a tenant's stored response items (%s): its share may "
-                    "be exceeded until its next answer",
-                    type(exc).__name__,
-                )
+            self._failed(len(items) - done, type(exc).__name__)
 
     def _failed(self, count: int, why: str) -> None:
         self.failed += count
