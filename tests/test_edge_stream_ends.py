@@ -3,7 +3,9 @@
 * A Node SDK's ``X-Stainless-Timeout`` (Claude Code sends it) times only the wait for the
   response headers, which go out with a stream's first chunk: it bounds that wait, never the
   stream. It was the whole stream's deadline: a stream longer than the SDK's timeout was cut
-  with ``timeout_error`` (and the part sent billed).
+  with ``timeout_error`` (and the part sent billed). A stream whose provider has begun (its
+  role came, held in the model-proxy until content) starts before that wait runs out; it was
+  a 504 since the opening was held.
 * A Responses stream the edge ends itself (its deadline passed, its reply ended in an error)
   ends as the model-proxy ends a translated one: ``error`` with the next ``sequence_number``,
   then ``response.failed``. It was a bare ``error`` without a ``sequence_number`` (the openai
@@ -34,15 +36,19 @@ NATIVE = "s43-es-native"
 ROUTES = {
     "s43-es-paced": ("fake", "paced:700"),  # 6 chunks 0.7 s apart: about 4 s
     "s43-es-late": ("fake", "slow:3000"),  # its first chunk after 3 s
+    "s43-es-thinks": ("fake", "rolelate:2500"),  # its role at once, its content 2.5 s later
+    "s43-es-thinks-fails": ("fake", "role503:2500"),  # its role, a 503 in the stream 2.5 s later
     "s43-es-cut": (NATIVE, "cut-midway"),
     "s43-es-stall": (NATIVE, "stall-midway"),
+    "s43-es-native-thinks": (NATIVE, "thinks"),  # its opening at once, its text 2.5 s later
 }
 
 
 class CuttingResponses(FakeServer):
     """OpenAI's Responses API, streamed: ``response.created``, ``.in_progress`` and three
     deltas, then the connection closes without an end (``cut-midway``) or nothing more comes
-    (``stall-midway``)."""
+    (``stall-midway``); ``thinks``: the deltas 2.5 s after the opening, then
+    ``response.completed``."""
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/responses", self._responses)
@@ -59,9 +65,16 @@ class CuttingResponses(FakeServer):
         response |= {"status": "in_progress", "model": body.get("model")}
         await send("response.created", {"response": response})
         await send("response.in_progress", {"response": response})
+        if body.get("model") == "thinks":
+            await asyncio.sleep(2.5)
         where = {"item_id": "msg_cutting", "output_index": 0, "content_index": 0}
         for word in ("one", " two", " three"):
             await send("response.output_text.delta", {**where, "delta": word})
+        if body.get("model") == "thinks":  # a whole answer
+            usage = {"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}
+            done = {**response, "status": "completed", "usage": usage}
+            await send("response.completed", {"response": done})
+            return resp
         if body.get("model") == "stall-midway":
             await self.wait_counting_abandon(asyncio.sleep(60))
         elif request.transport is not None:
@@ -160,6 +173,51 @@ async def test_a_node_sdks_timeout_bounds_the_first_chunk_not_the_stream(routed:
     python = {"X-Stainless-Timeout": "NOT_GIVEN"}
     whole = await _post(routed, "/v1/chat/completions", {**CHAT, "model": "s43-es-paced"}, **python)
     assert whole.text.rstrip().endswith("data: [DONE]"), whole.text
+
+
+async def test_a_node_sdks_timeout_starts_a_stream_whose_provider_has_begun(
+    routed: Stack,
+) -> None:
+    """A reasoning model's role at once, its content 2.5 s later, ``X-Stainless-Timeout:
+    1.5``: the headers (200) before 1.5 s, then the whole answer (the model-proxy holds the
+    role until the content; the edge hears that the provider began). A failure after that
+    point ends the stream in an error event. Without the header: the HTTP error as before."""
+    within = {"X-Stainless-Timeout": "1.5"}
+    doc = {**CHAT, "model": "s43-es-thinks"}
+    async with httpx.AsyncClient(base_url=routed.tail_url, timeout=30) as http:
+        began = asyncio.get_running_loop().time()
+        async with http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={**doc, "stream": True},
+            headers={"Authorization": f"Bearer {routed.api_key}", **within},
+        ) as resp:
+            waited = asyncio.get_running_loop().time() - began
+            body = (await resp.aread()).decode()
+    assert resp.status_code == 200, body
+    assert waited < 1.5, waited  # the SDK's timer was met
+    assert body.rstrip().endswith("data: [DONE]"), body
+    words = "".join(
+        e["choices"][0]["delta"].get("content") or "" for e in _events(body) if e.get("choices")
+    )
+    assert words == "echo: hi", body
+
+    # Translated to Anthropic's dialect (its opening held there too), and a native Responses
+    # stream (its provider's opening events held in the passthrough).
+    claude = await _post(routed, "/v1/messages", {**MESSAGES, "model": "s43-es-thinks"}, **within)
+    assert claude.status_code == 200, claude.text
+    assert [e["type"] for e in _events(claude.text)][-1] == "message_stop", claude.text
+    native = {"model": "s43-es-native-thinks", "input": "hi"}
+    responses = await _post(routed, "/v1/responses", native, **within)
+    assert responses.status_code == 200, responses.text
+    assert _events(responses.text)[-1]["type"] == "response.completed", responses.text
+
+    failing = {**CHAT, "model": "s43-es-thinks-fails"}
+    failed = await _post(routed, "/v1/chat/completions", failing, **within)
+    assert failed.status_code == 200, failed.text
+    assert "error" in _events(failed.text)[-1], failed.text
+    plain = await _post(routed, "/v1/chat/completions", failing)
+    assert plain.status_code >= 500, plain.text  # nothing started it: an HTTP error
 
 
 def _assert_failed_after(events: list[Any]) -> None:

@@ -585,3 +585,18 @@ async def test_a_refusal_in_a_sentence_drops_what_asks_for_nothing_and_blames_no
         assert len(fake.calls) == 1
     finally:
         fake.stop()
+
+
+async def test_a_held_opening_says_the_provider_began(adapter: LiteLLM) -> None:
+    """A role alone, the content 0.3 s later: the role is held until the content (a failure
+    can still go to another deployment), and an empty event says at once that the provider
+    began, which the model-proxy tells the caller (an SDK's wait for headers is met)."""
+    fake = FakeOpenAI()
+    fake.start()
+    up = Upstream("litellm", fake, fake.base_url, "", _usage(0, 0), "authorization")  # type: ignore[arg-type]
+    try:
+        events = await collect(adapter, call_for(up, "openai/rolelate:300", stream=True))
+    finally:
+        fake.stop()
+    assert events[0] == StreamEvent(None)
+    assert text_of(events) == "echo: Say hello"

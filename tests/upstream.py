@@ -20,7 +20,9 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``midfail``: streams two words, then reports a failure in the stream
   (``data: {"error": ...}``, as OpenAI and vLLM do), then ``[DONE]``;
 * ``rolereset``: streams an opening chunk (the role, empty content), then resets the
-  connection; ``role503``: the same chunk, then reports a 503 in the stream;
+  connection; ``role503``: the same chunk, then reports a 503 in the stream (``role503:<ms>``:
+  ``<ms>`` after it); ``rolelate:<ms>``: the same chunk, then the echo ``<ms>`` later (a
+  reasoning model that thinks after its role);
 * ``stall:<ms>``: streams two words, is silent for ``<ms>``, then ends the answer;
 * ``nodone``: streams the echo, its finish_reason and its usage (when asked), then neither
   ``[DONE]`` nor the end of the response (it holds the connection for an hour);
@@ -370,9 +372,17 @@ class FakeOpenAI:
                 await resp.write(b"\n\n")
             await resp.write_eof()
             return resp
-        if kind in ("rolereset", "role503"):  # an opening role chunk, then a failure
+        if kind in ("rolereset", "role503", "rolelate"):  # an opening role chunk, then ...
             opening = {"role": "assistant", "content": ""}
             await resp.write(_chunk(model, [{"index": 0, "delta": opening, "finish_reason": None}]))
+            await asyncio.sleep(int(arg or 0) / 1000)
+            if kind == "rolelate":
+                await self._chunks(resp, model, words, 0.0)
+                stop = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+                await resp.write(_chunk(model, stop))
+                await resp.write(b"data: [DONE]\n\n")
+                await resp.write_eof()
+                return resp
             if kind == "rolereset":
                 assert request.transport is not None
                 request.transport.abort()  # the connection reset, no end of the stream

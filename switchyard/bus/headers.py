@@ -31,6 +31,9 @@ KIND = "Sy-Kind"  # reply message kind: chunk | part | final | keepalive | error
 # in parts (``Sy-Kind: part``), up to this many bytes (docs/nats-api.md, "Answers in parts").
 # Without it such an answer is a 413 ``answer_too_large``, as for callers older than parts.
 PARTS_MAX = "Sy-Parts-Max"
+# "1" on a keep-alive: the provider's stream has begun, its opening (a role alone) held back
+# until its first content (an edge may start an SDK's stream then). Older callers ignore it.
+BEGUN = "Sy-Begun"
 # "1" on an ``error`` that ends a Responses or Messages stream whose last chunk already told the
 # client of the failure in its own dialect (an ``error`` event): a relay adds no second one.
 IN_STREAM = "Sy-Error-In-Stream"

@@ -35,6 +35,7 @@ __all__ = [
     "error_headers",
     "final_headers",
     "send_accepted",
+    "send_begun",
     "send_chunk",
     "send_error",
     "send_final",
@@ -67,6 +68,7 @@ def payload_room(max_payload: int) -> int:
 
 KEEPALIVE_HEADERS = {h.KIND: ReplyKind.KEEPALIVE.value}
 ACCEPTED_HEADERS = {h.KIND: ReplyKind.ACCEPTED.value}
+BEGUN_HEADERS = {**KEEPALIVE_HEADERS, h.BEGUN: "1"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,8 @@ class Reply:
         priority: the class the request ran in (``interactive``, ``default``, ``batch``: the
             head's decision, which a key's cap or ``service_tier`` may have changed; a
             model-proxy's final and error messages, and a stream's first chunk).
+        begun: a keep-alive saying the provider's stream has begun, its opening held back
+            until its first content (:func:`send_begun`).
     """
 
     kind: ReplyKind
@@ -108,6 +112,7 @@ class Reply:
     in_stream: bool = False
     request_id: str = ""
     priority: str = ""
+    begun: bool = False
 
 
 def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
@@ -146,7 +151,7 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
             priority=hdrs.get(h.PRIORITY, ""),
         )
     if kind is ReplyKind.KEEPALIVE:
-        return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""))
+        return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""), begun=hdrs.get(h.BEGUN) == "1")
     if kind is ReplyKind.PART:  # (after the others: a small answer pays no compare for it)
         return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""), seq=_int(hdrs.get(h.SEQ), -1))
     return Reply(
@@ -205,6 +210,14 @@ async def send_accepted(nc: NATS, reply: str, request_id: str = "", deployment: 
 
 async def send_keepalive(nc: NATS, reply: str) -> None:
     await nc.publish(reply, b"", headers=KEEPALIVE_HEADERS)
+
+
+async def send_begun(nc: NATS, reply: str) -> None:
+    """A keep-alive saying the provider's stream has begun: its opening chunks (a role alone)
+    are held back until its first content, so that a failure before it can still be rerouted.
+    An HTTP edge whose client's SDK times the wait for the response headers
+    (``X-Stainless-Timeout``) may send them on hearing it; any other caller reads a keep-alive."""
+    await nc.publish(reply, b"", headers=BEGUN_HEADERS)
 
 
 async def send_probe(nc: NATS, reply: str, answer_to: str) -> None:

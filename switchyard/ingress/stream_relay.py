@@ -9,6 +9,12 @@ SDKs retry, each retry a new provider call. So once the first content is ``early
 stream starts without it: status 200, the headers that are known, and an SSE comment, then
 another comment every ``early_s`` until the content comes. From then on an error is the
 stream's error event, as for any stream that started.
+
+A client whose SDK times the wait for the response headers (``X-Stainless-Timeout``: the Node
+SDKs) gets them before that wait runs out when the provider's stream has begun but its first
+content is still to come (its opening, a role alone, is held in the model-proxy so that a
+failure can still fall back): a reasoning model sends its role at once, then thinks for longer
+than the SDK's timeout. Without that sign from the provider, the wait's end is a 504.
 """
 
 from __future__ import annotations
@@ -56,10 +62,10 @@ def answered_by(reply: Reply) -> Headers:
 
 
 class EarlyStart:
-    """Starts a stream whose first content is late: after ``after`` seconds (from now) it sends
-    the response's start with ``headers`` and an SSE comment, then a comment every ``after``
-    seconds until :meth:`stop`. Costs one timer per stream that is on time; a task only for one
-    that is late."""
+    """Starts a stream whose first content is late: after ``after`` seconds (from now), or at
+    :meth:`now`, it sends the response's start with ``headers`` and an SSE comment, then a
+    comment every ``after`` seconds (``after`` 0: none, and no timer) until :meth:`stop`.
+    Costs one timer per stream that is on time; a task only for one that is late."""
 
     __slots__ = ("_after", "_beats", "_handle", "_headers", "_send", "_taken")
 
@@ -71,9 +77,16 @@ class EarlyStart:
         self._after = after
         self._taken = taken
         self._beats: asyncio.Task[None] | None = None
-        self._handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
-            after, self._late
-        )
+        self._handle: asyncio.TimerHandle | None = None
+        if after > 0:
+            self._handle = asyncio.get_running_loop().call_later(after, self._late)
+
+    def now(self) -> None:
+        """Start at once, unless started already."""
+        if self._beats is None:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._late()
 
     def _late(self) -> None:
         self._handle = None
@@ -84,7 +97,7 @@ class EarlyStart:
         try:
             start = {"type": "http.response.start", "status": 200, "headers": self._headers}
             await send_whole(self._send, start, comment, taken=self._taken)
-            while True:
+            while self._after > 0:
                 await asyncio.sleep(self._after)
                 await self._send(comment)
         except asyncio.CancelledError:
@@ -121,15 +134,18 @@ async def relay_stream(
     """Relay a reply stream as SSE; ``state["started"]`` turns True once the server has taken
     the response's start. ``headers``: the response's own (SSE, request id, limits), to which
     the answering deployment's are added when the stream starts with its content.
-    ``first_within``: seconds the first chunk may take (504 past it); ``early_s`` (> 0): start
-    without it once it is this late (:class:`EarlyStart`)."""
+    ``first_within``: seconds the first chunk may take (504 past it, unless the provider has
+    begun: then the stream starts before it, :func:`~.timeouts.first_reply`); ``early_s``
+    (> 0): start without it once it is this late (:class:`EarlyStart`)."""
 
     def taken() -> None:  # the server has the start: a stop that lands while the opening
         state["started"] = True  # waits on flow control ends the stream, not a second start
 
-    early = EarlyStart(send, headers, early_s, taken) if early_s > 0 else None
+    early = None
+    if early_s > 0 or first_within is not None:
+        early = EarlyStart(send, headers, early_s, taken)
     try:
-        first = await first_reply(replies, first_within)
+        first = await first_reply(replies, first_within, early.now if early else None)
     finally:
         if early is not None:
             await early.stop()

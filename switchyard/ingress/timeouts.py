@@ -8,7 +8,8 @@ client waits for something narrower:
   for the response headers (their ``fetchWithTimeout`` clears the timer once ``fetch``
   resolves), the Python ones each read. For a whole answer either is the wait for all of it;
   a stream's headers go out with its first chunk (or once it is ``ingress.stream_start_s``
-  late), so for a stream it bounds only the wait for that chunk, never the stream.
+  late, or, when the provider has begun, ahead of this wait: :func:`first_reply`), so for a
+  stream it bounds only the wait for that chunk, never the stream.
 * ``X-Stainless-Read-Timeout`` (OpenAI's Python SDK sends only this one): the longest wait for
   the next bytes, so the deadline of a whole answer and nothing for a stream.
 """
@@ -29,6 +30,8 @@ _TITLES = {
     SDK: "X-Stainless-Timeout",
     SDK_READ: "X-Stainless-Read-Timeout",
 }
+# How far ahead of a first chunk's bound a stream whose provider began starts without it.
+BEGIN_AHEAD_S = 2.0
 # How the 504s of a request deadline that passed begin (heads, model-proxies, the edge's wait).
 _DEADLINE_PASSED = "the request deadline passed"
 
@@ -97,9 +100,18 @@ def first_chunk_wait(wanted: dict[bytes, bytes]) -> float | None:
     return seconds(raw) if raw else None
 
 
-async def first_reply(replies: AsyncIterator[Reply], within: float | None) -> Reply | None:
+async def first_reply(
+    replies: AsyncIterator[Reply],
+    within: float | None,
+    begin: Callable[[], None] | None = None,
+) -> Reply | None:
     """The first reply that is not a keep-alive, within ``within`` seconds if given; None when
     the replies ended first.
+
+    ``begin`` (with ``within``): called, and the bound dropped, when the bound is about to pass
+    (:func:`begin_at`) and a model-proxy said the provider's stream has begun (a keep-alive
+    marked ``Sy-Begun``: its opening is held until its first content): the caller starts the
+    response then, so an SDK that times only the wait for the headers keeps its stream.
 
     Raises:
         DeadlineExceeded: none came in time (504; the reply iterator, cancelled while it
@@ -108,9 +120,18 @@ async def first_reply(replies: AsyncIterator[Reply], within: float | None) -> Re
     if within is None:  # no timeout scope (a few microseconds) for a request without one
         return await _content(replies)
     scope = asyncio.timeout(within)
+    started = _Start(scope, begin) if begin is not None else None
+    soon = None
+    if started is not None:
+        soon = asyncio.get_running_loop().call_later(begin_at(within), started.due)
     try:
         async with scope:
-            return await _content(replies)
+            async for reply in replies:
+                if reply.kind is not ReplyKind.KEEPALIVE:
+                    return reply
+                if reply.begun and started is not None:
+                    started.begun()
+            return None
     except TimeoutError:
         if not scope.expired():
             raise
@@ -118,6 +139,42 @@ async def first_reply(replies: AsyncIterator[Reply], within: float | None) -> Re
             f"the answer did not begin within the client's timeout ({within:g} s, "
             "X-Stainless-Timeout)"
         ) from None
+    finally:
+        if soon is not None:
+            soon.cancel()
+
+
+def begin_at(within: float) -> float:
+    """When, of a first chunk's ``within`` seconds, a stream whose provider has begun starts
+    without it: ahead of the bound by half of it, at most by :data:`BEGIN_AHEAD_S` (the SDK's
+    clock started before the edge's: the body's upload, the admission)."""
+    return within - min(BEGIN_AHEAD_S, within / 2)
+
+
+class _Start:
+    """Whether a stream starts before its first chunk (:func:`first_reply`): once the provider
+    has begun and the time to start has come, whichever is last."""
+
+    __slots__ = ("_begin", "_begun", "_due", "_scope")
+
+    def __init__(self, scope: asyncio.Timeout, begin: Callable[[], None]) -> None:
+        self._scope = scope
+        self._begin = begin
+        self._begun = self._due = False
+
+    def begun(self) -> None:
+        if not self._begun:
+            self._begun = True
+            self._start()
+
+    def due(self) -> None:
+        self._due = True
+        self._start()
+
+    def _start(self) -> None:
+        if self._begun and self._due and not self._scope.expired():
+            self._scope.reschedule(None)  # the headers are out: no 504 of this bound now
+            self._begin()
 
 
 async def _content(replies: AsyncIterator[Reply]) -> Reply | None:

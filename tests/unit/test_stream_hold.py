@@ -10,6 +10,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from switchyard.bus.envelope import Envelope
+from switchyard.schemas.openai import Usage
 from switchyard.workers.modelproxy.heartbeat import InFlight
 from switchyard.workers.modelproxy.job import Job
 from switchyard.workers.modelproxy.key_echo import EchoedKeys
@@ -82,3 +83,40 @@ async def test_the_bound_ends_a_hold_before_the_stream_does() -> None:
 
     await relay(job, events(), send, echoed=EchoedKeys(), key=b"", provider="p")
     assert len(seen) == HELD_CHUNKS + 10
+
+
+async def _begun_at(events: list[StreamEvent], op: str = "chat") -> list[int]:
+    """When the caller heard that the provider began: the chunks sent before each time."""
+    job = _job()
+    job.env = Envelope(request_id="r1", op=op, stream=True)
+    sent: list[bytes] = []
+    heard: list[int] = []
+
+    async def send(j: Job, seq: int, payload: bytes) -> None:
+        sent.append(payload)
+
+    async def begun(j: Job) -> None:
+        heard.append(len(sent))
+
+    async def stream() -> AsyncIterator[StreamEvent]:
+        for event in events:
+            yield event
+
+    await relay(job, stream(), send, echoed=EchoedKeys(), key=b"", provider="p", begun=begun)
+    return heard
+
+
+async def test_a_held_opening_tells_the_caller_once_that_the_provider_began() -> None:
+    """Before anything is sent, once: an edge may then start an SDK's stream whose wait for
+    the headers runs out (``X-Stainless-Timeout``) rather than answer 504."""
+    assert await _begun_at([StreamEvent(EMPTY), StreamEvent(EMPTY), StreamEvent(TEXT)]) == [0]
+    assert await _begun_at([StreamEvent(TEXT), StreamEvent(EMPTY)]) == []  # content at once
+
+
+async def test_an_adapter_holding_its_own_opening_says_so_with_an_empty_event() -> None:
+    """A native or translated stream (not held here): its adapter's empty event, once; an
+    event of usage alone is no such sign."""
+    usage = StreamEvent(None, Usage(prompt_tokens=1, completion_tokens=0, total_tokens=1))
+    events = [usage, StreamEvent(None), StreamEvent(None), StreamEvent(TEXT)]
+    assert await _begun_at(events, op="messages") == [0]
+    assert await _begun_at([StreamEvent(TEXT), StreamEvent(None)], op="messages") == []

@@ -190,7 +190,8 @@ class Translated:
         sent = 0  # events with frames: the chunks the handler sends and counts
         reported: Usage | None = None  # the provider's count, however it came
         # Frames of the provider's opening chunks (a role alone): sent with its first content,
-        # so a failure before it is still one before content (rerouted; see .stream_watch).
+        # so a failure before it is still one before content (rerouted; see .stream_watch),
+        # and an empty event says the provider began.
         held, opened = b"", False
         try:
             async for event in self._inner.stream(call):
@@ -200,6 +201,9 @@ class Translated:
                     if not opened:
                         opened = has_content(event.payload)
                         held, frames = (b"", held + frames) if opened else (held + frames, b"")
+                if not opened and event.usage is None and not frames:
+                    yield StreamEvent(None)  # held, here or within: the provider began
+                    continue
                 if frames:
                     sent += 1
                 if event.usage is not None:

@@ -460,6 +460,7 @@ class Handler:
                 echoed=self.echoed,
                 key=key,
                 provider=call.provider_name,
+                begun=lambda job: replies.send_begun(job.out(self.nc), job.reply),
             )
         finally:
             close = getattr(events, "aclose", None)

@@ -22,6 +22,13 @@ A real opening is one to three chunks (the role, Azure's prompt filter results, 
 keep-alive) of well under 4 KiB, so the bounds leave room for ten times that and keep what
 a placeholder stream can pile up in memory small.
 
+The caller hears once that the provider began (``replies.send_begun``: a keep-alive marked
+``Sy-Begun``) when the first chunk is held, or when an adapter that holds its own opening says
+it holds one (an event without payload or usage): an HTTP edge whose client's SDK times the
+wait for the response headers (``X-Stainless-Timeout``) sends them before that wait runs out,
+rather than a 504 for a stream that is on its way (a reasoning model sends its role at once,
+then thinks for minutes).
+
 Other streams (native dialects hold their own opening: :mod:`.providers.native_stream`)
 are sent chunk by chunk as before. Once content went out every chunk passes unread.
 """
@@ -43,6 +50,7 @@ HELD_OPS = frozenset({"chat", "complete"})
 HELD_CHUNKS = 32
 HELD_BYTES = 64 * 1024
 Send = Callable[[Job, int, bytes], Awaitable[None]]
+Begun = Callable[[Job], Awaitable[None]]
 
 
 async def relay(
@@ -53,9 +61,11 @@ async def relay(
     echoed: EchoedKeys,
     key: bytes,
     provider: str,
+    begun: Begun | None = None,
 ) -> None:
     """Send ``events``' chunks to ``job``'s caller (``key`` masked), recording its usage, its
-    time to the first content and what was sent; returns early once the caller left."""
+    time to the first content and what was sent; returns early once the caller left.
+    ``begun``: tells the caller the provider began while its opening is held (once)."""
     loop = asyncio.get_running_loop()
     held: list[bytes] | None = [] if job.env.op in HELD_OPS else None  # None: none held now
     held_bytes = 0
@@ -67,6 +77,9 @@ async def relay(
         if event.usage is not None:
             job.usage = event.usage
         if event.payload is None:
+            if begun is not None and event.usage is None and not job.sent:
+                await begun(job)  # an adapter holds its opening (see the module)
+                begun = None
             continue
         payload = echoed.masked(event.payload, key, provider)
         if held is not None:
@@ -76,6 +89,9 @@ async def relay(
                 _first_content(job)
                 looking = False
             elif len(held) < HELD_CHUNKS and held_bytes < HELD_BYTES:
+                if begun is not None:
+                    await begun(job)
+                    begun = None
                 continue
             for payload in held:  # content came, or too much was held: all of it goes now
                 job.chunks.append(payload)

@@ -39,7 +39,8 @@ named once, the deployment's ``model`` whether streamed or not.
 A stream that ends having carried no content, no tool call and no usage is the provider's
 failure (retried elsewhere), not an empty answer: litellm makes up a closing ``stop`` chunk
 for a stream that closed before its first event. Chunks that carry nothing are held back
-until something does, so the failure can still go to another deployment.
+until something does, so the failure can still go to another deployment (an empty event says
+the provider began: :mod:`..stream_watch`).
 """
 
 from __future__ import annotations
@@ -218,11 +219,12 @@ class LiteLLM:
                         yield event
                     continue
                 held += events
-                if substance:
-                    delivered = True
-                    for waiting in held:
-                        yield waiting
-                    held.clear()
+                if not substance:  # the provider began (an empty event says so)
+                    yield StreamEvent(None)
+                    continue
+                delivered = True  # (held is read no more)
+                for waiting in held:
+                    yield waiting
         finally:
             await _close(chunks)
 

@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from switchyard.errors import ApiError, ProviderError
+from switchyard.schemas.openai import Usage
 from switchyard.schemas.secret import Secret, redact
 from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import (
@@ -231,6 +232,11 @@ class Opening:
         self.relayed = True
         out, self._held = [*self._held, event], []
         return out
+
+    def events(self, event: bytes, usage: Usage | None) -> list[StreamEvent]:
+        """:meth:`take`'s, as the events to yield; while all are held, an empty one: the
+        provider began (:mod:`..stream_watch` tells the caller)."""
+        return [StreamEvent(out, usage) for out in self.take(event)] or [StreamEvent(None)]
 
 
 def relayed_failure(op: str, event: bytes, provider: str, key: Secret | None) -> ApiError | None:

@@ -202,8 +202,8 @@ class Passthrough:
                 first = False
                 event, frame = b"".join(frame) + b"\n", []
                 # Until the answer's first event: openings held back, an error raised.
-                for out in opening.take(event):
-                    yield StreamEvent(out, tracker.usage)
+                for out in opening.events(event, tracker.usage):
+                    yield out
                 activity.after(event, opening.relayed)
         except aiohttp.ClientError as exc:
             raise ue.connection_failed(name, exc) from None
