@@ -380,7 +380,7 @@ class LLMClient:
                         self._answered_at = loop.time()
                         reply = decode_reply(msg.data, msg.headers)
                         if reply.kind is ReplyKind.ACCEPTED:
-                            progress.placed = reply.deployment or progress.placed
+                            progress.accepted(reply, attempt)
                             continue
                         if not progress.admit(reply, loop.time()):
                             continue

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from switchyard.bus import headers as h
 from switchyard.bus import replies
 from switchyard.client import LLMClient
-from switchyard.errors import InvalidRequest, ServiceUnavailable
+from switchyard.errors import DeadlineExceeded, InvalidRequest, ServiceUnavailable
 from tests.support import flushed
 from tests.test_zones import Zone, _as, zone  # noqa: F401  (the fixture, one per module)
 
@@ -279,3 +279,40 @@ async def test_a_client_cut_off_from_nats_says_so(zone: Zone) -> None:  # noqa: 
         await until(connected=True)  # nats-py cannot close while its transport is gone
         await client.close()
         await tail.close()
+
+
+async def test_a_deadline_504_names_the_latest_placement_though_an_earlier_comes_last(
+    zone: Zone,  # noqa: F811
+) -> None:
+    """A reroute's ``accepted`` (another head's) can reach the caller before the first
+    placement's: each head sends its own, and nothing orders one head's messages against
+    another's. The 504 named whichever came last, the deployment that had already failed;
+    it names the one the request was queued for last (``Sy-Placement``), and an older head's
+    ``accepted`` (none) is taken as it comes."""
+    head, _ = await _as(zone, "head")
+    tail, _ = await _as(zone, "tail")
+
+    def accepted(deployment: str, placement: int) -> dict[str, str]:
+        named = {**replies.ACCEPTED_HEADERS, h.DEPLOYMENT: deployment}
+        return named | ({"Sy-Placement": str(placement)} if placement else {})
+
+    async def on_request(msg: Msg) -> None:  # queued at b after a failed at a: never answered
+        placements = {b"late": [("b", 2), ("a", 1)], b"old": [("b", 0), ("a", 0)]}[msg.data]
+        for deployment, placement in placements:
+            await head.publish(msg.reply, b"", headers=accepted(deployment, placement))
+
+    await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
+    await flushed(head)
+    client = LLMClient(tail, default_timeout=1)
+    await client.start()
+    try:
+        with pytest.raises(DeadlineExceeded) as late:
+            await asyncio.wait_for(client.request("llm.v1.chat", b"late"), 20)
+        assert dict(late.value.headers)[b"x-switchyard-deployment"] == b"b"
+        with pytest.raises(DeadlineExceeded) as old:
+            await asyncio.wait_for(client.request("llm.v1.chat", b"old"), 20)
+        assert dict(old.value.headers)[b"x-switchyard-deployment"] == b"a"
+    finally:
+        await client.close()
+        for nc in (head, tail):
+            await nc.close()

@@ -403,6 +403,12 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
         return len(self.tried) - len(set(self.unfit) & set(self.tried))
 
     @property
+    def placement(self) -> int:
+        """Which placement in a queue this is (1 on the first): each reroute and each removal
+        bounce adds one (``Sy-Placement`` on the head's ``accepted``)."""
+        return len(self.tried) + self.bounces + 1
+
+    @property
     def hop(self) -> int:
         """How many deployments were tried before this attempt (0 on the first); removal
         bounces are not tries (see ``bounces``)."""

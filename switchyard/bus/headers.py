@@ -40,6 +40,9 @@ IN_STREAM = "Sy-Error-In-Stream"
 OP = "Sy-Op"  # chat | complete | embed (on dispatched requests)
 ALIAS = "Sy-Alias"  # the alias the client asked for (on dispatched requests)
 DEPLOYMENT = "Sy-Deployment"  # which deployment answered
+# On ``accepted``: which placement of the request it names (1, 2, ...: a reroute or a removal
+# bounce queues it again), so a caller keeps the latest though an earlier one arrives later.
+PLACEMENT = "Sy-Placement"
 ATTEMPTS = "Sy-Attempts"  # how many attempts it took
 TRIED = "Sy-Tried"  # deployments already tried, comma-separated (reroutes)
 ERRORS = "Sy-Errors"  # on a reroute: "<deployment>: <status> <message>; ..." so far

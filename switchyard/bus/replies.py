@@ -96,6 +96,8 @@ class Reply:
         priority: the class the request ran in (``interactive``, ``default``, ``batch``: the
             head's decision, which a key's cap or ``service_tier`` may have changed; a
             model-proxy's final and error messages, and a stream's first chunk).
+        placement: which placement of the request an ``accepted`` names (1, 2, ...; 0 from
+            older heads): a later one is where the request went next.
         begun: a keep-alive saying the provider's stream has begun, its opening held back
             until its first content (:func:`send_begun`).
     """
@@ -112,6 +114,7 @@ class Reply:
     in_stream: bool = False
     request_id: str = ""
     priority: str = ""
+    placement: int = 0
     begun: bool = False
 
 
@@ -155,7 +158,11 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
     if kind is ReplyKind.PART:  # (after the others: a small answer pays no compare for it)
         return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""), seq=_int(hdrs.get(h.SEQ), -1))
     return Reply(
-        kind, body, request_id=hdrs.get(h.REQUEST_ID, ""), deployment=hdrs.get(h.DEPLOYMENT, "")
+        kind,
+        body,
+        request_id=hdrs.get(h.REQUEST_ID, ""),
+        deployment=hdrs.get(h.DEPLOYMENT, ""),
+        placement=_int(hdrs.get(h.PLACEMENT), 0),
     )
 
 
@@ -196,15 +203,20 @@ def _usage(value: str | None) -> Usage | None:
 # ---- writers ----
 
 
-async def send_accepted(nc: NATS, reply: str, request_id: str = "", deployment: str = "") -> None:
+async def send_accepted(
+    nc: NATS, reply: str, request_id: str = "", deployment: str = "", placement: int = 0
+) -> None:
     """``accepted``, naming the request's id (the one its caller sent, or the head's) and the
     deployment whose queue took it (a caller whose deadline passes before the answer names
-    it: an edge's 504 carries it as ``x-switchyard-deployment``)."""
+    it: an edge's 504 carries it as ``x-switchyard-deployment``), as its ``placement``-th
+    (``Envelope.placement``): the accepted of a reroute may arrive before the first one."""
     headers = dict(ACCEPTED_HEADERS)
     if request_id:
         headers[h.REQUEST_ID] = request_id
     if deployment:
         headers[h.DEPLOYMENT] = deployment
+    if placement:
+        headers[h.PLACEMENT] = str(placement)
     await nc.publish(reply, b"", headers=headers)
 
 

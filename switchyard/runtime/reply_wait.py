@@ -55,6 +55,8 @@ class ReplyProgress:
     next_seq: int = 0
     gap_since: float | None = None
     placed: str = ""  # the deployment whose queue took the request (a head's ``accepted``)
+    # Of ``placed``'s accepted: the caller's attempt it came on and its Sy-Placement.
+    placed_as: tuple[int, int] = (0, 0)
 
     def wait_until(self, until: float) -> float:
         return until if self.gap_since is None else min(until, self.gap_since + GAP_WAIT_S)
@@ -102,6 +104,19 @@ class ReplyProgress:
                 )
             raise Resend("no head is listening", pause=0.01)
         return msg
+
+    def accepted(self, reply: Reply, attempt: int) -> None:
+        """A head's ``accepted`` on the caller's ``attempt``: where the request is queued now,
+        unless it is an earlier placement's that came late (heads send them, and the reply
+        path does not order one head's messages against another's: a reroute's may arrive
+        first, and a 504 named the deployment that had failed). One without a placement (an
+        older head) is taken as it comes, as before."""
+        if not reply.deployment:
+            return
+        placed_as = (attempt, reply.placement)
+        if reply.placement and placed_as < self.placed_as:
+            return
+        self.placed, self.placed_as = reply.deployment, placed_as
 
     def deadline_passed(self, cut_off: str = "") -> DeadlineExceeded:
         """The 504 of a request whose deadline passed, saying how far its answer had come: a

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from switchyard.bus import headers as h
+from switchyard.bus.envelope import Envelope
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply
 from switchyard.errors import DeadlineExceeded
 from switchyard.runtime.reply_wait import ReplyProgress
@@ -61,3 +62,31 @@ def test_the_deployment_whose_queue_took_it_is_named_on_the_504() -> None:
     progress = ReplyProgress(placed=accepted.deployment)
     assert _expired(progress).headers == ((b"x-switchyard-deployment", b"p--m"),)
     assert _expired(ReplyProgress()).headers == ()  # no head took it: nothing to name
+
+
+def _accepted(deployment: str, placement: int) -> Reply:
+    headers = {h.KIND: "accepted", h.DEPLOYMENT: deployment}
+    return decode_reply(b"", headers | ({h.PLACEMENT: str(placement)} if placement else {}))
+
+
+def test_the_latest_placement_is_named_whatever_order_the_accepteds_come_in() -> None:
+    """The first placement (1), a reroute (2), a removal bounce then (3): each head's
+    ``accepted`` names its own, and one that comes late names none of the later ones' place.
+    A new attempt of the caller starts over; an older head's (no placement) is taken."""
+    progress = ReplyProgress()
+    for deployment, placement in (("b", 2), ("a", 1), ("c", 3), ("b", 2)):
+        progress.accepted(_accepted(deployment, placement), attempt=1)
+    assert progress.placed == "c"
+    progress.accepted(_accepted("d", 1), attempt=2)  # sent again: its own placements now
+    assert progress.placed == "d"
+    progress.accepted(_accepted("e", 0), attempt=2)
+    assert progress.placed == "e"
+    progress.accepted(_accepted("", 5), attempt=2)  # names none: nothing changes
+    assert progress.placed == "e"
+
+
+def test_a_requests_placement_counts_reroutes_and_bounces() -> None:
+    first = Envelope(request_id="r1")
+    assert first.placement == 1
+    assert first.with_(tried=("a",)).placement == 2
+    assert first.with_(tried=("a",), bounces=1).placement == 3

@@ -354,7 +354,7 @@ class Head:
             data = lowered_tier(data)
         placed = await self._place(data, env, hop, named, pinned=pinned or None)
         self.stats.outcome(DISPATCHED)
-        await replies.send_accepted(self.nc, reply, env.request_id, placed)
+        await replies.send_accepted(self.nc, reply, env.request_id, placed, env.placement)
 
     async def _stale(self, env: Envelope, msg: Msg, reply: str) -> bool:
         """True (logged, counted, answered) when the caller stopped waiting for this attempt
@@ -407,7 +407,7 @@ class Head:
         placed = await self._place(body, env, hop, named, pinned=None, avoid=avoid)
         self.stats.outcome(REROUTED)
         # The caller learns where it went now (its 504, should its deadline pass, names it).
-        await replies.send_accepted(self.nc, env.reply, env.request_id, placed)
+        await replies.send_accepted(self.nc, env.reply, env.request_id, placed, env.placement)
 
     async def _after_removal(self, env: Envelope, named: decide.Named) -> tuple[str, Envelope]:
         """A removal bounce: the deployment to avoid next, and the envelope to queue (the
