@@ -73,7 +73,7 @@ from switchyard.workers.modelproxy.providers.client_request_id import (
 )
 from switchyard.workers.modelproxy.providers.embedded_error import provider_error
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
-from switchyard.workers.modelproxy.providers.stream_timers import read_by
+from switchyard.workers.modelproxy.providers.stream_timers import GRACE_S, WHOLE, read_by
 
 _ENCODE = msgspec.json.Encoder()
 # The usage fields a client gets: OpenAI's, then the provider's own counts as litellm reports
@@ -176,7 +176,6 @@ class LiteLLM:
         loop = asyncio.get_running_loop()
         first_by = loop.time() + call.first_token_timeout
         end_by = loop.time() + call.total_timeout
-        first = True
         held: list[StreamEvent] = []  # chunks carrying nothing yet: sent once something comes
         delivered = False
         shape = litellm_answer.stream(call.op, call.deployment.model, one_call=_one_call(call))
@@ -191,7 +190,10 @@ class LiteLLM:
         # be cancelled by a scope that belongs to this generator.
         try:
             while True:
-                by, what = read_by(first, delivered, first_by, end_by, call.idle_timeout)
+                first = not (held or delivered)  # (every chunk read is held or delivered)
+                by, what = _read_by(
+                    call, shape, first=first, delivered=delivered, first_by=first_by, end_by=end_by
+                )
                 try:
                     async with asyncio.timeout_at(by):
                         chunk = await anext(chunks)
@@ -205,10 +207,11 @@ class LiteLLM:
                         yield event
                     return
                 except TimeoutError:
+                    if what == WHOLE:  # no end after a whole answer: ended all the same
+                        return
                     raise ue.timed_out(name, what) from None
                 except Exception as exc:  # noqa: BLE001 - every litellm failure is translated
                     raise _translate(lib, exc, call, what) from None
-                first = False
                 substance = delivered or _delivers(doc)  # before _event, which may drop usage
                 doc = shape.chunk(doc)
                 # litellm's last chunk is the usage alone: every choice ends before it.
@@ -227,6 +230,28 @@ class LiteLLM:
                     yield waiting
         finally:
             await _close(chunks)
+
+
+def _read_by(
+    call: ProviderCall,
+    shape: litellm_answer.ChatStream | litellm_answer.LegacyStream,
+    *,
+    first: bool,
+    delivered: bool,
+    first_by: float,
+    end_by: float,
+) -> tuple[float, str]:
+    """By when the next chunk must come, and what it waits for (:func:`read_by`); once a chat
+    answer is whole (every choice asked for finished), :data:`GRACE_S` at most, as on the
+    direct path (litellm keeps the usage until the response ends: a provider that sent no end
+    held the stream until ``idle_s``, then ended it in a timeout after the whole answer)."""
+    by, what = read_by(first, delivered, first_by, end_by, call.idle_timeout)
+    n = call.body.get("n")
+    if delivered and shape.finished(n if type(n) is int else 1):
+        grace_by = asyncio.get_running_loop().time() + GRACE_S
+        if grace_by < by:
+            return grace_by, WHOLE
+    return by, what
 
 
 async def _close(chunks: Any) -> None:

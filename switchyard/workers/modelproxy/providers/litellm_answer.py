@@ -119,6 +119,10 @@ class LegacyStream:
     def closing(self) -> None:
         """Nothing: litellm ends a legacy stream's choices itself."""
 
+    def finished(self, asked: int) -> bool:
+        """Never known here (a choice per prompt and ``n``): its stream ends at its end."""
+        return False
+
 
 class ChatStream:
     """One chat stream's chunks in OpenAI's shape (:meth:`chunk`), naming ``model``.
@@ -182,6 +186,11 @@ class ChatStream:
             )
         out["choices"] = choices
         return out
+
+    def finished(self, asked: int) -> bool:
+        """Whether the answer is whole: ``asked`` choices (at least) opened, every one
+        finished."""
+        return len(self._finished) >= asked and self._opened <= self._finished.keys()
 
     def closing(self) -> dict[str, Any] | None:
         """A chunk that ends every choice opened without a ``finish_reason``, or None when

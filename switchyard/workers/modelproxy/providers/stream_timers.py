@@ -21,7 +21,8 @@ says which wait ran out. Three waits:
   (:attr:`Watchdog.whole`): an answer that has all its parts is no failure.
 
 The readers that open a timeout scope per read anyway (litellm's, the native streams') bound
-each read with :func:`read_by`: the same deadline and idle gap, no grace.
+each read with :func:`read_by`: the same deadline and idle gap; litellm's adds the grace
+itself (its chat answers' choices are counted there), the native streams none.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import aiohttp
 GRACE_S = 2.0
 FIRST_TOKEN = "the first token"  # noqa: S105  (a wait, not a token)
 STREAM_END = "the end of the stream"
-_GRACE = "the end of a whole answer"
+WHOLE = "the end of a whole answer"
+_GRACE = WHOLE
 
 
 def read_by(
