@@ -4,6 +4,7 @@ so they do not hold its keep-alives back; past the bound they are sent and holdi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,7 +16,7 @@ from switchyard.workers.modelproxy.heartbeat import InFlight
 from switchyard.workers.modelproxy.job import Job
 from switchyard.workers.modelproxy.key_echo import EchoedKeys
 from switchyard.workers.modelproxy.providers.base import StreamEvent
-from switchyard.workers.modelproxy.stream_watch import HELD_CHUNKS, relay
+from switchyard.workers.modelproxy.stream_watch import BEGUN_AFTER_S, HELD_CHUNKS, relay
 
 pytestmark = pytest.mark.unit
 
@@ -85,8 +86,11 @@ async def test_the_bound_ends_a_hold_before_the_stream_does() -> None:
     assert len(seen) == HELD_CHUNKS + 10
 
 
-async def _begun_at(events: list[StreamEvent], op: str = "chat") -> list[int]:
-    """When the caller heard that the provider began: the chunks sent before each time."""
+async def _begun_at(
+    events: list[StreamEvent | float], op: str = "chat", *, after: float = 0.0
+) -> list[int]:
+    """When the caller heard that the provider began: the chunks sent before each time. A
+    number in ``events`` is a pause of that many seconds; ``after``: a pause at the end."""
     job = _job()
     job.env = Envelope(request_id="r1", op=op, stream=True)
     sent: list[bytes] = []
@@ -100,23 +104,45 @@ async def _begun_at(events: list[StreamEvent], op: str = "chat") -> list[int]:
 
     async def stream() -> AsyncIterator[StreamEvent]:
         for event in events:
-            yield event
+            if isinstance(event, float):
+                await asyncio.sleep(event)
+            else:
+                yield event
 
     await relay(job, stream(), send, echoed=EchoedKeys(), key=b"", provider="p", begun=begun)
+    await asyncio.sleep(after)
     return heard
 
 
 async def test_a_held_opening_tells_the_caller_once_that_the_provider_began() -> None:
     """Before anything is sent, once: an edge may then start an SDK's stream whose wait for
     the headers runs out (``X-Stainless-Timeout``) rather than answer 504."""
-    assert await _begun_at([StreamEvent(EMPTY), StreamEvent(EMPTY), StreamEvent(TEXT)]) == [0]
+    late = BEGUN_AFTER_S + 0.2
+    assert await _begun_at([StreamEvent(EMPTY), StreamEvent(EMPTY), late, StreamEvent(TEXT)]) == [0]
     assert await _begun_at([StreamEvent(TEXT), StreamEvent(EMPTY)]) == []  # content at once
+
+
+async def test_an_opening_followed_quickly_by_content_costs_no_message_more() -> None:
+    """Most providers send content within milliseconds of their role chunk: the begun
+    keep-alive went out on every held stream, a bus message more per stream for the rare
+    slow one. Now only an opening held :data:`BEGUN_AFTER_S` is said."""
+    events: list[StreamEvent | float] = [StreamEvent(EMPTY), 0.01, StreamEvent(TEXT)]
+    assert await _begun_at(events, after=BEGUN_AFTER_S + 0.1) == []
+    # A stream that ends with nothing but its opening, quickly: not said either.
+    assert await _begun_at([StreamEvent(EMPTY)], after=BEGUN_AFTER_S + 0.1) == []
 
 
 async def test_an_adapter_holding_its_own_opening_says_so_with_an_empty_event() -> None:
     """A native or translated stream (not held here): its adapter's empty event, once; an
     event of usage alone is no such sign."""
     usage = StreamEvent(None, Usage(prompt_tokens=1, completion_tokens=0, total_tokens=1))
-    events = [usage, StreamEvent(None), StreamEvent(None), StreamEvent(TEXT)]
+    late = BEGUN_AFTER_S + 0.2
+    events: list[StreamEvent | float] = [
+        usage,
+        StreamEvent(None),
+        StreamEvent(None),
+        late,
+        StreamEvent(TEXT),
+    ]
     assert await _begun_at(events, op="messages") == [0]
     assert await _begun_at([StreamEvent(TEXT), StreamEvent(None)], op="messages") == []

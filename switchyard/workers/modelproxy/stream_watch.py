@@ -23,11 +23,13 @@ keep-alive) of well under 4 KiB, so the bounds leave room for ten times that and
 a placeholder stream can pile up in memory small.
 
 The caller hears once that the provider began (``replies.send_begun``: a keep-alive marked
-``Sy-Begun``) when the first chunk is held, or when an adapter that holds its own opening says
-it holds one (an event without payload or usage): an HTTP edge whose client's SDK times the
-wait for the response headers (``X-Stainless-Timeout``) sends them before that wait runs out,
-rather than a 504 for a stream that is on its way (a reasoning model sends its role at once,
-then thinks for minutes).
+``Sy-Begun``) :data:`BEGUN_AFTER_S` after the first chunk is held, or after an adapter that
+holds its own opening says it holds one (an event without payload or usage), unless content
+came first: most providers send content within milliseconds of their role chunk, and a message
+more per stream is a cost every stream would pay for the rare slow one. An HTTP edge whose
+client's SDK times the wait for the response headers (``X-Stainless-Timeout``) sends them
+before that wait runs out, rather than a 504 for a stream that is on its way (a reasoning model
+sends its role at once, then thinks for minutes).
 
 Other streams (native dialects hold their own opening: :mod:`.providers.native_stream`)
 are sent chunk by chunk as before. Once content went out every chunk passes unread.
@@ -51,6 +53,39 @@ HELD_CHUNKS = 32
 HELD_BYTES = 64 * 1024
 Send = Callable[[Job, int, bytes], Awaitable[None]]
 Begun = Callable[[Job], Awaitable[None]]
+# A held opening is said to the caller only once it has waited this long (see the module): far
+# below the shortest SDK timeout an edge starts a stream ahead of (it starts it 2 s before, or
+# halfway through one under 4 s).
+BEGUN_AFTER_S = 0.2
+
+
+class _Herald:
+    """Says once, :data:`BEGUN_AFTER_S` after :meth:`held`, that the provider began, unless
+    :meth:`done` (content went out, or the stream ended) came first."""
+
+    __slots__ = ("_begun", "_job", "_task", "_timer")
+
+    def __init__(self, begun: Begun | None, job: Job) -> None:
+        self._begun = begun
+        self._job = job
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def held(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._begun is not None and self._timer is None:
+            self._timer = loop.call_later(BEGUN_AFTER_S, self._say)
+
+    def _say(self) -> None:
+        if self._begun is not None and not self._job.sent and not self._job.cancelled:
+            self._task = asyncio.ensure_future(self._begun(self._job))
+        self._begun = None
+
+    async def done(self) -> None:
+        self._begun = None
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:  # a publish already under way: before what follows it
+            await self._task
 
 
 async def relay(
@@ -67,6 +102,26 @@ async def relay(
     time to the first content and what was sent; returns early once the caller left.
     ``begun``: tells the caller the provider began while its opening is held (once)."""
     loop = asyncio.get_running_loop()
+    herald = _Herald(begun, job)
+    try:
+        await _relay(
+            job, events, send, echoed=echoed, key=key, provider=provider, herald=herald, loop=loop
+        )
+    finally:
+        await herald.done()
+
+
+async def _relay(
+    job: Job,
+    events: AsyncIterator[StreamEvent],
+    send: Send,
+    *,
+    echoed: EchoedKeys,
+    key: bytes,
+    provider: str,
+    herald: _Herald,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
     held: list[bytes] | None = [] if job.env.op in HELD_OPS else None  # None: none held now
     held_bytes = 0
     looking = held is not None  # the first content is still to come (its time is measured)
@@ -77,9 +132,8 @@ async def relay(
         if event.usage is not None:
             job.usage = event.usage
         if event.payload is None:
-            if begun is not None and event.usage is None and not job.sent:
-                await begun(job)  # an adapter holds its opening (see the module)
-                begun = None
+            if event.usage is None and not job.sent:
+                herald.held(loop)  # an adapter holds its opening (see the module)
             continue
         payload = echoed.masked(event.payload, key, provider)
         if held is not None:
@@ -89,10 +143,9 @@ async def relay(
                 _first_content(job)
                 looking = False
             elif len(held) < HELD_CHUNKS and held_bytes < HELD_BYTES:
-                if begun is not None:
-                    await begun(job)
-                    begun = None
+                herald.held(loop)
                 continue
+            await herald.done()  # before the first chunk, if it is already being said
             for payload in held:  # content came, or too much was held: all of it goes now
                 job.chunks.append(payload)
                 await send(job, seq, payload)
@@ -101,6 +154,8 @@ async def relay(
             job.sent = True
             job.inflight.touch(loop.time())
             continue
+        if seq == 0:
+            await herald.done()  # an adapter's held opening ends with its first chunk
         job.chunks.append(payload)
         await send(job, seq, payload)
         if seq == 0 or (looking and has_content(payload)):
