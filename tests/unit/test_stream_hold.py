@@ -146,3 +146,51 @@ async def test_an_adapter_holding_its_own_opening_says_so_with_an_empty_event() 
     ]
     assert await _begun_at(events, op="messages") == [0]
     assert await _begun_at([StreamEvent(TEXT), StreamEvent(None)], op="messages") == []
+
+
+async def test_a_failed_begun_keep_alive_hides_neither_the_providers_error_nor_comes_late() -> None:
+    """The begun publish is best effort: when it failed (a reconnect's full buffer), its
+    error replaced the provider's own in flight, and the head never rerouted the request. And
+    a stream that ends with its opening alone sends nothing after the begun."""
+    job = _job()
+    order: list[str] = []
+
+    async def send(j: Job, seq: int, payload: bytes) -> None:
+        order.append("chunk")
+        await asyncio.sleep(0)
+
+    async def failing_begun(j: Job) -> None:
+        order.append("begun")
+        raise ConnectionError("the reply connection is reconnecting")
+
+    async def failing_stream() -> AsyncIterator[StreamEvent]:
+        yield StreamEvent(EMPTY)
+        await asyncio.sleep(BEGUN_AFTER_S + 0.1)
+        raise RuntimeError("the provider's own error")
+
+    with pytest.raises(RuntimeError, match="provider's own"):
+        await relay(
+            job,
+            failing_stream(),
+            send,
+            echoed=EchoedKeys(),
+            key=b"",
+            provider="p",
+            begun=failing_begun,
+        )
+    assert order == ["begun"]
+
+    async def opening_only() -> AsyncIterator[StreamEvent]:
+        yield StreamEvent(EMPTY)
+        await asyncio.sleep(BEGUN_AFTER_S + 0.1)
+
+    order.clear()
+
+    async def begun(j: Job) -> None:
+        order.append("begun")
+
+    await relay(
+        _job(), opening_only(), send, echoed=EchoedKeys(), key=b"", provider="p", begun=begun
+    )
+    await asyncio.sleep(BEGUN_AFTER_S)
+    assert order == ["begun", "chunk"]

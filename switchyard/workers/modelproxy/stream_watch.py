@@ -38,6 +38,7 @@ are sent chunk by chunk as before. Once content went out every chunk passes unre
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -45,6 +46,8 @@ from switchyard.workers.modelproxy.job import Job
 from switchyard.workers.modelproxy.key_echo import EchoedKeys
 from switchyard.workers.modelproxy.providers.base import StreamEvent
 from switchyard.workers.modelproxy.providers.chunk_content import has_content
+
+log = logging.getLogger("switchyard.modelproxy")
 
 # The ops whose chunks are OpenAI chunks, read for content until the first that has some.
 HELD_OPS = frozenset({"chat", "complete"})
@@ -84,8 +87,13 @@ class _Herald:
         self._begun = None
         if self._timer is not None:
             self._timer.cancel()
-        if self._task is not None:  # a publish already under way: before what follows it
-            await self._task
+        task, self._task = self._task, None
+        if task is not None:  # a publish already under way: before what follows it
+            try:
+                await task
+            except Exception as exc:  # noqa: BLE001  (a keep-alive is best effort: the
+                # provider's own error, if one is on its way, must not be hidden by it)
+                log.warning("the provider-began keep-alive was not sent: %s", exc)
 
 
 async def relay(
@@ -164,6 +172,7 @@ async def _relay(
         seq += 1
         job.sent = True
         job.inflight.touch(loop.time())
+    await herald.done()  # before anything of a stream that ends without content
     for payload in held or ():  # a stream without content: sent whole at its end
         job.chunks.append(payload)
         await send(job, seq, payload)
