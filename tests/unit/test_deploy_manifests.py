@@ -375,10 +375,15 @@ def test_the_gateway_reads_both_admin_tokens_from_its_bundle(
     manifests: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     """The read-only admin token (made by `deploy setup`, in the gateway's Secret) is where the
-    settings say: a gateway without it would give no read-only access."""
+    settings say: a gateway without it would give no read-only access. Its setting is the
+    gateway container's own, not the shared ConfigMap's: every pod loads that, and a pod of
+    0.2.0 (before the setting) refused to start on it during a rolling upgrade."""
     env = next(d for d in _of(manifests, "ConfigMap") if d["metadata"]["name"] == "switchyard-env")
-    settings = load_settings(None, env=env["data"])
-    (mount,) = _pod(_workload(manifests, "gateway"))["containers"][0]["volumeMounts"]
+    assert "SWITCHYARD_ADMIN__READONLY_TOKEN_FILE" not in env["data"]
+    container = _pod(_workload(manifests, "gateway"))["containers"][0]
+    own = {e["name"]: e["value"] for e in container.get("env", [])}
+    settings = load_settings(None, env={**env["data"], **own})
+    (mount,) = container["volumeMounts"]
     layout = containers.DeployLayout(state=tmp_path / "state", bundles=tmp_path / "bundles")
     containers.setup(load_settings(None, env={}), layout)
     bundle = {p.name for p in layout.bundle("gateway").iterdir()}
