@@ -9,6 +9,7 @@ whose team is ``alice@x``: revoking what came back would have revoked other peop
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
@@ -116,8 +117,11 @@ async def test_a_parameter_given_twice_is_refused(stack: Stack) -> None:
 
 
 async def test_every_documented_parameter_is_still_taken(stack: Stack) -> None:
+    _, known = await stack.new_key("documented")
+    await stack.listed_keys(f"q={known.id}", bool)  # the gateway's index has it
     for path in (
         "/keys?q=&state=active&owner=a@x&team=t&offset=0&limit=5",
+        f"/keys?after={known.id}&team=t&limit=5",
         "/spend?days=1&per_day=5",
         "/spend/ranking?by=team&days=1&offset=0&limit=5",
         "/spend/ranking?by=model&key=key_0123456789abcdef&days=1",
@@ -136,3 +140,59 @@ async def test_more_daily_rows_than_kept_are_refused_not_cut(stack: Stack) -> No
     assert error["param"] == "per_day"
     assert "at most 1000 (asked for 1001)" in error["message"]
     assert (await stack.admin("GET", "/spend?days=1&per_day=1000")).status_code == 200
+
+
+async def _pages(stack: Stack, query: str, between: Any) -> list[str]:
+    """The ids of every page of ``GET /keys?<query>`` read with the ``after`` cursor, two a
+    page, calling ``between(ids of the page)`` after each page (at most 20 pages)."""
+    seen: list[str] = []
+    after = ""
+    for _ in range(20):
+        listed = await stack.admin("GET", f"/keys?{query}&limit=2{after}")
+        assert listed.status_code == 200, listed.text
+        doc = listed.json()
+        ids = [k["id"] for k in doc["keys"]]
+        seen += ids
+        assert doc["last_id"] == (ids[-1] if ids else None)
+        await between(ids)
+        if not doc["has_more"]:
+            return seen
+        after = f"&after={doc['last_id']}"
+    raise AssertionError(f"paging did not end: {seen}")
+
+
+async def test_paging_with_after_neither_repeats_nor_skips_while_keys_come_and_go(
+    stack: Stack,
+) -> None:
+    """With ``offset``, a key created between two pages moved every older key one place on,
+    so the next page repeated one, and a script creating a key per page read never ended;
+    deleting what was read moved them back, past keys never listed."""
+    team = f"pages-{uuid.uuid4().hex[:8]}"
+    made = [(await stack.new_key(f"k{i}", team=team))[1].id for i in range(5)]
+    await _listed(stack, f"team={team}", set(made))
+    created: list[str] = []
+
+    async def create(ids: list[str]) -> None:
+        created.append((await stack.new_key("late", team=team))[1].id)
+        await _listed(stack, f"team={team}", {*made, *created})
+
+    assert await _pages(stack, f"team={team}", create) == made[::-1]
+
+    async def delete(ids: list[str]) -> None:
+        for key_id in ids:
+            assert (await stack.admin("DELETE", f"/keys/{key_id}")).status_code == 200
+        gone = set(ids)
+        await stack.listed_keys(
+            f"team={team}&limit=500", lambda ks: not gone & {k["id"] for k in ks}
+        )
+
+    everything = [*made, *created][::-1]
+    assert await _pages(stack, f"team={team}", delete) == everything
+    assert (await stack.admin("GET", f"/keys?team={team}")).json()["total"] == 0
+
+
+async def test_an_after_that_names_no_key_is_a_400_naming_it(stack: Stack) -> None:
+    for value in ("key_0123456789abcdef", "nope"):
+        refused = await stack.admin("GET", f"/keys?after={value}")
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "after"

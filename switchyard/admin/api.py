@@ -37,6 +37,7 @@ from switchyard.admin.bodies import (
 )
 from switchyard.admin.bodies import key_call as _keys
 from switchyard.admin.context import AdminContext
+from switchyard.admin.key_list import key_list as _key_list
 from switchyard.admin.key_rotation import RotateBody, grace_words, rotated_doc
 from switchyard.admin.keys import namesake_warning, public_record
 from switchyard.admin.overview import deployments as _deployments
@@ -45,7 +46,6 @@ from switchyard.admin.queries import (
     QUERY_PARAMS,
     audit_query,
     check_params,
-    key_query,
     per_day,
     ranking_query,
     spend_days,
@@ -247,7 +247,7 @@ class AdminApi:
                 "/keys",
                 "GET",
                 "Client keys with their spend, newest first "
-                "(?q=&state=&owner=&team=&offset=0&limit=50)",
+                "(?q=&state=&owner=&team=&after=KEY_ID&offset=0&limit=50)",
                 self.list_keys,
             ),
             ("/keys", "POST", "Create a client key (the key is shown once)", self.create_key),
@@ -462,20 +462,7 @@ class AdminApi:
         return _ok(result)
 
     async def list_keys(self, request: Request, c: AdminContext) -> Response:
-        q = key_query(request.query_params)
-        page = c.index.search(
-            q.q, state=q.state, owner=q.owner, team=q.team, offset=q.offset, limit=q.limit
-        )
-        doc: dict[str, Any] = {"total": page.total, "count": page.count}
-        try:
-            spend = await c.spend.for_keys(page.keys)
-        except SpendUnavailable as exc:
-            # Keys live in NATS, spend in Valkey: during a Valkey outage an operator can still
-            # find (and revoke) a key, and is told why its spend is missing.
-            doc["keys"] = [{**public_record(r), "spend": None} for r in page.keys]
-            return _ok({**doc, "spend_unavailable": exc.message})
-        keys = [public_record(r, s) for r, s in zip(page.keys, spend, strict=True)]
-        return _ok({"keys": keys, **doc})
+        return _ok(await _key_list(c, request.query_params))
 
     async def create_key(self, request: Request, c: AdminContext) -> Response:
         fields = decode(await _body(request), KeyFields, "key").changes()

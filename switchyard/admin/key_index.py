@@ -36,6 +36,9 @@ from switchyard.schemas.keys import (
 log = logging.getLogger("switchyard.admin.keys")
 
 MAX_PAGE = 500
+# Deleted keys whose place in the list is remembered, so a page cursor (``after``) that names
+# one still works: a script deleting the keys it pages through names the last one it deleted.
+PLACES_KEPT = 10_000
 _SEP = "\x1f"  # around the team in a key's search line, so a team filter matches it exactly
 _FLAG = "\x1d"  # before a state flag in a key's search line (revoked, expires)
 
@@ -49,8 +52,9 @@ def key_state(key: ClientKey, now: float | None = None) -> str:
 @dataclass(frozen=True)
 class KeyPage:
     keys: list[ClientKey]  # newest first
-    total: int  # matching the filter
+    total: int  # matching the filter (the cursor aside)
     count: int  # every key
+    more: bool = False  # keys matching the filter come after this page
 
 
 class _Text:
@@ -86,6 +90,7 @@ class KeyIndex:
         self._teams: list[str] | None = None
         self._damaged: dict[str, str] = {}  # record name -> key id ("" unknown): unreadable
         self._retired: dict[str, str] = {}  # record name -> key id: old secrets (rotation)
+        self._places: dict[str, tuple[float, str]] = {}  # deleted key id -> its (created_at, name)
         self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry, f"{RECORD_PREFIX}>")
 
     async def start(self) -> None:
@@ -125,6 +130,10 @@ class KeyIndex:
                 key_id or "an unknown key id",
                 revision,
             )
+        if old is not None and key is None and old.id not in self._by_id:
+            self._places[old.id] = (old.created_at, name)  # gone: its place stays a cursor
+            if len(self._places) > PLACES_KEPT:
+                del self._places[next(iter(self._places))]
         if old is not None and (key is None or key.created_at != old.created_at):
             where = bisect.bisect_left(self._sorted, (old.created_at, name))
             if where < len(self._sorted) and self._sorted[where] == (old.created_at, name):
@@ -170,6 +179,14 @@ class KeyIndex:
         name = self._by_id.get(key_id)
         return None if name is None else self._records.get(name)
 
+    def place(self, key_id: str) -> tuple[float, str] | None:
+        """Where ``key_id`` is (or was, deleted) in the list, for :meth:`search`'s ``after``;
+        None for an id this index never held."""
+        record = self.get(key_id)
+        if record is not None:
+            return record.created_at, self._by_id[key_id]
+        return self._places.get(key_id)
+
     def _newest(self, index: int) -> ClientKey:
         return self._records[self._sorted[len(self._sorted) - 1 - index][1]]
 
@@ -196,20 +213,27 @@ class KeyIndex:
         team: str = "",
         offset: int = 0,
         limit: int = 50,
+        after: tuple[float, str] | None = None,
     ) -> KeyPage:
         """Keys matching ``q`` (a substring of id, name, owner, team or last four characters),
         newest first; ``owner`` and ``team`` match the whole value (a script picking one
         person's keys must not get ``malice@x``'s with ``alice@x``'s), ``owner`` letter case
         aside (an address), ``team`` exactly, as spend, fair shares and Batch files count
         teams: ``Alpha`` is not ``alpha`` (the filter was case-blind while spend grouped them
-        apart, so the keys listed for a team did not add up to its spend row)."""
+        apart, so the keys listed for a team did not add up to its spend row).
+
+        ``after`` (a :meth:`place`) starts the page at the first older key: a cursor that keys
+        created or deleted meanwhile do not move, as they move an ``offset``."""
         limit = max(1, min(limit, MAX_PAGE))
-        offset = max(0, offset)
         count = len(self._sorted)
+        # Lines (newest first) before ``first`` are the cursor's key and newer ones.
+        first = count - bisect.bisect_left(self._sorted, after) if after else 0
+        offset = first + max(0, offset)
         needle = q.strip().lower().replace("\n", " ")
         if not (needle or state or owner or team):
             picked = range(offset, min(offset + limit, count))
-            return KeyPage([self._newest(i) for i in picked], count, count)
+            more = offset + limit < count
+            return KeyPage([self._newest(i) for i in picked], count, count, more)
         text = self._search_text()
         exact_team = f"{_SEP}{team.lower()}{_SEP}" if team else ""
         if needle:
@@ -231,7 +255,9 @@ class KeyIndex:
             lines = [i for i in lines if self._newest(i).owner.lower() == wanted]
         if state and (needle or exact_team or owner or state == "active"):
             lines = self._in_state(text, lines, state)
-        return KeyPage([self._newest(i) for i in lines[offset : offset + limit]], len(lines), count)
+        start = bisect.bisect_left(lines, first) + offset - first  # (``lines`` is in order)
+        page = [self._newest(i) for i in lines[start : start + limit]]
+        return KeyPage(page, len(lines), count, start + limit < len(lines))
 
     def _in_state(self, text: _Text, lines: list[int] | None, state: str) -> list[int]:
         """``lines`` narrowed to keys in ``state``, using the flags in the text (few keys are

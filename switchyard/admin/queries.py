@@ -23,7 +23,7 @@ SPEND_RANKINGS = ("key", "team", "model", "deployment")
 
 # The query parameters each endpoint takes, by handler name; an endpoint not listed takes none.
 QUERY_PARAMS: dict[str, tuple[str, ...]] = {
-    "list_keys": ("q", "state", "owner", "team", "offset", "limit"),
+    "list_keys": ("q", "state", "owner", "team", "after", "offset", "limit"),
     "deployment_history": ("seconds",),
     "daily_spend": ("days", "per_day"),
     "spend_ranking": ("by", "days", "offset", "limit", "key"),
@@ -56,7 +56,8 @@ def check_params(query: QueryParams, allowed: tuple[str, ...]) -> None:
 @dataclass(frozen=True)
 class KeyQuery:
     """``GET /keys``: ``q`` searches (a substring of id, name, owner, team or last four
-    characters); ``owner`` and ``team`` match the whole value (letter case aside)."""
+    characters); ``owner`` and ``team`` match the whole value (letter case aside); ``after``
+    is the id of the last key of the page before (a cursor: see :meth:`KeyIndex.search`)."""
 
     q: str
     state: str
@@ -64,6 +65,7 @@ class KeyQuery:
     team: str
     offset: int
     limit: int
+    after: str = ""
 
 
 def key_query(q: QueryParams) -> KeyQuery:
@@ -80,7 +82,21 @@ def key_query(q: QueryParams) -> KeyQuery:
         team=_exact(q, "team"),
         offset=whole_number(q.get("offset") or "0", "offset"),
         limit=positive_int(q.get("limit") or "50", "limit"),
+        after=_key_id(q, "after"),
     )
+
+
+def _key_id(q: QueryParams, param: str) -> str:
+    """A key id parameter's value ("" when absent), refused unless shaped like one."""
+    value = q.get(param)
+    if value is None:
+        return ""
+    if not KEY_ID.match(value):
+        raise InvalidRequest(
+            f"`{param}` must be a key id (`key_` and 16 hex digits), as GET /keys lists them",
+            param=param,
+        )
+    return value
 
 
 def _exact(q: QueryParams, param: str) -> str:
