@@ -63,7 +63,7 @@ async def test_the_team_filter_matches_the_team_as_spend_counts_it(stack: Stack)
 
 async def test_an_empty_exact_filter_is_refused_not_read_as_every_key(stack: Stack) -> None:
     """``owner=$DEPARTED`` with the variable unset must not list (and so revoke) everyone."""
-    for param in ("owner", "team"):
+    for param in ("owner", "team", "name"):
         refused = await stack.admin("GET", f"/keys?{param}=")
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"]["param"] == param
@@ -122,6 +122,7 @@ async def test_every_documented_parameter_is_still_taken(stack: Stack) -> None:
     for path in (
         "/keys?q=&state=active&owner=a@x&team=t&offset=0&limit=5",
         f"/keys?after={known.id}&team=t&limit=5",
+        "/keys?name=documented&state=active",
         "/spend?days=1&per_day=5",
         "/spend/ranking?by=team&days=1&offset=0&limit=5",
         "/spend/ranking?by=model&key=key_0123456789abcdef&days=1",
@@ -196,3 +197,23 @@ async def test_an_after_that_names_no_key_is_a_400_naming_it(stack: Stack) -> No
         refused = await stack.admin("GET", f"/keys?after={value}")
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"]["param"] == "after"
+
+
+async def test_the_name_filter_finds_a_key_by_its_whole_name(stack: Stack) -> None:
+    """A script that must not make a second key on a re-run looks its key up by name first;
+    ``q`` is a search, so ``q=ci-bot`` also listed ``ci-bot-old`` and keys owned by
+    ``ci-bot@x``, and the script could not tell which one it had made."""
+    tag = uuid.uuid4().hex[:8]
+    bot = f"ci-bot-{tag}"
+    _, one = await stack.new_key(bot, team=f"t-{tag}")
+    _, old = await stack.new_key(f"{bot}-old")
+    _, owned = await stack.new_key("laptop", owner=f"{bot}@x", team=bot)
+    await _listed(stack, f"q={bot}", {one.id, old.id, owned.id})
+    await _listed(stack, f"name={bot}", {one.id})
+    await _listed(stack, f"name={bot}&team=t-{tag}&state=active", {one.id})
+    await _listed(stack, f"name={bot.upper()}", set())  # spelled as stored, as `keys show`
+    await _listed(stack, f"name={bot}-o", set())
+    revoked = await stack.admin("POST", f"/keys/{one.id}/revoke")
+    assert revoked.status_code == 200, revoked.text
+    await _listed(stack, f"name={bot}&state=revoked", {one.id})
+    await _listed(stack, f"name={bot}&state=active", set())

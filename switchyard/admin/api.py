@@ -247,7 +247,7 @@ class AdminApi:
                 "/keys",
                 "GET",
                 "Client keys with their spend, newest first "
-                "(?q=&state=&owner=&team=&after=KEY_ID&offset=0&limit=50)",
+                "(?q=&state=&owner=&team=&name=&after=KEY_ID&offset=0&limit=50)",
                 self.list_keys,
             ),
             ("/keys", "POST", "Create a client key (the key is shown once)", self.create_key),

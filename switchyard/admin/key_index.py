@@ -211,6 +211,7 @@ class KeyIndex:
         state: str = "",
         owner: str = "",
         team: str = "",
+        name: str = "",
         offset: int = 0,
         limit: int = 50,
         after: tuple[float, str] | None = None,
@@ -220,7 +221,8 @@ class KeyIndex:
         person's keys must not get ``malice@x``'s with ``alice@x``'s), ``owner`` letter case
         aside (an address), ``team`` exactly, as spend, fair shares and Batch files count
         teams: ``Alpha`` is not ``alpha`` (the filter was case-blind while spend grouped them
-        apart, so the keys listed for a team did not add up to its spend row).
+        apart, so the keys listed for a team did not add up to its spend row). ``name`` matches
+        the whole name as stored, as ``keys show NAME`` does: a script finds its key by name.
 
         ``after`` (a :meth:`place`) starts the page at the first older key: a cursor that keys
         created or deleted meanwhile do not move, as they move an ``offset``."""
@@ -230,7 +232,7 @@ class KeyIndex:
         first = count - bisect.bisect_left(self._sorted, after) if after else 0
         offset = first + max(0, offset)
         needle = q.strip().lower().replace("\n", " ")
-        if not (needle or state or owner or team):
+        if not (needle or state or owner or team or name):
             picked = range(offset, min(offset + limit, count))
             more = offset + limit < count
             return KeyPage([self._newest(i) for i in picked], count, count, more)
@@ -244,6 +246,8 @@ class KeyIndex:
             lines = text.matches(exact_team)
         elif owner:  # the keys whose line has it somewhere; the exact match is checked below
             lines = text.matches(owner.lower())
+        elif name:  # likewise
+            lines = text.matches(name.lower())
         elif state in ("revoked", "expired"):
             lines = sorted(self._in_state(text, None, state))
         else:
@@ -253,7 +257,9 @@ class KeyIndex:
         if owner:
             wanted = owner.lower()
             lines = [i for i in lines if self._newest(i).owner.lower() == wanted]
-        if state and (needle or exact_team or owner or state == "active"):
+        if name:
+            lines = [i for i in lines if self._newest(i).name == name]
+        if state and (needle or exact_team or owner or name or state == "active"):
             lines = self._in_state(text, lines, state)
         start = bisect.bisect_left(lines, first) + offset - first  # (``lines`` is in order)
         page = [self._newest(i) for i in lines[start : start + limit]]

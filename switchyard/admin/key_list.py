@@ -37,6 +37,7 @@ async def key_list(c: AdminContext, params: QueryParams) -> dict[str, Any]:
         state=q.state,
         owner=q.owner,
         team=q.team,
+        name=q.name,
         offset=q.offset,
         limit=q.limit,
         after=after,

@@ -23,7 +23,7 @@ SPEND_RANKINGS = ("key", "team", "model", "deployment")
 
 # The query parameters each endpoint takes, by handler name; an endpoint not listed takes none.
 QUERY_PARAMS: dict[str, tuple[str, ...]] = {
-    "list_keys": ("q", "state", "owner", "team", "after", "offset", "limit"),
+    "list_keys": ("q", "state", "owner", "team", "name", "after", "offset", "limit"),
     "deployment_history": ("seconds",),
     "daily_spend": ("days", "per_day"),
     "spend_ranking": ("by", "days", "offset", "limit", "key"),
@@ -56,7 +56,8 @@ def check_params(query: QueryParams, allowed: tuple[str, ...]) -> None:
 @dataclass(frozen=True)
 class KeyQuery:
     """``GET /keys``: ``q`` searches (a substring of id, name, owner, team or last four
-    characters); ``owner`` and ``team`` match the whole value (letter case aside); ``after``
+    characters); ``owner``, ``team`` and ``name`` match the whole value (``owner`` letter
+    case aside); ``after``
     is the id of the last key of the page before (a cursor: see :meth:`KeyIndex.search`)."""
 
     q: str
@@ -66,6 +67,7 @@ class KeyQuery:
     offset: int
     limit: int
     after: str = ""
+    name: str = ""
 
 
 def key_query(q: QueryParams) -> KeyQuery:
@@ -83,6 +85,7 @@ def key_query(q: QueryParams) -> KeyQuery:
         offset=whole_number(q.get("offset") or "0", "offset"),
         limit=positive_int(q.get("limit") or "50", "limit"),
         after=_key_id(q, "after"),
+        name=_exact(q, "name"),
     )
 
 
