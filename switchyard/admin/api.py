@@ -42,6 +42,7 @@ from switchyard.admin.key_rotation import RotateBody, grace_words, rotated_doc
 from switchyard.admin.keys import namesake_warning, public_record
 from switchyard.admin.overview import deployments as _deployments
 from switchyard.admin.overview import overview as _overview
+from switchyard.admin.path_names import secret_name, table_name
 from switchyard.admin.queries import (
     QUERY_PARAMS,
     audit_query,
@@ -334,7 +335,7 @@ class AdminApi:
         return _ok(route)
 
     async def put_route(self, request: Request, c: AdminContext) -> Response:
-        alias = request.path_params["alias"]
+        alias = table_name(request.path_params["alias"], "route alias", "alias")
         route = decode(await _body(request), Route, "route")
         state = await c.control.edit(lambda t: _with(t, routes={**t.routes, alias: route}))
         await _audit_write(c, request, state, "route.put", alias)
@@ -361,7 +362,7 @@ class AdminApi:
         return _ok((await c.control.table()).table.providers)
 
     async def put_provider(self, request: Request, c: AdminContext) -> Response:
-        name = request.path_params["name"]
+        name = table_name(request.path_params["name"], "provider name", "name")
         body = await _body(request)
         refuse_literal_keys(body, name)
         provider = decode(body, Provider, "provider")
@@ -545,13 +546,15 @@ class AdminApi:
 
     async def put_secret(self, request: Request, c: AdminContext) -> Response:
         doc = decode(await _body(request), SecretBody, "secret")
-        info = await c.secrets.put(request.path_params["name"], doc.value, doc.provider)
+        info = await c.secrets.put(
+            secret_name(request.path_params["name"]), doc.value, doc.provider
+        )
         await _audit(c, request, "secret.put", info.name, f"version {info.version}")
         return _ok(info)
 
     async def rotate_secret(self, request: Request, c: AdminContext) -> Response:
         doc = decode(await _body(request), SecretBody, "secret")
-        info = await c.secrets.rotate(request.path_params["name"], doc.value)
+        info = await c.secrets.rotate(secret_name(request.path_params["name"]), doc.value)
         await _audit(c, request, "secret.rotate", info.name, f"version {info.version}")
         return _ok(info)
 

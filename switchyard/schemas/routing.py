@@ -54,7 +54,9 @@ DEFAULT_API_BASES: dict[str, str] = {
 # Kinds whose base URL has no sensible default.
 KINDS_NEEDING_API_BASE = frozenset({"azure", "openai-compatible", "vllm"})
 
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")]
+# A provider's name or a route's alias (the admin API checks one given in its path with it).
+TABLE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
+Name = Annotated[str, msgspec.Meta(pattern=TABLE_NAME_PATTERN)]
 # Bounds on free text in the table, in characters: newest rules of route_table_findings, so a
 # table stored before them still loads (the types would refuse it on every read).
 MAX_DESCRIPTION_CHARS = 1024
