@@ -117,6 +117,30 @@ async def test_the_api_refuses_a_key_that_could_never_be_used_as_the_cli_does(
     assert record["expires_at"] == past + 7200
 
 
+async def test_a_key_patch_with_null_is_refused_naming_the_field_not_read_as_keep(
+    stack: Stack,
+) -> None:
+    """``{"team": null}`` (JSON Merge Patch's "remove") answered 200 with the key unchanged:
+    null read as "leave as is", so a script clearing a team or an expiry believed it had."""
+    created = await stack.admin(
+        "POST", "/keys", {"name": "nulls", "team": "nulls", "rpm": 5, "expires_at": 4e9}
+    )
+    assert created.status_code == 201, created.text
+    key_id = created.json()["record"]["id"]
+    for field, said in (("team", '""'), ("expires_at", "0 (never"), ("rpm", "0 (no limit)")):
+        refused = await stack.admin("PATCH", f"/keys/{key_id}", {"owner": "x@y", field: None})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert (error["type"], error["param"]) == ("invalid_request_error", field)
+        assert f"`{field}` is null" in error["message"]
+        assert said in error["message"]
+    kept = (await stack.admin("GET", f"/keys/{key_id}")).json()
+    assert (kept["owner"], kept["team"], kept["rpm"], kept["expires_at"]) == ("", "nulls", 5, 4e9)
+    cleared = await stack.admin("PATCH", f"/keys/{key_id}", {"team": "", "expires_at": 0})
+    assert cleared.status_code == 200, cleared.text
+    assert (cleared.json()["team"], cleared.json()["expires_at"]) == ("", 0)
+
+
 async def test_a_route_or_provider_that_does_not_decode_names_the_field(stack: Stack) -> None:
     """The decoder's path was only in the message ("... - at `$.deployments[0].weight`"):
     ``param`` was null, so neither the SDKs nor the web app could point at the field."""

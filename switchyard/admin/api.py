@@ -32,6 +32,7 @@ from switchyard.admin.bodies import (
     KeyFields,
     SecretBody,
     decode,
+    key_patch,
     positive_int,
     refuse_literal_keys,
 )
@@ -488,7 +489,7 @@ class AdminApi:
             return _ok({**public_record(record), "spend": None, "spend_unavailable": exc.message})
 
     async def update_key(self, request: Request, c: AdminContext) -> Response:
-        fields = decode(await _body(request), KeyFields, "key").changes()
+        fields = key_patch(await _body(request))  # (null refused: it read as "keep")
         record, was = await _keys(update_seen(c.keys, request.path_params["key_id"], fields))
         await _audit(c, request, "key.update", record.id, update_words(was, record, fields))
         return _ok(public_record(record))

@@ -58,6 +58,36 @@ class KeyFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not None}
 
 
+# What clears a key setting, said when a PATCH sends null for it.
+_CLEARED_BY = {
+    "owner": '""',
+    "team": '""',
+    "models": '["*"] (every model)',
+    "rpm": "0 (no limit)",
+    "tpm": "0 (no limit)",
+    "max_parallel": "0 (no limit)",
+    "budget_usd": "0 (no budget)",
+    "expires_at": "0 (never expires)",
+}
+
+
+def key_patch(body: bytes) -> dict[str, Any]:
+    """A key PATCH's changes, with null refused naming the field. Null read as "leave as
+    is" (as an absent field), so a script clearing a team or an expiry the JSON Merge Patch
+    way (``{"team": null}``) got a 200 with the key unchanged."""
+    changes = decode(body, KeyFields, "key").changes()
+    doc = msgspec.json.decode(body)  # (it decoded as KeyFields: an object)
+    for field, value in doc.items():
+        if value is None:
+            how = _CLEARED_BY.get(field)
+            clear = f"give {how} to clear it" if how else "give a value to change it"
+            raise InvalidRequest(
+                f"`{field}` is null: leave it out to keep the key's {field}, or {clear}",
+                param=field,
+            )
+    return changes
+
+
 class SecretBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Bounded as the secrets service bounds them, so an overlong one is a 400 here."""
 
