@@ -28,6 +28,7 @@ from switchyard.schemas.secrets import ProviderLabel, SecretValue
 T = TypeVar("T")
 _Limit = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIMIT)]
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.S)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>.*)`$", re.S)
 _NESTING = 64  # how deep a body is searched for a number JSON cannot carry
 
 
@@ -141,6 +142,8 @@ def refusal(exc: Exception, kind: type[Any], what: str, body: bytes = b"") -> In
         message = (
             rules.get(path) or f"`{path}` must be a finite number (JSON has no infinity or NaN)"
         )
+    elif unknown := _UNKNOWN.match(message):  # param: the field itself, wherever it is
+        return _unknown_field(kind, what, path, unknown.group("field"))
     elif path in rules:
         message = rules[path]
     elif path:  # the field the decoder names: as param too, where the SDKs and the UI look
@@ -150,6 +153,17 @@ def refusal(exc: Exception, kind: type[Any], what: str, body: bytes = b"") -> In
     else:
         return InvalidRequest(f"invalid {what}: {exc}")
     return InvalidRequest(message, param=path)
+
+
+def _unknown_field(kind: type[Any], what: str, path: str, field: str) -> InvalidRequest:
+    """A field ``kind`` (at ``path`` in it) does not have, named in ``param`` with its path;
+    one at the top with the fields there are. It had no ``param`` at the top (a script sending
+    a key's record back as a PATCH was told "Object contains unknown field `id`", nothing
+    more), and the object holding it below (``deployments[0]`` for a misspelt weight)."""
+    where = f"{path}.{field}" if path else field
+    taken = getattr(kind, "__struct_fields__", ()) if not path else ()
+    listed = f" (it takes {', '.join(taken)})" if taken else ""
+    return InvalidRequest(f"invalid {what}: unknown field `{where}`{listed}", param=where)
 
 
 def _split(message: str) -> tuple[str, str]:
