@@ -217,3 +217,19 @@ async def test_the_name_filter_finds_a_key_by_its_whole_name(stack: Stack) -> No
     assert revoked.status_code == 200, revoked.text
     await _listed(stack, f"name={bot}&state=revoked", {one.id})
     await _listed(stack, f"name={bot}&state=active", set())
+
+
+@pytest.mark.parametrize("path", ["/keys", "/audit", "/spend/ranking?by=team&"])
+async def test_a_limit_past_the_largest_page_is_a_400_not_a_shorter_page(
+    stack: Stack, path: str
+) -> None:
+    """``limit=1000`` answered 500 entries and no word of it: a script that stopped at a page
+    shorter than it asked for stopped there, short of the rest."""
+    joined = path if path.endswith("&") else f"{path}?"
+    refused = await stack.admin("GET", f"{joined}limit=501")
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", "limit")
+    assert "at most 500" in error["message"]
+    taken = await stack.admin("GET", f"{joined}limit=500")
+    assert taken.status_code == 200, taken.text

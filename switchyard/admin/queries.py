@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from starlette.datastructures import QueryParams
 
+from switchyard.admin.audit import MAX_PAGE as AUDIT_PAGE
 from switchyard.admin.audit import AuditQuery
 from switchyard.admin.bodies import positive_int, whole_number
+from switchyard.admin.key_index import MAX_PAGE as KEY_PAGE
 from switchyard.errors import InvalidRequest
 from switchyard.limits.keys import DAILY_KEPT_DAYS
 from switchyard.schemas.keys import KEY_ID
@@ -31,6 +33,23 @@ QUERY_PARAMS: dict[str, tuple[str, ...]] = {
     "export_audit": ("q", "kind", "via"),
     "delete_secret": ("force",),
 }
+
+
+RANKING_PAGE = 500
+
+
+def page_limit(q: QueryParams, most: int) -> int:
+    """A list's ``limit`` (50 when absent): 1 to ``most``. More was answered with ``most`` and
+    no word of it, so a script asking for 1,000 that stopped at a page shorter than it asked
+    for stopped after 500, short of the rest."""
+    asked = positive_int(q.get("limit") or "50", "limit")
+    if asked > most:
+        raise InvalidRequest(
+            f"`limit` is at most {most} (asked for {asked}); for more, read the next page "
+            "(`offset`, or `after` for keys)",
+            param="limit",
+        )
+    return asked
 
 
 def check_params(query: QueryParams, allowed: tuple[str, ...]) -> None:
@@ -83,7 +102,7 @@ def key_query(q: QueryParams) -> KeyQuery:
         owner=_exact(q, "owner"),
         team=_exact(q, "team"),
         offset=whole_number(q.get("offset") or "0", "offset"),
-        limit=positive_int(q.get("limit") or "50", "limit"),
+        limit=page_limit(q, KEY_PAGE),
         after=_key_id(q, "after"),
         name=_exact(q, "name"),
     )
@@ -143,7 +162,7 @@ def ranking_query(q: QueryParams) -> RankingQuery:
         by=kind,
         days=spend_days(q),
         offset=whole_number(q.get("offset") or "0", "offset"),
-        limit=min(positive_int(q.get("limit") or "50", "limit"), 500),
+        limit=page_limit(q, RANKING_PAGE),
         key=key or "",
     )
 
@@ -184,5 +203,5 @@ def audit_query(q: QueryParams) -> AuditQuery:
         kind=q.get("kind", ""),
         via=q.get("via", ""),
         offset=whole_number(q.get("offset") or "0", "offset"),
-        limit=positive_int(q.get("limit") or "50", "limit"),
+        limit=page_limit(q, AUDIT_PAGE),
     )
