@@ -59,3 +59,32 @@ async def test_names_that_can_be_stored_are_still_taken(stack: Stack) -> None:
     assert (await stack.admin("DELETE", "/routes/path-names/ok.chat")).status_code == 200
     assert (await stack.admin("DELETE", "/providers/path-names.ok:v1")).status_code == 200
     assert (await stack.admin("DELETE", "/secrets/path-names_ok")).status_code == 200
+
+
+async def test_one_provider_and_one_secret_read_back_by_name(stack: Stack) -> None:
+    """``GET /providers/{name}`` and ``GET /secrets/{name}`` were a 405: a script that wrote
+    one read back every provider or secret to check it."""
+    stored = await stack.admin("PUT", "/secrets/read-back", _SECRET)
+    assert stored.status_code == 200, stored.text
+    provider = {**_PROVIDER, "secret": "read-back", "concurrency": 3}
+    assert (await stack.admin("PUT", "/providers/read-back", provider)).status_code == 200
+    try:
+        one = await stack.admin("GET", "/providers/read-back")
+        assert one.status_code == 200, one.text
+        assert one.json() == (await stack.admin("GET", "/providers")).json()["read-back"]
+        assert (one.json()["secret"], one.json()["concurrency"]) == ("read-back", 3)
+        secret = await stack.admin("GET", "/secrets/read-back")
+        assert secret.status_code == 200, secret.text
+        assert secret.json() == stored.json()
+        assert _SECRET["value"] not in secret.text
+        for path, code in (
+            ("/providers/no-such-provider", 404),
+            ("/secrets/no-such-secret", 404),
+            ("/secrets/Not A Name", 400),
+        ):
+            refused = await stack.admin("GET", path)
+            assert refused.status_code == code, refused.text
+            assert refused.json()["error"]["param"] == "name", refused.text
+    finally:
+        await stack.admin("DELETE", "/providers/read-back")
+        await stack.admin("DELETE", "/secrets/read-back")

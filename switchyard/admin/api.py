@@ -41,6 +41,7 @@ from switchyard.admin.context import AdminContext
 from switchyard.admin.key_list import key_list as _key_list
 from switchyard.admin.key_rotation import RotateBody, grace_words, rotated_doc
 from switchyard.admin.keys import namesake_warning, public_record
+from switchyard.admin.one_reads import ENDPOINTS as ONE_READS
 from switchyard.admin.overview import deployments as _deployments
 from switchyard.admin.overview import overview as _overview
 from switchyard.admin.path_names import secret_name, table_name
@@ -197,6 +198,7 @@ class AdminApi:
             ("/routes/{alias:path}", "PUT", "Create or replace a route", self.put_route),
             ("/routes/{alias:path}", "DELETE", "Remove a route", self.delete_route),
             ("/providers", "GET", "Every provider", self.get_providers),
+            ONE_READS[0],
             (
                 "/providers/{name}",
                 "PUT",
@@ -293,6 +295,7 @@ class AdminApi:
             ("/batches", "GET", "Every Batch API job: status, progress, key", self.list_batches),
             ("/batches/{batch_id}", "GET", "One Batch API job", self.get_batch),
             ("/secrets", "GET", "Stored provider keys (metadata only)", self.list_secrets),
+            ONE_READS[1],
             (
                 "/secrets/{name}",
                 "PUT",
