@@ -57,7 +57,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from switchyard.config import Settings
 from switchyard.ingress.cors import answer_headers, api_path
 from switchyard.ingress.http10 import UnframedCycle
-from switchyard.ingress.origin_seek import ORIGIN_LINE, OriginSeek
+from switchyard.ingress.origin_seek import OriginSeek, origin_values
 
 _REASONS = {
     400: b"Bad Request",
@@ -457,7 +457,7 @@ class GuardedProtocol(HttpToolsProtocol):
         tail, whole = self._head_tail()
         if not whole and not headers:
             return {}  # the request line may not have arrived whole: no path
-        headers += [(b"origin", value) for value in ORIGIN_LINE.findall(tail)]
+        headers += [(b"origin", value) for value in origin_values(tail)]
         path = _path(url)
         return {"path": path, "headers": headers} if path is not None else {}
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from switchyard.ingress.origin_seek import LINE_KEPT, OriginSeek
+import time
+
+from switchyard.ingress.origin_seek import LINE_KEPT, OriginSeek, origin_values
 
 SCOPE = {"path": "/v1/chat/completions", "headers": [(b"host", b"x")]}
 
@@ -45,3 +47,21 @@ def test_a_long_line_in_progress_is_not_kept() -> None:
     seek = _seek(budget=10 * LINE_KEPT)
     assert not seek.feed(b"\r\nX-Long: " + b"a" * (2 * LINE_KEPT))
     assert len(seek._carry) <= LINE_KEPT
+
+
+def test_spaces_around_the_value_are_not_part_of_it() -> None:
+    seek = _seek()
+    assert seek.feed(b"\r\nOrigin: \t https://app.example \t\r\n")
+    assert seek.scope["headers"][-1] == (b"origin", b"https://app.example")
+    assert origin_values(b"\r\norigin:\r\n") == [b""]
+
+
+def test_an_origin_line_of_whitespace_with_no_end_is_read_in_linear_time() -> None:
+    # The old pattern backtracked in cubic time on such a line (2,000 spaces took 5 s): one
+    # connection froze the edge's event loop. The bound is generous; linear time is ~1 ms.
+    line = b"\r\nOrigin:" + b" \t" * 15_000
+    started = time.perf_counter()
+    seek = _seek(budget=100_000)
+    assert not seek.feed(line)
+    assert origin_values(line) == []
+    assert time.perf_counter() - started < 1.0
