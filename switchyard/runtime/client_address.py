@@ -18,10 +18,12 @@ A request without ``X-Forwarded-For`` is read the same way from RFC 7239's ``For
 ``for`` node of each element is an entry (:mod:`.rfc7239`; ``for="[2001:db8::7]:4711"``, the
 port dropped, an obfuscated one too). An element without ``for``, or a node that is no
 address (``unknown``, an obfuscated identifier such as ``_hidden``) where one is read, leaves
-the peer as the client, as does a header that does not parse. When both headers come,
-``X-Forwarded-For`` wins and ``Forwarded`` is not read: nearly every proxy writes the former
-and passes a client's own ``Forwarded`` on untouched, so reading that one first would let a
-client behind such a proxy choose its address (and it is what the edge read before).
+the peer as the client, as does an element that does not parse (one unknown hop: the rest of
+the header is still read, so a client's own bad element left of its proxy's changes nothing).
+When both headers come, ``X-Forwarded-For`` wins and ``Forwarded`` is not read: nearly every
+proxy writes the former and passes a client's own ``Forwarded`` on untouched, so reading that
+one first would let a client behind such a proxy choose its address (and it is what the edge
+read before).
 
 An audit entry names both when they differ (:meth:`TrustedProxies.audit_source`: ``client
 via peer``): a listed address can name any client it likes, and the entry must still say
@@ -134,8 +136,6 @@ class TrustedProxies:
         if not self.trusts(address(peer)):
             return peer
         nodes = rfc7239.for_nodes(forwarded)
-        if nodes is None:  # a header that does not parse: nothing in it can be believed
-            return peer
         entries = [None if n is None else address(rfc7239.node_address(n)) for n in nodes]
         return self._walk(peer, entries)
 

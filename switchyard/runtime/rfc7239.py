@@ -22,31 +22,38 @@ _OBFUSCATED_PORT = re.compile(r":_[A-Za-z0-9._-]+")  # used with fullmatch
 _SPACE = " \t"
 
 
-def for_nodes(header: str) -> list[str | None] | None:
+def for_nodes(header: str) -> list[str | None]:
     """The ``for`` node of each element of ``header`` (all its lines joined with commas), left
-    to right, the port kept as written; None for an element without one (empty elements,
-    ``a, , b``, are skipped, as in every HTTP list). None when the header does not parse, or
-    an element names ``for`` twice: nothing in it can be believed."""
+    to right, the port kept as written; None for an element without one, or one that does not
+    parse or names ``for`` twice: an unknown hop, which matters only if the right-to-left walk
+    over trusted proxies reaches it (as a bad ``X-Forwarded-For`` entry). Empty elements
+    (``a, , b``) are skipped, as in every HTTP list.
+
+    Elements are split at every comma, quoted or not: no node holds one, and a client's odd
+    quote (``for="x``) must not swallow the elements the proxies appended after it. A quoted
+    value that holds a comma leaves two halves that do not parse: unknown hops."""
     nodes: list[str | None] = []
+    for element in header.split(","):
+        if element.strip(_SPACE):
+            nodes.append(_element_node(element))
+    return nodes
+
+
+def _element_node(element: str) -> str | None:
+    """The ``for`` node of one element (no comma in it); None if it has none, names it twice,
+    or does not parse."""
     node: str | None = None
-    pairs = 0  # parameters of the element being read
     seen_for = False
-    at, end = 0, len(header)
+    at, end = 0, len(element)
     while True:
-        while at < end and header[at] in _SPACE:
+        while at < end and element[at] in _SPACE:
             at += 1
-        if at == end or header[at] == ",":  # the element ends
-            if pairs:
-                nodes.append(node)
-            node, pairs, seen_for = None, 0, False
-            if at == end:
-                return nodes
+        if at == end:
+            return node
+        if element[at] == ";":  # (an empty parameter is allowed: ``for=a;;proto=http``)
             at += 1
             continue
-        if header[at] == ";":  # (an empty parameter is allowed: ``for=a;;proto=http``)
-            at += 1
-            continue
-        pair = _PAIR.match(header, at)
+        pair = _PAIR.match(element, at)
         if pair is None:
             return None
         name, token, quoted = pair.groups()
@@ -55,11 +62,10 @@ def for_nodes(header: str) -> list[str | None] | None:
                 return None
             seen_for = True
             node = token if token is not None else _ESCAPE.sub(r"\1", quoted)
-        pairs += 1
         at = pair.end()
-        while at < end and header[at] in _SPACE:
+        while at < end and element[at] in _SPACE:
             at += 1
-        if at < end and header[at] not in ";,":
+        if at < end and element[at] != ";":
             return None
 
 

@@ -230,6 +230,31 @@ def test_a_forwarded_node_that_is_no_address_leaves_the_peer_as_the_client(
     assert PROXIES.client(_rfc7239("127.0.0.1", forwarded)) == "127.0.0.1"
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"for=198.51.100.9 junk",
+        b"for=6.6.6.6;for=6.6.6.7",  # for twice
+        b'for="6.6.6.6',  # an unterminated quote: it must not swallow the proxy's element
+        b'for="6.6.6.6, for="[2001:db8::66]',  # odd quotes, then the proxy's quoted node
+        b"=;=",
+    ],
+)
+def test_a_clients_bad_element_is_one_unknown_hop_left_of_the_proxys(sent: bytes) -> None:
+    """One element that did not parse discarded the whole header, the trusted proxy's own
+    right-most element too: the client was named as the proxy. It is one unknown hop now,
+    read only if the walk over trusted proxies reaches it."""
+    for appended in (b"for=203.0.113.5", b'for="203.0.113.5:4711"'):
+        same_line = _rfc7239("127.0.0.1", sent + b", " + appended)
+        assert PROXIES.client(same_line) == "203.0.113.5", same_line
+        own_line = _rfc7239("127.0.0.1", sent, appended)
+        assert PROXIES.client(own_line) == "203.0.113.5", own_line
+    quoted_v6 = _rfc7239("127.0.0.1", b'for="6.6.6.6', b'for="[2001:db8:1::7]:4711"')
+    assert PROXIES.client(quoted_v6) == "2001:db8:1::7"
+    # Reached by the walk (every hop right of it trusted), it leaves the peer as the client.
+    assert PROXIES.client(_rfc7239("127.0.0.1", sent, b"for=10.1.2.3")) == "127.0.0.1"
+
+
 def test_forwarded_has_the_same_trust_rule() -> None:
     assert PROXIES.client(_rfc7239("192.0.2.50", b"for=198.51.100.9")) == "192.0.2.50"
     assert TrustedProxies().client(_rfc7239("127.0.0.1", b"for=198.51.100.9")) == "127.0.0.1"
