@@ -1,4 +1,5 @@
-"""Clients behind a trusted reverse proxy are told apart by ``X-Forwarded-For``, over real HTTP.
+"""Clients behind a trusted reverse proxy are told apart by ``X-Forwarded-For`` (or RFC 7239
+``Forwarded``, with ``ingress.forwarded_header: forwarded``), over real HTTP.
 
 The stack trusts 127.0.0.1 only (``ingress.trusted_proxies``): a request from it plays one
 sent by a proxy, whose header names the client; one from another loopback address (127.0.0.2
@@ -177,10 +178,40 @@ async def test_the_sign_in_guard_and_audit_see_the_client_behind_the_proxy(
     assert [e for e in entries if e["source"] == "127.0.0.1"] == []  # never the proxy's alone
 
 
-async def test_a_proxy_writing_rfc7239_forwarded_is_read_the_same(proxied: Stack) -> None:
-    """Only ``X-Forwarded-For`` was read: behind a proxy that writes ``Forwarded: for=...``
-    (RFC 7239) every client was the proxy again, guarded and audited as one. Its ``for`` nodes
-    are read by the same rule; with both headers, ``X-Forwarded-For`` wins."""
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def rfc7239_proxied(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    """The stack behind a proxy that writes RFC 7239 ``Forwarded`` (HAProxy's ``option
+    forwarded``): ``ingress.forwarded_header: forwarded``."""
+    extra = {
+        "providers": {"fake": {"kind": "openai-compatible", "api_base": upstream.base_url}},
+        "routes": {"echo": {"deployments": [{"provider": "fake", "model": "echo"}]}},
+        "ingress": {
+            "trusted_proxies": ["127.0.0.1"],
+            "forwarded_header": "forwarded",
+            "failed_auth_limit": FAILED_AUTH_LIMIT,
+            "failed_auth_window_s": 300,
+        },
+        "stack": {"heads": 1},
+    }
+    stack = await start_stack(
+        tmp_path_factory.mktemp("rfc7239"), extra, components=["tail", "gateway", "head"]
+    )
+    try:
+        yield stack
+    finally:
+        await stack.supervisor.stop()
+
+
+async def test_a_proxy_writing_rfc7239_forwarded_is_read_and_x_forwarded_for_never(
+    rfc7239_proxied: Stack,
+) -> None:
+    """Behind a proxy that writes ``Forwarded: for=...`` (RFC 7239), its ``for`` nodes name the
+    client by the same rule. Which header was read depended on whether ``X-Forwarded-For``
+    came, which the client chooses: a client sending its own was believed (a new address per
+    guess, never refused). The setting names the header; the other is never read."""
+    stack = rfc7239_proxied
 
     def guess(forwarded: str, n: int, xff: str | None = None) -> dict[str, str]:
         headers = {"Authorization": f"Bearer sk-sy-rfc7239-{n}", "Forwarded": forwarded}
@@ -189,24 +220,34 @@ async def test_a_proxy_writing_rfc7239_forwarded_is_read_the_same(proxied: Stack
         return headers
 
     a = 'for="[2001:db8:7239::66]:4711";proto=https, for=127.0.0.1'  # A, then a trusted hop
-    async with _from("127.0.0.1", proxied.tail_url) as proxy:
-        for n in range(FAILED_AUTH_LIMIT):
-            answer = await proxy.post("/v1/chat/completions", json=CHAT, headers=guess(a, n))
+    async with _from("127.0.0.1", stack.tail_url) as proxy:
+        for n in range(FAILED_AUTH_LIMIT):  # A names a new address of its own each time
+            headers = guess(a, n, xff=f"6.6.6.{n}")
+            answer = await proxy.post("/v1/chat/completions", json=CHAT, headers=headers)
             assert answer.status_code == 401, answer.text
-        assert await _codes(proxy, guess(a, 99)) == [REFUSED] * 3
+        assert await _codes(proxy, guess(a, 99, xff="6.6.6.99")) == [REFUSED] * 3
         assert await _codes(proxy, guess("for=2001:db8:7239::66", 98)) == [REFUSED] * 3
-        assert await _codes(proxy, guess("for=198.51.100.72", 1)) == [UNKNOWN] * 3  # B
-        # X-Forwarded-For wins: a client's own Forwarded naming A does not get C refused.
-        assert await _codes(proxy, guess(a, 2, xff="198.51.100.73")) == [UNKNOWN] * 3
-    async with _from("127.0.0.1", proxied.gateway_url) as proxy:
-        api = {**proxied.admin_headers(), "Forwarded": "for=198.51.100.74"}
+        # A client's own element that does not parse, left of its proxy's, changes nothing.
+        assert await _codes(proxy, guess('for="6.6.6.6, for=2001:db8:7239::66', 97)) == (
+            [REFUSED] * 3
+        )
+        # B, whose own X-Forwarded-For names A, is not refused.
+        b = guess("for=198.51.100.72", 1, xff="2001:db8:7239::66")
+        assert await _codes(proxy, b) == [UNKNOWN] * 3
+    async with _from("127.0.0.1", stack.gateway_url) as proxy:
+        api = {
+            **stack.admin_headers(),
+            "Forwarded": "for=198.51.100.74",
+            "X-Forwarded-For": "6.6.6.6",
+        }
         made = await proxy.post("/admin/v1/keys", json={"name": "api-rfc7239"}, headers=api)
         assert made.status_code == 201, made.text
     sources: set[str] = set()
     for _ in range(100):  # the gateway's audit view follows the stream a moment behind
-        entries = (await proxied.admin("GET", "/audit?limit=500")).json()["entries"]
+        entries = (await stack.admin("GET", "/audit?limit=500")).json()["entries"]
         sources = {e["source"] for e in entries}
         if "198.51.100.74 via 127.0.0.1" in sources:
             break
         await asyncio.sleep(0.1)
     assert "198.51.100.74 via 127.0.0.1" in sources, sources
+    assert not [s for s in sources if "6.6.6" in s], sources

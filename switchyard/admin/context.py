@@ -71,7 +71,7 @@ class AdminContext:
     files: FileTable  # what the settings file defines (seeds the live table), read when changed
     convert_litellm: LiteLLMConverter | None = None
     batches: BatchRecords | None = None  # the Batch API's jobs, followed live (read-only)
-    # Whose X-Forwarded-For (or Forwarded) names the client (ingress.trusted_proxies): the
+    # Whose X-Forwarded-For (or Forwarded: ingress.forwarded_header) names the client: the
     # sign-in guard and every audit entry's source.
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     refusals: RefusalAudit | None = None  # wrong tokens on /admin/v1, into the audit log

@@ -119,7 +119,9 @@ class AdminPlugin:
             files=FileTable(settings, Path(settings.source_file) if settings.source_file else None),
             convert_litellm=self._convert,
             batches=batches,
-            proxies=TrustedProxies(settings.ingress.trusted_proxies),
+            proxies=TrustedProxies(
+                settings.ingress.trusted_proxies, settings.ingress.forwarded_header
+            ),
             refusals=RefusalAudit(audit, RefusalCounts(counted_as=counted_as)),
             sessions=self._ui.sessions,
             instance=self._instance,

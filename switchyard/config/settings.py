@@ -261,8 +261,8 @@ class IngressSettings(Section, frozen=True):
         failed_auth_limit / failed_auth_window_s: an address that presents this many unknown
             keys within the window gets 429 for keys that fail until the window has passed;
             valid keys from it still pass (see docs/security.md).
-        trusted_proxies: addresses and CIDR networks of reverse proxies whose
-            ``X-Forwarded-For`` (else RFC 7239 ``Forwarded``) names the client (its
+        trusted_proxies / forwarded_header: addresses and CIDR networks of reverse proxies
+            whose forwarding header (the one named, never the other) names the client (its
             right-most untrusted entry) for the failed-key and sign-in guards and audit
             entries; empty: the TCP peer is the client.
         cors_origins: web origins (``https://app.example.com``) whose pages may call the LLM
@@ -290,6 +290,7 @@ class IngressSettings(Section, frozen=True):
     failed_auth_limit: Annotated[int, msgspec.Meta(ge=1)] = 20
     failed_auth_window_s: Seconds = 60.0
     trusted_proxies: tuple[str, ...] = ()
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

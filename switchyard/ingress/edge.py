@@ -79,7 +79,9 @@ class Edge:
         self.auth_failures = FailedAuthGuard(
             settings.ingress.failed_auth_limit, settings.ingress.failed_auth_window_s
         )
-        self.proxies = TrustedProxies(settings.ingress.trusted_proxies)
+        self.proxies = TrustedProxies(
+            settings.ingress.trusted_proxies, settings.ingress.forwarded_header
+        )
         self._default_s = settings.ingress.default_deadline_s
         self._max_s = settings.ingress.max_deadline_s
         self._fallback_ids = 0

@@ -14,16 +14,16 @@ sends: its header is never read. Entries may carry a port (``192.0.2.7:4711``,
 one, in the list and in the answer (a peer's too, once the list is set). With the list empty
 (the default) nothing is parsed: the peer as the server gives it.
 
-A request without ``X-Forwarded-For`` is read the same way from RFC 7239's ``Forwarded``: the
-``for`` node of each element is an entry (:mod:`.rfc7239`; ``for="[2001:db8::7]:4711"``, the
-port dropped, an obfuscated one too). An element without ``for``, or a node that is no
-address (``unknown``, an obfuscated identifier such as ``_hidden``) where one is read, leaves
-the peer as the client, as does an element that does not parse (one unknown hop: the rest of
-the header is still read, so a client's own bad element left of its proxy's changes nothing).
-When both headers come, ``X-Forwarded-For`` wins and ``Forwarded`` is not read: nearly every
-proxy writes the former and passes a client's own ``Forwarded`` on untouched, so reading that
-one first would let a client behind such a proxy choose its address (and it is what the edge
-read before).
+Which header is read is the deployment's choice (``ingress.forwarded_header``), never the
+request's: ``x-forwarded-for`` (the default) or ``forwarded``, RFC 7239's, read the same way:
+the ``for`` node of each element is an entry (:mod:`.rfc7239`; ``for="[2001:db8::7]:4711"``,
+the port dropped, an obfuscated one too). An element without ``for``, a node that is no address
+(``unknown``, an obfuscated identifier such as ``_hidden``), or an element that does not parse
+where one is read leaves the peer as the client (one unknown hop: the rest of the header is
+still read, so a client's own bad element left of its proxy's changes nothing). The other
+header is never read: a proxy passes a client's own on untouched, so reading whichever came
+(as the edge did: ``Forwarded`` when ``X-Forwarded-For`` was absent) let a client behind a
+proxy that writes only ``Forwarded`` choose its address with an ``X-Forwarded-For``.
 
 An audit entry names both when they differ (:meth:`TrustedProxies.audit_source`: ``client
 via peer``): a listed address can name any client it likes, and the entry must still say
@@ -45,7 +45,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 HEADER = b"x-forwarded-for"
-FORWARDED = b"forwarded"  # RFC 7239, read when HEADER is absent
+FORWARDED = b"forwarded"  # RFC 7239, read instead with ``ingress.forwarded_header: forwarded``
 _PORT = re.compile(r":[0-9]{1,5}")  # used with fullmatch
 
 
@@ -82,10 +82,14 @@ def address(entry: str) -> Address | None:
 class TrustedProxies:
     """Who the client of a request is, given the proxies whose ``X-Forwarded-For`` counts."""
 
-    def __init__(self, trusted: Iterable[str] = ()) -> None:
+    def __init__(self, trusted: Iterable[str] = (), header: str = "x-forwarded-for") -> None:
         """``trusted``: addresses and CIDR networks, validated by the settings already
-        (:func:`network` raises ValueError for one that is not)."""
+        (:func:`network` raises ValueError for one that is not); ``header``: the one forwarding
+        header read, ``x-forwarded-for`` or ``forwarded`` (``ingress.forwarded_header``)."""
         self._networks = tuple(network(entry) for entry in trusted)
+        self._header = header.lower().encode("latin-1")
+        if self._header not in (HEADER, FORWARDED):
+            raise ValueError(f"not a forwarding header: {header}")
 
     def __bool__(self) -> bool:
         return bool(self._networks)
@@ -100,16 +104,13 @@ class TrustedProxies:
         host = str(peer[0]) if peer else ""
         if not self._networks:
             return host
-        given: list[bytes] = []
-        rfc7239_given: list[bytes] = []
-        for name, value in scope.get("headers", ()):
-            if name == HEADER:
-                given.append(value)
-            elif name == FORWARDED:
-                rfc7239_given.append(value)
-        if given or not rfc7239_given:
-            return self.client_behind(host, b",".join(given).decode("latin-1") if given else None)
-        return self.client_forwarded(host, b",".join(rfc7239_given).decode("latin-1"))
+        given = [value for name, value in scope.get("headers", ()) if name == self._header]
+        if not given:
+            return _plain(host)
+        joined = b",".join(given).decode("latin-1")
+        if self._header == FORWARDED:
+            return self.client_forwarded(host, joined)
+        return self.client_behind(host, joined)
 
     def audit_source(self, scope: Mapping[str, Any]) -> str:
         """What an audit entry records as a request's source: the client, and the peer it came
@@ -131,7 +132,7 @@ class TrustedProxies:
 
     def client_forwarded(self, peer: str, forwarded: str) -> str:
         """The client's address for a request from ``peer`` with this RFC 7239 ``Forwarded``
-        (all its lines joined with commas) and no ``X-Forwarded-For``."""
+        (all its lines joined with commas)."""
         peer = _plain(peer)
         if not self.trusts(address(peer)):
             return peer

@@ -14,7 +14,9 @@ from switchyard.runtime.client_address import TrustedProxies, address
 
 pytestmark = pytest.mark.unit
 
-PROXIES = TrustedProxies(["127.0.0.1", "10.0.0.0/8", "2001:db8:ffff::/48", "::1"])
+TRUSTED = ["127.0.0.1", "10.0.0.0/8", "2001:db8:ffff::/48", "::1"]
+PROXIES = TrustedProxies(TRUSTED)
+RFC7239 = TrustedProxies(TRUSTED, "forwarded")  # ingress.forwarded_header: forwarded
 
 
 def _scope(peer: str | None, *forwarded_for: bytes) -> dict[str, Any]:
@@ -202,12 +204,12 @@ def _rfc7239(peer: str, *forwarded: bytes, xff: bytes | None = None) -> dict[str
 def test_forwarded_for_names_the_client_behind_a_trusted_proxy(
     forwarded: bytes, client: str
 ) -> None:
-    assert PROXIES.client(_rfc7239("127.0.0.1", forwarded)) == client
+    assert RFC7239.client(_rfc7239("127.0.0.1", forwarded)) == client
 
 
 def test_forwarded_lines_are_one_list_in_order() -> None:
     scope = _rfc7239("10.0.0.1", b"for=203.0.113.66, for=198.51.100.9", b"for=10.1.2.3")
-    assert PROXIES.client(scope) == "198.51.100.9"
+    assert RFC7239.client(scope) == "198.51.100.9"
 
 
 @pytest.mark.parametrize(
@@ -227,7 +229,7 @@ def test_forwarded_lines_are_one_list_in_order() -> None:
 def test_a_forwarded_node_that_is_no_address_leaves_the_peer_as_the_client(
     forwarded: bytes,
 ) -> None:
-    assert PROXIES.client(_rfc7239("127.0.0.1", forwarded)) == "127.0.0.1"
+    assert RFC7239.client(_rfc7239("127.0.0.1", forwarded)) == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -246,26 +248,41 @@ def test_a_clients_bad_element_is_one_unknown_hop_left_of_the_proxys(sent: bytes
     read only if the walk over trusted proxies reaches it."""
     for appended in (b"for=203.0.113.5", b'for="203.0.113.5:4711"'):
         same_line = _rfc7239("127.0.0.1", sent + b", " + appended)
-        assert PROXIES.client(same_line) == "203.0.113.5", same_line
+        assert RFC7239.client(same_line) == "203.0.113.5", same_line
         own_line = _rfc7239("127.0.0.1", sent, appended)
-        assert PROXIES.client(own_line) == "203.0.113.5", own_line
+        assert RFC7239.client(own_line) == "203.0.113.5", own_line
     quoted_v6 = _rfc7239("127.0.0.1", b'for="6.6.6.6', b'for="[2001:db8:1::7]:4711"')
-    assert PROXIES.client(quoted_v6) == "2001:db8:1::7"
+    assert RFC7239.client(quoted_v6) == "2001:db8:1::7"
     # Reached by the walk (every hop right of it trusted), it leaves the peer as the client.
-    assert PROXIES.client(_rfc7239("127.0.0.1", sent, b"for=10.1.2.3")) == "127.0.0.1"
+    assert RFC7239.client(_rfc7239("127.0.0.1", sent, b"for=10.1.2.3")) == "127.0.0.1"
 
 
 def test_forwarded_has_the_same_trust_rule() -> None:
-    assert PROXIES.client(_rfc7239("192.0.2.50", b"for=198.51.100.9")) == "192.0.2.50"
+    assert RFC7239.client(_rfc7239("192.0.2.50", b"for=198.51.100.9")) == "192.0.2.50"
     assert TrustedProxies().client(_rfc7239("127.0.0.1", b"for=198.51.100.9")) == "127.0.0.1"
     scope = _rfc7239("127.0.0.1", b"for=198.51.100.9")
-    assert PROXIES.audit_source(scope) == "198.51.100.9 via 127.0.0.1"
+    assert RFC7239.audit_source(scope) == "198.51.100.9 via 127.0.0.1"
 
 
-def test_x_forwarded_for_wins_over_forwarded() -> None:
-    """A proxy that writes X-Forwarded-For passes a client's own Forwarded on: reading it
-    would let the client choose its address."""
-    scope = _rfc7239("127.0.0.1", b"for=203.0.113.5", xff=b"198.51.100.9")
-    assert PROXIES.client(scope) == "198.51.100.9"
+def test_only_the_configured_header_is_read() -> None:
+    """Whether Forwarded was read depended on whether X-Forwarded-For came, which the client
+    chooses: behind a proxy that writes only Forwarded, a client's own X-Forwarded-For was
+    believed. The deployment names the header; the other is never read."""
+    spoofed = _rfc7239("127.0.0.1", b"for=203.0.113.5", xff=b"6.6.6.6")
+    assert RFC7239.client(spoofed) == "203.0.113.5"
+    assert RFC7239.audit_source(spoofed) == "203.0.113.5 via 127.0.0.1"
+    assert RFC7239.client(_rfc7239("127.0.0.1", xff=b"6.6.6.6")) == "127.0.0.1"
+    # The default reads X-Forwarded-For only: a client's own Forwarded is never read.
+    assert PROXIES.client(spoofed) == "6.6.6.6"
+    assert PROXIES.client(_rfc7239("127.0.0.1", b"for=203.0.113.5")) == "127.0.0.1"
     malformed = _rfc7239("127.0.0.1", b"for=203.0.113.5", xff=b"unknown")
     assert PROXIES.client(malformed) == "127.0.0.1"  # not the Forwarded one either
+    assert load_settings(None, env={}).ingress.forwarded_header == "x-forwarded-for"
+    chosen = {"ingress.forwarded_header": "forwarded"}
+    assert load_settings(None, env={}, overrides=chosen).ingress.forwarded_header == "forwarded"
+
+
+def test_a_forwarded_header_setting_of_another_name_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env={}, overrides={"ingress.forwarded_header": "x-real-ip"})
+    assert "forwarded_header" in caught.value.field
