@@ -501,6 +501,21 @@ async def test_an_origin_after_the_field_that_broke_the_head_still_makes_the_ans
         assert not cors, got[:600]
 
 
+async def test_a_malformed_head_whose_end_and_body_come_in_one_read_is_answered_at_once(
+    edge: Stack,
+) -> None:
+    """The seek for a refused head's ``Origin`` starts only when its end was not read; that
+    was looked for in the last 2 KiB of the read only, so bad bytes, the head's end and more
+    than 2 KiB of body in one read made the client wait ``header_timeout_s`` for its 400."""
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-A: b\r\nBad Header\r\n"
+    sent = head + b"Content-Length: 8000\r\n\r\n" + b"x" * 8000
+    async with _edge_with(edge, header_timeout_s=5.0) as port:
+        got, took = await _in_parts(port, [sent])
+    assert got.startswith(b"HTTP/1.1 400 "), got[:300]
+    assert _error(got)["code"] == "invalid_request"
+    assert took < 2.5, took  # not at the head's time (5 s)
+
+
 @contextlib.asynccontextmanager
 async def _edge_with(stack: Stack, **limits: float) -> AsyncIterator[int]:
     """A tail of the session stack run in this process (as ``switchyard serve tail`` does),

@@ -124,6 +124,7 @@ class GuardedProtocol(HttpToolsProtocol):
         # last, which may be waiting behind it in ``self.pipeline``.
         self._running: RequestResponseCycle | None = None
         self._tail = b""  # the last bytes of a head being read (with ``cors_origins`` only)
+        self._reading = b""  # the bytes being parsed, while they are (a head's end is in them)
         self._seek: OriginSeek | None = None  # a refused head's answer, awaiting its Origin
 
     # ---- connection ----
@@ -180,7 +181,11 @@ class GuardedProtocol(HttpToolsProtocol):
         kept = bool(self.cors_origins) and self._phase != "body"
         if kept:
             self._keep(data)
-        super().data_received(data)
+        self._reading = data
+        try:
+            super().data_received(data)
+        finally:
+            self._reading = b""
         if self._phase == "head" and not self._refused:
             if self.cors_origins and not kept:  # a head begun in a body's last bytes
                 self._keep(data)
@@ -420,7 +425,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return False
         if any(name == b"origin" for name, _ in scope["headers"]):  # one not allowed
             return False
-        if b"\r\n\r\n" in self._head_tail()[0]:  # the whole head was read, with no Origin
+        if self._head_ended():  # the whole head was read, with no Origin
             return False
         self._seek = OriginSeek(status, message, scope, self.max_header_bytes, self._tail)
         self._tail = b""
@@ -460,6 +465,17 @@ class GuardedProtocol(HttpToolsProtocol):
         headers += [(b"origin", value) for value in origin_values(tail)]
         path = _path(url)
         return {"path": path, "headers": headers} if path is not None else {}
+
+    def _head_ended(self) -> bool:
+        """Whether the end of the head being refused was read: in the last bytes kept (an end
+        split between reads), or anywhere in the read being parsed, from the head's request
+        line on when it holds it (a head's end followed by more body than is kept, in one read,
+        made the client wait ``header_timeout_s`` for its 400)."""
+        if b"\r\n\r\n" in self._head_tail()[0]:
+            return True
+        url: bytes = getattr(self, "url", b"")
+        line = self._reading.rfind(b" %s HTTP/1." % url) if url else -1
+        return b"\r\n\r\n" in self._reading[max(line, 0) :]
 
     def _head_tail(self) -> tuple[bytes, bool]:
         """The last bytes read, from the head's request line on when they hold it (bytes
