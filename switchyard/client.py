@@ -48,7 +48,7 @@ from nats.nuid import NUID
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
-from switchyard.bus.cancel_proof import cancel_proof, presented_key_hash
+from switchyard.bus.cancel_proof import cancel_headers, presented_key_hash
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.bus.parts import DEFAULT_MAX_ANSWER_BYTES, Assembly
 from switchyard.bus.probe_answers import ProbeAnswers
@@ -463,23 +463,9 @@ class LLMClient:
         self._cancelled[env.request_id] = attempt
         if len(self._cancelled) > CANCELLED_IDS:
             del self._cancelled[next(iter(self._cancelled))]
-        headers = {h.REQUEST_ID: env.request_id, h.ATTEMPT: str(attempt)}
-        if env.deadline is not None:  # how long model-proxies must remember it
-            headers[h.DEADLINE] = env.deadline.header()
-        if env.key_hash:  # an edge or the batch runner: trusted to name the key by hash
-            headers[h.KEY_HASH] = env.key_hash
-            # And a proof: the copy the server stores for model-proxies that start later
-            # loses who sent it (JetStream drops Nats-Request-Info), so the hash alone counts
-            # for nothing there.
-            headers[h.CANCEL_PROOF] = cancel_proof(env.key_hash, env.request_id)
-        if env.authorization:  # the key itself never goes out on a cancel: a proof does
-            digest = (
-                self._key_hash
-                if env.authorization == self._auth
-                else presented_key_hash(env.authorization)
-            )
-            if digest:
-                headers[h.CANCEL_PROOF] = cancel_proof(digest, env.request_id)
+        headers = cancel_headers(env, attempt, (self._auth, self._key_hash))
+        if headers is None:  # names no key: every model-proxy would refuse it
+            return
         with contextlib.suppress(Exception):  # best effort: the deadline still ends the call
             await self._nc.publish(subjects.CANCEL, b"", headers=headers)
 

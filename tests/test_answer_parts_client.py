@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 ANSWER = b'{"object":"list","data":[' + b"0.125," * 40_000 + b"0.5]}"  # ~240 KB
 ROOM = 24 * 1024  # parts of 24 KiB: ten of them
+KEY = "sk-sy-parts"  # a cancel goes out only for a request that names a key (its proof)
 
 
 async def _answering(
@@ -90,7 +91,10 @@ async def test_a_whole_answer_in_parts_is_joined_whole(zone: Zone) -> None:  # n
 async def test_parts_past_the_cap_are_a_413(zone: Zone) -> None:  # noqa: F811
     cancels: list[Msg] = []
     _, ask, close = await _answering(
-        zone, _in_parts, lambda nc: LLMClient(nc, max_answer_bytes=100_000), cancels=cancels
+        zone,
+        _in_parts,
+        lambda nc: LLMClient(nc, max_answer_bytes=100_000, api_key=KEY),
+        cancels=cancels,
     )
     try:
         with pytest.raises(PayloadTooLarge) as info:
@@ -134,7 +138,9 @@ async def test_a_model_proxy_dying_mid_way_is_an_error_and_its_copy_is_cancelled
         await replies.announce_delivery(proxy, msg.reply, "1.2")
 
     cancels: list[Msg] = []
-    _, ask, close = await _answering(zone, dies, LLMClient, cancels=cancels)
+    _, ask, close = await _answering(
+        zone, dies, lambda nc: LLMClient(nc, api_key=KEY), cancels=cancels
+    )
     try:
         with pytest.raises(ProviderError) as info:
             await ask()

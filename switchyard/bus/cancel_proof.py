@@ -20,6 +20,8 @@ import hashlib
 import hmac
 import re
 
+from switchyard.bus import headers as h
+from switchyard.bus.envelope import Envelope
 from switchyard.bus.headers import bearer_token
 from switchyard.schemas.keys import hash_key
 
@@ -47,3 +49,26 @@ def parse_proof(value: str | None) -> str:
         return ""
     proof = value.lower()
     return proof if _PROOF.fullmatch(proof) else ""
+
+
+def cancel_headers(env: Envelope, attempt: int, own: tuple[str, str]) -> dict[str, str] | None:
+    """The headers of a cancel of ``env``'s request, naming its ``attempt``; None when the
+    request names no key (no key hash, no ``Authorization``): every model-proxy refuses such
+    a cancel (``no_proof``), so none goes out (an edge's keyless listing of the aliases, left
+    when the edge stops, sent one). ``own``: the caller's ``Authorization`` and its key's hash,
+    not hashed again for each cancel."""
+    headers = {h.REQUEST_ID: env.request_id, h.ATTEMPT: str(attempt)}
+    if env.deadline is not None:  # how long model-proxies must remember it
+        headers[h.DEADLINE] = env.deadline.header()
+    if env.key_hash:  # an edge or the batch runner: trusted to name the key by hash
+        headers[h.KEY_HASH] = env.key_hash
+        # And a proof: the copy the server stores for model-proxies that start later loses
+        # who sent it (JetStream drops Nats-Request-Info), so the hash alone counts for
+        # nothing there.
+        headers[h.CANCEL_PROOF] = cancel_proof(env.key_hash, env.request_id)
+    if env.authorization:  # the key itself never goes out on a cancel: a proof does
+        auth, key_hash = own
+        digest = key_hash if env.authorization == auth else presented_key_hash(env.authorization)
+        if digest:
+            headers[h.CANCEL_PROOF] = cancel_proof(digest, env.request_id)
+    return headers if h.CANCEL_PROOF in headers else None

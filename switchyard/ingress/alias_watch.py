@@ -82,7 +82,10 @@ class AliasWatch:
                     )
             except ApiError as exc:  # no head now: the edge's readiness says so
                 log.debug("could not read the route table's aliases: %s", exc)
-            except msgspec.DecodeError as exc:  # a head of another version?
+            except Exception as exc:  # noqa: BLE001  (the watch outlives any one failure)
+                # A head of another version (msgspec.DecodeError), or the NATS connection
+                # (closed for now, its buffer full): asked again next time. Any of these ended
+                # the watch for good, and a new alias's series with it.
                 if self._odd.ready():
-                    log.warning("could not read the heads' list of aliases: %s", exc)
+                    log.warning("could not read the heads' list of aliases: %r", exc)
             await asyncio.sleep(self._every_s)

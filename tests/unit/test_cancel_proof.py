@@ -11,7 +11,12 @@ import pytest
 from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
-from switchyard.bus.cancel_proof import cancel_proof, parse_proof, presented_key_hash
+from switchyard.bus.cancel_proof import (
+    cancel_headers,
+    cancel_proof,
+    parse_proof,
+    presented_key_hash,
+)
 from switchyard.bus.envelope import Envelope
 from switchyard.schemas.keys import hash_key
 from switchyard.workers.modelproxy.cancels import Cancels
@@ -167,3 +172,19 @@ def test_a_request_in_hand_is_stopped_by_its_own_keys_proof_only() -> None:
     assert not keyless.cancelled  # no key, nothing to prove
     cancels.heard({h.REQUEST_ID: "r1", h.CANCEL_PROOF: cancel_proof(hash_key(KEY), "r1")})
     assert (mine.cancelled, theirs.cancelled) == (True, False)
+
+
+def test_a_cancel_is_made_only_for_a_request_that_names_a_key() -> None:
+    """A keyless request (an edge's listing of the aliases) got a cancel with no proof when its
+    caller left, and every model-proxy counted it as refused (``no_proof``): none is made."""
+    keyless = Envelope(request_id="r-1")
+    assert cancel_headers(keyless, 1, ("", "")) is None
+    by_hash = cancel_headers(keyless.with_(key_hash=hash_key(KEY)), 2, ("", ""))
+    assert by_hash is not None
+    assert by_hash[h.CANCEL_PROOF] == cancel_proof(hash_key(KEY), "r-1")
+    assert by_hash[h.ATTEMPT] == "2"
+    own = f"Bearer {KEY}"
+    by_key = cancel_headers(keyless.with_(authorization=own), 1, (own, hash_key(KEY)))
+    assert by_key is not None
+    assert by_key[h.CANCEL_PROOF] == cancel_proof(hash_key(KEY), "r-1")
+    assert KEY not in json.dumps(by_key)  # the key itself never goes out
