@@ -12,6 +12,7 @@ left before its answer ended, whole or streamed, counts with ``error_type`` ``sc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 
 from prometheus_client import Counter, Histogram
@@ -147,6 +148,7 @@ class EdgeMetrics:
         self._model = Bounded(500)
         self._error = Bounded(64)
         self._zeroed: set[tuple[str, str]] = set()  # (operation, alias) created at 0
+        self._listed: set[str] = set()  # aliases known() created, no request of them yet
         for reason in REASONS:
             self._refusals.labels(reason)
         self._requests: dict[tuple[str, int], Counter] = {}
@@ -181,11 +183,28 @@ class EdgeMetrics:
         """The route table's aliases (:mod:`.alias_watch`): their chat series are created at
         0 before their first request, which then counts in rate() and increase() like any
         later one. Other operations (embeddings, text completions) an alias serves still have
-        their series made by its first request of them, on each edge."""
-        for alias in aliases:
+        their series made by its first request of them, on each edge.
+
+        An alias created here that left the table before any request of it gives its place
+        among the 500 labels back, and its series go: every alias a table ever held kept one,
+        so after enough renames a new alias's requests counted as ``_OTHER``. One that was
+        requested keeps both (its series hold counts)."""
+        chat = sc.OPERATIONS["chat"]
+        current = set(aliases)
+        for alias in self._listed - current:
+            self._listed.discard(alias)
+            self._zeroed.discard((chat, alias))
+            for error_type in ("", *ZEROED_CLASSES):
+                with contextlib.suppress(KeyError):
+                    self._duration.remove(
+                        chat, alias, self._error(error_type) if error_type else ""
+                    )
+            self._model.forget(alias)
+        for alias in current:
             label = self._model(alias)
-            if label != sc.OTHER:
-                self._zero(sc.OPERATIONS["chat"], label)
+            if label != sc.OTHER and (chat, label) not in self._zeroed:
+                self._zero(chat, label)
+                self._listed.add(label)
 
     def http(self, route: str, method: str, status: int) -> None:
         """A request to a non-LLM route (models, health, admin API...). A method outside
@@ -238,6 +257,7 @@ class EdgeMetrics:
         label = sc.OTHER if status in _UNROUTED and not served else self._model(model)
         if (served or (error is None and status < 400)) and label != sc.OTHER:
             self._zero(operation, label)
+        self._listed.discard(label)  # its series hold a count now: kept
         self._duration.labels(operation, label, error_type).observe(seconds)
         if ttft is not None:  # the first token did go out, whatever happened after it
             self._ttft.labels(operation, label).observe(ttft)

@@ -48,6 +48,11 @@ class Bounded:
         self._seen.add(value)
         return value
 
+    def forget(self, value: str) -> None:
+        """Frees ``value``'s place, once its series are gone (an alias that left the route
+        table before any request of it)."""
+        self._seen.discard(value)
+
 
 class _Callback(Collector):
     def __init__(

@@ -193,3 +193,32 @@ def test_a_method_outside_http_s_standard_set_is_counted_as_other() -> None:
     assert _value(metrics, sc.HTTP_REQUESTS, method="GET") == 1
     assert _value(metrics, sc.HTTP_REQUESTS, method=sc.OTHER) == 4
     assert _value(metrics, sc.HTTP_REQUESTS, method="BREW") == 0
+
+
+def _aliases_with_series(metrics: Metrics) -> set[str]:
+    return {
+        sample.labels[sc.REQUEST_MODEL]
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == DURATION
+    }
+
+
+def test_an_alias_that_left_the_table_unrequested_gives_its_label_place_back() -> None:
+    """Every alias the table ever held kept one of the edge's 500 model labels (and its series
+    at 0): after enough renames a new alias's requests counted as ``_OTHER``. One that left the
+    table before any request of it gives both back; one that was requested keeps them."""
+    stats, metrics = _edge()
+    stats.known(["a", "b"])
+    assert _aliases_with_series(metrics) == {"a", "b"}
+    stats.llm(ROUTE, "chat", "b", status=200, seconds=0.1)
+    stats.known(["c"])
+    assert _aliases_with_series(metrics) == {"b", "c"}  # b holds a count: kept
+    assert _value(metrics, DURATION, gen_ai_request_model="b", error_type="") == 1
+    for n in range(600):  # a table renamed again and again
+        stats.known([f"renamed-{n}"])
+    stats.known(["real"])
+    stats.llm(ROUTE, "chat", "real", status=200, seconds=0.1)
+    assert _value(metrics, DURATION, gen_ai_request_model="real", error_type="") == 1
+    assert _value(metrics, DURATION, gen_ai_request_model=sc.OTHER) == 0
+    assert _aliases_with_series(metrics) == {"b", "real"}
