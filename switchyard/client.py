@@ -50,7 +50,7 @@ from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.bus.cancel_proof import cancel_headers, presented_key_hash
 from switchyard.bus.envelope import Deadline, Envelope
-from switchyard.bus.parts import DEFAULT_MAX_ANSWER_BYTES, Assembly
+from switchyard.bus.parts import Assembly
 from switchyard.bus.probe_answers import ProbeAnswers
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply, payload_room
 from switchyard.bus.unread import MAX_UNREAD_BYTES, MSG_COST, too_slow
@@ -111,7 +111,7 @@ class LLMClient:
             nothing waiting is always taken in, however large (a whole answer).
         max_answer_bytes: the largest whole answer taken (``Sy-Parts-Max``): one larger than
             a bus message comes in parts, joined here (docs/nats-api.md, "Answers in parts");
-            a larger one is a 413 ``answer_too_large``. 0: only what one message carries.
+            past it a 413 ``answer_too_large``. 0 (default: no flow control): one message.
     """
 
     def __init__(
@@ -123,7 +123,7 @@ class LLMClient:
         default_timeout: float = 600.0,
         api_key: str | None = None,
         max_unread_bytes: int = MAX_UNREAD_BYTES,
-        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        max_answer_bytes: int = 0,
     ) -> None:
         self._nc = nc
         # Internal callers present a client key (the head checks it); the edges pass a hash.

@@ -26,8 +26,9 @@ from tests.upstream import FakeOpenAI
 
 # Aliases of the session stack, each backed by one fake-provider behaviour (see tests/upstream.py).
 CORS_ORIGIN = "https://playground.example"
-# The edges' whole-answer cap on the session stack (``ingress.max_answer_bytes``): under the
-# default 64 MiB, so answers past it (tests/test_large_answers.py) cost less to make.
+# The edges' whole-answer cap on the session stack (``ingress.max_answer_bytes``): parts are
+# opt-in (default 0), so set here for tests/test_answer_parts.py; small, so answers past it
+# (tests/test_large_answers.py) cost little to make.
 SESSION_MAX_ANSWER_BYTES = 24 * 2**20
 SESSION_ROUTES = {
     "gpt-4o-mini": "echo",

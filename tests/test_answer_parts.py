@@ -33,6 +33,7 @@ WIDE = "dims:3072"  # text-embedding-3-large's width, each float as long as Open
 ROUTES = {"parts-embed": {"deployments": [{"provider": "fake", "model": WIDE}]}}
 IN_PARTS = 200  # ~14 MB of JSON: past one message, under the edges' 24 MiB
 PAST_CAP = 400  # ~28 MB
+CAP = 24 * 2**20  # an LLMClient's, told (parts are opt-in: off by default)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -93,7 +94,7 @@ async def test_an_answer_past_one_message_comes_whole_to_an_internal_client(
 ) -> None:
     nc = await routed.connect("app")
     try:
-        async with LLMClient(nc, api_key=routed.api_key) as llm:
+        async with LLMClient(nc, api_key=routed.api_key, max_answer_bytes=CAP) as llm:
             answer = await llm.embed(_body(IN_PARTS), timeout=120)
         _whole(answer, IN_PARTS)
     finally:
@@ -141,7 +142,7 @@ async def test_a_redelivered_request_of_a_caller_that_reads_parts_is_announced_f
     nc = await routed.connect("app")
     called = len(upstream.calls_for("slow:1500"))
     try:
-        async with LLMClient(nc, api_key=routed.api_key) as llm:
+        async with LLMClient(nc, api_key=routed.api_key, max_answer_bytes=CAP) as llm:
 
             async def one(i: int) -> list[Reply]:
                 body = {"model": "slow", "messages": [{"role": "user", "content": f"p{i}"}]}

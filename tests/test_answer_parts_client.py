@@ -69,6 +69,11 @@ async def _answering(
     return announced, ask, close
 
 
+def _reads_parts(nc: NATS) -> LLMClient:
+    # (parts are opt-in: off by default; a key, as a request naming none sends no cancel)
+    return LLMClient(nc, max_answer_bytes=10**6, api_key=KEY)
+
+
 async def _in_parts(proxy: NATS, msg: Msg) -> None:
     count = await send_parts(proxy, msg.reply, ANSWER, ROOM, "1.1")
     await replies.send_final(proxy, msg.reply, b"", chunks=count)
@@ -123,6 +128,22 @@ async def test_a_client_that_reads_no_parts_does_not_announce_any(zone: Zone) ->
         await close()
 
 
+async def test_a_client_reads_no_parts_unless_told_to(zone: Zone) -> None:  # noqa: F811
+    """Parts are opt-in (no flow control: docs/nats-api.md, "Answers in parts"): a client
+    built without ``max_answer_bytes`` announces none, and an answer past one message is
+    its 413, as before parts."""
+
+    async def small(proxy: NATS, msg: Msg) -> None:
+        await replies.send_final(proxy, msg.reply, b"{}")
+
+    announced, ask, close = await _answering(zone, small, LLMClient)
+    try:
+        assert await ask() == b"{}"
+        assert announced == [None]
+    finally:
+        await close()
+
+
 async def test_a_model_proxy_dying_mid_way_is_an_error_and_its_copy_is_cancelled(
     zone: Zone,  # noqa: F811
 ) -> None:
@@ -138,9 +159,7 @@ async def test_a_model_proxy_dying_mid_way_is_an_error_and_its_copy_is_cancelled
         await replies.announce_delivery(proxy, msg.reply, "1.2")
 
     cancels: list[Msg] = []
-    _, ask, close = await _answering(
-        zone, dies, lambda nc: LLMClient(nc, api_key=KEY), cancels=cancels
-    )
+    _, ask, close = await _answering(zone, dies, _reads_parts, cancels=cancels)
     try:
         with pytest.raises(ProviderError) as info:
             await ask()
@@ -165,7 +184,7 @@ async def test_a_lost_part_is_an_error_not_a_short_answer(
             await replies.send_part(proxy, msg.reply, seq, b"x" * 10, "1.1")
         await replies.send_final(proxy, msg.reply, b"", chunks=3)
 
-    _, ask, close = await _answering(zone, loses_one, LLMClient)
+    _, ask, close = await _answering(zone, loses_one, _reads_parts)
     try:
         with pytest.raises(ProviderError) as info:
             await ask()

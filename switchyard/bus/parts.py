@@ -5,7 +5,8 @@ A non-streamed answer travels to its caller as one message, which the server's `
 bounds (8 MiB less 16 KiB for headers on the rendered configs): an embeddings call of 2,048
 inputs of 3,072 dimensions (~60 MB of JSON) or a long answer with logprobs could not be
 answered at all. A caller that says it reads parts (``Sy-Parts-Max: <bytes>`` on its request:
-the HTTP edges and :class:`switchyard.client.LLMClient` send it) gets such an answer as
+the HTTP edges and :class:`switchyard.client.LLMClient` send it when configured to, which is
+off by default: parts go out back-to-back with no flow control) gets such an answer as
 ``part`` messages on its reply subject, framed and ordered as a stream's chunks are
 (``Sy-Seq`` 0..n-1, ``Sy-Attempt`` naming the delivery, sent again whole after a failover),
 then the ``final`` with an empty body and ``Sy-Seq: n``, then the terminator. The caller joins
@@ -26,7 +27,6 @@ from switchyard.bus.replies import Reply, payload_room, send_part
 from switchyard.errors import PayloadTooLarge
 
 __all__ = [
-    "DEFAULT_MAX_ANSWER_BYTES",
     "MAX_ANNOUNCED",
     "Assembly",
     "announced",
@@ -35,8 +35,6 @@ __all__ = [
     "too_large",
 ]
 
-# What the edges (``ingress.max_answer_bytes``) and LLMClient take by default.
-DEFAULT_MAX_ANSWER_BYTES = 64 * 2**20
 # The most ``Sy-Parts-Max`` may say (nine digits: ~953 MiB).
 MAX_ANNOUNCED = 999_999_999
 

@@ -250,7 +250,9 @@ class IngressSettings(Section, frozen=True):
             event ``reader_too_slow`` and its provider call is stopped.
         max_answer_bytes: the largest whole (non-streamed) answer taken; one larger than a bus
             message comes in parts, held here until whole (docs/nats-api.md, "Answers in
-            parts"); past it, 413 ``answer_too_large``. 0: one message's worth (8 MiB).
+            parts"); past it, 413 ``answer_too_large``. 0 (the default): one message's
+            worth (8 MiB). Opt-in: parts have no flow control (a slow-consumer risk to the
+            edge's shared connection, see docs/operations.md).
         keepalive_s: an idle keep-alive connection is closed after this.
         stream_start_s: a stream whose first content has not come after this long starts
             without it (status 200 and an SSE comment, another every as many seconds until
@@ -283,7 +285,7 @@ class IngressSettings(Section, frozen=True):
     body_timeout_s: Seconds = 60.0
     write_timeout_s: Seconds = 60.0
     max_unread_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = 8 * 1024 * 1024
-    max_answer_bytes: Annotated[int, msgspec.Meta(ge=0, le=999_999_999)] = 64 * 1024 * 1024
+    max_answer_bytes: Annotated[int, msgspec.Meta(ge=0, le=999_999_999)] = 0
     keepalive_s: Seconds = 30.0
     stream_start_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 4096

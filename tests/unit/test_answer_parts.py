@@ -9,6 +9,7 @@ from switchyard.bus import headers as h
 from switchyard.bus.envelope import Envelope, MalformedHeader
 from switchyard.bus.parts import Assembly, announced, answer_room
 from switchyard.bus.replies import HEADERS_ROOM, Reply, ReplyKind, decode_reply, final_headers
+from switchyard.config.settings import IngressSettings
 from switchyard.errors import PayloadTooLarge, ProviderError
 from switchyard.runtime.reply_wait import GAP_WAIT_S, ReplyProgress
 from switchyard.workers.modelproxy.whole import AnswerRooms
@@ -114,3 +115,9 @@ def test_the_model_proxy_reads_an_announcement_once_and_a_malformed_one_each_tim
     for n in range(AnswerRooms.KEPT + 5):  # many values: the memo stays bounded
         assert rooms.of(MAX_PAYLOAD, str(ONE_MESSAGE + n)) == ONE_MESSAGE + n
     assert len(rooms._rooms) <= AnswerRooms.KEPT
+
+
+def test_parts_are_opt_in() -> None:
+    """No flow control yet (docs/nats-api.md, "Answers in parts"): the edges announce no
+    parts unless ``ingress.max_answer_bytes`` says so."""
+    assert IngressSettings().max_answer_bytes == 0
