@@ -46,6 +46,10 @@ ROUTES = {
     "large-parts": {"deployments": [{"provider": "fake", "model": f"bigchunk:{OVER_KIB}"}]},
     "large-under": {"deployments": [{"provider": "fake", "model": f"bigchunk:{UNDER_KIB}"}]},
     "large-error": {"deployments": [{"provider": "fake", "model": f"hugeerror:{ERROR_MIB}"}]},
+    # A server that ignores ``stream: true``: its whole answer is read as the stream's.
+    "large-ignores-stream": {
+        "deployments": [{"provider": "fake", "model": f"bigwhole:{OVER_KIB}"}]
+    },
     # Without a Content-Length: refused once what was read passes the bound.
     "large-chunked": {"deployments": [{"provider": "fake", "model": f"bigchunked:{OVER_KIB * 4}"}]},
 }
@@ -107,6 +111,31 @@ async def test_an_answer_too_large_for_the_bus_is_a_clear_413_tried_nowhere_else
     # One past what one message carries comes whole, in parts (it was a 413 too).
     assert parts.status_code == 200, parts.text[:300]
     assert parts.json()["choices"][0]["message"]["content"] == "x" * (OVER_KIB * 1024)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_streamed_request_answered_whole_past_one_message_is_a_billed_413(
+    routed: Stack,
+) -> None:
+    """Parts are for whole answers only: a streamed request's provider that answers with one
+    JSON past one message (it ignores ``stream: true``) is read no further than one message,
+    as before parts. Read up to the edge's parts cap, its one chunk was larger than a message
+    can be: nats-py's MaxPayloadError, a 500 and no bill."""
+    async with httpx.AsyncClient(base_url=routed.tail_url, timeout=60) as http:
+        got = await http.post(
+            "/v1/chat/completions",
+            json={
+                "model": "large-ignores-stream",
+                "messages": [{"role": "user", "content": "big"}],
+                "stream": True,
+            },
+            headers={"Authorization": f"Bearer {routed.api_key}", "X-Request-Id": "big-stream"},
+        )
+    assert got.status_code == 413, got.text[:300]
+    assert got.json()["error"]["code"] == "answer_too_large", got.text[:300]
+    event = await routed.usage_of("big-stream")
+    assert event is not None, "not billed"
+    assert event.status == 413
 
 
 def _provider_errors(samples: list[tuple[str, dict[str, str], float]], deps: list[str]) -> float:

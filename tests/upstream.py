@@ -15,7 +15,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``trickle:<ms>``: streams 300 chunks ``<ms>`` apart (a long answer to walk away from);
 * ``flood:<n>``: streams ``n`` chunks of ~1 KiB as fast as it can (a large answer);
 * ``bigchunk:<kib>``: streams one chunk of ``<kib>`` KiB of text (one long SSE line); not
-  streamed, answers that text (``bigchunked:<kib>``: the same answer without a
+  streamed, answers that text (``bigwhole:<kib>``: that answer, stream asked for or not;
+  ``bigchunked:<kib>``: the same answer without a
   Content-Length, in 1 MiB parts);
 * ``midfail``: streams two words, then reports a failure in the stream
   (``data: {"error": ...}``, as OpenAI and vLLM do), then ``[DONE]``;
@@ -313,9 +314,10 @@ class FakeOpenAI:
             usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
         kind, _, arg = str(model).partition(":")
         counted = model != "nousage" and kind != "batched"
-        if not body.get("stream") and kind in ("bigchunk", "bigchunked"):
+        whole = kind == "bigwhole"  # a server that ignores ``stream: true``
+        if (whole or not body.get("stream")) and kind in ("bigchunk", "bigchunked", "bigwhole"):
             text = "x" * (int(arg) * 1024)
-        if not body.get("stream"):
+        if whole or not body.get("stream"):
             answer = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion",

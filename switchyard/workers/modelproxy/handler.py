@@ -444,8 +444,11 @@ class Handler:
             total_timeout=min(timeouts.stream_s if job.stream else timeouts.request_s, remaining),
             idle_timeout=timeouts.idle_s,
             anthropic_beta=job.env.beta,
-            # One bus message's worth, or what a caller that reads parts takes (400 if malformed).
-            max_answer_bytes=self.rooms.of(self.nc.max_payload, job.env.parts_max),
+            # One bus message's worth, or for a whole answer what a caller that reads parts
+            # takes (400 if malformed); a stream's chunks are never sent in parts.
+            max_answer_bytes=self.rooms.of(
+                self.nc.max_payload, "" if job.stream else job.env.parts_max
+            ),
             request=job.msg.data,
         )
 
