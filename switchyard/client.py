@@ -389,7 +389,7 @@ class LLMClient:
                             parts.add(reply.body)
                             continue
                         if parts is not None and reply.kind is ReplyKind.FINAL:
-                            reply, parts = parts.whole(reply), None
+                            reply = parts.whole(reply, progress.next_seq, progress.delivery)
                         ended = reply.kind is ReplyKind.FINAL or reply.kind is ReplyKind.ERROR
                         yield reply
                         if ended:

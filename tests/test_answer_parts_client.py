@@ -76,7 +76,7 @@ def _reads_parts(nc: NATS) -> LLMClient:
 
 async def _in_parts(proxy: NATS, msg: Msg) -> None:
     count = await send_parts(proxy, msg.reply, ANSWER, ROOM, "1.1")
-    await replies.send_final(proxy, msg.reply, b"", chunks=count)
+    await replies.send_final(proxy, msg.reply, b"", chunks=count, delivery="1.1")
 
 
 async def test_a_whole_answer_in_parts_is_joined_whole(zone: Zone) -> None:  # noqa: F811
@@ -182,9 +182,30 @@ async def test_a_lost_part_is_an_error_not_a_short_answer(
     async def loses_one(proxy: NATS, msg: Msg) -> None:
         for seq in (0, 2):  # part 1 lost, and no replay comes
             await replies.send_part(proxy, msg.reply, seq, b"x" * 10, "1.1")
-        await replies.send_final(proxy, msg.reply, b"", chunks=3)
+        await replies.send_final(proxy, msg.reply, b"", chunks=3, delivery="1.1")
 
     _, ask, close = await _answering(zone, loses_one, _reads_parts)
+    try:
+        with pytest.raises(ProviderError) as info:
+            await ask()
+        assert info.value.code == "stream_interrupted"
+    finally:
+        await close()
+
+
+async def test_a_final_that_does_not_follow_the_parts_is_an_error_not_a_cut_answer(
+    zone: Zone,  # noqa: F811
+) -> None:
+    """Two parts of one delivery, then a final that is not theirs (here: another delivery's
+    answer in one message, no ``Sy-Seq``): joined, it was a 200 whose body was those two
+    parts alone."""
+
+    async def mixed(proxy: NATS, msg: Msg) -> None:
+        for seq in (0, 1):
+            await replies.send_part(proxy, msg.reply, seq, b"x" * 10, "1.1")
+        await replies.send_final(proxy, msg.reply, b'{"whole": "answer"}')
+
+    _, ask, close = await _answering(zone, mixed, _reads_parts)
     try:
         with pytest.raises(ProviderError) as info:
             await ask()

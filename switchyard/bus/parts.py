@@ -9,10 +9,11 @@ the HTTP edges and :class:`switchyard.client.LLMClient` send it when configured 
 off by default: parts go out back-to-back with no flow control) gets such an answer as
 ``part`` messages on its reply subject, framed and ordered as a stream's chunks are
 (``Sy-Seq`` 0..n-1, ``Sy-Attempt`` naming the delivery, sent again whole after a failover),
-then the ``final`` with an empty body and ``Sy-Seq: n``, then the terminator. The caller joins
-them (:class:`Assembly`) into the final's body. An answer past the caller's bytes is the 413
-``answer_too_large`` it always was; so is every answer larger than one message for a caller
-that sent no ``Sy-Parts-Max``: one that cannot read parts never gets them.
+then the ``final`` with an empty body, ``Sy-Seq: n`` and the parts' ``Sy-Attempt``, then the
+terminator. The caller joins them (:class:`Assembly`) into the final's body. An answer past
+the caller's bytes is the 413 ``answer_too_large`` it always was; so is every answer larger
+than one message for a caller that sent no ``Sy-Parts-Max``: one that cannot read parts never
+gets them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from nats.aio.client import Client as NATS
 from switchyard.bus import headers as h
 from switchyard.bus.envelope import MalformedHeader
 from switchyard.bus.replies import Reply, payload_room, send_part
-from switchyard.errors import PayloadTooLarge
+from switchyard.errors import PayloadTooLarge, ProviderError
 
 __all__ = [
     "MAX_ANNOUNCED",
@@ -111,8 +112,21 @@ class Assembly:
             raise too_large(self.size, self.limit)
         self._parts.append(body)
 
-    def whole(self, final: Reply) -> Reply:
-        """``final`` (whose own body is empty) with the parts joined as its body."""
+    def whole(self, final: Reply, next_seq: int, delivery: str | None) -> Reply:
+        """``final`` (whose own body is empty) with the parts joined as its body.
+
+        Raises:
+            ProviderError: ``final`` does not follow exactly the parts taken (``next_seq``,
+                the next part expected, and ``delivery``, theirs): another delivery's, or one
+                that says fewer parts (502 ``stream_interrupted``, never a cut answer).
+        """
+        if final.seq != next_seq or final.delivery != delivery:
+            self._parts.clear()
+            raise ProviderError(
+                "the answer's parts and its final message do not match (its worker failed?)",
+                provider=final.deployment,
+                code="stream_interrupted",
+            )
         body = b"".join(self._parts)
         self._parts.clear()
         return dataclasses.replace(final, body=body)

@@ -79,7 +79,8 @@ class Reply:
         kind: what the message is.
         body: the payload (an OpenAI response, chunk or error JSON; empty for signals).
         status: HTTP-like status (200 unless an error says otherwise).
-        delivery: which delivery of the request a chunk belongs to (see :func:`send_chunk`).
+        delivery: which delivery of the request a chunk (or part) belongs to (see
+            :func:`send_chunk`); on a final sent after parts, the parts' delivery.
         seq: a chunk's (or part's) position in its stream (from 0); on a stream's final
             message, how many chunks came before it (on a final sent in parts, how many parts);
             -1 when absent (non-streaming replies).
@@ -144,6 +145,7 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
             kind,
             body,
             status=status,
+            delivery=hdrs.get(h.ATTEMPT, ""),
             seq=_int(hdrs.get(h.SEQ), -1),
             deployment=hdrs.get(h.DEPLOYMENT, ""),
             attempts=_int(hdrs.get(h.ATTEMPTS), 0),
@@ -316,12 +318,15 @@ def final_headers(
     chunks: int | None = None,
     request_id: str = "",
     priority: str = "",
+    delivery: str = "",
 ) -> dict[str, str]:
     headers = {h.KIND: ReplyKind.FINAL.value, h.STATUS: "200"}
     if chunks is not None:
         # A stream's final says how many chunks it follows: a caller missing some (lost while
         # the worker's NATS node failed) waits for the worker to send them again.
         headers[h.SEQ] = str(chunks)
+    if delivery:  # (a final after parts: the caller checks it follows its own delivery's)
+        headers[h.ATTEMPT] = delivery
     _name_deployment(headers, deployment, attempts, request_id, priority)
     if usage is not None:
         # The edge corrects its TPM estimate with it.
@@ -341,9 +346,10 @@ async def send_final(
     end: bool = True,
     request_id: str = "",
     priority: str = "",
+    delivery: str = "",
 ) -> None:
     """The final message (status 200), then the terminator unless ``end`` is False (more
-    may follow: see :func:`end_stream`)."""
+    may follow: see :func:`end_stream`). ``delivery``: the parts' it follows, if any."""
     headers = final_headers(
         deployment=deployment,
         attempts=attempts,
@@ -351,6 +357,7 @@ async def send_final(
         chunks=chunks,
         request_id=request_id,
         priority=priority,
+        delivery=delivery,
     )
     await nc.publish(reply, body, headers=headers)
     if end:

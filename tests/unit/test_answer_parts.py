@@ -57,7 +57,7 @@ def test_parts_are_admitted_once_and_in_order_and_the_final_waits_for_all() -> N
     ``Sy-Seq`` is ahead of the parts taken waits for the replay."""
     progress = ReplyProgress()
     parts = Assembly(1024)
-    final = Reply(ReplyKind.FINAL, b"", seq=3)
+    final = Reply(ReplyKind.FINAL, b"", seq=3, delivery="1.1")
     order = [part(0), part(2), final, part(0), part(1), part(2), final]
     finals = []
     for n, reply in enumerate(order):
@@ -66,9 +66,45 @@ def test_parts_are_admitted_once_and_in_order_and_the_final_waits_for_all() -> N
         if reply.kind is ReplyKind.PART:
             parts.add(reply.body)
         else:
-            finals.append(parts.whole(reply))
+            finals.append(parts.whole(reply, progress.next_seq, progress.delivery))
     assert [r.body for r in finals] == [b"p0p1p2"]
     assert finals[0].seq == 3
+
+
+@pytest.mark.parametrize(
+    "final",
+    [
+        Reply(ReplyKind.FINAL, b'{"a whole": "answer"}'),  # another delivery's, one message
+        Reply(ReplyKind.FINAL, b"", seq=1, delivery="1.1"),  # says fewer parts than taken
+        Reply(ReplyKind.FINAL, b"", seq=2, delivery="1.2"),  # another delivery's parts'
+        Reply(ReplyKind.FINAL, b"", seq=2),  # names no delivery
+    ],
+)
+def test_a_final_that_does_not_follow_the_parts_taken_is_an_error(final: Reply) -> None:
+    progress = ReplyProgress()
+    parts = Assembly(1024)
+    for n in (0, 1):
+        assert progress.admit(part(n), now=0.0)
+        parts.add(f"p{n}".encode())
+    assert progress.admit(final, now=0.0)
+    with pytest.raises(ProviderError) as info:
+        parts.whole(final, progress.next_seq, progress.delivery)
+    assert info.value.code == "stream_interrupted"
+
+
+def test_a_final_after_parts_names_their_delivery() -> None:
+    final = decode_reply(b"", final_headers(chunks=2, usage=None, delivery="3.1"))
+    assert (final.seq, final.delivery) == (2, "3.1")
+    assert parts_of(final) == b"p0p1"
+
+
+def parts_of(final: Reply) -> bytes:
+    progress = ReplyProgress()
+    parts = Assembly(1024)
+    for n in (0, 1):
+        assert progress.admit(part(n, "3.1"), now=0.0)
+        parts.add(f"p{n}".encode())
+    return parts.whole(final, progress.next_seq, progress.delivery).body
 
 
 def test_a_lost_part_ends_the_request_with_an_error_not_a_short_answer() -> None:
@@ -101,7 +137,7 @@ def test_parts_past_the_cap_are_a_413_and_nothing_more_is_held() -> None:
     assert info.value.status == 413
     assert info.value.code == "answer_too_large"
     assert info.value.no_retry
-    assert parts.whole(Reply(ReplyKind.FINAL, b"")).body == b""
+    assert parts.whole(Reply(ReplyKind.FINAL, b"", seq=0), 0, "").body == b""
 
 
 def test_the_model_proxy_reads_an_announcement_once_and_a_malformed_one_each_time() -> None:

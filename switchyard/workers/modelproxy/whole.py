@@ -3,7 +3,8 @@
 Only a caller that announced it reads parts (``Sy-Parts-Max``) was let have an answer larger
 than one message (:func:`switchyard.bus.parts.answer_room` bounds what the provider's answer
 may be): it gets the answer as ``part`` messages, then the final with an empty body and
-``Sy-Seq`` saying how many parts it follows (:mod:`switchyard.bus.parts`). A replay after a
+``Sy-Seq`` saying how many parts it follows and ``Sy-Attempt`` naming their delivery
+(:mod:`switchyard.bus.parts`). A replay after a
 reconnect sends them all again, as it sends a stream's chunks: the caller skips those it has.
 Every other answer goes out as it always did, one final message.
 """
@@ -59,11 +60,11 @@ def send_final(nc: NATS, job: Job, body: bytes, *, end: bool) -> Coroutine[Any, 
 
 async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) -> None:
     count = await send_parts(nc, job.reply, body, room, job.delivery)
-    await _final(nc, job, b"", count, end=end)
+    await _final(nc, job, b"", count, end=end, delivery=job.delivery)
 
 
 def _final(
-    nc: NATS, job: Job, body: bytes, chunks: int | None, *, end: bool
+    nc: NATS, job: Job, body: bytes, chunks: int | None, *, end: bool, delivery: str = ""
 ) -> Coroutine[Any, Any, None]:
     return replies.send_final(
         nc,
@@ -76,4 +77,5 @@ def _final(
         end=end,
         request_id=job.env.request_id,
         priority=job.env.priority,
+        delivery=delivery,
     )
