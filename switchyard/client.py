@@ -215,14 +215,14 @@ class LLMClient:
         replies.queue.put_nowait(msg)
 
     def _parts(self, msg: Msg, replies: ReplyQueue, held: int) -> bool:
-        """Whether ``replies``, past ``max_unread_bytes``, are a whole answer's parts (and what
-        follows them): they come one after another, as fast as the model-proxy sends them,
-        and are bounded by ``max_answer_bytes`` instead (the exchange joins them as it takes
-        them). Asked only past the bound: a small answer pays nothing for it."""
+        """Whether ``replies``, past ``max_unread_bytes``, still take ``msg``: an empty one (a
+        final, the terminator: no answer's bytes), or a whole answer's parts, which come as
+        fast as the model-proxy sends them and are bounded by ``max_answer_bytes`` instead.
+        Asked only past the bound: a small answer pays nothing for it."""
         if not replies.in_parts:
             kind = msg.headers.get(h.KIND) if msg.headers else None
             replies.in_parts = kind == ReplyKind.PART.value
-        return replies.in_parts and held <= self._max_answer + self._max_unread
+        return not msg.data or (replies.in_parts and held <= self._max_answer + self._max_unread)
 
     def _overflow(self, token: str, replies: ReplyQueue) -> None:
         """``replies``' consumer fell behind by more than ``max_unread_bytes``: free what it

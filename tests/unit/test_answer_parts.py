@@ -4,11 +4,15 @@ cap, and who is let have parts at all (``Sy-Parts-Max``)."""
 from __future__ import annotations
 
 import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
 from switchyard.bus.envelope import Envelope, MalformedHeader
 from switchyard.bus.parts import Assembly, announced, answer_room
 from switchyard.bus.replies import HEADERS_ROOM, Reply, ReplyKind, decode_reply, final_headers
+from switchyard.bus.unread import MSG_COST
+from switchyard.client import LLMClient
 from switchyard.config.settings import IngressSettings
 from switchyard.errors import PayloadTooLarge, ProviderError
 from switchyard.runtime.reply_wait import GAP_WAIT_S, ReplyProgress
@@ -157,3 +161,26 @@ def test_parts_are_opt_in() -> None:
     """No flow control yet (docs/nats-api.md, "Answers in parts"): the edges announce no
     parts unless ``ingress.max_answer_bytes`` says so."""
     assert IngressSettings().max_answer_bytes == 0
+
+
+@pytest.mark.parametrize("kind", ["part", "chunk"])
+async def test_an_empty_message_past_the_unread_bound_does_not_end_the_request(kind: str) -> None:
+    """An answer's parts (or a stream's chunks) held unread just under ``max_unread_bytes``,
+    then its empty final: that final crossed the bound, was no part, and ended the request
+    with ``reader_too_slow`` (408), every time, for answers in a ~1 KiB window of sizes."""
+    bound = 64 * 1024
+    llm = LLMClient(NATS(), max_unread_bytes=bound, max_answer_bytes=10**6)  # never connected
+    token, replies = llm._open(Envelope(request_id="r1"), 1, None)
+    subject = f"{llm._inbox}.{token}"
+    first, second = 30_000, bound - 200 - (30_000 + MSG_COST) - MSG_COST
+    for seq, size in enumerate((first, second)):
+        headers = {h.KIND: kind, h.SEQ: str(seq), h.ATTEMPT: "1.1"}
+        await llm._on_reply(
+            Msg(_client=llm._nc, subject=subject, data=b"x" * size, headers=headers)
+        )
+    assert replies.held == bound - 200
+    final = final_headers(chunks=2, usage=None, delivery="1.1")
+    await llm._on_reply(Msg(_client=llm._nc, subject=subject, data=b"", headers=final))
+    await llm._on_reply(Msg(_client=llm._nc, subject=subject))  # the terminator
+    assert not replies.overflowed
+    assert replies.queue.qsize() == 4
