@@ -50,7 +50,7 @@ from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.bus.cancel_proof import cancel_headers, presented_key_hash
 from switchyard.bus.envelope import Deadline, Envelope
-from switchyard.bus.parts import Assembly
+from switchyard.bus.parts import MAX_ANNOUNCED, Assembly
 from switchyard.bus.probe_answers import ProbeAnswers
 from switchyard.bus.replies import Reply, ReplyKind, decode_reply, error_from_reply, payload_room
 from switchyard.bus.unread import MAX_UNREAD_BYTES, MSG_COST, too_slow
@@ -109,9 +109,9 @@ class LLMClient:
             consumer (plus ``MSG_COST`` per message); past it the request ends with
             :class:`~switchyard.errors.ReaderTooSlow` and is cancelled. A message that finds
             nothing waiting is always taken in, however large (a whole answer).
-        max_answer_bytes: the largest whole answer taken (``Sy-Parts-Max``): one larger than
-            a bus message comes in parts, joined here (docs/nats-api.md, "Answers in parts");
-            past it a 413 ``answer_too_large``. 0 (default: no flow control): one message.
+        max_answer_bytes: the largest whole answer taken (``Sy-Parts-Max``, 999,999,999 at
+            most): one past a bus message comes in parts, joined here (docs/nats-api.md,
+            "Answers in parts"); past it a 413. 0 (default: no flow control): one message.
     """
 
     def __init__(
@@ -137,7 +137,7 @@ class LLMClient:
         self._inbox = nc.new_inbox()  # under the identity's inbox prefix given at connect
         self._pending: dict[str, ReplyQueue] = {}
         self._max_unread = max_unread_bytes
-        self._max_answer = max(0, max_answer_bytes)
+        self._max_answer = min(max(0, max_answer_bytes), MAX_ANNOUNCED)  # (what heads take)
         self._parts_max = str(self._max_answer) if self._max_answer else ""
         self.unread_bytes = 0  # held across every request: see ``max_unread_bytes``
         self.overflows = 0  # requests ended because their consumer fell behind

@@ -247,7 +247,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     ``priority`` is the caller's wish until the head decides it (the key's default and ceiling
     apply); ``weight`` is the head's only. ``beta`` is the client's ``anthropic-beta``
     features, passed to Anthropic's own API. ``parts_max`` is the caller's: the most bytes of
-    a whole answer it reads in parts (kept as sent; read by the model-proxy alone, with
+    a whole answer it reads in parts (ASCII digits, checked here so the head refuses a
+    malformed one at once; kept as sent, read by the model-proxy with
     :func:`switchyard.bus.parts.announced`).
     """
 
@@ -312,6 +313,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
         for name, field in _TEXT_FIELDS:
             if value := get(name):
                 fields[field] = value
+        if (value := fields.get("parts_max")) and not (value.isascii() and value.isdigit()):
+            raise MalformedHeader(h.PARTS_MAX, "must be a whole number of bytes (digits 0-9)")
         if fields.get("op", "") not in _OPS:
             raise MalformedHeader(h.OP, f"unknown operation {fields['op']!r}")
         if get(h.STREAM) == "1":

@@ -48,7 +48,7 @@ def announced(value: str) -> int:
     """
     if not value:
         return 0
-    if not value.isdecimal() or len(value) > len(str(MAX_ANNOUNCED)):
+    if not (value.isascii() and value.isdigit()) or len(value) > len(str(MAX_ANNOUNCED)):
         raise MalformedHeader(h.PARTS_MAX, f"must be a whole number of bytes up to {MAX_ANNOUNCED}")
     return int(value)
 

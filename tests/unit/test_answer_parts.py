@@ -56,6 +56,25 @@ def test_the_announcement_travels_in_the_envelope_as_sent() -> None:
         Envelope.decode({h.PARTS_MAX: "1" * 10})  # past its size limit
 
 
+@pytest.mark.parametrize("bad", ["12a", "-1", "1e9", "\u0661\u0662\u0663", "\u00b2", "\uff11"])
+def test_a_malformed_announcement_is_refused_where_the_envelope_is_read(bad: str) -> None:
+    """Refused by the head at once (it was queued, then the model-proxy's 400): and only
+    ASCII digits (``isdecimal`` took Arabic-Indic and full-width ones)."""
+    with pytest.raises(MalformedHeader) as info:
+        Envelope.decode({h.REQUEST_ID: "r1", h.PARTS_MAX: bad})
+    assert info.value.param == h.PARTS_MAX
+    with pytest.raises(MalformedHeader):
+        announced(bad)
+
+
+def test_a_client_never_announces_more_than_a_head_takes() -> None:
+    """Ten digits were refused by every head (``Sy-Parts-Max`` is nine at most)."""
+    llm = LLMClient(NATS(), max_answer_bytes=10**10)  # never connected
+    sent = llm.envelope(Envelope(request_id="r1")).encode()
+    assert sent[h.PARTS_MAX] == "999999999"
+    assert Envelope.decode(sent).parts_max == "999999999"
+
+
 def test_parts_are_admitted_once_and_in_order_and_the_final_waits_for_all() -> None:
     """A replay (after a failover) sends every part again: each is taken once; a final whose
     ``Sy-Seq`` is ahead of the parts taken waits for the replay."""
