@@ -53,10 +53,11 @@ def announced(value: str) -> int:
     return int(value)
 
 
-def answer_room(max_payload: int, parts_max: str) -> int:
+def answer_room(max_payload: int, parts_max: str, cap: int) -> int:
     """The largest whole answer a request may get on a server of ``max_payload`` (0: not
-    known, no bound): one message's body, or what a caller that reads parts announced in
-    ``parts_max`` when that is more.
+    known, no bound): one message's body, or, when that is more, the smaller of what a caller
+    that reads parts announced in ``parts_max`` and ``cap``, the most this model-proxy sends
+    in parts (``modelproxy.max_answer_bytes``: a caller cannot make it hold more).
 
     Raises:
         MalformedHeader: ``parts_max`` is not a number of bytes.
@@ -64,7 +65,7 @@ def answer_room(max_payload: int, parts_max: str) -> int:
     room = payload_room(max_payload)
     if not parts_max or not room:
         return room
-    return max(room, announced(parts_max))
+    return max(room, min(announced(parts_max), cap))
 
 
 async def send_parts(nc: NATS, reply: str, body: bytes, room: int, delivery: str) -> int:

@@ -250,9 +250,8 @@ class IngressSettings(Section, frozen=True):
             event ``reader_too_slow`` and its provider call is stopped.
         max_answer_bytes: the largest whole (non-streamed) answer taken; one larger than a bus
             message comes in parts, held here until whole (docs/nats-api.md, "Answers in
-            parts"); past it, 413 ``answer_too_large``. 0 (the default): one message's
-            worth (8 MiB). Opt-in: parts have no flow control (a slow-consumer risk to the
-            edge's shared connection, see docs/operations.md).
+            parts"); past it, 413 ``answer_too_large``. 0 (default: parts have no flow
+            control, docs/operations.md): one message's worth (8 MiB).
         keepalive_s: an idle keep-alive connection is closed after this.
         stream_start_s: a stream whose first content has not come after this long starts
             without it (status 200 and an SSE comment, another every as many seconds until
@@ -439,6 +438,8 @@ class ModelProxySettings(Section, frozen=True):
             not fetched), and the control service refuses a route table write adding or
             moving one there (400): an admin credential cannot send a stored key elsewhere.
             Give control the same value (docs/security.md).
+        max_answer_bytes: the largest whole answer sent in parts to a caller that reads them,
+            whatever it announces (``Sy-Parts-Max``; the smaller wins). 0: never in parts.
     """
 
     keepalive_s: Seconds = 5.0
@@ -448,6 +449,7 @@ class ModelProxySettings(Section, frozen=True):
     max_workers_per_deployment: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 128
     keep_response_items: bool = True
     allowed_upstreams: tuple[str, ...] = ()
+    max_answer_bytes: Annotated[int, msgspec.Meta(ge=0, le=999_999_999)] = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         """Raises ConfigError naming an ``allowed_upstreams`` entry that could never allow

@@ -13,7 +13,7 @@ from switchyard.bus.parts import Assembly, announced, answer_room
 from switchyard.bus.replies import HEADERS_ROOM, Reply, ReplyKind, decode_reply, final_headers
 from switchyard.bus.unread import MSG_COST
 from switchyard.client import LLMClient
-from switchyard.config.settings import IngressSettings
+from switchyard.config.settings import IngressSettings, ModelProxySettings
 from switchyard.errors import PayloadTooLarge, ProviderError
 from switchyard.runtime.reply_wait import GAP_WAIT_S, ReplyProgress
 from switchyard.workers.modelproxy.whole import AnswerRooms
@@ -22,6 +22,7 @@ pytestmark = pytest.mark.unit
 
 MAX_PAYLOAD = 8 * 2**20
 ONE_MESSAGE = MAX_PAYLOAD - HEADERS_ROOM
+CAP = 64 * 2**20  # modelproxy.max_answer_bytes' default
 
 
 def part(seq: int, delivery: str = "1.1") -> Reply:
@@ -36,15 +37,25 @@ def test_a_part_is_read_with_a_chunks_framing_under_its_own_kind() -> None:
 
 
 def test_only_a_caller_that_announced_parts_may_get_more_than_one_message() -> None:
-    assert answer_room(MAX_PAYLOAD, "") == ONE_MESSAGE  # an old caller: today's 413 past it
-    assert answer_room(MAX_PAYLOAD, str(64 * 2**20)) == 64 * 2**20
-    assert answer_room(MAX_PAYLOAD, "1024") == ONE_MESSAGE  # never less than one message
-    assert answer_room(0, "1024") == 0  # max_payload unknown: no bound, as before
+    assert answer_room(MAX_PAYLOAD, "", CAP) == ONE_MESSAGE  # an old caller: today's 413 past it
+    assert answer_room(MAX_PAYLOAD, str(64 * 2**20), CAP) == 64 * 2**20
+    assert answer_room(MAX_PAYLOAD, "1024", CAP) == ONE_MESSAGE  # never less than one message
+    assert answer_room(0, "1024", CAP) == 0  # max_payload unknown: no bound, as before
     assert announced("") == 0
     for bad in ("-1", "lots", "1e9", "1234567890"):
         with pytest.raises(MalformedHeader) as info:
             announced(bad)
         assert info.value.param == h.PARTS_MAX
+
+
+def test_a_model_proxy_sends_no_more_in_parts_than_its_own_cap() -> None:
+    """A caller announcing 900 MB could make a model-proxy read and hold that much: the
+    model-proxy's ``modelproxy.max_answer_bytes`` bounds it, whatever is announced."""
+    assert ModelProxySettings().max_answer_bytes == CAP
+    assert answer_room(MAX_PAYLOAD, "999999999", 16 * 2**20) == 16 * 2**20
+    assert answer_room(MAX_PAYLOAD, str(12 * 2**20), 16 * 2**20) == 12 * 2**20
+    assert answer_room(MAX_PAYLOAD, "999999999", 0) == ONE_MESSAGE  # 0: no parts at all
+    assert AnswerRooms(16 * 2**20).of(MAX_PAYLOAD, "999999999") == 16 * 2**20
 
 
 def test_the_announcement_travels_in_the_envelope_as_sent() -> None:
@@ -164,7 +175,7 @@ def test_parts_past_the_cap_are_a_413_and_nothing_more_is_held() -> None:
 
 
 def test_the_model_proxy_reads_an_announcement_once_and_a_malformed_one_each_time() -> None:
-    rooms = AnswerRooms()
+    rooms = AnswerRooms(CAP)
     assert rooms.of(MAX_PAYLOAD, "67108864") == 64 * 2**20
     assert rooms.of(MAX_PAYLOAD, "67108864") == 64 * 2**20  # (from the memo)
     assert rooms.of(MAX_PAYLOAD, "") == ONE_MESSAGE

@@ -133,7 +133,8 @@ class Handler:
         # Translated Responses answers' items, for later references (unless switched off).
         self.items = ResponseItems(nc, enabled=settings.modelproxy.keep_response_items)
         self.echoed = key_echo.EchoedKeys()  # provider keys sent back in answers, masked
-        self.rooms = whole.AnswerRooms()  # how large an answer each caller takes (Sy-Parts-Max)
+        # How large an answer each caller takes (Sy-Parts-Max), up to this process's cap.
+        self.rooms = whole.AnswerRooms(settings.modelproxy.max_answer_bytes)
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
         self._keyless = Throttle(10.0)  # a provider key that cannot be fetched, as often
         # Told the deployment of each request handed back (its key could not be fetched here).

@@ -29,7 +29,8 @@ class AnswerRooms:
 
     KEPT = 64
 
-    def __init__(self) -> None:
+    def __init__(self, cap: int) -> None:
+        self.cap = cap  # modelproxy.max_answer_bytes: the most sent in parts, whatever is asked
         self._rooms: dict[tuple[int, str], int] = {}
 
     def of(self, max_payload: int, parts_max: str) -> int:
@@ -41,7 +42,7 @@ class AnswerRooms:
         key = (max_payload, parts_max)
         room = self._rooms.get(key)
         if room is None:
-            room = answer_room(max_payload, parts_max)
+            room = answer_room(max_payload, parts_max, self.cap)
             if len(self._rooms) >= self.KEPT:
                 self._rooms.clear()
             self._rooms[key] = room
