@@ -16,6 +16,7 @@ from switchyard.client import LLMClient
 from switchyard.config.settings import IngressSettings, ModelProxySettings
 from switchyard.errors import PayloadTooLarge, ProviderError
 from switchyard.runtime.reply_wait import GAP_WAIT_S, ReplyProgress
+from switchyard.workers.modelproxy import redelivery
 from switchyard.workers.modelproxy.whole import AnswerRooms
 
 pytestmark = pytest.mark.unit
@@ -214,3 +215,26 @@ async def test_an_empty_message_past_the_unread_bound_does_not_end_the_request(k
     await llm._on_reply(Msg(_client=llm._nc, subject=subject))  # the terminator
     assert not replies.overflowed
     assert replies.queue.qsize() == 4
+
+
+def test_a_redelivery_waits_for_its_caller_only_where_parts_could_have_gone() -> None:
+    """A redelivered request waits up to 0.5 s for its caller's cancel before its provider
+    call: every non-streamed one of a caller announcing parts did, token counts too (their
+    answer is a few bytes), and those whose room was one message anyway."""
+    rooms = AnswerRooms(CAP)
+    parts_max = str(CAP)
+
+    def asks(op: str, announced: str, *, stream: bool = False) -> bool:
+        env = Envelope(request_id="r1", op=op, parts_max=announced, stream=stream)
+        room = rooms.of(MAX_PAYLOAD, "" if stream else announced)
+        return redelivery.asks(env, room, ONE_MESSAGE)
+
+    assert asks("embed", parts_max)  # its earlier delivery may have sent parts
+    assert asks("chat", parts_max)
+    assert asks("chat", "", stream=True)  # a stream's caller is always asked
+    assert asks("chat", parts_max, stream=True)
+    assert not asks("count_tokens", parts_max)
+    assert not asks("input_tokens", parts_max)
+    assert not asks("chat", "")  # a caller that reads no parts
+    assert not asks("embed", "1024")  # its room is one message: never in parts
+    assert not redelivery.asks(Envelope(request_id="r", op="embed", parts_max=parts_max), 0, 0)

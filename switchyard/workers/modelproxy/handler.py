@@ -188,7 +188,7 @@ class Handler:
         self.serving.add(job)
         try:
             if msg.metadata.num_delivered > 1:  # an earlier delivery's ack or worker was lost
-                await redelivery.ask_caller(job.out(self.nc), job)
+                await redelivery.ask_caller(job.out(self.nc), job, self.rooms)
             await self._serve(job)
         except asyncio.CancelledError:
             await self._abandon(job)
