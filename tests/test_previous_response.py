@@ -5,8 +5,9 @@ is given. On the session stack, with a native (kind ``openai``) route to the fak
 added for this module: key A's answer (plain and streamed) is continued for A, while key B's
 continuation of it, and one of an id never answered here, are refused 404 in OpenAI's shape
 and never reach the provider. A key whose secret is rotated continues its own answers with
-the new secret (an answer is bound to the key's id), and an answer recorded before that (bound
-to the secret's hash) is still continued by that secret.
+the new secret (a record names the key's id), an answer recorded before that (the secret's hash
+alone) is still continued by that secret, and a record is one an older model-proxy (a rolling
+upgrade, a rollback) reads as its secret's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest_asyncio
 
 from switchyard.bus import subjects
 from switchyard.schemas.keys import hash_key
+from switchyard.workers.modelproxy.response_owners import KEY_ID
 from tests.stacks import Stack
 from tests.upstream import FakeOpenAI
 
@@ -159,3 +161,33 @@ async def test_an_answer_recorded_by_the_secrets_hash_is_still_its_secrets(
     finally:
         await mine.close()
         await other.close()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_an_older_model_proxy_continues_a_new_record_for_its_secret(
+    stack: Stack, native: str
+) -> None:
+    """A model-proxy of 0.2.0 or 0.3.0 (5bef525) reads the record with the KV API and passes a
+    continuation when the value is the continuing secret's hash (``entry.value !=
+    _owner(key_hash)`` there); the key's id is in a header it never looks at."""
+    secret, record = await stack.new_key("prevresp-mixed")
+    other_secret, _ = await stack.new_key("prevresp-mixed-other")
+    rid = f"resp_{secrets.token_hex(8)}"
+    client = _client(stack, secret)
+    try:
+        assert (await _create(client, rid)).id == rid
+        await _continued(client, rid)  # recorded
+    finally:
+        await client.close()
+    nc = await stack.connect("modelproxy")
+    try:
+        js = nc.jetstream(timeout=10)
+        older = (await (await js.key_value(subjects.RESPONSE_OWNERS_BUCKET)).get(rid)).value
+        assert older == hash_key(secret).encode()  # what the older reader compares
+        assert older != hash_key(other_secret).encode()
+        bucket = subjects.RESPONSE_OWNERS_BUCKET
+        raw = await js.get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{rid}", direct=True)
+        assert raw.headers is not None
+        assert raw.headers[KEY_ID] == record.id
+    finally:
+        await nc.close()

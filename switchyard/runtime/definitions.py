@@ -194,7 +194,7 @@ BUCKETS: dict[str, tuple[int, float | None]] = {
     s.HEALTH_BUCKET: (1, HEALTH_TTL_S),  # CORE: cooldowns
     s.KEYS_BUCKET: (5, None),  # CLIENT: client key records
     s.SCHED_BUCKET: (1, None),  # CORE: saturation state per deployment (feeder -> heads)
-    s.RESPONSE_OWNERS_BUCKET: (1, RESPONSE_OWNER_TTL_S),  # CORE: response id -> key hash
+    s.RESPONSE_OWNERS_BUCKET: (1, RESPONSE_OWNER_TTL_S),  # CORE: response id -> secret hash, key id
     s.BATCHES_BUCKET: (1, None),  # CLIENT: Batch API batch records
     s.BATCH_LINES_BUCKET: (1, None),  # CLIENT: one result per batch line, written once
 }

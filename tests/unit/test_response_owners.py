@@ -1,5 +1,6 @@
 """Native Responses continuations: refused when no owner store can check them; the id of a
-streamed answer read from its ``response.created`` event (:mod:`...response_owners`)."""
+streamed answer read from its ``response.created`` event; what a record holds, and whose it
+is to this version and to older model-proxies (:mod:`...response_owners`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from switchyard.schemas.routing import Deployment, Provider, ProviderKind
 from switchyard.workers.modelproxy.dialects import plan
 from switchyard.workers.modelproxy.providers.base import ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
-from switchyard.workers.modelproxy.response_owners import _owned_by, _owner, _streamed_id
+from switchyard.workers.modelproxy.response_owners import (
+    KEY_ID,
+    _headers,
+    _owned_by,
+    _owner,
+    _streamed_id,
+)
 
 
 def _call(op: str, kind: ProviderKind, **body: Any) -> ProviderCall:
@@ -71,14 +78,38 @@ def test_a_background_response_from_a_bus_caller_is_refused_before_openai() -> N
     assert adapter is not None
 
 
-def test_an_answer_is_the_keys_and_an_older_record_its_secrets() -> None:
+def _older_model_proxy_passes(value: bytes, key_hash: str) -> bool:
+    """What a model-proxy of 0.2.0 or 0.3.0 (5bef525) checks, and all it checks: the record's
+    value against the continuing secret's hash (``entry.value != _owner(key_hash)`` there,
+    ``_owner`` being ``(key_hash or "internal").encode()``); a record's headers it ignores."""
+    return value == (key_hash or "internal").encode()
+
+
+def test_an_older_model_proxy_reads_a_new_record_as_its_secrets() -> None:
     hashed = "a" * 64
-    assert _owner("key_1", hashed) == b"id:key_1"
-    assert _owner("", "") == b"internal"
-    assert _owned_by(b"id:key_1", "key_1", hashed)
-    assert _owned_by(b"id:key_1", "key_1", "b" * 64)  # the same key, a rotated secret
-    assert not _owned_by(b"id:key_1", "key_2", hashed)
-    assert _owned_by(hashed.encode(), "key_1", hashed)  # recorded by an older model-proxy
-    assert not _owned_by(hashed.encode(), "key_1", "b" * 64)
-    assert not _owned_by(b"internal", "key_1", hashed)
-    assert not _owned_by(b"id:key_1", "", "")
+    assert _older_model_proxy_passes(_owner(hashed), hashed)  # mixed versions, a rollback
+    assert not _older_model_proxy_passes(_owner(hashed), "b" * 64)
+    assert _headers("key_1") == {KEY_ID: "key_1"}  # the key's id rides in a header
+    assert _older_model_proxy_passes(_owner(""), "")  # no client key: ``internal``, as before
+    assert _headers("") is None
+
+
+def test_the_key_id_decides_and_a_record_without_one_is_its_secrets() -> None:
+    hashed, rotated = "a" * 64, "b" * 64
+    # Recorded by this version: the key's, whichever of its secrets continues.
+    assert _owned_by(hashed.encode(), "key_1", "key_1", hashed)
+    assert _owned_by(hashed.encode(), "key_1", "key_1", rotated)
+    assert not _owned_by(hashed.encode(), "key_1", "key_2", hashed)  # the id decides
+    assert not _owned_by(hashed.encode(), "key_1", "", "")
+    assert _owned_by(b"internal", "admin-deployment-test", "admin-deployment-test", "")
+    assert not _owned_by(b"internal", "admin-deployment-test", "", "")
+    # Recorded by an older model-proxy (no key id): its secret's, not a rotated one's.
+    assert _owned_by(hashed.encode(), None, "key_1", hashed)
+    assert not _owned_by(hashed.encode(), None, "key_1", rotated)
+    assert not _owned_by(hashed.encode(), None, "", "")
+    assert _owned_by(b"internal", None, "", "")
+    assert not _owned_by(b"internal", None, "key_1", hashed)
+    # Recorded by a build between 0.3.0 and this one (the id as the value).
+    assert _owned_by(b"id:key_1", None, "key_1", rotated)
+    assert not _owned_by(b"id:key_1", None, "key_2", hashed)
+    assert not _owned_by(b"id:", None, "", "")

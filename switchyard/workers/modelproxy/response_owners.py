@@ -8,12 +8,16 @@ passes on, the client key that asked for it, in the CORE bucket ``sy_response_ow
 as OpenAI keeps a stored response: 30 days); and a request naming a ``previous_response_id`` is
 forwarded only when that id is its own key's.
 
-A key is named by its id (``id:<key id>``, as the head stamps it after checking the secret:
-no caller can claim another's), so a key whose secret is rotated keeps its conversations. An
-answer recorded before this (its value the hash of the secret that asked, 64 hex digits) is
-still its secret's: read as before, it is continued with that secret, not with a rotated one.
-Another key's id, or one never seen here, is answered 404 as OpenAI answers an unknown id, and
-never forwarded.
+An answer is recorded under its response id, as every version since 0.2.0 reads it: the value
+is the hash of the secret that asked (``internal`` for callers without one), and the record
+carries the key's id as well, in a header (``Sy-Key-Id``) that older model-proxies ignore. The
+id is the head's, stamped after it checked the secret: no caller can claim another key's. A
+model-proxy of this version reads the id first, so a key whose secret is rotated keeps its
+conversations; an older one (during a rolling upgrade, or after a rollback) compares the value
+with the secret's hash as it always did, so the secret that made an answer continues it on
+either. A record without the header (written by an older model-proxy) is read by its value:
+its secret's, not a rotated one's. Another key's id, or one never seen here, is answered 404 as
+OpenAI answers an unknown id, and never forwarded.
 
 Only native Responses requests pay: one bucket write per answer that is stored (``store`` not
 false), and one read per request carrying the field. A streamed answer's write is made after
@@ -34,7 +38,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
@@ -51,6 +55,9 @@ log = logging.getLogger("switchyard.modelproxy.response_owners")
 
 FIELD = "previous_response_id"
 INTERNAL = "internal"  # the owner of what callers without a client key create
+KEY_ID = "Sy-Key-Id"  # the record's header naming the key's id (older readers ignore it)
+_LEGACY_ID = b"id:"  # how builds between 0.3.0 and this one recorded a key id, as the value
+_GONE = frozenset({"DEL", "PURGE"})  # a KV-Operation header: the key was removed
 MAX_PENDING = 512  # owner writes in flight at once; beyond, one is dropped (and logged)
 WRITE_S = 5.0  # the longest one write may take
 READ_S = 2.0  # the longest the lookup may take
@@ -71,20 +78,26 @@ _ANSWER = msgspec.json.Decoder(_Response)
 _EVENT = msgspec.json.Decoder(_Event)
 
 
-def _owner(key_id: str, key_hash: str) -> bytes:
-    """What is recorded for an answer: the key's id (stable across rotations), else the
-    secret's hash, else ``internal``."""
-    if key_id:
-        return f"id:{key_id}".encode()
+def _owner(key_hash: str) -> bytes:
+    """The record's value: the hash of the secret that asked (``internal`` without one), as
+    every older model-proxy compares it with the hash of the secret continuing."""
     return (key_hash or INTERNAL).encode()
 
 
-def _owned_by(value: bytes | None, key_id: str, key_hash: str) -> bool:
-    """True if a recorded ``value`` is this caller's: its key id, or (an answer recorded
-    before key ids were) the hash of the secret it presents."""
-    if value == _owner(key_id, key_hash):
-        return True
-    return bool(key_hash) and value == key_hash.encode()
+def _headers(key_id: str) -> dict[str, str] | None:
+    """The record's headers: the key's id, which stays the same across rotations."""
+    return {KEY_ID: key_id} if key_id else None
+
+
+def _owned_by(value: bytes | None, bound: str | None, key_id: str, key_hash: str) -> bool:
+    """True if a record (its ``value``, and the key id it is ``bound`` to, if any) is the
+    caller's. The key id decides when the record has one: the key's own, whichever of its
+    secrets; a record without (written by an older model-proxy) is its secret's."""
+    if bound is not None:
+        return bool(key_id) and bound == key_id
+    if value is not None and value.startswith(_LEGACY_ID):
+        return bool(key_id) and value == _LEGACY_ID + key_id.encode()
+    return value == _owner(key_hash)
 
 
 class ResponseOwners:
@@ -93,6 +106,8 @@ class ResponseOwners:
     def __init__(self, nc: NATS, *, bucket: str = subjects.RESPONSE_OWNERS_BUCKET) -> None:
         self._js = nc.jetstream(timeout=READ_S)
         self._bucket = bucket
+        self._stream = f"KV_{bucket}"
+        self._prefix = f"$KV.{bucket}."
         self._kv: KeyValue | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._warn = Throttle(10.0)
@@ -118,16 +133,22 @@ class ResponseOwners:
             raise _not_found(response_id)
         try:
             async with asyncio.timeout(READ_S):
-                entry = await (await self._store()).get(response_id)
-        except KeyNotFoundError:
-            raise _not_found(response_id) from None
-        except BucketNotFoundError:
+                await self._store()  # the bucket is there (and the warning below if not)
+                msg = await self._js.get_msg(
+                    self._stream, subject=self._prefix + response_id, direct=True
+                )
+        except BucketNotFoundError:  # (a NotFoundError too: caught first)
             log.warning("no %s bucket (run `switchyard provision`)", self._bucket)
             raise _unavailable() from None
+        except NotFoundError:  # no record of this id
+            raise _not_found(response_id) from None
         except (TimeoutError, NatsError, BusError) as exc:
             log.warning("could not read the owner of a previous response: %s", type(exc).__name__)
             raise _unavailable() from None
-        if not _owned_by(entry.value, key_id, key_hash):
+        headers = msg.headers or {}
+        if headers.get("KV-Operation") in _GONE:
+            raise _not_found(response_id)
+        if not _owned_by(msg.data, headers.get(KEY_ID), key_id, key_hash):
             raise _not_found(response_id)
 
     def record(self, response_id: object, key_id: str, key_hash: str) -> None:
@@ -138,7 +159,7 @@ class ResponseOwners:
             if self._warn.ready():
                 log.warning("too many response owners being written; one was not recorded")
             return
-        task = asyncio.create_task(self._write(response_id, _owner(key_id, key_hash)))
+        task = asyncio.create_task(self._write(response_id, key_id, key_hash))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -146,12 +167,16 @@ class ResponseOwners:
         """:meth:`record`, waited for (an answer not streamed: its caller may continue as soon
         as it has it); a failure is logged, never raised."""
         if isinstance(response_id, str) and _ID.fullmatch(response_id) is not None:
-            await self._write(response_id, _owner(key_id, key_hash))
+            await self._write(response_id, key_id, key_hash)
 
-    async def _write(self, response_id: str, owner: bytes) -> None:
+    async def _write(self, response_id: str, key_id: str, key_hash: str) -> None:
+        # A plain KV put, with the key's id in a header: one record, read by every version.
         try:
             async with asyncio.timeout(WRITE_S):
-                await (await self._store()).put(response_id, owner)
+                await self._store()
+                await self._js.publish(
+                    self._prefix + response_id, _owner(key_hash), headers=_headers(key_id)
+                )
         except Exception as exc:  # noqa: BLE001 - a background write: logged, never raised
             if self._warn.ready():
                 log.warning(
