@@ -248,10 +248,9 @@ class IngressSettings(Section, frozen=True):
             received and not yet written to its client; past it a client that reads slowly (a
             byte a second is never dropped by ``write_timeout_s``) gets the stream's error
             event ``reader_too_slow`` and its provider call is stopped.
-        max_answer_bytes: the largest whole (non-streamed) answer taken; one larger than a bus
-            message comes in parts, held here until whole (docs/nats-api.md, "Answers in
-            parts"); past it, 413 ``answer_too_large``. 0 (default: parts have no flow
-            control, docs/operations.md): one message's worth (8 MiB).
+        max_answer_bytes: the largest whole answer taken, past one bus message in parts held
+            here until whole (docs/nats-api.md, "Answers in parts"), else a 413. 0 (default:
+            parts have no flow control, docs/operations.md): one message (8 MiB).
         keepalive_s: an idle keep-alive connection is closed after this.
         stream_start_s: a stream whose first content has not come after this long starts
             without it (status 200 and an SSE comment, another every as many seconds until
