@@ -353,21 +353,38 @@ def _calls_of(upstream: FakeOpenAI, model: str, tag: str) -> int:
     return sum(1 for c in upstream.calls_for(model) if f"{tag} " in json.dumps(c.body))
 
 
+@pytest.mark.parametrize("rotated", [False, True], ids=["same-secret", "rotated"])
 async def test_a_cancel_withdraws_the_lines_still_queued_and_keeps_those_running(
-    batchy: Stack, upstream: FakeOpenAI
+    batchy: Stack, upstream: FakeOpenAI, rotated: bool
 ) -> None:
     """5 s calls, 4 at a time: at the cancel 4 lines are at the provider and up to 60 more
     wait in the deployment's queue. The queued ones are dropped there (never reach the
-    provider, never billed); the 4 running ones finish, are kept and billed."""
-    key, record = await batchy.new_key("batch-withdraw")
+    provider, never billed); the 4 running ones finish, are kept and billed. So too for a
+    batch made before its key was rotated, cancelled after: its lines, sent after the
+    rotation, name the key by its new hash, the runner proves its cancels with the old one
+    (the queued lines used to be kept, and ran)."""
+    tag = "withdrawrot" if rotated else "withdraw"
+    key, record = await batchy.new_key(f"batch-{tag}")
+    runner = batchy.process("batch").proc
+    assert runner is not None
     async with _client(batchy, key) as client:
-        data = _input("withdraw", model="bulk-5s")
+        data = _input(tag, model="bulk-5s")
         file = await client.files.create(file=("w.jsonl", data), purpose="batch")
-        batch = await client.batches.create(
-            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
+        if rotated:  # the runner sends no line before the rotation
+            await pause(runner.pid)
+        try:
+            batch = await client.batches.create(
+                input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            if rotated:
+                turned = await batchy.admin("POST", f"/keys/{record.id}/rotate")
+                assert turned.status_code == 200, turned.text
+                key = turned.json()["key"]
+        finally:
+            runner.send_signal(signal.SIGCONT)
+    async with _client(batchy, key) as client:
         deadline = time.monotonic() + 30
-        while _calls_of(upstream, "slow:5000", "withdraw") < 4:
+        while _calls_of(upstream, "slow:5000", tag) < 4:
             assert time.monotonic() < deadline, "the lines never reached the provider"
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.5)  # their keep-alives came: a provider works on them
@@ -377,7 +394,7 @@ async def test_a_cancel_withdraws_the_lines_still_queued_and_keeps_those_running
         assert done.error_file_id is None  # a cancelled batch's lines that never ran: no row
         output = await client.files.content(done.output_file_id or "")
     await asyncio.sleep(2)  # a queued line that had not been withdrawn would have started
-    ran = _calls_of(upstream, "slow:5000", "withdraw")
+    ran = _calls_of(upstream, "slow:5000", tag)
     assert ran == 4
     assert done.request_counts.completed == ran == len(output.text.splitlines())
     assert await _settled_requests(batchy, record.id, quiet_s=3.0) == ran

@@ -677,3 +677,36 @@ async def _usage_now(stack: Stack, request_id: str) -> list[UsageEvent]:
         return found
     finally:
         await nc.close()
+
+
+async def test_an_old_secret_in_a_rotation_s_grace_still_cancels_its_stream(
+    leaving: Stack, provider: tuple[Provider, str]
+) -> None:
+    """A key rotated with a grace: a caller still presenting the old secret proves its cancel
+    with that secret's hash, while the head names the key by its new one. The cancel used to
+    miss (the provider call ran on and was billed in full); it stops the call now. Another
+    key's proof still cancels nothing (test_a_cancel_with_another_key_is_ignored)."""
+    fake, _ = provider
+    old, record = await leaving.new_key("rotated-canceller")
+    rotated = await leaving.admin("POST", f"/keys/{record.id}/rotate", {"grace_seconds": 120})
+    assert rotated.status_code == 200, rotated.text
+    text = "half:rotated-stream"
+    app = await leaving.connect("app")
+    try:
+        async with LLMClient(app, api_key=old) as llm:
+            first: asyncio.Queue[Any] = asyncio.Queue()
+
+            async def read() -> None:
+                async for chunk in llm.chat_stream(_chat("held", text), timeout=60):
+                    await first.put(chunk)
+
+            reading = asyncio.create_task(read())
+            await asyncio.wait_for(first.get(), 30)  # the stream began with the old secret
+            assert await _eventually(lambda: text in fake.holding)
+            reading.cancel()  # the caller stops reading: LLMClient sends the cancel
+            with pytest.raises(asyncio.CancelledError):
+                await reading
+            assert await _eventually(lambda: text in fake.cut, 5), "the provider call went on"
+    finally:
+        await app.close()
+    assert text not in fake.answered

@@ -42,6 +42,7 @@ _LIMITS = {
     h.REQUEST_ID: 128,
     h.KEY_ID: 128,
     h.KEY_HASH: 64,
+    h.PRESENTED_HASH: 64,
     h.USAGE_ID: 160,
     h.TENANT: 256,
     h.BUDGET_PERIOD: 16,
@@ -235,7 +236,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     Set by the caller (or its edge): ``request_id``, ``attempt``, ``deadline``, ``traceparent``/
     ``tracestate``, ``authorization`` (internal callers), ``key_hash`` (edges), ``pin``
     (gateway only). Overwritten by the head after it authorised the request: ``key_id``,
-    ``tenant``, ``key_hash``, ``budget_period``, ``usage_id``; then ``op``, ``alias``,
+    ``tenant``, ``key_hash``, ``presented_hash`` (the hash of the secret the caller presented,
+    when not the key's current one: a cancel proved with it counts), ``budget_period``,
+    ``usage_id``; then ``op``, ``alias``,
     ``reply``, ``stream``, ``deadline_by`` (which limit set a bus caller's ``deadline``).
     Added on the dispatch hop: ``deployment``; on a reroute: ``tried``, ``errors``,
     ``last_status``, ``upstream_status`` (0: unknown, or from an older model-proxy),
@@ -258,6 +261,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     key_id: str = ""
     tenant: str = ""
     key_hash: str = ""
+    presented_hash: str = ""
     budget_period: str = ""
     usage_id: str = ""
     authorization: str = ""
@@ -423,6 +427,7 @@ _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     (h.KEY_ID, "key_id"),
     (h.TENANT, "tenant"),
     (h.KEY_HASH, "key_hash"),
+    (h.PRESENTED_HASH, "presented_hash"),
     (h.BUDGET_PERIOD, "budget_period"),
     (h.USAGE_ID, "usage_id"),
     (h.AUTHORIZATION, "authorization"),

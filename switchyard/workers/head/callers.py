@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from switchyard.bus import headers as h
 from switchyard.bus import identities
+from switchyard.bus.cancel_proof import presented_key_hash
 from switchyard.bus.envelope import Envelope, new_request_id, refuse_misspelled
 from switchyard.bus.request_info import caller_identity
 from switchyard.errors import AuthenticationFailed
@@ -94,8 +95,13 @@ def stamp(env: Envelope, key: ClientKey, caller: str) -> Envelope:
     billed twice: the caller's retry, not the platform's).
     """
     trusted = caller in identities.KEY_HASH_CALLERS
+    # The secret the caller proved the key with, when not the current one (an old secret in
+    # a rotation's grace, a batch made before the rotation): its cancels are proved with it.
+    # Whatever a caller sent in this field is overwritten here.
+    presented = env.key_hash if trusted else presented_key_hash(env.authorization)
     return env.with_(
         key_hash=key.hash,
+        presented_hash=presented if key.hash and presented != key.hash else "",
         key_id=key.id,
         tenant=key.team,
         budget_period=key.budget_period,

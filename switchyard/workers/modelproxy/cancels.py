@@ -146,19 +146,26 @@ class CancelMemory:
         self._count += 1
         heapq.heappush(self._expiries, (until, request_id, proof))
 
-    def holds(self, request_id: str, key_hash: str, attempt: int) -> bool:
+    def holds(self, request_id: str, key_hash: str, attempt: int, presented_hash: str = "") -> bool:
         """True if the caller of this attempt of ``request_id`` (made with the key hashed
-        ``key_hash``) cancelled it."""
+        ``key_hash``, its caller presenting the secret hashed ``presented_hash`` if another:
+        see :func:`proving_hashes`) cancelled it."""
         if not self._kept:
             return False
         proofs = self._kept.get(request_id)
-        if proofs is None or not key_hash:  # a request made with no key is never cancelled
+        if proofs is None:
             return False
-        # A dict lookup, not a scan with compare_digest: nothing about the timing of this
-        # check reaches whoever sent a proof, and a flood of wrong proofs for one request id
-        # must not make its check slow.
-        kept = proofs.get(cancel_proof(key_hash, request_id))
-        return kept is not None and attempt <= kept[1] and kept[0] > self._clock()
+        now = self._clock()
+        for digest in (key_hash, presented_hash):
+            if not digest:  # a request made with no key is never cancelled
+                continue
+            # A dict lookup, not a scan with compare_digest: nothing about the timing of this
+            # check reaches whoever sent a proof, and a flood of wrong proofs for one request
+            # id must not make its check slow.
+            kept = proofs.get(cancel_proof(digest, request_id))
+            if kept is not None and attempt <= kept[1] and kept[0] > now:
+                return True
+        return False
 
     def _drop(self, request_id: str, proof: str) -> None:
         proofs = self._kept[request_id]
@@ -176,6 +183,14 @@ class CancelMemory:
                 heapq.heappush(expiries, (until, request_id, proof))
             else:
                 self._drop(request_id, proof)
+
+
+def proving_hashes(env: Envelope) -> tuple[str, ...]:
+    """The key hashes a cancel of the dispatched request ``env`` may be proved with: the key's
+    current one, and the one its caller presented if the head named another (``presented_hash``:
+    an old secret in a rotation's grace, or the one a batch was made with). Both are the head's,
+    so a proof stays one only the key's holder can make."""
+    return tuple(d for d in (env.key_hash, env.presented_hash) if d)
 
 
 def cancelling_proof(headers: dict[str, str], env: Envelope) -> str:
@@ -228,7 +243,7 @@ class Cancels:
 
     def left(self, env: Envelope) -> bool:
         """True if the caller of this dispatched request cancelled it (it is still queued)."""
-        return self.memory.holds(env.request_id, env.key_hash, env.attempt)
+        return self.memory.holds(env.request_id, env.key_hash, env.attempt, env.presented_hash)
 
     def track(self, job: Job) -> None:
         job.inflight.gone = functools.partial(self.gone, job)  # (.probes)
@@ -279,8 +294,10 @@ class Cancels:
                 job.cancelled
                 or job.answer is not None  # answered already: nothing left to stop
                 or job.env.attempt > attempt
-                or not job.env.key_hash  # made with no key: never cancelled
-                or not hmac.compare_digest(proof, cancel_proof(job.env.key_hash, env.request_id))
+                or not any(  # made with no key (no hash): never cancelled
+                    hmac.compare_digest(proof, cancel_proof(digest, env.request_id))
+                    for digest in proving_hashes(job.env)
+                )
             ):
                 continue
             self.gone(job)
