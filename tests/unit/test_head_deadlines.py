@@ -1,4 +1,4 @@
-"""Which limit set a bus caller's deadline, as the head's 504 names it (head.deadlines).
+"""Which limit set a bus caller's deadline, as the head's 504 names it (runtime.deadlines).
 
 Over NATS, against a real head: tests/test_head_deadline_names.py.
 """
@@ -12,7 +12,7 @@ from switchyard.bus import identities
 from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.config import IngressSettings
 from switchyard.errors import DeadlineExceeded, ServiceUnavailable
-from switchyard.workers.head import deadlines
+from switchyard.runtime import deadlines
 
 pytestmark = pytest.mark.unit
 

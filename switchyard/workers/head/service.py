@@ -40,6 +40,7 @@ from switchyard.errors import (
     PermissionDenied,
     ServiceUnavailable,
 )
+from switchyard.runtime import deadlines
 from switchyard.runtime.cooldowns import CooldownBook
 from switchyard.runtime.definitions import ROUTE_TABLE_KEY
 from switchyard.runtime.jetstream import AckPublisher
@@ -59,7 +60,7 @@ from switchyard.schemas.scheduling import (
     of_service_tier,
 )
 from switchyard.telemetry import request_id_var
-from switchyard.workers.head import deadlines, decide, queue_room
+from switchyard.workers.head import decide, queue_room
 from switchyard.workers.head.admission import Admission
 from switchyard.workers.head.callers import authorize, stamp, visible_aliases
 from switchyard.workers.head.dispatch import msg_id, publish_dispatch

@@ -46,6 +46,7 @@ from switchyard.errors import (
     SecretMissing,
     ServiceUnavailable,
 )
+from switchyard.runtime import deadlines
 from switchyard.runtime.cooldowns import CooldownWriter
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.secret_cache import SecretCache
@@ -353,6 +354,7 @@ class Handler:
             # still ends in an error, so every bus reader sees it failed; Sy-Error-In-Stream
             # tells a relay (the edges) to add no second error event.
             exc = reroutes.said_here(exc, job.env, job.deployment_id)
+            deadlines.named(exc, job.env.deadline_by, self.settings.ingress)  # bus callers'
             job.answer, job.in_stream = reroutes.answer_of(job, exc), ended_in_dialect(adapter)
             await self._answer(job, end=self._unbroken(job))
             if not (isinstance(exc, DeadlineExceeded) or ue.clients_own(exc)):

@@ -5,7 +5,10 @@ An HTTP edge names the limit behind a deadline that passed in its 504 (the clien
 (``llm.v1.*`` with its key in ``Authorization``) is given its deadline by the head: its own
 ``Sy-Deadline``, that capped at ``ingress.max_deadline_s``, or ``ingress.default_deadline_s``
 when it sent none. The head stamps which (:func:`set_by`, ``Sy-Deadline-By``) so that a reroute
-still knows it, and names it in the 504s it answers (:func:`named`).
+still knows it, and names it in the 504s it answers (:func:`named`); so does the model-proxy
+that answers a 504 itself (the deadline passed while the request was queued, or while its
+provider worked), from ``Sy-Deadline-By`` on the dispatched request. Shared by both, so kept
+below the components.
 """
 
 from __future__ import annotations
