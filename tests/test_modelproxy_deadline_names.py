@@ -21,6 +21,7 @@ import pytest_asyncio
 
 from switchyard.bus import headers as h
 from switchyard.bus import replies
+from switchyard.schemas.routing import deployment_id
 from tests.stacks import Stack, start_stack
 from tests.support import bus_answer
 from tests.upstream import FakeOpenAI
@@ -90,6 +91,21 @@ async def test_a_deadline_that_passes_while_the_provider_works_is_named(short: S
     message = _message(await _ask(short, "dl-slow", "default", {}))
     assert message.startswith("the request deadline passed while the provider worked (the")
     assert DEFAULT_NAMED in message, message
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_504_after_a_real_reroute_names_the_limit(short: Stack) -> None:
+    """Not a forged reroute (tests/test_head_deadline_names.py copies Sy-Deadline-By into
+    one by hand): the first deployment answers 500, its model-proxy hands the request back
+    to a head (llm.v1.reroute), which sends it to the fallback (two attempts allowed); the
+    deadline (the head's 2 s default) passes there, and the 504 names it: Sy-Deadline-By
+    went through the reroute."""
+    reply = await _ask(short, "dl-fails", "rerouted", {})
+    message = _message(reply)
+    assert reply.attempts == 2, reply
+    assert reply.deployment == deployment_id("fake", "slow:6000")  # the fallback's
+    assert DEFAULT_NAMED in message, message
+    assert message.count("(the deadline was") == 1
 
 
 @pytest.mark.asyncio(loop_scope="session")
