@@ -5,6 +5,7 @@ estimate bills it) go on."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -15,7 +16,12 @@ from switchyard.workers.modelproxy import billing
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.heartbeat import InFlight
 from switchyard.workers.modelproxy.job import Job
-from switchyard.workers.modelproxy.replay import REPLAY_MAX_BYTES, SentChunks
+from switchyard.workers.modelproxy.replay import (
+    MEASURED_PER_CHUNK,
+    REPLAY_MAX_BYTES,
+    SETTLE_BATCH,
+    SentChunks,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -53,7 +59,7 @@ def test_a_streamed_answer_is_kept_for_a_replay_only_up_to_the_bound() -> None:
     for _ in range(5 * fits):  # a 25 MiB answer
         job.chunks.append(CHUNK)
     assert not _replayable(job.chunks)
-    assert job.chunks.kept_bytes == 0  # freed at once, not held to the end of the stream
+    assert job.chunks.kept_bytes == 0  # freed as later chunks pass, not held to the end
     assert list(job.chunks) == []
     assert len(job.chunks) == 6 * fits  # still counted: the final names it
 
@@ -81,3 +87,55 @@ def test_a_small_bound_keeps_nothing_past_it() -> None:
     kept.append(b"!")
     assert not _replayable(kept)
     assert len(kept) == 3
+
+
+def test_crossing_the_bound_measures_no_more_than_a_few_chunks() -> None:
+    """Measuring every kept chunk when an answer passed the bound held the event loop 50-120 ms
+    (a review): the crossing and each later chunk measure a few at most, and every chunk is
+    measured once by the end."""
+    calls: list[bytes] = []
+
+    def size(payload: bytes) -> int:
+        calls.append(payload)
+        return len(payload)
+
+    kept = SentChunks(limit=1000, size=size)
+    for _ in range(100):
+        kept.append(b"x" * 10)
+    assert calls == []  # within the bound: measured only when the bill asks
+    kept.append(b"y" * 10)  # past it
+    assert not _replayable(kept)
+    assert len(calls) <= 1 + MEASURED_PER_CHUNK
+    for _ in range(5):
+        before = len(calls)
+        kept.append(b"z" * 10)
+        assert len(calls) - before <= 1 + MEASURED_PER_CHUNK
+    assert kept.kept_bytes < 1000  # the oldest freed as they are measured
+    assert kept.generated() == 106 * 10
+    assert len(calls) == 106  # each chunk measured once
+
+
+async def test_settle_measures_in_batches_letting_the_loop_run() -> None:
+    turns = 0
+    stop = False
+
+    async def other() -> None:
+        nonlocal turns
+        while not stop:
+            turns += 1
+            await asyncio.sleep(0)
+
+    count = 5 * SETTLE_BATCH
+    for limit in (10**9, 2 * count - 1):  # within the bound, and past it on the last chunk
+        kept = SentChunks(limit=limit, size=len)
+        for _ in range(count):
+            kept.append(b"ab")
+        stop = False
+        task = asyncio.create_task(other())
+        await asyncio.sleep(0)
+        turns = 0
+        await kept.settle()
+        stop = True
+        await task
+        assert turns >= 4  # the loop ran between batches
+        assert kept.generated() == 2 * count

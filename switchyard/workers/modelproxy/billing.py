@@ -55,6 +55,12 @@ def billed(job: Job) -> tuple[Usage, bool] | None:
     return usage, isinstance(usage, estimate.Estimated)
 
 
+def measures_chunks(job: Job) -> bool:
+    """Whether :func:`billed` measures the content of ``job``'s chunks (what
+    :meth:`.replay.SentChunks.settle` prepares without holding the event loop)."""
+    return bool(job.chunks) and (job.usage is None or job.status != 200)
+
+
 def estimated_usage(job: Job) -> Usage:
     """The estimate of :mod:`.estimate`: the prompt as the edge estimated it (a quarter token
     per byte, inline media at most ``MEDIA_TOKENS`` each); an answer, streamed or whole, a

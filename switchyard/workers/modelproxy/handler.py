@@ -554,6 +554,8 @@ class Handler:
         token metric counts the same usage, here only, so it cannot drift from spend."""
         if not (job.called or job.streamed_before) or job.env.op in COUNTS:
             return
+        if billing.measures_chunks(job):
+            await job.chunks.settle()  # in batches: a large answer never holds the loop
         found = billing.billed(job)
         if found is None:
             return

@@ -12,24 +12,44 @@ the bound: the stream's ``final`` names it.
 An answer without the provider's usage is billed by the content its chunks delivered
 (:func:`.estimate.chunk_size`, :meth:`SentChunks.generated`): measured from the kept chunks
 when the bill asks, so a stream its provider counted, every bench-sized one, pays nothing for
-it; once the chunks are freed, each later one is measured as it passes (only answers past the
-bound, and only these).
+it. Once an answer passes the bound, each later chunk is measured as it passes (only answers
+past the bound, and only these), and the chunks kept before it are measured a few at a time
+with them (:data:`MEASURED_PER_CHUNK`), each freed once measured: measuring all of them at
+the crossing held the event loop 50-120 ms, every stream of the model-proxy with it. Those
+still unmeasured when the answer ends are measured by :meth:`SentChunks.settle` before the
+bill, in batches with the loop let go between (so are the kept chunks of an answer within the
+bound that the bill measures).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
 # An LLM answer is a few KiB to a few hundred KiB: 4 MiB keeps nearly every answer
 # replayable, while a model-proxy with 256 streams in flight holds at most 1 GiB for replays.
 REPLAY_MAX_BYTES = 4 * 1024 * 1024
+# Past the bound, how many chunks kept before it are measured (and freed) with each later one:
+# a few microseconds each, so a chunk never waits long on it.
+MEASURED_PER_CHUNK = 8
+# How many chunks :meth:`SentChunks.settle` measures between two turns of the event loop.
+SETTLE_BATCH = 512
 
 
 class SentChunks:
     """The chunks sent of one answer: ``len`` counts them all; iterating gives them back, for a
     replay, while :attr:`complete` (their bytes stayed within ``limit``)."""
 
-    __slots__ = ("_count", "_freed_size", "_kept", "_kept_bytes", "_limit", "_size")
+    __slots__ = (
+        "_count",
+        "_kept",
+        "_kept_bytes",
+        "_kept_measured",
+        "_limit",
+        "_measured",
+        "_size",
+        "_unmeasured",
+    )
 
     def __init__(self, limit: int = REPLAY_MAX_BYTES, size: Callable[[bytes], int] = len) -> None:
         """``size`` measures a chunk's generated content (:func:`.estimate.chunk_size`)."""
@@ -38,27 +58,71 @@ class SentChunks:
         self._count = 0
         self._kept: list[bytes] | None = []
         self._kept_bytes = 0
-        self._freed_size = 0  # the content of the chunks sent since (and before) the freeing
+        # The content measured so far: of the first ``_kept_measured`` kept chunks; past the
+        # bound, of every chunk but those kept before it still to be measured (``_unmeasured``,
+        # the oldest last).
+        self._measured = 0
+        self._kept_measured = 0
+        self._unmeasured: list[bytes] = []
 
     def append(self, payload: bytes) -> None:
         """One more chunk sent: kept for a replay while the answer's bytes fit the bound."""
         self._count += 1
         if self._kept is None:
-            self._freed_size += self._size(payload)
+            self._measured += self._size(payload) + self._measure(MEASURED_PER_CHUNK)
             return
         self._kept_bytes += len(payload)
         if self._kept_bytes > self._limit:
-            self._freed_size = self.generated() + self._size(payload)
-            self._kept = None  # freed now: this answer cannot be replayed
-            self._kept_bytes = 0
+            # This answer cannot be replayed now; what was kept is measured with later chunks.
+            self._kept_bytes -= len(payload)
+            self._unmeasured = self._kept[self._kept_measured :]
+            self._unmeasured.reverse()  # popped from the end: the oldest first
+            self._kept = None
+            self._kept_bytes = sum(map(len, self._unmeasured))
+            self._measured += self._size(payload)
             return
         self._kept.append(payload)
 
+    def _measure(self, most: int) -> int:
+        """The content of up to ``most`` chunks kept before the bound, freed as measured."""
+        pending = self._unmeasured
+        total = 0
+        for _ in range(min(most, len(pending))):
+            payload = pending.pop()
+            self._kept_bytes -= len(payload)
+            total += self._size(payload)
+        return total
+
+    def _measure_kept(self, most: int) -> int:
+        """Measure up to ``most`` more of the kept chunks (kept still, for a replay)."""
+        kept = self._kept or []
+        upto = min(len(kept), self._kept_measured + most)
+        total = sum(map(self._size, kept[self._kept_measured : upto]))
+        self._kept_measured = upto
+        return total
+
+    def _left(self) -> int:
+        """How many chunks sent are still to be measured."""
+        if self._kept is None:
+            return len(self._unmeasured)
+        return len(self._kept) - self._kept_measured
+
     def generated(self) -> int:
         """The generated content, in bytes, of every chunk sent (see the module)."""
-        if self._kept is None:
-            return self._freed_size
-        return sum(map(self._size, self._kept))
+        left = self._left()
+        self._measured += self._measure(left) if self._kept is None else self._measure_kept(left)
+        return self._measured
+
+    async def settle(self) -> None:
+        """Measure every chunk not measured yet, letting the event loop run between batches
+        (the bill of an answer without the provider's count reads them all), so that
+        :meth:`generated` has nothing left to do."""
+        while self._left():
+            if self._kept is None:
+                self._measured += self._measure(SETTLE_BATCH)
+            else:
+                self._measured += self._measure_kept(SETTLE_BATCH)
+            await asyncio.sleep(0)
 
     @property
     def complete(self) -> bool:
