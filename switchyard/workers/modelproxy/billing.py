@@ -1,17 +1,18 @@
 """What a provider call is billed: the provider's count, or an estimate, as a usage event.
 
 An answer is billed with the usage the provider reported. One without a count (a stream cut
-short, failed or abandoned after content was sent, where the count would have come at the
-end; a server that never reports usage) is billed an estimate rather than nothing, which would
-never reach a budget; so is a stream that ended early with only its opening count (Anthropic's
-``message_start`` says 1 output token). A call stopped from outside while its provider worked
-is billed its estimate too, whether its caller left or its deadline passed: the provider
-charges for the work either way. So is an answer the provider gave that could not be passed
-on (larger than one bus message, a streamed line past 4 MiB: ``job.undelivered``): its
-prompt's estimate, as the provider's count (at the end of the answer) was not read; its
-completion is not guessed (an embeddings answer has none). Any other failure that delivered
-nothing is not billed, nor a request whose provider was never called (the handler bills only
-calls that were made).
+short, failed or abandoned after content was sent, where the count would have come at the end;
+a server that never reports usage) is billed an estimate rather than nothing, which would never
+reach a budget; so is a stream that ended early with only its opening count (Anthropic's
+``message_start`` says 1 output token), i.e. one whose count came before content it delivered;
+a stream whose final count came before its caller left is billed that count. A call stopped
+from outside while its provider worked is billed its estimate too, whether its caller left or
+its deadline passed: the provider charges for the work either way. So is an answer the provider
+gave that could not be passed on (larger than one bus message, a streamed line past 4 MiB:
+``job.undelivered``): its prompt's estimate, as the provider's count (at the end of the answer)
+was not read; its completion is not guessed (an embeddings answer has none). Any other failure
+that delivered nothing is not billed, nor a request whose provider was never called (the
+handler bills only calls that were made).
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def billed(job: Job) -> tuple[Usage, bool] | None:
         if failed and not job.chunks and not job.undelivered:
             return None  # a failure that delivered nothing
         return estimated_usage(job), True
-    if job.status != 200 and job.chunks:
-        # Ended early, maybe with only its opening count: what was delivered is at least its
-        # estimate.
+    if job.status != 200 and job.chunks.content_after(job.usage_mark):
+        # Ended early with only its opening count (content came after it): what was delivered
+        # is at least its estimate. A final count (no content after it) is the provider's.
         sent = estimate.tokens(job.chunks.generated())
         if sent > usage.completion_tokens:
             return msgspec.structs.replace(
@@ -58,7 +59,9 @@ def billed(job: Job) -> tuple[Usage, bool] | None:
 def measures_chunks(job: Job) -> bool:
     """Whether :func:`billed` measures the content of ``job``'s chunks (what
     :meth:`.replay.SentChunks.settle` prepares without holding the event loop)."""
-    return bool(job.chunks) and (job.usage is None or job.status != 200)
+    if job.usage is None:
+        return bool(job.chunks)
+    return job.status != 200 and job.chunks.content_after(job.usage_mark)
 
 
 def estimated_usage(job: Job) -> Usage:

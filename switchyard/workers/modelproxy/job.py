@@ -45,7 +45,10 @@ class Job:
     started: float = field(default_factory=time.time)
     sent: bool = False  # content reached the caller: never retried after this
     called: bool = False  # the provider was called
-    usage: Usage | None = None
+    # The provider's usage (the ``usage`` property), and how many chunks were sent before it
+    # came: an opening count (Anthropic's message_start) has content after it, a final one not.
+    _usage: Usage | None = field(default=None, init=False)
+    usage_mark: int = field(default=0, init=False)
     status: int = 200
     ttft: float | None = None  # from pick-up to the first chunk sent
     ttfc: float | None = None  # from the provider call to its first chunk
@@ -81,6 +84,15 @@ class Job:
         held = self.msg.headers.get(h.HELD_SINCE) if self.msg.headers else None
         if held is not None and held.isdecimal() and len(held) <= 16:
             self.stored_at = min(self.stored_at, int(held) / 1000)
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._usage
+
+    @usage.setter
+    def usage(self, usage: Usage | None) -> None:
+        self._usage = usage
+        self.usage_mark = len(self.chunks)
 
     def out(self, main: NATS) -> NATS:
         """The connection its replies go on (:mod:`.heartbeat`; ``main`` unless told)."""

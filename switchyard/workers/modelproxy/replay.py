@@ -42,9 +42,11 @@ class SentChunks:
 
     __slots__ = (
         "_count",
+        "_crossed",
         "_kept",
         "_kept_bytes",
         "_kept_measured",
+        "_last_content",
         "_limit",
         "_measured",
         "_size",
@@ -64,12 +66,15 @@ class SentChunks:
         self._measured = 0
         self._kept_measured = 0
         self._unmeasured: list[bytes] = []
+        self._crossed = -1  # the index of the chunk that passed the bound
+        self._last_content = -1  # past the bound: the index of the last chunk with content
 
     def append(self, payload: bytes) -> None:
         """One more chunk sent: kept for a replay while the answer's bytes fit the bound."""
         self._count += 1
         if self._kept is None:
-            self._measured += self._size(payload) + self._measure(MEASURED_PER_CHUNK)
+            self._passed(payload)
+            self._measured += self._measure(MEASURED_PER_CHUNK)
             return
         self._kept_bytes += len(payload)
         if self._kept_bytes > self._limit:
@@ -79,9 +84,27 @@ class SentChunks:
             self._unmeasured.reverse()  # popped from the end: the oldest first
             self._kept = None
             self._kept_bytes = sum(map(len, self._unmeasured))
-            self._measured += self._size(payload)
+            self._crossed = self._count - 1
+            self._passed(payload)
             return
         self._kept.append(payload)
+
+    def _passed(self, payload: bytes) -> None:
+        """Measure a chunk sent past the bound (not kept)."""
+        size = self._size(payload)
+        self._measured += size
+        if size:
+            self._last_content = self._count - 1
+
+    def content_after(self, mark: int) -> bool:
+        """Whether a chunk sent after the first ``mark`` delivered content (the bill asks it of
+        the chunks after the provider's usage). Chunks past the bound are known by their
+        measure as they passed; of those freed before it, content is assumed."""
+        if mark >= self._count:
+            return False
+        if self._kept is not None:
+            return any(self._size(payload) for payload in self._kept[mark:])
+        return mark < self._crossed or self._last_content >= mark
 
     def _measure(self, most: int) -> int:
         """The content of up to ``most`` chunks kept before the bound, freed as measured."""
