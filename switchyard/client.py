@@ -294,7 +294,7 @@ class LLMClient:
         ``envelope`` may carry the request id, deadline and trace context (an
         :class:`~switchyard.bus.envelope.Envelope`, or wire headers); missing ids and deadlines
         are filled in. Keep-alives are yielded too (an HTTP edge turns them into SSE comments);
-        ``accepted`` is not.
+        ``accepted`` is not (one of a later placement is a keep-alive: ``replies.MOVED``).
 
         ``on_overflow`` is called (from the reply callback, at once) with the
         :class:`ReaderTooSlow` error when the consumer fell more than ``max_unread_bytes``
@@ -379,9 +379,8 @@ class LLMClient:
                         accepted = True
                         self._answered_at = loop.time()
                         reply = decode_reply(msg.data, msg.headers)
-                        if reply.kind is ReplyKind.ACCEPTED:
-                            progress.accepted(reply, attempt)
-                            continue
+                        if reply.kind is ReplyKind.ACCEPTED:  # (yielded only as ``MOVED``)
+                            reply = progress.accepted(reply, attempt)  # else not admitted
                         if not progress.admit(reply, loop.time()):
                             continue
                         if reply.kind is ReplyKind.PART:  # joined here, never yielded

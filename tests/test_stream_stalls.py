@@ -42,6 +42,12 @@ ROUTES: dict[str, list[dict[str, Any]]] = {
         {"provider": "fake", "model": "role503", "weight": 1_000_000},
         {"provider": "fake", "model": "echo", "weight": 1},
     ],
+    # the first sends its role, is heard to have begun (BEGUN_AFTER_S) and fails; the next is
+    # slow to begin
+    "s10g-role503-slow": [
+        {"provider": "fake", "model": "role503:400", "weight": 1_000_000},
+        {"provider": "fake", "model": "slow:3500", "weight": 1},
+    ],
     "s10g-stall": [{"provider": "fake", "model": "stall:4000", "timeouts": {"idle_s": 1}}],
     "s10g-nodone": [{"provider": "fake", "model": "nodone"}],
 }
@@ -60,14 +66,19 @@ async def routed(stack: Stack) -> AsyncIterator[Stack]:
         await stack.admin("DELETE", f"/deployments/{STALLS}/cooldown")
 
 
-async def _stream(stack: Stack, alias: str, request_id: str, **extra: Any) -> httpx.Response:
-    """One streamed chat request, sent again while a head has not seen the alias yet (404)."""
+async def _stream(
+    stack: Stack, alias: str, request_id: str, sdk_timeout: str = "", **extra: Any
+) -> httpx.Response:
+    """One streamed chat request, sent again while a head has not seen the alias yet (404);
+    ``sdk_timeout``: its ``X-Stainless-Timeout``."""
     body = {"model": alias, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     headers = {
         "Authorization": f"Bearer {stack.api_key}",
         "X-Request-Timeout": "30",
         "X-Request-Id": request_id,
     }
+    if sdk_timeout:
+        headers["X-Stainless-Timeout"] = sdk_timeout
     async with httpx.AsyncClient(timeout=60) as http:
         while True:
             resp = await http.post(
@@ -192,3 +203,21 @@ async def test_a_whole_answer_without_done_ends_after_a_grace(routed: Stack) -> 
     assert billed is not None
     assert (billed.prompt_tokens, billed.completion_tokens) == (7, 2)
     assert billed.prompt_tokens_estimated == 0, billed
+
+
+async def test_a_begun_before_a_reroute_does_not_start_the_next_deployments_stream(
+    routed: Stack,
+) -> None:
+    """The first deployment sends its role (the edge hears the provider began) and fails; the
+    head reroutes to one that has not begun by the SDK's ``X-Stainless-Timeout`` (2 s): the
+    answer is the 504 the SDK retries. The first deployment's begun started the stream (a 200
+    and its headers at 1 s) when the edge kept it across the reroute (a review)."""
+    failing = deployment_id("fake", "role503:400")
+    await routed.admin("DELETE", f"/deployments/{failing}/cooldown")
+    try:
+        answer = await _stream(routed, "s10g-role503-slow", "s10g-moved-1", sdk_timeout="2")
+        assert answer.status_code == 504, answer.text
+        assert answer.json()["error"]["code"] == "deadline_exceeded", answer.text
+        assert "X-Stainless-Timeout" in answer.json()["error"]["message"], answer.text
+    finally:
+        await routed.admin("DELETE", f"/deployments/{failing}/cooldown")

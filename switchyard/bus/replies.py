@@ -26,6 +26,7 @@ from switchyard.errors import ApiError, error_for_status
 from switchyard.schemas.openai import Usage, decode_error, error_body
 
 __all__ = [
+    "MOVED",
     "Reply",
     "ReplyKind",
     "chunk_headers",
@@ -100,7 +101,10 @@ class Reply:
         placement: which placement of the request an ``accepted`` names (1, 2, ...; 0 from
             older heads): a later one is where the request went next.
         begun: a keep-alive saying the provider's stream has begun, its opening held back
-            until its first content (:func:`send_begun`).
+            until its first content (:func:`send_begun`); its ``delivery`` names which one.
+        moved: a keep-alive the client makes (never sent) when a later placement of the
+            request was accepted (a reroute, a re-send): what an earlier one said, as
+            ``begun``, no longer holds.
     """
 
     kind: ReplyKind
@@ -117,6 +121,11 @@ class Reply:
     priority: str = ""
     placement: int = 0
     begun: bool = False
+    moved: bool = False
+
+
+# What ``LLMClient.exchange`` yields when a later placement of the request was accepted.
+MOVED = Reply(ReplyKind.KEEPALIVE, b"", moved=True)
 
 
 def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
@@ -226,12 +235,14 @@ async def send_keepalive(nc: NATS, reply: str) -> None:
     await nc.publish(reply, b"", headers=KEEPALIVE_HEADERS)
 
 
-async def send_begun(nc: NATS, reply: str) -> None:
+async def send_begun(nc: NATS, reply: str, delivery: str = "") -> None:
     """A keep-alive saying the provider's stream has begun: its opening chunks (a role alone)
     are held back until its first content, so that a failure before it can still be rerouted.
     An HTTP edge whose client's SDK times the wait for the response headers
-    (``X-Stainless-Timeout``) may send them on hearing it; any other caller reads a keep-alive."""
-    await nc.publish(reply, b"", headers=BEGUN_HEADERS)
+    (``X-Stainless-Timeout``) may send them on hearing it; any other caller reads a keep-alive.
+    ``delivery`` (the job's): a later delivery's keep-alive tells the edge this one is over."""
+    headers = {**BEGUN_HEADERS, h.ATTEMPT: delivery} if delivery else BEGUN_HEADERS
+    await nc.publish(reply, b"", headers=headers)
 
 
 async def send_probe(nc: NATS, reply: str, answer_to: str) -> None:

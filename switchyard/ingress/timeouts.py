@@ -129,8 +129,8 @@ async def first_reply(
             async for reply in replies:
                 if reply.kind is not ReplyKind.KEEPALIVE:
                     return reply
-                if reply.begun and started is not None:
-                    started.begun()
+                if started is not None:
+                    started.heard(reply)
             return None
     except TimeoutError:
         if not scope.expired():
@@ -153,28 +153,41 @@ def begin_at(within: float) -> float:
 
 class _Start:
     """Whether a stream starts before its first chunk (:func:`first_reply`): once the provider
-    has begun and the time to start has come, whichever is last."""
+    has begun and the time to start has come, whichever is last.
 
-    __slots__ = ("_begin", "_begun", "_due", "_scope")
+    A begun is of one placement and delivery of the request: when the head moves it (a reroute
+    after that provider failed before content: ``Reply.moved``) or another delivery announces
+    itself (a redelivery: a keep-alive naming another ``delivery``), the provider now serving it
+    has not begun, and a failure there must still be the 504 an SDK retries, not an error event
+    in a 200."""
+
+    __slots__ = ("_begin", "_begun", "_delivery", "_due", "_scope")
 
     def __init__(self, scope: asyncio.Timeout, begin: Callable[[], None]) -> None:
         self._scope = scope
-        self._begin = begin
+        self._begin: Callable[[], None] | None = begin  # None once called
         self._begun = self._due = False
+        self._delivery = ""  # the delivery that said it began ("" from older model-proxies)
 
-    def begun(self) -> None:
-        if not self._begun:
-            self._begun = True
-            self._start()
+    def heard(self, keepalive: Reply) -> None:
+        if keepalive.begun:
+            self._delivery = keepalive.delivery
+            if not self._begun:
+                self._begun = True
+                self._start()
+        elif keepalive.moved or (keepalive.delivery and keepalive.delivery != self._delivery):
+            self._begun = False
 
     def due(self) -> None:
         self._due = True
         self._start()
 
     def _start(self) -> None:
-        if self._begun and self._due and not self._scope.expired():
+        begin = self._begin
+        if begin is not None and self._begun and self._due and not self._scope.expired():
+            self._begin = None
             self._scope.reschedule(None)  # the headers are out: no 504 of this bound now
-            self._begin()
+            begin()
 
 
 async def _content(replies: AsyncIterator[Reply]) -> Reply | None:

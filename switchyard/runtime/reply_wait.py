@@ -17,7 +17,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from switchyard.bus.envelope import Envelope
-from switchyard.bus.replies import Reply, ReplyKind
+from switchyard.bus.replies import MOVED, Reply, ReplyKind
 from switchyard.errors import ApiError, DeadlineExceeded, ProviderError, ServiceUnavailable
 
 # Queued for every waiting request when the client's connection reconnected (reply paths lost).
@@ -105,18 +105,24 @@ class ReplyProgress:
             raise Resend("no head is listening", pause=0.01)
         return msg
 
-    def accepted(self, reply: Reply, attempt: int) -> None:
+    def accepted(self, reply: Reply, attempt: int) -> Reply:
         """A head's ``accepted`` on the caller's ``attempt``: where the request is queued now,
         unless it is an earlier placement's that came late (heads send them, and the reply
         path does not order one head's messages against another's: a reroute's may arrive
         first, and a 504 named the deployment that had failed). One without a placement (an
-        older head) is taken as it comes, as before."""
+        older head) is taken as it comes, as before.
+
+        Returns :data:`~switchyard.bus.replies.MOVED` (a keep-alive, for the caller) when it moved
+        the request from an earlier accepted placement: what that one's model-proxy said (its
+        provider has begun) no longer holds. Else ``reply``, which :meth:`admit` does not pass."""
         if not reply.deployment:
-            return
+            return reply
         placed_as = (attempt, reply.placement)
         if reply.placement and placed_as < self.placed_as:
-            return
+            return reply
+        moved = bool(self.placed) and (placed_as > self.placed_as or not reply.placement)
         self.placed, self.placed_as = reply.deployment, placed_as
+        return MOVED if moved else reply
 
     def deadline_passed(self, cut_off: str = "") -> DeadlineExceeded:
         """The 504 of a request whose deadline passed, saying how far its answer had come: a
@@ -175,7 +181,7 @@ class ReplyProgress:
             return self.chunk(reply, now)
         if reply.kind is ReplyKind.KEEPALIVE and reply.delivery:
             self.announced(reply.delivery)
-        return True
+        return reply.kind is not ReplyKind.ACCEPTED  # (one that moved it: ``accepted``)
 
     def announced(self, delivery: str) -> None:
         """A model-proxy is about to serve ``delivery`` (a redelivered stream).

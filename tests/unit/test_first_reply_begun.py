@@ -11,9 +11,17 @@ from collections.abc import AsyncIterator
 import pytest
 
 from switchyard.bus import headers as h
-from switchyard.bus.replies import BEGUN_HEADERS, KEEPALIVE_HEADERS, Reply, ReplyKind, decode_reply
+from switchyard.bus.replies import (
+    BEGUN_HEADERS,
+    KEEPALIVE_HEADERS,
+    MOVED,
+    Reply,
+    ReplyKind,
+    decode_reply,
+)
 from switchyard.errors import DeadlineExceeded
 from switchyard.ingress.timeouts import begin_at, first_reply
+from switchyard.runtime.reply_wait import ReplyProgress
 
 pytestmark = pytest.mark.unit
 
@@ -45,6 +53,8 @@ def test_the_sign_is_a_keep_alive_header_older_callers_read_as_one() -> None:
     begun = decode_reply(b"", BEGUN_HEADERS)
     assert begun.kind is ReplyKind.KEEPALIVE
     assert begun.begun
+    named = decode_reply(b"", {**BEGUN_HEADERS, h.ATTEMPT: "1.2"})
+    assert (named.begun, named.delivery) == (True, "1.2")  # which delivery began
     assert BEGUN_HEADERS[h.KIND] == KEEPALIVE_HEADERS[h.KIND]  # an older edge skips it
     assert not decode_reply(b"", KEEPALIVE_HEADERS).begun
 
@@ -85,3 +95,64 @@ async def test_content_in_time_starts_nothing_early() -> None:
     assert await first_reply(replies, 0.4, begin) is CHUNK
     await asyncio.sleep(0.3)  # past the time to start: its timer was cancelled
     assert begin.at == []
+
+
+MOVED_ON = Reply(ReplyKind.KEEPALIVE, b"", moved=True)
+
+
+async def test_a_begun_of_a_placement_the_head_moved_from_starts_nothing() -> None:
+    """The first deployment sent its role (begun) and failed before content; the head rerouted
+    the request (``replies.MOVED``, from its next ``accepted``): the next provider has not
+    begun, so the bound is still the 504 an SDK retries (a review: it was a 200 whose
+    failure became an error event)."""
+    begin = _Begin()
+    replies = _replies((0.0, BEGUN), (0.05, MOVED), (0.6, CHUNK))
+    with pytest.raises(DeadlineExceeded):
+        await first_reply(replies, 0.4, begin)
+    assert begin.at == []
+    assert MOVED == MOVED_ON
+    assert MOVED.kind is ReplyKind.KEEPALIVE  # a caller that does not ask skips it
+
+
+async def test_the_next_placements_begun_starts_the_stream() -> None:
+    begin = _Begin()
+    replies = _replies((0.0, BEGUN), (0.05, MOVED), (0.1, BEGUN), (0.6, CHUNK))
+    assert await first_reply(replies, 0.4, begin) is CHUNK
+    assert len(begin.at) == 1
+
+
+async def test_a_begun_of_an_earlier_delivery_starts_nothing() -> None:
+    """A redelivery announces itself (a keep-alive naming its delivery): the begun of the
+    delivery before it no longer holds; a keep-alive of the same delivery changes nothing."""
+    begun = Reply(ReplyKind.KEEPALIVE, b"", delivery="1.1", begun=True)
+    same = Reply(ReplyKind.KEEPALIVE, b"", delivery="1.1")
+    other = Reply(ReplyKind.KEEPALIVE, b"", delivery="1.2")
+    begin = _Begin()
+    with pytest.raises(DeadlineExceeded):
+        await first_reply(_replies((0.0, begun), (0.05, other), (0.6, CHUNK)), 0.4, begin)
+    assert begin.at == []
+    assert await first_reply(_replies((0.0, begun), (0.05, same), (0.6, CHUNK)), 0.4, begin)
+    assert len(begin.at) == 1
+
+
+def test_a_later_placements_accepted_is_yielded_as_moved() -> None:
+    """What ``LLMClient.exchange`` yields for an ``accepted``: nothing for the first, nor for an
+    earlier placement's that came late; ``MOVED`` for a later placement or attempt (and for an
+    older head's second accepted, which names no placement)."""
+    progress = ReplyProgress()
+
+    def accepted(placement: int, deployment: str = "d") -> Reply:
+        return Reply(ReplyKind.ACCEPTED, b"", deployment=deployment, placement=placement)
+
+    def passed(reply: Reply, attempt: int = 1) -> Reply | None:
+        out = progress.accepted(reply, attempt)
+        return out if progress.admit(out, 0.0) else None
+
+    assert passed(accepted(1)) is None
+    assert passed(accepted(2, "e")) is MOVED
+    assert passed(accepted(1)) is None  # late: the request is on e
+    assert progress.placed == "e"
+    assert passed(accepted(1), attempt=2) is MOVED  # the caller's re-send
+    progress = ReplyProgress()  # heads that name no placement
+    assert passed(accepted(0)) is None
+    assert passed(accepted(0, "e")) is MOVED

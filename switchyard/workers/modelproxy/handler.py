@@ -466,7 +466,7 @@ class Handler:
                 echoed=self.echoed,
                 key=key,
                 provider=call.provider_name,
-                begun=lambda job: replies.send_begun(job.out(self.nc), job.reply),
+                begun=lambda job: replies.send_begun(job.out(self.nc), job.reply, job.delivery),
             )
         finally:
             close = getattr(events, "aclose", None)
