@@ -32,3 +32,32 @@ def test_whole_once_every_choice_asked_for_finished() -> None:
 
 def test_a_legacy_stream_is_never_taken_as_whole() -> None:
     assert not litellm_answer.LegacyStream("m").finished(1)
+
+
+def test_content_after_a_finish_reason_opens_the_choice_again() -> None:
+    """litellm has put a finish_reason on intermediate chunks (Gemini's tool-call pieces): the
+    answer was taken as whole at the first, and the adapter's 2 s grace could end it before
+    the rest came (a review). Content after a finish opens the choice again; its next finish
+    ends it."""
+    shape = litellm_answer.ChatStream("m")
+    call = {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{"}}
+    shape.chunk(
+        {
+            "id": "c",
+            "choices": [
+                {"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}
+            ],
+        }
+    )
+    assert shape.finished(1)
+    more = {"index": 0, "function": {"arguments": '"a": 1}'}}
+    shape.chunk({"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [more]}}]})
+    assert not shape.finished(1)  # the grace is not armed now
+    shape.chunk(_chunk(0))
+    assert not shape.finished(1)
+    shape.chunk({"id": "c", "choices": [{"index": 0, "delta": {}}]})  # nothing in it
+    assert not shape.finished(1)
+    shape.chunk(_chunk(0, "tool_calls"))
+    assert shape.finished(1)
+    shape.chunk({"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+    assert shape.finished(1)  # a delta with nothing generated changes nothing

@@ -129,7 +129,8 @@ class ChatStream:
 
     Remembers the stream's ``id`` (every chunk carries the first one's), the tool calls
     begun (a later piece of one drops ``id``, ``type`` and ``name``), the choices opened and
-    the ``finish_reason`` of those finished.
+    the ``finish_reason`` of those finished (the last said: a choice that delivers more after
+    one is open again, so the adapter's grace for a whole answer waits for its next).
     """
 
     __slots__ = (
@@ -175,7 +176,11 @@ class ChatStream:
                 self._opened.add(at)
                 shaped.setdefault("role", "assistant")
             if reason:
-                self._finished.setdefault(at, reason)
+                self._finished[at] = reason  # the last one said
+            elif at in self._finished and any(v for k, v in shaped.items() if k != "role"):
+                # litellm has put a finish_reason on a choice's intermediate chunks (Gemini's
+                # tool-call pieces): content after it means the choice is not finished yet.
+                del self._finished[at]
             choices.append(
                 {
                     "index": at,
