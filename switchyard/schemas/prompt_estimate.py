@@ -4,7 +4,8 @@ media field, only base64 that opens with a known file's signature) :data:`MEDIA_
 inline video a token per :data:`VIDEO_CHARS` characters of its base64 and each inline document
 (a PDF, or a data URL of another type) a token per :data:`DOCUMENT_CHARS`, both at least
 ``MEDIA_TOKENS``, an inline text file (a data URL of ``text/*``, or base64 that decodes to
-text: a byte-order mark, or readable UTF-8) a token per 4 bytes of its text, and a prompt
+text: a byte-order mark, or readable UTF-8) a token per 4 bytes of its text (per 4
+characters in UTF-16), and a prompt
 sent as token ids (an embedding ``input`` or a completion ``prompt`` of integers) one token
 per id.
 
@@ -30,7 +31,7 @@ one whose text opens as a signature does ("ID3 tags...", "RIFF...") for that fil
 tokens for megabytes of text; one in a data URL of another type (``application/json``,
 ``application/octet-stream``) was a document, a sixth of its text. Text is now counted as
 text wherever it comes (:func:`_is_text`), a token per 4 bytes once decoded (its base64 is a
-third longer).
+third longer), or per 4 characters in UTF-16 (two bytes each: by its bytes it counted double).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ _DATA_URL = re.compile(
 # size, text/* as text; any other type is a document (unless its bytes are text: _is_text).
 _MEDIA_TYPES = (b"image/", b"audio/")
 # What an inline file counts as (:func:`_media`).
-_MEDIA, _VIDEO, _DOCUMENT, _TEXT = range(4)
+_MEDIA, _VIDEO, _DOCUMENT, _TEXT, _TEXT16 = range(5)  # _TEXT16: UTF-16 text
 # What a look lands in: base64 (``media``), unbroken or wrapped in lines (JSON-escaped "\n" or
 # "\r\n" breaks, as `base64` in a shell and MIME write it, every 76 characters: up to the
 # next break, taken whole, then the next line); else maybe an array of token ids (integers,
@@ -118,7 +119,8 @@ _FTYP_NOT_VIDEO = frozenset(
     | {b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 )
 # Byte-order marks: UTF-8's, UTF-16's (and UTF-32's) little- and big-endian.
-_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+_UTF16 = (b"\xff\xfe", b"\xfe\xff")
+_BOMS = (b"\xef\xbb\xbf", *_UTF16)
 # Characters of readable text besides the printable ones: tab, line feed, form feed, return.
 _LAYOUT = str.maketrans("", "", "\t\n\x0c\r")
 # The characters of base64 read for a file's first bytes (:func:`_head`): within the first
@@ -203,6 +205,8 @@ def _media(body: bytes, opens: int, closes: int, at: int) -> int:
     size = closes - content
     if kind == _TEXT:
         return size * 3 // 16
+    if kind == _TEXT16:  # two bytes a character: a token per 4 characters, as UTF-8's
+        return size * 3 // 32
     if kind == _VIDEO:
         return max(MEDIA_TOKENS, size // VIDEO_CHARS)
     if kind == _DOCUMENT:
@@ -280,7 +284,7 @@ def _url_kind(head: bytes, declared: bytes) -> int:
     if head.startswith(b"%PDF-"):
         return _DOCUMENT
     if declared.startswith(b"text/") or _is_text(head):
-        return _TEXT
+        return _text_kind(head)
     if declared.startswith(b"video/"):
         return _VIDEO
     return _MEDIA if declared.startswith(_MEDIA_TYPES) else _DOCUMENT
@@ -292,7 +296,7 @@ def _field_kind(head: bytes) -> int | None:
     if head.startswith(b"%PDF-"):
         return _DOCUMENT
     if _is_text(head):
-        return _TEXT
+        return _text_kind(head)
     if head.startswith(_MATROSKA):
         return _VIDEO
     if head[4:8] == b"ftyp":
@@ -300,6 +304,12 @@ def _field_kind(head: bytes) -> int | None:
     if head.startswith(_SIGNATURES) or _mpeg_audio(head):
         return _MEDIA
     return None
+
+
+def _text_kind(head: bytes) -> int:
+    """A text file's: UTF-16 (its byte-order mark) counts by its characters, two bytes each,
+    as a token per 4 bytes of it counted twice what the same text in UTF-8 does."""
+    return _TEXT16 if head.startswith(_UTF16) else _TEXT
 
 
 def _is_text(head: bytes) -> bool:

@@ -428,21 +428,24 @@ TEXT = "A line of a log file, or of a CSV, with words and numbers: 12, 34.5, six
 
 
 def _text_file(data: bytes) -> tuple[str, int]:
-    """``data`` in base64, and the tokens its text counts (a token per 4 bytes)."""
-    return base64.b64encode(data).decode(), len(data) // 4
+    """``data`` in base64, and the tokens its text counts (a token per 4 bytes; in UTF-16, per
+    4 characters: it counted double by its bytes)."""
+    per_token = 8 if data.startswith((b"\xff\xfe", b"\xfe\xff")) else 4
+    return base64.b64encode(data).decode(), len(data) // per_token
 
 
 @pytest.mark.parametrize(
     "data",
     [
         b"\xff\xfe" + TEXT.encode("utf-16-le"),  # Windows "Unicode" text: an MP3 frame's sync
+        b"\xfe\xff" + TEXT.encode("utf-16-be"),
         b"\xef\xbb\xbf" + TEXT.encode(),  # UTF-8 with a byte-order mark
         ("ID3 tags, as read from the files:\n" + TEXT).encode(),  # an MP3's signature
         ("RIFF chunks of the WAV files, listed:\n" + TEXT).encode(),
         ("GIF89a and PNG icons, by size:\n" + TEXT).encode(),
         TEXT.encode(),
     ],
-    ids=["utf-16", "utf-8-bom", "id3", "riff", "gif", "plain"],
+    ids=["utf-16", "utf-16-be", "utf-8-bom", "id3", "riff", "gif", "plain"],
 )
 def test_a_text_file_counts_as_its_text(data: bytes) -> None:
     """A text file's base64 in a media field counted 1,000 tokens when its first bytes looked
