@@ -4,8 +4,9 @@ their bytes for a replay (``Handler._replay``), up to a bound.
 A replay sends an answer again, whole, after a NATS reconnect while it streamed (the caller
 cannot be known to have every chunk). Keeping every chunk of every stream in flight for that
 rare case cost a model-proxy the sum of its answers in memory (200 answers of 5 MB: 47 ->
-465 MB). Past :data:`REPLAY_MAX_BYTES` of one answer its chunks are dropped at once and that
-answer can no longer be replayed: a reconnect while it streamed ends it with an error
+465 MB). Past :data:`REPLAY_MAX_BYTES` of one answer no more of its chunks is kept (those
+kept are freed as they are measured, a few with each later chunk: below) and that answer can
+no longer be replayed: a reconnect while it streamed ends it with an error
 (``replay_unavailable``, docs/nats-api.md) instead. The count of chunks sent is kept whatever
 the bound: the stream's ``final`` names it.
 
