@@ -25,7 +25,7 @@ _SHOWN = 64  # characters of a refused name said back
 def table_name(value: str, what: str, param: str) -> str:
     """``value`` as a route's alias or a provider's name (``what``), else a 400 naming
     ``param``."""
-    if not _TABLE_NAME.match(value):  # as the table checks it
+    if not _TABLE_NAME.fullmatch(value):  # as the table checks it ("$" took "a\n")
         raise InvalidRequest(
             f"`{value[:_SHOWN]}` is not a possible {what}: a letter or digit, then letters, "
             "digits and _ . : / - (128 characters at most)",
@@ -37,7 +37,7 @@ def table_name(value: str, what: str, param: str) -> str:
 def secret_name(value: str) -> str:
     """``value`` as a stored secret's name, else a 400 naming ``name`` (with one that
     would do)."""
-    if not _SECRET_NAME.match(value):  # as the secrets service does
+    if not _SECRET_NAME.fullmatch(value):  # as the secrets service does, "a\n" refused
         problem, hint = unstorable(value)
         raise InvalidRequest(f"{problem}: {hint}", param="name")
     return value
