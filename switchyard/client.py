@@ -215,14 +215,17 @@ class LLMClient:
         replies.queue.put_nowait(msg)
 
     def _parts(self, msg: Msg, replies: ReplyQueue, held: int) -> bool:
-        """Whether ``replies``, past ``max_unread_bytes``, still take ``msg``: an empty one (a
-        final, the terminator: no answer's bytes), or a whole answer's parts, which come as
-        fast as the model-proxy sends them and are bounded by ``max_answer_bytes`` instead.
-        Asked only past the bound: a small answer pays nothing for it."""
+        """Whether ``replies``, past ``max_unread_bytes``, still take ``msg``: an empty final
+        or the terminator (no answer's bytes; never a keep-alive, which any number of could
+        come), or a whole answer's parts, which come as fast as the model-proxy sends them
+        and are bounded by ``max_answer_bytes`` instead. Asked only past the bound: a small
+        answer pays nothing for it."""
+        kind = msg.headers.get(h.KIND) if msg.headers else None
         if not replies.in_parts:
-            kind = msg.headers.get(h.KIND) if msg.headers else None
             replies.in_parts = kind == ReplyKind.PART.value
-        return not msg.data or (replies.in_parts and held <= self._max_answer + self._max_unread)
+        if not msg.data:
+            return kind is None or kind == ReplyKind.FINAL.value
+        return replies.in_parts and held <= self._max_answer + self._max_unread
 
     def _overflow(self, token: str, replies: ReplyQueue) -> None:
         """``replies``' consumer fell behind by more than ``max_unread_bytes``: free what it

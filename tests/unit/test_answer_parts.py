@@ -217,6 +217,21 @@ async def test_an_empty_message_past_the_unread_bound_does_not_end_the_request(k
     assert replies.queue.qsize() == 4
 
 
+async def test_keep_alives_past_the_unread_bound_are_not_taken_without_end() -> None:
+    """Empty finals and the terminator are taken past the bound; keep-alives are not: any
+    number of them could come (a review), and a consumer that far behind is too slow."""
+    bound = 64 * 1024
+    llm = LLMClient(NATS(), max_unread_bytes=bound, max_answer_bytes=10**6)  # never connected
+    token, replies = llm._open(Envelope(request_id="r1"), 1, None)
+    subject = f"{llm._inbox}.{token}"
+    headers = {h.KIND: "chunk", h.SEQ: "0", h.ATTEMPT: "1.1"}
+    size = bound - 200 - MSG_COST
+    await llm._on_reply(Msg(_client=llm._nc, subject=subject, data=b"x" * size, headers=headers))
+    alive = {h.KIND: "keepalive"}
+    await llm._on_reply(Msg(_client=llm._nc, subject=subject, data=b"", headers=alive))
+    assert replies.overflowed
+
+
 def test_a_redelivery_waits_for_its_caller_only_where_parts_could_have_gone() -> None:
     """A redelivered request waits up to 0.5 s for its caller's cancel before its provider
     call: every non-streamed one of a caller announcing parts did, token counts too (their
