@@ -135,14 +135,16 @@ async def relay_stream(
     the response's start. ``headers``: the response's own (SSE, request id, limits), to which
     the answering deployment's are added when the stream starts with its content.
     ``first_within``: seconds the first chunk may take (504 past it, unless the provider has
-    begun: then the stream starts before it, :func:`~.timeouts.first_reply`); ``early_s``
-    (> 0): start without it once it is this late (:class:`EarlyStart`)."""
+    begun and ``early_s`` > 0: then the stream starts before it,
+    :func:`~.timeouts.first_reply`); ``early_s`` (> 0): start without it once it is this late
+    (:class:`EarlyStart`). ``early_s`` 0 (``ingress.stream_start_s: 0``) never starts a stream
+    before its content: the operator asked for HTTP error statuses over error events."""
 
     def taken() -> None:  # the server has the start: a stop that lands while the opening
         state["started"] = True  # waits on flow control ends the stream, not a second start
 
     early = None
-    if early_s > 0 or first_within is not None:
+    if early_s > 0:
         early = EarlyStart(send, headers, early_s, taken)
     try:
         first = await first_reply(replies, first_within, early.now if early else None)

@@ -8,12 +8,14 @@ the relay send its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
 
 from switchyard.bus.replies import Reply, ReplyKind
+from switchyard.errors import DeadlineExceeded
 from switchyard.ingress import stream_relay
 from switchyard.ingress.departure import Departure, Waiting
 from switchyard.ingress.edge import FinalReply
@@ -132,3 +134,44 @@ async def test_a_relayed_stream_has_one_start_whenever_its_content_comes(
         assert "comment" not in kinds
         assert named == b"fake--d"
     assert cycle.messages[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def _begun_then_late(after: float) -> AsyncGenerator[Reply, None]:
+    yield Reply(ReplyKind.KEEPALIVE, b"", begun=True, delivery="1.1")
+    await asyncio.sleep(after)
+    yield Reply(ReplyKind.CHUNK, CHUNK, deployment="fake--d", attempts=1)
+
+
+@pytest.mark.parametrize("early_s", [0.0, 10.0])
+async def test_a_begun_stream_starts_before_the_sdks_timeout_only_if_early_starts_are_on(
+    early_s: float,
+) -> None:
+    """``ingress.stream_start_s: 0`` asks for HTTP error statuses over error events: a
+    provider that began (``Sy-Begun``) started the stream anyway, before the SDK's
+    ``X-Stainless-Timeout`` (a review). With early starts on, it still does."""
+    cycle = _Cycle(pause_after=100)
+    tasks = TaskSupervisor("test")
+    state = {"started": False}
+    try:
+        async with Departure(_never, tasks, Waiting()) as departure:
+            relay = stream_relay.relay_stream(
+                _begun_then_late(1.0),
+                headers=HEADERS,
+                departure=departure,
+                send=cycle.send,
+                state=state,
+                final=FinalReply(),
+                first_within=0.3,
+                early_s=early_s,
+            )
+            if early_s:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.6):
+                        await relay
+                assert _kinds(cycle)[:1] == ["start"]
+            else:
+                with pytest.raises(DeadlineExceeded):
+                    await relay
+                assert cycle.messages == []
+    finally:
+        await tasks.cancel_all()
