@@ -216,16 +216,17 @@ class LLMClient:
 
     def _parts(self, msg: Msg, replies: ReplyQueue, held: int) -> bool:
         """Whether ``replies``, past ``max_unread_bytes``, still take ``msg``: an empty final
-        or the terminator (no answer's bytes; never a keep-alive, which any number of could
-        come), or a whole answer's parts, which come as fast as the model-proxy sends them
-        and are bounded by ``max_answer_bytes`` instead. Asked only past the bound: a small
-        answer pays nothing for it."""
+        or the terminator (no answer's bytes; a keep-alive only among parts: any number of
+        them could come), or a whole answer's parts, which come as fast as the model-proxy
+        sends them and are bounded by ``max_answer_bytes`` instead. Asked only past the
+        bound: a small answer pays nothing for it."""
         kind = msg.headers.get(h.KIND) if msg.headers else None
         if not replies.in_parts:
             replies.in_parts = kind == ReplyKind.PART.value
-        if not msg.data:
-            return kind is None or kind == ReplyKind.FINAL.value
-        return replies.in_parts and held <= self._max_answer + self._max_unread
+        within = held <= self._max_answer + self._max_unread  # the parts' cap (0: off)
+        if not msg.data:  # a keep-alive (the heartbeat's, among parts) only within the cap
+            return kind is None or kind == ReplyKind.FINAL.value or within
+        return replies.in_parts and within
 
     def _overflow(self, token: str, replies: ReplyQueue) -> None:
         """``replies``' consumer fell behind by more than ``max_unread_bytes``: free what it
@@ -477,14 +478,15 @@ class LLMClient:
         body: bytes,
         envelope: Envelope | Mapping[str, str] | None = None,
         *,
-        on_keepalive: Callable[[], None] | None = None,
+        on_keepalive: Callable[[bool], None] | None = None,
     ) -> Reply:
         """A non-streaming request: the final reply.
 
         Args:
             on_keepalive: told of each keep-alive, which a model-proxy sends while its
-                provider works on the request (the batch runner tells a slow provider from a
-                busy queue by them).
+                provider works on the request (True; the batch runner tells a slow provider
+                from a busy queue by them), and False when the request moved back to a queue
+                (a reroute's ``accepted``: no provider works on it now).
 
         Raises:
             ApiError: the error the workers replied with (typed by status), or any error of
@@ -499,7 +501,7 @@ class LLMClient:
                 if reply.kind is ReplyKind.ERROR:
                     raise error_from_reply(reply)
                 if on_keepalive is not None and reply.kind is ReplyKind.KEEPALIVE:
-                    on_keepalive()
+                    on_keepalive(not reply.moved)
         raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
 
     # ---- conveniences for internal Python callers ----

@@ -316,3 +316,39 @@ async def test_a_deadline_504_names_the_latest_placement_though_an_earlier_comes
         await client.close()
         for nc in (head, tail):
             await nc.close()
+
+
+async def test_a_reroute_tells_a_keep_alive_watcher_no_provider_works_now(
+    zone: Zone,  # noqa: F811
+) -> None:
+    """The batch runner tells a working provider from a busy queue by keep-alives; the
+    ``MOVED`` keep-alive a reroute's ``accepted`` makes counted as one more "working", so a
+    cancelled batch skipped its rerouted (queued) lines and they ran, billed (a review)."""
+    head, _ = await _as(zone, "head")
+    tail, _ = await _as(zone, "tail")
+
+    def accepted(deployment: str, placement: int) -> dict[str, str]:
+        return {
+            **replies.ACCEPTED_HEADERS,
+            h.DEPLOYMENT: deployment,
+            "Sy-Placement": str(placement),
+        }
+
+    async def on_request(msg: Msg) -> None:  # a works, fails; the request moves to b's queue
+        await head.publish(msg.reply, b"", headers=accepted("a", 1))
+        await head.publish(msg.reply, b"", headers={h.KIND: "keepalive"})
+        await head.publish(msg.reply, b"", headers=accepted("b", 2))
+        await replies.send_final(head, msg.reply, b"{}")
+
+    await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
+    await flushed(head)
+    client = LLMClient(tail, default_timeout=5)
+    await client.start()
+    seen: list[bool] = []
+    try:
+        await asyncio.wait_for(client.request("llm.v1.chat", b"x", on_keepalive=seen.append), 20)
+        assert seen == [True, False]
+    finally:
+        await client.close()
+        for nc in (head, tail):
+            await nc.close()

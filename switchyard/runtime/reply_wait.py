@@ -120,7 +120,11 @@ class ReplyProgress:
         placed_as = (attempt, reply.placement)
         if reply.placement and placed_as < self.placed_as:
             return reply
-        moved = bool(self.placed) and (placed_as > self.placed_as or not reply.placement)
+        # Moved from an earlier placement; a later one that comes first (its earlier one's
+        # accepted late, or lost) moved it too: what that placement's model-proxy said is past.
+        moved = (bool(self.placed) and (placed_as > self.placed_as or not reply.placement)) or (
+            not self.placed and reply.placement > 1
+        )
         self.placed, self.placed_as = reply.deployment, placed_as
         return MOVED if moved else reply
 

@@ -218,10 +218,11 @@ async def test_an_empty_message_past_the_unread_bound_does_not_end_the_request(k
 
 
 async def test_keep_alives_past_the_unread_bound_are_not_taken_without_end() -> None:
-    """Empty finals and the terminator are taken past the bound; keep-alives are not: any
-    number of them could come (a review), and a consumer that far behind is too slow."""
+    """Empty finals and the terminator are taken past the bound; keep-alives only within the
+    parts' cap (none when parts are off): any number of them could come (a review), and a
+    consumer that far behind is too slow."""
     bound = 64 * 1024
-    llm = LLMClient(NATS(), max_unread_bytes=bound, max_answer_bytes=10**6)  # never connected
+    llm = LLMClient(NATS(), max_unread_bytes=bound)  # never connected; parts off
     token, replies = llm._open(Envelope(request_id="r1"), 1, None)
     subject = f"{llm._inbox}.{token}"
     headers = {h.KIND: "chunk", h.SEQ: "0", h.ATTEMPT: "1.1"}
@@ -230,6 +231,20 @@ async def test_keep_alives_past_the_unread_bound_are_not_taken_without_end() -> 
     alive = {h.KIND: "keepalive"}
     await llm._on_reply(Msg(_client=llm._nc, subject=subject, data=b"", headers=alive))
     assert replies.overflowed
+
+
+async def test_a_keep_alive_among_parts_past_the_unread_bound_is_taken() -> None:
+    """Parts burst past ``max_unread_bytes`` by design; the model-proxy's heartbeat may send a
+    keep-alive among them, and it ended the answer with ``reader_too_slow`` (a review)."""
+    bound = 64 * 1024
+    llm = LLMClient(NATS(), max_unread_bytes=bound, max_answer_bytes=10**6)  # never connected
+    token, replies = llm._open(Envelope(request_id="r1"), 1, None)
+    subject = f"{llm._inbox}.{token}"
+    part = {h.KIND: "part", h.SEQ: "0", h.ATTEMPT: "1.1"}
+    await llm._on_reply(Msg(_client=llm._nc, subject=subject, data=b"x" * bound, headers=part))
+    alive = {h.KIND: "keepalive"}
+    await llm._on_reply(Msg(_client=llm._nc, subject=subject, data=b"", headers=alive))
+    assert not replies.overflowed
 
 
 def test_a_redelivery_waits_for_its_caller_only_where_parts_could_have_gone() -> None:

@@ -156,3 +156,8 @@ def test_a_later_placements_accepted_is_yielded_as_moved() -> None:
     progress = ReplyProgress()  # heads that name no placement
     assert passed(accepted(0)) is None
     assert passed(accepted(0, "e")) is MOVED
+    # A reroute's accepted before the first placement's (which comes late or never): the
+    # request moved all the same, and the first placement's begun no longer holds (a review).
+    progress = ReplyProgress()
+    assert passed(accepted(2, "e")) is MOVED
+    assert passed(accepted(1)) is None

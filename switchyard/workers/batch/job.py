@@ -510,5 +510,7 @@ class _Watch:
     def __init__(self) -> None:
         self.provider_worked = False
 
-    def saw_keepalive(self) -> None:  # a model-proxy is calling the provider
-        self.provider_worked = True
+    def saw_keepalive(self, working: bool) -> None:
+        """A model-proxy is calling the provider (True), or a reroute put the line back in a
+        queue (False: it counted as working, so a cancelled batch ran it on the fallback)."""
+        self.provider_worked = working
