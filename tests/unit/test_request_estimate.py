@@ -467,6 +467,17 @@ def test_a_text_file_counts_as_its_text(data: bytes) -> None:
     assert tokens <= prompt_tokens(wrapped) <= tokens * 78 // 76 + 50
 
 
+def test_cjk_in_utf16_counts_by_its_bytes_not_its_characters() -> None:
+    """Two bytes a character in UTF-16, three in UTF-8: counted by characters (a token per 4)
+    it was a third of its UTF-8 count, more past a tpm limit (a review). It counts a token
+    per 4 bytes, as UTF-8 text does."""
+    text = "日本語のログファイルの一行です。数字も含みます、一二三。\n" * 4_000
+    data = b"\xff\xfe" + text.encode("utf-16-le")
+    b64 = base64.b64encode(data).decode()
+    tokens = prompt_tokens(_chat([{"type": "file", "file": {"file_data": b64}}]))
+    assert len(data) // 4 <= tokens <= len(data) // 4 + 50
+
+
 def test_a_file_is_not_taken_for_text() -> None:
     """Every file's opening holds bytes no text has: they stay media, documents or video."""
     for kind, head in FILES.items():
