@@ -370,6 +370,9 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.CONSUMER.INFO.DISPATCH.dep-x",
             DISPATCH,  # the feeder moves held requests into dispatch
             "$JS.API.STREAM.PURGE.HOLD",
+            # The 504 of a request whose deadline passed while held (its caller's reply
+            # mapping): no more than moving it into dispatch let it make a model-proxy send.
+            "_R_.abc.def",
         ],
         "pub_no": [
             SECRET_GET,
@@ -383,7 +386,6 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.CONSUMER.DELETE.DISPATCH.dep-x",
             "$JS.API.STREAM.CREATE.EVIL",
             "llm.v1.usage",
-            "_R_.abc.def",
         ],
         "sub_ok": [
             "control.v1.admin.>",

@@ -299,6 +299,7 @@ def permissions_for(identity: Identity) -> Permissions:
                 f"$JS.API.CONSUMER.INFO.{hold}.>",
                 f"$JS.FC.{hold}.>",
                 f"$JS.API.STREAM.PURGE.{hold}",
+                "_R_.>",  # the 504 of a request whose deadline passed while it was held
                 *_kv_read(s.SCHED_BUCKET),
                 *_kv_write(s.SCHED_BUCKET),
             ),

@@ -55,8 +55,10 @@ from nats.js.kv import KeyValue
 from switchyard.bus import subjects
 from switchyard.bus.direct import DirectDelivery
 from switchyard.bus.flow_control import quiet_flow_control
+from switchyard.config import IngressSettings
 from switchyard.control.fairqueue import FairQueue
 from switchyard.control.held import Held, read_held, sequence_and_time
+from switchyard.control.heldexpiry import answer_expired
 from switchyard.control.holdbound import full_mark
 from switchyard.control.holdpurge import HoldPurger
 from switchyard.control.mover import Mover
@@ -65,7 +67,7 @@ from switchyard.runtime import semconv as sc
 from switchyard.runtime.definitions import DRAIN_ACK_PENDING
 from switchyard.runtime.jetstream import StreamRejected
 from switchyard.runtime.metrics import Metrics
-from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
 from switchyard.schemas import monitor as m
 from switchyard.schemas.routing import RouteTable
 from switchyard.schemas.scheduling import (
@@ -144,8 +146,10 @@ class Feeder:
         backlog: Callable[[str], int] | None = None,
         queue_limit: int = 1_000_000,
         hold_limit: int = DEFAULT_HOLD_LIMIT,
+        ingress: IngressSettings | None = None,
     ) -> None:
         self._nc = nc
+        self._ingress = ingress or IngressSettings()  # names a bus caller's deadline in a 504
         self._js: JetStreamContext = nc.jetstream(timeout=5)
         self._direct: DirectDelivery | None = None  # attached once, at the first start
         self._mover: Mover | None = None
@@ -314,8 +318,8 @@ class Feeder:
             item = dep.queue.pop()
             if item is None:
                 break
-            if item.expired(now):  # its caller gave up: no slot for it
-                self._delete(item)
+            if item.expired(now):  # no slot for it: its caller hears why
+                self._expire(item)
                 continue
             dep.pending += 1  # the slot is taken now; moves run side by side
             self._move(dep, item)
@@ -380,6 +384,13 @@ class Feeder:
     def _delete(self, item: Held) -> None:
         """``item`` is moved (or its caller gave up): it leaves HOLD with the next purge."""
         self._purger.finish(item.subject, item.deployment, item.seq)
+
+    def _expire(self, item: Held) -> None:
+        """``item``'s deadline passed while it was held: it leaves HOLD and its caller gets
+        its 504 (else a bus caller heard nothing at all)."""
+        self._delete(item)
+        with contextlib.suppress(SupervisorClosed):  # stopping: its caller's timeout tells it
+            self._work.spawn(answer_expired(self._nc, item, self._ingress), name="feeder-expired")
 
     def _forget(self, dep_id: str, purged: tuple[int, ...]) -> None:
         """``purged`` left HOLD: a re-read of them can no longer happen."""
@@ -466,7 +477,7 @@ class Feeder:
             self._dep(dep_id)
         for dep in list(self._deps.values()):
             for item in dep.queue.drop(lambda i: i.expired(now)):
-                self._delete(item)
+                self._expire(item)
             if not dep.active and self._overfull(dep.id):
                 self._kick(dep)  # dispatch filled up on the fast path: count slots (in _pump)
             limit = self.concurrency(dep.id)

@@ -30,6 +30,11 @@ class Held:
     deadline_ms: int
     stored_at: float
     weight: float = 1.0
+    # Who to answer if its deadline passes while held (:mod:`.heldexpiry`).
+    reply: str = ""
+    request_id: str = ""
+    attempt: int = 0
+    deadline_by: str = ""
 
     def expired(self, now: float) -> bool:
         return bool(self.deadline_ms) and self.deadline_ms <= now * 1000
@@ -59,6 +64,10 @@ def read_held(
         deadline_ms=int(deadline) if deadline.isdecimal() and len(deadline) <= 16 else 0,
         stored_at=stored_at,
         weight=_weight(headers.get(h.WEIGHT, "1")),
+        reply=headers.get(h.REPLY, ""),
+        request_id=headers.get(h.REQUEST_ID, ""),
+        attempt=_attempt(headers.get(h.ATTEMPT, "")),
+        deadline_by=headers.get(h.DEADLINE_BY, ""),
     )
 
 
@@ -82,3 +91,7 @@ def _weight(text: str) -> float:
     except ValueError:
         return 1.0
     return value if 0 < value <= 1000 else 1.0
+
+
+def _attempt(text: str) -> int:
+    return int(text) if text.isdecimal() and len(text) <= 6 else 0

@@ -113,6 +113,7 @@ class Control:
             backlog=self.monitor.dispatch_backlog if settings.routing.fair_queueing else None,
             queue_limit=settings.streams.dispatch_queue_limit,
             hold_limit=settings.streams.hold_total_limit,
+            ingress=settings.ingress,
         )
         self._service: Service | None = None
         self._key_changes: Subscription | None = None
