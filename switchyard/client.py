@@ -478,15 +478,17 @@ class LLMClient:
         body: bytes,
         envelope: Envelope | Mapping[str, str] | None = None,
         *,
-        on_keepalive: Callable[[bool], None] | None = None,
+        on_keepalive: Callable[[], None] | None = None,
+        on_moved: Callable[[], None] | None = None,
     ) -> Reply:
         """A non-streaming request: the final reply.
 
         Args:
             on_keepalive: told of each keep-alive, which a model-proxy sends while its
-                provider works on the request (True; the batch runner tells a slow provider
-                from a busy queue by them), and False when the request moved back to a queue
-                (a reroute's ``accepted``: no provider works on it now).
+                provider works on the request (the batch runner tells a slow provider from a
+                busy queue by them).
+            on_moved: told when the request moved back to a queue (a reroute's
+                ``accepted``): no provider works on it now.
 
         Raises:
             ApiError: the error the workers replied with (typed by status), or any error of
@@ -500,8 +502,10 @@ class LLMClient:
                     return reply
                 if reply.kind is ReplyKind.ERROR:
                     raise error_from_reply(reply)
-                if on_keepalive is not None and reply.kind is ReplyKind.KEEPALIVE:
-                    on_keepalive(not reply.moved)
+                if reply.kind is ReplyKind.KEEPALIVE:
+                    callback = on_moved if reply.moved else on_keepalive
+                    if callback is not None:
+                        callback()
         raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
 
     # ---- conveniences for internal Python callers ----

@@ -344,10 +344,18 @@ async def test_a_reroute_tells_a_keep_alive_watcher_no_provider_works_now(
     await flushed(head)
     client = LLMClient(tail, default_timeout=5)
     await client.start()
-    seen: list[bool] = []
+    seen: list[str] = []
     try:
-        await asyncio.wait_for(client.request("llm.v1.chat", b"x", on_keepalive=seen.append), 20)
-        assert seen == [True, False]
+        await asyncio.wait_for(
+            client.request(
+                "llm.v1.chat",
+                b"x",
+                on_keepalive=lambda: seen.append("working"),
+                on_moved=lambda: seen.append("moved"),
+            ),
+            20,
+        )
+        assert seen == ["working", "moved"]
     finally:
         await client.close()
         for nc in (head, tail):

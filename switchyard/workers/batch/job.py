@@ -348,7 +348,11 @@ class Job:
                 self._on_bus[attempt.index] = (task, watch)
             try:
                 reply = await self.llm.request(
-                    SUBJECTS[self._op], attempt.body, env, on_keepalive=watch.saw_keepalive
+                    SUBJECTS[self._op],
+                    attempt.body,
+                    env,
+                    on_keepalive=watch.saw_keepalive,
+                    on_moved=watch.moved,
                 )
             except DeadlineExceeded as exc:
                 # Counted only when a provider was working on it (a model-proxy's keep-alive
@@ -510,7 +514,10 @@ class _Watch:
     def __init__(self) -> None:
         self.provider_worked = False
 
-    def saw_keepalive(self, working: bool) -> None:
-        """A model-proxy is calling the provider (True), or a reroute put the line back in a
-        queue (False: it counted as working, so a cancelled batch ran it on the fallback)."""
-        self.provider_worked = working
+    def saw_keepalive(self) -> None:  # a model-proxy is calling the provider
+        self.provider_worked = True
+
+    def moved(self) -> None:
+        """A reroute put the line back in a queue: no provider works on it (it counted as
+        working, so a cancelled batch ran it on the fallback)."""
+        self.provider_worked = False
