@@ -112,6 +112,7 @@ async def test_a_held_bus_request_past_its_deadline_gets_its_504(one_at_a_time: 
     assert "ingress.default_deadline_s (2 s)" in message, message
     assert took < DEFAULT_S + 2, took  # within a feeder tick of its deadline, not the slot's 10 s
     assert reply.deployment == DEP
+    assert reply.attempts == 0  # no provider attempt (it said the caller's Sy-Attempt: a review)
     first, _ = await tasks[0]
     assert first.kind == replies.ReplyKind.FINAL  # the slot's own request is untouched
     await asyncio.gather(*tasks)

@@ -36,8 +36,8 @@ async def answer_expired(nc: NATS, item: Held, ingress: IngressSettings) -> None
             nc,
             item.reply,
             error,
-            deployment=item.deployment,
-            attempts=item.attempt,
+            deployment=item.deployment,  # no attempt here: no Sy-Attempts (a caller's
+            # re-send count, Sy-Attempt, is no provider attempt)
             request_id=item.request_id,
             priority=item.priority,
         )
