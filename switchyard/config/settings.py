@@ -476,17 +476,17 @@ class TelemetrySettings(Section, frozen=True):
     """OpenTelemetry tracing; off unless an OTLP endpoint is set.
 
     Attributes:
-        otlp_endpoint: an OTLP/HTTP collector (``http://collector:4318``, or the full
-            ``.../v1/traces`` URL).
-        sample_ratio: the share of new traces recorded (a client's sampled ``traceparent``
-            decides for its own trace).
-        export_delay_ms: how long spans are batched before export.
+        otlp_endpoint: an OTLP/HTTP collector (``http://collector:4318``, or its traces URL).
+        sample_ratio: the share of new traces recorded (a sampled ``traceparent`` rules its own).
+        export_delay_ms / export_queue_spans: how long spans are batched before export, and
+            how many may wait for it (past that a span is counted ``dropped``).
     """
 
     otlp_endpoint: str | None = None
     service_namespace: str = "switchyard"
     sample_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 1.0
     export_delay_ms: Annotated[int, msgspec.Meta(ge=50, le=60000)] = 2000
+    export_queue_spans: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 2048
 
 
 class Settings(Section, frozen=True):

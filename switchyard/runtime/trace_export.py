@@ -19,13 +19,11 @@ in an OpenTelemetry release, or those loggers set above warning, and nothing was
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
@@ -41,8 +39,6 @@ EXPORT_LOGGERS = (
     "opentelemetry.sdk._shared_internal",
     "opentelemetry.sdk.trace.export",
 )
-# The export queue's size without OTEL_BSP_MAX_QUEUE_SIZE (the SDK's default).
-QUEUE_SPANS = 2048
 RESULTS = ("exported", "failed", "dropped")
 
 
@@ -116,9 +112,9 @@ class BoundedSpanQueue(SpanProcessor):
         counts: ExportCounts,
         *,
         schedule_delay_millis: float,
-        room: int | None = None,
+        room: int,
     ) -> None:
-        self._room = room if room is not None else queue_spans()
+        self._room = room
         self._counts = counts
         self._batch = BatchSpanProcessor(
             exporter, max_queue_size=self._room, schedule_delay_millis=schedule_delay_millis
@@ -138,16 +134,6 @@ class BoundedSpanQueue(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._batch.force_flush(timeout_millis)
-
-
-def queue_spans() -> int:
-    """The export queue's size: ``OTEL_BSP_MAX_QUEUE_SIZE`` as the SDK reads it, else
-    :data:`QUEUE_SPANS`."""
-    try:
-        spans = int(os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE, QUEUE_SPANS))
-    except ValueError:
-        return QUEUE_SPANS
-    return spans if spans > 0 else QUEUE_SPANS
 
 
 class ThrottledExportLog(logging.Filter):

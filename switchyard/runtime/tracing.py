@@ -209,7 +209,12 @@ def setup_tracing(settings: TelemetrySettings, component: str, instance: str) ->
     )
     throttle_export_logs()  # a collector down: a line per 10 s, not ~45 a minute
     provider.add_span_processor(
-        BoundedSpanQueue(exporter, exports, schedule_delay_millis=settings.export_delay_ms)
+        BoundedSpanQueue(
+            exporter,
+            exports,
+            schedule_delay_millis=settings.export_delay_ms,
+            room=settings.export_queue_spans,
+        )
     )
     log.info(
         "exporting traces to %s (sampling %.0f%%)",

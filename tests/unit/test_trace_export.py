@@ -139,12 +139,13 @@ def test_spans_a_full_queue_refused_are_counted_dropped_whatever_the_log_says(
     4 wait in the queue, the 3 after them find it full. They were counted from the SDK's
     "Queue full, dropping" warning: with OpenTelemetry's loggers set to errors only (or
     another wording in another release) 0 were."""
-    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
     for name in EXPORT_LOGGERS:
         monkeypatch.setattr(logging.getLogger(name), "level", logging.ERROR)
     collector = HeldCollector()
-    settings = TelemetrySettings(otlp_endpoint=collector.url, export_delay_ms=50)
+    settings = TelemetrySettings(
+        otlp_endpoint=collector.url, export_delay_ms=50, export_queue_spans=4
+    )
     tracing = setup_tracing(settings, "head", "head-1")
     metrics = Metrics("head")
     count_trace_exports(metrics, tracing.exports)
