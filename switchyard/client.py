@@ -111,7 +111,9 @@ class LLMClient:
             nothing waiting is always taken in, however large (a whole answer).
         max_answer_bytes: the largest whole answer taken (``Sy-Parts-Max``, 999,999,999 at
             most): one past a bus message comes in parts, joined here (docs/nats-api.md,
-            "Answers in parts"); past it a 413. 0 (default: no flow control): one message.
+            "Answers in parts"), each acknowledged on arrival (``Sy-Parts-Ack``: flow
+            control, :mod:`switchyard.bus.part_acks`); past it a 413. 0 (default: parts are
+            opt-in, docs/nats-api.md): one message.
     """
 
     def __init__(
@@ -283,6 +285,8 @@ class LLMClient:
             changes["authorization"] = self._auth
         if self._parts_max and not env.parts_max:
             changes["parts_max"] = self._parts_max
+        if (env.parts_max or self._parts_max) and not env.parts_ack:
+            changes["parts_ack"] = True  # it acknowledges every part it is sent (_on_reply)
         return env.with_(**changes) if changes else env
 
     async def exchange(  # noqa: PLR0915  (one frame per reply message: no helper on this path)

@@ -62,6 +62,7 @@ _LIMITS = {
     h.AUTHORIZATION: 1024,
     h.BETA: 1024,
     h.PARTS_MAX: 9,
+    h.PARTS_ACK: 1,
 }
 MAX_TRIED = 32
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -252,7 +253,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     features, passed to Anthropic's own API. ``parts_max`` is the caller's: the most bytes of
     a whole answer it reads in parts (ASCII digits, checked here so the head refuses a
     malformed one at once; kept as sent, read by the model-proxy with
-    :func:`switchyard.bus.parts.announced`).
+    :func:`switchyard.bus.parts.announced`). ``parts_ack``: the caller acknowledges each part
+    (``Sy-Parts-Ack: 1``), so parts go out with flow control.
     """
 
     request_id: str
@@ -288,6 +290,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     weight: float = 1.0
     beta: str = ""
     parts_max: str = ""
+    parts_ack: bool = False
 
     @classmethod
     def decode(cls, headers: Mapping[str, str] | None) -> Envelope:
@@ -321,8 +324,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             raise MalformedHeader(h.PARTS_MAX, "must be a whole number of bytes (digits 0-9)")
         if fields.get("op", "") not in _OPS:
             raise MalformedHeader(h.OP, f"unknown operation {fields['op']!r}")
-        if get(h.STREAM) == "1":
-            fields["stream"] = True
+        for name, field in _FLAGS:
+            if get(name) == "1":
+                fields[field] = True
         if value := get(h.PRIORITY):
             if value not in RANK:
                 raise MalformedHeader(h.PRIORITY, "use interactive, default or batch")
@@ -361,8 +365,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
             value = getattr(self, field)
             if value:
                 out[name] = value
-        if self.stream:
-            out[h.STREAM] = "1"
+        for name, field in _FLAGS:
+            if getattr(self, field):
+                out[name] = "1"
         if self.priority:
             out[h.PRIORITY] = self.priority
         if self.weight != 1.0:
@@ -442,6 +447,9 @@ _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     (h.DEADLINE_BY, "deadline_by"),
     (h.PARTS_MAX, "parts_max"),
 )
+
+# Flags: "1" on the wire when set, left out when not.
+_FLAGS = ((h.STREAM, "stream"), (h.PARTS_ACK, "parts_ack"))
 
 
 def _check_names(headers: Mapping[str, str]) -> None:

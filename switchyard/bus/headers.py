@@ -35,6 +35,10 @@ KIND = "Sy-Kind"  # reply message kind: chunk | part | final | keepalive | error
 # in parts (``Sy-Kind: part``), up to this many bytes (docs/nats-api.md, "Answers in parts").
 # Without it such an answer is a 413 ``answer_too_large``, as for callers older than parts.
 PARTS_MAX = "Sy-Parts-Max"
+# "1" on a request: its caller acknowledges each part (an empty message to the part's reply
+# subject), so its model-proxy keeps at most two parts unacknowledged (flow control, docs/
+# nats-api.md, "Answers in parts"). Without it parts go out back-to-back, as to older callers.
+PARTS_ACK = "Sy-Parts-Ack"
 # "1" on a keep-alive: the provider's stream has begun, its opening (a role alone) held back
 # until its first content (an edge may start an SDK's stream then). Older callers ignore it.
 BEGUN = "Sy-Begun"

@@ -6,7 +6,8 @@ bounds (8 MiB less 16 KiB for headers on the rendered configs): an embeddings ca
 inputs of 3,072 dimensions (~60 MB of JSON) or a long answer with logprobs could not be
 answered at all. A caller that says it reads parts (``Sy-Parts-Max: <bytes>`` on its request:
 the HTTP edges and :class:`switchyard.client.LLMClient` send it when configured to, which is
-off by default: parts go out back-to-back with no flow control) gets such an answer as
+off by default; with ``Sy-Parts-Ack`` they come with flow control, :mod:`.part_acks`,
+else back-to-back) gets such an answer as
 ``part`` messages on its reply subject, framed and ordered as a stream's chunks are
 (``Sy-Seq`` 0..n-1, ``Sy-Attempt`` naming the delivery, sent again whole after a failover),
 then the ``final`` with an empty body, ``Sy-Seq: n`` and the parts' ``Sy-Attempt``, then the

@@ -306,12 +306,15 @@ async def send_chunk(
     await nc.publish(reply, body, headers=headers)
 
 
-async def send_part(nc: NATS, reply: str, seq: int, body: bytes, delivery: str) -> None:
+async def send_part(
+    nc: NATS, reply: str, seq: int, body: bytes, delivery: str, *, ack: str = ""
+) -> None:
     """One part of a whole answer larger than one message (:mod:`switchyard.bus.parts`): the
     framing of a chunk (``Sy-Seq``, ``Sy-Attempt``), under its own kind, so a reader of a
-    stream never takes it for content of its own."""
+    stream never takes it for content of its own. ``ack``: the subject its caller
+    acknowledges it on (its reply subject; none for a caller that does not acknowledge)."""
     headers = {h.KIND: ReplyKind.PART.value, h.SEQ: str(seq), h.ATTEMPT: delivery}
-    await nc.publish(reply, body, headers=headers)
+    await nc.publish(reply, body, reply=ack, headers=headers)
 
 
 async def end_stream(nc: NATS, reply: str) -> None:

@@ -87,6 +87,31 @@ def test_a_client_never_announces_more_than_a_head_takes() -> None:
     assert Envelope.decode(sent).parts_max == "999999999"
 
 
+def test_acknowledging_parts_travels_in_the_envelope() -> None:
+    """``Sy-Parts-Ack: 1`` says the caller acknowledges parts (flow control); anything else is
+    no such promise, and an absent one stays absent (an older model-proxy, head or caller
+    ignores or never sends it: parts back-to-back, as before)."""
+    env = Envelope.decode({h.REQUEST_ID: "r1", h.PARTS_MAX: "67108864", h.PARTS_ACK: "1"})
+    assert env.parts_ack
+    assert Envelope.decode(env.encode()) == env
+    assert not Envelope.decode({h.REQUEST_ID: "r1", h.PARTS_ACK: "0"}).parts_ack
+    assert h.PARTS_ACK not in Envelope(request_id="r1").encode()
+    with pytest.raises(MalformedHeader):
+        Envelope.decode({h.PARTS_ACK: "11"})  # past its size limit
+
+
+def test_a_client_that_reads_parts_says_it_acknowledges_them() -> None:
+    """LLMClient (the edges' too) answers every message that asks for an answer (a probe, a
+    part): one that reads parts says so, one that reads none says nothing."""
+    sent = LLMClient(NATS(), max_answer_bytes=10**6).envelope(Envelope(request_id="r1")).encode()
+    assert sent[h.PARTS_ACK] == "1"
+    given = Envelope(request_id="r1", parts_max="2048")  # (an edge's: its own Sy-Parts-Max)
+    assert LLMClient(NATS(), max_answer_bytes=10**6).envelope(given).parts_ack
+    none = LLMClient(NATS(), max_answer_bytes=0).envelope(Envelope(request_id="r1")).encode()
+    assert h.PARTS_ACK not in none
+    assert h.PARTS_MAX not in none
+
+
 def test_parts_are_admitted_once_and_in_order_and_the_final_waits_for_all() -> None:
     """A replay (after a failover) sends every part again: each is taken once; a final whose
     ``Sy-Seq`` is ahead of the parts taken waits for the replay."""
