@@ -20,7 +20,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from switchyard.bus import headers as h
 from switchyard.bus import subjects
+from switchyard.bus.part_acks import ACK_WAIT_S, WINDOW
 from switchyard.bus.replies import Reply, ReplyKind
 from switchyard.client import LLMClient
 from switchyard.errors import ApiError
@@ -170,3 +172,86 @@ async def test_a_redelivered_request_of_a_caller_that_reads_parts_is_announced_f
     ]
     assert announced, "no redelivery named itself"
     assert all(d.endswith(".2") for d in announced), announced
+
+
+BIG = 290  # ~20 MB of JSON each: three parts of one message, or 20 of 1 MiB with flow control
+AT_ONCE = 8
+
+
+async def _slow_consumers(stack: Stack) -> int:
+    """How many times nats-server cut a client it could not write to fast enough."""
+    port = stack.settings.stack.nats_monitor_port
+    async with httpx.AsyncClient(timeout=10) as monitor:
+        varz = (await monitor.get(f"http://127.0.0.1:{port}/varz")).json()
+    return int(varz.get("slow_consumers", 0))
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="session")
+async def test_several_large_answers_at_once_do_not_cut_the_edges_connection(
+    routed: Stack, upstream: FakeOpenAI
+) -> None:
+    """Eight ~20 MB answers at once to one edge: sent back-to-back (no flow control) their
+    parts passed what nats-server holds for one connection (``max_pending``, 32 MiB), and the
+    server cut the edge's connection as a slow consumer, failing every request it carried.
+    With acknowledged parts (at most two of 1 MiB unacknowledged per answer) every answer
+    comes whole and the connection stays."""
+    before = await _slow_consumers(routed)
+    async with httpx.AsyncClient(base_url=routed.tail_url, timeout=180) as http:
+        got = await asyncio.gather(
+            *(_embed(http, routed, BIG, f"parts-many-{n}") for n in range(AT_ONCE))
+        )
+    assert [r.status_code for r in got] == [200] * AT_ONCE, [r.text[:200] for r in got]
+    for answer in got:
+        assert len(answer.content) > 20 * 10**6
+        _whole(answer.json(), BIG)
+    assert await _slow_consumers(routed) == before, "nats-server cut a slow consumer"
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_caller_that_stops_acknowledging_parts_is_stopped_and_billed_as_left(
+    routed: Stack,
+) -> None:
+    """A caller that said it acknowledges parts (``Sy-Parts-Ack: 1``) and acknowledges none
+    gets two parts, then, :data:`ACK_WAIT_S` later, the error ``caller_gone`` (499) instead
+    of the rest; what the provider answered is billed, as for a caller that left."""
+    nc = await routed.connect("app")
+    headers = {
+        h.AUTHORIZATION: f"Bearer {routed.api_key}",
+        h.REQUEST_ID: "parts-unacked",
+        h.PARTS_MAX: str(CAP),
+        h.PARTS_ACK: "1",
+    }
+    kinds: list[str] = []
+    began = 0.0  # when the first part came
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(
+            subjects.EMBED, json.dumps(_body(IN_PARTS)).encode(), reply=inbox, headers=headers
+        )
+        last = None
+        while True:
+            msg = await sub.next_msg(timeout=ACK_WAIT_S + 60)
+            if not msg.data and not msg.headers:
+                break  # the terminator
+            kind = (msg.headers or {}).get(h.KIND, "")
+            kinds.append(kind)
+            if kind == ReplyKind.PART.value:
+                assert msg.reply, "a part to a caller that acknowledges asks for it"
+                if kinds.count(kind) == 1:
+                    began = time.monotonic()
+            last = msg
+    finally:
+        await nc.close()
+    assert kinds.count(ReplyKind.PART.value) == WINDOW
+    assert time.monotonic() - began >= ACK_WAIT_S - 1
+    assert last is not None
+    assert last.headers is not None
+    assert last.headers[h.KIND] == ReplyKind.ERROR.value
+    assert last.headers[h.STATUS] == "499"
+    assert json.loads(last.data)["error"]["code"] == "caller_gone"
+    event = await routed.usage_of("parts-unacked")
+    assert event is not None
+    assert (event.status, event.prompt_tokens) == (499, IN_PARTS)  # what the provider answered

@@ -7,18 +7,30 @@ may be): it gets the answer as ``part`` messages, then the final with an empty b
 (:mod:`switchyard.bus.parts`). A replay after a
 reconnect sends them all again, as it sends a stream's chunks: the caller skips those it has.
 Every other answer goes out as it always did, one final message.
+
+To a caller that acknowledges parts (``Sy-Parts-Ack``) they go out with flow control
+(:mod:`switchyard.bus.part_acks`); one that stops acknowledging is taken for gone: the rest is
+not sent, the request ends with ``caller_gone`` (a caller still there learns why) and is
+billed as one whose caller left (499), for what the provider answered.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Coroutine
 from typing import Any
 
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import replies
+from switchyard.bus.part_acks import Unacknowledged, send_acked_parts
 from switchyard.bus.parts import answer_room, send_parts
+from switchyard.errors import ApiError
+from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.job import Job
+from switchyard.workers.modelproxy.probes import CALLER_GONE
+
+log = logging.getLogger("switchyard.modelproxy")
 
 
 class AnswerRooms:
@@ -60,8 +72,40 @@ def send_final(nc: NATS, job: Job, body: bytes, *, end: bool) -> Coroutine[Any, 
 
 
 async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) -> None:
-    count = await send_parts(nc, job.reply, body, room, job.delivery)
+    if not job.env.parts_ack:  # a caller that does not acknowledge: back-to-back, as before
+        count = await send_parts(nc, job.reply, body, room, job.delivery)
+        await _final(nc, job, b"", count, end=end, delivery=job.delivery)
+        return
+    try:
+        count = await send_acked_parts(nc, job.reply, body, room, job.delivery)
+    except Unacknowledged as exc:
+        log.info(
+            "a caller stopped acknowledging its answer's parts (%s): the request is stopped", exc
+        )
+        job.status = CLIENT_CLOSED  # billed as a caller that left, for what the provider answered
+        job.answer = gone = unacknowledged()  # (a replay sends this, not the parts again)
+        await replies.send_error(
+            nc,
+            job.reply,
+            gone,
+            deployment=job.deployment_id,
+            attempts=job.attempts,
+            end=end,
+            request_id=job.env.request_id,
+            priority=job.env.priority,
+        )
+        return
     await _final(nc, job, b"", count, end=end, delivery=job.delivery)
+
+
+def unacknowledged() -> ApiError:
+    """What a request whose caller stopped acknowledging its answer's parts ends with."""
+    return ApiError(
+        "the request was stopped: its caller did not acknowledge a part of its answer in time "
+        "(docs/nats-api.md, 'Answers in parts')",
+        code=CALLER_GONE,
+        status=CLIENT_CLOSED,
+    )
 
 
 def _final(
