@@ -250,7 +250,7 @@ class IngressSettings(Section, frozen=True):
             event ``reader_too_slow`` and its provider call is stopped.
         max_answer_bytes: the largest whole answer taken, past one bus message in parts held
             here until whole (docs/nats-api.md, "Answers in parts"), else a 413. 0 (default:
-            parts have no flow control, docs/operations.md): one message (8 MiB).
+            parts are opt-in, docs/nats-api.md, "Answers in parts"): one message (8 MiB).
         keepalive_s: an idle keep-alive connection is closed after this.
         stream_start_s: a stream whose first content has not come after this long starts
             without it (status 200 and an SSE comment, another every as many seconds until
