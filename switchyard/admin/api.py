@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from switchyard.admin.access import authorize
 from switchyard.admin.answer_types import EventStream, JsonLines
 from switchyard.admin.audit_export import ENDPOINT as EXPORT_AUDIT
+from switchyard.admin.audit_list import audit_list
 from switchyard.admin.audit_words import created_words, delete_said, update_seen, update_words
 from switchyard.admin.batch_view import batch_records as _batches
 from switchyard.admin.batch_view import batch_view as _batch_view
@@ -47,7 +48,6 @@ from switchyard.admin.overview import overview as _overview
 from switchyard.admin.path_names import secret_name, table_name
 from switchyard.admin.queries import (
     QUERY_PARAMS,
-    audit_query,
     check_params,
     per_day,
     ranking_query,
@@ -287,7 +287,7 @@ class AdminApi:
             (
                 "/audit",
                 "GET",
-                "Admin actions, newest first (?q=&kind=&via=&offset=0&limit=50)",
+                "Admin actions, newest first (?q=&kind=&via=&after=SEQ&offset=0&limit=50)",
                 self.audit,
             ),
             EXPORT_AUDIT,
@@ -531,9 +531,7 @@ class AdminApi:
         return _ok({"by": q.by, "rows": rows, "total": total})
 
     async def audit(self, request: Request, c: AdminContext) -> Response:
-        page = c.audit_log.query(audit_query(request.query_params))
-        entries = [row.doc() for row in page.entries]
-        return _ok({"entries": entries, "total": page.total})
+        return _ok(audit_list(c, request.query_params))
 
     async def list_batches(self, request: Request, c: AdminContext) -> Response:
         return _ok({"batches": [_batch_view(r) for r in _batches(c).newest_first()]})

@@ -57,6 +57,10 @@ class AuditQuery:
     via: str = ""
     offset: int = 0
     limit: int = 50
+    # A cursor: only entries older than the one with this sequence (the ``last_seq`` of the
+    # page before; 0: from the newest). Entries appended while a script pages get higher
+    # sequences, so they never shift a later page as they shift ``offset``.
+    after: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class AuditPage:
     entries: list[AuditRow]  # newest first: in the stream's order, which is the stored time's
     total: int  # entries matching the filter
     kinds: list[str]  # every kind seen, for the filter menu
+    more: bool = False  # whether entries matching the filter follow this page
 
 
 class AuditLog:
@@ -156,13 +161,18 @@ class AuditLog:
         matches: list[AuditRow] = []
         total = 0
         keep = _matcher(query)
+        placed = 0  # matches past the cursor (all of them without one)
         for row, text in reversed(self._entries):
             if not keep(row.entry, text):
                 continue
-            if query.offset <= total < query.offset + limit:
-                matches.append(row)
             total += 1
-        return AuditPage(matches, total, sorted(self._kinds))
+            if query.after and row.seq >= query.after:
+                continue
+            if query.offset <= placed < query.offset + limit:
+                matches.append(row)
+            placed += 1
+        more = placed > query.offset + limit
+        return AuditPage(matches, total, sorted(self._kinds), more)
 
     def matching(self, query: AuditQuery) -> Iterator[AuditRow]:
         """Every entry ``query`` filters in (its offset and limit aside), oldest first: the

@@ -29,7 +29,7 @@ QUERY_PARAMS: dict[str, tuple[str, ...]] = {
     "deployment_history": ("seconds",),
     "daily_spend": ("days", "per_day"),
     "spend_ranking": ("by", "days", "offset", "limit", "key"),
-    "audit": ("q", "kind", "via", "offset", "limit"),
+    "audit": ("q", "kind", "via", "after", "offset", "limit"),
     "export_audit": ("q", "kind", "via"),
     "delete_secret": ("force",),
 }
@@ -46,7 +46,7 @@ def page_limit(q: QueryParams, most: int) -> int:
     if asked > most:
         raise InvalidRequest(
             f"`limit` is at most {most} (asked for {asked}); for more, read the next page "
-            "(`offset`, or `after` for keys)",
+            "(`offset`; `after` where a page gives a `last_id` or `last_seq`)",
             param="limit",
         )
     return asked
@@ -204,4 +204,5 @@ def audit_query(q: QueryParams) -> AuditQuery:
         via=q.get("via", ""),
         offset=whole_number(q.get("offset") or "0", "offset"),
         limit=page_limit(q, AUDIT_PAGE),
+        after=positive_int(q["after"], "after") if "after" in q else 0,
     )
