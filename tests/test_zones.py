@@ -159,6 +159,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.STREAM.LIST",
             "$JS.API.STREAM.DELETE.KV_sy_keys",
             "$KV.sy_keys.anykey",
+            "$KV.sy_admin_idempotency.c.x",  # the admin identity's alone
             "_R_.abc.def",
             "_INBOX_gateway.x",
             "llm.v1.hold.x.default.t",
@@ -201,6 +202,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             SECRET_ADMIN,
             "secrets.v1.admin.put",
             "$KV.sy_keys.anykey",
+            "$KV.sy_admin_idempotency.c.x",  # Idempotency-Key answers (POST /admin/v1/keys)
             CONTROL_ADMIN,
             AUDIT,
             "$JS.API.STREAM.INFO.AUDIT",

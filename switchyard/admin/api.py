@@ -26,7 +26,7 @@ from switchyard.admin.access import authorize
 from switchyard.admin.answer_types import EventStream, JsonLines
 from switchyard.admin.audit_export import ENDPOINT as EXPORT_AUDIT
 from switchyard.admin.audit_list import audit_list
-from switchyard.admin.audit_words import created_words, delete_said, update_seen, update_words
+from switchyard.admin.audit_words import delete_said, update_seen, update_words
 from switchyard.admin.batch_view import batch_records as _batches
 from switchyard.admin.batch_view import batch_view as _batch_view
 from switchyard.admin.bodies import (
@@ -39,9 +39,10 @@ from switchyard.admin.bodies import (
 )
 from switchyard.admin.bodies import key_call as _keys
 from switchyard.admin.context import AdminContext
+from switchyard.admin.key_create import create_key as _create_key
 from switchyard.admin.key_list import key_list as _key_list
 from switchyard.admin.key_rotation import RotateBody, grace_words, rotated_doc
-from switchyard.admin.keys import namesake_warning, public_record
+from switchyard.admin.keys import public_record
 from switchyard.admin.one_reads import ENDPOINTS as ONE_READS
 from switchyard.admin.overview import deployments as _deployments
 from switchyard.admin.overview import overview as _overview
@@ -254,7 +255,13 @@ class AdminApi:
                 "(?q=&state=&owner=&team=&name=&after=KEY_ID&offset=0&limit=50)",
                 self.list_keys,
             ),
-            ("/keys", "POST", "Create a client key (the key is shown once)", self.create_key),
+            (
+                "/keys",
+                "POST",
+                "Create a client key (the key is shown once; an Idempotency-Key header makes "
+                "a retry answer the first create)",
+                self.create_key,
+            ),
             ("/keys/{key_id}", "GET", "One client key and its spend", self.get_key),
             ("/keys/{key_id}", "PATCH", "Change a key's models, limits or budget", self.update_key),
             (
@@ -470,19 +477,7 @@ class AdminApi:
         return _ok(await _key_list(c, request.query_params))
 
     async def create_key(self, request: Request, c: AdminContext) -> Response:
-        fields = decode(await _body(request), KeyFields, "key").changes()
-        name = fields.pop("name", None)
-        if not name:
-            raise InvalidRequest("a key needs a name", param="name")
-        api_key, record = await _keys(c.keys.create(name, **fields))
-        await _audit(c, request, "key.create", record.id, created_words(record))
-        doc = {"key": api_key, "record": public_record(record)}
-        others = await c.keys.namesakes(record)
-        if others:  # allowed (names are labels), but the CLI's `keys show NAME` needs the id
-            doc["warning"] = namesake_warning(record.name, others)
-        response = _ok(doc, status=201)
-        response.headers["Cache-Control"] = "no-store"  # it holds the key's only plaintext
-        return response
+        return await _create_key(c, request, await _body(request), _audit)
 
     async def get_key(self, request: Request, c: AdminContext) -> Response:
         record = await _keys(c.keys.find(request.path_params["key_id"]))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from switchyard.admin.audit import AuditLog
 from switchyard.admin.file_table import FileTable
+from switchyard.admin.key_idempotency import IdempotentCreates
 from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.key_presence import KeyPresence
 from switchyard.admin.keys import KeyAdmin
@@ -80,6 +81,8 @@ class AdminContext:
     # the replica's name, which the sessions' list and sign-out answer with.
     sessions: SessionStore | None = None
     instance: str = ""
+    # What each Idempotency-Key of POST /keys answered, shared by every replica (NATS KV).
+    idempotency: IdempotentCreates | None = None
 
     @property
     def file_table(self) -> RouteTable:

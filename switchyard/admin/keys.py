@@ -121,12 +121,15 @@ class KeyAdmin:
             self._kv = await self._js.key_value(subjects.KEYS_BUCKET)
         return self._kv
 
-    async def create(self, name: str, **fields: Any) -> tuple[str, ClientKey]:
-        """A new key; returns (the API key, shown once, and its record)."""
+    async def create(
+        self, name: str, *, key_id: str | None = None, **fields: Any
+    ) -> tuple[str, ClientKey]:
+        """A new key; returns (the API key, shown once, and its record). ``key_id``: the id
+        chosen before (an idempotent create reserves it first), else a new one."""
         api_key = new_api_key()
         digest = hash_key(api_key)
         raw = {
-            "id": new_key_id(),
+            "id": key_id or new_key_id(),
             "hash": digest,
             "name": name,
             "created_at": time.time(),

@@ -23,6 +23,7 @@ from switchyard.admin.audit import AuditLog
 from switchyard.admin.budget_watch import BudgetWatch
 from switchyard.admin.context import AdminContext, LiteLLMConverter
 from switchyard.admin.file_table import FileTable
+from switchyard.admin.key_idempotency import IdempotentCreates
 from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.key_presence import KeyPresence
 from switchyard.admin.keys import KeyAdmin
@@ -125,6 +126,7 @@ class AdminPlugin:
             refusals=RefusalAudit(audit, RefusalCounts(counted_as=counted_as)),
             sessions=self._ui.sessions,
             instance=self._instance,
+            idempotency=IdempotentCreates(js),
         )
         self._budgets = BudgetWatch(
             nc.jetstream(timeout=5), self.context.spend, metrics, settings.admin.budget_watch_s

@@ -124,6 +124,10 @@ def permissions_for(identity: Identity) -> Permissions:
                     *_kv_write(s.KEYS_BUCKET),
                     f"$JS.API.STREAM.CREATE.KV_{s.KEYS_BUCKET}",
                     f"$JS.API.STREAM.UPDATE.KV_{s.KEYS_BUCKET}",
+                    # What each Idempotency-Key of the management API answered (a day).
+                    *_kv_read(s.ADMIN_IDEMPOTENCY_BUCKET),
+                    *_kv_write(s.ADMIN_IDEMPOTENCY_BUCKET),
+                    f"$JS.API.STREAM.CREATE.KV_{s.ADMIN_IDEMPOTENCY_BUCKET}",
                     # The audit log: append and read; create it once, never update, purge or
                     # delete it (the stream also denies deletes and purges itself).
                     s.AUDIT_ALL,

@@ -80,6 +80,8 @@ RESPONSE_ITEMS_BUCKET = "sy_response_items"
 FILES_BUCKET = "sy_files"  # object store
 BATCHES_BUCKET = "sy_batches"
 BATCH_LINES_BUCKET = "sy_batch_lines"
+# CLIENT: what each Idempotency-Key of the management API answered (a day; admin identity)
+ADMIN_IDEMPOTENCY_BUCKET = "sy_admin_idempotency"
 # CLIENT shares the key bucket with CORE read-only: its change stream, and direct gets under
 # this prefix (remapped so CORE's own JetStream API does not answer them).
 KEYS_CHANGES = f"$KV.{KEYS_BUCKET}.>"

@@ -23,6 +23,9 @@ ACCOUNTING_CONSUMER = "accounting"
 HEALTH_TTL_S = 3600.0
 # OpenAI keeps a stored response 30 days: its owner is remembered as long.
 RESPONSE_OWNER_TTL_S = 30 * 86400.0
+# How long the management API remembers an Idempotency-Key's answer (a retried create within
+# it gets the first answer back): a day, as is common practice.
+ADMIN_IDEMPOTENCY_TTL_S = 86400.0
 
 
 def dispatch_stream_config(settings: Settings) -> js_api.StreamConfig:
@@ -197,6 +200,7 @@ BUCKETS: dict[str, tuple[int, float | None]] = {
     s.RESPONSE_OWNERS_BUCKET: (1, RESPONSE_OWNER_TTL_S),  # CORE: response id -> secret hash, key id
     s.BATCHES_BUCKET: (1, None),  # CLIENT: Batch API batch records
     s.BATCH_LINES_BUCKET: (1, None),  # CLIENT: one result per batch line, written once
+    s.ADMIN_IDEMPOTENCY_BUCKET: (1, ADMIN_IDEMPOTENCY_TTL_S),  # CLIENT: Idempotency-Key answers
 }
 
 

@@ -34,6 +34,8 @@ OWN_CODES = frozenset(
         "file_storage_full",
         "head_stopping",
         "headers_too_large",
+        "idempotency_key_in_use",
+        "idempotency_key_reused",
         "invalid_admin_token",
         "invalid_api_key",
         "invalid_deployment",

@@ -40,6 +40,7 @@ CLIENT_ERRORS = {
     "admin_read_only", "answer_too_large", "api_key_expired", "api_key_revoked", "caller_gone",
     "conflict",
     "empty_file", "endpoint_not_supported", "headers_too_large",
+    "idempotency_key_in_use", "idempotency_key_reused",
     "invalid_admin_token", "invalid_api_key", "invalid_deployment", "invalid_file",
     "invalid_header", "invalid_json", "invalid_request", "invalid_value", "item_not_found",
     "method_not_allowed",

@@ -1,0 +1,193 @@
+"""``Idempotency-Key`` on ``POST /admin/v1/keys``: a create sent again is answered, not done again.
+
+A CI job that retried a create after a timeout made a second key (the first had been made;
+only its answer was lost). With the header, the first request reserves the value (a NATS KV
+create, so two replicas never both win) with the key id it is about to write, and stores its
+answer once the key exists; the same value with the same body within a day
+(:data:`~switchyard.runtime.definitions.ADMIN_IDEMPOTENCY_TTL_S`, the bucket's TTL) gets that
+answer back, the same body under another value is a new key, and another body under the same
+value is a 409 (``idempotency_key_reused``): a caller's bug, never guessed at.
+
+The secret is not in the replay. It is shown once, and keeping it to show again would keep a
+plaintext (or a decryptable) client key in a bucket every gateway's admin identity reads for
+a day. The replay (``Idempotent-Replayed: true``) has the key's record as first answered,
+``"key": null``, ``"idempotent_replay": true`` and ``key_note`` saying the secret was in the
+first answer only; a caller that lost it rotates the key
+(``POST /admin/v1/keys/{id}/rotate``: same id and settings, a new secret). Only digests
+of the header's value and of the body are stored (the body's fields sorted, so key order
+and spacing do not make two retries differ).
+
+A reservation whose key is not written yet is a create still in progress: the same value then
+gets a 409 ``idempotency_key_in_use`` (try again in a moment). One left by a gateway that
+died before writing the key is taken over after :data:`PENDING_S`; one whose key was written
+but whose answer was not stored is answered from the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from starlette.datastructures import Headers
+
+from switchyard.bus import subjects
+from switchyard.errors import Conflict, InvalidRequest, ServiceUnavailable
+from switchyard.schemas.keys import new_key_id
+
+HEADER = "Idempotency-Key"
+MAX_CHARS = 255  # as is common (Stripe's); a UUID is 36
+# A reservation older than this whose key was never written: its create died; taken over.
+PENDING_S = 60.0
+CLAIM_ATTEMPTS = 3
+
+
+class Remembered(msgspec.Struct, forbid_unknown_fields=False):
+    """One header value's entry: the body's digest, the key id reserved, and, once the key
+    is made, the first answer without its secret (``answer``)."""
+
+    body: str
+    key_id: str
+    at: float
+    answer: dict[str, Any] | None = None
+
+
+_DECODE = msgspec.json.Decoder(Remembered)
+
+
+class Claim(msgspec.Struct):
+    """A reservation won: make key ``key_id``, then :meth:`IdempotentCreates.answered`
+    (``made``: the key exists already, its answer was not stored: answer from the key)."""
+
+    entry: str
+    revision: int
+    held: Remembered
+    made: bool = False
+
+    @property
+    def key_id(self) -> str:
+        return self.held.key_id
+
+
+class Replay(msgspec.Struct):
+    """The first answer to send back (its secret left out)."""
+
+    answer: dict[str, Any]
+
+
+def idempotency_key(headers: Headers) -> str | None:
+    """The request's ``Idempotency-Key`` (None: it has none).
+
+    Raises:
+        InvalidRequest: given empty, longer than :data:`MAX_CHARS`, or with characters other
+            than printable ASCII (a 400 naming the header).
+    """
+    value = headers.get(HEADER)
+    if value is None:
+        return None
+    if not 0 < len(value) <= MAX_CHARS or not all(" " < c <= "~" for c in value):
+        raise InvalidRequest(
+            f"the {HEADER} header must be 1 to {MAX_CHARS} printable ASCII characters without "
+            "spaces (a UUID is usual)",
+            param=HEADER,
+            code="invalid_header",
+        )
+    return value
+
+
+def body_digest(doc: dict[str, Any]) -> str:
+    """A digest of a create's fields, the same whatever their order or spacing was."""
+    encoded = msgspec.json.encode(msgspec.to_builtins(doc), order="sorted")
+    return hashlib.sha256(encoded).hexdigest()
+
+
+class IdempotentCreates:
+    """The ``sy_admin_idempotency`` bucket, shared by every gateway replica."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self._kv: KeyValue | None = None
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            try:
+                self._kv = await self._js.key_value(subjects.ADMIN_IDEMPOTENCY_BUCKET)
+            except BucketNotFoundError:
+                raise ServiceUnavailable(
+                    f"{HEADER} needs the {subjects.ADMIN_IDEMPOTENCY_BUCKET} bucket: run "
+                    "`switchyard provision` (or send the create without the header)",
+                    code="service_unavailable",
+                ) from None
+        return self._kv
+
+    async def claim(
+        self, value: str, body: str, made: Callable[[str], Awaitable[bool]]
+    ) -> Claim | Replay:
+        """Reserve ``value`` for a create of ``body`` (a :func:`body_digest`), or the answer
+        to send back. ``made(key_id)`` says whether that key exists now (a reservation not
+        answered: its create may have landed).
+
+        Raises:
+            Conflict: another body under ``value`` (``idempotency_key_reused``), or its first
+                create still in progress (``idempotency_key_in_use``).
+        """
+        kv = await self._bucket()
+        entry = "c." + hashlib.sha256(value.encode()).hexdigest()
+        for _ in range(CLAIM_ATTEMPTS):
+            fresh = Remembered(body=body, key_id=new_key_id(), at=time.time())
+            try:
+                revision = await kv.create(entry, msgspec.json.encode(fresh))
+                return Claim(entry, revision, fresh)
+            except KeyWrongLastSequenceError:
+                pass
+            try:
+                found = await kv.get(entry)
+            except KeyNotFoundError:  # released (its create failed) or expired meanwhile
+                continue
+            held = _DECODE.decode(found.value or b"{}")
+            if held.body != body:
+                raise Conflict(
+                    f"this {HEADER} was used with another body in the last day: a retry sends "
+                    "the same body; a new key needs a new value",
+                    code="idempotency_key_reused",
+                    param=HEADER,
+                )
+            if held.answer is not None:
+                return Replay(held.answer)
+            if await made(held.key_id):  # made, its answer not stored: answered from the key
+                return Claim(entry, found.revision or 0, held, made=True)
+            if time.time() - held.at < PENDING_S:
+                raise Conflict(
+                    f"a create with this {HEADER} is still in progress; try again in a moment",
+                    code="idempotency_key_in_use",
+                    param=HEADER,
+                    retry_after=1,
+                )
+            try:  # a create that died before writing its key: this one takes its place
+                revision = await kv.update(
+                    entry, msgspec.json.encode(fresh), last=found.revision or 0
+                )
+                return Claim(entry, revision, fresh)
+            except KeyWrongLastSequenceError:
+                continue
+        raise Conflict(
+            f"this {HEADER} is changing too fast; try again",
+            code="idempotency_key_in_use",
+            param=HEADER,
+        )
+
+    async def answered(self, claim: Claim, answer: dict[str, Any]) -> None:
+        """Store the answer to ``claim``'s create (``answer`` holds no secret)."""
+        done = msgspec.structs.replace(claim.held, answer=answer)
+        kv = await self._bucket()
+        await kv.update(claim.entry, msgspec.json.encode(done), last=claim.revision)
+
+    async def release(self, claim: Claim) -> None:
+        """Forget a reservation whose create failed: the same value may be sent again."""
+        kv = await self._bucket()
+        await kv.delete(claim.entry, last=claim.revision)

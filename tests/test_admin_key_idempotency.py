@@ -1,0 +1,126 @@
+"""``POST /admin/v1/keys`` with an ``Idempotency-Key``: a CI job that retries a create after a
+timeout gets the first answer (the same key id, the secret left out and said so), not a second
+key; another body under the same value is a 409. The answers are kept in NATS KV, so every
+gateway replica sees them. The session stack."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from switchyard.admin.key_idempotency import (
+    Claim,
+    IdempotentCreates,
+    Remembered,
+    Replay,
+    body_digest,
+)
+from switchyard.bus import identities
+from tests.stacks import Stack
+
+pytestmark = pytest.mark.integration
+
+
+async def _create(stack: Stack, body: bytes, value: str | None) -> httpx.Response:
+    headers = {**stack.admin_headers(), "Content-Type": "application/json"}
+    if value is not None:
+        headers["Idempotency-Key"] = value
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(f"{stack.gateway_url}/admin/v1/keys", content=body, headers=headers)
+
+
+async def _named(stack: Stack, name: str) -> list[dict[str, Any]]:
+    listed = await stack.admin("GET", f"/keys?name={name}")
+    assert listed.status_code == 200, listed.text
+    keys: list[dict[str, Any]] = listed.json()["keys"]
+    return keys
+
+
+def _error(answer: httpx.Response, status: int) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    error: dict[str, Any] = answer.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"}
+    return error
+
+
+async def test_a_retried_create_answers_the_first_key_without_its_secret(stack: Stack) -> None:
+    name = f"ci-{secrets.token_hex(4)}"
+    value = secrets.token_hex(16)
+    first = await _create(stack, json.dumps({"name": name, "team": "ci"}).encode(), value)
+    assert first.status_code == 201, first.text
+    made = first.json()
+    assert made["key"].startswith("sk-")
+    assert "idempotent_replay" not in made
+    assert "Idempotent-Replayed" not in first.headers
+
+    # The retry: the same fields, in another order and spacing.
+    again = await _create(stack, b'{ "team": "ci",  "name": "' + name.encode() + b'" }', value)
+    assert again.status_code == 201, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    replay = again.json()
+    assert replay["record"] == made["record"]  # the same key, as first answered
+    assert replay["key"] is None  # the secret is shown once, never kept
+    assert replay["idempotent_replay"] is True
+    assert "first answer only" in replay["key_note"]
+    assert made["key"] not in again.text
+    assert [k["id"] for k in await _named(stack, name)] == [made["record"]["id"]]
+
+    # Another body under the same value: a caller's bug, refused (OpenAI-shaped 409).
+    other = await _create(stack, json.dumps({"name": name, "team": "other"}).encode(), value)
+    error = _error(other, 409)
+    assert error["code"] == "idempotency_key_reused"
+    assert error["param"] == "Idempotency-Key"
+    # Without the header, a create is a create, as before.
+    plain = await _create(stack, json.dumps({"name": name, "team": "ci"}).encode(), None)
+    assert plain.status_code == 201, plain.text
+    assert len(await _named(stack, name)) == 2
+
+
+async def test_a_refused_create_frees_its_value_and_a_bad_value_is_a_400(stack: Stack) -> None:
+    name = f"ci-{secrets.token_hex(4)}"
+    value = secrets.token_hex(16)
+    bad = json.dumps({"name": name, "budget_period": "fortnightly"}).encode()
+    assert (await _create(stack, bad, value)).status_code == 400
+    good = await _create(stack, json.dumps({"name": name}).encode(), value)
+    assert good.status_code == 201, good.text  # not a 409: nothing was made the first time
+    for wrong in ("x" * 256, "with space"):
+        error = _error(await _create(stack, json.dumps({"name": name}).encode(), wrong), 400)
+        assert error["param"] == "Idempotency-Key"
+        assert error["code"] == "invalid_header"
+
+
+async def test_the_answers_are_shared_through_nats_kv(stack: Stack) -> None:
+    """What one replica answered another finds (the store over its own connection), and a
+    create still in progress elsewhere is a 409 to try again, not a second key."""
+    name = f"ci-{secrets.token_hex(4)}"
+    value = secrets.token_hex(16)
+    first = await _create(stack, json.dumps({"name": name}).encode(), value)
+    assert first.status_code == 201, first.text
+    nc = await stack.connect(identities.ADMIN.name)
+    try:
+        store = IdempotentCreates(nc.jetstream(timeout=10))
+
+        async def never(_key_id: str) -> bool:
+            return False
+
+        found = await store.claim(value, body_digest({"name": name}), never)
+        assert isinstance(found, Replay)
+        assert found.answer["record"]["id"] == first.json()["record"]["id"]
+        assert "key" not in found.answer  # no secret stored
+
+        # Another replica's create under a new value, reserved but its key not written yet.
+        busy = secrets.token_hex(16)
+        held = await store.claim(busy, body_digest({"name": name}), never)
+        assert isinstance(held, Claim)
+        assert isinstance(held.held, Remembered)
+        assert held.held.at <= time.time()
+    finally:
+        await nc.close()
+    error = _error(await _create(stack, json.dumps({"name": name}).encode(), busy), 409)
+    assert error["code"] == "idempotency_key_in_use"
+    assert len(await _named(stack, name)) == 1
