@@ -203,6 +203,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "secrets.v1.admin.put",
             "$KV.sy_keys.anykey",
             "$KV.sy_admin_idempotency.c.x",  # Idempotency-Key answers (POST /admin/v1/keys)
+            "$KV.sy_batches.b.x",  # an admin's cancel rewrites a batch's record
             CONTROL_ADMIN,
             AUDIT,
             "$JS.API.STREAM.INFO.AUDIT",
@@ -220,6 +221,8 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.STREAM.UPDATE.AUDIT",
             "$JS.API.STREAM.MSG.DELETE.AUDIT",
             "$JS.API.DIRECT.GET.OBJ_sy_files",  # the admin app reads no file's bytes
+            "$KV.sy_batches.f.x",  # nor writes a file's record
+            "$KV.sy_batch_lines.b.1",  # nor a line's result
         ],
         "sub_ok": ["_INBOX_admin.>"],
         "sub_no": [">", "_INBOX_tail.>", "secrets.v1.admin.>", "audit.v1.>"],

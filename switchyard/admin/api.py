@@ -24,9 +24,11 @@ from starlette.responses import JSONResponse, Response
 
 from switchyard.admin.access import authorize
 from switchyard.admin.answer_types import EventStream, JsonLines
+from switchyard.admin.api_audit import api_audit as _audit
 from switchyard.admin.audit_export import ENDPOINT as EXPORT_AUDIT
 from switchyard.admin.audit_list import audit_list
 from switchyard.admin.audit_words import delete_said, update_seen, update_words
+from switchyard.admin.batch_cancel import ENDPOINT as CANCEL_BATCH
 from switchyard.admin.batch_view import batch_records as _batches
 from switchyard.admin.batch_view import batch_view as _batch_view
 from switchyard.admin.bodies import (
@@ -87,20 +89,6 @@ _ENCODE = msgspec.json.Encoder()
 
 def _ok(doc: Any, status: int = 200) -> Response:
     return Response(_ENCODE.encode(doc), status_code=status, media_type=JSON)
-
-
-async def _audit(
-    c: AdminContext,
-    request: Request,
-    action: str,
-    target: str,
-    detail: str = "",
-    *,
-    ok: bool = True,
-) -> None:
-    """Record an API change; the API's only credential is the shared admin token."""
-    source = c.proxies.audit_source(request.scope)
-    await c.audit.record("admin token", action, target, detail, ok=ok, source=source, via="api")
 
 
 async def _audit_write(
@@ -301,6 +289,7 @@ class AdminApi:
             *SESSIONS,
             ("/batches", "GET", "Every Batch API job: status, progress, key", self.list_batches),
             ("/batches/{batch_id}", "GET", "One Batch API job", self.get_batch),
+            CANCEL_BATCH,
             ("/secrets", "GET", "Stored provider keys (metadata only)", self.list_secrets),
             ONE_READS[1],
             (

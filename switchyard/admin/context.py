@@ -21,6 +21,7 @@ from switchyard.bus.control_admin import ControlClient
 from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
 from switchyard.runtime.batchrecords import BatchRecords
+from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.client_address import TrustedProxies
 from switchyard.schemas.routing import RouteTable
 
@@ -71,7 +72,8 @@ class AdminContext:
     key_presence: KeyPresence  # which deployments have no provider key stored
     files: FileTable  # what the settings file defines (seeds the live table), read when changed
     convert_litellm: LiteLLMConverter | None = None
-    batches: BatchRecords | None = None  # the Batch API's jobs, followed live (read-only)
+    batches: BatchRecords | None = None  # the Batch API's jobs, followed live
+    batch_store: BatchStore | None = None  # writes a batch's record (an admin's cancel)
     # Whose X-Forwarded-For (or Forwarded: ingress.forwarded_header) names the client: the
     # sign-in guard and every audit entry's source.
     proxies: TrustedProxies = field(default_factory=TrustedProxies)

@@ -40,6 +40,7 @@ from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.client import LLMClient
 from switchyard.config import Settings
 from switchyard.runtime.batchrecords import BatchRecords
+from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.client_address import TrustedProxies
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.shutdown import disconnect
@@ -120,6 +121,7 @@ class AdminPlugin:
             files=FileTable(settings, Path(settings.source_file) if settings.source_file else None),
             convert_litellm=self._convert,
             batches=batches,
+            batch_store=BatchStore(nc),
             proxies=TrustedProxies(
                 settings.ingress.trusted_proxies, settings.ingress.forwarded_header
             ),

@@ -133,8 +133,10 @@ def permissions_for(identity: Identity) -> Permissions:
                     s.AUDIT_ALL,
                     *_stream_follow(s.AUDIT_STREAM),
                     f"$JS.API.STREAM.CREATE.{s.AUDIT_STREAM}",
-                    # Provisions the Batch API's buckets; reads batch progress.
+                    # Provisions the Batch API's buckets; reads batch progress; cancels a
+                    # batch (rewrites its record, compare-and-set; never a file's record).
                     *_kv_read(s.BATCHES_BUCKET),
+                    f"$KV.{s.BATCHES_BUCKET}.b.>",
                     *_kv_read(s.BATCH_LINES_BUCKET),
                     f"$JS.API.STREAM.INFO.OBJ_{s.FILES_BUCKET}",
                     *(

@@ -214,17 +214,6 @@ def _ok(doc: Any) -> Response:
     return Response(_ENCODE.encode(doc), media_type=JSON)
 
 
-def cancelling(record: b.BatchRecord) -> b.BatchRecord | None:
-    """A batch record asked to stop (None: it is past stopping or already stopping). The runner
-    stops sending its lines and ends it as ``cancelled``."""
-    if record.batch.status not in ("validating", "in_progress"):
-        return None
-    batch = msgspec.structs.replace(
-        record.batch, status="cancelling", cancelling_at=int(time.time())
-    )
-    return msgspec.structs.replace(record, batch=batch)
-
-
 class BatchApi:
     """``/v1/files`` and ``/v1/batches`` for one edge; ``store`` is attached at startup.
 
@@ -515,7 +504,7 @@ class BatchApi:
             record, store = await self._owned(request)
             if record.batch.status in b.ENDED:
                 raise Conflict(f"the batch is already {record.batch.status}")
-            updated = await store.update(record.batch.id, record.owner, cancelling)
+            updated = await store.update(record.batch.id, record.owner, b.cancelling)
             return _ok((updated or record).batch)
         except ApiError as exc:
             return error_response(exc)

@@ -27,7 +27,6 @@ from switchyard.ingress import pages
 from switchyard.ingress.batches import (
     COMPLETION_WINDOW_S,
     BatchApi,
-    cancelling,
     new_id,
     streamed,
 )
@@ -238,7 +237,7 @@ class MessageBatchApi:
             record, store = await self._owned(request)
             if ab.ended(record.batch):
                 raise Conflict(f"message batch {record.batch.id} has already ended")
-            updated = await store.update(record.batch.id, record.owner, cancelling)
+            updated = await store.update(record.batch.id, record.owner, b.cancelling)
             return _ok(ab.batch_object((updated or record).batch, _base_url(request)))
         except ApiError as exc:
             return _fail(exc)

@@ -11,6 +11,7 @@ one tenant's list reads only its own keys; each line's result is one entry of ``
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -203,6 +204,18 @@ def ended_at(batch: Batch) -> int | None:
     """When a batch reached its final status (None while it has not)."""
     stamp = ENDED_AT.get(batch.status)
     return getattr(batch, stamp) if stamp else None
+
+
+def cancelling(record: BatchRecord) -> BatchRecord | None:
+    """A batch record asked to stop (None: it is past stopping or already stopping). The runner
+    stops sending its lines and ends it as ``cancelled``. The tenant's cancel (both Batch APIs)
+    and the management API's write it."""
+    if record.batch.status not in ("validating", "in_progress"):
+        return None
+    batch = msgspec.structs.replace(
+        record.batch, status="cancelling", cancelling_at=int(time.time())
+    )
+    return msgspec.structs.replace(record, batch=batch)
 
 
 class BatchLine(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,52 @@
+"""``POST /admin/v1/batches/{id}/cancel``: an admin stops a tenant's batch, as its owner's cancel
+(``POST /v1/batches/{id}/cancel``, or ``/v1/messages/batches/{id}/cancel`` for Anthropic's)
+does: the record becomes ``cancelling`` (compare-and-set, so the runner's progress is never
+overwritten), the runner stops sending its lines, withdraws those still queued and ends it
+``cancelled``. Before, an admin could see a runaway batch (spending a key's budget, flooding
+a deployment) but only stop it by revoking the key, which stopped everything else the key did.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.admin.api_audit import api_audit
+from switchyard.admin.batch_view import batch_records, batch_view
+from switchyard.admin.context import AdminContext
+from switchyard.errors import Conflict, NotFound, ServiceUnavailable
+from switchyard.runtime.http import JSON
+from switchyard.schemas import batches as b
+
+_ENCODE = msgspec.json.Encoder()
+
+
+async def cancel_batch(request: Request, c: AdminContext) -> Response:
+    batch_id = request.path_params["batch_id"]
+    found = batch_records(c).get(batch_id)  # whose it is (the record is kept by owner)
+    if found is None:
+        raise NotFound(f"no batch `{batch_id}`", param="batch_id")
+    if found.batch.status in b.ENDED:
+        raise Conflict(f"the batch is already {found.batch.status}", param="batch_id")
+    if c.batch_store is None:
+        raise ServiceUnavailable("the management API is starting", code="starting")
+    updated = await c.batch_store.update(batch_id, found.owner, b.cancelling)
+    if updated is None:  # deleted (an ended message batch) since the list was read
+        raise NotFound(f"no batch `{batch_id}`", param="batch_id")
+    if updated.batch.status in b.ENDED:  # it ended between the two reads
+        raise Conflict(f"the batch is already {updated.batch.status}", param="batch_id")
+    batches = batch_records(c)
+    batches.note(updated)  # (its follower may not have seen the write yet)
+    was = found.batch.status
+    detail = f"owner {updated.owner!r}, key {updated.key_id or '-'}, was {was}"
+    await api_audit(c, request, "batch.cancel", batch_id, detail)
+    return Response(_ENCODE.encode(batch_view(updated)), media_type=JSON)
+
+
+ENDPOINT = (
+    "/batches/{batch_id}/cancel",
+    "POST",
+    "Cancel a tenant's batch, as its owner's cancel does (audited)",
+    cancel_batch,
+)
