@@ -41,6 +41,7 @@ from switchyard.admin.bodies import (
 )
 from switchyard.admin.bodies import key_call as _keys
 from switchyard.admin.context import AdminContext
+from switchyard.admin.key_create import IDEMPOTENCY_PARAMETER
 from switchyard.admin.key_create import create_key as _create_key
 from switchyard.admin.key_list import key_list as _key_list
 from switchyard.admin.key_rotation import RotateBody, grace_words, rotated_doc
@@ -132,11 +133,13 @@ class AdminApi:
         for path, method, summary, handler in self._endpoints():
             name = handler.__name__
             body = _BODIES.get(name)
-            extra = None
+            extra: dict[str, Any] | None = None
             if body is not None:
                 content = {"application/json": {"schema": inline_schema(body)}}
                 required = name not in ("test_deployment", "rotate_key")
                 extra = {"requestBody": {"required": required, "content": content}}
+                if name == "create_key":
+                    extra["parameters"] = [IDEMPOTENCY_PARAMETER]
             router.add_api_route(
                 path,
                 self._guarded(handler, QUERY_PARAMS.get(name, ())),

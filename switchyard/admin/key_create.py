@@ -38,6 +38,16 @@ KEY_NOTE = (
     "rotate the key (POST /admin/v1/keys/{id}/rotate: the same id and settings, a new secret)"
 )
 
+# The header as the OpenAPI document describes it.
+IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A create sent again with the same value and body within 24 h answers the "
+    "first key (its secret left out); another body under the value is a 409",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
 
 async def create_key(c: AdminContext, request: Request, raw: bytes, audit: Audit) -> Response:
     fields = decode(raw, KeyFields, "key").changes()
@@ -69,7 +79,7 @@ async def create_key(c: AdminContext, request: Request, raw: bytes, audit: Audit
         doc = await _make(c, request, name, fields, key_id=claim.key_id, audit=audit)
     except ApiError as exc:
         if exc.status < 500:  # refused before the key was written: the value is free again
-            await store.release(claim)
+            await _release(store, claim)
         # Else kept: the key may have been written; a retry finds out (key_idempotency.py).
         raise
     await _remember(store, claim, {k: v for k, v in doc.items() if k != "key"})
@@ -107,6 +117,15 @@ async def _remember(store: IdempotentCreates, claim: Claim, answer: dict[str, An
         await store.answered(claim, answer)
     except (NatsError, TimeoutError, ApiError) as exc:  # (the secret must reach the caller)
         log.warning("the answer to an idempotent key create was not stored: %s", exc)
+
+
+async def _release(store: IdempotentCreates, claim: Claim) -> None:
+    """Free the value of a create refused (4xx); failing that, the refusal still reaches the
+    caller, and the value frees itself after ``PENDING_S`` (its key was never written)."""
+    try:
+        await store.release(claim)
+    except (NatsError, TimeoutError, ApiError) as exc:
+        log.warning("the Idempotency-Key of a refused key create was not freed: %s", exc)
 
 
 def _answer(doc: dict[str, Any], *, replay: bool = False) -> Response:

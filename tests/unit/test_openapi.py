@@ -66,3 +66,11 @@ def test_admin_bodies_are_documented_from_their_decoders(gateway_doc: dict[str, 
     secret = gateway_doc["paths"]["/admin/v1/secrets/{name}"]["put"]["requestBody"]
     assert secret["content"]["application/json"]["schema"]["required"] == ["value"]
     assert "AdminToken" in gateway_doc["components"]["securitySchemes"]
+
+
+def test_the_key_create_documents_its_idempotency_header(gateway_doc: dict[str, Any]) -> None:
+    create = gateway_doc["paths"]["/admin/v1/keys"]["post"]
+    (header,) = [p for p in create.get("parameters", []) if p["in"] == "header"]
+    assert header["name"] == "Idempotency-Key"
+    assert header["required"] is False
+    assert header["schema"]["maxLength"] == 255
