@@ -74,6 +74,7 @@ async def test_a_retried_create_answers_the_first_key_without_its_secret(stack: 
     other = await _create(stack, json.dumps({"name": name, "team": "other"}).encode(), value)
     error = _error(other, 409)
     assert error["code"] == "idempotency_key_reused"
+    assert other.headers["x-should-retry"] == "false"  # a retry of it can never succeed
     assert error["param"] == "Idempotency-Key"
     # Without the header, a create is a create, as before.
     plain = await _create(stack, json.dumps({"name": name, "team": "ci"}).encode(), None)
@@ -121,6 +122,8 @@ async def test_the_answers_are_shared_through_nats_kv(stack: Stack) -> None:
         assert held.held.at <= time.time()
     finally:
         await nc.close()
-    error = _error(await _create(stack, json.dumps({"name": name}).encode(), busy), 409)
+    answer = await _create(stack, json.dumps({"name": name}).encode(), busy)
+    error = _error(answer, 409)
     assert error["code"] == "idempotency_key_in_use"
+    assert answer.headers["Retry-After"] == "1"
     assert len(await _named(stack, name)) == 1

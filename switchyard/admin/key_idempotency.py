@@ -156,6 +156,7 @@ class IdempotentCreates:
                     "the same body; a new key needs a new value",
                     code="idempotency_key_reused",
                     param=HEADER,
+                    no_retry=True,  # (SDKs retry a 409; this one never succeeds)
                 )
             if held.answer is not None:
                 return Replay(held.answer)
