@@ -2,8 +2,8 @@
 HTTP on the session stack: ``/admin/v1/sessions`` and the Sessions page's form. A leaked
 session cookie, or a read-only token handed out, could only be stopped by rotating the token.
 
-Sessions live in each gateway replica's memory: the answers name the replica, and the
-sign-out is said to be that replica's."""
+Sessions are shared by every gateway replica (tests/test_admin_sessions_shared.py runs two):
+the answers name the replica that gave them, and the sign-out is said to be every replica's."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ async def test_sessions_are_listed_without_cookies_and_ended_per_role(stack: Sta
         page = await admin.get("/ui/sessions")
         assert page.status_code == 200
         assert "sess-admin" in page.text
-        assert "this replica" in page.text
+        assert "shared by every gateway replica" in page.text
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert csrf is not None
         out = await admin.post(
@@ -125,4 +125,4 @@ async def test_sessions_are_listed_without_cookies_and_ended_per_role(stack: Sta
     entry = next(e for e in audit if e["actor"] == "sess-admin")
     assert entry["action"] == "session.signout_all"
     assert entry["source"] == "127.0.0.41"
-    assert "other gateway replicas keep theirs" in entry["detail"]
+    assert "ended on every gateway replica" in entry["detail"]

@@ -167,6 +167,8 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.STREAM.PURGE.KV_sy_batches",  # only the batch runner sweeps
             "$JS.API.CONSUMER.MSG.NEXT.KV_sy_batch_lines.reader",  # only the runner reads them
             "$JS.API.CONSUMER.CREATE.CANCELS.x",  # stored cancels are CORE's
+            "$KV.sy_admin_sessions.s.x",  # the web app's sessions are the admin connection's
+            "$JS.API.CONSUMER.CREATE.KV_sy_admin_sessions",
             "secrets.v1.changed.openai",
             CONTROL_ADMIN,
             "$KV.sy_routes.table",
@@ -193,6 +195,10 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_keys.anykey",
             AUDIT,
             "$JS.API.CONSUMER.MSG.NEXT.KV_sy_batch_lines.reader",  # only the runner reads them
+            # The web app's sessions: written and followed on the admin connection only.
+            "$KV.sy_admin_sessions.s.x",
+            "$JS.API.CONSUMER.CREATE.KV_sy_admin_sessions",
+            "$JS.API.DIRECT.GET.KV_sy_admin_sessions.$KV.sy_admin_sessions.s.x",
         ],
         "sub_ok": ["_INBOX_gateway.>"],
         "sub_no": [">", "_INBOX_tail.>", "secrets.v1.changed.>"],
@@ -208,6 +214,13 @@ TABLE: dict[str, dict[str, list[str]]] = {
             AUDIT,
             "$JS.API.STREAM.INFO.AUDIT",
             "$JS.API.CONSUMER.CREATE.AUDIT",
+            # The web app's sessions, shared by every gateway replica: written, followed,
+            # one read by name, and the bucket provisioned.
+            "$KV.sy_admin_sessions.s.x",
+            "$KV.sy_admin_sessions.cut.admin",
+            "$JS.API.CONSUMER.CREATE.KV_sy_admin_sessions",
+            "$JS.API.DIRECT.GET.KV_sy_admin_sessions.$KV.sy_admin_sessions.s.x",
+            "$JS.API.STREAM.CREATE.KV_sy_admin_sessions",
         ],
         "pub_no": [
             SECRET_GET,
@@ -223,6 +236,9 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.DIRECT.GET.OBJ_sy_files",  # the admin app reads no file's bytes
             "$KV.sy_batches.f.x",  # nor writes a file's record
             "$KV.sy_batch_lines.b.1",  # nor a line's result
+            # Nor may it delete or purge the sessions' bucket (only expire entries by TTL).
+            "$JS.API.STREAM.DELETE.KV_sy_admin_sessions",
+            "$JS.API.STREAM.PURGE.KV_sy_admin_sessions",
         ],
         "sub_ok": ["_INBOX_admin.>"],
         "sub_no": [">", "_INBOX_tail.>", "secrets.v1.admin.>", "audit.v1.>"],
@@ -250,6 +266,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_batches.b.x",
             "$KV.sy_batch_lines.b.1",
             "$O.sy_files.C.x",
+            "$KV.sy_admin_sessions.s.x",
             "$JS.API.STREAM.LIST",
             "$JS.API.INFO",
             "$JS.API.STREAM.INFO.AUDIT",

@@ -79,8 +79,8 @@ class AdminContext:
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     refusals: RefusalAudit | None = None  # wrong tokens on /admin/v1, into the audit log
     reads: ReadSlots = field(default_factory=ReadSlots)  # exports and streams open at once
-    # The web app's sign-in sessions, kept in this replica's memory (session_list.py), and
-    # the replica's name, which the sessions' list and sign-out answer with.
+    # The web app's sign-in sessions, shared by every replica (session_list.py), and the
+    # replica's name, which the sessions' list and sign-out answer with.
     sessions: SessionStore | None = None
     instance: str = ""
     # What each Idempotency-Key of POST /keys answered, shared by every replica (NATS KV).

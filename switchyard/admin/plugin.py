@@ -3,8 +3,8 @@
 The gateway serves ``/admin/v1`` and the admin web app (``/ui/``) from the CLIENT zone.
 Management reaches the server zone only through the admin-only exports, on a second NATS
 connection made with the ``admin`` identity, never through the edge's own connection (see
-:mod:`switchyard.apps.gateway`). It also keeps the key index, the batch records and the
-audit log in memory, following their buckets and stream.
+:mod:`switchyard.apps.gateway`). It also keeps the key index, the batch records, the audit
+log and the web app's sign-in sessions in memory, following their buckets and stream.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from switchyard.admin.spend import SpendReader
 from switchyard.admin.token import AdminAuth
 from switchyard.admin.token_audit import STOP_WRITE_S, RefusalAudit, RefusalCounts
 from switchyard.admin.ui import AdminUi
+from switchyard.admin.ui.session_share import SessionShare
 from switchyard.admin.ui.signin_guard import counted_as
 from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
@@ -76,7 +77,10 @@ class AdminPlugin:
             guard=self._ui.guard,
             read_only=settings.admin_readonly_token_file,
         )
+        # A web session is good only with the token it signed in with (a replaced one ends it).
+        self._ui.sessions.use_tokens(self._auth.token_digest)
         self._budgets: BudgetWatch | None = None
+        self._shared: SessionShare | None = None
 
     def routers(self) -> list[APIRouter]:
         return [AdminApi(lambda: self.context).router(), *self._ui.routers()]
@@ -95,12 +99,15 @@ class AdminPlugin:
         index = KeyIndex(js)
         audit_log = AuditLog(nc)
         batches = BatchRecords(js)
+        # The web app's sessions, shared with every other gateway replica through their bucket.
+        shared = SessionShare(js, self._ui.sessions)
         try:
             await index.start()
             await audit_log.start()
             await batches.start()
+            await shared.start()
         except BaseException:  # a follower that did not start: stop the ones that did
-            for follower in (batches, audit_log, index):
+            for follower in (shared, batches, audit_log, index):
                 with contextlib.suppress(Exception):
                     await follower.stop()
             raise
@@ -130,6 +137,7 @@ class AdminPlugin:
             instance=self._instance,
             idempotency=IdempotentCreates(js),
         )
+        self._shared = shared
         self._budgets = BudgetWatch(
             nc.jetstream(timeout=5), self.context.spend, metrics, settings.admin.budget_watch_s
         )
@@ -149,6 +157,9 @@ class AdminPlugin:
         budgets, self._budgets = self._budgets, None
         if budgets is not None:
             await budgets.stop()
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            await shared.stop()
         context, self.context = self.context, None
         if context is not None:
             if context.refusals is not None:

@@ -5,11 +5,11 @@ A session is listed by its role (``admin`` or ``read-only``: the token it signed
 name given at sign-in, the address it signed in from, and when it signed in and was last used;
 never its cookie (the store keeps only the cookie's digest, and lists no digest either).
 
-Sessions live in each gateway replica's memory (:mod:`switchyard.admin.ui.sessions`), so both
-the list and the sign-out are this replica's: every answer names the replica
-(``gateway``), and ending a role's sessions ends them here only. With several replicas, call
-each one (its own address, as a pod's), or rotate the token. API calls made with a
-token are no sessions: only rotating the token stops those.
+Sessions are shared by every gateway replica (the ``sy_admin_sessions`` bucket, followed live
+by each: :mod:`switchyard.admin.ui.session_share`), so the list is every replica's, whichever
+answers, and ending a role's sessions ends them on every replica within a moment (each answer
+still names the replica that gave it: ``gateway``). API calls made with a token are no
+sessions: only rotating the token stops those.
 
 Signing out everywhere needs the admin token (a read-only caller gets 403
 ``admin_read_only``, as for every change) and is audited (``session.signout_all``).
@@ -60,17 +60,18 @@ def session_doc(session: Session) -> dict[str, Any]:
 
 
 def live(c: AdminContext) -> list[Session]:
-    """This replica's live sessions (none where the API is mounted without its web app)."""
+    """Every replica's live sessions (none where the API is mounted without its web app)."""
     return [] if c.sessions is None else c.sessions.live()
 
 
 async def sign_out_all(
     c: AdminContext, role: RoleName, *, actor: str, source: str, via: Literal["ui", "api"]
 ) -> int:
-    """Ends every ``role`` session on this replica and records it; returns how many ended."""
-    ended = 0 if c.sessions is None else c.sessions.end_all(ROLES[role])
-    where = f"gateway {c.instance}" if c.instance else "this gateway"
-    detail = f"{ended} ended on {where} (other gateway replicas keep theirs)"
+    """Ends every ``role`` session, on every gateway replica, and records it; returns how many
+    were live."""
+    ended = 0 if c.sessions is None else await c.sessions.end_all(ROLES[role])
+    where = f" (from gateway {c.instance})" if c.instance else ""
+    detail = f"{ended} ended on every gateway replica{where}"
     await c.audit.record(actor, ACTION, f"{role} sessions", detail, source=source, via=via)
     return ended
 
@@ -80,7 +81,7 @@ def _ok(doc: Any) -> Response:
 
 
 async def list_sessions(request: Request, c: AdminContext) -> Response:
-    """``GET /admin/v1/sessions``: this replica's live sessions, oldest sign-in first."""
+    """``GET /admin/v1/sessions``: the live sessions (every replica's), oldest sign-in first."""
     docs = [session_doc(s) for s in live(c)]
     return _ok({"gateway": c.instance, "sessions": docs})
 
@@ -97,14 +98,14 @@ ENDPOINTS = [
     (
         "/sessions",
         "GET",
-        "Web app sign-in sessions on this gateway replica (each keeps its own): role, name, "
-        "address, signed in, last seen",
+        "Web app sign-in sessions (shared by every gateway replica): role, name, address, "
+        "signed in, last seen",
         list_sessions,
     ),
     (
         "/sessions/signout",
         "POST",
-        "End every session of a role on this gateway replica (body: role admin|read-only)",
+        "End every session of a role, on every gateway replica (body: role admin|read-only)",
         sign_out_sessions,
     ),
 ]

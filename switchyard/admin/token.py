@@ -176,6 +176,11 @@ class AdminAuth:
         )
         self._guard = guard
 
+    def token_digest(self, read_only: bool) -> bytes:
+        """The SHA-256 of the admin token (``read_only``: the read-only one's; b"": none):
+        the web app's sessions are marked with the token they signed in with."""
+        return (self._read_only if read_only else self._digest) or b""
+
     def check(self, presented: str | None) -> Role:
         """The role of a right token. Raises AuthenticationFailed (401), or ServiceUnavailable
         when no admin token is set up (a read-only one alone opens nothing)."""

@@ -133,6 +133,12 @@ def permissions_for(identity: Identity) -> Permissions:
                     s.AUDIT_ALL,
                     *_stream_follow(s.AUDIT_STREAM),
                     f"$JS.API.STREAM.CREATE.{s.AUDIT_STREAM}",
+                    # The web app's sessions, shared by every gateway replica (it provisions
+                    # the bucket: create it, or update its settings; never delete or purge).
+                    *_kv_read(s.ADMIN_SESSIONS_BUCKET),
+                    *_kv_write(s.ADMIN_SESSIONS_BUCKET),
+                    f"$JS.API.STREAM.CREATE.KV_{s.ADMIN_SESSIONS_BUCKET}",
+                    f"$JS.API.STREAM.UPDATE.KV_{s.ADMIN_SESSIONS_BUCKET}",
                     # Provisions the Batch API's buckets; reads batch progress; cancels a
                     # batch (rewrites its record, compare-and-set; never a file's record).
                     *_kv_read(s.BATCHES_BUCKET),

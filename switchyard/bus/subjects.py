@@ -82,6 +82,9 @@ BATCHES_BUCKET = "sy_batches"
 BATCH_LINES_BUCKET = "sy_batch_lines"
 # CLIENT: what each Idempotency-Key of the management API answered (a day; admin identity)
 ADMIN_IDEMPOTENCY_BUCKET = "sy_admin_idempotency"
+# CLIENT: the admin web app's sign-in sessions (by the cookie's digest), shared by every
+# gateway replica, and the sign-out-everywhere cuts.
+ADMIN_SESSIONS_BUCKET = "sy_admin_sessions"
 # CLIENT shares the key bucket with CORE read-only: its change stream, and direct gets under
 # this prefix (remapped so CORE's own JetStream API does not answer them).
 KEYS_CHANGES = f"$KV.{KEYS_BUCKET}.>"

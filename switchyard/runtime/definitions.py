@@ -26,6 +26,8 @@ RESPONSE_OWNER_TTL_S = 30 * 86400.0
 # How long the management API remembers an Idempotency-Key's answer (a retried create within
 # it gets the first answer back): a day, as is common practice.
 ADMIN_IDEMPOTENCY_TTL_S = 86400.0
+# The admin web app's sessions end 24 hours after sign-in at the latest: their records go then.
+ADMIN_SESSION_TTL_S = 24 * 3600.0
 
 
 def dispatch_stream_config(settings: Settings) -> js_api.StreamConfig:
@@ -201,6 +203,7 @@ BUCKETS: dict[str, tuple[int, float | None]] = {
     s.BATCHES_BUCKET: (1, None),  # CLIENT: Batch API batch records
     s.BATCH_LINES_BUCKET: (1, None),  # CLIENT: one result per batch line, written once
     s.ADMIN_IDEMPOTENCY_BUCKET: (1, ADMIN_IDEMPOTENCY_TTL_S),  # CLIENT: Idempotency-Key answers
+    s.ADMIN_SESSIONS_BUCKET: (1, ADMIN_SESSION_TTL_S),  # CLIENT: web app sessions (gateways)
 }
 
 

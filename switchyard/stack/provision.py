@@ -86,9 +86,9 @@ async def provision_core(nc: NATS, settings: Settings, *, timeout: float = 10.0)
 
 
 async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.0) -> None:
-    """Provision CLIENT (connected as admin): the client-key bucket, the audit stream, the
-    Batch API's files (object store), batch records and line results, and the management
-    API's Idempotency-Key answers.
+    """Provision CLIENT (connected as admin): the client-key bucket, the audit stream, the web
+    app's sessions bucket, the Batch API's files (object store), batch records and line
+    results, and the management API's Idempotency-Key answers.
 
     The audit stream is created once and never updated from here: the admin identity may
     create it but not reshape it (see ``bus.permissions``), so it cannot shrink its own log.
@@ -100,6 +100,7 @@ async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.
     except NotFoundError:
         await js.add_stream(audit_stream_config(settings))
         log.info("created stream %s", s.AUDIT_STREAM)
+    await _ensure_kv(js, s.ADMIN_SESSIONS_BUCKET, settings)
     await _ensure_kv(js, s.BATCHES_BUCKET, settings)
     await _ensure_kv(js, s.BATCH_LINES_BUCKET, settings)
     await _ensure_kv(js, s.ADMIN_IDEMPOTENCY_BUCKET, settings)

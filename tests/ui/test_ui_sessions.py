@@ -38,7 +38,7 @@ async def test_the_sessions_page_lists_sessions_and_signs_a_role_out(
         assert "you" in await mine.inner_text()
         assert "read-only" in await page.locator("tr", has_text="Rita Sessions").inner_text()
         scope = await page.locator("[data-scope]").inner_text()
-        assert "this replica" in scope
+        assert "shared by every gateway replica" in scope
         cookies = {c["value"] for c in await page.context.cookies() if c["name"] == "sy_session"}
         cookies |= {
             c["value"] for c in await reader.page.context.cookies() if c["name"] == "sy_session"
@@ -54,7 +54,7 @@ async def test_the_sessions_page_lists_sessions_and_signs_a_role_out(
         await armed.wait_for()
         await armed.click()
         await page.wait_for_url(web.base + "/ui/sessions")
-        assert "signed out on this gateway" in await page.locator(".flash.ok").inner_text()
+        assert "signed out, on every gateway" in await page.locator(".flash.ok").inner_text()
         assert "Rita Sessions" not in await page.locator("table.data").inner_text()
         await web.shot("sessions-read-only-signed-out")
 

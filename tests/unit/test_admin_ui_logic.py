@@ -45,17 +45,17 @@ def test_api_params_land_on_the_deepest_known_field() -> None:
     assert place(None, fields) == ""
 
 
-def test_sessions_expire_when_idle_and_end_at_sign_out() -> None:
+async def test_sessions_expire_when_idle_and_end_at_sign_out() -> None:
     store = SessionStore(idle_s=60, absolute_s=3600)
-    sid, session = store.create("ada", "127.0.0.1")
-    assert store.get(sid) is session
-    assert store.get("forged") is None
+    sid, session = await store.create("ada", "127.0.0.1")
+    assert await store.get(sid) is session
+    assert await store.get("forged") is None
     session.last_seen = time.time() - 61
-    assert store.get(sid) is None
+    assert await store.get(sid) is None
     assert session.ended
-    sid, session = store.create("ada", "127.0.0.1")
-    store.end(sid)
-    assert store.get(sid) is None
+    sid, session = await store.create("ada", "127.0.0.1")
+    await store.end(sid)
+    assert await store.get(sid) is None
     assert session.ended
     assert sid not in repr(store.__dict__)  # only digests are kept
 
@@ -70,8 +70,8 @@ def _request(headers: dict[str, str]) -> Request:
     return Request(scope)
 
 
-def test_csrf_needs_the_token_and_this_origin() -> None:
-    _, session = SessionStore().create("ada", "")
+async def test_csrf_needs_the_token_and_this_origin() -> None:
+    _, session = await SessionStore().create("ada", "")
     host = {"host": "gw:8081"}
     assert csrf.valid(_request(host), session, session.csrf)
     assert csrf.valid(_request({**host, "x-csrf-token": session.csrf}), session, None)
@@ -144,53 +144,53 @@ def test_deleting_a_secret_strands_only_routes_with_nothing_else_to_answer() -> 
     assert users.stranded == ["only"]
 
 
-def test_swept_evicted_and_old_sessions_end_their_open_streams() -> None:
+async def test_swept_evicted_and_old_sessions_end_their_open_streams() -> None:
     """A stream stops when its session is over; only get() and sign-out used to say so."""
     store = SessionStore(idle_s=60, absolute_s=3600, max_sessions=2)
-    _, idle = store.create("ada", "")
+    _, idle = await store.create("ada", "")
     idle.last_seen = time.time() - 61
-    store.create("bob", "")  # a sign-in sweeps the expired ones
+    await store.create("bob", "")  # a sign-in sweeps the expired ones
     assert idle.over()
-    _, oldest = store.create("cy", "")
+    _, oldest = await store.create("cy", "")
     oldest.last_seen = 0.0  # the least recently used
-    store.create("dee", "")  # evicts it
+    await store.create("dee", "")  # evicts it
     assert oldest.over()
-    _, old = store.create("eve", "")
+    _, old = await store.create("eve", "")
     assert not old.over()
     old.ends_at = time.time() - 1  # 24 hours after its sign-in, however busy
     assert old.over()
 
 
-def test_read_only_sign_ins_never_end_an_admins_session() -> None:
+async def test_read_only_sign_ins_never_end_an_admins_session() -> None:
     """One cap (10,000, least recently used ended) for every session: a script signing in
     with the read-only token signed every idle admin out. Read-only sessions have their own."""
     store = SessionStore(idle_s=60, absolute_s=3600, max_sessions=2, max_read_only=2)
-    _, admin = store.create("ada", "")
+    _, admin = await store.create("ada", "")
     admin.last_seen = time.time() - 59  # idle, the least recently used of all
-    viewers = [store.create(f"viewer {i}", "", read_only=True)[1] for i in range(5)]
+    viewers = [(await store.create(f"viewer {i}", "", read_only=True))[1] for i in range(5)]
     assert not admin.over()
     assert [v.over() for v in viewers] == [True, True, True, False, False]
-    _, second = store.create("bob", "")
-    _, third = store.create("cy", "")  # an admin's sign-in ends the least recent admin
+    _, second = await store.create("bob", "")
+    _, third = await store.create("cy", "")  # an admin's sign-in ends the least recent admin
     assert admin.over()
     assert not second.over()
     assert not third.over()
     assert not viewers[-1].over()
 
 
-def test_a_live_stream_and_a_request_follow_one_idle_rule() -> None:
+async def test_a_live_stream_and_a_request_follow_one_idle_rule() -> None:
     """An open live stream never counted as use, so an admin watching the overview was
     signed out at the next click, while the stream ran on past the idle limit."""
     store = SessionStore(idle_s=60, absolute_s=3600)
-    _, left = store.create("bob", "")
+    _, left = await store.create("bob", "")
     left.last_seen = time.time() - 61
     assert left.over()  # a stream still open on it ends, as the next request would
-    sid, watched = store.create("ada", "")
+    sid, watched = await store.create("ada", "")
     watched.last_seen = time.time() - 59
     watched.seen()  # what the stream does as it sends
     watched.last_seen -= 30
     assert not watched.over()
-    assert store.get(sid) is watched  # the next click finds the session
+    assert await store.get(sid) is watched  # the next click finds the session
 
 
 def test_the_sign_in_hint_says_a_changed_token_file_needs_a_restart() -> None:

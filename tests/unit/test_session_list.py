@@ -13,29 +13,29 @@ from switchyard.admin.ui.sessions import SessionStore
 pytestmark = pytest.mark.unit
 
 
-def test_ending_a_role_ends_its_sessions_only_and_stops_their_streams() -> None:
+async def test_ending_a_role_ends_its_sessions_only_and_stops_their_streams() -> None:
     store = SessionStore(idle_s=60, absolute_s=3600)
-    admin_id, admin = store.create("ada", "10.0.0.1")
-    reader_ids = [store.create(f"rita-{i}", "10.0.0.2", read_only=True) for i in range(3)]
-    expired_id, expired = store.create("old", "10.0.0.3", read_only=True)
+    admin_id, admin = await store.create("ada", "10.0.0.1")
+    reader_ids = [await store.create(f"rita-{i}", "10.0.0.2", read_only=True) for i in range(3)]
+    expired_id, expired = await store.create("old", "10.0.0.3", read_only=True)
     expired.last_seen = time.time() - 61
     assert store.live() == [admin] + [s for _, s in reader_ids]  # oldest sign-in first
-    assert store.end_all(read_only=True) == 3  # the expired one was not live
+    assert await store.end_all(read_only=True) == 3  # the expired one was not live
     for sid, session in reader_ids:
         assert session.ended  # an open live stream checks this and stops
-        assert store.get(sid) is None
-    assert store.get(admin_id) is admin
+        assert await store.get(sid) is None
+    assert await store.get(admin_id) is admin
     assert store.live() == [admin]
-    assert store.end_all(read_only=True) == 0
-    assert store.end_all(read_only=False) == 1
+    assert await store.end_all(read_only=True) == 0
+    assert await store.end_all(read_only=False) == 1
     assert admin.ended
-    assert store.get(admin_id) is None
-    assert store.get(expired_id) is None
+    assert await store.get(admin_id) is None
+    assert await store.get(expired_id) is None
 
 
-def test_a_listed_session_shows_no_cookie_nor_digest() -> None:
+async def test_a_listed_session_shows_no_cookie_nor_digest() -> None:
     store = SessionStore()
-    sid, session = store.create("ada", "10.0.0.1", read_only=True)
+    sid, session = await store.create("ada", "10.0.0.1", read_only=True)
     doc = session_doc(session)
     assert doc == {
         "role": "read-only",

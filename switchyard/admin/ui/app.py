@@ -72,7 +72,7 @@ def _over_tls(request: Request) -> bool:
 
 
 SESSION_ENDED = (
-    "Your session ended (signed out, timed out, or the gateway restarted), so that was not "
+    "Your session ended (signed out or timed out), so that was not "
     "saved. Sign in again to go back to the page, then send it again."
 )
 READ_ONLY_DETAIL = "read-only admin token"  # the audit detail of a read-only sign-in and out
@@ -176,7 +176,7 @@ class AdminUi:
         return _secured(HTMLResponse(html, status_code=status))
 
     async def _signin_form(self, request: Request) -> Response:
-        if self.sessions.get(request.cookies.get(COOKIE)) is not None:
+        if await self.sessions.get(request.cookies.get(COOKIE)) is not None:
             return _secured(RedirectResponse(forwarded.root_path(request) + "/ui/", 303))
         return self._signin_page(request, next_url=request.query_params.get("next", ""))
 
@@ -251,7 +251,10 @@ class AdminUi:
             page.headers["Retry-After"] = str(max(1, round(wait)))
             return page
         read_only = role is Role.READ_ONLY
-        session_id, _ = self.sessions.create(name, source, read_only=read_only)
+        try:
+            session_id, _ = await self.sessions.create(name, source, read_only=read_only)
+        except ApiError as exc:  # the sessions' bucket did not answer: no session
+            return self._signin_page(request, exc.message, name=name, status=exc.status)
         await context.audit.record(
             name,
             "session.signin",
@@ -260,7 +263,11 @@ class AdminUi:
             source=context.proxies.audit_source(request.scope),
             via="ui",
         )
-        target = form.get("next")
+        return _secured(self._cookie_set(request, session_id, form.get("next")))
+
+    @staticmethod
+    def _cookie_set(request: Request, session_id: str, target: str) -> Response:
+        """The signed-in redirect to ``target`` (a page of the app, else the overview)."""
         if not target.startswith("/ui/") or target.startswith("//"):
             target = "/ui/"
         root = forwarded.root_path(request)
@@ -276,7 +283,7 @@ class AdminUi:
             samesite="strict",
             secure=_over_tls(request),
         )
-        return _secured(response)
+        return response
 
     def _summarise_later(self) -> None:
         """Write the recording window's summary when it ends (if no sign-in does it first)."""
@@ -318,7 +325,7 @@ class AdminUi:
             )
 
     async def _signout(self, ui: Ui) -> Response:
-        self.sessions.end(ui.request.cookies.get(COOKIE))
+        await self.sessions.end(ui.request.cookies.get(COOKIE))
         await ui.audit("session.signout", detail=READ_ONLY_DETAIL if ui.session.read_only else "")
         response = RedirectResponse(f"{ui.root}/ui/signin", status_code=303)
         response.delete_cookie(COOKIE, path=f"{ui.root}/ui")
@@ -338,7 +345,7 @@ class AdminUi:
             # A form a person sent (not the pages' scripts, which ask for JSON or send the
             # CSRF header): a refusal is a page to read, not raw JSON in the browser window.
             form_post = method != "GET" and not wants_json and csrf.HEADER not in request.headers
-            session = self.sessions.get(request.cookies.get(COOKIE))
+            session = await self.sessions.get(request.cookies.get(COOKIE))
             context = self._current()
             if session is None or context is None:
                 if form_post:

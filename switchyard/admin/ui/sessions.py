@@ -1,10 +1,20 @@
-"""Browser sessions of the admin web app, kept in the gateway's memory.
+"""Browser sessions of the admin web app, shared by every gateway replica through NATS KV.
 
 Signing in with the admin token creates a session: a random id in an ``HttpOnly``,
-``SameSite=Strict`` cookie (``Secure`` over TLS) and a CSRF token for its forms. The store
-keeps only the SHA-256 of each id. Sessions end after 8 hours without a request, 24 hours after
-sign-in, at sign-out, or when the gateway restarts (everyone signs in again); with several
-gateway replicas a load balancer must keep a browser on one replica (sticky sessions).
+``SameSite=Strict`` cookie (``Secure`` over TLS) and a CSRF token for its forms (derived from
+the id, so every replica knows it and none stores it). Nothing keeps the id: each session is
+kept under the SHA-256 of it, in this replica's memory and in the ``sy_admin_sessions`` bucket
+(:mod:`switchyard.admin.ui.session_share`), which every replica follows live. So a session
+signed in on one replica is good on every other, the Sessions list is every replica's, and a
+sign-out (one session, or every session of a role) ends them on every replica within a moment.
+Sessions end after 8 hours without a request, 24 hours after sign-in (the bucket's TTL), at
+sign-out, by "sign out everywhere", or when the token they signed in with is replaced (each
+records a mark of it, :func:`token_mark`); a gateway restart alone ends none.
+
+A page view costs no KV round trip: the session is read from memory (the watch keeps it
+current), and its last use is written back at most once a :data:`TOUCH_S` (the idle limit is
+judged from the latest use any replica wrote). A cookie this replica has not heard of yet (a
+sign-in on another replica a moment ago) is looked up in the bucket once.
 
 A page's open live stream is use, as a request is (:meth:`Session.seen`): an admin watching
 the overview for hours was signed out at the next click, while the stream ran on past the
@@ -13,22 +23,34 @@ A page streams only while it is in view (``live.js`` closes the stream when the 
 hidden and opens it when shown): a page left open behind other tabs kept its session alive
 until the absolute limit.
 
-The Sessions page and ``/admin/v1/sessions`` list them and end every one of a kind (the
-admin token's or the read-only one's): on the gateway replica that answers only, since each
-keeps its own (:mod:`switchyard.admin.session_list`).
+Flash messages and a previewed import stay in the memory of the replica that made them (a
+browser's next request normally comes back to it; elsewhere they are simply not shown).
+Without a bucket (the store not attached, as in unit tests) sessions are this process's only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
+import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import msgspec
+
+from switchyard.errors import ApiError
+from switchyard.runtime.definitions import ADMIN_SESSION_TTL_S
+
+log = logging.getLogger("switchyard.admin.ui")
 
 COOKIE = "sy_session"
 IDLE_S = 8 * 3600.0
-ABSOLUTE_S = 24 * 3600.0
+ABSOLUTE_S = ADMIN_SESSION_TTL_S  # 24 hours: the bucket's TTL
+TOUCH_S = 60.0  # a session's last use is written to the bucket at most this often
 MAX_SESSIONS = 10_000  # sessions of the admin token; past it the least recently used ends
 # Sessions of the read-only token, capped on their own: its sign-ins only ever end another
 # read-only session, never an admin's (one cap for both let a read-only token holder sign in
@@ -52,6 +74,8 @@ class Session:
     ended: bool = False  # signed out or expired: open streams stop
     ends_at: float = float("inf")  # the absolute expiry (set by the store)
     idle_s: float = IDLE_S  # ended this long after the last use (set by the store)
+    written_seen: float = 0.0  # the last use the bucket holds (touched every TOUCH_S)
+    token_mark: str = ""  # binds it to the token it signed in with (:func:`token_mark`)
 
     def over(self) -> bool:
         """Ended, past its absolute expiry or idle too long (an open stream checks this as
@@ -75,69 +99,239 @@ def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
+def csrf_token(session_id: str) -> str:
+    """The session's CSRF token: derived from its id (which only the browser holds), so every
+    replica has it without storing it, and it says nothing of the id."""
+    mac = hmac.new(session_id.encode(), b"switchyard admin csrf", hashlib.sha256)
+    return mac.hexdigest()
+
+
+def token_mark(token_digest: bytes) -> str:
+    """Which token a session signed in with, keyed by that token (its SHA-256): nothing to
+    read a token from. A session is good only while the gateway's token of its role has this
+    mark: replace the token file and restart the gateways, and the sessions signed in with
+    the old token end, as when a restart ended every session."""
+    return hmac.new(token_digest, b"switchyard admin session", hashlib.sha256).hexdigest()[:32]
+
+
+# The SHA-256 of the token of a role (``read_only``) as this gateway has it (b"": none).
+TokenDigest = Callable[[bool], bytes]
+
+
+class SessionRecord(msgspec.Struct, forbid_unknown_fields=False):
+    """A session as the bucket keeps it (under its id's digest): no id, no CSRF token."""
+
+    actor: str
+    source: str
+    read_only: bool
+    created: float
+    last_seen: float
+    token_mark: str = ""
+
+
+class SessionBucket(Protocol):
+    """Where the sessions are shared (:class:`~switchyard.admin.ui.session_share.SessionShare`)."""
+
+    async def put(self, digest: str, record: SessionRecord) -> None: ...
+    async def delete(self, digest: str) -> None: ...
+    async def fetch(self, digest: str) -> SessionRecord | None: ...
+    async def cut(self, read_only: bool, at: float) -> None: ...
+
+
+def record_of(session: Session) -> SessionRecord:
+    return SessionRecord(
+        session.actor,
+        session.source,
+        session.read_only,
+        session.created,
+        session.last_seen,
+        session.token_mark,
+    )
+
+
 class SessionStore:
+    """The sessions, by the digest of their id. ``attach`` shares them through a bucket: every
+    change is written there, and the bucket's changes (any replica's) are applied here by
+    :meth:`apply` and :meth:`apply_cut`."""
+
     def __init__(
         self,
         idle_s: float = IDLE_S,
         absolute_s: float = ABSOLUTE_S,
         max_sessions: int = MAX_SESSIONS,
         max_read_only: int = MAX_READ_ONLY_SESSIONS,
+        touch_s: float = TOUCH_S,
     ) -> None:
         self._sessions: dict[str, Session] = {}
+        self._touch_s = touch_s
         self._idle = idle_s
         self._absolute = absolute_s
         self._max = {False: max_sessions, True: max_read_only}  # by ``read_only``
+        # Sessions of a role signed in at or before this time are over: "sign out everywhere".
+        self._cut = {False: 0.0, True: 0.0}
+        self._bucket: SessionBucket | None = None
+        self._touches: set[asyncio.Task[None]] = set()
+        self._token: TokenDigest = lambda read_only: b""
 
-    def create(self, actor: str, source: str, read_only: bool = False) -> tuple[str, Session]:
-        """A new session; returns its id (for the cookie, never stored) and the session."""
+    def use_tokens(self, token: TokenDigest) -> None:
+        """Sessions are good only with the token they signed in with, as ``token`` gives it."""
+        self._token = token
+
+    def attach(self, bucket: SessionBucket | None) -> None:
+        """Share the sessions through ``bucket`` from now on (None: this process's only)."""
+        self._bucket = bucket
+
+    def _ended(self, digest: str) -> None:
+        session = self._sessions.pop(digest, None)
+        if session is not None:
+            session.ended = True  # its open streams stop too
+
+    async def create(self, actor: str, source: str, read_only: bool = False) -> tuple[str, Session]:
+        """A new session; returns its id (for the cookie, never stored) and the session.
+        Raises what the bucket raises when it cannot be written (no session then)."""
         self._sweep()
         alike = [d for d, s in self._sessions.items() if s.read_only == read_only]
         if len(alike) >= self._max[read_only]:  # drop the least recently used of its kind
             oldest = min(alike, key=lambda d: self._sessions[d].last_seen)
-            self._sessions.pop(oldest).ended = True  # its open streams stop too
+            await self._end_digest(oldest)
         session_id = secrets.token_urlsafe(32)
         session = Session(actor=actor, source=source, read_only=read_only)
+        session.csrf = csrf_token(session_id)
+        session.token_mark = token_mark(self._token(read_only))
         session.ends_at = session.created + self._absolute
         session.idle_s = self._idle
-        self._sessions[_digest(session_id)] = session
+        session.written_seen = session.last_seen
+        digest = _digest(session_id)
+        if self._bucket is not None:
+            await self._bucket.put(digest, record_of(session))
+        self._sessions[digest] = session
         return session_id, session
 
-    def get(self, session_id: str | None) -> Session | None:
+    def _from_record(self, record: SessionRecord) -> Session:
+        session = Session(
+            actor=record.actor,
+            source=record.source,
+            read_only=record.read_only,
+            created=record.created,
+            last_seen=record.last_seen,
+            token_mark=record.token_mark,
+        )
+        session.ends_at = record.created + self._absolute
+        session.idle_s = self._idle
+        session.written_seen = record.last_seen
+        return session
+
+    async def get(self, session_id: str | None) -> Session | None:
         """The live session for a cookie value, refreshed; None when unknown or expired."""
         if not session_id:
             return None
         digest = _digest(session_id)
         session = self._sessions.get(digest)
+        if session is None and self._bucket is not None:  # signed in elsewhere a moment ago
+            record = await self._bucket.fetch(digest)
+            if record is not None:
+                self.apply(digest, record)
+                session = self._sessions.get(digest)
         if session is None:
             return None
-        if session.over():
-            del self._sessions[digest]
-            session.ended = True
+        if session.over() or not self._current(session):
+            self._ended(digest)
             return None
+        session.csrf = csrf_token(session_id)
         session.seen()
+        if self._bucket is not None and session.last_seen - session.written_seen >= self._touch_s:
+            session.written_seen = session.last_seen
+            task = asyncio.get_running_loop().create_task(self._touch(digest, session))
+            self._touches.add(task)
+            task.add_done_callback(self._touches.discard)
         return session
 
-    def end(self, session_id: str | None) -> None:
+    async def _touch(self, digest: str, session: Session) -> None:
+        """Write a session's last use, for the idle limit on every replica."""
+        if self._bucket is None or session.over():
+            return
+        try:
+            await self._bucket.put(digest, record_of(session))
+        except ApiError as exc:  # written again at the next use past TOUCH_S
+            session.written_seen = 0.0
+            log.warning("a web app session's last use was not written (%s)", type(exc).__name__)
+
+    async def end(self, session_id: str | None) -> None:
+        """Signs one session out, on every replica."""
         if session_id:
-            session = self._sessions.pop(_digest(session_id), None)
-            if session is not None:
-                session.ended = True
+            await self._end_digest(_digest(session_id))
+
+    async def _end_digest(self, digest: str) -> None:
+        self._ended(digest)
+        if self._bucket is not None:
+            await self._bucket.delete(digest)
+
+    def _current(self, session: Session) -> bool:
+        """Signed in with the token the gateway has now (not one since replaced)."""
+        mark = token_mark(self._token(session.read_only))
+        return hmac.compare_digest(mark, session.token_mark)
 
     def live(self) -> list[Session]:
         """Every session not ended or expired, oldest sign-in first."""
         self._sweep()
-        return sorted(self._sessions.values(), key=lambda s: s.created)
+        return sorted(
+            (s for s in self._sessions.values() if self._current(s)), key=lambda s: s.created
+        )
 
-    def end_all(self, read_only: bool) -> int:
+    async def end_all(self, read_only: bool) -> int:
         """Ends every session of one kind (``read_only``: the read-only token's, else the
-        admin token's); their open streams stop too. Returns how many were live."""
+        admin token's), on every replica: each ends those signed in until now. Their open
+        streams stop too. Returns how many were live."""
         self._sweep()
-        ended = [d for d, s in self._sessions.items() if s.read_only == read_only]
-        for digest in ended:
-            self._sessions.pop(digest).ended = True
-        return len(ended)
+        at = time.time()
+        # Counted first: the watch may bring the cut back (and apply it) before the write returns.
+        live = sum(
+            s.read_only == read_only and s.created <= at and self._current(s)
+            for s in self._sessions.values()
+        )
+        if self._bucket is not None:
+            await self._bucket.cut(read_only, at)
+        self.apply_cut(read_only, at)
+        return live
+
+    def apply(self, digest: str, record: SessionRecord | None) -> None:
+        """A session written to the bucket (by any replica), or deleted (None)."""
+        if record is None:
+            self._ended(digest)
+            return
+        if record.created <= self._cut[record.read_only]:
+            self._ended(digest)  # signed out everywhere, and written since (a last use)
+            return
+        session = self._sessions.get(digest)
+        if session is None:
+            session = self._from_record(record)
+            if session.over():
+                return
+            self._sessions[digest] = session
+            return
+        session.last_seen = max(session.last_seen, record.last_seen)
+        session.written_seen = max(session.written_seen, record.last_seen)
+
+    def apply_cut(self, read_only: bool, at: float) -> int:
+        """Every session of a kind signed in at or before ``at`` is over; returns how many
+        live ones that ended here."""
+        self._cut[read_only] = cut = max(self._cut[read_only], at)
+        gone = [
+            d for d, s in self._sessions.items() if s.read_only == read_only and s.created <= cut
+        ]
+        live = sum(not self._sessions[d].over() for d in gone)
+        for digest in gone:
+            self._ended(digest)
+        return live
+
+    async def stop(self) -> None:
+        """Waits for the last uses being written (they are small), then stops sharing."""
+        touches = list(self._touches)
+        if touches:
+            await asyncio.wait(touches, timeout=2.0)
+        self._bucket = None
 
     def _sweep(self) -> None:
         expired = [d for d, s in self._sessions.items() if s.over()]
         for digest in expired:
-            self._sessions.pop(digest).ended = True  # its open streams stop too
+            self._ended(digest)

@@ -1,6 +1,6 @@
-"""Sessions: who is signed in to this gateway replica's web app, and "sign out everywhere"
-per role (the admin token's sessions, or the read-only token's; admin only, audited).
-What is listed and ended is this replica's (:mod:`switchyard.admin.session_list`)."""
+"""Sessions: who is signed in to the web app, and "sign out everywhere" per role (the admin
+token's sessions, or the read-only token's; admin only, audited). What is listed and ended is
+every gateway replica's (:mod:`switchyard.admin.session_list`)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ async def sessions_page(ui: Ui) -> Response:
 
 
 async def sign_out_role(ui: Ui) -> Response:
-    """**Sign out every admin / read-only session** on this replica; one's own too (then the
+    """**Sign out every admin / read-only session**, on every replica; one's own too (then the
     sign-in page)."""
     role = ui.form.get("role")
     if role not in ROLES:
@@ -39,7 +39,7 @@ async def sign_out_role(ui: Ui) -> Response:
         response = ui.redirect("/ui/signin")
         response.delete_cookie(COOKIE, path=f"{ui.root}/ui")
         return response
-    said = f"{ended} {role} session{'' if ended == 1 else 's'} signed out on this gateway."
+    said = f"{ended} {role} session{'' if ended == 1 else 's'} signed out, on every gateway."
     return ui.redirect("/ui/sessions", flash=("ok", said))
 
 

@@ -1,0 +1,136 @@
+"""The web app's sessions in the ``sy_admin_sessions`` bucket, shared by every gateway replica.
+
+Each session is one entry, ``s.<digest>`` (the SHA-256 of the cookie's value: the bucket never
+holds the value itself, nor the CSRF token derived from it), holding who signed in, from
+where, when, and when last used; "sign out everywhere" writes ``cut.<role>``, the time before
+which every session of that role is over. Every replica follows the bucket live
+(:class:`~switchyard.runtime.kvwatch.KvFollower`) into its :class:`SessionStore`, so a sign-in,
+a sign-out or a cut made on one replica holds on every other within milliseconds, and a page
+view reads memory only. The bucket's TTL is a session's absolute lifetime (24 hours): an entry
+not written for that long is gone, and a cut is forgotten only once every session it ended
+would have expired anyway.
+
+The gateway's admin connection (identity ``admin``) reads and writes the bucket and the
+provisioner creates it (:func:`switchyard.stack.provision.provision_client`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from switchyard.admin.ui.sessions import SessionRecord, SessionStore
+from switchyard.bus import subjects
+from switchyard.errors import ServiceUnavailable
+from switchyard.runtime.kvwatch import KvFollower
+
+log = logging.getLogger("switchyard.admin.ui")
+
+SESSION_PREFIX = "s."
+CUT_PREFIX = "cut."
+_ROLE_KEYS = {False: "admin", True: "read-only"}  # by ``read_only``
+_ROLES = {name: read_only for read_only, name in _ROLE_KEYS.items()}
+_ENCODE = msgspec.json.Encoder()
+_RECORD = msgspec.json.Decoder(SessionRecord)
+
+
+class Cut(msgspec.Struct):
+    at: float  # sessions of the role signed in at or before this time are over
+
+
+_CUT = msgspec.json.Decoder(Cut)
+UNAVAILABLE = (
+    "the web app's sessions cannot be written now (the gateway's NATS connection did not "
+    "answer); try again in a moment"
+)
+
+
+class SessionShare:
+    """Follows the bucket into ``store`` and writes the store's changes to it."""
+
+    def __init__(self, js: JetStreamContext, store: SessionStore) -> None:
+        self._js = js
+        self._store = store
+        self._kv: KeyValue | None = None
+        self._follower = KvFollower(js, subjects.ADMIN_SESSIONS_BUCKET, self._on_entry)
+
+    async def start(self) -> bool:
+        """Returns once every session in the bucket is known here; the store shares from then.
+        A bucket that cannot be followed (not provisioned yet, or a NATS config without the
+        admin identity's rights to it: an upgrade half done) is logged as an error and the
+        sessions stay this replica's, as before, rather than the gateway not starting. Returns
+        whether they are shared."""
+        try:
+            self._kv = await self._js.key_value(subjects.ADMIN_SESSIONS_BUCKET)
+            await self._follower.start()
+        except (NatsError, TimeoutError) as exc:
+            await self._follower.stop()
+            self._kv = None
+            log.error(
+                "the web app's sessions are this gateway replica's only: the %s bucket cannot "
+                "be followed (%s). Provision (`switchyard provision`, the init Job) with the "
+                "NATS config of this version, then restart the gateway",
+                subjects.ADMIN_SESSIONS_BUCKET,
+                type(exc).__name__,
+            )
+            return False
+        self._store.attach(self)
+        return True
+
+    async def stop(self) -> None:
+        await self._store.stop()
+        await self._follower.stop()
+
+    def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        if key.startswith(SESSION_PREFIX):
+            digest = key.removeprefix(SESSION_PREFIX)
+            self._store.apply(digest, None if value is None else _RECORD.decode(value))
+        elif key.startswith(CUT_PREFIX) and value is not None:
+            read_only = _ROLES.get(key.removeprefix(CUT_PREFIX))
+            if read_only is not None:
+                self._store.apply_cut(read_only, _CUT.decode(value).at)
+
+    def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            raise ServiceUnavailable(UNAVAILABLE)
+        return self._kv
+
+    async def put(self, digest: str, record: SessionRecord) -> None:
+        try:
+            await self._bucket().put(SESSION_PREFIX + digest, _ENCODE.encode(record))
+        except (NatsError, TimeoutError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def delete(self, digest: str) -> None:
+        try:
+            await self._bucket().delete(SESSION_PREFIX + digest)
+        except (NatsError, TimeoutError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def cut(self, read_only: bool, at: float) -> None:
+        try:
+            await self._bucket().put(CUT_PREFIX + _ROLE_KEYS[read_only], _ENCODE.encode(Cut(at)))
+        except (NatsError, TimeoutError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def fetch(self, digest: str) -> SessionRecord | None:
+        """A session signed in elsewhere that the watch has not brought yet (None: none, or
+        the bucket did not answer: the cookie is refused as unknown)."""
+        try:
+            entry = await self._bucket().get(SESSION_PREFIX + digest)
+        except KeyNotFoundError:
+            return None
+        except (NatsError, TimeoutError, ServiceUnavailable) as exc:
+            log.warning("a web app session was not looked up (%s)", type(exc).__name__)
+            return None
+        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+            return None
+        try:
+            return _RECORD.decode(entry.value)
+        except msgspec.DecodeError:
+            return None

@@ -1,0 +1,164 @@
+"""Two gateway replicas' session stores sharing the ``sy_admin_sessions`` bucket of one real
+nats-server: what one writes, the other applies within a moment (sign-in, sign-out, a sign-out
+everywhere, the last use that the idle limit is judged by), and a replica started later learns
+it all from the bucket. Sessions lived in each replica's memory: none of this held."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+
+from switchyard.admin.ui.session_share import SessionShare
+from switchyard.admin.ui.sessions import SessionRecord, SessionStore, _digest
+from switchyard.bus import subjects
+from switchyard.config import Settings
+from switchyard.runtime.definitions import ADMIN_SESSION_TTL_S, bucket_config
+from tests.support import jetstream_server, until
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def _replica(nc: NATS, **options: float) -> AsyncIterator[SessionStore]:
+    """One replica's session store, sharing through the bucket."""
+    store = SessionStore(**options)  # type: ignore[arg-type]
+    share = SessionShare(nc.jetstream(timeout=5), store)
+    await share.start()
+    try:
+        yield store
+    finally:
+        await share.stop()
+
+
+@pytest.fixture
+async def nc(tmp_path: Path) -> AsyncIterator[NATS]:
+    async with jetstream_server(tmp_path / "js") as (client, _):
+        await client.jetstream().create_key_value(
+            bucket_config(subjects.ADMIN_SESSIONS_BUCKET, Settings())
+        )
+        yield client
+
+
+async def test_the_bucket_expires_sessions_at_their_lifetime(nc: NATS) -> None:
+    info = await nc.jetstream().stream_info(f"KV_{subjects.ADMIN_SESSIONS_BUCKET}")
+    assert info.config.max_age == ADMIN_SESSION_TTL_S == 24 * 3600
+
+
+async def test_a_session_signed_in_on_one_replica_is_good_and_ended_on_the_other(nc: NATS) -> None:
+    async with _replica(nc) as one, _replica(nc) as two:
+        sid, session = await one.create("ada", "10.0.0.1")
+        # At once, before the watch brings it: looked up in the bucket, with the same CSRF.
+        seen = await two.get(sid)
+        assert seen is not None
+        assert (seen.actor, seen.source, seen.read_only) == ("ada", "10.0.0.1", False)
+        assert seen.csrf == session.csrf
+        assert [s.actor for s in two.live()] == ["ada"]
+        assert await two.get("forged") is None
+
+        await two.end(sid)  # signed out on the other replica
+        began = time.monotonic()
+        await until(lambda: session.ended, timeout=2.0)
+        assert time.monotonic() - began < 2.0
+        assert await one.get(sid) is None
+        assert one.live() == []
+
+
+async def test_signing_out_everywhere_holds_on_every_replica_and_later_ones(nc: NATS) -> None:
+    async with _replica(nc) as one, _replica(nc) as two:
+        reader_id, _ = await one.create("rita", "10.0.0.2", read_only=True)
+        other_id, _ = await two.create("rob", "10.0.0.3", read_only=True)
+        admin_id, _ = await two.create("ada", "10.0.0.1")
+        await until(lambda: len(one.live()) == 3 and len(two.live()) == 3, timeout=2.0)
+        readers = [s for s in one.live() if s.read_only]
+
+        assert await two.end_all(read_only=True) == 2
+        await until(lambda: all(s.ended for s in readers), timeout=2.0)
+        assert await one.get(reader_id) is None
+        assert await one.get(other_id) is None
+        assert await one.get(admin_id) is not None
+        assert [s.actor for s in one.live()] == ["ada"]
+
+        # A later read-only sign-in is good; an ended one written again (a last use sent by
+        # a replica that had not heard of the cut yet) stays ended.
+        later_id, _ = await one.create("rhea", "10.0.0.4", read_only=True)
+        assert await two.get(later_id) is not None
+        kv = await nc.jetstream().key_value(subjects.ADMIN_SESSIONS_BUCKET)
+        old = SessionRecord("rita", "10.0.0.2", True, readers[0].created, time.time())
+        await kv.put(f"s.{_digest(reader_id)}", msgspec.json.encode(old))
+        await asyncio.sleep(0.3)
+        assert await one.get(reader_id) is None
+        assert await two.get(reader_id) is None
+
+        # A replica started now learns the cut and the sessions from the bucket alone.
+        async with _replica(nc) as three:
+            assert sorted(s.actor for s in three.live()) == ["ada", "rhea"]
+            assert await three.get(reader_id) is None
+            assert await three.get(admin_id) is not None
+
+
+async def test_the_idle_limit_counts_a_use_on_any_replica(nc: NATS) -> None:
+    """An admin busy on one replica is not signed out as idle by the other."""
+    async with _replica(nc, idle_s=2.0, touch_s=0.2) as one, _replica(nc, idle_s=2.0) as two:
+        sid, _ = await one.create("ada", "10.0.0.1")
+        on_two = await two.get(sid)
+        assert on_two is not None
+        for _ in range(6):  # used on the first replica for 3 s, never on the second
+            await asyncio.sleep(0.5)
+            assert await one.get(sid) is not None
+        assert not on_two.over()
+        assert await two.get(sid) is on_two
+        # Without a use anywhere, both end it.
+        await asyncio.sleep(2.2)
+        assert await one.get(sid) is None
+        assert await two.get(sid) is None
+
+
+async def test_a_replaced_token_ends_the_sessions_signed_in_with_the_old_one(nc: NATS) -> None:
+    """A restart ended every session, so replacing a token (and restarting) locked out who
+    signed in with the old one; sessions that outlive restarts must still end then."""
+    old = {False: hashlib.sha256(b"old admin token").digest(), True: b""}
+    new = {False: hashlib.sha256(b"new admin token").digest(), True: b""}
+    async with _replica(nc) as before, _replica(nc) as after:
+        before.use_tokens(old.__getitem__)
+        after.use_tokens(new.__getitem__)
+        sid, _ = await before.create("ada", "10.0.0.1")
+        reader_id, _ = await before.create("rita", "10.0.0.2", read_only=True)
+        assert await after.get(sid) is None  # the admin token was replaced: over
+        assert await after.get(reader_id) is not None  # the read-only one was not
+        assert [s.actor for s in after.live()] == ["rita"]
+        assert await before.get(sid) is not None  # a replica still on the old token
+
+
+async def test_the_bucket_keeps_no_cookie_nor_csrf_token(nc: NATS) -> None:
+    async with _replica(nc) as one:
+        sid, session = await one.create("ada", "10.0.0.1")
+        await one.end_all(read_only=True)
+        kv = await nc.jetstream().key_value(subjects.ADMIN_SESSIONS_BUCKET)
+        stored = b""
+        for key in await kv.keys():
+            stored += key.encode() + ((await kv.get(key)).value or b"")
+        assert f"s.{_digest(sid)}".encode() in stored
+        assert sid.encode() not in stored
+        assert session.csrf.encode() not in stored
+
+
+async def test_without_the_bucket_sessions_stay_the_replicas_and_the_gateway_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade half done (the bucket not provisioned yet) must not stop the gateway."""
+    async with jetstream_server(tmp_path / "js") as (client, _):
+        store = SessionStore()
+        share = SessionShare(client.jetstream(timeout=2), store)
+        assert not await share.start()
+        assert "sessions are this gateway replica's only" in caplog.text
+        sid, _ = await store.create("ada", "10.0.0.1")
+        assert await store.get(sid) is not None
+        await share.stop()
