@@ -13,6 +13,7 @@ import logging
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
@@ -100,7 +101,6 @@ async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.
     except NotFoundError:
         await js.add_stream(audit_stream_config(settings))
         log.info("created stream %s", s.AUDIT_STREAM)
-    await _ensure_kv(js, s.ADMIN_SESSIONS_BUCKET, settings)
     await _ensure_kv(js, s.BATCHES_BUCKET, settings)
     await _ensure_kv(js, s.BATCH_LINES_BUCKET, settings)
     await _ensure_kv(js, s.ADMIN_IDEMPOTENCY_BUCKET, settings)
@@ -111,6 +111,24 @@ async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.
         log.info("created object store %s", s.FILES_BUCKET)
     else:
         await _fit_files_store(js, settings)
+    await _ensure_sessions_bucket(js, settings)
+
+
+async def _ensure_sessions_bucket(js: JetStreamContext, settings: Settings) -> None:
+    """The web app's sessions bucket, last: with the NATS config of an older version the admin
+    identity may not make it (a timeout), which is said and leaves the rest provisioned; the
+    gateways then keep their sessions in memory, as before, until it is made."""
+    try:
+        await _ensure_kv(js, s.ADMIN_SESSIONS_BUCKET, settings)
+    except (TimeoutError, NatsError) as exc:
+        log.warning(
+            "KV bucket %s not created (%s): render the NATS config of this version "
+            "(`switchyard deploy setup`; on Kubernetes the switchyard-nats Secret), reload "
+            "nats-server and provision again; until then each gateway keeps its web app "
+            "sessions in its own memory",
+            s.ADMIN_SESSIONS_BUCKET,
+            type(exc).__name__,
+        )
 
 
 async def _fit_files_store(js: JetStreamContext, settings: Settings) -> None:

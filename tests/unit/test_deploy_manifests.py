@@ -365,7 +365,8 @@ def test_replicas_spread_over_nodes(manifests: list[dict[str, Any]]) -> None:
 
 
 def test_the_gateway_keeps_a_browser_on_one_replica(manifests: list[dict[str, Any]]) -> None:
-    """The admin console's sessions live in each gateway's memory."""
+    """The admin console's one-time messages and previewed imports live in one gateway's
+    memory (its sessions are shared through NATS KV)."""
     (service,) = [s for s in _of(manifests, "Service") if s["metadata"]["name"] == "gateway"]
     assert _workload(manifests, "gateway")["spec"]["replicas"] > 1
     assert service["spec"]["sessionAffinity"] == "ClientIP"
