@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 
 from switchyard.admin.ui.session_share import SessionShare
 from switchyard.admin.ui.sessions import SessionRecord, SessionStore, _digest
+from switchyard.admin.ui.signin_guard import LIMIT, SigninGuard
 from switchyard.bus import subjects
 from switchyard.config import Settings
 from switchyard.runtime.definitions import ADMIN_SESSION_TTL_S, bucket_config
@@ -27,10 +28,12 @@ pytestmark = pytest.mark.integration
 
 
 @contextlib.asynccontextmanager
-async def _replica(nc: NATS, **options: float) -> AsyncIterator[SessionStore]:
-    """One replica's session store, sharing through the bucket."""
+async def _replica(
+    nc: NATS, guard: SigninGuard | None = None, **options: float
+) -> AsyncIterator[SessionStore]:
+    """One replica's session store (and sign-in guard), sharing through the bucket."""
     store = SessionStore(**options)  # type: ignore[arg-type]
-    share = SessionShare(nc.jetstream(timeout=5), store)
+    share = SessionShare(nc.jetstream(timeout=5), store, guard)
     await share.start()
     try:
         yield store
@@ -162,3 +165,24 @@ async def test_without_the_bucket_sessions_stay_the_replicas_and_the_gateway_sta
         sid, _ = await store.create("ada", "10.0.0.1")
         assert await store.get(sid) is not None
         await share.stop()
+
+
+async def test_wrong_tokens_count_on_every_replica_together(nc: NATS) -> None:
+    """A guesser spread over the replicas got LIMIT wrong tokens a window on each."""
+    one_guard, two_guard = SigninGuard(), SigninGuard()
+    async with _replica(nc, one_guard), _replica(nc, two_guard):
+        half = LIMIT // 2
+        for _ in range(half):
+            assert one_guard.wait_s("203.0.113.9") == 0
+            one_guard.failed("203.0.113.9")
+        await until(lambda: len(two_guard._recent("203.0.113.9", time.time())) == half, 2.0)
+        for _ in range(LIMIT - half):
+            assert two_guard.wait_s("203.0.113.9") == 0
+            two_guard.failed("203.0.113.9")
+        assert two_guard.wait_s("203.0.113.9") > 0
+        await until(lambda: one_guard.wait_s("203.0.113.9") > 0, 2.0)
+        assert one_guard.wait_s("203.0.113.8") == 0  # another address is not held up
+        # A replica started later knows the count from the bucket.
+        three_guard = SigninGuard()
+        async with _replica(nc, three_guard):
+            assert three_guard.wait_s("203.0.113.9") > 0

@@ -161,3 +161,30 @@ async def test_sessions_are_shared_and_signed_out_on_every_gateway(
             assert secret.encode() not in stored
     finally:
         await nc.close()
+
+
+async def test_wrong_tokens_are_counted_on_every_gateway_together(
+    stack: Stack, second_gateway: str
+) -> None:
+    """Ten wrong tokens per address per five minutes, counted per replica, let a guesser
+    spread over two replicas try twenty."""
+    address = "127.0.0.93"  # its own address: the stack's other tests are not held up
+
+    async def wrong(url: str) -> int:
+        async with httpx.AsyncClient(
+            base_url=url,
+            headers={"Origin": url},
+            transport=httpx.AsyncHTTPTransport(local_address=address),
+            timeout=30,
+        ) as web:
+            answer = await web.post("/ui/signin", data={"name": "guess", "token": "x" * 40})
+            return answer.status_code
+
+    for _ in range(5):
+        assert await wrong(stack.gateway_url) == 401
+    await asyncio.sleep(0.3)  # the other gateway hears of them
+    for _ in range(5):
+        assert await wrong(second_gateway) == 401
+    await asyncio.sleep(0.3)
+    assert await wrong(second_gateway) == 429
+    assert await wrong(stack.gateway_url) == 429

@@ -100,7 +100,7 @@ class AdminPlugin:
         audit_log = AuditLog(nc)
         batches = BatchRecords(js)
         # The web app's sessions, shared with every other gateway replica through their bucket.
-        shared = SessionShare(js, self._ui.sessions)
+        shared = SessionShare(js, self._ui.sessions, self._ui.guard)
         try:
             await index.start()
             await audit_log.start()

@@ -10,12 +10,19 @@ view reads memory only. The bucket's TTL is a session's absolute lifetime (24 ho
 not written for that long is gone, and a cut is forgotten only once every session it ended
 would have expired anyway.
 
+The sign-in guard's wrong-token counts are shared the same way
+(:mod:`switchyard.admin.ui.signin_guard`): ``f.<SHA-256 of the address>`` holds an address's
+recent wrong-token times (the address too: the audit log names it anyway), written in the
+background after each wrong token and merged by every replica.
+
 The gateway's admin connection (identity ``admin``) reads and writes the bucket and the
 provisioner creates it (:func:`switchyard.stack.provision.provision_client`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 
 import msgspec
@@ -25,6 +32,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from switchyard.admin.ui.sessions import SessionRecord, SessionStore
+from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.bus import subjects
 from switchyard.errors import ServiceUnavailable
 from switchyard.runtime.kvwatch import KvFollower
@@ -33,6 +41,8 @@ log = logging.getLogger("switchyard.admin.ui")
 
 SESSION_PREFIX = "s."
 CUT_PREFIX = "cut."
+FAILURES_PREFIX = "f."
+MAX_WRITES = 100  # failure counts being written at once; past it one is dropped (a flood)
 _ROLE_KEYS = {False: "admin", True: "read-only"}  # by ``read_only``
 _ROLES = {name: read_only for read_only, name in _ROLE_KEYS.items()}
 _ENCODE = msgspec.json.Encoder()
@@ -44,6 +54,14 @@ class Cut(msgspec.Struct):
 
 
 _CUT = msgspec.json.Decoder(Cut)
+
+
+class Failures(msgspec.Struct):
+    address: str  # as the guard counts it (an IPv6 client's /64)
+    times: list[float]  # its wrong tokens within the guard's window
+
+
+_FAILURES = msgspec.json.Decoder(Failures)
 UNAVAILABLE = (
     "the web app's sessions cannot be written now (the gateway's NATS connection did not "
     "answer); try again in a moment"
@@ -53,9 +71,13 @@ UNAVAILABLE = (
 class SessionShare:
     """Follows the bucket into ``store`` and writes the store's changes to it."""
 
-    def __init__(self, js: JetStreamContext, store: SessionStore) -> None:
+    def __init__(
+        self, js: JetStreamContext, store: SessionStore, guard: SigninGuard | None = None
+    ) -> None:
         self._js = js
         self._store = store
+        self._guard = guard
+        self._writes: set[asyncio.Task[None]] = set()
         self._kv: KeyValue | None = None
         self._follower = KvFollower(js, subjects.ADMIN_SESSIONS_BUCKET, self._on_entry)
 
@@ -80,16 +102,43 @@ class SessionShare:
             )
             return False
         self._store.attach(self)
+        if self._guard is not None:
+            self._guard.shared = self._share_failures
         return True
 
     async def stop(self) -> None:
+        if self._guard is not None:
+            self._guard.shared = None
         await self._store.stop()
+        if self._writes:
+            await asyncio.wait(list(self._writes), timeout=2.0)
         await self._follower.stop()
+
+    def _share_failures(self, address: str, times: list[float]) -> None:
+        """Write an address's wrong-token times, in the background (the answer is not held)."""
+        if len(self._writes) >= MAX_WRITES:
+            return
+        task = asyncio.get_running_loop().create_task(self._write_failures(address, times))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_failures(self, address: str, times: list[float]) -> None:
+        key = FAILURES_PREFIX + hashlib.sha256(address.encode()).hexdigest()[:32]
+        try:
+            await self._bucket().put(key, _ENCODE.encode(Failures(address, times)))
+        except (NatsError, TimeoutError, ServiceUnavailable) as exc:
+            log.warning(
+                "a wrong admin token was not shared with the other gateways (%s)",
+                type(exc).__name__,
+            )
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
         if key.startswith(SESSION_PREFIX):
             digest = key.removeprefix(SESSION_PREFIX)
             self._store.apply(digest, None if value is None else _RECORD.decode(value))
+        elif key.startswith(FAILURES_PREFIX) and value is not None and self._guard is not None:
+            failures = _FAILURES.decode(value)
+            self._guard.merge(failures.address, failures.times)
         elif key.startswith(CUT_PREFIX) and value is not None:
             read_only = _ROLES.get(key.removeprefix(CUT_PREFIX))
             if read_only is not None:

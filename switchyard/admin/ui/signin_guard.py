@@ -15,9 +15,17 @@ wrong token past that (and every one refused with 429) is counted instead, and o
 window is over ONE entry says how many went unrecorded and from how many addresses, so a
 real intruder hidden in a flood is still seen. At most ``RECORDED + 1`` entries an hour come
 from wrong tokens, whatever is sent (docs/admin-ui.md has the arithmetic). The right token
-still signs in (an address may be a shared NAT). The counts live in the gateway's memory,
-like the sessions. Wrong tokens on ``/admin/v1`` count with the sign-in's (one guard, given to
-:class:`~switchyard.admin.token.AdminAuth`): past the limit they are 429 there too.
+still signs in (an address may be a shared NAT). Wrong tokens on ``/admin/v1`` count with the
+sign-in's (one guard, given to :class:`~switchyard.admin.token.AdminAuth`): past the limit they
+are 429 there too.
+
+The per-address counts are shared by every gateway replica, with the sessions
+(:mod:`switchyard.admin.ui.session_share`): each wrong token's time is written to the bucket
+under its address (:attr:`SigninGuard.shared`, in the background: the answer does not wait),
+and the times other replicas write are merged here (:meth:`SigninGuard.merge`), so a guesser
+spread over the replicas is stopped after :data:`LIMIT` wrong tokens in all, not LIMIT on
+each (two replicas counting the same address within milliseconds may each miss the other's
+latest one). The recording caps (which wrong tokens get an audit entry) stay each replica's.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import ipaddress
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -102,6 +111,22 @@ class SigninGuard:
         self._unrecorded = 0
         self._from: set[str] = set()
         self._more_addresses = False
+        # Given an address's recent wrong-token times after each one counted here: writes them
+        # where the other replicas read them (None: this replica's only).
+        self.shared: Callable[[str, list[float]], None] | None = None
+
+    def merge(self, source: str, times: list[float], now: float | None = None) -> None:
+        """Wrong-token times of ``source`` (a counted address) that another replica wrote."""
+        moment = time.time() if now is None else now
+        key = counted_as(source)
+        known = set(self._recent(key, moment))
+        fresh = sorted(known | {t for t in times if moment - t < self._window})
+        if not fresh:
+            return
+        self._failures[key] = fresh
+        self._failures.move_to_end(key)
+        while len(self._failures) > MAX_ADDRESSES:
+            self._failures.popitem(last=False)
 
     def _recent(self, source: str, now: float) -> list[float]:
         times = [t for t in self._failures.get(source, ()) if now - t < self._window]
@@ -130,6 +155,8 @@ class SigninGuard:
         self._failures.move_to_end(key)
         while len(self._failures) > MAX_ADDRESSES:
             self._failures.popitem(last=False)
+        if self.shared is not None:
+            self.shared(key, list(times))
         if len(times) != self._limit:
             return False
         log.warning(
