@@ -30,6 +30,7 @@ from switchyard.errors import AuthenticationFailed, BusError, ObjectDamaged, Ser
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.batchstore import BatchStore
+from switchyard.runtime.shutdown import STOP_STEP_S, within
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import batches as b
@@ -106,13 +107,19 @@ class BatchRunner:
         pausing after a failure) stops at once: the next runner does that step again."""
         self.ready = False
         self._stopping = True
-        await self._sweeper.cancel_all()
+        # The lines first: nothing waited for before them may let another one go out.
         for batch_id, task in self._running.items():
             job = self._driving.get(batch_id)
             if job is not None:
                 job.stop_sending()
             else:
                 task.cancel()
+        # Then the sweep, waited for a bounded time: a sweep whose cancel was swallowed (on
+        # Python 3.11, nats-py's request returns a reply that arrived as the cancel came:
+        # asyncio.wait_for) runs its pass to the end and then ends (see _sweep_forever).
+        # Waited for first and without bound, it held the whole stop, lines still going out,
+        # until the supervisor killed the runner.
+        await within(STOP_STEP_S, self._sweeper.cancel_all(), "the batch sweep's stop")
         cut = await self._jobs.drain(grace)  # (the records' watch tells of cancels meanwhile)
         if cut:
             log.warning(
@@ -133,6 +140,8 @@ class BatchRunner:
                 await self.sweep(time.time())
             except Exception:  # the store is unreachable: nothing is lost by waiting
                 log.exception("sweeping expired batch files and records failed; trying later")
+            if self._stopping:  # its cancel came and was swallowed (see stop): end here
+                return
             await asyncio.sleep(self.settings.batch.sweep_s)
 
     async def sweep(self, now: float) -> tuple[list[str], list[str]]:
