@@ -392,6 +392,9 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.CONSUMER.INFO.DISPATCH.dep-x",
             DISPATCH,  # the feeder moves held requests into dispatch
             "$JS.API.STREAM.PURGE.HOLD",
+            # A request whose deadline passed while held: deleted from HOLD first (no more
+            # than the purge allows), so only one feeder answers it.
+            "$JS.API.STREAM.MSG.DELETE.HOLD",
             # The 504 of a request whose deadline passed while held (its caller's reply
             # mapping): no more than moving it into dispatch let it make a model-proxy send.
             "_R_.abc.def",
@@ -402,7 +405,6 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "llm.v1.hold.x.default.t",
             "$JS.API.STREAM.MSG.DELETE.DISPATCH",
             "$JS.API.STREAM.PURGE.DISPATCH",
-            "$JS.API.STREAM.MSG.DELETE.HOLD",  # the feeder purges moved requests instead
             "$JS.API.STREAM.DELETE.HOLD",
             "$JS.API.STREAM.DELETE.DISPATCH",
             "$JS.API.CONSUMER.DELETE.DISPATCH.dep-x",

@@ -311,7 +311,10 @@ def permissions_for(identity: Identity) -> Permissions:
                 f"$JS.API.CONSUMER.INFO.{hold}.>",
                 f"$JS.FC.{hold}.>",
                 f"$JS.API.STREAM.PURGE.{hold}",
-                "_R_.>",  # the 504 of a request whose deadline passed while it was held
+                # A request whose deadline passed while held: deleted from HOLD (whoever
+                # deletes it answers: once), then its 504 to the caller's reply mapping.
+                f"$JS.API.STREAM.MSG.DELETE.{hold}",
+                "_R_.>",
                 *_kv_read(s.SCHED_BUCKET),
                 *_kv_write(s.SCHED_BUCKET),
             ),

@@ -58,7 +58,7 @@ from switchyard.bus.flow_control import quiet_flow_control
 from switchyard.config import IngressSettings
 from switchyard.control.fairqueue import FairQueue
 from switchyard.control.held import Held, read_held, sequence_and_time
-from switchyard.control.heldexpiry import answer_expired
+from switchyard.control.heldexpiry import Taken, expire
 from switchyard.control.holdbound import full_mark
 from switchyard.control.holdpurge import HoldPurger
 from switchyard.control.mover import Mover
@@ -92,6 +92,8 @@ REWRITE_S = 300.0
 DEFAULT_WINDOW_S = 1.0
 # streams.hold_total_limit's default (control passes the configured value).
 DEFAULT_HOLD_LIMIT = 10_000
+# Expired held requests deleted from HOLD side by side, at most (each one API request).
+EXPIRING_AT_ONCE = 16
 _NOT_DONE = (b"-NAK", b"+WPI")  # a nak or progress report frees no slot
 
 
@@ -166,6 +168,10 @@ class Feeder:
         self._loops = TaskSupervisor("feeder")
         self._work = TaskSupervisor("feeder-moves")
         self._purger = HoldPurger(nc, self._forget)
+        self._expiring = asyncio.Semaphore(EXPIRING_AT_ONCE)
+        # Held requests whose deadline passed, answered 504 by this process (by deployment and
+        # priority): kept across runs, so the counter never goes back.
+        self._expired: dict[tuple[str, str], int] = {}
         self._concurrency: dict[str, int] = {}
         self._concurrency_of: RouteTable | None = None
         # Dispatch holds at most this many per deployment (discard-new): never move past it.
@@ -386,11 +392,24 @@ class Feeder:
         self._purger.finish(item.subject, item.deployment, item.seq)
 
     def _expire(self, item: Held) -> None:
-        """``item``'s deadline passed while it was held: it leaves HOLD and its caller gets
-        its 504 (else a bus caller heard nothing at all)."""
-        self._delete(item)
-        with contextlib.suppress(SupervisorClosed):  # stopping: its caller's timeout tells it
-            self._work.spawn(answer_expired(self._nc, item, self._ingress), name="feeder-expired")
+        """``item``'s deadline passed while it was held: it leaves HOLD, then its caller gets
+        its 504 (else a bus caller heard nothing at all), once (:mod:`.heldexpiry`)."""
+        with contextlib.suppress(SupervisorClosed):  # stopping: still in HOLD, for the next run
+            self._work.spawn(self._expire_one(item), name="feeder-expired")
+
+    async def _expire_one(self, item: Held) -> None:
+        try:
+            async with self._expiring:  # (a burst of them: a few deletes at a time)
+                taken = await expire(self._nc, item, self._ingress)
+        except asyncio.CancelledError:  # stopping: in HOLD still unless deleted, and then the
+            raise  # next run reads it again (a purge now would drop it unanswered)
+        except Exception:  # never moved: it leaves HOLD with the next purge
+            log.exception("answering an expired held request failed")
+            taken = Taken.UNKNOWN
+        self._delete(item)  # (whatever became of it: else its tenant's purges stop below it)
+        if taken is Taken.MINE:
+            key = (item.deployment, item.priority)
+            self._expired[key] = self._expired.get(key, 0) + 1
 
     def _forget(self, dep_id: str, purged: tuple[int, ...]) -> None:
         """``purged`` left HOLD: a re-read of them can no longer happen."""
@@ -558,4 +577,18 @@ class Feeder:
                 for d in self._deps.values()
                 for p in PRIORITIES
             ],
+        )
+
+        def expired_rows() -> list[tuple[tuple[str, ...], float]]:
+            rows: dict[tuple[str, str], float] = {
+                (d, p): 0.0 for d in self._deps for p in PRIORITIES
+            }
+            rows.update((key, float(n)) for key, n in self._expired.items())
+            return list(rows.items())
+
+        metrics.counter_callback(
+            sc.HELD_EXPIRED,
+            "Held requests whose deadline passed in HOLD, answered 504, by priority.",
+            [sc.DEPLOYMENT, sc.PRIORITY],
+            expired_rows,
         )

@@ -6,15 +6,30 @@ here with the 504 the model-proxy gives a request whose deadline passed in dispa
 deadline passed while it was queued"), naming the limit that set a bus caller's deadline
 (``Sy-Deadline-By``). Without it a bus caller heard nothing at all: only an HTTP edge keeps a
 timer of its own. Nothing reached a provider, so nothing is billed.
+
+At most one answer per request, whatever becomes of the feeder: the request leaves HOLD first
+(one ``STREAM.MSG.DELETE`` of its sequence) and only the feeder whose delete removed it answers.
+A feeder that restarts, or takes the lease over, reads HOLD afresh: what it finds there nobody
+answered (nor moved); what was taken is not there to be read, so it is neither answered twice
+nor moved. A second feeder reading it meanwhile (two briefly leading) is told it is gone ("no
+message found") and keeps quiet. The price: a feeder that dies between its delete and its
+publish (or whose delete timed out after HOLD took it) leaves that caller to its own timeout,
+as before this answer existed, rather than answer twice. A publish that fails (the connection
+is down for a moment) is tried again :data:`TRIES` times in all.
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import logging
+from collections.abc import Awaitable, Callable
 
+import msgspec
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 
-from switchyard.bus import replies
+from switchyard.bus import replies, subjects
 from switchyard.config import IngressSettings
 from switchyard.control.held import Held
 from switchyard.errors import DeadlineExceeded
@@ -23,15 +38,66 @@ from switchyard.runtime import deadlines
 log = logging.getLogger(__name__)
 
 QUEUED = f"{deadlines.PASSED} while it was queued"
+TRIES = 3  # of a delete from HOLD, and of each publish of the answer
+RETRY_S = 0.2  # the pause before the second try; 0.4 s before the third
+_DELETE_FAILED = 10057  # JetStream: no message at that sequence (any more)
+_JSON = msgspec.json.Encoder()
 
 
-async def answer_expired(nc: NATS, item: Held, ingress: IngressSettings) -> None:
-    """Tell ``item``'s caller its deadline passed while it was held (nothing if it gave no
-    reply subject); a failed publish is logged, never raised (the caller times out then)."""
+class Taken(enum.Enum):
+    """What a delete of a held request from HOLD found."""
+
+    MINE = "mine"  # this delete removed it: its answer is this feeder's to send
+    GONE = "gone"  # removed already (by another feeder): not this one's to answer
+    UNKNOWN = "unknown"  # HOLD did not say (unreachable, refused): not answered
+
+
+async def expire(nc: NATS, item: Held, ingress: IngressSettings) -> Taken:
+    """Take ``item`` out of HOLD and, if this call took it, tell its caller its deadline passed
+    while it was held (nothing if it gave no reply subject). Nothing is raised: a failure is
+    logged (the caller then times out)."""
+    taken = await take(nc, item.seq)
+    if taken is Taken.MINE:
+        await answer(nc, item, ingress)
+    elif taken is Taken.GONE:
+        log.info("an expired held request (%s) was taken from HOLD already", item.request_id)
+    return taken
+
+
+async def take(nc: NATS, seq: int) -> Taken:
+    """Delete ``seq`` from HOLD, :data:`TRIES` times at most (see :class:`Taken`)."""
+    api = f"$JS.API.STREAM.MSG.DELETE.{subjects.HOLD_STREAM}"
+    payload = _JSON.encode({"seq": seq, "no_erase": True})
+    for attempt in range(TRIES):
+        if attempt:
+            await asyncio.sleep(RETRY_S * attempt)
+        try:
+            reply = await nc.request(api, payload, timeout=2)
+        except (NatsError, TimeoutError):
+            continue
+        try:
+            body = msgspec.json.decode(reply.data)
+        except msgspec.DecodeError:
+            body = {}
+        if isinstance(body, dict) and body.get("success") is True:
+            return Taken.MINE
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and error.get("err_code") == _DELETE_FAILED:
+            return Taken.GONE
+        log.warning("HOLD refused to delete an expired request: %s", reply.data[:200])
+        return Taken.UNKNOWN
+    log.warning("could not delete an expired held request from HOLD: not answered")
+    return Taken.UNKNOWN
+
+
+async def answer(nc: NATS, item: Held, ingress: IngressSettings) -> bool:
+    """Send ``item``'s caller its 504 (True if sent, or nobody to tell): the error, then the
+    terminator, each tried :data:`TRIES` times (never the error twice)."""
     if not item.reply:
-        return
+        return True
     error = deadlines.named(DeadlineExceeded(QUEUED), item.deadline_by, ingress)
-    try:
+
+    async def the_error() -> None:
         await replies.send_error(
             nc,
             item.reply,
@@ -40,6 +106,27 @@ async def answer_expired(nc: NATS, item: Held, ingress: IngressSettings) -> None
             # re-send count, Sy-Attempt, is no provider attempt)
             request_id=item.request_id,
             priority=item.priority,
+            end=False,  # (the terminator apart: a retry must not send the error again)
         )
-    except Exception:  # the connection may be gone: the caller's own timeout is all it gets
-        log.warning("could not answer an expired held request", exc_info=True)
+
+    async def the_end() -> None:
+        await replies.end_stream(nc, item.reply)
+
+    if await retried(the_error) and await retried(the_end):
+        return True
+    log.warning("could not answer an expired held request (%s)", item.request_id)
+    return False
+
+
+async def retried(send: Callable[[], Awaitable[None]], tries: int = TRIES) -> bool:
+    """Run ``send`` until it returns, ``tries`` times at most with a growing pause between
+    (:data:`RETRY_S`, then twice it...); True if one try went through."""
+    for attempt in range(tries):
+        if attempt:
+            await asyncio.sleep(RETRY_S * attempt)
+        try:
+            await send()
+            return True
+        except (NatsError, OSError, TimeoutError) as exc:  # down for a moment: once more
+            log.debug("publish failed (try %d of %d): %r", attempt + 1, tries, exc)
+    return False

@@ -154,6 +154,8 @@ QUEUE_HOLD_TENANT_MAX = "switchyard_queue_hold_tenant_max"
 QUEUE_HOLD_TENANT_LIMIT = "switchyard_queue_hold_tenant_limit"  # streams.hold_tenant_limit
 DEPLOYMENT_SATURATED = "switchyard_deployment_saturated"  # deployment: 1 while requests held
 FAIR_MOVES = "switchyard_fair_moves_total"  # deployment, priority: moved HOLD -> dispatch
+# deployment, priority: deadline passed in HOLD, answered 504 (once) by the feeder.
+HELD_EXPIRED = "switchyard_held_expired_total"
 PRIORITY = "priority"  # interactive, default, batch
 # A team name (admins create teams, so the set is bounded); keys without a team share
 # NO_TEAM: a label never carries a key id.
