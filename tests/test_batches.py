@@ -360,9 +360,10 @@ async def test_a_cancel_withdraws_the_lines_still_queued_and_keeps_those_running
     """5 s calls, 4 at a time: at the cancel 4 lines are at the provider and up to 60 more
     wait in the deployment's queue. The queued ones are dropped there (never reach the
     provider, never billed); the 4 running ones finish, are kept and billed. So too for a
-    batch made before its key was rotated, cancelled after: its lines, sent after the
-    rotation, name the key by its new hash, the runner proves its cancels with the old one
-    (the queued lines used to be kept, and ran)."""
+    batch made before its key was rotated (no grace), cancelled after: its lines, sent after
+    the rotation, name the key by its new hash (the runner follows the rotation), and so do
+    the runner's cancels (the queued lines were once kept, and ran; then the old secret's
+    hash, named beside the key for the batch's whole life, could cancel them)."""
     tag = "withdrawrot" if rotated else "withdraw"
     key, record = await batchy.new_key(f"batch-{tag}")
     runner = batchy.process("batch").proc

@@ -22,7 +22,7 @@ from switchyard.bus import identities, subjects
 from switchyard.bus.envelope import Envelope
 from switchyard.errors import AuthenticationFailed
 from switchyard.schemas.keys import hash_key, new_api_key
-from switchyard.workers.head.callers import authorize
+from switchyard.workers.head.callers import authorize, stamp
 from switchyard.workers.head.keys import KeyPolicies
 from tests.stacks import Stack
 from tests.support import jetstream_server, until
@@ -155,7 +155,10 @@ async def test_a_re_read_answered_no_such_key_keeps_the_record(tmp_path: Path) -
 async def test_a_head_takes_an_old_secret_as_the_key_until_its_grace_ends(stack: Stack) -> None:
     """Internal clients present the secret to a head (no edge checks it): during a rotated
     key's grace the old secret is the key as it is now, after it the secret is refused; a
-    batch runner's lines (named by the hash of the secret that made the batch) run on."""
+    batch runner's lines (named by the hash of the secret that made the batch) run on. The
+    old secret's hash is named beside the key (``Sy-Presented-Hash``: a cancel proved with it
+    counts) during the grace only: a batch made before the rotation used to keep it for its
+    whole life, so the old secret cancelled its lines long after it stopped working."""
     head = await stack.connect("head")
     admin = await stack.connect("admin")
     view = KeyPolicies(head)
@@ -169,17 +172,27 @@ async def test_a_head_takes_an_old_secret_as_the_key_until_its_grace_ends(stack:
         batch = Envelope(request_id="r2", key_hash=hash_key(old))
 
         async def seen_rpm() -> bool:
-            key, _ = await authorize(view, internal, "some-internal-client")
+            key, _, _ = await authorize(view, internal, "some-internal-client")
             return key.rpm == 7
 
+        async def stamped(env: Envelope, caller: str) -> Envelope:
+            key, _, presented = await authorize(view, env, caller)
+            return stamp(env, key, caller, presented)
+
         await _until(seen_rpm)
-        key, _ = await authorize(view, internal, "some-internal-client")
+        key, _, _ = await authorize(view, internal, "some-internal-client")
         assert (key.id, key.hash) == (record.id, current.hash)
+        for env, caller in ((internal, "some-internal-client"), (batch, identities.BATCH.name)):
+            assert (await stamped(env, caller)).presented_hash == hash_key(old)  # its grace
+        current_env = Envelope(request_id="r3", authorization=f"Bearer {new}")
+        assert (await stamped(current_env, "some-internal-client")).presented_hash == ""
         await asyncio.sleep(2.1)
         with pytest.raises(AuthenticationFailed, match="rotated"):
             await authorize(view, internal, "some-internal-client")
-        key, _ = await authorize(view, batch, identities.BATCH.name)
+        key, _, _ = await authorize(view, batch, identities.BATCH.name)
         assert (key.id, key.hash) == (record.id, hash_key(new))
+        ran_on = await stamped(batch, identities.BATCH.name)
+        assert (ran_on.key_hash, ran_on.presented_hash) == (hash_key(new), "")  # grace over
         await keys.delete(record.id)
     finally:
         await view.stop()

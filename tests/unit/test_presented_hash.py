@@ -15,20 +15,23 @@ OLD, NEW, OTHER = "sk-sy-old-secret", "sk-sy-new-secret", "sk-sy-another-key"
 KEY = ClientKey(id="key_1", hash=hash_key(NEW), name="k", team="t")
 
 
-def test_the_head_names_the_old_secret_a_caller_presented_and_only_that() -> None:
+def test_the_head_names_the_old_secret_it_was_given_and_only_that() -> None:
+    """:func:`~switchyard.workers.head.callers.authorize` says which old secret counts (one
+    in its rotation's grace); :func:`stamp` names it, and nothing a caller claimed."""
     internal = Envelope(request_id="r", authorization=f"Bearer {OLD}")
-    assert stamp(internal, KEY, "app").presented_hash == hash_key(OLD)
+    assert stamp(internal, KEY, "app", hash_key(OLD)).presented_hash == hash_key(OLD)
+    assert stamp(internal, KEY, "app").presented_hash == ""  # its grace ended: none
     batch = Envelope(request_id="r", key_hash=hash_key(OLD))
-    assert stamp(batch, KEY, identities.BATCH.name).presented_hash == hash_key(OLD)
+    assert stamp(batch, KEY, identities.BATCH.name).presented_hash == ""
     current = Envelope(request_id="r", authorization=f"Bearer {NEW}")
-    assert stamp(current, KEY, "app").presented_hash == ""  # the current secret: one hash
+    assert stamp(current, KEY, "app", hash_key(NEW)).presented_hash == ""  # one hash
     # A caller's own claim is overwritten: another tenant cannot make its hash count.
     forged = Envelope.decode(
         {h.REQUEST_ID: "r", h.AUTHORIZATION: f"Bearer {NEW}", h.PRESENTED_HASH: hash_key(OTHER)}
     )
     assert forged.presented_hash == hash_key(OTHER)
     assert stamp(forged, KEY, "app").presented_hash == ""
-    stamped = stamp(internal, KEY, "app")
+    stamped = stamp(internal, KEY, "app", hash_key(OLD))
     assert Envelope.decode(stamped.encode()).presented_hash == hash_key(OLD)  # travels on
 
 

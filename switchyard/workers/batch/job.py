@@ -110,6 +110,7 @@ class Job:
         max_payload: int = 0,
         budget: Callable[..., Awaitable[BudgetAnswer]] | None = None,
         usage: Tally | None = None,
+        current_hash: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         self.record = record
         self.batch_id = record.batch.id
@@ -127,6 +128,9 @@ class Job:
         # The summed usage of the batch's recorded results (those before this run included),
         # to which each result this job records is added; None: the batch shows none.
         self.usage = usage
+        # The hash of the batch's key's current secret, from the one the batch was made with:
+        # each line names the key by it (see :meth:`_attempt`).
+        self.current_hash = current_hash
         # How many budget answers the batch's lines got, and the latest if it was a refusal.
         self._checks = 0
         self._refused: tuple[int, RateLimited] | None = None
@@ -322,6 +326,12 @@ class Job:
         """Send the line once, in its batch's turn: its answer, the failure it is sent again
         after, or None (not run: cancelled, or the window closed while it waited for a
         turn)."""
+        # After a rotation, lines name the key by its current secret's hash, not the old one's
+        # the batch was made with: the head names an old secret beside the key (its cancels
+        # count) only during its grace, and the runner's own cancels must count after it.
+        key_hash = self.record.key_hash
+        if self.current_hash is not None and key_hash:
+            key_hash = await self.current_hash(key_hash)
         async with self.slots.turn(self.batch_id):
             if not self.sending:  # (the wait for a turn may have been long)
                 return None
@@ -337,7 +347,7 @@ class Job:
                 request_id=attempt.request_id,
                 attempt=attempt.base + min(attempt.tries, ATTEMPTS_PER_GENERATION - 1),
                 deadline=Deadline.after(remaining),
-                key_hash=self.record.key_hash,
+                key_hash=key_hash,
                 key_id=self.record.key_id,
                 priority="batch",
             )

@@ -260,6 +260,7 @@ class BatchRunner:
                 max_payload=self._nc.max_payload,
                 budget=self.budget.admit,
                 usage=usage if fmt.sums_usage else None,
+                current_hash=self._current_hash,
             )
             refused = await self._drive(job, done)
             # The job counts every line with a recorded answer (those before it, and each it
@@ -290,6 +291,16 @@ class BatchRunner:
             return record
         self._records.note(updated)
         return updated
+
+    async def _current_hash(self, key_hash: str) -> str:
+        """The hash of the key's current secret, for a batch made with the secret hashed
+        ``key_hash`` (the same after no rotation); that one when the key is gone or its
+        record cannot be read now (the head answers the line)."""
+        try:
+            key = await self.keys.get(key_hash)
+        except ServiceUnavailable:
+            return key_hash
+        return key.hash if key is not None and key.hash else key_hash
 
     async def _key_refusal(self, record: b.BatchRecord) -> AuthenticationFailed | None:
         """The error an HTTP request of the batch's key gets now, if the key was revoked or

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 from switchyard.bus import headers as h
 from switchyard.bus import identities
-from switchyard.bus.cancel_proof import presented_key_hash
 from switchyard.bus.envelope import Envelope, new_request_id, refuse_misspelled
 from switchyard.bus.request_info import caller_identity
 from switchyard.errors import AuthenticationFailed
@@ -33,20 +32,23 @@ async def visible_aliases(
     caller = caller_identity(headers)
     if caller in identities.INGRESS_NAMES and not (env.key_hash or env.authorization):
         return aliases
-    key, _ = await authorize(keys, env, caller, headers)
+    key, _, _ = await authorize(keys, env, caller, headers)
     return [a for a in aliases if key.allows(a)]
 
 
 async def authorize(
     keys: KeyPolicies, env: Envelope, caller: str, headers: Mapping[str, str] | None = None
-) -> tuple[ClientKey, str | None]:
+) -> tuple[ClientKey, str | None, str]:
     """Establish the request's client key from what the client zone cannot forge.
 
     An edge (tail, gateway) authenticated the key and passes its hash; any other caller
     must present the key itself in ``Authorization``. Either way the head looks the key up
-    itself; :func:`stamp` then overwrites the identity fields. Returns the key and, for
-    the gateway only, a pinned deployment. ``headers``: the request's, read only when no key
-    was sent, for an ``authorization`` spelled in another case.
+    itself; :func:`stamp` then overwrites the identity fields. Returns the key, for the
+    gateway only a pinned deployment, and the hash of the old secret the caller presented
+    while its rotation's grace lasts ("" for the key's current secret, and once the grace
+    ended: a batch made before the rotation runs on, but the old secret cancels nothing).
+    ``headers``: the request's, read only when no key was sent, for an ``authorization``
+    spelled in another case.
 
     Raises:
         AuthenticationFailed: no key, unknown, revoked or expired.
@@ -54,7 +56,7 @@ async def authorize(
     """
     if env.pin and caller == identities.GATEWAY.name:
         # The management API's "test this deployment" (admin-authenticated at the edge).
-        return DEPLOYMENT_TEST_KEY, env.pin
+        return DEPLOYMENT_TEST_KEY, env.pin, ""
     if caller in identities.KEY_HASH_CALLERS:
         digest = env.key_hash
     else:
@@ -72,20 +74,22 @@ async def authorize(
             )
         digest = hash_key(token)
     key = await keys.get(digest) if digest else None
+    presented = ""
     if key is not None and key.successor:  # an old secret of a rotated key (see current_key)
         # A batch made before the rotation names the key by its old hash: it runs on as the
         # key's (its requests are the key's, whatever secret made the batch).
         grace = caller != identities.BATCH.name
+        presented = digest if not key.expired() else ""  # its grace lasts
         key = await current_key_read(key, keys.get, grace=grace)
     if key is None:
         raise AuthenticationFailed("Incorrect API key provided.")
     refused = key.refusal()
     if refused is not None:
         raise refused
-    return key, None
+    return key, None, presented if presented != key.hash else ""
 
 
-def stamp(env: Envelope, key: ClientKey, caller: str) -> Envelope:
+def stamp(env: Envelope, key: ClientKey, caller: str, presented: str = "") -> Envelope:
     """The envelope with the identity the head vouches for (whatever the caller claimed).
 
     Usage is billed once per request id (a re-send is the same request). The edges and
@@ -93,12 +97,12 @@ def stamp(env: Envelope, key: ClientKey, caller: str) -> Envelope:
     reused for every request made them all one bill, so its requests are billed under
     its id plus a suffix made here (a re-send of such a request accepted twice is then
     billed twice: the caller's retry, not the platform's).
+
+    ``presented``: the hash of the old secret the caller proved the key with while its
+    rotation's grace lasts (:func:`authorize`): its cancels are proved with it. Whatever a
+    caller sent in this field is overwritten here.
     """
     trusted = caller in identities.KEY_HASH_CALLERS
-    # The secret the caller proved the key with, when not the current one (an old secret in
-    # a rotation's grace, a batch made before the rotation): its cancels are proved with it.
-    # Whatever a caller sent in this field is overwritten here.
-    presented = env.key_hash if trusted else presented_key_hash(env.authorization)
     return env.with_(
         key_hash=key.hash,
         presented_hash=presented if key.hash and presented != key.hash else "",

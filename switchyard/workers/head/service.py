@@ -316,7 +316,7 @@ class Head:
         if caller not in identities.KEY_HASH_CALLERS:  # capped as the HTTP edges cap theirs
             assert env.deadline is not None  # noqa: S101  (set by _deadline)
             env = env.with_(deadline=env.deadline.capped(self.settings.ingress.max_deadline_s))
-        key, pinned = await authorize(self.keys, env, caller, msg.headers)
+        key, pinned, presented = await authorize(self.keys, env, caller, msg.headers)
         if not key.allows(alias):
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
         wish = env.priority or of_service_tier(getattr(body, "service_tier", None)) or key.priority
@@ -324,7 +324,7 @@ class Head:
             wish = "interactive"
         if env.bounces:  # only a model-proxy counts bounces (a caller's claim is dropped)
             env = env.with_(bounces=0, removed="")
-        env = stamp(env, key, caller).with_(
+        env = stamp(env, key, caller, presented).with_(
             priority=capped(wish, key.max_priority),
             weight=key.weight,
             # A pin travels with the request, so a failed attempt comes back pinned and ends
