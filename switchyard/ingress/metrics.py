@@ -148,7 +148,9 @@ class EdgeMetrics:
         self._model = Bounded(500)
         self._error = Bounded(64)
         self._zeroed: set[tuple[str, str]] = set()  # (operation, alias) created at 0
-        self._listed: set[str] = set()  # aliases known() created, no request of them yet
+        # Model labels absent from the route table when known() was last told it: absent
+        # again at the next telling, they give their place back (see known()).
+        self._absent: frozenset[str] = frozenset()
         for reason in REASONS:
             self._refusals.labels(reason)
         self._requests: dict[tuple[str, int], Counter] = {}
@@ -185,26 +187,36 @@ class EdgeMetrics:
         later one. Other operations (embeddings, text completions) an alias serves still have
         their series made by its first request of them, on each edge.
 
-        An alias created here that left the table before any request of it gives its place
-        among the 500 labels back, and its series go: every alias a table ever held kept one,
-        so after enough renames a new alias's requests counted as ``_OTHER``. One that was
-        requested keeps both (its series hold counts)."""
+        A model label absent from the table at two tellings in a row (an alias that left the
+        table, requested or not; a name a request took that the table never held) gives its
+        place among the 500 labels back, and its series go (Prometheus marks them stale):
+        every alias a table ever held, once requested, kept one, so after enough renames a new
+        alias's requests counted as ``_OTHER``. Two tellings, not one: an alias added to the
+        table may be requested on this edge before the edge hears of it, and a request of a
+        removed alias that ends after the first telling takes its place again."""
         chat = sc.OPERATIONS["chat"]
         current = set(aliases)
-        for alias in self._listed - current:
-            self._listed.discard(alias)
-            self._zeroed.discard((chat, alias))
-            for error_type in ("", *ZEROED_CLASSES):
-                with contextlib.suppress(KeyError):
-                    self._duration.remove(
-                        chat, alias, self._error(error_type) if error_type else ""
-                    )
-            self._model.forget(alias)
+        absent = self._model.values() - current - {sc.OTHER}
+        for alias in absent & self._absent:
+            self._drop(alias)
+        self._absent = frozenset(absent - self._absent)
         for alias in current:
             label = self._model(alias)
             if label != sc.OTHER and (chat, label) not in self._zeroed:
                 self._zero(chat, label)
-                self._listed.add(label)
+
+    def _drop(self, alias: str) -> None:
+        """Remove every series of the model label ``alias`` and free its place."""
+        errors = ("", *self._error.values())
+        for operation in {*sc.OPERATIONS.values(), sc.OTHER}:
+            self._zeroed.discard((operation, alias))
+            for metric in (self._ttft, self._tpot):
+                with contextlib.suppress(KeyError):
+                    metric.remove(operation, alias)
+            for error_type in errors:
+                with contextlib.suppress(KeyError):
+                    self._duration.remove(operation, alias, error_type)
+        self._model.forget(alias)
 
     def http(self, route: str, method: str, status: int) -> None:
         """A request to a non-LLM route (models, health, admin API...). A method outside
@@ -257,7 +269,6 @@ class EdgeMetrics:
         label = sc.OTHER if status in _UNROUTED and not served else self._model(model)
         if (served or (error is None and status < 400)) and label != sc.OTHER:
             self._zero(operation, label)
-        self._listed.discard(label)  # its series hold a count now: kept
         self._duration.labels(operation, label, error_type).observe(seconds)
         if ttft is not None:  # the first token did go out, whatever happened after it
             self._ttft.labels(operation, label).observe(ttft)

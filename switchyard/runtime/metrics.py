@@ -50,8 +50,12 @@ class Bounded:
 
     def forget(self, value: str) -> None:
         """Frees ``value``'s place, once its series are gone (an alias that left the route
-        table before any request of it)."""
+        table)."""
         self._seen.discard(value)
+
+    def values(self) -> frozenset[str]:
+        """The values holding a place now."""
+        return frozenset(self._seen)
 
 
 class _Callback(Collector):

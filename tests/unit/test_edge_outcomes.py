@@ -207,18 +207,47 @@ def _aliases_with_series(metrics: Metrics) -> set[str]:
 def test_an_alias_that_left_the_table_unrequested_gives_its_label_place_back() -> None:
     """Every alias the table ever held kept one of the edge's 500 model labels (and its series
     at 0): after enough renames a new alias's requests counted as ``_OTHER``. One that left the
-    table before any request of it gives both back; one that was requested keeps them."""
+    table gives both back once it is absent from two tellings in a row."""
     stats, metrics = _edge()
     stats.known(["a", "b"])
     assert _aliases_with_series(metrics) == {"a", "b"}
     stats.llm(ROUTE, "chat", "b", status=200, seconds=0.1)
     stats.known(["c"])
-    assert _aliases_with_series(metrics) == {"b", "c"}  # b holds a count: kept
+    assert _aliases_with_series(metrics) == {"a", "b", "c"}  # one telling: kept
     assert _value(metrics, DURATION, gen_ai_request_model="b", error_type="") == 1
+    stats.known(["c"])
+    assert _aliases_with_series(metrics) == {"c"}
     for n in range(600):  # a table renamed again and again
         stats.known([f"renamed-{n}"])
     stats.known(["real"])
     stats.llm(ROUTE, "chat", "real", status=200, seconds=0.1)
     assert _value(metrics, DURATION, gen_ai_request_model="real", error_type="") == 1
     assert _value(metrics, DURATION, gen_ai_request_model=sc.OTHER) == 0
-    assert _aliases_with_series(metrics) == {"b", "real"}
+    assert _aliases_with_series(metrics) == {"real", "renamed-599"}
+
+
+def test_an_alias_requested_once_gives_its_label_place_back_when_it_leaves_the_table() -> None:
+    """An alias that had a request kept its label (and its series) for ever once it left the
+    table: 500 such aliases, and every new alias's requests counted as ``_OTHER``. Its series
+    go (all of them: each operation, error class, time to first token) and its place is free;
+    a new alias requested before the edge hears of it keeps its count (absent once only)."""
+    stats, metrics = _edge()
+    old = [f"old-{n}" for n in range(500)]
+    stats.known(old)
+    for alias in old:
+        stats.llm(ROUTE, "chat", alias, status=200, seconds=0.1, ttft=0.05)
+        stats.llm(ROUTE, "embed", alias, status=429, seconds=0.1, error=RateLimited("x"))
+    stats.llm(ROUTE, "chat", "new", status=200, seconds=0.1)
+    assert _value(metrics, DURATION, gen_ai_request_model=sc.OTHER) == 1  # all 500 taken
+    stats.known(["new"])
+    stats.known(["new"])
+    stats.llm(ROUTE, "chat", "new", status=200, seconds=0.1)
+    assert _value(metrics, DURATION, gen_ai_request_model="new", error_type="") == 1
+    assert _aliases_with_series(metrics) == {"new", sc.OTHER}
+    assert _value(metrics, TTFT, gen_ai_request_model="old-1") == 0
+    stats.llm(ROUTE, "chat", "early", status=200, seconds=0.1)  # before the edge hears of it
+    stats.known(["new"])
+    stats.known(["new", "early"])
+    stats.known(["new", "early"])
+    assert _value(metrics, DURATION, gen_ai_request_model="early", error_type="") == 1
+    assert _aliases_with_series(metrics) == {"new", "early", sc.OTHER}
