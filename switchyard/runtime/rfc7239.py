@@ -11,6 +11,7 @@ a port may follow a node). A node may also be ``unknown`` or an obfuscated ident
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 # One parameter: name=token or name="quoted string" (with \-escapes; brackets and colons
 # let an unquoted IPv6 node through, as some proxies write it).
@@ -29,19 +30,56 @@ def for_nodes(header: str) -> list[str | None]:
     over trusted proxies reaches it (as a bad ``X-Forwarded-For`` entry). Empty elements
     (``a, , b``) are skipped, as in every HTTP list.
 
-    Elements are split at every comma, quoted or not: no node holds one, and a client's odd
-    quote (``for="x``) must not swallow the elements the proxies appended after it. A quoted
-    value that holds a comma leaves two halves that do not parse: unknown hops."""
+    Elements are split at the commas outside quoted strings: a proxy's extension value may
+    hold one (``for=192.0.2.1;ext="a,b"``), and splitting there made its hop two unknown ones.
+    A client's odd quote (``for="x``) must not swallow the elements the proxies appended after
+    it, so a header whose quotes do not close splits at every comma, and so does an element
+    that does not parse whole (each of its parts then read on its own: the proxy's element
+    after a client's stray quote still names its hop)."""
+    elements = _split_outside_quotes(header)
+    if elements is None:  # a quote left open: no comma in it can be trusted to be quoted
+        elements = header.split(",")
     nodes: list[str | None] = []
-    for element in header.split(","):
-        if element.strip(_SPACE):
-            nodes.append(_element_node(element))
+    for element in elements:
+        if not element.strip(_SPACE):
+            continue
+        node = _element_node(element)
+        if node is False and "," in element:
+            parts = [_element_node(part) for part in element.split(",") if part.strip(_SPACE)]
+            nodes.extend(None if part is False else part for part in parts)
+        else:
+            nodes.append(None if node is False else node)
     return nodes
 
 
-def _element_node(element: str) -> str | None:
-    """The ``for`` node of one element (no comma in it); None if it has none, names it twice,
-    or does not parse."""
+def _split_outside_quotes(header: str) -> list[str] | None:
+    r"""``header`` split at the commas outside quoted strings (``\`` escapes the character
+    after it inside one); None when a quoted string is left open at the end."""
+    elements: list[str] = []
+    quoted = escaped = False
+    start = 0
+    for at, char in enumerate(header):
+        if escaped:
+            escaped = False
+        elif quoted:
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == ",":
+            elements.append(header[start:at])
+            start = at + 1
+    if quoted:
+        return None
+    elements.append(header[start:])
+    return elements
+
+
+def _element_node(element: str) -> str | Literal[False] | None:
+    """The ``for`` node of one element; None if it has none, False if it names it twice or
+    does not parse."""
     node: str | None = None
     seen_for = False
     at, end = 0, len(element)
@@ -55,18 +93,18 @@ def _element_node(element: str) -> str | None:
             continue
         pair = _PAIR.match(element, at)
         if pair is None:
-            return None
+            return False
         name, token, quoted = pair.groups()
         if name.lower() == "for":
             if seen_for:
-                return None
+                return False
             seen_for = True
             node = token if token is not None else _ESCAPE.sub(r"\1", quoted)
         at = pair.end()
         while at < end and element[at] in _SPACE:
             at += 1
         if at < end and element[at] != ";":
-            return None
+            return False
 
 
 def node_address(node: str) -> str:

@@ -207,6 +207,25 @@ def test_forwarded_for_names_the_client_behind_a_trusted_proxy(
     assert RFC7239.client(_rfc7239("127.0.0.1", forwarded)) == client
 
 
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        b'for=198.51.100.9;ext="a,b"',
+        b'for=203.0.113.5;ext="c,d,e", for=198.51.100.9;ext="a,b"',
+        b'for=198.51.100.9;ext="a\\",b"',  # an escaped quote stays in the value
+        b'for="6.6.6.6, for=198.51.100.9',  # an open quote: every comma splits, as before
+    ],
+)
+def test_a_quoted_comma_in_an_extension_value_does_not_split_its_element(
+    forwarded: bytes,
+) -> None:
+    """A comma inside a quoted value is part of it (RFC 7239's quoted-string): the element
+    was split there, each half an unknown hop, so a trusted proxy's own element with such an
+    extension left the peer as the client."""
+    scope = _rfc7239("127.0.0.1", forwarded, b"for=10.1.2.3")
+    assert RFC7239.client(scope) == "198.51.100.9"
+
+
 def test_forwarded_lines_are_one_list_in_order() -> None:
     scope = _rfc7239("10.0.0.1", b"for=203.0.113.66, for=198.51.100.9", b"for=10.1.2.3")
     assert RFC7239.client(scope) == "198.51.100.9"
