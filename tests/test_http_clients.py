@@ -516,6 +516,30 @@ async def test_a_malformed_head_whose_end_and_body_come_in_one_read_is_answered_
     assert took < 2.5, took  # not at the head's time (5 s)
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [b"Origin: %s\r\nBad Header\r\n", b"X-A: b\r\nBad Header\r\nOrigin: %s\r\n"],
+    ids=["origin-before", "origin-after"],
+)
+async def test_a_malformed_head_with_an_origin_and_its_body_in_one_read_gets_a_readable_400(
+    edge: Stack, fields: bytes
+) -> None:
+    """A refused head's ``Origin`` was looked for in the last 2 KiB read only: with the
+    head's end and more body than that in the same read, those 2 KiB were body, and the 400
+    went without CORS headers (a browser page saw "Failed to fetch"). It is looked for in
+    the head, wherever it ends in the read."""
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + fields % ORIGIN.encode()
+    sent = head + b"Content-Length: 8000\r\n\r\n" + b"x" * 8000
+    async with _edge_with(edge, header_timeout_s=5.0) as port:
+        got, took = await _in_parts(port, [sent])
+    assert got.startswith(b"HTTP/1.1 400 "), got[:300]
+    assert _error(got)["code"] == "invalid_request"
+    cors = _cors_of(got)
+    assert cors[b"access-control-allow-origin"] == ORIGIN.encode(), got[:600]
+    assert b"x-request-id" in cors[b"access-control-expose-headers"]
+    assert took < 2.5, took
+
+
 @contextlib.asynccontextmanager
 async def _edge_with(stack: Stack, **limits: float) -> AsyncIterator[int]:
     """A tail of the session stack run in this process (as ``switchyard serve tail`` does),

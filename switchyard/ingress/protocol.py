@@ -479,9 +479,17 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _head_tail(self) -> tuple[bytes, bool]:
         """The last bytes read, from the head's request line on when they hold it (bytes
-        before it may be an earlier request's), and whether they do."""
+        before it may be an earlier request's), and whether they do. When the read being
+        parsed holds the line, the head is taken from it, to its end (at most the head's
+        limit): its last 2 KiB may be body read with the head (an ``Origin`` not seen)."""
         url: bytes = getattr(self, "url", b"")
-        line = self._tail.rfind(b" %s HTTP/1." % url) if url else -1
+        if not url:
+            return self._tail, False
+        line = self._reading.rfind(b" %s HTTP/1." % url)
+        if line >= 0:
+            end = self._reading.find(b"\r\n\r\n", line, line + self.max_header_bytes)
+            return self._reading[line : end + 4 if end >= 0 else line + self.max_header_bytes], True
+        line = self._tail.rfind(b" %s HTTP/1." % url)
         return (self._tail[line:], True) if line >= 0 else (self._tail, False)
 
 
