@@ -196,13 +196,14 @@ def _media(body: bytes, opens: int, closes: int, at: int) -> int:
     if content < 0 or body.find(b" ", opens, closes) >= 0:
         return 0
     escape = body.find(b"\\", content, closes)
-    if escape >= 0:
-        encoded = _wrapped(body, content, escape, closes)
+    if escape >= 0:  # in lines: their breaks are no base64
+        size = _wrapped(body, content, escape, closes)
+    elif all(_RUN.match(body, a) for a in range(at + _STRIDE, closes - 64, _STRIDE)):
+        size = closes - content
     else:
-        encoded = all(_RUN.match(body, a) for a in range(at + _STRIDE, closes - 64, _STRIDE))
-    if not encoded:
+        size = 0
+    if not size:
         return 0
-    size = closes - content
     if kind == _TEXT:
         return size * 3 // 16
     if kind == _TEXT16:  # two bytes a character: a token per 4 characters, as UTF-8's
@@ -214,27 +215,28 @@ def _media(body: bytes, opens: int, closes: int, at: int) -> int:
     return MEDIA_TOKENS
 
 
-def _wrapped(body: bytes, content: int, escape: int, closes: int) -> bool:
-    """Whether the string's base64 from ``content`` up to ``closes`` is in lines of one width
-    (its first line's, at least ``_MIN_WIDTH``) ended by the escape at ``escape``, a JSON
-    ``\\n`` or ``\\r\\n``, as encoders wrap it. Every ``_STRIDE`` bytes, the 64 bytes looked
-    at are base64 and their line ends where the width says (the last line may be shorter):
-    a few bytes each, however long the lines."""
+def _wrapped(body: bytes, content: int, escape: int, closes: int) -> int:
+    """The characters of base64 (its line breaks left out) of the string from ``content`` up
+    to ``closes`` when it is in lines of one width (its first line's, at least
+    ``_MIN_WIDTH``) ended by the escape at ``escape``, a JSON ``\\n`` or ``\\r\\n``, as
+    encoders wrap it; else 0. Every ``_STRIDE`` bytes, the 64 bytes looked at are base64 and
+    their line ends where the width says (the last line may be shorter): a few bytes each,
+    however long the lines."""
     width = escape - content
     brk = b"\\r\\n" if body.startswith(b"\\r\\n", escape) else b"\\n"
     if width < _MIN_WIDTH or not body.startswith(brk, escape):
-        return False
+        return 0
     line = width + len(brk)
     # The last line ends with a break too, as encoders write it (the string may end there).
     last = closes - len(brk) if body.startswith(brk, closes - len(brk)) else closes
     for a in range(content, closes, _STRIDE):
         end = a - (a - content) % line + width  # where the line of ``a`` breaks
         if end + len(brk) <= closes and not body.startswith(brk, end):
-            return False
+            return 0
         stop = min(a + 64, end, last)
         if a < stop and _LINE.fullmatch(body, a, stop) is None:
-            return False
-    return True
+            return 0
+    return (last - content) - (last - content) // line * len(brk)
 
 
 def _token_ids(body: bytes, opens: int, closes: int, at: int) -> tuple[int, int, int] | None:
