@@ -5,7 +5,7 @@ inline video a token per :data:`VIDEO_CHARS` characters of its base64 and each i
 (a PDF, or a data URL of another type) a token per :data:`DOCUMENT_CHARS`, both at least
 ``MEDIA_TOKENS``, an inline text file (a data URL of ``text/*``, or base64 that decodes to
 text: a byte-order mark, or readable UTF-8) a token per 4 bytes of its text (per 4
-characters in UTF-16), and a prompt
+characters in Latin UTF-16 and UTF-32), and a prompt
 sent as token ids (an embedding ``input`` or a completion ``prompt`` of integers) one token
 per id.
 
@@ -77,7 +77,11 @@ _DATA_URL = re.compile(
 # size, text/* as text; any other type is a document (unless its bytes are text: _is_text).
 _MEDIA_TYPES = (b"image/", b"audio/")
 # What an inline file counts as (:func:`_media`).
-_MEDIA, _VIDEO, _DOCUMENT, _TEXT, _TEXT16 = range(5)  # _TEXT16: UTF-16 text
+_MEDIA, _VIDEO, _DOCUMENT, _TEXT, _TEXT16, _TEXT32 = range(6)
+# The bytes of a text file per token, by its kind: UTF-8's 4; Latin UTF-16's 8 (a token per 4
+# characters, as UTF-8's), and other UTF-32's too (4 bytes a character where UTF-16 takes 2:
+# counted as the same text in UTF-16); Latin UTF-32's 16 (a token per 4 characters).
+_TEXT_BYTES = {_TEXT: 4, _TEXT16: 8, _TEXT32: 16}
 # What a look lands in: base64 (``media``), unbroken or wrapped in lines (JSON-escaped "\n" or
 # "\r\n" breaks, as `base64` in a shell and MIME write it, every 76 characters: up to the
 # next break, taken whole, then the next line); else maybe an array of token ids (integers,
@@ -118,9 +122,11 @@ _FTYP_NOT_VIDEO = frozenset(
     {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B ", b"heic", b"heix", b"hevc", b"hevx"}
     | {b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 )
-# Byte-order marks: UTF-8's, UTF-16's (and UTF-32's) little- and big-endian.
+# Byte-order marks: UTF-8's, UTF-16's and UTF-32's, little- and big-endian (UTF-32LE's opens
+# as UTF-16LE's does: looked for first).
+_UTF32 = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
 _UTF16 = (b"\xff\xfe", b"\xfe\xff")
-_BOMS = (b"\xef\xbb\xbf", *_UTF16)
+_BOMS = (b"\xef\xbb\xbf", *_UTF32, *_UTF16)
 # Characters of readable text besides the printable ones: tab, line feed, form feed, return.
 _LAYOUT = str.maketrans("", "", "\t\n\x0c\r")
 # The characters of base64 read for a file's first bytes (:func:`_head`): within the first
@@ -204,10 +210,8 @@ def _media(body: bytes, opens: int, closes: int, at: int) -> int:
         size = 0
     if not size:
         return 0
-    if kind == _TEXT:
-        return size * 3 // 16
-    if kind == _TEXT16:  # two bytes a character: a token per 4 characters, as UTF-8's
-        return size * 3 // 32
+    if kind in _TEXT_BYTES:  # 3 bytes per 4 characters of base64
+        return size * 3 // (4 * _TEXT_BYTES[kind])
     if kind == _VIDEO:
         return max(MEDIA_TOKENS, size // VIDEO_CHARS)
     if kind == _DOCUMENT:
@@ -309,18 +313,19 @@ def _field_kind(head: bytes) -> int | None:
 
 
 def _text_kind(head: bytes) -> int:
-    """A text file's: Latin UTF-16 (its byte-order mark, then a zero byte in every
-    character) counts by its characters, two bytes each, as a token per 4 bytes of it counted
-    twice what the same text in UTF-8 does. Other UTF-16 (CJK: two bytes a character, three
-    in UTF-8) keeps a token per 4 bytes: by characters it counted a third of its UTF-8 (a
-    review)."""
-    if head.startswith(b"\xff\xfe"):
-        high = head[3::2]  # little-endian: each character's second byte
-    elif head.startswith(b"\xfe\xff"):
-        high = head[2::2]
+    """A text file's: Latin UTF-16 (its byte-order mark, then characters below U+0100 only)
+    counts by its characters, two bytes each, as a token per 4 bytes of it counted twice what
+    the same text in UTF-8 does. Other UTF-16 (CJK: two bytes a character, three in UTF-8)
+    keeps a token per 4 bytes: by characters it counted a third of its UTF-8 (a review).
+    UTF-32 counts as the same text in UTF-16 would (it counted as UTF-16, twice that)."""
+    if head.startswith(_UTF32):
+        codec, latin, other = "utf-32", _TEXT32, _TEXT16
+    elif head.startswith(_UTF16):
+        codec, latin, other = "utf-16", _TEXT16, _TEXT
     else:
         return _TEXT
-    return _TEXT16 if high and not high.strip(b"\x00") else _TEXT
+    text = head.decode(codec, errors="ignore")
+    return latin if text and len(text.encode("latin-1", errors="ignore")) == len(text) else other
 
 
 def _is_text(head: bytes) -> bool:

@@ -430,8 +430,13 @@ TEXT = "A line of a log file, or of a CSV, with words and numbers: 12, 34.5, six
 
 def _text_file(data: bytes) -> tuple[str, int]:
     """``data`` in base64, and the tokens its text counts (a token per 4 bytes; in UTF-16, per
-    4 characters: it counted double by its bytes)."""
-    per_token = 8 if data.startswith((b"\xff\xfe", b"\xfe\xff")) else 4
+    4 characters: it counted double by its bytes; in UTF-32, per 4 characters too)."""
+    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        per_token = 16
+    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        per_token = 8
+    else:
+        per_token = 4
     return base64.b64encode(data).decode(), len(data) // per_token
 
 
@@ -440,13 +445,16 @@ def _text_file(data: bytes) -> tuple[str, int]:
     [
         b"\xff\xfe" + TEXT.encode("utf-16-le"),  # Windows "Unicode" text: an MP3 frame's sync
         b"\xfe\xff" + TEXT.encode("utf-16-be"),
+        # UTF-32 (its mark opens as UTF-16's does): it counted as UTF-16, twice its text.
+        b"\xff\xfe\x00\x00" + TEXT.encode("utf-32-le"),
+        b"\x00\x00\xfe\xff" + TEXT.encode("utf-32-be"),
         b"\xef\xbb\xbf" + TEXT.encode(),  # UTF-8 with a byte-order mark
         ("ID3 tags, as read from the files:\n" + TEXT).encode(),  # an MP3's signature
         ("RIFF chunks of the WAV files, listed:\n" + TEXT).encode(),
         ("GIF89a and PNG icons, by size:\n" + TEXT).encode(),
         TEXT.encode(),
     ],
-    ids=["utf-16", "utf-16-be", "utf-8-bom", "id3", "riff", "gif", "plain"],
+    ids=["utf-16", "utf-16-be", "utf-32", "utf-32-be", "utf-8-bom", "id3", "riff", "gif", "plain"],
 )
 def test_a_text_file_counts_as_its_text(data: bytes) -> None:
     """A text file's base64 in a media field counted 1,000 tokens when its first bytes looked
@@ -479,6 +487,17 @@ def test_cjk_in_utf16_counts_by_its_bytes_not_its_characters() -> None:
     b64 = base64.b64encode(data).decode()
     tokens = prompt_tokens(_chat([{"type": "file", "file": {"file_data": b64}}]))
     assert len(data) // 4 <= tokens <= len(data) // 4 + 50
+
+
+def test_cjk_in_utf32_counts_as_in_utf16() -> None:
+    """Four bytes a character in UTF-32: it counts what the same text in UTF-16 does."""
+    text = "日本語のログファイルの一行です。数字も含みます、一二三。\n" * 4_000
+    for codec in ("utf-32-le", "utf-32-be"):
+        bom = b"\xff\xfe\x00\x00" if codec.endswith("le") else b"\x00\x00\xfe\xff"
+        data = bom + text.encode(codec)
+        b64 = base64.b64encode(data).decode()
+        tokens = prompt_tokens(_chat([{"type": "file", "file": {"file_data": b64}}]))
+        assert len(data) // 8 <= tokens <= len(data) // 8 + 50, codec
 
 
 def test_a_file_is_not_taken_for_text() -> None:
