@@ -127,6 +127,9 @@ _FTYP_NOT_VIDEO = frozenset(
 _UTF32 = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
 _UTF16 = (b"\xff\xfe", b"\xfe\xff")
 _BOMS = (b"\xef\xbb\xbf", *_UTF32, *_UTF16)
+# The characters of base64 a UTF-16 or UTF-32 text is judged Latin or not from (3 KiB of it:
+# hundreds of characters, not the first few, which a title or a header may be).
+_SAMPLE_CHARS = 4096
 # Characters of readable text besides the printable ones: tab, line feed, form feed, return.
 _LAYOUT = str.maketrans("", "", "\t\n\x0c\r")
 # The characters of base64 read for a file's first bytes (:func:`_head`): within the first
@@ -198,7 +201,7 @@ def _media(body: bytes, opens: int, closes: int, at: int) -> int:
     """
     if closes - opens <= 4 * MEDIA_TOKENS:
         return 0
-    content, kind = _media_content(body, opens)
+    content, kind = _media_content(body, opens, closes)
     if content < 0 or body.find(b" ", opens, closes) >= 0:
         return 0
     escape = body.find(b"\\", content, closes)
@@ -267,7 +270,7 @@ def _token_ids(body: bytes, opens: int, closes: int, at: int) -> tuple[int, int,
     return first, end, body.count(b",", first, end) + 1
 
 
-def _media_content(body: bytes, opens: int) -> tuple[int, int]:
+def _media_content(body: bytes, opens: int, closes: int) -> tuple[int, int]:
     """Where the base64 of the string opening at ``opens`` starts when it is a base64 data
     URL, or base64 of a file or of text as the value of a media field (a look at the ~24
     bytes before it for the field's name, then at the file's first bytes: readable text in
@@ -275,9 +278,9 @@ def _media_content(body: bytes, opens: int) -> tuple[int, int]:
     -1 when it is neither; and what it counts as (:func:`_url_kind`, :func:`_field_kind`)."""
     url = _DATA_URL.match(body, opens)
     if url is not None:
-        return url.end(), _url_kind(_head(body, url.end()), url["type"].lower())
+        return url.end(), _url_kind(_head(body, url.end(), closes), url["type"].lower())
     if _MEDIA_FIELD.search(body, max(0, opens - 24), opens + 1) is not None:
-        kind = _field_kind(_head(body, opens + 1))
+        kind = _field_kind(_head(body, opens + 1, closes))
         if kind is not None:
             return opens + 1, kind
     return -1, _MEDIA
@@ -313,11 +316,14 @@ def _field_kind(head: bytes) -> int | None:
 
 
 def _text_kind(head: bytes) -> int:
-    """A text file's: Latin UTF-16 (its byte-order mark, then characters below U+0100 only)
-    counts by its characters, two bytes each, as a token per 4 bytes of it counted twice what
-    the same text in UTF-8 does. Other UTF-16 (CJK: two bytes a character, three in UTF-8)
-    keeps a token per 4 bytes: by characters it counted a third of its UTF-8 (a review).
-    UTF-32 counts as the same text in UTF-16 would (it counted as UTF-16, twice that)."""
+    """A text file's, from its first bytes (:func:`_head`: a sample of ``_SAMPLE_CHARS`` for
+    UTF-16 and UTF-32). Latin UTF-16 (its byte-order mark, then characters at least half of
+    which are below U+0100) counts by its characters, two bytes each, as a token per 4 bytes
+    of it counted twice what the same text in UTF-8 does. Other UTF-16 (CJK: two bytes a
+    character, three in UTF-8) keeps a token per 4 bytes: by characters it counted a third of
+    its UTF-8 (a review). UTF-32 counts as the same text in UTF-16 would (it counted as
+    UTF-16, twice that). Judged from the first 11 characters, a Latin title before CJK text
+    made the whole of it Latin, and one curly quote in them made English text CJK."""
     if head.startswith(_UTF32):
         codec, latin, other = "utf-32", _TEXT32, _TEXT16
     elif head.startswith(_UTF16):
@@ -325,7 +331,8 @@ def _text_kind(head: bytes) -> int:
     else:
         return _TEXT
     text = head.decode(codec, errors="ignore")
-    return latin if text and len(text.encode("latin-1", errors="ignore")) == len(text) else other
+    latin_chars = len(text.encode("latin-1", errors="ignore"))
+    return latin if text and 2 * latin_chars >= len(text) else other
 
 
 def _is_text(head: bytes) -> bool:
@@ -343,16 +350,25 @@ def _is_text(head: bytes) -> bool:
     return len(text) >= 8 and text.translate(_LAYOUT).isprintable()
 
 
-def _head(body: bytes, content: int) -> bytes:
+def _head(body: bytes, content: int, closes: int) -> bytes:
     """The first bytes the base64 at ``content`` decodes to (24, of either alphabet: the
     first line of wrapped base64 is longer); empty when its first ``_HEAD_CHARS`` characters
-    are not base64."""
+    are not base64. For UTF-16 and UTF-32 text (its byte-order mark), the bytes of its first
+    ``_SAMPLE_CHARS`` characters (before ``closes``), its line breaks left out."""
     try:
-        return binascii.a2b_base64(
+        head = binascii.a2b_base64(
             body[content : content + _HEAD_CHARS].translate(_STANDARD), strict_mode=True
         )
     except binascii.Error:
         return b""
+    if not head.startswith((*_UTF32, *_UTF16)):
+        return head
+    sample = body[content : min(closes, content + _SAMPLE_CHARS)]
+    sample = sample.replace(b"\\r", b"").replace(b"\\n", b"").translate(_STANDARD)
+    try:
+        return binascii.a2b_base64(sample[: len(sample) // 4 * 4])
+    except binascii.Error:
+        return head
 
 
 def _mpeg_audio(head: bytes) -> bool:

@@ -500,6 +500,25 @@ def test_cjk_in_utf32_counts_as_in_utf16() -> None:
         assert len(data) // 8 <= tokens <= len(data) // 8 + 50, codec
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-32"])
+def test_utf16_and_utf32_are_judged_latin_or_not_from_more_than_their_first_characters(
+    codec: str,
+) -> None:
+    """Judged from its first 11 characters (24 bytes: 5 in UTF-32), a UTF-16 file with a
+    Latin title over CJK text counted as Latin (half its count), and an English one with a
+    curly quote in its title as CJK (double). A sample of a few KiB decides, wrapped or not;
+    UTF-32 is judged the same way."""
+    cjk = "Report 2024\n" + "日本語のログファイルの一行です。数字も含みます、一二三。\n" * 4_000
+    english = "It\u2019s a log:\n" + TEXT
+    wide = 2 if codec == "utf-16" else 4  # bytes a character
+    for text, per_char in ((cjk, 2), (english, 4)):  # characters a token: CJK's, Latin's
+        data = text.encode(codec)  # its byte-order mark first
+        for file_data in (base64.b64encode(data).decode(), _wrapped(data, brk="\r\n")):
+            tokens = prompt_tokens(_chat([{"type": "file", "file": {"file_data": file_data}}]))
+            expected = len(data) // wide // per_char
+            assert expected <= tokens <= expected + 50, (codec, text[:12])
+
+
 def test_a_file_is_not_taken_for_text() -> None:
     """Every file's opening holds bytes no text has: they stay media, documents or video."""
     for kind, head in FILES.items():
