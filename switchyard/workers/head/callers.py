@@ -38,15 +38,16 @@ async def visible_aliases(
 
 async def authorize(
     keys: KeyPolicies, env: Envelope, caller: str, headers: Mapping[str, str] | None = None
-) -> tuple[ClientKey, str | None, str]:
+) -> tuple[ClientKey, str | None, ClientKey | None]:
     """Establish the request's client key from what the client zone cannot forge.
 
     An edge (tail, gateway) authenticated the key and passes its hash; any other caller
     must present the key itself in ``Authorization``. Either way the head looks the key up
     itself; :func:`stamp` then overwrites the identity fields. Returns the key, for the
-    gateway only a pinned deployment, and the hash of the old secret the caller presented
-    while its rotation's grace lasts ("" for the key's current secret, and once the grace
-    ended: a batch made before the rotation runs on, but the old secret cancels nothing).
+    gateway only a pinned deployment, and the retired record of the old secret the caller
+    presented while its rotation's grace lasts (None for the key's current secret, and once
+    the grace ended: a batch made before the rotation runs on, but the old secret cancels
+    nothing).
     ``headers``: the request's, read only when no key was sent, for an ``authorization``
     spelled in another case.
 
@@ -56,7 +57,7 @@ async def authorize(
     """
     if env.pin and caller == identities.GATEWAY.name:
         # The management API's "test this deployment" (admin-authenticated at the edge).
-        return DEPLOYMENT_TEST_KEY, env.pin, ""
+        return DEPLOYMENT_TEST_KEY, env.pin, None
     if caller in identities.KEY_HASH_CALLERS:
         digest = env.key_hash
     else:
@@ -74,22 +75,24 @@ async def authorize(
             )
         digest = hash_key(token)
     key = await keys.get(digest) if digest else None
-    presented = ""
+    presented: ClientKey | None = None
     if key is not None and key.successor:  # an old secret of a rotated key (see current_key)
         # A batch made before the rotation names the key by its old hash: it runs on as the
         # key's (its requests are the key's, whatever secret made the batch).
         grace = caller != identities.BATCH.name
-        presented = digest if not key.expired() else ""  # its grace lasts
+        presented = key if not key.expired() else None  # its grace lasts
         key = await current_key_read(key, keys.get, grace=grace)
     if key is None:
         raise AuthenticationFailed("Incorrect API key provided.")
     refused = key.refusal()
     if refused is not None:
         raise refused
-    return key, None, presented if presented != key.hash else ""
+    return key, None, presented
 
 
-def stamp(env: Envelope, key: ClientKey, caller: str, presented: str = "") -> Envelope:
+def stamp(
+    env: Envelope, key: ClientKey, caller: str, presented: ClientKey | None = None
+) -> Envelope:
     """The envelope with the identity the head vouches for (whatever the caller claimed).
 
     Usage is billed once per request id (a re-send is the same request). The edges and
@@ -98,14 +101,18 @@ def stamp(env: Envelope, key: ClientKey, caller: str, presented: str = "") -> En
     its id plus a suffix made here (a re-send of such a request accepted twice is then
     billed twice: the caller's retry, not the platform's).
 
-    ``presented``: the hash of the old secret the caller proved the key with while its
-    rotation's grace lasts (:func:`authorize`): its cancels are proved with it. Whatever a
-    caller sent in this field is overwritten here.
+    ``presented``: the retired record of the old secret the caller proved the key with while
+    its rotation's grace lasts (:func:`authorize`): its cancels are proved with it until the
+    grace ends (``Sy-Presented-Until``, which model-proxies check: a request queued during
+    the grace may be served after it). Whatever a caller sent in these fields is overwritten.
     """
     trusted = caller in identities.KEY_HASH_CALLERS
+    old = presented.hash if presented is not None and key.hash != presented.hash else ""
+    ends = presented.expires_at if presented is not None and old else 0.0
     return env.with_(
         key_hash=key.hash,
-        presented_hash=presented if key.hash and presented != key.hash else "",
+        presented_hash=old if key.hash else "",
+        presented_until=str(int(ends * 1000)) if ends and key.hash else "",
         key_id=key.id,
         tenant=key.team,
         budget_period=key.budget_period,
