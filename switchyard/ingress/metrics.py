@@ -13,6 +13,7 @@ left before its answer ended, whole or streamed, counts with ``error_type`` ``sc
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterable
 
 from prometheus_client import Counter, Histogram
@@ -66,6 +67,8 @@ ZEROED_CLASSES = (
     "budget_exceeded",
     "limits_unavailable",
 )
+# The most model labels known() drops at once (each ~10 series: ~25 ms for 50).
+DROPS_AT_ONCE = 50
 # HTTP's standard methods (RFC 9110 and PATCH); any other is counted as ``_OTHER``.
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
@@ -148,6 +151,8 @@ class EdgeMetrics:
         self._model = Bounded(500)
         self._error = Bounded(64)
         self._zeroed: set[tuple[str, str]] = set()  # (operation, alias) created at 0
+        # Each model label's duration series, (operation, error type): what _drop removes.
+        self._series: dict[str, set[tuple[str, str]]] = {}
         # Model labels absent from the route table when known() was last told it: absent
         # again at the next telling, they give their place back (see known()).
         self._absent: frozenset[str] = frozenset()
@@ -177,9 +182,10 @@ class EdgeMetrics:
         if (operation, alias) in self._zeroed:
             return
         self._zeroed.add((operation, alias))
-        self._duration.labels(operation, alias, "")
-        for error_type in ZEROED_CLASSES:
-            self._duration.labels(operation, alias, self._error(error_type))
+        for error_type in ("", *ZEROED_CLASSES):
+            error_label = self._error(error_type) if error_type else ""
+            self._duration.labels(operation, alias, error_label)
+            self._series.setdefault(alias, set()).add((operation, error_label))
 
     def known(self, aliases: Iterable[str]) -> None:
         """The route table's aliases (:mod:`.alias_watch`): their chat series are created at
@@ -193,13 +199,17 @@ class EdgeMetrics:
         every alias a table ever held, once requested, kept one, so after enough renames a new
         alias's requests counted as ``_OTHER``. Two tellings, not one: an alias added to the
         table may be requested on this edge before the edge hears of it, and a request of a
-        removed alias that ends after the first telling takes its place again."""
+        removed alias that ends after the first telling takes its place again. At most
+        :data:`DROPS_AT_ONCE` labels go at a telling (the rest at the next ones): removing
+        series takes prometheus_client ~50 us each, and a whole table replaced at once held
+        the event loop for a quarter of a second."""
         chat = sc.OPERATIONS["chat"]
         current = set(aliases)
         absent = self._model.values() - current - {sc.OTHER}
-        for alias in absent & self._absent:
+        dropped = set(itertools.islice(absent & self._absent, DROPS_AT_ONCE))
+        for alias in dropped:
             self._drop(alias)
-        self._absent = frozenset(absent - self._absent)
+        self._absent = absent - dropped
         for alias in current:
             label = self._model(alias)
             if label != sc.OTHER and (chat, label) not in self._zeroed:
@@ -207,15 +217,15 @@ class EdgeMetrics:
 
     def _drop(self, alias: str) -> None:
         """Remove every series of the model label ``alias`` and free its place."""
-        errors = ("", *self._error.values())
-        for operation in {*sc.OPERATIONS.values(), sc.OTHER}:
+        series = self._series.pop(alias, set())
+        for operation in {operation for operation, _ in series}:
             self._zeroed.discard((operation, alias))
-            for metric in (self._ttft, self._tpot):
+            for metric in (self._ttft, self._tpot):  # (only ever with a duration series)
                 with contextlib.suppress(KeyError):
                     metric.remove(operation, alias)
-            for error_type in errors:
-                with contextlib.suppress(KeyError):
-                    self._duration.remove(operation, alias, error_type)
+        for operation, error_type in series:
+            with contextlib.suppress(KeyError):
+                self._duration.remove(operation, alias, error_type)
         self._model.forget(alias)
 
     def http(self, route: str, method: str, status: int) -> None:
@@ -270,6 +280,8 @@ class EdgeMetrics:
         if (served or (error is None and status < 400)) and label != sc.OTHER:
             self._zero(operation, label)
         self._duration.labels(operation, label, error_type).observe(seconds)
+        if label != sc.OTHER:
+            self._series.setdefault(label, set()).add((operation, error_type))
         if ttft is not None:  # the first token did go out, whatever happened after it
             self._ttft.labels(operation, label).observe(ttft)
             if not error_type and usage is not None and usage.completion_tokens > 1:
