@@ -231,6 +231,32 @@ async def test_a_batch_made_before_its_key_is_rotated_runs_on_as_the_key_s(
     assert await _settled_requests(batchy, record.id, quiet_s=3.0) == LINES
 
 
+async def test_after_its_grace_the_old_secret_cannot_cancel_a_batch_it_made(
+    batchy: Stack, upstream: FakeOpenAI
+) -> None:
+    """A batch made with a secret later rotated is the key's: once the old secret's grace
+    ended, a cancel with it is the 401 any request with it gets (the batch runs on), and the
+    new secret cancels it."""
+    key, record = await batchy.new_key("batch-old-cancel")
+    async with _client(batchy, key) as client:
+        data = _input("oldcancel", model="bulk-5s")
+        file = await client.files.create(file=("o.jsonl", data), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    turned = await batchy.admin("POST", f"/keys/{record.id}/rotate", {"grace_seconds": 1})
+    assert turned.status_code == 200, turned.text
+    await asyncio.sleep(1.5)  # the grace is over
+    async with _client(batchy, key) as old:
+        with pytest.raises(openai.AuthenticationError, match="rotated"):
+            await old.batches.cancel(batch.id)
+    async with _client(batchy, turned.json()["key"]) as client:
+        assert (await client.batches.retrieve(batch.id)).status in ("validating", "in_progress")
+        await client.batches.cancel(batch.id)
+        done = await _wait_for(client, batch.id, {"cancelled"}, timeout=30)
+    assert done.status == "cancelled"
+
+
 async def test_a_batch_is_finalizing_while_its_files_are_written(batchy: Stack) -> None:
     """OpenAI's statuses in order, ``finalizing`` included (the runner used to go from
     ``in_progress`` to ``completed``); ``finalizing_at`` is when the files were written (their
