@@ -85,6 +85,9 @@ class KeyIndex:
     def __init__(self, js: JetStreamContext) -> None:
         self._records: dict[str, ClientKey] = {}  # record name -> key
         self._by_id: dict[str, str] = {}  # key id -> record name
+        # Key id -> its other live records, oldest first: a rotation's new record lives beside
+        # the current one until the compare-and-set retires one of them or it is purged.
+        self._also: dict[str, list[str]] = {}
         self._sorted: list[tuple[float, str]] = []  # (created_at, record name), oldest first
         self._text: _Text | None = None  # None: changed since last built
         self._teams: list[str] | None = None
@@ -115,16 +118,16 @@ class KeyIndex:
             self._retired[name] = key.id
             key = None
         old = self._records.pop(name, None)
-        if old is not None and self._by_id.get(old.id) == name:  # (rotated: the id moved on)
-            del self._by_id[old.id]
+        if old is not None:
+            self._release(old.id, name)
         was = self._damaged.pop(name, None)
-        if was and self._by_id.get(was) == name:
-            del self._by_id[was]
+        if was:
+            self._release(was, name)
         if unreadable:
             key_id = unreadable_key_id(value or b"") or (old.id if old else "") or was or ""
             self._damaged[name] = key_id
             if key_id:
-                self._by_id[key_id] = name  # so it can be revoked
+                self._hold(key_id, name)  # so it can be revoked
             log.warning(
                 "client key record of %s (revision %d) cannot be read; left out of the list",
                 key_id or "an unknown key id",
@@ -140,7 +143,7 @@ class KeyIndex:
                 del self._sorted[where]
         if key is not None:
             self._records[name] = key
-            self._by_id[key.id] = name
+            self._hold(key.id, name)
             if old is None or key.created_at != old.created_at:
                 item = (key.created_at, name)
                 if not self._sorted or item >= self._sorted[-1]:
@@ -149,6 +152,36 @@ class KeyIndex:
                     bisect.insort(self._sorted, item)
         self._text = None
         self._teams = None
+
+    def _hold(self, key_id: str, name: str) -> None:
+        """``name`` holds ``key_id`` now: the id maps to it, the record it mapped to is kept
+        as another of the id's."""
+        others = self._also.get(key_id, [])
+        if name in others:
+            others.remove(name)
+        before = self._by_id.get(key_id)
+        if before is not None and before != name:
+            self._also[key_id] = [*others, before]
+        elif not others:
+            self._also.pop(key_id, None)
+        self._by_id[key_id] = name
+
+    def _release(self, key_id: str, name: str) -> None:
+        """``name`` no longer holds ``key_id``: the id maps to its newest other record, if any.
+
+        A rotation whose compare-and-set fails purges the record it had just created, and the
+        id mapped to that one: dropping the mapping lost a live key (its page and every change
+        by id answered 404) until its record was written again."""
+        others = self._also.get(key_id)
+        if self._by_id.get(key_id) == name:
+            if others:
+                self._by_id[key_id] = others.pop()
+            else:
+                del self._by_id[key_id]
+        elif others and name in others:
+            others.remove(name)
+        if others == []:
+            del self._also[key_id]
 
     @property
     def revision(self) -> int:

@@ -67,6 +67,24 @@ def test_the_index_keeps_a_rotated_key_once_at_its_new_record() -> None:
     assert index.record_name("key_00000000000000aa") == new
 
 
+def test_two_rotations_at_once_leave_the_id_at_the_winners_record() -> None:
+    """Each rotation creates its new record; the one whose compare-and-set fails purges its
+    own, and the id went with it (the winner's record was live: every change by id 404)."""
+    index = KeyIndex.__new__(KeyIndex)
+    KeyIndex.__init__(index, js=None)  # type: ignore[arg-type]
+    old, won, lost = (f"k.{hash_key(s)}" for s in (OLD, NEW, NEWER))
+    index._on_entry(old, KEY_ENCODER.encode(_key(OLD)), 1)
+    index._on_entry(won, KEY_ENCODER.encode(_key(NEW)), 2)
+    index._on_entry(lost, KEY_ENCODER.encode(_key(NEWER)), 3)
+    index._on_entry(old, KEY_ENCODER.encode(_retired(OLD, NEW, time.time())), 4)
+    index._on_entry(lost, None, 5)  # the loser's compare-and-set failed: it purges its record
+    assert index.record_name("key_00000000000000aa") == won
+    assert [k.hash for k in index.search().keys] == [hash_key(NEW)]
+    index._on_entry(won, None, 6)  # deleted: nothing holds the id
+    assert index.record_name("key_00000000000000aa") is None
+    assert index._also == {}
+
+
 def test_an_edge_takes_the_old_secret_as_the_key_and_purging_it_ends_nothing() -> None:
     refused: list[str] = []
     ring: Any = KeyRing.__new__(KeyRing)  # the copy alone: no bucket to follow
