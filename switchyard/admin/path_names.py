@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 
 from switchyard.errors import InvalidRequest
-from switchyard.schemas.routing import TABLE_NAME_PATTERN
 from switchyard.schemas.secrets import NAME_PATTERN as SECRET_PATTERN
 from switchyard.schemas.secrets import unstorable
+from switchyard.schemas.table_names import TABLE_NAME_PATTERN
 
 _TABLE_NAME = re.compile(TABLE_NAME_PATTERN)
 _SECRET_NAME = re.compile(SECRET_PATTERN)

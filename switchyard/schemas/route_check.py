@@ -14,23 +14,20 @@ from typing import get_args
 
 import msgspec
 
-from switchyard.schemas.routing import Name, RouteProblem, RouteTable, route_table_findings
+from switchyard.schemas.routing import RouteProblem, RouteTable, route_table_findings
+from switchyard.schemas.table_names import NAME_HINT, Name
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(RouteTable)
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.S)
 _NAME = re.compile(get_args(Name)[1].pattern)
-_NAME_HINT = (
-    "a name starts with a letter or digit, then letters, digits or _ . : / -, at most 128 "
-    "characters"
-)
 
 
 def type_problems(table: RouteTable) -> list[RouteProblem]:
     """What the route table's types refuse in ``table`` once encoded, as the control service
     decodes it (empty when nothing): names first, each said, then the first other value."""
     names = [
-        RouteProblem(f"{section}.{name}", f"`{name}` is not a name the table takes", _NAME_HINT)
+        RouteProblem(f"{section}.{name}", f"`{name}` is not a name the table takes", NAME_HINT)
         for section, items in (("providers", table.providers), ("routes", table.routes))
         for name in items
         if not _NAME.match(name)

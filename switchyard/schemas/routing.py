@@ -20,6 +20,7 @@ import msgspec
 
 from switchyard.schemas.numbers import NonNegative
 from switchyard.schemas.secrets import NAME_PATTERN, unstorable
+from switchyard.schemas.table_names import Name, name_problem
 from switchyard.schemas.timeouts import Timeouts, call_timeouts, settings_apart
 
 # Kinds served by the direct OpenAI-compatible path (one aiohttp POST, no litellm).
@@ -54,9 +55,6 @@ DEFAULT_API_BASES: dict[str, str] = {
 # Kinds whose base URL has no sensible default.
 KINDS_NEEDING_API_BASE = frozenset({"azure", "openai-compatible", "vllm"})
 
-# A provider's name or a route's alias (the admin API checks one given in its path with it).
-TABLE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
-Name = Annotated[str, msgspec.Meta(pattern=TABLE_NAME_PATTERN)]
 # Bounds on free text in the table, in characters: newest rules of route_table_findings, so a
 # table stored before them still loads (the types would refuse it on every read).
 MAX_DESCRIPTION_CHARS = 1024
@@ -401,6 +399,8 @@ def route_table_findings(
     priced_by: dict[str, tuple[str, Deployment, bool]] = {}  # where, what, touched
     for alias, route in table.routes.items():
         touched = not stored and (previous is None or previous.routes.get(alias) != route)
+        if bad := name_problem("routes", alias):  # "a\n": the type's "$" takes it
+            (problems if touched else kept).append(RouteProblem(*bad))
         if len(route.description) > MAX_DESCRIPTION_CHARS:
             (problems if touched else kept).append(
                 RouteProblem(
@@ -515,7 +515,9 @@ def route_table_findings(
 def _newer_provider_rules(name: str, provider: Provider) -> list[RouteProblem]:
     """The provider rules a stored table may predate (see :func:`route_table_findings`)."""
     found = _long_provider_text(name, provider)
-    if provider.secret and not _SECRET_NAME.match(provider.secret):  # never storable: 503s
+    if bad := name_problem("providers", name):  # "a\n": the type's "$" takes it
+        found.insert(0, RouteProblem(*bad))
+    if provider.secret and not _SECRET_NAME.fullmatch(provider.secret):  # unstorable: 503s
         found.append(RouteProblem(f"providers.{name}.secret", *unstorable(provider.secret)))
     if provider.concurrency > MAX_CONCURRENCY:
         found.append(_too_concurrent(f"providers.{name}", provider.concurrency))

@@ -11,7 +11,11 @@ from typing import Annotated
 
 import msgspec
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# msgspec matches with ``re.search``, where a bare ``$`` also matches before a final line
+# break: "openai\n" was a name, and OpenBao refused its path (a 503 for a caller's typo;
+# nothing was ever stored under one). ``(?!\n)`` refuses it, and means nothing to a JSON
+# Schema reader, whose ``$`` is the end already.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$(?!\n)"
 SecretName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 
 

@@ -57,6 +57,10 @@ _OPS = frozenset({"get", "list", "info", "put", "rotate", "delete"})
 # The results of switchyard_vault_requests_total created at 0 for every op.
 _ZEROED_RESULTS = ("ok", "vault_unavailable", "secret_not_found")
 _VALUE = msgspec.json.Encoder()
+_NAME_RULE = (
+    "`name` is not one the secrets service can store: a lowercase letter or digit, then "
+    "lowercase letters, digits, _ and -, 63 characters at most, and no line break"
+)
 
 
 def _info(meta: SecretMeta) -> wire.SecretInfo:
@@ -194,6 +198,8 @@ def _decode(decoder: msgspec.json.Decoder[T], data: bytes) -> T:
         return decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
         # msgspec messages name fields and types, never the offending value.
+        if str(exc).endswith("- at `$.name`"):  # its words quote the pattern: say the rule
+            raise InvalidRequest(f"invalid secrets request: {_NAME_RULE}", param="name") from None
         raise InvalidRequest(f"invalid secrets request: {exc}") from None
 
 

@@ -77,3 +77,20 @@ def test_two_old_prices_block_only_edits_of_their_routes() -> None:
     assert [p.field for p in route_table_problems(third, previous=current)] == [
         "routes.z.deployments[0].price"
     ]
+
+
+def test_a_name_ending_in_a_line_break_is_refused_for_new_entries_only() -> None:
+    """The types' ``$`` takes "openai\\n" (msgspec searches): a whole-table PUT stored it. New
+    or changed entries are refused naming the field; a stored one still loads and is kept."""
+    doc = {
+        "providers": {"ok": GOOD, "nl\n": GOOD, "s": {**GOOD, "secret": "key\n"}},
+        "routes": {"a": _route("ok"), "chat\n": _route("nl\n")},
+    }
+    new = [p.field for p in route_table_problems(_edit(doc), previous=_stored(BEFORE))]
+    assert new == ["providers.nl\\n", "providers.s.secret", "routes.chat\\n"]
+    stored = _stored(doc)  # loads: the types' pattern is unchanged
+    assert route_table_problems(_edit(doc), previous=stored) == []
+    changed = {**doc, "routes": {"a": _route("ok"), "chat\n": _route("ok")}}
+    assert [p.field for p in route_table_problems(_edit(changed), previous=stored)] == [
+        "routes.chat\\n"
+    ]
