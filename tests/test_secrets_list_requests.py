@@ -63,7 +63,10 @@ async def test_a_list_is_one_request_whatever_the_number_of_secrets(bao: Stack) 
     await _store(vault, names[1:])
     assert await _requests_made(bao, vault) == (names, 1)
     # The same metadata as one read each: provider, last four, version, who changed it.
-    await _store(vault, ["key-03"])
+    # A new value (the one it holds again would make no new version).
+    await vault.write(
+        "key-03", "sk-key-03-new-0123456789", provider="", actor="test", must_exist=True
+    )
     listed = await vault.list()
     assert listed == [await vault.metadata(n) for n in names]
     assert (listed[3].version, listed[3].last4, listed[3].provider) == (2, "6789", "openai")

@@ -78,6 +78,7 @@ from switchyard.runtime.request_body import read_body
 from switchyard.schemas.control import PutTable, TableState
 from switchyard.schemas.openai import error_body
 from switchyard.schemas.routing import Provider, Route, RouteTable, is_deployment_id
+from switchyard.schemas.secrets import written_words
 
 T = TypeVar("T")
 # The largest body the API takes (413 past it, before more is read). Its largest legitimate
@@ -538,13 +539,13 @@ class AdminApi:
         info = await c.secrets.put(
             secret_name(request.path_params["name"]), doc.value, doc.provider
         )
-        await _audit(c, request, "secret.put", info.name, f"version {info.version}")
+        await _audit(c, request, "secret.put", info.name, written_words(info))
         return _ok(info)
 
     async def rotate_secret(self, request: Request, c: AdminContext) -> Response:
         doc = decode(await _body(request), SecretBody, "secret")
         info = await c.secrets.rotate(secret_name(request.path_params["name"]), doc.value)
-        await _audit(c, request, "secret.rotate", info.name, f"version {info.version}")
+        await _audit(c, request, "secret.rotate", info.name, written_words(info))
         return _ok(info)
 
     async def delete_secret(self, request: Request, c: AdminContext) -> Response:

@@ -39,16 +39,18 @@ class SecretsAdmin:
         body = wire.ENCODER.encode(wire.SecretRef(name=name))
         return wire.INFO_DECODER.decode(await self._call("info", body))
 
-    async def put(self, name: str, value: str, provider: str = "") -> wire.SecretInfo:
+    async def put(self, name: str, value: str, provider: str = "") -> wire.SecretWritten:
+        """The stored secret's metadata; ``changed`` false when it held that value already
+        (no new version)."""
         # A plain mapping: the service validates (one place, answering 400 naming the field).
         body = wire.ENCODER.encode({"name": name, "value": value, "provider": provider})
-        return wire.INFO_DECODER.decode(await self._call("put", body))
+        return wire.WRITTEN_DECODER.decode(await self._call("put", body))
 
-    async def rotate(self, name: str, value: str) -> wire.SecretInfo:
+    async def rotate(self, name: str, value: str) -> wire.SecretWritten:
         # As put: a mapping the service validates (building a PutSecret here would raise its
         # checks as a bare ValueError, a 500 instead of the 400 naming the field).
         body = wire.ENCODER.encode({"name": name, "value": value})
-        return wire.INFO_DECODER.decode(await self._call("rotate", body))
+        return wire.WRITTEN_DECODER.decode(await self._call("rotate", body))
 
     async def delete(self, name: str) -> None:
         await self._call("delete", wire.ENCODER.encode(wire.SecretRef(name=name)))

@@ -23,6 +23,7 @@ from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.config import read_env_secret
 from switchyard.control.litellm_import import ImportResult, SecretPlaceholder
 from switchyard.schemas.routing import RouteTable
+from switchyard.schemas.secrets import written_words
 
 
 def value_to_store(secret: SecretPlaceholder, *, from_env: bool) -> str | None:
@@ -87,7 +88,10 @@ def secrets_report(found: list[StoredSecret], out: TextIO) -> None:
                 "a new version would change their key"
             )
         else:
-            how = f"a new version of {secret.name} will be stored (version {secret.version} now)"
+            how = (
+                f"a new version of {secret.name} will be stored (version {secret.version} now) "
+                "unless it holds that key already"
+            )
         print(f"  secret {secret.name}: {how}", file=out)
 
 
@@ -140,8 +144,11 @@ async def store_secrets(
         value = value_to_store(secret, from_env=from_env)
         if value:
             info = await secrets_admin.put(secret.name, value)
-            await audit.record(who, "secret.put", info.name, f"version {info.version}")
-            print(f"stored secret {secret.name}", file=out)
+            await audit.record(who, "secret.put", info.name, written_words(info))
+            if info.changed:
+                print(f"stored secret {secret.name}", file=out)
+            else:  # no new version: its deployments' cooldowns run on
+                print(f"secret {secret.name} unchanged: it holds that key already", file=out)
         elif secret.env_var and secret.name not in stored:
             why = "is not set in this shell" if from_env else "not read: no --secrets-from-env"
             users = sorted(n for n, p in result.table.providers.items() if p.secret == secret.name)

@@ -75,6 +75,20 @@ class SecretInfo(msgspec.Struct, frozen=True, kw_only=True):
     updated_by: str = ""
 
 
+class SecretWritten(SecretInfo, frozen=True, kw_only=True):
+    """The answer to a put or a rotation: ``changed`` is false when the secret already held
+    that value (and that provider label): no new version was made, nothing was told."""
+
+    changed: bool = True
+
+
+def written_words(info: SecretWritten) -> str:
+    """What a put or a rotation did, for its audit entry (never the value)."""
+    if info.changed:
+        return f"version {info.version}"
+    return f"version {info.version} kept: it held that value already"
+
+
 class SecretList(msgspec.Struct, frozen=True):
     secrets: list[SecretInfo]
 
@@ -83,6 +97,7 @@ ENCODER = msgspec.json.Encoder()
 PUT_DECODER = msgspec.json.Decoder(PutSecret)
 REF_DECODER = msgspec.json.Decoder(SecretRef)
 INFO_DECODER = msgspec.json.Decoder(SecretInfo)
+WRITTEN_DECODER = msgspec.json.Decoder(SecretWritten)
 LIST_DECODER = msgspec.json.Decoder(SecretList)
 
 

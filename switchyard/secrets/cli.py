@@ -29,7 +29,7 @@ from switchyard.config import Settings
 from switchyard.errors import ApiError, BusError, InputError
 from switchyard.runtime.provider_changes import secret_delete_words
 from switchyard.schemas.routing import RouteTable, SecretUsers
-from switchyard.schemas.secrets import SecretInfo
+from switchyard.schemas.secrets import SecretInfo, SecretWritten, written_words
 
 TABLE_TIMEOUT_S = 5.0
 
@@ -138,25 +138,34 @@ async def run_secrets_command(
         who = f"{getpass.getuser()}@{socket.gethostname()}"
         if action == "put":
             info = await admin.put(args.name, value, provider=args.provider)
-            await audit.record(who, "secret.put", info.name, f"version {info.version}")
-            print(f"stored {info.name} version {info.version} (...{info.last4})", file=out)
+            await audit.record(who, "secret.put", info.name, written_words(info))
+            print(_said("stored", info), file=out)
         elif action == "rotate":
             info = await admin.rotate(args.name, value)
-            await audit.record(who, "secret.rotate", info.name, f"version {info.version}")
-            print(f"rotated {info.name} to version {info.version} (...{info.last4})", file=out)
+            await audit.record(who, "secret.rotate", info.name, written_words(info))
+            print(_said("rotated", info, "to "), file=out)
         elif action == "rm":
             users, how = await _confirm_delete(nc, args, stdin, err)
             await admin.delete(args.name)
             await audit.record(who, "secret.delete", args.name, secret_delete_words(users, how))
             print(f"deleted {args.name}", file=out)
         elif action == "show":
-            info = await admin.info(args.name)
-            print(json.dumps(msgspec.to_builtins(info)) if args.json else _row(info), file=out)
+            shown = await admin.info(args.name)
+            print(json.dumps(msgspec.to_builtins(shown)) if args.json else _row(shown), file=out)
         else:
             await _list(nc, admin, args, out, err)
     finally:
         await nc.close()
     return 0
+
+
+def _said(done: str, info: SecretWritten, to: str = "") -> str:
+    if not info.changed:  # a re-run with the same key: no new version, no cooldown ended
+        return (
+            f"unchanged: {info.name} holds that value already, version {info.version} kept "
+            f"(...{info.last4})"
+        )
+    return f"{done} {info.name} {to}version {info.version} (...{info.last4})"
 
 
 async def _list(

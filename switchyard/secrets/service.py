@@ -173,11 +173,23 @@ class SecretsService:
         _still_awaited(req)
         put = _decode(wire.PUT_DECODER, req.data)
         actor = request_actor(req)
-        meta = await self.vault.write(
+        meta, written = await self.vault.write(
             put.name, put.value, provider=put.provider, actor=actor, must_exist=must_exist
         )
-        await self._changed(put.name, meta.version, action, actor)
-        await reply_ok(req, wire.ENCODER.encode(_info(meta)))
+        if written == "stored":  # a new key: caches dropped, its deployments' cooldowns end
+            await self._changed(put.name, meta.version, action, actor)
+        else:  # the same key: nothing to drop or end (never the value in these words)
+            audit.info(
+                "secret %s: %s by %s kept version %d, the value it holds (%s)",
+                put.name,
+                action,
+                actor,
+                meta.version,
+                "provider label changed" if written == "labelled" else "unchanged",
+            )
+        fields = msgspec.structs.asdict(_info(meta))
+        answer = wire.SecretWritten(**fields, changed=written != "unchanged")
+        await reply_ok(req, wire.ENCODER.encode(answer))
 
     async def _delete(self, req: Request) -> None:
         _still_awaited(req)

@@ -14,13 +14,14 @@ four characters, who changed it) in KV v2 custom metadata.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import hvac
 import hvac.exceptions
@@ -34,6 +35,8 @@ from switchyard.runtime.throttle import Throttle
 log = logging.getLogger("switchyard.secrets.vault")
 
 T = TypeVar("T")
+# What a write did: a new version, a new provider label on the current one, or nothing.
+Written = Literal["stored", "labelled", "unchanged"]
 PREFIX = "providers"
 FAIL_FAST_S = 1.0
 WARN_EVERY_S = 60.0
@@ -213,12 +216,23 @@ class Vault:
 
     async def write(
         self, name: str, value: str, *, provider: str, actor: str, must_exist: bool
-    ) -> SecretMeta:
-        def op() -> SecretMeta:
+    ) -> tuple[SecretMeta, Written]:
+        """Store ``value`` as ``name``'s new version; returns its metadata and what was
+        written. The value it already holds makes no new version (a CI job storing the same
+        key on every run churned versions, and each new one ended its deployments'
+        cooldowns): ``unchanged``, or ``labelled`` when only a new ``provider`` label was
+        written to its metadata."""
+
+        def op() -> tuple[SecretMeta, Written]:
             kv = self._client.secrets.kv.v2
             previous = self._metadata_or_none(name)
             if must_exist and previous is None:
                 raise SecretMissing(name)
+            if previous is not None and self._holds(name, previous.version, value):
+                if not provider or provider == previous.provider:
+                    return previous, "unchanged"
+                self._label(name, previous, provider, actor)
+                return self._metadata(name), "labelled"
             kv.create_or_update_secret(
                 path=self._path(name), secret={"value": value}, mount_point=self._mount
             )
@@ -233,9 +247,32 @@ class Vault:
                 # Vault rejects empty metadata values; absent means "not set".
                 custom_metadata={k: v for k, v in custom.items() if v},
             )
-            return self._metadata(name)
+            return self._metadata(name), "stored"
 
         return await self.run(op)
+
+    def _holds(self, name: str, version: int, value: str) -> bool:
+        """Whether ``name``'s ``version`` is ``value`` (compared in constant time)."""
+        try:
+            result = self._client.secrets.kv.v2.read_secret_version(
+                path=self._path(name),
+                version=version,
+                mount_point=self._mount,
+                raise_on_deleted_version=True,
+            )
+        except hvac.exceptions.InvalidPath:
+            return False  # deleted meanwhile: written anew
+        stored = str(((result.get("data") or {}).get("data") or {}).get("value", ""))
+        return hmac.compare_digest(stored.encode(), value.encode())
+
+    def _label(self, name: str, previous: SecretMeta, provider: str, actor: str) -> None:
+        """The ``provider`` label (and who set it) changed, the value kept: no new version."""
+        custom = {"provider": provider, "last4": previous.last4, "updated_by": actor}
+        self._client.secrets.kv.v2.update_metadata(
+            path=self._path(name),
+            mount_point=self._mount,
+            custom_metadata={k: v for k, v in custom.items() if v},
+        )
 
     async def delete(self, name: str) -> None:
         def op() -> None:

@@ -40,6 +40,7 @@ from switchyard.runtime.provider_changes import edit_seen, table_words
 from switchyard.schemas.import_merge import compare, merge
 from switchyard.schemas.route_check import edit_problems
 from switchyard.schemas.routing import InvalidRouteTable, RouteTable
+from switchyard.schemas.secrets import written_words
 
 log = logging.getLogger("switchyard.admin.ui")
 
@@ -285,8 +286,9 @@ async def apply(ui: Ui) -> Response:
         except ApiError as exc:  # the routes are in: say which key kept its old version
             failed = f"; the new version of secret {name} was not stored ({exc.message})"
             break
-        stored.append(name)
-        await ui.audit("secret.put", name, f"version {info.version}, from an import")
+        if info.changed:  # (the key it holds again: no new version, nothing said)
+            stored.append(name)
+        await ui.audit("secret.put", name, f"{written_words(info)}, from an import")
     detail = f"{len(imported.routes)} routes, {len(imported.providers)} providers"
     if stored:
         detail += f", stored secrets {', '.join(stored)}"

@@ -12,7 +12,7 @@ from switchyard.admin.ui.context import Route, Ui
 from switchyard.admin.ui.pages.tables import digest
 from switchyard.errors import ApiError, NotFound
 from switchyard.runtime.provider_changes import secret_delete_words
-from switchyard.schemas.secrets import PutSecret
+from switchyard.schemas.secrets import PutSecret, written_words
 
 
 async def _render(
@@ -89,7 +89,10 @@ async def rotate_secret(ui: Ui) -> Response:
     except NotFound:
         gone = f"{name} was deleted by someone else, so it was not rotated: store it again if "
         return ui.redirect(f"/ui/secrets?name={quote(name)}", ("error", gone + "it is needed."))
-    await ui.audit("secret.rotate", info.name, f"version {info.version}")
+    await ui.audit("secret.rotate", info.name, written_words(info))
+    if not info.changed:
+        same = f"{info.name} holds that key already: version {info.version} kept, not rotated."
+        return ui.redirect("/ui/secrets", ("ok", same))
     return ui.redirect("/ui/secrets", ("ok", f"Rotated {info.name} to version {info.version}."))
 
 
