@@ -80,3 +80,69 @@ async def test_a_rotation_stopped_by_a_change_meanwhile_keeps_the_key_found(
             assert (await gateway.update(key.id, rpm=8)).rpm == 8  # no 404
         finally:
             await index.stop()
+
+
+async def test_the_retry_finds_the_key_while_the_index_still_maps_the_purged_record(
+    tmp_path: Path,
+) -> None:
+    """The retry looked the key up through the index, which may not have followed the purge
+    yet: it mapped the id to the record just purged, and the rotation answered 404 for a live
+    key. It now reads the record it raced on (or its successor) from the bucket."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET)
+        other_admin = KeyAdmin(js, names=True)
+        index = KeyIndex(js)
+        await index.start()
+        gateway = KeyAdmin(js, locator=index)
+        _, key = await gateway.create("raced")
+        await _caught_up(index, js)
+        seen: list[ClientKey] = []
+
+        def unchanged(current: ClientKey) -> None:
+            seen.append(current)
+            if current != seen[0]:
+                raise _Changed
+
+        bucket = await gateway._bucket()
+        real_create = bucket.create
+
+        async def create_then_lag(name: str, value: bytes) -> int:
+            if len(seen) == 1:
+                await other_admin.update(key.id, rpm=7)
+            revision = await real_create(name, value)
+            if len(seen) == 1:  # the index applies this create, and nothing after it
+                await _caught_up(index, js)
+                await index.stop()
+            return revision
+
+        bucket.create = create_then_lag  # type: ignore[method-assign,assignment]
+        with pytest.raises(_Changed):  # the other admin's save, seen: not a 404
+            await gateway.rotate(key.id, check=unchanged)
+        assert len(seen) == 2
+        assert seen[1].rpm == 7
+
+
+async def test_rotations_at_once_all_end_with_the_key_at_the_last_ones_record(
+    tmp_path: Path,
+) -> None:
+    """Concurrent rotations of one key: each loser retries from the winner's record; the
+    index ends with the id at the record of the last secret handed out."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET)
+        index = KeyIndex(js)
+        await index.start()
+        try:
+            gateway = KeyAdmin(js, locator=index)
+            _, key = await gateway.create("busy")
+            await _caught_up(index, js)
+            done = await asyncio.gather(*(gateway.rotate(key.id) for _ in range(4)))
+            await _caught_up(index, js)
+            live = [r for _, r in done if index.record_name(key.id) == record_name(r.hash)]
+            assert len(live) == 1
+            assert max(r.rotated_at for _, r in done) == live[0].rotated_at
+            assert index.retired(key.id)  # every other secret's record is a retired one
+            assert (await gateway.update(key.id, rpm=3)).rpm == 3
+        finally:
+            await index.stop()

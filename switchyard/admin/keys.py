@@ -330,8 +330,10 @@ class KeyAdmin:
         """
         grace = _grace(grace_s)
         kv = await self._bucket()
+        lost: str | None = None  # the record a lost compare-and-set was on
         for _ in range(UPDATE_ATTEMPTS):
-            record, revision = _readable(*await self._lookup(key_id))
+            found = await self._after_race(lost, key_id) if lost else None
+            record, revision = _readable(*(found or await self._lookup(key_id)))
             if check is not None:
                 check(record)
             now = time.time()
@@ -350,12 +352,30 @@ class KeyAdmin:
                 )
             except KeyWrongLastSequenceError:
                 await kv.purge(record_name(digest))
+                lost = record_name(record.hash)
                 continue
             for name, old in await self._retired(record.id):
                 if old.expires_at + RETIRED_KEEP_S < now:
                     await kv.purge(name)
             return api_key, current
         raise Conflict(f"key `{key_id}` is changing too fast; try again")
+
+    async def _after_race(
+        self, name: str, key_id: str
+    ) -> tuple[ClientKey | DamagedRecord, int] | None:
+        """Key ``key_id``'s record after a rotation lost its compare-and-set on record
+        ``name``: that record, changed, or the one its successor names (another rotation
+        won), read from the bucket. The index may still map the id to the record the loser
+        created and purged, and its lookup said 404; None: look the key up."""
+        for _ in range(UPDATE_ATTEMPTS):
+            found = await self._read(name, key_id)
+            if found is not None:
+                return found
+            retired = await self._read_retired(name, key_id)
+            if retired is None:
+                return None
+            name = record_name(retired.successor)
+        return None
 
     async def _retired(self, key_id: str) -> Retired:
         """The records of ``key_id``'s old secrets, by record name."""
