@@ -302,7 +302,8 @@ class LLMClient:
         ``envelope`` may carry the request id, deadline and trace context (an
         :class:`~switchyard.bus.envelope.Envelope`, or wire headers); missing ids and deadlines
         are filled in. Keep-alives are yielded too (an HTTP edge turns them into SSE comments);
-        ``accepted`` is not (one of a later placement is a keep-alive: ``replies.MOVED``).
+        ``accepted`` is not (one of a later placement is a keep-alive: ``replies.MOVED``), nor
+        is a keep-alive of a placement the request has left since (``ReplyProgress.heard``).
 
         ``on_overflow`` is called (from the reply callback, at once) with the
         :class:`ReaderTooSlow` error when the consumer fell more than ``max_unread_bytes``
@@ -389,6 +390,10 @@ class LLMClient:
                         reply = decode_reply(msg.data, msg.headers)
                         if reply.kind is ReplyKind.ACCEPTED:  # (yielded only as ``MOVED``)
                             reply = progress.accepted(reply, attempt)  # else not admitted
+                        elif reply.placement:  # a keep-alive naming its placement
+                            if (kept := progress.heard(reply, attempt)) is None:
+                                continue  # of a placement the request has left since
+                            reply = kept
                         if not progress.admit(reply, loop.time()):
                             continue
                         if reply.kind is ReplyKind.PART:  # joined here, never yielded
@@ -490,7 +495,7 @@ class LLMClient:
         Args:
             on_keepalive: told of each keep-alive, which a model-proxy sends while its
                 provider works on the request (the batch runner tells a slow provider from a
-                busy queue by them).
+                busy queue by them), but one of a placement left since (a reroute's).
             on_moved: told when the request moved back to a queue (a reroute's
                 ``accepted``): no provider works on it now.
 
@@ -507,9 +512,10 @@ class LLMClient:
                 if reply.kind is ReplyKind.ERROR:
                     raise error_from_reply(reply)
                 if reply.kind is ReplyKind.KEEPALIVE:
-                    callback = on_moved if reply.moved else on_keepalive
-                    if callback is not None:
-                        callback()
+                    if reply.moved and on_moved is not None:
+                        on_moved()
+                    if (not reply.moved or reply.placement) and on_keepalive is not None:
+                        on_keepalive()
         raise ServiceUnavailable("the reply ended without an answer", code="no_answer")
 
     # ---- conveniences for internal Python callers ----

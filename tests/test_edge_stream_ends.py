@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,7 +25,10 @@ import openai
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from nats.aio.msg import Msg
 
+from switchyard.bus import headers as h
+from switchyard.bus import subjects
 from tests.fakes.events import NumberedEvents
 from tests.fakes.server import FakeServer, InThread
 from tests.stacks import Stack
@@ -42,6 +46,10 @@ ROUTES = {
     "s43-es-stall": (NATIVE, "stall-midway"),
     "s43-es-native-thinks": (NATIVE, "thinks"),  # its opening at once, its text 2.5 s later
 }
+# Two deployments: the first sends its role, then a 503 (the request is rerouted), the next
+# its role, then its answer.
+MOVES = "s43-es-moves"
+MOVES_ROUTE = [("fake", "role503:700"), ("fake", "rolelate:700")]
 
 
 class CuttingResponses(FakeServer):
@@ -102,6 +110,8 @@ async def routed(stack: Stack, cutting: str) -> AsyncIterator[Stack]:
         for alias, (name, model) in ROUTES.items():
             route = {"deployments": [{"provider": name, "model": model}]}
             assert (await stack.admin("PUT", f"/routes/{alias}", route)).status_code == 200
+        moves = {"deployments": [{"provider": p, "model": m} for p, m in MOVES_ROUTE]}
+        assert (await stack.admin("PUT", f"/routes/{MOVES}", moves)).status_code == 200
         for _ in range(300):  # every head and model-proxy follows the table on its own
             async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
                 probe = await http.post(
@@ -119,7 +129,7 @@ async def routed(stack: Stack, cutting: str) -> AsyncIterator[Stack]:
         await asyncio.sleep(1.5)  # the rest of the table, and the probe's cool-down
         yield stack
     finally:
-        for alias in ROUTES:
+        for alias in (*ROUTES, MOVES):
             await stack.admin("DELETE", f"/routes/{alias}")
         await stack.admin("DELETE", f"/providers/{NATIVE}")
         await stack.admin("DELETE", f"/secrets/{NATIVE}?force=true")
@@ -262,3 +272,33 @@ async def test_a_responses_stream_the_edge_ends_ends_in_response_failed(
         assert "passed while the answer was streaming, after " in events[-2].message, events[-2]
     else:  # the provider was reached and hung up: not "unreachable" (the network was fine)
         assert events[-2].code == "provider_disconnected", events[-2]
+
+
+async def test_a_model_proxys_begun_names_its_placement(routed: Stack) -> None:
+    """The first deployment began (its role held: ``Sy-Begun``), then failed; the head put the
+    request on the next one: each begun names its placement (``Sy-Placement``), so a caller
+    can tell the first's, should it come after the second ``accepted``, from the second's
+    (it started the stream early at an edge, and a batch line read as worked on again)."""
+    nc = await routed.connect("app")
+    inbox = nc.new_inbox()
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+    sub = await nc.subscribe(inbox, cb=got.put)
+    seen: list[tuple[str, str, str]] = []  # kind, placement, begun
+    try:
+        body = {**CHAT, "model": MOVES, "stream": True}
+        deadline = str(int((time.time() + 30) * 1000))
+        headers = {"Authorization": f"Bearer {routed.api_key}", h.DEADLINE: deadline}
+        await nc.publish(subjects.CHAT, json.dumps(body).encode(), reply=inbox, headers=headers)
+        async with asyncio.timeout(30):
+            while (msg := await got.get()).headers:  # the terminator has none
+                hdrs = msg.headers or {}
+                kind = hdrs.get(h.KIND, "")
+                if kind in ("accepted", "keepalive"):
+                    seen.append((kind, hdrs.get(h.PLACEMENT, ""), hdrs.get(h.BEGUN, "")))
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+    assert ("keepalive", "1", "1") in seen, seen
+    assert ("keepalive", "2", "1") in seen, seen
+    assert ("accepted", "2", "") in seen, seen
+    assert all(placement for kind, placement, _ in seen), seen

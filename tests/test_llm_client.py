@@ -360,3 +360,55 @@ async def test_a_reroute_tells_a_keep_alive_watcher_no_provider_works_now(
         await client.close()
         for nc in (head, tail):
             await nc.close()
+
+
+async def test_a_late_keep_alive_of_the_placement_moved_from_is_not_work(
+    zone: Zone,  # noqa: F811
+) -> None:
+    """A keep-alive (or ``Sy-Begun``) of the placement a reroute moved the request from that
+    comes after the reroute's ``accepted`` marked the line as worked on again; one of the next
+    placement that comes before its ``accepted`` tells the move (and is work), and that
+    ``accepted`` then tells nothing more. Keep-alives name their placement (``Sy-Placement``)."""
+    head, _ = await _as(zone, "head")
+    tail, _ = await _as(zone, "tail")
+
+    def accepted(deployment: str, placement: int) -> dict[str, str]:
+        return {**replies.ACCEPTED_HEADERS, h.DEPLOYMENT: deployment, h.PLACEMENT: str(placement)}
+
+    async def on_request(msg: Msg) -> None:
+        await head.publish(msg.reply, b"", headers=accepted("a", 1))
+        await replies.send_keepalive(head, msg.reply, 1)
+        if msg.data == b"late":  # a fails; the request moves to b's queue; a's come late
+            await head.publish(msg.reply, b"", headers=accepted("b", 2))
+            await replies.send_keepalive(head, msg.reply, 1)
+            await replies.send_begun(head, msg.reply, "1.1", 1)
+        else:  # b's begun before its accepted
+            await replies.send_begun(head, msg.reply, "1.1", 2)
+            await head.publish(msg.reply, b"", headers=accepted("b", 2))
+        await replies.send_final(head, msg.reply, b"{}")
+
+    await head.subscribe("llm.v1.chat", queue="head", cb=on_request)
+    await flushed(head)
+    client = LLMClient(tail, default_timeout=5)
+    await client.start()
+    seen: list[str] = []
+    try:
+        for body, expected in (
+            (b"late", ["working", "moved"]),
+            (b"ahead", ["working", "moved", "working"]),
+        ):
+            seen.clear()
+            await asyncio.wait_for(
+                client.request(
+                    "llm.v1.chat",
+                    body,
+                    on_keepalive=lambda: seen.append("working"),
+                    on_moved=lambda: seen.append("moved"),
+                ),
+                20,
+            )
+            assert seen == expected, body
+    finally:
+        await client.close()
+        for nc in (head, tail):
+            await nc.close()

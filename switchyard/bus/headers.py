@@ -53,6 +53,8 @@ ALIAS = "Sy-Alias"  # the alias the client asked for (on dispatched requests)
 DEPLOYMENT = "Sy-Deployment"  # which deployment answered
 # On ``accepted``: which placement of the request it names (1, 2, ...: a reroute or a removal
 # bounce queues it again), so a caller keeps the latest though an earlier one arrives later.
+# On a model-proxy's keep-alives too (the placement it serves): one of an earlier placement
+# than the last ``accepted``'s came late, and is ignored.
 PLACEMENT = "Sy-Placement"
 ATTEMPTS = "Sy-Attempts"  # how many attempts it took
 TRIED = "Sy-Tried"  # deployments already tried, comma-separated (reroutes)

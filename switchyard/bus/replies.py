@@ -99,12 +99,15 @@ class Reply:
             head's decision, which a key's cap or ``service_tier`` may have changed; a
             model-proxy's final and error messages, and a stream's first chunk).
         placement: which placement of the request an ``accepted`` names (1, 2, ...; 0 from
-            older heads): a later one is where the request went next.
+            older heads): a later one is where the request went next. On a model-proxy's
+            keep-alive, the placement it serves (0 from older model-proxies): one of a
+            placement the request has left since is not passed on (``ReplyProgress.heard``).
         begun: a keep-alive saying the provider's stream has begun, its opening held back
             until its first content (:func:`send_begun`); its ``delivery`` names which one.
         moved: a keep-alive the client makes (never sent) when a later placement of the
             request was accepted (a reroute, a re-send): what an earlier one said, as
-            ``begun``, no longer holds.
+            ``begun``, no longer holds. Also set on a model-proxy's keep-alive of a later
+            placement that came before its ``accepted`` (then ``placement`` is not 0).
     """
 
     kind: ReplyKind
@@ -165,7 +168,13 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
             priority=hdrs.get(h.PRIORITY, ""),
         )
     if kind is ReplyKind.KEEPALIVE:
-        return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""), begun=hdrs.get(h.BEGUN) == "1")
+        return Reply(
+            kind,
+            body,
+            delivery=hdrs.get(h.ATTEMPT, ""),
+            begun=hdrs.get(h.BEGUN) == "1",
+            placement=_int(hdrs.get(h.PLACEMENT), 0),
+        )
     if kind is ReplyKind.PART:  # (after the others: a small answer pays no compare for it)
         return Reply(kind, body, delivery=hdrs.get(h.ATTEMPT, ""), seq=_int(hdrs.get(h.SEQ), -1))
     return Reply(
@@ -231,31 +240,47 @@ async def send_accepted(
     await nc.publish(reply, b"", headers=headers)
 
 
-async def send_keepalive(nc: NATS, reply: str) -> None:
-    await nc.publish(reply, b"", headers=KEEPALIVE_HEADERS)
+def _keepalive(base: dict[str, str], delivery: str, placement: int) -> dict[str, str]:
+    """A keep-alive's headers: ``base``, and the delivery and placement it is of (when known)."""
+    if not delivery and not placement:
+        return base
+    headers = dict(base)
+    if delivery:
+        headers[h.ATTEMPT] = delivery
+    if placement:
+        headers[h.PLACEMENT] = str(placement)
+    return headers
 
 
-async def send_begun(nc: NATS, reply: str, delivery: str = "") -> None:
+async def send_keepalive(nc: NATS, reply: str, placement: int = 0) -> None:
+    """A keep-alive of the ``placement``-th placement of the request (``Envelope.placement``):
+    a caller ignores one of a placement the request has left since (it came late)."""
+    await nc.publish(reply, b"", headers=_keepalive(KEEPALIVE_HEADERS, "", placement))
+
+
+async def send_begun(nc: NATS, reply: str, delivery: str = "", placement: int = 0) -> None:
     """A keep-alive saying the provider's stream has begun: its opening chunks (a role alone)
     are held back until its first content, so that a failure before it can still be rerouted.
     An HTTP edge whose client's SDK times the wait for the response headers
     (``X-Stainless-Timeout``) may send them on hearing it; any other caller reads a keep-alive.
-    ``delivery`` (the job's): a later delivery's keep-alive tells the edge this one is over."""
-    headers = {**BEGUN_HEADERS, h.ATTEMPT: delivery} if delivery else BEGUN_HEADERS
-    await nc.publish(reply, b"", headers=headers)
+    ``delivery`` (the job's): a later delivery's keep-alive tells the edge this one is over.
+    ``placement`` (as :func:`send_keepalive`'s): one that came after a reroute's ``accepted``
+    is of a provider that no longer serves the request, and starts no stream."""
+    await nc.publish(reply, b"", headers=_keepalive(BEGUN_HEADERS, delivery, placement))
 
 
-async def send_probe(nc: NATS, reply: str, answer_to: str) -> None:
+async def send_probe(nc: NATS, reply: str, answer_to: str, placement: int = 0) -> None:
     """A keep-alive sent as a request (a probe): a caller may answer it with an empty message
     to ``answer_to`` to be known as there (docs/nats-api.md, "A caller that goes away")."""
-    await nc.publish(reply, b"", reply=answer_to, headers=KEEPALIVE_HEADERS)
+    headers = _keepalive(KEEPALIVE_HEADERS, "", placement)
+    await nc.publish(reply, b"", reply=answer_to, headers=headers)
 
 
-async def announce_delivery(nc: NATS, reply: str, delivery: str) -> None:
+async def announce_delivery(nc: NATS, reply: str, delivery: str, placement: int = 0) -> None:
     """A keep-alive naming the delivery about to serve the request: a caller that already
     has content from another delivery cannot take this one's and cancels it (before its
     provider call, when the model-proxy waits for that: see docs/nats-api.md)."""
-    await nc.publish(reply, b"", headers={**KEEPALIVE_HEADERS, h.ATTEMPT: delivery})
+    await nc.publish(reply, b"", headers=_keepalive(KEEPALIVE_HEADERS, delivery, placement))
 
 
 def _name_deployment(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -120,13 +120,35 @@ class ReplyProgress:
         placed_as = (attempt, reply.placement)
         if reply.placement and placed_as < self.placed_as:
             return reply
-        # Moved from an earlier placement; a later one that comes first (its earlier one's
-        # accepted late, or lost) moved it too: what that placement's model-proxy said is past.
-        moved = (bool(self.placed) and (placed_as > self.placed_as or not reply.placement)) or (
-            not self.placed and reply.placement > 1
-        )
+        if reply.placement:
+            # Moved from an earlier placement; a later one that comes first (its earlier one's
+            # accepted late, or lost) moved it too: what that placement's model-proxy said is
+            # past. Not when a keep-alive of this placement came first: it told the move.
+            moved = placed_as > self.placed_as and (self.placed_as > (0, 0) or placed_as[1] > 1)
+        else:
+            moved = bool(self.placed)
         self.placed, self.placed_as = reply.deployment, placed_as
         return MOVED if moved else reply
+
+    def heard(self, reply: Reply, attempt: int) -> Reply | None:
+        """A model-proxy's keep-alive that names its placement, on the caller's ``attempt``
+        (one naming none, of an older model-proxy, is not asked about): None for one of a
+        placement the request has left since (it came after a reroute's ``accepted``: its
+        ``Sy-Begun`` would start a stream the next provider has not begun, and a batch line
+        read as worked on again). One of a later placement than the last accepted (whose own
+        ``accepted`` is late or lost) tells the move itself: yielded with ``moved`` set, so
+        that what the earlier placement said no longer holds. While the last accepted named
+        no placement (an older head), keep-alives pass as they come."""
+        if self.placed and not self.placed_as[1]:
+            return reply
+        placed_as = (attempt, reply.placement)
+        if placed_as < self.placed_as:
+            return None
+        if placed_as == self.placed_as:
+            return reply
+        moved = self.placed_as > (0, 0) or placed_as[1] > 1
+        self.placed, self.placed_as = "", placed_as  # (its deployment is not named here)
+        return replace(reply, moved=True) if moved else reply
 
     def deadline_passed(self, cut_off: str = "") -> DeadlineExceeded:
         """The 504 of a request whose deadline passed, saying how far its answer had come: a

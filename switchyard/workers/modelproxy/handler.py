@@ -183,7 +183,7 @@ class Handler:
             msg=msg,
             env=env,
             deployment_id=deployment_id,
-            inflight=self.heartbeats.track(env.reply, msg, deployment_id),
+            inflight=self.heartbeats.track(env.reply, msg, deployment_id, env.placement),
         )
         self.cancels.track(job)
         self.serving.add(job)
@@ -466,7 +466,9 @@ class Handler:
                 echoed=self.echoed,
                 key=key,
                 provider=call.provider_name,
-                begun=lambda job: replies.send_begun(job.out(self.nc), job.reply, job.delivery),
+                begun=lambda job: replies.send_begun(
+                    job.out(self.nc), job.reply, job.delivery, job.env.placement
+                ),
             )
         finally:
             close = getattr(events, "aclose", None)

@@ -81,6 +81,9 @@ class InFlight:
     deployment: str = ""
     started: float = 0.0
     last_chunk: float = 0.0
+    # Which placement of the request this is (``Envelope.placement``): its keep-alives say it,
+    # so a caller ignores one that comes after a reroute's ``accepted`` (docs/nats-api.md).
+    placement: int = 0
 
     def touch(self, now: float) -> None:
         self.last_sent = self.last_chunk = now
@@ -110,7 +113,7 @@ class Heartbeats:
         self._busy = asyncio.Event()  # set while requests may be in flight
         self._loops = TaskSupervisor("heartbeats")
 
-    def track(self, reply: str, msg: Msg, deployment: str = "") -> InFlight:
+    def track(self, reply: str, msg: Msg, deployment: str = "", placement: int = 0) -> InFlight:
         """Start signalling for a request. Its first progress signal is due at the next round
         (a request that ends before costs nothing): the claim's clock started when JetStream
         delivered the message, which a busy process may take seconds to begin serving."""
@@ -119,6 +122,7 @@ class Heartbeats:
         out = self.internal if self.internal is not None and unvouched else self._nc
         entry = InFlight(reply, msg, now, now - self._progress_s, out=out)
         entry.deployment = deployment
+        entry.placement = placement
         entry.started = entry.last_chunk = now
         # Only the callers the head does not vouch for are probed: an edge or the batch runner
         # sends llm.v1.cancel when its own client leaves, and a probe's answer queued behind an
@@ -192,7 +196,7 @@ class Heartbeats:
                 await asyncio.gather(*map(self._progress, progress), return_exceptions=True)
 
     async def _keepalives(self, callers: list[InFlight]) -> None:
-        sends = (replies.send_keepalive(c.out or self._nc, c.reply) for c in callers)
+        sends = (replies.send_keepalive(c.out or self._nc, c.reply, c.placement) for c in callers)
         await asyncio.gather(*sends, return_exceptions=True)
 
     async def _probes(self, entries: list[InFlight]) -> None:

@@ -70,7 +70,7 @@ async def probe(entries: list[InFlight], out: NATS) -> None:
     heard: dict[str, bool] = {}  # answer subject -> answered (False: nobody listens there)
     try:
         for n, entry in enumerate(entries):
-            await replies.send_probe(out, entry.reply, f"{inbox}.{n}")
+            await replies.send_probe(out, entry.reply, f"{inbox}.{n}", entry.placement)
         try:
             await out.flush(timeout=PROBE_READ_S)  # the server has read the probes
         except (TimeoutError, NatsError):

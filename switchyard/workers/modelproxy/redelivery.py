@@ -59,7 +59,7 @@ async def ask_caller(nc: NATS, job: Job, rooms: AnswerRooms) -> None:
     if not asks(job.env, room, replies.payload_room(nc.max_payload)):
         return
     try:
-        await replies.announce_delivery(nc, job.reply, job.delivery)
+        await replies.announce_delivery(nc, job.reply, job.delivery, job.env.placement)
     except Exception:  # the connection is gone: served as before, its replies will tell
         log.debug("could not announce a redelivered stream", exc_info=True)
         return
