@@ -623,9 +623,13 @@ async def test_a_whole_answer_without_an_end_ends_after_the_grace(adapter: LiteL
     try:
         async for event in adapter.stream(call):
             events.append(event)
-            last = loop.time()
+            if text_of([event]):
+                last = loop.time()  # the answer's last content
         ended = loop.time() - last
     finally:
         fake.stop()
     assert text_of(events) == "echo: Say hello"
     assert 1.5 < ended < 3.5, ended
+    # The choice's finish_reason goes with the end (a choice's last chunk: none came after).
+    assert events[-1].payload is not None
+    assert json.loads(events[-1].payload)["choices"][0]["finish_reason"] == "stop"

@@ -16,6 +16,7 @@ from tests import test_litellm_adapter as base
 from tests.fakes import anthropic as fake_anthropic
 from tests.fakes import gemini as fake_gemini
 from tests.test_litellm_adapter import Upstream, call_for, collect
+from tests.upstream import FakeOpenAI
 
 pytestmark = [
     pytest.mark.integration,
@@ -386,3 +387,47 @@ async def test_one_tool_call_per_answer_is_held_to(
             body = json.loads((await adapter.complete(call)).body)
             names = [c["function"]["name"] for c in body["choices"][0]["message"]["tool_calls"]]
         assert names == expected, (one, names)
+
+
+# (litellm's own warning when it strips a usage chunk: see tests/test_litellm_adapter.py)
+@pytest.mark.filterwarnings("ignore:Accessing the 'model_(computed_)?fields' attribute")
+@pytest.mark.parametrize("model", ["openai/midreason", "callsfirst"])
+async def test_only_a_choices_last_chunk_says_its_finish_reason(
+    adapter: LiteLLM, model: str
+) -> None:
+    """OpenAI's streams say a choice's ``finish_reason`` in its last chunk only (null before),
+    and a client SDK may stop reading at the first it sees. A provider whose every chunk says
+    one (``midreason``, through litellm's OpenAI path), and Gemini's tool calls before its
+    text (litellm gives their event ``tool_calls``): one ``finish_reason``, last, and the whole
+    answer before it. (The litellm in use holds these itself; the adapter no longer relies on
+    it: tests/unit/test_litellm_answer.py has the chunks it held passed on.)"""
+    if model == "callsfirst":
+        gemini = fake_gemini.FakeGemini()
+        up = Upstream("gemini", gemini, await gemini.start(), "", base._usage(0, 0), "")
+        try:
+            chunks = await _chunks(adapter, up, model, wants_usage=True, tools=TOOLS)
+        finally:
+            await gemini.stop()
+    else:
+        fake = FakeOpenAI()
+        fake.start()
+        up = Upstream("litellm", fake, fake.base_url, "", base._usage(0, 0), "")  # type: ignore[arg-type]
+        try:
+            chunks = await _chunks(adapter, up, model, wants_usage=True)
+        finally:
+            fake.stop()
+    said = [
+        (i, c["finish_reason"])
+        for i, chunk in enumerate(chunks)
+        for c in chunk["choices"]
+        if c["finish_reason"] is not None
+    ]
+    last = max(i for i, chunk in enumerate(chunks) if chunk["choices"])
+    expected = "tool_calls" if model == "callsfirst" else "stop"
+    assert said == [(last, expected)], chunks
+    state = ChatCompletionStreamState()
+    for chunk in chunks:
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    answer = state.get_final_completion().choices[0]
+    assert answer.finish_reason == expected
+    assert answer.message.content in ("echo: Say hello", "".join(fake_gemini.REPLY[1:]))

@@ -27,6 +27,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``stall:<ms>``: streams two words, is silent for ``<ms>``, then ends the answer;
 * ``nodone``: streams the echo, its finish_reason and its usage (when asked), then neither
   ``[DONE]`` nor the end of the response (it holds the connection for an hour);
+* ``midreason``: streams the echo a word a chunk, each chunk with ``finish_reason: stop``
+  (as litellm passes on Gemini's tool-call pieces: a reason before the choice's last chunk);
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
   ``[DONE]``: an answer cut short);
 * ``html``: answers 200 with an HTML page (a proxy's error page in front of a provider);
@@ -419,6 +421,17 @@ class FakeOpenAI:
                 with self._lock:
                     self.cut.append(str(model))
                 raise
+            return resp
+        if kind == "midreason":  # every piece says its finish_reason, the last one too
+            for i, word in enumerate(text.split(" ")):
+                delta = {"content": word if i == 0 else " " + word}
+                await resp.write(
+                    _chunk(model, [{"index": 0, "delta": delta, "finish_reason": "stop"}])
+                )
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await resp.write(_chunk(model, [], usage=usage))
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
             return resp
         if kind == "midfail":
             await self._chunks(resp, model, ["half", "an"], 0.0)

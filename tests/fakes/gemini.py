@@ -12,6 +12,8 @@ Speaks the real wire format: ``models/{model}:generateContent`` (a GenerateConte
 ``slow``          waits 2 s, then answers normally
 ``leaky``         400 whose message echoes the ``x-goog-api-key`` it received (tests redaction)
 ``tools``         answers the text, then calls :data:`TOOL_CALLS` (``functionCall`` parts)
+``callsfirst``    streamed: calls :data:`TOOL_CALLS` in its first event, then the text (litellm
+                  gives the event with the calls a ``finish_reason``, though more follows)
 
 A request's ``candidateCount`` (``n``) is answered with that many candidates, each the same
 text; streamed, every candidate gets its ``finishReason`` in the last event, as Gemini does.
@@ -106,6 +108,8 @@ def _candidates(body: dict[str, Any]) -> int:
 
 def _response(model: str, text: str, output_tokens: int, final: bool, n: int) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [{"text": text}]
+    if output_tokens == 1 and model == "callsfirst":
+        parts = [{"functionCall": {"name": name, "args": args}} for name, args in TOOL_CALLS]
     if final and model == "tools":
         parts += [{"functionCall": {"name": name, "args": args}} for name, args in TOOL_CALLS]
     candidates: list[dict[str, Any]] = []

@@ -19,8 +19,9 @@ def _chunk(*choices: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_choice_left_open_ends_as_the_finished_ones_did() -> None:
     stream = ChatStream("m")
-    stream.chunk(_chunk({"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {}}))
-    stream.chunk(_chunk({"index": 0, "delta": {}, "finish_reason": "length"}))
+    _shaped(stream, _chunk({"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {}}))
+    # A bare finish_reason: held until the end (nothing else in it to send now).
+    assert stream.chunk(_chunk({"index": 0, "delta": {}, "finish_reason": "length"})) is None
 
     end = stream.closing()
 
@@ -29,14 +30,17 @@ def test_a_choice_left_open_ends_as_the_finished_ones_did() -> None:
         "object": "chat.completion.chunk",
         "created": 7,
         "model": "m",
-        "choices": [{"index": 1, "delta": {}, "finish_reason": "length", "logprobs": None}],
+        "choices": [
+            {"index": 0, "delta": {}, "finish_reason": "length", "logprobs": None},
+            {"index": 1, "delta": {}, "finish_reason": "length", "logprobs": None},
+        ],
     }
     assert stream.closing() is None  # once
 
 
 def test_choices_none_finished_end_with_stop() -> None:
     stream = ChatStream("m")
-    stream.chunk(_chunk({"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {}}))
+    _shaped(stream, _chunk({"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {}}))
 
     end = stream.closing()
 
@@ -50,39 +54,71 @@ def test_a_choice_left_open_with_tool_calls_ends_with_tool_calls() -> None:
     `finish_reason == "tool_calls"` skipped it. A choice that called tools ends so now."""
     stream = ChatStream("m")
     call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f"}}
-    stream.chunk(
+    _shaped(
+        stream,
         _chunk(
             {"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"},
             {"index": 1, "delta": {"tool_calls": [call]}},
             {"index": 2, "delta": {"content": "b"}},
-        )
+        ),
     )
 
     end = stream.closing()
 
     assert end is not None
     assert [(c["index"], c["finish_reason"]) for c in end["choices"]] == [
+        (0, "stop"),  # its own, held until the end
         (1, "tool_calls"),
         (2, "stop"),
     ]
 
 
-def test_a_stream_whose_choices_all_finished_needs_no_end() -> None:
+def test_a_finish_reason_is_said_once_in_the_choices_last_chunk() -> None:
+    """What OpenAI sends: a choice's ``finish_reason`` is null on every chunk but its last.
+    litellm put one on chunks a choice had more after (Gemini's tool-call pieces; a provider's
+    own): the client got it mid-answer, and a client SDK may stop reading at the first one.
+    Each is held now (its chunk goes without it), and the end says the last one, once."""
     stream = ChatStream("m")
-    stream.chunk(_chunk({"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}))
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f"}}
+    first = _shaped(
+        stream,
+        _chunk({"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}),
+    )
+    more = {"index": 0, "function": {"arguments": "{}"}}
+    second = _shaped(
+        stream, _chunk({"index": 0, "delta": {"tool_calls": [more]}, "finish_reason": "stop"})
+    )
+    # A bare finish_reason with its logprobs still goes (without the reason).
+    scored = _shaped(
+        stream,
+        _chunk({"index": 0, "delta": {}, "finish_reason": "tool_calls", "logprobs": {"c": []}}),
+    )
 
-    assert stream.closing() is None
+    assert [c["choices"][0]["finish_reason"] for c in (first, second, scored)] == [None] * 3
+    assert stream.finished(1)  # the whole answer's grace still knows
+    end = stream.closing()
+    assert end is not None
+    assert [(c["index"], c["finish_reason"]) for c in end["choices"]] == [(0, "tool_calls")]
+    assert stream.closing() is None  # once
+    # An OpenAI SDK reads the whole stream as one answer that called its tool.
+    state = ChatCompletionStreamState()
+    for chunk in (first, second, scored, end):
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    done = state.get_final_completion().choices[0]
+    assert done.finish_reason == "tool_calls"
+    assert [c.function.arguments for c in done.message.tool_calls or []] == ["{}"]
 
 
 def test_each_choice_opens_with_its_role() -> None:
     stream = ChatStream("m")
-    first = stream.chunk(
+    first = _shaped(
+        stream,
         _chunk(
             {"index": 0, "delta": {"content": "a", "role": "assistant"}},
             {"index": 1, "delta": {"content": "a"}},
-        )
+        ),
     )
-    later = stream.chunk(_chunk({"index": 1, "delta": {"content": "b"}}))
+    later = _shaped(stream, _chunk({"index": 1, "delta": {"content": "b"}}))
 
     assert [c["delta"] for c in first["choices"]] == [
         {"content": "a", "role": "assistant"},
@@ -107,7 +143,7 @@ def test_calls_sharing_litellms_index_stay_apart_when_their_ids_differ() -> None
     `{"x":1}{"y":2}`. A known index with a new id begins a new call now."""
     stream = ChatStream("m")
     chunks = [
-        stream.chunk(_chunk({"index": 0, "delta": {"tool_calls": [call]}}))
+        _shaped(stream, _chunk({"index": 0, "delta": {"tool_calls": [call]}}))
         for call in (
             _call("call_a", '{"x":'),
             _call("call_a", "1}", name=None),  # its id again: the same call
@@ -138,7 +174,14 @@ def test_a_choices_calls_are_numbered_from_zero_across_new_ids() -> None:
     numbered = []
     for choice, call_id in ((0, "a"), (1, "b"), (1, "c"), (0, "d")):
         call = _call(call_id, "{}")
-        chunk = stream.chunk(_chunk({"index": choice, "delta": {"tool_calls": [call]}}))
+        chunk = _shaped(stream, _chunk({"index": choice, "delta": {"tool_calls": [call]}}))
         numbered.append(chunk["choices"][0]["delta"]["tool_calls"][0]["index"])
 
     assert numbered == [0, 0, 1, 1]
+
+
+def _shaped(stream: ChatStream, doc: dict[str, Any]) -> dict[str, Any]:
+    """``stream``'s shape of ``doc``, which holds more than a bare ``finish_reason``."""
+    out = stream.chunk(doc)
+    assert out is not None
+    return out

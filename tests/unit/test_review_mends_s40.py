@@ -13,7 +13,7 @@ from switchyard.ingress.departure import Stoppable, Waiting, edge_stopping
 from switchyard.schemas import batches as b
 from switchyard.workers.batch.formats import OpenAIFormat
 from switchyard.workers.modelproxy.providers.embedding_format import encoded, to_base64
-from switchyard.workers.modelproxy.providers.litellm_adapter import _delivers
+from switchyard.workers.modelproxy.providers.litellm_stream import delivers as _delivers
 
 pytestmark = pytest.mark.unit
 

@@ -40,7 +40,8 @@ A stream that ends having carried no content, no tool call and no usage is the p
 failure (retried elsewhere), not an empty answer: litellm makes up a closing ``stop`` chunk
 for a stream that closed before its first event. Chunks that carry nothing are held back
 until something does, so the failure can still go to another deployment (an empty event says
-the provider began: :mod:`..stream_watch`).
+the provider began: :mod:`..stream_watch`). A chat choice's ``finish_reason`` is sent once,
+in its last chunk, when the stream ends (:mod:`.litellm_stream`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from switchyard.workers.modelproxy.providers.client_request_id import (
     client_request_id,
 )
 from switchyard.workers.modelproxy.providers.embedded_error import provider_error
+from switchyard.workers.modelproxy.providers.litellm_stream import closing, delivers
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 from switchyard.workers.modelproxy.providers.stream_timers import GRACE_S, WHOLE, read_by
 
@@ -114,8 +116,6 @@ _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, httpx.TransportError, Conne
 # What litellm's own code raises on a request of the wrong shape, before sending anything.
 _REQUEST_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
 _MAX_MESSAGE = 1000
-# What makes a streamed chunk an answer (see _delivers): a delta's non-empty field of these.
-_SUBSTANCE = ("content", "tool_calls", "function_call", "reasoning_content", "refusal", "audio")
 # What litellm's HTTP handlers read as ``follow_redirects`` once loaded (_refuse_redirects):
 # False, whatever their constructor was given (the value it sets is dropped).
 _NEVER = property(lambda _self: False, lambda _self, _value: None)
@@ -190,9 +190,13 @@ class LiteLLM:
         # be cancelled by a scope that belongs to this generator.
         try:
             while True:
-                first = not (held or delivered)  # (every chunk read is held or delivered)
                 by, what = _read_by(
-                    call, shape, first=first, delivered=delivered, first_by=first_by, end_by=end_by
+                    call,
+                    shape,
+                    first=not (held or delivered),  # (every chunk read is held or delivered)
+                    delivered=delivered,
+                    first_by=first_by,
+                    end_by=end_by,
                 )
                 try:
                     async with asyncio.timeout_at(by):
@@ -203,31 +207,27 @@ class LiteLLM:
                 except StopAsyncIteration:
                     if not delivered:
                         raise ue.cut_short(name, "no content, tool call or usage came") from None
-                    for event in _closing(shape):
-                        yield event
-                    return
+                    break
                 except TimeoutError:
-                    if what == WHOLE:  # no end after a whole answer: ended all the same
-                        return
-                    raise ue.timed_out(name, what) from None
+                    if what != WHOLE:  # (no end after a whole answer: ended all the same)
+                        raise ue.timed_out(name, what) from None
+                    break
                 except Exception as exc:  # noqa: BLE001 - every litellm failure is translated
                     raise _translate(lib, exc, call, what) from None
-                substance = delivered or _delivers(doc)  # before _event, which may drop usage
-                doc = shape.chunk(doc)
-                # litellm's last chunk is the usage alone: every choice ends before it.
-                events = _closing(shape) if "usage" in doc and not doc.get("choices") else []
-                events.append(_event(doc, call.client_wants_usage))
-                if delivered:
-                    for event in events:
-                        yield event
+                substance = delivered or delivers(doc)  # before _event, which may drop usage
+                if (shaped := shape.chunk(doc)) is None:  # a bare finish_reason: said at the end
                     continue
-                held += events
-                if not substance:  # the provider began (an empty event says so)
-                    yield StreamEvent(None)
-                    continue
-                delivered = True  # (held is read no more)
-                for waiting in held:
-                    yield waiting
+                events = [*closing(shape, before=shaped), _event(shaped, call.client_wants_usage)]
+                if not delivered:
+                    held += events
+                    if not substance:  # the provider began (an empty event says so)
+                        yield StreamEvent(None)
+                        continue
+                    delivered, events = True, held  # (held is read no more)
+                for event in events:
+                    yield event
+            for event in closing(shape):  # the stream's end: its choices' finish_reason
+                yield event
         finally:
             await _close(chunks)
 
@@ -326,34 +326,6 @@ def _one_call(call: ProviderCall) -> bool:
     """The client asked for one tool call per answer: the answer keeps its first, as Gemini
     has no such setting (litellm sends it nothing) and Anthropic's may be ignored."""
     return call.body.get("parallel_tool_calls") is False
-
-
-def _closing(shape: litellm_answer.ChatStream | litellm_answer.LegacyStream) -> list[StreamEvent]:
-    """The chunk that ends the choices a stream left open, if any (see litellm_answer)."""
-    end = shape.closing()
-    return [] if end is None else [StreamEvent(_ENCODE.encode(end))]
-
-
-def _delivers(doc: dict[str, Any]) -> bool:
-    """Whether a dumped litellm chunk carries part of an answer: usage, or a choice with text
-    (legacy completions) or a non-empty delta field (:data:`_SUBSTANCE`). A role-only opening
-    or a bare ``finish_reason`` carries nothing: litellm sends one even for an empty stream."""
-    usage = doc.get("usage")
-    # A count of something: litellm makes up a usage of zeros for a stream that carried nothing.
-    if isinstance(usage, dict) and any(
-        isinstance(n, int) and n > 0
-        for n in (usage.get("prompt_tokens"), usage.get("completion_tokens"))
-    ):
-        return True
-    for choice in doc.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        if choice.get("text"):
-            return True
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and any(delta.get(field) for field in _SUBSTANCE):
-            return True
-    return False
 
 
 def _one_prompt_only(call: ProviderCall) -> None:

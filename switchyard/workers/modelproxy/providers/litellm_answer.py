@@ -27,7 +27,9 @@ first chunk's on every chunk. A whole answer's tool calls have no ``index``, as 
 Every choice of a stream opens with a ``role`` and ends with a ``finish_reason``
 (:meth:`ChatStream.closing`: ``tool_calls`` for a choice that called tools): for Gemini's
 ``n`` above 1 litellm sends both for the first choice only (the npm ``openai`` SDK's stream
-helper refuses a choice without either).
+helper refuses a choice without either). A choice's ``finish_reason`` is in its last chunk
+only, as OpenAI's: every one litellm sends is held until the stream ends
+(:mod:`.litellm_stream`), a chunk left with nothing else is not sent.
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ class ChatStream:
         "_model",
         "_one_call",
         "_opened",
+        "_said",
     )
 
     def __init__(self, model: str, *, one_call: bool = False) -> None:
@@ -154,9 +157,11 @@ class ChatStream:
         self._count: dict[int, int] = {}  # calls begun, per choice
         self._opened: set[int] = set()
         self._finished: dict[int, str] = {}
+        self._said: set[int] = set()  # choices whose finish_reason went out (closing)
 
-    def chunk(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """``doc`` (a dumped litellm chunk, best with ``exclude_none``) in OpenAI's shape."""
+    def chunk(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """``doc`` (a dumped litellm chunk, best with ``exclude_none``) in OpenAI's shape, its
+        ``finish_reason`` held for :meth:`closing`; None when nothing else is left of it."""
         if self._id is None:
             self._id = chat_id(doc.get("id"))
             self._created = doc.get("created")
@@ -181,14 +186,14 @@ class ChatStream:
                 # litellm has put a finish_reason on a choice's intermediate chunks (Gemini's
                 # tool-call pieces): content after it means the choice is not finished yet.
                 del self._finished[at]
+            logprobs = choice.get("logprobs")
+            if reason and not shaped and logprobs is None:
+                continue  # a bare finish_reason: held, nothing else to send
             choices.append(
-                {
-                    "index": at,
-                    "delta": shaped,
-                    "finish_reason": reason,
-                    "logprobs": choice.get("logprobs"),
-                }
+                {"index": at, "delta": shaped, "finish_reason": None, "logprobs": logprobs}
             )
+        if not choices and doc.get("choices") and "usage" not in out:
+            return None
         out["choices"] = choices
         return out
 
@@ -198,16 +203,20 @@ class ChatStream:
         return len(self._finished) >= asked and self._opened <= self._finished.keys()
 
     def closing(self) -> dict[str, Any] | None:
-        """A chunk that ends every choice opened without a ``finish_reason``, or None when
-        none is left open. Once: those choices are ended then. A choice that called tools
-        ends with ``tool_calls`` (agent loops run the calls on that reason only), another
-        with the first finished choice's reason, else ``stop``."""
-        unfinished = sorted(self._opened - self._finished.keys())
-        if not unfinished:
+        """The chunk that ends every choice opened: its last ``finish_reason`` said (held
+        until now), or for a choice that has none, ``tool_calls`` when it called tools (agent
+        loops run the calls on that reason only), else the first finished choice's reason,
+        else ``stop``. None when no choice is left to end. Once: those choices are ended."""
+        unsaid = sorted(self._opened - self._said)
+        if not unsaid:
             return None
         first = self._finished[min(self._finished)] if self._finished else "stop"
-        reasons = {i: "tool_calls" if self._count.get(i) else first for i in unfinished}
+        reasons = {
+            i: self._finished.get(i) or ("tool_calls" if self._count.get(i) else first)
+            for i in unsaid
+        }
         self._finished.update(reasons)
+        self._said.update(unsaid)
         return {
             "id": self._id,
             "object": "chat.completion.chunk",
@@ -215,7 +224,7 @@ class ChatStream:
             "model": self._model,
             "choices": [
                 {"index": i, "delta": {}, "finish_reason": reasons[i], "logprobs": None}
-                for i in unfinished
+                for i in unsaid
             ],
         }
 
