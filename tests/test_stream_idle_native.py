@@ -29,8 +29,11 @@ STALLS: dict[str, Any] = {
     "model": "gated",
     "timeouts": {"idle_s": 1},
 }  # gate never opened
+# Stalls too, behind SSE comments (a proxy's keep-alive): no activity on any path.
+MURMURS: dict[str, Any] = {**STALLS, "model": "murmurs"}
 ROUTES: dict[str, list[dict[str, Any]]] = {
     "s10g-idle-messages": [STALLS],
+    "s10g-idle-murmurs": [MURMURS],
     "s10g-idle-chat": [STALLS],
     "s10g-idle-ready": [{"provider": CLAUDE, "model": "ok"}],
 }
@@ -51,7 +54,8 @@ async def idle(stack: Stack, claude_fake: tuple[FakeAnthropic, str]) -> AsyncIte
             warm = await _chat(stack, "s10g-idle-ready", timeout=120)
             assert warm.status_code == 200, warm.text
         yield stack
-    await stack.admin("DELETE", f"/deployments/{deployment_id(CLAUDE, 'gated')}/cooldown")
+    for model in ("gated", "murmurs"):
+        await stack.admin("DELETE", f"/deployments/{deployment_id(CLAUDE, model)}/cooldown")
 
 
 async def _chat(stack: Stack, alias: str, timeout: float = 15) -> httpx.Response:
@@ -82,6 +86,23 @@ async def test_a_stalled_native_stream_ends_at_idle_s(idle: Stack) -> None:
     assert answer.status_code == 200, answer.text
     assert "text_delta" in answer.text  # the answer had begun
     assert "event: error" in answer.text, answer.text
+    assert SAID in answer.text, answer.text
+    assert took < 8, took
+
+
+async def test_sse_comments_alone_are_no_activity_on_a_native_stream(idle: Stack) -> None:
+    """A provider that stalls after its first delta behind SSE comments (``: keep-alive``
+    every 0.3 s): the direct path and litellm never counted a comment as the provider's
+    activity, the passed-through streams did (any line read reset the clock), so the stall
+    held its client for as long as the comments came (until ``stream_s``). One rule now: an
+    event with data is activity, a comment or blank line alone is not."""
+    started = time.monotonic()
+    answer = await asyncio.wait_for(
+        stream_messages(idle, "s10g-idle-murmurs", "s10g-idle-m2"), timeout=15
+    )
+    took = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    assert "text_delta" in answer.text  # the answer had begun
     assert SAID in answer.text, answer.text
     assert took < 8, took
 

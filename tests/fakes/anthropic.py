@@ -8,6 +8,8 @@ the requested model:
 
 ``ok``            answers normally (streamed or not)
 ``gated``         streams the first delta, then waits for :attr:`FakeAnthropic.gate`
+``murmurs``       streams the first delta, then only SSE comments (``: keep-alive``), one every
+                  0.3 s, for 20 s (a stalled provider behind a proxy that keeps the line up)
 ``rate-limited``  429 ``rate_limit_error`` with ``retry-after: 2``
 ``overloaded``    529 ``overloaded_error``
 ``broken``        500 ``api_error``
@@ -258,6 +260,8 @@ class FakeAnthropic(FakeServer):
             )
             if i == 0 and model == "gated":
                 await self.wait_counting_abandon(self.gate.wait())
+            if i == 0 and model == "murmurs":
+                await self.wait_counting_abandon(_murmur(resp))
             if i == 0 and model == "cut":
                 await resp.write_eof()
                 return resp
@@ -288,6 +292,12 @@ class FakeAnthropic(FakeServer):
         await resp.write_eof()
         self.finished_streams += 1
         return resp
+
+
+async def _murmur(resp: web.StreamResponse) -> None:
+    for _ in range(66):
+        await resp.write(b": keep-alive\n\n")
+        await asyncio.sleep(0.3)
 
 
 async def _send_thinking(send: Any) -> None:

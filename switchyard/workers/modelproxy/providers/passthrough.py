@@ -159,20 +159,20 @@ class Passthrough:
         tracker: AnthropicUsageTracker | ResponsesUsageTracker = (
             AnthropicUsageTracker() if call.op == "messages" else ResponsesUsageTracker()
         )
-        loop = asyncio.get_running_loop()
-        first_by = loop.time() + call.first_token_timeout
-        end_by = loop.time() + call.total_timeout
-        first = True
+        now = asyncio.get_running_loop().time()
+        first_by, end_by = now + call.first_token_timeout, now + call.total_timeout
         resp = await self._open(call, url, headers, min(first_by, end_by))
         opening = Opening(call.op, name, call.api_key)
         frame: list[bytes] = []
-        finished = False
+        finished = data = False  # data: the frame being read has a data line
         # When the idle clock runs: what counts as activity differs per dialect (a Responses
-        # reasoning item thinks in silence; see native_stream.idle_clock).
+        # reasoning item thinks in silence; see native_stream.idle_clock). Only an event with
+        # data is activity (or the first token), as on every path: not a comment line alone
+        # (a proxy's `: keep-alive`), nor a blank line.
         activity = Activity(call.op)
+        by, what = read_by(True, activity.running, first_by, end_by, call.idle_timeout)
         try:
             while True:
-                by, what = read_by(first, activity.running, first_by, end_by, call.idle_timeout)
                 try:
                     async with asyncio.timeout_at(by):
                         line = await resp.content.readline(max_line_length=ue.MAX_LINE_BYTES)
@@ -193,18 +193,20 @@ class Passthrough:
                 if line.strip():
                     frame.append(line.rstrip(b"\r\n") + b"\n")
                     if line.startswith(b"data:"):
+                        data = True
                         tracker.feed(line)
                         opening.feed(line)
                         activity.feed(line)
                     continue
                 if not frame:
                     continue
-                first = False
-                event, frame = b"".join(frame) + b"\n", []
+                event, frame, had_data, data = b"".join(frame) + b"\n", [], data, False
                 # Until the answer's first event: openings held back, an error raised.
                 for out in opening.events(event, tracker.usage):
                     yield out
-                activity.after(event, opening.relayed)
+                if had_data:  # (the time its consumer took is not the provider's: from now)
+                    activity.after(event, opening.relayed)
+                    by, what = read_by(False, activity.running, first_by, end_by, call.idle_timeout)
         except aiohttp.ClientError as exc:
             raise ue.connection_failed(name, exc) from None
         except LineTooLong:
