@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, cast
+from typing import Any
 
 import pytest
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from switchyard.admin.budget_watch import BudgetWatch
 from switchyard.admin.spend import SpendReader
+from switchyard.bus import subjects
 from switchyard.limits import keys as rk
-from switchyard.limits import periods
+from switchyard.limits import periods, spent_marks
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.metrics import Metrics
 from switchyard.schemas.keys import KEY_ENCODER, RECORD_PREFIX, ClientKey
@@ -48,9 +50,10 @@ async def test_scan_counts_usable_budgeted_keys_and_exports_no_key_label(
     names = [rk.budget(k.id, periods.current(k.budget_period, now)[0]) for k in keys]
     await counters.mset({name: int(spent[n + 1] * rk.NANO) for n, name in enumerate(names)})
     reader = SpendReader(stack.settings)  # logs in as the admin role, like the gateway
+    admin = await stack.connect("admin")  # the gateway's identity for the watch's writes
     try:
         metrics = Metrics("gateway")
-        watch = BudgetWatch(cast(Any, None), reader, metrics, interval=30)
+        watch = BudgetWatch(admin.jetstream(timeout=5), reader, metrics, interval=30)
         for k in keys:
             watch._on_entry(f"{RECORD_PREFIX}{k.hash}", KEY_ENCODER.encode(k), 1)
         watch._on_entry("unrelated", b"{}", 2)
@@ -68,10 +71,40 @@ async def test_scan_counts_usable_budgeted_keys_and_exports_no_key_label(
             (sc.KEYS_NEAR_BUDGET, ((sc.THRESHOLD, "1"),)): 1,
         }
 
-        # A deleted key leaves the count at the next scan.
+        # The used-up key is marked for the heads (NATS callers), the others are not.
+        assert list(watch.marks.written) == [keys[1].id]
+        period_id, until = _period("daily", now)
+        assert await _mark(stack, keys[1].id) == spent_marks.SpentMark(
+            keys[1].id, "daily", period_id, spent=int(10.0 * rk.NANO), until=until
+        )
+
+        # A deleted key leaves the count at the next scan, and its mark is deleted.
         watch._on_entry(f"{RECORD_PREFIX}{keys[1].hash}", None, 3)
         await watch.scan(now)
         assert (watch.with_budget, watch.near) == (2, {0.8: 1, 1.0: 0})
+        assert watch.marks.written == {}
+        assert await _mark(stack, keys[1].id) is None
     finally:
         await reader.close()
+        await admin.close()
         await counters.delete(*names)
+
+
+def _period(period: str, now: float) -> tuple[str, float | None]:
+    period_id, end = periods.current(period, now)
+    return period_id, None if end == float("inf") else end
+
+
+async def _mark(stack: Stack, key_id: str) -> spent_marks.SpentMark | None:
+    """The key's mark as a head reads it (CORE's bucket), None when there is none."""
+    head = await stack.connect("head")
+    try:
+        kv = await head.jetstream(timeout=5).key_value(subjects.KEY_SPENT_BUCKET)
+        try:
+            entry = await kv.get(spent_marks.entry_name(key_id))
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        assert entry.value is not None
+        return spent_marks.decode(entry.value)
+    finally:
+        await head.close()

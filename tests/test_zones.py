@@ -151,6 +151,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.DIRECT.GET.OBJ_sy_files",  # downloads, a chunk at a time
         ],
         "pub_no": [
+            "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
             SECRET_GET,
             SECRET_ADMIN,
             DISPATCH,
@@ -187,6 +188,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
     "gateway": {
         "pub_ok": ["llm.v1.chat", "llm.v1.models"],
         "pub_no": [
+            "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
             SECRET_GET,
             SECRET_ADMIN,
             CONTROL_ADMIN,
@@ -205,6 +207,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
     },
     "admin": {
         "pub_ok": [
+            "$KV.sy_key_spent.key_x",  # the budget watch's spent marks, into CORE's bucket
             SECRET_ADMIN,
             "secrets.v1.admin.put",
             "$KV.sy_keys.anykey",
@@ -256,6 +259,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "llm.v1.cancel",
         ],
         "pub_no": [
+            "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
             "$JS.API.DIRECT.GET.OBJ_sy_files",
             SECRET_GET,
             SECRET_ADMIN,
@@ -289,6 +293,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "sy.clientkv.DIRECT.GET.KV_sy_keys.$KV.sy_keys.k.x",
         ],
         "pub_no": [
+            "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
             SECRET_GET,
             SECRET_ADMIN,
             "$JS.API.STREAM.DELETE.DISPATCH",
@@ -329,6 +334,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.DIRECT.GET.KV_sy_response_items.$KV.sy_response_items.tx.msg_x",
         ],
         "pub_no": [
+            "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
             SECRET_ADMIN,
             "secrets.v1.admin.put",
             "$JS.API.STREAM.PURGE.KV_sy_response_owners",
@@ -359,13 +365,21 @@ TABLE: dict[str, dict[str, list[str]]] = {
     },
     "secrets": {
         "pub_ok": ["secrets.v1.changed.openai"],
-        "pub_no": [DISPATCH, "$JS.API.STREAM.LIST", "llm.v1.usage", "_R_.abc.def", "llm.v1.chat"],
+        "pub_no": [
+            "$KV.sy_key_spent.key_x",
+            DISPATCH,
+            "$JS.API.STREAM.LIST",
+            "llm.v1.usage",
+            "_R_.abc.def",
+            "llm.v1.chat",
+        ],
         "sub_ok": ["secrets.v1.get.>", "secrets.v1.admin.>"],
         "sub_no": [">", "llm.v1.chat", "llm.v1.dispatch.>"],
     },
     "accounting": {
         "pub_ok": ["$JS.ACK.USAGE.x.y", "$JS.API.STREAM.INFO.USAGE"],
         "pub_no": [
+            "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
             SECRET_GET,
             SECRET_ADMIN,
             DISPATCH,
@@ -400,6 +414,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "_R_.abc.def",
         ],
         "pub_no": [
+            "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
             SECRET_GET,
             SECRET_ADMIN,
             "llm.v1.hold.x.default.t",
@@ -433,6 +448,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.DIRECT.GET.KV_sy_keys.$KV.sy_keys.k.abc",  # a batch key's budget
         ],
         "pub_no": [
+            "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
             SECRET_GET,
             SECRET_ADMIN,
             CONTROL_ADMIN,
@@ -451,7 +467,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
     },
     "provisioner": {
         "pub_ok": ["$JS.API.STREAM.LIST", "$KV.sy_routes.table"],
-        "pub_no": [SECRET_GET, SECRET_ADMIN, "llm.v1.chat", DISPATCH],
+        "pub_no": ["$KV.sy_key_spent.key_x", SECRET_GET, SECRET_ADMIN, "llm.v1.chat", DISPATCH],
         "sub_ok": ["_INBOX_provisioner.>"],
         "sub_no": [">", "secrets.v1.get.>", "llm.v1.chat"],
     },
@@ -706,6 +722,31 @@ async def test_core_reads_client_keys_but_cannot_change_them(zone: Zone) -> None
     finally:
         await admin.close()
         await head.close()
+
+
+async def test_only_admin_writes_spent_marks_and_heads_read_them(zone: Zone) -> None:
+    """The gateway's budget watch (as admin, in CLIENT) writes spent marks into CORE's bucket
+    through a write-only import; heads read them; no other identity can write one."""
+    admin, _ = await _as(zone, "admin")
+    head, head_errors = await _as(zone, "head")
+    tail, tail_errors = await _as(zone, "tail")
+    app, app_errors = await _as(zone, "app")
+    try:
+        subject = "$KV.sy_key_spent.key_zone"
+        ack = await admin.jetstream(timeout=5).publish(subject, b'{"probe": 1}')
+        assert ack.stream == "KV_sy_key_spent"
+        kv = await head.jetstream(timeout=5).key_value("sy_key_spent")
+        assert (await kv.get("key_zone")).value == b'{"probe": 1}'
+        for nc in (head, tail, app):
+            await nc.publish(subject, b"forged")
+        await settle(head, 0.3)
+        assert head_errors.about(subject)
+        assert tail_errors.about(subject)
+        assert app_errors.about(subject)
+        assert (await kv.get("key_zone")).value == b'{"probe": 1}'
+    finally:
+        for nc in (admin, head, tail, app):
+            await nc.close()
 
 
 async def test_client_zone_sees_only_its_own_jetstream(zone: Zone) -> None:

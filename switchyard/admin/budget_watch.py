@@ -11,6 +11,10 @@ period's spend of every usable key that has a budget (one MGET per 500 keys) and
 
 Which keys they are is one admin API call away (``GET /admin/v1/keys`` lists each key with its
 spend). Every gateway replica counts the same keys, so dashboards and alerts take the ``max``.
+
+Each scan also hands the keys whose budget is used up to :class:`SpentWriter`, which marks
+them in the ``sy_key_spent`` bucket the heads follow: how NATS callers, which no edge checks,
+are held to budgets (:mod:`switchyard.limits.spent_marks`). Every replica writes the same marks.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ import redis.exceptions
 from nats.js import JetStreamContext
 
 from switchyard.admin.spend import SpendReader
+from switchyard.admin.spent_writer import SpentWriter
 from switchyard.bus import subjects
 from switchyard.limits import keys as rk
+from switchyard.limits import periods, spent_marks
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.metrics import Metrics
@@ -63,6 +69,7 @@ class BudgetWatch:
         self._spend = spend
         self._interval = interval
         self._keys: dict[str, ClientKey] = {}
+        self.marks = SpentWriter(js)
         self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry)
         self._loops = TaskSupervisor("budget-watch")
         self.with_budget = 0
@@ -109,7 +116,7 @@ class BudgetWatch:
         await self._follower.stop()
 
     async def scan(self, now: float | None = None) -> None:
-        """Count now.
+        """Count now, and mark the keys whose budget is used up (unmark the others).
 
         Raises:
             redis.exceptions.RedisError, TimeoutError, OSError: Redis/Valkey could not be read
@@ -120,6 +127,11 @@ class BudgetWatch:
         spent = await self._spend.period_spend(keys, moment)
         self.near = count_near([k.budget_usd for k in keys], spent, sc.BUDGET_THRESHOLDS)
         self.with_budget = len(keys)
+        marks = (
+            spent_marks.mark_of(key, used, *periods.current(key.budget_period, moment))
+            for key, used in zip(keys, spent, strict=True)
+        )
+        await self.marks.sync(mark for mark in marks if mark is not None)
 
     async def _scan_logged(self) -> None:
         try:

@@ -122,6 +122,9 @@ def permissions_for(identity: Identity) -> Permissions:
                     f"{s.CONTROL_ADMIN_PREFIX}.>",
                     *_kv_read(s.KEYS_BUCKET),
                     *_kv_write(s.KEYS_BUCKET),
+                    # The gateway's budget watch marks keys whose budget is used up, in
+                    # CORE's bucket (imported for writes only: it reads nothing there).
+                    s.KEY_SPENT_WRITES,
                     f"$JS.API.STREAM.CREATE.KV_{s.KEYS_BUCKET}",
                     f"$JS.API.STREAM.UPDATE.KV_{s.KEYS_BUCKET}",
                     # What each Idempotency-Key of the management API answered (a day).
@@ -216,6 +219,7 @@ def permissions_for(identity: Identity) -> Permissions:
                 *_kv_read(s.HEALTH_BUCKET),
                 *_kv_write(s.HEALTH_BUCKET),
                 *_kv_read(s.SCHED_BUCKET),
+                *_kv_read(s.KEY_SPENT_BUCKET),  # keys whose budget is used up
                 f"{s.KEYS_DIRECT_GET_PREFIX}.>",  # read a client key's policy (imported)
             ),
             publish_deny=_SECRET_VALUES,

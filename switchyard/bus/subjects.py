@@ -71,6 +71,10 @@ AUDIT_ALL = f"{AUDIT_PREFIX}.>"
 ROUTES_BUCKET = "sy_routes"  # CORE: the route table document
 HEALTH_BUCKET = "sy_health"  # CORE: deployment cooldowns shared by all heads
 KEYS_BUCKET = "sy_keys"  # CLIENT: client key hashes and limits
+# CORE: client keys whose budget is used up (the gateway's budget watch writes, through an
+# import only the admin identity may publish to; heads read): limits.spent_marks
+KEY_SPENT_BUCKET = "sy_key_spent"
+KEY_SPENT_WRITES = f"$KV.{KEY_SPENT_BUCKET}.>"
 SCHED_BUCKET = "sy_sched"  # CORE: per-deployment saturation state (feeder writes, heads read)
 # CORE: which client key created each stored native Responses answer (model-proxies)
 RESPONSE_OWNERS_BUCKET = "sy_response_owners"

@@ -28,6 +28,8 @@ RESPONSE_OWNER_TTL_S = 30 * 86400.0
 ADMIN_IDEMPOTENCY_TTL_S = 86400.0
 # The admin web app's sessions end 24 hours after sign-in at the latest: their records go then.
 ADMIN_SESSION_TTL_S = 24 * 3600.0
+# Spent marks are written again daily while true (limits.spent_marks): a week removes the rest.
+KEY_SPENT_TTL_S = 7 * 86400.0
 
 
 def dispatch_stream_config(settings: Settings) -> js_api.StreamConfig:
@@ -198,6 +200,7 @@ BUCKETS: dict[str, tuple[int, float | None]] = {
     s.ROUTES_BUCKET: (20, None),  # CORE: the route table, with some history for audits
     s.HEALTH_BUCKET: (1, HEALTH_TTL_S),  # CORE: cooldowns
     s.KEYS_BUCKET: (5, None),  # CLIENT: client key records
+    s.KEY_SPENT_BUCKET: (1, KEY_SPENT_TTL_S),  # CORE: keys whose budget is used up
     s.SCHED_BUCKET: (1, None),  # CORE: saturation state per deployment (feeder -> heads)
     s.RESPONSE_OWNERS_BUCKET: (1, RESPONSE_OWNER_TTL_S),  # CORE: response id -> secret hash, key id
     s.BATCHES_BUCKET: (1, None),  # CLIENT: Batch API batch records

@@ -123,6 +123,9 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
     admin_exports = [
         {"service": f"{s.SECRETS_ADMIN_PREFIX}.>", "accounts": ["CLIENT"]},
         {"service": f"{s.CONTROL_ADMIN_PREFIX}.>", "accounts": ["CLIENT"]},
+        # The gateway's budget watch (as admin) writes spent marks into CORE's bucket; only
+        # the admin user of CLIENT may publish there (bus.permissions). Writes only: no read.
+        {"service": s.KEY_SPENT_WRITES, "accounts": ["CLIENT"]},
     ]
     # share: the head sees which user asked (Nats-Request-Info), in either importing account.
     llm_imports = [
@@ -133,6 +136,7 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
         {"service": {"account": "CORE", "subject": f"{prefix}.>"}, "share": True}
         for prefix in (s.SECRETS_ADMIN_PREFIX, s.CONTROL_ADMIN_PREFIX)
     ]
+    admin_imports.append({"service": {"account": "CORE", "subject": s.KEY_SPENT_WRITES}})
     # CLIENT lets CORE read (never write) the client-key bucket: its change stream, and direct
     # gets, remapped so CORE's own JetStream API does not answer them. The head re-checks
     # each request's key against it.

@@ -74,6 +74,7 @@ async def provision_core(nc: NATS, settings: Settings, *, timeout: float = 10.0)
     routes = await _ensure_kv(js, s.ROUTES_BUCKET, settings)
     await _ensure_kv(js, s.HEALTH_BUCKET, settings)
     await _ensure_kv(js, s.SCHED_BUCKET, settings)
+    await _ensure_kv(js, s.KEY_SPENT_BUCKET, settings)
     await _ensure_kv(js, s.RESPONSE_OWNERS_BUCKET, settings)
     # A bucket whose oldest items go first: made (and its bounds kept) as a stream.
     await _ensure_stream(js, response_items_stream_config(settings))

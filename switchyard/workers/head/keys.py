@@ -37,6 +37,7 @@ from switchyard.schemas.keys import (
     record_name,
     unreadable_key_id,
 )
+from switchyard.workers.head.spent_keys import SpentKeys
 
 log = logging.getLogger("switchyard.head")
 
@@ -50,8 +51,11 @@ _CHANGE_PREFIX = f"$KV.{subjects.KEYS_BUCKET}.{RECORD_PREFIX}"
 
 
 class KeyPolicies:
-    def __init__(self, nc: NATS, *, revalidate_s: float = REVALIDATE_S) -> None:
+    def __init__(
+        self, nc: NATS, *, revalidate_s: float = REVALIDATE_S, spent: SpentKeys | None = None
+    ) -> None:
         self._nc = nc
+        self._spent = spent  # keys whose budget is used up (none followed: never refused)
         self._revalidate_s = revalidate_s
         self._known: dict[str, ClientKey] = {}
         self._read_at: dict[str, float] = {}  # digest -> when its kept record was read
@@ -67,6 +71,8 @@ class KeyPolicies:
         self._fetches = TaskSupervisor("key-fetch")
 
     async def start(self) -> None:
+        if self._spent is not None:
+            await self._spent.start()
         self._sub = await self._nc.subscribe(subjects.KEYS_CHANGES, cb=self._on_change)
 
     async def stop(self) -> None:
@@ -75,6 +81,17 @@ class KeyPolicies:
                 await self._sub.unsubscribe()
             self._sub = None
         await self._fetches.cancel_all()
+        if self._spent is not None:
+            await self._spent.stop()
+
+    def check_budget(self, key: ClientKey) -> None:
+        """Refuse ``key`` when its budget is used up (:mod:`.spent_keys`).
+
+        Raises:
+            RateLimited: 429 ``budget_exceeded``, as the HTTP edges answer.
+        """
+        if self._spent is not None:
+            self._spent.check(key)
 
     async def _on_change(self, msg: Msg) -> None:
         if not msg.subject.startswith(_CHANGE_PREFIX):

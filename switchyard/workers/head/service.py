@@ -75,9 +75,9 @@ from switchyard.workers.head.metrics import (
 )
 from switchyard.workers.head.odd_messages import kind_said, reply_target
 from switchyard.workers.head.router import Router
+from switchyard.workers.head.spent_keys import SpentKeys
 
 log = logging.getLogger("switchyard.head")
-# A subject a reply can be published to: printable, no blank, no wildcard.
 # The errors header a full queue adds to (as the model-proxy does on a reroute): its tail.
 _MAX_ERRORS = 900
 
@@ -102,7 +102,7 @@ class Head:
         self.settings = settings
         self.router = Router(settings.route_table)
         self.cooldowns = CooldownBook(self.js)
-        self.keys = KeyPolicies(nc)
+        self.keys = KeyPolicies(nc, spent=SpentKeys(self.js))  # + spent budgets (NATS callers)
         self.admission = Admission(self.js, enabled=settings.routing.fair_queueing)
         self.stats = HeadMetrics(metrics, lambda: self.router, self.cooldowns)
         self.stats.routed(settings.route_table)
@@ -317,6 +317,7 @@ class Head:
             assert env.deadline is not None  # noqa: S101  (set by _deadline)
             env = env.with_(deadline=env.deadline.capped(self.settings.ingress.max_deadline_s))
         key, pinned, presented = await authorize(self.keys, env, caller, msg.headers)
+        self.keys.check_budget(key)  # the edges' 429 budget_exceeded, for every caller
         if not key.allows(alias):
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
         wish = env.priority or of_service_tier(getattr(body, "service_tier", None)) or key.priority

@@ -1,0 +1,91 @@
+"""Writes the spent marks the heads refuse NATS callers by (:mod:`switchyard.limits.spent_marks`).
+
+The budget watch hands over, after each scan, the marks of every usable budgeted key whose
+spend reached its budget. A mark is written when new (a key just spent its budget, or spent
+a budget raised since), again daily while true (the bucket's TTL removes marks nobody keeps),
+and deleted when its key no longer has one: the budget was raised or removed, the period
+reset, or the key was revoked or deleted. Only what this process wrote is deleted (after a
+restart a mark left behind refuses nothing once its period ended or its key's budget changed,
+and the bucket's TTL removes it).
+
+The bucket is CORE's; the admin identity publishes into it through a write-only import
+(``natsconf``), so writes are JetStream publishes on the bucket's subjects, and a delete is
+one with a ``KV-Operation: DEL`` header, as nats-py's own KV delete sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from switchyard.bus import subjects
+from switchyard.limits import spent_marks
+from switchyard.limits.spent_marks import SpentMark
+from switchyard.runtime.throttle import Throttle
+
+log = logging.getLogger("switchyard.admin.budget")
+
+WARN_EVERY_S = 60.0
+
+
+def _subject(key_id: str) -> str:
+    return f"$KV.{subjects.KEY_SPENT_BUCKET}.{spent_marks.entry_name(key_id)}"
+
+
+class SpentWriter:
+    """Keeps the spent-marks bucket in step with the marks of each scan."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self._written: dict[str, tuple[SpentMark, float]] = {}  # key id -> mark, when
+        self._warn = Throttle(WARN_EVERY_S)
+
+    @property
+    def written(self) -> dict[str, SpentMark]:
+        """The marks this process wrote and did not delete since."""
+        return {key_id: mark for key_id, (mark, _) in self._written.items()}
+
+    async def sync(self, marks: Iterable[SpentMark], now: float | None = None) -> None:
+        """Write the marks that are new or changed (or due again), delete those gone. A write
+        that fails is tried again at the next scan (and logged at most every minute)."""
+        moment = time.monotonic() if now is None else now
+        current = {mark.key_id: mark for mark in marks}
+        for key_id, mark in current.items():
+            before = self._written.get(key_id)
+            fresh = before is not None and moment - before[1] < spent_marks.REWRITE_S
+            if before is not None and before[0] == mark and fresh:
+                continue
+            # (Spend that grew is written too: a budget raised to under it must still refuse.
+            # A refused key's spend stops growing, so this is rare.)
+            if await self._publish(key_id, spent_marks.encode(mark)):
+                self._written[key_id] = (mark, moment)
+                if before is None:
+                    log.info(
+                        "key %s used up its budget (period %s): NATS callers are refused",
+                        key_id,
+                        mark.period_id,
+                    )
+        for key_id in [k for k in self._written if k not in current]:
+            if await self._publish(key_id, b"", delete=True):
+                del self._written[key_id]
+
+    async def _publish(self, key_id: str, data: bytes, *, delete: bool = False) -> bool:
+        headers = {"KV-Operation": "DEL"} if delete else None
+        try:
+            await self._js.publish(_subject(key_id), data, headers=headers)
+        except (NatsError, TimeoutError) as exc:
+            if self._warn.ready():
+                log.warning(
+                    "could not %s the spent mark of key %s (%s): NATS callers of keys that "
+                    "used up their budget are refused only once it is written (is the NATS "
+                    "config rendered and CORE provisioned since the upgrade?)",
+                    "delete" if delete else "write",
+                    key_id,
+                    type(exc).__name__,
+                )
+            return False
+        return True
