@@ -124,8 +124,8 @@ def _money(record: ClientKey, spend: dict[str, Any] | None) -> str:
         if spend.get("period_resets_at"):
             money += f" (resets {_when(spend['period_resets_at'])})"
         if spend["period_spend_usd"] >= record.budget_usd:
-            # Only the HTTP edges and the Batch API check budgets (docs/keys-and-limits.md).
-            money += " [over budget: HTTP refused; NATS callers are not bound]"
+            # HTTP at once; NATS callers within admin.budget_watch_s + 1 s (keys-and-limits.md).
+            money += " [over budget: refused]"
     return money + f"; {dollars(spend['total_spend_usd'])} in all"
 
 

@@ -403,7 +403,9 @@ class AdminSettings(Section, frozen=True):
             ``<home>/admin-readonly-token``, created by ``switchyard up``. Without it there
             is no read-only access.
         budget_watch_s: how often each gateway counts the keys near their budget
-            (``switchyard_keys_near_budget``): one read of every budgeted key's spend.
+            (``switchyard_keys_near_budget``): one read of every budgeted key's spend. It
+            also marks the keys whose budget is used up for the heads, which then refuse
+            their NATS callers: within this + 1 s of the spend being counted.
     """
 
     token_file: str | None = None

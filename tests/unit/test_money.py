@@ -67,8 +67,8 @@ def test_keys_show_prints_plain_decimals() -> None:
 
 
 def test_keys_show_says_a_key_past_its_budget_binds_http_only() -> None:
-    """It printed "$83.439 this monthly period of $5" with no note: the key's NATS callers
-    had spent it, and nothing said that budgets do not bind them."""
+    """It printed "$83.439 this monthly period of $5" with no note (NATS callers once spent
+    past budgets). Budgets now bind them too, so the note says only that the key is refused."""
     key = ClientKey(id="key_x", hash="0" * 64, name="x", budget_usd=5.0)
     spend = {
         "period": key.budget_period,
@@ -77,7 +77,7 @@ def test_keys_show_says_a_key_past_its_budget_binds_http_only() -> None:
         "total_spend_usd": 83.439,
     }
     card = _card(key, spend)
-    assert "$83.439 this monthly period of $5 [over budget: HTTP refused; NATS callers" in card
+    assert "$83.439 this monthly period of $5 [over budget: refused];" in card
     under = _card(key, {**spend, "period_spend_usd": 4.0})
     assert "over budget" not in under
     unlimited = ClientKey(id="key_y", hash="0" * 64, name="y")
