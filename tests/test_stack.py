@@ -99,6 +99,7 @@ def test_up_status_down_and_data_survives(tmp_path: Path) -> None:
             "DISPATCH",
             "HOLD",
             "KV_sy_health",
+            "KV_sy_key_spent",
             "KV_sy_response_items",
             "KV_sy_response_owners",
             "KV_sy_routes",
