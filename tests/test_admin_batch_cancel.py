@@ -100,3 +100,28 @@ async def test_an_admin_cancels_a_tenants_running_batch(stack: Stack) -> None:
         ("batch.cancel", batch.id, "api")
     ]
     assert record.id in entries[0]["detail"]
+
+
+async def test_an_admin_cancel_of_a_stopping_batch_is_a_409_and_not_audited(stack: Stack) -> None:
+    """A batch its owner is cancelling (or one writing its results) cannot be changed by an
+    admin's cancel: a 200 there said, and audited, a cancel that did nothing."""
+    key, _ = await stack.new_key("admin-cancel-stopping")
+    async with openai.AsyncOpenAI(
+        base_url=stack.tail_url + "/v1", api_key=key, max_retries=2
+    ) as client:
+        file = await client.files.create(file=("s.jsonl", _input("adminstopping")), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        await _seen(stack, batch.id)
+        mine = await client.batches.cancel(batch.id)  # the owner's cancel first
+        assert mine.status == "cancelling"
+        async with asyncio.timeout(15):  # the gateway's follower sees the owner's write
+            while (await _seen(stack, batch.id))["status"] in ("validating", "in_progress"):
+                await asyncio.sleep(0.05)
+        refused = _error(await _cancel(stack, batch.id), 409)
+        assert refused["param"] == "batch_id"
+        assert "cancel" in refused["message"]  # being cancelled, or cancelled by now
+
+    entries = (await stack.admin("GET", f"/audit?kind=batch&q={batch.id}")).json()["entries"]
+    assert entries == []

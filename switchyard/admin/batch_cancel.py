@@ -27,21 +27,42 @@ async def cancel_batch(request: Request, c: AdminContext) -> Response:
     found = batch_records(c).get(batch_id)  # whose it is (the record is kept by owner)
     if found is None:
         raise NotFound(f"no batch `{batch_id}`", param="batch_id")
-    if found.batch.status in b.ENDED:
-        raise Conflict(f"the batch is already {found.batch.status}", param="batch_id")
+    _refuse_unstoppable(found.batch.status)
     if c.batch_store is None:
         raise ServiceUnavailable("the management API is starting", code="starting")
-    updated = await c.batch_store.update(batch_id, found.owner, b.cancelling)
+    applied = False
+
+    def change(record: b.BatchRecord) -> b.BatchRecord | None:
+        nonlocal applied
+        updated = b.cancelling(record)
+        applied = updated is not None  # (the last try's answer is the one stored)
+        return updated
+
+    updated = await c.batch_store.update(batch_id, found.owner, change)
     if updated is None:  # deleted (an ended message batch) since the list was read
         raise NotFound(f"no batch `{batch_id}`", param="batch_id")
-    if updated.batch.status in b.ENDED:  # it ended between the two reads
-        raise Conflict(f"the batch is already {updated.batch.status}", param="batch_id")
+    if not applied:  # it ended, or began stopping, between the two reads: nothing was done
+        _refuse_unstoppable(updated.batch.status)
     batches = batch_records(c)
     batches.note(updated)  # (its follower may not have seen the write yet)
     was = found.batch.status
     detail = f"owner {updated.owner!r}, key {updated.key_id or '-'}, was {was}"
     await api_audit(c, request, "batch.cancel", batch_id, detail)
     return Response(_ENCODE.encode(batch_view(updated)), media_type=JSON)
+
+
+def _refuse_unstoppable(status: str) -> None:
+    """A 409 for a batch an admin's cancel cannot change: ended, or already stopping
+    (``cancelling``) or writing its results (``finalizing``). Answering 200 there would say
+    (and audit) a cancel that did nothing."""
+    if status in b.ENDED:
+        raise Conflict(f"the batch is already {status}", param="batch_id")
+    if status not in b.CANCELLABLE:
+        raise Conflict(
+            f"the batch is {status}: "
+            + ("already being cancelled" if status == "cancelling" else "past cancelling"),
+            param="batch_id",
+        )
 
 
 ENDPOINT = (

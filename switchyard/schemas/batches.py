@@ -60,6 +60,9 @@ ENDED_AT: dict[str, str] = {
     "cancelled": "cancelled_at",
 }
 ENDED: frozenset[str] = frozenset(ENDED_AT)
+# What a cancel can still stop (``finalizing`` is writing the results; ``cancelling`` is
+# stopping already).
+CANCELLABLE: frozenset[str] = frozenset({"validating", "in_progress"})
 
 
 def owner_token(owner: str) -> str:
@@ -210,7 +213,7 @@ def cancelling(record: BatchRecord) -> BatchRecord | None:
     """A batch record asked to stop (None: it is past stopping or already stopping). The runner
     stops sending its lines and ends it as ``cancelled``. The tenant's cancel (both Batch APIs)
     and the management API's write it."""
-    if record.batch.status not in ("validating", "in_progress"):
+    if record.batch.status not in CANCELLABLE:
         return None
     batch = msgspec.structs.replace(
         record.batch, status="cancelling", cancelling_at=int(time.time())
