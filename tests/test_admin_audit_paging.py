@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from switchyard.admin.audit import AuditLog, AuditQuery
+from switchyard.bus import identities
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
@@ -65,8 +67,40 @@ async def test_a_cursor_page_is_not_shifted_by_entries_written_while_paging(
     assert end["entries"] == []
     assert end["last_seq"] is None
     assert end["has_more"] is False
+    assert end["truncated"] is False  # the session's log is all held
+    assert end["oldest_seq"] is not None
+    assert end["oldest_seq"] <= after["last_seq"]
 
     for bad in ("0", "x", "-3"):
         refused = await stack.admin("GET", f"/audit?{query}&after={bad}")
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"]["param"] == "after"
+
+
+async def test_a_page_says_when_the_stream_holds_entries_older_than_the_gateway(
+    stack: Stack,
+) -> None:
+    """The gateway holds the newest entries only; the stream keeps more. Paging to
+    ``has_more: false`` there must not read as "everything": the page says ``truncated``
+    and the oldest sequence held (here a follower that holds 2 of the stack's entries)."""
+    for i in range(3):
+        await _made(stack, f"audittrunc-{i}")
+    nc = await stack.connect(identities.ADMIN.name)
+    log = AuditLog(nc, keep=2)
+    try:
+        await log.start()
+        page = log.query(AuditQuery(limit=500))
+        assert len(page.entries) == 2
+        assert page.more is False  # the end of what is held...
+        assert page.truncated is True  # ...which is not the stream's
+        assert page.oldest_seq == page.entries[-1].seq
+        await _made(stack, "audittrunc-3")  # the follower drops its oldest to take it
+        async with asyncio.timeout(10):
+            while log.query(AuditQuery(limit=500)).entries[0].seq == page.entries[0].seq:
+                await asyncio.sleep(0.05)
+        later = log.query(AuditQuery(limit=500))
+        assert later.truncated is True
+        assert later.oldest_seq == page.entries[0].seq
+    finally:
+        await log.stop()
+        await nc.close()

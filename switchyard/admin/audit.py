@@ -58,8 +58,10 @@ class AuditQuery:
     offset: int = 0
     limit: int = 50
     # A cursor: only entries older than the one with this sequence (the ``last_seq`` of the
-    # page before; 0: from the newest). Entries appended while a script pages get higher
-    # sequences, so they never shift a later page as they shift ``offset``.
+    # page before). 0 is no cursor (a request without ``after``): from the newest; a request's
+    # ``after`` is a positive sequence (``after=0`` is a 400, queries.audit_query). Entries
+    # appended while a script pages get higher sequences, so they never shift a later page
+    # as they shift ``offset``.
     after: int = 0
 
 
@@ -100,6 +102,10 @@ class AuditPage:
     total: int  # entries matching the filter
     kinds: list[str]  # every kind seen, for the filter menu
     more: bool = False  # whether entries matching the filter follow this page
+    # Whether the stream holds entries older than the ones held here (``oldest_seq`` the first
+    # held): no page, ``total`` nor ``more`` counts them (``nats stream view AUDIT`` shows them).
+    truncated: bool = False
+    oldest_seq: int | None = None
 
 
 class AuditLog:
@@ -111,6 +117,7 @@ class AuditLog:
         self._kinds: set[str] = set()
         self._caught_up = asyncio.Event()
         self._last = 0
+        self._older = False  # the stream holds entries before the oldest one held
 
     async def start(self, timeout: float = 15.0) -> None:
         try:
@@ -120,6 +127,7 @@ class AuditLog:
             return
         self._last = info.state.last_seq
         start = max(1, self._last - self._keep + 1, info.state.first_seq)
+        self._older = info.state.messages > 0 and start > info.state.first_seq
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
         if info.state.messages == 0:
             config = ConsumerConfig(deliver_policy=js_api.DeliverPolicy.NEW)
@@ -144,6 +152,8 @@ class AuditLog:
         else:
             text = f"{entry.actor}\n{entry.target}\n{entry.detail}\n{entry.action}".lower()
             stored = msg.metadata.timestamp.timestamp()  # when the stream stored it
+            if len(self._entries) == self._keep:  # the oldest held is dropped (still stored)
+                self._older = True
             self._entries.append((AuditRow(seq, entry, stored), text))
             self._kinds.add(entry.kind)
         if seq >= self._last or msg.metadata.num_pending == 0:
@@ -172,7 +182,8 @@ class AuditLog:
                 matches.append(row)
             placed += 1
         more = placed > query.offset + limit
-        return AuditPage(matches, total, sorted(self._kinds), more)
+        oldest = self._entries[0][0].seq if self._entries else None
+        return AuditPage(matches, total, sorted(self._kinds), more, self._older, oldest)
 
     def matching(self, query: AuditQuery) -> Iterator[AuditRow]:
         """Every entry ``query`` filters in (its offset and limit aside), oldest first: the
