@@ -212,7 +212,6 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "secrets.v1.admin.put",
             "$KV.sy_keys.anykey",
             "$KV.sy_admin_idempotency.c.x",  # Idempotency-Key answers (POST /admin/v1/keys)
-            "$KV.sy_batches.b.x",  # an admin's cancel rewrites a batch's record
             CONTROL_ADMIN,
             AUDIT,
             "$JS.API.STREAM.INFO.AUDIT",
@@ -237,7 +236,10 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.STREAM.UPDATE.AUDIT",
             "$JS.API.STREAM.MSG.DELETE.AUDIT",
             "$JS.API.DIRECT.GET.OBJ_sy_files",  # the admin app reads no file's bytes
-            "$KV.sy_batches.f.x",  # nor writes a file's record
+            # No batch or file record (a write is also a delete, a purge, a rollup of the
+            # bucket): an admin's cancel is written by the gateway's connection.
+            "$KV.sy_batches.b.x",
+            "$KV.sy_batches.f.x",
             "$KV.sy_batch_lines.b.1",  # nor a line's result
             # Nor may it delete or purge the sessions' bucket (only expire entries by TTL).
             "$JS.API.STREAM.DELETE.KV_sy_admin_sessions",
@@ -867,3 +869,34 @@ async def test_batch_reads_a_key_record_by_name(zone: Zone) -> None:
     finally:
         await admin.close()
         await batch.close()
+
+
+async def test_admin_cannot_write_delete_or_roll_up_batch_records(zone: Zone) -> None:
+    """The admin identity (every CLI operator's) reads batch records, never writes them: a
+    publish right on a record's subject would also be a delete, a purge, and a
+    ``Nats-Rollup: all`` that empties the bucket, file records included (the bucket allows
+    rollups). An admin's cancel is written by the gateway's connection."""
+    gateway, _ = await _as(zone, "gateway")
+    admin, admin_errors = await _as(zone, "admin")
+    try:
+        kv = await gateway.jetstream().key_value("sy_batches")
+        await kv.put("b.zonetest.batch_x", b'{"probe": "batch"}')
+        await kv.put("f.zonetest.file-x", b'{"probe": "file"}')
+        forged = {
+            "b.zonetest.batch_x": {},  # a rewrite (another key_id, say)
+            "b.zonetest.batch_y": {"KV-Operation": "DEL"},
+            "b.zonetest.batch_z": {"KV-Operation": "PURGE", "Nats-Rollup": "sub"},
+            "b.zonetest.all": {"KV-Operation": "PURGE", "Nats-Rollup": "all"},
+        }
+        for key, headers in forged.items():
+            await admin.publish(f"$KV.sy_batches.{key}", b"forged", headers=headers or None)
+        await settle(admin, 0.3)
+        assert all(admin_errors.about(f"$KV.sy_batches.{key}") for key in forged)
+        assert (await kv.get("b.zonetest.batch_x")).value == b'{"probe": "batch"}'
+        assert (await kv.get("f.zonetest.file-x")).value == b'{"probe": "file"}'
+        # ...which the admin identity still reads (the admin API's batch list).
+        read = await admin.jetstream().key_value("sy_batches")
+        assert (await read.get("b.zonetest.batch_x")).value == b'{"probe": "batch"}'
+    finally:
+        await admin.close()
+        await gateway.close()

@@ -4,6 +4,10 @@ does: the record becomes ``cancelling`` (compare-and-set, so the runner's progre
 overwritten), the runner stops sending its lines, withdraws those still queued and ends it
 ``cancelled``. Before, an admin could see a runaway batch (spending a key's budget, flooding
 a deployment) but only stop it by revoking the key, which stopped everything else the key did.
+
+The write goes through the gateway's own connection (``AdminContext.batch_store``), as a
+tenant's cancel does: the admin identity, which every CLI operator holds, only reads batch
+records (:mod:`switchyard.admin.plugin`).
 """
 
 from __future__ import annotations

@@ -73,7 +73,8 @@ class AdminContext:
     files: FileTable  # what the settings file defines (seeds the live table), read when changed
     convert_litellm: LiteLLMConverter | None = None
     batches: BatchRecords | None = None  # the Batch API's jobs, followed live
-    batch_store: BatchStore | None = None  # writes a batch's record (an admin's cancel)
+    # Writes a batch's record (an admin's cancel), on the edge's connection, not the admin one.
+    batch_store: BatchStore | None = None
     # Whose X-Forwarded-For (or Forwarded: ingress.forwarded_header) names the client: the
     # sign-in guard and every audit entry's source.
     proxies: TrustedProxies = field(default_factory=TrustedProxies)

@@ -5,6 +5,12 @@ Management reaches the server zone only through the admin-only exports, on a sec
 connection made with the ``admin`` identity, never through the edge's own connection (see
 :mod:`switchyard.apps.gateway`). It also keeps the key index, the batch records, the audit
 log and the web app's sign-in sessions in memory, following their buckets and stream.
+
+One write goes through the edge's connection: an admin's cancel of a batch, which rewrites
+the batch's record (a CLIENT bucket the edge writes for its tenants' cancels). The admin
+identity only reads that bucket: a right to publish a record's subject is also a right to
+delete or purge it, or to roll the whole bucket up, and every CLI operator holds the admin
+identity. The API's code is what limits the edge's write to a cancel.
 """
 
 from __future__ import annotations
@@ -85,7 +91,11 @@ class AdminPlugin:
     def routers(self) -> list[APIRouter]:
         return [AdminApi(lambda: self.context).router(), *self._ui.routers()]
 
-    async def start(self, llm: LLMClient, metrics: Metrics) -> None:
+    async def start(
+        self, llm: LLMClient, metrics: Metrics, *, batches: BatchStore | None = None
+    ) -> None:
+        """``batches``: the edge's Batch API store (its own connection), which writes an
+        admin's cancel (None: that cancel is a 503)."""
         settings = self._settings
         self._nc = nc = await connect(
             settings.nats_servers,
@@ -98,16 +108,16 @@ class AdminPlugin:
         js = nc.jetstream(timeout=10)
         index = KeyIndex(js)
         audit_log = AuditLog(nc)
-        batches = BatchRecords(js)
+        records = BatchRecords(js)
         # The web app's sessions, shared with every other gateway replica through their bucket.
         shared = SessionShare(js, self._ui.sessions, self._ui.guard)
         try:
             await index.start()
             await audit_log.start()
-            await batches.start()
+            await records.start()
             await shared.start()
         except BaseException:  # a follower that did not start: stop the ones that did
-            for follower in (shared, batches, audit_log, index):
+            for follower in (shared, records, audit_log, index):
                 with contextlib.suppress(Exception):
                     await follower.stop()
             raise
@@ -127,8 +137,8 @@ class AdminPlugin:
             audit_log=audit_log,
             files=FileTable(settings, Path(settings.source_file) if settings.source_file else None),
             convert_litellm=self._convert,
-            batches=batches,
-            batch_store=BatchStore(nc),
+            batches=records,
+            batch_store=batches,  # the edge's connection: the admin identity cannot write it
             proxies=TrustedProxies(
                 settings.ingress.trusted_proxies, settings.ingress.forwarded_header
             ),

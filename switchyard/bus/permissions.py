@@ -142,10 +142,12 @@ def permissions_for(identity: Identity) -> Permissions:
                     *_kv_write(s.ADMIN_SESSIONS_BUCKET),
                     f"$JS.API.STREAM.CREATE.KV_{s.ADMIN_SESSIONS_BUCKET}",
                     f"$JS.API.STREAM.UPDATE.KV_{s.ADMIN_SESSIONS_BUCKET}",
-                    # Provisions the Batch API's buckets; reads batch progress; cancels a
-                    # batch (rewrites its record, compare-and-set; never a file's record).
+                    # Provisions the Batch API's buckets; reads batch progress. It never
+                    # writes a record: a subject's publish right is also a delete, a purge and
+                    # a `Nats-Rollup: all` of the bucket, and every CLI operator holds this
+                    # identity. An admin's cancel is written by the gateway's own connection
+                    # (admin/batch_cancel.py), as a tenant's is.
                     *_kv_read(s.BATCHES_BUCKET),
-                    f"$KV.{s.BATCHES_BUCKET}.b.>",
                     *_kv_read(s.BATCH_LINES_BUCKET),
                     f"$JS.API.STREAM.INFO.OBJ_{s.FILES_BUCKET}",
                     *(

@@ -68,8 +68,11 @@ class EdgePlugin(Protocol):
 
     def routers(self) -> list[APIRouter]: ...
 
-    async def start(self, llm: LLMClient, metrics: Metrics) -> None:
-        """Called once the edge is connected; ``metrics`` is the process's registry."""
+    async def start(
+        self, llm: LLMClient, metrics: Metrics, *, batches: BatchStore | None = None
+    ) -> None:
+        """Called once the edge is connected; ``metrics`` is the process's registry,
+        ``batches`` the Batch API's store on the edge's own connection."""
 
     async def stop(self) -> None: ...
 
@@ -141,7 +144,7 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
         log.info("%s ready with %d client keys", kind, len(keys))
         try:
             for plugin in plugins:
-                await plugin.start(client, metrics)
+                await plugin.start(client, metrics, batches=batch_api.store)
                 started.append(plugin)
             yield
         finally:
