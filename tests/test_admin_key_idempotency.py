@@ -5,12 +5,15 @@ gateway replica sees them. The session stack."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import secrets
 import time
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from switchyard.admin.key_idempotency import (
@@ -20,7 +23,9 @@ from switchyard.admin.key_idempotency import (
     Replay,
     body_digest,
 )
-from switchyard.bus import identities
+from switchyard.admin.keys import KeyAdmin, KeyIdTaken
+from switchyard.bus import identities, subjects
+from switchyard.schemas.keys import new_key_id
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
@@ -127,3 +132,66 @@ async def test_the_answers_are_shared_through_nats_kv(stack: Stack) -> None:
     assert error["code"] == "idempotency_key_in_use"
     assert answer.headers["Retry-After"] == "1"
     assert len(await _named(stack, name)) == 1
+
+
+async def _never(_key_id: str) -> bool:
+    return False
+
+
+async def test_a_stalled_create_taken_over_never_makes_a_second_key(stack: Stack) -> None:
+    """Replica A reserves a value and stalls past PENDING_S before writing its key; replica B
+    takes the reservation over and writes the key; A resumes. Before, B took over with a new
+    key id and both wrote a key: two live keys for one value. Now B keeps A's key id and only
+    the first to take that id writes it; a retry is answered with that one key."""
+    name = f"ci-{secrets.token_hex(4)}"
+    value = secrets.token_hex(16)
+    digest = body_digest({"name": name})
+    nc = await stack.connect(identities.ADMIN.name)
+    try:
+        a = IdempotentCreates(nc.jetstream(timeout=10), pending_s=0.3)
+        b = IdempotentCreates(nc.jetstream(timeout=10), pending_s=0.3)
+        first = await a.claim(value, digest, _never)
+        assert isinstance(first, Claim)
+        await asyncio.sleep(0.6)  # A stalls past PENDING_S
+        taken = await b.claim(value, digest, _never)
+        assert isinstance(taken, Claim)
+        assert taken.key_id == first.key_id  # the reserved id is kept
+        keys = KeyAdmin(nc.jetstream(timeout=10))
+        _, made = await keys.create(name, key_id=taken.key_id, reserve=b.writer(taken))
+        assert made.id == first.key_id
+        with pytest.raises(KeyIdTaken):  # A resumes: the id is B's, A writes nothing
+            await keys.create(name, key_id=first.key_id, reserve=a.writer(first))
+    finally:
+        await nc.close()
+    async with asyncio.timeout(10):
+        while not (listed := await _named(stack, name)):
+            await asyncio.sleep(0.1)
+    assert [k["id"] for k in listed] == [first.key_id]
+    # B never stored its answer: the retry is answered from the key, and makes none.
+    again = await _create(stack, json.dumps({"name": name}).encode(), value)
+    assert again.status_code == 201, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["record"]["id"] == first.key_id
+    assert again.json()["key"] is None
+    assert len(await _named(stack, name)) == 1
+
+
+async def test_a_reservation_ages_by_the_time_nats_stored_it(stack: Stack) -> None:
+    """A reservation written by a gateway whose clock runs an hour ahead is still taken over
+    once PENDING_S passed (before, its own `at` made it look fresh for an hour and more)."""
+    value = secrets.token_hex(16)
+    digest = body_digest({"name": "skewed"})
+    nc = await stack.connect(identities.ADMIN.name)
+    try:
+        js = nc.jetstream(timeout=10)
+        kv = await js.key_value(subjects.ADMIN_IDEMPOTENCY_BUCKET)
+        ahead = Remembered(body=digest, key_id=new_key_id(), at=time.time() + 3600)
+        entry = "c." + hashlib.sha256(value.encode()).hexdigest()
+        await kv.create(entry, msgspec.json.encode(ahead))
+        store = IdempotentCreates(js, pending_s=0.3)
+        await asyncio.sleep(0.6)
+        taken = await store.claim(value, digest, _never)
+        assert isinstance(taken, Claim)
+        assert taken.key_id == ahead.key_id
+    finally:
+        await nc.close()

@@ -24,8 +24,8 @@ from switchyard.admin.key_idempotency import (
     body_digest,
     idempotency_key,
 )
-from switchyard.admin.keys import KeyNotFound, namesake_warning, public_record
-from switchyard.errors import ApiError, InvalidRequest, ServiceUnavailable
+from switchyard.admin.keys import KeyIdTaken, KeyNotFound, namesake_warning, public_record
+from switchyard.errors import ApiError, Conflict, InvalidRequest, ServiceUnavailable
 from switchyard.runtime.http import JSON
 
 log = logging.getLogger("switchyard.admin.keys")
@@ -72,11 +72,20 @@ async def create_key(c: AdminContext, request: Request, raw: bytes, audit: Audit
     if isinstance(claim, Replay):
         return _answer(claim.answer, replay=True)
     if claim.made:  # made by the first request, which never stored its answer
-        answer = {"record": public_record(await _keys(c.keys.find(claim.key_id)))}
-        await _remember(store, claim, answer)
-        return _answer(answer, replay=True)
+        return await _from_key(c, store, claim)
     try:
-        doc = await _make(c, request, name, fields, key_id=claim.key_id, audit=audit)
+        doc = await _make(
+            c, request, name, fields, key_id=claim.key_id, audit=audit, reserve=store.writer(claim)
+        )
+    except KeyIdTaken:  # another replica took this create over (or it was ours, stalled)
+        if await made(claim.key_id):
+            return await _from_key(c, store, claim)
+        raise Conflict(
+            "a create with this Idempotency-Key is still in progress; try again in a moment",
+            code="idempotency_key_in_use",
+            param="Idempotency-Key",
+            retry_after=1,
+        ) from None
     except ApiError as exc:
         if exc.status < 500:  # refused before the key was written: the value is free again
             await _release(store, claim)
@@ -84,6 +93,13 @@ async def create_key(c: AdminContext, request: Request, raw: bytes, audit: Audit
         raise
     await _remember(store, claim, {k: v for k, v in doc.items() if k != "key"})
     return _answer(doc)
+
+
+async def _from_key(c: AdminContext, store: IdempotentCreates, claim: Claim) -> Response:
+    """The replay of a create whose key another request made (its answer not stored)."""
+    answer = {"record": public_record(await _keys(c.keys.find(claim.key_id)))}
+    await _remember(store, claim, answer)
+    return _answer(answer, replay=True)
 
 
 def _store(c: AdminContext) -> IdempotentCreates:
@@ -100,8 +116,11 @@ async def _make(
     *,
     key_id: str | None,
     audit: Audit,
+    reserve: Callable[[], Awaitable[bool]] | None = None,
 ) -> dict[str, Any]:
-    api_key, record = await _keys(c.keys.create(name, key_id=key_id, **fields))
+    """Raises:
+    KeyIdTaken: ``reserve`` said the key id is another create's to write."""
+    api_key, record = await _keys(c.keys.create(name, key_id=key_id, reserve=reserve, **fields))
     await audit(c, request, "key.create", record.id, created_words(record))
     doc: dict[str, Any] = {"key": api_key, "record": public_record(record)}
     others = await c.keys.namesakes(record)

@@ -21,6 +21,13 @@ A reservation whose key is not written yet is a create still in progress: the sa
 gets a 409 ``idempotency_key_in_use`` (try again in a moment). One left by a gateway that
 died before writing the key is taken over after :data:`PENDING_S`; one whose key was written
 but whose answer was not stored is answered from the key.
+
+A takeover keeps the reserved key id, and whoever writes that key first takes the id
+(:meth:`IdempotentCreates.writing`, a KV create of ``w.<key id>``, just before the key's own
+write): a gateway that stalled longer than :data:`PENDING_S` and then resumes finds the id
+taken and writes nothing, so one value never makes two keys (before, the takeover chose a new
+id and both wrote theirs). The reservation's age is the time NATS stored it, not the
+writer's clock (a writer whose clock ran ahead made it look fresh, or stale, too long).
 """
 
 from __future__ import annotations
@@ -28,11 +35,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 from starlette.datastructures import Headers
 
@@ -49,7 +61,8 @@ CLAIM_ATTEMPTS = 3
 
 class Remembered(msgspec.Struct, forbid_unknown_fields=False):
     """One header value's entry: the body's digest, the key id reserved, and, once the key
-    is made, the first answer without its secret (``answer``)."""
+    is made, the first answer without its secret (``answer``). ``at`` is the writer's clock,
+    kept for people reading the bucket; the age that counts is the entry's stored time."""
 
     body: str
     key_id: str
@@ -109,9 +122,10 @@ def body_digest(doc: dict[str, Any]) -> str:
 class IdempotentCreates:
     """The ``sy_admin_idempotency`` bucket, shared by every gateway replica."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, *, pending_s: float = PENDING_S) -> None:
         self._js = js
         self._kv: KeyValue | None = None
+        self._pending_s = pending_s
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -145,11 +159,10 @@ class IdempotentCreates:
                 return Claim(entry, revision, fresh)
             except KeyWrongLastSequenceError:
                 pass
-            try:
-                found = await kv.get(entry)
-            except KeyNotFoundError:  # released (its create failed) or expired meanwhile
+            found = await self._stored(entry)
+            if found is None:  # released (its create failed) or expired meanwhile
                 continue
-            held = _DECODE.decode(found.value or b"{}")
+            held, revision, stored = found
             if held.body != body:
                 raise Conflict(
                     f"this {HEADER} was used with another body in the last day: a retry sends "
@@ -161,19 +174,21 @@ class IdempotentCreates:
             if held.answer is not None:
                 return Replay(held.answer)
             if await made(held.key_id):  # made, its answer not stored: answered from the key
-                return Claim(entry, found.revision or 0, held, made=True)
-            if time.time() - held.at < PENDING_S:
+                return Claim(entry, revision, held, made=True)
+            if time.time() - stored < self._pending_s:
                 raise Conflict(
                     f"a create with this {HEADER} is still in progress; try again in a moment",
                     code="idempotency_key_in_use",
                     param=HEADER,
                     retry_after=1,
                 )
-            try:  # a create that died before writing its key: this one takes its place
-                revision = await kv.update(
-                    entry, msgspec.json.encode(fresh), last=found.revision or 0
-                )
-                return Claim(entry, revision, fresh)
+            # A create that died (or stalls) before writing its key: this one takes its place,
+            # with the same key id, so the two can never both write a key (:meth:`writing`).
+            # Rewritten, so its stored time is now: a third waits PENDING_S again.
+            again = msgspec.structs.replace(held, at=time.time())
+            try:
+                revision = await kv.update(entry, msgspec.json.encode(again), last=revision)
+                return Claim(entry, revision, again)
             except KeyWrongLastSequenceError:
                 continue
         raise Conflict(
@@ -181,6 +196,33 @@ class IdempotentCreates:
             code="idempotency_key_in_use",
             param=HEADER,
         )
+
+    async def _stored(self, entry: str) -> tuple[Remembered, int, float] | None:
+        """The entry, its revision and when NATS stored it (None: none, or deleted)."""
+        bucket = subjects.ADMIN_IDEMPOTENCY_BUCKET
+        try:
+            msg = await self._js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{entry}")
+        except NotFoundError:
+            return None
+        if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+            return None
+        stored = msg.time.timestamp() if isinstance(msg.time, datetime) else 0.0
+        return _DECODE.decode(msg.data or b"{}"), msg.seq or 0, stored
+
+    async def writing(self, claim: Claim) -> bool:
+        """Take ``claim``'s key id for the key's write, just before it (False: another
+        gateway took it, after taking a stalled create over, or the stalled one resumed after
+        the takeover: that one writes the key, this one must not)."""
+        kv = await self._bucket()
+        try:
+            await kv.create("w." + claim.key_id, claim.entry.encode())
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    def writer(self, claim: Claim) -> Callable[[], Awaitable[bool]]:
+        """:meth:`writing` for ``claim``, for the key's write to call."""
+        return lambda: self.writing(claim)
 
     async def answered(self, claim: Claim, answer: dict[str, Any]) -> None:
         """Store the answer to ``claim``'s create (``answer`` holds no secret)."""

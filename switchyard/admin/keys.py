@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -85,6 +85,14 @@ class KeyNotFound(SwitchyardError):
         super().__init__(f"{self.problem}\n  see them all with `switchyard keys list`")
 
 
+class KeyIdTaken(SwitchyardError):
+    """A create's chosen key id was taken by another writer (``reserve`` said no)."""
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"key id `{key_id}` is being written by another create")
+
+
 class RecordLocator(Protocol):
     """Maps a key id to its record name, and finds keys by name (``KeyIndex`` in the
     gateway). It follows the bucket a moment behind: ``revision`` is the last entry it
@@ -122,10 +130,18 @@ class KeyAdmin:
         return self._kv
 
     async def create(
-        self, name: str, *, key_id: str | None = None, **fields: Any
+        self,
+        name: str,
+        *,
+        key_id: str | None = None,
+        reserve: Callable[[], Awaitable[bool]] | None = None,
+        **fields: Any,
     ) -> tuple[str, ClientKey]:
         """A new key; returns (the API key, shown once, and its record). ``key_id``: the id
-        chosen before (an idempotent create reserves it first), else a new one."""
+        chosen before (an idempotent create reserves it first), else a new one. ``reserve``,
+        awaited once the fields are valid, just before the write: False stops it
+        (:class:`KeyIdTaken`: another create writes this id; records are kept by hash, so
+        the bucket itself would take a second record with the same id)."""
         api_key = new_api_key()
         digest = hash_key(api_key)
         raw = {
@@ -139,6 +155,8 @@ class KeyAdmin:
         _check_team(raw, "")
         record = _record(raw)
         kv = await self._bucket()
+        if reserve is not None and not await reserve():
+            raise KeyIdTaken(record.id)
         await kv.create(record_name(digest), KEY_ENCODER.encode(record))
         return api_key, record
 
