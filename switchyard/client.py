@@ -154,7 +154,7 @@ class LLMClient:
         self._busy = asyncio.Event()
         self._reconnected_at = float("-inf")
         self._answered_at = float("-inf")  # when a head last acknowledged a request
-        self.probes = ProbeAnswers(nc)  # answers model-proxies' probes until refused
+        self.probes = ProbeAnswers(nc)  # answers probes and parts (refused: no parts acks)
 
     def _settling(self, now: float) -> bool:
         """True shortly after this client reconnected or a head answered it (see SETTLING_S)."""
@@ -285,8 +285,9 @@ class LLMClient:
             changes["authorization"] = self._auth
         if self._parts_max and not env.parts_max:
             changes["parts_max"] = self._parts_max
-        if (env.parts_max or self._parts_max) and not env.parts_ack:
-            changes["parts_ack"] = True  # it acknowledges every part it is sent (_on_reply)
+        acks = bool(env.parts_max or self._parts_max) and not self.probes.seen_refused()
+        if acks != env.parts_ack:  # it acknowledges parts (_on_reply) unless refused before
+            changes["parts_ack"] = acks
         return env.with_(**changes) if changes else env
 
     async def exchange(  # noqa: PLR0915  (one frame per reply message: no helper on this path)

@@ -6,13 +6,21 @@ the server refuses says so once and answers on
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from subprocess import DEVNULL
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
+from switchyard.bus import headers as h
+from switchyard.bus import replies, subjects
+from switchyard.bus.part_acks import Unacknowledged, send_acked_parts
+from switchyard.bus.parts import send_parts
 from switchyard.client import LLMClient
+from switchyard.errors import ApiError
 from switchyard.stack import binaries
 from switchyard.stack.ports import accepting
 from switchyard.workers.modelproxy import probes
@@ -83,3 +91,79 @@ async def test_a_connection_refused_an_answer_says_so_once_and_answers_on(
     assert llm.probes.refused
     said = [r for r in caplog.records if "refused an answer" in r.getMessage()]
     assert len(said) == 1
+
+
+@contextlib.asynccontextmanager
+async def _old_config(tmp_path: Path) -> AsyncIterator[int]:
+    """A nats-server whose caller ``a`` may publish requests but has no ``allow_responses``
+    (a config rendered before it), and whose ``b`` (a model-proxy) may do anything."""
+    port = free_port()
+    conf = tmp_path / "old.conf"
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\nauthorization {{ users = [\n"
+        ' { user: a, password: a, permissions: { publish: { allow: ["llm.>"] },'
+        ' subscribe: { allow: [">"] } } },\n { user: b, password: b } ] }\n'
+    )
+    server = await asyncio.create_subprocess_exec(
+        str(binaries.nats_server()), "-c", str(conf), stdout=DEVNULL, stderr=DEVNULL
+    )
+    try:
+        await accepting(port)
+        yield port
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+async def test_a_client_refused_its_part_acknowledgements_stops_announcing_them(
+    tmp_path: Path,
+) -> None:
+    """Under a NATS config without ``allow_responses`` every acknowledgement of a part is
+    refused, and the model-proxy stops the answer (caller_gone): the client, once it has
+    seen a refusal, announces no more ``Sy-Parts-Ack``, so its next answers in parts come
+    back-to-back, whole (it announced them on every request, each stopped, before)."""
+    answer = bytes(range(256)) * 400  # 100 KB, in parts of 16 KiB
+    came: list[Msg] = []
+    async with _old_config(tmp_path) as port:
+        proxy = await nats.connect(f"nats://b:b@127.0.0.1:{port}")
+        nc = await nats.connect(f"nats://a:a@127.0.0.1:{port}", max_reconnect_attempts=1)
+
+        async def serve(msg: Msg) -> None:  # a head and model-proxy in one
+            came.append(msg)
+            assert msg.reply
+            await replies.send_accepted(proxy, msg.reply)
+            if (msg.headers or {}).get(h.PARTS_ACK) == "1":
+                try:
+                    count = await send_acked_parts(
+                        proxy, msg.reply, answer, 16 * 1024, "1.1", wait_s=0.5
+                    )
+                except Unacknowledged:
+                    gone = ApiError("no acknowledgement", code="caller_gone", status=499)
+                    await replies.send_error(proxy, msg.reply, gone)
+                    return
+            else:
+                count = await send_parts(proxy, msg.reply, answer, 16 * 1024, "1.1")
+            await replies.send_final(proxy, msg.reply, b"", chunks=count, delivery="1.1")
+
+        tasks: list[asyncio.Task[None]] = []
+
+        async def on_request(msg: Msg) -> None:
+            tasks.append(asyncio.create_task(serve(msg)))
+
+        await proxy.subscribe(subjects.CHAT, cb=on_request)
+        await proxy.flush()
+        llm = LLMClient(nc, max_answer_bytes=10**6, api_key="sk-sy-old")
+        await llm.start()
+        try:
+            with pytest.raises(ApiError) as first:  # acknowledged, refused: stopped
+                await llm.request(subjects.CHAT, b"{}")
+            assert first.value.status == 499
+            for _ in range(2):
+                assert (await llm.request(subjects.CHAT, b"{}")).body == answer
+        finally:
+            await llm.close()
+            await nc.close()
+            await proxy.close()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    assert [(m.headers or {}).get(h.PARTS_ACK) for m in came] == ["1", None, None]
+    assert llm.probes.refused

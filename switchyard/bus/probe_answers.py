@@ -8,6 +8,12 @@ reconnect to a server not yet given the new config, in a rolling reload) would h
 requests in flight taken for gone once it is back on a server that takes them; and a caller
 that has never answered is probed twice per request only, so a refused client costs two
 -ERRs per request.
+
+A part's acknowledgement (:mod:`switchyard.bus.part_acks`) is such an answer: refused, it
+leaves the model-proxy waiting for it, and the request ends 499 ``caller_gone``. So once a
+refusal is seen the client stops announcing that it acknowledges parts (for the life of the
+process: a config reloaded in place does not reconnect it), and its answers in parts come
+back-to-back, as to an older caller.
 """
 
 from __future__ import annotations
@@ -31,17 +37,25 @@ class ProbeAnswers:
         self.refused = False  # an answer was refused (said once)
         self._sent: collections.deque[str] = collections.deque(maxlen=KEPT)
 
-    async def answer(self, subject: str) -> None:
-        """Answer the probe whose reply subject is ``subject``."""
-        if not self.refused:
-            err = str(self._nc.last_error or "").lower()
+    def seen_refused(self) -> bool:
+        """Whether the server refused an answer sent here (said once, when first seen). An
+        answer to a part's acknowledgement request is one too: a caller refused them stops
+        announcing ``Sy-Parts-Ack`` (:meth:`switchyard.client.LLMClient.envelope`)."""
+        if not self.refused and self._nc.last_error is not None:
+            err = str(self._nc.last_error).lower()
             if _REFUSED in err and any(f'"{sent.lower()}"' in err for sent in self._sent):
                 self.refused = True
                 log.warning(
-                    "the NATS server refused an answer to a model-proxy's probe (a NATS config "
-                    "rendered before allow_responses?): a crash of this process is not noticed "
-                    "by the model-proxies until it is rendered again"
+                    "the NATS server refused an answer to a model-proxy's probe or part (a NATS "
+                    "config rendered before allow_responses?): a crash of this process is not "
+                    "noticed by the model-proxies, and answers in parts come without flow "
+                    "control, until it is rendered again and this process restarted"
                 )
+        return self.refused
+
+    async def answer(self, subject: str) -> None:
+        """Answer the probe (or part) whose reply subject is ``subject``."""
+        self.seen_refused()
         self._sent.append(subject)
         with contextlib.suppress(Exception):  # a closed connection: nobody to tell
             await self._nc.publish(subject, b"")
