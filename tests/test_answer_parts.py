@@ -19,9 +19,12 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
+from switchyard.bus.cancel_proof import cancel_headers, presented_key_hash
+from switchyard.bus.envelope import Deadline, Envelope
 from switchyard.bus.part_acks import ACK_WAIT_S, WINDOW
 from switchyard.bus.replies import Reply, ReplyKind
 from switchyard.client import LLMClient
@@ -255,3 +258,82 @@ async def test_a_caller_that_stops_acknowledging_parts_is_stopped_and_billed_as_
     event = await routed.usage_of("parts-unacked")
     assert event is not None
     assert (event.status, event.prompt_tokens) == (499, IN_PARTS)  # what the provider answered
+
+
+async def _unacked(
+    stack: Stack, request_id: str, *, deadline_s: float = 0.0, cancel: bool = False
+) -> tuple[list[Msg], float]:
+    """A raw caller that says it acknowledges parts and acknowledges none (cancelling the
+    request on its first part, if ``cancel``): its replies up to the terminator (excluded),
+    and the seconds from its first part to that terminator."""
+    nc = await stack.connect("app")
+    auth = f"Bearer {stack.api_key}"
+    headers = {
+        h.AUTHORIZATION: auth,
+        h.REQUEST_ID: request_id,
+        h.PARTS_MAX: str(CAP),
+        h.PARTS_ACK: "1",
+    }
+    if deadline_s:
+        headers[h.DEADLINE] = Deadline.after(deadline_s).header()
+    came: list[Msg] = []
+    began = 0.0
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(
+            subjects.EMBED, json.dumps(_body(IN_PARTS)).encode(), reply=inbox, headers=headers
+        )
+        while True:
+            msg = await sub.next_msg(timeout=ACK_WAIT_S + 60)
+            if not msg.data and not msg.headers:
+                return came, time.monotonic() - began  # the terminator
+            came.append(msg)
+            if (msg.headers or {}).get(h.KIND) == ReplyKind.PART.value and not began:
+                began = time.monotonic()
+                if cancel:
+                    env = Envelope.decode(headers)
+                    stop = cancel_headers(env, 1, (auth, presented_key_hash(auth)))
+                    assert stop is not None
+                    await nc.publish(subjects.CANCEL, b"", headers=stop)
+    finally:
+        await nc.close()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_cancel_stops_the_sending_of_acknowledged_parts_at_once(routed: Stack) -> None:
+    """The acknowledged sending of an answer's parts holds a dispatch slot and the answer: a
+    cancel that comes while it waits for an acknowledgement ends it at once (it was ignored,
+    the answer being made, and the request ended only when the wait ran out), billed as a
+    cancel: status 499, for what the provider answered."""
+    came, took = await _unacked(routed, "parts-cancelled", cancel=True)
+    kinds = [(m.headers or {}).get(h.KIND) for m in came]
+    assert ReplyKind.ERROR.value not in kinds  # nobody is there to be told: the terminator only
+    assert kinds.count(ReplyKind.PART.value) <= WINDOW
+    assert took < ACK_WAIT_S / 2
+    event = await routed.usage_of("parts-cancelled")
+    assert event is not None
+    assert (event.status, event.prompt_tokens) == (499, IN_PARTS)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_sending_of_acknowledged_parts_ends_at_the_deadline(routed: Stack) -> None:
+    """The sending has a cutoff, the request's deadline (and at most ``SEND_MAX_S``): a
+    caller that does not acknowledge parts fast enough is not sent them past it, and the
+    request ends there with 504 ``deadline_exceeded`` (it waited for the acknowledgement's
+    own 10 s whatever the deadline, and a caller acknowledging just often enough held the
+    slot for as long as it liked)."""
+    came, took = await _unacked(routed, "parts-late", deadline_s=6)
+    last = came[-1]
+    assert last.headers is not None
+    assert last.headers[h.KIND] == ReplyKind.ERROR.value
+    assert (last.headers[h.STATUS], json.loads(last.data)["error"]["code"]) == (
+        "504",
+        "deadline_exceeded",
+    )
+    assert took < ACK_WAIT_S - 2
+    event = await routed.usage_of("parts-late")
+    assert event is not None
+    assert (event.status, event.prompt_tokens) == (504, IN_PARTS)

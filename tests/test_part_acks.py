@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
 from switchyard.bus import replies, subjects
-from switchyard.bus.part_acks import Unacknowledged, send_acked_parts
+from switchyard.bus.part_acks import Stopped, Unacknowledged, send_acked_parts
 from switchyard.client import LLMClient
 from tests.support import Violations, flushed, until
 from tests.test_zones import Zone, _as, zone  # noqa: F401  (the fixture, one per module)
@@ -123,6 +123,66 @@ async def test_a_caller_that_stops_acknowledging_stops_the_sending(zone: Zone) -
         assert (gone[0].sent, gone[0].acked) == (2, 0)
         await asyncio.sleep(0.2)
         assert len(parts) == 2  # nothing more was sent
+    finally:
+        await nc.close()
+        await close()
+
+
+async def test_a_caller_that_acknowledges_too_slowly_is_sent_nothing_past_the_cutoff(
+    zone: Zone,  # noqa: F811
+) -> None:
+    """Each acknowledgement in time (well within ``wait_s``), but too few for the answer to
+    go out within ``send_s``: the sending stops at the cutoff (it went on as long as the
+    caller kept acknowledging, the window's wait starting again at each one)."""
+    gone: list[Unacknowledged] = []
+
+    async def answer(proxy: NATS, msg: Msg) -> None:
+        try:
+            await send_acked_parts(proxy, msg.reply, ANSWER, ROOM, "1.1", wait_s=5, send_s=1)
+        except Unacknowledged as exc:
+            gone.append(exc)
+
+    _, close = await _head_and_proxy(zone, answer)
+    nc, _, parts = await _raw_caller(zone, "tail")
+    began = asyncio.get_running_loop().time()
+    try:
+        acked = 0
+        while not gone:
+            if acked < len(parts):
+                assert parts[acked].reply
+                await nc.publish(parts[acked].reply, b"")
+                acked += 1
+            await asyncio.sleep(0.3)
+        took = asyncio.get_running_loop().time() - began
+        assert gone[0].late
+        assert 0.9 < took < 2.5
+        assert len(parts) < len(ANSWER) // ROOM  # not the whole answer
+    finally:
+        await nc.close()
+        await close()
+
+
+async def test_a_stopped_sending_ends_at_once(zone: Zone) -> None:  # noqa: F811
+    """Told to stop (its caller cancelled) while it waits for an acknowledgement, the
+    sending ends then, not when the wait runs out."""
+    stop = asyncio.Event()
+    ended: list[float] = []
+
+    async def answer(proxy: NATS, msg: Msg) -> None:
+        with pytest.raises(Stopped):
+            await send_acked_parts(proxy, msg.reply, ANSWER, ROOM, "1.1", wait_s=10, stop=stop)
+        ended.append(asyncio.get_running_loop().time())
+
+    _, close = await _head_and_proxy(zone, answer)
+    nc, _, parts = await _raw_caller(zone, "tail")
+    try:
+        await until(lambda: len(parts) == 2)
+        await asyncio.sleep(0.2)  # waiting for an acknowledgement now
+        stopped = asyncio.get_running_loop().time()
+        stop.set()
+        await until(lambda: bool(ended))
+        assert ended[0] - stopped < 1
+        assert len(parts) == 2
     finally:
         await nc.close()
         await close()

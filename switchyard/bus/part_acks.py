@@ -16,6 +16,10 @@ connection however large it is.
 A caller that acknowledges nothing for :data:`ACK_WAIT_S` (it crashed, dropped its inbox, or
 its event loop is stuck) is taken for gone: :class:`Unacknowledged` stops the sending, and
 its model-proxy ends the request with ``caller_gone`` instead of the rest of the answer.
+So is one that acknowledges, but too slowly to be sent the whole answer by a cutoff (its
+model-proxy's: the request's deadline, and at most :data:`SEND_MAX_S`): the send holds a
+dispatch slot and the whole answer in memory, and a caller acknowledging a part every
+9.9 s must not hold them for ten minutes. A caller that cancels stops it at once.
 """
 
 from __future__ import annotations
@@ -28,11 +32,20 @@ from nats.aio.msg import Msg
 
 from switchyard.bus.replies import send_part
 
-__all__ = ["ACK_WAIT_S", "PART_BYTES", "WINDOW", "Unacknowledged", "send_acked_parts"]
+__all__ = [
+    "ACK_WAIT_S",
+    "PART_BYTES",
+    "SEND_MAX_S",
+    "WINDOW",
+    "Stopped",
+    "Unacknowledged",
+    "send_acked_parts",
+]
 
 WINDOW = 2  # parts sent and not yet acknowledged, at most
 PART_BYTES = 1024 * 1024  # each part's most bytes (a message carries 8 MiB: kept smaller)
 ACK_WAIT_S = 10.0  # the longest the oldest part sent waits for its acknowledgement
+SEND_MAX_S = 120.0  # the longest a whole answer's parts take, acknowledgements and all
 _STATUS = "Status"  # nats-server's status header...
 _NO_RESPONDERS = "503"  # ...saying nobody listens where the part went
 
@@ -40,21 +53,40 @@ _NO_RESPONDERS = "503"  # ...saying nobody listens where the part went
 class Unacknowledged(Exception):
     """The caller did not acknowledge a part in time: the rest of the answer is not sent."""
 
-    def __init__(self, sent: int, acked: int, wait_s: float) -> None:
-        super().__init__(f"{sent} parts sent, {acked} acknowledged after {wait_s:g} s")
+    def __init__(self, sent: int, acked: int, wait_s: float, *, late: bool = False) -> None:
+        said = "by the cutoff" if late else f"after {wait_s:g} s"
+        super().__init__(f"{sent} parts sent, {acked} acknowledged {said}")
         self.sent = sent
         self.acked = acked
+        self.late = late  # the cutoff passed (the caller acknowledged, too slowly)
+
+
+class Stopped(Exception):
+    """The sender was told to stop (its caller cancelled): nothing more is sent."""
 
 
 class _Acks:
     """The acknowledgements of one answer's parts: how many parts, in order, the caller has."""
 
-    __slots__ = ("count", "gone", "heard")
+    __slots__ = ("count", "cutoff", "gone", "heard", "stop")
 
-    def __init__(self) -> None:
+    def __init__(self, cutoff: float, stop: asyncio.Event | None) -> None:
         self.count = 0
+        self.cutoff = cutoff  # loop time past which nothing more is sent
         self.gone = False  # the server said nobody listens at the caller's reply subject
         self.heard = asyncio.Event()
+        self.stop = stop
+
+    def wake(self, _: object = None) -> None:
+        self.heard.set()
+
+    def check(self, sent: int, wait_s: float, now: float) -> None:
+        """Raises :class:`Stopped` once told to stop, :class:`Unacknowledged` (late) past
+        the cutoff."""
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped
+        if now >= self.cutoff:
+            raise Unacknowledged(sent, self.count, wait_s, late=True)
 
     async def on_ack(self, msg: Msg) -> None:
         if msg.headers and msg.headers.get(_STATUS) == _NO_RESPONDERS:
@@ -75,7 +107,9 @@ class _Acks:
         until = loop.time() + wait_s
         while sent - self.count >= window:
             self.heard.clear()
-            left = until - loop.time()
+            now = loop.time()
+            self.check(sent, wait_s, now)
+            left = min(until, self.cutoff) - now
             if self.gone or left <= 0:
                 raise Unacknowledged(sent, self.count, wait_s)
             with contextlib.suppress(TimeoutError):
@@ -91,22 +125,32 @@ async def send_acked_parts(
     *,
     window: int = WINDOW,
     wait_s: float = ACK_WAIT_S,
+    send_s: float = SEND_MAX_S,
+    stop: asyncio.Event | None = None,
 ) -> int:
     """``body`` as parts of at most ``room`` (and :data:`PART_BYTES`) bytes each, in order,
-    never more than ``window`` of them unacknowledged; how many were sent (the ``Sy-Seq`` of
-    the final that follows them). The last ones' acknowledgements are not waited for: the
-    final is small.
+    never more than ``window`` of them unacknowledged, all sent within ``send_s``; how many
+    were sent (the ``Sy-Seq`` of the final that follows them). The last ones'
+    acknowledgements are not waited for: the final is small. ``stop``, once set, ends the
+    sending at once (a wait for an acknowledgement too).
 
     Raises:
-        Unacknowledged: the caller acknowledged nothing for ``wait_s``: nothing more is sent.
+        Unacknowledged: the caller acknowledged nothing for ``wait_s``, or too little to be
+            sent everything within ``send_s`` (``late``): nothing more is sent.
+        Stopped: ``stop`` was set.
     """
     size = min(room, PART_BYTES)
     inbox = nc.new_inbox()
-    acks = _Acks()
+    loop = asyncio.get_running_loop()
+    acks = _Acks(loop.time() + send_s, stop)
+    woken = None if stop is None else asyncio.ensure_future(stop.wait())
+    if woken is not None:
+        woken.add_done_callback(acks.wake)
     sub = await nc.subscribe(f"{inbox}.*", cb=acks.on_ack)
     try:
         count = 0
         for start in range(0, len(body), size):
+            acks.check(count, wait_s, loop.time())
             if count >= window:
                 await acks.within(count, window, wait_s)
             await send_part(
@@ -115,5 +159,7 @@ async def send_acked_parts(
             count += 1
         return count
     finally:
+        if woken is not None:
+            woken.cancel()
         with contextlib.suppress(Exception):  # a closed connection drops it anyway
             await sub.unsubscribe()

@@ -305,7 +305,7 @@ class Cancels:
         for job in self._serving.get(env.request_id, ()):
             if (
                 job.cancelled
-                or job.answer is not None  # answered already: nothing left to stop
+                or job.done  # answered already: nothing left to stop
                 or job.env.attempt > attempt
                 or not any(  # made with no key (no hash): never cancelled
                     hmac.compare_digest(proof, cancel_proof(digest, env.request_id))
@@ -321,8 +321,10 @@ class Cancels:
         """``job``'s caller left: stop it (the provider call at once, if under way). Also for
         a caller that stopped answering its probes (:mod:`.probes`) without a cancel, which
         is billed the same way, and remembered nowhere (no proof came with it)."""
-        if job.cancelled or job.answer is not None:  # answered already: nothing to stop
+        if job.cancelled or job.done:  # answered already: nothing to stop
             return
         job.cancelled = True
+        if job.parts_stop is not None:  # its answer's parts are going out: no more of them
+            job.parts_stop.set()
         if job.stop is not None:  # the provider call is under way: interrupt it now
             job.stop.reschedule(asyncio.get_running_loop().time())

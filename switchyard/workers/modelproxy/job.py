@@ -75,6 +75,8 @@ class Job:
     acked: bool = False  # its dispatch message was acknowledged (see .serving)
     # The scope of the provider call while it runs: a cancel ends it at once (see .cancels).
     stop: asyncio.Timeout | None = None
+    # Set while its answer goes out in acknowledged parts: a cancel sets it (see .whole).
+    parts_stop: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
         self.chunks = SentChunks(size=estimate.chunk_size(self.env.op))
@@ -93,6 +95,12 @@ class Job:
     def usage(self, usage: Usage | None) -> None:
         self._usage = usage
         self.usage_mark = len(self.chunks)
+
+    @property
+    def done(self) -> bool:
+        """Its answer is out, or going out: a cancel stops nothing more (but the sending of
+        acknowledged parts, :mod:`.whole`)."""
+        return self.answer is not None and self.parts_stop is None
 
     def out(self, main: NATS) -> NATS:
         """The connection its replies go on (:mod:`.heartbeat`; ``main`` unless told)."""

@@ -11,24 +11,30 @@ Every other answer goes out as it always did, one final message.
 To a caller that acknowledges parts (``Sy-Parts-Ack``) they go out with flow control
 (:mod:`switchyard.bus.part_acks`); one that stops acknowledging is taken for gone: the rest is
 not sent, the request ends with ``caller_gone`` (a caller still there learns why) and is
-billed as one whose caller left (499), for what the provider answered.
+billed as one whose caller left (499), for what the provider answered. The sending has a
+cutoff, the request's deadline and at most :data:`~switchyard.bus.part_acks.SEND_MAX_S`: it
+holds a dispatch slot and the whole answer, so a caller acknowledging just often enough must
+not hold them long (past the deadline it ends 504 ``deadline_exceeded``, else 499
+``caller_gone``); a cancel stops it at once (billed as a cancel, as before the answer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import replies
-from switchyard.bus.part_acks import Unacknowledged, send_acked_parts
+from switchyard.bus.part_acks import SEND_MAX_S, Stopped, Unacknowledged, send_acked_parts
 from switchyard.bus.parts import answer_room, send_parts
-from switchyard.errors import ApiError
+from switchyard.errors import ApiError, DeadlineExceeded
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.job import Job
-from switchyard.workers.modelproxy.probes import CALLER_GONE
+from switchyard.workers.modelproxy.probes import CALLER_GONE, caller_gone
 
 log = logging.getLogger("switchyard.modelproxy")
 
@@ -76,14 +82,26 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
         count = await send_parts(nc, job.reply, body, room, job.delivery)
         await _final(nc, job, b"", count, end=end, delivery=job.delivery)
         return
+    if job.cancelled:  # (a replay of an answer whose caller left meanwhile)
+        await _left(nc, job)
+        return
+    send_s = SEND_MAX_S if not job.deadline else min(SEND_MAX_S, job.deadline - time.time())
+    job.parts_stop = stop = asyncio.Event()
     try:
-        count = await send_acked_parts(nc, job.reply, body, room, job.delivery)
+        count = await send_acked_parts(
+            nc, job.reply, body, room, job.delivery, send_s=send_s, stop=stop
+        )
+    except Stopped:  # its caller cancelled it (or stopped answering probes)
+        await _left(nc, job)
+        return
     except Unacknowledged as exc:
         log.info(
             "a caller stopped acknowledging its answer's parts (%s): the request is stopped", exc
         )
-        job.status = CLIENT_CLOSED  # billed as a caller that left, for what the provider answered
-        job.answer = gone = unacknowledged()  # (a replay sends this, not the parts again)
+        timed_out = exc.late and send_s < SEND_MAX_S  # the cutoff was the deadline
+        gone = DeadlineExceeded(LATE) if timed_out else unacknowledged(late=exc.late)
+        job.status = gone.status  # billed (499: as a caller that left) for what was answered
+        job.answer = gone  # (a replay sends this, not the parts again)
         await replies.send_error(
             nc,
             job.reply,
@@ -95,13 +113,36 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
             priority=job.env.priority,
         )
         return
+    finally:
+        job.parts_stop = None
     await _final(nc, job, b"", count, end=end, delivery=job.delivery)
 
 
-def unacknowledged() -> ApiError:
-    """What a request whose caller stopped acknowledging its answer's parts ends with."""
+async def _left(nc: NATS, job: Job) -> None:
+    """The end of an answer whose caller left while its parts went out, as the handler ends
+    one whose caller left before (``caller_gone`` first to one that stopped answering
+    probes: a caller still there learns why), always with the terminator."""
+    job.status = CLIENT_CLOSED
+    if job.inflight.silent:
+        await replies.send_error(nc, job.reply, caller_gone())
+    else:
+        await replies.end_stream(nc, job.reply)
+
+
+LATE = (
+    "the request deadline passed before its caller acknowledged the parts of its answer "
+    "(docs/nats-api.md, 'Answers in parts')"
+)
+
+
+def unacknowledged(*, late: bool = False) -> ApiError:
+    """What a request whose caller stopped acknowledging its answer's parts ends with (or,
+    ``late``, acknowledged them too slowly for all to go out within the cutoff)."""
+    why = (
+        f"too slowly for the whole answer to be sent within {SEND_MAX_S:g} s" if late else "in time"
+    )
     return ApiError(
-        "the request was stopped: its caller did not acknowledge a part of its answer in time "
+        f"the request was stopped: its caller did not acknowledge the parts of its answer {why} "
         "(docs/nats-api.md, 'Answers in parts')",
         code=CALLER_GONE,
         status=CLIENT_CLOSED,
