@@ -11,7 +11,9 @@ Every other answer goes out as it always did, one final message.
 To a caller that acknowledges parts (``Sy-Parts-Ack``) they go out with flow control
 (:mod:`switchyard.bus.part_acks`); one that stops acknowledging is taken for gone: the rest is
 not sent, the request ends with ``caller_gone`` (a caller still there learns why) and is
-billed as one whose caller left (499), for what the provider answered. The sending has a
+billed as one whose caller left (499), for what the provider answered. Unless the connection
+reconnected meanwhile: the parts the old socket held were lost, not left unacknowledged, and
+the replay after the reconnect sends them again (the answer stays). The sending has a
 cutoff, the request's deadline and at most :data:`~switchyard.bus.part_acks.SEND_MAX_S`: it
 holds a dispatch slot and the whole answer, so a caller acknowledging just often enough must
 not hold them long (past the deadline it ends 504 ``deadline_exceeded``, else 499
@@ -87,6 +89,7 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
         return
     send_s = SEND_MAX_S if not job.deadline else min(SEND_MAX_S, job.deadline - time.time())
     job.parts_stop = stop = asyncio.Event()
+    reconnects = nc.stats["reconnects"]
     try:
         count = await send_acked_parts(
             nc, job.reply, body, room, job.delivery, send_s=send_s, stop=stop
@@ -95,6 +98,12 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
         await _left(nc, job)
         return
     except Unacknowledged as exc:
+        if nc.stats["reconnects"] != reconnects and not exc.late:
+            # Parts went with the old socket, unacknowledged for that: the answer stays, and
+            # the replay after a reconnect (the handler's) sends its parts again, with a
+            # fresh window.
+            log.info("parts of an answer lost in a NATS reconnect (%s): sent again", exc)
+            return
         log.info(
             "a caller stopped acknowledging its answer's parts (%s): the request is stopped", exc
         )

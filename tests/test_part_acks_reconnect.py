@@ -1,0 +1,124 @@
+"""A model-proxy whose NATS connection reconnects while it sends an answer in acknowledged
+parts, on a real nats-server restarted under it: the parts the old socket held are lost, not
+left unacknowledged by a caller gone, so the answer stays for the replay after the reconnect
+(:func:`switchyard.workers.modelproxy.handler.replay_needed`), which sends its parts again
+with a fresh window, rather than ending the request 499 ``caller_gone``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from subprocess import DEVNULL
+
+import nats
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from switchyard.bus import headers as h
+from switchyard.bus import replies
+from switchyard.bus.envelope import Envelope
+from switchyard.stack import binaries
+from switchyard.stack.ports import accepting
+from switchyard.workers.modelproxy import whole
+from switchyard.workers.modelproxy.handler import replay_needed
+from switchyard.workers.modelproxy.heartbeat import InFlight
+from switchyard.workers.modelproxy.job import Job
+from tests.support import free_port, until
+
+pytestmark = pytest.mark.integration
+
+ANSWER = bytes(range(256)) * 40_000  # ~10 MB: past one message, ten parts of 1 MiB
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            str(binaries.nats_server()),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            stdout=DEVNULL,
+            stderr=DEVNULL,
+        )
+        await accepting(self.port)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+
+@pytest_asyncio.fixture
+async def server() -> AsyncIterator[_Server]:
+    server = _Server()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def _job(proxy: NATS, reply: str) -> Job:
+    stored = time.time_ns()
+    msg = Msg(
+        _client=None,  # type: ignore[arg-type]  # never used: nothing is acked here
+        subject="llm.v1.dispatch.dep",
+        reply=f"$JS.ACK.DISPATCH.mp.1.7.7.{stored}.0",
+        data=b"{}",
+    )
+    env = Envelope.decode(
+        {h.REQUEST_ID: "r1", h.PARTS_MAX: str(len(ANSWER) * 2), h.PARTS_ACK: "1"}
+    ).with_(reply=reply)
+    inflight = InFlight(reply=reply, msg=msg, last_sent=0.0, last_progress=0.0, out=proxy)
+    return Job(msg=msg, env=env, deployment_id="dep", inflight=inflight)
+
+
+async def test_parts_lost_in_a_reconnect_are_sent_again_not_ended_as_caller_gone(
+    server: _Server,
+) -> None:
+    url = f"nats://127.0.0.1:{server.port}"
+    options = {"reconnect_time_wait": 0.1, "max_reconnect_attempts": -1}
+    proxy = await nats.connect(url, **options)
+    caller = await nats.connect(url, **options)
+    came: list[Msg] = []
+    acking = asyncio.Event()
+
+    async def on_reply(msg: Msg) -> None:
+        came.append(msg)
+        if msg.reply and acking.is_set():  # (acknowledges nothing before the reconnect)
+            await caller.publish(msg.reply, b"")
+
+    try:
+        inbox = caller.new_inbox()
+        await caller.subscribe(inbox, cb=on_reply)
+        await caller.flush()
+        job = _job(proxy, inbox)
+        job.answer = ANSWER
+        sending = asyncio.create_task(whole.send_final(proxy, job, ANSWER, end=True))
+        await until(lambda: len(came) >= 2)
+        await server.stop()  # the parts not yet acknowledged go with the old sockets
+        await server.start()
+        await until(lambda: proxy.is_connected and caller.is_connected)
+        await caller.flush()
+        acking.set()
+        await asyncio.wait_for(sending, 30)  # its ``ACK_WAIT_S``, then it ends
+        assert job.answer == ANSWER, "the answer was replaced: the replay would not send it"
+        reconnected = proxy.stats["reconnects"] != job.reconnects
+        assert replay_needed(answered=True, ended=job.ended, reconnected=reconnected)
+        came.clear()
+        await whole.send_final(proxy, job, ANSWER, end=True)  # as the handler's replay does
+        await until(lambda: bool(came) and not came[-1].data and not came[-1].headers)
+    finally:
+        await caller.close()
+        await proxy.close()
+    kinds = [(m.headers or {}).get(h.KIND) for m in came[:-1]]
+    assert kinds[-1] == replies.ReplyKind.FINAL.value
+    assert b"".join(m.data for m in came[:-2]) == ANSWER  # every part, in order, again
