@@ -22,12 +22,7 @@ the reliability rules of DESIGN §8:
   once and the cancel goes out at once, as for a consumer that left (nothing pushes back on a
   model-proxy, which publishes as fast as its provider answers).
 
-Example (an internal service with its own certificate)::
-
-    nc = await connect(servers, cert_dir, "billing-bot")
-    async with LLMClient(nc, api_key="sk-sy-...") as llm:
-        async for chunk in llm.chat_stream({"model": "demo", "messages": [...]}):
-            print(chunk["choices"][0]["delta"].get("content", ""), end="")
+An example of its use by an internal service is in docs/nats-api.md ("Getting an identity").
 """
 
 from __future__ import annotations
