@@ -56,7 +56,9 @@ from switchyard.bus import subjects
 from switchyard.bus.direct import DirectDelivery
 from switchyard.bus.flow_control import quiet_flow_control
 from switchyard.config import IngressSettings
+from switchyard.control import heldviews
 from switchyard.control.fairqueue import FairQueue
+from switchyard.control.feedwindow import Window
 from switchyard.control.held import Held, read_held, sequence_and_time
 from switchyard.control.heldexpiry import Taken, expire
 from switchyard.control.holdbound import full_mark
@@ -82,34 +84,18 @@ log = logging.getLogger("switchyard.control.feeder")
 
 TICK_S = 1.0
 HOLD_HEARTBEAT_S = 1.0
-# The heads' window is the deployment's measured time per request. With no traffic for a while
-# the measure is gone; the last one is kept this long (then 1 s), so a burst after a pause is
-# capped by what the deployment really takes, not parked in HOLD past a 1 s window.
-WINDOW_MEMORY_S = 900.0
 # A record is written when it changes; heads take the lease as the feeder's heartbeat, so this
 # slow rewrite only restores a record someone removed from the bucket by hand.
 REWRITE_S = 300.0
-DEFAULT_WINDOW_S = 1.0
 # streams.hold_total_limit's default (control passes the configured value).
 DEFAULT_HOLD_LIMIT = 10_000
 # Expired held requests deleted from HOLD side by side, at most (each one API request).
 EXPIRING_AT_ONCE = 16
+# An expired held request whose delete HOLD did not answer (a stream leader election, a refusal)
+# stays in HOLD, unanswered, and its delete is tried again from the tick for this long; only
+# then is it given up (left to its caller's own timeout) and purged with the rest.
+DELETE_RETRY_S = 30.0
 _NOT_DONE = (b"-NAK", b"+WPI")  # a nak or progress report frees no slot
-
-
-@dataclass(slots=True)
-class Window:
-    """The heads' window for one deployment (see :data:`WINDOW_MEMORY_S`)."""
-
-    last: float | None = None  # the last measured time per request (seconds)
-    measured_at: float = 0.0
-
-    def seconds(self, latency: float | None, now: float) -> float:
-        if latency:
-            self.last, self.measured_at = latency, now
-        elif self.last is None or now - self.measured_at > WINDOW_MEMORY_S:
-            return DEFAULT_WINDOW_S
-        return min(30.0, max(0.01, self.last))
 
 
 @dataclass(slots=True)
@@ -132,6 +118,9 @@ class _Deployment:
     retry: asyncio.TimerHandle | None = None
     moved: dict[str, int] = field(default_factory=dict)
     window: Window = field(default_factory=Window)
+    # Expired requests whose delete from HOLD got no answer, with when it was first tried (the
+    # loop's clock): tried again from the tick (see DELETE_RETRY_S).
+    undeleted: list[tuple[Held, float]] = field(default_factory=list)
 
 
 class Feeder:
@@ -391,21 +380,39 @@ class Feeder:
         """``item`` is moved (or its caller gave up): it leaves HOLD with the next purge."""
         self._purger.finish(item.subject, item.deployment, item.seq)
 
-    def _expire(self, item: Held) -> None:
+    def _expire(self, item: Held, since: float | None = None) -> None:
         """``item``'s deadline passed while it was held: it leaves HOLD, then its caller gets
-        its 504 (else a bus caller heard nothing at all), once (:mod:`.heldexpiry`)."""
+        its 504 (else a bus caller heard nothing at all), once (:mod:`.heldexpiry`). ``since``:
+        when its delete was first tried, if this is a retry."""
         with contextlib.suppress(SupervisorClosed):  # stopping: still in HOLD, for the next run
-            self._work.spawn(self._expire_one(item), name="feeder-expired")
+            self._work.spawn(self._expire_one(item, since), name="feeder-expired")
 
-    async def _expire_one(self, item: Held) -> None:
+    async def _expire_one(self, item: Held, since: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        first = loop.time() if since is None else since
         try:
             async with self._expiring:  # (a burst of them: a few deletes at a time)
                 taken = await expire(self._nc, item, self._ingress)
         except asyncio.CancelledError:  # stopping: in HOLD still unless deleted, and then the
             raise  # next run reads it again (a purge now would drop it unanswered)
-        except Exception:  # never moved: it leaves HOLD with the next purge
+        except Exception:  # (a retry of the delete finds it GONE if it was answered)
             log.exception("answering an expired held request failed")
             taken = Taken.UNKNOWN
+        if taken is Taken.UNKNOWN:
+            # Most often the delete never happened: it stays in HOLD (a purge would drop it
+            # unanswered) and the tick tries again; a delete that did go through comes back
+            # GONE. Stopped meanwhile: the next run reads it again.
+            dep = self._deps.get(item.deployment)
+            if dep is None or not self._current(dep):
+                return
+            if loop.time() - first < DELETE_RETRY_S:
+                dep.undeleted.append((item, first))
+                return
+            log.warning(
+                "gave up deleting an expired held request (%s) after %.0f s: not answered",
+                item.request_id,
+                DELETE_RETRY_S,
+            )
         self._delete(item)  # (whatever became of it: else its tenant's purges stop below it)
         if taken is Taken.MINE:
             key = (item.deployment, item.priority)
@@ -497,6 +504,9 @@ class Feeder:
         for dep in list(self._deps.values()):
             for item in dep.queue.drop(lambda i: i.expired(now)):
                 self._expire(item)
+            retry, dep.undeleted = dep.undeleted, []
+            for item, since in retry:
+                self._expire(item, since)
             if not dep.active and self._overfull(dep.id):
                 self._kick(dep)  # dispatch filled up on the fast path: count slots (in _pump)
             limit = self.concurrency(dep.id)
@@ -516,32 +526,12 @@ class Feeder:
 
     def held(self, dep_id: str, now: float | None = None) -> list[m.HeldQueue]:
         dep = self._deps.get(dep_id)
-        if dep is None:
-            return []
-        moment = now or time.time()
-        return [
-            m.HeldQueue(
-                priority=priority,
-                tenant=first.owner,
-                waiting=waiting,
-                oldest_wait_s=round(max(0.0, moment - first.stored_at), 3),
-            )
-            for priority, _, waiting, first in dep.queue.depths()
-        ]
+        return [] if dep is None else heldviews.held_queues(dep.queue, now or time.time())
 
     def waiting(self, dep_id: str, now: float | None = None) -> tuple[int, float, int]:
-        """Requests of a deployment waiting in HOLD, the age of the oldest (seconds), and the
-        most one tenant has waiting at one priority (one HOLD subject, which
-        ``streams.hold_tenant_limit`` bounds; requests moved and not yet purged, which
-        JetStream still counts, are not in it)."""
+        """See :func:`switchyard.control.heldviews.waiting`."""
         dep = self._deps.get(dep_id)
-        if dep is None or not len(dep.queue):
-            return 0, 0.0, 0
-        moment = now or time.time()
-        depths = list(dep.queue.depths())
-        oldest = min(first.stored_at for _, _, _, first in depths)
-        fullest = max(waiting for _, _, waiting, _ in depths)
-        return len(dep.queue), max(0.0, moment - oldest), fullest
+        return (0, 0.0, 0) if dep is None else heldviews.waiting(dep.queue, now or time.time())
 
     def saturated(self, dep_id: str) -> bool:
         dep = self._deps.get(dep_id)

@@ -12,10 +12,13 @@ At most one answer per request, whatever becomes of the feeder: the request leav
 A feeder that restarts, or takes the lease over, reads HOLD afresh: what it finds there nobody
 answered (nor moved); what was taken is not there to be read, so it is neither answered twice
 nor moved. A second feeder reading it meanwhile (two briefly leading) is told it is gone ("no
-message found") and keeps quiet. The price: a feeder that dies between its delete and its
-publish (or whose delete timed out after HOLD took it) leaves that caller to its own timeout,
-as before this answer existed, rather than answer twice. A publish that fails (the connection
-is down for a moment) is tried again :data:`TRIES` times in all.
+message found") and keeps quiet. A delete HOLD does not answer (a
+stream leader election, a refusal) leaves the request in HOLD, unanswered, and the feeder tries
+the delete again from its tick for ``DELETE_RETRY_S`` (a delete that did go through comes back
+"gone"). The price: a feeder that dies between its delete and its publish, a delete that timed
+out after HOLD took it, or one still unanswered after those seconds leaves that caller to its
+own timeout, as before this answer existed, rather than answer twice. A publish that fails
+(the connection is down for a moment) is tried again :data:`TRIES` times in all.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class Taken(enum.Enum):
 
     MINE = "mine"  # this delete removed it: its answer is this feeder's to send
     GONE = "gone"  # removed already (by another feeder): not this one's to answer
-    UNKNOWN = "unknown"  # HOLD did not say (unreachable, refused): not answered
+    UNKNOWN = "unknown"  # HOLD did not say (unreachable, refused): not answered (yet)
 
 
 async def expire(nc: NATS, item: Held, ingress: IngressSettings) -> Taken:

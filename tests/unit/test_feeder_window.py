@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchyard.control.feeder import DEFAULT_WINDOW_S, WINDOW_MEMORY_S, Window
+from switchyard.control.feedwindow import DEFAULT_WINDOW_S, WINDOW_MEMORY_S, Window
 
 pytestmark = pytest.mark.unit
 
