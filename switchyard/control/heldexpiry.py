@@ -8,11 +8,19 @@ deadline passed while it was queued"), naming the limit that set a bus caller's 
 timer of its own. Nothing reached a provider, so nothing is billed.
 
 At most one answer per request, whatever becomes of the feeder: the request leaves HOLD first
-(one ``STREAM.MSG.DELETE`` of its sequence) and only the feeder whose delete removed it answers.
-A feeder that restarts, or takes the lease over, reads HOLD afresh: what it finds there nobody
-answered (nor moved); what was taken is not there to be read, so it is neither answered twice
-nor moved. A second feeder reading it meanwhile (two briefly leading) is told it is gone ("no
-message found") and keeps quiet. A delete HOLD does not answer (a
+(one ``STREAM.MSG.DELETE`` of its sequence) and only the feeder whose delete removed it answers;
+a second feeder reading it meanwhile (two briefly leading) is told it is gone ("no message
+found") and keeps quiet. And only a request no move can have reached dispatch with is answered
+here: a moved request stays in HOLD until the next batched purge, so one a feeder finds in HOLD
+when it starts (a feeder before may have moved it, then died or handed over) or whose move got no
+acknowledgement (lost in a failover, though stored) is *unsure* (:attr:`Held.unsure`). When its
+deadline passes the feeder moves it (again) instead, under its ``Nats-Msg-Id``, whatever the
+slots: dispatch drops it as a duplicate if it is there, and its one answer comes from there;
+else it is stored now and its model-proxy answers the same 504 when it takes it (no provider
+call). The limit: dispatch remembers ids for ``streams.duplicate_window_s``; a request moved
+longer ago and still in HOLD (purges failing that long, or no feeder that long after a crash)
+is stored again and answered a second time, as any such re-move is run twice.
+A delete HOLD does not answer (a
 stream leader election, a refusal) leaves the request in HOLD, unanswered, and the feeder tries
 the delete again from its tick for ``DELETE_RETRY_S`` (a delete that did go through comes back
 "gone"). The price: a feeder that dies between its delete and its publish, a delete that timed
