@@ -13,6 +13,10 @@
   waits for that answer (at most ``RECHECK_WAIT_S``), and when the secrets service or Vault
   cannot answer, the cached key keeps serving.
 * Concurrent requests for the same name share one fetch.
+* A name no secret can have (a route table stored before names were checked whole may hold
+  ``key\n``) is never asked for: it would make a broken NATS subject, and the server closes
+  the connection of a client that sends one (every request of the model-proxy, at start in
+  its prefetch). It answers like a key not stored (503 ``secret_unavailable``), logged once.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from dataclasses import dataclass
 
 import msgspec
@@ -34,7 +39,7 @@ from switchyard.errors import SecretMissing, ServiceUnavailable
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.schemas.openai import decode_error
 from switchyard.schemas.secret import Secret
-from switchyard.schemas.secrets import SecretPayload
+from switchyard.schemas.secrets import NAME_PATTERN, SecretPayload
 
 log = logging.getLogger("switchyard.bus.secret_cache")
 
@@ -53,6 +58,7 @@ UNAVAILABLE = "secret_unavailable"
 
 
 _DECODE = msgspec.json.Decoder(SecretPayload)
+_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass(slots=True)
@@ -80,6 +86,7 @@ class SecretCache:
         self.errors = 0
         self._sub: Subscription | None = None
         self._wanted: set[str] = set()
+        self._bad_names: set[str] = set()  # logged once each
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(
@@ -188,7 +195,22 @@ class SecretCache:
             if entry is not None:
                 entry.failed_at = asyncio.get_running_loop().time()
 
+    def _unfetchable(self, name: str) -> SecretMissing:
+        shown = ascii(name)  # quoted, a line break escaped: never a broken log line
+        if name not in self._bad_names:
+            self._bad_names.add(name)
+            log.error(
+                "provider key name %s is not a secret name (a route table stored before names "
+                "were checked whole?): never fetched; fix the provider's `secret`",
+                shown,
+            )
+        return SecretMissing(
+            f"provider key {shown} is unavailable: not a secret name; fix the route table"
+        )
+
     async def _fetch(self, name: str) -> Secret:
+        if not _NAME.fullmatch(name):  # as a subject it would cut the NATS connection
+            raise self._unfetchable(name)
         # A secrets service restart or a server config reload leaves a gap of a few hundred
         # milliseconds without responders: ride it out rather than fail requests.
         for attempt in range(NO_RESPONDER_RETRIES + 1):
