@@ -231,6 +231,12 @@ async def test_storing_a_secret_under_a_name_in_use_is_refused(
     assert rotated.status_code == 303, rotated.text
     listed = (await stack.admin("GET", "/secrets")).json()["secrets"]
     assert next(s for s in listed if s["name"] == "store-taken")["version"] == 2
+    # The key it holds already: not rotated, and no cooldown ended; the page says how to.
+    again = await web.post("/ui/secrets/store-taken/rotate", data=form)
+    assert again.status_code == 303, again.text
+    shown = (await web.get(again.headers["location"])).text
+    assert "store-taken holds that key already: version 2 kept, not rotated" in shown
+    assert "End cooldown on the admin UI&#39;s Queues page" in shown
     await stack.admin("DELETE", "/secrets/store-taken")
 
 

@@ -488,6 +488,7 @@ async def test_apply_refuses_to_store_a_secret_a_live_provider_outside_it_uses(
         assert again.returncode == 0, again.stderr
         assert f"a new version of {SHARED_SECRET} will be stored" in again.stdout
         assert f"secret {SHARED_SECRET} unchanged: it holds that key already" in again.stdout
+        assert "End cooldown on the admin UI's Queues page" in again.stdout
         assert await _secret_version(stack, SHARED_SECRET) == version + 1
     finally:
         await stack.admin("DELETE", "/routes/secret-clash")

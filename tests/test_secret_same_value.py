@@ -113,6 +113,8 @@ def test_the_cli_says_unchanged_for_the_value_a_secret_holds(stack: Stack) -> No
         again = put()
         assert again.returncode == 0, again.stderr  # a re-run is no failure
         assert f"unchanged: {name} holds that value already, version 1 kept" in again.stdout
+        # No cooldown ended (a re-store used to end them): it says how to end one.
+        assert "`DELETE /admin/v1/deployments/{id}/cooldown`" in again.stdout
         assert value not in again.stdout + again.stderr
     finally:
         subprocess.run(

@@ -23,7 +23,7 @@ from switchyard.bus.secrets_admin import SecretsAdmin
 from switchyard.config import read_env_secret
 from switchyard.control.litellm_import import ImportResult, SecretPlaceholder
 from switchyard.schemas.routing import RouteTable
-from switchyard.schemas.secrets import written_words
+from switchyard.schemas.secrets import COOLDOWNS_RUN_ON, written_words
 
 
 def value_to_store(secret: SecretPlaceholder, *, from_env: bool) -> str | None:
@@ -148,7 +148,11 @@ async def store_secrets(
             if info.changed:
                 print(f"stored secret {secret.name}", file=out)
             else:  # no new version: its deployments' cooldowns run on
-                print(f"secret {secret.name} unchanged: it holds that key already", file=out)
+                print(
+                    f"secret {secret.name} unchanged: it holds that key already; "
+                    + COOLDOWNS_RUN_ON,
+                    file=out,
+                )
         elif secret.env_var and secret.name not in stored:
             why = "is not set in this shell" if from_env else "not read: no --secrets-from-env"
             users = sorted(n for n, p in result.table.providers.items() if p.secret == secret.name)

@@ -18,6 +18,13 @@ import msgspec
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$(?!\n)"
 SecretName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 
+# Said wherever storing the value a secret holds already is answered "unchanged": that ends no
+# cooldown any more (docs/routing.md), and an admin re-storing a key to end one is told how.
+COOLDOWNS_RUN_ON = (
+    "its deployments' cooldowns run on: end one with "
+    "`DELETE /admin/v1/deployments/{id}/cooldown` or End cooldown on the admin UI's Queues page"
+)
+
 
 def unstorable(name: str) -> tuple[str, str]:
     """What is wrong with a provider's ``secret`` the secrets service cannot store (a route

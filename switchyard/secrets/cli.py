@@ -29,7 +29,7 @@ from switchyard.config import Settings
 from switchyard.errors import ApiError, BusError, InputError
 from switchyard.runtime.provider_changes import secret_delete_words
 from switchyard.schemas.routing import RouteTable, SecretUsers
-from switchyard.schemas.secrets import SecretInfo, SecretWritten, written_words
+from switchyard.schemas.secrets import COOLDOWNS_RUN_ON, SecretInfo, SecretWritten, written_words
 
 TABLE_TIMEOUT_S = 5.0
 
@@ -163,7 +163,7 @@ def _said(done: str, info: SecretWritten, to: str = "") -> str:
     if not info.changed:  # a re-run with the same key: no new version, no cooldown ended
         return (
             f"unchanged: {info.name} holds that value already, version {info.version} kept "
-            f"(...{info.last4})"
+            f"(...{info.last4}); {COOLDOWNS_RUN_ON}"
         )
     return f"{done} {info.name} {to}version {info.version} (...{info.last4})"
 

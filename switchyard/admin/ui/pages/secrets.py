@@ -12,7 +12,7 @@ from switchyard.admin.ui.context import Route, Ui
 from switchyard.admin.ui.pages.tables import digest
 from switchyard.errors import ApiError, NotFound
 from switchyard.runtime.provider_changes import secret_delete_words
-from switchyard.schemas.secrets import PutSecret, written_words
+from switchyard.schemas.secrets import COOLDOWNS_RUN_ON, PutSecret, written_words
 
 
 async def _render(
@@ -91,7 +91,10 @@ async def rotate_secret(ui: Ui) -> Response:
         return ui.redirect(f"/ui/secrets?name={quote(name)}", ("error", gone + "it is needed."))
     await ui.audit("secret.rotate", info.name, written_words(info))
     if not info.changed:
-        same = f"{info.name} holds that key already: version {info.version} kept, not rotated."
+        same = (
+            f"{info.name} holds that key already: version {info.version} kept, not rotated; "
+            f"{COOLDOWNS_RUN_ON}."
+        )
         return ui.redirect("/ui/secrets", ("ok", same))
     return ui.redirect("/ui/secrets", ("ok", f"Rotated {info.name} to version {info.version}."))
 
