@@ -39,6 +39,8 @@ T = TypeVar("T")
 Written = Literal["stored", "labelled", "unchanged"]
 PREFIX = "providers"
 FAIL_FAST_S = 1.0
+# A write read again after another writer's version came between its read and its write.
+WRITE_ATTEMPTS = 5
 WARN_EVERY_S = 60.0
 # How long a server or policy that refused the detailed LIST is not asked for it again.
 DETAILED_RETRY_S = 300.0
@@ -224,32 +226,79 @@ class Vault:
         written to its metadata."""
 
         def op() -> tuple[SecretMeta, Written]:
-            kv = self._client.secrets.kv.v2
-            previous = self._metadata_or_none(name)
-            if must_exist and previous is None:
-                raise SecretMissing(name)
-            if previous is not None and self._holds(name, previous.version, value):
-                if not provider or provider == previous.provider:
-                    return previous, "unchanged"
-                self._label(name, previous, provider, actor)
-                return self._metadata(name), "labelled"
-            kv.create_or_update_secret(
-                path=self._path(name), secret={"value": value}, mount_point=self._mount
-            )
-            custom = {
-                "provider": provider or (previous.provider if previous else ""),
-                "last4": _last4(value),
-                "updated_by": actor,
-            }
-            kv.update_metadata(
-                path=self._path(name),
-                mount_point=self._mount,
-                # Vault rejects empty metadata values; absent means "not set".
-                custom_metadata={k: v for k, v in custom.items() if v},
-            )
-            return self._metadata(name), "stored"
+            for _ in range(WRITE_ATTEMPTS):
+                done = self._write_once(name, value, provider, actor, must_exist=must_exist)
+                if done is not None:
+                    return done
+            raise SecretsError(f"secret `{name}` is changing too fast; try again")
 
         return await self.run(op)
+
+    def _write_once(
+        self, name: str, value: str, provider: str, actor: str, *, must_exist: bool
+    ) -> tuple[SecretMeta, Written] | None:
+        """One attempt of :meth:`write`; None when another writer's new version came between
+        its read and its write (a secrets service replica, the CLI): read again.
+
+        Vault's custom metadata has no compare-and-set: it is written only while the version
+        this attempt read (label) or made (value) is still the current one, so the hint
+        (``last4``) and label always describe the current version. A label written from a
+        read before another replica's new value kept the old value's last four characters."""
+        kv = self._client.secrets.kv.v2
+        previous = self._metadata_or_none(name)
+        if must_exist and previous is None:
+            raise SecretMissing(name)
+        if previous is not None and self._holds(name, previous.version, value):
+            if not provider or provider == previous.provider:
+                return previous, "unchanged"
+            custom = {"provider": provider, "last4": previous.last4, "updated_by": actor}
+            if not self._set_custom(name, previous.version, custom):
+                return None
+            return self._metadata(name), "labelled"
+        try:  # check-and-set: a version written since the read is not overwritten unseen
+            made = kv.create_or_update_secret(
+                path=self._path(name),
+                secret={"value": value},
+                cas=previous.version if previous else self._version_kept(name),
+                mount_point=self._mount,
+            )
+        except hvac.exceptions.InvalidRequest as exc:
+            if "check-and-set" in str(exc):
+                return None
+            raise
+        custom = {
+            "provider": provider or (previous.provider if previous else ""),
+            "last4": _last4(value),
+            "updated_by": actor,
+        }
+        version = int(((made or {}).get("data") or {}).get("version") or 0)
+        self._set_custom(name, version, custom)  # (a newer version's writer sets its own)
+        return self._metadata(name), "stored"
+
+    def _version_kept(self, name: str) -> int:
+        """The current version number of a secret that reads as absent: 0, or that of a
+        version deleted without its metadata (``bao kv delete``), which a new one follows."""
+        try:
+            result = self._client.secrets.kv.v2.read_secret_metadata(
+                path=self._path(name), mount_point=self._mount
+            )
+        except hvac.exceptions.InvalidPath:
+            return 0
+        return int(result["data"].get("current_version") or 0)
+
+    def _set_custom(self, name: str, version: int, custom: dict[str, str]) -> bool:
+        """Write ``custom`` metadata if ``version`` is still ``name``'s current one (read just
+        before; Vault has no compare-and-set for metadata); False when it is not."""
+        current = self._metadata_or_none(name)
+        if current is None or current.version != version:
+            return False
+        self._client.secrets.kv.v2.update_metadata(
+            path=self._path(name),
+            mount_point=self._mount,
+            # Vault rejects empty metadata values; absent means "not set".
+            custom_metadata={k: v for k, v in custom.items() if v},
+        )
+        return True
 
     def _holds(self, name: str, version: int, value: str) -> bool:
         """Whether ``name``'s ``version`` is ``value`` (compared in constant time)."""
@@ -264,15 +313,6 @@ class Vault:
             return False  # deleted meanwhile: written anew
         stored = str(((result.get("data") or {}).get("data") or {}).get("value", ""))
         return hmac.compare_digest(stored.encode(), value.encode())
-
-    def _label(self, name: str, previous: SecretMeta, provider: str, actor: str) -> None:
-        """The ``provider`` label (and who set it) changed, the value kept: no new version."""
-        custom = {"provider": provider, "last4": previous.last4, "updated_by": actor}
-        self._client.secrets.kv.v2.update_metadata(
-            path=self._path(name),
-            mount_point=self._mount,
-            custom_metadata={k: v for k, v in custom.items() if v},
-        )
 
     async def delete(self, name: str) -> None:
         def op() -> None:
