@@ -30,7 +30,7 @@ from switchyard.errors import InputError
 from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.money import dollars
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_DURATION = re.compile(r"(\d+)([smhd])")  # fullmatch: "1h\n" is not a duration
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 NEVER = "never"
 
@@ -61,7 +61,7 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.expires_in == NEVER:  # `keys update`: remove the expiry (the API's expires_at 0)
         fields["expires_at"] = 0
     elif args.expires_in is not None:
-        match = _DURATION.match(args.expires_in)
+        match = _DURATION.fullmatch(args.expires_in)
         if not match:
             raise InputError(
                 "--expires-in",
@@ -230,7 +230,7 @@ def grace_seconds(value: str) -> int:
     """
     if value.isdecimal():
         return int(value)
-    match = _DURATION.match(value)
+    match = _DURATION.fullmatch(value)
     if not match:
         raise InputError(
             "--grace", f"`{value}` is not a duration", "use seconds, or e.g. 30m, 12h, 1d"

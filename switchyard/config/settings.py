@@ -74,7 +74,7 @@ class NatsSettings(Section, frozen=True):
     reconnect_wait_s: Seconds = 0.25
     response_threshold_s: Seconds = 300.0
     internal_clients: tuple[
-        Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{0,62}$")], ...
+        Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{0,62}$(?!\n)")], ...
     ] = ()
     stream_replicas: Annotated[int, msgspec.Meta(ge=0, le=5)] = 0
 
@@ -111,7 +111,9 @@ class CertSettings(Section, frozen=True):
     """
 
     dir: str | None = None
-    organization: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9 _-]{1,64}$")] = "Switchyard"
+    organization: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9 _-]{1,64}$(?!\n)")] = (
+        "Switchyard"
+    )
     validity_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 825
 
 
@@ -129,7 +131,7 @@ class OpenBaoSettings(Section, frozen=True):
     """
 
     addr: str | None = None
-    mount: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,62}$")] = "switchyard"
+    mount: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,62}$(?!\n)")] = "switchyard"
     auth: Literal["approle", "token"] = "approle"
     role_id_file: str | None = None
     secret_id_file: str | None = None

@@ -172,7 +172,9 @@ def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")
+# ``\Z``, not ``$`` (which also matches before a final line break): every caller's ``.match``
+# is then a whole-id check ("key_...\n" is no key id).
+KEY_ID = re.compile(r"^key_[0-9a-f]{16}\Z")
 
 
 def new_key_id() -> str:
