@@ -97,6 +97,8 @@ class KeyRing:
         self._filled_at = time.monotonic()
         self._js = js
         self._by_hash: dict[str, ClientKey] = {}
+        # Key id -> how many live records (not retired) hold it: two during a rotation.
+        self._live: collections.Counter[str] = collections.Counter()
         self._revisions: dict[str, int] = {}  # digest -> the revision applied (deletes too)
         self._deleted: collections.deque[tuple[float, str, int]] = collections.deque()
         self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry)
@@ -143,17 +145,35 @@ class KeyRing:
             self._revisions[digest] = revision
             self._forget_deleted(time.monotonic(), digest, revision)
             gone = self._by_hash.pop(digest, None)
-            if gone is not None and not gone.successor:  # (a retired secret's: the key lives)
+            # A retired secret's record, or one of two live records of a key (a rotation that
+            # lost its race, from a gateway before it retired that record first): the key lives.
+            if gone is not None and not self._release(gone):
                 self._refused(gone.id, AuthenticationFailed("This API key has been deleted."))
             return
         record = KEY_DECODER.decode(value)
         self._revisions[digest] = revision
+        before = self._by_hash.get(digest)
+        if before is not None:
+            self._release(before)
         self._by_hash[digest] = record
+        if not record.successor:
+            self._live[record.id] += 1
         if record.disabled:  # revoked (an expiry needs no write: requests admitted may end)
             self._refused(
                 record.id,
                 AuthenticationFailed("This API key has been revoked.", code="api_key_revoked"),
             )
+
+    def _release(self, record: ClientKey) -> bool:
+        """``record`` no longer holds its key here; True when the key lives on (a retired
+        record's, or another live record holds the id)."""
+        if record.successor:
+            return True
+        self._live[record.id] -= 1
+        if self._live[record.id] > 0:
+            return True
+        del self._live[record.id]
+        return False
 
     def _refused(self, key_id: str, error: AuthenticationFailed) -> None:
         if self._on_refused is not None:

@@ -89,6 +89,7 @@ def test_an_edge_takes_the_old_secret_as_the_key_and_purging_it_ends_nothing() -
     refused: list[str] = []
     ring: Any = KeyRing.__new__(KeyRing)  # the copy alone: no bucket to follow
     ring._by_hash, ring._revisions, ring._deleted = {}, {}, collections.deque()
+    ring._live = collections.Counter()
     ring._on_refused = lambda key_id, _error: refused.append(key_id)
     ring._apply(hash_key(OLD), KEY_ENCODER.encode(_key(OLD)), 1)
     ring._apply(hash_key(NEW), KEY_ENCODER.encode(_key(NEW, rpm=5)), 2)
@@ -98,6 +99,26 @@ def test_an_edge_takes_the_old_secret_as_the_key_and_purging_it_ends_nothing() -
     ring._apply(hash_key(OLD), None, 4)  # an old secret's record purged
     assert refused == []  # the key lives on: its requests are not ended
     ring._apply(hash_key(NEW), KEY_ENCODER.encode(_key(NEW, disabled=True)), 5)
+    assert refused == ["key_00000000000000aa"]
+
+
+def test_an_edge_ends_nothing_when_one_of_two_live_records_of_a_key_goes() -> None:
+    """A rotation that lost its race (from a gateway before it retired its new record
+    first) purges a live record while the key's other one lives: every edge ended the key's
+    requests in flight ("This API key has been deleted"). Only the last live record's
+    deletion is the key's."""
+    refused: list[str] = []
+    ring: Any = KeyRing.__new__(KeyRing)
+    ring._by_hash, ring._revisions, ring._deleted = {}, {}, collections.deque()
+    ring._live = collections.Counter()
+    ring._on_refused = lambda key_id, _error: refused.append(key_id)
+    ring._apply(hash_key(OLD), KEY_ENCODER.encode(_key(OLD)), 1)
+    ring._apply(hash_key(NEW), KEY_ENCODER.encode(_key(NEW)), 2)  # the loser's new record
+    ring._apply(hash_key(OLD), KEY_ENCODER.encode(_key(OLD, rpm=7)), 3)  # the edit that won
+    ring._apply(hash_key(NEW), None, 4)  # purged, live: the key's other record lives
+    assert refused == []
+    assert ring.authenticate(OLD).rpm == 7
+    ring._apply(hash_key(OLD), None, 5)  # the key deleted
     assert refused == ["key_00000000000000aa"]
 
 

@@ -22,7 +22,7 @@ def test_deleted_keys_are_forgotten_after_the_window(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     ring: Any = KeyRing.__new__(KeyRing)  # the copy alone: no bucket to follow
     ring._by_hash, ring._revisions, ring._on_refused = {}, {}, None
-    ring._deleted = collections.deque()
+    ring._deleted, ring._live = collections.deque(), collections.Counter()
     for n in range(100):
         ring._apply(f"h{n}", _record(n), 2 * n + 1)
         ring._apply(f"h{n}", None, 2 * n + 2)
