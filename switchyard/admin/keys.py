@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-import unicodedata
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, NamedTuple, Protocol
 
@@ -24,18 +23,16 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from switchyard.admin.key_damage import DamagedRecord, KeyRecordDamaged, mended, read_record
+from switchyard.admin.key_fields import check_team, validated
 from switchyard.admin.key_lag import written_since
 from switchyard.admin.key_race import withdraw
-from switchyard.admin.key_rules import TEAM_HINT, hint, number_problem, team_problem
+from switchyard.admin.key_rules import hint
 from switchyard.bus import subjects
 from switchyard.errors import Conflict, InputError, SwitchyardError
-from switchyard.limits import periods
 from switchyard.runtime.kvlatest import latest
 from switchyard.schemas.keys import (
     KEY_ENCODER,
     KEY_ID,
-    MAX_MODELS,
-    MAX_TEXT_CHARS,
     RECORD_PREFIX,
     ClientKey,
     hash_key,
@@ -43,7 +40,6 @@ from switchyard.schemas.keys import (
     new_key_id,
     record_name,
 )
-from switchyard.schemas.scheduling import RANK
 
 log = logging.getLogger("switchyard.admin.keys")
 
@@ -55,24 +51,6 @@ _GRACE_HINT = f"give 0 (the old secret stops at once) up to {MAX_GRACE_S} second
 # A retired record (an old secret's) is kept this long after its grace ended, then purged at
 # the key's next rotation: a batch made with the old secret names it, and runs on as the key's.
 RETIRED_KEEP_S = 7 * 86400
-_MUTABLE = frozenset(
-    {
-        "name",
-        "owner",
-        "team",
-        "models",
-        "rpm",
-        "tpm",
-        "max_parallel",
-        "budget_usd",
-        "budget_period",
-        "expires_at",
-        "disabled",
-        "weight",
-        "priority",
-        "max_priority",
-    }
-)
 
 
 # Records of rotated keys' old secrets, by record name.
@@ -152,9 +130,9 @@ class KeyAdmin:
             "name": name,
             "created_at": time.time(),
             "hint": api_key[-4:],
-            **_validated({**fields, "name": name}),
+            **validated({**fields, "name": name}),
         }
-        _check_team(raw, "")
+        check_team(raw, "")
         record = _record(raw)
         kv = await self._bucket()
         if reserve is not None and not await reserve():
@@ -255,7 +233,7 @@ class KeyAdmin:
             InputError: a change is not a setting, or not a value it takes.
             Conflict: still losing races after several attempts.
         """
-        return await self._write(key_id, _validated(changes))
+        return await self._write(key_id, validated(changes))
 
     async def update_checked(
         self, key_id: str, check: Callable[[ClientKey], None], changes: dict[str, Any]
@@ -264,7 +242,7 @@ class KeyAdmin:
         raises to stop the write (the web form will not save over a record changed since the
         admin opened it). Checked on the read the compare-and-set then guards, so no change
         slips in between."""
-        return await self._write(key_id, _validated(changes), check=check)
+        return await self._write(key_id, validated(changes), check=check)
 
     async def _write(
         self,
@@ -291,7 +269,7 @@ class KeyAdmin:
                 record, revision = _readable(found, revision)
             if check is not None:
                 check(record)
-            _check_team(validated, record.team)
+            check_team(validated, record.team)
             updated = _record({**msgspec.to_builtins(record), **validated})
             try:
                 await kv.update(
@@ -454,7 +432,7 @@ def _readable(found: ClientKey | DamagedRecord, revision: int) -> tuple[ClientKe
 
 
 def _record(raw: dict[str, Any]) -> ClientKey:
-    """``raw`` as a record; what the checks of :func:`_validated` let through and the
+    """``raw`` as a record; what the checks of :func:`validated` let through and the
     record's own types refuse is an :class:`InputError` naming the field, not a crash."""
     try:
         return msgspec.convert(raw, ClientKey)
@@ -497,116 +475,3 @@ def public_record(record: ClientKey, spend: dict[str, Any] | None = None) -> dic
     if spend is not None:
         doc["spend"] = spend
     return doc
-
-
-def _validated(fields: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(fields) - _MUTABLE)
-    if unknown:
-        raise InputError(
-            unknown[0], "not a key setting", f"use one of: {', '.join(sorted(_MUTABLE))}"
-        )
-    out = _clean_text({k: v for k, v in fields.items() if v is not None})
-    period = out.get("budget_period")
-    if period is not None and not periods.valid(str(period)):
-        raise InputError(
-            "budget_period",
-            f"`{period}` is not a budget period",
-            "use daily, weekly, monthly, total, or a number of seconds",
-        )
-    for field, value in out.items():
-        problem = number_problem(field, value)
-        if problem is not None:
-            raise InputError(field, problem, hint(field))
-    for field in ("priority", "max_priority"):
-        if field in out and out[field] not in RANK:
-            raise InputError(
-                field,
-                f"`{out[field]}` is not a priority class",
-                "use interactive, default or batch",
-            )
-    if "models" in out and isinstance(out["models"], str):
-        out["models"] = tuple(m.strip() for m in out["models"].split(",") if m.strip())
-    if "models" in out and isinstance(out["models"], Iterable):
-        out["models"] = tuple(out["models"])
-    if out.get("models") == ():  # a key allowed no model could not make a single request
-        raise InputError(
-            "models",
-            "the list of models is empty",
-            'name at least one alias (wildcards work: gpt-*), or ["*"] for every model; to '
-            "stop a key, revoke it",
-        )
-    expires = out.get("expires_at")
-    if isinstance(expires, int | float) and 0 < expires <= time.time():
-        raise InputError(
-            "expires_at",
-            "that time has already passed: the key would be expired when written",
-            "give a later time (seconds since 1970), leave it out for a key that does not "
-            "expire, or revoke the key to stop it now",
-        )
-    _check_lengths(out)
-    return out
-
-
-def _clean_text(fields: dict[str, Any]) -> dict[str, Any]:
-    """``name``, ``owner`` and ``team`` without surrounding whitespace, and refused when a
-    name is left empty or any holds a control character: the one rule for the API, the web
-    app and the CLI (which all write through :class:`KeyAdmin`).
-
-    ``keys create ""`` made a nameless key, the API took a name of spaces, and keys made from
-    a CRLF file kept the ``\r`` in their name and team (a team of its own in spend). A line
-    break or escape inside one would also garble every listing and log line showing it.
-    """
-    for field in ("name", "owner", "team"):
-        value = fields.get(field)
-        if not isinstance(value, str):
-            continue
-        value = value.strip()
-        odd = next((c for c in value if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
-        if odd is not None:
-            raise InputError(
-                field,
-                f"{field} holds a control character (U+{ord(odd):04X})",
-                "use printable text: no line breaks, tabs or escape sequences",
-            )
-        if field == "name" and not value:
-            raise InputError("name", "a key needs a name", "give it a name people will know it by")
-        fields[field] = value
-    return fields
-
-
-def _check_team(fields: dict[str, Any], current: str) -> None:
-    """Refuse a team shaped like a key id (:func:`team_problem`) where one is set; a record
-    that already has it (written before the rule) keeps it through other changes."""
-    team = fields.get("team")
-    problem = team_problem(team) if team != current else None
-    if problem is not None:
-        raise InputError("team", problem, TEAM_HINT)
-
-
-def _check_lengths(fields: dict[str, Any]) -> None:
-    """Free text within :data:`MAX_TEXT_CHARS` (a name of megabytes made every listing and
-    audit page that size, and past NATS's message size the write failed with a 500)."""
-    for field in ("name", "owner", "team"):
-        value = fields.get(field)
-        if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
-            raise InputError(
-                field,
-                f"{field} is {len(value):,} characters long; at most {MAX_TEXT_CHARS} are allowed",
-                "shorten it",
-            )
-    models = fields.get("models")
-    if isinstance(models, tuple):
-        if len(models) > MAX_MODELS:
-            raise InputError(
-                "models",
-                f"{len(models):,} model patterns; at most {MAX_MODELS} are allowed",
-                "use wildcards (`gpt-*`, `*`) for families of models",
-            )
-        longest = max((len(str(m)) for m in models), default=0)
-        if longest > MAX_TEXT_CHARS:
-            raise InputError(
-                "models",
-                f"a model pattern is {longest:,} characters long; at most {MAX_TEXT_CHARS} "
-                "are allowed",
-                "shorten it",
-            )

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from switchyard.admin.bodies import decode
-from switchyard.admin.keys import _validated
+from switchyard.admin.key_fields import validated as _validated
 from switchyard.admin.ui import csrf
 from switchyard.control.litellm_import import convert_text
 from switchyard.errors import InputError, InvalidRequest, PayloadTooLarge

@@ -12,10 +12,10 @@ import pytest
 
 from switchyard.admin.bodies import KeyFields, decode
 from switchyard.admin.key_damage import DamagedRecord, mended, read_record
+from switchyard.admin.key_fields import validated as _validated
 from switchyard.admin.key_index import KeyIndex
 from switchyard.admin.key_options import add_key_options
 from switchyard.admin.key_rules import number_problem
-from switchyard.admin.keys import _validated
 from switchyard.errors import InputError, InvalidRequest
 from switchyard.schemas.keys import (
     KEY_DECODER,
