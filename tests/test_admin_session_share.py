@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.errors import KeyNotFoundError
 
 from switchyard.admin.ui.session_share import SessionShare
 from switchyard.admin.ui.sessions import SessionRecord, SessionStore, _digest
@@ -186,3 +187,53 @@ async def test_wrong_tokens_count_on_every_replica_together(nc: NATS) -> None:
         three_guard = SigninGuard()
         async with _replica(nc, three_guard):
             assert three_guard.wait_s("203.0.113.9") > 0
+
+
+async def test_a_last_use_written_after_a_sign_out_does_not_bring_the_session_back(
+    nc: NATS,
+) -> None:
+    """A replica that had not heard of a sign-out yet wrote the session's last use with a
+    plain put: the key was back, and every replica (and every later one) took it up again."""
+    async with _replica(nc) as one:
+        store = SessionStore(touch_s=0.0)  # writes a last use at each request
+        share = SessionShare(nc.jetstream(timeout=5), store)
+        await share.start()
+        try:
+            sid, _ = await one.create("ada", "10.0.0.1")
+            assert await store.get(sid) is not None
+            await asyncio.wait(list(store._touches), timeout=2.0)
+            await share._follower.stop()  # this replica hears nothing more for a while
+            await one.end(sid)
+            assert await store.get(sid) is not None  # not heard of the sign-out yet
+            assert store._touches
+            await asyncio.wait(list(store._touches), timeout=2.0)
+        finally:
+            await share.stop()
+        kv = await nc.jetstream().key_value(subjects.ADMIN_SESSIONS_BUCKET)
+        with pytest.raises(KeyNotFoundError):
+            await kv.get(f"s.{_digest(sid)}")
+        await asyncio.sleep(0.3)
+        assert await one.get(sid) is None
+        async with _replica(nc) as later:
+            assert later.live() == []
+            assert await later.get(sid) is None
+
+
+async def test_a_session_signed_out_is_not_taken_up_again_whatever_is_written(nc: NATS) -> None:
+    """A plain write after a sign-out (a replica of the version before, in a rolling upgrade)
+    does not bring a session back on a replica that saw the sign-out."""
+    async with _replica(nc) as one, _replica(nc) as two:
+        sid, session = await one.create("ada", "10.0.0.1")
+        assert await two.get(sid) is not None
+        await two.end(sid)
+        await until(lambda: session.ended, timeout=2.0)
+        kv = await nc.jetstream().key_value(subjects.ADMIN_SESSIONS_BUCKET)
+        again = SessionRecord(
+            "ada", "10.0.0.1", False, session.created, time.time(), session.token_mark
+        )
+        await kv.put(f"s.{_digest(sid)}", msgspec.json.encode(again))
+        await asyncio.sleep(0.3)
+        assert await one.get(sid) is None
+        assert await two.get(sid) is None
+        assert one.live() == []
+        assert two.live() == []

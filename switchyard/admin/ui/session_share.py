@@ -28,7 +28,7 @@ import logging
 import msgspec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from switchyard.admin.ui.sessions import SessionRecord, SessionStore
@@ -43,6 +43,7 @@ SESSION_PREFIX = "s."
 CUT_PREFIX = "cut."
 FAILURES_PREFIX = "f."
 MAX_WRITES = 100  # failure counts being written at once; past it one is dropped (a flood)
+_WRONG_LAST = (10071, 10164)  # JetStream: the expected last revision is not the last
 _ROLE_KEYS = {False: "admin", True: "read-only"}  # by ``read_only``
 _ROLES = {name: read_only for read_only, name in _ROLE_KEYS.items()}
 _ENCODE = msgspec.json.Encoder()
@@ -135,7 +136,8 @@ class SessionShare:
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
         if key.startswith(SESSION_PREFIX):
             digest = key.removeprefix(SESSION_PREFIX)
-            self._store.apply(digest, None if value is None else _RECORD.decode(value))
+            record = None if value is None else _RECORD.decode(value)
+            self._store.apply(digest, record, revision)
         elif key.startswith(FAILURES_PREFIX) and value is not None and self._guard is not None:
             failures = _FAILURES.decode(value)
             self._guard.merge(failures.address, failures.times)
@@ -149,17 +151,37 @@ class SessionShare:
             raise ServiceUnavailable(UNAVAILABLE)
         return self._kv
 
-    async def put(self, digest: str, record: SessionRecord) -> None:
+    async def put(self, digest: str, record: SessionRecord) -> int:
+        """Writes a new session; returns its entry's revision."""
         try:
-            await self._bucket().put(SESSION_PREFIX + digest, _ENCODE.encode(record))
+            return await self._bucket().put(SESSION_PREFIX + digest, _ENCODE.encode(record))
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
-    async def delete(self, digest: str) -> None:
+    async def touch(self, digest: str, record: SessionRecord, last: int) -> int | None:
+        """Writes a session's last use over its entry at revision ``last`` only; None when
+        the entry changed since (written by another replica, or deleted: a sign-out)."""
         try:
-            await self._bucket().delete(SESSION_PREFIX + digest)
+            return await self._bucket().update(
+                SESSION_PREFIX + digest, _ENCODE.encode(record), last=last
+            )
+        except KeyWrongLastSequenceError:
+            return None
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def delete(self, digest: str, last: int | None = None) -> bool:
+        """Deletes a session (``last``: only if its entry is still at that revision; False
+        when it is not)."""
+        try:
+            await self._bucket().delete(SESSION_PREFIX + digest, last=last)
+        except APIError as exc:  # nats-py raises a plain API error here (``update``: its own)
+            if exc.err_code not in _WRONG_LAST:
+                raise ServiceUnavailable(UNAVAILABLE) from exc
+            return False
+        except (NatsError, TimeoutError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        return True
 
     async def cut(self, read_only: bool, at: float) -> None:
         try:
@@ -167,9 +189,10 @@ class SessionShare:
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
-    async def fetch(self, digest: str) -> SessionRecord | None:
-        """A session signed in elsewhere that the watch has not brought yet (None: none, or
-        the bucket did not answer: the cookie is refused as unknown)."""
+    async def fetch(self, digest: str) -> tuple[SessionRecord, int] | None:
+        """A session signed in elsewhere that the watch has not brought yet, and its entry's
+        revision (None: none, or the bucket did not answer: the cookie is refused as
+        unknown)."""
         try:
             entry = await self._bucket().get(SESSION_PREFIX + digest)
         except KeyNotFoundError:
@@ -180,6 +203,6 @@ class SessionShare:
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             return None
         try:
-            return _RECORD.decode(entry.value)
+            return _RECORD.decode(entry.value), int(entry.revision or 0)
         except msgspec.DecodeError:
             return None

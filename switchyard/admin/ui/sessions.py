@@ -16,6 +16,14 @@ current), and its last use is written back at most once a :data:`TOUCH_S` (the i
 judged from the latest use any replica wrote). A cookie this replica has not heard of yet (a
 sign-in on another replica a moment ago) is looked up in the bucket once.
 
+A last use is written only over the entry it was read from (a compare-and-set on the entry's
+revision): a plain write let a replica that had not heard of a sign-out yet write the session
+back, and every replica then took it up again. A write that finds the entry changed is dropped
+(the newer entry, or its deletion, is on its way). A session signed out here or by the watch
+is remembered as ended (:data:`GONE_S`) and never taken up again, whatever is written later;
+one ended here as idle is deleted from the bucket only if nobody used it since (again on its
+revision), so a use on another replica just before wins.
+
 A page's open live stream is use, as a request is (:meth:`Session.seen`): an admin watching
 the overview for hours was signed out at the next click, while the stream ran on past the
 idle limit. Both now follow one rule, and :meth:`Session.over` applies the idle limit too.
@@ -36,6 +44,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -56,6 +65,7 @@ MAX_SESSIONS = 10_000  # sessions of the admin token; past it the least recently
 # read-only session, never an admin's (one cap for both let a read-only token holder sign in
 # 10,000 times and sign every idle admin out).
 MAX_READ_ONLY_SESSIONS = 1_000
+MAX_GONE = 50_000  # ended sessions remembered (each until it would have expired anyway)
 
 
 @dataclass
@@ -76,6 +86,7 @@ class Session:
     idle_s: float = IDLE_S  # ended this long after the last use (set by the store)
     written_seen: float = 0.0  # the last use the bucket holds (touched every TOUCH_S)
     token_mark: str = ""  # binds it to the token it signed in with (:func:`token_mark`)
+    revision: int = 0  # its entry's revision in the bucket, as last known here (0: none)
 
     def over(self) -> bool:
         """Ended, past its absolute expiry or idle too long (an open stream checks this as
@@ -132,9 +143,10 @@ class SessionRecord(msgspec.Struct, forbid_unknown_fields=False):
 class SessionBucket(Protocol):
     """Where the sessions are shared (:class:`~switchyard.admin.ui.session_share.SessionShare`)."""
 
-    async def put(self, digest: str, record: SessionRecord) -> None: ...
-    async def delete(self, digest: str) -> None: ...
-    async def fetch(self, digest: str) -> SessionRecord | None: ...
+    async def put(self, digest: str, record: SessionRecord) -> int: ...
+    async def touch(self, digest: str, record: SessionRecord, last: int) -> int | None: ...
+    async def delete(self, digest: str, last: int | None = None) -> bool: ...
+    async def fetch(self, digest: str) -> tuple[SessionRecord, int] | None: ...
     async def cut(self, read_only: bool, at: float) -> None: ...
 
 
@@ -171,6 +183,9 @@ class SessionStore:
         self._cut = {False: 0.0, True: 0.0}
         self._bucket: SessionBucket | None = None
         self._touches: set[asyncio.Task[None]] = set()
+        # Sessions ended (signed out, here or anywhere): never taken up again, until when
+        # they would have expired anyway.
+        self._gone: OrderedDict[str, float] = OrderedDict()
         self._token: TokenDigest = lambda read_only: b""
 
     def use_tokens(self, token: TokenDigest) -> None:
@@ -185,6 +200,51 @@ class SessionStore:
         session = self._sessions.pop(digest, None)
         if session is not None:
             session.ended = True  # its open streams stop too
+
+    def _signed_out(self, digest: str, until: float | None = None) -> None:
+        """Ended for good: whatever is written under it later is not taken up again."""
+        session = self._sessions.get(digest)
+        self._ended(digest)
+        if until is None:
+            until = session.ends_at if session is not None else time.time() + self._absolute
+        self._gone[digest] = until
+        self._gone.move_to_end(digest)
+        while len(self._gone) > MAX_GONE:
+            self._gone.popitem(last=False)
+
+    def _is_gone(self, digest: str) -> bool:
+        until = self._gone.get(digest)
+        if until is None:
+            return False
+        if time.time() < until:
+            return True
+        del self._gone[digest]
+        return False
+
+    def _expired(self, digest: str) -> None:
+        """Ended here as idle or past its lifetime. An idle one is deleted from the bucket too,
+        but only if its entry is the one read here: a use written meanwhile by another
+        replica keeps it (the watch brings that use, and the session with it)."""
+        session = self._sessions.get(digest)
+        self._ended(digest)
+        if self._bucket is None or session is None or session.revision <= 0:
+            return
+        if time.time() >= session.ends_at:
+            return  # the bucket's TTL removes it
+        self._spawn(self._delete_idle(digest, session.revision))
+
+    async def _delete_idle(self, digest: str, revision: int) -> None:
+        if self._bucket is None:
+            return
+        try:
+            await self._bucket.delete(digest, last=revision)
+        except ApiError as exc:  # it expires in the bucket anyway; each replica ends it
+            log.warning("an idle web app session was not deleted (%s)", type(exc).__name__)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._touches.add(task)
+        task.add_done_callback(self._touches.discard)
 
     async def create(self, actor: str, source: str, read_only: bool = False) -> tuple[str, Session]:
         """A new session; returns its id (for the cookie, never stored) and the session.
@@ -203,11 +263,12 @@ class SessionStore:
         session.written_seen = session.last_seen
         digest = _digest(session_id)
         if self._bucket is not None:
-            await self._bucket.put(digest, record_of(session))
+            revision = await self._bucket.put(digest, record_of(session))
+            session.revision = max(session.revision, revision)
         self._sessions[digest] = session
         return session_id, session
 
-    def _from_record(self, record: SessionRecord) -> Session:
+    def _from_record(self, record: SessionRecord, revision: int) -> Session:
         session = Session(
             actor=record.actor,
             source=record.source,
@@ -219,6 +280,7 @@ class SessionStore:
         session.ends_at = record.created + self._absolute
         session.idle_s = self._idle
         session.written_seen = record.last_seen
+        session.revision = revision
         return session
 
     async def get(self, session_id: str | None) -> Session | None:
@@ -228,33 +290,40 @@ class SessionStore:
         digest = _digest(session_id)
         session = self._sessions.get(digest)
         if session is None and self._bucket is not None:  # signed in elsewhere a moment ago
-            record = await self._bucket.fetch(digest)
-            if record is not None:
-                self.apply(digest, record)
+            found = await self._bucket.fetch(digest)
+            if found is not None:
+                self.apply(digest, *found)
                 session = self._sessions.get(digest)
         if session is None:
             return None
-        if session.over() or not self._current(session):
+        if not self._current(session):
             self._ended(digest)
+            return None
+        if session.over():
+            self._expired(digest)
             return None
         session.csrf = csrf_token(session_id)
         session.seen()
         if self._bucket is not None and session.last_seen - session.written_seen >= self._touch_s:
             session.written_seen = session.last_seen
-            task = asyncio.get_running_loop().create_task(self._touch(digest, session))
-            self._touches.add(task)
-            task.add_done_callback(self._touches.discard)
+            self._spawn(self._touch(digest, session))
         return session
 
     async def _touch(self, digest: str, session: Session) -> None:
-        """Write a session's last use, for the idle limit on every replica."""
-        if self._bucket is None or session.over():
+        """Write a session's last use, for the idle limit on every replica: only over the
+        entry this replica knows (a session signed out meanwhile stays out)."""
+        if self._bucket is None or session.over() or session.revision <= 0:
             return
         try:
-            await self._bucket.put(digest, record_of(session))
+            revision = await self._bucket.touch(digest, record_of(session), session.revision)
         except ApiError as exc:  # written again at the next use past TOUCH_S
             session.written_seen = 0.0
             log.warning("a web app session's last use was not written (%s)", type(exc).__name__)
+            return
+        if revision is None:  # written or deleted elsewhere since: the watch brings that
+            session.written_seen = 0.0
+            return
+        session.revision = max(session.revision, revision)
 
     async def end(self, session_id: str | None) -> None:
         """Signs one session out, on every replica."""
@@ -262,7 +331,7 @@ class SessionStore:
             await self._end_digest(_digest(session_id))
 
     async def _end_digest(self, digest: str) -> None:
-        self._ended(digest)
+        self._signed_out(digest)
         if self._bucket is not None:
             await self._bucket.delete(digest)
 
@@ -294,23 +363,27 @@ class SessionStore:
         self.apply_cut(read_only, at)
         return live
 
-    def apply(self, digest: str, record: SessionRecord | None) -> None:
-        """A session written to the bucket (by any replica), or deleted (None)."""
+    def apply(self, digest: str, record: SessionRecord | None, revision: int = 0) -> None:
+        """A session written to the bucket (by any replica) at ``revision``, or deleted
+        (None). One signed out is never taken up again."""
         if record is None:
-            self._ended(digest)
+            self._signed_out(digest)
+            return
+        if self._is_gone(digest):
             return
         if record.created <= self._cut[record.read_only]:
             self._ended(digest)  # signed out everywhere, and written since (a last use)
             return
         session = self._sessions.get(digest)
         if session is None:
-            session = self._from_record(record)
+            session = self._from_record(record, revision)
             if session.over():
                 return
             self._sessions[digest] = session
             return
         session.last_seen = max(session.last_seen, record.last_seen)
         session.written_seen = max(session.written_seen, record.last_seen)
+        session.revision = max(session.revision, revision)
 
     def apply_cut(self, read_only: bool, at: float) -> int:
         """Every session of a kind signed in at or before ``at`` is over; returns how many
@@ -334,4 +407,7 @@ class SessionStore:
     def _sweep(self) -> None:
         expired = [d for d, s in self._sessions.items() if s.over()]
         for digest in expired:
-            self._ended(digest)
+            self._expired(digest)
+        now = time.time()
+        while self._gone and next(iter(self._gone.values())) <= now:
+            self._gone.popitem(last=False)
