@@ -237,3 +237,26 @@ async def test_a_session_signed_out_is_not_taken_up_again_whatever_is_written(nc
         assert await two.get(sid) is None
         assert one.live() == []
         assert two.live() == []
+
+
+async def test_signing_out_everywhere_does_not_depend_on_the_replicas_clocks(nc: NATS) -> None:
+    """Cuts compared one replica's clock with another's: a cut made where the clock ran an
+    hour ahead ended every sign-in of that hour, one made where it ran behind spared the
+    sessions it was meant to end. A cut is written as such a replica writes it."""
+    kv = await nc.jetstream().key_value(subjects.ADMIN_SESSIONS_BUCKET)
+    async with _replica(nc) as one, _replica(nc) as two:
+        before_id, before = await one.create("ada", "10.0.0.1")
+        await kv.put("cut.admin", msgspec.json.encode({"at": time.time() - 3600}))  # behind
+        await until(lambda: before.ended, timeout=2.0)
+        assert await two.get(before_id) is None
+
+        await kv.put("cut.admin", msgspec.json.encode({"at": time.time() + 3600}))  # ahead
+        await asyncio.sleep(0.2)
+        after_id, _ = await one.create("bob", "10.0.0.2")
+        assert await one.get(after_id) is not None
+        assert await two.get(after_id) is not None
+        async with _replica(nc) as later:
+            assert [s.actor for s in later.live()] == ["bob"]
+        # A cut made now, on either replica, ends it.
+        assert await two.end_all(read_only=False) == 1
+        await until(lambda: one.live() == [], timeout=2.0)

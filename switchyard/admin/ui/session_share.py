@@ -2,13 +2,14 @@
 
 Each session is one entry, ``s.<digest>`` (the SHA-256 of the cookie's value: the bucket never
 holds the value itself, nor the CSRF token derived from it), holding who signed in, from
-where, when, and when last used; "sign out everywhere" writes ``cut.<role>``, the time before
-which every session of that role is over. Every replica follows the bucket live
-(:class:`~switchyard.runtime.kvwatch.KvFollower`) into its :class:`SessionStore`, so a sign-in,
-a sign-out or a cut made on one replica holds on every other within milliseconds, and a page
-view reads memory only. The bucket's TTL is a session's absolute lifetime (24 hours): an entry
-not written for that long is gone, and a cut is forgotten only once every session it ended
-would have expired anyway.
+where, when, and when last used, and the revision of its first entry; "sign out everywhere"
+writes ``cut.<role>``: every session of that role first written before it (at a lower
+revision) is over. Revisions, not times: the replicas' clocks need not agree. Every replica
+follows the bucket live (:class:`~switchyard.runtime.kvwatch.KvFollower`) into its
+:class:`SessionStore`, so a sign-in, a sign-out or a cut made on one replica holds on every
+other within milliseconds, and a page view reads memory only. The bucket's TTL is a
+session's absolute lifetime (24 hours): an entry not written for that long is gone, and a
+cut is forgotten only once every session it ended would have expired anyway.
 
 The sign-in guard's wrong-token counts are shared the same way
 (:mod:`switchyard.admin.ui.signin_guard`): ``f.<SHA-256 of the address>`` holds an address's
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 
 import msgspec
 from nats.errors import Error as NatsError
@@ -51,7 +53,10 @@ _RECORD = msgspec.json.Decoder(SessionRecord)
 
 
 class Cut(msgspec.Struct):
-    at: float  # sessions of the role signed in at or before this time are over
+    # When it was made (shown to people, and what replicas of the version before compare);
+    # this version ends the sessions first written below the cut entry's own revision (and
+    # compares the time with records of the version before, that hold no revision).
+    at: float
 
 
 _CUT = msgspec.json.Decoder(Cut)
@@ -144,7 +149,7 @@ class SessionShare:
         elif key.startswith(CUT_PREFIX) and value is not None:
             read_only = _ROLES.get(key.removeprefix(CUT_PREFIX))
             if read_only is not None:
-                self._store.apply_cut(read_only, _CUT.decode(value).at)
+                self._store.apply_cut(read_only, revision, _CUT.decode(value).at)
 
     def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -183,9 +188,11 @@ class SessionShare:
             raise ServiceUnavailable(UNAVAILABLE) from exc
         return True
 
-    async def cut(self, read_only: bool, at: float) -> None:
+    async def cut(self, read_only: bool) -> int:
+        """Writes a role's cut; returns its revision."""
+        value = _ENCODE.encode(Cut(time.time()))
         try:
-            await self._bucket().put(CUT_PREFIX + _ROLE_KEYS[read_only], _ENCODE.encode(Cut(at)))
+            return await self._bucket().put(CUT_PREFIX + _ROLE_KEYS[read_only], value)
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 

@@ -31,6 +31,14 @@ A page streams only while it is in view (``live.js`` closes the stream when the 
 hidden and opens it when shown): a page left open behind other tabs kept its session alive
 until the absolute limit.
 
+"Sign out everywhere" is ordered by the bucket's revisions, not by clocks: each session
+records the revision of its first entry, and a cut ends every session of its role first
+written before it (at or below the cut entry's own revision). Comparing the sign-in times of
+one replica's clock with the cut time of another's let a replica whose clock ran ahead end
+every sign-in made within that lead (for the cut's 24 hours), and one behind spare them.
+A record of the version before (no revision of its own: a rolling upgrade) is still compared
+by time, as that version compared it.
+
 Flash messages and a previewed import stay in the memory of the replica that made them (a
 browser's next request normally comes back to it; elsewhere they are simply not shown).
 Without a bucket (the store not attached, as in unit tests) sessions are this process's only.
@@ -87,6 +95,7 @@ class Session:
     written_seen: float = 0.0  # the last use the bucket holds (touched every TOUCH_S)
     token_mark: str = ""  # binds it to the token it signed in with (:func:`token_mark`)
     revision: int = 0  # its entry's revision in the bucket, as last known here (0: none)
+    created_rev: int = 0  # its first entry's revision, what a cut is compared with (0: unknown)
 
     def over(self) -> bool:
         """Ended, past its absolute expiry or idle too long (an open stream checks this as
@@ -138,6 +147,8 @@ class SessionRecord(msgspec.Struct, forbid_unknown_fields=False):
     created: float
     last_seen: float
     token_mark: str = ""
+    created_rev: int = 0  # its first entry's revision (0: not known to the writer)
+    first: bool = False  # this entry is the session's first: its revision is created_rev
 
 
 class SessionBucket(Protocol):
@@ -147,10 +158,10 @@ class SessionBucket(Protocol):
     async def touch(self, digest: str, record: SessionRecord, last: int) -> int | None: ...
     async def delete(self, digest: str, last: int | None = None) -> bool: ...
     async def fetch(self, digest: str) -> tuple[SessionRecord, int] | None: ...
-    async def cut(self, read_only: bool, at: float) -> None: ...
+    async def cut(self, read_only: bool) -> int: ...
 
 
-def record_of(session: Session) -> SessionRecord:
+def record_of(session: Session, first: bool = False) -> SessionRecord:
     return SessionRecord(
         session.actor,
         session.source,
@@ -158,7 +169,17 @@ def record_of(session: Session) -> SessionRecord:
         session.created,
         session.last_seen,
         session.token_mark,
+        session.created_rev,
+        first,
     )
+
+
+def created_rev(record: SessionRecord, revision: int) -> int:
+    """The revision of a session's first entry, from an entry of it at ``revision`` (0: a
+    record of the version before, which knows none)."""
+    if record.created_rev > 0:
+        return record.created_rev
+    return revision if record.first else 0
 
 
 class SessionStore:
@@ -179,8 +200,11 @@ class SessionStore:
         self._idle = idle_s
         self._absolute = absolute_s
         self._max = {False: max_sessions, True: max_read_only}  # by ``read_only``
-        # Sessions of a role signed in at or before this time are over: "sign out everywhere".
-        self._cut = {False: 0.0, True: 0.0}
+        # Sessions of a role first written at or below this revision are over: "sign out
+        # everywhere" (0: none).
+        self._cut = {False: 0, True: 0}
+        self._cut_at = {False: 0.0, True: 0.0}  # when, for records of the version before
+        self._seq = 0  # revisions of this process's own, while no bucket is attached
         self._bucket: SessionBucket | None = None
         self._touches: set[asyncio.Task[None]] = set()
         # Sessions ended (signed out, here or anywhere): never taken up again, until when
@@ -263,8 +287,12 @@ class SessionStore:
         session.written_seen = session.last_seen
         digest = _digest(session_id)
         if self._bucket is not None:
-            revision = await self._bucket.put(digest, record_of(session))
+            revision = await self._bucket.put(digest, record_of(session, first=True))
             session.revision = max(session.revision, revision)
+        else:
+            self._seq += 1
+            revision = self._seq
+        session.created_rev = revision
         self._sessions[digest] = session
         return session_id, session
 
@@ -281,6 +309,7 @@ class SessionStore:
         session.idle_s = self._idle
         session.written_seen = record.last_seen
         session.revision = revision
+        session.created_rev = created_rev(record, revision)
         return session
 
     async def get(self, session_id: str | None) -> Session | None:
@@ -349,18 +378,17 @@ class SessionStore:
 
     async def end_all(self, read_only: bool) -> int:
         """Ends every session of one kind (``read_only``: the read-only token's, else the
-        admin token's), on every replica: each ends those signed in until now. Their open
-        streams stop too. Returns how many were live."""
+        admin token's), on every replica: each ends those written to the bucket before the
+        cut. Their open streams stop too. Returns how many were live."""
         self._sweep()
-        at = time.time()
         # Counted first: the watch may bring the cut back (and apply it) before the write returns.
-        live = sum(
-            s.read_only == read_only and s.created <= at and self._current(s)
-            for s in self._sessions.values()
-        )
+        live = sum(s.read_only == read_only and self._current(s) for s in self._sessions.values())
         if self._bucket is not None:
-            await self._bucket.cut(read_only, at)
-        self.apply_cut(read_only, at)
+            revision = await self._bucket.cut(read_only)
+        else:
+            self._seq += 1
+            revision = self._seq
+        self.apply_cut(read_only, revision, time.time())
         return live
 
     def apply(self, digest: str, record: SessionRecord | None, revision: int = 0) -> None:
@@ -371,10 +399,11 @@ class SessionStore:
             return
         if self._is_gone(digest):
             return
-        if record.created <= self._cut[record.read_only]:
+        session = self._sessions.get(digest)
+        first = session.created_rev if session is not None else created_rev(record, revision)
+        if self._cut_off(record.read_only, first, record.created):
             self._ended(digest)  # signed out everywhere, and written since (a last use)
             return
-        session = self._sessions.get(digest)
         if session is None:
             session = self._from_record(record, revision)
             if session.over():
@@ -385,12 +414,22 @@ class SessionStore:
         session.written_seen = max(session.written_seen, record.last_seen)
         session.revision = max(session.revision, revision)
 
-    def apply_cut(self, read_only: bool, at: float) -> int:
-        """Every session of a kind signed in at or before ``at`` is over; returns how many
-        live ones that ended here."""
-        self._cut[read_only] = cut = max(self._cut[read_only], at)
+    def _cut_off(self, read_only: bool, first: int, created: float) -> bool:
+        """Whether a session first written at revision ``first`` is ended by its role's cut
+        (``first`` 0: a record of the version before, compared by its sign-in time)."""
+        if first > 0:
+            return first <= self._cut[read_only]
+        return created <= self._cut_at[read_only]
+
+    def apply_cut(self, read_only: bool, revision: int, at: float) -> int:
+        """Every session of a kind first written at or below ``revision`` (a cut's entry,
+        made at ``at``) is over; returns how many live ones that ended here."""
+        self._cut[read_only] = max(self._cut[read_only], revision)
+        self._cut_at[read_only] = max(self._cut_at[read_only], at)
         gone = [
-            d for d, s in self._sessions.items() if s.read_only == read_only and s.created <= cut
+            d
+            for d, s in self._sessions.items()
+            if s.read_only == read_only and self._cut_off(read_only, s.created_rev, s.created)
         ]
         live = sum(not self._sessions[d].over() for d in gone)
         for digest in gone:
