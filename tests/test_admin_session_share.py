@@ -260,3 +260,29 @@ async def test_signing_out_everywhere_does_not_depend_on_the_replicas_clocks(nc:
         # A cut made now, on either replica, ends it.
         assert await two.end_all(read_only=False) == 1
         await until(lambda: one.live() == [], timeout=2.0)
+
+
+async def test_the_bucket_gives_no_way_to_test_a_token_nor_to_forge_a_session(nc: NATS) -> None:
+    """Every record held the same mark, a function of the admin token alone: anyone reading
+    the bucket (or a NATS backup) could test token guesses offline, past the sign-in guard,
+    and anyone writing it could copy the mark into a record of a cookie of their own."""
+    token = {False: hashlib.sha256(b"admin token of this test").digest(), True: b""}
+    kv = await nc.jetstream().key_value(subjects.ADMIN_SESSIONS_BUCKET)
+    async with _replica(nc) as one, _replica(nc) as two:
+        one.use_tokens(token.__getitem__)
+        two.use_tokens(token.__getitem__)
+        first_id, _ = await one.create("ada", "10.0.0.1")
+        second_id, _ = await one.create("bob", "10.0.0.2")
+        marks = set()
+        for sid in (first_id, second_id):
+            entry = await kv.get(f"s.{_digest(sid)}")
+            marks.add(msgspec.json.decode(entry.value or b"", type=SessionRecord).token_mark)
+        assert len(marks) == 2  # a mark follows from the token and the cookie, not the token
+
+        entry = await kv.get(f"s.{_digest(first_id)}")
+        forged_id = "a-cookie-of-my-own-making-0123456789"
+        await kv.put(f"s.{_digest(forged_id)}", entry.value or b"")  # the record copied
+        await asyncio.sleep(0.2)
+        assert await two.get(forged_id) is None
+        assert await one.get(forged_id) is None
+        assert await two.get(first_id) is not None  # the real one is good

@@ -8,8 +8,14 @@ kept under the SHA-256 of it, in this replica's memory and in the ``sy_admin_ses
 signed in on one replica is good on every other, the Sessions list is every replica's, and a
 sign-out (one session, or every session of a role) ends them on every replica within a moment.
 Sessions end after 8 hours without a request, 24 hours after sign-in (the bucket's TTL), at
-sign-out, by "sign out everywhere", or when the token they signed in with is replaced (each
-records a mark of it, :func:`token_mark`); a gateway restart alone ends none.
+sign-out, by "sign out everywhere", or at their next request once the token they signed in
+with is replaced (each records a mark of it keyed by its own cookie, :func:`token_mark`); a
+gateway restart alone ends none.
+
+The mark is keyed by the cookie, which the bucket never holds: a mark keyed by the token
+alone (the same in every record) let anyone who could read the bucket, or a NATS backup,
+test guesses of the admin token offline, past the sign-in guard, and let anyone who could
+write it copy a real session's mark into a record of a cookie of their own making.
 
 A page view costs no KV round trip: the session is read from memory (the watch keeps it
 current), and its last use is written back at most once a :data:`TOUCH_S` (the idle limit is
@@ -126,12 +132,14 @@ def csrf_token(session_id: str) -> str:
     return mac.hexdigest()
 
 
-def token_mark(token_digest: bytes) -> str:
-    """Which token a session signed in with, keyed by that token (its SHA-256): nothing to
-    read a token from. A session is good only while the gateway's token of its role has this
-    mark: replace the token file and restart the gateways, and the sessions signed in with
-    the old token end, as when a restart ended every session."""
-    return hmac.new(token_digest, b"switchyard admin session", hashlib.sha256).hexdigest()[:32]
+def token_mark(session_id: str, token_digest: bytes) -> str:
+    """Which token a session signed in with (its SHA-256), keyed by the session's id (the
+    cookie, which only the browser holds): nothing to read a token from, nor to test a guess
+    of one against, without a session's cookie. A session is good only while the gateway's
+    token of its role gives this mark: replace the token file and restart the gateways, and
+    each session signed in with the old token ends at its next request."""
+    message = b"switchyard admin session\0" + token_digest
+    return hmac.new(session_id.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
 # The SHA-256 of the token of a role (``read_only``) as this gateway has it (b"": none).
@@ -281,7 +289,7 @@ class SessionStore:
         session_id = secrets.token_urlsafe(32)
         session = Session(actor=actor, source=source, read_only=read_only)
         session.csrf = csrf_token(session_id)
-        session.token_mark = token_mark(self._token(read_only))
+        session.token_mark = token_mark(session_id, self._token(read_only))
         session.ends_at = session.created + self._absolute
         session.idle_s = self._idle
         session.written_seen = session.last_seen
@@ -325,7 +333,7 @@ class SessionStore:
                 session = self._sessions.get(digest)
         if session is None:
             return None
-        if not self._current(session):
+        if not self._current(session, session_id):
             self._ended(digest)
             return None
         if session.over():
@@ -364,17 +372,17 @@ class SessionStore:
         if self._bucket is not None:
             await self._bucket.delete(digest)
 
-    def _current(self, session: Session) -> bool:
+    def _current(self, session: Session, session_id: str) -> bool:
         """Signed in with the token the gateway has now (not one since replaced)."""
-        mark = token_mark(self._token(session.read_only))
+        mark = token_mark(session_id, self._token(session.read_only))
         return hmac.compare_digest(mark, session.token_mark)
 
     def live(self) -> list[Session]:
-        """Every session not ended or expired, oldest sign-in first."""
+        """Every session not ended or expired, oldest sign-in first (one signed in with a
+        token since replaced is among them until its next request ends it: only its cookie
+        tells)."""
         self._sweep()
-        return sorted(
-            (s for s in self._sessions.values() if self._current(s)), key=lambda s: s.created
-        )
+        return sorted(self._sessions.values(), key=lambda s: s.created)
 
     async def end_all(self, read_only: bool) -> int:
         """Ends every session of one kind (``read_only``: the read-only token's, else the
@@ -382,7 +390,7 @@ class SessionStore:
         cut. Their open streams stop too. Returns how many were live."""
         self._sweep()
         # Counted first: the watch may bring the cut back (and apply it) before the write returns.
-        live = sum(s.read_only == read_only and self._current(s) for s in self._sessions.values())
+        live = sum(s.read_only == read_only for s in self._sessions.values())
         if self._bucket is not None:
             revision = await self._bucket.cut(read_only)
         else:
