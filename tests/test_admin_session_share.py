@@ -286,3 +286,29 @@ async def test_the_bucket_gives_no_way_to_test_a_token_nor_to_forge_a_session(nc
         assert await two.get(forged_id) is None
         assert await one.get(forged_id) is None
         assert await two.get(first_id) is not None  # the real one is good
+
+
+async def test_a_replica_whose_watch_is_not_known_good_checks_the_bucket_at_each_request(
+    nc: NATS,
+) -> None:
+    """A replica whose watch had stopped delivering kept a session signed out elsewhere (or
+    ended by a sign-out everywhere) good, with no bound, until the follower noticed."""
+    async with _replica(nc) as one:
+        store = SessionStore()
+        share = SessionShare(nc.jetstream(timeout=5), store)
+        await share.start()
+        try:
+            sid, _ = await one.create("ada", "10.0.0.1")
+            reader_id, _ = await one.create("rita", "10.0.0.2", read_only=True)
+            kept_id, _ = await one.create("bob", "10.0.0.3")
+            for cookie in (sid, reader_id, kept_id):
+                assert await store.get(cookie) is not None
+            await share._follower.stop()  # its watch is gone, and nothing noticed yet
+            share._follower.confirmed_at = float("-inf")  # not known good for long
+            await one.end(sid)
+            await one.end_all(read_only=True)
+            assert await store.get(sid) is None
+            assert await store.get(reader_id) is None
+            assert await store.get(kept_id) is not None
+        finally:
+            await share.stop()

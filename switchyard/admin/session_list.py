@@ -11,6 +11,10 @@ answers, and ending a role's sessions ends them on every replica within a moment
 still names the replica that gave it: ``gateway``). API calls made with a token are no
 sessions: only rotating the token stops those.
 
+A replica that could not follow the bucket at start keeps its sessions to itself (it logs an
+error); there, the answers say so (``shared``: false), and so do the audit entry and the
+page's message of a sign-out, which then ends only that replica's sessions.
+
 Signing out everywhere needs the admin token (a read-only caller gets 403
 ``admin_read_only``, as for every change) and is audited (``session.signout_all``).
 """
@@ -59,6 +63,21 @@ def session_doc(session: Session) -> dict[str, Any]:
     }
 
 
+def shared(c: AdminContext) -> bool:
+    """Whether the sessions here are every replica's (shared through the bucket)."""
+    return c.sessions is not None and c.sessions.shared
+
+
+def reach(is_shared: bool) -> str:
+    """Where a sign-out everywhere reached, as the audit entry and the page say it."""
+    if is_shared:
+        return "on every gateway replica"
+    return (
+        "on this gateway replica only (its sessions are not shared with the others: "
+        "the sessions bucket could not be followed, see its log)"
+    )
+
+
 def live(c: AdminContext) -> list[Session]:
     """Every replica's live sessions (none where the API is mounted without its web app)."""
     return [] if c.sessions is None else c.sessions.live()
@@ -67,11 +86,11 @@ def live(c: AdminContext) -> list[Session]:
 async def sign_out_all(
     c: AdminContext, role: RoleName, *, actor: str, source: str, via: Literal["ui", "api"]
 ) -> int:
-    """Ends every ``role`` session, on every gateway replica, and records it; returns how many
-    were live."""
+    """Ends every ``role`` session, on every gateway replica (this one's only, where they are
+    not shared: the entry says so), and records it; returns how many were live."""
     ended = 0 if c.sessions is None else await c.sessions.end_all(ROLES[role])
     where = f" (from gateway {c.instance})" if c.instance else ""
-    detail = f"{ended} ended on every gateway replica{where}"
+    detail = f"{ended} ended {reach(shared(c))}{where}"
     await c.audit.record(actor, ACTION, f"{role} sessions", detail, source=source, via=via)
     return ended
 
@@ -83,7 +102,7 @@ def _ok(doc: Any) -> Response:
 async def list_sessions(request: Request, c: AdminContext) -> Response:
     """``GET /admin/v1/sessions``: the live sessions (every replica's), oldest sign-in first."""
     docs = [session_doc(s) for s in live(c)]
-    return _ok({"gateway": c.instance, "sessions": docs})
+    return _ok({"gateway": c.instance, "shared": shared(c), "sessions": docs})
 
 
 async def sign_out_sessions(request: Request, c: AdminContext) -> Response:
@@ -91,7 +110,7 @@ async def sign_out_sessions(request: Request, c: AdminContext) -> Response:
     body = decode(await read_body(request, MAX_BODY_BYTES), SignOutBody, "sign-out")
     source = c.proxies.audit_source(request.scope)
     ended = await sign_out_all(c, body.role, actor="admin token", source=source, via="api")
-    return _ok({"gateway": c.instance, "role": body.role, "ended": ended})
+    return _ok({"gateway": c.instance, "shared": shared(c), "role": body.role, "ended": ended})
 
 
 ENDPOINTS = [

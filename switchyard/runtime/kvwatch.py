@@ -13,7 +13,9 @@ follower checks its own watch: every ``check_s`` it asks the server about the wa
 gone twice in a row, or when the server has delivered (or holds) entries newer than the
 follower applied and the follower made no progress since the check before. A reader that got
 a revision from the bucket directly says so (:meth:`KvFollower.behind`): a watch that has not
-delivered it a second later is opened again at once, not after two checks.
+delivered it a second later is opened again at once, not after two checks. Each check that
+finds the watch on the server and keeping up is noted (:attr:`KvFollower.confirmed_at`), so a
+reader that must not act on a stale view can tell how long ago its watch was last known good.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -75,12 +78,16 @@ class KvFollower:
         self._reopening = asyncio.Lock()  # the guard and a reader's report both reopen
         self._expecting: asyncio.Task[None] | None = None
         self._expected = 0  # the highest revision a reader reported (:meth:`behind`)
+        # When (time.monotonic) the watch was last known good: started, or found on the
+        # server and keeping up by a check.
+        self.confirmed_at = 0.0
 
     async def start(self, timeout: float = 10.0) -> None:
         self._kv = await self._js.key_value(self._bucket)
         ready = asyncio.get_running_loop().create_future()
         await self._open(ready)
         await asyncio.wait_for(ready, timeout)
+        self.confirmed_at = time.monotonic()
         self._loops.spawn(self._guard(), name=f"kv-guard-{self._bucket}")
 
     async def _open(self, ready: asyncio.Future[None] | None) -> None:
@@ -134,6 +141,8 @@ class KvFollower:
                 missing = 0
                 stuck = behind_at == self.revision
                 behind_at = self.revision
+                if not stuck:  # entries on their way, and it applied some since
+                    self.confirmed_at = time.monotonic()
                 if stuck and reopened_for != (self.revision, *seen):
                     why = (
                         f"stopped at revision {self.revision} (the server delivered up to"
@@ -141,6 +150,7 @@ class KvFollower:
                     )
             else:
                 missing, behind_at = 0, None
+                self.confirmed_at = time.monotonic()
             if why is None:
                 continue
             log.warning(

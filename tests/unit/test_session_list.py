@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from switchyard.admin.session_list import session_doc
+from switchyard.admin.session_list import reach, session_doc
 from switchyard.admin.ui.sessions import SessionStore
 
 pytestmark = pytest.mark.unit
@@ -46,3 +46,12 @@ async def test_a_listed_session_shows_no_cookie_nor_digest() -> None:
     }
     assert session.csrf not in str(doc)
     assert sid not in str(doc)
+
+
+async def test_a_sign_out_says_where_it_reached() -> None:
+    """A replica that could not follow the sessions bucket ran alone, yet its sign-out
+    everywhere was audited as "ended on every gateway replica"."""
+    store = SessionStore()  # no bucket attached: this process's only
+    assert not store.shared
+    assert reach(store.shared).startswith("on this gateway replica only")
+    assert reach(True) == "on every gateway replica"

@@ -16,6 +16,13 @@ The sign-in guard's wrong-token counts are shared the same way
 recent wrong-token times (the address too: the audit log names it anyway), written in the
 background after each wrong token and merged by every replica.
 
+A replica whose watch has not been confirmed good for :data:`FOLLOW_STALE_S` (the follower
+checks it every 10 s and opens it again when it stalls) may have missed a sign-out: until it
+is confirmed again, each request looks its session, and its role's cut, up in the bucket
+(:meth:`SessionShare.refresh`). A replica that cannot follow the bucket at all (at start)
+keeps its sessions to itself, and says so wherever it would claim to reach every replica
+(:attr:`SessionStore.shared`: the Sessions page, the sign-out's message and audit entry).
+
 The gateway's admin connection (identity ``admin``) reads and writes the bucket and the
 provisioner creates it (:func:`switchyard.stack.provision.provision_client`).
 """
@@ -37,13 +44,14 @@ from switchyard.admin.ui.sessions import SessionRecord, SessionStore
 from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.bus import subjects
 from switchyard.errors import ServiceUnavailable
-from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.kvwatch import CHECK_S, KvFollower
 
 log = logging.getLogger("switchyard.admin.ui")
 
 SESSION_PREFIX = "s."
 CUT_PREFIX = "cut."
 FAILURES_PREFIX = "f."
+FOLLOW_STALE_S = 3 * CHECK_S  # the watch unconfirmed this long: each request checks the bucket
 MAX_WRITES = 100  # failure counts being written at once; past it one is dropped (a flood)
 _WRONG_LAST = (10071, 10164)  # JetStream: the expected last revision is not the last
 _ROLE_KEYS = {False: "admin", True: "read-only"}  # by ``read_only``
@@ -78,14 +86,54 @@ class SessionShare:
     """Follows the bucket into ``store`` and writes the store's changes to it."""
 
     def __init__(
-        self, js: JetStreamContext, store: SessionStore, guard: SigninGuard | None = None
+        self,
+        js: JetStreamContext,
+        store: SessionStore,
+        guard: SigninGuard | None = None,
+        *,
+        check_s: float = CHECK_S,
+        stale_s: float = FOLLOW_STALE_S,
     ) -> None:
         self._js = js
         self._store = store
         self._guard = guard
         self._writes: set[asyncio.Task[None]] = set()
         self._kv: KeyValue | None = None
-        self._follower = KvFollower(js, subjects.ADMIN_SESSIONS_BUCKET, self._on_entry)
+        self._stale_s = stale_s
+        self._follower = KvFollower(
+            js, subjects.ADMIN_SESSIONS_BUCKET, self._on_entry, check_s=check_s
+        )
+
+    def following(self) -> bool:
+        """Whether the watch was confirmed good within ``stale_s`` (else a sign-out made on
+        another replica may not have arrived: :meth:`refresh` each session used)."""
+        confirmed = self._follower.confirmed_at
+        return self._kv is not None and time.monotonic() - confirmed < self._stale_s
+
+    async def refresh(self, digest: str, read_only: bool) -> tuple[SessionRecord, int] | None:
+        """Reads a session and its role's cut from the bucket itself (the cut is applied);
+        None when the session is not there. Raises ServiceUnavailable when the bucket does
+        not answer."""
+        kv = self._bucket()
+        try:
+            try:
+                cut = await kv.get(CUT_PREFIX + _ROLE_KEYS[read_only])
+            except KeyNotFoundError:
+                pass
+            else:
+                if cut.value:
+                    self._store.apply_cut(
+                        read_only, int(cut.revision or 0), _CUT.decode(cut.value).at
+                    )
+            try:
+                entry = await kv.get(SESSION_PREFIX + digest)
+            except KeyNotFoundError:
+                return None
+        except (NatsError, TimeoutError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+            return None
+        return _RECORD.decode(entry.value), int(entry.revision or 0)
 
     async def start(self) -> bool:
         """Returns once every session in the bucket is known here; the store shares from then.

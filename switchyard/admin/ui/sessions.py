@@ -167,6 +167,8 @@ class SessionBucket(Protocol):
     async def delete(self, digest: str, last: int | None = None) -> bool: ...
     async def fetch(self, digest: str) -> tuple[SessionRecord, int] | None: ...
     async def cut(self, read_only: bool) -> int: ...
+    def following(self) -> bool: ...
+    async def refresh(self, digest: str, read_only: bool) -> tuple[SessionRecord, int] | None: ...
 
 
 def record_of(session: Session, first: bool = False) -> SessionRecord:
@@ -227,6 +229,12 @@ class SessionStore:
     def attach(self, bucket: SessionBucket | None) -> None:
         """Share the sessions through ``bucket`` from now on (None: this process's only)."""
         self._bucket = bucket
+
+    @property
+    def shared(self) -> bool:
+        """Whether the sessions are shared with the other replicas (a sign-out here reaches
+        them), or this process's only (the bucket could not be followed)."""
+        return self._bucket is not None
 
     def _ended(self, digest: str) -> None:
         session = self._sessions.pop(digest, None)
@@ -331,6 +339,8 @@ class SessionStore:
             if found is not None:
                 self.apply(digest, *found)
                 session = self._sessions.get(digest)
+        if session is not None and self._bucket is not None and not self._bucket.following():
+            session = await self._checked(digest, session)
         if session is None:
             return None
         if not self._current(session, session_id):
@@ -345,6 +355,22 @@ class SessionStore:
             session.written_seen = session.last_seen
             self._spawn(self._touch(digest, session))
         return session
+
+    async def _checked(self, digest: str, session: Session) -> Session | None:
+        """The session as the bucket has it now, for a replica whose watch is not known to
+        be good (it may have missed a sign-out). A bucket that does not answer leaves the
+        session as this replica knows it, as for a gateway cut off from NATS."""
+        assert self._bucket is not None  # noqa: S101  (checked by the caller)
+        try:
+            found = await self._bucket.refresh(digest, session.read_only)
+        except ApiError as exc:
+            log.warning("a web app session was not checked in the bucket (%s)", type(exc).__name__)
+            return session
+        if found is None:
+            self._signed_out(digest)
+            return None
+        self.apply(digest, *found)
+        return self._sessions.get(digest)
 
     async def _touch(self, digest: str, session: Session) -> None:
         """Write a session's last use, for the idle limit on every replica: only over the

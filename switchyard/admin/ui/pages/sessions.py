@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from switchyard.admin.session_list import ROLES, RoleName, live, session_doc, sign_out_all
+from switchyard.admin.session_list import (
+    ROLES,
+    RoleName,
+    live,
+    reach,
+    session_doc,
+    shared,
+    sign_out_all,
+)
 from switchyard.admin.ui.context import Route, Ui
 from switchyard.admin.ui.sessions import COOKIE
 from switchyard.errors import InvalidRequest
@@ -23,6 +31,7 @@ async def sessions_page(ui: Ui) -> Response:
         rows=rows,
         counts=counts,
         gateway=ui.admin.instance,
+        shared=shared(ui.admin),
     )
 
 
@@ -39,8 +48,10 @@ async def sign_out_role(ui: Ui) -> Response:
         response = ui.redirect("/ui/signin")
         response.delete_cookie(COOKIE, path=f"{ui.root}/ui")
         return response
-    said = f"{ended} {role} session{'' if ended == 1 else 's'} signed out, on every gateway."
-    return ui.redirect("/ui/sessions", flash=("ok", said))
+    said = (
+        f"{ended} {role} session{'' if ended == 1 else 's'} signed out, {reach(shared(ui.admin))}."
+    )
+    return ui.redirect("/ui/sessions", flash=("ok" if shared(ui.admin) else "error", said))
 
 
 ROUTES: list[Route] = [
