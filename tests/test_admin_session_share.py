@@ -15,14 +15,20 @@ from pathlib import Path
 import msgspec
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.api import DiscardPolicy
 from nats.js.errors import KeyNotFoundError
 
+from switchyard.admin.ui.failure_share import WRITE_BURST
 from switchyard.admin.ui.session_share import SessionShare
 from switchyard.admin.ui.sessions import SessionRecord, SessionStore, _digest
-from switchyard.admin.ui.signin_guard import LIMIT, SigninGuard
+from switchyard.admin.ui.signin_guard import LIMIT, WINDOW_S, SigninGuard
 from switchyard.bus import subjects
 from switchyard.config import Settings
-from switchyard.runtime.definitions import ADMIN_SESSION_TTL_S, bucket_config
+from switchyard.runtime.definitions import (
+    ADMIN_SESSION_TTL_S,
+    ADMIN_SIGNIN_FAILURES_MAX_BYTES,
+)
+from switchyard.stack.provision import _ensure_sessions_bucket
 from tests.support import jetstream_server, until
 
 pytestmark = pytest.mark.integration
@@ -45,9 +51,7 @@ async def _replica(
 @pytest.fixture
 async def nc(tmp_path: Path) -> AsyncIterator[NATS]:
     async with jetstream_server(tmp_path / "js") as (client, _):
-        await client.jetstream().create_key_value(
-            bucket_config(subjects.ADMIN_SESSIONS_BUCKET, Settings())
-        )
+        await _ensure_sessions_bucket(client.jetstream(), Settings())  # as provisioned
         yield client
 
 
@@ -312,3 +316,27 @@ async def test_a_replica_whose_watch_is_not_known_good_checks_the_bucket_at_each
             assert await store.get(kept_id) is not None
         finally:
             await share.stop()
+
+
+async def test_wrong_tokens_are_kept_apart_from_the_sessions_briefly_and_capped(
+    nc: NATS,
+) -> None:
+    """Each wrong token from anyone was a write to the sessions' bucket, kept 24 hours in a
+    bucket of no size limit: endless addresses (IPv6 /64s) grew it without bound."""
+    js = nc.jetstream()
+    sessions = await js.stream_info(f"KV_{subjects.ADMIN_SESSIONS_BUCKET}")
+    failures = await js.stream_info(f"KV_{subjects.ADMIN_SIGNIN_FAILURES_BUCKET}")
+    assert failures.config.max_age == WINDOW_S == 300
+    assert failures.config.max_bytes == ADMIN_SIGNIN_FAILURES_MAX_BYTES
+    assert failures.config.discard == DiscardPolicy.OLD
+    guard = SigninGuard()
+    async with _replica(nc, guard) as one:
+        sid, _ = await one.create("ada", "10.0.0.1")
+        for i in range(200):  # a flood, from as many addresses
+            guard.failed(f"2001:db8:{i:x}::1")
+        await asyncio.sleep(0.5)
+        assert await one.get(sid) is not None
+    after = await js.stream_info(f"KV_{subjects.ADMIN_SESSIONS_BUCKET}")
+    assert after.state.messages == sessions.state.messages + 1  # the sign-in only
+    written = await js.stream_info(f"KV_{subjects.ADMIN_SIGNIN_FAILURES_BUCKET}")
+    assert 0 < written.state.messages <= WRITE_BURST + 10  # the write budget, not 200

@@ -25,9 +25,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import DiscardPolicy
 
 from switchyard.bus.connect import connect
 from switchyard.bus.identities import SERVICE_IDENTITIES
+from switchyard.runtime.definitions import ADMIN_SIGNIN_FAILURES_MAX_BYTES
 from switchyard.schemas.keys import record_name
 from switchyard.stack.binaries import nats_server
 from switchyard.stack.certs import CertificateAuthority, init_certificates
@@ -170,6 +172,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.CONSUMER.CREATE.CANCELS.x",  # stored cancels are CORE's
             "$KV.sy_admin_sessions.s.x",  # the web app's sessions are the admin connection's
             "$JS.API.CONSUMER.CREATE.KV_sy_admin_sessions",
+            "$KV.sy_admin_signin_failures.a.x",  # and so are the wrong-token counts
             "secrets.v1.changed.openai",
             CONTROL_ADMIN,
             "$KV.sy_routes.table",
@@ -201,6 +204,8 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_admin_sessions.s.x",
             "$JS.API.CONSUMER.CREATE.KV_sy_admin_sessions",
             "$JS.API.DIRECT.GET.KV_sy_admin_sessions.$KV.sy_admin_sessions.s.x",
+            "$KV.sy_admin_signin_failures.a.x",
+            "$JS.API.CONSUMER.CREATE.KV_sy_admin_signin_failures",
         ],
         "sub_ok": ["_INBOX_gateway.>"],
         "sub_no": [">", "_INBOX_tail.>", "secrets.v1.changed.>"],
@@ -223,6 +228,12 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$JS.API.CONSUMER.CREATE.KV_sy_admin_sessions",
             "$JS.API.DIRECT.GET.KV_sy_admin_sessions.$KV.sy_admin_sessions.s.x",
             "$JS.API.STREAM.CREATE.KV_sy_admin_sessions",
+            # The sign-in guard's wrong tokens per address: written, followed, and the bucket
+            # provisioned (made, and capped to drop its oldest entries).
+            "$KV.sy_admin_signin_failures.a.x",
+            "$JS.API.CONSUMER.CREATE.KV_sy_admin_signin_failures",
+            "$JS.API.STREAM.CREATE.KV_sy_admin_signin_failures",
+            "$JS.API.STREAM.UPDATE.KV_sy_admin_signin_failures",
         ],
         "pub_no": [
             SECRET_GET,
@@ -244,6 +255,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             # Nor may it delete or purge the sessions' bucket (only expire entries by TTL).
             "$JS.API.STREAM.DELETE.KV_sy_admin_sessions",
             "$JS.API.STREAM.PURGE.KV_sy_admin_sessions",
+            "$JS.API.STREAM.DELETE.KV_sy_admin_signin_failures",
         ],
         "sub_ok": ["_INBOX_admin.>"],
         "sub_no": [">", "_INBOX_tail.>", "secrets.v1.admin.>", "audit.v1.>"],
@@ -273,6 +285,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
             "$KV.sy_batch_lines.b.1",
             "$O.sy_files.C.x",
             "$KV.sy_admin_sessions.s.x",
+            "$KV.sy_admin_signin_failures.a.x",
             "$JS.API.STREAM.LIST",
             "$JS.API.INFO",
             "$JS.API.STREAM.INFO.AUDIT",
@@ -900,3 +913,16 @@ async def test_admin_cannot_write_delete_or_roll_up_batch_records(zone: Zone) ->
     finally:
         await admin.close()
         await gateway.close()
+
+
+async def test_the_admin_identity_provisions_the_capped_wrong_token_bucket(zone: Zone) -> None:
+    """Provisioned by the admin identity with the rendered permissions: the wrong-token
+    bucket exists, expires entries with the guard's window and drops its oldest when full."""
+    admin, _ = await _as(zone, "admin")
+    try:
+        info = await admin.jetstream().stream_info("KV_sy_admin_signin_failures")
+        assert info.config.max_age == 300
+        assert info.config.max_bytes == ADMIN_SIGNIN_FAILURES_MAX_BYTES
+        assert info.config.discard == DiscardPolicy.OLD
+    finally:
+        await admin.close()

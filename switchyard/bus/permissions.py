@@ -142,6 +142,12 @@ def permissions_for(identity: Identity) -> Permissions:
                     *_kv_write(s.ADMIN_SESSIONS_BUCKET),
                     f"$JS.API.STREAM.CREATE.KV_{s.ADMIN_SESSIONS_BUCKET}",
                     f"$JS.API.STREAM.UPDATE.KV_{s.ADMIN_SESSIONS_BUCKET}",
+                    # The sign-in guard's wrong tokens per address, shared likewise (created,
+                    # and updated to discard its oldest entries when full).
+                    *_kv_read(s.ADMIN_SIGNIN_FAILURES_BUCKET),
+                    *_kv_write(s.ADMIN_SIGNIN_FAILURES_BUCKET),
+                    f"$JS.API.STREAM.CREATE.KV_{s.ADMIN_SIGNIN_FAILURES_BUCKET}",
+                    f"$JS.API.STREAM.UPDATE.KV_{s.ADMIN_SIGNIN_FAILURES_BUCKET}",
                     # Provisions the Batch API's buckets; reads batch progress. It never
                     # writes a record: a subject's publish right is also a delete, a purge and
                     # a `Nats-Rollup: all` of the bucket, and every CLI operator holds this

@@ -89,6 +89,9 @@ ADMIN_IDEMPOTENCY_BUCKET = "sy_admin_idempotency"
 # CLIENT: the admin web app's sign-in sessions (by the cookie's digest), shared by every
 # gateway replica, and the sign-out-everywhere cuts.
 ADMIN_SESSIONS_BUCKET = "sy_admin_sessions"
+# CLIENT: the sign-in guard's recent wrong admin tokens per address, shared by every gateway
+# replica (entries expire with the guard's window; capped in size, oldest dropped first).
+ADMIN_SIGNIN_FAILURES_BUCKET = "sy_admin_signin_failures"
 # CLIENT shares the key bucket with CORE read-only: its change stream, and direct gets under
 # this prefix (remapped so CORE's own JetStream API does not answer them).
 KEYS_CHANGES = f"$KV.{KEYS_BUCKET}.>"

@@ -30,6 +30,12 @@ ADMIN_IDEMPOTENCY_TTL_S = 86400.0
 ADMIN_SESSION_TTL_S = 24 * 3600.0
 # Spent marks are written again daily while true (limits.spent_marks): a week removes the rest.
 KEY_SPENT_TTL_S = 7 * 86400.0
+# The sign-in guard's window: an address's wrong admin tokens are counted this long, and kept
+# in their bucket as long (its entries' TTL).
+ADMIN_SIGNIN_WINDOW_S = 300.0
+# The wrong-token bucket's cap: past it the oldest entries go (a flood from many addresses
+# forgets the oldest counts; it never fills JetStream, nor touches the sessions).
+ADMIN_SIGNIN_FAILURES_MAX_BYTES = 4 * 1024 * 1024
 
 
 def dispatch_stream_config(settings: Settings) -> js_api.StreamConfig:
@@ -207,6 +213,12 @@ BUCKETS: dict[str, tuple[int, float | None]] = {
     s.BATCH_LINES_BUCKET: (1, None),  # CLIENT: one result per batch line, written once
     s.ADMIN_IDEMPOTENCY_BUCKET: (1, ADMIN_IDEMPOTENCY_TTL_S),  # CLIENT: Idempotency-Key answers
     s.ADMIN_SESSIONS_BUCKET: (1, ADMIN_SESSION_TTL_S),  # CLIENT: web app sessions (gateways)
+    # CLIENT: wrong admin tokens per address (gateways); capped: ADMIN_SIGNIN_FAILURES_MAX_BYTES
+    s.ADMIN_SIGNIN_FAILURES_BUCKET: (1, ADMIN_SIGNIN_WINDOW_S),
+}
+# KV buckets capped in size: name -> max bytes (the provisioner makes them discard the oldest).
+BUCKET_MAX_BYTES: dict[str, int] = {
+    s.ADMIN_SIGNIN_FAILURES_BUCKET: ADMIN_SIGNIN_FAILURES_MAX_BYTES,
 }
 
 
@@ -219,6 +231,7 @@ def bucket_config(bucket: str, settings: Settings) -> js_api.KeyValueConfig:
         storage=js_api.StorageType.FILE,
         replicas=settings.stream_replicas,
         direct=True,
+        max_bytes=BUCKET_MAX_BYTES.get(bucket),
     )
 
 

@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 from switchyard.bus import subjects as s
 from switchyard.config import Settings
 from switchyard.runtime.definitions import (
+    BUCKET_MAX_BYTES,
     ROUTE_TABLE_KEY,
     accounting_consumer_config,
     audit_stream_config,
@@ -115,19 +116,35 @@ async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.
     await _ensure_sessions_bucket(js, settings)
 
 
+async def _ensure_capped_kv(js: JetStreamContext, bucket: str, settings: Settings) -> None:
+    """A bucket capped in size (``BUCKET_MAX_BYTES``) that drops its oldest entries when full
+    (nats-py makes every bucket refuse new writes instead): made, or brought to that."""
+    await _ensure_kv(js, bucket, settings)
+    info = await js.stream_info(f"KV_{bucket}")
+    config = info.config
+    cap = BUCKET_MAX_BYTES[bucket]
+    if config.max_bytes != cap or config.discard != js_api.DiscardPolicy.OLD:
+        await js.update_stream(
+            dataclasses.replace(config, max_bytes=cap, discard=js_api.DiscardPolicy.OLD)
+        )
+        log.info("KV bucket %s capped at %d bytes, oldest dropped first", bucket, cap)
+
+
 async def _ensure_sessions_bucket(js: JetStreamContext, settings: Settings) -> None:
-    """The web app's sessions bucket, last: with the NATS config of an older version the admin
-    identity may not make it (a timeout), which is said and leaves the rest provisioned; the
-    gateways then keep their sessions in memory, as before, until it is made."""
+    """The web app's sessions bucket and the sign-in guard's, last: with the NATS config of an
+    older version the admin identity may not make them (a timeout), which is said and leaves
+    the rest provisioned; the gateways then keep their sessions (or wrong-token counts) in
+    memory, as before, until they are made."""
     try:
         await _ensure_kv(js, s.ADMIN_SESSIONS_BUCKET, settings)
+        await _ensure_capped_kv(js, s.ADMIN_SIGNIN_FAILURES_BUCKET, settings)
     except (TimeoutError, NatsError) as exc:
         log.warning(
             "KV bucket %s not created (%s): render the NATS config of this version "
             "(`switchyard deploy setup`; on Kubernetes the switchyard-nats Secret), reload "
             "nats-server and provision again; until then each gateway keeps its web app "
-            "sessions in its own memory",
-            s.ADMIN_SESSIONS_BUCKET,
+            "sessions (or its count of wrong admin tokens) in its own memory",
+            f"{s.ADMIN_SESSIONS_BUCKET} or {s.ADMIN_SIGNIN_FAILURES_BUCKET}",
             type(exc).__name__,
         )
 

@@ -11,10 +11,9 @@ other within milliseconds, and a page view reads memory only. The bucket's TTL i
 session's absolute lifetime (24 hours): an entry not written for that long is gone, and a
 cut is forgotten only once every session it ended would have expired anyway.
 
-The sign-in guard's wrong-token counts are shared the same way
-(:mod:`switchyard.admin.ui.signin_guard`): ``f.<SHA-256 of the address>`` holds an address's
-recent wrong-token times (the address too: the audit log names it anyway), written in the
-background after each wrong token and merged by every replica.
+The sign-in guard's wrong-token counts are shared the same way, through a bucket of their
+own (:mod:`switchyard.admin.ui.failure_share`): nothing anyone sends without a token is
+written here.
 
 A replica whose watch has not been confirmed good for :data:`FOLLOW_STALE_S` (the follower
 checks it every 10 s and opens it again when it stalls) may have missed a sign-out: until it
@@ -29,8 +28,6 @@ provisioner creates it (:func:`switchyard.stack.provision.provision_client`).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import time
 
@@ -40,6 +37,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from switchyard.admin.ui.failure_share import FailureShare, WriteBudget
 from switchyard.admin.ui.sessions import SessionRecord, SessionStore
 from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.bus import subjects
@@ -50,9 +48,7 @@ log = logging.getLogger("switchyard.admin.ui")
 
 SESSION_PREFIX = "s."
 CUT_PREFIX = "cut."
-FAILURES_PREFIX = "f."
 FOLLOW_STALE_S = 3 * CHECK_S  # the watch unconfirmed this long: each request checks the bucket
-MAX_WRITES = 100  # failure counts being written at once; past it one is dropped (a flood)
 _WRONG_LAST = (10071, 10164)  # JetStream: the expected last revision is not the last
 _ROLE_KEYS = {False: "admin", True: "read-only"}  # by ``read_only``
 _ROLES = {name: read_only for read_only, name in _ROLE_KEYS.items()}
@@ -69,13 +65,6 @@ class Cut(msgspec.Struct):
 
 _CUT = msgspec.json.Decoder(Cut)
 
-
-class Failures(msgspec.Struct):
-    address: str  # as the guard counts it (an IPv6 client's /64)
-    times: list[float]  # its wrong tokens within the guard's window
-
-
-_FAILURES = msgspec.json.Decoder(Failures)
 UNAVAILABLE = (
     "the web app's sessions cannot be written now (the gateway's NATS connection did not "
     "answer); try again in a moment"
@@ -96,8 +85,7 @@ class SessionShare:
     ) -> None:
         self._js = js
         self._store = store
-        self._guard = guard
-        self._writes: set[asyncio.Task[None]] = set()
+        self._failures = None if guard is None else FailureShare(js, guard, WriteBudget())
         self._kv: KeyValue | None = None
         self._stale_s = stale_s
         self._follower = KvFollower(
@@ -154,46 +142,25 @@ class SessionShare:
                 subjects.ADMIN_SESSIONS_BUCKET,
                 type(exc).__name__,
             )
+            if self._failures is not None:  # a bucket of its own: may be there all the same
+                await self._failures.start()
             return False
         self._store.attach(self)
-        if self._guard is not None:
-            self._guard.shared = self._share_failures
+        if self._failures is not None:
+            await self._failures.start()
         return True
 
     async def stop(self) -> None:
-        if self._guard is not None:
-            self._guard.shared = None
+        if self._failures is not None:
+            await self._failures.stop()
         await self._store.stop()
-        if self._writes:
-            await asyncio.wait(list(self._writes), timeout=2.0)
         await self._follower.stop()
-
-    def _share_failures(self, address: str, times: list[float]) -> None:
-        """Write an address's wrong-token times, in the background (the answer is not held)."""
-        if len(self._writes) >= MAX_WRITES:
-            return
-        task = asyncio.get_running_loop().create_task(self._write_failures(address, times))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-
-    async def _write_failures(self, address: str, times: list[float]) -> None:
-        key = FAILURES_PREFIX + hashlib.sha256(address.encode()).hexdigest()[:32]
-        try:
-            await self._bucket().put(key, _ENCODE.encode(Failures(address, times)))
-        except (NatsError, TimeoutError, ServiceUnavailable) as exc:
-            log.warning(
-                "a wrong admin token was not shared with the other gateways (%s)",
-                type(exc).__name__,
-            )
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
         if key.startswith(SESSION_PREFIX):
             digest = key.removeprefix(SESSION_PREFIX)
             record = None if value is None else _RECORD.decode(value)
             self._store.apply(digest, record, revision)
-        elif key.startswith(FAILURES_PREFIX) and value is not None and self._guard is not None:
-            failures = _FAILURES.decode(value)
-            self._guard.merge(failures.address, failures.times)
         elif key.startswith(CUT_PREFIX) and value is not None:
             read_only = _ROLES.get(key.removeprefix(CUT_PREFIX))
             if read_only is not None:

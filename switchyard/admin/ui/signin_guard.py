@@ -19,9 +19,10 @@ still signs in (an address may be a shared NAT). Wrong tokens on ``/admin/v1`` c
 sign-in's (one guard, given to :class:`~switchyard.admin.token.AdminAuth`): past the limit they
 are 429 there too.
 
-The per-address counts are shared by every gateway replica, with the sessions
-(:mod:`switchyard.admin.ui.session_share`): each wrong token's time is written to the bucket
-under its address (:attr:`SigninGuard.shared`, in the background: the answer does not wait),
+The per-address counts are shared by every gateway replica, through a bucket of their own
+(:mod:`switchyard.admin.ui.failure_share`: entries kept for the window only, the bucket
+capped, writes limited per second): each wrong token's time is written there under its
+address (:attr:`SigninGuard.shared`, in the background: the answer does not wait),
 and the times other replicas write are merged here (:meth:`SigninGuard.merge`), so a guesser
 spread over the replicas is stopped after :data:`LIMIT` wrong tokens in all, not LIMIT on
 each (two replicas counting the same address within milliseconds may each miss the other's
@@ -39,10 +40,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 
+from switchyard.runtime.definitions import ADMIN_SIGNIN_WINDOW_S
+
 log = logging.getLogger("switchyard.admin")
 
 LIMIT = 10
-WINDOW_S = 300.0
+WINDOW_S = ADMIN_SIGNIN_WINDOW_S  # 300 s: also the shared counts' TTL in their bucket
 RECORDED = 20  # wrong tokens with an entry of their own per RECORD_WINDOW_S, all addresses
 RECORD_WINDOW_S = 3600.0
 MAX_ADDRESSES = 10_000  # the least recently failing are forgotten first
