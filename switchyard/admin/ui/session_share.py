@@ -28,6 +28,7 @@ provisioner creates it (:func:`switchyard.stack.provision.provision_client`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -49,6 +50,7 @@ log = logging.getLogger("switchyard.admin.ui")
 SESSION_PREFIX = "s."
 CUT_PREFIX = "cut."
 FOLLOW_STALE_S = 3 * CHECK_S  # the watch unconfirmed this long: each request checks the bucket
+REFRESH_TIMEOUT_S = 2.0  # such a check, at most (then the session as this replica knows it)
 _WRONG_LAST = (10071, 10164)  # JetStream: the expected last revision is not the last
 _ROLE_KEYS = {False: "admin", True: "read-only"}  # by ``read_only``
 _ROLES = {name: read_only for read_only, name in _ROLE_KEYS.items()}
@@ -92,11 +94,14 @@ class SessionShare:
             js, subjects.ADMIN_SESSIONS_BUCKET, self._on_entry, check_s=check_s
         )
 
-    def following(self) -> bool:
-        """Whether the watch was confirmed good within ``stale_s`` (else a sign-out made on
-        another replica may not have arrived: :meth:`refresh` each session used)."""
-        confirmed = self._follower.confirmed_at
-        return self._kv is not None and time.monotonic() - confirmed < self._stale_s
+    def stale(self) -> bool:
+        """Whether the watch has not been confirmed good for ``stale_s`` while connected (a
+        sign-out made on another replica may not have arrived: :meth:`refresh` each session
+        used). Not while the connection is down: nothing answers then (a gateway cut off
+        from NATS keeps the sessions it knew), and a request is not held for a lookup."""
+        if self._kv is None or not getattr(getattr(self._js, "_nc", None), "is_connected", True):
+            return False
+        return time.monotonic() - self._follower.confirmed_at >= self._stale_s
 
     async def refresh(self, digest: str, read_only: bool) -> tuple[SessionRecord, int] | None:
         """Reads a session and its role's cut from the bucket itself (the cut is applied);
@@ -104,21 +109,26 @@ class SessionShare:
         not answer."""
         kv = self._bucket()
         try:
-            try:
-                cut = await kv.get(CUT_PREFIX + _ROLE_KEYS[read_only])
-            except KeyNotFoundError:
-                pass
-            else:
-                if cut.value:
-                    self._store.apply_cut(
-                        read_only, int(cut.revision or 0), _CUT.decode(cut.value).at
-                    )
-            try:
-                entry = await kv.get(SESSION_PREFIX + digest)
-            except KeyNotFoundError:
-                return None
+            async with asyncio.timeout(REFRESH_TIMEOUT_S):
+                return await self._read(kv, digest, read_only)
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def _read(
+        self, kv: KeyValue, digest: str, read_only: bool
+    ) -> tuple[SessionRecord, int] | None:
+        try:
+            cut = await kv.get(CUT_PREFIX + _ROLE_KEYS[read_only])
+        except KeyNotFoundError:
+            pass
+        else:
+            if cut.value:
+                self._store.apply_cut(read_only, int(cut.revision or 0), _CUT.decode(cut.value).at)
+        try:
+            entry = await kv.get(SESSION_PREFIX + digest)
+        except KeyNotFoundError:
+            return None
+        self._follower.behind(int(entry.revision or 0))  # a watch that lags is opened again
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             return None
         return _RECORD.decode(entry.value), int(entry.revision or 0)
