@@ -26,9 +26,10 @@ A last use is written only over the entry it was read from (a compare-and-set on
 revision): a plain write let a replica that had not heard of a sign-out yet write the session
 back, and every replica then took it up again. A write that finds the entry changed is dropped
 (the newer entry, or its deletion, is on its way). A session signed out here or by the watch
-is remembered as ended (:data:`GONE_S`) and never taken up again, whatever is written later;
-one ended here as idle is deleted from the bucket only if nobody used it since (again on its
-revision), so a use on another replica just before wins.
+is remembered as ended (until it would have expired anyway; at most :data:`MAX_GONE`) and
+never taken up again, whatever is written later; one ended here as idle is deleted from the
+bucket only if nobody used it since (again on its revision), so a use on another replica just
+before wins.
 
 A page's open live stream is use, as a request is (:meth:`Session.seen`): an admin watching
 the overview for hours was signed out at the next click, while the stream ran on past the
