@@ -137,3 +137,34 @@ async def _marked(stack: Stack, key_id: str) -> bool:
         return True
     finally:
         await head.close()
+
+
+async def test_a_spent_key_asking_for_a_model_it_may_not_use_gets_the_edges_403(
+    budgeted: Stack,
+) -> None:
+    """The head checks the key's models before its budget, as the edges do: a spent key
+    asking for a model it may not use is told 403 ``model`` (not 429: no wait helps)."""
+    stack = budgeted
+    api_key, _ = await stack.new_key(
+        "nats-budget-models", budget_usd=BUDGET, budget_period="daily", models=["pricey"]
+    )
+    nc = await stack.connect("app")
+    try:
+        async with LLMClient(nc, api_key=api_key) as llm:
+            for _ in range(2):  # the second crosses the budget
+                await llm.chat(CHAT)
+            code = ""
+            async with asyncio.timeout(20):
+                while not code:  # refused once the heads hold the mark
+                    try:
+                        await llm.chat(CHAT)
+                    except ApiError as exc:
+                        code = exc.code or "?"
+                    await asyncio.sleep(0.1)
+            assert code == "budget_exceeded"
+            with pytest.raises(ApiError) as forbidden:
+                await llm.chat({**CHAT, "model": "elsewhere"})
+            assert forbidden.value.status == 403, forbidden.value.code
+            assert forbidden.value.param == "model"
+    finally:
+        await nc.close()

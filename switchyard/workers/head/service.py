@@ -317,9 +317,9 @@ class Head:
             assert env.deadline is not None  # noqa: S101  (set by _deadline)
             env = env.with_(deadline=env.deadline.capped(self.settings.ingress.max_deadline_s))
         key, pinned, presented = await authorize(self.keys, env, caller, msg.headers)
-        self.keys.check_budget(key)  # the edges' 429 budget_exceeded, for every caller
-        if not key.allows(alias):
+        if not key.allows(alias):  # before the budget: the edges' order (403, then 429)
             raise PermissionDenied(f"this API key may not use the model `{alias}`", param="model")
+        self.keys.check_budget(key)  # the edges' 429 budget_exceeded, for every caller
         wish = env.priority or of_service_tier(getattr(body, "service_tier", None)) or key.priority
         if op in COUNTS:  # a quick question agents ask before a request: never behind bulk work
             wish = "interactive"
