@@ -5,27 +5,51 @@ Every request the head routes is checked, whoever sent it: an internal client ov
 API (which no edge checks: the reason for the marks), and the edges and the batch runner too,
 which checked the key's spend before sending and so are refused here only in the moments the
 two views differ (the answer is the same 429 either way).
+
+The marks are not worth a head that does not serve: one that cannot follow the bucket when it
+starts (no ``sy_key_spent`` bucket before ``switchyard provision``, or no read access to it
+before the NATS config is rendered again: a timeout) logs an error and serves on, refusing no
+key for its budget (as before budgets bound NATS callers), and tries again every ``retry_s``
+in the background until it follows the bucket.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from switchyard.bus import subjects
 from switchyard.limits import spent_marks
 from switchyard.limits.spent_marks import SpentMark
 from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
 from switchyard.schemas.keys import ClientKey
 
 log = logging.getLogger("switchyard.head")
 
 
+RETRY_S = 10.0  # how often a head that could not follow the bucket tries again
+# Raised by a follow that could not start: no bucket (NotFoundError is a NatsError), no
+# permission (a timeout), or the connection lost meanwhile.
+_FOLLOW_ERRORS = (NatsError, TimeoutError, OSError)
+
+
 class SpentKeys:
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, *, retry_s: float = RETRY_S) -> None:
+        self._js = js
+        self._retry_s = retry_s
         self._marks: dict[str, SpentMark] = {}  # key id -> mark
-        self._follower = KvFollower(js, subjects.KEY_SPENT_BUCKET, self._on_entry)
+        self._follower: KvFollower | None = None  # set once following
+        self._loops = TaskSupervisor("spent-keys")
+
+    @property
+    def following(self) -> bool:
+        """Whether the bucket is followed (else no key is refused for its budget)."""
+        return self._follower is not None
 
     def _on_entry(self, name: str, value: bytes | None, revision: int) -> None:
         if value is None:
@@ -40,10 +64,48 @@ class SpentKeys:
         self._marks[mark.key_id] = mark
 
     async def start(self) -> None:
-        await self._follower.start()
+        """Follow the bucket; when that fails, serve on and try again in the background."""
+        if await self._follow():
+            return
+        log.error(
+            "cannot follow the %s bucket: NATS callers are not refused when their key's budget "
+            "is used up until it can be (run `switchyard provision` and render the NATS config "
+            "after an upgrade); trying again every %.0f s",
+            subjects.KEY_SPENT_BUCKET,
+            self._retry_s,
+        )
+        with contextlib.suppress(SupervisorClosed):
+            self._loops.spawn(self._follow_later(), name="spent-keys-follow")
+
+    async def _follow(self) -> bool:
+        follower = KvFollower(self._js, subjects.KEY_SPENT_BUCKET, self._on_entry)
+        try:
+            await follower.start()
+        except _FOLLOW_ERRORS as exc:
+            await follower.stop()
+            self._marks.clear()  # what a failed start delivered is read again by the next
+            log.debug("could not follow %s: %r", subjects.KEY_SPENT_BUCKET, exc)
+            return False
+        except BaseException:  # cancelled (a stop) mid-start: its watch must not outlive it
+            await follower.stop()
+            raise
+        self._follower = follower
+        return True
+
+    async def _follow_later(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_s)
+            if await self._follow():
+                log.info(
+                    "following the %s bucket: spent budgets are refused", subjects.KEY_SPENT_BUCKET
+                )
+                return
 
     async def stop(self) -> None:
-        await self._follower.stop()
+        """Idempotent."""
+        await self._loops.cancel_all()
+        if self._follower is not None:
+            await self._follower.stop()
 
     def check(self, key: ClientKey) -> None:
         """Raises: RateLimited: 429 ``budget_exceeded``, ``key``'s budget is used up."""

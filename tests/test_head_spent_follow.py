@@ -1,0 +1,61 @@
+"""A head whose NATS has no ``sy_key_spent`` bucket yet (an upgrade before ``switchyard
+provision``) serves, and holds keys to their budgets once the bucket is there.
+
+The head's key view (:class:`KeyPolicies`, whose start is the head's) follows the spent marks;
+a follow that cannot start used to raise from the head's start, so every head crash-looped
+until the bucket was provisioned and the NATS config rendered again. A plain nats-server with
+JetStream: the bucket is made, and a mark written, by the test.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from switchyard.bus import subjects
+from switchyard.errors import RateLimited
+from switchyard.limits import keys as rk
+from switchyard.limits import periods, spent_marks
+from switchyard.schemas.keys import ClientKey
+from switchyard.workers.head.keys import KeyPolicies
+from switchyard.workers.head.spent_keys import SpentKeys
+from tests.support import jetstream_server, until
+
+pytestmark = pytest.mark.integration
+
+KEY = ClientKey(id="key_0123456789abcdef", hash="h", name="n", budget_usd=1.0)
+
+
+def _refused(spent: SpentKeys) -> bool:
+    try:
+        spent.check(KEY)
+    except RateLimited:
+        return True
+    return False
+
+
+async def test_a_head_without_the_bucket_serves_and_follows_it_once_made(tmp_path: Path) -> None:
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        js = nc.jetstream(timeout=2)
+        spent = SpentKeys(js, retry_s=0.2)
+        view = KeyPolicies(nc, spent=spent)
+        await view.start()  # no bucket: serves on (raised NotFoundError before)
+        try:
+            following_at_start = spent.following
+            assert not following_at_start
+            view.check_budget(KEY)  # nothing refused while nothing is followed
+
+            kv = await js.create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
+            period_id, end = periods.current(KEY.budget_period, time.time())
+            mark = spent_marks.mark_of(KEY, int(1.0 * rk.NANO), period_id, end)
+            assert mark is not None
+            await kv.put(spent_marks.entry_name(KEY.id), spent_marks.encode(mark))
+            await until(lambda: _refused(spent), timeout=10)
+            assert spent.following
+            with pytest.raises(RateLimited):
+                view.check_budget(KEY)
+        finally:
+            await view.stop()
+            await view.stop()  # idempotent
