@@ -32,6 +32,10 @@ from switchyard.schemas.keys import ClientKey
 # ``runtime.definitions.KEY_SPENT_TTL_S``) removes only marks nobody keeps (a deleted key's,
 # or one a stopped gateway did not delete).
 REWRITE_S = 86400.0
+# A head stops refusing by a mark this long before its period ends, by its own clock: a head
+# whose clock is behind (by up to this much) does not refuse a key after its budget reset.
+# A head whose clock is ahead lifts early, which the edges' own check covers for HTTP.
+CLOCK_GRACE_S = 2.0
 
 
 class SpentMark(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -75,7 +79,7 @@ def covers(mark: SpentMark, key: ClientKey, now: float) -> bool:
     """Whether ``mark`` says ``key``, as its record is now, has used up its budget."""
     if mark.key_id != key.id or mark.period != key.budget_period:
         return False
-    if mark.until is not None and now >= mark.until:  # the period reset
+    if mark.until is not None and now >= mark.until - CLOCK_GRACE_S:  # the period reset
         return False
     budget = budget_nano(key)
     return bool(budget) and budget <= mark.spent

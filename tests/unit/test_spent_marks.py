@@ -44,6 +44,15 @@ def test_a_mark_refuses_as_the_edge_does_until_the_period_ends() -> None:
     assert spent_marks.refusal(_mark(key), key, END) is None  # the period reset
 
 
+def test_a_head_lifts_a_mark_a_little_before_its_period_ends() -> None:
+    """A head whose clock is behind by up to ``CLOCK_GRACE_S`` does not refuse a key whose
+    budget already reset (by the gateway's clock, the edges')."""
+    key = _key()
+    assert spent_marks.CLOCK_GRACE_S == 2.0
+    assert spent_marks.refusal(_mark(key), key, END - 2.5) is not None
+    assert spent_marks.refusal(_mark(key), key, END - 1.0) is None
+
+
 def test_a_raised_budget_or_another_period_lifts_it_and_a_lowered_one_does_not() -> None:
     key = _key()
     mark = _mark(key, spent_usd=5.5)
