@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchyard.bus import subjects
 from switchyard.errors import RateLimited
 from switchyard.limits import keys as rk
 from switchyard.limits import periods, spent_marks
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.metrics import Metrics
 from switchyard.schemas.keys import ClientKey
 from switchyard.workers.head.keys import KeyPolicies
 from switchyard.workers.head.spent_keys import SpentKeys
@@ -36,16 +39,29 @@ def _refused(spent: SpentKeys) -> bool:
     return False
 
 
+def _held(metrics: Metrics) -> float:
+    values = [
+        s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.name == sc.HEAD_SPENT_KEYS
+    ]
+    assert len(values) == 1, values
+    return values[0]
+
+
 async def test_a_head_without_the_bucket_serves_and_follows_it_once_made(tmp_path: Path) -> None:
     async with jetstream_server(tmp_path / "js") as (nc, _):
         js = nc.jetstream(timeout=2)
-        spent = SpentKeys(js, retry_s=0.2)
+        metrics = Metrics("head")
+        spent = SpentKeys(js, metrics, retry_s=0.2)
         view = KeyPolicies(nc, spent=spent)
         await view.start()  # no bucket: serves on (raised NotFoundError before)
         try:
             following_at_start = spent.following
             assert not following_at_start
             view.check_budget(KEY)  # nothing refused while nothing is followed
+            assert _held(metrics) == 0
 
             kv = await js.create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
             period_id, end = periods.current(KEY.budget_period, time.time())
@@ -56,6 +72,11 @@ async def test_a_head_without_the_bucket_serves_and_follows_it_once_made(tmp_pat
             assert spent.following
             with pytest.raises(RateLimited):
                 view.check_budget(KEY)
+            assert _held(metrics) == 1  # the gauge of marks held
+
+            await kv.delete(spent_marks.entry_name(KEY.id))
+            await until(lambda: not _refused(spent), timeout=10)
+            assert _held(metrics) == 0
         finally:
             await view.stop()
             await view.stop()  # idempotent

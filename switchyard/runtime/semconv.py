@@ -87,6 +87,7 @@ COOLDOWNS_STARTED = "switchyard_cooldowns_total"  # deployment
 COOLDOWN_ACTIVE = "switchyard_deployment_cooldown_active"  # deployment (0/1)
 COOLDOWN_SECONDS = "switchyard_deployment_cooldown_seconds"  # deployment: seconds left
 ROUTE_TABLE_REVISION = "switchyard_route_table_revision"
+HEAD_SPENT_KEYS = "switchyard_head_spent_keys"  # spent marks a head holds
 OUTCOME = "outcome"
 ALIAS = "alias"
 FALLBACK = "fallback"

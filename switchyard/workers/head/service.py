@@ -102,7 +102,7 @@ class Head:
         self.settings = settings
         self.router = Router(settings.route_table)
         self.cooldowns = CooldownBook(self.js)
-        self.keys = KeyPolicies(nc, spent=SpentKeys(self.js))  # + spent budgets (NATS callers)
+        self.keys = KeyPolicies(nc, spent=SpentKeys(self.js, metrics))  # + spent budgets
         self.admission = Admission(self.js, enabled=settings.routing.fair_queueing)
         self.stats = HeadMetrics(metrics, lambda: self.router, self.cooldowns)
         self.stats.routed(settings.route_table)

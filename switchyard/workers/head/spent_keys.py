@@ -25,7 +25,9 @@ from nats.js import JetStreamContext
 from switchyard.bus import subjects
 from switchyard.limits import spent_marks
 from switchyard.limits.spent_marks import SpentMark
+from switchyard.runtime import semconv as sc
 from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
 from switchyard.schemas.keys import ClientKey
 
@@ -39,12 +41,22 @@ _FOLLOW_ERRORS = (NatsError, TimeoutError, OSError)
 
 
 class SpentKeys:
-    def __init__(self, js: JetStreamContext, *, retry_s: float = RETRY_S) -> None:
+    def __init__(
+        self, js: JetStreamContext, metrics: Metrics | None = None, *, retry_s: float = RETRY_S
+    ) -> None:
         self._js = js
         self._retry_s = retry_s
         self._marks: dict[str, SpentMark] = {}  # key id -> mark
         self._follower: KvFollower | None = None  # set once following
         self._loops = TaskSupervisor("spent-keys")
+        if metrics is not None:
+            metrics.gauge_callback(
+                sc.HEAD_SPENT_KEYS,
+                "Spent marks this head holds: keys it refuses while their mark covers them "
+                "(0 while it cannot follow the sy_key_spent bucket).",
+                (),
+                lambda: [((), float(len(self._marks)))],
+            )
 
     @property
     def following(self) -> bool:
