@@ -43,6 +43,7 @@ class SpentWriter:
         self._js = js
         self._written: dict[str, tuple[SpentMark, float]] = {}  # key id -> mark, when
         self._warn = Throttle(WARN_EVERY_S)
+        self._timed_out = False  # a write of this scan had no answer: the rest wait
 
     @property
     def written(self) -> dict[str, SpentMark]:
@@ -51,14 +52,19 @@ class SpentWriter:
 
     async def sync(self, marks: Iterable[SpentMark], now: float | None = None) -> None:
         """Write the marks that are new or changed (or due again), delete those gone. A write
-        that fails is tried again at the next scan (and logged at most every minute)."""
+        that fails is tried again at the next scan (and logged at most every minute); the
+        first that times out ends the scan's writes, so a bucket that cannot be written
+        costs a scan one timeout, not one per spent key."""
         moment = time.monotonic() if now is None else now
         current = {mark.key_id: mark for mark in marks}
+        self._timed_out = False
         for key_id, mark in current.items():
             before = self._written.get(key_id)
             fresh = before is not None and moment - before[1] < spent_marks.REWRITE_S
             if before is not None and before[0] == mark and fresh:
                 continue
+            if self._timed_out:
+                return
             # (Spend that grew is written too: a budget raised to under it must still refuse.
             # A refused key's spend stops growing, so this is rare.)
             if await self._publish(key_id, spent_marks.encode(mark)):
@@ -70,6 +76,8 @@ class SpentWriter:
                         mark.period_id,
                     )
         for key_id in [k for k in self._written if k not in current]:
+            if self._timed_out:
+                return
             if await self._publish(key_id, b"", delete=True):
                 del self._written[key_id]
 
@@ -78,6 +86,10 @@ class SpentWriter:
         try:
             await self._js.publish(_subject(key_id), data, headers=headers)
         except (NatsError, TimeoutError) as exc:
+            # No answer (nats-py's TimeoutError is both): the bucket cannot be written now
+            # (the older NATS config, or CORE unavailable). The scan's other writes would
+            # each wait as long, so they wait for the next scan.
+            self._timed_out = isinstance(exc, TimeoutError)
             if self._warn.ready():
                 log.warning(
                     "could not %s the spent mark of key %s (%s): NATS callers of keys that "
