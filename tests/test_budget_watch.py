@@ -11,6 +11,7 @@ import secrets
 import time
 from typing import Any
 
+import msgspec
 import pytest
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 
 from switchyard.admin.budget_watch import BudgetWatch
 from switchyard.admin.spend import SpendReader
+from switchyard.admin.spent_writer import SpentWriter
 from switchyard.bus import subjects
 from switchyard.limits import keys as rk
 from switchyard.limits import periods, spent_marks
@@ -57,7 +59,18 @@ async def test_scan_counts_usable_budgeted_keys_and_exports_no_key_label(
         for k in keys:
             watch._on_entry(f"{RECORD_PREFIX}{k.hash}", KEY_ENCODER.encode(k), 1)
         watch._on_entry("unrelated", b"{}", 2)
+        # A mark another gateway (or this one before a restart) left for a key whose spend
+        # is now under its budget (Valkey lost it, an operator lowered it): deleted at the
+        # scan, whoever wrote it.
+        left = SpentWriter(admin.jetstream(timeout=5))
+        left_period, left_until = _period(keys[2].budget_period, now)
+        old = spent_marks.SpentMark(
+            keys[2].id, keys[2].budget_period, left_period, 10**10, left_until
+        )
+        await left.sync([old])
+        assert await _mark(stack, keys[2].id) is not None
         await watch.scan(now)
+        assert await _mark(stack, keys[2].id) is None
 
         samples = {
             (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -74,7 +87,10 @@ async def test_scan_counts_usable_budgeted_keys_and_exports_no_key_label(
         # The used-up key is marked for the heads (NATS callers), the others are not.
         assert list(watch.marks.written) == [keys[1].id]
         period_id, until = _period("daily", now)
-        assert await _mark(stack, keys[1].id) == spent_marks.SpentMark(
+        marked = await _mark(stack, keys[1].id)
+        assert marked is not None
+        assert abs(marked.written_at - time.time()) < 60  # stamped when written
+        assert msgspec.structs.replace(marked, written_at=0.0) == spent_marks.SpentMark(
             keys[1].id, "daily", period_id, spent=int(10.0 * rk.NANO), until=until
         )
 

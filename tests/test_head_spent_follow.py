@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -67,6 +68,7 @@ async def test_a_head_without_the_bucket_serves_and_follows_it_once_made(tmp_pat
             period_id, end = periods.current(KEY.budget_period, time.time())
             mark = spent_marks.mark_of(KEY, int(1.0 * rk.NANO), period_id, end)
             assert mark is not None
+            mark = msgspec.structs.replace(mark, written_at=time.time())  # as the writer does
             await kv.put(spent_marks.entry_name(KEY.id), spent_marks.encode(mark))
             await until(lambda: _refused(spent), timeout=10)
             assert spent.following

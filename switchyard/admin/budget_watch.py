@@ -127,11 +127,14 @@ class BudgetWatch:
         spent = await self._spend.period_spend(keys, moment)
         self.near = count_near([k.budget_usd for k in keys], spent, sc.BUDGET_THRESHOLDS)
         self.with_budget = len(keys)
-        marks = (
+        marks = [
             spent_marks.mark_of(key, used, *periods.current(key.budget_period, moment))
             for key, used in zip(keys, spent, strict=True)
+        ]
+        await self.marks.sync(
+            [mark for mark in marks if mark is not None],
+            [key.id for key, mark in zip(keys, marks, strict=True) if mark is None],
         )
-        await self.marks.sync(mark for mark in marks if mark is not None)
 
     async def _scan_logged(self) -> None:
         try:

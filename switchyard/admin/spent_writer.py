@@ -1,12 +1,15 @@
 """Writes the spent marks the heads refuse NATS callers by (:mod:`switchyard.limits.spent_marks`).
 
 The budget watch hands over, after each scan, the marks of every usable budgeted key whose
-spend reached its budget. A mark is written when new (a key just spent its budget, or spent
-a budget raised since), again daily while true (the bucket's TTL removes marks nobody keeps),
-and deleted when its key no longer has one: the budget was raised or removed, the period
-reset, or the key was revoked or deleted. Only what this process wrote is deleted (after a
-restart a mark left behind refuses nothing once its period ended or its key's budget changed,
-and the bucket's TTL removes it).
+spend reached its budget, and the ids of the other usable budgeted keys. A mark is written
+when new (a key just spent its budget, or spent a budget raised since), again every
+``spent_marks.REWRITE_S`` while true, stamped with the time (heads ignore a mark nobody
+rewrote for ``spent_marks.STALE_S``), and deleted when its key no longer has one: the budget
+was raised or removed, the period reset, the spend went down, or the key was revoked or
+deleted. A mark this process did not write (another gateway's, or one left by this gateway
+before a restart) is deleted too when its key is seen not spent: once per key in the life of
+the process (a delete of a mark that is not there costs the bucket a small delete marker),
+at most ``SWEEP_PER_SCAN`` per scan.
 
 The bucket is CORE's; the admin identity publishes into it through a write-only import
 (``natsconf``), so writes are JetStream publishes on the bucket's subjects, and a delete is
@@ -17,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+import msgspec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
@@ -30,6 +34,7 @@ from switchyard.runtime.throttle import Throttle
 log = logging.getLogger("switchyard.admin.budget")
 
 WARN_EVERY_S = 60.0
+SWEEP_PER_SCAN = 100  # deletes of marks this process did not write, per scan at most
 
 
 def _subject(key_id: str) -> str:
@@ -39,9 +44,11 @@ def _subject(key_id: str) -> str:
 class SpentWriter:
     """Keeps the spent-marks bucket in step with the marks of each scan."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, clock: Callable[[], float] = time.time) -> None:
         self._js = js
+        self._clock = clock  # the marks' written_at (unix time)
         self._written: dict[str, tuple[SpentMark, float]] = {}  # key id -> mark, when
+        self._clean: set[str] = set()  # unspent keys whose mark this process deleted
         self._warn = Throttle(WARN_EVERY_S)
         self._timed_out = False  # a write of this scan had no answer: the rest wait
 
@@ -50,13 +57,17 @@ class SpentWriter:
         """The marks this process wrote and did not delete since."""
         return {key_id: mark for key_id, (mark, _) in self._written.items()}
 
-    async def sync(self, marks: Iterable[SpentMark], now: float | None = None) -> None:
-        """Write the marks that are new or changed (or due again), delete those gone. A write
-        that fails is tried again at the next scan (and logged at most every minute); the
-        first that times out ends the scan's writes, so a bucket that cannot be written
-        costs a scan one timeout, not one per spent key."""
+    async def sync(
+        self, marks: Iterable[SpentMark], unspent: Iterable[str] = (), now: float | None = None
+    ) -> None:
+        """Write the marks that are new or changed (or due again), delete those gone, and
+        those of the ``unspent`` keys (budgeted, usable, not spent) that this process did not
+        delete yet. A write that fails is tried again at the next scan (and logged at most
+        every minute); the first that times out ends the scan's writes, so a bucket that
+        cannot be written costs a scan one timeout, not one per spent key."""
         moment = time.monotonic() if now is None else now
         current = {mark.key_id: mark for mark in marks}
+        self._clean.intersection_update(unspent := set(unspent))
         self._timed_out = False
         for key_id, mark in current.items():
             before = self._written.get(key_id)
@@ -67,7 +78,8 @@ class SpentWriter:
                 return
             # (Spend that grew is written too: a budget raised to under it must still refuse.
             # A refused key's spend stops growing, so this is rare.)
-            if await self._publish(key_id, spent_marks.encode(mark)):
+            stamped = msgspec.structs.replace(mark, written_at=self._clock())
+            if await self._publish(key_id, spent_marks.encode(stamped)):
                 self._written[key_id] = (mark, moment)
                 if before is None:
                     log.info(
@@ -80,6 +92,14 @@ class SpentWriter:
                 return
             if await self._publish(key_id, b"", delete=True):
                 del self._written[key_id]
+                if key_id in unspent:
+                    self._clean.add(key_id)
+        swept = [k for k in unspent if k not in self._clean and k not in self._written]
+        for key_id in swept[:SWEEP_PER_SCAN]:
+            if self._timed_out:
+                return
+            if await self._publish(key_id, b"", delete=True):
+                self._clean.add(key_id)
 
     async def _publish(self, key_id: str, data: bytes, *, delete: bool = False) -> bool:
         headers = {"KV-Operation": "DEL"} if delete else None

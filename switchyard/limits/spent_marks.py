@@ -13,9 +13,16 @@ means for a request is decided against the key's record as the head holds it now
 (:func:`refusal`): a mark refuses only while its period lasts (``until``), and only while the
 key's budget, in the same kind of period, is at most ``spent``. Raising the budget (or
 changing its period, or removing it) therefore lifts the refusal at once at every head, with
-the key record's change; the watch deletes the mark at its next scan. A mark left behind (a
-gateway stopped before its next scan) refuses nothing once its period ended, and the bucket's
-TTL removes it (the watch writes a mark again daily while its key stays spent).
+the key record's change; the watch deletes the mark at its next scan.
+
+A mark also says when it was written (``written_at``, the gateway's clock), and the watch
+writes it again every ``REWRITE_S`` while it stays true; a head ignores a mark not written for
+``STALE_S``. So a mark nobody keeps any more refuses for at most that long: one a stopped
+gateway left behind, one whose key's spend went down without its budget changing (Valkey
+restarted without its data, an operator lowered the counter), and one the bucket's TTL removed
+(which tells no watcher: a head would otherwise hold it until it restarts). A gateway also
+deletes, at its first scans, the marks of the budgeted keys it finds not spent, whoever wrote
+them (:class:`~switchyard.admin.spent_writer.SpentWriter`).
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ from switchyard.errors import RateLimited
 from switchyard.limits.budgets import budget_exceeded, budget_nano, retry_after_s
 from switchyard.schemas.keys import ClientKey
 
-# A mark still true is written again this often, so the bucket's TTL (a week:
-# ``runtime.definitions.KEY_SPENT_TTL_S``) removes only marks nobody keeps (a deleted key's,
-# or one a stopped gateway did not delete).
-REWRITE_S = 86400.0
+# A mark still true is written again this often (``written_at`` anew), so a head can tell a
+# mark somebody keeps from one nobody does (and the bucket's TTL, a week:
+# ``runtime.definitions.KEY_SPENT_TTL_S``, removes only the latter).
+REWRITE_S = 600.0
+# A head ignores a mark written longer ago than this (three rewrites missed; a gateway clock
+# a few minutes off either way does not matter).
+STALE_S = 3 * REWRITE_S
 # A head stops refusing by a mark this long before its period ends, by its own clock: a head
 # whose clock is behind (by up to this much) does not refuse a key after its budget reset.
 # A head whose clock is ahead lifts early, which the edges' own check covers for HTTP.
@@ -44,6 +54,7 @@ class SpentMark(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     period_id: str
     spent: int  # nano-USD spent in the period when read (at least the budget then)
     until: float | None  # unix time the period ends (None: a ``total`` budget, never)
+    written_at: float = 0.0  # unix time the gateway wrote it (0: unknown, taken as stale)
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -80,6 +91,8 @@ def covers(mark: SpentMark, key: ClientKey, now: float) -> bool:
     if mark.key_id != key.id or mark.period != key.budget_period:
         return False
     if mark.until is not None and now >= mark.until - CLOCK_GRACE_S:  # the period reset
+        return False
+    if now - mark.written_at > STALE_S:  # nobody keeps it (see the module docstring)
         return False
     budget = budget_nano(key)
     return bool(budget) and budget <= mark.spent

@@ -23,7 +23,7 @@ def _key(**fields: object) -> ClientKey:
 def _mark(key: ClientKey, spent_usd: float = 5.0, until: float = END) -> spent_marks.SpentMark:
     mark = spent_marks.mark_of(key, int(spent_usd * rk.NANO), "d20270115", until)
     assert mark is not None
-    return mark
+    return msgspec.structs.replace(mark, written_at=NOW - 60)  # as the writer stamps it
 
 
 def test_no_mark_for_a_key_with_budget_left_or_none() -> None:
@@ -49,8 +49,9 @@ def test_a_head_lifts_a_mark_a_little_before_its_period_ends() -> None:
     budget already reset (by the gateway's clock, the edges')."""
     key = _key()
     assert spent_marks.CLOCK_GRACE_S == 2.0
-    assert spent_marks.refusal(_mark(key), key, END - 2.5) is not None
-    assert spent_marks.refusal(_mark(key), key, END - 1.0) is None
+    mark = msgspec.structs.replace(_mark(key), written_at=END - 60)
+    assert spent_marks.refusal(mark, key, END - 2.5) is not None
+    assert spent_marks.refusal(mark, key, END - 1.0) is None
 
 
 def test_a_raised_budget_or_another_period_lifts_it_and_a_lowered_one_does_not() -> None:
@@ -69,6 +70,20 @@ def test_a_total_budget_never_resets_and_its_mark_round_trips() -> None:
     mark = _mark(key, until=float("inf"))
     assert mark.until is None
     assert spent_marks.decode(spent_marks.encode(mark)) == mark
-    refused = spent_marks.refusal(mark, key, NOW + 10**8)
+    later = NOW + 10**8  # years on, the mark kept (rewritten) all along
+    refused = spent_marks.refusal(msgspec.structs.replace(mark, written_at=later - 60), key, later)
     assert refused is not None
     assert refused.retry_after is None
+
+
+def test_a_mark_nobody_rewrote_for_stale_s_refuses_nothing() -> None:
+    """A mark the gateway no longer keeps (written before a restart, spend gone down, removed
+    by the bucket's TTL without a watch event) stops refusing once it is STALE_S old."""
+    key = _key()
+    assert spent_marks.STALE_S >= 3 * spent_marks.REWRITE_S
+    fresh = msgspec.structs.replace(_mark(key), written_at=NOW - spent_marks.STALE_S + 1)
+    assert spent_marks.refusal(fresh, key, NOW) is not None
+    stale = msgspec.structs.replace(_mark(key), written_at=NOW - spent_marks.STALE_S - 1)
+    assert spent_marks.refusal(stale, key, NOW) is None
+    unstamped = msgspec.structs.replace(_mark(key), written_at=0.0)
+    assert spent_marks.refusal(unstamped, key, NOW) is None
