@@ -82,3 +82,21 @@ async def test_a_head_without_the_bucket_serves_and_follows_it_once_made(tmp_pat
         finally:
             await view.stop()
             await view.stop()  # idempotent
+
+
+async def test_a_head_whose_read_of_the_bucket_times_out_serves(tmp_path: Path) -> None:
+    """The older NATS config: the head may not ask about the bucket, so its question goes
+    unanswered (the JetStream API asked under a prefix only a subscriber that never answers
+    listens on stands in for the dropped request)."""
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        silent = await nc.subscribe("$SILENT.API.>")
+        spent = SpentKeys(nc.jetstream(prefix="$SILENT.API", timeout=0.5), retry_s=60)
+        began = time.monotonic()
+        await spent.start()  # raised TimeoutError before
+        try:
+            assert time.monotonic() - began < 5
+            assert not spent.following
+            spent.check(KEY)
+        finally:
+            await spent.stop()
+            await silent.unsubscribe()
