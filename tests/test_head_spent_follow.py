@@ -75,6 +75,14 @@ async def test_a_head_without_the_bucket_serves_and_follows_it_once_made(tmp_pat
             with pytest.raises(RateLimited):
                 view.check_budget(KEY)
             assert _held(metrics) == 1  # the gauge of marks held
+            # A stale mark (nobody rewrote it: its gateway stopped) is held, not counted.
+            other = ClientKey(id="key_fedcba9876543210", hash="h2", name="n2", budget_usd=1.0)
+            stale = msgspec.structs.replace(
+                mark, key_id=other.id, written_at=time.time() - spent_marks.STALE_S - 60
+            )
+            await kv.put(spent_marks.entry_name(other.id), spent_marks.encode(stale))
+            await until(lambda: other.id in spent._marks, timeout=10)
+            assert _held(metrics) == 1
 
             await kv.delete(spent_marks.entry_name(KEY.id))
             await until(lambda: not _refused(spent), timeout=10)

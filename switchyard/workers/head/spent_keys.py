@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
@@ -52,11 +53,18 @@ class SpentKeys:
         if metrics is not None:
             metrics.gauge_callback(
                 sc.HEAD_SPENT_KEYS,
-                "Spent marks this head holds: keys it refuses while their mark covers them "
-                "(0 while it cannot follow the sy_key_spent bucket).",
+                "Spent marks this head holds, kept by a gateway (not stale): keys it refuses "
+                "while their mark covers them (0 while it cannot follow the sy_key_spent "
+                "bucket).",
                 (),
-                lambda: [((), float(len(self._marks)))],
+                lambda: [((), float(self.held()))],
             )
+
+    def held(self, now: float | None = None) -> int:
+        """How many marks are held that are not stale (one the bucket's TTL removed is held
+        until the head restarts, as heads are not told: it is stale by then)."""
+        moment = time.time() if now is None else now
+        return sum(1 for m in self._marks.values() if moment - m.written_at <= spent_marks.STALE_S)
 
     @property
     def following(self) -> bool:
