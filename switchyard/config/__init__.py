@@ -5,6 +5,7 @@ from defaults, the YAML file and ``SWITCHYARD_*`` variables. This package is the
 that reads the environment.
 """
 
+from switchyard.config.backing_settings import CertSettings, OpenBaoSettings, RedisSettings
 from switchyard.config.loader import (
     DEFAULT_CONFIG_FILE,
     config_path,
@@ -17,7 +18,6 @@ from switchyard.config.loader import (
 from switchyard.config.queue_settings import BatchSettings, StreamSettings
 from switchyard.config.settings import (
     AdminSettings,
-    CertSettings,
     HeadSettings,
     HealthSettings,
     IngressSettings,
@@ -25,8 +25,6 @@ from switchyard.config.settings import (
     LoggingSettings,
     ModelProxySettings,
     NatsSettings,
-    OpenBaoSettings,
-    RedisSettings,
     RoutingSettings,
     Settings,
     StackSettings,

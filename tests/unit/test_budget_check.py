@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.config.settings import RedisSettings, Settings
+from switchyard.config import RedisSettings, Settings
 from switchyard.errors import ServiceUnavailable
 from switchyard.limits.budgets import BudgetCheck, budget_exceeded, retry_after_s
 from switchyard.schemas.keys import ClientKey

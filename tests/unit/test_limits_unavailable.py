@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.config.settings import RedisSettings, Settings
+from switchyard.config import RedisSettings, Settings
 from switchyard.errors import ServiceUnavailable
 from switchyard.limits.limiter import Limiter
 from switchyard.schemas.keys import ClientKey
