@@ -16,6 +16,7 @@ import httpx
 import msgspec
 import pytest
 
+from switchyard.admin import key_idempotency
 from switchyard.admin.key_idempotency import (
     Claim,
     IdempotentCreates,
@@ -25,6 +26,7 @@ from switchyard.admin.key_idempotency import (
 )
 from switchyard.admin.keys import KeyAdmin, KeyIdTaken
 from switchyard.bus import identities, subjects
+from switchyard.errors import Conflict
 from switchyard.schemas.keys import new_key_id
 from tests.stacks import Stack
 
@@ -157,10 +159,10 @@ async def test_a_stalled_create_taken_over_never_makes_a_second_key(stack: Stack
         assert isinstance(taken, Claim)
         assert taken.key_id == first.key_id  # the reserved id is kept
         keys = KeyAdmin(nc.jetstream(timeout=10))
-        _, made = await keys.create(name, key_id=taken.key_id, reserve=b.writer(taken))
+        _, made = await keys.create(name, key_id=taken.key_id, reserve=b.writer(taken, _never))
         assert made.id == first.key_id
         with pytest.raises(KeyIdTaken):  # A resumes: the id is B's, A writes nothing
-            await keys.create(name, key_id=first.key_id, reserve=a.writer(first))
+            await keys.create(name, key_id=first.key_id, reserve=a.writer(first, _never))
     finally:
         await nc.close()
     async with asyncio.timeout(10):
@@ -193,5 +195,67 @@ async def test_a_reservation_ages_by_the_time_nats_stored_it(stack: Stack) -> No
         taken = await store.claim(value, digest, _never)
         assert isinstance(taken, Claim)
         assert taken.key_id == ahead.key_id
+    finally:
+        await nc.close()
+
+
+async def test_a_failed_key_write_does_not_hold_its_value_for_a_day(stack: Stack) -> None:
+    """A create took its key id (``w.``) and its key's write failed (a NATS timeout: a 500).
+    Before, every retry past PENDING_S took the reservation over, found the id taken and
+    answered 409 ``idempotency_key_in_use`` for 24 h; now the stale ``w.`` is taken over and
+    the key made, once."""
+    name = f"ci-{secrets.token_hex(4)}"
+    value = secrets.token_hex(16)
+    digest = body_digest({"name": name})
+    nc = await stack.connect(identities.ADMIN.name)
+    try:
+        js = nc.jetstream(timeout=10)
+        a = IdempotentCreates(js, pending_s=0.3)
+        first = await a.claim(value, digest, _never)
+        assert isinstance(first, Claim)
+        assert await a.writing(first, _never)  # ...and its key's write failed: no record
+        b = IdempotentCreates(js, pending_s=0.3)
+        await asyncio.sleep(0.6)
+        taken = await b.claim(value, digest, _never)
+        assert isinstance(taken, Claim)
+        assert taken.key_id == first.key_id
+        keys = KeyAdmin(js)
+        _, made = await keys.create(name, key_id=taken.key_id, reserve=b.writer(taken, _never))
+        assert made.id == first.key_id
+        # A third, past PENDING_S again, with the key there: it writes none.
+        await asyncio.sleep(0.6)
+
+        async def there(_key_id: str) -> bool:
+            return True
+
+        assert not await IdempotentCreates(js, pending_s=0.3).writing(taken, there)
+    finally:
+        await nc.close()
+    async with asyncio.timeout(10):
+        while not (listed := await _named(stack, name)):
+            await asyncio.sleep(0.1)
+    assert [k["id"] for k in listed] == [first.key_id]
+
+
+async def test_a_gateway_clock_ahead_takes_no_create_in_progress_over(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ages are the NATS server's now less the stored time: a gateway whose clock runs two
+    minutes ahead sees a create reserved a moment ago as one in progress (before, it took
+    it over, with the reservation's key id, while the first was still writing)."""
+    value = secrets.token_hex(16)
+    digest = body_digest({"name": "skewed"})
+    nc = await stack.connect(identities.ADMIN.name)
+    try:
+        js = nc.jetstream(timeout=10)
+        first = await IdempotentCreates(js).claim(value, digest, _never)
+        assert isinstance(first, Claim)
+        real = time.time
+        monkeypatch.setattr(
+            key_idempotency, "time", type("Ahead", (), {"time": staticmethod(lambda: real() + 120)})
+        )
+        with pytest.raises(Conflict) as refused:
+            await IdempotentCreates(js).claim(value, digest, _never)
+        assert refused.value.code == "idempotency_key_in_use"
     finally:
         await nc.close()

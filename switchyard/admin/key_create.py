@@ -75,7 +75,13 @@ async def create_key(c: AdminContext, request: Request, raw: bytes, audit: Audit
         return await _from_key(c, store, claim)
     try:
         doc = await _make(
-            c, request, name, fields, key_id=claim.key_id, audit=audit, reserve=store.writer(claim)
+            c,
+            request,
+            name,
+            fields,
+            key_id=claim.key_id,
+            audit=audit,
+            reserve=store.writer(claim, made),
         )
     except KeyIdTaken:  # another replica took this create over (or it was ours, stalled)
         if await made(claim.key_id):

@@ -26,8 +26,12 @@ A takeover keeps the reserved key id, and whoever writes that key first takes th
 (:meth:`IdempotentCreates.writing`, a KV create of ``w.<key id>``, just before the key's own
 write): a gateway that stalled longer than :data:`PENDING_S` and then resumes finds the id
 taken and writes nothing, so one value never makes two keys (before, the takeover chose a new
-id and both wrote theirs). The reservation's age is the time NATS stored it, not the
-writer's clock (a writer whose clock ran ahead made it look fresh, or stale, too long).
+id and both wrote theirs). A ``w.`` entry left by a key write that failed (a NATS timeout, a
+leader change: a 500) is taken over the same way once it is :data:`PENDING_S` old and its key
+was not made (before, the id stayed taken and every retry was a 409 for a day). Ages are by
+the NATS server's clock alone: the time it stored the entry against the time it stores on a
+probe write (``t.``), never a gateway's clock (one running a minute ahead took creates still
+in progress over, one running behind waited too long).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 from nats.js.errors import (
     BucketNotFoundError,
     KeyWrongLastSequenceError,
@@ -175,7 +180,7 @@ class IdempotentCreates:
                 return Replay(held.answer)
             if await made(held.key_id):  # made, its answer not stored: answered from the key
                 return Claim(entry, revision, held, made=True)
-            if time.time() - stored < self._pending_s:
+            if await self._now(kv, entry) - stored < self._pending_s:
                 raise Conflict(
                     f"a create with this {HEADER} is still in progress; try again in a moment",
                     code="idempotency_key_in_use",
@@ -199,6 +204,13 @@ class IdempotentCreates:
 
     async def _stored(self, entry: str) -> tuple[Remembered, int, float] | None:
         """The entry, its revision and when NATS stored it (None: none, or deleted)."""
+        msg = await self._last(entry)
+        if msg is None:
+            return None
+        return _DECODE.decode(msg.data or b"{}"), msg.seq or 0, _stored_at(msg)
+
+    async def _last(self, entry: str) -> RawStreamMsg | None:
+        """The entry's last message (None: none, or deleted)."""
         bucket = subjects.ADMIN_IDEMPOTENCY_BUCKET
         try:
             msg = await self._js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{entry}")
@@ -206,23 +218,56 @@ class IdempotentCreates:
             return None
         if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
             return None
-        stored = msg.time.timestamp() if isinstance(msg.time, datetime) else 0.0
-        return _DECODE.decode(msg.data or b"{}"), msg.seq or 0, stored
+        return msg
 
-    async def writing(self, claim: Claim) -> bool:
+    async def _now(self, kv: KeyValue, entry: str) -> float:
+        """The NATS server's now: the time it stores on a probe write (``t.`` and the
+        entry's digest). An entry's age is the server's now less its stored time, both by
+        one clock: a gateway whose clock runs ahead must not take a create in progress over
+        (nor one running behind wait long past :data:`PENDING_S`)."""
+        revision = await kv.put("t." + entry.partition(".")[2], b"")
+        msg = await self._js.get_msg(f"KV_{subjects.ADMIN_IDEMPOTENCY_BUCKET}", seq=revision)
+        return _stored_at(msg)
+
+    async def writing(self, claim: Claim, made: Callable[[str], Awaitable[bool]]) -> bool:
         """Take ``claim``'s key id for the key's write, just before it (False: another
         gateway took it, after taking a stalled create over, or the stalled one resumed after
-        the takeover: that one writes the key, this one must not)."""
+        the takeover: that one writes the key, this one must not).
+
+        A ``w.`` entry older than :data:`PENDING_S` whose key was not made (``made``) is
+        a write that failed (a NATS timeout, a leader change: the caller got a 500): taken
+        over, by a compare-and-set on its revision so only one takes it. Kept, it refused
+        every retry of the value for a day (409 ``idempotency_key_in_use``)."""
         kv = await self._bucket()
+        name = "w." + claim.key_id
         try:
-            await kv.create("w." + claim.key_id, claim.entry.encode())
+            await kv.create(name, claim.entry.encode())
+        except KeyWrongLastSequenceError:
+            pass
+        else:
+            return True
+        held = await self._last(name)
+        if held is None:  # expired meanwhile: a retry takes it anew
+            return False
+        if await self._now(kv, claim.entry) - _stored_at(held) < self._pending_s:
+            return False  # another gateway is writing it
+        if await made(claim.key_id):
+            return False
+        return await self._take(kv, name, claim, held.seq or 0)
+
+    @staticmethod
+    async def _take(kv: KeyValue, name: str, claim: Claim, revision: int) -> bool:
+        try:
+            await kv.update(name, claim.entry.encode(), last=revision)
         except KeyWrongLastSequenceError:
             return False
         return True
 
-    def writer(self, claim: Claim) -> Callable[[], Awaitable[bool]]:
+    def writer(
+        self, claim: Claim, made: Callable[[str], Awaitable[bool]]
+    ) -> Callable[[], Awaitable[bool]]:
         """:meth:`writing` for ``claim``, for the key's write to call."""
-        return lambda: self.writing(claim)
+        return lambda: self.writing(claim, made)
 
     async def answered(self, claim: Claim, answer: dict[str, Any]) -> None:
         """Store the answer to ``claim``'s create (``answer`` holds no secret)."""
@@ -234,3 +279,8 @@ class IdempotentCreates:
         """Forget a reservation whose create failed: the same value may be sent again."""
         kv = await self._bucket()
         await kv.delete(claim.entry, last=claim.revision)
+
+
+def _stored_at(msg: RawStreamMsg) -> float:
+    """When NATS stored ``msg`` (by the server's clock)."""
+    return msg.time.timestamp() if isinstance(msg.time, datetime) else 0.0
