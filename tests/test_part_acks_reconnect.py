@@ -7,6 +7,7 @@ with a fresh window, rather than ending the request 499 ``caller_gone``."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from subprocess import DEVNULL
@@ -18,8 +19,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
-from switchyard.bus import replies
+from switchyard.bus import part_acks, replies
 from switchyard.bus.envelope import Envelope
+from switchyard.errors import ApiError
 from switchyard.stack import binaries
 from switchyard.stack.ports import accepting
 from switchyard.workers.modelproxy import whole
@@ -122,3 +124,57 @@ async def test_parts_lost_in_a_reconnect_are_sent_again_not_ended_as_caller_gone
     kinds = [(m.headers or {}).get(h.KIND) for m in came[:-1]]
     assert kinds[-1] == replies.ReplyKind.FINAL.value
     assert b"".join(m.data for m in came[:-2]) == ANSWER  # every part, in order, again
+
+
+async def test_a_replay_whose_parts_keep_being_lost_ends_with_an_error(
+    server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay's send of the parts is cut by a reconnect again, and again: it is sent
+    again while that lasts, at most ``PARTS_SENDS`` times, then the caller gets 502
+    ``stream_interrupted`` and the terminator. Before, the replay's send returned with
+    nothing sent after the second reconnect and the job was acked: the caller got no final,
+    no error, no terminator and waited for its deadline."""
+    monkeypatch.setattr(  # the real send, with a 1 s acknowledgement wait (not 10 s)
+        whole, "send_acked_parts", functools.partial(part_acks.send_acked_parts, wait_s=1.0)
+    )
+    url = f"nats://127.0.0.1:{server.port}"
+    options = {"reconnect_time_wait": 0.1, "max_reconnect_attempts": -1}
+    proxy = await nats.connect(url, **options)
+    caller = await nats.connect(url, **options)
+    came: list[Msg] = []
+    parts = asyncio.Event()
+
+    async def on_reply(msg: Msg) -> None:  # (acknowledges nothing: the parts get lost)
+        came.append(msg)
+        if msg.reply:
+            parts.set()
+
+    async def reconnecting() -> None:  # a reconnect under every send of the parts
+        while True:
+            await parts.wait()
+            parts.clear()
+            await server.stop()
+            await server.start()
+            await until(lambda: proxy.is_connected and caller.is_connected)
+            await caller.flush()
+
+    cuts = asyncio.create_task(reconnecting())
+    try:
+        inbox = caller.new_inbox()
+        await caller.subscribe(inbox, cb=on_reply)
+        await caller.flush()
+        job = _job(proxy, inbox)
+        job.answer = ANSWER
+        await asyncio.wait_for(whole.replay_final(proxy, job, ANSWER), 60)
+        cuts.cancel()
+        await until(lambda: bool(came) and not came[-1].data and not came[-1].headers)
+    finally:
+        cuts.cancel()
+        await caller.close()
+        await proxy.close()
+    error = came[-2]
+    assert (error.headers or {}).get(h.KIND) == replies.ReplyKind.ERROR.value
+    assert b"stream_interrupted" in error.data
+    ended: object = job.answer  # (the error now: a replay sends it, not the parts)
+    assert isinstance(ended, ApiError)
+    assert ended.status == 502

@@ -372,8 +372,9 @@ class Handler:
         connection while its end gets through: the answer is sent again (``_replay``)."""
         return job.unbroken(self.nc)
 
-    async def _answer(self, job: Job, *, end: bool = True) -> None:
-        """Send the final message (or error) of ``job.answer``; the terminator if ``end``."""
+    async def _answer(self, job: Job, *, end: bool = True, replay: bool = False) -> None:
+        """Send the final message (or error) of ``job.answer``; the terminator if ``end``
+        (``replay``: parts lost in a reconnect again are sent again, :mod:`.whole`)."""
         job.ended = end
         if isinstance(job.answer, ApiError):
             await replies.send_error(
@@ -390,7 +391,8 @@ class Handler:
                 priority=job.env.priority,
             )
         elif job.answer is not None:  # (in parts, to a caller that reads them: .whole)
-            await whole.send_final(job.out(self.nc), job, job.answer, end=end)
+            send = whole.replay_final if replay else whole.send_final
+            await send(job.out(self.nc), job, job.answer, end=end)
 
     async def _replay(self, job: Job) -> None:
         """The connection to NATS broke while this request was answered: whatever was in its
@@ -406,7 +408,7 @@ class Handler:
         log.info("replaying an answer sent across a NATS reconnect (%d chunks)", len(job.chunks))
         for seq, payload in enumerate(job.chunks):
             await self._send_chunk(job, seq, payload)
-        await self._answer(job)
+        await self._answer(job, replay=True)
 
     def _send_chunk(self, job: Job, seq: int, payload: bytes) -> Coroutine[Any, Any, None]:
         """A chunk's send, to await (no coroutine of its own per chunk): the first one names

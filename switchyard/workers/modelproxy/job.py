@@ -77,6 +77,8 @@ class Job:
     stop: asyncio.Timeout | None = None
     # Set while its answer goes out in acknowledged parts: a cancel sets it (see .whole).
     parts_stop: asyncio.Event | None = None
+    # Its last send of parts ended in a reconnect that lost them: sent again (see .whole).
+    parts_lost: bool = False
 
     def __post_init__(self) -> None:
         self.chunks = SentChunks(size=estimate.chunk_size(self.env.op))

@@ -13,7 +13,10 @@ To a caller that acknowledges parts (``Sy-Parts-Ack``) they go out with flow con
 not sent, the request ends with ``caller_gone`` (a caller still there learns why) and is
 billed as one whose caller left (499), for what the provider answered. Unless the connection
 reconnected meanwhile: the parts the old socket held were lost, not left unacknowledged, and
-the replay after the reconnect sends them again (the answer stays). The sending has a
+the replay after the reconnect sends them again (the answer stays), up to
+:data:`PARTS_SENDS` times while reconnects keep losing them (:func:`replay_final`), then
+ends with 502 ``stream_interrupted`` and the terminator (a caller must not be left waiting
+for a final that never comes). The sending has a
 cutoff, the request's deadline and at most :data:`~switchyard.bus.part_acks.SEND_MAX_S`: it
 holds a dispatch slot and the whole answer, so a caller acknowledging just often enough must
 not hold them long (past the deadline it ends 504 ``deadline_exceeded``, else 499
@@ -103,6 +106,7 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
             # the replay after a reconnect (the handler's) sends its parts again, with a
             # fresh window.
             log.info("parts of an answer lost in a NATS reconnect (%s): sent again", exc)
+            job.parts_lost = True
             return
         log.info(
             "a caller stopped acknowledging its answer's parts (%s): the request is stopped", exc
@@ -127,6 +131,29 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
     await _final(nc, job, b"", count, end=end, delivery=job.delivery)
 
 
+async def replay_final(nc: NATS, job: Job, body: bytes, *, end: bool = True) -> None:
+    """The replay's send of ``body`` (:func:`send_final`), again while a reconnect loses its
+    parts, :data:`PARTS_SENDS` times in all; then the caller is told (502
+    ``stream_interrupted``, and the terminator), not left to wait for its deadline."""
+    for _ in range(PARTS_SENDS):
+        job.parts_lost = False
+        await send_final(nc, job, body, end=end)
+        if not job.parts_lost:
+            return
+    log.warning("an answer's parts were lost in %d NATS reconnects: not sent", PARTS_SENDS)
+    job.answer = interrupted = ApiError(PARTS_LOST, code="stream_interrupted", status=502)
+    await replies.send_error(
+        nc,
+        job.reply,
+        interrupted,
+        deployment=job.deployment_id,
+        attempts=job.attempts,
+        end=end,
+        request_id=job.env.request_id,
+        priority=job.env.priority,
+    )
+
+
 async def _left(nc: NATS, job: Job) -> None:
     """The end of an answer whose caller left while its parts went out, as the handler ends
     one whose caller left before (``caller_gone`` first to one that stopped answering
@@ -138,6 +165,11 @@ async def _left(nc: NATS, job: Job) -> None:
         await replies.end_stream(nc, job.reply)
 
 
+PARTS_SENDS = 3  # sends of an answer's parts whose reconnects lose them, at most
+PARTS_LOST = (
+    "the connection carrying this answer's parts kept reconnecting while they were sent; "
+    "retry the request"
+)
 LATE = (
     "the request deadline passed before its caller acknowledged the parts of its answer "
     "(docs/nats-api.md, 'Answers in parts')"
