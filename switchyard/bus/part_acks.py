@@ -17,7 +17,8 @@ A caller that acknowledges nothing for :data:`ACK_WAIT_S` (it crashed, dropped i
 its event loop is stuck) is taken for gone: :class:`Unacknowledged` stops the sending, and
 its model-proxy ends the request with ``caller_gone`` instead of the rest of the answer.
 So is one that acknowledges, but too slowly to be sent the whole answer by a cutoff (its
-model-proxy's: the request's deadline, and at most :data:`SEND_MAX_S`): the send holds a
+model-proxy's: the request's deadline, and at most :func:`send_limit`, :data:`SEND_MAX_S`
+and a second per MiB of the answer): the send holds a
 dispatch slot and the whole answer in memory, and a caller acknowledging a part every
 9.9 s must not hold them for ten minutes. A caller that cancels stops it at once.
 """
@@ -36,18 +37,29 @@ __all__ = [
     "ACK_WAIT_S",
     "PART_BYTES",
     "SEND_MAX_S",
+    "SEND_RATE",
     "WINDOW",
     "Stopped",
     "Unacknowledged",
     "send_acked_parts",
+    "send_limit",
 ]
 
 WINDOW = 2  # parts sent and not yet acknowledged, at most
 PART_BYTES = 1024 * 1024  # each part's most bytes (a message carries 8 MiB: kept smaller)
 ACK_WAIT_S = 10.0  # the longest the oldest part sent waits for its acknowledgement
-SEND_MAX_S = 120.0  # the longest a whole answer's parts take, acknowledgements and all
+SEND_MAX_S = 120.0  # the longest a whole answer's parts take, acknowledgements and all...
+SEND_RATE = 1024 * 1024  # ...and a second more per MiB of the answer (bytes a second)
 _STATUS = "Status"  # nats-server's status header...
 _NO_RESPONDERS = "503"  # ...saying nobody listens where the part went
+
+
+def send_limit(size: int) -> float:
+    """The longest the parts of an answer of ``size`` bytes may take: :data:`SEND_MAX_S`
+    and a second per MiB (:data:`SEND_RATE`). A flat cutoff cut large answers that a caller
+    read as fast as it could (``modelproxy.max_answer_bytes`` of 1 GB in 120 s needs
+    8 MiB/s); the request's deadline still bounds it (its model-proxy's)."""
+    return SEND_MAX_S + size / SEND_RATE
 
 
 class Unacknowledged(Exception):

@@ -17,7 +17,8 @@ the replay after the reconnect sends them again (the answer stays), up to
 :data:`PARTS_SENDS` times while reconnects keep losing them (:func:`replay_final`), then
 ends with 502 ``stream_interrupted`` and the terminator (a caller must not be left waiting
 for a final that never comes). The sending has a
-cutoff, the request's deadline and at most :data:`~switchyard.bus.part_acks.SEND_MAX_S`: it
+cutoff, the request's deadline and at most :func:`~switchyard.bus.part_acks.send_limit`
+(120 s and a second per MiB): it
 holds a dispatch slot and the whole answer, so a caller acknowledging just often enough must
 not hold them long (past the deadline it ends 504 ``deadline_exceeded``, else 499
 ``caller_gone``); a cancel stops it at once (billed as a cancel, as before the answer).
@@ -34,7 +35,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import replies
-from switchyard.bus.part_acks import SEND_MAX_S, Stopped, Unacknowledged, send_acked_parts
+from switchyard.bus.part_acks import Stopped, Unacknowledged, send_acked_parts, send_limit
 from switchyard.bus.parts import answer_room, send_parts
 from switchyard.errors import ApiError, DeadlineExceeded
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
@@ -90,7 +91,8 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
     if job.cancelled:  # (a replay of an answer whose caller left meanwhile)
         await _left(nc, job)
         return
-    send_s = SEND_MAX_S if not job.deadline else min(SEND_MAX_S, job.deadline - time.time())
+    limit_s = send_limit(len(body))
+    send_s = limit_s if not job.deadline else min(limit_s, job.deadline - time.time())
     job.parts_stop = stop = asyncio.Event()
     reconnects = nc.stats["reconnects"]
     try:
@@ -111,8 +113,9 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
         log.info(
             "a caller stopped acknowledging its answer's parts (%s): the request is stopped", exc
         )
-        timed_out = exc.late and send_s < SEND_MAX_S  # the cutoff was the deadline
-        gone = DeadlineExceeded(LATE) if timed_out else unacknowledged(late=exc.late)
+        timed_out = exc.late and send_s < limit_s  # the cutoff was the deadline
+        late_s = limit_s if exc.late else None
+        gone = DeadlineExceeded(LATE) if timed_out else unacknowledged(late_s=late_s)
         job.status = gone.status  # billed (499: as a caller that left) for what was answered
         job.answer = gone  # (a replay sends this, not the parts again)
         await replies.send_error(
@@ -176,11 +179,13 @@ LATE = (
 )
 
 
-def unacknowledged(*, late: bool = False) -> ApiError:
-    """What a request whose caller stopped acknowledging its answer's parts ends with (or,
-    ``late``, acknowledged them too slowly for all to go out within the cutoff)."""
+def unacknowledged(*, late_s: float | None = None) -> ApiError:
+    """What a request whose caller stopped acknowledging its answer's parts ends with (or
+    acknowledged them too slowly for all to go out within the cutoff, ``late_s``)."""
     why = (
-        f"too slowly for the whole answer to be sent within {SEND_MAX_S:g} s" if late else "in time"
+        "in time"
+        if late_s is None
+        else f"too slowly for the whole answer to be sent within {late_s:.0f} s"
     )
     return ApiError(
         f"the request was stopped: its caller did not acknowledge the parts of its answer {why} "
