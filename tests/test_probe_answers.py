@@ -19,6 +19,7 @@ from switchyard.bus import headers as h
 from switchyard.bus import replies, subjects
 from switchyard.bus.part_acks import Unacknowledged, send_acked_parts
 from switchyard.bus.parts import send_parts
+from switchyard.bus.probe_answers import ProbeAnswers
 from switchyard.client import LLMClient
 from switchyard.errors import ApiError
 from switchyard.stack import binaries
@@ -167,3 +168,111 @@ async def test_a_client_refused_its_part_acknowledgements_stops_announcing_them(
             await asyncio.gather(*tasks, return_exceptions=True)
     assert [(m.headers or {}).get(h.PARTS_ACK) for m in came] == ["1", None, None]
     assert llm.probes.refused
+
+
+def _config(port: int, conf: Path, *, responses: bool) -> Path:
+    """:func:`_old_config`'s, or (``responses``) one rendered again: ``a`` may answer
+    requests (``allow_responses``)."""
+    allowed = " allow_responses: true," if responses else ""
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\nauthorization {{ users = [\n"
+        ' { user: a, password: a, permissions: { publish: { allow: ["llm.>"] },'
+        f'{allowed} subscribe: {{ allow: [">"] }} }} }},\n {{ user: b, password: b }} ] }}\n'
+    )
+    return conf
+
+
+async def _serving(port: int, conf: Path, *, responses: bool) -> asyncio.subprocess.Process:
+    """A nats-server on ``port`` with :func:`_config`'s config."""
+    path = _config(port, conf, responses=responses)
+    server = await asyncio.create_subprocess_exec(
+        str(binaries.nats_server()), "-c", str(path), stdout=DEVNULL, stderr=DEVNULL
+    )
+    await accepting(port)
+    return server
+
+
+async def test_a_refusal_is_forgotten_after_a_reconnect_or_a_while(tmp_path: Path) -> None:
+    """One refusal (a reconnect to a server not yet given the new config, in a rolling
+    reload) turned part acknowledgements off for the life of the process. Now a reconnect
+    (here: to a server with ``allow_responses``) has the client announce them again, and so
+    does the passing of ``RETRY_S`` (a config reloaded in place reconnects nobody)."""
+    answer = bytes(range(256)) * 400  # 100 KB, in parts of 16 KiB
+    came: list[Msg] = []
+    port = free_port()
+    server = await _serving(port, tmp_path / "nats.conf", responses=False)
+    options = {"reconnect_time_wait": 0.1, "max_reconnect_attempts": -1}
+    try:
+        proxy = await nats.connect(f"nats://b:b@127.0.0.1:{port}", **options)
+        nc = await nats.connect(f"nats://a:a@127.0.0.1:{port}", **options)
+
+        async def serve(msg: Msg) -> None:
+            came.append(msg)
+            assert msg.reply
+            await replies.send_accepted(proxy, msg.reply)
+            try:
+                count = await send_acked_parts(
+                    proxy, msg.reply, answer, 16 * 1024, "1.1", wait_s=0.5
+                )
+            except Unacknowledged:
+                gone = ApiError("no acknowledgement", code="caller_gone", status=499)
+                await replies.send_error(proxy, msg.reply, gone)
+                return
+            await replies.send_final(proxy, msg.reply, b"", chunks=count, delivery="1.1")
+
+        tasks: list[asyncio.Task[None]] = []
+
+        async def on_request(msg: Msg) -> None:
+            if (msg.headers or {}).get(h.PARTS_ACK) == "1":
+                tasks.append(asyncio.create_task(serve(msg)))
+            else:  # (back-to-back parts: not what this test is about)
+                came.append(msg)
+                await replies.send_error(proxy, msg.reply or "", ApiError("no", status=500))
+
+        await proxy.subscribe(subjects.CHAT, cb=on_request)
+        await proxy.flush()
+        llm = LLMClient(nc, max_answer_bytes=10**6, api_key="sk-sy-old")
+        await llm.start()
+        try:
+            with pytest.raises(ApiError) as first:  # acknowledged, refused: stopped
+                await llm.request(subjects.CHAT, b"{}")
+            assert first.value.status == 499
+            assert llm.probes.seen_refused()
+            server.terminate()
+            await server.wait()
+            server = await _serving(port, tmp_path / "nats.conf", responses=True)
+            await until(lambda: nc.is_connected and proxy.is_connected, timeout=10)
+            await proxy.flush()
+            assert (await llm.request(subjects.CHAT, b"{}")).body == answer  # acked again
+            assert not llm.probes.refused
+        finally:
+            await llm.close()
+            await nc.close()
+            await proxy.close()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        server.terminate()
+        await server.wait()
+    assert [(m.headers or {}).get(h.PARTS_ACK) for m in came] == ["1", "1"]
+
+
+async def test_a_refusal_is_tried_again_after_retry_s(tmp_path: Path) -> None:
+    port = free_port()
+    server = await _serving(port, tmp_path / "nats.conf", responses=False)
+    try:
+        nc = await nats.connect(f"nats://a:a@127.0.0.1:{port}", max_reconnect_attempts=1)
+        try:
+            answers = ProbeAnswers(nc, retry_s=0.5)
+            await answers.answer("_R_.denied.0")
+            await nc.flush()
+            await until(answers.seen_refused)
+            await asyncio.sleep(0.6)
+            assert not answers.seen_refused()  # the same refusal is not counted twice
+            await answers.answer("_R_.denied.1")
+            await nc.flush()
+            await until(answers.seen_refused)  # refused again: off again
+        finally:
+            await nc.close()
+    finally:
+        server.terminate()
+        await server.wait()
