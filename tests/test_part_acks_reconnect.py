@@ -11,6 +11,7 @@ import functools
 import time
 from collections.abc import AsyncIterator
 from subprocess import DEVNULL
+from typing import Any
 
 import nats
 import pytest
@@ -25,6 +26,8 @@ from switchyard.errors import ApiError
 from switchyard.stack import binaries
 from switchyard.stack.ports import accepting
 from switchyard.workers.modelproxy import whole
+from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
+from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.handler import replay_needed
 from switchyard.workers.modelproxy.heartbeat import InFlight
 from switchyard.workers.modelproxy.job import Job
@@ -178,3 +181,47 @@ async def test_a_replay_whose_parts_keep_being_lost_ends_with_an_error(
     ended: object = job.answer  # (the error now: a replay sends it, not the parts)
     assert isinstance(ended, ApiError)
     assert ended.status == 502
+
+
+async def test_a_cancel_after_the_last_part_leaves_the_answer_delivered(
+    server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that lands once every part went out, while the send cleans up (its
+    unsubscribe can yield, ``job.parts_stop`` still set), came too late to stop anything:
+    the final goes out and the job is not marked cancelled (before, it was: counted as
+    cancelled, not answered, and a replay sent the end of a caller gone instead of the
+    parts, though the answer was delivered). The cancel is
+    made to land there by the real send's wrapper, as ``Cancels`` lands one."""
+    real = part_acks.send_acked_parts
+
+    async def then_cancelled(*args: Any, **kwargs: Any) -> int:
+        count = await real(*args, **kwargs)
+        Cancels.gone(job)  # (during the real one's unsubscribe: parts_stop still set)
+        return count
+
+    monkeypatch.setattr(whole, "send_acked_parts", then_cancelled)
+    url = f"nats://127.0.0.1:{server.port}"
+    proxy = await nats.connect(url)
+    caller = await nats.connect(url)
+    came: list[Msg] = []
+
+    async def on_reply(msg: Msg) -> None:
+        came.append(msg)
+        if msg.reply:
+            await caller.publish(msg.reply, b"")
+
+    try:
+        inbox = caller.new_inbox()
+        await caller.subscribe(inbox, cb=on_reply)
+        await caller.flush()
+        job = _job(proxy, inbox)
+        job.answer = ANSWER
+        await asyncio.wait_for(whole.send_final(proxy, job, ANSWER, end=True), 30)
+        await until(lambda: bool(came) and not came[-1].data and not came[-1].headers)
+    finally:
+        await caller.close()
+        await proxy.close()
+    assert not job.cancelled
+    assert job.status != CLIENT_CLOSED
+    kinds = [(m.headers or {}).get(h.KIND) for m in came[:-1]]
+    assert kinds[-1] == replies.ReplyKind.FINAL.value

@@ -21,7 +21,8 @@ cutoff, the request's deadline and at most :func:`~switchyard.bus.part_acks.send
 (120 s and a second per MiB): it
 holds a dispatch slot and the whole answer, so a caller acknowledging just often enough must
 not hold them long (past the deadline it ends 504 ``deadline_exceeded``, else 499
-``caller_gone``); a cancel stops it at once (billed as a cancel, as before the answer).
+``caller_gone``); a cancel stops it at once (billed as a cancel, as before the answer), and
+one landing after the last part went is too late (the final follows; not marked cancelled).
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
         return
     finally:
         job.parts_stop = None
+    if stop.is_set():  # a cancel after the last part (the send's clean-up can yield): too
+        job.cancelled = False  # late, as one after the final is; the answer is delivered
     await _final(nc, job, b"", count, end=end, delivery=job.delivery)
 
 
