@@ -88,6 +88,7 @@ COOLDOWN_ACTIVE = "switchyard_deployment_cooldown_active"  # deployment (0/1)
 COOLDOWN_SECONDS = "switchyard_deployment_cooldown_seconds"  # deployment: seconds left
 ROUTE_TABLE_REVISION = "switchyard_route_table_revision"
 HEAD_SPENT_KEYS = "switchyard_head_spent_keys"  # spent marks a head holds
+HEAD_SPENT_FOLLOWING = "switchyard_head_spent_following"  # 1 while it follows sy_key_spent
 OUTCOME = "outcome"
 ALIAS = "alias"
 FALLBACK = "fallback"

@@ -10,7 +10,9 @@ The marks are not worth a head that does not serve: one that cannot follow the b
 starts (no ``sy_key_spent`` bucket before ``switchyard provision``, or no read access to it
 before the NATS config is rendered again: a timeout) logs an error and serves on, refusing no
 key for its budget (as before budgets bound NATS callers), and tries again every ``retry_s``
-in the background until it follows the bucket.
+in the background (waiting twice as long each time, up to ``RETRY_MAX_S``, with a warning
+every ``RETRY_MAX_S``) until it follows the bucket; ``switchyard_head_spent_following`` is 0
+meanwhile.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from switchyard.schemas.keys import ClientKey
 log = logging.getLogger("switchyard.head")
 
 
-RETRY_S = 10.0  # how often a head that could not follow the bucket tries again
+RETRY_S = 10.0  # how soon a head that could not follow the bucket tries again...
+RETRY_MAX_S = 300.0  # ...doubling the wait up to this (an old NATS config logs each try)
 # Raised by a follow that could not start: no bucket (NotFoundError is a NatsError), no
 # permission (a timeout), or the connection lost meanwhile.
 _FOLLOW_ERRORS = (NatsError, TimeoutError, OSError)
@@ -58,6 +61,13 @@ class SpentKeys:
                 "bucket).",
                 (),
                 lambda: [((), float(self.held()))],
+            )
+            metrics.gauge_callback(
+                sc.HEAD_SPENT_FOLLOWING,
+                "1 while this head follows the sy_key_spent bucket, 0 while it cannot (it then "
+                "refuses no key for its budget: NATS callers are not bound).",
+                (),
+                lambda: [((), 1.0 if self.following else 0.0)],
             )
 
     def held(self, now: float | None = None) -> int:
@@ -90,7 +100,7 @@ class SpentKeys:
         log.error(
             "cannot follow the %s bucket: NATS callers are not refused when their key's budget "
             "is used up until it can be (run `switchyard provision` and render the NATS config "
-            "after an upgrade); trying again every %.0f s",
+            "after an upgrade); trying again in %.0f s, then less often",
             subjects.KEY_SPENT_BUCKET,
             self._retry_s,
         )
@@ -113,8 +123,17 @@ class SpentKeys:
         return True
 
     async def _follow_later(self) -> None:
+        wait, warned = self._retry_s, time.monotonic()
         while True:
-            await asyncio.sleep(self._retry_s)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, max(RETRY_MAX_S, self._retry_s))
+            if time.monotonic() - warned >= RETRY_MAX_S:
+                warned = time.monotonic()
+                log.warning(
+                    "still cannot follow the %s bucket: NATS callers are not refused when "
+                    "their key's budget is used up (switchyard_head_spent_following is 0)",
+                    subjects.KEY_SPENT_BUCKET,
+                )
             if await self._follow():
                 log.info(
                     "following the %s bucket: spent budgets are refused", subjects.KEY_SPENT_BUCKET
