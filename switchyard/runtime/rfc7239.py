@@ -30,51 +30,50 @@ def for_nodes(header: str) -> list[str | None]:
     over trusted proxies reaches it (as a bad ``X-Forwarded-For`` entry). Empty elements
     (``a, , b``) are skipped, as in every HTTP list.
 
-    Elements are split at the commas outside quoted strings: a proxy's extension value may
-    hold one (``for=192.0.2.1;ext="a,b"``), and splitting there made its hop two unknown ones.
-    A client's odd quote (``for="x``) must not swallow the elements the proxies appended after
-    it, so a header whose quotes do not close splits at every comma, and so does an element
-    that does not parse whole (each of its parts then read on its own: the proxy's element
-    after a client's stray quote still names its hop)."""
-    elements = _split_outside_quotes(header)
-    if elements is None:  # a quote left open: no comma in it can be trusted to be quoted
-        elements = header.split(",")
+    Elements are read from the right, where each proxy appends its own: the right-most element
+    is the shortest tail after a comma that parses whole, quoted strings honoured (a proxy's
+    extension value may hold a comma: ``for=192.0.2.1;ext="a,b"``), then the one left of it,
+    and so on. A client's odd quote (``for="x``) is at the left, so it cannot swallow the
+    elements the proxies appended after it: reading from the left, its quote paired with one
+    in a proxy's element and the proxy's hop came out unknown. Where no tail parses (nor
+    one within ``_MAX_ELEMENT`` characters), all that is left of the header is one unknown
+    element: the walk stops trusting there, as before."""
     nodes: list[str | None] = []
-    for element in elements:
-        if not element.strip(_SPACE):
-            continue
-        node = _element_node(element)
-        if node is False and "," in element:
-            parts = [_element_node(part) for part in element.split(",") if part.strip(_SPACE)]
-            nodes.extend(None if part is False else part for part in parts)
-        else:
-            nodes.append(None if node is False else node)
+    end = len(header)
+    while end > 0:
+        found = _last_element(header, end)
+        if found is None:  # nothing left parses: one unknown hop
+            if header[:end].strip(_SPACE + ","):
+                nodes.append(None)
+            break
+        comma, node, empty = found
+        if not empty:
+            nodes.append(node)
+        end = comma
+    nodes.reverse()
     return nodes
 
 
-def _split_outside_quotes(header: str) -> list[str] | None:
-    r"""``header`` split at the commas outside quoted strings (``\`` escapes the character
-    after it inside one); None when a quoted string is left open at the end."""
-    elements: list[str] = []
-    quoted = escaped = False
-    start = 0
-    for at, char in enumerate(header):
-        if escaped:
-            escaped = False
-        elif quoted:
-            if char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted = True
-        elif char == ",":
-            elements.append(header[start:at])
-            start = at + 1
-    if quoted:
-        return None
-    elements.append(header[start:])
-    return elements
+# An element longer than this is not looked for (a proxy's own is far shorter): it bounds the
+# work a header of many commas can ask for to its commas times this.
+_MAX_ELEMENT = 1024
+
+
+def _last_element(header: str, end: int) -> tuple[int, str | None, bool] | None:
+    """The right-most element of ``header[:end]``: the index of the comma before it (-1 if
+    none), its node, and whether it is empty; None if no tail of at most
+    ``_MAX_ELEMENT`` characters after a comma (or the whole) parses."""
+    comma = end
+    while True:
+        comma = header.rfind(",", 0, comma)
+        element = header[comma + 1 : end]
+        if not element.strip(_SPACE):
+            return comma, None, True
+        node = _element_node(element)
+        if node is not False:
+            return comma, node, False
+        if comma < 0 or len(element) > _MAX_ELEMENT:
+            return None
 
 
 def _element_node(element: str) -> str | Literal[False] | None:

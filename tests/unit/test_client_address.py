@@ -4,6 +4,7 @@ peer is not trusted, and a bad entry in the setting refused when the settings lo
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -274,6 +275,34 @@ def test_a_clients_bad_element_is_one_unknown_hop_left_of_the_proxys(sent: bytes
     assert RFC7239.client(quoted_v6) == "2001:db8:1::7"
     # Reached by the walk (every hop right of it trusted), it leaves the peer as the client.
     assert RFC7239.client(_rfc7239("127.0.0.1", sent, b"for=10.1.2.3")) == "127.0.0.1"
+
+
+def test_a_clients_stray_quote_does_not_pair_with_one_in_the_proxys_element() -> None:
+    """Elements were split from the left: the client's open quote (``for="6.6.6.6``) closed at
+    the proxy's ``ext="`` and the proxy's quoted comma was then outside quotes, so every hop
+    came out unknown and the peer was named the client. Read from the right, where proxies
+    append, the proxy's element is whole."""
+    appended = b'for=198.51.100.9;ext="a,b"'
+    for sent in (b'for="6.6.6.6', b'for="6.6.6.6;x="', b'for=6.6.6.6;ext="x,y", for="z'):
+        same_line = _rfc7239("127.0.0.1", sent + b", " + appended)
+        assert RFC7239.client(same_line) == "198.51.100.9", same_line
+        own_line = _rfc7239("127.0.0.1", sent, appended)
+        assert RFC7239.client(own_line) == "198.51.100.9", own_line
+    # Behind two trusted proxies each with a quoted comma, the client's element is read.
+    two = b'for=203.0.113.7;ext="p,q", for=10.1.2.3;ext="a,b"'
+    assert RFC7239.client(_rfc7239("127.0.0.1", two)) == "203.0.113.7"
+    # Reached by the walk, the client's stray quote is one unknown hop: the peer, as before.
+    reached = _rfc7239("127.0.0.1", b'for="6.6.6.6', b'for=10.1.2.3;ext="a,b"')
+    assert RFC7239.client(reached) == "127.0.0.1"
+
+
+def test_a_header_of_many_commas_is_read_in_bounded_time() -> None:
+    """Each element is looked for within ``_MAX_ELEMENT`` characters of its right end."""
+    junk = b'a=",' * 4000 + b", for=198.51.100.9"
+    started = time.monotonic()
+    assert RFC7239.client(_rfc7239("127.0.0.1", junk)) == "198.51.100.9"
+    assert RFC7239.client(_rfc7239("127.0.0.1", b"x" + b",;a=1" * 4000)) == "127.0.0.1"
+    assert time.monotonic() - started < 2.0
 
 
 def test_forwarded_has_the_same_trust_rule() -> None:
