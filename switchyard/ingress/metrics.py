@@ -194,7 +194,7 @@ class EdgeMetrics:
         their series made by its first request of them, on each edge.
 
         A model label absent from the table at two tellings in a row (an alias that left the
-        table, requested or not; a name a request took that the table never held) gives its
+        table, requested or not; a name a deployment served that the table never held) gives its
         place among the 500 labels back, and its series go (Prometheus marks them stale):
         every alias a table ever held, once requested, kept one, so after enough renames a new
         alias's requests counted as ``_OTHER``. Two tellings, not one: an alias added to the
@@ -275,9 +275,17 @@ class EdgeMetrics:
         kind = status_class(outcome)
         self.by_class[kind] = self.by_class.get(kind, 0) + 1
         operation = sc.OPERATIONS.get(op, sc.OTHER)
-        # A provider's own 4xx passed on (served): the model was routed, so it is an alias.
-        label = sc.OTHER if status in _UNROUTED and not served else self._model(model)
-        if (served or (error is None and status < 400)) and label != sc.OTHER:
+        # A deployment took it (a provider's own 4xx passed on too): the model is an alias,
+        # and may take a label place. Any other name (refused at the edge: 429, 503, 408, the
+        # client left) is one only if it holds a place already (the route table's aliases
+        # hold one from known()): a client's made-up names took places, and as places were
+        # freed new ones took them again, without end.
+        real = served or (error is None and status < 400 and not left)
+        if real:
+            label = self._model(model)
+        else:
+            label = sc.OTHER if status in _UNROUTED else self._model.held(model)
+        if real and label != sc.OTHER:
             self._zero(operation, label)
         self._duration.labels(operation, label, error_type).observe(seconds)
         if label != sc.OTHER:

@@ -48,6 +48,10 @@ class Bounded:
         self._seen.add(value)
         return value
 
+    def held(self, value: str) -> str:
+        """``value`` if it holds a place already, ``_OTHER`` otherwise (it takes none)."""
+        return value if value in self._seen else sc.OTHER
+
     def forget(self, value: str) -> None:
         """Frees ``value``'s place, once its series are gone (an alias that left the route
         table)."""

@@ -254,3 +254,29 @@ def test_an_alias_requested_once_gives_its_label_place_back_when_it_leaves_the_t
     stats.known(["new", "early"])
     assert _value(metrics, DURATION, gen_ai_request_model="early", error_type="") == 1
     assert _aliases_with_series(metrics) == {"new", "early", sc.OTHER}
+
+
+def test_a_clients_made_up_model_names_take_no_label_place() -> None:
+    """A refusal decided at the edge (a key's limit, no head, the deadline, a client that left)
+    gave the client's ``model`` string a label; names left from the table gave their places
+    back, and new junk took them again: thousands of series families in minutes. A name takes
+    a place only when a deployment served it or the route table holds it (known())."""
+    stats, metrics = _edge()
+    stats.known(["real"])
+    for n in range(2000):
+        junk = f"junk-{n}"
+        stats.llm(ROUTE, "chat", junk, status=429, seconds=0.1, error=RateLimited("x"))
+        stats.llm(ROUTE, "chat", junk, status=503, seconds=0.1, error=ServiceUnavailable("x"))
+        stats.llm(ROUTE, "chat", junk, status=408, seconds=0.1, error=DeadlineExceeded("x"))
+        stats.llm(ROUTE, "chat", junk, status=200, seconds=0.1, left=True)
+        if n % 100 == 0:
+            stats.known(["real"])
+    assert _aliases_with_series(metrics) == {"real", sc.OTHER}
+    assert _value(metrics, DURATION, gen_ai_request_model=sc.OTHER) == 8000
+    # The table's alias is refused under its own name; one a deployment served takes a place.
+    stats.llm(ROUTE, "chat", "real", status=429, seconds=0.1, error=RateLimited("x"))
+    stats.llm(ROUTE, "chat", "early", status=200, seconds=0.1)  # before the edge hears of it
+    stats.llm(ROUTE, "chat", "early", status=429, seconds=0.1, error=RateLimited("x"))
+    assert _value(metrics, DURATION, gen_ai_request_model="real", error_type="") == 0
+    assert _value(metrics, DURATION, gen_ai_request_model="real") == 1
+    assert _value(metrics, DURATION, gen_ai_request_model="early") == 2
