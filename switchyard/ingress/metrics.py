@@ -13,7 +13,7 @@ left before its answer ended, whole or streamed, counts with ``error_type`` ``sc
 from __future__ import annotations
 
 import contextlib
-import itertools
+import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client import Counter, Histogram
@@ -69,6 +69,9 @@ ZEROED_CLASSES = (
 )
 # The most model labels known() drops at once (each ~10 series: ~25 ms for 50).
 DROPS_AT_ONCE = 50
+# How long a model label is absent from every telling of the route table before known() drops
+# it: each telling is one head's list, and heads may hold different revisions for a while.
+ABSENT_S = 30.0
 # HTTP's standard methods (RFC 9110 and PATCH); any other is counted as ``_OTHER``.
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
@@ -101,7 +104,7 @@ def refusal_reason(error: ApiError, status: int, *, served: bool = False) -> str
 
 
 class EdgeMetrics:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._http: Counter = metrics.counter(
             sc.HTTP_REQUESTS,
             "HTTP requests by route, method and status.",
@@ -153,9 +156,10 @@ class EdgeMetrics:
         self._zeroed: set[tuple[str, str]] = set()  # (operation, alias) created at 0
         # Each model label's duration series, (operation, error type): what _drop removes.
         self._series: dict[str, set[tuple[str, str]]] = {}
-        # Model labels absent from the route table when known() was last told it: absent
-        # again at the next telling, they give their place back (see known()).
-        self._absent: frozenset[str] = frozenset()
+        # Model labels absent from the route table at the last telling, with when the first
+        # telling in a row without them came: absent ABSENT_S, they go (see known()).
+        self._absent: dict[str, float] = {}
+        self._clock = clock
         for reason in REASONS:
             self._refusals.labels(reason)
         self._requests: dict[tuple[str, int], Counter] = {}
@@ -193,23 +197,27 @@ class EdgeMetrics:
         later one. Other operations (embeddings, text completions) an alias serves still have
         their series made by its first request of them, on each edge.
 
-        A model label absent from the table at two tellings in a row (an alias that left the
-        table, requested or not; a name a deployment served that the table never held) gives its
-        place among the 500 labels back, and its series go (Prometheus marks them stale):
-        every alias a table ever held, once requested, kept one, so after enough renames a new
-        alias's requests counted as ``_OTHER``. Two tellings, not one: an alias added to the
-        table may be requested on this edge before the edge hears of it, and a request of a
-        removed alias that ends after the first telling takes its place again. At most
-        :data:`DROPS_AT_ONCE` labels go at a telling (the rest at the next ones): removing
-        series takes prometheus_client ~50 us each, and a whole table replaced at once held
-        the event loop for a quarter of a second."""
+        A model label absent from every telling for :data:`ABSENT_S` (an alias that left the
+        table, requested or not; a name a deployment served that the table does not hold)
+        gives its place among the 500 labels back, and its series go (Prometheus marks them
+        stale): every alias a table ever held, once requested, kept one, so after enough
+        renames a new alias's requests counted as ``_OTHER``. A time, not a count of tellings:
+        each telling is one head's list, and while heads hold different revisions of the table
+        an alias only the newer ones hold was missing from two answers in a row one time in
+        four, its series dropped and made again. At most :data:`DROPS_AT_ONCE` labels go at a
+        telling (the rest at the next ones): removing series takes prometheus_client ~50 us
+        each, and a whole table replaced at once held the event loop for a quarter of a
+        second."""
         chat = sc.OPERATIONS["chat"]
+        now = self._clock()
         current = set(aliases)
         absent = self._model.values() - current - {sc.OTHER}
-        dropped = set(itertools.islice(absent & self._absent, DROPS_AT_ONCE))
-        for alias in dropped:
+        since = {alias: self._absent.get(alias, now) for alias in absent}
+        due = [alias for alias, first in since.items() if now - first >= ABSENT_S]
+        for alias in due[:DROPS_AT_ONCE]:
             self._drop(alias)
-        self._absent = absent - dropped
+            del since[alias]
+        self._absent = since
         for alias in current:
             label = self._model(alias)
             if label != sc.OTHER and (chat, label) not in self._zeroed:

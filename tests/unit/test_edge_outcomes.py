@@ -27,7 +27,7 @@ from switchyard.errors import (
     ServiceUnavailable,
 )
 from switchyard.ingress.edge import FinalReply, sse_frames
-from switchyard.ingress.metrics import DROPS_AT_ONCE, EdgeMetrics, refusal_reason
+from switchyard.ingress.metrics import ABSENT_S, DROPS_AT_ONCE, EdgeMetrics, refusal_reason
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.metrics import Metrics
 from switchyard.schemas.openai import Usage, error_body
@@ -204,21 +204,40 @@ def _aliases_with_series(metrics: Metrics) -> set[str]:
     }
 
 
+class _Clock:
+    """The edge's monotonic clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _timed_edge() -> tuple[EdgeMetrics, Metrics, _Clock]:
+    metrics, clock = Metrics("tail"), _Clock()
+    return EdgeMetrics(metrics, clock=clock), metrics, clock
+
+
 def test_an_alias_that_left_the_table_unrequested_gives_its_label_place_back() -> None:
     """Every alias the table ever held kept one of the edge's 500 model labels (and its series
     at 0): after enough renames a new alias's requests counted as ``_OTHER``. One that left the
-    table gives both back once it is absent from two tellings in a row."""
-    stats, metrics = _edge()
+    table gives both back once it is absent from every telling for ``ABSENT_S``."""
+    stats, metrics, clock = _timed_edge()
     stats.known(["a", "b"])
     assert _aliases_with_series(metrics) == {"a", "b"}
     stats.llm(ROUTE, "chat", "b", status=200, seconds=0.1)
     stats.known(["c"])
-    assert _aliases_with_series(metrics) == {"a", "b", "c"}  # one telling: kept
+    clock.now += ABSENT_S - 1
+    stats.known(["c"])
+    assert _aliases_with_series(metrics) == {"a", "b", "c"}  # not absent long enough: kept
     assert _value(metrics, DURATION, gen_ai_request_model="b", error_type="") == 1
+    clock.now += 1
     stats.known(["c"])
     assert _aliases_with_series(metrics) == {"c"}
     for n in range(600):  # a table renamed again and again
         stats.known([f"renamed-{n}"])
+        clock.now += ABSENT_S
     stats.known(["real"])
     stats.llm(ROUTE, "chat", "real", status=200, seconds=0.1)
     assert _value(metrics, DURATION, gen_ai_request_model="real", error_type="") == 1
@@ -230,8 +249,8 @@ def test_an_alias_requested_once_gives_its_label_place_back_when_it_leaves_the_t
     """An alias that had a request kept its label (and its series) for ever once it left the
     table: 500 such aliases, and every new alias's requests counted as ``_OTHER``. Its series
     go (all of them: each operation, error class, time to first token) and its place is free;
-    a new alias requested before the edge hears of it keeps its count (absent once only)."""
-    stats, metrics = _edge()
+    a new alias served before the edge hears of it keeps its count (absent only briefly)."""
+    stats, metrics, clock = _timed_edge()
     old = [f"old-{n}" for n in range(500)]
     stats.known(old)
     for alias in old:
@@ -240,20 +259,43 @@ def test_an_alias_requested_once_gives_its_label_place_back_when_it_leaves_the_t
     stats.llm(ROUTE, "chat", "new", status=200, seconds=0.1)
     assert _value(metrics, DURATION, gen_ai_request_model=sc.OTHER) == 1  # all 500 taken
     stats.known(["new"])
+    clock.now += ABSENT_S
     stats.known(["new"])  # 50 go at a telling: the event loop is not held long
     assert len(_aliases_with_series(metrics) - {"new", sc.OTHER}) == 500 - DROPS_AT_ONCE
     stats.llm(ROUTE, "chat", "new", status=200, seconds=0.1)
     assert _value(metrics, DURATION, gen_ai_request_model="new", error_type="") == 1
     for _ in range(500 // DROPS_AT_ONCE):
+        clock.now += 2
         stats.known(["new"])
     assert _aliases_with_series(metrics) == {"new", sc.OTHER}
     assert _value(metrics, TTFT, gen_ai_request_model="old-1") == 0
     stats.llm(ROUTE, "chat", "early", status=200, seconds=0.1)  # before the edge hears of it
     stats.known(["new"])
+    clock.now += 2
     stats.known(["new", "early"])
     stats.known(["new", "early"])
     assert _value(metrics, DURATION, gen_ai_request_model="early", error_type="") == 1
     assert _aliases_with_series(metrics) == {"new", "early", sc.OTHER}
+
+
+def test_an_alias_only_some_heads_hold_keeps_its_series_whatever_head_answers() -> None:
+    """Each telling is one head's list: while heads hold different revisions of the table, an
+    alias only the newer ones hold is missing from some answers. Missing from two in a row (one
+    time in four with half the heads behind), it lost its series, made again at the next
+    telling that had it: counts gone and series reborn. It goes only when absent from every
+    telling for ``ABSENT_S``."""
+    stats, metrics, clock = _timed_edge()
+    newer, older = ["a", "added"], ["a"]
+    stats.known(newer)
+    stats.llm(ROUTE, "chat", "added", status=200, seconds=0.1)
+    for told in [older, older, newer, older, older, older, newer] * 4:
+        clock.now += 2  # alias_watch.EVERY_S
+        stats.known(told)
+        assert _value(metrics, DURATION, gen_ai_request_model="added", error_type="") == 1
+    for _ in range(int(ABSENT_S // 2) + 1):  # every head dropped it since
+        clock.now += 2
+        stats.known(older)
+    assert _aliases_with_series(metrics) == {"a"}
 
 
 def test_a_clients_made_up_model_names_take_no_label_place() -> None:
