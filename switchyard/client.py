@@ -477,6 +477,13 @@ class LLMClient:
         with contextlib.suppress(Exception):  # best effort: the deadline still ends the call
             await self._nc.publish(subjects.CANCEL, b"", headers=headers)
 
+    async def cancel_as(self, env: Envelope, key_hash: str) -> None:
+        """The last cancel of ``env``'s request again, proved with ``key_hash`` (the batch
+        runner's, for a line sent under a rotated key's old hash: see its ``job``)."""
+        attempt = self._cancelled.get(env.request_id)
+        if attempt is not None and key_hash and key_hash != env.key_hash:
+            await self._cancel(env.with_(key_hash=key_hash), attempt)
+
     async def request(
         self,
         subject: str,

@@ -45,6 +45,7 @@ async def batchy(
     # Keep-alives every half second: what tells a line a provider works on from a queued one.
     extra = batch_config(upstream.base_url) | {"modelproxy": {"ack_wait_s": 4, "keepalive_s": 0.5}}
     extra["routes"]["bulk-5s"] = {"deployments": [{"provider": "fake", "model": "slow:5000"}]}
+    extra["routes"]["bulk-15s"] = {"deployments": [{"provider": "fake", "model": "slow:15000"}]}
     # Answers reporting 4 more prompt tokens, read from the prompt cache.
     extra["routes"]["bulk-cached"] = {"deployments": [{"provider": "fake", "model": "cached:4"}]}
     stack = await start_stack(tmp_path_factory.mktemp("batchy"), extra)
@@ -425,6 +426,53 @@ async def test_a_cancel_withdraws_the_lines_still_queued_and_keeps_those_running
     assert ran == 4
     assert done.request_counts.completed == ran == len(output.text.splitlines())
     assert await _settled_requests(batchy, record.id, quiet_s=3.0) == ran
+
+
+async def test_lines_sent_under_a_rotated_keys_old_hash_are_withdrawn_by_a_cancel(
+    batchy: Stack, upstream: FakeOpenAI
+) -> None:
+    """A line read its key's current hash before waiting for a sending slot (a wait of
+    minutes while other batches hold them): rotated meanwhile with no grace, it went out under
+    the old hash, the head stamped it with the new one, and the runner's cancel, proved with
+    the old, was refused by the model-proxy: the line, still queued, ran and was billed after
+    the batch was cancelled. The hash is read in the slot now, and a withdrawn line's cancel
+    is also proved with the key's current hash."""
+    filler_key, _ = await batchy.new_key("batch-slots-filler")
+    key, record = await batchy.new_key("batch-slots-rotated")
+    async with _client(batchy, filler_key) as filler_client, _client(batchy, key) as client:
+        data = _input("slotfill", model="bulk-15s")
+        file = await filler_client.files.create(file=("f.jsonl", data), purpose="batch")
+        filler = await filler_client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        deadline = time.monotonic() + 30
+        while _calls_of(upstream, "slow:15000", "slotfill") < 4:  # its lines hold every slot
+            assert time.monotonic() < deadline, "the filler's lines never reached the provider"
+            await asyncio.sleep(0.05)
+        data = _input("slotwait", model="bulk-15s")
+        file = await client.files.create(file=("w.jsonl", data), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        await _wait_for(client, batch.id, {"in_progress"}, timeout=10)
+        await asyncio.sleep(1.0)  # its lines wait for a slot
+        turned = await batchy.admin("POST", f"/keys/{record.id}/rotate")
+        assert turned.status_code == 200, turned.text
+        await asyncio.sleep(1.2)  # (the runner's key records are read again after 1 s)
+        # The filler's queued lines are withdrawn: their slots go to the waiting lines, which
+        # are sent and wait in the deployment's queue behind the filler's 4 running ones (15 s
+        # calls: still running when this batch is cancelled).
+        await filler_client.batches.cancel(filler.id)
+        await asyncio.sleep(2.0)
+    async with _client(batchy, turned.json()["key"]) as client:
+        await client.batches.cancel(batch.id)
+        done = await _wait_for(client, batch.id, {"cancelled"}, timeout=20)
+    async with _client(batchy, filler_key) as filler_client:
+        await _wait_for(filler_client, filler.id, {"cancelled"}, timeout=30)
+    await asyncio.sleep(2)  # a queued line that had not been withdrawn would have started
+    assert _calls_of(upstream, "slow:15000", "slotwait") == 0
+    assert done.request_counts.completed == 0
+    assert await _settled_requests(batchy, record.id, quiet_s=3.0) == 0
 
 
 @pytest.mark.parametrize("how", ["revoke", "delete"])

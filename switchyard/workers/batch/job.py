@@ -326,12 +326,6 @@ class Job:
         """Send the line once, in its batch's turn: its answer, the failure it is sent again
         after, or None (not run: cancelled, or the window closed while it waited for a
         turn)."""
-        # After a rotation, lines name the key by its current secret's hash, not the old one's
-        # the batch was made with: the head names an old secret beside the key (its cancels
-        # count) only during its grace, and the runner's own cancels must count after it.
-        key_hash = self.record.key_hash
-        if self.current_hash is not None and key_hash:
-            key_hash = await self.current_hash(key_hash)
         async with self.slots.turn(self.batch_id):
             if not self.sending:  # (the wait for a turn may have been long)
                 return None
@@ -341,6 +335,12 @@ class Job:
             spent = self._refused_since(checked)
             if spent is not None:  # found spent by another line while this one waited
                 return spent.status, self.format.error(spent)
+            # After a rotation, lines name the key by its current secret's hash, not the old
+            # one's the batch was made with: the head names an old secret beside the key (its
+            # cancels count) only during its grace, and the runner's own cancels must count
+            # after it. Read in the turn, just before sending: a wait for a turn may last
+            # minutes, and a rotation meanwhile sent the line under the old hash.
+            key_hash = await self._key_hash()
             # The deadline the request carries is the runner's whole wait for it: the client
             # gives up exactly when every hop does, never while one still works.
             env = Envelope(
@@ -364,6 +364,9 @@ class Job:
                     on_keepalive=watch.saw_keepalive,
                     on_moved=watch.moved,
                 )
+            except asyncio.CancelledError:  # withdrawn: the client sent its cancel
+                await self._cancel_as_current(env)
+                raise
             except DeadlineExceeded as exc:
                 # Counted only when a provider was working on it (a model-proxy's keep-alive
                 # came): a line that waited in a busy queue cost nothing and goes on waiting,
@@ -390,6 +393,24 @@ class Job:
             finally:
                 self._on_bus.pop(attempt.index, None)
             return 200, reply.body
+
+    async def _key_hash(self) -> str:
+        """The hash a line names its key by now: the key's current secret's."""
+        key_hash = self.record.key_hash
+        if self.current_hash is not None and key_hash:
+            key_hash = await self.current_hash(key_hash)
+        return key_hash
+
+    async def _cancel_as_current(self, env: Envelope) -> None:
+        """The cancel of a withdrawn line, sent again proved with the key's current secret's
+        hash if the line went out under another one (in the second the runner's key records
+        still held the old secret after a rotation): the head stamped the line with the
+        current hash, and once the old secret's grace ended only that hash's proofs count,
+        so the line, still queued, ran and was billed after the batch was cancelled."""
+        if self.current_hash is None or not env.key_hash:
+            return
+        with contextlib.suppress(Exception):  # best effort, as every cancel
+            await self.llm.cancel_as(env, await self._key_hash())
 
     async def _wait(self, why: ApiError, until: Awaitable[None]) -> None:
         """Wait for ``until``, counted among the batch's waiting lines and logged with
