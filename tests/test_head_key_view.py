@@ -10,7 +10,6 @@ is revoked; the head's view reads a key in use again once its record is ``revali
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -184,9 +183,7 @@ async def test_a_head_takes_an_old_secret_as_the_key_until_its_grace_ends(stack:
         key, _, _ = await authorize(view, internal, "some-internal-client")
         assert (key.id, key.hash) == (record.id, current.hash)
         for env, caller in ((internal, "some-internal-client"), (batch, identities.BATCH.name)):
-            during = await stamped(env, caller)
-            assert during.presented_hash == hash_key(old)  # its grace, and when it ends
-            assert 0 < int(during.presented_until) / 1000 - time.time() <= 2.5
+            assert (await stamped(env, caller)).presented_hash == hash_key(old)  # its grace
         current_env = Envelope(request_id="r3", authorization=f"Bearer {new}")
         assert (await stamped(current_env, "some-internal-client")).presented_hash == ""
         await asyncio.sleep(2.1)

@@ -43,7 +43,6 @@ _LIMITS = {
     h.KEY_ID: 128,
     h.KEY_HASH: 64,
     h.PRESENTED_HASH: 64,
-    h.PRESENTED_UNTIL: 16,
     h.USAGE_ID: 160,
     h.TENANT: 256,
     h.BUDGET_PERIOD: 16,
@@ -239,8 +238,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     ``tracestate``, ``authorization`` (internal callers), ``key_hash`` (edges), ``pin``
     (gateway only). Overwritten by the head after it authorised the request: ``key_id``,
     ``tenant``, ``key_hash``, ``presented_hash`` (the hash of the secret the caller presented,
-    when not the key's current one: a cancel proved with it counts) and ``presented_until``
-    (when that secret's grace ends, unix milliseconds as text), ``budget_period``,
+    when not the key's current one: a cancel proved with it counts, for the request's whole
+    life), ``budget_period``,
     ``usage_id``; then ``op``, ``alias``,
     ``reply``, ``stream``, ``deadline_by`` (which limit set a bus caller's ``deadline``).
     Added on the dispatch hop: ``deployment``; on a reroute: ``tried``, ``errors``,
@@ -266,7 +265,6 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     tenant: str = ""
     key_hash: str = ""
     presented_hash: str = ""
-    presented_until: str = ""
     budget_period: str = ""
     usage_id: str = ""
     authorization: str = ""
@@ -436,7 +434,6 @@ _TEXT_FIELDS: tuple[tuple[str, str], ...] = (
     (h.TENANT, "tenant"),
     (h.KEY_HASH, "key_hash"),
     (h.PRESENTED_HASH, "presented_hash"),
-    (h.PRESENTED_UNTIL, "presented_until"),
     (h.BUDGET_PERIOD, "budget_period"),
     (h.USAGE_ID, "usage_id"),
     (h.AUTHORIZATION, "authorization"),

@@ -19,12 +19,10 @@ TENANT = "Sy-Tenant"  # team/owner of that key
 BUDGET_PERIOD = "Sy-Budget-Period"  # the key's budget period (head -> usage event)
 KEY_HASH = "Sy-Key-Hash"  # SHA-256 of the client key (ingress -> head, for the policy re-check)
 # Set by the head alone (a caller's is overwritten): the hash of the secret the caller presented
-# when it is not the key's current one (an old secret in a rotation's grace), so that a cancel
-# proved with that secret still ends the request.
+# when it is not the key's current one (an old secret in a rotation's grace, named only on a
+# request made during it), so that a cancel proved with that secret still ends the request, for
+# the request's whole life: a proof is per request id, known only to the request's maker.
 PRESENTED_HASH = "Sy-Presented-Hash"
-# With it, also the head's alone: when that secret's grace ends (unix milliseconds); a cancel
-# proved with it counts until then only (the request may still be queued after it).
-PRESENTED_UNTIL = "Sy-Presented-Until"
 # What usage is billed under when the caller's own id cannot be trusted to be unique (set by
 # the head for NATS callers: their id plus a suffix of its own).
 USAGE_ID = "Sy-Usage-Id"

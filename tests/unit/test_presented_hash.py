@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+
 from switchyard.bus import headers as h
 from switchyard.bus import identities
 from switchyard.bus.cancel_proof import cancel_proof
@@ -23,12 +25,11 @@ RETIRED = ClientKey(
 
 def test_the_head_names_the_old_secret_it_was_given_and_only_that() -> None:
     """:func:`~switchyard.workers.head.callers.authorize` says which old secret counts (one
-    in its rotation's grace: its retired record); :func:`stamp` names it with the grace's
-    end, and nothing a caller claimed."""
+    in its rotation's grace: its retired record); :func:`stamp` names it, and nothing a caller
+    claimed."""
     internal = Envelope(request_id="r", authorization=f"Bearer {OLD}")
     stamped = stamp(internal, KEY, "app", RETIRED)
     assert stamped.presented_hash == hash_key(OLD)
-    assert stamped.presented_until == str(int(RETIRED.expires_at * 1000))
     assert stamp(internal, KEY, "app").presented_hash == ""  # its grace ended: none
     batch = Envelope(request_id="r", key_hash=hash_key(OLD))
     assert stamp(batch, KEY, identities.BATCH.name).presented_hash == ""
@@ -40,17 +41,11 @@ def test_the_head_names_the_old_secret_it_was_given_and_only_that() -> None:
             h.REQUEST_ID: "r",
             h.AUTHORIZATION: f"Bearer {NEW}",
             h.PRESENTED_HASH: hash_key(OTHER),
-            h.PRESENTED_UNTIL: "99999999999999",
         }
     )
-    assert (forged.presented_hash, forged.presented_until) == (hash_key(OTHER), "99999999999999")
-    overwritten = stamp(forged, KEY, "app")
-    assert (overwritten.presented_hash, overwritten.presented_until) == ("", "")
-    decoded = Envelope.decode(stamped.encode())  # travels on
-    assert (decoded.presented_hash, decoded.presented_until) == (
-        hash_key(OLD),
-        stamped.presented_until,
-    )
+    assert forged.presented_hash == hash_key(OTHER)
+    assert stamp(forged, KEY, "app").presented_hash == ""
+    assert Envelope.decode(stamped.encode()).presented_hash == hash_key(OLD)  # travels on
 
 
 def test_a_cancel_proved_with_either_hash_counts_and_another_key_s_never() -> None:
@@ -63,24 +58,23 @@ def test_a_cancel_proved_with_either_hash_counts_and_another_key_s_never() -> No
         assert memory.holds("r", env.key_hash, 1) is (secret == NEW)
 
 
-def test_the_old_secret_cancels_nothing_once_its_grace_ended() -> None:
-    """A request queued during the grace and served after it: the old secret's proof used to
-    cancel it until its deadline (an hour at most), after the secret was refused everywhere
-    else. The grace's end travels with the request (``Sy-Presented-Until``)."""
-    now = time.time()
-    during = Envelope(
-        request_id="r",
-        key_hash=hash_key(NEW),
-        presented_hash=hash_key(OLD),
-        presented_until=str(int((now + 60) * 1000)),
-    )
-    after = during.with_(presented_until=str(int((now - 1) * 1000)))
-    assert proving_hashes(during) == (hash_key(NEW), hash_key(OLD))
-    assert proving_hashes(after) == (hash_key(NEW),)
-    assert proving_hashes(after.with_(presented_until="soon")) == (hash_key(NEW),)
-    for env, counts in ((during, True), (after, False)):
-        cancels = Cancels()
-        cancels.heard({h.REQUEST_ID: "r", h.CANCEL_PROOF: cancel_proof(hash_key(OLD), "r")})
-        assert cancels.left(env) is counts
-        cancels.heard({h.REQUEST_ID: "r", h.CANCEL_PROOF: cancel_proof(hash_key(NEW), "r")})
-        assert cancels.left(env)  # the key's current secret cancels it, grace or not
+def test_a_request_made_during_the_grace_is_cancelled_by_its_maker_after_it() -> None:
+    """An internal caller still presenting the old secret makes a request during the grace and
+    cancels it after (its caller left): the old secret's proof was refused once the grace
+    ended (``Sy-Presented-Until``), so the request, still queued, ran and was billed, and one
+    running ran on. A proof is per request id, known only to its maker: it counts for the
+    request's whole life. A request made after the grace names no old secret at all."""
+    retired = msgspec.structs.replace(RETIRED, expires_at=time.time() + 0.05)
+    made = stamp(Envelope(request_id="r", authorization=f"Bearer {OLD}"), KEY, "app", retired)
+    time.sleep(0.1)  # the grace is over; the request is still queued
+    env = Envelope.decode(made.encode())
+    assert proving_hashes(env) == (hash_key(NEW), hash_key(OLD))
+    cancels = Cancels()
+    cancels.heard({h.REQUEST_ID: "r", h.CANCEL_PROOF: cancel_proof(hash_key(OLD), "r")})
+    assert cancels.left(env)
+    other = Cancels()
+    other.heard({h.REQUEST_ID: "r", h.CANCEL_PROOF: cancel_proof(hash_key(OTHER), "r")})
+    assert not other.left(env)
+    # The grace ended before the request: the head names no old secret (authorize gives none).
+    later = stamp(Envelope(request_id="r2", authorization=f"Bearer {OLD}"), KEY, "app")
+    assert proving_hashes(later) == (hash_key(NEW),)

@@ -102,17 +102,16 @@ def stamp(
     billed twice: the caller's retry, not the platform's).
 
     ``presented``: the retired record of the old secret the caller proved the key with while
-    its rotation's grace lasts (:func:`authorize`): its cancels are proved with it until the
-    grace ends (``Sy-Presented-Until``, which model-proxies check: a request queued during
-    the grace may be served after it). Whatever a caller sent in these fields is overwritten.
+    its rotation's grace lasts (:func:`authorize`): the cancels of this request are proved
+    with it too, for the request's whole life (a caller that made a request during the grace
+    may cancel it after: it stays queued or running, and was run and billed for nobody when
+    that cancel was refused). Whatever a caller sent in this field is overwritten.
     """
     trusted = caller in identities.KEY_HASH_CALLERS
     old = presented.hash if presented is not None and key.hash != presented.hash else ""
-    ends = presented.expires_at if presented is not None and old else 0.0
     return env.with_(
         key_hash=key.hash,
         presented_hash=old if key.hash else "",
-        presented_until=str(int(ends * 1000)) if ends and key.hash else "",
         key_id=key.id,
         tenant=key.team,
         budget_period=key.budget_period,

@@ -185,25 +185,13 @@ class CancelMemory:
                 self._drop(request_id, proof)
 
 
-def proving_hashes(env: Envelope, now: float | None = None) -> tuple[str, ...]:
+def proving_hashes(env: Envelope) -> tuple[str, ...]:
     """The key hashes a cancel of the dispatched request ``env`` may be proved with: the key's
     current one, and the one its caller presented if the head named another (``presented_hash``:
-    an old secret in a rotation's grace) while that grace lasts. Both are the head's, so a
-    proof stays one only the key's holder can make."""
-    return tuple(d for d in (env.key_hash, presented_hash(env, now)) if d)
-
-
-def presented_hash(env: Envelope, now: float | None = None) -> str:
-    """``env``'s ``presented_hash`` until its ``presented_until`` (the old secret's grace),
-    "" after it: a request queued during the grace may be served after it, and the old secret
-    then cancels nothing, as it does nothing else. One the head sent with no end (an older
-    head) is taken as it is; an end that does not read as milliseconds, as past."""
-    if not env.presented_hash or not env.presented_until:
-        return env.presented_hash
-    until = env.presented_until
-    if not until.isdecimal() or int(until) <= (time.time() if now is None else now) * 1000:
-        return ""
-    return env.presented_hash
+    an old secret, on a request made during its rotation's grace), for the request's whole
+    life: its maker may cancel it after the grace (a proof is per request id, which only the
+    maker knows). Both are the head's, so a proof stays one only the key's holder can make."""
+    return tuple(d for d in (env.key_hash, env.presented_hash) if d)
 
 
 def cancelling_proof(headers: dict[str, str], env: Envelope) -> str:
@@ -256,7 +244,7 @@ class Cancels:
 
     def left(self, env: Envelope) -> bool:
         """True if the caller of this dispatched request cancelled it (it is still queued)."""
-        return self.memory.holds(env.request_id, env.key_hash, env.attempt, presented_hash(env))
+        return self.memory.holds(env.request_id, env.key_hash, env.attempt, env.presented_hash)
 
     def track(self, job: Job) -> None:
         job.inflight.gone = functools.partial(self.gone, job)  # (.probes)
