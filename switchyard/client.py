@@ -204,26 +204,16 @@ class LLMClient:
             await self.probes.answer(msg.reply)  # crashed is noticed (docs/nats-api.md)
         cost = len(msg.data) + MSG_COST
         held = replies.held + cost
-        if replies.held and held > self._max_unread and not self._parts(msg, replies, held):
+        if (
+            replies.held
+            and held > self._max_unread
+            and not replies.takes_past_bound(msg, held <= self._max_answer + self._max_unread)
+        ):
             self._overflow(token, replies)
             return
         replies.held += cost
         self.unread_bytes += cost
         replies.queue.put_nowait(msg)
-
-    def _parts(self, msg: Msg, replies: ReplyQueue, held: int) -> bool:
-        """Whether ``replies``, past ``max_unread_bytes``, still take ``msg``: an empty final
-        or the terminator (no answer's bytes; a keep-alive only among parts: any number of
-        them could come), or a whole answer's parts, which come as fast as the model-proxy
-        sends them and are bounded by ``max_answer_bytes`` instead. Asked only past the
-        bound: a small answer pays nothing for it."""
-        kind = msg.headers.get(h.KIND) if msg.headers else None
-        if not replies.in_parts:
-            replies.in_parts = kind == ReplyKind.PART.value
-        within = held <= self._max_answer + self._max_unread  # the parts' cap (0: off)
-        if not msg.data:  # a keep-alive (the heartbeat's, among parts) only within the cap
-            return kind is None or kind == ReplyKind.FINAL.value or within
-        return replies.in_parts and within
 
     def _overflow(self, token: str, replies: ReplyQueue) -> None:
         """``replies``' consumer fell behind by more than ``max_unread_bytes``: free what it

@@ -40,12 +40,12 @@ def _refused(spent: SpentKeys) -> bool:
     return False
 
 
-def _held(metrics: Metrics) -> float:
+def _held(metrics: Metrics, name: str = sc.HEAD_SPENT_KEYS) -> float:
     values = [
         s.value
         for family in text_string_to_metric_families(metrics.render().decode())
         for s in family.samples
-        if s.name == sc.HEAD_SPENT_KEYS
+        if s.name == name
     ]
     assert len(values) == 1, values
     return values[0]
@@ -63,6 +63,7 @@ async def test_a_head_without_the_bucket_serves_and_follows_it_once_made(tmp_pat
             assert not following_at_start
             view.check_budget(KEY)  # nothing refused while nothing is followed
             assert _held(metrics) == 0
+            assert _held(metrics, sc.HEAD_SPENT_FOLLOWING) == 0  # tells this 0 from "none"
 
             kv = await js.create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
             period_id, end = periods.current(KEY.budget_period, time.time())
@@ -75,6 +76,7 @@ async def test_a_head_without_the_bucket_serves_and_follows_it_once_made(tmp_pat
             with pytest.raises(RateLimited):
                 view.check_budget(KEY)
             assert _held(metrics) == 1  # the gauge of marks held
+            assert _held(metrics, sc.HEAD_SPENT_FOLLOWING) == 1
             # A stale mark (nobody rewrote it: its gateway stopped) is held, not counted.
             other = ClientKey(id="key_fedcba9876543210", hash="h2", name="n2", budget_usd=1.0)
             stale = msgspec.structs.replace(

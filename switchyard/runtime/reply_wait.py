@@ -17,6 +17,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from switchyard.bus.envelope import Envelope
+from switchyard.bus.headers import KIND
 from switchyard.bus.replies import MOVED, Reply, ReplyKind
 from switchyard.errors import ApiError, DeadlineExceeded, ProviderError, ServiceUnavailable
 
@@ -284,3 +285,17 @@ class ReplyQueue:
         self.held = 0
         self.overflowed = False
         self.in_parts = False
+
+    def takes_past_bound(self, msg: Msg, within: bool) -> bool:
+        """Whether these replies, past the client's ``max_unread_bytes``, still take ``msg``:
+        an empty final or the terminator (no answer's bytes; a keep-alive only among parts:
+        any number of them could come), or a whole answer's parts, which come as fast as the
+        model-proxy sends them and are bounded by ``max_answer_bytes`` instead (``within``:
+        the held bytes are within that cap). Asked only past the bound: a small answer pays
+        nothing for it."""
+        kind = msg.headers.get(KIND) if msg.headers else None
+        if not self.in_parts:
+            self.in_parts = kind == ReplyKind.PART.value
+        if not msg.data:  # a keep-alive (the heartbeat's, among parts) only within the cap
+            return kind is None or kind == ReplyKind.FINAL.value or within
+        return self.in_parts and within
