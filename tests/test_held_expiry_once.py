@@ -62,13 +62,12 @@ class _Bus:
         self.feeders.append((feeder, nc, metrics))
         return feeder, nc, metrics
 
-    async def hold_expired(self, request_id: str, deadline_in: float = -1.0) -> None:
-        """A request held for :data:`DEP` whose deadline passed a second ago (or passes
-        ``deadline_in`` seconds from now)."""
+    async def hold_expired(self, request_id: str) -> None:
+        """A request held for :data:`DEP` whose deadline passed a second ago."""
         headers = {
             h.REQUEST_ID: request_id,
             h.REPLY: REPLY,
-            h.DEADLINE: str(int((time.time() + deadline_in) * 1000)),
+            h.DEADLINE: str(int((time.time() - 1) * 1000)),
             "Nats-Msg-Id": request_id,
         }
         await self.nc.jetstream().publish(
@@ -82,16 +81,6 @@ class _Bus:
         info = await self.nc.jetstream().stream_info(subjects.HOLD_STREAM)
         return info.state.messages
 
-    async def in_dispatch(self) -> list[str]:
-        """The request ids stored in :data:`DEP`'s dispatch queue (nobody consumes it here)."""
-        js = self.nc.jetstream()
-        info = await js.stream_info(subjects.DISPATCH_STREAM)
-        if not info.state.messages:
-            return []
-        first, last = info.state.first_seq, info.state.last_seq
-        stored = [await js.get_msg(subjects.DISPATCH_STREAM, seq) for seq in range(first, last + 1)]
-        return [(msg.headers or {}).get(h.REQUEST_ID, "") for msg in stored]
-
 
 @pytest_asyncio.fixture
 async def bus(tmp_path: Path) -> AsyncIterator[_Bus]:
@@ -99,7 +88,6 @@ async def bus(tmp_path: Path) -> AsyncIterator[_Bus]:
     async with jetstream_server(tmp_path / "js") as (nc, _):
         js = nc.jetstream()
         await js.add_stream(definitions.hold_stream_config(settings))
-        await js.add_stream(definitions.dispatch_stream_config(settings))
         await js.create_key_value(definitions.bucket_config(subjects.SCHED_BUCKET, settings))
         found = _Bus(nc, settings)
         await nc.subscribe(REPLY, cb=_collect(found.answers))
@@ -156,10 +144,10 @@ async def test_a_feeder_that_died_after_the_504_leaves_none_to_answer_again(bus:
 @pytest.mark.timeout(60)
 async def test_two_feeders_reading_one_expired_request_answer_it_once(bus: _Bus) -> None:
     feeders = [await bus.feeder() for _ in range(2)]
+    await bus.hold_expired("r-both")
     await asyncio.gather(*(feeder.start() for feeder, _, _ in feeders))
-    await bus.hold_expired("r-both")  # (held after they started: neither moved it before)
     await _until(lambda: len(bus.errors()) >= 1)
-    await asyncio.sleep(2.5)  # both read it, both ticked
+    await asyncio.sleep(2.5)  # both read it (each from the start of HOLD), both ticked
     assert len(bus.errors()) == 1
     assert sorted(_expired(m) for _, _, m in feeders) == [0.0, 1.0]
     assert await bus.in_hold() == 0
@@ -174,72 +162,3 @@ async def test_the_counter_shows_every_deployment_at_zero_before_any_expiry(bus:
     for priority in ("interactive", "batch"):
         labels = {sc.DEPLOYMENT: DEP, sc.PRIORITY: priority}
         assert metrics.registry.get_sample_value(sc.HELD_EXPIRED, labels) == 0.0
-
-
-@pytest.mark.timeout(60)
-async def test_a_request_moved_before_a_restart_is_not_answered_when_it_expires(bus: _Bus) -> None:
-    """Moved into dispatch, it stays in HOLD until the next purge (half a second later). A
-    feeder that died before it, and its successor that found it there expired, deleted it and
-    answered 504 while it was in dispatch (a model-proxy ran it, or answered its own 504:
-    two answers). The successor now moves it again instead: dispatch drops it as a duplicate."""
-    first, first_nc, _ = await bus.feeder()
-    await first.start()
-    await bus.hold_expired("r-moved", deadline_in=1.5)
-    async with asyncio.timeout(5):  # moved: stored in dispatch (acknowledged)
-        while await bus.in_dispatch() != ["r-moved"]:
-            await asyncio.sleep(0.01)
-    await first_nc.close()  # it dies before its purge: the request is still in HOLD
-    assert await bus.in_hold() == 1
-    await asyncio.sleep(1.6)  # its deadline passes
-    second, _, second_metrics = await bus.feeder()
-    await second.start()  # reads it from HOLD, expired
-    await asyncio.sleep(2.5)  # two ticks: an answer would be here by now
-    assert bus.answers == []  # the feeder answered nothing: the model-proxy does, once
-    assert _moves(second_metrics) == 1.0  # moved again: a duplicate
-    assert await bus.in_dispatch() == ["r-moved"]  # stored once
-    async with asyncio.timeout(5):  # and it leaves HOLD with the purge
-        while await bus.in_hold():
-            await asyncio.sleep(0.05)
-    assert _expired(second_metrics) == 0.0
-
-
-@pytest.mark.timeout(60)
-async def test_an_expired_request_found_at_start_goes_to_dispatch_for_its_answer(
-    bus: _Bus,
-) -> None:
-    """Held before this feeder started, a feeder before may have moved it: whether it did or
-    not, the feeder does not answer it but moves it (the model-proxy answers 504, once)."""
-    await bus.hold_expired("r-found")
-    feeder, _, metrics = await bus.feeder()
-    await feeder.start()
-    await asyncio.sleep(2.5)  # two ticks: an answer would be here by now
-    assert bus.answers == []
-    assert _moves(metrics) == 1.0
-    assert await bus.in_dispatch() == ["r-found"]
-    assert _expired(metrics) == 0.0
-
-
-def _moves(metrics: Metrics) -> float:
-    value = metrics.registry.get_sample_value(
-        sc.FAIR_MOVES, {sc.DEPLOYMENT: DEP, sc.PRIORITY: "default"}
-    )
-    return value or 0.0
-
-
-@pytest.mark.timeout(60)
-async def test_a_request_whose_move_went_unconfirmed_is_moved_again_not_answered(
-    bus: _Bus,
-) -> None:
-    """A move with no acknowledgement (here: no dispatch stream at all; in a failover, an ack
-    lost though the request was stored) put it back in the queue, and when its deadline passed
-    the feeder answered it 504, while it may have been in dispatch. Now it is moved again."""
-    await bus.nc.jetstream().delete_stream(subjects.DISPATCH_STREAM)
-    feeder, _, metrics = await bus.feeder()
-    await feeder.start()
-    await bus.hold_expired("r-unsure", deadline_in=1.0)  # its move finds no stream
-    await asyncio.sleep(1.5)  # its deadline passes, back in the queue
-    await bus.nc.jetstream().add_stream(definitions.dispatch_stream_config(bus.settings))
-    await asyncio.sleep(2.5)  # two ticks: an answer would be here by now
-    assert bus.answers == []
-    assert await bus.in_dispatch() == ["r-unsure"]  # moved (its model-proxy answers it)
-    assert (_moves(metrics), _expired(metrics)) == (1.0, 0.0)

@@ -32,8 +32,7 @@ stays held until dispatch is back within that slack. New requests then wait in H
 order, behind at most what was already in dispatch.
 
 Nothing here is durable but HOLD itself: a restarted feeder reads HOLD from the start with a
-new consumer and carries on (what it finds there a feeder before may have moved: dispatch
-deduplicates, and :mod:`.heldexpiry` never answers it); DRR deficits start from zero.
+new consumer and carries on; DRR deficits start from zero.
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -57,7 +57,8 @@ from switchyard.bus.direct import DirectDelivery
 from switchyard.bus.flow_control import quiet_flow_control
 from switchyard.config import IngressSettings
 from switchyard.control import heldviews
-from switchyard.control.feedstate import Deployment
+from switchyard.control.fairqueue import FairQueue
+from switchyard.control.feedwindow import Window
 from switchyard.control.held import Held, read_held, sequence_and_time
 from switchyard.control.heldexpiry import Taken, expire
 from switchyard.control.holdbound import full_mark
@@ -72,8 +73,10 @@ from switchyard.runtime.tasks import SupervisorClosed, TaskSupervisor
 from switchyard.schemas import monitor as m
 from switchyard.schemas.routing import RouteTable
 from switchyard.schemas.scheduling import (
+    NOT_FULL,
     PRIORITIES,
     SCHED_ENCODER,
+    FullMark,
     SchedState,
 )
 
@@ -92,8 +95,32 @@ EXPIRING_AT_ONCE = 16
 # stays in HOLD, unanswered, and its delete is tried again from the tick for this long; only
 # then is it given up (left to its caller's own timeout) and purged with the rest.
 DELETE_RETRY_S = 30.0
-UNKNOWN_SEQ = 1 << 63
 _NOT_DONE = (b"-NAK", b"+WPI")  # a nak or progress report frees no slot
+
+
+@dataclass(slots=True)
+class _Deployment:
+    id: str
+    queue: FairQueue[Held] = field(default_factory=FairQueue)
+    seen: set[int] = field(default_factory=set)
+    pending: int = 0  # slots taken: dispatch waiting + in flight
+    active: bool = False  # counting slots (consumer state read, acks tapped)
+    acks: Subscription | None = None
+    held: bool = False  # what the sched record says
+    full: FullMark = NOT_FULL  # the record's hold bound mark (see holdbound)
+    written: SchedState | None = None
+    pumping: bool = False
+    dirty: bool = False
+    moving: int = 0  # moves started, not yet stored in dispatch (not in the consumer's count)
+    # A move failed: no more until the retry half a second later (a move that fails at once,
+    # disconnected with a full buffer, would otherwise be retried in a busy loop).
+    stalled: bool = False
+    retry: asyncio.TimerHandle | None = None
+    moved: dict[str, int] = field(default_factory=dict)
+    window: Window = field(default_factory=Window)
+    # Expired requests whose delete from HOLD got no answer, with when it was first tried (the
+    # loop's clock): tried again from the tick (see DELETE_RETRY_S).
+    undeleted: list[tuple[Held, float]] = field(default_factory=list)
 
 
 class Feeder:
@@ -124,14 +151,13 @@ class Feeder:
         # Requests waiting in a dispatch queue (the monitor's last read); None: not watched.
         self._backlog = backlog
         self._heads_seen = 1
-        self._deps: dict[str, Deployment] = {}
+        self._deps: dict[str, _Deployment] = {}
         self._kv: KeyValue | None = None
         self._hold_sub: Subscription | None = None
         self._loops = TaskSupervisor("feeder")
         self._work = TaskSupervisor("feeder-moves")
         self._purger = HoldPurger(nc, self._forget)
         self._expiring = asyncio.Semaphore(EXPIRING_AT_ONCE)
-        self._before = UNKNOWN_SEQ  # HOLD's last sequence when this run started (_last_held)
         # Held requests whose deadline passed, answered 504 by this process (by deployment and
         # priority): kept across runs, so the counter never goes back.
         self._expired: dict[tuple[str, str], int] = {}
@@ -155,7 +181,6 @@ class Feeder:
         self._heads_seen = max(1, self._heads())
         for dep_id in self._table().deployments():
             await self._write(self._dep(dep_id))
-        self._before = await self._last_held()
         # The ordered consumer lives on one node; nats-py re-creates it after two missed
         # heartbeats, so a node loss stalls held requests for 2 s rather than the default 10.
         self._hold_sub = await self._js.subscribe(
@@ -167,15 +192,6 @@ class Feeder:
         )
         quiet_flow_control(self._hold_sub)
         self._loops.spawn(self._tick_forever())
-
-    async def _last_held(self) -> int:
-        """HOLD's last sequence: at or below it, a feeder before may have moved (unsure)."""
-        try:
-            info = await self._js.stream_info(subjects.HOLD_STREAM)
-        except (NatsError, TimeoutError) as exc:
-            log.warning("could not read HOLD's state: %s", exc)
-            return UNKNOWN_SEQ
-        return info.state.last_seq or 0
 
     async def stop(self) -> None:
         self._running = False  # from here no deployment is fed, kicked or retried
@@ -200,10 +216,10 @@ class Feeder:
 
     # ---- state ----
 
-    def _dep(self, dep_id: str) -> Deployment:
+    def _dep(self, dep_id: str) -> _Deployment:
         dep = self._deps.get(dep_id)
         if dep is None:
-            dep = self._deps[dep_id] = Deployment(dep_id)
+            dep = self._deps[dep_id] = _Deployment(dep_id)
         return dep
 
     def concurrency(self, dep_id: str) -> int:
@@ -232,7 +248,6 @@ class Feeder:
         held = read_held(
             msg, seq=seq, stored_at=stored_at, deployment=dep_id, priority=priority, tenant=tenant
         )
-        held.unsure = seq <= self._before  # (in HOLD when this run started)
         dep.seen.add(seq)
         self._purger.read(msg.subject, dep_id, seq)
         dep.queue.push(priority, tenant, held.weight, held)
@@ -240,12 +255,12 @@ class Feeder:
 
     # ---- moving ----
 
-    def _current(self, dep: Deployment) -> bool:
+    def _current(self, dep: _Deployment) -> bool:
         """Whether ``dep`` is fed: the feeder runs and ``dep`` is not from a run before (a
         stopped feeder's timers and taps must not move its stale queue through a new run)."""
         return self._running and self._deps.get(dep.id) is dep
 
-    def _kick(self, dep: Deployment) -> None:
+    def _kick(self, dep: _Deployment) -> None:
         """Fill free slots in a task (from timers and the tick)."""
         if not self._current(dep):
             return
@@ -254,7 +269,7 @@ class Feeder:
             dep.pumping = True
             self._work.spawn(self._pump(dep))
 
-    def _feed(self, dep: Deployment) -> None:
+    def _feed(self, dep: _Deployment) -> None:
         """Fill free slots right away (a held request came in, a slot freed: the usual case,
         with no task of its own), unless the deployment must be activated first or is being fed
         already; a change of its record goes to a task."""
@@ -275,7 +290,7 @@ class Feeder:
         if changed or dep.dirty:  # the record must change, or more came in meanwhile
             self._kick(dep)
 
-    async def _pump(self, dep: Deployment) -> None:
+    async def _pump(self, dep: _Deployment) -> None:
         try:
             while dep.dirty and self._current(dep):
                 dep.dirty = False
@@ -290,7 +305,7 @@ class Feeder:
         finally:
             dep.pumping = False
 
-    def _fill(self, dep: Deployment) -> bool:
+    def _fill(self, dep: _Deployment) -> bool:
         """Start moves while a slot is free; True if the ``held`` or ``full`` mark changed."""
         limit = self.concurrency(dep.id)
         now = time.time()
@@ -298,11 +313,11 @@ class Feeder:
             item = dep.queue.pop()
             if item is None:
                 break
-            if item.expired(now) and not item.unsure:  # no slot for it: its caller hears why
+            if item.expired(now):  # no slot for it: its caller hears why
                 self._expire(item)
                 continue
             dep.pending += 1  # the slot is taken now; moves run side by side
-            self._move(dep, item)  # (unsure and expired: see _expire)
+            self._move(dep, item)
         saturated = self._saturated(dep, limit)
         full = full_mark(len(dep.queue), dep.full, self._hold_limit)
         if saturated == dep.held and full == dep.full:
@@ -320,7 +335,7 @@ class Feeder:
         """Whether the monitor saw more waiting in dispatch than the heads' overshoot."""
         return self._backlog is not None and self._backlog(dep_id) > self._slack()
 
-    def _saturated(self, dep: Deployment, limit: int) -> bool:
+    def _saturated(self, dep: _Deployment, limit: int) -> bool:
         """Held while requests wait in HOLD and no slot is free (a backlog the feeder is still
         moving into free slots is not saturation), or while dispatch itself has more waiting
         than the heads' overshoot explains (see the module docstring)."""
@@ -328,7 +343,7 @@ class Feeder:
             return False  # (a stalled move keeps it held: heads must not pass the queue)
         return len(dep.queue) > 0 or dep.pending > limit + self._slack()
 
-    def _move(self, dep: Deployment, item: Held) -> None:
+    def _move(self, dep: _Deployment, item: Held) -> None:
         """Store ``item`` in dispatch (same ``Nats-Msg-Id``); :meth:`_moved` hears how it went."""
         if self._mover is None:
             raise BusError("the feeder is not started")
@@ -340,7 +355,7 @@ class Feeder:
             lambda error: self._moved(dep, item, error),
         )
 
-    def _moved(self, dep: Deployment, item: Held, error: BusError | None) -> None:
+    def _moved(self, dep: _Deployment, item: Held, error: BusError | None) -> None:
         """Stored: it leaves HOLD with the next purge. Not stored: first in line again."""
         dep.moving -= 1
         if error is None:
@@ -349,8 +364,7 @@ class Feeder:
             return
         if isinstance(error, StreamRejected):
             log.warning("dispatch refused a held request of %s: %s", dep.id, error.description)
-        else:  # no ack: it may be stored all the same
-            item.unsure = True
+        else:
             log.warning("could not move a held request of %s: %s", dep.id, error)
         dep.pending = max(0, dep.pending - 1)
         dep.queue.push_front(item.priority, item.tenant, item.weight, item)
@@ -358,7 +372,7 @@ class Feeder:
             dep.stalled = True
             dep.retry = asyncio.get_running_loop().call_later(0.5, self._retry, dep)
 
-    def _retry(self, dep: Deployment) -> None:
+    def _retry(self, dep: _Deployment) -> None:
         dep.stalled, dep.retry = False, None
         self._kick(dep)
 
@@ -369,9 +383,7 @@ class Feeder:
     def _expire(self, item: Held, since: float | None = None) -> None:
         """``item``'s deadline passed while it was held: it leaves HOLD, then its caller gets
         its 504 (else a bus caller heard nothing at all), once (:mod:`.heldexpiry`). ``since``:
-        when its delete was first tried, if this is a retry. Never for an ``unsure`` one: it
-        may be in dispatch already, so it is moved (again) instead, under its ``Nats-Msg-Id``:
-        dispatch drops it as a duplicate if it is, else its model-proxy answers the 504."""
+        when its delete was first tried, if this is a retry."""
         with contextlib.suppress(SupervisorClosed):  # stopping: still in HOLD, for the next run
             self._work.spawn(self._expire_one(item, since), name="feeder-expired")
 
@@ -396,7 +408,11 @@ class Feeder:
             if loop.time() - first < DELETE_RETRY_S:
                 dep.undeleted.append((item, first))
                 return
-            log.warning("gave up deleting an expired held request (%s)", item.request_id)
+            log.warning(
+                "gave up deleting an expired held request (%s) after %.0f s: not answered",
+                item.request_id,
+                DELETE_RETRY_S,
+            )
         self._delete(item)  # (whatever became of it: else its tenant's purges stop below it)
         if taken is Taken.MINE:
             key = (item.deployment, item.priority)
@@ -410,7 +426,7 @@ class Feeder:
 
     # ---- slots ----
 
-    async def _activate(self, dep: Deployment) -> None:
+    async def _activate(self, dep: _Deployment) -> None:
         """Count this deployment's slots from now on: tap its acks, then read its state."""
         if dep.acks is None and self._direct is not None:
 
@@ -421,21 +437,21 @@ class Feeder:
         await self._reconcile(dep)
         dep.active = True
 
-    async def _deactivate(self, dep: Deployment) -> None:
+    async def _deactivate(self, dep: _Deployment) -> None:
         dep.active = False
         if dep.acks is not None and self._direct is not None:
             with contextlib.suppress(Exception):
                 await self._direct.unsubscribe(dep.acks)
             dep.acks = None
 
-    def _on_ack(self, dep: Deployment, data: bytes) -> None:
+    def _on_ack(self, dep: _Deployment, data: bytes) -> None:
         if data.startswith(_NOT_DONE):
             return
         dep.pending = max(0, dep.pending - 1)
         if len(dep.queue) or dep.held:  # held with HOLD empty: dispatch's backlog may be gone
             self._feed(dep)
 
-    async def _reconcile(self, dep: Deployment) -> None:
+    async def _reconcile(self, dep: _Deployment) -> None:
         try:
             info = await self._js.consumer_info(
                 subjects.DISPATCH_STREAM, subjects.dispatch_consumer(dep.id)
@@ -448,7 +464,7 @@ class Feeder:
 
     # ---- the saturation record ----
 
-    async def _write(self, dep: Deployment) -> None:
+    async def _write(self, dep: _Deployment) -> None:
         now = time.time()
         window = dep.window.seconds(self._latency(dep.id), now)
         state = SchedState(held=dep.held, heads=self._heads_seen, window_s=window, full=dep.full)
@@ -486,7 +502,11 @@ class Feeder:
         for dep_id in self._table().deployments():
             self._dep(dep_id)
         for dep in list(self._deps.values()):
-            self._drop_expired(dep, now)
+            for item in dep.queue.drop(lambda i: i.expired(now)):
+                self._expire(item)
+            retry, dep.undeleted = dep.undeleted, []
+            for item, since in retry:
+                self._expire(item, since)
             if not dep.active and self._overfull(dep.id):
                 self._kick(dep)  # dispatch filled up on the fast path: count slots (in _pump)
             limit = self.concurrency(dep.id)
@@ -501,20 +521,6 @@ class Feeder:
             if not dep.pumping:  # (a pump recounts it itself) expired requests left above
                 dep.full = full_mark(len(dep.queue), dep.full, self._hold_limit)
             await self._write(dep)
-
-    def _drop_expired(self, dep: Deployment, now: float) -> None:
-        """Answer what expired in ``dep``'s queue (an unsure one is moved now, whatever the
-        slots: see :meth:`_expire`) and try the deletes HOLD did not answer again."""
-        stalled = dep.stalled  # (an unsure one waits for the retry of a failed move)
-        for item in dep.queue.drop(lambda i: i.expired(now) and not (i.unsure and stalled)):
-            if item.unsure:
-                dep.pending += 1
-                self._move(dep, item)
-            else:
-                self._expire(item)
-        retry, dep.undeleted = dep.undeleted, []
-        for item, since in retry:
-            self._expire(item, since)
 
     # ---- views ----
 

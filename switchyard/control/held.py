@@ -35,9 +35,6 @@ class Held:
     request_id: str = ""
     attempt: int = 0
     deadline_by: str = ""
-    # A move of it may have reached dispatch (a feeder before this one found it in HOLD, or
-    # this one's move went unconfirmed): the feeder never answers it (:mod:`.heldexpiry`).
-    unsure: bool = False
 
     def expired(self, now: float) -> bool:
         return bool(self.deadline_ms) and self.deadline_ms <= now * 1000

@@ -7,26 +7,21 @@ deadline passed while it was queued"), naming the limit that set a bus caller's 
 (``Sy-Deadline-By``). Without it a bus caller heard nothing at all: only an HTTP edge keeps a
 timer of its own. Nothing reached a provider, so nothing is billed.
 
-At most one answer per request, whatever becomes of the feeder: the request leaves HOLD first
-(one ``STREAM.MSG.DELETE`` of its sequence) and only the feeder whose delete removed it answers;
-a second feeder reading it meanwhile (two briefly leading) is told it is gone ("no message
-found") and keeps quiet. And only a request no move can have reached dispatch with is answered
-here: a moved request stays in HOLD until the next batched purge, so one a feeder finds in HOLD
-when it starts (a feeder before may have moved it, then died or handed over) or whose move got no
-acknowledgement (lost in a failover, though stored) is *unsure* (:attr:`Held.unsure`). When its
-deadline passes the feeder moves it (again) instead, under its ``Nats-Msg-Id``, whatever the
-slots: dispatch drops it as a duplicate if it is there, and its one answer comes from there;
-else it is stored now and its model-proxy answers the same 504 when it takes it (no provider
-call). The limit: dispatch remembers ids for ``streams.duplicate_window_s``; a request moved
-longer ago and still in HOLD (purges failing that long, or no feeder that long after a crash)
-is stored again and answered a second time, as any such re-move is run twice.
-A delete HOLD does not answer (a
-stream leader election, a refusal) leaves the request in HOLD, unanswered, and the feeder tries
-the delete again from its tick for ``DELETE_RETRY_S`` (a delete that did go through comes back
-"gone"). The price: a feeder that dies between its delete and its publish, a delete that timed
-out after HOLD took it, or one still unanswered after those seconds leaves that caller to its
-own timeout, as before this answer existed, rather than answer twice. A publish that fails
-(the connection is down for a moment) is tried again :data:`TRIES` times in all.
+At most one 504 per request from the feeders: the request leaves HOLD first (one
+``STREAM.MSG.DELETE`` of its sequence) and only the feeder whose delete removed it answers; a
+second feeder reading it meanwhile (two briefly leading) is told it is gone ("no message
+found") and keeps quiet, and a feeder that restarts or takes the lease over cannot read it
+again. The rare exception is a request *moved*: it stays in HOLD until its next batched purge,
+so one moved just before a restart and expired before that purge is read again, looks never
+moved, and is answered here while a model-proxy may serve it too (so can a stored move whose ack
+was lost in a dispatch failover and that expires before its retry; see docs/routing.md).
+A delete HOLD does not answer (a stream leader election, a refusal) leaves the request in
+HOLD, unanswered, and the feeder tries the delete again from its tick for ``DELETE_RETRY_S``
+(a delete that did go through comes back "gone"). The price: a feeder that dies between its
+delete and its publish, a delete that timed out after HOLD took it, or one still unanswered
+after those seconds leaves that caller to its own timeout, as before this answer existed,
+rather than answer twice. A publish that fails (the connection is down for a moment) is tried
+again :data:`TRIES` times in all.
 """
 
 from __future__ import annotations
