@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import subprocess
 import time
@@ -29,6 +30,7 @@ from nats.aio.msg import Msg
 from switchyard.bus import headers as h
 from switchyard.bus import subjects
 from switchyard.control.feeder import Feeder
+from switchyard.control.holdpurge import PURGE_BATCH
 from switchyard.runtime import definitions
 from switchyard.runtime.metrics import Metrics
 from switchyard.schemas.routing import RouteTable
@@ -140,6 +142,123 @@ async def test_a_delete_that_got_no_answer_is_tried_again_and_the_caller_answere
             assert body["error"]["code"] == "deadline_exceeded", body
             info = await js.stream_info(subjects.HOLD_STREAM)
             assert info.state.messages == 0
+        finally:
+            await feeder.stop()
+            await feeder_nc.close()
+            await nc.close()
+
+
+@pytest.mark.timeout(90)
+async def test_an_unanswered_delete_stops_being_retried_once_moved_requests_pile_up_behind_it(
+    tmp_path: Path,
+) -> None:
+    """Purges of a tenant subject stop below a request still waiting for its delete: what was
+    moved after it stays in HOLD and counts against ``streams.hold_tenant_limit`` (429 with
+    nothing waiting). Once a purge batch piles up behind it, its delete is given up."""
+    settings, _ = write_settings(tmp_path / "home")
+    async with _server(tmp_path) as (port, _conf, _server_process):
+        nc = await _connect(port, "admin")
+        feeder_nc = await _connect(port, "feeder")
+        feeder = Feeder(
+            feeder_nc, Metrics("control"), RouteTable, heads=lambda: 1, latency=lambda _: None
+        )
+        answers: list[Msg] = []
+        try:
+            js = nc.jetstream()
+            await js.add_stream(definitions.hold_stream_config(settings))
+            await js.add_stream(definitions.dispatch_stream_config(settings))
+            await js.create_key_value(definitions.bucket_config(subjects.SCHED_BUCKET, settings))
+
+            async def heard(msg: Msg) -> None:
+                answers.append(msg)
+
+            await nc.subscribe(REPLY, cb=heard)
+            await flushed(nc)
+            await feeder.start()
+            subject = f"{subjects.HOLD_PREFIX}.{DEP}.default.t"
+            expired = str(int((time.time() - 1) * 1000))
+            await js.publish(
+                subject,
+                b"{}",
+                headers={
+                    h.REQUEST_ID: "r-old",
+                    h.REPLY: REPLY,
+                    h.DEADLINE: expired,
+                    "Nats-Msg-Id": "r-old",
+                },
+            )
+            behind = PURGE_BATCH + 6
+            for n in range(behind):  # no deadline: each one is moved to dispatch
+                await js.publish(
+                    subject, b"{}", headers={h.REQUEST_ID: f"r{n}", "Nats-Msg-Id": f"r{n}"}
+                )
+
+            async def hold_empty() -> bool:
+                info = await js.stream_info(subjects.HOLD_STREAM)
+                return info.state.messages == 0
+
+            started = time.monotonic()
+            while not await hold_empty():
+                # The first delete goes unanswered 3 times (6.6 s); the old feeder then kept
+                # trying for 30 s while the moved requests stayed in HOLD.
+                assert time.monotonic() - started < 15, "moved requests stuck in HOLD"
+                await asyncio.sleep(0.5)
+            dispatched = await js.stream_info(subjects.DISPATCH_STREAM)
+            assert dispatched.state.messages == behind
+            assert not answers  # given up: left to its caller's own timeout
+        finally:
+            await feeder.stop()
+            await feeder_nc.close()
+            await nc.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_delete_hold_answers_with_an_error_is_not_tried_again(tmp_path: Path) -> None:
+    """A definite error (here: HOLD sealed) will not change in a second: the delete is given
+    up at once, as before, rather than tried every tick for 30 s."""
+    settings, _ = write_settings(tmp_path / "home")
+    async with _server(tmp_path) as (port, conf, server):
+        conf.write_text(_config(port, tmp_path / "js", NAME, deny_delete=False))
+        server.send_signal(signal.SIGHUP)  # (the delete is allowed: HOLD itself refuses it)
+        nc = await _connect(port, "admin")
+        feeder_nc = await _connect(port, "feeder")
+        feeder = Feeder(
+            feeder_nc,
+            Metrics("control"),
+            RouteTable,
+            heads=lambda: 1,
+            latency=lambda _: None,
+            queue_limit=0,  # nothing is moved: the request waits in HOLD until it expires
+        )
+        deletes: list[Msg] = []
+        try:
+            js = nc.jetstream()
+            hold = definitions.hold_stream_config(settings)
+            await js.add_stream(hold)
+            await js.create_key_value(definitions.bucket_config(subjects.SCHED_BUCKET, settings))
+
+            async def seen(msg: Msg) -> None:
+                deletes.append(msg)
+
+            await nc.subscribe(DELETE, cb=seen)
+            await flushed(nc)
+            await asyncio.sleep(0.5)  # (the reload)
+            await feeder.start()
+            await js.publish(
+                f"{subjects.HOLD_PREFIX}.{DEP}.default.t",
+                b"{}",
+                headers={
+                    h.REQUEST_ID: "r-sealed",
+                    h.REPLY: REPLY,
+                    h.DEADLINE: str(int((time.time() + 1.5) * 1000)),
+                    "Nats-Msg-Id": "r-sealed",
+                },
+            )
+            await asyncio.sleep(0.3)
+            await js.update_stream(dataclasses.replace(hold, sealed=True))
+            await until(lambda: len(deletes) >= 1, timeout=10)
+            await asyncio.sleep(4)  # the old feeder tried again every tick
+            assert len(deletes) == 1
         finally:
             await feeder.stop()
             await feeder_nc.close()

@@ -60,9 +60,9 @@ from switchyard.control import heldviews
 from switchyard.control.fairqueue import FairQueue
 from switchyard.control.feedwindow import Window
 from switchyard.control.held import Held, read_held, sequence_and_time
-from switchyard.control.heldexpiry import Taken, expire
+from switchyard.control.heldexpiry import TRIES, Taken, expire
 from switchyard.control.holdbound import full_mark
-from switchyard.control.holdpurge import HoldPurger
+from switchyard.control.holdpurge import PURGE_BATCH, HoldPurger
 from switchyard.control.mover import Mover
 from switchyard.errors import BusError
 from switchyard.runtime import semconv as sc
@@ -91,10 +91,14 @@ REWRITE_S = 300.0
 DEFAULT_HOLD_LIMIT = 10_000
 # Expired held requests deleted from HOLD side by side, at most (each one API request).
 EXPIRING_AT_ONCE = 16
-# An expired held request whose delete HOLD did not answer (a stream leader election, a refusal)
-# stays in HOLD, unanswered, and its delete is tried again from the tick for this long; only
-# then is it given up (left to its caller's own timeout) and purged with the rest.
+# An expired held request whose delete HOLD did not answer (a stream leader election, a denied
+# permission: timeouts, no responders) stays in HOLD, unanswered, and its delete is tried again
+# from the tick for this long from its first send; only then is it given up (left to its
+# caller's own timeout) and purged with the rest.
 DELETE_RETRY_S = 30.0
+# ... or until this many moved requests of its tenant subject wait behind it for a purge (they
+# stay in HOLD and count against streams.hold_tenant_limit while purges stop below it).
+DELETE_BLOCKS_AT_MOST = PURGE_BATCH
 _NOT_DONE = (b"-NAK", b"+WPI")  # a nak or progress report frees no slot
 
 
@@ -389,10 +393,13 @@ class Feeder:
 
     async def _expire_one(self, item: Held, since: float | None) -> None:
         loop = asyncio.get_running_loop()
-        first = loop.time() if since is None else since
         try:
             async with self._expiring:  # (a burst of them: a few deletes at a time)
-                taken = await expire(self._nc, item, self._ingress)
+                # The clock starts once a delete is sent (not while queued for the semaphore);
+                # a retry sends one delete, so an unanswered one holds a slot 2 s, not 6.6 s.
+                first = loop.time() if since is None else since
+                tries = TRIES if since is None else 1
+                taken = await expire(self._nc, item, self._ingress, tries)
         except asyncio.CancelledError:  # stopping: in HOLD still unless deleted, and then the
             raise  # next run reads it again (a purge now would drop it unanswered)
         except Exception:  # (a retry of the delete finds it GONE if it was answered)
@@ -405,14 +412,19 @@ class Feeder:
             dep = self._deps.get(item.deployment)
             if dep is None or not self._current(dep):
                 return
-            if loop.time() - first < DELETE_RETRY_S:
+            behind = self._purger.behind(item.subject, item.seq)
+            if loop.time() - first < DELETE_RETRY_S and behind < DELETE_BLOCKS_AT_MOST:
                 dep.undeleted.append((item, first))
                 return
             log.warning(
-                "gave up deleting an expired held request (%s) after %.0f s: not answered",
+                "gave up deleting an expired held request (%s) after %.0f s, %d moved behind"
+                " it in HOLD: not answered",
                 item.request_id,
-                DELETE_RETRY_S,
+                loop.time() - first,
+                behind,
             )
+        elif taken is Taken.REFUSED:  # an answer, not a silence: trying again will not help
+            log.warning("gave up deleting an expired held request (%s)", item.request_id)
         self._delete(item)  # (whatever became of it: else its tenant's purges stop below it)
         if taken is Taken.MINE:
             key = (item.deployment, item.priority)

@@ -15,13 +15,15 @@ again. The rare exception is a request *moved*: it stays in HOLD until its next 
 so one moved just before a restart and expired before that purge is read again, looks never
 moved, and is answered here while a model-proxy may serve it too (so can a stored move whose ack
 was lost in a dispatch failover and that expires before its retry; see docs/routing.md).
-A delete HOLD does not answer (a stream leader election, a refusal) leaves the request in
-HOLD, unanswered, and the feeder tries the delete again from its tick for ``DELETE_RETRY_S``
-(a delete that did go through comes back "gone"). The price: a feeder that dies between its
-delete and its publish, a delete that timed out after HOLD took it, or one still unanswered
-after those seconds leaves that caller to its own timeout, as before this answer existed,
-rather than answer twice. A publish that fails (the connection is down for a moment) is tried
-again :data:`TRIES` times in all.
+A delete HOLD does not answer (timeouts or no responders: a stream leader election, a
+permission refused) leaves the request in HOLD, unanswered, and the feeder tries the delete
+again from its tick, one try a tick, for ``DELETE_RETRY_S`` (a delete that did go through comes
+back "gone"), or until moved requests of its subject pile up behind it (purges stop below it).
+A delete HOLD answers with an error is given up at once. The price: a feeder that dies between
+its delete and its publish, a delete that timed out after HOLD took it, or one given up leaves
+that caller to its own timeout, as before this answer existed, rather than answer twice. A
+publish that fails (the connection is down for a moment) is tried again :data:`TRIES` times in
+all.
 """
 
 from __future__ import annotations
@@ -55,14 +57,15 @@ class Taken(enum.Enum):
 
     MINE = "mine"  # this delete removed it: its answer is this feeder's to send
     GONE = "gone"  # removed already (by another feeder): not this one's to answer
-    UNKNOWN = "unknown"  # HOLD did not say (unreachable, refused): not answered (yet)
+    UNKNOWN = "unknown"  # HOLD did not answer (timeouts, no responders): not answered (yet)
+    REFUSED = "refused"  # HOLD answered with an error: trying again would not help
 
 
-async def expire(nc: NATS, item: Held, ingress: IngressSettings) -> Taken:
+async def expire(nc: NATS, item: Held, ingress: IngressSettings, tries: int = TRIES) -> Taken:
     """Take ``item`` out of HOLD and, if this call took it, tell its caller its deadline passed
     while it was held (nothing if it gave no reply subject). Nothing is raised: a failure is
-    logged (the caller then times out)."""
-    taken = await take(nc, item.seq)
+    logged (the caller then times out). ``tries``: of the delete, while unanswered."""
+    taken = await take(nc, item.seq, tries)
     if taken is Taken.MINE:
         await answer(nc, item, ingress)
     elif taken is Taken.GONE:
@@ -70,11 +73,12 @@ async def expire(nc: NATS, item: Held, ingress: IngressSettings) -> Taken:
     return taken
 
 
-async def take(nc: NATS, seq: int) -> Taken:
-    """Delete ``seq`` from HOLD, :data:`TRIES` times at most (see :class:`Taken`)."""
+async def take(nc: NATS, seq: int, tries: int = TRIES) -> Taken:
+    """Delete ``seq`` from HOLD, ``tries`` times at most while unanswered (see
+    :class:`Taken`)."""
     api = f"$JS.API.STREAM.MSG.DELETE.{subjects.HOLD_STREAM}"
     payload = _JSON.encode({"seq": seq, "no_erase": True})
-    for attempt in range(TRIES):
+    for attempt in range(tries):
         if attempt:
             await asyncio.sleep(RETRY_S * attempt)
         try:
@@ -91,7 +95,7 @@ async def take(nc: NATS, seq: int) -> Taken:
         if isinstance(error, dict) and error.get("err_code") == _DELETE_FAILED:
             return Taken.GONE
         log.warning("HOLD refused to delete an expired request: %s", reply.data[:200])
-        return Taken.UNKNOWN
+        return Taken.REFUSED
     log.warning("could not delete an expired held request from HOLD: not answered")
     return Taken.UNKNOWN
 

@@ -61,6 +61,11 @@ class HoldLedger:
         state.finished.append(seq)
         return len(state.finished) >= self._batch
 
+    def behind(self, subject: str, seq: int) -> int:
+        """Finished requests of ``subject`` above ``seq``: kept in HOLD while ``seq`` waits."""
+        state = self._subjects.get(subject)
+        return 0 if state is None else sum(1 for s in state.finished if s > seq)
+
     def pending(self) -> bool:
         """Whether any finished request still waits for a purge."""
         return any(state.finished for state in self._subjects.values())

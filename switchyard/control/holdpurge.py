@@ -66,6 +66,10 @@ class HoldPurger:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(PURGE_S, self._purge_soon)
 
+    def behind(self, subject: str, seq: int) -> int:
+        """Finished requests of ``subject`` that ``seq``, still waiting, keeps in HOLD."""
+        return self._ledger.behind(subject, seq)
+
     async def close(self, *, connected: bool) -> None:
         """Finish the purges under way and, while ``connected``, send what is due now (what
         was moved leaves HOLD now, not after a restart); then start afresh, ready for the

@@ -59,3 +59,15 @@ def test_a_refused_purge_is_retried_with_the_next() -> None:
     ledger.failed(purge)
     ledger.finish(A, "dep1", 2)
     assert ledger.due() == [Purge(A, "dep1", 3, (1, 2))]
+
+
+def test_behind_counts_the_finished_requests_a_waiting_one_keeps_in_hold() -> None:
+    ledger = HoldLedger(batch=64)
+    for seq in (1, 2, 3, 4):
+        ledger.read(A, "d", seq)
+    ledger.read(B, "d", 5)
+    for seq in (1, 3, 4, 5):
+        ledger.finish(A if seq != 5 else B, "d", seq)
+    assert ledger.behind(A, 2) == 2  # 3 and 4: not purged while 2 waits
+    assert ledger.behind(A, 4) == 0
+    assert ledger.behind("llm.v1.hold.dep1.default.team-c", 1) == 0  # (unknown subject)
