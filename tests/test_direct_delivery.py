@@ -239,13 +239,21 @@ async def test_a_direct_handler_survives_a_reconnect(tmp_path: Path) -> None:
             await nc.close()
 
 
-async def _outcome(mover: Mover, subject: str, msg_id: str) -> BusError | None:
-    outcomes: list[BusError | None] = []
-    mover.move(subject, b"x", header_block({"Nats-Msg-Id": msg_id}), outcomes.append)
+async def _outcome(
+    mover: Mover, subject: str, msg_id: str, *, duplicate: bool = False
+) -> BusError | None:
+    outcomes: list[tuple[BusError | None, bool]] = []
+    mover.move(
+        subject,
+        b"x",
+        header_block({"Nats-Msg-Id": msg_id}),
+        lambda error, dup: outcomes.append((error, dup)),
+    )
     await until(lambda: len(outcomes) >= 1, 5)
     await asyncio.sleep(0.1)
     assert len(outcomes) == 1, "a move was settled twice"
-    return outcomes[0]
+    assert outcomes[0][1] is duplicate
+    return outcomes[0][0]
 
 
 async def test_a_move_is_settled_once_stored_refused_or_unanswered(
@@ -257,7 +265,8 @@ async def test_a_move_is_settled_once_stored_refused_or_unanswered(
     try:
         assert await _outcome(mover, "t.a", "one") is None
         assert (await nc.jetstream().stream_info("T")).state.messages == 1
-        assert await _outcome(mover, "t.a", "one") is None  # a duplicate: stored already
+        # A duplicate: stored already, and said so.
+        assert await _outcome(mover, "t.a", "one", duplicate=True) is None
         refused = await _outcome(mover, "t.a", "two")  # the subject is full: discard-new
         assert isinstance(refused, StreamRejected)
         nobody = await _outcome(mover, "nowhere.a", "three")  # no stream: the 503 status
@@ -267,7 +276,7 @@ async def test_a_move_is_settled_once_stored_refused_or_unanswered(
         silent: list[BusError | None] = []
         await other.subscribe("mute.>")  # hears (no "no responders"), never answers
         await flushed(other)
-        mover.move("mute.a", b"x", header_block({}), silent.append)
+        mover.move("mute.a", b"x", header_block({}), lambda error, _: silent.append(error))
         await asyncio.sleep(0.2)
         assert silent == []
         assert len(mover) == 1
@@ -275,7 +284,7 @@ async def test_a_move_is_settled_once_stored_refused_or_unanswered(
         assert len(silent) == 1
         assert isinstance(silent[0], BusError)
 
-        mover.move("mute.b", b"x", header_block({}), silent.append)
+        mover.move("mute.b", b"x", header_block({}), lambda error, _: silent.append(error))
     finally:
         await mover.stop(grace=0.2)
     assert len(silent) == 2

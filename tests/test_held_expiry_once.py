@@ -162,3 +162,44 @@ async def test_the_counter_shows_every_deployment_at_zero_before_any_expiry(bus:
     for priority in ("interactive", "batch"):
         labels = {sc.DEPLOYMENT: DEP, sc.PRIORITY: priority}
         assert metrics.registry.get_sample_value(sc.HELD_EXPIRED, labels) == 0.0
+
+
+def _moves(metrics: Metrics) -> float:
+    value = metrics.registry.get_sample_value(
+        sc.FAIR_MOVES, {sc.DEPLOYMENT: DEP, sc.PRIORITY: "default"}
+    )
+    return value or 0.0
+
+
+async def _hold(bus: _Bus, request_id: str) -> None:
+    """A request held for :data:`DEP` with no deadline (it is moved once a slot is free)."""
+    await bus.nc.jetstream().publish(
+        f"{subjects.HOLD_PREFIX}.{DEP}.default.t",
+        b"{}",
+        headers={h.REQUEST_ID: request_id, "Nats-Msg-Id": request_id},
+    )
+
+
+@pytest.mark.timeout(60)
+async def test_the_moves_counter_survives_a_restart_and_skips_duplicates(bus: _Bus) -> None:
+    """``switchyard_fair_moves_total`` was kept per run (back to 0 after a stop and start of
+    the same process: leadership lost and won) and counted a move dispatch answered as a
+    duplicate (moved before, by a feeder before) as a second move."""
+    js = bus.nc.jetstream()
+    await js.add_stream(definitions.dispatch_stream_config(bus.settings))
+    feeder, _, metrics = await bus.feeder()
+    await feeder.start()
+    await _hold(bus, "r-new")
+    await _until(lambda: _moves(metrics) == 1.0)
+    await feeder.stop()
+    await feeder.start()  # leadership back: the same process's counter must not go back
+    assert _moves(metrics) == 1.0
+    # Moved by a feeder before, not yet purged from HOLD: dispatch has it already.
+    await js.publish(subjects.dispatch(DEP), b"{}", headers={"Nats-Msg-Id": "r-dup"})
+    await _hold(bus, "r-dup")
+    await _hold(bus, "r-next")
+    await _until(lambda: _moves(metrics) >= 2.0)
+    await asyncio.sleep(1.0)  # (the duplicate's ack came first: it would count by now)
+    assert _moves(metrics) == 2.0
+    info = await js.stream_info(subjects.DISPATCH_STREAM)
+    assert info.state.messages == 3  # r-new, r-dup once, r-next

@@ -120,7 +120,6 @@ class _Deployment:
     # disconnected with a full buffer, would otherwise be retried in a busy loop).
     stalled: bool = False
     retry: asyncio.TimerHandle | None = None
-    moved: dict[str, int] = field(default_factory=dict)
     window: Window = field(default_factory=Window)
     # Expired requests whose delete from HOLD got no answer, with when it was first tried (the
     # loop's clock): tried again from the tick (see DELETE_RETRY_S).
@@ -165,6 +164,7 @@ class Feeder:
         # Held requests whose deadline passed, answered 504 by this process (by deployment and
         # priority): kept across runs, so the counter never goes back.
         self._expired: dict[tuple[str, str], int] = {}
+        self._moves: dict[tuple[str, str], int] = {}  # moved into dispatch: the same
         self._concurrency: dict[str, int] = {}
         self._concurrency_of: RouteTable | None = None
         # Dispatch holds at most this many per deployment (discard-new): never move past it.
@@ -356,14 +356,19 @@ class Feeder:
             subjects.dispatch(dep.id),
             item.data,
             item.headers,
-            lambda error: self._moved(dep, item, error),
+            lambda error, duplicate: self._moved(dep, item, error, duplicate),
         )
 
-    def _moved(self, dep: _Deployment, item: Held, error: BusError | None) -> None:
-        """Stored: it leaves HOLD with the next purge. Not stored: first in line again."""
+    def _moved(
+        self, dep: _Deployment, item: Held, error: BusError | None, duplicate: bool = False
+    ) -> None:
+        """Stored: it leaves HOLD with the next purge. Not stored: first in line again.
+        ``duplicate``: dispatch had it already (a move before a restart): not counted again."""
         dep.moving -= 1
         if error is None:
-            dep.moved[item.priority] = dep.moved.get(item.priority, 0) + 1
+            if not duplicate:
+                key = (dep.id, item.priority)
+                self._moves[key] = self._moves.get(key, 0) + 1
             self._delete(item)
             return
         if isinstance(error, StreamRejected):
@@ -570,27 +575,25 @@ class Feeder:
             [sc.DEPLOYMENT],
             lambda: [((d.id,), 1.0 if d.held else 0.0) for d in self._deps.values()],
         )
+
+        def rows(counts: dict[tuple[str, str], int]) -> list[tuple[tuple[str, ...], float]]:
+            """Every deployment and priority (0 if none), and what counts holds, kept across
+            runs: a counter never goes back."""
+            out: dict[tuple[str, str], float] = {
+                (d, p): 0.0 for d in self._deps for p in PRIORITIES
+            }
+            out.update((key, float(n)) for key, n in counts.items())
+            return list(out.items())
+
         metrics.counter_callback(
             sc.FAIR_MOVES,
             "Held requests the feeder moved into dispatch, by priority.",
             [sc.DEPLOYMENT, sc.PRIORITY],
-            lambda: [
-                ((d.id, p), float(d.moved.get(p, 0)))
-                for d in self._deps.values()
-                for p in PRIORITIES
-            ],
+            lambda: rows(self._moves),
         )
-
-        def expired_rows() -> list[tuple[tuple[str, ...], float]]:
-            rows: dict[tuple[str, str], float] = {
-                (d, p): 0.0 for d in self._deps for p in PRIORITIES
-            }
-            rows.update((key, float(n)) for key, n in self._expired.items())
-            return list(rows.items())
-
         metrics.counter_callback(
             sc.HELD_EXPIRED,
             "Held requests whose deadline passed in HOLD, answered 504, by priority.",
             [sc.DEPLOYMENT, sc.PRIORITY],
-            expired_rows,
+            lambda: rows(self._expired),
         )

@@ -21,12 +21,13 @@ from nats.errors import Error as NatsError
 
 from switchyard.bus.direct import DirectDelivery, status_of
 from switchyard.errors import BusError
-from switchyard.runtime.jetstream import ack_error
+from switchyard.runtime.jetstream import ack_duplicate, ack_error
 from switchyard.runtime.tasks import TaskSupervisor
 
 log = logging.getLogger("switchyard.control.feeder")
 SWEEP_S = 1.0
-Done = Callable[[BusError | None], None]
+# How a move went: the error (None: stored), and whether the stream had it already (msg-id).
+Done = Callable[[BusError | None, bool], None]
 _NO_RESPONDERS = b"503"
 
 
@@ -96,15 +97,16 @@ class Mover:
         token = subject[self._prefix :]
         if token in self._waiting:
             no_responders = status_of(headers) == _NO_RESPONDERS
-            self._settle(token, ack_error(data, no_responders=no_responders))
+            error = ack_error(data, no_responders=no_responders)
+            self._settle(token, error, duplicate=error is None and ack_duplicate(data))
 
-    def _settle(self, token: bytes, error: BusError | None) -> None:
+    def _settle(self, token: bytes, error: BusError | None, *, duplicate: bool = False) -> None:
         entry = self._waiting.pop(token, None)
         if not self._waiting:
             self._empty.set()
         if entry is None:
             return
         try:
-            entry[1](error)
+            entry[1](error, duplicate)
         except Exception:  # the feeder's bug must not stop the other settlements
             log.exception("a move's callback failed")

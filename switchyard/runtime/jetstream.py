@@ -58,6 +58,7 @@ class _ApiError(msgspec.Struct, frozen=True):
 
 class _Ack(msgspec.Struct, frozen=True):
     error: _ApiError | None = None
+    duplicate: bool = False
 
 
 _ACK = msgspec.json.Decoder(_Ack)
@@ -279,6 +280,16 @@ def _check(msg: Msg) -> None:
     error = ack_error(msg.data, no_responders=no_responders)
     if error is not None:
         raise error
+
+
+def ack_duplicate(data: bytes) -> bool:
+    """Whether a stream's answer to a publish says it was stored already (same msg-id)."""
+    if b'"duplicate"' not in data:
+        return False
+    try:
+        return _ACK.decode(data).duplicate
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return False
 
 
 def ack_error(data: bytes, *, no_responders: bool = False) -> BusError | None:
