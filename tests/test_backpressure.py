@@ -52,6 +52,12 @@ async def narrow(
                 "fallbacks": ["quick"],
             },
             "quick": {"deployments": [{"provider": "fake", "model": "quick"}]},
+            # As spill, to one that holds its role a while (its model-proxy says it began).
+            "spill-late": {
+                "deployments": [{"provider": "fake", "model": "slow:3000"}],
+                "fallbacks": ["late"],
+            },
+            "late": {"deployments": [{"provider": "fake", "model": "rolelate:700"}]},
         },
         "streams": {"dispatch_queue_limit": 2},
         "stack": {"heads": 1, "modelproxies": 1},
@@ -163,6 +169,42 @@ async def test_a_full_queue_passes_the_request_to_the_routes_fallback(
             assert again.headers["x-switchyard-deployment"] == deployment_id("fake", "slow:3000")
     finally:
         await head.stop(5)
+
+
+async def test_a_request_a_full_queue_passed_on_is_accepted_as_the_placement_it_is(
+    narrow: Stack, upstream: FakeOpenAI
+) -> None:
+    """The slow deployment's queue is full, its fallback takes the request: the head's
+    ``accepted`` names the placement the fallback's model-proxy serves (2, as its keep-alives
+    say). It said 1: the fallback's first keep-alive then read as a move, which cleared the
+    deployment a 504 names, and told the batch runner the line was back in a queue."""
+    head = await _start_head(narrow)
+    nc = await narrow.connect("app")
+    seen: list[tuple[str, str, str]] = []  # kind, placement, begun
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            _, _, first = await _fill_the_queue(narrow, http, upstream)
+            inbox = nc.new_inbox()
+            got: asyncio.Queue[Msg] = asyncio.Queue()
+            sub = await nc.subscribe(inbox, cb=got.put)
+            body = {**BODY, "model": "spill-late", "stream": True}
+            deadline = str(int((time.time() + 30) * 1000))
+            auth = {"Authorization": f"Bearer {narrow.api_key}", h.DEADLINE: deadline}
+            await nc.publish(subjects.CHAT, msgspec.json.encode(body), reply=inbox, headers=auth)
+            async with asyncio.timeout(20):
+                while (msg := await got.get()).headers:  # the terminator has none
+                    hdrs = msg.headers or {}
+                    kind = hdrs.get(h.KIND, "")
+                    if kind in ("accepted", "keepalive"):
+                        seen.append((kind, hdrs.get(h.PLACEMENT, ""), hdrs.get(h.BEGUN, "")))
+            await sub.unsubscribe()
+            assert [r.status_code for r in await asyncio.gather(*first)] == [200, 200]
+    finally:
+        await nc.close()
+        await head.stop(5)
+    assert ("accepted", "2", "") in seen, seen
+    assert ("keepalive", "2", "1") in seen, seen  # the fallback's provider began
+    assert {placement for _, placement, _ in seen} == {"2"}, seen
 
 
 async def test_a_retry_no_head_takes_is_answered_not_lost(narrow: Stack) -> None:

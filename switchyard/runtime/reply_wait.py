@@ -138,8 +138,12 @@ class ReplyProgress:
         ``Sy-Begun`` would start a stream the next provider has not begun, and a batch line
         read as worked on again). One of a later placement than the last accepted (whose own
         ``accepted`` is late or lost) tells the move itself: yielded with ``moved`` set, so
-        that what the earlier placement said no longer holds. While the last accepted named
-        no placement (an older head), keep-alives pass as they come."""
+        that what the earlier placement said no longer holds. Such a move clears ``placed`` (a
+        keep-alive names no deployment) until that placement's ``accepted`` arrives: a 504
+        before it names no deployment. A head's ``accepted`` names the placement its
+        model-proxy serves (a full queue passed over is one), so only a real move does this.
+        While the last accepted named no placement (an older head), keep-alives pass as they
+        come."""
         if self.placed and not self.placed_as[1]:
             return reply
         placed_as = (attempt, reply.placement)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 import random
 
+from switchyard.errors import ServiceUnavailable
+
 MIN_S = 1.0
 MAX_S = 30.0
 # Time per request of a deployment the feeder has not measured (or with fair queueing off,
@@ -49,3 +51,14 @@ def retry_after(
     high = int(min(MAX_S, max(MIN_S + 1, math.ceil(drain_s(depth, concurrency, per_request_s)))))
     low = int(max(MIN_S, math.ceil(high / 2)))
     return float((rng or random).randint(low, high))
+
+
+def full(deployment: str, retry_after_s: float) -> ServiceUnavailable:
+    """The answer for a request ``deployment`` would hold while it holds its total limit
+    (``streams.hold_total_limit``): a full queue, so the head offers the request to the
+    route's next candidate first (``Head._place``)."""
+    return ServiceUnavailable(
+        f"the queue for deployment {deployment} is full; retry later",
+        code="queue_full",
+        retry_after=retry_after_s,
+    )

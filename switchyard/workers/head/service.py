@@ -356,7 +356,7 @@ class Head:
             data = lowered_tier(data)
         placed = await self._place(data, env, hop, named, pinned=pinned or None)
         self.stats.outcome(DISPATCHED)
-        await replies.send_accepted(self.nc, reply, env.request_id, placed, env.placement)
+        await replies.send_accepted(self.nc, reply, env.request_id, *placed)
 
     async def _stale(self, env: Envelope, msg: Msg, reply: str) -> bool:
         """True (logged, counted, answered) when the caller stopped waiting for this attempt
@@ -409,7 +409,7 @@ class Head:
         placed = await self._place(body, env, hop, named, pinned=None, avoid=avoid)
         self.stats.outcome(REROUTED)
         # The caller learns where it went now (its 504, should its deadline pass, names it).
-        await replies.send_accepted(self.nc, env.reply, env.request_id, placed, env.placement)
+        await replies.send_accepted(self.nc, env.reply, env.request_id, *placed)
 
     async def _after_removal(self, env: Envelope, named: decide.Named) -> tuple[str, Envelope]:
         """A removal bounce: the deployment to avoid next, and the envelope to queue (the
@@ -446,11 +446,12 @@ class Head:
         *,
         pinned: str | None,
         avoid: str = "",
-    ) -> str:
-        """Queue the request for the deployment the route picks; returns its id. A
-        deployment whose queue is full counts as a tried one (no cooldown: it drains by
-        itself) and the next candidate, another deployment or a fallback, takes the request;
-        with none left, the attempts spent or ``Sy-Tried`` full, the caller gets ``queue_full``.
+    ) -> tuple[str, int]:
+        """Queue the request for the deployment the route picks; returns its id and placement
+        (as its keep-alives name it). A full queue counts as a tried deployment (no cooldown:
+        it drains by itself; the next placement is one more) and the next candidate, another
+        deployment or a fallback, takes the request; with none left, the attempts spent or
+        ``Sy-Tried`` full, the caller gets ``queue_full``.
         ``avoid``: a deployment that just bounced the request, not chosen while the route has
         another."""
         full: ServiceUnavailable | None = None
@@ -468,7 +469,7 @@ class Head:
             deployment = self._spare(env, chosen, body, avoid)
             try:
                 await self._dispatch(body, env, deployment, hop)
-                return deployment.id
+                return deployment.id, env.placement
             except ApiError as exc:  # a full HOLD queue, no queue at all, the deadline...
                 if not isinstance(exc, ServiceUnavailable) or exc.code != "queue_full" or env.pin:
                     named.refused_by(deployment.id, env)
@@ -525,7 +526,8 @@ class Head:
         ):
             priority = env.priority or "default"
             if self.admission.full(deployment, priority):  # holds all it may: as a full queue
-                raise self._hold_full(deployment)
+                limit = self.settings.streams.hold_total_limit  # (Retry-After: to serve them)
+                raise queue_room.full(deployment, self._drain_retry_after(deployment, limit))
             subject = subjects.hold(deployment, priority, fair_tenant(env.tenant, env.key_id))
         await publish_dispatch(
             self.publisher,
@@ -551,17 +553,6 @@ class Head:
         feeder's measured pace (:mod:`queue_room`)."""
         pace = self.admission.per_request_s(deployment) or queue_room.DEFAULT_PER_REQUEST_S
         return queue_room.retry_after(depth, self.router.concurrency(deployment), pace)
-
-    def _hold_full(self, deployment: str) -> ServiceUnavailable:
-        """The answer for a request ``deployment`` would hold while it holds its total limit
-        (``streams.hold_total_limit``): a full queue, so :meth:`_place` offers the request to
-        the route's next candidate first. Its ``Retry-After`` is the time to serve that many."""
-        limit = self.settings.streams.hold_total_limit
-        return ServiceUnavailable(
-            f"the queue for deployment {deployment} is full; retry later",
-            code="queue_full",
-            retry_after=self._drain_retry_after(deployment, limit),
-        )
 
     async def _after_failure(self, env: Envelope, named: decide.Named, body: bytes) -> None:
         """Cool the deployment that failed, pause, or give up.
