@@ -4,6 +4,7 @@ is no stall, while a stall after the answer's text began still ends the stream."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -99,3 +100,33 @@ async def test_a_stall_after_the_text_began_still_ends_the_stream(
     with pytest.raises(ApiError) as raised:
         await _events(base)
     assert "none for 0.5 s: timeouts.idle_s" in raised.value.message
+
+
+async def test_a_slow_consumer_of_a_relayed_comment_is_not_the_providers_silence(
+    provider: tuple[Scripted, str],
+) -> None:
+    """The text began (idle_s 0.5); a proxy's ``: keep-alive`` comes, which the consumer
+    takes 1 s to take; the next delta comes 0.2 s after that. The comment is no activity, but
+    neither is the time its consumer took: the stream goes on. It was cut at once (its read
+    deadline, set at the delta before, had passed while the comment was handed on)."""
+    server, base = provider
+    server.script = [
+        *OPENING,
+        (0, _ev("response.output_item.added", output_index=0, item=MESSAGE)),
+        (0, _ev("response.output_text.delta", output_index=0, content_index=0, delta="Hi")),
+        (0.1, b": keep-alive\n\n"),
+        (1.2, _ev("response.output_text.delta", output_index=0, content_index=0, delta="!")),
+        (0, COMPLETED),
+    ]
+    adapter = Passthrough()
+    events: list[bytes] = []
+    try:
+        async for event in adapter.stream(_call(base)):
+            if event.payload is not None:
+                events.append(event.payload)
+                if event.payload.startswith(b":"):
+                    await asyncio.sleep(1.0)  # a slow client downstream (back-pressure)
+    finally:
+        await adapter.close()
+    assert any(b": keep-alive" in e for e in events), events
+    assert any(b"response.completed" in e for e in events), events

@@ -34,7 +34,7 @@ from switchyard.workers.modelproxy.providers.client_request_id import client_req
 from switchyard.workers.modelproxy.providers.native_stream import Activity, Opening
 from switchyard.workers.modelproxy.providers.openai_compat import http_error
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
-from switchyard.workers.modelproxy.providers.stream_timers import read_by
+from switchyard.workers.modelproxy.providers.stream_timers import pushed_by, read_by
 
 ANTHROPIC_BASE = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -153,13 +153,16 @@ class Passthrough:
             raise ue.connection_failed(name, exc) from None
         return resp
 
-    async def stream(self, call: ProviderCall) -> AsyncIterator[StreamEvent]:
+    async def stream(  # noqa: PLR0915  (one loop per SSE line: no helper call on this path)
+        self, call: ProviderCall
+    ) -> AsyncIterator[StreamEvent]:
         url, headers = _target(call)
         name = call.provider_name
         tracker: AnthropicUsageTracker | ResponsesUsageTracker = (
             AnthropicUsageTracker() if call.op == "messages" else ResponsesUsageTracker()
         )
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         first_by, end_by = now + call.first_token_timeout, now + call.total_timeout
         resp = await self._open(call, url, headers, min(first_by, end_by))
         opening = Opening(call.op, name, call.api_key)
@@ -201,12 +204,16 @@ class Passthrough:
                 if not frame:
                     continue
                 event, frame, had_data, data = b"".join(frame) + b"\n", [], data, False
+                away = 0.0 if had_data else loop.time()
                 # Until the answer's first event: openings held back, an error raised.
                 for out in opening.events(event, tracker.usage):
                     yield out
-                if had_data:  # (the time its consumer took is not the provider's: from now)
+                # The time its consumer took is not the provider's: from now, or added.
+                if had_data:
                     activity.after(event, opening.relayed)
                     by, what = read_by(False, activity.running, first_by, end_by, call.idle_timeout)
+                else:  # a comment alone: no activity, nor its relay silence
+                    by, what = pushed_by(by, what, loop.time() - away, end_by)
         except aiohttp.ClientError as exc:
             raise ue.connection_failed(name, exc) from None
         except LineTooLong:

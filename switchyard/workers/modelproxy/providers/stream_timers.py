@@ -56,6 +56,18 @@ def read_by(
     return end_by, STREAM_END
 
 
+def pushed_by(by: float, what: str, spent: float, end_by: float) -> tuple[float, str]:
+    """:func:`read_by`'s ``by`` and ``what`` once the reader spent ``spent`` seconds waiting
+    for its consumer to take what was no activity (an SSE comment, relayed): an idle gap's end
+    moves out by as much (back-pressure is not the provider's silence), within ``end_by``.
+    The first token's and the whole stream's bounds do not move."""
+    if spent <= 0 or what in (FIRST_TOKEN, STREAM_END):
+        return by, what
+    if by + spent < end_by:
+        return by + spent, what
+    return end_by, STREAM_END
+
+
 def idle_wait(idle_s: float) -> str:
     """What a stream that went idle was waiting for, as its timeout's message says it."""
     return f"the next chunk (none for {idle_s:g} s: timeouts.idle_s)"
