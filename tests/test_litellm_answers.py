@@ -431,3 +431,25 @@ async def test_only_a_choices_last_chunk_says_its_finish_reason(
     answer = state.get_final_completion().choices[0]
     assert answer.finish_reason == expected
     assert answer.message.content in ("echo: Say hello", "".join(fake_gemini.REPLY[1:]))
+
+
+# (litellm's own warning when it strips a usage chunk: see tests/test_litellm_adapter.py)
+@pytest.mark.filterwarnings("ignore:Accessing the 'model_(computed_)?fields' attribute")
+async def test_a_failure_after_a_whole_answer_still_ends_it_with_its_finish_reason(
+    adapter: LiteLLM,
+) -> None:
+    """The whole answer and its ``finish_reason`` came (held for the stream's last chunk),
+    then the provider's read failed (an error event, no usage, no end): the stream ends as
+    whole, as when the grace after a whole answer runs out, its reason said. The failure
+    was raised and the held reason never went out: a stream without its finish chunk."""
+    fake = FakeOpenAI()
+    fake.start()
+    up = Upstream("litellm", fake, fake.base_url, "", base._usage(0, 0), "")  # type: ignore[arg-type]
+    try:
+        chunks = await _chunks(adapter, up, "openai/endfail")
+    finally:
+        fake.stop()
+    said = [c["finish_reason"] for chunk in chunks for c in chunk["choices"] if c["finish_reason"]]
+    assert said == ["stop"], chunks
+    text = "".join(c["delta"].get("content", "") for chunk in chunks for c in chunk["choices"])
+    assert text == "echo: Say hello", chunks

@@ -27,6 +27,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``stall:<ms>``: streams two words, is silent for ``<ms>``, then ends the answer;
 * ``nodone``: streams the echo, its finish_reason and its usage (when asked), then neither
   ``[DONE]`` nor the end of the response (it holds the connection for an hour);
+* ``endfail``: streams the echo and its finish_reason, then an error event (no usage, no
+  ``[DONE]``): a failure after a whole answer;
 * ``midreason``: streams the echo a word a chunk, each chunk with ``finish_reason: stop``
   (as litellm passes on Gemini's tool-call pieces: a reason before the choice's last chunk);
 * ``cutshort``: streams two words and ends the response there (no finish_reason, no
@@ -421,6 +423,13 @@ class FakeOpenAI:
                 with self._lock:
                     self.cut.append(str(model))
                 raise
+            return resp
+        if kind == "endfail":  # a whole answer, its finish_reason, then an error, no usage
+            await self._chunks(resp, model, text.split(" "), 0.0)
+            await resp.write(_chunk(model, [{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+            broke = {"error": {"message": "upstream broke at the end", "type": "server_error"}}
+            await resp.write(b"data: " + json.dumps(broke).encode() + b"\n\n")
+            await resp.write_eof()
             return resp
         if kind == "midreason":  # every piece says its finish_reason, the last one too
             for i, word in enumerate(text.split(" ")):

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -73,10 +74,11 @@ from switchyard.workers.modelproxy.providers.client_request_id import (
     client_request_id,
 )
 from switchyard.workers.modelproxy.providers.embedded_error import provider_error
-from switchyard.workers.modelproxy.providers.litellm_stream import closing, delivers
+from switchyard.workers.modelproxy.providers.litellm_stream import closing, delivers, whole
 from switchyard.workers.modelproxy.providers.redirects import is_redirect, redirected
 from switchyard.workers.modelproxy.providers.stream_timers import GRACE_S, WHOLE, read_by
 
+log = logging.getLogger("switchyard.modelproxy")
 _ENCODE = msgspec.json.Encoder()
 # The usage fields a client gets: OpenAI's, then the provider's own counts as litellm reports
 # them (Anthropic's cache reads and writes and server tool use).
@@ -208,12 +210,11 @@ class LiteLLM:
                     if not delivered:
                         raise ue.cut_short(name, "no content, tool call or usage came") from None
                     break
-                except TimeoutError:
-                    if what != WHOLE:  # (no end after a whole answer: ended all the same)
-                        raise ue.timed_out(name, what) from None
-                    break
                 except Exception as exc:  # noqa: BLE001 - every litellm failure is translated
-                    raise _translate(lib, exc, call, what) from None
+                    done = whole(shape, call.body, delivered=delivered)
+                    if (error := _read_failed(lib, exc, call, what, done=done)) is not None:
+                        raise error from None
+                    break  # (no end after a whole answer: ended all the same)
                 substance = delivered or delivers(doc)  # before _event, which may drop usage
                 if (shaped := shape.chunk(doc)) is None:  # a bare finish_reason: said at the end
                     continue
@@ -246,12 +247,30 @@ def _read_by(
     direct path (litellm keeps the usage until the response ends: a provider that sent no end
     held the stream until ``idle_s``, then ended it in a timeout after the whole answer)."""
     by, what = read_by(first, delivered, first_by, end_by, call.idle_timeout)
-    n = call.body.get("n")
-    if delivered and shape.finished(n if type(n) is int else 1):
+    if whole(shape, call.body, delivered=delivered):
         grace_by = asyncio.get_running_loop().time() + GRACE_S
         if grace_by < by:
             return grace_by, WHOLE
     return by, what
+
+
+def _read_failed(
+    lib: Any, exc: Exception, call: ProviderCall, what: str, *, done: bool
+) -> ApiError | None:
+    """The error a stream's failed read (waiting for ``what``) ends it with; None to end it
+    as whole (its held ``finish_reason`` sent): the grace after a whole answer ran out, or a
+    read after one (``done``) failed otherwise (its usage chunk or end never came: logged)."""
+    if isinstance(exc, TimeoutError):  # (ours: each read's timeout scope)
+        return None if what == WHOLE else ue.timed_out(call.provider_name, what)
+    error = _translate(lib, exc, call, what)
+    if done:
+        log.warning(  # (its message redacted of the key by _translate)
+            "provider %s failed after a whole answer, ended as it is: %s",
+            call.provider_name,
+            error.message,
+        )
+        return None
+    return error
 
 
 async def _close(chunks: Any) -> None:

@@ -14,6 +14,7 @@ ends (its usage chunk, its end, or the grace after a whole answer).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -38,6 +39,18 @@ def closing(
         return []
     end = shape.closing()
     return [] if end is None else [StreamEvent(_ENCODE.encode(end))]
+
+
+def whole(
+    shape: litellm_answer.ChatStream | litellm_answer.LegacyStream,
+    body: Mapping[str, Any],
+    *,
+    delivered: bool,
+) -> bool:
+    """Whether a stream's answer is whole: it ``delivered``, and every choice the request
+    ``body`` asked for (its ``n``, else 1) finished."""
+    n = body.get("n")
+    return delivered and shape.finished(n if type(n) is int else 1)
 
 
 def delivers(doc: dict[str, Any]) -> bool:
