@@ -109,6 +109,40 @@ def test_a_finish_reason_is_said_once_in_the_choices_last_chunk() -> None:
     assert [c.function.arguments for c in done.message.tool_calls or []] == ["{}"]
 
 
+def test_a_bare_finish_reasons_answer_wide_fields_go_on_the_closing_chunk() -> None:
+    """The provider's last chunk says the ``finish_reason`` alone, with its
+    ``system_fingerprint`` and ``service_tier`` (OpenAI's are on every chunk): the chunk is
+    not sent (its reason is held), but those fields were lost with it. The closing chunk
+    carries the last said."""
+    stream = ChatStream("m")
+    opened = _shaped(stream, _chunk({"index": 0, "delta": {}, "finish_reason": None}))
+    assert opened["choices"][0]["delta"] == {"role": "assistant"}
+    text = _shaped(stream, _chunk({"index": 0, "delta": {"content": "hi"}}))
+    assert "system_fingerprint" not in text
+    said = {"system_fingerprint": "fp_9", "service_tier": "default"}
+    bare = {**_chunk({"index": 0, "delta": {}, "finish_reason": "stop"}), **said}
+    assert stream.chunk(bare) is None
+    end = stream.closing()
+    assert end is not None
+    assert {k: end.get(k) for k in said} == said, end
+    assert [(c["index"], c["finish_reason"]) for c in end["choices"]] == [(0, "stop")]
+    state = ChatCompletionStreamState()
+    for chunk in (opened, text, end):
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    done = state.get_final_completion()
+    assert (done.system_fingerprint, done.choices[0].finish_reason) == ("fp_9", "stop")
+
+
+def test_a_first_chunk_with_a_reason_alone_still_opens_its_choice() -> None:
+    """Not dropped as a bare ``finish_reason``: it opens its choice (its role), so the adapter
+    hears that the provider began."""
+    stream = ChatStream("m")
+    first = _shaped(stream, _chunk({"index": 0, "delta": {}, "finish_reason": "stop"}))
+    assert first["choices"] == [
+        {"index": 0, "delta": {"role": "assistant"}, "finish_reason": None, "logprobs": None}
+    ]
+
+
 def test_each_choice_opens_with_its_role() -> None:
     stream = ChatStream("m")
     first = _shaped(

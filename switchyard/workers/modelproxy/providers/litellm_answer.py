@@ -29,7 +29,9 @@ Every choice of a stream opens with a ``role`` and ends with a ``finish_reason``
 ``n`` above 1 litellm sends both for the first choice only (the npm ``openai`` SDK's stream
 helper refuses a choice without either). A choice's ``finish_reason`` is in its last chunk
 only, as OpenAI's: every one litellm sends is held until the stream ends
-(:mod:`.litellm_stream`), a chunk left with nothing else is not sent.
+(:mod:`.litellm_stream`), a chunk left with nothing else is not sent (the ``system_fingerprint``
+and ``service_tier`` it said go on the closing chunk, which carries the last said). A choice's
+first chunk is always sent: it opens the choice with its ``role``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ _MESSAGE = frozenset(
     | {"reasoning_content", "thinking_blocks"}
 )
 _TOOL_CALL = frozenset({"id", "type", "function", "custom"})
+# A chunk's fields of the answer as a whole (OpenAI's are on every chunk): the last said goes on
+# the closing chunk too, so that none is lost with a chunk that is not sent.
+_CARRIED = ("system_fingerprint", "service_tier")
 _CHAT_ID = "chatcmpl-"
 
 
@@ -132,11 +137,14 @@ class ChatStream:
     Remembers the stream's ``id`` (every chunk carries the first one's), the tool calls
     begun (a later piece of one drops ``id``, ``type`` and ``name``), the choices opened and
     the ``finish_reason`` of those finished (the last said: a choice that delivers more after
-    one is open again, so the adapter's grace for a whole answer waits for its next).
+    one is open again, so the adapter's grace for a whole answer waits for its next), and the
+    last ``system_fingerprint`` and ``service_tier`` said (for the closing chunk: the one
+    that said them may be a bare ``finish_reason``, not sent).
     """
 
     __slots__ = (
         "_calls",
+        "_carried",
         "_count",
         "_created",
         "_finished",
@@ -158,6 +166,7 @@ class ChatStream:
         self._opened: set[int] = set()
         self._finished: dict[int, str] = {}
         self._said: set[int] = set()  # choices whose finish_reason went out (closing)
+        self._carried: dict[str, Any] = {}  # _CARRIED fields, as last said
 
     def chunk(self, doc: dict[str, Any]) -> dict[str, Any] | None:
         """``doc`` (a dumped litellm chunk, best with ``exclude_none``) in OpenAI's shape, its
@@ -168,6 +177,9 @@ class ChatStream:
         out = _clean(doc, _ENVELOPE)
         out["id"] = self._id
         out["model"] = self._model
+        for field in _CARRIED:
+            if field in out:
+                self._carried[field] = out[field]
         choices = []
         for choice in doc.get("choices") or ():
             if not isinstance(choice, dict):
@@ -206,7 +218,9 @@ class ChatStream:
         """The chunk that ends every choice opened: its last ``finish_reason`` said (held
         until now), or for a choice that has none, ``tool_calls`` when it called tools (agent
         loops run the calls on that reason only), else the first finished choice's reason,
-        else ``stop``. None when no choice is left to end. Once: those choices are ended."""
+        else ``stop``. None when no choice is left to end. Once: those choices are ended. It
+        carries the stream's last ``system_fingerprint`` and ``service_tier``, as OpenAI's last
+        chunk does (the chunk that said them may have been a bare ``finish_reason``)."""
         unsaid = sorted(self._opened - self._said)
         if not unsaid:
             return None
@@ -222,6 +236,7 @@ class ChatStream:
             "object": "chat.completion.chunk",
             "created": self._created,
             "model": self._model,
+            **self._carried,
             "choices": [
                 {"index": i, "delta": {}, "finish_reason": reasons[i], "logprobs": None}
                 for i in unsaid
