@@ -47,9 +47,13 @@ ROUTES = {
     "s43-es-native-thinks": (NATIVE, "thinks"),  # its opening at once, its text 2.5 s later
 }
 # Two deployments: the first sends its role, then a 503 (the request is rerouted), the next
-# its role, then its answer.
-MOVES = "s43-es-moves"
-MOVES_ROUTE = [("fake", "role503:700"), ("fake", "rolelate:700")]
+# its role, then its answer. In this order: the next is the route's fallback (as two
+# deployments of one route, either was picked first, and half the time nothing moved).
+MOVES, MOVES_ON = "s43-es-moves", "s43-es-moves-on"
+MOVES_ROUTES = {
+    MOVES: {"deployments": [{"provider": "fake", "model": "role503:700"}], "fallbacks": [MOVES_ON]},
+    MOVES_ON: {"deployments": [{"provider": "fake", "model": "rolelate:700"}]},
+}
 
 
 class CuttingResponses(FakeServer):
@@ -110,8 +114,9 @@ async def routed(stack: Stack, cutting: str) -> AsyncIterator[Stack]:
         for alias, (name, model) in ROUTES.items():
             route = {"deployments": [{"provider": name, "model": model}]}
             assert (await stack.admin("PUT", f"/routes/{alias}", route)).status_code == 200
-        moves = {"deployments": [{"provider": p, "model": m} for p, m in MOVES_ROUTE]}
-        assert (await stack.admin("PUT", f"/routes/{MOVES}", moves)).status_code == 200
+        for alias in (MOVES_ON, MOVES):
+            put = await stack.admin("PUT", f"/routes/{alias}", MOVES_ROUTES[alias])
+            assert put.status_code == 200, put.text
         for _ in range(300):  # every head and model-proxy follows the table on its own
             async with httpx.AsyncClient(base_url=stack.tail_url, timeout=30) as http:
                 probe = await http.post(
@@ -129,7 +134,7 @@ async def routed(stack: Stack, cutting: str) -> AsyncIterator[Stack]:
         await asyncio.sleep(1.5)  # the rest of the table, and the probe's cool-down
         yield stack
     finally:
-        for alias in (*ROUTES, MOVES):
+        for alias in (*ROUTES, MOVES, MOVES_ON):
             await stack.admin("DELETE", f"/routes/{alias}")
         await stack.admin("DELETE", f"/providers/{NATIVE}")
         await stack.admin("DELETE", f"/secrets/{NATIVE}?force=true")
