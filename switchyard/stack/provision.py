@@ -105,7 +105,6 @@ async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.
         log.info("created stream %s", s.AUDIT_STREAM)
     await _ensure_kv(js, s.BATCHES_BUCKET, settings)
     await _ensure_kv(js, s.BATCH_LINES_BUCKET, settings)
-    await _ensure_kv(js, s.ADMIN_IDEMPOTENCY_BUCKET, settings)
     try:
         await js.object_store(s.FILES_BUCKET)
     except BucketNotFoundError:
@@ -114,6 +113,24 @@ async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.
     else:
         await _fit_files_store(js, settings)
     await _ensure_sessions_bucket(js, settings)
+    await _ensure_idempotency_bucket(js, settings)
+
+
+async def _ensure_idempotency_bucket(js: JetStreamContext, settings: Settings) -> None:
+    """The management API's Idempotency-Key answers, last too: as for the sessions bucket, an
+    older version's NATS config lets the admin identity not make it (a timeout), which is said
+    and leaves the rest provisioned (it stopped the provisioning with a traceback)."""
+    try:
+        await _ensure_kv(js, s.ADMIN_IDEMPOTENCY_BUCKET, settings)
+    except (TimeoutError, NatsError) as exc:
+        log.warning(
+            "KV bucket %s not created (%s): render the NATS config of this version "
+            "(`switchyard deploy setup`; on Kubernetes the switchyard-nats Secret), reload "
+            "nats-server and provision again; until then a key create that sends an "
+            "Idempotency-Key header is a 503",
+            s.ADMIN_IDEMPOTENCY_BUCKET,
+            type(exc).__name__,
+        )
 
 
 async def _ensure_capped_kv(js: JetStreamContext, bucket: str, settings: Settings) -> None:

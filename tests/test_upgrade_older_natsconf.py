@@ -1,0 +1,195 @@
+"""This version's processes against the NATS config the last release (0.3.1) rendered.
+
+docs/operations.md, "Upgrading": an operator provisions before starting any process of the new
+version, and renders the NATS config again; until the render, what needs the new rights is said
+in the logs and everything else works. The older config is this version's minus what 0.3.1 did
+not grant (checked against a config rendered by 0.3.1's code): the rights on the `sy_key_spent`,
+`sy_admin_sessions`, `sy_admin_signin_failures` and `sy_admin_idempotency` buckets, and the
+feeder's delete from HOLD.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from nats.errors import Error as NatsError
+
+from switchyard.bus import subjects
+from switchyard.bus.connect import connect
+from switchyard.config import Settings
+from switchyard.stack.binaries import nats_server
+from switchyard.stack.certs import init_certificates
+from switchyard.stack.natsconf import NatsServerLayout, nats_config, render
+from switchyard.stack.process import ManagedProcess, ProcessSpec, http_check
+from switchyard.stack.provision import provision_client, provision_core
+from tests.support import write_settings
+
+pytestmark = pytest.mark.integration
+
+ORG = "Switchyard"
+# What this version's config grants that 0.3.1's did not.
+NEW_IN_THIS_VERSION = (
+    subjects.KEY_SPENT_BUCKET,
+    subjects.ADMIN_SESSIONS_BUCKET,
+    subjects.ADMIN_IDEMPOTENCY_BUCKET,
+    subjects.ADMIN_SIGNIN_FAILURES_BUCKET,
+    "$JS.API.STREAM.MSG.DELETE.HOLD",
+)
+
+
+CLIENT_STREAMS = (
+    f"OBJ_{subjects.FILES_BUCKET}",
+    f"KV_{subjects.BATCHES_BUCKET}",
+    f"KV_{subjects.ADMIN_SESSIONS_BUCKET}",
+    f"KV_{subjects.ADMIN_IDEMPOTENCY_BUCKET}",
+)
+
+
+def _new(item: Any) -> bool:
+    """A permitted subject, or an import or export, that names what is new."""
+    if isinstance(item, dict) and ("service" in item or "stream" in item):
+        item = json.dumps(item)
+    return isinstance(item, str) and any(new in item for new in NEW_IN_THIS_VERSION)
+
+
+def _older(node: Any) -> Any:
+    """``node`` without any permission, import or export naming what is new."""
+    if isinstance(node, dict):
+        return {k: _older(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_older(item) for item in node if not _new(item)]
+    return node
+
+
+@dataclass
+class Server:
+    servers: list[str]
+    settings: Settings
+    conf: Path
+    layout: NatsServerLayout
+    proc: ManagedProcess
+
+    async def render(self, *, older: bool) -> None:
+        """(Re)start nats-server on this version's config, or on the older one."""
+        doc = nats_config(self.layout)
+        self.conf.write_text(render(_older(doc) if older else doc))
+        await self.proc.stop(5)
+        await self.proc.start()
+        assert await self.proc.wait_healthy(30), self.proc.tail_log()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def older(tmp_path: Path) -> AsyncIterator[Server]:
+    settings, _ = write_settings(tmp_path)
+    init_certificates(
+        settings.certs_dir,
+        organization=ORG,
+        validity_days=30,
+        clients=[("provisioner", "core"), ("head", "core"), ("admin", "client")],
+    )
+    layout = NatsServerLayout(
+        port=settings.stack.nats_port,
+        monitor_port=settings.stack.nats_monitor_port,
+        store_dir=tmp_path / "js",
+        cert_dir=settings.certs_dir,
+        organization=ORG,
+        response_threshold_s=60,
+    )
+    conf = tmp_path / "nats.conf"
+    conf.write_text(render(_older(nats_config(layout))))
+    health = f"http://127.0.0.1:{layout.monitor_port}/healthz"
+    proc = ManagedProcess(
+        ProcessSpec("nats-older", [str(nats_server()), "-c", str(conf)], http_check(health)),
+        tmp_path,
+    )
+    await proc.start()
+    assert await proc.wait_healthy(30), proc.tail_log()
+    try:
+        yield Server([f"tls://127.0.0.1:{layout.port}"], settings, conf, layout, proc)
+    finally:
+        await proc.stop(5)
+
+
+def test_the_older_config_lacks_what_is_new() -> None:
+    layout = NatsServerLayout(
+        port=1, monitor_port=2, store_dir=Path("/x"), cert_dir=Path("/c"), organization=ORG,
+        response_threshold_s=60,
+    )  # fmt: skip
+    doc = nats_config(layout)
+    text, older = json.dumps(doc), json.dumps(_older(doc))
+    for new in NEW_IN_THIS_VERSION:
+        assert new in text
+        assert new not in older
+    assert "$KV.sy_batches" in older  # the rest stays
+
+
+async def _provision_core(server: Server) -> None:
+    prov = await connect(server.servers, server.settings.certs_dir, "provisioner")
+    try:
+        await provision_core(prov, server.settings, timeout=2)
+    finally:
+        await prov.close()
+
+
+async def _provision(server: Server) -> None:
+    await _provision_core(server)
+    adm = await connect(server.servers, server.settings.certs_dir, "admin")
+    try:
+        await provision_client(adm, server.settings, timeout=2)
+    finally:
+        await adm.close()
+
+
+async def _streams(server: Server) -> set[str]:
+    """CORE's streams (the provisioner's), and CLIENT's that the admin identity may ask about."""
+    nc = await connect(server.servers, server.settings.certs_dir, "provisioner")
+    try:
+        made = {str(s.config.name) for s in await nc.jetstream().streams_info()}
+    finally:
+        await nc.close()
+    nc = await connect(server.servers, server.settings.certs_dir, "admin")
+    try:
+        for stream in CLIENT_STREAMS:
+            with contextlib.suppress(NatsError, TimeoutError):
+                await nc.jetstream(timeout=2).stream_info(stream)
+                made.add(stream)
+    finally:
+        await nc.close()
+    return made
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_provisioning_before_the_render_says_what_it_could_not_make(
+    older: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It made the sy_admin_idempotency bucket before the files store and the sessions bucket,
+    without the tolerance the sessions bucket has: under the older config `switchyard provision`
+    ended in a traceback (nats: timeout), the rest of CLIENT unprovisioned."""
+    with caplog.at_level(logging.WARNING, logger="switchyard"):
+        await _provision(older)
+    said = caplog.text
+    assert f"KV bucket {subjects.ADMIN_IDEMPOTENCY_BUCKET} not created" in said
+    assert f"KV bucket {subjects.ADMIN_SESSIONS_BUCKET}" in said
+    assert "render the NATS config of this version" in said
+    made = await _streams(older)
+    assert f"KV_{subjects.KEY_SPENT_BUCKET}" in made  # CORE is the provisioner's: made
+    assert f"OBJ_{subjects.FILES_BUCKET}" in made
+    assert f"KV_{subjects.BATCHES_BUCKET}" in made
+
+    # After the render, provisioning again makes both (what the docs tell the operator).
+    await older.render(older=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="switchyard"):
+        await _provision(older)
+    assert "not created" not in caplog.text
+    made = await _streams(older)
+    assert f"KV_{subjects.ADMIN_IDEMPOTENCY_BUCKET}" in made
+    assert f"KV_{subjects.ADMIN_SESSIONS_BUCKET}" in made
