@@ -22,9 +22,11 @@ import pytest
 import pytest_asyncio
 from nats.errors import Error as NatsError
 
+from switchyard.admin.key_idempotency import IdempotentCreates
 from switchyard.bus import subjects
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
+from switchyard.errors import ServiceUnavailable
 from switchyard.stack.binaries import nats_server
 from switchyard.stack.certs import init_certificates
 from switchyard.stack.natsconf import NatsServerLayout, nats_config, render
@@ -193,3 +195,25 @@ async def test_provisioning_before_the_render_says_what_it_could_not_make(
     made = await _streams(older)
     assert f"KV_{subjects.ADMIN_IDEMPOTENCY_BUCKET}" in made
     assert f"KV_{subjects.ADMIN_SESSIONS_BUCKET}" in made
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_an_idempotent_create_under_the_older_config_says_why(older: Server) -> None:
+    """It was the generic "the gateway's store did not answer; try again" 503 (a job that
+    retries would retry for ever), logged as a bare TimeoutError."""
+    nc = await connect(older.servers, older.settings.certs_dir, "admin")
+    creates = IdempotentCreates(nc.jetstream(timeout=1))
+    try:
+        with pytest.raises(ServiceUnavailable) as refused:
+            await creates.claim("job-1", "digest", _never_made)
+        assert refused.value.code == "service_unavailable"
+        said = str(refused.value)
+        assert subjects.ADMIN_IDEMPOTENCY_BUCKET in said
+        assert "NATS config" in said
+        assert "without the header" in said
+    finally:
+        await nc.close()
+
+
+async def _never_made(_key_id: str) -> bool:
+    return False

@@ -37,6 +37,7 @@ in progress over, one running behind waited too long).
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -56,6 +57,8 @@ from starlette.datastructures import Headers
 from switchyard.bus import subjects
 from switchyard.errors import Conflict, InvalidRequest, ServiceUnavailable
 from switchyard.schemas.keys import new_key_id
+
+log = logging.getLogger("switchyard.admin")
 
 HEADER = "Idempotency-Key"
 MAX_CHARS = 255  # as is common (Stripe's); a UUID is 36
@@ -140,6 +143,20 @@ class IdempotentCreates:
                 raise ServiceUnavailable(
                     f"{HEADER} needs the {subjects.ADMIN_IDEMPOTENCY_BUCKET} bucket: run "
                     "`switchyard provision` (or send the create without the header)",
+                    code="service_unavailable",
+                ) from None
+            except TimeoutError:
+                # The NATS config of an older version refuses the admin identity this bucket,
+                # which nats-py reports as a timeout (as it would a server that is slow).
+                log.warning(
+                    "the %s bucket did not answer: if the NATS config was not rendered again "
+                    "since the upgrade, it is refused (render it, reload nats-server, provision)",
+                    subjects.ADMIN_IDEMPOTENCY_BUCKET,
+                )
+                raise ServiceUnavailable(
+                    f"{HEADER} needs the {subjects.ADMIN_IDEMPOTENCY_BUCKET} bucket, which did "
+                    "not answer: if the NATS config was not rendered again since the upgrade, "
+                    "the gateway may not use it (or send the create without the header)",
                     code="service_unavailable",
                 ) from None
         return self._kv
