@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +24,19 @@ import pytest_asyncio
 from nats.errors import Error as NatsError
 
 from switchyard.admin.key_idempotency import IdempotentCreates
+from switchyard.admin.spent_writer import SpentWriter
 from switchyard.bus import subjects
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.errors import ServiceUnavailable
+from switchyard.limits.spent_marks import SpentMark
 from switchyard.stack.binaries import nats_server
 from switchyard.stack.certs import init_certificates
 from switchyard.stack.natsconf import NatsServerLayout, nats_config, render
 from switchyard.stack.process import ManagedProcess, ProcessSpec, http_check
 from switchyard.stack.provision import provision_client, provision_core
-from tests.support import write_settings
+from switchyard.workers.head.spent_keys import SpentKeys
+from tests.support import until, write_settings
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +221,57 @@ async def test_an_idempotent_create_under_the_older_config_says_why(older: Serve
 
 async def _never_made(_key_id: str) -> bool:
     return False
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_head_starts_under_the_older_config_and_follows_the_marks_after_the_render(
+    older: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new head that may not read sy_key_spent raised (nats: timeout) and exited: with the
+    supervisor restarting it, a crash loop until the NATS config was rendered again."""
+    await _provision_core(older)  # CORE's buckets are the provisioner's: made under either
+    nc = await connect(older.servers, older.settings.certs_dir, "head")
+    spent = SpentKeys(nc.jetstream(timeout=2), retry_s=0.5)
+    try:
+        with caplog.at_level(logging.ERROR, logger="switchyard.head"):
+            await spent.start()  # returns: the head serves on
+        assert not spent.following
+        assert f"cannot follow the {subjects.KEY_SPENT_BUCKET} bucket" in caplog.text
+
+        await older.render(older=False)
+        await until(lambda: spent.following, timeout=20)
+    finally:
+        await spent.stop()
+        await nc.close()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_gateway_under_the_older_config_waits_one_timeout_per_scan_not_one_per_key(
+    older: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway's first budget scan is part of its start; under the older config each spent
+    mark's write waited out the JetStream timeout (5 s in the gateway), one key after another:
+    60 keys past their budget held the start past the Kubernetes startup probe's 300 s."""
+    await _provision_core(older)
+    nc = await connect(older.servers, older.settings.certs_dir, "admin")
+    writer = SpentWriter(nc.jetstream(timeout=1))
+    marks = [
+        SpentMark(
+            key_id=f"key_{n:016x}", period="monthly", period_id="2026-12", spent=10**9, until=None
+        )
+        for n in range(6)
+    ]
+    try:
+        began = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="switchyard.admin.budget"):
+            await writer.sync(marks)
+        took = time.monotonic() - began
+        assert took < 2.5, f"one round took {took:.1f} s"
+        assert writer.written == {}
+
+        await older.render(older=False)  # written at the next scan, all of them
+        await until(lambda: nc.is_connected, timeout=20)
+        await writer.sync(marks)
+        assert set(writer.written) == {m.key_id for m in marks}
+    finally:
+        await nc.close()
