@@ -9,4 +9,4 @@ components (``ingress``, ``workers.*``, ``secrets``, ``control``, ``admin``) -> 
 (processes assembled from several components), ``serve``, ``stack`` (the local runtime) -> ``cli``.
 """
 
-__version__ = "0.3.1"
+__version__ = "0.4.0"
