@@ -351,13 +351,13 @@ class AdminSettings(Section, frozen=True):
         budget_watch_s: how often each gateway counts the keys near their budget
             (``switchyard_keys_near_budget``): one read of every budgeted key's spend. It
             also marks the keys whose budget is used up for the heads, which then refuse
-            their NATS callers: within this + 1 s of the spend being counted. At most 300
+            their NATS callers: within this + 1 s of the spend being counted. At most 1200
             s: a head ignores a mark not rewritten for 30 minutes (``limits.spent_marks``).
     """
 
     token_file: str | None = None
     readonly_token_file: str | None = None
-    budget_watch_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
+    budget_watch_s: Annotated[float, msgspec.Meta(gt=0, le=1200)] = 30.0
 
 
 class ModelProxySettings(Section, frozen=True):

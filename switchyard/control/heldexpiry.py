@@ -49,6 +49,7 @@ QUEUED = f"{deadlines.PASSED} while it was queued"
 TRIES = 3  # of a delete from HOLD, and of each publish of the answer
 RETRY_S = 0.2  # the pause before the second try; 0.4 s before the third
 _DELETE_FAILED = 10057  # JetStream: no message at that sequence (any more)
+_UNAVAILABLE = 503  # JetStream answered but could not act: no stream leader, or none yet
 _JSON = msgspec.json.Encoder()
 
 
@@ -57,7 +58,7 @@ class Taken(enum.Enum):
 
     MINE = "mine"  # this delete removed it: its answer is this feeder's to send
     GONE = "gone"  # removed already (by another feeder): not this one's to answer
-    UNKNOWN = "unknown"  # HOLD did not answer (timeouts, no responders): not answered (yet)
+    UNKNOWN = "unknown"  # HOLD did not delete it (timeouts, no responders, no leader): not yet
     REFUSED = "refused"  # HOLD answered with an error: trying again would not help
 
 
@@ -94,6 +95,8 @@ async def take(nc: NATS, seq: int, tries: int = TRIES) -> Taken:
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict) and error.get("err_code") == _DELETE_FAILED:
             return Taken.GONE
+        if isinstance(error, dict) and error.get("code") == _UNAVAILABLE:
+            continue  # no leader (an election): not deleted, and worth trying again
         log.warning("HOLD refused to delete an expired request: %s", reply.data[:200])
         return Taken.REFUSED
     log.warning("could not delete an expired held request from HOLD: not answered")
