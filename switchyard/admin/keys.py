@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -25,7 +24,6 @@ from nats.js.kv import KeyValue
 from switchyard.admin.key_damage import DamagedRecord, KeyRecordDamaged, mended, read_record
 from switchyard.admin.key_fields import check_team, validated
 from switchyard.admin.key_lag import written_since
-from switchyard.admin.key_race import withdraw
 from switchyard.admin.key_rules import hint
 from switchyard.bus import subjects
 from switchyard.errors import Conflict, InputError, SwitchyardError
@@ -343,20 +341,14 @@ class KeyAdmin:
             ends = min(now + grace, record.expires_at or now + grace)
             retired = msgspec.structs.replace(record, successor=digest, expires_at=ends)
             # The new record first: an edge that applies the retired one finds its successor.
-            created = await kv.create(record_name(digest), KEY_ENCODER.encode(current))
+            await kv.create(record_name(digest), KEY_ENCODER.encode(current))
             try:  # compare-and-set: a change made since the read is not lost
                 await kv.update(
                     record_name(record.hash), KEY_ENCODER.encode(retired), last=revision
                 )
             except KeyWrongLastSequenceError:
+                await kv.purge(record_name(digest))
                 lost = record_name(record.hash)
-                await withdraw(  # retired first, keeping any write on it (see key_race)
-                    kv,
-                    record_name(digest),
-                    created,
-                    current,
-                    partial(self._after_race, lost, record.id),
-                )
                 continue
             for name, old in await self._retired(record.id):
                 if old.expires_at + RETIRED_KEEP_S < now:
