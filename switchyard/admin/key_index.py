@@ -196,6 +196,12 @@ class KeyIndex:
     def record_name(self, key_id: str) -> str | None:
         return self._by_id.get(key_id)
 
+    def live(self, key_id: str) -> list[str]:
+        """The record names holding ``key_id`` as a live key (more than one while a rotation
+        is under way, or when one left a stray), the one it maps to first."""
+        mapped = self._by_id.get(key_id)
+        return ([mapped] if mapped else []) + list(self._also.get(key_id, []))
+
     def retired(self, key_id: str) -> list[str]:
         """The record names of ``key_id``'s old secrets (left by rotations)."""
         return [name for name, owner in self._retired.items() if owner == key_id]

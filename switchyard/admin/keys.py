@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -24,6 +25,7 @@ from nats.js.kv import KeyValue
 from switchyard.admin.key_damage import DamagedRecord, KeyRecordDamaged, mended, read_record
 from switchyard.admin.key_fields import check_team, validated
 from switchyard.admin.key_lag import written_since
+from switchyard.admin.key_race import retire_or_drop, retired_to, shielded
 from switchyard.admin.key_rules import hint
 from switchyard.bus import subjects
 from switchyard.errors import Conflict, InputError, SwitchyardError
@@ -53,6 +55,7 @@ RETIRED_KEEP_S = 7 * 86400
 
 # Records of rotated keys' old secrets, by record name.
 Retired = list[tuple[str, ClientKey]]
+Names = list[str]
 
 
 class KeyNotFound(SwitchyardError):
@@ -82,6 +85,8 @@ class RecordLocator(Protocol):
     def record_name(self, key_id: str) -> str | None: ...
 
     def named(self, name: str) -> list[ClientKey]: ...
+
+    def live(self, key_id: str) -> list[str]: ...
 
     def retired(self, key_id: str) -> list[str]: ...
 
@@ -275,8 +280,64 @@ class KeyAdmin:
                 )
             except KeyWrongLastSequenceError:
                 continue
+
+            def also(other: ClientKey | DamagedRecord) -> ClientKey | None:
+                if isinstance(other, DamagedRecord):
+                    if not mend:
+                        return None  # (revoke it)
+                    other = mended(other)[0]
+                return _record({**msgspec.to_builtins(other), **validated})
+
+            await self._each_live(record.id, record_name(record.hash), also)
             return updated
         raise Conflict(f"key `{key_id}` is changing too fast; try again")
+
+    async def _each_live(
+        self,
+        key_id: str,
+        done: str,
+        rewrite: Callable[[ClientKey | DamagedRecord], ClientKey | None],
+    ) -> None:
+        """Every live record of ``key_id`` but ``done`` rewritten by ``rewrite`` (None: left
+        as it is), each by compare-and-set, re-read when it loses. A rotation's new record
+        lives beside the key's until the rotation settles, and the index may map the id to
+        either: a change made through one is the key's, so it is made on both (a revoke
+        written on one only left the other working when that one stayed)."""
+        for name in dict.fromkeys(await self._candidates(key_id)):
+            if name != done and not await self._rewrite(name, key_id, rewrite):
+                raise Conflict(f"key `{key_id}` is changing too fast; try again")
+
+    async def _rewrite(
+        self, name: str, key_id: str, rewrite: Callable[[ClientKey | DamagedRecord], Any]
+    ) -> bool:
+        """:meth:`_each_live` on record ``name``; False: it kept losing races."""
+        kv = await self._bucket()
+        for _ in range(UPDATE_ATTEMPTS):
+            found = await self._read(name, key_id)  # (None: gone, or retired, meanwhile)
+            written = rewrite(found[0]) if found is not None else None
+            if found is None or written is None:
+                return True
+            try:
+                await kv.update(name, KEY_ENCODER.encode(written), last=found[1])
+                return True
+            except KeyWrongLastSequenceError:
+                continue
+        return False
+
+    async def _candidates(self, key_id: str, *, retired: bool = False) -> Names:
+        """Names that may hold a record of ``key_id`` (read them to know): the index's live
+        ones (and its old secrets', with ``retired``) and every name written since the index
+        last applied an entry; without an index, or with one far behind, a scan's."""
+        locator = self._locator
+        if locator is not None:
+            since = await written_since(self._js, subjects.KEYS_BUCKET, locator.revision)
+            if since is not None:
+                old = locator.retired(key_id) if retired else []
+                return [*locator.live(key_id), *old, *since]
+        scan = await self.scan()
+        names = [record_name(r.hash) for r, _ in scan.records if r.id == key_id]
+        names += [d.name for d in scan.damaged if d.key_id == key_id]
+        return names + [n for n, r in scan.retired if r.id == key_id and retired]
 
     async def revoke(self, key_id: str) -> ClientKey:
         """Disable the key everywhere. A record that does not decode is rewritten as a
@@ -303,8 +364,27 @@ class KeyAdmin:
             name, key_id = record_name(found.hash), found.id
         kv = await self._bucket()
         await kv.purge(name)
-        for old, _ in await self._retired(key_id):  # its old secrets' records (rotations)
-            await kv.purge(old)
+        # Every other record of the key too: its old secrets' (rotations), and every live
+        # one (a rotation's new record, whichever the index mapped): one left working was a
+        # deleted key that still answered, and the edges end a key's requests only when its
+        # last live record goes. Read again until none is left (a rotation racing this).
+        for _ in range(UPDATE_ATTEMPTS):
+            names = dict.fromkeys(await self._candidates(key_id, retired=True))
+            left = [n for n in names if await self._holds(n, key_id)]
+            if not left:
+                return
+            for other in left:
+                await kv.purge(other)
+        raise Conflict(f"key `{key_id}` is changing too fast; try again")
+
+    async def _holds(self, name: str, key_id: str) -> bool:
+        """Whether record ``name`` is one of ``key_id``'s (live, an old secret's, damaged)."""
+        try:
+            entry = await (await self._bucket()).get(name)
+        except KeyNotFoundError:
+            return False
+        read = read_record(name, entry.value or b"", entry.revision or 0, key_id)
+        return (read.key_id if isinstance(read, DamagedRecord) else read.id) == key_id
 
     async def rotate(
         self, key_id: str, grace_s: float = 0, check: Callable[[ClientKey], None] | None = None
@@ -341,15 +421,26 @@ class KeyAdmin:
             ends = min(now + grace, record.expires_at or now + grace)
             retired = msgspec.structs.replace(record, successor=digest, expires_at=ends)
             # The new record first: an edge that applies the retired one finds its successor.
-            await kv.create(record_name(digest), KEY_ENCODER.encode(current))
-            try:  # compare-and-set: a change made since the read is not lost
-                await kv.update(
-                    record_name(record.hash), KEY_ENCODER.encode(retired), last=revision
-                )
-            except KeyWrongLastSequenceError:
-                await kv.purge(record_name(digest))
-                lost = record_name(record.hash)
+            new = record_name(digest)
+            try:
+                await kv.create(new, KEY_ENCODER.encode(current))
+            except BaseException:  # (a timeout, a cancellation: it may be written)
+                await shielded(kv.purge(new))
+                raise
+            # Compare-and-set (a change made since the read is not lost); N purged when it
+            # loses or anything stops it (see key_race).
+            lost = record_name(record.hash)
+            if not await retire_or_drop(kv, lost, KEY_ENCODER.encode(retired), revision, new):
                 continue
+            # Any older live record of the key (another rotation's, made through the new
+            # record of one that then lost) is retired to this one: one live record stays.
+            carry: dict[str, Any] = {}
+            await self._each_live(
+                record.id, new, partial(retired_to, current, now + grace, record, carry)
+            )
+            if carry:  # (an admin's edit its settings missed)
+                current = _record({**msgspec.to_builtins(current), **carry})
+                await self._rewrite(new, record.id, partial(_with, carry))
             for name, old in await self._retired(record.id):
                 if old.expires_at + RETIRED_KEEP_S < now:
                     await kv.purge(name)
@@ -415,6 +506,12 @@ def _grace(grace_s: float) -> float:
     if not 0 <= grace_s <= MAX_GRACE_S:
         raise InputError("grace", f"{grace_s} seconds is out of range", _GRACE_HINT)
     return float(grace_s)
+
+
+def _with(changes: dict[str, Any], found: ClientKey | DamagedRecord) -> ClientKey | None:
+    if isinstance(found, DamagedRecord):
+        return None
+    return _record({**msgspec.to_builtins(found), **changes})
 
 
 def _readable(found: ClientKey | DamagedRecord, revision: int) -> tuple[ClientKey, int]:
