@@ -13,14 +13,19 @@ is made from inside the first one's, at the point the race needs.
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import hvac
+import msgspec
 import pytest
 import pytest_asyncio
 
-from switchyard.secrets.vault import PREFIX, Vault
+from switchyard.errors import Conflict, SecretsError
+from switchyard.secrets.vault import PREFIX, WRITE_ATTEMPTS, WRITE_BACKOFF_S, Vault
 from tests.stacks import Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -128,3 +133,55 @@ async def test_a_new_value_read_before_another_version_is_written_after_it(bao: 
     assert (written, meta.version) == ("stored", 3)
     value, _ = await _consistent(one, "raced-cas")
     assert value == THIRD
+
+
+async def test_a_write_that_keeps_losing_races_is_a_conflict_after_pauses(bao: Stack) -> None:
+    """Another replica writes a version between each of this write's read and its write. The
+    write retried at once and then answered 503 `secrets_error`, as if Vault had failed; it
+    now pauses (jittered, growing) between attempts and answers 409 `conflict`."""
+    mount = bao.settings.openbao.mount
+    one, other = Vault(bao.settings), Vault(bao.settings)
+    await one.write("raced-always", FIRST, provider="openai", actor="a", must_exist=False)
+    await other.list()
+    real_holds = one._holds
+    seen: list[float] = []
+
+    def holds(name: str, version: int, value: str) -> bool:
+        seen.append(time.monotonic())
+        held = real_holds(name, version, value)
+        _other_replica_writes(other, mount, name, f"{OTHER}-{len(seen)}")
+        return held
+
+    one._holds = holds  # type: ignore[method-assign]
+    with pytest.raises(Conflict, match="changing too fast") as refused:
+        await one.write("raced-always", THIRD, provider="", actor="a", must_exist=True)
+    assert refused.value.status == 409
+    assert len(seen) == WRITE_ATTEMPTS
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
+    assert all(gap >= 0.5 * WRITE_BACKOFF_S * n for n, gap in enumerate(gaps, 1))
+    assert (await one.read("raced-always")).value != THIRD
+
+
+async def test_a_kv_version_1_mount_is_named_in_a_secrets_error(bao: Stack, tmp_path: Path) -> None:
+    """``openbao.mount`` naming a KV version 1 mount: its write answers no body, and the
+    write failed with an AttributeError (a 500 `internal error`, the cause unsaid)."""
+    root = hvac.Client(
+        url=bao.settings.openbao_addr, verify=str(bao.settings.certs_dir / "ca.pem"), timeout=10
+    )
+    root.token = (bao.home.openbao / "root-token").read_text(encoding="utf-8").strip()
+    root.sys.enable_secrets_engine("kv", path="legacy", options={"version": "1"})
+    root.sys.create_or_update_policy(
+        "legacy",
+        'path "legacy/*" { capabilities = ["create", "read", "update", "delete", "list"] }',
+    )
+    token = root.auth.token.create(policies=["legacy"])["auth"]["client_token"]
+    token_file = tmp_path / "legacy-token"
+    token_file.write_text(token, encoding="utf-8")
+    settings = msgspec.structs.replace(
+        bao.settings,
+        openbao=msgspec.structs.replace(
+            bao.settings.openbao, auth="token", token_file=str(token_file), mount="legacy"
+        ),
+    )
+    with pytest.raises(SecretsError, match=r"mount `legacy`.*KV version 1"):
+        await Vault(settings).write("old", FIRST, provider="openai", actor="a", must_exist=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ import requests
 from hvac.utils import format_url
 
 from switchyard.config import Settings
-from switchyard.errors import SecretsError, VaultUnavailable
+from switchyard.errors import Conflict, SecretsError, VaultUnavailable
 from switchyard.runtime.throttle import Throttle
 
 log = logging.getLogger("switchyard.secrets.vault")
@@ -41,6 +42,8 @@ PREFIX = "providers"
 FAIL_FAST_S = 1.0
 # A write read again after another writer's version came between its read and its write.
 WRITE_ATTEMPTS = 5
+# The pause after a write's n-th lost race: n times this, jittered by half either way.
+WRITE_BACKOFF_S = 0.02
 WARN_EVERY_S = 60.0
 # How long a server or policy that refused the detailed LIST is not asked for it again.
 DETAILED_RETRY_S = 300.0
@@ -225,14 +228,18 @@ class Vault:
         cooldowns): ``unchanged``, or ``labelled`` when only a new ``provider`` label was
         written to its metadata."""
 
-        def op() -> tuple[SecretMeta, Written]:
-            for _ in range(WRITE_ATTEMPTS):
-                done = self._write_once(name, value, provider, actor, must_exist=must_exist)
-                if done is not None:
-                    return done
-            raise SecretsError(f"secret `{name}` is changing too fast; try again")
+        def op() -> tuple[SecretMeta, Written] | None:
+            return self._write_once(name, value, provider, actor, must_exist=must_exist)
 
-        return await self.run(op)
+        for attempt in range(WRITE_ATTEMPTS):
+            if attempt:  # others are writing it: a short pause, jittered so racers part
+                pause = random.uniform(0.5, 1.5) * WRITE_BACKOFF_S * attempt  # noqa: S311
+                await asyncio.sleep(pause)
+            done = await self.run(op)  # (Vault's lock is not held through the pause)
+            if done is not None:
+                return done
+        # A race lost again and again is a 409 (try again), not a failure of Vault (503).
+        raise Conflict(f"secret `{name}` is changing too fast; try again")
 
     def _write_once(
         self, name: str, value: str, provider: str, actor: str, *, must_exist: bool
@@ -271,7 +278,12 @@ class Vault:
             "last4": _last4(value),
             "updated_by": actor,
         }
-        version = int(((made or {}).get("data") or {}).get("version") or 0)
+        if not isinstance(made, dict):  # (a KV v1 mount answers a write with no body)
+            raise SecretsError(
+                f"the mount `{self._mount}` did not answer as a KV version 2 secrets engine "
+                "does (a KV version 1 mount?): openbao.mount must name a KV v2 mount"
+            )
+        version = int((made.get("data") or {}).get("version") or 0)
         self._set_custom(name, version, custom)  # (a newer version's writer sets its own)
         return self._metadata(name), "stored"
 
