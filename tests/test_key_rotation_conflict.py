@@ -364,9 +364,10 @@ async def test_a_rotation_made_through_a_losing_rotations_record_leaves_one_live
     """R1 creates N1; admin X sets the key's expiry on L; R2, through the index, rotates N1
     (grace 0: N2, and N1 retired with expires_at=now). R1's compare-and-set on L loses. Its
     cleanup took N1's retirement for X's change and copied expires_at=now onto L, and N2
-    stayed a second live record nothing pointed to. Now R1 purges N1, retries from L, and
-    retires every older live record of the key (N2) to its own: one live record, with X's
-    expiry, and R1's secret (the last rotation's) works."""
+    stayed a second live record nothing pointed to. Now a rotation starts from the key's
+    oldest live record (R2 from L, not N1: both meet on L's compare-and-set) and retires the
+    key's other live records to its own: one live record, with X's expiry, and R1's secret
+    (the last rotation's) works."""
     async with jetstream_server(tmp_path) as (nc, _):
         js = nc.jetstream(timeout=10)
         await js.create_key_value(bucket=subjects.KEYS_BUCKET)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -33,21 +32,11 @@ def newer(a: ClientKey, b: ClientKey) -> bool:
     return (a.rotated_at or a.created_at, a.hash) > (b.rotated_at or b.created_at, b.hash)
 
 
-# Not settings: what makes a record the one of its secret, or a retired one.
-_NOT_SETTINGS = frozenset({"hash", "hint", "rotated_at", "successor", "created_at"})
-
-
-def retired_to(
-    new: ClientKey, ends: float, base: ClientKey, carry: dict[str, Any], other: object
-) -> ClientKey | None:
+def retired_to(new: ClientKey, ends: float, other: object) -> ClientKey | None:
     """Live record ``other`` retired to ``new`` (ending at ``ends``, or at its own expiry if
-    sooner) when ``new`` is the newer; None: left as it is. ``new`` was made from ``base``;
-    the settings ``other`` has that ``base`` had not go into ``carry``, for ``new``: ``base``
-    may be another rotation's new record, copied from the key's before an admin's edit."""
+    sooner) when ``new`` is the newer; None: left as it is."""
     if not isinstance(other, ClientKey) or not newer(new, other):
         return None
-    was, now = msgspec.to_builtins(base), msgspec.to_builtins(other)
-    carry.update({f: v for f, v in now.items() if f not in _NOT_SETTINGS and was.get(f) != v})
     ended = min(ends, other.expires_at or ends)
     return msgspec.structs.replace(other, successor=new.hash, expires_at=ended)
 

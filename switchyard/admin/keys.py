@@ -25,7 +25,7 @@ from nats.js.kv import KeyValue
 from switchyard.admin.key_damage import DamagedRecord, KeyRecordDamaged, mended, read_record
 from switchyard.admin.key_fields import check_team, validated
 from switchyard.admin.key_lag import written_since
-from switchyard.admin.key_race import retire_or_drop, retired_to, shielded
+from switchyard.admin.key_race import newer, retire_or_drop, retired_to, shielded
 from switchyard.admin.key_rules import hint
 from switchyard.bus import subjects
 from switchyard.errors import Conflict, InputError, SwitchyardError
@@ -409,7 +409,9 @@ class KeyAdmin:
         lost: str | None = None  # the record a lost compare-and-set was on
         for _ in range(UPDATE_ATTEMPTS):
             found = await self._after_race(lost, key_id) if lost else None
-            record, revision = _readable(*(found or await self._lookup(key_id)))
+            record, revision = await self._oldest(
+                *_readable(*(found or await self._lookup(key_id)))
+            )
             if check is not None:
                 check(record)
             now = time.time()
@@ -434,18 +436,25 @@ class KeyAdmin:
                 continue
             # Any older live record of the key (another rotation's, made through the new
             # record of one that then lost) is retired to this one: one live record stays.
-            carry: dict[str, Any] = {}
-            await self._each_live(
-                record.id, new, partial(retired_to, current, now + grace, record, carry)
-            )
-            if carry:  # (an admin's edit its settings missed)
-                current = _record({**msgspec.to_builtins(current), **carry})
-                await self._rewrite(new, record.id, partial(_with, carry))
+            await self._each_live(record.id, new, partial(retired_to, current, now + grace))
             for name, old in await self._retired(record.id):
                 if old.expires_at + RETIRED_KEEP_S < now:
                     await kv.purge(name)
             return api_key, current
         raise Conflict(f"key `{key_id}` is changing too fast; try again")
+
+    async def _oldest(self, record: ClientKey, revision: int) -> tuple[ClientKey, int]:
+        """The key's oldest live record, ``record`` when it has no other: what a rotation
+        starts from. Another live record is a rotation's new one, not settled (or left by one
+        that stopped), a copy of the key's record as that rotation read it: rotated from, it
+        lost an admin's edit made since, and the two rotations did not meet on one
+        compare-and-set (two live records stayed). Every rotation starts from the same record
+        instead, and one wins."""
+        for name in dict.fromkeys(await self._candidates(record.id)):
+            found = await self._read(name, record.id)
+            if found is not None and isinstance(found[0], ClientKey) and newer(record, found[0]):
+                record, revision = found[0], found[1]
+        return record, revision
 
     async def _after_race(
         self, name: str, key_id: str
@@ -506,12 +515,6 @@ def _grace(grace_s: float) -> float:
     if not 0 <= grace_s <= MAX_GRACE_S:
         raise InputError("grace", f"{grace_s} seconds is out of range", _GRACE_HINT)
     return float(grace_s)
-
-
-def _with(changes: dict[str, Any], found: ClientKey | DamagedRecord) -> ClientKey | None:
-    if isinstance(found, DamagedRecord):
-        return None
-    return _record({**msgspec.to_builtins(found), **changes})
 
 
 def _readable(found: ClientKey | DamagedRecord, revision: int) -> tuple[ClientKey, int]:
