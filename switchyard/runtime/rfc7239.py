@@ -54,8 +54,10 @@ def for_nodes(header: str) -> list[str | None]:
     return nodes
 
 
-# An element longer than this is not looked for (a proxy's own is far shorter): it bounds the
-# work a header of many commas can ask for to its commas times this.
+# An element longer than this that does not parse ends the search (a proxy's own is far
+# shorter): it bounds the work a header of many commas can ask for to its commas times this.
+# Tails that start inside a quoted value (an odd count of quotes) are skipped unparsed and
+# unbounded, so a long quoted value a proxy copied from the client cannot hide its element.
 _MAX_ELEMENT = 1024
 
 
@@ -64,16 +66,36 @@ def _last_element(header: str, end: int) -> tuple[int, str | None, bool] | None:
     none), its node, and whether it is empty; None if no tail of at most
     ``_MAX_ELEMENT`` characters after a comma (or the whole) parses."""
     comma = end
+    quotes = 0  # unescaped quotes in header[comma + 1 : end]
     while True:
-        comma = header.rfind(",", 0, comma)
+        left = header.rfind(",", 0, comma)
+        quotes += _quotes(header, left + 1, comma)
+        comma = left
         element = header[comma + 1 : end]
         if not element.strip(_SPACE):
             return comma, None, True
+        if quotes % 2:  # this comma is inside a quoted value: not an element's start
+            if comma < 0:
+                return None
+            continue
         node = _element_node(element)
         if node is not False:
             return comma, node, False
         if comma < 0 or len(element) > _MAX_ELEMENT:
             return None
+
+
+def _quotes(text: str, start: int, end: int) -> int:
+    """How many quotes ``text[start:end]`` holds that no backslash escapes."""
+    count = 0
+    at = text.find('"', start, end)
+    while at >= 0:
+        slashes = 0
+        while at - slashes - 1 >= start and text[at - slashes - 1] == "\\":
+            slashes += 1
+        count += slashes % 2 == 0
+        at = text.find('"', at + 1, end)
+    return count
 
 
 def _element_node(element: str) -> str | Literal[False] | None:

@@ -296,6 +296,21 @@ def test_a_clients_stray_quote_does_not_pair_with_one_in_the_proxys_element() ->
     assert RFC7239.client(reached) == "127.0.0.1"
 
 
+def test_a_long_quoted_value_with_a_comma_in_the_proxys_element_keeps_it_whole() -> None:
+    """A proxy that copies client data into a quoted value (``host="..."``) over 1 KiB with a
+    comma near its start: the tail after that comma did not parse and was past the search's
+    bound, so the whole header became one unknown hop and the client was counted as the
+    proxy. A tail that starts inside a quoted value (an odd count of quotes) is skipped now,
+    unparsed and unbounded."""
+    appended = b'for=198.51.100.9;host="a,' + b"b" * 1100 + b'";proto=https'
+    header = _rfc7239("127.0.0.1", b"for=6.6.6.6, " + appended)
+    assert RFC7239.client(header) == "198.51.100.9"
+    escaped = _rfc7239(
+        "127.0.0.1", b'for=6.6.6.6, for=198.51.100.9;ext="q\\",' + b"b" * 1100 + b'"'
+    )
+    assert RFC7239.client(escaped) == "198.51.100.9"  # (an escaped quote is no quote)
+
+
 def test_a_header_of_many_commas_is_read_in_bounded_time() -> None:
     """Each element is looked for within ``_MAX_ELEMENT`` characters of its right end."""
     junk = b'a=",' * 4000 + b", for=198.51.100.9"
