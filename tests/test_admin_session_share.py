@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -19,7 +21,7 @@ from nats.js.api import DiscardPolicy
 from nats.js.errors import KeyNotFoundError
 
 from switchyard.admin.ui.failure_share import WRITE_BURST
-from switchyard.admin.ui.session_share import SessionShare
+from switchyard.admin.ui.session_share import REFRESH_TIMEOUT_S, SessionShare
 from switchyard.admin.ui.sessions import SessionRecord, SessionStore, _digest
 from switchyard.admin.ui.signin_guard import LIMIT, WINDOW_S, SigninGuard
 from switchyard.bus import subjects
@@ -53,6 +55,32 @@ async def nc(tmp_path: Path) -> AsyncIterator[NATS]:
     async with jetstream_server(tmp_path / "js") as (client, _):
         await _ensure_sessions_bucket(client.jetstream(), Settings())  # as provisioned
         yield client
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[NATS, asyncio.subprocess.Process]]:
+    """The client and its nats-server process (to freeze it: JetStream not answering while
+    the connection stays up)."""
+    async with jetstream_server(tmp_path / "js") as (client, server):
+        await _ensure_sessions_bucket(client.jetstream(), Settings())
+        yield client, server
+
+
+@contextlib.contextmanager
+def _frozen(server: asyncio.subprocess.Process) -> Iterator[None]:
+    """The server stopped (SIGSTOP): nothing answers, and the client still thinks it
+    connected (no ping is missed this soon)."""
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
+async def _took(work: object) -> tuple[object, float]:
+    began = time.monotonic()
+    result = await work  # type: ignore[misc]
+    return result, time.monotonic() - began
 
 
 async def test_the_bucket_expires_sessions_at_their_lifetime(nc: NATS) -> None:
@@ -340,3 +368,37 @@ async def test_wrong_tokens_are_kept_apart_from_the_sessions_briefly_and_capped(
     assert after.state.messages == sessions.state.messages + 1  # the sign-in only
     written = await js.stream_info(f"KV_{subjects.ADMIN_SIGNIN_FAILURES_BUCKET}")
     assert 0 < written.state.messages <= WRITE_BURST + 10  # the write budget, not 200
+
+
+async def test_an_unknown_or_refused_cookie_is_looked_up_briefly_and_not_again_at_once(
+    served: tuple[NATS, asyncio.subprocess.Process],
+) -> None:
+    """A cookie this replica did not know was looked up in the bucket at every request, with
+    no bound but the connection's JetStream timeout (10 s in the gateway): any random cookie
+    from anyone, and every request of a session ended by a cut or a replaced token (ended
+    here only: fetched and refused again). With JetStream not answering, each such request
+    hung that long."""
+    nc, server = served
+    old = {False: hashlib.sha256(b"old admin token").digest(), True: b""}
+    new = {False: hashlib.sha256(b"new admin token").digest(), True: b""}
+    async with _replica(nc) as one, _replica(nc) as two:
+        one.use_tokens(old.__getitem__)
+        two.use_tokens(new.__getitem__)
+        old_token_id, _ = await one.create("ada", "10.0.0.1")
+        reader_id, reader = await one.create("rita", "10.0.0.2", read_only=True)
+        await one.end_all(read_only=True)
+        await until(lambda: reader.ended, timeout=2.0)
+        await asyncio.sleep(0.3)  # the cut reaches the other replica too
+        for cookie in (old_token_id, reader_id, "random"):
+            assert await two.get(cookie) is None  # looked up, and refused
+        with _frozen(server):
+            for cookie in (old_token_id, reader_id, "random"):  # not looked up again
+                found, took = await _took(two.get(cookie))
+                assert found is None
+                assert took < 0.5, (cookie, took)
+            found, took = await _took(two.get("another random"))  # looked up, within a bound
+            assert found is None
+            assert took < REFRESH_TIMEOUT_S + 0.5
+        # A sign-in on another replica is still found at once.
+        later_id, _ = await one.create("bob", "10.0.0.3", read_only=True)
+        assert await two.get(later_id) is not None

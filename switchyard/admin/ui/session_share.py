@@ -99,9 +99,12 @@ class SessionShare:
         sign-out made on another replica may not have arrived: :meth:`refresh` each session
         used). Not while the connection is down: nothing answers then (a gateway cut off
         from NATS keeps the sessions it knew), and a request is not held for a lookup."""
-        if self._kv is None or not getattr(getattr(self._js, "_nc", None), "is_connected", True):
+        if self._kv is None or not self._connected():
             return False
         return time.monotonic() - self._follower.confirmed_at >= self._stale_s
+
+    def _connected(self) -> bool:
+        return bool(getattr(getattr(self._js, "_nc", None), "is_connected", True))
 
     async def refresh(self, digest: str, read_only: bool) -> tuple[SessionRecord, int] | None:
         """Reads a session and its role's cut from the bucket itself (the cut is applied);
@@ -223,13 +226,19 @@ class SessionShare:
 
     async def fetch(self, digest: str) -> tuple[SessionRecord, int] | None:
         """A session signed in elsewhere that the watch has not brought yet, and its entry's
-        revision (None: none, or the bucket did not answer: the cookie is refused as
-        unknown)."""
+        revision (None: none, or the bucket did not answer within :data:`REFRESH_TIMEOUT_S`:
+        the cookie is refused as unknown). Not looked up while the connection is down: any
+        cookie at all is looked up here, and a request is not held for a lookup. (It waited
+        the connection's JetStream timeout, 10 s, for every such cookie, a random one from
+        anyone included.)"""
+        if self._kv is None or not self._connected():
+            return None
         try:
-            entry = await self._bucket().get(SESSION_PREFIX + digest)
+            async with asyncio.timeout(REFRESH_TIMEOUT_S):
+                entry = await self._kv.get(SESSION_PREFIX + digest)
         except KeyNotFoundError:
             return None
-        except (NatsError, TimeoutError, ServiceUnavailable) as exc:
+        except (NatsError, TimeoutError) as exc:
             log.warning("a web app session was not looked up (%s)", type(exc).__name__)
             return None
         if entry.value is None or entry.operation in ("DEL", "PURGE"):

@@ -81,6 +81,11 @@ MAX_SESSIONS = 10_000  # sessions of the admin token; past it the least recently
 # 10,000 times and sign every idle admin out).
 MAX_READ_ONLY_SESSIONS = 1_000
 MAX_GONE = 50_000  # ended sessions remembered (each until it would have expired anyway)
+# A cookie the bucket did not know (or a session it refused) is not looked up again for this
+# long: any cookie from anyone was a KV read at each request. The watch, if it brings the
+# session meanwhile (a sign-in on another replica), takes precedence.
+UNKNOWN_S = 5.0
+MAX_UNKNOWN = 10_000
 
 
 @dataclass
@@ -221,6 +226,9 @@ class SessionStore:
         # Sessions ended (signed out, here or anywhere): never taken up again, until when
         # they would have expired anyway.
         self._gone: OrderedDict[str, float] = OrderedDict()
+        # Cookies looked up in the bucket and not found (or refused) there: not looked up
+        # again until then (time.monotonic).
+        self._unknown: OrderedDict[str, float] = OrderedDict()
         self._token: TokenDigest = lambda read_only: b""
 
     def use_tokens(self, token: TokenDigest) -> None:
@@ -261,6 +269,24 @@ class SessionStore:
             return True
         del self._gone[digest]
         return False
+
+    def _known_unknown(self, digest: str) -> bool:
+        """Looked up in the bucket a moment ago and not found, or ended here (gone)."""
+        if self._is_gone(digest):
+            return True
+        until = self._unknown.get(digest)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._unknown[digest]
+        return False
+
+    def _unknown_for_now(self, digest: str) -> None:
+        self._unknown[digest] = time.monotonic() + UNKNOWN_S
+        self._unknown.move_to_end(digest)
+        while len(self._unknown) > MAX_UNKNOWN:
+            self._unknown.popitem(last=False)
 
     def _expired(self, digest: str) -> None:
         """Ended here as idle or past its lifetime. An idle one is deleted from the bucket too,
@@ -335,17 +361,19 @@ class SessionStore:
             return None
         digest = _digest(session_id)
         session = self._sessions.get(digest)
-        if session is None and self._bucket is not None:  # signed in elsewhere a moment ago
-            found = await self._bucket.fetch(digest)
+        if session is None and self._bucket is not None and not self._known_unknown(digest):
+            found = await self._bucket.fetch(digest)  # signed in elsewhere a moment ago?
             if found is not None:
                 self.apply(digest, *found)
                 session = self._sessions.get(digest)
+            if session is None:
+                self._unknown_for_now(digest)
         if session is not None and self._bucket is not None and self._bucket.stale():
             session = await self._checked(digest, session)
         if session is None:
             return None
         if not self._current(session, session_id):
-            self._ended(digest)
+            self._signed_out(digest)  # not fetched and refused again at each request
             return None
         if session.over():
             self._expired(digest)
@@ -434,10 +462,13 @@ class SessionStore:
             return
         if self._is_gone(digest):
             return
+        self._unknown.pop(digest, None)
         session = self._sessions.get(digest)
         first = session.created_rev if session is not None else created_rev(record, revision)
         if self._cut_off(record.read_only, first, record.created):
-            self._ended(digest)  # signed out everywhere, and written since (a last use)
+            # Signed out everywhere (and written since: a last use): for good, or it was
+            # fetched and refused again at each request.
+            self._signed_out(digest, record.created + self._absolute)
             return
         if session is None:
             session = self._from_record(record, revision)
@@ -468,7 +499,7 @@ class SessionStore:
         ]
         live = sum(not self._sessions[d].over() for d in gone)
         for digest in gone:
-            self._ended(digest)
+            self._signed_out(digest)
         return live
 
     async def stop(self) -> None:
