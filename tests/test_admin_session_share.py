@@ -402,3 +402,29 @@ async def test_an_unknown_or_refused_cookie_is_looked_up_briefly_and_not_again_a
         # A sign-in on another replica is still found at once.
         later_id, _ = await one.create("bob", "10.0.0.3", read_only=True)
         assert await two.get(later_id) is not None
+
+
+async def test_a_bucket_that_does_not_answer_holds_one_request_not_each(
+    served: tuple[NATS, asyncio.subprocess.Process],
+) -> None:
+    """JetStream not answering while the connection stays up: the watch is never confirmed
+    again, so each request looked its session up in the bucket and waited the 2 s bound."""
+    nc, server = served
+    async with _replica(nc) as one:
+        store = SessionStore()
+        share = SessionShare(nc.jetstream(timeout=5), store)
+        await share.start()
+        try:
+            sid, _ = await one.create("ada", "10.0.0.1")
+            assert await store.get(sid) is not None
+            share._follower.confirmed_at = float("-inf")  # not known good for long
+            with _frozen(server):
+                found, took = await _took(store.get(sid))  # looked up: no answer
+                assert found is not None
+                assert REFRESH_TIMEOUT_S - 0.2 < took < REFRESH_TIMEOUT_S + 0.5
+                for _ in range(3):  # served from memory meanwhile
+                    found, took = await _took(store.get(sid))
+                    assert found is not None
+                    assert took < 0.5, took
+        finally:
+            await share.stop()

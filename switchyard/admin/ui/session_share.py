@@ -18,8 +18,11 @@ written here.
 A replica whose watch has not been confirmed good for :data:`FOLLOW_STALE_S` (the follower
 checks it every 10 s and opens it again when it stalls) may have missed a sign-out: until it
 is confirmed again, each request looks its session, and its role's cut, up in the bucket
-(:meth:`SessionShare.refresh`). A replica that cannot follow the bucket at all (at start)
-keeps its sessions to itself, and says so wherever it would claim to reach every replica
+(:meth:`SessionShare.refresh`), unless the bucket did not answer such a look-up within
+:data:`REFRESH_TIMEOUT_S` a moment ago (then, for a follower's check interval, requests are
+served from memory, as while disconnected: each waited 2 s). A replica that cannot follow
+the bucket at all (at start) keeps its sessions to itself, and says so wherever it would
+claim to reach every replica
 (:attr:`SessionStore.shared`: the Sessions page, the sign-out's message and audit entry).
 
 The gateway's admin connection (identity ``admin``) reads and writes the bucket and the
@@ -90,6 +93,11 @@ class SessionShare:
         self._failures = None if guard is None else FailureShare(js, guard, WriteBudget())
         self._kv: KeyValue | None = None
         self._stale_s = stale_s
+        self._check_s = check_s
+        # Until when (time.monotonic) the bucket is not asked at a request: it did not answer
+        # within REFRESH_TIMEOUT_S (JetStream down, the connection up), and each request
+        # waited that long again.
+        self._quiet_until = 0.0
         self._follower = KvFollower(
             js, subjects.ADMIN_SESSIONS_BUCKET, self._on_entry, check_s=check_s
         )
@@ -99,9 +107,17 @@ class SessionShare:
         sign-out made on another replica may not have arrived: :meth:`refresh` each session
         used). Not while the connection is down: nothing answers then (a gateway cut off
         from NATS keeps the sessions it knew), and a request is not held for a lookup."""
-        if self._kv is None or not self._connected():
+        if self._kv is None or not self._connected() or self._quiet():
             return False
         return time.monotonic() - self._follower.confirmed_at >= self._stale_s
+
+    def _quiet(self) -> bool:
+        """Whether the bucket did not answer a moment ago (within ``check_s``): requests are
+        served from memory meanwhile, as while disconnected."""
+        return time.monotonic() < self._quiet_until
+
+    def _not_answering(self) -> None:
+        self._quiet_until = time.monotonic() + self._check_s
 
     def _connected(self) -> bool:
         return bool(getattr(getattr(self._js, "_nc", None), "is_connected", True))
@@ -115,6 +131,8 @@ class SessionShare:
             async with asyncio.timeout(REFRESH_TIMEOUT_S):
                 return await self._read(kv, digest, read_only)
         except (NatsError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                self._not_answering()
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
     async def _read(
@@ -231,7 +249,7 @@ class SessionShare:
         cookie at all is looked up here, and a request is not held for a lookup. (It waited
         the connection's JetStream timeout, 10 s, for every such cookie, a random one from
         anyone included.)"""
-        if self._kv is None or not self._connected():
+        if self._kv is None or not self._connected() or self._quiet():
             return None
         try:
             async with asyncio.timeout(REFRESH_TIMEOUT_S):
@@ -239,6 +257,8 @@ class SessionShare:
         except KeyNotFoundError:
             return None
         except (NatsError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                self._not_answering()
             log.warning("a web app session was not looked up (%s)", type(exc).__name__)
             return None
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
