@@ -428,3 +428,42 @@ async def test_a_bucket_that_does_not_answer_holds_one_request_not_each(
                     assert took < 0.5, took
         finally:
             await share.stop()
+
+
+async def test_a_session_the_bucket_does_not_hold_for_a_moment_is_not_ended_for_good(
+    nc: NATS,
+) -> None:
+    """A replica checking a session found "not found" (a direct get answered by a server
+    lagging behind, as here an entry that is not there for a moment) and remembered the
+    session as signed out for its whole lifetime on that replica. A sign-out (the entry's
+    deletion) still ends it for good."""
+    kv = await nc.jetstream().key_value(subjects.ADMIN_SESSIONS_BUCKET)
+    async with _replica(nc) as one:
+        store = SessionStore()
+        share = SessionShare(nc.jetstream(timeout=5), store)
+        await share.start()
+        try:
+            sid, _ = await one.create("ada", "10.0.0.1")
+            out_id, _ = await one.create("bob", "10.0.0.2")
+            for cookie in (sid, out_id):
+                assert await store.get(cookie) is not None
+            key = f"s.{_digest(sid)}"
+            entry = await kv.get(key)
+            share._follower.confirmed_at = float("-inf")  # not known good: each use checks
+            stream = f"KV_{subjects.ADMIN_SESSIONS_BUCKET}"
+            await nc.jetstream().purge_stream(stream, subject=f"$KV.{stream[3:]}.{key}")
+            assert await store.get(sid) is None  # not there now
+            assert entry.value is not None
+            await kv.put(key, entry.value)  # there again (the lagging server caught up)
+            await asyncio.sleep(0.3)
+            assert await store.get(sid) is not None
+
+            out = await kv.get(f"s.{_digest(out_id)}")
+            await share._follower.stop()  # a sign-out the watch does not bring
+            await one.end(out_id)
+            assert await store.get(out_id) is None
+            assert out.value is not None
+            await kv.put(out.key, out.value)  # written back: stays out
+            assert await store.get(out_id) is None
+        finally:
+            await share.stop()

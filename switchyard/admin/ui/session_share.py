@@ -123,9 +123,9 @@ class SessionShare:
         return bool(getattr(getattr(self._js, "_nc", None), "is_connected", True))
 
     async def refresh(self, digest: str, read_only: bool) -> tuple[SessionRecord, int] | None:
-        """Reads a session and its role's cut from the bucket itself (the cut is applied);
-        None when the session is not there. Raises ServiceUnavailable when the bucket does
-        not answer."""
+        """Reads a session and its role's cut from the bucket itself (the cut is applied,
+        and so is a sign-out: the entry's deletion); None when the session is not there.
+        Raises ServiceUnavailable when the bucket does not answer."""
         kv = self._bucket()
         try:
             async with asyncio.timeout(REFRESH_TIMEOUT_S):
@@ -147,7 +147,12 @@ class SessionShare:
                 self._store.apply_cut(read_only, int(cut.revision or 0), _CUT.decode(cut.value).at)
         try:
             entry = await kv.get(SESSION_PREFIX + digest)
-        except KeyNotFoundError:
+        except KeyNotFoundError as exc:
+            # A deletion's marker (``entry``): signed out, for good. No entry at all may be a
+            # server that lags behind answering (a direct get is answered by any replica of
+            # the stream): the session ends here only, and comes back if the entry does.
+            if exc.entry is not None:
+                self._store.apply(digest, None)
             return None
         self._follower.behind(int(entry.revision or 0))  # a watch that lags is opened again
         if entry.value is None or entry.operation in ("DEL", "PURGE"):

@@ -396,7 +396,11 @@ class SessionStore:
             log.warning("a web app session was not checked in the bucket (%s)", type(exc).__name__)
             return session
         if found is None:
-            self._signed_out(digest)
+            # Ended here, not remembered as signed out (a sign-out, read as the entry's
+            # deletion, is applied by the bucket): a server lagging behind answers "not
+            # found" for a session signed in a moment ago, which ended it on this replica
+            # for its whole lifetime.
+            self._ended(digest)
             return None
         self.apply(digest, *found)
         return self._sessions.get(digest)
