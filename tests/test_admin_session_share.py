@@ -467,3 +467,28 @@ async def test_a_session_the_bucket_does_not_hold_for_a_moment_is_not_ended_for_
             assert await store.get(out_id) is None
         finally:
             await share.stop()
+
+
+async def test_a_sign_out_the_watch_lost_ends_the_session_at_its_next_last_use(
+    nc: NATS,
+) -> None:
+    """A replica whose watch lost a sign-out (not stalled: its checks find it keeping up)
+    kept the session good: its last use's compare-and-set failed each time, and that was
+    thrown away."""
+    async with _replica(nc) as one:
+        store = SessionStore(touch_s=0.2)
+        share = SessionShare(nc.jetstream(timeout=5), store)
+        await share.start()
+        try:
+            sid, _ = await one.create("ada", "10.0.0.1")
+            session = await store.get(sid)
+            assert session is not None
+            await share._follower.stop()  # the sign-out is lost; the watch still counts good
+            assert not share.stale()
+            await one.end(sid)
+            await asyncio.sleep(0.3)
+            assert await store.get(sid) is not None  # its last use is written: refused
+            await until(lambda: session.ended, timeout=2.0)
+            assert await store.get(sid) is None
+        finally:
+            await share.stop()

@@ -24,8 +24,9 @@ sign-in on another replica a moment ago) is looked up in the bucket once.
 
 A last use is written only over the entry it was read from (a compare-and-set on the entry's
 revision): a plain write let a replica that had not heard of a sign-out yet write the session
-back, and every replica then took it up again. A write that finds the entry changed is dropped
-(the newer entry, or its deletion, is on its way). A session signed out here or by the watch
+back, and every replica then took it up again. A write that finds the entry changed is dropped,
+and the entry read again (the newer entry, or its deletion, is on its way by the watch,
+unless the watch lost it). A session signed out here or by the watch
 is remembered as ended (until it would have expired anyway; at most :data:`MAX_GONE`) and
 never taken up again, whatever is written later; one ended here as idle is deleted from the
 bucket only if nobody used it since (again on its revision), so a use on another replica just
@@ -416,10 +417,27 @@ class SessionStore:
             session.written_seen = 0.0
             log.warning("a web app session's last use was not written (%s)", type(exc).__name__)
             return
-        if revision is None:  # written or deleted elsewhere since: the watch brings that
+        if revision is None:  # written or deleted elsewhere since
             session.written_seen = 0.0
+            await self._reread(digest, session)
             return
         session.revision = max(session.revision, revision)
+
+    async def _reread(self, digest: str, session: Session) -> None:
+        """A last use not written: the entry changed since it was read here. The watch
+        should bring the change, but a watch that lost it (a sign-out) is not seen stalled:
+        the entry is read here (a deletion is a sign-out, no entry ends it here)."""
+        assert self._bucket is not None  # noqa: S101  (checked by the caller)
+        try:
+            found = await self._bucket.refresh(digest, session.read_only)
+        except ApiError as exc:  # the watch, or the next use past TOUCH_S
+            log.warning("a web app session was not read again (%s)", type(exc).__name__)
+            return
+        if found is None:
+            if self._sessions.get(digest) is session:
+                self._ended(digest)
+            return
+        self.apply(digest, *found)
 
     async def end(self, session_id: str | None) -> None:
         """Signs one session out, on every replica."""
