@@ -416,11 +416,11 @@ async def test_a_rotation_made_through_a_losing_rotations_record_leaves_one_live
 
 
 async def test_a_rotation_stopped_after_creating_its_record_removes_it(tmp_path: Path) -> None:
-    """Cancelled (the caller gone) after the new record was written, or the compare-and-set
-    unanswered (a timeout), a rotation left its new record live beside the key's: a second
-    secret nobody was given, working until someone found it. It is now removed by a cleanup
-    the cancellation does not stop; when the compare-and-set did land (its answer lost), the
-    new record is the key's and stays."""
+    """Cancelled (the caller gone) while writing the new record, a rotation left it live
+    beside the key's: a second secret nobody was given. It is now removed by a cleanup the
+    cancellation does not stop. Once the compare-and-set was sent and its answer is missing
+    (a timeout) the outcome is unknown, and the new record stays: unused (the key keeps its
+    record, the next rotation retires both), or the key's when the compare-and-set landed."""
     async with jetstream_server(tmp_path) as (nc, _):
         js = nc.jetstream(timeout=10)
         await js.create_key_value(bucket=subjects.KEYS_BUCKET)
@@ -452,7 +452,9 @@ async def test_a_rotation_stopped_after_creating_its_record_removes_it(tmp_path:
         bucket.update = unanswered  # type: ignore[method-assign,assignment]
         with pytest.raises(nats.errors.TimeoutError):
             await gateway.rotate(key.id)
-        assert [r.hash for r in await _live(js, key.id)] == [key.hash]
+        stray = [r.hash for r in await _live(js, key.id) if r.hash != key.hash]
+        assert key.hash in [r.hash for r in await _live(js, key.id)]
+        assert len(stray) == 1
 
         async def answer_lost(name: str, value: bytes, last: int | None = None) -> int:
             await real_update(name, value, last=last)
@@ -461,6 +463,59 @@ async def test_a_rotation_stopped_after_creating_its_record_removes_it(tmp_path:
         bucket.update = answer_lost  # type: ignore[method-assign,assignment]
         with pytest.raises(nats.errors.TimeoutError):
             await gateway.rotate(key.id)
-        live = await _live(js, key.id)
-        assert len(live) == 1
-        assert live[0].hash != key.hash  # rotated: the new record stays
+        live = [r.hash for r in await _live(js, key.id)]
+        # Rotated: the new record stays, the key's was retired (the stray too, at the next
+        # rotation that is answered).
+        assert key.hash not in live
+        assert len(set(live) - set(stray)) == 1
+
+
+async def test_a_compare_and_set_landing_after_its_timeout_keeps_the_key(
+    tmp_path: Path,
+) -> None:
+    """The compare-and-set's answer was lost (a timeout) and it landed a moment later: the
+    rotation read the old record once, found it not yet retired, and purged the new record;
+    the old one was then retired to a record that was gone: the key had no live record (its
+    page 404) and its secret was refused at the edges (a review). The new record now stays
+    whenever the outcome is unknown."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET)
+        index = KeyIndex(js)
+        await index.start()
+        refused: list[str] = []
+        ring = KeyRing(js, lambda key_id, _: refused.append(key_id))
+        await ring.start()
+        try:
+            gateway = KeyAdmin(js, locator=index)
+            old_secret, key = await gateway.create("late")
+            await _caught_up(index, js)
+            bucket = await gateway._bucket()
+            real_update = bucket.update
+            landed: list[asyncio.Task[int]] = []
+
+            async def lands_later(name: str, value: bytes, last: int | None = None) -> int:
+                async def commit() -> int:
+                    await asyncio.sleep(0.2)
+                    return await real_update(name, value, last=last)
+
+                landed.append(asyncio.ensure_future(commit()))
+                raise nats.errors.TimeoutError
+
+            bucket.update = lands_later  # type: ignore[method-assign,assignment]
+            with pytest.raises(nats.errors.TimeoutError):
+                await gateway.rotate(key.id, grace_s=600)
+            bucket.update = real_update  # type: ignore[method-assign]
+            await asyncio.gather(*landed)
+            await _caught_up(index, js)
+            await _ring_caught_up(ring, js)
+            live = await _live(js, key.id)
+            assert len(live) == 1
+            assert live[0].hash != key.hash
+            assert (await gateway.find(key.id)).hash == live[0].hash
+            # The edges: the old secret, in its grace, is the key's; no request was ended.
+            assert ring.authenticate(old_secret).hash == live[0].hash
+            assert refused == []
+        finally:
+            await ring.stop()
+            await index.stop()

@@ -6,9 +6,12 @@ keyring ends a key's requests on a deletion only when no other live record holds
 this ends none, and a change an admin made through N meanwhile was made on every live record
 of the key (``KeyAdmin`` writes them all), so purging N loses nothing.
 
-Whatever else stops the rotation between N's creation and the compare-and-set's answer (an
-error, a timeout, the caller gone: a cancellation) N is removed too, unless L names it (the
-compare-and-set landed though its answer was lost), in a task the cancellation does not stop.
+Whatever else stops the rotation once the compare-and-set may have been sent (an error, a
+timeout, the caller gone: a cancellation) leaves N as it is: the outcome is unknown, and a
+compare-and-set whose answer was lost may still land, a moment later or on a replica a read
+does not reach yet; purging N then retired L to a record that was gone (the key lost: 404,
+its secret refused). A stray N is harmless: its secret was never shown, a change to the key
+is made on it too, the key's next rotation retires it, and a delete removes it.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import logging
 from collections.abc import Awaitable
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from switchyard.schemas.keys import KEY_DECODER, KEY_READ_ERRORS, RECORD_PREFIX, ClientKey
+from switchyard.schemas.keys import ClientKey
 
 log = logging.getLogger("switchyard.admin.keys")
 
@@ -52,32 +55,18 @@ async def shielded(work: Awaitable[object]) -> None:
         log.warning("a rotation's unused record could not be removed", exc_info=True)
 
 
-async def _names(kv: KeyValue, old: str, digest: str) -> bool:
-    """Whether record ``old`` is retired to ``digest``'s (the rotation's write landed)."""
-    try:
-        entry = await kv.get(old)
-        return KEY_DECODER.decode(entry.value or b"").successor == digest
-    except (KeyNotFoundError, *KEY_READ_ERRORS):
-        return False
-
-
 async def _settle(kv: KeyValue, old: str, retired: bytes, revision: int, new: str) -> bool:
-    digest = new[len(RECORD_PREFIX) :]
     try:
         await kv.update(old, retired, last=revision)
     except KeyWrongLastSequenceError:
         await kv.purge(new)  # lost: N goes (see the module's docstring)
         return False
-    except BaseException:
-        if not await _names(kv, old, digest):  # (an answer lost: look before removing)
-            await kv.purge(new)
-        raise
-    return True
+    return True  # (anything else: the outcome is unknown, N stays; raised to the caller)
 
 
 async def retire_or_drop(kv: KeyValue, old: str, retired: bytes, revision: int, new: str) -> bool:
     """Retire record ``old`` (at ``revision``) as ``retired`` naming record ``new``; True when
-    that won. When it lost, or anything stopped it, ``new`` is purged (unless ``old`` names
-    it), in a task a cancellation of the caller does not stop."""
+    that won. When it definitely lost, ``new`` is purged, in a task a cancellation of the
+    caller does not stop; any other failure is raised and leaves ``new`` (see above)."""
     task = asyncio.ensure_future(_settle(kv, old, retired, revision, new))
     return await asyncio.shield(task)

@@ -430,7 +430,7 @@ class KeyAdmin:
                 await shielded(kv.purge(new))
                 raise
             # Compare-and-set (a change made since the read is not lost); N purged when it
-            # loses or anything stops it (see key_race).
+            # lost, kept when the outcome is unknown (see key_race).
             lost = record_name(record.hash)
             if not await retire_or_drop(kv, lost, KEY_ENCODER.encode(retired), revision, new):
                 continue
