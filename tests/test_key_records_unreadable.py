@@ -186,3 +186,43 @@ async def test_a_record_written_empty_is_damaged_not_deleted(tmp_path: Path) -> 
         assert sorted(k.hash for k in await cli.list()) == sorted(
             [good.hash, emptied.hash, other.hash]
         )
+
+
+async def test_deleting_one_record_that_names_no_key_leaves_the_others(tmp_path: Path) -> None:
+    """The command line deletes a record whose bytes name no key by its record name. The
+    delete then purged every record of the key id it had, "": every other such record too,
+    other keys' (a review). It now purges the one named."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        kv = await js.create_key_value(bucket=subjects.KEYS_BUCKET)
+        cli = KeyAdmin(js, names=True)
+        _, emptied = await cli.create("emptied")
+        _, garbled = await cli.create("garbled")
+        await kv.put(record_name(emptied.hash), b"")
+        await kv.put(record_name(garbled.hash), b"\xff not a record")
+        await cli.delete(record_name(emptied.hash))
+        assert list(await _entries(kv)) == [record_name(garbled.hash)]
+
+
+async def test_a_record_naming_no_key_written_since_the_index_is_no_keys(
+    tmp_path: Path,
+) -> None:
+    """The gateway also reads the records written since its index's revision: one whose
+    bytes name no key id was read as the key's being changed, so a delete of any key purged
+    it and a revoke rewrote it as that key's record (a review). It is now the key's only when
+    the index holds it as the key's."""
+    async with _gateway(tmp_path) as gw:
+        _, key = await gw.admin.create("key")
+        _, garbled = await gw.admin.create("garbled")
+        _, other = await gw.admin.create("other")
+        await _until(lambda: len(gw.index) == 3)
+        await gw.index.stop()  # behind from here on: what follows is "written since"
+        await gw.kv.put(record_name(garbled.hash), b"\xff not a record")
+        await gw.kv.put(record_name(other.hash), b"")
+        revoked = await gw.admin.revoke(key.id)
+        assert revoked.disabled
+        await gw.admin.delete(key.id)
+        assert await _entries(gw.kv) == {
+            record_name(garbled.hash): b"\xff not a record",
+            record_name(other.hash): b"",
+        }

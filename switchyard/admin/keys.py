@@ -181,12 +181,20 @@ class KeyAdmin:
             return None
         # (an empty value is a damaged record, not a deleted one)
         revision = entry.revision or 0
-        read = read_record(name, entry.value or b"", revision, key_id)
+        read = read_record(name, entry.value or b"", revision, self._known_as(name, key_id))
         if isinstance(read, ClientKey) and read.successor:  # an old secret's (rotation)
             return None
         if (read.key_id if isinstance(read, DamagedRecord) else read.id) == key_id:
             return read, revision
         return None
+
+    def _known_as(self, name: str, key_id: str) -> str:
+        """``key_id`` when the index holds record ``name`` as that key's (one that stopped
+        decoding keeps the id it had); else "": a record naming no id, found by a scan or as
+        written since the index's revision, is no one's (it was taken for the caller's)."""
+        locator = self._locator
+        known = locator is not None and name in (*locator.live(key_id), *locator.retired(key_id))
+        return key_id if known else ""
 
     async def _lookup(self, key_id: str) -> tuple[ClientKey | DamagedRecord, int]:
         locator = self._locator
@@ -364,6 +372,8 @@ class KeyAdmin:
             name, key_id = record_name(found.hash), found.id
         kv = await self._bucket()
         await kv.purge(name)
+        if not key_id:  # a record naming no key id (by its name, from the CLI): it alone
+            return
         # Every other record of the key too: its old secrets' (rotations), and every live
         # one (a rotation's new record, whichever the index mapped): one left working was a
         # deleted key that still answered, and the edges end a key's requests only when its
@@ -383,7 +393,9 @@ class KeyAdmin:
             entry = await (await self._bucket()).get(name)
         except KeyNotFoundError:
             return False
-        read = read_record(name, entry.value or b"", entry.revision or 0, key_id)
+        read = read_record(
+            name, entry.value or b"", entry.revision or 0, self._known_as(name, key_id)
+        )
         return (read.key_id if isinstance(read, DamagedRecord) else read.id) == key_id
 
     async def rotate(
