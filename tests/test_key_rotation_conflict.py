@@ -519,3 +519,100 @@ async def test_a_compare_and_set_landing_after_its_timeout_keeps_the_key(
         finally:
             await ring.stop()
             await index.stop()
+
+
+class _Crashed(Exception):
+    """The rotating gateway stopped right after its compare-and-set won."""
+
+
+@pytest.mark.parametrize("stops", [False, True])
+async def test_a_revoke_reaches_a_rotation_that_won_on_a_record_it_collected(
+    tmp_path: Path, stops: bool
+) -> None:
+    """Admin C's revoke found the key through rotation R1's new record N1 and wrote it, then
+    collected the key's other live records ([L]); rotation R2 won its compare-and-set on L in
+    between, and C, finding L retired, skipped it: a revoke answered 200 while R2's new record
+    kept the key working (a review). A record found retired now passes the change to the
+    record it names (``stops``: R2 never got to retire N1), and a rotation that retires a
+    revoked record revokes its own."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET)
+        index = KeyIndex(js)
+        await index.start()
+        try:
+            revoker = KeyAdmin(js, locator=index)
+            rotator = KeyAdmin(js, locator=index)
+            _, key = await revoker.create("leaked")
+            pending = new_api_key()  # R1: its new record written, its compare-and-set not yet
+            n1 = msgspec.structs.replace(
+                key, hash=hash_key(pending), hint=pending[-4:], rotated_at=time.time()
+            )
+            bucket = await revoker._bucket()
+            await bucket.create(record_name(n1.hash), KEY_ENCODER.encode(n1))
+            await _caught_up(index, js)
+            assert index.record_name(key.id) == record_name(n1.hash)
+            collect = revoker._candidates
+            rotated: list[str] = []
+
+            async def crash(*_: object) -> None:
+                raise _Crashed
+
+            if stops:
+                rotator._each_live = crash  # type: ignore[method-assign,assignment]
+
+            async def collect_then_rotate(key_id: str, *, retired: bool = False) -> list[str]:
+                names = await collect(key_id, retired=retired)
+                if not rotated:  # R2 wins on L between the collection and the writes
+                    try:
+                        rotated.append((await rotator.rotate(key.id))[0])
+                    except _Crashed:
+                        rotated.append("")
+                return names
+
+            revoker._candidates = collect_then_rotate  # type: ignore[method-assign]
+            assert (await revoker.revoke(key.id)).disabled
+            live = await _live(js, key.id)
+            assert live
+            assert all(r.disabled for r in live)
+            ring = KeyRing(js)
+            await ring.start()
+            try:
+                await _ring_caught_up(ring, js)
+                if rotated[0]:
+                    with pytest.raises(AuthenticationFailed, match="revoked"):
+                        ring.authenticate(rotated[0])
+            finally:
+                await ring.stop()
+        finally:
+            await index.stop()
+
+
+async def test_a_rotation_retiring_a_revoked_record_keeps_the_key_revoked(
+    tmp_path: Path,
+) -> None:
+    """A revoke that reached a rotation's new record N1 and not the key's record L (it
+    stopped, or raced): the next rotation starts from L, not revoked, and retires N1 to its
+    own record, which kept the key working. The new record is now revoked too."""
+    async with jetstream_server(tmp_path) as (nc, _):
+        js = nc.jetstream(timeout=10)
+        await js.create_key_value(bucket=subjects.KEYS_BUCKET)
+        gateway = KeyAdmin(js, names=True)
+        _, key = await gateway.create("half-revoked")
+        pending = new_api_key()
+        n1 = msgspec.structs.replace(
+            key, hash=hash_key(pending), hint=pending[-4:], rotated_at=time.time(), disabled=True
+        )
+        await (await gateway._bucket()).create(record_name(n1.hash), KEY_ENCODER.encode(n1))
+        secret, rotated = await gateway.rotate(key.id)
+        assert rotated.disabled
+        live = await _live(js, key.id)
+        assert [(r.hash, r.disabled) for r in live] == [(hash_key(secret), True)]
+        ring = KeyRing(js)
+        await ring.start()
+        try:
+            await _ring_caught_up(ring, js)
+            with pytest.raises(AuthenticationFailed, match="revoked"):
+                ring.authenticate(secret)
+        finally:
+            await ring.stop()

@@ -35,11 +35,13 @@ def newer(a: ClientKey, b: ClientKey) -> bool:
     return (a.rotated_at or a.created_at, a.hash) > (b.rotated_at or b.created_at, b.hash)
 
 
-def retired_to(new: ClientKey, ends: float, other: object) -> ClientKey | None:
+def retired_to(new: ClientKey, ends: float, revoked: list[bool], other: object) -> ClientKey | None:
     """Live record ``other`` retired to ``new`` (ending at ``ends``, or at its own expiry if
-    sooner) when ``new`` is the newer; None: left as it is."""
+    sooner) when ``new`` is the newer; None: left as it is. ``revoked`` hears whether it was
+    revoked (the caller then revokes ``new``: a revoke never undone by a rotation)."""
     if not isinstance(other, ClientKey) or not newer(new, other):
         return None
+    revoked.append(other.disabled)
     ended = min(ends, other.expires_at or ends)
     return msgspec.structs.replace(other, successor=new.hash, expires_at=ended)
 

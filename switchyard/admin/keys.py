@@ -318,10 +318,15 @@ class KeyAdmin:
     async def _rewrite(
         self, name: str, key_id: str, rewrite: Callable[[ClientKey | DamagedRecord], Any]
     ) -> bool:
-        """:meth:`_each_live` on record ``name``; False: it kept losing races."""
+        """:meth:`_each_live` on record ``name``; False: it kept losing races. A record
+        retired meanwhile (a rotation won on it) passes the change to the record it names:
+        skipped, a revoke answered 200 and the rotation's new record kept the key working."""
         kv = await self._bucket()
         for _ in range(UPDATE_ATTEMPTS):
             found = await self._read(name, key_id)  # (None: gone, or retired, meanwhile)
+            if found is None and (old := await self._read_retired(name, key_id)) is not None:
+                name = record_name(old.successor)
+                continue
             written = rewrite(found[0]) if found is not None else None
             if found is None or written is None:
                 return True
@@ -447,8 +452,14 @@ class KeyAdmin:
             if not await retire_or_drop(kv, lost, KEY_ENCODER.encode(retired), revision, new):
                 continue
             # Any older live record of the key (another rotation's, made through the new
-            # record of one that then lost) is retired to this one: one live record stays.
-            await self._each_live(record.id, new, partial(retired_to, current, now + grace))
+            # record of one that then lost) is retired to this one: one live record stays,
+            # revoked when one it retires was (a revoke that reached that one and not L).
+            shut: list[bool] = []
+            await self._each_live(record.id, new, partial(retired_to, current, now + grace, shut))
+            if any(shut) and not current.disabled:
+                current = msgspec.structs.replace(current, disabled=True)
+                if not await self._rewrite(new, record.id, _revoked):
+                    raise Conflict(f"key `{key_id}` is changing too fast; revoke it again")
             for name, old in await self._retired(record.id):
                 if old.expires_at + RETIRED_KEEP_S < now:
                     await kv.purge(name)
@@ -527,6 +538,13 @@ def _grace(grace_s: float) -> float:
     if not 0 <= grace_s <= MAX_GRACE_S:
         raise InputError("grace", f"{grace_s} seconds is out of range", _GRACE_HINT)
     return float(grace_s)
+
+
+def _revoked(found: object) -> ClientKey | None:
+    """Record ``found`` revoked; None: it is already (or is damaged: left as it is)."""
+    if not isinstance(found, ClientKey) or found.disabled:
+        return None
+    return msgspec.structs.replace(found, disabled=True)
 
 
 def _readable(found: ClientKey | DamagedRecord, revision: int) -> tuple[ClientKey, int]:
