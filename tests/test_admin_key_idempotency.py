@@ -259,3 +259,25 @@ async def test_a_gateway_clock_ahead_takes_no_create_in_progress_over(
         assert refused.value.code == "idempotency_key_in_use"
     finally:
         await nc.close()
+
+
+async def test_retries_racing_on_a_create_in_progress_are_all_409s(stack: Stack) -> None:
+    """Retries of a value whose create is in progress, at once: each writes the probe entry
+    (``t.``), which the bucket keeps one version of. Before, a second probe write removed the
+    first's message and reading it back by its revision raised NotFoundError (a 500); now
+    each is a 409 ``idempotency_key_in_use``."""
+    value = secrets.token_hex(16)
+    digest = body_digest({"name": "racing"})
+    nc = await stack.connect(identities.ADMIN.name)
+    try:
+        js = nc.jetstream(timeout=10)
+        first = await IdempotentCreates(js).claim(value, digest, _never)
+        assert isinstance(first, Claim)
+        stores = [IdempotentCreates(js) for _ in range(12)]
+        answers = await asyncio.gather(
+            *(store.claim(value, digest, _never) for store in stores), return_exceptions=True
+        )
+        assert all(isinstance(a, Conflict) for a in answers), answers
+        assert {a.code for a in answers if isinstance(a, Conflict)} == {"idempotency_key_in_use"}
+    finally:
+        await nc.close()

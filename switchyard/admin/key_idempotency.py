@@ -241,10 +241,15 @@ class IdempotentCreates:
         """The NATS server's now: the time it stores on a probe write (``t.`` and the
         entry's digest). An entry's age is the server's now less its stored time, both by
         one clock: a gateway whose clock runs ahead must not take a create in progress over
-        (nor one running behind wait long past :data:`PENDING_S`)."""
-        revision = await kv.put("t." + entry.partition(".")[2], b"")
-        msg = await self._js.get_msg(f"KV_{subjects.ADMIN_IDEMPOTENCY_BUCKET}", seq=revision)
-        return _stored_at(msg)
+        (nor one running behind wait long past :data:`PENDING_S`).
+
+        Read back as the probe's last message, not by the put's revision: the bucket keeps
+        one version a key, so a retry racing this one removes this probe's message (a
+        NotFoundError, a 500, before); its own, stored later, is as good a now."""
+        probe = "t." + entry.partition(".")[2]
+        bucket = subjects.ADMIN_IDEMPOTENCY_BUCKET
+        await kv.put(probe, b"")
+        return _stored_at(await self._js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}.{probe}"))
 
     async def writing(self, claim: Claim, made: Callable[[str], Awaitable[bool]]) -> bool:
         """Take ``claim``'s key id for the key's write, just before it (False: another
