@@ -1,7 +1,7 @@
 """A model-proxy whose NATS connection reconnects while it sends an answer in acknowledged
 parts, on a real nats-server restarted under it: the parts the old socket held are lost, not
 left unacknowledged by a caller gone, so the answer stays for the replay after the reconnect
-(:func:`switchyard.workers.modelproxy.handler.replay_needed`), which sends its parts again
+(:func:`switchyard.workers.modelproxy.replay.replay_needed`), which sends its parts again
 with a fresh window, rather than ending the request 499 ``caller_gone``."""
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from switchyard.bus.envelope import Envelope
 from switchyard.errors import ApiError
 from switchyard.stack import binaries
 from switchyard.stack.ports import accepting
-from switchyard.workers.modelproxy import whole
+from switchyard.workers.modelproxy import billing, whole
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
 from switchyard.workers.modelproxy.cancels import Cancels
-from switchyard.workers.modelproxy.handler import replay_needed
 from switchyard.workers.modelproxy.heartbeat import InFlight
 from switchyard.workers.modelproxy.job import Job
+from switchyard.workers.modelproxy.replay import replay_needed
 from tests.support import free_port, until
 
 pytestmark = pytest.mark.integration
@@ -181,6 +181,12 @@ async def test_a_replay_whose_parts_keep_being_lost_ends_with_an_error(
     ended: object = job.answer  # (the error now: a replay sends it, not the parts)
     assert isinstance(ended, ApiError)
     assert ended.status == 502
+    # Billed as what its caller got (the handler bills after the replay): before, the job kept
+    # status 200 and was billed as the request's answer though its caller got a 502.
+    assert job.status == 502
+    event = billing.usage_event(job, None, estimated=False)
+    assert event.status == 502
+    assert not event.id.endswith(":answered")
 
 
 async def test_a_cancel_after_the_last_part_leaves_the_answer_delivered(

@@ -16,7 +16,7 @@ from switchyard.bus.replies import (
 from switchyard.errors import ProviderError
 from switchyard.runtime.reply_wait import GAP_WAIT_S, ReplyProgress, Resend
 from switchyard.schemas.openai import error_body
-from switchyard.workers.modelproxy.handler import replay_needed
+from switchyard.workers.modelproxy.replay import replay_needed
 
 pytestmark = pytest.mark.unit
 

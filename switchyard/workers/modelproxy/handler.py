@@ -51,7 +51,7 @@ from switchyard.runtime.cooldowns import CooldownWriter
 from switchyard.runtime.jetstream import AckPublisher
 from switchyard.runtime.secret_cache import SecretCache
 from switchyard.runtime.throttle import Throttle
-from switchyard.runtime.tracing import NO_HOP, OFF, Tracing
+from switchyard.runtime.tracing import NO_HOP, OFF, Hop, Tracing
 from switchyard.runtime.upstreams import UpstreamGuard
 from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
@@ -76,7 +76,7 @@ from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
-from switchyard.workers.modelproxy.replay import REPLAY_LOST
+from switchyard.workers.modelproxy.replay import REPLAY_LOST, replay_needed
 from switchyard.workers.modelproxy.response_items import ResponseItems, tenant_of
 from switchyard.workers.modelproxy.response_owners import ResponseOwners
 from switchyard.workers.modelproxy.serving import Serving
@@ -257,7 +257,7 @@ class Handler:
         failure: ApiError | None = None
         adapter: Adapter | None = None
         body = b""
-        handed_back = False
+        handed_back = finished = False
         try:
             enough_time(job, self.pace)
             if target is None:
@@ -282,6 +282,7 @@ class Handler:
             else:
                 job.answer = body
                 await self._answer(job, end=self._unbroken(job))
+            finished = True
         except ApiError as exc:
             job.undelivered = isinstance(exc, ue.Undelivered)  # (billed all the same)
             if job.cancelled:  # failed on the way out: nobody to answer, nothing to retry
@@ -290,17 +291,34 @@ class Handler:
                 failure = exc
             else:
                 failure = await self._failed(job, exc, adapter)
-        finally:
-            self.observer.ended(job, target, labels, hop, failure)
+            finished = True
+        finally:  # else after the replay, if any (``_finish``)
+            if not finished or handed_back:
+                self.observer.ended(job, target, labels, hop, failure)
         if handed_back:  # in its queue again: whoever takes it next answers and acks it
             return
-        await self._bill(job, target, labels)
-        if replay_needed(
-            answered=job.answer is not None,
-            ended=job.ended,
-            reconnected=job.out(self.nc).stats["reconnects"] != job.reconnects,
-        ):
-            await self._replay(job)
+        await self._finish(job, target, labels, hop, failure)
+
+    async def _finish(
+        self,
+        job: Job,
+        target: Target | None,
+        labels: CallLabels | None,
+        hop: Hop,
+        failure: ApiError | None,
+    ) -> None:
+        """The replay if needed, then the metrics and the bill (once, even if it fails): they
+        say what the caller got, which the replay may change (502 ``stream_interrupted``)."""
+        sent = job.answer
+        reconnected = job.out(self.nc).stats["reconnects"] != job.reconnects
+        try:
+            if replay_needed(answered=sent is not None, ended=job.ended, reconnected=reconnected):
+                await self._replay(job)
+        finally:  # an error the replay ended with is the bus's, not the provider's
+            end = job.answer
+            lost = end if isinstance(end, ApiError) and end is not sent else None
+            self.observer.ended(job, target, labels, hop, failure or lost, by_bus=failure is None)
+            await self._bill(job, target, labels)
         await self.serving.ack(job)
 
     async def _hand_back(self, job: Job, exc: ApiError) -> bool:
@@ -403,6 +421,7 @@ class Handler:
         if not job.chunks.complete:
             log.warning("an answer sent across a NATS reconnect was too large to replay")
             job.answer = ServiceUnavailable(REPLAY_LOST, code="replay_unavailable")
+            job.status = job.answer.status  # billed and observed as what the caller got
             await self._answer(job)
             return
         log.info("replaying an answer sent across a NATS reconnect (%d chunks)", len(job.chunks))
@@ -579,11 +598,3 @@ def _decode_body(data: bytes) -> dict[str, Any]:
 def _unreadable(problem: str) -> InvalidRequest:
     where = problem.partition(" - at `")[0]  # msgspec's "at `$[...]`" names no field here
     return InvalidRequest(f"request body cannot be read: {where}", code="invalid_json")
-
-
-def replay_needed(*, answered: bool, ended: bool, reconnected: bool) -> bool:
-    """Whether an answer must be sent again, whole: the connection reconnected since the job
-    began (what the old one carried may be lost), or the answer went out without its terminator
-    (the connection was down then, so the reply path is still open and must be closed by a
-    complete copy). One rule for both, so no answer is left without a terminator."""
-    return answered and (reconnected or not ended)

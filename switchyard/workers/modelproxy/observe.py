@@ -81,8 +81,12 @@ class Observer:
         labels: CallLabels | None,
         hop: Hop,
         failure: ApiError | None,
+        *,
+        by_bus: bool = False,
     ) -> None:
-        """Metrics, traffic report and span of a request that ended (or was cancelled)."""
+        """Metrics, traffic report and span of a request that ended (or was cancelled).
+        ``by_bus``: ``failure`` (if any) is the bus's, after the provider answered (a replay
+        whose parts reconnects kept losing): not counted as the deployment's error."""
         now = time.time()
         usage = job.usage
         if usage is not None:
@@ -105,7 +109,9 @@ class Observer:
         # latency, for the same reason: a provider's instant 429s or a client's bad requests
         # measured a few ms each, and the heads sent the next burst past fair order.
         answered = failure is None and not job.cancelled
-        failed = failure is not None and _deployment_failed(job, target, failure, now)
+        failed = (
+            failure is not None and not by_bus and _deployment_failed(job, target, failure, now)
+        )
         if self.traffic is not None and job.env.op not in COUNTS:
             self.traffic.record(
                 job.deployment_id,

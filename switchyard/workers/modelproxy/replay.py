@@ -171,3 +171,11 @@ REPLAY_LOST = (
     "the connection carrying this answer failed while it streamed, and the answer is too large "
     "to send again; retry the request"
 )
+
+
+def replay_needed(*, answered: bool, ended: bool, reconnected: bool) -> bool:
+    """Whether an answer must be sent again, whole: the connection reconnected since the job
+    began (what the old one carried may be lost), or the answer went out without its terminator
+    (the connection was down then, so the reply path is still open and must be closed by a
+    complete copy). One rule for both, so no answer is left without a terminator."""
+    return answered and (reconnected or not ended)

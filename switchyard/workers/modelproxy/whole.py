@@ -148,6 +148,7 @@ async def replay_final(nc: NATS, job: Job, body: bytes, *, end: bool = True) -> 
             return
     log.warning("an answer's parts were lost in %d NATS reconnects: not sent", PARTS_SENDS)
     job.answer = interrupted = ApiError(PARTS_LOST, code="stream_interrupted", status=502)
+    job.status = interrupted.status  # billed and observed as what the caller got
     await replies.send_error(
         nc,
         job.reply,
