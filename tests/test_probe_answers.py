@@ -276,3 +276,33 @@ async def test_a_refusal_is_tried_again_after_retry_s(tmp_path: Path) -> None:
     finally:
         server.terminate()
         await server.wait()
+
+
+async def test_a_refusal_while_refused_is_not_counted_once_forgotten(tmp_path: Path) -> None:
+    """Answers refused while a refusal is believed leave the connection's last error a newer
+    one than the refusal counted. Before, once ``RETRY_S`` passed, that old refusal was
+    counted as a new one at once (part acknowledgements stayed off another ``RETRY_S``,
+    though nothing was refused since); now what is forgotten is every refusal seen so far."""
+    port = free_port()
+    server = await _serving(port, tmp_path / "nats.conf", responses=False)
+    try:
+        nc = await nats.connect(f"nats://a:a@127.0.0.1:{port}", max_reconnect_attempts=1)
+        try:
+            answers = ProbeAnswers(nc, retry_s=0.5)
+            await answers.answer("_R_.denied.0")
+            await nc.flush()
+            await until(answers.seen_refused)
+            counted = nc.last_error
+            await answers.answer("_R_.denied.1")  # refused too, while believed refused
+            await nc.flush()
+            await until(lambda: nc.last_error is not counted)
+            await asyncio.sleep(0.6)
+            assert not answers.seen_refused()  # the refusal before was not a new one
+            await answers.answer("_R_.denied.2")
+            await nc.flush()
+            await until(answers.seen_refused)  # a new one still counts
+        finally:
+            await nc.close()
+    finally:
+        server.terminate()
+        await server.wait()

@@ -57,6 +57,9 @@ class ProbeAnswers:
             or time.monotonic() - self._at >= self._retry_s
         ):
             self.refused = False  # another server, or a config reloaded: tried again
+            # Refusals of answers sent while refused are forgotten with it: only a later
+            # error is a new one (else the last of them turned parts acks off again at once).
+            self._seen = nc.last_error
         err = nc.last_error
         if not self.refused and err is not None and err is not self._seen:
             text = str(err).lower()
