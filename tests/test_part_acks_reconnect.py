@@ -231,3 +231,54 @@ async def test_a_cancel_after_the_last_part_leaves_the_answer_delivered(
     assert job.status != CLIENT_CLOSED
     kinds = [(m.headers or {}).get(h.KIND) for m in came[:-1]]
     assert kinds[-1] == replies.ReplyKind.FINAL.value
+
+
+async def test_a_replay_cut_after_its_last_part_is_sent_again(
+    server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconnect right after the replay's last part went: the last window's parts are not
+    waited for, so they and the final may have gone with the old socket. Before, the replay
+    returned (its caller, missing them, waited in silence for its deadline); now it sends the
+    answer again, as when a reconnect cuts the parts."""
+    real = part_acks.send_acked_parts
+    sends = 0
+
+    async def then_reconnected(*args: Any, **kwargs: Any) -> int:
+        nonlocal sends
+        sends += 1
+        count = await real(*args, **kwargs)
+        if sends == 1:  # the first send only: the server restarts under it, after its parts
+            await server.stop()
+            await server.start()
+            await until(lambda: proxy.is_connected and caller.is_connected)
+            await caller.flush()
+        return count
+
+    monkeypatch.setattr(whole, "send_acked_parts", then_reconnected)
+    url = f"nats://127.0.0.1:{server.port}"
+    options = {"reconnect_time_wait": 0.1, "max_reconnect_attempts": -1}
+    proxy = await nats.connect(url, **options)
+    caller = await nats.connect(url, **options)
+    came: list[Msg] = []
+
+    async def on_reply(msg: Msg) -> None:
+        came.append(msg)
+        if msg.reply:
+            await caller.publish(msg.reply, b"")
+
+    try:
+        inbox = caller.new_inbox()
+        await caller.subscribe(inbox, cb=on_reply)
+        await caller.flush()
+        job = _job(proxy, inbox)
+        job.answer = ANSWER
+        await asyncio.wait_for(whole.replay_final(proxy, job, ANSWER), 60)
+        await until(lambda: bool(came) and not came[-1].data and not came[-1].headers)
+    finally:
+        await caller.close()
+        await proxy.close()
+    assert sends == 2
+    assert not job.parts_lost
+    assert job.answer == ANSWER
+    kinds = [(m.headers or {}).get(h.KIND) for m in came[:-1]]
+    assert kinds[-1] == replies.ReplyKind.FINAL.value

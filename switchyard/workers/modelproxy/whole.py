@@ -14,7 +14,9 @@ not sent, the request ends with ``caller_gone`` (a caller still there learns why
 billed as one whose caller left (499), for what the provider answered. Unless the connection
 reconnected meanwhile: the parts the old socket held were lost, not left unacknowledged, and
 the replay after the reconnect sends them again (the answer stays), up to
-:data:`PARTS_SENDS` times while reconnects keep losing them (:func:`replay_final`), then
+:data:`PARTS_SENDS` times while reconnects keep losing them (:func:`replay_final`; a send
+that a reconnect cut after its last part counts too: that part's window and the final are
+not acknowledged, so may be lost), then
 ends with 502 ``stream_interrupted`` and the terminator (a caller must not be left waiting
 for a final that never comes). The sending has a
 cutoff, the request's deadline and at most :func:`~switchyard.bus.part_acks.send_limit`
@@ -135,6 +137,10 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
     if stop.is_set():  # a cancel after the last part (the send's clean-up can yield): too
         job.cancelled = False  # late, as one after the final is; the answer is delivered
     await _final(nc, job, b"", count, end=end, delivery=job.delivery)
+    if nc.stats["reconnects"] != reconnects:
+        # The last window's acknowledgements are not waited for: its parts, and the final
+        # with them, may have gone with the old socket. Sent again (replay_final).
+        job.parts_lost = True
 
 
 async def replay_final(nc: NATS, job: Job, body: bytes, *, end: bool = True) -> None:
