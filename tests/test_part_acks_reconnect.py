@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from switchyard.bus import headers as h
-from switchyard.bus import part_acks, replies
+from switchyard.bus import part_acks, parts, replies
 from switchyard.bus.envelope import Envelope
 from switchyard.errors import ApiError
 from switchyard.stack import binaries
@@ -282,3 +282,44 @@ async def test_a_replay_cut_after_its_last_part_is_sent_again(
     assert job.answer == ANSWER
     kinds = [(m.headers or {}).get(h.KIND) for m in came[:-1]]
     assert kinds[-1] == replies.ReplyKind.FINAL.value
+
+
+async def test_a_cancel_stops_a_replay_of_parts(
+    server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel landing while a replay sends an answer's parts (here back-to-back, to a
+    caller that does not acknowledge them) stops it: no final, the caller's end, the job
+    cancelled and billed as one whose caller left. Before, the answer counted as out
+    (``Job.done``) and the cancel was ignored: the parts and the final went on to a caller
+    gone, billed as answered."""
+    real = parts.send_parts
+
+    async def cancelled_meanwhile(*args: Any, **kwargs: Any) -> int:
+        Cancels.gone(job)  # (while the replay's parts go out)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(whole, "send_parts", cancelled_meanwhile)
+    url = f"nats://127.0.0.1:{server.port}"
+    proxy = await nats.connect(url)
+    caller = await nats.connect(url)
+    came: list[Msg] = []
+
+    async def on_reply(msg: Msg) -> None:
+        came.append(msg)
+
+    try:
+        inbox = caller.new_inbox()
+        await caller.subscribe(inbox, cb=on_reply)
+        await caller.flush()
+        job = _job(proxy, inbox)
+        job.env = job.env.with_(parts_ack=False)
+        job.answer = ANSWER
+        await asyncio.wait_for(whole.replay_final(proxy, job, ANSWER), 30)
+        await until(lambda: bool(came) and not came[-1].data and not came[-1].headers)
+    finally:
+        await caller.close()
+        await proxy.close()
+    assert job.cancelled
+    assert job.status == CLIENT_CLOSED
+    kinds = {(m.headers or {}).get(h.KIND) for m in came}
+    assert replies.ReplyKind.FINAL.value not in kinds

@@ -307,16 +307,15 @@ class Handler:
         hop: Hop,
         failure: ApiError | None,
     ) -> None:
-        """The replay if needed, then the metrics and the bill (once, even if it fails): they
-        say what the caller got, which the replay may change (502 ``stream_interrupted``)."""
+        """The replay if needed, then the metrics and the bill: what the caller got (a 502?)."""
         sent = job.answer
         reconnected = job.out(self.nc).stats["reconnects"] != job.reconnects
         try:
             if replay_needed(answered=sent is not None, ended=job.ended, reconnected=reconnected):
+                job.replaying = True  # a cancel still stops it (Job.done)
                 await self._replay(job)
         finally:  # an error the replay ended with is the bus's, not the provider's
-            end = job.answer
-            lost = end if isinstance(end, ApiError) and end is not sent else None
+            lost = whole.replay_error(job, sent)
             self.observer.ended(job, target, labels, hop, failure or lost, by_bus=failure is None)
             await self._bill(job, target, labels)
         await self.serving.ack(job)
@@ -413,11 +412,10 @@ class Handler:
             await send(job.out(self.nc), job, job.answer, end=end)
 
     async def _replay(self, job: Job) -> None:
-        """The connection to NATS broke while this request was answered: whatever was in its
-        buffers when the node went may be lost. Send the answer again, whole (the caller skips
-        chunks it has, and a second final after the first): the usage confirmation that came
-        first proves the new connection works. An answer too large to have been kept whole
-        (:mod:`.replay`) cannot be sent again: it ends with ``replay_unavailable`` instead."""
+        """The connection to NATS broke while this request was answered: what its buffers held
+        may be lost. Send the answer again, whole (the caller skips chunks it has, and a second
+        final), unless its caller cancels meanwhile. An answer too large to have been kept
+        whole (:mod:`.replay`) cannot be sent again: it ends with ``replay_unavailable``."""
         if not job.chunks.complete:
             log.warning("an answer sent across a NATS reconnect was too large to replay")
             job.answer = ServiceUnavailable(REPLAY_LOST, code="replay_unavailable")
@@ -426,6 +424,8 @@ class Handler:
             return
         log.info("replaying an answer sent across a NATS reconnect (%d chunks)", len(job.chunks))
         for seq, payload in enumerate(job.chunks):
+            if job.cancelled:  # its caller left: the end (whole.replay_final) follows
+                break
             await self._send_chunk(job, seq, payload)
         await self._answer(job, replay=True)
 

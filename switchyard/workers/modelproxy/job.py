@@ -79,6 +79,9 @@ class Job:
     parts_stop: asyncio.Event | None = None
     # Its last send of parts ended in a reconnect that lost them: sent again (see .whole).
     parts_lost: bool = False
+    # Its answer is to be sent again after a reconnect (the handler's replay, pending or under
+    # way): a cancel still stops it (see ``done``, .whole).
+    replaying: bool = False
 
     def __post_init__(self) -> None:
         self.chunks = SentChunks(size=estimate.chunk_size(self.env.op))
@@ -101,8 +104,8 @@ class Job:
     @property
     def done(self) -> bool:
         """Its answer is out, or going out: a cancel stops nothing more (but the sending of
-        acknowledged parts, :mod:`.whole`)."""
-        return self.answer is not None and self.parts_stop is None
+        acknowledged parts, and a replay: :mod:`.whole`)."""
+        return self.answer is not None and self.parts_stop is None and not self.replaying
 
     def out(self, main: NATS) -> NATS:
         """The connection its replies go on (:mod:`.heartbeat`; ``main`` unless told)."""

@@ -25,6 +25,8 @@ holds a dispatch slot and the whole answer, so a caller acknowledging just often
 not hold them long (past the deadline it ends 504 ``deadline_exceeded``, else 499
 ``caller_gone``); a cancel stops it at once (billed as a cancel, as before the answer), and
 one landing after the last part went is too late (the final follows; not marked cancelled).
+A replay's sending is stopped by a cancel too (:attr:`Job.replaying`), before its next send
+and, to a caller that does not acknowledge parts, before the final.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ def send_final(nc: NATS, job: Job, body: bytes, *, end: bool) -> Coroutine[Any, 
 async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) -> None:
     if not job.env.parts_ack:  # a caller that does not acknowledge: back-to-back, as before
         count = await send_parts(nc, job.reply, body, room, job.delivery)
+        if job.cancelled:  # (a replay's caller that left while they went: no final)
+            await _left(nc, job)
+            return
         await _final(nc, job, b"", count, end=end, delivery=job.delivery)
         return
     if job.cancelled:  # (a replay of an answer whose caller left meanwhile)
@@ -146,8 +151,15 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
 async def replay_final(nc: NATS, job: Job, body: bytes, *, end: bool = True) -> None:
     """The replay's send of ``body`` (:func:`send_final`), again while a reconnect loses its
     parts, :data:`PARTS_SENDS` times in all; then the caller is told (502
-    ``stream_interrupted``, and the terminator), not left to wait for its deadline."""
+    ``stream_interrupted``, and the terminator), not left to wait for its deadline.
+
+    A cancel stops it (:attr:`Job.replaying`: before, the answer counted as out and a cancel
+    was ignored): none more is sent, and the caller's end follows, as one that left."""
+    job.replaying = True
     for _ in range(PARTS_SENDS):
+        if job.cancelled:
+            await _left(nc, job)
+            return
         job.parts_lost = False
         await send_final(nc, job, body, end=end)
         if not job.parts_lost:
@@ -165,6 +177,13 @@ async def replay_final(nc: NATS, job: Job, body: bytes, *, end: bool = True) -> 
         request_id=job.env.request_id,
         priority=job.env.priority,
     )
+
+
+def replay_error(job: Job, sent: bytes | ApiError | None) -> ApiError | None:
+    """The error a replay ended ``job``'s answer with (``sent``, the answer before it), if
+    any: the bus lost it (502 ``stream_interrupted``, 503 ``replay_unavailable``)."""
+    answer = job.answer
+    return answer if isinstance(answer, ApiError) and answer is not sent else None
 
 
 async def _left(nc: NATS, job: Job) -> None:
