@@ -10,11 +10,18 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from subprocess import DEVNULL
 from typing import Any
 
 import httpx
 import msgspec
+import nats
 import pytest
+from nats.js.api import KeyValueConfig
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
 
 from switchyard.admin import key_idempotency
 from switchyard.admin.key_idempotency import (
@@ -26,9 +33,12 @@ from switchyard.admin.key_idempotency import (
 )
 from switchyard.admin.keys import KeyAdmin, KeyIdTaken
 from switchyard.bus import identities, subjects
-from switchyard.errors import Conflict
+from switchyard.errors import Conflict, ServiceUnavailable
 from switchyard.schemas.keys import new_key_id
+from switchyard.stack import binaries
+from switchyard.stack.ports import accepting
 from tests.stacks import Stack
+from tests.support import free_port, until
 
 pytestmark = pytest.mark.integration
 
@@ -281,3 +291,59 @@ async def test_retries_racing_on_a_create_in_progress_are_all_409s(stack: Stack)
         assert {a.code for a in answers if isinstance(a, Conflict)} == {"idempotency_key_in_use"}
     finally:
         await nc.close()
+
+
+async def test_no_key_write_is_kept_for_a_reconnect(tmp_path: Path) -> None:
+    """The gateway's connection to NATS is down when an idempotent create's key is about to
+    be written: a 503, nothing sent. Before, nats-py kept the writes in its reconnect buffer
+    (the caller got an error after the timeout and retried) and sent them once reconnected,
+    maybe after another gateway had taken the reservation over and written a second key."""
+    port = free_port()
+    store = tmp_path / "js"
+    args = ["-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
+
+    async def serve() -> asyncio.subprocess.Process:
+        server = await asyncio.create_subprocess_exec(
+            str(binaries.nats_server()), *args, stdout=DEVNULL, stderr=DEVNULL
+        )
+        await accepting(port)
+        return server
+
+    server = await serve()
+    nc = await nats.connect(
+        f"nats://127.0.0.1:{port}", reconnect_time_wait=0.2, max_reconnect_attempts=-1
+    )
+    try:
+        js = nc.jetstream(timeout=2)
+        await js.create_key_value(KeyValueConfig(bucket=subjects.ADMIN_IDEMPOTENCY_BUCKET))
+        await js.create_key_value(KeyValueConfig(bucket=subjects.KEYS_BUCKET, history=5))
+        creates = IdempotentCreates(js, nc=nc)
+        claim = await creates.claim(secrets.token_hex(16), body_digest({"name": "x"}), _never)
+        assert isinstance(claim, Claim)
+        keys = KeyAdmin(js)
+        await keys.scan()  # (its bucket found, as a gateway's long-lived KeyAdmin has)
+        server.terminate()
+        await server.wait()
+        await until(lambda: not nc.is_connected)
+        with pytest.raises(ServiceUnavailable):
+            await keys.create("x", key_id=claim.key_id, reserve=creates.writer(claim, _never))
+        server = await serve()
+        await until(lambda: nc.is_connected, timeout=10)
+        await nc.flush()
+        kv = await js.key_value(subjects.KEYS_BUCKET)
+        assert not [k async for k in _keys(kv)]  # no record written after the reconnect
+        taken = await js.key_value(subjects.ADMIN_IDEMPOTENCY_BUCKET)
+        with pytest.raises(KeyNotFoundError):
+            await taken.get("w." + claim.key_id)
+    finally:
+        await nc.close()
+        server.terminate()
+        await server.wait()
+
+
+async def _keys(kv: KeyValue) -> AsyncIterator[str]:
+    try:
+        for key in await kv.keys():
+            yield key
+    except NoKeysError:
+        return

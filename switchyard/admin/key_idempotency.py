@@ -44,6 +44,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import (
@@ -130,10 +131,13 @@ def body_digest(doc: dict[str, Any]) -> str:
 class IdempotentCreates:
     """The ``sy_admin_idempotency`` bucket, shared by every gateway replica."""
 
-    def __init__(self, js: JetStreamContext, *, pending_s: float = PENDING_S) -> None:
+    def __init__(
+        self, js: JetStreamContext, *, pending_s: float = PENDING_S, nc: NATS | None = None
+    ) -> None:
         self._js = js
         self._kv: KeyValue | None = None
         self._pending_s = pending_s
+        self._nc = nc  # ``js``'s connection: no key write while it is down (:meth:`writing`)
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -259,7 +263,12 @@ class IdempotentCreates:
         A ``w.`` entry older than :data:`PENDING_S` whose key was not made (``made``) is
         a write that failed (a NATS timeout, a leader change: the caller got a 500): taken
         over, by a compare-and-set on its revision so only one takes it. Kept, it refused
-        every retry of the value for a day (409 ``idempotency_key_in_use``)."""
+        every retry of the value for a day (409 ``idempotency_key_in_use``).
+
+        Raises:
+            ServiceUnavailable: the connection to NATS is down, before or once the id is
+                taken (:meth:`_connected`)."""
+        self._connected()
         kv = await self._bucket()
         name = "w." + claim.key_id
         try:
@@ -267,7 +276,7 @@ class IdempotentCreates:
         except KeyWrongLastSequenceError:
             pass
         else:
-            return True
+            return self._connected()
         held = await self._last(name)
         if held is None:  # expired meanwhile: a retry takes it anew
             return False
@@ -275,7 +284,22 @@ class IdempotentCreates:
             return False  # another gateway is writing it
         if await made(claim.key_id):
             return False
-        return await self._take(kv, name, claim, held.seq or 0)
+        return await self._take(kv, name, claim, held.seq or 0) and self._connected()
+
+    def _connected(self) -> bool:
+        """True, or a 503 while the connection is down (reconnecting): nats-py would keep
+        the key's write in its reconnect buffer and send it once reconnected, maybe long after
+        this create's caller got an error, retried, and another gateway took its reservation
+        over and wrote a second key for the value. (A connection that drops during the write
+        itself still leaves that window; its takeover waits :data:`PENDING_S`.)"""
+        if self._nc is not None and not self._nc.is_connected:
+            raise ServiceUnavailable(
+                "the gateway's connection to NATS is down: the key was not written; retry "
+                f"with the same {HEADER} (409 idempotency_key_in_use for up to a minute)",
+                code="service_unavailable",
+                retry_after=5,
+            )
+        return True
 
     @staticmethod
     async def _take(kv: KeyValue, name: str, claim: Claim, revision: int) -> bool:

@@ -145,7 +145,7 @@ class AdminPlugin:
             refusals=RefusalAudit(audit, RefusalCounts(counted_as=counted_as)),
             sessions=self._ui.sessions,
             instance=self._instance,
-            idempotency=IdempotentCreates(js),
+            idempotency=IdempotentCreates(js, nc=nc),
         )
         self._shared = shared
         self._budgets = BudgetWatch(
