@@ -323,3 +323,42 @@ async def test_a_cancel_stops_a_replay_of_parts(
     assert job.status == CLIENT_CLOSED
     kinds = {(m.headers or {}).get(h.KIND) for m in came}
     assert replies.ReplyKind.FINAL.value not in kinds
+
+
+async def test_a_cancel_during_a_replays_final_is_too_late(
+    server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that lands while a replay's final goes out comes too late, as one after the
+    last part of a first send does: the answer is delivered, the job not marked cancelled."""
+    real = whole._final
+
+    def cancelled_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        Cancels.gone(job)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(whole, "_final", cancelled_meanwhile)
+    url = f"nats://127.0.0.1:{server.port}"
+    proxy = await nats.connect(url)
+    caller = await nats.connect(url)
+    came: list[Msg] = []
+
+    async def on_reply(msg: Msg) -> None:
+        came.append(msg)
+        if msg.reply:
+            await caller.publish(msg.reply, b"")
+
+    try:
+        inbox = caller.new_inbox()
+        await caller.subscribe(inbox, cb=on_reply)
+        await caller.flush()
+        job = _job(proxy, inbox)
+        job.answer = ANSWER
+        with job.replay():
+            await asyncio.wait_for(whole.replay_final(proxy, job, ANSWER), 30)
+        await until(lambda: bool(came) and not came[-1].data and not came[-1].headers)
+    finally:
+        await caller.close()
+        await proxy.close()
+    assert not job.cancelled
+    kinds = [(m.headers or {}).get(h.KIND) for m in came[:-1]]
+    assert kinds[-1] == replies.ReplyKind.FINAL.value

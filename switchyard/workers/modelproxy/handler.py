@@ -312,8 +312,8 @@ class Handler:
         reconnected = job.out(self.nc).stats["reconnects"] != job.reconnects
         try:
             if replay_needed(answered=sent is not None, ended=job.ended, reconnected=reconnected):
-                job.replaying = True  # a cancel still stops it (Job.done)
-                await self._replay(job)
+                with job.replay():  # a cancel still stops it (Job.done)
+                    await self._replay(job)
         finally:  # an error the replay ended with is the bus's, not the provider's
             lost = whole.replay_error(job, sent)
             self.observer.ended(job, target, labels, hop, failure or lost, by_bus=failure is None)

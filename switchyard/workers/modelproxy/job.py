@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
@@ -79,8 +81,8 @@ class Job:
     parts_stop: asyncio.Event | None = None
     # Its last send of parts ended in a reconnect that lost them: sent again (see .whole).
     parts_lost: bool = False
-    # Its answer is to be sent again after a reconnect (the handler's replay, pending or under
-    # way): a cancel still stops it (see ``done``, .whole).
+    # Its answer is being sent again after a reconnect (``replay``), its final not yet: a
+    # cancel still stops it (see ``done``, .whole).
     replaying: bool = False
 
     def __post_init__(self) -> None:
@@ -106,6 +108,16 @@ class Job:
         """Its answer is out, or going out: a cancel stops nothing more (but the sending of
         acknowledged parts, and a replay: :mod:`.whole`)."""
         return self.answer is not None and self.parts_stop is None and not self.replaying
+
+    @contextlib.contextmanager
+    def replay(self) -> Iterator[None]:
+        """While its answer is sent again (the handler's replay): ``replaying``, which
+        :mod:`.whole` clears as the final goes (a cancel then is too late, as ever)."""
+        self.replaying = True
+        try:
+            yield
+        finally:
+            self.replaying = False
 
     def out(self, main: NATS) -> NATS:
         """The connection its replies go on (:mod:`.heartbeat`; ``main`` unless told)."""

@@ -85,6 +85,7 @@ def send_final(nc: NATS, job: Job, body: bytes, *, end: bool) -> Coroutine[Any, 
     room = replies.payload_room(nc.max_payload)
     if room and len(body) > room and job.env.parts_max and not job.stream:
         return _in_parts(nc, job, body, room, end=end)
+    job.replaying = False  # (a replay's final: a cancel from here is too late)
     return _final(nc, job, body, len(job.chunks) if job.stream else None, end=end)
 
 
@@ -94,6 +95,7 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
         if job.cancelled:  # (a replay's caller that left while they went: no final)
             await _left(nc, job)
             return
+        job.replaying = False
         await _final(nc, job, b"", count, end=end, delivery=job.delivery)
         return
     if job.cancelled:  # (a replay of an answer whose caller left meanwhile)
@@ -141,6 +143,7 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
         job.parts_stop = None
     if stop.is_set():  # a cancel after the last part (the send's clean-up can yield): too
         job.cancelled = False  # late, as one after the final is; the answer is delivered
+    job.replaying = False
     await _final(nc, job, b"", count, end=end, delivery=job.delivery)
     if nc.stats["reconnects"] != reconnects:
         # The last window's acknowledgements are not waited for: its parts, and the final
@@ -155,13 +158,15 @@ async def replay_final(nc: NATS, job: Job, body: bytes, *, end: bool = True) -> 
 
     A cancel stops it (:attr:`Job.replaying`: before, the answer counted as out and a cancel
     was ignored): none more is sent, and the caller's end follows, as one that left."""
-    job.replaying = True
     for _ in range(PARTS_SENDS):
+        job.replaying = True  # (until its final goes: send_final)
         if job.cancelled:
+            job.replaying = False
             await _left(nc, job)
             return
         job.parts_lost = False
         await send_final(nc, job, body, end=end)
+        job.replaying = False
         if not job.parts_lost:
             return
     log.warning("an answer's parts were lost in %d NATS reconnects: not sent", PARTS_SENDS)
