@@ -492,33 +492,3 @@ async def test_a_sign_out_the_watch_lost_ends_the_session_at_its_next_last_use(
             assert await store.get(sid) is None
         finally:
             await share.stop()
-
-
-async def test_a_bucket_created_again_is_followed_from_its_start(nc: NATS) -> None:
-    """Deleting the bucket and creating it again (``nats kv rm``, a lost store) restarts its
-    revisions at 1: a running replica's watch, opened again from its old revision, skipped
-    every sign-in and sign-out of the new bucket, and its old cuts ended the new sessions."""
-    js = nc.jetstream()
-    store = SessionStore()
-    share = SessionShare(nc.jetstream(timeout=5), store, check_s=0.2)
-    await share.start()
-    try:
-        async with _replica(nc) as one:
-            old_id, _ = await one.create("ada", "10.0.0.1")
-            await one.create("rita", "10.0.0.2", read_only=True)
-            await one.create("rob", "10.0.0.3", read_only=True)
-            await one.end_all(read_only=False)
-            await one.end_all(read_only=True)
-            await until(lambda: store._cut[True] > 0, timeout=2.0)
-        await js.delete_key_value(subjects.ADMIN_SESSIONS_BUCKET)
-        await _ensure_sessions_bucket(js, Settings())
-        async with _replica(nc) as two:
-            new_id, new = await two.create("bob", "10.0.0.4", read_only=True)
-            assert new.created_rev == 1
-            await until(lambda: [s.actor for s in store.live()] == ["bob"], timeout=5.0)
-            assert await store.get(old_id) is None
-            assert await store.get(new_id) is not None
-            await two.end(new_id)  # a sign-out in the new bucket reaches it
-            await until(lambda: store.live() == [], timeout=2.0)
-    finally:
-        await share.stop()

@@ -16,12 +16,6 @@ a revision from the bucket directly says so (:meth:`KvFollower.behind`): a watch
 delivered it a second later is opened again at once, not after two checks. Each check that
 finds the watch on the server and keeping up is noted (:attr:`KvFollower.confirmed_at`), so a
 reader that must not act on a stale view can tell how long ago its watch was last known good.
-
-A bucket deleted and created again (an operator's ``nats kv rm``, a lost store) starts its
-revisions at 1 again: a watch opened again from the old revision skipped every entry of the
-new bucket. Each check also reads the stream's creation time; when it changed, the follower
-calls its ``on_reset`` hook (what the old bucket's entries built is not to be trusted; by
-default nothing) and follows the new bucket from its start.
 """
 
 from __future__ import annotations
@@ -31,7 +25,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from nats.errors import Error as NatsError
@@ -46,7 +39,6 @@ log = logging.getLogger("switchyard.kv")
 
 # (key, value or None when deleted, revision)
 OnEntry = Callable[[str, bytes | None, int], Awaitable[None] | None]
-OnReset = Callable[[], Awaitable[None] | None]  # the bucket was created again
 
 CHECK_S = 10.0  # how often a follower checks its watch (two checks to act: 10-20 s)
 _ASK_TIMEOUT_S = 3.0
@@ -71,11 +63,8 @@ class KvFollower:
         keys: str = ">",
         *,
         check_s: float = CHECK_S,
-        on_reset: OnReset | None = None,
     ) -> None:
         self._js = js
-        self._on_reset = on_reset
-        self._created: datetime | None = None  # the stream's creation time, as first read
         self._bucket = bucket
         self._keys = keys
         self._on_entry = on_entry
@@ -95,7 +84,6 @@ class KvFollower:
 
     async def start(self, timeout: float = 10.0) -> None:
         self._kv = await self._js.key_value(self._bucket)
-        self._created = await self._stream_created()
         ready = asyncio.get_running_loop().create_future()
         await self._open(ready)
         await asyncio.wait_for(ready, timeout)
@@ -143,9 +131,6 @@ class KvFollower:
             if not getattr(getattr(self._js, "_nc", None), "is_connected", True):
                 missing, behind_at = 0, None  # reconnecting: nats-py resumes the watch first
                 continue
-            if await self._created_again():
-                missing, behind_at, reopened_for = 0, None, ()
-                continue
             seen = await self._server_view()
             why = None
             if seen is None:
@@ -185,39 +170,6 @@ class KvFollower:
                     type(exc).__name__,
                     self._check_s,
                 )
-
-    async def _stream_created(self) -> datetime | None:
-        """When the bucket's stream was created (None: it did not answer)."""
-        try:
-            info = await asyncio.wait_for(
-                self._js.stream_info(f"KV_{self._bucket}"), _ASK_TIMEOUT_S
-            )
-        except (NatsError, TimeoutError):
-            return None
-        return info.created
-
-    async def _created_again(self) -> bool:
-        """Whether the bucket was found created again since it was followed (then it is
-        followed from its start; a failure is tried again at the next check)."""
-        created = await self._stream_created()
-        if created is None or self._created is None:
-            self._created = self._created or created
-            return False
-        if created == self._created:
-            return False
-        log.warning(
-            "KV bucket %s was created again (it had revision %d); following it from its start",
-            self._bucket,
-            self.revision,
-        )
-        try:
-            async with self._reopening:
-                await self._reopen_now(fresh=True)
-        except (NatsError, OSError, TimeoutError) as exc:
-            log.warning("could not watch %s again (%s)", self._bucket, type(exc).__name__)
-            return True
-        self._created = created
-        return True
 
     def behind(self, revision: int) -> None:
         """Someone read ``revision`` of the bucket directly: if the watch has not delivered
@@ -267,8 +219,7 @@ class KvFollower:
         async with self._reopening:
             await self._reopen_now()
 
-    async def _reopen_now(self, fresh: bool = False) -> None:
-        """``fresh``: the bucket is a new one, followed from its first revision."""
+    async def _reopen_now(self) -> None:
         old, following = self._watcher, self._following
         self._watcher = self._following = None
         if old is not None:
@@ -280,15 +231,6 @@ class KvFollower:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if fresh:
-            self.revision = self._expected = 0
-            if self._on_reset is not None:
-                try:
-                    result = self._on_reset()
-                    if result is not None:
-                        await result
-                except Exception:  # the new bucket is followed all the same
-                    log.exception("resetting what followed %s failed", self._bucket)
         self.rewatches += 1
         await self._open(None)
 

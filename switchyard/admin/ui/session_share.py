@@ -99,11 +99,7 @@ class SessionShare:
         # waited that long again.
         self._quiet_until = 0.0
         self._follower = KvFollower(
-            js,
-            subjects.ADMIN_SESSIONS_BUCKET,
-            self._on_entry,
-            check_s=check_s,
-            on_reset=store.reset,
+            js, subjects.ADMIN_SESSIONS_BUCKET, self._on_entry, check_s=check_s
         )
 
     def stale(self) -> bool:

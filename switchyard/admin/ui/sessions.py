@@ -524,16 +524,6 @@ class SessionStore:
             self._signed_out(digest)
         return live
 
-    def reset(self) -> None:
-        """The bucket was created again (deleted by an operator, or its store lost): its
-        revisions start again at 1, so the cuts known are void, and every session ends here
-        (each one the new bucket holds comes back as the watch reads it from its start)."""
-        self._cut = {False: 0, True: 0}
-        self._cut_at = {False: 0.0, True: 0.0}
-        self._unknown.clear()
-        for digest in list(self._sessions):
-            self._ended(digest)
-
     async def stop(self) -> None:
         """Waits for the last uses being written (they are small), then stops sharing."""
         touches = list(self._touches)
