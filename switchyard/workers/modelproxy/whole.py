@@ -128,16 +128,7 @@ async def _in_parts(nc: NATS, job: Job, body: bytes, room: int, *, end: bool) ->
         gone = DeadlineExceeded(LATE) if timed_out else unacknowledged(late_s=late_s)
         job.status = gone.status  # billed (499: as a caller that left) for what was answered
         job.answer = gone  # (a replay sends this, not the parts again)
-        await replies.send_error(
-            nc,
-            job.reply,
-            gone,
-            deployment=job.deployment_id,
-            attempts=job.attempts,
-            end=end,
-            request_id=job.env.request_id,
-            priority=job.env.priority,
-        )
+        await _tell(nc, job, gone, end=end)
         return
     finally:
         job.parts_stop = None
@@ -172,10 +163,16 @@ async def replay_final(nc: NATS, job: Job, body: bytes, *, end: bool = True) -> 
     log.warning("an answer's parts were lost in %d NATS reconnects: not sent", PARTS_SENDS)
     job.answer = interrupted = ApiError(PARTS_LOST, code="stream_interrupted", status=502)
     job.status = interrupted.status  # billed and observed as what the caller got
+    await _tell(nc, job, interrupted, end=end)
+
+
+async def _tell(nc: NATS, job: Job, error: ApiError, *, end: bool) -> None:
+    """``job``'s caller gets ``error`` in place of the rest of its answer (and the
+    terminator, if ``end``), named as every answer of the job is."""
     await replies.send_error(
         nc,
         job.reply,
-        interrupted,
+        error,
         deployment=job.deployment_id,
         attempts=job.attempts,
         end=end,
