@@ -7,12 +7,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
 import pytest
+from starlette.requests import Request
 
+from switchyard.admin.api import AdminApi
+from switchyard.admin.batch_cancel import cancel_batch
+from switchyard.admin.context import AdminContext
+from switchyard.bus import identities
+from switchyard.bus.audit import AuditWriter
+from switchyard.runtime.batchrecords import BatchRecords
+from switchyard.runtime.batchstore import BatchStore
+from switchyard.runtime.client_address import TrustedProxies
 from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
@@ -20,7 +29,7 @@ pytestmark = pytest.mark.integration
 LINES = 64
 
 
-def _input(tag: str) -> bytes:
+def _input(tag: str, lines: int = LINES) -> bytes:
     rows = [
         {
             "custom_id": f"{tag}-{i}",
@@ -29,7 +38,7 @@ def _input(tag: str) -> bytes:
             # 1.5 s calls: the batch cannot end before the cancel arrives.
             "body": {"model": "slow", "messages": [{"role": "user", "content": f"{tag} {i}"}]},
         }
-        for i in range(LINES)
+        for i in range(lines)
     ]
     return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
 
@@ -125,3 +134,95 @@ async def test_an_admin_cancel_of_a_stopping_batch_is_a_409_and_not_audited(stac
 
     entries = (await stack.admin("GET", f"/audit?kind=batch&q={batch.id}")).json()["entries"]
     assert entries == []
+
+
+async def test_an_admin_cancel_at_once_after_the_create_finds_the_batch(stack: Stack) -> None:
+    """A batch created a moment ago is found, never a 404, though the gateway's copy of the
+    batches (a follower of their bucket) may not have it yet: its record is read from the
+    bucket itself. The admin's read of one batch likewise."""
+    key, record = await stack.new_key("admin-cancel-at-once")
+    async with openai.AsyncOpenAI(
+        base_url=stack.gateway_url + "/v1", api_key=key, max_retries=2
+    ) as client:
+        for i in range(20):
+            file = await client.files.create(
+                file=(f"n{i}.jsonl", _input(f"atonce{i}", 2)), purpose="batch"
+            )
+            batch = await client.batches.create(
+                input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            if i % 2:  # the read first, then the cancel (the cancel first otherwise)
+                shown = await stack.admin("GET", f"/batches/{batch.id}")
+                assert shown.status_code == 200, (i, shown.text)
+                assert shown.json()["key_id"] == record.id
+            cancelled = await _cancel(stack, batch.id)
+            assert cancelled.status_code == 200, (i, cancelled.text)
+            assert cancelled.json()["status"] == "cancelling"
+
+
+def _request(method: str, path: str, batch_id: str) -> Request:
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.214", 40000),
+        "path_params": {"batch_id": batch_id},
+    }
+    return Request(scope)
+
+
+async def test_a_batch_the_gateways_copy_has_not_seen_is_read_from_the_bucket(
+    stack: Stack,
+) -> None:
+    """The management API's handlers run here, with a copy of the batches that stopped
+    following the bucket before the batch was created (as a lagging or stalled watch): the
+    read and the cancel find the batch in the bucket instead of answering 404."""
+    admin_nc = await stack.connect(identities.ADMIN.name)
+    edge_nc = await stack.connect(identities.GATEWAY.name)
+    records = BatchRecords(admin_nc.jetstream(timeout=10))
+    try:
+        await records.start()
+        await records.stop()  # the copy as it was: nothing created after this is in it
+        none = cast(Any, None)
+        context = AdminContext(
+            auth=none,
+            control=none,
+            secrets=none,
+            llm=none,
+            keys=none,
+            spend=none,
+            index=none,
+            audit=AuditWriter(admin_nc, "api"),
+            audit_log=none,
+            key_presence=none,
+            files=none,
+            batches=records,
+            batch_store=BatchStore(edge_nc),
+            proxies=TrustedProxies(),
+        )
+        key, record = await stack.new_key("admin-cancel-unseen")
+        async with openai.AsyncOpenAI(
+            base_url=stack.gateway_url + "/v1", api_key=key, max_retries=2
+        ) as client:
+            file = await client.files.create(file=("u.jsonl", _input("unseen", 2)), purpose="batch")
+            batch = await client.batches.create(
+                input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+        assert records.get(batch.id) is None  # not in the copy
+
+        path = f"/admin/v1/batches/{batch.id}"
+        shown = await AdminApi(lambda: context).get_batch(_request("GET", path, batch.id), context)
+        assert shown.status_code == 200, shown.body
+        assert json.loads(bytes(shown.body))["key_id"] == record.id
+
+        request = _request("POST", path + "/cancel", batch.id)
+        cancelled = await cancel_batch(request, context)
+        assert cancelled.status_code == 200, cancelled.body
+        doc = json.loads(bytes(cancelled.body))
+        assert (doc["id"], doc["status"], doc["key_id"]) == (batch.id, "cancelling", record.id)
+    finally:
+        await records.stop()
+        await edge_nc.close()
+        await admin_nc.close()

@@ -526,7 +526,7 @@ class AdminApi:
 
     async def get_batch(self, request: Request, c: AdminContext) -> Response:
         batch_id = request.path_params["batch_id"]
-        found = _batches(c).get(batch_id)
+        found = await _batches(c).find(batch_id)  # (one created a moment ago: from the bucket)
         if found is None:
             raise NotFound(f"no batch `{batch_id}`", param="batch_id")
         return _ok(_batch_view(found))

@@ -28,7 +28,9 @@ _ENCODE = msgspec.json.Encoder()
 
 async def cancel_batch(request: Request, c: AdminContext) -> Response:
     batch_id = request.path_params["batch_id"]
-    found = batch_records(c).get(batch_id)  # whose it is (the record is kept by owner)
+    # Whose it is (the record is kept by owner); one created a moment ago is read from the
+    # bucket when the gateway's copy has not seen it yet.
+    found = await batch_records(c).find(batch_id)
     if found is None:
         raise NotFound(f"no batch `{batch_id}`", param="batch_id")
     _refuse_unstoppable(found.batch.status)

@@ -5,18 +5,33 @@ instead of reading the whole bucket per page (a page that reloads every few seco
 batch runs). A record lives under one key (``b.<owner>.<id>``, or ``b.<id>`` before owner
 keys); while the runner's sweep moves one, both keys exist for a moment, and the removal of
 the old key is not the batch's.
+
+The copy lags the bucket by the watch's delivery: a batch created a moment ago (by another
+connection) may not be here yet, so :meth:`BatchRecords.find` reads the bucket itself before
+saying there is no such batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import logging
 from collections.abc import Callable
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
+from switchyard.runtime.kvlatest import latest
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.schemas import batches as b
+
+log = logging.getLogger("switchyard.batch")
+
+# How long :meth:`BatchRecords.find` reads the bucket for a batch not in memory (then: none).
+FIND_S = 2.0
 
 # Called with the batch id and its record as stored now (None: deleted).
 OnChange = Callable[[str, b.BatchRecord | None], None]
@@ -28,6 +43,8 @@ class BatchRecords:
         self._keys: dict[str, str] = {}  # batch id -> the key its record is under
         self._order: list[tuple[int, str]] = []  # (created_at, id), oldest first
         self._on_change = on_change
+        self._js = js
+        self._kv: KeyValue | None = None
         self._follower = KvFollower(
             js, subjects.BATCHES_BUCKET, self._on_entry, keys=b.BATCH_PREFIX + ">"
         )
@@ -41,6 +58,50 @@ class BatchRecords:
 
     def get(self, batch_id: str) -> b.BatchRecord | None:
         return self._records.get(batch_id)
+
+    async def find(self, batch_id: str, timeout: float = FIND_S) -> b.BatchRecord | None:
+        """``batch_id``'s record: from memory, else read from the bucket (a batch created a
+        moment ago, its entry not delivered here yet), for at most ``timeout`` seconds. None:
+        no such batch (or the bucket did not answer in time: as before, the copy decides)."""
+        found = self._records.get(batch_id)
+        if found is not None or not b.is_id(batch_id):
+            return found
+        try:
+            async with asyncio.timeout(timeout):
+                stored = await self._read(batch_id)
+        except (NatsError, TimeoutError) as exc:
+            log.warning(
+                "could not read batch %s from its bucket (%s)", batch_id, type(exc).__name__
+            )
+            return self._records.get(batch_id)
+        if stored is None:
+            return self._records.get(batch_id)  # (delivered here meanwhile, or none)
+        record, revision = stored
+        self._follower.behind(revision)  # a watch that does not deliver it soon is reopened
+        return self._records.get(batch_id) or record
+
+    async def _read(self, batch_id: str) -> tuple[b.BatchRecord, int] | None:
+        """The record's live entry in the bucket, under its owner's key (whatever the owner)
+        or, written before owner keys, its id alone: the old key first, so a record the
+        runner's sweep moves in between is read at its new key."""
+        if self._kv is None:
+            self._kv = await self._js.key_value(subjects.BATCHES_BUCKET)
+        kv = self._kv
+        found: tuple[bytes, int] | None = None
+        try:
+            entry = await kv.get(b.legacy_key(b.BATCH_PREFIX, batch_id))
+        except KeyNotFoundError:  # also a deleted or purged key
+            pass
+        else:
+            if entry.value:
+                found = (entry.value, entry.revision or 0)
+        revisions: dict[str, int] = {}
+        owned = await latest(self._js, kv, f"{b.BATCH_PREFIX}*.{batch_id}", revisions=revisions)
+        for key, value in owned.items():
+            found = (value, revisions.get(key, 0))
+        if found is None:
+            return None
+        return b.BATCH_RECORD.decode(found[0]), found[1]
 
     def values(self) -> list[b.BatchRecord]:
         return list(self._records.values())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import NamedTuple
 
@@ -56,9 +55,6 @@ WRONG_LAST_SEQUENCE = (10071, 10164)
 # cap: "maximum bytes exceeded"), and the server's or account's store.
 STREAM_STORE_FAILED = 10077
 STORAGE_EXCEEDED = (10023, 10047)
-# What a file or batch id can be (ours are `file-<nuid>`, `batch_<nuid>`): anything else is
-# no such object, never a key lookup (a KV key cannot hold every character a path can).
-_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class BatchStore:
@@ -176,7 +172,7 @@ class BatchStore:
         """A file's size, and its bytes a chunk at a time, each fetched when the reader asks
         (a response that streams them, the batch runner reading an input as lines go out);
         None when they are gone."""
-        if not _ID.fullmatch(file_id):
+        if not b.is_id(file_id):
             return None
         return await open_object(self._js, await self._objects(), file_id)
 
@@ -239,7 +235,7 @@ class BatchStore:
         owner keys) under its id alone. None when there is none, when it is someone else's,
         and for an id that cannot be ours (never a key lookup: a KV key cannot hold every
         character a path can)."""
-        if not _ID.fullmatch(object_id):
+        if not b.is_id(object_id):
             return None
         kv = await self._kv()
         mine = b.owned_key(prefix, owner, object_id)

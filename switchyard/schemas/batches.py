@@ -11,6 +11,7 @@ one tenant's list reads only its own keys; each line's result is one entry of ``
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from typing import Annotated, Any, Literal
 
@@ -63,6 +64,16 @@ ENDED: frozenset[str] = frozenset(ENDED_AT)
 # What a cancel can still stop (``finalizing`` is writing the results; ``cancelling`` is
 # stopping already).
 CANCELLABLE: frozenset[str] = frozenset({"validating", "in_progress"})
+
+
+# What a file or batch id can be (ours are `file-<nuid>`, `batch_<nuid>`): anything else is
+# no such object, never a key lookup (a KV key cannot hold every character a path can).
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def is_id(value: str) -> bool:
+    """Whether ``value`` can be a file or batch id (and so part of a record's key)."""
+    return _ID.fullmatch(value) is not None
 
 
 def owner_token(owner: str) -> str:
