@@ -72,6 +72,10 @@ DROPS_AT_ONCE = 50
 # How long a model label is absent from every telling of the route table before known() drops
 # it: each telling is one head's list, and heads may hold different revisions for a while.
 ABSENT_S = 30.0
+# The most of one interval between two tellings that counts toward ABSENT_S (the watch asks
+# every 2 s, an ask waiting up to 2 s): a longer gap (no head answering, heads older than
+# this edge) is time without a newer list, which keeps the last one, not time absent.
+TOLD_GAP_S = 6.0
 # HTTP's standard methods (RFC 9110 and PATCH); any other is counted as ``_OTHER``.
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
@@ -156,9 +160,13 @@ class EdgeMetrics:
         self._zeroed: set[tuple[str, str]] = set()  # (operation, alias) created at 0
         # Each model label's duration series, (operation, error type): what _drop removes.
         self._series: dict[str, set[tuple[str, str]]] = {}
-        # Model labels absent from the route table at the last telling, with when the first
-        # telling in a row without them came: absent ABSENT_S, they go (see known()).
+        # Model labels absent from the route table at the last telling, with when (on the
+        # told clock) the first telling in a row without them came: absent ABSENT_S, they go
+        # (see known()). The told clock runs only while tellings come: each interval between
+        # two counts at most TOLD_GAP_S.
         self._absent: dict[str, float] = {}
+        self._told = 0.0
+        self._told_at: float | None = None  # (self._clock) the last telling
         self._clock = clock
         for reason in REASONS:
             self._refusals.labels(reason)
@@ -204,16 +212,24 @@ class EdgeMetrics:
         renames a new alias's requests counted as ``_OTHER``. A time, not a count of tellings:
         each telling is one head's list, and while heads hold different revisions of the table
         an alias only the newer ones hold was missing from two answers in a row one time in
-        four, its series dropped and made again. At most :data:`DROPS_AT_ONCE` labels go at a
-        telling (the rest at the next ones): removing series takes prometheus_client ~50 us
-        each, and a whole table replaced at once held the event loop for a quarter of a
-        second."""
+        four, its series dropped and made again. Time while tellings come: a gap between two
+        (no head answered, heads older than this edge) counts at most :data:`TOLD_GAP_S`, so
+        the last list the edge had stands until newer ones replace it; on wall time, an alias
+        missing from one old head's answer before a gap and from one after it lost its place
+        (and its refusals counted as ``_OTHER`` until a request of it was served). At most
+        :data:`DROPS_AT_ONCE` labels go at a telling (the rest at the next ones): removing
+        series takes prometheus_client ~50 us each, and a whole table replaced at once held
+        the event loop for a quarter of a second."""
         chat = sc.OPERATIONS["chat"]
         now = self._clock()
+        if self._told_at is not None:
+            self._told += min(max(0.0, now - self._told_at), TOLD_GAP_S)
+        self._told_at = now
+        told = self._told
         current = set(aliases)
         absent = self._model.values() - current - {sc.OTHER}
-        since = {alias: self._absent.get(alias, now) for alias in absent}
-        due = [alias for alias, first in since.items() if now - first >= ABSENT_S]
+        since = {alias: self._absent.get(alias, told) for alias in absent}
+        due = [alias for alias, first in since.items() if told - first >= ABSENT_S]
         for alias in due[:DROPS_AT_ONCE]:
             self._drop(alias)
             del since[alias]

@@ -27,7 +27,13 @@ from switchyard.errors import (
     ServiceUnavailable,
 )
 from switchyard.ingress.edge import FinalReply, sse_frames
-from switchyard.ingress.metrics import ABSENT_S, DROPS_AT_ONCE, EdgeMetrics, refusal_reason
+from switchyard.ingress.metrics import (
+    ABSENT_S,
+    DROPS_AT_ONCE,
+    TOLD_GAP_S,
+    EdgeMetrics,
+    refusal_reason,
+)
 from switchyard.runtime import semconv as sc
 from switchyard.runtime.metrics import Metrics
 from switchyard.schemas.openai import Usage, error_body
@@ -219,6 +225,13 @@ def _timed_edge() -> tuple[EdgeMetrics, Metrics, _Clock]:
     return EdgeMetrics(metrics, clock=clock), metrics, clock
 
 
+def _told_for(stats: EdgeMetrics, clock: _Clock, seconds: float, aliases: list[str]) -> None:
+    """Tellings of ``aliases`` every 2 s (alias_watch.EVERY_S) for ``seconds``."""
+    for _ in range(int(seconds // 2)):
+        clock.now += 2
+        stats.known(aliases)
+
+
 def test_an_alias_that_left_the_table_unrequested_gives_its_label_place_back() -> None:
     """Every alias the table ever held kept one of the edge's 500 model labels (and its series
     at 0): after enough renames a new alias's requests counted as ``_OTHER``. One that left the
@@ -228,21 +241,21 @@ def test_an_alias_that_left_the_table_unrequested_gives_its_label_place_back() -
     assert _aliases_with_series(metrics) == {"a", "b"}
     stats.llm(ROUTE, "chat", "b", status=200, seconds=0.1)
     stats.known(["c"])
-    clock.now += ABSENT_S - 1
-    stats.known(["c"])
+    _told_for(stats, clock, ABSENT_S - 2, ["c"])
     assert _aliases_with_series(metrics) == {"a", "b", "c"}  # not absent long enough: kept
     assert _value(metrics, DURATION, gen_ai_request_model="b", error_type="") == 1
-    clock.now += 1
-    stats.known(["c"])
+    _told_for(stats, clock, 2, ["c"])
     assert _aliases_with_series(metrics) == {"c"}
-    for n in range(600):  # a table renamed again and again
+    for n in range(600):  # a table renamed again and again, a new name at every telling
+        clock.now += 2
         stats.known([f"renamed-{n}"])
-        clock.now += ABSENT_S
     stats.known(["real"])
     stats.llm(ROUTE, "chat", "real", status=200, seconds=0.1)
     assert _value(metrics, DURATION, gen_ai_request_model="real", error_type="") == 1
     assert _value(metrics, DURATION, gen_ai_request_model=sc.OTHER) == 0
-    assert _aliases_with_series(metrics) == {"real", "renamed-599"}
+    assert len(_aliases_with_series(metrics)) <= ABSENT_S / 2 + 2  # the last 30 s of names
+    _told_for(stats, clock, ABSENT_S, ["real"])
+    assert _aliases_with_series(metrics) == {"real"}
 
 
 def test_an_alias_requested_once_gives_its_label_place_back_when_it_leaves_the_table() -> None:
@@ -259,8 +272,9 @@ def test_an_alias_requested_once_gives_its_label_place_back_when_it_leaves_the_t
     stats.llm(ROUTE, "chat", "new", status=200, seconds=0.1)
     assert _value(metrics, DURATION, gen_ai_request_model=sc.OTHER) == 1  # all 500 taken
     stats.known(["new"])
-    clock.now += ABSENT_S
-    stats.known(["new"])  # 50 go at a telling: the event loop is not held long
+    _told_for(
+        stats, clock, ABSENT_S, ["new"]
+    )  # 50 go at a telling: the event loop is not held long
     assert len(_aliases_with_series(metrics) - {"new", sc.OTHER}) == 500 - DROPS_AT_ONCE
     stats.llm(ROUTE, "chat", "new", status=200, seconds=0.1)
     assert _value(metrics, DURATION, gen_ai_request_model="new", error_type="") == 1
@@ -295,6 +309,30 @@ def test_an_alias_only_some_heads_hold_keeps_its_series_whatever_head_answers() 
     for _ in range(int(ABSENT_S // 2) + 1):  # every head dropped it since
         clock.now += 2
         stats.known(older)
+    assert _aliases_with_series(metrics) == {"a"}
+
+
+def test_a_gap_in_tellings_keeps_the_last_list_the_edge_had() -> None:
+    """The 30 s of absence were wall time: an alias missing from one old head's answer, then no
+    answer for a while (heads down, restarting, or older than this edge), then one more old
+    head's answer: its place and series went though no newer list had dropped it, and its
+    refusals at the edge counted as ``_OTHER``. Time between tellings counts only up to
+    ``TOLD_GAP_S`` a gap: the last list stands until newer ones replace it for ``ABSENT_S``."""
+    stats, metrics, clock = _timed_edge()
+    newer, older = ["a", "added"], ["a"]
+    stats.known(newer)
+    stats.llm(ROUTE, "chat", "added", status=200, seconds=0.1)
+    clock.now += 2
+    stats.known(older)  # a head still on the older table answered
+    clock.now += 120  # then none for two minutes
+    stats.known(older)
+    assert _aliases_with_series(metrics) == {"a", "added"}
+    stats.llm(ROUTE, "chat", "added", status=429, seconds=0.1, error=RateLimited("x"))
+    assert _value(metrics, DURATION, gen_ai_request_model="added") == 2  # its own label
+    assert _value(metrics, DURATION, gen_ai_request_model=sc.OTHER) == 0
+    _told_for(stats, clock, ABSENT_S - 2 - TOLD_GAP_S, older)  # not yet 30 s of tellings
+    assert _aliases_with_series(metrics) == {"a", "added"}
+    _told_for(stats, clock, 2, older)  # absent from every telling for 30 s: it goes
     assert _aliases_with_series(metrics) == {"a"}
 
 
