@@ -1,14 +1,12 @@
 """``POST /admin/v1/keys``: a new client key, its secret shown once; with an ``Idempotency-Key``
-header, a create sent again gets the first answer back (:mod:`.key_idempotency`)."""
+header, a create sent again gets the first answer back (:mod:`.key_once`)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from nats.errors import Error as NatsError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,19 +14,11 @@ from switchyard.admin.audit_words import created_words
 from switchyard.admin.bodies import KeyFields, decode
 from switchyard.admin.bodies import key_call as _keys
 from switchyard.admin.context import AdminContext
-from switchyard.admin.key_damage import KeyRecordDamaged
-from switchyard.admin.key_idempotency import (
-    Claim,
-    IdempotentCreates,
-    Replay,
-    body_digest,
-    idempotency_key,
-)
-from switchyard.admin.keys import KeyIdTaken, KeyNotFound, namesake_warning, public_record
-from switchyard.errors import ApiError, Conflict, InvalidRequest, ServiceUnavailable
+from switchyard.admin.key_idempotency import body_digest, idempotency_key
+from switchyard.admin.key_once import create_once, creates_of
+from switchyard.admin.keys import namesake_warning, public_record
+from switchyard.errors import InvalidRequest
 from switchyard.runtime.http import JSON
-
-log = logging.getLogger("switchyard.admin.keys")
 
 _ENCODE = msgspec.json.Encoder()
 # Records an API change (the API module's ``_audit``): context, request, action, target, detail.
@@ -57,61 +47,13 @@ async def create_key(c: AdminContext, request: Request, raw: bytes, audit: Audit
     value = idempotency_key(request.headers)
     if value is None:
         return _answer(await _make(c, request, name, fields, key_id=None, audit=audit))
-    store = _store(c)
 
-    async def made(key_id: str) -> bool:
-        try:
-            await c.keys.find(key_id)
-        except KeyNotFound:
-            return False
-        except KeyRecordDamaged:  # there, if unreadable
-            pass
-        return True
+    async def make(key_id: str, reserve: Callable[[], Awaitable[bool]]) -> dict[str, Any]:
+        return await _make(c, request, name, fields, key_id=key_id, audit=audit, reserve=reserve)
 
-    claim = await store.claim(value, body_digest({"name": name, **fields}), made)
-    if isinstance(claim, Replay):
-        return _answer(claim.answer, replay=True)
-    if claim.made:  # made by the first request, which never stored its answer
-        return await _from_key(c, store, claim)
-    try:
-        doc = await _make(
-            c,
-            request,
-            name,
-            fields,
-            key_id=claim.key_id,
-            audit=audit,
-            reserve=store.writer(claim, made),
-        )
-    except KeyIdTaken:  # another replica took this create over (or it was ours, stalled)
-        if await made(claim.key_id):
-            return await _from_key(c, store, claim)
-        raise Conflict(
-            "a create with this Idempotency-Key is still in progress; try again in a moment",
-            code="idempotency_key_in_use",
-            param="Idempotency-Key",
-            retry_after=1,
-        ) from None
-    except ApiError as exc:
-        if exc.status < 500:  # refused before the key was written: the value is free again
-            await _release(store, claim)
-        # Else kept: the key may have been written; a retry finds out (key_idempotency.py).
-        raise
-    await _remember(store, claim, {k: v for k, v in doc.items() if k != "key"})
-    return _answer(doc)
-
-
-async def _from_key(c: AdminContext, store: IdempotentCreates, claim: Claim) -> Response:
-    """The replay of a create whose key another request made (its answer not stored)."""
-    answer = {"record": public_record(await _keys(c.keys.find(claim.key_id)))}
-    await _remember(store, claim, answer)
-    return _answer(answer, replay=True)
-
-
-def _store(c: AdminContext) -> IdempotentCreates:
-    if c.idempotency is None:
-        raise ServiceUnavailable("the management API is starting", code="starting")
-    return c.idempotency
+    body = body_digest({"name": name, **fields})
+    once = await create_once(creates_of(c), c.keys, value, body, make)
+    return _answer(once.answer, replay=once.replay)
 
 
 async def _make(
@@ -133,24 +75,6 @@ async def _make(
     if others:  # allowed (names are labels), but the CLI's `keys show NAME` needs the id
         doc["warning"] = namesake_warning(record.name, others)
     return doc
-
-
-async def _remember(store: IdempotentCreates, claim: Claim, answer: dict[str, Any]) -> None:
-    """Store the answer; when that fails the key is made all the same (a retry is then
-    answered from the key)."""
-    try:
-        await store.answered(claim, answer)
-    except (NatsError, TimeoutError, ApiError) as exc:  # (the secret must reach the caller)
-        log.warning("the answer to an idempotent key create was not stored: %s", exc)
-
-
-async def _release(store: IdempotentCreates, claim: Claim) -> None:
-    """Free the value of a create refused (4xx); failing that, the refusal still reaches the
-    caller, and the value frees itself after ``PENDING_S`` (its key was never written)."""
-    try:
-        await store.release(claim)
-    except (NatsError, TimeoutError, ApiError) as exc:
-        log.warning("the Idempotency-Key of a refused key create was not freed: %s", exc)
 
 
 def _answer(doc: dict[str, Any], *, replay: bool = False) -> Response:

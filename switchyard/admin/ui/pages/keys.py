@@ -8,8 +8,11 @@ rewrites it as a readable, revoked record (see :mod:`switchyard.admin.key_damage
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,6 +21,8 @@ from starlette.responses import Response
 
 from switchyard.admin.audit_words import created_words, update_seen, update_words
 from switchyard.admin.bodies import KeyFields, key_call, refusal
+from switchyard.admin.key_idempotency import body_digest
+from switchyard.admin.key_once import Once, create_once, creates_of
 from switchyard.admin.key_rotation import grace_words
 from switchyard.admin.key_rules import number_problem, rule_text
 from switchyard.admin.keys import namesake_warning, public_record
@@ -41,9 +46,11 @@ FIELDS = [
     "expires",
 ]
 PERIODS = ["daily", "weekly", "monthly", "total"]
-FORM_TOKENS = "key_forms"  # the session stash's entry
-MAX_FORM_TOKENS = 20
-PENDING = "-"
+# A New key form's idempotency values (:func:`_form_value`), and the body they are kept
+# with: the same for every form, so a form sent again with other fields names its first key.
+FORM_PREFIX = "ui-form."
+FORM_BODY = body_digest({"form": "new key"})
+Reserve = Callable[[], Awaitable[bool]]
 # How long the old secret keeps working, as the key page offers it (the API and the CLI take
 # any number of seconds up to a day).
 GRACES = {"0": "refused at once", "3600": "works 1 more hour", "86400": "works 1 more day"}
@@ -189,24 +196,20 @@ async def _checked(body: dict[str, Any]) -> dict[str, Any]:
         raise refusal(exc, KeyFields, "key") from None
 
 
-def _form_tokens(ui: Ui) -> dict[str, str]:
-    """This session's New key forms: token -> the id of the key it created (``""``: none
-    yet, ``PENDING``: being created), the newest :data:`MAX_FORM_TOKENS`."""
-    tokens: dict[str, str] = ui.session.stash.setdefault(FORM_TOKENS, {})
-    return tokens
+def _form_value(ui: Ui, token: str) -> str:
+    """The idempotency value of a New key form's one-time token, bound to the session (its
+    CSRF secret, which every replica derives alike): a token answers only the session it
+    was posted in, and never an API caller's ``Idempotency-Key`` (another prefix)."""
+    mac = hmac.new(ui.session.csrf.encode(), token.encode(), hashlib.sha256).hexdigest()
+    return FORM_PREFIX + mac
 
 
 async def new_key(ui: Ui) -> Response:
-    tokens = _form_tokens(ui)
-    token = secrets.token_urlsafe(16)
-    tokens[token] = ""
-    for old in list(tokens)[:-MAX_FORM_TOKENS]:
-        del tokens[old]
     return ui.page(
         "key_form.html",
         "keys",
         "New client key",
-        values={**_values(None), "once": token},
+        values={**_values(None), "once": secrets.token_urlsafe(16)},
         errors={},
         periods=PERIODS,
         key=None,
@@ -215,24 +218,32 @@ async def new_key(ui: Ui) -> Response:
 
 async def create_key(ui: Ui) -> Response:
     """Creates a key once per form: reloading the "Key created" page (the browser posts the
-    form again) or going back and sending it again made a second active key of the same
-    name, the first one's secret lost. A form without a token (a script's) always creates."""
+    form again), going back and sending it again, a double click or a browser's retry after
+    a slow answer made a second active key of the same name, the first one's secret lost.
+
+    The form's one-time token is the create's idempotency value, in the bucket an API
+    ``Idempotency-Key`` uses (:mod:`switchyard.admin.key_once`): every replica sees it, so a
+    form sent again on another one (or after a restart) is answered too. Any second sending
+    of a form names the key the first made, whatever its fields then say (one key per form).
+    A form without a token (a script's) always creates."""
     values, body, errors = _fields(ui)
     once = values["once"] = ui.form.get("once")
-    tokens = _form_tokens(ui)
-    if once and tokens.get(once) != "":
-        return await _sent_before(ui, tokens.get(once))
-    if once:
-        tokens[once] = PENDING  # a second post while this one runs is refused too
     try:
         if errors:
             raise InvalidRequest(next(iter(errors.values())))
         fields = await _checked(body)
         name = fields.pop("name")
-        api_key, record = await key_call(ui.admin.keys.create(name, **fields))
-    except InvalidRequest as exc:
+
+        async def make(key_id: str | None, reserve: Reserve | None) -> dict[str, Any]:
+            return await _make(ui, name, fields, key_id, reserve)
+
         if once:
-            tokens[once] = ""
+            value = _form_value(ui, once)
+            store = creates_of(ui.admin)
+            created = await create_once(store, ui.admin.keys, value, FORM_BODY, make)
+        else:
+            created = Once(await make(None, None))
+    except InvalidRequest as exc:
         errors = errors or _placed(exc)
         return ui.page(
             "key_form.html",
@@ -244,34 +255,51 @@ async def create_key(ui: Ui) -> Response:
             key=None,
             status=400,
         )
-    except BaseException:
-        if once:
-            tokens[once] = ""
-        raise
-    if once:
-        tokens[once] = record.id
-    await ui.audit("key.create", record.id, created_words(record))
-    others = await ui.admin.keys.namesakes(record)
-    warning = namesake_warning(record.name, others) if others else ""
+    except Conflict as exc:
+        if exc.code != "idempotency_key_in_use":
+            raise
+        return _sent_before(ui, "")
+    if created.replay:
+        return _sent_before(ui, created.answer["record"]["id"])
     return ui.page(
-        "key_created.html", "keys", "Key created", api_key=api_key, key=record, warning=warning
+        "key_created.html",
+        "keys",
+        "Key created",
+        api_key=created.answer["key"],
+        key=created.answer["record"],
+        warning=created.answer.get("warning", ""),
     )
 
 
-async def _sent_before(ui: Ui, key_id: str | None) -> Response:
-    """A New key form sent again: says which key it made (or that the form is too old).
+async def _make(
+    ui: Ui, name: str, fields: dict[str, Any], key_id: str | None, reserve: Reserve | None
+) -> dict[str, Any]:
+    """The key made and audited: the first answer, as the API's (``key``, ``record``, and
+    ``warning`` when other keys have its name)."""
+    api_key, record = await key_call(
+        ui.admin.keys.create(name, key_id=key_id, reserve=reserve, **fields)
+    )
+    await ui.audit("key.create", record.id, created_words(record))
+    doc: dict[str, Any] = {"key": api_key, "record": public_record(record)}
+    others = await ui.admin.keys.namesakes(record)
+    if others:
+        doc["warning"] = namesake_warning(record.name, others)
+    return doc
 
-    The key is named by the id the form's token kept: the index, which gives its name and
+
+def _sent_before(ui: Ui, key_id: str) -> Response:
+    """A New key form sent again: says which key it made (``key_id``), or (none) that its
+    first sending is still being handled.
+
+    The key is named by the id its first answer kept: the index, which gives its name and
     last four, follows the bucket a moment behind (a quick reload) and drops a key deleted
     since, and then said "No key was created" of a form that had created one."""
-    made = key_id if key_id and key_id != PENDING else ""
     return ui.page(
         "key_resent.html",
         "keys",
         "No second key created",
-        key=ui.admin.index.get(made) if made else None,
-        key_id=made,
-        pending=key_id == PENDING,
+        key=ui.admin.index.get(key_id) if key_id else None,
+        key_id=key_id,
         status=409,
     )
 
