@@ -312,6 +312,13 @@ def _add_keys(sub: Any) -> None:
     _common(c)
     c.add_argument("name")
     add_key_options(c)
+    c.add_argument(
+        "--idempotency-key",
+        metavar="VALUE",
+        help="run again with the same VALUE and options within a day (a retry after a "
+        "timeout), it names the key the first run made and makes none (its secret is not "
+        "shown again); a UUID is usual",
+    )
     c.set_defaults(handler=_cmd_keys)
     c = keys.add_parser("list", help="every key (never the key itself)")
     _common(c)

@@ -112,7 +112,7 @@ def idempotency_key(headers: Headers) -> str | None:
     value = headers.get(HEADER)
     if value is None:
         return None
-    if not 0 < len(value) <= MAX_CHARS or not all(" " < c <= "~" for c in value):
+    if not valid_value(value):
         raise InvalidRequest(
             f"the {HEADER} header must be 1 to {MAX_CHARS} printable ASCII characters without "
             "spaces (a UUID is usual)",
@@ -120,6 +120,12 @@ def idempotency_key(headers: Headers) -> str | None:
             code="invalid_header",
         )
     return value
+
+
+def valid_value(value: str) -> bool:
+    """1 to :data:`MAX_CHARS` printable ASCII characters, no spaces (the header's rule, and
+    ``switchyard keys create --idempotency-key``'s)."""
+    return 0 < len(value) <= MAX_CHARS and all(" " < c <= "~" for c in value)
 
 
 def body_digest(doc: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 Talks to the key bucket as the admin identity (certificate) and reads spend with the read-only
 admin Valkey role. ``create`` and ``rotate`` print the new key once; nothing ever prints it
-again.
+again (``create --idempotency-key`` run again names the key it made: :func:`create_once_cli`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,15 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
+
+from nats.aio.client import Client as NATS
 
 from switchyard.admin.audit_words import created_words, update_seen, update_words
 from switchyard.admin.key_damage import DamagedRecord
+from switchyard.admin.key_idempotency import IdempotentCreates, body_digest, valid_value
+from switchyard.admin.key_once import create_once
 from switchyard.admin.key_rotation import grace_words, rotated_doc
 from switchyard.admin.keys import KeyAdmin, namesake_warning, public_record
 from switchyard.admin.spend import SpendReader, SpendUnavailable
@@ -26,7 +31,7 @@ from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
-from switchyard.errors import InputError
+from switchyard.errors import Conflict, InputError
 from switchyard.schemas.keys import ClientKey
 from switchyard.schemas.money import dollars
 
@@ -156,7 +161,9 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
         audit = AuditWriter(nc, "cli")
         actor = f"{getpass.getuser()}@{socket.gethostname()}"
         action = args.keys_command
-        if action == "create":
+        if action == "create" and getattr(args, "idempotency_key", None) is not None:
+            await create_once_cli(admin, audit, actor, args, out, nc=nc)
+        elif action == "create":
             api_key, record = await admin.create(args.name, **_fields(args))
             await audit.record(actor, "key.create", record.id, created_words(record))
             others = await admin.namesakes(record)
@@ -205,6 +212,90 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     finally:
         await nc.close()
     return 0
+
+
+CLI_PREFIX = "cli."  # its values apart from the API's and the web app's (key_once.py)
+
+
+async def create_once_cli(
+    admin: KeyAdmin,
+    audit: AuditWriter,
+    actor: str,
+    args: argparse.Namespace,
+    out: TextIO,
+    *,
+    nc: NATS,
+) -> None:
+    """``keys create --idempotency-key VALUE``: run again with the same value and options
+    within a day (a retry after a timeout, a CI job run twice), it names the key the first
+    run made, without its secret, and makes none (:mod:`switchyard.admin.key_once`, the
+    bucket and rules of the API's ``Idempotency-Key``). The options are compared as given
+    (``--expires-in 30d``, not the time it comes to).
+
+    Raises:
+        InputError: the value is not 1 to 255 printable ASCII characters without spaces,
+            or was used with other options; or a create with it is still in progress.
+    """
+    value = args.idempotency_key
+    if not valid_value(value):
+        raise InputError(
+            "--idempotency-key",
+            "the value must be 1 to 255 printable ASCII characters without spaces",
+            "a UUID is usual (uuidgen)",
+        )
+    fields = _fields(args)
+    given = {k: v for k, v in fields.items() if k != "expires_at"}
+    body = body_digest({"name": args.name, **given, "expires_in": args.expires_in})
+
+    async def make(key_id: str, reserve: Callable[[], Awaitable[bool]]) -> dict[str, Any]:
+        api_key, record = await admin.create(args.name, key_id=key_id, reserve=reserve, **fields)
+        await audit.record(actor, "key.create", record.id, created_words(record))
+        doc: dict[str, Any] = {"key": api_key, "record": public_record(record)}
+        others = await admin.namesakes(record)
+        if others:
+            doc["warning"] = namesake_warning(record.name, others)
+        return doc
+
+    store = IdempotentCreates(nc.jetstream(timeout=10), nc=nc)
+    try:
+        once = await create_once(store, admin, CLI_PREFIX + value, body, make)
+    except Conflict as exc:
+        raise _conflict(exc) from None
+    record, warning = once.answer["record"], once.answer.get("warning", "")
+    lost = f"its key was shown only then; if it was lost: switchyard keys rotate {record['id']}"
+    if args.json:
+        doc = once.answer
+        if once.replay:
+            doc = {"key": None, **doc, "idempotent_replay": True, "key_note": lost}
+        print(json.dumps(doc), file=out)
+    elif once.replay:
+        print(
+            f"already created {record['id']} ({record['name']}) with this --idempotency-key; "
+            "no second key made",
+            file=out,
+        )
+        print(lost, file=out)
+    else:
+        print(f"created {record['id']} ({record['name']})", file=out)
+        print(f"key: {once.answer['key']}", file=out)
+        print("store it now: it is shown only once", file=out)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _conflict(exc: Conflict) -> InputError:
+    """The store's 409 in the CLI's words."""
+    if exc.code == "idempotency_key_reused":
+        return InputError(
+            "--idempotency-key",
+            "this value was used with other options in the last day",
+            "a retry repeats the same options; a new key needs a new value",
+        )
+    return InputError(
+        "--idempotency-key",
+        "a create with this value is still in progress (or failed less than a minute ago)",
+        "run the same command again in a moment: it makes at most one key",
+    )
 
 
 async def _rotate(
