@@ -304,55 +304,9 @@ def _add_secrets(sub: Any) -> None:
 
 
 def _add_keys(sub: Any) -> None:
-    from switchyard.admin.key_options import add_key_options  # noqa: PLC0415
+    from switchyard.admin.keys_parser import add_keys_parser  # noqa: PLC0415
 
-    p = sub.add_parser("keys", help="client API keys: create, list, show, update, rotate, revoke")
-    keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    c = keys.add_parser("create", help="a new key (printed once)")
-    _common(c)
-    c.add_argument("name")
-    add_key_options(c)
-    c.add_argument(
-        "--idempotency-key",
-        metavar="VALUE",
-        help="run again with the same VALUE and options within a day (a retry after a "
-        "timeout), it names the key the first run made and makes none (its secret is not "
-        "shown again); a UUID is usual",
-    )
-    c.set_defaults(handler=_cmd_keys)
-    c = keys.add_parser("list", help="every key (never the key itself)")
-    _common(c)
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(handler=_cmd_keys)
-    for action, text in (("show", "one key with its spend"), ("revoke", "stop a key everywhere")):
-        c = keys.add_parser(action, help=text)
-        _common(c)
-        c.add_argument("key_id", metavar="KEY", help="the key's id, or its name if unique")
-        c.add_argument("--json", action="store_true")
-        c.set_defaults(handler=_cmd_keys)
-    c = keys.add_parser(
-        "rotate",
-        help="a new secret for a key (printed once); id, limits, budget and spend stay",
-        description="Give the key a new secret, printed once. The key keeps its id, settings, "
-        "budget period and spend; the old secret is refused from now on, or after --grace.",
-    )
-    _common(c)
-    c.add_argument("key_id", metavar="KEY", help="the key's id, or its name if unique")
-    c.add_argument(
-        "--grace",
-        default="0",
-        help="how long the old secret keeps working, for rolling the new one out to many "
-        "clients: seconds or 30m, 12h, 1d (at most a day; default 0: refused at once, as a "
-        "leaked secret should be)",
-    )
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(handler=_cmd_keys)
-    c = keys.add_parser("update", help="change models, limits, budget or expiry")
-    _common(c)
-    c.add_argument("key_id", metavar="KEY", help="the key's id, or its name if unique")
-    add_key_options(c)
-    c.add_argument("--enable", action="store_true", help="undo a revocation")
-    c.set_defaults(handler=_cmd_keys)
+    add_keys_parser(sub, _common, _cmd_keys)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
