@@ -46,7 +46,7 @@ async def test_a_scan_waits_one_timeout_not_one_per_key(tmp_path: Path) -> None:
         writer = SpentWriter(nc.jetstream(timeout=TIMEOUT_S))
         marks = _marks(6)
         began = time.monotonic()
-        await writer.sync(marks)
+        assert await writer.sync(marks) is False  # not complete: the watch's scan is not
         took = time.monotonic() - began
         assert took < 2 * TIMEOUT_S, took  # one timeout (six, 3 s, before)
         assert len(heard) == 1
@@ -55,7 +55,7 @@ async def test_a_scan_waits_one_timeout_not_one_per_key(tmp_path: Path) -> None:
         # The bucket answers again: the next scan writes every mark.
         await sub.unsubscribe()
         kv = await nc.jetstream().create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
-        await writer.sync(marks)
+        assert await writer.sync(marks) is True
         assert set(writer.written) == {m.key_id for m in marks}
         for mark in marks:
             entry = await kv.get(spent_marks.entry_name(mark.key_id))

@@ -12,6 +12,10 @@ period's spend of every usable key that has a budget (one MGET per 500 keys) and
 Which keys they are is one admin API call away (``GET /admin/v1/keys`` lists each key with its
 spend). Every gateway replica counts the same keys, so dashboards and alerts take the ``max``.
 
+It also exports when it last completed a scan (``switchyard_budget_watch_last_scan_timestamp_
+seconds``: spend read, every mark due written) and its interval, so an alert can tell a watch
+that stopped keeping the marks (Valkey or the bucket unavailable) from one that runs.
+
 Each scan also hands the keys whose budget is used up to :class:`SpentWriter`, which marks
 them in the ``sy_key_spent`` bucket the heads follow: how NATS callers, which no edge checks,
 are held to budgets (:mod:`switchyard.limits.spent_marks`). Every replica writes the same marks.
@@ -74,6 +78,7 @@ class BudgetWatch:
         self._loops = TaskSupervisor("budget-watch")
         self.with_budget = 0
         self.near: dict[float, int] = dict.fromkeys(sc.BUDGET_THRESHOLDS, 0)
+        self.last_scan = 0.0  # unix time of the last complete scan (0: none yet)
         metrics.gauge_callback(
             sc.KEYS_WITH_BUDGET,
             "Usable client keys that have a budget (every gateway counts all of them).",
@@ -86,6 +91,19 @@ class BudgetWatch:
             "their budget (1: used up, refused until the period resets).",
             [sc.THRESHOLD],
             lambda: [((threshold_label(t),), float(n)) for t, n in self.near.items()],
+        )
+        metrics.gauge_callback(
+            sc.BUDGET_WATCH_LAST_SCAN,
+            "When this gateway's budget watch last read every budgeted key's spend and wrote "
+            "every spent mark due (unix seconds; 0: not yet since it started).",
+            (),
+            lambda: [((), self.last_scan)],
+        )
+        metrics.gauge_callback(
+            sc.BUDGET_WATCH_INTERVAL,
+            "How often the budget watch scans (admin.budget_watch_s).",
+            (),
+            lambda: [((), float(interval))],
         )
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
@@ -116,7 +134,8 @@ class BudgetWatch:
         await self._follower.stop()
 
     async def scan(self, now: float | None = None) -> None:
-        """Count now, and mark the keys whose budget is used up (unmark the others).
+        """Count now, and mark the keys whose budget is used up (unmark the others);
+        ``last_scan`` is set when every mark due was written too.
 
         Raises:
             redis.exceptions.RedisError, TimeoutError, OSError: Redis/Valkey could not be read
@@ -131,10 +150,12 @@ class BudgetWatch:
             spent_marks.mark_of(key, used, *periods.current(key.budget_period, moment))
             for key, used in zip(keys, spent, strict=True)
         ]
-        await self.marks.sync(
+        complete = await self.marks.sync(
             [mark for mark in marks if mark is not None],
             [key.id for key, mark in zip(keys, marks, strict=True) if mark is None],
         )
+        if complete:
+            self.last_scan = time.time()
 
     async def _scan_logged(self) -> None:
         try:

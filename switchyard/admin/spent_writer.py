@@ -51,6 +51,7 @@ class SpentWriter:
         self._clean: set[str] = set()  # unspent keys whose mark this process deleted
         self._warn = Throttle(WARN_EVERY_S)
         self._timed_out = False  # a write of this scan had no answer: the rest wait
+        self._failed = False  # a write of this scan failed
 
     @property
     def written(self) -> dict[str, SpentMark]:
@@ -59,23 +60,26 @@ class SpentWriter:
 
     async def sync(
         self, marks: Iterable[SpentMark], unspent: Iterable[str] = (), now: float | None = None
-    ) -> None:
+    ) -> bool:
         """Write the marks that are new or changed (or due again), delete those gone, and
         those of the ``unspent`` keys (budgeted, usable, not spent) that this process did not
         delete yet. A write that fails is tried again at the next scan (and logged at most
         every minute); the first that times out ends the scan's writes, so a bucket that
-        cannot be written costs a scan one timeout, not one per spent key."""
+        cannot be written costs a scan one timeout, not one per spent key.
+
+        Returns whether every write due went through (False: one failed, or was left for the
+        next scan)."""
         moment = time.monotonic() if now is None else now
         current = {mark.key_id: mark for mark in marks}
         self._clean.intersection_update(unspent := set(unspent))
-        self._timed_out = False
+        self._timed_out = self._failed = False
         for key_id, mark in current.items():
             before = self._written.get(key_id)
             fresh = before is not None and moment - before[1] < spent_marks.REWRITE_S
             if before is not None and before[0] == mark and fresh:
                 continue
             if self._timed_out:
-                return
+                return False
             # (Spend that grew is written too: a budget raised to under it must still refuse.
             # A refused key's spend stops growing, so this is rare.)
             stamped = msgspec.structs.replace(mark, written_at=self._clock())
@@ -89,7 +93,7 @@ class SpentWriter:
                     )
         for key_id in [k for k in self._written if k not in current]:
             if self._timed_out:
-                return
+                return False
             if await self._publish(key_id, b"", delete=True):
                 del self._written[key_id]
                 if key_id in unspent:
@@ -97,9 +101,10 @@ class SpentWriter:
         swept = [k for k in unspent if k not in self._clean and k not in self._written]
         for key_id in swept[:SWEEP_PER_SCAN]:
             if self._timed_out:
-                return
+                return False
             if await self._publish(key_id, b"", delete=True):
                 self._clean.add(key_id)
+        return not self._failed
 
     async def _publish(self, key_id: str, data: bytes, *, delete: bool = False) -> bool:
         headers = {"KV-Operation": "DEL"} if delete else None
@@ -110,6 +115,7 @@ class SpentWriter:
             # (the older NATS config, or CORE unavailable). The scan's other writes would
             # each wait as long, so they wait for the next scan.
             self._timed_out = isinstance(exc, TimeoutError)
+            self._failed = True
             if self._warn.ready():
                 log.warning(
                     "could not %s the spent mark of key %s (%s): NATS callers of keys that "

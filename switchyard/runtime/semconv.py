@@ -133,6 +133,10 @@ KEYS_WITH_BUDGET = "switchyard_keys_with_budget"  # usable keys that have a budg
 KEYS_NEAR_BUDGET = "switchyard_keys_near_budget"  # threshold: share of the budget spent
 THRESHOLD = "threshold"
 BUDGET_THRESHOLDS: tuple[float, ...] = (0.8, 1.0)  # label values "0.8" and "1"
+# When the budget watch last read every budgeted key's spend and wrote the spent marks due
+# (unix seconds; 0 before the first), and how often it means to (admin.budget_watch_s).
+BUDGET_WATCH_LAST_SCAN = "switchyard_budget_watch_last_scan_timestamp_seconds"
+BUDGET_WATCH_INTERVAL = "switchyard_budget_watch_interval_seconds"
 
 # Control: queue depth per deployment, collected once for the platform (from JetStream).
 QUEUE_WAITING = "switchyard_queue_waiting"  # requests stored, not yet picked up

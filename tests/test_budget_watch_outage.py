@@ -1,0 +1,88 @@
+"""The gateway's budget watch through a Valkey outage, on a real valkey-server and a plain
+nats-server holding the ``sy_key_spent`` bucket: while spend cannot be read the watch keeps
+its last counts and marks, and ``switchyard_budget_watch_last_scan_timestamp_seconds`` stops
+moving (what the alert SwitchyardBudgetWatchStalled reads); it moves again once Valkey is
+back.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from switchyard.admin.budget_watch import BudgetWatch
+from switchyard.admin.spend import SpendReader
+from switchyard.bus import subjects
+from switchyard.limits import keys as rk
+from switchyard.limits import periods
+from switchyard.limits.store import connect_redis
+from switchyard.runtime import semconv as sc
+from switchyard.runtime.metrics import Metrics
+from switchyard.schemas.keys import KEY_ENCODER, RECORD_PREFIX, ClientKey, new_key_id
+from switchyard.stack import valkey
+from tests.support import jetstream_server, valkey_server, write_settings
+
+pytestmark = pytest.mark.integration
+
+INTERVAL_S = 30.0
+
+
+def _watch_gauges(metrics: Metrics) -> dict[str, float]:
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.name.startswith("switchyard_budget_watch")
+    }
+
+
+async def test_the_last_scan_stops_moving_while_valkey_is_down(tmp_path: Path) -> None:
+    settings, _ = write_settings(tmp_path / "home")
+    # The roles' passwords, as the first start writes them: the reader logs in with them.
+    valkey.write_config(
+        valkey.ValkeyLayout(dir=settings.redis_password_dir, port=settings.stack.valkey_port)
+    )
+    key = ClientKey(
+        id=new_key_id(), hash="ab" * 32, name="outage", budget_usd=1.0, budget_period="daily"
+    )
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        js = nc.jetstream(timeout=2)
+        await js.create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
+        reader = SpendReader(settings)
+        metrics = Metrics("gateway")
+        watch = BudgetWatch(js, reader, metrics, interval=INTERVAL_S)
+        watch._on_entry(f"{RECORD_PREFIX}{key.hash}", KEY_ENCODER.encode(key), 1)
+        try:
+            assert _watch_gauges(metrics) == {
+                sc.BUDGET_WATCH_LAST_SCAN: 0.0,
+                sc.BUDGET_WATCH_INTERVAL: INTERVAL_S,
+            }
+            async with valkey_server(settings):
+                ops = connect_redis(settings, "ops")
+                period_id = periods.current(key.budget_period, time.time())[0]
+                await ops.set(rk.budget(key.id, period_id), 2 * rk.NANO)  # spent twice over
+                await ops.aclose()
+                before = time.time()
+                await watch._scan_logged()
+                assert before <= watch.last_scan <= time.time()
+                assert list(watch.marks.written) == [key.id]
+            scanned = watch.last_scan
+
+            # Valkey is gone: the scans fail, the counts, the mark and the time stay.
+            for _ in range(3):
+                await watch._scan_logged()
+            assert watch.last_scan == scanned
+            assert _watch_gauges(metrics)[sc.BUDGET_WATCH_LAST_SCAN] == scanned
+            assert (watch.with_budget, watch.near[1.0]) == (1, 1)
+            assert list(watch.marks.written) == [key.id]
+
+            async with valkey_server(settings):  # back, with its data
+                await watch._scan_logged()
+                assert watch.last_scan > scanned
+                assert list(watch.marks.written) == [key.id]
+        finally:
+            await watch.stop()
+            await reader.close()
