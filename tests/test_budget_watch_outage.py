@@ -2,11 +2,13 @@
 nats-server holding the ``sy_key_spent`` bucket: while spend cannot be read the watch keeps
 its last counts and marks, and ``switchyard_budget_watch_last_scan_timestamp_seconds`` stops
 moving (what the alert SwitchyardBudgetWatchStalled reads); it moves again once Valkey is
-back.
+back. The outage is logged as a warning once (the marks then lapse: fail open), not at each
+scan, and its end is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -39,7 +41,10 @@ def _watch_gauges(metrics: Metrics) -> dict[str, float]:
     }
 
 
-async def test_the_last_scan_stops_moving_while_valkey_is_down(tmp_path: Path) -> None:
+async def test_the_last_scan_stops_moving_while_valkey_is_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="switchyard.admin.budget")
     settings, _ = write_settings(tmp_path / "home")
     # The roles' passwords, as the first start writes them: the reader logs in with them.
     valkey.write_config(
@@ -72,17 +77,29 @@ async def test_the_last_scan_stops_moving_while_valkey_is_down(tmp_path: Path) -
             scanned = watch.last_scan
 
             # Valkey is gone: the scans fail, the counts, the mark and the time stay.
+            caplog.clear()
             for _ in range(3):
                 await watch._scan_logged()
+            warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(warned) == 1, warned  # once for the outage, not once per scan
+            assert "could not read spend (ConnectionError)" in warned[0]
+            assert "served again (fail open) from about 20 to 30 minutes" in warned[0]
             assert watch.last_scan == scanned
             assert _watch_gauges(metrics)[sc.BUDGET_WATCH_LAST_SCAN] == scanned
             assert (watch.with_budget, watch.near[1.0]) == (1, 1)
             assert list(watch.marks.written) == [key.id]
 
             async with valkey_server(settings):  # back, with its data
+                caplog.clear()
                 await watch._scan_logged()
                 assert watch.last_scan > scanned
                 assert list(watch.marks.written) == [key.id]
+                assert [r.getMessage() for r in caplog.records][-1].startswith(
+                    "spend is read again after"
+                )
+            caplog.clear()
+            await watch._scan_logged()  # a new outage: warned again
+            assert sum(r.levelno >= logging.WARNING for r in caplog.records) == 1
         finally:
             await watch.stop()
             await reader.close()

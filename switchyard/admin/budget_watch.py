@@ -79,6 +79,7 @@ class BudgetWatch:
         self.with_budget = 0
         self.near: dict[float, int] = dict.fromkeys(sc.BUDGET_THRESHOLDS, 0)
         self.last_scan = 0.0  # unix time of the last complete scan (0: none yet)
+        self._unreadable_since: float | None = None  # monotonic: spend unreadable since
         metrics.gauge_callback(
             sc.KEYS_WITH_BUDGET,
             "Usable client keys that have a budget (every gateway counts all of them).",
@@ -158,10 +159,34 @@ class BudgetWatch:
             self.last_scan = time.time()
 
     async def _scan_logged(self) -> None:
+        """Scan; a failure to read spend is logged as a warning once per outage (and when it
+        ends), as every scan meanwhile fails the same way."""
         try:
             await self.scan()
         except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
-            log.warning("could not read spend to count keys near budget: %s", type(exc).__name__)
+            if self._unreadable_since is not None:
+                log.debug("still could not read spend: %s", type(exc).__name__)
+                return
+            self._unreadable_since = time.monotonic()
+            log.warning(
+                "could not read spend (%s): until Valkey/Redis answers, keys near their budget "
+                "are not counted and no spent mark is written or rewritten; heads ignore a "
+                "mark %.0f minutes after its last write, so NATS callers of keys past their "
+                "budget are served again (fail open) from about %.0f to %.0f minutes into "
+                "the outage (logged once; switchyard_budget_watch_last_scan_timestamp_seconds "
+                "stops moving)",
+                type(exc).__name__,
+                spent_marks.STALE_S / 60,
+                (spent_marks.STALE_S - spent_marks.REWRITE_S) / 60,
+                spent_marks.STALE_S / 60,
+            )
+            return
+        if self._unreadable_since is not None:
+            log.info(
+                "spend is read again after %.0f s: spent marks are kept again",
+                time.monotonic() - self._unreadable_since,
+            )
+            self._unreadable_since = None
 
     async def _scan_forever(self) -> None:
         while True:
