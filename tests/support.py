@@ -17,7 +17,7 @@ import nats
 import yaml
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import DiscardPolicy, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, StreamConfig
 
 from switchyard.bus import replies, subjects
 from switchyard.bus.connect import subscribed
@@ -332,3 +332,26 @@ def day_totals(rows: list[dict[str, Any]], kind: str, member: str) -> dict[str, 
             if isinstance(value, int | float) and not isinstance(value, bool):
                 total[name] = total.get(name, 0) + value
     return total
+
+
+# The spent marks' bucket as provisioning makes it, for a plain nats-server: direct gets on.
+SPENT_BUCKET = KeyValueConfig(bucket=subjects.KEY_SPENT_BUCKET, direct=True)
+
+
+async def relay_spent_reads(nc: NATS, before: Callable[[], Awaitable[None]] | None = None) -> Any:
+    """On a plain nats-server, answer the budget watch's reads of one spent mark as the zoned
+    stack's import does (``subjects.KEY_SPENT_DIRECT_GET_PREFIX`` remapped to the bucket's
+    own direct get); ``before``, if given, runs after the read and before its answer (a
+    write in between). Returns the subscription."""
+
+    async def answer(msg: Msg) -> None:
+        real = msg.subject.replace(
+            subjects.KEY_SPENT_DIRECT_GET_PREFIX,
+            f"$JS.API.DIRECT.GET.KV_{subjects.KEY_SPENT_BUCKET}",
+        )
+        got = await nc.request(real, b"", timeout=2)
+        if before is not None:
+            await before()
+        await nc.publish(msg.reply, got.data, headers=got.headers)
+
+    return await nc.subscribe(f"{subjects.KEY_SPENT_DIRECT_GET_PREFIX}.>", cb=answer)

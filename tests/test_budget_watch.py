@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from switchyard.admin.budget_watch import BudgetWatch
 from switchyard.admin.spend import SpendReader
-from switchyard.admin.spent_writer import SpentWriter
+from switchyard.admin.spent_writer import SpentWriter, kept_s
 from switchyard.bus import subjects
 from switchyard.limits import keys as rk
 from switchyard.limits import periods, spent_marks
@@ -55,14 +55,16 @@ async def test_scan_counts_usable_budgeted_keys_and_exports_no_key_label(
     admin = await stack.connect("admin")  # the gateway's identity for the watch's writes
     try:
         metrics = Metrics("gateway")
-        watch = BudgetWatch(admin.jetstream(timeout=5), reader, metrics, interval=30)
+        watch = BudgetWatch(admin, reader, metrics, interval=30)
         for k in keys:
             watch._on_entry(f"{RECORD_PREFIX}{k.hash}", KEY_ENCODER.encode(k), 1)
         watch._on_entry("unrelated", b"{}", 2)
         # A mark another gateway (or this one before a restart) left for a key whose spend
-        # is now under its budget (Valkey lost it, an operator lowered it): deleted at the
-        # scan, whoever wrote it.
-        left = SpentWriter(admin.jetstream(timeout=5))
+        # is now under its budget (Valkey lost it, an operator lowered it), and nobody kept
+        # since (written longer ago than a writer keeping it lets it get): deleted at the
+        # scan, whoever wrote it, once read through the admin identity's import.
+        long_ago = time.time() - kept_s(30) - 60
+        left = SpentWriter(admin, clock=lambda: long_ago)
         left_period, left_until = _period(keys[2].budget_period, now)
         old = spent_marks.SpentMark(
             keys[2].id, keys[2].budget_period, left_period, 10**10, left_until

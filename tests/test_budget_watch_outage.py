@@ -58,7 +58,7 @@ async def test_the_last_scan_stops_moving_while_valkey_is_down(
         await js.create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
         reader = SpendReader(settings)
         metrics = Metrics("gateway")
-        watch = BudgetWatch(js, reader, metrics, interval=INTERVAL_S)
+        watch = BudgetWatch(nc, reader, metrics, interval=INTERVAL_S)
         watch._on_entry(f"{RECORD_PREFIX}{key.hash}", KEY_ENCODER.encode(key), 1)
         try:
             assert _watch_gauges(metrics) == {

@@ -1,7 +1,7 @@
 """The budget watch's spent marks writer on a plain nats-server: when the bucket gives no
 answer, one scan waits one timeout, not one per spent key, and the marks are written at a
 later scan; a mark still true is written again with its time every REWRITE_S; an unspent
-key's mark is deleted whoever wrote it.
+key's stale mark is deleted whoever wrote it.
 
 A plain nats-server: the bucket's subjects are taken by a subscriber that never answers (as a
 publish the server drops for want of permission goes unanswered), then by a real bucket.
@@ -21,7 +21,7 @@ from switchyard.admin.spent_writer import SpentWriter
 from switchyard.bus import subjects
 from switchyard.limits import spent_marks
 from switchyard.limits.spent_marks import SpentMark
-from tests.support import jetstream_server
+from tests.support import SPENT_BUCKET, jetstream_server, relay_spent_reads
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ async def test_a_scan_waits_one_timeout_not_one_per_key(tmp_path: Path) -> None:
             heard.append(msg.subject)
 
         sub = await nc.subscribe(f"$KV.{subjects.KEY_SPENT_BUCKET}.>", cb=silent)
-        writer = SpentWriter(nc.jetstream(timeout=TIMEOUT_S))
+        writer = SpentWriter(nc, timeout=TIMEOUT_S)
         marks = _marks(6)
         began = time.monotonic()
         assert await writer.sync(marks) is False  # not complete: the watch's scan is not
@@ -54,7 +54,7 @@ async def test_a_scan_waits_one_timeout_not_one_per_key(tmp_path: Path) -> None:
 
         # The bucket answers again: the next scan writes every mark.
         await sub.unsubscribe()
-        kv = await nc.jetstream().create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
+        kv = await nc.jetstream().create_key_value(SPENT_BUCKET)
         assert await writer.sync(marks) is True
         assert set(writer.written) == {m.key_id for m in marks}
         for mark in marks:
@@ -69,9 +69,10 @@ async def test_a_mark_is_rewritten_with_its_time_and_an_unspent_keys_mark_delete
 ) -> None:
     async with jetstream_server(tmp_path / "js") as (nc, _):
         js = nc.jetstream(timeout=2)
-        kv = await js.create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
+        kv = await js.create_key_value(SPENT_BUCKET)
         wall = [1_900_000_000.0]
-        writer = SpentWriter(js, clock=lambda: wall[0])
+        await relay_spent_reads(nc)
+        writer = SpentWriter(nc, clock=lambda: wall[0])
         spent, unspent = _marks(2)
 
         async def stored(key_id: str) -> SpentMark | None:
@@ -81,8 +82,9 @@ async def test_a_mark_is_rewritten_with_its_time_and_an_unspent_keys_mark_delete
                 return None
             return spent_marks.decode(entry.value) if entry.value else None
 
-        # Another writer's mark (another gateway, or this one before a restart).
-        await SpentWriter(js).sync([unspent])
+        # Another writer's mark (another gateway, or this one before a restart), stale by
+        # this writer's clock (written now, read in 2030): nobody keeps it.
+        await SpentWriter(nc).sync([unspent])
         assert await stored(unspent.key_id) is not None
 
         await writer.sync([spent], [unspent.key_id], now=0.0)

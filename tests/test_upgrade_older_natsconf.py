@@ -254,7 +254,7 @@ async def test_a_gateway_under_the_older_config_waits_one_timeout_per_scan_not_o
     60 keys past their budget held the start past the Kubernetes startup probe's 300 s."""
     await _provision_core(older)
     nc = await connect(older.servers, older.settings.certs_dir, "admin")
-    writer = SpentWriter(nc.jetstream(timeout=1))
+    writer = SpentWriter(nc, timeout=1)
     marks = [
         SpentMark(
             key_id=f"key_{n:016x}", period="monthly", period_id="2026-12", spent=10**9, until=None

@@ -27,6 +27,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import DiscardPolicy
 
+from switchyard.bus import subjects
 from switchyard.bus.connect import connect
 from switchyard.bus.identities import SERVICE_IDENTITIES
 from switchyard.runtime.definitions import ADMIN_SIGNIN_FAILURES_MAX_BYTES
@@ -154,6 +155,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
         ],
         "pub_no": [
             "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
+            "sy.spentkv.DIRECT.GET.KV_sy_key_spent.$KV.sy_key_spent.key_x",  # nor reads one
             SECRET_GET,
             SECRET_ADMIN,
             DISPATCH,
@@ -192,6 +194,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
         "pub_ok": ["llm.v1.chat", "llm.v1.models"],
         "pub_no": [
             "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
+            "sy.spentkv.DIRECT.GET.KV_sy_key_spent.$KV.sy_key_spent.key_x",  # nor reads one
             SECRET_GET,
             SECRET_ADMIN,
             CONTROL_ADMIN,
@@ -213,6 +216,8 @@ TABLE: dict[str, dict[str, list[str]]] = {
     "admin": {
         "pub_ok": [
             "$KV.sy_key_spent.key_x",  # the budget watch's spent marks, into CORE's bucket
+            # ...and one read by name (imported), before it deletes a mark it did not write
+            "sy.spentkv.DIRECT.GET.KV_sy_key_spent.$KV.sy_key_spent.key_x",
             SECRET_ADMIN,
             "secrets.v1.admin.put",
             "$KV.sy_keys.anykey",
@@ -274,6 +279,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
         ],
         "pub_no": [
             "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
+            "sy.spentkv.DIRECT.GET.KV_sy_key_spent.$KV.sy_key_spent.key_x",  # nor reads one
             "$JS.API.DIRECT.GET.OBJ_sy_files",
             SECRET_GET,
             SECRET_ADMIN,
@@ -309,6 +315,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
         ],
         "pub_no": [
             "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
+            "sy.spentkv.DIRECT.GET.KV_sy_key_spent.$KV.sy_key_spent.key_x",  # nor reads one
             SECRET_GET,
             SECRET_ADMIN,
             "$JS.API.STREAM.DELETE.DISPATCH",
@@ -350,6 +357,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
         ],
         "pub_no": [
             "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
+            "sy.spentkv.DIRECT.GET.KV_sy_key_spent.$KV.sy_key_spent.key_x",  # nor reads one
             SECRET_ADMIN,
             "secrets.v1.admin.put",
             "$JS.API.STREAM.PURGE.KV_sy_response_owners",
@@ -395,6 +403,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
         "pub_ok": ["$JS.ACK.USAGE.x.y", "$JS.API.STREAM.INFO.USAGE"],
         "pub_no": [
             "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
+            "sy.spentkv.DIRECT.GET.KV_sy_key_spent.$KV.sy_key_spent.key_x",  # nor reads one
             SECRET_GET,
             SECRET_ADMIN,
             DISPATCH,
@@ -430,6 +439,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
         ],
         "pub_no": [
             "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
+            "sy.spentkv.DIRECT.GET.KV_sy_key_spent.$KV.sy_key_spent.key_x",  # nor reads one
             SECRET_GET,
             SECRET_ADMIN,
             "llm.v1.hold.x.default.t",
@@ -464,6 +474,7 @@ TABLE: dict[str, dict[str, list[str]]] = {
         ],
         "pub_no": [
             "$KV.sy_key_spent.key_x",  # only the gateway's budget watch (admin) marks keys
+            "sy.spentkv.DIRECT.GET.KV_sy_key_spent.$KV.sy_key_spent.key_x",  # nor reads one
             SECRET_GET,
             SECRET_ADMIN,
             CONTROL_ADMIN,
@@ -741,7 +752,8 @@ async def test_core_reads_client_keys_but_cannot_change_them(zone: Zone) -> None
 
 async def test_only_admin_writes_spent_marks_and_heads_read_them(zone: Zone) -> None:
     """The gateway's budget watch (as admin, in CLIENT) writes spent marks into CORE's bucket
-    through a write-only import; heads read them; no other identity can write one."""
+    through an import, and reads one by name through another; heads read them; no other
+    identity can write one (nor read one: the publish table)."""
     admin, _ = await _as(zone, "admin")
     head, head_errors = await _as(zone, "head")
     tail, tail_errors = await _as(zone, "tail")
@@ -752,6 +764,11 @@ async def test_only_admin_writes_spent_marks_and_heads_read_them(zone: Zone) -> 
         assert ack.stream == "KV_sy_key_spent"
         kv = await head.jetstream(timeout=5).key_value("sy_key_spent")
         assert (await kv.get("key_zone")).value == b'{"probe": 1}'
+        # The admin reads one mark by name through its import (the sweep, before a delete).
+        read = f"{subjects.KEY_SPENT_DIRECT_GET_PREFIX}.{subject}"
+        got = await admin.request(read, b"", timeout=2)
+        assert got.data == b'{"probe": 1}'
+        assert (got.headers or {}).get("Nats-Sequence") == str(ack.seq)
         for nc in (head, tail, app):
             await nc.publish(subject, b"forged")
         await settle(head, 0.3)

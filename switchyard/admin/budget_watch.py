@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 import redis.exceptions
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NATS
 
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.spent_writer import SpentWriter
@@ -67,14 +67,12 @@ def count_near(
 class BudgetWatch:
     """Follows the client keys and counts those near their budget (see the module docstring)."""
 
-    def __init__(
-        self, js: JetStreamContext, spend: SpendReader, metrics: Metrics, interval: float
-    ) -> None:
+    def __init__(self, nc: NATS, spend: SpendReader, metrics: Metrics, interval: float) -> None:
         self._spend = spend
         self._interval = interval
         self._keys: dict[str, ClientKey] = {}
-        self.marks = SpentWriter(js)
-        self._follower = KvFollower(js, subjects.KEYS_BUCKET, self._on_entry)
+        self.marks = SpentWriter(nc, interval=interval)
+        self._follower = KvFollower(nc.jetstream(timeout=5), subjects.KEYS_BUCKET, self._on_entry)
         self._loops = TaskSupervisor("budget-watch")
         self.with_budget = 0
         self.near: dict[float, int] = dict.fromkeys(sc.BUDGET_THRESHOLDS, 0)

@@ -148,9 +148,7 @@ class AdminPlugin:
             idempotency=IdempotentCreates(js, nc=nc),
         )
         self._shared = shared
-        self._budgets = BudgetWatch(
-            nc.jetstream(timeout=5), self.context.spend, metrics, settings.admin.budget_watch_s
-        )
+        self._budgets = BudgetWatch(nc, self.context.spend, metrics, settings.admin.budget_watch_s)
         await self._budgets.start()
 
     async def stop(self) -> None:

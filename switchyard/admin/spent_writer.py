@@ -6,14 +6,26 @@ when new (a key just spent its budget, or spent a budget raised since), again ev
 ``spent_marks.REWRITE_S`` while true, stamped with the time (heads ignore a mark nobody
 rewrote for ``spent_marks.STALE_S``), and deleted when its key no longer has one: the budget
 was raised or removed, the period reset, the spend went down, or the key was revoked or
-deleted. A mark this process did not write (another gateway's, or one left by this gateway
-before a restart) is deleted too when its key is seen not spent: once per key in the life of
-the process (a delete of a mark that is not there costs the bucket a small delete marker),
-at most ``SWEEP_PER_SCAN`` per scan.
+deleted.
 
-The bucket is CORE's; the admin identity publishes into it through a write-only import
-(``natsconf``), so writes are JetStream publishes on the bucket's subjects, and a delete is
-one with a ``KV-Operation: DEL`` header, as nats-py's own KV delete sends.
+A mark this process did not write (another gateway's, or one left by this gateway before a
+restart) may be deleted when its key is seen not spent (the *sweep*, at most
+``SWEEP_PER_SCAN`` keys a scan), but only when nobody keeps it: the mark is read first, and
+deleted only if its ``written_at`` is older than a writer that keeps it lets a mark get
+(``kept_s``: the rewrite period or the scan interval, whichever is longer, and 2 minutes for
+clocks and slow scans), by a compare-and-delete on the revision read (a rewrite in between
+survives). A fresh mark is looked at again once it could be stale; a key with no mark costs
+nothing (no delete marker); a key found without a mark, or whose mark was deleted, is not
+looked at again in the life of the process. So another replica's mark is never deleted while
+that replica keeps it (it sees the key spent when this one does not: a scan a moment apart,
+a key record not yet followed), and a mark nobody keeps goes before the heads' 30 minutes.
+
+The bucket is CORE's; the admin identity publishes into it through an import (``natsconf``),
+so writes are JetStream publishes on the bucket's subjects, and a delete is one with a
+``KV-Operation: DEL`` header (and ``Nats-Expected-Last-Subject-Sequence`` for a
+compare-and-delete), as nats-py's own KV delete sends. It reads one mark by name with a
+direct get through a second import, under ``subjects.KEY_SPENT_DIRECT_GET_PREFIX``; under
+an older NATS config that read gets no answer, and the sweep waits ``READ_PAUSE_S``.
 """
 
 from __future__ import annotations
@@ -23,8 +35,11 @@ import time
 from collections.abc import Callable, Iterable
 
 import msgspec
+from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import APIError
 
 from switchyard.bus import subjects
 from switchyard.limits import spent_marks
@@ -34,21 +49,42 @@ from switchyard.runtime.throttle import Throttle
 log = logging.getLogger("switchyard.admin.budget")
 
 WARN_EVERY_S = 60.0
-SWEEP_PER_SCAN = 100  # deletes of marks this process did not write, per scan at most
+SWEEP_PER_SCAN = 100  # marks this process did not write looked at, per scan at most
+KEPT_SLACK_S = 120.0  # a kept mark's age past its writer's period: clocks, slow scans
+READ_TIMEOUT_S = 2.0
+READ_PAUSE_S = 600.0  # after a read without an answer (the older NATS config), no sweep
+_WRONG_LAST_SEQUENCE = 10071  # JetStream: the subject's last revision is not the expected one
 
 
 def _subject(key_id: str) -> str:
     return f"$KV.{subjects.KEY_SPENT_BUCKET}.{spent_marks.entry_name(key_id)}"
 
 
+def kept_s(interval: float) -> float:
+    """How old a mark a writer keeps can get: it is rewritten every ``REWRITE_S``, checked
+    at each scan (every ``interval``)."""
+    return max(spent_marks.REWRITE_S, interval) + KEPT_SLACK_S
+
+
 class SpentWriter:
     """Keeps the spent-marks bucket in step with the marks of each scan."""
 
-    def __init__(self, js: JetStreamContext, clock: Callable[[], float] = time.time) -> None:
-        self._js = js
+    def __init__(
+        self,
+        nc: NATS,
+        clock: Callable[[], float] = time.time,
+        *,
+        timeout: float = 5.0,
+        interval: float = 30.0,
+    ) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=timeout)
         self._clock = clock  # the marks' written_at (unix time)
+        self._kept_s = kept_s(interval)
         self._written: dict[str, tuple[SpentMark, float]] = {}  # key id -> mark, when
-        self._clean: set[str] = set()  # unspent keys whose mark this process deleted
+        self._clean: set[str] = set()  # unspent keys found without a mark, or swept
+        self._later: dict[str, float] = {}  # unspent key id -> when its kept mark may be stale
+        self._reads_from = 0.0  # monotonic: no sweep before (a read got no answer)
         self._warn = Throttle(WARN_EVERY_S)
         self._timed_out = False  # a write of this scan had no answer: the rest wait
         self._failed = False  # a write of this scan failed
@@ -62,8 +98,8 @@ class SpentWriter:
         self, marks: Iterable[SpentMark], unspent: Iterable[str] = (), now: float | None = None
     ) -> bool:
         """Write the marks that are new or changed (or due again), delete those gone, and
-        those of the ``unspent`` keys (budgeted, usable, not spent) that this process did not
-        delete yet. A write that fails is tried again at the next scan (and logged at most
+        sweep the stale marks of the ``unspent`` keys (budgeted, usable, not spent) that
+        others left. A write that fails is tried again at the next scan (and logged at most
         every minute); the first that times out ends the scan's writes, so a bucket that
         cannot be written costs a scan one timeout, not one per spent key.
 
@@ -98,13 +134,87 @@ class SpentWriter:
                 del self._written[key_id]
                 if key_id in unspent:
                     self._clean.add(key_id)
-        swept = [k for k in unspent if k not in self._clean and k not in self._written]
-        for key_id in swept[:SWEEP_PER_SCAN]:
-            if self._timed_out:
-                return False
-            if await self._publish(key_id, b"", delete=True):
-                self._clean.add(key_id)
+        await self._sweep(unspent, moment)
         return not self._failed
+
+    async def _sweep(self, unspent: set[str], moment: float) -> None:
+        """Delete the stale marks of ``unspent`` keys that this process did not write (see
+        the module docstring); a read without an answer ends it for ``READ_PAUSE_S``."""
+        for key_id in [k for k in self._later if k not in unspent]:
+            del self._later[key_id]
+        due = [
+            k
+            for k in unspent
+            if k not in self._clean and k not in self._written and self._later.get(k, 0) <= moment
+        ]
+        if not due or moment < self._reads_from or self._timed_out:
+            return
+        for key_id in due[:SWEEP_PER_SCAN]:
+            found = await self._read(key_id)
+            if found is None:  # no answer: the older NATS config, or CORE unavailable
+                self._reads_from = moment + READ_PAUSE_S
+                return
+            mark, revision = found
+            if not revision:  # no mark (or a delete marker): nothing to delete
+                self._clean.add(key_id)
+                continue
+            age = self._clock() - (mark.written_at if mark is not None else 0.0)
+            if age <= self._kept_s:  # somebody keeps it: look again once it could be stale
+                self._later[key_id] = moment + self._kept_s - age
+                continue
+            deleted = await self._delete_unchanged(key_id, revision)
+            if deleted is None:
+                return
+            if deleted:
+                self._clean.add(key_id)
+                self._later.pop(key_id, None)
+            else:  # written again since the read: kept after all
+                self._later[key_id] = moment + self._kept_s
+
+    async def _read(self, key_id: str) -> tuple[SpentMark | None, int] | None:
+        """The key's mark in the bucket and its revision ((None, 0): none; a mark that
+        cannot be read comes with its revision: stale to whoever reads it), or None when the
+        read got no answer."""
+        subject = f"{subjects.KEY_SPENT_DIRECT_GET_PREFIX}.{_subject(key_id)}"
+        try:
+            msg = await self._nc.request(subject, b"", timeout=READ_TIMEOUT_S)
+        except (NatsTimeoutError, NoRespondersError) as exc:
+            if self._warn.ready():
+                log.warning(
+                    "could not read the spent mark of key %s (%s): marks other gateways left "
+                    "are not swept (the heads ignore them 30 minutes after their last write); "
+                    "is the NATS config rendered since the upgrade?",
+                    key_id,
+                    type(exc).__name__,
+                )
+            return None
+        headers = msg.headers or {}
+        if headers.get("Status") == "404" or headers.get("KV-Operation") in ("DEL", "PURGE"):
+            return None, 0
+        if headers.get("Status") is not None:
+            return None
+        revision = int(headers.get("Nats-Sequence", "0"))
+        try:
+            return spent_marks.decode(msg.data), revision
+        except spent_marks.READ_ERRORS:
+            return None, revision
+
+    async def _delete_unchanged(self, key_id: str, revision: int) -> bool | None:
+        """Delete the key's mark if ``revision`` is still its last: True when deleted, False
+        when it was written since, None when the bucket did not take the delete."""
+        headers = {"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(revision)}
+        try:
+            await self._js.publish(_subject(key_id), b"", headers=headers)
+        except APIError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                return False
+            self._failed = True
+            return None
+        except (NatsError, TimeoutError):
+            self._failed = True
+            return None
+        log.info("deleted the stale spent mark of key %s, which is not spent", key_id)
+        return True
 
     async def _publish(self, key_id: str, data: bytes, *, delete: bool = False) -> bool:
         headers = {"KV-Operation": "DEL"} if delete else None

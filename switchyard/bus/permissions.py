@@ -123,8 +123,9 @@ def permissions_for(identity: Identity) -> Permissions:
                     *_kv_read(s.KEYS_BUCKET),
                     *_kv_write(s.KEYS_BUCKET),
                     # The gateway's budget watch marks keys whose budget is used up, in
-                    # CORE's bucket (imported for writes only: it reads nothing there).
+                    # CORE's bucket (imported: writes, and a read of one mark by name).
                     s.KEY_SPENT_WRITES,
+                    f"{s.KEY_SPENT_DIRECT_GET_PREFIX}.>",
                     f"$JS.API.STREAM.CREATE.KV_{s.KEYS_BUCKET}",
                     f"$JS.API.STREAM.UPDATE.KV_{s.KEYS_BUCKET}",
                     # What each Idempotency-Key of the management API answered (a day).

@@ -75,6 +75,11 @@ KEYS_BUCKET = "sy_keys"  # CLIENT: client key hashes and limits
 # import only the admin identity may publish to; heads read): limits.spent_marks
 KEY_SPENT_BUCKET = "sy_key_spent"
 KEY_SPENT_WRITES = f"$KV.{KEY_SPENT_BUCKET}.>"
+# CORE lets the admin identity (CLIENT) read one spent mark by name (a direct get), remapped
+# under this prefix so CLIENT's own JetStream API does not answer: the budget watch reads a
+# mark it did not write before it deletes it (admin.spent_writer).
+KEY_SPENT_DIRECT_GET = f"$JS.API.DIRECT.GET.KV_{KEY_SPENT_BUCKET}.>"
+KEY_SPENT_DIRECT_GET_PREFIX = f"sy.spentkv.DIRECT.GET.KV_{KEY_SPENT_BUCKET}"
 SCHED_BUCKET = "sy_sched"  # CORE: per-deployment saturation state (feeder writes, heads read)
 # CORE: which client key created each stored native Responses answer (model-proxies)
 RESPONSE_OWNERS_BUCKET = "sy_response_owners"

@@ -21,7 +21,7 @@ writes it again every ``REWRITE_S`` while it stays true; a head ignores a mark n
 gateway left behind, one whose key's spend went down without its budget changing (Valkey
 restarted without its data, an operator lowered the counter), and one the bucket's TTL removed
 (which tells no watcher: a head would otherwise hold it until it restarts). A gateway also
-deletes, at its first scans, the marks of the budgeted keys it finds not spent, whoever wrote
+deletes the marks of budgeted keys it finds not spent that others wrote, once nobody keeps
 them (:class:`~switchyard.admin.spent_writer.SpentWriter`).
 """
 

@@ -124,8 +124,10 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
         {"service": f"{s.SECRETS_ADMIN_PREFIX}.>", "accounts": ["CLIENT"]},
         {"service": f"{s.CONTROL_ADMIN_PREFIX}.>", "accounts": ["CLIENT"]},
         # The gateway's budget watch (as admin) writes spent marks into CORE's bucket; only
-        # the admin user of CLIENT may publish there (bus.permissions). Writes only: no read.
+        # the admin user of CLIENT may publish there (bus.permissions)...
         {"service": s.KEY_SPENT_WRITES, "accounts": ["CLIENT"]},
+        # ...and reads one mark by name before it deletes one it did not write.
+        {"service": s.KEY_SPENT_DIRECT_GET, "accounts": ["CLIENT"]},
     ]
     # share: the head sees which user asked (Nats-Request-Info), in either importing account.
     llm_imports = [
@@ -137,6 +139,12 @@ def nats_config(layout: NatsServerLayout) -> dict[str, Any]:
         for prefix in (s.SECRETS_ADMIN_PREFIX, s.CONTROL_ADMIN_PREFIX)
     ]
     admin_imports.append({"service": {"account": "CORE", "subject": s.KEY_SPENT_WRITES}})
+    admin_imports.append(
+        {
+            "service": {"account": "CORE", "subject": s.KEY_SPENT_DIRECT_GET},
+            "to": f"{s.KEY_SPENT_DIRECT_GET_PREFIX}.>",
+        }
+    )
     # CLIENT lets CORE read (never write) the client-key bucket: its change stream, and direct
     # gets, remapped so CORE's own JetStream API does not answer them. The head re-checks
     # each request's key against it.

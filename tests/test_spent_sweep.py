@@ -1,0 +1,128 @@
+"""The sweep of spent marks other writers left, with two writers (two gateway replicas) on a
+real nats-server: a replica that starts deletes only marks nobody keeps, by each mark's own
+``written_at`` and a compare-and-delete on the revision it read, and writes nothing for a key
+that has no mark.
+
+A plain nats-server: the admin identity's read import is played by a relay
+(``tests.support.relay_spent_reads``); the zoned stack's own import is exercised by
+tests/test_budget_watch.py and tests/test_zones.py.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from nats.aio.msg import Msg
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from switchyard.admin.spent_writer import READ_PAUSE_S, READ_TIMEOUT_S, SpentWriter, kept_s
+from switchyard.bus import subjects
+from switchyard.limits import spent_marks
+from switchyard.limits.spent_marks import SpentMark
+from tests.support import SPENT_BUCKET, jetstream_server, relay_spent_reads
+
+pytestmark = pytest.mark.integration
+
+INTERVAL_S = 30.0
+
+
+def _mark(n: int) -> SpentMark:
+    return SpentMark(f"key_{n:016x}", "daily", "d20270115", 10**9, time.time() + 3600)
+
+
+async def _stored(kv: KeyValue, key_id: str) -> SpentMark | None:
+    try:
+        entry = await kv.get(spent_marks.entry_name(key_id))
+    except (KeyNotFoundError, KeyDeletedError):
+        return None
+    return spent_marks.decode(entry.value) if entry.value else None
+
+
+async def _messages(kv: KeyValue, key_id: str) -> int:
+    """How many messages the bucket holds for the key (marks and delete markers)."""
+    try:
+        return len(await kv.history(spent_marks.entry_name(key_id)))
+    except NoKeysError:
+        return 0
+
+
+async def test_a_fresh_mark_of_another_writer_survives_a_start_and_a_stale_one_goes(
+    tmp_path: Path,
+) -> None:
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        kv = await nc.jetstream(timeout=2).create_key_value(SPENT_BUCKET)
+        await relay_spent_reads(nc)
+        fresh, stale, none = _mark(1), _mark(2), _mark(3)
+        # Writer 2 (a running replica) keeps a fresh mark; one left by a replica that stopped
+        # long ago is stale.
+        writer2 = SpentWriter(nc, interval=INTERVAL_S)
+        await writer2.sync([fresh])
+        long_ago = time.time() - kept_s(INTERVAL_S) - 60
+        await SpentWriter(nc, clock=lambda: long_ago).sync([stale])
+
+        # Writer 1 starts and sees all three keys not spent (its scan a moment before
+        # writer 2's, or its key records behind): only the stale mark goes.
+        wall = [time.time()]
+        writer1 = SpentWriter(nc, clock=lambda: wall[0], interval=INTERVAL_S)
+        unspent = [fresh.key_id, stale.key_id, none.key_id]
+        assert await writer1.sync([], unspent, now=0.0)
+        assert await _stored(kv, fresh.key_id) is not None  # writer 2 keeps it
+        assert await _stored(kv, stale.key_id) is None
+        assert await _messages(kv, none.key_id) == 0  # no delete marker for no mark
+
+        # Later scans: the fresh mark is not read again before it could be stale...
+        await writer1.sync([], unspent, now=60.0)
+        assert await _stored(kv, fresh.key_id) is not None
+        assert await _messages(kv, none.key_id) == 0
+        # ...and goes once writer 2 stopped keeping it (not rewritten for kept_s).
+        wall[0] += kept_s(INTERVAL_S) + 1
+        await writer1.sync([], unspent, now=kept_s(INTERVAL_S) + 1)
+        assert await _stored(kv, fresh.key_id) is None
+
+
+async def test_a_mark_rewritten_between_the_read_and_the_delete_survives(tmp_path: Path) -> None:
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        kv = await nc.jetstream(timeout=2).create_key_value(SPENT_BUCKET)
+        mark = _mark(4)
+        long_ago = time.time() - kept_s(INTERVAL_S) - 60
+        await SpentWriter(nc, clock=lambda: long_ago).sync([mark])
+        writer2 = SpentWriter(nc, interval=INTERVAL_S)
+
+        async def rewrite() -> None:  # writer 2 marks the key again after writer 1's read
+            await writer2.sync([mark])
+
+        await relay_spent_reads(nc, before=rewrite)
+        writer1 = SpentWriter(nc, interval=INTERVAL_S)
+        assert await writer1.sync([], [mark.key_id], now=0.0)
+        kept = await _stored(kv, mark.key_id)
+        assert kept is not None  # the delete expected the stale revision: refused
+        assert abs(kept.written_at - time.time()) < 60
+
+
+async def test_reads_without_an_answer_cost_a_scan_one_timeout_then_pause(tmp_path: Path) -> None:
+    """The older NATS config drops the admin's read (no permission): one read's timeout, then
+    no sweep for READ_PAUSE_S, and nothing deleted meanwhile."""
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        kv = await nc.jetstream(timeout=2).create_key_value(SPENT_BUCKET)
+        heard: list[str] = []
+
+        async def silent(msg: Msg) -> None:
+            heard.append(msg.subject)
+
+        await nc.subscribe(f"{subjects.KEY_SPENT_DIRECT_GET_PREFIX}.>", cb=silent)
+        long_ago = time.time() - kept_s(INTERVAL_S) - 60
+        marks = [_mark(n) for n in range(5, 9)]
+        await SpentWriter(nc, clock=lambda: long_ago).sync(marks)
+        writer = SpentWriter(nc, interval=INTERVAL_S)
+        unspent = [m.key_id for m in marks]
+        began = time.monotonic()
+        assert await writer.sync([], unspent, now=0.0)
+        assert time.monotonic() - began < 2 * READ_TIMEOUT_S  # one timeout, not four
+        assert len(heard) == 1
+        await writer.sync([], unspent, now=READ_PAUSE_S - 1)
+        assert len(heard) == 1  # paused
+        for mark in marks:
+            assert await _stored(kv, mark.key_id) is not None
