@@ -195,8 +195,11 @@ async def test_sdk_runs_a_200_line_batch_to_completion(batchy: Stack) -> None:
         await _check_output(client, done, "happy")
         listed = await client.batches.list()
         assert batch.id in [b.id for b in listed.data]
-        with pytest.raises(openai.ConflictError):
+        with pytest.raises(openai.ConflictError) as ended:
             await client.batches.cancel(batch.id)
+        # Sent once: the SDK retries a 409 unless told no retry can succeed (it sent it 3 times).
+        assert ended.value.response.headers.get("x-should-retry") == "false"
+        assert ended.value.response.request.headers["x-stainless-retry-count"] == "0"
     # Another key sees neither the batch nor the file.
     other, _ = await batchy.new_key("batch-stranger")
     async with _client(batchy, other) as stranger:
@@ -790,6 +793,7 @@ async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
         finally:
             runner.send_signal(signal.SIGCONT)
         assert batch.id in str(busy.value)
+        assert busy.value.response.request.headers["x-stainless-retry-count"] == "0"
         done = await _wait_for(client, batch.id, {"completed", "failed"}, timeout=90)
         assert done.status == "completed", done.errors
         outputs = [f async for f in client.files.list(purpose="batch_output")]

@@ -166,8 +166,11 @@ async def test_cancel_ends_the_batch_with_the_unrun_requests_canceled(msgbatchy:
         with pytest.raises(anthropic.ConflictError) as refused:  # results before the end
             await client.get(f"/v1/messages/batches/{batch.id}/results", cast_to=httpx.Response)
         assert "still processing" in str(refused.value)
-        with pytest.raises(anthropic.ConflictError):  # delete before the end
+        # Sent once: the SDK retries a 409 unless told no retry can succeed (x-should-retry).
+        assert refused.value.response.headers.get("x-should-retry") == "false"
+        with pytest.raises(anthropic.ConflictError) as early:  # delete before the end
             await client.messages.batches.delete(batch.id)
+        assert early.value.response.request.headers["x-stainless-retry-count"] == "0"
         await asyncio.sleep(0.5)
         canceling = await client.messages.batches.cancel(batch.id)
         assert canceling.processing_status in ("canceling", "ended")
@@ -181,8 +184,9 @@ async def test_cancel_ends_the_batch_with_the_unrun_requests_canceled(msgbatchy:
         kinds = [r.type for r in results.values()]
         assert kinds.count("canceled") == counts.canceled
         assert kinds.count("succeeded") == counts.succeeded
-        with pytest.raises(anthropic.ConflictError):  # cancelling what has ended
+        with pytest.raises(anthropic.ConflictError) as ended:  # cancelling what has ended
             await client.messages.batches.cancel(batch.id)
+        assert ended.value.response.request.headers["x-stainless-retry-count"] == "0"
 
 
 async def test_creates_at_once_beyond_the_edges_limit_wait_their_turn(msgbatchy: Stack) -> None:

@@ -422,7 +422,8 @@ class BatchApi:
                 if batch.status not in b.ENDED and file_id in uses:
                     raise Conflict(
                         f"file {file_id} belongs to batch {batch.id}, which is still "
-                        f"{batch.status}; cancel the batch or wait until it ends"
+                        f"{batch.status}; cancel the batch or wait until it ends",
+                        no_retry=True,  # (the SDKs retry a 409 within seconds: in vain)
                     )
             await store.delete_file(file_id, record.owner)
             return _ok({"id": file_id, "object": "file", "deleted": True})
@@ -503,7 +504,7 @@ class BatchApi:
         try:
             record, store = await self._owned(request)
             if record.batch.status in b.ENDED:
-                raise Conflict(f"the batch is already {record.batch.status}")
+                raise Conflict(f"the batch is already {record.batch.status}", no_retry=True)
             updated = await store.update(record.batch.id, record.owner, b.cancelling)
             return _ok((updated or record).batch)
         except ApiError as exc:

@@ -196,7 +196,9 @@ class MessageBatchApi:
         """The caller's batch, once it has ended (409 before, with ``hint``)."""
         record, store = await self._owned(request)
         if not ab.ended(record.batch):
-            raise Conflict(f"message batch {record.batch.id} is still processing; {hint}")
+            raise Conflict(
+                f"message batch {record.batch.id} is still processing; {hint}", no_retry=True
+            )
         return record, store
 
     async def get(self, request: Request) -> Response:
@@ -236,7 +238,7 @@ class MessageBatchApi:
         try:
             record, store = await self._owned(request)
             if ab.ended(record.batch):
-                raise Conflict(f"message batch {record.batch.id} has already ended")
+                raise Conflict(f"message batch {record.batch.id} has already ended", no_retry=True)
             updated = await store.update(record.batch.id, record.owner, b.cancelling)
             return _ok(ab.batch_object((updated or record).batch, _base_url(request)))
         except ApiError as exc:
