@@ -172,11 +172,12 @@ async def test_the_sdks_read_timeout_is_the_deadline_of_a_whole_answer(
     stack: Stack, base_url: str
 ) -> None:
     """OpenAI's Python SDK says how long it waits only in ``X-Stainless-Read-Timeout``; for a
-    whole answer that is its deadline (past it the SDK has given up and, by default, sent the
-    request again), for a stream only the longest gap between chunks."""
+    whole answer that is its deadline, ``SDK_GRACE_S`` (1 s) later (past it the SDK has given
+    up and, by default, sent the request again), for a stream only the longest gap between
+    chunks. ``slow`` answers in 1.5 s."""
     headers = {
         "Authorization": f"Bearer {stack.api_key}",
-        "x-stainless-read-timeout": "0.4",
+        "x-stainless-read-timeout": "0.2",
     }
     whole = {"model": "slow", "messages": MESSAGES}
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
@@ -187,3 +188,13 @@ async def test_the_sdks_read_timeout_is_the_deadline_of_a_whole_answer(
         )
         assert streamed.status_code == 200
         assert streamed.text.rstrip().endswith("data: [DONE]")
+
+
+def test_the_sdks_own_timeout_raises_its_timeout_error(stack: Stack, base_url: str) -> None:
+    """A whole answer later than the SDK's ``timeout`` is the SDK's ``APITimeoutError``, as
+    against OpenAI: the edge's 504 for the deadline the SDK announced came at the same moment
+    and often first, raised as ``InternalServerError``, which ``except APITimeoutError`` missed
+    (``slow`` answers in 1.5 s)."""
+    client = openai.OpenAI(base_url=base_url, api_key=stack.api_key, max_retries=0, timeout=0.5)
+    with client, pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="slow", messages=MESSAGES)

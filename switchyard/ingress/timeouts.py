@@ -34,10 +34,17 @@ _TITLES = {
 BEGIN_AHEAD_S = 2.0
 # How the 504s of a request deadline that passed begin (heads, model-proxies, the edge's wait).
 _DEADLINE_PASSED = "the request deadline passed"
+# How much later than an SDK's own timeout a whole answer's deadline passes: the SDK gives up
+# first and raises its timeout error (``openai.APITimeoutError``), as against OpenAI, and its
+# leaving cancels the work (ingress/departure.py); at the same moment, the edge's 504 often came
+# first and the SDK raised ``InternalServerError`` instead, which ``except APITimeoutError``
+# does not catch.
+SDK_GRACE_S = 1.0
 
 
 def deadline_header(wanted: dict[bytes, bytes], *, streamed: bool) -> bytes | None:
     """The header value (seconds) that sets the request's deadline; None for the default.
+    An SDK's timeout sets it :data:`SDK_GRACE_S` later than it says.
 
     Raises:
         InvalidRequest: ``X-Request-Timeout`` is not a positive number of seconds (our own
@@ -51,9 +58,11 @@ def deadline_header(wanted: dict[bytes, bytes], *, streamed: bool) -> bytes | No
             param="X-Request-Timeout",
             code="invalid_header",
         )
-    if streamed:
+    if streamed or REQUEST in wanted:
         return _given(wanted, REQUEST)
-    return _given(wanted, REQUEST, SDK, SDK_READ)
+    given = _given(wanted, SDK, SDK_READ)
+    value = seconds(given) if given is not None else None
+    return None if value is None else str(value + SDK_GRACE_S).encode()
 
 
 def deadline_limit(
@@ -72,7 +81,8 @@ def deadline_limit(
                 f"the gateway's limit ingress.max_deadline_s ({max_s:g} s), which capped the "
                 f"client's {_TITLES[name]} of {value:g} s"
             )
-        return f"the client's own {_TITLES[name]} ({value:g} s)"
+        grace = "" if name == REQUEST else f", and {SDK_GRACE_S:g} s for the SDK to leave first"
+        return f"the client's own {_TITLES[name]} ({value:g} s{grace})"
     return (
         f"the gateway's default ingress.default_deadline_s ({default_s:g} s): the request "
         f"set no X-Request-Timeout (up to ingress.max_deadline_s, {max_s:g} s)"
