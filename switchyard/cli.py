@@ -46,6 +46,7 @@ EXIT_CODES = f"""exit codes:
   {NO_STACK}  no Switchyard stack answering (or, for status, none in this home; for top, no
      gateway at the address); a stack that refuses this home's certificate is {FAILED}
   {DRIFT}  routes sync --exit-code: the live route table differs from the file
+  5  provision, deploy init: done but for the KV buckets named on stderr (an older NATS config)
   130  interrupted (Ctrl-C)"""
 
 
@@ -522,10 +523,11 @@ def _cmd_routes_sync(args: argparse.Namespace, settings: Settings, config_file: 
 
 def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
     from switchyard.stack.local import provision_stack  # noqa: PLC0415
+    from switchyard.stack.provision import INCOMPLETE, skipped_report  # noqa: PLC0415
 
-    asyncio.run(provision_stack(_attached(settings), one_shot=True))
-    print("provisioned streams, consumers and KV buckets")
-    return 0
+    skipped = asyncio.run(provision_stack(_attached(settings), one_shot=True))
+    print(f"provisioned streams, consumers and KV buckets{skipped_report(skipped, sys.stderr)}")
+    return INCOMPLETE if skipped else 0
 
 
 def _cmd_config(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:

@@ -13,6 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -199,6 +202,42 @@ async def test_provisioning_before_the_render_says_what_it_could_not_make(
     made = await _streams(older)
     assert f"KV_{subjects.ADMIN_IDEMPOTENCY_BUCKET}" in made
     assert f"KV_{subjects.ADMIN_SESSIONS_BUCKET}" in made
+
+
+def _cli_provision(server: Server) -> subprocess.CompletedProcess[str]:
+    config = server.conf.parent / "switchyard.yaml"  # (write_settings's, next to the config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "switchyard", "provision", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_provision_command_says_what_it_skipped_and_exits_5(older: Server) -> None:
+    """`switchyard provision` exited 0 and printed "provisioned streams, consumers and KV
+    buckets" when it had skipped buckets: an operator's automation could not tell."""
+    done = _cli_provision(older)
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "except 3 KV buckets" in done.stdout
+    for bucket in (
+        subjects.ADMIN_SESSIONS_BUCKET,
+        subjects.ADMIN_SIGNIN_FAILURES_BUCKET,
+        subjects.ADMIN_IDEMPOTENCY_BUCKET,
+    ):
+        assert f"not provisioned: KV bucket {bucket} (" in done.stderr
+    assert "render the NATS config of this version" in done.stderr
+    assert "provision again" in done.stderr
+
+    await older.render(older=False)  # the documented step: then it is all made, exit 0
+    done = _cli_provision(older)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "provisioned streams, consumers and KV buckets"
+    assert "not provisioned" not in done.stderr
 
 
 @pytest.mark.asyncio(loop_scope="session")

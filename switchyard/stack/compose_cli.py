@@ -135,7 +135,12 @@ def _cmd_deploy(args: argparse.Namespace, settings: Settings, config_file: Path 
             layout = _replace(layout, nats_hosts=tuple(args.nats_host))
         lines = containers.setup(settings, layout, rotate_ca=args.rotate_ca)
     else:
-        lines = containers.init(settings, layout, timeout=args.timeout)
+        from switchyard.stack.provision import INCOMPLETE, skipped_report  # noqa: PLC0415
+
+        lines, skipped = containers.init(settings, layout, timeout=args.timeout)
+        lines[-1] += skipped_report(skipped, sys.stderr)
+        print("\n".join(lines))
+        return INCOMPLETE if skipped else 0  # (the Kubernetes Job fails: its log says why)
     for line in lines:
         print(line)
     return 0

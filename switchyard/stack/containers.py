@@ -28,6 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
@@ -40,6 +41,9 @@ from switchyard.stack import natsnodes, openbao, valkey
 from switchyard.stack.certs import ROUTE_CERT, init_certificates
 from switchyard.stack.demo_key import DEMO_ONLY
 from switchyard.stack.natsconf import ClusterLayout, NatsServerLayout, write_nats_config
+
+if TYPE_CHECKING:
+    from switchyard.stack.provision import Skipped
 
 log = logging.getLogger("switchyard.deploy")
 
@@ -259,8 +263,11 @@ def _node(settings: Settings, layout: DeployLayout, host: str) -> NatsServerLayo
     )
 
 
-def init(settings: Settings, layout: DeployLayout, timeout: float = 180.0) -> list[str]:
-    """Initialise OpenBao and provision NATS once the servers run. Idempotent.
+def init(
+    settings: Settings, layout: DeployLayout, timeout: float = 180.0
+) -> tuple[list[str], list[Skipped]]:
+    """Initialise OpenBao and provision NATS once the servers run. Idempotent. Returns what
+    was done, and the buckets the provisioning had to skip (an older version's NATS config).
 
     Raises:
         StackError: a server stayed unreachable or refused provisioning past ``timeout``.
@@ -283,17 +290,21 @@ def init(settings: Settings, layout: DeployLayout, timeout: float = 180.0) -> li
         _install(path, layout.bundle("secrets"))
     done.append("OpenBao initialised; AppRole credentials in the secrets bundle")
 
+    skipped: list[Skipped] = []
+
     async def provision() -> None:
-        await natsnodes.until_jetstream_ready(
-            lambda: provision_stack(
-                settings, demo_key=settings.demo_model, demo_models=DEMO_ONLY, timeout=3.0
-            ),
-            timeout=max(1.0, deadline - time.monotonic()),
+        skipped[:] = await provision_stack(
+            settings, demo_key=settings.demo_model, demo_models=DEMO_ONLY, timeout=3.0
         )
 
-    asyncio.run(provision())
+    async def until_ready() -> None:
+        await natsnodes.until_jetstream_ready(
+            provision, timeout=max(1.0, deadline - time.monotonic())
+        )
+
+    asyncio.run(until_ready())
     done.append("streams, consumers and KV buckets provisioned")
-    return done
+    return done, skipped
 
 
 def _wait_listening(layout: openbao.OpenBaoLayout, deadline: float) -> None:

@@ -26,7 +26,7 @@ from switchyard.stack.certs import init_certificates
 from switchyard.stack.home import READONLY_TOKEN_PREFIX, StackHome, ensure_admin_token
 from switchyard.stack.ports import listen_port, port_free
 from switchyard.stack.process import ProcessSpec, http_check, http_status, redis_ping_check
-from switchyard.stack.provision import provision_client, provision_core
+from switchyard.stack.provision import Skipped, provision_client, provision_core
 from switchyard.stack.supervisor import Step, Supervisor
 
 
@@ -172,12 +172,13 @@ def infrastructure(settings: Settings, home: StackHome) -> list[Step]:
     async def provision() -> None:
         # A cluster's API is briefly silent while stream leaders are elected after a restart:
         # short calls, retried, beat one long wait.
-        await natsnodes.until_jetstream_ready(
-            lambda: provision_stack(
+        # (This version renders the NATS config above: nothing is skipped.)
+        async def run() -> None:
+            await provision_stack(
                 settings, demo_key=settings.demo_model, timeout=3.0 if len(nodes) > 1 else 10.0
-            ),
-            timeout=st.start_timeout_s,
-        )
+            )
+
+        await natsnodes.until_jetstream_ready(run, timeout=st.start_timeout_s)
 
     bao = openbao.OpenBaoLayout(
         dir=home.openbao,
@@ -254,8 +255,9 @@ async def provision_stack(
     demo_models: tuple[str, ...] | None = None,
     one_shot: bool = False,
     timeout: float = 10.0,
-) -> None:
-    """Provision CORE as the provisioner and CLIENT as admin (idempotent).
+) -> list[Skipped]:
+    """Provision CORE as the provisioner and CLIENT as admin (idempotent). Returns the buckets
+    it had to skip (the NATS config of an older version), empty when none.
 
     Args:
         demo_key: also make sure the demo client key exists.
@@ -276,13 +278,14 @@ async def provision_stack(
         servers, settings.certs_dir, identities.ADMIN.name, max_reconnect_attempts=attempts
     )
     try:
-        await provision_client(nc, settings, timeout=timeout)
+        skipped = await provision_client(nc, settings, timeout=timeout)
     finally:
         await nc.close()
     if demo_key:
         from switchyard.stack.demo_key import ensure_demo_key  # noqa: PLC0415
 
         await ensure_demo_key(settings, models=demo_models)
+    return skipped
 
 
 def component_specs(settings: Settings) -> list[ComponentSpec]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from typing import NamedTuple, TextIO
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -39,6 +40,26 @@ from switchyard.runtime.definitions import (
 from switchyard.schemas.routing import RouteTable
 
 log = logging.getLogger("switchyard.provision")
+
+# What to do about a bucket skipped (the admin identity may not make it under an older
+# version's NATS config).
+RENDER_AGAIN = (
+    "render the NATS config of this version (`switchyard deploy setup`; on Kubernetes the "
+    "switchyard-nats Secret), reload nats-server and provision again"
+)
+
+
+# The exit status of `switchyard provision` and `switchyard deploy init` when buckets were
+# skipped: all else is provisioned, and automation can tell (it exited 0, saying
+# "provisioned"). Not 1 (the provisioning failed) nor the CLI's 2-4.
+INCOMPLETE = 5
+
+
+class Skipped(NamedTuple):
+    """A bucket the provisioning could not make (or check), and what that costs until it is."""
+
+    bucket: str
+    costs: str
 
 
 async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
@@ -88,10 +109,11 @@ async def provision_core(nc: NATS, settings: Settings, *, timeout: float = 10.0)
     return table
 
 
-async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.0) -> None:
+async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.0) -> list[Skipped]:
     """Provision CLIENT (connected as admin): the client-key bucket, the audit stream, the web
     app's sessions bucket, the Batch API's files (object store), batch records and line
-    results, and the management API's Idempotency-Key answers.
+    results, and the management API's Idempotency-Key answers. Returns the buckets it had to
+    skip (the NATS config of an older version: see :data:`RENDER_AGAIN`), empty when none.
 
     The audit stream is created once and never updated from here: the admin identity may
     create it but not reshape it (see ``bus.permissions``), so it cannot shrink its own log.
@@ -112,25 +134,27 @@ async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.
         log.info("created object store %s", s.FILES_BUCKET)
     else:
         await _fit_files_store(js, settings)
-    await _ensure_sessions_bucket(js, settings)
-    await _ensure_idempotency_bucket(js, settings)
+    skipped = await _ensure_sessions_bucket(js, settings)
+    return skipped + await _ensure_idempotency_bucket(js, settings)
 
 
-async def _ensure_idempotency_bucket(js: JetStreamContext, settings: Settings) -> None:
+async def _ensure_idempotency_bucket(js: JetStreamContext, settings: Settings) -> list[Skipped]:
     """The management API's Idempotency-Key answers, last too: as for the sessions bucket, an
     older version's NATS config lets the admin identity not make it (a timeout), which is said
     and leaves the rest provisioned (it stopped the provisioning with a traceback)."""
     try:
         await _ensure_kv(js, s.ADMIN_IDEMPOTENCY_BUCKET, settings)
     except (TimeoutError, NatsError) as exc:
+        costs = "a key create that sends an Idempotency-Key header is a 503"
         log.warning(
-            "KV bucket %s not created (%s): render the NATS config of this version "
-            "(`switchyard deploy setup`; on Kubernetes the switchyard-nats Secret), reload "
-            "nats-server and provision again; until then a key create that sends an "
-            "Idempotency-Key header is a 503",
+            "KV bucket %s not created (%s): %s; until then %s",
             s.ADMIN_IDEMPOTENCY_BUCKET,
             type(exc).__name__,
+            RENDER_AGAIN,
+            costs,
         )
+        return [Skipped(s.ADMIN_IDEMPOTENCY_BUCKET, costs)]
+    return []
 
 
 async def _ensure_capped_kv(js: JetStreamContext, bucket: str, settings: Settings) -> None:
@@ -147,23 +171,30 @@ async def _ensure_capped_kv(js: JetStreamContext, bucket: str, settings: Setting
         log.info("KV bucket %s capped at %d bytes, oldest dropped first", bucket, cap)
 
 
-async def _ensure_sessions_bucket(js: JetStreamContext, settings: Settings) -> None:
+async def _ensure_sessions_bucket(js: JetStreamContext, settings: Settings) -> list[Skipped]:
     """The web app's sessions bucket and the sign-in guard's, last: with the NATS config of an
     older version the admin identity may not make them (a timeout), which is said and leaves
     the rest provisioned; the gateways then keep their sessions (or wrong-token counts) in
-    memory, as before, until they are made."""
+    memory, as before, until they are made. The sign-in guard's is not tried once the sessions
+    bucket could not be made (one timeout, not two): both are then skipped."""
+    skipped = [
+        Skipped(s.ADMIN_SESSIONS_BUCKET, "each gateway keeps its web app sessions in its memory"),
+        Skipped(s.ADMIN_SIGNIN_FAILURES_BUCKET, "each gateway counts wrong admin tokens alone"),
+    ]
     try:
         await _ensure_kv(js, s.ADMIN_SESSIONS_BUCKET, settings)
+        skipped.pop(0)
         await _ensure_capped_kv(js, s.ADMIN_SIGNIN_FAILURES_BUCKET, settings)
     except (TimeoutError, NatsError) as exc:
         log.warning(
-            "KV bucket %s not created (%s): render the NATS config of this version "
-            "(`switchyard deploy setup`; on Kubernetes the switchyard-nats Secret), reload "
-            "nats-server and provision again; until then each gateway keeps its web app "
+            "KV bucket %s not created (%s): %s; until then each gateway keeps its web app "
             "sessions (or its count of wrong admin tokens) in its own memory",
-            f"{s.ADMIN_SESSIONS_BUCKET} or {s.ADMIN_SIGNIN_FAILURES_BUCKET}",
+            " or ".join(skip.bucket for skip in skipped),
             type(exc).__name__,
+            RENDER_AGAIN,
         )
+        return skipped
+    return []
 
 
 async def _fit_files_store(js: JetStreamContext, settings: Settings) -> None:
@@ -198,3 +229,14 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, settings: Settings) -> K
         kv = await js.create_key_value(bucket_config(bucket, settings))
         log.info("created KV bucket %s", bucket)
         return kv
+
+
+def skipped_report(skipped: list[Skipped], err: TextIO) -> str:
+    """Writes to ``err`` each bucket skipped, what it costs and what to do; returns what the
+    line saying "provisioned" adds ("" when nothing was skipped)."""
+    if not skipped:
+        return ""
+    for skip in skipped:
+        print(f"not provisioned: KV bucket {skip.bucket} ({skip.costs})", file=err)
+    print(f"to provision them: {RENDER_AGAIN}", file=err)
+    return f", except {len(skipped)} KV buckets (named on stderr)"
