@@ -26,20 +26,27 @@ import pytest
 import pytest_asyncio
 from nats.errors import Error as NatsError
 
+from switchyard.admin.budget_watch import BudgetWatch
 from switchyard.admin.key_idempotency import IdempotentCreates
+from switchyard.admin.spend import SpendReader
 from switchyard.admin.spent_writer import SpentWriter
+from switchyard.admin.ui.session_share import SessionShare
+from switchyard.admin.ui.sessions import SessionStore
+from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.bus import subjects
 from switchyard.bus.connect import connect
 from switchyard.config import Settings
 from switchyard.errors import ServiceUnavailable
 from switchyard.limits.spent_marks import SpentMark
+from switchyard.runtime.metrics import Metrics
+from switchyard.schemas.keys import KEY_ENCODER, RECORD_PREFIX, ClientKey
 from switchyard.stack.binaries import nats_server
 from switchyard.stack.certs import init_certificates
 from switchyard.stack.natsconf import NatsServerLayout, nats_config, render
 from switchyard.stack.process import ManagedProcess, ProcessSpec, http_check
 from switchyard.stack.provision import provision_client, provision_core
 from switchyard.workers.head.spent_keys import SpentKeys
-from tests.support import until, write_settings
+from tests.support import until, valkey_server, write_settings
 
 pytestmark = pytest.mark.integration
 
@@ -314,3 +321,47 @@ async def test_a_gateway_under_the_older_config_waits_one_timeout_per_scan_not_o
         assert set(writer.written) == {m.key_id for m in marks}
     finally:
         await nc.close()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_gateway_under_the_older_config_starts_without_waiting_for_the_new_buckets(
+    older: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the gateway's admin side waits for at its start, as the gateway does it (the
+    JetStream timeouts it uses, 10 s and 5 s): the sessions bucket, then the sign-in guard's,
+    each waited out its timeout in turn, then the first budget scan's write to sy_key_spent
+    its own; a new gateway under the older config started about 25 s late. Now the buckets are
+    followed at once, at most START_WAIT_S, and later in the background; the scan too."""
+    await _provision(older)  # all that the older config lets it make
+    async with valkey_server(older.settings):
+        nc = await connect(older.servers, older.settings.certs_dir, "admin")
+        js = nc.jetstream(timeout=10)  # the gateway's
+        keys = await js.key_value(subjects.KEYS_BUCKET)
+        budgeted = ClientKey(id="key_0000000000000001", hash="h1", name="k1", budget_usd=5.0)
+        await keys.put(RECORD_PREFIX + budgeted.hash, KEY_ENCODER.encode(budgeted))
+        store, guard = SessionStore(), SigninGuard()
+        share = SessionShare(js, store, guard, retry_s=0.5)
+        spend = SpendReader(older.settings)
+        watch = BudgetWatch(nc.jetstream(timeout=5), spend, Metrics("gateway"), 30)
+        try:
+            began = time.monotonic()
+            with caplog.at_level(logging.WARNING, logger="switchyard"):
+                assert not await share.start()
+                await watch.start()
+            took = time.monotonic() - began
+            assert took < 10, f"the start took {took:.1f} s"
+            assert "sessions are this gateway replica's until the" in caplog.text
+            sid, _ = await store.create("ada", "10.0.0.1")  # in memory, as before
+            assert await store.get(sid) is not None
+
+            # After the render (and the provisioning it lets make them) both buckets are
+            # followed, with no restart of the gateway.
+            await older.render(older=False)
+            await until(lambda: nc.is_connected, timeout=20)
+            await _provision(older)
+            await until(lambda: store.shared and guard.shared is not None, timeout=30)
+        finally:
+            await watch.stop()
+            await share.stop()
+            await spend.close()
+            await nc.close()

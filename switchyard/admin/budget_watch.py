@@ -19,6 +19,9 @@ that stopped keeping the marks (Valkey or the bucket unavailable) from one that 
 Each scan also hands the keys whose budget is used up to :class:`SpentWriter`, which marks
 them in the ``sy_key_spent`` bucket the heads follow: how NATS callers, which no edge checks,
 are held to budgets (:mod:`switchyard.limits.spent_marks`). Every replica writes the same marks.
+The first scan runs in the background, not as part of the gateway's start: a bucket the
+gateway cannot write (an older version's NATS config) costs a scan one JetStream timeout,
+which held every gateway's start 5 s.
 """
 
 from __future__ import annotations
@@ -123,8 +126,9 @@ class BudgetWatch:
             self._keys[key] = record
 
     async def start(self) -> None:
+        """Returns once the keys are followed; the first scan starts at once, in the
+        background (its writes of the marks must not hold the gateway's start)."""
         await self._follower.start()
-        await self._scan_logged()
         self._loops.spawn(self._scan_forever())
 
     async def stop(self) -> None:
@@ -188,5 +192,5 @@ class BudgetWatch:
 
     async def _scan_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
             await self._scan_logged()
+            await asyncio.sleep(self._interval)

@@ -241,3 +241,21 @@ class KvFollower:
                 await self._watcher.stop()  # type: ignore[no-untyped-call]
             self._watcher = None
         await self._loops.cancel_all()
+
+
+RETRY_S = 10.0  # how soon a bucket that could not be followed is tried again...
+RETRY_MAX_S = 300.0  # ...then twice as long each time, up to this
+
+
+async def follow_later(
+    follow: Callable[[], Awaitable[bool]], retry_s: float = RETRY_S, max_s: float = RETRY_MAX_S
+) -> None:
+    """Call ``follow`` until it returns True: after ``retry_s``, then twice as long each time
+    up to ``max_s`` (a bucket not provisioned yet, or one an older NATS config gives no right
+    to: each try waits out a JetStream timeout, in the background)."""
+    wait = retry_s
+    while True:
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, max(max_s, retry_s))
+        if await follow():
+            return

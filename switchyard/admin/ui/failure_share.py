@@ -17,8 +17,10 @@ grow the bucket without bound. Now:
   :data:`WRITE_BURST`), whatever is sent: past that a count stays this replica's (a guesser
   spread over the replicas during such a flood gets up to ten on each, as before sharing).
 
-A bucket that cannot be followed (not provisioned yet) leaves the counts each replica's: a
-warning, and everything else works.
+A bucket that cannot be followed (not provisioned yet, or a NATS config without the admin
+identity's rights to it) leaves the counts each replica's: a warning, everything else works,
+and it is tried again in the background (:func:`~switchyard.runtime.kvwatch.follow_later`)
+until it can be followed.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from nats.js.kv import KeyValue
 
 from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.bus import subjects
-from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.kvwatch import RETRY_S, KvFollower, follow_later
 
 log = logging.getLogger("switchyard.admin.ui")
 
@@ -84,22 +86,45 @@ class FailureShare:
         self._writes: set[asyncio.Task[None]] = set()
         self._dropped = 0
         self._follower = KvFollower(js, subjects.ADMIN_SIGNIN_FAILURES_BUCKET, self._on_entry)
+        self._why = ""  # why the bucket could not be followed, the last time
 
-    async def start(self) -> bool:
-        """Whether the counts are shared from now on (else logged: this replica's only)."""
+    async def start(self, retry_s: float = RETRY_S, tried: asyncio.Event | None = None) -> None:
+        """Shares the counts from once the bucket is followed: at once, or, when it cannot be
+        (a warning), tried again after ``retry_s``, then less often, until it is (``tried``
+        is set once the first try is over)."""
+        followed = await self._follow()
+        if tried is not None:
+            tried.set()
+        if followed:
+            return
+        log.warning(
+            "wrong admin tokens are counted by this gateway replica only: the %s bucket "
+            "cannot be followed (%s). Provision with the NATS config of this version; trying "
+            "again in %.0f s, then less often",
+            subjects.ADMIN_SIGNIN_FAILURES_BUCKET,
+            self._why,
+            retry_s,
+        )
+        await follow_later(self._follow, retry_s)
+        log.info(
+            "wrong admin tokens are counted with the other gateway replicas (the %s bucket is "
+            "followed)",
+            subjects.ADMIN_SIGNIN_FAILURES_BUCKET,
+        )
+
+    async def _follow(self) -> bool:
+        follower = KvFollower(self._js, subjects.ADMIN_SIGNIN_FAILURES_BUCKET, self._on_entry)
         try:
-            self._kv = await self._js.key_value(subjects.ADMIN_SIGNIN_FAILURES_BUCKET)
-            await self._follower.start()
-        except (NatsError, TimeoutError) as exc:
-            await self._follower.stop()
-            self._kv = None
-            log.warning(
-                "wrong admin tokens are counted by this gateway replica only: the %s bucket "
-                "cannot be followed (%s). Provision with the NATS config of this version",
-                subjects.ADMIN_SIGNIN_FAILURES_BUCKET,
-                type(exc).__name__,
-            )
+            kv = await self._js.key_value(subjects.ADMIN_SIGNIN_FAILURES_BUCKET)
+            await follower.start()
+        except (NatsError, TimeoutError, OSError) as exc:
+            await follower.stop()
+            self._why = type(exc).__name__
             return False
+        except BaseException:  # cancelled (a stop) mid-start: its watch must not outlive it
+            await follower.stop()
+            raise
+        self._kv, self._follower = kv, follower
         self._guard.shared = self._share
         return True
 

@@ -23,7 +23,13 @@ is confirmed again, each request looks its session, and its role's cut, up in th
 served from memory, as while disconnected: each waited 2 s). A replica that cannot follow
 the bucket at all (at start) keeps its sessions to itself, and says so wherever it would
 claim to reach every replica
-(:attr:`SessionStore.shared`: the Sessions page, the sign-out's message and audit entry).
+(:attr:`SessionStore.shared`: the Sessions page, the sign-out's message and audit entry),
+and tries again in the background until it can (then shares from there on).
+
+The gateway's start waits at most :data:`START_WAIT_S` for the two buckets, followed at once
+(not one after the other): a bucket the admin identity may not read (an older version's
+NATS config) answers nothing until the JetStream timeout, and the two, waited out in turn,
+held each gateway's start 20 s.
 
 The gateway's admin connection (identity ``admin``) reads and writes the bucket and the
 provisioner creates it (:func:`switchyard.stack.provision.provision_client`).
@@ -32,6 +38,7 @@ provisioner creates it (:func:`switchyard.stack.provision.provision_client`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -46,7 +53,8 @@ from switchyard.admin.ui.sessions import SessionRecord, SessionStore
 from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.bus import subjects
 from switchyard.errors import ServiceUnavailable
-from switchyard.runtime.kvwatch import CHECK_S, KvFollower
+from switchyard.runtime.kvwatch import CHECK_S, RETRY_S, KvFollower, follow_later
+from switchyard.runtime.tasks import TaskSupervisor
 
 log = logging.getLogger("switchyard.admin.ui")
 
@@ -54,6 +62,7 @@ SESSION_PREFIX = "s."
 CUT_PREFIX = "cut."
 FOLLOW_STALE_S = 3 * CHECK_S  # the watch unconfirmed this long: each request checks the bucket
 REFRESH_TIMEOUT_S = 2.0  # such a check, at most (then the session as this replica knows it)
+START_WAIT_S = 5.0  # the start waits this long at most for the buckets (then: followed later)
 _WRONG_LAST = (10071, 10164)  # JetStream: the expected last revision is not the last
 _ROLE_KEYS = {False: "admin", True: "read-only"}  # by ``read_only``
 _ROLES = {name: read_only for read_only, name in _ROLE_KEYS.items()}
@@ -87,8 +96,14 @@ class SessionShare:
         *,
         check_s: float = CHECK_S,
         stale_s: float = FOLLOW_STALE_S,
+        start_wait_s: float = START_WAIT_S,
+        retry_s: float = RETRY_S,
     ) -> None:
         self._js = js
+        self._start_wait_s = start_wait_s
+        self._retry_s = retry_s
+        self._loops = TaskSupervisor("session-share")
+        self._why = ""  # why the bucket could not be followed, the last time
         self._store = store
         self._failures = None if guard is None else FailureShare(js, guard, WriteBudget())
         self._kv: KeyValue | None = None
@@ -160,33 +175,74 @@ class SessionShare:
         return _RECORD.decode(entry.value), int(entry.revision or 0)
 
     async def start(self) -> bool:
-        """Returns once every session in the bucket is known here; the store shares from then.
-        A bucket that cannot be followed (not provisioned yet, or a NATS config without the
-        admin identity's rights to it: an upgrade half done) is logged as an error and the
-        sessions stay this replica's, as before, rather than the gateway not starting. Returns
-        whether they are shared."""
-        try:
-            self._kv = await self._js.key_value(subjects.ADMIN_SESSIONS_BUCKET)
-            await self._follower.start()
-        except (NatsError, TimeoutError) as exc:
-            await self._follower.stop()
-            self._kv = None
-            log.error(
-                "the web app's sessions are this gateway replica's only: the %s bucket cannot "
-                "be followed (%s). Provision (`switchyard provision`, the init Job) with the "
-                "NATS config of this version, then restart the gateway",
-                subjects.ADMIN_SESSIONS_BUCKET,
-                type(exc).__name__,
-            )
-            if self._failures is not None:  # a bucket of its own: may be there all the same
-                await self._failures.start()
-            return False
-        self._store.attach(self)
+        """Returns once every session in the bucket is known here (the store shares from
+        then), or after ``start_wait_s`` at most. A bucket that cannot be followed (not
+        provisioned yet, or a NATS config without the admin identity's rights to it: an
+        upgrade half done) is logged as an error and the sessions stay this replica's, as
+        before, rather than the gateway not starting; it is tried again in the background
+        after ``retry_s``, then less often, until it can be followed. The sign-in guard's
+        bucket is followed at the same time, the same way. Returns whether the sessions are
+        shared on return."""
+        tried = [asyncio.Event()]  # each set once its bucket's first try is over
+        self._loops.spawn(self._share(tried[0]), name="session-share-follow")
         if self._failures is not None:
-            await self._failures.start()
+            tried.append(asyncio.Event())
+            failures = self._failures.start(self._retry_s, tried[1])
+            self._loops.spawn(failures, name="failure-share-follow")
+        with contextlib.suppress(TimeoutError):  # (then it goes on in the background)
+            async with asyncio.timeout(self._start_wait_s):
+                for event in tried:
+                    await event.wait()
+        if not tried[0].is_set():
+            log.warning(
+                "the web app's sessions are this gateway replica's until the %s bucket answers "
+                "(not within %.0f s: is the NATS config of this version rendered?); the "
+                "gateway starts, and follows it once it can",
+                subjects.ADMIN_SESSIONS_BUCKET,
+                self._start_wait_s,
+            )
+        return self._store.shared
+
+    async def _share(self, tried: asyncio.Event) -> None:
+        followed = await self._follow()
+        tried.set()
+        if followed:
+            return
+        log.error(
+            "the web app's sessions are this gateway replica's only: the %s bucket cannot "
+            "be followed (%s). Provision (`switchyard provision`, the init Job) with the "
+            "NATS config of this version; trying again in %.0f s, then less often",
+            subjects.ADMIN_SESSIONS_BUCKET,
+            self._why,
+            self._retry_s,
+        )
+        await follow_later(self._follow, self._retry_s)
+        log.info(
+            "the web app's sessions are shared with the other gateway replicas from now on "
+            "(the %s bucket is followed)",
+            subjects.ADMIN_SESSIONS_BUCKET,
+        )
+
+    async def _follow(self) -> bool:
+        follower = KvFollower(
+            self._js, subjects.ADMIN_SESSIONS_BUCKET, self._on_entry, check_s=self._check_s
+        )
+        try:
+            kv = await self._js.key_value(subjects.ADMIN_SESSIONS_BUCKET)
+            await follower.start()
+        except (NatsError, TimeoutError, OSError) as exc:
+            await follower.stop()
+            self._why = type(exc).__name__
+            return False
+        except BaseException:  # cancelled (a stop) mid-start: its watch must not outlive it
+            await follower.stop()
+            raise
+        self._kv, self._follower = kv, follower
+        self._store.attach(self)
         return True
 
     async def stop(self) -> None:
+        await self._loops.cancel_all()
         if self._failures is not None:
             await self._failures.stop()
         await self._store.stop()
