@@ -526,7 +526,7 @@ def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Pa
     from switchyard.stack.provision import INCOMPLETE, skipped_report  # noqa: PLC0415
 
     skipped = asyncio.run(provision_stack(_attached(settings), one_shot=True))
-    print(f"provisioned streams, consumers and KV buckets{skipped_report(skipped, sys.stderr)}")
+    skipped_report(skipped, sys.stdout, sys.stderr, "provisioned streams, consumers and KV buckets")
     return INCOMPLETE if skipped else 0
 
 

@@ -138,8 +138,8 @@ def _cmd_deploy(args: argparse.Namespace, settings: Settings, config_file: Path 
         from switchyard.stack.provision import INCOMPLETE, skipped_report  # noqa: PLC0415
 
         lines, skipped = containers.init(settings, layout, timeout=args.timeout)
-        lines[-1] += skipped_report(skipped, sys.stderr)
-        print("\n".join(lines))
+        print("\n".join(lines[:-1]))
+        skipped_report(skipped, sys.stdout, sys.stderr, lines[-1])
         return INCOMPLETE if skipped else 0  # (the Kubernetes Job fails: its log says why)
     for line in lines:
         print(line)

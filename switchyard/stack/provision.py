@@ -231,12 +231,16 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, settings: Settings) -> K
         return kv
 
 
-def skipped_report(skipped: list[Skipped], err: TextIO) -> str:
-    """Writes to ``err`` each bucket skipped, what it costs and what to do; returns what the
-    line saying "provisioned" adds ("" when nothing was skipped)."""
-    if not skipped:
-        return ""
+def skipped_report(skipped: list[Skipped], out: TextIO, err: TextIO, done: str) -> None:
+    """Writes ``done`` (the line saying what was provisioned) to ``out``, with ", except N KV
+    buckets" when some were skipped, and then to ``err`` each of them, what it costs and what
+    to do."""
+    print(
+        done + (f", except {len(skipped)} KV buckets (named on stderr)" if skipped else ""),
+        file=out,
+        flush=True,  # (before the names on stderr)
+    )
     for skip in skipped:
         print(f"not provisioned: KV bucket {skip.bucket} ({skip.costs})", file=err)
-    print(f"to provision them: {RENDER_AGAIN}", file=err)
-    return f", except {len(skipped)} KV buckets (named on stderr)"
+    if skipped:
+        print(f"to provision them: {RENDER_AGAIN}", file=err)
