@@ -21,7 +21,7 @@ import pytest_asyncio
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from switchyard.control.lease import RELEASE_TIMEOUT_S, Lease
+from switchyard.runtime.lease import RELEASE_TIMEOUT_S, Lease
 from switchyard.schemas.scheduling import FEEDER_LEASE_KEY as KEY
 from tests.support import jetstream_server, pause
 
@@ -54,8 +54,8 @@ async def bucket(tmp_path: Path) -> AsyncIterator[Bucket]:
 
 
 async def test_one_holder_until_it_stops_renewing(bucket: Bucket) -> None:
-    a = Lease(bucket.kv, "a", ttl=6)
-    b = Lease(bucket.kv, "b", ttl=6)
+    a = Lease(bucket.kv, KEY, "a", ttl=6)
+    b = Lease(bucket.kv, KEY, "b", ttl=6)
     assert await a.renew(now=100.0)
     assert not await b.renew(now=101.0)
     assert await a.renew(now=103.0)  # renewed: valid until 109
@@ -66,14 +66,14 @@ async def test_one_holder_until_it_stops_renewing(bucket: Bucket) -> None:
 
 
 async def test_two_replicas_racing_for_a_free_lease_give_one_holder(bucket: Bucket) -> None:
-    leases = [Lease(bucket.kv, f"r{i}", ttl=6) for i in range(5)]
+    leases = [Lease(bucket.kv, KEY, f"r{i}", ttl=6) for i in range(5)]
     won = await asyncio.gather(*(lease.renew(now=100.0) for lease in leases))
     assert sum(won) == 1, won  # create and update are compare-and-set on the server
 
 
 async def test_a_clean_stop_hands_the_lease_over_at_once(bucket: Bucket) -> None:
-    a = Lease(bucket.kv, "a", ttl=6)
-    b = Lease(bucket.kv, "b", ttl=6)
+    a = Lease(bucket.kv, KEY, "a", ttl=6)
+    b = Lease(bucket.kv, KEY, "b", ttl=6)
     assert await a.renew(now=100.0)
     await b.release()  # not b's to give: nothing changes
     assert not await b.renew(now=101.0)
@@ -86,19 +86,19 @@ async def test_a_release_during_an_outage_gives_up_in_seconds(bucket: Bucket) ->
     release, which control's 10 s API timeout would stretch to 20 s, gives up, and the lease
     expires by itself."""
     patient = await bucket.js.key_value("sy_sched_test")  # 30 s API timeout
-    a = Lease(patient, "a", ttl=6)
+    a = Lease(patient, KEY, "a", ttl=6)
     assert await a.renew(now=100.0)
     async with bucket.down():
         began = time.monotonic()
         await a.release()
         took = time.monotonic() - began
     assert RELEASE_TIMEOUT_S - 0.5 < took < RELEASE_TIMEOUT_S + 2
-    assert not await Lease(bucket.kv, "b", ttl=6).renew(now=101.0)  # still a's, until 106
+    assert not await Lease(bucket.kv, KEY, "b", ttl=6).renew(now=101.0)  # still a's, until 106
 
 
 async def test_a_missed_renewal_keeps_the_lease_while_a_margin_is_left(bucket: Bucket) -> None:
-    a = Lease(bucket.kv, "a", ttl=6)
-    b = Lease(bucket.kv, "b", ttl=6)
+    a = Lease(bucket.kv, KEY, "a", ttl=6)
+    b = Lease(bucket.kv, KEY, "b", ttl=6)
     assert await a.renew(now=100.0)  # valid until 106
     async with bucket.down():
         assert await a.renew(now=102.0)  # unreachable, but 4 s of its lease are left
@@ -112,7 +112,7 @@ async def test_a_missed_renewal_keeps_the_lease_while_a_margin_is_left(bucket: B
 
 async def test_never_holding_means_an_outage_grants_nothing(bucket: Bucket) -> None:
     async with bucket.down():
-        assert not await Lease(bucket.kv, "a", ttl=6).renew(now=100.0)
+        assert not await Lease(bucket.kv, KEY, "a", ttl=6).renew(now=100.0)
 
 
 async def test_a_takeover_by_a_clock_running_ahead_is_seen_by_the_old_holder(
@@ -121,8 +121,8 @@ async def test_a_takeover_by_a_clock_running_ahead_is_seen_by_the_old_holder(
     """Expiry is judged by each replica's clock: a replica whose clock runs ahead may take the
     lease while the holder still thinks it valid. The holder reads before it writes, so it
     learns at its next renewal; a key removed by hand is simply created again."""
-    a = Lease(bucket.kv, "a", ttl=6)
-    b = Lease(bucket.kv, "b", ttl=6)
+    a = Lease(bucket.kv, KEY, "a", ttl=6)
+    b = Lease(bucket.kv, KEY, "b", ttl=6)
     assert await a.renew(now=100.0)  # valid until 106 by a's clock
     assert await b.renew(now=107.0)  # b's clock is ahead: for b, a's lease has expired
     assert not await a.renew(now=105.0)  # a still thinks it holds it: its read tells it not

@@ -43,7 +43,6 @@ from switchyard.bus.envelope import new_request_id
 from switchyard.config import Settings
 from switchyard.control import table_levels
 from switchyard.control.feeder import Feeder
-from switchyard.control.lease import Lease
 from switchyard.control.monitor import Monitor
 from switchyard.errors import Conflict, InvalidRequest, ServiceUnavailable
 from switchyard.runtime.audit import request_actor
@@ -55,6 +54,7 @@ from switchyard.runtime.definitions import (
 )
 from switchyard.runtime.endpoints import Endpoints, reply_ok
 from switchyard.runtime.kvwatch import KvFollower
+from switchyard.runtime.lease import Lease
 from switchyard.runtime.provider_changes import table_words
 from switchyard.runtime.shutdown import STOP_STEP_S, within
 from switchyard.runtime.tasks import TaskSupervisor
@@ -71,6 +71,7 @@ from switchyard.schemas.routing import (
     is_deployment_id,
     route_table_findings,
 )
+from switchyard.schemas.scheduling import FEEDER_LEASE_KEY
 
 log = logging.getLogger("switchyard.control")
 
@@ -135,7 +136,9 @@ class Control:
         await self.monitor.start()
         self._hearing_since = time.monotonic()
         sched = await self.js.key_value(subjects.SCHED_BUCKET)
-        self._lease = Lease(sched, f"{self._instance}-{os.getpid()}-{new_request_id()}")
+        self._lease = Lease(
+            sched, FEEDER_LEASE_KEY, f"{self._instance}-{os.getpid()}-{new_request_id()}"
+        )
         await self._lead()
         self._leading.spawn(self._lead_forever())
         svc = await add_service(

@@ -1,13 +1,15 @@
-"""One feeder at a time: a lease in ``sy_sched`` that control replicas take turns holding.
+"""One holder at a time: a lease in a KV bucket that the replicas of a process take turns holding.
 
-Two feeders would each count the same free slots and move twice as many requests into
-dispatch. So a control replica feeds only while it holds the lease: a KV entry naming it and
-an expiry, renewed every third of its length with compare-and-set. Another replica takes it
-over only once it has expired (the holder stopped renewing: crashed, stopped, partitioned).
+Control's feeder (``sy_sched`` / ``feeder.leader``: two feeders would each count the same free
+slots and move twice as many requests into dispatch) and the batch runner (``sy_batches`` /
+``runner.leader``: two runners would send each line twice) work only while they hold it: a KV
+entry naming the holder and an expiry, renewed every third of its length with compare-and-set.
+Another replica takes it over only once it has expired (the holder stopped renewing: crashed,
+partitioned) or was given up (:meth:`Lease.release`, a clean stop).
 
 A holder that cannot reach the bucket (its NATS node or the bucket's leader is failing over)
 keeps the lease it has until only a third of it is left, so one missed renewal does not stop
-and restart the feeder. Expiry is judged by each replica's own clock, so the hosts' clocks must
+and restart its work. Expiry is judged by each replica's own clock, so the hosts' clocks must
 agree within that third (2 s with the default 6 s lease).
 """
 
@@ -22,19 +24,15 @@ from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from switchyard.schemas.scheduling import (
-    FEEDER_LEASE_KEY,
-    LEASE_DECODER,
-    LEASE_ENCODER,
-    FeederLease,
-)
+from switchyard.schemas.scheduling import LEASE_DECODER, LEASE_ENCODER, FeederLease
 
 RELEASE_TIMEOUT_S = 2.0
 
 
 class Lease:
-    def __init__(self, kv: KeyValue, owner: str, *, ttl: float = 6.0) -> None:
+    def __init__(self, kv: KeyValue, key: str, owner: str, *, ttl: float = 6.0) -> None:
         self._kv = kv
+        self.key = key
         self.owner = owner
         self.ttl = ttl
         self._until = float("-inf")  # the expiry this replica last wrote
@@ -45,14 +43,14 @@ class Lease:
         mine = LEASE_ENCODER.encode(FeederLease(self.owner, moment + self.ttl))
         try:
             try:
-                entry = await self._kv.get(FEEDER_LEASE_KEY)
+                entry = await self._kv.get(self.key)
             except KeyNotFoundError:
-                await self._kv.create(FEEDER_LEASE_KEY, mine)
+                await self._kv.create(self.key, mine)
                 return self._won(moment)
             holder = LEASE_DECODER.decode(entry.value) if entry.value else None
             if holder is not None and holder.owner != self.owner and holder.until > moment:
                 return self._lost()
-            await self._kv.update(FEEDER_LEASE_KEY, mine, last=entry.revision)
+            await self._kv.update(self.key, mine, last=entry.revision)
             return self._won(moment)
         except (KeyWrongLastSequenceError, msgspec.DecodeError, msgspec.ValidationError):
             return self._lost()  # another replica won this round
@@ -77,6 +75,6 @@ class Lease:
         ):
             self._until = float("-inf")
             async with asyncio.timeout(RELEASE_TIMEOUT_S):
-                entry = await self._kv.get(FEEDER_LEASE_KEY)
+                entry = await self._kv.get(self.key)
                 if entry.value and LEASE_DECODER.decode(entry.value).owner == self.owner:
-                    await self._kv.delete(FEEDER_LEASE_KEY, last=entry.revision)
+                    await self._kv.delete(self.key, last=entry.revision)
