@@ -369,7 +369,8 @@ class BatchRunner:
                 if refused is not None:
                     log.info("batch %s: its key is gone (%s); ending it", job.batch_id, refused)
                     break
-                if self._status(job.batch_id) in _STOPPED:
+                status = self._status(job.batch_id)
+                if status in _STOPPED:
                     # Each round: a line sent just as the cancel came is withdrawn at the next.
                     # (Ended too: another runner may have ended it before this one saw it.)
                     withdrawn = job.withdraw()
@@ -377,8 +378,10 @@ class BatchRunner:
                         stop_by = time.monotonic() + self.settings.batch.line_timeout_s
                         stop_by += CANCEL_SLACK_S
                         log.info(
-                            "batch %s cancelled: withdrew %d lines not started at a provider",
+                            "batch %s %s: withdrew %d lines not started at a provider",
                             job.batch_id,
+                            # (not "cancelled" when another runner ended it: completed)
+                            "cancelled" if status == "cancelling" else f"{status} elsewhere",
                             withdrawn,
                         )
                 await self._progress(job)

@@ -1,0 +1,154 @@
+"""Two batch runners at once (compose recreating the service while the old container still
+stops, a second ``switchyard serve batch``, a partition): what the one that did not end a batch
+says of it.
+
+Seen in an upgrade rehearsal with compose: the runner that did not end a completed batch logged
+it as cancelled (its check for a cancel also stops at an ended batch, and named every stop a
+cancel).
+
+A real stack without its own runner (nats-server, Valkey, OpenBao, control, a head, a
+model-proxy and the fake provider, lines taking 300 ms, 4 at a time); the runners run here, each
+on its own NATS connection as the ``batch`` identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import openai
+import pytest
+import pytest_asyncio
+
+from switchyard.runtime.batchstore import BatchStore
+from switchyard.runtime.metrics import Metrics
+from switchyard.runtime.worker import Process
+from switchyard.schemas import batches as b
+from switchyard.workers.batch.service import BatchRunner
+from tests.stacks import Stack, batch_config, start_stack
+from tests.upstream import FakeOpenAI
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LINES = 24
+MODEL = "lease-bulk"
+SERVICES = ["secrets", "control", "accounting", "head", "modelproxy", "tail"]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def leased(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    extra = batch_config(upstream.base_url)
+    extra["routes"][MODEL] = {"deployments": [{"provider": "fake", "model": "slow:300"}]}
+    stack = await start_stack(tmp_path_factory.mktemp("leased"), extra, SERVICES)
+    try:
+        yield stack
+    finally:
+        await stack.supervisor.stop()
+
+
+class Runners:
+    """Runners started here (each on its own connection), all stopped at the end."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+        self._started: list[tuple[BatchRunner, Any]] = []
+
+    async def new(self, name: str, **kwargs: Any) -> BatchRunner:
+        nc = await self._stack.connect("batch")
+        runner = BatchRunner(nc, self._stack.settings, Process(name, Metrics("batch")), **kwargs)
+        self._started.append((runner, nc))
+        return runner
+
+    async def stop(self, runner: BatchRunner, grace: float = 10.0) -> None:
+        for i, (started, nc) in enumerate(self._started):
+            if started is runner:
+                del self._started[i]
+                await runner.stop(grace)
+                await nc.close()
+                return
+
+    async def close(self) -> None:
+        for runner, _ in list(self._started):
+            await self.stop(runner, grace=1.0)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def runners(leased: Stack) -> AsyncIterator[Runners]:
+    made = Runners(leased)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+def _input(tag: str) -> bytes:
+    rows = [
+        {
+            "custom_id": f"{tag}-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": MODEL, "messages": [{"role": "user", "content": f"{tag} {i}"}]},
+        }
+        for i in range(LINES)
+    ]
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+async def _create(stack: Stack, tag: str) -> tuple[openai.AsyncOpenAI, str]:
+    key, _ = await stack.new_key(f"lease-{tag}")
+    client = openai.AsyncOpenAI(base_url=stack.tail_url + "/v1", api_key=key, max_retries=2)
+    file = await client.files.create(file=("in.jsonl", _input(tag)), purpose="batch")
+    batch = await client.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    return client, batch.id
+
+
+async def _wait_for(
+    client: openai.AsyncOpenAI, batch_id: str, done: set[str], timeout: float
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = await client.batches.retrieve(batch_id)
+        if batch.status in done:
+            return batch
+        assert time.monotonic() < deadline, f"batch still {batch.status}: {batch.request_counts}"
+        await asyncio.sleep(0.3)
+
+
+async def test_a_batch_another_runner_completed_is_not_logged_as_cancelled(
+    leased: Stack, runners: Runners, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A runner that lost the lease (a partition) may still have lines out when the holder
+    # completes the batch: here the record is completed under the runner's feet.
+    caplog.set_level(logging.INFO, logger="switchyard.batch")
+    runner = await runners.new("batch-behind")
+    await runner.start()
+    client, batch_id = await _create(leased, "elsewhere")
+    async with client:
+        await _wait_for(client, batch_id, {"in_progress"}, 30)
+        record = runner._records.get(batch_id)
+        assert record is not None
+        now = int(time.time())
+
+        def completed(r: b.BatchRecord) -> b.BatchRecord:
+            batch = msgspec.structs.replace(r.batch, status="completed", completed_at=now)
+            return msgspec.structs.replace(r, batch=batch)
+
+        nc = await leased.connect("batch")
+        try:
+            await BatchStore(nc).update(batch_id, record.owner, completed)
+        finally:
+            await nc.close()
+        async with asyncio.timeout(10):
+            while not [r for r in caplog.records if "withdrew" in r.getMessage()]:
+                await asyncio.sleep(0.1)
+    said = [r.getMessage() for r in caplog.records if "withdrew" in r.getMessage()]
+    assert said == [f"batch {batch_id} completed elsewhere: " + said[0].split(": ", 1)[1]]
