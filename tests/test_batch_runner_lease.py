@@ -1,14 +1,15 @@
 """Two batch runners at once (compose recreating the service while the old container still
-stops, a second ``switchyard serve batch``, a partition): what the one that did not end a batch
-says of it.
+stops, a second ``switchyard serve batch``, a partition) work no batch twice.
 
-Seen in an upgrade rehearsal with compose: the runner that did not end a completed batch logged
-it as cancelled (its check for a cancel also stops at an ended batch, and named every stop a
-cancel).
+Seen in an upgrade rehearsal with compose: both runners ran the same batch, so some lines' provider
+calls were made twice (billed twice), and the one that did not end the batch logged it as
+cancelled though it completed. Now only the holder of the runner lease (``runner.leader`` in
+``sy_batches``) runs batches; another waits until it is given up or lapses.
 
 A real stack without its own runner (nats-server, Valkey, OpenBao, control, a head, a
 model-proxy and the fake provider, lines taking 300 ms, 4 at a time); the runners run here, each
-on its own NATS connection as the ``batch`` identity.
+on its own NATS connection as the ``batch`` identity. Each line's provider calls are counted at
+the fake provider by the line's text.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import openai
 import pytest
 import pytest_asyncio
 
+from switchyard.bus import subjects
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.worker import Process
 from switchyard.schemas import batches as b
+from switchyard.schemas.scheduling import LEASE_ENCODER, FeederLease
 from switchyard.workers.batch.service import BatchRunner
 from tests.stacks import Stack, batch_config, start_stack
 from tests.upstream import FakeOpenAI
@@ -121,6 +124,92 @@ async def _wait_for(
             return batch
         assert time.monotonic() < deadline, f"batch still {batch.status}: {batch.request_counts}"
         await asyncio.sleep(0.3)
+
+
+async def _holding(runner: BatchRunner, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not runner.leader.held():
+            await asyncio.sleep(0.05)
+
+
+def _calls_per_line(upstream: FakeOpenAI, tag: str) -> dict[str, int]:
+    """How often the provider was called for each line of batch ``tag`` (its text)."""
+    wanted = {f"{tag} {i}" for i in range(LINES)}
+    counts = dict.fromkeys(sorted(wanted), 0)
+    for call in list(upstream.calls):
+        messages = call.body.get("messages") or []
+        text = messages[-1].get("content") if messages else None
+        if text in wanted:
+            counts[text] += 1
+    return counts
+
+
+async def test_two_runners_make_one_provider_call_per_line_and_the_batch_completes(
+    leased: Stack, runners: Runners, upstream: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="switchyard.batch")
+    first, second = await runners.new("batch-one"), await runners.new("batch-two")
+    await asyncio.gather(first.start(), second.start())
+    client, batch_id = await _create(leased, "twice")
+    async with client:
+        done = await _wait_for(client, batch_id, {"completed", "failed", "cancelled"}, 60)
+    assert done.status == "completed", done.errors
+    assert done.request_counts.completed == LINES
+    await asyncio.sleep(1.0)  # (a second runner's late calls would have reached it by now)
+    calls = _calls_per_line(upstream, "twice")
+    assert calls == dict.fromkeys(calls, 1), {k: n for k, n in calls.items() if n != 1}
+    said = [r.getMessage() for r in caplog.records if batch_id in r.getMessage()]
+    assert not [m for m in said if "cancelled" in m], said
+
+
+async def test_a_runner_waits_for_a_lease_another_holds_until_it_lapses(
+    leased: Stack, runners: Runners, upstream: FakeOpenAI
+) -> None:
+    # A runner that stopped renewing (killed, partitioned) left its lease: 3 s more.
+    nc = await leased.connect("batch")
+    try:
+        kv = await nc.jetstream(timeout=10).key_value(subjects.BATCHES_BUCKET)
+        ghost = FeederLease("a-killed-runner", time.time() + 3.0)
+        await kv.put(b.RUNNER_LEASE_KEY, LEASE_ENCODER.encode(ghost))
+    finally:
+        await nc.close()
+    runner = await runners.new("batch-waiting", lease_ttl=1.5)
+    await runner.start()
+    assert not runner.leader.holding
+    client, batch_id = await _create(leased, "lapsed")
+    async with client:
+        await asyncio.sleep(1.0)
+        assert sum(_calls_per_line(upstream, "lapsed").values()) == 0  # nothing sent yet
+        await _holding(runner, 6.0)  # its 3 s, a renewal round (0.5 s), and slack
+        assert time.time() >= ghost.until
+        done = await _wait_for(client, batch_id, {"completed", "failed", "cancelled"}, 60)
+    assert done.status == "completed", done.errors
+    assert set(_calls_per_line(upstream, "lapsed").values()) == {1}
+
+
+async def test_stopping_the_holder_hands_the_batch_over_within_a_bound(
+    leased: Stack, runners: Runners, upstream: FakeOpenAI
+) -> None:
+    old = await runners.new("batch-old", lease_ttl=1.5)
+    await old.start()
+    assert old.leader.holding
+    new = await runners.new("batch-new", lease_ttl=1.5)
+    await new.start()
+    assert not new.leader.holding
+    client, batch_id = await _create(leased, "handover")
+    async with client:
+        async with asyncio.timeout(30):  # the old runner is half-way through
+            while sum(_calls_per_line(upstream, "handover").values()) < LINES // 3:
+                await asyncio.sleep(0.05)
+        await runners.stop(old)  # its lines on the bus are answered first, then it lets go
+        released = time.monotonic()
+        await _holding(new, 3.0)  # one renewal round (0.5 s) after the release, and slack
+        assert time.monotonic() - released < 1.5
+        done = await _wait_for(client, batch_id, {"completed", "failed", "cancelled"}, 60)
+    assert done.status == "completed", done.errors
+    assert done.request_counts.completed == LINES
+    calls = _calls_per_line(upstream, "handover")
+    assert calls == dict.fromkeys(calls, 1), {k: n for k, n in calls.items() if n != 1}
 
 
 async def test_a_batch_another_runner_completed_is_not_logged_as_cancelled(

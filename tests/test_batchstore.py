@@ -182,6 +182,17 @@ async def test_a_move_cut_short_leaves_one_record_that_one_delete_removes(
     assert await _keys(kv) == set()
 
 
+async def test_the_sweep_leaves_the_runner_lease_s_marker_alone(stored: Stored) -> None:
+    """A clean stop deletes the runner lease; a sweep that purged that marker could purge a
+    lease another runner wrote just after its read (a purge removes every entry of the key)."""
+    store, kv, _ = stored
+    await kv.put(b.RUNNER_LEASE_KEY, b'{"owner":"batch-1","until":1}')
+    await kv.delete(b.RUNNER_LEASE_KEY)
+    await kv.put("f.file-gone", b.ENCODER.encode(_file("file-gone", "team-a")))
+    await kv.delete("f.file-gone")
+    assert (await store.contents()).markers == {"f.file-gone"}
+
+
 async def test_everyones_batches_are_followed_live_and_a_move_is_not_a_delete(
     stored: Stored, tmp_path: Path
 ) -> None:

@@ -348,6 +348,9 @@ class BatchStore:
             for k, v in found.items()
             if b.is_legacy(k) and k.startswith((b.FILE_PREFIX, b.BATCH_PREFIX))
         ]
+        # Only files' and batches' markers: the runner lease's (runner.leader, deleted by a
+        # clean stop) is purged by no sweep, which could take a lease written meanwhile.
+        markers = {k for k in markers if k.startswith((b.FILE_PREFIX, b.BATCH_PREFIX))}
         return Contents(_files(files), _records(batches), markers, legacy)
 
     async def create(self, record: b.BatchRecord) -> None:

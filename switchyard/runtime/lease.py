@@ -58,6 +58,12 @@ class Lease:
             # Cannot renew: what it wrote still stands, but stop while a margin is left.
             return moment < self._until - self.ttl / 3
 
+    def held(self, now: float | None = None) -> bool:
+        """Whether the last renewal still covers ``now`` with a third of the lease to spare:
+        what a holder checks before each piece of work, between renewals (one that failed
+        leaves it True only while that margin is left, as :meth:`renew` does)."""
+        return (time.time() if now is None else now) < self._until - self.ttl / 3
+
     def _won(self, moment: float) -> bool:
         self._until = moment + self.ttl
         return True

@@ -46,6 +46,9 @@ MESSAGE_BATCH_RESULTS = "message_batch_results"
 HIDDEN_PURPOSES: frozenset[str] = frozenset({MESSAGE_BATCH_INPUT, MESSAGE_BATCH_RESULTS})
 FILE_PREFIX = "f."
 BATCH_PREFIX = "b."
+# ``sy_batches`` / ``runner.leader``: the batch runner that may run batches now, and until when
+# (a FeederLease record: switchyard/runtime/lease.py). Neither a file's nor a batch's key.
+RUNNER_LEASE_KEY = "runner.leader"
 # OpenAI's bounds for a file's ``expires_after.seconds``: one hour to thirty days.
 EXPIRY_MIN_S = 3600
 EXPIRY_MAX_S = 30 * 86400

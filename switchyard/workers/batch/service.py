@@ -7,8 +7,8 @@ budget: :mod:`~switchyard.workers.batch.budget`), write ``request_counts`` as li
 finish, then the output and error files. Every step is idempotent, so a runner that stops (or
 is killed) at any point picks each batch up again where its recorded results end. A stop
 (SIGTERM) sends no line any more and gives the lines on the bus the stop grace to be answered
-and recorded (:meth:`BatchRunner.stop`). One runner per platform is enough; two would send a
-line twice (recorded and billed once).
+and recorded (:meth:`BatchRunner.stop`). Only the runner holding the runner lease runs batches
+(:mod:`~switchyard.workers.batch.leader`): two would send each line twice, billed twice.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from switchyard.workers.batch import expiry, formats
 from switchyard.workers.batch.budget import BatchBudget, KeyRecords
 from switchyard.workers.batch.inputs import BatchInput, InputGone, Invalid
 from switchyard.workers.batch.job import Job
+from switchyard.workers.batch.leader import LEASE_TTL_S, Leadership
 from switchyard.workers.batch.output import OutputFiles
 from switchyard.workers.batch.slots import FairSlots
 from switchyard.workers.batch.usage import Tally
@@ -53,7 +54,9 @@ CANCEL_SLACK_S = 30.0
 
 
 class BatchRunner:
-    def __init__(self, nc: NATS, settings: Settings, proc: Process) -> None:
+    def __init__(
+        self, nc: NATS, settings: Settings, proc: Process, *, lease_ttl: float = LEASE_TTL_S
+    ) -> None:
         self.settings = settings
         self.store = BatchStore(nc)
         # A line's answer stays one message's worth (its output row is held whole): larger
@@ -72,6 +75,7 @@ class BatchRunner:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._driving: dict[str, Job] = {}
         self._stopping = False
+        self.leader = Leadership(nc, proc.instance, self._lead, ttl=lease_ttl)
         self._jobs = TaskSupervisor("batch-jobs")
         self._sweeper = TaskSupervisor("batch-sweep")
         lines = proc.metrics.counter(
@@ -94,9 +98,30 @@ class BatchRunner:
 
     async def start(self) -> None:
         await self.llm.start()
-        await self._records.start()
+        await self._records.start()  # (no batch runs before the lease is held)
+        await self.leader.start()
         self._sweeper.spawn(self._sweep_forever())
-        self.ready = True
+        self.ready = True  # (holding the lease or not: a runner waiting for it is healthy)
+
+    def _lead(self, holding: bool) -> None:
+        """The lease was taken: run every active batch. Lost: send no line more."""
+        if holding:
+            for record in self._records.values():
+                self._changed(record.batch.id, record)
+        else:
+            self._stop_sending()
+
+    def _stop_sending(self) -> None:
+        for batch_id, task in self._running.items():
+            job = self._driving.get(batch_id)
+            if job is not None:
+                job.stop_sending()
+            else:
+                task.cancel()
+
+    def _paused(self) -> bool:
+        """Whether no batch may go on now: the runner stops, or does not hold the lease."""
+        return self._stopping or not self.leader.holding
 
     async def stop(self, grace: float) -> None:
         """Send no line any more, and give the lines on the bus up to ``grace`` seconds to be
@@ -108,12 +133,7 @@ class BatchRunner:
         self.ready = False
         self._stopping = True
         # The lines first: nothing waited for before them may let another one go out.
-        for batch_id, task in self._running.items():
-            job = self._driving.get(batch_id)
-            if job is not None:
-                job.stop_sending()
-            else:
-                task.cancel()
+        self._stop_sending()
         # Then the sweep, waited for a bounded time: a sweep whose cancel was swallowed (on
         # Python 3.11, nats-py's request returns a reply that arrived as the cancel came:
         # asyncio.wait_for) runs its pass to the end and then ends (see _sweep_forever).
@@ -129,6 +149,9 @@ class BatchRunner:
                 cut,
                 grace,
             )
+        # Given up once the lines are answered (renewed meanwhile): the next runner, waiting
+        # for it, sends only the lines that have no answer recorded.
+        await self.leader.stop()
         await self._records.stop()
         await self.llm.close()
         await self.budget.close()
@@ -185,7 +208,7 @@ class BatchRunner:
     def _changed(self, batch_id: str, record: b.BatchRecord | None) -> None:
         if record is None:
             return
-        if self._stopping:  # (the next runner takes it up)
+        if self._paused():  # (the lease's holder takes it up)
             return
         if record.batch.status in b.ACTIVE and batch_id not in self._running:
             self._running[batch_id] = self._jobs.spawn(
@@ -210,7 +233,7 @@ class BatchRunner:
                         return
                 except Exception:  # a store or bus failure: the batch resumes after a pause
                     log.exception("batch %s interrupted; resuming", batch_id)
-                if self._stopping:  # the next runner sends what is left
+                if self._paused():  # the next runner (the lease's holder) sends what is left
                     return
                 await asyncio.sleep(RETRY_PAUSE_S)
         finally:
@@ -218,6 +241,8 @@ class BatchRunner:
 
     async def _run_once(self, batch_id: str) -> bool:
         """One pass: True once the batch reached a final status."""
+        if self._paused():
+            return False
         found = await self.store.get(batch_id, self._owner(batch_id))
         if found is None:
             return True
@@ -253,9 +278,11 @@ class BatchRunner:
                 llm=self.llm,
                 settings=self.settings.batch,
                 slots=self.slots,
-                # Ended too: another runner (there should be one, nothing enforces it) may
-                # have taken the record past `cancelling` before this one's watch saw it.
-                cancelled=lambda: self._status(batch_id) in _STOPPED,
+                # Ended too: a runner that lost the lease may see the holder end it (the
+                # holder may also take the record past `cancelling` before this one sees it).
+                # The lease is checked line by line: lost, or not renewed while a third of it
+                # was left, no line more goes out (another runner may hold it soon).
+                cancelled=lambda: self._status(batch_id) in _STOPPED or not self.leader.held(),
                 on_line=lambda ok: self._lines[ok].inc(),
                 max_payload=self._nc.max_payload,
                 budget=self.budget.admit,
@@ -266,8 +293,10 @@ class BatchRunner:
             # The job counts every line with a recorded answer (those before it, and each it
             # recorded), so no second read of every answer is needed to know what is missing.
             missing = job.completed + job.failed < total
-            if missing and self._stopping:
-                return False  # stopped before every line ran: the next runner sends the rest
+            if self._paused() and (missing or not self._stopping):
+                # Stopped before every line ran, or the lease lost (its holder writes the
+                # files): the next runner does the rest.
+                return False
             running = self._status(batch_id) == "in_progress" and not self._expired(claimed)
             if missing and running and refused is None:
                 return False  # some lines failed to run: another pass sends them again
@@ -357,7 +386,7 @@ class BatchRunner:
         cost) and nothing more is sent; returns the error the key now gets (None otherwise).
         """
         self._driving[job.batch_id] = job
-        if self._stopping:  # (stop() saw no job of this batch)
+        if self._paused():  # (stop() or a lost lease saw no job of this batch)
             job.stop_sending()
         run = asyncio.ensure_future(job.run(done))
         stop_by: float | None = None
@@ -372,7 +401,7 @@ class BatchRunner:
                 status = self._status(job.batch_id)
                 if status in _STOPPED:
                     # Each round: a line sent just as the cancel came is withdrawn at the next.
-                    # (Ended too: another runner may have ended it before this one saw it.)
+                    # (Ended too: a runner that lost the lease may see the holder end it.)
                     withdrawn = job.withdraw()
                     if stop_by is None:
                         stop_by = time.monotonic() + self.settings.batch.line_timeout_s
