@@ -71,10 +71,27 @@ def _frozen(server: asyncio.subprocess.Process) -> Iterator[None]:
     """The server stopped (SIGSTOP): nothing answers, and the client still thinks it
     connected (no ping is missed this soon)."""
     os.kill(server.pid, signal.SIGSTOP)
+    _stopped(server.pid)
     try:
         yield
     finally:
         os.kill(server.pid, signal.SIGCONT)
+
+
+def _stopped(pid: int) -> None:
+    """Returns once every thread of ``pid`` is stopped: the signal is sent at once, but a
+    thread busy in the kernel (a JetStream write's fsync) stops only when it is done, and a
+    request sent meanwhile could still be answered (a new test's frozen look-up was)."""
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(state in "tT" for state in states):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"nats-server {pid} did not stop")
 
 
 async def _took(work: object) -> tuple[object, float]:
@@ -496,5 +513,34 @@ async def test_a_sign_out_the_watch_lost_ends_the_session_at_its_next_last_use(
             assert await store.get(sid) is not None  # its last use is written: refused
             await until(lambda: session.ended, timeout=2.0)
             assert await store.get(sid) is None
+        finally:
+            await share.stop()
+
+
+async def test_a_session_looked_up_while_the_bucket_did_not_answer_is_found_once_it_does(
+    served: tuple[NATS, asyncio.subprocess.Process],
+) -> None:
+    """A look-up the bucket did not answer (a stall, or not asked while quiet) was remembered
+    as "not there" for 5 s: a session signed in on another replica, used during a JetStream
+    stall, was refused for 5 s after the stall ended."""
+    nc, server = served
+    async with _replica(nc) as one:
+        store = SessionStore()
+        share = SessionShare(nc.jetstream(timeout=5), store)
+        await share.start()
+        try:
+            await share._follower.stop()  # only a look-up finds what the other replica writes
+            sid, _ = await one.create("ada", "10.0.0.1")
+            with _frozen(server):
+                assert await store.get(sid) is None  # no answer: refused now
+            share._quiet_until = 0.0  # (the quiet window is another matter)
+            assert await store.get(sid) is not None  # asked again once it answers
+            quiet_id, _ = await one.create("bob", "10.0.0.2")
+            share._not_answering()  # not asked while quiet: not remembered either
+            assert await store.get(quiet_id) is None
+            share._quiet_until = 0.0
+            assert await store.get(quiet_id) is not None
+            assert await store.get("random") is None
+            assert _digest("random") in store._unknown  # "not there": not asked for a while
         finally:
             await share.stop()

@@ -305,13 +305,16 @@ class SessionShare:
 
     async def fetch(self, digest: str) -> tuple[SessionRecord, int] | None:
         """A session signed in elsewhere that the watch has not brought yet, and its entry's
-        revision (None: none, or the bucket did not answer within :data:`REFRESH_TIMEOUT_S`:
-        the cookie is refused as unknown). Not looked up while the connection is down: any
-        cookie at all is looked up here, and a request is not held for a lookup. (It waited
-        the connection's JetStream timeout, 10 s, for every such cookie, a random one from
-        anyone included.)"""
+        revision; None when the bucket answered that it is not there. Raises
+        ServiceUnavailable when it was not asked or did not answer within
+        :data:`REFRESH_TIMEOUT_S` (the caller must not remember the cookie as unknown: a
+        session signed in on another replica and looked up during a stall was refused for a
+        while after it). Not looked up while the connection is down, nor while the bucket is
+        quiet: any cookie at all is looked up here, and a request is not held for a lookup.
+        (It waited the connection's JetStream timeout, 10 s, for every such cookie, a random
+        one from anyone included.)"""
         if self._kv is None or not self._connected() or self._quiet():
-            return None
+            raise ServiceUnavailable(UNAVAILABLE)
         try:
             async with asyncio.timeout(REFRESH_TIMEOUT_S):
                 entry = await self._kv.get(SESSION_PREFIX + digest)
@@ -321,7 +324,7 @@ class SessionShare:
             if isinstance(exc, TimeoutError):
                 self._not_answering()
             log.warning("a web app session was not looked up (%s)", type(exc).__name__)
-            return None
+            raise ServiceUnavailable(UNAVAILABLE) from exc
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             return None
         try:

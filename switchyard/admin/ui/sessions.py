@@ -20,7 +20,8 @@ write it copy a real session's mark into a record of a cookie of their own makin
 A page view costs no KV round trip: the session is read from memory (the watch keeps it
 current), and its last use is written back at most once a :data:`TOUCH_S` (the idle limit is
 judged from the latest use any replica wrote). A cookie this replica has not heard of yet (a
-sign-in on another replica a moment ago) is looked up in the bucket once.
+sign-in on another replica a moment ago) is looked up in the bucket once (again only if the
+bucket did not answer).
 
 A last use is written only over the entry it was read from (a compare-and-set on the entry's
 revision): a plain write let a replica that had not heard of a sign-out yet write the session
@@ -84,7 +85,9 @@ MAX_READ_ONLY_SESSIONS = 1_000
 MAX_GONE = 50_000  # ended sessions remembered (each until it would have expired anyway)
 # A cookie the bucket did not know (or a session it refused) is not looked up again for this
 # long: any cookie from anyone was a KV read at each request. The watch, if it brings the
-# session meanwhile (a sign-in on another replica), takes precedence.
+# session meanwhile (a sign-in on another replica), takes precedence. Only the bucket's
+# answer "not there" counts: a look-up it did not answer (a stall) refused a session signed
+# in on another replica for this long after the stall ended.
 UNKNOWN_S = 5.0
 MAX_UNKNOWN = 10_000
 
@@ -363,11 +366,14 @@ class SessionStore:
         digest = _digest(session_id)
         session = self._sessions.get(digest)
         if session is None and self._bucket is not None and not self._known_unknown(digest):
-            found = await self._bucket.fetch(digest)  # signed in elsewhere a moment ago?
+            try:
+                found = await self._bucket.fetch(digest)  # signed in elsewhere a moment ago?
+            except ApiError:  # not asked, or no answer: refused now, looked up next time
+                return None
             if found is not None:
                 self.apply(digest, *found)
                 session = self._sessions.get(digest)
-            if session is None:
+            if session is None:  # the bucket said: not there (or refused it)
                 self._unknown_for_now(digest)
         if session is not None and self._bucket is not None and self._bucket.stale():
             session = await self._checked(digest, session)
