@@ -544,3 +544,43 @@ async def test_a_session_looked_up_while_the_bucket_did_not_answer_is_found_once
             assert _digest("random") in store._unknown  # "not there": not asked for a while
         finally:
             await share.stop()
+
+
+async def test_the_bucket_is_asked_again_as_soon_as_it_answers_after_a_stall(
+    served: tuple[NATS, asyncio.subprocess.Process],
+) -> None:
+    """Any look-up that timed out (a random cookie's too) kept the bucket "quiet" for 10 s:
+    unknown cookies were not looked up, so a session signed in on another replica right
+    after a stall was refused here until the window ended, though the bucket answered."""
+    nc, server = served
+    async with _replica(nc) as one:
+        store = SessionStore()
+        share = SessionShare(nc.jetstream(timeout=5), store)
+        await share.start()
+        try:
+            with _frozen(server):
+                assert await store.get("random") is None  # no answer within 2 s: quiet
+            assert share._quiet()
+            sid, _ = await one.create("ada", "10.0.0.1")
+            await store.get(sid)  # refused while quiet, unless the watch brought it already
+            await until(lambda: _digest(sid) in store._sessions, timeout=3.0)
+            assert await store.get(sid) is not None  # the watch's delivery takes effect
+            assert not share._quiet()  # and shows the bucket answers
+            await share._follower.stop()  # from now on only a look-up finds another's sign-in
+            later_id, _ = await one.create("bob", "10.0.0.2")
+            assert await store.get(later_id) is not None
+
+            with _frozen(server):
+                assert await store.get("another random") is None
+            assert share._quiet()
+            await store.create("cy", "10.0.0.3")  # a write here succeeds: not quiet
+            third_id, _ = await one.create("dee", "10.0.0.4")
+            assert await store.get(third_id) is not None
+
+            share._not_answering()
+            assert await store.get("a third random") is None  # not asked while quiet
+            share._follower.confirmed_at = time.monotonic()  # the follower confirms: answers
+            fourth_id, _ = await one.create("eve", "10.0.0.5")
+            assert await store.get(fourth_id) is not None
+        finally:
+            await share.stop()

@@ -20,9 +20,10 @@ checks it every 10 s and opens it again when it stalls) may have missed a sign-o
 is confirmed again, each request looks its session, and its role's cut, up in the bucket
 (:meth:`SessionShare.refresh`), unless the bucket did not answer such a look-up within
 :data:`REFRESH_TIMEOUT_S` a moment ago (then, for a follower's check interval, requests are
-served from memory, as while disconnected: each waited 2 s). A replica that cannot follow
-the bucket at all (at start) keeps its sessions to itself, and says so wherever it would
-claim to reach every replica
+served from memory, as while disconnected: each waited 2 s; the window closes as soon as the
+bucket answers again: its watch delivers, the follower confirms it, or a write succeeds). A
+replica that cannot follow the bucket at all (at start) keeps its sessions to itself, and
+says so wherever it would claim to reach every replica
 (:attr:`SessionStore.shared`: the Sessions page, the sign-out's message and audit entry),
 and tries again in the background until it can (then shares from there on).
 
@@ -111,8 +112,10 @@ class SessionShare:
         self._check_s = check_s
         # Until when (time.monotonic) the bucket is not asked at a request: it did not answer
         # within REFRESH_TIMEOUT_S (JetStream down, the connection up), and each request
-        # waited that long again.
+        # waited that long again. Over as soon as the bucket answers again (:meth:`_answered`,
+        # or the follower confirms its watch after ``_quiet_since``).
         self._quiet_until = 0.0
+        self._quiet_since = 0.0
         self._follower = KvFollower(
             js, subjects.ADMIN_SESSIONS_BUCKET, self._on_entry, check_s=check_s
         )
@@ -127,12 +130,24 @@ class SessionShare:
         return time.monotonic() - self._follower.confirmed_at >= self._stale_s
 
     def _quiet(self) -> bool:
-        """Whether the bucket did not answer a moment ago (within ``check_s``): requests are
-        served from memory meanwhile, as while disconnected."""
-        return time.monotonic() < self._quiet_until
+        """Whether the bucket did not answer a moment ago (within ``check_s``) and has not
+        answered since: requests are served from memory meanwhile, as while disconnected.
+        Any timeout opens the window (a random cookie's look-up too: each request must not
+        wait REFRESH_TIMEOUT_S in an outage); it closes at once when the bucket shows it
+        answers again (the watch delivers an entry, the follower confirms its watch, or a
+        write or read here succeeds), not only after ``check_s``: a session signed in on
+        another replica was refused here for up to 10 s after a stall ended."""
+        if time.monotonic() >= self._quiet_until:
+            return False
+        return self._follower.confirmed_at < self._quiet_since
 
     def _not_answering(self) -> None:
-        self._quiet_until = time.monotonic() + self._check_s
+        self._quiet_since = time.monotonic()
+        self._quiet_until = self._quiet_since + self._check_s
+
+    def _answered(self) -> None:
+        """The bucket answered (or its watch delivered): it is not quiet."""
+        self._quiet_until = 0.0
 
     def _connected(self) -> bool:
         return bool(getattr(getattr(self._js, "_nc", None), "is_connected", True))
@@ -144,11 +159,13 @@ class SessionShare:
         kv = self._bucket()
         try:
             async with asyncio.timeout(REFRESH_TIMEOUT_S):
-                return await self._read(kv, digest, read_only)
+                found = await self._read(kv, digest, read_only)
         except (NatsError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
                 self._not_answering()
             raise ServiceUnavailable(UNAVAILABLE) from exc
+        self._answered()
+        return found
 
     async def _read(
         self, kv: KeyValue, digest: str, read_only: bool
@@ -249,6 +266,7 @@ class SessionShare:
         await self._follower.stop()
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        self._answered()  # the watch delivers: the bucket answers again
         if key.startswith(SESSION_PREFIX):
             digest = key.removeprefix(SESSION_PREFIX)
             record = None if value is None else _RECORD.decode(value)
@@ -266,21 +284,26 @@ class SessionShare:
     async def put(self, digest: str, record: SessionRecord) -> int:
         """Writes a new session; returns its entry's revision."""
         try:
-            return await self._bucket().put(SESSION_PREFIX + digest, _ENCODE.encode(record))
+            revision = await self._bucket().put(SESSION_PREFIX + digest, _ENCODE.encode(record))
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
+        self._answered()
+        return revision
 
     async def touch(self, digest: str, record: SessionRecord, last: int) -> int | None:
         """Writes a session's last use over its entry at revision ``last`` only; None when
         the entry changed since (written by another replica, or deleted: a sign-out)."""
         try:
-            return await self._bucket().update(
+            revision = await self._bucket().update(
                 SESSION_PREFIX + digest, _ENCODE.encode(record), last=last
             )
         except KeyWrongLastSequenceError:
+            self._answered()
             return None
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
+        self._answered()
+        return int(revision)
 
     async def delete(self, digest: str, last: int | None = None) -> bool:
         """Deletes a session (``last``: only if its entry is still at that revision; False
@@ -290,18 +313,22 @@ class SessionShare:
         except APIError as exc:  # nats-py raises a plain API error here (``update``: its own)
             if exc.err_code not in _WRONG_LAST:
                 raise ServiceUnavailable(UNAVAILABLE) from exc
+            self._answered()
             return False
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
+        self._answered()
         return True
 
     async def cut(self, read_only: bool) -> int:
         """Writes a role's cut; returns its revision."""
         value = _ENCODE.encode(Cut(time.time()))
         try:
-            return await self._bucket().put(CUT_PREFIX + _ROLE_KEYS[read_only], value)
+            revision = await self._bucket().put(CUT_PREFIX + _ROLE_KEYS[read_only], value)
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
+        self._answered()
+        return revision
 
     async def fetch(self, digest: str) -> tuple[SessionRecord, int] | None:
         """A session signed in elsewhere that the watch has not brought yet, and its entry's
@@ -319,12 +346,14 @@ class SessionShare:
             async with asyncio.timeout(REFRESH_TIMEOUT_S):
                 entry = await self._kv.get(SESSION_PREFIX + digest)
         except KeyNotFoundError:
+            self._answered()
             return None
         except (NatsError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
                 self._not_answering()
             log.warning("a web app session was not looked up (%s)", type(exc).__name__)
             raise ServiceUnavailable(UNAVAILABLE) from exc
+        self._answered()
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             return None
         try:
