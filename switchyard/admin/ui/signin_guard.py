@@ -8,6 +8,15 @@ address gets :data:`LIMIT` wrong tokens per :data:`WINDOW_S`; past that a wrong 
 (429) without an entry, and one entry says the address was blocked. An IPv6 client is counted
 by its /64 (one host holds all of it); an IPv4 client reached over a dual-stack socket
 (``::ffff:a.b.c.d``) by its IPv4 address, not the /64 that every such client shares.
+Address blocks are counted too: an IPv6 /48 and an IPv4 /24 get :data:`AREA_FACTOR` times
+the limit all together (a /48 holds 65,536 /64s: LIMIT each was no bound). No count is
+forgotten before its window ends (:mod:`switchyard.admin.ui.failure_counts`): the tables
+dropped the least recently failing address past :data:`MAX_ADDRESSES`, so wrong tokens from
+enough other addresses wiped an attacker's own count. A table full of live counts takes no
+new address until one ages out; a wrong token it cannot count is refused (429) as if its
+address were blocked (the right token still signs in): memory stays bounded and the limits
+stay hard. Filling the table takes wrong tokens from MAX_ADDRESSES addresses within a window,
+from at least MAX_ADDRESSES / (AREA_FACTOR x LIMIT) blocks.
 
 Clients with many addresses are bounded all together: at most :data:`RECORDED` wrong tokens
 get an entry of their own per :data:`RECORD_WINDOW_S`, from every address together. Every
@@ -34,12 +43,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 
+from switchyard.admin.ui.failure_counts import FailureCounts
 from switchyard.runtime.definitions import ADMIN_SIGNIN_WINDOW_S
 
 log = logging.getLogger("switchyard.admin")
@@ -48,7 +57,8 @@ LIMIT = 10
 WINDOW_S = ADMIN_SIGNIN_WINDOW_S  # 300 s: also the shared counts' TTL in their bucket
 RECORDED = 20  # wrong tokens with an entry of their own per RECORD_WINDOW_S, all addresses
 RECORD_WINDOW_S = 3600.0
-MAX_ADDRESSES = 10_000  # the least recently failing are forgotten first
+AREA_FACTOR = 3  # an address block (IPv6 /48, IPv4 /24) gets this many times LIMIT a window
+MAX_ADDRESSES = 10_000  # addresses (and blocks) counted at once; none forgotten early
 UNRECORDED_ACTOR = "(unrecorded sign-ins)"  # the summary entry's actor
 
 
@@ -96,6 +106,16 @@ def counted_as(source: str) -> str:
     return source
 
 
+def area_of(key: str) -> str | None:
+    """The address block a counted address (:func:`counted_as`) is in: an IPv6 /64's /48,
+    an IPv4 address's /24 (None: not an address)."""
+    try:
+        network = ipaddress.ip_network(key, strict=False)
+    except ValueError:
+        return None
+    return str(network.supernet(new_prefix=48 if network.version == 6 else 24))
+
+
 class SigninGuard:
     def __init__(
         self,
@@ -103,10 +123,14 @@ class SigninGuard:
         window_s: float = WINDOW_S,
         recorded: int = RECORDED,
         record_window_s: float = RECORD_WINDOW_S,
+        area_limit: int | None = None,
     ) -> None:
         self._limit = limit
+        self._area_limit = AREA_FACTOR * limit if area_limit is None else area_limit
         self._window = window_s
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        # +1: a count past its limit is seen as such (the one that blocks is told once)
+        self._failures = FailureCounts(window_s, limit + 1, MAX_ADDRESSES)
+        self._areas = FailureCounts(window_s, self._area_limit + 1, MAX_ADDRESSES)
         self._recorded_cap = recorded
         self._record_window = record_window_s
         self._start: float | None = None  # the recording window's start (None: no window)
@@ -122,54 +146,58 @@ class SigninGuard:
         """Wrong-token times of ``source`` (a counted address) that another replica wrote."""
         moment = time.time() if now is None else now
         key = counted_as(source)
-        known = set(self._recent(key, moment))
-        fresh = sorted(known | {t for t in times if moment - t < self._window})
-        if not fresh:
-            return
-        self._failures[key] = fresh
-        self._failures.move_to_end(key)
-        while len(self._failures) > MAX_ADDRESSES:
-            self._failures.popitem(last=False)
+        self._failures.merge(key, times, moment)
+        area = area_of(key)
+        if area is not None:  # the times it knows already are not counted twice
+            self._areas.merge(area, times, moment)
 
     def _recent(self, source: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(source, ()) if now - t < self._window]
-        if times:
-            self._failures[source] = times
-        else:
-            self._failures.pop(source, None)
-        return times
+        return self._failures.recent(source, now)
+
+    def _wait(self, table: FailureCounts, key: str, limit: int, now: float) -> float:
+        times = table.recent(key, now)
+        if len(times) >= limit:
+            return max(1.0, self._window - (now - times[-limit]))
+        room = table.room_in(key, now)  # a full table: not counted, so refused meanwhile
+        return max(1.0, room) if room > 0 else 0.0
 
     def wait_s(self, source: str, now: float | None = None) -> float:
-        """Seconds ``source`` must wait before it may try a token again (0: it may now)."""
-        moment = time.time() if now is None else now
-        times = self._recent(counted_as(source), moment)
-        if len(times) < self._limit:
-            return 0.0
-        return max(1.0, self._window - (moment - times[-self._limit]))
-
-    def failed(self, source: str, now: float | None = None) -> bool:
-        """Count a wrong token; True when it is the one that blocks the address, which
-        logs one warning (never the token): one line per address per window."""
+        """Seconds ``source`` must wait before it may try a token again (0: it may now):
+        past its address's limit or its block's, or while neither can be counted."""
         moment = time.time() if now is None else now
         key = counted_as(source)
-        times = self._recent(key, moment)
-        times.append(moment)
-        self._failures[key] = times
-        self._failures.move_to_end(key)
-        while len(self._failures) > MAX_ADDRESSES:
-            self._failures.popitem(last=False)
-        if self.shared is not None:
+        wait = self._wait(self._failures, key, self._limit, moment)
+        area = area_of(key)
+        if area is not None:
+            wait = max(wait, self._wait(self._areas, area, self._area_limit, moment))
+        return wait
+
+    def failed(self, source: str, now: float | None = None) -> bool:
+        """Count a wrong token; True when it is the one that blocks the address (or its
+        block), which logs one warning (never the token): one line per address per window."""
+        moment = time.time() if now is None else now
+        key = counted_as(source)
+        times = self._failures.failed(key, moment)
+        if times and self.shared is not None:
             self.shared(key, list(times))
-        if len(times) != self._limit:
-            return False
+        blocked = times is not None and len(times) == self._limit
+        if blocked:
+            self._warn(self._limit, key)
+        area = area_of(key)
+        area_times = None if area is None else self._areas.failed(area, moment)
+        if area is not None and area_times is not None and len(area_times) == self._area_limit:
+            self._warn(self._area_limit, area)
+            blocked = True
+        return blocked
+
+    def _warn(self, limit: int, key: str) -> None:
         log.warning(
             "%d wrong admin tokens from %s within %.0f s (sign-in and /admin/v1): its wrong "
             "tokens get 429 for a while",
-            self._limit,
+            limit,
             key,
             self._window,
         )
-        return True
 
     def _open(self, moment: float) -> None:
         if self._start is None or moment - self._start >= self._record_window:
