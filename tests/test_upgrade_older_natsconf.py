@@ -342,7 +342,7 @@ async def test_a_gateway_under_the_older_config_starts_without_waiting_for_the_n
         store, guard = SessionStore(), SigninGuard()
         share = SessionShare(js, store, guard, retry_s=0.5)
         spend = SpendReader(older.settings)
-        watch = BudgetWatch(nc.jetstream(timeout=5), spend, Metrics("gateway"), 30)
+        watch = BudgetWatch(nc, spend, Metrics("gateway"), 30)
         try:
             began = time.monotonic()
             with caplog.at_level(logging.WARNING, logger="switchyard"):
