@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from switchyard.admin.budget_watch import BudgetWatch
 from switchyard.admin.spend import SpendReader
-from switchyard.admin.spent_writer import SpentWriter, kept_s
+from switchyard.admin.spent_writer import SpentWriter, kept_s, rewrite_period
 from switchyard.bus import subjects
 from switchyard.limits import keys as rk
 from switchyard.limits import periods, spent_marks
@@ -63,7 +63,7 @@ async def test_scan_counts_usable_budgeted_keys_and_exports_no_key_label(
         # is now under its budget (Valkey lost it, an operator lowered it), and nobody kept
         # since (written longer ago than a writer keeping it lets it get): deleted at the
         # scan, whoever wrote it, once read through the admin identity's import.
-        long_ago = time.time() - kept_s(30) - 60
+        long_ago = time.time() - kept_s(rewrite_period(30)) - 60
         left = SpentWriter(admin, clock=lambda: long_ago)
         left_period, left_until = _period(keys[2].budget_period, now)
         old = spent_marks.SpentMark(
@@ -92,7 +92,8 @@ async def test_scan_counts_usable_budgeted_keys_and_exports_no_key_label(
         marked = await _mark(stack, keys[1].id)
         assert marked is not None
         assert abs(marked.written_at - time.time()) < 60  # stamped when written
-        assert msgspec.structs.replace(marked, written_at=0.0) == spent_marks.SpentMark(
+        assert marked.keep_s == spent_marks.REWRITE_S  # rewritten every 10 min at 30 s scans
+        assert msgspec.structs.replace(marked, written_at=0.0, keep_s=0.0) == spent_marks.SpentMark(
             keys[1].id, "daily", period_id, spent=int(10.0 * rk.NANO), until=until
         )
 

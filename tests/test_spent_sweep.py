@@ -13,12 +13,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from nats.aio.msg import Msg
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
-from switchyard.admin.spent_writer import READ_PAUSE_S, READ_TIMEOUT_S, SpentWriter, kept_s
+from switchyard.admin.spent_writer import (
+    LONGEST_KEEP_S,
+    READ_PAUSE_S,
+    READ_TIMEOUT_S,
+    SpentWriter,
+    kept_s,
+    rewrite_period,
+)
 from switchyard.bus import subjects
 from switchyard.limits import spent_marks
 from switchyard.limits.spent_marks import SpentMark
@@ -27,6 +35,7 @@ from tests.support import SPENT_BUCKET, jetstream_server, relay_spent_reads
 pytestmark = pytest.mark.integration
 
 INTERVAL_S = 30.0
+KEPT_S = kept_s(rewrite_period(INTERVAL_S))  # 12 minutes
 
 
 def _mark(n: int) -> SpentMark:
@@ -60,7 +69,7 @@ async def test_a_fresh_mark_of_another_writer_survives_a_start_and_a_stale_one_g
         # long ago is stale.
         writer2 = SpentWriter(nc, interval=INTERVAL_S)
         await writer2.sync([fresh])
-        long_ago = time.time() - kept_s(INTERVAL_S) - 60
+        long_ago = time.time() - KEPT_S - 60
         await SpentWriter(nc, clock=lambda: long_ago).sync([stale])
 
         # Writer 1 starts and sees all three keys not spent (its scan a moment before
@@ -78,8 +87,8 @@ async def test_a_fresh_mark_of_another_writer_survives_a_start_and_a_stale_one_g
         assert await _stored(kv, fresh.key_id) is not None
         assert await _messages(kv, none.key_id) == 0
         # ...and goes once writer 2 stopped keeping it (not rewritten for kept_s).
-        wall[0] += kept_s(INTERVAL_S) + 1
-        await writer1.sync([], unspent, now=kept_s(INTERVAL_S) + 1)
+        wall[0] += KEPT_S + 1
+        await writer1.sync([], unspent, now=KEPT_S + 1)
         assert await _stored(kv, fresh.key_id) is None
 
 
@@ -87,7 +96,7 @@ async def test_a_mark_rewritten_between_the_read_and_the_delete_survives(tmp_pat
     async with jetstream_server(tmp_path / "js") as (nc, _):
         kv = await nc.jetstream(timeout=2).create_key_value(SPENT_BUCKET)
         mark = _mark(4)
-        long_ago = time.time() - kept_s(INTERVAL_S) - 60
+        long_ago = time.time() - KEPT_S - 60
         await SpentWriter(nc, clock=lambda: long_ago).sync([mark])
         writer2 = SpentWriter(nc, interval=INTERVAL_S)
 
@@ -113,7 +122,7 @@ async def test_reads_without_an_answer_cost_a_scan_one_timeout_then_pause(tmp_pa
             heard.append(msg.subject)
 
         await nc.subscribe(f"{subjects.KEY_SPENT_DIRECT_GET_PREFIX}.>", cb=silent)
-        long_ago = time.time() - kept_s(INTERVAL_S) - 60
+        long_ago = time.time() - KEPT_S - 60
         marks = [_mark(n) for n in range(5, 9)]
         await SpentWriter(nc, clock=lambda: long_ago).sync(marks)
         writer = SpentWriter(nc, interval=INTERVAL_S)
@@ -126,3 +135,58 @@ async def test_reads_without_an_answer_cost_a_scan_one_timeout_then_pause(tmp_pa
         assert len(heard) == 1  # paused
         for mark in marks:
             assert await _stored(kv, mark.key_id) is not None
+
+
+async def test_at_a_500_s_interval_a_kept_mark_is_rewritten_before_another_writer_sweeps_it(
+    tmp_path: Path,
+) -> None:
+    """At admin.budget_watch_s = 500 on both replicas, writer 2 used to rewrite its mark at
+    its first scan 600 s after the last write (at 1,000 s), while writer 1 deleted a mark
+    older than 500 + 120 s: at 750 s the kept mark went. Now writer 2 rewrites at 500 s (its
+    last scan before 600 s pass) and says so on the mark (keep_s)."""
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        kv = await nc.jetstream(timeout=2).create_key_value(SPENT_BUCKET)
+        await relay_spent_reads(nc)
+        mark = _mark(10)
+        wall = [time.time()]
+        writer2 = SpentWriter(nc, clock=lambda: wall[0], interval=500.0)
+        assert await writer2.sync([mark], now=0.0)
+        wall[0] += 500
+        assert await writer2.sync([mark], now=500.0)
+        stored = await _stored(kv, mark.key_id)
+        assert stored is not None
+        assert stored.written_at == wall[0]  # rewritten at 500 s, not 1,000 s
+        assert stored.keep_s == 500.0
+
+        wall[0] += 250  # 750 s after the first write
+        writer1 = SpentWriter(nc, clock=lambda: wall[0], interval=500.0)
+        assert await writer1.sync([], [mark.key_id], now=0.0)
+        assert await _stored(kv, mark.key_id) is not None
+
+
+async def test_the_sweep_waits_out_the_writers_period_not_its_own(tmp_path: Path) -> None:
+    """Mixed intervals: writer 2 scans every 1,200 s (a mark of its is up to 1,200 s old while
+    kept), writer 1 every 30 s; a mark from before keep_s is taken as kept that long too."""
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        kv = await nc.jetstream(timeout=2).create_key_value(SPENT_BUCKET)
+        await relay_spent_reads(nc)
+        slow, older = _mark(11), _mark(12)
+        wall = [time.time()]
+        assert await SpentWriter(nc, clock=lambda: wall[0], interval=1200.0).sync([slow])
+        legacy = msgspec.json.encode(
+            {f: v for f, v in msgspec.structs.asdict(older).items() if f != "keep_s"}
+            | {"written_at": wall[0]}
+        )
+        await kv.put(spent_marks.entry_name(older.key_id), legacy)
+
+        wall[0] += 1000  # both kept by a writer scanning every 1,200 s
+        writer1 = SpentWriter(nc, clock=lambda: wall[0], interval=INTERVAL_S)
+        unspent = [slow.key_id, older.key_id]
+        assert await writer1.sync([], unspent, now=0.0)
+        assert await _stored(kv, slow.key_id) is not None
+        assert await _stored(kv, older.key_id) is not None
+
+        wall[0] += LONGEST_KEEP_S + 121 - 1000  # neither rewritten since: nobody keeps them
+        assert await writer1.sync([], unspent, now=LONGEST_KEEP_S + 121 - 1000)
+        assert await _stored(kv, slow.key_id) is None
+        assert await _stored(kv, older.key_id) is None

@@ -2,23 +2,25 @@
 
 The budget watch hands over, after each scan, the marks of every usable budgeted key whose
 spend reached its budget, and the ids of the other usable budgeted keys. A mark is written
-when new (a key just spent its budget, or spent a budget raised since), again every
-``spent_marks.REWRITE_S`` while true, stamped with the time (heads ignore a mark nobody
-rewrote for ``spent_marks.STALE_S``), and deleted when its key no longer has one: the budget
-was raised or removed, the period reset, the spend went down, or the key was revoked or
-deleted.
+when new (a key just spent its budget, or spent a budget raised since), again at the last
+scan before ``spent_marks.REWRITE_S`` has passed while true (:func:`rewrite_period`; every
+scan when the interval is longer), stamped with the time and that period (``keep_s``) (heads
+ignore a mark nobody rewrote for ``spent_marks.STALE_S``), and deleted when its key no
+longer has one: the budget was raised or removed, the period reset, the spend went down, or
+the key was revoked or deleted.
 
 A mark this process did not write (another gateway's, or one left by this gateway before a
 restart) may be deleted when its key is seen not spent (the *sweep*, at most
 ``SWEEP_PER_SCAN`` keys a scan), but only when nobody keeps it: the mark is read first, and
-deleted only if its ``written_at`` is older than a writer that keeps it lets a mark get
-(``kept_s``: the rewrite period or the scan interval, whichever is longer, and 2 minutes for
-clocks and slow scans), by a compare-and-delete on the revision read (a rewrite in between
-survives). A fresh mark is looked at again once it could be stale; a key with no mark costs
-nothing (no delete marker); a key found without a mark, or whose mark was deleted, is not
-looked at again in the life of the process. So another replica's mark is never deleted while
-that replica keeps it (it sees the key spent when this one does not: a scan a moment apart,
-a key record not yet followed), and a mark nobody keeps goes before the heads' 30 minutes.
+deleted only if its ``written_at`` is older than its writer lets it get while keeping it
+(``kept_s``: the ``keep_s`` the writer stamped on it, its rewrite period, or for a mark
+without one the longest any writer's can be, and 2 minutes for clocks and slow scans), by a
+compare-and-delete on the revision read (a rewrite in between survives). A fresh mark is
+looked at again once it could be stale; a key with no mark costs nothing (no delete marker);
+a key found without a mark, or whose mark was deleted, is not looked at again in the life of
+the process. So another replica's mark is never deleted while that replica keeps it (it sees
+the key spent when this one does not: a scan a moment apart, a key record not yet followed),
+and a mark nobody keeps goes before the heads' 30 minutes.
 
 The bucket is CORE's; the admin identity publishes into it through an import (``natsconf``),
 so writes are JetStream publishes on the bucket's subjects, and a delete is one with a
@@ -31,6 +33,7 @@ an older NATS config that read gets no answer, and the sweep waits ``READ_PAUSE_
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -60,10 +63,22 @@ def _subject(key_id: str) -> str:
     return f"$KV.{subjects.KEY_SPENT_BUCKET}.{spent_marks.entry_name(key_id)}"
 
 
-def kept_s(interval: float) -> float:
-    """How old a mark a writer keeps can get: it is rewritten every ``REWRITE_S``, checked
-    at each scan (every ``interval``)."""
-    return max(spent_marks.REWRITE_S, interval) + KEPT_SLACK_S
+# The longest a writer lets a mark get while keeping it: admin.budget_watch_s's largest value
+# (a writer scanning that seldom rewrites at every scan; one before ``keep_s`` rewrote at its
+# first scan at least REWRITE_S after the last write: never later than this either).
+LONGEST_KEEP_S = 1200.0
+
+
+def rewrite_period(interval: float) -> float:
+    """How often a writer scanning every ``interval`` writes a mark still true again: at its
+    last scan before ``REWRITE_S`` has passed (at every scan when the interval is longer)."""
+    return interval * max(1, math.floor(spent_marks.REWRITE_S / interval))
+
+
+def kept_s(keep_s: float) -> float:
+    """How old a mark whose writer stamped ``keep_s`` (0: none, an older writer) can get
+    while that writer keeps it."""
+    return (keep_s or LONGEST_KEEP_S) + KEPT_SLACK_S
 
 
 class SpentWriter:
@@ -80,7 +95,8 @@ class SpentWriter:
         self._nc = nc
         self._js = nc.jetstream(timeout=timeout)
         self._clock = clock  # the marks' written_at (unix time)
-        self._kept_s = kept_s(interval)
+        self._interval = interval
+        self._keep_s = rewrite_period(interval)  # stamped on each mark (see kept_s)
         self._written: dict[str, tuple[SpentMark, float]] = {}  # key id -> mark, when
         self._clean: set[str] = set()  # unspent keys found without a mark, or swept
         self._later: dict[str, float] = {}  # unspent key id -> when its kept mark may be stale
@@ -111,14 +127,17 @@ class SpentWriter:
         self._timed_out = self._failed = False
         for key_id, mark in current.items():
             before = self._written.get(key_id)
-            fresh = before is not None and moment - before[1] < spent_marks.REWRITE_S
+            # Written again at the last scan before REWRITE_S passes, not the first after.
+            fresh = (
+                before is not None and moment - before[1] + self._interval <= spent_marks.REWRITE_S
+            )
             if before is not None and before[0] == mark and fresh:
                 continue
             if self._timed_out:
                 return False
             # (Spend that grew is written too: a budget raised to under it must still refuse.
             # A refused key's spend stops growing, so this is rare.)
-            stamped = msgspec.structs.replace(mark, written_at=self._clock())
+            stamped = msgspec.structs.replace(mark, written_at=self._clock(), keep_s=self._keep_s)
             if await self._publish(key_id, spent_marks.encode(stamped)):
                 self._written[key_id] = (mark, moment)
                 if before is None:
@@ -159,8 +178,9 @@ class SpentWriter:
                 self._clean.add(key_id)
                 continue
             age = self._clock() - (mark.written_at if mark is not None else 0.0)
-            if age <= self._kept_s:  # somebody keeps it: look again once it could be stale
-                self._later[key_id] = moment + self._kept_s - age
+            kept = kept_s(mark.keep_s if mark is not None else 0.0)
+            if age <= kept:  # somebody keeps it: look again once it could be stale
+                self._later[key_id] = moment + kept - age
                 continue
             deleted = await self._delete_unchanged(key_id, revision)
             if deleted is None:
@@ -169,7 +189,7 @@ class SpentWriter:
                 self._clean.add(key_id)
                 self._later.pop(key_id, None)
             else:  # written again since the read: kept after all
-                self._later[key_id] = moment + self._kept_s
+                self._later[key_id] = moment + kept_s(0.0)
 
     async def _read(self, key_id: str) -> tuple[SpentMark | None, int] | None:
         """The key's mark in the bucket and its revision ((None, 0): none; a mark that

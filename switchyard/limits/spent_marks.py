@@ -16,13 +16,14 @@ changing its period, or removing it) therefore lifts the refusal at once at ever
 the key record's change; the watch deletes the mark at its next scan.
 
 A mark also says when it was written (``written_at``, the gateway's clock), and the watch
-writes it again every ``REWRITE_S`` while it stays true; a head ignores a mark not written for
-``STALE_S``. So a mark nobody keeps any more refuses for at most that long: one a stopped
-gateway left behind, one whose key's spend went down without its budget changing (Valkey
-restarted without its data, an operator lowered the counter), and one the bucket's TTL removed
-(which tells no watcher: a head would otherwise hold it until it restarts). A gateway also
-deletes the marks of budgeted keys it finds not spent that others wrote, once nobody keeps
-them (:class:`~switchyard.admin.spent_writer.SpentWriter`).
+writes it again at least every ``REWRITE_S`` while it stays true (every scan when its scans
+are further apart), and says how old it lets it get (``keep_s``); a head ignores a mark not
+written for ``STALE_S``. So a mark nobody keeps any more refuses for at most that long: one
+a stopped gateway left behind, one whose key's spend went down without its budget changing
+(Valkey restarted without its data, an operator lowered the counter), and one the bucket's
+TTL removed (which tells no watcher: a head would otherwise hold it until it restarts). A
+gateway also deletes the marks of budgeted keys it finds not spent that others wrote, once
+nobody keeps them (:class:`~switchyard.admin.spent_writer.SpentWriter`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class SpentMark(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     spent: int  # nano-USD spent in the period when read (at least the budget then)
     until: float | None  # unix time the period ends (None: a ``total`` budget, never)
     written_at: float = 0.0  # unix time the gateway wrote it (0: unknown, taken as stale)
+    # How old its writer lets it get before writing it again while true (seconds; 0: not said,
+    # a writer before this field): what another gateway's sweep waits out before deleting it.
+    keep_s: float = 0.0
 
 
 _ENCODER = msgspec.json.Encoder()
