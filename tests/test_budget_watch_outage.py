@@ -8,6 +8,8 @@ scan, and its end is logged.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -25,7 +27,7 @@ from switchyard.runtime import semconv as sc
 from switchyard.runtime.metrics import Metrics
 from switchyard.schemas.keys import KEY_ENCODER, RECORD_PREFIX, ClientKey, new_key_id
 from switchyard.stack import valkey
-from tests.support import jetstream_server, valkey_server, write_settings
+from tests.support import jetstream_server, until, valkey_server, write_settings
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +105,47 @@ async def test_the_last_scan_stops_moving_while_valkey_is_down(
         finally:
             await watch.stop()
             await reader.close()
+
+
+async def test_a_scan_that_fails_unforeseen_does_not_end_the_scans(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A spend counter that is not an integer (an operator wrote 1.5) makes a scan raise
+    ValueError, which the scan loop did not catch: the watch stopped for the life of the
+    process (its task logged once, not restarted). Now it is logged and the next scan runs."""
+    caplog.set_level(logging.INFO, logger="switchyard.admin.budget")
+    settings, _ = write_settings(tmp_path / "home")
+    valkey.write_config(
+        valkey.ValkeyLayout(dir=settings.redis_password_dir, port=settings.stack.valkey_port)
+    )
+    key = ClientKey(
+        id=new_key_id(), hash="cd" * 32, name="garbled", budget_usd=1.0, budget_period="daily"
+    )
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        await nc.jetstream(timeout=2).create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
+        reader = SpendReader(settings)
+        watch = BudgetWatch(nc, reader, Metrics("gateway"), interval=0.1)
+        watch._on_entry(f"{RECORD_PREFIX}{key.hash}", KEY_ENCODER.encode(key), 1)
+        async with valkey_server(settings):
+            ops = connect_redis(settings, "ops")
+            counter = rk.budget(key.id, periods.current(key.budget_period, time.time())[0])
+            await ops.set(counter, "1.5")
+            scans = asyncio.create_task(watch._scan_forever())
+            try:
+                await asyncio.sleep(1.0)  # several scans, each failing
+                assert not scans.done(), scans.exception()
+                failed = [r for r in caplog.records if r.levelno >= logging.ERROR]
+                assert len(failed) == 1  # logged once, not at every scan
+                assert "a budget scan failed" in failed[0].getMessage()
+                before = watch.last_scan
+
+                await ops.set(counter, 2 * rk.NANO)  # repaired: the next scan marks the key
+                await until(lambda: watch.last_scan > before)
+                assert list(watch.marks.written) == [key.id]
+            finally:
+                scans.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scans
+                await watch.stop()
+                await reader.close()
+                await ops.aclose()

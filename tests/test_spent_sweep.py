@@ -10,10 +10,12 @@ tests/test_budget_watch.py and tests/test_zones.py.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import msgspec
+import nats
 import pytest
 from nats.aio.msg import Msg
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
@@ -190,3 +192,24 @@ async def test_the_sweep_waits_out_the_writers_period_not_its_own(tmp_path: Path
         assert await writer1.sync([], unspent, now=LONGEST_KEEP_S + 121 - 1000)
         assert await _stored(kv, slow.key_id) is None
         assert await _stored(kv, older.key_id) is None
+
+
+async def test_a_read_on_a_closed_connection_is_no_answer_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any NATS error on a read (here ConnectionClosedError; also a full outbound buffer, a
+    draining connection) used to escape the sweep, and with it the scan: now it is a read
+    without an answer (warned, the sweep paused), and the scan's writes count as done."""
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        kv = await nc.jetstream(timeout=2).create_key_value(SPENT_BUCKET)
+        mark = _mark(13)
+        long_ago = time.time() - KEPT_S - 60
+        await SpentWriter(nc, clock=lambda: long_ago).sync([mark])
+        other = await nats.connect(nc.connected_url.geturl())  # type: ignore[union-attr]
+        writer = SpentWriter(other, interval=INTERVAL_S)
+        await other.close()
+        with caplog.at_level(logging.WARNING, logger="switchyard.admin.budget"):
+            assert await writer.sync([], [mark.key_id], now=0.0)
+        assert "could not read the spent mark" in caplog.text
+        assert "ConnectionClosedError" in caplog.text
+        assert await _stored(kv, mark.key_id) is not None

@@ -44,9 +44,12 @@ from switchyard.runtime import semconv as sc
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.runtime.metrics import Metrics
 from switchyard.runtime.tasks import TaskSupervisor
+from switchyard.runtime.throttle import Throttle
 from switchyard.schemas.keys import KEY_DECODER, RECORD_PREFIX, ClientKey
 
 log = logging.getLogger("switchyard.admin.budget")
+
+UNEXPECTED_EVERY_S = 600.0  # a scan failing for another reason is logged this often at most
 
 
 def threshold_label(share: float) -> str:
@@ -81,6 +84,7 @@ class BudgetWatch:
         self.near: dict[float, int] = dict.fromkeys(sc.BUDGET_THRESHOLDS, 0)
         self.last_scan = 0.0  # unix time of the last complete scan (0: none yet)
         self._unreadable_since: float | None = None  # monotonic: spend unreadable since
+        self._unexpected = Throttle(UNEXPECTED_EVERY_S)
         metrics.gauge_callback(
             sc.KEYS_WITH_BUDGET,
             "Usable client keys that have a budget (every gateway counts all of them).",
@@ -191,6 +195,22 @@ class BudgetWatch:
             self._unreadable_since = None
 
     async def _scan_forever(self) -> None:
+        """Scan every interval, whatever a scan raises: a scan that fails for a reason not
+        foreseen (a spend counter that is not an integer, a NATS error) is logged (at most
+        every ``UNEXPECTED_EVERY_S``) and the next one runs; ending the loop would stop the
+        marks for the life of the process."""
         while True:
-            await self._scan_logged()
+            try:
+                await self._scan_logged()
+            except Exception:
+                if self._unexpected.ready():
+                    log.exception(
+                        "a budget scan failed; the next runs in %.0f s (spent marks are not "
+                        "kept meanwhile: switchyard_budget_watch_last_scan_timestamp_seconds "
+                        "stops moving; logged at most every %.0f minutes)",
+                        self._interval,
+                        UNEXPECTED_EVERY_S / 60,
+                    )
+                else:
+                    log.debug("a budget scan failed again", exc_info=True)
             await asyncio.sleep(self._interval)

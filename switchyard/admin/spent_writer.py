@@ -40,8 +40,6 @@ from collections.abc import Callable, Iterable
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError
 
 from switchyard.bus import subjects
@@ -194,11 +192,12 @@ class SpentWriter:
     async def _read(self, key_id: str) -> tuple[SpentMark | None, int] | None:
         """The key's mark in the bucket and its revision ((None, 0): none; a mark that
         cannot be read comes with its revision: stale to whoever reads it), or None when the
-        read got no answer."""
+        read got no answer (a timeout, no responders, or any other NATS error: the
+        connection closed, draining, its buffer full)."""
         subject = f"{subjects.KEY_SPENT_DIRECT_GET_PREFIX}.{_subject(key_id)}"
         try:
             msg = await self._nc.request(subject, b"", timeout=READ_TIMEOUT_S)
-        except (NatsTimeoutError, NoRespondersError) as exc:
+        except NatsError as exc:
             if self._warn.ready():
                 log.warning(
                     "could not read the spent mark of key %s (%s): marks other gateways left "
