@@ -213,3 +213,44 @@ async def test_a_read_on_a_closed_connection_is_no_answer_not_an_error(
         assert "could not read the spent mark" in caplog.text
         assert "ConnectionClosedError" in caplog.text
         assert await _stored(kv, mark.key_id) is not None
+
+
+async def test_a_sweep_delete_that_fails_is_logged_and_does_not_fail_the_scan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bucket goes between the read and the compare-and-delete: the delete fails. The
+    sweep is best effort: the scan's writes all went through, so sync says so (the last-scan
+    gauge moves, SwitchyardBudgetWatchStalled stays quiet), and the failure is warned."""
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        js = nc.jetstream(timeout=2)
+        await js.create_key_value(SPENT_BUCKET)
+        mark = _mark(14)
+        long_ago = time.time() - KEPT_S - 60
+        await SpentWriter(nc, clock=lambda: long_ago).sync([mark])
+
+        async def bucket_gone() -> None:
+            await js.delete_key_value(subjects.KEY_SPENT_BUCKET)
+
+        await relay_spent_reads(nc, before=bucket_gone)
+        writer = SpentWriter(nc, timeout=1, interval=INTERVAL_S)
+        with caplog.at_level(logging.WARNING, logger="switchyard.admin.budget"):
+            assert await writer.sync([], [mark.key_id], now=0.0)
+        assert "could not delete the stale spent mark of key" in caplog.text
+
+
+async def test_a_read_answered_with_an_error_status_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A direct get answered with a status other than 404 pauses the sweep READ_PAUSE_S: said
+    in the log (it was silent)."""
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        await nc.jetstream(timeout=2).create_key_value(SPENT_BUCKET)
+
+        async def refuse(msg: Msg) -> None:
+            await nc.publish(msg.reply, b"", headers={"Status": "500", "Description": "busy"})
+
+        await nc.subscribe(f"{subjects.KEY_SPENT_DIRECT_GET_PREFIX}.>", cb=refuse)
+        writer = SpentWriter(nc, interval=INTERVAL_S)
+        with caplog.at_level(logging.WARNING, logger="switchyard.admin.budget"):
+            assert await writer.sync([], [_mark(15).key_id], now=0.0)
+        assert "answered with status 500 (busy)" in caplog.text

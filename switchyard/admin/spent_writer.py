@@ -99,7 +99,8 @@ class SpentWriter:
         self._clean: set[str] = set()  # unspent keys found without a mark, or swept
         self._later: dict[str, float] = {}  # unspent key id -> when its kept mark may be stale
         self._reads_from = 0.0  # monotonic: no sweep before (a read got no answer)
-        self._warn = Throttle(WARN_EVERY_S)
+        self._warn = Throttle(WARN_EVERY_S)  # the marks' writes and deletes
+        self._sweep_warn = Throttle(WARN_EVERY_S)  # the sweep's reads and deletes
         self._timed_out = False  # a write of this scan had no answer: the rest wait
         self._failed = False  # a write of this scan failed
 
@@ -118,7 +119,8 @@ class SpentWriter:
         cannot be written costs a scan one timeout, not one per spent key.
 
         Returns whether every write due went through (False: one failed, or was left for the
-        next scan)."""
+        next scan). The sweep is best effort and not part of the answer: a read or delete of
+        it that fails is logged (at most once a minute) and tried again later."""
         moment = time.monotonic() if now is None else now
         current = {mark.key_id: mark for mark in marks}
         self._clean.intersection_update(unspent := set(unspent))
@@ -198,7 +200,7 @@ class SpentWriter:
         try:
             msg = await self._nc.request(subject, b"", timeout=READ_TIMEOUT_S)
         except NatsError as exc:
-            if self._warn.ready():
+            if self._sweep_warn.ready():
                 log.warning(
                     "could not read the spent mark of key %s (%s): marks other gateways left "
                     "are not swept (the heads ignore them 30 minutes after their last write); "
@@ -210,7 +212,16 @@ class SpentWriter:
         headers = msg.headers or {}
         if headers.get("Status") == "404" or headers.get("KV-Operation") in ("DEL", "PURGE"):
             return None, 0
-        if headers.get("Status") is not None:
+        if (status := headers.get("Status")) is not None:
+            if self._sweep_warn.ready():
+                log.warning(
+                    "reading the spent mark of key %s was answered with status %s (%s): marks "
+                    "other gateways left are not swept for %.0f minutes",
+                    key_id,
+                    status,
+                    headers.get("Description", ""),
+                    READ_PAUSE_S / 60,
+                )
             return None
         revision = int(headers.get("Nats-Sequence", "0"))
         try:
@@ -224,13 +235,16 @@ class SpentWriter:
         headers = {"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(revision)}
         try:
             await self._js.publish(_subject(key_id), b"", headers=headers)
-        except APIError as exc:
-            if exc.err_code == _WRONG_LAST_SEQUENCE:
+        except (NatsError, TimeoutError) as exc:  # (APIError is a NatsError)
+            if isinstance(exc, APIError) and exc.err_code == _WRONG_LAST_SEQUENCE:
                 return False
-            self._failed = True
-            return None
-        except (NatsError, TimeoutError):
-            self._failed = True
+            if self._sweep_warn.ready():
+                log.warning(
+                    "could not delete the stale spent mark of key %s (%s): tried again at a "
+                    "later scan (the heads ignore it 30 minutes after its last write)",
+                    key_id,
+                    type(exc).__name__,
+                )
             return None
         log.info("deleted the stale spent mark of key %s, which is not spent", key_id)
         return True
