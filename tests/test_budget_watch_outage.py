@@ -149,3 +149,25 @@ async def test_a_scan_that_fails_unforeseen_does_not_end_the_scans(
                 await watch.stop()
                 await reader.close()
                 await ops.aclose()
+
+
+@pytest.mark.parametrize(("interval", "window"), [(500.0, "22 to 30"), (1200.0, "10 to 30")])
+async def test_the_outage_warning_gives_the_fail_open_window_of_the_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, interval: float, window: str
+) -> None:
+    """A mark is rewritten at the last scan within 10 minutes (every scan past 600 s), so the
+    marks lapse from 30 minutes less that period into the outage: 21.7 minutes at 500 s,
+    10 at 1,200 s (the warning said 20 to 30 whatever the interval)."""
+    settings, _ = write_settings(tmp_path / "home")  # no valkey-server runs: the read fails
+    key = ClientKey(id=new_key_id(), hash="ef" * 32, name="k", budget_usd=1.0)
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        reader = SpendReader(settings)
+        watch = BudgetWatch(nc, reader, Metrics("gateway"), interval=interval)
+        watch._on_entry(f"{RECORD_PREFIX}{key.hash}", KEY_ENCODER.encode(key), 1)
+        try:
+            with caplog.at_level(logging.WARNING, logger="switchyard.admin.budget"):
+                await watch._scan_logged()
+            assert f"served again (fail open) from about {window} minutes" in caplog.text
+        finally:
+            await watch.stop()
+            await reader.close()

@@ -36,7 +36,7 @@ import redis.exceptions
 from nats.aio.client import Client as NATS
 
 from switchyard.admin.spend import SpendReader
-from switchyard.admin.spent_writer import SpentWriter
+from switchyard.admin.spent_writer import SpentWriter, rewrite_period
 from switchyard.bus import subjects
 from switchyard.limits import keys as rk
 from switchyard.limits import periods, spent_marks
@@ -55,6 +55,13 @@ UNEXPECTED_EVERY_S = 600.0  # a scan failing for another reason is logged this o
 def threshold_label(share: float) -> str:
     """``0.8`` -> ``"0.8"``, ``1.0`` -> ``"1"``."""
     return f"{share:g}"
+
+
+def fail_open_after_s(interval: float) -> tuple[float, float]:
+    """How far into an outage (seconds) that stops the marks being rewritten the heads let
+    them lapse, from the first to the last: each lapses ``STALE_S`` after its last write, and
+    at the outage's start that write was up to one rewrite period ago."""
+    return spent_marks.STALE_S - rewrite_period(interval), spent_marks.STALE_S
 
 
 def count_near(
@@ -174,6 +181,7 @@ class BudgetWatch:
                 log.debug("still could not read spend: %s", type(exc).__name__)
                 return
             self._unreadable_since = time.monotonic()
+            lapse_from, lapse_to = fail_open_after_s(self._interval)
             log.warning(
                 "could not read spend (%s): until Valkey/Redis answers, keys near their budget "
                 "are not counted and no spent mark is written or rewritten; heads ignore a "
@@ -183,8 +191,8 @@ class BudgetWatch:
                 "stops moving)",
                 type(exc).__name__,
                 spent_marks.STALE_S / 60,
-                (spent_marks.STALE_S - spent_marks.REWRITE_S) / 60,
-                spent_marks.STALE_S / 60,
+                lapse_from / 60,
+                lapse_to / 60,
             )
             return
         if self._unreadable_since is not None:

@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from switchyard.admin.budget_watch import count_near
+from switchyard.admin.budget_watch import count_near, fail_open_after_s
 from switchyard.admin.spent_writer import KEPT_SLACK_S, LONGEST_KEEP_S, kept_s, rewrite_period
 from switchyard.config.settings import AdminSettings
 from switchyard.limits import keys as rk
@@ -35,3 +35,9 @@ def test_the_longest_keep_is_the_largest_scan_interval_allowed() -> None:
     assert meta.__metadata__[0].le == LONGEST_KEEP_S
     assert rewrite_period(LONGEST_KEEP_S) == LONGEST_KEEP_S
     assert kept_s(0.0) == LONGEST_KEEP_S + KEPT_SLACK_S
+
+
+def test_marks_lapse_from_thirty_minutes_less_the_rewrite_period() -> None:
+    assert fail_open_after_s(30.0) == (1200.0, 1800.0)
+    assert fail_open_after_s(500.0) == (1300.0, 1800.0)
+    assert fail_open_after_s(1200.0) == (600.0, 1800.0)
