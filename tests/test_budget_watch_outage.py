@@ -60,13 +60,15 @@ async def test_the_last_scan_stops_moving_while_valkey_is_down(
         await js.create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
         reader = SpendReader(settings)
         metrics = Metrics("gateway")
+        started = time.time()
         watch = BudgetWatch(nc, reader, metrics, interval=INTERVAL_S)
         watch._on_entry(f"{RECORD_PREFIX}{key.hash}", KEY_ENCODER.encode(key), 1)
         try:
             assert _watch_gauges(metrics) == {
-                sc.BUDGET_WATCH_LAST_SCAN: 0.0,
+                sc.BUDGET_WATCH_LAST_SCAN: watch.last_scan,
                 sc.BUDGET_WATCH_INTERVAL: INTERVAL_S,
             }
+            assert started <= watch.last_scan <= time.time()  # not 0: not stalled since 1970
             async with valkey_server(settings):
                 ops = connect_redis(settings, "ops")
                 period_id = periods.current(key.budget_period, time.time())[0]
@@ -168,6 +170,29 @@ async def test_the_outage_warning_gives_the_fail_open_window_of_the_interval(
             with caplog.at_level(logging.WARNING, logger="switchyard.admin.budget"):
                 await watch._scan_logged()
             assert f"served again (fail open) from about {window} minutes" in caplog.text
+        finally:
+            await watch.stop()
+            await reader.close()
+
+
+async def test_a_gateway_started_while_valkey_is_down_is_stalled_since_its_start(
+    tmp_path: Path,
+) -> None:
+    """The last-scan gauge starts at the watch's start: a gateway that never scanned exported
+    0, and SwitchyardBudgetWatchStalled said it had been stalled for 20,000 days."""
+    settings, _ = write_settings(tmp_path / "home")  # no valkey-server runs
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        reader = SpendReader(settings)
+        metrics = Metrics("gateway")
+        started = time.time()
+        watch = BudgetWatch(nc, reader, metrics, interval=INTERVAL_S)
+        key = ClientKey(id=new_key_id(), hash="12" * 32, name="k", budget_usd=1.0)
+        watch._on_entry(f"{RECORD_PREFIX}{key.hash}", KEY_ENCODER.encode(key), 1)
+        try:
+            await watch._scan_logged()  # fails: Valkey is down
+            assert watch.with_budget == 0  # (the scan did not complete)
+            exported = _watch_gauges(metrics)[sc.BUDGET_WATCH_LAST_SCAN]
+            assert started <= exported <= started + 5
         finally:
             await watch.stop()
             await reader.close()

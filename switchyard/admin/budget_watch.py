@@ -89,7 +89,10 @@ class BudgetWatch:
         self._loops = TaskSupervisor("budget-watch")
         self.with_budget = 0
         self.near: dict[float, int] = dict.fromkeys(sc.BUDGET_THRESHOLDS, 0)
-        self.last_scan = 0.0  # unix time of the last complete scan (0: none yet)
+        # Unix time of the last complete scan; until the first, when the watch started: a
+        # gateway that starts while Valkey is down shows as stalled since its start (as 0 it
+        # was "stalled" since 1970), and one that starts fine is not stalled meanwhile.
+        self.last_scan = time.time()
         self._unreadable_since: float | None = None  # monotonic: spend unreadable since
         self._unexpected = Throttle(UNEXPECTED_EVERY_S)
         metrics.gauge_callback(
@@ -108,7 +111,7 @@ class BudgetWatch:
         metrics.gauge_callback(
             sc.BUDGET_WATCH_LAST_SCAN,
             "When this gateway's budget watch last read every budgeted key's spend and wrote "
-            "every spent mark due (unix seconds; 0: not yet since it started).",
+            "every spent mark due (unix seconds; until the first, when the watch started).",
             (),
             lambda: [((), self.last_scan)],
         )
