@@ -20,7 +20,9 @@ looked at again once it could be stale; a key with no mark costs nothing (no del
 a key found without a mark, or whose mark was deleted, is not looked at again in the life of
 the process. So another replica's mark is never deleted while that replica keeps it (it sees
 the key spent when this one does not: a scan a moment apart, a key record not yet followed),
-and a mark nobody keeps goes before the heads' 30 minutes.
+and a mark nobody keeps goes once read and that stale (the first round of reads after a
+start takes one scan per ``SWEEP_PER_SCAN`` unspent keys: with many keys, a mark may lapse at
+the heads first).
 
 The bucket is CORE's; the admin identity publishes into it through an import (``natsconf``),
 so writes are JetStream publishes on the bucket's subjects, and a delete is one with a
