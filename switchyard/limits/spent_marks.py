@@ -36,7 +36,8 @@ from switchyard.errors import RateLimited
 from switchyard.limits.budgets import budget_exceeded, budget_nano, retry_after_s
 from switchyard.schemas.keys import ClientKey
 
-# A mark still true is written again this often (``written_at`` anew), so a head can tell a
+# A mark still true is written again at least this often (``written_at`` anew: at the last
+# scan before it passes, or every scan when scans are further apart), so a head can tell a
 # mark somebody keeps from one nobody does (and the bucket's TTL, a week:
 # ``runtime.definitions.KEY_SPENT_TTL_S``, removes only the latter).
 REWRITE_S = 600.0

@@ -28,7 +28,7 @@ RESPONSE_OWNER_TTL_S = 30 * 86400.0
 ADMIN_IDEMPOTENCY_TTL_S = 86400.0
 # The admin web app's sessions end 24 hours after sign-in at the latest: their records go then.
 ADMIN_SESSION_TTL_S = 24 * 3600.0
-# Spent marks are written again every 10 minutes while true (limits.spent_marks): a week
+# Spent marks are written again within 20 minutes while true (limits.spent_marks): a week
 # removes the rest.
 KEY_SPENT_TTL_S = 7 * 86400.0
 # The sign-in guard's window: an address's wrong admin tokens are counted this long, and kept
