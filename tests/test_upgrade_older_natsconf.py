@@ -27,9 +27,11 @@ import pytest_asyncio
 from nats.errors import Error as NatsError
 
 from switchyard.admin.budget_watch import BudgetWatch
-from switchyard.admin.key_idempotency import IdempotentCreates
+from switchyard.admin.key_idempotency import LOOKUP_S, IdempotentCreates
+from switchyard.admin.keys_cli import CLI
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.spent_writer import SpentWriter
+from switchyard.admin.ui.pages.keys import FORM
 from switchyard.admin.ui.session_share import SessionShare
 from switchyard.admin.ui.sessions import SessionStore
 from switchyard.admin.ui.signin_guard import SigninGuard
@@ -259,8 +261,42 @@ async def test_an_idempotent_create_under_the_older_config_says_why(older: Serve
         assert refused.value.code == "service_unavailable"
         said = str(refused.value)
         assert subjects.ADMIN_IDEMPOTENCY_BUCKET in said
-        assert "NATS config" in said
+        assert "Idempotency-Key header" in said
+        assert "render the NATS config of this version, reload nats-server" in said
         assert "without the header" in said
+    finally:
+        await nc.close()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_web_form_and_the_cli_are_refused_quickly_in_their_own_words(
+    older: Server,
+) -> None:
+    """The New key form and `keys create --idempotency-key` were told of "Idempotency-Key"
+    and to "send the create without the header", and each create waited the JetStream
+    timeout (10 s) before it: the refused lookup was not remembered. Now the lookup is
+    bounded (2 s) and a refusal is answered at once for a while, in each caller's words."""
+    nc = await connect(older.servers, older.settings.certs_dir, "admin")
+    creates = IdempotentCreates(nc.jetstream(timeout=10))  # as the gateway's
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable) as refused:
+            await creates.claim("ui-form x", "digest", _never_made, FORM)
+        assert time.monotonic() - started < LOOKUP_S + 1.5
+        said = str(refused.value)
+        assert said.startswith("the New key form needs")
+        assert "render the NATS config of this version, reload nats-server" in said
+        assert "header" not in said
+        assert "Idempotency-Key" not in said
+        assert refused.value.retry_after
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable) as again:
+            await creates.claim("cli x", "digest", _never_made, CLI)
+        assert time.monotonic() - started < 0.5  # remembered: no second lookup
+        said = str(again.value)
+        assert said.startswith("--idempotency-key needs")
+        assert "without --idempotency-key" in said
+        assert "header" not in said
     finally:
         await nc.close()
 

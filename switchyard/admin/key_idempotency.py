@@ -36,6 +36,7 @@ in progress over, one running behind waited too long).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -66,6 +67,29 @@ MAX_CHARS = 255  # as is common (Stripe's); a UUID is 36
 # A reservation older than this whose key was never written: its create died; taken over.
 PENDING_S = 60.0
 CLAIM_ATTEMPTS = 3
+# How long the bucket's lookup may take (a refused one, under the NATS config of an older
+# version, looks like a timeout: nats-py waits its JetStream timeout, 10 s, before), and how
+# long a refusal is remembered (each create then refused at once, not after LOOKUP_S again).
+LOOKUP_S = 2.0
+REFUSED_S = 15.0
+# What to do instead when the bucket is refused (it is not in the config rendered before the
+# upgrade); every caller's refusal says it.
+RENDER = (
+    "render the NATS config of this version, reload nats-server, then run `switchyard provision`"
+)
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """Who sent a create's idempotency value, in that caller's words: the value's name
+    (``value``, e.g. "the Idempotency-Key header"), the ``param`` errors name, and how to
+    create without it (``instead``, "" when there is no such way)."""
+
+    value: str
+    param: str | None = None
+    instead: str = ""
+
+
+API = Caller(f"the {HEADER} header", HEADER, "or send the create without the header")
 
 
 class Remembered(msgspec.Struct, forbid_unknown_fields=False):
@@ -90,6 +114,7 @@ class Claim(msgspec.Struct):
     revision: int
     held: Remembered
     made: bool = False
+    caller: Caller = API
 
     @property
     def key_id(self) -> str:
@@ -144,51 +169,65 @@ class IdempotentCreates:
         self._kv: KeyValue | None = None
         self._pending_s = pending_s
         self._nc = nc  # ``js``'s connection: no key write while it is down (:meth:`writing`)
+        # Until when a failed lookup is answered at once, and whether it timed out (refused).
+        self._refused: tuple[float, bool] | None = None
 
-    async def _bucket(self) -> KeyValue:
-        if self._kv is None:
-            try:
+    async def _bucket(self, caller: Caller) -> KeyValue:
+        """The bucket, looked up once; a refusal (none, or not answered within
+        :data:`LOOKUP_S`) is remembered for :data:`REFUSED_S` and said in ``caller``'s words.
+
+        Raises:
+            ServiceUnavailable: the bucket is missing or refused to this connection."""
+        if self._kv is not None:
+            return self._kv
+        if self._refused is not None and time.monotonic() < self._refused[0]:
+            raise _refusal(caller, self._refused[1])
+        try:
+            async with asyncio.timeout(LOOKUP_S):
                 self._kv = await self._js.key_value(subjects.ADMIN_IDEMPOTENCY_BUCKET)
-            except BucketNotFoundError:
-                raise ServiceUnavailable(
-                    f"{HEADER} needs the {subjects.ADMIN_IDEMPOTENCY_BUCKET} bucket: run "
-                    "`switchyard provision` (or send the create without the header)",
-                    code="service_unavailable",
-                ) from None
-            except TimeoutError:
-                # The NATS config of an older version refuses the admin identity this bucket,
-                # which nats-py reports as a timeout (as it would a server that is slow).
-                log.warning(
-                    "the %s bucket did not answer: if the NATS config was not rendered again "
-                    "since the upgrade, it is refused (render it, reload nats-server, provision)",
-                    subjects.ADMIN_IDEMPOTENCY_BUCKET,
-                )
-                raise ServiceUnavailable(
-                    f"{HEADER} needs the {subjects.ADMIN_IDEMPOTENCY_BUCKET} bucket, which did "
-                    "not answer: if the NATS config was not rendered again since the upgrade, "
-                    "the gateway may not use it (or send the create without the header)",
-                    code="service_unavailable",
-                ) from None
+        except BucketNotFoundError:
+            self._refused = (time.monotonic() + REFUSED_S, False)
+            raise _refusal(caller, False) from None
+        except TimeoutError:
+            # The NATS config of an older version refuses the admin identity this bucket,
+            # which nats-py reports as a timeout (as it would a server that is slow).
+            log.warning(
+                "the %s bucket did not answer within %.0f s: if the NATS config was not "
+                "rendered again since the upgrade, it is refused (%s); refusing idempotent "
+                "key creates for %.0f s",
+                subjects.ADMIN_IDEMPOTENCY_BUCKET,
+                LOOKUP_S,
+                RENDER,
+                REFUSED_S,
+            )
+            self._refused = (time.monotonic() + REFUSED_S, True)
+            raise _refusal(caller, True) from None
+        self._refused = None
         return self._kv
 
     async def claim(
-        self, value: str, body: str, made: Callable[[str], Awaitable[bool]]
+        self,
+        value: str,
+        body: str,
+        made: Callable[[str], Awaitable[bool]],
+        caller: Caller = API,
     ) -> Claim | Replay:
         """Reserve ``value`` for a create of ``body`` (a :func:`body_digest`), or the answer
         to send back. ``made(key_id)`` says whether that key exists now (a reservation not
-        answered: its create may have landed).
+        answered: its create may have landed). Errors name the value as ``caller`` does.
 
         Raises:
             Conflict: another body under ``value`` (``idempotency_key_reused``), or its first
                 create still in progress (``idempotency_key_in_use``).
+            ServiceUnavailable: the bucket is missing or refused (:meth:`_bucket`).
         """
-        kv = await self._bucket()
+        kv = await self._bucket(caller)
         entry = "c." + hashlib.sha256(value.encode()).hexdigest()
         for _ in range(CLAIM_ATTEMPTS):
             fresh = Remembered(body=body, key_id=new_key_id(), at=time.time())
             try:
                 revision = await kv.create(entry, msgspec.json.encode(fresh))
-                return Claim(entry, revision, fresh)
+                return Claim(entry, revision, fresh, caller=caller)
             except KeyWrongLastSequenceError:
                 pass
             found = await self._stored(entry)
@@ -206,7 +245,7 @@ class IdempotentCreates:
             if held.answer is not None:
                 return Replay(held.answer)
             if await made(held.key_id):  # made, its answer not stored: answered from the key
-                return Claim(entry, revision, held, made=True)
+                return Claim(entry, revision, held, made=True, caller=caller)
             if await self._now(kv, entry) - stored < self._pending_s:
                 raise Conflict(
                     f"a create with this {HEADER} is still in progress; try again in a moment",
@@ -220,7 +259,7 @@ class IdempotentCreates:
             again = msgspec.structs.replace(held, at=time.time())
             try:
                 revision = await kv.update(entry, msgspec.json.encode(again), last=revision)
-                return Claim(entry, revision, again)
+                return Claim(entry, revision, again, caller=caller)
             except KeyWrongLastSequenceError:
                 continue
         raise Conflict(
@@ -274,15 +313,15 @@ class IdempotentCreates:
         Raises:
             ServiceUnavailable: the connection to NATS is down, before or once the id is
                 taken (:meth:`_connected`)."""
-        self._connected()
-        kv = await self._bucket()
+        self._connected(claim.caller)
+        kv = await self._bucket(claim.caller)
         name = "w." + claim.key_id
         try:
             await kv.create(name, claim.entry.encode())
         except KeyWrongLastSequenceError:
             pass
         else:
-            return self._connected()
+            return self._connected(claim.caller)
         held = await self._last(name)
         if held is None:  # expired meanwhile: a retry takes it anew
             return False
@@ -290,9 +329,9 @@ class IdempotentCreates:
             return False  # another gateway is writing it
         if await made(claim.key_id):
             return False
-        return await self._take(kv, name, claim, held.seq or 0) and self._connected()
+        return await self._take(kv, name, claim, held.seq or 0) and self._connected(claim.caller)
 
-    def _connected(self) -> bool:
+    def _connected(self, caller: Caller) -> bool:
         """True, or a 503 while the connection is down (reconnecting): nats-py would keep
         the key's write in its reconnect buffer and send it once reconnected, maybe long after
         this create's caller got an error, retried, and another gateway took its reservation
@@ -300,8 +339,9 @@ class IdempotentCreates:
         itself still leaves that window; its takeover waits :data:`PENDING_S`.)"""
         if self._nc is not None and not self._nc.is_connected:
             raise ServiceUnavailable(
-                "the gateway's connection to NATS is down: the key was not written; retry "
-                f"with the same {HEADER} (409 idempotency_key_in_use for up to a minute)",
+                "the connection to NATS is down: the key was not written; send it again with "
+                f"the same value of {caller.value} in a moment (it may say a create with it is "
+                "still in progress for up to a minute; it makes at most one key)",
                 code="service_unavailable",
                 retry_after=5,
             )
@@ -324,13 +364,28 @@ class IdempotentCreates:
     async def answered(self, claim: Claim, answer: dict[str, Any]) -> None:
         """Store the answer to ``claim``'s create (``answer`` holds no secret)."""
         done = msgspec.structs.replace(claim.held, answer=answer)
-        kv = await self._bucket()
+        kv = await self._bucket(claim.caller)
         await kv.update(claim.entry, msgspec.json.encode(done), last=claim.revision)
 
     async def release(self, claim: Claim) -> None:
         """Forget a reservation whose create failed: the same value may be sent again."""
-        kv = await self._bucket()
+        kv = await self._bucket(claim.caller)
         await kv.delete(claim.entry, last=claim.revision)
+
+
+def _refusal(caller: Caller, timed_out: bool) -> ServiceUnavailable:
+    """The bucket's refusal in ``caller``'s words, and what to do instead."""
+    bucket = subjects.ADMIN_IDEMPOTENCY_BUCKET
+    instead = f" ({caller.instead})" if caller.instead else ""
+    if not timed_out:
+        said = f"{caller.value} needs the {bucket} bucket: run `switchyard provision`{instead}"
+    else:
+        said = (
+            f"{caller.value} needs the {bucket} bucket, which did not answer: if the NATS "
+            "config was not rendered again since the upgrade, the gateway may not use it: "
+            f"{RENDER}{instead}"
+        )
+    return ServiceUnavailable(said, code="service_unavailable", retry_after=int(REFUSED_S))
 
 
 def _stored_at(msg: RawStreamMsg) -> float:

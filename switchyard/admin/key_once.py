@@ -21,7 +21,7 @@ from nats.errors import Error as NatsError
 from switchyard.admin.bodies import key_call
 from switchyard.admin.context import AdminContext
 from switchyard.admin.key_damage import KeyRecordDamaged
-from switchyard.admin.key_idempotency import HEADER, Claim, IdempotentCreates, Replay
+from switchyard.admin.key_idempotency import API, HEADER, Caller, Claim, IdempotentCreates, Replay
 from switchyard.admin.keys import KeyAdmin, KeyIdTaken, KeyNotFound, public_record
 from switchyard.errors import ApiError, ConfigError, Conflict, ServiceUnavailable
 
@@ -50,14 +50,22 @@ class Once:
 
 
 async def create_once(
-    store: IdempotentCreates, keys: KeyAdmin, value: str, body: str, make: Make
+    store: IdempotentCreates,
+    keys: KeyAdmin,
+    value: str,
+    body: str,
+    make: Make,
+    *,
+    caller: Caller = API,
 ) -> Once:
     """The key for ``value`` and ``body`` (a :func:`~.key_idempotency.body_digest`): made by
-    ``make`` the first time, the first answer after.
+    ``make`` the first time, the first answer after. The store's refusals name the value as
+    ``caller`` does (the header, the New key form, ``--idempotency-key``).
 
     Raises:
         Conflict: another body under ``value`` (``idempotency_key_reused``), or its first
             create still in progress (``idempotency_key_in_use``).
+        ServiceUnavailable: the bucket is missing or refused (an older NATS config).
     """
 
     async def made(key_id: str) -> bool:
@@ -69,7 +77,7 @@ async def create_once(
             pass
         return True
 
-    claim = await store.claim(value, body, made)
+    claim = await store.claim(value, body, made, caller)
     if isinstance(claim, Replay):
         return Once(claim.answer, replay=True)
     if claim.made:  # made by the first request, which never stored its answer

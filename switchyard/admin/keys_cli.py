@@ -22,7 +22,7 @@ from nats.aio.client import Client as NATS
 
 from switchyard.admin.audit_words import created_words, update_seen, update_words
 from switchyard.admin.key_damage import DamagedRecord
-from switchyard.admin.key_idempotency import IdempotentCreates, body_digest, valid_value
+from switchyard.admin.key_idempotency import Caller, IdempotentCreates, body_digest, valid_value
 from switchyard.admin.key_once import create_once
 from switchyard.admin.key_rotation import grace_words, rotated_doc
 from switchyard.admin.keys import KeyAdmin, namesake_warning, public_record
@@ -215,6 +215,7 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
 
 
 CLI_PREFIX = "cli."  # its values apart from the API's and the web app's (key_once.py)
+CLI = Caller("--idempotency-key", None, "or run the create without --idempotency-key")
 
 
 async def create_once_cli(
@@ -258,7 +259,7 @@ async def create_once_cli(
 
     store = IdempotentCreates(nc.jetstream(timeout=10), nc=nc)
     try:
-        once = await create_once(store, admin, CLI_PREFIX + value, body, make)
+        once = await create_once(store, admin, CLI_PREFIX + value, body, make, caller=CLI)
     except Conflict as exc:
         raise _conflict(exc) from None
     record, warning = once.answer["record"], once.answer.get("warning", "")

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from switchyard.admin.audit_words import created_words, update_seen, update_words
 from switchyard.admin.bodies import KeyFields, key_call, refusal
-from switchyard.admin.key_idempotency import body_digest
+from switchyard.admin.key_idempotency import Caller, body_digest
 from switchyard.admin.key_once import Once, create_once, creates_of
 from switchyard.admin.key_rotation import grace_words
 from switchyard.admin.key_rules import number_problem, rule_text
@@ -50,6 +50,7 @@ PERIODS = ["daily", "weekly", "monthly", "total"]
 # with: the same for every form, so a form sent again with other fields names its first key.
 FORM_PREFIX = "ui-form."
 FORM_BODY = body_digest({"form": "new key"})
+FORM = Caller("the New key form")  # (no way around the bucket: see create_key)
 Reserve = Callable[[], Awaitable[bool]]
 # How long the old secret keeps working, as the key page offers it (the API and the CLI take
 # any number of seconds up to a day).
@@ -225,7 +226,14 @@ async def create_key(ui: Ui) -> Response:
     ``Idempotency-Key`` uses (:mod:`switchyard.admin.key_once`): every replica sees it, so a
     form sent again on another one (or after a restart) is answered too. Any second sending
     of a form names the key the first made, whatever its fields then say (one key per form).
-    A form without a token (a script's) always creates."""
+    A form without a token (a script's) always creates.
+
+    Where the bucket is refused (the NATS config of an older version, not rendered again
+    since the upgrade) the form is refused too (a 503 saying what to do), at once for a while
+    after the first refusal: it does not fall back to a plain create. That create would be
+    unguarded on every replica (a reload of "Key created" makes a second key, its secret
+    lost: what the token is for), the refusal is one documented upgrade step away from
+    gone, and the CLI's ``keys create`` (without ``--idempotency-key``) still creates."""
     values, body, errors = _fields(ui)
     once = values["once"] = ui.form.get("once")
     try:
@@ -240,7 +248,7 @@ async def create_key(ui: Ui) -> Response:
         if once:
             value = _form_value(ui, once)
             store = creates_of(ui.admin)
-            created = await create_once(store, ui.admin.keys, value, FORM_BODY, make)
+            created = await create_once(store, ui.admin.keys, value, FORM_BODY, make, caller=FORM)
         else:
             created = Once(await make(None, None))
     except InvalidRequest as exc:
