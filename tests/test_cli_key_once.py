@@ -50,3 +50,25 @@ async def test_a_create_run_again_with_its_value_names_the_first_key(stack: Stac
     assert api.status_code == 201, api.text
     assert api.json()["key"].startswith("sk-")
     await stack.listed_keys(f"q={name}", lambda keys: len(keys) == 2)
+
+
+async def test_a_header_value_never_answers_a_cli_value(stack: Stack) -> None:
+    """The CLI's values were "cli." + VALUE, stored as the API stores a header's value as sent:
+    `Idempotency-Key: cli.X` was `--idempotency-key X` (the CLI's run then refused as "used
+    with other options", or, with the same digest, answered with the API caller's key). Now
+    its prefix ends with a space, which no header value may hold."""
+    name, value = f"cli-apart-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    headers = {**stack.admin_headers(), "Idempotency-Key": f"cli.{value}"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        url = f"{stack.gateway_url}/admin/v1/keys"
+        api = await http.post(url, json={"name": name}, headers=headers)
+    assert api.status_code == 201, api.text
+    run = stack.cli("keys", "create", name, "--idempotency-key", value, "--json")
+    assert run.returncode == 0, run.stderr
+    made = json.loads(run.stdout)
+    assert made["key"].startswith("sk-")
+    assert made["record"]["id"] != api.json()["record"]["id"]
+    spaced = {**headers, "Idempotency-Key": f"cli {value}"}  # the CLI's own, as a header
+    async with httpx.AsyncClient(timeout=30) as http:
+        refused = await http.post(url, json={"name": name}, headers=spaced)
+    assert refused.status_code == 400, refused.text

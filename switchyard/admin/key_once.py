@@ -5,7 +5,8 @@ one-time token, :mod:`.ui.pages.keys`) and ``switchyard keys create --idempotenc
 One path over one bucket (:class:`~.key_idempotency.IdempotentCreates`): the value is
 reserved with the key id about to be written, the first answer (without its secret) stored
 once the key exists, and a create sent again answered with it (:attr:`Once.replay`). Each
-caller names its values apart (the web app's and the CLI's have a prefix of their own), so
+caller names its values apart (the web app's and the CLI's have a prefix of their own, ended
+by a space, which no value a caller gives may hold: :func:`~.key_idempotency.valid_value`), so
 one's value never answers another's create.
 """
 

@@ -214,7 +214,10 @@ async def run_keys(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     return 0
 
 
-CLI_PREFIX = "cli."  # its values apart from the API's and the web app's (key_once.py)
+# Its values apart from the API's and the web app's (key_once.py): ended by a space, which
+# no header value (nor --idempotency-key's) may hold (key_idempotency.valid_value), so
+# `Idempotency-Key: cli.X` is never `--idempotency-key X`.
+CLI_PREFIX = "cli "
 CLI = Caller("--idempotency-key", None, "or run the create without --idempotency-key")
 
 

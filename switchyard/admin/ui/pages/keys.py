@@ -48,7 +48,7 @@ FIELDS = [
 PERIODS = ["daily", "weekly", "monthly", "total"]
 # A New key form's idempotency values (:func:`_form_value`), and the body they are kept
 # with: the same for every form, so a form sent again with other fields names its first key.
-FORM_PREFIX = "ui-form."
+FORM_PREFIX = "ui-form "  # a space: never an API or CLI value (valid_value)
 FORM_BODY = body_digest({"form": "new key"})
 FORM = Caller("the New key form")  # (no way around the bucket: see create_key)
 Reserve = Callable[[], Awaitable[bool]]
