@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from typing import Any, cast
 
 import httpx
@@ -19,6 +20,7 @@ from switchyard.admin.batch_cancel import cancel_batch
 from switchyard.admin.context import AdminContext
 from switchyard.bus import identities
 from switchyard.bus.audit import AuditWriter
+from switchyard.errors import ServiceUnavailable
 from switchyard.runtime.batchrecords import BatchRecords
 from switchyard.runtime.batchstore import BatchStore
 from switchyard.runtime.client_address import TrustedProxies
@@ -226,3 +228,20 @@ async def test_a_batch_the_gateways_copy_has_not_seen_is_read_from_the_bucket(
         await records.stop()
         await edge_nc.close()
         await admin_nc.close()
+
+
+async def test_a_batch_whose_bucket_did_not_answer_is_a_503_not_a_404(stack: Stack) -> None:
+    """The copy has no such batch and the bucket could not be read (here: the connection is
+    closed; a NATS error or the 2 s bound alike): the batch may exist, so the read and the
+    cancel answer 503 with a Retry-After, not "no batch" (404), which they did before."""
+    admin_nc = await stack.connect(identities.ADMIN.name)
+    records = BatchRecords(admin_nc.jetstream(timeout=10))
+    await records.start()
+    await records.stop()
+    await admin_nc.close()
+    batch_id = f"batch_{uuid.uuid4().hex}"
+    with pytest.raises(ServiceUnavailable) as refused:
+        await records.find(batch_id)
+    assert refused.value.status == 503
+    assert refused.value.retry_after
+    assert batch_id in str(refused.value)

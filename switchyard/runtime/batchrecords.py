@@ -24,6 +24,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
+from switchyard.errors import ServiceUnavailable
 from switchyard.runtime.kvlatest import latest
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.schemas import batches as b
@@ -32,6 +33,8 @@ log = logging.getLogger("switchyard.batch")
 
 # How long :meth:`BatchRecords.find` reads the bucket for a batch not in memory (then: none).
 FIND_S = 2.0
+# Retry-After (s) of the 503 when that read failed and the copy has no such batch.
+UNREAD_RETRY_S = 2
 
 # Called with the batch id and its record as stored now (None: deleted).
 OnChange = Callable[[str, b.BatchRecord | None], None]
@@ -62,7 +65,12 @@ class BatchRecords:
     async def find(self, batch_id: str, timeout: float = FIND_S) -> b.BatchRecord | None:
         """``batch_id``'s record: from memory, else read from the bucket (a batch created a
         moment ago, its entry not delivered here yet), for at most ``timeout`` seconds. None:
-        no such batch (or the bucket did not answer in time: as before, the copy decides)."""
+        no such batch.
+
+        Raises:
+            ServiceUnavailable: the bucket was not read (a NATS error, or not in ``timeout``)
+                and the copy has no such batch: it may exist (a 404 would say it does not).
+        """
         found = self._records.get(batch_id)
         if found is not None or not b.is_id(batch_id):
             return found
@@ -73,7 +81,14 @@ class BatchRecords:
             log.warning(
                 "could not read batch %s from its bucket (%s)", batch_id, type(exc).__name__
             )
-            return self._records.get(batch_id)
+            found = self._records.get(batch_id)  # (delivered here meanwhile)
+            if found is None:
+                raise ServiceUnavailable(
+                    f"the batches' store did not answer: batch `{batch_id}` could not be "
+                    "looked up; try again in a moment",
+                    retry_after=UNREAD_RETRY_S,
+                ) from None
+            return found
         if stored is None:
             return self._records.get(batch_id)  # (delivered here meanwhile, or none)
         record, revision = stored
