@@ -20,12 +20,11 @@ from collections.abc import Callable
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
 from switchyard.errors import ServiceUnavailable
-from switchyard.runtime.kvlatest import latest
 from switchyard.runtime.kvwatch import KvFollower
 from switchyard.schemas import batches as b
 
@@ -96,24 +95,35 @@ class BatchRecords:
         return self._records.get(batch_id) or record
 
     async def _read(self, batch_id: str) -> tuple[b.BatchRecord, int] | None:
-        """The record's live entry in the bucket, under its owner's key (whatever the owner)
-        or, written before owner keys, its id alone: the old key first, so a record the
-        runner's sweep moves in between is read at its new key."""
+        """The record's live entry in the bucket, if it was written after what the copy
+        applied (an entry of it the copy applied would be in the copy).
+
+        One STREAM.INFO says whether anything was written since: usually not (an unknown id:
+        nothing more is read). Else, by sequence from the copy's revision, the first entry
+        of the batch under its id alone (written before owner keys), then under its owner's
+        key (whatever the owner), each the next message on that subject (a direct get, no
+        consumer), and that key's live value: the old layout first, so a record the runner's
+        sweep moves in between is read at its new key. Before, every unknown id cost a get
+        and a watch's consumer (left on the server for its idle limit when the 2 s bound
+        ended the read mid-create)."""
+        bucket = subjects.BATCHES_BUCKET
+        stream, prefix = f"KV_{bucket}", f"$KV.{bucket}."
+        applied = self._follower.revision
+        if (await self._js.stream_info(stream)).state.last_seq <= applied:
+            return None
         if self._kv is None:
-            self._kv = await self._js.key_value(subjects.BATCHES_BUCKET)
-        kv = self._kv
+            self._kv = await self._js.key_value(bucket)
         found: tuple[bytes, int] | None = None
-        try:
-            entry = await kv.get(b.legacy_key(b.BATCH_PREFIX, batch_id))
-        except KeyNotFoundError:  # also a deleted or purged key
-            pass
-        else:
+        for keys in (b.legacy_key(b.BATCH_PREFIX, batch_id), f"{b.BATCH_PREFIX}*.{batch_id}"):
+            try:
+                msg = await self._js.get_msg(
+                    stream, seq=applied + 1, subject=prefix + keys, next=True
+                )
+                entry = await self._kv.get((msg.subject or "").removeprefix(prefix))
+            except NotFoundError:  # none since, or deleted since (KeyNotFoundError too)
+                continue
             if entry.value:
                 found = (entry.value, entry.revision or 0)
-        revisions: dict[str, int] = {}
-        owned = await latest(self._js, kv, f"{b.BATCH_PREFIX}*.{batch_id}", revisions=revisions)
-        for key, value in owned.items():
-            found = (value, revisions.get(key, 0))
         if found is None:
             return None
         return b.BATCH_RECORD.decode(found[0]), found[1]
