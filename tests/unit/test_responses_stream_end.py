@@ -14,7 +14,7 @@ from switchyard.bus.replies import Reply, ReplyKind
 from switchyard.dialects.responses.failed import last_sequence, opening_response, stream_failed
 from switchyard.errors import DeadlineExceeded
 from switchyard.ingress.edge import FinalReply, stream_error
-from switchyard.ingress.timeouts import deadline_header, first_chunk_wait, first_reply
+from switchyard.ingress.timeouts import SDK_GRACE_S, deadline_header, first_chunk_wait, first_reply
 
 OPENING = (
     b'event: response.created\ndata: {"type":"response.created","response":{"id":"resp_1",'
@@ -92,14 +92,15 @@ def test_a_streams_sdk_timeout_bounds_its_first_chunk_not_the_stream() -> None:
     node = {b"x-stainless-timeout": b"600"}
     assert deadline_header(node, streamed=True) is None  # the default deadline
     assert first_chunk_wait(node) == 600.0
-    assert deadline_header(node, streamed=False) == b"600"
+    # A whole answer's deadline passes SDK_GRACE_S after the SDK's timeout (the SDK leaves first).
+    assert deadline_header(node, streamed=False) == str(600 + SDK_GRACE_S).encode()
     both = {**node, b"x-request-timeout": b"30"}
     assert deadline_header(both, streamed=True) == b"30"
     # Anthropic's Python SDK: NOT_GIVEN, and its client's timeout as the read timeout.
     python = {b"x-stainless-timeout": b"NOT_GIVEN", b"x-stainless-read-timeout": b"20.0"}
     assert first_chunk_wait(python) is None
     assert deadline_header(python, streamed=True) is None
-    assert deadline_header(python, streamed=False) == b"20.0"
+    assert deadline_header(python, streamed=False) == str(20.0 + SDK_GRACE_S).encode()
 
 
 def _final(relayed: bytes) -> FinalReply:
