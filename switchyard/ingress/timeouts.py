@@ -76,12 +76,12 @@ def deadline_limit(
         value = seconds(raw) if raw else None
         if value is None:
             continue
-        if value > max_s:
+        grace = "" if name == REQUEST else f", and {SDK_GRACE_S:g} s for the SDK to leave first"
+        if value + (0.0 if name == REQUEST else SDK_GRACE_S) > max_s:  # the grace is capped too
             return (
                 f"the gateway's limit ingress.max_deadline_s ({max_s:g} s), which capped the "
-                f"client's {_TITLES[name]} of {value:g} s"
+                f"client's {_TITLES[name]} of {value:g} s{grace}"
             )
-        grace = "" if name == REQUEST else f", and {SDK_GRACE_S:g} s for the SDK to leave first"
         return f"the client's own {_TITLES[name]} ({value:g} s{grace})"
     return (
         f"the gateway's default ingress.default_deadline_s ({default_s:g} s): the request "

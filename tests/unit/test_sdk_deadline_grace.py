@@ -22,3 +22,21 @@ def test_the_clients_own_deadline_and_streams_are_as_they_were() -> None:
     assert deadline_header({b"x-stainless-timeout": b"2"}, streamed=True) is None
     assert deadline_header({b"x-stainless-timeout": b"NOT_GIVEN"}, streamed=False) is None
     assert deadline_header({}, streamed=False) is None
+
+
+def test_the_grace_is_capped_and_the_504_then_names_the_cap() -> None:
+    """The edge caps the deadline (value + grace) at ``ingress.max_deadline_s``: an SDK timeout
+    less than the grace short of it gets the cap, and the 504 must blame the cap, not the SDK's
+    timeout (whose grace vanished)."""
+    near = {b"x-stainless-timeout": b"3599.5"}
+    limit = deadline_limit(near, streamed=False, default_s=600, max_s=3600)
+    assert limit.startswith("the gateway's limit ingress.max_deadline_s (3600 s)"), limit
+    assert "X-Stainless-Timeout of 3599.5 s" in limit
+    clear = {b"x-stainless-read-timeout": b"3599"}  # 3599 + 1 s is exactly the cap: not capped
+    assert deadline_limit(clear, streamed=False, default_s=600, max_s=3600).startswith(
+        "the client's own X-Stainless-Read-Timeout (3599 s"
+    )
+    own = {b"x-request-timeout": b"3599.5"}  # X-Request-Timeout has no grace: not capped
+    assert deadline_limit(own, streamed=False, default_s=600, max_s=3600).startswith(
+        "the client's own X-Request-Timeout (3599.5 s)"
+    )
