@@ -114,9 +114,14 @@ async def first_reply(
     replies: AsyncIterator[Reply],
     within: float | None,
     begin: Callable[[], None] | None = None,
+    *,
+    grace: float = SDK_GRACE_S,
 ) -> Reply | None:
-    """The first reply that is not a keep-alive, within ``within`` seconds if given; None when
-    the replies ended first.
+    """The first reply that is not a keep-alive, within ``within`` seconds (the SDK's
+    ``X-Stainless-Timeout``) and ``grace`` if given; None when the replies ended first. The 504
+    comes ``grace`` after the SDK's timeout, so the SDK gives up first and raises its own
+    timeout error (as for a whole answer's deadline); the stream's early start below keeps to
+    ``within`` itself, as the SDK's timer does.
 
     ``begin`` (with ``within``): called, and the bound dropped, when the bound is about to pass
     (:func:`begin_at`) and a model-proxy said the provider's stream has begun (a keep-alive
@@ -129,7 +134,7 @@ async def first_reply(
     """
     if within is None:  # no timeout scope (a few microseconds) for a request without one
         return await _content(replies)
-    scope = asyncio.timeout(within)
+    scope = asyncio.timeout(within + grace)
     started = _Start(scope, begin) if begin is not None else None
     soon = None
     if started is not None:
@@ -145,9 +150,10 @@ async def first_reply(
     except TimeoutError:
         if not scope.expired():
             raise
+        leave = f", and {grace:g} s for the SDK to leave first" if grace else ""
         raise DeadlineExceeded(
             f"the answer did not begin within the client's timeout ({within:g} s, "
-            "X-Stainless-Timeout)"
+            f"X-Stainless-Timeout{leave})"
         ) from None
     finally:
         if soon is not None:

@@ -155,7 +155,7 @@ async def test_a_begun_stream_starts_before_the_sdks_timeout_only_if_early_start
     try:
         async with Departure(_never, tasks, Waiting()) as departure:
             relay = stream_relay.relay_stream(
-                _begun_then_late(1.0),
+                _begun_then_late(2.0),  # past 0.3 s and the SDK's grace (SDK_GRACE_S, 1 s)
                 headers=HEADERS,
                 departure=departure,
                 send=cycle.send,

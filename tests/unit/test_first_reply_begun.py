@@ -1,7 +1,8 @@
 """An SDK's wait for the headers (``X-Stainless-Timeout``) and a provider that has begun
 (:func:`~switchyard.ingress.timeouts.first_reply`): the stream starts before the wait runs
 out once a model-proxy said so (a keep-alive marked ``Sy-Begun``), and no 504 follows; without
-that sign the wait's end is the 504 it was."""
+that sign the wait's end is the 504 it was (``grace=0.0``: the bound is the SDK's
+timeout itself here; the 504's grace past it is tested in test_responses_stream_end.py)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_the_start_comes_ahead_of_the_bound() -> None:
 async def test_a_provider_that_began_at_once_starts_the_stream_ahead_of_the_bound() -> None:
     begin = _Begin()
     replies = _replies((0.0, BEGUN), (0.05, KEEPALIVE), (0.6, CHUNK))
-    first = await first_reply(replies, 0.4, begin)
+    first = await first_reply(replies, 0.4, begin, grace=0.0)
     assert first is CHUNK  # no 504 at 0.4 s: the headers had gone out
     assert len(begin.at) == 1
     assert 0.18 <= begin.at[0] < 0.35, begin.at
@@ -76,7 +77,7 @@ async def test_a_provider_that_began_at_once_starts_the_stream_ahead_of_the_boun
 async def test_a_provider_that_begins_after_the_time_to_start_starts_it_then() -> None:
     begin = _Begin()
     replies = _replies((0.3, BEGUN), (0.6, CHUNK))
-    assert await first_reply(replies, 0.4, begin) is CHUNK
+    assert await first_reply(replies, 0.4, begin, grace=0.0) is CHUNK
     assert len(begin.at) == 1
     assert 0.28 <= begin.at[0] < 0.38, begin.at
 
@@ -85,14 +86,14 @@ async def test_without_the_sign_the_bound_is_a_504_and_nothing_started() -> None
     begin = _Begin()
     replies = _replies((0.0, KEEPALIVE), (0.6, CHUNK))
     with pytest.raises(DeadlineExceeded, match="X-Stainless-Timeout"):
-        await first_reply(replies, 0.4, begin)
+        await first_reply(replies, 0.4, begin, grace=0.0)
     assert begin.at == []
 
 
 async def test_content_in_time_starts_nothing_early() -> None:
     begin = _Begin()
     replies = _replies((0.0, BEGUN), (0.05, CHUNK))
-    assert await first_reply(replies, 0.4, begin) is CHUNK
+    assert await first_reply(replies, 0.4, begin, grace=0.0) is CHUNK
     await asyncio.sleep(0.3)  # past the time to start: its timer was cancelled
     assert begin.at == []
 
@@ -108,7 +109,7 @@ async def test_a_begun_of_a_placement_the_head_moved_from_starts_nothing() -> No
     begin = _Begin()
     replies = _replies((0.0, BEGUN), (0.05, MOVED), (0.6, CHUNK))
     with pytest.raises(DeadlineExceeded):
-        await first_reply(replies, 0.4, begin)
+        await first_reply(replies, 0.4, begin, grace=0.0)
     assert begin.at == []
     assert MOVED == MOVED_ON
     assert MOVED.kind is ReplyKind.KEEPALIVE  # a caller that does not ask skips it
@@ -117,7 +118,7 @@ async def test_a_begun_of_a_placement_the_head_moved_from_starts_nothing() -> No
 async def test_the_next_placements_begun_starts_the_stream() -> None:
     begin = _Begin()
     replies = _replies((0.0, BEGUN), (0.05, MOVED), (0.1, BEGUN), (0.6, CHUNK))
-    assert await first_reply(replies, 0.4, begin) is CHUNK
+    assert await first_reply(replies, 0.4, begin, grace=0.0) is CHUNK
     assert len(begin.at) == 1
 
 
@@ -129,9 +130,13 @@ async def test_a_begun_of_an_earlier_delivery_starts_nothing() -> None:
     other = Reply(ReplyKind.KEEPALIVE, b"", delivery="1.2")
     begin = _Begin()
     with pytest.raises(DeadlineExceeded):
-        await first_reply(_replies((0.0, begun), (0.05, other), (0.6, CHUNK)), 0.4, begin)
+        await first_reply(
+            _replies((0.0, begun), (0.05, other), (0.6, CHUNK)), 0.4, begin, grace=0.0
+        )
     assert begin.at == []
-    assert await first_reply(_replies((0.0, begun), (0.05, same), (0.6, CHUNK)), 0.4, begin)
+    assert await first_reply(
+        _replies((0.0, begun), (0.05, same), (0.6, CHUNK)), 0.4, begin, grace=0.0
+    )
     assert len(begin.at) == 1
 
 

@@ -140,8 +140,8 @@ async def test_a_late_begun_of_the_placement_moved_from_starts_no_stream() -> No
         (0.1, _begun(1)),
         (0.6, CHUNK),
     )
-    with pytest.raises(DeadlineExceeded):
-        await first_reply(replies, 0.4, lambda: started.append(0.0))
+    with pytest.raises(DeadlineExceeded):  # grace 0: the bound is the SDK's timeout itself
+        await first_reply(replies, 0.4, lambda: started.append(0.0), grace=0.0)
     assert started == []
     # b's own begun starts it.
     replies = _replies(
@@ -152,7 +152,7 @@ async def test_a_late_begun_of_the_placement_moved_from_starts_no_stream() -> No
         (0.15, _begun(2)),
         (0.6, CHUNK),
     )
-    assert await first_reply(replies, 0.4, lambda: started.append(0.0)) is CHUNK
+    assert await first_reply(replies, 0.4, lambda: started.append(0.0), grace=0.0) is CHUNK
     assert len(started) == 1
 
 
@@ -165,7 +165,7 @@ async def test_a_begun_of_the_next_placement_ahead_of_its_accepted_starts_the_st
         (0.1, _accepted(2, "b")),
         (0.6, CHUNK),
     )
-    assert await first_reply(replies, 0.4, lambda: started.append(0.0)) is CHUNK
+    assert await first_reply(replies, 0.4, lambda: started.append(0.0), grace=0.0) is CHUNK
     assert len(started) == 1
     # A plain keep-alive of the next placement ahead of its accepted: a's begun is over.
     replies = _replies(
@@ -175,5 +175,5 @@ async def test_a_begun_of_the_next_placement_ahead_of_its_accepted_starts_the_st
         (0.6, CHUNK),
     )
     with pytest.raises(DeadlineExceeded):
-        await first_reply(replies, 0.4, lambda: started.append(0.0))
+        await first_reply(replies, 0.4, lambda: started.append(0.0), grace=0.0)
     assert len(started) == 1

@@ -129,3 +129,35 @@ async def test_the_first_chunk_must_come_within_the_wait() -> None:
         await first_reply(replies(5.0), 0.05)
     assert late.value.status == 504
     assert closed == ["cancelled"]
+
+
+async def test_a_late_first_chunks_504_comes_a_grace_after_the_sdks_timeout() -> None:
+    """The SDK gives up at its ``X-Stainless-Timeout`` (Anthropic's Python SDK sends its read
+    timeout there) and raises its own timeout error; the edge's 504 at that very moment raced
+    it. The 504 comes ``SDK_GRACE_S`` later; a begun provider's early start keeps to the SDK's
+    own timeout (``begin_at(within)``), which it must beat."""
+
+    async def replies(*timed: tuple[float, Reply]) -> AsyncIterator[Reply]:
+        for delay, reply in timed:
+            await asyncio.sleep(delay)
+            yield reply
+
+    chunk = Reply(ReplyKind.CHUNK, b"content")
+    keepalive = Reply(ReplyKind.KEEPALIVE, b"")
+    # Past the SDK's 0.1 s, within the grace: the chunk, not the 504 (the SDK's leaving stops it).
+    assert await first_reply(replies((0.0, keepalive), (0.3, chunk)), 0.1) is chunk
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(DeadlineExceeded) as late:
+        await first_reply(replies((0.0, keepalive), (5.0, chunk)), 0.1)
+    assert loop.time() - began >= 0.1 + SDK_GRACE_S - 0.05
+    assert "(0.1 s, X-Stainless-Timeout, and 1 s for the SDK to leave first)" in str(late.value)
+    started: list[float] = []
+    begun = Reply(ReplyKind.KEEPALIVE, b"", begun=True)
+    began = loop.time()
+    first = await first_reply(
+        replies((0.0, begun), (0.5, chunk)), 0.4, lambda: started.append(loop.time() - began)
+    )
+    assert first is chunk
+    (at,) = started
+    assert 0.15 <= at < 0.35, at  # begin_at(0.4) = 0.2: ahead of the SDK's own 0.4 s
