@@ -820,6 +820,33 @@ async def test_files_are_listed_and_deleted_but_not_under_a_batch_still_running(
             await stranger.files.delete(second.id)
 
 
+async def test_a_file_under_a_cancelling_batch_is_refused_for_a_retry_soon(batchy: Stack) -> None:
+    """A batch that is cancelling (or finalizing) ends within about ``batch.progress_s``, so
+    the 409 of deleting its file is one to retry then (``Retry-After``, no ``x-should-retry:
+    false``, which is for a batch still running: validating, in_progress)."""
+    key, _ = await batchy.new_key("batch-cancelling-file")
+    async with _client(batchy, key) as client:
+        uploaded = await client.files.create(file=("c.jsonl", _input("cancel")), purpose="batch")
+        runner = batchy.process("batch").proc
+        assert runner is not None
+        await pause(runner.pid)  # the batch stays cancelling until the runner goes on
+        try:
+            batch = await client.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            assert (await client.batches.cancel(batch.id)).status == "cancelling"
+            with pytest.raises(openai.ConflictError) as busy:
+                await client.with_options(max_retries=0).files.delete(uploaded.id)
+        finally:
+            runner.send_signal(signal.SIGCONT)
+        assert "cancelling" in str(busy.value)
+        assert busy.value.response.headers.get("x-should-retry") is None
+        assert busy.value.response.headers["retry-after"] == "1"  # batch.progress_s
+        done = await _wait_for(client, batch.id, {"cancelled"}, timeout=60)
+        assert done.status == "cancelled"
+        assert (await client.files.delete(uploaded.id)).deleted
+
+
 async def test_a_batch_whose_input_file_was_deleted_fails_naming_it(batchy: Stack) -> None:
     """The edge refuses to delete a running batch's input, but a delete can still land between
     a batch's creation and the runner's first read: the batch then fails with a clear error

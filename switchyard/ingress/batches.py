@@ -225,8 +225,19 @@ class BatchApi:
         self.store: BatchStore | None = None
         self.max_file_bytes = settings.max_file_bytes
         self.file_expiry_s = settings.file_expiry_s
+        self.progress_s = settings.progress_s
         # Shared with Anthropic's message batches, whose inputs are files too.
         self.quota = FileQuota(settings.tenant_max_bytes, settings.tenant_max_files)
+
+    def busy(self, message: str, status: str) -> Conflict:
+        """The 409 of what waits for a batch in ``status`` (not ended) to end. While it runs
+        (validating, in_progress) it ends in minutes or hours, so ``x-should-retry: false``:
+        the SDKs retry a 409 within seconds, in vain. Once it is ending (cancelling,
+        finalizing) it ends within about ``batch.progress_s``, so the SDK's retry, told to
+        wait about that long (``Retry-After``), may well succeed."""
+        if status in b.CANCELLABLE:
+            return Conflict(message, no_retry=True)
+        return Conflict(message, retry_after=self.progress_s)
 
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
@@ -420,10 +431,10 @@ class BatchApi:
                 batch = other.batch
                 uses = (batch.input_file_id, batch.output_file_id, batch.error_file_id)
                 if batch.status not in b.ENDED and file_id in uses:
-                    raise Conflict(
+                    raise self.busy(
                         f"file {file_id} belongs to batch {batch.id}, which is still "
                         f"{batch.status}; cancel the batch or wait until it ends",
-                        no_retry=True,  # (the SDKs retry a 409 within seconds: in vain)
+                        batch.status,
                     )
             await store.delete_file(file_id, record.owner)
             return _ok({"id": file_id, "object": "file", "deleted": True})

@@ -196,8 +196,9 @@ class MessageBatchApi:
         """The caller's batch, once it has ended (409 before, with ``hint``)."""
         record, store = await self._owned(request)
         if not ab.ended(record.batch):
-            raise Conflict(
-                f"message batch {record.batch.id} is still processing; {hint}", no_retry=True
+            raise self.files.busy(
+                f"message batch {record.batch.id} is still processing; {hint}",
+                record.batch.status,
             )
         return record, store
 
