@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -174,20 +175,31 @@ async def test_the_sdks_read_timeout_is_the_deadline_of_a_whole_answer(
     """OpenAI's Python SDK says how long it waits only in ``X-Stainless-Read-Timeout``; for a
     whole answer that is its deadline, ``SDK_GRACE_S`` (1 s) later (past it the SDK has given
     up and, by default, sent the request again), for a stream only the longest gap between
-    chunks. ``slow`` answers in 1.5 s."""
+    chunks. The whole answer's model answers in 4 s, far past the 1.2 s deadline (a loaded
+    machine must not let it answer first); ``slow``, for the stream, in 1.5 s."""
     headers = {
         "Authorization": f"Bearer {stack.api_key}",
         "x-stainless-read-timeout": "0.2",
     }
-    whole = {"model": "slow", "messages": MESSAGES}
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-        late = await http.post("/chat/completions", json=whole, headers=headers)
-        assert late.status_code == 504, late.text
-        streamed = await http.post(
-            "/chat/completions", json={**whole, "stream": True}, headers=headers
-        )
-        assert streamed.status_code == 200
-        assert streamed.text.rstrip().endswith("data: [DONE]")
+    alias = "sdk-read-timeout-slower"
+    route = {"deployments": [{"provider": "fake", "model": "slow:4000"}]}
+    assert (await stack.admin("PUT", f"/routes/{alias}", route)).status_code == 200
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+            whole = {"model": alias, "messages": MESSAGES}
+            for _ in range(300):  # every head follows the route table on its own
+                late = await http.post("/chat/completions", json=whole, headers=headers)
+                if late.status_code != 404:
+                    break
+                await asyncio.sleep(0.1)
+            assert late.status_code == 504, late.text
+            assert "X-Stainless-Read-Timeout (0.2 s" in late.text, late.text
+            stream = {"model": "slow", "messages": MESSAGES, "stream": True}
+            streamed = await http.post("/chat/completions", json=stream, headers=headers)
+            assert streamed.status_code == 200
+            assert streamed.text.rstrip().endswith("data: [DONE]")
+    finally:
+        await stack.admin("DELETE", f"/routes/{alias}")
 
 
 def test_the_sdks_own_timeout_raises_its_timeout_error(stack: Stack, base_url: str) -> None:
