@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,7 @@ import pytest_asyncio
 
 from switchyard.schemas.batches import BATCH_PREFIX, FILE_PREFIX, owned_key
 from tests.stacks import Stack, batch_config, start_stack
+from tests.support import pause
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -187,6 +189,34 @@ async def test_cancel_ends_the_batch_with_the_unrun_requests_canceled(msgbatchy:
         with pytest.raises(anthropic.ConflictError) as ended:  # cancelling what has ended
             await client.messages.batches.cancel(batch.id)
         assert ended.value.response.request.headers["x-stainless-retry-count"] == "0"
+
+
+async def test_a_canceling_batchs_results_are_refused_for_a_retry_soon(msgbatchy: Stack) -> None:
+    """A message batch that is canceling ends within about ``batch.progress_s``, so the 409 of
+    its results or delete is one to retry then (``Retry-After``), not ``x-should-retry: false``
+    as while it processes."""
+    key, _ = await msgbatchy.new_key("msgbatch-canceling")
+    runner = msgbatchy.process("batch").proc
+    assert runner is not None
+    async with _client(msgbatchy, key) as client:
+        await pause(runner.pid)  # the batch stays canceling until the runner goes on
+        try:
+            batch = await client.messages.batches.create(requests=_requests("canceling", 3))  # type: ignore[arg-type]
+            canceling = await client.messages.batches.cancel(batch.id)
+            assert canceling.processing_status == "canceling"
+            once = client.with_options(max_retries=0)
+            with pytest.raises(anthropic.ConflictError) as results:
+                await once.get(f"/v1/messages/batches/{batch.id}/results", cast_to=httpx.Response)
+            with pytest.raises(anthropic.ConflictError) as delete:
+                await once.messages.batches.delete(batch.id)
+        finally:
+            runner.send_signal(signal.SIGCONT)
+        for refused in (results.value, delete.value):
+            assert refused.response.headers.get("x-should-retry") is None
+            assert refused.response.headers["retry-after"] == "1"  # batch.progress_s
+        await _until_ended(client, batch.id, timeout=60)
+        deleted = await client.messages.batches.delete(batch.id)
+        assert deleted.id == batch.id
 
 
 async def test_creates_at_once_beyond_the_edges_limit_wait_their_turn(msgbatchy: Stack) -> None:
