@@ -22,7 +22,7 @@ from nats.js.errors import KeyNotFoundError
 
 from switchyard.admin.ui.failure_share import WRITE_BURST
 from switchyard.admin.ui.session_share import REFRESH_TIMEOUT_S, SessionShare
-from switchyard.admin.ui.sessions import SessionRecord, SessionStore, _digest
+from switchyard.admin.ui.sessions import SessionRecord, SessionStore, _digest, token_mark
 from switchyard.admin.ui.signin_guard import LIMIT, WINDOW_S, SigninGuard
 from switchyard.bus import subjects
 from switchyard.config import Settings
@@ -215,6 +215,56 @@ async def test_without_the_bucket_sessions_stay_the_replicas_and_the_gateway_sta
         sid, _ = await store.create("ada", "10.0.0.1")
         assert await store.get(sid) is not None
         await share.stop()
+
+
+async def test_a_replica_that_shares_later_keeps_its_sessions_and_the_buckets_apart(
+    tmp_path: Path,
+) -> None:
+    """A replica that could not follow the bucket at start and follows it later: its own
+    sessions and "sign out everywhere" were ordered by a counter of its own, compared with
+    the bucket's revisions once attached (a replayed cut ended its sessions, its own cut
+    refused the bucket's), and its sessions, never written to the bucket, were unknown to
+    the other replicas."""
+    async with jetstream_server(tmp_path / "js") as (client, _):
+        store = SessionStore()
+        share = SessionShare(client.jetstream(timeout=2), store, retry_s=0.5)
+        assert not await share.start()  # no bucket yet
+        try:
+            for n in range(3):  # signed in, then signed out everywhere, here only
+                await store.create(f"old{n}", "10.0.0.1")
+            before_cut = time.time()
+            await store.end_all(read_only=False)
+            assert store.live() == []
+            ro_sid, _ = await store.create("bea", "10.0.0.2", read_only=True)
+            admin_sid, _ = await store.create("cy", "10.0.0.3")
+
+            # The bucket, as another replica left it: an admin session, then cuts of the
+            # read-only role made before those sign-ins (other replicas' cuts, high revisions).
+            js = client.jetstream()
+            await _ensure_sessions_bucket(js, Settings())
+            kv = await js.key_value(subjects.ADMIN_SESSIONS_BUCKET)
+            other_sid = "other-replicas-cookie"
+            now = time.time()
+            record = SessionRecord(
+                "dee", "10.0.0.4", False, now, now, token_mark(other_sid, b""), first=True
+            )
+            await kv.put(f"s.{_digest(other_sid)}", msgspec.json.encode(record))
+            for _ in range(5):
+                await kv.put("cut.read-only", msgspec.json.encode({"at": before_cut - 60}))
+
+            await until(lambda: store.shared)
+            await until(lambda: all(s.revision > 0 for s in store.live()), timeout=5)
+            assert sorted(s.actor for s in store.live()) == ["bea", "cy", "dee"]
+            assert await store.get(other_sid) is not None
+            assert await store.get(ro_sid) is not None
+            assert await store.get(admin_sid) is not None
+            async with _replica(client) as other:  # they are every replica's now
+                assert await other.get(ro_sid) is not None
+                assert await other.get(admin_sid) is not None
+                await other.end_all(read_only=True)  # and cuts reach them
+                await until(lambda: [s.actor for s in store.live()] == ["cy", "dee"], timeout=5)
+        finally:
+            await share.stop()
 
 
 async def test_wrong_tokens_count_on_every_replica_together(nc: NATS) -> None:

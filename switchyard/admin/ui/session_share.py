@@ -256,6 +256,7 @@ class SessionShare:
             raise
         self._kv, self._follower = kv, follower
         self._store.attach(self)
+        await self._store.share_local()  # sessions signed in before: into the bucket
         return True
 
     async def stop(self) -> None:

@@ -223,8 +223,10 @@ class SessionStore:
         # Sessions of a role first written at or below this revision are over: "sign out
         # everywhere" (0: none).
         self._cut = {False: 0, True: 0}
-        self._cut_at = {False: 0.0, True: 0.0}  # when, for records of the version before
-        self._seq = 0  # revisions of this process's own, while no bucket is attached
+        # When, for records of the version before and for sessions signed in while no bucket
+        # was attached (no revision of their own: a local counter mixed with the bucket's
+        # revisions once attached, and cuts ended the wrong sessions).
+        self._cut_at = {False: 0.0, True: 0.0}
         self._bucket: SessionBucket | None = None
         self._touches: set[asyncio.Task[None]] = set()
         # Sessions ended (signed out, here or anywhere): never taken up again, until when
@@ -240,8 +242,34 @@ class SessionStore:
         self._token = token
 
     def attach(self, bucket: SessionBucket | None) -> None:
-        """Share the sessions through ``bucket`` from now on (None: this process's only)."""
+        """Share the sessions through ``bucket`` from now on (None: this process's only).
+        Sessions signed in before (not in the bucket) are written by :meth:`share_local`."""
         self._bucket = bucket
+
+    async def share_local(self) -> int:
+        """Writes each session signed in while no bucket was attached to the bucket, as its
+        first entry (its revision is its ``created_rev`` from then on): unwritten, another
+        replica never knew it, and this one ended it at its first check in the bucket.
+        Returns how many were written; one not written (the bucket did not answer) stays
+        this replica's, and is written at its next last use."""
+        written = 0
+        for digest, session in list(self._sessions.items()):
+            if session.revision <= 0 and not session.over():
+                written += await self._write_first(digest, session)
+        return written
+
+    async def _write_first(self, digest: str, session: Session) -> int:
+        if self._bucket is None:
+            return 0
+        try:
+            revision = await self._bucket.put(digest, record_of(session, first=True))
+        except ApiError as exc:
+            log.warning("a web app session was not written to the bucket (%s)", type(exc).__name__)
+            return 0
+        session.revision = max(session.revision, revision)
+        if session.created_rev <= 0:
+            session.created_rev = revision
+        return 1
 
     @property
     def shared(self) -> bool:
@@ -336,10 +364,8 @@ class SessionStore:
         if self._bucket is not None:
             revision = await self._bucket.put(digest, record_of(session, first=True))
             session.revision = max(session.revision, revision)
-        else:
-            self._seq += 1
-            revision = self._seq
-        session.created_rev = revision
+            session.created_rev = revision
+        # else created_rev stays 0: cuts compare it by its sign-in time (no bucket revision)
         self._sessions[digest] = session
         return session_id, session
 
@@ -415,7 +441,10 @@ class SessionStore:
     async def _touch(self, digest: str, session: Session) -> None:
         """Write a session's last use, for the idle limit on every replica: only over the
         entry this replica knows (a session signed out meanwhile stays out)."""
-        if self._bucket is None or session.over() or session.revision <= 0:
+        if self._bucket is None or session.over():
+            return
+        if session.revision <= 0:  # signed in before the bucket was attached, not written yet
+            await self._write_first(digest, session)
             return
         try:
             revision = await self._bucket.touch(digest, record_of(session), session.revision)
@@ -474,11 +503,9 @@ class SessionStore:
         self._sweep()
         # Counted first: the watch may bring the cut back (and apply it) before the write returns.
         live = sum(s.read_only == read_only for s in self._sessions.values())
+        revision = 0  # no bucket: compared by time (a local counter mixed with the bucket's)
         if self._bucket is not None:
             revision = await self._bucket.cut(read_only)
-        else:
-            self._seq += 1
-            revision = self._seq
         self.apply_cut(read_only, revision, time.time())
         return live
 
