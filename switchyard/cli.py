@@ -525,7 +525,11 @@ def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Pa
     from switchyard.stack.local import provision_stack  # noqa: PLC0415
     from switchyard.stack.provision import INCOMPLETE, skipped_report  # noqa: PLC0415
 
-    skipped = asyncio.run(provision_stack(_attached(settings), one_shot=True))
+    try:
+        skipped = asyncio.run(provision_stack(_attached(settings), one_shot=True))
+    except TimeoutError:  # slow, not refused (a refusal is a skipped bucket): run it again
+        print("error: NATS JetStream did not answer in time; run it again", file=sys.stderr)
+        return FAILED
     skipped_report(skipped, sys.stdout, sys.stderr, "provisioned streams, consumers and KV buckets")
     return INCOMPLETE if skipped else 0
 

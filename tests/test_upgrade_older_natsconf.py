@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,9 +47,14 @@ from switchyard.stack.binaries import nats_server
 from switchyard.stack.certs import init_certificates
 from switchyard.stack.natsconf import NatsServerLayout, nats_config, render
 from switchyard.stack.process import ManagedProcess, ProcessSpec, http_check
-from switchyard.stack.provision import provision_client, provision_core
+from switchyard.stack.provision import (
+    _ensure_idempotency_bucket,
+    _ensure_sessions_bucket,
+    provision_client,
+    provision_core,
+)
 from switchyard.workers.head.spent_keys import SpentKeys
-from tests.support import until, valkey_server, write_settings
+from tests.support import jetstream_server, pause, until, valkey_server, write_settings
 
 pytestmark = pytest.mark.integration
 
@@ -211,6 +217,30 @@ async def test_provisioning_before_the_render_says_what_it_could_not_make(
     made = await _streams(older)
     assert f"KV_{subjects.ADMIN_IDEMPOTENCY_BUCKET}" in made
     assert f"KV_{subjects.ADMIN_SESSIONS_BUCKET}" in made
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_slow_server_is_no_refusal_its_timeout_is_raised_to_be_retried(
+    tmp_path: Path,
+) -> None:
+    """Any timeout making the new buckets was taken for the older config's refusal: a loaded
+    cluster slow to create a replicated stream got "skipped" (exit 5, "render the NATS
+    config") where the caller retries a timeout (`up`, `deploy init`) until its deadline."""
+    async with jetstream_server(tmp_path / "js") as (client, server):
+        js = client.jetstream(timeout=0.5)
+        await pause(server.pid)  # this version's rights (none checked): only slow
+        try:
+            with pytest.raises(TimeoutError):
+                await _ensure_sessions_bucket(js, Settings())
+            with pytest.raises(TimeoutError):
+                await _ensure_idempotency_bucket(js, Settings())
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        js = client.jetstream(timeout=5)
+        assert await _ensure_sessions_bucket(js, Settings()) == []  # the retry makes them
+        assert await _ensure_idempotency_bucket(js, Settings()) == []
+        await js.key_value(subjects.ADMIN_SESSIONS_BUCKET)
+        await js.key_value(subjects.ADMIN_IDEMPOTENCY_BUCKET)
 
 
 def _cli_provision(server: Server) -> subprocess.CompletedProcess[str]:

@@ -138,13 +138,28 @@ async def provision_client(nc: NATS, settings: Settings, *, timeout: float = 10.
     return skipped + await _ensure_idempotency_bucket(js, settings)
 
 
+def _refused(js: JetStreamContext, bucket: str) -> bool:
+    """Whether the server refused this connection a subject of ``bucket`` (an older version's
+    NATS config). Such a request is never answered (a timeout, like a slow answer); the
+    server says "Permissions Violation" apart, which nats-py keeps as the connection's last
+    error (and passes to its error callback). A timeout without it is a slow server (a
+    loaded cluster creating a replicated stream): not a bucket to skip, but a call to retry
+    (the caller's :func:`~switchyard.stack.natsnodes.until_jetstream_ready`, until its
+    deadline), which it said was one, with the wrong advice."""
+    error = str(getattr(getattr(js, "_nc", None), "last_error", None) or "")
+    return "permissions violation" in error.lower() and bucket in error
+
+
 async def _ensure_idempotency_bucket(js: JetStreamContext, settings: Settings) -> list[Skipped]:
     """The management API's Idempotency-Key answers, last too: as for the sessions bucket, an
-    older version's NATS config lets the admin identity not make it (a timeout), which is said
-    and leaves the rest provisioned (it stopped the provisioning with a traceback)."""
+    older version's NATS config lets the admin identity not make it (refused: see
+    :func:`_refused`), which is said and leaves the rest provisioned (it stopped the
+    provisioning with a traceback). Any other failure (a timeout too) is raised."""
     try:
         await _ensure_kv(js, s.ADMIN_IDEMPOTENCY_BUCKET, settings)
     except (TimeoutError, NatsError) as exc:
+        if not _refused(js, s.ADMIN_IDEMPOTENCY_BUCKET):
+            raise
         costs = "a key create that sends an Idempotency-Key header is a 503"
         log.warning(
             "KV bucket %s not created (%s): %s; until then %s",
@@ -173,10 +188,11 @@ async def _ensure_capped_kv(js: JetStreamContext, bucket: str, settings: Setting
 
 async def _ensure_sessions_bucket(js: JetStreamContext, settings: Settings) -> list[Skipped]:
     """The web app's sessions bucket and the sign-in guard's, last: with the NATS config of an
-    older version the admin identity may not make them (a timeout), which is said and leaves
-    the rest provisioned; the gateways then keep their sessions (or wrong-token counts) in
-    memory, as before, until they are made. The sign-in guard's is not tried once the sessions
-    bucket could not be made (one timeout, not two): both are then skipped."""
+    older version the admin identity may not make them (refused: see :func:`_refused`), which
+    is said and leaves the rest provisioned; the gateways then keep their sessions (or
+    wrong-token counts) in memory, as before, until they are made. The sign-in guard's is not
+    tried once the sessions bucket was refused (one timeout, not two): both are then skipped.
+    Any other failure (a timeout too) is raised."""
     skipped = [
         Skipped(s.ADMIN_SESSIONS_BUCKET, "each gateway keeps its web app sessions in its memory"),
         Skipped(s.ADMIN_SIGNIN_FAILURES_BUCKET, "each gateway counts wrong admin tokens alone"),
@@ -186,6 +202,8 @@ async def _ensure_sessions_bucket(js: JetStreamContext, settings: Settings) -> l
         skipped.pop(0)
         await _ensure_capped_kv(js, s.ADMIN_SIGNIN_FAILURES_BUCKET, settings)
     except (TimeoutError, NatsError) as exc:
+        if not _refused(js, skipped[0].bucket):
+            raise
         log.warning(
             "KV bucket %s not created (%s): %s; until then each gateway keeps its web app "
             "sessions (or its count of wrong admin tokens) in its own memory",
