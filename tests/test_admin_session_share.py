@@ -267,6 +267,49 @@ async def test_a_replica_that_shares_later_keeps_its_sessions_and_the_buckets_ap
             await share.stop()
 
 
+class _FirstTryFails(SessionShare):
+    """A share whose first try to follow fails with an error nobody expected (as a bug, or a
+    library's error of a kind not caught, would)."""
+
+    tries = 0
+
+    async def _follow(self) -> bool:
+        self.tries += 1
+        if self.tries == 1:
+            raise RuntimeError("unexpected")
+        return await super()._follow()
+
+
+async def test_an_unexpected_error_at_the_first_try_neither_holds_the_start_nor_ends_the_tries(
+    nc: NATS,
+) -> None:
+    """The first try's event was set only after a try that returned: any other error held the
+    gateway's start its whole bound (then a warning blaming the NATS config) and ended the
+    background tries: the sessions stayed the replica's until a restart."""
+    store = SessionStore()
+    share = _FirstTryFails(nc.jetstream(timeout=5), store, start_wait_s=5.0, retry_s=0.2)
+    try:
+        _, took = await _took(share.start())
+        assert took < 2.0, f"the start took {took:.1f} s"
+        await until(lambda: store.shared, timeout=5)
+        assert share.tries >= 2
+    finally:
+        await share.stop()
+
+
+async def test_a_malformed_entry_is_ignored_and_the_rest_followed(nc: NATS) -> None:
+    kv = await nc.jetstream().key_value(subjects.ADMIN_SESSIONS_BUCKET)
+    await kv.put("s.malformed", b"not json")
+    await kv.put("cut.admin", b'{"at": "not a time"}')
+    async with _replica(nc) as one:
+        sid, _ = await one.create("ada", "10.0.0.1")
+        async with _replica(nc) as two:
+            assert await two.get(sid) is not None
+            await kv.put("s.malformed", b"[1, 2]")
+            await one.end(sid)
+            await until(lambda: two.live() == [], timeout=5)
+
+
 async def test_wrong_tokens_count_on_every_replica_together(nc: NATS) -> None:
     """A guesser spread over the replicas got LIMIT wrong tokens a window on each."""
     one_guard, two_guard = SigninGuard(), SigninGuard()

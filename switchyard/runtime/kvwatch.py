@@ -257,5 +257,16 @@ async def follow_later(
     while True:
         await asyncio.sleep(wait)
         wait = min(wait * 2, max(max_s, retry_s))
-        if await follow():
+        if await try_follow(follow):
             return
+
+
+async def try_follow(follow: Callable[[], Awaitable[bool]]) -> bool:
+    """``follow()``, with any error it did not expect logged and taken as False (not
+    followed, tried again): one such error ended the retries for good, the bucket never
+    followed until a restart."""
+    try:
+        return await follow()
+    except Exception:
+        log.exception("a KV bucket was not followed (an unexpected error); tried again later")
+        return False

@@ -37,7 +37,7 @@ from nats.js.kv import KeyValue
 
 from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.bus import subjects
-from switchyard.runtime.kvwatch import RETRY_S, KvFollower, follow_later
+from switchyard.runtime.kvwatch import RETRY_S, KvFollower, follow_later, try_follow
 
 log = logging.getLogger("switchyard.admin.ui")
 
@@ -92,9 +92,11 @@ class FailureShare:
         """Shares the counts from once the bucket is followed: at once, or, when it cannot be
         (a warning), tried again after ``retry_s``, then less often, until it is (``tried``
         is set once the first try is over)."""
-        followed = await self._follow()
-        if tried is not None:
-            tried.set()
+        try:
+            followed = await try_follow(self._follow)
+        finally:  # (set whatever happens: the gateway's start must not wait its whole bound)
+            if tried is not None:
+                tried.set()
         if followed:
             return
         log.warning(
@@ -165,5 +167,9 @@ class FailureShare:
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
         if key.startswith(PREFIX) and value is not None:
-            failures = _FAILURES.decode(value)
+            try:
+                failures = _FAILURES.decode(value)
+            except msgspec.DecodeError as exc:  # (msgspec.ValidationError is one)
+                log.warning("ignored a malformed wrong-token count (%s)", exc)
+                return
             self._guard.merge(failures.address, failures.times)

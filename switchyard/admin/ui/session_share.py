@@ -54,7 +54,7 @@ from switchyard.admin.ui.sessions import SessionRecord, SessionStore
 from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.bus import subjects
 from switchyard.errors import ServiceUnavailable
-from switchyard.runtime.kvwatch import CHECK_S, RETRY_S, KvFollower, follow_later
+from switchyard.runtime.kvwatch import CHECK_S, RETRY_S, KvFollower, follow_later, try_follow
 from switchyard.runtime.tasks import TaskSupervisor
 
 log = logging.getLogger("switchyard.admin.ui")
@@ -221,8 +221,10 @@ class SessionShare:
         return self._store.shared
 
     async def _share(self, tried: asyncio.Event) -> None:
-        followed = await self._follow()
-        tried.set()
+        try:
+            followed = await try_follow(self._follow)
+        finally:  # (set whatever happens: the start must not wait its whole bound for it)
+            tried.set()
         if followed:
             return
         log.error(
@@ -268,6 +270,12 @@ class SessionShare:
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
         self._answered()  # the watch delivers: the bucket answers again
+        try:
+            self._apply(key, value, revision)
+        except msgspec.DecodeError as exc:  # (msgspec.ValidationError is one)
+            log.warning("ignored a malformed entry of the web app's sessions (%s)", exc)
+
+    def _apply(self, key: str, value: bytes | None, revision: int) -> None:
         if key.startswith(SESSION_PREFIX):
             digest = key.removeprefix(SESSION_PREFIX)
             record = None if value is None else _RECORD.decode(value)
