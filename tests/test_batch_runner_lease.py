@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+import nats.errors
 import openai
 import pytest
 import pytest_asyncio
@@ -63,9 +64,15 @@ class Runners:
         self._stack = stack
         self._started: list[tuple[BatchRunner, Any]] = []
 
-    async def new(self, name: str, **kwargs: Any) -> BatchRunner:
+    async def new(self, name: str, in_flight: int = 0, **kwargs: Any) -> BatchRunner:
+        """A runner; ``in_flight``: its ``batch.max_in_flight`` (each line then goes out as one
+        is answered, so a stop of the sending shows in the lines not sent)."""
         nc = await self._stack.connect("batch")
-        runner = BatchRunner(nc, self._stack.settings, Process(name, Metrics("batch")), **kwargs)
+        settings = self._stack.settings
+        if in_flight:
+            limited = msgspec.structs.replace(settings.batch, max_in_flight=in_flight)
+            settings = msgspec.structs.replace(settings, batch=limited)
+        runner = BatchRunner(nc, settings, Process(name, Metrics("batch")), **kwargs)
         self._started.append((runner, nc))
         return runner
 
@@ -91,7 +98,7 @@ async def runners(leased: Stack) -> AsyncIterator[Runners]:
         await made.close()
 
 
-def _input(tag: str) -> bytes:
+def _input(tag: str, lines: int = LINES) -> bytes:
     rows = [
         {
             "custom_id": f"{tag}-{i}",
@@ -99,15 +106,15 @@ def _input(tag: str) -> bytes:
             "url": "/v1/chat/completions",
             "body": {"model": MODEL, "messages": [{"role": "user", "content": f"{tag} {i}"}]},
         }
-        for i in range(LINES)
+        for i in range(lines)
     ]
     return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
 
 
-async def _create(stack: Stack, tag: str) -> tuple[openai.AsyncOpenAI, str]:
+async def _create(stack: Stack, tag: str, lines: int = LINES) -> tuple[openai.AsyncOpenAI, str]:
     key, _ = await stack.new_key(f"lease-{tag}")
     client = openai.AsyncOpenAI(base_url=stack.tail_url + "/v1", api_key=key, max_retries=2)
-    file = await client.files.create(file=("in.jsonl", _input(tag)), purpose="batch")
+    file = await client.files.create(file=("in.jsonl", _input(tag, lines)), purpose="batch")
     batch = await client.batches.create(
         input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
@@ -132,9 +139,9 @@ async def _holding(runner: BatchRunner, timeout: float) -> None:
             await asyncio.sleep(0.05)
 
 
-def _calls_per_line(upstream: FakeOpenAI, tag: str) -> dict[str, int]:
+def _calls_per_line(upstream: FakeOpenAI, tag: str, lines: int = LINES) -> dict[str, int]:
     """How often the provider was called for each line of batch ``tag`` (its text)."""
-    wanted = {f"{tag} {i}" for i in range(LINES)}
+    wanted = {f"{tag} {i}" for i in range(lines)}
     counts = dict.fromkeys(sorted(wanted), 0)
     for call in list(upstream.calls):
         messages = call.body.get("messages") or []
@@ -241,3 +248,47 @@ async def test_a_batch_another_runner_completed_is_not_logged_as_cancelled(
                 await asyncio.sleep(0.1)
     said = [r.getMessage() for r in caplog.records if "withdrew" in r.getMessage()]
     assert said == [f"batch {batch_id} completed elsewhere: " + said[0].split(": ", 1)[1]]
+
+
+async def test_one_renewal_that_times_out_neither_stops_nor_restarts_a_batch(
+    leased: Stack, runners: Runners, upstream: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A renewal whose KV write times out (the bucket's leader failing over) left the lease
+    # "not held" for a second while the runner still held it: every line in flight stopped the
+    # batch's pass, and the batch was run again from a second pass.
+    caplog.set_level(logging.INFO, logger="switchyard.batch")
+    ttl, lines = 3.0, 4 * LINES
+    runner = await runners.new("batch-slow-renewal", in_flight=4, lease_ttl=ttl)
+    await runner.start()
+    assert runner.leader.holding
+    lease = runner.leader._lease
+    assert lease is not None
+    kv = lease._kv
+    real_update = kv.update
+    failed: list[float] = []
+
+    async def update_timing_out_once(*args: Any, **kwargs: Any) -> int:
+        if not failed:  # as a write to a failing-over bucket: its timeout, then the error
+            failed.append(time.monotonic())
+            await asyncio.sleep(ttl / 3)
+            raise nats.errors.TimeoutError
+        return await real_update(*args, **kwargs)
+
+    client, batch_id = await _create(leased, "renewal", lines)
+    async with client:
+        async with asyncio.timeout(30):  # well into the batch
+            while sum(_calls_per_line(upstream, "renewal", lines).values()) < lines // 4:
+                await asyncio.sleep(0.05)
+        kv.update = update_timing_out_once  # type: ignore[method-assign]
+        done = await _wait_for(client, batch_id, {"completed", "failed", "cancelled"}, 90)
+    assert failed, "no renewal was made to fail"
+    assert done.status == "completed", done.errors
+    assert done.request_counts.completed == lines
+    assert runner.leader.holding
+    calls = _calls_per_line(upstream, "renewal", lines)
+    assert calls == dict.fromkeys(calls, 1), {k: n for k, n in calls.items() if n != 1}
+    record = runner._records.get(batch_id)
+    assert record is not None
+    assert record.generation == 1, "the batch was run again from a second pass"
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "lost the batch runner lease" in m], said

@@ -111,6 +111,7 @@ class Job:
         budget: Callable[..., Awaitable[BudgetAnswer]] | None = None,
         usage: Tally | None = None,
         current_hash: Callable[[str], Awaitable[str]] | None = None,
+        pause: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.record = record
         self.batch_id = record.batch.id
@@ -131,6 +132,8 @@ class Job:
         # The hash of the batch's key's current secret, from the one the batch was made with:
         # each line names the key by it (see :meth:`_attempt`).
         self.current_hash = current_hash
+        # Awaited before each line goes out: returns when it may (the runner's lease).
+        self.pause = pause
         # How many budget answers the batch's lines got, and the latest if it was a refusal.
         self._checks = 0
         self._refused: tuple[int, RateLimited] | None = None
@@ -179,6 +182,15 @@ class Job:
                 stopped += 1
         return stopped
 
+    def resume_sending(self) -> None:
+        """Undo :meth:`stop_sending` (the runner holds its lease again): the lines not yet
+        sent go out after all, if the job has not ended its pass yet."""
+        self._stopping = False
+
+    async def _paused(self) -> None:
+        if self.pause is not None:
+            await self.pause()
+
     @property
     def sending(self) -> bool:
         """Whether lines may still be sent: the batch is neither cancelled nor stopping."""
@@ -205,6 +217,7 @@ class Job:
                         if index in done:
                             continue
                         await started.acquire()
+                        await self._paused()
                         if not self.sending or self._expired():
                             started.release()
                             break
@@ -327,6 +340,7 @@ class Job:
         after, or None (not run: cancelled, or the window closed while it waited for a
         turn)."""
         async with self.slots.turn(self.batch_id):
+            await self._paused()
             if not self.sending:  # (the wait for a turn may have been long)
                 return None
             remaining = self._time_left()

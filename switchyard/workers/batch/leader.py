@@ -5,11 +5,15 @@ one answer recorded), and one may end the batch while the other still sends. Not
 deployment kept a second runner away (Kubernetes' Recreate strategy); compose recreating the
 service while the old container still stops, a second ``switchyard serve batch``, or a network
 partition ran two. So a runner takes the lease (:class:`~switchyard.runtime.lease.Lease`, in
-``sy_batches``) before it runs anything, renews it every third of its length, and gives it up
-on a clean stop once its lines on the bus are answered. A runner that loses it, or cannot
-renew it while a third of it is left, sends no line more at once; its lines on the bus finish
-and are recorded. A runner started beside a holder waits, ready, for the lease to be given up
-or to lapse: at most ``LEASE_TTL_S`` and one renewal round after the holder stopped renewing.
+``sy_batches``) before it runs anything, renews it every sixth of its length (each round given
+a sixth to end), and gives it up on a clean stop once its lines on the bus are answered. A
+round that fails (the bucket's leader failing over) leaves the next one within the third of the
+lease kept as a margin; while even that is used up the runner's jobs pause (no line goes out,
+none is dropped) and go on once a renewal comes. A runner that loses the lease (a round finds
+another holder, or the margin is gone) stops sending; its lines on the bus finish and are
+recorded. A runner started beside a holder waits, ready, for
+the lease to be given up or to lapse: at most ``LEASE_TTL_S`` and one renewal round (a sixth)
+after the holder's last renewal.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from switchyard.schemas.batches import RUNNER_LEASE_KEY
 log = logging.getLogger("switchyard.batch")
 
 LEASE_TTL_S = 6.0
+# How often the paused jobs look whether the lease is held again.
+PAUSE_POLL_S = 0.1
 
 
 class Leadership:
@@ -50,12 +56,13 @@ class Leadership:
         self._ttl = ttl
         self._lease: Lease | None = None
         self.holding = False
+        self._paused = False  # (for the log: held, but the margin is used up)
         self._renewing = TaskSupervisor("batch-lease")
 
     async def start(self) -> None:
-        # A renewal ends within a third of the lease: one left waiting longer would let the
-        # lease run out under a holder that still thinks it has it.
-        js = self._nc.jetstream(timeout=self._ttl / 3)
+        # A round (a read and a write) ends within a sixth of the lease: a failed one and the
+        # next then end within the third kept as a margin (see _round).
+        js = self._nc.jetstream(timeout=self._ttl / 6)
         kv = await js.key_value(subjects.BATCHES_BUCKET)
         self._lease = Lease(kv, RUNNER_LEASE_KEY, self._owner, ttl=self._ttl)
         try:
@@ -68,6 +75,22 @@ class Leadership:
         """Whether a line may be sent now: the lease is held, with a margin left."""
         return self.holding and self._lease is not None and self._lease.held()
 
+    async def wait_held(self) -> None:
+        """Return once a line may be sent (:meth:`held`), or the lease is lost (``holding``
+        false: the caller then stops): a renewal late by more than the margin pauses the
+        sending instead of dropping what is left of every batch."""
+        if self.held() or not self.holding:
+            return
+        if not self._paused:
+            self._paused = True
+            log.warning("batch runner lease not renewed in time: sending paused")
+        while self.holding and not self.held():  # noqa: ASYNC110  (held() ends by the clock)
+            await asyncio.sleep(PAUSE_POLL_S)
+        if self._paused:
+            self._paused = False
+            if self.holding:
+                log.info("batch runner lease renewed again: sending goes on")
+
     async def stop(self) -> None:
         """Stop renewing and give the lease up (call once the lines on the bus are done)."""
         await self._renewing.cancel_all()
@@ -77,7 +100,12 @@ class Leadership:
 
     async def _round(self) -> None:
         assert self._lease is not None  # noqa: S101  (made in start)
-        holding = await self._lease.renew()
+        try:
+            async with asyncio.timeout(self._ttl / 6):
+                holding = await self._lease.renew()
+        except TimeoutError:  # (not renewed: what was written stands, margin left or not)
+            log.warning("batch runner lease round timed out")
+            holding = self._lease.held()
         if holding == self.holding:
             return
         self.holding = holding
@@ -88,8 +116,13 @@ class Leadership:
         self._on_change(holding)
 
     async def _renew_forever(self) -> None:
+        # Rounds start every sixth of the lease, however long the last one took: a round that
+        # timed out does not push the next one later.
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self._ttl / 3)
+            due = max(due + self._ttl / 6, loop.time())
+            await asyncio.sleep(due - loop.time())
             try:
                 await self._round()
             except (NatsError, TimeoutError) as exc:  # a failover: one line, try next round

@@ -34,7 +34,7 @@ from switchyard.runtime.shutdown import STOP_STEP_S, within
 from switchyard.runtime.tasks import TaskSupervisor
 from switchyard.runtime.worker import Process, serve_worker
 from switchyard.schemas import batches as b
-from switchyard.workers.batch import expiry, formats
+from switchyard.workers.batch import batch_errors, expiry, formats
 from switchyard.workers.batch.budget import BatchBudget, KeyRecords
 from switchyard.workers.batch.inputs import BatchInput, InputGone, Invalid
 from switchyard.workers.batch.job import Job
@@ -104,8 +104,12 @@ class BatchRunner:
         self.ready = True  # (holding the lease or not: a runner waiting for it is healthy)
 
     def _lead(self, holding: bool) -> None:
-        """The lease was taken: run every active batch. Lost: send no line more."""
+        """Taken: run every active batch (a job still draining since a loss sends again).
+        Lost: send no line more."""
         if holding:
+            for job in self._driving.values():
+                if not self._stopping:
+                    job.resume_sending()
             for record in self._records.values():
                 self._changed(record.batch.id, record)
         else:
@@ -134,11 +138,9 @@ class BatchRunner:
         self._stopping = True
         # The lines first: nothing waited for before them may let another one go out.
         self._stop_sending()
-        # Then the sweep, waited for a bounded time: a sweep whose cancel was swallowed (on
-        # Python 3.11, nats-py's request returns a reply that arrived as the cancel came:
-        # asyncio.wait_for) runs its pass to the end and then ends (see _sweep_forever).
-        # Waited for first and without bound, it held the whole stop, lines still going out,
-        # until the supervisor killed the runner.
+        # Then the sweep, for a bounded time: one whose cancel was swallowed (Python 3.11's
+        # wait_for in nats-py) ends after its pass (see _sweep_forever); waited for without
+        # bound, it held the stop, lines still going out, until the runner was killed.
         await within(STOP_STEP_S, self._sweeper.cancel_all(), "the batch sweep's stop")
         cut = await self._jobs.drain(grace)  # (the records' watch tells of cancels meanwhile)
         if cut:
@@ -278,11 +280,11 @@ class BatchRunner:
                 llm=self.llm,
                 settings=self.settings.batch,
                 slots=self.slots,
-                # Ended too: a runner that lost the lease may see the holder end it (the
-                # holder may also take the record past `cancelling` before this one sees it).
-                # The lease is checked line by line: lost, or not renewed while a third of it
-                # was left, no line more goes out (another runner may hold it soon).
-                cancelled=lambda: self._status(batch_id) in _STOPPED or not self.leader.held(),
+                # Ended too: a runner that lost the lease may see the holder end it. The lease
+                # is checked line by line: lost, no line more goes out; held with no margin
+                # left (a late renewal), each line waits for a renewal (`pause`).
+                cancelled=lambda: self._status(batch_id) in _STOPPED or not self.leader.holding,
+                pause=self.leader.wait_held,
                 on_line=lambda ok: self._lines[ok].inc(),
                 max_payload=self._nc.max_payload,
                 budget=self.budget.admit,
@@ -356,9 +358,9 @@ class BatchRunner:
         try:
             return await source.check(validating=validating)
         except InputGone as exc:  # deleted after the batch was created (the edge refuses it)
-            await self._fail(batch_id, [_input_gone(str(exc))])
+            await self._fail(batch_id, [batch_errors.input_gone(str(exc))])
         except ObjectDamaged as exc:  # the store's leader lacks its bytes: no retry helps
-            await self._fail(batch_id, [_input_damaged(source.file_id, exc)])
+            await self._fail(batch_id, [batch_errors.input_damaged(source.file_id, exc)])
         except Invalid as exc:
             await self._fail(batch_id, exc.errors)
         return None
@@ -474,7 +476,7 @@ class BatchRunner:
         if status == "finalizing":  # every line ran: it completes whatever became of its key
             return "completed", errors, None
         if refused is not None:
-            return "failed", b.BatchErrors(data=[_key_gone(refused)]), refused
+            return "failed", b.BatchErrors(data=[batch_errors.key_gone(refused)]), refused
         if status == "cancelling":
             return "cancelled", errors, None
         return ("expired" if self._expired(record) else "completed"), errors, None
@@ -569,30 +571,4 @@ async def run(
         health_port=health_port,
         stop=stop,
         build=lambda nc, proc: BatchRunner(nc, settings, proc),
-    )
-
-
-def _key_gone(refused: AuthenticationFailed) -> b.BatchErrorItem:
-    return b.BatchErrorItem(
-        code=refused.code,
-        message=(
-            f"{refused.message} The batch was stopped: its lines that had not run were not "
-            "sent (each has this error as its result)."
-        ),
-    )
-
-
-def _input_damaged(file_id: str, exc: ObjectDamaged) -> b.BatchErrorItem:
-    return b.BatchErrorItem(
-        code="invalid_file",
-        message=f"the input file {file_id} is damaged in the store ({exc}); upload it again",
-        param="input_file_id",
-    )
-
-
-def _input_gone(file_id: str) -> b.BatchErrorItem:
-    return b.BatchErrorItem(
-        code="invalid_file",
-        message=f"the input file {file_id} was deleted before the batch could read it",
-        param="input_file_id",
     )
