@@ -292,3 +292,44 @@ async def test_one_renewal_that_times_out_neither_stops_nor_restarts_a_batch(
     assert record.generation == 1, "the batch was run again from a second pass"
     said = [r.getMessage() for r in caplog.records]
     assert not [m for m in said if "lost the batch runner lease" in m], said
+
+
+async def test_a_runner_that_loses_the_lease_withdraws_its_queued_lines(
+    leased: Stack, runners: Runners, upstream: FakeOpenAI
+) -> None:
+    # The holder is cut off from its lease (every renewal's write times out, as in a
+    # partition) with most of a batch's lines queued at the deployment (4 run at a time).
+    # Left on the bus, they ran there and again from the runner that took over.
+    ttl, lines = 3.0, 2 * LINES
+    holder = await runners.new("batch-cut-off", lease_ttl=ttl)
+    await holder.start()
+    assert holder.leader.holding
+    standby = await runners.new("batch-standby", lease_ttl=ttl)
+    await standby.start()
+    assert not standby.leader.holding
+    lease = holder.leader._lease
+    assert lease is not None
+    kv = lease._kv
+
+    async def update_timing_out(*args: Any, **kwargs: Any) -> int:
+        await asyncio.sleep(ttl / 3)
+        raise nats.errors.TimeoutError
+
+    client, batch_id = await _create(leased, "withdrawn", lines)
+    async with client:
+        async with asyncio.timeout(30):
+            while sum(_calls_per_line(upstream, "withdrawn", lines).values()) < 4:
+                await asyncio.sleep(0.05)
+        kv.update = update_timing_out  # type: ignore[method-assign]
+        await _holding(standby, 10.0)
+        assert not holder.leader.held()  # (lost: its queued lines were withdrawn)
+        done = await _wait_for(client, batch_id, {"completed", "failed", "cancelled"}, 90)
+    assert done.status == "completed", done.errors
+    assert done.request_counts.completed == lines
+    await asyncio.sleep(1.0)  # (a withdrawn line still run would have reached it by now)
+    calls = _calls_per_line(upstream, "withdrawn", lines)
+    # Only those at the provider as they were withdrawn (4 at a time; no keep-alive yet for
+    # a 300 ms call) were called twice: their first call was stopped, as a cancel stops it.
+    twice = {k: n for k, n in calls.items() if n != 1}
+    assert set(twice.values()) <= {2}, twice
+    assert len(twice) <= 4, twice
