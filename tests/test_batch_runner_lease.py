@@ -321,6 +321,16 @@ async def test_a_runner_that_loses_the_lease_withdraws_its_queued_lines(
         await asyncio.sleep(ttl / 3)
         raise nats.errors.TimeoutError
 
+    # Nor does it write the batch's counts once it lost the lease (the new holder does).
+    unheld_writes: list[str] = []
+    real_store_update = holder.store.update
+
+    async def store_update(batch_id: str, *args: Any, **kwargs: Any) -> Any:
+        if not holder.leader.holding:
+            unheld_writes.append(batch_id)
+        return await real_store_update(batch_id, *args, **kwargs)
+
+    holder.store.update = store_update  # type: ignore[method-assign]
     client, batch_id = await _create(leased, "withdrawn", lines)
     async with client:
         async with asyncio.timeout(30):
@@ -339,3 +349,4 @@ async def test_a_runner_that_loses_the_lease_withdraws_its_queued_lines(
     twice = {k: n for k, n in calls.items() if n != 1}
     assert set(twice.values()) <= {2}, twice
     assert len(twice) <= 4, twice
+    assert unheld_writes == []

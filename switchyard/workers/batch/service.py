@@ -434,6 +434,8 @@ class BatchRunner:
         return refused
 
     async def _progress(self, job: Job) -> None:
+        if not self.leader.holding:  # the holder writes the counts: two writers made them jump
+            return
         # Both taken now, together: a line recorded while the write waits adds to each at once
         # (Job._line), so reading the usage later would count a line the counts do not yet.
         counts = b.RequestCounts(total=job.total, completed=job.completed, failed=job.failed)
