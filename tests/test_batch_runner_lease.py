@@ -63,6 +63,7 @@ class Runners:
     def __init__(self, stack: Stack) -> None:
         self._stack = stack
         self._started: list[tuple[BatchRunner, Any]] = []
+        self.metrics: dict[str, Metrics] = {}  # each runner's, by name
 
     async def new(self, name: str, in_flight: int = 0, **kwargs: Any) -> BatchRunner:
         """A runner; ``in_flight``: its ``batch.max_in_flight`` (each line then goes out as one
@@ -72,7 +73,8 @@ class Runners:
         if in_flight:
             limited = msgspec.structs.replace(settings.batch, max_in_flight=in_flight)
             settings = msgspec.structs.replace(settings, batch=limited)
-        runner = BatchRunner(nc, settings, Process(name, Metrics("batch")), **kwargs)
+        self.metrics[name] = Metrics("batch")
+        runner = BatchRunner(nc, settings, Process(name, self.metrics[name]), **kwargs)
         self._started.append((runner, nc))
         return runner
 
@@ -169,8 +171,13 @@ async def test_two_runners_make_one_provider_call_per_line_and_the_batch_complet
     assert not [m for m in said if "cancelled" in m], said
 
 
+def _lease_held(runners: Runners, name: str) -> float | None:
+    """The runner's ``switchyard_batch_runner_lease_held``, as a scrape shows it."""
+    return runners.metrics[name].registry.get_sample_value("switchyard_batch_runner_lease_held")
+
+
 async def test_a_runner_waits_for_a_lease_another_holds_until_it_lapses(
-    leased: Stack, runners: Runners, upstream: FakeOpenAI
+    leased: Stack, runners: Runners, upstream: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A runner that stopped renewing (killed, partitioned) left its lease: a minute more at
     # first (nothing may be sent however slow this machine is), then 1.5 s, timed.
@@ -187,15 +194,20 @@ async def test_a_runner_waits_for_a_lease_another_holds_until_it_lapses(
             await asyncio.sleep(1.0)
             assert sum(_calls_per_line(upstream, "lapsed").values()) == 0  # nothing sent yet
             assert not runner.leader.holding
+            assert _lease_held(runners, "batch-waiting") == 0.0
             ghost = FeederLease("a-killed-runner", time.time() + 1.5)
             await kv.put(b.RUNNER_LEASE_KEY, LEASE_ENCODER.encode(ghost))
             await _holding(runner, 4.0)  # its 1.5 s, a renewal round (0.25 s), and slack
             assert time.time() >= ghost.until
+            assert _lease_held(runners, "batch-waiting") == 1.0
             done = await _wait_for(client, batch_id, {"completed", "failed", "cancelled"}, 60)
     finally:
         await nc.close()
     assert done.status == "completed", done.errors
     assert set(_calls_per_line(upstream, "lapsed").values()) == {1}
+    # A lease lasting a minute where this runner writes 1.5 s ones: a clock ahead, said once.
+    ahead = [r for r in caplog.records if "check that the hosts' clocks agree" in r.getMessage()]
+    assert len(ahead) == 1, [r.getMessage() for r in ahead]
 
 
 async def test_stopping_the_holder_hands_the_batch_over_within_a_bound(

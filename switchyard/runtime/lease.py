@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 import msgspec
@@ -25,6 +26,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from switchyard.schemas.scheduling import LEASE_DECODER, LEASE_ENCODER, FeederLease
+
+log = logging.getLogger("switchyard.lease")
 
 RELEASE_TIMEOUT_S = 2.0
 
@@ -36,6 +39,7 @@ class Lease:
         self.owner = owner
         self.ttl = ttl
         self._until = float("-inf")  # the expiry this replica last wrote
+        self._skew_told = False  # (a clock ahead is logged once)
 
     async def renew(self, now: float | None = None) -> bool:
         """Take or keep the lease; True while this replica holds it."""
@@ -48,6 +52,8 @@ class Lease:
                 await self._kv.create(self.key, mine)
                 return self._won(moment)
             holder = LEASE_DECODER.decode(entry.value) if entry.value else None
+            if holder is not None:
+                self._check_clock(holder, moment)
             if holder is not None and holder.owner != self.owner and holder.until > moment:
                 return self._lost()
             await self._kv.update(self.key, mine, last=entry.revision)
@@ -57,6 +63,21 @@ class Lease:
         except (NatsError, TimeoutError):
             # Cannot renew: what it wrote still stands, but stop while a margin is left.
             return moment < self._until - self.ttl / 3
+
+    def _check_clock(self, holder: FeederLease, moment: float) -> None:
+        """Warn (once) when the stored expiry lies more than a lease beyond this host's clock:
+        whoever wrote it has a clock ahead of this one (or a longer lease), so this replica
+        waits that much longer to take it over, and the hosts' clocks do not agree."""
+        ahead = holder.until - moment - self.ttl
+        if ahead > 0 and not self._skew_told:
+            self._skew_told = True
+            log.warning(
+                "the lease %s of %s expires %.1f s later than a lease written now would: "
+                "check that the hosts' clocks agree (NTP)",
+                self.key,
+                holder.owner,
+                ahead,
+            )
 
     def held(self, now: float | None = None) -> bool:
         """Whether the last renewal still covers ``now`` with a third of the lease to spare:

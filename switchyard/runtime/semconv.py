@@ -170,6 +170,7 @@ NO_TEAM = "_no_team"
 # The batch runner.
 BATCH_LINES = "switchyard_batch_lines_total"  # result: completed, failed
 BATCHES = "switchyard_batches"  # status: batches the runner knows in that status
+BATCH_RUNNER_LEASE_HELD = "switchyard_batch_runner_lease_held"  # 1: this runner runs batches
 COMPONENT = "component"
 INSTANCE = "instance"
 

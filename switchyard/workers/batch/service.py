@@ -88,6 +88,12 @@ class BatchRunner:
             ["status"],
             self._by_status,
         )
+        proc.metrics.gauge_callback(
+            sc.BATCH_RUNNER_LEASE_HELD,
+            "1 while this runner holds the batch runner lease (it runs the batches), else 0.",
+            (),
+            lambda: [((), 1.0 if self.leader.holding else 0.0)],
+        )
         self.ready = False
 
     def _by_status(self) -> list[tuple[tuple[str, ...], float]]:
