@@ -196,3 +196,48 @@ async def test_a_gateway_started_while_valkey_is_down_is_stalled_since_its_start
         finally:
             await watch.stop()
             await reader.close()
+
+
+async def test_a_failed_scan_is_retried_before_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan that raised (Valkey down) or whose mark writes failed (no bucket) waited the
+    whole interval (up to 20 minutes) for the next: now at most RETRY_S (here 0.2 s)."""
+    monkeypatch.setattr("switchyard.admin.budget_watch.RETRY_S", 0.2, raising=False)
+    settings, _ = write_settings(tmp_path / "home")
+    valkey.write_config(
+        valkey.ValkeyLayout(dir=settings.redis_password_dir, port=settings.stack.valkey_port)
+    )
+    key = ClientKey(id=new_key_id(), hash="34" * 32, name="k", budget_usd=1.0)
+    async with jetstream_server(tmp_path / "js") as (nc, _):  # no spent-marks bucket
+        reader = SpendReader(settings)
+        watch = BudgetWatch(nc, reader, Metrics("gateway"), interval=1200.0)
+        watch._on_entry(f"{RECORD_PREFIX}{key.hash}", KEY_ENCODER.encode(key), 1)
+        scans = 0
+        real = watch._scan_logged
+
+        async def counted() -> bool:
+            nonlocal scans
+            scans += 1
+            return await real()
+
+        watch._scan_logged = counted  # type: ignore[method-assign]
+        loop = asyncio.create_task(watch._scan_forever())
+        try:
+            await until(lambda: scans >= 3, timeout=10)  # Valkey down: the read raises
+            assert watch.with_budget == 0
+            async with valkey_server(settings):
+                ops = connect_redis(settings, "ops")
+                period_id = periods.current(key.budget_period, time.time())[0]
+                await ops.set(rk.budget(key.id, period_id), 2 * rk.NANO)
+                await ops.aclose()
+                await until(lambda: watch.with_budget == 1)  # read: the mark's write fails
+                seen = scans
+                await until(lambda: scans >= seen + 2, timeout=10)
+                assert watch.marks.written == {}
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+            await watch.stop()
+            await reader.close()

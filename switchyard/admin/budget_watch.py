@@ -50,6 +50,16 @@ from switchyard.schemas.keys import KEY_DECODER, RECORD_PREFIX, ClientKey
 log = logging.getLogger("switchyard.admin.budget")
 
 UNEXPECTED_EVERY_S = 600.0  # a scan failing for another reason is logged this often at most
+RETRY_S = 30.0  # after a scan that failed, the next runs this soon (or at the interval if sooner)
+
+
+def next_scan_in(interval: float, completed: bool) -> float:
+    """How long to wait before the next scan: the interval after a complete scan, at most
+    ``RETRY_S`` after one that failed (raised, or left a mark due unwritten). With a long
+    interval a single failed scan must not wait the full interval: the marks it did not
+    rewrite would lapse at the heads, and the sweep's promise (a kept mark is never older
+    than its writer's rewrite period + 2 minutes) would break."""
+    return interval if completed else min(interval, RETRY_S)
 
 
 def threshold_label(share: float) -> str:
@@ -150,9 +160,9 @@ class BudgetWatch:
         await self._loops.cancel_all()
         await self._follower.stop()
 
-    async def scan(self, now: float | None = None) -> None:
+    async def scan(self, now: float | None = None) -> bool:
         """Count now, and mark the keys whose budget is used up (unmark the others);
-        ``last_scan`` is set when every mark due was written too.
+        ``last_scan`` is set when every mark due was written too. Returns whether it was.
 
         Raises:
             redis.exceptions.RedisError, TimeoutError, OSError: Redis/Valkey could not be read
@@ -173,16 +183,18 @@ class BudgetWatch:
         )
         if complete:
             self.last_scan = time.time()
+        return complete
 
-    async def _scan_logged(self) -> None:
+    async def _scan_logged(self) -> bool:
         """Scan; a failure to read spend is logged as a warning once per outage (and when it
-        ends), as every scan meanwhile fails the same way."""
+        ends), as every scan meanwhile fails the same way. Returns whether the scan completed
+        (spend read and every mark due written)."""
         try:
-            await self.scan()
+            complete = await self.scan()
         except (redis.exceptions.RedisError, TimeoutError, OSError) as exc:
             if self._unreadable_since is not None:
                 log.debug("still could not read spend: %s", type(exc).__name__)
-                return
+                return False
             self._unreadable_since = time.monotonic()
             lapse_from, lapse_to = fail_open_after_s(self._interval)
             log.warning(
@@ -197,31 +209,33 @@ class BudgetWatch:
                 lapse_from / 60,
                 lapse_to / 60,
             )
-            return
+            return False
         if self._unreadable_since is not None:
             log.info(
                 "spend is read again after %.0f s: spent marks are kept again",
                 time.monotonic() - self._unreadable_since,
             )
             self._unreadable_since = None
+        return complete
 
     async def _scan_forever(self) -> None:
-        """Scan every interval, whatever a scan raises: a scan that fails for a reason not
-        foreseen (a spend counter that is not an integer, a NATS error) is logged (at most
-        every ``UNEXPECTED_EVERY_S``) and the next one runs; ending the loop would stop the
-        marks for the life of the process."""
+        """Scan every interval (after a scan that failed, within ``RETRY_S``: see
+        :func:`next_scan_in`), whatever a scan raises: a scan that fails for a reason not
+        foreseen (a NATS error) is logged (at most every ``UNEXPECTED_EVERY_S``) and the next
+        one runs; ending the loop would stop the marks for the life of the process."""
         while True:
+            completed = False
             try:
-                await self._scan_logged()
+                completed = await self._scan_logged()
             except Exception:
                 if self._unexpected.ready():
                     log.exception(
                         "a budget scan failed; the next runs in %.0f s (spent marks are not "
                         "kept meanwhile: switchyard_budget_watch_last_scan_timestamp_seconds "
                         "stops moving; logged at most every %.0f minutes)",
-                        self._interval,
+                        next_scan_in(self._interval, completed=False),
                         UNEXPECTED_EVERY_S / 60,
                     )
                 else:
                     log.debug("a budget scan failed again", exc_info=True)
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(next_scan_in(self._interval, completed))

@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from switchyard.admin.budget_watch import count_near, fail_open_after_s
+from switchyard.admin.budget_watch import RETRY_S, count_near, fail_open_after_s, next_scan_in
 from switchyard.admin.spent_writer import KEPT_SLACK_S, LONGEST_KEEP_S, kept_s, rewrite_period
 from switchyard.config.settings import AdminSettings
 from switchyard.limits import keys as rk
@@ -41,3 +41,11 @@ def test_marks_lapse_from_thirty_minutes_less_the_rewrite_period() -> None:
     assert fail_open_after_s(30.0) == (1200.0, 1800.0)
     assert fail_open_after_s(500.0) == (1300.0, 1800.0)
     assert fail_open_after_s(1200.0) == (600.0, 1800.0)
+
+
+def test_after_a_failed_scan_the_next_runs_within_thirty_seconds() -> None:
+    """At 1,200 s one failed scan waited 1,200 s: the marks it did not rewrite lapsed at the
+    heads (30 minutes) and the sweep's keep_s + 2 minutes no longer held."""
+    assert next_scan_in(1200.0, completed=True) == 1200.0
+    assert next_scan_in(1200.0, completed=False) == RETRY_S == 30.0
+    assert next_scan_in(10.0, completed=False) == 10.0
