@@ -112,26 +112,37 @@ async def test_the_last_scan_stops_moving_while_valkey_is_down(
 async def test_a_scan_that_fails_unforeseen_does_not_end_the_scans(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A spend counter that is not an integer (an operator wrote 1.5) makes a scan raise
-    ValueError, which the scan loop did not catch: the watch stopped for the life of the
-    process (its task logged once, not restarted). Now it is logged and the next scan runs."""
+    """A scan that raised what the scan loop did not foresee (it was a spend counter that is
+    not an integer, now skipped: below) stopped the watch for the life of the process (its
+    task logged once, not restarted). Now it is logged and the next scan runs. The failure is
+    injected into the scan itself (an error nothing real produces on demand); Valkey and NATS
+    are real."""
     caplog.set_level(logging.INFO, logger="switchyard.admin.budget")
     settings, _ = write_settings(tmp_path / "home")
     valkey.write_config(
         valkey.ValkeyLayout(dir=settings.redis_password_dir, port=settings.stack.valkey_port)
     )
     key = ClientKey(
-        id=new_key_id(), hash="cd" * 32, name="garbled", budget_usd=1.0, budget_period="daily"
+        id=new_key_id(), hash="cd" * 32, name="k", budget_usd=1.0, budget_period="daily"
     )
     async with jetstream_server(tmp_path / "js") as (nc, _):
         await nc.jetstream(timeout=2).create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
         reader = SpendReader(settings)
         watch = BudgetWatch(nc, reader, Metrics("gateway"), interval=0.1)
         watch._on_entry(f"{RECORD_PREFIX}{key.hash}", KEY_ENCODER.encode(key), 1)
+        broken = True
+        real_scan = watch.scan
+
+        async def scan(now: float | None = None) -> bool:
+            if broken:
+                raise RuntimeError("unforeseen")
+            return await real_scan(now)
+
+        watch.scan = scan  # type: ignore[method-assign]
         async with valkey_server(settings):
             ops = connect_redis(settings, "ops")
             counter = rk.budget(key.id, periods.current(key.budget_period, time.time())[0])
-            await ops.set(counter, "1.5")
+            await ops.set(counter, 2 * rk.NANO)
             scans = asyncio.create_task(watch._scan_forever())
             try:
                 await asyncio.sleep(1.0)  # several scans, each failing
@@ -141,13 +152,66 @@ async def test_a_scan_that_fails_unforeseen_does_not_end_the_scans(
                 assert "a budget scan failed" in failed[0].getMessage()
                 before = watch.last_scan
 
-                await ops.set(counter, 2 * rk.NANO)  # repaired: the next scan marks the key
+                broken = False  # repaired: the next scan marks the key
                 await until(lambda: watch.last_scan > before)
                 assert list(watch.marks.written) == [key.id]
             finally:
                 scans.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await scans
+                await watch.stop()
+                await reader.close()
+                await ops.aclose()
+
+
+async def test_a_spend_counter_that_is_not_an_integer_skips_its_key_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One counter an operator set to 1.5 made int() raise for the whole scan: no key was
+    counted or marked, and the last scan stopped moving. Now that key is skipped (warned of
+    once, by id; its mark left as it is) and the others are scanned."""
+    caplog.set_level(logging.INFO, logger="switchyard.admin.budget")
+    settings, _ = write_settings(tmp_path / "home")
+    valkey.write_config(
+        valkey.ValkeyLayout(dir=settings.redis_password_dir, port=settings.stack.valkey_port)
+    )
+    garbled, fine = (
+        ClientKey(id=new_key_id(), hash=h * 32, name=h, budget_usd=1.0, budget_period="daily")
+        for h in ("a1", "b2")
+    )
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        await nc.jetstream(timeout=2).create_key_value(bucket=subjects.KEY_SPENT_BUCKET)
+        reader = SpendReader(settings)
+        watch = BudgetWatch(nc, reader, Metrics("gateway"), interval=INTERVAL_S)
+        for key in (garbled, fine):
+            watch._on_entry(f"{RECORD_PREFIX}{key.hash}", KEY_ENCODER.encode(key), 1)
+        async with valkey_server(settings):
+            ops = connect_redis(settings, "ops")
+            period_id = periods.current("daily", time.time())[0]
+            try:
+                for key in (garbled, fine):
+                    await ops.set(rk.budget(key.id, period_id), 2 * rk.NANO)
+                await watch._scan_logged()
+                assert sorted(watch.marks.written) == sorted([garbled.id, fine.id])
+
+                await ops.set(rk.budget(garbled.id, period_id), "1.5")
+                caplog.clear()
+                before = watch.last_scan
+                for _ in range(2):
+                    assert await watch._scan_logged()
+                assert watch.last_scan > before
+                assert (watch.with_budget, watch.near[1.0]) == (1, 1)
+                assert sorted(watch.marks.written) == sorted([garbled.id, fine.id])
+                warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+                assert len(warned) == 1, warned  # once, not at every scan
+                assert garbled.id in warned[0]
+                assert "not an integer" in warned[0]
+                assert garbled.hash not in warned[0]
+
+                await ops.set(rk.budget(garbled.id, period_id), 0)  # repaired, not spent
+                assert await watch._scan_logged()
+                assert list(watch.marks.written) == [fine.id]
+            finally:
                 await watch.stop()
                 await reader.close()
                 await ops.aclose()

@@ -105,6 +105,7 @@ class BudgetWatch:
         self.last_scan = time.time()
         self._unreadable_since: float | None = None  # monotonic: spend unreadable since
         self._unexpected = Throttle(UNEXPECTED_EVERY_S)
+        self._unreadable_keys: set[str] = set()  # ids of keys whose spend counter is garbled
         metrics.gauge_callback(
             sc.KEYS_WITH_BUDGET,
             "Usable client keys that have a budget (every gateway counts all of them).",
@@ -169,8 +170,14 @@ class BudgetWatch:
                 (the previous counts stay).
         """
         moment = now or time.time()
-        keys = [k for k in self._keys.values() if k.budget_usd > 0 and k.refusal(moment) is None]
-        spent = await self._spend.period_spend(keys, moment)
+        budgeted = [
+            k for k in self._keys.values() if k.budget_usd > 0 and k.refusal(moment) is None
+        ]
+        read = await self._spend.period_spend(budgeted, moment)
+        unknown = [key.id for key, used in zip(budgeted, read, strict=True) if used is None]
+        self._warn_unreadable(unknown)
+        keys = [key for key, used in zip(budgeted, read, strict=True) if used is not None]
+        spent = [used for used in read if used is not None]
         self.near = count_near([k.budget_usd for k in keys], spent, sc.BUDGET_THRESHOLDS)
         self.with_budget = len(keys)
         marks = [
@@ -180,10 +187,24 @@ class BudgetWatch:
         complete = await self.marks.sync(
             [mark for mark in marks if mark is not None],
             [key.id for key, mark in zip(keys, marks, strict=True) if mark is None],
+            kept=unknown,
         )
         if complete:
             self.last_scan = time.time()
         return complete
+
+    def _warn_unreadable(self, key_ids: list[str]) -> None:
+        """Warn of each key whose spend counter is not an integer, once while it stays so
+        (skipped by the scans: not counted, its mark neither written nor deleted)."""
+        for key_id in key_ids:
+            if key_id not in self._unreadable_keys:
+                log.warning(
+                    "the spend counter of key %s in its current budget period is not an "
+                    "integer: the key is skipped by the budget scans (not counted near its "
+                    "budget, its spent mark neither written nor deleted) until it is repaired",
+                    key_id,
+                )
+        self._unreadable_keys = set(key_ids)
 
     async def _scan_logged(self) -> bool:
         """Scan; a failure to read spend is logged as a warning once per outage (and when it

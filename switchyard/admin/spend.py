@@ -55,6 +55,14 @@ def _read(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return read
 
 
+def _nano(value: str | bytes | None) -> int | None:
+    """A spend counter's value (none: 0), or None when it is not an integer."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        return None
+
+
 def _usd(nano: int | str | bytes | None) -> float:
     return int(nano or 0) / rk.NANO
 
@@ -85,17 +93,19 @@ class SpendReader:
 
     async def period_spend(
         self, keys: Sequence[ClientKey], now: float, chunk: int = 500
-    ) -> list[int]:
-        """Each key's spend in its current budget period, in nano-dollars (one MGET per chunk).
+    ) -> list[int | None]:
+        """Each key's spend in its current budget period, in nano-dollars (one MGET per chunk);
+        None for a key whose counter is not an integer (someone wrote 1.5 into it): that key
+        is unknown, the others are read as usual.
 
         Raises the client library's errors as they are: the budget watcher, its only caller,
         logs them and keeps its previous counts."""
         current = {p: periods.current(p, now)[0] for p in {k.budget_period for k in keys}}
         names = [rk.budget(k.id, current[k.budget_period]) for k in keys]
-        out: list[int] = []
+        out: list[int | None] = []
         for start in range(0, len(names), chunk):
             values = await self._redis.mget(names[start : start + chunk])
-            out += [int(v or 0) for v in values]
+            out += [_nano(v) for v in values]
         return out
 
     @_read

@@ -112,13 +112,20 @@ class SpentWriter:
         return {key_id: mark for key_id, (mark, _) in self._written.items()}
 
     async def sync(
-        self, marks: Iterable[SpentMark], unspent: Iterable[str] = (), now: float | None = None
+        self,
+        marks: Iterable[SpentMark],
+        unspent: Iterable[str] = (),
+        now: float | None = None,
+        *,
+        kept: Iterable[str] = (),
     ) -> bool:
         """Write the marks that are new or changed (or due again), delete those gone, and
         sweep the stale marks of the ``unspent`` keys (budgeted, usable, not spent) that
         others left. A write that fails is tried again at the next scan (and logged at most
         every minute); the first that times out ends the scan's writes, so a bucket that
         cannot be written costs a scan one timeout, not one per spent key.
+
+        The marks of the ``kept`` keys (whose spend could not be read) are left as they are.
 
         Returns whether every write due went through (False: one failed, or was left for the
         next scan). The sweep is best effort and not part of the answer: a read or delete of
@@ -148,7 +155,8 @@ class SpentWriter:
                         key_id,
                         mark.period_id,
                     )
-        for key_id in [k for k in self._written if k not in current]:
+        left = set(kept)
+        for key_id in [k for k in self._written if k not in current and k not in left]:
             if self._timed_out:
                 return False
             if await self._publish(key_id, b"", delete=True):
