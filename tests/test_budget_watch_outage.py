@@ -139,17 +139,37 @@ async def test_a_scan_that_fails_unforeseen_does_not_end_the_scans(
             return await real_scan(now)
 
         watch.scan = scan  # type: ignore[method-assign]
+        done = 0  # scans ended (each failing while broken)
+        real_logged = watch._scan_logged
+
+        async def counted() -> bool:
+            nonlocal done
+            try:
+                return await real_logged()
+            finally:
+                done += 1
+
+        watch._scan_logged = counted  # type: ignore[method-assign]
+
+        def failed() -> list[logging.LogRecord]:
+            return [
+                r
+                for r in caplog.records
+                if r.name == "switchyard.admin.budget" and r.levelno >= logging.ERROR
+            ]
+
         async with valkey_server(settings):
             ops = connect_redis(settings, "ops")
             counter = rk.budget(key.id, periods.current(key.budget_period, time.time())[0])
             await ops.set(counter, 2 * rk.NANO)
             scans = asyncio.create_task(watch._scan_forever())
             try:
-                await asyncio.sleep(1.0)  # several scans, each failing
+                await until(failed)
+                seen = done
+                await until(lambda: done >= seen + 2)  # two more scans, each failing
                 assert not scans.done(), scans.exception()
-                failed = [r for r in caplog.records if r.levelno >= logging.ERROR]
-                assert len(failed) == 1  # logged once, not at every scan
-                assert "a budget scan failed" in failed[0].getMessage()
+                assert len(failed()) == 1  # logged once, not at every scan
+                assert "a budget scan failed" in failed()[0].getMessage()
                 before = watch.last_scan
 
                 broken = False  # repaired: the next scan marks the key
