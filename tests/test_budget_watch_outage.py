@@ -114,7 +114,8 @@ async def test_a_scan_that_fails_unforeseen_does_not_end_the_scans(
 ) -> None:
     """A scan that raised what the scan loop did not foresee (it was a spend counter that is
     not an integer, now skipped: below) stopped the watch for the life of the process (its
-    task logged once, not restarted). Now it is logged and the next scan runs. The failure is
+    task logged once, not restarted). Now it is logged (once per kind of error) and the next
+    scan runs; the recovery is logged at info. The failure is
     injected into the scan itself (an error nothing real produces on demand); Valkey and NATS
     are real."""
     caplog.set_level(logging.INFO, logger="switchyard.admin.budget")
@@ -130,12 +131,12 @@ async def test_a_scan_that_fails_unforeseen_does_not_end_the_scans(
         reader = SpendReader(settings)
         watch = BudgetWatch(nc, reader, Metrics("gateway"), interval=0.1)
         watch._on_entry(f"{RECORD_PREFIX}{key.hash}", KEY_ENCODER.encode(key), 1)
-        broken = True
+        broken: type[Exception] | None = RuntimeError
         real_scan = watch.scan
 
         async def scan(now: float | None = None) -> bool:
-            if broken:
-                raise RuntimeError("unforeseen")
+            if broken is not None:
+                raise broken("unforeseen")
             return await real_scan(now)
 
         watch.scan = scan  # type: ignore[method-assign]
@@ -170,11 +171,16 @@ async def test_a_scan_that_fails_unforeseen_does_not_end_the_scans(
                 assert not scans.done(), scans.exception()
                 assert len(failed()) == 1  # logged once, not at every scan
                 assert "a budget scan failed" in failed()[0].getMessage()
+                # Another kind of failure is logged too (one throttle for all hid it).
+                broken = KeyError
+                await until(lambda: len(failed()) == 2)
+                assert "KeyError" in (failed()[1].exc_text or caplog.text)
                 before = watch.last_scan
 
-                broken = False  # repaired: the next scan marks the key
+                broken = None  # repaired: the next scan marks the key, and says so
                 await until(lambda: watch.last_scan > before)
                 assert list(watch.marks.written) == [key.id]
+                await until(lambda: "budget scans run again after failing" in caplog.text)
             finally:
                 scans.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

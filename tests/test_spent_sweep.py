@@ -254,3 +254,40 @@ async def test_a_read_answered_with_an_error_status_is_logged(
         with caplog.at_level(logging.WARNING, logger="switchyard.admin.budget"):
             assert await writer.sync([], [_mark(15).key_id], now=0.0)
         assert "answered with status 500 (busy)" in caplog.text
+
+
+async def test_a_sweep_read_warning_does_not_hide_a_delete_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sweep's reads and deletes shared one throttle: a read answered with an error
+    status silenced, for a minute, the warning of a delete that failed after it. Each kind
+    has its own throttle now."""
+    async with jetstream_server(tmp_path / "js") as (nc, _):
+        js = nc.jetstream(timeout=2)
+        await js.create_key_value(SPENT_BUCKET)
+        mark = _mark(16)
+        long_ago = time.time() - KEPT_S - 60
+        await SpentWriter(nc, clock=lambda: long_ago).sync([mark])
+        refused = True
+
+        async def answer(msg: Msg) -> None:
+            nonlocal refused
+            if refused:  # the first read: an error status
+                refused = False
+                await nc.publish(msg.reply, b"", headers={"Status": "500", "Description": "busy"})
+                return
+            real = msg.subject.replace(
+                subjects.KEY_SPENT_DIRECT_GET_PREFIX,
+                f"$JS.API.DIRECT.GET.KV_{subjects.KEY_SPENT_BUCKET}",
+            )
+            got = await nc.request(real, b"", timeout=2)
+            await js.delete_key_value(subjects.KEY_SPENT_BUCKET)  # the delete will fail
+            await nc.publish(msg.reply, got.data, headers=got.headers)
+
+        await nc.subscribe(f"{subjects.KEY_SPENT_DIRECT_GET_PREFIX}.>", cb=answer)
+        writer = SpentWriter(nc, timeout=1, interval=INTERVAL_S)
+        with caplog.at_level(logging.WARNING, logger="switchyard.admin.budget"):
+            assert await writer.sync([], [mark.key_id], now=0.0)  # read refused: paused
+            assert await writer.sync([], [mark.key_id], now=READ_PAUSE_S + 1)
+        assert "answered with status 500 (busy)" in caplog.text
+        assert "could not delete the stale spent mark of key" in caplog.text

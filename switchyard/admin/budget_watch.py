@@ -104,7 +104,9 @@ class BudgetWatch:
         # was "stalled" since 1970), and one that starts fine is not stalled meanwhile.
         self.last_scan = time.time()
         self._unreadable_since: float | None = None  # monotonic: spend unreadable since
-        self._unexpected = Throttle(UNEXPECTED_EVERY_S)
+        # One throttle per exception type, so a second, different failure is not hidden.
+        self._unexpected: dict[type[BaseException], Throttle] = {}
+        self._unexpected_since: float | None = None  # monotonic: scans raise since
         self._unreadable_keys: set[str] = set()  # ids of keys whose spend counter is garbled
         metrics.gauge_callback(
             sc.KEYS_WITH_BUDGET,
@@ -242,21 +244,33 @@ class BudgetWatch:
     async def _scan_forever(self) -> None:
         """Scan every interval (after a scan that failed, within ``RETRY_S``: see
         :func:`next_scan_in`), whatever a scan raises: a scan that fails for a reason not
-        foreseen (a NATS error) is logged (at most every ``UNEXPECTED_EVERY_S``) and the next
-        one runs; ending the loop would stop the marks for the life of the process."""
+        foreseen (a NATS error) is logged (at most every ``UNEXPECTED_EVERY_S`` for each
+        exception type: a second, different failure is not hidden by the first) and the next
+        one runs; ending the loop would stop the marks for the life of the process. The first
+        scan that no longer raises says so at info."""
         while True:
             completed = False
             try:
                 completed = await self._scan_logged()
-            except Exception:
-                if self._unexpected.ready():
+            except Exception as exc:
+                if self._unexpected_since is None:
+                    self._unexpected_since = time.monotonic()
+                throttle = self._unexpected.setdefault(type(exc), Throttle(UNEXPECTED_EVERY_S))
+                if throttle.ready():
                     log.exception(
                         "a budget scan failed; the next runs in %.0f s (spent marks are not "
                         "kept meanwhile: switchyard_budget_watch_last_scan_timestamp_seconds "
-                        "stops moving; logged at most every %.0f minutes)",
+                        "stops moving; logged at most every %.0f minutes for each kind of error)",
                         next_scan_in(self._interval, completed=False),
                         UNEXPECTED_EVERY_S / 60,
                     )
                 else:
                     log.debug("a budget scan failed again", exc_info=True)
+            else:
+                if self._unexpected_since is not None:
+                    log.info(
+                        "budget scans run again after failing for %.0f s",
+                        time.monotonic() - self._unexpected_since,
+                    )
+                    self._unexpected_since = None
             await asyncio.sleep(next_scan_in(self._interval, completed))

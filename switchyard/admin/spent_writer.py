@@ -102,7 +102,11 @@ class SpentWriter:
         self._later: dict[str, float] = {}  # unspent key id -> when its kept mark may be stale
         self._reads_from = 0.0  # monotonic: no sweep before (a read got no answer)
         self._warn = Throttle(WARN_EVERY_S)  # the marks' writes and deletes
-        self._sweep_warn = Throttle(WARN_EVERY_S)  # the sweep's reads and deletes
+        # The sweep's reads without an answer, reads answered with an error status, and
+        # deletes that failed: each its own throttle, so one does not hide another.
+        self._read_warn = Throttle(WARN_EVERY_S)
+        self._status_warn = Throttle(WARN_EVERY_S)
+        self._delete_warn = Throttle(WARN_EVERY_S)
         self._timed_out = False  # a write of this scan had no answer: the rest wait
         self._failed = False  # a write of this scan failed
 
@@ -210,7 +214,7 @@ class SpentWriter:
         try:
             msg = await self._nc.request(subject, b"", timeout=READ_TIMEOUT_S)
         except NatsError as exc:
-            if self._sweep_warn.ready():
+            if self._read_warn.ready():
                 log.warning(
                     "could not read the spent mark of key %s (%s): marks other gateways left "
                     "are not swept (the heads ignore them 30 minutes after their last write); "
@@ -223,7 +227,7 @@ class SpentWriter:
         if headers.get("Status") == "404" or headers.get("KV-Operation") in ("DEL", "PURGE"):
             return None, 0
         if (status := headers.get("Status")) is not None:
-            if self._sweep_warn.ready():
+            if self._status_warn.ready():
                 log.warning(
                     "reading the spent mark of key %s was answered with status %s (%s): marks "
                     "other gateways left are not swept for %.0f minutes",
@@ -248,7 +252,7 @@ class SpentWriter:
         except (NatsError, TimeoutError) as exc:  # (APIError is a NatsError)
             if isinstance(exc, APIError) and exc.err_code == _WRONG_LAST_SEQUENCE:
                 return False
-            if self._sweep_warn.ready():
+            if self._delete_warn.ready():
                 log.warning(
                     "could not delete the stale spent mark of key %s (%s): tried again at a "
                     "later scan (the heads ignore it 30 minutes after its last write)",
