@@ -67,6 +67,7 @@ async def test_the_last_scan_stops_moving_while_valkey_is_down(
             assert _watch_gauges(metrics) == {
                 sc.BUDGET_WATCH_LAST_SCAN: watch.last_scan,
                 sc.BUDGET_WATCH_INTERVAL: INTERVAL_S,
+                sc.BUDGET_WATCH_COMPLETED_SCANS: 0.0,  # none yet: what a crash loop shows
             }
             assert started <= watch.last_scan <= time.time()  # not 0: not stalled since 1970
             async with valkey_server(settings):
@@ -78,6 +79,7 @@ async def test_the_last_scan_stops_moving_while_valkey_is_down(
                 await watch._scan_logged()
                 assert before <= watch.last_scan <= time.time()
                 assert list(watch.marks.written) == [key.id]
+                assert _watch_gauges(metrics)[sc.BUDGET_WATCH_COMPLETED_SCANS] == 1
             scanned = watch.last_scan
 
             # Valkey is gone: the scans fail, the counts, the mark and the time stay.
@@ -90,6 +92,9 @@ async def test_the_last_scan_stops_moving_while_valkey_is_down(
             assert "served again (fail open) from about 20 to 30 minutes" in warned[0]
             assert watch.last_scan == scanned
             assert _watch_gauges(metrics)[sc.BUDGET_WATCH_LAST_SCAN] == scanned
+            assert (
+                _watch_gauges(metrics)[sc.BUDGET_WATCH_COMPLETED_SCANS] == 1
+            )  # failed: not counted
             assert (watch.with_budget, watch.near[1.0]) == (1, 1)
             assert list(watch.marks.written) == [key.id]
 

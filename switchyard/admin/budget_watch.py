@@ -103,6 +103,7 @@ class BudgetWatch:
         # gateway that starts while Valkey is down shows as stalled since its start (as 0 it
         # was "stalled" since 1970), and one that starts fine is not stalled meanwhile.
         self.last_scan = time.time()
+        self.completed_scans = 0  # by this process: 0 while none ever completed (crash loops)
         self._unreadable_since: float | None = None  # monotonic: spend unreadable since
         # One throttle per exception type, so a second, different failure is not hidden.
         self._unexpected: dict[type[BaseException], Throttle] = {}
@@ -127,6 +128,13 @@ class BudgetWatch:
             "every spent mark due (unix seconds; until the first, when the watch started).",
             (),
             lambda: [((), self.last_scan)],
+        )
+        metrics.gauge_callback(
+            sc.BUDGET_WATCH_COMPLETED_SCANS,
+            "Budget scans this gateway process completed since it started (0 while none did: "
+            "unlike the last-scan time, this tells a gateway that restarts before any scan).",
+            (),
+            lambda: [((), float(self.completed_scans))],
         )
         metrics.gauge_callback(
             sc.BUDGET_WATCH_INTERVAL,
@@ -193,6 +201,7 @@ class BudgetWatch:
         )
         if complete:
             self.last_scan = time.time()
+            self.completed_scans += 1
         return complete
 
     def _warn_unreadable(self, key_ids: list[str]) -> None:

@@ -137,6 +137,7 @@ BUDGET_THRESHOLDS: tuple[float, ...] = (0.8, 1.0)  # label values "0.8" and "1"
 # (unix seconds; 0 before the first), and how often it means to (admin.budget_watch_s).
 BUDGET_WATCH_LAST_SCAN = "switchyard_budget_watch_last_scan_timestamp_seconds"
 BUDGET_WATCH_INTERVAL = "switchyard_budget_watch_interval_seconds"
+BUDGET_WATCH_COMPLETED_SCANS = "switchyard_budget_watch_completed_scans"
 
 # Control: queue depth per deployment, collected once for the platform (from JetStream).
 QUEUE_WAITING = "switchyard_queue_waiting"  # requests stored, not yet picked up
