@@ -124,7 +124,8 @@ async def first_reply(
     ``within`` itself, as the SDK's timer does.
 
     ``begin`` (with ``within``): called, and the bound dropped, when the bound is about to pass
-    (:func:`begin_at`) and a model-proxy said the provider's stream has begun (a keep-alive
+    (:func:`begin_at`; never once ``within`` itself has passed, in the grace) and a model-proxy
+    said the provider's stream has begun (a keep-alive
     marked ``Sy-Begun``: its opening is held until its first content): the caller starts the
     response then, so an SDK that times only the wait for the headers keeps its stream.
 
@@ -136,9 +137,13 @@ async def first_reply(
         return await _content(replies)
     scope = asyncio.timeout(within + grace)
     started = _Start(scope, begin) if begin is not None else None
-    soon = None
+    timers: list[asyncio.TimerHandle] = []
     if started is not None:
-        soon = asyncio.get_running_loop().call_later(begin_at(within), started.due)
+        loop = asyncio.get_running_loop()
+        timers.append(loop.call_later(begin_at(within), started.due))
+        # Past the SDK's own wait it gave up: a begun then must not start a stream nobody reads
+        # (and clear the 504 that comes ``grace`` later).
+        timers.append(loop.call_later(within, started.late))
     try:
         async with scope:
             async for reply in replies:
@@ -156,8 +161,8 @@ async def first_reply(
             f"X-Stainless-Timeout{leave})"
         ) from None
     finally:
-        if soon is not None:
-            soon.cancel()
+        for timer in timers:
+            timer.cancel()
 
 
 def begin_at(within: float) -> float:
@@ -197,6 +202,10 @@ class _Start:
     def due(self) -> None:
         self._due = True
         self._start()
+
+    def late(self) -> None:
+        """The SDK's own wait (``within``) has passed: it gave up, so nothing starts now."""
+        self._begin = None
 
     def _start(self) -> None:
         begin = self._begin

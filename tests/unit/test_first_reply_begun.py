@@ -166,3 +166,17 @@ def test_a_later_placements_accepted_is_yielded_as_moved() -> None:
     progress = ReplyProgress()
     assert passed(accepted(2, "e")) is MOVED
     assert passed(accepted(1)) is None
+
+
+async def test_a_begun_after_the_sdks_timeout_starts_nothing_and_the_504_follows() -> None:
+    """The 504 comes a grace after the SDK's timeout, but the SDK gave up at the timeout: a
+    provider that begins in the grace must not start a stream nobody reads, nor clear the 504
+    (a review: begun at 0.6 s of 0.4 s started it, and it ran to its end)."""
+    begin = _Begin()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    replies = _replies((0.6, BEGUN), (3.0, CHUNK))
+    with pytest.raises(DeadlineExceeded, match="X-Stainless-Timeout"):
+        await first_reply(replies, 0.4, begin, grace=1.0)
+    assert 1.3 <= loop.time() - began < 2.0
+    assert begin.at == []
