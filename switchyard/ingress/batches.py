@@ -230,12 +230,14 @@ class BatchApi:
         self.quota = FileQuota(settings.tenant_max_bytes, settings.tenant_max_files)
 
     def busy(self, message: str, status: str) -> Conflict:
-        """The 409 of what waits for a batch in ``status`` (not ended) to end. While it runs
-        (validating, in_progress) it ends in minutes or hours, so ``x-should-retry: false``:
-        the SDKs retry a 409 within seconds, in vain. Once it is ending (cancelling,
-        finalizing) it ends within about ``batch.progress_s``, so the SDK's retry, told to
-        wait about that long (``Retry-After``), may well succeed."""
-        if status in b.CANCELLABLE:
+        """The 409 of what waits for a batch in ``status`` (not ended) to end: ``x-should-retry:
+        false`` (the SDKs retry a 409 within seconds, in vain) unless it is ``finalizing``. A
+        running batch (validating, in_progress) ends in minutes or hours; a ``cancelling`` one
+        waits for the lines a provider is answering, up to ``batch.line_timeout_s`` and slack
+        (and indefinitely while no runner runs). Only a ``finalizing`` one (every line ran,
+        its files being written by the pass that ran them) ends within seconds, so the SDK's
+        retry, told to wait about ``batch.progress_s`` (``Retry-After``), may well succeed."""
+        if status != "finalizing":
             return Conflict(message, no_retry=True)
         return Conflict(message, retry_after=self.progress_s)
 
