@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,7 +39,7 @@ from switchyard.schemas.keys import new_key_id
 from switchyard.stack import binaries
 from switchyard.stack.ports import accepting
 from tests.stacks import Stack
-from tests.support import free_port, until
+from tests.support import free_port, pause, until
 
 pytestmark = pytest.mark.integration
 
@@ -347,3 +348,44 @@ async def _keys(kv: KeyValue) -> AsyncIterator[str]:
             yield key
     except NoKeysError:
         return
+
+
+async def test_a_lookup_that_went_unanswered_is_not_blamed_on_the_config(tmp_path: Path) -> None:
+    """A missing bucket (answered at once) and a lookup NATS did not answer (an outage, a
+    JetStream leader election: here the server paused) are not remembered for 15 s as a
+    refusal: once the bucket is made, or NATS answers again, the next create goes through.
+    Before, both were remembered 15 s, and the unanswered one said to render the NATS config
+    of this version (a review: every create after a NATS restart was refused so)."""
+    port = free_port()
+    args = ["-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")]
+    server = await asyncio.create_subprocess_exec(
+        str(binaries.nats_server()), *args, stdout=DEVNULL, stderr=DEVNULL
+    )
+    await accepting(port)
+    nc = await nats.connect(f"nats://127.0.0.1:{port}")
+    try:
+        js = nc.jetstream(timeout=10)
+        creates = IdempotentCreates(js, nc=nc)
+        with pytest.raises(ServiceUnavailable, match="run `switchyard provision`"):
+            await creates.claim(secrets.token_hex(16), body_digest({"name": "x"}), _never)
+        await js.create_key_value(KeyValueConfig(bucket=subjects.ADMIN_IDEMPOTENCY_BUCKET))
+        claim = await creates.claim(secrets.token_hex(16), body_digest({"name": "x"}), _never)
+        assert isinstance(claim, Claim)  # the missing bucket was not remembered
+
+        later = IdempotentCreates(js, nc=nc)  # (a gateway that has not looked it up yet)
+        await pause(server.pid)
+        try:
+            with pytest.raises(ServiceUnavailable) as unanswered:
+                await later.claim(secrets.token_hex(16), body_digest({"name": "y"}), _never)
+        finally:
+            server.send_signal(signal.SIGCONT)
+        said = str(unanswered.value)
+        assert "did not answer (a NATS outage, or the NATS config" in said, said
+        assert unanswered.value.retry_after == key_idempotency.LOOKUP_S
+        await asyncio.sleep(key_idempotency.LOOKUP_S + 0.2)  # remembered no longer than that
+        claim = await later.claim(secrets.token_hex(16), body_digest({"name": "y"}), _never)
+        assert isinstance(claim, Claim)
+    finally:
+        await nc.close()
+        server.terminate()
+        await server.wait()

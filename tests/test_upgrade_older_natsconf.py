@@ -28,7 +28,7 @@ import pytest_asyncio
 from nats.errors import Error as NatsError
 
 from switchyard.admin.budget_watch import BudgetWatch
-from switchyard.admin.key_idempotency import LOOKUP_S, IdempotentCreates
+from switchyard.admin.key_idempotency import LOOKUP_S, REFUSED_S, IdempotentCreates
 from switchyard.admin.keys_cli import CLI
 from switchyard.admin.spend import SpendReader
 from switchyard.admin.spent_writer import SpentWriter
@@ -284,7 +284,7 @@ async def test_an_idempotent_create_under_the_older_config_says_why(older: Serve
     """It was the generic "the gateway's store did not answer; try again" 503 (a job that
     retries would retry for ever), logged as a bare TimeoutError."""
     nc = await connect(older.servers, older.settings.certs_dir, "admin")
-    creates = IdempotentCreates(nc.jetstream(timeout=1))
+    creates = IdempotentCreates(nc.jetstream(timeout=1), nc=nc)
     try:
         with pytest.raises(ServiceUnavailable) as refused:
             await creates.claim("job-1", "digest", _never_made)
@@ -307,7 +307,7 @@ async def test_the_web_form_and_the_cli_are_refused_quickly_in_their_own_words(
     timeout (10 s) before it: the refused lookup was not remembered. Now the lookup is
     bounded (2 s) and a refusal is answered at once for a while, in each caller's words."""
     nc = await connect(older.servers, older.settings.certs_dir, "admin")
-    creates = IdempotentCreates(nc.jetstream(timeout=10))  # as the gateway's
+    creates = IdempotentCreates(nc.jetstream(timeout=10), nc=nc)  # as the gateway's
     try:
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable) as refused:
@@ -316,6 +316,10 @@ async def test_the_web_form_and_the_cli_are_refused_quickly_in_their_own_words(
         said = str(refused.value)
         assert said.startswith("the New key form needs")
         assert "render the NATS config of this version, reload nats-server" in said
+        # Told from a lookup NATS did not answer (an outage) by the server's permissions
+        # violation: remembered REFUSED_S, not LOOKUP_S.
+        assert "which the NATS config refuses the gateway" in said, said
+        assert refused.value.retry_after == REFUSED_S
         assert "header" not in said
         assert "Idempotency-Key" not in said
         assert refused.value.retry_after

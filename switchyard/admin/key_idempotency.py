@@ -69,7 +69,9 @@ PENDING_S = 60.0
 CLAIM_ATTEMPTS = 3
 # How long the bucket's lookup may take (a refused one, under the NATS config of an older
 # version, looks like a timeout: nats-py waits its JetStream timeout, 10 s, before), and how
-# long a refusal is remembered (each create then refused at once, not after LOOKUP_S again).
+# long a refusal is remembered (each create then refused at once, not after LOOKUP_S again):
+# one the server said (a permissions violation on a connection that stayed up) REFUSED_S, a
+# lookup that only went unanswered (a NATS outage, a JetStream leader election) LOOKUP_S.
 LOOKUP_S = 2.0
 REFUSED_S = 15.0
 # What to do instead when the bucket is refused (it is not in the config rendered before the
@@ -169,41 +171,69 @@ class IdempotentCreates:
         self._kv: KeyValue | None = None
         self._pending_s = pending_s
         self._nc = nc  # ``js``'s connection: no key write while it is down (:meth:`writing`)
-        # Until when a failed lookup is answered at once, and whether it timed out (refused).
-        self._refused: tuple[float, bool] | None = None
+        # Until when a failed lookup is answered at once, and how (_REFUSED, _UNANSWERED).
+        self._refused: tuple[float, str] | None = None
 
     async def _bucket(self, caller: Caller) -> KeyValue:
-        """The bucket, looked up once; a refusal (none, or not answered within
-        :data:`LOOKUP_S`) is remembered for :data:`REFUSED_S` and said in ``caller``'s words.
+        """The bucket, looked up once, said in ``caller``'s words when it fails: missing
+        (answered at once, so not remembered), refused by the NATS config (remembered
+        :data:`REFUSED_S`), or not answered within :data:`LOOKUP_S` (remembered that long).
 
         Raises:
-            ServiceUnavailable: the bucket is missing or refused to this connection."""
+            ServiceUnavailable: the bucket is missing, refused, or did not answer."""
         if self._kv is not None:
             return self._kv
         if self._refused is not None and time.monotonic() < self._refused[0]:
             raise _refusal(caller, self._refused[1])
+        seen = self._connection()
         try:
             async with asyncio.timeout(LOOKUP_S):
                 self._kv = await self._js.key_value(subjects.ADMIN_IDEMPOTENCY_BUCKET)
         except BucketNotFoundError:
-            self._refused = (time.monotonic() + REFUSED_S, False)
-            raise _refusal(caller, False) from None
+            self._refused = None
+            raise _refusal(caller, _MISSING) from None
         except TimeoutError:
             # The NATS config of an older version refuses the admin identity this bucket,
-            # which nats-py reports as a timeout (as it would a server that is slow).
+            # which nats-py reports as a timeout (as it would a server that is slow); the
+            # server's permissions violation, on a connection that stayed up, tells them apart.
+            how, remember = (
+                (_REFUSED, REFUSED_S) if self._refused_since(seen) else (_UNANSWERED, LOOKUP_S)
+            )
             log.warning(
-                "the %s bucket did not answer within %.0f s: if the NATS config was not "
-                "rendered again since the upgrade, it is refused (%s); refusing idempotent "
-                "key creates for %.0f s",
+                "the %s bucket did not answer within %.0f s (%s); refusing idempotent key "
+                "creates for %.0f s",
                 subjects.ADMIN_IDEMPOTENCY_BUCKET,
                 LOOKUP_S,
-                RENDER,
-                REFUSED_S,
+                f"refused by the NATS config: {RENDER}" if how == _REFUSED else _OUTAGE,
+                remember,
             )
-            self._refused = (time.monotonic() + REFUSED_S, True)
-            raise _refusal(caller, True) from None
+            self._refused = (time.monotonic() + remember, how)
+            raise _refusal(caller, how) from None
         self._refused = None
         return self._kv
+
+    def _connection(self) -> tuple[Exception | None, int] | None:
+        """The connection's last error and reconnect count (None: no connection known)."""
+        if self._nc is None:
+            return None
+        return self._nc.last_error, int(self._nc.stats["reconnects"])
+
+    def _refused_since(self, seen: tuple[Exception | None, int] | None) -> bool:
+        """Whether, since ``seen`` (:meth:`_connection`), the server refused this connection
+        the bucket (a permissions violation naming its stream) and the connection stayed up:
+        then the lookup's timeout was that refusal, not an outage."""
+        now = self._connection()
+        if seen is None or now is None or self._nc is None or not self._nc.is_connected:
+            return False
+        error, reconnects = now
+        said = str(error).lower()  # (the server's text comes lowercased)
+        return (
+            reconnects == seen[1]
+            and error is not None
+            and error is not seen[0]
+            and "permissions violation" in said
+            and f"kv_{subjects.ADMIN_IDEMPOTENCY_BUCKET}".lower() in said
+        )
 
     async def claim(
         self,
@@ -373,19 +403,31 @@ class IdempotentCreates:
         await kv.delete(claim.entry, last=claim.revision)
 
 
-def _refusal(caller: Caller, timed_out: bool) -> ServiceUnavailable:
-    """The bucket's refusal in ``caller``'s words, and what to do instead."""
+# How the bucket's lookup failed (:func:`_refusal`).
+_MISSING, _REFUSED, _UNANSWERED = "missing", "refused", "unanswered"
+_OUTAGE = "a NATS outage, or the NATS config of this version is not rendered yet"
+
+
+def _refusal(caller: Caller, how: str) -> ServiceUnavailable:
+    """The bucket's refusal (``how``: ``_MISSING``, ``_REFUSED``, ``_UNANSWERED``) in
+    ``caller``'s words, and what to do instead."""
     bucket = subjects.ADMIN_IDEMPOTENCY_BUCKET
     instead = f" ({caller.instead})" if caller.instead else ""
-    if not timed_out:
+    retry_after = REFUSED_S
+    if how == _MISSING:
         said = f"{caller.value} needs the {bucket} bucket: run `switchyard provision`{instead}"
+    elif how == _REFUSED:
+        said = (
+            f"{caller.value} needs the {bucket} bucket, which the NATS config refuses the "
+            f"gateway (not rendered again since the upgrade): {RENDER}{instead}"
+        )
     else:
         said = (
-            f"{caller.value} needs the {bucket} bucket, which did not answer: if the NATS "
-            "config was not rendered again since the upgrade, the gateway may not use it: "
-            f"{RENDER}{instead}"
+            f"{caller.value} needs the {bucket} bucket, which did not answer ({_OUTAGE}: then "
+            f"{RENDER}); try again in a moment{instead}"
         )
-    return ServiceUnavailable(said, code="service_unavailable", retry_after=int(REFUSED_S))
+        retry_after = LOOKUP_S
+    return ServiceUnavailable(said, code="service_unavailable", retry_after=int(retry_after))
 
 
 def _stored_at(msg: RawStreamMsg) -> float:
