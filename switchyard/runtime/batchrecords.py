@@ -47,6 +47,9 @@ class BatchRecords:
         self._on_change = on_change
         self._js = js
         self._kv: KeyValue | None = None
+        # The stream's sequence up to which no batch entry is missing from the copy: the
+        # bucket holds other keys too (files, the runner's lease), which the watch skips.
+        self._checked = 0
         self._follower = KvFollower(
             js, subjects.BATCHES_BUCKET, self._on_entry, keys=b.BATCH_PREFIX + ">"
         )
@@ -99,17 +102,28 @@ class BatchRecords:
         applied (an entry of it the copy applied would be in the copy).
 
         One STREAM.INFO says whether anything was written since: usually not (an unknown id:
-        nothing more is read). Else, by sequence from the copy's revision, the first entry
-        of the batch under its id alone (written before owner keys), then under its owner's
-        key (whatever the owner), each the next message on that subject (a direct get, no
-        consumer), and that key's live value: the old layout first, so a record the runner's
-        sweep moves in between is read at its new key. Before, every unknown id cost a get
-        and a watch's consumer (left on the server for its idle limit when the 2 s bound
-        ended the read mid-create)."""
+        nothing more is read). Else one read says whether any batch entry was (the bucket
+        also holds files and the runner's lease, renewed every few seconds: before, their
+        writes made every lookup read on; now a lookup after only those costs two requests,
+        and the next, nothing written meanwhile, one). Else, by sequence from the copy's
+        revision, the first entry of the batch under its id alone (written before owner keys),
+        then under its owner's key (whatever the owner), each the next message on that subject
+        (a direct get, no consumer), and that key's live value: the old layout first, so a
+        record the runner's sweep moves in between is read at its new key. Before, every
+        unknown id cost a get and a watch's consumer (left on the server for its idle limit
+        when the 2 s bound ended the read mid-create)."""
         bucket = subjects.BATCHES_BUCKET
         stream, prefix = f"KV_{bucket}", f"$KV.{bucket}."
         applied = self._follower.revision
-        if (await self._js.stream_info(stream)).state.last_seq <= applied:
+        last = (await self._js.stream_info(stream)).state.last_seq
+        if last <= max(applied, self._checked):
+            return None
+        try:  # written since: a batch's entry, or only other keys' (the lease, files)?
+            await self._js.get_msg(
+                stream, seq=applied + 1, subject=prefix + b.BATCH_PREFIX + ">", next=True
+            )
+        except NotFoundError:
+            self._checked = max(self._checked, last)  # none: the next lookup is one request
             return None
         if self._kv is None:
             self._kv = await self._js.key_value(bucket)
