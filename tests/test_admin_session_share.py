@@ -26,6 +26,7 @@ from switchyard.admin.ui.sessions import SessionRecord, SessionStore, _digest, t
 from switchyard.admin.ui.signin_guard import LIMIT, WINDOW_S, SigninGuard
 from switchyard.bus import subjects
 from switchyard.config import Settings
+from switchyard.errors import ApiError
 from switchyard.runtime.definitions import (
     ADMIN_SESSION_TTL_S,
     ADMIN_SIGNIN_FAILURES_MAX_BYTES,
@@ -677,3 +678,30 @@ async def test_the_bucket_is_asked_again_as_soon_as_it_answers_after_a_stall(
             assert await store.get(fourth_id) is not None
         finally:
             await share.stop()
+
+
+async def test_an_answer_to_a_request_sent_before_the_bucket_went_quiet_keeps_it_quiet(
+    served: tuple[NATS, asyncio.subprocess.Process],
+) -> None:
+    """Any answer ended the quiet window, one to a write sent before it opened (a last use
+    written in the background) included: while the bucket answered, but slowly, each
+    request waited REFRESH_TIMEOUT_S again and again. An answer to a write sent after the
+    window opened still ends it."""
+    nc, server = served
+    store = SessionStore()
+    share = SessionShare(nc.jetstream(timeout=5), store)
+    await share.start()
+    try:
+        await share._follower.stop()  # no watch delivery: only the answers count here
+        with _frozen(server):
+            early = asyncio.create_task(store.create("ada", "10.0.0.1"))  # sent, unanswered
+            await asyncio.sleep(0.1)
+            with contextlib.suppress(ApiError):
+                await store.get("random")  # no answer within 2 s: quiet from now
+            assert share._quiet()
+        await early  # answered now, but it was sent before the window opened
+        assert share._quiet()
+        await store.create("bob", "10.0.0.2")  # sent after it opened, answered
+        assert not share._quiet()
+    finally:
+        await share.stop()

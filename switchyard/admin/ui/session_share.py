@@ -112,8 +112,8 @@ class SessionShare:
         self._check_s = check_s
         # Until when (time.monotonic) the bucket is not asked at a request: it did not answer
         # within REFRESH_TIMEOUT_S (JetStream down, the connection up), and each request
-        # waited that long again. Over as soon as the bucket answers again (:meth:`_answered`,
-        # or the follower confirms its watch after ``_quiet_since``).
+        # waited that long again. Over as soon as the bucket answers a request sent after
+        # ``_quiet_since`` (:meth:`_answered`), or the follower confirms its watch after it.
         self._quiet_until = 0.0
         self._quiet_since = 0.0
         self._follower = KvFollower(
@@ -145,9 +145,14 @@ class SessionShare:
         self._quiet_since = time.monotonic()
         self._quiet_until = self._quiet_since + self._check_s
 
-    def _answered(self) -> None:
-        """The bucket answered (or its watch delivered): it is not quiet."""
-        self._quiet_until = 0.0
+    def _answered(self, started: float) -> None:
+        """The bucket answered an operation begun at ``started`` (time.monotonic), or its
+        watch delivered then: it is not quiet, unless that operation began before the
+        window opened. (Any answer ended it: one to a request sent before the bucket went
+        slow, a background last use's, so while it answered slowly each request waited
+        REFRESH_TIMEOUT_S again and again.)"""
+        if started >= self._quiet_since:
+            self._quiet_until = 0.0
 
     def _connected(self) -> bool:
         return bool(getattr(getattr(self._js, "_nc", None), "is_connected", True))
@@ -157,6 +162,7 @@ class SessionShare:
         and so is a sign-out: the entry's deletion); None when the session is not there.
         Raises ServiceUnavailable when the bucket does not answer."""
         kv = self._bucket()
+        started = time.monotonic()
         try:
             async with asyncio.timeout(REFRESH_TIMEOUT_S):
                 found = await self._read(kv, digest, read_only)
@@ -164,7 +170,7 @@ class SessionShare:
             if isinstance(exc, TimeoutError):
                 self._not_answering()
             raise ServiceUnavailable(UNAVAILABLE) from exc
-        self._answered()
+        self._answered(started)
         return found
 
     async def _read(
@@ -269,7 +275,7 @@ class SessionShare:
         await self._follower.stop()
 
     def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
-        self._answered()  # the watch delivers: the bucket answers again
+        self._answered(time.monotonic())  # the watch delivers now: the bucket answers again
         try:
             self._apply(key, value, revision)
         except msgspec.DecodeError as exc:  # (msgspec.ValidationError is one)
@@ -292,51 +298,55 @@ class SessionShare:
 
     async def put(self, digest: str, record: SessionRecord) -> int:
         """Writes a new session; returns its entry's revision."""
+        started = time.monotonic()
         try:
             revision = await self._bucket().put(SESSION_PREFIX + digest, _ENCODE.encode(record))
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
-        self._answered()
+        self._answered(started)
         return revision
 
     async def touch(self, digest: str, record: SessionRecord, last: int) -> int | None:
         """Writes a session's last use over its entry at revision ``last`` only; None when
         the entry changed since (written by another replica, or deleted: a sign-out)."""
+        started = time.monotonic()
         try:
             revision = await self._bucket().update(
                 SESSION_PREFIX + digest, _ENCODE.encode(record), last=last
             )
         except KeyWrongLastSequenceError:
-            self._answered()
+            self._answered(started)
             return None
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
-        self._answered()
+        self._answered(started)
         return int(revision)
 
     async def delete(self, digest: str, last: int | None = None) -> bool:
         """Deletes a session (``last``: only if its entry is still at that revision; False
         when it is not)."""
+        started = time.monotonic()
         try:
             await self._bucket().delete(SESSION_PREFIX + digest, last=last)
         except APIError as exc:  # nats-py raises a plain API error here (``update``: its own)
             if exc.err_code not in _WRONG_LAST:
                 raise ServiceUnavailable(UNAVAILABLE) from exc
-            self._answered()
+            self._answered(started)
             return False
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
-        self._answered()
+        self._answered(started)
         return True
 
     async def cut(self, read_only: bool) -> int:
         """Writes a role's cut; returns its revision."""
         value = _ENCODE.encode(Cut(time.time()))
+        started = time.monotonic()
         try:
             revision = await self._bucket().put(CUT_PREFIX + _ROLE_KEYS[read_only], value)
         except (NatsError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
-        self._answered()
+        self._answered(started)
         return revision
 
     async def fetch(self, digest: str) -> tuple[SessionRecord, int] | None:
@@ -351,18 +361,19 @@ class SessionShare:
         one from anyone included.)"""
         if self._kv is None or not self._connected() or self._quiet():
             raise ServiceUnavailable(UNAVAILABLE)
+        started = time.monotonic()
         try:
             async with asyncio.timeout(REFRESH_TIMEOUT_S):
                 entry = await self._kv.get(SESSION_PREFIX + digest)
         except KeyNotFoundError:
-            self._answered()
+            self._answered(started)
             return None
         except (NatsError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
                 self._not_answering()
             log.warning("a web app session was not looked up (%s)", type(exc).__name__)
             raise ServiceUnavailable(UNAVAILABLE) from exc
-        self._answered()
+        self._answered(started)
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             return None
         try:
