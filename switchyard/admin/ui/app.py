@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import importlib.resources
 import logging
 import shlex
@@ -75,6 +76,11 @@ SESSION_ENDED = (
     "Your session ended (signed out or timed out), so that was not "
     "saved. Sign in again to go back to the page, then send it again."
 )
+UNCHECKED = (
+    "Your session could not be checked just now (the gateway's NATS connection did not "
+    "answer), so nothing was done: reload the page, or go back and send it again, in a moment."
+)
+UNCHECKED_RETRY_S = 5  # the Retry-After of that answer: a quiet bucket is not asked for 10 s
 READ_ONLY_DETAIL = "read-only admin token"  # the audit detail of a read-only sign-in and out
 STALE_FORM = (
     "That page was opened before your latest sign-in (or in another session), so nothing was "
@@ -94,6 +100,25 @@ def _back(request: Request) -> str:
     if path.startswith("/ui/signin"):
         return ""
     return path + (f"?{referer.query}" if referer.query else "")
+
+
+def _unchecked(wants_json: bool) -> Response:
+    """503 for a cookie this replica does not know and could not look up (the sessions'
+    bucket did not answer): neither "signed out" (a form's work lost, a sign-in asked for
+    by a session that is good on another replica) nor let in."""
+    response: Response
+    if wants_json:
+        body = {"error": UNCHECKED, "status": 503}
+        response = JSONResponse(body, status_code=503)
+    else:
+        page = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            "<title>Try again in a moment · Switchyard</title></head><body><main>"
+            f'<p role="alert">{html.escape(UNCHECKED)}</p></main></body></html>'
+        )
+        response = HTMLResponse(page, status_code=503)
+    response.headers["Retry-After"] = str(UNCHECKED_RETRY_S)
+    return _secured(response)
 
 
 def _stale_page(ui: Ui, back: str) -> Response:
@@ -176,8 +201,9 @@ class AdminUi:
         return _secured(HTMLResponse(html, status_code=status))
 
     async def _signin_form(self, request: Request) -> Response:
-        if await self.sessions.get(request.cookies.get(COOKIE)) is not None:
-            return _secured(RedirectResponse(forwarded.root_path(request) + "/ui/", 303))
+        with contextlib.suppress(ApiError):  # not checked now: the form, to sign in anew
+            if await self.sessions.get(request.cookies.get(COOKIE)) is not None:
+                return _secured(RedirectResponse(forwarded.root_path(request) + "/ui/", 303))
         return self._signin_page(request, next_url=request.query_params.get("next", ""))
 
     async def _signin(self, request: Request) -> Response:
@@ -345,7 +371,10 @@ class AdminUi:
             # A form a person sent (not the pages' scripts, which ask for JSON or send the
             # CSRF header): a refusal is a page to read, not raw JSON in the browser window.
             form_post = method != "GET" and not wants_json and csrf.HEADER not in request.headers
-            session = await self.sessions.get(request.cookies.get(COOKIE))
+            try:
+                session = await self.sessions.get(request.cookies.get(COOKIE))
+            except ApiError:  # not known here, and the bucket did not answer: not "signed out"
+                return _unchecked(not form_post and (wants_json or method != "GET"))
             context = self._current()
             if session is None or context is None:
                 if form_post:

@@ -386,16 +386,18 @@ class SessionStore:
         return session
 
     async def get(self, session_id: str | None) -> Session | None:
-        """The live session for a cookie value, refreshed; None when unknown or expired."""
+        """The live session for a cookie value, refreshed; None when unknown or expired.
+        Raises ServiceUnavailable when the cookie could not be checked: this replica does
+        not know it and the bucket was not asked or did not answer (a session signed in on
+        another replica during a stall was answered as signed out: its form lost)."""
         if not session_id:
             return None
         digest = _digest(session_id)
         session = self._sessions.get(digest)
         if session is None and self._bucket is not None and not self._known_unknown(digest):
-            try:
-                found = await self._bucket.fetch(digest)  # signed in elsewhere a moment ago?
-            except ApiError:  # not asked, or no answer: refused now, looked up next time
-                return None
+            # Signed in elsewhere a moment ago? Not asked, or no answer: ServiceUnavailable
+            # (nothing remembered: looked up again at the cookie's next request).
+            found = await self._bucket.fetch(digest)
             if found is not None:
                 self.apply(digest, *found)
                 session = self._sessions.get(digest)
