@@ -219,7 +219,7 @@ class AdminAuth:
             wait = self._guard.wait_s(address)
             if wait:
                 raise RateLimited(
-                    "too many wrong admin tokens from this address; try again later",
+                    "too many wrong admin tokens from this address or its network; try again later",
                     code="too_many_failed_authentications",
                     retry_after=wait,
                 ) from None

@@ -95,6 +95,8 @@ def test_wrong_api_tokens_from_one_address_get_429_and_one_warning(
             assert refused.value.status == 429
             assert refused.value.retry_after is not None
             assert refused.value.retry_after > 0
+            # (a block's count or a full table may be why: not this address's alone)
+            assert "from this address or its network" in refused.value.message
     [warning] = [r.getMessage() for r in caplog.records]
     assert "203.0.113.7" in warning
     assert "guess" not in warning

@@ -57,3 +57,23 @@ def test_wrong_tokens_from_other_addresses_do_not_evict_a_blocked_address(
     assert guard.wait_s("203.0.113.1", now=3.0) > 0
     assert guard.wait_s("203.0.113.1", now=302.5) == 0
     assert _try(guard, "203.0.113.1", now=302.5)
+
+
+def test_a_full_table_is_logged_once_a_window(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full table refused every new address's wrong tokens without a word in the log (a
+    block was logged once): an operator saw 429s and nothing to say why."""
+    monkeypatch.setattr(signin_guard, "MAX_ADDRESSES", 5)
+    guard = SigninGuard(limit=10, window_s=300)
+    for net in range(5):
+        assert _try(guard, f"2001:db8:{net + 1:x}::1", now=1.0)
+    caplog.set_level("WARNING", logger="switchyard.admin.ui")
+    for host in range(1, 20):  # refused: not counted
+        assert not _try(guard, f"203.0.113.{host}", now=2.0 + host)
+    full = [r for r in caplog.records if "its most" in r.getMessage()]
+    assert len(full) == 1, [r.getMessage() for r in caplog.records]
+    assert "203.0.113" not in full[0].getMessage()
+    assert not _try(guard, "203.0.113.1", now=250.0)  # the same window: no second line
+    assert len([r for r in caplog.records if "its most" in r.getMessage()]) == 1
+    assert _try(guard, "203.0.113.1", now=302.0)  # the counts aged out: room again

@@ -236,7 +236,8 @@ class AdminUi:
                 self._summarise_later()
                 return self._signin_page(
                     request,
-                    f"Too many wrong admin tokens from this address; try again in {wait:.0f} s.",
+                    "Too many wrong admin tokens from this address or its network; try again "
+                    f"in {wait:.0f} s.",
                     name=name,
                     status=429,
                 )

@@ -138,6 +138,7 @@ class SigninGuard:
         self._unrecorded = 0
         self._from: set[str] = set()
         self._more_addresses = False
+        self._full_warned = -float("inf")  # when a full table was last logged
         # Given an address's recent wrong-token times after each one counted here: writes them
         # where the other replicas read them (None: this replica's only).
         self.shared: Callable[[str, list[float]], None] | None = None
@@ -159,7 +160,18 @@ class SigninGuard:
         if len(times) >= limit:
             return max(1.0, self._window - (now - times[-limit]))
         room = table.room_in(key, now)  # a full table: not counted, so refused meanwhile
-        return max(1.0, room) if room > 0 else 0.0
+        if room <= 0:
+            return 0.0
+        if now - self._full_warned >= self._window:  # one line per window, however many
+            self._full_warned = now
+            log.warning(
+                "the sign-in guard counts wrong admin tokens for %d addresses or blocks, its "
+                "most: wrong tokens from any other get 429 for up to %.0f s (until a count "
+                "ages out); a flood from many addresses?",
+                len(table),
+                room,
+            )
+        return max(1.0, room)
 
     def wait_s(self, source: str, now: float | None = None) -> float:
         """Seconds ``source`` must wait before it may try a token again (0: it may now):
@@ -206,6 +218,7 @@ class SigninGuard:
             self._start, self._recorded, self._unrecorded = moment, 0, 0
             self._from.clear()
             self._more_addresses = False
+        self._full_warned = -float("inf")  # when a full table was last logged
 
     def record(self, source: str, now: float | None = None) -> Record:
         """Whether a wrong token (not refused by :meth:`wait_s`) gets an entry of its own;
@@ -257,4 +270,5 @@ class SigninGuard:
         self._recorded = self._unrecorded = 0
         self._from.clear()
         self._more_addresses = False
+        self._full_warned = -float("inf")  # when a full table was last logged
         return out
