@@ -760,3 +760,26 @@ async def test_a_cookie_that_could_not_be_checked_is_not_answered_as_signed_out(
                 assert 'name="token"' in signin.text
         finally:
             await share.stop()
+
+
+async def test_a_bucket_that_errs_at_once_is_not_asked_at_each_made_up_cookie(
+    nc: NATS, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a timeout opened the quiet window: a look-up that failed at once (no responders:
+    the stream gone, JetStream down) was made, and logged as a warning, at every request of
+    every made-up cookie, not "one bucket read each per 5 seconds" as the docs said."""
+    store = SessionStore()
+    share = SessionShare(nc.jetstream(timeout=5), store)
+    await share.start()
+    try:
+        await share._follower.stop()
+        await nc.jetstream().delete_stream(f"KV_{subjects.ADMIN_SESSIONS_BUCKET}")
+        caplog.set_level("WARNING", logger="switchyard.admin.ui")
+        for n in range(5):
+            with pytest.raises(ServiceUnavailable):
+                await store.get(f"made up {n}")
+        looked_up = [r for r in caplog.records if "was not looked up" in r.getMessage()]
+        assert len(looked_up) == 1, [r.getMessage() for r in caplog.records]
+        assert share._quiet()
+    finally:
+        await share.stop()

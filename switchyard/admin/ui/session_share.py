@@ -19,13 +19,14 @@ A replica whose watch has not been confirmed good for :data:`FOLLOW_STALE_S` (th
 checks it every 10 s and opens it again when it stalls) may have missed a sign-out: until it
 is confirmed again, each request looks its session, and its role's cut, up in the bucket
 (:meth:`SessionShare.refresh`), unless the bucket did not answer such a look-up within
-:data:`REFRESH_TIMEOUT_S` a moment ago (then, for a follower's check interval, requests are
-served from memory, as while disconnected: each waited 2 s; the window closes as soon as the
-bucket answers again: its watch delivers, the follower confirms it, or a write succeeds). A
-replica that cannot follow the bucket at all (at start) keeps its sessions to itself, and
-says so wherever it would claim to reach every replica
-(:attr:`SessionStore.shared`: the Sessions page, the sign-out's message and audit entry),
-and tries again in the background until it can (then shares from there on).
+:data:`REFRESH_TIMEOUT_S`, or answered it with an error, a moment ago (then, for a
+follower's check interval, requests are served from memory, as while disconnected: each
+waited 2 s; the window closes as soon as the bucket answers again: its watch delivers, the
+follower confirms it, or a request sent after it opened is answered). A replica that cannot
+follow the bucket at all (at start) keeps its sessions to itself, and says so wherever it
+would claim to reach every replica (:attr:`SessionStore.shared`: the Sessions page, the
+sign-out's message and audit entry), and tries again in the background until it can (then
+shares from there on).
 
 The gateway's start waits at most :data:`START_WAIT_S` for the two buckets, followed at once
 (not one after the other): a bucket the admin identity may not read (an older version's
@@ -132,8 +133,9 @@ class SessionShare:
     def _quiet(self) -> bool:
         """Whether the bucket did not answer a moment ago (within ``check_s``) and has not
         answered since: requests are served from memory meanwhile, as while disconnected.
-        Any timeout opens the window (a random cookie's look-up too: each request must not
-        wait REFRESH_TIMEOUT_S in an outage); it closes at once when the bucket shows it
+        Any look-up that failed opens the window (a random cookie's too: each request must
+        not wait REFRESH_TIMEOUT_S in an outage, nor each made-up cookie cost a read and a
+        warning while JetStream errs); it closes at once when the bucket shows it
         answers again (the watch delivers an entry, the follower confirms its watch, or a
         write or read here succeeds), not only after ``check_s``: a session signed in on
         another replica was refused here for up to 10 s after a stall ended."""
@@ -167,8 +169,7 @@ class SessionShare:
             async with asyncio.timeout(REFRESH_TIMEOUT_S):
                 found = await self._read(kv, digest, read_only)
         except (NatsError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError):
-                self._not_answering()
+            self._not_answering()  # (any failure: see fetch)
             raise ServiceUnavailable(UNAVAILABLE) from exc
         self._answered(started)
         return found
@@ -369,8 +370,10 @@ class SessionShare:
             self._answered(started)
             return None
         except (NatsError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError):
-                self._not_answering()
+            # Any failure, not only a timeout, opens the quiet window: one answered at once
+            # (no responders: the stream gone or JetStream down) was asked again, and
+            # logged, at every request of every made-up cookie.
+            self._not_answering()
             log.warning("a web app session was not looked up (%s)", type(exc).__name__)
             raise ServiceUnavailable(UNAVAILABLE) from exc
         self._answered(started)
