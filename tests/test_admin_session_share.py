@@ -684,10 +684,11 @@ async def test_the_bucket_is_asked_again_as_soon_as_it_answers_after_a_stall(
             assert await store.get(third_id) is not None
 
             share._not_answering()
+            fourth_id, _ = await one.create("eve", "10.0.0.5")  # in the bucket: found if asked
             with pytest.raises(ServiceUnavailable):  # not asked while quiet
-                await store.get("a third random")
+                await store.get(fourth_id)
+            assert _digest(fourth_id) not in store._unknown  # nor remembered as not there
             share._follower.confirmed_at = time.monotonic()  # the follower confirms: answers
-            fourth_id, _ = await one.create("eve", "10.0.0.5")
             assert await store.get(fourth_id) is not None
         finally:
             await share.stop()
