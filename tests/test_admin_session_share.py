@@ -749,6 +749,7 @@ async def test_a_cookie_that_could_not_be_checked_is_not_answered_as_signed_out(
                 assert page.headers["retry-after"] == "5"
                 assert "text/html" in page.headers["content-type"]
                 assert "could not be checked" in page.text
+                assert 'href="/ui/signin"' in page.text  # a way out for a cookie gone for good
                 form = await web.post("/ui/keys", data={"name": "k"}, headers={"Origin": base})
                 assert form.status_code == 503
                 assert "text/html" in form.headers["content-type"]

@@ -102,7 +102,7 @@ def _back(request: Request) -> str:
     return path + (f"?{referer.query}" if referer.query else "")
 
 
-def _unchecked(wants_json: bool) -> Response:
+def _unchecked(wants_json: bool, signin_url: str) -> Response:
     """503 for a cookie this replica does not know and could not look up (the sessions'
     bucket did not answer): neither "signed out" (a form's work lost, a sign-in asked for
     by a session that is good on another replica) nor let in."""
@@ -114,7 +114,9 @@ def _unchecked(wants_json: bool) -> Response:
         page = (
             '<!doctype html><html lang="en"><head><meta charset="utf-8">'
             "<title>Try again in a moment · Switchyard</title></head><body><main>"
-            f'<p role="alert">{html.escape(UNCHECKED)}</p></main></body></html>'
+            f'<p role="alert">{html.escape(UNCHECKED)}</p>'
+            f'<p>Signed out, or never signed in here? <a href="{html.escape(signin_url)}">'
+            "Sign in</a>.</p></main></body></html>"
         )
         response = HTMLResponse(page, status_code=503)
     response.headers["Retry-After"] = str(UNCHECKED_RETRY_S)
@@ -375,7 +377,10 @@ class AdminUi:
             try:
                 session = await self.sessions.get(request.cookies.get(COOKIE))
             except ApiError:  # not known here, and the bucket did not answer: not "signed out"
-                return _unchecked(not form_post and (wants_json or method != "GET"))
+                return _unchecked(
+                    not form_post and (wants_json or method != "GET"),
+                    f"{forwarded.root_path(request)}/ui/signin",
+                )
             context = self._current()
             if session is None or context is None:
                 if form_post:
