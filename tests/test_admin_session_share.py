@@ -819,3 +819,26 @@ async def test_a_session_not_written_at_the_attach_is_written_not_ended_at_a_che
             assert await other.get(sid) is not None
     finally:
         await share.stop()
+
+
+async def test_a_malformed_cut_or_entry_is_ignored_at_a_check_not_a_server_error(
+    nc: NATS,
+) -> None:
+    """A replica whose watch was not known good read the cut and the entry at each request
+    and decoded them unguarded: a malformed ``cut.admin`` made each of its requests a 500."""
+    kv = await nc.jetstream().key_value(subjects.ADMIN_SESSIONS_BUCKET)
+    await kv.put("cut.admin", b'{"at": "not a time"}')
+    async with _replica(nc) as one:
+        sid, _ = await one.create("ada", "10.0.0.1")
+        bad_sid, _ = await one.create("bob", "10.0.0.2")
+        store = SessionStore()
+        share = SessionShare(nc.jetstream(timeout=5), store)
+        await share.start()
+        try:
+            assert await store.get(bad_sid) is not None
+            share._follower.confirmed_at = float("-inf")  # not known good: each request checks
+            assert await store.get(sid) is not None  # the malformed cut ignored
+            await kv.put(f"s.{_digest(bad_sid)}", b"not json")
+            assert await store.get(bad_sid) is None  # not a session: not there
+        finally:
+            await share.stop()

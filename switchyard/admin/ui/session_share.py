@@ -183,7 +183,12 @@ class SessionShare:
             pass
         else:
             if cut.value:
-                self._store.apply_cut(read_only, int(cut.revision or 0), _CUT.decode(cut.value).at)
+                try:
+                    at = _CUT.decode(cut.value).at
+                except msgspec.DecodeError as exc:  # as the watch does: ignored, not a 500
+                    log.warning("ignored a malformed cut of the web app's sessions (%s)", exc)
+                else:
+                    self._store.apply_cut(read_only, int(cut.revision or 0), at)
         try:
             entry = await kv.get(SESSION_PREFIX + digest)
         except KeyNotFoundError as exc:
@@ -196,7 +201,11 @@ class SessionShare:
         self._follower.behind(int(entry.revision or 0))  # a watch that lags is opened again
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             return None
-        return _RECORD.decode(entry.value), int(entry.revision or 0)
+        try:
+            return _RECORD.decode(entry.value), int(entry.revision or 0)
+        except msgspec.DecodeError as exc:  # not a session (as :meth:`fetch`): not there
+            log.warning("ignored a malformed entry of the web app's sessions (%s)", exc)
+            return None
 
     async def start(self) -> bool:
         """Returns once every session in the bucket is known here (the store shares from
