@@ -842,3 +842,45 @@ async def test_a_malformed_cut_or_entry_is_ignored_at_a_check_not_a_server_error
             assert await store.get(bad_sid) is None  # not a session: not there
         finally:
             await share.stop()
+
+
+class _ShareLocalFailsOnce(SessionStore):
+    """A store whose first share_local raises an error nobody expected (after the attach)."""
+
+    shares = 0
+
+    async def share_local(self) -> int:
+        self.shares += 1
+        if self.shares == 1:
+            raise RuntimeError("unexpected")
+        return await super().share_local()
+
+
+class _CountingShare(SessionShare):
+    """Counts the entries its followers deliver."""
+
+    def __init__(self, *args: object, **options: float) -> None:
+        super().__init__(*args, **options)  # type: ignore[arg-type]
+        self.delivered: list[str] = []
+
+    def _on_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        self.delivered.append(key)
+        super()._on_entry(key, value, revision)
+
+
+async def test_a_try_that_fails_after_the_attach_leaves_one_follower_not_two(nc: NATS) -> None:
+    """share_local raising after the follower was set made the try a failure, and the retry
+    started a second follower over the first, left running: each entry was applied twice."""
+    store = _ShareLocalFailsOnce()
+    share = _CountingShare(nc.jetstream(timeout=5), store, retry_s=0.2)
+    await share.start()
+    try:
+        await until(lambda: store.shares == 2, timeout=5)  # tried again
+        await asyncio.sleep(0.2)  # (its share_local done)
+        kv = await nc.jetstream().key_value(subjects.ADMIN_SESSIONS_BUCKET)
+        await kv.put("cut.read-only", msgspec.json.encode({"at": time.time()}))
+        await until(lambda: "cut.read-only" in share.delivered, timeout=5)
+        await asyncio.sleep(0.3)  # a second follower's delivery would be in by now
+        assert share.delivered.count("cut.read-only") == 1
+    finally:
+        await share.stop()

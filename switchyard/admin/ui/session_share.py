@@ -272,7 +272,10 @@ class SessionShare:
         except BaseException:  # cancelled (a stop) mid-start: its watch must not outlive it
             await follower.stop()
             raise
-        self._kv, self._follower = kv, follower
+        # A try before this one may have got this far and then raised (in share_local): its
+        # follower is stopped here, not left running beside this one (each entry twice).
+        earlier, self._kv, self._follower = self._follower, kv, follower
+        await earlier.stop()
         self._store.attach(self)
         await self._store.share_local()  # sessions signed in before: into the bucket
         return True
