@@ -884,3 +884,33 @@ async def test_a_try_that_fails_after_the_attach_leaves_one_follower_not_two(nc:
         assert share.delivered.count("cut.read-only") == 1
     finally:
         await share.stop()
+
+
+async def test_an_unexpected_error_is_named_in_the_log_and_not_blamed_on_the_nats_config(
+    nc: NATS, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After an error nobody expected the log said "cannot be followed ()" (no reason) and
+    advised provisioning with this version's NATS config, which it was not about."""
+    store = _ShareLocalFailsOnce()
+    share = SessionShare(nc.jetstream(timeout=5), store, retry_s=0.2)
+    await share.start()
+    try:
+        await until(lambda: "cannot be followed" in caplog.text, timeout=5)
+        said = next(r.getMessage() for r in caplog.records if "cannot be followed" in r.message)
+        assert "cannot be followed (RuntimeError)" in said
+        assert "An unexpected error" in said
+        assert "Provision" not in said
+    finally:
+        await share.stop()
+
+
+async def test_a_bucket_not_provisioned_is_named_and_provisioning_advised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with jetstream_server(tmp_path / "js") as (client, _):
+        share = SessionShare(client.jetstream(timeout=2), SessionStore(), retry_s=60)
+        assert not await share.start()
+        await share.stop()
+    said = next(r.getMessage() for r in caplog.records if "cannot be followed" in r.message)
+    assert "cannot be followed (BucketNotFoundError)" in said
+    assert "Provision (`switchyard provision`" in said

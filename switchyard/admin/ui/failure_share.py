@@ -45,6 +45,12 @@ PREFIX = "a."
 WRITE_RATE = 10.0  # counts written a second, at most, by one replica
 WRITE_BURST = 30.0
 MAX_WRITES = 100  # counts being written at once; past it one is not shared (a stalled NATS)
+# What the log of a bucket not followed advises: for a refusal by NATS (a bucket not
+# provisioned, an older NATS config without the rights), and for an error nobody expected.
+PROVISION_ADVICE = (
+    "Provision (`switchyard provision`, the init Job) with the NATS config of this version"
+)
+UNEXPECTED = "An unexpected error (its traceback is logged above), not a NATS refusal"
 _ENCODE = msgspec.json.Encoder()
 
 
@@ -87,6 +93,7 @@ class FailureShare:
         self._dropped = 0
         self._follower = KvFollower(js, subjects.ADMIN_SIGNIN_FAILURES_BUCKET, self._on_entry)
         self._why = ""  # why the bucket could not be followed, the last time
+        self._refused = False  # whether by NATS (not provisioned, no rights), or unexpectedly
 
     async def start(self, retry_s: float = RETRY_S, tried: asyncio.Event | None = None) -> None:
         """Shares the counts from once the bucket is followed: at once, or, when it cannot be
@@ -101,10 +108,10 @@ class FailureShare:
             return
         log.warning(
             "wrong admin tokens are counted by this gateway replica only: the %s bucket "
-            "cannot be followed (%s). Provision with the NATS config of this version; trying "
-            "again in %.0f s, then less often",
+            "cannot be followed (%s). %s; trying again in %.0f s, then less often",
             subjects.ADMIN_SIGNIN_FAILURES_BUCKET,
             self._why,
+            PROVISION_ADVICE if self._refused else UNEXPECTED,
             retry_s,
         )
         await follow_later(self._follow, retry_s)
@@ -115,13 +122,20 @@ class FailureShare:
         )
 
     async def _follow(self) -> bool:
+        try:
+            return await self._follow_once()
+        except Exception as exc:  # (logged by try_follow, with its traceback)
+            self._why, self._refused = type(exc).__name__, False
+            raise
+
+    async def _follow_once(self) -> bool:
         follower = KvFollower(self._js, subjects.ADMIN_SIGNIN_FAILURES_BUCKET, self._on_entry)
         try:
             kv = await self._js.key_value(subjects.ADMIN_SIGNIN_FAILURES_BUCKET)
             await follower.start()
         except (NatsError, TimeoutError, OSError) as exc:
             await follower.stop()
-            self._why = type(exc).__name__
+            self._why, self._refused = type(exc).__name__, True
             return False
         except BaseException:  # cancelled (a stop) mid-start: its watch must not outlive it
             await follower.stop()

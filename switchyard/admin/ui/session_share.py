@@ -50,7 +50,12 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from switchyard.admin.ui.failure_share import FailureShare, WriteBudget
+from switchyard.admin.ui.failure_share import (
+    PROVISION_ADVICE,
+    UNEXPECTED,
+    FailureShare,
+    WriteBudget,
+)
 from switchyard.admin.ui.sessions import SessionRecord, SessionStore
 from switchyard.admin.ui.signin_guard import SigninGuard
 from switchyard.bus import subjects
@@ -106,6 +111,7 @@ class SessionShare:
         self._retry_s = retry_s
         self._loops = TaskSupervisor("session-share")
         self._why = ""  # why the bucket could not be followed, the last time
+        self._refused = False  # whether by NATS (not provisioned, no rights), or unexpectedly
         self._store = store
         self._failures = None if guard is None else FailureShare(js, guard, WriteBudget())
         self._kv: KeyValue | None = None
@@ -245,10 +251,10 @@ class SessionShare:
             return
         log.error(
             "the web app's sessions are this gateway replica's only: the %s bucket cannot "
-            "be followed (%s). Provision (`switchyard provision`, the init Job) with the "
-            "NATS config of this version; trying again in %.0f s, then less often",
+            "be followed (%s). %s; trying again in %.0f s, then less often",
             subjects.ADMIN_SESSIONS_BUCKET,
             self._why,
+            PROVISION_ADVICE if self._refused else UNEXPECTED,
             self._retry_s,
         )
         await follow_later(self._follow, self._retry_s)
@@ -259,6 +265,13 @@ class SessionShare:
         )
 
     async def _follow(self) -> bool:
+        try:
+            return await self._follow_once()
+        except Exception as exc:  # (logged by try_follow, with its traceback)
+            self._why, self._refused = type(exc).__name__, False
+            raise
+
+    async def _follow_once(self) -> bool:
         follower = KvFollower(
             self._js, subjects.ADMIN_SESSIONS_BUCKET, self._on_entry, check_s=self._check_s
         )
@@ -267,7 +280,7 @@ class SessionShare:
             await follower.start()
         except (NatsError, TimeoutError, OSError) as exc:
             await follower.stop()
-            self._why = type(exc).__name__
+            self._why, self._refused = type(exc).__name__, True
             return False
         except BaseException:  # cancelled (a stop) mid-start: its watch must not outlive it
             await follower.stop()
