@@ -522,6 +522,9 @@ def _cmd_routes_sync(args: argparse.Namespace, settings: Settings, config_file: 
 
 
 def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Path | None) -> int:
+    from nats.errors import Error as NatsError  # noqa: PLC0415
+    from nats.js.errors import APIError  # noqa: PLC0415
+
     from switchyard.stack.local import provision_stack  # noqa: PLC0415
     from switchyard.stack.provision import INCOMPLETE, skipped_report  # noqa: PLC0415
 
@@ -529,6 +532,16 @@ def _cmd_provision(args: argparse.Namespace, settings: Settings, config_file: Pa
         skipped = asyncio.run(provision_stack(_attached(settings), one_shot=True))
     except TimeoutError:  # slow, not refused (a refusal is a skipped bucket): run it again
         print("error: NATS JetStream did not answer in time; run it again", file=sys.stderr)
+        return FAILED
+    except NatsError as exc:  # no JetStream answering, or a JetStream error (was a traceback)
+        why = type(exc).__name__
+        if isinstance(exc, APIError) and exc.description:
+            why += f" {exc.code}: {exc.description}"  # (the server's words, no secret)
+        print(
+            f"error: NATS JetStream did not provision ({why}); check that JetStream is enabled "
+            "and up (`switchyard status`), then run it again",
+            file=sys.stderr,
+        )
         return FAILED
     skipped_report(skipped, sys.stdout, sys.stderr, "provisioned streams, consumers and KV buckets")
     return INCOMPLETE if skipped else 0
