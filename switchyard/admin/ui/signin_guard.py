@@ -218,7 +218,6 @@ class SigninGuard:
             self._start, self._recorded, self._unrecorded = moment, 0, 0
             self._from.clear()
             self._more_addresses = False
-        self._full_warned = -float("inf")  # when a full table was last logged
 
     def record(self, source: str, now: float | None = None) -> Record:
         """Whether a wrong token (not refused by :meth:`wait_s`) gets an entry of its own;
@@ -270,5 +269,4 @@ class SigninGuard:
         self._recorded = self._unrecorded = 0
         self._from.clear()
         self._more_addresses = False
-        self._full_warned = -float("inf")  # when a full table was last logged
         return out
