@@ -256,7 +256,7 @@ class BudgetWatch:
         foreseen (a NATS error) is logged (at most every ``UNEXPECTED_EVERY_S`` for each
         exception type: a second, different failure is not hidden by the first) and the next
         one runs; ending the loop would stop the marks for the life of the process. The first
-        scan that no longer raises says so at info."""
+        scan that completes after such a failure says so at info."""
         while True:
             completed = False
             try:
@@ -276,7 +276,7 @@ class BudgetWatch:
                 else:
                     log.debug("a budget scan failed again", exc_info=True)
             else:
-                if self._unexpected_since is not None:
+                if completed and self._unexpected_since is not None:
                     log.info(
                         "budget scans run again after failing for %.0f s",
                         time.monotonic() - self._unexpected_since,
