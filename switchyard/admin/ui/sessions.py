@@ -425,11 +425,6 @@ class SessionStore:
         be good (it may have missed a sign-out). A bucket that does not answer leaves the
         session as this replica knows it, as for a gateway cut off from NATS."""
         assert self._bucket is not None  # noqa: S101  (checked by the caller)
-        if session.revision <= 0:
-            # Signed in before the bucket was attached, its first write failed: the bucket
-            # would answer "not there" and end it. Written now instead (or at the next use).
-            await self._write_first(digest, session)
-            return session
         try:
             found = await self._bucket.refresh(digest, session.read_only)
         except ApiError as exc:
