@@ -10,8 +10,8 @@ a sixth to end), and gives it up on a clean stop once its lines on the bus are a
 round that fails (the bucket's leader failing over) leaves the next one within the third of the
 lease kept as a margin; while even that is used up the runner's jobs pause (no line goes out,
 none is dropped) and go on once a renewal comes. A runner that loses the lease (a round finds
-another holder, or the margin is gone) stops sending and withdraws its queued lines; the lines
-a provider works on finish and are recorded. A runner started beside a holder waits, ready, for
+another holder, or the margin is gone) stops sending; its lines on the bus finish and are
+recorded. A runner started beside a holder waits, ready, for
 the lease to be given up or to lapse: at most ``LEASE_TTL_S`` and one renewal round (a sixth)
 after the holder's last renewal.
 """

@@ -111,7 +111,7 @@ class BatchRunner:
 
     def _lead(self, holding: bool) -> None:
         """Taken: run every active batch (a job still draining since a loss sends again).
-        Lost: send no line more, and withdraw the queued ones (the new holder sends them)."""
+        Lost: send no line more."""
         if holding:
             for job in self._driving.values():
                 if not self._stopping:
@@ -120,8 +120,6 @@ class BatchRunner:
                 self._changed(record.batch.id, record)
         else:
             self._stop_sending()
-            for job in self._driving.values():
-                job.withdraw()
 
     def _stop_sending(self) -> None:
         for batch_id, task in self._running.items():
