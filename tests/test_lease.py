@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -130,3 +131,25 @@ async def test_a_takeover_by_a_clock_running_ahead_is_seen_by_the_old_holder(
     await bucket.kv.delete(KEY)  # an operator removed it
     assert await b.renew(now=109.0)  # b, which held it, creates it again
     assert b'"owner":"b"' in ((await bucket.kv.get(KEY)).value or b"")
+
+
+async def test_a_clock_ahead_is_told_only_past_the_tolerance(
+    bucket: Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hosts a few milliseconds apart (any two NTP-synced hosts) are no cause for a warning:
+    only an expiry more than a third of the lease (the tolerance the docs give, 2 s of 6 s)
+    beyond one written now is, and once."""
+    caplog.set_level(logging.WARNING, logger="switchyard.lease")
+    a = Lease(bucket.kv, KEY, "a", ttl=6)
+    b = Lease(bucket.kv, KEY, "b", ttl=6)
+
+    def told() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "clocks agree" in r.getMessage()]
+
+    assert await a.renew(now=100.0)  # until 106
+    assert not await b.renew(now=99.995)  # b's clock 5 ms behind a's
+    assert not await b.renew(now=98.5)  # 1.5 s behind: within the tolerance
+    assert told() == []
+    assert not await b.renew(now=97.9)  # 2.1 s behind: a's clock is ahead
+    assert not await b.renew(now=97.0)
+    assert len(told()) == 1, told()

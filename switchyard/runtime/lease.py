@@ -30,6 +30,9 @@ from switchyard.schemas.scheduling import LEASE_DECODER, LEASE_ENCODER, FeederLe
 log = logging.getLogger("switchyard.lease")
 
 RELEASE_TIMEOUT_S = 2.0
+# A stored expiry later than one written now by more than this (or a third of the lease, if
+# more) is told as a clock ahead; less is the ordinary difference between hosts' clocks.
+SKEW_TOLERANCE_MIN_S = 0.5
 
 
 class Lease:
@@ -65,11 +68,12 @@ class Lease:
             return moment < self._until - self.ttl / 3
 
     def _check_clock(self, holder: FeederLease, moment: float) -> None:
-        """Warn (once) when the stored expiry lies more than a lease beyond this host's clock:
-        whoever wrote it has a clock ahead of this one (or a longer lease), so this replica
-        waits that much longer to take it over, and the hosts' clocks do not agree."""
+        """Warn (once) when the stored expiry lies beyond a lease written now by more than the
+        clocks may differ (a third of the lease, at least 0.5 s): whoever wrote it has a clock
+        ahead of this one (or a longer lease), so this replica waits that much longer to take
+        it over. Hosts a few milliseconds apart, as any two are, are not told."""
         ahead = holder.until - moment - self.ttl
-        if ahead > 0 and not self._skew_told:
+        if ahead > max(self.ttl / 3, SKEW_TOLERANCE_MIN_S) and not self._skew_told:
             self._skew_told = True
             log.warning(
                 "the lease %s of %s expires %.1f s later than a lease written now would: "
