@@ -180,13 +180,14 @@ async def test_a_runner_waits_for_a_lease_another_holds_until_it_lapses(
     leased: Stack, runners: Runners, upstream: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A runner that stopped renewing (killed, partitioned) left its lease: a minute more at
-    # first (nothing may be sent however slow this machine is), then 1.5 s, timed.
+    # first (nothing may be sent however slow this machine is), then 1.5 s, timed. This
+    # runner's lease is 3 s (renewal rounds 0.5 s), as in the handover test.
     nc = await leased.connect("batch")
     try:
         kv = await nc.jetstream(timeout=10).key_value(subjects.BATCHES_BUCKET)
         ghost = FeederLease("a-killed-runner", time.time() + 60.0)
         await kv.put(b.RUNNER_LEASE_KEY, LEASE_ENCODER.encode(ghost))
-        runner = await runners.new("batch-waiting", lease_ttl=1.5)
+        runner = await runners.new("batch-waiting", lease_ttl=3.0)
         await runner.start()
         assert not runner.leader.holding
         client, batch_id = await _create(leased, "lapsed")
@@ -197,7 +198,7 @@ async def test_a_runner_waits_for_a_lease_another_holds_until_it_lapses(
             assert _lease_held(runners, "batch-waiting") == 0.0
             ghost = FeederLease("a-killed-runner", time.time() + 1.5)
             await kv.put(b.RUNNER_LEASE_KEY, LEASE_ENCODER.encode(ghost))
-            await _holding(runner, 4.0)  # its 1.5 s, a renewal round (0.25 s), and slack
+            await _holding(runner, 4.0)  # its 1.5 s, a renewal round (0.5 s), and slack
             assert time.time() >= ghost.until
             assert _lease_held(runners, "batch-waiting") == 1.0
             done = await _wait_for(client, batch_id, {"completed", "failed", "cancelled"}, 60)
@@ -205,7 +206,7 @@ async def test_a_runner_waits_for_a_lease_another_holds_until_it_lapses(
         await nc.close()
     assert done.status == "completed", done.errors
     assert set(_calls_per_line(upstream, "lapsed").values()) == {1}
-    # A lease lasting a minute where this runner writes 1.5 s ones: a clock ahead, said once.
+    # A lease lasting a minute where this runner writes 3 s ones: a clock ahead, said once.
     ahead = [r for r in caplog.records if "check that the hosts' clocks agree" in r.getMessage()]
     assert len(ahead) == 1, [r.getMessage() for r in ahead]
 
@@ -398,4 +399,34 @@ async def test_a_lone_runner_that_loses_its_lease_in_a_blip_sends_no_line_twice(
     assert done.request_counts.completed == lines
     await asyncio.sleep(1.0)  # (a line sent again late would have reached it by now)
     calls = _calls_per_line(upstream, "blip", lines)
+    assert calls == dict.fromkeys(calls, 1), {k: n for k, n in calls.items() if n != 1}
+
+
+async def test_a_slow_bucket_lookup_does_not_fail_the_start(
+    leased: Stack, runners: Runners, upstream: FakeOpenAI
+) -> None:
+    # Opening sy_batches reads its stream's info. That request had the lease's sixth as its
+    # timeout (0.25 s for a 1.5 s lease, 1 s for the default): one slower reply made
+    # runner.start() raise. Here every stream-info reply comes 0.5 s late.
+    runner = await runners.new("batch-slow-lookup", lease_ttl=1.5)
+    nc = runner.leader._nc
+    real_request = nc.request
+
+    async def request(subject: str, payload: bytes = b"", timeout: float = 0.5, **kw: Any) -> Any:
+        async with asyncio.timeout(timeout):
+            try:
+                if ".STREAM.INFO." in subject:
+                    await asyncio.sleep(0.5)
+                return await real_request(subject, payload, timeout=timeout, **kw)
+            except TimeoutError:
+                raise nats.errors.TimeoutError from None
+
+    nc.request = request  # type: ignore[method-assign,assignment]
+    await runner.start()
+    await _holding(runner, 5.0)
+    client, batch_id = await _create(leased, "slow-lookup")
+    async with client:
+        done = await _wait_for(client, batch_id, {"completed", "failed", "cancelled"}, 60)
+    assert done.status == "completed", done.errors
+    calls = _calls_per_line(upstream, "slow-lookup")
     assert calls == dict.fromkeys(calls, 1), {k: n for k, n in calls.items() if n != 1}

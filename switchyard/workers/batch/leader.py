@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
+from nats.js.kv import KeyValue
 
 from switchyard.bus import subjects
 from switchyard.bus.envelope import new_request_id
@@ -60,16 +61,28 @@ class Leadership:
         self._renewing = TaskSupervisor("batch-lease")
 
     async def start(self) -> None:
-        # A round (a read and a write) ends within a sixth of the lease: a failed one and the
-        # next then end within the third kept as a margin (see _round).
-        js = self._nc.jetstream(timeout=self._ttl / 6)
-        kv = await js.key_value(subjects.BATCHES_BUCKET)
-        self._lease = Lease(kv, RUNNER_LEASE_KEY, self._owner, ttl=self._ttl)
+        self._lease = Lease(await self._bucket(), RUNNER_LEASE_KEY, self._owner, ttl=self._ttl)
         try:
             await self._round()
         except (NatsError, TimeoutError) as exc:  # (the next round tries again)
             log.warning("could not take the batch runner lease yet: %r", exc)
         self._renewing.spawn(self._renew_forever())
+
+    async def _bucket(self) -> KeyValue:
+        """``sy_batches`` for the lease: looked up (its stream's info) with the usual JetStream
+        timeout, as one slow reply there must not fail the start; its reads and writes then
+        end within a sixth of the lease, so a failed round and the next end within the third
+        kept as a margin (see _round)."""
+        bucket = subjects.BATCHES_BUCKET
+        stream = f"KV_{bucket}"
+        info = await self._nc.jetstream().stream_info(stream)
+        return KeyValue(
+            name=bucket,
+            stream=stream,
+            pre=f"$KV.{bucket}.",
+            js=self._nc.jetstream(timeout=self._ttl / 6),
+            direct=bool(info.config.allow_direct),
+        )
 
     def held(self) -> bool:
         """Whether a line may be sent now: the lease is held, with a margin left."""
