@@ -3,7 +3,8 @@
 Control's feeder (``sy_sched`` / ``feeder.leader``: two feeders would each count the same free
 slots and move twice as many requests into dispatch) and the batch runner (``sy_batches`` /
 ``runner.leader``: two runners would send each line twice) work only while they hold it: a KV
-entry naming the holder and an expiry, renewed every third of its length with compare-and-set.
+entry naming the holder and an expiry, renewed with compare-and-set well within its length (the
+feeder every third of it, the batch runner every sixth).
 Another replica takes it over only once it has expired (the holder stopped renewing: crashed,
 partitioned) or was given up (:meth:`Lease.release`, a clean stop).
 
