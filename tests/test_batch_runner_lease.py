@@ -430,3 +430,28 @@ async def test_a_slow_bucket_lookup_does_not_fail_the_start(
     assert done.status == "completed", done.errors
     calls = _calls_per_line(upstream, "slow-lookup")
     assert calls == dict.fromkeys(calls, 1), {k: n for k, n in calls.items() if n != 1}
+
+
+async def test_a_round_that_fails_unforeseen_is_not_a_renewal(
+    leased: Stack, runners: Runners
+) -> None:
+    """A lease round that raised anything but a timeout left ``holding`` true past the
+    lease: every line then waited in ``wait_held`` for ever (and the gauge read 1)."""
+    runner = await runners.new("batch-odd-round", lease_ttl=3.0)
+    await runner.start()
+    assert runner.leader.held()
+    lease = runner.leader._lease
+    assert lease is not None
+    real_renew = lease.renew
+    fails_until = time.monotonic() + 4.0
+
+    async def renew_that_fails(now: float | None = None) -> bool:
+        if time.monotonic() < fails_until:
+            raise RuntimeError("a round that fails unforeseen")
+        return await real_renew(now)
+
+    lease.renew = renew_that_fails  # type: ignore[method-assign]
+    async with asyncio.timeout(10):
+        while runner.leader.holding:  # lost once its own lease ran out
+            await asyncio.sleep(0.05)
+    await _holding(runner, 10.0)  # and taken back once rounds work again

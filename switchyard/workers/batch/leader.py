@@ -119,6 +119,10 @@ class Leadership:
         except TimeoutError:  # (not renewed: what was written stands, margin left or not)
             log.warning("batch runner lease round timed out")
             holding = self._lease.held()
+        except Exception:  # not foreseen: not renewed either (else `holding` stayed true
+            # past the lease, and every line waited in wait_held for ever)
+            log.exception("batch runner lease round failed")
+            holding = self._lease.held()
         if holding == self.holding:
             return
         self.holding = holding
