@@ -301,9 +301,10 @@ class BatchRunner:
             # The job counts every line with a recorded answer (those before it, and each it
             # recorded), so no second read of every answer is needed to know what is missing.
             missing = job.completed + job.failed < total
-            if self._paused() and (missing or not self._stopping):
-                # Stopped before every line ran, or the lease lost (its holder writes the
-                # files): the next runner does the rest.
+            if not self.leader.holding or (self._stopping and missing):
+                # The lease lost (its holder writes the files; a stopping runner too: two
+                # writing one batch's files replaced a whole output with a partial one), or
+                # stopped before every line ran: the next runner does the rest.
                 return False
             running = self._status(batch_id) == "in_progress" and not self._expired(claimed)
             if missing and running and refused is None:
