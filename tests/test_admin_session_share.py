@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -880,3 +881,38 @@ async def test_a_bucket_not_provisioned_is_named_and_provisioning_advised(
     said = next(r.getMessage() for r in caplog.records if "cannot be followed" in r.message)
     assert "cannot be followed (BucketNotFoundError)" in said
     assert "Provision (`switchyard provision`" in said
+
+
+class _CutWhileSharing(SessionStore):
+    """A store whose sessions are written at the attach just after another replica's "sign
+    out everywhere" reached the bucket (after the watch's replay, before its delivery)."""
+
+    kv: Any = None
+
+    async def share_local(self) -> int:
+        await self.kv.put("cut.admin", msgspec.json.encode({"at": time.time()}))
+        return await super().share_local()
+
+
+async def test_a_session_written_at_a_late_attach_is_still_ended_by_an_earlier_cut(
+    nc: NATS,
+) -> None:
+    """A session signed in while the replica was not sharing was written at the attach as a
+    first entry: its revision, above a cut already in the bucket but not yet delivered, made
+    it outlive that "sign out everywhere" on every replica, though signed in before it."""
+    store = _CutWhileSharing()
+    sid, _ = await store.create("ada", "10.0.0.1")  # not shared yet: this replica's only
+    await asyncio.sleep(0.05)  # the cut is made after the sign-in
+    store.kv = await nc.jetstream().key_value(subjects.ADMIN_SESSIONS_BUCKET)
+    share = SessionShare(nc.jetstream(timeout=5), store)
+    assert await share.start()
+    try:
+        for _ in range(60):  # the cut's delivery ends it here
+            if await store.get(sid) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert await store.get(sid) is None
+        async with _replica(nc) as other:  # and on every other replica
+            assert await other.get(sid) is None
+    finally:
+        await share.stop()

@@ -261,14 +261,15 @@ class SessionStore:
     async def _write_first(self, digest: str, session: Session) -> int:
         if self._bucket is None:
             return 0
+        # Not as a first entry: it stays compared with cuts by its sign-in time on every
+        # replica (a cut already in the bucket, not yet delivered here, is below the entry's
+        # revision: judged by revision, a session signed in before it survived it everywhere).
         try:
-            revision = await self._bucket.put(digest, record_of(session, first=True))
+            revision = await self._bucket.put(digest, record_of(session))
         except ApiError as exc:
             log.warning("a web app session was not written to the bucket (%s)", type(exc).__name__)
             return 0
         session.revision = max(session.revision, revision)
-        if session.created_rev <= 0:
-            session.created_rev = revision
         return 1
 
     @property
