@@ -15,7 +15,7 @@ from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
 
-ADDRESS = "127.0.0.211"  # this test's own: the guard's counts are per address
+ADDRESS = "127.0.211.1"  # this test's own: the guard's counts are per address
 
 
 async def test_wrong_api_tokens_get_429_and_a_warning_and_count_with_the_signin(
@@ -58,7 +58,7 @@ async def test_wrong_api_tokens_are_audited_as_the_signins_are_once_a_minute(sta
     """Wrong bearer tokens on /admin/v1 were counted and logged but never reached the audit
     log (the sign-in's did). The first one from an address is an entry at once, naming the
     address; the minute's rest are said together later (tests/unit: the counts)."""
-    address = "127.0.0.212"
+    address = "127.0.212.1"
     guess = "sy-admin-audit-guess-0123456789"
     transport = httpx.AsyncHTTPTransport(local_address=address)
     async with httpx.AsyncClient(

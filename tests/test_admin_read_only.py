@@ -23,7 +23,7 @@ from tests.stacks import Stack
 
 pytestmark = pytest.mark.integration
 
-ADDRESS = "127.0.0.214"  # this module's own: the wrong-token guard counts per address
+ADDRESS = "127.0.214.1"  # this module's own: the wrong-token guard counts per address
 READS = {"GET", "HEAD"}
 # Values for the routes' path parameters: real ones where the session stack has them, so a
 # read reaches its handler (a 404 for an unknown id is as good: the token was taken).

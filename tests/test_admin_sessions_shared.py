@@ -168,7 +168,7 @@ async def test_wrong_tokens_are_counted_on_every_gateway_together(
 ) -> None:
     """Ten wrong tokens per address per five minutes, counted per replica, let a guesser
     spread over two replicas try twenty."""
-    address = "127.0.0.93"  # its own address: the stack's other tests are not held up
+    address = "127.0.93.1"  # its own address: the stack's other tests are not held up
 
     async def wrong(url: str) -> int:
         async with httpx.AsyncClient(

@@ -20,8 +20,8 @@ from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-API_ADDRESS = "127.0.0.71"
-SIGNIN_ADDRESS = "127.0.0.72"
+API_ADDRESS = "127.0.71.1"
+SIGNIN_ADDRESS = "127.0.72.1"
 WRONG = "sy-admin-" + "w" * 40
 
 

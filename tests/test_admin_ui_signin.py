@@ -25,7 +25,7 @@ async def test_wrong_tokens_from_many_addresses_get_a_bounded_number_of_entries(
     sent = 25
     statuses = []
     for i in range(sent):  # one wrong token from each of `sent` loopback addresses
-        transport = httpx.AsyncHTTPTransport(local_address=f"127.0.0.{10 + i}")
+        transport = httpx.AsyncHTTPTransport(local_address=f"127.0.{10 + i}.1")
         async with httpx.AsyncClient(
             base_url=stack.gateway_url, transport=transport, timeout=30
         ) as web:
@@ -38,7 +38,7 @@ async def test_wrong_tokens_from_many_addresses_get_a_bounded_number_of_entries(
     last = audit["entries"][0]  # newest first
     assert "counted, not recorded" in last["detail"], last
     # The right token still signs in, from an address the flood used.
-    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.10")
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.10.1")
     async with httpx.AsyncClient(base_url=stack.gateway_url, transport=transport) as web:
         token = stack.settings.admin_token_file.read_text(encoding="utf-8").strip()
         form = {"name": "after-the-flood", "token": token}
@@ -64,7 +64,7 @@ async def test_a_change_is_audited_with_the_address_that_made_it(stack: Stack) -
         found = re.search(r'name="csrf" value="([^"]+)"', (await web.get("/ui/keys/new")).text)
         assert found is not None
         cookie = web.cookies["sy_session"]
-    elsewhere = httpx.AsyncHTTPTransport(local_address="127.0.0.77")
+    elsewhere = httpx.AsyncHTTPTransport(local_address="127.0.77.1")
     async with httpx.AsyncClient(
         base_url=stack.gateway_url,
         transport=elsewhere,
@@ -82,8 +82,8 @@ async def test_a_change_is_audited_with_the_address_that_made_it(stack: Stack) -
     sources = {e["action"]: e["source"] for e in audit if e["actor"] == "moved"}
     assert sources == {
         "session.signin": "127.0.0.1",
-        "key.create": "127.0.0.77",
-        "session.signout": "127.0.0.77",
+        "key.create": "127.0.77.1",
+        "session.signout": "127.0.77.1",
     }, audit
 
 
@@ -96,7 +96,7 @@ async def test_right_tokens_past_the_minutes_bound_get_429_no_session_and_no_ent
     minute's bound for the address and role, and nothing made or written for it; the admin
     token from the same address (one NAT) still signs in: the count is per role."""
     token = stack.settings.admin_readonly_token_file.read_text(encoding="utf-8").strip()
-    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.215")  # this test's own
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.215.1")  # this test's own
     statuses = []
     async with httpx.AsyncClient(
         base_url=stack.gateway_url,

@@ -164,7 +164,7 @@ def test_admin_api_refuses_everyone_without_the_token(
 async def test_endless_admin_stream_needs_the_token(fuzz_stack: Stack) -> None:
     # An address of its own: the wrong tokens fuzzed above, from 127.0.0.1, have it waiting
     # (429 too_many_failed_authentications) for wrong ones, as the sign-in's guard counts them.
-    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.212")
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.212.1")
     async with httpx.AsyncClient(timeout=10, transport=transport) as http:
         for headers, code in (
             ({}, "missing_admin_token"),
