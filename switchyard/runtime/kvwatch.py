@@ -267,6 +267,7 @@ async def try_follow(follow: Callable[[], Awaitable[bool]]) -> bool:
     followed until a restart."""
     try:
         return await follow()
-    except Exception:
+    except Exception:  # broad on purpose: a retry loop that any unforeseen error ended (the
+        # bucket then never followed until a restart) is worse than one logged failure
         log.exception("a KV bucket was not followed (an unexpected error); tried again later")
         return False
