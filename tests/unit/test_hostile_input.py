@@ -9,7 +9,7 @@ from switchyard.dialects._common import decode_object
 from switchyard.dialects.probes import probe_messages, probe_responses
 from switchyard.errors import InvalidRequest
 from switchyard.schemas.openai import model_of, probe
-from switchyard.workers.modelproxy.handler import _decode_body
+from switchyard.workers.modelproxy.call_prep import decode_request_body
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +26,7 @@ def test_deeply_nested_json_is_400_not_500() -> None:
     with pytest.raises(InvalidRequest):
         model_of(DEEP)
     with pytest.raises(InvalidRequest):
-        _decode_body(DEEP)
+        decode_request_body(DEEP)
 
 
 def test_moderate_nesting_still_decodes() -> None:
@@ -41,7 +41,7 @@ def test_duplicate_keys_decode_the_same_everywhere() -> None:
     body = b'{"model":"a","messages":[{"role":"user","content":"x"}],"model":"b"}'
     assert probe("chat", body).model == "b"
     assert model_of(body).model == "b"
-    assert _decode_body(body)["model"] == "b"
+    assert decode_request_body(body)["model"] == "b"
 
 
 def test_deeply_nested_responses_and_messages_bodies_are_400_not_500() -> None:

@@ -41,7 +41,6 @@ from switchyard.dialects.probes import COUNTS
 from switchyard.errors import (
     ApiError,
     DeadlineExceeded,
-    InvalidRequest,
     ProviderTimeout,
     SecretMissing,
     ServiceUnavailable,
@@ -53,11 +52,11 @@ from switchyard.runtime.secret_cache import SecretCache
 from switchyard.runtime.throttle import Throttle
 from switchyard.runtime.tracing import NO_HOP, OFF, Hop, Tracing
 from switchyard.runtime.upstreams import UpstreamGuard
-from switchyard.schemas.openai import decode_body
 from switchyard.schemas.routing import RouteTable
 from switchyard.telemetry import request_id_var
 from switchyard.workers.modelproxy import billing, key_echo, probes, redelivery, reroutes, whole
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
+from switchyard.workers.modelproxy.call_prep import decode_request_body, provider_call
 from switchyard.workers.modelproxy.cancels import Cancels
 from switchyard.workers.modelproxy.dialects import (
     DIALECTS,
@@ -446,35 +445,13 @@ class Handler:
         )
 
     async def _prepare(self, job: Job, target: Target) -> ProviderCall:
-        body = _decode_body(job.msg.data)
-        body["model"] = target.deployment.model
+        body = decode_request_body(job.msg.data)  # a 400 before the key is fetched
         self.upstreams.check(target.provider_name, target.provider)  # before the key is fetched
         key = await self.keys.get(target.provider.secret) if target.provider.secret else None
-        timeouts = target.timeouts
-        remaining = job.deadline - time.time()
-        if remaining <= 0:
-            raise DeadlineExceeded("the request deadline passed before the provider was called")
-        options = body.get("stream_options")
-        return ProviderCall(
-            op=job.env.op,
-            body=body,
-            stream=job.stream,
-            client_wants_usage=bool(isinstance(options, dict) and options.get("include_usage")),
-            provider=target.provider,
-            provider_name=target.provider_name,
-            deployment=target.deployment,
-            api_key=key,
-            first_token_timeout=min(timeouts.first_token_s, remaining),
-            total_timeout=min(timeouts.stream_s if job.stream else timeouts.request_s, remaining),
-            idle_timeout=timeouts.idle_s,
-            anthropic_beta=job.env.beta,
-            # One bus message's worth, or for a whole answer what a caller that reads parts
-            # takes (400 if malformed); a stream's chunks are never sent in parts.
-            max_answer_bytes=self.rooms.of(
-                self.nc.max_payload, "" if job.stream else job.env.parts_max
-            ),
-            request=job.msg.data,
-        )
+        # One bus message's worth, or for a whole answer what a caller that reads parts takes
+        # (400 if malformed); a stream's chunks are never sent in parts.
+        room = self.rooms.of(self.nc.max_payload, "" if job.stream else job.env.parts_max)
+        return provider_call(job, target, body, key, room)
 
     async def _stream(self, job: Job, adapter: Adapter, call: ProviderCall) -> None:
         key = key_echo.needle(call.api_key)
@@ -586,15 +563,3 @@ class Handler:
         if labels is not None:
             labels.billed(job.usage)
         await self.usage.add(billing.usage_event(job, target, estimated=estimated))
-
-
-def _decode_body(data: bytes) -> dict[str, Any]:
-    """The whole body, read for the first time here (the edge reads only the fields it needs):
-    a value the edge skipped can still be unreadable, as a number too large for a float or a
-    string that is not UTF-8. Either is the client's 400, named as what it is."""
-    return decode_body(_BODY, data, _unreadable)
-
-
-def _unreadable(problem: str) -> InvalidRequest:
-    where = problem.partition(" - at `")[0]  # msgspec's "at `$[...]`" names no field here
-    return InvalidRequest(f"request body cannot be read: {where}", code="invalid_json")
