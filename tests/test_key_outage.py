@@ -44,8 +44,8 @@ from switchyard.runtime.shutdown import disconnect
 from switchyard.secrets.vault import Vault
 from switchyard.stack.process import ManagedProcess
 from switchyard.workers.modelproxy.service import ModelProxy
+from tests.relay import Relay
 from tests.stacks import Stack, start_stack
-from tests.support import free_port
 from tests.upstream import FakeOpenAI
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -234,45 +234,9 @@ async def test_under_load_a_model_proxy_without_the_key_leaves_the_requests_to_o
     await _vault_answers(keyed)
 
 
-class _Relay:
-    """A TCP relay between one NATS client and the server, which the test can cut: the
-    connection through it drops and no new one gets through until it opens again (TLS passes
-    through it untouched)."""
-
-    def __init__(self, target: int) -> None:
-        self.port = free_port()
-        self._target = target
-        self._server: asyncio.Server | None = None
-        self._ends: set[asyncio.StreamWriter] = set()
-
-    async def open(self) -> None:
-        self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
-
-    def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for end in self._ends:
-            end.transport.abort()
-        self._ends.clear()
-
-    async def _link(self, client: asyncio.StreamReader, client_end: asyncio.StreamWriter) -> None:
-        server, server_end = await asyncio.open_connection("127.0.0.1", self._target)
-        self._ends |= {client_end, server_end}
-        await asyncio.gather(_copy(client, server_end), _copy(server, client_end))
-
-
-async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await source.read(65536):
-            sink.write(data)
-            await sink.drain()
-    sink.transport.abort()
-
-
 async def test_a_rotation_missed_while_disconnected_applies_on_reconnect(keyed: Stack) -> None:
     before = await _store(keyed, ROTATED, "sk-before-" + secrets.token_hex(12))
-    relay = _Relay(keyed.settings.stack.nats_port)
+    relay = Relay(keyed.settings.stack.nats_port)
     await relay.open()
     reconnects = asyncio.Queue[None]()
     proxy: ModelProxy | None = None

@@ -16,7 +16,7 @@ from switchyard.bus.replies import (
 from switchyard.errors import ProviderError
 from switchyard.runtime.reply_wait import GAP_WAIT_S, ReplyProgress, Resend
 from switchyard.schemas.openai import error_body
-from switchyard.workers.modelproxy.replay import replay_needed
+from switchyard.workers.modelproxy.replay import late_replay_needed, replay_needed
 
 pytestmark = pytest.mark.unit
 
@@ -84,6 +84,30 @@ def test_an_answer_is_replayed_after_a_reconnect_or_when_it_went_without_its_ter
     answered: bool, ended: bool, reconnected: bool, replay: bool
 ) -> None:
     assert replay_needed(answered=answered, ended=ended, reconnected=reconnected) is replay
+
+
+@pytest.mark.parametrize(
+    ("answered", "reconnected", "cancelled", "deadline", "replay"),
+    [
+        (True, True, False, 0.0, True),  # broke while the bill waited: the end may be lost
+        (True, True, False, 100.0, True),  # and the caller still waits
+        (True, False, False, 100.0, False),  # nothing broke: one copy
+        (True, True, True, 100.0, False),  # its caller left
+        (True, True, False, 10.0, False),  # past its deadline: the caller's 504 ended it
+        (False, True, False, 100.0, False),  # nothing was answered
+    ],
+)
+def test_an_answer_is_sent_again_when_its_bill_finds_the_connection_broken(
+    answered: bool, reconnected: bool, cancelled: bool, deadline: float, replay: bool
+) -> None:
+    late = late_replay_needed(
+        answered=answered,
+        reconnected=reconnected,
+        cancelled=cancelled,
+        deadline=deadline,
+        now=50.0,
+    )
+    assert late is replay
 
 
 def announced(delivery: str) -> Reply:

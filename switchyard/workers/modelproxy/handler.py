@@ -75,7 +75,7 @@ from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
-from switchyard.workers.modelproxy.replay import REPLAY_LOST, replay_needed
+from switchyard.workers.modelproxy.replay import REPLAY_LOST, late_replay_needed, replay_needed
 from switchyard.workers.modelproxy.response_items import ResponseItems, tenant_of
 from switchyard.workers.modelproxy.response_owners import ResponseOwners
 from switchyard.workers.modelproxy.serving import Serving
@@ -306,17 +306,31 @@ class Handler:
         hop: Hop,
         failure: ApiError | None,
     ) -> None:
-        """The replay if needed, then the metrics and the bill: what the caller got (a 502?)."""
+        """The replay if needed, then the metrics and the bill: what the caller got (a 502?).
+        Then a replay again if the bill, waiting for its usage to be stored, found the
+        connection broken (:func:`.replay.late_replay_needed`)."""
         sent = job.answer
-        reconnected = job.out(self.nc).stats["reconnects"] != job.reconnects
+        out = job.out(self.nc)
+        seen = out.stats["reconnects"]
         try:
-            if replay_needed(answered=sent is not None, ended=job.ended, reconnected=reconnected):
+            if replay_needed(
+                answered=sent is not None, ended=job.ended, reconnected=seen != job.reconnects
+            ):
                 with job.replay():  # a cancel still stops it (Job.done)
                     await self._replay(job)
         finally:  # an error the replay ended with is the bus's, not the provider's
             lost = whole.replay_error(job, sent)
             self.observer.ended(job, target, labels, hop, failure or lost, by_bus=failure is None)
             await self._bill(job, target, labels)
+        if late_replay_needed(
+            answered=sent is not None,
+            reconnected=out.stats["reconnects"] != seen,
+            cancelled=job.cancelled,
+            deadline=job.deadline,
+            now=time.time(),
+        ):
+            with job.replay():
+                await self._replay(job)
         await self.serving.ack(job)
 
     async def _hand_back(self, job: Job, exc: ApiError) -> bool:

@@ -179,3 +179,18 @@ def replay_needed(*, answered: bool, ended: bool, reconnected: bool) -> bool:
     (the connection was down then, so the reply path is still open and must be closed by a
     complete copy). One rule for both, so no answer is left without a terminator."""
     return answered and (reconnected or not ended)
+
+
+def late_replay_needed(
+    *, answered: bool, reconnected: bool, cancelled: bool, deadline: float, now: float
+) -> bool:
+    """Whether an answer must be sent again after its bill (:func:`replay_needed` came
+    first): the bill waited for its usage to be stored, which goes on the same connection, and
+    ``reconnected`` says that connection broke meanwhile. The break was found only then, so the
+    answer's end may have gone with it: sent into a NATS node that died before passing it on,
+    while the caller, its own connection unbroken, had no reason to stop waiting (a failover
+    test saw one such stream end 504 at its deadline). Sent again, whole, after the first
+    copy's terminator (a caller that has it all has forgotten the request). Not to a caller
+    that left (``cancelled``), nor past the ``deadline`` (unix seconds, 0 for none: the
+    caller's own 504 has ended it)."""
+    return answered and reconnected and not cancelled and (not deadline or now < deadline)
