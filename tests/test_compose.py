@@ -525,6 +525,13 @@ class ComposePlatform:
         lines = text.splitlines()
         return [x for x in lines if x.startswith("--- ") or _CONNECTION_EVENT.search(x)][:200]
 
+    def log_lines(self, needles: list[str], since: float, limit: int = 60) -> list[str]:
+        """What the workers and edges logged since ``since`` that mentions any of ``needles``
+        (request ids), under each container's ``---`` header."""
+        text = self.dep.logs("head", "modelproxy", "tail", "gateway", lines=None, since=since)
+        lines = text.splitlines()
+        return [x for x in lines if x.startswith("--- ") or any(n in x for n in needles)][:limit]
+
     async def monitor(self, path: str) -> list[tuple[int, Any]]:
         found = []
         for n in (1, 2, 3):
@@ -563,4 +570,6 @@ def test_failover_in_containers(deployment: Deployment, scenario: failover.Scena
     print(result.row(), result.detail(), sep="\n", file=sys.stderr)
     # For a failure's report: when each process lost and regained its NATS connection.
     print(*platform.connection_events(began), sep="\n", file=sys.stderr)
+    if lost := [f"{o.request_id}." for o in result.outcomes if o.kind == "lost"]:
+        print(*platform.log_lines(lost, began), sep="\n", file=sys.stderr)
     assert_bar(result, ALLOWED_ERRORS.get(scenario.name, ()))
