@@ -62,12 +62,16 @@ UNAVAILABLE_RETRY_S = 3.0
 
 
 def _duration(seconds: float) -> str:
-    """OpenAI's reset format: ``850ms``, ``1.5s``, ``6m0s``."""
-    if seconds < 1:
+    """OpenAI's reset format: ``850ms``, ``1.5s``, ``6m0s``. Rounded first, so that a value
+    just under a unit reads as the next one in that one's form (59.97 s: ``1m0s``, once read
+    ``60s`` while a success said ``1m0s`` of the same window; 0.9996 s: ``1s``)."""
+    if round(seconds * 1000) < 1000:
         return f"{max(0, round(seconds * 1000))}ms"
-    if seconds < 60:
-        return f"{seconds:.3g}s"
-    return f"{int(seconds // 60)}m{int(seconds % 60)}s"
+    text = f"{seconds:.3g}"
+    if float(text) < 60:
+        return f"{text}s"
+    whole = round(seconds)
+    return f"{whole // 60}m{whole % 60}s"
 
 
 @dataclass(slots=True)

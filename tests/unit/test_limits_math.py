@@ -43,7 +43,18 @@ def test_total_never_resets_and_numbered_periods_are_fixed_windows() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0.25, "250ms"), (1.5, "1.5s"), (59, "59s"), (360, "6m0s"), (-1, "0ms")]
+    ("seconds", "text"),
+    [
+        (0.25, "250ms"),
+        (0.9996, "1s"),
+        (1.5, "1.5s"),
+        (59, "59s"),
+        (59.97, "1m0s"),  # (read "60s" on a 429 while a success said "1m0s")
+        (60, "1m0s"),
+        (119.7, "2m0s"),
+        (360, "6m0s"),
+        (-1, "0ms"),
+    ],
 )
 def test_reset_durations_use_openais_format(seconds: float, text: str) -> None:
     assert _duration(seconds) == text
