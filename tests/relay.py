@@ -2,8 +2,9 @@
 
 TLS passes through it untouched. :meth:`Relay.cut` drops the connection through it and lets
 no new one through until :meth:`Relay.open`; :meth:`Relay.swallow` keeps the connection up but
-drops what the client sends from then on, as a NATS node that dies after the client wrote to it
-and before passing anything on: the client cannot know, until the connection breaks.
+drops what the client sends from then on (until :meth:`Relay.flow`), as a NATS node that dies
+after the client wrote to it and before passing anything on: the client cannot know, until the
+connection breaks or its pings go unanswered.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class Relay:
 
     def swallow(self) -> None:
         self._swallowing = True
+
+    def flow(self) -> None:
+        """What the client sends gets through again (a new connection's too)."""
+        self._swallowing = False
 
     def cut(self) -> None:
         if self._server is not None:

@@ -7,7 +7,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``paced:<ms>``: streams 6 chunks ``<ms>`` apart;
 * ``jitter:<lo>-<hi>``: takes a random ``lo``-``hi`` ms to answer (spread between the chunks of a
   stream, so a stream is always partly sent while it runs);
-* ``slow:<ms>``: waits ``<ms>`` before answering;
+* ``slow:<ms>``: waits ``<ms>`` before answering (``slowfail:<ms>:<code>``: then fails as
+  ``status:<code>`` does);
 * ``status:<code>``: fails with that HTTP status (429 adds ``Retry-After: 2``;
   ``status:429:<seconds>`` that many);
 * ``hang``: never answers;
@@ -282,6 +283,10 @@ class FakeOpenAI:
                 "param": "messages[0].content" if code < 500 else None,
             }
             return web.json_response({"error": fields}, status=code, headers=headers)
+        elif kind == "slowfail":  # <ms>:<code>: waits, then fails as ``status:<code>`` does
+            wait, _, fail = arg.partition(":")
+            await asyncio.sleep(int(wait) / 1000)
+            return await self._behaviour({**body, "model": f"status:{fail}"})
         elif kind == "flaky":
             with self._lock:
                 seen = self._flaky.get(model, 0)

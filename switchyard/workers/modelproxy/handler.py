@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -75,7 +74,13 @@ from switchyard.workers.modelproxy.providers import upstream_errors as ue
 from switchyard.workers.modelproxy.providers.base import Adapter, ProviderCall
 from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
-from switchyard.workers.modelproxy.replay import REPLAY_LOST, late_replay_needed, replay_needed
+from switchyard.workers.modelproxy.replay import (
+    REPLAY_LOST,
+    confirmed,
+    late_replay_needed,
+    replay_needed,
+    sent_on,
+)
 from switchyard.workers.modelproxy.response_items import ResponseItems, tenant_of
 from switchyard.workers.modelproxy.response_owners import ResponseOwners
 from switchyard.workers.modelproxy.serving import Serving
@@ -85,7 +90,6 @@ from switchyard.workers.modelproxy.usage import UsageBatcher
 
 log = logging.getLogger("switchyard.modelproxy")
 
-_BODY = msgspec.json.Decoder(dict[str, Any])
 # Token counts (COUNTS) are questions about a request, not requests: nothing is generated, so
 # nothing is billed (no usage event) nor reported as the deployment's traffic, and a failure is
 # answered as is, not retried elsewhere: a provider's count has its own rate limits, and its
@@ -307,21 +311,24 @@ class Handler:
         failure: ApiError | None,
     ) -> None:
         """The replay if needed, then the metrics and the bill: what the caller got (a 502?).
-        Then a replay again if the bill, waiting for its usage to be stored, found the
-        connection broken (:func:`.replay.late_replay_needed`)."""
+        Then a replay again if the connection the answer went on broke before the bill's
+        usage was stored, or before the server answered a ping (:mod:`.replay`)."""
         sent = job.answer
         out = job.out(self.nc)
-        seen = out.stats["reconnects"]
+        seen = out.stats["reconnects"]  # (of the connection the last copy went on)
         try:
             if replay_needed(
                 answered=sent is not None, ended=job.ended, reconnected=seen != job.reconnects
             ):
                 with job.replay():  # a cancel still stops it (Job.done)
                     await self._replay(job)
+                seen = sent_on(out)  # this copy's connection: a later break loses it
         finally:  # an error the replay ended with is the bus's, not the provider's
             lost = whole.replay_error(job, sent)
             self.observer.ended(job, target, labels, hop, failure or lost, by_bus=failure is None)
-            await self._bill(job, target, labels)
+            stored = await self._bill(job, target, labels)
+        if sent is not None and not (stored and out is self.nc):
+            await confirmed(out)  # the bill's usage went on another connection, or none did
         if late_replay_needed(
             answered=sent is not None,
             reconnected=out.stats["reconnects"] != seen,
@@ -562,18 +569,20 @@ class Handler:
             return False
         return True
 
-    async def _bill(self, job: Job, target: Target | None, labels: CallLabels | None) -> None:
+    async def _bill(self, job: Job, target: Target | None, labels: CallLabels | None) -> bool:
         """Record what a provider call cost (:mod:`.billing`), and wait until the usage
-        batch is stored (bounded: the publisher gives a batch up after its retries). The
-        token metric counts the same usage, here only, so it cannot drift from spend."""
+        batch is stored (bounded: the publisher gives a batch up after its retries); True
+        once it waited. The token metric counts the same usage, here only, so it cannot
+        drift from spend."""
         if not (job.called or job.streamed_before) or job.env.op in COUNTS:
-            return
+            return False
         if billing.measures_chunks(job):
             await job.chunks.settle()  # in batches: a large answer never holds the loop
         found = billing.billed(job)
         if found is None:
-            return
+            return False
         job.usage, estimated = found
         if labels is not None:
             labels.billed(job.usage)
         await self.usage.add(billing.usage_event(job, target, estimated=estimated))
+        return True

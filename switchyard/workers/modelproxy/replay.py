@@ -25,7 +25,10 @@ bound that the bill measures).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
+
+from nats.aio.client import Client as NATS
 
 # An LLM answer is a few KiB to a few hundred KiB: 4 MiB keeps nearly every answer
 # replayable, while a model-proxy with 256 streams in flight holds at most 1 GiB for replays.
@@ -33,6 +36,8 @@ REPLAY_MAX_BYTES = 4 * 1024 * 1024
 # Past the bound, how many chunks kept before it are measured (and freed) with each later one:
 # a few microseconds each, so a chunk never waits long on it.
 MEASURED_PER_CHUNK = 8
+# The longest an answer's confirming ping is waited for (:func:`confirmed`).
+CONFIRM_S = 5
 # How many chunks :meth:`SentChunks.settle` measures between two turns of the event loop.
 SETTLE_BATCH = 512
 
@@ -181,16 +186,40 @@ def replay_needed(*, answered: bool, ended: bool, reconnected: bool) -> bool:
     return answered and (reconnected or not ended)
 
 
+def sent_on(out: NATS) -> int:
+    """The reconnect count of the connection a copy just sent on ``out`` went with: the
+    current one's, or while ``out`` reconnects the next one's (the copy waits in its buffer
+    and goes on the new connection: only a break after that can lose it)."""
+    return out.stats["reconnects"] + (0 if out.is_connected else 1)
+
+
+async def confirmed(out: NATS) -> None:
+    """Wait, up to :data:`CONFIRM_S`, until the server answers a ping sent on ``out`` after an
+    answer: what stands in for the bill's stored usage (:func:`late_replay_needed`) for an
+    answer not billed (an error, a token count) or sent on a connection of its own (an
+    internal client's). A break found meanwhile has reconnected by then (the ping goes on
+    the new connection; one asked while it reconnects would return at once: it waits for the
+    new connection first). Errors and a timeout end the wait, nothing more."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CONFIRM_S):
+            while not (out.is_connected or out.is_closed):  # noqa: ASYNC110  (nats-py's state)
+                await asyncio.sleep(0.05)
+            await out.flush(timeout=CONFIRM_S)
+
+
 def late_replay_needed(
     *, answered: bool, reconnected: bool, cancelled: bool, deadline: float, now: float
 ) -> bool:
     """Whether an answer must be sent again after its bill (:func:`replay_needed` came
-    first): the bill waited for its usage to be stored, which goes on the same connection, and
-    ``reconnected`` says that connection broke meanwhile. The break was found only then, so the
-    answer's end may have gone with it: sent into a NATS node that died before passing it on,
-    while the caller, its own connection unbroken, had no reason to stop waiting (a failover
-    test saw one such stream end 504 at its deadline). Sent again, whole, after the first
-    copy's terminator (a caller that has it all has forgotten the request). Not to a caller
-    that left (``cancelled``), nor past the ``deadline`` (unix seconds, 0 for none: the
-    caller's own 504 has ended it)."""
+    first): the bill waited for its usage to be stored, which goes on the same connection
+    (else :func:`confirmed` waited for the server's answer to a ping), and ``reconnected``
+    says that connection broke meanwhile. The break was found only then, so the answer's end
+    may have gone with it: sent into a NATS node that died before passing it on, while the
+    caller, its own connection unbroken, had no reason to stop waiting (a failover test saw
+    one such stream end 504 at its deadline). Sent again, whole, after the first copy's
+    terminator (a caller that has it all has forgotten the request). Not to a caller that
+    left (``cancelled``), nor past the ``deadline`` (unix seconds, 0 for none: the caller's
+    own 504 has ended it). A node that dies silently (no reset: a host lost) is found by the
+    client's pings (:mod:`switchyard.bus.connect`), after the bill and the ping gave up: not
+    covered."""
     return answered and reconnected and not cancelled and (not deadline or now < deadline)
