@@ -1042,6 +1042,67 @@ async def test_messages_and_responses_show_the_estimate_they_are_billed(agents: 
     assert all(prompt > 0 and 7 <= completion <= 10 for prompt, completion in shown.values())
 
 
+def _answer_usage(
+    client: openai.OpenAI, op: str, stream: bool, model: str = "nousage"
+) -> tuple[openai.types.CompletionUsage | None, int]:
+    """The usage ``client`` reads from a chat completion (``op`` "chat") or a legacy
+    completion of ``_ASKED``, streamed with ``include_usage`` or not, and how many chunks
+    carried usage (the last one, ``choices: []``, asserted so)."""
+    if op == "chat":
+        asked: dict[str, Any] = {"messages": [{"role": "user", "content": _ASKED}]}
+        create: Any = client.chat.completions.create
+    else:
+        asked, create = {"prompt": _ASKED}, client.completions.create
+    if not stream:
+        answer = create(model=model, **asked)
+        text = answer.choices[0].message.content if op == "chat" else answer.choices[0].text
+        assert text == f"echo: {_ASKED}"
+        return answer.usage, 0
+    chunks = list(create(model=model, stream=True, stream_options={"include_usage": True}, **asked))
+    counted = [chunk for chunk in chunks if chunk.usage is not None]
+    assert counted == counted[-1:] == chunks[-1:], chunks  # one, the last, before [DONE]
+    assert chunks[-1].choices == []
+    assert chunks[-1].id == chunks[0].id
+    assert chunks[-1].model == chunks[0].model
+    return chunks[-1].usage, len(counted)
+
+
+async def test_chat_and_completions_show_the_estimate_they_are_billed(
+    agents: Stack, edge: str
+) -> None:
+    """A chat completion or legacy completion from a server that reports no usage reached
+    its client without usage while its key was billed an estimate: a whole answer had no
+    ``usage`` (an SDK's ``resp.usage.total_tokens`` raised), a stream asked with
+    ``stream_options.include_usage`` ended without its usage chunk. Both now show the
+    estimate, the figures their key is billed, marked ``"estimated": true``; a stream that did
+    not ask gets no usage chunk, and a server's own usage is shown as it came, once."""
+    shown: dict[tuple[str, bool], tuple[int, int]] = {}
+    billed: dict[tuple[str, bool], tuple[float, float]] = {}
+    for op in ("chat", "complete"):
+        for stream in (False, True):
+            api_key, record = await agents.new_key(f"shown-{op}-{stream}-{edge[-5:]}")
+            usage, _ = _answer_usage(_openai(agents, edge, api_key), op, stream)
+            assert usage is not None, (op, stream)
+            assert usage.model_extra == {"estimated": True}, usage
+            assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+            shown[op, stream] = (usage.prompt_tokens, usage.completion_tokens)
+            spend = await _key_usage(agents, record.id, at_least=1)
+            billed[op, stream] = (spend["prompt_tokens"], spend["completion_tokens"])
+    assert shown == billed, (shown, billed)
+    # "echo: one two three four five six": 33 bytes of text, 9 tokens, whole or streamed.
+    assert all(prompt > 0 and completion == 9 for prompt, completion in shown.values()), shown
+    oa = _openai(agents, edge)
+    plain = oa.chat.completions.create(
+        model="nousage", stream=True, messages=[{"role": "user", "content": _ASKED}]
+    )
+    assert all(chunk.usage is None for chunk in plain)  # not asked for: none sent
+    counted, chunks = _answer_usage(oa, "chat", True, model="translated")  # the server's own
+    assert counted is not None
+    assert chunks == 1
+    assert not counted.model_extra, counted
+    assert (counted.prompt_tokens, counted.completion_tokens) == (7, 7)
+
+
 async def test_prompt_cache_tokens_are_billed_at_the_cache_price(agents: Stack) -> None:
     """A prompt read from (or written to) the provider's prompt cache was billed at the full
     input price: $0.30018 for a Claude reply Anthropic charges $0.03018 for. Every way usage

@@ -116,14 +116,18 @@ async def answered(reading: Coroutine[Any, Any, Any] | asyncio.Task[Any], events
         pytest.fail(f"the answer's end never came after the reconnect: {events}")
 
 
+@pytest.mark.parametrize("include_usage", [False, True])
 async def test_an_answer_lost_with_a_node_found_dead_only_at_its_bill_is_sent_again(
-    bare: Stack, caplog: pytest.LogCaptureFixture
+    bare: Stack, caplog: pytest.LogCaptureFixture, include_usage: bool
 ) -> None:
+    """With ``include_usage``, the usage chunk Switchyard adds for a provider that sent none
+    (:mod:`switchyard.workers.modelproxy.shown_usage`) is kept with the chunks: the replay
+    sends it again, once, before the end."""
     caplog.set_level(logging.INFO, logger="switchyard.modelproxy")
     async with relayed_proxy(bare) as (relay, nc):
         started = time.monotonic()
         events: list[dict[str, Any] | str] = []
-        reading = asyncio.create_task(_stream(bare, events))
+        reading = asyncio.create_task(_stream(bare, events, include_usage=include_usage))
         await until(lambda: bool(events), timeout=20)  # the first words came through
         await lose_the_end(relay, nc, reading)
         await answered(reading, events)
@@ -136,6 +140,14 @@ async def test_an_answer_lost_with_a_node_found_dead_only_at_its_bill_is_sent_ag
     )
     assert text.split() == ["half", "an"], events
     assert not any(isinstance(e, dict) and "error" in e for e in events), events
+    counted = [e for e in events if isinstance(e, dict) and e.get("usage")]
+    if include_usage:  # the provider sent none: Switchyard's estimate, once, last
+        assert counted == [events[-2]], events
+        assert counted[0]["choices"] == []
+        assert counted[0]["usage"]["estimated"] is True
+        assert counted[0]["usage"]["completion_tokens"] == 2  # "half an": 7 bytes
+    else:
+        assert not counted, events
     assert REPLAYED in caplog.text  # the end came from the replay
     # A few seconds after the reconnect (the usage publisher's retry), not at the request's
     # 60 s deadline.
@@ -198,8 +210,16 @@ async def _whole(stack: Stack, model: str) -> tuple[int, Any]:
     return reply.status_code, reply.json()
 
 
-async def _stream(stack: Stack, events: list[dict[str, Any] | str]) -> None:
-    body = {"model": "late", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+async def _stream(
+    stack: Stack, events: list[dict[str, Any] | str], *, include_usage: bool = False
+) -> None:
+    body: dict[str, Any] = {
+        "model": "late",
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
     headers = {"Authorization": f"Bearer {stack.api_key}", "X-Request-Timeout": "60"}
     async with (
         httpx.AsyncClient(timeout=90) as http,

@@ -42,7 +42,8 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``keyecho``: echoes the API key it was sent (in a successful answer, streamed or not);
 * ``hugeerror:<mib>``: answers 500 with an HTML page of ``<mib>`` MiB, without a
   Content-Length;
-* ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``);
+* ``nousage``: echoes, but reports no usage (a server that ignores ``include_usage``; legacy
+  completions too);
   ``batched:<kib>``: the same, streaming ``<kib>`` KiB of text in two chunks (a server that
   sends many words a chunk);
 * ``latename`` (with tools): streams its tool call as litellm translates Gemini's, the id and
@@ -514,16 +515,16 @@ class FakeOpenAI:
         text = f"echo: {_last_user_text(body)}"
         if body.get("stream") is True:
             return await self._completion_stream(request, body, text)
-        return web.json_response(
-            {
-                "id": "cmpl-fake",
-                "object": "text_completion",
-                "created": int(time.time()),
-                "model": body.get("model"),
-                "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
-            }
-        )
+        answer = {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+        }
+        if body.get("model") != "nousage":
+            answer["usage"] = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+        return web.json_response(answer)
 
     @staticmethod
     async def _completion_stream(
@@ -549,7 +550,8 @@ class FakeOpenAI:
             await resp.write(chunk(word if i == 0 else " " + word, None))
         await resp.write(chunk("", "stop"))
         options = body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage"):
+        counted = body.get("model") != "nousage"
+        if counted and isinstance(options, dict) and options.get("include_usage"):
             usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
             event = {"id": "cmpl-fake", "object": "text_completion", "choices": [], "usage": usage}
             await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")

@@ -52,7 +52,8 @@ def billed(job: Job) -> tuple[Usage, bool] | None:
             return msgspec.structs.replace(
                 usage, completion_tokens=sent, total_tokens=usage.prompt_tokens + sent
             ), True
-    # A translated Messages or Responses answer showed its client Switchyard's estimate.
+    # An answer that showed its client Switchyard's estimate (a translated Messages or
+    # Responses answer, a chat or completions one: .shown_usage) is billed that.
     return usage, isinstance(usage, estimate.Estimated)
 
 

@@ -21,7 +21,8 @@ bill needs it, i.e. never for a stream its provider counted (:class:`.replay.Sen
 
 A Messages or Responses answer translated from chat is estimated before it is sent, from the
 chat answer (or its chunks) with these same rules, and shows the estimate as its usage: that
-usage (:class:`Estimated`) is then what it is billed.
+usage (:class:`Estimated`) is then what it is billed. So does a chat or legacy completion
+answer, whole or streamed with ``include_usage`` (:mod:`.shown_usage`).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ BYTES_PER_TOKEN = 4
 class Estimated(Usage, frozen=True, kw_only=True):
     """Usage Switchyard estimated because its provider reported none: billed flagged as an
     estimate (``prompt_tokens_estimated``). A translated Messages or Responses answer shows it
-    (:class:`~switchyard.workers.modelproxy.dialects.Translated`), so the client reads the
-    figure its key is billed rather than 0 or null."""
+    (:class:`~switchyard.workers.modelproxy.dialects.Translated`), and so does a chat or
+    completions answer (:mod:`.shown_usage`), so the client reads the figure its key is billed
+    rather than 0, null or nothing."""
 
 
 def estimated(request: bytes, completion: int) -> Estimated:

@@ -84,6 +84,7 @@ from switchyard.workers.modelproxy.replay import (
 from switchyard.workers.modelproxy.response_items import ResponseItems, tenant_of
 from switchyard.workers.modelproxy.response_owners import ResponseOwners
 from switchyard.workers.modelproxy.serving import Serving
+from switchyard.workers.modelproxy.shown_usage import send_usage_chunk, with_usage
 from switchyard.workers.modelproxy.stream_watch import relay
 from switchyard.workers.modelproxy.traffic import TrafficMeter
 from switchyard.workers.modelproxy.usage import UsageBatcher
@@ -478,7 +479,7 @@ class Handler:
         key = key_echo.needle(call.api_key)
         events = adapter.stream(call)
         try:  # opening chunks wait for the answer's first content (see stream_watch)
-            await relay(
+            last = await relay(
                 job,
                 events,
                 self._send_chunk,
@@ -489,6 +490,8 @@ class Handler:
                     job.out(self.nc), job.reply, job.delivery, job.env.placement
                 ),
             )
+            if job.usage is None and call.client_wants_usage and not job.cancelled:
+                await send_usage_chunk(job, last, self._send_chunk)  # (none came)
         finally:
             close = getattr(events, "aclose", None)
             if close is not None and job.cancelled:
@@ -523,7 +526,10 @@ class Handler:
             too_large = ue.too_large(call.provider_name, len(completion.body), room)
             raise ue.sized_for(too_large, call.op, call.body)
         key = key_echo.needle(call.api_key)
-        return self.echoed.masked(completion.body, key, call.provider_name)
+        body = self.echoed.masked(completion.body, key, call.provider_name)
+        if completion.usage is None:  # shown: the estimate it is billed (.shown_usage)
+            body = with_usage(job, body, room)
+        return body
 
     async def _caller_left(self, job: Job) -> None:
         """A request its caller abandoned: nothing is answered, nothing is retried elsewhere.

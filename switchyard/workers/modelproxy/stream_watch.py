@@ -105,14 +105,19 @@ async def relay(
     key: bytes,
     provider: str,
     begun: Begun | None = None,
-) -> None:
+) -> bytes | None:
     """Send ``events``' chunks to ``job``'s caller (``key`` masked), recording its usage, its
     time to the first content and what was sent; returns early once the caller left.
-    ``begun``: tells the caller the provider began while its opening is held (once)."""
+    ``begun``: tells the caller the provider began while its opening is held (once).
+
+    Returns:
+        the last chunk sent (masked), or None when none was (or the caller left): what a
+        usage chunk of Switchyard's takes its ``id`` and ``model`` from (:mod:`.shown_usage`).
+    """
     loop = asyncio.get_running_loop()
     herald = _Herald(begun, job)
     try:
-        await _relay(
+        return await _relay(
             job, events, send, echoed=echoed, key=key, provider=provider, herald=herald, loop=loop
         )
     finally:
@@ -129,14 +134,15 @@ async def _relay(
     provider: str,
     herald: _Herald,
     loop: asyncio.AbstractEventLoop,
-) -> None:
+) -> bytes | None:
     held: list[bytes] | None = [] if job.env.op in HELD_OPS else None  # None: none held now
     held_bytes = 0
     looking = held is not None  # the first content is still to come (its time is measured)
     seq = 0
+    payload = b""  # (the last chunk sent, once the loops end: returned)
     async for event in events:
         if job.cancelled:
-            return  # the caller left: the handler stops the provider call
+            return None  # the caller left: the handler stops the provider call
         if event.usage is not None:
             job.usage = event.usage
         if event.payload is None:
@@ -178,6 +184,7 @@ async def _relay(
         await send(job, seq, payload)
         seq += 1
         job.sent = True
+    return payload if seq else None
 
 
 def _first_content(job: Job) -> None:
