@@ -36,7 +36,7 @@ Behaviour is chosen by the upstream model name a deployment sends:
   ``[DONE]``: an answer cut short);
 * ``html``: answers 200 with an HTML page (a proxy's error page in front of a provider);
 * ``said:<name>``: answers one of :data:`SAID` (an error with 200, JSON cut short, vLLM's,
-  Azure's and plain-text error shapes);
+  Azure's and plain-text error shapes, a 400 naming a chat field in its ``param``);
 * ``twocut``: a stream for ``n=2`` whose second choice is cut before its finish_reason
   (``twoinone``: whole, both choices in its first chunk, without ``[DONE]``);
 * ``keyecho``: echoes the API key it was sent (in a successful answer, streamed or not);
@@ -114,6 +114,29 @@ SAID = {
         ' "code": "content_filter", "status": 400}}',
     ),
     "text400": (400, "text/plain", "upstream refused: prompt too long for this server\n"),
+    # A 400 naming a field of the chat request it was sent (``param400-<field>``, see PARAMS).
+    **{
+        f"param400-{name}": (
+            400,
+            "application/json",
+            json.dumps(
+                {
+                    "error": {
+                        "message": "upstream refused a field",
+                        "type": "invalid_request_error",
+                        "param": param,
+                        "code": "invalid_value",
+                    }
+                }
+            ),
+        )
+        for name, param in {
+            "message": "messages[1].content",
+            "maxtokens": "max_tokens",
+            "tool": "tools[0].function.name",
+            "added": "stream_options.include_usage",
+        }.items()
+    },
     "sseasjson": (  # an event stream labelled as JSON
         200,
         "application/json",

@@ -28,6 +28,7 @@ from switchyard.dialects._common import (
     text_content,
     unsupported_value,
 )
+from switchyard.dialects.chat_fields import ChatFields
 
 ERROR_MARK = "Error: "  # opens the text of a tool result marked ``is_error``
 _DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
@@ -45,7 +46,7 @@ def system_texts(system: Any, path: str) -> list[str]:
     return texts
 
 
-def chat_messages(raw_messages: list[Any], path: str) -> list[dict[str, Any]]:
+def chat_messages(raw_messages: list[Any], path: str, fields: ChatFields) -> list[dict[str, Any]]:
     """``messages`` as chat messages, consecutive turns of one role merged into one.
 
     Anthropic merges consecutive user (or assistant) turns itself; chat templates that require
@@ -53,43 +54,48 @@ def chat_messages(raw_messages: list[Any], path: str) -> list[dict[str, Any]]:
     a chat model reads (only ``thinking`` blocks, ``[]``, empty text: an interrupted agent
     turn) is left out, so the user turns around it merge too. A merged user turn keeps its
     blocks' order: its tool results first (as ``tool`` messages, right after the assistant
-    message that called them), then the rest in one user message.
+    message that called them), then the rest in one user message. ``fields`` is told which
+    turn or block each message, part and call came from.
     """
     out: list[dict[str, Any]] = []
     user: list[tuple[Mapping[str, Any], str]] = []  # the blocks of the user turn being gathered
     texts: list[str] = []  # the assistant turn being gathered
     calls: list[dict[str, Any]] = []
+    said: list[str] = []  # the paths of the turns gathered into it
     for i, raw in enumerate(raw_messages):
         mpath = f"{path}[{i}]"
         msg = expect_obj(raw, mpath)
         role = expect_str(require(msg, "role", mpath), f"{mpath}.role")
         content = require(msg, "content", mpath)
         if role == "assistant":
-            said, called = _assistant(content, f"{mpath}.content")
-            if not said and not called:
+            wrote, called = _assistant(content, f"{mpath}.content", fields)
+            if not wrote and not called:
                 continue
-            _flush_user(user, out)
-            texts += said
+            _flush_user(user, out, fields)
+            texts += wrote
             calls += called
+            said.append(mpath)
         elif role == "user":
-            _flush_assistant(texts, calls, out)
+            _flush_assistant(texts, calls, out, (said, fields))
             user += _user_blocks(content, f"{mpath}.content")
         elif role == "system":  # newer API versions allow system turns inside `messages`
-            _flush_user(user, out)
-            _flush_assistant(texts, calls, out)
-            out.append(
-                {
-                    "role": "system",
-                    "content": text_content(system_texts(content, f"{mpath}.content")),
-                }
-            )
+            _flush_user(user, out, fields)
+            _flush_assistant(texts, calls, out, (said, fields))
+            system = text_content(system_texts(content, f"{mpath}.content"))
+            out.append({"role": "system", "content": system})
+            fields.note(out[-1], _turn_fields(mpath))
         else:
             raise invalid(
                 f"{mpath}.role", f"{mpath}.role: must be user, assistant or system (got `{role}`)"
             )
-    _flush_user(user, out)
-    _flush_assistant(texts, calls, out)
+    _flush_user(user, out, fields)
+    _flush_assistant(texts, calls, out, (said, fields))
     return out
+
+
+def _turn_fields(path: str) -> dict[str, str]:
+    """Where the fields of a chat message made of the one turn at ``path`` came from."""
+    return {"": path, "role": f"{path}.role", "content": f"{path}.content"}
 
 
 def _user_blocks(content: Any, path: str) -> list[tuple[Mapping[str, Any], str]]:
@@ -102,8 +108,12 @@ def _user_blocks(content: Any, path: str) -> list[tuple[Mapping[str, Any], str]]
 
 
 def _flush_assistant(
-    texts: list[str], calls: list[dict[str, Any]], out: list[dict[str, Any]]
+    texts: list[str],
+    calls: list[dict[str, Any]],
+    out: list[dict[str, Any]],
+    turns: tuple[list[str], ChatFields],
 ) -> None:
+    said, fields = turns
     if not texts and not calls:
         return
     message: dict[str, Any] = {
@@ -113,11 +123,16 @@ def _flush_assistant(
     if calls:
         message["tool_calls"] = list(calls)
     out.append(message)
+    if len(said) == 1:  # merged turns have no one field of their own
+        fields.note(message, _turn_fields(said[0]))
     texts.clear()
     calls.clear()
+    said.clear()
 
 
-def _assistant(content: Any, path: str) -> tuple[list[str], list[dict[str, Any]]]:
+def _assistant(
+    content: Any, path: str, fields: ChatFields
+) -> tuple[list[str], list[dict[str, Any]]]:
     """An assistant turn's texts (empty ones left out) and tool calls."""
     if isinstance(content, str):
         return ([content] if content else []), []
@@ -143,6 +158,17 @@ def _assistant(content: Any, path: str) -> tuple[list[str], list[dict[str, Any]]
                     },
                 }
             )
+            fields.note(
+                calls[-1],
+                {
+                    "": bpath,
+                    "id": f"{bpath}.id",
+                    "type": f"{bpath}.type",
+                    "function": bpath,
+                    "function.name": f"{bpath}.name",
+                    "function.arguments": f"{bpath}.input",
+                },
+            )
         elif not isinstance(kind, str):
             raise invalid(f"{bpath}.type", f"{bpath}.type: must be a string")
         elif kind not in _DROPPED_BLOCKS:
@@ -153,26 +179,37 @@ def _assistant(content: Any, path: str) -> tuple[list[str], list[dict[str, Any]]
     return texts, calls
 
 
-def _flush_user(blocks: list[tuple[Mapping[str, Any], str]], out: list[dict[str, Any]]) -> None:
+def _flush_user(
+    blocks: list[tuple[Mapping[str, Any], str]], out: list[dict[str, Any]], fields: ChatFields
+) -> None:
     """The gathered user turn: its tool results as ``tool`` messages, then the rest."""
     parts: list[dict[str, Any]] = []
     held: list[dict[str, Any]] = []  # images from tool results, sent with the user turn
     for block, bpath in blocks:
         if block.get("type") == "tool_result":
-            out.append(_tool_result(block, bpath, held))
+            out.append(_tool_result(block, bpath, (held, fields)))
+            notes = {"tool_call_id": f"{bpath}.tool_use_id", "content": f"{bpath}.content"}
+            fields.note(out[-1], {"": bpath, **notes})
         else:
-            parts.append(_user_part(block, bpath))
+            parts.append(_user_part(block, bpath, fields))
     blocks.clear()
     parts = held + parts
     if not parts:
         return
     if all(p["type"] == "text" for p in parts):
         out.append({"role": "user", "content": text_content([p["text"] for p in parts])})
+        if len(parts) == 1:  # its content is that part's text
+            content = fields.field_of(parts[0], "text")
+            if content is not None:
+                fields.note(out[-1], {"content": content})
     else:
         out.append({"role": "user", "content": parts})
 
 
-def _tool_result(block: Mapping[str, Any], path: str, held: list[dict[str, Any]]) -> dict[str, Any]:
+def _tool_result(
+    block: Mapping[str, Any], path: str, into: tuple[list[dict[str, Any]], ChatFields]
+) -> dict[str, Any]:
+    held, fields = into
     call_id = expect_str(require(block, "tool_use_id", path), f"{path}.tool_use_id")
     content = block.get("content")
     # Chat has no flag for a failed tool call: the model would read the error as the tool's
@@ -183,7 +220,8 @@ def _tool_result(block: Mapping[str, Any], path: str, held: list[dict[str, Any]]
     texts: list[str] = []
     media = 0
     for k, raw in enumerate(expect_list(content, f"{path}.content")):
-        part = _user_part(expect_obj(raw, f"{path}.content[{k}]"), f"{path}.content[{k}]")
+        kpath = f"{path}.content[{k}]"
+        part = _user_part(expect_obj(raw, kpath), kpath, fields)
         if part["type"] == "text":
             texts.append(part["text"])
         else:
@@ -207,7 +245,24 @@ def _marked(mark: str, text: str) -> str:
     return mark + text
 
 
-def _user_part(block: Mapping[str, Any], path: str) -> dict[str, Any]:
+def _user_part(block: Mapping[str, Any], path: str, fields: ChatFields) -> dict[str, Any]:
+    """A user block as a chat content part, noted in ``fields``."""
+    part = _user_part_of(block, path)
+    if not path.endswith("]"):  # a turn's content given as a string: its own text
+        fields.note(part, {"": path, "text": path})
+        return part
+    source = f"{path}.source"
+    if part["type"] == "text":
+        notes = {"text": source if block.get("type") == "document" else f"{path}.text"}
+    elif part["type"] == "image_url":
+        notes = {"image_url": source, "image_url.url": source}
+    else:
+        notes = {"file": source, "file.file_data": source, "file.filename": f"{path}.title"}
+    fields.note(part, {"": path, "type": f"{path}.type", **notes})
+    return part
+
+
+def _user_part_of(block: Mapping[str, Any], path: str) -> dict[str, Any]:
     kind = block.get("type")
     if kind == "text":
         return {"type": "text", "text": expect_str(require(block, "text", path), f"{path}.text")}

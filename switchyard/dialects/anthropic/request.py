@@ -18,6 +18,8 @@ field: server tools (``tools[i].type`` such as ``web_search_20250305``), blocks 
 need Anthropic's own storage or servers (file ids, URL documents, ``server_tool_use``...), and
 the fields only Anthropic's servers act on (:data:`NATIVE_FIELDS`: the MCP connector's
 ``mcp_servers``, a code execution ``container``, ``inference_geo``).
+Which of the request's fields each chat field came from is noted
+(:mod:`switchyard.dialects.chat_fields`: a provider's error names the client's own field).
 ``max_tokens`` is required, as Anthropic requires it. A trailing assistant message (a
 "prefill") is sent as history: chat providers answer after it rather than continuing it (an
 empty one is left out, as is any assistant turn with nothing a chat model reads).
@@ -47,6 +49,7 @@ from switchyard.dialects._common import (
 )
 from switchyard.dialects._tool_runs import keep_tool_runs_whole
 from switchyard.dialects.anthropic._content import chat_messages, system_texts
+from switchyard.dialects.chat_fields import ChatFields
 
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 # Top-level fields only Anthropic's servers act on, and what each asks of them: refused when
@@ -56,6 +59,19 @@ NATIVE_FIELDS = {
     "(the MCP connector)",
     "container": "names a code execution container kept at Anthropic",
     "inference_geo": "asks Anthropic to run the model in a given region",
+}
+# The request's own fields behind a translated request's top-level fields (its messages, tools
+# and their parts are noted as they are made): what a provider's error ``param`` is told as.
+TOP_FIELDS = {
+    **{field: field for field in ("model", "messages", "temperature", "top_p", "stream", "tools")},
+    "max_completion_tokens": "max_tokens",
+    "max_tokens": "max_tokens",  # as the model-proxy renames it back for some servers
+    "stop": "stop_sequences",
+    "user": "metadata.user_id",
+    "tool_choice": "tool_choice",
+    "tool_choice.type": "tool_choice.type",
+    "tool_choice.function.name": "tool_choice.name",
+    "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
 }
 
 
@@ -76,11 +92,13 @@ class MessagesContext(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MessagesRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """A translated request: the chat body, the reply context and the stream flag."""
+    """A translated request: the chat body, the reply context and the stream flag, and which
+    of the request's fields each of the chat body's came from."""
 
     chat: dict[str, Any]
     context: MessagesContext
     stream: bool
+    fields: ChatFields
 
 
 def to_chat(body: Body) -> MessagesRequest:
@@ -107,12 +125,14 @@ def to_chat(body: Body) -> MessagesRequest:
             )
 
     messages: list[dict[str, Any]] = []
+    fields = ChatFields()
     system = req.get("system")
     if system is not None:
         texts = system_texts(system, "system")
         if texts:
             messages.append({"role": "system", "content": text_content(texts)})
-    messages += keep_tool_runs_whole(chat_messages(raw_messages, "messages"))
+            fields.note(messages[-1], {"": "system", "content": "system"})
+    messages += keep_tool_runs_whole(chat_messages(raw_messages, "messages", fields))
     if not raw_messages:
         raise invalid("messages", "messages: at least one message is required")
 
@@ -135,26 +155,19 @@ def to_chat(body: Body) -> MessagesRequest:
         user = expect_obj(metadata, "metadata").get("user_id")
         if user is not None:
             chat["user"] = expect_str(user, "metadata.user_id")
-    tools = _tools(req.get("tools"))
+    top = dict(TOP_FIELDS)
+    tools = _tools(req.get("tools"), fields)
     if tools:
         chat["tools"] = tools
     if req.get("tool_choice") is not None:
         _tool_choice(expect_obj(req["tool_choice"], "tool_choice"), chat, bool(tools))
-    if req.get("output_format") is not None:  # the beta's older spelling of output_config.format
-        chat["response_format"] = _format(
-            expect_obj(req["output_format"], "output_format"), "output_format"
-        )
-    output_config = req.get("output_config")
-    if output_config is not None:
-        fmt = expect_obj(output_config, "output_config").get("format")
-        if fmt is not None:
-            path = "output_config.format"
-            chat["response_format"] = _format(expect_obj(fmt, path), path)
+    top |= _response_format(req, chat)
     if stream:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
+    fields.request(chat, top)
     context = MessagesContext(model=model, stop_sequences=stops, thinking=_thinking(req))
-    return MessagesRequest(chat=chat, context=context, stream=stream)
+    return MessagesRequest(chat=chat, context=context, stream=stream, fields=fields)
 
 
 def _thinking(req: Mapping[str, Any]) -> bool:
@@ -164,7 +177,7 @@ def _thinking(req: Mapping[str, Any]) -> bool:
     return expect_obj(thinking, "thinking").get("type") in ("enabled", "adaptive")
 
 
-def _tools(raw: Any) -> list[dict[str, Any]]:
+def _tools(raw: Any, fields: ChatFields) -> list[dict[str, Any]]:
     if raw is None:
         return []
     tools = []
@@ -192,7 +205,34 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
         if tool.get("strict") is True:
             function["strict"] = True
         tools.append({"type": "function", "function": function})
+        notes = {f"function.{f}": f"{path}.{f}" for f in ("name", "description", "strict")}
+        notes |= {"function.parameters": f"{path}.input_schema"}
+        fields.note(tools[-1], {"": path, "type": f"{path}.type", "function": path, **notes})
     return tools
+
+
+def _response_format(req: Mapping[str, Any], chat: dict[str, Any]) -> dict[str, str]:
+    """The format asked for, as chat's ``response_format``; returns where its fields came
+    from."""
+    path = ""
+    if req.get("output_format") is not None:  # the beta's older spelling of output_config.format
+        path = "output_format"
+        chat["response_format"] = _format(expect_obj(req[path], path), path)
+    output_config = req.get("output_config")
+    if output_config is not None:
+        fmt = expect_obj(output_config, "output_config").get("format")
+        if fmt is not None:
+            path = "output_config.format"
+            chat["response_format"] = _format(expect_obj(fmt, path), path)
+    if not path:
+        return {}
+    schema = "response_format.json_schema"
+    return {
+        "response_format": path,
+        "response_format.type": f"{path}.type",
+        f"{schema}.schema": f"{path}.schema",
+        schema: path,
+    }
 
 
 def _tool_choice(choice: Mapping[str, Any], chat: dict[str, Any], has_tools: bool) -> None:

@@ -25,6 +25,7 @@ from switchyard.dialects._common import (
     text_content,
     unsupported_value,
 )
+from switchyard.dialects.chat_fields import ChatFields
 from switchyard.dialects.responses import _custom
 
 # Tool outputs: each a ``tool`` message (custom tools are chat functions, see ``_custom``).
@@ -36,8 +37,9 @@ _IMAGE_DETAIL = frozenset({"auto", "low", "high"})
 class Input:
     """Walks ``input`` items into chat messages (see the module docstring)."""
 
-    def __init__(self, messages: list[dict[str, Any]]) -> None:
+    def __init__(self, messages: list[dict[str, Any]], fields: ChatFields) -> None:
         self.messages = messages
+        self.fields = fields  # told which item each message, part and call came from
         self.held: list[dict[str, Any]] = []  # media parts from tool outputs, for a user message
 
     def items(self, items: list[Any]) -> None:
@@ -86,9 +88,11 @@ class Input:
         # message as developer instructions for the models that distinguish them.
         chat_role = "user" if role == "user" else "system"
         if isinstance(content, str):
-            self.messages.append({"role": chat_role, "content": content})
+            self._append({"role": chat_role, "content": content}, path)
             return
-        parts = _input_parts(expect_list(content, f"{path}.content"), f"{path}.content")
+        parts = _input_parts(
+            expect_list(content, f"{path}.content"), f"{path}.content", self.fields
+        )
         if chat_role == "system":
             texts = []
             for j, part in enumerate(parts):
@@ -98,14 +102,22 @@ class Input:
                         "system and developer messages can only carry text",
                     )
                 texts.append(part["text"])
-            self.messages.append({"role": "system", "content": text_content(texts)})
+            self._append({"role": "system", "content": text_content(texts)}, path)
             return
         if all(p["type"] == "text" for p in parts):
-            self.messages.append(
-                {"role": "user", "content": text_content([p["text"] for p in parts])}
+            self._append(
+                {"role": "user", "content": text_content([p["text"] for p in parts])}, path
             )
         else:
-            self.messages.append({"role": "user", "content": parts})
+            self._append({"role": "user", "content": parts}, path)
+
+    def _append(self, message: dict[str, Any], path: str) -> None:
+        """``message``, translated from the message item at ``path``."""
+        self.messages.append(message)
+        content = f"{path}.content"
+        self.fields.note(
+            message, {"": path, "role": f"{path}.role", "content": content, "refusal": content}
+        )
 
     def _assistant(self, content: Any, path: str) -> None:
         message: dict[str, Any] = {"role": "assistant"}
@@ -131,16 +143,18 @@ class Input:
             message["content"] = text_content(texts) if texts else None
             if refusals:
                 message["refusal"] = "\n".join(refusals)
-        self.messages.append(message)
+        self._append(message, path)
 
     def _function_call(self, item: Mapping[str, Any], path: str) -> None:
-        self._call(item, path, expect_str(item.get("arguments") or "", f"{path}.arguments"))
+        arguments = expect_str(item.get("arguments") or "", f"{path}.arguments")
+        self._call(item, path, arguments, f"{path}.arguments")
 
     def _custom_call(self, item: Mapping[str, Any], path: str) -> None:
         text = expect_str(require(item, "input", path), f"{path}.input")
-        self._call(item, path, _custom.arguments(text))
+        self._call(item, path, _custom.arguments(text), f"{path}.input")
 
-    def _call(self, item: Mapping[str, Any], path: str, arguments: str) -> None:
+    def _call(self, item: Mapping[str, Any], path: str, arguments: str, given: str) -> None:
+        """The call at ``path`` (its arguments ``given`` in that field) as a chat tool call."""
         call = {
             "id": expect_str(require(item, "call_id", path), f"{path}.call_id"),
             "type": "function",
@@ -149,6 +163,17 @@ class Input:
                 "arguments": arguments,
             },
         }
+        self.fields.note(
+            call,
+            {
+                "": path,
+                "id": f"{path}.call_id",
+                "type": f"{path}.type",
+                "function": path,
+                "function.name": f"{path}.name",
+                "function.arguments": given,
+            },
+        )
         last = self.messages[-1] if self.messages else None
         if last is not None and last["role"] == "assistant":
             last.setdefault("tool_calls", []).append(call)
@@ -158,17 +183,21 @@ class Input:
     def _function_output(self, item: Mapping[str, Any], path: str) -> None:
         call_id = expect_str(require(item, "call_id", path), f"{path}.call_id")
         output = require(item, "output", path)
+        notes = {"": path, "tool_call_id": f"{path}.call_id", "content": f"{path}.output"}
         if isinstance(output, str):
             self.messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
+            self.fields.note(self.messages[-1], notes)
             return
-        parts = _input_parts(expect_list(output, f"{path}.output"), f"{path}.output")
+        parts = _input_parts(expect_list(output, f"{path}.output"), f"{path}.output", self.fields)
         texts = [p["text"] for p in parts if p["type"] == "text"]
         media = [p for p in parts if p["type"] != "text"]
         if media:
             self.held.extend(media)
             texts.append(f"[{len(media)} attachment(s) of this result follow in the next message]")
         content = text_content(texts) if texts else ""
-        self.messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+        message: dict[str, Any] = {"role": "tool", "tool_call_id": call_id, "content": content}
+        self.messages.append(message)
+        self.fields.note(message, notes)
 
     def _flush_held(self) -> None:
         if self.held:
@@ -176,7 +205,7 @@ class Input:
             self.held = []
 
 
-def _input_parts(parts: list[Any], path: str) -> list[dict[str, Any]]:
+def _input_parts(parts: list[Any], path: str, fields: ChatFields) -> list[dict[str, Any]]:
     """``input_text`` / ``input_image`` / ``input_file`` parts as chat content parts."""
     out: list[dict[str, Any]] = []
     for j, raw in enumerate(parts):
@@ -187,6 +216,7 @@ def _input_parts(parts: list[Any], path: str) -> list[dict[str, Any]]:
             out.append(
                 {"type": "text", "text": expect_str(require(part, "text", ppath), f"{ppath}.text")}
             )
+            fields.note(out[-1], {"": ppath, "type": f"{ppath}.type", "text": f"{ppath}.text"})
         elif kind == "input_image":
             if part.get("file_id") is not None:
                 raise unsupported_value(
@@ -200,8 +230,14 @@ def _input_parts(parts: list[Any], path: str) -> list[dict[str, Any]]:
             if isinstance(detail, str) and detail in _IMAGE_DETAIL:
                 image["detail"] = detail
             out.append({"type": "image_url", "image_url": image})
+            where = f"{ppath}.image_url"
+            notes = {"": ppath, "type": f"{ppath}.type", "image_url": where, "image_url.url": where}
+            fields.note(out[-1], {**notes, "image_url.detail": f"{ppath}.detail"})
         elif kind == "input_file":
             out.append(_file_part(part, ppath))
+            data, name = f"{ppath}.file_data", f"{ppath}.filename"
+            notes = {"": ppath, "type": f"{ppath}.type", "file": ppath}
+            fields.note(out[-1], {**notes, "file.file_data": data, "file.filename": name})
         else:
             raise unsupported_value(
                 f"{ppath}.type",

@@ -6,7 +6,9 @@ custom tool calls and their outputs become assistant ``tool_calls`` and ``tool``
 function tools become chat's nested ones, and custom tools (free-text input, such as Codex's
 ``apply_patch``) functions taking one string (:mod:`._custom`). What the reply translation
 needs from the request (the model, the fields a Response object echoes, the custom tools'
-names) travels as a :class:`ResponsesContext`.
+names) travels as a :class:`ResponsesContext`, and which of the request's fields each chat
+field came from as :class:`~switchyard.dialects.chat_fields.ChatFields` (a provider's error
+names the client's own field).
 
 Switchyard stores no responses, so every feature that reads a stored response or prompt is
 refused with a 400 naming the field: ``previous_response_id``, ``conversation``, ``prompt``
@@ -56,6 +58,7 @@ from switchyard.dialects._common import (
     unsupported_value,
 )
 from switchyard.dialects._tool_runs import keep_tool_runs_whole
+from switchyard.dialects.chat_fields import ChatFields
 from switchyard.dialects.responses import _custom
 from switchyard.dialects.responses._input import STATELESS_HINT, Input
 
@@ -74,6 +77,26 @@ _PASSED_STR = ("user", "service_tier", "prompt_cache_key", "safety_identifier")
 _TOOL_CHOICE_MODES = frozenset({"none", "auto", "required"})
 _CALLABLE = frozenset({"function", "custom"})  # the tool types chat can call (as functions)
 _NATIVE_HINT = "it needs a deployment that speaks the OpenAI Responses API natively"
+_SCHEMA = "response_format.json_schema"
+# The request's own fields behind a translated request's top-level fields (its messages, tools
+# and their parts are noted as they are made): what a provider's error ``param`` is told as.
+TOP_FIELDS = {
+    **{field: field for field in (*_PASSED, *_PASSED_STR, "model", "stream", "tools")},
+    "parallel_tool_calls": "parallel_tool_calls",
+    "messages": "input",
+    "max_completion_tokens": "max_output_tokens",
+    "max_tokens": "max_output_tokens",  # as the model-proxy renames it for some servers
+    "tool_choice": "tool_choice",
+    "tool_choice.type": "tool_choice.type",
+    "tool_choice.function.name": "tool_choice.name",
+    "tool_choice.allowed_tools.mode": "tool_choice.mode",
+    "tool_choice.allowed_tools.tools": "tool_choice.tools",
+    "response_format": "text.format",
+    "response_format.type": "text.format.type",
+    **{f"{_SCHEMA}.{f}": f"text.format.{f}" for f in ("name", "schema", "description", "strict")},
+    "verbosity": "text.verbosity",
+    "reasoning_effort": "reasoning.effort",
+}
 
 
 class ResponsesContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,11 +122,13 @@ class ResponsesRequest(msgspec.Struct, frozen=True, kw_only=True):
         chat: the chat completions request body (a dict, ready to encode).
         context: what the reply translation needs.
         stream: whether the client asked for an event stream.
+        fields: which of the request's fields each of ``chat``'s came from.
     """
 
     chat: dict[str, Any]
     context: ResponsesContext
     stream: bool
+    fields: ChatFields
 
 
 def to_chat(body: Body) -> ResponsesRequest:
@@ -142,23 +167,27 @@ def to_chat(body: Body) -> ResponsesRequest:
     stream = expect_bool(req.get("stream") or False, "stream")
 
     messages: list[dict[str, Any]] = []
+    fields = ChatFields()
     instructions = req.get("instructions")
     if instructions is not None:
         instructions = expect_str(instructions, "instructions")
         if instructions:
             messages.append({"role": "system", "content": instructions})
+            fields.note(messages[-1], {"": "instructions", "content": "instructions"})
     raw_input = require(req, "input", "")
     if isinstance(raw_input, str):
         messages.append({"role": "user", "content": raw_input})
+        fields.note(messages[-1], {"": "input", "content": "input"})
     else:
-        Input(messages).items(expect_list(raw_input, "input"))
+        Input(messages, fields).items(expect_list(raw_input, "input"))
         messages = keep_tool_runs_whole(messages)
     if not messages:
         raise invalid("input", "input: must contain at least one message")
 
     chat: dict[str, Any] = {"model": model, "messages": messages}
     echo: dict[str, Any] = {"instructions": instructions}
-    custom = _tooling(req, chat, echo)
+    fields.request(chat, TOP_FIELDS)
+    custom = _tooling(req, chat, echo, fields)
     _sampling(req, chat, echo)
     echo["text"] = _text(req.get("text"), chat)
     echo["reasoning"] = _reasoning(req.get("reasoning"), chat)
@@ -167,14 +196,17 @@ def to_chat(body: Body) -> ResponsesRequest:
     if stream:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
-    return ResponsesRequest(
-        chat=chat, context=ResponsesContext(model=model, echo=echo, custom=custom), stream=stream
-    )
+    context = ResponsesContext(model=model, echo=echo, custom=custom)
+    return ResponsesRequest(chat=chat, context=context, stream=stream, fields=fields)
 
 
-def _tooling(req: Mapping[str, Any], chat: dict[str, Any], echo: dict[str, Any]) -> frozenset[str]:
+def _tooling(
+    req: Mapping[str, Any], chat: dict[str, Any], echo: dict[str, Any], fields: ChatFields
+) -> frozenset[str]:
     """Tools and the settings about them; returns the names of the custom tools."""
     tools, echoed, custom = _tools(req.get("tools"))
+    for i, tool in enumerate(tools):
+        fields.note(tool, _tool_fields(f"tools[{i}]", tool["function"]["name"] in custom))
     if tools:
         chat["tools"] = tools
     echo["tools"] = echoed
@@ -251,6 +283,14 @@ def _tools(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], frozen
             }
         )
     return tools, echoed, frozenset(custom)
+
+
+def _tool_fields(path: str, custom: bool) -> dict[str, str]:
+    """Where a chat tool's fields came from: a custom tool's parameters are Switchyard's own
+    (one string), so they name the tool."""
+    fields = {"": path, "type": f"{path}.type", "function": path}
+    named = ("name", "description") if custom else ("name", "description", "parameters", "strict")
+    return fields | {f"function.{field}": f"{path}.{field}" for field in named}
 
 
 def _tool_choice(raw: Any) -> Any:

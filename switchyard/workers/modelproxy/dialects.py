@@ -8,10 +8,12 @@ it: a provider that speaks the dialect natively (:data:`NATIVE`) gets the reques
 through (:mod:`.providers.passthrough`, its stream relayed by
 :class:`~.providers.native_stream.Relayed`); any other gets it translated to chat completions
 and its answer translated back by :class:`Translated`, an adapter wrapped around the
-provider's usual one, so the handler calls every provider the same way. The translated output
-limit is named as the provider's kind reads it (:data:`MAX_TOKENS_KINDS`). Anthropic's token
-count (``count_tokens``) goes to Anthropic and OpenAI's (``input_tokens``) to OpenAI; both are
-estimated locally for every other provider (:mod:`.providers.token_estimate`). A native
+provider's usual one, so the handler calls every provider the same way (its errors naming a
+field of the chat request name the client's own: :mod:`switchyard.dialects.chat_fields`). The
+translated output limit is named as the provider's kind reads it (:data:`MAX_TOKENS_KINDS`).
+Anthropic's token count (``count_tokens``) goes to Anthropic and OpenAI's (``input_tokens``) to
+OpenAI; both are estimated locally for every other provider (:mod:`.providers.token_estimate`).
+A native
 Responses request naming a ``previous_response_id`` is forwarded only for the key that created
 that response (:mod:`.response_owners`); without an owner store it is refused. A translated
 Responses request's ``item_reference`` items are filled in from the items kept of earlier
@@ -30,6 +32,7 @@ import msgspec
 from switchyard.bus.envelope import Envelope
 from switchyard.dialects import anthropic, responses
 from switchyard.dialects.anthropic.unsigned import unsigned_thinking_dropped
+from switchyard.dialects.chat_fields import ChatFields, told_for_client
 from switchyard.dialects.native_only import DIALECT_OF, NATIVE, serves
 from switchyard.dialects.probes import COUNTS, background_refused
 from switchyard.errors import ApiError
@@ -121,20 +124,20 @@ def plan(
     chat: dict[str, Any]
     if call.op == "responses":
         translated = responses.to_chat(call.body)
-        chat, context = translated.chat, translated.context
+        chat, context, fields = translated.chat, translated.context, translated.fields
         if keep is not None and call.body.get("store") is not False:
             context = msgspec.structs.replace(context, echo={**context.echo, "store": True})
         else:
             keep = None
     else:
         message = anthropic.to_chat(call.body)
-        chat, context = message.chat, message.context
+        chat, context, fields = message.chat, message.context, message.fields
     chat["model"] = call.deployment.model
     if kind in MAX_TOKENS_KINDS and "max_completion_tokens" in chat:
         chat["max_tokens"] = chat.pop("max_completion_tokens")
     # The translation needs the usage chunk of a stream to close the dialect's own usage.
     chat_call = dataclasses.replace(call, op="chat", body=chat, client_wants_usage=True)
-    return Translated(adapters.for_kind(kind), context, keep), chat_call
+    return Translated(adapters.for_kind(kind), context, keep, fields), chat_call
 
 
 def _native(
@@ -151,23 +154,31 @@ def _native(
 
 
 class Translated:
-    """A chat-completions adapter answering in a client dialect."""
+    """A chat-completions adapter answering in a client dialect. A provider's error naming a
+    field of the chat request (``param``) is told naming the client's own field (``fields``:
+    :mod:`switchyard.dialects.chat_fields`)."""
 
     def __init__(
         self,
         inner: Adapter,
         context: responses.ResponsesContext | anthropic.MessagesContext,
         keep: Keep | None = None,
+        fields: ChatFields | None = None,
     ) -> None:
         self._inner = inner
         self._context = context
         self._keep = keep  # told a Responses answer's output items (not waited for)
+        self._fields = fields if fields is not None else ChatFields()
         # The stream failed after it started and its dialect's own error ending was sent: the
         # handler's error message then says so (``Sy-Error-In-Stream``), so no relay adds one.
         self.ended_in_dialect = False
 
     async def complete(self, call: ProviderCall) -> Completion:
-        done = await self._inner.complete(call)
+        try:
+            done = await self._inner.complete(call)
+        except ApiError as exc:
+            told_for_client(exc, self._fields)
+            raise
         usage = done.usage
         if usage is None:  # shown and billed: Switchyard's estimate of the chat answer
             usage = estimate.estimated(call.request, estimate.answer_tokens("chat", done.body))
@@ -211,6 +222,7 @@ class Translated:
                 if frames or event.usage is not None:
                     yield StreamEvent(frames or None, event.usage)
         except ApiError as exc:
+            told_for_client(exc, self._fields)
             if sent:  # the client already has part of the answer: close it in its dialect
                 self.ended_in_dialect = True
                 yield StreamEvent(out.fail(exc), out.usage)

@@ -1,0 +1,128 @@
+"""Where the fields of a translated chat request came from in the client's own request.
+
+A provider refusing a translated request names the chat field at fault in its error's ``param``
+(``messages[0].content``, ``max_tokens``, ``tools[0].function.name``), which names nothing, or
+the wrong thing, in the Responses or Messages request the client sent: the instructions (or
+``system``) are chat's first message, consecutive Anthropic turns are merged into one, a
+Responses tool call or its output is an ``input`` item of its own. So the translators note, for
+each object they build (the request, a message, a content part, a tool call, a tool), which of
+the client's fields its own fields came from (:meth:`ChatFields.note`), and a provider's
+``param`` is walked through the chat request to the deepest object noted on its way and named
+by that note (:meth:`ChatFields.client_param`): ``messages[3].tool_calls[0].function.arguments``
+becomes ``input[4].arguments``, ``max_tokens`` ``max_output_tokens``. A field with no known
+origin (``stream_options``, which the translation adds) is told as ``null``, the message saying
+which chat field the provider named (:func:`told_for_client`).
+
+Objects are noted by identity: the note keeps each alive, so its ``id`` names it as long as the
+notes live, and the messages reordered to keep tool runs whole keep their notes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from switchyard.errors import ApiError
+
+# A chat field as providers name it: ``messages[0].content``, ``messages.0.content`` (the
+# pydantic servers' spelling), ``max_tokens``.
+_SEGMENT = re.compile(r"\.?(?:\[(\d+)\]|([^.\[\]]+))")
+_MAX_PARAM = 256  # a longer param is no field of a request this translation wrote
+_MAX_SAID = 120  # of an unmapped param, what the message repeats
+
+
+class ChatFields:
+    """The client's fields behind a translated chat request's objects (see the module
+    docstring). Filled in while the request is translated; read when its provider refuses it."""
+
+    def __init__(self) -> None:
+        self._notes: dict[int, tuple[object, Mapping[str, str]]] = {}
+        self._root: object = None
+
+    def note(self, obj: object, fields: Mapping[str, str]) -> None:
+        """Notes that ``obj``'s fields came from ``fields``: a chat path relative to ``obj``
+        (``""`` for ``obj`` itself, ``content``, ``function.name``) -> the client's field."""
+        self._notes[id(obj)] = (obj, fields)
+
+    def field_of(self, obj: object, relative: str) -> str | None:
+        """The client's field noted for ``obj``'s ``relative`` field."""
+        found = self._notes.get(id(obj))
+        return found[1].get(relative) if found is not None and found[0] is obj else None
+
+    def request(self, chat: dict[str, Any], fields: Mapping[str, str]) -> None:
+        """Notes the chat request itself: its top-level fields' origins."""
+        self.note(chat, fields)
+        self._root = chat
+
+    def client_param(self, param: str) -> str | None:
+        """The client's field behind the chat field ``param`` names, or None when unknown."""
+        tokens = _tokens(param)
+        if not tokens:
+            return None
+        noted: list[tuple[Mapping[str, str], int]] = []  # notes met on the way, and where
+        obj: Any = self._root
+        for depth in range(len(tokens) + 1):
+            found = self._notes.get(id(obj))
+            if found is not None and found[0] is obj:
+                noted.append((found[1], depth))
+            if depth == len(tokens):
+                break
+            token = tokens[depth]
+            found_list = isinstance(obj, list) and isinstance(token, int) and token < len(obj)
+            if not (found_list or (isinstance(obj, dict) and token in obj)):
+                break
+            obj = obj[token]
+        for fields, depth in reversed(noted):
+            rest = tokens[depth:]
+            for end in range(len(rest), -1, -1):
+                field = fields.get(_relative(rest[:end]))
+                if field is not None:
+                    return field
+        return None
+
+
+def told_for_client(exc: ApiError, fields: ChatFields) -> None:
+    """``exc`` (a provider's answer to the translated request) made to name the client's own
+    field in its ``param``; when none is known, ``param`` is null and the message says which
+    chat field the provider named."""
+    said = exc.param
+    if not said:
+        return
+    exc.param = fields.client_param(said)
+    if exc.param is None:
+        shown = said if len(said) <= _MAX_SAID else said[: _MAX_SAID - 3] + "..."
+        exc.message = (
+            f"{exc.message} (the provider named `{shown}` of the chat completions request "
+            "this request was translated into)"
+        )
+        exc.args = (exc.message,)
+
+
+def _tokens(param: str) -> list[str | int] | None:
+    if len(param) > _MAX_PARAM:
+        return None
+    tokens: list[str | int] = []
+    pos = 0
+    while pos < len(param):
+        match = _SEGMENT.match(param, pos)
+        if match is None:
+            return None
+        index, name = match.groups()
+        if index is not None or name.isdigit():
+            tokens.append(int(index if index is not None else name))
+        else:
+            tokens.append(name.strip())
+        pos = match.end()
+    return tokens
+
+
+def _relative(tokens: list[str | int]) -> str:
+    """A path relative to a noted object, as notes spell it: ``content[0]``, ``function.name``."""
+    out = ""
+    for token in tokens:
+        if isinstance(token, int):
+            out += f"[{token}]"
+        else:
+            out += f".{token}" if out else token
+    return out

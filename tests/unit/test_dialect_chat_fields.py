@@ -1,0 +1,137 @@
+"""The client's own field behind each field of a translated chat request: what a provider's
+error ``param`` is told as (:mod:`switchyard.dialects.chat_fields`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchyard.dialects import anthropic, responses
+from switchyard.dialects.chat_fields import ChatFields, told_for_client
+from switchyard.errors import InvalidRequest
+
+RESPONSES = {
+    "model": "m",
+    "instructions": "be brief",
+    "input": [
+        {"role": "user", "content": "hi"},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"role": "developer", "content": "a note inside the tool run"},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "look"},
+                {"type": "input_image", "image_url": "https://example.com/a.png"},
+            ],
+        },
+        {"type": "custom_tool_call", "call_id": "c2", "name": "patch", "input": "*** x"},
+    ],
+    "tools": [
+        {"type": "function", "name": "f", "parameters": {"type": "object"}},
+        {"type": "custom", "name": "patch"},
+    ],
+    "text": {"format": {"type": "json_schema", "name": "n", "schema": {}}},
+}
+
+
+@pytest.mark.parametrize(
+    ("chat", "own"),
+    [
+        ("messages[0].content", "instructions"),
+        ("messages[1].content", "input[0].content"),
+        ("messages.1.content", "input[0].content"),  # the pydantic servers' spelling
+        ("messages[2].tool_calls[0].function.arguments", "input[1].arguments"),
+        ("messages[2].tool_calls[0].id", "input[1].call_id"),
+        # the developer message moved after the tool run it came inside
+        ("messages[3].content", "input[3].output"),
+        ("messages[3].tool_call_id", "input[3].call_id"),
+        ("messages[4].content", "input[2].content"),
+        ("messages[5].content[1].image_url.url", "input[4].content[1].image_url"),
+        ("messages[5].content[0].text", "input[4].content[0].text"),
+        ("messages[6].tool_calls[0].function.arguments", "input[5].input"),
+        ("messages[40].content", "input"),  # past the end: the whole list
+        ("max_completion_tokens", "max_output_tokens"),
+        ("max_tokens", "max_output_tokens"),
+        ("tools[0].function.name", "tools[0].name"),
+        ("tools[0].function.parameters.properties", "tools[0].parameters"),
+        ("tools[1].function.parameters", "tools[1]"),  # a custom tool's are Switchyard's own
+        ("response_format.json_schema.schema", "text.format.schema"),
+        ("stream_options", None),
+        ("top_k", None),
+        ("messages..content", None),
+    ],
+)
+def test_responses_fields(chat: str, own: str | None) -> None:
+    assert responses.to_chat(RESPONSES).fields.client_param(chat) == own
+
+
+MESSAGES = {
+    "model": "m",
+    "max_tokens": 16,
+    "system": "be brief",
+    "stop_sequences": ["END"],
+    "metadata": {"user_id": "u"},
+    "messages": [
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "calling"},
+                {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "r"},
+                {"type": "text", "text": "and"},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a"}},
+            ],
+        },
+    ],
+    "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+    "output_config": {"format": {"type": "json_schema", "schema": {}}},
+}
+
+
+@pytest.mark.parametrize(
+    ("chat", "own"),
+    [
+        ("messages[0].content", "system"),
+        ("messages[1].content", "messages[0].content"),
+        ("messages[2].content", "messages[1].content"),
+        ("messages[2].tool_calls[0].function.arguments", "messages[1].content[1].input"),
+        ("messages[3].content", "messages[2].content[0].content"),
+        ("messages[3].tool_call_id", "messages[2].content[0].tool_use_id"),
+        ("messages[4].content[0].text", "messages[2].content[1].text"),  # two turns merged
+        ("messages[4].content[2].image_url.url", "messages[3].content[1].source"),
+        ("messages[4].content", "messages"),  # two turns: no one field
+        ("max_tokens", "max_tokens"),
+        ("stop[0]", "stop_sequences"),
+        ("user", "metadata.user_id"),
+        ("tools[0].function.parameters", "tools[0].input_schema"),
+        ("response_format.json_schema.schema", "output_config.format.schema"),
+        ("stream_options", None),
+    ],
+)
+def test_messages_fields(chat: str, own: str | None) -> None:
+    assert anthropic.to_chat(MESSAGES).fields.client_param(chat) == own
+
+
+def test_an_unknown_field_is_null_and_named_in_the_message() -> None:
+    refused = InvalidRequest("bad value", param="stream_options.include_usage")
+    told_for_client(refused, responses.to_chat(RESPONSES).fields)
+    assert refused.param is None
+    assert "`stream_options.include_usage` of the chat completions request" in refused.message
+    named = InvalidRequest("bad value", param="max_tokens")
+    told_for_client(named, responses.to_chat(RESPONSES).fields)
+    assert (named.param, named.message) == ("max_output_tokens", "bad value")
+    untouched = InvalidRequest("bad value")
+    told_for_client(untouched, ChatFields())
+    assert (untouched.param, untouched.message) == (None, "bad value")
