@@ -9,7 +9,9 @@ when they load it; an edge holds no route table, so it asks a head for the alias
 list), and has :meth:`~.metrics.EdgeMetrics.known` create the series of those it had not
 seen. A route added to the live table has its edge series within :data:`EVERY_S`, before any
 scrape after it, at the usual scrape intervals (15 s and more). Every edge replica asks for
-itself: nothing is shared between them.
+itself: nothing is shared between them. Until a head first answers, the edge holds the aliases
+of the table in its own settings (told at its start, in ``create_app``): an edge no head
+answers (none running, or all older) labels their requests with their alias, not ``_OTHER``.
 """
 
 from __future__ import annotations

@@ -98,6 +98,9 @@ def create_app(  # noqa: PLR0915  (one app's routes and lifespan, in order)
     identity = identities.GATEWAY.name if kind == "gateway" else identities.TAIL.name
     metrics = Metrics(kind)
     stats = edge.stats = EdgeMetrics(metrics)
+    # The aliases of the table in this edge's own settings, until a head tells the live one:
+    # an edge that no head ever answers (down since it started, or older) names them.
+    stats.known(settings.route_table.routes)
     edge.tracing = setup_tracing(settings.telemetry, kind, instance or kind)
     count_trace_exports(metrics, edge.tracing.exports)
     batch_api = BatchApi(edge, settings.batch)
