@@ -24,12 +24,14 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 
 from switchyard.bus import identities
 from switchyard.bus.connect import PINGS_OUTSTANDING, connect
+from switchyard.client import LLMClient
 from switchyard.runtime.shutdown import disconnect
 from switchyard.workers.modelproxy.service import ModelProxy
 from tests.relay import Relay
@@ -41,7 +43,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WAIT_MS = 1500  # how long the fake provider works before the answer's end (or its error)
 STALLED = f"stall:{WAIT_MS}"  # two words, the pause, then the end of the stream
-REFUSED = f"slowfail:{WAIT_MS}:400"  # the pause, then a 400 (billed nothing)
+REFUSED = f"after:{WAIT_MS}:status:400"  # the pause, then a 400 (not retried, billed nothing)
 REPLAYED = "replaying an answer sent across a NATS reconnect"
 
 
@@ -51,7 +53,7 @@ async def bare(
 ) -> AsyncIterator[Stack]:
     routes = {
         alias: {"deployments": [{"provider": "fake", "model": model}]}
-        for alias, model in {"late": STALLED, "refused": REFUSED}.items()
+        for alias, model in {"late": STALLED, "refused": REFUSED, "echo": "echo"}.items()
     }
     extra = {
         "providers": {"fake": {"kind": "openai-compatible", "api_base": upstream.base_url}},
@@ -154,22 +156,77 @@ async def test_an_answer_lost_with_a_node_found_dead_only_at_its_bill_is_sent_ag
     assert time.monotonic() - started < 30
 
 
-async def test_an_error_answer_billed_nothing_is_sent_again_after_a_ping_finds_the_break(
+async def test_an_unbilled_answer_lost_with_a_node_is_sent_again_once_a_ping_finds_the_break(
     bare: Stack, upstream: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """No usage is stored for an answer that cost nothing (here the provider's 400): the
-    server's answer to a ping stands in for it, and the break it finds sends the answer again."""
+    """A failure that delivered nothing is not billed: nothing waited for a store on the
+    connection, and the answer was acknowledged at once (the ack, gone with the node too, left
+    the request to a redelivery after ``ack_wait_s``: past a deadline shorter than that, a 504,
+    and a second provider call). Now a ping finds the break and the 400 comes at once."""
     caplog.set_level(logging.INFO, logger="switchyard.modelproxy")
-    called = len(upstream.calls_for(REFUSED))
+    text = f"refused {time.time_ns()}"
     async with relayed_proxy(bare) as (relay, nc):
-        reading = asyncio.create_task(_whole(bare, "refused"))
-        await until(lambda: len(upstream.calls_for(REFUSED)) > called, timeout=20)
+        started = time.monotonic()
+        reading = asyncio.create_task(_ask(bare, "refused", text, timeout_s=8))
+        await until(lambda: _calls(upstream, text) == 1, timeout=20)  # it is the provider's
         await lose_the_end(relay, nc, reading)
         await answered(reading, "(no answer)")
         status, body = reading.result()
-    assert status == 400, body
-    assert body["error"]["message"].startswith("fake upstream error 400"), body
+    assert status == 400, body  # not 504: the deadline (8 s) is shorter than ack_wait_s (10 s)
+    assert "fake upstream error 400" in body["error"]["message"], body
+    assert time.monotonic() - started < 7.5
+    assert _calls(upstream, text) == 1  # answered by the first call, not a redelivery
     assert REPLAYED in caplog.text
+
+
+async def test_an_internal_clients_answer_lost_with_its_own_connection_is_sent_again(
+    bare: Stack, upstream: FakeOpenAI
+) -> None:
+    """An internal client's replies go on a connection of their own (``internal``), its bill
+    and ack on the main one. Its node dying after the answer went into it, the bill was stored
+    and the request acknowledged over the main connection, whatever became of the answer: the
+    caller waited for its deadline, and no redelivery came. Now a ping on ``internal`` waits
+    for the server to have read it all, and finds the break."""
+    relay = Relay(bare.settings.stack.nats_port)
+    await relay.open()
+    nc = await connect(
+        bare.settings.nats_servers,
+        bare.settings.certs_dir,
+        identities.MODELPROXY.name,
+        name="modelproxy-direct",
+    )
+    # Its extra connections (signals, internal) go through the relay; the main one does not.
+    nats = msgspec.structs.replace(bare.settings.nats, servers=(f"tls://127.0.0.1:{relay.port}",))
+    proxy = ModelProxy(nc, msgspec.structs.replace(bare.settings, nats=nats))
+    app = await bare.connect("app")
+    try:
+        await proxy.start()
+        internal = proxy.internal
+        assert internal is not None
+        relay.swallow()  # the internal connection's node dies before the request comes
+        reconnects = internal.stats["reconnects"]
+        async with LLMClient(app, api_key=bare.api_key) as llm:
+            started = time.monotonic()
+            text = f"inside {time.time_ns()}"
+            body = {"model": "echo", "messages": [{"role": "user", "content": text}]}
+            asking = asyncio.create_task(llm.chat(body, timeout=15))
+            await until(lambda: _calls(upstream, text) == 1, timeout=10)
+            await asyncio.sleep(1.0)  # its answer goes out, and is swallowed
+            assert relay.swallowed > 0, "the model-proxy sent nothing"
+            assert internal.stats["reconnects"] == reconnects
+            assert not asking.done(), "the answer got through before the swallow"
+            relay.cut()
+            await relay.open()
+            await until(lambda: internal.stats["reconnects"] > reconnects, timeout=20)
+            await answered(asking, "(no answer)")
+            answer = asking.result()
+    finally:
+        await app.close()
+        await proxy.stop(2)
+        await disconnect(nc)
+        relay.cut()
+    assert answer["choices"][0]["message"]["content"] == f"echo: {text}", answer
+    assert time.monotonic() - started < 10  # not its 15 s deadline's 504
 
 
 async def test_a_connection_to_a_node_gone_silent_is_left_after_its_unanswered_pings(
@@ -202,12 +259,21 @@ async def test_a_connection_to_a_node_gone_silent_is_left_after_its_unanswered_p
         relay.cut()
 
 
-async def _whole(stack: Stack, model: str) -> tuple[int, Any]:
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-    headers = {"Authorization": f"Bearer {stack.api_key}", "X-Request-Timeout": "60"}
-    async with httpx.AsyncClient(timeout=90) as http:
+async def _ask(stack: Stack, model: str, text: str, *, timeout_s: float) -> tuple[int, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": text}]}
+    headers = {"Authorization": f"Bearer {stack.api_key}", "X-Request-Timeout": str(timeout_s)}
+    async with httpx.AsyncClient(timeout=60) as http:
         reply = await http.post(f"{stack.tail_url}/v1/chat/completions", json=body, headers=headers)
     return reply.status_code, reply.json()
+
+
+def _calls(upstream: FakeOpenAI, text: str) -> int:
+    """The provider calls whose last message is ``text``."""
+    return sum(
+        1
+        for call in upstream.calls
+        if (call.body.get("messages") or [{}])[-1].get("content") == text
+    )
 
 
 async def _stream(

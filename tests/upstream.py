@@ -7,8 +7,9 @@ Behaviour is chosen by the upstream model name a deployment sends:
 * ``paced:<ms>``: streams 6 chunks ``<ms>`` apart;
 * ``jitter:<lo>-<hi>``: takes a random ``lo``-``hi`` ms to answer (spread between the chunks of a
   stream, so a stream is always partly sent while it runs);
-* ``slow:<ms>``: waits ``<ms>`` before answering (``slowfail:<ms>:<code>``: then fails as
-  ``status:<code>`` does);
+* ``slow:<ms>``: waits ``<ms>`` before answering;
+* ``after:<ms>:<model>``: waits ``<ms>``, then behaves as ``<model>`` (``after:1500:status:400``:
+  a failure that takes its time);
 * ``status:<code>``: fails with that HTTP status (429 adds ``Retry-After: 2``;
   ``status:429:<seconds>`` that many);
 * ``hang``: never answers;
@@ -277,6 +278,10 @@ class FakeOpenAI:
             with self._lock:
                 model = self.modes.get(arg, "echo")
             kind, _, arg = model.partition(":")
+        if kind == "after":
+            wait, _, model = arg.partition(":")
+            await asyncio.sleep(int(wait) / 1000)
+            kind, _, arg = model.partition(":")
         if kind == "slow":
             await asyncio.sleep(int(arg) / 1000)
         elif kind == "jitter" and not body.get("stream"):
@@ -307,10 +312,6 @@ class FakeOpenAI:
                 "param": "messages[0].content" if code < 500 else None,
             }
             return web.json_response({"error": fields}, status=code, headers=headers)
-        elif kind == "slowfail":  # <ms>:<code>: waits, then fails as ``status:<code>`` does
-            wait, _, fail = arg.partition(":")
-            await asyncio.sleep(int(wait) / 1000)
-            return await self._behaviour({**body, "model": f"status:{fail}"})
         elif kind == "flaky":
             with self._lock:
                 seen = self._flaky.get(model, 0)

@@ -76,7 +76,7 @@ from switchyard.workers.modelproxy.providers.registry import Adapters
 from switchyard.workers.modelproxy.providers.upstream_errors import retryable
 from switchyard.workers.modelproxy.replay import (
     REPLAY_LOST,
-    confirmed,
+    Pings,
     late_replay_needed,
     replay_needed,
     sent_on,
@@ -138,6 +138,7 @@ class Handler:
         # Translated Responses answers' items, for later references (unless switched off).
         self.items = ResponseItems(nc, enabled=settings.modelproxy.keep_response_items)
         self.echoed = key_echo.EchoedKeys()  # provider keys sent back in answers, masked
+        self.pings = Pings()  # an answer no stored bill confirmed is confirmed by a ping
         # How large an answer each caller takes (Sy-Parts-Max), up to this process's cap.
         self.rooms = whole.AnswerRooms(settings.modelproxy.max_answer_bytes)
         self._handing_back = Throttle(10.0)  # says so at most every 10 s
@@ -328,8 +329,8 @@ class Handler:
             lost = whole.replay_error(job, sent)
             self.observer.ended(job, target, labels, hop, failure or lost, by_bus=failure is None)
             stored = await self._bill(job, target, labels)
-        if sent is not None and not (stored and out is self.nc):
-            await confirmed(out)  # the bill's usage went on another connection, or none did
+        if sent is not None and not job.cancelled and not (stored and out is self.nc):
+            await self.pings.settled(out, seen)  # no stored usage says ``out`` carried it
         if late_replay_needed(
             answered=sent is not None,
             reconnected=out.stats["reconnects"] != seen,
@@ -578,7 +579,7 @@ class Handler:
     async def _bill(self, job: Job, target: Target | None, labels: CallLabels | None) -> bool:
         """Record what a provider call cost (:mod:`.billing`), and wait until the usage
         batch is stored (bounded: the publisher gives a batch up after its retries); True
-        once it waited. The token metric counts the same usage, here only, so it cannot
+        once it is. The token metric counts the same usage, here only, so it cannot
         drift from spend."""
         if not (job.called or job.streamed_before) or job.env.op in COUNTS:
             return False
@@ -590,5 +591,4 @@ class Handler:
         job.usage, estimated = found
         if labels is not None:
             labels.billed(job.usage)
-        await self.usage.add(billing.usage_event(job, target, estimated=estimated))
-        return True
+        return await self.usage.add(billing.usage_event(job, target, estimated=estimated))

@@ -25,7 +25,6 @@ bound that the bill measures).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterator
 
 from nats.aio.client import Client as NATS
@@ -36,8 +35,6 @@ REPLAY_MAX_BYTES = 4 * 1024 * 1024
 # Past the bound, how many chunks kept before it are measured (and freed) with each later one:
 # a few microseconds each, so a chunk never waits long on it.
 MEASURED_PER_CHUNK = 8
-# The longest an answer's confirming ping is waited for (:func:`confirmed`).
-CONFIRM_S = 5
 # How many chunks :meth:`SentChunks.settle` measures between two turns of the event loop.
 SETTLE_BATCH = 512
 
@@ -193,26 +190,12 @@ def sent_on(out: NATS) -> int:
     return out.stats["reconnects"] + (0 if out.is_connected else 1)
 
 
-async def confirmed(out: NATS) -> None:
-    """Wait, up to :data:`CONFIRM_S`, until the server answers a ping sent on ``out`` after an
-    answer: what stands in for the bill's stored usage (:func:`late_replay_needed`) for an
-    answer not billed (an error, a token count) or sent on a connection of its own (an
-    internal client's). A break found meanwhile has reconnected by then (the ping goes on
-    the new connection; one asked while it reconnects would return at once: it waits for the
-    new connection first). Errors and a timeout end the wait, nothing more."""
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(CONFIRM_S):
-            while not (out.is_connected or out.is_closed):  # noqa: ASYNC110  (nats-py's state)
-                await asyncio.sleep(0.05)
-            await out.flush(timeout=CONFIRM_S)
-
-
 def late_replay_needed(
     *, answered: bool, reconnected: bool, cancelled: bool, deadline: float, now: float
 ) -> bool:
     """Whether an answer must be sent again after its bill (:func:`replay_needed` came
     first): the bill waited for its usage to be stored, which goes on the same connection
-    (else :func:`confirmed` waited for the server's answer to a ping), and ``reconnected``
+    (else :meth:`Pings.settled` waited for the server's answer to a ping), and ``reconnected``
     says that connection broke meanwhile. The break was found only then, so the answer's end
     may have gone with it: sent into a NATS node that died before passing it on, while the
     caller, its own connection unbroken, had no reason to stop waiting (a failover test saw
@@ -223,3 +206,56 @@ def late_replay_needed(
     client's pings (:mod:`switchyard.bus.connect`), after the bill and the ping gave up: not
     covered."""
     return answered and reconnected and not cancelled and (not deadline or now < deadline)
+
+
+# How long the end of an answer that no stored bill confirmed waits for the server to have
+# read it: as long as the usage publisher waits for a store before it tries again.
+SETTLE_S = 5.0
+_SETTLE_POLL_S = 0.1  # how often that wait looks for a reconnect (which drops the ping)
+# A ping's own timeout, never meant to be reached: nats-py (2.16) cancels the PONG's future of
+# a flush that timed out, and that PONG, come late, stops the connection's reader for good
+# (``InvalidStateError`` in its read loop: nothing is received until the stale-connection
+# check reconnects, minutes later). So no ping here is ever cut short; a reconnect drops it.
+_PING_TIMEOUT_S = 3600
+
+
+class Pings:
+    """Waits for the server to have read what a connection carried so far: its answer to a
+    ping (a PONG comes after everything sent before the PING was processed).
+
+    An answer is acknowledged after its bill, which waits for its usage to be stored on the
+    model-proxy's main connection: that store proves the connection carried the answer before
+    it. Nothing proves it for an answer that is not billed (a failure that delivered nothing, a
+    token count) or that went on a connection of its own (an internal client's, ``internal``):
+    its node could die with the answer unread while the request was acknowledged, and the
+    caller waited for its deadline (acknowledged over another connection, no redelivery
+    either; acknowledged on the same one, a redelivery after ``ack_wait_s``, a second provider
+    call, or nothing for a copy :class:`.serving.Serving` takes for served). A ping finds the
+    break: the reconnect drops it, and the answer is sent again (:func:`late_replay_needed`).
+    Pings still waiting (cut off by a reconnect) are kept here until nats-py gives them up."""
+
+    def __init__(self) -> None:
+        self._waiting: set[asyncio.Future[None]] = set()
+
+    async def settled(self, nc: NATS, since: int, within: float = SETTLE_S) -> None:
+        """Return once the server answered a ping on ``nc``, or ``nc`` reconnected past
+        ``since`` (its reconnect count), or after ``within`` seconds (a slow connection: what
+        it carries is not sent again)."""
+        ping = asyncio.ensure_future(nc.flush(timeout=_PING_TIMEOUT_S))
+        self._waiting.add(ping)
+        ping.add_done_callback(self._done)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        while not ping.done() and nc.stats["reconnects"] == since:
+            left = end - loop.time()
+            if left <= 0:
+                return
+            await asyncio.wait((ping,), timeout=min(_SETTLE_POLL_S, left))
+
+    def _done(self, ping: asyncio.Future[None]) -> None:
+        self._waiting.discard(ping)
+        if not ping.cancelled():
+            ping.exception()  # a closed connection's: the reconnect count says what matters
+
+    def __len__(self) -> int:
+        return len(self._waiting)
