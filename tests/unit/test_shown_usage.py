@@ -130,3 +130,15 @@ def test_a_whole_answer_its_caller_stopped_taking_is_billed_what_it_showed() -> 
     usage, estimated = found
     assert estimated
     assert usage.completion_tokens == estimate.tokens(len("echo: one two three"))
+
+
+def test_an_answer_nested_past_the_recursion_limit_is_passed_on_as_it_came() -> None:
+    """Its estimate counts its bytes, as for one that is no JSON; before, measuring it raised
+    RecursionError inside the provider call: the client got 500 for an answer it was due."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    body = ANSWER.replace(b'"x": 1.10000000000000000001', b'"x": ' + deep)
+    job = _job()
+    assert with_usage(job, body, 0) == body
+    assert job.usage is not None
+    assert job.usage.completion_tokens == estimate.tokens(len(body))
+    assert estimate.chunk_size("chat")(body) == len(body)  # a stream's chunk: the same

@@ -68,7 +68,7 @@ def answer_tokens(op: str, body: bytes) -> int:
         return tokens(len(body))
     try:
         answer = decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _ERRORS:  # (nested past the recursion limit: its bytes, as for one not JSON)
         return tokens(len(body))
     return tokens(answer.generated())
 
@@ -252,7 +252,10 @@ class _Event(msgspec.Struct, frozen=True):
 _NOT_GENERATED = frozenset({"response.audio.delta"})
 _CHAT_CHUNK = msgspec.json.Decoder(_Chat)
 _EVENT = msgspec.json.Decoder(_Event)
-_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+# What a body that does not decode as its answer raises: one nested deeper than the
+# interpreter's recursion limit too (msgspec decodes nested values recursively), which,
+# uncaught, failed the answer it measured (500) or its bill.
+_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 def _nothing(payload: bytes) -> int:
