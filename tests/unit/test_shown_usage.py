@@ -142,3 +142,41 @@ def test_an_answer_nested_past_the_recursion_limit_is_passed_on_as_it_came() -> 
     assert job.usage is not None
     assert job.usage.completion_tokens == estimate.tokens(len(body))
     assert estimate.chunk_size("chat")(body) == len(body)  # a stream's chunk: the same
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        b'{"prompt_tokens": 5, "completion_tokens": null, "total_tokens": 5}',
+        b'{"prompt_tokens": 5.0, "completion_tokens": 3, "total_tokens": 8}',
+        b'"n/a"',
+    ],
+)
+def test_a_usage_of_the_providers_that_does_not_read_is_kept_as_written(written: bytes) -> None:
+    """Only an answer without usage (absent or null) shows ours: before, a provider's own
+    ``usage`` that did not parse as a count was replaced by the estimate."""
+    body = ANSWER.replace(b'"usage": null', b'"usage": ' + written)
+    job = _job()
+    assert with_usage(job, body, 0) == body
+    assert job.usage is not None  # billed the estimate all the same (Sy-Usage says it)
+
+
+async def test_a_stream_whose_provider_sent_a_usage_chunk_gets_no_second_one() -> None:
+    """A usage chunk of the provider's that does not read as a count (``job.usage`` stays
+    None) is its stream's usage chunk: before, ours followed it, and the client read two."""
+    job = _job(stream=True)
+    last = b'{"id": "c-9", "object": "chat.completion.chunk", "created": 7, "model": "up",'
+    last += b' "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": null}}'
+    job.chunks.append(last)
+    sent: list[bytes] = []
+
+    async def send(j: Job, seq: int, payload: bytes) -> None:
+        sent.append(payload)
+
+    await send_usage_chunk(job, last, send)
+    assert sent == []
+    assert len(job.chunks) == 1
+    assert job.usage is None  # billed the estimate of its chunks, as before
+    null = last.replace(b'{"prompt_tokens": 5, "completion_tokens": null}', b"null")
+    await send_usage_chunk(job, null, send)  # a chunk's ``"usage": null`` is none
+    assert len(sent) == 1

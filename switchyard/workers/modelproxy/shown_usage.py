@@ -14,8 +14,13 @@ and the final message carries it (``Sy-Usage``: the edge settles ``tpm`` with it
 
 An answer with the provider's usage is not read here (the handler calls these only when none
 came); a stream's usage chunk is sent and kept like any other chunk (a replay sends it again,
-the final counts it), and never when the provider sent its own. The Messages and Responses
-translations show their estimate themselves (:class:`.dialects.Translated`).
+the final counts it), and never when the provider sent its own. Nor is a usage the provider
+wrote that does not read as a count (``"completion_tokens": null``, ``"prompt_tokens": 5.0``)
+replaced or doubled: a whole answer whose ``usage`` is anything but absent or ``null`` keeps it
+as written, and a stream whose last chunk carries one (OpenAI-compatible servers send their
+usage chunk last) gets no second usage chunk; each is billed the same estimate all the same.
+The Messages and Responses translations show their estimate themselves
+(:class:`.dialects.Translated`).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class _Named(msgspec.Struct, frozen=True):
     created: Any = None
     model: Any = None
     system_fingerprint: Any = None
+    usage: msgspec.Raw = msgspec.Raw(b"")  # (the provider's own, if it wrote one: read or not)
 
 
 _NAMED = msgspec.json.Decoder(_Named)
@@ -63,8 +69,10 @@ def wire(usage: Usage) -> dict[str, Any]:
 def with_usage(job: Job, body: bytes, room: int) -> bytes:
     """``body``, ``job``'s whole answer that its provider gave without usage, showing the
     estimate it is billed (which becomes ``job.usage``). Another op's answer, a body that is
-    no JSON object, and one the usage would make larger than ``room`` (its caller's bound; 0
-    for none) are passed on as they came.
+    no JSON object, one with a ``usage`` of the provider's that did not read as a count (any
+    value but ``null``: kept as written), and one the usage would make larger than ``room``
+    (its caller's bound; 0 for none) are passed on as they came (billed the estimate all the
+    same, as ``Sy-Usage`` says).
     """
     op = job.env.op
     if op not in SHOWN_OPS:
@@ -75,6 +83,8 @@ def with_usage(job: Job, body: bytes, room: int) -> bytes:
         doc = _TOP.decode(body)
     except _ERRORS:
         return body
+    if _written(doc.get("usage")):
+        return body
     doc["usage"] = msgspec.Raw(_ENCODE.encode(wire(usage)))
     shown = _ENCODE.encode(doc)
     return body if room and len(shown) > room else shown
@@ -83,14 +93,21 @@ def with_usage(job: Job, body: bytes, room: int) -> bytes:
 async def send_usage_chunk(job: Job, last: bytes | None, send: Send) -> None:
     """Send ``job``'s usage chunk, the estimate its stream is billed (which becomes
     ``job.usage``), after its chunks (``last``, the last one sent, names it); for a stream whose
-    client asked for the usage and whose provider sent none."""
+    client asked for the usage and whose provider sent none: not when its last chunk carries
+    a usage of the provider's that did not read as a count (then left as the client's last)."""
     op = job.env.op
     if op not in SHOWN_OPS:
+        return
+    named = _Named()
+    if last is not None:
+        with contextlib.suppress(*_ERRORS):
+            named = _NAMED.decode(last)
+    if _written(named.usage):
         return
     await job.chunks.settle()  # (in batches: a long answer never holds the loop)
     usage = estimate.estimated(job.msg.data, estimate.tokens(job.chunks.generated()))
     job.usage = usage
-    chunk = {**_names(job, op, last), "choices": [], "usage": wire(usage)}
+    chunk = {**_names(job, op, named), "choices": [], "usage": wire(usage)}
     payload = _ENCODE.encode(chunk)
     seq = len(job.chunks)
     job.chunks.append(payload)
@@ -98,13 +115,15 @@ async def send_usage_chunk(job: Job, last: bytes | None, send: Send) -> None:
     job.sent = True
 
 
-def _names(job: Job, op: str, last: bytes | None) -> dict[str, Any]:
+def _written(usage: msgspec.Raw | None) -> bool:
+    """Whether ``usage``, an answer's or chunk's as written, is one of the provider's (any
+    value but absent or ``null``)."""
+    return usage is not None and bytes(usage) not in (b"", b"null")
+
+
+def _names(job: Job, op: str, named: _Named) -> dict[str, Any]:
     """The ``id``, ``object``, ``created``, ``model`` (and ``system_fingerprint``) of the
-    stream's ``last`` chunk, as the provider wrote them; made up where it had none."""
-    named = _Named()
-    if last is not None:
-        with contextlib.suppress(*_ERRORS):
-            named = _NAMED.decode(last)
+    stream's last chunk (``named``), as the provider wrote them; made up where it had none."""
     names = {
         "id": named.id if named.id is not None else _ID_PREFIX[op] + job.env.request_id,
         "object": named.object if named.object is not None else _CHUNK_OBJECT[op],
