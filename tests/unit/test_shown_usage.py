@@ -11,7 +11,6 @@ import pytest
 from nats.aio.msg import Msg
 
 from switchyard.bus.envelope import Envelope
-from switchyard.errors import ApiError
 from switchyard.workers.modelproxy import billing, estimate
 from switchyard.workers.modelproxy.heartbeat import InFlight
 from switchyard.workers.modelproxy.job import Job
@@ -115,21 +114,6 @@ async def test_a_stream_with_nothing_to_name_it_by_gets_names_of_its_own() -> No
     assert chunk["object"] == "text_completion"
     assert chunk["model"] == "asked"
     assert chunk["usage"]["completion_tokens"] == 0
-
-
-def test_a_whole_answer_its_caller_stopped_taking_is_billed_what_it_showed() -> None:
-    """An answer whose caller stopped acknowledging its parts (499, :mod:`.whole`) was billed
-    its prompt alone once its answer became the error; it is billed the answer's estimate too,
-    as it is billed a provider's whole count."""
-    job = _job()
-    with_usage(job, ANSWER, 0)
-    job.status = billing.CLIENT_CLOSED
-    job.answer = ApiError("gone", code="caller_gone", status=billing.CLIENT_CLOSED)
-    found = billing.billed(job)
-    assert found is not None
-    usage, estimated = found
-    assert estimated
-    assert usage.completion_tokens == estimate.tokens(len("echo: one two three"))
 
 
 def test_an_answer_nested_past_the_recursion_limit_is_passed_on_as_it_came() -> None:

@@ -10,9 +10,13 @@ from outside while its provider worked is billed its estimate too, whether its c
 its deadline passed: the provider charges for the work either way. So is an answer the provider
 gave that could not be passed on (larger than one bus message, a streamed line past 4 MiB:
 ``job.undelivered``): its prompt's estimate, as the provider's count (at the end of the answer)
-was not read; its completion is not guessed (an embeddings answer has none). Any other failure
-that delivered nothing is not billed, nor a request whose provider was never called (the
-handler bills only calls that were made).
+was not read; its completion is not guessed (an embeddings answer has none). A whole answer
+the provider gave is billed its usage, the provider's count or, for a chat or completions
+answer without one, the estimate of its prompt and answer (:mod:`.shown_usage`), whatever its
+caller then got: one whose parts its caller stopped taking (499 ``caller_gone``, 504 past the
+deadline) or that reconnects kept losing (502 ``stream_interrupted``, :mod:`.whole`) too,
+since the provider charges for it. Any other failure that delivered nothing is not billed,
+nor a request whose provider was never called (the handler bills only calls that were made).
 """
 
 from __future__ import annotations
