@@ -16,6 +16,7 @@ import openai
 import pytest
 import pytest_asyncio
 
+from switchyard.runtime import semconv as sc
 from tests.fakes.anthropic import COUNTED, INPUT_TOKENS, OUTPUT_TOKENS, REPLY, FakeAnthropic
 from tests.stacks import Stack, start_stack
 from tests.support import day_totals
@@ -1101,6 +1102,36 @@ async def test_chat_and_completions_show_the_estimate_they_are_billed(
     assert chunks == 1
     assert not counted.model_extra, counted
     assert (counted.prompt_tokens, counted.completion_tokens) == (7, 7)
+
+
+async def test_the_edge_times_output_tokens_by_the_providers_count_only(agents: Stack) -> None:
+    """The edge's time-per-output-token histogram divides a stream's time by its tokens:
+    those of a stream its server did not count, asked with ``include_usage``, are
+    Switchyard's estimate (the final's ``Sy-Usage``, marked ``Sy-Usage-Estimated``), and were
+    timed as if the server had counted them. A counted stream is timed as before."""
+    tpot = f"{sc.SERVER_TIME_PER_OUTPUT_TOKEN}_count"
+
+    async def timed(model: str) -> float:
+        samples = await agents.samples("tail")
+        return sum(
+            value
+            for name, labels, value in samples
+            if name == tpot and labels.get(sc.REQUEST_MODEL) == model
+        )
+
+    estimated, counted = await timed("nousage"), await timed("translated")
+    oa = _openai(agents, agents.tail_url)
+    usage, _ = _answer_usage(oa, "chat", True)
+    assert usage is not None
+    assert usage.model_extra == {"estimated": True}
+    assert usage.completion_tokens > 1  # (timed, were it a count)
+    _answer_usage(oa, "chat", True, model="translated")  # the server's own count
+    for _ in range(100):  # the edge records a request once its answer ended
+        if await timed("translated") > counted:
+            break
+        await asyncio.sleep(0.1)
+    assert await timed("translated") == counted + 1
+    assert await timed("nousage") == estimated
 
 
 async def test_prompt_cache_tokens_are_billed_at_the_cache_price(agents: Stack) -> None:

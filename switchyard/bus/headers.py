@@ -27,6 +27,8 @@ PRESENTED_HASH = "Sy-Presented-Hash"
 # the head for NATS callers: their id plus a suffix of its own).
 USAGE_ID = "Sy-Usage-Id"
 USAGE = "Sy-Usage"  # prompt,completion,total tokens (on final replies)
+# "1" beside Sy-Usage when it is Switchyard's estimate, the provider having reported none.
+USAGE_ESTIMATED = "Sy-Usage-Estimated"
 AUTHORIZATION = "Authorization"  # internal callers present their client key here
 REPLY = "Sy-Reply"  # the caller's reply subject, carried through JetStream
 STATUS = "Sy-Status"  # HTTP-like status on replies

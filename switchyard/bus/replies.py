@@ -90,6 +90,8 @@ class Reply:
         attempts: how many deployments the request took (final and error messages, and a
             stream's first chunk).
         usage: tokens the provider reported (final messages), or None.
+        usage_estimated: ``usage`` is Switchyard's estimate, the provider having reported
+            none (``Sy-Usage-Estimated``): the figures billed, not a count to time tokens by.
         retry_after: seconds to wait before retrying (429/503 errors), or None.
         in_stream: an error whose stream already carried it, as its dialect's own error
             event in the last chunk (Responses and Messages streams): relay nothing more.
@@ -118,6 +120,7 @@ class Reply:
     deployment: str = ""
     attempts: int = 0
     usage: Usage | None = None
+    usage_estimated: bool = False
     retry_after: float | None = None
     in_stream: bool = False
     request_id: str = ""
@@ -162,6 +165,7 @@ def decode_reply(body: bytes, headers: Mapping[str, str] | None) -> Reply:
             deployment=hdrs.get(h.DEPLOYMENT, ""),
             attempts=_int(hdrs.get(h.ATTEMPTS), 0),
             usage=_usage(hdrs.get(h.USAGE)),
+            usage_estimated=hdrs.get(h.USAGE_ESTIMATED) == "1",
             retry_after=h.parse_retry_after(hdrs.get(h.RETRY_AFTER)),
             in_stream=hdrs.get(h.IN_STREAM) == "1",
             request_id=hdrs.get(h.REQUEST_ID, ""),
@@ -358,6 +362,7 @@ def final_headers(
     request_id: str = "",
     priority: str = "",
     delivery: str = "",
+    usage_estimated: bool = False,
 ) -> dict[str, str]:
     headers = {h.KIND: ReplyKind.FINAL.value, h.STATUS: "200"}
     if chunks is not None:
@@ -370,6 +375,8 @@ def final_headers(
     if usage is not None:
         # The edge corrects its TPM estimate with it.
         headers[h.USAGE] = f"{usage.prompt_tokens},{usage.completion_tokens},{usage.total_tokens}"
+        if usage_estimated:  # (not the provider's count: the edge times no tokens by it)
+            headers[h.USAGE_ESTIMATED] = "1"
     return headers
 
 
@@ -386,9 +393,11 @@ async def send_final(
     request_id: str = "",
     priority: str = "",
     delivery: str = "",
+    usage_estimated: bool = False,
 ) -> None:
     """The final message (status 200), then the terminator unless ``end`` is False (more
-    may follow: see :func:`end_stream`). ``delivery``: the parts' it follows, if any."""
+    may follow: see :func:`end_stream`). ``delivery``: the parts' it follows, if any;
+    ``usage_estimated``: ``usage`` is Switchyard's estimate (``Sy-Usage-Estimated``)."""
     headers = final_headers(
         deployment=deployment,
         attempts=attempts,
@@ -397,6 +406,7 @@ async def send_final(
         request_id=request_id,
         priority=priority,
         delivery=delivery,
+        usage_estimated=usage_estimated,
     )
     await nc.publish(reply, body, headers=headers)
     if end:

@@ -69,6 +69,7 @@ from switchyard.schemas.openai import (
     ChatProbe,
     CompletionProbe,
     EmbeddingProbe,
+    Usage,
     error_body,
     openai_status,
     probe,
@@ -313,8 +314,17 @@ class _Call:
                 left=self.left,
                 served=bool(final.first_at or (refusal is not None and refusal.deployment)),
                 ttft=final.first_at - self.began if final.first_at else None,
-                usage=final.reply.usage if final.reply is not None else None,
+                usage=_counted(final.reply),
             )
+
+
+def _counted(reply: Reply | None) -> Usage | None:
+    """The provider's count of a request's tokens, if its final carried one: an estimate of
+    Switchyard's (``Sy-Usage-Estimated``, a provider that reported none) is no count to time
+    its output tokens by (the per-token histogram)."""
+    if reply is None or reply.usage_estimated:
+        return None
+    return reply.usage
 
 
 def _probe(op: str, body: bytes) -> Probe:

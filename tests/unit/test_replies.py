@@ -59,6 +59,14 @@ def test_a_final_carries_deployment_attempts_and_usage() -> None:
     assert (reply.deployment, reply.attempts, reply.usage) == ("d1", 2, usage)
     bare = decode_reply(b"{}", final_headers())
     assert (bare.deployment, bare.attempts, bare.usage) == ("", 0, None)
+    assert not reply.usage_estimated
+
+
+def test_a_final_says_when_its_usage_is_an_estimate() -> None:
+    usage = Usage(prompt_tokens=3, completion_tokens=5, total_tokens=8)
+    reply = decode_reply(b"{}", final_headers(usage=usage, usage_estimated=True))
+    assert (reply.usage, reply.usage_estimated) == (usage, True)
+    assert "Sy-Usage-Estimated" not in final_headers(usage_estimated=True)  # (no usage)
 
 
 @pytest.mark.parametrize(

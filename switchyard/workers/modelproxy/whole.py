@@ -44,6 +44,7 @@ from switchyard.bus.part_acks import Stopped, Unacknowledged, send_acked_parts, 
 from switchyard.bus.parts import answer_room, send_parts
 from switchyard.errors import ApiError, DeadlineExceeded
 from switchyard.workers.modelproxy.billing import CLIENT_CLOSED
+from switchyard.workers.modelproxy.estimate import Estimated
 from switchyard.workers.modelproxy.job import Job
 from switchyard.workers.modelproxy.probes import CALLER_GONE, caller_gone
 
@@ -236,6 +237,7 @@ def _final(
         deployment=job.deployment_id,
         attempts=job.attempts,
         usage=job.usage,
+        usage_estimated=isinstance(job.usage, Estimated),
         chunks=chunks,
         end=end,
         request_id=job.env.request_id,
