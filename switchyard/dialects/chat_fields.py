@@ -14,13 +14,16 @@ origin (``stream_options``, which the translation adds) is told as ``null``, the
 which chat field the provider named (:func:`told_for_client`).
 
 Objects are noted by identity: the note keeps each alive, so its ``id`` names it as long as the
-notes live, and the messages reordered to keep tool runs whole keep their notes.
+notes live, and the messages reordered to keep tool runs whole keep their notes. Nothing is
+noted while a request is translated to be sent: the notes cost more than the chat request
+itself (a dict of paths per message, part, call and tool), and only an error naming a field
+needs them, so the translation is run again, noting, then (it is deterministic).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from switchyard.errors import ApiError
@@ -82,14 +85,15 @@ class ChatFields:
         return None
 
 
-def told_for_client(exc: ApiError, fields: ChatFields) -> None:
+def told_for_client(exc: ApiError, fields: Callable[[], ChatFields]) -> None:
     """``exc`` (a provider's answer to the translated request) made to name the client's own
     field in its ``param``; when none is known, ``param`` is null and the message says which
-    chat field the provider named."""
+    chat field the provider named. ``fields`` is asked only when the error names a field (it
+    runs the translation again)."""
     said = exc.param
     if not said:
         return
-    exc.param = fields.client_param(said)
+    exc.param = fields().client_param(said)
     if exc.param is None:
         shown = said if len(said) <= _MAX_SAID else said[: _MAX_SAID - 3] + "..."
         exc.message = (

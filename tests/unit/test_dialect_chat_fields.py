@@ -3,11 +3,17 @@ error ``param`` is told as (:mod:`switchyard.dialects.chat_fields`)."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import msgspec
 import pytest
 
 from switchyard.dialects import anthropic, responses
 from switchyard.dialects.chat_fields import ChatFields, told_for_client
 from switchyard.errors import InvalidRequest
+from switchyard.workers.modelproxy.dialects import fields_of
+from tests.unit.demo_calls import demo_call
 
 RESPONSES = {
     "model": "m",
@@ -62,7 +68,7 @@ RESPONSES = {
     ],
 )
 def test_responses_fields(chat: str, own: str | None) -> None:
-    assert responses.to_chat(RESPONSES).fields.client_param(chat) == own
+    assert responses.chat_fields(RESPONSES).client_param(chat) == own
 
 
 MESSAGES = {
@@ -121,17 +127,46 @@ MESSAGES = {
     ],
 )
 def test_messages_fields(chat: str, own: str | None) -> None:
-    assert anthropic.to_chat(MESSAGES).fields.client_param(chat) == own
+    assert anthropic.chat_fields(MESSAGES).client_param(chat) == own
 
 
 def test_an_unknown_field_is_null_and_named_in_the_message() -> None:
     refused = InvalidRequest("bad value", param="stream_options.include_usage")
-    told_for_client(refused, responses.to_chat(RESPONSES).fields)
+    told_for_client(refused, lambda: responses.chat_fields(RESPONSES))
     assert refused.param is None
     assert "`stream_options.include_usage` of the chat completions request" in refused.message
     named = InvalidRequest("bad value", param="max_tokens")
-    told_for_client(named, responses.to_chat(RESPONSES).fields)
+    told_for_client(named, lambda: responses.chat_fields(RESPONSES))
     assert (named.param, named.message) == ("max_output_tokens", "bad value")
     untouched = InvalidRequest("bad value")
-    told_for_client(untouched, ChatFields())
+    told_for_client(untouched, ChatFields)
     assert (untouched.param, untouched.message) == (None, "bad value")
+
+
+def test_a_translation_to_send_notes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notes cost more than the chat request (a dict of paths per message, part, call and
+    tool): a request translated to be sent makes none; an error naming a field translates it
+    again, noting."""
+
+    def noted(*_: object) -> None:
+        raise AssertionError("noted while translating a request to send")
+
+    monkeypatch.setattr(ChatFields, "note", noted)
+    monkeypatch.setattr(ChatFields, "request", noted)
+    responses.to_chat(RESPONSES)
+    anthropic.to_chat(MESSAGES)
+
+
+def test_the_fields_are_noted_again_from_the_request_as_received() -> None:
+    """From the bytes the call holds anyway; from the body when its item references were
+    filled in (the bytes, translated again, would be refused for them)."""
+    body: dict[str, Any] = {key: value for key, value in RESPONSES.items() if key != "model"}
+    sent = msgspec.json.encode(RESPONSES)
+    call = dataclasses.replace(demo_call("responses", **body), request=sent)
+    assert fields_of(call)().client_param("messages[1].content") == "input[0].content"
+    given = {**RESPONSES, "input": [{"type": "item_reference", "id": "msg_1"}]}
+    referenced = dataclasses.replace(call, request=msgspec.json.encode(given))
+    assert fields_of(referenced)().client_param("messages[1].content") == "input[0].content"
+    body = {key: value for key, value in MESSAGES.items() if key != "model"}
+    told = dataclasses.replace(demo_call("messages", **body), request=b"")
+    assert fields_of(told)().client_param("messages[1].content") == "messages[0].content"

@@ -46,7 +46,9 @@ def system_texts(system: Any, path: str) -> list[str]:
     return texts
 
 
-def chat_messages(raw_messages: list[Any], path: str, fields: ChatFields) -> list[dict[str, Any]]:
+def chat_messages(
+    raw_messages: list[Any], path: str, fields: ChatFields | None
+) -> list[dict[str, Any]]:
     """``messages`` as chat messages, consecutive turns of one role merged into one.
 
     Anthropic merges consecutive user (or assistant) turns itself; chat templates that require
@@ -54,8 +56,8 @@ def chat_messages(raw_messages: list[Any], path: str, fields: ChatFields) -> lis
     a chat model reads (only ``thinking`` blocks, ``[]``, empty text: an interrupted agent
     turn) is left out, so the user turns around it merge too. A merged user turn keeps its
     blocks' order: its tool results first (as ``tool`` messages, right after the assistant
-    message that called them), then the rest in one user message. ``fields`` is told which
-    turn or block each message, part and call came from.
+    message that called them), then the rest in one user message. ``fields``, if any, is told
+    which turn or block each message, part and call came from.
     """
     out: list[dict[str, Any]] = []
     user: list[tuple[Mapping[str, Any], str]] = []  # the blocks of the user turn being gathered
@@ -74,7 +76,8 @@ def chat_messages(raw_messages: list[Any], path: str, fields: ChatFields) -> lis
             _flush_user(user, out, fields)
             texts += wrote
             calls += called
-            said.append(mpath)
+            if fields is not None:
+                said.append(mpath)
         elif role == "user":
             _flush_assistant(texts, calls, out, (said, fields))
             user += _user_blocks(content, f"{mpath}.content")
@@ -83,7 +86,8 @@ def chat_messages(raw_messages: list[Any], path: str, fields: ChatFields) -> lis
             _flush_assistant(texts, calls, out, (said, fields))
             system = text_content(system_texts(content, f"{mpath}.content"))
             out.append({"role": "system", "content": system})
-            fields.note(out[-1], _turn_fields(mpath))
+            if fields is not None:
+                fields.note(out[-1], _turn_fields(mpath))
         else:
             raise invalid(
                 f"{mpath}.role", f"{mpath}.role: must be user, assistant or system (got `{role}`)"
@@ -111,7 +115,7 @@ def _flush_assistant(
     texts: list[str],
     calls: list[dict[str, Any]],
     out: list[dict[str, Any]],
-    turns: tuple[list[str], ChatFields],
+    turns: tuple[list[str], ChatFields | None],
 ) -> None:
     said, fields = turns
     if not texts and not calls:
@@ -123,7 +127,7 @@ def _flush_assistant(
     if calls:
         message["tool_calls"] = list(calls)
     out.append(message)
-    if len(said) == 1:  # merged turns have no one field of their own
+    if fields is not None and len(said) == 1:  # merged turns have no one field of their own
         fields.note(message, _turn_fields(said[0]))
     texts.clear()
     calls.clear()
@@ -131,7 +135,7 @@ def _flush_assistant(
 
 
 def _assistant(
-    content: Any, path: str, fields: ChatFields
+    content: Any, path: str, fields: ChatFields | None
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """An assistant turn's texts (empty ones left out) and tool calls."""
     if isinstance(content, str):
@@ -158,17 +162,18 @@ def _assistant(
                     },
                 }
             )
-            fields.note(
-                calls[-1],
-                {
-                    "": bpath,
-                    "id": f"{bpath}.id",
-                    "type": f"{bpath}.type",
-                    "function": bpath,
-                    "function.name": f"{bpath}.name",
-                    "function.arguments": f"{bpath}.input",
-                },
-            )
+            if fields is not None:
+                fields.note(
+                    calls[-1],
+                    {
+                        "": bpath,
+                        "id": f"{bpath}.id",
+                        "type": f"{bpath}.type",
+                        "function": bpath,
+                        "function.name": f"{bpath}.name",
+                        "function.arguments": f"{bpath}.input",
+                    },
+                )
         elif not isinstance(kind, str):
             raise invalid(f"{bpath}.type", f"{bpath}.type: must be a string")
         elif kind not in _DROPPED_BLOCKS:
@@ -180,7 +185,9 @@ def _assistant(
 
 
 def _flush_user(
-    blocks: list[tuple[Mapping[str, Any], str]], out: list[dict[str, Any]], fields: ChatFields
+    blocks: list[tuple[Mapping[str, Any], str]],
+    out: list[dict[str, Any]],
+    fields: ChatFields | None,
 ) -> None:
     """The gathered user turn: its tool results as ``tool`` messages, then the rest."""
     parts: list[dict[str, Any]] = []
@@ -188,8 +195,9 @@ def _flush_user(
     for block, bpath in blocks:
         if block.get("type") == "tool_result":
             out.append(_tool_result(block, bpath, (held, fields)))
-            notes = {"tool_call_id": f"{bpath}.tool_use_id", "content": f"{bpath}.content"}
-            fields.note(out[-1], {"": bpath, **notes})
+            if fields is not None:
+                notes = {"tool_call_id": f"{bpath}.tool_use_id", "content": f"{bpath}.content"}
+                fields.note(out[-1], {"": bpath, **notes})
         else:
             parts.append(_user_part(block, bpath, fields))
     blocks.clear()
@@ -198,7 +206,7 @@ def _flush_user(
         return
     if all(p["type"] == "text" for p in parts):
         out.append({"role": "user", "content": text_content([p["text"] for p in parts])})
-        if len(parts) == 1:  # its content is that part's text
+        if fields is not None and len(parts) == 1:  # its content is that part's text
             content = fields.field_of(parts[0], "text")
             if content is not None:
                 fields.note(out[-1], {"content": content})
@@ -207,7 +215,7 @@ def _flush_user(
 
 
 def _tool_result(
-    block: Mapping[str, Any], path: str, into: tuple[list[dict[str, Any]], ChatFields]
+    block: Mapping[str, Any], path: str, into: tuple[list[dict[str, Any]], ChatFields | None]
 ) -> dict[str, Any]:
     held, fields = into
     call_id = expect_str(require(block, "tool_use_id", path), f"{path}.tool_use_id")
@@ -245,9 +253,11 @@ def _marked(mark: str, text: str) -> str:
     return mark + text
 
 
-def _user_part(block: Mapping[str, Any], path: str, fields: ChatFields) -> dict[str, Any]:
-    """A user block as a chat content part, noted in ``fields``."""
+def _user_part(block: Mapping[str, Any], path: str, fields: ChatFields | None) -> dict[str, Any]:
+    """A user block as a chat content part, noted in ``fields`` if any."""
     part = _user_part_of(block, path)
+    if fields is None:
+        return part
     if not path.endswith("]"):  # a turn's content given as a string: its own text
         fields.note(part, {"": path, "text": path})
         return part

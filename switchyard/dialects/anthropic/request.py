@@ -18,8 +18,9 @@ field: server tools (``tools[i].type`` such as ``web_search_20250305``), blocks 
 need Anthropic's own storage or servers (file ids, URL documents, ``server_tool_use``...), and
 the fields only Anthropic's servers act on (:data:`NATIVE_FIELDS`: the MCP connector's
 ``mcp_servers``, a code execution ``container``, ``inference_geo``).
-Which of the request's fields each chat field came from is noted
-(:mod:`switchyard.dialects.chat_fields`: a provider's error names the client's own field).
+Which of the request's fields each chat field came from is noted only when asked
+(:func:`chat_fields`, the translation run again when a provider's error must name the client's
+own field: :mod:`switchyard.dialects.chat_fields`).
 ``max_tokens`` is required, as Anthropic requires it. A trailing assistant message (a
 "prefill") is sent as history: chat providers answer after it rather than continuing it (an
 empty one is left out, as is any assistant turn with nothing a chat model reads).
@@ -92,20 +93,32 @@ class MessagesContext(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MessagesRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """A translated request: the chat body, the reply context and the stream flag, and which
-    of the request's fields each of the chat body's came from."""
+    """A translated request: the chat body, the reply context and the stream flag."""
 
     chat: dict[str, Any]
     context: MessagesContext
     stream: bool
-    fields: ChatFields
 
 
-def to_chat(body: Body) -> MessagesRequest:
+def chat_fields(body: Body) -> ChatFields:
+    """Which of ``body``'s fields each field of its chat request came from: the translation
+    run again, noting (it is deterministic; only a provider's error naming a field needs it).
+
+    Raises:
+        InvalidRequest: as :func:`to_chat` does.
+    """
+    fields = ChatFields()
+    to_chat(body, fields)
+    return fields
+
+
+def to_chat(body: Body, fields: ChatFields | None = None) -> MessagesRequest:
     """Translate an Anthropic Messages request into a chat completions request.
 
     Args:
         body: the request body, as bytes or an already decoded mapping.
+        fields: noted where each chat field came from (:func:`chat_fields`); None, nothing is
+            noted (a translation that succeeds costs no more than the chat request).
 
     Raises:
         InvalidRequest: the body is malformed or asks for something chat cannot express;
@@ -125,13 +138,13 @@ def to_chat(body: Body) -> MessagesRequest:
             )
 
     messages: list[dict[str, Any]] = []
-    fields = ChatFields()
     system = req.get("system")
     if system is not None:
         texts = system_texts(system, "system")
         if texts:
             messages.append({"role": "system", "content": text_content(texts)})
-            fields.note(messages[-1], {"": "system", "content": "system"})
+            if fields is not None:
+                fields.note(messages[-1], {"": "system", "content": "system"})
     messages += keep_tool_runs_whole(chat_messages(raw_messages, "messages", fields))
     if not raw_messages:
         raise invalid("messages", "messages: at least one message is required")
@@ -155,19 +168,19 @@ def to_chat(body: Body) -> MessagesRequest:
         user = expect_obj(metadata, "metadata").get("user_id")
         if user is not None:
             chat["user"] = expect_str(user, "metadata.user_id")
-    top = dict(TOP_FIELDS)
     tools = _tools(req.get("tools"), fields)
     if tools:
         chat["tools"] = tools
     if req.get("tool_choice") is not None:
         _tool_choice(expect_obj(req["tool_choice"], "tool_choice"), chat, bool(tools))
-    top |= _response_format(req, chat)
+    formatted = _response_format(req, chat)
     if stream:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
-    fields.request(chat, top)
+    if fields is not None:
+        fields.request(chat, TOP_FIELDS | _format_fields(formatted))
     context = MessagesContext(model=model, stop_sequences=stops, thinking=_thinking(req))
-    return MessagesRequest(chat=chat, context=context, stream=stream, fields=fields)
+    return MessagesRequest(chat=chat, context=context, stream=stream)
 
 
 def _thinking(req: Mapping[str, Any]) -> bool:
@@ -177,7 +190,7 @@ def _thinking(req: Mapping[str, Any]) -> bool:
     return expect_obj(thinking, "thinking").get("type") in ("enabled", "adaptive")
 
 
-def _tools(raw: Any, fields: ChatFields) -> list[dict[str, Any]]:
+def _tools(raw: Any, fields: ChatFields | None) -> list[dict[str, Any]]:
     if raw is None:
         return []
     tools = []
@@ -205,15 +218,16 @@ def _tools(raw: Any, fields: ChatFields) -> list[dict[str, Any]]:
         if tool.get("strict") is True:
             function["strict"] = True
         tools.append({"type": "function", "function": function})
-        notes = {f"function.{f}": f"{path}.{f}" for f in ("name", "description", "strict")}
-        notes |= {"function.parameters": f"{path}.input_schema"}
-        fields.note(tools[-1], {"": path, "type": f"{path}.type", "function": path, **notes})
+        if fields is not None:
+            notes = {f"function.{f}": f"{path}.{f}" for f in ("name", "description", "strict")}
+            notes |= {"function.parameters": f"{path}.input_schema"}
+            fields.note(tools[-1], {"": path, "type": f"{path}.type", "function": path, **notes})
     return tools
 
 
-def _response_format(req: Mapping[str, Any], chat: dict[str, Any]) -> dict[str, str]:
-    """The format asked for, as chat's ``response_format``; returns where its fields came
-    from."""
+def _response_format(req: Mapping[str, Any], chat: dict[str, Any]) -> str:
+    """The format asked for, as chat's ``response_format``; returns the field it came from
+    ("" when none was asked for)."""
     path = ""
     if req.get("output_format") is not None:  # the beta's older spelling of output_config.format
         path = "output_format"
@@ -224,6 +238,11 @@ def _response_format(req: Mapping[str, Any], chat: dict[str, Any]) -> dict[str, 
         if fmt is not None:
             path = "output_config.format"
             chat["response_format"] = _format(expect_obj(fmt, path), path)
+    return path
+
+
+def _format_fields(path: str) -> dict[str, str]:
+    """Where the fields of chat's ``response_format`` came from (``path``: the format's)."""
     if not path:
         return {}
     schema = "response_format.json_schema"

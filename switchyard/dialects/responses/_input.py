@@ -37,9 +37,9 @@ _IMAGE_DETAIL = frozenset({"auto", "low", "high"})
 class Input:
     """Walks ``input`` items into chat messages (see the module docstring)."""
 
-    def __init__(self, messages: list[dict[str, Any]], fields: ChatFields) -> None:
+    def __init__(self, messages: list[dict[str, Any]], fields: ChatFields | None) -> None:
         self.messages = messages
-        self.fields = fields  # told which item each message, part and call came from
+        self.fields = fields  # if any: told which item each message, part and call came from
         self.held: list[dict[str, Any]] = []  # media parts from tool outputs, for a user message
 
     def items(self, items: list[Any]) -> None:
@@ -114,10 +114,11 @@ class Input:
     def _append(self, message: dict[str, Any], path: str) -> None:
         """``message``, translated from the message item at ``path``."""
         self.messages.append(message)
-        content = f"{path}.content"
-        self.fields.note(
-            message, {"": path, "role": f"{path}.role", "content": content, "refusal": content}
-        )
+        if self.fields is not None:
+            content = f"{path}.content"
+            self.fields.note(
+                message, {"": path, "role": f"{path}.role", "content": content, "refusal": content}
+            )
 
     def _assistant(self, content: Any, path: str) -> None:
         message: dict[str, Any] = {"role": "assistant"}
@@ -163,17 +164,18 @@ class Input:
                 "arguments": arguments,
             },
         }
-        self.fields.note(
-            call,
-            {
-                "": path,
-                "id": f"{path}.call_id",
-                "type": f"{path}.type",
-                "function": path,
-                "function.name": f"{path}.name",
-                "function.arguments": given,
-            },
-        )
+        if self.fields is not None:
+            self.fields.note(
+                call,
+                {
+                    "": path,
+                    "id": f"{path}.call_id",
+                    "type": f"{path}.type",
+                    "function": path,
+                    "function.name": f"{path}.name",
+                    "function.arguments": given,
+                },
+            )
         last = self.messages[-1] if self.messages else None
         if last is not None and last["role"] == "assistant":
             last.setdefault("tool_calls", []).append(call)
@@ -183,10 +185,9 @@ class Input:
     def _function_output(self, item: Mapping[str, Any], path: str) -> None:
         call_id = expect_str(require(item, "call_id", path), f"{path}.call_id")
         output = require(item, "output", path)
-        notes = {"": path, "tool_call_id": f"{path}.call_id", "content": f"{path}.output"}
         if isinstance(output, str):
             self.messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
-            self.fields.note(self.messages[-1], notes)
+            self._noted_output(path)
             return
         parts = _input_parts(expect_list(output, f"{path}.output"), f"{path}.output", self.fields)
         texts = [p["text"] for p in parts if p["type"] == "text"]
@@ -195,9 +196,14 @@ class Input:
             self.held.extend(media)
             texts.append(f"[{len(media)} attachment(s) of this result follow in the next message]")
         content = text_content(texts) if texts else ""
-        message: dict[str, Any] = {"role": "tool", "tool_call_id": call_id, "content": content}
-        self.messages.append(message)
-        self.fields.note(message, notes)
+        self.messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+        self._noted_output(path)
+
+    def _noted_output(self, path: str) -> None:
+        """The last message noted as the tool output at ``path`` (when noting)."""
+        if self.fields is not None:
+            notes = {"tool_call_id": f"{path}.call_id", "content": f"{path}.output"}
+            self.fields.note(self.messages[-1], {"": path, **notes})
 
     def _flush_held(self) -> None:
         if self.held:
@@ -205,7 +211,7 @@ class Input:
             self.held = []
 
 
-def _input_parts(parts: list[Any], path: str, fields: ChatFields) -> list[dict[str, Any]]:
+def _input_parts(parts: list[Any], path: str, fields: ChatFields | None) -> list[dict[str, Any]]:
     """``input_text`` / ``input_image`` / ``input_file`` parts as chat content parts."""
     out: list[dict[str, Any]] = []
     for j, raw in enumerate(parts):
@@ -216,7 +222,9 @@ def _input_parts(parts: list[Any], path: str, fields: ChatFields) -> list[dict[s
             out.append(
                 {"type": "text", "text": expect_str(require(part, "text", ppath), f"{ppath}.text")}
             )
-            fields.note(out[-1], {"": ppath, "type": f"{ppath}.type", "text": f"{ppath}.text"})
+            if fields is not None:
+                notes = {"": ppath, "type": f"{ppath}.type", "text": f"{ppath}.text"}
+                fields.note(out[-1], notes)
         elif kind == "input_image":
             if part.get("file_id") is not None:
                 raise unsupported_value(
@@ -230,14 +238,17 @@ def _input_parts(parts: list[Any], path: str, fields: ChatFields) -> list[dict[s
             if isinstance(detail, str) and detail in _IMAGE_DETAIL:
                 image["detail"] = detail
             out.append({"type": "image_url", "image_url": image})
-            where = f"{ppath}.image_url"
-            notes = {"": ppath, "type": f"{ppath}.type", "image_url": where, "image_url.url": where}
-            fields.note(out[-1], {**notes, "image_url.detail": f"{ppath}.detail"})
+            if fields is not None:
+                where = f"{ppath}.image_url"
+                notes = {"": ppath, "type": f"{ppath}.type", "image_url": where}
+                notes |= {"image_url.url": where, "image_url.detail": f"{ppath}.detail"}
+                fields.note(out[-1], notes)
         elif kind == "input_file":
             out.append(_file_part(part, ppath))
-            data, name = f"{ppath}.file_data", f"{ppath}.filename"
-            notes = {"": ppath, "type": f"{ppath}.type", "file": ppath}
-            fields.note(out[-1], {**notes, "file.file_data": data, "file.filename": name})
+            if fields is not None:
+                data, name = f"{ppath}.file_data", f"{ppath}.filename"
+                notes = {"": ppath, "type": f"{ppath}.type", "file": ppath}
+                fields.note(out[-1], {**notes, "file.file_data": data, "file.filename": name})
         else:
             raise unsupported_value(
                 f"{ppath}.type",

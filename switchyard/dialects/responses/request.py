@@ -6,9 +6,9 @@ custom tool calls and their outputs become assistant ``tool_calls`` and ``tool``
 function tools become chat's nested ones, and custom tools (free-text input, such as Codex's
 ``apply_patch``) functions taking one string (:mod:`._custom`). What the reply translation
 needs from the request (the model, the fields a Response object echoes, the custom tools'
-names) travels as a :class:`ResponsesContext`, and which of the request's fields each chat
-field came from as :class:`~switchyard.dialects.chat_fields.ChatFields` (a provider's error
-names the client's own field).
+names) travels as a :class:`ResponsesContext`. Which of the request's fields each chat field
+came from is noted only when asked (:func:`chat_fields`, the translation run again when a
+provider's error must name the client's own field: :mod:`switchyard.dialects.chat_fields`).
 
 Switchyard stores no responses, so every feature that reads a stored response or prompt is
 refused with a 400 naming the field: ``previous_response_id``, ``conversation``, ``prompt``
@@ -122,20 +122,32 @@ class ResponsesRequest(msgspec.Struct, frozen=True, kw_only=True):
         chat: the chat completions request body (a dict, ready to encode).
         context: what the reply translation needs.
         stream: whether the client asked for an event stream.
-        fields: which of the request's fields each of ``chat``'s came from.
     """
 
     chat: dict[str, Any]
     context: ResponsesContext
     stream: bool
-    fields: ChatFields
 
 
-def to_chat(body: Body) -> ResponsesRequest:
+def chat_fields(body: Body) -> ChatFields:
+    """Which of ``body``'s fields each field of its chat request came from: the translation
+    run again, noting (it is deterministic; only a provider's error naming a field needs it).
+
+    Raises:
+        InvalidRequest: as :func:`to_chat` does.
+    """
+    fields = ChatFields()
+    to_chat(body, fields)
+    return fields
+
+
+def to_chat(body: Body, fields: ChatFields | None = None) -> ResponsesRequest:
     """Translate a Responses request into a chat completions request.
 
     Args:
         body: the request body, as bytes or an already decoded mapping.
+        fields: noted where each chat field came from (:func:`chat_fields`); None, nothing is
+            noted (a translation that succeeds costs no more than the chat request).
 
     Raises:
         InvalidRequest: the body is malformed, or asks for something a stateless gateway in front
@@ -167,17 +179,18 @@ def to_chat(body: Body) -> ResponsesRequest:
     stream = expect_bool(req.get("stream") or False, "stream")
 
     messages: list[dict[str, Any]] = []
-    fields = ChatFields()
     instructions = req.get("instructions")
     if instructions is not None:
         instructions = expect_str(instructions, "instructions")
         if instructions:
             messages.append({"role": "system", "content": instructions})
-            fields.note(messages[-1], {"": "instructions", "content": "instructions"})
+            if fields is not None:
+                fields.note(messages[-1], {"": "instructions", "content": "instructions"})
     raw_input = require(req, "input", "")
     if isinstance(raw_input, str):
         messages.append({"role": "user", "content": raw_input})
-        fields.note(messages[-1], {"": "input", "content": "input"})
+        if fields is not None:
+            fields.note(messages[-1], {"": "input", "content": "input"})
     else:
         Input(messages, fields).items(expect_list(raw_input, "input"))
         messages = keep_tool_runs_whole(messages)
@@ -186,7 +199,8 @@ def to_chat(body: Body) -> ResponsesRequest:
 
     chat: dict[str, Any] = {"model": model, "messages": messages}
     echo: dict[str, Any] = {"instructions": instructions}
-    fields.request(chat, TOP_FIELDS)
+    if fields is not None:
+        fields.request(chat, TOP_FIELDS)
     custom = _tooling(req, chat, echo, fields)
     _sampling(req, chat, echo)
     echo["text"] = _text(req.get("text"), chat)
@@ -197,16 +211,20 @@ def to_chat(body: Body) -> ResponsesRequest:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     context = ResponsesContext(model=model, echo=echo, custom=custom)
-    return ResponsesRequest(chat=chat, context=context, stream=stream, fields=fields)
+    return ResponsesRequest(chat=chat, context=context, stream=stream)
 
 
 def _tooling(
-    req: Mapping[str, Any], chat: dict[str, Any], echo: dict[str, Any], fields: ChatFields
+    req: Mapping[str, Any],
+    chat: dict[str, Any],
+    echo: dict[str, Any],
+    fields: ChatFields | None,
 ) -> frozenset[str]:
     """Tools and the settings about them; returns the names of the custom tools."""
     tools, echoed, custom = _tools(req.get("tools"))
-    for i, tool in enumerate(tools):
-        fields.note(tool, _tool_fields(f"tools[{i}]", tool["function"]["name"] in custom))
+    if fields is not None:
+        for i, tool in enumerate(tools):
+            fields.note(tool, _tool_fields(f"tools[{i}]", tool["function"]["name"] in custom))
     if tools:
         chat["tools"] = tools
     echo["tools"] = echoed

@@ -9,7 +9,8 @@ through (:mod:`.providers.passthrough`, its stream relayed by
 :class:`~.providers.native_stream.Relayed`); any other gets it translated to chat completions
 and its answer translated back by :class:`Translated`, an adapter wrapped around the
 provider's usual one, so the handler calls every provider the same way (its errors naming a
-field of the chat request name the client's own: :mod:`switchyard.dialects.chat_fields`). The
+field of the chat request name the client's own: :mod:`switchyard.dialects.chat_fields`, the
+translation run again, noting, only then: :func:`fields_of`). The
 translated output limit is named as the provider's kind reads it (:data:`MAX_TOKENS_KINDS`).
 Anthropic's token count (``count_tokens``) goes to Anthropic and OpenAI's (``input_tokens``) to
 OpenAI; both are estimated locally for every other provider (:mod:`.providers.token_estimate`).
@@ -24,6 +25,7 @@ items are kept unless the request says ``store: false`` (``keep``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -124,20 +126,33 @@ def plan(
     chat: dict[str, Any]
     if call.op == "responses":
         translated = responses.to_chat(call.body)
-        chat, context, fields = translated.chat, translated.context, translated.fields
+        chat, context = translated.chat, translated.context
         if keep is not None and call.body.get("store") is not False:
             context = msgspec.structs.replace(context, echo={**context.echo, "store": True})
         else:
             keep = None
     else:
         message = anthropic.to_chat(call.body)
-        chat, context, fields = message.chat, message.context, message.fields
+        chat, context = message.chat, message.context
     chat["model"] = call.deployment.model
     if kind in MAX_TOKENS_KINDS and "max_completion_tokens" in chat:
         chat["max_tokens"] = chat.pop("max_completion_tokens")
     # The translation needs the usage chunk of a stream to close the dialect's own usage.
     chat_call = dataclasses.replace(call, op="chat", body=chat, client_wants_usage=True)
-    return Translated(adapters.for_kind(kind), context, keep, fields), chat_call
+    return Translated(adapters.for_kind(kind), context, keep, fields_of(call)), chat_call
+
+
+def fields_of(call: ProviderCall) -> Callable[[], ChatFields]:
+    """How to learn where each field of ``call``'s translated chat request came from, asked
+    only when a provider's error names one: the translation run again, noting (nothing is
+    noted, nor kept, while a request is translated and answered). From the request's bytes,
+    which the call holds anyway (``call.request``, decoded as ``call.body`` was), unless its
+    ``item_reference`` items were filled in: then from the body itself."""
+    noting = responses.chat_fields if call.op == "responses" else anthropic.chat_fields
+    raw = call.request
+    if not raw or (call.op == "responses" and b"item_reference" in raw):
+        return functools.partial(noting, call.body)
+    return functools.partial(noting, raw)
 
 
 def _native(
@@ -163,12 +178,12 @@ class Translated:
         inner: Adapter,
         context: responses.ResponsesContext | anthropic.MessagesContext,
         keep: Keep | None = None,
-        fields: ChatFields | None = None,
+        fields: Callable[[], ChatFields] | None = None,
     ) -> None:
         self._inner = inner
         self._context = context
         self._keep = keep  # told a Responses answer's output items (not waited for)
-        self._fields = fields if fields is not None else ChatFields()
+        self._noting = fields  # (see :func:`fields_of`)
         # The stream failed after it started and its dialect's own error ending was sent: the
         # handler's error message then says so (``Sy-Error-In-Stream``), so no relay adds one.
         self.ended_in_dialect = False
@@ -235,6 +250,14 @@ class Translated:
         if self._keep is not None and isinstance(out, responses.ResponsesStream):
             self._keep(out.output)
         yield StreamEvent(closing or None, usage)
+
+    def _fields(self) -> ChatFields:
+        """Where the chat request's fields came from (:func:`fields_of`); none known when the
+        translation, run again, fails (it cannot, having succeeded once)."""
+        try:
+            return self._noting() if self._noting is not None else ChatFields()
+        except ApiError:
+            return ChatFields()
 
     async def close(self) -> None:
         """The inner adapter belongs to the registry, which closes it."""
