@@ -1,7 +1,9 @@
 """A provider's 400 naming a field of the chat request a Responses or Messages request was
-translated into tells the client the field of its own request (``param``; Anthropic's message
-opens with it), or none, never the chat field: ``messages[1].content`` named the instructions'
-neighbour, ``max_tokens`` and ``tools[0].function.name`` nothing a Responses request has.
+translated into tells the client the field of its own request (``param``, and in the message
+the provider's words name it too; Anthropic's message opens with it unless it names it), or
+none, never the chat field: ``messages[1].content`` named the instructions' neighbour,
+``max_tokens`` and ``tools[0].function.name`` nothing a Responses request has, and a Messages
+client read two different turns in one message.
 Through the session stack, whose ``fake`` provider speaks chat completions only (routes added
 to its live table for this module)."""
 
@@ -22,10 +24,11 @@ pytestmark = pytest.mark.integration
 # The chat field each route's provider blames (tests/upstream.py SAID), by route.
 ROUTES = {
     f"params-{name}": {"deployments": [{"provider": "fake", "model": f"said:param400-{name}"}]}
-    for name in ("message", "maxtokens", "tool", "added")
+    for name in ("message", "dotted", "maxtokens", "tool", "added")
 }
 WEATHER = {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}
 ADDED = "(the provider named `stream_options.include_usage` of the chat completions request"
+SAID = "upstream refused a field: Invalid value for "  # then the field, quoted
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -45,6 +48,7 @@ async def routed(stack: Stack) -> AsyncIterator[Stack]:
     ("name", "param"),
     [
         ("message", "input[0].content"),  # chat's messages[0] is the instructions
+        ("dotted", "input[0].content"),  # the message says `messages.1.content`
         ("maxtokens", "max_output_tokens"),
         ("tool", "tools[0].name"),
         ("added", None),  # stream_options: the translation's own
@@ -69,23 +73,32 @@ async def test_a_responses_client_is_told_its_own_field(
     finally:
         await client.close()
     assert refused.value.param == param
-    assert "upstream refused a field" in refused.value.message
-    assert (ADDED in refused.value.message) == (name == "added")
+    shown = refused.value.body
+    assert isinstance(shown, dict), shown
+    told = shown["message"]
+    if param is None:
+        assert told.startswith(f"{SAID}'stream_options.include_usage' {ADDED}"), told
+    else:
+        assert told == f"{SAID}'{param}'", told
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize(
-    ("name", "opening"),
+    ("name", "own"),
     [
-        ("message", "messages[0].content: "),  # chat's messages[0] is the system prompt
-        ("maxtokens", "max_tokens: "),
-        ("tool", "tools[0].name: "),
-        ("added", "upstream refused a field"),  # no field of the client's: none leads
+        ("message", "messages[0].content"),  # chat's messages[0] is the system prompt
+        ("dotted", "messages[0].content"),
+        ("maxtokens", "max_tokens"),
+        ("tool", "tools[0].name"),
+        ("added", None),  # no field of the client's: none leads
     ],
 )
 async def test_a_messages_client_is_told_its_own_field(
-    routed: Stack, name: str, opening: str, stream: bool
+    routed: Stack, name: str, own: str | None, stream: bool
 ) -> None:
+    """The message names one field, the client's (it read ``messages[0].content: ... Invalid
+    value for 'messages[1].content'``, two different turns), and none leads it: the message
+    names it already."""
     client = anthropic.AsyncAnthropic(
         base_url=routed.tail_url, api_key=routed.api_key, max_retries=0
     )
@@ -105,5 +118,7 @@ async def test_a_messages_client_is_told_its_own_field(
     body = refused.value.body
     assert isinstance(body, dict), body
     message = body["error"]["message"]
-    assert message.startswith(opening), message
-    assert (ADDED in message) == (name == "added"), message
+    if own is None:
+        assert message.startswith(f"{SAID}'stream_options.include_usage' {ADDED}"), message
+    else:
+        assert message == f"{SAID}'{own}'", message

@@ -115,7 +115,8 @@ SAID = {
         ' "code": "content_filter", "status": 400}}',
     ),
     "text400": (400, "text/plain", "upstream refused: prompt too long for this server\n"),
-    # A 400 naming a field of the chat request it was sent (``param400-<field>``, see PARAMS).
+    # A 400 naming a field of the chat request it was sent, in its param and its message
+    # (``param400-<field>``; the message in the pydantic servers' spelling for ``dotted``).
     **{
         f"param400-{name}": (
             400,
@@ -123,7 +124,8 @@ SAID = {
             json.dumps(
                 {
                     "error": {
-                        "message": "upstream refused a field",
+                        "message": "upstream refused a field: Invalid value for "
+                        + ("'messages.1.content'" if name == "dotted" else f"'{param}'"),
                         "type": "invalid_request_error",
                         "param": param,
                         "code": "invalid_value",
@@ -133,6 +135,7 @@ SAID = {
         )
         for name, param in {
             "message": "messages[1].content",
+            "dotted": "messages[1].content",
             "maxtokens": "max_tokens",
             "tool": "tools[0].function.name",
             "added": "stream_options.include_usage",

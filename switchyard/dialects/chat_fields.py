@@ -11,7 +11,10 @@ the client's fields its own fields came from (:meth:`ChatFields.note`), and a pr
 by that note (:meth:`ChatFields.client_param`): ``messages[3].tool_calls[0].function.arguments``
 becomes ``input[4].arguments``, ``max_tokens`` ``max_output_tokens``. A field with no known
 origin (``stream_options``, which the translation adds) is told as ``null``, the message saying
-which chat field the provider named (:func:`told_for_client`).
+which chat field the provider named (:func:`told_for_client`). The chat fields the provider's
+message names are rewritten the same way (``Invalid 'messages[1].content'``, litellm's
+```reasoning_effort```), so the message names no field the client did not send; a field
+named by a bare word (``stop``, ``user``) only where quoted, or where it is the ``param``.
 
 Objects are noted by identity: the note keeps each alive, so its ``id`` names it as long as the
 notes live, and the messages reordered to keep tool runs whole keep their notes. Nothing is
@@ -33,6 +36,24 @@ from switchyard.errors import ApiError
 _SEGMENT = re.compile(r"\.?(?:\[(\d+)\]|([^.\[\]]+))")
 _MAX_PARAM = 256  # a longer param is no field of a request this translation wrote
 _MAX_SAID = 120  # of an unmapped param, what the message repeats
+# A chat field named in a provider's message, in any of the spellings above (and
+# ``messages.[0]``), standing alone: not part of a longer name or path.
+_MENTION = re.compile(
+    r"(?<![\w.\[\]])(?P<path>(?P<name>[A-Za-z_]\w*)(?:\.?\[\d+\]|\.\d+\b|\.[A-Za-z_]\w*)*)"
+    r"(?![\w\[])"
+)
+_QUOTES = frozenset("'\"`")
+# Chat completions' top-level request fields: the only names a message is searched for.
+CHAT_FIELDS = frozenset(
+    {
+        *("messages", "model", "tools", "tool_choice", "parallel_tool_calls", "functions"),
+        *("max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "n", "seed"),
+        *("frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs"),
+        *("response_format", "reasoning_effort", "verbosity", "user", "metadata", "store"),
+        *("stream", "stream_options", "service_tier", "prompt_cache_key", "safety_identifier"),
+        *("modalities", "audio", "prediction", "web_search_options"),
+    }
+)
 
 
 class ChatFields:
@@ -87,13 +108,20 @@ class ChatFields:
 
 def told_for_client(exc: ApiError, fields: Callable[[], ChatFields]) -> None:
     """``exc`` (a provider's answer to the translated request) made to name the client's own
-    field in its ``param``; when none is known, ``param`` is null and the message says which
-    chat field the provider named. ``fields`` is asked only when the error names a field (it
-    runs the translation again)."""
+    field in its ``param`` and its message; when the param's is not known, ``param`` is null
+    and the message says which chat field the provider named. ``fields`` is asked only when
+    the error names a field (it runs the translation again)."""
     said = exc.param
+    mentions = _mentions(exc.message, said)
+    if not said and not mentions:
+        return
+    noted = fields()
+    if mentions:
+        exc.message = _rewritten(exc.message, mentions, noted)
+        exc.args = (exc.message,)
     if not said:
         return
-    exc.param = fields().client_param(said)
+    exc.param = noted.client_param(said)
     if exc.param is None:
         shown = said if len(said) <= _MAX_SAID else said[: _MAX_SAID - 3] + "..."
         exc.message = (
@@ -101,6 +129,36 @@ def told_for_client(exc: ApiError, fields: Callable[[], ChatFields]) -> None:
             "this request was translated into)"
         )
         exc.args = (exc.message,)
+
+
+def _mentions(message: str, param: str | None) -> list[re.Match[str]]:
+    """The chat fields ``message`` names: paths from a top-level chat field, a bare word
+    (``stop``, ``user``) only where quoted or where it is the ``param``."""
+    found = []
+    for match in _MENTION.finditer(message):
+        path, name = match.group("path", "name")
+        if name not in CHAT_FIELDS:
+            continue
+        if path == name and "_" not in name and path != param:
+            start, end = match.span()
+            quoted = start > 0 and end < len(message) and message[start - 1] in _QUOTES
+            if not (quoted and message[end] == message[start - 1]):
+                continue
+        found.append(match)
+    return found
+
+
+def _rewritten(message: str, mentions: list[re.Match[str]], fields: ChatFields) -> str:
+    """``message`` with each of its ``mentions`` naming the client's field (when known)."""
+    out, pos = [], 0
+    for match in mentions:
+        path = match.group("path")
+        own = fields.client_param(path)
+        if own is None or own == path:
+            continue
+        out += [message[pos : match.start()], own]
+        pos = match.end()
+    return "".join(out) + message[pos:]
 
 
 def _tokens(param: str) -> list[str | int] | None:

@@ -13,6 +13,7 @@ from switchyard.dialects import anthropic, responses
 from switchyard.dialects.chat_fields import ChatFields, told_for_client
 from switchyard.errors import InvalidRequest
 from switchyard.workers.modelproxy.dialects import fields_of
+from switchyard.workers.modelproxy.providers import litellm_params
 from tests.unit.demo_calls import demo_call
 
 RESPONSES = {
@@ -170,3 +171,76 @@ def test_the_fields_are_noted_again_from_the_request_as_received() -> None:
     body = {key: value for key, value in MESSAGES.items() if key != "model"}
     told = dataclasses.replace(demo_call("messages", **body), request=b"")
     assert fields_of(told)().client_param("messages[1].content") == "messages[0].content"
+
+
+@pytest.mark.parametrize(
+    ("said", "told"),
+    [
+        ("Invalid 'messages[1].content': too long", "Invalid 'messages[0].content': too long"),
+        ("Invalid messages.1.content.", "Invalid messages[0].content."),  # pydantic's
+        ("at messages.[2].tool_calls[0].id", "at messages[1].content[1].id"),
+        ("'messages' must alternate", "'messages' must alternate"),  # the same field
+        ("'stop' has too many items", "'stop_sequences' has too many items"),
+        ("a stop word", "a stop word"),  # a bare word, unquoted: English
+        ("`max_completion_tokens` too large", "`max_tokens` too large"),
+        ("the user said stop", "the user said stop"),
+    ],
+)
+def test_the_message_names_the_clients_fields(said: str, told: str) -> None:
+    """A Messages client read ``messages[0].content: Invalid 'messages[1].content'``: two
+    different turns."""
+    refused = InvalidRequest(said)
+    told_for_client(refused, lambda: anthropic.chat_fields(MESSAGES))
+    assert (refused.message, refused.param) == (told, None)
+
+
+def test_the_message_names_the_param_as_the_client_knows_it() -> None:
+    refused = InvalidRequest("Invalid value for stop: a list", param="stop")
+    told_for_client(refused, lambda: anthropic.chat_fields(MESSAGES))
+    assert (refused.param, refused.message) == (
+        "stop_sequences",
+        "Invalid value for stop_sequences: a list",
+    )
+    body = anthropic.error_body(refused)
+    assert b'"message":"Invalid value for stop_sequences: a list"' in body  # named: not led
+
+
+def test_litellms_refusals_name_the_clients_fields() -> None:
+    """litellm names the chat fields it refuses (``reasoning_effort``: a Responses client's
+    ``reasoning.effort``), in its list or in a sentence."""
+    listed = litellm_params.refusal("p", "m", ["reasoning_effort", "verbosity"], "")
+    told_for_client(listed, lambda: responses.chat_fields(RESPONSES))
+    assert listed.param == "reasoning.effort"
+    assert listed.message.startswith(
+        "`reasoning.effort`, `text.verbosity`: provider p does not take these fields"
+    )
+    said = "litellm.UnsupportedParamsError: m only supports top_p when reasoning_effort is none"
+    sentence = litellm_params.refusal("p", "m", [], said)
+    told_for_client(sentence, lambda: responses.chat_fields(RESPONSES))
+    assert sentence.param is None
+    assert sentence.message.endswith("m only supports top_p when reasoning.effort is none")
+
+
+def test_an_error_naming_no_field_translates_nothing_again() -> None:
+    def noting() -> ChatFields:
+        raise AssertionError("translated again")
+
+    for said in ("Rate limit reached for model m", "the stream was cut", "stop the user"):
+        told_for_client(InvalidRequest(said), noting)
+
+
+@pytest.mark.parametrize(
+    ("message", "param", "led"),
+    [
+        ("Invalid 'messages[1].content'", "messages", True),  # a coarser field: not named
+        ("Invalid 'messages[0].content'", "messages[0].content", False),
+        ("Invalid messages.", "messages", False),
+        ("stop_sequences: too many", "stop", True),
+    ],
+)
+def test_a_messages_error_is_led_by_a_param_it_does_not_name(
+    message: str, param: str, led: bool
+) -> None:
+    body = anthropic.error_body(InvalidRequest(message, param=param))
+    shown = msgspec.json.decode(body)["error"]["message"]
+    assert shown == (f"{param}: {message}" if led else message)

@@ -9,10 +9,14 @@ changes. Type names follow Anthropic's documented list (400 ``invalid_request_er
 status, which Anthropic's SDKs wait out and retry). Switchyard's 503 (no workers,
 queue full) is Anthropic's "overloaded" and is named so; other 4xx are
 ``invalid_request_error`` and other 5xx ``api_error``, as Anthropic documents for statuses it
-does not list. The parameter at fault, which Anthropic has no field for, leads the message.
+does not list. The parameter at fault, which Anthropic has no field for, leads the message
+unless the message names it already (as a whole: ``messages`` is not named by
+``messages[1].content``).
 """
 
 from __future__ import annotations
+
+import re
 
 import msgspec
 
@@ -72,6 +76,12 @@ def error_event(exc: ApiError) -> bytes:
 
 def _detail(exc: ApiError) -> _Detail:
     message = exc.message
-    if exc.param and exc.param not in message:
+    if exc.param and not _names(message, exc.param):
         message = f"{exc.param}: {message}"
     return _Detail(error_type(exc.status), message)
+
+
+def _names(message: str, param: str) -> bool:
+    """Whether ``message`` names ``param`` as a whole, not a part of a longer name or path."""
+    whole = rf"(?<![\w.\[\]]){re.escape(param)}(?![\w\[]|\.[\w\[])"
+    return re.search(whole, message) is not None
