@@ -69,10 +69,14 @@ class ChatFields:
         (``""`` for ``obj`` itself, ``content``, ``function.name``) -> the client's field."""
         self._notes[id(obj)] = (obj, fields)
 
+    def noted(self, obj: object) -> Mapping[str, str]:
+        """What is noted of ``obj`` (nothing: empty)."""
+        found = self._notes.get(id(obj))
+        return found[1] if found is not None and found[0] is obj else {}
+
     def field_of(self, obj: object, relative: str) -> str | None:
         """The client's field noted for ``obj``'s ``relative`` field."""
-        found = self._notes.get(id(obj))
-        return found[1].get(relative) if found is not None and found[0] is obj else None
+        return self.noted(obj).get(relative)
 
     def request(self, chat: dict[str, Any], fields: Mapping[str, str]) -> None:
         """Notes the chat request itself: its top-level fields' origins."""
@@ -99,7 +103,10 @@ class ChatFields:
             obj = obj[token]
         for fields, depth in reversed(noted):
             rest = tokens[depth:]
-            for end in range(len(rest), -1, -1):
+            # An object's own field ("") names what it names only when nothing is left of the
+            # path: a field of it that is not noted is not the whole object's (an assistant
+            # message's `tool_calls` are not its text's item); the object around it may know.
+            for end in range(len(rest), 0 if rest else -1, -1):
                 field = fields.get(_relative(rest[:end]))
                 if field is not None:
                     return field

@@ -244,3 +244,37 @@ def test_a_messages_error_is_led_by_a_param_it_does_not_name(
     body = anthropic.error_body(InvalidRequest(message, param=param))
     shown = msgspec.json.decode(body)["error"]["message"]
     assert shown == (f"{param}: {message}" if led else message)
+
+
+CALLED = {
+    "model": "m",
+    "input": [
+        {"role": "user", "content": "hi"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "."}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "a"},
+        {"type": "function_call_output", "call_id": "c2", "output": "b"},
+        {"type": "function_call", "call_id": "c3", "name": "f", "arguments": "{}"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("chat", "own"),
+    [
+        # the calls appended to the assistant's text item: its calls are theirs, not the text's
+        ("messages[1].tool_calls", "input[2]"),
+        ("messages.[1].role", "input[2]"),
+        ("messages[1].tool_calls[1].function.arguments", "input[3].arguments"),
+        ("messages[1].content", "input[1].content"),
+        ("messages[1]", "input"),  # three items
+        ("messages[1].name", "input"),  # no field of it: not its text's item
+        # a message made for a call alone
+        ("messages[4].tool_calls", "input[6]"),
+        ("messages[4].content", "input[6]"),
+        ("messages[4]", "input[6]"),
+    ],
+)
+def test_calls_merged_into_an_assistant_message(chat: str, own: str) -> None:
+    assert responses.chat_fields(CALLED).client_param(chat) == own

@@ -178,9 +178,16 @@ class Input:
             )
         last = self.messages[-1] if self.messages else None
         if last is not None and last["role"] == "assistant":
-            last.setdefault("tool_calls", []).append(call)
+            calls = last.setdefault("tool_calls", [])
+            calls.append(call)
+            if self.fields is not None:  # a message of several items: its calls are this one's
+                first = {"role": path, "tool_calls": path} if len(calls) == 1 else {}
+                self.fields.note(last, {**self.fields.noted(last), "": "input", **first})
         else:
             self.messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            if self.fields is not None:
+                notes = {"": path, "role": path, "content": path, "tool_calls": path}
+                self.fields.note(self.messages[-1], notes)
 
     def _function_output(self, item: Mapping[str, Any], path: str) -> None:
         call_id = expect_str(require(item, "call_id", path), f"{path}.call_id")
