@@ -26,7 +26,7 @@ needs them, so the translation is run again, noting, then (it is deterministic).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from switchyard.errors import ApiError
@@ -68,6 +68,17 @@ class ChatFields:
         """Notes that ``obj``'s fields came from ``fields``: a chat path relative to ``obj``
         (``""`` for ``obj`` itself, ``content``, ``function.name``) -> the client's field."""
         self._notes[id(obj)] = (obj, fields)
+
+    def parts(self, content: object, sources: Sequence[object]) -> None:
+        """Notes the parts of ``content`` (``text_content`` of ``sources``' texts, which makes
+        new parts) as their sources: a part noted before, or the path of a text block."""
+        if not isinstance(content, list):
+            return  # one text: the message's own content
+        for part, source in zip(content, sources, strict=False):
+            if isinstance(source, str):
+                self.note(part, {"": source, "type": f"{source}.type", "text": f"{source}.text"})
+            elif self.noted(source):
+                self.note(part, self.noted(source))
 
     def noted(self, obj: object) -> Mapping[str, str]:
         """What is noted of ``obj`` (nothing: empty)."""

@@ -278,3 +278,85 @@ CALLED = {
 )
 def test_calls_merged_into_an_assistant_message(chat: str, own: str) -> None:
     assert responses.chat_fields(CALLED).client_param(chat) == own
+
+
+TEXTS = {  # Claude Code's usual shape: turns of several text blocks
+    "model": "m",
+    "max_tokens": 16,
+    "system": [{"type": "text", "text": "you are"}, {"type": "text", "text": "an agent"}],
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "<system-reminder>...</system-reminder>"},
+                {"type": "text", "text": "fix it"},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "looking"},
+                {"type": "text", "text": ""},  # left out
+                {"type": "text", "text": "now"},
+                {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t1",
+                    "is_error": True,
+                    "content": [{"type": "text", "text": "no"}, {"type": "text", "text": "such"}],
+                }
+            ],
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("chat", "own"),
+    [
+        ("messages[0].content[1].text", "system[1].text"),
+        ("messages[1].content[1].text", "messages[0].content[1].text"),
+        ("messages[1].content[0]", "messages[0].content[0]"),
+        ("messages[1].role", "messages[0].role"),
+        ("messages[1].content", "messages[0].content"),
+        ("messages[2].content[1].text", "messages[1].content[2].text"),
+        ("messages[3].content[1].text", "messages[2].content[0].content[1].text"),
+    ],
+)
+def test_texts_of_several_blocks_keep_their_fields(chat: str, own: str) -> None:
+    """``text_content`` makes new parts of several texts: each is named as its block."""
+    assert anthropic.chat_fields(TEXTS).client_param(chat) == own
+
+
+PARTS = {
+    "model": "m",
+    "input": [
+        {"role": "developer", "content": [{"type": "input_text", "text": "a"}] * 2},
+        {"role": "user", "content": [{"type": "input_text", "text": "b"}] * 2},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "c"}] * 2},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {
+            "type": "function_call_output",
+            "call_id": "c1",
+            "output": [{"type": "input_text", "text": "d"}] * 2,
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("chat", "own"),
+    [
+        ("messages[0].content[1].text", "input[0].content[1].text"),
+        ("messages[1].content[1].text", "input[1].content[1].text"),
+        ("messages[2].content[1]", "input[2].content[1]"),
+        ("messages[3].content[1].text", "input[4].output[1].text"),
+    ],
+)
+def test_responses_texts_of_several_parts_keep_their_fields(chat: str, own: str) -> None:
+    assert responses.chat_fields(PARTS).client_param(chat) == own

@@ -15,6 +15,7 @@ Anthropic's servers or storage are refused naming their ``type``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ from switchyard.dialects._common import (
 from switchyard.dialects.chat_fields import ChatFields
 
 ERROR_MARK = "Error: "  # opens the text of a tool result marked ``is_error``
+_TURN = re.compile(r"[^.\[]+\[\d+\]")  # the turn of a block's path: ``messages[3]``
 _DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 
@@ -63,7 +65,7 @@ def chat_messages(
     user: list[tuple[Mapping[str, Any], str]] = []  # the blocks of the user turn being gathered
     texts: list[str] = []  # the assistant turn being gathered
     calls: list[dict[str, Any]] = []
-    said: list[str] = []  # the paths of the turns gathered into it
+    said: tuple[list[str], list[str]] = ([], [])  # (noting) the paths of its turns and texts
     for i, raw in enumerate(raw_messages):
         mpath = f"{path}[{i}]"
         msg = expect_obj(raw, mpath)
@@ -77,7 +79,8 @@ def chat_messages(
             texts += wrote
             calls += called
             if fields is not None:
-                said.append(mpath)
+                said[0].append(mpath)
+                said[1].extend(_text_paths(content, f"{mpath}.content"))
         elif role == "user":
             _flush_assistant(texts, calls, out, (said, fields))
             user += _user_blocks(content, f"{mpath}.content")
@@ -88,6 +91,7 @@ def chat_messages(
             out.append({"role": "system", "content": system})
             if fields is not None:
                 fields.note(out[-1], _turn_fields(mpath))
+                fields.parts(system, _text_paths(content, f"{mpath}.content", everyone=True))
         else:
             raise invalid(
                 f"{mpath}.role", f"{mpath}.role: must be user, assistant or system (got `{role}`)"
@@ -100,6 +104,18 @@ def chat_messages(
 def _turn_fields(path: str) -> dict[str, str]:
     """Where the fields of a chat message made of the one turn at ``path`` came from."""
     return {"": path, "role": f"{path}.role", "content": f"{path}.content"}
+
+
+def _text_paths(content: Any, path: str, *, everyone: bool = False) -> list[str]:
+    """(noting) The paths of the text blocks of a turn's ``content`` that became its chat
+    message's texts: the non-empty ones (``everyone``: all, as a system turn keeps them)."""
+    if isinstance(content, str):
+        return []
+    return [
+        f"{path}[{j}]"
+        for j, block in enumerate(content)
+        if block.get("type") == "text" and (everyone or block.get("text"))
+    ]
 
 
 def _user_blocks(content: Any, path: str) -> list[tuple[Mapping[str, Any], str]]:
@@ -115,7 +131,7 @@ def _flush_assistant(
     texts: list[str],
     calls: list[dict[str, Any]],
     out: list[dict[str, Any]],
-    turns: tuple[list[str], ChatFields | None],
+    turns: tuple[tuple[list[str], list[str]], ChatFields | None],
 ) -> None:
     said, fields = turns
     if not texts and not calls:
@@ -127,11 +143,14 @@ def _flush_assistant(
     if calls:
         message["tool_calls"] = list(calls)
     out.append(message)
-    if fields is not None and len(said) == 1:  # merged turns have no one field of their own
-        fields.note(message, _turn_fields(said[0]))
+    if fields is not None:
+        if len(said[0]) == 1:  # merged turns have no one field of their own
+            fields.note(message, _turn_fields(said[0][0]))
+        fields.parts(message["content"], said[1])
     texts.clear()
     calls.clear()
-    said.clear()
+    said[0].clear()
+    said[1].clear()
 
 
 def _assistant(
@@ -206,12 +225,29 @@ def _flush_user(
         return
     if all(p["type"] == "text" for p in parts):
         out.append({"role": "user", "content": text_content([p["text"] for p in parts])})
-        if fields is not None and len(parts) == 1:  # its content is that part's text
-            content = fields.field_of(parts[0], "text")
-            if content is not None:
-                fields.note(out[-1], {"content": content})
     else:
         out.append({"role": "user", "content": parts})
+    if fields is not None:
+        _note_user(out[-1], parts, fields)
+
+
+def _note_user(message: dict[str, Any], parts: list[dict[str, Any]], fields: ChatFields) -> None:
+    """Notes a user message made of ``parts``: as its turn when they came from one, its text
+    parts (new ones when all are text) as the blocks they came from."""
+    turns = set()
+    for part in parts:
+        turn = _TURN.match(fields.field_of(part, "") or "")
+        turns.add(turn.group(0) if turn is not None else "")
+    notes = {}
+    if len(turns) == 1 and "" not in turns:
+        notes = _turn_fields(turns.pop())
+    if len(parts) == 1 and isinstance(message["content"], str):  # that part's text
+        content = fields.field_of(parts[0], "text")
+        if content is not None:
+            notes["content"] = content
+    if notes:
+        fields.note(message, notes)
+    fields.parts(message["content"], parts)
 
 
 def _tool_result(
@@ -226,12 +262,15 @@ def _tool_result(
     if content is None or isinstance(content, str):
         return {"role": "tool", "tool_call_id": call_id, "content": _marked(failed, content or "")}
     texts: list[str] = []
+    wrote: list[dict[str, Any]] = []  # (noting) the text parts
     media = 0
     for k, raw in enumerate(expect_list(content, f"{path}.content")):
         kpath = f"{path}.content[{k}]"
         part = _user_part(expect_obj(raw, kpath), kpath, fields)
         if part["type"] == "text":
             texts.append(part["text"])
+            if fields is not None:
+                wrote.append(part)
         else:
             held.append(part)
             media += 1
@@ -239,11 +278,10 @@ def _tool_result(
         texts = [_marked(failed, texts[0]), *texts[1:]] if texts else [failed.strip()]
     if media:
         texts.append(f"[{media} attachment(s) of this result follow in the next message]")
-    return {
-        "role": "tool",
-        "tool_call_id": call_id,
-        "content": text_content(texts) if texts else "",
-    }
+    told = text_content(texts) if texts else ""
+    if fields is not None:
+        fields.parts(told, wrote)
+    return {"role": "tool", "tool_call_id": call_id, "content": told}
 
 
 def _marked(mark: str, text: str) -> str:

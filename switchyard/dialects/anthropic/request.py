@@ -145,6 +145,7 @@ def to_chat(body: Body, fields: ChatFields | None = None) -> MessagesRequest:
             messages.append({"role": "system", "content": text_content(texts)})
             if fields is not None:
                 fields.note(messages[-1], {"": "system", "content": "system"})
+                fields.parts(messages[-1]["content"], [f"system[{j}]" for j in range(len(texts))])
     messages += keep_tool_runs_whole(chat_messages(raw_messages, "messages", fields))
     if not raw_messages:
         raise invalid("messages", "messages: at least one message is required")

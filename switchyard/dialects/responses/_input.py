@@ -13,7 +13,7 @@ in from the items kept of earlier answers before a request is translated
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from switchyard.dialects._common import (
@@ -102,23 +102,24 @@ class Input:
                         "system and developer messages can only carry text",
                     )
                 texts.append(part["text"])
-            self._append({"role": "system", "content": text_content(texts)}, path)
+            self._append({"role": "system", "content": text_content(texts)}, path, parts)
             return
         if all(p["type"] == "text" for p in parts):
-            self._append(
-                {"role": "user", "content": text_content([p["text"] for p in parts])}, path
-            )
+            texts = [p["text"] for p in parts]
+            self._append({"role": "user", "content": text_content(texts)}, path, parts)
         else:
             self._append({"role": "user", "content": parts}, path)
 
-    def _append(self, message: dict[str, Any], path: str) -> None:
-        """``message``, translated from the message item at ``path``."""
+    def _append(self, message: dict[str, Any], path: str, parts: Sequence[object] = ()) -> None:
+        """``message``, translated from the message item at ``path`` (its text ``content``
+        made of ``parts``: noted parts, or the paths of text parts)."""
         self.messages.append(message)
         if self.fields is not None:
             content = f"{path}.content"
             self.fields.note(
                 message, {"": path, "role": f"{path}.role", "content": content, "refusal": content}
             )
+            self.fields.parts(message["content"], parts)
 
     def _assistant(self, content: Any, path: str) -> None:
         message: dict[str, Any] = {"role": "assistant"}
@@ -126,6 +127,7 @@ class Input:
             message["content"] = content
         else:
             texts: list[str] = []
+            wrote: list[str] = []  # (noting) the paths of the text parts
             refusals: list[str] = []
             for j, raw in enumerate(expect_list(content, f"{path}.content")):
                 ppath = f"{path}.content[{j}]"
@@ -133,6 +135,8 @@ class Input:
                 kind = part.get("type")
                 if kind in ("output_text", "input_text"):
                     texts.append(expect_str(require(part, "text", ppath), f"{ppath}.text"))
+                    if self.fields is not None:
+                        wrote.append(ppath)
                 elif kind == "refusal":
                     refusals.append(expect_str(require(part, "refusal", ppath), f"{ppath}.refusal"))
                 else:
@@ -144,6 +148,8 @@ class Input:
             message["content"] = text_content(texts) if texts else None
             if refusals:
                 message["refusal"] = "\n".join(refusals)
+            self._append(message, path, wrote)
+            return
         self._append(message, path)
 
     def _function_call(self, item: Mapping[str, Any], path: str) -> None:
@@ -204,13 +210,16 @@ class Input:
             texts.append(f"[{len(media)} attachment(s) of this result follow in the next message]")
         content = text_content(texts) if texts else ""
         self.messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
-        self._noted_output(path)
+        self._noted_output(path, parts)
 
-    def _noted_output(self, path: str) -> None:
-        """The last message noted as the tool output at ``path`` (when noting)."""
+    def _noted_output(self, path: str, parts: Sequence[Mapping[str, Any]] = ()) -> None:
+        """The last message noted as the tool output at ``path`` (its text made of the text
+        ones of ``parts``), when noting."""
         if self.fields is not None:
             notes = {"tool_call_id": f"{path}.call_id", "content": f"{path}.output"}
             self.fields.note(self.messages[-1], {"": path, **notes})
+            texts = [part for part in parts if part["type"] == "text"]
+            self.fields.parts(self.messages[-1]["content"], texts)
 
     def _flush_held(self) -> None:
         if self.held:
